@@ -1,0 +1,64 @@
+//! Builds libkcoro (ReleaseFast unless -Doptimize says otherwise), runs the Zig unit tests with
+//! safety checks on (Debug unless -Dtest-optimize says otherwise), and builds/runs the native
+//! bench executable (always ReleaseFast).
+//!
+//!   zig build                      -> zig-out/lib/libkcoro.so
+//!   zig build test                 -> unit tests (add -Dtarget=aarch64-linux-musl -fqemu for ARM64)
+//!   zig build bench -- [args]      -> native benchmarks
+const std = @import("std");
+
+pub fn build(b: *std.Build) void {
+    const target = b.standardTargetOptions(.{});
+    const optimize = b.option(std.builtin.OptimizeMode, "optimize", "Library build mode (default ReleaseFast)") orelse .ReleaseFast;
+    const test_optimize = b.option(std.builtin.OptimizeMode, "test-optimize", "Unit test build mode (default Debug)") orelse .Debug;
+    const test_filter = b.option([]const u8, "test-filter", "Run only tests whose name contains this");
+
+    // The shared library: the C ABI in zig-src/root.zig.
+    const lib_mod = b.createModule(.{
+        .root_source_file = b.path("zig-src/root.zig"),
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+    });
+    lib_mod.addIncludePath(b.path("include"));
+    const lib = b.addLibrary(.{ .linkage = .dynamic, .name = "kcoro", .root_module = lib_mod });
+    b.installArtifact(lib);
+
+    // Unit tests, with assertions on.
+    const test_mod = b.createModule(.{
+        .root_source_file = b.path("zig-src/root.zig"),
+        .target = target,
+        .optimize = test_optimize,
+        .link_libc = true,
+    });
+    test_mod.addIncludePath(b.path("include"));
+    const tests = b.addTest(.{
+        .root_module = test_mod,
+        .filters = if (test_filter) |f| &.{f} else &.{},
+    });
+    const run_tests = b.addRunArtifact(tests);
+    const test_step = b.step("test", "Run the Zig unit tests");
+    test_step.dependOn(&run_tests.step);
+
+    // The native bench executable.
+    const kcoro_mod = b.createModule(.{
+        .root_source_file = b.path("zig-src/kcoro.zig"),
+        .target = target,
+        .optimize = .ReleaseFast,
+        .link_libc = true,
+    });
+    const bench_mod = b.createModule(.{
+        .root_source_file = b.path("bench/native/bench.zig"),
+        .target = target,
+        .optimize = .ReleaseFast,
+        .link_libc = true,
+        .imports = &.{.{ .name = "kcoro", .module = kcoro_mod }},
+    });
+    const bench_exe = b.addExecutable(.{ .name = "kcoro-bench", .root_module = bench_mod });
+    const install_bench = b.addInstallArtifact(bench_exe, .{});
+    const run_bench = b.addRunArtifact(bench_exe);
+    if (b.args) |args| run_bench.addArgs(args);
+    const bench_step = b.step("bench", "Run the native benchmarks");
+    bench_step.dependOn(&install_bench.step);
+    bench_step.dependOn(&run_bench.step);
+}

@@ -1,0 +1,206 @@
+//! The registry behind the C ABI's coroutine calls: stack pools (one per mode and size) and
+//! the handle table naming every coroutine created through it.
+//!
+//! `create` and `destroy` serialise on one mutex (they touch the pools); `get`, and therefore
+//! resume/unpark by handle, take no lock. Destroying a coroutine must not race other calls on
+//! the same handle; every other combination is safe from any thread.
+const std = @import("std");
+const assert = std.debug.assert;
+const handle_mod = @import("../handle.zig");
+const stack_mod = @import("stack.zig");
+const coroutine = @import("coroutine.zig");
+
+const Coroutine = coroutine.Coroutine;
+const Pool = stack_mod.Pool;
+pub const Handle = handle_mod.Handle;
+
+pub const Flags = packed struct(u32) {
+    fp_control: bool = false,
+    slab_stack: bool = false,
+    _unused: u30 = 0,
+};
+
+/// At most this many distinct (mode, stack size) pools.
+pub const max_pools = 16;
+
+pub const Error = error{ InvalidArgument, OutOfMemory, TooManyObjects, BadHandle, Busy };
+
+pub const Registry = struct {
+    allocator: std.mem.Allocator,
+    mutex: std.Thread.Mutex = .{},
+    pools: [max_pools]Pool = undefined,
+    pool_count: usize = 0,
+    table: handle_mod.HandleTable(Coroutine, .coroutine),
+
+    pub fn init(allocator: std.mem.Allocator) Registry {
+        return .{ .allocator = allocator, .table = .init(allocator) };
+    }
+
+    /// Destroys every coroutine still registered, then frees every stack and the table.
+    pub fn deinit(r: *Registry) void {
+        r.destroyAll();
+        for (r.pools[0..r.pool_count]) |*p| p.deinit();
+        r.table.deinit();
+        r.* = undefined;
+    }
+
+    /// Destroys every registered coroutine that is not running.
+    pub fn destroyAll(r: *Registry) void {
+        var index: u32 = 1;
+        while (index < r.table.high_water) : (index += 1) {
+            const h = r.table.liveHandle(index) orelse continue;
+            r.destroy(h) catch {}; // a running coroutine stays (deinit then asserts)
+        }
+    }
+
+    pub fn create(
+        r: *Registry,
+        entry: coroutine.EntryFn,
+        arg: ?*anyopaque,
+        stack_size: usize,
+        flags: Flags,
+    ) Error!Handle {
+        if (flags._unused != 0) return error.InvalidArgument;
+        const size = if (stack_size == 0) stack_mod.default_stack_size else stack_size;
+        if (size < stack_mod.min_stack_size or size > stack_mod.max_stack_size)
+            return error.InvalidArgument;
+        r.mutex.lock();
+        defer r.mutex.unlock();
+        const pool_id = try r.poolFor(if (flags.slab_stack) .slab else .guarded, size);
+        const pool = &r.pools[pool_id];
+        const st = pool.acquire() catch |e| switch (e) {
+            error.OutOfMemory => return error.OutOfMemory,
+            error.InvalidStackSize => unreachable, // checked above
+        };
+        const co = Coroutine.create(st, entry, arg, .{ .fp_control = flags.fp_control });
+        const h = r.table.alloc(co) catch |e| {
+            pool.release(st);
+            return e;
+        };
+        co.handle = h;
+        co.pool_id = pool_id;
+        return h;
+    }
+
+    pub fn get(r: *Registry, h: Handle) Error!*Coroutine {
+        return r.table.get(h) orelse error.BadHandle;
+    }
+
+    /// Frees the coroutine and returns its stack to the pool. A coroutine that is not finished
+    /// is abandoned where it stands: its stack is reused without unwinding it.
+    pub fn destroy(r: *Registry, h: Handle) Error!void {
+        r.mutex.lock();
+        defer r.mutex.unlock();
+        const co = r.table.get(h) orelse return error.BadHandle;
+        if (co.getState() == .running) return error.Busy;
+        if (coroutine.current()) |cur| {
+            if (cur == co) return error.Busy;
+        }
+        assert(co.pool_id < r.pool_count);
+        const pool = &r.pools[co.pool_id];
+        const st = co.stack;
+        _ = r.table.free(h);
+        pool.release(st);
+    }
+
+    pub const Stats = struct {
+        live: u32,
+        pooled_stacks: usize,
+        mappings: usize,
+    };
+
+    pub fn stats(r: *Registry) Stats {
+        r.mutex.lock();
+        defer r.mutex.unlock();
+        var s: Stats = .{ .live = r.table.live, .pooled_stacks = 0, .mappings = 0 };
+        for (r.pools[0..r.pool_count]) |*p| {
+            s.pooled_stacks += p.free_count;
+            s.mappings += p.mappingCount();
+        }
+        return s;
+    }
+
+    fn poolFor(r: *Registry, mode: stack_mod.Mode, size: usize) Error!u16 {
+        const rounded = std.mem.alignForward(usize, size, stack_mod.page_size);
+        for (r.pools[0..r.pool_count], 0..) |*p, i| {
+            if (p.mode == mode and p.stack_size == rounded) return @intCast(i);
+        }
+        if (r.pool_count == max_pools) return error.InvalidArgument;
+        r.pools[r.pool_count] = Pool.init(r.allocator, .{ .mode = mode, .stack_size = rounded }) catch
+            return error.InvalidArgument;
+        r.pool_count += 1;
+        return @intCast(r.pool_count - 1);
+    }
+};
+
+const testing = std.testing;
+
+fn countUp(arg: ?*anyopaque) callconv(.c) void {
+    const n: *u64 = @ptrCast(@alignCast(arg.?));
+    n.* += 1;
+}
+
+test "100,000 create-run-finish cycles reuse stacks and leak nothing" {
+    var r = Registry.init(testing.allocator);
+    defer r.deinit();
+    var n: u64 = 0;
+    for (0..100_000) |_| {
+        const h = try r.create(countUp, &n, 0, .{});
+        const co = try r.get(h);
+        try testing.expectEqual(coroutine.State.finished, try co.@"resume"());
+        try r.destroy(h);
+        try testing.expectError(error.BadHandle, r.get(h));
+    }
+    try testing.expectEqual(@as(u64, 100_000), n);
+    const s = r.stats();
+    try testing.expectEqual(@as(u32, 0), s.live);
+    try testing.expectEqual(@as(usize, 1), s.mappings); // one stack, reused every time
+    try testing.expectEqual(@as(usize, 1), s.pooled_stacks);
+}
+
+test "slab stacks: many live coroutines in few mappings" {
+    var r = Registry.init(testing.allocator);
+    defer r.deinit();
+    var n: u64 = 0;
+    var hs: [3000]Handle = undefined;
+    for (&hs) |*h| h.* = try r.create(countUp, &n, 16 * 1024, .{ .slab_stack = true });
+    try testing.expect(r.stats().mappings <= 2);
+    for (hs) |h| _ = try (try r.get(h)).@"resume"();
+    try testing.expectEqual(@as(u64, 3000), n);
+    // deinit destroys what is left (half of them here) and frees every mapping.
+    for (hs[0..1500]) |h| try r.destroy(h);
+}
+
+test "bad arguments and handles are errors" {
+    var r = Registry.init(testing.allocator);
+    defer r.deinit();
+    var n: u64 = 0;
+    try testing.expectError(error.InvalidArgument, r.create(countUp, &n, 100, .{}));
+    try testing.expectError(error.InvalidArgument, r.create(countUp, &n, 0, @bitCast(@as(u32, 0x80))));
+    try testing.expectError(error.BadHandle, r.get(0));
+    try testing.expectError(error.BadHandle, r.get(0xDEADBEEF));
+    try testing.expectError(error.BadHandle, r.destroy(12345));
+    const h = try r.create(countUp, &n, 0, .{});
+    try r.destroy(h);
+    try testing.expectError(error.BadHandle, r.destroy(h));
+}
+
+test "a coroutine cannot destroy itself while running" {
+    var r = Registry.init(testing.allocator);
+    defer r.deinit();
+    const S = struct {
+        var reg: *Registry = undefined;
+        var result: ?Error = null;
+        fn entry(_: ?*anyopaque) callconv(.c) void {
+            const me = coroutine.current().?;
+            reg.destroy(me.handle) catch |e| {
+                result = e;
+            };
+        }
+    };
+    S.reg = &r;
+    const h = try r.create(S.entry, null, 0, .{});
+    _ = try (try r.get(h)).@"resume"();
+    try testing.expectEqual(@as(?Error, error.Busy), S.result);
+    try r.destroy(h);
+}

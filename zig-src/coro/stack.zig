@@ -1,0 +1,271 @@
+//! Coroutine stacks: mmap'd, page-aligned, pooled and reused. One `Pool` hands out stacks of one
+//! size and one mode; it is not thread-safe (the owner serialises calls: the C ABI under its
+//! lock, a scheduler worker for its own pool).
+//!
+//! Two modes, because Linux caps a process at `vm.max_map_count` mappings (65530 here) and a
+//! guard page costs a mapping of its own:
+//!
+//! - `guarded` (default): each stack is its own mapping with a PROT_NONE guard page below it.
+//!   An overflow faults at once (SIGSEGV) on the guard page; Zig and C compilers probe frames
+//!   larger than a page, so a big frame cannot jump over it. Costs two mappings per stack, so a
+//!   process holds at most about 32,000 guarded stacks.
+//! - `slab`: stacks are carved from large shared mappings (`slab_bytes` each) with one guard
+//!   page at the bottom of each slab and a 64-byte canary at the bottom of each stack. An
+//!   overflow into the neighbour below is not prevented; it is detected, after the fact, when
+//!   the canary is checked (every time the stack goes back to the pool, and on `check`), and
+//!   the process panics with "stack overflow". Costs two mappings per slab, so a million
+//!   coroutines fit. Slab memory is reserved with MAP_NORESERVE: only touched pages use RAM,
+//!   one page for a coroutine that never grew its stack.
+//!
+//! Free stacks form an intrusive list threaded through their top word, so acquiring and
+//! releasing a pooled stack never allocates.
+const std = @import("std");
+const posix = std.posix;
+const assert = std.debug.assert;
+
+pub const page_size = std.heap.page_size_min;
+
+pub const Mode = enum(u8) { guarded = 0, slab = 1 };
+
+pub const default_stack_size: usize = 64 * 1024;
+pub const min_stack_size: usize = 16 * 1024;
+pub const max_stack_size: usize = 256 * 1024 * 1024;
+/// Bytes of stacks per slab mapping (slab mode).
+pub const slab_bytes: usize = 64 * 1024 * 1024;
+
+const canary_len = 64;
+const canary_byte: u8 = 0xC5;
+
+comptime {
+    assert(default_stack_size % page_size == 0);
+    assert(min_stack_size % page_size == 0);
+    assert(slab_bytes % default_stack_size == 0);
+}
+
+/// A usable stack region [base, base + size); the coroutine's stack grows down from `top()`.
+pub const Stack = struct {
+    base: usize,
+    size: usize,
+
+    pub fn top(s: Stack) usize {
+        return s.base + s.size;
+    }
+};
+
+const FreeNode = struct { next: ?*FreeNode };
+
+const Mapping = struct { addr: usize, len: usize };
+
+pub const Pool = struct {
+    allocator: std.mem.Allocator,
+    mode: Mode,
+    stack_size: usize,
+    /// Free stacks kept for reuse; beyond this, guarded stacks are unmapped on release.
+    max_free: usize,
+    free_head: ?*FreeNode = null,
+    free_count: usize = 0,
+    /// Stacks handed out and not yet released.
+    live: usize = 0,
+    /// Guarded mode: one mapping per stack ever mapped and not unmapped.
+    /// Slab mode: the slab mappings.
+    mappings: std.ArrayListUnmanaged(Mapping) = .empty,
+    /// Slab mode: next never-used stack in the newest slab.
+    slab_next: usize = 0,
+    slab_end: usize = 0,
+
+    pub const Options = struct {
+        mode: Mode = .guarded,
+        stack_size: usize = default_stack_size,
+        max_free: usize = 1024,
+    };
+
+    pub const Error = error{ InvalidStackSize, OutOfMemory };
+
+    pub fn init(allocator: std.mem.Allocator, options: Options) Error!Pool {
+        if (options.stack_size < min_stack_size or options.stack_size > max_stack_size)
+            return error.InvalidStackSize;
+        const size = std.mem.alignForward(usize, options.stack_size, page_size);
+        return .{
+            .allocator = allocator,
+            .mode = options.mode,
+            .stack_size = size,
+            .max_free = options.max_free,
+        };
+    }
+
+    /// Unmaps every stack. Every acquired stack must have been released.
+    pub fn deinit(pool: *Pool) void {
+        assert(pool.live == 0); // a stack still in use would be unmapped under its coroutine
+        if (pool.mode == .guarded) {
+            // Free stacks are exactly the mappings still held.
+            assert(pool.free_count == pool.mappings.items.len);
+        }
+        for (pool.mappings.items) |m| unmap(m);
+        pool.mappings.deinit(pool.allocator);
+        pool.* = undefined;
+    }
+
+    pub fn acquire(pool: *Pool) Error!Stack {
+        if (pool.free_head) |node| {
+            pool.free_head = node.next;
+            pool.free_count -= 1;
+            pool.live += 1;
+            const top = @intFromPtr(node) + @sizeOf(FreeNode);
+            const s: Stack = .{ .base = top - pool.stack_size, .size = pool.stack_size };
+            if (pool.mode == .slab) pool.checkCanary(s);
+            return s;
+        }
+        const s = switch (pool.mode) {
+            .guarded => try pool.mapGuarded(),
+            .slab => try pool.carveSlab(),
+        };
+        pool.live += 1;
+        return s;
+    }
+
+    pub fn release(pool: *Pool, s: Stack) void {
+        assert(pool.live > 0);
+        assert(s.size == pool.stack_size);
+        pool.live -= 1;
+        if (pool.mode == .slab) pool.checkCanary(s);
+        if (pool.mode == .guarded and pool.free_count >= pool.max_free) {
+            pool.unmapGuarded(s);
+            return;
+        }
+        const node: *FreeNode = @ptrFromInt(s.top() - @sizeOf(FreeNode));
+        node.next = pool.free_head;
+        pool.free_head = node;
+        pool.free_count += 1;
+    }
+
+    /// Slab mode: panics if `s` overflowed past its base (its canary is overwritten).
+    /// Guarded mode: nothing to check (an overflow has already faulted on the guard page).
+    pub fn check(pool: *const Pool, s: Stack) void {
+        if (pool.mode == .slab) pool.checkCanary(s);
+    }
+
+    /// Number of mappings this pool holds (what counts against vm.max_map_count, times two).
+    pub fn mappingCount(pool: *const Pool) usize {
+        return pool.mappings.items.len;
+    }
+
+    fn checkCanary(pool: *const Pool, s: Stack) void {
+        _ = pool;
+        const bytes: *const [canary_len]u8 = @ptrFromInt(s.base);
+        for (bytes) |b| {
+            if (b != canary_byte) @panic("kcoro: stack overflow detected (slab stack canary overwritten)");
+        }
+    }
+
+    fn mapGuarded(pool: *Pool) Error!Stack {
+        try pool.mappings.ensureUnusedCapacity(pool.allocator, 1);
+        const len = pool.stack_size + page_size;
+        const mem = posix.mmap(
+            null,
+            len,
+            posix.PROT.READ | posix.PROT.WRITE,
+            .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .NORESERVE = true },
+            -1,
+            0,
+        ) catch return error.OutOfMemory;
+        posix.mprotect(mem[0..page_size], posix.PROT.NONE) catch {
+            posix.munmap(mem);
+            return error.OutOfMemory;
+        };
+        pool.mappings.appendAssumeCapacity(.{ .addr = @intFromPtr(mem.ptr), .len = len });
+        return .{ .base = @intFromPtr(mem.ptr) + page_size, .size = pool.stack_size };
+    }
+
+    fn unmapGuarded(pool: *Pool, s: Stack) void {
+        const addr = s.base - page_size;
+        for (pool.mappings.items, 0..) |m, i| {
+            if (m.addr == addr) {
+                unmap(m);
+                _ = pool.mappings.swapRemove(i);
+                return;
+            }
+        }
+        unreachable; // every guarded stack came from mapGuarded
+    }
+
+    fn carveSlab(pool: *Pool) Error!Stack {
+        if (pool.slab_next == pool.slab_end) {
+            try pool.mappings.ensureUnusedCapacity(pool.allocator, 1);
+            const stacks = @max(1, slab_bytes / pool.stack_size);
+            const len = stacks * pool.stack_size + page_size;
+            const mem = posix.mmap(
+                null,
+                len,
+                posix.PROT.READ | posix.PROT.WRITE,
+                .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .NORESERVE = true },
+                -1,
+                0,
+            ) catch return error.OutOfMemory;
+            posix.mprotect(mem[0..page_size], posix.PROT.NONE) catch {
+                posix.munmap(mem);
+                return error.OutOfMemory;
+            };
+            pool.mappings.appendAssumeCapacity(.{ .addr = @intFromPtr(mem.ptr), .len = len });
+            pool.slab_next = @intFromPtr(mem.ptr) + page_size;
+            pool.slab_end = @intFromPtr(mem.ptr) + len;
+        }
+        const s: Stack = .{ .base = pool.slab_next, .size = pool.stack_size };
+        pool.slab_next += pool.stack_size;
+        assert(pool.slab_next <= pool.slab_end);
+        const bytes: *[canary_len]u8 = @ptrFromInt(s.base);
+        @memset(bytes, canary_byte);
+        return s;
+    }
+
+    fn unmap(m: Mapping) void {
+        const p: [*]align(page_size) u8 = @ptrFromInt(m.addr);
+        posix.munmap(p[0..m.len]);
+    }
+};
+
+const testing = std.testing;
+
+test "guarded stacks are reused and all unmapped at deinit" {
+    var pool = try Pool.init(testing.allocator, .{ .mode = .guarded, .max_free = 4 });
+    defer pool.deinit();
+    const a = try pool.acquire();
+    const b = try pool.acquire();
+    try testing.expect(a.base % page_size == 0);
+    try testing.expectEqual(@as(usize, 2), pool.mappingCount());
+    pool.release(a);
+    const c = try pool.acquire();
+    try testing.expectEqual(a.base, c.base); // reused, not mapped again
+    try testing.expectEqual(@as(usize, 2), pool.mappingCount());
+    // The whole usable range is writable.
+    const mem: [*]u8 = @ptrFromInt(c.base);
+    @memset(mem[0..c.size], 0xAB);
+    pool.release(b);
+    pool.release(c);
+}
+
+test "guarded pool unmaps beyond max_free" {
+    var pool = try Pool.init(testing.allocator, .{ .mode = .guarded, .max_free = 1 });
+    defer pool.deinit();
+    var stacks: [4]Stack = undefined;
+    for (&stacks) |*s| s.* = try pool.acquire();
+    try testing.expectEqual(@as(usize, 4), pool.mappingCount());
+    for (stacks) |s| pool.release(s);
+    try testing.expectEqual(@as(usize, 1), pool.mappingCount());
+    try testing.expectEqual(@as(usize, 1), pool.free_count);
+}
+
+test "slab stacks share one mapping" {
+    var pool = try Pool.init(testing.allocator, .{ .mode = .slab, .stack_size = 16 * 1024 });
+    defer pool.deinit();
+    var stacks: [1000]Stack = undefined;
+    for (&stacks) |*s| s.* = try pool.acquire();
+    try testing.expectEqual(@as(usize, 1), pool.mappingCount());
+    try testing.expectEqual(stacks[0].top(), stacks[1].base);
+    for (stacks) |s| pool.release(s);
+    try testing.expectEqual(@as(usize, 1000), pool.free_count);
+}
+
+test "rejects stack sizes out of range" {
+    try testing.expectError(error.InvalidStackSize, Pool.init(testing.allocator, .{ .stack_size = 1024 }));
+    try testing.expectError(error.InvalidStackSize, Pool.init(testing.allocator, .{ .stack_size = 1 << 40 }));
+}

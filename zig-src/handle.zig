@@ -1,0 +1,216 @@
+//! Handle tables: the only way an object is named across the C ABI and FFI boundary.
+//!
+//! A handle is a u32: `[kind:3][generation:9][index:20]`. Kind 0 and generation 0 never occur,
+//! so 0 is never a valid handle, and a handle of one kind is rejected by a table of another.
+//! A table holds up to 2^20 - 1 objects in chunks of 4096 slots that never move once allocated,
+//! so a lookup is two loads and a compare and may run on any thread concurrently with `alloc`
+//! and `free` (the latter two serialise on the table's mutex).
+//!
+//! A stale handle (its slot freed, or freed and reused) fails the generation compare. A slot's
+//! generation advances on every free and skips 0; slots are reused in FIFO order, so a stale
+//! handle can alias a new object only after 511 reuses of its slot, each of which waits behind
+//! every other free slot. A forged handle either fails the checks or names some live object of
+//! the right kind: it can never reach memory that is not a live object.
+const std = @import("std");
+const assert = std.debug.assert;
+
+pub const Handle = u32;
+
+pub const Kind = enum(u3) {
+    coroutine = 1,
+    channel = 2,
+    scope = 3,
+    select = 4,
+};
+
+pub const index_bits = 20;
+pub const gen_bits = 9;
+pub const max_objects: u32 = (1 << index_bits) - 1;
+const chunk_bits = 12;
+const chunk_len = 1 << chunk_bits;
+const chunk_count = (1 << index_bits) / chunk_len;
+const gen_mask: u32 = (1 << gen_bits) - 1;
+const index_mask: u32 = (1 << index_bits) - 1;
+const no_slot: u32 = std.math.maxInt(u32);
+
+comptime {
+    assert(index_bits + gen_bits + 3 == 32);
+    assert(chunk_len * chunk_count == 1 << index_bits);
+}
+
+pub fn encode(kind: Kind, gen: u32, index: u32) Handle {
+    assert(gen != 0 and gen <= gen_mask);
+    assert(index <= index_mask);
+    return (@as(u32, @intFromEnum(kind)) << (index_bits + gen_bits)) | (gen << index_bits) | index;
+}
+
+pub fn kindOf(h: Handle) u3 {
+    return @intCast(h >> (index_bits + gen_bits));
+}
+
+pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
+    return struct {
+        const Self = @This();
+
+        const Slot = struct {
+            /// 0 while free; the slot's generation while live. Written under the mutex, read
+            /// by `get` without it (acquire, pairs with the release store in `alloc`/`free`).
+            live_gen: std.atomic.Value(u32) = .init(0),
+            /// The generation the next object in this slot gets.
+            next_gen: u32 = 1,
+            ptr: ?*T = null,
+            next_free: u32 = no_slot,
+        };
+
+        allocator: std.mem.Allocator,
+        mutex: std.Thread.Mutex = .{},
+        /// Chunks are published with a release store and read with acquire (in `get`).
+        chunks: [chunk_count]std.atomic.Value(?*[chunk_len]Slot) = @splat(.init(null)),
+        /// Slots ever handed out: [1, high_water). Slot 0 is never used.
+        high_water: u32 = 1,
+        free_head: u32 = no_slot,
+        free_tail: u32 = no_slot,
+        live: u32 = 0,
+
+        pub fn init(allocator: std.mem.Allocator) Self {
+            return .{ .allocator = allocator };
+        }
+
+        /// Frees the table's own memory. Objects are the caller's: the table must be empty.
+        pub fn deinit(t: *Self) void {
+            assert(t.live == 0);
+            for (&t.chunks) |*c| {
+                if (c.load(.monotonic)) |chunk| t.allocator.destroy(chunk);
+            }
+            t.* = undefined;
+        }
+
+        pub fn alloc(t: *Self, ptr: *T) error{ OutOfMemory, TooManyObjects }!Handle {
+            t.mutex.lock();
+            defer t.mutex.unlock();
+            var index: u32 = undefined;
+            if (t.free_head != no_slot) {
+                index = t.free_head;
+                const slot = t.slotAt(index);
+                t.free_head = slot.next_free;
+                if (t.free_head == no_slot) t.free_tail = no_slot;
+            } else {
+                if (t.high_water > max_objects) return error.TooManyObjects;
+                index = t.high_water;
+                const c = index >> chunk_bits;
+                if (t.chunks[c].load(.monotonic) == null) {
+                    const chunk = try t.allocator.create([chunk_len]Slot);
+                    chunk.* = @splat(.{});
+                    // Release: pairs with the acquire load in `get`, so a reader that sees the
+                    // chunk sees its initialised slots.
+                    t.chunks[c].store(chunk, .release);
+                }
+                t.high_water += 1;
+            }
+            const slot = t.slotAt(index);
+            assert(slot.live_gen.load(.monotonic) == 0);
+            const gen = slot.next_gen;
+            assert(gen != 0);
+            slot.ptr = ptr;
+            slot.next_free = no_slot;
+            // Release: pairs with the acquire in `get`; a reader that sees this generation sees
+            // `ptr` (and everything the caller initialised before `alloc`).
+            slot.live_gen.store(gen, .release);
+            t.live += 1;
+            return encode(kind, gen, index);
+        }
+
+        /// Returns the object `h` names, or null if `h` is stale, freed, forged or of another
+        /// kind. Any thread. The caller must not race `free` of the same handle.
+        pub fn get(t: *Self, h: Handle) ?*T {
+            if (kindOf(h) != @intFromEnum(kind)) return null;
+            const index = h & index_mask;
+            const gen = (h >> index_bits) & gen_mask;
+            if (index == 0 or gen == 0) return null;
+            const chunk = t.chunks[index >> chunk_bits].load(.acquire) orelse return null;
+            const slot = &chunk[index & (chunk_len - 1)];
+            if (slot.live_gen.load(.acquire) != gen) return null;
+            return slot.ptr;
+        }
+
+        /// Frees `h`; returns the object it named, or null if `h` was not live.
+        pub fn free(t: *Self, h: Handle) ?*T {
+            t.mutex.lock();
+            defer t.mutex.unlock();
+            const ptr = t.get(h) orelse return null;
+            const index = h & index_mask;
+            const slot = t.slotAt(index);
+            var next = (slot.next_gen + 1) & gen_mask;
+            if (next == 0) next = 1;
+            slot.next_gen = next;
+            slot.ptr = null;
+            // Release: pairs with the acquire in `get`; later lookups of `h` fail.
+            slot.live_gen.store(0, .release);
+            // FIFO reuse: append to the tail so a slot is reused as late as possible.
+            if (t.free_tail == no_slot) {
+                t.free_head = index;
+            } else {
+                t.slotAt(t.free_tail).next_free = index;
+            }
+            t.free_tail = index;
+            t.live -= 1;
+            return ptr;
+        }
+
+        /// The live handle at `index`, if any (for walking a table at shutdown).
+        pub fn liveHandle(t: *Self, index: u32) ?Handle {
+            if (index == 0 or index >= t.high_water) return null;
+            const gen = t.slotAt(index).live_gen.load(.acquire);
+            if (gen == 0) return null;
+            return encode(kind, gen, index);
+        }
+
+        fn slotAt(t: *Self, index: u32) *Slot {
+            const chunk = t.chunks[index >> chunk_bits].load(.monotonic).?;
+            return &chunk[index & (chunk_len - 1)];
+        }
+    };
+}
+
+const testing = std.testing;
+
+test "handles are rejected once freed, when forged, and across kinds" {
+    var x: u64 = 1;
+    var t = HandleTable(u64, .coroutine).init(testing.allocator);
+    defer t.deinit();
+    const h = try t.alloc(&x);
+    try testing.expectEqual(&x, t.get(h).?);
+    try testing.expect(t.get(0) == null);
+    try testing.expect(t.get(0xFFFF_FFFF) == null);
+    try testing.expect(t.get(h +% 1) == null); // an index never handed out
+    var other = HandleTable(u64, .channel).init(testing.allocator);
+    defer other.deinit();
+    try testing.expect(other.get(h) == null);
+    try testing.expectEqual(&x, t.free(h).?);
+    try testing.expect(t.get(h) == null);
+    try testing.expect(t.free(h) == null);
+}
+
+test "a reused slot gets a new generation" {
+    var x: u64 = 1;
+    var t = HandleTable(u64, .coroutine).init(testing.allocator);
+    defer t.deinit();
+    const a = try t.alloc(&x);
+    _ = t.free(a);
+    const b = try t.alloc(&x);
+    try testing.expect(a != b);
+    try testing.expectEqual(a & index_mask, b & index_mask);
+    try testing.expect(t.get(a) == null);
+    _ = t.free(b);
+}
+
+test "generation never becomes 0 over many reuses" {
+    var x: u64 = 1;
+    var t = HandleTable(u64, .coroutine).init(testing.allocator);
+    defer t.deinit();
+    for (0..2000) |_| {
+        const h = try t.alloc(&x);
+        try testing.expect(((h >> index_bits) & gen_mask) != 0);
+        _ = t.free(h);
+    }
+}

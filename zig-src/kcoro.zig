@@ -1,0 +1,24 @@
+//! kcoro's Zig API: the package root that Zig programs, the bench executable and the C ABI
+//! (`root.zig`) import. Everything here is usable without the C ABI.
+pub const arch = @import("coro/switch.zig");
+pub const stack = @import("coro/stack.zig");
+pub const coroutine = @import("coro/coroutine.zig");
+pub const registry = @import("coro/registry.zig");
+pub const handle = @import("handle.zig");
+pub const status = @import("status.zig");
+
+pub const Coroutine = coroutine.Coroutine;
+pub const State = coroutine.State;
+pub const Registry = registry.Registry;
+
+/// Bumped on every incompatible change to the C ABI (`include/kcoro.h`, `ffi/symbols.ts`).
+pub const abi_version: u32 = 1;
+
+test {
+    _ = arch;
+    _ = stack;
+    _ = coroutine;
+    _ = registry;
+    _ = handle;
+    _ = status;
+}

@@ -1,0 +1,73 @@
+//! Status codes of the C ABI: 0 is success, negative values are named errors. The values are
+//! the negated Linux errno of the closest meaning, so C callers can print them with strerror.
+//! `include/kcoro.h` and `src/errors.ts` repeat this table; a test checks they agree.
+const std = @import("std");
+
+pub const Status = enum(i32) {
+    ok = 0,
+    /// Called outside a coroutine where a coroutine is required.
+    not_coroutine = -1,
+    /// The handle is stale, destroyed, forged or names another kind of object.
+    bad_handle = -9,
+    /// Would block (try-operations).
+    again = -11,
+    /// Out of memory or out of handles.
+    no_memory = -12,
+    /// The object is in a state that does not allow the operation (running, parked, finished).
+    busy = -16,
+    /// Invalid argument (size out of range, unknown flag bits, null pointer).
+    invalid = -22,
+    /// The channel is closed.
+    closed = -32,
+    /// The runtime was shut down.
+    shutdown = -108,
+    /// The deadline passed.
+    timeout = -62,
+    /// The operation was cancelled.
+    cancelled = -125,
+
+    pub fn name(s: Status) [:0]const u8 {
+        return switch (s) {
+            .ok => "KC_OK",
+            .not_coroutine => "KC_ENOTCORO",
+            .bad_handle => "KC_EBADH",
+            .again => "KC_EAGAIN",
+            .no_memory => "KC_ENOMEM",
+            .busy => "KC_EBUSY",
+            .invalid => "KC_EINVAL",
+            .closed => "KC_EPIPE",
+            .shutdown => "KC_ESHUTDOWN",
+            .timeout => "KC_ETIME",
+            .cancelled => "KC_ECANCELED",
+        };
+    }
+
+    pub fn code(s: Status) i32 {
+        return @intFromEnum(s);
+    }
+};
+
+/// Maps any kcoro Zig error to its status code.
+pub fn fromError(err: anyerror) Status {
+    return switch (err) {
+        error.BadHandle => .bad_handle,
+        error.OutOfMemory, error.TooManyObjects => .no_memory,
+        error.Busy, error.Running, error.NotRunnable, error.Finished => .busy,
+        error.InvalidArgument, error.InvalidStackSize => .invalid,
+        error.NotInCoroutine => .not_coroutine,
+        error.Shutdown => .shutdown,
+        error.Timeout => .timeout,
+        error.Cancelled => .cancelled,
+        error.Closed => .closed,
+        error.WouldBlock => .again,
+        else => .invalid,
+    };
+}
+
+test "status names are unique and codes negative" {
+    inline for (@typeInfo(Status).@"enum".fields) |f| {
+        const s: Status = @enumFromInt(f.value);
+        if (s != .ok) try std.testing.expect(s.code() < 0);
+        try std.testing.expect(std.mem.startsWith(u8, s.name(), "KC_"));
+    }
+}
