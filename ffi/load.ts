@@ -1,0 +1,210 @@
+/**
+ * Finds, builds if need be, opens and checks libkcoro.
+ *
+ * Where the library comes from, in order:
+ * 1. `options.path`, if given;
+ * 2. the `KCORO_LIB` environment variable (read only with `--allow-env`);
+ * 3. the local build, `zig-out/lib/libkcoro.so` beside this module's checkout;
+ * 4. a build from source with the pinned Zig (`KCORO_ZIG`, `.toolchain/zig/bin/zig`, or `zig`
+ *    on PATH), which needs `--allow-run`;
+ * otherwise a {@linkcode LibraryNotFoundError} that says what to do.
+ *
+ * Right after `dlopen` the library's ABI version is compared with {@linkcode ABI_VERSION};
+ * a mismatch closes it again and throws {@linkcode AbiMismatchError}.
+ *
+ * @module
+ */
+import { type Symbols, symbols } from "./symbols.ts";
+import { AbiMismatchError, LibraryClosedError, LibraryNotFoundError } from "../src/errors.ts";
+
+/** The C ABI version this module is written against (`KC_ABI_VERSION` in include/kcoro.h). */
+export const ABI_VERSION = 1;
+
+/** An open libkcoro. `close()` is idempotent; calls after it throw `LibraryClosedError`. */
+export class Library {
+  readonly path: string;
+  readonly abiVersion: number;
+  #lib: Deno.DynamicLibrary<Symbols> | null;
+  #symbols: Deno.DynamicLibrary<Symbols>["symbols"];
+
+  constructor(lib: Deno.DynamicLibrary<Symbols>, path: string, abiVersion: number) {
+    this.#lib = lib;
+    this.#symbols = lib.symbols;
+    this.path = path;
+    this.abiVersion = abiVersion;
+  }
+
+  /** True until `close()`. */
+  get isOpen(): boolean {
+    return this.#lib !== null;
+  }
+
+  /** The raw symbols; throws `LibraryClosedError` (naming `op`) once closed. */
+  symbols(op: string): Deno.DynamicLibrary<Symbols>["symbols"] {
+    if (this.#lib === null) throw new LibraryClosedError(op);
+    return this.#symbols;
+  }
+
+  /** Closes the library. A second call does nothing. */
+  close(): void {
+    const lib = this.#lib;
+    if (lib === null) return;
+    this.#lib = null;
+    lib.close();
+  }
+}
+
+/** How to find and check the library. */
+export interface OpenOptions {
+  /** Open exactly this file (skips the search). */
+  path?: string;
+  /** The ABI version to demand (default {@linkcode ABI_VERSION}); for tests. */
+  expectAbi?: number;
+  /** Build from source when no library is found (default true). */
+  build?: boolean;
+}
+
+/** The platform's file name for the library. */
+export function libraryFileName(os: typeof Deno.build.os = Deno.build.os): string {
+  if (os === "windows") return "kcoro.dll";
+  if (os === "darwin") return "libkcoro.dylib";
+  return "libkcoro.so";
+}
+
+const checkout: string | null = import.meta.url.startsWith("file:")
+  ? decodeURIComponent(new URL("../", import.meta.url).pathname)
+  : null;
+
+function envVar(name: string): string | undefined {
+  try {
+    if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
+      return undefined;
+    }
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+function canRun(): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "run" }).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+function findZig(): string {
+  const fromEnv = envVar("KCORO_ZIG");
+  if (fromEnv) return fromEnv;
+  if (checkout !== null) {
+    const pinned = `${checkout}.toolchain/zig/bin/zig`;
+    if (isFile(pinned)) return pinned;
+  }
+  return "zig";
+}
+
+function buildFromSource(tried: string[]): string | null {
+  if (checkout === null || !isFile(`${checkout}build.zig`)) return null;
+  if (!canRun()) {
+    tried.push("build from source (skipped: needs --allow-run)");
+    return null;
+  }
+  const zig = findZig();
+  let out: Deno.CommandOutput;
+  try {
+    out = new Deno.Command(zig, {
+      args: ["build"],
+      cwd: checkout,
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .outputSync();
+  } catch (e) {
+    tried.push(`build from source with ${zig} (could not run it: ${(e as Error).message})`);
+    return null;
+  }
+  if (!out.success) {
+    const err = new TextDecoder().decode(out.stderr).trim().split("\n").slice(-5).join("\n");
+    tried.push(`build from source with ${zig} (failed:\n${err})`);
+    return null;
+  }
+  const built = `${checkout}zig-out/lib/${libraryFileName()}`;
+  return isFile(built) ? built : null;
+}
+
+/** Returns the path of the library to open, building it if allowed; see the module doc. */
+export function findLibrary(options: OpenOptions = {}): string {
+  if (options.path !== undefined) {
+    if (!isFile(options.path)) {
+      throw new LibraryNotFoundError(`kcoro: no library at ${options.path} (options.path)`);
+    }
+    return options.path;
+  }
+  const tried: string[] = [];
+  const fromEnv = envVar("KCORO_LIB");
+  if (fromEnv !== undefined) {
+    if (isFile(fromEnv)) return fromEnv;
+    throw new LibraryNotFoundError(
+      `kcoro: KCORO_LIB is set to ${fromEnv}, but there is no file there; unset it or fix it`,
+    );
+  }
+  tried.push("KCORO_LIB (unset or not readable without --allow-env)");
+  if (checkout !== null) {
+    const local = `${checkout}zig-out/lib/${libraryFileName()}`;
+    if (isFile(local)) return local;
+    tried.push(local);
+  }
+  if (options.build ?? true) {
+    const built = buildFromSource(tried);
+    if (built !== null) return built;
+  }
+  throw new LibraryNotFoundError(
+    `kcoro: cannot find libkcoro. Tried:\n  - ${tried.join("\n  - ")}\n` +
+      `Build it with \`./task build\` in the kcoro checkout, or set KCORO_LIB to its path ` +
+      `(and run with --allow-env).`,
+  );
+}
+
+/** Opens a new instance of the library and checks its ABI version. */
+export function openLibrary(options: OpenOptions = {}): Library {
+  const path = findLibrary(options);
+  let lib: Deno.DynamicLibrary<Symbols>;
+  try {
+    lib = Deno.dlopen(path, symbols);
+  } catch (e) {
+    throw new LibraryNotFoundError(
+      `kcoro: cannot open ${path}: ${(e as Error).message} (scripts need --allow-ffi)`,
+      { cause: e },
+    );
+  }
+  const expected = options.expectAbi ?? ABI_VERSION;
+  const found = lib.symbols.kc_abi_version();
+  if (found !== expected) {
+    lib.close();
+    throw new AbiMismatchError(path, found, expected);
+  }
+  return new Library(lib, path, found);
+}
+
+let shared: Library | null = null;
+
+/** The process-wide library, opened on first use (with default options). */
+export function library(): Library {
+  if (shared === null || !shared.isOpen) shared = openLibrary();
+  return shared;
+}
+
+/** Closes the process-wide library, if open. Idempotent. */
+export function closeLibrary(): void {
+  shared?.close();
+  shared = null;
+}

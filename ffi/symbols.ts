@@ -1,0 +1,44 @@
+/**
+ * The one typed symbol table of libkcoro, as `Deno.dlopen` takes it. Each entry carries its C
+ * prototype from `include/kcoro.h` (a test checks the two agree). Parameters are kept to
+ * u32/i32/usize/pointer/buffer so that every call takes V8's fast path; several results come
+ * back through a caller-owned typed array ("buffer"), never as a struct.
+ *
+ * `kc_coro_yield`, `kc_coro_yield_value` and `kc_coro_park` are absent on purpose: they are
+ * called from inside a native coroutine, and JavaScript never runs on a coroutine's stack.
+ *
+ * @module
+ */
+
+export const symbols = {
+  /** uint32_t kc_abi_version(void) */
+  kc_abi_version: { parameters: [], result: "u32" },
+  /** const char *kc_status_name(int32_t status) */
+  kc_status_name: { parameters: ["i32"], result: "pointer" },
+  /**
+   * int32_t kc_coro_create(kc_entry_fn entry, void *arg, uint32_t stack_size, uint32_t flags,
+   *                        uint32_t *out_handle)
+   *
+   * `arg` is declared usize: a `void *` travels in the same register, and built-in entries
+   * read it as an integer.
+   */
+  kc_coro_create: { parameters: ["pointer", "usize", "u32", "u32", "buffer"], result: "i32" },
+  /** int32_t kc_coro_resume(uint32_t handle) */
+  kc_coro_resume: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_coro_unpark(uint32_t handle) */
+  kc_coro_unpark: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_coro_state(uint32_t handle) */
+  kc_coro_state: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_coro_transfer(uint32_t handle, uint64_t *out) */
+  kc_coro_transfer: { parameters: ["u32", "buffer"], result: "i32" },
+  /** int32_t kc_coro_destroy(uint32_t handle) */
+  kc_coro_destroy: { parameters: ["u32"], result: "i32" },
+  /** uint32_t kc_coro_current(void) */
+  kc_coro_current: { parameters: [], result: "u32" },
+  /** int32_t kc_coro_stats(uint64_t *out, uint32_t len) */
+  kc_coro_stats: { parameters: ["buffer", "u32"], result: "i32" },
+  /** const void *kc_builtin_entry(uint32_t id) */
+  kc_builtin_entry: { parameters: ["u32"], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+export type Symbols = typeof symbols;

@@ -1,0 +1,43 @@
+/**
+ * kcoro: stackful native coroutines for Deno, with channels, select and structured concurrency
+ * over a Zig core. This module re-exports the public API; see README.md.
+ *
+ * @example
+ * ```ts
+ * import { NativeCoroutine } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * using fib = NativeCoroutine.create("fib", { arg: 10 });
+ * assert.equal([...fib.values()].at(-1), 34n);
+ * ```
+ *
+ * @module
+ */
+export {
+  AbiMismatchError,
+  CancellationError,
+  ClosedReceiveError,
+  ClosedSendError,
+  InvalidHandleError,
+  KcoroError,
+  LibraryClosedError,
+  LibraryNotFoundError,
+  Status,
+  statusName,
+  TimeoutError,
+} from "./src/errors.ts";
+export {
+  type Builtin,
+  type CoroutineState,
+  type CoroutineStats,
+  coroutineStats,
+  NativeCoroutine,
+  type NativeCoroutineOptions,
+} from "./src/native.ts";
+export {
+  ABI_VERSION,
+  closeLibrary,
+  Library,
+  library,
+  openLibrary,
+  type OpenOptions,
+} from "./ffi/load.ts";

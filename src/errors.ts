@@ -1,0 +1,146 @@
+/**
+ * kcoro's named errors. Every error kcoro throws is one of these (or a plain `RangeError` /
+ * `TypeError` for a bad argument), each with `name` set so that `err.name` and `instanceof`
+ * both work across module copies.
+ *
+ * This module is a leaf: it imports nothing, so both `ffi/` and `src/` may use it.
+ *
+ * @module
+ */
+
+/** Native status codes (`include/kcoro.h`): 0 is success, negative values are errors. */
+export const Status = {
+  OK: 0,
+  ENOTCORO: -1,
+  EBADH: -9,
+  EAGAIN: -11,
+  ENOMEM: -12,
+  EBUSY: -16,
+  EINVAL: -22,
+  EPIPE: -32,
+  ETIME: -62,
+  ESHUTDOWN: -108,
+  ECANCELED: -125,
+} as const;
+
+const statusNames: Record<number, string> = Object.fromEntries(
+  Object.entries(Status).map(([k, v]) => [v, `KC_${k}`]),
+);
+
+/** The `KC_*` name of a native status code, e.g. `"KC_EBADH"`. */
+export function statusName(status: number): string {
+  return statusNames[status] ?? `KC_EUNKNOWN(${status})`;
+}
+
+/** An error reported by the native library: `status` is the code, `code` its `KC_*` name. */
+export class KcoroError extends Error {
+  /** The native status code (negative). */
+  readonly status: number;
+  /** The status code's name, e.g. `"KC_EBUSY"`. */
+  readonly code: string;
+
+  constructor(status: number, message: string, options?: ErrorOptions) {
+    super(`${message} (${statusName(status)})`, options);
+    this.name = "KcoroError";
+    this.status = status;
+    this.code = statusName(status);
+  }
+}
+
+/** A handle that is stale, destroyed, forged, or names an object of another kind. */
+export class InvalidHandleError extends KcoroError {
+  constructor(message: string) {
+    super(Status.EBADH, message);
+    this.name = "InvalidHandleError";
+  }
+}
+
+/** The native library could not be found, built or opened. The message says what to do. */
+export class LibraryNotFoundError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "LibraryNotFoundError";
+  }
+}
+
+/** The native library's ABI version is not the one this module was written against. */
+export class AbiMismatchError extends Error {
+  /** ABI version the library reports. */
+  readonly found: number;
+  /** ABI version this module expects. */
+  readonly expected: number;
+
+  constructor(path: string, found: number, expected: number) {
+    super(
+      `kcoro: ABI mismatch: ${path} has ABI version ${found}, this module expects ${expected}; ` +
+        `rebuild the library with \`./task build\` or point KCORO_LIB at a matching build`,
+    );
+    this.name = "AbiMismatchError";
+    this.found = found;
+    this.expected = expected;
+  }
+}
+
+/** The library was closed, or the runtime shut down, before the call. */
+export class LibraryClosedError extends KcoroError {
+  constructor(op: string) {
+    super(Status.ESHUTDOWN, `Cannot ${op}: the kcoro library is closed`);
+    this.name = "LibraryClosedError";
+  }
+}
+
+/** Sending to a channel that is closed for send. */
+export class ClosedSendError extends Error {
+  constructor(message = "Channel was closed", options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ClosedSendError";
+  }
+}
+
+/** Receiving from a channel that is closed and drained. */
+export class ClosedReceiveError extends Error {
+  constructor(message = "Channel was closed", options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ClosedReceiveError";
+  }
+}
+
+/** A coroutine, job or operation was cancelled. Cancellation is not a failure. */
+export class CancellationError extends Error {
+  constructor(message = "Cancelled", options?: ErrorOptions) {
+    super(message, options);
+    this.name = "CancellationError";
+  }
+}
+
+/** A timeout expired (a kind of cancellation). */
+export class TimeoutError extends CancellationError {
+  constructor(message = "Timed out", options?: ErrorOptions) {
+    super(message, options);
+    this.name = "TimeoutError";
+  }
+}
+
+/**
+ * Turns a native status into a value or a named error. `op` names the operation for the
+ * message ("resume coroutine", ...). Non-negative statuses are returned unchanged.
+ */
+export function unwrap(status: number, op: string): number {
+  if (status >= 0) return status;
+  switch (status) {
+    case Status.EBADH:
+      throw new InvalidHandleError(
+        `Cannot ${op}: the handle is stale, destroyed or not a kcoro handle`,
+      );
+    case Status.ESHUTDOWN:
+      throw new LibraryClosedError(op);
+    case Status.EBUSY:
+      throw new KcoroError(status, `Cannot ${op}: not allowed in the object's current state`);
+    case Status.EINVAL:
+      throw new KcoroError(status, `Cannot ${op}: invalid argument`);
+    case Status.ENOMEM:
+      throw new KcoroError(status, `Cannot ${op}: out of memory or handles`);
+    default:
+      throw new KcoroError(status, `Cannot ${op}`);
+  }
+}

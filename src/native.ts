@@ -1,0 +1,203 @@
+/**
+ * Native coroutines driven from TypeScript through the C ABI.
+ *
+ * A {@linkcode NativeCoroutine} runs native code (a built-in entry, or later any C-ABI
+ * function) on its own stack; TypeScript resumes it and reads what it yields. The JavaScript
+ * side never runs on the coroutine's stack: `resume()` is a synchronous FFI call that returns
+ * when the coroutine yields, parks or finishes.
+ *
+ * @module
+ */
+import { type Library, library } from "../ffi/load.ts";
+import { unwrap } from "./errors.ts";
+
+/** The states of a native coroutine (`KC_STATE_*`). */
+export type CoroutineState = "created" | "ready" | "running" | "suspended" | "parked" | "finished";
+
+const stateNames: readonly CoroutineState[] = [
+  "created",
+  "ready",
+  "running",
+  "suspended",
+  "parked",
+  "finished",
+];
+
+/** Built-in native entry functions (`KC_BUILTIN_*`). */
+export type Builtin = "fib" | "yield-loop" | "park-loop";
+
+const builtinIds: Record<Builtin, number> = { "fib": 1, "yield-loop": 2, "park-loop": 3 };
+
+/** Options for {@linkcode NativeCoroutine.create}. */
+export interface NativeCoroutineOptions {
+  /** Integer argument passed to the entry (`fib`: how many numbers; `park-loop`: how many parks). */
+  arg?: number;
+  /** Stack size in bytes: 0 for the default (64 KiB), else 16 KiB to 256 MiB. */
+  stackSize?: number;
+  /** Save and restore the FP control state across switches (default false). */
+  fpControl?: boolean;
+  /** Take the stack from a shared slab (canary check, no guard page) instead of its own mapping. */
+  slabStack?: boolean;
+}
+
+const MIN_STACK = 16 * 1024;
+const MAX_STACK = 256 * 1024 * 1024;
+
+function describe(x: unknown): string {
+  if (typeof x === "string") return JSON.stringify(x);
+  if (typeof x === "bigint") return `${x}n`;
+  if (x === null || typeof x !== "object") return String(x);
+  return Object.prototype.toString.call(x);
+}
+
+/** A native coroutine, named by a handle; `destroy()` (or `using`) frees it. */
+export class NativeCoroutine implements Disposable {
+  readonly #lib: Library;
+  readonly #handle: number;
+  #destroyed = false;
+  static readonly #u64 = new BigUint64Array(1);
+
+  private constructor(lib: Library, handle: number) {
+    this.#lib = lib;
+    this.#handle = handle;
+  }
+
+  /**
+   * Creates a coroutine running a built-in entry function.
+   *
+   * @example
+   * ```ts
+   * import { NativeCoroutine } from "../mod.ts";
+   * import assert from "node:assert/strict";
+   * using co = NativeCoroutine.create("fib", { arg: 5 });
+   * assert.deepEqual([...co.values()], [0n, 1n, 1n, 2n, 3n]);
+   * ```
+   */
+  static create(entry: Builtin, options: NativeCoroutineOptions = {}): NativeCoroutine {
+    if (typeof entry !== "string" || !(entry in builtinIds)) {
+      throw new TypeError(
+        `Cannot create coroutine: entry must be one of ${
+          Object.keys(builtinIds).join(", ")
+        }, received ${describe(entry)}`,
+      );
+    }
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(
+        `Cannot create coroutine: options must be an object, received ${describe(options)}`,
+      );
+    }
+    const arg = options.arg ?? 0;
+    if (typeof arg !== "number" || !Number.isSafeInteger(arg) || arg < 0) {
+      throw new RangeError(
+        `Cannot create coroutine: arg must be a non-negative safe integer, received ${
+          describe(arg)
+        }`,
+      );
+    }
+    const stackSize = options.stackSize ?? 0;
+    if (
+      typeof stackSize !== "number" || !Number.isInteger(stackSize) ||
+      (stackSize !== 0 && (stackSize < MIN_STACK || stackSize > MAX_STACK))
+    ) {
+      throw new RangeError(
+        `Cannot create coroutine: stackSize must be 0 or an integer from ${MIN_STACK} to ${MAX_STACK}, received ${
+          describe(stackSize)
+        }`,
+      );
+    }
+    const flags = (options.fpControl ? 1 : 0) | (options.slabStack ? 2 : 0);
+    const lib = library();
+    const sym = lib.symbols("create coroutine");
+    const fn = sym.kc_builtin_entry(builtinIds[entry]);
+    const out = new Uint32Array(1);
+    unwrap(sym.kc_coro_create(fn, BigInt(arg), stackSize, flags, out), "create coroutine");
+    return new NativeCoroutine(lib, out[0]);
+  }
+
+  /** The native handle (for diagnostics and tests). */
+  get handle(): number {
+    return this.#handle;
+  }
+
+  /**
+   * Runs the coroutine until it yields, parks or finishes; returns the state it is then in.
+   * Throws `KcoroError` (`KC_EBUSY`) if it is parked and not yet unparked, or finished, and
+   * `InvalidHandleError` once destroyed.
+   */
+  resume(): CoroutineState {
+    const s = unwrap(
+      this.#lib.symbols("resume coroutine").kc_coro_resume(this.#handle),
+      "resume coroutine",
+    );
+    return stateNames[s];
+  }
+
+  /** Lets a parked coroutine continue; true if it was parked (it is now ready). */
+  unpark(): boolean {
+    return unwrap(
+      this.#lib.symbols("unpark coroutine").kc_coro_unpark(this.#handle),
+      "unpark coroutine",
+    ) === 1;
+  }
+
+  /** The coroutine's current state. */
+  get state(): CoroutineState {
+    return stateNames[
+      unwrap(
+        this.#lib.symbols("read coroutine state").kc_coro_state(this.#handle),
+        "read coroutine state",
+      )
+    ];
+  }
+
+  /** The last word the coroutine yielded (its transfer word). */
+  get value(): bigint {
+    const u64 = NativeCoroutine.#u64;
+    unwrap(
+      this.#lib.symbols("read coroutine value").kc_coro_transfer(this.#handle, u64),
+      "read coroutine value",
+    );
+    return u64[0];
+  }
+
+  /** Resumes until the coroutine finishes, yielding each value it yields. */
+  *values(): Generator<bigint, void, void> {
+    while (this.resume() === "suspended") yield this.value;
+  }
+
+  /** True once `destroy()` ran. */
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+
+  /** Frees the coroutine and recycles its stack. A second call does nothing. */
+  destroy(): void {
+    if (this.#destroyed) return;
+    unwrap(
+      this.#lib.symbols("destroy coroutine").kc_coro_destroy(this.#handle),
+      "destroy coroutine",
+    );
+    this.#destroyed = true;
+  }
+
+  [Symbol.dispose](): void {
+    if (this.#lib.isOpen) this.destroy();
+  }
+}
+
+/** Process-wide counts of native coroutine resources. */
+export interface CoroutineStats {
+  /** Coroutines created and not yet destroyed. */
+  live: number;
+  /** Free stacks kept for reuse. */
+  pooledStacks: number;
+  /** Stack mappings held (each costs two of `vm.max_map_count`). */
+  mappings: number;
+}
+
+/** Reads the process-wide coroutine counters. */
+export function coroutineStats(): CoroutineStats {
+  const out = new BigUint64Array(3);
+  unwrap(library().symbols("read coroutine stats").kc_coro_stats(out, 3), "read coroutine stats");
+  return { live: Number(out[0]), pooledStacks: Number(out[1]), mappings: Number(out[2]) };
+}

@@ -1,0 +1,57 @@
+// ffi/symbols.ts must agree with include/kcoro.h: every symbol is declared there with the
+// same parameter count and compatible types, and every header function is in the table
+// unless it may only be called from inside a coroutine.
+import assert from "node:assert/strict";
+import { symbols } from "../ffi/symbols.ts";
+
+const header = Deno.readTextFileSync(new URL("../include/kcoro.h", import.meta.url));
+const onlyInsideCoroutine = new Set(["kc_coro_yield", "kc_coro_yield_value", "kc_coro_park"]);
+
+function cTypeToFfi(t: string): string[] {
+  // Drop qualifiers and the parameter name, keep the type: "uint32_t *out" -> "uint32_t*".
+  const bare = t.replace(/\b(const|volatile)\b/g, "").trim();
+  const named = /^(.*?[\s*])(\w+)$/.exec(bare);
+  const c = (named && named[1].trim() !== "" ? named[1] : bare).replace(/\s+/g, "");
+  if (c === "uint32_t") return ["u32"];
+  if (c === "int32_t") return ["i32"];
+  if (c === "uint64_t") return ["u64"];
+  if (c === "void") return ["void"];
+  if (c === "kc_entry_fn") return ["pointer", "function"];
+  if (c === "void*") return ["pointer", "usize"]; // an integer arg travels in the same register
+  if (c.endsWith("*")) return ["pointer", "buffer"];
+  throw new Error(`unmapped C type ${t}`);
+}
+
+const prototypes = new Map<string, { result: string; params: string[] }>();
+for (const m of header.matchAll(/^([a-z_0-9 ]+\**)\s*\**\s*(kc_\w+)\(([^)]*)\);/gm)) {
+  const star = /\*\s*kc_/.test(m[0]) ? "*" : "";
+  const params = m[3].trim() === "void" ? [] : m[3].split(",").map((p) => p.trim());
+  prototypes.set(m[2], { result: m[1].trim() + star, params });
+}
+
+Deno.test("the header declares the functions the tests expect", () => {
+  assert.ok(prototypes.size >= 14, `parsed ${prototypes.size} prototypes`);
+});
+
+Deno.test("every symbol in ffi/symbols.ts matches its prototype in include/kcoro.h", () => {
+  for (const [name, def] of Object.entries(symbols)) {
+    const proto = prototypes.get(name);
+    assert.ok(proto, `${name} is not declared in include/kcoro.h`);
+    assert.equal(def.parameters.length, proto.params.length, `${name}: parameter count`);
+    def.parameters.forEach((p, i) => {
+      const allowed = cTypeToFfi(proto.params[i]);
+      assert.ok(allowed.includes(p), `${name} parameter ${i}: ${p} vs C ${proto.params[i]}`);
+    });
+    const allowed = cTypeToFfi(proto.result);
+    assert.ok(allowed.includes(def.result), `${name} result: ${def.result} vs C ${proto.result}`);
+  }
+});
+
+Deno.test("every header function is in the symbol table or documented as coroutine-only", () => {
+  for (const name of prototypes.keys()) {
+    assert.ok(
+      name in symbols || onlyInsideCoroutine.has(name),
+      `${name} missing from ffi/symbols.ts`,
+    );
+  }
+});

@@ -1,0 +1,145 @@
+import assert from "node:assert/strict";
+import {
+  ABI_VERSION,
+  AbiMismatchError,
+  closeLibrary,
+  library,
+  LibraryClosedError,
+  LibraryNotFoundError,
+  openLibrary,
+} from "../mod.ts";
+
+const root = new URL("../", import.meta.url).pathname;
+
+Deno.test("the library loads through ffi/load.ts and passes the handshake", () => {
+  const lib = library();
+  assert.equal(lib.abiVersion, ABI_VERSION);
+  assert.ok(lib.path.endsWith("libkcoro.so"), lib.path);
+  assert.equal(lib.symbols("test").kc_abi_version(), ABI_VERSION);
+  assert.equal(library(), lib); // shared
+});
+
+Deno.test("the handshake rejects a mismatched ABI and closes the library", () => {
+  assert.throws(
+    () => openLibrary({ expectAbi: ABI_VERSION + 1 }),
+    (e: unknown) =>
+      e instanceof AbiMismatchError && e.found === ABI_VERSION && e.expected === ABI_VERSION + 1 &&
+      /\.\/task build/.test(e.message),
+  );
+});
+
+Deno.test("close is idempotent and later calls get LibraryClosedError", () => {
+  const lib = openLibrary();
+  lib.close();
+  lib.close();
+  assert.equal(lib.isOpen, false);
+  assert.throws(() => lib.symbols("resume coroutine"), LibraryClosedError);
+  closeLibrary();
+  closeLibrary();
+  assert.ok(library().isOpen); // reopens on demand
+});
+
+Deno.test("a missing options.path is a LibraryNotFoundError", () => {
+  assert.throws(() => openLibrary({ path: "/nonexistent/libkcoro.so" }), LibraryNotFoundError);
+});
+
+async function runScript(code: string, env: Record<string, string>, flags: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...flags, "-"],
+    env,
+    cwd: root,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = out.stdin.getWriter();
+  await w.write(new TextEncoder().encode(code));
+  await w.close();
+  const res = await out.output();
+  return {
+    code: res.code,
+    stdout: new TextDecoder().decode(res.stdout),
+    stderr: new TextDecoder().decode(res.stderr),
+  };
+}
+
+const probe = `
+import { library, NativeCoroutine } from "${root}mod.ts";
+try {
+  const lib = library();
+  using co = NativeCoroutine.create("fib", { arg: 3 });
+  console.log("ok", lib.path, [...co.values()].join(","));
+} catch (e) {
+  console.log("error", e.name, e.message);
+}
+`;
+
+Deno.test("KCORO_LIB overrides the search, and a wrong one is a named error", async () => {
+  const real = library().path;
+  const copy = await Deno.makeTempFile({ suffix: ".so" });
+  try {
+    await Deno.copyFile(real, copy);
+    const good = await runScript(probe, { KCORO_LIB: copy }, [
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-env",
+    ]);
+    assert.equal(good.stdout.trim(), `ok ${copy} 0,1,1`, good.stderr);
+    const bad = await runScript(probe, { KCORO_LIB: "/nonexistent.so" }, [
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-env",
+    ]);
+    assert.match(bad.stdout, /^error LibraryNotFoundError .*KCORO_LIB is set to \/nonexistent\.so/);
+  } finally {
+    await Deno.remove(copy);
+  }
+});
+
+Deno.test("without a build and without --allow-run the error says what to do", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const d of ["ffi", "src"]) {
+      await Deno.mkdir(`${dir}/${d}`);
+      for (const f of Deno.readDirSync(`${root}${d}`)) {
+        await Deno.copyFile(`${root}${d}/${f.name}`, `${dir}/${d}/${f.name}`);
+      }
+    }
+    await Deno.copyFile(`${root}mod.ts`, `${dir}/mod.ts`);
+    const code = probe.replace(`${root}mod.ts`, `${dir}/mod.ts`);
+    const res = await runScript(code, {}, ["--allow-ffi", "--allow-read"]);
+    assert.match(res.stdout, /^error LibraryNotFoundError kcoro: cannot find libkcoro/);
+    assert.match(res.stdout, /\.\/task build/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("with --allow-run a checkout without a build builds from source", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const d of ["ffi", "src", "zig-src", "include"]) {
+      await new Deno.Command("cp", { args: ["-r", `${root}${d}`, `${dir}/${d}`] }).output();
+    }
+    for (const f of ["mod.ts", "build.zig", "build.zig.zon"]) {
+      await Deno.copyFile(`${root}${f}`, `${dir}/${f}`);
+    }
+    await Deno.mkdir(`${dir}/bench/native`, { recursive: true });
+    await Deno.copyFile(`${root}bench/native/bench.zig`, `${dir}/bench/native/bench.zig`);
+    const code = probe.replace(`${root}mod.ts`, `${dir}/mod.ts`);
+    const zig = Deno.env.get("KCORO_ZIG") ?? `${root}.toolchain/zig/bin/zig`;
+    const env: Record<string, string> = { KCORO_ZIG: zig };
+    const cache = Deno.env.get("ZIG_GLOBAL_CACHE_DIR");
+    if (cache) env.ZIG_GLOBAL_CACHE_DIR = cache;
+    const res = await runScript(code, env, [
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-run",
+    ]);
+    assert.equal(res.stdout.trim(), `ok ${dir}/zig-out/lib/libkcoro.so 0,1,1`, res.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,119 @@
+import assert from "node:assert/strict";
+import {
+  coroutineStats,
+  InvalidHandleError,
+  KcoroError,
+  library,
+  NativeCoroutine,
+  Status,
+} from "../mod.ts";
+
+Deno.test("a native coroutine is driven through the C ABI", () => {
+  using co = NativeCoroutine.create("fib", { arg: 8 });
+  assert.equal(co.state, "created");
+  assert.equal(co.resume(), "suspended");
+  assert.equal(co.value, 0n);
+  assert.equal(co.state, "suspended");
+  assert.deepEqual([...co.values()], [1n, 1n, 2n, 3n, 5n, 8n, 13n]);
+  assert.equal(co.state, "finished");
+  assert.throws(
+    () => co.resume(),
+    (e: unknown) => e instanceof KcoroError && e.code === "KC_EBUSY",
+  );
+});
+
+Deno.test("park waits for unpark; an unpark before the park is not lost", () => {
+  using co = NativeCoroutine.create("park-loop", { arg: 2 });
+  assert.equal(co.resume(), "parked");
+  assert.throws(() => co.resume(), KcoroError); // nobody unparked it yet
+  assert.equal(co.unpark(), true);
+  assert.equal(co.state, "ready");
+  assert.equal(co.resume(), "parked");
+  assert.equal(co.value, 1n);
+  // Unpark while it is parked, then once more before it parks again: the permit coalesces.
+  assert.equal(co.unpark(), true);
+  assert.equal(co.resume(), "finished");
+  assert.equal(co.value, 2n);
+
+  using early = NativeCoroutine.create("park-loop", { arg: 1 });
+  assert.equal(early.unpark(), false); // not parked yet: leaves a permit
+  assert.equal(early.resume(), "finished"); // its park returned at once
+  assert.equal(early.value, 1n);
+});
+
+Deno.test("fpControl and slab stacks run the same code", () => {
+  for (const options of [{ fpControl: true }, { slabStack: true }, { stackSize: 16 * 1024 }]) {
+    using co = NativeCoroutine.create("fib", { arg: 3, ...options });
+    assert.deepEqual([...co.values()], [0n, 1n, 1n]);
+  }
+});
+
+Deno.test("bad handles get a named error, never a crash", () => {
+  const co = NativeCoroutine.create("yield-loop");
+  assert.equal(co.resume(), "suspended");
+  co.destroy();
+  co.destroy(); // idempotent
+  assert.throws(() => co.resume(), InvalidHandleError);
+  assert.throws(() => co.unpark(), InvalidHandleError);
+  assert.throws(() => co.state, InvalidHandleError);
+  assert.throws(
+    () => co.value,
+    (e: unknown) => e instanceof InvalidHandleError && e.name === "InvalidHandleError",
+  );
+
+  // The stale handle stays invalid even after its slot is reused.
+  using next = NativeCoroutine.create("yield-loop");
+  assert.notEqual(next.handle, co.handle);
+  assert.throws(() => co.resume(), InvalidHandleError);
+  assert.equal(next.resume(), "suspended");
+
+  // Forged handles straight through the symbol table.
+  const sym = library().symbols("test");
+  for (const forged of [0, 1, 0xdeadbeef, 0xffffffff, next.handle ^ (1 << 20)]) {
+    assert.equal(sym.kc_coro_resume(forged), Status.EBADH, `handle ${forged}`);
+    assert.equal(sym.kc_coro_destroy(forged), Status.EBADH, `handle ${forged}`);
+  }
+  assert.equal(next.resume(), "suspended"); // and nothing else was disturbed
+});
+
+Deno.test("bad arguments are RangeError/TypeError naming what was received", () => {
+  const cases: [() => unknown, ErrorConstructor, RegExp][] = [
+    [
+      () => NativeCoroutine.create("nope" as "fib"),
+      TypeError,
+      /entry must be one of .* received "nope"/,
+    ],
+    [() => NativeCoroutine.create(42 as unknown as "fib"), TypeError, /received 42/],
+    [() => NativeCoroutine.create("fib", null as unknown as object), TypeError, /received null/],
+    [() => NativeCoroutine.create("fib", { arg: -1 }), RangeError, /arg must be .* received -1/],
+    [() => NativeCoroutine.create("fib", { arg: 1.5 }), RangeError, /received 1.5/],
+    [
+      () => NativeCoroutine.create("fib", { stackSize: 100 }),
+      RangeError,
+      /stackSize .* received 100/,
+    ],
+    [() => NativeCoroutine.create("fib", { stackSize: 2 ** 40 }), RangeError, /stackSize/],
+    [
+      () => NativeCoroutine.create("fib", { stackSize: "big" as unknown as number }),
+      RangeError,
+      /received "big"/,
+    ],
+  ];
+  for (const [fn, type, message] of cases) {
+    assert.throws(fn, (e: unknown) => e instanceof type && message.test((e as Error).message));
+  }
+});
+
+Deno.test("destroying coroutines returns their stacks: no live ones leak", () => {
+  const before = coroutineStats();
+  for (let i = 0; i < 1000; i++) {
+    using co = NativeCoroutine.create("fib", { arg: 2 });
+    co.resume();
+  }
+  const after = coroutineStats();
+  assert.equal(after.live, before.live);
+  assert.ok(
+    after.mappings <= before.mappings + 1,
+    `mappings ${before.mappings} -> ${after.mappings}`,
+  );
+});
