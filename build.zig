@@ -21,7 +21,9 @@ pub fn build(b: *std.Build) void {
         .link_libc = true,
     });
     lib_mod.addIncludePath(b.path("include"));
-    const lib = b.addLibrary(.{ .linkage = .dynamic, .name = "kcoro", .root_module = lib_mod });
+    // LLVM for every build: Zig 0.15's self-hosted x86_64 backend (its default for Debug) does not
+    // support naked functions with parameters, which is what the context switch is.
+    const lib = b.addLibrary(.{ .linkage = .dynamic, .name = "kcoro", .root_module = lib_mod, .use_llvm = true });
     b.installArtifact(lib);
 
     // Unit tests, with assertions on.
@@ -34,6 +36,7 @@ pub fn build(b: *std.Build) void {
     test_mod.addIncludePath(b.path("include"));
     const tests = b.addTest(.{
         .root_module = test_mod,
+        .use_llvm = true,
         .filters = if (test_filter) |f| &.{f} else &.{},
     });
     const run_tests = b.addRunArtifact(tests);
@@ -54,7 +57,7 @@ pub fn build(b: *std.Build) void {
         .link_libc = true,
         .imports = &.{.{ .name = "kcoro", .module = kcoro_mod }},
     });
-    const bench_exe = b.addExecutable(.{ .name = "kcoro-bench", .root_module = bench_mod });
+    const bench_exe = b.addExecutable(.{ .name = "kcoro-bench", .root_module = bench_mod, .use_llvm = true });
     const install_bench = b.addInstallArtifact(bench_exe, .{});
     const run_bench = b.addRunArtifact(bench_exe);
     if (b.args) |args| run_bench.addArgs(args);

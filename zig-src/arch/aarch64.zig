@@ -48,7 +48,7 @@ comptime {
 }
 
 /// Saves the callee-saved registers into `from` (x0) and resumes `to` (x1).
-pub fn switchPlain() callconv(.naked) noreturn {
+pub noinline fn switchPlain(_: *Context, _: *Context) callconv(.naked) void {
     asm volatile (
         \\ mov x9, sp
         \\ str x9, [x0, #0]
@@ -81,7 +81,7 @@ pub fn switchPlain() callconv(.naked) noreturn {
 }
 
 /// Like `switchPlain`, and also saves/restores FPCR.
-pub fn switchFp() callconv(.naked) noreturn {
+pub noinline fn switchFp(_: *Context, _: *Context) callconv(.naked) void {
     asm volatile (
         \\ mov x9, sp
         \\ str x9, [x0, #0]
@@ -118,7 +118,7 @@ pub fn switchFp() callconv(.naked) noreturn {
 }
 
 /// First code a new coroutine runs: `entry(argument)`; the entry never returns.
-fn trampoline() callconv(.naked) noreturn {
+noinline fn trampoline() callconv(.naked) noreturn {
     asm volatile (
         \\ mov x0, x19
         \\ blr x20
@@ -127,7 +127,7 @@ fn trampoline() callconv(.naked) noreturn {
 }
 
 /// Where a `ret` through the initial link register lands.
-pub fn trap() callconv(.naked) noreturn {
+pub noinline fn trap() callconv(.naked) noreturn {
     asm volatile ("udf #0");
 }
 

@@ -64,7 +64,7 @@ comptime {
 
 /// Saves the callee-saved registers into `from` (rdi) and resumes `to` (rsi).
 /// Returns, in `from`'s thread of control, when something later switches back to `from`.
-pub fn switchPlain() callconv(.naked) noreturn {
+pub noinline fn switchPlain(_: *Context, _: *Context) callconv(.naked) void {
     asm volatile (
         \\ movq (%%rsp), %%rdx
         \\ leaq 8(%%rsp), %%rcx
@@ -88,7 +88,7 @@ pub fn switchPlain() callconv(.naked) noreturn {
 }
 
 /// Like `switchPlain`, and also saves/restores MXCSR and the x87 control word.
-pub fn switchFp() callconv(.naked) noreturn {
+pub noinline fn switchFp(_: *Context, _: *Context) callconv(.naked) void {
     asm volatile (
         \\ movq (%%rsp), %%rdx
         \\ leaq 8(%%rsp), %%rcx
@@ -116,7 +116,7 @@ pub fn switchFp() callconv(.naked) noreturn {
 }
 
 /// The same switch, returning with `ret` (kept only so the bench can show why we do not).
-pub fn switchRet() callconv(.naked) noreturn {
+pub noinline fn switchRet(_: *Context, _: *Context) callconv(.naked) void {
     asm volatile (
         \\ movq %%rsp, 0(%%rdi)
         \\ movq %%rbx, 16(%%rdi)
@@ -137,7 +137,7 @@ pub fn switchRet() callconv(.naked) noreturn {
 }
 
 /// First code a new coroutine runs: `entry(argument)`; the entry never returns.
-fn trampoline() callconv(.naked) noreturn {
+noinline fn trampoline() callconv(.naked) noreturn {
     asm volatile (
         \\ movq %%rbx, %%rdi
         \\ callq *%%r12
@@ -146,7 +146,7 @@ fn trampoline() callconv(.naked) noreturn {
 }
 
 /// Where a `ret` past the trampoline lands.
-pub fn trap() callconv(.naked) noreturn {
+pub noinline fn trap() callconv(.naked) noreturn {
     asm volatile ("ud2");
 }
 
@@ -190,10 +190,13 @@ pub fn init(ctx: *Context, top: usize, entry: usize, arg: usize) void {
 pub fn readFpControl() u64 {
     var mxcsr: u32 = 0;
     var cw: u16 = 0;
-    asm volatile ("stmxcsr %[m]\n fnstcw %[c]"
-        : [m] "=m" (mxcsr),
-          [c] "=m" (cw),
-    );
+    asm volatile (
+        \\ stmxcsr (%[m])
+        \\ fnstcw (%[c])
+        :
+        : [m] "r" (&mxcsr),
+          [c] "r" (&cw),
+        : .{ .memory = true });
     return @as(u64, mxcsr) | (@as(u64, cw) << 32);
 }
 
@@ -201,9 +204,11 @@ pub fn readFpControl() u64 {
 pub fn writeFpControl(odd: bool) void {
     const mxcsr: u32 = if (odd) 0x7F80 else 0x1F80; // RC bits 13-14 = 11: toward zero
     const cw: u16 = if (odd) 0x0F7F else 0x037F; // RC bits 10-11 = 11: toward zero
-    asm volatile ("ldmxcsr %[m]\n fldcw %[c]"
+    asm volatile (
+        \\ ldmxcsr (%[m])
+        \\ fldcw (%[c])
         :
-        : [m] "m" (mxcsr),
-          [c] "m" (cw),
-    );
+        : [m] "r" (&mxcsr),
+          [c] "r" (&cw),
+        : .{ .memory = true });
 }

@@ -1,8 +1,14 @@
 //! Picks the context switch for the target architecture and gives it a callable type.
 //!
-//! Zig does not call a naked function directly, so each switch is reached through a function
-//! pointer of C calling convention: `switch_fn(from, to)` saves the caller's callee-saved state
-//! into `from` and resumes `to`; it returns when something switches back to `from`.
+//! Each switch is reached through a function pointer of C calling convention:
+//! `switch_fn(from, to)` saves the caller's callee-saved state into `from` and resumes `to`; it
+//! returns when something switches back to `from`.
+//!
+//! Two rules keep the optimiser honest about the naked asm functions (both were real crashes):
+//! - declare them with their true C signature, never `noreturn`: through a pointer the
+//!   compiler can see through, a `noreturn` callee makes everything after the call unreachable;
+//! - mark them `noinline`: inlined into a caller, their asm no longer finds its arguments in
+//!   the argument registers.
 const std = @import("std");
 const builtin = @import("builtin");
 
@@ -72,7 +78,7 @@ fn expected(seed: u64, i: usize) u64 {
 const probe_impl = switch (builtin.cpu.arch) {
     .x86_64 => struct {
         // rdi=from rsi=to rdx=switch rcx=out r8=seed
-        fn probe() callconv(.naked) noreturn {
+        noinline fn probe(_: *Context, _: *Context, _: SwitchFn, _: *[probe_regs]u64, _: u64) callconv(.naked) void {
             asm volatile (
                 \\ pushq %%rbx
                 \\ pushq %%rbp
@@ -107,7 +113,7 @@ const probe_impl = switch (builtin.cpu.arch) {
     },
     .aarch64 => struct {
         // x0=from x1=to x2=switch x3=out x4=seed
-        fn probe() callconv(.naked) noreturn {
+        noinline fn probe(_: *Context, _: *Context, _: SwitchFn, _: *[probe_regs]u64, _: u64) callconv(.naked) void {
             asm volatile (
                 \\ sub sp, sp, #176
                 \\ stp x19, x20, [sp, #0]
