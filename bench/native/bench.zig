@@ -27,8 +27,8 @@ fn report(out: *std.Io.Writer, r: Result) !void {
 // Raw switch ping-pong: main <-> one context, `n` round trips, 2n switches.
 
 const PingPong = struct {
-    var main_ctx: Context = .{};
-    var co_ctx: Context = .{};
+    var main_ctx: Context align(64) = .{};
+    var co_ctx: Context align(64) = .{};
     var switch_fn: SwitchFn = sw.switch_plain;
 
     fn entry(_: usize) callconv(.c) noreturn {

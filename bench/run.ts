@@ -1,0 +1,159 @@
+/**
+ * `./task bench [--quick]`: runs every benchmark, prints each figure beside its peer measured in
+ * the same run, and writes bench/results/<suite>.json as a list of
+ * `{name, value, unit, peer, peer_value, ratio}` (ratio = value / peer_value; below 1 means
+ * kcoro is ahead; peer null where there is none).
+ *
+ * Suites:
+ * - switch: the native context switch (Zig bench executable, no FFI) against Boost.Context's
+ *   jump_fcontext, when libboost-context-dev is installed (bench/boost/fcontext_bench.cpp).
+ * - ffi: the Deno FFI call floor and a native coroutine driven from JavaScript (deno bench).
+ */
+const root = new URL("../", import.meta.url).pathname;
+const quick = Deno.args.includes("--quick");
+
+interface Figure {
+  name: string;
+  value: number;
+  unit: string;
+  peer: string | null;
+  peer_value: number | null;
+  ratio: number | null;
+}
+
+interface Line {
+  name: string;
+  value: number;
+  unit: string;
+}
+
+async function run(cmd: string, args: string[], cwd = root): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" }).output();
+  if (!out.success) {
+    throw new Error(
+      `${cmd} ${args.join(" ")} failed:\n${new TextDecoder().decode(out.stderr)}`,
+    );
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+function jsonLines(text: string): Line[] {
+  return text.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+}
+
+function figure(line: Line, peer?: Line | null): Figure {
+  const ratio = peer ? line.value / peer.value : null;
+  return {
+    name: line.name,
+    value: line.value,
+    unit: line.unit,
+    peer: peer?.name ?? null,
+    peer_value: peer?.value ?? null,
+    ratio: ratio === null ? null : Math.round(ratio * 1000) / 1000,
+  };
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function boostPeer(): Promise<Line | null> {
+  const header = "/usr/include/boost/context/detail/fcontext.hpp";
+  if (!exists(header)) {
+    console.log("(Boost peer skipped: install libboost-context-dev to measure jump_fcontext)");
+    return null;
+  }
+  const dir = await Deno.makeTempDir();
+  try {
+    const exe = `${dir}/fcontext_bench`;
+    await run("g++", [
+      "-O2",
+      "-o",
+      exe,
+      `${root}bench/boost/fcontext_bench.cpp`,
+      "-lboost_context",
+    ]);
+    return jsonLines(await run(exe, quick ? ["--quick"] : []))[0] ?? null;
+  } catch (e) {
+    console.log(`(Boost peer skipped: ${(e as Error).message.split("\n")[0]})`);
+    return null;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function table(title: string, figures: Figure[]) {
+  console.log(`\n${title}`);
+  for (const f of figures) {
+    const peer = f.peer === null
+      ? ""
+      : `   vs ${f.peer} ${f.peer_value!.toFixed(2)}: ratio ${f.ratio!.toFixed(3)}`;
+    console.log(`  ${f.name.padEnd(58)} ${f.value.toFixed(2).padStart(8)} ${f.unit}${peer}`);
+  }
+}
+
+async function save(suite: string, figures: Figure[]) {
+  await Deno.mkdir(`${root}bench/results`, { recursive: true });
+  await Deno.writeTextFile(
+    `${root}bench/results/${suite}.json`,
+    JSON.stringify(figures, null, 2) + "\n",
+  );
+}
+
+// --- switch -------------------------------------------------------------------------------
+const zig = Deno.env.get("KCORO_ZIG") ?? "zig";
+const native = jsonLines(
+  await run(zig, ["build", "bench", "--", "--json", ...(quick ? ["--quick"] : [])]),
+);
+const boost = await boostPeer();
+const byName = (prefix: string) => native.find((l) => l.name.startsWith(prefix));
+const plain = byName("switch (callee-saved")!;
+const fp = byName("switch + FP")!;
+const ret = byName("switch returning with ret");
+const switchFigures: Figure[] = [
+  figure(plain, boost),
+  // Boost saves the FP control state on every switch; this is the like-for-like comparison.
+  figure(fp, boost),
+  ...(ret ? [figure(ret, plain)] : []),
+  ...native.filter((l) => l.name.startsWith("coroutine")).map((l) => figure(l)),
+];
+table("native context switch (Zig bench executable, best of runs)", switchFigures);
+await save("switch", switchFigures);
+
+const target = 3.0;
+console.log(
+  `  target: at most ${target} ns per switch: ${plain.value <= target ? "met" : "MISSED"} ` +
+    `(${plain.value.toFixed(2)} ns)` +
+    (boost
+      ? `; under 0.55x Boost: ${plain.value / boost.value < 0.55 ? "met" : "MISSED"} ` +
+        `(${(plain.value / boost.value).toFixed(3)}x)`
+      : ""),
+);
+
+// --- ffi ----------------------------------------------------------------------------------
+const benchOut = await run(Deno.execPath(), [
+  "bench",
+  "--json",
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-env",
+  "bench/ffi_bench.ts",
+]);
+const report = JSON.parse(benchOut);
+const ffiLines: Line[] = report.benches.map((
+  b: { name: string; results: { ok: { avg: number } }[] },
+) => ({
+  name: b.name,
+  value: b.results[0].ok.avg,
+  unit: "ns/call",
+}));
+const floor = ffiLines[0];
+const ffiFigures = [figure(floor), ...ffiLines.slice(1).map((l) => figure(l, floor))];
+table("Deno FFI (deno bench, mean)", ffiFigures);
+await save("ffi", ffiFigures);
+console.log(`\nwrote bench/results/switch.json and bench/results/ffi.json`);
