@@ -56,7 +56,7 @@ zig build
 echo "== deno tests"
 deno_passed=0
 deno_failed=0
-if NO_COLOR=1 deno test --allow-ffi --allow-read --allow-write --allow-env --allow-run tests/ 2>&1 |
+if NO_COLOR=1 deno test --allow-ffi --allow-read --allow-write --allow-env --allow-run --doc tests/ README.md mod.ts src/ 2>&1 |
   tee "$log/deno.txt"; then :; fi
 deno_passed=$(sed -n 's/.*| \([0-9]*\) passed.*/\1/p' "$log/deno.txt" | tail -n 1)
 deno_failed=$(sed -n 's/.*| \([0-9]*\) failed.*/\1/p' "$log/deno.txt" | tail -n 1)
