@@ -120,7 +120,7 @@ const switchFigures: Figure[] = [
   // Boost saves the FP control state on every switch; this is the like-for-like comparison.
   figure(fp, boost),
   ...(ret ? [figure(ret, plain)] : []),
-  ...native.filter((l) => l.name.startsWith("coroutine")).map((l) => figure(l)),
+  ...native.filter((l) => !l.name.startsWith("switch")).map((l) => figure(l)),
 ];
 table("native context switch (Zig bench executable, best of runs)", switchFigures);
 await save("switch", switchFigures);

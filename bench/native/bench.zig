@@ -86,6 +86,34 @@ fn createRunDestroy(reg: *kcoro.Registry, n: u64) u64 {
     return timer.read();
 }
 
+fn parker(_: ?*anyopaque) callconv(.c) void {
+    kcoro.coroutine.park() catch unreachable;
+}
+
+fn rssBytes() usize {
+    var buf: [128]u8 = undefined;
+    const f = std.fs.openFileAbsolute("/proc/self/statm", .{}) catch return 0;
+    defer f.close();
+    const n = f.readAll(&buf) catch return 0;
+    var it = std.mem.tokenizeScalar(u8, buf[0..n], ' ');
+    _ = it.next();
+    const resident = std.fmt.parseInt(usize, it.next() orelse return 0, 10) catch return 0;
+    return resident * std.heap.pageSize();
+}
+
+/// Creates `count` coroutines on 16 KiB slab stacks, runs each until it parks, and returns the
+/// resident bytes they added per coroutine (stack pages touched + the object on the stack).
+fn liveParked(reg: *kcoro.Registry, count: usize, handles: []u32) !f64 {
+    const before = rssBytes();
+    for (handles[0..count]) |*h| {
+        h.* = try reg.create(parker, null, 16 * 1024, .{ .slab_stack = true });
+        _ = try (try reg.get(h.*)).@"resume"();
+    }
+    const after = rssBytes();
+    for (handles[0..count]) |h| try reg.destroy(h);
+    return @as(f64, @floatFromInt(after - before)) / @as(f64, @floatFromInt(count));
+}
+
 fn perOp(ns: u64, ops: u64) f64 {
     return @as(f64, @floatFromInt(ns)) / @as(f64, @floatFromInt(ops));
 }
@@ -130,6 +158,16 @@ pub fn main() !void {
     const ry = bestOf(runs, resumeYield, .{ co, n });
     try report(out, .{ .name = "coroutine resume + yield round trip", .value = perOp(ry, n), .unit = "ns/round-trip", .iterations = n });
     try reg.destroy(h);
+
+    {
+        const count: usize = if (quick) 100_000 else 1_000_000;
+        const handles = try allocator.alloc(u32, count);
+        defer allocator.free(handles);
+        var big = kcoro.Registry.init(std.heap.c_allocator);
+        defer big.deinit();
+        const per = try liveParked(&big, count, handles);
+        try report(out, .{ .name = "live parked coroutines (slab, 16 KiB stacks)", .value = per, .unit = "bytes/coroutine", .iterations = count });
+    }
 
     const cycles = n / 10;
     const crd = bestOf(runs, createRunDestroy, .{ &reg, cycles });

@@ -10,12 +10,14 @@
 //!   larger than a page, so a big frame cannot jump over it. Costs two mappings per stack, so a
 //!   process holds at most about 32,000 guarded stacks.
 //! - `slab`: stacks are carved from large shared mappings (`slab_bytes` each) with one guard
-//!   page at the bottom of each slab and a 64-byte canary at the bottom of each stack. An
-//!   overflow into the neighbour below is not prevented; it is detected, after the fact, when
-//!   the canary is checked (every time the stack goes back to the pool, and on `check`), and
-//!   the process panics with "stack overflow". Costs two mappings per slab, so a million
-//!   coroutines fit. Slab memory is reserved with MAP_NORESERVE: only touched pages use RAM,
-//!   one page for a coroutine that never grew its stack.
+//!   page at the bottom of each slab; the lowest 64 bytes of each stack are a canary that must
+//!   stay zero. An overflow into the neighbour below is not prevented; it is detected, after
+//!   the fact, when the canary is checked (every time the stack goes back to the pool, and on
+//!   `check`), and the process panics with "stack overflow detected". The canary is the zero
+//!   fill of fresh anonymous memory, never written, so checking it never makes the bottom page
+//!   resident (an overflow that writes only zeros there goes unnoticed). Costs two mappings per
+//!   slab, so a million coroutines fit. Slab memory is reserved with MAP_NORESERVE: only touched
+//!   pages use RAM, one page for a coroutine that never grew its stack.
 //!
 //! Free stacks form an intrusive list threaded through their top word, so acquiring and
 //! releasing a pooled stack never allocates.
@@ -34,7 +36,8 @@ pub const max_stack_size: usize = 256 * 1024 * 1024;
 pub const slab_bytes: usize = 64 * 1024 * 1024;
 
 const canary_len = 64;
-const canary_byte: u8 = 0xC5;
+/// Fresh anonymous memory is zero-filled; the canary is that zero fill.
+const canary_byte: u8 = 0;
 
 comptime {
     assert(default_stack_size % page_size == 0);
@@ -212,8 +215,6 @@ pub const Pool = struct {
         const s: Stack = .{ .base = pool.slab_next, .size = pool.stack_size };
         pool.slab_next += pool.stack_size;
         assert(pool.slab_next <= pool.slab_end);
-        const bytes: *[canary_len]u8 = @ptrFromInt(s.base);
-        @memset(bytes, canary_byte);
         return s;
     }
 
@@ -263,6 +264,20 @@ test "slab stacks share one mapping" {
     try testing.expectEqual(stacks[0].top(), stacks[1].base);
     for (stacks) |s| pool.release(s);
     try testing.expectEqual(@as(usize, 1000), pool.free_count);
+}
+
+test "slab canary catches an overflow when the stack returns to the pool" {
+    const pid = try posix.fork();
+    if (pid == 0) {
+        var pool = Pool.init(std.heap.page_allocator, .{ .mode = .slab, .stack_size = 16 * 1024 }) catch unreachable;
+        const s = pool.acquire() catch unreachable;
+        const bottom: *[canary_len]u8 = @ptrFromInt(s.base);
+        bottom[3] = 0x42; // what an overflowing frame would leave behind
+        pool.release(s); // panics
+        posix.exit(0);
+    }
+    const res = posix.waitpid(pid, 0);
+    try testing.expect(posix.W.IFSIGNALED(res.status)); // panic aborts
 }
 
 test "rejects stack sizes out of range" {
