@@ -6,6 +6,8 @@ pub const coroutine = @import("coro/coroutine.zig");
 pub const registry = @import("coro/registry.zig");
 pub const handle = @import("handle.zig");
 pub const status = @import("status.zig");
+pub const deque = @import("sched/deque.zig");
+pub const scheduler = @import("sched/scheduler.zig");
 
 pub const Coroutine = coroutine.Coroutine;
 pub const State = coroutine.State;
@@ -21,4 +23,6 @@ test {
     _ = registry;
     _ = handle;
     _ = status;
+    _ = deque;
+    _ = scheduler;
 }

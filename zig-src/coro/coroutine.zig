@@ -22,6 +22,12 @@
 //! A coroutine counts as parked only after it has switched off its stack, so a thread that
 //! unparks it and then resumes it can never run it on two stacks' worth of state at once.
 //!
+//! State, permit and a generation live in one atomic word, changed only by CAS. The generation
+//! is bumped every time a stack is reused for a new coroutine, so an `unpark` that carries the
+//! generation it was given (a `Ref`) and arrives after the coroutine finished and its stack was
+//! reused fails harmlessly instead of waking a stranger. Pooled stacks stay mapped while their
+//! pool lives, which is what makes touching a finished coroutine's word safe.
+//!
 //! FP control state (MXCSR and x87 CW on x86_64, FPCR on AArch64) is saved across switches only
 //! for coroutines created with `fp_control = true`. A coroutine created without it shares the
 //! FP control state of whoever resumes it: it must restore any rounding-mode or exception-mask
@@ -49,10 +55,46 @@ pub const Options = struct {
     fp_control: bool = false,
 };
 
+/// The coroutine's atomic word.
+const Word = packed struct(u64) {
+    state: State,
+    permit: bool,
+    _unused: u23 = 0,
+    gen: u32,
+};
+
+/// A coroutine and the generation it had when the reference was taken: unparking through a
+/// stale `Ref` (the coroutine finished, its stack was reused) is a harmless no-op.
+pub const Ref = struct {
+    co: *Coroutine,
+    gen: u32,
+
+    pub fn unpark(r: Ref) bool {
+        return r.co.unparkGen(r.gen);
+    }
+};
+
 /// Why the coroutine last switched back to its resumer.
 const Exit = enum(u8) { none, yield, park, finish };
 
 threadlocal var current_co: ?*Coroutine = null;
+
+// A coroutine may resume on another thread than the one it suspended on. The compiler assumes
+// a function stays on one thread, so it may compute a threadlocal's address once and reuse it
+// after a switch (on AArch64 it keeps the TPIDR_EL0 read; in a shared library it keeps the
+// __tls_get_addr result): the coroutine would then read the old thread's variable. Every access
+// from code that can run on a coroutine stack therefore goes through these non-inlined
+// functions, which recompute the address on each call. (This was a real failure: workers ran
+// the wrong coroutine under qemu-aarch64.)
+noinline fn getCurrent() ?*Coroutine {
+    const p: *volatile ?*Coroutine = &current_co;
+    return p.*;
+}
+
+noinline fn setCurrent(co: ?*Coroutine) void {
+    const p: *volatile ?*Coroutine = &current_co;
+    p.* = co;
+}
 
 pub const Coroutine = struct {
     /// The coroutine's own registers while it is not running. Each context starts a cache line
@@ -61,9 +103,8 @@ pub const Coroutine = struct {
     /// The resumer's registers while the coroutine runs.
     caller: sw.Context align(64),
     switch_fn: sw.SwitchFn,
-    state: std.atomic.Value(State),
-    /// 1 when an unpark is pending. See the file header for the protocol.
-    permit: std.atomic.Value(u32),
+    /// `Word`: state, permit and generation. Changed only by CAS (see the file header).
+    word: std.atomic.Value(u64),
     exit: Exit,
     fp_control: bool,
     entry: EntryFn,
@@ -79,6 +120,13 @@ pub const Coroutine = struct {
     resumes: u64,
     /// Which of its registry's stack pools the stack came from.
     pool_id: u16,
+    /// Scheduler bookkeeping (sched/scheduler.zig): the scheduler that runs this coroutine
+    /// (null for a coroutine its creator resumes by hand), the link of its intrusive queues,
+    /// its timer's `generation << 1 | armed` word, and the status its last wait ended with.
+    owner: ?*anyopaque,
+    link: ?*Coroutine,
+    timer_state: std.atomic.Value(u32),
+    wake_status: i32,
 
     pub const Error = error{
         /// resume of a coroutine that is running (here or on another thread)
@@ -90,80 +138,96 @@ pub const Coroutine = struct {
     };
 
     /// Places a new coroutine at the top of `stack`, ready to run `entry(arg)` when resumed.
+    /// The object sits 64 bytes below the top (where a stack pool keeps its free-list link) at
+    /// the same address every time the stack is reused, so the generation continues.
     pub fn create(stack: Stack, entry: EntryFn, arg: ?*anyopaque, options: Options) *Coroutine {
         assert(stack.size >= 4096);
         assert(stack.top() % 16 == 0);
-        const addr = std.mem.alignBackward(usize, stack.top() - @sizeOf(Coroutine), 64);
+        const addr = std.mem.alignBackward(usize, stack.top() - 64 - @sizeOf(Coroutine), 64);
         const co: *Coroutine = @ptrFromInt(addr);
-        co.* = .{
-            .ctx = .{},
-            .caller = .{},
-            .switch_fn = if (options.fp_control) sw.switch_fp else sw.switch_plain,
-            .state = .init(.created),
-            .permit = .init(0),
-            .exit = .none,
-            .fp_control = options.fp_control,
-            .entry = entry,
-            .arg = arg,
-            .stack = stack,
-            .prev = null,
-            .transfer = 0,
-            .handle = 0,
-            .resumes = 0,
-            .pool_id = 0,
-        };
+        // Stale `unpark`s and timers may still CAS `word` and `timer_state` of the previous
+        // coroutine on this stack: write those two atomically, continuing their generations.
+        const old_gen: u32 = @truncate(co.word.load(.monotonic) >> 32);
+        const old_timer = co.timer_state.load(.monotonic);
+        co.ctx = .{};
+        co.caller = .{};
+        co.switch_fn = if (options.fp_control) sw.switch_fp else sw.switch_plain;
+        co.exit = .none;
+        co.fp_control = options.fp_control;
+        co.entry = entry;
+        co.arg = arg;
+        co.stack = stack;
+        co.prev = null;
+        co.transfer = 0;
+        co.handle = 0;
+        co.resumes = 0;
+        co.pool_id = 0;
+        co.owner = null;
+        co.link = null;
+        co.wake_status = 0;
+        co.timer_state.store(old_timer & ~@as(u32, 1), .monotonic);
+        // Release: the fields above are written before anyone can see the new generation.
+        co.word.store(@bitCast(Word{ .state = .created, .permit = false, .gen = old_gen +% 1 }), .release);
         // The stack proper starts below the object.
         sw.init(&co.ctx, addr, @intFromPtr(&coroMain), @intFromPtr(co));
         return co;
+    }
+
+    fn load(co: *const Coroutine, comptime order: std.builtin.AtomicOrder) Word {
+        return @bitCast(co.word.load(order));
+    }
+
+    /// Acq_rel on success: each transition publishes what the thread that made it wrote (the
+    /// coroutine's stack, `exit`, the unparker's data) to the thread that makes the next one.
+    fn cas(co: *Coroutine, old: Word, new: Word) ?Word {
+        const got = co.word.cmpxchgWeak(@bitCast(old), @bitCast(new), .acq_rel, .acquire) orelse return null;
+        return @bitCast(got);
+    }
+
+    /// The generation of the coroutine now on this stack (for a `Ref`).
+    pub fn generation(co: *const Coroutine) u32 {
+        return co.load(.acquire).gen;
     }
 
     /// Runs the coroutine until it yields, parks or finishes, and returns the state it is then
     /// in (suspended, parked, ready or finished). Any thread, but not concurrently with another
     /// `resume` of the same coroutine (the second one gets `error.Running`).
     pub fn @"resume"(co: *Coroutine) Error!State {
-        var s = co.state.load(.acquire);
+        var w = co.load(.acquire);
         while (true) {
-            switch (s) {
+            switch (w.state) {
                 .created, .ready, .suspended => {},
                 .running => return error.Running,
                 .parked => return error.NotRunnable,
                 .finished => return error.Finished,
             }
-            // Acquire: pairs with the release stores of the previous resumer (below) and of
-            // `unpark`, so this thread sees the stack as the coroutine last left it.
-            s = co.state.cmpxchgWeak(s, .running, .acquire, .acquire) orelse break;
+            var n = w;
+            n.state = .running;
+            w = co.cas(w, n) orelse break;
         }
         co.exit = .none;
         co.resumes += 1;
-        co.prev = current_co;
-        current_co = co;
+        co.prev = getCurrent();
+        setCurrent(co);
         co.switch_fn(&co.caller, &co.ctx);
-        current_co = co.prev;
+        setCurrent(co.prev);
         co.prev = null;
-        switch (co.exit) {
-            .yield => {
-                // Release: pairs with the acquire in the next `resume`, possibly on another thread.
-                co.state.store(.suspended, .release);
-                return .suspended;
-            },
-            .park => {
-                // Seq_cst store + seq_cst swap here against seq_cst store + seq_cst load in
-                // `unpark` (a Dekker pair): either we see its permit, or it sees `parked`.
-                co.state.store(.parked, .seq_cst);
-                if (co.permit.swap(0, .seq_cst) == 1) {
-                    // We consumed the permit; `unpark` only moves parked -> ready after winning
-                    // the same swap, so nobody else changes the state now.
-                    const prev = co.state.cmpxchgStrong(.parked, .ready, .release, .monotonic);
-                    assert(prev == null);
-                    return .ready;
-                }
-                return .parked;
-            },
-            .finish => {
-                co.state.store(.finished, .release);
-                return .finished;
-            },
-            .none => unreachable, // every switch back to the resumer sets `exit` first
+        // Record the transition the coroutine asked for. An `unpark` may set the permit at any
+        // moment, hence the CAS loops.
+        w = co.load(.monotonic);
+        while (true) {
+            assert(w.state == .running);
+            var n = w;
+            const result: State = switch (co.exit) {
+                .yield => .suspended,
+                // A permit that arrived after park()'s check: consume it, stay runnable.
+                .park => if (w.permit) .ready else .parked,
+                .finish => .finished,
+                .none => unreachable, // every switch back to the resumer sets `exit` first
+            };
+            n.state = result;
+            if (result == .ready or result == .finished) n.permit = false;
+            w = co.cas(w, n) orelse return result;
         }
     }
 
@@ -171,57 +235,77 @@ pub const Coroutine = struct {
     /// parked to ready (the caller is then responsible for resuming it), false if it left a
     /// permit for the next `park`. Any thread.
     pub fn unpark(co: *Coroutine) bool {
-        // See `resume` (.park) for the pairing.
-        co.permit.store(1, .seq_cst);
-        if (co.state.load(.seq_cst) != .parked) return false;
-        if (co.permit.swap(0, .seq_cst) != 1) return false; // the resumer consumed it
-        const prev = co.state.cmpxchgStrong(.parked, .ready, .release, .monotonic);
-        assert(prev == null); // only the permit winner leaves `parked`
-        return true;
+        return co.unparkGen(co.generation());
+    }
+
+    /// `unpark`, but only if the coroutine on this stack is still generation `gen`; a stale
+    /// generation (finished, stack reused) does nothing and returns false.
+    pub fn unparkGen(co: *Coroutine, gen: u32) bool {
+        var w = co.load(.acquire);
+        while (true) {
+            if (w.gen != gen) return false;
+            var n = w;
+            switch (w.state) {
+                .parked => n.state = .ready,
+                .finished => return false,
+                else => {
+                    if (w.permit) return false; // permits coalesce
+                    n.permit = true;
+                },
+            }
+            if (co.cas(w, n)) |cur| {
+                w = cur;
+                continue;
+            }
+            return w.state == .parked; // true only for the parked -> ready transition
+        }
     }
 
     pub fn getState(co: *const Coroutine) State {
-        return co.state.load(.acquire);
+        return co.load(.acquire).state;
     }
 
     /// Switches back to the resumer; the coroutine stays suspended until resumed again.
     /// Only from inside `co` itself.
     fn suspendTo(co: *Coroutine, why: Exit) void {
-        assert(current_co == co);
-        assert(co.state.load(.monotonic) == .running);
+        assert(getCurrent() == co);
+        assert(co.getState() == .running);
         co.exit = why;
         co.switch_fn(&co.ctx, &co.caller);
         // Resumed: `resume` set us running again.
-        assert(co.state.load(.monotonic) == .running);
+        assert(co.getState() == .running);
     }
 };
 
 /// The coroutine running on this thread, or null on a thread's own stack.
 pub fn current() ?*Coroutine {
-    return current_co;
+    return getCurrent();
 }
 
 pub const NotInCoroutine = error{NotInCoroutine};
 
 /// Suspends the current coroutine; its resumer's `resume` returns `.suspended`.
 pub fn yield() NotInCoroutine!void {
-    const co = current_co orelse return error.NotInCoroutine;
+    const co = getCurrent() orelse return error.NotInCoroutine;
     co.suspendTo(.yield);
 }
 
 /// Sets the transfer word and yields (a generator's `yield value`).
 pub fn yieldValue(v: u64) NotInCoroutine!void {
-    const co = current_co orelse return error.NotInCoroutine;
+    const co = getCurrent() orelse return error.NotInCoroutine;
     co.transfer = v;
     co.suspendTo(.yield);
 }
 
 /// Parks the current coroutine until `unpark`; returns at once if a permit is pending.
 pub fn park() NotInCoroutine!void {
-    const co = current_co orelse return error.NotInCoroutine;
-    // Acquire: pairs with the seq_cst store in `unpark`: what the unparker wrote before
-    // unparking is visible after park returns.
-    if (co.permit.swap(0, .acquire) == 1) return;
+    const co = getCurrent() orelse return error.NotInCoroutine;
+    var w = co.load(.acquire);
+    while (w.permit) {
+        var n = w;
+        n.permit = false;
+        w = co.cas(w, n) orelse return; // consumed the permit
+    }
     co.suspendTo(.park);
 }
 
@@ -302,6 +386,10 @@ test "park waits for unpark; unpark before park is not lost" {
     try testing.expectEqual(@as(u32, 1), steps);
     try testing.expectError(error.NotRunnable, co.@"resume"());
     try testing.expect(co.unpark());
+    try testing.expectEqual(State.ready, co.getState());
+    // Already ready: a second unpark only leaves a permit, and must not report a wake-up (the
+    // scheduler would queue the coroutine twice).
+    try testing.expect(!co.unpark());
     try testing.expectEqual(State.ready, co.getState());
     try testing.expectEqual(State.suspended, try co.@"resume"());
     try testing.expectEqual(@as(u32, 2), steps);
@@ -388,6 +476,32 @@ test "park/unpark across threads loses no wake-up" {
         if (s == .finished) break;
     }
     try testing.expectEqual(rounds, S.round.load(.monotonic));
+}
+
+test "a stale Ref does not wake the next coroutine on the same stack" {
+    var pool = try testPool();
+    defer pool.deinit();
+    const S = struct {
+        fn quick(_: ?*anyopaque) callconv(.c) void {}
+        fn parker(_: ?*anyopaque) callconv(.c) void {
+            park() catch unreachable;
+        }
+    };
+    const st = try pool.acquire();
+    defer pool.release(st);
+    const first = Coroutine.create(st, S.quick, null, .{});
+    const stale: Ref = .{ .co = first, .gen = first.generation() };
+    try testing.expectEqual(State.finished, try first.@"resume"());
+    try testing.expect(!stale.unpark()); // finished: nothing to do
+    const second = Coroutine.create(st, S.parker, null, .{});
+    try testing.expectEqual(first, second); // same stack, same address
+    try testing.expect(second.generation() != stale.gen);
+    try testing.expectEqual(State.parked, try second.@"resume"());
+    try testing.expect(!stale.unpark()); // stale: must not wake the stranger
+    try testing.expectEqual(State.parked, second.getState());
+    const fresh: Ref = .{ .co = second, .gen = second.generation() };
+    try testing.expect(fresh.unpark());
+    try testing.expectEqual(State.finished, try second.@"resume"());
 }
 
 test "yieldValue passes a word to the resumer" {

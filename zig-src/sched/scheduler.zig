@@ -1,0 +1,871 @@
+//! The work-stealing scheduler: N worker threads, each running coroutines from its own LIFO
+//! slot and local queue, the shared inject queue, and by stealing half of another worker's
+//! queue; per-worker timers; drain and shutdown.
+//!
+//! Threads: `spawn`, `unpark`, `drain`, `stats` and `shutdown` may be called from any thread
+//! (workers, the JavaScript thread, other OS threads); `yield`, `park` and `sleep` only from a
+//! coroutine this scheduler runs.
+//!
+//! Picking the next coroutine (a worker's "tick"):
+//! 1. every 61st tick, the inject queue first, so that outside submissions are never starved;
+//! 2. the LIFO slot: the coroutine most recently spawned or woken by the running one runs next
+//!    (its data is hot in cache), at most `lifo_cap` times in a row, so a ping-pong pair that
+//!    keeps waking each other cannot starve the rest of the queue;
+//! 3. the local queue (FIFO: a coroutine that yields goes to the back);
+//! 4. the inject queue;
+//! 5. stealing half of a random victim's queue, by at most half of the workers at once.
+//! A worker with nothing to do spins briefly, then sleeps on a futex until work or its next
+//! timer; see `idle` for why no wake-up is lost.
+//!
+//! Drain: `drain` returns when no coroutine is runnable, running or waiting on a timer: the
+//! `busy` count is +1 for each such coroutine and for each armed timer, and reaches 0 only
+//! then. Coroutines parked with no timer do not count: nothing inside the scheduler will wake
+//! them.
+//!
+//! Shutdown stops every worker (joins the threads) and then frees every stack, also those of
+//! coroutines that never finished (mode `cancel`, or parked forever). Mode `finish` drains
+//! first. A second shutdown does nothing; anything but `stats` after it returns
+//! error.Shutdown.
+const std = @import("std");
+const assert = std.debug.assert;
+const Futex = std.Thread.Futex;
+const coroutine = @import("../coro/coroutine.zig");
+const stack_mod = @import("../coro/stack.zig");
+const Deque = @import("deque.zig").Deque;
+
+const Coroutine = coroutine.Coroutine;
+pub const Ref = coroutine.Ref;
+const Stack = stack_mod.Stack;
+
+pub const queue_capacity = 256;
+/// How many stacks a worker keeps for itself before handing a batch back to the shared pool.
+const cache_max = 64;
+const cache_batch = 32;
+
+pub const Options = struct {
+    /// Worker threads; 0 means one per CPU.
+    workers: u32 = 0,
+    stack_size: usize = stack_mod.default_stack_size,
+    stack_mode: stack_mod.Mode = .guarded,
+    /// Save FP control state for every spawned coroutine.
+    fp_control: bool = false,
+    /// Consecutive LIFO-slot runs before the local queue gets a turn.
+    lifo_cap: u32 = 3,
+    /// Idle polls before a worker sleeps on the futex.
+    spin_polls: u32 = 32,
+};
+
+pub const ShutdownMode = enum(u32) {
+    /// Stop at once; coroutines that have not finished never run again.
+    cancel = 0,
+    /// Drain first: everything runnable or waiting on a timer runs to completion or to a park
+    /// with no timer.
+    finish = 1,
+};
+
+pub const Error = error{ Shutdown, OutOfMemory, InvalidArgument, NotInCoroutine };
+
+/// Status a coroutine's wait ended with (`Coroutine.wake_status`).
+pub const wake_ok: i32 = 0;
+pub const wake_timeout: i32 = -62; // KC_ETIME
+
+pub const WorkerStats = struct {
+    runs: u64,
+    steals: u64,
+    parks: u64,
+    queue_depth: u64,
+};
+
+const Timer = struct {
+    deadline: u64,
+    co: *Coroutine,
+    gen: u32,
+    /// `generation << 1 | 1`: the armed word this timer fires only if it still matches.
+    armed_word: u32,
+
+    fn order(_: void, a: Timer, b: Timer) std.math.Order {
+        return std.math.order(a.deadline, b.deadline);
+    }
+};
+
+threadlocal var current_worker: ?*Worker = null;
+
+/// The worker running this thread. Coroutine code must read it through here, never cache it:
+/// see `getCurrent` in coro/coroutine.zig (a coroutine may resume on another worker).
+noinline fn thisWorker() ?*Worker {
+    const p: *volatile ?*Worker = &current_worker;
+    return p.*;
+}
+
+fn monotonicNs() u64 {
+    const ts = std.posix.clock_gettime(.MONOTONIC) catch unreachable; // always supported
+    return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
+}
+
+const Worker = struct {
+    sched: *Scheduler,
+    index: u32,
+    thread: ?std.Thread = null,
+    queue: Deque(Coroutine, queue_capacity) = .{},
+    lifo: ?*Coroutine = null,
+    lifo_streak: u32 = 0,
+    tick: u32 = 0,
+    rng: u64,
+    cache: [cache_max]Stack = undefined,
+    cache_len: usize = 0,
+    timers: std.PriorityQueue(Timer, void, Timer.order),
+    // Written by the owner (monotonic), read by `stats` from any thread.
+    runs: std.atomic.Value(u64) = .init(0),
+    steals: std.atomic.Value(u64) = .init(0),
+    parks: std.atomic.Value(u64) = .init(0),
+
+    fn random(w: *Worker) u32 {
+        // xorshift64*
+        w.rng ^= w.rng >> 12;
+        w.rng ^= w.rng << 25;
+        w.rng ^= w.rng >> 27;
+        return @truncate((w.rng *% 0x2545F4914F6CDD1D) >> 32);
+    }
+
+    fn main(w: *Worker) void {
+        current_worker = w;
+        defer current_worker = null;
+        const s = w.sched;
+        while (s.state.load(.acquire) == .running) {
+            if (w.timers.count() > 0) w.fireTimers(monotonicNs());
+            if (w.next()) |co| {
+                w.run(co);
+            } else {
+                w.idle();
+            }
+        }
+    }
+
+    fn next(w: *Worker) ?*Coroutine {
+        const s = w.sched;
+        w.tick +%= 1;
+        if (w.tick % 61 == 0) {
+            if (s.inject.pop()) |co| return co;
+        }
+        if (w.lifo) |co| {
+            w.lifo = null;
+            if (w.lifo_streak < s.options.lifo_cap) {
+                w.lifo_streak += 1;
+                return co;
+            }
+            // The cap is reached: the slot's coroutine goes behind the queue.
+            w.pushLocal(co);
+        }
+        w.lifo_streak = 0;
+        if (w.queue.pop()) |co| return co;
+        if (s.inject.pop()) |co| return co;
+        return w.stealWork();
+    }
+
+    fn stealWork(w: *Worker) ?*Coroutine {
+        const s = w.sched;
+        const n: u32 = @intCast(s.workers.len);
+        if (n < 2) return null;
+        // At most half of the workers search at once (seq_cst: a plain counter, any order is
+        // fine for a heuristic, but keep it simple to reason about).
+        const searching = s.searching.fetchAdd(1, .seq_cst);
+        defer _ = s.searching.fetchSub(1, .seq_cst);
+        if (searching * 2 >= n) return null;
+        const start = w.random() % n;
+        for (0..n) |i| {
+            const v = (start + @as(u32, @intCast(i))) % n;
+            if (v == w.index) continue;
+            const victim = &s.workers[v];
+            if (w.queue.stealHalf(&victim.queue)) |co| {
+                _ = w.steals.fetchAdd(1, .monotonic);
+                // There is more where that came from: let a sleeping worker help.
+                if (w.queue.len() > 0) s.notify();
+                return co;
+            }
+        }
+        return null;
+    }
+
+    fn pushLocal(w: *Worker, co: *Coroutine) void {
+        if (!w.queue.push(co)) w.sched.inject.push(co);
+    }
+
+    fn run(w: *Worker, co: *Coroutine) void {
+        const s = w.sched;
+        _ = w.runs.fetchAdd(1, .monotonic);
+        const state = co.@"resume"() catch unreachable; // only runnable coroutines are queued
+        switch (state) {
+            .suspended => w.pushLocal(co), // yield: to the back of the queue
+            .ready => w.pushLocal(co), // parked, but an unpark raced in during the switch
+            .parked => {
+                _ = w.parks.fetchAdd(1, .monotonic);
+                s.busyDone(); // a parked coroutine is not runnable (its timer, if any, counts)
+            },
+            .finished => {
+                w.releaseStack(co.stack);
+                _ = s.live.fetchSub(1, .monotonic);
+                s.busyDone();
+            },
+            .created, .running => unreachable, // resume never returns these
+        }
+    }
+
+    fn idle(w: *Worker) void {
+        const s = w.sched;
+        // Spin a little: a wake-up by futex costs ~23 us here, a poll ~60 ns.
+        for (0..s.options.spin_polls) |_| {
+            if (s.hasWork(w)) return;
+            std.atomic.spinLoopHint();
+        }
+        // Sleep. Dekker pair with `notify`: we increment `sleepers` (seq_cst) and then look for
+        // work (seq_cst loads); a submitter publishes work (seq_cst store) and then loads
+        // `sleepers`. Either we see the work, or it sees us and bumps `idle_seq`, which makes
+        // our futex wait return at once (we read `idle_seq` before looking).
+        _ = s.sleepers.fetchAdd(1, .seq_cst);
+        defer _ = s.sleepers.fetchSub(1, .seq_cst);
+        const seq = s.idle_seq.load(.seq_cst);
+        if (s.hasWork(w)) return;
+        if (w.timers.peek()) |t| {
+            const now = monotonicNs();
+            if (t.deadline <= now) return;
+            Futex.timedWait(&s.idle_seq, seq, t.deadline - now) catch {};
+        } else {
+            Futex.wait(&s.idle_seq, seq);
+        }
+    }
+
+    fn acquireStack(w: *Worker) Error!Stack {
+        if (w.cache_len == 0) {
+            const s = w.sched;
+            s.pool_mutex.lock();
+            defer s.pool_mutex.unlock();
+            while (w.cache_len < cache_batch) {
+                w.cache[w.cache_len] = s.pool.acquire() catch |e| {
+                    if (w.cache_len > 0) break;
+                    return switch (e) {
+                        error.OutOfMemory => error.OutOfMemory,
+                        error.InvalidStackSize => unreachable, // checked at init
+                    };
+                };
+                w.cache_len += 1;
+            }
+        }
+        w.cache_len -= 1;
+        return w.cache[w.cache_len];
+    }
+
+    fn releaseStack(w: *Worker, st: Stack) void {
+        if (w.cache_len == cache_max) {
+            const s = w.sched;
+            s.pool_mutex.lock();
+            defer s.pool_mutex.unlock();
+            while (w.cache_len > cache_max - cache_batch) {
+                w.cache_len -= 1;
+                s.pool.release(w.cache[w.cache_len]);
+            }
+        }
+        w.cache[w.cache_len] = st;
+        w.cache_len += 1;
+    }
+
+    fn fireTimers(w: *Worker, now: u64) void {
+        const s = w.sched;
+        while (w.timers.peek()) |t| {
+            if (t.deadline > now) break;
+            _ = w.timers.remove();
+            const co = t.co;
+            // Claim the timer: only the holder of the armed word fires it; a coroutine woken
+            // some other way disarms it first (acq_rel pairs with `sleep`'s arm and disarm).
+            if (co.timer_state.cmpxchgStrong(t.armed_word, t.armed_word & ~@as(u32, 1), .acq_rel, .monotonic) == null) {
+                // To the back of the queue, in deadline order (the LIFO slot is for a coroutine
+                // woken by the running one).
+                _ = s.wakeTo(co, t.gen, .queue);
+                s.busyDone(); // the timer itself no longer counts
+            }
+        }
+    }
+};
+
+const Inject = struct {
+    mutex: std.Thread.Mutex = .{},
+    head: ?*Coroutine = null,
+    tail: ?*Coroutine = null,
+    /// Seq_cst: the store half of the idle protocol's Dekker pair (see `Worker.idle`).
+    len: std.atomic.Value(u32) = .init(0),
+
+    fn push(q: *Inject, co: *Coroutine) void {
+        q.mutex.lock();
+        co.link = null;
+        if (q.tail) |t| t.link = co else q.head = co;
+        q.tail = co;
+        q.mutex.unlock();
+        _ = q.len.fetchAdd(1, .seq_cst);
+    }
+
+    fn pop(q: *Inject) ?*Coroutine {
+        if (q.len.load(.acquire) == 0) return null;
+        q.mutex.lock();
+        defer q.mutex.unlock();
+        const co = q.head orelse return null;
+        q.head = co.link;
+        if (q.head == null) q.tail = null;
+        co.link = null;
+        _ = q.len.fetchSub(1, .monotonic);
+        return co;
+    }
+};
+
+pub const Scheduler = struct {
+    allocator: std.mem.Allocator,
+    options: Options,
+    workers: []Worker,
+    inject: Inject = .{},
+    state: std.atomic.Value(enum(u8) { running, stopping, stopped }) = .init(.running),
+    /// Futex word of sleeping workers; bumped by `notify`.
+    idle_seq: std.atomic.Value(u32) = .init(0),
+    sleepers: std.atomic.Value(u32) = .init(0),
+    searching: std.atomic.Value(u32) = .init(0),
+    /// Runnable + running coroutines + armed timers; `drain` waits for 0 (futex word).
+    busy: std.atomic.Value(u32) = .init(0),
+    /// Spawned and not finished.
+    live: std.atomic.Value(u64) = .init(0),
+    pool_mutex: std.Thread.Mutex = .{},
+    pool: stack_mod.Pool,
+    /// Serialises shutdown against itself and against spawns from outside the workers.
+    lifecycle: std.Thread.Mutex = .{},
+
+    /// Creates the scheduler and starts its workers. `s` must stay at this address.
+    pub fn start(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
+        var opts = options;
+        if (opts.workers == 0) opts.workers = @intCast(std.Thread.getCpuCount() catch 1);
+        if (opts.workers > 1024) return error.InvalidArgument;
+        if (opts.lifo_cap == 0) return error.InvalidArgument;
+        const pool = stack_mod.Pool.init(allocator, .{
+            .mode = opts.stack_mode,
+            .stack_size = opts.stack_size,
+            .max_free = std.math.maxInt(usize),
+        }) catch |e| return switch (e) {
+            error.InvalidStackSize => error.InvalidArgument,
+            error.OutOfMemory => error.OutOfMemory,
+        };
+        const workers = try allocator.alloc(Worker, opts.workers);
+        s.* = .{ .allocator = allocator, .options = opts, .workers = workers, .pool = pool };
+        for (workers, 0..) |*w, i| {
+            w.* = .{
+                .sched = s,
+                .index = @intCast(i),
+                .rng = 0x9E3779B97F4A7C15 +% @as(u64, i) *% 0xBF58476D1CE4E5B9,
+                .timers = .init(allocator, {}),
+            };
+        }
+        var started: usize = 0;
+        errdefer {
+            s.state.store(.stopping, .release);
+            s.wakeAll();
+            for (workers[0..started]) |*w| w.thread.?.join();
+            for (workers) |*w| w.timers.deinit();
+            allocator.free(workers);
+            s.pool.deinit();
+        }
+        for (workers) |*w| {
+            w.thread = std.Thread.spawn(.{ .stack_size = 256 * 1024 }, Worker.main, .{w}) catch
+                return error.OutOfMemory;
+            started += 1;
+        }
+    }
+
+    /// Creates a coroutine running `entry(arg)` and makes it runnable. From a worker it goes to
+    /// that worker's LIFO slot (it runs next); from any other thread to the inject queue.
+    pub fn spawn(s: *Scheduler, entry: coroutine.EntryFn, arg: ?*anyopaque) Error!Ref {
+        if (thisWorker()) |w| {
+            if (w.sched == s) {
+                if (s.state.load(.acquire) != .running) return error.Shutdown;
+                const st = try w.acquireStack();
+                const co = s.makeCoroutine(st, entry, arg);
+                const ref: Ref = .{ .co = co, .gen = co.generation() };
+                if (w.lifo) |prev| w.pushLocal(prev);
+                w.lifo = co;
+                s.notify();
+                return ref;
+            }
+        }
+        s.lifecycle.lock();
+        defer s.lifecycle.unlock();
+        if (s.state.load(.acquire) != .running) return error.Shutdown;
+        const st = blk: {
+            s.pool_mutex.lock();
+            defer s.pool_mutex.unlock();
+            break :blk s.pool.acquire() catch return error.OutOfMemory;
+        };
+        const co = s.makeCoroutine(st, entry, arg);
+        const ref: Ref = .{ .co = co, .gen = co.generation() };
+        s.inject.push(co);
+        s.notify();
+        return ref;
+    }
+
+    fn makeCoroutine(s: *Scheduler, st: Stack, entry: coroutine.EntryFn, arg: ?*anyopaque) *Coroutine {
+        const co = Coroutine.create(st, entry, arg, .{ .fp_control = s.options.fp_control });
+        co.owner = s;
+        _ = s.live.fetchAdd(1, .monotonic);
+        _ = s.busy.fetchAdd(1, .monotonic); // runnable from now on
+        return co;
+    }
+
+    /// Makes a parked coroutine of this scheduler runnable (or leaves it a permit). Any thread.
+    /// Returns true if it was parked. A stale `ref` (the coroutine finished) does nothing.
+    pub fn unpark(s: *Scheduler, ref: Ref) bool {
+        return s.wakeTo(ref.co, ref.gen, .lifo);
+    }
+
+    fn wakeTo(s: *Scheduler, co: *Coroutine, gen: u32, where: enum { lifo, queue }) bool {
+        // Count it busy before it can run, so `busy` never reads 0 while it is on its way to a
+        // queue (see the file header); undo if it was not parked after all.
+        _ = s.busy.fetchAdd(1, .seq_cst);
+        if (!co.unparkGen(gen)) {
+            s.busyDone();
+            return false;
+        }
+        if (thisWorker()) |w| {
+            if (w.sched == s) {
+                switch (where) {
+                    .lifo => {
+                        if (w.lifo) |prev| w.pushLocal(prev);
+                        w.lifo = co;
+                    },
+                    .queue => w.pushLocal(co),
+                }
+                s.notify();
+                return true;
+            }
+        }
+        s.inject.push(co);
+        s.notify();
+        return true;
+    }
+
+    /// From a coroutine of this scheduler: sleeps at least `ns` nanoseconds.
+    pub fn sleep(s: *Scheduler, ns: u64) Error!void {
+        const deadline = monotonicNs() +| ns;
+        while (!try s.parkUntil(deadline)) {
+            if (monotonicNs() >= deadline) return;
+        }
+    }
+
+    /// From a coroutine of this scheduler: parks until unparked or until `deadline`
+    /// (CLOCK_MONOTONIC ns). Returns true if the deadline woke it. Like `park`, it may also
+    /// return early for no reason (a stray permit): callers re-check their condition.
+    pub fn parkUntil(s: *Scheduler, deadline: u64) Error!bool {
+        const w = thisWorker() orelse return error.NotInCoroutine;
+        if (w.sched != s) return error.NotInCoroutine;
+        const co = coroutine.current() orelse return error.NotInCoroutine;
+        // Arm: next generation, armed bit set. The heap is this worker's own and only this
+        // thread fires it, which it cannot do before we have parked. Release pairs with the
+        // acq_rel claim in `fireTimers`.
+        const old = co.timer_state.load(.monotonic);
+        const armed = ((old >> 1) +% 1) << 1 | 1;
+        co.timer_state.store(armed, .release);
+        w.timers.add(.{ .deadline = deadline, .co = co, .gen = co.generation(), .armed_word = armed }) catch {
+            co.timer_state.store(armed & ~@as(u32, 1), .monotonic);
+            return error.OutOfMemory;
+        };
+        _ = s.busy.fetchAdd(1, .monotonic); // the armed timer counts until fired or disarmed
+        coroutine.park() catch unreachable; // we are a coroutine
+        // Whoever disarms the timer owns its `busy` count: either we do it here (woken before
+        // the deadline), or `fireTimers` did (acq_rel pairs with its claim).
+        if (co.timer_state.cmpxchgStrong(armed, armed & ~@as(u32, 1), .acq_rel, .monotonic) == null) {
+            s.busyDone();
+            co.wake_status = wake_ok;
+            return false;
+        }
+        co.wake_status = wake_timeout;
+        return true;
+    }
+
+    /// Blocks the calling thread (not a worker) until no coroutine is runnable, running or
+    /// waiting on a timer.
+    pub fn drain(s: *Scheduler) Error!void {
+        if (thisWorker()) |w| {
+            if (w.sched == s) return error.InvalidArgument; // a worker would wait for itself
+        }
+        while (true) {
+            // Acquire: pairs with the release decrement in `busyDone`, so what the last
+            // coroutines wrote is visible once drain returns.
+            const b = s.busy.load(.acquire);
+            if (b == 0) return;
+            if (s.state.load(.acquire) != .running) return error.Shutdown;
+            Futex.wait(&s.busy, b);
+        }
+    }
+
+    /// `drain` with a bound: error.Timeout if the scheduler is still busy after `timeout_ns`.
+    pub fn drainFor(s: *Scheduler, timeout_ns: u64) (Error || error{Timeout})!void {
+        const deadline = monotonicNs() +| timeout_ns;
+        while (true) {
+            const b = s.busy.load(.acquire); // pairs with `busyDone`, as in `drain`
+            if (b == 0) return;
+            if (s.state.load(.acquire) != .running) return error.Shutdown;
+            const now = monotonicNs();
+            if (now >= deadline) return error.Timeout;
+            Futex.timedWait(&s.busy, b, deadline - now) catch {};
+        }
+    }
+
+    fn busyDone(s: *Scheduler) void {
+        // Release: pairs with the acquire load in `drain`.
+        const prev = s.busy.fetchSub(1, .release);
+        assert(prev > 0);
+        if (prev == 1) Futex.wake(&s.busy, std.math.maxInt(u32));
+    }
+
+    /// Wakes one sleeping worker if any sleeps. The caller has just published work with a
+    /// seq_cst store (see `Worker.idle`).
+    fn notify(s: *Scheduler) void {
+        if (s.sleepers.load(.seq_cst) == 0) return;
+        _ = s.idle_seq.fetchAdd(1, .release);
+        Futex.wake(&s.idle_seq, 1);
+    }
+
+    fn wakeAll(s: *Scheduler) void {
+        _ = s.idle_seq.fetchAdd(1, .release);
+        Futex.wake(&s.idle_seq, std.math.maxInt(u32));
+    }
+
+    fn hasWork(s: *Scheduler, w: *Worker) bool {
+        if (s.state.load(.seq_cst) != .running) return true;
+        if (s.inject.len.load(.seq_cst) > 0) return true;
+        if (w.lifo != null) return true;
+        if (w.timers.peek()) |t| {
+            if (t.deadline <= monotonicNs()) return true;
+        }
+        for (s.workers) |*v| {
+            if (v.queue.len() > 0) return true;
+        }
+        return false;
+    }
+
+    pub fn workerCount(s: *const Scheduler) usize {
+        return s.workers.len;
+    }
+
+    pub fn workerStats(s: *Scheduler, index: usize) WorkerStats {
+        const w = &s.workers[index];
+        return .{
+            .runs = w.runs.load(.monotonic),
+            .steals = w.steals.load(.monotonic),
+            .parks = w.parks.load(.monotonic),
+            .queue_depth = w.queue.len() + @intFromBool(w.lifo != null),
+        };
+    }
+
+    /// Stops the workers and frees everything. `s` may be reused with `start` afterwards.
+    pub fn shutdown(s: *Scheduler, mode: ShutdownMode) void {
+        s.lifecycle.lock();
+        defer s.lifecycle.unlock();
+        if (s.state.load(.acquire) != .running) return;
+        if (mode == .finish) {
+            // Outside spawns wait on `lifecycle`; coroutines may still spawn while we drain.
+            s.drain() catch {};
+        }
+        s.state.store(.stopping, .release);
+        s.wakeAll();
+        for (s.workers) |*w| w.thread.?.join();
+        // No thread runs a coroutine any more: free everything, finished or not.
+        for (s.workers) |*w| w.timers.deinit();
+        s.allocator.free(s.workers);
+        s.workers = &.{};
+        s.pool.deinitAbandoning();
+        s.state.store(.stopped, .release);
+    }
+
+    pub fn isRunning(s: *const Scheduler) bool {
+        return s.state.load(.acquire) == .running;
+    }
+};
+
+/// The scheduler running the calling coroutine, if any.
+pub fn currentScheduler() ?*Scheduler {
+    const w = thisWorker() orelse return null;
+    return w.sched;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests. Every wait is bounded (`drainFor`); a lost wake-up fails as a timeout, not a hang.
+
+const testing = std.testing;
+const test_timeout = 60 * std.time.ns_per_s;
+
+fn startForTest(s: *Scheduler, workers: u32) !void {
+    try s.start(testing.allocator, .{ .workers = workers, .stack_size = 32 * 1024 });
+}
+
+test "every spawned coroutine runs exactly once (2 and 4 workers)" {
+    const n = 20_000;
+    const S = struct {
+        var ran: [n]std.atomic.Value(u8) = @splat(.init(0));
+        fn entry(arg: ?*anyopaque) callconv(.c) void {
+            _ = ran[@intFromPtr(arg)].fetchAdd(1, .monotonic);
+        }
+    };
+    for ([_]u32{ 2, 4 }) |workers| {
+        for (&S.ran) |*r| r.store(0, .monotonic);
+        var s: Scheduler = undefined;
+        try startForTest(&s, workers);
+        defer s.shutdown(.cancel);
+        for (0..n) |i| _ = try s.spawn(S.entry, @ptrFromInt(i));
+        try s.drainFor(test_timeout);
+        for (&S.ran) |*r| try testing.expectEqual(@as(u8, 1), r.load(.monotonic));
+        try testing.expectEqual(@as(u64, 0), s.live.load(.monotonic));
+    }
+}
+
+test "park/unpark ping-pong pairs lose no wake-up (1,000,000 operations)" {
+    const pairs = 100;
+    const rounds = 2_500; // pairs * rounds * 2 (park + unpark) * 2 sides = 1,000,000
+    const Pair = struct {
+        turn: std.atomic.Value(u8) = .init(0),
+        refs: [2]Ref = undefined,
+        ready: std.atomic.Value(u8) = .init(0),
+        done: std.atomic.Value(u32) = .init(0),
+    };
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var ps: [pairs]Pair = undefined;
+        var finished: std.atomic.Value(u32) = .init(0);
+        fn side(arg: ?*anyopaque) callconv(.c) void {
+            const id = @intFromPtr(arg);
+            const p = &ps[id / 2];
+            const me: u8 = @intCast(id % 2);
+            const other = 1 - me;
+            // Wait until both refs are published (spawned from outside, in order).
+            while (p.ready.load(.acquire) < 2) coroutine.yield() catch unreachable;
+            for (0..rounds) |_| {
+                while (p.turn.load(.acquire) != me) coroutine.park() catch unreachable;
+                p.turn.store(other, .release);
+                _ = sched.unpark(p.refs[other]);
+            }
+            _ = finished.fetchAdd(1, .monotonic);
+        }
+    };
+    for ([_]u32{ 2, 4 }) |workers| {
+        var s: Scheduler = undefined;
+        try startForTest(&s, workers);
+        defer s.shutdown(.cancel);
+        S.sched = &s;
+        S.finished.store(0, .monotonic);
+        for (&S.ps, 0..) |*p, i| {
+            p.* = .{};
+            for (0..2) |k| {
+                p.refs[k] = try s.spawn(S.side, @ptrFromInt(i * 2 + k));
+                _ = p.ready.fetchAdd(1, .release);
+            }
+        }
+        try s.drainFor(test_timeout);
+        try testing.expectEqual(@as(u32, pairs * 2), S.finished.load(.monotonic));
+    }
+}
+
+test "coroutines spawned by coroutines (a 10-ary tree) all run and join" {
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        const Node = struct {
+            index: u64,
+            depth: u32,
+            parent: ?*Node,
+            sum: std.atomic.Value(u64) = .init(0),
+            pending: std.atomic.Value(u32) = .init(10),
+            ref: Ref = undefined,
+        };
+        fn node(arg: ?*anyopaque) callconv(.c) void {
+            const me: *Node = @ptrCast(@alignCast(arg.?));
+            me.ref = .{ .co = coroutine.current().?, .gen = coroutine.current().?.generation() };
+            var result: u64 = me.index;
+            if (me.depth > 0) {
+                var children: [10]Node = undefined;
+                for (&children, 0..) |*c, i| {
+                    c.* = .{ .index = me.index * 10 + i, .depth = me.depth - 1, .parent = me };
+                    _ = sched.spawn(node, c) catch unreachable;
+                }
+                // Children add into `sum` and the last one unparks us.
+                while (me.pending.load(.acquire) > 0) coroutine.park() catch unreachable;
+                result = me.sum.load(.monotonic);
+            }
+            if (me.parent) |p| {
+                _ = p.sum.fetchAdd(result, .monotonic);
+                if (p.pending.fetchSub(1, .acq_rel) == 1) _ = sched.unpark(p.ref);
+            } else {
+                me.sum.store(result, .release);
+                me.pending.store(0, .release);
+            }
+        }
+    };
+    var s: Scheduler = undefined;
+    try startForTest(&s, 2);
+    defer s.shutdown(.cancel);
+    S.sched = &s;
+    var root: S.Node = .{ .index = 0, .depth = 4, .parent = null };
+    root.pending.store(10, .monotonic);
+    _ = try s.spawn(S.node, &root);
+    try s.drainFor(test_timeout);
+    // Leaves are 0..9999 (indices at depth 0 of a 4-level 10-ary tree rooted at 0).
+    try testing.expectEqual(@as(u64, 9999 * 10000 / 2), root.sum.load(.acquire));
+}
+
+test "a coroutine yielding in a loop does not starve the others on its worker" {
+    const S = struct {
+        var stop: std.atomic.Value(bool) = .init(false);
+        var others: std.atomic.Value(u32) = .init(0);
+        fn hog(_: ?*anyopaque) callconv(.c) void {
+            while (!stop.load(.acquire)) coroutine.yield() catch unreachable;
+        }
+        fn other(_: ?*anyopaque) callconv(.c) void {
+            if (others.fetchAdd(1, .monotonic) + 1 == 100) stop.store(true, .release);
+        }
+    };
+    S.stop.store(false, .monotonic);
+    S.others.store(0, .monotonic);
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    defer s.shutdown(.cancel);
+    _ = try s.spawn(S.hog, null);
+    for (0..100) |_| _ = try s.spawn(S.other, null);
+    try s.drainFor(test_timeout);
+    try testing.expectEqual(@as(u32, 100), S.others.load(.monotonic));
+}
+
+test "a ping-pong pair in the LIFO slot cannot starve the queue" {
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var stop: std.atomic.Value(bool) = .init(false);
+        var refs: [2]Ref = undefined;
+        var started: std.atomic.Value(u32) = .init(0);
+        var bounces: std.atomic.Value(u64) = .init(0);
+        fn side(arg: ?*anyopaque) callconv(.c) void {
+            const me = @intFromPtr(arg);
+            _ = started.fetchAdd(1, .release);
+            while (started.load(.acquire) < 2) coroutine.yield() catch unreachable;
+            while (!stop.load(.acquire)) {
+                _ = bounces.fetchAdd(1, .monotonic);
+                _ = sched.unpark(refs[1 - me]); // goes to the LIFO slot: runs next
+                coroutine.park() catch unreachable;
+            }
+            _ = sched.unpark(refs[1 - me]);
+        }
+        fn stopper(_: ?*anyopaque) callconv(.c) void {
+            stop.store(true, .release);
+        }
+    };
+    S.stop.store(false, .monotonic);
+    S.started.store(0, .monotonic);
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    defer s.shutdown(.cancel);
+    S.sched = &s;
+    S.refs[0] = try s.spawn(S.side, @ptrFromInt(0));
+    S.refs[1] = try s.spawn(S.side, @ptrFromInt(1));
+    // Let the pair get going, then queue the coroutine that stops them.
+    while (S.bounces.load(.monotonic) < 1000) std.Thread.yield() catch {};
+    _ = try s.spawn(S.stopper, null);
+    try s.drainFor(test_timeout);
+    try testing.expect(S.stop.load(.acquire));
+}
+
+test "timers fire in deadline order and never early" {
+    const n = 40;
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var order: [n]u32 = undefined;
+        var next: std.atomic.Value(u32) = .init(0);
+        var early: std.atomic.Value(u32) = .init(0);
+        var delays: [n]u64 = undefined;
+        var deadlines: [n]u64 = undefined;
+        fn sleeper(arg: ?*anyopaque) callconv(.c) void {
+            const i: u32 = @intCast(@intFromPtr(arg));
+            const start = monotonicNs();
+            deadlines[i] = start + delays[i];
+            sched.sleep(delays[i]) catch unreachable;
+            if (monotonicNs() < start + delays[i]) _ = early.fetchAdd(1, .monotonic);
+            order[next.fetchAdd(1, .monotonic)] = i;
+        }
+    };
+    // Distinct delays 1..40 ms in a seeded shuffle, on one worker so the order is global.
+    var prng = std.Random.DefaultPrng.init(0x5eed);
+    for (&S.delays, 0..) |*d, i| d.* = (i + 1) * std.time.ns_per_ms;
+    prng.random().shuffle(u64, &S.delays);
+    S.next.store(0, .monotonic);
+    S.early.store(0, .monotonic);
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    defer s.shutdown(.cancel);
+    S.sched = &s;
+    for (0..n) |i| _ = try s.spawn(S.sleeper, @ptrFromInt(i));
+    try s.drainFor(test_timeout);
+    try testing.expectEqual(@as(u32, 0), S.early.load(.monotonic));
+    // The coroutines start at slightly different times, so compare the deadlines themselves.
+    for (1..n) |k| try testing.expect(S.deadlines[S.order[k - 1]] <= S.deadlines[S.order[k]]);
+}
+
+test "drain waits for sleeping coroutines; parked ones do not hold it" {
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var woke: std.atomic.Value(bool) = .init(false);
+        fn sleeper(_: ?*anyopaque) callconv(.c) void {
+            sched.sleep(20 * std.time.ns_per_ms) catch unreachable;
+            woke.store(true, .release);
+        }
+        fn forever(_: ?*anyopaque) callconv(.c) void {
+            coroutine.park() catch unreachable;
+        }
+    };
+    S.woke.store(false, .monotonic);
+    var s: Scheduler = undefined;
+    try startForTest(&s, 2);
+    defer s.shutdown(.cancel);
+    S.sched = &s;
+    _ = try s.spawn(S.forever, null);
+    _ = try s.spawn(S.sleeper, null);
+    try s.drainFor(test_timeout);
+    try testing.expect(S.woke.load(.acquire));
+    try testing.expectEqual(@as(u64, 1), s.live.load(.monotonic)); // the parked one
+}
+
+test "shutdown with work pending frees everything, in both modes" {
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var finished: std.atomic.Value(u32) = .init(0);
+        fn forever(_: ?*anyopaque) callconv(.c) void {
+            coroutine.park() catch unreachable;
+        }
+        fn spinner(_: ?*anyopaque) callconv(.c) void {
+            while (true) coroutine.yield() catch unreachable;
+        }
+        fn napper(_: ?*anyopaque) callconv(.c) void {
+            sched.sleep(5 * std.time.ns_per_ms) catch unreachable;
+            _ = finished.fetchAdd(1, .monotonic);
+        }
+    };
+    // Cancel: parked-forever and yielding-forever coroutines are abandoned and freed.
+    {
+        var s: Scheduler = undefined;
+        try startForTest(&s, 2);
+        S.sched = &s;
+        for (0..100) |_| _ = try s.spawn(S.forever, null);
+        for (0..4) |_| _ = try s.spawn(S.spinner, null);
+        s.shutdown(.cancel);
+        s.shutdown(.cancel); // a second shutdown does nothing
+        try testing.expectError(error.Shutdown, s.spawn(S.forever, null));
+        try testing.expectError(error.Shutdown, s.drain());
+    }
+    // Finish: sleepers complete; the parked-forever ones are freed.
+    {
+        S.finished.store(0, .monotonic);
+        var s: Scheduler = undefined;
+        try startForTest(&s, 2);
+        S.sched = &s;
+        for (0..50) |_| _ = try s.spawn(S.forever, null);
+        for (0..50) |_| _ = try s.spawn(S.napper, null);
+        s.shutdown(.finish);
+        try testing.expectEqual(@as(u32, 50), S.finished.load(.monotonic));
+    }
+    // (testing.allocator reports any leaked bookkeeping; the pools unmapped every stack.)
+}
