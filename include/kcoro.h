@@ -44,10 +44,18 @@ extern "C" {
 #define KC_CORO_FP_CONTROL (1u << 0) /* save/restore MXCSR+x87 CW (FPCR on ARM64) per switch */
 #define KC_CORO_SLAB_STACK (1u << 1) /* stack from a shared slab: canary, no guard page */
 
-/* Built-in entry functions (kc_builtin_entry). */
-#define KC_BUILTIN_FIB 1        /* yields the first `arg` Fibonacci numbers */
-#define KC_BUILTIN_YIELD_LOOP 2 /* yields forever, transfer word = yields so far */
-#define KC_BUILTIN_PARK_LOOP 3  /* parks `arg` times, transfer word = wake-ups */
+/* Built-in entry functions (kc_builtin_entry). Hand-driven ones take an integer `arg`;
+ * scheduled ones take `arg` -> uint64_t[2], whose second cell they update atomically. */
+#define KC_BUILTIN_FIB 1        /* hand-driven: yields the first `arg` Fibonacci numbers */
+#define KC_BUILTIN_YIELD_LOOP 2 /* hand-driven: yields forever, transfer word = yields so far */
+#define KC_BUILTIN_PARK_LOOP 3  /* hand-driven: parks `arg` times, transfer word = wake-ups */
+#define KC_BUILTIN_SLEEPER 4    /* scheduled: {ms, done}: sleeps ms, then done += 1 */
+#define KC_BUILTIN_SKYNET 5     /* scheduled: {leaves, result}: skynet tree, result = sum */
+#define KC_BUILTIN_SPIN 6       /* scheduled: {rounds, done}: CPU-bound work, then done += 1 */
+
+/* kc_sched_shutdown modes. */
+#define KC_SHUTDOWN_CANCEL 0 /* stop now; unfinished coroutines never run again */
+#define KC_SHUTDOWN_FINISH 1 /* drain first */
 
 typedef void (*kc_entry_fn)(void *arg);
 
@@ -84,6 +92,32 @@ uint32_t kc_coro_current(void);
 int32_t kc_coro_stats(uint64_t *out, uint32_t len);
 /* A built-in entry function (KC_BUILTIN_*), or NULL (never fails). */
 const void *kc_builtin_entry(uint32_t id);
+
+/* The scheduler: one per process. kc_sched_start and kc_sched_shutdown must not race each
+ * other or other scheduler calls; everything else is safe from any thread. */
+
+/* Starts the worker threads (workers 0 = one per CPU; stack_size 0 = 64 KiB; flags as for
+ * kc_coro_create, applied to every spawned coroutine). KC_EBUSY if already running. */
+int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags);
+/* Runs entry(arg) as a scheduled coroutine; it inherits the spawning coroutine's context.
+ * With out_handle, the coroutine gets a handle valid until it finishes. KC_ESHUTDOWN if the
+ * scheduler is not running. */
+int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t *out_handle);
+/* Inside a scheduled coroutine: parks it for at least ns. On a plain thread: blocks it.
+ * KC_EINVAL inside a hand-driven coroutine. */
+int32_t kc_sleep_ns(uint64_t ns);
+/* Blocks until no coroutine is runnable, running or sleeping (parked ones do not count). */
+int32_t kc_sched_drain(void);
+/* kc_sched_drain with a bound: KC_ETIME if still busy after timeout_ns. */
+int32_t kc_sched_drain_for(uint64_t timeout_ns);
+/* Stops and joins the workers, frees every stack (KC_SHUTDOWN_*). A second call does nothing. */
+int32_t kc_sched_shutdown(uint32_t mode);
+/* Fills up to len of [workers, live coroutines, busy count, running 0/1]; returns count. */
+int32_t kc_sched_info(uint64_t *out, uint32_t len);
+/* Fills up to len of [runs, steals, parks, queue depth] of one worker; returns count. */
+int32_t kc_sched_stats(uint32_t worker, uint64_t *out, uint32_t len);
+/* Address of `symbol` in `library` (dlopen'd, kept loaded), or NULL (never fails). */
+const void *kc_resolve(const char *library, const char *symbol);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@ pub const handle = @import("handle.zig");
 pub const status = @import("status.zig");
 pub const deque = @import("sched/deque.zig");
 pub const scheduler = @import("sched/scheduler.zig");
+pub const context = @import("sc/context.zig");
 
 pub const Coroutine = coroutine.Coroutine;
 pub const State = coroutine.State;
@@ -25,4 +26,5 @@ test {
     _ = status;
     _ = deque;
     _ = scheduler;
+    _ = context;
 }

@@ -11,6 +11,7 @@ const kcoro = @import("kcoro.zig");
 const Status = kcoro.status.Status;
 const Registry = kcoro.Registry;
 const coroutine = kcoro.coroutine;
+const Scheduler = kcoro.scheduler.Scheduler;
 
 pub const abi_version = kcoro.abi_version;
 
@@ -62,6 +63,7 @@ export fn kc_coro_create(
 /// int32_t kc_coro_resume(uint32_t h): the state after the run (KC_STATE_*), or an error.
 export fn kc_coro_resume(h: u32) callconv(.c) i32 {
     const co = reg().get(h) catch |err| return fail(err);
+    if (co.owner != null) return Status.invalid.code(); // the scheduler resumes its own
     const s = co.@"resume"() catch |err| return fail(err);
     return @intFromEnum(s);
 }
@@ -88,6 +90,11 @@ export fn kc_coro_park() callconv(.c) i32 {
 /// 0 if it left a permit for its next park.
 export fn kc_coro_unpark(h: u32) callconv(.c) i32 {
     const co = reg().get(h) catch |err| return fail(err);
+    if (co.owner) |owner| {
+        const s: *Scheduler = @ptrCast(@alignCast(owner));
+        const ref = reg().lookupScheduled(h) catch |err| return fail(err);
+        return @intFromBool(s.unpark(ref));
+    }
     return @intFromBool(co.unpark());
 }
 
@@ -129,55 +136,147 @@ export fn kc_coro_stats(out: ?[*]u64, len: u32) callconv(.c) i32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Built-in native entry functions, for callers (TypeScript among them) that have no native code
-// of their own to run. `arg` is read as an integer.
+// The process-wide scheduler. `kc_sched_start` and `kc_sched_shutdown` must not race each other
+// or other kc_sched_*/kc_spawn calls; everything else is safe from any thread.
 
-pub const Builtin = enum(u32) {
-    /// Yields the first `arg` Fibonacci numbers through the transfer word, then finishes.
-    fib = 1,
-    /// Yields forever; the transfer word counts the yields.
-    yield_loop = 2,
-    /// Parks `arg` times, counting wake-ups in the transfer word, then finishes.
-    park_loop = 3,
-};
+var sched: Scheduler = undefined;
+var sched_started = std.atomic.Value(bool).init(false);
+var sched_mutex: std.Thread.Mutex = .{};
 
-fn builtinFib(arg: ?*anyopaque) callconv(.c) void {
-    const n = @intFromPtr(arg);
-    var a: u64 = 0;
-    var b: u64 = 1;
-    for (0..n) |_| {
-        coroutine.yieldValue(a) catch unreachable; // we run as a coroutine
-        const next = a +% b;
-        a = b;
-        b = next;
-    }
+fn running() ?*Scheduler {
+    if (!sched_started.load(.acquire)) return null;
+    if (!sched.isRunning()) return null;
+    return &sched;
 }
 
-fn builtinYieldLoop(_: ?*anyopaque) callconv(.c) void {
-    var i: u64 = 0;
-    while (true) {
-        i += 1;
-        coroutine.yieldValue(i) catch unreachable; // we run as a coroutine
-    }
+fn freeHandle(co: *coroutine.Coroutine) void {
+    reg().unregister(co);
 }
 
-fn builtinParkLoop(arg: ?*anyopaque) callconv(.c) void {
-    const n = @intFromPtr(arg);
-    const co = coroutine.current().?;
-    for (0..n) |_| {
-        coroutine.park() catch unreachable; // we run as a coroutine
-        co.transfer += 1;
-    }
+/// int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags): workers 0 =
+/// one per CPU; stack_size 0 = 64 KiB; flags as for kc_coro_create. KC_EBUSY if running.
+export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c) i32 {
+    const f: kcoro.registry.Flags = @bitCast(flags);
+    if (f._unused != 0) return Status.invalid.code();
+    const size: usize = if (stack_size == 0) kcoro.stack.default_stack_size else stack_size;
+    if (size < kcoro.stack.min_stack_size or size > kcoro.stack.max_stack_size) return Status.invalid.code();
+    sched_mutex.lock();
+    defer sched_mutex.unlock();
+    if (running() != null) return Status.busy.code();
+    sched.start(std.heap.c_allocator, .{
+        .workers = workers,
+        .stack_size = size,
+        .stack_mode = if (f.slab_stack) .slab else .guarded,
+        .fp_control = f.fp_control,
+        .finish_hook = freeHandle,
+    }) catch |err| return fail(err);
+    sched_started.store(true, .release);
+    return 0;
 }
+
+/// int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t *out_handle): runs entry(arg) on the
+/// scheduler. With out_handle, the coroutine gets a handle (for kc_coro_unpark/kc_coro_state),
+/// valid until it finishes; it is attached before the coroutine can run.
+export fn kc_spawn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, out_handle: ?*u32) callconv(.c) i32 {
+    const e = entry orelse return Status.invalid.code();
+    const s = running() orelse return Status.shutdown.code();
+    const inherited = if (coroutine.current()) |cur| cur.context else kcoro.context.empty;
+    const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
+    _ = s.spawnWith(e, arg, inherited, hook) catch |err| return fail(err);
+    return 0;
+}
+
+fn attachHandle(ctx: ?*anyopaque, co: *coroutine.Coroutine) anyerror!void {
+    const out: *u32 = @ptrCast(@alignCast(ctx.?));
+    out.* = try reg().register(co);
+}
+
+/// int32_t kc_sleep_ns(uint64_t ns): inside a scheduled coroutine, parks it for at least ns;
+/// on a plain thread, blocks the thread; KC_EINVAL inside a hand-driven coroutine.
+export fn kc_sleep_ns(ns: u64) callconv(.c) i32 {
+    if (coroutine.current()) |co| {
+        const owner = co.owner orelse return Status.invalid.code();
+        const s: *Scheduler = @ptrCast(@alignCast(owner));
+        s.sleep(ns) catch |err| return fail(err);
+        return 0;
+    }
+    std.Thread.sleep(ns);
+    return 0;
+}
+
+/// int32_t kc_sched_drain(void): blocks until no coroutine is runnable, running or sleeping.
+/// Not from a scheduled coroutine (KC_EINVAL). From Deno, call it `nonblocking`.
+export fn kc_sched_drain() callconv(.c) i32 {
+    const s = running() orelse return Status.shutdown.code();
+    s.drain() catch |err| return fail(err);
+    return 0;
+}
+
+/// int32_t kc_sched_drain_for(uint64_t timeout_ns): kc_sched_drain with a bound (KC_ETIME).
+export fn kc_sched_drain_for(timeout_ns: u64) callconv(.c) i32 {
+    const s = running() orelse return Status.shutdown.code();
+    s.drainFor(timeout_ns) catch |err| return fail(err);
+    return 0;
+}
+
+/// int32_t kc_sched_shutdown(uint32_t mode): 0 = cancel the rest, 1 = finish the rest first.
+/// Joins the workers and frees every stack; a second call does nothing.
+export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
+    if (mode > 1) return Status.invalid.code();
+    if (coroutine.current() != null) return Status.invalid.code(); // a worker cannot join itself
+    sched_mutex.lock();
+    defer sched_mutex.unlock();
+    if (!sched_started.load(.acquire)) return 0;
+    sched.shutdown(@enumFromInt(mode));
+    return 0;
+}
+
+/// int32_t kc_sched_info(uint64_t *out, uint32_t len): fills up to len of [workers, live
+/// coroutines, busy count, running (0/1)]; returns how many it wrote.
+export fn kc_sched_info(out: ?[*]u64, len: u32) callconv(.c) i32 {
+    const o = out orelse return Status.invalid.code();
+    var vals = [_]u64{ 0, 0, 0, 0 };
+    if (running()) |s| {
+        vals = .{ s.workerCount(), s.live.load(.monotonic), s.busy.load(.monotonic), 1 };
+    }
+    const n = @min(len, vals.len);
+    for (0..n) |i| o[i] = vals[i];
+    return @intCast(n);
+}
+
+/// int32_t kc_sched_stats(uint32_t worker, uint64_t *out, uint32_t len): fills up to len of
+/// [runs, steals, parks, queue depth] for one worker; returns how many it wrote.
+export fn kc_sched_stats(worker: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
+    const o = out orelse return Status.invalid.code();
+    const s = running() orelse return Status.shutdown.code();
+    if (worker >= s.workerCount()) return Status.invalid.code();
+    const st = s.workerStats(worker);
+    const vals = [_]u64{ st.runs, st.steals, st.parks, st.queue_depth };
+    const n = @min(len, vals.len);
+    for (0..n) |i| o[i] = vals[i];
+    return @intCast(n);
+}
+
+/// const void *kc_resolve(const char *library, const char *symbol): the address of `symbol` in
+/// `library` (dlopen'd and kept loaded), for spawning C-ABI functions of other libraries from
+/// languages that cannot take a function's address (TypeScript). NULL if either is missing.
+export fn kc_resolve(library: ?[*:0]const u8, symbol: ?[*:0]const u8) callconv(.c) ?*const anyopaque {
+    const lib = library orelse return null;
+    const sym = symbol orelse return null;
+    const h = std.c.dlopen(lib, .{ .NOW = true }) orelse return null;
+    return std.c.dlsym(h, sym);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Built-in native entry functions (zig-src/builtins.zig).
+
+const builtins = @import("builtins.zig");
+pub const Builtin = builtins.Builtin;
 
 /// const void *kc_builtin_entry(uint32_t id): a built-in entry function, or NULL.
 export fn kc_builtin_entry(id: u32) callconv(.c) ?*const anyopaque {
     const b = std.meta.intToEnum(Builtin, id) catch return null;
-    return switch (b) {
-        .fib => @ptrCast(&builtinFib),
-        .yield_loop => @ptrCast(&builtinYieldLoop),
-        .park_loop => @ptrCast(&builtinParkLoop),
-    };
+    return builtins.entry(b);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -215,10 +314,12 @@ test "include/kcoro.h agrees with the exports" {
         try testing.expectEqual(@as(c_int, f.value), @field(c, name));
     }
     const decls = .{
-        "kc_abi_version", "kc_status_name",      "kc_coro_create",  "kc_coro_resume",
-        "kc_coro_yield",  "kc_coro_yield_value", "kc_coro_park",    "kc_coro_unpark",
-        "kc_coro_state",  "kc_coro_transfer",    "kc_coro_destroy", "kc_coro_current",
-        "kc_coro_stats",  "kc_builtin_entry",
+        "kc_abi_version", "kc_status_name",      "kc_coro_create",     "kc_coro_resume",
+        "kc_coro_yield",  "kc_coro_yield_value", "kc_coro_park",       "kc_coro_unpark",
+        "kc_coro_state",  "kc_coro_transfer",    "kc_coro_destroy",    "kc_coro_current",
+        "kc_coro_stats",  "kc_builtin_entry",    "kc_sched_start",     "kc_spawn",
+        "kc_sleep_ns",    "kc_sched_drain",      "kc_sched_drain_for", "kc_sched_shutdown",
+        "kc_sched_info",  "kc_sched_stats",      "kc_resolve",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -259,4 +360,67 @@ test "C ABI: create, resume, transfer, destroy; bad handles are errors" {
     try testing.expect(kc_builtin_entry(0) == null);
     try testing.expectEqualStrings("KC_EBADH", std.mem.span(kc_status_name(-9)));
     try testing.expectEqualStrings("KC_EUNKNOWN", std.mem.span(kc_status_name(-9999)));
+}
+
+test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutdown" {
+    try testing.expectEqual(Status.shutdown.code(), kc_spawn(@ptrCast(@alignCast(kc_builtin_entry(4))), null, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 32 * 1024, 0));
+    try testing.expectEqual(Status.busy.code(), kc_sched_start(2, 0, 0));
+    var info: [4]u64 = undefined;
+    try testing.expectEqual(@as(i32, 4), kc_sched_info(&info, 4));
+    try testing.expectEqual(@as(u64, 2), info[0]);
+
+    // Sleepers: 20 coroutines of 5 ms each.
+    var sleep_cells = [2]u64{ 5, 0 };
+    const sleeper: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.sleeper)).?));
+    for (0..20) |_| try testing.expectEqual(@as(i32, 0), kc_spawn(sleeper, &sleep_cells, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
+    try testing.expectEqual(@as(u64, 20), @atomicLoad(u64, &sleep_cells[1], .acquire));
+
+    // A parked coroutine with a handle, woken through the handle.
+    const S = struct {
+        var woke = std.atomic.Value(bool).init(false);
+        fn waiter(_: ?*anyopaque) callconv(.c) void {
+            while (!woke.load(.acquire)) _ = kc_coro_park();
+        }
+    };
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.waiter, null, &h));
+    try testing.expect(h != 0);
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s)); // parked
+    try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_state(h));
+    try testing.expectEqual(Status.invalid.code(), kc_coro_resume(h)); // the scheduler's
+    try testing.expectEqual(Status.invalid.code(), kc_coro_destroy(h));
+    S.woke.store(true, .release);
+    try testing.expectEqual(@as(i32, 1), kc_coro_unpark(h));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
+    try testing.expectEqual(Status.bad_handle.code(), kc_coro_unpark(h)); // finished: handle freed
+
+    // Skynet of 1000 leaves through the C ABI.
+    var sky = [2]u64{ 1000, 0 };
+    try testing.expectEqual(@as(i32, 0), kc_spawn(@ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.skynet)).?)), &sky, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
+    try testing.expectEqual(@as(u64, 999 * 1000 / 2), @atomicLoad(u64, &sky[1], .acquire));
+
+    var st: [4]u64 = undefined;
+    try testing.expectEqual(@as(i32, 4), kc_sched_stats(0, &st, 4));
+    try testing.expectEqual(Status.invalid.code(), kc_sched_stats(2, &st, 4));
+
+    // A coroutine parked forever (with a handle) is freed by shutdown, and so is its handle.
+    var h2: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.waiter, null, &h2));
+    S.woke.store(false, .release);
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0)); // no-op
+    try testing.expectEqual(Status.bad_handle.code(), kc_coro_state(h2));
+    try testing.expectEqual(Status.shutdown.code(), kc_spawn(sleeper, &sleep_cells, null));
+    try testing.expectEqual(Status.shutdown.code(), kc_sched_drain());
+    try testing.expectEqual(Status.invalid.code(), kc_sched_shutdown(7));
+    try testing.expectEqual(@as(i32, 0), kc_sleep_ns(1000)); // a plain thread just sleeps
+    if (@import("builtin").abi.isGnu()) { // the musl test binaries are static: no dlopen
+        try testing.expect(kc_resolve("libc.so.6", "strlen") != null);
+        try testing.expect(kc_resolve("libc.so.6", "no_such_symbol_kcoro") == null);
+    }
+    try testing.expect(kc_resolve("/nonexistent.so", "strlen") == null);
 }

@@ -36,6 +36,7 @@ const std = @import("std");
 const assert = std.debug.assert;
 const sw = @import("switch.zig");
 const stack_mod = @import("stack.zig");
+const ctx_mod = @import("../sc/context.zig");
 
 pub const Stack = stack_mod.Stack;
 
@@ -127,6 +128,8 @@ pub const Coroutine = struct {
     link: ?*Coroutine,
     timer_state: std.atomic.Value(u32),
     wake_status: i32,
+    /// The coroutine's immutable context (a reference it owns; `empty` by default).
+    context: *ctx_mod.Context,
 
     pub const Error = error{
         /// resume of a coroutine that is running (here or on another thread)
@@ -143,8 +146,8 @@ pub const Coroutine = struct {
     pub fn create(stack: Stack, entry: EntryFn, arg: ?*anyopaque, options: Options) *Coroutine {
         assert(stack.size >= 4096);
         assert(stack.top() % 16 == 0);
-        const addr = std.mem.alignBackward(usize, stack.top() - 64 - @sizeOf(Coroutine), 64);
-        const co: *Coroutine = @ptrFromInt(addr);
+        const co = at(stack);
+        const addr = @intFromPtr(co);
         // Stale `unpark`s and timers may still CAS `word` and `timer_state` of the previous
         // coroutine on this stack: write those two atomically, continuing their generations.
         const old_gen: u32 = @truncate(co.word.load(.monotonic) >> 32);
@@ -165,12 +168,46 @@ pub const Coroutine = struct {
         co.owner = null;
         co.link = null;
         co.wake_status = 0;
+        co.context = ctx_mod.empty;
         co.timer_state.store(old_timer & ~@as(u32, 1), .monotonic);
         // Release: the fields above are written before anyone can see the new generation.
         co.word.store(@bitCast(Word{ .state = .created, .permit = false, .gen = old_gen +% 1 }), .release);
         // The stack proper starts below the object.
         sw.init(&co.ctx, addr, @intFromPtr(&coroMain), @intFromPtr(co));
         return co;
+    }
+
+    /// Where the coroutine object of `stack` lives (whether or not one was ever created there).
+    pub fn at(stack: Stack) *Coroutine {
+        return @ptrFromInt(std.mem.alignBackward(usize, stack.top() - 64 - @sizeOf(Coroutine), 64));
+    }
+
+    /// True if a coroutine was created on this stack and has not finished. For a stack that was
+    /// never used the object's memory is the zero fill of fresh pages: generation 0.
+    pub fn isUnfinishedAt(stack: Stack) bool {
+        const co = at(stack);
+        const w = co.load(.acquire);
+        return w.gen != 0 and w.state != .finished;
+    }
+
+    /// Marks a coroutine that was created but never resumed as finished, so that its stack can
+    /// go back to the pool.
+    pub fn discardUnstarted(co: *Coroutine) void {
+        var w = co.load(.acquire);
+        while (true) {
+            assert(w.state == .created);
+            var n = w;
+            n.state = .finished;
+            n.permit = false;
+            w = co.cas(w, n) orelse return;
+        }
+    }
+
+    /// Replaces the coroutine's context with `c` (taking over the caller's reference).
+    pub fn setContext(co: *Coroutine, c: *ctx_mod.Context) void {
+        const old = co.context;
+        co.context = c;
+        old.release();
     }
 
     fn load(co: *const Coroutine, comptime order: std.builtin.AtomicOrder) Word {

@@ -49,6 +49,8 @@ pub const Registry = struct {
         var index: u32 = 1;
         while (index < r.table.high_water) : (index += 1) {
             const h = r.table.liveHandle(index) orelse continue;
+            const co = r.table.get(h) orelse continue;
+            if (co.owner != null) continue; // a scheduler's coroutine: its scheduler frees it
             r.destroy(h) catch {}; // a running coroutine stays (deinit then asserts)
         }
     }
@@ -92,6 +94,7 @@ pub const Registry = struct {
         r.mutex.lock();
         defer r.mutex.unlock();
         const co = r.table.get(h) orelse return error.BadHandle;
+        if (co.owner != null) return error.InvalidArgument; // a scheduler's: it frees it
         if (co.getState() == .running) return error.Busy;
         if (coroutine.current()) |cur| {
             if (cur == co) return error.Busy;
@@ -100,7 +103,33 @@ pub const Registry = struct {
         const pool = &r.pools[co.pool_id];
         const st = co.stack;
         _ = r.table.free(h);
+        co.setContext(@import("../sc/context.zig").empty);
         pool.release(st);
+    }
+
+    /// Gives a handle to a coroutine created elsewhere (a scheduler's); `unregister` frees it.
+    pub fn register(r: *Registry, co: *Coroutine) Error!Handle {
+        const h = try r.table.alloc(co);
+        // Release: pairs with the acquire load in `lookupScheduled`.
+        @atomicStore(u32, &co.handle, h, .release);
+        return h;
+    }
+
+    pub fn unregister(r: *Registry, co: *Coroutine) void {
+        const h = @atomicLoad(u32, &co.handle, .acquire);
+        if (h == 0) return;
+        @atomicStore(u32, &co.handle, 0, .release);
+        _ = r.table.free(h);
+    }
+
+    /// The coroutine and generation `h` names, checked against the coroutine's own record of
+    /// its handle, so that a handle whose coroutine finished (and whose stack was reused) is
+    /// rejected even if the lookup raced the finish.
+    pub fn lookupScheduled(r: *Registry, h: Handle) Error!coroutine.Ref {
+        const co = r.table.get(h) orelse return error.BadHandle;
+        const gen = co.generation();
+        if (@atomicLoad(u32, &co.handle, .acquire) != h) return error.BadHandle;
+        return .{ .co = co, .gen = gen };
     }
 
     pub const Stats = struct {

@@ -155,6 +155,17 @@ pub const Pool = struct {
         if (pool.mode == .slab) pool.checkCanary(s);
     }
 
+    /// Calls `f(ctx, stack)` for every stack this pool ever handed out or could hand out from
+    /// its mappings (used, free or never touched). Guarded mode: only the stacks it mapped.
+    pub fn forEachStack(pool: *const Pool, ctx: anytype, comptime f: fn (@TypeOf(ctx), Stack) void) void {
+        for (pool.mappings.items) |m| {
+            var base = m.addr + page_size;
+            while (base + pool.stack_size <= m.addr + m.len) : (base += pool.stack_size) {
+                f(ctx, .{ .base = base, .size = pool.stack_size });
+            }
+        }
+    }
+
     /// Number of mappings this pool holds (what counts against vm.max_map_count, times two).
     pub fn mappingCount(pool: *const Pool) usize {
         return pool.mappings.items.len;

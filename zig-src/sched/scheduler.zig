@@ -32,6 +32,7 @@ const Futex = std.Thread.Futex;
 const coroutine = @import("../coro/coroutine.zig");
 const stack_mod = @import("../coro/stack.zig");
 const Deque = @import("deque.zig").Deque;
+const ctx_mod = @import("../sc/context.zig");
 
 const Coroutine = coroutine.Coroutine;
 pub const Ref = coroutine.Ref;
@@ -53,6 +54,8 @@ pub const Options = struct {
     lifo_cap: u32 = 3,
     /// Idle polls before a worker sleeps on the futex.
     spin_polls: u32 = 32,
+    /// See `Scheduler.finish_hook`.
+    finish_hook: ?*const fn (*Coroutine) void = null,
 };
 
 pub const ShutdownMode = enum(u32) {
@@ -202,6 +205,8 @@ const Worker = struct {
                 s.busyDone(); // a parked coroutine is not runnable (its timer, if any, counts)
             },
             .finished => {
+                if (s.finish_hook) |hook| hook(co);
+                co.setContext(ctx_mod.empty);
                 w.releaseStack(co.stack);
                 _ = s.live.fetchSub(1, .monotonic);
                 s.busyDone();
@@ -333,6 +338,9 @@ pub const Scheduler = struct {
     pool: stack_mod.Pool,
     /// Serialises shutdown against itself and against spawns from outside the workers.
     lifecycle: std.Thread.Mutex = .{},
+    /// Called for every coroutine that finishes, and at shutdown for every one that never
+    /// will, before its stack is reused or freed (the C ABI frees the coroutine's handle here).
+    finish_hook: ?*const fn (*Coroutine) void = null,
 
     /// Creates the scheduler and starts its workers. `s` must stay at this address.
     pub fn start(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
@@ -349,7 +357,13 @@ pub const Scheduler = struct {
             error.OutOfMemory => error.OutOfMemory,
         };
         const workers = try allocator.alloc(Worker, opts.workers);
-        s.* = .{ .allocator = allocator, .options = opts, .workers = workers, .pool = pool };
+        s.* = .{
+            .allocator = allocator,
+            .options = opts,
+            .workers = workers,
+            .pool = pool,
+            .finish_hook = opts.finish_hook,
+        };
         for (workers, 0..) |*w, i| {
             w.* = .{
                 .sched = s,
@@ -376,12 +390,41 @@ pub const Scheduler = struct {
 
     /// Creates a coroutine running `entry(arg)` and makes it runnable. From a worker it goes to
     /// that worker's LIFO slot (it runs next); from any other thread to the inject queue.
+    /// The new coroutine inherits the spawning coroutine's context (the empty context when
+    /// spawned from outside a coroutine).
     pub fn spawn(s: *Scheduler, entry: coroutine.EntryFn, arg: ?*anyopaque) Error!Ref {
+        const inherited = if (coroutine.current()) |cur| cur.context else ctx_mod.empty;
+        return s.spawnWith(entry, arg, inherited, null);
+    }
+
+    /// Runs on a new coroutine before it becomes runnable (e.g. to give it a handle); an error
+    /// cancels the spawn.
+    pub const CreateHook = struct {
+        f: *const fn (ctx: ?*anyopaque, co: *Coroutine) anyerror!void,
+        ctx: ?*anyopaque,
+    };
+
+    /// `spawn` with an explicit context (the coroutine takes its own reference) and hook.
+    pub fn spawnWith(
+        s: *Scheduler,
+        entry: coroutine.EntryFn,
+        arg: ?*anyopaque,
+        context: *ctx_mod.Context,
+        hook: ?CreateHook,
+    ) Error!Ref {
         if (thisWorker()) |w| {
             if (w.sched == s) {
                 if (s.state.load(.acquire) != .running) return error.Shutdown;
                 const st = try w.acquireStack();
                 const co = s.makeCoroutine(st, entry, arg);
+                co.context = context.retain();
+                if (hook) |h| {
+                    h.f(h.ctx, co) catch {
+                        s.discard(co);
+                        w.releaseStack(st);
+                        return error.OutOfMemory;
+                    };
+                }
                 const ref: Ref = .{ .co = co, .gen = co.generation() };
                 if (w.lifo) |prev| w.pushLocal(prev);
                 w.lifo = co;
@@ -398,6 +441,16 @@ pub const Scheduler = struct {
             break :blk s.pool.acquire() catch return error.OutOfMemory;
         };
         const co = s.makeCoroutine(st, entry, arg);
+        co.context = context.retain();
+        if (hook) |h| {
+            h.f(h.ctx, co) catch {
+                s.discard(co);
+                s.pool_mutex.lock();
+                defer s.pool_mutex.unlock();
+                s.pool.release(st);
+                return error.OutOfMemory;
+            };
+        }
         const ref: Ref = .{ .co = co, .gen = co.generation() };
         s.inject.push(co);
         s.notify();
@@ -410,6 +463,14 @@ pub const Scheduler = struct {
         _ = s.live.fetchAdd(1, .monotonic);
         _ = s.busy.fetchAdd(1, .monotonic); // runnable from now on
         return co;
+    }
+
+    /// Undoes `makeCoroutine` for a coroutine that never became runnable.
+    fn discard(s: *Scheduler, co: *Coroutine) void {
+        co.discardUnstarted();
+        co.setContext(ctx_mod.empty);
+        _ = s.live.fetchSub(1, .monotonic);
+        s.busyDone();
     }
 
     /// Makes a parked coroutine of this scheduler runnable (or leaves it a permit). Any thread.
@@ -574,8 +635,17 @@ pub const Scheduler = struct {
         for (s.workers) |*w| w.timers.deinit();
         s.allocator.free(s.workers);
         s.workers = &.{};
+        // Coroutines that never finished still hold their contexts: find them on the stacks.
+        s.pool.forEachStack(s, releaseAbandoned);
         s.pool.deinitAbandoning();
         s.state.store(.stopped, .release);
+    }
+
+    fn releaseAbandoned(s: *Scheduler, st: Stack) void {
+        if (!Coroutine.isUnfinishedAt(st)) return;
+        const co = Coroutine.at(st);
+        if (s.finish_hook) |hook| hook(co);
+        co.setContext(ctx_mod.empty);
     }
 
     pub fn isRunning(s: *const Scheduler) bool {
@@ -827,6 +897,45 @@ test "drain waits for sleeping coroutines; parked ones do not hold it" {
     try s.drainFor(test_timeout);
     try testing.expect(S.woke.load(.acquire));
     try testing.expectEqual(@as(u64, 1), s.live.load(.monotonic)); // the parked one
+}
+
+test "context: inherited at spawn, shadowed by a child, freed with abandoned coroutines" {
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var key: ctx_mod.Key = 0;
+        var seen_child: ?usize = null;
+        var seen_grandchild: ?usize = null;
+        var seen_sibling: ?usize = null;
+        fn parent(_: ?*anyopaque) callconv(.c) void {
+            _ = sched.spawn(child, null) catch unreachable; // inherits key = 1
+            _ = sched.spawn(sibling, null) catch unreachable;
+            coroutine.park() catch unreachable; // parked forever: abandoned at shutdown
+        }
+        fn child(_: ?*anyopaque) callconv(.c) void {
+            const me = coroutine.current().?;
+            seen_child = me.context.get(key);
+            me.setContext(me.context.with(testing.allocator, key, 2) catch unreachable);
+            _ = sched.spawn(grandchild, null) catch unreachable; // inherits key = 2
+        }
+        fn grandchild(_: ?*anyopaque) callconv(.c) void {
+            seen_grandchild = coroutine.current().?.context.get(key);
+        }
+        fn sibling(_: ?*anyopaque) callconv(.c) void {
+            seen_sibling = coroutine.current().?.context.get(key); // the child's change is its own
+        }
+    };
+    S.key = ctx_mod.newKey();
+    var s: Scheduler = undefined;
+    try startForTest(&s, 2);
+    defer s.shutdown(.cancel); // frees the parked parent's context (testing.allocator checks)
+    S.sched = &s;
+    const ctx = try ctx_mod.empty.with(testing.allocator, S.key, 1);
+    _ = try s.spawnWith(S.parent, null, ctx, null);
+    ctx.release(); // the parent holds its own reference
+    try s.drainFor(test_timeout);
+    try testing.expectEqual(@as(?usize, 1), S.seen_child);
+    try testing.expectEqual(@as(?usize, 2), S.seen_grandchild);
+    try testing.expectEqual(@as(?usize, 1), S.seen_sibling);
 }
 
 test "shutdown with work pending frees everything, in both modes" {

@@ -1,0 +1,143 @@
+//! Built-in native entry functions, for callers that have no native code of their own to run
+//! (TypeScript among them): the demo, the tests and the benchmarks use them. Each takes its
+//! argument either as an integer (`arg` cast to usize) or as a pointer to a caller-owned array
+//! of u64 cells, as its comment says; cells a coroutine writes are updated atomically.
+const std = @import("std");
+const coroutine = @import("coro/coroutine.zig");
+const scheduler = @import("sched/scheduler.zig");
+
+pub const Builtin = enum(u32) {
+    /// Hand-driven. Yields the first `arg` (integer) Fibonacci numbers through the transfer
+    /// word, then finishes.
+    fib = 1,
+    /// Hand-driven. Yields forever; the transfer word counts the yields.
+    yield_loop = 2,
+    /// Hand-driven. Parks `arg` (integer) times, counting wake-ups in the transfer word.
+    park_loop = 3,
+    /// Scheduled. `arg` -> u64[2] { milliseconds, done }: sleeps, then adds 1 to `done`.
+    sleeper = 4,
+    /// Scheduled. `arg` -> u64[2] { leaves (a power of 10), result }: the skynet benchmark, a
+    /// 10-ary tree of coroutines summing the leaf indices 0..leaves-1 into `result`.
+    skynet = 5,
+    /// Scheduled. `arg` -> u64[2] { rounds, done }: CPU-bound work (a hash chain of `rounds`
+    /// steps), then adds 1 to `done`.
+    spin = 6,
+};
+
+pub fn entry(b: Builtin) *const anyopaque {
+    return switch (b) {
+        .fib => @ptrCast(&fib),
+        .yield_loop => @ptrCast(&yieldLoop),
+        .park_loop => @ptrCast(&parkLoop),
+        .sleeper => @ptrCast(&sleeper),
+        .skynet => @ptrCast(&skynetRoot),
+        .spin => @ptrCast(&spin),
+    };
+}
+
+fn cells(arg: ?*anyopaque) *[2]std.atomic.Value(u64) {
+    return @ptrCast(@alignCast(arg.?));
+}
+
+fn fib(arg: ?*anyopaque) callconv(.c) void {
+    const n = @intFromPtr(arg);
+    var a: u64 = 0;
+    var b: u64 = 1;
+    for (0..n) |_| {
+        coroutine.yieldValue(a) catch return;
+        const next = a +% b;
+        a = b;
+        b = next;
+    }
+}
+
+fn yieldLoop(_: ?*anyopaque) callconv(.c) void {
+    var i: u64 = 0;
+    while (true) {
+        i += 1;
+        coroutine.yieldValue(i) catch return;
+    }
+}
+
+fn parkLoop(arg: ?*anyopaque) callconv(.c) void {
+    const n = @intFromPtr(arg);
+    const co = coroutine.current() orelse return;
+    for (0..n) |_| {
+        coroutine.park() catch return;
+        co.transfer += 1;
+    }
+}
+
+fn sleeper(arg: ?*anyopaque) callconv(.c) void {
+    const c = cells(arg);
+    const s = scheduler.currentScheduler() orelse return;
+    s.sleep(c[0].load(.monotonic) * std.time.ns_per_ms) catch {};
+    // Release: pairs with the reader's acquire (or the drain that precedes its read).
+    _ = c[1].fetchAdd(1, .release);
+}
+
+/// Mixes `rounds` steps of a 64-bit hash chain: work the optimiser cannot skip.
+pub fn spinWork(rounds: u64) u64 {
+    var x: u64 = 0x9E3779B97F4A7C15;
+    var i: u64 = 0;
+    while (i < rounds) : (i += 1) {
+        x ^= x >> 30;
+        x *%= 0xBF58476D1CE4E5B9;
+        x ^= x >> 27;
+        x *%= 0x94D049BB133111EB;
+        x ^= x >> 31;
+    }
+    return x;
+}
+
+fn spin(arg: ?*anyopaque) callconv(.c) void {
+    const c = cells(arg);
+    std.mem.doNotOptimizeAway(spinWork(c[0].load(.monotonic)));
+    _ = c[1].fetchAdd(1, .release);
+}
+
+// Skynet: every node spawns 10 children and waits for them; leaves return their index.
+
+pub const SkynetNode = struct {
+    index: u64,
+    size: u64,
+    parent: ?*SkynetNode,
+    sum: std.atomic.Value(u64) = .init(0),
+    pending: std.atomic.Value(u32) = .init(10),
+    /// Set before the node's first child is spawned; children unpark it through this.
+    ref: coroutine.Ref = undefined,
+    /// For the root: where to put the result.
+    out: ?*std.atomic.Value(u64) = null,
+};
+
+pub fn skynetNode(arg: ?*anyopaque) callconv(.c) void {
+    const me: *SkynetNode = @ptrCast(@alignCast(arg.?));
+    const s = scheduler.currentScheduler().?;
+    var result: u64 = me.index;
+    if (me.size > 1) {
+        const co = coroutine.current().?;
+        me.ref = .{ .co = co, .gen = co.generation() };
+        const child_size = me.size / 10;
+        var children: [10]SkynetNode = undefined;
+        for (&children, 0..) |*ch, i| {
+            ch.* = .{ .index = me.index + i * child_size, .size = child_size, .parent = me };
+            _ = s.spawn(skynetNode, ch) catch unreachable; // out of stacks: nothing sane to do
+        }
+        // Acquire: pairs with each child's acq_rel decrement; their sums are visible after.
+        while (me.pending.load(.acquire) > 0) coroutine.park() catch unreachable;
+        result = me.sum.load(.monotonic);
+    }
+    if (me.parent) |p| {
+        _ = p.sum.fetchAdd(result, .monotonic);
+        // Acq_rel: publishes our sum to the parent; the last child wakes it.
+        if (p.pending.fetchSub(1, .acq_rel) == 1) _ = s.unpark(p.ref);
+    } else if (me.out) |out| {
+        out.store(result, .release);
+    }
+}
+
+fn skynetRoot(arg: ?*anyopaque) callconv(.c) void {
+    const c = cells(arg);
+    var root: SkynetNode = .{ .index = 0, .size = c[0].load(.monotonic), .parent = null, .out = &c[1] };
+    skynetNode(&root);
+}
