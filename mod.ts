@@ -21,6 +21,7 @@ export {
   KcoroError,
   LibraryClosedError,
   LibraryNotFoundError,
+  ShutdownError,
   Status,
   statusName,
   TimeoutError,
@@ -41,3 +42,14 @@ export {
   openLibrary,
   type OpenOptions,
 } from "./ffi/load.ts";
+export {
+  type NativeFunction,
+  resolveNative,
+  Runtime,
+  runtime,
+  type RuntimeOptions,
+  type RuntimeStats,
+  type ScheduledBuiltin,
+  type ShutdownMode,
+  type WorkerStats,
+} from "./src/runtime.ts";

@@ -45,11 +45,15 @@ export class Library {
     return this.#symbols;
   }
 
-  /** Closes the library. A second call does nothing. */
+  /**
+   * Closes the library. A second call does nothing. The native scheduler is shut down first
+   * (its threads run the library's code), cancelling coroutines that have not finished.
+   */
   close(): void {
     const lib = this.#lib;
     if (lib === null) return;
     this.#lib = null;
+    lib.symbols.kc_sched_shutdown(0);
     lib.close();
   }
 }

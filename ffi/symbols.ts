@@ -6,6 +6,7 @@
  *
  * `kc_coro_yield`, `kc_coro_yield_value` and `kc_coro_park` are absent on purpose: they are
  * called from inside a native coroutine, and JavaScript never runs on a coroutine's stack.
+ * So is `kc_sleep_ns`: on the JavaScript thread it would block the event loop.
  *
  * @module
  */
@@ -39,6 +40,29 @@ export const symbols = {
   kc_coro_stats: { parameters: ["buffer", "u32"], result: "i32" },
   /** const void *kc_builtin_entry(uint32_t id) */
   kc_builtin_entry: { parameters: ["u32"], result: "pointer" },
+  /** int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags) */
+  kc_sched_start: { parameters: ["u32", "u32", "u32"], result: "i32" },
+  /** int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t *out_handle) */
+  kc_spawn: { parameters: ["pointer", "pointer", "buffer"], result: "i32" },
+  /** int32_t kc_sched_drain(void), run on a helper thread: resolves when drained. */
+  kc_sched_drain: { parameters: [], result: "i32", nonblocking: true },
+  /** int32_t kc_sched_drain_for(uint64_t timeout_ns), on a helper thread. */
+  kc_sched_drain_for: { parameters: ["u64"], result: "i32", nonblocking: true },
+  /** int32_t kc_sched_shutdown(uint32_t mode): KC_SHUTDOWN_CANCEL joins the workers at once. */
+  kc_sched_shutdown: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_sched_shutdown(uint32_t mode), on a helper thread (KC_SHUTDOWN_FINISH drains). */
+  kc_sched_shutdown_async: {
+    name: "kc_sched_shutdown",
+    parameters: ["u32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  /** int32_t kc_sched_info(uint64_t *out, uint32_t len) */
+  kc_sched_info: { parameters: ["buffer", "u32"], result: "i32" },
+  /** int32_t kc_sched_stats(uint32_t worker, uint64_t *out, uint32_t len) */
+  kc_sched_stats: { parameters: ["u32", "buffer", "u32"], result: "i32" },
+  /** const void *kc_resolve(const char *library, const char *symbol) */
+  kc_resolve: { parameters: ["buffer", "buffer"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type Symbols = typeof symbols;

@@ -89,6 +89,17 @@ export class LibraryClosedError extends KcoroError {
   }
 }
 
+/** The native runtime is not running: never started, or shut down. */
+export class ShutdownError extends KcoroError {
+  constructor(op: string) {
+    super(
+      Status.ESHUTDOWN,
+      `Cannot ${op}: the kcoro runtime is not running (shut down or never started)`,
+    );
+    this.name = "ShutdownError";
+  }
+}
+
 /** Sending to a channel that is closed for send. */
 export class ClosedSendError extends Error {
   constructor(message = "Channel was closed", options?: ErrorOptions) {
@@ -133,7 +144,7 @@ export function unwrap(status: number, op: string): number {
         `Cannot ${op}: the handle is stale, destroyed or not a kcoro handle`,
       );
     case Status.ESHUTDOWN:
-      throw new LibraryClosedError(op);
+      throw new ShutdownError(op);
     case Status.EBUSY:
       throw new KcoroError(status, `Cannot ${op}: not allowed in the object's current state`);
     case Status.EINVAL:

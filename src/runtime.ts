@@ -1,0 +1,287 @@
+/**
+ * The native scheduler: worker threads running native coroutines, shared by every isolate in
+ * the process. `runtime()` starts it (or returns the running one); `spawn` runs a native
+ * C-ABI function or a built-in on it; `drain` resolves when nothing is runnable, running or
+ * sleeping; `shutdown` stops it.
+ *
+ * @module
+ */
+import { type Library, library } from "../ffi/load.ts";
+import { unwrap } from "./errors.ts";
+
+/** Options for {@linkcode runtime}. */
+export interface RuntimeOptions {
+  /** Worker threads (default: one per CPU). */
+  workers?: number;
+  /** Stack size of every spawned coroutine in bytes: 0 for 64 KiB, else 16 KiB to 256 MiB. */
+  stackSize?: number;
+  /** Save FP control state on every switch of spawned coroutines. */
+  fpControl?: boolean;
+  /** Take stacks from shared slabs (a million coroutines fit; see README, Stacks). */
+  slabStacks?: boolean;
+}
+
+/** How {@linkcode Runtime.shutdown} treats unfinished coroutines. */
+export type ShutdownMode = "cancel" | "finish";
+
+/**
+ * Built-in scheduled entries. Each takes a `BigUint64Array` of two cells:
+ * - `"sleeper"`: `[milliseconds, done]`: sleeps, then adds 1 to `done`;
+ * - `"skynet"`: `[leaves, result]`: a 10-ary tree of coroutines summing `0..leaves-1`;
+ * - `"spin"`: `[rounds, done]`: CPU-bound work, then adds 1 to `done`.
+ */
+export type ScheduledBuiltin = "sleeper" | "skynet" | "spin";
+
+const builtinIds: Record<ScheduledBuiltin, number> = { sleeper: 4, skynet: 5, spin: 6 };
+
+/** A C-ABI function `void f(void *arg)` found by {@linkcode resolveNative}. */
+export interface NativeFunction {
+  readonly library: string;
+  readonly symbol: string;
+  readonly pointer: Deno.PointerObject;
+}
+
+/** One worker's counters. */
+export interface WorkerStats {
+  runs: number;
+  steals: number;
+  parks: number;
+  queueDepth: number;
+}
+
+/** A snapshot of the scheduler. */
+export interface RuntimeStats {
+  workers: WorkerStats[];
+  /** Spawned coroutines that have not finished. */
+  live: number;
+  /** Runnable + running coroutines + armed timers (0 when drained). */
+  busy: number;
+}
+
+const MIN_STACK = 16 * 1024;
+const MAX_STACK = 256 * 1024 * 1024;
+
+function describe(x: unknown): string {
+  if (typeof x === "string") return JSON.stringify(x);
+  if (typeof x === "bigint") return `${x}n`;
+  if (x === null || typeof x !== "object") return String(x);
+  return Object.prototype.toString.call(x);
+}
+
+const encoder = new TextEncoder();
+function cString(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(encoder.encode(s).length + 1);
+  encoder.encodeInto(s, bytes);
+  return bytes;
+}
+
+/** The process-wide native scheduler. Get it with {@linkcode runtime}. */
+export class Runtime {
+  readonly #lib: Library;
+  readonly workers: number;
+  /** Arrays native coroutines write into: kept reachable until the next drain or shutdown. */
+  #pinned: BigUint64Array[] = [];
+
+  /** @internal Use {@linkcode runtime}. */
+  constructor(lib: Library, workers: number) {
+    this.#lib = lib;
+    this.workers = workers;
+  }
+
+  /** True until {@linkcode Runtime.shutdown} (or the library closed). */
+  get isRunning(): boolean {
+    if (!this.#lib.isOpen) return false;
+    const info = new BigUint64Array(4);
+    this.#lib.symbols("read runtime info").kc_sched_info(info, 4);
+    return info[3] === 1n;
+  }
+
+  /**
+   * Runs `entry` as a native coroutine on the scheduler. `entry` is a built-in (whose `cells`
+   * it reads and writes) or a function from {@linkcode resolveNative}, called with `arg`.
+   *
+   * @example
+   * ```ts
+   * import { runtime } from "../mod.ts";
+   * import assert from "node:assert/strict";
+   * const rt = runtime();
+   * const cells = new BigUint64Array([1000n, 0n]); // skynet over 1000 leaves
+   * rt.spawn("skynet", cells);
+   * await rt.drain();
+   * assert.equal(cells[1], 499500n);
+   * ```
+   */
+  spawn(entry: ScheduledBuiltin | NativeFunction, cells?: BigUint64Array): void;
+  spawn(entry: NativeFunction, arg?: Deno.PointerValue): void;
+  spawn(entry: ScheduledBuiltin | NativeFunction, arg?: BigUint64Array | Deno.PointerValue): void {
+    const sym = this.#lib.symbols("spawn coroutine");
+    let fn: Deno.PointerValue;
+    if (typeof entry === "string") {
+      if (!(entry in builtinIds)) {
+        throw new TypeError(
+          `Cannot spawn coroutine: entry must be one of ${
+            Object.keys(builtinIds).join(", ")
+          } or a NativeFunction, received ${describe(entry)}`,
+        );
+      }
+      if (!(arg instanceof BigUint64Array) || arg.length < 2) {
+        throw new TypeError(
+          `Cannot spawn coroutine: "${entry}" needs a BigUint64Array of 2 cells, received ${
+            describe(arg)
+          }`,
+        );
+      }
+      fn = sym.kc_builtin_entry(builtinIds[entry]);
+    } else if (
+      typeof entry === "object" && entry !== null && "pointer" in entry &&
+      typeof entry.pointer === "object" && entry.pointer !== null
+    ) {
+      fn = entry.pointer;
+    } else {
+      throw new TypeError(
+        `Cannot spawn coroutine: entry must be a built-in name or a NativeFunction, received ${
+          describe(entry)
+        }`,
+      );
+    }
+    let argPtr: Deno.PointerValue = null;
+    if (arg instanceof BigUint64Array) {
+      this.#pinned.push(arg);
+      argPtr = Deno.UnsafePointer.of(arg);
+    } else if (arg !== undefined && arg !== null) {
+      if (typeof arg !== "object") {
+        throw new TypeError(
+          `Cannot spawn coroutine: arg must be a BigUint64Array or a pointer, received ${
+            describe(arg)
+          }`,
+        );
+      }
+      argPtr = arg;
+    }
+    unwrap(sym.kc_spawn(fn, argPtr, null), "spawn coroutine");
+  }
+
+  /**
+   * Resolves when no native coroutine is runnable, running or sleeping (parked ones do not
+   * count). Waits on a helper thread: the event loop keeps running.
+   */
+  async drain(): Promise<void> {
+    const sym = this.#lib.symbols("drain runtime");
+    unwrap(await sym.kc_sched_drain(), "drain runtime");
+    this.#pinned = [];
+  }
+
+  /** Counters per worker, and the numbers of live and busy coroutines. */
+  stats(): RuntimeStats {
+    const sym = this.#lib.symbols("read runtime stats");
+    const info = new BigUint64Array(4);
+    sym.kc_sched_info(info, 4);
+    if (info[3] !== 1n) unwrap(-108, "read runtime stats");
+    const workers: WorkerStats[] = [];
+    const out = new BigUint64Array(4);
+    for (let i = 0; i < Number(info[0]); i++) {
+      unwrap(sym.kc_sched_stats(i, out, 4), "read runtime stats");
+      workers.push({
+        runs: Number(out[0]),
+        steals: Number(out[1]),
+        parks: Number(out[2]),
+        queueDepth: Number(out[3]),
+      });
+    }
+    return { workers, live: Number(info[1]), busy: Number(info[2]) };
+  }
+
+  /**
+   * Stops the workers and frees every stack. `"cancel"` (default): unfinished coroutines never
+   * run again. `"finish"`: drains first. A second call does nothing.
+   */
+  async shutdown(mode: ShutdownMode = "cancel"): Promise<void> {
+    if (mode !== "cancel" && mode !== "finish") {
+      throw new TypeError(
+        `Cannot shut down runtime: mode must be "cancel" or "finish", received ${describe(mode)}`,
+      );
+    }
+    if (!this.#lib.isOpen) return;
+    const sym = this.#lib.symbols("shut down runtime");
+    if (mode === "cancel") unwrap(sym.kc_sched_shutdown(0), "shut down runtime");
+    else unwrap(await sym.kc_sched_shutdown_async(1), "shut down runtime");
+    this.#pinned = [];
+    if (current === this) current = null;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.shutdown("cancel");
+  }
+}
+
+let current: Runtime | null = null;
+
+/**
+ * Starts the native scheduler with `options`, or returns the running one. Passing options that
+ * contradict the running scheduler (a different worker count) is a `RangeError`.
+ */
+export function runtime(options: RuntimeOptions = {}): Runtime {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(
+      `Cannot start runtime: options must be an object, received ${describe(options)}`,
+    );
+  }
+  const { workers = 0, stackSize = 0, fpControl = false, slabStacks = false } = options;
+  if (typeof workers !== "number" || !Number.isInteger(workers) || workers < 0 || workers > 1024) {
+    throw new RangeError(
+      `Cannot start runtime: workers must be an integer from 0 to 1024, received ${
+        describe(workers)
+      }`,
+    );
+  }
+  if (
+    typeof stackSize !== "number" || !Number.isInteger(stackSize) ||
+    (stackSize !== 0 && (stackSize < MIN_STACK || stackSize > MAX_STACK))
+  ) {
+    throw new RangeError(
+      `Cannot start runtime: stackSize must be 0 or an integer from ${MIN_STACK} to ${MAX_STACK}, received ${
+        describe(stackSize)
+      }`,
+    );
+  }
+  const lib = library();
+  const sym = lib.symbols("start runtime");
+  const info = new BigUint64Array(4);
+  sym.kc_sched_info(info, 4);
+  if (info[3] === 1n) {
+    const running = Number(info[0]);
+    if (workers !== 0 && workers !== running) {
+      throw new RangeError(
+        `Cannot start runtime: it is already running with ${running} workers, received workers: ${workers}`,
+      );
+    }
+    if (current === null) current = new Runtime(lib, running);
+    return current;
+  }
+  const flags = (fpControl ? 1 : 0) | (slabStacks ? 2 : 0);
+  unwrap(sym.kc_sched_start(workers, stackSize, flags), "start runtime");
+  sym.kc_sched_info(info, 4);
+  current = new Runtime(lib, Number(info[0]));
+  return current;
+}
+
+/**
+ * Finds `symbol` (a C-ABI function `void symbol(void *arg)`) in the shared library at
+ * `libraryPath`, for {@linkcode Runtime.spawn}. The library stays loaded. Throws
+ * `KcoroError` (`KC_EINVAL`) if the library or the symbol cannot be found.
+ */
+export function resolveNative(libraryPath: string, symbol: string): NativeFunction {
+  if (typeof libraryPath !== "string" || typeof symbol !== "string") {
+    throw new TypeError(
+      `Cannot resolve native function: library and symbol must be strings, received ${
+        describe(libraryPath)
+      } and ${describe(symbol)}`,
+    );
+  }
+  const sym = library().symbols("resolve native function");
+  const pointer = sym.kc_resolve(cString(libraryPath), cString(symbol));
+  if (pointer === null) {
+    unwrap(-22, `resolve native function ${symbol} in ${libraryPath}`);
+  }
+  return { library: libraryPath, symbol, pointer: pointer! };
+}

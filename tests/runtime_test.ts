@@ -1,0 +1,120 @@
+import assert from "node:assert/strict";
+import { KcoroError, resolveNative, runtime, ShutdownError } from "../mod.ts";
+
+const root = new URL("../", import.meta.url).pathname;
+
+Deno.test("runtime: spawn built-ins, drain, stats", async () => {
+  const rt = runtime({ workers: 2 });
+  assert.equal(rt.workers, 2);
+  assert.equal(runtime(), rt); // the running one
+  assert.throws(
+    () => runtime({ workers: 3 }),
+    /already running with 2 workers, received workers: 3/,
+  );
+
+  const sleepers = new BigUint64Array([5n, 0n]);
+  for (let i = 0; i < 50; i++) rt.spawn("sleeper", sleepers);
+  const sky = new BigUint64Array([10_000n, 0n]);
+  rt.spawn("skynet", sky);
+  const spin = new BigUint64Array([100_000n, 0n]);
+  for (let i = 0; i < 8; i++) rt.spawn("spin", spin);
+  await rt.drain();
+  assert.equal(sleepers[1], 50n);
+  assert.equal(sky[1], 49_995_000n);
+  assert.equal(spin[1], 8n);
+
+  const stats = rt.stats();
+  assert.equal(stats.workers.length, 2);
+  assert.equal(stats.busy, 0);
+  assert.equal(stats.live, 0);
+  assert.ok(stats.workers.reduce((n, w) => n + w.runs, 0) >= 50 + 11_111 + 8);
+  await rt.shutdown();
+});
+
+Deno.test("runtime: bad arguments are named errors that say what was received", () => {
+  const rt = runtime();
+  assert.throws(() => rt.spawn("nope" as "sleeper", new BigUint64Array(2)), TypeError);
+  assert.throws(() => rt.spawn("sleeper"), /needs a BigUint64Array of 2 cells, received undefined/);
+  assert.throws(
+    () => rt.spawn("sleeper", new BigUint64Array(1)),
+    /received \[object BigUint64Array\]/,
+  );
+  assert.throws(() => rt.spawn({} as never), /received \[object Object\]/);
+  assert.throws(() => runtime({ workers: -1 }), RangeError);
+  assert.throws(() => runtime({ stackSize: 5 }), /stackSize .* received 5/);
+  assert.throws(() => runtime(null as never), TypeError);
+  assert.throws(() => resolveNative(1 as never, "x"), TypeError);
+  assert.throws(
+    () => resolveNative("/nonexistent/lib.so", "f"),
+    (e: unknown) => e instanceof KcoroError && e.code === "KC_EINVAL",
+  );
+});
+
+Deno.test("runtime: a C function from another library runs as a native coroutine", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/plugin.c`,
+      `#include <stdint.h>
+void add_one(void *arg) { __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RELEASE); }`,
+    );
+    const zig = Deno.env.get("KCORO_ZIG") ?? `${root}.toolchain/zig/bin/zig`;
+    const cc = await new Deno.Command(zig, {
+      args: ["cc", "-shared", "-fPIC", "-o", `${dir}/libplugin.so`, `${dir}/plugin.c`],
+      stderr: "piped",
+    }).output();
+    assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
+    const addOne = resolveNative(`${dir}/libplugin.so`, "add_one");
+    assert.throws(() => resolveNative(`${dir}/libplugin.so`, "missing"), KcoroError);
+    const rt = runtime();
+    const cells = new BigUint64Array(2);
+    for (let i = 0; i < 100; i++) rt.spawn(addOne, cells);
+    await rt.drain();
+    assert.equal(cells[1], 100n);
+    await rt.shutdown();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("runtime: shutdown is idempotent, later calls are ShutdownError, restart works", async () => {
+  const rt = runtime({ workers: 2 });
+  const cells = new BigUint64Array([20n, 0n]);
+  for (let i = 0; i < 10; i++) rt.spawn("sleeper", cells);
+  await rt.shutdown("finish"); // the sleepers complete first
+  assert.equal(cells[1], 10n);
+  await rt.shutdown();
+  assert.equal(rt.isRunning, false);
+  assert.throws(() => rt.spawn("sleeper", cells), ShutdownError);
+  assert.throws(() => rt.stats(), ShutdownError);
+  await assert.rejects(() => rt.drain(), ShutdownError);
+  const again = runtime({ workers: 1 });
+  assert.notEqual(again, rt);
+  assert.equal(again.workers, 1);
+  await again.shutdown("cancel");
+});
+
+Deno.test("a process with a running runtime exits by itself", async () => {
+  const code = `
+    import { runtime } from "${root}mod.ts";
+    const rt = runtime({ workers: 2 });
+    const cells = new BigUint64Array([1n, 0n]);
+    for (let i = 0; i < 100; i++) rt.spawn("sleeper", cells);
+    await rt.drain();
+    console.log("drained " + cells[1]);
+  `;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-ffi", "--allow-read", "--allow-env", "-"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(20_000),
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(code));
+  await w.close();
+  const res = await child.output();
+  assert.equal(res.signal, null, "killed at the 20 s bound: the process did not exit");
+  assert.equal(res.code, 0, new TextDecoder().decode(res.stderr));
+  assert.equal(new TextDecoder().decode(res.stdout).trim(), "drained 100");
+});
