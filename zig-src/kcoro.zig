@@ -9,6 +9,7 @@ pub const status = @import("status.zig");
 pub const deque = @import("sched/deque.zig");
 pub const scheduler = @import("sched/scheduler.zig");
 pub const context = @import("sc/context.zig");
+pub const builtins = @import("builtins.zig");
 
 pub const Coroutine = coroutine.Coroutine;
 pub const State = coroutine.State;
@@ -27,4 +28,5 @@ test {
     _ = deque;
     _ = scheduler;
     _ = context;
+    _ = builtins;
 }

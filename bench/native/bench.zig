@@ -114,6 +114,135 @@ fn liveParked(reg: *kcoro.Registry, count: usize, handles: []u32) !f64 {
     return @as(f64, @floatFromInt(after - before)) / @as(f64, @floatFromInt(count));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Scheduler benchmarks (Go peers in bench/go/sched_test.go).
+
+const Scheduler = kcoro.scheduler.Scheduler;
+const builtins = kcoro.builtins;
+
+fn startSched(s: *Scheduler, workers: u32, stack_size: usize, mode: kcoro.stack.Mode) !void {
+    try s.start(std.heap.c_allocator, .{ .workers = workers, .stack_size = stack_size, .stack_mode = mode });
+}
+
+/// Chains of coroutines, each spawning the next and finishing (Go's CreateGoroutines).
+fn chain(arg: ?*anyopaque) callconv(.c) void {
+    const n = @intFromPtr(arg);
+    if (n == 0) return;
+    _ = kcoro.scheduler.currentScheduler().?.spawn(chain, @ptrFromInt(n - 1)) catch unreachable;
+}
+
+fn benchSpawn(n: u64, workers: u32) !f64 {
+    var s: Scheduler = undefined;
+    try startSched(&s, workers, 16 * 1024, .slab);
+    defer s.shutdown(.cancel);
+    var timer = try std.time.Timer.start();
+    for (0..workers) |_| _ = try s.spawn(chain, @ptrFromInt(n / workers));
+    try s.drain();
+    return perOp(timer.read(), n);
+}
+
+fn yielder2(arg: ?*anyopaque) callconv(.c) void {
+    const n = @intFromPtr(arg);
+    for (0..n) |_| kcoro.coroutine.yield() catch unreachable;
+}
+
+/// Two coroutines on one worker yielding to each other: one round trip = two yields.
+fn benchYieldPair(n: u64) !f64 {
+    var s: Scheduler = undefined;
+    try startSched(&s, 1, 16 * 1024, .guarded);
+    defer s.shutdown(.cancel);
+    var timer = try std.time.Timer.start();
+    _ = try s.spawn(yielder2, @ptrFromInt(n));
+    _ = try s.spawn(yielder2, @ptrFromInt(n));
+    try s.drain();
+    return perOp(timer.read(), n);
+}
+
+const PingPong2 = struct {
+    var sched: *Scheduler = undefined;
+    var refs: [2]kcoro.coroutine.Ref = undefined;
+    var turn = std.atomic.Value(u8).init(0);
+    var rounds: u64 = 0;
+    var ready = std.atomic.Value(u8).init(0);
+
+    fn side(arg: ?*anyopaque) callconv(.c) void {
+        const me: u8 = @intCast(@intFromPtr(arg));
+        const co = kcoro.coroutine.current().?;
+        refs[me] = .{ .co = co, .gen = co.generation() };
+        _ = ready.fetchAdd(1, .acq_rel);
+        while (ready.load(.acquire) < 2) kcoro.coroutine.yield() catch unreachable;
+        for (0..rounds) |_| {
+            while (turn.load(.acquire) != me) kcoro.coroutine.park() catch unreachable;
+            turn.store(1 - me, .release);
+            _ = sched.unpark(refs[1 - me]);
+        }
+    }
+};
+
+/// Park/unpark ping-pong on one worker (the shape of Go's PingPongHog without channels).
+fn benchParkPair(n: u64) !f64 {
+    var s: Scheduler = undefined;
+    try startSched(&s, 1, 16 * 1024, .guarded);
+    defer s.shutdown(.cancel);
+    PingPong2.sched = &s;
+    PingPong2.rounds = n;
+    PingPong2.turn.store(0, .monotonic);
+    PingPong2.ready.store(0, .monotonic);
+    var timer = try std.time.Timer.start();
+    _ = try s.spawn(PingPong2.side, @ptrFromInt(0));
+    _ = try s.spawn(PingPong2.side, @ptrFromInt(1));
+    try s.drain();
+    return perOp(timer.read(), n);
+}
+
+/// Skynet over 1,000,000 leaves; returns milliseconds.
+fn benchSkynet(workers: u32) !f64 {
+    var s: Scheduler = undefined;
+    try startSched(&s, workers, 16 * 1024, .slab);
+    defer s.shutdown(.cancel);
+    var cells = [2]std.atomic.Value(u64){ .init(1_000_000), .init(0) };
+    var timer = try std.time.Timer.start();
+    _ = try s.spawn(@ptrCast(@alignCast(builtins.entry(.skynet))), &cells);
+    try s.drain();
+    const ms = @as(f64, @floatFromInt(timer.read())) / 1e6;
+    if (cells[1].load(.acquire) != 499999500000) return error.WrongSkynetSum;
+    return ms;
+}
+
+fn parkForever(_: ?*anyopaque) callconv(.c) void {
+    kcoro.coroutine.park() catch unreachable;
+}
+
+/// Resident bytes per coroutine for `n` scheduled coroutines parked on 16 KiB slab stacks.
+fn benchParked(n: u64) !f64 {
+    var s: Scheduler = undefined;
+    try startSched(&s, 2, 16 * 1024, .slab);
+    defer s.shutdown(.cancel);
+    const before = rssBytes();
+    for (0..n) |_| _ = try s.spawn(parkForever, null);
+    try s.drain();
+    const after = rssBytes();
+    return @as(f64, @floatFromInt(after - before)) / @as(f64, @floatFromInt(n));
+}
+
+/// 64 CPU-bound coroutines of `rounds` hash steps; returns milliseconds.
+fn benchFanOut(workers: u32, rounds: u64) !f64 {
+    var s: Scheduler = undefined;
+    try startSched(&s, workers, 16 * 1024, .guarded);
+    defer s.shutdown(.cancel);
+    var cells = [2]std.atomic.Value(u64){ .init(rounds), .init(0) };
+    var timer = try std.time.Timer.start();
+    for (0..64) |_| _ = try s.spawn(@ptrCast(@alignCast(builtins.entry(.spin))), &cells);
+    try s.drain();
+    return @as(f64, @floatFromInt(timer.read())) / 1e6;
+}
+
+fn bestF(runs: usize, comptime f: anytype, args: anytype) !f64 {
+    var best: f64 = std.math.inf(f64);
+    for (0..runs) |_| best = @min(best, try @call(.auto, f, args));
+    return best;
+}
+
 fn perOp(ns: u64, ops: u64) f64 {
     return @as(f64, @floatFromInt(ns)) / @as(f64, @floatFromInt(ops));
 }
@@ -167,6 +296,23 @@ pub fn main() !void {
         defer big.deinit();
         const per = try liveParked(&big, count, handles);
         try report(out, .{ .name = "live parked coroutines (slab, 16 KiB stacks)", .value = per, .unit = "bytes/coroutine", .iterations = count });
+    }
+
+    {
+        const sn: u64 = if (quick) 200_000 else 1_000_000;
+        const sruns: usize = if (quick) 2 else 5;
+        try report(out, .{ .name = "sched: spawn + run to completion (2 workers)", .value = try bestF(sruns, benchSpawn, .{ sn, 2 }), .unit = "ns/spawn", .iterations = sn });
+        try report(out, .{ .name = "sched: yield round trip, two coroutines on one worker", .value = try bestF(sruns, benchYieldPair, .{sn}), .unit = "ns/round-trip", .iterations = sn });
+        try report(out, .{ .name = "sched: park/unpark ping-pong on one worker", .value = try bestF(sruns, benchParkPair, .{sn}), .unit = "ns/round-trip", .iterations = sn });
+        try report(out, .{ .name = "sched: skynet, 1,000,000 coroutines (2 workers)", .value = try bestF(sruns, benchSkynet, .{2}), .unit = "ms", .iterations = 1_000_000 });
+        const pn: u64 = if (quick) 100_000 else 1_000_000;
+        try report(out, .{ .name = "sched: parked coroutines, resident memory", .value = try benchParked(pn), .unit = "bytes/coroutine", .iterations = pn });
+        const rounds: u64 = if (quick) 500_000 else 2_000_000;
+        const one = try bestF(sruns, benchFanOut, .{ 1, rounds });
+        const two = try bestF(sruns, benchFanOut, .{ 2, rounds });
+        try report(out, .{ .name = "sched: CPU fan-out, 64 tasks, 1 worker", .value = one, .unit = "ms", .iterations = 64 });
+        try report(out, .{ .name = "sched: CPU fan-out, 64 tasks, 2 workers", .value = two, .unit = "ms", .iterations = 64 });
+        try report(out, .{ .name = "sched: parallel speedup, 2 workers over 1", .value = one / two, .unit = "x", .iterations = 64 });
     }
 
     const cycles = n / 10;

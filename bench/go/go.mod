@@ -1,0 +1,3 @@
+module kcoro.bench/go
+
+go 1.21
