@@ -1,11 +1,12 @@
-//! A worker's local run queue: a bounded Chase-Lev style ring of pointers with one producer
-//! (the owning worker pushes at the bottom) and many consumers (the owner and thieves take from
-//! the top with a CAS). Taking from the top for the owner too makes the queue FIFO, so a
-//! coroutine that yields goes behind the others; locality comes from the worker's LIFO slot
-//! instead (as in Tokio).
+//! A worker's local run queue: a bounded Chase-Lev deque of pointers. The owning worker pushes
+//! and pops at the bottom (LIFO: the coroutine spawned last runs first, so a tree of spawns is
+//! explored depth-first and stays small); thieves take from the top (the oldest entries, which
+//! for divide-and-conquer work are the biggest pieces). `stealHalf` moves half of a victim's
+//! entries one CAS at a time: a single CAS over a batch could race the owner's pops at the
+//! bottom, one entry per CAS cannot (the classic Chase-Lev argument).
 //!
-//! `Producer`-side calls (`push`) may only be made by the owner thread; `pop`, `steal` and
-//! `stealHalf` by any thread. Capacity is a power of two fixed at compile time, so tests can
+//! `push` and `pop` only on the owner thread; `steal`, `stealHalf` (into a deque the caller
+//! owns) and `len` on any thread. Capacity is a power of two fixed at compile time, so tests can
 //! shrink it and make the full/wrap-around races show. Size: capacity * 8 bytes + two lines.
 const std = @import("std");
 const assert = std.debug.assert;
@@ -26,64 +27,74 @@ pub fn Deque(comptime T: type, comptime capacity: u32) type {
         /// Owner only. Returns false (and leaves the queue unchanged) when it is full.
         pub fn push(q: *Self, item: *T) bool {
             const b = q.bottom.load(.monotonic); // only we write it
-            // Acquire: pairs with the acq_rel CAS in `take`; a slot is free again only after the
-            // consumer that took it has read it.
+            // Acquire: pairs with the seq_cst CAS of `top` in `steal`; a slot is free again only
+            // after the thief that took it has read it.
             const t = q.top.load(.acquire);
             assert(b -% t <= capacity);
             if (b -% t == capacity) return false;
             q.slots[b & mask].store(item, .monotonic);
-            // Seq_cst: publishes the slot (release, pairs with the acquire load of `bottom` in
-            // `take`) and orders this push before the scheduler's later load of its sleeper
-            // count (the idle protocol's Dekker pair).
-            q.bottom.store(b +% 1, .seq_cst);
+            // Seq_cst: publishes the slot (release, pairs with the thieves' acquire of `bottom`)
+            // and orders this push before the scheduler's later load of its sleeper count (the
+            // idle protocol's Dekker pair). A swap, not a store: a read-modify-write is a full
+            // barrier everywhere, including under qemu-user on an x86 host, which does not keep
+            // AArch64's store-release/load-acquire order for a plain seq_cst store (this lost
+            // items in the stress test below). On x86 a seq_cst store is an xchg anyway.
+            _ = q.bottom.swap(b +% 1, .seq_cst);
             return true;
         }
 
-        /// Any thread: takes the oldest item, or null if the queue is (momentarily) empty.
+        /// Owner only: takes the newest item, or null if the queue is empty.
         pub fn pop(q: *Self) ?*T {
-            return q.take();
+            const b = q.bottom.load(.monotonic) -% 1;
+            // Seq_cst store then seq_cst load: pairs with the thieves' seq_cst load of `bottom`
+            // after their load of `top`; either a thief sees the smaller bottom, or we see its
+            // CAS of top (Chase-Lev). A swap for the store, for the reason given in `push`.
+            _ = q.bottom.swap(b, .seq_cst);
+            const t = q.top.load(.seq_cst);
+            const n: i32 = @bitCast(b -% t);
+            if (n < 0) {
+                // Empty: undo. Release, not monotonic: a thief that reads this value must also
+                // see the slots below it (a relaxed store would not carry the earlier pushes'
+                // publication on a weakly ordered CPU).
+                q.bottom.store(b +% 1, .release);
+                return null;
+            }
+            const item = q.slots[b & mask].load(.monotonic);
+            if (n > 0) return item.?; // more than one left: no thief can reach this slot
+            // The last item: race the thieves for it with the same CAS they use.
+            const won = q.top.cmpxchgStrong(t, t +% 1, .seq_cst, .monotonic) == null;
+            q.bottom.store(b +% 1, .release); // release: as for the undo above
+
+            return if (won) item.? else null;
         }
 
-        /// Any thread; the same operation as `pop`, named for the thief's point of view.
+        /// Any thread: takes the oldest item, or null if the queue is empty or the race was lost.
         pub fn steal(q: *Self) ?*T {
-            return q.take();
-        }
-
-        fn take(q: *Self) ?*T {
             while (true) {
-                // Acquire on both: pairs with the owner's release/seq_cst store of `bottom` (so
-                // the slot is initialised) and with other consumers' CAS of `top`.
-                const t = q.top.load(.acquire);
-                const b = q.bottom.load(.acquire);
-                if (b -% t == 0 or b -% t > capacity) return null;
+                // Acquire + seq_cst: pairs with the owner's seq_cst store of `bottom` in `pop`
+                // (and its release in `push`, so the slot is initialised).
+                const t = q.top.load(.seq_cst);
+                const b = q.bottom.load(.seq_cst);
+                const n: i32 = @bitCast(b -% t);
+                if (n <= 0) return null;
                 const item = q.slots[t & mask].load(.monotonic);
-                // Acq_rel: pairs with the owner's acquire load of `top` in `push`.
-                if (q.top.cmpxchgWeak(t, t +% 1, .acq_rel, .monotonic) == null) return item.?;
+                // Seq_cst: the CAS the owner's last-item pop races against.
+                if (q.top.cmpxchgWeak(t, t +% 1, .seq_cst, .monotonic) == null) return item.?;
             }
         }
 
         /// Any thread: moves up to half of `victim`'s items into `q` (which the caller must own)
         /// and returns one more to run now. Null if the victim was empty.
         pub fn stealHalf(q: *Self, victim: *Self) ?*T {
-            while (true) {
-                const t = victim.top.load(.acquire);
-                const b = victim.bottom.load(.acquire);
-                const n = b -% t;
-                if (n == 0 or n > capacity) return null;
-                // Take ceil(n/2), but never more than fits in our own queue plus the one to run.
-                const mine_b = q.bottom.load(.monotonic);
-                const room = capacity - (mine_b -% q.top.load(.acquire));
-                const want = @min(n - n / 2, room + 1);
-                var batch: [capacity]?*T = undefined;
-                for (0..want) |i| batch[i] = victim.slots[(t +% @as(u32, @intCast(i))) & mask].load(.monotonic);
-                // Acq_rel: as in `take`; one CAS claims the whole batch.
-                if (victim.top.cmpxchgWeak(t, t +% want, .acq_rel, .monotonic) != null) continue;
-                for (batch[1..want]) |item| {
-                    const ok = q.push(item.?);
-                    assert(ok); // `room` said it fits
-                }
-                return batch[0].?;
+            const first = victim.steal() orelse return null;
+            var more = victim.len() / 2;
+            while (more > 0) : (more -= 1) {
+                if (q.len() == capacity) break;
+                const item = victim.steal() orelse break;
+                const ok = q.push(item);
+                assert(ok); // we checked for room, and only we push to q
             }
+            return first;
         }
 
         /// Approximate number of items (exact when called by the owner with no thieves).
@@ -92,24 +103,29 @@ pub fn Deque(comptime T: type, comptime capacity: u32) type {
         pub fn len(q: *const Self) u32 {
             const b = q.bottom.load(.seq_cst);
             const t = q.top.load(.seq_cst);
-            const n = b -% t;
-            return if (n > capacity) 0 else n;
+            const n: i32 = @bitCast(b -% t);
+            return if (n <= 0) 0 else @intCast(@min(n, capacity));
         }
     };
 }
 
 const testing = std.testing;
 
-test "FIFO order, full and empty" {
+test "owner pops LIFO, thieves steal FIFO; full and empty" {
     var q: Deque(u32, 4) = .{};
     var vals = [_]u32{ 1, 2, 3, 4, 5 };
     try testing.expect(q.pop() == null);
+    try testing.expect(q.steal() == null);
     for (vals[0..4]) |*v| try testing.expect(q.push(v));
     try testing.expect(!q.push(&vals[4])); // full
-    try testing.expectEqual(@as(u32, 1), q.pop().?.*);
+    try testing.expectEqual(@as(u32, 4), q.pop().?.*); // newest
+    try testing.expectEqual(@as(u32, 1), q.steal().?.*); // oldest
     try testing.expect(q.push(&vals[4])); // wraps around
-    for ([_]u32{ 2, 3, 4, 5 }) |want| try testing.expectEqual(want, q.pop().?.*);
+    try testing.expectEqual(@as(u32, 5), q.pop().?.*);
+    try testing.expectEqual(@as(u32, 3), q.pop().?.*);
+    try testing.expectEqual(@as(u32, 2), q.pop().?.*);
     try testing.expect(q.pop() == null);
+    try testing.expectEqual(@as(u32, 0), q.len());
 }
 
 test "stealHalf moves half and returns one" {
@@ -118,14 +134,14 @@ test "stealHalf moves half and returns one" {
     var vals: [6]u32 = .{ 0, 1, 2, 3, 4, 5 };
     for (&vals) |*v| try testing.expect(a.push(v));
     const got = b.stealHalf(&a).?;
-    try testing.expectEqual(@as(u32, 0), got.*);
-    try testing.expectEqual(@as(u32, 2), b.len());
+    try testing.expectEqual(@as(u32, 0), got.*); // the oldest
+    try testing.expectEqual(@as(u32, 2), b.len()); // 1 and 2
     try testing.expectEqual(@as(u32, 3), a.len());
-    try testing.expectEqual(@as(u32, 1), b.pop().?.*);
-    try testing.expectEqual(@as(u32, 3), a.pop().?.*);
+    try testing.expectEqual(@as(u32, 2), b.pop().?.*);
+    try testing.expectEqual(@as(u32, 5), a.pop().?.*);
 }
 
-test "concurrent consumers take every item exactly once" {
+test "owner and thieves take every item exactly once" {
     const cap = 16; // small, so the ring wraps and fills constantly
     const total = 200_000;
     const Q = Deque(u32, cap);
@@ -153,14 +169,19 @@ test "concurrent consumers take every item exactly once" {
     for (vals, 0..) |*v, i| v.* = @intCast(i);
     var threads: [3]std.Thread = undefined;
     for (&threads, 0..) |*t, i| t.* = try std.Thread.spawn(.{}, S.thief, .{i});
+    var prng = std.Random.DefaultPrng.init(0x5eed);
     for (vals) |*v| {
         while (!S.q.push(v)) {
             if (S.q.pop()) |got| S.mark(got); // the owner consumes too
+        }
+        // Pop now and then, so the owner races the thieves for the last items.
+        if (prng.random().uintLessThan(u32, 4) == 0) {
+            if (S.q.pop()) |got| S.mark(got);
         }
     }
     while (S.q.pop()) |got| S.mark(got);
     S.done.store(true, .release);
     for (threads) |t| t.join();
     try testing.expectEqual(@as(u32, total), S.taken.load(.monotonic));
-    for (&S.seen) |*s| try testing.expectEqual(@as(u8, 1), s.load(.monotonic));
+    for (&S.seen) |*x| try testing.expectEqual(@as(u8, 1), x.load(.monotonic));
 }

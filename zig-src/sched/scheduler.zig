@@ -8,12 +8,17 @@
 //!
 //! Picking the next coroutine (a worker's "tick"):
 //! 1. every 61st tick, the inject queue first, so that outside submissions are never starved;
+//!    every 31st tick, the FIFO list first, so that yielded coroutines are never starved;
 //! 2. the LIFO slot: the coroutine most recently spawned or woken by the running one runs next
 //!    (its data is hot in cache), at most `lifo_cap` times in a row, so a ping-pong pair that
-//!    keeps waking each other cannot starve the rest of the queue;
-//! 3. the local queue (FIFO: a coroutine that yields goes to the back);
-//! 4. the inject queue;
-//! 5. stealing half of a random victim's queue, by at most half of the workers at once.
+//!    keeps waking each other cannot starve the rest; after that it goes to the FIFO list;
+//! 3. the local deque, newest first (a spawned coroutine displaced from the LIFO slot lands
+//!    here, so a tree of spawns is explored depth-first and only a few hundred of a million
+//!    skynet coroutines are alive at once);
+//! 4. the FIFO list: coroutines that yielded, that a timer woke, or whose LIFO streak ended;
+//! 5. the inject queue;
+//! 6. stealing half of a random victim's deque (its oldest entries), by at most half of the
+//!    workers at once.
 //! A worker with nothing to do spins briefly, then sleeps on a futex until work or its next
 //! timer; see `idle` for why no wake-up is lost.
 //!
@@ -42,6 +47,8 @@ pub const queue_capacity = 256;
 /// How many stacks a worker keeps for itself before handing a batch back to the shared pool.
 const cache_max = 64;
 const cache_batch = 32;
+/// Longest a worker's FIFO list may grow before overflow goes to the inject queue.
+const fifo_max = 64;
 
 pub const Options = struct {
     /// Worker threads; 0 means one per CPU.
@@ -112,6 +119,11 @@ const Worker = struct {
     queue: Deque(Coroutine, queue_capacity) = .{},
     lifo: ?*Coroutine = null,
     lifo_streak: u32 = 0,
+    /// Owner-only FIFO of coroutines that must wait their turn: those that yielded, those a
+    /// timer woke (in deadline order), and a LIFO-slot coroutine that used up its streak.
+    fifo_head: ?*Coroutine = null,
+    fifo_tail: ?*Coroutine = null,
+    fifo_len: u32 = 0,
     tick: u32 = 0,
     rng: u64,
     cache: [cache_max]Stack = undefined,
@@ -150,19 +162,46 @@ const Worker = struct {
         if (w.tick % 61 == 0) {
             if (s.inject.pop()) |co| return co;
         }
+        if (w.tick % 31 == 0) {
+            if (w.popFifo()) |co| return co;
+        }
         if (w.lifo) |co| {
             w.lifo = null;
             if (w.lifo_streak < s.options.lifo_cap) {
                 w.lifo_streak += 1;
                 return co;
             }
-            // The cap is reached: the slot's coroutine goes behind the queue.
-            w.pushLocal(co);
+            // The streak is used up: the slot's coroutine waits its turn behind the others.
+            w.pushFifo(co);
         }
         w.lifo_streak = 0;
         if (w.queue.pop()) |co| return co;
+        if (w.popFifo()) |co| return co;
         if (s.inject.pop()) |co| return co;
         return w.stealWork();
+    }
+
+    /// To the back of the line. Beyond `fifo_max` waiting, to the inject queue instead, where
+    /// idle workers can take them (thieves cannot reach this list).
+    fn pushFifo(w: *Worker, co: *Coroutine) void {
+        if (w.fifo_len >= fifo_max) {
+            w.sched.inject.push(co);
+            w.sched.notify();
+            return;
+        }
+        co.link = null;
+        if (w.fifo_tail) |t| t.link = co else w.fifo_head = co;
+        w.fifo_tail = co;
+        w.fifo_len += 1;
+    }
+
+    fn popFifo(w: *Worker) ?*Coroutine {
+        const co = w.fifo_head orelse return null;
+        w.fifo_head = co.link;
+        if (w.fifo_head == null) w.fifo_tail = null;
+        co.link = null;
+        w.fifo_len -= 1;
+        return co;
     }
 
     fn stealWork(w: *Worker) ?*Coroutine {
@@ -198,8 +237,8 @@ const Worker = struct {
         _ = w.runs.fetchAdd(1, .monotonic);
         const state = co.@"resume"() catch unreachable; // only runnable coroutines are queued
         switch (state) {
-            .suspended => w.pushLocal(co), // yield: to the back of the queue
-            .ready => w.pushLocal(co), // parked, but an unpark raced in during the switch
+            .suspended => w.pushFifo(co), // yield: to the back of the line
+            .ready => w.pushFifo(co), // parked, but an unpark raced in during the switch
             .parked => {
                 _ = w.parks.fetchAdd(1, .monotonic);
                 s.busyDone(); // a parked coroutine is not runnable (its timer, if any, counts)
@@ -494,7 +533,7 @@ pub const Scheduler = struct {
                         if (w.lifo) |prev| w.pushLocal(prev);
                         w.lifo = co;
                     },
-                    .queue => w.pushLocal(co),
+                    .queue => w.pushFifo(co),
                 }
                 s.notify();
                 return true;
@@ -595,7 +634,7 @@ pub const Scheduler = struct {
     fn hasWork(s: *Scheduler, w: *Worker) bool {
         if (s.state.load(.seq_cst) != .running) return true;
         if (s.inject.len.load(.seq_cst) > 0) return true;
-        if (w.lifo != null) return true;
+        if (w.lifo != null or w.fifo_head != null) return true;
         if (w.timers.peek()) |t| {
             if (t.deadline <= monotonicNs()) return true;
         }
@@ -812,6 +851,9 @@ test "a ping-pong pair in the LIFO slot cannot starve the queue" {
         var bounces: std.atomic.Value(u64) = .init(0);
         fn side(arg: ?*anyopaque) callconv(.c) void {
             const me = @intFromPtr(arg);
+            // Publish our own Ref before anyone may use it (the spawner's copy could be late).
+            const co = coroutine.current().?;
+            refs[me] = .{ .co = co, .gen = co.generation() };
             _ = started.fetchAdd(1, .release);
             while (started.load(.acquire) < 2) coroutine.yield() catch unreachable;
             while (!stop.load(.acquire)) {
@@ -831,8 +873,8 @@ test "a ping-pong pair in the LIFO slot cannot starve the queue" {
     try startForTest(&s, 1);
     defer s.shutdown(.cancel);
     S.sched = &s;
-    S.refs[0] = try s.spawn(S.side, @ptrFromInt(0));
-    S.refs[1] = try s.spawn(S.side, @ptrFromInt(1));
+    _ = try s.spawn(S.side, @ptrFromInt(0));
+    _ = try s.spawn(S.side, @ptrFromInt(1));
     // Let the pair get going, then queue the coroutine that stops them.
     while (S.bounces.load(.monotonic) < 1000) std.Thread.yield() catch {};
     _ = try s.spawn(S.stopper, null);
