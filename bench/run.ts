@@ -8,6 +8,8 @@
  * - switch: the native context switch (Zig bench executable, no FFI) against Boost.Context's
  *   jump_fcontext, when libboost-context-dev is installed (bench/boost/fcontext_bench.cpp).
  * - ffi: the Deno FFI call floor and a native coroutine driven from JavaScript (deno bench).
+ * - sched: the scheduler (Zig bench executable) against the equivalent Go programs in
+ *   bench/go (`go test -bench`), when `go` is on PATH.
  */
 const root = new URL("../", import.meta.url).pathname;
 const quick = Deno.args.includes("--quick");
@@ -115,12 +117,14 @@ const byName = (prefix: string) => native.find((l) => l.name.startsWith(prefix))
 const plain = byName("switch (callee-saved")!;
 const fp = byName("switch + FP")!;
 const ret = byName("switch returning with ret");
+const schedLines = native.filter((l) => l.name.startsWith("sched:"));
 const switchFigures: Figure[] = [
   figure(plain, boost),
   // Boost saves the FP control state on every switch; this is the like-for-like comparison.
   figure(fp, boost),
   ...(ret ? [figure(ret, plain)] : []),
-  ...native.filter((l) => !l.name.startsWith("switch")).map((l) => figure(l)),
+  ...native.filter((l) => !l.name.startsWith("switch") && !l.name.startsWith("sched:"))
+    .map((l) => figure(l)),
 ];
 table("native context switch (Zig bench executable, best of runs)", switchFigures);
 await save("switch", switchFigures);
@@ -134,6 +138,85 @@ console.log(
         `(${(plain.value / boost.value).toFixed(3)}x)`
       : ""),
 );
+
+// --- sched --------------------------------------------------------------------------------
+/** Runs `go test -bench` in bench/go and returns the best (lowest) value of each metric. */
+async function goPeers(): Promise<Map<string, number>> {
+  const best = new Map<string, number>();
+  const counts = quick ? "1" : "3";
+  const runs: string[][] = [
+    ["-bench", "CreateGoroutines|PingPongHog|Skynet|FanOut", "-count", counts, "-cpu", "2"],
+    ["-bench", "FanOut", "-count", counts, "-cpu", "1"],
+    ["-bench", "Parked1M", "-count", "1", "-cpu", "2"],
+  ];
+  for (const args of runs) {
+    let text: string;
+    try {
+      text = await run(
+        "go",
+        ["test", "-run", "^$", "-benchtime", "1x", ...args],
+        `${root}bench/go`,
+      );
+    } catch (e) {
+      console.log(`(Go peers skipped: ${(e as Error).message.split("\n")[0]})`);
+      return best;
+    }
+    for (const line of text.split("\n")) {
+      // Go omits the "-N" suffix when GOMAXPROCS is 1.
+      const m = /^Benchmark(\w+?)(?:-(\d+))?\s+\d+\s+\d+ ns\/op\s+([\d.]+) (\S+)/.exec(line);
+      if (!m) continue;
+      const key = `${m[1]}-${m[2] ?? "1"}`;
+      const v = Number(m[3]);
+      best.set(key, Math.min(v, best.get(key) ?? Infinity));
+    }
+  }
+  return best;
+}
+
+const hasGo = await new Deno.Command("go", { args: ["version"], stdout: "null", stderr: "null" })
+  .output().then((o) => o.success, () => false);
+const go = hasGo ? await goPeers() : new Map<string, number>();
+if (!hasGo) console.log("(Go peers skipped: `go` is not on PATH)");
+const peer = (name: string, key: string, unit: string): Line | null =>
+  go.has(key) ? { name: `Go ${name}`, value: go.get(key)!, unit } : null;
+const sched = (prefix: string) => schedLines.find((l) => l.name.startsWith(prefix))!;
+const goSpeedup = go.has("FanOut-1") && go.has("FanOut-2")
+  ? {
+    name: "Go fan-out speedup, GOMAXPROCS 2 over 1",
+    value: go.get("FanOut-1")! / go.get("FanOut-2")!,
+    unit: "x",
+  }
+  : null;
+const schedFigures: Figure[] = [
+  figure(
+    sched("sched: spawn"),
+    peer("BenchmarkCreateGoroutines", "CreateGoroutines-2", "ns/spawn"),
+  ),
+  figure(
+    sched("sched: yield round trip"),
+    peer("BenchmarkPingPongHog", "PingPongHog-2", "ns/roundtrip"),
+  ),
+  figure(
+    sched("sched: park/unpark"),
+    peer("BenchmarkPingPongHog", "PingPongHog-2", "ns/roundtrip"),
+  ),
+  figure(sched("sched: skynet"), peer("skynet (channels)", "Skynet-2", "ms")),
+  figure(
+    sched("sched: parked coroutines"),
+    peer("1,000,000 parked goroutines", "Parked1M-2", "bytes/goroutine"),
+  ),
+  figure(
+    sched("sched: CPU fan-out, 64 tasks, 1 worker"),
+    peer("fan-out, GOMAXPROCS 1", "FanOut-1", "ms"),
+  ),
+  figure(
+    sched("sched: CPU fan-out, 64 tasks, 2 workers"),
+    peer("fan-out, GOMAXPROCS 2", "FanOut-2", "ms"),
+  ),
+  figure(sched("sched: parallel speedup"), goSpeedup),
+];
+table("scheduler (Zig bench executable, best of runs; Go in the same run)", schedFigures);
+await save("sched", schedFigures);
 
 // --- ffi ----------------------------------------------------------------------------------
 const benchOut = await run(Deno.execPath(), [
@@ -156,4 +239,4 @@ const floor = ffiLines[0];
 const ffiFigures = [figure(floor), ...ffiLines.slice(1).map((l) => figure(l, floor))];
 table("Deno FFI (deno bench, mean)", ffiFigures);
 await save("ffi", ffiFigures);
-console.log(`\nwrote bench/results/switch.json and bench/results/ffi.json`);
+console.log(`\nwrote bench/results/switch.json, sched.json and ffi.json`);

@@ -6,7 +6,8 @@
  *
  * `kc_coro_yield`, `kc_coro_yield_value` and `kc_coro_park` are absent on purpose: they are
  * called from inside a native coroutine, and JavaScript never runs on a coroutine's stack.
- * So is `kc_sleep_ns`: on the JavaScript thread it would block the event loop.
+ * So are `kc_park_until` (coroutine-only too), `kc_sleep_ns` (on the JavaScript thread it would
+ * block the event loop) and `kc_now_ns` (the C side's clock for `kc_park_until`).
  *
  * @module
  */
@@ -42,8 +43,8 @@ export const symbols = {
   kc_builtin_entry: { parameters: ["u32"], result: "pointer" },
   /** int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags) */
   kc_sched_start: { parameters: ["u32", "u32", "u32"], result: "i32" },
-  /** int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t *out_handle) */
-  kc_spawn: { parameters: ["pointer", "pointer", "buffer"], result: "i32" },
+  /** int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t flags, uint32_t *out_handle) */
+  kc_spawn: { parameters: ["pointer", "pointer", "u32", "buffer"], result: "i32" },
   /** int32_t kc_sched_drain(void), run on a helper thread: resolves when drained. */
   kc_sched_drain: { parameters: [], result: "i32", nonblocking: true },
   /** int32_t kc_sched_drain_for(uint64_t timeout_ns), on a helper thread. */

@@ -17,7 +17,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 1
+#define KC_ABI_VERSION 2
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -100,9 +100,15 @@ const void *kc_builtin_entry(uint32_t id);
  * kc_coro_create, applied to every spawned coroutine). KC_EBUSY if already running. */
 int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags);
 /* Runs entry(arg) as a scheduled coroutine; it inherits the spawning coroutine's context.
+ * flags: KC_CORO_FP_CONTROL (stacks are the scheduler's: KC_CORO_SLAB_STACK is KC_EINVAL).
  * With out_handle, the coroutine gets a handle valid until it finishes. KC_ESHUTDOWN if the
  * scheduler is not running. */
-int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t *out_handle);
+int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t flags, uint32_t *out_handle);
+/* CLOCK_MONOTONIC in nanoseconds: the clock of kc_park_until (never fails). */
+uint64_t kc_now_ns(void);
+/* Inside a scheduled coroutine: parks until kc_coro_unpark (0) or deadline_ns (KC_ETIME). May
+ * return 0 early for no reason, like kc_coro_park: re-check the condition you wait for. */
+int32_t kc_park_until(uint64_t deadline_ns);
 /* Inside a scheduled coroutine: parks it for at least ns. On a plain thread: blocks it.
  * KC_EINVAL inside a hand-driven coroutine. */
 int32_t kc_sleep_ns(uint64_t ns);

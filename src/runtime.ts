@@ -158,7 +158,7 @@ export class Runtime {
       }
       argPtr = arg;
     }
-    unwrap(sym.kc_spawn(fn, argPtr, null), "spawn coroutine");
+    unwrap(sym.kc_spawn(fn, argPtr, 0, null), "spawn coroutine");
   }
 
   /**

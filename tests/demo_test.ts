@@ -13,4 +13,7 @@ Deno.test("the demo runs to completion and exits 0", async () => {
   assert.match(out, /unpark before the first park -> left a permit/);
   assert.match(out, /InvalidHandleError/);
   assert.match(out, /stats: 0 live coroutines/);
+  assert.match(out, /= 499999500000 in/);
+  assert.match(out, /1000 done/);
+  assert.match(out, /16 CPU-bound coroutines on 2 workers: 16 done/);
 });

@@ -11,6 +11,8 @@ const onlyInsideCoroutine = new Set([
   "kc_coro_yield_value",
   "kc_coro_park",
   "kc_sleep_ns",
+  "kc_park_until",
+  "kc_now_ns",
 ]);
 
 function cTypeToFfi(t: string): string[] {

@@ -16,7 +16,7 @@ pub const State = coroutine.State;
 pub const Registry = registry.Registry;
 
 /// Bumped on every incompatible change to the C ABI (`include/kcoro.h`, `ffi/symbols.ts`).
-pub const abi_version: u32 = 1;
+pub const abi_version: u32 = 2;
 
 test {
     _ = arch;

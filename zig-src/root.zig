@@ -174,16 +174,35 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
     return 0;
 }
 
-/// int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t *out_handle): runs entry(arg) on the
-/// scheduler. With out_handle, the coroutine gets a handle (for kc_coro_unpark/kc_coro_state),
-/// valid until it finishes; it is attached before the coroutine can run.
-export fn kc_spawn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, out_handle: ?*u32) callconv(.c) i32 {
+/// int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t flags, uint32_t *out_handle): runs
+/// entry(arg) on the scheduler. flags: KC_CORO_FP_CONTROL (others are KC_EINVAL; stacks are the
+/// scheduler's). With out_handle, the coroutine gets a handle (for kc_coro_unpark and
+/// kc_coro_state), valid until it finishes; it is attached before the coroutine can run.
+export fn kc_spawn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_handle: ?*u32) callconv(.c) i32 {
     const e = entry orelse return Status.invalid.code();
+    const f: kcoro.registry.Flags = @bitCast(flags);
+    if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
     const s = running() orelse return Status.shutdown.code();
     const inherited = if (coroutine.current()) |cur| cur.context else kcoro.context.empty;
     const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
-    _ = s.spawnWith(e, arg, inherited, hook) catch |err| return fail(err);
+    _ = s.spawnWith(e, arg, inherited, .{ .hook = hook, .fp_control = f.fp_control }) catch |err| return fail(err);
     return 0;
+}
+
+/// uint64_t kc_now_ns(void): CLOCK_MONOTONIC in nanoseconds, the clock of kc_park_until.
+export fn kc_now_ns() callconv(.c) u64 {
+    return kcoro.scheduler.monotonicNs();
+}
+
+/// int32_t kc_park_until(uint64_t deadline_ns): inside a scheduled coroutine, parks until
+/// kc_coro_unpark or the deadline (kc_now_ns clock): 0 if unparked, KC_ETIME at the deadline.
+/// Like kc_coro_park it may return 0 early for no reason; callers re-check their condition.
+export fn kc_park_until(deadline_ns: u64) callconv(.c) i32 {
+    const co = coroutine.current() orelse return Status.not_coroutine.code();
+    const owner = co.owner orelse return Status.invalid.code();
+    const s: *Scheduler = @ptrCast(@alignCast(owner));
+    const timed_out = s.parkUntil(deadline_ns) catch |err| return fail(err);
+    return if (timed_out) Status.timeout.code() else 0;
 }
 
 fn attachHandle(ctx: ?*anyopaque, co: *coroutine.Coroutine) anyerror!void {
@@ -237,7 +256,7 @@ export fn kc_sched_info(out: ?[*]u64, len: u32) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
     var vals = [_]u64{ 0, 0, 0, 0 };
     if (running()) |s| {
-        vals = .{ s.workerCount(), s.live.load(.monotonic), s.busy.load(.monotonic), 1 };
+        vals = .{ s.workerCount(), s.liveCount(), s.busy.load(.monotonic), 1 };
     }
     const n = @min(len, vals.len);
     for (0..n) |i| o[i] = vals[i];
@@ -363,7 +382,7 @@ test "C ABI: create, resume, transfer, destroy; bad handles are errors" {
 }
 
 test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutdown" {
-    try testing.expectEqual(Status.shutdown.code(), kc_spawn(@ptrCast(@alignCast(kc_builtin_entry(4))), null, null));
+    try testing.expectEqual(Status.shutdown.code(), kc_spawn(@ptrCast(@alignCast(kc_builtin_entry(4))), null, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 32 * 1024, 0));
     try testing.expectEqual(Status.busy.code(), kc_sched_start(2, 0, 0));
     var info: [4]u64 = undefined;
@@ -373,7 +392,7 @@ test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutd
     // Sleepers: 20 coroutines of 5 ms each.
     var sleep_cells = [2]u64{ 5, 0 };
     const sleeper: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.sleeper)).?));
-    for (0..20) |_| try testing.expectEqual(@as(i32, 0), kc_spawn(sleeper, &sleep_cells, null));
+    for (0..20) |_| try testing.expectEqual(@as(i32, 0), kc_spawn(sleeper, &sleep_cells, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
     try testing.expectEqual(@as(u64, 20), @atomicLoad(u64, &sleep_cells[1], .acquire));
 
@@ -385,7 +404,7 @@ test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutd
         }
     };
     var h: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_spawn(S.waiter, null, &h));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.waiter, null, 0, &h));
     try testing.expect(h != 0);
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s)); // parked
     try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_state(h));
@@ -396,9 +415,28 @@ test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutd
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
     try testing.expectEqual(Status.bad_handle.code(), kc_coro_unpark(h)); // finished: handle freed
 
+    // kc_park_until: a deadline nobody beats returns KC_ETIME, not early.
+    const T = struct {
+        var result = std.atomic.Value(i32).init(1);
+        var waited = std.atomic.Value(u64).init(0);
+        fn timed(_: ?*anyopaque) callconv(.c) void {
+            const start = kc_now_ns();
+            var r: i32 = 0;
+            while (r == 0) r = kc_park_until(start + 10 * std.time.ns_per_ms);
+            waited.store(kc_now_ns() - start, .monotonic);
+            result.store(r, .release);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_spawn(T.timed, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
+    try testing.expectEqual(Status.timeout.code(), T.result.load(.acquire));
+    try testing.expect(T.waited.load(.monotonic) >= 10 * std.time.ns_per_ms);
+    try testing.expectEqual(Status.not_coroutine.code(), kc_park_until(0));
+    try testing.expectEqual(Status.invalid.code(), kc_spawn(T.timed, null, 2, null)); // slab flag
+
     // Skynet of 1000 leaves through the C ABI.
     var sky = [2]u64{ 1000, 0 };
-    try testing.expectEqual(@as(i32, 0), kc_spawn(@ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.skynet)).?)), &sky, null));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(@ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.skynet)).?)), &sky, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
     try testing.expectEqual(@as(u64, 999 * 1000 / 2), @atomicLoad(u64, &sky[1], .acquire));
 
@@ -408,13 +446,13 @@ test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutd
 
     // A coroutine parked forever (with a handle) is freed by shutdown, and so is its handle.
     var h2: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_spawn(S.waiter, null, &h2));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.waiter, null, 0, &h2));
     S.woke.store(false, .release);
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0)); // no-op
     try testing.expectEqual(Status.bad_handle.code(), kc_coro_state(h2));
-    try testing.expectEqual(Status.shutdown.code(), kc_spawn(sleeper, &sleep_cells, null));
+    try testing.expectEqual(Status.shutdown.code(), kc_spawn(sleeper, &sleep_cells, 0, null));
     try testing.expectEqual(Status.shutdown.code(), kc_sched_drain());
     try testing.expectEqual(Status.invalid.code(), kc_sched_shutdown(7));
     try testing.expectEqual(@as(i32, 0), kc_sleep_ns(1000)); // a plain thread just sleeps

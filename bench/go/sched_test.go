@@ -126,28 +126,19 @@ func BenchmarkParked1M(b *testing.B) {
 	const n = 1_000_000
 	for it := 0; it < b.N; it++ {
 		runtime.GC()
+		base := runtime.NumGoroutine()
 		before := rss()
 		release := make(chan struct{})
-		started := make(chan struct{}, 1024)
 		for i := 0; i < n; i++ {
-			go func() {
-				started <- struct{}{}
-				<-release
-			}()
-			if len(started) == cap(started) {
-				for len(started) > 0 {
-					<-started
-				}
-			}
+			go func() { <-release }()
 		}
-		for runtime.NumGoroutine() < n {
+		for runtime.NumGoroutine() < base+n {
 			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
 		after := rss()
 		close(release)
 		b.ReportMetric(float64(after-before)/n, "bytes/goroutine")
-		for runtime.NumGoroutine() > 10 {
+		for runtime.NumGoroutine() > base {
 			time.Sleep(time.Millisecond)
 		}
 	}

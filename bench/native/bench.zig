@@ -307,7 +307,7 @@ pub fn main() !void {
         try report(out, .{ .name = "sched: skynet, 1,000,000 coroutines (2 workers)", .value = try bestF(sruns, benchSkynet, .{2}), .unit = "ms", .iterations = 1_000_000 });
         const pn: u64 = if (quick) 100_000 else 1_000_000;
         try report(out, .{ .name = "sched: parked coroutines, resident memory", .value = try benchParked(pn), .unit = "bytes/coroutine", .iterations = pn });
-        const rounds: u64 = if (quick) 500_000 else 2_000_000;
+        const rounds: u64 = 2_000_000; // as in bench/go (BenchmarkFanOut)
         const one = try bestF(sruns, benchFanOut, .{ 1, rounds });
         const two = try bestF(sruns, benchFanOut, .{ 2, rounds });
         try report(out, .{ .name = "sched: CPU fan-out, 64 tasks, 1 worker", .value = one, .unit = "ms", .iterations = 64 });

@@ -107,9 +107,13 @@ noinline fn thisWorker() ?*Worker {
     return p.*;
 }
 
-fn monotonicNs() u64 {
+pub fn monotonicNs() u64 {
     const ts = std.posix.clock_gettime(.MONOTONIC) catch unreachable; // always supported
     return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
+}
+
+fn bump(counter: *std.atomic.Value(u64)) void {
+    counter.store(counter.load(.monotonic) + 1, .monotonic);
 }
 
 const Worker = struct {
@@ -129,10 +133,15 @@ const Worker = struct {
     cache: [cache_max]Stack = undefined,
     cache_len: usize = 0,
     timers: std.PriorityQueue(Timer, void, Timer.order),
-    // Written by the owner (monotonic), read by `stats` from any thread.
+    // Written by the owner only (a load and a store, no locked RMW on the hot path), read by
+    // `stats` from any thread (monotonic: a snapshot of counters needs no ordering).
     runs: std.atomic.Value(u64) = .init(0),
     steals: std.atomic.Value(u64) = .init(0),
     parks: std.atomic.Value(u64) = .init(0),
+    /// Coroutines this worker spawned, and coroutines that finished on it (owner-written, as
+    /// above): `liveCount` sums them instead of every spawn contending on one counter.
+    spawned: std.atomic.Value(u64) = .init(0),
+    finished: std.atomic.Value(u64) = .init(0),
 
     fn random(w: *Worker) u32 {
         // xorshift64*
@@ -219,7 +228,7 @@ const Worker = struct {
             if (v == w.index) continue;
             const victim = &s.workers[v];
             if (w.queue.stealHalf(&victim.queue)) |co| {
-                _ = w.steals.fetchAdd(1, .monotonic);
+                bump(&w.steals);
                 // There is more where that came from: let a sleeping worker help.
                 if (w.queue.len() > 0) s.notify();
                 return co;
@@ -234,20 +243,20 @@ const Worker = struct {
 
     fn run(w: *Worker, co: *Coroutine) void {
         const s = w.sched;
-        _ = w.runs.fetchAdd(1, .monotonic);
+        bump(&w.runs);
         const state = co.@"resume"() catch unreachable; // only runnable coroutines are queued
         switch (state) {
             .suspended => w.pushFifo(co), // yield: to the back of the line
             .ready => w.pushFifo(co), // parked, but an unpark raced in during the switch
             .parked => {
-                _ = w.parks.fetchAdd(1, .monotonic);
+                bump(&w.parks);
                 s.busyDone(); // a parked coroutine is not runnable (its timer, if any, counts)
             },
             .finished => {
                 if (s.finish_hook) |hook| hook(co);
                 co.setContext(ctx_mod.empty);
                 w.releaseStack(co.stack);
-                _ = s.live.fetchSub(1, .monotonic);
+                bump(&w.finished);
                 s.busyDone();
             },
             .created, .running => unreachable, // resume never returns these
@@ -371,7 +380,7 @@ pub const Scheduler = struct {
     searching: std.atomic.Value(u32) = .init(0),
     /// Runnable + running coroutines + armed timers; `drain` waits for 0 (futex word).
     busy: std.atomic.Value(u32) = .init(0),
-    /// Spawned and not finished.
+    /// Spawned from outside the workers (and undone spawns, subtracted); see `liveCount`.
     live: std.atomic.Value(u64) = .init(0),
     pool_mutex: std.Thread.Mutex = .{},
     pool: stack_mod.Pool,
@@ -433,8 +442,17 @@ pub const Scheduler = struct {
     /// spawned from outside a coroutine).
     pub fn spawn(s: *Scheduler, entry: coroutine.EntryFn, arg: ?*anyopaque) Error!Ref {
         const inherited = if (coroutine.current()) |cur| cur.context else ctx_mod.empty;
-        return s.spawnWith(entry, arg, inherited, null);
+        return s.spawnWith(entry, arg, inherited, .{});
     }
+
+    /// Per-spawn options.
+    pub const SpawnOptions = struct {
+        /// Runs on the new coroutine before it becomes runnable (e.g. to give it a handle); an
+        /// error cancels the spawn.
+        hook: ?CreateHook = null,
+        /// Save FP control state for this coroutine (in addition to the scheduler's default).
+        fp_control: bool = false,
+    };
 
     /// Runs on a new coroutine before it becomes runnable (e.g. to give it a handle); an error
     /// cancels the spawn.
@@ -443,19 +461,21 @@ pub const Scheduler = struct {
         ctx: ?*anyopaque,
     };
 
-    /// `spawn` with an explicit context (the coroutine takes its own reference) and hook.
+    /// `spawn` with an explicit context (the coroutine takes its own reference) and options.
     pub fn spawnWith(
         s: *Scheduler,
         entry: coroutine.EntryFn,
         arg: ?*anyopaque,
         context: *ctx_mod.Context,
-        hook: ?CreateHook,
+        options: SpawnOptions,
     ) Error!Ref {
+        const hook = options.hook;
+        const fp = options.fp_control or s.options.fp_control;
         if (thisWorker()) |w| {
             if (w.sched == s) {
                 if (s.state.load(.acquire) != .running) return error.Shutdown;
                 const st = try w.acquireStack();
-                const co = s.makeCoroutine(st, entry, arg);
+                const co = s.makeCoroutine(st, entry, arg, fp);
                 co.context = context.retain();
                 if (hook) |h| {
                     h.f(h.ctx, co) catch {
@@ -479,7 +499,7 @@ pub const Scheduler = struct {
             defer s.pool_mutex.unlock();
             break :blk s.pool.acquire() catch return error.OutOfMemory;
         };
-        const co = s.makeCoroutine(st, entry, arg);
+        const co = s.makeCoroutine(st, entry, arg, fp);
         co.context = context.retain();
         if (hook) |h| {
             h.f(h.ctx, co) catch {
@@ -496,10 +516,14 @@ pub const Scheduler = struct {
         return ref;
     }
 
-    fn makeCoroutine(s: *Scheduler, st: Stack, entry: coroutine.EntryFn, arg: ?*anyopaque) *Coroutine {
-        const co = Coroutine.create(st, entry, arg, .{ .fp_control = s.options.fp_control });
+    fn makeCoroutine(s: *Scheduler, st: Stack, entry: coroutine.EntryFn, arg: ?*anyopaque, fp: bool) *Coroutine {
+        const co = Coroutine.create(st, entry, arg, .{ .fp_control = fp });
         co.owner = s;
-        _ = s.live.fetchAdd(1, .monotonic);
+        if (thisWorker()) |w| {
+            if (w.sched == s) bump(&w.spawned) else _ = s.live.fetchAdd(1, .monotonic);
+        } else {
+            _ = s.live.fetchAdd(1, .monotonic);
+        }
         _ = s.busy.fetchAdd(1, .monotonic); // runnable from now on
         return co;
     }
@@ -508,7 +532,7 @@ pub const Scheduler = struct {
     fn discard(s: *Scheduler, co: *Coroutine) void {
         co.discardUnstarted();
         co.setContext(ctx_mod.empty);
-        _ = s.live.fetchSub(1, .monotonic);
+        _ = s.live.fetchSub(1, .monotonic); // wrapping: `liveCount` adds it all up
         s.busyDone();
     }
 
@@ -644,6 +668,13 @@ pub const Scheduler = struct {
         return false;
     }
 
+    /// Coroutines spawned and not finished (a snapshot; exact when nothing runs).
+    pub fn liveCount(s: *Scheduler) u64 {
+        var n = s.live.load(.monotonic);
+        for (s.workers) |*w| n +%= w.spawned.load(.monotonic) -% w.finished.load(.monotonic);
+        return n;
+    }
+
     pub fn workerCount(s: *const Scheduler) usize {
         return s.workers.len;
     }
@@ -724,7 +755,7 @@ test "every spawned coroutine runs exactly once (2 and 4 workers)" {
         for (0..n) |i| _ = try s.spawn(S.entry, @ptrFromInt(i));
         try s.drainFor(test_timeout);
         for (&S.ran) |*r| try testing.expectEqual(@as(u8, 1), r.load(.monotonic));
-        try testing.expectEqual(@as(u64, 0), s.live.load(.monotonic));
+        try testing.expectEqual(@as(u64, 0), s.liveCount());
     }
 }
 
@@ -938,7 +969,7 @@ test "drain waits for sleeping coroutines; parked ones do not hold it" {
     _ = try s.spawn(S.sleeper, null);
     try s.drainFor(test_timeout);
     try testing.expect(S.woke.load(.acquire));
-    try testing.expectEqual(@as(u64, 1), s.live.load(.monotonic)); // the parked one
+    try testing.expectEqual(@as(u64, 1), s.liveCount()); // the parked one
 }
 
 test "context: inherited at spawn, shadowed by a child, freed with abandoned coroutines" {
@@ -972,7 +1003,7 @@ test "context: inherited at spawn, shadowed by a child, freed with abandoned cor
     defer s.shutdown(.cancel); // frees the parked parent's context (testing.allocator checks)
     S.sched = &s;
     const ctx = try ctx_mod.empty.with(testing.allocator, S.key, 1);
-    _ = try s.spawnWith(S.parent, null, ctx, null);
+    _ = try s.spawnWith(S.parent, null, ctx, .{});
     ctx.release(); // the parent holds its own reference
     try s.drainFor(test_timeout);
     try testing.expectEqual(@as(?usize, 1), S.seen_child);
