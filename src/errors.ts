@@ -27,6 +27,17 @@ const statusNames: Record<number, string> = Object.fromEntries(
   Object.entries(Status).map(([k, v]) => [v, `KC_${k}`]),
 );
 
+/**
+ * How an error message names a received value: strings quoted, bigints with `n`, objects by
+ * their tag. Internal (not re-exported from mod.ts).
+ */
+export function describe(x: unknown): string {
+  if (typeof x === "string") return JSON.stringify(x);
+  if (typeof x === "bigint") return `${x}n`;
+  if (x === null || typeof x !== "object") return String(x);
+  return Object.prototype.toString.call(x);
+}
+
 /** The `KC_*` name of a native status code, e.g. `"KC_EBADH"`. */
 export function statusName(status: number): string {
   return statusNames[status] ?? `KC_EUNKNOWN(${status})`;

@@ -9,7 +9,7 @@
  * @module
  */
 import { type Library, library } from "../ffi/load.ts";
-import { unwrap } from "./errors.ts";
+import { describe, unwrap } from "./errors.ts";
 
 /** The states of a native coroutine (`KC_STATE_*`). */
 export type CoroutineState = "created" | "ready" | "running" | "suspended" | "parked" | "finished";
@@ -42,13 +42,6 @@ export interface NativeCoroutineOptions {
 
 const MIN_STACK = 16 * 1024;
 const MAX_STACK = 256 * 1024 * 1024;
-
-function describe(x: unknown): string {
-  if (typeof x === "string") return JSON.stringify(x);
-  if (typeof x === "bigint") return `${x}n`;
-  if (x === null || typeof x !== "object") return String(x);
-  return Object.prototype.toString.call(x);
-}
 
 /** A native coroutine, named by a handle; `destroy()` (or `using`) frees it. */
 export class NativeCoroutine implements Disposable {

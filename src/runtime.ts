@@ -7,7 +7,7 @@
  * @module
  */
 import { type Library, library } from "../ffi/load.ts";
-import { unwrap } from "./errors.ts";
+import { describe, unwrap } from "./errors.ts";
 
 /** Options for {@linkcode runtime}. */
 export interface RuntimeOptions {
@@ -60,13 +60,6 @@ export interface RuntimeStats {
 
 const MIN_STACK = 16 * 1024;
 const MAX_STACK = 256 * 1024 * 1024;
-
-function describe(x: unknown): string {
-  if (typeof x === "string") return JSON.stringify(x);
-  if (typeof x === "bigint") return `${x}n`;
-  if (x === null || typeof x !== "object") return String(x);
-  return Object.prototype.toString.call(x);
-}
 
 const encoder = new TextEncoder();
 function cString(s: string): Uint8Array<ArrayBuffer> {

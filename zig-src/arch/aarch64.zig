@@ -47,74 +47,61 @@ comptime {
     std.debug.assert(@sizeOf(Context) == 184);
 }
 
+// The switch, in pieces shared by both variants (comptime string concatenation).
+const save_regs =
+    \\ mov x9, sp
+    \\ str x9, [x0, #0]
+    \\ str x30, [x0, #8]
+    \\ stp x19, x20, [x0, #16]
+    \\ stp x21, x22, [x0, #32]
+    \\ stp x23, x24, [x0, #48]
+    \\ stp x25, x26, [x0, #64]
+    \\ stp x27, x28, [x0, #80]
+    \\ stp x29, x30, [x0, #96]
+    \\ stp d8, d9, [x0, #112]
+    \\ stp d10, d11, [x0, #128]
+    \\ stp d12, d13, [x0, #144]
+    \\ stp d14, d15, [x0, #160]
+    \\
+;
+const save_fp =
+    \\ mrs x10, fpcr
+    \\ str x10, [x0, #176]
+    \\
+;
+const load_regs =
+    \\ ldp x19, x20, [x1, #16]
+    \\ ldp x21, x22, [x1, #32]
+    \\ ldp x23, x24, [x1, #48]
+    \\ ldp x25, x26, [x1, #64]
+    \\ ldp x27, x28, [x1, #80]
+    \\ ldp x29, x30, [x1, #96]
+    \\ ldp d8, d9, [x1, #112]
+    \\ ldp d10, d11, [x1, #128]
+    \\ ldp d12, d13, [x1, #144]
+    \\ ldp d14, d15, [x1, #160]
+    \\
+;
+const load_fp =
+    \\ ldr x10, [x1, #176]
+    \\ msr fpcr, x10
+    \\
+;
+const jump =
+    \\ ldr x9, [x1, #0]
+    \\ mov sp, x9
+    \\ ldr x9, [x1, #8]
+    \\ br x9
+;
+
 /// Saves the callee-saved registers into `from` (x0) and resumes `to` (x1).
 pub noinline fn switchPlain(_: *Context, _: *Context) callconv(.naked) void {
-    asm volatile (
-        \\ mov x9, sp
-        \\ str x9, [x0, #0]
-        \\ str x30, [x0, #8]
-        \\ stp x19, x20, [x0, #16]
-        \\ stp x21, x22, [x0, #32]
-        \\ stp x23, x24, [x0, #48]
-        \\ stp x25, x26, [x0, #64]
-        \\ stp x27, x28, [x0, #80]
-        \\ stp x29, x30, [x0, #96]
-        \\ stp d8, d9, [x0, #112]
-        \\ stp d10, d11, [x0, #128]
-        \\ stp d12, d13, [x0, #144]
-        \\ stp d14, d15, [x0, #160]
-        \\ ldp x19, x20, [x1, #16]
-        \\ ldp x21, x22, [x1, #32]
-        \\ ldp x23, x24, [x1, #48]
-        \\ ldp x25, x26, [x1, #64]
-        \\ ldp x27, x28, [x1, #80]
-        \\ ldp x29, x30, [x1, #96]
-        \\ ldp d8, d9, [x1, #112]
-        \\ ldp d10, d11, [x1, #128]
-        \\ ldp d12, d13, [x1, #144]
-        \\ ldp d14, d15, [x1, #160]
-        \\ ldr x9, [x1, #0]
-        \\ mov sp, x9
-        \\ ldr x9, [x1, #8]
-        \\ br x9
-    );
+    asm volatile (save_regs ++ load_regs ++ jump);
 }
 
 /// Like `switchPlain`, and also saves/restores FPCR.
 pub noinline fn switchFp(_: *Context, _: *Context) callconv(.naked) void {
-    asm volatile (
-        \\ mov x9, sp
-        \\ str x9, [x0, #0]
-        \\ str x30, [x0, #8]
-        \\ stp x19, x20, [x0, #16]
-        \\ stp x21, x22, [x0, #32]
-        \\ stp x23, x24, [x0, #48]
-        \\ stp x25, x26, [x0, #64]
-        \\ stp x27, x28, [x0, #80]
-        \\ stp x29, x30, [x0, #96]
-        \\ stp d8, d9, [x0, #112]
-        \\ stp d10, d11, [x0, #128]
-        \\ stp d12, d13, [x0, #144]
-        \\ stp d14, d15, [x0, #160]
-        \\ mrs x10, fpcr
-        \\ str x10, [x0, #176]
-        \\ ldp x19, x20, [x1, #16]
-        \\ ldp x21, x22, [x1, #32]
-        \\ ldp x23, x24, [x1, #48]
-        \\ ldp x25, x26, [x1, #64]
-        \\ ldp x27, x28, [x1, #80]
-        \\ ldp x29, x30, [x1, #96]
-        \\ ldp d8, d9, [x1, #112]
-        \\ ldp d10, d11, [x1, #128]
-        \\ ldp d12, d13, [x1, #144]
-        \\ ldp d14, d15, [x1, #160]
-        \\ ldr x10, [x1, #176]
-        \\ msr fpcr, x10
-        \\ ldr x9, [x1, #0]
-        \\ mov sp, x9
-        \\ ldr x9, [x1, #8]
-        \\ br x9
-    );
+    asm volatile (save_regs ++ save_fp ++ load_regs ++ load_fp ++ jump);
 }
 
 /// First code a new coroutine runs: `entry(argument)`; the entry never returns.

@@ -62,57 +62,53 @@ comptime {
     std.debug.assert(@sizeOf(Context) == 72);
 }
 
+// The switch, in pieces shared by both variants (comptime string concatenation).
+const save_gprs =
+    \\ movq (%%rsp), %%rdx
+    \\ leaq 8(%%rsp), %%rcx
+    \\ movq %%rcx, 0(%%rdi)
+    \\ movq %%rdx, 8(%%rdi)
+    \\ movq %%rbx, 16(%%rdi)
+    \\ movq %%rbp, 24(%%rdi)
+    \\ movq %%r12, 32(%%rdi)
+    \\ movq %%r13, 40(%%rdi)
+    \\ movq %%r14, 48(%%rdi)
+    \\ movq %%r15, 56(%%rdi)
+    \\
+;
+const save_fp =
+    \\ stmxcsr 64(%%rdi)
+    \\ fnstcw 68(%%rdi)
+    \\
+;
+const load_gprs =
+    \\ movq 16(%%rsi), %%rbx
+    \\ movq 24(%%rsi), %%rbp
+    \\ movq 32(%%rsi), %%r12
+    \\ movq 40(%%rsi), %%r13
+    \\ movq 48(%%rsi), %%r14
+    \\ movq 56(%%rsi), %%r15
+    \\
+;
+const load_fp =
+    \\ ldmxcsr 64(%%rsi)
+    \\ fldcw 68(%%rsi)
+    \\
+;
+const jump =
+    \\ movq 0(%%rsi), %%rsp
+    \\ jmpq *8(%%rsi)
+;
+
 /// Saves the callee-saved registers into `from` (rdi) and resumes `to` (rsi).
 /// Returns, in `from`'s thread of control, when something later switches back to `from`.
 pub noinline fn switchPlain(_: *Context, _: *Context) callconv(.naked) void {
-    asm volatile (
-        \\ movq (%%rsp), %%rdx
-        \\ leaq 8(%%rsp), %%rcx
-        \\ movq %%rcx, 0(%%rdi)
-        \\ movq %%rdx, 8(%%rdi)
-        \\ movq %%rbx, 16(%%rdi)
-        \\ movq %%rbp, 24(%%rdi)
-        \\ movq %%r12, 32(%%rdi)
-        \\ movq %%r13, 40(%%rdi)
-        \\ movq %%r14, 48(%%rdi)
-        \\ movq %%r15, 56(%%rdi)
-        \\ movq 16(%%rsi), %%rbx
-        \\ movq 24(%%rsi), %%rbp
-        \\ movq 32(%%rsi), %%r12
-        \\ movq 40(%%rsi), %%r13
-        \\ movq 48(%%rsi), %%r14
-        \\ movq 56(%%rsi), %%r15
-        \\ movq 0(%%rsi), %%rsp
-        \\ jmpq *8(%%rsi)
-    );
+    asm volatile (save_gprs ++ load_gprs ++ jump);
 }
 
 /// Like `switchPlain`, and also saves/restores MXCSR and the x87 control word.
 pub noinline fn switchFp(_: *Context, _: *Context) callconv(.naked) void {
-    asm volatile (
-        \\ movq (%%rsp), %%rdx
-        \\ leaq 8(%%rsp), %%rcx
-        \\ movq %%rcx, 0(%%rdi)
-        \\ movq %%rdx, 8(%%rdi)
-        \\ movq %%rbx, 16(%%rdi)
-        \\ movq %%rbp, 24(%%rdi)
-        \\ movq %%r12, 32(%%rdi)
-        \\ movq %%r13, 40(%%rdi)
-        \\ movq %%r14, 48(%%rdi)
-        \\ movq %%r15, 56(%%rdi)
-        \\ stmxcsr 64(%%rdi)
-        \\ fnstcw 68(%%rdi)
-        \\ movq 16(%%rsi), %%rbx
-        \\ movq 24(%%rsi), %%rbp
-        \\ movq 32(%%rsi), %%r12
-        \\ movq 40(%%rsi), %%r13
-        \\ movq 48(%%rsi), %%r14
-        \\ movq 56(%%rsi), %%r15
-        \\ ldmxcsr 64(%%rsi)
-        \\ fldcw 68(%%rsi)
-        \\ movq 0(%%rsi), %%rsp
-        \\ jmpq *8(%%rsi)
-    );
+    asm volatile (save_gprs ++ save_fp ++ load_gprs ++ load_fp ++ jump);
 }
 
 /// The same switch, returning with `ret` (kept only so the bench can show why we do not).

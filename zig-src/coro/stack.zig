@@ -179,9 +179,11 @@ pub const Pool = struct {
         }
     }
 
-    fn mapGuarded(pool: *Pool) Error!Stack {
+    /// Maps `usable` bytes with a PROT_NONE guard page below them, records the mapping, and
+    /// returns the address of the usable part.
+    fn mapWithGuard(pool: *Pool, usable: usize) Error!usize {
         try pool.mappings.ensureUnusedCapacity(pool.allocator, 1);
-        const len = pool.stack_size + page_size;
+        const len = usable + page_size;
         const mem = posix.mmap(
             null,
             len,
@@ -195,7 +197,11 @@ pub const Pool = struct {
             return error.OutOfMemory;
         };
         pool.mappings.appendAssumeCapacity(.{ .addr = @intFromPtr(mem.ptr), .len = len });
-        return .{ .base = @intFromPtr(mem.ptr) + page_size, .size = pool.stack_size };
+        return @intFromPtr(mem.ptr) + page_size;
+    }
+
+    fn mapGuarded(pool: *Pool) Error!Stack {
+        return .{ .base = try pool.mapWithGuard(pool.stack_size), .size = pool.stack_size };
     }
 
     fn unmapGuarded(pool: *Pool, s: Stack) void {
@@ -212,24 +218,9 @@ pub const Pool = struct {
 
     fn carveSlab(pool: *Pool) Error!Stack {
         if (pool.slab_next == pool.slab_end) {
-            try pool.mappings.ensureUnusedCapacity(pool.allocator, 1);
-            const stacks = @max(1, slab_bytes / pool.stack_size);
-            const len = stacks * pool.stack_size + page_size;
-            const mem = posix.mmap(
-                null,
-                len,
-                posix.PROT.READ | posix.PROT.WRITE,
-                .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .NORESERVE = true },
-                -1,
-                0,
-            ) catch return error.OutOfMemory;
-            posix.mprotect(mem[0..page_size], posix.PROT.NONE) catch {
-                posix.munmap(mem);
-                return error.OutOfMemory;
-            };
-            pool.mappings.appendAssumeCapacity(.{ .addr = @intFromPtr(mem.ptr), .len = len });
-            pool.slab_next = @intFromPtr(mem.ptr) + page_size;
-            pool.slab_end = @intFromPtr(mem.ptr) + len;
+            const usable = @max(1, slab_bytes / pool.stack_size) * pool.stack_size;
+            pool.slab_next = try pool.mapWithGuard(usable);
+            pool.slab_end = pool.slab_next + usable;
         }
         const s: Stack = .{ .base = pool.slab_next, .size = pool.stack_size };
         pool.slab_next += pool.stack_size;
