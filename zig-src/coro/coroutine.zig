@@ -242,6 +242,21 @@ pub const Coroutine = struct {
             n.state = .running;
             w = co.cas(w, n) orelse break;
         }
+        return co.switchIn();
+    }
+
+    /// For a scheduler: continues a coroutine of its own that yielded. `resume` leaves such a
+    /// coroutine in the running state (it is runnable and waits only for its turn), so neither
+    /// side of this switch changes the state word: two CAS fewer per yield. An `unpark` that
+    /// arrives meanwhile leaves a permit, as it would for any running coroutine.
+    pub fn resumeYielded(co: *Coroutine) State {
+        assert(co.owner != null);
+        assert(co.exit == .yield);
+        assert(co.getState() == .running);
+        return co.switchIn();
+    }
+
+    fn switchIn(co: *Coroutine) State {
         co.exit = .none;
         co.resumes += 1;
         co.prev = getCurrent();
@@ -249,9 +264,11 @@ pub const Coroutine = struct {
         co.switch_fn(&co.caller, &co.ctx);
         setCurrent(co.prev);
         co.prev = null;
+        // A scheduled coroutine that yielded stays `running` (see `resumeYielded`).
+        if (co.exit == .yield and co.owner != null) return .suspended;
         // Record the transition the coroutine asked for. An `unpark` may set the permit at any
         // moment, hence the CAS loops.
-        w = co.load(.monotonic);
+        var w = co.load(.monotonic);
         while (true) {
             assert(w.state == .running);
             var n = w;
@@ -309,7 +326,7 @@ pub const Coroutine = struct {
         assert(co.getState() == .running);
         co.exit = why;
         co.switch_fn(&co.ctx, &co.caller);
-        // Resumed: `resume` set us running again.
+        // Resumed: `resume` set us running again (or `resumeYielded` kept us running).
         assert(co.getState() == .running);
     }
 };

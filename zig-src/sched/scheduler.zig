@@ -244,7 +244,10 @@ const Worker = struct {
     fn run(w: *Worker, co: *Coroutine) void {
         const s = w.sched;
         bump(&w.runs);
-        const state = co.@"resume"() catch unreachable; // only runnable coroutines are queued
+        const state = if (co.exit == .yield)
+            co.resumeYielded()
+        else
+            co.@"resume"() catch unreachable; // only runnable coroutines are queued
         switch (state) {
             .suspended => w.pushFifo(co), // yield: to the back of the line
             .ready => w.pushFifo(co), // parked, but an unpark raced in during the switch
