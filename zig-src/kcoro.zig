@@ -10,6 +10,7 @@ pub const deque = @import("sched/deque.zig");
 pub const scheduler = @import("sched/scheduler.zig");
 pub const context = @import("sc/context.zig");
 pub const builtins = @import("builtins.zig");
+pub const channel = @import("chan/channel.zig");
 
 pub const Coroutine = coroutine.Coroutine;
 pub const State = coroutine.State;
@@ -29,4 +30,5 @@ test {
     _ = scheduler;
     _ = context;
     _ = builtins;
+    _ = channel;
 }

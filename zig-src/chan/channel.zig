@@ -1,0 +1,769 @@
+//! A channel of fixed-size elements, copied in and out: rendezvous, buffered, conflated or
+//! unlimited, with an overflow policy, waiter queues with direct hand-off, close and cancel,
+//! and built-in counters. One mutex per channel guards everything (as in Go); waiters block
+//! outside it.
+//!
+//! Who may wait: a coroutine of a scheduler (it parks; its worker runs other coroutines), a
+//! hand-driven coroutine (it parks; its resumer must resume it once unparked), or a plain OS
+//! thread (it sleeps on a futex). Every blocking call takes an optional absolute deadline
+//! (CLOCK_MONOTONIC ns, `scheduler.monotonicNs`); hand-driven coroutines cannot time out.
+//!
+//! Semantics (Kotlin's and Go's, see DESIGN.md section 5):
+//! - FIFO; with waiting receivers a send hands its value straight to the oldest receiver, and
+//!   with waiting senders a receive takes from the buffer and moves the oldest sender's value in.
+//! - Overflow when the buffer is full: `suspend` waits, `drop_latest` discards the new value,
+//!   `drop_oldest` discards the oldest buffered one; both drops count as a successful send and
+//!   hand the dropped value to `on_undelivered`. Conflated = capacity 1 + drop_oldest (any other
+//!   policy is an error); rendezvous + a drop policy = a 1-slot buffer; unlimited ignores the
+//!   policy and grows (doubling; no preallocation beyond 16 elements).
+//! - `close` returns true once. Buffered values stay receivable and a sender already waiting
+//!   still delivers; new sends fail with `Closed`; a receive fails with `Closed` only when the
+//!   buffer is empty and no sender waits.
+//! - `cancel` closes and drops everything: buffered values and waiting senders' values go to
+//!   `on_undelivered`, every waiter fails with `Cancelled`.
+const std = @import("std");
+const assert = std.debug.assert;
+const Futex = std.Thread.Futex;
+const coroutine = @import("../coro/coroutine.zig");
+const scheduler = @import("../sched/scheduler.zig");
+
+pub const Overflow = enum(u8) { @"suspend" = 0, drop_oldest = 1, drop_latest = 2 };
+
+pub const unlimited: u32 = std.math.maxInt(u32);
+/// "buffered" in the API means this capacity.
+pub const default_buffered: u32 = 64;
+
+pub const Error = error{ Closed, Cancelled, Timeout, WouldBlock, InvalidArgument, OutOfMemory };
+
+pub const UndeliveredFn = *const fn (ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void;
+
+pub const Options = struct {
+    elem_size: u32,
+    /// 0 = rendezvous, `unlimited`, or a buffer size.
+    capacity: u32 = 0,
+    overflow: Overflow = .@"suspend",
+    conflated: bool = false,
+    on_undelivered: ?UndeliveredFn = null,
+    undelivered_ctx: ?*anyopaque = null,
+};
+
+/// Counters, updated under the channel lock; `snapshot` copies them.
+pub const Metrics = struct {
+    sends: u64 = 0,
+    receives: u64 = 0,
+    bytes_sent: u64 = 0,
+    bytes_received: u64 = 0,
+    fail_full: u64 = 0,
+    fail_closed: u64 = 0,
+    fail_timeout: u64 = 0,
+    fail_cancelled: u64 = 0,
+    dropped: u64 = 0,
+    first_op_ns: u64 = 0,
+    last_op_ns: u64 = 0,
+};
+
+// Waiter status (u32 so that a thread can futex-wait on it).
+const pending: u32 = 1;
+const done_ok: u32 = 0;
+const done_closed: u32 = 2;
+const done_cancelled: u32 = 3;
+
+/// One blocked operation. Lives on the blocked party's stack; only touched by others while it
+/// is in a queue, under the channel lock.
+const Waiter = struct {
+    next: ?*Waiter = null,
+    prev: ?*Waiter = null,
+    /// Sender: the value to send. Receiver: where to put the received value.
+    elem: [*]u8,
+    /// `pending` until a completer sets the outcome under the lock (release; pairs with the
+    /// waiter's acquire load).
+    status: std.atomic.Value(u32) = .init(pending),
+    /// How to wake it: a coroutine (`ref`, with its scheduler if any), or a thread (futex on
+    /// `status`).
+    ref: ?coroutine.Ref,
+    sched: ?*scheduler.Scheduler,
+
+    const Wake = struct { ref: ?coroutine.Ref, sched: ?*scheduler.Scheduler, status: *std.atomic.Value(u32) };
+
+    /// Under the lock: records the outcome and returns what `wake` needs. After the lock is
+    /// released the waiter may return and its memory be reused, so nothing else of it may be
+    /// read then; waking a coroutine by `Ref` or a futex address that is stale is harmless
+    /// (a stray permit or a spurious futex wake, both of which every wait loop tolerates).
+    fn complete(w: *Waiter, outcome: u32) Wake {
+        const info: Wake = .{ .ref = w.ref, .sched = w.sched, .status = &w.status };
+        w.status.store(outcome, .release);
+        return info;
+    }
+
+    fn wake(info: Wake) void {
+        if (info.ref) |r| {
+            if (info.sched) |s| _ = s.unpark(r) else _ = r.unpark();
+        } else {
+            Futex.wake(info.status, 1);
+        }
+    }
+};
+
+const WaitQueue = struct {
+    head: ?*Waiter = null,
+    tail: ?*Waiter = null,
+
+    fn push(q: *WaitQueue, w: *Waiter) void {
+        w.next = null;
+        w.prev = q.tail;
+        if (q.tail) |t| t.next = w else q.head = w;
+        q.tail = w;
+    }
+
+    fn pop(q: *WaitQueue) ?*Waiter {
+        const w = q.head orelse return null;
+        q.remove(w);
+        return w;
+    }
+
+    fn remove(q: *WaitQueue, w: *Waiter) void {
+        if (w.prev) |p| p.next = w.next else q.head = w.next;
+        if (w.next) |n| n.prev = w.prev else q.tail = w.prev;
+        w.next = null;
+        w.prev = null;
+    }
+
+    fn isEmpty(q: *const WaitQueue) bool {
+        return q.head == null;
+    }
+};
+
+/// Up to this many woken waiters are collected under the lock and woken after it.
+const max_wakes = 64;
+
+pub const Channel = struct {
+    allocator: std.mem.Allocator,
+    mutex: std.Thread.Mutex = .{},
+    elem_size: u32,
+    /// Buffer slots (0 for rendezvous); `unlimited` grows.
+    capacity: u32,
+    overflow: Overflow,
+    on_undelivered: ?UndeliveredFn,
+    undelivered_ctx: ?*anyopaque,
+    buf: []u8 = &.{},
+    /// Slots allocated in `buf` (== capacity for bounded channels).
+    slots: u32 = 0,
+    head: u32 = 0,
+    len: u32 = 0,
+    closed: bool = false,
+    cancelled: bool = false,
+    senders: WaitQueue = .{},
+    receivers: WaitQueue = .{},
+    metrics: Metrics = .{},
+
+    pub fn create(allocator: std.mem.Allocator, options: Options) Error!*Channel {
+        if (options.elem_size == 0 or options.elem_size > 1 << 20) return error.InvalidArgument;
+        var capacity = options.capacity;
+        var overflow = options.overflow;
+        if (options.conflated) {
+            if (overflow != .@"suspend" and overflow != .drop_oldest) return error.InvalidArgument;
+            capacity = 1;
+            overflow = .drop_oldest;
+        } else if (capacity == unlimited) {
+            overflow = .@"suspend"; // never full
+        } else if (capacity == 0 and overflow != .@"suspend") {
+            capacity = 1; // rendezvous + drop policy = a 1-slot buffer
+        }
+        const ch = try allocator.create(Channel);
+        errdefer allocator.destroy(ch);
+        ch.* = .{
+            .allocator = allocator,
+            .elem_size = options.elem_size,
+            .capacity = capacity,
+            .overflow = overflow,
+            .on_undelivered = options.on_undelivered,
+            .undelivered_ctx = options.undelivered_ctx,
+        };
+        const initial: u32 = if (capacity == unlimited) 16 else capacity;
+        if (initial > 0) {
+            ch.buf = try allocator.alloc(u8, @as(usize, initial) * options.elem_size);
+            ch.slots = initial;
+        }
+        return ch;
+    }
+
+    /// Frees the channel. Nothing may wait on it or use it any more; buffered values are
+    /// handed to `on_undelivered`.
+    pub fn destroy(ch: *Channel) void {
+        assert(ch.senders.isEmpty());
+        assert(ch.receivers.isEmpty());
+        while (ch.len > 0) {
+            ch.undelivered(ch.slot(ch.head));
+            ch.head = (ch.head + 1) % ch.slots;
+            ch.len -= 1;
+        }
+        ch.allocator.free(ch.buf);
+        ch.allocator.destroy(ch);
+    }
+
+    fn slot(ch: *Channel, index: u32) [*]u8 {
+        return ch.buf.ptr + @as(usize, index) * ch.elem_size;
+    }
+
+    fn copy(ch: *Channel, dst: [*]u8, src: [*]const u8) void {
+        @memcpy(dst[0..ch.elem_size], src[0..ch.elem_size]);
+    }
+
+    fn undelivered(ch: *Channel, elem: [*]const u8) void {
+        ch.metrics.dropped += 1;
+        if (ch.on_undelivered) |f| f(ch.undelivered_ctx, elem);
+    }
+
+    fn touch(ch: *Channel) void {
+        const now = scheduler.monotonicNs();
+        if (ch.metrics.first_op_ns == 0) ch.metrics.first_op_ns = now;
+        ch.metrics.last_op_ns = now;
+    }
+
+    fn isFull(ch: *const Channel) bool {
+        if (ch.capacity == unlimited) return false;
+        return ch.len == ch.capacity;
+    }
+
+    fn pushBuffer(ch: *Channel, elem: [*]const u8) Error!void {
+        if (ch.len == ch.slots) {
+            assert(ch.capacity == unlimited);
+            try ch.grow();
+        }
+        ch.copy(ch.slot((ch.head + ch.len) % ch.slots), elem);
+        ch.len += 1;
+    }
+
+    fn popBuffer(ch: *Channel, out: [*]u8) void {
+        assert(ch.len > 0);
+        ch.copy(out, ch.slot(ch.head));
+        ch.head = (ch.head + 1) % ch.slots;
+        ch.len -= 1;
+    }
+
+    fn grow(ch: *Channel) Error!void {
+        const new_slots = ch.slots * 2;
+        const nb = try ch.allocator.alloc(u8, @as(usize, new_slots) * ch.elem_size);
+        for (0..ch.len) |i| {
+            const src = ch.slot((ch.head + @as(u32, @intCast(i))) % ch.slots);
+            @memcpy(nb[i * ch.elem_size ..][0..ch.elem_size], src[0..ch.elem_size]);
+        }
+        ch.allocator.free(ch.buf);
+        ch.buf = nb;
+        ch.slots = new_slots;
+        ch.head = 0;
+    }
+
+    /// Sends the value at `elem` (elem_size bytes). `deadline` null = wait forever; `try_only`
+    /// = never wait (error.WouldBlock when it would). Any thread or coroutine.
+    pub fn send(ch: *Channel, elem: [*]const u8, deadline: ?u64, try_only: bool) Error!void {
+        ch.mutex.lock();
+        ch.touch();
+        if (ch.closed) {
+            ch.metrics.fail_closed += 1;
+            ch.mutex.unlock();
+            return if (ch.cancelled) error.Cancelled else error.Closed;
+        }
+        if (ch.receivers.pop()) |r| {
+            // Direct hand-off: the receiver gets our value without touching the buffer.
+            assert(ch.len == 0);
+            ch.copy(r.elem, elem);
+            ch.countSend();
+            ch.countReceive();
+            const info = r.complete(done_ok);
+            ch.mutex.unlock();
+            Waiter.wake(info);
+            return;
+        }
+        if (!ch.isFull() and ch.slots > 0) {
+            ch.pushBuffer(elem) catch |e| {
+                ch.mutex.unlock();
+                return e;
+            };
+            ch.countSend();
+            ch.mutex.unlock();
+            return;
+        }
+        switch (ch.overflow) {
+            .drop_latest => {
+                ch.countSend();
+                ch.undelivered(elem);
+                ch.mutex.unlock();
+                return;
+            },
+            .drop_oldest => {
+                assert(ch.len > 0);
+                ch.undelivered(ch.slot(ch.head));
+                ch.head = (ch.head + 1) % ch.slots;
+                ch.len -= 1;
+                ch.pushBuffer(elem) catch unreachable; // a slot was just freed
+                ch.countSend();
+                ch.mutex.unlock();
+                return;
+            },
+            .@"suspend" => {},
+        }
+        if (try_only) {
+            ch.metrics.fail_full += 1;
+            ch.mutex.unlock();
+            return error.WouldBlock;
+        }
+        var w = waiterForCaller(@constCast(elem));
+        ch.senders.push(&w);
+        return ch.block(&w, &ch.senders, deadline);
+    }
+
+    /// Receives into `out` (elem_size bytes). Arguments as for `send`.
+    pub fn receive(ch: *Channel, out: [*]u8, deadline: ?u64, try_only: bool) Error!void {
+        ch.mutex.lock();
+        ch.touch();
+        if (ch.len > 0) {
+            ch.popBuffer(out);
+            ch.countReceive();
+            // Room now: the oldest waiting sender's value moves into the buffer.
+            if (ch.senders.pop()) |s| {
+                ch.pushBuffer(s.elem) catch unreachable; // a slot was just freed
+                ch.countSend();
+                const info = s.complete(done_ok);
+                ch.mutex.unlock();
+                Waiter.wake(info);
+                return;
+            }
+            ch.mutex.unlock();
+            return;
+        }
+        if (ch.senders.pop()) |s| {
+            // Rendezvous: take the value straight from the sender.
+            ch.copy(out, s.elem);
+            ch.countSend();
+            ch.countReceive();
+            const info = s.complete(done_ok);
+            ch.mutex.unlock();
+            Waiter.wake(info);
+            return;
+        }
+        if (ch.closed) {
+            ch.metrics.fail_closed += 1;
+            ch.mutex.unlock();
+            return if (ch.cancelled) error.Cancelled else error.Closed;
+        }
+        if (try_only) {
+            ch.mutex.unlock();
+            return error.WouldBlock;
+        }
+        var w = waiterForCaller(out);
+        ch.receivers.push(&w);
+        return ch.block(&w, &ch.receivers, deadline);
+    }
+
+    fn countSend(ch: *Channel) void {
+        ch.metrics.sends += 1;
+        ch.metrics.bytes_sent += ch.elem_size;
+    }
+
+    fn countReceive(ch: *Channel) void {
+        ch.metrics.receives += 1;
+        ch.metrics.bytes_received += ch.elem_size;
+    }
+
+    fn waiterForCaller(elem: [*]u8) Waiter {
+        if (coroutine.current()) |co| {
+            const ref: coroutine.Ref = .{ .co = co, .gen = co.generation() };
+            const s: ?*scheduler.Scheduler = if (co.owner) |o| @ptrCast(@alignCast(o)) else null;
+            return .{ .elem = elem, .ref = ref, .sched = s };
+        }
+        return .{ .elem = elem, .ref = null, .sched = null };
+    }
+
+    /// Called with the lock held and `w` queued on `q`; releases the lock and waits for an
+    /// outcome or the deadline.
+    fn block(ch: *Channel, w: *Waiter, q: *WaitQueue, deadline: ?u64) Error!void {
+        ch.mutex.unlock();
+        var timed_out = false;
+        // Acquire on every status load: pairs with the completer's release in `complete`, so the
+        // value it copied (for a receiver) is visible.
+        if (w.ref) |_| {
+            while (w.status.load(.acquire) == pending) {
+                if (w.sched) |s| {
+                    if (deadline) |d| {
+                        if (s.parkUntil(d) catch false) {
+                            if (w.status.load(.acquire) == pending) timed_out = true;
+                            break;
+                        }
+                    } else coroutine.park() catch unreachable; // we are a coroutine
+                } else coroutine.park() catch unreachable; // hand-driven: no deadline
+            }
+        } else {
+            while (w.status.load(.acquire) == pending) {
+                if (deadline) |d| {
+                    const now = scheduler.monotonicNs();
+                    if (now >= d) {
+                        timed_out = true;
+                        break;
+                    }
+                    Futex.timedWait(&w.status, pending, d - now) catch {};
+                } else Futex.wait(&w.status, pending);
+            }
+        }
+        if (timed_out) {
+            ch.mutex.lock();
+            if (w.status.load(.monotonic) == pending) {
+                // Still queued: withdraw. Nothing was delivered (an aborted send's value is
+                // never delivered), and the queue stays intact.
+                q.remove(w);
+                ch.metrics.fail_timeout += 1;
+                ch.mutex.unlock();
+                return error.Timeout;
+            }
+            ch.mutex.unlock(); // completed while we gave up: honour the outcome
+        }
+        return switch (w.status.load(.acquire)) {
+            done_ok => {},
+            done_closed => error.Closed,
+            done_cancelled => error.Cancelled,
+            else => unreachable, // every completer writes one of the three
+        };
+    }
+
+    /// Closes the channel; true the first time only. Waiting receivers fail with `Closed`
+    /// (there is nothing buffered when any wait); waiting senders still deliver.
+    pub fn close(ch: *Channel) bool {
+        var wakes: [max_wakes]Waiter.Wake = undefined;
+        while (true) {
+            ch.mutex.lock();
+            const first = !ch.closed;
+            ch.closed = true;
+            var n: usize = 0;
+            while (n < max_wakes) : (n += 1) {
+                const r = ch.receivers.pop() orelse break;
+                wakes[n] = r.complete(done_closed);
+            }
+            const more = !ch.receivers.isEmpty();
+            ch.mutex.unlock();
+            for (wakes[0..n]) |info| Waiter.wake(info);
+            if (!more) return first;
+        }
+    }
+
+    /// Closes the channel, drops what is buffered and what waiting senders carry (each to
+    /// `on_undelivered`), and fails every waiter with `Cancelled`.
+    pub fn cancel(ch: *Channel) void {
+        var wakes: [max_wakes]Waiter.Wake = undefined;
+        while (true) {
+            ch.mutex.lock();
+            ch.closed = true;
+            ch.cancelled = true;
+            while (ch.len > 0) {
+                ch.undelivered(ch.slot(ch.head));
+                ch.head = (ch.head + 1) % ch.slots;
+                ch.len -= 1;
+            }
+            var n: usize = 0;
+            while (n < max_wakes) : (n += 1) {
+                if (ch.senders.pop()) |s| {
+                    ch.undelivered(s.elem);
+                    ch.metrics.fail_cancelled += 1;
+                    wakes[n] = s.complete(done_cancelled);
+                } else if (ch.receivers.pop()) |r| {
+                    ch.metrics.fail_cancelled += 1;
+                    wakes[n] = r.complete(done_cancelled);
+                } else break;
+            }
+            const more = !ch.senders.isEmpty() or !ch.receivers.isEmpty();
+            ch.mutex.unlock();
+            for (wakes[0..n]) |info| Waiter.wake(info);
+            if (!more) return;
+        }
+    }
+
+    pub fn isClosedForSend(ch: *Channel) bool {
+        ch.mutex.lock();
+        defer ch.mutex.unlock();
+        return ch.closed;
+    }
+
+    /// Closed, nothing buffered and no sender waiting: a receive can only fail.
+    pub fn isClosedForReceive(ch: *Channel) bool {
+        ch.mutex.lock();
+        defer ch.mutex.unlock();
+        return ch.closed and ch.len == 0 and ch.senders.isEmpty();
+    }
+
+    pub fn snapshot(ch: *Channel) Metrics {
+        ch.mutex.lock();
+        defer ch.mutex.unlock();
+        return ch.metrics;
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Tests (capacities kept small so that full/empty races show).
+
+const testing = std.testing;
+
+fn sendU64(ch: *Channel, v: u64) Error!void {
+    return ch.send(std.mem.asBytes(&v), null, false);
+}
+
+fn trySendU64(ch: *Channel, v: u64) Error!void {
+    return ch.send(std.mem.asBytes(&v), null, true);
+}
+
+fn recvU64(ch: *Channel) Error!u64 {
+    var v: u64 = 0;
+    try ch.receive(std.mem.asBytes(&v), null, false);
+    return v;
+}
+
+fn tryRecvU64(ch: *Channel) Error!u64 {
+    var v: u64 = 0;
+    try ch.receive(std.mem.asBytes(&v), null, true);
+    return v;
+}
+
+test "buffered channel: FIFO, full, empty" {
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 3 });
+    defer ch.destroy();
+    for (1..4) |v| try trySendU64(ch, v);
+    try testing.expectError(error.WouldBlock, trySendU64(ch, 4));
+    for (1..4) |v| try testing.expectEqual(@as(u64, v), try tryRecvU64(ch));
+    try testing.expectError(error.WouldBlock, tryRecvU64(ch));
+    const m = ch.snapshot();
+    try testing.expectEqual(@as(u64, 3), m.sends);
+    try testing.expectEqual(@as(u64, 3), m.receives);
+    try testing.expectEqual(@as(u64, 24), m.bytes_received);
+    try testing.expectEqual(@as(u64, 1), m.fail_full);
+    try testing.expect(m.first_op_ns != 0 and m.last_op_ns >= m.first_op_ns);
+}
+
+const Dropped = struct {
+    var vals: [16]u64 = undefined;
+    var n: usize = 0;
+    fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+        vals[n] = std.mem.bytesToValue(u64, elem[0..8]);
+        n += 1;
+    }
+};
+
+test "drop policies keep the right elements (the issue's example)" {
+    // capacity 2: trySend 1,2,3, send 4, receive, trySend 5,6.
+    const cases = .{ .{ Overflow.drop_latest, [_]u64{ 1, 2, 5 }, [_]u64{ 3, 4, 6 } }, .{ Overflow.drop_oldest, [_]u64{ 3, 5, 6 }, [_]u64{ 1, 2, 4 } } };
+    inline for (cases) |c| {
+        Dropped.n = 0;
+        const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 2, .overflow = c[0], .on_undelivered = Dropped.hook });
+        defer ch.destroy();
+        try trySendU64(ch, 1);
+        try trySendU64(ch, 2);
+        try trySendU64(ch, 3); // a drop still reports ok
+        try sendU64(ch, 4); // never suspends
+        var got: [3]u64 = undefined;
+        got[0] = try recvU64(ch);
+        try trySendU64(ch, 5);
+        try trySendU64(ch, 6);
+        got[1] = try tryRecvU64(ch);
+        got[2] = try tryRecvU64(ch);
+        const want_got: [3]u64 = c[1];
+        const want_dropped: [3]u64 = c[2];
+        try testing.expectEqualSlices(u64, &want_got, &got);
+        try testing.expectEqualSlices(u64, &want_dropped, Dropped.vals[0..Dropped.n]);
+        try testing.expectEqual(@as(u64, 3), ch.snapshot().dropped);
+    }
+}
+
+test "conflated keeps the latest; it rejects other policies; rendezvous + drop is one slot" {
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .conflated = true });
+    defer ch.destroy();
+    for (1..6) |v| try trySendU64(ch, v);
+    try testing.expectEqual(@as(u64, 5), try tryRecvU64(ch));
+    try testing.expectError(error.InvalidArgument, Channel.create(testing.allocator, .{ .elem_size = 8, .conflated = true, .overflow = .drop_latest }));
+    const r = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 0, .overflow = .drop_latest });
+    defer r.destroy();
+    try trySendU64(r, 7);
+    try trySendU64(r, 8); // dropped
+    try testing.expectEqual(@as(u64, 7), try tryRecvU64(r));
+    try testing.expectError(error.InvalidArgument, Channel.create(testing.allocator, .{ .elem_size = 0 }));
+}
+
+test "unlimited grows without bound and keeps FIFO" {
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = unlimited });
+    defer ch.destroy();
+    for (0..10_000) |v| try trySendU64(ch, v);
+    for (0..10_000) |v| try testing.expectEqual(@as(u64, v), try tryRecvU64(ch));
+}
+
+test "close: buffered values stay receivable, then Closed; close is true once" {
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer ch.destroy();
+    try sendU64(ch, 1);
+    try sendU64(ch, 2);
+    try testing.expect(ch.close());
+    try testing.expect(!ch.close());
+    try testing.expectError(error.Closed, sendU64(ch, 3));
+    try testing.expect(ch.isClosedForSend());
+    try testing.expect(!ch.isClosedForReceive());
+    try testing.expectEqual(@as(u64, 1), try recvU64(ch));
+    try testing.expectEqual(@as(u64, 2), try recvU64(ch));
+    try testing.expect(ch.isClosedForReceive());
+    try testing.expectError(error.Closed, recvU64(ch));
+}
+
+test "rendezvous across threads, close wakes a blocked receiver, deadline times out cleanly" {
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer ch.destroy();
+    const S = struct {
+        fn producer(c: *Channel) void {
+            for (0..1000) |v| sendU64(c, v) catch unreachable;
+        }
+        fn closer(c: *Channel) void {
+            // Close once the receiver is blocked (bounded wait; closing earlier is fine too).
+            const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+            while (scheduler.monotonicNs() < deadline) {
+                c.mutex.lock();
+                const queued = !c.receivers.isEmpty();
+                c.mutex.unlock();
+                if (queued) break;
+                std.Thread.yield() catch {};
+            }
+            _ = c.close();
+        }
+    };
+    const t = try std.Thread.spawn(.{}, S.producer, .{ch});
+    for (0..1000) |v| try testing.expectEqual(@as(u64, v), try recvU64(ch));
+    t.join();
+    // A receive with a deadline and nobody sending: Timeout, and the queue is left empty.
+    var v: u64 = 0;
+    const d = scheduler.monotonicNs() + 2 * std.time.ns_per_ms;
+    try testing.expectError(error.Timeout, ch.receive(std.mem.asBytes(&v), d, false));
+    try testing.expect(ch.receivers.isEmpty());
+    try testing.expectEqual(@as(u64, 1), ch.snapshot().fail_timeout);
+    const c = try std.Thread.spawn(.{}, S.closer, .{ch});
+    try testing.expectError(error.Closed, recvU64(ch));
+    c.join();
+}
+
+test "a sender already waiting when close happens still delivers" {
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer ch.destroy();
+    const S = struct {
+        var result: ?Error = null;
+        var sent = std.atomic.Value(bool).init(false);
+        fn sender(c: *Channel) void {
+            sendU64(c, 42) catch |e| {
+                result = e;
+            };
+            sent.store(true, .release);
+        }
+    };
+    const t = try std.Thread.spawn(.{}, S.sender, .{ch});
+    // Wait (bounded) until the sender is queued.
+    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (true) {
+        ch.mutex.lock();
+        const queued = !ch.senders.isEmpty();
+        ch.mutex.unlock();
+        if (queued) break;
+        if (scheduler.monotonicNs() > deadline) return error.SenderNeverQueued;
+        std.Thread.yield() catch {};
+    }
+    try testing.expect(ch.close());
+    try testing.expect(!ch.isClosedForReceive());
+    try testing.expectEqual(@as(u64, 42), try recvU64(ch));
+    t.join();
+    try testing.expect(S.result == null);
+    try testing.expectError(error.Closed, recvU64(ch));
+}
+
+test "cancel drops buffered and waiting values exactly once and fails every waiter" {
+    Dropped.n = 0;
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 2, .on_undelivered = Dropped.hook });
+    defer ch.destroy();
+    try sendU64(ch, 1);
+    try sendU64(ch, 2);
+    const S = struct {
+        var result = std.atomic.Value(u32).init(0);
+        fn sender(c: *Channel) void {
+            sendU64(c, 3) catch |e| {
+                if (e == error.Cancelled) _ = result.fetchAdd(1, .monotonic);
+            };
+        }
+    };
+    S.result.store(0, .monotonic);
+    const t = try std.Thread.spawn(.{}, S.sender, .{ch});
+    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (true) {
+        ch.mutex.lock();
+        const queued = !ch.senders.isEmpty();
+        ch.mutex.unlock();
+        if (queued) break;
+        if (scheduler.monotonicNs() > deadline) return error.SenderNeverQueued;
+        std.Thread.yield() catch {};
+    }
+    ch.cancel();
+    t.join();
+    try testing.expectEqual(@as(u32, 1), S.result.load(.monotonic));
+    std.mem.sort(u64, Dropped.vals[0..Dropped.n], {}, std.sort.asc(u64));
+    try testing.expectEqualSlices(u64, &.{ 1, 2, 3 }, Dropped.vals[0..Dropped.n]);
+    try testing.expectError(error.Cancelled, recvU64(ch));
+    try testing.expectError(error.Cancelled, sendU64(ch, 9));
+}
+
+// N producers x M consumers on coroutines of a scheduler: every value received exactly once.
+test "N producers x M consumers, every kind, scheduled coroutines: each value exactly once" {
+    const per_producer = 2_000;
+    const Ctx = struct {
+        ch: *Channel,
+        producers: u32,
+        seen: []std.atomic.Value(u8),
+        received: std.atomic.Value(u32) = .init(0),
+        producers_left: std.atomic.Value(u32),
+        id: u32 = 0,
+    };
+    const S = struct {
+        fn producer(arg: ?*anyopaque) callconv(.c) void {
+            const p: *[2]usize = @ptrCast(@alignCast(arg.?));
+            const ctx: *Ctx = @ptrFromInt(p[0]);
+            const id = p[1];
+            for (0..per_producer) |i| sendU64(ctx.ch, id * per_producer + i) catch unreachable;
+            if (ctx.producers_left.fetchSub(1, .acq_rel) == 1) _ = ctx.ch.close();
+        }
+        fn consumer(arg: ?*anyopaque) callconv(.c) void {
+            const ctx: *Ctx = @ptrCast(@alignCast(arg.?));
+            while (true) {
+                const v = recvU64(ctx.ch) catch |e| switch (e) {
+                    error.Closed => return,
+                    else => unreachable,
+                };
+                _ = ctx.seen[v].fetchAdd(1, .monotonic);
+                _ = ctx.received.fetchAdd(1, .monotonic);
+            }
+        }
+    };
+    const shapes = [_]struct { cap: u32, np: u32, nc: u32 }{
+        .{ .cap = 0, .np = 1, .nc = 1 },
+        .{ .cap = 0, .np = 8, .nc = 3 },
+        .{ .cap = 2, .np = 3, .nc = 8 },
+        .{ .cap = 64, .np = 5, .nc = 5 },
+        .{ .cap = unlimited, .np = 4, .nc = 2 },
+    };
+    var s: scheduler.Scheduler = undefined;
+    try s.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    defer s.shutdown(.cancel);
+    for (shapes) |shape| {
+        const total = shape.np * per_producer;
+        const seen = try testing.allocator.alloc(std.atomic.Value(u8), total);
+        defer testing.allocator.free(seen);
+        for (seen) |*x| x.* = .init(0);
+        const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = shape.cap });
+        defer ch.destroy();
+        var ctx: Ctx = .{ .ch = ch, .producers = shape.np, .seen = seen, .producers_left = .init(shape.np) };
+        var args: [8][2]usize = undefined;
+        for (0..shape.nc) |_| _ = try s.spawn(S.consumer, &ctx);
+        for (0..shape.np) |i| {
+            args[i] = .{ @intFromPtr(&ctx), i };
+            _ = try s.spawn(S.producer, &args[i]);
+        }
+        try s.drainFor(60 * std.time.ns_per_s);
+        try testing.expectEqual(total, ctx.received.load(.monotonic));
+        for (seen) |*x| try testing.expectEqual(@as(u8, 1), x.load(.monotonic));
+    }
+}
