@@ -10,6 +10,7 @@
  * - ffi: the Deno FFI call floor and a native coroutine driven from JavaScript (deno bench).
  * - sched: the scheduler (Zig bench executable) against the equivalent Go programs in
  *   bench/go (`go test -bench`), when `go` is on PATH.
+ * - chan: channels against Go's own runtime channel benchmarks (bench/go/chan_test.go).
  */
 const root = new URL("../", import.meta.url).pathname;
 const quick = Deno.args.includes("--quick");
@@ -118,13 +119,13 @@ const plain = byName("switch (callee-saved")!;
 const fp = byName("switch + FP")!;
 const ret = byName("switch returning with ret");
 const schedLines = native.filter((l) => l.name.startsWith("sched:"));
+const isSwitchSuite = (l: Line) => !l.name.startsWith("sched:") && !l.name.startsWith("chan:");
 const switchFigures: Figure[] = [
   figure(plain, boost),
   // Boost saves the FP control state on every switch; this is the like-for-like comparison.
   figure(fp, boost),
   ...(ret ? [figure(ret, plain)] : []),
-  ...native.filter((l) => !l.name.startsWith("switch") && !l.name.startsWith("sched:"))
-    .map((l) => figure(l)),
+  ...native.filter((l) => !l.name.startsWith("switch") && isSwitchSuite(l)).map((l) => figure(l)),
 ];
 table("native context switch (Zig bench executable, best of runs)", switchFigures);
 await save("switch", switchFigures);
@@ -148,6 +149,16 @@ async function goPeers(): Promise<Map<string, number>> {
     ["-bench", "CreateGoroutines|PingPongHog|Skynet|FanOut", "-count", counts, "-cpu", "2"],
     ["-bench", "FanOut", "-count", counts, "-cpu", "1"],
     ["-bench", "Parked1M", "-count", "1", "-cpu", "2"],
+    [
+      "-bench",
+      "^BenchmarkChan",
+      "-count",
+      counts,
+      "-cpu",
+      "2",
+      "-benchtime",
+      quick ? "200ms" : "1s",
+    ],
   ];
   for (const args of runs) {
     let text: string;
@@ -162,11 +173,14 @@ async function goPeers(): Promise<Map<string, number>> {
       return best;
     }
     for (const line of text.split("\n")) {
-      // Go omits the "-N" suffix when GOMAXPROCS is 1.
-      const m = /^Benchmark(\w+?)(?:-(\d+))?\s+\d+\s+\d+ ns\/op\s+([\d.]+) (\S+)/.exec(line);
+      // Go omits the "-N" suffix when GOMAXPROCS is 1. Our own benchmarks report a custom
+      // metric after ns/op (they size their own work); the runtime-style ones only ns/op.
+      const m = /^Benchmark(\w+?)(?:-(\d+))?\s+\d+\s+([\d.]+) ns\/op(?:\s+([\d.]+) (\S+))?/.exec(
+        line,
+      );
       if (!m) continue;
       const key = `${m[1]}-${m[2] ?? "1"}`;
-      const v = Number(m[3]);
+      const v = Number(m[4] ?? m[3]);
       best.set(key, Math.min(v, best.get(key) ?? Infinity));
     }
   }
@@ -218,6 +232,28 @@ const schedFigures: Figure[] = [
 table("scheduler (Zig bench executable, best of runs; Go in the same run)", schedFigures);
 await save("sched", schedFigures);
 
+const chanPeers: [string, string][] = [
+  ["chan: ChanNonblocking", "ChanNonblocking"],
+  ["chan: ChanUncontended", "ChanUncontended"],
+  ["chan: ChanSync", "ChanSync"],
+  ["chan: ChanProdCons0", "ChanProdCons0"],
+  ["chan: ChanProdCons10", "ChanProdCons10"],
+  ["chan: ChanProdCons100", "ChanProdCons100"],
+  ["chan: ChanCreation", "ChanCreation"],
+  ["chan: ChanSem", "ChanSem"],
+];
+const chanFigures: Figure[] = chanPeers.map(([prefix, goName]) =>
+  figure(
+    native.find((l) => l.name.startsWith(prefix + " ") || l.name === prefix)!,
+    peer(`Benchmark${goName}`, `${goName}-2`, "ns/op"),
+  )
+);
+table(
+  "channels, 2 workers (Zig bench executable; Go's runtime benchmarks in the same run)",
+  chanFigures,
+);
+await save("chan", chanFigures);
+
 // --- ffi ----------------------------------------------------------------------------------
 const benchOut = await run(Deno.execPath(), [
   "bench",
@@ -239,4 +275,4 @@ const floor = ffiLines[0];
 const ffiFigures = [figure(floor), ...ffiLines.slice(1).map((l) => figure(l, floor))];
 table("Deno FFI (deno bench, mean)", ffiFigures);
 await save("ffi", ffiFigures);
-console.log(`\nwrote bench/results/switch.json, sched.json and ffi.json`);
+console.log(`\nwrote bench/results/switch.json, sched.json, chan.json and ffi.json`);

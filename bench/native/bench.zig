@@ -243,6 +243,134 @@ fn bestF(runs: usize, comptime f: anytype, args: anytype) !f64 {
     return best;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Channel benchmarks: the shapes of Go's runtime channel benchmarks (bench/go/chan_test.go),
+// on 2 workers. ns/op is elapsed time over all operations of all coroutines, as Go's
+// RunParallel reports it.
+
+const Channel = kcoro.channel.Channel;
+
+const ChanBench = struct {
+    ch: *Channel = undefined,
+    ops: u64 = 0,
+    cap: u32 = 0,
+    left: std.atomic.Value(i64) = .init(0),
+
+    fn send(ch: *Channel, v: u64) void {
+        ch.send(std.mem.asBytes(&v), null, false) catch unreachable;
+    }
+    fn recv(ch: *Channel) u64 {
+        var v: u64 = 0;
+        ch.receive(std.mem.asBytes(&v), null, false) catch unreachable;
+        return v;
+    }
+
+    fn nonblocking(arg: ?*anyopaque) callconv(.c) void {
+        const b: *ChanBench = @ptrCast(@alignCast(arg.?));
+        var v: u64 = 0;
+        for (0..b.ops) |_| {
+            b.ch.receive(std.mem.asBytes(&v), null, true) catch {};
+        }
+    }
+    fn uncontended(arg: ?*anyopaque) callconv(.c) void {
+        const b: *ChanBench = @ptrCast(@alignCast(arg.?));
+        const ch = Channel.create(std.heap.c_allocator, .{ .elem_size = 8, .capacity = 100 }) catch unreachable;
+        defer ch.destroy();
+        for (0..b.ops) |_| {
+            for (0..100) |_| send(ch, 0);
+            for (0..100) |_| _ = recv(ch);
+        }
+    }
+    fn sync(arg: ?*anyopaque) callconv(.c) void {
+        const b: *ChanBench = @ptrCast(@alignCast(arg.?));
+        while (true) {
+            const i = b.left.fetchSub(1, .monotonic) - 1;
+            if (i < 0) break;
+            for (0..1000) |_| {
+                if (@mod(i, 2) == 0) {
+                    _ = recv(b.ch);
+                    send(b.ch, 0);
+                } else {
+                    send(b.ch, 0);
+                    _ = recv(b.ch);
+                }
+            }
+        }
+    }
+    fn producer(arg: ?*anyopaque) callconv(.c) void {
+        const b: *ChanBench = @ptrCast(@alignCast(arg.?));
+        while (b.left.fetchSub(1, .monotonic) > 0) {
+            for (0..1000) |_| send(b.ch, 1);
+        }
+        send(b.ch, 0);
+    }
+    fn consumer(arg: ?*anyopaque) callconv(.c) void {
+        const b: *ChanBench = @ptrCast(@alignCast(arg.?));
+        while (recv(b.ch) != 0) {}
+    }
+    fn creation(arg: ?*anyopaque) callconv(.c) void {
+        const b: *ChanBench = @ptrCast(@alignCast(arg.?));
+        for (0..b.ops) |_| {
+            const ch = Channel.create(std.heap.c_allocator, .{ .elem_size = 8, .capacity = 1 }) catch unreachable;
+            send(ch, 0);
+            _ = recv(ch);
+            ch.destroy();
+        }
+    }
+    fn sem(arg: ?*anyopaque) callconv(.c) void {
+        const b: *ChanBench = @ptrCast(@alignCast(arg.?));
+        for (0..b.ops) |_| {
+            send(b.ch, 0);
+            _ = recv(b.ch);
+        }
+    }
+};
+
+/// Runs `entries` (one coroutine each) on a 2-worker scheduler; returns elapsed ns.
+fn runChanBench(b: *ChanBench, entries: []const kcoro.coroutine.EntryFn) !u64 {
+    var s: Scheduler = undefined;
+    try startSched(&s, 2, 32 * 1024, .guarded);
+    defer s.shutdown(.cancel);
+    var timer = try std.time.Timer.start();
+    for (entries) |e| _ = try s.spawn(e, b);
+    try s.drain();
+    return timer.read();
+}
+
+fn benchChan(name: []const u8, total: u64) !f64 {
+    var b: ChanBench = .{};
+    const E = ChanBench;
+    if (std.mem.eql(u8, name, "nonblocking")) {
+        b.ch = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8 });
+        defer b.ch.destroy();
+        b.ops = total / 2;
+        return perOp(try runChanBench(&b, &.{ E.nonblocking, E.nonblocking }), total);
+    } else if (std.mem.eql(u8, name, "uncontended")) {
+        b.ops = total / 2;
+        return perOp(try runChanBench(&b, &.{ E.uncontended, E.uncontended }), total);
+    } else if (std.mem.eql(u8, name, "sync")) {
+        b.ch = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8 });
+        defer b.ch.destroy();
+        b.left.store(@intCast(total / 1000), .monotonic);
+        return perOp(try runChanBench(&b, &.{ E.sync, E.sync }), total);
+    } else if (std.mem.startsWith(u8, name, "prodcons")) {
+        const cap = try std.fmt.parseInt(u32, name["prodcons".len..], 10);
+        b.ch = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8, .capacity = cap });
+        defer b.ch.destroy();
+        b.left.store(@intCast(total / 1000), .monotonic);
+        return perOp(try runChanBench(&b, &.{ E.producer, E.consumer, E.producer, E.consumer }), total);
+    } else if (std.mem.eql(u8, name, "creation")) {
+        b.ops = total / 2;
+        return perOp(try runChanBench(&b, &.{ E.creation, E.creation }), total);
+    } else if (std.mem.eql(u8, name, "sem")) {
+        b.ch = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8, .capacity = 2 });
+        defer b.ch.destroy();
+        b.ops = total / 2;
+        return perOp(try runChanBench(&b, &.{ E.sem, E.sem }), total);
+    }
+    unreachable; // names are ours
+}
+
 fn perOp(ns: u64, ops: u64) f64 {
     return @as(f64, @floatFromInt(ns)) / @as(f64, @floatFromInt(ops));
 }
@@ -313,6 +441,24 @@ pub fn main() !void {
         try report(out, .{ .name = "sched: CPU fan-out, 64 tasks, 1 worker", .value = one, .unit = "ms", .iterations = 64 });
         try report(out, .{ .name = "sched: CPU fan-out, 64 tasks, 2 workers", .value = two, .unit = "ms", .iterations = 64 });
         try report(out, .{ .name = "sched: parallel speedup, 2 workers over 1", .value = one / two, .unit = "x", .iterations = 64 });
+    }
+
+    {
+        const cruns: usize = if (quick) 2 else 5;
+        const cases = [_]struct { name: []const u8, label: []const u8, total: u64 }{
+            .{ .name = "nonblocking", .label = "chan: ChanNonblocking (try-receive, empty)", .total = 20_000_000 },
+            .{ .name = "uncontended", .label = "chan: ChanUncontended (100 sends + 100 receives)", .total = 100_000 },
+            .{ .name = "sync", .label = "chan: ChanSync (rendezvous, 2 coroutines)", .total = 1_000_000 },
+            .{ .name = "prodcons0", .label = "chan: ChanProdCons0", .total = 1_000_000 },
+            .{ .name = "prodcons10", .label = "chan: ChanProdCons10", .total = 2_000_000 },
+            .{ .name = "prodcons100", .label = "chan: ChanProdCons100", .total = 2_000_000 },
+            .{ .name = "creation", .label = "chan: ChanCreation", .total = 2_000_000 },
+            .{ .name = "sem", .label = "chan: ChanSem", .total = 4_000_000 },
+        };
+        for (cases) |c| {
+            const total = if (quick) c.total / 4 else c.total;
+            try report(out, .{ .name = c.label, .value = try bestF(cruns, benchChan, .{ c.name, total }), .unit = "ns/op", .iterations = total });
+        }
     }
 
     const cycles = n / 10;
