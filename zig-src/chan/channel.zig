@@ -187,6 +187,18 @@ pub const Channel = struct {
     senders: WaitQueue = .{},
     receivers: WaitQueue = .{},
     metrics: Metrics = .{},
+    /// True when a receive could make progress (something buffered, a sender waiting, or
+    /// closed), as of the last unlock. Lets a try-receive on an empty channel return without
+    /// taking the lock (Go does the same): a false read is a state the channel really was in
+    /// after some operation, so answering "would block" then is linearisable.
+    recv_ready: std.atomic.Value(bool) = .init(false),
+
+    /// Releases the lock, first publishing `recv_ready` (release: pairs with the acquire load
+    /// in `receive`'s fast path).
+    fn unlock(ch: *Channel) void {
+        ch.recv_ready.store(ch.len != 0 or !ch.senders.isEmpty() or ch.closed, .release);
+        ch.mutex.unlock();
+    }
 
     pub fn create(allocator: std.mem.Allocator, options: Options) Error!*Channel {
         if (options.elem_size == 0 or options.elem_size > 1 << 20) return error.InvalidArgument;
@@ -293,7 +305,7 @@ pub const Channel = struct {
         ch.touch();
         if (ch.closed) {
             ch.metrics.fail_closed += 1;
-            ch.mutex.unlock();
+            ch.unlock();
             return if (ch.cancelled) error.Cancelled else error.Closed;
         }
         if (ch.receivers.pop()) |r| {
@@ -303,24 +315,24 @@ pub const Channel = struct {
             ch.countSend();
             ch.countReceive();
             const info = r.complete(done_ok);
-            ch.mutex.unlock();
+            ch.unlock();
             Waiter.wake(info);
             return;
         }
         if (!ch.isFull() and ch.slots > 0) {
             ch.pushBuffer(elem) catch |e| {
-                ch.mutex.unlock();
+                ch.unlock();
                 return e;
             };
             ch.countSend();
-            ch.mutex.unlock();
+            ch.unlock();
             return;
         }
         switch (ch.overflow) {
             .drop_latest => {
                 ch.countSend();
                 ch.undelivered(elem);
-                ch.mutex.unlock();
+                ch.unlock();
                 return;
             },
             .drop_oldest => {
@@ -330,14 +342,14 @@ pub const Channel = struct {
                 ch.len -= 1;
                 ch.pushBuffer(elem) catch unreachable; // a slot was just freed
                 ch.countSend();
-                ch.mutex.unlock();
+                ch.unlock();
                 return;
             },
             .@"suspend" => {},
         }
         if (try_only) {
             ch.metrics.fail_full += 1;
-            ch.mutex.unlock();
+            ch.unlock();
             return error.WouldBlock;
         }
         var w = waiterForCaller(@constCast(elem));
@@ -347,6 +359,7 @@ pub const Channel = struct {
 
     /// Receives into `out` (elem_size bytes). Arguments as for `send`.
     pub fn receive(ch: *Channel, out: [*]u8, deadline: ?u64, try_only: bool) Error!void {
+        if (try_only and !ch.recv_ready.load(.acquire)) return error.WouldBlock;
         ch.mutex.lock();
         ch.touch();
         if (ch.len > 0) {
@@ -357,11 +370,11 @@ pub const Channel = struct {
                 ch.pushBuffer(s.elem) catch unreachable; // a slot was just freed
                 ch.countSend();
                 const info = s.complete(done_ok);
-                ch.mutex.unlock();
+                ch.unlock();
                 Waiter.wake(info);
                 return;
             }
-            ch.mutex.unlock();
+            ch.unlock();
             return;
         }
         if (ch.senders.pop()) |s| {
@@ -370,17 +383,17 @@ pub const Channel = struct {
             ch.countSend();
             ch.countReceive();
             const info = s.complete(done_ok);
-            ch.mutex.unlock();
+            ch.unlock();
             Waiter.wake(info);
             return;
         }
         if (ch.closed) {
             ch.metrics.fail_closed += 1;
-            ch.mutex.unlock();
+            ch.unlock();
             return if (ch.cancelled) error.Cancelled else error.Closed;
         }
         if (try_only) {
-            ch.mutex.unlock();
+            ch.unlock();
             return error.WouldBlock;
         }
         var w = waiterForCaller(out);
@@ -410,7 +423,7 @@ pub const Channel = struct {
     /// Called with the lock held and `w` queued on `q`; releases the lock and waits for an
     /// outcome or the deadline.
     fn block(ch: *Channel, w: *Waiter, q: *WaitQueue, deadline: ?u64) Error!void {
-        ch.mutex.unlock();
+        ch.unlock();
         var timed_out = false;
         // Acquire on every status load: pairs with the completer's release in `complete`, so the
         // value it copied (for a receiver) is visible.
@@ -444,10 +457,10 @@ pub const Channel = struct {
                 // never delivered), and the queue stays intact.
                 q.remove(w);
                 ch.metrics.fail_timeout += 1;
-                ch.mutex.unlock();
+                ch.unlock();
                 return error.Timeout;
             }
-            ch.mutex.unlock(); // completed while we gave up: honour the outcome
+            ch.unlock(); // completed while we gave up: honour the outcome
         }
         return switch (w.status.load(.acquire)) {
             done_ok => {},
@@ -471,7 +484,7 @@ pub const Channel = struct {
                 wakes[n] = r.complete(done_closed);
             }
             const more = !ch.receivers.isEmpty();
-            ch.mutex.unlock();
+            ch.unlock();
             for (wakes[0..n]) |info| Waiter.wake(info);
             if (!more) return first;
         }
@@ -502,7 +515,7 @@ pub const Channel = struct {
                 } else break;
             }
             const more = !ch.senders.isEmpty() or !ch.receivers.isEmpty();
-            ch.mutex.unlock();
+            ch.unlock();
             for (wakes[0..n]) |info| Waiter.wake(info);
             if (!more) return;
         }
@@ -510,20 +523,20 @@ pub const Channel = struct {
 
     pub fn isClosedForSend(ch: *Channel) bool {
         ch.mutex.lock();
-        defer ch.mutex.unlock();
+        defer ch.unlock();
         return ch.closed;
     }
 
     /// Closed, nothing buffered and no sender waiting: a receive can only fail.
     pub fn isClosedForReceive(ch: *Channel) bool {
         ch.mutex.lock();
-        defer ch.mutex.unlock();
+        defer ch.unlock();
         return ch.closed and ch.len == 0 and ch.senders.isEmpty();
     }
 
     pub fn snapshot(ch: *Channel) Metrics {
         ch.mutex.lock();
-        defer ch.mutex.unlock();
+        defer ch.unlock();
         return ch.metrics;
     }
 };
@@ -637,6 +650,8 @@ test "close: buffered values stay receivable, then Closed; close is true once" {
     try testing.expectEqual(@as(u64, 2), try recvU64(ch));
     try testing.expect(ch.isClosedForReceive());
     try testing.expectError(error.Closed, recvU64(ch));
+    // The lock-free "empty" answer of a try-receive must not hide the close.
+    try testing.expectError(error.Closed, tryRecvU64(ch));
 }
 
 test "rendezvous across threads, close wakes a blocked receiver, deadline times out cleanly" {
@@ -692,7 +707,7 @@ test "a sender already waiting when close happens still delivers" {
     while (true) {
         ch.mutex.lock();
         const queued = !ch.senders.isEmpty();
-        ch.mutex.unlock();
+        ch.unlock();
         if (queued) break;
         if (scheduler.monotonicNs() > deadline) return error.SenderNeverQueued;
         std.Thread.yield() catch {};
@@ -725,7 +740,7 @@ test "cancel drops buffered and waiting values exactly once and fails every wait
     while (true) {
         ch.mutex.lock();
         const queued = !ch.senders.isEmpty();
-        ch.mutex.unlock();
+        ch.unlock();
         if (queued) break;
         if (scheduler.monotonicNs() > deadline) return error.SenderNeverQueued;
         std.Thread.yield() catch {};
