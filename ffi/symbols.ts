@@ -64,6 +64,31 @@ export const symbols = {
   kc_sched_stats: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** const void *kc_resolve(const char *library, const char *symbol) */
   kc_resolve: { parameters: ["buffer", "buffer"], result: "pointer" },
+  /**
+   * int32_t kc_chan_create(uint32_t elem_size, uint32_t capacity, uint32_t overflow,
+   *                        uint32_t flags, uint32_t *out_handle)
+   */
+  kc_chan_create: { parameters: ["u32", "u32", "u32", "u32", "buffer"], result: "i32" },
+  /**
+   * int32_t kc_chan_send(uint32_t handle, const void *elem, uint32_t size,
+   *                      uint64_t deadline_ns, uint32_t flags)
+   */
+  kc_chan_send: { parameters: ["u32", "buffer", "u32", "u64", "u32"], result: "i32" },
+  /**
+   * int32_t kc_chan_recv(uint32_t handle, void *out, uint32_t size, uint64_t deadline_ns,
+   *                      uint32_t flags)
+   */
+  kc_chan_recv: { parameters: ["u32", "buffer", "u32", "u64", "u32"], result: "i32" },
+  /** int32_t kc_chan_close(uint32_t handle) */
+  kc_chan_close: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_chan_cancel(uint32_t handle) */
+  kc_chan_cancel: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_chan_destroy(uint32_t handle) */
+  kc_chan_destroy: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_chan_status(uint32_t handle) */
+  kc_chan_status: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len) */
+  kc_chan_snapshot: { parameters: ["u32", "buffer", "u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type Symbols = typeof symbols;

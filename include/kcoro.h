@@ -125,6 +125,36 @@ int32_t kc_sched_stats(uint32_t worker, uint64_t *out, uint32_t len);
 /* Address of `symbol` in `library` (dlopen'd, kept loaded), or NULL (never fails). */
 const void *kc_resolve(const char *library, const char *symbol);
 
+/* Channels: fixed-size elements copied in and out. `size` must equal the element size. */
+#define KC_CHAN_UNLIMITED 0xFFFFFFFFu /* capacity: grows without bound */
+#define KC_CHAN_CONFLATED (1u << 0)   /* kc_chan_create flag: capacity 1, keeps the latest */
+#define KC_CHAN_TRY (1u << 0)         /* kc_chan_send/recv flag: never wait (KC_EAGAIN) */
+#define KC_OVERFLOW_SUSPEND 0
+#define KC_OVERFLOW_DROP_OLDEST 1
+#define KC_OVERFLOW_DROP_LATEST 2
+
+/* Creates a channel. capacity 0 = rendezvous (+ a drop policy = a 1-slot buffer). */
+int32_t kc_chan_create(uint32_t elem_size, uint32_t capacity, uint32_t overflow, uint32_t flags,
+                       uint32_t *out_handle);
+/* Sends *elem. deadline_ns 0 = none (kc_now_ns clock). KC_EPIPE closed, KC_ECANCELED cancelled,
+ * KC_ETIME deadline, KC_EAGAIN with KC_CHAN_TRY when it would wait. From a scheduled coroutine it
+ * parks; from a plain thread it blocks. */
+int32_t kc_chan_send(uint32_t handle, const void *elem, uint32_t size, uint64_t deadline_ns,
+                     uint32_t flags);
+/* Receives into *out; as kc_chan_send. */
+int32_t kc_chan_recv(uint32_t handle, void *out, uint32_t size, uint64_t deadline_ns, uint32_t flags);
+/* Closes: 1 the first time, 0 after. Buffered values stay receivable. */
+int32_t kc_chan_close(uint32_t handle);
+/* Closes, drops buffered values, fails every waiter with KC_ECANCELED. */
+int32_t kc_chan_cancel(uint32_t handle);
+/* Cancels and frees the channel once no call uses it; the handle is dead at once. */
+int32_t kc_chan_destroy(uint32_t handle);
+/* Bit 0: closed for send; bit 1: closed for receive (closed and drained). */
+int32_t kc_chan_status(uint32_t handle);
+/* Fills up to len of [sends, receives, bytes sent, bytes received, failed full, failed closed,
+ * failed timeout, failed cancelled, dropped, first op ns, last op ns]; returns count. */
+int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -25,7 +25,8 @@ function cTypeToFfi(t: string): string[] {
   if (c === "uint64_t") return ["u64"];
   if (c === "void") return ["void"];
   if (c === "kc_entry_fn") return ["pointer", "function"];
-  if (c === "void*") return ["pointer", "usize"]; // an integer arg travels in the same register
+  // A void * is a pointer, a caller-owned buffer, or (kc_coro_create) an integer in its register.
+  if (c === "void*") return ["pointer", "buffer", "usize"];
   if (c.endsWith("*")) return ["pointer", "buffer"];
   throw new Error(`unmapped C type ${t}`);
 }

@@ -11,6 +11,7 @@ pub const scheduler = @import("sched/scheduler.zig");
 pub const context = @import("sc/context.zig");
 pub const builtins = @import("builtins.zig");
 pub const channel = @import("chan/channel.zig");
+pub const channel_registry = @import("chan/registry.zig");
 
 pub const Coroutine = coroutine.Coroutine;
 pub const State = coroutine.State;
@@ -31,4 +32,5 @@ test {
     _ = context;
     _ = builtins;
     _ = channel;
+    _ = channel_registry;
 }

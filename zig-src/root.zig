@@ -287,6 +287,118 @@ export fn kc_resolve(library: ?[*:0]const u8, symbol: ?[*:0]const u8) callconv(.
 }
 
 // ---------------------------------------------------------------------------------------------
+// Channels (zig-src/chan). Values are copied in and out; `size` must equal the channel's element
+// size, so a caller's buffer can never be over-read or over-written.
+
+const chan = kcoro.channel;
+var chan_registry: kcoro.channel_registry.Registry = undefined;
+var chan_once = std.once(initChannels);
+
+fn initChannels() void {
+    chan_registry = kcoro.channel_registry.Registry.init(std.heap.c_allocator);
+}
+
+fn chans() *kcoro.channel_registry.Registry {
+    chan_once.call();
+    return &chan_registry;
+}
+
+/// Flags of kc_chan_send / kc_chan_recv.
+const chan_try: u32 = 1;
+
+/// int32_t kc_chan_create(uint32_t elem_size, uint32_t capacity, uint32_t overflow,
+///                        uint32_t flags, uint32_t *out_handle): capacity 0 = rendezvous,
+/// KC_CHAN_UNLIMITED = unlimited; overflow KC_OVERFLOW_*; flags KC_CHAN_CONFLATED.
+export fn kc_chan_create(elem_size: u32, capacity: u32, overflow: u32, flags: u32, out_handle: ?*u32) callconv(.c) i32 {
+    const out = out_handle orelse return Status.invalid.code();
+    if (flags & ~@as(u32, 1) != 0) return Status.invalid.code();
+    const ov = std.meta.intToEnum(chan.Overflow, overflow) catch return Status.invalid.code();
+    const h = chans().create(.{
+        .elem_size = elem_size,
+        .capacity = capacity,
+        .overflow = ov,
+        .conflated = flags & 1 != 0,
+    }) catch |err| return fail(err);
+    out.* = h;
+    return 0;
+}
+
+fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, flags: u32, comptime is_send: bool) i32 {
+    const p = elem orelse return Status.invalid.code();
+    if (flags & ~chan_try != 0) return Status.invalid.code();
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    const ch = kcoro.channel_registry.Registry.channelOf(e);
+    if (size != ch.elem_size) return Status.invalid.code();
+    const deadline: ?u64 = if (deadline_ns == 0) null else deadline_ns;
+    const bytes: [*]u8 = @ptrCast(p);
+    const result = if (is_send) ch.send(bytes, deadline, flags & chan_try != 0) else ch.receive(bytes, deadline, flags & chan_try != 0);
+    result catch |err| return fail(err);
+    return 0;
+}
+
+/// int32_t kc_chan_send(uint32_t h, const void *elem, uint32_t size, uint64_t deadline_ns,
+///                      uint32_t flags): deadline 0 = none (kc_now_ns clock); KC_CHAN_TRY never
+/// waits (KC_EAGAIN). KC_EPIPE closed, KC_ECANCELED cancelled, KC_ETIME deadline.
+export fn kc_chan_send(h: u32, elem: ?*const anyopaque, size: u32, deadline_ns: u64, flags: u32) callconv(.c) i32 {
+    return chanOp(h, @constCast(elem), size, deadline_ns, flags, true);
+}
+
+/// int32_t kc_chan_recv(uint32_t h, void *out, uint32_t size, uint64_t deadline_ns,
+///                      uint32_t flags): as kc_chan_send.
+export fn kc_chan_recv(h: u32, out: ?*anyopaque, size: u32, deadline_ns: u64, flags: u32) callconv(.c) i32 {
+    return chanOp(h, out, size, deadline_ns, flags, false);
+}
+
+/// int32_t kc_chan_close(uint32_t h): 1 if this call closed it, 0 if it was closed already.
+export fn kc_chan_close(h: u32) callconv(.c) i32 {
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    return @intFromBool(kcoro.channel_registry.Registry.channelOf(e).close());
+}
+
+/// int32_t kc_chan_cancel(uint32_t h)
+export fn kc_chan_cancel(h: u32) callconv(.c) i32 {
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    kcoro.channel_registry.Registry.channelOf(e).cancel();
+    return 0;
+}
+
+/// int32_t kc_chan_destroy(uint32_t h): cancels the channel and frees it once no call uses it.
+export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
+    chans().destroy(h) catch |err| return fail(err);
+    return 0;
+}
+
+/// int32_t kc_chan_status(uint32_t h): bit 0 closed for send, bit 1 closed for receive.
+export fn kc_chan_status(h: u32) callconv(.c) i32 {
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    const ch = kcoro.channel_registry.Registry.channelOf(e);
+    return @as(i32, @intFromBool(ch.isClosedForSend())) | (@as(i32, @intFromBool(ch.isClosedForReceive())) << 1);
+}
+
+/// int32_t kc_chan_snapshot(uint32_t h, uint64_t *out, uint32_t len): fills up to len of
+/// [sends, receives, bytes sent, bytes received, failed full, failed closed, failed timeout,
+/// failed cancelled, dropped, first op ns, last op ns]; returns how many it wrote.
+export fn kc_chan_snapshot(h: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
+    const o = out orelse return Status.invalid.code();
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    const m = kcoro.channel_registry.Registry.channelOf(e).snapshot();
+    const vals = [_]u64{ m.sends, m.receives, m.bytes_sent, m.bytes_received, m.fail_full, m.fail_closed, m.fail_timeout, m.fail_cancelled, m.dropped, m.first_op_ns, m.last_op_ns };
+    const n = @min(len, vals.len);
+    for (0..n) |i| o[i] = vals[i];
+    return @intCast(n);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Built-in native entry functions (zig-src/builtins.zig).
 
 const builtins = @import("builtins.zig");
@@ -461,4 +573,42 @@ test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutd
         try testing.expect(kc_resolve("libc.so.6", "no_such_symbol_kcoro") == null);
     }
     try testing.expect(kc_resolve("/nonexistent.so", "strlen") == null);
+}
+
+test "C ABI: channels by handle; sizes, flags and handles are checked" {
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &h));
+    var v: u64 = 5;
+    var out: u64 = 0;
+    const try_flag: u32 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(h, &v, 8, 0, try_flag));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_send(h, &v, 4, 0, try_flag)); // wrong size
+    try testing.expectEqual(Status.invalid.code(), kc_chan_send(h, null, 8, 0, try_flag));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_send(h, &v, 8, 0, 0x80)); // unknown flag
+    try testing.expectEqual(@as(i32, 0), kc_chan_recv(h, &out, 8, 0, try_flag));
+    try testing.expectEqual(@as(u64, 5), out);
+    try testing.expectEqual(Status.again.code(), kc_chan_recv(h, &out, 8, 0, try_flag));
+    // A receive with a deadline that nobody beats.
+    try testing.expectEqual(Status.timeout.code(), kc_chan_recv(h, &out, 8, kc_now_ns() + std.time.ns_per_ms, 0));
+    var snap: [11]u64 = undefined;
+    try testing.expectEqual(@as(i32, 11), kc_chan_snapshot(h, &snap, 11));
+    try testing.expectEqual(@as(u64, 1), snap[0]);
+    try testing.expectEqual(@as(u64, 1), snap[6]);
+    try testing.expectEqual(@as(i32, 1), kc_chan_close(h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_close(h));
+    try testing.expectEqual(@as(i32, 3), kc_chan_status(h));
+    try testing.expectEqual(Status.closed.code(), kc_chan_send(h, &v, 8, 0, try_flag));
+    try testing.expectEqual(Status.closed.code(), kc_chan_recv(h, &out, 8, 0, try_flag));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_send(h, &v, 8, 0, try_flag));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_destroy(h));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_close(0xFFFF_FFFF));
+    var ch2: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(@ptrCast(@alignCast(kc_builtin_entry(1).?)), null, 0, 0, &ch2));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_close(ch2)); // a coroutine handle
+    try testing.expectEqual(@as(i32, 0), kc_coro_destroy(ch2));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_create(0, 0, 0, 0, &h));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 9, 0, &h));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 2, 1, &h)); // conflated + drop-latest
+    try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 0, 2, &h));
 }

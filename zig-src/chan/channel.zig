@@ -140,7 +140,7 @@ const WaitQueue = struct {
 const SpinLock = struct {
     locked: std.atomic.Value(bool) = .init(false),
 
-    fn lock(l: *SpinLock) void {
+    pub fn lock(l: *SpinLock) void {
         // Acquire: pairs with the release in `unlock`; the previous holder's writes are visible.
         if (!l.locked.swap(true, .acquire)) return;
         var spins: u32 = 0;
@@ -153,7 +153,7 @@ const SpinLock = struct {
         }
     }
 
-    fn unlock(l: *SpinLock) void {
+    pub fn unlock(l: *SpinLock) void {
         l.locked.store(false, .release);
     }
 };

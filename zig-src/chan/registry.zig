@@ -1,0 +1,186 @@
+//! Channels named by handles, for the C ABI: lookups that cannot race a destroy.
+//!
+//! Each live channel sits in an `Entry` with a reference count: one for the handle table, one
+//! for every operation in progress (including a blocked send or receive). `destroy` frees the
+//! handle first (new lookups fail), cancels the channel (blocked operations wake with
+//! `Cancelled` and drop their references) and drops the table's reference; the channel is freed
+//! when the last reference goes. Entries are never freed while the registry lives, only
+//! recycled, so a lookup that raced a destroy touches valid memory: it fails to take a
+//! reference from a count of 0, or finds that the entry now belongs to another handle.
+const std = @import("std");
+const assert = std.debug.assert;
+const handle_mod = @import("../handle.zig");
+const channel = @import("channel.zig");
+
+const Channel = channel.Channel;
+pub const Handle = handle_mod.Handle;
+
+const Entry = struct {
+    /// 0 while free. Acq_rel/acquire CAS in `acquire`; see `release`.
+    refs: std.atomic.Value(u32) = .init(0),
+    /// The handle this entry currently serves (0 while free): checked after taking a reference.
+    handle: std.atomic.Value(u32) = .init(0),
+    ch: ?*Channel = null,
+    next_free: ?*Entry = null,
+};
+
+pub const Registry = struct {
+    allocator: std.mem.Allocator,
+    mutex: std.Thread.Mutex = .{},
+    table: handle_mod.HandleTable(Entry, .channel),
+    free_entries: ?*Entry = null,
+    /// Every entry ever allocated, for deinit.
+    all: std.ArrayListUnmanaged(*Entry) = .empty,
+
+    pub fn init(allocator: std.mem.Allocator) Registry {
+        return .{ .allocator = allocator, .table = .init(allocator) };
+    }
+
+    /// Destroys every channel still registered and frees everything. No operation may be in
+    /// progress.
+    pub fn deinit(r: *Registry) void {
+        var index: u32 = 1;
+        while (index < r.table.high_water) : (index += 1) {
+            const h = r.table.liveHandle(index) orelse continue;
+            r.destroy(h) catch {};
+        }
+        for (r.all.items) |e| {
+            assert(e.refs.load(.monotonic) == 0); // an operation still in progress
+            r.allocator.destroy(e);
+        }
+        r.all.deinit(r.allocator);
+        r.table.deinit();
+        r.* = undefined;
+    }
+
+    pub fn create(r: *Registry, options: channel.Options) channel.Error!Handle {
+        const ch = try Channel.create(r.allocator, options);
+        errdefer ch.destroy();
+        r.mutex.lock();
+        defer r.mutex.unlock();
+        const e = if (r.free_entries) |f| blk: {
+            r.free_entries = f.next_free;
+            break :blk f;
+        } else blk: {
+            try r.all.ensureUnusedCapacity(r.allocator, 1);
+            const n = try r.allocator.create(Entry);
+            n.* = .{};
+            r.all.appendAssumeCapacity(n);
+            break :blk n;
+        };
+        e.ch = ch;
+        e.next_free = null;
+        // The table's reference. Release: pairs with the acquire CAS in `acquire`.
+        e.refs.store(1, .release);
+        const h = r.table.alloc(e) catch |err| {
+            e.refs.store(0, .release);
+            e.ch = null;
+            e.next_free = r.free_entries;
+            r.free_entries = e;
+            return switch (err) {
+                error.OutOfMemory, error.TooManyObjects => error.OutOfMemory,
+            };
+        };
+        e.handle.store(h, .release);
+        return h;
+    }
+
+    /// Takes a reference to the channel `h` names; pair it with `release`.
+    pub fn acquire(r: *Registry, h: Handle) error{BadHandle}!*Entry {
+        const e = r.table.get(h) orelse return error.BadHandle;
+        var refs = e.refs.load(.acquire);
+        while (true) {
+            if (refs == 0) return error.BadHandle; // being freed
+            // Acq_rel: pairs with the release decrement in `release`, so the channel we use
+            // is the one its creator finished building.
+            refs = e.refs.cmpxchgWeak(refs, refs + 1, .acq_rel, .acquire) orelse break;
+        }
+        if (e.handle.load(.acquire) != h) {
+            // The entry was recycled for another channel between the lookup and our reference.
+            r.release(e);
+            return error.BadHandle;
+        }
+        return e;
+    }
+
+    pub fn channelOf(e: *Entry) *Channel {
+        return e.ch.?;
+    }
+
+    pub fn release(r: *Registry, e: *Entry) void {
+        // Acq_rel: the last releaser sees every other holder's use completed before it frees.
+        const prev = e.refs.fetchSub(1, .acq_rel);
+        assert(prev > 0);
+        if (prev != 1) return;
+        const ch = e.ch.?;
+        ch.destroy();
+        r.mutex.lock();
+        defer r.mutex.unlock();
+        e.ch = null;
+        e.next_free = r.free_entries;
+        r.free_entries = e;
+    }
+
+    /// Frees the handle at once and the channel once no operation uses it; blocked operations
+    /// fail with `Cancelled`, buffered values go to the undelivered hook.
+    pub fn destroy(r: *Registry, h: Handle) error{BadHandle}!void {
+        const e = blk: {
+            r.mutex.lock();
+            defer r.mutex.unlock();
+            break :blk r.table.free(h) orelse return error.BadHandle;
+        };
+        e.handle.store(0, .release);
+        e.ch.?.cancel();
+        r.release(e); // the table's reference
+    }
+};
+
+const testing = std.testing;
+
+test "handles: operations, destroy while a receiver is blocked, stale handles" {
+    var r = Registry.init(testing.allocator);
+    defer r.deinit();
+    const h = try r.create(.{ .elem_size = 8, .capacity = 1 });
+    {
+        const e = try r.acquire(h);
+        defer r.release(e);
+        var v: u64 = 7;
+        try Registry.channelOf(e).send(std.mem.asBytes(&v), null, true);
+    }
+    const S = struct {
+        var result: ?channel.Error = null;
+        fn receiver(reg: *Registry, hh: Handle) void {
+            const e = reg.acquire(hh) catch unreachable;
+            defer reg.release(e);
+            var v: u64 = 0;
+            Registry.channelOf(e).receive(std.mem.asBytes(&v), null, false) catch unreachable; // 7
+            Registry.channelOf(e).receive(std.mem.asBytes(&v), null, false) catch |err| {
+                result = err;
+            };
+        }
+    };
+    const t = try std.Thread.spawn(.{}, S.receiver, .{ &r, h });
+    // Destroy once the receiver blocks (bounded wait); destroying earlier is fine too.
+    const deadline = @import("../sched/scheduler.zig").monotonicNs() + 10 * std.time.ns_per_s;
+    while (@import("../sched/scheduler.zig").monotonicNs() < deadline) {
+        const e = r.acquire(h) catch break;
+        const ch = Registry.channelOf(e);
+        ch.mutex.lock();
+        const blocked = ch.receivers.head != null;
+        ch.mutex.unlock();
+        r.release(e);
+        if (blocked) break;
+        std.Thread.yield() catch {};
+    }
+    try r.destroy(h);
+    t.join();
+    try testing.expectEqual(@as(?channel.Error, error.Cancelled), S.result);
+    try testing.expectError(error.BadHandle, r.acquire(h));
+    try testing.expectError(error.BadHandle, r.destroy(h));
+    // The entry is recycled for the next channel; the old handle stays dead.
+    const h2 = try r.create(.{ .elem_size = 4 });
+    try testing.expect(h2 != h);
+    try testing.expectError(error.BadHandle, r.acquire(h));
+    const e2 = try r.acquire(h2);
+    r.release(e2);
+}
