@@ -68,30 +68,60 @@ const done_ok: u32 = 0;
 const done_closed: u32 = 2;
 const done_cancelled: u32 = 3;
 
-/// One blocked operation. Lives on the blocked party's stack; only touched by others while it
-/// is in a queue, under the channel lock.
+/// The shared state of one `select` call: which clause won, and the outcome (a futex word).
+pub const SelectState = struct {
+    /// `no_winner` until a clause wins (or the select gives up: `gave_up`). CAS from
+    /// `no_winner` only; the winner is whoever's CAS succeeds (acq_rel).
+    winner: std.atomic.Value(u32) = .init(no_winner),
+    status: std.atomic.Value(u32) = .init(pending),
+
+    pub const no_winner: u32 = std.math.maxInt(u32);
+    pub const gave_up: u32 = std.math.maxInt(u32) - 1;
+};
+
+/// One blocked operation (or one clause of a blocked select). Lives on the blocked party's
+/// stack; only touched by others while it is linked into a queue, under the channel lock.
 const Waiter = struct {
     next: ?*Waiter = null,
     prev: ?*Waiter = null,
+    /// In a queue (maintained by `WaitQueue`, under the channel lock).
+    linked: bool = false,
     /// Sender: the value to send. Receiver: where to put the received value.
     elem: [*]u8,
     /// `pending` until a completer sets the outcome under the lock (release; pairs with the
-    /// waiter's acquire load).
-    status: std.atomic.Value(u32) = .init(pending),
+    /// waiter's acquire load). A select's clauses use the select's status instead.
+    own_status: std.atomic.Value(u32) = .init(pending),
     /// How to wake it: a coroutine (`ref`, with its scheduler if any), or a thread (futex on
-    /// `status`).
+    /// the status word).
     ref: ?coroutine.Ref,
     sched: ?*scheduler.Scheduler,
+    /// Set for a select clause: the select, and this clause's index.
+    sel: ?*SelectState = null,
+    clause: u32 = 0,
 
     const Wake = struct { ref: ?coroutine.Ref, sched: ?*scheduler.Scheduler, status: *std.atomic.Value(u32) };
 
-    /// Under the lock: records the outcome and returns what `wake` needs. After the lock is
-    /// released the waiter may return and its memory be reused, so nothing else of it may be
-    /// read then; waking a coroutine by `Ref` or a futex address that is stale is harmless
-    /// (a stray permit or a spurious futex wake, both of which every wait loop tolerates).
+    fn statusWord(w: *Waiter) *std.atomic.Value(u32) {
+        return if (w.sel) |sel| &sel.status else &w.own_status;
+    }
+
+    /// For a select clause: tries to make this clause the select's winner. Plain waiters
+    /// always "win". Under the channel lock.
+    fn claim(w: *Waiter) bool {
+        const sel = w.sel orelse return true;
+        // Acq_rel: pairs with the other claimants' CAS and with the selecting party's.
+        return sel.winner.cmpxchgStrong(SelectState.no_winner, w.clause, .acq_rel, .acquire) == null;
+    }
+
+    /// Under the lock, after a successful `claim`: records the outcome and returns what `wake`
+    /// needs. After the lock is released the waiter may return and its memory be reused, so
+    /// nothing else of it may be read then; waking a coroutine by `Ref` or a futex address that
+    /// is stale is harmless (a stray permit or a spurious futex wake, both of which every wait
+    /// loop tolerates).
     fn complete(w: *Waiter, outcome: u32) Wake {
-        const info: Wake = .{ .ref = w.ref, .sched = w.sched, .status = &w.status };
-        w.status.store(outcome, .release);
+        const status = w.statusWord();
+        const info: Wake = .{ .ref = w.ref, .sched = w.sched, .status = status };
+        status.store(outcome, .release);
         return info;
     }
 
@@ -109,23 +139,31 @@ const WaitQueue = struct {
     tail: ?*Waiter = null,
 
     fn push(q: *WaitQueue, w: *Waiter) void {
+        assert(!w.linked);
         w.next = null;
         w.prev = q.tail;
         if (q.tail) |t| t.next = w else q.head = w;
         q.tail = w;
+        w.linked = true;
     }
 
+    /// The oldest waiter that can still complete, unlinked and claimed. Select clauses whose
+    /// select already has a winner (or gave up) are unlinked and skipped on the way.
     fn pop(q: *WaitQueue) ?*Waiter {
-        const w = q.head orelse return null;
-        q.remove(w);
-        return w;
+        while (q.head) |w| {
+            q.remove(w);
+            if (w.claim()) return w;
+        }
+        return null;
     }
 
     fn remove(q: *WaitQueue, w: *Waiter) void {
+        assert(w.linked);
         if (w.prev) |p| p.next = w.next else q.head = w.next;
         if (w.next) |n| n.prev = w.prev else q.tail = w.prev;
         w.next = null;
         w.prev = null;
+        w.linked = false;
     }
 
     fn isEmpty(q: *const WaitQueue) bool {
@@ -167,6 +205,31 @@ fn coarseNs() u64 {
 
 /// Up to this many woken waiters are collected under the lock and woken after it.
 const max_wakes = 64;
+
+/// Waits until `status` is no longer `pending` or `deadline` passes (true: timed out). A
+/// coroutine parks (with a timer on a scheduler; a hand-driven one cannot time out), a thread
+/// sleeps on the futex. Acquire on every status load: pairs with the completer's release, so
+/// what it copied for us is visible.
+fn waitFor(status: *std.atomic.Value(u32), ref: ?coroutine.Ref, sched: ?*scheduler.Scheduler, deadline: ?u64) bool {
+    if (ref) |_| {
+        while (status.load(.acquire) == pending) {
+            if (sched) |s| {
+                if (deadline) |d| {
+                    if (s.parkUntil(d) catch false) return status.load(.acquire) == pending;
+                } else coroutine.park() catch unreachable; // we are a coroutine
+            } else coroutine.park() catch unreachable; // hand-driven: no deadline
+        }
+        return false;
+    }
+    while (status.load(.acquire) == pending) {
+        if (deadline) |d| {
+            const now = scheduler.monotonicNs();
+            if (now >= d) return true;
+            Futex.timedWait(status, pending, d - now) catch {};
+        } else Futex.wait(status, pending);
+    }
+    return false;
+}
 
 pub const Channel = struct {
     allocator: std.mem.Allocator,
@@ -269,7 +332,7 @@ pub const Channel = struct {
         return ch.len == ch.capacity;
     }
 
-    fn pushBuffer(ch: *Channel, elem: [*]const u8) Error!void {
+    fn pushBuffer(ch: *Channel, elem: [*]const u8) error{OutOfMemory}!void {
         if (ch.len == ch.slots) {
             assert(ch.capacity == unlimited);
             try ch.grow();
@@ -285,7 +348,7 @@ pub const Channel = struct {
         ch.len -= 1;
     }
 
-    fn grow(ch: *Channel) Error!void {
+    fn grow(ch: *Channel) error{OutOfMemory}!void {
         const new_slots = ch.slots * 2;
         const nb = try ch.allocator.alloc(u8, @as(usize, new_slots) * ch.elem_size);
         for (0..ch.len) |i| {
@@ -298,42 +361,33 @@ pub const Channel = struct {
         ch.head = 0;
     }
 
-    /// Sends the value at `elem` (elem_size bytes). `deadline` null = wait forever; `try_only`
-    /// = never wait (error.WouldBlock when it would). Any thread or coroutine.
-    pub fn send(ch: *Channel, elem: [*]const u8, deadline: ?u64, try_only: bool) Error!void {
-        ch.mutex.lock();
-        ch.touch();
-        if (ch.closed) {
-            ch.metrics.fail_closed += 1;
-            ch.unlock();
-            return if (ch.cancelled) error.Cancelled else error.Closed;
-        }
+    // The operations, with the lock held: each either completes (collecting at most one waiter
+    // to wake after the unlock) or says why it cannot. Plain operations and `select` share them.
+
+    const SendResult = enum { done, full, closed };
+    const RecvResult = enum { done, empty, closed };
+
+    fn sendLocked(ch: *Channel, elem: [*]const u8, wake: *?Waiter.Wake) error{OutOfMemory}!SendResult {
+        if (ch.closed) return .closed;
         if (ch.receivers.pop()) |r| {
             // Direct hand-off: the receiver gets our value without touching the buffer.
             assert(ch.len == 0);
             ch.copy(r.elem, elem);
             ch.countSend();
             ch.countReceive();
-            const info = r.complete(done_ok);
-            ch.unlock();
-            Waiter.wake(info);
-            return;
+            wake.* = r.complete(done_ok);
+            return .done;
         }
         if (!ch.isFull() and ch.slots > 0) {
-            ch.pushBuffer(elem) catch |e| {
-                ch.unlock();
-                return e;
-            };
+            try ch.pushBuffer(elem);
             ch.countSend();
-            ch.unlock();
-            return;
+            return .done;
         }
         switch (ch.overflow) {
             .drop_latest => {
                 ch.countSend();
                 ch.undelivered(elem);
-                ch.unlock();
-                return;
+                return .done;
             },
             .drop_oldest => {
                 assert(ch.len > 0);
@@ -342,10 +396,61 @@ pub const Channel = struct {
                 ch.len -= 1;
                 ch.pushBuffer(elem) catch unreachable; // a slot was just freed
                 ch.countSend();
+                return .done;
+            },
+            .@"suspend" => return .full,
+        }
+    }
+
+    fn recvLocked(ch: *Channel, out: [*]u8, wake: *?Waiter.Wake) RecvResult {
+        if (ch.len > 0) {
+            ch.popBuffer(out);
+            ch.countReceive();
+            // Room now: the oldest waiting sender's value moves into the buffer.
+            if (ch.senders.pop()) |s| {
+                ch.pushBuffer(s.elem) catch unreachable; // a slot was just freed
+                ch.countSend();
+                wake.* = s.complete(done_ok);
+            }
+            return .done;
+        }
+        if (ch.senders.pop()) |s| {
+            // Rendezvous: take the value straight from the sender.
+            ch.copy(out, s.elem);
+            ch.countSend();
+            ch.countReceive();
+            wake.* = s.complete(done_ok);
+            return .done;
+        }
+        return if (ch.closed) .closed else .empty;
+    }
+
+    fn closedError(ch: *const Channel) Error {
+        return if (ch.cancelled) error.Cancelled else error.Closed;
+    }
+
+    /// Sends the value at `elem` (elem_size bytes). `deadline` null = wait forever; `try_only`
+    /// = never wait (error.WouldBlock when it would). Any thread or coroutine.
+    pub fn send(ch: *Channel, elem: [*]const u8, deadline: ?u64, try_only: bool) Error!void {
+        ch.mutex.lock();
+        ch.touch();
+        var wake: ?Waiter.Wake = null;
+        const result = ch.sendLocked(elem, &wake) catch |e| {
+            ch.unlock();
+            return e;
+        };
+        switch (result) {
+            .done => {
                 ch.unlock();
+                if (wake) |info| Waiter.wake(info);
                 return;
             },
-            .@"suspend" => {},
+            .closed => {
+                ch.metrics.fail_closed += 1;
+                ch.unlock();
+                return ch.closedError();
+            },
+            .full => {},
         }
         if (try_only) {
             ch.metrics.fail_full += 1;
@@ -362,35 +467,19 @@ pub const Channel = struct {
         if (try_only and !ch.recv_ready.load(.acquire)) return error.WouldBlock;
         ch.mutex.lock();
         ch.touch();
-        if (ch.len > 0) {
-            ch.popBuffer(out);
-            ch.countReceive();
-            // Room now: the oldest waiting sender's value moves into the buffer.
-            if (ch.senders.pop()) |s| {
-                ch.pushBuffer(s.elem) catch unreachable; // a slot was just freed
-                ch.countSend();
-                const info = s.complete(done_ok);
+        var wake: ?Waiter.Wake = null;
+        switch (ch.recvLocked(out, &wake)) {
+            .done => {
                 ch.unlock();
-                Waiter.wake(info);
+                if (wake) |info| Waiter.wake(info);
                 return;
-            }
-            ch.unlock();
-            return;
-        }
-        if (ch.senders.pop()) |s| {
-            // Rendezvous: take the value straight from the sender.
-            ch.copy(out, s.elem);
-            ch.countSend();
-            ch.countReceive();
-            const info = s.complete(done_ok);
-            ch.unlock();
-            Waiter.wake(info);
-            return;
-        }
-        if (ch.closed) {
-            ch.metrics.fail_closed += 1;
-            ch.unlock();
-            return if (ch.cancelled) error.Cancelled else error.Closed;
+            },
+            .closed => {
+                ch.metrics.fail_closed += 1;
+                ch.unlock();
+                return ch.closedError();
+            },
+            .empty => {},
         }
         if (try_only) {
             ch.unlock();
@@ -424,35 +513,10 @@ pub const Channel = struct {
     /// outcome or the deadline.
     fn block(ch: *Channel, w: *Waiter, q: *WaitQueue, deadline: ?u64) Error!void {
         ch.unlock();
-        var timed_out = false;
-        // Acquire on every status load: pairs with the completer's release in `complete`, so the
-        // value it copied (for a receiver) is visible.
-        if (w.ref) |_| {
-            while (w.status.load(.acquire) == pending) {
-                if (w.sched) |s| {
-                    if (deadline) |d| {
-                        if (s.parkUntil(d) catch false) {
-                            if (w.status.load(.acquire) == pending) timed_out = true;
-                            break;
-                        }
-                    } else coroutine.park() catch unreachable; // we are a coroutine
-                } else coroutine.park() catch unreachable; // hand-driven: no deadline
-            }
-        } else {
-            while (w.status.load(.acquire) == pending) {
-                if (deadline) |d| {
-                    const now = scheduler.monotonicNs();
-                    if (now >= d) {
-                        timed_out = true;
-                        break;
-                    }
-                    Futex.timedWait(&w.status, pending, d - now) catch {};
-                } else Futex.wait(&w.status, pending);
-            }
-        }
+        const timed_out = waitFor(&w.own_status, w.ref, w.sched, deadline);
         if (timed_out) {
             ch.mutex.lock();
-            if (w.status.load(.monotonic) == pending) {
+            if (w.own_status.load(.monotonic) == pending) {
                 // Still queued: withdraw. Nothing was delivered (an aborted send's value is
                 // never delivered), and the queue stays intact.
                 q.remove(w);
@@ -462,7 +526,12 @@ pub const Channel = struct {
             }
             ch.unlock(); // completed while we gave up: honour the outcome
         }
-        return switch (w.status.load(.acquire)) {
+        return outcomeError(w.own_status.load(.acquire));
+    }
+
+    /// Sends and receives have a non-error outcome `done_ok`; the others map to errors.
+    fn outcomeError(outcome: u32) Error!void {
+        return switch (outcome) {
             done_ok => {},
             done_closed => error.Closed,
             done_cancelled => error.Cancelled,
@@ -540,6 +609,179 @@ pub const Channel = struct {
         return ch.metrics;
     }
 };
+
+// ---------------------------------------------------------------------------------------------
+// Select: at most one of several send/receive clauses completes.
+//
+// 1. Lock every channel involved (each once, in address order, so two selects cannot deadlock).
+// 2. Probe the clauses, in order (biased, Kotlin) or in a random order (unbiased, Go); the first
+//    that can complete does, and the select returns it.
+// 3. Otherwise (unless polling) queue a waiter on every clause, all pointing at one
+//    `SelectState`, unlock, and wait. A completer on any of those channels must win the
+//    select's `winner` CAS before it may complete a clause; losing clauses are skipped and
+//    unlinked by whoever meets them. A deadline is a CAS of the winner to `gave_up`.
+// 4. Relock and unlink the clauses nobody took. A failed or timed-out select therefore leaves
+//    every queue exactly as it found it.
+
+pub const ClauseKind = enum(u8) { send, receive };
+
+pub const Clause = struct {
+    ch: *Channel,
+    kind: ClauseKind,
+    /// Send: the value. Receive: where the value goes.
+    elem: [*]u8,
+};
+
+pub const SelectOptions = struct {
+    /// Absolute deadline (CLOCK_MONOTONIC ns); null = none.
+    deadline: ?u64 = null,
+    /// A default clause: return error.WouldBlock instead of waiting.
+    poll: bool = false,
+    /// Probe in a uniformly random order instead of clause order.
+    unbiased: bool = false,
+    /// Randomness for `unbiased` (default: seeded from the clock).
+    random: ?std.Random = null,
+};
+
+pub const Selected = struct {
+    /// The clause that completed.
+    index: u32,
+    /// Its outcome: the clause's channel was closed (or cancelled) instead.
+    closed: bool = false,
+    cancelled: bool = false,
+};
+
+pub const max_clauses = 16;
+
+pub const SelectError = error{ WouldBlock, Timeout, InvalidArgument, OutOfMemory };
+
+pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selected {
+    if (clauses.len == 0 or clauses.len > max_clauses) return error.InvalidArgument;
+    const n: u32 = @intCast(clauses.len);
+    var order: [max_clauses]u8 = undefined;
+    for (0..n) |i| order[i] = @intCast(i);
+    if (options.unbiased) {
+        var fallback = std.Random.DefaultPrng.init(scheduler.monotonicNs() ^ @intFromPtr(&order));
+        const r = options.random orelse fallback.random();
+        r.shuffle(u8, order[0..n]);
+    }
+    var locks: [max_clauses]*Channel = undefined;
+    const nlocks = lockSet(clauses, &locks);
+    lockAll(locks[0..nlocks]);
+
+    // 2. Probe.
+    for (order[0..n]) |i| {
+        const c = clauses[i];
+        var wake: ?Waiter.Wake = null;
+        var closed = false;
+        const done = switch (c.kind) {
+            .send => switch (c.ch.sendLocked(c.elem, &wake) catch |e| {
+                unlockAll(locks[0..nlocks]);
+                return e;
+            }) {
+                .done => true,
+                .closed => blk: {
+                    closed = true;
+                    break :blk true;
+                },
+                .full => false,
+            },
+            .receive => switch (c.ch.recvLocked(c.elem, &wake)) {
+                .done => true,
+                .closed => blk: {
+                    closed = true;
+                    break :blk true;
+                },
+                .empty => false,
+            },
+        };
+        if (!done) continue;
+        const cancelled = closed and c.ch.cancelled;
+        if (closed) c.ch.metrics.fail_closed += 1;
+        unlockAll(locks[0..nlocks]);
+        if (wake) |info| Waiter.wake(info);
+        return .{ .index = i, .closed = closed and !cancelled, .cancelled = cancelled };
+    }
+    if (options.poll) {
+        unlockAll(locks[0..nlocks]);
+        return error.WouldBlock;
+    }
+
+    // 3. Register on every clause and wait.
+    var sel: SelectState = .{};
+    const caller = Channel.waiterForCaller(undefined);
+    var waiters: [max_clauses]Waiter = undefined;
+    for (clauses, 0..) |c, i| {
+        waiters[i] = .{ .elem = c.elem, .ref = caller.ref, .sched = caller.sched, .sel = &sel, .clause = @intCast(i) };
+        switch (c.kind) {
+            .send => c.ch.senders.push(&waiters[i]),
+            .receive => c.ch.receivers.push(&waiters[i]),
+        }
+    }
+    unlockAll(locks[0..nlocks]);
+    var winner: u32 = SelectState.no_winner;
+    if (waitFor(&sel.status, caller.ref, caller.sched, options.deadline)) {
+        // Give up, unless a clause won meanwhile (acq_rel: pairs with the claimants' CAS).
+        winner = sel.winner.cmpxchgStrong(SelectState.no_winner, SelectState.gave_up, .acq_rel, .acquire) orelse SelectState.gave_up;
+        if (winner != SelectState.gave_up) {
+            // It won while we were timing out: its completer sets the status right after.
+            _ = waitFor(&sel.status, caller.ref, caller.sched, null);
+        }
+    } else {
+        winner = sel.winner.load(.acquire);
+    }
+
+    // 4. Unlink the clauses nobody took.
+    lockAll(locks[0..nlocks]);
+    for (clauses, 0..) |c, i| {
+        const w = &waiters[i];
+        if (!w.linked) continue;
+        switch (c.kind) {
+            .send => c.ch.senders.remove(w),
+            .receive => c.ch.receivers.remove(w),
+        }
+    }
+    if (winner == SelectState.gave_up) {
+        for (locks[0..nlocks]) |ch| ch.metrics.fail_timeout += 1;
+    }
+    unlockAll(locks[0..nlocks]);
+    if (winner == SelectState.gave_up) return error.Timeout;
+    assert(winner < n);
+    const outcome = sel.status.load(.acquire);
+    return .{ .index = winner, .closed = outcome == done_closed, .cancelled = outcome == done_cancelled };
+}
+
+/// The distinct channels of `clauses`, sorted by address (the lock order).
+fn lockSet(clauses: []const Clause, out: *[max_clauses]*Channel) usize {
+    var n: usize = 0;
+    for (clauses) |c| {
+        const seen = for (out[0..n]) |ch| {
+            if (ch == c.ch) break true;
+        } else false;
+        if (!seen) {
+            out[n] = c.ch;
+            n += 1;
+        }
+    }
+    std.mem.sort(*Channel, out[0..n], {}, struct {
+        fn lt(_: void, a: *Channel, b: *Channel) bool {
+            return @intFromPtr(a) < @intFromPtr(b);
+        }
+    }.lt);
+    return n;
+}
+
+fn lockAll(chs: []const *Channel) void {
+    for (chs) |ch| ch.mutex.lock();
+}
+
+fn unlockAll(chs: []const *Channel) void {
+    var i = chs.len;
+    while (i > 0) {
+        i -= 1;
+        chs[i].unlock();
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Tests (capacities kept small so that full/empty races show).
@@ -812,5 +1054,184 @@ test "N producers x M consumers, every kind, scheduled coroutines: each value ex
         try s.drainFor(60 * std.time.ns_per_s);
         try testing.expectEqual(total, ctx.received.load(.monotonic));
         for (seen) |*x| try testing.expectEqual(@as(u8, 1), x.load(.monotonic));
+    }
+}
+
+test "select: biased picks the first ready clause; polling is the default clause" {
+    const a = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer a.destroy();
+    const b = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer b.destroy();
+    var x: u64 = 0;
+    var y: u64 = 0;
+    const clauses = [_]Clause{
+        .{ .ch = a, .kind = .receive, .elem = std.mem.asBytes(&x) },
+        .{ .ch = b, .kind = .receive, .elem = std.mem.asBytes(&y) },
+    };
+    try testing.expectError(error.WouldBlock, select(&clauses, .{ .poll = true }));
+    try trySendU64(b, 20);
+    try testing.expectEqual(@as(u32, 1), (try select(&clauses, .{})).index);
+    try testing.expectEqual(@as(u64, 20), y);
+    for (0..3) |_| {
+        try trySendU64(a, 10);
+        try trySendU64(b, 21);
+    }
+    for (0..3) |_| try testing.expectEqual(@as(u32, 0), (try select(&clauses, .{})).index);
+    // A send clause and a closed clause.
+    var v: u64 = 5;
+    const send_clause = [_]Clause{.{ .ch = a, .kind = .send, .elem = std.mem.asBytes(&v) }};
+    try testing.expectEqual(@as(u32, 0), (try select(&send_clause, .{})).index);
+    try testing.expectEqual(@as(u64, 5), try tryRecvU64(a));
+    _ = a.close();
+    const closed = try select(&clauses, .{});
+    try testing.expect(closed.index == 0 and closed.closed);
+}
+
+test "select: unbiased picks each of two always-ready clauses about half the time" {
+    const a = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
+    defer a.destroy();
+    const b = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
+    defer b.destroy();
+    var x: u64 = 0;
+    const clauses = [_]Clause{
+        .{ .ch = a, .kind = .receive, .elem = std.mem.asBytes(&x) },
+        .{ .ch = b, .kind = .receive, .elem = std.mem.asBytes(&x) },
+    };
+    var prng = std.Random.DefaultPrng.init(0x5eed);
+    const rounds = 10_000;
+    var first: u32 = 0;
+    try trySendU64(a, 1);
+    try trySendU64(b, 2);
+    for (0..rounds) |_| {
+        const got = try select(&clauses, .{ .unbiased = true, .random = prng.random() });
+        if (got.index == 0) {
+            first += 1;
+            try trySendU64(a, 1);
+        } else try trySendU64(b, 2);
+    }
+    // Binomial(10,000, 1/2): sigma = 50; allow 10 sigma.
+    try testing.expect(first > rounds / 2 - 500 and first < rounds / 2 + 500);
+}
+
+test "select: a timed-out select leaves every queue intact" {
+    const a = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer a.destroy();
+    const b = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 2 });
+    defer b.destroy();
+    var x: u64 = 0;
+    var v: u64 = 1;
+    try trySendU64(b, 1);
+    try trySendU64(b, 2); // b is full: a send clause on it must wait
+    const clauses = [_]Clause{
+        .{ .ch = a, .kind = .receive, .elem = std.mem.asBytes(&x) },
+        .{ .ch = b, .kind = .send, .elem = std.mem.asBytes(&v) },
+        .{ .ch = a, .kind = .receive, .elem = std.mem.asBytes(&x) }, // the same channel twice
+    };
+    const deadline = scheduler.monotonicNs() + 2 * std.time.ns_per_ms;
+    try testing.expectError(error.Timeout, select(&clauses, .{ .deadline = deadline }));
+    try testing.expect(a.receivers.isEmpty() and a.senders.isEmpty());
+    try testing.expect(b.receivers.isEmpty() and b.senders.isEmpty());
+    try testing.expectEqual(@as(u64, 1), try tryRecvU64(b)); // b untouched: 1, 2
+    try testing.expectEqual(@as(u64, 2), try tryRecvU64(b));
+    try testing.expectError(error.InvalidArgument, select(&.{}, .{}));
+}
+
+// Selects and plain receivers race for values from senders on two channels (and selects also
+// offer a send clause to a third): every value is received exactly once, so no select ever
+// completed two clauses, and every queue ends empty.
+test "select: stress with plain operations on scheduled coroutines, each value exactly once" {
+    const per_sender = 3_000;
+    const senders_per_chan = 2;
+    const total = 2 * senders_per_chan * per_sender;
+    const S = struct {
+        var chans: [2]*Channel = undefined;
+        var side: *Channel = undefined;
+        var seen: [total]std.atomic.Value(u8) = @splat(.init(0));
+        var received = std.atomic.Value(u32).init(0);
+        var side_taken = std.atomic.Value(u32).init(0);
+        var senders_left = std.atomic.Value(u32).init(0);
+        fn sender(arg: ?*anyopaque) callconv(.c) void {
+            const id = @intFromPtr(arg);
+            const ch = chans[id % 2];
+            for (0..per_sender) |i| sendU64(ch, id * per_sender + i) catch unreachable;
+            if (senders_left.fetchSub(1, .acq_rel) == 1) {
+                _ = chans[0].close();
+                _ = chans[1].close();
+                _ = side.close();
+            }
+        }
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            var x: u64 = 0;
+            var y: u64 = 0;
+            var offer: u64 = 0;
+            var open = [3]bool{ true, true, true };
+            while (open[0] or open[1]) {
+                var clauses: [3]Clause = undefined;
+                var map: [3]u8 = undefined;
+                var n: usize = 0;
+                if (open[0]) {
+                    clauses[n] = .{ .ch = chans[0], .kind = .receive, .elem = std.mem.asBytes(&x) };
+                    map[n] = 0;
+                    n += 1;
+                }
+                if (open[1]) {
+                    clauses[n] = .{ .ch = chans[1], .kind = .receive, .elem = std.mem.asBytes(&y) };
+                    map[n] = 1;
+                    n += 1;
+                }
+                if (open[2]) {
+                    clauses[n] = .{ .ch = side, .kind = .send, .elem = std.mem.asBytes(&offer) };
+                    map[n] = 2;
+                    n += 1;
+                }
+                const got = select(clauses[0..n], .{ .unbiased = true }) catch unreachable;
+                const which = map[got.index];
+                if (got.closed) {
+                    open[which] = false;
+                    continue;
+                }
+                if (which == 2) continue; // a sideReader took our offer
+                const v = if (which == 0) x else y;
+                _ = seen[v].fetchAdd(1, .monotonic);
+                _ = received.fetchAdd(1, .monotonic);
+            }
+        }
+        fn plain(arg: ?*anyopaque) callconv(.c) void {
+            const ch = chans[@intFromPtr(arg)];
+            while (true) {
+                const v = recvU64(ch) catch return;
+                _ = seen[v].fetchAdd(1, .monotonic);
+                _ = received.fetchAdd(1, .monotonic);
+            }
+        }
+        fn sideReader(_: ?*anyopaque) callconv(.c) void {
+            while (true) {
+                _ = recvU64(side) catch return;
+                _ = side_taken.fetchAdd(1, .monotonic);
+            }
+        }
+    };
+    S.chans[0] = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.chans[0].destroy();
+    S.chans[1] = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 2 });
+    defer S.chans[1].destroy();
+    S.side = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.side.destroy();
+    for (&S.seen) |*x| x.store(0, .monotonic);
+    S.received.store(0, .monotonic);
+    S.senders_left.store(2 * senders_per_chan, .monotonic);
+    var s: scheduler.Scheduler = undefined;
+    try s.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    defer s.shutdown(.cancel);
+    for (0..3) |_| _ = try s.spawn(S.selector, null);
+    _ = try s.spawn(S.plain, @ptrFromInt(0));
+    _ = try s.spawn(S.plain, @ptrFromInt(1));
+    _ = try s.spawn(S.sideReader, null);
+    for (0..2 * senders_per_chan) |id| _ = try s.spawn(S.sender, @ptrFromInt(id));
+    try s.drainFor(60 * std.time.ns_per_s);
+    try testing.expectEqual(@as(u32, total), S.received.load(.monotonic));
+    for (&S.seen) |*x| try testing.expectEqual(@as(u8, 1), x.load(.monotonic));
+    for ([_]*Channel{ S.chans[0], S.chans[1], S.side }) |ch| {
+        try testing.expect(ch.receivers.isEmpty() and ch.senders.isEmpty());
     }
 }
