@@ -241,6 +241,8 @@ const chanPeers: [string, string][] = [
   ["chan: ChanProdCons100", "ChanProdCons100"],
   ["chan: ChanCreation", "ChanCreation"],
   ["chan: ChanSem", "ChanSem"],
+  ["chan: SelectUncontended", "SelectUncontended"],
+  ["chan: ChanPopular", "ChanPopular"],
 ];
 const chanFigures: Figure[] = chanPeers.map(([prefix, goName]) =>
   figure(

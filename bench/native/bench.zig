@@ -317,6 +317,42 @@ const ChanBench = struct {
             ch.destroy();
         }
     }
+    fn selectUncontended(arg: ?*anyopaque) callconv(.c) void {
+        const b: *ChanBench = @ptrCast(@alignCast(arg.?));
+        const c1 = Channel.create(std.heap.c_allocator, .{ .elem_size = 8, .capacity = 1 }) catch unreachable;
+        defer c1.destroy();
+        const c2 = Channel.create(std.heap.c_allocator, .{ .elem_size = 8, .capacity = 1 }) catch unreachable;
+        defer c2.destroy();
+        send(c1, 0);
+        var x: u64 = 0;
+        const clauses = [_]kcoro.channel.Clause{
+            .{ .ch = c1, .kind = .receive, .elem = std.mem.asBytes(&x) },
+            .{ .ch = c2, .kind = .receive, .elem = std.mem.asBytes(&x) },
+        };
+        for (0..b.ops) |_| {
+            const got = kcoro.channel.select(&clauses, .{}) catch unreachable;
+            if (got.index == 0) send(c2, 0) else send(c1, 0);
+        }
+    }
+    var popular_c: *Channel = undefined;
+    var popular_d: [1000]*Channel = undefined;
+    fn popularSelector(arg: ?*anyopaque) callconv(.c) void {
+        const b: *ChanBench = @ptrCast(@alignCast(arg.?));
+        const id = b.left.fetchAdd(1, .monotonic);
+        const d = popular_d[@intCast(id)];
+        var x: u64 = 0;
+        const clauses = [_]kcoro.channel.Clause{
+            .{ .ch = popular_c, .kind = .receive, .elem = std.mem.asBytes(&x) },
+            .{ .ch = d, .kind = .receive, .elem = std.mem.asBytes(&x) },
+        };
+        for (0..b.ops) |_| _ = kcoro.channel.select(&clauses, .{}) catch unreachable;
+    }
+    fn popularDriver(arg: ?*anyopaque) callconv(.c) void {
+        const b: *ChanBench = @ptrCast(@alignCast(arg.?));
+        for (0..b.ops) |_| {
+            for (popular_d) |d| send(d, 1);
+        }
+    }
     fn sem(arg: ?*anyopaque) callconv(.c) void {
         const b: *ChanBench = @ptrCast(@alignCast(arg.?));
         for (0..b.ops) |_| {
@@ -362,6 +398,20 @@ fn benchChan(name: []const u8, total: u64) !f64 {
     } else if (std.mem.eql(u8, name, "creation")) {
         b.ops = total / 2;
         return perOp(try runChanBench(&b, &.{ E.creation, E.creation }), total);
+    } else if (std.mem.eql(u8, name, "select")) {
+        b.ops = total / 2;
+        return perOp(try runChanBench(&b, &.{ E.selectUncontended, E.selectUncontended }), total);
+    } else if (std.mem.eql(u8, name, "popular")) {
+        E.popular_c = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8 });
+        defer E.popular_c.destroy();
+        for (&E.popular_d) |*d| d.* = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8 });
+        defer for (E.popular_d) |d| d.destroy();
+        b.ops = total;
+        b.left.store(0, .monotonic);
+        var entries: [1001]kcoro.coroutine.EntryFn = undefined;
+        for (entries[0..1000]) |*e| e.* = E.popularSelector;
+        entries[1000] = E.popularDriver;
+        return perOp(try runChanBench(&b, &entries), total);
     } else if (std.mem.eql(u8, name, "sem")) {
         b.ch = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8, .capacity = 2 });
         defer b.ch.destroy();
@@ -454,6 +504,8 @@ pub fn main() !void {
             .{ .name = "prodcons100", .label = "chan: ChanProdCons100", .total = 2_000_000 },
             .{ .name = "creation", .label = "chan: ChanCreation", .total = 2_000_000 },
             .{ .name = "sem", .label = "chan: ChanSem", .total = 4_000_000 },
+            .{ .name = "select", .label = "chan: SelectUncontended", .total = 4_000_000 },
+            .{ .name = "popular", .label = "chan: ChanPopular (1000 selects on one channel)", .total = 200 },
         };
         for (cases) |c| {
             const total = if (quick) c.total / 4 else c.total;
