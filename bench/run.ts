@@ -151,7 +151,7 @@ async function goPeers(): Promise<Map<string, number>> {
     ["-bench", "Parked1M", "-count", "1", "-cpu", "2"],
     [
       "-bench",
-      "^BenchmarkChan",
+      "^Benchmark(Chan|Select)",
       "-count",
       counts,
       "-cpu",

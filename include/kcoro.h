@@ -155,6 +155,24 @@ int32_t kc_chan_status(uint32_t handle);
  * failed timeout, failed cancelled, dropped, first op ns, last op ns]; returns count. */
 int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len);
 
+/* Select: completes exactly one clause. */
+#define KC_CLAUSE_SEND 0
+#define KC_CLAUSE_RECV 1
+#define KC_SELECT_POLL (1u << 0)     /* a default clause: KC_EAGAIN instead of waiting */
+#define KC_SELECT_UNBIASED (1u << 1) /* probe in random order (Go) instead of clause order */
+struct kc_clause {
+  uint32_t handle;
+  uint32_t kind; /* KC_CLAUSE_* */
+  uint32_t size; /* must equal the channel's element size */
+  uint32_t reserved;
+  void *elem; /* send: the value; receive: where it goes */
+};
+/* Writes the completed clause's index to *out_index and returns 0, or KC_EPIPE / KC_ECANCELED if
+ * that clause's channel is closed / cancelled; KC_EAGAIN (poll), KC_ETIME (deadline). At most 16
+ * clauses; the same channel may appear in several. */
+int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns, uint32_t flags,
+                  uint32_t *out_index);
+
 #ifdef __cplusplus
 }
 #endif

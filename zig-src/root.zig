@@ -398,6 +398,64 @@ export fn kc_chan_snapshot(h: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
     return @intCast(n);
 }
 
+/// One clause of kc_select (C: struct kc_clause).
+pub const Clause = extern struct {
+    handle: u32,
+    /// KC_CLAUSE_SEND or KC_CLAUSE_RECV.
+    kind: u32,
+    /// Must equal the channel's element size.
+    size: u32,
+    _reserved: u32 = 0,
+    elem: ?*anyopaque,
+};
+
+comptime {
+    std.debug.assert(@sizeOf(Clause) == 24);
+    std.debug.assert(@offsetOf(Clause, "elem") == 16);
+}
+
+/// Flags of kc_select.
+const select_poll: u32 = 1;
+const select_unbiased: u32 = 2;
+
+/// int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
+///                   uint32_t flags, uint32_t *out_index): completes exactly one clause and
+/// writes its index. 0: it sent or received; KC_EPIPE / KC_ECANCELED: that clause's channel is
+/// closed / cancelled; KC_EAGAIN: KC_SELECT_POLL and nothing was ready; KC_ETIME: deadline.
+export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, flags: u32, out_index: ?*u32) callconv(.c) i32 {
+    const cs = clauses_ptr orelse return Status.invalid.code();
+    const out = out_index orelse return Status.invalid.code();
+    if (n == 0 or n > chan.max_clauses) return Status.invalid.code();
+    if (flags & ~(select_poll | select_unbiased) != 0) return Status.invalid.code();
+    const r = chans();
+    var entries: [chan.max_clauses]*kcoro.channel_registry.Entry = undefined;
+    var held: usize = 0;
+    defer for (entries[0..held]) |e| r.release(e);
+    var clauses: [chan.max_clauses]chan.Clause = undefined;
+    for (cs[0..n], 0..) |c, i| {
+        const e = r.acquire(c.handle) catch |err| return fail(err);
+        entries[held] = e;
+        held += 1;
+        const ch = kcoro.channel_registry.Registry.channelOf(e);
+        if (c.size != ch.elem_size or c.elem == null) return Status.invalid.code();
+        const kind: chan.ClauseKind = switch (c.kind) {
+            0 => .send,
+            1 => .receive,
+            else => return Status.invalid.code(),
+        };
+        clauses[i] = .{ .ch = ch, .kind = kind, .elem = @ptrCast(c.elem.?) };
+    }
+    const got = chan.select(clauses[0..n], .{
+        .deadline = if (deadline_ns == 0) null else deadline_ns,
+        .poll = flags & select_poll != 0,
+        .unbiased = flags & select_unbiased != 0,
+    }) catch |err| return fail(err);
+    out.* = got.index;
+    if (got.cancelled) return Status.cancelled.code();
+    if (got.closed) return Status.closed.code();
+    return 0;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Built-in native entry functions (zig-src/builtins.zig).
 
@@ -611,4 +669,38 @@ test "C ABI: channels by handle; sizes, flags and handles are checked" {
     try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 9, 0, &h));
     try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 2, 1, &h)); // conflated + drop-latest
     try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 0, 2, &h));
+}
+
+test "C ABI: kc_select over channel handles" {
+    var a: u32 = 0;
+    var b: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &a));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &b));
+    var x: u64 = 0;
+    var v: u64 = 9;
+    var idx: u32 = 99;
+    var clauses = [_]Clause{
+        .{ .handle = a, .kind = 1, .size = 8, .elem = &x },
+        .{ .handle = b, .kind = 1, .size = 8, .elem = &x },
+    };
+    try testing.expectEqual(Status.again.code(), kc_select(&clauses, 2, 0, 1, &idx));
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(b, &v, 8, 0, 1));
+    try testing.expectEqual(@as(i32, 0), kc_select(&clauses, 2, 0, 0, &idx));
+    try testing.expectEqual(@as(u32, 1), idx);
+    try testing.expectEqual(@as(u64, 9), x);
+    try testing.expectEqual(Status.timeout.code(), kc_select(&clauses, 2, kc_now_ns() + std.time.ns_per_ms, 0, &idx));
+    _ = kc_chan_close(a);
+    try testing.expectEqual(Status.closed.code(), kc_select(&clauses, 2, 0, 0, &idx));
+    try testing.expectEqual(@as(u32, 0), idx);
+    clauses[1].size = 4;
+    try testing.expectEqual(Status.invalid.code(), kc_select(&clauses, 2, 0, 0, &idx));
+    clauses[1].size = 8;
+    clauses[1].kind = 7;
+    try testing.expectEqual(Status.invalid.code(), kc_select(&clauses, 2, 0, 0, &idx));
+    try testing.expectEqual(Status.invalid.code(), kc_select(&clauses, 0, 0, 0, &idx));
+    try testing.expectEqual(Status.invalid.code(), kc_select(&clauses, 2, 0, 0x40, &idx));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(a));
+    clauses[1].kind = 1;
+    try testing.expectEqual(Status.bad_handle.code(), kc_select(&clauses, 2, 0, 0, &idx));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(b));
 }

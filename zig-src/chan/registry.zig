@@ -15,7 +15,7 @@ const channel = @import("channel.zig");
 const Channel = channel.Channel;
 pub const Handle = handle_mod.Handle;
 
-const Entry = struct {
+pub const Entry = struct {
     /// 0 while free. Acq_rel/acquire CAS in `acquire`; see `release`.
     refs: std.atomic.Value(u32) = .init(0),
     /// The handle this entry currently serves (0 while free): checked after taking a reference.
