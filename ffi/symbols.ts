@@ -89,6 +89,8 @@ export const symbols = {
   kc_chan_status: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len) */
   kc_chan_snapshot: { parameters: ["u32", "buffer", "u32"], result: "i32" },
+  /** int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, double *out) */
+  kc_chan_compute_rate: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   /**
    * int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
    *                   uint32_t flags, uint32_t *out_index)

@@ -151,9 +151,17 @@ int32_t kc_chan_cancel(uint32_t handle);
 int32_t kc_chan_destroy(uint32_t handle);
 /* Bit 0: closed for send; bit 1: closed for receive (closed and drained). */
 int32_t kc_chan_status(uint32_t handle);
-/* Fills up to len of [sends, receives, bytes sent, bytes received, failed full, failed closed,
- * failed timeout, failed cancelled, dropped, first op ns, last op ns]; returns count. */
+/* A channel's counters, in the order kc_chan_snapshot writes them. */
+struct kc_chan_metrics {
+  uint64_t sends, receives, bytes_sent, bytes_received;
+  uint64_t failed_full, failed_closed, failed_timeout, failed_cancelled, dropped;
+  uint64_t first_op_ns, last_op_ns, taken_ns;
+};
+/* Fills up to len words of a struct kc_chan_metrics (12 for all); returns count. */
 int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len);
+/* Per-second rates between two full snapshots (earlier first): out[0..6] = sends, receives,
+ * bytes sent, bytes received, failures, dropped. KC_EINVAL if `later` is not later. */
+int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, double *out);
 
 /* Select: completes exactly one clause. */
 #define KC_CLAUSE_SEND 0

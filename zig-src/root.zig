@@ -385,17 +385,41 @@ export fn kc_chan_status(h: u32) callconv(.c) i32 {
 
 /// int32_t kc_chan_snapshot(uint32_t h, uint64_t *out, uint32_t len): fills up to len of
 /// [sends, receives, bytes sent, bytes received, failed full, failed closed, failed timeout,
-/// failed cancelled, dropped, first op ns, last op ns]; returns how many it wrote.
+/// failed cancelled, dropped, first op ns, last op ns, taken ns] (struct kc_chan_metrics);
+/// returns how many it wrote.
 export fn kc_chan_snapshot(h: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
     const m = kcoro.channel_registry.Registry.channelOf(e).snapshot();
-    const vals = [_]u64{ m.sends, m.receives, m.bytes_sent, m.bytes_received, m.fail_full, m.fail_closed, m.fail_timeout, m.fail_cancelled, m.dropped, m.first_op_ns, m.last_op_ns };
+    const vals = metricsWords(m);
     const n = @min(len, vals.len);
     for (0..n) |i| o[i] = vals[i];
     return @intCast(n);
+}
+
+const metrics_words = 12;
+
+fn metricsWords(m: chan.Metrics) [metrics_words]u64 {
+    return .{ m.sends, m.receives, m.bytes_sent, m.bytes_received, m.fail_full, m.fail_closed, m.fail_timeout, m.fail_cancelled, m.dropped, m.first_op_ns, m.last_op_ns, m.taken_ns };
+}
+
+fn metricsFromWords(w: *const [metrics_words]u64) chan.Metrics {
+    return .{ .sends = w[0], .receives = w[1], .bytes_sent = w[2], .bytes_received = w[3], .fail_full = w[4], .fail_closed = w[5], .fail_timeout = w[6], .fail_cancelled = w[7], .dropped = w[8], .first_op_ns = w[9], .last_op_ns = w[10], .taken_ns = w[11] };
+}
+
+/// int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, double *out):
+/// two full snapshots (12 words each, `earlier` taken first) give per-second rates in out[0..6]:
+/// sends, receives, bytes sent, bytes received, failures, dropped. KC_EINVAL if `later` is not
+/// later.
+export fn kc_chan_compute_rate(earlier: ?*const [metrics_words]u64, later: ?*const [metrics_words]u64, out: ?*[6]f64) callconv(.c) i32 {
+    const a = earlier orelse return Status.invalid.code();
+    const b = later orelse return Status.invalid.code();
+    const o = out orelse return Status.invalid.code();
+    const r = chan.Metrics.rates(metricsFromWords(a), metricsFromWords(b)) catch |err| return fail(err);
+    o.* = .{ r.sends, r.receives, r.bytes_sent, r.bytes_received, r.failures, r.dropped };
+    return 0;
 }
 
 /// One clause of kc_select (C: struct kc_clause).
@@ -648,10 +672,17 @@ test "C ABI: channels by handle; sizes, flags and handles are checked" {
     try testing.expectEqual(Status.again.code(), kc_chan_recv(h, &out, 8, 0, try_flag));
     // A receive with a deadline that nobody beats.
     try testing.expectEqual(Status.timeout.code(), kc_chan_recv(h, &out, 8, kc_now_ns() + std.time.ns_per_ms, 0));
-    var snap: [11]u64 = undefined;
-    try testing.expectEqual(@as(i32, 11), kc_chan_snapshot(h, &snap, 11));
+    var snap: [12]u64 = undefined;
+    try testing.expectEqual(@as(i32, 12), kc_chan_snapshot(h, &snap, 12));
     try testing.expectEqual(@as(u64, 1), snap[0]);
     try testing.expectEqual(@as(u64, 1), snap[6]);
+    var later = snap;
+    later[0] += 10;
+    later[11] += std.time.ns_per_s;
+    var rates: [6]f64 = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_chan_compute_rate(&snap, &later, &rates));
+    try testing.expectApproxEqAbs(@as(f64, 10), rates[0], 1e-9);
+    try testing.expectEqual(Status.invalid.code(), kc_chan_compute_rate(&later, &snap, &rates));
     try testing.expectEqual(@as(i32, 1), kc_chan_close(h));
     try testing.expectEqual(@as(i32, 0), kc_chan_close(h));
     try testing.expectEqual(@as(i32, 3), kc_chan_status(h));

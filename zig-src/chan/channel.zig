@@ -60,6 +60,38 @@ pub const Metrics = struct {
     dropped: u64 = 0,
     first_op_ns: u64 = 0,
     last_op_ns: u64 = 0,
+    /// When the snapshot was taken (CLOCK_MONOTONIC ns); set by `snapshot`.
+    taken_ns: u64 = 0,
+
+    /// Per-second rates of the counters between two snapshots of one channel (`earlier` first).
+    pub const Rates = struct {
+        sends: f64,
+        receives: f64,
+        bytes_sent: f64,
+        bytes_received: f64,
+        failures: f64,
+        dropped: f64,
+    };
+
+    pub fn rates(earlier: Metrics, later: Metrics) error{InvalidArgument}!Rates {
+        if (later.taken_ns <= earlier.taken_ns) return error.InvalidArgument;
+        const secs = @as(f64, @floatFromInt(later.taken_ns - earlier.taken_ns)) / std.time.ns_per_s;
+        const d = struct {
+            fn per(a: u64, b: u64, s: f64) f64 {
+                return @as(f64, @floatFromInt(b -% a)) / s;
+            }
+        }.per;
+        const fails_a = earlier.fail_full + earlier.fail_closed + earlier.fail_timeout + earlier.fail_cancelled;
+        const fails_b = later.fail_full + later.fail_closed + later.fail_timeout + later.fail_cancelled;
+        return .{
+            .sends = d(earlier.sends, later.sends, secs),
+            .receives = d(earlier.receives, later.receives, secs),
+            .bytes_sent = d(earlier.bytes_sent, later.bytes_sent, secs),
+            .bytes_received = d(earlier.bytes_received, later.bytes_received, secs),
+            .failures = d(fails_a, fails_b, secs),
+            .dropped = d(earlier.dropped, later.dropped, secs),
+        };
+    }
 };
 
 // Waiter status (u32 so that a thread can futex-wait on it).
@@ -606,7 +638,9 @@ pub const Channel = struct {
     pub fn snapshot(ch: *Channel) Metrics {
         ch.mutex.lock();
         defer ch.unlock();
-        return ch.metrics;
+        var m = ch.metrics;
+        m.taken_ns = scheduler.monotonicNs();
+        return m;
     }
 };
 
@@ -831,6 +865,20 @@ const Dropped = struct {
         n += 1;
     }
 };
+
+test "rates between two snapshots" {
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = unlimited });
+    defer ch.destroy();
+    const a = ch.snapshot();
+    for (0..100) |v| try trySendU64(ch, v);
+    var b = ch.snapshot();
+    b.taken_ns = a.taken_ns + std.time.ns_per_s / 2; // pretend half a second passed
+    const r = try Metrics.rates(a, b);
+    try testing.expectApproxEqAbs(@as(f64, 200), r.sends, 1e-9);
+    try testing.expectApproxEqAbs(@as(f64, 1600), r.bytes_sent, 1e-9);
+    try testing.expectApproxEqAbs(@as(f64, 0), r.receives, 1e-9);
+    try testing.expectError(error.InvalidArgument, Metrics.rates(b, a));
+}
 
 test "drop policies keep the right elements (the issue's example)" {
     // capacity 2: trySend 1,2,3, send 4, receive, trySend 5,6.
