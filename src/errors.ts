@@ -38,6 +38,28 @@ export function describe(x: unknown): string {
   return Object.prototype.toString.call(x);
 }
 
+/** Smallest and largest coroutine stack sizes the native side accepts (0 means its default). */
+export const MIN_STACK = 16 * 1024;
+export const MAX_STACK = 256 * 1024 * 1024;
+
+/**
+ * Checks a `stackSize` option: 0 (the default) or an integer from MIN_STACK to MAX_STACK.
+ * Internal. Throws a RangeError naming `op` and what was received.
+ */
+export function checkStackSize(op: string, stackSize: unknown): number {
+  if (
+    typeof stackSize !== "number" || !Number.isInteger(stackSize) ||
+    (stackSize !== 0 && (stackSize < MIN_STACK || stackSize > MAX_STACK))
+  ) {
+    throw new RangeError(
+      `Cannot ${op}: stackSize must be 0 or an integer from ${MIN_STACK} to ${MAX_STACK}, received ${
+        describe(stackSize)
+      }`,
+    );
+  }
+  return stackSize;
+}
+
 /** The `KC_*` name of a native status code, e.g. `"KC_EBADH"`. */
 export function statusName(status: number): string {
   return statusNames[status] ?? `KC_EUNKNOWN(${status})`;

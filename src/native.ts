@@ -9,7 +9,7 @@
  * @module
  */
 import { type Library, library } from "../ffi/load.ts";
-import { describe, unwrap } from "./errors.ts";
+import { checkStackSize, describe, unwrap } from "./errors.ts";
 
 /** The states of a native coroutine (`KC_STATE_*`). */
 export type CoroutineState = "created" | "ready" | "running" | "suspended" | "parked" | "finished";
@@ -39,9 +39,6 @@ export interface NativeCoroutineOptions {
   /** Take the stack from a shared slab (canary check, no guard page) instead of its own mapping. */
   slabStack?: boolean;
 }
-
-const MIN_STACK = 16 * 1024;
-const MAX_STACK = 256 * 1024 * 1024;
 
 /** A native coroutine, named by a handle; `destroy()` (or `using`) frees it. */
 export class NativeCoroutine implements Disposable {
@@ -88,16 +85,7 @@ export class NativeCoroutine implements Disposable {
       );
     }
     const stackSize = options.stackSize ?? 0;
-    if (
-      typeof stackSize !== "number" || !Number.isInteger(stackSize) ||
-      (stackSize !== 0 && (stackSize < MIN_STACK || stackSize > MAX_STACK))
-    ) {
-      throw new RangeError(
-        `Cannot create coroutine: stackSize must be 0 or an integer from ${MIN_STACK} to ${MAX_STACK}, received ${
-          describe(stackSize)
-        }`,
-      );
-    }
+    checkStackSize("create coroutine", stackSize);
     const flags = (options.fpControl ? 1 : 0) | (options.slabStack ? 2 : 0);
     const lib = library();
     const sym = lib.symbols("create coroutine");

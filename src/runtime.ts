@@ -7,7 +7,7 @@
  * @module
  */
 import { type Library, library } from "../ffi/load.ts";
-import { describe, unwrap } from "./errors.ts";
+import { checkStackSize, describe, unwrap } from "./errors.ts";
 
 /** Options for {@linkcode runtime}. */
 export interface RuntimeOptions {
@@ -57,9 +57,6 @@ export interface RuntimeStats {
   /** Runnable + running coroutines + armed timers (0 when drained). */
   busy: number;
 }
-
-const MIN_STACK = 16 * 1024;
-const MAX_STACK = 256 * 1024 * 1024;
 
 const encoder = new TextEncoder();
 function cString(s: string): Uint8Array<ArrayBuffer> {
@@ -227,16 +224,7 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
       }`,
     );
   }
-  if (
-    typeof stackSize !== "number" || !Number.isInteger(stackSize) ||
-    (stackSize !== 0 && (stackSize < MIN_STACK || stackSize > MAX_STACK))
-  ) {
-    throw new RangeError(
-      `Cannot start runtime: stackSize must be 0 or an integer from ${MIN_STACK} to ${MAX_STACK}, received ${
-        describe(stackSize)
-      }`,
-    );
-  }
+  checkStackSize("start runtime", stackSize);
   const lib = library();
   const sym = lib.symbols("start runtime");
   const info = new BigUint64Array(4);

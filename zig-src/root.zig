@@ -89,13 +89,14 @@ export fn kc_coro_park() callconv(.c) i32 {
 /// int32_t kc_coro_unpark(uint32_t h): 1 if it moved the coroutine from parked to ready,
 /// 0 if it left a permit for its next park.
 export fn kc_coro_unpark(h: u32) callconv(.c) i32 {
-    const co = reg().get(h) catch |err| return fail(err);
-    if (co.owner) |owner| {
+    // The generation-checked lookup serves both kinds: a scheduler's coroutine is woken through
+    // its scheduler, a hand-driven one just becomes ready for its resumer.
+    const ref = reg().lookupRef(h) catch |err| return fail(err);
+    if (ref.co.owner) |owner| {
         const s: *Scheduler = @ptrCast(@alignCast(owner));
-        const ref = reg().lookupScheduled(h) catch |err| return fail(err);
         return @intFromBool(s.unpark(ref));
     }
-    return @intFromBool(co.unpark());
+    return @intFromBool(ref.unpark());
 }
 
 /// int32_t kc_coro_state(uint32_t h)

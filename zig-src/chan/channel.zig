@@ -400,6 +400,7 @@ pub const Channel = struct {
     const RecvResult = enum { done, empty, closed };
 
     fn sendLocked(ch: *Channel, elem: [*]const u8, wake: *?Waiter.Wake) error{OutOfMemory}!SendResult {
+        ch.touch();
         if (ch.closed) return .closed;
         if (ch.receivers.pop()) |r| {
             // Direct hand-off: the receiver gets our value without touching the buffer.
@@ -435,6 +436,7 @@ pub const Channel = struct {
     }
 
     fn recvLocked(ch: *Channel, out: [*]u8, wake: *?Waiter.Wake) RecvResult {
+        ch.touch();
         if (ch.len > 0) {
             ch.popBuffer(out);
             ch.countReceive();
@@ -465,7 +467,6 @@ pub const Channel = struct {
     /// = never wait (error.WouldBlock when it would). Any thread or coroutine.
     pub fn send(ch: *Channel, elem: [*]const u8, deadline: ?u64, try_only: bool) Error!void {
         ch.mutex.lock();
-        ch.touch();
         var wake: ?Waiter.Wake = null;
         const result = ch.sendLocked(elem, &wake) catch |e| {
             ch.unlock();
@@ -498,7 +499,6 @@ pub const Channel = struct {
     pub fn receive(ch: *Channel, out: [*]u8, deadline: ?u64, try_only: bool) Error!void {
         if (try_only and !ch.recv_ready.load(.acquire)) return error.WouldBlock;
         ch.mutex.lock();
-        ch.touch();
         var wake: ?Waiter.Wake = null;
         switch (ch.recvLocked(out, &wake)) {
             .done => {

@@ -110,7 +110,7 @@ pub const Registry = struct {
     /// Gives a handle to a coroutine created elsewhere (a scheduler's); `unregister` frees it.
     pub fn register(r: *Registry, co: *Coroutine) Error!Handle {
         const h = try r.table.alloc(co);
-        // Release: pairs with the acquire load in `lookupScheduled`.
+        // Release: pairs with the acquire load in `lookupRef`.
         @atomicStore(u32, &co.handle, h, .release);
         return h;
     }
@@ -125,7 +125,7 @@ pub const Registry = struct {
     /// The coroutine and generation `h` names, checked against the coroutine's own record of
     /// its handle, so that a handle whose coroutine finished (and whose stack was reused) is
     /// rejected even if the lookup raced the finish.
-    pub fn lookupScheduled(r: *Registry, h: Handle) Error!coroutine.Ref {
+    pub fn lookupRef(r: *Registry, h: Handle) Error!coroutine.Ref {
         const co = r.table.get(h) orelse return error.BadHandle;
         const gen = co.generation();
         if (@atomicLoad(u32, &co.handle, .acquire) != h) return error.BadHandle;

@@ -12,8 +12,8 @@
 //! - `slab`: stacks are carved from large shared mappings (`slab_bytes` each) with one guard
 //!   page at the bottom of each slab; the lowest 64 bytes of each stack are a canary that must
 //!   stay zero. An overflow into the neighbour below is not prevented; it is detected, after
-//!   the fact, when the canary is checked (every time the stack goes back to the pool, and on
-//!   `check`), and the process panics with "stack overflow detected". The canary is the zero
+//!   the fact, when the canary is checked (every time the stack goes back to or leaves the
+//!   pool), and the process panics with "stack overflow detected". The canary is the zero
 //!   fill of fresh anonymous memory, never written, so checking it never makes the bottom page
 //!   resident (an overflow that writes only zeros there goes unnoticed). Costs two mappings per
 //!   slab, so a million coroutines fit. Slab memory is reserved with MAP_NORESERVE: only touched
@@ -147,12 +147,6 @@ pub const Pool = struct {
         node.next = pool.free_head;
         pool.free_head = node;
         pool.free_count += 1;
-    }
-
-    /// Slab mode: panics if `s` overflowed past its base (its canary is overwritten).
-    /// Guarded mode: nothing to check (an overflow has already faulted on the guard page).
-    pub fn check(pool: *const Pool, s: Stack) void {
-        if (pool.mode == .slab) pool.checkCanary(s);
     }
 
     /// Calls `f(ctx, stack)` for every stack this pool ever handed out or could hand out from
