@@ -71,14 +71,27 @@ export const symbols = {
   kc_chan_create: { parameters: ["u32", "u32", "u32", "u32", "buffer"], result: "i32" },
   /**
    * int32_t kc_chan_send(uint32_t handle, const void *elem, uint32_t size,
-   *                      uint64_t deadline_ns, uint32_t flags)
+   *                      uint64_t deadline_ns, uint32_t token, uint32_t flags)
    */
-  kc_chan_send: { parameters: ["u32", "buffer", "u32", "u64", "u32"], result: "i32" },
+  kc_chan_send: { parameters: ["u32", "buffer", "u32", "u64", "u32", "u32"], result: "i32" },
   /**
    * int32_t kc_chan_recv(uint32_t handle, void *out, uint32_t size, uint64_t deadline_ns,
-   *                      uint32_t flags)
+   *                      uint32_t token, uint32_t flags)
    */
-  kc_chan_recv: { parameters: ["u32", "buffer", "u32", "u64", "u32"], result: "i32" },
+  kc_chan_recv: { parameters: ["u32", "buffer", "u32", "u64", "u32", "u32"], result: "i32" },
+  /**
+   * int32_t kc_chan_on_undelivered(uint32_t handle, void (*hook)(void *ctx, const void *elem),
+   *                                void *ctx)
+   */
+  kc_chan_on_undelivered: { parameters: ["u32", "function", "pointer"], result: "i32" },
+  /** int32_t kc_token_create(uint32_t *out_handle) */
+  kc_token_create: { parameters: ["buffer"], result: "i32" },
+  /** int32_t kc_token_cancel(uint32_t token) */
+  kc_token_cancel: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_token_is_cancelled(uint32_t token) */
+  kc_token_is_cancelled: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_token_destroy(uint32_t token) */
+  kc_token_destroy: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_close(uint32_t handle) */
   kc_chan_close: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_cancel(uint32_t handle) */
@@ -93,9 +106,9 @@ export const symbols = {
   kc_chan_compute_rate: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   /**
    * int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
-   *                   uint32_t flags, uint32_t *out_index)
+   *                   uint32_t token, uint32_t flags, uint32_t *out_index)
    */
-  kc_select: { parameters: ["buffer", "u32", "u64", "u32", "buffer"], result: "i32" },
+  kc_select: { parameters: ["buffer", "u32", "u64", "u32", "u32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type Symbols = typeof symbols;

@@ -10,6 +10,7 @@
 #ifndef KCORO_H
 #define KCORO_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -17,11 +18,12 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 2
+#define KC_ABI_VERSION 3
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
 #define KC_ENOTCORO (-1)    /* called outside a coroutine */
+#define KC_EINTR (-4)       /* the operation's cancellation token was cancelled */
 #define KC_EBADH (-9)       /* stale, destroyed, forged or wrong-kind handle */
 #define KC_EAGAIN (-11)     /* would block (try-operations) */
 #define KC_ENOMEM (-12)     /* out of memory or handles */
@@ -125,24 +127,53 @@ int32_t kc_sched_stats(uint32_t worker, uint64_t *out, uint32_t len);
 /* Address of `symbol` in `library` (dlopen'd, kept loaded), or NULL (never fails). */
 const void *kc_resolve(const char *library, const char *symbol);
 
+/* Cancellation tokens: an operation given a token fails with KC_EINTR once it is cancelled (at
+ * once if it already was), leaving the channel as it found it. */
+int32_t kc_token_create(uint32_t *out_handle);
+/* 1 the first time, 0 after. Wakes every operation waiting with the token. */
+int32_t kc_token_cancel(uint32_t token);
+/* 1 if cancelled, else 0. */
+int32_t kc_token_is_cancelled(uint32_t token);
+/* The handle dies at once; the token is freed when no operation uses it. Does not cancel. */
+int32_t kc_token_destroy(uint32_t token);
+
 /* Channels: fixed-size elements copied in and out. `size` must equal the element size. */
 #define KC_CHAN_UNLIMITED 0xFFFFFFFFu /* capacity: grows without bound */
 #define KC_CHAN_CONFLATED (1u << 0)   /* kc_chan_create flag: capacity 1, keeps the latest */
+#define KC_CHAN_ZERO_COPY (1u << 1)   /* kc_chan_create flag: carries struct kc_desc (size 32) */
+#define KC_CHAN_NO_METRICS (1u << 2)  /* kc_chan_create flag: no counters (to measure their cost) */
 #define KC_CHAN_TRY (1u << 0)         /* kc_chan_send/recv flag: never wait (KC_EAGAIN) */
 #define KC_OVERFLOW_SUSPEND 0
 #define KC_OVERFLOW_DROP_OLDEST 1
 #define KC_OVERFLOW_DROP_LATEST 2
 
-/* Creates a channel. capacity 0 = rendezvous (+ a drop policy = a 1-slot buffer). */
+/* What a zero-copy channel carries: the buffer moves with the descriptor. After a successful send
+ * the sender must not touch it; the receiver owns it. A buffer the channel drops (cancel, destroy,
+ * a drop policy) goes to `release(ctx, ptr, len)`, or to the channel's undelivered hook if NULL. */
+typedef void (*kc_release_fn)(void *ctx, void *ptr, size_t len);
+struct kc_desc {
+  void *ptr;
+  size_t len;
+  kc_release_fn release;
+  void *ctx;
+};
+/* Creates a channel. capacity 0 = rendezvous (+ a drop policy = a 1-slot buffer). With
+ * KC_CHAN_ZERO_COPY, elem_size is 0 or sizeof(struct kc_desc). */
 int32_t kc_chan_create(uint32_t elem_size, uint32_t capacity, uint32_t overflow, uint32_t flags,
                        uint32_t *out_handle);
-/* Sends *elem. deadline_ns 0 = none (kc_now_ns clock). KC_EPIPE closed, KC_ECANCELED cancelled,
- * KC_ETIME deadline, KC_EAGAIN with KC_CHAN_TRY when it would wait. From a scheduled coroutine it
- * parks; from a plain thread it blocks. */
+/* Sends *elem. deadline_ns 0 = none (kc_now_ns clock); token 0 = none. KC_EPIPE closed,
+ * KC_ECANCELED cancelled, KC_ETIME deadline, KC_EINTR token cancelled, KC_EAGAIN with
+ * KC_CHAN_TRY when it would wait. From a scheduled coroutine it parks; from a plain thread it
+ * blocks. */
 int32_t kc_chan_send(uint32_t handle, const void *elem, uint32_t size, uint64_t deadline_ns,
-                     uint32_t flags);
+                     uint32_t token, uint32_t flags);
 /* Receives into *out; as kc_chan_send. */
-int32_t kc_chan_recv(uint32_t handle, void *out, uint32_t size, uint64_t deadline_ns, uint32_t flags);
+int32_t kc_chan_recv(uint32_t handle, void *out, uint32_t size, uint64_t deadline_ns,
+                     uint32_t token, uint32_t flags);
+/* Sets (NULL clears) the hook given every value the channel drops. It runs with the channel
+ * locked and must not use the channel. Zero-copy: elem is a struct kc_desc without a release. */
+typedef void (*kc_undelivered_fn)(void *ctx, const void *elem);
+int32_t kc_chan_on_undelivered(uint32_t handle, kc_undelivered_fn hook, void *ctx);
 /* Closes: 1 the first time, 0 after. Buffered values stay receivable. */
 int32_t kc_chan_close(uint32_t handle);
 /* Closes, drops buffered values, fails every waiter with KC_ECANCELED. */
@@ -156,8 +187,9 @@ struct kc_chan_metrics {
   uint64_t sends, receives, bytes_sent, bytes_received;
   uint64_t failed_full, failed_closed, failed_timeout, failed_cancelled, dropped;
   uint64_t first_op_ns, last_op_ns, taken_ns;
+  uint64_t handoffs; /* values passed from a waiting party straight to the other */
 };
-/* Fills up to len words of a struct kc_chan_metrics (12 for all); returns count. */
+/* Fills up to len words of a struct kc_chan_metrics (13 for all); returns count. */
 int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len);
 /* Per-second rates between two full snapshots (earlier first): out[0..6] = sends, receives,
  * bytes sent, bytes received, failures, dropped. KC_EINVAL if `later` is not later. */
@@ -176,10 +208,10 @@ struct kc_clause {
   void *elem; /* send: the value; receive: where it goes */
 };
 /* Writes the completed clause's index to *out_index and returns 0, or KC_EPIPE / KC_ECANCELED if
- * that clause's channel is closed / cancelled; KC_EAGAIN (poll), KC_ETIME (deadline). At most 16
- * clauses; the same channel may appear in several. */
-int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns, uint32_t flags,
-                  uint32_t *out_index);
+ * that clause's channel is closed / cancelled; KC_EAGAIN (poll), KC_ETIME (deadline), KC_EINTR
+ * (token). At most 16 clauses; the same channel may appear in several. */
+int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
+                  uint32_t token, uint32_t flags, uint32_t *out_index);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,7 @@
 export const Status = {
   OK: 0,
   ENOTCORO: -1,
+  EINTR: -4,
   EBADH: -9,
   EAGAIN: -11,
   ENOMEM: -12,

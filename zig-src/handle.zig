@@ -21,6 +21,7 @@ pub const Kind = enum(u3) {
     channel = 2,
     scope = 3,
     select = 4,
+    token = 5,
 };
 
 pub const index_bits = 20;

@@ -9,6 +9,7 @@ pub const status = @import("status.zig");
 pub const deque = @import("sched/deque.zig");
 pub const scheduler = @import("sched/scheduler.zig");
 pub const context = @import("sc/context.zig");
+pub const cancel = @import("sc/cancel.zig");
 pub const builtins = @import("builtins.zig");
 pub const channel = @import("chan/channel.zig");
 pub const channel_registry = @import("chan/registry.zig");
@@ -18,7 +19,7 @@ pub const State = coroutine.State;
 pub const Registry = registry.Registry;
 
 /// Bumped on every incompatible change to the C ABI (`include/kcoro.h`, `ffi/symbols.ts`).
-pub const abi_version: u32 = 2;
+pub const abi_version: u32 = 3;
 
 test {
     _ = arch;
@@ -30,6 +31,7 @@ test {
     _ = deque;
     _ = scheduler;
     _ = context;
+    _ = cancel;
     _ = builtins;
     _ = channel;
     _ = channel_registry;

@@ -156,7 +156,29 @@ fn freeHandle(co: *coroutine.Coroutine) void {
 
 /// int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags): workers 0 =
 /// one per CPU; stack_size 0 = 64 KiB; flags as for kc_coro_create. KC_EBUSY if running.
+const DlInfo = extern struct {
+    fname: ?[*:0]const u8,
+    fbase: ?*anyopaque,
+    sname: ?[*:0]const u8,
+    saddr: ?*anyopaque,
+};
+extern "c" fn dladdr(addr: *const anyopaque, info: *DlInfo) c_int;
+
+var pin_once = std.once(pinLibrary);
+
+/// Keeps this library mapped until the process ends, once it has started threads of its own: a
+/// host that unloads it at exit (Deno drops its FFI libraries while the process winds down)
+/// would otherwise unmap the code our worker threads are running (SIGSEGV at exit). The
+/// library reopens itself with RTLD_NODELETE, which makes every later dlclose a no-op.
+fn pinLibrary() void {
+    var info: DlInfo = undefined;
+    if (dladdr(@ptrCast(&pinLibrary), &info) == 0) return;
+    const path = info.fname orelse return;
+    _ = std.c.dlopen(path, .{ .NOW = true, .NODELETE = true });
+}
+
 export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c) i32 {
+    pin_once.call();
     const f: kcoro.registry.Flags = @bitCast(flags);
     if (f._unused != 0) return Status.invalid.code();
     const size: usize = if (stack_size == 0) kcoro.stack.default_stack_size else stack_size;
@@ -292,49 +314,116 @@ export fn kc_resolve(library: ?[*:0]const u8, symbol: ?[*:0]const u8) callconv(.
 // size, so a caller's buffer can never be over-read or over-written.
 
 const chan = kcoro.channel;
-var chan_registry: kcoro.channel_registry.Registry = undefined;
+const ChanRegistry = kcoro.channel_registry.Registry;
+const TokenRegistry = kcoro.channel_registry.TokenRegistry;
+var chan_registry: ChanRegistry = undefined;
+var token_registry: TokenRegistry = undefined;
 var chan_once = std.once(initChannels);
 
 fn initChannels() void {
-    chan_registry = kcoro.channel_registry.Registry.init(std.heap.c_allocator);
+    chan_registry = ChanRegistry.init(std.heap.c_allocator);
+    token_registry = TokenRegistry.init(std.heap.c_allocator);
 }
 
-fn chans() *kcoro.channel_registry.Registry {
+fn chans() *ChanRegistry {
     chan_once.call();
     return &chan_registry;
 }
 
+fn tokens() *TokenRegistry {
+    chan_once.call();
+    return &token_registry;
+}
+
 /// Flags of kc_chan_send / kc_chan_recv.
 const chan_try: u32 = 1;
+
+/// Flags of kc_chan_create.
+const chan_conflated: u32 = 1 << 0;
+const chan_zero_copy: u32 = 1 << 1;
+const chan_no_metrics: u32 = 1 << 2;
+
+/// A token argument: 0 = none, else a reference the caller releases with `releaseToken`.
+fn acquireToken(h: u32) error{BadHandle}!?*TokenRegistry.Entry {
+    if (h == 0) return null;
+    return try tokens().acquire(h);
+}
+
+fn releaseToken(e: ?*TokenRegistry.Entry) void {
+    if (e) |entry| tokens().release(entry);
+}
+
+fn tokenOf(e: ?*TokenRegistry.Entry) ?*chan.Token {
+    return if (e) |entry| TokenRegistry.objectOf(entry) else null;
+}
+
+/// int32_t kc_token_create(uint32_t *out_handle): a cancellation token, not cancelled.
+export fn kc_token_create(out_handle: ?*u32) callconv(.c) i32 {
+    const out = out_handle orelse return Status.invalid.code();
+    out.* = tokens().createToken() catch |err| return fail(err);
+    return 0;
+}
+
+/// int32_t kc_token_cancel(uint32_t h): 1 if this call cancelled it, 0 if it was already.
+/// Every operation waiting with it fails with KC_EINTR.
+export fn kc_token_cancel(h: u32) callconv(.c) i32 {
+    const r = tokens();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    return @intFromBool(TokenRegistry.objectOf(e).cancel());
+}
+
+/// int32_t kc_token_is_cancelled(uint32_t h): 1 or 0.
+export fn kc_token_is_cancelled(h: u32) callconv(.c) i32 {
+    const r = tokens();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    return @intFromBool(TokenRegistry.objectOf(e).isCancelled());
+}
+
+/// int32_t kc_token_destroy(uint32_t h): the handle dies at once; the token is freed once no
+/// operation waits with it (destroying does not cancel it).
+export fn kc_token_destroy(h: u32) callconv(.c) i32 {
+    tokens().destroy(h) catch |err| return fail(err);
+    return 0;
+}
 
 /// int32_t kc_chan_create(uint32_t elem_size, uint32_t capacity, uint32_t overflow,
 ///                        uint32_t flags, uint32_t *out_handle): capacity 0 = rendezvous,
 /// KC_CHAN_UNLIMITED = unlimited; overflow KC_OVERFLOW_*; flags KC_CHAN_CONFLATED.
 export fn kc_chan_create(elem_size: u32, capacity: u32, overflow: u32, flags: u32, out_handle: ?*u32) callconv(.c) i32 {
     const out = out_handle orelse return Status.invalid.code();
-    if (flags & ~@as(u32, 1) != 0) return Status.invalid.code();
+    if (flags & ~(chan_conflated | chan_zero_copy | chan_no_metrics) != 0) return Status.invalid.code();
     const ov = std.meta.intToEnum(chan.Overflow, overflow) catch return Status.invalid.code();
     const h = chans().create(.{
         .elem_size = elem_size,
         .capacity = capacity,
         .overflow = ov,
-        .conflated = flags & 1 != 0,
+        .conflated = flags & chan_conflated != 0,
+        .zero_copy = flags & chan_zero_copy != 0,
+        .metrics = flags & chan_no_metrics == 0,
     }) catch |err| return fail(err);
     out.* = h;
     return 0;
 }
 
-fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, flags: u32, comptime is_send: bool) i32 {
+fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, flags: u32, comptime is_send: bool) i32 {
     const p = elem orelse return Status.invalid.code();
     if (flags & ~chan_try != 0) return Status.invalid.code();
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
-    const ch = kcoro.channel_registry.Registry.channelOf(e);
+    const te = acquireToken(token) catch |err| return fail(err);
+    defer releaseToken(te);
+    const ch = ChanRegistry.channelOf(e);
     if (size != ch.elem_size) return Status.invalid.code();
-    const deadline: ?u64 = if (deadline_ns == 0) null else deadline_ns;
+    const opts: chan.Channel.WaitOptions = .{
+        .deadline = if (deadline_ns == 0) null else deadline_ns,
+        .try_only = flags & chan_try != 0,
+        .token = tokenOf(te),
+    };
     const bytes: [*]u8 = @ptrCast(p);
-    const result = if (is_send) ch.send(bytes, deadline, flags & chan_try != 0) else ch.receive(bytes, deadline, flags & chan_try != 0);
+    const result = if (is_send) ch.sendWith(bytes, opts) else ch.receiveWith(bytes, opts);
     result catch |err| return fail(err);
     return 0;
 }
@@ -342,14 +431,27 @@ fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, flags: u32, co
 /// int32_t kc_chan_send(uint32_t h, const void *elem, uint32_t size, uint64_t deadline_ns,
 ///                      uint32_t flags): deadline 0 = none (kc_now_ns clock); KC_CHAN_TRY never
 /// waits (KC_EAGAIN). KC_EPIPE closed, KC_ECANCELED cancelled, KC_ETIME deadline.
-export fn kc_chan_send(h: u32, elem: ?*const anyopaque, size: u32, deadline_ns: u64, flags: u32) callconv(.c) i32 {
-    return chanOp(h, @constCast(elem), size, deadline_ns, flags, true);
+export fn kc_chan_send(h: u32, elem: ?*const anyopaque, size: u32, deadline_ns: u64, token: u32, flags: u32) callconv(.c) i32 {
+    return chanOp(h, @constCast(elem), size, deadline_ns, token, flags, true);
 }
 
 /// int32_t kc_chan_recv(uint32_t h, void *out, uint32_t size, uint64_t deadline_ns,
 ///                      uint32_t flags): as kc_chan_send.
-export fn kc_chan_recv(h: u32, out: ?*anyopaque, size: u32, deadline_ns: u64, flags: u32) callconv(.c) i32 {
-    return chanOp(h, out, size, deadline_ns, flags, false);
+export fn kc_chan_recv(h: u32, out: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, flags: u32) callconv(.c) i32 {
+    return chanOp(h, out, size, deadline_ns, token, flags, false);
+}
+
+/// int32_t kc_chan_on_undelivered(uint32_t h, void (*hook)(void *ctx, const void *elem),
+///                                void *ctx): sets (NULL: clears) the hook that receives every
+/// value the channel drops: cancel, destroy with values buffered, drop policies. It runs with
+/// the channel locked and must not call into this channel. Zero-copy channels pass a struct
+/// kc_desc and prefer the descriptor's own release hook.
+export fn kc_chan_on_undelivered(h: u32, hook: ?chan.UndeliveredFn, ctx: ?*anyopaque) callconv(.c) i32 {
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    ChanRegistry.channelOf(e).setUndelivered(hook, ctx);
+    return 0;
 }
 
 /// int32_t kc_chan_close(uint32_t h): 1 if this call closed it, 0 if it was closed already.
@@ -357,7 +459,7 @@ export fn kc_chan_close(h: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
-    return @intFromBool(kcoro.channel_registry.Registry.channelOf(e).close());
+    return @intFromBool(ChanRegistry.channelOf(e).close());
 }
 
 /// int32_t kc_chan_cancel(uint32_t h)
@@ -365,7 +467,7 @@ export fn kc_chan_cancel(h: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
-    kcoro.channel_registry.Registry.channelOf(e).cancel();
+    ChanRegistry.channelOf(e).cancel();
     return 0;
 }
 
@@ -380,7 +482,7 @@ export fn kc_chan_status(h: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
-    const ch = kcoro.channel_registry.Registry.channelOf(e);
+    const ch = ChanRegistry.channelOf(e);
     return @as(i32, @intFromBool(ch.isClosedForSend())) | (@as(i32, @intFromBool(ch.isClosedForReceive())) << 1);
 }
 
@@ -393,25 +495,25 @@ export fn kc_chan_snapshot(h: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
-    const m = kcoro.channel_registry.Registry.channelOf(e).snapshot();
+    const m = ChanRegistry.channelOf(e).snapshot();
     const vals = metricsWords(m);
     const n = @min(len, vals.len);
     for (0..n) |i| o[i] = vals[i];
     return @intCast(n);
 }
 
-const metrics_words = 12;
+const metrics_words = 13;
 
 fn metricsWords(m: chan.Metrics) [metrics_words]u64 {
-    return .{ m.sends, m.receives, m.bytes_sent, m.bytes_received, m.fail_full, m.fail_closed, m.fail_timeout, m.fail_cancelled, m.dropped, m.first_op_ns, m.last_op_ns, m.taken_ns };
+    return .{ m.sends, m.receives, m.bytes_sent, m.bytes_received, m.fail_full, m.fail_closed, m.fail_timeout, m.fail_cancelled, m.dropped, m.first_op_ns, m.last_op_ns, m.taken_ns, m.handoffs };
 }
 
 fn metricsFromWords(w: *const [metrics_words]u64) chan.Metrics {
-    return .{ .sends = w[0], .receives = w[1], .bytes_sent = w[2], .bytes_received = w[3], .fail_full = w[4], .fail_closed = w[5], .fail_timeout = w[6], .fail_cancelled = w[7], .dropped = w[8], .first_op_ns = w[9], .last_op_ns = w[10], .taken_ns = w[11] };
+    return .{ .sends = w[0], .receives = w[1], .bytes_sent = w[2], .bytes_received = w[3], .fail_full = w[4], .fail_closed = w[5], .fail_timeout = w[6], .fail_cancelled = w[7], .dropped = w[8], .first_op_ns = w[9], .last_op_ns = w[10], .taken_ns = w[11], .handoffs = w[12] };
 }
 
 /// int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, double *out):
-/// two full snapshots (12 words each, `earlier` taken first) give per-second rates in out[0..6]:
+/// two full snapshots (13 words each, `earlier` taken first) give per-second rates in out[0..6]:
 /// sends, receives, bytes sent, bytes received, failures, dropped. KC_EINVAL if `later` is not
 /// later.
 export fn kc_chan_compute_rate(earlier: ?*const [metrics_words]u64, later: ?*const [metrics_words]u64, out: ?*[6]f64) callconv(.c) i32 {
@@ -447,13 +549,15 @@ const select_unbiased: u32 = 2;
 ///                   uint32_t flags, uint32_t *out_index): completes exactly one clause and
 /// writes its index. 0: it sent or received; KC_EPIPE / KC_ECANCELED: that clause's channel is
 /// closed / cancelled; KC_EAGAIN: KC_SELECT_POLL and nothing was ready; KC_ETIME: deadline.
-export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, flags: u32, out_index: ?*u32) callconv(.c) i32 {
+export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, token: u32, flags: u32, out_index: ?*u32) callconv(.c) i32 {
     const cs = clauses_ptr orelse return Status.invalid.code();
     const out = out_index orelse return Status.invalid.code();
     if (n == 0 or n > chan.max_clauses) return Status.invalid.code();
     if (flags & ~(select_poll | select_unbiased) != 0) return Status.invalid.code();
+    const te = acquireToken(token) catch |err| return fail(err);
+    defer releaseToken(te);
     const r = chans();
-    var entries: [chan.max_clauses]*kcoro.channel_registry.Entry = undefined;
+    var entries: [chan.max_clauses]*ChanRegistry.Entry = undefined;
     var held: usize = 0;
     defer for (entries[0..held]) |e| r.release(e);
     var clauses: [chan.max_clauses]chan.Clause = undefined;
@@ -461,7 +565,7 @@ export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, fla
         const e = r.acquire(c.handle) catch |err| return fail(err);
         entries[held] = e;
         held += 1;
-        const ch = kcoro.channel_registry.Registry.channelOf(e);
+        const ch = ChanRegistry.channelOf(e);
         if (c.size != ch.elem_size or c.elem == null) return Status.invalid.code();
         const kind: chan.ClauseKind = switch (c.kind) {
             0 => .send,
@@ -474,6 +578,7 @@ export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, fla
         .deadline = if (deadline_ns == 0) null else deadline_ns,
         .poll = flags & select_poll != 0,
         .unbiased = flags & select_unbiased != 0,
+        .token = tokenOf(te),
     }) catch |err| return fail(err);
     out.* = got.index;
     if (got.cancelled) return Status.cancelled.code();
@@ -664,17 +769,17 @@ test "C ABI: channels by handle; sizes, flags and handles are checked" {
     var v: u64 = 5;
     var out: u64 = 0;
     const try_flag: u32 = 1;
-    try testing.expectEqual(@as(i32, 0), kc_chan_send(h, &v, 8, 0, try_flag));
-    try testing.expectEqual(Status.invalid.code(), kc_chan_send(h, &v, 4, 0, try_flag)); // wrong size
-    try testing.expectEqual(Status.invalid.code(), kc_chan_send(h, null, 8, 0, try_flag));
-    try testing.expectEqual(Status.invalid.code(), kc_chan_send(h, &v, 8, 0, 0x80)); // unknown flag
-    try testing.expectEqual(@as(i32, 0), kc_chan_recv(h, &out, 8, 0, try_flag));
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(h, &v, 8, 0, 0, try_flag));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_send(h, &v, 4, 0, 0, try_flag)); // wrong size
+    try testing.expectEqual(Status.invalid.code(), kc_chan_send(h, null, 8, 0, 0, try_flag));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_send(h, &v, 8, 0, 0, 0x80)); // unknown flag
+    try testing.expectEqual(@as(i32, 0), kc_chan_recv(h, &out, 8, 0, 0, try_flag));
     try testing.expectEqual(@as(u64, 5), out);
-    try testing.expectEqual(Status.again.code(), kc_chan_recv(h, &out, 8, 0, try_flag));
+    try testing.expectEqual(Status.again.code(), kc_chan_recv(h, &out, 8, 0, 0, try_flag));
     // A receive with a deadline that nobody beats.
-    try testing.expectEqual(Status.timeout.code(), kc_chan_recv(h, &out, 8, kc_now_ns() + std.time.ns_per_ms, 0));
-    var snap: [12]u64 = undefined;
-    try testing.expectEqual(@as(i32, 12), kc_chan_snapshot(h, &snap, 12));
+    try testing.expectEqual(Status.timeout.code(), kc_chan_recv(h, &out, 8, kc_now_ns() + std.time.ns_per_ms, 0, 0));
+    var snap: [13]u64 = undefined;
+    try testing.expectEqual(@as(i32, 13), kc_chan_snapshot(h, &snap, 99));
     try testing.expectEqual(@as(u64, 1), snap[0]);
     try testing.expectEqual(@as(u64, 1), snap[6]);
     var later = snap;
@@ -687,10 +792,10 @@ test "C ABI: channels by handle; sizes, flags and handles are checked" {
     try testing.expectEqual(@as(i32, 1), kc_chan_close(h));
     try testing.expectEqual(@as(i32, 0), kc_chan_close(h));
     try testing.expectEqual(@as(i32, 3), kc_chan_status(h));
-    try testing.expectEqual(Status.closed.code(), kc_chan_send(h, &v, 8, 0, try_flag));
-    try testing.expectEqual(Status.closed.code(), kc_chan_recv(h, &out, 8, 0, try_flag));
+    try testing.expectEqual(Status.closed.code(), kc_chan_send(h, &v, 8, 0, 0, try_flag));
+    try testing.expectEqual(Status.closed.code(), kc_chan_recv(h, &out, 8, 0, 0, try_flag));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
-    try testing.expectEqual(Status.bad_handle.code(), kc_chan_send(h, &v, 8, 0, try_flag));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_send(h, &v, 8, 0, 0, try_flag));
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_destroy(h));
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_close(0xFFFF_FFFF));
     var ch2: u32 = 0;
@@ -700,7 +805,79 @@ test "C ABI: channels by handle; sizes, flags and handles are checked" {
     try testing.expectEqual(Status.invalid.code(), kc_chan_create(0, 0, 0, 0, &h));
     try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 9, 0, &h));
     try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 2, 1, &h)); // conflated + drop-latest
-    try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 0, 2, &h));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 0, 8, &h)); // unknown flag
+    try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 0, 2, &h)); // zero-copy, size 8
+}
+
+test "C ABI: tokens interrupt waits; zero-copy descriptors; the undelivered hook; hand-offs counted" {
+    var tok: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_token_create(&tok));
+    try testing.expectEqual(@as(i32, 0), kc_token_is_cancelled(tok));
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &h));
+    const S = struct {
+        fn canceller(t: u32) void {
+            // Cancel once the receiver waits (bounded; cancelling earlier is fine too).
+            const e = chans().acquire(chan_h) catch return;
+            defer chans().release(e);
+            const ch = ChanRegistry.channelOf(e);
+            const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+            while (kc_now_ns() < deadline) {
+                ch.mutex.lock();
+                const queued = ch.receivers.head != null;
+                ch.mutex.unlock();
+                if (queued) break;
+                std.Thread.yield() catch {};
+            }
+            _ = kc_token_cancel(t);
+        }
+        var chan_h: u32 = 0;
+        var dropped: [4]usize = .{ 0, 0, 0, 0 };
+        var ndropped: usize = 0;
+        fn hook(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            _ = ctx;
+            const d = std.mem.bytesToValue(chan.Descriptor, elem[0..32]);
+            dropped[ndropped] = @intFromPtr(d.ptr);
+            ndropped += 1;
+        }
+    };
+    S.chan_h = h;
+    const t = try std.Thread.spawn(.{}, S.canceller, .{tok});
+    var out: u64 = 0;
+    try testing.expectEqual(Status.interrupted.code(), kc_chan_recv(h, &out, 8, 0, tok, 0));
+    t.join();
+    try testing.expectEqual(@as(i32, 0), kc_token_cancel(tok));
+    try testing.expectEqual(@as(i32, 1), kc_token_is_cancelled(tok));
+    // A cancelled token fails a select before it does anything.
+    var clauses = [_]Clause{.{ .handle = h, .kind = 1, .size = 8, .elem = &out }};
+    var idx: u32 = 0;
+    try testing.expectEqual(Status.interrupted.code(), kc_select(&clauses, 1, 0, tok, 1, &idx));
+    try testing.expectEqual(@as(i32, 0), kc_token_destroy(tok));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_recv(h, &out, 8, 0, tok, 1));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_recv(h, &out, 8, 0, h, 1)); // a channel is no token
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+
+    // Zero-copy: 32-byte descriptors; destroy hands what is buffered to the hook.
+    var z: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(32, 4, 0, 2, &z));
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(z, S.hook, null));
+    var bufs: [3][16]u8 = undefined;
+    for (&bufs) |*b| {
+        const d: chan.Descriptor = .{ .ptr = b, .len = 16 };
+        try testing.expectEqual(@as(i32, 0), kc_chan_send(z, &d, 32, 0, 0, 1));
+    }
+    var got: chan.Descriptor = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_chan_recv(z, &got, 32, 0, 0, 1));
+    try testing.expectEqual(@as(?*anyopaque, &bufs[0]), got.ptr);
+    var snap: [13]u64 = undefined;
+    try testing.expectEqual(@as(i32, 13), kc_chan_snapshot(z, &snap, 13));
+    try testing.expectEqual(@as(u64, 48), snap[2]); // bytes sent: the descriptors' lengths
+    try testing.expectEqual(@as(u64, 0), snap[12]); // no hand-offs: all went through the ring
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(z));
+    try testing.expectEqual(@as(usize, 2), S.ndropped);
+    try testing.expectEqual(@intFromPtr(&bufs[1]), S.dropped[0]);
+    try testing.expectEqual(@intFromPtr(&bufs[2]), S.dropped[1]);
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_on_undelivered(z, null, null));
 }
 
 test "C ABI: kc_select over channel handles" {
@@ -715,24 +892,24 @@ test "C ABI: kc_select over channel handles" {
         .{ .handle = a, .kind = 1, .size = 8, .elem = &x },
         .{ .handle = b, .kind = 1, .size = 8, .elem = &x },
     };
-    try testing.expectEqual(Status.again.code(), kc_select(&clauses, 2, 0, 1, &idx));
-    try testing.expectEqual(@as(i32, 0), kc_chan_send(b, &v, 8, 0, 1));
-    try testing.expectEqual(@as(i32, 0), kc_select(&clauses, 2, 0, 0, &idx));
+    try testing.expectEqual(Status.again.code(), kc_select(&clauses, 2, 0, 0, 1, &idx));
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(b, &v, 8, 0, 0, 1));
+    try testing.expectEqual(@as(i32, 0), kc_select(&clauses, 2, 0, 0, 0, &idx));
     try testing.expectEqual(@as(u32, 1), idx);
     try testing.expectEqual(@as(u64, 9), x);
-    try testing.expectEqual(Status.timeout.code(), kc_select(&clauses, 2, kc_now_ns() + std.time.ns_per_ms, 0, &idx));
+    try testing.expectEqual(Status.timeout.code(), kc_select(&clauses, 2, kc_now_ns() + std.time.ns_per_ms, 0, 0, &idx));
     _ = kc_chan_close(a);
-    try testing.expectEqual(Status.closed.code(), kc_select(&clauses, 2, 0, 0, &idx));
+    try testing.expectEqual(Status.closed.code(), kc_select(&clauses, 2, 0, 0, 0, &idx));
     try testing.expectEqual(@as(u32, 0), idx);
     clauses[1].size = 4;
-    try testing.expectEqual(Status.invalid.code(), kc_select(&clauses, 2, 0, 0, &idx));
+    try testing.expectEqual(Status.invalid.code(), kc_select(&clauses, 2, 0, 0, 0, &idx));
     clauses[1].size = 8;
     clauses[1].kind = 7;
-    try testing.expectEqual(Status.invalid.code(), kc_select(&clauses, 2, 0, 0, &idx));
-    try testing.expectEqual(Status.invalid.code(), kc_select(&clauses, 0, 0, 0, &idx));
-    try testing.expectEqual(Status.invalid.code(), kc_select(&clauses, 2, 0, 0x40, &idx));
+    try testing.expectEqual(Status.invalid.code(), kc_select(&clauses, 2, 0, 0, 0, &idx));
+    try testing.expectEqual(Status.invalid.code(), kc_select(&clauses, 0, 0, 0, 0, &idx));
+    try testing.expectEqual(Status.invalid.code(), kc_select(&clauses, 2, 0, 0, 0x40, &idx));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(a));
     clauses[1].kind = 1;
-    try testing.expectEqual(Status.bad_handle.code(), kc_select(&clauses, 2, 0, 0, &idx));
+    try testing.expectEqual(Status.bad_handle.code(), kc_select(&clauses, 2, 0, 0, 0, &idx));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(b));
 }

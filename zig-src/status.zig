@@ -7,6 +7,8 @@ pub const Status = enum(i32) {
     ok = 0,
     /// Called outside a coroutine where a coroutine is required.
     not_coroutine = -1,
+    /// The operation's cancellation token was cancelled (it gave up, like a timeout).
+    interrupted = -4,
     /// The handle is stale, destroyed, forged or names another kind of object.
     bad_handle = -9,
     /// Would block (try-operations).
@@ -30,6 +32,7 @@ pub const Status = enum(i32) {
         return switch (s) {
             .ok => "KC_OK",
             .not_coroutine => "KC_ENOTCORO",
+            .interrupted => "KC_EINTR",
             .bad_handle => "KC_EBADH",
             .again => "KC_EAGAIN",
             .no_memory => "KC_ENOMEM",
@@ -58,6 +61,7 @@ pub fn fromError(err: anyerror) Status {
         error.Shutdown => .shutdown,
         error.Timeout => .timeout,
         error.Cancelled => .cancelled,
+        error.Interrupted => .interrupted,
         error.Closed => .closed,
         error.WouldBlock => .again,
         else => .invalid,

@@ -21,11 +21,29 @@
 //!   buffer is empty and no sender waits.
 //! - `cancel` closes and drops everything: buffered values and waiting senders' values go to
 //!   `on_undelivered`, every waiter fails with `Cancelled`.
+//! - A cancellation token (`cancel.Token`) on a blocking operation or select: if it is cancelled
+//!   the operation fails with `Interrupted` and, like a timed-out one, leaves the channel as it
+//!   found it (an interrupted send is never delivered). A token cancelled beforehand fails the
+//!   operation before it does anything.
+//!
+//! Zero-copy channels (`Options.zero_copy`) carry `Descriptor`s (pointer, length, the owner's
+//! release hook): the channel moves the 32-byte descriptor, never the bytes. Ownership moves
+//! with it: after a successful send the sender must not touch the buffer; the receiver owns it
+//! and releases it when done. A descriptor the channel drops (cancel, a drop policy, destroy
+//! with values buffered) goes to its `release` hook (or the channel's `on_undelivered` when it
+//! has none). Safe builds track buffered descriptors and panic on a buffer sent again while the
+//! channel still holds it.
+//!
+//! Asynchronous waiters (`AsyncOp`) are the hook for callers that cannot block (JavaScript,
+//! through `bridge/`): the operation is queued like any waiter, and whoever completes it calls
+//! its `notify` function once, outside the lock.
 const std = @import("std");
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
 const coroutine = @import("../coro/coroutine.zig");
 const scheduler = @import("../sched/scheduler.zig");
+const cancel_mod = @import("../sc/cancel.zig");
+pub const Token = cancel_mod.Token;
 
 pub const Overflow = enum(u8) { @"suspend" = 0, drop_oldest = 1, drop_latest = 2 };
 
@@ -33,19 +51,37 @@ pub const unlimited: u32 = std.math.maxInt(u32);
 /// "buffered" in the API means this capacity.
 pub const default_buffered: u32 = 64;
 
-pub const Error = error{ Closed, Cancelled, Timeout, WouldBlock, InvalidArgument, OutOfMemory };
+pub const Error = error{ Closed, Cancelled, Timeout, Interrupted, WouldBlock, InvalidArgument, OutOfMemory };
 
 pub const UndeliveredFn = *const fn (ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void;
 
 pub const Options = struct {
-    elem_size: u32,
+    /// Bytes per element, 1 .. 1 MiB (zero-copy channels: 0 or 32).
+    elem_size: u32 = 0,
     /// 0 = rendezvous, `unlimited`, or a buffer size.
     capacity: u32 = 0,
     overflow: Overflow = .@"suspend",
     conflated: bool = false,
     on_undelivered: ?UndeliveredFn = null,
     undelivered_ctx: ?*anyopaque = null,
+    /// Carries `Descriptor`s (elem_size must be 0 or `@sizeOf(Descriptor)`).
+    zero_copy: bool = false,
+    /// Keep the counters (`Metrics`); false only to measure what they cost.
+    metrics: bool = true,
 };
+
+/// What a zero-copy channel carries (C: struct kc_desc). The buffer's owner is whoever holds
+/// the descriptor; `release` (with `ctx`) gives an undelivered buffer back to the sender's side.
+pub const Descriptor = extern struct {
+    ptr: ?*anyopaque,
+    len: usize,
+    release: ?*const fn (ctx: ?*anyopaque, ptr: ?*anyopaque, len: usize) callconv(.c) void = null,
+    ctx: ?*anyopaque = null,
+};
+
+comptime {
+    assert(@sizeOf(Descriptor) == 32);
+}
 
 /// Counters, updated under the channel lock; `snapshot` copies them.
 pub const Metrics = struct {
@@ -62,6 +98,8 @@ pub const Metrics = struct {
     last_op_ns: u64 = 0,
     /// When the snapshot was taken (CLOCK_MONOTONIC ns); set by `snapshot`.
     taken_ns: u64 = 0,
+    /// Values passed straight from a waiting party to the other, never touching the buffer.
+    handoffs: u64 = 0,
 
     /// Per-second rates of the counters between two snapshots of one channel (`earlier` first).
     pub const Rates = struct {
@@ -99,6 +137,8 @@ const pending: u32 = 1;
 const done_ok: u32 = 0;
 const done_closed: u32 = 2;
 const done_cancelled: u32 = 3;
+/// Set by a cancellation token's link (CAS from `pending`); the waiter then withdraws.
+const interrupted: u32 = 4;
 
 /// The shared state of one `select` call: which clause won, and the outcome (a futex word).
 pub const SelectState = struct {
@@ -130,8 +170,17 @@ const Waiter = struct {
     /// Set for a select clause: the select, and this clause's index.
     sel: ?*SelectState = null,
     clause: u32 = 0,
+    /// Set for an asynchronous waiter (`AsyncOp`): called instead of a wake-up.
+    notify: ?*const fn (*Waiter, u32) void = null,
 
-    const Wake = struct { ref: ?coroutine.Ref, sched: ?*scheduler.Scheduler, status: *std.atomic.Value(u32) };
+    const Wake = struct {
+        ref: ?coroutine.Ref,
+        sched: ?*scheduler.Scheduler,
+        status: *std.atomic.Value(u32),
+        notify: ?*const fn (*Waiter, u32) void = null,
+        waiter: *Waiter,
+        outcome: u32,
+    };
 
     fn statusWord(w: *Waiter) *std.atomic.Value(u32) {
         return if (w.sel) |sel| &sel.status else &w.own_status;
@@ -152,13 +201,16 @@ const Waiter = struct {
     /// loop tolerates).
     fn complete(w: *Waiter, outcome: u32) Wake {
         const status = w.statusWord();
-        const info: Wake = .{ .ref = w.ref, .sched = w.sched, .status = status };
+        const info: Wake = .{ .ref = w.ref, .sched = w.sched, .status = status, .notify = w.notify, .waiter = w, .outcome = outcome };
         status.store(outcome, .release);
         return info;
     }
 
     fn wake(info: Wake) void {
-        if (info.ref) |r| {
+        if (info.notify) |f| {
+            // An asynchronous waiter's memory is its owner's until `notify` ran.
+            f(info.waiter, info.outcome);
+        } else if (info.ref) |r| {
             if (info.sched) |s| _ = s.unpark(r) else _ = r.unpark();
         } else {
             Futex.wake(info.status, 1);
@@ -263,6 +315,42 @@ fn waitFor(status: *std.atomic.Value(u32), ref: ?coroutine.Ref, sched: ?*schedul
     return false;
 }
 
+/// A waiter's registration on a cancellation token: firing it moves the waiter's status word
+/// from `pending` to `interrupted` and wakes it, unless a completer got there first.
+const TokenWait = struct {
+    link: cancel_mod.Link = .{ .fire = fire },
+    status: *std.atomic.Value(u32),
+    ref: ?coroutine.Ref,
+    sched: ?*scheduler.Scheduler,
+
+    fn fire(l: *cancel_mod.Link) void {
+        const tw: *TokenWait = @fieldParentPtr("link", l);
+        // Acq_rel: orders against the completer's release store of an outcome; only one of
+        // the two moves the word away from `pending`... the completer stores unconditionally
+        // (under the channel lock), so a later completion overwrites `interrupted`, and the
+        // waiter decides by `linked` under the lock.
+        if (tw.status.cmpxchgStrong(pending, interrupted, .acq_rel, .monotonic) == null) {
+            Waiter.wake(.{ .ref = tw.ref, .sched = tw.sched, .status = tw.status, .waiter = undefined, .outcome = interrupted });
+        }
+    }
+};
+
+/// A send or receive queued without a blocked party: the hook through which `bridge/` lets
+/// JavaScript wait (see `Channel.submit`).
+pub const AsyncOp = struct {
+    kind: ClauseKind,
+    /// Called once with the outcome, outside the channel lock. Must not block; it may free
+    /// the op.
+    notify: *const fn (op: *AsyncOp, result: Error!void) void,
+    /// Owned by the channel while queued.
+    waiter: Waiter = undefined,
+
+    fn onComplete(w: *Waiter, outcome: u32) void {
+        const op: *AsyncOp = @fieldParentPtr("waiter", w);
+        op.notify(op, Channel.outcomeError(outcome));
+    }
+};
+
 pub const Channel = struct {
     allocator: std.mem.Allocator,
     mutex: SpinLock = .{},
@@ -279,6 +367,8 @@ pub const Channel = struct {
     len: u32 = 0,
     closed: bool = false,
     cancelled: bool = false,
+    zero_copy: bool = false,
+    count_metrics: bool = true,
     senders: WaitQueue = .{},
     receivers: WaitQueue = .{},
     metrics: Metrics = .{},
@@ -287,15 +377,35 @@ pub const Channel = struct {
     /// taking the lock (Go does the same): a false read is a state the channel really was in
     /// after some operation, so answering "would block" then is linearisable.
     recv_ready: std.atomic.Value(bool) = .init(false),
+    /// True when a send would have to wait (full buffer or rendezvous, no receiver waiting,
+    /// open, policy `suspend`), as of the last unlock: a try-send then fails without the lock.
+    send_blocked: std.atomic.Value(bool) = .init(true),
+    /// Try-sends that failed on the lock-free path (added to `fail_full` in snapshots).
+    fast_fail_full: std.atomic.Value(u64) = .init(0),
+    /// Safe builds, zero-copy channels: the buffers the channel holds (ownership checks).
+    in_flight: if (track_ownership) std.AutoHashMapUnmanaged(usize, void) else void = if (track_ownership) .empty else {},
 
-    /// Releases the lock, first publishing `recv_ready` (release: pairs with the acquire load
-    /// in `receive`'s fast path).
+    const track_ownership = std.debug.runtime_safety;
+
+    /// Releases the lock, first publishing `recv_ready` and `send_blocked` (release: pairs
+    /// with the acquire loads on the try-paths of `receive` and `send`).
     fn unlock(ch: *Channel) void {
         ch.recv_ready.store(ch.len != 0 or !ch.senders.isEmpty() or ch.closed, .release);
+        ch.send_blocked.store(!ch.closed and ch.overflow == .@"suspend" and
+            (ch.slots == 0 or ch.isFull()) and ch.receivers.isEmpty(), .release);
         ch.mutex.unlock();
     }
 
     pub fn create(allocator: std.mem.Allocator, options: Options) Error!*Channel {
+        var opts = options;
+        if (opts.zero_copy) {
+            if (opts.elem_size != 0 and opts.elem_size != @sizeOf(Descriptor)) return error.InvalidArgument;
+            opts.elem_size = @sizeOf(Descriptor);
+        }
+        return createChecked(allocator, opts);
+    }
+
+    fn createChecked(allocator: std.mem.Allocator, options: Options) Error!*Channel {
         if (options.elem_size == 0 or options.elem_size > 1 << 20) return error.InvalidArgument;
         var capacity = options.capacity;
         var overflow = options.overflow;
@@ -317,6 +427,10 @@ pub const Channel = struct {
             .overflow = overflow,
             .on_undelivered = options.on_undelivered,
             .undelivered_ctx = options.undelivered_ctx,
+            .zero_copy = options.zero_copy,
+            .count_metrics = options.metrics,
+            // Only a rendezvous channel starts unable to take a send.
+            .send_blocked = .init(capacity == 0),
         };
         const initial: u32 = if (capacity == unlimited) 16 else capacity;
         if (initial > 0) {
@@ -331,13 +445,22 @@ pub const Channel = struct {
     pub fn destroy(ch: *Channel) void {
         assert(ch.senders.isEmpty());
         assert(ch.receivers.isEmpty());
-        while (ch.len > 0) {
-            ch.undelivered(ch.slot(ch.head));
-            ch.head = (ch.head + 1) % ch.slots;
-            ch.len -= 1;
+        while (ch.len > 0) ch.dropOldest();
+        if (track_ownership) {
+            assert(ch.in_flight.count() == 0);
+            ch.in_flight.deinit(ch.allocator);
         }
         ch.allocator.free(ch.buf);
         ch.allocator.destroy(ch);
+    }
+
+    /// Sets the hook that receives values the channel drops (for zero-copy channels: the
+    /// descriptors without a `release` of their own). Any thread.
+    pub fn setUndelivered(ch: *Channel, f: ?UndeliveredFn, ctx: ?*anyopaque) void {
+        ch.mutex.lock();
+        defer ch.unlock();
+        ch.on_undelivered = f;
+        ch.undelivered_ctx = ctx;
     }
 
     fn slot(ch: *Channel, index: u32) [*]u8 {
@@ -348,12 +471,58 @@ pub const Channel = struct {
         @memcpy(dst[0..ch.elem_size], src[0..ch.elem_size]);
     }
 
+    /// Hands a value the channel will never deliver to its owner: a zero-copy descriptor's own
+    /// `release`, else the channel's hook. With the lock held (hooks must not use the channel).
     fn undelivered(ch: *Channel, elem: [*]const u8) void {
         ch.metrics.dropped += 1;
+        if (ch.zero_copy) {
+            const d = descriptorAt(elem);
+            if (d.release) |f| return f(d.ctx, d.ptr, d.len);
+        }
         if (ch.on_undelivered) |f| f(ch.undelivered_ctx, elem);
     }
 
+    fn descriptorAt(elem: [*]const u8) Descriptor {
+        return std.mem.bytesToValue(Descriptor, elem[0..@sizeOf(Descriptor)]);
+    }
+
+    /// Drops the oldest buffered value (to `undelivered`).
+    fn dropOldest(ch: *Channel) void {
+        assert(ch.len > 0);
+        const elem = ch.slot(ch.head);
+        ch.untrack(elem);
+        ch.undelivered(elem);
+        ch.head = (ch.head + 1) % ch.slots;
+        ch.len -= 1;
+    }
+
+    /// Safe builds: a zero-copy buffer entering the channel's buffer must not be in it already
+    /// (its sender kept using a buffer it had given away).
+    fn track(ch: *Channel, elem: [*]const u8) void {
+        if (!track_ownership or !ch.zero_copy) return;
+        const d = descriptorAt(elem);
+        if (d.ptr == null) return;
+        const gop = ch.in_flight.getOrPut(ch.allocator, @intFromPtr(d.ptr)) catch return; // unchecked
+        if (gop.found_existing) std.debug.panic("kcoro: zero-copy buffer {*} sent again while the channel still holds it", .{d.ptr});
+    }
+
+    fn untrack(ch: *Channel, elem: [*]const u8) void {
+        if (!track_ownership or !ch.zero_copy) return;
+        const d = descriptorAt(elem);
+        if (d.ptr == null) return;
+        _ = ch.in_flight.remove(@intFromPtr(d.ptr));
+    }
+
+    /// Safe builds: a zero-copy buffer handed over directly must not be buffered here too.
+    fn assertNotHeld(ch: *Channel, elem: [*]const u8) void {
+        if (!track_ownership or !ch.zero_copy) return;
+        const d = descriptorAt(elem);
+        if (d.ptr == null) return;
+        if (ch.in_flight.contains(@intFromPtr(d.ptr))) std.debug.panic("kcoro: zero-copy buffer {*} sent again while the channel still holds it", .{d.ptr});
+    }
+
     fn touch(ch: *Channel) void {
+        if (!ch.count_metrics) return;
         const now = coarseNs();
         if (ch.metrics.first_op_ns == 0) ch.metrics.first_op_ns = now;
         ch.metrics.last_op_ns = now;
@@ -369,12 +538,14 @@ pub const Channel = struct {
             assert(ch.capacity == unlimited);
             try ch.grow();
         }
+        ch.track(elem);
         ch.copy(ch.slot((ch.head + ch.len) % ch.slots), elem);
         ch.len += 1;
     }
 
     fn popBuffer(ch: *Channel, out: [*]u8) void {
         assert(ch.len > 0);
+        ch.untrack(ch.slot(ch.head));
         ch.copy(out, ch.slot(ch.head));
         ch.head = (ch.head + 1) % ch.slots;
         ch.len -= 1;
@@ -405,30 +576,27 @@ pub const Channel = struct {
         if (ch.receivers.pop()) |r| {
             // Direct hand-off: the receiver gets our value without touching the buffer.
             assert(ch.len == 0);
+            ch.assertNotHeld(elem);
             ch.copy(r.elem, elem);
-            ch.countSend();
-            ch.countReceive();
+            ch.countHandoff(elem);
             wake.* = r.complete(done_ok);
             return .done;
         }
         if (!ch.isFull() and ch.slots > 0) {
             try ch.pushBuffer(elem);
-            ch.countSend();
+            ch.countSend(elem);
             return .done;
         }
         switch (ch.overflow) {
             .drop_latest => {
-                ch.countSend();
+                ch.countSend(elem);
                 ch.undelivered(elem);
                 return .done;
             },
             .drop_oldest => {
-                assert(ch.len > 0);
-                ch.undelivered(ch.slot(ch.head));
-                ch.head = (ch.head + 1) % ch.slots;
-                ch.len -= 1;
+                ch.dropOldest();
                 ch.pushBuffer(elem) catch unreachable; // a slot was just freed
-                ch.countSend();
+                ch.countSend(elem);
                 return .done;
             },
             .@"suspend" => return .full,
@@ -439,20 +607,20 @@ pub const Channel = struct {
         ch.touch();
         if (ch.len > 0) {
             ch.popBuffer(out);
-            ch.countReceive();
+            ch.countReceive(out);
             // Room now: the oldest waiting sender's value moves into the buffer.
             if (ch.senders.pop()) |s| {
                 ch.pushBuffer(s.elem) catch unreachable; // a slot was just freed
-                ch.countSend();
+                ch.countSend(s.elem);
                 wake.* = s.complete(done_ok);
             }
             return .done;
         }
         if (ch.senders.pop()) |s| {
             // Rendezvous: take the value straight from the sender.
+            ch.assertNotHeld(s.elem);
             ch.copy(out, s.elem);
-            ch.countSend();
-            ch.countReceive();
+            ch.countHandoff(out);
             wake.* = s.complete(done_ok);
             return .done;
         }
@@ -463,9 +631,37 @@ pub const Channel = struct {
         return if (ch.cancelled) error.Cancelled else error.Closed;
     }
 
+    /// How a send or receive may wait.
+    pub const WaitOptions = struct {
+        /// Absolute deadline (CLOCK_MONOTONIC ns, `scheduler.monotonicNs`); null = none.
+        deadline: ?u64 = null,
+        /// Never wait: error.WouldBlock when it would.
+        try_only: bool = false,
+        /// Fail with error.Interrupted when this token is (or gets) cancelled.
+        token: ?*Token = null,
+    };
+
     /// Sends the value at `elem` (elem_size bytes). `deadline` null = wait forever; `try_only`
     /// = never wait (error.WouldBlock when it would). Any thread or coroutine.
     pub fn send(ch: *Channel, elem: [*]const u8, deadline: ?u64, try_only: bool) Error!void {
+        return ch.sendWith(elem, .{ .deadline = deadline, .try_only = try_only });
+    }
+
+    /// Receives into `out` (elem_size bytes). Arguments as for `send`.
+    pub fn receive(ch: *Channel, out: [*]u8, deadline: ?u64, try_only: bool) Error!void {
+        return ch.receiveWith(out, .{ .deadline = deadline, .try_only = try_only });
+    }
+
+    /// `send` with every option. Any thread or coroutine.
+    pub fn sendWith(ch: *Channel, elem: [*]const u8, opts: WaitOptions) Error!void {
+        if (opts.token) |t| if (t.isCancelled()) return error.Interrupted;
+        if (opts.try_only and ch.send_blocked.load(.acquire)) {
+            // Full (or rendezvous with nobody waiting) as of the last unlock: a state the
+            // channel really was in, so failing now is linearisable. Counted apart from the
+            // locked counters (monotonic: a statistic, no ordering).
+            if (ch.count_metrics) _ = ch.fast_fail_full.fetchAdd(1, .monotonic);
+            return error.WouldBlock;
+        }
         ch.mutex.lock();
         var wake: ?Waiter.Wake = null;
         const result = ch.sendLocked(elem, &wake) catch |e| {
@@ -485,19 +681,20 @@ pub const Channel = struct {
             },
             .full => {},
         }
-        if (try_only) {
+        if (opts.try_only) {
             ch.metrics.fail_full += 1;
             ch.unlock();
             return error.WouldBlock;
         }
         var w = waiterForCaller(@constCast(elem));
         ch.senders.push(&w);
-        return ch.block(&w, &ch.senders, deadline);
+        return ch.block(&w, &ch.senders, opts);
     }
 
-    /// Receives into `out` (elem_size bytes). Arguments as for `send`.
-    pub fn receive(ch: *Channel, out: [*]u8, deadline: ?u64, try_only: bool) Error!void {
-        if (try_only and !ch.recv_ready.load(.acquire)) return error.WouldBlock;
+    /// `receive` with every option. Any thread or coroutine.
+    pub fn receiveWith(ch: *Channel, out: [*]u8, opts: WaitOptions) Error!void {
+        if (opts.token) |t| if (t.isCancelled()) return error.Interrupted;
+        if (opts.try_only and !ch.recv_ready.load(.acquire)) return error.WouldBlock;
         ch.mutex.lock();
         var wake: ?Waiter.Wake = null;
         switch (ch.recvLocked(out, &wake)) {
@@ -513,23 +710,100 @@ pub const Channel = struct {
             },
             .empty => {},
         }
-        if (try_only) {
+        if (opts.try_only) {
             ch.unlock();
             return error.WouldBlock;
         }
         var w = waiterForCaller(out);
         ch.receivers.push(&w);
-        return ch.block(&w, &ch.receivers, deadline);
+        return ch.block(&w, &ch.receivers, opts);
     }
 
-    fn countSend(ch: *Channel) void {
+    pub const Submitted = enum { done, pending };
+
+    /// Starts `op`: a send of the value at `elem`, or a receive into `elem`. Completes it now
+    /// if it can (`.done`; `notify` is not called), else queues it (`.pending`; `notify` runs
+    /// once, later, on whichever thread completes it: a completer, `close`, `cancel`). The
+    /// owner keeps `op` and `elem`'s memory alive until then, or until `withdraw` returns
+    /// true. Errors as for a try-operation, never WouldBlock. Any thread.
+    pub fn submit(ch: *Channel, op: *AsyncOp, elem: [*]u8) Error!Submitted {
+        ch.mutex.lock();
+        var wake: ?Waiter.Wake = null;
+        const progress = switch (op.kind) {
+            .send => switch (ch.sendLocked(elem, &wake) catch |e| {
+                ch.unlock();
+                return e;
+            }) {
+                .done => true,
+                .closed => null,
+                .full => false,
+            },
+            .receive => switch (ch.recvLocked(elem, &wake)) {
+                .done => true,
+                .closed => null,
+                .empty => false,
+            },
+        };
+        if (progress == null) {
+            ch.metrics.fail_closed += 1;
+            ch.unlock();
+            return ch.closedError();
+        }
+        if (progress.?) {
+            ch.unlock();
+            if (wake) |info| Waiter.wake(info);
+            return .done;
+        }
+        op.waiter = .{ .elem = elem, .ref = null, .sched = null, .notify = AsyncOp.onComplete };
+        switch (op.kind) {
+            .send => ch.senders.push(&op.waiter),
+            .receive => ch.receivers.push(&op.waiter),
+        }
+        ch.unlock();
+        return .pending;
+    }
+
+    /// Takes back a pending `op` (an abort): true if it was still queued, so nothing was
+    /// delivered and `notify` will never run; false if a completer took it first (`notify`
+    /// runs or ran with the outcome). Any thread.
+    pub fn withdraw(ch: *Channel, op: *AsyncOp) bool {
+        ch.mutex.lock();
+        defer ch.unlock();
+        if (!op.waiter.linked) return false;
+        switch (op.kind) {
+            .send => ch.senders.remove(&op.waiter),
+            .receive => ch.receivers.remove(&op.waiter),
+        }
+        ch.metrics.fail_cancelled += 1;
+        return true;
+    }
+
+    /// The payload size of a value: the element size, or a descriptor's length.
+    fn bytesOf(ch: *const Channel, elem: [*]const u8) u64 {
+        return if (ch.zero_copy) descriptorAt(elem).len else ch.elem_size;
+    }
+
+    fn countSend(ch: *Channel, elem: [*]const u8) void {
+        if (!ch.count_metrics) return;
         ch.metrics.sends += 1;
-        ch.metrics.bytes_sent += ch.elem_size;
+        ch.metrics.bytes_sent += ch.bytesOf(elem);
     }
 
-    fn countReceive(ch: *Channel) void {
+    fn countReceive(ch: *Channel, elem: [*]const u8) void {
+        if (!ch.count_metrics) return;
         ch.metrics.receives += 1;
-        ch.metrics.bytes_received += ch.elem_size;
+        ch.metrics.bytes_received += ch.bytesOf(elem);
+    }
+
+    /// A value passed from a waiting party straight to the other: a send and a receive.
+    fn countHandoff(ch: *Channel, elem: [*]const u8) void {
+        if (!ch.count_metrics) return;
+        const n = ch.bytesOf(elem);
+        ch.metrics.sends += 1;
+        ch.metrics.receives += 1;
+        ch.metrics.bytes_sent += n;
+        ch.metrics.bytes_received += n;
+        ch.metrics.handoffs += 1;
     }
 
     fn waiterForCaller(elem: [*]u8) Waiter {
@@ -542,21 +816,34 @@ pub const Channel = struct {
     }
 
     /// Called with the lock held and `w` queued on `q`; releases the lock and waits for an
-    /// outcome or the deadline.
-    fn block(ch: *Channel, w: *Waiter, q: *WaitQueue, deadline: ?u64) Error!void {
+    /// outcome, the deadline or the token.
+    fn block(ch: *Channel, w: *Waiter, q: *WaitQueue, opts: WaitOptions) Error!void {
+        var tw: TokenWait = .{ .status = &w.own_status, .ref = w.ref, .sched = w.sched };
+        if (opts.token) |t| {
+            // Lock order: channel, then token (a token fires links without channel locks).
+            if (!t.register(&tw.link)) {
+                q.remove(w);
+                ch.metrics.fail_cancelled += 1;
+                ch.unlock();
+                return error.Interrupted;
+            }
+        }
         ch.unlock();
-        const timed_out = waitFor(&w.own_status, w.ref, w.sched, deadline);
-        if (timed_out) {
+        const timed_out = waitFor(&w.own_status, w.ref, w.sched, opts.deadline);
+        if (opts.token) |t| t.unregister(&tw.link);
+        if (timed_out or w.own_status.load(.acquire) == interrupted) {
             ch.mutex.lock();
-            if (w.own_status.load(.monotonic) == pending) {
+            if (w.linked) {
                 // Still queued: withdraw. Nothing was delivered (an aborted send's value is
                 // never delivered), and the queue stays intact.
                 q.remove(w);
-                ch.metrics.fail_timeout += 1;
+                if (timed_out) ch.metrics.fail_timeout += 1 else ch.metrics.fail_cancelled += 1;
                 ch.unlock();
-                return error.Timeout;
+                return if (timed_out) error.Timeout else error.Interrupted;
             }
-            ch.unlock(); // completed while we gave up: honour the outcome
+            // A completer took it (and stored the outcome under the lock, over `interrupted`):
+            // honour the outcome.
+            ch.unlock();
         }
         return outcomeError(w.own_status.load(.acquire));
     }
@@ -599,11 +886,7 @@ pub const Channel = struct {
             ch.mutex.lock();
             ch.closed = true;
             ch.cancelled = true;
-            while (ch.len > 0) {
-                ch.undelivered(ch.slot(ch.head));
-                ch.head = (ch.head + 1) % ch.slots;
-                ch.len -= 1;
-            }
+            while (ch.len > 0) ch.dropOldest();
             var n: usize = 0;
             while (n < max_wakes) : (n += 1) {
                 if (ch.senders.pop()) |s| {
@@ -639,6 +922,7 @@ pub const Channel = struct {
         ch.mutex.lock();
         defer ch.unlock();
         var m = ch.metrics;
+        m.fail_full += ch.fast_fail_full.load(.monotonic);
         m.taken_ns = scheduler.monotonicNs();
         return m;
     }
@@ -675,6 +959,8 @@ pub const SelectOptions = struct {
     unbiased: bool = false,
     /// Randomness for `unbiased` (default: seeded from the clock).
     random: ?std.Random = null,
+    /// Give up with error.Interrupted when this token is (or gets) cancelled.
+    token: ?*Token = null,
 };
 
 pub const Selected = struct {
@@ -687,10 +973,11 @@ pub const Selected = struct {
 
 pub const max_clauses = 16;
 
-pub const SelectError = error{ WouldBlock, Timeout, InvalidArgument, OutOfMemory };
+pub const SelectError = error{ WouldBlock, Timeout, Interrupted, InvalidArgument, OutOfMemory };
 
 pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selected {
     if (clauses.len == 0 or clauses.len > max_clauses) return error.InvalidArgument;
+    if (options.token) |t| if (t.isCancelled()) return error.Interrupted;
     const n: u32 = @intCast(clauses.len);
     var order: [max_clauses]u8 = undefined;
     for (0..n) |i| order[i] = @intCast(i);
@@ -752,15 +1039,20 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
             .receive => c.ch.receivers.push(&waiters[i]),
         }
     }
+    var tw: TokenWait = .{ .status = &sel.status, .ref = caller.ref, .sched = caller.sched };
+    var registered = false;
+    if (options.token) |t| registered = t.register(&tw.link);
     unlockAll(locks[0..nlocks]);
     var winner: u32 = SelectState.no_winner;
-    if (waitFor(&sel.status, caller.ref, caller.sched, options.deadline)) {
+    const token_fired = options.token != null and !registered;
+    const timed_out = token_fired or waitFor(&sel.status, caller.ref, caller.sched, options.deadline);
+    if (registered) options.token.?.unregister(&tw.link);
+    const was_interrupted = token_fired or sel.status.load(.acquire) == interrupted;
+    if (timed_out or was_interrupted) {
         // Give up, unless a clause won meanwhile (acq_rel: pairs with the claimants' CAS).
         winner = sel.winner.cmpxchgStrong(SelectState.no_winner, SelectState.gave_up, .acq_rel, .acquire) orelse SelectState.gave_up;
-        if (winner != SelectState.gave_up) {
-            // It won while we were timing out: its completer sets the status right after.
-            _ = waitFor(&sel.status, caller.ref, caller.sched, null);
-        }
+        // A clause that won meanwhile stored its outcome under its channel's lock, which
+        // `lockAll` below takes before the outcome is read.
     } else {
         winner = sel.winner.load(.acquire);
     }
@@ -776,10 +1068,12 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
         }
     }
     if (winner == SelectState.gave_up) {
-        for (locks[0..nlocks]) |ch| ch.metrics.fail_timeout += 1;
+        for (locks[0..nlocks]) |ch| {
+            if (was_interrupted) ch.metrics.fail_cancelled += 1 else ch.metrics.fail_timeout += 1;
+        }
     }
     unlockAll(locks[0..nlocks]);
-    if (winner == SelectState.gave_up) return error.Timeout;
+    if (winner == SelectState.gave_up) return if (was_interrupted) error.Interrupted else error.Timeout;
     assert(winner < n);
     const outcome = sel.status.load(.acquire);
     return .{ .index = winner, .closed = outcome == done_closed, .cancelled = outcome == done_cancelled };
@@ -1282,4 +1576,345 @@ test "select: stress with plain operations on scheduled coroutines, each value e
     for ([_]*Channel{ S.chans[0], S.chans[1], S.side }) |ch| {
         try testing.expect(ch.receivers.isEmpty() and ch.senders.isEmpty());
     }
+}
+
+/// Test helper: waits (bounded) until `q` of `c` has a waiter queued.
+fn awaitQueued(c: *Channel, comptime field: []const u8) void {
+    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (scheduler.monotonicNs() < deadline) {
+        c.mutex.lock();
+        const queued = !@field(c, field).isEmpty();
+        c.mutex.unlock();
+        if (queued) return;
+        std.Thread.yield() catch {};
+    }
+}
+
+test "token: interrupts blocked threads and coroutines, the queues stay intact, an interrupted send is never delivered" {
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
+    defer ch.destroy();
+    // A token cancelled beforehand fails the operation before it does anything.
+    var done: Token = .init;
+    _ = done.cancel();
+    var v: u64 = 5;
+    try testing.expectError(error.Interrupted, ch.sendWith(std.mem.asBytes(&v), .{ .token = &done }));
+    try testing.expectEqual(@as(u64, 0), ch.snapshot().sends);
+
+    // A thread blocked in receive.
+    const S = struct {
+        fn receiver(c: *Channel, t: *Token, out: *?Error) void {
+            var x: u64 = 0;
+            c.receiveWith(std.mem.asBytes(&x), .{ .token = t }) catch |e| {
+                out.* = e;
+            };
+        }
+        fn canceller(c: *Channel, t: *Token, comptime field: []const u8) void {
+            awaitQueued(c, field);
+            _ = t.cancel();
+        }
+    };
+    var t1: Token = .init;
+    var r1: ?Error = null;
+    const th = try std.Thread.spawn(.{}, S.receiver, .{ ch, &t1, &r1 });
+    S.canceller(ch, &t1, "receivers");
+    th.join();
+    try testing.expectEqual(@as(?Error, error.Interrupted), r1);
+    try testing.expect(ch.receivers.isEmpty());
+
+    // A thread blocked in send on a full channel: interrupted, its value never delivered.
+    try sendU64(ch, 1);
+    var t2: Token = .init;
+    const Send = struct {
+        fn sender(c: *Channel, t: *Token, out: *?Error) void {
+            var x: u64 = 99;
+            c.sendWith(std.mem.asBytes(&x), .{ .token = t }) catch |e| {
+                out.* = e;
+            };
+        }
+    };
+    var r2: ?Error = null;
+    const th2 = try std.Thread.spawn(.{}, Send.sender, .{ ch, &t2, &r2 });
+    S.canceller(ch, &t2, "senders");
+    th2.join();
+    try testing.expectEqual(@as(?Error, error.Interrupted), r2);
+    try testing.expect(ch.senders.isEmpty());
+    try testing.expectEqual(@as(u64, 1), try recvU64(ch));
+    try testing.expectError(error.WouldBlock, tryRecvU64(ch));
+    try testing.expectEqual(@as(u64, 2), ch.snapshot().fail_cancelled);
+
+    // Scheduled coroutines: each parks in receive; one token (a parent) interrupts them all.
+    var sched: scheduler.Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    defer sched.shutdown(.cancel);
+    const Co = struct {
+        var interrupted_count: std.atomic.Value(u32) = .init(0);
+        var parent: Token = .init;
+        var chan: *Channel = undefined;
+        fn body(_: ?*anyopaque) callconv(.c) void {
+            var child: Token = undefined;
+            child.initChild(&parent);
+            defer child.deinit();
+            var x: u64 = 0;
+            chan.receiveWith(std.mem.asBytes(&x), .{ .token = &child }) catch |e| {
+                if (e == error.Interrupted) _ = interrupted_count.fetchAdd(1, .monotonic);
+            };
+        }
+    };
+    Co.chan = ch;
+    for (0..4) |_| _ = try sched.spawn(Co.body, null);
+    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (scheduler.monotonicNs() < deadline) {
+        ch.mutex.lock();
+        var n: u32 = 0;
+        var it = ch.receivers.head;
+        while (it) |w| : (it = w.next) n += 1;
+        ch.mutex.unlock();
+        if (n == 4) break;
+        std.Thread.yield() catch {};
+    }
+    _ = Co.parent.cancel();
+    try sched.drainFor(10 * std.time.ns_per_s);
+    try testing.expectEqual(@as(u32, 4), Co.interrupted_count.load(.monotonic));
+    try testing.expect(ch.receivers.isEmpty());
+}
+
+test "token: a select gives up with Interrupted and leaves every queue intact" {
+    const a = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer a.destroy();
+    const b = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
+    defer b.destroy();
+    try sendU64(b, 1); // b full: a send clause on it waits
+    var x: u64 = 0;
+    var y: u64 = 7;
+    const clauses = [_]Clause{
+        .{ .ch = a, .kind = .receive, .elem = std.mem.asBytes(&x) },
+        .{ .ch = b, .kind = .send, .elem = std.mem.asBytes(&y) },
+    };
+    var t: Token = .init;
+    const S = struct {
+        fn canceller(c: *Channel, tok: *Token) void {
+            awaitQueued(c, "receivers");
+            _ = tok.cancel();
+        }
+    };
+    const th = try std.Thread.spawn(.{}, S.canceller, .{ a, &t });
+    try testing.expectError(error.Interrupted, select(&clauses, .{ .token = &t }));
+    th.join();
+    try testing.expect(a.receivers.isEmpty());
+    try testing.expect(b.senders.isEmpty());
+    try testing.expectEqual(@as(u64, 1), try recvU64(b));
+    try testing.expectError(error.WouldBlock, tryRecvU64(b)); // 7 never delivered
+    try testing.expectError(error.Interrupted, select(&clauses, .{ .token = &t }));
+}
+
+const ZeroCopyTest = struct {
+    released: std.ArrayListUnmanaged(usize) = .empty,
+
+    fn release(ctx: ?*anyopaque, ptr: ?*anyopaque, len: usize) callconv(.c) void {
+        const self: *ZeroCopyTest = @ptrCast(@alignCast(ctx.?));
+        _ = len;
+        self.released.append(testing.allocator, @intFromPtr(ptr)) catch unreachable;
+    }
+
+    fn desc(self: *ZeroCopyTest, buf: []u8) Descriptor {
+        return .{ .ptr = buf.ptr, .len = buf.len, .release = release, .ctx = self };
+    }
+};
+
+test "zero-copy: the receiver gets the sender's buffer itself, rendezvous and buffered; bytes and hand-offs counted" {
+    var owner: ZeroCopyTest = .{};
+    defer owner.released.deinit(testing.allocator);
+    var bufs: [4][1024]u8 = undefined;
+    // Rendezvous: a thread receives while we send; the descriptor moves, not the bytes.
+    const r = try Channel.create(testing.allocator, .{ .elem_size = 0, .zero_copy = true });
+    defer r.destroy();
+    try testing.expectEqual(@as(u32, 32), r.elem_size);
+    const S = struct {
+        fn receiver(c: *Channel, out: *Descriptor) void {
+            c.receive(std.mem.asBytes(out), null, false) catch unreachable;
+        }
+    };
+    var got: Descriptor = undefined;
+    const th = try std.Thread.spawn(.{}, S.receiver, .{ r, &got });
+    awaitQueued(r, "receivers");
+    var d0 = owner.desc(&bufs[0]);
+    try r.send(std.mem.asBytes(&d0), null, false);
+    th.join();
+    try testing.expectEqual(@as(?*anyopaque, &bufs[0]), got.ptr);
+    const m = r.snapshot();
+    try testing.expectEqual(@as(u64, 1), m.handoffs);
+    try testing.expectEqual(@as(u64, 1024), m.bytes_sent);
+    try testing.expectEqual(@as(u64, 1024), m.bytes_received);
+
+    // Buffered: a ring of descriptors, FIFO.
+    const b = try Channel.create(testing.allocator, .{ .elem_size = @sizeOf(Descriptor), .capacity = 2, .zero_copy = true });
+    defer b.destroy();
+    for (bufs[0..2]) |*buf| {
+        var d = owner.desc(buf);
+        try b.send(std.mem.asBytes(&d), null, true);
+    }
+    var d2 = owner.desc(&bufs[2]);
+    try testing.expectError(error.WouldBlock, b.send(std.mem.asBytes(&d2), null, true));
+    for (bufs[0..2]) |*buf| {
+        try b.receive(std.mem.asBytes(&got), null, true);
+        try testing.expectEqual(@as(?*anyopaque, buf), got.ptr);
+    }
+    try testing.expectEqual(@as(u64, 0), b.snapshot().handoffs);
+    try testing.expectEqual(@as(usize, 0), owner.released.items.len);
+    try testing.expectError(error.InvalidArgument, Channel.create(testing.allocator, .{ .elem_size = 8, .zero_copy = true }));
+}
+
+test "zero-copy ownership under close and cancel: every undelivered buffer goes back to its owner exactly once" {
+    var owner: ZeroCopyTest = .{};
+    defer owner.released.deinit(testing.allocator);
+    var bufs: [6][64]u8 = undefined;
+    // Close: buffered descriptors stay receivable (no release); destroy releases what is left.
+    {
+        const ch = try Channel.create(testing.allocator, .{ .capacity = 4, .zero_copy = true });
+        for (bufs[0..3]) |*buf| {
+            var d = owner.desc(buf);
+            try ch.send(std.mem.asBytes(&d), null, true);
+        }
+        try testing.expect(ch.close());
+        var got: Descriptor = undefined;
+        try ch.receive(std.mem.asBytes(&got), null, true);
+        try testing.expectEqual(@as(?*anyopaque, &bufs[0]), got.ptr);
+        try testing.expectEqual(@as(usize, 0), owner.released.items.len);
+        ch.destroy();
+        try testing.expectEqualSlices(usize, &.{ @intFromPtr(&bufs[1]), @intFromPtr(&bufs[2]) }, owner.released.items);
+    }
+    owner.released.clearRetainingCapacity();
+    // Cancel: buffered descriptors and a blocked sender's descriptor are released, once each.
+    {
+        const ch = try Channel.create(testing.allocator, .{ .capacity = 2, .zero_copy = true });
+        defer ch.destroy();
+        for (bufs[0..2]) |*buf| {
+            var d = owner.desc(buf);
+            try ch.send(std.mem.asBytes(&d), null, true);
+        }
+        const S = struct {
+            fn sender(c: *Channel, d: *Descriptor, out: *?Error) void {
+                c.send(std.mem.asBytes(d), null, false) catch |e| {
+                    out.* = e;
+                };
+            }
+        };
+        var d3 = owner.desc(&bufs[3]);
+        var res: ?Error = null;
+        const th = try std.Thread.spawn(.{}, S.sender, .{ ch, &d3, &res });
+        awaitQueued(ch, "senders");
+        ch.cancel();
+        th.join();
+        try testing.expectEqual(@as(?Error, error.Cancelled), res);
+        std.mem.sort(usize, owner.released.items, {}, std.sort.asc(usize));
+        var want = [_]usize{ @intFromPtr(&bufs[0]), @intFromPtr(&bufs[1]), @intFromPtr(&bufs[3]) };
+        std.mem.sort(usize, &want, {}, std.sort.asc(usize));
+        try testing.expectEqualSlices(usize, &want, owner.released.items);
+        ch.cancel(); // again: nothing more released
+        try testing.expectEqual(@as(usize, 3), owner.released.items.len);
+    }
+    owner.released.clearRetainingCapacity();
+    // Drop-oldest: the displaced buffer goes back to its owner; a descriptor without a release
+    // hook goes to the channel's hook.
+    {
+        const Hook = struct {
+            var seen: usize = 0;
+            fn f(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+                seen = @intFromPtr(Channel.descriptorAt(elem).ptr);
+            }
+        };
+        const ch = try Channel.create(testing.allocator, .{ .capacity = 1, .overflow = .drop_oldest, .zero_copy = true, .on_undelivered = Hook.f });
+        defer ch.destroy();
+        var d0 = owner.desc(&bufs[0]);
+        var d1 = owner.desc(&bufs[1]);
+        var bare: Descriptor = .{ .ptr = &bufs[2], .len = 64 };
+        try ch.send(std.mem.asBytes(&d0), null, true);
+        try ch.send(std.mem.asBytes(&d1), null, true);
+        try testing.expectEqualSlices(usize, &.{@intFromPtr(&bufs[0])}, owner.released.items);
+        var got: Descriptor = undefined;
+        try ch.receive(std.mem.asBytes(&got), null, true);
+        try ch.send(std.mem.asBytes(&bare), null, true);
+        try ch.send(std.mem.asBytes(&d0), null, true);
+        try testing.expectEqual(@intFromPtr(&bufs[2]), Hook.seen);
+        try testing.expectEqual(@as(u64, 2), ch.snapshot().dropped);
+    }
+}
+
+test "async ops: completed now, completed later by a sender, by close, withdrawn" {
+    const Rec = struct {
+        op: AsyncOp,
+        value: u64 = 0,
+        result: ?Error!void = null,
+        calls: std.atomic.Value(u32) = .init(0),
+        fn notify(op: *AsyncOp, result: Error!void) void {
+            const self: *@This() = @fieldParentPtr("op", op);
+            self.result = result;
+            _ = self.calls.fetchAdd(1, .release); // pairs with the test's acquire load
+        }
+    };
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
+    defer ch.destroy();
+    try sendU64(ch, 3);
+    var a: Rec = .{ .op = .{ .kind = .receive, .notify = Rec.notify } };
+    try testing.expectEqual(Channel.Submitted.done, try ch.submit(&a.op, std.mem.asBytes(&a.value)));
+    try testing.expectEqual(@as(u64, 3), a.value);
+    try testing.expectEqual(@as(u32, 0), a.calls.load(.acquire));
+
+    // Pending, completed by a sender on another thread (direct hand-off into our memory).
+    var b: Rec = .{ .op = .{ .kind = .receive, .notify = Rec.notify } };
+    try testing.expectEqual(Channel.Submitted.pending, try ch.submit(&b.op, std.mem.asBytes(&b.value)));
+    const S = struct {
+        fn sender(c: *Channel) void {
+            sendU64(c, 42) catch unreachable;
+        }
+    };
+    const th = try std.Thread.spawn(.{}, S.sender, .{ch});
+    th.join();
+    try testing.expectEqual(@as(u32, 1), b.calls.load(.acquire));
+    try b.result.?;
+    try testing.expectEqual(@as(u64, 42), b.value);
+
+    // Withdrawn while pending: never notified, nothing consumed.
+    var c: Rec = .{ .op = .{ .kind = .receive, .notify = Rec.notify } };
+    try testing.expectEqual(Channel.Submitted.pending, try ch.submit(&c.op, std.mem.asBytes(&c.value)));
+    try testing.expect(ch.withdraw(&c.op));
+    try testing.expect(!ch.withdraw(&c.op));
+    try sendU64(ch, 5);
+    try testing.expectEqual(@as(u32, 0), c.calls.load(.acquire));
+    try testing.expectEqual(@as(u64, 5), try recvU64(ch));
+
+    // A pending async send: a receiver takes its value; then close fails a pending receive.
+    try sendU64(ch, 6);
+    var d: Rec = .{ .op = .{ .kind = .send, .notify = Rec.notify }, .value = 7 };
+    try testing.expectEqual(Channel.Submitted.pending, try ch.submit(&d.op, std.mem.asBytes(&d.value)));
+    try testing.expectEqual(@as(u64, 6), try recvU64(ch));
+    try testing.expectEqual(@as(u32, 1), d.calls.load(.acquire));
+    try testing.expectEqual(@as(u64, 7), try recvU64(ch));
+    var e: Rec = .{ .op = .{ .kind = .receive, .notify = Rec.notify } };
+    try testing.expectEqual(Channel.Submitted.pending, try ch.submit(&e.op, std.mem.asBytes(&e.value)));
+    try testing.expect(ch.close());
+    try testing.expectEqual(@as(u32, 1), e.calls.load(.acquire));
+    try testing.expectError(error.Closed, e.result.?);
+    try testing.expectError(error.Closed, ch.submit(&e.op, std.mem.asBytes(&e.value)));
+}
+
+test "try-send on a full channel fails without the lock and is still counted; counters can be off" {
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
+    defer ch.destroy();
+    try trySendU64(ch, 1);
+    try testing.expect(ch.send_blocked.load(.acquire));
+    try testing.expectError(error.WouldBlock, trySendU64(ch, 2));
+    try testing.expectError(error.WouldBlock, trySendU64(ch, 3));
+    try testing.expectEqual(@as(u64, 2), ch.snapshot().fail_full);
+    try testing.expectEqual(@as(u64, 1), try recvU64(ch));
+    try testing.expect(!ch.send_blocked.load(.acquire));
+    _ = ch.close();
+    try testing.expectError(error.Closed, trySendU64(ch, 4)); // closed wins over full
+    const quiet = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4, .metrics = false });
+    defer quiet.destroy();
+    try trySendU64(quiet, 1);
+    try testing.expectEqual(@as(u64, 1), try recvU64(quiet));
+    const m = quiet.snapshot();
+    try testing.expectEqual(@as(u64, 0), m.sends);
+    try testing.expectEqual(@as(u64, 0), m.first_op_ns);
 }

@@ -1,12 +1,14 @@
-//! Channels named by handles, for the C ABI: lookups that cannot race a destroy.
+//! Channels and cancellation tokens named by handles, for the C ABI: lookups that cannot race a
+//! destroy.
 //!
-//! Each live channel sits in an `Entry` with a reference count: one for the handle table, one
+//! Each live object sits in an `Entry` with a reference count: one for the handle table, one
 //! for every operation in progress (including a blocked send or receive). `destroy` frees the
-//! handle first (new lookups fail), cancels the channel (blocked operations wake with
-//! `Cancelled` and drop their references) and drops the table's reference; the channel is freed
-//! when the last reference goes. Entries are never freed while the registry lives, only
-//! recycled, so a lookup that raced a destroy touches valid memory: it fails to take a
-//! reference from a count of 0, or finds that the entry now belongs to another handle.
+//! handle first (new lookups fail), retires the object (a channel is cancelled: blocked
+//! operations wake with `Cancelled` and drop their references) and drops the table's
+//! reference; the object is freed when the last reference goes. Entries are never freed while
+//! the registry lives, only recycled, so a lookup that raced a destroy touches valid memory: it
+//! fails to take a reference from a count of 0, or finds that the entry now belongs to another
+//! handle.
 const std = @import("std");
 const assert = std.debug.assert;
 const handle_mod = @import("../handle.zig");
@@ -15,125 +17,174 @@ const channel = @import("channel.zig");
 const Channel = channel.Channel;
 pub const Handle = handle_mod.Handle;
 
-pub const Entry = struct {
-    /// 0 while free. Acq_rel/acquire CAS in `acquire`; see `release`.
-    refs: std.atomic.Value(u32) = .init(0),
-    /// The handle this entry currently serves (0 while free): checked after taking a reference.
-    handle: std.atomic.Value(u32) = .init(0),
-    ch: ?*Channel = null,
-    next_free: ?*Entry = null,
-};
+fn freeChannel(ch: *Channel, _: std.mem.Allocator) void {
+    ch.destroy();
+}
 
-pub const Registry = struct {
-    allocator: std.mem.Allocator,
-    mutex: std.Thread.Mutex = .{},
-    table: handle_mod.HandleTable(Entry, .channel),
-    free_entries: ?*Entry = null,
-    /// Every entry ever allocated, for deinit.
-    all: std.ArrayListUnmanaged(*Entry) = .empty,
+fn retireChannel(ch: *Channel) void {
+    ch.cancel();
+}
 
-    pub fn init(allocator: std.mem.Allocator) Registry {
-        return .{ .allocator = allocator, .table = .init(allocator) };
-    }
+fn freeToken(t: *channel.Token, allocator: std.mem.Allocator) void {
+    allocator.destroy(t);
+}
 
-    /// Destroys every channel still registered and frees everything. No operation may be in
-    /// progress.
-    pub fn deinit(r: *Registry) void {
-        var index: u32 = 1;
-        while (index < r.table.high_water) : (index += 1) {
-            const h = r.table.liveHandle(index) orelse continue;
-            r.destroy(h) catch {};
-        }
-        for (r.all.items) |e| {
-            assert(e.refs.load(.monotonic) == 0); // an operation still in progress
-            r.allocator.destroy(e);
-        }
-        r.all.deinit(r.allocator);
-        r.table.deinit();
-        r.* = undefined;
-    }
+fn retireToken(_: *channel.Token) void {}
 
-    pub fn create(r: *Registry, options: channel.Options) channel.Error!Handle {
-        const ch = try Channel.create(r.allocator, options);
-        errdefer ch.destroy();
-        r.mutex.lock();
-        defer r.mutex.unlock();
-        const e = if (r.free_entries) |f| blk: {
-            r.free_entries = f.next_free;
-            break :blk f;
-        } else blk: {
-            try r.all.ensureUnusedCapacity(r.allocator, 1);
-            const n = try r.allocator.create(Entry);
-            n.* = .{};
-            r.all.appendAssumeCapacity(n);
-            break :blk n;
+/// Channels by handle: `destroy` cancels the channel (blocked operations fail with
+/// `Cancelled`, buffered values go to the undelivered hook) and frees it once unused.
+pub const Registry = RefRegistry(Channel, .channel, freeChannel, retireChannel);
+
+/// Cancellation tokens by handle: `destroy` frees the token once no operation waits on it (it
+/// does not cancel it).
+pub const TokenRegistry = RefRegistry(channel.Token, .token, freeToken, retireToken);
+
+/// A handle table whose objects are reference-counted: see the file header.
+pub fn RefRegistry(
+    comptime T: type,
+    comptime kind: handle_mod.Kind,
+    comptime free: fn (*T, std.mem.Allocator) void,
+    comptime retire: fn (*T) void,
+) type {
+    return struct {
+        const Self = @This();
+
+        pub const Entry = struct {
+            /// 0 while free. Acq_rel/acquire CAS in `acquire`; see `release`.
+            refs: std.atomic.Value(u32) = .init(0),
+            /// The handle this entry currently serves (0 while free): checked after taking a
+            /// reference.
+            handle: std.atomic.Value(u32) = .init(0),
+            obj: ?*T = null,
+            next_free: ?*Entry = null,
         };
-        e.ch = ch;
-        e.next_free = null;
-        // The table's reference. Release: pairs with the acquire CAS in `acquire`.
-        e.refs.store(1, .release);
-        const h = r.table.alloc(e) catch |err| {
-            e.refs.store(0, .release);
-            e.ch = null;
-            e.next_free = r.free_entries;
-            r.free_entries = e;
-            return switch (err) {
-                error.OutOfMemory, error.TooManyObjects => error.OutOfMemory,
-            };
-        };
-        e.handle.store(h, .release);
-        return h;
-    }
 
-    /// Takes a reference to the channel `h` names; pair it with `release`.
-    pub fn acquire(r: *Registry, h: Handle) error{BadHandle}!*Entry {
-        const e = r.table.get(h) orelse return error.BadHandle;
-        var refs = e.refs.load(.acquire);
-        while (true) {
-            if (refs == 0) return error.BadHandle; // being freed
-            // Acq_rel: pairs with the release decrement in `release`, so the channel we use
-            // is the one its creator finished building.
-            refs = e.refs.cmpxchgWeak(refs, refs + 1, .acq_rel, .acquire) orelse break;
+        allocator: std.mem.Allocator,
+        mutex: std.Thread.Mutex = .{},
+        table: handle_mod.HandleTable(Entry, kind),
+        free_entries: ?*Entry = null,
+        /// Every entry ever allocated, for deinit.
+        all: std.ArrayListUnmanaged(*Entry) = .empty,
+
+        pub fn init(allocator: std.mem.Allocator) Self {
+            return .{ .allocator = allocator, .table = .init(allocator) };
         }
-        if (e.handle.load(.acquire) != h) {
-            // The entry was recycled for another channel between the lookup and our reference.
-            r.release(e);
-            return error.BadHandle;
+
+        /// Destroys every object still registered and frees everything. No operation may be
+        /// in progress.
+        pub fn deinit(r: *Self) void {
+            var index: u32 = 1;
+            while (index < r.table.high_water) : (index += 1) {
+                const h = r.table.liveHandle(index) orelse continue;
+                r.destroy(h) catch {};
+            }
+            for (r.all.items) |e| {
+                assert(e.refs.load(.monotonic) == 0); // an operation still in progress
+                r.allocator.destroy(e);
+            }
+            r.all.deinit(r.allocator);
+            r.table.deinit();
+            r.* = undefined;
         }
-        return e;
-    }
 
-    pub fn channelOf(e: *Entry) *Channel {
-        return e.ch.?;
-    }
+        /// Channels: creates one from `options` and names it.
+        pub fn create(r: *Self, options: channel.Options) channel.Error!Handle {
+            comptime assert(T == Channel);
+            const ch = try Channel.create(r.allocator, options);
+            errdefer ch.destroy();
+            return r.add(ch);
+        }
 
-    pub fn release(r: *Registry, e: *Entry) void {
-        // Acq_rel: the last releaser sees every other holder's use completed before it frees.
-        const prev = e.refs.fetchSub(1, .acq_rel);
-        assert(prev > 0);
-        if (prev != 1) return;
-        const ch = e.ch.?;
-        ch.destroy();
-        r.mutex.lock();
-        defer r.mutex.unlock();
-        e.ch = null;
-        e.next_free = r.free_entries;
-        r.free_entries = e;
-    }
+        /// Tokens: creates one and names it.
+        pub fn createToken(r: *Self) error{OutOfMemory}!Handle {
+            comptime assert(T == channel.Token);
+            const t = try r.allocator.create(channel.Token);
+            errdefer r.allocator.destroy(t);
+            t.* = .init;
+            return r.add(t);
+        }
 
-    /// Frees the handle at once and the channel once no operation uses it; blocked operations
-    /// fail with `Cancelled`, buffered values go to the undelivered hook.
-    pub fn destroy(r: *Registry, h: Handle) error{BadHandle}!void {
-        const e = blk: {
+        /// Names `obj` (which the registry then owns).
+        pub fn add(r: *Self, obj: *T) error{OutOfMemory}!Handle {
             r.mutex.lock();
             defer r.mutex.unlock();
-            break :blk r.table.free(h) orelse return error.BadHandle;
-        };
-        e.handle.store(0, .release);
-        e.ch.?.cancel();
-        r.release(e); // the table's reference
-    }
-};
+            const e = if (r.free_entries) |f| blk: {
+                r.free_entries = f.next_free;
+                break :blk f;
+            } else blk: {
+                try r.all.ensureUnusedCapacity(r.allocator, 1);
+                const n = try r.allocator.create(Entry);
+                n.* = .{};
+                r.all.appendAssumeCapacity(n);
+                break :blk n;
+            };
+            e.obj = obj;
+            e.next_free = null;
+            // The table's reference. Release: pairs with the acquire CAS in `acquire`.
+            e.refs.store(1, .release);
+            const h = r.table.alloc(e) catch {
+                e.refs.store(0, .release);
+                e.obj = null;
+                e.next_free = r.free_entries;
+                r.free_entries = e;
+                return error.OutOfMemory;
+            };
+            e.handle.store(h, .release);
+            return h;
+        }
+
+        /// Takes a reference to the object `h` names; pair it with `release`.
+        pub fn acquire(r: *Self, h: Handle) error{BadHandle}!*Entry {
+            const e = r.table.get(h) orelse return error.BadHandle;
+            var refs = e.refs.load(.acquire);
+            while (true) {
+                if (refs == 0) return error.BadHandle; // being freed
+                // Acq_rel: pairs with the release decrement in `release`, so the object we
+                // use is the one its creator finished building.
+                refs = e.refs.cmpxchgWeak(refs, refs + 1, .acq_rel, .acquire) orelse break;
+            }
+            if (e.handle.load(.acquire) != h) {
+                // The entry was recycled for another object between the lookup and our
+                // reference.
+                r.release(e);
+                return error.BadHandle;
+            }
+            return e;
+        }
+
+        pub fn objectOf(e: *Entry) *T {
+            return e.obj.?;
+        }
+
+        pub const channelOf = objectOf;
+
+        pub fn release(r: *Self, e: *Entry) void {
+            // Acq_rel: the last releaser sees every other holder's use completed before it
+            // frees.
+            const prev = e.refs.fetchSub(1, .acq_rel);
+            assert(prev > 0);
+            if (prev != 1) return;
+            free(e.obj.?, r.allocator);
+            r.mutex.lock();
+            defer r.mutex.unlock();
+            e.obj = null;
+            e.next_free = r.free_entries;
+            r.free_entries = e;
+        }
+
+        /// Frees the handle at once and the object once no operation uses it.
+        pub fn destroy(r: *Self, h: Handle) error{BadHandle}!void {
+            const e = blk: {
+                r.mutex.lock();
+                defer r.mutex.unlock();
+                break :blk r.table.free(h) orelse return error.BadHandle;
+            };
+            e.handle.store(0, .release);
+            retire(e.obj.?);
+            r.release(e); // the table's reference
+        }
+    };
+}
 
 const testing = std.testing;
 
