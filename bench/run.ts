@@ -244,11 +244,22 @@ const chanPeers: [string, string][] = [
   ["chan: SelectUncontended", "SelectUncontended"],
   ["chan: ChanPopular", "ChanPopular"],
 ];
+const nativeLine = (prefix: string) =>
+  native.find((l) => l.name.startsWith(prefix + " ") || l.name === prefix)!;
 const chanFigures: Figure[] = chanPeers.map(([prefix, goName]) =>
+  figure(nativeLine(prefix), peer(`Benchmark${goName}`, `${goName}-2`, "ns/op"))
+);
+// Peers inside kcoro: counters on against off (the ratio is what the counters cost), zero-copy
+// against copying channels (for throughput, a ratio above 1 means zero-copy is ahead).
+chanFigures.push(
   figure(
-    native.find((l) => l.name.startsWith(prefix + " ") || l.name === prefix)!,
-    peer(`Benchmark${goName}`, `${goName}-2`, "ns/op"),
-  )
+    nativeLine("chan: send or receive, counters on"),
+    nativeLine("chan: send or receive, counters off"),
+  ),
+  figure(
+    nativeLine("chan: zero-copy throughput"),
+    nativeLine("chan: copying throughput"),
+  ),
 );
 table(
   "channels, 2 workers (Zig bench executable; Go's runtime benchmarks in the same run)",

@@ -84,6 +84,13 @@ export const symbols = {
    *                                void *ctx)
    */
   kc_chan_on_undelivered: { parameters: ["u32", "function", "pointer"], result: "i32" },
+  /**
+   * int32_t kc_chan_pipe_metrics(uint32_t source, uint32_t target, uint64_t interval_ns,
+   *                              uint32_t *out_id)
+   */
+  kc_chan_pipe_metrics: { parameters: ["u32", "u32", "u64", "buffer"], result: "i32" },
+  /** int32_t kc_chan_pipe_stop(uint32_t id) */
+  kc_chan_pipe_stop: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_token_create(uint32_t *out_handle) */
   kc_token_create: { parameters: ["buffer"], result: "i32" },
   /** int32_t kc_token_cancel(uint32_t token) */

@@ -191,6 +191,13 @@ struct kc_chan_metrics {
 };
 /* Fills up to len words of a struct kc_chan_metrics (13 for all); returns count. */
 int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len);
+/* A metrics pipe: every interval_ns (>= 1 ms) a snapshot of `source` is try-sent into `target`,
+ * whose element size must be sizeof(struct kc_chan_metrics) (a full target skips one; make it
+ * conflated to keep the latest). Ends when target is closed, a channel is destroyed, or on stop. */
+int32_t kc_chan_pipe_metrics(uint32_t source, uint32_t target, uint64_t interval_ns,
+                             uint32_t *out_id);
+/* 0, or KC_EBADH if the pipe ended already. */
+int32_t kc_chan_pipe_stop(uint32_t id);
 /* Per-second rates between two full snapshots (earlier first): out[0..6] = sends, receives,
  * bytes sent, bytes received, failures, dropped. KC_EINVAL if `later` is not later. */
 int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, double *out);

@@ -13,6 +13,9 @@ pub const cancel = @import("sc/cancel.zig");
 pub const builtins = @import("builtins.zig");
 pub const channel = @import("chan/channel.zig");
 pub const channel_registry = @import("chan/registry.zig");
+pub const pipe = @import("chan/pipe.zig");
+pub const clock = @import("chan/clock.zig");
+pub const bridge = @import("bridge/ring.zig");
 
 pub const Coroutine = coroutine.Coroutine;
 pub const State = coroutine.State;
@@ -35,4 +38,7 @@ test {
     _ = builtins;
     _ = channel;
     _ = channel_registry;
+    _ = pipe;
+    _ = clock;
+    _ = bridge;
 }

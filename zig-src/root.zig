@@ -393,6 +393,7 @@ export fn kc_token_destroy(h: u32) callconv(.c) i32 {
 /// KC_CHAN_UNLIMITED = unlimited; overflow KC_OVERFLOW_*; flags KC_CHAN_CONFLATED.
 export fn kc_chan_create(elem_size: u32, capacity: u32, overflow: u32, flags: u32, out_handle: ?*u32) callconv(.c) i32 {
     const out = out_handle orelse return Status.invalid.code();
+    pin_once.call(); // channels start the counters' clock thread (chan/clock.zig)
     if (flags & ~(chan_conflated | chan_zero_copy | chan_no_metrics) != 0) return Status.invalid.code();
     const ov = std.meta.intToEnum(chan.Overflow, overflow) catch return Status.invalid.code();
     const h = chans().create(.{
@@ -502,14 +503,18 @@ export fn kc_chan_snapshot(h: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
     return @intCast(n);
 }
 
-const metrics_words = 13;
+const metrics_words = chan.Metrics.words;
+
+comptime {
+    std.debug.assert(metrics_words == 13); // struct kc_chan_metrics
+}
 
 fn metricsWords(m: chan.Metrics) [metrics_words]u64 {
-    return .{ m.sends, m.receives, m.bytes_sent, m.bytes_received, m.fail_full, m.fail_closed, m.fail_timeout, m.fail_cancelled, m.dropped, m.first_op_ns, m.last_op_ns, m.taken_ns, m.handoffs };
+    return m.toWords();
 }
 
 fn metricsFromWords(w: *const [metrics_words]u64) chan.Metrics {
-    return .{ .sends = w[0], .receives = w[1], .bytes_sent = w[2], .bytes_received = w[3], .fail_full = w[4], .fail_closed = w[5], .fail_timeout = w[6], .fail_cancelled = w[7], .dropped = w[8], .first_op_ns = w[9], .last_op_ns = w[10], .taken_ns = w[11], .handoffs = w[12] };
+    return chan.Metrics.fromWords(w);
 }
 
 /// int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, double *out):
@@ -523,6 +528,59 @@ export fn kc_chan_compute_rate(earlier: ?*const [metrics_words]u64, later: ?*con
     const r = chan.Metrics.rates(metricsFromWords(a), metricsFromWords(b)) catch |err| return fail(err);
     o.* = .{ r.sends, r.receives, r.bytes_sent, r.bytes_received, r.failures, r.dropped };
     return 0;
+}
+
+var pipes: kcoro.pipe.Pipes = .init(std.heap.c_allocator);
+
+/// A metrics pipe between two channel handles: each tick looks both up again, so a destroyed
+/// channel ends the pipe instead of being used after it is freed.
+const HandlePipe = struct {
+    source: u32,
+    target: u32,
+
+    fn tick(ctx: *anyopaque) bool {
+        const hp: *HandlePipe = @ptrCast(@alignCast(ctx));
+        const r = chans();
+        const src = r.acquire(hp.source) catch return false;
+        defer r.release(src);
+        const dst = r.acquire(hp.target) catch return false;
+        defer r.release(dst);
+        return kcoro.pipe.push(ChanRegistry.channelOf(src), ChanRegistry.channelOf(dst));
+    }
+
+    fn cleanup(ctx: *anyopaque) void {
+        const hp: *HandlePipe = @ptrCast(@alignCast(ctx));
+        std.heap.c_allocator.destroy(hp);
+    }
+};
+
+/// int32_t kc_chan_pipe_metrics(uint32_t source, uint32_t target, uint64_t interval_ns,
+///                              uint32_t *out_id): every interval_ns (at least 1 ms), pushes a
+/// snapshot of `source` (a struct kc_chan_metrics) into `target` with a try-send (a full target
+/// skips it). Ends when `target` is closed, either channel is destroyed, or kc_chan_pipe_stop.
+/// KC_EINVAL if target's element size is not sizeof(struct kc_chan_metrics).
+export fn kc_chan_pipe_metrics(source: u32, target: u32, interval_ns: u64, out_id: ?*u32) callconv(.c) i32 {
+    const out = out_id orelse return Status.invalid.code();
+    const r = chans();
+    const src = r.acquire(source) catch |err| return fail(err);
+    r.release(src);
+    const dst = r.acquire(target) catch |err| return fail(err);
+    const size_ok = ChanRegistry.channelOf(dst).elem_size == metrics_words * 8;
+    r.release(dst);
+    if (!size_ok) return Status.invalid.code();
+    const hp = std.heap.c_allocator.create(HandlePipe) catch return Status.no_memory.code();
+    hp.* = .{ .source = source, .target = target };
+    pin_once.call(); // the pipe thread runs our code until it ends
+    out.* = pipes.add(HandlePipe.tick, HandlePipe.cleanup, hp, interval_ns) catch |err| {
+        std.heap.c_allocator.destroy(hp);
+        return fail(err);
+    };
+    return 0;
+}
+
+/// int32_t kc_chan_pipe_stop(uint32_t id): 0, or KC_EBADH if no such pipe runs (any more).
+export fn kc_chan_pipe_stop(id: u32) callconv(.c) i32 {
+    return if (pipes.stop(id)) 0 else Status.bad_handle.code();
 }
 
 /// One clause of kc_select (C: struct kc_clause).
@@ -878,6 +936,36 @@ test "C ABI: tokens interrupt waits; zero-copy descriptors; the undelivered hook
     try testing.expectEqual(@intFromPtr(&bufs[1]), S.dropped[0]);
     try testing.expectEqual(@intFromPtr(&bufs[2]), S.dropped[1]);
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_on_undelivered(z, null, null));
+}
+
+test "C ABI: a metrics pipe feeds snapshots into a channel until the channel is destroyed" {
+    var src: u32 = 0;
+    var dst: u32 = 0;
+    var small: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &src));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(13 * 8, 1, 0, 1, &dst)); // conflated
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &small));
+    var id: u32 = 0;
+    try testing.expectEqual(Status.invalid.code(), kc_chan_pipe_metrics(src, small, std.time.ns_per_ms, &id));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_pipe_metrics(src, dst, 10, &id)); // < 1 ms
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_pipe_metrics(0, dst, std.time.ns_per_ms, &id));
+    try testing.expectEqual(@as(i32, 0), kc_chan_pipe_metrics(src, dst, std.time.ns_per_ms, &id));
+    const v: u64 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(src, &v, 8, 0, 0, 1));
+    var m: [13]u64 = undefined;
+    // Wait (bounded) for a snapshot that has seen the send.
+    const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+    while (true) {
+        try testing.expectEqual(@as(i32, 0), kc_chan_recv(dst, &m, 13 * 8, deadline, 0, 0));
+        if (m[0] == 1) break;
+    }
+    try testing.expect(m[11] > 0); // taken_ns
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(src));
+    // The pipe ends on its next tick; then stop finds nothing.
+    while (pipes.activeCount() > 0 and kc_now_ns() < deadline) std.Thread.yield() catch {};
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_pipe_stop(id));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(dst));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(small));
 }
 
 test "C ABI: kc_select over channel handles" {

@@ -373,6 +373,119 @@ fn runChanBench(b: *ChanBench, entries: []const kcoro.coroutine.EntryFn) !u64 {
     return timer.read();
 }
 
+// ---------------------------------------------------------------------------------------------
+// What the counters cost: the ChanUncontended shape on one thread, counters on and off.
+
+fn countersRun(metrics: bool, rounds: u64) !f64 {
+    const ch = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8, .capacity = 100, .metrics = metrics });
+    defer ch.destroy();
+    var timer = try std.time.Timer.start();
+    for (0..rounds) |_| {
+        for (0..100) |i| {
+            var v: u64 = i;
+            ch.send(std.mem.asBytes(&v), null, false) catch unreachable;
+        }
+        for (0..100) |_| {
+            var v: u64 = 0;
+            ch.receive(std.mem.asBytes(&v), null, false) catch unreachable;
+            std.mem.doNotOptimizeAway(v);
+        }
+    }
+    return @as(f64, @floatFromInt(timer.read())) / @as(f64, @floatFromInt(rounds * 200));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Zero-copy throughput: a producer and a consumer coroutine (2 workers) move 1 MiB buffers.
+// Zero-copy: descriptors of a pool of buffers circulate (full -> consumer, empty -> producer
+// through a second channel); copying: 1 MiB elements copied in and out. Both sides write and
+// read the first word of every buffer.
+
+const mib = 1 << 20;
+
+const ZeroCopyBench = struct {
+    full: *Channel = undefined,
+    empty: *Channel = undefined,
+    count: u64 = 0,
+    zero_copy: bool = true,
+    sum: u64 = 0,
+
+    fn producer(arg: ?*anyopaque) callconv(.c) void {
+        const b: *ZeroCopyBench = @ptrCast(@alignCast(arg.?));
+        if (b.zero_copy) {
+            for (0..b.count) |i| {
+                var d: kcoro.channel.Descriptor = undefined;
+                b.empty.receive(std.mem.asBytes(&d), null, false) catch unreachable;
+                const words: [*]u64 = @ptrCast(@alignCast(d.ptr.?));
+                words[0] = i;
+                b.full.send(std.mem.asBytes(&d), null, false) catch unreachable;
+            }
+        } else {
+            const buf = std.heap.c_allocator.alignedAlloc(u8, .@"8", mib) catch unreachable;
+            defer std.heap.c_allocator.free(buf);
+            @memset(buf, 1);
+            for (0..b.count) |i| {
+                std.mem.bytesAsSlice(u64, buf)[0] = i;
+                b.full.send(buf.ptr, null, false) catch unreachable;
+            }
+        }
+    }
+
+    fn consumer(arg: ?*anyopaque) callconv(.c) void {
+        const b: *ZeroCopyBench = @ptrCast(@alignCast(arg.?));
+        if (b.zero_copy) {
+            for (0..b.count) |_| {
+                var d: kcoro.channel.Descriptor = undefined;
+                b.full.receive(std.mem.asBytes(&d), null, false) catch unreachable;
+                const words: [*]u64 = @ptrCast(@alignCast(d.ptr.?));
+                b.sum +%= words[0];
+                b.empty.send(std.mem.asBytes(&d), null, false) catch unreachable;
+            }
+        } else {
+            const buf = std.heap.c_allocator.alignedAlloc(u8, .@"8", mib) catch unreachable;
+            defer std.heap.c_allocator.free(buf);
+            for (0..b.count) |_| {
+                b.full.receive(buf.ptr, null, false) catch unreachable;
+                b.sum +%= std.mem.bytesAsSlice(u64, buf)[0];
+            }
+        }
+    }
+};
+
+/// Bytes per second through one channel.
+fn zeroCopyRun(zero_copy: bool, count: u64) !f64 {
+    const pool = 16;
+    var b: ZeroCopyBench = .{ .count = count, .zero_copy = zero_copy };
+    if (zero_copy) {
+        b.full = try Channel.create(std.heap.c_allocator, .{ .capacity = pool, .zero_copy = true });
+        b.empty = try Channel.create(std.heap.c_allocator, .{ .capacity = pool, .zero_copy = true });
+    } else {
+        b.full = try Channel.create(std.heap.c_allocator, .{ .elem_size = mib, .capacity = pool });
+        b.empty = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8 });
+    }
+    defer b.full.destroy();
+    defer b.empty.destroy();
+    var bufs: [pool][]u8 = undefined;
+    if (zero_copy) {
+        for (&bufs) |*buf| {
+            buf.* = try std.heap.c_allocator.alignedAlloc(u8, .@"8", mib);
+            @memset(buf.*, 1);
+            var d: kcoro.channel.Descriptor = .{ .ptr = buf.*.ptr, .len = mib };
+            try b.empty.send(std.mem.asBytes(&d), null, true);
+        }
+    }
+    defer if (zero_copy) for (bufs) |buf| std.heap.c_allocator.free(buf);
+    var s: kcoro.scheduler.Scheduler = undefined;
+    try s.start(std.heap.c_allocator, .{ .workers = 2 });
+    defer s.shutdown(.finish);
+    var timer = try std.time.Timer.start();
+    _ = try s.spawn(ZeroCopyBench.consumer, &b);
+    _ = try s.spawn(ZeroCopyBench.producer, &b);
+    try s.drain();
+    const ns = timer.read();
+    std.debug.assert(b.sum == count * (count - 1) / 2);
+    return @as(f64, @floatFromInt(count * mib)) / (@as(f64, @floatFromInt(ns)) / std.time.ns_per_s);
+}
+
 fn benchChan(name: []const u8, total: u64) !f64 {
     var b: ChanBench = .{};
     const E = ChanBench;
@@ -511,6 +624,29 @@ pub fn main() !void {
             const total = if (quick) c.total / 4 else c.total;
             try report(out, .{ .name = c.label, .value = try bestF(cruns, benchChan, .{ c.name, total }), .unit = "ns/op", .iterations = total });
         }
+    }
+
+    {
+        const cruns: usize = if (quick) 3 else 9;
+        const rounds: u64 = if (quick) 20_000 else 100_000;
+        // Interleave on and off so that drift on a shared machine hits both alike.
+        var on: f64 = std.math.inf(f64);
+        var off: f64 = std.math.inf(f64);
+        for (0..cruns) |_| {
+            on = @min(on, try countersRun(true, rounds));
+            off = @min(off, try countersRun(false, rounds));
+        }
+        try report(out, .{ .name = "chan: send or receive, counters on (1 thread, capacity 100)", .value = on, .unit = "ns/op", .iterations = rounds * 200 });
+        try report(out, .{ .name = "chan: send or receive, counters off (1 thread, capacity 100)", .value = off, .unit = "ns/op", .iterations = rounds * 200 });
+        const count: u64 = if (quick) 1_000 else 4_000;
+        var zc: f64 = 0;
+        var cp: f64 = 0;
+        for (0..cruns / 3 + 1) |_| {
+            zc = @max(zc, try zeroCopyRun(true, count));
+            cp = @max(cp, try zeroCopyRun(false, count));
+        }
+        try report(out, .{ .name = "chan: zero-copy throughput, 1 MiB buffers (2 workers)", .value = zc / 1e9, .unit = "GB/s", .iterations = count });
+        try report(out, .{ .name = "chan: copying throughput, 1 MiB elements (2 workers)", .value = cp / 1e9, .unit = "GB/s", .iterations = count });
     }
 
     const cycles = n / 10;

@@ -43,6 +43,7 @@ const Futex = std.Thread.Futex;
 const coroutine = @import("../coro/coroutine.zig");
 const scheduler = @import("../sched/scheduler.zig");
 const cancel_mod = @import("../sc/cancel.zig");
+const clock = @import("clock.zig");
 pub const Token = cancel_mod.Token;
 
 pub const Overflow = enum(u8) { @"suspend" = 0, drop_oldest = 1, drop_latest = 2 };
@@ -100,6 +101,21 @@ pub const Metrics = struct {
     taken_ns: u64 = 0,
     /// Values passed straight from a waiting party to the other, never touching the buffer.
     handoffs: u64 = 0,
+
+    /// The C ABI's `struct kc_chan_metrics`: the counters as words, in declaration order.
+    pub const words = @typeInfo(Metrics).@"struct".fields.len;
+
+    pub fn toWords(m: Metrics) [words]u64 {
+        var out: [words]u64 = undefined;
+        inline for (@typeInfo(Metrics).@"struct".fields, 0..) |f, i| out[i] = @field(m, f.name);
+        return out;
+    }
+
+    pub fn fromWords(w: *const [words]u64) Metrics {
+        var m: Metrics = .{};
+        inline for (@typeInfo(Metrics).@"struct".fields, 0..) |f, i| @field(m, f.name) = w[i];
+        return m;
+    }
 
     /// Per-second rates of the counters between two snapshots of one channel (`earlier` first).
     pub const Rates = struct {
@@ -279,13 +295,6 @@ const SpinLock = struct {
         l.locked.store(false, .release);
     }
 };
-
-/// Cheap timestamps for the first/last-operation metrics: CLOCK_MONOTONIC_COARSE (a few ns,
-/// tick resolution) rather than a precise clock read (~20 ns) on every operation.
-fn coarseNs() u64 {
-    const ts = std.posix.clock_gettime(.MONOTONIC_COARSE) catch return 0;
-    return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
-}
 
 /// Up to this many woken waiters are collected under the lock and woken after it.
 const max_wakes = 64;
@@ -523,7 +532,9 @@ pub const Channel = struct {
 
     fn touch(ch: *Channel) void {
         if (!ch.count_metrics) return;
-        const now = coarseNs();
+        // A shared word a ticker refreshes (chan/clock.zig): even a coarse clock read would
+        // cost a quarter of an uncontended operation.
+        const now = clock.now();
         if (ch.metrics.first_op_ns == 0) ch.metrics.first_op_ns = now;
         ch.metrics.last_op_ns = now;
     }
@@ -778,32 +789,32 @@ pub const Channel = struct {
         return true;
     }
 
-    /// The payload size of a value: the element size, or a descriptor's length.
-    fn bytesOf(ch: *const Channel, elem: [*]const u8) u64 {
-        return if (ch.zero_copy) descriptorAt(elem).len else ch.elem_size;
-    }
+    // Byte counters: copying channels derive them in `snapshot` (count x element size), so
+    // the hot path only bumps the operation counts; zero-copy channels add each length.
 
     fn countSend(ch: *Channel, elem: [*]const u8) void {
         if (!ch.count_metrics) return;
         ch.metrics.sends += 1;
-        ch.metrics.bytes_sent += ch.bytesOf(elem);
+        if (ch.zero_copy) ch.metrics.bytes_sent += descriptorAt(elem).len;
     }
 
     fn countReceive(ch: *Channel, elem: [*]const u8) void {
         if (!ch.count_metrics) return;
         ch.metrics.receives += 1;
-        ch.metrics.bytes_received += ch.bytesOf(elem);
+        if (ch.zero_copy) ch.metrics.bytes_received += descriptorAt(elem).len;
     }
 
     /// A value passed from a waiting party straight to the other: a send and a receive.
     fn countHandoff(ch: *Channel, elem: [*]const u8) void {
         if (!ch.count_metrics) return;
-        const n = ch.bytesOf(elem);
         ch.metrics.sends += 1;
         ch.metrics.receives += 1;
-        ch.metrics.bytes_sent += n;
-        ch.metrics.bytes_received += n;
         ch.metrics.handoffs += 1;
+        if (ch.zero_copy) {
+            const n = descriptorAt(elem).len;
+            ch.metrics.bytes_sent += n;
+            ch.metrics.bytes_received += n;
+        }
     }
 
     fn waiterForCaller(elem: [*]u8) Waiter {
@@ -922,6 +933,10 @@ pub const Channel = struct {
         ch.mutex.lock();
         defer ch.unlock();
         var m = ch.metrics;
+        if (!ch.zero_copy) {
+            m.bytes_sent = m.sends * ch.elem_size;
+            m.bytes_received = m.receives * ch.elem_size;
+        }
         m.fail_full += ch.fast_fail_full.load(.monotonic);
         m.taken_ns = scheduler.monotonicNs();
         return m;

@@ -1,0 +1,256 @@
+//! Metrics pipes: every interval, a snapshot of one channel's counters is pushed into another
+//! channel (a try-send: a full target skips that snapshot and counts it as failed-full there,
+//! so a slow reader never blocks the pipe; a conflated target keeps only the latest).
+//!
+//! One thread serves every pipe of a `Pipes`, sleeping on a futex until the next one is due.
+//! It starts with the first pipe and ends when the last one goes: a pipe ends when its target
+//! is closed, when either channel is gone (its tick says so), or on `stop`. `deinit` stops and
+//! joins the thread. No thread runs while no pipe exists.
+//!
+//! Any thread may call `add`, `stop`, `activeCount` and `deinit` (the last one once, when no
+//! other call can follow). Ticks run on the pipe thread with the `Pipes` lock held: a tick must
+//! not call back into its `Pipes`.
+const std = @import("std");
+const assert = std.debug.assert;
+const Futex = std.Thread.Futex;
+const channel = @import("channel.zig");
+const scheduler = @import("../sched/scheduler.zig");
+
+pub const Pipes = struct {
+    allocator: std.mem.Allocator,
+    mutex: std.Thread.Mutex = .{},
+    pipes: std.ArrayListUnmanaged(Pipe) = .empty,
+    next_id: u32 = 1,
+    /// Bumped under the lock on every change; the thread sleeps on it (futex) between ticks.
+    seq: std.atomic.Value(u32) = .init(0),
+    /// The pipe thread, if one was started; `running` says whether it still serves (under the
+    /// lock). A thread that found no pipe left clears `running` and ends; the next `add` joins
+    /// it and starts another.
+    thread: ?std.Thread = null,
+    running: bool = false,
+    stopping: bool = false,
+
+    /// Pushes one snapshot; false ends the pipe (its target closed, a channel gone).
+    pub const TickFn = *const fn (ctx: *anyopaque) bool;
+    /// Frees a pipe's context when the pipe ends.
+    pub const CleanupFn = *const fn (ctx: *anyopaque) void;
+
+    const Pipe = struct {
+        id: u32,
+        tick: TickFn,
+        cleanup: ?CleanupFn,
+        ctx: *anyopaque,
+        interval_ns: u64,
+        due_ns: u64,
+    };
+
+    /// Shortest interval accepted (a shorter one would make the thread spin).
+    pub const min_interval_ns: u64 = std.time.ns_per_ms;
+
+    pub fn init(allocator: std.mem.Allocator) Pipes {
+        return .{ .allocator = allocator };
+    }
+
+    /// Starts a pipe that calls `tick(ctx)` every `interval_ns` (the first time one interval
+    /// from now); returns its id for `stop`. `cleanup(ctx)` runs when the pipe ends, however
+    /// it ends.
+    pub fn add(p: *Pipes, tick: TickFn, cleanup: ?CleanupFn, ctx: *anyopaque, interval_ns: u64) error{ InvalidArgument, OutOfMemory, SystemResources }!u32 {
+        if (interval_ns < min_interval_ns) return error.InvalidArgument;
+        p.mutex.lock();
+        defer p.mutex.unlock();
+        assert(!p.stopping); // add after deinit
+        const id = p.next_id;
+        try p.pipes.append(p.allocator, .{
+            .id = id,
+            .tick = tick,
+            .cleanup = cleanup,
+            .ctx = ctx,
+            .interval_ns = interval_ns,
+            .due_ns = scheduler.monotonicNs() + interval_ns,
+        });
+        if (!p.running) {
+            if (p.thread) |t| t.join(); // it ended (or is ending: it holds no lock any more)
+            p.thread = std.Thread.spawn(.{ .stack_size = 64 * 1024 }, run, .{p}) catch {
+                p.thread = null;
+                _ = p.pipes.pop();
+                return error.SystemResources;
+            };
+            p.running = true;
+        }
+        p.next_id +%= 1;
+        if (p.next_id == 0) p.next_id = 1;
+        p.bump();
+        return id;
+    }
+
+    /// Ends the pipe `id`; false if no such pipe runs (it ended already, or never existed).
+    pub fn stop(p: *Pipes, id: u32) bool {
+        p.mutex.lock();
+        defer p.mutex.unlock();
+        for (p.pipes.items, 0..) |pipe, i| {
+            if (pipe.id != id) continue;
+            p.end(i);
+            p.bump();
+            return true;
+        }
+        return false;
+    }
+
+    pub fn activeCount(p: *Pipes) usize {
+        p.mutex.lock();
+        defer p.mutex.unlock();
+        return p.pipes.items.len;
+    }
+
+    /// Whether the pipe thread is serving (for tests: it ends when the last pipe does).
+    pub fn threadRunning(p: *Pipes) bool {
+        p.mutex.lock();
+        defer p.mutex.unlock();
+        return p.running;
+    }
+
+    /// Ends every pipe and joins the thread.
+    pub fn deinit(p: *Pipes) void {
+        p.mutex.lock();
+        p.stopping = true;
+        while (p.pipes.items.len > 0) p.end(p.pipes.items.len - 1);
+        p.bump();
+        const t = p.thread;
+        p.thread = null;
+        p.mutex.unlock();
+        if (t) |thread| thread.join();
+        p.pipes.deinit(p.allocator);
+        p.* = undefined;
+    }
+
+    /// Under the lock.
+    fn end(p: *Pipes, i: usize) void {
+        const pipe = p.pipes.swapRemove(i);
+        if (pipe.cleanup) |f| f(pipe.ctx);
+    }
+
+    /// Under the lock: tells the thread to look again.
+    fn bump(p: *Pipes) void {
+        // Release: pairs with the thread's acquire load before it sleeps, so a change made
+        // under the lock is seen or the futex wait returns at once.
+        _ = p.seq.fetchAdd(1, .release);
+        Futex.wake(&p.seq, 1);
+    }
+
+    fn run(p: *Pipes) void {
+        p.mutex.lock();
+        while (!p.stopping and p.pipes.items.len > 0) {
+            const now = scheduler.monotonicNs();
+            var next: u64 = std.math.maxInt(u64);
+            var i: usize = 0;
+            while (i < p.pipes.items.len) {
+                const pipe = &p.pipes.items[i];
+                if (pipe.due_ns <= now) {
+                    if (!pipe.tick(pipe.ctx)) {
+                        p.end(i);
+                        continue; // swapRemove moved another pipe to i
+                    }
+                    pipe.due_ns += pipe.interval_ns;
+                    if (pipe.due_ns <= now) pipe.due_ns = now + pipe.interval_ns; // fell behind
+                }
+                next = @min(next, pipe.due_ns);
+                i += 1;
+            }
+            if (p.pipes.items.len == 0) break;
+            const seen = p.seq.load(.acquire); // pairs with `bump`
+            p.mutex.unlock();
+            const wait = next -| scheduler.monotonicNs();
+            if (wait > 0) Futex.timedWait(&p.seq, seen, wait) catch {};
+            p.mutex.lock();
+        }
+        p.running = false;
+        p.mutex.unlock();
+    }
+};
+
+/// A pipe between two channels the caller keeps alive until the pipe ends: `target` must have
+/// elements of `Metrics.words` u64 words (`struct kc_chan_metrics`).
+pub const ChannelPipe = struct {
+    source: *channel.Channel,
+    target: *channel.Channel,
+
+    pub fn tick(ctx: *anyopaque) bool {
+        const cp: *ChannelPipe = @ptrCast(@alignCast(ctx));
+        return push(cp.source, cp.target);
+    }
+};
+
+/// Pushes one snapshot of `source` into `target`; false once `target` is closed.
+pub fn push(source: *channel.Channel, target: *channel.Channel) bool {
+    assert(target.elem_size == channel.Metrics.words * 8);
+    const w = source.snapshot().toWords();
+    target.send(std.mem.sliceAsBytes(&w).ptr, null, true) catch |err| return switch (err) {
+        error.WouldBlock => true, // full: this snapshot is skipped, the target counts it
+        else => false,
+    };
+    return true;
+}
+
+const testing = std.testing;
+
+test "a pipe pushes snapshots at its interval, ends when its target closes, and its thread ends with it" {
+    var pipes = Pipes.init(testing.allocator);
+    defer pipes.deinit();
+    const source = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 8 });
+    defer source.destroy();
+    const target = try channel.Channel.create(testing.allocator, .{ .elem_size = channel.Metrics.words * 8, .capacity = 4 });
+    defer target.destroy();
+    var cp: ChannelPipe = .{ .source = source, .target = target };
+    try testing.expectError(error.InvalidArgument, pipes.add(ChannelPipe.tick, null, &cp, 1000));
+    const id = try pipes.add(ChannelPipe.tick, null, &cp, 2 * std.time.ns_per_ms);
+    try testing.expect(id != 0);
+    var last_taken: u64 = 0;
+    for (1..4) |round| {
+        var v: u64 = round;
+        try source.send(std.mem.asBytes(&v), null, true);
+        try source.receive(std.mem.asBytes(&v), null, true);
+        var words: [channel.Metrics.words]u64 = undefined;
+        // Each snapshot arrives within a bounded time (a deadline, not a sleep).
+        const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+        try target.receive(std.mem.sliceAsBytes(&words).ptr, deadline, false);
+        const m = channel.Metrics.fromWords(&words);
+        try testing.expect(m.taken_ns > last_taken);
+        try testing.expect(m.sends >= 1 and m.sends <= 3);
+        last_taken = m.taken_ns;
+    }
+    _ = target.close();
+    // The pipe notices within an interval; the thread ends with the last pipe.
+    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (pipes.threadRunning() and scheduler.monotonicNs() < deadline) std.Thread.yield() catch {};
+    try testing.expect(!pipes.threadRunning());
+    try testing.expectEqual(@as(usize, 0), pipes.activeCount());
+    try testing.expect(!pipes.stop(id)); // ended already
+}
+
+test "stop ends a pipe and runs its cleanup; a new pipe restarts the thread" {
+    var pipes = Pipes.init(testing.allocator);
+    defer pipes.deinit();
+    const S = struct {
+        var ticks: std.atomic.Value(u32) = .init(0);
+        var cleaned: u32 = 0;
+        fn tick(_: *anyopaque) bool {
+            _ = ticks.fetchAdd(1, .monotonic);
+            return true;
+        }
+        fn cleanup(_: *anyopaque) void {
+            cleaned += 1;
+        }
+    };
+    var dummy: u8 = 0;
+    const a = try pipes.add(S.tick, S.cleanup, &dummy, std.time.ns_per_ms);
+    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (S.ticks.load(.monotonic) < 3 and scheduler.monotonicNs() < deadline) std.Thread.yield() catch {};
+    try testing.expect(S.ticks.load(.monotonic) >= 3);
+    try testing.expect(pipes.stop(a));
+    try testing.expectEqual(@as(u32, 1), S.cleaned);
+    while (pipes.threadRunning() and scheduler.monotonicNs() < deadline) std.Thread.yield() catch {};
+    try testing.expect(!pipes.threadRunning());
+    _ = try pipes.add(S.tick, S.cleanup, &dummy, std.time.ns_per_ms);
+    try testing.expect(pipes.threadRunning());
+    // deinit ends the last pipe (cleanup) and joins the thread.
+}
