@@ -116,6 +116,39 @@ export const symbols = {
    *                   uint32_t token, uint32_t flags, uint32_t *out_index)
    */
   kc_select: { parameters: ["buffer", "u32", "u64", "u32", "u32", "buffer"], result: "i32" },
+  /** int32_t kc_scope_create(uint32_t parent, uint32_t *out_scope) */
+  kc_scope_create: { parameters: ["u32", "buffer"], result: "i32" },
+  /**
+   * int32_t kc_scope_launch(uint32_t scope, kc_entry_fn entry, void *arg, uint32_t flags,
+   *                         uint32_t *out_handle)
+   */
+  kc_scope_launch: {
+    parameters: ["u32", "pointer", "pointer", "u32", "buffer"],
+    result: "i32",
+  },
+  /** int32_t kc_scope_cancel(uint32_t scope) */
+  kc_scope_cancel: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_scope_live(uint32_t scope) */
+  kc_scope_live: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns): blocks, so runs off-thread. */
+  kc_scope_wait: { parameters: ["u32", "u64"], result: "i32", nonblocking: true },
+  /** int32_t kc_scope_destroy(uint32_t scope) */
+  kc_scope_destroy: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_cancelled(void) */
+  kc_cancelled: { parameters: [], result: "i32" },
+  /**
+   * int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, void *ctx,
+   *                        kc_done_fn on_done, uint32_t *out_handle)
+   */
+  kc_actor_spawn: {
+    parameters: ["u32", "u32", "pointer", "pointer", "pointer", "buffer"],
+    result: "i32",
+  },
+  /**
+   * int32_t kc_produce(uint32_t scope, uint32_t chan, kc_entry_fn entry, void *arg,
+   *                    kc_done_fn on_done)
+   */
+  kc_produce: { parameters: ["u32", "u32", "pointer", "pointer", "pointer"], result: "i32" },
   /** int32_t kc_ring_create(uint32_t *out_ring) */
   kc_ring_create: { parameters: ["buffer"], result: "i32" },
   /** int32_t kc_ring_destroy(uint32_t ring) */

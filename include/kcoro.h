@@ -220,6 +220,37 @@ struct kc_clause {
 int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
                   uint32_t token, uint32_t flags, uint32_t *out_index);
 
+/* Native scopes: structured concurrency for native coroutines. A scope owns the coroutines
+ * launched in it and every coroutine they kc_spawn; its children see its cancellation: a channel
+ * operation, select or kc_sleep_ns that waits inside one fails with KC_EINTR once the scope (or
+ * an ancestor) is cancelled. */
+typedef void (*kc_handler_fn)(void *ctx, const void *msg);
+typedef void (*kc_done_fn)(void *ctx, int32_t status);
+/* parent 0 = none; a child scope is cancelled with its parent. KC_ESHUTDOWN without a scheduler. */
+int32_t kc_scope_create(uint32_t parent, uint32_t *out_scope);
+/* As kc_spawn, as a child of the scope. KC_ECANCELED once the scope is cancelled. */
+int32_t kc_scope_launch(uint32_t scope, kc_entry_fn entry, void *arg, uint32_t flags,
+                        uint32_t *out_handle);
+/* 1 the first time, 0 after. */
+int32_t kc_scope_cancel(uint32_t scope);
+/* Children not yet finished. */
+int32_t kc_scope_live(uint32_t scope);
+/* Until every child has finished (0) or deadline_ns (KC_ETIME; 0 = none). A coroutine parks, a
+ * thread blocks. */
+int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns);
+/* Cancels; the handle dies at once, the scope is freed after its last child. */
+int32_t kc_scope_destroy(uint32_t scope);
+/* Inside a scope's coroutine: 1 once the scope is cancelled, else 0 (for loops that never wait). */
+int32_t kc_cancelled(void);
+/* An actor: a child of `scope` calling handler(ctx, msg) for every message of `mailbox`; it
+ * processes what is queued after close, then ends; it stops at once when the scope is cancelled.
+ * on_done(ctx, status) runs last: 0 (closed), KC_EINTR (scope cancelled), KC_ECANCELED. */
+int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, void *ctx,
+                       kc_done_fn on_done, uint32_t *out_handle);
+/* A producer: a child of `scope` running entry(arg), which sends to `chan`; when it returns the
+ * channel is closed (cancelled if the scope was), then on_done(arg, 0 or KC_EINTR). */
+int32_t kc_produce(uint32_t scope, uint32_t chan, kc_entry_fn entry, void *arg, kc_done_fn on_done);
+
 /* The bridge: completion rings for callers that cannot block (JavaScript). An operation that
  * must wait is queued with a ticket; whoever completes it appends a record to the ring and wakes
  * the ring's one waiter. */

@@ -24,7 +24,9 @@ function cTypeToFfi(t: string): string[] {
   if (c === "int32_t") return ["i32"];
   if (c === "uint64_t") return ["u64"];
   if (c === "void") return ["void"];
-  if (c === "kc_entry_fn" || c === "kc_undelivered_fn") return ["pointer", "function"];
+  if (["kc_entry_fn", "kc_undelivered_fn", "kc_handler_fn", "kc_done_fn"].includes(c)) {
+    return ["pointer", "function"];
+  }
   // A void * is a pointer, a caller-owned buffer, or (kc_coro_create) an integer in its register.
   if (c === "void*") return ["pointer", "buffer", "usize"];
   if (c.endsWith("*")) return ["pointer", "buffer"];

@@ -10,6 +10,7 @@ pub const deque = @import("sched/deque.zig");
 pub const scheduler = @import("sched/scheduler.zig");
 pub const context = @import("sc/context.zig");
 pub const cancel = @import("sc/cancel.zig");
+pub const scope = @import("sc/scope.zig");
 pub const builtins = @import("builtins.zig");
 pub const channel = @import("chan/channel.zig");
 pub const channel_registry = @import("chan/registry.zig");
@@ -35,6 +36,7 @@ test {
     _ = scheduler;
     _ = context;
     _ = cancel;
+    _ = scope;
     _ = builtins;
     _ = channel;
     _ = channel_registry;

@@ -206,8 +206,13 @@ export fn kc_spawn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_
     const f: kcoro.registry.Flags = @bitCast(flags);
     if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
     const s = running() orelse return Status.shutdown.code();
-    const inherited = if (coroutine.current()) |cur| cur.context else kcoro.context.empty;
     const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
+    // Spawned from inside a native scope's coroutine: a child of that scope (structured).
+    if (kcoro.scope.current()) |sc| {
+        _ = sc.launch(e, arg, .{ .hook = hook, .fp_control = f.fp_control }) catch |err| return fail(err);
+        return 0;
+    }
+    const inherited = if (coroutine.current()) |cur| cur.context else kcoro.context.empty;
     _ = s.spawnWith(e, arg, inherited, .{ .hook = hook, .fp_control = f.fp_control }) catch |err| return fail(err);
     return 0;
 }
@@ -239,7 +244,8 @@ export fn kc_sleep_ns(ns: u64) callconv(.c) i32 {
     if (coroutine.current()) |co| {
         const owner = co.owner orelse return Status.invalid.code();
         const s: *Scheduler = @ptrCast(@alignCast(owner));
-        s.sleep(ns) catch |err| return fail(err);
+        // Inside a native scope the sleep ends early (KC_EINTR) when the scope is cancelled.
+        kcoro.scope.sleepUntil(s, kcoro.scheduler.monotonicNs() +| ns, null) catch |err| return fail(err);
         return 0;
     }
     std.Thread.sleep(ns);
@@ -581,6 +587,199 @@ export fn kc_chan_pipe_metrics(source: u32, target: u32, interval_ns: u64, out_i
 /// int32_t kc_chan_pipe_stop(uint32_t id): 0, or KC_EBADH if no such pipe runs (any more).
 export fn kc_chan_pipe_stop(id: u32) callconv(.c) i32 {
     return if (pipes.stop(id)) 0 else Status.bad_handle.code();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Native scopes and actors (zig-src/sc/scope.zig).
+
+const Scope = kcoro.scope.Scope;
+const ScopeRegistry = kcoro.channel_registry.ScopeRegistry;
+var scope_registry: ScopeRegistry = undefined;
+var scope_once = std.once(initScopes);
+
+fn initScopes() void {
+    scope_registry = ScopeRegistry.init(std.heap.c_allocator);
+}
+
+fn scopes() *ScopeRegistry {
+    scope_once.call();
+    return &scope_registry;
+}
+
+/// int32_t kc_scope_create(uint32_t parent, uint32_t *out_scope): a native scope on the running
+/// scheduler, a child of `parent` (0: none) so that cancelling the parent cancels it.
+export fn kc_scope_create(parent: u32, out_scope: ?*u32) callconv(.c) i32 {
+    const out = out_scope orelse return Status.invalid.code();
+    const s = running() orelse return Status.shutdown.code();
+    const sr = scopes();
+    const pe: ?*ScopeRegistry.Entry = if (parent == 0) null else sr.acquire(parent) catch |err| return fail(err);
+    defer if (pe) |e| sr.release(e);
+    const sc = Scope.create(std.heap.c_allocator, s, if (pe) |e| ScopeRegistry.objectOf(e) else null) catch |err| return fail(err);
+    out.* = sr.add(sc) catch {
+        sc.release();
+        return Status.no_memory.code();
+    };
+    return 0;
+}
+
+/// int32_t kc_scope_launch(uint32_t scope, kc_entry_fn entry, void *arg, uint32_t flags,
+///                         uint32_t *out_handle): runs entry(arg) as a child of the scope (flags
+/// and out_handle as kc_spawn). KC_ECANCELED once the scope is cancelled.
+export fn kc_scope_launch(scope: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_handle: ?*u32) callconv(.c) i32 {
+    const e = entry orelse return Status.invalid.code();
+    const f: kcoro.registry.Flags = @bitCast(flags);
+    if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
+    if (running() == null) return Status.shutdown.code();
+    const sr = scopes();
+    const se = sr.acquire(scope) catch |err| return fail(err);
+    defer sr.release(se);
+    const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
+    _ = ScopeRegistry.objectOf(se).launch(e, arg, .{ .hook = hook, .fp_control = f.fp_control }) catch |err| return fail(err);
+    return 0;
+}
+
+/// int32_t kc_scope_cancel(uint32_t scope): 1 the first time, 0 after. Every child waiting in a
+/// channel operation, select or kc_sleep_ns gets KC_EINTR; child scopes are cancelled too.
+export fn kc_scope_cancel(scope: u32) callconv(.c) i32 {
+    const sr = scopes();
+    const se = sr.acquire(scope) catch |err| return fail(err);
+    defer sr.release(se);
+    return @intFromBool(ScopeRegistry.objectOf(se).cancel());
+}
+
+/// int32_t kc_scope_live(uint32_t scope): how many children have not finished.
+export fn kc_scope_live(scope: u32) callconv(.c) i32 {
+    const sr = scopes();
+    const se = sr.acquire(scope) catch |err| return fail(err);
+    defer sr.release(se);
+    return @intCast(@min(ScopeRegistry.objectOf(se).liveCount(), std.math.maxInt(i32)));
+}
+
+/// int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns): waits until every child has
+/// finished (0) or the deadline passes (KC_ETIME; 0 = none). A coroutine parks; a thread blocks
+/// (from Deno, call it nonblocking). KC_ESHUTDOWN if the scheduler stops meanwhile.
+export fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32 {
+    const sr = scopes();
+    const se = sr.acquire(scope) catch |err| return fail(err);
+    defer sr.release(se);
+    const sc = ScopeRegistry.objectOf(se);
+    if (coroutine.current() != null) {
+        sc.waitAll(if (deadline_ns == 0) null else deadline_ns) catch |err| return fail(err);
+        return 0;
+    }
+    // A thread: wait in slices so that a shutdown (which abandons children) cannot strand it.
+    while (true) {
+        if (running() == null and sc.liveCount() != 0) return Status.shutdown.code();
+        const slice = kcoro.scheduler.monotonicNs() + 50 * std.time.ns_per_ms;
+        const d = if (deadline_ns == 0) slice else @min(slice, deadline_ns);
+        sc.waitAll(d) catch |err| switch (err) {
+            error.Timeout => {
+                if (deadline_ns != 0 and kcoro.scheduler.monotonicNs() >= deadline_ns) return Status.timeout.code();
+                continue;
+            },
+            else => return fail(err),
+        };
+        return 0;
+    }
+}
+
+/// int32_t kc_scope_destroy(uint32_t scope): cancels the scope; the handle dies at once and the
+/// scope is freed when its last child has finished.
+export fn kc_scope_destroy(scope: u32) callconv(.c) i32 {
+    scopes().destroy(scope) catch |err| return fail(err);
+    return 0;
+}
+
+/// int32_t kc_cancelled(void): inside a coroutine of a native scope, 1 once the scope is
+/// cancelled (for loops that never wait), else 0.
+export fn kc_cancelled() callconv(.c) i32 {
+    const t = kcoro.scope.currentToken() orelse return 0;
+    return @intFromBool(t.isCancelled());
+}
+
+const ActorStart = struct {
+    mailbox: *ChanRegistry.Entry,
+    handler: *const fn (ctx: ?*anyopaque, msg: [*]const u8) callconv(.c) void,
+    ctx: ?*anyopaque,
+    on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void,
+    producer: ?coroutine.EntryFn = null,
+};
+
+fn actorMain(arg: ?*anyopaque) callconv(.c) void {
+    const start: *ActorStart = @ptrCast(@alignCast(arg.?));
+    const a = start.*;
+    std.heap.c_allocator.destroy(start);
+    defer chans().release(a.mailbox);
+    const ch = ChanRegistry.channelOf(a.mailbox);
+    var status: i32 = 0;
+    if (std.heap.c_allocator.alloc(u8, ch.elem_size)) |buf| {
+        defer std.heap.c_allocator.free(buf);
+        while (true) {
+            // Closed: the queued messages were all processed; the scope's cancellation
+            // interrupts the wait at once (KC_EINTR).
+            ch.receive(buf.ptr, null, false) catch |err| {
+                if (err != error.Closed) status = fail(err);
+                break;
+            };
+            a.handler(a.ctx, buf.ptr);
+        }
+    } else |_| status = Status.no_memory.code();
+    if (a.on_done) |f| f(a.ctx, status);
+}
+
+fn producerMain(arg: ?*anyopaque) callconv(.c) void {
+    const start: *ActorStart = @ptrCast(@alignCast(arg.?));
+    const a = start.*;
+    std.heap.c_allocator.destroy(start);
+    defer chans().release(a.mailbox);
+    a.producer.?(a.ctx);
+    const ch = ChanRegistry.channelOf(a.mailbox);
+    const cancelled = if (kcoro.scope.currentToken()) |t| t.isCancelled() else false;
+    if (cancelled) ch.cancel() else _ = ch.close();
+    if (a.on_done) |f| f(a.ctx, if (cancelled) Status.interrupted.code() else 0);
+}
+
+fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: coroutine.EntryFn, out_handle: ?*u32) i32 {
+    if (running() == null) return Status.shutdown.code();
+    const sr = scopes();
+    const se = sr.acquire(scope) catch |err| return fail(err);
+    defer sr.release(se);
+    const ce = chans().acquire(chan_h) catch |err| return fail(err);
+    const st = std.heap.c_allocator.create(ActorStart) catch {
+        chans().release(ce);
+        return Status.no_memory.code();
+    };
+    st.* = start;
+    st.mailbox = ce;
+    const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
+    _ = ScopeRegistry.objectOf(se).launch(main_fn, st, .{ .hook = hook }) catch |err| {
+        std.heap.c_allocator.destroy(st);
+        chans().release(ce);
+        return fail(err);
+    };
+    return 0;
+}
+
+/// int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, void *ctx,
+///                        kc_done_fn on_done, uint32_t *out_handle): a child of `scope` that
+/// receives every message of `mailbox` and calls handler(ctx, msg). It processes what is
+/// queued after the mailbox is closed, then ends; it stops at once when the scope is cancelled.
+/// on_done(ctx, status) runs last: 0 (closed), KC_EINTR (scope cancelled), KC_ECANCELED
+/// (mailbox cancelled).
+export fn kc_actor_spawn(scope: u32, mailbox: u32, handler: ?*const fn (ctx: ?*anyopaque, msg: [*]const u8) callconv(.c) void, ctx: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void, out_handle: ?*u32) callconv(.c) i32 {
+    const h = handler orelse return Status.invalid.code();
+    return launchWithChannel(scope, mailbox, .{ .mailbox = undefined, .handler = h, .ctx = ctx, .on_done = on_done }, actorMain, out_handle);
+}
+
+fn noHandler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
+
+/// int32_t kc_produce(uint32_t scope, uint32_t chan, kc_entry_fn entry, void *arg,
+///                    kc_done_fn on_done): a child of `scope` running entry(arg), which sends to
+/// `chan`; when entry returns the channel is closed (cancelled if the scope was cancelled), then
+/// on_done(arg, status) runs (0, or KC_EINTR).
+export fn kc_produce(scope: u32, chan_h: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void) callconv(.c) i32 {
+    const e = entry orelse return Status.invalid.code();
+    return launchWithChannel(scope, chan_h, .{ .mailbox = undefined, .handler = noHandler, .ctx = arg, .on_done = on_done, .producer = e }, producerMain, null);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1189,4 +1388,87 @@ test "C ABI: kc_select over channel handles" {
     clauses[1].kind = 1;
     try testing.expectEqual(Status.bad_handle.code(), kc_select(&clauses, 2, 0, 0, 0, &idx));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(b));
+}
+
+test "C ABI: native scopes, actors and producers; cancellation reaches sleeps, waits and grandchildren" {
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    const S = struct {
+        var sum: std.atomic.Value(u64) = .init(0);
+        var done_status: std.atomic.Value(i32) = .init(1);
+        var sleep_status: std.atomic.Value(i32) = .init(1);
+        var grand_status: std.atomic.Value(i32) = .init(1);
+        var out_chan: u32 = 0;
+        fn handler(_: ?*anyopaque, msg: [*]const u8) callconv(.c) void {
+            _ = sum.fetchAdd(std.mem.bytesToValue(u64, msg[0..8]), .monotonic);
+        }
+        fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
+            done_status.store(status, .release);
+        }
+        fn grandchild(_: ?*anyopaque) callconv(.c) void {
+            grand_status.store(kc_sleep_ns(60 * std.time.ns_per_s), .release);
+        }
+        fn sleeper(_: ?*anyopaque) callconv(.c) void {
+            _ = kc_spawn(grandchild, null, 0, null); // joins the scope
+            sleep_status.store(kc_sleep_ns(60 * std.time.ns_per_s), .release);
+        }
+        fn producer(_: ?*anyopaque) callconv(.c) void {
+            for (1..6) |i| {
+                const v: u64 = i;
+                if (kc_chan_send(out_chan, &v, 8, 0, 0, 0) != 0) return;
+            }
+        }
+    };
+    const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    // An actor processes what is queued, also after close, then reports 0.
+    var mailbox: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 16, 0, 0, &mailbox));
+    for (1..11) |i| {
+        const v: u64 = i;
+        try testing.expectEqual(@as(i32, 0), kc_chan_send(mailbox, &v, 8, 0, 0, 1));
+    }
+    try testing.expectEqual(@as(i32, 1), kc_chan_close(mailbox));
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, mailbox, S.handler, null, S.onDone, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, deadline));
+    try testing.expectEqual(@as(u64, 55), S.sum.load(.monotonic));
+    try testing.expectEqual(@as(i32, 0), S.done_status.load(.acquire));
+    // An idle actor, a sleeper and its grandchild: cancel stops them all at once.
+    var idle_box: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &idle_box));
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, idle_box, S.handler, null, S.onDone, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, S.sleeper, null, 0, null));
+    while (kc_scope_live(scope) < 3 and kc_now_ns() < deadline) std.Thread.yield() catch {};
+    try testing.expectEqual(@as(i32, 3), kc_scope_live(scope));
+    try testing.expectEqual(Status.timeout.code(), kc_scope_wait(scope, kc_now_ns() + std.time.ns_per_ms));
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, deadline));
+    try testing.expectEqual(Status.interrupted.code(), S.done_status.load(.acquire));
+    try testing.expectEqual(Status.interrupted.code(), S.sleep_status.load(.acquire));
+    try testing.expectEqual(Status.interrupted.code(), S.grand_status.load(.acquire));
+    try testing.expectEqual(Status.cancelled.code(), kc_scope_launch(scope, S.grandchild, null, 0, null));
+    // A producer's channel is closed when it returns: the consumer sees 1..5, then KC_EPIPE.
+    var scope2: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope2));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.out_chan));
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope2, S.out_chan, S.producer, null, null));
+    for (1..6) |i| {
+        var v: u64 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_recv(S.out_chan, &v, 8, deadline, 0, 0));
+        try testing.expectEqual(@as(u64, i), v);
+    }
+    var v: u64 = 0;
+    try testing.expectEqual(Status.closed.code(), kc_chan_recv(S.out_chan, &v, 8, deadline, 0, 0));
+    // Child scopes are cancelled with their parent; destroy cancels and frees.
+    var child: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(scope2, &child));
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope2));
+    try testing.expectEqual(@as(i32, 0), kc_scope_cancel(child)); // already, through its parent
+    try testing.expectEqual(@as(i32, 0), kc_scope_destroy(child));
+    try testing.expectEqual(@as(i32, 0), kc_scope_destroy(scope2));
+    try testing.expectEqual(@as(i32, 0), kc_scope_destroy(scope));
+    try testing.expectEqual(Status.bad_handle.code(), kc_scope_cancel(scope));
+    try testing.expectEqual(@as(i32, 0), kc_cancelled()); // not in a scope
+    for ([_]u32{ mailbox, idle_box, S.out_chan }) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
 }

@@ -44,6 +44,16 @@ const coroutine = @import("../coro/coroutine.zig");
 const scheduler = @import("../sched/scheduler.zig");
 const cancel_mod = @import("../sc/cancel.zig");
 const clock = @import("clock.zig");
+const ctx_mod = @import("../sc/context.zig");
+
+/// The cancellation token of the native scope the calling coroutine runs in (its context's
+/// `cancellation` key, see sc/scope.zig), used by a wait that was given no token. Read only
+/// on the blocking path.
+fn contextToken() ?*Token {
+    const co = coroutine.current() orelse return null;
+    const v = co.context.get(ctx_mod.cancellation) orelse return null;
+    return @ptrFromInt(v);
+}
 pub const Token = cancel_mod.Token;
 
 pub const Overflow = enum(u8) { @"suspend" = 0, drop_oldest = 1, drop_latest = 2 };
@@ -828,7 +838,9 @@ pub const Channel = struct {
 
     /// Called with the lock held and `w` queued on `q`; releases the lock and waits for an
     /// outcome, the deadline or the token.
-    fn block(ch: *Channel, w: *Waiter, q: *WaitQueue, opts: WaitOptions) Error!void {
+    fn block(ch: *Channel, w: *Waiter, q: *WaitQueue, options: WaitOptions) Error!void {
+        var opts = options;
+        if (opts.token == null) opts.token = contextToken();
         var tw: TokenWait = .{ .status = &w.own_status, .ref = w.ref, .sched = w.sched };
         if (opts.token) |t| {
             // Lock order: channel, then token (a token fires links without channel locks).
@@ -1025,12 +1037,13 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     }
     var tw: TokenWait = .{ .status = &sel.status, .ref = caller.ref, .sched = caller.sched };
     var registered = false;
-    if (options.token) |t| registered = t.register(&tw.link);
+    const token = options.token orelse contextToken();
+    if (token) |t| registered = t.register(&tw.link);
     unlockAll(locks[0..nlocks]);
     var winner: u32 = SelectState.no_winner;
-    const token_fired = options.token != null and !registered;
+    const token_fired = token != null and !registered;
     const timed_out = token_fired or waitFor(&sel.status, caller.ref, caller.sched, options.deadline);
-    if (registered) options.token.?.unregister(&tw.link);
+    if (registered) token.?.unregister(&tw.link);
     const was_interrupted = token_fired or sel.status.load(.acquire) == interrupted;
     if (timed_out or was_interrupted) {
         // Give up, unless a clause won meanwhile (acq_rel: pairs with the claimants' CAS).

@@ -54,6 +54,19 @@ fn retireRing(r: *Ring) void {
 /// withdraws every pending operation and frees the ring.
 pub const RingRegistry = RefRegistry(Ring, .ring, freeRing, retireRing);
 
+const Scope = @import("../sc/scope.zig").Scope;
+
+fn freeScope(s: *Scope, _: std.mem.Allocator) void {
+    s.release(); // the creator's reference; children may keep it alive a while longer
+}
+
+fn retireScope(s: *Scope) void {
+    _ = s.cancel();
+}
+
+/// Native scopes by handle: `destroy` cancels the scope; it is freed when its last child ends.
+pub const ScopeRegistry = RefRegistry(Scope, .scope, freeScope, retireScope);
+
 /// A handle table whose objects are reference-counted: see the file header.
 pub fn RefRegistry(
     comptime T: type,

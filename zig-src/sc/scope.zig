@@ -1,0 +1,341 @@
+//! Native scopes: structured concurrency for native coroutines.
+//!
+//! A scope owns the coroutines launched through it (and, through the C ABI, every coroutine
+//! spawned from inside one of them). Each child runs with the scope's context: built-in key
+//! `job` names the scope and `cancellation` its token, so a channel operation or a sleep that
+//! would wait inside a child is interrupted (`Interrupted`, KC_EINTR) when the scope is
+//! cancelled, without the child passing a token. Scopes nest: a child scope's token is a child
+//! of its parent's, so cancelling a scope cancels everything below it. `waitAll` returns when
+//! every child has finished (with an absolute deadline).
+//!
+//! Lifetime: a scope is reference counted: the creator's reference plus one per live child and
+//! one per child scope. The creator calls `release` when done with it (after `cancel`, if
+//! children may still run); the memory goes with the last reference, so a child can never see
+//! its scope freed.
+//!
+//! Any thread or coroutine may call `launch`, `cancel`, `isCancelled`, `liveCount`; `waitAll`
+//! parks a scheduled coroutine and blocks a thread.
+const std = @import("std");
+const assert = std.debug.assert;
+const Futex = std.Thread.Futex;
+const coroutine = @import("../coro/coroutine.zig");
+const scheduler = @import("../sched/scheduler.zig");
+const ctx_mod = @import("context.zig");
+const cancel_mod = @import("cancel.zig");
+
+const Scheduler = scheduler.Scheduler;
+pub const Token = cancel_mod.Token;
+
+pub const Scope = struct {
+    allocator: std.mem.Allocator,
+    sched: *Scheduler,
+    parent: ?*Scope,
+    token: Token = undefined,
+    /// The children's context (job = this scope, cancellation = `token`); a reference we own.
+    context: *ctx_mod.Context = undefined,
+    /// Children launched and not yet finished (futex word for `waitAll` from threads).
+    live: std.atomic.Value(u32) = .init(0),
+    /// The creator's reference, one per live child, one per child scope.
+    refs: std.atomic.Value(u32) = .init(1),
+    mutex: std.Thread.Mutex = .{},
+    /// Coroutines parked in `waitAll`, woken when `live` reaches 0.
+    waiters: std.ArrayListUnmanaged(coroutine.Ref) = .empty,
+    /// Recycled launch records (no allocation per launch once warm).
+    free_launches: ?*Launch = null,
+
+    const Launch = struct {
+        scope: *Scope,
+        entry: coroutine.EntryFn,
+        arg: ?*anyopaque,
+        next: ?*Launch = null,
+    };
+
+    /// A scope whose children run on `sched`, under `parent` if given (cancelled with it). The
+    /// children inherit the calling coroutine's context (or the empty one) plus the scope's keys.
+    pub fn create(allocator: std.mem.Allocator, sched: *Scheduler, parent: ?*Scope) error{ OutOfMemory, InvalidArgument }!*Scope {
+        const s = try allocator.create(Scope);
+        errdefer allocator.destroy(s);
+        s.* = .{ .allocator = allocator, .sched = sched, .parent = parent };
+        const base = if (parent) |p| p.context else if (coroutine.current()) |co| co.context else ctx_mod.empty;
+        const with_job = try base.with(allocator, ctx_mod.job, @intFromPtr(s));
+        errdefer with_job.release();
+        s.context = try with_job.with(allocator, ctx_mod.cancellation, @intFromPtr(&s.token));
+        with_job.release();
+        if (parent) |p| {
+            s.token.initChild(&p.token);
+            p.retain();
+        } else s.token = .init;
+        return s;
+    }
+
+    fn retain(s: *Scope) void {
+        // Monotonic: the caller already holds a reference.
+        const prev = s.refs.fetchAdd(1, .monotonic);
+        assert(prev > 0);
+    }
+
+    /// Drops a reference; the last one frees the scope.
+    pub fn release(s: *Scope) void {
+        // Acq_rel: the last releaser sees every other holder's use completed before freeing.
+        const prev = s.refs.fetchSub(1, .acq_rel);
+        assert(prev > 0);
+        if (prev != 1) return;
+        assert(s.live.load(.monotonic) == 0);
+        assert(s.waiters.items.len == 0);
+        s.token.deinit();
+        s.context.release();
+        s.waiters.deinit(s.allocator);
+        while (s.free_launches) |l| {
+            s.free_launches = l.next;
+            s.allocator.destroy(l);
+        }
+        const parent = s.parent;
+        const allocator = s.allocator;
+        allocator.destroy(s);
+        if (parent) |p| p.release();
+    }
+
+    pub fn cancel(s: *Scope) bool {
+        return s.token.cancel();
+    }
+
+    pub fn isCancelled(s: *const Scope) bool {
+        return s.token.isCancelled();
+    }
+
+    pub fn liveCount(s: *const Scope) u32 {
+        return s.live.load(.acquire);
+    }
+
+    /// Runs `entry(arg)` as a child. error.Cancelled once the scope is cancelled (nothing
+    /// starts in a cancelled scope). `options` as for `Scheduler.spawnWith`.
+    pub fn launch(s: *Scope, entry: coroutine.EntryFn, arg: ?*anyopaque, options: Scheduler.SpawnOptions) (scheduler.Error || error{Cancelled})!scheduler.Ref {
+        if (s.isCancelled()) return error.Cancelled;
+        const l = blk: {
+            s.mutex.lock();
+            defer s.mutex.unlock();
+            if (s.free_launches) |f| {
+                s.free_launches = f.next;
+                break :blk f;
+            }
+            break :blk null;
+        } orelse try s.allocator.create(Launch);
+        l.* = .{ .scope = s, .entry = entry, .arg = arg };
+        s.retain();
+        _ = s.live.fetchAdd(1, .acq_rel); // before it can run (and finish)
+        return s.sched.spawnWith(main, l, s.context, options) catch |err| {
+            s.recycle(l);
+            s.childDone();
+            return err;
+        };
+    }
+
+    fn recycle(s: *Scope, l: *Launch) void {
+        s.mutex.lock();
+        defer s.mutex.unlock();
+        l.next = s.free_launches;
+        s.free_launches = l;
+    }
+
+    fn main(arg: ?*anyopaque) callconv(.c) void {
+        const l: *Launch = @ptrCast(@alignCast(arg.?));
+        const s = l.scope;
+        const entry = l.entry;
+        const a = l.arg;
+        s.recycle(l);
+        entry(a);
+        s.childDone();
+    }
+
+    fn childDone(s: *Scope) void {
+        // Acq_rel: the last child's work happens-before `waitAll` returning (acquire there).
+        if (s.live.fetchSub(1, .acq_rel) == 1) {
+            var woken: std.ArrayListUnmanaged(coroutine.Ref) = .empty;
+            s.mutex.lock();
+            std.mem.swap(std.ArrayListUnmanaged(coroutine.Ref), &woken, &s.waiters);
+            s.mutex.unlock();
+            for (woken.items) |r| _ = s.sched.unpark(r);
+            woken.deinit(s.allocator);
+            Futex.wake(&s.live, std.math.maxInt(u32));
+        }
+        s.release();
+    }
+
+    /// Waits until every child has finished or `deadline` (monotonic ns) passes
+    /// (error.Timeout). A coroutine of the scope's scheduler parks; a thread blocks. A child
+    /// must not wait for its own scope (it would wait for itself).
+    pub fn waitAll(s: *Scope, deadline: ?u64) error{ Timeout, OutOfMemory }!void {
+        if (coroutine.current()) |co| {
+            if (co.owner == @as(?*anyopaque, s.sched)) return s.waitAllParked(co, deadline);
+        }
+        while (true) {
+            const n = s.live.load(.acquire); // pairs with `childDone`
+            if (n == 0) return;
+            if (deadline) |d| {
+                const now = scheduler.monotonicNs();
+                if (now >= d) return error.Timeout;
+                Futex.timedWait(&s.live, n, d - now) catch {};
+            } else Futex.wait(&s.live, n);
+        }
+    }
+
+    fn waitAllParked(s: *Scope, co: *coroutine.Coroutine, deadline: ?u64) error{ Timeout, OutOfMemory }!void {
+        const me: coroutine.Ref = .{ .co = co, .gen = co.generation() };
+        while (true) {
+            {
+                s.mutex.lock();
+                defer s.mutex.unlock();
+                if (s.live.load(.acquire) == 0) return;
+                try s.waiters.append(s.allocator, me);
+            }
+            const timed_out = if (deadline) |d|
+                s.sched.parkUntil(d) catch unreachable // a coroutine of this scheduler
+            else blk: {
+                coroutine.park() catch unreachable;
+                break :blk false;
+            };
+            s.mutex.lock();
+            // Still listed: not woken by the last child (a deadline or a stray permit).
+            for (s.waiters.items, 0..) |r, i| {
+                if (r.co == me.co) {
+                    _ = s.waiters.swapRemove(i);
+                    break;
+                }
+            }
+            const done = s.live.load(.acquire) == 0;
+            s.mutex.unlock();
+            if (done) return;
+            if (timed_out) return error.Timeout;
+        }
+    }
+};
+
+/// The token of the scope the calling coroutine runs in (its context's `cancellation`), if any.
+pub fn currentToken() ?*Token {
+    const co = coroutine.current() orelse return null;
+    const v = co.context.get(ctx_mod.cancellation) orelse return null;
+    return @ptrFromInt(v);
+}
+
+/// The scope the calling coroutine runs in (its context's `job`), if any.
+pub fn current() ?*Scope {
+    const co = coroutine.current() orelse return null;
+    const v = co.context.get(ctx_mod.job) orelse return null;
+    return @ptrFromInt(v);
+}
+
+/// From a scheduled coroutine: sleeps until `deadline`, or until `token` (default: the
+/// scope's) is cancelled: error.Interrupted.
+pub fn sleepUntil(sched: *Scheduler, deadline: u64, token: ?*Token) (scheduler.Error || error{Interrupted})!void {
+    const t = token orelse currentToken() orelse {
+        while (scheduler.monotonicNs() < deadline) _ = try sched.parkUntil(deadline);
+        return;
+    };
+    const co = coroutine.current() orelse return error.NotInCoroutine;
+    const Wake = struct {
+        link: cancel_mod.Link = .{ .fire = fire },
+        sched: *Scheduler,
+        ref: coroutine.Ref,
+        fn fire(l: *cancel_mod.Link) void {
+            const w: *@This() = @fieldParentPtr("link", l);
+            _ = w.sched.unpark(w.ref);
+        }
+    };
+    var w: Wake = .{ .sched = sched, .ref = .{ .co = co, .gen = co.generation() } };
+    if (!t.register(&w.link)) return error.Interrupted;
+    defer t.unregister(&w.link);
+    while (!t.isCancelled()) {
+        if (scheduler.monotonicNs() >= deadline) return;
+        _ = try sched.parkUntil(deadline);
+    }
+    return error.Interrupted;
+}
+
+const testing = std.testing;
+const channel = @import("../chan/channel.zig");
+
+test "a scope waits for its children, cancels them (channel waits and sleeps) and nests" {
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    defer sched.shutdown(.cancel);
+    const S = struct {
+        var finished: std.atomic.Value(u32) = .init(0);
+        var interrupted: std.atomic.Value(u32) = .init(0);
+        var chan: *channel.Channel = undefined;
+        var sch: *Scheduler = undefined;
+        fn quick(_: ?*anyopaque) callconv(.c) void {
+            _ = finished.fetchAdd(1, .monotonic);
+        }
+        fn receiver(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            // No token passed: the scope's is used.
+            chan.receive(std.mem.asBytes(&v), null, false) catch |e| {
+                if (e == error.Interrupted) _ = interrupted.fetchAdd(1, .monotonic);
+            };
+        }
+        fn sleeper(_: ?*anyopaque) callconv(.c) void {
+            sleepUntil(sch, scheduler.monotonicNs() + 60 * std.time.ns_per_s, null) catch |e| {
+                if (e == error.Interrupted) _ = interrupted.fetchAdd(1, .monotonic);
+            };
+        }
+        fn inner(_: ?*anyopaque) callconv(.c) void {
+            // A coroutine of the scope sees it, and its token.
+            assert(current() != null);
+            assert(currentToken() != null);
+            _ = finished.fetchAdd(1, .monotonic);
+        }
+    };
+    S.sch = &sched;
+    S.chan = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.chan.destroy();
+
+    const scope = try Scope.create(testing.allocator, &sched, null);
+    for (0..10) |_| _ = try scope.launch(S.quick, null, .{});
+    _ = try scope.launch(S.inner, null, .{});
+    try scope.waitAll(scheduler.monotonicNs() + 10 * std.time.ns_per_s);
+    try testing.expectEqual(@as(u32, 11), S.finished.load(.monotonic));
+    try testing.expectEqual(@as(u32, 0), scope.liveCount());
+
+    // Waiting children: a deadline passes, then cancel interrupts them all, nested ones too.
+    const child = try Scope.create(testing.allocator, &sched, scope);
+    for (0..3) |_| _ = try scope.launch(S.receiver, null, .{});
+    for (0..2) |_| _ = try child.launch(S.sleeper, null, .{});
+    try testing.expectError(error.Timeout, scope.waitAll(scheduler.monotonicNs() + 5 * std.time.ns_per_ms));
+    try testing.expect(scope.cancel());
+    try testing.expect(!scope.cancel());
+    try testing.expect(child.isCancelled());
+    try scope.waitAll(scheduler.monotonicNs() + 10 * std.time.ns_per_s);
+    try child.waitAll(scheduler.monotonicNs() + 10 * std.time.ns_per_s);
+    try testing.expectEqual(@as(u32, 5), S.interrupted.load(.monotonic));
+    try testing.expect(S.chan.receivers.isEmpty());
+    try testing.expectError(error.Cancelled, scope.launch(S.quick, null, .{}));
+    child.release();
+    scope.release(); // testing.allocator checks that both went, with their contexts
+}
+
+test "waitAll from a coroutine parks until the last child finishes" {
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    defer sched.shutdown(.cancel);
+    const S = struct {
+        var scope: *Scope = undefined;
+        var sch: *Scheduler = undefined;
+        var count: std.atomic.Value(u32) = .init(0);
+        var waited: std.atomic.Value(u32) = .init(0);
+        fn child(_: ?*anyopaque) callconv(.c) void {
+            sch.sleep(2 * std.time.ns_per_ms) catch unreachable;
+            _ = count.fetchAdd(1, .monotonic);
+        }
+        fn waiter(_: ?*anyopaque) callconv(.c) void {
+            scope.waitAll(null) catch unreachable;
+            waited.store(count.load(.monotonic), .monotonic);
+        }
+    };
+    S.sch = &sched;
+    S.scope = try Scope.create(testing.allocator, &sched, null);
+    defer S.scope.release();
+    for (0..4) |_| _ = try S.scope.launch(S.child, null, .{});
+    _ = try sched.spawn(S.waiter, null);
+    try sched.drainFor(10 * std.time.ns_per_s);
+    try testing.expectEqual(@as(u32, 4), S.waited.load(.monotonic));
+}
