@@ -44,7 +44,7 @@ Deno.test("job state new: a lazy job is not active, completed or cancelled", asy
 });
 
 Deno.test("job state active: a running job is active only", async () => {
-  await coroutineScope(async (scope) => {
+  await coroutineScope((scope) => {
     const gate = Promise.withResolvers<void>();
     const job = scope.launch(() => gate.promise);
     assert.deepEqual(flags(job), ["active", true, false, false]);
@@ -126,7 +126,7 @@ Deno.test("join() and await() start a lazy job", async () => {
     const a = scope.launch(async () => {}, { lazy: true });
     await a.join();
     assert.equal(a.state, "completed");
-    const b = scope.async(async () => 7, { lazy: true });
+    const b = scope.async(() => 7, { lazy: true });
     assert.equal(await b.await(), 7);
   });
 });
@@ -162,7 +162,7 @@ Deno.test("join waits for any outcome and never rejects", async () => {
 Deno.test("await returns the value, or rethrows the same error every time", async () => {
   const err = new Error("same");
   await supervisorScope(async (scope) => {
-    const ok = scope.async(async () => ({ n: 1 }));
+    const ok = scope.async(() => ({ n: 1 }));
     const value = await ok.await();
     assert.equal(await ok.await(), value);
     const bad = scope.async(async () => {
@@ -201,7 +201,7 @@ Deno.test("cancel is idempotent and does nothing after completion", async () => 
     job.cancel(first);
     job.cancel(new CancellationError("second"));
     await assert.rejects(job.await(), (e) => e === first);
-    const done = scope.async(async () => 1);
+    const done = scope.async(() => 1);
     await done.join();
     done.cancel();
     assert.equal(done.state, "completed");
@@ -278,7 +278,7 @@ Deno.test("handler exceptions surface as CompletionHandlerError; other handlers 
   const context = Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e));
   const boom = new Error("handler bug");
   let second = false;
-  await coroutineScope(async (scope) => {
+  await coroutineScope((scope) => {
     const job = scope.launch(async () => {});
     job.invokeOnCompletion(() => {
       throw boom;
@@ -292,7 +292,7 @@ Deno.test("handler exceptions surface as CompletionHandlerError; other handlers 
   assert.match((reported[0] as Error).message, /completion handler of Job\(completed\)/);
 });
 
-Deno.test("handler exceptions without an exception handler reach reportError (uncaught)", async () => {
+Deno.test("handler exceptions without an exception handler reach reportError (uncaught)", () => {
   const events: unknown[] = [];
   const onError = (e: ErrorEvent) => {
     events.push(e.error);
@@ -330,7 +330,7 @@ Deno.test("a throwing CoroutineExceptionHandler is reported with the error it wa
     const context = Context.empty.with(CoroutineExceptionHandler, () => {
       throw new Error("handler failed too");
     });
-    await supervisorScope(async (scope) => {
+    await supervisorScope((scope) => {
       scope.launch(() => Promise.reject(original));
     }, { context });
     assert.equal(events.length, 1);
@@ -380,7 +380,7 @@ Deno.test("children lists the unfinished children", async () => {
 });
 
 Deno.test("bad arguments are TypeErrors that say what was received", async () => {
-  await coroutineScope(async (scope) => {
+  await coroutineScope((scope) => {
     assert.throws(() => scope.launch(42 as never), {
       name: "TypeError",
       message: "Cannot launch: block must be a function, received 42",

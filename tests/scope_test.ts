@@ -47,7 +47,7 @@ function collecting(): { context: Context; reported: unknown[] } {
 Deno.test("a scope returns only when its block and all children are done", async () => {
   const order: string[] = [];
   const gate = Promise.withResolvers<void>();
-  const result = coroutineScope(counted(async (scope) => {
+  const result = coroutineScope(counted((scope) => {
     scope.launch(counted(async () => {
       await gate.promise;
       order.push("child");
@@ -180,7 +180,7 @@ Deno.test("a grandchild's failure travels up and cancels every other branch", as
   const boom = new Error("deep");
   let uncleCancelled = false;
   await assert.rejects(
-    coroutineScope(counted(async (scope) => {
+    coroutineScope(counted((scope) => {
       scope.launch(counted((task) => {
         task.launch(counted(async () => {
           await null;
@@ -206,7 +206,7 @@ Deno.test("the first failure wins; later ones are not reported twice", async () 
   const { context, reported } = collecting();
   await assert.rejects(
     coroutineScope(
-      counted(async (scope) => {
+      counted((scope) => {
         scope.launch(counted(async (task) => {
           await untilAborted(task.signal).catch(() => {});
           throw second; // fails again while cancelling
@@ -243,7 +243,7 @@ Deno.test("a failure during cancellation becomes the cause (it outranks a cancel
 Deno.test("scope.cancel() from its block: the scope rejects with the CancellationError", async () => {
   const cause = new CancellationError("enough");
   await assert.rejects(
-    coroutineScope(counted(async (scope) => {
+    coroutineScope(counted((scope) => {
       scope.launch(counted((task) => untilAborted(task.signal)));
       scope.cancel(cause);
       return "ignored";
@@ -256,7 +256,7 @@ Deno.test("scope.cancel() from its block: the scope rejects with the Cancellatio
 Deno.test("launching into a cancelled scope: the child is cancelled and never runs", async () => {
   let ran = false;
   await assert.rejects(
-    coroutineScope(counted(async (scope) => {
+    coroutineScope(counted((scope) => {
       scope.cancel();
       const job = scope.launch(() => {
         ran = true;
@@ -386,9 +386,9 @@ Deno.test("scope.signal goes out: it aborts when the scope is cancelled", async 
 
 Deno.test("a lazy child keeps its scope waiting until someone starts it", async () => {
   const order: string[] = [];
-  await coroutineScope(counted(async (scope) => {
+  await coroutineScope(counted((scope) => {
     const lazy = scope.launch(
-      counted(async () => {
+      counted(() => {
         order.push("lazy ran");
       }),
       { lazy: true },
@@ -489,7 +489,7 @@ Deno.test("nonCancellable: cleanup after cancellation runs to its end, with a li
             counted(async (cleanup) => {
               assert.equal(cleanup.signal.aborted, false);
               await delay(1, { signal: cleanup.signal });
-              const flushed = cleanup.async(counted(async () => "flushed"));
+              const flushed = cleanup.async(counted(() => "flushed"));
               log.push(await flushed.await());
             }),
             { context: task.context },

@@ -46,7 +46,7 @@ Deno.test("a long or infinite delay is cancellable and leaves no timer behind", 
 });
 
 Deno.test("withTimeout returns the block's value when it finishes in time", async () => {
-  assert.equal(await withTimeout(60_000, async () => "done"), "done");
+  assert.equal(await withTimeout(60_000, () => "done"), "done");
 });
 
 Deno.test("withTimeout rejects with TimeoutError, after its tasks have settled", async () => {
@@ -85,7 +85,7 @@ Deno.test("withTimeout of 0 or less fails at once without running the block", as
 
 Deno.test("withTimeoutOrNull returns null for its own timeout", async () => {
   assert.equal(await withTimeoutOrNull(10, (scope) => untilAborted(scope.signal)), null);
-  assert.equal(await withTimeoutOrNull(60_000, async () => 5), 5);
+  assert.equal(await withTimeoutOrNull(60_000, () => 5), 5);
 });
 
 Deno.test("withTimeoutOrNull of 0 or less returns null without running the block", async () => {
