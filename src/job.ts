@@ -120,8 +120,14 @@ export const CoroutineExceptionHandler: ContextKey<(error: unknown) => void> = c
  * from another copy of this module). Internal.
  */
 export function isCancellation(e: unknown): boolean {
-  return e instanceof CancellationError ||
-    (e instanceof Error && (e.name === "CancellationError" || e.name === "TimeoutError"));
+  if (e instanceof CancellationError) return true;
+  if (!(e instanceof Error)) return false;
+  // Another copy of this module: look for its CancellationError class by name. Not by
+  // `e.name`, which a DOMException from AbortSignal.timeout() also calls "TimeoutError".
+  for (let p = Object.getPrototypeOf(e); p !== null; p = Object.getPrototypeOf(p)) {
+    if (p.constructor?.name === "CancellationError") return true;
+  }
+  return false;
 }
 
 /** `cause` as a cancellation: itself if it is one, else a CancellationError carrying it. Internal. */

@@ -573,3 +573,12 @@ Deno.test("bad arguments to scope functions are TypeErrors naming what was recei
   assert.throws(() => createScope({ supervisor: "yes" as never }), /supervisor must be a boolean/);
   assert.throws(() => nonCancellable(null as never), /block must be a function, received null/);
 });
+
+Deno.test("AbortSignal.timeout's DOMException (named TimeoutError) is wrapped, not taken as one", async () => {
+  const err = await coroutineScope((scope) => delay(60_000, { signal: scope.signal }), {
+    signal: AbortSignal.timeout(1),
+  }).catch((e) => e);
+  assert.ok(err instanceof CancellationError);
+  assert.ok(err.cause instanceof DOMException);
+  assert.equal(err.cause.name, "TimeoutError");
+});
