@@ -89,7 +89,7 @@ Deno.bench(
 
 Deno.bench(
   `Effect: interrupt a fiber with ${MANY} child fibers, time to settle`,
-  { group: "cancel", n: 2, warmup: 1 },
+  { group: "cancel", n: 1, warmup: 0 },
   async (b) => {
     const ready = Promise.withResolvers<void>();
     const parent = Effect.runFork(Effect.gen(function* () {
@@ -106,7 +106,7 @@ Deno.bench(
 
 Deno.bench(
   `effection: halt a scope of ${MANY} tasks, time to settle`,
-  { group: "cancel", n: 2, warmup: 1 },
+  { group: "cancel", n: 1, warmup: 0 },
   async (b) => {
     const ready = Promise.withResolvers<void>();
     const task = run(function* () {
@@ -174,12 +174,12 @@ Deno.bench(
 );
 Deno.bench(
   `Effect: ${MANY} fibers each awaiting a Deferred, total time`,
-  { group: "waiting", n: 2, warmup: 1 },
+  { group: "waiting", n: 1, warmup: 0 },
   () => effectWaiting(),
 );
 Deno.bench(
   `effection: ${MANY} tasks each awaiting withResolvers, total time`,
-  { group: "waiting", n: 2, warmup: 1 },
+  { group: "waiting", n: 1, warmup: 0 },
   () => effectionWaiting(),
 );
 
