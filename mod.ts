@@ -17,6 +17,7 @@ export {
   CancellationError,
   ClosedReceiveError,
   ClosedSendError,
+  CompletionHandlerError,
   InvalidHandleError,
   KcoroError,
   LibraryClosedError,
@@ -53,3 +54,25 @@ export {
   type ShutdownMode,
   type WorkerStats,
 } from "./src/runtime.ts";
+export { Context, type ContextKey, createContextKey } from "./src/context.ts";
+export {
+  CompletableDeferred,
+  type CompletionHandler,
+  CoroutineExceptionHandler,
+  type Deferred,
+  type Job,
+  type JobState,
+} from "./src/job.ts";
+export {
+  type Block,
+  type CoroutineScope,
+  coroutineScope,
+  createScope,
+  type CreateScopeOptions,
+  type LaunchOptions,
+  nonCancellable,
+  type Scope,
+  type ScopeOptions,
+  supervisorScope,
+} from "./src/scope.ts";
+export { delay, withTimeout, withTimeoutOrNull } from "./src/time.ts";

@@ -11,6 +11,8 @@
  * - sched: the scheduler (Zig bench executable) against the equivalent Go programs in
  *   bench/go (`go test -bench`), when `go` is on PATH.
  * - chan: channels against Go's own runtime channel benchmarks (bench/go/chan_test.go).
+ * - scope: structured concurrency (bench/scope_bench.ts: deno bench, then a `--memory` run)
+ *   against Effect (fork + Fiber.join) and effection (spawn + join) from npm, in the same run.
  */
 const root = new URL("../", import.meta.url).pathname;
 const quick = Deno.args.includes("--quick");
@@ -288,4 +290,94 @@ const floor = ffiLines[0];
 const ffiFigures = [figure(floor), ...ffiLines.slice(1).map((l) => figure(l, floor))];
 table("Deno FFI (deno bench, mean)", ffiFigures);
 await save("ffi", ffiFigures);
-console.log(`\nwrote bench/results/switch.json, sched.json, chan.json and ffi.json`);
+
+// --- scope --------------------------------------------------------------------------------
+// Each deno bench iteration is a batch (BATCH launch + join pairs, or MANY tasks) entered once
+// per framework; figures are per pair, or per batch in ms.
+const { BATCH, MANY } = await import("./scope_bench.ts");
+// One process per framework (--filter), so none pays for another's garbage; Effect needs more
+// than the default heap for 100,000 waiting fibers.
+const scopeBenches: { name: string; results: { ok: { avg: number } }[] }[] = [];
+for (const framework of ["kcoro", "Effect", "effection"]) {
+  const out = await run(Deno.execPath(), [
+    "bench",
+    "--json",
+    "--v8-flags=--max-old-space-size=16384",
+    "--allow-ffi",
+    "--allow-read",
+    "--allow-env",
+    "--filter",
+    `/^${framework}: /`,
+    "bench/scope_bench.ts",
+  ]);
+  scopeBenches.push(...JSON.parse(out).benches);
+}
+const scopeAvg = (prefix: string, name: string, scale: number, unit: string): Line => {
+  const b = scopeBenches.find((b) => b.name.startsWith(prefix))!;
+  return { name, value: b.results[0].ok.avg * scale, unit };
+};
+const memLines = jsonLines(
+  await run(Deno.execPath(), [
+    "run",
+    "--v8-flags=--expose-gc,--max-old-space-size=16384",
+    "--allow-ffi",
+    "--allow-read",
+    "--allow-env",
+    "bench/scope_bench.ts",
+    "--memory",
+  ]),
+);
+const mem = (prefix: string, name: string): Line => {
+  const l = memLines.find((l) => l.name.startsWith(prefix))!;
+  return { name, value: l.value, unit: l.unit };
+};
+const perPair = 1 / BATCH, ms = 1e-6;
+// [kcoro's bench, Effect's, effection's]: name prefixes in bench/scope_bench.ts.
+const scopeRows: [string, string, string, string, number, string][] = [
+  [
+    "scope: launch + join of a trivial task",
+    "kcoro: launch",
+    "Effect: Effect.fork",
+    "effection: spawn",
+    perPair,
+    "ns",
+  ],
+  [
+    `scope: cancel a scope of ${MANY} tasks, to settled`,
+    "kcoro: cancel",
+    "Effect: interrupt",
+    "effection: halt",
+    ms,
+    "ms",
+  ],
+  [
+    `scope: ${MANY} tasks each awaiting a deferred, total`,
+    `kcoro: ${MANY}`,
+    `Effect: ${MANY}`,
+    `effection: ${MANY}`,
+    ms,
+    "ms",
+  ],
+];
+const scopeFigures: Figure[] = [];
+for (const [name, mine, effect, effection, scale, unit] of scopeRows) {
+  const line = scopeAvg(mine, name, scale, unit);
+  scopeFigures.push(figure(line, scopeAvg(effect, "Effect", scale, unit)));
+  scopeFigures.push(figure(line, scopeAvg(effection, "effection", scale, unit)));
+}
+const launchJoin = scopeFigures[0];
+const memKcoro = mem("kcoro: heap", `scope: heap per waiting task (${MANY} tasks)`);
+scopeFigures.push(figure(memKcoro, mem("Effect: heap", "Effect fiber")));
+scopeFigures.push(figure(memKcoro, mem("effection: heap", "effection task")));
+table(
+  "structured concurrency (deno bench mean; Effect and effection from npm, same run)",
+  scopeFigures,
+);
+await save("scope", scopeFigures);
+const scopeTarget = 300;
+console.log(
+  `  target: at most ${scopeTarget} ns per launch + join: ${
+    launchJoin.value <= scopeTarget ? "met" : "MISSED"
+  } (${launchJoin.value.toFixed(1)} ns)`,
+);
+console.log(`\nwrote bench/results/switch.json, sched.json, chan.json, ffi.json and scope.json`);

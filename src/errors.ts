@@ -167,6 +167,18 @@ export class TimeoutError extends CancellationError {
 }
 
 /**
+ * An `invokeOnCompletion` handler threw. The handler's error is the `cause`; kcoro reports this
+ * error to the job's `CoroutineExceptionHandler` (or `reportError`) instead of swallowing it
+ * (Kotlin's `CompletionHandlerException`).
+ */
+export class CompletionHandlerError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "CompletionHandlerError";
+  }
+}
+
+/**
  * Turns a native status into a value or a named error. `op` names the operation for the
  * message ("resume coroutine", ...). Non-negative statuses are returned unchanged.
  */

@@ -1,0 +1,149 @@
+/**
+ * The coroutine context: an immutable, persistent map from typed keys to values that every task
+ * inherits from the scope that launched it (Kotlin's `CoroutineContext` elements, Go's
+ * `context.WithValue`).
+ *
+ * A {@linkcode Context} never changes: {@linkcode Context.with} and {@linkcode Context.without}
+ * return a new context and leave the old one as it was, so a context can be shared by any number
+ * of tasks without copying or locking. Keys come from {@linkcode createContextKey} and compare by
+ * identity, so two libraries that both name a key `"requestId"` never collide.
+ *
+ * This module is a leaf: it imports nothing but errors.ts.
+ *
+ * @module
+ */
+import { describe } from "./errors.ts";
+
+declare const valueType: unique symbol;
+
+/**
+ * A key for values of type `V` in a {@linkcode Context}. Made by {@linkcode createContextKey};
+ * keys compare by identity, never by name.
+ */
+export interface ContextKey<V> {
+  /** The name given to {@linkcode createContextKey}, for messages and debugging only. */
+  readonly name: string;
+  /** Phantom field carrying the value type; never present at run time. */
+  readonly [valueType]?: V;
+}
+
+class Key<V> implements ContextKey<V> {
+  declare readonly [valueType]?: V;
+  constructor(readonly name: string) {
+    Object.freeze(this);
+  }
+  toString(): string {
+    return `ContextKey(${this.name})`;
+  }
+}
+
+/**
+ * Makes a new context key; `name` is only for messages. Two calls with the same name make two
+ * different keys.
+ *
+ * @example
+ * ```ts
+ * import { Context, createContextKey } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * const user = createContextKey<string>("user");
+ * const other = createContextKey<string>("user");
+ * const ctx = Context.empty.with(user, "ada");
+ * assert.equal(ctx.get(user), "ada");
+ * assert.equal(ctx.get(other), undefined); // same name, different key
+ * ```
+ */
+export function createContextKey<V>(name: string): ContextKey<V> {
+  if (typeof name !== "string") {
+    throw new TypeError(
+      `Cannot create context key: name must be a string, received ${describe(name)}`,
+    );
+  }
+  return new Key<V>(name);
+}
+
+function checkKey(op: string, key: unknown): asserts key is Key<unknown> {
+  if (!(key instanceof Key)) {
+    throw new TypeError(
+      `Cannot ${op}: key must come from createContextKey, received ${describe(key)}`,
+    );
+  }
+}
+
+/**
+ * An immutable, persistent map from {@linkcode ContextKey}s to values. Start from
+ * {@linkcode Context.empty}; `with` and `without` return new contexts and never change the one
+ * they are called on. A scope's context is inherited by every task launched in it and is
+ * readable from each task's own scope (`scope.context`).
+ *
+ * Each `with`/`without` copies the entries (contexts hold a handful of keys; `get` is one hash
+ * lookup).
+ *
+ * @example
+ * ```ts
+ * import { Context, createContextKey } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * const traceId = createContextKey<number>("traceId");
+ * const a = Context.empty.with(traceId, 7);
+ * const b = a.with(traceId, 8);
+ * assert.equal(a.get(traceId), 7); // a is unchanged
+ * assert.equal(b.get(traceId), 8);
+ * assert.equal(b.without(traceId).has(traceId), false);
+ * assert.equal(a.get(traceId), 7);
+ * ```
+ */
+export class Context {
+  /** The context with no entries. */
+  static readonly empty: Context = new Context(new Map());
+
+  readonly #entries: ReadonlyMap<ContextKey<unknown>, unknown>;
+
+  private constructor(entries: ReadonlyMap<ContextKey<unknown>, unknown>) {
+    this.#entries = entries;
+    Object.freeze(this);
+  }
+
+  /** A context with every entry of this one and `key` set to `value`; this one is unchanged. */
+  with<V>(key: ContextKey<V>, value: V): Context {
+    checkKey("set context value", key);
+    if (this.#entries.has(key) && Object.is(this.#entries.get(key), value)) return this;
+    const entries = new Map(this.#entries);
+    entries.set(key, value);
+    return new Context(entries);
+  }
+
+  /** The value under `key`, or undefined when there is none. */
+  get<V>(key: ContextKey<V>): V | undefined {
+    checkKey("get context value", key);
+    return this.#entries.get(key) as V | undefined;
+  }
+
+  /** Whether `key` has an entry (an entry may hold `undefined`). */
+  has(key: ContextKey<unknown>): boolean {
+    checkKey("look up context key", key);
+    return this.#entries.has(key);
+  }
+
+  /** A context with every entry of this one except `key`'s; this one is unchanged. */
+  without(key: ContextKey<unknown>): Context {
+    checkKey("remove context value", key);
+    if (!this.#entries.has(key)) return this;
+    const entries = new Map(this.#entries);
+    entries.delete(key);
+    return entries.size === 0 ? Context.empty : new Context(entries);
+  }
+
+  /** How many entries this context holds. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** The keys with an entry, in the order they were first set. */
+  keys(): ContextKey<unknown>[] {
+    return [...this.#entries.keys()];
+  }
+
+  toString(): string {
+    const parts = [...this.#entries].map(([k, v]) => `${k.name}=${describe(v)}`);
+    return `Context(${parts.join(", ")})`;
+  }
+}

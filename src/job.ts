@@ -1,0 +1,511 @@
+/**
+ * Jobs: the lifecycle of a task, with kotlinx.coroutines' six states and flag table.
+ *
+ * | state        | isActive | isCompleted | isCancelled |
+ * | ------------ | -------- | ----------- | ----------- |
+ * | `new`        | false    | false       | false       |
+ * | `active`     | true     | false       | false       |
+ * | `completing` | true     | false       | false       |
+ * | `cancelling` | false    | false       | true        |
+ * | `cancelled`  | false    | true        | true        |
+ * | `completed`  | false    | true        | false       |
+ *
+ * ```
+ *                                       wait children
+ * +-----+ start  +--------+ complete   +------------+  finish  +-----------+
+ * | new | -----> | active | ---------> | completing | -------> | completed |
+ * +-----+        +--------+            +------------+          +-----------+
+ *    |  cancel / fail |                       |
+ *    |                v                       |
+ *    |         +------------+                 |          +-----------+
+ *    +-------> | cancelling | <---------------+--------> | cancelled |
+ *              +------------+      finish (body and      +-----------+
+ *                                  children done)
+ * ```
+ *
+ * A job is `new` only when launched lazily; `start()`, `join()` or `await()` starts it. Its
+ * body finishing moves it to `completing` until every child has finished. Cancelling it, or a
+ * failure (its body throwing anything but a {@linkcode CancellationError}, or a child failing),
+ * moves it to `cancelling`: its `signal` aborts, every child is cancelled, and it becomes
+ * `cancelled` once its body and children are done. A failed job is a cancelled job whose cause
+ * is not a CancellationError (Kotlin: `isCancelled` is true for failed jobs too).
+ *
+ * Failures travel up: a failing child cancels its parent (and so its siblings) unless the parent
+ * is a supervisor. Cancellation travels down and is never a failure. A failure nobody handles
+ * (a `launch` under a supervisor or a free-standing scope) goes to the
+ * {@linkcode CoroutineExceptionHandler} in the job's context, else to `reportError`, like an
+ * uncaught exception. So do exceptions thrown by `invokeOnCompletion` handlers, wrapped in a
+ * {@linkcode CompletionHandlerError}.
+ *
+ * This module holds the state machine ({@linkcode JobSupport}, internal) and
+ * {@linkcode CompletableDeferred}; scope.ts adds the coroutines that run a block.
+ *
+ * @module
+ */
+import { Context, type ContextKey, createContextKey } from "./context.ts";
+import { CancellationError, CompletionHandlerError, describe } from "./errors.ts";
+
+/** The six job states (Kotlin's); see the table in this module's documentation. */
+export type JobState = "new" | "active" | "completing" | "cancelling" | "cancelled" | "completed";
+
+/**
+ * Called once when a job reaches a final state: `cause` is undefined when it completed, the
+ * CancellationError when it was cancelled, the error when it failed.
+ */
+export type CompletionHandler = (cause?: unknown) => void;
+
+/** A task's lifecycle handle: returned by `launch`; see the module documentation. */
+export interface Job {
+  /** The current state. */
+  readonly state: JobState;
+  /** True in `active` and `completing`. */
+  readonly isActive: boolean;
+  /** True in `cancelled` and `completed` (final states). */
+  readonly isCompleted: boolean;
+  /** True in `cancelling` and `cancelled`, whether cancelled or failed. */
+  readonly isCancelled: boolean;
+  /** The unfinished children, newest first. */
+  readonly children: Job[];
+  /** Starts a lazy (`new`) job; true if this call started it, false otherwise. */
+  start(): boolean;
+  /** Resolves when the job reaches a final state, whatever the outcome; never rejects. Starts a lazy job. */
+  join(): Promise<void>;
+  /**
+   * Cancels the job and its children. `cause` becomes the cancellation: a CancellationError is
+   * used as it is, anything else is wrapped in one (as its `cause`). Cancellation is never a
+   * failure. Does nothing once the job is cancelling or final.
+   */
+  cancel(cause?: unknown): void;
+  /**
+   * Calls `handler` once when the job reaches a final state (at once, synchronously, if it has).
+   * Disposing the result removes the handler. An exception from a handler is reported as a
+   * {@linkcode CompletionHandlerError}, never swallowed.
+   */
+  invokeOnCompletion(handler: CompletionHandler): Disposable;
+}
+
+/** A job with a result: returned by `async`. */
+export interface Deferred<T> extends Job {
+  /**
+   * The result: resolves with the value, or rejects with the failure or CancellationError,
+   * the same error object on every call. Starts a lazy job.
+   */
+  await(): Promise<T>;
+}
+
+/**
+ * The context key for the handler of failures that no parent takes: a failed `launch` under a
+ * supervisor or a free-standing scope, and errors thrown by completion handlers. Without one,
+ * the error goes to `reportError` (an uncaught exception: Deno exits unless an `error` listener
+ * calls `preventDefault()`).
+ *
+ * @example
+ * ```ts
+ * import { Context, CoroutineExceptionHandler, supervisorScope } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * const seen: unknown[] = [];
+ * const context = Context.empty.with(CoroutineExceptionHandler, (e) => seen.push(e));
+ * await supervisorScope(async (scope) => {
+ *   scope.launch(() => Promise.reject(new Error("lost")));
+ * }, { context });
+ * assert.equal((seen[0] as Error).message, "lost");
+ * ```
+ */
+export const CoroutineExceptionHandler: ContextKey<(error: unknown) => void> = createContextKey(
+  "CoroutineExceptionHandler",
+);
+
+/**
+ * Whether `e` is a cancellation (a {@linkcode CancellationError}, including TimeoutError, also
+ * from another copy of this module). Internal.
+ */
+export function isCancellation(e: unknown): boolean {
+  if (e instanceof CancellationError) return true;
+  if (!(e instanceof Error)) return false;
+  // Another copy of this module: look for its CancellationError class by name. Not by
+  // `e.name`, which a DOMException from AbortSignal.timeout() also calls "TimeoutError".
+  for (let p = Object.getPrototypeOf(e); p !== null; p = Object.getPrototypeOf(p)) {
+    if (p.constructor?.name === "CancellationError") return true;
+  }
+  return false;
+}
+
+/** `cause` as a cancellation: itself if it is one, else a CancellationError carrying it. Internal. */
+export function toCancellation(cause: unknown): CancellationError {
+  if (isCancellation(cause)) return cause as CancellationError;
+  if (cause === undefined) return new CancellationError("Cancelled");
+  const what = cause instanceof Error ? cause.message : describe(cause);
+  return new CancellationError(`Cancelled: ${what}`, { cause });
+}
+
+/**
+ * Hands an unhandled error to the context's {@linkcode CoroutineExceptionHandler}, else to
+ * `reportError`. Internal.
+ */
+export function handleCoroutineException(context: Context, error: unknown): void {
+  const handler = context.get(CoroutineExceptionHandler);
+  if (handler === undefined) {
+    globalThis.reportError(error);
+    return;
+  }
+  try {
+    handler(error);
+  } catch (thrown) {
+    globalThis.reportError(
+      new AggregateError(
+        [error, thrown],
+        "CoroutineExceptionHandler threw while handling an exception",
+      ),
+    );
+  }
+}
+
+const NEW = 0, ACTIVE = 1, COMPLETING = 2, CANCELLING = 3, CANCELLED = 4, COMPLETED = 5;
+const stateNames: readonly JobState[] = [
+  "new",
+  "active",
+  "completing",
+  "cancelling",
+  "cancelled",
+  "completed",
+];
+
+/** Children's failures do not cancel this job (supervisor). */
+export const SUPERVISOR = 1;
+/** A failure no parent took goes to the exception handler (`launch`). */
+export const REPORTS_FAILURE = 2;
+/** Takes its children's failures: they become its own (coroutines, `coroutineScope`). */
+export const HANDLES_CHILD_FAILURE = 4;
+/** Has no body to wait for once cancelled (CompletableDeferred, free-standing scopes). */
+export const CANCEL_COMPLETES = 8;
+
+const RESOLVED: Promise<void> = Promise.resolve();
+const NO_OP: Disposable = Object.freeze({ [Symbol.dispose]() {} });
+
+/**
+ * The job state machine shared by every kind of job (Kotlin's `JobSupport`). Internal: the
+ * public types are {@linkcode Job} and {@linkcode Deferred}. Subclasses run a body and report
+ * its end through `completeBody` / `failBody`.
+ */
+export class JobSupport<T = unknown> implements Deferred<T> {
+  /** The context this job runs with. */
+  readonly context: Context;
+  readonly #flags: number;
+  #state = NEW;
+  /** The body (block, or `complete()`) has finished. */
+  #bodyDone = false;
+  /** The value of a body that completed. */
+  #value: T | undefined = undefined;
+  /** The cancellation or failure; the final error of a cancelled job. */
+  #cause: unknown = undefined;
+  /** `#cause` is a failure (not a cancellation). */
+  #failed = false;
+  /** The parent took the failure, so it is not reported here. */
+  #handled = false;
+  /** What children and the signal see when a failure cancels this job. */
+  #cancelError: CancellationError | undefined = undefined;
+  // The unfinished children as an intrusive doubly linked list: no allocation per child.
+  #parent: JobSupport<unknown> | null = null;
+  #head: JobSupport<unknown> | null = null;
+  #prev: JobSupport<unknown> | null = null;
+  #next: JobSupport<unknown> | null = null;
+  #handlers: (CompletionHandler | null)[] | null = null;
+  #join: Promise<void> | null = null;
+  #resolveJoin: (() => void) | null = null;
+  #result: Promise<T> | null = null;
+  #resolve: ((value: unknown) => void) | null = null;
+  #reject: ((error: unknown) => void) | null = null;
+  #controller: AbortController | null = null;
+
+  constructor(context: Context, flags: number) {
+    this.context = context;
+    this.#flags = flags;
+  }
+
+  get state(): JobState {
+    return stateNames[this.#state];
+  }
+
+  get isActive(): boolean {
+    return this.#state === ACTIVE || this.#state === COMPLETING;
+  }
+
+  get isCompleted(): boolean {
+    return this.#state >= CANCELLED;
+  }
+
+  get isCancelled(): boolean {
+    return this.#state === CANCELLING || this.#state === CANCELLED;
+  }
+
+  get children(): Job[] {
+    const out: Job[] = [];
+    for (let c = this.#head; c !== null; c = c.#next) out.push(c);
+    return out;
+  }
+
+  /**
+   * An AbortSignal that aborts, with the job's CancellationError as its reason, when the job is
+   * cancelled or fails. Made on first use (an AbortController per task costs more than the task).
+   */
+  get signal(): AbortSignal {
+    let c = this.#controller;
+    if (c === null) {
+      c = this.#controller = new AbortController();
+      if (this.#state === CANCELLING || this.#state === CANCELLED) c.abort(this.#childCancel());
+    }
+    return c.signal;
+  }
+
+  start(): boolean {
+    if (this.#state !== NEW) return false;
+    this.#state = ACTIVE;
+    this.onStart();
+    return true;
+  }
+
+  join(): Promise<void> {
+    if (this.#state === NEW) this.start();
+    if (this.#state >= CANCELLED) return RESOLVED;
+    return this.#join ??= new Promise((resolve) => this.#resolveJoin = resolve);
+  }
+
+  await(): Promise<T> {
+    if (this.#result !== null) return this.#result;
+    if (this.#state === NEW) this.start();
+    if (this.#state === COMPLETED) return this.#result = Promise.resolve(this.#value as T);
+    if (this.#state === CANCELLED) return this.#result = Promise.reject(this.#cause);
+    return this.#result = new Promise<T>((resolve, reject) => {
+      this.#resolve = resolve as (value: unknown) => void;
+      this.#reject = reject;
+    });
+  }
+
+  cancel(cause?: unknown): void {
+    if (this.#state >= CANCELLING) return;
+    this.#cancelWith(toCancellation(cause), false);
+  }
+
+  invokeOnCompletion(handler: CompletionHandler): Disposable {
+    if (typeof handler !== "function") {
+      throw new TypeError(
+        `Cannot invoke on completion: handler must be a function, received ${describe(handler)}`,
+      );
+    }
+    if (this.#state >= CANCELLED) {
+      // Kotlin invokes at once on the caller's stack; what the handler throws reaches the caller.
+      handler(this.#state === COMPLETED ? undefined : this.#cause);
+      return NO_OP;
+    }
+    const handlers = this.#handlers ??= [];
+    const i = handlers.length;
+    handlers.push(handler);
+    return {
+      [Symbol.dispose]: () => {
+        if (this.#handlers === handlers) handlers[i] = null;
+      },
+    };
+  }
+
+  toString(): string {
+    return `Job(${this.state})`;
+  }
+
+  // --- for subclasses ---------------------------------------------------------------------
+
+  /** Runs the body; called once by `start()`. */
+  protected onStart(): void {}
+
+  /** Called once on reaching a final state, before handlers run (drop timers, listeners). */
+  protected onFinal(): void {}
+
+  /**
+   * Makes this (new) job a child of `parent`. A parent that is cancelling or final cancels the
+   * child at once, so its body never runs.
+   */
+  protected attachTo(parent: JobSupport<unknown>): void {
+    const ps = parent.#state;
+    if (ps >= CANCELLING) {
+      this.#cancelWith(
+        ps === COMPLETED
+          ? new CancellationError("Cancelled: the scope has already completed")
+          : parent.#childCancel(),
+        false,
+      );
+      return;
+    }
+    this.#parent = parent;
+    const head = parent.#head;
+    this.#next = head;
+    if (head !== null) head.#prev = this;
+    parent.#head = this;
+  }
+
+  /** The body returned `value`. False if the body had already ended. */
+  protected completeBody(value: T): boolean {
+    if (this.#bodyDone) return false;
+    this.#bodyDone = true;
+    if (this.#state === ACTIVE) {
+      this.#value = value;
+      this.#state = COMPLETING;
+    }
+    this.#tryFinalize();
+    return true;
+  }
+
+  /** The body threw `error`: a cancellation cancels the job, anything else fails it. */
+  protected failBody(error: unknown): boolean {
+    if (this.#bodyDone) return false;
+    this.#bodyDone = true;
+    if (this.#state === NEW) this.#state = ACTIVE;
+    this.#cancelWith(error, !isCancellation(error));
+    this.#tryFinalize();
+    return true;
+  }
+
+  // --- the machine ----------------------------------------------------------------------
+
+  /** The CancellationError that children and the signal see. */
+  #childCancel(): CancellationError {
+    if (!this.#failed) return this.#cause as CancellationError;
+    return this.#cancelError ??= new CancellationError(
+      "Cancelled: a task in the scope failed",
+      { cause: this.#cause },
+    );
+  }
+
+  #cancelWith(cause: unknown, failure: boolean): void {
+    const s = this.#state;
+    if (s >= CANCELLED) return;
+    if (s === CANCELLING) {
+      // The first failure wins over a cancellation (Kotlin's root cause rule).
+      if (failure && !this.#failed) {
+        this.#cause = cause;
+        this.#failed = true;
+        this.#propagate(cause);
+      }
+      return;
+    }
+    this.#state = CANCELLING;
+    this.#cause = cause;
+    this.#failed = failure;
+    if (s === NEW || (this.#flags & CANCEL_COMPLETES) !== 0) this.#bodyDone = true;
+    if (failure) this.#propagate(cause);
+    const ce = this.#childCancel();
+    this.#controller?.abort(ce);
+    for (let c = this.#head; c !== null;) {
+      const next = c.#next; // c may finish and unlink itself right here
+      c.#cancelWith(ce, false);
+      c = next;
+    }
+    this.#tryFinalize();
+  }
+
+  /** Hands a failure to the parent; `#handled` records whether it took it. */
+  #propagate(failure: unknown): void {
+    const p = this.#parent;
+    this.#handled = p !== null && p.#childFailed(failure);
+  }
+
+  /** A child failed: true if this job takes the failure (so the child does not report it). */
+  #childFailed(failure: unknown): boolean {
+    if ((this.#flags & SUPERVISOR) !== 0) return false;
+    this.#cancelWith(failure, true);
+    return (this.#flags & HANDLES_CHILD_FAILURE) !== 0;
+  }
+
+  #tryFinalize(): void {
+    if (!this.#bodyDone || this.#head !== null) return;
+    if (this.#state === COMPLETING) this.#finalize(COMPLETED);
+    else if (this.#state === CANCELLING) this.#finalize(CANCELLED);
+  }
+
+  #finalize(state: number): void {
+    this.#state = state;
+    const cause = state === COMPLETED ? undefined : this.#cause;
+    if (this.#failed && !this.#handled && (this.#flags & REPORTS_FAILURE) !== 0) {
+      handleCoroutineException(this.context, cause);
+    }
+    this.onFinal();
+    if (this.#resolveJoin !== null) {
+      this.#resolveJoin();
+      this.#resolveJoin = null;
+    }
+    if (this.#resolve !== null) {
+      if (state === COMPLETED) this.#resolve(this.#value);
+      else this.#reject!(cause);
+      this.#resolve = this.#reject = null;
+    }
+    const handlers = this.#handlers;
+    if (handlers !== null) {
+      this.#handlers = null;
+      for (const h of handlers) {
+        if (h === null) continue;
+        try {
+          h(cause);
+        } catch (e) {
+          handleCoroutineException(
+            this.context,
+            new CompletionHandlerError(`Exception in completion handler of ${this}`, { cause: e }),
+          );
+        }
+      }
+    }
+    const p = this.#parent;
+    if (p !== null) {
+      const prev = this.#prev, next = this.#next;
+      if (prev !== null) prev.#next = next;
+      else p.#head = next;
+      if (next !== null) next.#prev = prev;
+      this.#prev = this.#next = this.#parent = null;
+      p.#tryFinalize();
+    }
+  }
+}
+
+/**
+ * A {@linkcode Deferred} completed by hand (Kotlin's `CompletableDeferred`): `complete(value)`
+ * or `completeExceptionally(error)` settle it; `cancel()` cancels it. Active from the start.
+ *
+ * @example
+ * ```ts
+ * import { CompletableDeferred } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * const answer = new CompletableDeferred<number>();
+ * setTimeout(() => answer.complete(42), 0);
+ * assert.equal(await answer.await(), 42);
+ * assert.equal(answer.complete(43), false); // already completed
+ * assert.equal(answer.state, "completed");
+ * ```
+ */
+export class CompletableDeferred<T> extends JobSupport<T> {
+  constructor(options: { context?: Context } = {}) {
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(
+        `Cannot create CompletableDeferred: options must be an object, received ${
+          describe(options)
+        }`,
+      );
+    }
+    const context = options.context ?? Context.empty;
+    if (!(context instanceof Context)) {
+      throw new TypeError(
+        `Cannot create CompletableDeferred: context must be a Context, received ${
+          describe(context)
+        }`,
+      );
+    }
+    super(context, CANCEL_COMPLETES);
+    this.start();
+  }
+
+  /** Completes with `value`; false if it had already completed, failed or been cancelled. */
+  complete(value: T): boolean {
+    return !this.isCancelled && this.completeBody(value);
+  }
+
+  /** Fails with `error` (a CancellationError cancels instead); false if already settled. */
+  completeExceptionally(error: unknown): boolean {
+    return !this.isCancelled && this.failBody(error);
+  }
+}

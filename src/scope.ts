@@ -1,0 +1,406 @@
+/**
+ * Structured concurrency for JavaScript tasks: scopes, `launch` and `async`, modelled on
+ * kotlinx.coroutines.
+ *
+ * A task is a plain (async) function on the event loop. `scope.launch(block)` runs it as a child
+ * of the scope and returns its {@linkcode Job}; `scope.async(block)` does the same and returns a
+ * {@linkcode Deferred} holding its result. Each block receives its own task's scope, so it can
+ * launch children of its own, read `scope.context`, and see cancellation through
+ * `scope.signal` (an AbortSignal: pass it to `fetch`, `delay`, channel operations, or check
+ * `scope.isActive` in a loop). Cancellation is cooperative: a task that ignores its signal runs
+ * to its end, and its scope waits for it.
+ *
+ * Rules (Kotlin's):
+ * - A scope finishes only when its block and every child have finished; no task outlives it.
+ * - A child failing (throwing anything but a CancellationError) cancels the scope and all its
+ *   other children, and `coroutineScope` rejects with that error (the first failure wins).
+ * - Cancellation is not a failure: a cancelled child does not cancel its siblings.
+ * - In `supervisorScope` a child's failure stays with that child: a `launch` reports it to the
+ *   {@linkcode CoroutineExceptionHandler} (else `reportError`), an `async` keeps it for `await`.
+ * - An outside `signal` cancels the scope; a cancelled scope rejects with the CancellationError
+ *   (the signal's reason, wrapped unless it is one), even if its block returned.
+ *
+ * JavaScript has no implicit coroutine context: `AsyncLocalStorage.run` costs ~180 ns a call
+ * here, about the price of a whole launch + join, so the scope is passed explicitly. To make a
+ * nested `coroutineScope` part of a task, pass it the task's `signal` and `context`.
+ *
+ * @module
+ */
+import { Context } from "./context.ts";
+import { CancellationError, describe } from "./errors.ts";
+import {
+  CANCEL_COMPLETES,
+  type Deferred,
+  HANDLES_CHILD_FAILURE,
+  type Job,
+  JobSupport,
+  REPORTS_FAILURE,
+  SUPERVISOR,
+  toCancellation,
+} from "./job.ts";
+
+/** A task's body: gets its own task's scope, returns its result (or a promise of it). */
+export type Block<T> = (scope: CoroutineScope) => T | PromiseLike<T>;
+
+/** Options for {@linkcode CoroutineScope.launch} and {@linkcode CoroutineScope.async}. */
+export interface LaunchOptions {
+  /** Start in state `new`; `start()`, `join()` or `await()` starts it (Kotlin's `LAZY`). */
+  lazy?: boolean;
+  /** The child's context (default: the scope's), e.g. `scope.context.with(key, value)`. */
+  context?: Context;
+}
+
+/** Options for {@linkcode coroutineScope}, {@linkcode supervisorScope} and the timeouts. */
+export interface ScopeOptions {
+  /** Aborting it cancels the scope; an aborted one fails at once without running the block. */
+  signal?: AbortSignal;
+  /** The scope's context (default: {@linkcode Context.empty}); its tasks inherit it. */
+  context?: Context;
+}
+
+/** Options for {@linkcode createScope}. */
+export interface CreateScopeOptions extends ScopeOptions {
+  /** Children's failures do not cancel the scope or each other (Kotlin's `SupervisorJob`). */
+  supervisor?: boolean;
+}
+
+/**
+ * Where tasks are launched: the argument of every block, of {@linkcode coroutineScope} and
+ * friends, and what {@linkcode createScope} returns.
+ */
+export interface CoroutineScope {
+  /** Aborts (reason: the CancellationError) when this scope is cancelled or fails. */
+  readonly signal: AbortSignal;
+  /** The context, inherited by every task launched here. */
+  readonly context: Context;
+  /** This scope's own job (inside a block: the running task's job). */
+  readonly job: Job;
+  /** True until the scope is cancelled or finished; loop on it for cooperative cancellation. */
+  readonly isActive: boolean;
+  /** Runs `block` as a child task; its failure cancels the scope (unless a supervisor). */
+  launch(block: Block<unknown>, options?: LaunchOptions): Job;
+  /** Runs `block` as a child task whose result `await()` returns. */
+  async<T>(block: Block<T>, options?: LaunchOptions): Deferred<T>;
+  /** Cancels this scope and every task in it. */
+  cancel(cause?: unknown): void;
+}
+
+/**
+ * A free-standing scope from {@linkcode createScope}: a job without a body of its own, disposed
+ * with `await using`.
+ */
+export interface Scope extends CoroutineScope, Job, AsyncDisposable {
+  /** Closes the scope to new work once its current tasks finish, and waits for them. */
+  join(): Promise<void>;
+  /** Cancels every task and waits until all have finished. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+function checkBlock(op: string, block: unknown): void {
+  if (typeof block !== "function") {
+    throw new TypeError(`Cannot ${op}: block must be a function, received ${describe(block)}`);
+  }
+}
+
+function checkObject(op: string, options: unknown): void {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
+  }
+}
+
+function checkContext(op: string, context: unknown): void {
+  if (context !== undefined && !(context instanceof Context)) {
+    throw new TypeError(`Cannot ${op}: context must be a Context, received ${describe(context)}`);
+  }
+}
+
+function checkSignal(op: string, signal: unknown): void {
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError(
+      `Cannot ${op}: signal must be an AbortSignal, received ${describe(signal)}`,
+    );
+  }
+}
+
+function checkBoolean(op: string, name: string, value: unknown): void {
+  if (value !== undefined && typeof value !== "boolean") {
+    throw new TypeError(`Cannot ${op}: ${name} must be a boolean, received ${describe(value)}`);
+  }
+}
+
+/** Checks scope options; internal (time.ts uses it too). */
+export function checkScopeOptions(op: string, options: ScopeOptions | undefined): void {
+  if (options === undefined) return;
+  checkObject(op, options);
+  checkSignal(op, options.signal);
+  checkContext(op, options.context);
+}
+
+const LAUNCH = REPORTS_FAILURE | HANDLES_CHILD_FAILURE;
+const ASYNC = HANDLES_CHILD_FAILURE;
+
+/**
+ * A job that runs a block and is the scope its block gets (Kotlin's `AbstractCoroutine`): the
+ * task, its job and its scope are one object, so a launch allocates one object and one closure
+ * pair. Internal.
+ */
+export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
+  #block: Block<T> | null;
+  #finalizer: (() => void) | null = null;
+
+  constructor(context: Context, flags: number, block: Block<T> | null) {
+    super(context, flags);
+    this.#block = block;
+  }
+
+  get job(): Job {
+    return this;
+  }
+
+  launch(block: Block<unknown>, options?: LaunchOptions): Job {
+    if (typeof block !== "function") checkBlock("launch", block);
+    return this.#child("launch", block, options, LAUNCH);
+  }
+
+  async<T>(block: Block<T>, options?: LaunchOptions): Deferred<T> {
+    if (typeof block !== "function") checkBlock("run async", block);
+    return this.#child("run async", block, options, ASYNC);
+  }
+
+  #child<R>(op: string, block: Block<R>, options: LaunchOptions | undefined, flags: number) {
+    let context = this.context, lazy = false;
+    if (options !== undefined) {
+      checkObject(op, options);
+      checkBoolean(op, "lazy", options.lazy);
+      checkContext(op, options.context);
+      lazy = options.lazy === true;
+      context = options.context ?? context;
+    }
+    const child = new Coroutine<R>(context, flags, block);
+    child.attachTo(this);
+    if (!lazy) child.start();
+    return child;
+  }
+
+  /** Cancels this scope when `signal` aborts, until the scope finishes. */
+  follow(signal: AbortSignal): void {
+    const onAbort = () => this.cancel(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    this.addFinalizer(() => signal.removeEventListener("abort", onAbort));
+  }
+
+  /** Runs `fn` once the scope reaches a final state, before completion handlers. */
+  addFinalizer(fn: () => void): void {
+    const before = this.#finalizer;
+    this.#finalizer = before === null ? fn : () => {
+      before();
+      fn();
+    };
+  }
+
+  protected override onStart(): void {
+    const block = this.#block;
+    if (block === null) return;
+    this.#block = null;
+    let result;
+    try {
+      result = block(this);
+    } catch (e) {
+      this.failBody(e);
+      return;
+    }
+    if (
+      result !== null && (typeof result === "object" || typeof result === "function") &&
+      typeof (result as PromiseLike<T>).then === "function"
+    ) {
+      (result as PromiseLike<T>).then((v) => this.completeBody(v), (e) => this.failBody(e));
+    } else {
+      this.completeBody(result as T);
+    }
+  }
+
+  protected override onFinal(): void {
+    const finalizer = this.#finalizer;
+    if (finalizer !== null) {
+      this.#finalizer = null;
+      finalizer();
+    }
+  }
+
+  /** Completes a block-less scope's own part (free-standing scopes). */
+  close(): void {
+    this.completeBody(undefined as T);
+  }
+}
+
+/**
+ * Makes a root scope running `block` (not yet started), following `options.signal`. Returns the
+ * CancellationError instead when the signal has already aborted. Internal (time.ts uses it).
+ */
+export function rootScope<T>(
+  op: string,
+  block: Block<T>,
+  options: ScopeOptions | undefined,
+  supervisor: boolean,
+): Coroutine<T> | CancellationError {
+  checkBlock(op, block);
+  checkScopeOptions(op, options);
+  const signal = options?.signal;
+  if (signal?.aborted) return toCancellation(signal.reason);
+  const flags = HANDLES_CHILD_FAILURE | (supervisor ? SUPERVISOR : 0);
+  const scope = new Coroutine<T>(options?.context ?? Context.empty, flags, block);
+  if (signal !== undefined) scope.follow(signal);
+  return scope;
+}
+
+function run<T>(scope: Coroutine<T> | CancellationError): Promise<T> {
+  if (scope instanceof CancellationError) return Promise.reject(scope);
+  scope.start();
+  return scope.await();
+}
+
+/**
+ * Runs `block` in a new scope and resolves with its result once the block and every task
+ * launched in the scope have finished. A failing task cancels the others and the scope rejects
+ * with its error; a cancelled scope rejects with the CancellationError.
+ *
+ * @example
+ * ```ts
+ * import { coroutineScope } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * const order: string[] = [];
+ * const sum = await coroutineScope(async (scope) => {
+ *   scope.launch(async () => { await null; order.push("child"); });
+ *   const a = scope.async(async () => 20);
+ *   const b = scope.async(() => 22);
+ *   return await a.await() + await b.await();
+ * });
+ * assert.equal(sum, 42);
+ * assert.deepEqual(order, ["child"]); // the scope waited for its child
+ *
+ * await assert.rejects(coroutineScope(async (scope) => {
+ *   scope.launch(async (task) => { // a sibling that would run forever, but is cancelled
+ *     await new Promise((_, reject) => task.signal.addEventListener("abort", reject));
+ *   });
+ *   scope.launch(async () => { throw new Error("boom"); });
+ * }), /boom/);
+ * ```
+ */
+export function coroutineScope<T>(block: Block<T>, options?: ScopeOptions): Promise<T> {
+  return run(rootScope("run coroutineScope", block, options, false));
+}
+
+/**
+ * Like {@linkcode coroutineScope}, but a child's failure does not cancel the scope or its
+ * siblings: a failed `launch` goes to the {@linkcode CoroutineExceptionHandler} in its context
+ * (else `reportError`), a failed `async` keeps its error for `await()`. The block's own failure
+ * still cancels every child.
+ *
+ * @example
+ * ```ts
+ * import { supervisorScope } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * const results = await supervisorScope(async (scope) => {
+ *   const bad = scope.async(async () => { throw new Error("one failed"); });
+ *   const good = scope.async(async () => "the other did not");
+ *   await assert.rejects(bad.await(), /one failed/);
+ *   return await good.await();
+ * });
+ * assert.equal(results, "the other did not");
+ * ```
+ */
+export function supervisorScope<T>(block: Block<T>, options?: ScopeOptions): Promise<T> {
+  return run(rootScope("run supervisorScope", block, options, true));
+}
+
+/**
+ * Runs `block` in a scope that nothing outside can cancel: for cleanup that must finish after
+ * its task was cancelled (Kotlin's `withContext(NonCancellable) { ... }`). A cancelled task's
+ * own `signal` is already aborted, so cleanup that waits must wait on this scope's `signal`
+ * instead. The section is still a scope: its children are awaited and a failure is rethrown.
+ * It inherits no context unless given one (pass the task's `scope.context`).
+ *
+ * @example
+ * ```ts
+ * import { coroutineScope, delay, nonCancellable } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * let flushed = false;
+ * await assert.rejects(coroutineScope(async (scope) => {
+ *   scope.launch(async (task) => {
+ *     try {
+ *       await delay(60_000, { signal: task.signal }); // cancelled below
+ *     } finally {
+ *       await nonCancellable(async (cleanup) => {
+ *         await delay(1, { signal: cleanup.signal }); // would reject with task.signal
+ *         flushed = true;
+ *       }, { context: task.context });
+ *     }
+ *   });
+ *   await null;
+ *   scope.cancel();
+ * }), { name: "CancellationError" });
+ * assert.equal(flushed, true);
+ * ```
+ */
+export function nonCancellable<T>(block: Block<T>, options?: { context?: Context }): Promise<T> {
+  const op = "run nonCancellable";
+  if (options !== undefined) {
+    checkObject(op, options);
+    checkContext(op, options.context);
+  }
+  return run(rootScope(op, block, { context: options?.context }, false));
+}
+
+class StandaloneScope extends Coroutine<void> implements Scope {
+  override join(): Promise<void> {
+    this.close();
+    return super.join();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.cancel(new CancellationError("Cancelled: the scope was disposed"));
+    await super.join();
+  }
+}
+
+/**
+ * A free-standing scope (Kotlin's `CoroutineScope(Job())`, or `SupervisorJob()` with
+ * `supervisor: true`) for tasks that outlive one function call, e.g. a server's connections.
+ * Leaving an `await using` block cancels every task still running and waits for all of them;
+ * `join()` instead waits for the tasks to finish by themselves and then completes the scope
+ * (later launches are cancelled at once). A failed `launch` cancels the scope (unless
+ * supervisor) and is reported to the {@linkcode CoroutineExceptionHandler} (else
+ * `reportError`): no function call is there to rethrow it.
+ *
+ * @example
+ * ```ts
+ * import { createScope, delay } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * let finished = 0;
+ * {
+ *   await using scope = createScope();
+ *   for (let i = 0; i < 3; i++) {
+ *     scope.launch(async (task) => {
+ *       try {
+ *         await delay(60_000, { signal: task.signal });
+ *       } finally {
+ *         finished++;
+ *       }
+ *     });
+ *   }
+ * } // disposed here: the three tasks are cancelled and awaited
+ * assert.equal(finished, 3);
+ * ```
+ */
+export function createScope(options?: CreateScopeOptions): Scope {
+  const op = "create scope";
+  checkScopeOptions(op, options);
+  checkBoolean(op, "supervisor", options?.supervisor);
+  const flags = CANCEL_COMPLETES | (options?.supervisor === true ? SUPERVISOR : 0);
+  const scope = new StandaloneScope(options?.context ?? Context.empty, flags, null);
+  scope.start();
+  const signal = options?.signal;
+  if (signal?.aborted) scope.cancel(signal.reason);
+  else if (signal !== undefined) scope.follow(signal);
+  return scope;
+}

@@ -1,0 +1,145 @@
+/**
+ * Time: {@linkcode delay}, {@linkcode withTimeout} and {@linkcode withTimeoutOrNull}.
+ *
+ * A timeout is a cancellation: `withTimeout` runs its block in a scope and cancels that scope
+ * with a {@linkcode TimeoutError} (a CancellationError) when the time is up, so the block sees it
+ * through `scope.signal` like any other cancellation, and the call settles only once the block
+ * and its tasks have finished. Timeouts of 0 or less fail at once without running the block.
+ * Times are milliseconds; `Infinity` means no timeout.
+ *
+ * @module
+ */
+import { describe, TimeoutError } from "./errors.ts";
+import { type Block, type Coroutine, rootScope, type ScopeOptions } from "./scope.ts";
+
+/** setTimeout's largest delay; longer ones are chained. */
+const MAX_TIMER = 2 ** 31 - 1;
+
+/** Calls `fn` after `ms` (any length, Infinity for never); returns the cancel function. */
+function timer(ms: number, fn: () => void): () => void {
+  let id: ReturnType<typeof setTimeout>;
+  const arm = (left: number) => {
+    id = left > MAX_TIMER
+      ? setTimeout(() => arm(left === Infinity ? left : left - MAX_TIMER), MAX_TIMER)
+      : setTimeout(fn, left);
+  };
+  arm(ms);
+  return () => clearTimeout(id);
+}
+
+function checkMs(op: string, ms: unknown): asserts ms is number {
+  if (typeof ms !== "number" || Number.isNaN(ms)) {
+    throw new RangeError(
+      `Cannot ${op}: ms must be a number of milliseconds, received ${describe(ms)}`,
+    );
+  }
+}
+
+/**
+ * Resolves after `ms` milliseconds (at once for 0 or less); rejects with the signal's reason if
+ * `signal` aborts first.
+ *
+ * @example
+ * ```ts
+ * import { delay } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * const t0 = performance.now();
+ * await delay(5);
+ * assert.ok(performance.now() - t0 >= 4);
+ * await assert.rejects(delay(60_000, { signal: AbortSignal.abort(new Error("stop")) }), /stop/);
+ * ```
+ */
+export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<void> {
+  const op = "delay";
+  checkMs(op, ms);
+  if (options !== undefined && (typeof options !== "object" || options === null)) {
+    throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
+  }
+  const signal = options?.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError(
+      `Cannot ${op}: signal must be an AbortSignal, received ${describe(signal)}`,
+    );
+  }
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  if (ms <= 0) return Promise.resolve();
+  if (signal === undefined) return new Promise((resolve) => timer(ms, resolve));
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      cancel();
+      reject(signal.reason);
+    };
+    const cancel = timer(ms, () => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    });
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** Starts `scope` with a timer that cancels it with `timeout` after `ms`. */
+function runTimed<T>(scope: Coroutine<T>, ms: number, timeout: TimeoutError): Promise<T> {
+  const cancel = timer(ms, () => scope.cancel(timeout));
+  scope.addFinalizer(cancel);
+  scope.start();
+  return scope.await();
+}
+
+function timedOut(ms: number): TimeoutError {
+  return new TimeoutError(`Timed out waiting for ${ms} ms`);
+}
+
+/**
+ * Runs `block` in a scope (as {@linkcode coroutineScope} does) and cancels it if it has not
+ * finished after `ms` milliseconds; then rejects with a {@linkcode TimeoutError} once the block
+ * and its tasks have finished. `ms` of 0 or less rejects at once without running the block.
+ *
+ * @example
+ * ```ts
+ * import { delay, TimeoutError, withTimeout } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * assert.equal(await withTimeout(1_000, async () => "in time"), "in time");
+ * await assert.rejects(
+ *   withTimeout(5, (scope) => delay(60_000, { signal: scope.signal })),
+ *   TimeoutError,
+ * );
+ * ```
+ */
+export function withTimeout<T>(ms: number, block: Block<T>, options?: ScopeOptions): Promise<T> {
+  const op = "run withTimeout";
+  checkMs(op, ms);
+  const scope = rootScope(op, block, options, false);
+  if (scope instanceof Error) return Promise.reject(scope);
+  if (ms <= 0) return Promise.reject(timedOut(ms));
+  return runTimed(scope, ms, timedOut(ms));
+}
+
+/**
+ * Like {@linkcode withTimeout}, but resolves with `null` when its own timeout expires. Any other
+ * error, including a TimeoutError from an inner `withTimeout`, is rethrown. `ms` of 0 or less
+ * resolves null at once without running the block.
+ *
+ * @example
+ * ```ts
+ * import { delay, withTimeoutOrNull } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * assert.equal(await withTimeoutOrNull(5, (scope) => delay(60_000, { signal: scope.signal })), null);
+ * assert.equal(await withTimeoutOrNull(1_000, async () => 42), 42);
+ * ```
+ */
+export function withTimeoutOrNull<T>(
+  ms: number,
+  block: Block<T>,
+  options?: ScopeOptions,
+): Promise<T | null> {
+  const op = "run withTimeoutOrNull";
+  checkMs(op, ms);
+  const scope = rootScope(op, block, options, false);
+  if (scope instanceof Error) return Promise.reject(scope);
+  if (ms <= 0) return Promise.resolve(null);
+  const timeout = timedOut(ms);
+  return runTimed(scope, ms, timeout).catch((e) => {
+    if (e === timeout) return null;
+    throw e;
+  });
+}

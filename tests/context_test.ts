@@ -1,0 +1,96 @@
+// Context: immutable and persistent, inherited by children, readable from any task of a scope.
+import assert from "node:assert/strict";
+import { Context, coroutineScope, createContextKey, createScope, supervisorScope } from "../mod.ts";
+
+const user = createContextKey<string>("user");
+const depth = createContextKey<number>("depth");
+
+Deno.test("Context is immutable: with/without return new contexts, the old one unchanged", () => {
+  const a = Context.empty.with(user, "ada");
+  const b = a.with(depth, 1);
+  const c = b.without(user);
+  assert.equal(Context.empty.size, 0);
+  assert.deepEqual([a.get(user), a.get(depth), a.size], ["ada", undefined, 1]);
+  assert.deepEqual([b.get(user), b.get(depth), b.size], ["ada", 1, 2]);
+  assert.deepEqual([c.get(user), c.get(depth), c.size], [undefined, 1, 1]);
+  assert.ok(Object.isFrozen(a));
+  assert.throws(() => {
+    (a as unknown as { x: number }).x = 1;
+  }, TypeError);
+});
+
+Deno.test("Context is persistent: every version stays readable after later changes", () => {
+  const versions = [Context.empty];
+  for (let i = 0; i < 100; i++) versions.push(versions[i].with(depth, i));
+  versions.forEach((v, i) => assert.equal(v.get(depth), i === 0 ? undefined : i - 1));
+});
+
+Deno.test("with an equal value and without an absent key return the same context", () => {
+  const a = Context.empty.with(user, "ada");
+  assert.equal(a.with(user, "ada"), a);
+  assert.equal(a.without(depth), a);
+  assert.equal(a.without(user), Context.empty);
+});
+
+Deno.test("keys compare by identity, not name; an entry may hold undefined", () => {
+  const other = createContextKey<string>("user");
+  const maybe = createContextKey<string | undefined>("maybe");
+  const ctx = Context.empty.with(user, "ada").with(maybe, undefined);
+  assert.equal(ctx.get(other), undefined);
+  assert.equal(ctx.has(other), false);
+  assert.equal(ctx.has(maybe), true);
+  assert.deepEqual(ctx.keys(), [user, maybe]);
+  assert.equal(String(ctx), 'Context(user="ada", maybe=undefined)');
+});
+
+Deno.test("children inherit the scope's context, down to grandchildren", async () => {
+  const context = Context.empty.with(user, "ada");
+  const seen = await coroutineScope(async (scope) => {
+    const child = scope.async((task) =>
+      task.async((grandchild) =>
+        [scope.context, task.context, grandchild.context].map((c) => c.get(user))
+      )
+        .await()
+    );
+    return await child.await();
+  }, { context });
+  assert.deepEqual(seen, ["ada", "ada", "ada"]);
+});
+
+Deno.test("a child given its own context changes neither its parent nor its siblings", async () => {
+  const context = Context.empty.with(user, "ada").with(depth, 0);
+  await supervisorScope(async (scope) => {
+    const child = scope.async(
+      (task) => {
+        const inner = task.async((t) => t.context.get(depth)); // inherits the override
+        return inner.await();
+      },
+      { context: scope.context.with(depth, 1) },
+    );
+    const sibling = scope.async((task) => task.context.get(depth));
+    assert.equal(await child.await(), 1);
+    assert.equal(await sibling.await(), 0);
+    assert.equal(scope.context.get(depth), 0);
+  }, { context });
+});
+
+Deno.test("the context is readable from every task of a free-standing scope", async () => {
+  await using scope = createScope({ context: Context.empty.with(user, "grace") });
+  const names = await Promise.all(
+    Array.from({ length: 5 }, () => scope.async((t) => t.context.get(user)).await()),
+  );
+  assert.deepEqual(names, Array(5).fill("grace"));
+});
+
+Deno.test("bad keys and names are TypeErrors that say what was received", () => {
+  assert.throws(() => createContextKey(42 as never), {
+    name: "TypeError",
+    message: "Cannot create context key: name must be a string, received 42",
+  });
+  assert.throws(
+    () => Context.empty.with({ name: "fake" } as never, 1),
+    /key must come from createContextKey, received \[object Object\]/,
+  );
+  assert.throws(() => Context.empty.get("user" as never), /received "user"/);
+  assert.throws(() => Context.empty.without(null as never), /received null/);
+});

@@ -1,0 +1,411 @@
+// Job states and Kotlin's flag table, join/await, cancel, start, invokeOnCompletion: one test per
+// rule. Tasks wait on gates (promises the test resolves), never on sleeps.
+import assert from "node:assert/strict";
+import {
+  CancellationError,
+  CompletableDeferred,
+  CompletionHandlerError,
+  Context,
+  CoroutineExceptionHandler,
+  coroutineScope,
+  createScope,
+  type Job,
+  type JobState,
+  supervisorScope,
+} from "../mod.ts";
+
+/** The flags of `job` as Kotlin's table writes them. */
+function flags(job: Job): [JobState, boolean, boolean, boolean] {
+  return [job.state, job.isActive, job.isCompleted, job.isCancelled];
+}
+
+/** A promise that rejects with the signal's reason when it aborts (a task that waits forever). */
+function untilAborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+}
+
+/** Lets queued microtasks and a macrotask run (bounded; not a sleep used as synchronisation). */
+const tick = () => new Promise((r) => setTimeout(r, 0));
+
+Deno.test("job state new: a lazy job is not active, completed or cancelled", async () => {
+  await coroutineScope(async (scope) => {
+    let ran = false;
+    const job = scope.launch(() => {
+      ran = true;
+    }, { lazy: true });
+    assert.deepEqual(flags(job), ["new", false, false, false]);
+    await tick();
+    assert.equal(ran, false); // a lazy job does not start by itself
+    job.start();
+  });
+});
+
+Deno.test("job state active: a running job is active only", async () => {
+  await coroutineScope((scope) => {
+    const gate = Promise.withResolvers<void>();
+    const job = scope.launch(() => gate.promise);
+    assert.deepEqual(flags(job), ["active", true, false, false]);
+    gate.resolve();
+  });
+});
+
+Deno.test("job state completing: body done, a child still running, still active", async () => {
+  await coroutineScope(async (scope) => {
+    const gate = Promise.withResolvers<void>();
+    const parent = scope.launch((task) => {
+      task.launch(() => gate.promise);
+    }); // a synchronous block: its body is done when launch returns
+    assert.deepEqual(flags(parent), ["completing", true, false, false]);
+    gate.resolve();
+    await parent.join();
+    assert.deepEqual(flags(parent), ["completed", false, true, false]);
+  });
+});
+
+Deno.test("job state completed: final, not active, not cancelled", async () => {
+  await coroutineScope(async (scope) => {
+    const job = scope.launch(async () => {});
+    await job.join();
+    assert.deepEqual(flags(job), ["completed", false, true, false]);
+  });
+});
+
+Deno.test("job state cancelling: cancelled while its body still runs", async () => {
+  await coroutineScope(async (scope) => {
+    const gate = Promise.withResolvers<void>();
+    const job = scope.launch(() => gate.promise); // ignores its signal on purpose
+    job.cancel();
+    assert.deepEqual(flags(job), ["cancelling", false, false, true]);
+    gate.resolve();
+    await job.join();
+    assert.deepEqual(flags(job), ["cancelled", false, true, true]);
+  });
+});
+
+Deno.test("job state cancelled: a cancelled job ends cancelled even if its body returns", async () => {
+  await coroutineScope(async (scope) => {
+    const job = scope.async(async (task) => {
+      await untilAborted(task.signal).catch(() => {});
+      return "ignored";
+    });
+    job.cancel();
+    await job.join();
+    assert.deepEqual(flags(job), ["cancelled", false, true, true]);
+    await assert.rejects(job.await(), CancellationError);
+  });
+});
+
+Deno.test("job state of a failed job: cancelled, isCancelled true (Kotlin)", async () => {
+  const err = new Error("failed");
+  await supervisorScope(async (scope) => {
+    const job = scope.async(() => Promise.reject(err));
+    await job.join();
+    assert.deepEqual(flags(job), ["cancelled", false, true, true]);
+  });
+});
+
+Deno.test("start(): true only when it starts a new job", async () => {
+  await coroutineScope(async (scope) => {
+    let runs = 0;
+    const lazy = scope.launch(() => {
+      runs++;
+    }, { lazy: true });
+    assert.equal(lazy.start(), true);
+    assert.equal(lazy.start(), false);
+    await lazy.join();
+    assert.equal(runs, 1);
+    assert.equal(scope.launch(async () => {}).start(), false); // already active
+  });
+});
+
+Deno.test("join() and await() start a lazy job", async () => {
+  await coroutineScope(async (scope) => {
+    const a = scope.launch(async () => {}, { lazy: true });
+    await a.join();
+    assert.equal(a.state, "completed");
+    const b = scope.async(() => 7, { lazy: true });
+    assert.equal(await b.await(), 7);
+  });
+});
+
+Deno.test("cancelling a lazy job before start: cancelled at once, block never runs", async () => {
+  await coroutineScope(async (scope) => {
+    let ran = false;
+    const job = scope.launch(() => {
+      ran = true;
+    }, { lazy: true });
+    job.cancel();
+    assert.deepEqual(flags(job), ["cancelled", false, true, true]);
+    assert.equal(job.start(), false);
+    await job.join();
+    assert.equal(ran, false);
+  });
+});
+
+Deno.test("join waits for any outcome and never rejects", async () => {
+  await supervisorScope(async (scope) => {
+    const failed = scope.async(() => Promise.reject(new Error("x")));
+    const cancelled = scope.launch((task) => untilAborted(task.signal));
+    const completed = scope.launch(async () => {});
+    cancelled.cancel();
+    await Promise.all([failed.join(), cancelled.join(), completed.join()]);
+    assert.equal(failed.state, "cancelled");
+    assert.equal(cancelled.state, "cancelled");
+    assert.equal(completed.state, "completed");
+    await failed.await().catch(() => {});
+  });
+});
+
+Deno.test("await returns the value, or rethrows the same error every time", async () => {
+  const err = new Error("same");
+  await supervisorScope(async (scope) => {
+    const ok = scope.async(() => ({ n: 1 }));
+    const value = await ok.await();
+    assert.equal(await ok.await(), value);
+    const bad = scope.async(async () => {
+      await null;
+      throw err;
+    });
+    const before = bad.await(); // waiting before it fails
+    await assert.rejects(before, (e) => e === err);
+    await assert.rejects(bad.await(), (e) => e === err); // after it failed
+    await assert.rejects(bad.await(), (e) => e === err);
+  });
+});
+
+Deno.test("cancel(cause): a CancellationError is kept, anything else wrapped as its cause", async () => {
+  await coroutineScope(async (scope) => {
+    const mine = new CancellationError("mine");
+    const a = scope.async((task) => untilAborted(task.signal));
+    a.cancel(mine);
+    await assert.rejects(a.await(), (e) => e === mine);
+
+    const reason = new Error("shutting down");
+    const b = scope.async((task) => untilAborted(task.signal));
+    b.cancel(reason);
+    await assert.rejects(
+      b.await(),
+      (e) =>
+        e instanceof CancellationError && e.cause === reason && /shutting down/.test(e.message),
+    );
+  });
+});
+
+Deno.test("cancel is idempotent and does nothing after completion", async () => {
+  await coroutineScope(async (scope) => {
+    const first = new CancellationError("first");
+    const job = scope.async((task) => untilAborted(task.signal));
+    job.cancel(first);
+    job.cancel(new CancellationError("second"));
+    await assert.rejects(job.await(), (e) => e === first);
+    const done = scope.async(() => 1);
+    await done.join();
+    done.cancel();
+    assert.equal(done.state, "completed");
+    assert.equal(await done.await(), 1);
+  });
+});
+
+Deno.test("a job's signal aborts on cancel, with the CancellationError as reason", async () => {
+  await coroutineScope(async (scope) => {
+    let signal: AbortSignal | undefined;
+    const job = scope.launch((task) => {
+      signal = task.signal;
+      return untilAborted(task.signal);
+    });
+    assert.equal(signal!.aborted, false);
+    const cause = new CancellationError("stop");
+    job.cancel(cause);
+    assert.equal(signal!.aborted, true);
+    assert.equal(signal!.reason, cause);
+    await job.join();
+    // A signal first asked for after cancellation is born aborted.
+    const late = scope.async(async () => {}, { lazy: true });
+    late.cancel(cause);
+    assert.equal((late as unknown as { signal: AbortSignal }).signal.reason, cause);
+  });
+});
+
+Deno.test("invokeOnCompletion: called once with the outcome; at once on a finished job", async () => {
+  const err = new Error("failed");
+  await supervisorScope(async (scope) => {
+    const seen: unknown[] = [];
+    const ok = scope.launch(async () => {});
+    ok.invokeOnCompletion((c) => seen.push(["ok", c]));
+    const cancelled = scope.launch((task) => untilAborted(task.signal));
+    cancelled.invokeOnCompletion((c) => seen.push(["cancelled", c]));
+    const failed = scope.async(() => Promise.reject(err));
+    failed.invokeOnCompletion((c) => seen.push(["failed", c]));
+    cancelled.cancel();
+    await Promise.all([ok.join(), cancelled.join(), failed.join()]);
+    assert.equal(seen.length, 3);
+    assert.deepEqual(seen.find((s) => (s as unknown[])[0] === "ok"), ["ok", undefined]);
+    assert.ok(
+      (seen.find((s) => (s as unknown[])[0] === "cancelled") as unknown[])[1] instanceof
+        CancellationError,
+    );
+    assert.deepEqual(seen.find((s) => (s as unknown[])[0] === "failed"), ["failed", err]);
+    let now: unknown = "not called";
+    ok.invokeOnCompletion((c) => now = c); // already completed: synchronously
+    assert.equal(now, undefined);
+    await failed.await().catch(() => {});
+  });
+});
+
+Deno.test("invokeOnCompletion: disposing the result removes the handler", async () => {
+  await coroutineScope(async (scope) => {
+    let calls = 0;
+    const gate = Promise.withResolvers<void>();
+    const job = scope.launch(() => gate.promise);
+    const registration = job.invokeOnCompletion(() => calls++);
+    {
+      using _kept = job.invokeOnCompletion(() => calls++);
+    } // removed here
+    registration[Symbol.dispose]();
+    registration[Symbol.dispose](); // twice is harmless
+    job.invokeOnCompletion(() => calls += 10);
+    gate.resolve();
+    await job.join();
+    assert.equal(calls, 10);
+  });
+});
+
+Deno.test("handler exceptions surface as CompletionHandlerError; other handlers still run", async () => {
+  const reported: unknown[] = [];
+  const context = Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e));
+  const boom = new Error("handler bug");
+  let second = false;
+  await coroutineScope((scope) => {
+    const job = scope.launch(async () => {});
+    job.invokeOnCompletion(() => {
+      throw boom;
+    });
+    job.invokeOnCompletion(() => second = true);
+  }, { context });
+  assert.equal(second, true);
+  assert.equal(reported.length, 1);
+  assert.ok(reported[0] instanceof CompletionHandlerError);
+  assert.equal((reported[0] as Error).cause, boom);
+  assert.match((reported[0] as Error).message, /completion handler of Job\(completed\)/);
+});
+
+Deno.test("handler exceptions without an exception handler reach reportError (uncaught)", () => {
+  const events: unknown[] = [];
+  const onError = (e: ErrorEvent) => {
+    events.push(e.error);
+    e.preventDefault(); // otherwise Deno exits: it is an uncaught exception
+  };
+  globalThis.addEventListener("error", onError);
+  try {
+    const d = new CompletableDeferred<number>();
+    d.invokeOnCompletion(() => {
+      throw new RangeError("not swallowed");
+    });
+    d.complete(1);
+    assert.equal(events.length, 1);
+    assert.ok(events[0] instanceof CompletionHandlerError);
+    assert.ok((events[0] as Error).cause instanceof RangeError);
+    // A handler added to a finished job runs at once and throws to its caller.
+    assert.throws(() =>
+      d.invokeOnCompletion(() => {
+        throw new Error("to the caller");
+      }), /to the caller/);
+  } finally {
+    globalThis.removeEventListener("error", onError);
+  }
+});
+
+Deno.test("a throwing CoroutineExceptionHandler is reported with the error it was handling", async () => {
+  const events: unknown[] = [];
+  const onError = (e: ErrorEvent) => {
+    events.push(e.error);
+    e.preventDefault();
+  };
+  globalThis.addEventListener("error", onError);
+  try {
+    const original = new Error("task failed");
+    const context = Context.empty.with(CoroutineExceptionHandler, () => {
+      throw new Error("handler failed too");
+    });
+    await supervisorScope((scope) => {
+      scope.launch(() => Promise.reject(original));
+    }, { context });
+    assert.equal(events.length, 1);
+    assert.ok(events[0] instanceof AggregateError);
+    assert.equal((events[0] as AggregateError).errors[0], original);
+  } finally {
+    globalThis.removeEventListener("error", onError);
+  }
+});
+
+Deno.test("CompletableDeferred: complete, completeExceptionally, cancel; first one wins", async () => {
+  const a = new CompletableDeferred<string>();
+  assert.deepEqual(flags(a), ["active", true, false, false]);
+  assert.equal(a.complete("x"), true);
+  assert.equal(a.complete("y"), false);
+  assert.equal(await a.await(), "x");
+
+  const b = new CompletableDeferred<string>();
+  const err = new Error("no");
+  assert.equal(b.completeExceptionally(err), true);
+  assert.equal(b.complete("late"), false);
+  assert.deepEqual(flags(b), ["cancelled", false, true, true]);
+  await assert.rejects(b.await(), (e) => e === err);
+
+  const c = new CompletableDeferred<string>();
+  const waiting = c.await();
+  c.cancel();
+  assert.equal(c.state, "cancelled"); // no body to wait for
+  assert.equal(c.complete("late"), false);
+  await assert.rejects(waiting, CancellationError);
+
+  // completeExceptionally with a CancellationError cancels rather than fails.
+  const d = new CompletableDeferred<void>();
+  d.completeExceptionally(new CancellationError("stop"));
+  await assert.rejects(d.await(), CancellationError);
+});
+
+Deno.test("children lists the unfinished children", async () => {
+  await using scope = createScope();
+  const gate = Promise.withResolvers<void>();
+  const a = scope.launch(() => gate.promise);
+  const b = scope.launch(() => gate.promise);
+  assert.deepEqual(scope.children, [b, a]);
+  gate.resolve();
+  await Promise.all([a.join(), b.join()]);
+  assert.deepEqual(scope.children, []);
+});
+
+Deno.test("bad arguments are TypeErrors that say what was received", async () => {
+  await coroutineScope((scope) => {
+    assert.throws(() => scope.launch(42 as never), {
+      name: "TypeError",
+      message: "Cannot launch: block must be a function, received 42",
+    });
+    assert.throws(
+      () => scope.async("x" as never),
+      /Cannot run async: block must be a function, received "x"/,
+    );
+    assert.throws(
+      () => scope.launch(() => {}, 5 as never),
+      /options must be an object, received 5/,
+    );
+    assert.throws(
+      () => scope.launch(() => {}, { lazy: 1 as never }),
+      /lazy must be a boolean, received 1/,
+    );
+    assert.throws(
+      () => scope.launch(() => {}, { context: {} as never }),
+      /context must be a Context, received \[object Object\]/,
+    );
+    const job = scope.launch(async () => {});
+    assert.throws(
+      () => job.invokeOnCompletion(null as never),
+      /handler must be a function, received null/,
+    );
+    assert.throws(() => new CompletableDeferred(null as never), TypeError);
+  });
+});

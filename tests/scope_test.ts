@@ -1,0 +1,584 @@
+// Scopes and Kotlin's propagation rules, one test per rule, with every task counted so that
+// none outlives its scope. Tasks wait on gates or on their signal, never on sleeps.
+import assert from "node:assert/strict";
+import {
+  type Block,
+  CancellationError,
+  Context,
+  CoroutineExceptionHandler,
+  type CoroutineScope,
+  coroutineScope,
+  createScope,
+  delay,
+  nonCancellable,
+  supervisorScope,
+} from "../mod.ts";
+
+/** Live tasks: every block in this file is wrapped by `counted`. */
+let live = 0;
+function counted<T>(block: Block<T>): Block<T> {
+  return async (scope) => {
+    live++;
+    try {
+      return await block(scope);
+    } finally {
+      live--;
+    }
+  };
+}
+
+/** Rejects with the signal's reason when it aborts: a task that runs until cancelled. */
+function untilAborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+}
+
+/** Collects what reaches CoroutineExceptionHandler. */
+function collecting(): { context: Context; reported: unknown[] } {
+  const reported: unknown[] = [];
+  return {
+    context: Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e)),
+    reported,
+  };
+}
+
+Deno.test("a scope returns only when its block and all children are done", async () => {
+  const order: string[] = [];
+  const gate = Promise.withResolvers<void>();
+  const result = coroutineScope(counted((scope) => {
+    scope.launch(counted(async () => {
+      await gate.promise;
+      order.push("child");
+    }));
+    order.push("block");
+    return "value";
+  }));
+  // The block has returned but the child waits on the gate: the scope has not.
+  let settled = false;
+  result.then(() => settled = true);
+  await null;
+  await null;
+  assert.equal(settled, false);
+  gate.resolve();
+  assert.equal(await result, "value");
+  assert.deepEqual(order, ["block", "child"]);
+  assert.equal(live, 0);
+});
+
+Deno.test("a child failure cancels its siblings and the scope rethrows it", async () => {
+  const boom = new Error("boom");
+  const reasons: unknown[] = [];
+  await assert.rejects(
+    coroutineScope(counted(async (scope) => {
+      for (let i = 0; i < 3; i++) {
+        scope.launch(counted((task) =>
+          untilAborted(task.signal).catch((e) => {
+            reasons.push(e);
+            throw e;
+          })
+        ));
+      }
+      scope.launch(counted(async () => {
+        await null;
+        throw boom;
+      }));
+      await untilAborted(scope.signal).catch(() => {});
+    })),
+    (e) => e === boom,
+  );
+  assert.equal(reasons.length, 3);
+  for (const r of reasons) {
+    assert.ok(r instanceof CancellationError);
+    assert.equal(r.cause, boom); // siblings see a cancellation caused by the failure
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("an async child's failure cancels the scope too", async () => {
+  const boom = new Error("async boom");
+  await assert.rejects(
+    coroutineScope(counted(async (scope) => {
+      scope.async(counted(() => Promise.reject(boom))); // never awaited
+      await untilAborted(scope.signal);
+    })),
+    (e) => e === boom,
+  );
+  assert.equal(live, 0);
+});
+
+Deno.test("the block's own failure cancels the children and is rethrown", async () => {
+  const boom = new Error("block failed");
+  let childCancelled = false;
+  await assert.rejects(
+    coroutineScope(counted(async (scope) => {
+      scope.launch(counted((task) =>
+        untilAborted(task.signal).catch((e) => {
+          childCancelled = e instanceof CancellationError;
+        })
+      ));
+      await null;
+      throw boom;
+    })),
+    (e) => e === boom,
+  );
+  assert.equal(childCancelled, true);
+  assert.equal(live, 0);
+});
+
+Deno.test("cancellation is not a failure: a cancelled child leaves siblings and scope alone", async () => {
+  const value = await coroutineScope(counted(async (scope) => {
+    const victim = scope.launch(counted((task) => untilAborted(task.signal)));
+    const sibling = scope.async(counted(async () => {
+      await victim.join();
+      return "sibling finished";
+    }));
+    victim.cancel();
+    assert.equal(scope.isActive, true);
+    return await sibling.await();
+  }));
+  assert.equal(value, "sibling finished");
+  assert.equal(live, 0);
+});
+
+Deno.test("a child throwing CancellationError itself is cancelled, not failed", async () => {
+  const value = await coroutineScope(counted(async (scope) => {
+    const child = scope.launch(counted(() => Promise.reject(new CancellationError("gave up"))));
+    await child.join();
+    assert.equal(child.state, "cancelled");
+    return scope.isActive;
+  }));
+  assert.equal(value, true);
+  assert.equal(live, 0);
+});
+
+Deno.test("cancelling a job cancels its whole subtree", async () => {
+  const states: string[] = [];
+  await coroutineScope(counted(async (scope) => {
+    const parent = scope.launch(counted((task) => {
+      for (let i = 0; i < 2; i++) {
+        task.launch(counted((t) => {
+          t.launch(counted((g) => untilAborted(g.signal)));
+          return untilAborted(t.signal);
+        }));
+      }
+      return untilAborted(task.signal);
+    }));
+    const all = () => [parent, ...parent.children, ...parent.children.flatMap((c) => c.children)];
+    const jobs = all();
+    assert.equal(jobs.length, 5);
+    parent.cancel();
+    await parent.join();
+    for (const j of jobs) states.push(j.state);
+  }));
+  assert.deepEqual(states, Array(5).fill("cancelled"));
+  assert.equal(live, 0);
+});
+
+Deno.test("a grandchild's failure travels up and cancels every other branch", async () => {
+  const boom = new Error("deep");
+  let uncleCancelled = false;
+  await assert.rejects(
+    coroutineScope(counted((scope) => {
+      scope.launch(counted((task) => {
+        task.launch(counted(async () => {
+          await null;
+          throw boom;
+        }));
+        return untilAborted(task.signal);
+      }));
+      scope.launch(counted((task) =>
+        untilAborted(task.signal).catch(() => {
+          uncleCancelled = true;
+        })
+      ));
+    })),
+    (e) => e === boom,
+  );
+  assert.equal(uncleCancelled, true);
+  assert.equal(live, 0);
+});
+
+Deno.test("the first failure wins; later ones are not reported twice", async () => {
+  const first = new Error("first");
+  const second = new Error("second");
+  const { context, reported } = collecting();
+  await assert.rejects(
+    coroutineScope(
+      counted((scope) => {
+        scope.launch(counted(async (task) => {
+          await untilAborted(task.signal).catch(() => {});
+          throw second; // fails again while cancelling
+        }));
+        scope.launch(counted(async () => {
+          await null;
+          throw first;
+        }));
+      }),
+      { context },
+    ),
+    (e) => e === first,
+  );
+  assert.deepEqual(reported, []); // coroutineScope rethrows; nothing is left to report
+  assert.equal(live, 0);
+});
+
+Deno.test("a failure during cancellation becomes the cause (it outranks a cancellation)", async () => {
+  const cleanup = new Error("cleanup failed");
+  await assert.rejects(
+    coroutineScope(counted(async (scope) => {
+      scope.launch(counted(async (task) => {
+        await untilAborted(task.signal).catch(() => {});
+        throw cleanup;
+      }));
+      await null;
+      scope.cancel();
+    })),
+    (e) => e === cleanup,
+  );
+  assert.equal(live, 0);
+});
+
+Deno.test("scope.cancel() from its block: the scope rejects with the CancellationError", async () => {
+  const cause = new CancellationError("enough");
+  await assert.rejects(
+    coroutineScope(counted((scope) => {
+      scope.launch(counted((task) => untilAborted(task.signal)));
+      scope.cancel(cause);
+      return "ignored";
+    })),
+    (e) => e === cause,
+  );
+  assert.equal(live, 0);
+});
+
+Deno.test("launching into a cancelled scope: the child is cancelled and never runs", async () => {
+  let ran = false;
+  await assert.rejects(
+    coroutineScope(counted((scope) => {
+      scope.cancel();
+      const job = scope.launch(() => {
+        ran = true;
+      });
+      assert.equal(job.state, "cancelled");
+    })),
+    CancellationError,
+  );
+  assert.equal(ran, false);
+});
+
+Deno.test("supervisorScope: a failing launch leaves its siblings running and is reported", async () => {
+  const boom = new Error("isolated");
+  const { context, reported } = collecting();
+  const value = await supervisorScope(
+    counted(async (scope) => {
+      const bad = scope.launch(counted(async () => {
+        await null;
+        throw boom;
+      }));
+      const good = scope.async(counted(async () => {
+        await bad.join();
+        return "still here";
+      }));
+      return await good.await();
+    }),
+    { context },
+  );
+  assert.equal(value, "still here");
+  assert.deepEqual(reported, [boom]);
+  assert.equal(live, 0);
+});
+
+Deno.test("supervisorScope: a failing async keeps its error for await, unreported", async () => {
+  const boom = new Error("kept");
+  const { context, reported } = collecting();
+  await supervisorScope(
+    counted(async (scope) => {
+      const d = scope.async(counted(() => Promise.reject(boom)));
+      await assert.rejects(d.await(), (e) => e === boom);
+    }),
+    { context },
+  );
+  assert.deepEqual(reported, []);
+});
+
+Deno.test("supervisorScope: its block's own failure cancels every child", async () => {
+  const boom = new Error("supervisor block");
+  let cancelled = 0;
+  await assert.rejects(
+    supervisorScope(counted(async (scope) => {
+      for (let i = 0; i < 2; i++) {
+        scope.launch(counted((t) => untilAborted(t.signal).catch(() => void cancelled++)));
+      }
+      await null;
+      throw boom;
+    })),
+    (e) => e === boom,
+  );
+  assert.equal(cancelled, 2);
+  assert.equal(live, 0);
+});
+
+Deno.test("a child of a supervisor's child is not supervised: it cancels its parent", async () => {
+  const boom = new Error("inner");
+  const { context, reported } = collecting();
+  await supervisorScope(async (scope) => {
+    const parent = scope.launch(counted((task) => {
+      task.launch(counted(async () => {
+        await null;
+        throw boom;
+      }));
+      return untilAborted(task.signal);
+    }));
+    await parent.join();
+    assert.equal(parent.state, "cancelled");
+  }, { context });
+  assert.deepEqual(reported, [boom]); // reported once, by the supervisor's direct child
+  assert.equal(live, 0);
+});
+
+Deno.test("an outside signal cancels the scope; it rejects once every task has settled", async () => {
+  const controller = new AbortController();
+  const reason = new Error("user pressed stop");
+  const started = Promise.withResolvers<void>();
+  const run = coroutineScope(
+    counted(async (scope) => {
+      for (let i = 0; i < 5; i++) scope.launch(counted((t) => untilAborted(t.signal)));
+      started.resolve();
+      await untilAborted(scope.signal);
+    }),
+    { signal: controller.signal },
+  );
+  await started.promise;
+  assert.equal(live, 6);
+  controller.abort(reason);
+  await assert.rejects(run, (e) => e instanceof CancellationError && e.cause === reason);
+  assert.equal(live, 0);
+});
+
+Deno.test("an already aborted signal fails the scope at once without running the block", async () => {
+  let ran = false;
+  const reason = new CancellationError("already");
+  await assert.rejects(
+    coroutineScope(() => {
+      ran = true;
+    }, { signal: AbortSignal.abort(reason) }),
+    (e) => e === reason,
+  );
+  assert.equal(ran, false);
+});
+
+Deno.test("scope.signal goes out: it aborts when the scope is cancelled", async () => {
+  let seen: AbortSignal | undefined;
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      seen = scope.signal;
+      const wait = delay(60_000, { signal: scope.signal }); // any API that takes a signal
+      scope.cancel();
+      await wait;
+    }),
+    CancellationError,
+  );
+  assert.equal(seen!.aborted, true);
+  assert.ok(seen!.reason instanceof CancellationError);
+});
+
+Deno.test("a lazy child keeps its scope waiting until someone starts it", async () => {
+  const order: string[] = [];
+  await coroutineScope(counted((scope) => {
+    const lazy = scope.launch(
+      counted(() => {
+        order.push("lazy ran");
+      }),
+      { lazy: true },
+    );
+    scope.launch(counted(async () => {
+      await null;
+      order.push("starter");
+      lazy.start();
+    }));
+  }));
+  assert.deepEqual(order, ["starter", "lazy ran"]);
+  assert.equal(live, 0);
+});
+
+Deno.test("await using createScope(): leaving the block cancels and awaits every task", async () => {
+  let cancelled = 0;
+  {
+    await using scope = createScope();
+    for (let i = 0; i < 10; i++) {
+      scope.launch(counted((t) =>
+        untilAborted(t.signal).catch((e) => {
+          if (e instanceof CancellationError) cancelled++;
+        })
+      ));
+    }
+    assert.equal(live, 10);
+  }
+  assert.equal(live, 0);
+  assert.equal(cancelled, 10);
+});
+
+Deno.test("createScope().join(): waits for the tasks, then the scope is completed", async () => {
+  const scope = createScope();
+  const gate = Promise.withResolvers<void>();
+  let done = 0;
+  for (let i = 0; i < 3; i++) {
+    scope.launch(counted(async () => {
+      await gate.promise;
+      done++;
+    }));
+  }
+  const joined = scope.join();
+  assert.equal(scope.state, "completing");
+  gate.resolve();
+  await joined;
+  assert.equal(done, 3);
+  assert.equal(scope.state, "completed");
+  let ran = false;
+  const late = scope.launch(() => {
+    ran = true;
+  });
+  assert.equal(late.state, "cancelled"); // a completed scope takes no new work
+  assert.equal(ran, false);
+  assert.equal(live, 0);
+});
+
+Deno.test("createScope(): a failed launch cancels the scope and is reported", async () => {
+  const boom = new Error("standalone");
+  const { context, reported } = collecting();
+  await using scope = createScope({ context });
+  const other = scope.launch(counted((t) => untilAborted(t.signal)));
+  scope.launch(counted(() => Promise.reject(boom)));
+  await other.join();
+  assert.equal(scope.isCancelled, true);
+  assert.deepEqual(reported, [boom]);
+});
+
+Deno.test("createScope({ supervisor: true }): a failed launch cancels nothing", async () => {
+  const { context, reported } = collecting();
+  await using scope = createScope({ context, supervisor: true });
+  const bad = scope.launch(counted(() => Promise.reject(new Error("x"))));
+  await bad.join();
+  assert.equal(scope.isActive, true);
+  assert.equal(reported.length, 1);
+});
+
+Deno.test("createScope({ signal }): an outside signal cancels it", async () => {
+  const controller = new AbortController();
+  const scope = createScope({ signal: controller.signal });
+  const job = scope.launch(counted((t) => untilAborted(t.signal)));
+  controller.abort();
+  await job.join();
+  assert.equal(job.state, "cancelled");
+  assert.equal(scope.state, "cancelled");
+  assert.equal(createScope({ signal: AbortSignal.abort() }).state, "cancelled");
+});
+
+Deno.test("nonCancellable: cleanup after cancellation runs to its end, with a live signal", async () => {
+  const log: string[] = [];
+  await assert.rejects(
+    coroutineScope(counted(async (scope) => {
+      scope.launch(counted(async (task) => {
+        try {
+          await untilAborted(task.signal);
+        } finally {
+          assert.equal(task.signal.aborted, true);
+          await nonCancellable(
+            counted(async (cleanup) => {
+              assert.equal(cleanup.signal.aborted, false);
+              await delay(1, { signal: cleanup.signal });
+              const flushed = cleanup.async(counted(() => "flushed"));
+              log.push(await flushed.await());
+            }),
+            { context: task.context },
+          );
+        }
+      }));
+      await null;
+      scope.cancel();
+    })),
+    CancellationError,
+  );
+  assert.deepEqual(log, ["flushed"]);
+  assert.equal(live, 0);
+});
+
+Deno.test("a nested coroutineScope given the task's signal is cancelled with it", async () => {
+  let innerCancelled = false;
+  await coroutineScope(counted(async (scope) => {
+    const job = scope.launch(counted((task) =>
+      coroutineScope(
+        counted(async (inner) => {
+          await untilAborted(inner.signal).catch(() => {
+            innerCancelled = true;
+          });
+        }),
+        { signal: task.signal, context: task.context },
+      )
+    ));
+    await null;
+    job.cancel();
+  }));
+  assert.equal(innerCancelled, true);
+  assert.equal(live, 0);
+});
+
+Deno.test("no task outlives its scope: random trees with failures and cancellations", async () => {
+  let seed = 12345;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  const grow = (depth: number): Block<void> =>
+    counted(async (scope: CoroutineScope) => {
+      const n = depth > 0 ? Math.floor(random() * 4) : 0;
+      for (let i = 0; i < n; i++) {
+        const supervise = random() < 0.2;
+        if (supervise) {
+          scope.launch(counted((s) =>
+            supervisorScope(grow(depth - 1), { signal: s.signal, context: s.context })
+          ));
+        } else scope.launch(grow(depth - 1));
+      }
+      const r = random();
+      if (r < 0.1) {
+        throw new Error(`failure at depth ${depth}`);
+      }
+      if (r < 0.2) {
+        scope.cancel();
+      }
+      if (r < 0.5) {
+        await delay(random() < 0.5 ? 0 : 1, { signal: scope.signal });
+      }
+    });
+  const { context } = collecting();
+  for (let round = 0; round < 50; round++) {
+    await coroutineScope(grow(4), { context }).catch(() => {});
+    assert.equal(live, 0, `round ${round}`);
+  }
+});
+
+Deno.test("bad arguments to scope functions are TypeErrors naming what was received", () => {
+  assert.throws(() => coroutineScope(42 as never), {
+    name: "TypeError",
+    message: "Cannot run coroutineScope: block must be a function, received 42",
+  });
+  assert.throws(
+    () => supervisorScope(() => {}, "x" as never),
+    /options must be an object, received "x"/,
+  );
+  assert.throws(
+    () => coroutineScope(() => {}, { signal: {} as never }),
+    /signal must be an AbortSignal, received \[object Object\]/,
+  );
+  assert.throws(() => createScope({ supervisor: "yes" as never }), /supervisor must be a boolean/);
+  assert.throws(() => nonCancellable(null as never), /block must be a function, received null/);
+});
+
+Deno.test("AbortSignal.timeout's DOMException (named TimeoutError) is wrapped, not taken as one", async () => {
+  const err = await coroutineScope((scope) => delay(60_000, { signal: scope.signal }), {
+    signal: AbortSignal.timeout(1),
+  }).catch((e) => e);
+  assert.ok(err instanceof CancellationError);
+  assert.ok(err.cause instanceof DOMException);
+  assert.equal(err.cause.name, "TimeoutError");
+});

@@ -1,0 +1,155 @@
+// delay, withTimeout, withTimeoutOrNull. The timers here are what is under test; waits are
+// bounded by deadlines, and no test relies on one timer firing before another to synchronise.
+import assert from "node:assert/strict";
+import { CancellationError, delay, TimeoutError, withTimeout, withTimeoutOrNull } from "../mod.ts";
+
+/** Rejects with the signal's reason when it aborts. */
+function untilAborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+}
+
+Deno.test("delay resolves after at least its time", async () => {
+  const t0 = performance.now();
+  await delay(20);
+  assert.ok(performance.now() - t0 >= 19, `${performance.now() - t0} ms`);
+});
+
+Deno.test("delay of 0 or less resolves at once", async () => {
+  const t0 = performance.now();
+  await delay(0);
+  await delay(-5);
+  await delay(-Infinity);
+  assert.ok(performance.now() - t0 < 1000);
+});
+
+Deno.test("delay rejects with the signal's reason: aborted before, or while waiting", async () => {
+  const reason = new Error("stop");
+  await assert.rejects(delay(60_000, { signal: AbortSignal.abort(reason) }), (e) => e === reason);
+  await assert.rejects(delay(0, { signal: AbortSignal.abort(reason) }), (e) => e === reason);
+  const controller = new AbortController();
+  const waiting = delay(60_000, { signal: controller.signal });
+  controller.abort(reason);
+  await assert.rejects(waiting, (e) => e === reason);
+});
+
+Deno.test("a long or infinite delay is cancellable and leaves no timer behind", async () => {
+  // Deno's test sanitizer fails this test if a timer is left armed.
+  for (const ms of [2 ** 31, Infinity]) {
+    const controller = new AbortController();
+    const waiting = delay(ms, { signal: controller.signal });
+    controller.abort();
+    await assert.rejects(waiting, { name: "AbortError" });
+  }
+});
+
+Deno.test("withTimeout returns the block's value when it finishes in time", async () => {
+  assert.equal(await withTimeout(60_000, () => "done"), "done");
+});
+
+Deno.test("withTimeout rejects with TimeoutError, after its tasks have settled", async () => {
+  let live = 0;
+  const err = await withTimeout(10, async (scope) => {
+    for (let i = 0; i < 3; i++) {
+      scope.launch(async (t) => {
+        live++;
+        try {
+          await untilAborted(t.signal);
+        } finally {
+          live--;
+        }
+      });
+    }
+    await untilAborted(scope.signal);
+  }).catch((e) => e);
+  assert.ok(err instanceof TimeoutError);
+  assert.ok(err instanceof CancellationError); // a timeout is a cancellation
+  assert.match(err.message, /Timed out waiting for 10 ms/);
+  assert.equal(live, 0);
+});
+
+Deno.test("withTimeout of 0 or less fails at once without running the block", async () => {
+  for (const ms of [0, -1, -Infinity]) {
+    let ran = false;
+    await assert.rejects(
+      withTimeout(ms, () => {
+        ran = true;
+      }),
+      TimeoutError,
+    );
+    assert.equal(ran, false);
+  }
+});
+
+Deno.test("withTimeoutOrNull returns null for its own timeout", async () => {
+  assert.equal(await withTimeoutOrNull(10, (scope) => untilAborted(scope.signal)), null);
+  assert.equal(await withTimeoutOrNull(60_000, () => 5), 5);
+});
+
+Deno.test("withTimeoutOrNull of 0 or less returns null without running the block", async () => {
+  let ran = false;
+  assert.equal(
+    await withTimeoutOrNull(0, () => {
+      ran = true;
+    }),
+    null,
+  );
+  assert.equal(ran, false);
+});
+
+Deno.test("withTimeoutOrNull rethrows an inner withTimeout's TimeoutError (not its own)", async () => {
+  await assert.rejects(
+    withTimeoutOrNull(60_000, () => withTimeout(5, (inner) => untilAborted(inner.signal))),
+    TimeoutError,
+  );
+  const foreign = new TimeoutError("someone else's");
+  await assert.rejects(
+    withTimeoutOrNull(60_000, () => Promise.reject(foreign)),
+    (e) => e === foreign,
+  );
+});
+
+Deno.test("withTimeoutOrNull rethrows failures and outside cancellations", async () => {
+  const boom = new Error("boom");
+  await assert.rejects(withTimeoutOrNull(60_000, () => Promise.reject(boom)), (e) => e === boom);
+  const controller = new AbortController();
+  const run = withTimeoutOrNull(60_000, (scope) => untilAborted(scope.signal), {
+    signal: controller.signal,
+  });
+  controller.abort();
+  await assert.rejects(run, (e) => e instanceof CancellationError && !(e instanceof TimeoutError));
+});
+
+Deno.test("a failure while timing out outranks the timeout", async () => {
+  const cleanup = new Error("cleanup failed");
+  await assert.rejects(
+    withTimeoutOrNull(5, async (scope) => {
+      await untilAborted(scope.signal).catch(() => {});
+      throw cleanup;
+    }),
+    (e) => e === cleanup,
+  );
+});
+
+Deno.test("bad times are RangeErrors; bad blocks and options TypeErrors", () => {
+  assert.throws(() => delay(NaN), {
+    name: "RangeError",
+    message: "Cannot delay: ms must be a number of milliseconds, received NaN",
+  });
+  assert.throws(() => delay("5" as never), /received "5"/);
+  assert.throws(
+    () => delay(1, { signal: 1 as never }),
+    /signal must be an AbortSignal, received 1/,
+  );
+  assert.throws(() => withTimeout(NaN, async () => {}), RangeError);
+  assert.throws(
+    () => withTimeout(5, null as never),
+    /Cannot run withTimeout: block must be a function/,
+  );
+  assert.throws(
+    () => withTimeoutOrNull(5, async () => {}, 3 as never),
+    /options must be an object/,
+  );
+});
