@@ -69,10 +69,11 @@ Deno.test("bridge: a JS receive waits on the ring without blocking the event loo
   assert.equal(sym.kc_ring_drain(ring, records, 2), 1);
   assert.equal(new Int32Array(records.buffer)[1], Status.EPIPE);
   assert.equal(sym.kc_ring_take(ring, ticket[0], null, 0), 0);
-  // Destroy wakes a blocked wait (0: no record).
+  // Destroy wakes a blocked wait (0: no record), or the wait, not yet started on its helper
+  // thread, finds the handle dead (KC_EBADH): either way it returns instead of hanging.
   const blocked = sym.kc_ring_wait(ring, 0n);
   assert.equal(sym.kc_ring_destroy(ring), 0);
-  assert.equal(await blocked, 0);
+  assert.ok([0, Status.EBADH].includes(await blocked));
   assert.equal(sym.kc_ring_drain(ring, records, 2), Status.EBADH);
   assert.equal(sym.kc_chan_destroy(h), 0);
 });
