@@ -124,6 +124,38 @@ export const symbols = {
    *                   uint32_t token, uint32_t flags, uint32_t *out_index)
    */
   kc_select: { parameters: ["buffer", "u32", "u64", "u32", "u32", "buffer"], result: "i32" },
+  /** int32_t kc_ring_create(uint32_t *out_ring) */
+  kc_ring_create: { parameters: ["buffer"], result: "i32" },
+  /** int32_t kc_ring_destroy(uint32_t ring) */
+  kc_ring_destroy: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_ring_wait(uint32_t ring, uint64_t timeout_ns): blocks, so runs off-thread. */
+  kc_ring_wait: { parameters: ["u32", "u64"], result: "i32", nonblocking: true },
+  /** int32_t kc_ring_interrupt(uint32_t ring) */
+  kc_ring_interrupt: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_ring_drain(uint32_t ring, struct kc_completion *out, uint32_t max) */
+  kc_ring_drain: { parameters: ["u32", "buffer", "u32"], result: "i32" },
+  /** int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size) */
+  kc_ring_take: { parameters: ["u32", "u32", "buffer", "u32"], result: "i32" },
+  /** int32_t kc_ring_abort(uint32_t ring, uint32_t ticket) */
+  kc_ring_abort: { parameters: ["u32", "u32"], result: "i32" },
+  /**
+   * int32_t kc_chan_send_async(uint32_t handle, const void *elem, uint32_t size, uint32_t ring,
+   *                            uint32_t *out_ticket)
+   */
+  kc_chan_send_async: { parameters: ["u32", "buffer", "u32", "u32", "buffer"], result: "i32" },
+  /**
+   * int32_t kc_chan_recv_async(uint32_t handle, void *out, uint32_t size, uint32_t ring,
+   *                            uint32_t *out_ticket)
+   */
+  kc_chan_recv_async: { parameters: ["u32", "buffer", "u32", "u32", "buffer"], result: "i32" },
+  /**
+   * int32_t kc_select_async(const struct kc_clause *clauses, uint32_t n, uint32_t flags,
+   *                         uint32_t ring, uint32_t *out_ticket, uint32_t *out_index)
+   */
+  kc_select_async: {
+    parameters: ["buffer", "u32", "u32", "u32", "buffer", "buffer"],
+    result: "i32",
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type Symbols = typeof symbols;

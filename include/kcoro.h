@@ -232,6 +232,39 @@ struct kc_clause {
 int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
                   uint32_t token, uint32_t flags, uint32_t *out_index);
 
+/* The bridge: completion rings for callers that cannot block (JavaScript). An operation that
+ * must wait is queued with a ticket; whoever completes it appends a record to the ring and wakes
+ * the ring's one waiter. */
+struct kc_completion {
+  uint32_t ticket;
+  int32_t status;  /* 0, KC_EPIPE, KC_ECANCELED */
+  uint32_t index;  /* select: the clause that fired */
+  uint32_t reserved;
+};
+int32_t kc_ring_create(uint32_t *out_ring);
+/* The handle dies at once; pending operations are withdrawn; a blocked kc_ring_wait returns. */
+int32_t kc_ring_destroy(uint32_t ring);
+/* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0). */
+int32_t kc_ring_wait(uint32_t ring, uint64_t timeout_ns);
+int32_t kc_ring_interrupt(uint32_t ring);
+/* Moves up to max records, oldest first, into out; returns how many. */
+int32_t kc_ring_drain(uint32_t ring, struct kc_completion *out, uint32_t max);
+/* After a ticket's record: copies a received value (size = its element size) into out (NULL for
+ * sends) and frees the ticket. */
+int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size);
+/* Withdraws a pending operation: 0 (no record will come, nothing delivered) or KC_EBUSY (it
+ * completed: take it). */
+int32_t kc_ring_abort(uint32_t ring, uint32_t ticket);
+/* 0: done now (a receive's value is in *out); 1: queued, *out_ticket set; or an error code. */
+int32_t kc_chan_send_async(uint32_t handle, const void *elem, uint32_t size, uint32_t ring,
+                           uint32_t *out_ticket);
+int32_t kc_chan_recv_async(uint32_t handle, void *out, uint32_t size, uint32_t ring,
+                           uint32_t *out_ticket);
+/* As kc_select (flags: KC_SELECT_UNBIASED): 0 / KC_EPIPE / KC_ECANCELED with *out_index when a
+ * clause completes now; 1 queued (*out_ticket; the record carries the index). */
+int32_t kc_select_async(const struct kc_clause *clauses, uint32_t n, uint32_t flags, uint32_t ring,
+                        uint32_t *out_ticket, uint32_t *out_index);
+
 #ifdef __cplusplus
 }
 #endif

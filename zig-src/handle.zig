@@ -22,6 +22,7 @@ pub const Kind = enum(u3) {
     scope = 3,
     select = 4,
     token = 5,
+    ring = 6,
 };
 
 pub const index_bits = 20;

@@ -583,6 +583,195 @@ export fn kc_chan_pipe_stop(id: u32) callconv(.c) i32 {
     return if (pipes.stop(id)) 0 else Status.bad_handle.code();
 }
 
+// ---------------------------------------------------------------------------------------------
+// The bridge (zig-src/bridge): completion rings through which a caller that cannot block
+// (JavaScript) waits for channel operations and selects.
+
+const Ring = kcoro.bridge.Ring;
+const RingRegistry = kcoro.channel_registry.RingRegistry;
+var ring_registry: RingRegistry = undefined;
+var ring_once = std.once(initRings);
+
+fn initRings() void {
+    ring_registry = RingRegistry.init(std.heap.c_allocator);
+}
+
+fn rings() *RingRegistry {
+    ring_once.call();
+    return &ring_registry;
+}
+
+fn releaseChanRef(ref: usize) void {
+    chans().release(@ptrFromInt(ref));
+}
+
+/// int32_t kc_ring_create(uint32_t *out_ring): a completion ring (one per isolate).
+export fn kc_ring_create(out_ring: ?*u32) callconv(.c) i32 {
+    const out = out_ring orelse return Status.invalid.code();
+    const r = std.heap.c_allocator.create(Ring) catch return Status.no_memory.code();
+    r.* = Ring.init(std.heap.c_allocator);
+    r.release_ref = releaseChanRef;
+    out.* = rings().add(r) catch {
+        std.heap.c_allocator.destroy(r);
+        return Status.no_memory.code();
+    };
+    return 0;
+}
+
+/// int32_t kc_ring_destroy(uint32_t ring): the handle dies at once; a blocked kc_ring_wait
+/// returns; pending operations are withdrawn once nothing uses the ring.
+export fn kc_ring_destroy(ring: u32) callconv(.c) i32 {
+    rings().destroy(ring) catch |err| return fail(err);
+    return 0;
+}
+
+/// int32_t kc_ring_wait(uint32_t ring, uint64_t timeout_ns): blocks until a record is ready
+/// (1), timeout_ns passes (0; 0 = no timeout) or kc_ring_interrupt / kc_ring_destroy (0).
+/// Blocks the calling thread: from JavaScript call it as a nonblocking FFI symbol.
+export fn kc_ring_wait(ring: u32, timeout_ns: u64) callconv(.c) i32 {
+    const rr = rings();
+    const e = rr.acquire(ring) catch |err| return fail(err);
+    defer rr.release(e);
+    const deadline: ?u64 = if (timeout_ns == 0) null else kcoro.scheduler.monotonicNs() +| timeout_ns;
+    return @intFromBool(RingRegistry.objectOf(e).wait(deadline));
+}
+
+/// int32_t kc_ring_interrupt(uint32_t ring): makes a blocked kc_ring_wait return 0.
+export fn kc_ring_interrupt(ring: u32) callconv(.c) i32 {
+    const rr = rings();
+    const e = rr.acquire(ring) catch |err| return fail(err);
+    defer rr.release(e);
+    RingRegistry.objectOf(e).interrupt();
+    return 0;
+}
+
+/// int32_t kc_ring_drain(uint32_t ring, struct kc_completion *out, uint32_t max): moves up to
+/// max records (oldest first) into out; returns how many.
+export fn kc_ring_drain(ring: u32, out: ?[*]kcoro.bridge.Completion, max: u32) callconv(.c) i32 {
+    const o = out orelse return Status.invalid.code();
+    const rr = rings();
+    const e = rr.acquire(ring) catch |err| return fail(err);
+    defer rr.release(e);
+    return @intCast(RingRegistry.objectOf(e).drain(o[0..@min(max, 1 << 20)]));
+}
+
+/// int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size): after the
+/// ticket's record was drained, copies a received value (size = the element size of the
+/// channel, or of the select clause that fired) into out (NULL for sends) and frees the ticket.
+export fn kc_ring_take(ring: u32, ticket: u32, out: ?*anyopaque, size: u32) callconv(.c) i32 {
+    const rr = rings();
+    const e = rr.acquire(ring) catch |err| return fail(err);
+    defer rr.release(e);
+    const bytes: ?[]u8 = if (out) |o| @as([*]u8, @ptrCast(o))[0..size] else null;
+    RingRegistry.objectOf(e).take(ticket, bytes) catch |err| return fail(err);
+    return 0;
+}
+
+/// int32_t kc_ring_abort(uint32_t ring, uint32_t ticket): withdraws a pending operation: 0 (no
+/// record will come, nothing was delivered), or KC_EBUSY if it completed already (take it).
+export fn kc_ring_abort(ring: u32, ticket: u32) callconv(.c) i32 {
+    const rr = rings();
+    const e = rr.acquire(ring) catch |err| return fail(err);
+    defer rr.release(e);
+    RingRegistry.objectOf(e).abort(ticket) catch |err| return fail(err);
+    return 0;
+}
+
+fn chanAsync(h: u32, elem: ?*anyopaque, size: u32, ring: u32, out_ticket: ?*u32, kind: chan.ClauseKind) i32 {
+    const p = elem orelse return Status.invalid.code();
+    const ot = out_ticket orelse return Status.invalid.code();
+    const rr = rings();
+    const re = rr.acquire(ring) catch |err| return fail(err);
+    defer rr.release(re);
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    const ch = ChanRegistry.channelOf(e);
+    if (size != ch.elem_size) {
+        r.release(e);
+        return Status.invalid.code();
+    }
+    const bytes = @as([*]u8, @ptrCast(p))[0..size];
+    const started = RingRegistry.objectOf(re).submitOp(ch, kind, bytes, &.{@intFromPtr(e)}) catch |err| {
+        r.release(e);
+        return fail(err);
+    };
+    switch (started) {
+        .done => return 0, // the ring released the channel reference
+        .pending => |t| {
+            ot.* = t;
+            return 1;
+        },
+    }
+}
+
+/// int32_t kc_chan_send_async(uint32_t chan, const void *elem, uint32_t size, uint32_t ring,
+///                            uint32_t *out_ticket): 0 sent now; 1 queued (*out_ticket; its
+/// record comes on the ring); KC_EPIPE / KC_ECANCELED and the other errors of kc_chan_send.
+export fn kc_chan_send_async(h: u32, elem: ?*const anyopaque, size: u32, ring: u32, out_ticket: ?*u32) callconv(.c) i32 {
+    return chanAsync(h, @constCast(elem), size, ring, out_ticket, .send);
+}
+
+/// int32_t kc_chan_recv_async(uint32_t chan, void *out, uint32_t size, uint32_t ring,
+///                            uint32_t *out_ticket): 0 received into out now; 1 queued (take
+/// the value with kc_ring_take after the record); errors as kc_chan_recv.
+export fn kc_chan_recv_async(h: u32, out: ?*anyopaque, size: u32, ring: u32, out_ticket: ?*u32) callconv(.c) i32 {
+    return chanAsync(h, out, size, ring, out_ticket, .receive);
+}
+
+/// int32_t kc_select_async(const struct kc_clause *clauses, uint32_t n, uint32_t flags,
+///                         uint32_t ring, uint32_t *out_ticket, uint32_t *out_index): as
+/// kc_select with KC_SELECT_UNBIASED allowed: 0 / KC_EPIPE / KC_ECANCELED with *out_index when
+/// a clause completes now (a received value lands in its elem); 1 queued (*out_ticket; the
+/// record carries the index; kc_ring_take copies a received value).
+export fn kc_select_async(clauses_ptr: ?[*]const Clause, n: u32, flags: u32, ring: u32, out_ticket: ?*u32, out_index: ?*u32) callconv(.c) i32 {
+    const cs = clauses_ptr orelse return Status.invalid.code();
+    const ot = out_ticket orelse return Status.invalid.code();
+    const oi = out_index orelse return Status.invalid.code();
+    if (n == 0 or n > chan.max_clauses) return Status.invalid.code();
+    if (flags & ~select_unbiased != 0) return Status.invalid.code();
+    const rr = rings();
+    const re = rr.acquire(ring) catch |err| return fail(err);
+    defer rr.release(re);
+    const r = chans();
+    var refs: [chan.max_clauses]usize = undefined;
+    var held: usize = 0;
+    var handed_over = false;
+    defer if (!handed_over) for (refs[0..held]) |e| r.release(@ptrFromInt(e));
+    var clauses: [chan.max_clauses]chan.Clause = undefined;
+    var values: [chan.max_clauses][]u8 = undefined;
+    for (cs[0..n], 0..) |c, i| {
+        const e = r.acquire(c.handle) catch |err| return fail(err);
+        refs[held] = @intFromPtr(e);
+        held += 1;
+        const ch = ChanRegistry.channelOf(e);
+        const elem = c.elem orelse return Status.invalid.code();
+        if (c.size != ch.elem_size) return Status.invalid.code();
+        const kind: chan.ClauseKind = switch (c.kind) {
+            0 => .send,
+            1 => .receive,
+            else => return Status.invalid.code(),
+        };
+        clauses[i] = .{ .ch = ch, .kind = kind, .elem = undefined };
+        values[i] = @as([*]u8, @ptrCast(elem))[0..c.size];
+    }
+    var prng = std.Random.DefaultPrng.init(kcoro.scheduler.monotonicNs() ^ @intFromPtr(&refs));
+    const random: ?std.Random = if (flags & select_unbiased != 0) prng.random() else null;
+    const started = RingRegistry.objectOf(re).submitSelect(clauses[0..n], values[0..n], random, refs[0..held]) catch |err| return fail(err);
+    handed_over = true;
+    switch (started) {
+        .done => |g| {
+            oi.* = g.index;
+            if (g.cancelled) return Status.cancelled.code();
+            if (g.closed) return Status.closed.code();
+            return 0;
+        },
+        .pending => |t| {
+            ot.* = t;
+            return 1;
+        },
+    }
+}
+
 /// One clause of kc_select (C: struct kc_clause).
 pub const Clause = extern struct {
     handle: u32,

@@ -1,7 +1,7 @@
 //! The JavaScript side of waits: a completion ring per isolate.
 //!
-//! JavaScript cannot block, so a send or receive that must wait is queued as a
-//! `channel.AsyncOp` owned by a `Pending` here. Whoever completes it (a native coroutine, a
+//! JavaScript cannot block, so a send, receive or select that must wait is queued as a
+//! `channel.AsyncOp` / `channel.AsyncSelect` owned by a `Pending` here, named by a ticket. Whoever completes it (a native coroutine, a
 //! thread, another isolate, close or cancel) runs `Pending.notify`, which appends one
 //! `Completion` record to the waiting isolate's `Ring` and wakes the ring's one waiter, if
 //! any. The isolate keeps at most one wait outstanding on its ring and drains every record
@@ -17,11 +17,21 @@ const channel = @import("../chan/channel.zig");
 const scheduler = @import("../sched/scheduler.zig");
 const status_mod = @import("../status.zig");
 
-/// One completed operation: which, and its status code (0, KC_EPIPE, KC_ECANCELED).
+/// One completed operation: its ticket, status code (0, KC_EPIPE, KC_ECANCELED) and, for a
+/// select, the index of the clause that fired (C: struct kc_completion).
 pub const Completion = extern struct {
     ticket: u32,
     status: i32,
+    index: u32 = 0,
+    reserved: u32 = 0,
 };
+
+comptime {
+    assert(@sizeOf(Completion) == 16);
+}
+
+const index_bits = 20;
+const index_mask: u32 = (1 << index_bits) - 1;
 
 pub const Ring = struct {
     allocator: std.mem.Allocator,
@@ -32,30 +42,92 @@ pub const Ring = struct {
     reserved: usize = 0,
     /// Bumped on every record (release, under the lock); the waiter futex-waits on it.
     signal: std.atomic.Value(u32) = .init(0),
+    /// Live tickets: slot i serves ticket `gen << 20 | (i + 1)`.
+    slots: std.ArrayListUnmanaged(Slot) = .empty,
+    free_slot: ?u32 = null,
+    /// Called for every reference a `Pending` holds (`Pending.refs`) when it is freed.
+    release_ref: ?*const fn (usize) void = null,
+
+    const Slot = struct { p: ?*Pending = null, gen: u32 = 0, next_free: ?u32 = null };
 
     pub fn init(allocator: std.mem.Allocator) Ring {
         return .{ .allocator = allocator };
     }
 
-    /// No operation may be pending on the ring.
+    /// Withdraws every pending operation (those that completed meanwhile are dropped with
+    /// their records) and frees everything. No other call on the ring may run or follow.
     pub fn deinit(r: *Ring) void {
-        assert(r.reserved == r.records.items.len); // an operation is still pending
+        for (r.slots.items) |slot| {
+            const p = slot.p orelse continue;
+            if (!p.withdraw()) {
+                // Completed: its record is on the ring or about to be (its completer is between
+                // unlocking the channel and `push`). Wait for it, bounded by that window.
+                while (true) {
+                    r.mutex.lock();
+                    const landed = r.hasRecordFor(p.ticket);
+                    r.mutex.unlock();
+                    if (landed) break;
+                    std.Thread.yield() catch {};
+                }
+                p.afterCompletion();
+            }
+            r.freePending(p);
+        }
+        r.slots.deinit(r.allocator);
         r.records.deinit(r.allocator);
         r.* = undefined;
     }
 
-    fn reserve(r: *Ring) error{OutOfMemory}!void {
+    fn hasRecordFor(r: *Ring, ticket: u32) bool {
+        for (r.records.items) |c| {
+            if (c.ticket == ticket) return true;
+        }
+        return false;
+    }
+
+    /// Reserves a record slot and a ticket for `p`.
+    fn adopt(r: *Ring, p: *Pending) error{ OutOfMemory, TooManyObjects }!void {
         r.mutex.lock();
         defer r.mutex.unlock();
         try r.records.ensureTotalCapacity(r.allocator, r.reserved + 1);
+        const index = if (r.free_slot) |f| blk: {
+            r.free_slot = r.slots.items[f].next_free;
+            break :blk f;
+        } else blk: {
+            if (r.slots.items.len >= index_mask) return error.TooManyObjects;
+            try r.slots.append(r.allocator, .{});
+            break :blk @as(u32, @intCast(r.slots.items.len - 1));
+        };
+        const slot = &r.slots.items[index];
+        slot.gen = (slot.gen + 1) & 0xFFF;
+        slot.p = p;
+        p.ticket = (slot.gen << index_bits) | (index + 1);
         r.reserved += 1;
     }
 
-    fn unreserve(r: *Ring) void {
+    /// Forgets `p`'s ticket; `unreserve` also gives back its record slot (when no record came).
+    fn disown(r: *Ring, p: *Pending, unreserve: bool) void {
         r.mutex.lock();
         defer r.mutex.unlock();
-        assert(r.reserved > r.records.items.len);
-        r.reserved -= 1;
+        const index = (p.ticket & index_mask) - 1;
+        r.slots.items[index].p = null;
+        r.slots.items[index].next_free = r.free_slot;
+        r.free_slot = index;
+        if (unreserve) {
+            assert(r.reserved > r.records.items.len);
+            r.reserved -= 1;
+        }
+    }
+
+    /// The pending operation `ticket` names, or null (stale, forged, taken).
+    pub fn lookup(r: *Ring, ticket: u32) ?*Pending {
+        r.mutex.lock();
+        defer r.mutex.unlock();
+        const i = ticket & index_mask;
+        if (i == 0 or i > r.slots.items.len) return null;
+        const slot = r.slots.items[i - 1];
+        if (slot.gen != ticket >> index_bits) return null;
+        return slot.p;
     }
 
     /// A completer: appends a record (into a reserved slot) and wakes the waiter.
@@ -68,7 +140,8 @@ pub const Ring = struct {
         Futex.wake(&r.signal, 1);
     }
 
-    /// Moves up to out.len records into `out`, oldest first; returns how many.
+    /// Moves up to out.len records into `out`, oldest first; returns how many. Each drained
+    /// ticket must then be `take`n.
     pub fn drain(r: *Ring, out: []Completion) usize {
         r.mutex.lock();
         defer r.mutex.unlock();
@@ -81,114 +154,264 @@ pub const Ring = struct {
         return n;
     }
 
-    /// Blocks the calling thread until a record is available or `deadline` (monotonic ns,
-    /// null = none) passes; true if records are available. The isolate's one outstanding
-    /// wait (a nonblocking FFI call runs it on a helper thread, never on a scheduler worker).
+    /// Blocks the calling thread until a record is available, `interrupt` is called, or
+    /// `deadline` (monotonic ns, null = none) passes; true if records are available. The
+    /// isolate's one outstanding wait (a nonblocking FFI call runs it on a helper thread,
+    /// never on a scheduler worker).
     pub fn wait(r: *Ring, deadline: ?u64) bool {
+        const start = r.signal.load(.acquire);
+        var seen = start;
         while (true) {
-            const seen = r.signal.load(.acquire); // pairs with `push`
             r.mutex.lock();
             const ready = r.records.items.len > 0;
             r.mutex.unlock();
             if (ready) return true;
+            if (seen != start) return false; // interrupted
             if (deadline) |d| {
                 const now = scheduler.monotonicNs();
                 if (now >= d) return false;
                 Futex.timedWait(&r.signal, seen, d - now) catch {};
             } else Futex.wait(&r.signal, seen);
+            seen = r.signal.load(.acquire); // pairs with `push` and `interrupt`
         }
     }
 
-    /// Wakes a `wait` without a record (shutdown of the isolate's side).
+    /// Makes a `wait` return (with no record).
     pub fn interrupt(r: *Ring) void {
-        _ = r.signal.fetchAdd(1, .release);
+        _ = r.signal.fetchAdd(1, .release); // pairs with `wait`'s acquire
         Futex.wake(&r.signal, 1);
     }
-};
 
-/// One operation waiting on behalf of JavaScript: owns the element storage and, once it
-/// completes, reports `ticket` on `ring`. Allocated by `submit`; freed by `finish` after the
-/// isolate has read its record (and, for a receive, the value), or at once by `abort` when
-/// it was withdrawn.
-pub const Pending = struct {
-    op: channel.AsyncOp,
-    ring: *Ring,
-    ch: *channel.Channel,
-    ticket: u32,
-    /// The value to send, or where a received value lands (elem_size bytes).
-    elem: []u8,
+    fn freePending(r: *Ring, p: *Pending) void {
+        if (r.release_ref) |f| for (p.refs[0..p.nrefs]) |ref| f(ref);
+        switch (p.body) {
+            .op => |op| {
+                r.allocator.free(op.elem);
+                r.allocator.destroy(op);
+            },
+            .select => |sel| {
+                r.allocator.free(sel.storage);
+                r.allocator.destroy(sel);
+            },
+        }
+        r.allocator.destroy(p);
+    }
+
+    // --- Operations for the isolate ---------------------------------------------------------
 
     pub const Started = union(enum) {
-        /// Completed at once (a receive's value is in `out`); nothing stays allocated.
-        done,
-        /// Queued: its record arrives on the ring later.
-        pending: *Pending,
+        /// Completed at once (a receive's value is in its buffer); nothing stays allocated.
+        done: channel.Selected,
+        /// Queued: a record with this ticket arrives later.
+        pending: u32,
     };
 
-    /// Sends `value` or receives into `out` (both elem_size bytes) for JavaScript: completes
-    /// at once when it can, else queues a `Pending` that reports `ticket` on `ring`.
-    pub fn submit(allocator: std.mem.Allocator, ring: *Ring, ch: *channel.Channel, kind: channel.ClauseKind, ticket: u32, bytes: []u8) channel.Error!Started {
+    /// Sends `bytes` or receives into `bytes` (the channel's element size) on behalf of the
+    /// isolate: at once when it can, else queued. `refs` are handed back to `release_ref` when
+    /// the operation is freed (whether it completed now or later).
+    pub fn submitOp(r: *Ring, ch: *channel.Channel, kind: channel.ClauseKind, bytes: []u8, refs: []const usize) channel.Error!Started {
         if (bytes.len != ch.elem_size) return error.InvalidArgument;
-        const p = try allocator.create(Pending);
-        errdefer allocator.destroy(p);
-        const elem = try allocator.alloc(u8, ch.elem_size);
-        errdefer allocator.free(elem);
+        const p = try r.allocator.create(Pending);
+        errdefer r.allocator.destroy(p);
+        const op = try r.allocator.create(Pending.Op);
+        errdefer r.allocator.destroy(op);
+        const elem = try r.allocator.alloc(u8, ch.elem_size);
+        errdefer r.allocator.free(elem);
         if (kind == .send) @memcpy(elem, bytes);
-        p.* = .{ .op = .{ .kind = kind, .notify = notify }, .ring = ring, .ch = ch, .ticket = ticket, .elem = elem };
-        try ring.reserve();
-        const res = ch.submit(&p.op, elem.ptr) catch |err| {
-            ring.unreserve();
+        op.* = .{ .op = .{ .kind = kind, .notify = Pending.opNotify }, .ch = ch, .elem = elem, .pending = p };
+        p.* = .{ .ring = r, .body = .{ .op = op } };
+        p.setRefs(refs);
+        r.adopt(p) catch |err| return switch (err) {
+            error.OutOfMemory, error.TooManyObjects => error.OutOfMemory,
+        };
+        const res = ch.submit(&op.op, elem.ptr) catch |err| {
+            r.disown(p, true);
+            p.nrefs = 0; // the caller keeps its references on failure
+            r.freePending(p);
             return err;
         };
         switch (res) {
             .done => {
-                ring.unreserve();
                 if (kind == .receive) @memcpy(bytes, elem);
-                allocator.free(elem);
-                allocator.destroy(p);
-                return .done;
+                r.disown(p, true);
+                r.freePending(p);
+                return .{ .done = .{ .index = 0 } };
             },
-            .pending => return .{ .pending = p },
+            .pending => return .{ .pending = p.ticket },
         }
     }
 
-    fn notify(op: *channel.AsyncOp, result: channel.Error!void) void {
-        const p: *Pending = @fieldParentPtr("op", op);
-        const code: i32 = if (result) |_| 0 else |err| status_mod.fromError(err).code();
-        p.ring.push(.{ .ticket = p.ticket, .status = code });
+    /// A select for the isolate: `clauses[i].elem` is ignored; send values come from
+    /// `values[i]` (copied), received values land in the ticket's storage (see `take`). Done
+    /// at once: a received value is copied to `values[index]`.
+    pub fn submitSelect(r: *Ring, clauses: []const channel.Clause, values: []const []u8, random: ?std.Random, refs: []const usize) channel.SelectError!Started {
+        if (clauses.len == 0 or clauses.len > channel.max_clauses) return error.InvalidArgument;
+        var total: usize = 0;
+        for (clauses) |c| total += c.ch.elem_size;
+        const p = try r.allocator.create(Pending);
+        errdefer r.allocator.destroy(p);
+        const sel = try r.allocator.create(Pending.Select);
+        errdefer r.allocator.destroy(sel);
+        const storage = try r.allocator.alloc(u8, total);
+        errdefer r.allocator.free(storage);
+        var cs: [channel.max_clauses]channel.Clause = undefined;
+        var off: usize = 0;
+        for (clauses, 0..) |c, i| {
+            const size = c.ch.elem_size;
+            if (values[i].len != size) return error.InvalidArgument;
+            const slot = storage[off..][0..size];
+            if (c.kind == .send) @memcpy(slot, values[i]);
+            cs[i] = .{ .ch = c.ch, .kind = c.kind, .elem = slot.ptr };
+            off += size;
+        }
+        sel.* = .{ .sel = .{ .notify = Pending.selectNotify }, .storage = storage, .pending = p };
+        p.* = .{ .ring = r, .body = .{ .select = sel } };
+        p.setRefs(refs);
+        r.adopt(p) catch |err| return switch (err) {
+            error.OutOfMemory, error.TooManyObjects => error.OutOfMemory,
+        };
+        const got = sel.sel.submit(cs[0..clauses.len], random) catch |err| {
+            r.disown(p, true);
+            p.nrefs = 0;
+            r.freePending(p);
+            return err;
+        };
+        if (got) |g| {
+            const c = cs[g.index];
+            if (c.kind == .receive and !g.closed and !g.cancelled) @memcpy(values[g.index], c.elem[0..c.ch.elem_size]);
+            r.disown(p, true);
+            r.freePending(p);
+            return .{ .done = g };
+        }
+        return .{ .pending = p.ticket };
     }
 
-    /// Takes the operation back if it is still queued (true: no record will come; it is freed
-    /// here). False: it completed, its record is (or will be) on the ring; `finish` it then.
-    pub fn abort(p: *Pending, allocator: std.mem.Allocator) bool {
-        if (!p.ch.withdraw(&p.op)) return false;
-        p.ring.unreserve();
-        allocator.free(p.elem);
-        allocator.destroy(p);
-        return true;
+    /// After `ticket`'s record was drained: copies a received value into `out` (when given;
+    /// its length must be the element size of the clause that fired) and frees the ticket.
+    pub fn take(r: *Ring, ticket: u32, out: ?[]u8) error{ BadHandle, InvalidArgument }!void {
+        const p = r.lookup(ticket) orelse return error.BadHandle;
+        if (!p.completed) return error.InvalidArgument; // no record yet: abort it instead
+        if (out) |o| {
+            const src = p.valueOf(p.fired) orelse return error.InvalidArgument;
+            if (o.len != src.len) return error.InvalidArgument;
+            @memcpy(o, src);
+        }
+        p.afterCompletion();
+        r.disown(p, false);
+        r.freePending(p);
     }
 
-    /// After its record was drained: copies a received value into `out` (if given) and frees.
-    pub fn finish(p: *Pending, allocator: std.mem.Allocator, out: ?[]u8) void {
-        if (out) |o| @memcpy(o[0..p.elem.len], p.elem);
-        allocator.free(p.elem);
-        allocator.destroy(p);
+    /// Withdraws a pending `ticket`: freed, no record will come (true); or false (error.Busy)
+    /// when it completed already: its record is or will be on the ring.
+    pub fn abort(r: *Ring, ticket: u32) error{ BadHandle, Busy }!void {
+        const p = r.lookup(ticket) orelse return error.BadHandle;
+        if (!p.withdraw()) return error.Busy;
+        r.disown(p, true);
+        r.freePending(p);
+    }
+};
+
+/// One operation (or select) waiting on behalf of JavaScript: owns the element storage and,
+/// once it completes, reports its ticket on its ring. Created by `Ring.submitOp` /
+/// `Ring.submitSelect`; freed by `Ring.take` (after its record), `Ring.abort`, or the ring's
+/// `deinit`.
+pub const Pending = struct {
+    ring: *Ring,
+    ticket: u32 = 0,
+    body: union(enum) { op: *Op, select: *Select },
+    /// Set (under the ring lock) once its record was pushed, with the clause that fired.
+    completed: bool = false,
+    fired: u32 = 0,
+    refs: [channel.max_clauses]usize = undefined,
+    nrefs: u32 = 0,
+
+    const Op = struct {
+        op: channel.AsyncOp,
+        ch: *channel.Channel,
+        /// The value to send, or where a received value lands.
+        elem: []u8,
+        pending: *Pending,
+    };
+
+    const Select = struct {
+        sel: channel.AsyncSelect,
+        /// Every clause's element, in clause order.
+        storage: []u8,
+        pending: *Pending,
+    };
+
+    fn setRefs(p: *Pending, refs: []const usize) void {
+        assert(refs.len <= channel.max_clauses);
+        @memcpy(p.refs[0..refs.len], refs);
+        p.nrefs = @intCast(refs.len);
+    }
+
+    fn codeOf(result: channel.Error!void) i32 {
+        return if (result) |_| 0 else |err| status_mod.fromError(err).code();
+    }
+
+    fn record(p: *Pending, result: channel.Error!void, index: u32) void {
+        const r = p.ring;
+        r.mutex.lock();
+        p.completed = true;
+        p.fired = index;
+        r.mutex.unlock();
+        r.push(.{ .ticket = p.ticket, .status = codeOf(result), .index = index });
+    }
+
+    fn opNotify(op: *channel.AsyncOp, result: channel.Error!void) void {
+        const o: *Op = @fieldParentPtr("op", op);
+        o.pending.record(result, 0);
+    }
+
+    fn selectNotify(sel: *channel.AsyncSelect, index: u32, result: channel.Error!void) void {
+        const s: *Select = @fieldParentPtr("sel", sel);
+        s.pending.record(result, index);
+    }
+
+    fn withdraw(p: *Pending) bool {
+        return switch (p.body) {
+            .op => |o| o.ch.withdraw(&o.op),
+            .select => |s| s.sel.withdraw(),
+        };
+    }
+
+    /// After the record: a select unlinks its losing clauses.
+    fn afterCompletion(p: *Pending) void {
+        switch (p.body) {
+            .op => {},
+            .select => |s| s.sel.cleanup(),
+        }
+    }
+
+    /// The element of clause `index` (0 for a plain operation).
+    fn valueOf(p: *Pending, index: u32) ?[]u8 {
+        switch (p.body) {
+            .op => |o| return if (index == 0) o.elem else null,
+            .select => |s| {
+                if (index >= s.sel.n) return null;
+                var off: usize = 0;
+                for (s.sel.clauses[0..index]) |c| off += c.ch.elem_size;
+                return s.storage[off..][0..s.sel.clauses[index].ch.elem_size];
+            },
+        }
     }
 };
 
 const testing = std.testing;
 
 test "JS-style waiters: completions from native coroutines land on the ring, batched; abort and close" {
+    const ch2 = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer ch2.destroy(); // after the ring's deinit withdrew the receive left on it
     var ring = Ring.init(testing.allocator);
     defer ring.deinit();
     const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer ch.destroy();
     // Eight pending receives, as an isolate would queue them.
-    var pendings: [8]*Pending = undefined;
-    for (&pendings, 0..) |*slot, i| {
+    var tickets: [8]u32 = undefined;
+    for (&tickets) |*t| {
         var out: u64 = 0;
-        const started = try Pending.submit(testing.allocator, &ring, ch, .receive, @intCast(100 + i), std.mem.asBytes(&out));
-        slot.* = started.pending;
+        t.* = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
     }
     // Native coroutines on a scheduler send 0..7; each completes one pending receive.
     var s: scheduler.Scheduler = undefined;
@@ -216,9 +439,10 @@ test "JS-style waiters: completions from native coroutines land on the ring, bat
         const n = ring.drain(&records);
         for (records[0..n]) |c| {
             try testing.expectEqual(@as(i32, 0), c.status);
-            const p = pendings[c.ticket - 100];
+            try testing.expect(std.mem.indexOfScalar(u32, &tickets, c.ticket) != null);
             var v: u64 = 0;
-            p.finish(testing.allocator, std.mem.asBytes(&v));
+            try ring.take(c.ticket, std.mem.asBytes(&v));
+            try testing.expectError(error.BadHandle, ring.take(c.ticket, null)); // once
             try testing.expect(!got[v]);
             got[v] = true;
             seen += 1;
@@ -229,23 +453,67 @@ test "JS-style waiters: completions from native coroutines land on the ring, bat
 
     // An aborted wait is withdrawn: no record; a sender then finds nobody.
     var out: u64 = 0;
-    const p = (try Pending.submit(testing.allocator, &ring, ch, .receive, 1, std.mem.asBytes(&out))).pending;
-    try testing.expect(p.abort(testing.allocator));
+    const t1 = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+    try ring.abort(t1);
+    try testing.expectError(error.BadHandle, ring.abort(t1));
     var v: u64 = 9;
     try testing.expectError(error.WouldBlock, ch.send(std.mem.asBytes(&v), null, true));
     // A pending send completes with the receiver's take; close reports KC_EPIPE to a receive.
-    const ps = (try Pending.submit(testing.allocator, &ring, ch, .send, 2, std.mem.asBytes(&v))).pending;
+    const t2 = (try ring.submitOp(ch, .send, std.mem.asBytes(&v), &.{})).pending;
     try testing.expectEqual(@as(u64, 9), try recv(ch));
-    const pr = (try Pending.submit(testing.allocator, &ring, ch, .receive, 3, std.mem.asBytes(&out))).pending;
+    const t3 = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+    try testing.expectError(error.InvalidArgument, ring.take(t3, null)); // no record yet
     _ = ch.close();
     try testing.expect(ring.wait(deadline));
     var two: [4]Completion = undefined;
     try testing.expectEqual(@as(usize, 2), ring.drain(&two));
-    try testing.expectEqual(Completion{ .ticket = 2, .status = 0 }, two[0]);
-    try testing.expectEqual(Completion{ .ticket = 3, .status = status_mod.Status.closed.code() }, two[1]);
-    ps.finish(testing.allocator, null);
-    pr.finish(testing.allocator, null);
+    try testing.expectEqual(Completion{ .ticket = t2, .status = 0 }, two[0]);
+    try testing.expectEqual(Completion{ .ticket = t3, .status = status_mod.Status.closed.code() }, two[1]);
+    try testing.expectError(error.Busy, ring.abort(t2)); // completed: take it instead
+    try ring.take(t2, null);
+    try ring.take(t3, null);
     try testing.expect(!ring.wait(scheduler.monotonicNs() + std.time.ns_per_ms)); // nothing left
+    // A pending receive left on a ring is withdrawn by deinit (the leak check would see it).
+    _ = (try ring.submitOp(ch2, .receive, std.mem.asBytes(&out), &.{})).pending;
+}
+
+test "JS-style select: one clause fires through the ring, the losers are unlinked, abort gives up" {
+    var ring = Ring.init(testing.allocator);
+    defer ring.deinit();
+    const a = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer a.destroy();
+    const b = try channel.Channel.create(testing.allocator, .{ .elem_size = 4, .capacity = 1 });
+    defer b.destroy();
+    var va: u64 = 0;
+    var vb: u32 = 0;
+    const clauses = [_]channel.Clause{
+        .{ .ch = a, .kind = .receive, .elem = undefined },
+        .{ .ch = b, .kind = .receive, .elem = undefined },
+    };
+    const values = [_][]u8{ std.mem.asBytes(&va), std.mem.asBytes(&vb) };
+    const t = (try ring.submitSelect(&clauses, &values, null, &.{})).pending;
+    var x: u32 = 77;
+    try b.send(std.mem.asBytes(&x), null, true); // a waiting clause: direct hand-off
+    var rec: [2]Completion = undefined;
+    try testing.expect(ring.wait(scheduler.monotonicNs() + 10 * std.time.ns_per_s));
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try testing.expectEqual(Completion{ .ticket = t, .status = 0, .index = 1 }, rec[0]);
+    var got: u32 = 0;
+    try testing.expectError(error.InvalidArgument, ring.take(t, std.mem.asBytes(&va))); // wrong size
+    try ring.take(t, std.mem.asBytes(&got));
+    try testing.expectEqual(@as(u32, 77), got);
+    try testing.expect(a.receivers.isEmpty()); // the losing clause was unlinked
+    // Ready at once: done without a ticket.
+    try b.send(std.mem.asBytes(&x), null, true);
+    const now = try ring.submitSelect(&clauses, &values, null, &.{});
+    try testing.expectEqual(@as(u32, 1), now.done.index);
+    try testing.expectEqual(@as(u32, 77), vb);
+    // Aborted while pending: both clauses unlinked, no record.
+    const t2 = (try ring.submitSelect(&clauses, &values, null, &.{})).pending;
+    try ring.abort(t2);
+    try testing.expect(a.receivers.isEmpty());
+    try testing.expect(b.receivers.isEmpty());
+    try testing.expect(!ring.wait(scheduler.monotonicNs() + std.time.ns_per_ms));
 }
 
 fn recv(ch: *channel.Channel) channel.Error!u64 {

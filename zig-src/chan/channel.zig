@@ -266,7 +266,7 @@ const WaitQueue = struct {
         w.linked = false;
     }
 
-    fn isEmpty(q: *const WaitQueue) bool {
+    pub fn isEmpty(q: *const WaitQueue) bool {
         return q.head == null;
     }
 };
@@ -1013,38 +1013,7 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     lockAll(locks[0..nlocks]);
 
     // 2. Probe.
-    for (order[0..n]) |i| {
-        const c = clauses[i];
-        var wake: ?Waiter.Wake = null;
-        var closed = false;
-        const done = switch (c.kind) {
-            .send => switch (c.ch.sendLocked(c.elem, &wake) catch |e| {
-                unlockAll(locks[0..nlocks]);
-                return e;
-            }) {
-                .done => true,
-                .closed => blk: {
-                    closed = true;
-                    break :blk true;
-                },
-                .full => false,
-            },
-            .receive => switch (c.ch.recvLocked(c.elem, &wake)) {
-                .done => true,
-                .closed => blk: {
-                    closed = true;
-                    break :blk true;
-                },
-                .empty => false,
-            },
-        };
-        if (!done) continue;
-        const cancelled = closed and c.ch.cancelled;
-        if (closed) c.ch.metrics.fail_closed += 1;
-        unlockAll(locks[0..nlocks]);
-        if (wake) |info| Waiter.wake(info);
-        return .{ .index = i, .closed = closed and !cancelled, .cancelled = cancelled };
-    }
+    if (try probeLocked(clauses, order[0..n], locks[0..nlocks])) |got| return got;
     if (options.poll) {
         unlockAll(locks[0..nlocks]);
         return error.WouldBlock;
@@ -1099,6 +1068,110 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     assert(winner < n);
     const outcome = sel.status.load(.acquire);
     return .{ .index = winner, .closed = outcome == done_closed, .cancelled = outcome == done_cancelled };
+}
+
+/// A select queued without a blocked party (JavaScript, through `bridge/`), as `AsyncOp` is for
+/// one operation. Every clause is registered; the clause that wins runs `notify` once, outside
+/// the lock, with its index and outcome. The owner then calls `cleanup` (unlinks the losing
+/// clauses) before freeing it, or takes it back with `withdraw`. The clauses' `elem` memory
+/// must live as long as the select.
+pub const AsyncSelect = struct {
+    notify: *const fn (sel: *AsyncSelect, index: u32, result: Error!void) void,
+    state: SelectState = .{},
+    clauses: [max_clauses]Clause = undefined,
+    waiters: [max_clauses]Waiter = undefined,
+    locks: [max_clauses]*Channel = undefined,
+    n: u32 = 0,
+    nlocks: u32 = 0,
+
+    fn onComplete(w: *Waiter, outcome: u32) void {
+        const self: *AsyncSelect = @alignCast(@fieldParentPtr("state", w.sel.?));
+        self.notify(self, w.clause, Channel.outcomeError(outcome));
+    }
+
+    /// Probes the clauses (in order, or shuffled by `random`) and completes the first ready one
+    /// (returned; `notify` is not called), or registers every clause and returns null.
+    pub fn submit(as: *AsyncSelect, clauses: []const Clause, random: ?std.Random) SelectError!?Selected {
+        if (clauses.len == 0 or clauses.len > max_clauses) return error.InvalidArgument;
+        as.n = @intCast(clauses.len);
+        @memcpy(as.clauses[0..as.n], clauses);
+        as.nlocks = @intCast(lockSet(clauses, &as.locks));
+        var order: [max_clauses]u8 = undefined;
+        for (0..as.n) |i| order[i] = @intCast(i);
+        if (random) |r| r.shuffle(u8, order[0..as.n]);
+        lockAll(as.locks[0..as.nlocks]);
+        if (try probeLocked(clauses, order[0..as.n], as.locks[0..as.nlocks])) |got| return got;
+        for (clauses, 0..) |c, i| {
+            as.waiters[i] = .{ .elem = c.elem, .ref = null, .sched = null, .sel = &as.state, .clause = @intCast(i), .notify = onComplete };
+            switch (c.kind) {
+                .send => c.ch.senders.push(&as.waiters[i]),
+                .receive => c.ch.receivers.push(&as.waiters[i]),
+            }
+        }
+        unlockAll(as.locks[0..as.nlocks]);
+        return null;
+    }
+
+    /// Gives the select up if no clause has won (true: nothing happened, no `notify`; it is
+    /// cleaned up). False: a clause won, `notify` runs or ran; `cleanup` after it.
+    pub fn withdraw(as: *AsyncSelect) bool {
+        // Acq_rel: pairs with the claimants' CAS in `Waiter.claim`.
+        if (as.state.winner.cmpxchgStrong(SelectState.no_winner, SelectState.gave_up, .acq_rel, .acquire) != null) return false;
+        as.cleanup();
+        return true;
+    }
+
+    /// Unlinks the clauses still queued (losers). After `notify` ran, or from `withdraw`.
+    pub fn cleanup(as: *AsyncSelect) void {
+        lockAll(as.locks[0..as.nlocks]);
+        for (as.clauses[0..as.n], 0..) |c, i| {
+            const w = &as.waiters[i];
+            if (!w.linked) continue;
+            switch (c.kind) {
+                .send => c.ch.senders.remove(w),
+                .receive => c.ch.receivers.remove(w),
+            }
+        }
+        unlockAll(as.locks[0..as.nlocks]);
+    }
+};
+
+/// Step 2 of select, with every lock held: completes the first ready clause in `order`,
+/// unlocks, wakes its partner and returns it; null (locks still held) if none is ready.
+fn probeLocked(clauses: []const Clause, order: []const u8, locks: []const *Channel) SelectError!?Selected {
+    for (order) |i| {
+        const c = clauses[i];
+        var wake: ?Waiter.Wake = null;
+        var closed = false;
+        const done = switch (c.kind) {
+            .send => switch (c.ch.sendLocked(c.elem, &wake) catch |e| {
+                unlockAll(locks);
+                return e;
+            }) {
+                .done => true,
+                .closed => blk: {
+                    closed = true;
+                    break :blk true;
+                },
+                .full => false,
+            },
+            .receive => switch (c.ch.recvLocked(c.elem, &wake)) {
+                .done => true,
+                .closed => blk: {
+                    closed = true;
+                    break :blk true;
+                },
+                .empty => false,
+            },
+        };
+        if (!done) continue;
+        const cancelled = closed and c.ch.cancelled;
+        if (closed) c.ch.metrics.fail_closed += 1;
+        unlockAll(locks);
+        if (wake) |info| Waiter.wake(info);
+        return .{ .index = i, .closed = closed and !cancelled, .cancelled = cancelled };
+    }
+    return null;
 }
 
 /// The distinct channels of `clauses`, sorted by address (the lock order).

@@ -39,6 +39,21 @@ pub const Registry = RefRegistry(Channel, .channel, freeChannel, retireChannel);
 /// does not cancel it).
 pub const TokenRegistry = RefRegistry(channel.Token, .token, freeToken, retireToken);
 
+const Ring = @import("../bridge/ring.zig").Ring;
+
+fn freeRing(r: *Ring, allocator: std.mem.Allocator) void {
+    r.deinit();
+    allocator.destroy(r);
+}
+
+fn retireRing(r: *Ring) void {
+    r.interrupt(); // a blocked kc_ring_wait returns and drops its reference
+}
+
+/// Completion rings (bridge/) by handle: `destroy` wakes a blocked wait; the last reference
+/// withdraws every pending operation and frees the ring.
+pub const RingRegistry = RefRegistry(Ring, .ring, freeRing, retireRing);
+
 /// A handle table whose objects are reference-counted: see the file header.
 pub fn RefRegistry(
     comptime T: type,
