@@ -206,7 +206,7 @@ int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, dou
  * copies len bytes into a new buffer and writes {buffer, len, NULL, (void *)tag} to *out (len 0:
  * no buffer, ptr NULL); the receiver frees the buffer with kc_buf_free (NULL: nothing). A
  * descriptor with a NULL ptr counts 0 bytes in the metrics. */
-int32_t kc_desc_make(const void *data, uint32_t len, uint64_t tag, struct kc_desc *out);
+int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out);
 int32_t kc_buf_free(void *ptr);
 /* Keeps every value the channel drops (cancel, destroy, drop policies; zero-copy: descriptors
  * without a release) in a list, replacing the kc_chan_on_undelivered hook; kc_chan_take_undelivered

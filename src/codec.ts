@@ -89,7 +89,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /** Frees a received Uint8Array's native memory once the view is garbage. */
-const views = new FinalizationRegistry<{ sym: Sym; ptr: number }>(({ sym, ptr }) => {
+const views = new FinalizationRegistry<{ sym: Sym; ptr: Deno.PointerValue }>(({ sym, ptr }) => {
   try {
     sym.kc_buf_free(ptr);
   } catch {
@@ -97,12 +97,17 @@ const views = new FinalizationRegistry<{ sym: Sym; ptr: number }>(({ sym, ptr })
   }
 });
 
+/** The descriptor's buffer pointer as a number (0: an inline value). */
 function ptrOf(slot: Slot): number {
   return slot.u32[0] + slot.u32[1] * 0x1_0000_0000;
 }
 
-function view(slot: Slot, ptr: number): ArrayBuffer {
-  return Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(BigInt(ptr))!, slot.u32[2]);
+function pointer(slot: Slot): Deno.PointerValue {
+  return Deno.UnsafePointer.create(slot.u64[0]);
+}
+
+function view(slot: Slot, ptr: Deno.PointerValue): ArrayBuffer {
+  return Deno.UnsafePointerView.getArrayBuffer(ptr!, slot.u32[2]);
 }
 
 function putBuffer(slot: Slot, bytes: Uint8Array, tag: number, sym: Sym, codec: string): void {
@@ -125,13 +130,12 @@ function putInline(slot: Slot, tag: number): void {
 }
 
 function freeSlot(slot: Slot, sym: Sym): void {
-  const ptr = ptrOf(slot);
-  if (ptr !== 0) sym.kc_buf_free(ptr);
+  if (ptrOf(slot) !== 0) sym.kc_buf_free(pointer(slot));
 }
 
 /** Reads a buffer descriptor's bytes as a view of native memory and frees them after `use`. */
 function withBytes<R>(slot: Slot, sym: Sym, use: (bytes: Uint8Array) => R): R {
-  const ptr = ptrOf(slot);
+  const ptr = pointer(slot);
   try {
     return use(new Uint8Array(view(slot, ptr)));
   } finally {
@@ -140,8 +144,8 @@ function withBytes<R>(slot: Slot, sym: Sym, use: (bytes: Uint8Array) => R): R {
 }
 
 function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
-  const ptr = ptrOf(slot);
-  if (ptr === 0) return new Uint8Array(0);
+  if (ptrOf(slot) === 0) return new Uint8Array(0);
+  const ptr = pointer(slot);
   const bytes = new Uint8Array(view(slot, ptr));
   views.register(bytes, { sym, ptr });
   return bytes;
@@ -177,7 +181,10 @@ const f64: Codec<number> = {
   zeroCopy: false,
   encode(value, slot) {
     if (typeof value !== "number") {
-      throw new CodecError("f64", `Cannot send: codecs.f64 carries numbers, received ${describe(value)}`);
+      throw new CodecError(
+        "f64",
+        `Cannot send: codecs.f64 carries numbers, received ${describe(value)}`,
+      );
     }
     slot.f64[0] = value;
   },
@@ -185,7 +192,10 @@ const f64: Codec<number> = {
   discard() {},
   pass(value) {
     if (typeof value !== "number") {
-      throw new CodecError("f64", `Cannot send: codecs.f64 carries numbers, received ${describe(value)}`);
+      throw new CodecError(
+        "f64",
+        `Cannot send: codecs.f64 carries numbers, received ${describe(value)}`,
+      );
     }
     return value;
   },
@@ -195,7 +205,9 @@ function checkU64(value: unknown): bigint {
   if (typeof value !== "bigint" || value < 0n || value > U64_MAX) {
     throw new CodecError(
       "u64",
-      `Cannot send: codecs.u64 carries bigints from 0n to 2n ** 64n - 1n, received ${describe(value)}`,
+      `Cannot send: codecs.u64 carries bigints from 0n to 2n ** 64n - 1n, received ${
+        describe(value)
+      }`,
     );
   }
   return value;

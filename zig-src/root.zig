@@ -844,10 +844,10 @@ export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, tok
 // keep them in a list (kc_chan_keep_undelivered) that the isolate empties with
 // kc_chan_take_undelivered.
 
-/// int32_t kc_desc_make(const void *data, uint32_t len, uint64_t tag, struct kc_desc *out):
+/// int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out):
 /// copies len bytes of data into a new native buffer and writes the descriptor {buffer, len,
 /// NULL, tag} (len 0: no buffer, ptr NULL). Free the buffer with kc_buf_free.
-export fn kc_desc_make(data: ?*const anyopaque, len: u32, tag: u64, out: ?*chan.Descriptor) callconv(.c) i32 {
+export fn kc_desc_make(data: ?*const anyopaque, len: u32, tag: u32, out: ?*chan.Descriptor) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
     var ptr: ?*anyopaque = null;
     if (len != 0) {
