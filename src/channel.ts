@@ -386,15 +386,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
   }
 
-  #undelivered(value: T): void {
-    if (this.#onUndelivered === undefined) return;
-    try {
-      this.#onUndelivered(value);
-    } catch (e) {
-      reportError(e);
-    }
-  }
-
   /**
    * Sends without waiting: `ok` (sent, or dropped by drop-latest), `full`, or `closed`.
    * Throws {@linkcode CodecError} for a value the codec cannot carry.
@@ -576,7 +567,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       return promise;
     }
-    this.#settle(w, rc === 0 ? 0 : rc);
+    this.#settle(w, rc, false);
     return promise;
   }
 
@@ -589,10 +580,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     const value = status === 0 && w.kind !== SEND;
     bridge.take(w, value ? w.slot.u8 : null, value ? this.#size : 0);
-    this.#settle(w, status);
+    this.#settle(w, status, true);
   }
 
-  #settle(w: Waiter, status: number): void {
+  #settle(w: Waiter, status: number, queued: boolean): void {
     const sym = this.#lib.symbols("complete");
     if (w.kind === SEND) {
       if (status === 0) {
@@ -600,8 +591,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         w.resolve(undefined);
         return;
       }
-      this.#codec.discard(w.slot, sym);
-      if (status === Status.ECANCELED) this.#undelivered(w.value as T);
+      // A waiting send failed by cancel: the native side kept its value with the dropped ones
+      // (the creator's onUndeliveredElement gets it); otherwise the value is still ours.
+      if (queued && status === Status.ECANCELED) this.#collect();
+      else this.#codec.discard(w.slot, sym);
       w.reject(
         status === Status.EPIPE || status === Status.ECANCELED
           ? this.#sendError(status)

@@ -62,7 +62,7 @@ export class Slot {
   readonly i64: BigInt64Array<ArrayBuffer>;
   readonly u64: BigUint64Array<ArrayBuffer>;
 
-  constructor(buffer = new ArrayBuffer(32)) {
+  constructor(buffer: ArrayBuffer = new ArrayBuffer(32)) {
     this.u8 = new Uint8Array(buffer);
     this.u32 = new Uint32Array(buffer);
     this.f64 = new Float64Array(buffer);
