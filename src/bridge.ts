@@ -87,8 +87,20 @@ export class Bridge {
   /** Starts watching a queued operation; starts the one wait if none is outstanding. */
   track(op: RingOp): void {
     this.#ops.set(op.ticket, op);
-    if (!this.#waiting) void this.#loop();
+    if (!this.#waiting && !this.#starting) {
+      // Start the wait once this turn of the event loop is over: a same-isolate partner
+      // usually takes the operation over in JavaScript before then (ping-pong), and then no
+      // thread hop is spent at all. Completions from other threads wait at most that long.
+      this.#starting = true;
+      setTimeout(this.#start, 0);
+    }
   }
+
+  #starting = false;
+  readonly #start = (): void => {
+    this.#starting = false;
+    if (!this.#waiting && this.#ops.size > 0) void this.#loop();
+  };
 
   /**
    * Withdraws a queued operation: 0 withdrawn (no record will come), or KC_EBUSY when it

@@ -11,7 +11,7 @@
  *
  * @example
  * ```ts
- * import { Channel } from "./mod.ts";
+ * import { Channel } from "../mod.ts";
  * import assert from "node:assert/strict";
  * await using ch = new Channel<string>("buffered");
  * const got = ch.receive(); // waits: nothing sent yet
@@ -199,7 +199,7 @@ class Waiter implements RingOp {
  *
  * @example
  * ```ts
- * import { Channel } from "./mod.ts";
+ * import { Channel } from "../mod.ts";
  * import assert from "node:assert/strict";
  * using ch = new Channel<number>(2, { overflow: "drop-oldest" });
  * ch.trySend(1);

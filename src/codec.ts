@@ -14,7 +14,7 @@
  *
  * @example
  * ```ts
- * import { Channel, codecs } from "./mod.ts";
+ * import { Channel, codecs } from "../mod.ts";
  * import assert from "node:assert/strict";
  * using ch = new Channel<number>(4, { codec: codecs.f64 });
  * ch.trySend(1.5);
@@ -57,22 +57,26 @@ export interface Codec<T> {
 /** @internal A native slot (32 bytes) with views of its words. */
 export class Slot {
   readonly u8: Uint8Array<ArrayBuffer>;
-  readonly u32: Uint32Array<ArrayBuffer>;
-  readonly f64: Float64Array<ArrayBuffer>;
-  readonly i64: BigInt64Array<ArrayBuffer>;
-  readonly u64: BigUint64Array<ArrayBuffer>;
+  #u32?: Uint32Array<ArrayBuffer>;
+  #f64?: Float64Array<ArrayBuffer>;
+  #i64?: BigInt64Array<ArrayBuffer>;
+  #u64?: BigUint64Array<ArrayBuffer>;
 
   constructor(buffer: ArrayBuffer = new ArrayBuffer(32)) {
     this.u8 = new Uint8Array(buffer);
-    this.u32 = new Uint32Array(buffer);
-    this.f64 = new Float64Array(buffer);
-    this.i64 = new BigInt64Array(buffer);
-    this.u64 = new BigUint64Array(buffer);
   }
 
-  /** A copy of this slot's bytes in a new Slot. */
-  clone(): Slot {
-    return new Slot(this.u8.buffer.slice(0));
+  get u32(): Uint32Array<ArrayBuffer> {
+    return this.#u32 ??= new Uint32Array(this.u8.buffer);
+  }
+  get f64(): Float64Array<ArrayBuffer> {
+    return this.#f64 ??= new Float64Array(this.u8.buffer);
+  }
+  get i64(): BigInt64Array<ArrayBuffer> {
+    return this.#i64 ??= new BigInt64Array(this.u8.buffer);
+  }
+  get u64(): BigUint64Array<ArrayBuffer> {
+    return this.#u64 ??= new BigUint64Array(this.u8.buffer);
   }
 }
 
