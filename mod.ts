@@ -17,6 +17,7 @@ export {
   CancellationError,
   ClosedReceiveError,
   ClosedSendError,
+  CodecError,
   CompletionHandlerError,
   InvalidHandleError,
   KcoroError,
@@ -27,6 +28,19 @@ export {
   statusName,
   TimeoutError,
 } from "./src/errors.ts";
+export {
+  type Capacity,
+  Channel,
+  type ChannelMetrics,
+  type ChannelOptions,
+  type Overflow,
+  type ReceiveCatchingResult,
+  type SharedChannel,
+  type TryReceiveResult,
+  type TrySendResult,
+  type WaitOptions,
+} from "./src/channel.ts";
+export { type Codec, type CodecName, codecs } from "./src/codec.ts";
 export {
   type Builtin,
   type CoroutineState,

@@ -13,6 +13,9 @@
  * - chan: channels against Go's own runtime channel benchmarks (bench/go/chan_test.go).
  * - scope: structured concurrency (bench/scope_bench.ts: deno bench, then a `--memory` run)
  *   against Effect (fork + Fiber.join) and effection (spawn + join) from npm, in the same run.
+ * - channel: the TypeScript Channel (deno bench, bench/channel_bench.ts): try-operation pairs
+ *   against the FFI call floor, same-isolate await ping-pong against npm `medium` and a plain
+ *   async call + await.
  */
 const root = new URL("../", import.meta.url).pathname;
 const quick = Deno.args.includes("--quick");
@@ -381,3 +384,41 @@ console.log(
   } (${launchJoin.value.toFixed(1)} ns)`,
 );
 console.log(`\nwrote bench/results/switch.json, sched.json, chan.json, ffi.json and scope.json`);
+// --- channel ------------------------------------------------------------------------------
+async function denoBench(file: string, unit: string): Promise<Map<string, Line>> {
+  const out = await run(Deno.execPath(), [
+    "bench",
+    "--json",
+    "--allow-ffi",
+    "--allow-read",
+    "--allow-env",
+    file,
+  ]);
+  const lines = new Map<string, Line>();
+  for (
+    const b of JSON.parse(out).benches as { name: string; results: { ok: { avg: number } }[] }[]
+  ) {
+    lines.set(b.name, { name: b.name, value: b.results[0].ok.avg, unit });
+  }
+  return lines;
+}
+const ch = await denoBench("bench/channel_bench.ts", "ns/op");
+const chLine = (name: string): Line => {
+  const l = ch.get(name);
+  if (l === undefined) throw new Error(`bench/channel_bench.ts has no bench named ${name}`);
+  return l;
+};
+const chFloor = chLine("ffi call floor: kc_abi_version()");
+const medium = chLine("npm medium: ping-pong round trip, unbuffered");
+const asyncCall = chLine("async call + await (floor of a promise API)");
+const channelFigures = [
+  figure(chLine("trySend + tryReceive pair, codecs.f64"), chFloor),
+  figure(chLine("trySend + tryReceive pair, default codec (number)"), chFloor),
+  figure(chLine("trySend + tryReceive pair, default codec (16-char string)"), chFloor),
+  figure(chLine("ping-pong round trip, rendezvous, await send + receive"), medium),
+  figure(chLine("ping-pong round trip, buffered, default codec"), medium),
+  figure(asyncCall),
+];
+table("TypeScript Channel (deno bench, mean; peers in the same run)", channelFigures);
+await save("channel", channelFigures);
+console.log(`\nwrote bench/results/switch.json, sched.json, chan.json, ffi.json and channel.json`);

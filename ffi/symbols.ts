@@ -111,6 +111,14 @@ export const symbols = {
   kc_chan_snapshot: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, double *out) */
   kc_chan_compute_rate: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
+  /** int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out) */
+  kc_desc_make: { parameters: ["buffer", "u32", "u32", "buffer"], result: "i32" },
+  /** int32_t kc_buf_free(void *ptr) */
+  kc_buf_free: { parameters: ["pointer"], result: "i32" },
+  /** int32_t kc_chan_keep_undelivered(uint32_t handle) */
+  kc_chan_keep_undelivered: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size) */
+  kc_chan_take_undelivered: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /**
    * int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
    *                   uint32_t token, uint32_t flags, uint32_t *out_index)

@@ -202,6 +202,18 @@ int32_t kc_chan_pipe_stop(uint32_t id);
  * bytes sent, bytes received, failures, dropped. KC_EINVAL if `later` is not later. */
 int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, double *out);
 
+/* Native buffers for zero-copy channels driven from a garbage-collected language: kc_desc_make
+ * copies len bytes into a new buffer and writes {buffer, len, NULL, (void *)tag} to *out (len 0:
+ * no buffer, ptr NULL); the receiver frees the buffer with kc_buf_free (NULL: nothing). A
+ * descriptor with a NULL ptr counts 0 bytes in the metrics. */
+int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out);
+int32_t kc_buf_free(void *ptr);
+/* Keeps every value the channel drops (cancel, destroy, drop policies; zero-copy: descriptors
+ * without a release) in a list, replacing the kc_chan_on_undelivered hook; kc_chan_take_undelivered
+ * moves the oldest kept value into out: 1, or 0 when none is left (works after destroy too). */
+int32_t kc_chan_keep_undelivered(uint32_t handle);
+int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size);
+
 /* Select: completes exactly one clause. */
 #define KC_CLAUSE_SEND 0
 #define KC_CLAUSE_RECV 1

@@ -201,3 +201,18 @@ export function unwrap(status: number, op: string): number {
       throw new KcoroError(status, `Cannot ${op}`);
   }
 }
+
+/**
+ * A value a channel's codec cannot carry (a function or symbol in a structured-clone value,
+ * a non-number for `codecs.f64`, ...). Nothing was sent; `cause` holds the underlying error.
+ */
+export class CodecError extends TypeError {
+  /** The codec's name, e.g. `"default"` or `"f64"`. */
+  readonly codec: string;
+
+  constructor(codec: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "CodecError";
+    this.codec = codec;
+  }
+}

@@ -1033,6 +1033,102 @@ export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, tok
 }
 
 // ---------------------------------------------------------------------------------------------
+// Native byte buffers for zero-copy channels driven from JavaScript, and the undelivered list.
+//
+// JavaScript cannot hand a zero-copy channel its own memory (the garbage collector moves and
+// frees it), so the TypeScript codec copies a value's bytes once into a native buffer
+// (kc_desc_make) and sends the descriptor; the receiver views the buffer in place and frees it
+// (kc_buf_free). Values a channel drops (cancel, destroy, drop policies) must reach the
+// isolate that made them without calling JavaScript from a native thread, so a channel may
+// keep them in a list (kc_chan_keep_undelivered) that the isolate empties with
+// kc_chan_take_undelivered.
+
+/// int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out):
+/// copies len bytes of data into a new native buffer and writes the descriptor {buffer, len,
+/// NULL, tag} (len 0: no buffer, ptr NULL). Free the buffer with kc_buf_free.
+export fn kc_desc_make(data: ?*const anyopaque, len: u32, tag: u32, out: ?*chan.Descriptor) callconv(.c) i32 {
+    const o = out orelse return Status.invalid.code();
+    var ptr: ?*anyopaque = null;
+    if (len != 0) {
+        const src: [*]const u8 = @ptrCast(data orelse return Status.invalid.code());
+        const buf = std.c.malloc(len) orelse return Status.no_memory.code();
+        const dst: [*]u8 = @ptrCast(buf);
+        @memcpy(dst[0..len], src[0..len]);
+        ptr = buf;
+    }
+    o.* = .{ .ptr = ptr, .len = len, .release = null, .ctx = @ptrFromInt(tag) };
+    return 0;
+}
+
+/// int32_t kc_buf_free(void *ptr): frees a buffer from kc_desc_make (NULL: nothing).
+export fn kc_buf_free(ptr: ?*anyopaque) callconv(.c) i32 {
+    std.c.free(ptr);
+    return 0;
+}
+
+/// The values channels dropped, kept for kc_chan_take_undelivered: (handle, bytes) in the order
+/// they were dropped. Every channel shares one list (few values are ever dropped).
+const Undelivered = struct {
+    handle: u32,
+    bytes: []u8,
+};
+var undelivered_mutex: std.Thread.Mutex = .{};
+var undelivered_list: std.ArrayListUnmanaged(Undelivered) = .empty;
+/// How many values the list holds (read without the lock for the empty check).
+var undelivered_count: std.atomic.Value(usize) = .init(0);
+
+/// The hook kc_chan_keep_undelivered installs: ctx holds the channel's handle (low 32 bits)
+/// and element size (high 32 bits). Runs with the channel locked, possibly on a scheduler
+/// worker: copies the element, never calls out.
+fn keepUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+    const word: u64 = @intFromPtr(ctx);
+    const h: u32 = @truncate(word);
+    const size: usize = @intCast(word >> 32);
+    const copy = std.heap.c_allocator.dupe(u8, elem[0..size]) catch return; // lost: no memory
+    undelivered_mutex.lock();
+    defer undelivered_mutex.unlock();
+    undelivered_list.append(std.heap.c_allocator, .{ .handle = h, .bytes = copy }) catch {
+        std.heap.c_allocator.free(copy);
+        return;
+    };
+    _ = undelivered_count.fetchAdd(1, .release);
+}
+
+/// int32_t kc_chan_keep_undelivered(uint32_t handle): from now on every value the channel
+/// drops (cancel, destroy, drop policies; for zero-copy channels the descriptors without a
+/// release of their own) is kept, in order, for kc_chan_take_undelivered, even after destroy.
+/// Replaces any kc_chan_on_undelivered hook.
+export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    const ch = ChanRegistry.channelOf(e);
+    const word = @as(u64, ch.elem_size) << 32 | h;
+    ch.setUndelivered(keepUndelivered, @ptrFromInt(word));
+    return 0;
+}
+
+/// int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size): moves the
+/// oldest kept value of that channel (live or destroyed) into out: 1, or 0 if none is left.
+/// KC_EINVAL if size is not the value's size. Never fails on a dead handle.
+export fn kc_chan_take_undelivered(h: u32, out: ?*anyopaque, size: u32) callconv(.c) i32 {
+    const o: [*]u8 = @ptrCast(out orelse return Status.invalid.code());
+    if (undelivered_count.load(.acquire) == 0) return 0;
+    undelivered_mutex.lock();
+    defer undelivered_mutex.unlock();
+    for (undelivered_list.items, 0..) |u, i| {
+        if (u.handle != h) continue;
+        if (u.bytes.len != size) return Status.invalid.code();
+        @memcpy(o[0..size], u.bytes);
+        std.heap.c_allocator.free(u.bytes);
+        _ = undelivered_list.orderedRemove(i);
+        _ = undelivered_count.fetchSub(1, .release);
+        return 1;
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Built-in native entry functions (zig-src/builtins.zig).
 
 const builtins = @import("builtins.zig");
@@ -1079,12 +1175,13 @@ test "include/kcoro.h agrees with the exports" {
         try testing.expectEqual(@as(c_int, f.value), @field(c, name));
     }
     const decls = .{
-        "kc_abi_version", "kc_status_name",      "kc_coro_create",     "kc_coro_resume",
-        "kc_coro_yield",  "kc_coro_yield_value", "kc_coro_park",       "kc_coro_unpark",
-        "kc_coro_state",  "kc_coro_transfer",    "kc_coro_destroy",    "kc_coro_current",
-        "kc_coro_stats",  "kc_builtin_entry",    "kc_sched_start",     "kc_spawn",
-        "kc_sleep_ns",    "kc_sched_drain",      "kc_sched_drain_for", "kc_sched_shutdown",
-        "kc_sched_info",  "kc_sched_stats",      "kc_resolve",
+        "kc_abi_version", "kc_status_name",           "kc_coro_create",           "kc_coro_resume",
+        "kc_coro_yield",  "kc_coro_yield_value",      "kc_coro_park",             "kc_coro_unpark",
+        "kc_coro_state",  "kc_coro_transfer",         "kc_coro_destroy",          "kc_coro_current",
+        "kc_coro_stats",  "kc_builtin_entry",         "kc_sched_start",           "kc_spawn",
+        "kc_sleep_ns",    "kc_sched_drain",           "kc_sched_drain_for",       "kc_sched_shutdown",
+        "kc_sched_info",  "kc_sched_stats",           "kc_resolve",               "kc_desc_make",
+        "kc_buf_free",    "kc_chan_keep_undelivered", "kc_chan_take_undelivered",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -1471,4 +1568,36 @@ test "C ABI: native scopes, actors and producers; cancellation reaches sleeps, w
     try testing.expectEqual(Status.bad_handle.code(), kc_scope_cancel(scope));
     try testing.expectEqual(@as(i32, 0), kc_cancelled()); // not in a scope
     for ([_]u32{ mailbox, idle_box, S.out_chan }) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+}
+
+test "C ABI: native buffers in descriptors; kept undelivered values outlive destroy" {
+    var z: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(32, 1, 1, chan_zero_copy, &z)); // drop-oldest
+    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(z));
+    var d: chan.Descriptor = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_desc_make("hello", 5, 3, &d));
+    try testing.expectEqual(@as(usize, 5), d.len);
+    try testing.expectEqual(@as(usize, 3), @intFromPtr(d.ctx));
+    try testing.expectEqualStrings("hello", @as([*]const u8, @ptrCast(d.ptr.?))[0..5]);
+    var inline_value: chan.Descriptor = .{ .ptr = null, .len = 0, .release = null, .ctx = @ptrFromInt(42) };
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(z, &d, 32, 0, 0, chan_try));
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(z, &inline_value, 32, 0, 0, chan_try)); // drops d
+    var got: chan.Descriptor = undefined;
+    try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(z, &got, 32));
+    try testing.expectEqual(d.ptr, got.ptr);
+    try testing.expectEqual(@as(i32, 0), kc_buf_free(got.ptr));
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(z, &got, 32));
+    var snap: [13]u64 = undefined;
+    _ = kc_chan_snapshot(z, &snap, 13);
+    try testing.expectEqual(@as(u64, 5), snap[2]); // the inline descriptor carries no bytes
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(z)); // drops the inline one
+    try testing.expectEqual(Status.invalid.code(), kc_chan_take_undelivered(z, &got, 8));
+    try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(z, &got, 32));
+    try testing.expectEqual(@as(usize, 42), @intFromPtr(got.ctx));
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(z, &got, 32));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_keep_undelivered(z));
+    try testing.expectEqual(Status.invalid.code(), kc_desc_make(null, 4, 0, &d));
+    try testing.expectEqual(@as(i32, 0), kc_desc_make(null, 0, 7, &d));
+    try testing.expectEqual(@as(?*anyopaque, null), d.ptr);
+    try testing.expectEqual(@as(i32, 0), kc_buf_free(null));
 }

@@ -505,6 +505,13 @@ pub const Channel = struct {
         return std.mem.bytesToValue(Descriptor, elem[0..@sizeOf(Descriptor)]);
     }
 
+    /// The bytes a descriptor carries: its length, or 0 without a buffer (a descriptor with a
+    /// null pointer may carry a small value in its other words, as the TypeScript codec does).
+    fn descriptorBytes(elem: [*]const u8) u64 {
+        const d = descriptorAt(elem);
+        return if (d.ptr == null) 0 else d.len;
+    }
+
     /// Drops the oldest buffered value (to `undelivered`).
     fn dropOldest(ch: *Channel) void {
         assert(ch.len > 0);
@@ -805,13 +812,13 @@ pub const Channel = struct {
     fn countSend(ch: *Channel, elem: [*]const u8) void {
         if (!ch.count_metrics) return;
         ch.metrics.sends += 1;
-        if (ch.zero_copy) ch.metrics.bytes_sent += descriptorAt(elem).len;
+        if (ch.zero_copy) ch.metrics.bytes_sent += descriptorBytes(elem);
     }
 
     fn countReceive(ch: *Channel, elem: [*]const u8) void {
         if (!ch.count_metrics) return;
         ch.metrics.receives += 1;
-        if (ch.zero_copy) ch.metrics.bytes_received += descriptorAt(elem).len;
+        if (ch.zero_copy) ch.metrics.bytes_received += descriptorBytes(elem);
     }
 
     /// A value passed from a waiting party straight to the other: a send and a receive.
@@ -821,7 +828,7 @@ pub const Channel = struct {
         ch.metrics.receives += 1;
         ch.metrics.handoffs += 1;
         if (ch.zero_copy) {
-            const n = descriptorAt(elem).len;
+            const n = descriptorBytes(elem);
             ch.metrics.bytes_sent += n;
             ch.metrics.bytes_received += n;
         }

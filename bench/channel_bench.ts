@@ -1,0 +1,76 @@
+// Channel<T> from TypeScript: the try-operation pair against the FFI floor, and a same-isolate
+// await send/receive ping-pong against a plain async call + await and the npm CSP library
+// `medium` measured in the same run.
+// Run by `./task bench` (bench/run.ts, suite "channel"), or alone:
+//   deno bench --allow-ffi --allow-read --allow-env bench/channel_bench.ts
+import { Channel, codecs, library } from "../mod.ts";
+import medium from "medium"; // npm:medium, pinned in deno.json
+
+const sym = library().symbols("bench");
+
+Deno.bench("ffi call floor: kc_abi_version()", { group: "try" }, () => {
+  sym.kc_abi_version();
+});
+
+const f64 = new Channel<number>(64, { codec: codecs.f64 });
+Deno.bench("trySend + tryReceive pair, codecs.f64", { group: "try", baseline: true }, () => {
+  f64.trySend(1);
+  f64.tryReceive();
+});
+
+const tagged = new Channel<unknown>(64);
+Deno.bench("trySend + tryReceive pair, default codec (number)", { group: "try" }, () => {
+  tagged.trySend(1);
+  tagged.tryReceive();
+});
+
+Deno.bench("trySend + tryReceive pair, default codec (16-char string)", { group: "try" }, () => {
+  tagged.trySend("sixteen chars..!");
+  tagged.tryReceive();
+});
+
+async function identity(x: number): Promise<number> {
+  return await x;
+}
+Deno.bench("async call + await (floor of a promise API)", { group: "pingpong" }, async () => {
+  await identity(1);
+});
+
+function partner(ping: Channel<number>, pong: Channel<number>) {
+  (async () => {
+    for await (const v of ping) await pong.send(v);
+  })();
+}
+
+const ping = new Channel<number>("rendezvous", { codec: codecs.f64 });
+const pong = new Channel<number>("rendezvous", { codec: codecs.f64 });
+partner(ping, pong);
+Deno.bench(
+  "ping-pong round trip, rendezvous, await send + receive",
+  { group: "pingpong", baseline: true },
+  async () => {
+    await ping.send(1);
+    await pong.receive();
+  },
+);
+
+const bping = new Channel<number>("buffered");
+const bpong = new Channel<number>("buffered");
+partner(bping, bpong);
+Deno.bench("ping-pong round trip, buffered, default codec", { group: "pingpong" }, async () => {
+  await bping.send(1);
+  await bpong.receive();
+});
+
+const mping = medium.chan(), mpong = medium.chan();
+medium.go(async () => {
+  for (;;) await medium.put(mpong, await medium.take(mping));
+});
+Deno.bench("npm medium: ping-pong round trip, unbuffered", { group: "pingpong" }, async () => {
+  await medium.put(mping, 1);
+  await medium.take(mpong);
+});
+
+globalThis.addEventListener("unload", () => {
+  for (const c of [f64, tagged, ping, pong, bping, bpong]) c[Symbol.dispose]();
+});

@@ -1,0 +1,156 @@
+/**
+ * Waiting without blocking the event loop: the isolate's completion ring (`kc_ring_*`).
+ *
+ * A channel operation that cannot complete at once is queued natively with a ticket
+ * (`kc_chan_send_async` / `kc_chan_recv_async`). Whoever completes it (a native coroutine, a
+ * thread, another isolate, close or cancel) appends a record to this isolate's ring. The isolate
+ * keeps at most one `kc_ring_wait` outstanding (a nonblocking FFI call, run off the JS thread),
+ * and only while some operation is pending, so idle channels never keep the process alive; each
+ * wake-up drains every ready record and settles each ticket's operation.
+ *
+ * Internal: {@linkcode Channel} is the public face.
+ *
+ * @module
+ */
+import type { Library } from "../ffi/load.ts";
+import { Status } from "./errors.ts";
+
+/** A queued operation: `complete` runs once its record is drained (it must `take` the ticket). */
+export interface RingOp {
+  ticket: number;
+  complete(status: number): void;
+}
+
+/** How long one wait may block before the loop looks again (bounds exit after a lost wake-up). */
+const WAIT_NS = 250_000_000n;
+const BATCH = 64;
+
+type Sym = ReturnType<Library["symbols"]>;
+
+/** One isolate's completion ring over one open library. */
+export class Bridge {
+  readonly #lib: Library;
+  readonly #sym: Sym;
+  readonly #ring: number;
+  readonly #ops = new Map<number, RingOp>();
+  readonly #records = new Uint32Array(4 * BATCH);
+  readonly #statuses = new Int32Array(this.#records.buffer);
+  readonly #out = new Uint32Array(1);
+  #waiting = false;
+
+  private constructor(lib: Library) {
+    this.#lib = lib;
+    this.#sym = lib.symbols("create completion ring");
+    const rc = this.#sym.kc_ring_create(this.#out);
+    if (rc !== 0) throw new Error(`Cannot create completion ring: status ${rc}`);
+    this.#ring = this.#out[0];
+  }
+
+  static #bridges = new WeakMap<Library, Bridge>();
+
+  /** This isolate's bridge for `lib`, created on first use. */
+  static of(lib: Library): Bridge {
+    let b = Bridge.#bridges.get(lib);
+    if (b === undefined) {
+      b = new Bridge(lib);
+      Bridge.#bridges.set(lib, b);
+    }
+    return b;
+  }
+
+  /** Operations queued and not yet settled. */
+  get pending(): number {
+    return this.#ops.size;
+  }
+
+  /** True while a `kc_ring_wait` is outstanding. */
+  get waiting(): boolean {
+    return this.#waiting;
+  }
+
+  /**
+   * `kc_chan_send_async` (`recv` false) or `kc_chan_recv_async`: 0 done now (a receive's value
+   * is in `slot`), 1 queued (`ticket` is set: pass it to `track`), or a negative status.
+   */
+  submit(recv: boolean, handle: number, slot: Uint8Array<ArrayBuffer>, size: number): number {
+    const rc = recv
+      ? this.#sym.kc_chan_recv_async(handle, slot, size, this.#ring, this.#out)
+      : this.#sym.kc_chan_send_async(handle, slot, size, this.#ring, this.#out);
+    return rc;
+  }
+
+  /** The ticket of the last queued `submit`. */
+  get ticket(): number {
+    return this.#out[0];
+  }
+
+  /** Starts watching a queued operation; starts the one wait if none is outstanding. */
+  track(op: RingOp): void {
+    this.#ops.set(op.ticket, op);
+    if (!this.#waiting && !this.#starting) {
+      // Start the wait once this turn of the event loop is over: a same-isolate partner
+      // usually takes the operation over in JavaScript before then (ping-pong), and then no
+      // thread hop is spent at all. Completions from other threads wait at most that long.
+      this.#starting = true;
+      setTimeout(this.#start, 0);
+    }
+  }
+
+  #starting = false;
+  readonly #start = (): void => {
+    this.#starting = false;
+    if (!this.#waiting && this.#ops.size > 0) void this.#loop();
+  };
+
+  /**
+   * Withdraws a queued operation: 0 withdrawn (no record will come), or KC_EBUSY when it
+   * completed already (its record settles it).
+   */
+  abort(op: RingOp): number {
+    const rc = this.#lib.isOpen ? this.#sym.kc_ring_abort(this.#ring, op.ticket) : 0;
+    if (rc === Status.EBUSY) return rc;
+    this.#ops.delete(op.ticket);
+    if (this.#ops.size === 0 && this.#waiting && this.#lib.isOpen) {
+      this.#sym.kc_ring_interrupt(this.#ring); // let the idle isolate exit
+    }
+    return rc;
+  }
+
+  /** After a record: copies a received value into `out` (null for sends), frees the ticket. */
+  take(op: RingOp, out: Uint8Array<ArrayBuffer> | null, size: number): number {
+    return this.#sym.kc_ring_take(this.#ring, op.ticket, out, size);
+  }
+
+  async #loop(): Promise<void> {
+    this.#waiting = true;
+    let got = 0;
+    try {
+      while (this.#ops.size > 0 && this.#lib.isOpen) {
+        got = await this.#sym.kc_ring_wait(this.#ring, WAIT_NS);
+        if (got < 0 || !this.#lib.isOpen) return;
+        this.#drain();
+      }
+    } finally {
+      this.#waiting = false;
+    }
+  }
+
+  /** Settles every ready record. */
+  #drain(): void {
+    while (true) {
+      const n = this.#sym.kc_ring_drain(this.#ring, this.#records, BATCH);
+      if (n <= 0) return;
+      for (let i = 0; i < n; i++) {
+        const op = this.#ops.get(this.#records[4 * i]);
+        if (op === undefined) continue;
+        this.#ops.delete(op.ticket);
+        try {
+          op.complete(this.#statuses[4 * i + 1]);
+        } catch (e) {
+          reportError(e);
+        }
+      }
+      if (n < BATCH) return;
+    }
+  }
+}

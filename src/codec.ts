@@ -1,0 +1,402 @@
+/**
+ * Codecs: how a {@linkcode Channel}'s values become the bytes of a native channel slot.
+ *
+ * - `codecs.f64` (numbers) and `codecs.u64` (bigints 0 .. 2^64-1) travel as 8 raw bytes in a
+ *   copying channel: no tag, no allocation.
+ * - `codecs.bytes` (Uint8Array), `codecs.string` (UTF-8) and `codecs.structured` (anything
+ *   `node:v8` can serialise) travel in zero-copy channels: the value's bytes are copied once into
+ *   native memory (`kc_desc_make`) and the 32-byte descriptor moves through the channel. A
+ *   received Uint8Array is a view of that native memory (no second copy), freed when the view is
+ *   garbage-collected; strings and structured values are decoded from the view, then freed.
+ * - `codecs.default` tags each value: numbers, bigints in the signed 64-bit range, booleans,
+ *   null and undefined travel in the descriptor itself; strings as UTF-8; Uint8Array zero-copy;
+ *   anything else structured-cloned.
+ *
+ * @example
+ * ```ts
+ * import { Channel, codecs } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * using ch = new Channel<number>(4, { codec: codecs.f64 });
+ * ch.trySend(1.5);
+ * assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1.5 });
+ * assert.equal(codecs.f64.name, "f64");
+ * ```
+ *
+ * @module
+ */
+import v8 from "node:v8";
+import type { Library } from "../ffi/load.ts";
+import { CodecError, describe } from "./errors.ts";
+
+type Sym = ReturnType<Library["symbols"]>;
+
+/** The names of the built-in codecs (what `share()` records). */
+export type CodecName = "default" | "f64" | "u64" | "bytes" | "string" | "structured";
+
+/**
+ * How a channel carries its values. Use one of {@linkcode codecs}; the methods are internal
+ * (they are called with a slot of the channel and the library's symbols).
+ */
+export interface Codec<T> {
+  /** The codec's name, e.g. `"f64"`. */
+  readonly name: CodecName;
+  /** Bytes per native slot: 8, or 32 (a `struct kc_desc`). */
+  readonly elemSize: 8 | 32;
+  /** True when the channel carries descriptors (KC_CHAN_ZERO_COPY). */
+  readonly zeroCopy: boolean;
+  /** @internal Writes `value` into `slot` (may allocate a native buffer). */
+  encode(value: T, slot: Slot, sym: Sym): void;
+  /** @internal Reads the value in `slot`, taking ownership of its native buffer. */
+  decode(slot: Slot, sym: Sym): T;
+  /** @internal Frees the native buffer of a slot that was encoded but never sent. */
+  discard(slot: Slot, sym: Sym): void;
+  /** @internal The value a same-isolate receiver gets without a native round trip. */
+  pass(value: T): T;
+}
+
+/** @internal A native slot (32 bytes) with views of its words. */
+export class Slot {
+  readonly u8: Uint8Array<ArrayBuffer>;
+  #u32?: Uint32Array<ArrayBuffer>;
+  #f64?: Float64Array<ArrayBuffer>;
+  #i64?: BigInt64Array<ArrayBuffer>;
+  #u64?: BigUint64Array<ArrayBuffer>;
+
+  constructor(buffer: ArrayBuffer = new ArrayBuffer(32)) {
+    this.u8 = new Uint8Array(buffer);
+  }
+
+  get u32(): Uint32Array<ArrayBuffer> {
+    return this.#u32 ??= new Uint32Array(this.u8.buffer);
+  }
+  get f64(): Float64Array<ArrayBuffer> {
+    return this.#f64 ??= new Float64Array(this.u8.buffer);
+  }
+  get i64(): BigInt64Array<ArrayBuffer> {
+    return this.#i64 ??= new BigInt64Array(this.u8.buffer);
+  }
+  get u64(): BigUint64Array<ArrayBuffer> {
+    return this.#u64 ??= new BigUint64Array(this.u8.buffer);
+  }
+}
+
+// Descriptor words (struct kc_desc): 0 ptr, 1 len, 2 release (always 0 here), 3 ctx.
+// A buffer descriptor: ptr, len, ctx = its tag. An inline one (ptr 0): len = its tag, ctx = its
+// payload (the native side counts 0 bytes for a descriptor without a buffer).
+const T_NUMBER = 1, T_BIGINT = 2, T_TRUE = 3, T_FALSE = 4, T_NULL = 5, T_UNDEFINED = 6;
+const T_EMPTY_STRING = 7, T_EMPTY_BYTES = 8;
+const T_STRING = 16, T_BYTES = 17, T_STRUCTURED = 18;
+
+const I64_MIN = -(2n ** 63n), I64_MAX = 2n ** 63n - 1n, U64_MAX = 2n ** 64n - 1n;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Frees a received Uint8Array's native memory once the view is garbage. */
+const views = new FinalizationRegistry<{ sym: Sym; ptr: Deno.PointerValue }>(({ sym, ptr }) => {
+  try {
+    sym.kc_buf_free(ptr);
+  } catch {
+    // The library was closed: its memory went with it.
+  }
+});
+
+/** The descriptor's buffer pointer as a number (0: an inline value). */
+function ptrOf(slot: Slot): number {
+  return slot.u32[0] + slot.u32[1] * 0x1_0000_0000;
+}
+
+function pointer(slot: Slot): Deno.PointerValue {
+  return Deno.UnsafePointer.create(slot.u64[0]);
+}
+
+function view(slot: Slot, ptr: Deno.PointerValue): ArrayBuffer {
+  return Deno.UnsafePointerView.getArrayBuffer(ptr!, slot.u32[2]);
+}
+
+function putBuffer(slot: Slot, bytes: Uint8Array, tag: number, sym: Sym, codec: string): void {
+  if (bytes.length > 0xffff_ffff) {
+    throw new CodecError(codec, `Cannot send: a value of ${bytes.length} bytes is too large`);
+  }
+  const rc = sym.kc_desc_make(bytes, bytes.length, tag, slot.u8);
+  if (rc !== 0) {
+    throw new CodecError(codec, `Cannot send: no native memory for ${bytes.length} bytes`);
+  }
+}
+
+function putInline(slot: Slot, tag: number): void {
+  slot.u32[0] = 0;
+  slot.u32[1] = 0;
+  slot.u32[2] = tag;
+  slot.u32[3] = 0;
+  slot.u32[4] = 0;
+  slot.u32[5] = 0;
+}
+
+function freeSlot(slot: Slot, sym: Sym): void {
+  if (ptrOf(slot) !== 0) sym.kc_buf_free(pointer(slot));
+}
+
+/** Reads a buffer descriptor's bytes as a view of native memory and frees them after `use`. */
+function withBytes<R>(slot: Slot, sym: Sym, use: (bytes: Uint8Array) => R): R {
+  const ptr = pointer(slot);
+  try {
+    return use(new Uint8Array(view(slot, ptr)));
+  } finally {
+    sym.kc_buf_free(ptr);
+  }
+}
+
+function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
+  if (ptrOf(slot) === 0) return new Uint8Array(0);
+  const ptr = pointer(slot);
+  const bytes = new Uint8Array(view(slot, ptr));
+  views.register(bytes, { sym, ptr });
+  return bytes;
+}
+
+function serialise(value: unknown, codec: string): Uint8Array {
+  try {
+    return v8.serialize(value);
+  } catch (e) {
+    throw new CodecError(
+      codec,
+      `Cannot send: the value cannot be structured-cloned, received ${describe(value)}`,
+      { cause: e },
+    );
+  }
+}
+
+function structuredPass<T>(value: T, codec: string): T {
+  try {
+    return structuredClone(value);
+  } catch (e) {
+    throw new CodecError(
+      codec,
+      `Cannot send: the value cannot be structured-cloned, received ${describe(value)}`,
+      { cause: e },
+    );
+  }
+}
+
+const f64: Codec<number> = {
+  name: "f64",
+  elemSize: 8,
+  zeroCopy: false,
+  encode(value, slot) {
+    if (typeof value !== "number") {
+      throw new CodecError(
+        "f64",
+        `Cannot send: codecs.f64 carries numbers, received ${describe(value)}`,
+      );
+    }
+    slot.f64[0] = value;
+  },
+  decode: (slot) => slot.f64[0],
+  discard() {},
+  pass(value) {
+    if (typeof value !== "number") {
+      throw new CodecError(
+        "f64",
+        `Cannot send: codecs.f64 carries numbers, received ${describe(value)}`,
+      );
+    }
+    return value;
+  },
+};
+
+function checkU64(value: unknown): bigint {
+  if (typeof value !== "bigint" || value < 0n || value > U64_MAX) {
+    throw new CodecError(
+      "u64",
+      `Cannot send: codecs.u64 carries bigints from 0n to 2n ** 64n - 1n, received ${
+        describe(value)
+      }`,
+    );
+  }
+  return value;
+}
+
+const u64: Codec<bigint> = {
+  name: "u64",
+  elemSize: 8,
+  zeroCopy: false,
+  encode(value, slot) {
+    slot.u64[0] = checkU64(value);
+  },
+  decode: (slot) => slot.u64[0],
+  discard() {},
+  pass: (value) => checkU64(value),
+};
+
+function checkBytes(value: unknown): Uint8Array {
+  if (!(value instanceof Uint8Array)) {
+    throw new CodecError(
+      "bytes",
+      `Cannot send: codecs.bytes carries Uint8Array values, received ${describe(value)}`,
+    );
+  }
+  return value;
+}
+
+const bytes: Codec<Uint8Array> = {
+  name: "bytes",
+  elemSize: 32,
+  zeroCopy: true,
+  encode(value, slot, sym) {
+    const b = checkBytes(value);
+    if (b.length === 0) putInline(slot, T_EMPTY_BYTES);
+    else putBuffer(slot, b, T_BYTES, sym, "bytes");
+  },
+  decode: receiveBytes,
+  discard: freeSlot,
+  pass: (value) => checkBytes(value).slice(),
+};
+
+function checkString(value: unknown): string {
+  if (typeof value !== "string") {
+    throw new CodecError(
+      "string",
+      `Cannot send: codecs.string carries strings, received ${describe(value)}`,
+    );
+  }
+  return value;
+}
+
+const string: Codec<string> = {
+  name: "string",
+  elemSize: 32,
+  zeroCopy: true,
+  encode(value, slot, sym) {
+    const s = checkString(value);
+    if (s.length === 0) putInline(slot, T_EMPTY_STRING);
+    else putBuffer(slot, encoder.encode(s), T_STRING, sym, "string");
+  },
+  decode: (slot, sym) => ptrOf(slot) === 0 ? "" : withBytes(slot, sym, (b) => decoder.decode(b)),
+  discard: freeSlot,
+  pass: checkString,
+};
+
+const structured: Codec<unknown> = {
+  name: "structured",
+  elemSize: 32,
+  zeroCopy: true,
+  encode(value, slot, sym) {
+    putBuffer(slot, serialise(value, "structured"), T_STRUCTURED, sym, "structured");
+  },
+  decode: (slot, sym) => withBytes(slot, sym, (b) => v8.deserialize(b)),
+  discard: freeSlot,
+  pass: (value) => structuredPass(value, "structured"),
+};
+
+const tagged: Codec<unknown> = {
+  name: "default",
+  elemSize: 32,
+  zeroCopy: true,
+  encode(value, slot, sym) {
+    switch (typeof value) {
+      case "number":
+        putInline(slot, T_NUMBER);
+        slot.f64[3] = value;
+        return;
+      case "boolean":
+        putInline(slot, value ? T_TRUE : T_FALSE);
+        return;
+      case "undefined":
+        putInline(slot, T_UNDEFINED);
+        return;
+      case "string":
+        if (value.length === 0) putInline(slot, T_EMPTY_STRING);
+        else putBuffer(slot, encoder.encode(value), T_STRING, sym, "default");
+        return;
+      case "bigint":
+        if (value >= I64_MIN && value <= I64_MAX) {
+          putInline(slot, T_BIGINT);
+          slot.i64[3] = value;
+          return;
+        }
+        break;
+      case "object":
+        if (value === null) {
+          putInline(slot, T_NULL);
+          return;
+        }
+        if (value instanceof Uint8Array && value.constructor === Uint8Array) {
+          if (value.length === 0) putInline(slot, T_EMPTY_BYTES);
+          else putBuffer(slot, value, T_BYTES, sym, "default");
+          return;
+        }
+        break;
+    }
+    putBuffer(slot, serialise(value, "default"), T_STRUCTURED, sym, "default");
+  },
+  decode(slot, sym) {
+    if (ptrOf(slot) === 0) {
+      switch (slot.u32[2]) {
+        case T_NUMBER:
+          return slot.f64[3];
+        case T_BIGINT:
+          return slot.i64[3];
+        case T_TRUE:
+          return true;
+        case T_FALSE:
+          return false;
+        case T_NULL:
+          return null;
+        case T_UNDEFINED:
+          return undefined;
+        case T_EMPTY_STRING:
+          return "";
+        case T_EMPTY_BYTES:
+          return new Uint8Array(0);
+      }
+      throw new CodecError("default", `Cannot receive: unknown inline tag ${slot.u32[2]}`);
+    }
+    switch (slot.u32[6]) {
+      case T_STRING:
+        return withBytes(slot, sym, (b) => decoder.decode(b));
+      case T_BYTES:
+        return receiveBytes(slot, sym);
+      case T_STRUCTURED:
+        return withBytes(slot, sym, (b) => v8.deserialize(b));
+    }
+    freeSlot(slot, sym);
+    throw new CodecError("default", `Cannot receive: unknown buffer tag ${slot.u32[6]}`);
+  },
+  discard: freeSlot,
+  pass(value) {
+    switch (typeof value) {
+      case "number":
+      case "boolean":
+      case "undefined":
+      case "string":
+      case "bigint":
+        return value;
+      case "object":
+        if (value === null) return value;
+        if (value instanceof Uint8Array && value.constructor === Uint8Array) return value.slice();
+    }
+    return structuredPass(value, "default");
+  },
+};
+
+/**
+ * The built-in codecs. `default` tags each value; the typed ones skip the tag:
+ * `f64` numbers, `u64` bigints, `bytes` Uint8Array, `string` strings, `structured` anything
+ * `structuredClone` accepts.
+ */
+export const codecs: {
+  readonly default: Codec<unknown>;
+  readonly f64: Codec<number>;
+  readonly u64: Codec<bigint>;
+  readonly bytes: Codec<Uint8Array>;
+  readonly string: Codec<string>;
+  readonly structured: Codec<unknown>;
+} = Object.freeze({ default: tagged, f64, u64, bytes, string, structured });
+
+/** @internal The built-in codec of that name, or undefined. */
+export function codecByName(name: unknown): Codec<unknown> | undefined {
+  return typeof name === "string" && Object.hasOwn(codecs, name)
+    ? (codecs as Record<string, Codec<unknown>>)[name]
+    : undefined;
+}

@@ -1,0 +1,425 @@
+// Channel<T> through the TypeScript API: DESIGN.md section 5's channel semantics, codecs,
+// abort signals, Workers, and a process with idle channels exiting by itself.
+import assert from "node:assert/strict";
+import {
+  CancellationError,
+  Channel,
+  ClosedReceiveError,
+  ClosedSendError,
+  CodecError,
+  codecs,
+  InvalidHandleError,
+  library,
+} from "../mod.ts";
+import { Bridge } from "../src/bridge.ts";
+
+const root = new URL("../", import.meta.url).pathname;
+
+/** A promise's state without waiting for it: settles pending microtasks first. */
+async function settled(p: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  p.then(() => done = true, () => done = true);
+  for (let i = 0; i < 10; i++) await Promise.resolve();
+  return done;
+}
+
+Deno.test("constructor: bad arguments are RangeError/TypeError naming what was received", () => {
+  assert.throws(() => new Channel(-1), {
+    name: "RangeError",
+    message: "Cannot create channel: capacity must be an integer from 0 to 4294967294, received -1",
+  });
+  assert.throws(() => new Channel(1.5), RangeError);
+  assert.throws(() => new Channel("huge" as never), TypeError);
+  assert.throws(
+    () => new Channel(4, { overflow: "drop-newest" as never }),
+    /overflow must be "suspend", "drop-oldest" or "drop-latest", received "drop-newest"/,
+  );
+  assert.throws(() => new Channel("conflated", { overflow: "drop-latest" }), RangeError);
+  assert.throws(
+    () => new Channel(1, { onUndeliveredElement: 5 as never }),
+    /onUndeliveredElement must be a function, received 5/,
+  );
+  assert.throws(() => new Channel(1, { codec: { name: "f64" } as never }), TypeError);
+});
+
+Deno.test("default codec: every kind of value round-trips; what cannot be cloned is a CodecError", () => {
+  using ch = new Channel<unknown>("unlimited");
+  const values = [
+    0,
+    -1.5,
+    NaN,
+    -0,
+    2n ** 63n - 1n,
+    -(2n ** 63n),
+    2n ** 64n,
+    true,
+    false,
+    null,
+    undefined,
+    "",
+    "héllo ☃",
+    new Uint8Array([1, 2, 3]),
+    new Uint8Array(0),
+    { a: [1, { b: "c" }], d: new Map([[1, 2]]) },
+    [1, "two"],
+    new Date(0),
+  ];
+  for (const v of values) assert.equal(ch.trySend(v).state, "ok");
+  for (const v of values) {
+    const r = ch.tryReceive();
+    assert.equal(r.state, "ok");
+    assert.deepEqual((r as { value: unknown }).value, v);
+  }
+  const before = ch.metrics().sends;
+  assert.throws(() => ch.trySend(() => 1), (e: unknown) => {
+    assert.ok(e instanceof CodecError);
+    assert.equal(e.name, "CodecError");
+    assert.equal(e.codec, "default");
+    return true;
+  });
+  assert.throws(() => ch.trySend(Symbol("s")), CodecError);
+  assert.equal(ch.metrics().sends, before); // nothing was sent
+  assert.deepEqual(ch.tryReceive(), { state: "empty" });
+});
+
+Deno.test("typed codecs: f64, u64, bytes, string, structured; wrong values are CodecErrors", () => {
+  using f = new Channel<number>(2, { codec: codecs.f64 });
+  f.trySend(Math.PI);
+  assert.deepEqual(f.tryReceive(), { state: "ok", value: Math.PI });
+  assert.throws(() => f.trySend("1" as never), /codecs.f64 carries numbers, received "1"/);
+  using u = new Channel<bigint>(2, { codec: codecs.u64 });
+  u.trySend(2n ** 64n - 1n);
+  assert.deepEqual(u.tryReceive(), { state: "ok", value: 2n ** 64n - 1n });
+  assert.throws(() => u.trySend(-1n), CodecError);
+  assert.throws(() => u.trySend(2n ** 64n), CodecError);
+  using b = new Channel<Uint8Array>(2, { codec: codecs.bytes });
+  assert.throws(() => b.trySend([1, 2] as never), CodecError);
+  using s = new Channel<string>(2, { codec: codecs.string });
+  s.trySend("ünïcode");
+  assert.deepEqual(s.tryReceive(), { state: "ok", value: "ünïcode" });
+  using o = new Channel<unknown>(2, { codec: codecs.structured });
+  o.trySend({ x: 1n });
+  assert.deepEqual(o.tryReceive(), { state: "ok", value: { x: 1n } });
+  assert.throws(() => o.trySend({ f() {} }), CodecError);
+});
+
+Deno.test("Uint8Array: the sender's bytes are copied once; the receiver gets its own view", () => {
+  using ch = new Channel<Uint8Array>(1, { codec: codecs.bytes });
+  const sent = new Uint8Array(1000).fill(7);
+  ch.trySend(sent);
+  sent.fill(0); // after send, the channel holds its own copy
+  const r = ch.tryReceive();
+  assert.equal(r.state, "ok");
+  const got = (r as { value: Uint8Array }).value;
+  assert.equal(got.length, 1000);
+  assert.ok(got.every((x) => x === 7));
+  assert.notEqual(got.buffer, sent.buffer);
+  const m = ch.metrics();
+  assert.equal(m.bytesSent, 1000);
+  assert.equal(m.bytesReceived, 1000);
+});
+
+Deno.test("buffered: FIFO, full, empty; capacity names", () => {
+  using ch = new Channel<number>(3);
+  for (let i = 0; i < 3; i++) assert.deepEqual(ch.trySend(i), { state: "ok" });
+  assert.deepEqual(ch.trySend(3), { state: "full" });
+  for (let i = 0; i < 3; i++) assert.deepEqual(ch.tryReceive(), { state: "ok", value: i });
+  assert.deepEqual(ch.tryReceive(), { state: "empty" });
+  using buffered = new Channel<number>("buffered");
+  let n = 0;
+  while (buffered.trySend(n).state === "ok") n++;
+  assert.equal(n, 64);
+  using rendezvous = new Channel<number>();
+  assert.deepEqual(rendezvous.trySend(1), { state: "full" });
+  using unlimited = new Channel<number>("unlimited", { overflow: "drop-latest" });
+  for (let i = 0; i < 1000; i++) assert.equal(unlimited.trySend(i).state, "ok");
+  assert.equal(unlimited.metrics().dropped, 0); // unlimited ignores overflow
+});
+
+Deno.test("drop-latest keeps the buffer and hands the new value to onUndeliveredElement", () => {
+  const dropped: unknown[] = [];
+  using ch = new Channel<string>(2, {
+    overflow: "drop-latest",
+    onUndeliveredElement: (v) => dropped.push(v),
+  });
+  for (const v of ["a", "b", "c", "d"]) assert.deepEqual(ch.trySend(v), { state: "ok" });
+  assert.deepEqual(dropped, ["c", "d"]);
+  assert.equal(ch.metrics().dropped, 2);
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: "a" });
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: "b" });
+});
+
+Deno.test("drop-oldest and conflated drop the oldest; rendezvous + drop policy is one slot", () => {
+  const dropped: number[] = [];
+  using ch = new Channel<number>(2, {
+    overflow: "drop-oldest",
+    onUndeliveredElement: (v) => dropped.push(v),
+  });
+  for (const v of [1, 2, 3, 4]) ch.trySend(v);
+  assert.deepEqual(dropped, [1, 2]);
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 3 });
+  const lost: number[] = [];
+  using c = new Channel<number>("conflated", {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => lost.push(v),
+  });
+  for (const v of [1, 2, 3]) c.trySend(v);
+  assert.deepEqual(c.tryReceive(), { state: "ok", value: 3 });
+  assert.deepEqual(lost, [1, 2]);
+  using r = new Channel<number>(0, { overflow: "drop-latest" });
+  r.trySend(1);
+  r.trySend(2);
+  assert.deepEqual(r.tryReceive(), { state: "ok", value: 1 });
+});
+
+Deno.test("close: true once; buffered values stay receivable; then closed errors", async () => {
+  using ch = new Channel<number>(4);
+  ch.trySend(1);
+  assert.equal(ch.close(), true);
+  assert.equal(ch.close(), false);
+  assert.equal(ch.isClosedForSend, true);
+  assert.equal(ch.isClosedForReceive, false);
+  assert.deepEqual(ch.trySend(2), { state: "closed" });
+  await assert.rejects(ch.send(2), ClosedSendError);
+  assert.equal(await ch.receive(), 1);
+  assert.equal(ch.isClosedForReceive, true);
+  assert.deepEqual(ch.tryReceive(), { state: "closed" });
+  await assert.rejects(ch.receive(), ClosedReceiveError);
+  assert.deepEqual(await ch.receiveCatching(), { state: "closed" });
+  using withCause = new Channel<number>(1);
+  const cause = new Error("done");
+  withCause.close(cause);
+  await assert.rejects(withCause.send(1), (e) => e === cause);
+  await assert.rejects(withCause.receive(), (e) => e === cause);
+  assert.deepEqual(withCause.tryReceive(), { state: "closed", cause });
+});
+
+Deno.test("close settles waiting receivers; a sender already waiting still delivers", async () => {
+  using ch = new Channel<string>();
+  const r1 = ch.receive();
+  const r2 = ch.receiveCatching();
+  assert.equal(await settled(r1), false);
+  ch.close();
+  await assert.rejects(r1, ClosedReceiveError);
+  assert.deepEqual(await r2, { state: "closed" });
+  using rz = new Channel<string>();
+  const sending = rz.send("kept");
+  assert.equal(await settled(sending), false);
+  rz.close();
+  assert.equal(await rz.receive(), "kept");
+  await sending;
+  assert.deepEqual(await rz.receiveCatching(), { state: "closed" });
+});
+
+Deno.test("cancel drops buffered values to the hook and rejects every waiter", async () => {
+  const dropped: string[] = [];
+  using ch = new Channel<string>(2, { onUndeliveredElement: (v) => dropped.push(v) });
+  ch.trySend("a");
+  ch.trySend("b");
+  const waitingSend = ch.send("c");
+  assert.equal(await settled(waitingSend), false);
+  using empty = new Channel<number>();
+  const waitingReceive = empty.receive();
+  ch.cancel();
+  empty.cancel(new Error("why"));
+  await assert.rejects(waitingSend, CancellationError);
+  await assert.rejects(waitingReceive, (e) => {
+    assert.ok(e instanceof CancellationError);
+    assert.equal((e.cause as Error).message, "why");
+    return true;
+  });
+  assert.deepEqual(dropped.sort(), ["a", "b", "c"]);
+  assert.equal(ch.trySend("d").state, "closed");
+  assert.equal(ch.tryReceive().state, "closed");
+  assert.equal(ch.isClosedForReceive, true);
+});
+
+Deno.test("abort signals: reject with the reason, leave the channel intact, never deliver", async () => {
+  using ch = new Channel<number>();
+  const ac = new AbortController();
+  const r = ch.receive({ signal: ac.signal });
+  ac.abort(new Error("stop"));
+  await assert.rejects(r, /stop/);
+  // The aborted receiver is gone: a try-send finds nobody.
+  assert.deepEqual(ch.trySend(1), { state: "full" });
+  const sc = new AbortController();
+  const s = ch.send(42, { signal: sc.signal });
+  assert.equal(await settled(s), false);
+  sc.abort("nope");
+  await assert.rejects(s, (e) => e === "nope");
+  assert.deepEqual(ch.tryReceive(), { state: "empty" }); // 42 was never delivered
+  await assert.rejects(ch.send(1, { signal: AbortSignal.abort("pre") }), (e) => e === "pre");
+  await assert.rejects(ch.receiveCatching({ signal: AbortSignal.abort("pre") }));
+  // Still usable.
+  const later = ch.receive();
+  await ch.send(7);
+  assert.equal(await later, 7);
+  assert.equal(Bridge.of(library()).pending, 0);
+});
+
+Deno.test("waits: many producers and consumers, every value received exactly once", async () => {
+  for (const capacity of [0, 1, 16] as const) {
+    using ch = new Channel<number>(capacity, { codec: codecs.f64 });
+    const per = 200, producers = 4, consumers = 3;
+    const seen: number[] = [];
+    const consumer = async () => {
+      for await (const v of ch) seen.push(v);
+    };
+    const producer = async (p: number) => {
+      for (let i = 0; i < per; i++) await ch.send(p * per + i);
+    };
+    const cs = Array.from({ length: consumers }, consumer);
+    await Promise.all(Array.from({ length: producers }, (_, p) => producer(p)));
+    ch.close();
+    await Promise.all(cs);
+    assert.equal(seen.length, per * producers, `capacity ${capacity}`);
+    assert.deepEqual(
+      seen.sort((a, b) => a - b),
+      Array.from({ length: per * producers }, (_, i) => i),
+    );
+    const m = ch.metrics();
+    assert.equal(m.sends, per * producers);
+    assert.equal(m.receives, per * producers);
+  }
+  assert.equal(Bridge.of(library()).pending, 0);
+});
+
+Deno.test("FIFO per producer through waits", async () => {
+  using ch = new Channel<number>(2);
+  const got: number[] = [];
+  const consumer = (async () => {
+    for await (const v of ch) got.push(v);
+  })();
+  for (let i = 0; i < 100; i++) await ch.send(i);
+  ch.close();
+  await consumer;
+  assert.deepEqual(got, Array.from({ length: 100 }, (_, i) => i));
+});
+
+Deno.test("async iteration ends on close and rethrows a close cause", async () => {
+  using ch = new Channel<number>(3);
+  ch.trySend(1);
+  ch.trySend(2);
+  ch.close(new Error("boom"));
+  const got: number[] = [];
+  await assert.rejects(async () => {
+    for await (const v of ch) got.push(v);
+  }, /boom/);
+  assert.deepEqual(got, [1, 2]);
+});
+
+Deno.test("dispose destroys the native channel; later use is an InvalidHandleError", async () => {
+  let shared;
+  {
+    await using ch = new Channel<number>(1);
+    shared = ch.share();
+    const copy = Channel.from<number>(shared);
+    copy.trySend(5);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 });
+    copy[Symbol.dispose](); // a copy only detaches
+    assert.deepEqual(ch.trySend(6), { state: "ok" });
+    ch[Symbol.dispose]();
+    assert.throws(() => ch.trySend(1), InvalidHandleError);
+  }
+  assert.throws(() => Channel.from(shared), InvalidHandleError);
+});
+
+Deno.test("Channel.from rejects forged objects with named errors", () => {
+  using ch = new Channel<string>(1, { codec: codecs.string });
+  const ok = ch.share();
+  assert.deepEqual(ok, {
+    kind: "kcoro.channel",
+    version: 1,
+    handle: ch.handle,
+    elemSize: 32,
+    zeroCopy: true,
+    codec: "string",
+    capacity: 1,
+  });
+  assert.equal(structuredClone(ok).handle, ch.handle);
+  for (
+    const forged of [
+      null,
+      42,
+      {},
+      { ...ok, kind: "other" },
+      { ...ok, handle: -1 },
+      { ...ok, handle: 1.5 },
+      { ...ok, codec: "evil" },
+      { ...ok, elemSize: 8 },
+      { ...ok, capacity: "x" },
+    ]
+  ) {
+    assert.throws(() => Channel.from(forged as never), TypeError, JSON.stringify(forged));
+  }
+  assert.throws(() => Channel.from({ ...ok, handle: ok.handle ^ 0x10000 }), InvalidHandleError);
+});
+
+Deno.test("Workers: a shared channel carries values both ways between isolates", async () => {
+  using toWorker = new Channel<unknown>(0);
+  using fromWorker = new Channel<unknown>(4);
+  const worker = new Worker(new URL("./fixtures/channel_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    worker.postMessage({ input: toWorker.share(), output: fromWorker.share() });
+    // The worker waits on toWorker (rendezvous): our sends complete through its ring.
+    for (const v of [1, "two", { three: 3 }, new Uint8Array([4])]) await toWorker.send(v);
+    toWorker.close();
+    const got: unknown[] = [];
+    for await (const v of fromWorker) got.push(v);
+    assert.deepEqual(got, [2, "two!", { three: 3, seen: true }, new Uint8Array([4, 4])]);
+  } finally {
+    worker.terminate();
+  }
+});
+
+async function runScript(code: string): Promise<{ code: number; ms: number; stderr: string }> {
+  const t0 = performance.now();
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--quiet", code],
+    env: { NO_COLOR: "1" },
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    ms: performance.now() - t0,
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("a process with idle channels exits by itself; pending ops do not outlive their abort", async () => {
+  const res = await runScript(`
+    import { Channel } from "./mod.ts";
+    const a = new Channel(4), b = new Channel();
+    a.trySend("idle value");
+    const r = b.receive();         // waits on the ring...
+    await b.send("x");             // ...and is completed: nothing pending any more
+    if (await r !== "x") throw new Error("wrong value");
+    const ac = new AbortController();
+    const p = b.receive({ signal: ac.signal }).catch(() => "aborted");
+    ac.abort();
+    if (await p !== "aborted") throw new Error("not aborted");
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.ok(res.ms < 5000, `exited after ${res.ms} ms`);
+});
+
+Deno.test("a channel used after its library was closed throws LibraryClosedError", async () => {
+  const res = await runScript(`
+    import { Channel, closeLibrary, LibraryClosedError } from "./mod.ts";
+    const ch = new Channel(1);
+    closeLibrary();
+    for (const f of [() => ch.trySend(1), () => ch.tryReceive(), () => ch.close(), () => ch.metrics()]) {
+      try { f(); throw new Error("no error"); } catch (e) {
+        if (!(e instanceof LibraryClosedError)) throw e;
+      }
+    }
+    let rejected = false;
+    await ch.send(1).catch((e) => { rejected = e instanceof LibraryClosedError; });
+    if (!rejected) throw new Error("send did not reject");
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
