@@ -386,6 +386,8 @@ pub const Channel = struct {
     len: u32 = 0,
     closed: bool = false,
     cancelled: bool = false,
+    /// Retired (`retire`): its memory waits for re-use; guarded operations fail.
+    dead: bool = false,
     zero_copy: bool = false,
     count_metrics: bool = true,
     senders: WaitQueue = .{},
@@ -421,10 +423,60 @@ pub const Channel = struct {
             if (opts.elem_size != 0 and opts.elem_size != @sizeOf(Descriptor)) return error.InvalidArgument;
             opts.elem_size = @sizeOf(Descriptor);
         }
-        return createChecked(allocator, opts);
+        const ch = try allocator.create(Channel);
+        errdefer allocator.destroy(ch);
+        ch.* = .{ .allocator = allocator, .elem_size = 0, .capacity = 0, .overflow = .@"suspend", .on_undelivered = null, .undelivered_ctx = null };
+        try ch.initAt(allocator, opts, false);
+        return ch;
     }
 
-    fn createChecked(allocator: std.mem.Allocator, options: Options) Error!*Channel {
+    /// Builds a channel in `ch`'s memory. `reuse`: the memory of a channel that `retire`d; its
+    /// lock word is kept and held while the fields change, because a guarded try-operation
+    /// (`tryGuarded`) holding no reference may be spinning on it.
+    pub fn initAt(ch: *Channel, allocator: std.mem.Allocator, options: Options, reuse: bool) Error!void {
+        var opts = options;
+        if (opts.zero_copy) {
+            if (opts.elem_size != 0 and opts.elem_size != @sizeOf(Descriptor)) return error.InvalidArgument;
+            opts.elem_size = @sizeOf(Descriptor);
+        }
+        const fresh = try build(allocator, opts);
+        if (reuse) ch.mutex.lock();
+        inline for (@typeInfo(Channel).@"struct".fields) |f| {
+            if (comptime !std.mem.eql(u8, f.name, "mutex")) @field(ch, f.name) = @field(fresh, f.name);
+        }
+        if (reuse) ch.unlock();
+    }
+
+    /// Frees what a channel holds but keeps its memory for `initAt(.., reuse = true)`: dropped
+    /// values go to `on_undelivered`; later guarded try-operations fail with `Stale`.
+    pub fn retire(ch: *Channel) void {
+        ch.mutex.lock();
+        defer ch.unlock();
+        assert(ch.senders.isEmpty());
+        assert(ch.receivers.isEmpty());
+        assert(!ch.dead);
+        while (ch.len > 0) ch.dropOldest();
+        if (track_ownership) {
+            assert(ch.in_flight.count() == 0);
+            ch.in_flight.deinit(ch.allocator);
+            ch.in_flight = .empty;
+        }
+        ch.allocator.free(ch.buf);
+        ch.buf = &.{};
+        ch.slots = 0;
+        ch.head = 0;
+        ch.dead = true;
+        ch.closed = true;
+    }
+
+    /// Frees the memory of a retired channel.
+    pub fn destroyRetired(ch: *Channel) void {
+        assert(ch.dead);
+        ch.allocator.destroy(ch);
+    }
+
+    /// The fields of a new channel (lock unlocked), with its buffer allocated.
+    fn build(allocator: std.mem.Allocator, options: Options) Error!Channel {
         if (options.elem_size == 0 or options.elem_size > 1 << 20) return error.InvalidArgument;
         var capacity = options.capacity;
         var overflow = options.overflow;
@@ -437,9 +489,7 @@ pub const Channel = struct {
         } else if (capacity == 0 and overflow != .@"suspend") {
             capacity = 1; // rendezvous + drop policy = a 1-slot buffer
         }
-        const ch = try allocator.create(Channel);
-        errdefer allocator.destroy(ch);
-        ch.* = .{
+        var ch: Channel = .{
             .allocator = allocator,
             .elem_size = options.elem_size,
             .capacity = capacity,
@@ -457,6 +507,71 @@ pub const Channel = struct {
             ch.slots = initial;
         }
         return ch;
+    }
+
+    /// A try-send or try-receive for a caller that holds no reference to the channel (the C
+    /// ABI's fast path): `guard` (the handle slot) must still equal `expected` once the lock is
+    /// held, else error.Stale (the handle died; the memory stays valid because such channels
+    /// are only ever retired and re-initialised in place, never freed while in use). Any thread.
+    pub fn tryGuarded(ch: *Channel, kind: ClauseKind, elem: [*]u8, size: u32, guard: *const std.atomic.Value(u32), expected: u32) (Error || error{Stale})!void {
+        // Lock-free answers first, each confirmed by the guard after the flag was read (a flag
+        // of a channel that died since would fail the guard).
+        switch (kind) {
+            .receive => if (!ch.recv_ready.load(.acquire)) {
+                if (guard.load(.acquire) != expected) return error.Stale;
+                if (size != @atomicLoad(u32, &ch.elem_size, .monotonic)) return error.InvalidArgument;
+                return error.WouldBlock;
+            },
+            .send => if (ch.send_blocked.load(.acquire)) {
+                if (guard.load(.acquire) != expected) return error.Stale;
+                if (size != @atomicLoad(u32, &ch.elem_size, .monotonic)) return error.InvalidArgument;
+                if (ch.count_metrics) _ = ch.fast_fail_full.fetchAdd(1, .monotonic); // a statistic
+                return error.WouldBlock;
+            },
+        }
+        ch.mutex.lock();
+        // Monotonic: the handle slot changes only before a retire or re-init, both under this
+        // lock, which we hold.
+        if (guard.load(.monotonic) != expected or ch.dead) {
+            ch.unlock();
+            return error.Stale;
+        }
+        if (size != ch.elem_size) {
+            ch.unlock();
+            return error.InvalidArgument;
+        }
+        var wake: ?Waiter.Wake = null;
+        const outcome: enum { done, closed, would_block } = switch (kind) {
+            .send => switch (ch.sendLocked(elem, &wake) catch |e| {
+                ch.unlock();
+                return e;
+            }) {
+                .done => .done,
+                .closed => .closed,
+                .full => .would_block,
+            },
+            .receive => switch (ch.recvLocked(elem, &wake)) {
+                .done => .done,
+                .closed => .closed,
+                .empty => .would_block,
+            },
+        };
+        switch (outcome) {
+            .done => {
+                ch.unlock();
+                if (wake) |info| Waiter.wake(info);
+            },
+            .closed => {
+                ch.metrics.fail_closed += 1;
+                ch.unlock();
+                return ch.closedError();
+            },
+            .would_block => {
+                if (kind == .send) ch.metrics.fail_full += 1;
+                ch.unlock();
+                return error.WouldBlock;
+            },
+        }
     }
 
     /// Frees the channel. Nothing may wait on it or use it any more; buffered values are

@@ -18,7 +18,7 @@ const Channel = channel.Channel;
 pub const Handle = handle_mod.Handle;
 
 fn freeChannel(ch: *Channel, _: std.mem.Allocator) void {
-    ch.destroy();
+    ch.retire(); // the memory stays with the entry (see `Registry`)
 }
 
 fn retireChannel(ch: *Channel) void {
@@ -32,7 +32,10 @@ fn freeToken(t: *channel.Token, allocator: std.mem.Allocator) void {
 fn retireToken(_: *channel.Token) void {}
 
 /// Channels by handle: `destroy` cancels the channel (blocked operations fail with
-/// `Cancelled`, buffered values go to the undelivered hook) and frees it once unused.
+/// `Cancelled`, buffered values go to the undelivered hook) and retires it once unused. A
+/// channel's memory stays with its entry and is re-initialised in place for the entry's next
+/// channel, so a try-operation may use a channel without taking a reference (it checks the
+/// entry's handle under the channel lock: `Channel.tryGuarded`).
 pub const Registry = RefRegistry(Channel, .channel, freeChannel, retireChannel);
 
 /// Cancellation tokens by handle: `destroy` frees the token once no operation waits on it (it
@@ -85,6 +88,10 @@ pub fn RefRegistry(
             handle: std.atomic.Value(u32) = .init(0),
             obj: ?*T = null,
             next_free: ?*Entry = null,
+            /// Channels: the memory of this entry's channels, kept across uses (never freed
+            /// while the registry lives). Written under the registry lock before the first
+            /// handle to it is published.
+            stable: if (T == Channel) ?*Channel else void = if (T == Channel) null else {},
         };
 
         allocator: std.mem.Allocator,
@@ -108,6 +115,7 @@ pub fn RefRegistry(
             }
             for (r.all.items) |e| {
                 assert(e.refs.load(.monotonic) == 0); // an operation still in progress
+                if (T == Channel) if (e.stable) |ch| ch.destroyRetired();
                 r.allocator.destroy(e);
             }
             r.all.deinit(r.allocator);
@@ -118,9 +126,37 @@ pub fn RefRegistry(
         /// Channels: creates one from `options` and names it.
         pub fn create(r: *Self, options: channel.Options) channel.Error!Handle {
             comptime assert(T == Channel);
-            const ch = try Channel.create(r.allocator, options);
-            errdefer ch.destroy();
-            return r.add(ch);
+            r.mutex.lock();
+            defer r.mutex.unlock();
+            const e = try r.takeEntry();
+            if (e.stable) |ch| {
+                ch.initAt(r.allocator, options, true) catch |err| {
+                    r.putEntry(e);
+                    return err;
+                };
+            } else {
+                const ch = Channel.create(r.allocator, options) catch |err| {
+                    r.putEntry(e);
+                    return err;
+                };
+                // Release: pairs with the acquire load in `peek` (which can only find the entry
+                // once `publish` gave it a handle, but the store is read without the lock).
+                @atomicStore(?*Channel, &e.stable, ch, .release);
+            }
+            return r.publish(e, e.stable.?) catch |err| {
+                e.stable.?.retire(); // `publish` put the entry back
+                return err;
+            };
+        }
+
+        /// The stable channel memory of the entry `h` names, and the entry's handle word to
+        /// check it against, without taking a reference (see `Channel.tryGuarded`). Null for
+        /// a handle that is not live now.
+        pub fn peek(r: *Self, h: Handle) ?struct { ch: *Channel, guard: *const std.atomic.Value(u32) } {
+            comptime assert(T == Channel);
+            const e = r.table.get(h) orelse return null;
+            const ch = @atomicLoad(?*Channel, &e.stable, .acquire) orelse return null;
+            return .{ .ch = ch, .guard = &e.handle };
         }
 
         /// Tokens: creates one and names it.
@@ -136,27 +172,42 @@ pub fn RefRegistry(
         pub fn add(r: *Self, obj: *T) error{OutOfMemory}!Handle {
             r.mutex.lock();
             defer r.mutex.unlock();
-            const e = if (r.free_entries) |f| blk: {
+            const e = try r.takeEntry();
+            return r.publish(e, obj);
+        }
+
+        /// Under the registry lock.
+        fn takeEntry(r: *Self) error{OutOfMemory}!*Entry {
+            if (r.free_entries) |f| {
                 r.free_entries = f.next_free;
-                break :blk f;
-            } else blk: {
-                try r.all.ensureUnusedCapacity(r.allocator, 1);
-                const n = try r.allocator.create(Entry);
-                n.* = .{};
-                r.all.appendAssumeCapacity(n);
-                break :blk n;
-            };
+                f.next_free = null;
+                return f;
+            }
+            try r.all.ensureUnusedCapacity(r.allocator, 1);
+            const n = try r.allocator.create(Entry);
+            n.* = .{};
+            r.all.appendAssumeCapacity(n);
+            return n;
+        }
+
+        /// Under the registry lock.
+        fn putEntry(r: *Self, e: *Entry) void {
+            e.next_free = r.free_entries;
+            r.free_entries = e;
+        }
+
+        /// Under the registry lock: gives `e` (holding `obj`) a handle.
+        fn publish(r: *Self, e: *Entry, obj: *T) error{OutOfMemory}!Handle {
             e.obj = obj;
-            e.next_free = null;
             // The table's reference. Release: pairs with the acquire CAS in `acquire`.
             e.refs.store(1, .release);
             const h = r.table.alloc(e) catch {
                 e.refs.store(0, .release);
                 e.obj = null;
-                e.next_free = r.free_entries;
-                r.free_entries = e;
+                r.putEntry(e);
                 return error.OutOfMemory;
             };
+            // Release: pairs with the acquire loads in `acquire` and `Channel.tryGuarded`.
             e.handle.store(h, .release);
             return h;
         }
