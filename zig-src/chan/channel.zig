@@ -540,6 +540,16 @@ pub const Channel = struct {
             ch.unlock();
             return error.InvalidArgument;
         }
+        if (try ch.attempt(kind, elem)) return;
+        if (kind == .send) ch.metrics.fail_full += 1;
+        ch.unlock();
+        return error.WouldBlock;
+    }
+
+    /// With the lock held: a send of `elem` or a receive into it, if it can happen now. Done
+    /// (true) and errors (closed, out of memory) release the lock and wake the partner;
+    /// false (it would wait) leaves the lock held so that the caller can queue a waiter.
+    fn attempt(ch: *Channel, kind: ClauseKind, elem: [*]u8) Error!bool {
         var wake: ?Waiter.Wake = null;
         const outcome: enum { done, closed, would_block } = switch (kind) {
             .send => switch (ch.sendLocked(elem, &wake) catch |e| {
@@ -560,17 +570,14 @@ pub const Channel = struct {
             .done => {
                 ch.unlock();
                 if (wake) |info| Waiter.wake(info);
+                return true;
             },
             .closed => {
                 ch.metrics.fail_closed += 1;
                 ch.unlock();
                 return ch.closedError();
             },
-            .would_block => {
-                if (kind == .send) ch.metrics.fail_full += 1;
-                ch.unlock();
-                return error.WouldBlock;
-            },
+            .would_block => return false,
         }
     }
 
@@ -806,24 +813,7 @@ pub const Channel = struct {
             return error.WouldBlock;
         }
         ch.mutex.lock();
-        var wake: ?Waiter.Wake = null;
-        const result = ch.sendLocked(elem, &wake) catch |e| {
-            ch.unlock();
-            return e;
-        };
-        switch (result) {
-            .done => {
-                ch.unlock();
-                if (wake) |info| Waiter.wake(info);
-                return;
-            },
-            .closed => {
-                ch.metrics.fail_closed += 1;
-                ch.unlock();
-                return ch.closedError();
-            },
-            .full => {},
-        }
+        if (try ch.attempt(.send, @constCast(elem))) return;
         if (opts.try_only) {
             ch.metrics.fail_full += 1;
             ch.unlock();
@@ -839,20 +829,7 @@ pub const Channel = struct {
         if (opts.token) |t| if (t.isCancelled()) return error.Interrupted;
         if (opts.try_only and !ch.recv_ready.load(.acquire)) return error.WouldBlock;
         ch.mutex.lock();
-        var wake: ?Waiter.Wake = null;
-        switch (ch.recvLocked(out, &wake)) {
-            .done => {
-                ch.unlock();
-                if (wake) |info| Waiter.wake(info);
-                return;
-            },
-            .closed => {
-                ch.metrics.fail_closed += 1;
-                ch.unlock();
-                return ch.closedError();
-            },
-            .empty => {},
-        }
+        if (try ch.attempt(.receive, out)) return;
         if (opts.try_only) {
             ch.unlock();
             return error.WouldBlock;
@@ -871,32 +848,7 @@ pub const Channel = struct {
     /// true. Errors as for a try-operation, never WouldBlock. Any thread.
     pub fn submit(ch: *Channel, op: *AsyncOp, elem: [*]u8) Error!Submitted {
         ch.mutex.lock();
-        var wake: ?Waiter.Wake = null;
-        const progress = switch (op.kind) {
-            .send => switch (ch.sendLocked(elem, &wake) catch |e| {
-                ch.unlock();
-                return e;
-            }) {
-                .done => true,
-                .closed => null,
-                .full => false,
-            },
-            .receive => switch (ch.recvLocked(elem, &wake)) {
-                .done => true,
-                .closed => null,
-                .empty => false,
-            },
-        };
-        if (progress == null) {
-            ch.metrics.fail_closed += 1;
-            ch.unlock();
-            return ch.closedError();
-        }
-        if (progress.?) {
-            ch.unlock();
-            if (wake) |info| Waiter.wake(info);
-            return .done;
-        }
+        if (try ch.attempt(op.kind, elem)) return .done;
         op.waiter = .{ .elem = elem, .ref = null, .sched = null, .notify = AsyncOp.onComplete };
         switch (op.kind) {
             .send => ch.senders.push(&op.waiter),
