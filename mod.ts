@@ -90,3 +90,4 @@ export {
   supervisorScope,
 } from "./src/scope.ts";
 export { delay, withTimeout, withTimeoutOrNull } from "./src/time.ts";
+export { select, type SelectBuilder, type SelectOptions, type SelectResult } from "./src/select.ts";

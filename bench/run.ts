@@ -16,6 +16,9 @@
  * - channel: the TypeScript Channel (deno bench, bench/channel_bench.ts): try-operation pairs
  *   against the FFI call floor, same-isolate await ping-pong against npm `medium` and a plain
  *   async call + await.
+ * - worker: one Channel between the main isolate and a Worker (bench/worker_bench.ts): streams
+ *   of numbers and of 1 KiB Uint8Arrays, round trips with both isolates busy and idle, against
+ *   postMessage in the same run.
  */
 const root = new URL("../", import.meta.url).pathname;
 const quick = Deno.args.includes("--quick");
@@ -422,3 +425,48 @@ const channelFigures = [
 table("TypeScript Channel (deno bench, mean; peers in the same run)", channelFigures);
 await save("channel", channelFigures);
 console.log(`\nwrote bench/results/switch.json, sched.json, chan.json, ffi.json and channel.json`);
+// --- worker -------------------------------------------------------------------------------
+const wk = new Map(
+  jsonLines(
+    await run(Deno.execPath(), [
+      "run",
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-env",
+      "bench/worker_bench.ts",
+      ...(quick ? ["--quick"] : []),
+    ]),
+  ).map((l) => [l.name, l]),
+);
+const wkLine = (name: string): Line => {
+  const l = wk.get(name);
+  if (l === undefined) throw new Error(`bench/worker_bench.ts printed no figure named ${name}`);
+  return l;
+};
+const postRtt = wkLine("postMessage round trip (ping, pong)");
+const workerFigures = [
+  figure(
+    wkLine("channel stream: numbers (f64), main -> Worker"),
+    wkLine("postMessage stream: numbers, main -> Worker"),
+  ),
+  figure(
+    wkLine("channel stream: 1 KiB Uint8Array, main -> Worker"),
+    wkLine("postMessage stream: 1 KiB Uint8Array, main -> Worker"),
+  ),
+  figure(
+    wkLine("channel round trip, both isolates busy (tryReceive between work units)"),
+    postRtt,
+  ),
+  figure(wkLine("channel round trip, both isolates idle (await send + receive)"), postRtt),
+];
+table("Channel between isolates (main -> Worker; postMessage in the same run)", workerFigures);
+const [numbers, , busy] = workerFigures;
+console.log(
+  `  targets: <= 50 ns per number and ratio < 0.02: ${
+    numbers.value <= 50 && numbers.ratio! < 0.02 ? "met" : "MISSED"
+  } (${numbers.value.toFixed(1)} ns, ratio ${numbers.ratio}); busy round trip <= 2000 ns: ${
+    busy.value <= 2000 ? "met" : "MISSED"
+  } (${busy.value.toFixed(0)} ns)`,
+);
+await save("worker", workerFigures);
+console.log(`wrote bench/results/worker.json`);

@@ -54,6 +54,8 @@ extern "C" {
 #define KC_BUILTIN_SLEEPER 4    /* scheduled: {ms, done}: sleeps ms, then done += 1 */
 #define KC_BUILTIN_SKYNET 5     /* scheduled: {leaves, result}: skynet tree, result = sum */
 #define KC_BUILTIN_SPIN 6       /* scheduled: {rounds, done}: CPU-bound work, then done += 1 */
+#define KC_BUILTIN_CHAN_SENDER 7 /* scheduled: uint64_t[5] {chan, first, count, sent, done}: sends
+                                  * u64 first..first+count-1 (sent += 1 each), then done += 1 */
 
 /* kc_sched_shutdown modes. */
 #define KC_SHUTDOWN_CANCEL 0 /* stop now; unfinished coroutines never run again */
@@ -272,8 +274,12 @@ struct kc_completion {
   uint32_t index;  /* select: the clause that fired */
   uint32_t reserved;
 };
+/* A ring is also destroyed when the thread that created it exits (a terminated Worker's isolate
+ * thread): nothing is delivered to a dead isolate. */
 int32_t kc_ring_create(uint32_t *out_ring);
-/* The handle dies at once; pending operations are withdrawn; a blocked kc_ring_wait returns. */
+/* The handle dies at once; pending operations are withdrawn; a blocked kc_ring_wait returns.
+ * Values received for it but not yet taken go back to their channels (or to the undelivered
+ * hook when the channel cannot take them at once). */
 int32_t kc_ring_destroy(uint32_t ring);
 /* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0). */
 int32_t kc_ring_wait(uint32_t ring, uint64_t timeout_ns);

@@ -15,10 +15,13 @@
 import type { Library } from "../ffi/load.ts";
 import { Status } from "./errors.ts";
 
-/** A queued operation: `complete` runs once its record is drained (it must `take` the ticket). */
+/**
+ * A queued operation: `complete` runs once its record is drained (it must `take` the ticket);
+ * `index` is the clause that fired for a select (0 for a plain operation).
+ */
 export interface RingOp {
   ticket: number;
-  complete(status: number): void;
+  complete(status: number, index: number): void;
 }
 
 /** How long one wait may block before the loop looks again (bounds exit after a lost wake-up). */
@@ -66,6 +69,11 @@ export class Bridge {
   /** True while a `kc_ring_wait` is outstanding. */
   get waiting(): boolean {
     return this.#waiting;
+  }
+
+  /** The ring's handle (for `kc_select_async`). */
+  get ring(): number {
+    return this.#ring;
   }
 
   /**
@@ -145,7 +153,7 @@ export class Bridge {
         if (op === undefined) continue;
         this.#ops.delete(op.ticket);
         try {
-          op.complete(this.#statuses[4 * i + 1]);
+          op.complete(this.#statuses[4 * i + 1], this.#records[4 * i + 2]);
         } catch (e) {
           reportError(e);
         }

@@ -340,6 +340,40 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#codec;
   }
 
+  /** @internal For select: the library's symbols (throws once disposed or closed). */
+  _symbols(op: string): ReturnType<Library["symbols"]> {
+    return this.#sym(op);
+  }
+
+  /** @internal For select: the library this channel lives in. */
+  get _lib(): Library {
+    return this.#lib;
+  }
+
+  /** @internal For select: the rejection of a send that found the channel closed/cancelled. */
+  _sendError(status: number): unknown {
+    return this.#sendError(status);
+  }
+
+  /** @internal For select: the rejection of a receive that found it closed/cancelled. */
+  _receiveError(status: number): unknown {
+    return this.#receiveError(status);
+  }
+
+  /** @internal For select: `{ state: "closed", cause? }`. */
+  _closedResult(): { state: "closed"; cause?: unknown } {
+    return this.#closedResult();
+  }
+
+  /**
+   * @internal For select, after a send clause fired with `status`: a send to a dropping
+   * channel may have dropped a value; a queued send failed by cancel left its value in the
+   * kept list. Both go to onUndeliveredElement.
+   */
+  _afterSend(status: number, queued: boolean): void {
+    if (status === 0 ? this.#dropping : queued && status === Status.ECANCELED) this.#collect();
+  }
+
   #sym(op: string) {
     if (this.#disposed) {
       throw new InvalidHandleError(`Cannot ${op}: the channel was disposed`);

@@ -25,14 +25,28 @@ export interface RuntimeOptions {
 export type ShutdownMode = "cancel" | "finish";
 
 /**
- * Built-in scheduled entries. Each takes a `BigUint64Array` of two cells:
+ * Built-in scheduled entries. Each takes a `BigUint64Array` of cells:
  * - `"sleeper"`: `[milliseconds, done]`: sleeps, then adds 1 to `done`;
  * - `"skynet"`: `[leaves, result]`: a 10-ary tree of coroutines summing `0..leaves-1`;
- * - `"spin"`: `[rounds, done]`: CPU-bound work, then adds 1 to `done`.
+ * - `"spin"`: `[rounds, done]`: CPU-bound work, then adds 1 to `done`;
+ * - `"chanSender"`: `[channel handle, first, count, sent, done]`: sends the u64 values
+ *   `first .. first+count-1` to a channel of 8-byte elements (`codecs.u64`), adding 1 to `sent`
+ *   for each, stopping if the channel closes; then adds 1 to `done`.
  */
-export type ScheduledBuiltin = "sleeper" | "skynet" | "spin";
+export type ScheduledBuiltin = "sleeper" | "skynet" | "spin" | "chanSender";
 
-const builtinIds: Record<ScheduledBuiltin, number> = { sleeper: 4, skynet: 5, spin: 6 };
+const builtinIds: Record<ScheduledBuiltin, number> = {
+  sleeper: 4,
+  skynet: 5,
+  spin: 6,
+  chanSender: 7,
+};
+const builtinCells: Record<ScheduledBuiltin, number> = {
+  sleeper: 2,
+  skynet: 2,
+  spin: 2,
+  chanSender: 5,
+};
 
 /** A C-ABI function `void f(void *arg)` found by {@linkcode resolveNative}. */
 export interface NativeFunction {
@@ -114,9 +128,10 @@ export class Runtime {
           } or a NativeFunction, received ${describe(entry)}`,
         );
       }
-      if (!(arg instanceof BigUint64Array) || arg.length < 2) {
+      const cells = builtinCells[entry];
+      if (!(arg instanceof BigUint64Array) || arg.length < cells) {
         throw new TypeError(
-          `Cannot spawn coroutine: "${entry}" needs a BigUint64Array of 2 cells, received ${
+          `Cannot spawn coroutine: "${entry}" needs a BigUint64Array of ${cells} cells, received ${
             describe(arg)
           }`,
         );

@@ -22,6 +22,11 @@ pub const Builtin = enum(u32) {
     /// Scheduled. `arg` -> u64[2] { rounds, done }: CPU-bound work (a hash chain of `rounds`
     /// steps), then adds 1 to `done`.
     spin = 6,
+    /// Scheduled. `arg` -> u64[5] { channel handle, first, count, sent, done }: sends the u64
+    /// values first .. first+count-1 to the channel (element size 8), counting each in `sent`,
+    /// stopping early if a send fails (closed); then adds 1 to `done`. A native producer for
+    /// channels shared with JavaScript isolates and Workers.
+    chan_sender = 7,
 };
 
 pub fn entry(b: Builtin) *const anyopaque {
@@ -32,6 +37,7 @@ pub fn entry(b: Builtin) *const anyopaque {
         .sleeper => @ptrCast(&sleeper),
         .skynet => @ptrCast(&skynetRoot),
         .spin => @ptrCast(&spin),
+        .chan_sender => @ptrCast(&chanSender),
     };
 }
 
@@ -94,6 +100,24 @@ fn spin(arg: ?*anyopaque) callconv(.c) void {
     const c = cells(arg);
     std.mem.doNotOptimizeAway(spinWork(c[0].load(.monotonic)));
     _ = c[1].fetchAdd(1, .release);
+}
+
+/// The C ABI's send (root.zig): channels are named by handles there.
+extern fn kc_chan_send(h: u32, elem: ?*const anyopaque, size: u32, deadline_ns: u64, token: u32, flags: u32) callconv(.c) i32;
+
+fn chanSender(arg: ?*anyopaque) callconv(.c) void {
+    const c: *[5]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
+    const handle: u32 = @truncate(c[0].load(.monotonic));
+    const first = c[1].load(.monotonic);
+    const count = c[2].load(.monotonic);
+    var i: u64 = 0;
+    while (i < count) : (i += 1) {
+        const v: u64 = first + i;
+        if (kc_chan_send(handle, &v, @sizeOf(u64), 0, 0, 0) != 0) break;
+        _ = c[3].fetchAdd(1, .monotonic);
+    }
+    // Release: pairs with the reader's acquire; `sent` is final before `done` moves.
+    _ = c[4].fetchAdd(1, .release);
 }
 
 // Skynet: every node spawns 10 children and waits for them; leaves return their index.

@@ -815,16 +815,70 @@ fn releaseChanRef(ref: usize) void {
     chans().release(@ptrFromInt(ref));
 }
 
-/// int32_t kc_ring_create(uint32_t *out_ring): a completion ring (one per isolate).
+// A ring dies with the thread that created it. An isolate makes its ring on its own thread
+// (synchronous FFI calls run there), and a Worker's thread ends when the Worker terminates,
+// with no JavaScript left to withdraw the ring's waits: a sender would hand values to a dead
+// isolate. So kc_ring_create remembers the handle in a thread-specific list whose destructor
+// (run by libc as the thread exits) destroys every ring still alive: its pending operations
+// are withdrawn, and values already received for it go back to their channels (Ring.deinit).
+
+const ThreadRings = std.ArrayListUnmanaged(u32);
+var ring_key: std.c.pthread_key_t = undefined;
+var ring_key_ok = false;
+var ring_key_once = std.once(initRingKey);
+
+fn initRingKey() void {
+    ring_key_ok = std.c.pthread_key_create(&ring_key, destroyThreadRings) == .SUCCESS;
+}
+
+fn destroyThreadRings(p: ?*anyopaque) callconv(.c) void {
+    const list: *ThreadRings = @ptrCast(@alignCast(p orelse return));
+    for (list.items) |h| rings().destroy(h) catch {}; // destroyed already: a stale handle
+    list.deinit(std.heap.c_allocator);
+    std.heap.c_allocator.destroy(list);
+}
+
+/// Remembers `h` for this thread's exit; false if it cannot (out of memory).
+fn rememberRing(h: u32) bool {
+    ring_key_once.call();
+    if (!ring_key_ok) return false;
+    const list: *ThreadRings = if (std.c.pthread_getspecific(ring_key)) |p| @ptrCast(@alignCast(p)) else blk: {
+        const l = std.heap.c_allocator.create(ThreadRings) catch return false;
+        l.* = .empty;
+        if (std.c.pthread_setspecific(ring_key, l) != 0) {
+            std.heap.c_allocator.destroy(l);
+            return false;
+        }
+        break :blk l;
+    };
+    // Forget rings destroyed already, so a long-lived thread's list stays short.
+    var i: usize = 0;
+    while (i < list.items.len) {
+        if (rings().acquire(list.items[i])) |e| {
+            rings().release(e);
+            i += 1;
+        } else |_| _ = list.swapRemove(i);
+    }
+    list.append(std.heap.c_allocator, h) catch return false;
+    return true;
+}
+
+/// int32_t kc_ring_create(uint32_t *out_ring): a completion ring (one per isolate). It is
+/// destroyed when the creating thread exits (a terminated Worker's ring with it).
 export fn kc_ring_create(out_ring: ?*u32) callconv(.c) i32 {
     const out = out_ring orelse return Status.invalid.code();
     const r = std.heap.c_allocator.create(Ring) catch return Status.no_memory.code();
     r.* = Ring.init(std.heap.c_allocator);
     r.release_ref = releaseChanRef;
-    out.* = rings().add(r) catch {
+    const h = rings().add(r) catch {
         std.heap.c_allocator.destroy(r);
         return Status.no_memory.code();
     };
+    if (!rememberRing(h)) {
+        rings().destroy(h) catch {};
+        return Status.no_memory.code();
+    }
+    out.* = h;
     return 0;
 }
 

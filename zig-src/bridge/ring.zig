@@ -70,6 +70,7 @@ pub const Ring = struct {
                     std.Thread.yield() catch {};
                 }
                 p.afterCompletion();
+                p.giveBack(); // no one will take it: a received value must not die with us
             }
             r.freePending(p);
         }
@@ -322,6 +323,7 @@ pub const Pending = struct {
     /// Set (under the ring lock) once its record was pushed, with the clause that fired.
     completed: bool = false,
     fired: u32 = 0,
+    status: i32 = 0,
     refs: [channel.max_clauses]usize = undefined,
     nrefs: u32 = 0,
 
@@ -355,6 +357,7 @@ pub const Pending = struct {
         r.mutex.lock();
         p.completed = true;
         p.fired = index;
+        p.status = codeOf(result);
         r.mutex.unlock();
         r.push(.{ .ticket = p.ticket, .status = codeOf(result), .index = index });
     }
@@ -381,6 +384,19 @@ pub const Pending = struct {
         switch (p.body) {
             .op => {},
             .select => |s| s.sel.cleanup(),
+        }
+    }
+
+    /// After a record no one will take (the ring is going away, e.g. its isolate died): a
+    /// received value goes back to its channel, so it is not lost with the isolate.
+    fn giveBack(p: *Pending) void {
+        if (p.status != 0) return;
+        switch (p.body) {
+            .op => |o| if (o.op.kind == .receive) o.ch.giveBack(o.elem.ptr),
+            .select => |s| {
+                const c = s.sel.clauses[p.fired];
+                if (c.kind == .receive) c.ch.giveBack(p.valueOf(p.fired).?.ptr);
+            },
         }
     }
 
@@ -520,4 +536,23 @@ fn recv(ch: *channel.Channel) channel.Error!u64 {
     var v: u64 = 0;
     try ch.receive(std.mem.asBytes(&v), null, true);
     return v;
+}
+
+test "a ring going away gives a value received for it back to the channel" {
+    const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
+    defer ch.destroy();
+    var ring = Ring.init(testing.allocator);
+    var out: u64 = 0;
+    _ = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+    var v: u64 = 41;
+    try ch.send(std.mem.asBytes(&v), null, true); // completes the ring's receive: a record
+    ring.deinit(); // nobody took it (its isolate died): the value goes back
+    try testing.expectEqual(@as(u64, 41), try recv(ch));
+    // A pending receive is just withdrawn: a later value stays in the channel.
+    var ring2 = Ring.init(testing.allocator);
+    _ = (try ring2.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+    ring2.deinit();
+    v = 42;
+    try ch.send(std.mem.asBytes(&v), null, true);
+    try testing.expectEqual(@as(u64, 42), try recv(ch));
 }

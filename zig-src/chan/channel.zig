@@ -623,6 +623,17 @@ pub const Channel = struct {
         if (ch.on_undelivered) |f| f(ch.undelivered_ctx, elem);
     }
 
+    /// Gives back a value received on behalf of a party that can no longer take it (an isolate
+    /// that died with the record on its ring): sent again if the channel takes it at once (a
+    /// waiting receiver or room in the buffer), else handed to `undelivered`. Never waits.
+    pub fn giveBack(ch: *Channel, elem: [*]const u8) void {
+        ch.send(elem, null, true) catch {
+            ch.mutex.lock();
+            ch.undelivered(elem);
+            ch.unlock();
+        };
+    }
+
     fn descriptorAt(elem: [*]const u8) Descriptor {
         return std.mem.bytesToValue(Descriptor, elem[0..@sizeOf(Descriptor)]);
     }

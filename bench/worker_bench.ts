@@ -1,0 +1,196 @@
+// Main isolate -> Worker over one shared Channel, against postMessage in the same run (issue 5,
+// part 7). Prints one JSON line per figure: {name, value, unit}.
+//
+// - stream of numbers (codecs.f64) and of 1 KiB Uint8Arrays (codecs.bytes): the main isolate
+//   sends N values (trySend, awaiting send only when the buffer is full), the Worker receives
+//   them (tryReceive, awaiting receive only when empty); time per value, from the first send to
+//   the Worker's report that it has all N. Peer: N postMessage calls of the same values.
+// - round trip while both isolates are busy: each side runs work units and polls the channel
+//   with tryReceive between them (a busy isolate never sleeps in the kernel); one ping from the
+//   main isolate, one pong back. Peer: a postMessage ping answered by a postMessage pong.
+// - round trip with both isolates idle (await receive on each side): the ring's wake-up path.
+//
+// Run by `./task bench` (bench/run.ts, suite "worker"), or alone:
+//   deno run --allow-ffi --allow-read --allow-env bench/worker_bench.ts [--quick]
+/// <reference lib="deno.worker" />
+import { Channel, codecs, type SharedChannel } from "../mod.ts";
+
+type Msg =
+  | { mode: "stream-chan"; ch: SharedChannel; n: number }
+  | { mode: "stream-post"; n: number }
+  | { mode: "rtt-busy"; ping: SharedChannel; pong: SharedChannel; n: number }
+  | { mode: "rtt-idle"; ping: SharedChannel; pong: SharedChannel; n: number }
+  | { mode: "rtt-post"; n: number };
+
+/** A unit of busy work (about a microsecond). */
+function work(): number {
+  let x = 0;
+  for (let i = 0; i < 200; i++) x = (x * 31 + i) | 0;
+  return x;
+}
+
+if ("WorkerGlobalScope" in globalThis) {
+  // --- the Worker side ---------------------------------------------------------------------
+  let posted = 0, streamN = 0;
+  self.onmessage = async (e: MessageEvent) => {
+    const m = e.data as Msg | number | Uint8Array;
+    if (typeof m === "number" || m instanceof Uint8Array) {
+      if (++posted === streamN) {
+        posted = 0;
+        self.postMessage("done");
+      }
+      return;
+    }
+    if (m === null || typeof m !== "object") return;
+    switch (m.mode) {
+      case "stream-post":
+        streamN = m.n;
+        self.postMessage("ready");
+        break;
+      case "stream-chan": {
+        self.postMessage("ready");
+        const ch = Channel.from<unknown>(m.ch);
+        for (let i = 0; i < m.n; i++) {
+          const r = ch.tryReceive();
+          if (r.state !== "ok") await ch.receive();
+        }
+        self.postMessage("done");
+        break;
+      }
+      case "rtt-busy": {
+        const ping = Channel.from<number>(m.ping), pong = Channel.from<number>(m.pong);
+        self.postMessage("ready");
+        let sink = 0;
+        for (let i = 0; i < m.n;) {
+          const r = ping.tryReceive();
+          if (r.state === "ok") {
+            pong.trySend(r.value);
+            i++;
+          } else sink += work();
+        }
+        self.postMessage(sink === 0.5 ? "never" : "done");
+        break;
+      }
+      case "rtt-idle": {
+        const ping = Channel.from<number>(m.ping), pong = Channel.from<number>(m.pong);
+        self.postMessage("ready");
+        for (let i = 0; i < m.n; i++) await pong.send(await ping.receive());
+        self.postMessage("done");
+        break;
+      }
+      case "rtt-post":
+        self.onmessage = (e) => self.postMessage(e.data);
+        self.postMessage("ready");
+        break;
+    }
+  };
+} else {
+  await main();
+}
+
+async function main(): Promise<void> {
+  const quick = Deno.args.includes("--quick");
+  const print = (name: string, value: number, unit: string) =>
+    console.log(JSON.stringify({ name, value, unit }));
+  const worker = new Worker(import.meta.url, { type: "module" });
+  const next = () =>
+    new Promise<unknown>((resolve) =>
+      worker.addEventListener("message", (e) => resolve(e.data), { once: true })
+    );
+  const ask = async (m: Msg) => {
+    const ready = next();
+    worker.postMessage(m);
+    if (await ready !== "ready") throw new Error("worker not ready");
+  };
+
+  /** Sends n values through `ch` (or postMessage, ch null); ns per value until the Worker has all. */
+  async function stream(ch: Channel<unknown> | null, value: unknown, n: number): Promise<number> {
+    if (ch === null) await ask({ mode: "stream-post", n });
+    else await ask({ mode: "stream-chan", ch: ch.share(), n });
+    const done = next();
+    const t0 = performance.now();
+    if (ch === null) {
+      for (let i = 0; i < n; i++) worker.postMessage(value);
+    } else {
+      for (let i = 0; i < n; i++) if (ch.trySend(value).state !== "ok") await ch.send(value);
+    }
+    await done;
+    return (performance.now() - t0) * 1e6 / n;
+  }
+
+  const nNum = quick ? 200_000 : 2_000_000;
+  const nBytes = quick ? 20_000 : 200_000;
+  const nPost = quick ? 20_000 : 200_000;
+  const kib = new Uint8Array(1024).fill(7);
+  {
+    using nums = new Channel<number>(4096, { codec: codecs.f64 });
+    using bytes = new Channel<Uint8Array>(1024, { codec: codecs.bytes });
+    const b = bytes as Channel<unknown>, f = nums as Channel<unknown>;
+    // A warm-up round (a tenth of the work), then the measured one.
+    for (const [div, out] of [[10, false], [1, true]] as const) {
+      const figures: [string, number][] = [
+        ["channel stream: numbers (f64), main -> Worker", await stream(f, 1.5, nNum / div)],
+        ["postMessage stream: numbers, main -> Worker", await stream(null, 1.5, nPost / div)],
+        ["channel stream: 1 KiB Uint8Array, main -> Worker", await stream(b, kib, nBytes / div)],
+        [
+          "postMessage stream: 1 KiB Uint8Array, main -> Worker",
+          await stream(null, kib, nPost / div),
+        ],
+      ];
+      if (out) { for (const [name, ns] of figures) print(name, ns, "ns/value"); }
+    }
+  }
+
+  // Round trips.
+  const nBusy = quick ? 20_000 : 200_000;
+  {
+    using ping = new Channel<number>(1, { codec: codecs.f64 });
+    using pong = new Channel<number>(1, { codec: codecs.f64 });
+    await ask({ mode: "rtt-busy", ping: ping.share(), pong: pong.share(), n: nBusy });
+    const done = next();
+    let sink = 0;
+    const t0 = performance.now();
+    for (let i = 0; i < nBusy; i++) {
+      ping.trySend(i);
+      while (pong.tryReceive().state !== "ok") sink += work() & 1;
+    }
+    const ns = (performance.now() - t0) * 1e6 / nBusy;
+    await done;
+    print(
+      "channel round trip, both isolates busy (tryReceive between work units)",
+      ns,
+      "ns/round trip",
+    );
+    if (sink === 0.5) console.log("never");
+  }
+  const nIdle = quick ? 500 : 5_000;
+  {
+    using ping = new Channel<number>(0, { codec: codecs.f64 });
+    using pong = new Channel<number>(0, { codec: codecs.f64 });
+    await ask({ mode: "rtt-idle", ping: ping.share(), pong: pong.share(), n: nIdle });
+    const done = next();
+    const t0 = performance.now();
+    for (let i = 0; i < nIdle; i++) {
+      await ping.send(i);
+      await pong.receive();
+    }
+    const ns = (performance.now() - t0) * 1e6 / nIdle;
+    await done;
+    print("channel round trip, both isolates idle (await send + receive)", ns, "ns/round trip");
+  }
+  {
+    await ask({ mode: "rtt-post", n: 0 });
+    const t0 = performance.now();
+    for (let i = 0; i < nIdle; i++) {
+      const got = next();
+      worker.postMessage(i);
+      await got;
+    }
+    print(
+      "postMessage round trip (ping, pong)",
+      (performance.now() - t0) * 1e6 / nIdle,
+      "ns/round trip",
+    );
+  }
+  worker.terminate();
+}

@@ -1,0 +1,512 @@
+/**
+ * `select()`: waits for the first of several clauses (DESIGN.md sections 4 and 5), built on the
+ * native select.
+ *
+ * - At most one clause fires; its handler's result (awaited) is the select's result.
+ * - Biased to clause order by default (Kotlin); `unbiased: true` picks uniformly among the
+ *   ready clauses (Go): the clauses are probed in a fresh random order.
+ * - `onTimeout(ms)` fires after `ms` if nothing else did; `onTimeout(0)` (or less) is an
+ *   immediate default: it fires at once when no other clause is ready.
+ * - `onReceive` on a channel closed for receive rejects the select with ClosedReceiveError (or
+ *   the close cause); `onReceiveCatching` fires with `{ state: "closed" }`; `onSend` to a closed
+ *   channel rejects with ClosedSendError (or the cause). A cancelled channel gives
+ *   CancellationError.
+ * - An aborted `signal` rejects with the signal's reason; no clause fired, so every channel is
+ *   intact (an `onSend`'s value is never delivered).
+ *
+ * How: the channel clauses are probed with one `kc_select(KC_SELECT_POLL)` call. If none is
+ * ready they are queued as one `kc_select_async` on the isolate's completion ring
+ * (src/bridge.ts); whoever completes a clause (a native coroutine, a thread, a Worker, a send
+ * from this isolate) writes the record that settles the select. A JavaScript-side clause
+ * (`onTimeout`, `onJoin`, `onAwait`) or an abort wins only after `kc_ring_abort` withdrew the
+ * native select; when the abort answers KC_EBUSY a channel clause won first and is honoured.
+ * Every party in this isolate that waits on a channel is queued natively too, so a select meets
+ * a plain `send`/`receive` of the same isolate (and they meet it) through the native channel.
+ *
+ * @example
+ * ```ts
+ * import { Channel, select } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * using numbers = new Channel<number>("buffered");
+ * using words = new Channel<string>("buffered");
+ * await words.send("hi");
+ * const got = await select<string>((s) => {
+ *   s.onReceive(numbers, (n) => `number ${n}`);
+ *   s.onReceive(words, (w) => `word ${w}`);
+ * });
+ * assert.equal(got, "word hi");
+ * // Nothing ready: the immediate default fires.
+ * assert.equal(await select<string>((s) => {
+ *   s.onReceive(numbers, (n) => `number ${n}`);
+ *   s.onTimeout(0, () => "nothing");
+ * }), "nothing");
+ * ```
+ *
+ * @module
+ */
+import type { Library } from "../ffi/load.ts";
+import { Bridge, type RingOp } from "./bridge.ts";
+import { Channel, type ReceiveCatchingResult } from "./channel.ts";
+import { Slot } from "./codec.ts";
+import { describe, InvalidHandleError, Status, unwrap } from "./errors.ts";
+import type { Deferred, Job } from "./job.ts";
+
+/** What a clause's handler may return: the select's result, or a promise of it. */
+export type SelectResult<R> = R | PromiseLike<R>;
+
+/** Registers the clauses of one {@linkcode select}; see the module documentation. */
+export interface SelectBuilder<R> {
+  /** Receives a value from `ch`; a channel closed for receive rejects the select. */
+  onReceive<T>(ch: Channel<T>, fn: (value: T) => SelectResult<R>): void;
+  /** Receives from `ch`; a closed channel fires with `{ state: "closed", cause? }`. */
+  onReceiveCatching<T>(
+    ch: Channel<T>,
+    fn: (result: ReceiveCatchingResult<T>) => SelectResult<R>,
+  ): void;
+  /** Sends `value` to `ch`; a closed channel rejects the select. Unless it fires, nothing is sent. */
+  onSend<T>(ch: Channel<T>, value: T, fn: () => SelectResult<R>): void;
+  /** Fires after `ms` milliseconds; `ms <= 0` is an immediate default (fires when nothing else is ready). */
+  onTimeout(ms: number, fn: () => SelectResult<R>): void;
+  /** Fires when `job` reaches a final state, whatever the outcome (starts a lazy job). */
+  onJoin(job: Job, fn: () => SelectResult<R>): void;
+  /**
+   * Fires with `deferred`'s value when it completes (starts a lazy one); its failure rejects
+   * the select.
+   */
+  onAwait<T>(deferred: Deferred<T>, fn: (value: T) => SelectResult<R>): void;
+}
+
+/** Options of {@linkcode select}. */
+export interface SelectOptions {
+  /** Aborting it rejects the select with the signal's reason; no clause fires. */
+  signal?: AbortSignal;
+  /** Pick uniformly among the ready clauses instead of the first in clause order. */
+  unbiased?: boolean;
+}
+
+const SEND = 0, RECV = 1, RECV_CATCHING = 2, TIMEOUT = 3, JOIN = 4, AWAIT = 5;
+/** At most this many channel clauses (the native select's limit). */
+const MAX_CHANNEL_CLAUSES = 16;
+const CLAUSE_BYTES = 24;
+const KC_SELECT_POLL = 1;
+
+// deno-lint-ignore no-explicit-any
+type Fn = (...args: any[]) => unknown;
+
+interface Clause {
+  kind: number;
+  fn: Fn;
+  ch?: Channel<unknown>;
+  value?: unknown;
+  ms?: number;
+  job?: Job;
+  /** Channel clauses: the native slot (a send's encoded value; where a receive lands). */
+  slot?: Slot;
+  /** Channel clauses: the value is encoded in `slot` and must be freed unless sent. */
+  encoded?: boolean;
+}
+
+class Builder implements SelectBuilder<unknown> {
+  readonly clauses: Clause[] = [];
+  channels = 0;
+  sealed = false;
+
+  #add(op: string, c: Clause): void {
+    if (this.sealed) {
+      throw new TypeError(`Cannot ${op}: the select was built already, received a late clause`);
+    }
+    if (typeof c.fn !== "function") {
+      throw new TypeError(
+        `Cannot ${op}: the handler must be a function, received ${describe(c.fn)}`,
+      );
+    }
+    if (c.ch !== undefined) {
+      if (this.channels === MAX_CHANNEL_CLAUSES) {
+        throw new RangeError(
+          `Cannot ${op}: a select takes at most ${MAX_CHANNEL_CLAUSES} channel clauses, received ${
+            this.channels + 1
+          }`,
+        );
+      }
+      this.channels++;
+    }
+    this.clauses.push(c);
+  }
+
+  #channel(op: string, ch: unknown): Channel<unknown> {
+    if (!(ch instanceof Channel)) {
+      throw new TypeError(`Cannot ${op}: expected a Channel, received ${describe(ch)}`);
+    }
+    return ch;
+  }
+
+  onReceive<T>(ch: Channel<T>, fn: (value: T) => unknown): void {
+    const op = "add onReceive clause";
+    this.#add(op, { kind: RECV, ch: this.#channel(op, ch), fn });
+  }
+
+  onReceiveCatching<T>(ch: Channel<T>, fn: (r: ReceiveCatchingResult<T>) => unknown): void {
+    const op = "add onReceiveCatching clause";
+    this.#add(op, { kind: RECV_CATCHING, ch: this.#channel(op, ch), fn });
+  }
+
+  onSend<T>(ch: Channel<T>, value: T, fn: () => unknown): void {
+    const op = "add onSend clause";
+    this.#add(op, { kind: SEND, ch: this.#channel(op, ch), value, fn });
+  }
+
+  onTimeout(ms: number, fn: () => unknown): void {
+    const op = "add onTimeout clause";
+    if (typeof ms !== "number" || Number.isNaN(ms)) {
+      throw new TypeError(`Cannot ${op}: ms must be a number, received ${describe(ms)}`);
+    }
+    this.#add(op, { kind: TIMEOUT, ms, fn });
+  }
+
+  onJoin(job: Job, fn: () => unknown): void {
+    const op = "add onJoin clause";
+    if (!isJob(job)) throw new TypeError(`Cannot ${op}: expected a Job, received ${describe(job)}`);
+    this.#add(op, { kind: JOIN, job, fn });
+  }
+
+  onAwait<T>(deferred: Deferred<T>, fn: (value: T) => unknown): void {
+    const op = "add onAwait clause";
+    if (!isJob(deferred) || typeof (deferred as Deferred<T>).await !== "function") {
+      throw new TypeError(`Cannot ${op}: expected a Deferred, received ${describe(deferred)}`);
+    }
+    this.#add(op, { kind: AWAIT, job: deferred, fn });
+  }
+}
+
+function isJob(x: unknown): x is Job {
+  return x !== null && typeof x === "object" &&
+    typeof (x as Job).invokeOnCompletion === "function" && typeof (x as Job).start === "function";
+}
+
+/** Clause array for `kc_select` / `kc_select_async` (struct kc_clause[16]), reused. */
+const clauseBuf = new Uint8Array(new ArrayBuffer(CLAUSE_BYTES * MAX_CHANNEL_CLAUSES));
+const clauseU32 = new Uint32Array(clauseBuf.buffer);
+const clauseU64 = new BigUint64Array(clauseBuf.buffer);
+const outIndex = new Uint32Array(1);
+const outTicket = new Uint32Array(1);
+
+/**
+ * Waits for the first clause `build` registers to fire and resolves with its handler's result;
+ * see the module documentation for the rules. Rejects with a TypeError for a select without
+ * clauses.
+ *
+ * @example
+ * ```ts
+ * import { Channel, select } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * using ch = new Channel<number>();
+ * const ctl = new AbortController();
+ * const waiting = select<number>((s) => s.onReceive(ch, (v) => v), { signal: ctl.signal });
+ * ctl.abort(new Error("stop"));
+ * await assert.rejects(waiting, { message: "stop" });
+ * // A closed channel: onReceiveCatching fires with the closed result.
+ * ch.close();
+ * assert.deepEqual(
+ *   await select<unknown>((s) => s.onReceiveCatching(ch, (r) => r)),
+ *   { state: "closed" },
+ * );
+ * ```
+ */
+export function select<R>(
+  build: (s: SelectBuilder<R>) => void,
+  options: SelectOptions = {},
+): Promise<R> {
+  const op = "select";
+  try {
+    if (typeof build !== "function") {
+      throw new TypeError(`Cannot ${op}: build must be a function, received ${describe(build)}`);
+    }
+    if (options === null || typeof options !== "object") {
+      throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
+    }
+    const { signal, unbiased = false } = options;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new TypeError(
+        `Cannot ${op}: signal must be an AbortSignal, received ${describe(signal)}`,
+      );
+    }
+    const b = new Builder();
+    build(b as SelectBuilder<unknown> as SelectBuilder<R>);
+    b.sealed = true;
+    const clauses = b.clauses;
+    if (clauses.length === 0) {
+      throw new TypeError(`Cannot ${op}: a select needs at least one clause, received none`);
+    }
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (unbiased) shuffle(clauses);
+    return new Selection(clauses, b.channels, signal).run() as Promise<R>;
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+/** Fisher-Yates: probing in a uniformly random order picks uniformly among the ready clauses. */
+function shuffle(a: Clause[]): void {
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    const t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+  }
+}
+
+/** One select in flight. `clauses` are in probe order. */
+class Selection implements RingOp {
+  ticket = 0;
+  readonly clauses: Clause[];
+  readonly nChannels: number;
+  readonly signal: AbortSignal | undefined;
+  /** The channel clauses, in probe order (their index in the native clause array). */
+  readonly native: Clause[] = [];
+  lib: Library | undefined = undefined;
+  bridge: Bridge | undefined = undefined;
+  /** The native select is queued on the ring. */
+  queued = false;
+  /** The ring said KC_EBUSY to an abort: a channel clause won, its record settles the select. */
+  completing = false;
+  done = false;
+  resolve!: (v: unknown) => void;
+  reject!: (e: unknown) => void;
+  readonly timers: ReturnType<typeof setTimeout>[] = [];
+  readonly disposers: Disposable[] = [];
+  onAbort: (() => void) | undefined = undefined;
+
+  constructor(clauses: Clause[], nChannels: number, signal: AbortSignal | undefined) {
+    this.clauses = clauses;
+    this.nChannels = nChannels;
+    this.signal = signal;
+  }
+
+  run(): Promise<unknown> {
+    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
+    this.resolve = resolve;
+    this.reject = reject;
+    try {
+      this.#start();
+    } catch (e) {
+      this.#freeValues(-1);
+      this.done = true;
+      this.#cleanup();
+      reject(e);
+    }
+    return promise;
+  }
+
+  #start(): void {
+    const clauses = this.clauses;
+    // Encode the values to send and fill the native clause array, in probe order.
+    let firstReadyJs = -1;
+    let prefix = 0; // channel clauses before the first ready JavaScript clause
+    let def: Clause | undefined;
+    for (let i = 0; i < clauses.length; i++) {
+      const c = clauses[i];
+      if (c.ch !== undefined) {
+        this.#addNative(c);
+        if (firstReadyJs < 0) prefix = this.native.length;
+      } else if (c.kind === TIMEOUT) {
+        if (c.ms! <= 0) def ??= c;
+      } else {
+        c.job!.start(); // Kotlin's onJoin / onAwait start a lazy job
+        if (firstReadyJs < 0 && c.job!.isCompleted) firstReadyJs = i;
+      }
+    }
+    // Probe: the channel clauses before the first ready JavaScript clause, in one call.
+    if (prefix > 0) {
+      const sym = this.native[0].ch!._symbols("select");
+      this.#fill();
+      const rc = sym.kc_select(clauseBuf, prefix, 0n, 0, KC_SELECT_POLL, outIndex);
+      if (rc !== Status.EAGAIN) {
+        if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) unwrap(rc, "select");
+        this.#fireNative(outIndex[0], rc, false);
+        return;
+      }
+    }
+    if (firstReadyJs >= 0) {
+      this.#fireJs(clauses[firstReadyJs]);
+      return;
+    }
+    if (def !== undefined) {
+      this.#fireJs(def);
+      return;
+    }
+    // Wait: the channel clauses natively, the others in JavaScript.
+    if (this.native.length > 0) {
+      const lib = this.lib = this.native[0].ch!._lib;
+      const bridge = this.bridge = Bridge.of(lib);
+      const sym = this.native[0].ch!._symbols("select");
+      this.#fill();
+      const rc = sym.kc_select_async(
+        clauseBuf,
+        this.native.length,
+        0,
+        bridge.ring,
+        outTicket,
+        outIndex,
+      );
+      if (rc !== 1) {
+        // Ready after all (a partner arrived between the probe and now).
+        if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) unwrap(rc, "select");
+        this.#fireNative(outIndex[0], rc, false);
+        return;
+      }
+      this.ticket = outTicket[0];
+      this.queued = true;
+      bridge.track(this);
+    }
+    for (const c of clauses) {
+      if (c.kind === TIMEOUT) {
+        this.timers.push(setTimeout(() => this.#jsWins(c), c.ms));
+      } else if (c.kind === JOIN || c.kind === AWAIT) {
+        this.disposers.push(c.job!.invokeOnCompletion(() => this.#jsWins(c)));
+      }
+    }
+    const signal = this.signal;
+    if (signal !== undefined) {
+      this.onAbort = () => this.#jsWins(undefined);
+      signal.addEventListener("abort", this.onAbort, { once: true });
+    }
+  }
+
+  #addNative(c: Clause): void {
+    const ch = c.ch!;
+    const sym = ch._symbols(c.kind === SEND ? "select: send" : "select: receive");
+    c.slot = new Slot();
+    if (c.kind === SEND) {
+      ch.codec.encode(c.value, c.slot, sym);
+      c.encoded = true;
+    }
+    this.native.push(c);
+  }
+
+  /**
+   * Writes the native clause array (shared by every select: filled right before each call, as
+   * encoding a value may run user code that starts another select).
+   */
+  #fill(): void {
+    for (let i = 0; i < this.native.length; i++) {
+      const c = this.native[i];
+      const ch = c.ch!;
+      clauseU32[6 * i] = ch.handle;
+      clauseU32[6 * i + 1] = c.kind === SEND ? 0 : 1;
+      clauseU32[6 * i + 2] = ch.codec.elemSize;
+      clauseU32[6 * i + 3] = 0;
+      clauseU64[3 * i + 2] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(c.slot!.u8)));
+    }
+  }
+
+  /** A JavaScript-side clause (or the abort, `c` undefined) wants to win. */
+  #jsWins(c: Clause | undefined): void {
+    if (this.done || this.completing) return;
+    if (this.queued) {
+      if (this.bridge!.abort(this) !== 0) {
+        this.completing = true; // a channel clause won first: its record settles the select
+        return;
+      }
+      this.queued = false;
+    }
+    if (c === undefined) {
+      this.#freeValues(-1);
+      this.done = true;
+      this.#cleanup();
+      this.reject(this.signal!.reason);
+      return;
+    }
+    this.#fireJs(c);
+  }
+
+  /** The ring's record for the queued native select. */
+  complete(status: number, index: number): void {
+    this.queued = false;
+    const c = this.native[index];
+    const lib = this.lib!;
+    if (!lib.isOpen || c === undefined) {
+      this.done = true;
+      this.#cleanup();
+      this.reject(new InvalidHandleError("Cannot select: the kcoro library is closed"));
+      return;
+    }
+    const value = status === 0 && c.kind !== SEND;
+    this.bridge!.take(this, value ? c.slot!.u8 : null, value ? c.ch!.codec.elemSize : 0);
+    this.#fireNative(index, status, true);
+  }
+
+  /** Channel clause `index` (of `native`) completed with `status`. */
+  #fireNative(index: number, status: number, queued: boolean): void {
+    const c = this.native[index];
+    const ch = c.ch!;
+    this.#freeValues(index);
+    this.done = true;
+    this.#cleanup();
+    const sym = ch._lib.symbols("select");
+    if (c.kind === SEND) {
+      if (status !== 0) {
+        // Not sent: our copy is freed, unless cancel kept it for onUndeliveredElement.
+        if (queued && status === Status.ECANCELED) ch._afterSend(status, queued);
+        else ch.codec.discard(c.slot!, sym);
+        this.reject(ch._sendError(status));
+        return;
+      }
+      ch._afterSend(status, queued);
+      this.#call(c.fn);
+      return;
+    }
+    if (status !== 0) {
+      if (c.kind === RECV_CATCHING) this.#call(c.fn, ch._closedResult());
+      else this.reject(ch._receiveError(status));
+      return;
+    }
+    let v: unknown;
+    try {
+      v = ch.codec.decode(c.slot!, sym);
+    } catch (e) {
+      this.reject(e);
+      return;
+    }
+    this.#call(c.fn, c.kind === RECV ? v : { state: "ok", value: v });
+  }
+
+  #fireJs(c: Clause): void {
+    this.#freeValues(-1);
+    this.done = true;
+    this.#cleanup();
+    if (c.kind === AWAIT) {
+      // Completed: await() settles with its value or its failure (which rejects the select).
+      (c.job as Deferred<unknown>).await().then((v) => this.#call(c.fn, v), this.reject);
+      return;
+    }
+    this.#call(c.fn);
+  }
+
+  /** Runs the winning handler in a microtask (never inside a ring drain or a job's handler). */
+  #call(fn: Fn, arg?: unknown): void {
+    queueMicrotask(() => {
+      try {
+        this.resolve(fn(arg));
+      } catch (e) {
+        this.reject(e);
+      }
+    });
+  }
+
+  /** Frees the encoded values of every send clause but `keep` (the one that was sent). */
+  #freeValues(keep: number): void {
+    for (let i = 0; i < this.native.length; i++) {
+      const c = this.native[i];
+      if (i === keep || !c.encoded) continue;
+      c.encoded = false;
+      if (c.ch!._lib.isOpen) c.ch!.codec.discard(c.slot!, c.ch!._lib.symbols("select"));
+    }
+    if (keep >= 0) this.native[keep].encoded = false;
+  }
+
+  #cleanup(): void {
+    for (const t of this.timers) clearTimeout(t);
+    for (const d of this.disposers) d[Symbol.dispose]();
+    if (this.onAbort !== undefined) this.signal!.removeEventListener("abort", this.onAbort);
+  }
+}
