@@ -140,6 +140,11 @@ export const symbols = {
   kc_scope_live: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns): blocks, so runs off-thread. */
   kc_scope_wait: { parameters: ["u32", "u64"], result: "i32", nonblocking: true },
+  /**
+   * int32_t kc_scope_watch(uint32_t scope, uint64_t deadline_ns): blocks until cancelled or
+   * every child finished, so runs off-thread.
+   */
+  kc_scope_watch: { parameters: ["u32", "u64"], result: "i32", nonblocking: true },
   /** int32_t kc_scope_destroy(uint32_t scope) */
   kc_scope_destroy: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_cancelled(void) */
