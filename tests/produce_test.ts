@@ -129,7 +129,7 @@ Deno.test("produce: cancelling the scope cancels the channel at once, waking the
 
 Deno.test("produce: cancelling the channel cancels the producer, which is not a failure", async () => {
   let cancelled: unknown;
-  await coroutineScope(async (scope) => {
+  await coroutineScope((scope) => {
     const ch = produce<number>(
       scope,
       counted(async (_out: Channel<number>, task: CoroutineScope) => {
@@ -237,7 +237,7 @@ Deno.test("produce: cancelling the scope reaches a Worker-side receiver of the c
 Deno.test("actor: processes the messages queued before close(), then onDone(undefined) once", async () => {
   const processed: number[] = [];
   const done: unknown[] = [];
-  await coroutineScope(async (scope) => {
+  await coroutineScope((scope) => {
     const a = actor<number>(
       scope,
       counted(async (mailbox: Channel<number>) => {
