@@ -9,11 +9,20 @@
 // Memory: `deno run --v8-flags=--expose-gc bench/scope_bench.ts --memory` prints one JSON line
 // per framework: heap bytes per waiting task (the task and what it waits on), after a full GC.
 //
-// "Awaiting something" is a CompletableDeferred per task for kcoro (channels are not in
-// TypeScript yet), Effect's Deferred and effection's withResolvers for the peers.
+// "Awaiting something" is a CompletableDeferred per task for kcoro, Effect's Deferred and
+// effection's withResolvers for the peers; kcoro also runs the same with a native channel per
+// task (a rendezvous Channel the task receives from: the wait is queued natively, the value
+// handed over in JavaScript), with its resident memory per task (the native channels and the
+// ring records are outside the JS heap).
 import { Deferred as EffectDeferred, Effect, Fiber } from "effect";
 import { run, spawn, suspend, withResolvers } from "effection";
-import { CompletableDeferred, type CoroutineScope, coroutineScope } from "../mod.ts";
+import {
+  Channel,
+  codecs,
+  CompletableDeferred,
+  type CoroutineScope,
+  coroutineScope,
+} from "../mod.ts";
 
 /** launch + join pairs per iteration. */
 export const BATCH = 1_000;
@@ -138,6 +147,25 @@ async function kcoroWaiting(measure?: () => void): Promise<void> {
   });
 }
 
+/** Launches MANY tasks each receiving from its own channel, sends to each, waits for the scope. */
+async function kcoroChannelWaiting(measure?: () => void): Promise<void> {
+  const channels: Channel<number>[] = new Array(MANY);
+  try {
+    await coroutineScope((scope) => {
+      for (let i = 0; i < MANY; i++) {
+        const ch = channels[i] = new Channel<number>(0, { codec: codecs.f64 });
+        scope.launch(async () => {
+          await ch.receive();
+        });
+      }
+      measure?.();
+      for (let i = 0; i < MANY; i++) channels[i].trySend(i);
+    });
+  } finally {
+    for (const ch of channels) ch?.[Symbol.dispose]();
+  }
+}
+
 function effectWaiting(measure?: () => void): Promise<void> {
   return Effect.runPromise(Effect.gen(function* () {
     const gates = [];
@@ -173,6 +201,11 @@ Deno.bench(
   () => kcoroWaiting(),
 );
 Deno.bench(
+  `kcoro: ${MANY} concurrent tasks each awaiting a channel, total time`,
+  { group: "waiting on a channel", baseline: true, n: 10, warmup: 2 },
+  () => kcoroChannelWaiting(),
+);
+Deno.bench(
   `Effect: ${MANY} fibers each awaiting a Deferred, total time`,
   { group: "waiting", n: 1, warmup: 0 },
   () => effectWaiting(),
@@ -188,17 +221,18 @@ Deno.bench(
 async function heapPerTask(
   fn: (measure: () => void) => Promise<void>,
   rounds: number,
+  what: "heapUsed" | "rss" = "heapUsed",
 ): Promise<number> {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc === undefined) throw new Error("run with --v8-flags=--expose-gc");
   let best = Infinity;
   for (let round = 0; round < rounds; round++) {
     gc();
-    const before = Deno.memoryUsage().heapUsed;
+    const before = Deno.memoryUsage()[what];
     let during = 0;
     await fn(() => {
       gc();
-      during = Deno.memoryUsage().heapUsed;
+      during = Deno.memoryUsage()[what];
     });
     best = Math.min(best, (during - before) / MANY);
   }
@@ -218,6 +252,14 @@ if (Deno.args.includes("--memory")) {
   ];
   for (const [name, fn, rounds] of figures) {
     const value = await heapPerTask(fn, rounds);
+    console.log(JSON.stringify({ name, value, unit: "bytes/task" }));
+  }
+  const channel = `${MANY} tasks, each with its channel`;
+  for (const what of ["heapUsed", "rss"] as const) {
+    const value = await heapPerTask(kcoroChannelWaiting, 3, what);
+    const name = `kcoro: ${
+      what === "rss" ? "resident" : "heap"
+    } per channel-waiting task (${channel})`;
     console.log(JSON.stringify({ name, value, unit: "bytes/task" }));
   }
 }
