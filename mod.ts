@@ -91,3 +91,11 @@ export {
 } from "./src/scope.ts";
 export { delay, withTimeout, withTimeoutOrNull } from "./src/time.ts";
 export { select, type SelectBuilder, type SelectOptions, type SelectResult } from "./src/select.ts";
+export { produce, type ProduceOptions } from "./src/produce.ts";
+export { type Actor, actor, type ActorOptions } from "./src/actor.ts";
+export {
+  NativeScope,
+  nativeScope,
+  type NativeScopeOptions,
+  type NativeWaitOptions,
+} from "./src/native_scope.ts";

@@ -358,7 +358,7 @@ const scopeRows: [string, string, string, string, number, string][] = [
   ],
   [
     `scope: ${MANY} tasks each awaiting a deferred, total`,
-    `kcoro: ${MANY}`,
+    `kcoro: ${MANY} concurrent tasks each awaiting a deferred`,
     `Effect: ${MANY}`,
     `effection: ${MANY}`,
     ms,
@@ -375,6 +375,30 @@ const launchJoin = scopeFigures[0];
 const memKcoro = mem("kcoro: heap", `scope: heap per waiting task (${MANY} tasks)`);
 scopeFigures.push(figure(memKcoro, mem("Effect: heap", "Effect fiber")));
 scopeFigures.push(figure(memKcoro, mem("effection: heap", "effection task")));
+// Tasks awaiting a native channel each: kcoro only (the peers have no native channels); beside
+// the deferred figure, so the table shows what the channel adds.
+const onChannel = scopeAvg(
+  `kcoro: ${MANY} concurrent tasks each awaiting a channel`,
+  `scope: ${MANY} tasks each awaiting a channel, total`,
+  ms,
+  "ms",
+);
+const onDeferred = scopeAvg(
+  `kcoro: ${MANY} concurrent tasks each awaiting a deferred`,
+  "kcoro, each awaiting a deferred",
+  ms,
+  "ms",
+);
+scopeFigures.push(figure(onChannel, onDeferred));
+scopeFigures.push(
+  figure(
+    mem("kcoro: heap per channel", `scope: heap per channel-waiting task (${MANY} tasks)`),
+    { ...memKcoro, name: "kcoro, deferred-waiting task" },
+  ),
+);
+scopeFigures.push(
+  figure(mem("kcoro: resident per channel", `scope: resident memory per channel-waiting task`)),
+);
 table(
   "structured concurrency (deno bench mean; Effect and effection from npm, same run)",
   scopeFigures,

@@ -9,11 +9,20 @@
 // Memory: `deno run --v8-flags=--expose-gc bench/scope_bench.ts --memory` prints one JSON line
 // per framework: heap bytes per waiting task (the task and what it waits on), after a full GC.
 //
-// "Awaiting something" is a CompletableDeferred per task for kcoro (channels are not in
-// TypeScript yet), Effect's Deferred and effection's withResolvers for the peers.
+// "Awaiting something" is a CompletableDeferred per task for kcoro, Effect's Deferred and
+// effection's withResolvers for the peers; kcoro also runs the same with a native channel per
+// task (a rendezvous Channel the task receives from: the wait is queued natively, the value
+// handed over in JavaScript), with its resident memory per task (the native channels and the
+// ring records are outside the JS heap).
 import { Deferred as EffectDeferred, Effect, Fiber } from "effect";
 import { run, spawn, suspend, withResolvers } from "effection";
-import { CompletableDeferred, type CoroutineScope, coroutineScope } from "../mod.ts";
+import {
+  Channel,
+  codecs,
+  CompletableDeferred,
+  type CoroutineScope,
+  coroutineScope,
+} from "../mod.ts";
 
 /** launch + join pairs per iteration. */
 export const BATCH = 1_000;
@@ -138,6 +147,25 @@ async function kcoroWaiting(measure?: () => void): Promise<void> {
   });
 }
 
+/** Launches MANY tasks each receiving from its own channel, sends to each, waits for the scope. */
+async function kcoroChannelWaiting(measure?: () => void): Promise<void> {
+  const channels: Channel<number>[] = new Array(MANY);
+  try {
+    await coroutineScope((scope) => {
+      for (let i = 0; i < MANY; i++) {
+        const ch = channels[i] = new Channel<number>(0, { codec: codecs.f64 });
+        scope.launch(async () => {
+          await ch.receive();
+        });
+      }
+      measure?.();
+      for (let i = 0; i < MANY; i++) channels[i].trySend(i);
+    });
+  } finally {
+    for (const ch of channels) ch?.[Symbol.dispose]();
+  }
+}
+
 function effectWaiting(measure?: () => void): Promise<void> {
   return Effect.runPromise(Effect.gen(function* () {
     const gates = [];
@@ -173,6 +201,14 @@ Deno.bench(
   () => kcoroWaiting(),
 );
 Deno.bench(
+  `kcoro: ${MANY} concurrent tasks each awaiting a channel, total time`,
+  // Fewer rounds than the deferred figure: under `deno bench` the channel handles of earlier
+  // rounds were seen not to be released in time, and 11 rounds of 100,000 reach the handle
+  // table's 2^20 - 1 (KC_ENOMEM); see the report on the sc-native branch.
+  { group: "waiting on a channel", baseline: true, n: 5, warmup: 1 },
+  () => kcoroChannelWaiting(),
+);
+Deno.bench(
   `Effect: ${MANY} fibers each awaiting a Deferred, total time`,
   { group: "waiting", n: 1, warmup: 0 },
   () => effectWaiting(),
@@ -188,17 +224,18 @@ Deno.bench(
 async function heapPerTask(
   fn: (measure: () => void) => Promise<void>,
   rounds: number,
+  what: "heapUsed" | "rss" = "heapUsed",
 ): Promise<number> {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc === undefined) throw new Error("run with --v8-flags=--expose-gc");
   let best = Infinity;
   for (let round = 0; round < rounds; round++) {
     gc();
-    const before = Deno.memoryUsage().heapUsed;
+    const before = Deno.memoryUsage()[what];
     let during = 0;
     await fn(() => {
       gc();
-      during = Deno.memoryUsage().heapUsed;
+      during = Deno.memoryUsage()[what];
     });
     best = Math.min(best, (during - before) / MANY);
   }
@@ -206,9 +243,18 @@ async function heapPerTask(
 }
 
 if (Deno.args.includes("--memory")) {
+  // Resident memory first, in one round, while the process is fresh: pages freed by earlier
+  // rounds would be reused and hide the native channels' cost.
+  const channel = `${MANY} tasks, each with its channel`;
+  console.log(JSON.stringify({
+    name: `kcoro: resident per channel-waiting task (${channel}, one round)`,
+    value: await heapPerTask(kcoroChannelWaiting, 1, "rss"),
+    unit: "bytes/task",
+  }));
   // Best of 3 for kcoro; one round for the peers, whose rounds take seconds each.
   const figures: [string, (m: () => void) => Promise<void>, number][] = [
     [`kcoro: heap per waiting task (${MANY} tasks, each with its deferred)`, kcoroWaiting, 3],
+    [`kcoro: heap per channel-waiting task (${channel})`, kcoroChannelWaiting, 3],
     [`Effect: heap per waiting fiber (${MANY} fibers, each with its Deferred)`, effectWaiting, 1],
     [
       `effection: heap per waiting task (${MANY} tasks, each with its resolvers)`,

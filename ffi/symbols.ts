@@ -6,8 +6,8 @@
  *
  * `kc_coro_yield`, `kc_coro_yield_value` and `kc_coro_park` are absent on purpose: they are
  * called from inside a native coroutine, and JavaScript never runs on a coroutine's stack.
- * So are `kc_park_until` (coroutine-only too), `kc_sleep_ns` (on the JavaScript thread it would
- * block the event loop) and `kc_now_ns` (the C side's clock for `kc_park_until`).
+ * So are `kc_park_until` (coroutine-only too) and `kc_sleep_ns` (on the JavaScript thread it would
+ * block the event loop).
  *
  * @module
  */
@@ -140,6 +140,18 @@ export const symbols = {
   kc_scope_live: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns): blocks, so runs off-thread. */
   kc_scope_wait: { parameters: ["u32", "u64"], result: "i32", nonblocking: true },
+  /**
+   * int32_t kc_scope_watch(uint32_t scope, uint64_t deadline_ns): blocks until cancelled or
+   * every child finished, so runs off-thread.
+   */
+  kc_scope_watch: { parameters: ["u32", "u64"], result: "i32", nonblocking: true },
+  /**
+   * int32_t kc_scope_watch(uint32_t scope, uint64_t deadline_ns) with a deadline already past:
+   * answers at once (KC_EINTR cancelled, 0 no children, KC_ETIME children running).
+   */
+  kc_scope_poll: { name: "kc_scope_watch", parameters: ["u32", "u64"], result: "i32" },
+  /** uint64_t kc_now_ns(void): the clock of every deadline_ns. */
+  kc_now_ns: { parameters: [], result: "u64" },
   /** int32_t kc_scope_destroy(uint32_t scope) */
   kc_scope_destroy: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_cancelled(void) */

@@ -54,7 +54,11 @@ extern "C" {
 #define KC_BUILTIN_SLEEPER 4    /* scheduled: {ms, done}: sleeps ms, then done += 1 */
 #define KC_BUILTIN_SKYNET 5     /* scheduled: {leaves, result}: skynet tree, result = sum */
 #define KC_BUILTIN_SPIN 6       /* scheduled: {rounds, done}: CPU-bound work, then done += 1 */
-#define KC_BUILTIN_CHAN_SENDER 7 /* scheduled: uint64_t[5] {chan, first, count, sent, done}: sends
+/* Scheduled, {arg, done, status}: status is an int32_t status as two's complement, done = 1. */
+#define KC_BUILTIN_CANCELLABLE_SLEEPER 7 /* {ms, ...}: kc_sleep_ns; KC_EINTR if its scope is cancelled */
+#define KC_BUILTIN_RECEIVER 8            /* {chan, ...}: receives one value; KC_EINTR likewise */
+#define KC_BUILTIN_CANCEL_SCOPE 9        /* {-, ...}: kc_scope_cancel of the scope it runs in: 1/0 */
+#define KC_BUILTIN_CHAN_SENDER 10 /* scheduled: uint64_t[5] {chan, first, count, sent, done}: sends
                                   * u64 first..first+count-1 (sent += 1 each), then done += 1 */
 
 /* kc_sched_shutdown modes. */
@@ -252,6 +256,10 @@ int32_t kc_scope_live(uint32_t scope);
 /* Until every child has finished (0) or deadline_ns (KC_ETIME; 0 = none). A coroutine parks, a
  * thread blocks. */
 int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns);
+/* From a plain thread: until the scope is cancelled (KC_EINTR, reported first) or every child
+ * has finished (0), or deadline_ns (KC_ETIME; 0 = none). For owners outside the scheduler (a
+ * TypeScript scope) that must hear of a native cancellation. KC_EINVAL from a coroutine. */
+int32_t kc_scope_watch(uint32_t scope, uint64_t deadline_ns);
 /* Cancels; the handle dies at once, the scope is freed after its last child. */
 int32_t kc_scope_destroy(uint32_t scope);
 /* Inside a scope's coroutine: 1 once the scope is cancelled, else 0 (for loops that never wait). */

@@ -29,24 +29,88 @@ export type ShutdownMode = "cancel" | "finish";
  * - `"sleeper"`: `[milliseconds, done]`: sleeps, then adds 1 to `done`;
  * - `"skynet"`: `[leaves, result]`: a 10-ary tree of coroutines summing `0..leaves-1`;
  * - `"spin"`: `[rounds, done]`: CPU-bound work, then adds 1 to `done`;
+ * - `"cancellable-sleeper"`: `[milliseconds, done, status]`: sleeps, ending early when the
+ *   native scope it runs in is cancelled; then `status` = 0 or `Status.EINTR` (read it with
+ *   `BigInt.asIntN(64, cells[2])`) and `done` = 1;
+ * - `"receiver"`: `[channel handle, done, status]`: receives one value (discarded) from a
+ *   channel that is not zero-copy (e.g. `codecs.u64`); `status` 0, `Status.EINTR` (its native
+ *   scope was cancelled), `EPIPE`, `ECANCELED` or `EBADH`;
+ * - `"cancel-scope"`: `[unused, done, status]`: cancels the native scope it runs in, as C code
+ *   calling `kc_scope_cancel` would; `status` 1 if it did, 0 if it was cancelled already;
  * - `"chanSender"`: `[channel handle, first, count, sent, done]`: sends the u64 values
  *   `first .. first+count-1` to a channel of 8-byte elements (`codecs.u64`), adding 1 to `sent`
  *   for each, stopping if the channel closes; then adds 1 to `done`.
  */
-export type ScheduledBuiltin = "sleeper" | "skynet" | "spin" | "chanSender";
+export type ScheduledBuiltin =
+  | "sleeper"
+  | "skynet"
+  | "spin"
+  | "cancellable-sleeper"
+  | "receiver"
+  | "cancel-scope"
+  | "chanSender";
 
-const builtinIds: Record<ScheduledBuiltin, number> = {
-  sleeper: 4,
-  skynet: 5,
-  spin: 6,
-  chanSender: 7,
+/** Each built-in's id (`KC_BUILTIN_*`) and how many cells it needs. */
+const builtinIds: Record<ScheduledBuiltin, readonly [number, number]> = {
+  "sleeper": [4, 2],
+  "skynet": [5, 2],
+  "spin": [6, 2],
+  "cancellable-sleeper": [7, 3],
+  "receiver": [8, 3],
+  "cancel-scope": [9, 3],
+  "chanSender": [10, 5],
 };
-const builtinCells: Record<ScheduledBuiltin, number> = {
-  sleeper: 2,
-  skynet: 2,
-  spin: 2,
-  chanSender: 5,
-};
+
+/**
+ * The entry pointer and argument pointer for `entry` and `arg`, checked; `pin` is the array the
+ * coroutine writes into, to keep reachable until it finishes. Internal (NativeScope uses it).
+ */
+export function nativeEntry(
+  op: string,
+  lib: Library,
+  entry: ScheduledBuiltin | NativeFunction,
+  arg: BigUint64Array | Deno.PointerValue | undefined,
+): { fn: Deno.PointerValue; arg: Deno.PointerValue; pin: BigUint64Array | null } {
+  let fn: Deno.PointerValue;
+  if (typeof entry === "string") {
+    if (!Object.hasOwn(builtinIds, entry)) {
+      throw new TypeError(
+        `Cannot ${op}: entry must be one of ${
+          Object.keys(builtinIds).join(", ")
+        } or a NativeFunction, received ${describe(entry)}`,
+      );
+    }
+    const [id, cells] = builtinIds[entry];
+    if (!(arg instanceof BigUint64Array) || arg.length < cells) {
+      throw new TypeError(
+        `Cannot ${op}: "${entry}" needs a BigUint64Array of ${cells} cells, received ${
+          describe(arg)
+        }`,
+      );
+    }
+    fn = lib.symbols(op).kc_builtin_entry(id);
+  } else if (
+    typeof entry === "object" && entry !== null && "pointer" in entry &&
+    typeof entry.pointer === "object" && entry.pointer !== null
+  ) {
+    fn = entry.pointer;
+  } else {
+    throw new TypeError(
+      `Cannot ${op}: entry must be a built-in name or a NativeFunction, received ${
+        describe(entry)
+      }`,
+    );
+  }
+  if (arg instanceof BigUint64Array) {
+    return { fn, arg: Deno.UnsafePointer.of(arg), pin: arg };
+  }
+  if (arg !== undefined && arg !== null && typeof arg !== "object") {
+    throw new TypeError(
+      `Cannot ${op}: arg must be a BigUint64Array or a pointer, received ${describe(arg)}`,
+    );
+  }
+  return { fn, arg: arg ?? null, pin: null };
+}
 
 /** A C-ABI function `void f(void *arg)` found by {@linkcode resolveNative}. */
 export interface NativeFunction {
@@ -118,52 +182,10 @@ export class Runtime {
   spawn(entry: ScheduledBuiltin | NativeFunction, cells?: BigUint64Array): void;
   spawn(entry: NativeFunction, arg?: Deno.PointerValue): void;
   spawn(entry: ScheduledBuiltin | NativeFunction, arg?: BigUint64Array | Deno.PointerValue): void {
-    const sym = this.#lib.symbols("spawn coroutine");
-    let fn: Deno.PointerValue;
-    if (typeof entry === "string") {
-      if (!(entry in builtinIds)) {
-        throw new TypeError(
-          `Cannot spawn coroutine: entry must be one of ${
-            Object.keys(builtinIds).join(", ")
-          } or a NativeFunction, received ${describe(entry)}`,
-        );
-      }
-      const cells = builtinCells[entry];
-      if (!(arg instanceof BigUint64Array) || arg.length < cells) {
-        throw new TypeError(
-          `Cannot spawn coroutine: "${entry}" needs a BigUint64Array of ${cells} cells, received ${
-            describe(arg)
-          }`,
-        );
-      }
-      fn = sym.kc_builtin_entry(builtinIds[entry]);
-    } else if (
-      typeof entry === "object" && entry !== null && "pointer" in entry &&
-      typeof entry.pointer === "object" && entry.pointer !== null
-    ) {
-      fn = entry.pointer;
-    } else {
-      throw new TypeError(
-        `Cannot spawn coroutine: entry must be a built-in name or a NativeFunction, received ${
-          describe(entry)
-        }`,
-      );
-    }
-    let argPtr: Deno.PointerValue = null;
-    if (arg instanceof BigUint64Array) {
-      this.#pinned.push(arg);
-      argPtr = Deno.UnsafePointer.of(arg);
-    } else if (arg !== undefined && arg !== null) {
-      if (typeof arg !== "object") {
-        throw new TypeError(
-          `Cannot spawn coroutine: arg must be a BigUint64Array or a pointer, received ${
-            describe(arg)
-          }`,
-        );
-      }
-      argPtr = arg;
-    }
-    unwrap(sym.kc_spawn(fn, argPtr, 0, null), "spawn coroutine");
+    const op = "spawn coroutine";
+    const e = nativeEntry(op, this.#lib, entry, arg);
+    if (e.pin !== null) this.#pinned.push(e.pin);
+    unwrap(this.#lib.symbols(op).kc_spawn(e.fn, e.arg, 0, null), op);
   }
 
   /**

@@ -12,7 +12,6 @@ const onlyInsideCoroutine = new Set([
   "kc_coro_park",
   "kc_sleep_ns",
   "kc_park_until",
-  "kc_now_ns",
 ]);
 
 function cTypeToFfi(t: string): string[] {

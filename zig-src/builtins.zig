@@ -5,6 +5,8 @@
 const std = @import("std");
 const coroutine = @import("coro/coroutine.zig");
 const scheduler = @import("sched/scheduler.zig");
+const scope_mod = @import("sc/scope.zig");
+const status_mod = @import("status.zig");
 
 pub const Builtin = enum(u32) {
     /// Hand-driven. Yields the first `arg` (integer) Fibonacci numbers through the transfer
@@ -22,11 +24,23 @@ pub const Builtin = enum(u32) {
     /// Scheduled. `arg` -> u64[2] { rounds, done }: CPU-bound work (a hash chain of `rounds`
     /// steps), then adds 1 to `done`.
     spin = 6,
+    /// Scheduled. `arg` -> u64[3] { milliseconds, done, status }: sleeps like kc_sleep_ns, so
+    /// inside a native scope it ends early when the scope is cancelled; then `status` = 0 or
+    /// KC_EINTR (as two's complement) and `done` = 1.
+    cancellable_sleeper = 7,
+    /// Scheduled. `arg` -> u64[3] { channel handle, done, status }: receives one value from the
+    /// channel (discarded; not a zero-copy channel), then `status` = 0, KC_EINTR (its scope was
+    /// cancelled), KC_EPIPE, KC_ECANCELED or KC_EBADH and `done` = 1. Lives in root.zig.
+    receiver = 8,
+    /// Scheduled. `arg` -> u64[3] { unused, done, status }: cancels the native scope it runs
+    /// in, as C code calling kc_scope_cancel would; `status` = 1 if it did, 0 if it was
+    /// cancelled already, KC_EINVAL outside a scope; then `done` = 1.
+    cancel_scope = 9,
     /// Scheduled. `arg` -> u64[5] { channel handle, first, count, sent, done }: sends the u64
     /// values first .. first+count-1 to the channel (element size 8), counting each in `sent`,
     /// stopping early if a send fails (closed); then adds 1 to `done`. A native producer for
     /// channels shared with JavaScript isolates and Workers.
-    chan_sender = 7,
+    chan_sender = 10,
 };
 
 pub fn entry(b: Builtin) *const anyopaque {
@@ -37,8 +51,40 @@ pub fn entry(b: Builtin) *const anyopaque {
         .sleeper => @ptrCast(&sleeper),
         .skynet => @ptrCast(&skynetRoot),
         .spin => @ptrCast(&spin),
+        .cancellable_sleeper => @ptrCast(&cancellableSleeper),
+        .cancel_scope => @ptrCast(&cancelScope),
+        .receiver => unreachable, // root.zig answers for it: it needs the channel handle table
         .chan_sender => @ptrCast(&chanSender),
     };
+}
+
+/// Stores `status` in cell 2, then sets `done` (cell 1) for the three-cell built-ins.
+pub fn finish(c: *[3]std.atomic.Value(u64), status: i32) void {
+    c[2].store(@bitCast(@as(i64, status)), .monotonic);
+    // Release: pairs with the reader's acquire of `done` (or the scope wait that precedes its
+    // read), which then sees `status`.
+    c[1].store(1, .release);
+}
+
+fn cells3(arg: ?*anyopaque) *[3]std.atomic.Value(u64) {
+    return @ptrCast(@alignCast(arg.?));
+}
+
+fn cancellableSleeper(arg: ?*anyopaque) callconv(.c) void {
+    const c = cells3(arg);
+    const s = scheduler.currentScheduler() orelse return;
+    const deadline = scheduler.monotonicNs() +| c[0].load(.monotonic) *| std.time.ns_per_ms;
+    const status: i32 = if (scope_mod.sleepUntil(s, deadline, null)) 0 else |err| switch (err) {
+        error.Interrupted => status_mod.Status.interrupted.code(),
+        else => status_mod.fromError(err).code(),
+    };
+    finish(c, status);
+}
+
+fn cancelScope(arg: ?*anyopaque) callconv(.c) void {
+    const c = cells3(arg);
+    const sc = scope_mod.current() orelse return finish(c, status_mod.Status.invalid.code());
+    finish(c, @intFromBool(sc.cancel()));
 }
 
 fn cells(arg: ?*anyopaque) *[2]std.atomic.Value(u64) {

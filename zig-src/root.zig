@@ -694,6 +694,34 @@ export fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32 {
     }
 }
 
+/// int32_t kc_scope_watch(uint32_t scope, uint64_t deadline_ns): from a plain thread, waits
+/// until the scope is cancelled (KC_EINTR, reported first: by kc_scope_cancel, a parent scope,
+/// kc_scope_destroy or a child), or every child has finished (0), or the deadline passes (KC_ETIME;
+/// 0 = none). For an owner outside the scheduler that must hear of a native cancellation while
+/// it waits for the children (a TypeScript scope: call it nonblocking). KC_EINVAL from a
+/// coroutine (it would block its worker); KC_ESHUTDOWN if the scheduler stops meanwhile.
+export fn kc_scope_watch(scope: u32, deadline_ns: u64) callconv(.c) i32 {
+    if (coroutine.current() != null) return Status.invalid.code();
+    const sr = scopes();
+    const se = sr.acquire(scope) catch |err| return fail(err);
+    defer sr.release(se);
+    const sc = ScopeRegistry.objectOf(se);
+    // In slices, as kc_scope_wait: a shutdown abandons children and would strand the watch.
+    while (true) {
+        if (running() == null and !sc.isCancelled() and sc.liveCount() != 0) return Status.shutdown.code();
+        const slice = kcoro.scheduler.monotonicNs() + 50 * std.time.ns_per_ms;
+        const d = if (deadline_ns == 0) slice else @min(slice, deadline_ns);
+        const r = sc.watch(d) catch {
+            if (deadline_ns != 0 and kcoro.scheduler.monotonicNs() >= deadline_ns) return Status.timeout.code();
+            continue;
+        };
+        return switch (r) {
+            .done => 0,
+            .cancelled => Status.interrupted.code(),
+        };
+    }
+}
+
 /// int32_t kc_scope_destroy(uint32_t scope): cancels the scope; the handle dies at once and the
 /// scope is freed when its last child has finished.
 export fn kc_scope_destroy(scope: u32) callconv(.c) i32 {
@@ -1202,7 +1230,28 @@ pub const Builtin = builtins.Builtin;
 /// const void *kc_builtin_entry(uint32_t id): a built-in entry function, or NULL.
 export fn kc_builtin_entry(id: u32) callconv(.c) ?*const anyopaque {
     const b = std.meta.intToEnum(Builtin, id) catch return null;
-    return builtins.entry(b);
+    return switch (b) {
+        .receiver => @ptrCast(&receiverBuiltin),
+        else => builtins.entry(b),
+    };
+}
+
+/// KC_BUILTIN_RECEIVER: `arg` -> u64[3] { channel handle, done, status }. Receives one value
+/// (discarded; the channel must not be zero-copy) with no token, so inside a native scope the
+/// wait ends with KC_EINTR when the scope is cancelled. Here, not in builtins.zig: it needs the
+/// channel handle table.
+fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
+    const c: *[3]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
+    const h = std.math.cast(u32, c[0].load(.monotonic)) orelse 0;
+    var buf: [64]u8 align(8) = undefined;
+    const size: u32 = blk: {
+        const e = chans().acquire(h) catch |err| return builtins.finish(c, fail(err));
+        defer chans().release(e);
+        const ch = ChanRegistry.channelOf(e);
+        if (ch.zero_copy or ch.elem_size > buf.len) return builtins.finish(c, Status.invalid.code());
+        break :blk ch.elem_size;
+    };
+    builtins.finish(c, kc_chan_recv(h, &buf, size, 0, 0, 0));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1633,6 +1682,57 @@ test "C ABI: native scopes, actors and producers; cancellation reaches sleeps, w
     try testing.expectEqual(Status.bad_handle.code(), kc_scope_cancel(scope));
     try testing.expectEqual(@as(i32, 0), kc_cancelled()); // not in a scope
     for ([_]u32{ mailbox, idle_box, S.out_chan }) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+}
+
+test "C ABI: kc_scope_watch hears a native cancellation; the scope-aware built-ins report KC_EINTR" {
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+    const Entry = *const fn (?*anyopaque) callconv(.c) void;
+    const entryOf = struct {
+        fn f(b: Builtin) Entry {
+            return @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(b)).?));
+        }
+    }.f;
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    try testing.expectEqual(@as(i32, 0), kc_scope_watch(scope, deadline)); // no children: done
+    var chan_h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &chan_h));
+    var sleeper = [3]u64{ 60_000, 0, 0 };
+    var receiver = [3]u64{ chan_h, 0, 0 };
+    var quick = [3]u64{ 1, 0, 0 };
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entryOf(.cancellable_sleeper), &quick, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_watch(scope, deadline)); // its child finished
+    try testing.expectEqual(@as(u64, 1), quick[1]);
+    try testing.expectEqual(@as(u64, 0), quick[2]); // slept the whole millisecond
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entryOf(.cancellable_sleeper), &sleeper, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entryOf(.receiver), &receiver, 0, null));
+    try testing.expectEqual(Status.timeout.code(), kc_scope_watch(scope, kc_now_ns() + std.time.ns_per_ms));
+    // A child cancels its own scope, as C code would: the watch hears it, the others stop.
+    var canceller = [3]u64{ 0, 0, 0 };
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entryOf(.cancel_scope), &canceller, 0, null));
+    try testing.expectEqual(Status.interrupted.code(), kc_scope_watch(scope, deadline));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, deadline));
+    try testing.expectEqual(Status.interrupted.code(), kc_scope_watch(scope, deadline)); // sticky
+    try testing.expectEqual(@as(u64, 1), canceller[2]);
+    for ([_]*[3]u64{ &sleeper, &receiver }) |c| {
+        try testing.expectEqual(@as(u64, 1), c[1]);
+        try testing.expectEqual(Status.interrupted.code(), @as(i32, @intCast(@as(i64, @bitCast(c[2])))));
+    }
+    // Outside a scope the receiver gets the value; a bad handle is reported.
+    const v: u64 = 7;
+    var free_receiver = [3]u64{ chan_h, 0, 0 };
+    try testing.expectEqual(@as(i32, 0), kc_spawn(entryOf(.receiver), &free_receiver, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(chan_h, &v, 8, deadline, 0, 0));
+    var bad = [3]u64{ 0, 0, 0 };
+    try testing.expectEqual(@as(i32, 0), kc_spawn(entryOf(.receiver), &bad, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain());
+    try testing.expectEqual(@as(u64, 0), free_receiver[2]);
+    try testing.expectEqual(Status.bad_handle.code(), @as(i32, @intCast(@as(i64, @bitCast(bad[2])))));
+    try testing.expectEqual(@as(i32, 0), kc_scope_destroy(scope));
+    try testing.expectEqual(Status.bad_handle.code(), kc_scope_watch(scope, 0));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(chan_h));
 }
 
 test "C ABI: native buffers in descriptors; kept undelivered values outlive destroy" {

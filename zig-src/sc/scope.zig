@@ -6,7 +6,10 @@
 //! would wait inside a child is interrupted (`Interrupted`, KC_EINTR) when the scope is
 //! cancelled, without the child passing a token. Scopes nest: a child scope's token is a child
 //! of its parent's, so cancelling a scope cancels everything below it. `waitAll` returns when
-//! every child has finished (with an absolute deadline).
+//! every child has finished (with an absolute deadline); `watch` returns as soon as the scope is
+//! cancelled or every child has finished, so that an owner outside the scheduler (a TypeScript
+//! scope) hears of a cancellation made natively (`kc_scope_cancel` from C, a parent scope) while
+//! it waits for the children.
 //!
 //! Lifetime: a scope is reference counted: the creator's reference plus one per live child and
 //! one per child scope. The creator calls `release` when done with it (after `cancel`, if
@@ -14,7 +17,7 @@
 //! its scope freed.
 //!
 //! Any thread or coroutine may call `launch`, `cancel`, `isCancelled`, `liveCount`; `waitAll`
-//! parks a scheduled coroutine and blocks a thread.
+//! parks a scheduled coroutine and blocks a thread; `watch` is for threads only.
 const std = @import("std");
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
@@ -42,6 +45,11 @@ pub const Scope = struct {
     waiters: std.ArrayListUnmanaged(coroutine.Ref) = .empty,
     /// Recycled launch records (no allocation per launch once warm).
     free_launches: ?*Launch = null,
+    /// Futex word for `watch`: bumped when the scope is cancelled (`cancel_link`) and when its
+    /// last child finishes.
+    events: std.atomic.Value(u32) = .init(0),
+    /// Registered on `token` from `create` until the token fires it or `release` unlinks it.
+    cancel_link: cancel_mod.Link = .{ .fire = fireCancel },
 
     const Launch = struct {
         scope: *Scope,
@@ -65,7 +73,24 @@ pub const Scope = struct {
             s.token.initChild(&p.token);
             p.retain();
         } else s.token = .init;
+        // False under a cancelled parent: `watch` reads the flag itself, nothing to fire.
+        _ = s.token.register(&s.cancel_link);
         return s;
+    }
+
+    fn fireCancel(l: *cancel_mod.Link) void {
+        // Runs under the token's lock inside `cancel`, so the scope is alive (`release` unlinks
+        // this link under the same lock before freeing).
+        const s: *Scope = @fieldParentPtr("cancel_link", l);
+        s.bumpEvents();
+    }
+
+    fn bumpEvents(s: *Scope) void {
+        // Release: pairs with the acquire load of `events` in `watch`; a watcher that read the
+        // old value sees the word differ and does not sleep, one that reads the new value also
+        // sees the cancelled flag / live == 0 written before this.
+        _ = s.events.fetchAdd(1, .release);
+        Futex.wake(&s.events, std.math.maxInt(u32));
     }
 
     fn retain(s: *Scope) void {
@@ -82,6 +107,7 @@ pub const Scope = struct {
         if (prev != 1) return;
         assert(s.live.load(.monotonic) == 0);
         assert(s.waiters.items.len == 0);
+        s.token.unregister(&s.cancel_link); // Token.deinit asserts that no link is left
         s.token.deinit();
         s.context.release();
         s.waiters.deinit(s.allocator);
@@ -157,6 +183,7 @@ pub const Scope = struct {
             for (woken.items) |r| _ = s.sched.unpark(r);
             woken.deinit(s.allocator);
             Futex.wake(&s.live, std.math.maxInt(u32));
+            s.bumpEvents();
         }
         s.release();
     }
@@ -176,6 +203,28 @@ pub const Scope = struct {
                 if (now >= d) return error.Timeout;
                 Futex.timedWait(&s.live, n, d - now) catch {};
             } else Futex.wait(&s.live, n);
+        }
+    }
+
+    pub const WatchResult = enum { done, cancelled };
+
+    /// From a plain thread (not a coroutine: it blocks): waits until the scope is cancelled
+    /// (`.cancelled`, reported first, whether children still run or not), or every child has
+    /// finished (`.done`), or `deadline` (monotonic ns) passes (error.Timeout). What the
+    /// children did before finishing happens-before `.done`.
+    pub fn watch(s: *Scope, deadline: ?u64) error{Timeout}!WatchResult {
+        assert(coroutine.current() == null); // it would block the worker
+        while (true) {
+            // Acquire: pairs with the release in `bumpEvents`. The word is read before the
+            // conditions, so a bump after they were read makes the futex wait return at once.
+            const seq = s.events.load(.acquire);
+            if (s.isCancelled()) return .cancelled;
+            if (s.live.load(.acquire) == 0) return .done; // pairs with `childDone`
+            if (deadline) |d| {
+                const now = scheduler.monotonicNs();
+                if (now >= d) return error.Timeout;
+                Futex.timedWait(&s.events, seq, d - now) catch {};
+            } else Futex.wait(&s.events, seq);
         }
     }
 
@@ -311,6 +360,56 @@ test "a scope waits for its children, cancels them (channel waits and sleeps) an
     try testing.expectError(error.Cancelled, scope.launch(S.quick, null, .{}));
     child.release();
     scope.release(); // testing.allocator checks that both went, with their contexts
+}
+
+test "watch returns when the scope is cancelled or its last child finishes" {
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    defer sched.shutdown(.cancel);
+    const S = struct {
+        var sch: *Scheduler = undefined;
+        var interrupted: std.atomic.Value(u32) = .init(0);
+        fn short(_: ?*anyopaque) callconv(.c) void {
+            sch.sleep(2 * std.time.ns_per_ms) catch unreachable;
+        }
+        fn long(_: ?*anyopaque) callconv(.c) void {
+            sleepUntil(sch, scheduler.monotonicNs() + 60 * std.time.ns_per_s, null) catch |e| {
+                if (e == error.Interrupted) _ = interrupted.fetchAdd(1, .monotonic);
+            };
+        }
+        fn watcher(scope: *Scope) void {
+            // Blocks until a thread below cancels it: the futex wake reaches a sleeping watch.
+            std.debug.assert(scope.watch(null) catch unreachable == .cancelled);
+        }
+    };
+    S.sch = &sched;
+    const scope = try Scope.create(testing.allocator, &sched, null);
+    defer scope.release();
+    try testing.expectEqual(Scope.WatchResult.done, try scope.watch(null)); // no children
+    for (0..3) |_| _ = try scope.launch(S.short, null, .{});
+    const far = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    try testing.expectEqual(Scope.WatchResult.done, try scope.watch(far));
+    try testing.expectEqual(@as(u32, 0), scope.liveCount());
+    _ = try scope.launch(S.long, null, .{});
+    try testing.expectError(error.Timeout, scope.watch(scheduler.monotonicNs() + std.time.ns_per_ms));
+    const t = try std.Thread.spawn(.{}, S.watcher, .{scope});
+    try testing.expect(scope.cancel());
+    t.join();
+    // Cancellation is reported first, even once the children are gone.
+    try scope.waitAll(far);
+    try testing.expectEqual(Scope.WatchResult.cancelled, try scope.watch(null));
+    try testing.expectEqual(@as(u32, 1), S.interrupted.load(.monotonic));
+
+    // A child scope hears its parent's cancellation.
+    const parent = try Scope.create(testing.allocator, &sched, null);
+    defer parent.release();
+    const child = try Scope.create(testing.allocator, &sched, parent);
+    defer child.release();
+    _ = try child.launch(S.long, null, .{});
+    try testing.expectError(error.Timeout, child.watch(scheduler.monotonicNs() + std.time.ns_per_ms));
+    try testing.expect(parent.cancel());
+    try testing.expectEqual(Scope.WatchResult.cancelled, try child.watch(far));
+    try child.waitAll(far);
 }
 
 test "waitAll from a coroutine parks until the last child finishes" {

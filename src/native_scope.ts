@@ -1,0 +1,371 @@
+/**
+ * Native scopes from TypeScript: {@linkcode NativeScope} over `kc_scope_*`, and the native scope
+ * a TypeScript scope owns ({@linkcode nativeScope}).
+ *
+ * A native scope owns native coroutines (built-ins or C-ABI functions from
+ * {@linkcode resolveNative}) launched through it, and every coroutine they `kc_spawn`. Each child
+ * runs with the scope's native context: its `job` key names the scope and its `cancellation`
+ * key the scope's token, so a channel operation, select or `kc_sleep_ns` that waits inside a
+ * child fails with `KC_EINTR` when the scope is cancelled, and `kc_cancelled()` turns 1.
+ *
+ * `nativeScope(scope)` gives the native scope that a TypeScript scope (or task) owns, made on
+ * first use. The two are one scope seen from two sides:
+ * - cancelling the TypeScript scope (or its failure, a timeout, its parent's cancellation)
+ *   cancels the native scope, so every native child sees it through its context's token;
+ * - cancelling the native scope natively (`kc_scope_cancel` from C, a child calling it, a parent
+ *   native scope) cancels the TypeScript scope with a CancellationError, heard while native
+ *   children run (a `kc_scope_watch` off the JavaScript thread) or at the next launch;
+ * - the TypeScript scope completes only when its native children have finished too: while they
+ *   run, a job standing for them is among the scope's children.
+ *
+ * While native children run, one nonblocking FFI call per owning scope waits for them (it keeps
+ * the process alive, as any unfinished task does); a scope with no native child running waits
+ * on nothing, so an idle process exits.
+ *
+ * @module
+ */
+import { type Library, library } from "../ffi/load.ts";
+import {
+  CancellationError,
+  describe,
+  InvalidHandleError,
+  Status,
+  TimeoutError,
+  unwrap,
+} from "./errors.ts";
+import { type Job, JobSupport } from "./job.ts";
+import { nativeEntry, type NativeFunction, runtime, type ScheduledBuiltin } from "./runtime.ts";
+import type { CoroutineScope } from "./scope.ts";
+
+/** Options for {@linkcode NativeScope.create}. */
+export interface NativeScopeOptions {
+  /** A native parent: cancelling it cancels this scope (and everything below). */
+  parent?: NativeScope;
+}
+
+/** Options for {@linkcode NativeScope.wait}. */
+export interface NativeWaitOptions {
+  /** Aborting it rejects the wait with the signal's reason (the children keep running). */
+  signal?: AbortSignal;
+  /** Milliseconds; past them the wait rejects with a TimeoutError (a CancellationError). */
+  timeout?: number;
+}
+
+/** How long one native wait blocks before looking at the signal again. */
+const SLICE_NS = 100_000_000n;
+
+/** The native scopes owned by TypeScript jobs. */
+const owned = new WeakMap<JobSupport<unknown>, NativeScope>();
+
+function nativeCancellation(): CancellationError {
+  return new CancellationError("Cancelled: the native scope was cancelled");
+}
+
+/**
+ * A native scope (`kc_scope_*`): launches native coroutines as its children, cancels them all,
+ * and waits for them. Make a free-standing one with {@linkcode NativeScope.create} (dispose it
+ * with `await using`), or get the one a TypeScript scope owns with {@linkcode nativeScope}.
+ *
+ * @example
+ * ```ts
+ * import { NativeScope, Status } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * await using scope = NativeScope.create();
+ * const cells = new BigUint64Array([60_000n, 0n, 0n]); // sleep a minute
+ * scope.launch("cancellable-sleeper", cells);
+ * assert.equal(scope.live, 1);
+ * await assert.rejects(scope.wait({ timeout: 1 }), { name: "TimeoutError" });
+ * assert.equal(scope.cancel(), true); // the sleep ends at once with KC_EINTR
+ * await scope.wait();
+ * assert.equal(BigInt.asIntN(64, cells[2]), BigInt(Status.EINTR));
+ * ```
+ */
+export class NativeScope implements AsyncDisposable {
+  readonly #lib: Library;
+  readonly #handle: number;
+  readonly #owner: JobSupport<unknown> | null;
+  #destroyed = false;
+  /** Arrays the children write into: reachable until the children are gone. */
+  #pinned: BigUint64Array[] = [];
+  /** The job standing for the running native children of an owned scope. */
+  #children: NativeChildren | null = null;
+
+  private constructor(lib: Library, handle: number, owner: JobSupport<unknown> | null) {
+    this.#lib = lib;
+    this.#handle = handle;
+    this.#owner = owner;
+  }
+
+  /** A free-standing native scope (starts the runtime with default options if need be). */
+  static create(options: NativeScopeOptions = {}): NativeScope {
+    const op = "create native scope";
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
+    }
+    const parent = options.parent;
+    if (parent !== undefined && !(parent instanceof NativeScope)) {
+      throw new TypeError(
+        `Cannot ${op}: parent must be a NativeScope, received ${describe(parent)}`,
+      );
+    }
+    return NativeScope.#make(op, parent === undefined ? 0 : parent.#open(op), null);
+  }
+
+  static #make(op: string, parent: number, owner: JobSupport<unknown> | null): NativeScope {
+    runtime();
+    const lib = library();
+    const out = new Uint32Array(1);
+    unwrap(lib.symbols(op).kc_scope_create(parent, out), op);
+    return new NativeScope(lib, out[0], owner);
+  }
+
+  /** @internal The native scope `owner` owns: cancelled with it, destroyed when it completes. */
+  static _own(owner: JobSupport<unknown>): NativeScope {
+    const ns = NativeScope.#make("get native scope", 0, owner);
+    if (owner.isCancelled) {
+      ns.cancel();
+    } else {
+      const signal = owner.signal;
+      const onAbort = () => ns.cancel();
+      signal.addEventListener("abort", onAbort, { once: true });
+      owner.invokeOnCompletion(() => signal.removeEventListener("abort", onAbort));
+    }
+    owner.invokeOnCompletion(() => ns.#destroy());
+    return ns;
+  }
+
+  #open(op: string): number {
+    if (this.#destroyed) {
+      throw new InvalidHandleError(`Cannot ${op}: the native scope was destroyed`);
+    }
+    return this.#handle;
+  }
+
+  /** The native handle (for the C ABI: pass it to C code that calls `kc_scope_*`). */
+  get handle(): number {
+    return this.#handle;
+  }
+
+  /** How many children have not finished. */
+  get live(): number {
+    const op = "read native scope";
+    return unwrap(this.#lib.symbols(op).kc_scope_live(this.#open(op)), op);
+  }
+
+  /** True once the scope is cancelled, from either side. */
+  get isCancelled(): boolean {
+    const op = "read native scope";
+    return this.#lib.symbols(op).kc_scope_poll(this.#open(op), 1n) === Status.EINTR;
+  }
+
+  /**
+   * Runs `entry` as a child: a built-in (given its `BigUint64Array` of cells) or a function
+   * from {@linkcode resolveNative} (given a pointer, or cells). The child and everything it
+   * spawns see the scope's cancellation. Throws a CancellationError once the scope is cancelled
+   * (nothing starts then); in an owned scope that also cancels the owner, if a native
+   * cancellation had not reached it yet.
+   */
+  launch(entry: ScheduledBuiltin | NativeFunction, cells?: BigUint64Array): void;
+  launch(entry: NativeFunction, arg?: Deno.PointerValue): void;
+  launch(entry: ScheduledBuiltin | NativeFunction, arg?: BigUint64Array | Deno.PointerValue): void {
+    const op = "launch native coroutine";
+    const handle = this.#open(op);
+    const e = nativeEntry(op, this.#lib, entry, arg);
+    const rc = this.#lib.symbols(op).kc_scope_launch(handle, e.fn, e.arg, 0, null);
+    if (rc === Status.ECANCELED) {
+      const owner = this.#owner;
+      if (owner !== null && !owner.isCancelled) owner.cancel(nativeCancellation());
+      throw new CancellationError(`Cannot ${op}: the native scope was cancelled`);
+    }
+    unwrap(rc, op);
+    if (e.pin !== null) this.#pinned.push(e.pin);
+    if (this.#owner !== null && this.#children === null) {
+      this.#children = new NativeChildren(this, this.#owner);
+    }
+  }
+
+  /** Cancels every child (they see KC_EINTR in their waits); true the first time only. */
+  cancel(): boolean {
+    if (this.#destroyed) return false;
+    const op = "cancel native scope";
+    return unwrap(this.#lib.symbols(op).kc_scope_cancel(this.#handle), op) === 1;
+  }
+
+  /**
+   * Resolves when every child has finished. Rejects with a TimeoutError after `timeout` ms, or
+   * with the signal's reason when it aborts; the children keep running either way.
+   */
+  wait(options: NativeWaitOptions = {}): Promise<void> {
+    const op = "wait for native scope";
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
+    }
+    const { signal, timeout } = options;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new TypeError(
+        `Cannot ${op}: signal must be an AbortSignal, received ${describe(signal)}`,
+      );
+    }
+    if (timeout !== undefined && (typeof timeout !== "number" || Number.isNaN(timeout))) {
+      throw new RangeError(
+        `Cannot ${op}: timeout must be a number of milliseconds, received ${describe(timeout)}`,
+      );
+    }
+    const handle = this.#open(op);
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const sym = this.#lib.symbols(op);
+    const end = timeout === undefined || timeout === Infinity
+      ? 0n
+      : sym.kc_now_ns() + BigInt(Math.max(0, Math.ceil(timeout * 1e6)));
+    const loop = async () => {
+      while (true) {
+        // With a signal, wait in slices so that an abort ends the native wait soon too.
+        let deadline = end;
+        if (signal !== undefined) {
+          const slice = sym.kc_now_ns() + SLICE_NS;
+          if (deadline === 0n || slice < deadline) deadline = slice;
+        }
+        const rc = await sym.kc_scope_wait(handle, deadline);
+        if (rc === 0) {
+          if (this.#children === null) this.#pinned = [];
+          return;
+        }
+        if (rc !== Status.ETIME) unwrap(rc, op);
+        if (signal?.aborted) return;
+        if (end !== 0n && sym.kc_now_ns() >= end) {
+          throw new TimeoutError(`Timed out waiting for native children after ${timeout} ms`);
+        }
+      }
+    };
+    if (signal === undefined) return loop();
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = () => reject(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+      loop().then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    });
+  }
+
+  /** Cancels the scope, waits for every child, and destroys the handle. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#destroyed || !this.#lib.isOpen) return;
+    this.cancel();
+    try {
+      await this.wait();
+    } finally {
+      this.#destroy();
+    }
+  }
+
+  #destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    if (this.#lib.isOpen) this.#lib.symbols("destroy native scope").kc_scope_destroy(this.#handle);
+    this.#pinned = [];
+  }
+
+  /** @internal Called by NativeChildren once the children it stood for are gone. */
+  _childrenDone(children: NativeChildren): void {
+    if (this.#children !== children) return;
+    this.#children = null;
+    this.#pinned = [];
+  }
+
+  /** @internal The library and handle, for NativeChildren's waits. */
+  get _lib(): Library {
+    return this.#lib;
+  }
+
+  /** @internal */
+  get _destroyed(): boolean {
+    return this.#destroyed;
+  }
+}
+
+/**
+ * A child job of the owning TypeScript scope that stands for the native children while they
+ * run, so the scope completes only after them. It watches the native scope off-thread: when
+ * the last child finishes it completes; when the native scope is cancelled it cancels the owner
+ * (if the cancellation came from the native side) and completes once the children are gone.
+ */
+class NativeChildren extends JobSupport<void> {
+  readonly #scope: NativeScope;
+  readonly #owner: JobSupport<unknown>;
+
+  constructor(scope: NativeScope, owner: JobSupport<unknown>) {
+    super(owner.context, 0);
+    this.#scope = scope;
+    this.#owner = owner;
+    this.attachTo(owner);
+    this.start();
+  }
+
+  protected override onStart(): void {
+    this.#watch().then(() => this.#finish(), () => this.#finish());
+  }
+
+  async #watch(): Promise<void> {
+    const ns = this.#scope;
+    const sym = ns._lib.symbols("wait for native children");
+    while (!ns._destroyed) {
+      let rc = await sym.kc_scope_watch(ns.handle, 0n);
+      if (rc === Status.EINTR) {
+        if (!this.#owner.isCancelled) this.#owner.cancel(nativeCancellation());
+        rc = await sym.kc_scope_wait(ns.handle, 0n);
+      }
+      // Done, unless a launch came in between the native answer and this turn.
+      if (rc !== 0 || ns._destroyed || ns.live === 0) return;
+    }
+  }
+
+  #finish(): void {
+    this.#scope._childrenDone(this);
+    this.completeBody(undefined);
+  }
+
+  override toString(): string {
+    return `NativeChildren(${this.state})`;
+  }
+}
+
+/**
+ * The native scope owned by `scope` (a TypeScript scope or task), made on first use: cancelling
+ * either cancels both, and `scope` completes only when the native children launched through it
+ * have finished. The children see the scope's cancellation through their native context (its
+ * `job` and `cancellation` keys), as they would in any native scope. Throws a
+ * CancellationError for a scope that has completed.
+ *
+ * @example
+ * ```ts
+ * import { coroutineScope, nativeScope, Status } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * const cells = new BigUint64Array([60_000n, 0n, 0n]);
+ * await assert.rejects(
+ *   coroutineScope(async (scope) => {
+ *     nativeScope(scope).launch("cancellable-sleeper", cells); // a native child
+ *     await null;
+ *     scope.cancel(); // reaches the native sleep at once
+ *   }),
+ *   { name: "CancellationError" },
+ * );
+ * // The scope settled only after its native child had finished:
+ * assert.equal(cells[1], 1n);
+ * assert.equal(BigInt.asIntN(64, cells[2]), BigInt(Status.EINTR));
+ * ```
+ */
+export function nativeScope(scope: CoroutineScope): NativeScope {
+  const job: Job | undefined = typeof scope === "object" && scope !== null ? scope.job : undefined;
+  if (!(job instanceof JobSupport)) {
+    throw new TypeError(
+      `Cannot get native scope: scope must be a CoroutineScope, received ${describe(scope)}`,
+    );
+  }
+  if (job.isCompleted) {
+    throw new CancellationError("Cannot get native scope: the scope has already completed");
+  }
+  let ns = owned.get(job);
+  if (ns === undefined) {
+    ns = NativeScope._own(job);
+    owned.set(job, ns);
+  }
+  return ns;
+}

@@ -1,0 +1,223 @@
+// TypeScript scopes owning native scopes: cancellation from the TypeScript side reaching native
+// coroutines (sleeps and channel waits fail with KC_EINTR), cancellation from the native side
+// reaching the TypeScript scope and its JavaScript tasks, and no scope completing before its
+// native children. Native children are built-ins that report through their cells; nothing
+// here waits on a sleep for synchronisation.
+import assert from "node:assert/strict";
+import {
+  CancellationError,
+  Channel,
+  codecs,
+  coroutineScope,
+  createScope,
+  InvalidHandleError,
+  library,
+  NativeScope,
+  nativeScope,
+  runtime,
+  Status,
+  TimeoutError,
+  withTimeout,
+} from "../mod.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+const MINUTE = 60_000n;
+
+/** Cells of a three-cell built-in: [arg, done, status]. */
+function cells(arg: bigint | number): BigUint64Array {
+  return new BigUint64Array([BigInt(arg), 0n, 0n]);
+}
+const done = (c: BigUint64Array) => c[1] === 1n;
+const status = (c: BigUint64Array) => Number(BigInt.asIntN(64, c[2]));
+
+/** Rejects with the signal's reason when it aborts. */
+function untilAborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+}
+
+/** A few turns of the event loop (for asserting that something has not happened yet). */
+async function turns(n = 5): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((r) => setTimeout(r));
+}
+
+runtime();
+const liveBefore = () => runtime().stats().live;
+
+Deno.test("cancelling a TypeScript scope reaches its native children: sleeps and channel waits end with KC_EINTR", async () => {
+  using ch = new Channel<bigint>(0, { codec: codecs.u64 });
+  const sleeper = cells(MINUTE), receiver = cells(ch.handle);
+  let jsTask: unknown;
+  const before = liveBefore();
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      const ns = nativeScope(scope);
+      ns.launch("cancellable-sleeper", sleeper);
+      ns.launch("receiver", receiver);
+      scope.launch((task) => untilAborted(task.signal).catch((e) => jsTask = e));
+      assert.equal(ns.live, 2);
+      await null;
+      scope.cancel();
+    }),
+    CancellationError,
+  );
+  // The scope settled after both native children had finished, each interrupted.
+  for (const c of [sleeper, receiver]) {
+    assert.equal(done(c), true);
+    assert.equal(status(c), Status.EINTR);
+  }
+  assert.ok(jsTask instanceof CancellationError);
+  assert.equal(liveBefore(), before); // no native coroutine outlived its scope
+  // The receive was withdrawn, not left queued: a value sent now stays in the channel.
+  assert.deepEqual(ch.trySend(1n), { state: "full" });
+});
+
+Deno.test("a TypeScript scope does not complete before its native children", async () => {
+  using ch = new Channel<bigint>(0, { codec: codecs.u64 });
+  const receiver = cells(ch.handle);
+  let settled = false;
+  const scope = createScope();
+  nativeScope(scope).launch("receiver", receiver);
+  const joined = scope.join().then(() => settled = true); // no JavaScript task at all
+  await turns();
+  assert.equal(settled, false);
+  assert.equal(scope.state, "completing");
+  assert.equal(scope.children.length, 1); // the job standing for the native children
+  await ch.send(7n); // the native receiver takes it and finishes
+  await joined;
+  assert.equal(done(receiver), true);
+  assert.equal(status(receiver), 0);
+  assert.equal(scope.state, "completed");
+  assert.equal(scope.children.length, 0);
+});
+
+Deno.test("a task's native children keep the task, and so its scope, running", async () => {
+  using ch = new Channel<bigint>(0, { codec: codecs.u64 });
+  const receiver = cells(ch.handle);
+  const order: string[] = [];
+  const result = coroutineScope(async (scope) => {
+    const task = scope.launch((t) => {
+      nativeScope(t).launch("receiver", receiver);
+      order.push("task body returned");
+    });
+    await turns();
+    assert.equal(task.state, "completing"); // body done, native child running
+    order.push("sending");
+    await ch.send(1n);
+    await task.join();
+    order.push("task joined");
+  });
+  await result;
+  assert.deepEqual(order, ["task body returned", "sending", "task joined"]);
+  assert.equal(status(receiver), 0);
+});
+
+Deno.test("a native child cancelling its own native scope cancels the TypeScript scope and its tasks", async () => {
+  const sleeper = cells(MINUTE), canceller = cells(0);
+  let jsTask: unknown;
+  await assert.rejects(
+    coroutineScope((scope) => {
+      const ns = nativeScope(scope);
+      scope.launch((task) => untilAborted(task.signal).catch((e) => jsTask = e));
+      ns.launch("cancellable-sleeper", sleeper);
+      ns.launch("cancel-scope", canceller); // as C code calling kc_scope_cancel would
+    }),
+    (e) => e instanceof CancellationError && /native scope was cancelled/.test(e.message),
+  );
+  assert.equal(status(canceller), 1);
+  assert.equal(status(sleeper), Status.EINTR);
+  assert.ok(jsTask instanceof CancellationError);
+});
+
+Deno.test("kc_scope_cancel on the handle, from outside TypeScript, cancels the owning scope", async () => {
+  const sleeper = cells(MINUTE);
+  const scope = createScope();
+  const ns = nativeScope(scope);
+  ns.launch("cancellable-sleeper", sleeper);
+  const sym = library().symbols("test");
+  assert.equal(sym.kc_scope_cancel(ns.handle), 1); // what C code holding the handle would do
+  await scope.join();
+  assert.equal(scope.state, "cancelled");
+  assert.equal(status(sleeper), Status.EINTR);
+  assert.throws(() => nativeScope(scope), CancellationError); // completed
+  assert.throws(() => ns.launch("cancellable-sleeper", cells(1)), InvalidHandleError);
+});
+
+Deno.test("a native cancellation with no child running reaches the scope at the next launch", async () => {
+  const scope = createScope();
+  const ns = nativeScope(scope);
+  assert.equal(ns.cancel(), true);
+  assert.equal(ns.isCancelled, true);
+  assert.equal(scope.isActive, true); // nothing was watching: no child ran
+  assert.throws(() => ns.launch("cancellable-sleeper", cells(1)), CancellationError);
+  assert.equal(scope.isCancelled, true);
+  await scope.join();
+});
+
+Deno.test("a timeout reaches native children like any cancellation", async () => {
+  const sleeper = cells(MINUTE);
+  await assert.rejects(
+    withTimeout(5, (scope) => {
+      nativeScope(scope).launch("cancellable-sleeper", sleeper);
+    }),
+    TimeoutError,
+  );
+  assert.equal(status(sleeper), Status.EINTR);
+});
+
+Deno.test("native scopes nest: a parent's cancellation reaches a child scope's coroutines", async () => {
+  await using parent = NativeScope.create();
+  await using child = NativeScope.create({ parent });
+  const sleeper = cells(MINUTE);
+  child.launch("cancellable-sleeper", sleeper);
+  assert.equal(child.isCancelled, false);
+  parent.cancel();
+  assert.equal(child.isCancelled, true);
+  await child.wait();
+  assert.equal(status(sleeper), Status.EINTR);
+  assert.throws(() => child.launch("cancellable-sleeper", cells(1)), CancellationError);
+});
+
+Deno.test("NativeScope.wait: a timeout and an aborted signal reject, the children run on", async () => {
+  const sleeper = cells(MINUTE);
+  const scope = NativeScope.create();
+  scope.launch("cancellable-sleeper", sleeper);
+  await assert.rejects(scope.wait({ timeout: 2 }), TimeoutError);
+  const ac = new AbortController();
+  const waiting = scope.wait({ signal: ac.signal });
+  ac.abort(new Error("stop waiting"));
+  await assert.rejects(waiting, /stop waiting/);
+  assert.equal(scope.live, 1);
+  assert.equal(done(sleeper), false);
+  await scope[Symbol.asyncDispose](); // cancels, waits, destroys
+  assert.equal(status(sleeper), Status.EINTR);
+  assert.throws(() => scope.live, InvalidHandleError);
+  assert.throws(() => scope.wait({ timeout: "1" as never }), RangeError);
+  assert.throws(() => NativeScope.create({ parent: {} as never }), TypeError);
+  assert.throws(() => nativeScope({} as never), TypeError);
+});
+
+Deno.test("a process whose scope owns an idle native scope exits by itself", async () => {
+  const code = `
+    import { createScope, nativeScope } from "./mod.ts";
+    const scope = createScope(); // never disposed
+    const ns = nativeScope(scope);
+    const cells = new BigUint64Array([1n, 0n, 0n]);
+    ns.launch("cancellable-sleeper", cells);
+    await ns.wait();
+    if (cells[1] !== 1n) throw new Error("the child did not finish");
+  `;
+  const t0 = performance.now();
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--quiet", code],
+    env: { NO_COLOR: "1" },
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const ms = performance.now() - t0;
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.ok(ms < 5000, `exited after ${ms} ms`);
+});

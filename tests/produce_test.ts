@@ -1,0 +1,329 @@
+// produce and actor: Kotlin's rules, one test per rule, every task counted so that none
+// outlives its scope; cancellation reaching a Worker-side receiver of a produced channel. Tasks
+// wait on channels, gates or their signal, never on sleeps.
+import assert from "node:assert/strict";
+import {
+  actor,
+  CancellationError,
+  type Channel,
+  ClosedReceiveError,
+  ClosedSendError,
+  type CoroutineScope,
+  coroutineScope,
+  createScope,
+  produce,
+  supervisorScope,
+} from "../mod.ts";
+
+/** Live tasks: every producer and actor body in this file is wrapped by `counted`. */
+let live = 0;
+function counted<A extends unknown[]>(
+  block: (...args: A) => unknown,
+): (...args: A) => Promise<unknown> {
+  return async (...args: A) => {
+    live++;
+    try {
+      return await block(...args);
+    } finally {
+      live--;
+    }
+  };
+}
+
+/** Rejects with the signal's reason when it aborts: a task that runs until cancelled. */
+function untilAborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+}
+
+async function drain<T>(ch: Channel<T>): Promise<T[]> {
+  const got: T[] = [];
+  for await (const v of ch) got.push(v);
+  return got;
+}
+
+// --- produce ----------------------------------------------------------------------------------
+
+Deno.test("produce: the channel is closed when the block returns; sent values stay receivable", async () => {
+  const got = await coroutineScope(async (scope) => {
+    using ch = produce<number>(
+      scope,
+      counted(async (out: Channel<number>) => {
+        for (const v of [1, 2, 3]) await out.send(v);
+      }),
+      { capacity: 8 },
+    );
+    // Let the producer run to its end first (bounded: a few turns of the event loop).
+    for (let i = 0; i < 1000 && !ch.isClosedForSend; i++) await new Promise((r) => setTimeout(r));
+    assert.equal(ch.isClosedForSend, true);
+    assert.equal(ch.isClosedForReceive, false); // 3 values still buffered
+    const values = await drain(ch);
+    await assert.rejects(ch.receive(), ClosedReceiveError);
+    return values;
+  });
+  assert.deepEqual(got, [1, 2, 3]);
+  assert.equal(live, 0);
+});
+
+Deno.test("produce: a failing block closes the channel with its error as cause and fails the scope", async () => {
+  const boom = new Error("boom");
+  const received: number[] = [];
+  let seen: unknown;
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      using ch = produce<number>(
+        scope,
+        counted(async (out: Channel<number>) => {
+          await out.send(1);
+          await out.send(2);
+          throw boom;
+        }),
+        { capacity: 4 },
+      );
+      // Values sent before the failure are still delivered, then the cause.
+      try {
+        for await (const v of ch) received.push(v);
+      } catch (e) {
+        seen = e;
+      }
+    }),
+    (e) => e === boom,
+  );
+  assert.deepEqual(received, [1, 2]);
+  assert.equal(seen, boom);
+  assert.equal(live, 0);
+});
+
+Deno.test("produce: cancelling the scope cancels the channel at once, waking the producer and receivers", async () => {
+  let producerSaw: unknown;
+  const ready = Promise.withResolvers<void>();
+  let ch!: Channel<number>;
+  const scope = coroutineScope(async (s) => {
+    ch = produce<number>(
+      s,
+      counted(async (out: Channel<number>) => {
+        await out.send(1); // buffered
+        ready.resolve();
+        try {
+          await out.send(2); // full: waits until the cancellation wakes it
+        } catch (e) {
+          producerSaw = e;
+          throw e;
+        }
+      }),
+      { capacity: 1 },
+    );
+    await ready.promise;
+    s.cancel();
+  });
+  await assert.rejects(scope, CancellationError);
+  assert.ok(producerSaw instanceof CancellationError, String(producerSaw));
+  // Cancelled, not closed: the buffered value was dropped.
+  assert.equal(ch.isClosedForReceive, true);
+  await assert.rejects(ch.receive(), CancellationError);
+  assert.equal(live, 0);
+  ch[Symbol.dispose]();
+});
+
+Deno.test("produce: cancelling the channel cancels the producer, which is not a failure", async () => {
+  let cancelled: unknown;
+  await coroutineScope((scope) => {
+    const ch = produce<number>(
+      scope,
+      counted(async (_out: Channel<number>, task: CoroutineScope) => {
+        try {
+          await untilAborted(task.signal);
+        } catch (e) {
+          cancelled = e;
+          throw e;
+        }
+      }),
+    );
+    ch.cancel(new Error("consumer is done"));
+  }); // resolves: the producer's cancellation does not fail the scope
+  assert.ok(cancelled instanceof CancellationError);
+  assert.match((cancelled as Error).message, /consumer is done/);
+  assert.equal(live, 0);
+});
+
+Deno.test("produce: disposing the channel cancels a producer still sending, without failing the scope", async () => {
+  let sent = 0;
+  const first = await coroutineScope(async (scope) => {
+    using ch = produce<number>(
+      scope,
+      counted(async (out: Channel<number>) => {
+        for (let i = 0;; i++) {
+          await out.send(i);
+          sent++;
+        }
+      }),
+    );
+    return await ch.receive();
+  }); // `using` disposed the channel before the scope waited for the producer
+  assert.equal(first, 0);
+  assert.ok(sent <= 1, `sent ${sent}`);
+  assert.equal(live, 0);
+});
+
+Deno.test("produce: in a cancelled scope the block never runs and the channel is cancelled", async () => {
+  await using scope = createScope();
+  scope.cancel();
+  let ran = false;
+  using ch = produce<number>(scope, () => {
+    ran = true;
+  });
+  assert.equal(ran, false);
+  await assert.rejects(ch.receive(), CancellationError);
+});
+
+Deno.test("produce: a failing producer under a supervisor still closes its channel with the cause", async () => {
+  const boom = new Error("only this one");
+  const reported: unknown[] = [];
+  addEventListener("error", (e) => {
+    reported.push(e.error);
+    e.preventDefault();
+  }, { once: true });
+  await supervisorScope(async (scope) => {
+    using ch = produce<number>(scope, counted(() => Promise.reject(boom)));
+    await assert.rejects(ch.receive(), (e) => e === boom);
+  });
+  assert.deepEqual(reported, [boom]); // a launch failure nobody takes is reported
+  assert.equal(live, 0);
+});
+
+Deno.test("produce: cancelling the scope reaches a Worker-side receiver of the channel", async () => {
+  const worker = new Worker(new URL("./fixtures/scope_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  const messages: Record<string, unknown>[] = [];
+  const next = () =>
+    new Promise<Record<string, unknown>>((resolve) => {
+      worker.onmessage = (e) => {
+        messages.push(e.data);
+        resolve(e.data);
+      };
+    });
+  try {
+    await assert.rejects(
+      coroutineScope(async (scope) => {
+        const ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>, task: CoroutineScope) => {
+            await out.send(42);
+            await untilAborted(task.signal);
+          }),
+        );
+        let reply = next();
+        worker.postMessage(ch.share());
+        assert.deepEqual(await reply, { first: 42, waiting: true });
+        reply = next();
+        scope.cancel(); // the Worker's pending receive must reject
+        const end = await reply;
+        assert.equal(end.error, "CancellationError", JSON.stringify(end));
+        ch[Symbol.dispose]();
+      }),
+      CancellationError,
+    );
+  } finally {
+    worker.terminate();
+  }
+  assert.equal(live, 0);
+});
+
+// --- actor ------------------------------------------------------------------------------------
+
+Deno.test("actor: processes the messages queued before close(), then onDone(undefined) once", async () => {
+  const processed: number[] = [];
+  const done: unknown[] = [];
+  await coroutineScope((scope) => {
+    const a = actor<number>(
+      scope,
+      counted(async (mailbox: Channel<number>) => {
+        for await (const m of mailbox) processed.push(m);
+      }),
+      { capacity: 8, onDone: (cause) => done.push(cause) },
+    );
+    for (const m of [1, 2, 3, 4, 5]) assert.deepEqual(a.trySend(m), { state: "ok" });
+    assert.equal(a.close(), true);
+    assert.equal(a.close(), false);
+    assert.equal(processed.length < 5, true); // nothing has run yet: all five are queued
+  });
+  assert.deepEqual(processed, [1, 2, 3, 4, 5]);
+  assert.deepEqual(done, [undefined]);
+  assert.equal(live, 0);
+});
+
+Deno.test("actor: stops at once when its scope is cancelled; queued messages are dropped", async () => {
+  const processed: number[] = [];
+  const done: unknown[] = [];
+  const first = Promise.withResolvers<void>();
+  let a!: ReturnType<typeof actor<number>>;
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      a = actor<number>(
+        scope,
+        counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
+          for await (const m of mailbox) {
+            processed.push(m);
+            first.resolve();
+            await untilAborted(task.signal); // busy with the first message until cancelled
+          }
+        }),
+        { capacity: 8, onDone: (cause) => done.push(cause) },
+      );
+      await a.send(1);
+      await first.promise;
+      for (const m of [2, 3, 4]) a.trySend(m);
+      scope.cancel();
+    }),
+    CancellationError,
+  );
+  // 2..4 were queued when the scope was cancelled: none was processed.
+  assert.deepEqual(processed, [1]);
+  assert.equal(done.length, 1);
+  assert.ok(done[0] instanceof CancellationError);
+  assert.deepEqual(a.trySend(5).state, "closed");
+  await assert.rejects(a.send(6), ClosedSendError);
+  assert.equal(a.job.state, "cancelled");
+  assert.equal(live, 0);
+});
+
+Deno.test("actor: a handler's failure fails the scope; onDone and later senders get the error", async () => {
+  const boom = new Error("bad message");
+  const done: unknown[] = [];
+  let a!: ReturnType<typeof actor<string>>;
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      a = actor<string>(
+        scope,
+        counted(async (mailbox: Channel<string>) => {
+          for await (const m of mailbox) if (m === "bad") throw boom;
+        }),
+        { onDone: (cause) => done.push(cause) },
+      );
+      await a.send("good");
+      await a.send("bad");
+    }),
+    (e) => e === boom,
+  );
+  assert.deepEqual(done, [boom]);
+  await assert.rejects(a.send("late"), (e) => e instanceof ClosedSendError && e.cause === boom);
+  assert.equal(live, 0);
+});
+
+Deno.test("actor: senders waiting on a full mailbox reject when the actor is cancelled", async () => {
+  await using scope = createScope();
+  const a = actor<number>(
+    scope,
+    counted(async (_m: Channel<number>, task: CoroutineScope) => {
+      await untilAborted(task.signal); // never receives
+    }),
+  );
+  const waiting = a.send(1); // rendezvous, nobody receiving: waits
+  a.job.cancel();
+  await assert.rejects(waiting, CancellationError);
+  await a.job.join();
+  assert.equal(live, 0);
+});
