@@ -237,6 +237,17 @@ const Worker = struct {
         return null;
     }
 
+    /// Makes `co` run next on this worker. A coroutine it displaces goes to the deque, where
+    /// other workers can steal it: only then is a sleeping worker worth waking.
+    fn putLifo(w: *Worker, co: *Coroutine) void {
+        const displaced = w.lifo;
+        w.lifo = co;
+        if (displaced) |prev| {
+            w.pushLocal(prev);
+            w.sched.notify();
+        }
+    }
+
     fn pushLocal(w: *Worker, co: *Coroutine) void {
         if (!w.queue.push(co)) w.sched.inject.push(co);
     }
@@ -488,9 +499,7 @@ pub const Scheduler = struct {
                     };
                 }
                 const ref: Ref = .{ .co = co, .gen = co.generation() };
-                if (w.lifo) |prev| w.pushLocal(prev);
-                w.lifo = co;
-                s.notify();
+                w.putLifo(co);
                 return ref;
             }
         }
@@ -555,14 +564,16 @@ pub const Scheduler = struct {
         }
         if (thisWorker()) |w| {
             if (w.sched == s) {
+                // No other worker can take a coroutine from this worker's LIFO slot or FIFO
+                // list, so waking one for it would only cost a futex wake (and the woken
+                // worker's trip back to sleep; ~0.25 us per ChanSync operation): this worker
+                // runs it next. Only a coroutine displaced into the deque, where thieves can
+                // reach it, is worth a `notify` (Tokio's rule). `pushFifo` notifies itself when
+                // it overflows to the inject queue.
                 switch (where) {
-                    .lifo => {
-                        if (w.lifo) |prev| w.pushLocal(prev);
-                        w.lifo = co;
-                    },
+                    .lifo => w.putLifo(co),
                     .queue => w.pushFifo(co),
                 }
-                s.notify();
                 return true;
             }
         }
