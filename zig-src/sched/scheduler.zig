@@ -63,8 +63,10 @@ pub const Options = struct {
     /// was cut off (to the FIFO list, behind stealable work) often enough to cost ~20% of
     /// ChanProdCons0 (~100 -> ~80 ns/op).
     lifo_cap: u32 = 32,
-    /// Idle polls before a worker sleeps on the futex.
-    spin_polls: u32 = 32,
+    /// How long an idle worker keeps looking for work before it sleeps on the futex. Waking a
+    /// sleeping worker costs the waker a system call and the worker ~23 us here; a worker
+    /// that spins costs neither (`notify` skips the wake while one spins).
+    spin_ns: u64 = 20 * std.time.ns_per_us,
     /// See `Scheduler.finish_hook`.
     finish_hook: ?*const fn (*Coroutine) void = null,
 };
@@ -283,17 +285,37 @@ const Worker = struct {
 
     fn idle(w: *Worker) void {
         const s = w.sched;
-        // Spin a little: a wake-up by futex costs ~23 us here, a poll ~60 ns.
-        for (0..s.options.spin_polls) |_| {
-            if (s.hasWork(w)) return;
+        // Spin first, counted in `spinning`: a wake-up by futex costs ~23 us here (and the
+        // waker a system call), a poll ~60 ns, and while any worker spins `notify` wakes
+        // nobody (Go's `nmspinning`). Seq_cst RMWs: the Dekker pair with `notify` below.
+        _ = s.spinning.fetchAdd(1, .seq_cst);
+        const spin_start = monotonicNs();
+        var polls: u32 = 0;
+        while (true) : (polls +%= 1) {
+            if (s.hasWork(w)) {
+                // Work found. If we were the last spinner, a `notify` meanwhile may have
+                // skipped waking anyone on our account for work that is not what we found:
+                // pass the duty on (Go's `resetspinning`, Tokio's last-searcher rule).
+                const spinners = s.spinning.fetchSub(1, .seq_cst);
+                assert(spinners > 0);
+                if (spinners == 1) s.notify();
+                return;
+            }
+            // A clock read costs ~20 ns, a poll ~60: look at the clock every 16th poll.
+            if (polls % 16 == 15 and monotonicNs() -% spin_start >= s.options.spin_ns) break;
             std.atomic.spinLoopHint();
         }
-        // Sleep. Dekker pair with `notify`: we increment `sleepers` (seq_cst) and then look for
-        // work (seq_cst loads); a submitter publishes work (seq_cst store) and then loads
-        // `sleepers`. Either we see the work, or it sees us and bumps `idle_seq`, which makes
-        // our futex wait return at once (we read `idle_seq` before looking).
+        // Sleep. Dekker pair with `notify`: we count ourselves in `sleepers` and only then out
+        // of `spinning` (seq_cst RMWs), and then look for work (seq_cst loads); a submitter
+        // publishes work (seq_cst RMW) and then loads `spinning` and `sleepers`. If it saw us
+        // spinning (and so woke nobody), our look comes after its publication and sees the
+        // work; if it saw us sleeping, it bumps `idle_seq`, which makes our futex wait return
+        // at once (we read `idle_seq` before looking); if it saw neither, our increment of
+        // `sleepers` came after its load, so our look comes after its publication.
         _ = s.sleepers.fetchAdd(1, .seq_cst);
         defer _ = s.sleepers.fetchSub(1, .seq_cst);
+        const spinners = s.spinning.fetchSub(1, .seq_cst);
+        assert(spinners > 0);
         const seq = s.idle_seq.load(.seq_cst);
         if (s.hasWork(w)) return;
         if (w.timers.peek()) |t| {
@@ -395,6 +417,9 @@ pub const Scheduler = struct {
     /// Futex word of sleeping workers; bumped by `notify`.
     idle_seq: std.atomic.Value(u32) = .init(0),
     sleepers: std.atomic.Value(u32) = .init(0),
+    /// Workers spinning in `Worker.idle` before they sleep: while any does, `notify` wakes
+    /// nobody (the spinner will find the work, or pass the duty on).
+    spinning: std.atomic.Value(u32) = .init(0),
     searching: std.atomic.Value(u32) = .init(0),
     /// Runnable + running coroutines + armed timers; `drain` waits for 0 (futex word).
     busy: std.atomic.Value(u32) = .init(0),
@@ -663,6 +688,8 @@ pub const Scheduler = struct {
     /// Wakes one sleeping worker if any sleeps. The caller has just published work with a
     /// seq_cst store (see `Worker.idle`).
     fn notify(s: *Scheduler) void {
+        // Seq_cst loads: the load half of the Dekker pair with `Worker.idle`.
+        if (s.spinning.load(.seq_cst) > 0) return;
         if (s.sleepers.load(.seq_cst) == 0) return;
         _ = s.idle_seq.fetchAdd(1, .release);
         Futex.wake(&s.idle_seq, 1);
