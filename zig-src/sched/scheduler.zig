@@ -261,7 +261,9 @@ const Worker = struct {
     fn run(w: *Worker, co: *Coroutine) void {
         const s = w.sched;
         bump(&w.runs);
-        const state = if (co.exit == .yield)
+        // Yielded and woken coroutines wait in the running state (see `resumeYielded`); new
+        // ones, and those whose park a permit undid during the switch (ready), need `resume`.
+        const state = if (co.exit == .yield or (co.exit == .park and co.getState() == .running))
             co.resumeYielded()
         else
             co.@"resume"() catch unreachable; // only runnable coroutines are queued
@@ -587,7 +589,7 @@ pub const Scheduler = struct {
         // Count it busy before it can run, so `busy` never reads 0 while it is on its way to a
         // queue (see the file header); undo if it was not parked after all.
         _ = s.busy.fetchAdd(1, .seq_cst);
-        if (!co.unparkGen(gen)) {
+        if (!co.unparkGenQueued(gen)) {
             s.busyDone();
             return false;
         }
