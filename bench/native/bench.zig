@@ -1,4 +1,6 @@
-//! Native benchmarks of the coroutine core (no FFI). `zig build bench -- [--json] [--quick]`.
+//! Native benchmarks of the coroutine core (no FFI).
+//! `zig build bench -- [--json] [--quick] [--only SUBSTRING]`: `--only` runs just the figures
+//! whose label contains SUBSTRING (e.g. `--only chan:` or `--only ChanSync`).
 //!
 //! Each figure is the best of several runs (the machine is shared and small; the minimum is the
 //! least noisy estimate of the cost itself). Printed as a table, or with --json as one JSON
@@ -13,6 +15,13 @@ const SwitchFn = sw.SwitchFn;
 const Result = struct { name: []const u8, value: f64, unit: []const u8, iterations: u64 };
 
 var json = false;
+/// `--only SUBSTRING`: run just the figures whose label contains it.
+var only: ?[]const u8 = null;
+
+fn want(label: []const u8) bool {
+    const o = only orelse return true;
+    return std.mem.indexOf(u8, label, o) != null;
+}
 
 fn report(out: *std.Io.Writer, r: Result) !void {
     if (json) {
@@ -546,10 +555,12 @@ pub fn main() !void {
     const args = try std.process.argsAlloc(allocator);
     defer std.process.argsFree(allocator, args);
     var quick = false;
-    for (args[1..]) |a| {
+    for (args[1..], 1..) |a, i| {
         if (std.mem.eql(u8, a, "--json")) json = true;
         if (std.mem.eql(u8, a, "--quick")) quick = true;
+        if (std.mem.eql(u8, a, "--only") and i + 1 < args.len) only = args[i + 1];
     }
+
     const n: u64 = if (quick) 1_000_000 else 10_000_000;
     const runs: usize = if (quick) 3 else 7;
 
@@ -559,7 +570,12 @@ pub fn main() !void {
 
     const stack = try allocator.alignedAlloc(u8, .@"16", 64 * 1024);
     defer allocator.free(stack);
+    if (only == null) try coreBenches(allocator, out, stack, n, runs, quick);
+    try schedBenches(out, quick);
+    try chanBenches(out, quick);
+}
 
+fn coreBenches(allocator: std.mem.Allocator, out: *std.Io.Writer, stack: []align(16) u8, n: u64, runs: usize, quick: bool) !void {
     const plain = bestOf(runs, PingPong.run, .{ stack, sw.switch_plain, n, false });
     try report(out, .{ .name = "switch (callee-saved regs, jmp back)", .value = perOp(plain, 2 * n), .unit = "ns/switch", .iterations = 2 * n });
     const fp = bestOf(runs, PingPong.run, .{ stack, sw.switch_fp, n, false });
@@ -589,15 +605,26 @@ pub fn main() !void {
         try report(out, .{ .name = "live parked coroutines (slab, 16 KiB stacks)", .value = per, .unit = "bytes/coroutine", .iterations = count });
     }
 
-    {
-        const sn: u64 = if (quick) 200_000 else 1_000_000;
-        const sruns: usize = if (quick) 2 else 5;
-        try report(out, .{ .name = "sched: spawn + run to completion (2 workers)", .value = try bestF(sruns, benchSpawn, .{ sn, 2 }), .unit = "ns/spawn", .iterations = sn });
-        try report(out, .{ .name = "sched: yield round trip, two coroutines on one worker", .value = try bestF(sruns, benchYieldPair, .{sn}), .unit = "ns/round-trip", .iterations = sn });
-        try report(out, .{ .name = "sched: park/unpark ping-pong on one worker", .value = try bestF(sruns, benchParkPair, .{sn}), .unit = "ns/round-trip", .iterations = sn });
-        try report(out, .{ .name = "sched: skynet, 1,000,000 coroutines (2 workers)", .value = try bestF(sruns, benchSkynet, .{2}), .unit = "ms", .iterations = 1_000_000 });
-        const pn: u64 = if (quick) 100_000 else 1_000_000;
-        try report(out, .{ .name = "sched: parked coroutines, resident memory", .value = try benchParked(pn), .unit = "bytes/coroutine", .iterations = pn });
+    const cycles = n / 10;
+    const crd = bestOf(runs, createRunDestroy, .{ &reg, cycles });
+    try report(out, .{ .name = "coroutine create + run + destroy", .value = perOp(crd, cycles), .unit = "ns/coroutine", .iterations = cycles });
+}
+
+fn schedBenches(out: *std.Io.Writer, quick: bool) !void {
+    const sn: u64 = if (quick) 200_000 else 1_000_000;
+    const sruns: usize = if (quick) 2 else 5;
+    const spawn_label = "sched: spawn + run to completion (2 workers)";
+    if (want(spawn_label)) try report(out, .{ .name = spawn_label, .value = try bestF(sruns, benchSpawn, .{ sn, 2 }), .unit = "ns/spawn", .iterations = sn });
+    const yield_label = "sched: yield round trip, two coroutines on one worker";
+    if (want(yield_label)) try report(out, .{ .name = yield_label, .value = try bestF(sruns, benchYieldPair, .{sn}), .unit = "ns/round-trip", .iterations = sn });
+    const park_label = "sched: park/unpark ping-pong on one worker";
+    if (want(park_label)) try report(out, .{ .name = park_label, .value = try bestF(sruns, benchParkPair, .{sn}), .unit = "ns/round-trip", .iterations = sn });
+    const skynet_label = "sched: skynet, 1,000,000 coroutines (2 workers)";
+    if (want(skynet_label)) try report(out, .{ .name = skynet_label, .value = try bestF(sruns, benchSkynet, .{2}), .unit = "ms", .iterations = 1_000_000 });
+    const pn: u64 = if (quick) 100_000 else 1_000_000;
+    const parked_label = "sched: parked coroutines, resident memory";
+    if (want(parked_label)) try report(out, .{ .name = parked_label, .value = try benchParked(pn), .unit = "bytes/coroutine", .iterations = pn });
+    if (want("sched: CPU fan-out")) {
         const rounds: u64 = 2_000_000; // as in bench/go (BenchmarkFanOut)
         const one = try bestF(sruns, benchFanOut, .{ 1, rounds });
         const two = try bestF(sruns, benchFanOut, .{ 2, rounds });
@@ -605,51 +632,49 @@ pub fn main() !void {
         try report(out, .{ .name = "sched: CPU fan-out, 64 tasks, 2 workers", .value = two, .unit = "ms", .iterations = 64 });
         try report(out, .{ .name = "sched: parallel speedup, 2 workers over 1", .value = one / two, .unit = "x", .iterations = 64 });
     }
+}
 
-    {
-        const cruns: usize = if (quick) 2 else 5;
-        const cases = [_]struct { name: []const u8, label: []const u8, total: u64 }{
-            .{ .name = "nonblocking", .label = "chan: ChanNonblocking (try-receive, empty)", .total = 20_000_000 },
-            .{ .name = "uncontended", .label = "chan: ChanUncontended (100 sends + 100 receives)", .total = 100_000 },
-            .{ .name = "sync", .label = "chan: ChanSync (rendezvous, 2 coroutines)", .total = 1_000_000 },
-            .{ .name = "prodcons0", .label = "chan: ChanProdCons0", .total = 1_000_000 },
-            .{ .name = "prodcons10", .label = "chan: ChanProdCons10", .total = 2_000_000 },
-            .{ .name = "prodcons100", .label = "chan: ChanProdCons100", .total = 2_000_000 },
-            .{ .name = "creation", .label = "chan: ChanCreation", .total = 2_000_000 },
-            .{ .name = "sem", .label = "chan: ChanSem", .total = 4_000_000 },
-            .{ .name = "select", .label = "chan: SelectUncontended", .total = 4_000_000 },
-            .{ .name = "popular", .label = "chan: ChanPopular (1000 selects on one channel)", .total = 200 },
-        };
-        for (cases) |c| {
-            const total = if (quick) c.total / 4 else c.total;
-            try report(out, .{ .name = c.label, .value = try bestF(cruns, benchChan, .{ c.name, total }), .unit = "ns/op", .iterations = total });
-        }
+fn chanBenches(out: *std.Io.Writer, quick: bool) !void {
+    const cruns: usize = if (quick) 2 else 5;
+    const cases = [_]struct { name: []const u8, label: []const u8, total: u64 }{
+        .{ .name = "nonblocking", .label = "chan: ChanNonblocking (try-receive, empty)", .total = 20_000_000 },
+        .{ .name = "uncontended", .label = "chan: ChanUncontended (100 sends + 100 receives)", .total = 100_000 },
+        .{ .name = "sync", .label = "chan: ChanSync (rendezvous, 2 coroutines)", .total = 1_000_000 },
+        .{ .name = "prodcons0", .label = "chan: ChanProdCons0", .total = 1_000_000 },
+        .{ .name = "prodcons10", .label = "chan: ChanProdCons10", .total = 2_000_000 },
+        .{ .name = "prodcons100", .label = "chan: ChanProdCons100", .total = 2_000_000 },
+        .{ .name = "creation", .label = "chan: ChanCreation", .total = 2_000_000 },
+        .{ .name = "sem", .label = "chan: ChanSem", .total = 4_000_000 },
+        .{ .name = "select", .label = "chan: SelectUncontended", .total = 4_000_000 },
+        .{ .name = "popular", .label = "chan: ChanPopular (1000 selects on one channel)", .total = 200 },
+    };
+    for (cases) |c| {
+        if (!want(c.label)) continue;
+        const total = if (quick) c.total / 4 else c.total;
+        try report(out, .{ .name = c.label, .value = try bestF(cruns, benchChan, .{ c.name, total }), .unit = "ns/op", .iterations = total });
     }
-
-    {
-        const cruns: usize = if (quick) 3 else 9;
+    if (want("chan: send or receive, counters")) {
+        const kruns: usize = if (quick) 3 else 9;
         const rounds: u64 = if (quick) 20_000 else 100_000;
         // Interleave on and off so that drift on a shared machine hits both alike.
         var on: f64 = std.math.inf(f64);
         var off: f64 = std.math.inf(f64);
-        for (0..cruns) |_| {
+        for (0..kruns) |_| {
             on = @min(on, try countersRun(true, rounds));
             off = @min(off, try countersRun(false, rounds));
         }
         try report(out, .{ .name = "chan: send or receive, counters on (1 thread, capacity 100)", .value = on, .unit = "ns/op", .iterations = rounds * 200 });
         try report(out, .{ .name = "chan: send or receive, counters off (1 thread, capacity 100)", .value = off, .unit = "ns/op", .iterations = rounds * 200 });
+    }
+    if (want("chan: zero-copy throughput") or want("chan: copying throughput")) {
         const count: u64 = if (quick) 1_000 else 4_000;
         var zc: f64 = 0;
         var cp: f64 = 0;
-        for (0..cruns / 3 + 1) |_| {
+        for (0..cruns / 2 + 1) |_| {
             zc = @max(zc, try zeroCopyRun(true, count));
             cp = @max(cp, try zeroCopyRun(false, count));
         }
         try report(out, .{ .name = "chan: zero-copy throughput, 1 MiB buffers (2 workers)", .value = zc / 1e9, .unit = "GB/s", .iterations = count });
         try report(out, .{ .name = "chan: copying throughput, 1 MiB elements (2 workers)", .value = cp / 1e9, .unit = "GB/s", .iterations = count });
     }
-
-    const cycles = n / 10;
-    const crd = bestOf(runs, createRunDestroy, .{ &reg, cycles });
-    try report(out, .{ .name = "coroutine create + run + destroy", .value = perOp(crd, cycles), .unit = "ns/coroutine", .iterations = cycles });
 }

@@ -285,17 +285,33 @@ const WaitQueue = struct {
 /// Critical sections are a few dozen instructions and never block, so a waiter is better off
 /// spinning than sleeping in the kernel (a futex mutex made contended channel operations ~5x
 /// slower here).
+///
+/// A waiter pauses `pauses_per_look` spin hints before every look at the lock, as Go's lock
+/// does (30 per look). Each look pulls the lock's line (and the channel state beside it) away
+/// from the holder, which is likely to take the lock again for its next operation a few ns
+/// after releasing it; looking rarely lets it run several operations on a hot line instead
+/// of moving the line between cores on every one. With a look after every single hint, two
+/// workers hammering one channel (ChanSem) took ~90 ns per send+receive; with 32, ~23 ns.
 const SpinLock = struct {
     locked: std.atomic.Value(bool) = .init(false),
+
+    const pauses_per_look = 32;
+    /// Looks at a held lock before the waiter starts yielding the thread between looks (the
+    /// holder was probably preempted).
+    const looks_before_yield = 64;
 
     pub fn lock(l: *SpinLock) void {
         // Acquire: pairs with the release in `unlock`; the previous holder's writes are visible.
         if (!l.locked.swap(true, .acquire)) return;
-        var spins: u32 = 0;
+        var looks: u32 = 0;
         while (true) {
-            while (l.locked.load(.monotonic)) {
-                spins += 1;
-                if (spins < 256) std.atomic.spinLoopHint() else std.Thread.yield() catch {};
+            while (true) {
+                if (looks < looks_before_yield) {
+                    looks += 1;
+                    for (0..pauses_per_look) |_| std.atomic.spinLoopHint();
+                } else std.Thread.yield() catch {};
+                // Monotonic: only a hint; the swap below acquires.
+                if (!l.locked.load(.monotonic)) break;
             }
             if (!l.locked.swap(true, .acquire)) return;
         }

@@ -57,10 +57,16 @@ pub const Options = struct {
     stack_mode: stack_mod.Mode = .guarded,
     /// Save FP control state for every spawned coroutine.
     fp_control: bool = false,
-    /// Consecutive LIFO-slot runs before the local queue gets a turn.
-    lifo_cap: u32 = 3,
-    /// Idle polls before a worker sleeps on the futex.
-    spin_polls: u32 = 32,
+    /// Consecutive LIFO-slot runs before the local queue gets a turn. Go's runnext lets a
+    /// ping-pong pair run for its whole 10 ms time slice; 32 still bounds the wait of the
+    /// others to 32 short runs, and with 3 a producer/consumer pair on a rendezvous channel
+    /// was cut off (to the FIFO list, behind stealable work) often enough to cost ~20% of
+    /// ChanProdCons0 (~100 -> ~80 ns/op).
+    lifo_cap: u32 = 32,
+    /// How long an idle worker keeps looking for work before it sleeps on the futex. Waking a
+    /// sleeping worker costs the waker a system call and the worker ~23 us here; a worker
+    /// that spins costs neither (`notify` skips the wake while one spins).
+    spin_ns: u64 = 20 * std.time.ns_per_us,
     /// See `Scheduler.finish_hook`.
     finish_hook: ?*const fn (*Coroutine) void = null,
 };
@@ -237,6 +243,17 @@ const Worker = struct {
         return null;
     }
 
+    /// Makes `co` run next on this worker. A coroutine it displaces goes to the deque, where
+    /// other workers can steal it: only then is a sleeping worker worth waking.
+    fn putLifo(w: *Worker, co: *Coroutine) void {
+        const displaced = w.lifo;
+        w.lifo = co;
+        if (displaced) |prev| {
+            w.pushLocal(prev);
+            w.sched.notify();
+        }
+    }
+
     fn pushLocal(w: *Worker, co: *Coroutine) void {
         if (!w.queue.push(co)) w.sched.inject.push(co);
     }
@@ -244,7 +261,9 @@ const Worker = struct {
     fn run(w: *Worker, co: *Coroutine) void {
         const s = w.sched;
         bump(&w.runs);
-        const state = if (co.exit == .yield)
+        // Yielded and woken coroutines wait in the running state (see `resumeYielded`); new
+        // ones, and those whose park a permit undid during the switch (ready), need `resume`.
+        const state = if (co.exit == .yield or (co.exit == .park and co.getState() == .running))
             co.resumeYielded()
         else
             co.@"resume"() catch unreachable; // only runnable coroutines are queued
@@ -268,17 +287,37 @@ const Worker = struct {
 
     fn idle(w: *Worker) void {
         const s = w.sched;
-        // Spin a little: a wake-up by futex costs ~23 us here, a poll ~60 ns.
-        for (0..s.options.spin_polls) |_| {
-            if (s.hasWork(w)) return;
+        // Spin first, counted in `spinning`: a wake-up by futex costs ~23 us here (and the
+        // waker a system call), a poll ~60 ns, and while any worker spins `notify` wakes
+        // nobody (Go's `nmspinning`). Seq_cst RMWs: the Dekker pair with `notify` below.
+        _ = s.spinning.fetchAdd(1, .seq_cst);
+        const spin_start = monotonicNs();
+        var polls: u32 = 0;
+        while (true) : (polls +%= 1) {
+            if (s.hasWork(w)) {
+                // Work found. If we were the last spinner, a `notify` meanwhile may have
+                // skipped waking anyone on our account for work that is not what we found:
+                // pass the duty on (Go's `resetspinning`, Tokio's last-searcher rule).
+                const spinners = s.spinning.fetchSub(1, .seq_cst);
+                assert(spinners > 0);
+                if (spinners == 1) s.notify();
+                return;
+            }
+            // A clock read costs ~20 ns, a poll ~60: look at the clock every 16th poll.
+            if (polls % 16 == 15 and monotonicNs() -% spin_start >= s.options.spin_ns) break;
             std.atomic.spinLoopHint();
         }
-        // Sleep. Dekker pair with `notify`: we increment `sleepers` (seq_cst) and then look for
-        // work (seq_cst loads); a submitter publishes work (seq_cst store) and then loads
-        // `sleepers`. Either we see the work, or it sees us and bumps `idle_seq`, which makes
-        // our futex wait return at once (we read `idle_seq` before looking).
+        // Sleep. Dekker pair with `notify`: we count ourselves in `sleepers` and only then out
+        // of `spinning` (seq_cst RMWs), and then look for work (seq_cst loads); a submitter
+        // publishes work (seq_cst RMW) and then loads `spinning` and `sleepers`. If it saw us
+        // spinning (and so woke nobody), our look comes after its publication and sees the
+        // work; if it saw us sleeping, it bumps `idle_seq`, which makes our futex wait return
+        // at once (we read `idle_seq` before looking); if it saw neither, our increment of
+        // `sleepers` came after its load, so our look comes after its publication.
         _ = s.sleepers.fetchAdd(1, .seq_cst);
         defer _ = s.sleepers.fetchSub(1, .seq_cst);
+        const spinners = s.spinning.fetchSub(1, .seq_cst);
+        assert(spinners > 0);
         const seq = s.idle_seq.load(.seq_cst);
         if (s.hasWork(w)) return;
         if (w.timers.peek()) |t| {
@@ -380,6 +419,9 @@ pub const Scheduler = struct {
     /// Futex word of sleeping workers; bumped by `notify`.
     idle_seq: std.atomic.Value(u32) = .init(0),
     sleepers: std.atomic.Value(u32) = .init(0),
+    /// Workers spinning in `Worker.idle` before they sleep: while any does, `notify` wakes
+    /// nobody (the spinner will find the work, or pass the duty on).
+    spinning: std.atomic.Value(u32) = .init(0),
     searching: std.atomic.Value(u32) = .init(0),
     /// Runnable + running coroutines + armed timers; `drain` waits for 0 (futex word).
     busy: std.atomic.Value(u32) = .init(0),
@@ -488,9 +530,7 @@ pub const Scheduler = struct {
                     };
                 }
                 const ref: Ref = .{ .co = co, .gen = co.generation() };
-                if (w.lifo) |prev| w.pushLocal(prev);
-                w.lifo = co;
-                s.notify();
+                w.putLifo(co);
                 return ref;
             }
         }
@@ -549,20 +589,22 @@ pub const Scheduler = struct {
         // Count it busy before it can run, so `busy` never reads 0 while it is on its way to a
         // queue (see the file header); undo if it was not parked after all.
         _ = s.busy.fetchAdd(1, .seq_cst);
-        if (!co.unparkGen(gen)) {
+        if (!co.unparkGenQueued(gen)) {
             s.busyDone();
             return false;
         }
         if (thisWorker()) |w| {
             if (w.sched == s) {
+                // No other worker can take a coroutine from this worker's LIFO slot or FIFO
+                // list, so waking one for it would only cost a futex wake (and the woken
+                // worker's trip back to sleep; ~0.25 us per ChanSync operation): this worker
+                // runs it next. Only a coroutine displaced into the deque, where thieves can
+                // reach it, is worth a `notify` (Tokio's rule). `pushFifo` notifies itself when
+                // it overflows to the inject queue.
                 switch (where) {
-                    .lifo => {
-                        if (w.lifo) |prev| w.pushLocal(prev);
-                        w.lifo = co;
-                    },
+                    .lifo => w.putLifo(co),
                     .queue => w.pushFifo(co),
                 }
-                s.notify();
                 return true;
             }
         }
@@ -648,6 +690,8 @@ pub const Scheduler = struct {
     /// Wakes one sleeping worker if any sleeps. The caller has just published work with a
     /// seq_cst store (see `Worker.idle`).
     fn notify(s: *Scheduler) void {
+        // Seq_cst loads: the load half of the Dekker pair with `Worker.idle`.
+        if (s.spinning.load(.seq_cst) > 0) return;
         if (s.sleepers.load(.seq_cst) == 0) return;
         _ = s.idle_seq.fetchAdd(1, .release);
         Futex.wake(&s.idle_seq, 1);
@@ -927,10 +971,12 @@ test "timers fire in deadline order and never early" {
         var deadlines: [n]u64 = undefined;
         fn sleeper(arg: ?*anyopaque) callconv(.c) void {
             const i: u32 = @intCast(@intFromPtr(arg));
-            const start = monotonicNs();
-            deadlines[i] = start + delays[i];
-            sched.sleep(delays[i]) catch unreachable;
-            if (monotonicNs() < start + delays[i]) _ = early.fetchAdd(1, .monotonic);
+            // One clock read for both the timer and the order check: with `sleep`, which reads
+            // the clock again, a preemption between the two reads (a loaded machine, qemu) could
+            // put two timers 1 ms apart in the other order than the recorded deadlines.
+            deadlines[i] = monotonicNs() + delays[i];
+            while (!(sched.parkUntil(deadlines[i]) catch unreachable)) {}
+            if (monotonicNs() < deadlines[i]) _ = early.fetchAdd(1, .monotonic);
             order[next.fetchAdd(1, .monotonic)] = i;
         }
     };
