@@ -10,14 +10,25 @@
  * 4. What happens to a destroyed handle, and the resource counters at the end.
  * 5. The work-stealing scheduler: skynet (a tree of 1,000,000 native coroutines), 1,000
  *    sleepers and a CPU-bound fan-out, all running while this isolate's event loop stays free.
+ * 6. Channels shared by native producers and TypeScript, select over two producers, and a
+ *    TypeScript timeout that cancels a native coroutine through the scope that owns it.
  */
 import {
+  Channel,
+  codecs,
+  coroutineScope,
   coroutineStats,
+  delay,
   InvalidHandleError,
   library,
   NativeCoroutine,
   type NativeCoroutineOptions,
+  nativeScope,
+  produce,
   runtime,
+  select,
+  statusName,
+  withTimeoutOrNull,
 } from "../mod.ts";
 
 const lib = library();
@@ -148,6 +159,55 @@ console.log("\n5. the work-stealing scheduler:");
   );
   console.log(
     `   the event loop ticked while waiting (it was never blocked): ${ticks > 0 ? "yes" : "no"}`,
+  );
+  await rt.shutdown();
+}
+
+// 6. Channels, select and structured concurrency.
+console.log("\n6. channels, select and structured concurrency:");
+{
+  const rt = runtime({ workers: 2 });
+  // Native producers (coroutines on the workers) and this isolate share one channel.
+  await coroutineScope(async (scope) => {
+    using numbers = new Channel<bigint>(64, { codec: codecs.u64 });
+    const producers = [0n, 1n].map((p) =>
+      new BigUint64Array([BigInt(numbers.handle), p * 1000n, 1000n, 0n, 0n])
+    );
+    for (const cells of producers) rt.spawn("chanSender", cells);
+    let sum = 0n;
+    for (let i = 0; i < 2000; i++) sum += await numbers.receive({ signal: scope.signal });
+    console.log(`   2 native producers -> 1 TypeScript receiver: 2,000 values, sum ${sum}`);
+  });
+  // produce + select: the first of two producers, or a timeout. Leaving the block disposes both
+  // channels, which cancels the slow producer, so the scope does not wait a minute for it.
+  const winner = await coroutineScope(async (scope) => {
+    using fast = produce<string>(scope, async (out) => {
+      await delay(1);
+      await out.send("fast");
+    });
+    using slow = produce<string>(scope, async (out, task) => {
+      await delay(60_000, { signal: task.signal });
+      await out.send("slow");
+    });
+    return await select<string>((s) => {
+      s.onReceive(fast, (v) => v);
+      s.onReceive(slow, (v) => v);
+      s.onTimeout(10_000, () => "timeout");
+    });
+  });
+  console.log(`   select over two producers: ${winner} won; the other was cancelled`);
+  // A native scope owned by a TypeScript scope: withTimeout cancels the native sleepers too.
+  const cells = new BigUint64Array([60_000n, 0n, 0n]);
+  const t0 = performance.now();
+  const r = await withTimeoutOrNull(20, async (scope) => {
+    nativeScope(scope).launch("cancellable-sleeper", cells);
+    await delay(60_000, { signal: scope.signal });
+    return "slept";
+  });
+  console.log(
+    `   withTimeoutOrNull(20 ms) around a native 60 s sleep: ${r} after ${
+      (performance.now() - t0).toFixed(0)
+    } ms; the native sleeper ended with ${statusName(Number(BigInt.asIntN(64, cells[2])))}`,
   );
   await rt.shutdown();
 }

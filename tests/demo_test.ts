@@ -16,4 +16,7 @@ Deno.test("the demo runs to completion and exits 0", async () => {
   assert.match(out, /= 499999500000 in/);
   assert.match(out, /1000 done/);
   assert.match(out, /16 CPU-bound coroutines on 2 workers: 16 done/);
+  assert.match(out, /2,000 values, sum 1999000/);
+  assert.match(out, /select over two producers: fast won/);
+  assert.match(out, /native 60 s sleep: null after \d+ ms; the native sleeper ended with KC_EINTR/);
 });
