@@ -212,12 +212,15 @@ pub const Ring = struct {
     /// the operation is freed (whether it completed now or later).
     pub fn submitOp(r: *Ring, ch: *channel.Channel, kind: channel.ClauseKind, bytes: []u8, refs: []const usize) channel.Error!Started {
         if (bytes.len != ch.elem_size) return error.InvalidArgument;
+        // Freed by these errdefers until `adopted`; after that, by `freePending` only (a
+        // failed submit below must not free them twice).
+        var adopted = false;
         const p = try r.allocator.create(Pending);
-        errdefer r.allocator.destroy(p);
+        errdefer if (!adopted) r.allocator.destroy(p);
         const op = try r.allocator.create(Pending.Op);
-        errdefer r.allocator.destroy(op);
+        errdefer if (!adopted) r.allocator.destroy(op);
         const elem = try r.allocator.alloc(u8, ch.elem_size);
-        errdefer r.allocator.free(elem);
+        errdefer if (!adopted) r.allocator.free(elem);
         if (kind == .send) @memcpy(elem, bytes);
         op.* = .{ .op = .{ .kind = kind, .notify = Pending.opNotify }, .ch = ch, .elem = elem, .pending = p };
         p.* = .{ .ring = r, .body = .{ .op = op } };
@@ -225,6 +228,7 @@ pub const Ring = struct {
         r.adopt(p) catch |err| return switch (err) {
             error.OutOfMemory, error.TooManyObjects => error.OutOfMemory,
         };
+        adopted = true;
         const res = ch.submit(&op.op, elem.ptr) catch |err| {
             r.disown(p, true);
             p.nrefs = 0; // the caller keeps its references on failure
@@ -249,12 +253,14 @@ pub const Ring = struct {
         if (clauses.len == 0 or clauses.len > channel.max_clauses) return error.InvalidArgument;
         var total: usize = 0;
         for (clauses) |c| total += c.ch.elem_size;
+        // As in `submitOp`: errdefers until `adopted`, then `freePending` only.
+        var adopted = false;
         const p = try r.allocator.create(Pending);
-        errdefer r.allocator.destroy(p);
+        errdefer if (!adopted) r.allocator.destroy(p);
         const sel = try r.allocator.create(Pending.Select);
-        errdefer r.allocator.destroy(sel);
+        errdefer if (!adopted) r.allocator.destroy(sel);
         const storage = try r.allocator.alloc(u8, total);
-        errdefer r.allocator.free(storage);
+        errdefer if (!adopted) r.allocator.free(storage);
         var cs: [channel.max_clauses]channel.Clause = undefined;
         var off: usize = 0;
         for (clauses, 0..) |c, i| {
@@ -271,6 +277,7 @@ pub const Ring = struct {
         r.adopt(p) catch |err| return switch (err) {
             error.OutOfMemory, error.TooManyObjects => error.OutOfMemory,
         };
+        adopted = true;
         const got = sel.sel.submit(cs[0..clauses.len], random) catch |err| {
             r.disown(p, true);
             p.nrefs = 0;
@@ -555,4 +562,20 @@ test "a ring going away gives a value received for it back to the channel" {
     v = 42;
     try ch.send(std.mem.asBytes(&v), null, true);
     try testing.expectEqual(@as(u64, 42), try recv(ch));
+}
+
+test "a submit that fails (closed channel) frees its operation once" {
+    var ring = Ring.init(testing.allocator);
+    defer ring.deinit();
+    const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer ch.destroy();
+    _ = ch.close();
+    var v: u64 = 1;
+    try testing.expectError(error.Closed, ring.submitOp(ch, .send, std.mem.asBytes(&v), &.{}));
+    try testing.expectError(error.Closed, ring.submitOp(ch, .receive, std.mem.asBytes(&v), &.{}));
+    const clauses = [_]channel.Clause{.{ .ch = ch, .kind = .send, .elem = undefined }};
+    const values = [_][]u8{std.mem.asBytes(&v)};
+    // A closed send clause completes the select at once (as closed): nothing stays allocated.
+    const got = try ring.submitSelect(&clauses, &values, null, &.{});
+    try testing.expect(got.done.closed);
 }
