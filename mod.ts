@@ -68,7 +68,7 @@ export {
   type ShutdownMode,
   type WorkerStats,
 } from "./src/runtime.ts";
-export { Context, type ContextKey, createContextKey } from "./src/context.ts";
+export { Context, type ContextKey, createContextKey, Deadline } from "./src/context.ts";
 export {
   CompletableDeferred,
   type CompletionHandler,

@@ -154,6 +154,10 @@ export const symbols = {
   kc_now_ns: { parameters: [], result: "u64" },
   /** int32_t kc_scope_destroy(uint32_t scope) */
   kc_scope_destroy: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_scope_set_deadline(uint32_t scope, uint64_t deadline_ns) */
+  kc_scope_set_deadline: { parameters: ["u32", "u64"], result: "i32" },
+  /** uint64_t kc_deadline(void) */
+  kc_deadline: { parameters: [], result: "u64" },
   /** int32_t kc_cancelled(void) */
   kc_cancelled: { parameters: [], result: "i32" },
   /**

@@ -58,6 +58,7 @@ extern "C" {
 #define KC_BUILTIN_CANCELLABLE_SLEEPER 7 /* {ms, ...}: kc_sleep_ns; KC_EINTR if its scope is cancelled */
 #define KC_BUILTIN_RECEIVER 8            /* {chan, ...}: receives one value; KC_EINTR likewise */
 #define KC_BUILTIN_CANCEL_SCOPE 9        /* {-, ...}: kc_scope_cancel of the scope it runs in: 1/0 */
+#define KC_BUILTIN_READ_DEADLINE 11 /* scheduled: {deadline, done, status}: kc_deadline() */
 #define KC_BUILTIN_CHAN_SENDER 10 /* scheduled: uint64_t[5] {chan, first, count, sent, done}: sends
                                   * u64 first..first+count-1 (sent += 1 each), then done += 1 */
 
@@ -264,6 +265,12 @@ int32_t kc_scope_watch(uint32_t scope, uint64_t deadline_ns);
 int32_t kc_scope_destroy(uint32_t scope);
 /* Inside a scope's coroutine: 1 once the scope is cancelled, else 0 (for loops that never wait). */
 int32_t kc_cancelled(void);
+/* Children launched from now on carry deadline_ns (kc_now_ns clock) in their context: a channel
+ * operation or select they start without a deadline waits at most until then (KC_ETIME). A
+ * parent's earlier deadline is kept. Cancels nothing by itself. */
+int32_t kc_scope_set_deadline(uint32_t scope, uint64_t deadline_ns);
+/* Inside a coroutine: its context's deadline, or 0. */
+uint64_t kc_deadline(void);
 /* An actor: a child of `scope` calling handler(ctx, msg) for every message of `mailbox`; it
  * processes what is queued after close, then ends; it stops at once when the scope is cancelled.
  * on_done(ctx, status) runs last: 0 (closed), KC_EINTR (scope cancelled), KC_ECANCELED. */

@@ -147,3 +147,19 @@ export class Context {
     return `Context(${parts.join(", ")})`;
   }
 }
+
+/**
+ * The deadline `withTimeout` / `withTimeoutOrNull` put in their scope's context, on the
+ * `performance.now()` clock (ms); the earliest of nested timeouts wins. A native scope owned by a
+ * scope (`nativeScope`) gives it to its native children (`kc_scope_set_deadline`), whose
+ * channel waits then end by it (`KC_ETIME`) and which read it with `kc_deadline`.
+ *
+ * @example
+ * ```ts
+ * import { Deadline, withTimeout } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * const left = await withTimeout(1_000, async (scope) => scope.context.get(Deadline)! - performance.now());
+ * assert.ok(left > 0 && left <= 1_000);
+ * ```
+ */
+export const Deadline: ContextKey<number> = createContextKey<number>("deadline");

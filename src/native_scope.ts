@@ -34,6 +34,7 @@ import {
   unwrap,
 } from "./errors.ts";
 import { type Job, JobSupport } from "./job.ts";
+import { Deadline } from "./context.ts";
 import { nativeEntry, type NativeFunction, runtime, type ScheduledBuiltin } from "./runtime.ts";
 import type { CoroutineScope } from "./scope.ts";
 
@@ -122,6 +123,13 @@ export class NativeScope implements AsyncDisposable {
   /** @internal The native scope `owner` owns: cancelled with it, destroyed when it completes. */
   static _own(owner: JobSupport<unknown>): NativeScope {
     const ns = NativeScope.#make("get native scope", 0, owner);
+    // The owner's deadline (withTimeout) goes into the native children's context.
+    const deadline = owner.context.get(Deadline);
+    if (deadline !== undefined) {
+      const sym = ns.#lib.symbols("get native scope");
+      const left = BigInt(Math.max(1, Math.round((deadline - performance.now()) * 1e6)));
+      unwrap(sym.kc_scope_set_deadline(ns.#handle, sym.kc_now_ns() + left), "get native scope");
+    }
     if (owner.isCancelled) {
       ns.cancel();
     } else {

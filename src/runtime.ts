@@ -37,6 +37,8 @@ export type ShutdownMode = "cancel" | "finish";
  *   scope was cancelled), `EPIPE`, `ECANCELED` or `EBADH`;
  * - `"cancel-scope"`: `[unused, done, status]`: cancels the native scope it runs in, as C code
  *   calling `kc_scope_cancel` would; `status` 1 if it did, 0 if it was cancelled already;
+ * - `"read-deadline"`: `[deadline, done, status]`: writes the deadline its native scope's
+ *   context carries (`kc_now_ns` clock; 0 for none) into cell 0;
  * - `"chanSender"`: `[channel handle, first, count, sent, done]`: sends the u64 values
  *   `first .. first+count-1` to a channel of 8-byte elements (`codecs.u64`), adding 1 to `sent`
  *   for each, stopping if the channel closes; then adds 1 to `done`.
@@ -48,7 +50,8 @@ export type ScheduledBuiltin =
   | "cancellable-sleeper"
   | "receiver"
   | "cancel-scope"
-  | "chanSender";
+  | "chanSender"
+  | "read-deadline";
 
 /** Each built-in's id (`KC_BUILTIN_*`) and how many cells it needs. */
 const builtinIds: Record<ScheduledBuiltin, readonly [number, number]> = {
@@ -59,6 +62,7 @@ const builtinIds: Record<ScheduledBuiltin, readonly [number, number]> = {
   "receiver": [8, 3],
   "cancel-scope": [9, 3],
   "chanSender": [10, 5],
+  "read-deadline": [11, 3],
 };
 
 /**

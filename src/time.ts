@@ -10,7 +10,29 @@
  * @module
  */
 import { describe, TimeoutError } from "./errors.ts";
-import { type Block, type Coroutine, rootScope, type ScopeOptions } from "./scope.ts";
+import {
+  type Block,
+  checkScopeOptions,
+  type Coroutine,
+  rootScope,
+  type ScopeOptions,
+} from "./scope.ts";
+import { Context, Deadline } from "./context.ts";
+
+/** `options` with the timeout's deadline in its context (an earlier outer deadline wins). */
+function withDeadline(
+  op: string,
+  options: ScopeOptions | undefined,
+  ms: number,
+): ScopeOptions | undefined {
+  checkScopeOptions(op, options);
+  if (!(ms > 0)) return options;
+  const context = options?.context ?? Context.empty;
+  const deadline = performance.now() + ms;
+  const outer = context.get(Deadline);
+  if (outer !== undefined && outer <= deadline) return options;
+  return { ...options, context: context.with(Deadline, deadline) };
+}
 
 /** setTimeout's largest delay; longer ones are chained. */
 const MAX_TIMER = 2 ** 31 - 1;
@@ -108,7 +130,7 @@ function timedOut(ms: number): TimeoutError {
 export function withTimeout<T>(ms: number, block: Block<T>, options?: ScopeOptions): Promise<T> {
   const op = "run withTimeout";
   checkMs(op, ms);
-  const scope = rootScope(op, block, options, false);
+  const scope = rootScope(op, block, withDeadline(op, options, ms), false);
   if (scope instanceof Error) return Promise.reject(scope);
   if (ms <= 0) return Promise.reject(timedOut(ms));
   return runTimed(scope, ms, timedOut(ms));
@@ -134,7 +156,7 @@ export function withTimeoutOrNull<T>(
 ): Promise<T | null> {
   const op = "run withTimeoutOrNull";
   checkMs(op, ms);
-  const scope = rootScope(op, block, options, false);
+  const scope = rootScope(op, block, withDeadline(op, options, ms), false);
   if (scope instanceof Error) return Promise.reject(scope);
   if (ms <= 0) return Promise.resolve(null);
   const timeout = timedOut(ms);

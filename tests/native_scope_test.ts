@@ -221,3 +221,29 @@ Deno.test("a process whose scope owns an idle native scope exits by itself", asy
   assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
   assert.ok(ms < 5000, `exited after ${ms} ms`);
 });
+
+Deno.test("withTimeout's deadline reaches native children through the scope's native scope", async () => {
+  const sym = library().symbols("test");
+  const cells = new BigUint64Array(3);
+  const before = sym.kc_now_ns();
+  await withTimeout(60_000, async (scope) => {
+    // A nested, later timeout keeps the outer deadline.
+    await withTimeout(120_000, async (inner) => {
+      nativeScope(inner).launch("read-deadline", cells);
+      await nativeScope(inner).wait();
+    }, { context: scope.context, signal: scope.signal });
+  });
+  const after = sym.kc_now_ns();
+  assert.equal(cells[1], 1n); // done
+  const deadline = cells[0];
+  assert.ok(deadline >= before + 59_000_000_000n, `deadline ${deadline} too early`);
+  assert.ok(deadline <= after + 60_000_000_000n, `deadline ${deadline} too late`);
+  // Without a timeout there is none.
+  const none = new BigUint64Array(3);
+  await coroutineScope(async (scope) => {
+    nativeScope(scope).launch("read-deadline", none);
+    await nativeScope(scope).wait();
+  });
+  assert.equal(none[1], 1n);
+  assert.equal(none[0], 0n);
+});

@@ -41,6 +41,9 @@ pub const Builtin = enum(u32) {
     /// stopping early if a send fails (closed); then adds 1 to `done`. A native producer for
     /// channels shared with JavaScript isolates and Workers.
     chan_sender = 10,
+    /// Scheduled. `arg` -> u64[3] { deadline, done, status }: writes its context's deadline
+    /// (kc_deadline: 0 for none) into cell 0, then `status` = 0 and `done` = 1.
+    read_deadline = 11,
 };
 
 pub fn entry(b: Builtin) *const anyopaque {
@@ -55,6 +58,7 @@ pub fn entry(b: Builtin) *const anyopaque {
         .cancel_scope => @ptrCast(&cancelScope),
         .receiver => unreachable, // root.zig answers for it: it needs the channel handle table
         .chan_sender => @ptrCast(&chanSender),
+        .read_deadline => @ptrCast(&readDeadline),
     };
 }
 
@@ -79,6 +83,12 @@ fn cancellableSleeper(arg: ?*anyopaque) callconv(.c) void {
         else => status_mod.fromError(err).code(),
     };
     finish(c, status);
+}
+
+fn readDeadline(arg: ?*anyopaque) callconv(.c) void {
+    const c = cells3(arg);
+    c[0].store(scope_mod.currentDeadline() orelse 0, .monotonic); // published by `finish`
+    finish(c, 0);
 }
 
 fn cancelScope(arg: ?*anyopaque) callconv(.c) void {

@@ -729,6 +729,25 @@ export fn kc_scope_destroy(scope: u32) callconv(.c) i32 {
     return 0;
 }
 
+/// int32_t kc_scope_set_deadline(uint32_t scope, uint64_t deadline_ns): children launched from
+/// now on carry the deadline (kc_now_ns clock) in their context: a channel operation or select
+/// they start without a deadline of its own waits at most until then (KC_ETIME); kc_deadline
+/// reads it. A parent's earlier deadline is kept. Does not cancel anything by itself.
+export fn kc_scope_set_deadline(scope: u32, deadline_ns: u64) callconv(.c) i32 {
+    if (deadline_ns == 0) return Status.invalid.code();
+    const sr = scopes();
+    const se = sr.acquire(scope) catch |err| return fail(err);
+    defer sr.release(se);
+    ScopeRegistry.objectOf(se).setDeadline(deadline_ns) catch |err| return fail(err);
+    return 0;
+}
+
+/// uint64_t kc_deadline(void): inside a coroutine, its context's deadline (kc_now_ns clock), or
+/// 0 if it has none.
+export fn kc_deadline() callconv(.c) u64 {
+    return kcoro.scope.currentDeadline() orelse 0;
+}
+
 /// int32_t kc_cancelled(void): inside a coroutine of a native scope, 1 once the scope is
 /// cancelled (for loops that never wait), else 0.
 export fn kc_cancelled() callconv(.c) i32 {
@@ -1806,4 +1825,34 @@ test "C ABI: try-operations without references race destroy and re-creation safe
     var v: u64 = 0;
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(last));
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_recv(last, &v, 8, 0, 0, 1));
+}
+
+test "C ABI: a scope's deadline reaches its children's context and bounds their waits" {
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    const S = struct {
+        var ch_h: u32 = 0;
+        var seen: std.atomic.Value(u64) = .init(0);
+        var rc: std.atomic.Value(i32) = .init(1);
+        fn child(_: ?*anyopaque) callconv(.c) void {
+            seen.store(kc_deadline(), .release);
+            var v: u64 = 0;
+            rc.store(kc_chan_recv(ch_h, &v, 8, 0, 0, 0), .release); // no deadline of its own
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.ch_h));
+    defer _ = kc_chan_destroy(S.ch_h);
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    const dl = kc_now_ns() + 20 * std.time.ns_per_ms;
+    try testing.expectEqual(Status.invalid.code(), kc_scope_set_deadline(scope, 0));
+    try testing.expectEqual(@as(i32, 0), kc_scope_set_deadline(scope, dl));
+    try testing.expectEqual(@as(i32, 0), kc_scope_set_deadline(scope, dl + std.time.ns_per_s)); // later: kept
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, S.child, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + 10 * std.time.ns_per_s));
+    try testing.expectEqual(dl, S.seen.load(.acquire));
+    try testing.expectEqual(Status.timeout.code(), S.rc.load(.acquire));
+    try testing.expect(kc_now_ns() >= dl);
+    try testing.expectEqual(@as(u64, 0), kc_deadline()); // not in a coroutine
 }

@@ -54,6 +54,13 @@ fn contextToken() ?*Token {
     const v = co.context.get(ctx_mod.cancellation) orelse return null;
     return @ptrFromInt(v);
 }
+
+/// The deadline of the native scope the calling coroutine runs in (its context's `deadline`
+/// key), used by a wait that was given none. Read only on the blocking path.
+fn contextDeadline() ?u64 {
+    const co = coroutine.current() orelse return null;
+    return co.context.get(ctx_mod.deadline);
+}
 pub const Token = cancel_mod.Token;
 
 pub const Overflow = enum(u8) { @"suspend" = 0, drop_oldest = 1, drop_latest = 2 };
@@ -942,6 +949,7 @@ pub const Channel = struct {
     fn block(ch: *Channel, w: *Waiter, q: *WaitQueue, options: WaitOptions) Error!void {
         var opts = options;
         if (opts.token == null) opts.token = contextToken();
+        if (opts.deadline == null) opts.deadline = contextDeadline();
         var tw: TokenWait = .{ .status = &w.own_status, .ref = w.ref, .sched = w.sched };
         if (opts.token) |t| {
             // Lock order: channel, then token (a token fires links without channel locks).
@@ -1139,11 +1147,12 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     var tw: TokenWait = .{ .status = &sel.status, .ref = caller.ref, .sched = caller.sched };
     var registered = false;
     const token = options.token orelse contextToken();
+    const deadline = options.deadline orelse contextDeadline();
     if (token) |t| registered = t.register(&tw.link);
     unlockAll(locks[0..nlocks]);
     var winner: u32 = SelectState.no_winner;
     const token_fired = token != null and !registered;
-    const timed_out = token_fired or waitFor(&sel.status, caller.ref, caller.sched, options.deadline);
+    const timed_out = token_fired or waitFor(&sel.status, caller.ref, caller.sched, deadline);
     if (registered) token.?.unregister(&tw.link);
     const was_interrupted = token_fired or sel.status.load(.acquire) == interrupted;
     if (timed_out or was_interrupted) {

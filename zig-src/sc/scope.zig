@@ -149,11 +149,31 @@ pub const Scope = struct {
         l.* = .{ .scope = s, .entry = entry, .arg = arg };
         s.retain();
         _ = s.live.fetchAdd(1, .acq_rel); // before it can run (and finish)
-        return s.sched.spawnWith(main, l, s.context, options) catch |err| {
+        // The context may be replaced by `setDeadline`: take our own reference under the lock.
+        const context = blk: {
+            s.mutex.lock();
+            defer s.mutex.unlock();
+            break :blk s.context.retain();
+        };
+        defer context.release(); // the child holds its own
+        return s.sched.spawnWith(main, l, context, options) catch |err| {
             s.recycle(l);
             s.childDone();
             return err;
         };
+    }
+
+    /// Gives children launched from now on the absolute `deadline` (CLOCK_MONOTONIC ns) in
+    /// their context: a channel operation or select given no deadline of its own waits at most
+    /// until then (error.Timeout), and `currentDeadline` reads it. An earlier deadline of a
+    /// parent scope is kept.
+    pub fn setDeadline(s: *Scope, deadline: u64) error{ OutOfMemory, InvalidArgument }!void {
+        s.mutex.lock();
+        defer s.mutex.unlock();
+        if (s.context.get(ctx_mod.deadline)) |d| if (d <= deadline) return;
+        const next = try s.context.with(s.allocator, ctx_mod.deadline, deadline);
+        s.context.release();
+        s.context = next;
     }
 
     fn recycle(s: *Scope, l: *Launch) void {
@@ -264,6 +284,12 @@ pub fn currentToken() ?*Token {
     const co = coroutine.current() orelse return null;
     const v = co.context.get(ctx_mod.cancellation) orelse return null;
     return @ptrFromInt(v);
+}
+
+/// The deadline of the calling coroutine's context (`Scope.setDeadline`), if any.
+pub fn currentDeadline() ?u64 {
+    const co = coroutine.current() orelse return null;
+    return co.context.get(ctx_mod.deadline);
 }
 
 /// The scope the calling coroutine runs in (its context's `job`), if any.
