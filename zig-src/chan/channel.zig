@@ -48,18 +48,15 @@ const ctx_mod = @import("../sc/context.zig");
 
 /// The cancellation token of the native scope the calling coroutine runs in (its context's
 /// `cancellation` key, see sc/scope.zig), used by a wait that was given no token. Read only
-/// on the blocking path.
-fn contextToken() ?*Token {
-    const co = coroutine.current() orelse return null;
-    const v = co.context.get(ctx_mod.cancellation) orelse return null;
-    return @ptrFromInt(v);
-}
-
-/// The deadline of the native scope the calling coroutine runs in (its context's `deadline`
-/// key), used by a wait that was given none. Read only on the blocking path.
-fn contextDeadline() ?u64 {
-    const co = coroutine.current() orelse return null;
-    return co.context.get(ctx_mod.deadline);
+/// on the blocking path, with one lookup of the current coroutine.
+/// Also fills in the scope's deadline (the context's `deadline` key) for a wait given none.
+fn fromContext(token: *?*Token, deadline: *?u64) void {
+    if (token.* != null and deadline.* != null) return;
+    const co = coroutine.current() orelse return;
+    if (token.* == null) {
+        if (co.context.get(ctx_mod.cancellation)) |v| token.* = @ptrFromInt(v);
+    }
+    if (deadline.* == null) deadline.* = co.context.get(ctx_mod.deadline);
 }
 pub const Token = cancel_mod.Token;
 
@@ -948,8 +945,7 @@ pub const Channel = struct {
     /// outcome, the deadline or the token.
     fn block(ch: *Channel, w: *Waiter, q: *WaitQueue, options: WaitOptions) Error!void {
         var opts = options;
-        if (opts.token == null) opts.token = contextToken();
-        if (opts.deadline == null) opts.deadline = contextDeadline();
+        fromContext(&opts.token, &opts.deadline);
         var tw: TokenWait = .{ .status = &w.own_status, .ref = w.ref, .sched = w.sched };
         if (opts.token) |t| {
             // Lock order: channel, then token (a token fires links without channel locks).
@@ -1146,8 +1142,9 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     }
     var tw: TokenWait = .{ .status = &sel.status, .ref = caller.ref, .sched = caller.sched };
     var registered = false;
-    const token = options.token orelse contextToken();
-    const deadline = options.deadline orelse contextDeadline();
+    var token = options.token;
+    var deadline = options.deadline;
+    fromContext(&token, &deadline);
     if (token) |t| registered = t.register(&tw.link);
     unlockAll(locks[0..nlocks]);
     var winner: u32 = SelectState.no_winner;
