@@ -438,15 +438,12 @@ pub const Channel = struct {
     }
 
     pub fn create(allocator: std.mem.Allocator, options: Options) Error!*Channel {
-        var opts = options;
-        if (opts.zero_copy) {
-            if (opts.elem_size != 0 and opts.elem_size != @sizeOf(Descriptor)) return error.InvalidArgument;
-            opts.elem_size = @sizeOf(Descriptor);
-        }
-        const ch = try allocator.create(Channel);
-        errdefer allocator.destroy(ch);
-        ch.* = .{ .allocator = allocator, .elem_size = 0, .capacity = 0, .overflow = .@"suspend", .on_undelivered = null, .undelivered_ctx = null };
-        try ch.initAt(allocator, opts, false);
+        var fresh = try build(allocator, options);
+        const ch = allocator.create(Channel) catch |err| {
+            fresh.freeStorage();
+            return err;
+        };
+        ch.* = fresh;
         return ch;
     }
 
@@ -454,12 +451,7 @@ pub const Channel = struct {
     /// lock word is kept and held while the fields change, because a guarded try-operation
     /// (`tryGuarded`) holding no reference may be spinning on it.
     pub fn initAt(ch: *Channel, allocator: std.mem.Allocator, options: Options, reuse: bool) Error!void {
-        var opts = options;
-        if (opts.zero_copy) {
-            if (opts.elem_size != 0 and opts.elem_size != @sizeOf(Descriptor)) return error.InvalidArgument;
-            opts.elem_size = @sizeOf(Descriptor);
-        }
-        const fresh = try build(allocator, opts);
+        const fresh = try build(allocator, options);
         if (reuse) ch.mutex.lock();
         inline for (@typeInfo(Channel).@"struct".fields) |f| {
             if (comptime !std.mem.eql(u8, f.name, "mutex")) @field(ch, f.name) = @field(fresh, f.name);
@@ -472,9 +464,17 @@ pub const Channel = struct {
     pub fn retire(ch: *Channel) void {
         ch.mutex.lock();
         defer ch.unlock();
+        assert(!ch.dead);
+        ch.freeStorage();
+        ch.dead = true;
+        ch.closed = true;
+    }
+
+    /// Drops what is buffered (to `on_undelivered`) and frees the buffer and the ownership
+    /// table; the fields stay valid (an empty, slot-less channel). Nothing may wait on it.
+    fn freeStorage(ch: *Channel) void {
         assert(ch.senders.isEmpty());
         assert(ch.receivers.isEmpty());
-        assert(!ch.dead);
         while (ch.len > 0) ch.dropOldest();
         if (track_ownership) {
             assert(ch.in_flight.count() == 0);
@@ -485,8 +485,6 @@ pub const Channel = struct {
         ch.buf = &.{};
         ch.slots = 0;
         ch.head = 0;
-        ch.dead = true;
-        ch.closed = true;
     }
 
     /// Frees the memory of a retired channel.
@@ -496,7 +494,12 @@ pub const Channel = struct {
     }
 
     /// The fields of a new channel (lock unlocked), with its buffer allocated.
-    fn build(allocator: std.mem.Allocator, options: Options) Error!Channel {
+    fn build(allocator: std.mem.Allocator, opts: Options) Error!Channel {
+        var options = opts;
+        if (options.zero_copy) {
+            if (options.elem_size != 0 and options.elem_size != @sizeOf(Descriptor)) return error.InvalidArgument;
+            options.elem_size = @sizeOf(Descriptor);
+        }
         if (options.elem_size == 0 or options.elem_size > 1 << 20) return error.InvalidArgument;
         var capacity = options.capacity;
         var overflow = options.overflow;
@@ -604,14 +607,7 @@ pub const Channel = struct {
     /// Frees the channel. Nothing may wait on it or use it any more; buffered values are
     /// handed to `on_undelivered`.
     pub fn destroy(ch: *Channel) void {
-        assert(ch.senders.isEmpty());
-        assert(ch.receivers.isEmpty());
-        while (ch.len > 0) ch.dropOldest();
-        if (track_ownership) {
-            assert(ch.in_flight.count() == 0);
-            ch.in_flight.deinit(ch.allocator);
-        }
-        ch.allocator.free(ch.buf);
+        ch.freeStorage();
         ch.allocator.destroy(ch);
     }
 
