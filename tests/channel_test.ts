@@ -1,6 +1,7 @@
 // Channel<T> through the TypeScript API: DESIGN.md section 5's channel semantics, codecs,
 // abort signals, Workers, and a process with idle channels exiting by itself.
 import assert from "node:assert/strict";
+import { evalScript } from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -12,8 +13,6 @@ import {
   library,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-
-const root = new URL("../", import.meta.url).pathname;
 
 /** A promise's state without waiting for it: settles pending microtasks first. */
 async function settled(p: Promise<unknown>): Promise<boolean> {
@@ -374,24 +373,8 @@ Deno.test("Workers: a shared channel carries values both ways between isolates",
   }
 });
 
-async function runScript(code: string): Promise<{ code: number; ms: number; stderr: string }> {
-  const t0 = performance.now();
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--quiet", code],
-    env: { NO_COLOR: "1" },
-    cwd: root,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    ms: performance.now() - t0,
-    stderr: new TextDecoder().decode(out.stderr),
-  };
-}
-
 Deno.test("a process with idle channels exits by itself; pending ops do not outlive their abort", async () => {
-  const res = await runScript(`
+  const res = await evalScript(`
     import { Channel } from "./mod.ts";
     const a = new Channel(4), b = new Channel();
     a.trySend("idle value");
@@ -408,7 +391,7 @@ Deno.test("a process with idle channels exits by itself; pending ops do not outl
 });
 
 Deno.test("a channel used after its library was closed throws LibraryClosedError", async () => {
-  const res = await runScript(`
+  const res = await evalScript(`
     import { Channel, closeLibrary, LibraryClosedError } from "./mod.ts";
     const ch = new Channel(1);
     closeLibrary();

@@ -1,6 +1,7 @@
 // Job states and Kotlin's flag table, join/await, cancel, start, invokeOnCompletion: one test per
 // rule. Tasks wait on gates (promises the test resolves), never on sleeps.
 import assert from "node:assert/strict";
+import { untilAborted } from "./support.ts";
 import {
   CancellationError,
   CompletableDeferred,
@@ -17,14 +18,6 @@ import {
 /** The flags of `job` as Kotlin's table writes them. */
 function flags(job: Job): [JobState, boolean, boolean, boolean] {
   return [job.state, job.isActive, job.isCompleted, job.isCancelled];
-}
-
-/** A promise that rejects with the signal's reason when it aborts (a task that waits forever). */
-function untilAborted(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-  });
 }
 
 /** Lets queued microtasks and a macrotask run (bounded; not a sleep used as synchronisation). */

@@ -4,6 +4,7 @@
 // native children. Native children are built-ins that report through their cells; nothing
 // here waits on a sleep for synchronisation.
 import assert from "node:assert/strict";
+import { evalScript, untilAborted } from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -20,7 +21,6 @@ import {
   withTimeout,
 } from "../mod.ts";
 
-const root = new URL("..", import.meta.url).pathname;
 const MINUTE = 60_000n;
 
 /** Cells of a three-cell built-in: [arg, done, status]. */
@@ -29,14 +29,6 @@ function cells(arg: bigint | number): BigUint64Array {
 }
 const done = (c: BigUint64Array) => c[1] === 1n;
 const status = (c: BigUint64Array) => Number(BigInt.asIntN(64, c[2]));
-
-/** Rejects with the signal's reason when it aborts. */
-function untilAborted(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-  });
-}
 
 /** A few turns of the event loop (for asserting that something has not happened yet). */
 async function turns(n = 5): Promise<void> {
@@ -209,16 +201,8 @@ Deno.test("a process whose scope owns an idle native scope exits by itself", asy
     await ns.wait();
     if (cells[1] !== 1n) throw new Error("the child did not finish");
   `;
-  const t0 = performance.now();
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--quiet", code],
-    env: { NO_COLOR: "1" },
-    cwd: root,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const ms = performance.now() - t0;
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const { code: exit, ms, stderr } = await evalScript(code);
+  assert.equal(exit, 0, stderr);
   assert.ok(ms < 5000, `exited after ${ms} ms`);
 });
 

@@ -2,6 +2,7 @@
 // outlives its scope; cancellation reaching a Worker-side receiver of a produced channel. Tasks
 // wait on channels, gates or their signal, never on sleeps.
 import assert from "node:assert/strict";
+import { untilAborted } from "./support.ts";
 import {
   actor,
   CancellationError,
@@ -28,14 +29,6 @@ function counted<A extends unknown[]>(
       live--;
     }
   };
-}
-
-/** Rejects with the signal's reason when it aborts: a task that runs until cancelled. */
-function untilAborted(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-  });
 }
 
 async function drain<T>(ch: Channel<T>): Promise<T[]> {

@@ -1,6 +1,7 @@
 // Scopes and Kotlin's propagation rules, one test per rule, with every task counted so that
 // none outlives its scope. Tasks wait on gates or on their signal, never on sleeps.
 import assert from "node:assert/strict";
+import { untilAborted } from "./support.ts";
 import {
   type Block,
   CancellationError,
@@ -25,14 +26,6 @@ function counted<T>(block: Block<T>): Block<T> {
       live--;
     }
   };
-}
-
-/** Rejects with the signal's reason when it aborts: a task that runs until cancelled. */
-function untilAborted(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-  });
 }
 
 /** Collects what reaches CoroutineExceptionHandler. */

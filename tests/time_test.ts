@@ -1,15 +1,8 @@
 // delay, withTimeout, withTimeoutOrNull. The timers here are what is under test; waits are
 // bounded by deadlines, and no test relies on one timer firing before another to synchronise.
 import assert from "node:assert/strict";
+import { untilAborted } from "./support.ts";
 import { CancellationError, delay, TimeoutError, withTimeout, withTimeoutOrNull } from "../mod.ts";
-
-/** Rejects with the signal's reason when it aborts. */
-function untilAborted(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-  });
-}
 
 Deno.test("delay resolves after at least its time", async () => {
   const t0 = performance.now();

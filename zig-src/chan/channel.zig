@@ -1451,14 +1451,7 @@ test "rendezvous across threads, close wakes a blocked receiver, deadline times 
         }
         fn closer(c: *Channel) void {
             // Close once the receiver is blocked (bounded wait; closing earlier is fine too).
-            const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
-            while (scheduler.monotonicNs() < deadline) {
-                c.mutex.lock();
-                const queued = !c.receivers.isEmpty();
-                c.mutex.unlock();
-                if (queued) break;
-                std.Thread.yield() catch {};
-            }
+            awaitQueued(c, "receivers") catch {};
             _ = c.close();
         }
     };
@@ -1491,15 +1484,7 @@ test "a sender already waiting when close happens still delivers" {
     };
     const t = try std.Thread.spawn(.{}, S.sender, .{ch});
     // Wait (bounded) until the sender is queued.
-    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
-    while (true) {
-        ch.mutex.lock();
-        const queued = !ch.senders.isEmpty();
-        ch.unlock();
-        if (queued) break;
-        if (scheduler.monotonicNs() > deadline) return error.SenderNeverQueued;
-        std.Thread.yield() catch {};
-    }
+    awaitQueued(ch, "senders") catch return error.SenderNeverQueued;
     try testing.expect(ch.close());
     try testing.expect(!ch.isClosedForReceive());
     try testing.expectEqual(@as(u64, 42), try recvU64(ch));
@@ -1524,15 +1509,7 @@ test "cancel drops buffered and waiting values exactly once and fails every wait
     };
     S.result.store(0, .monotonic);
     const t = try std.Thread.spawn(.{}, S.sender, .{ch});
-    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
-    while (true) {
-        ch.mutex.lock();
-        const queued = !ch.senders.isEmpty();
-        ch.unlock();
-        if (queued) break;
-        if (scheduler.monotonicNs() > deadline) return error.SenderNeverQueued;
-        std.Thread.yield() catch {};
-    }
+    awaitQueued(ch, "senders") catch return error.SenderNeverQueued;
     ch.cancel();
     t.join();
     try testing.expectEqual(@as(u32, 1), S.result.load(.monotonic));
@@ -1782,8 +1759,8 @@ test "select: stress with plain operations on scheduled coroutines, each value e
     }
 }
 
-/// Test helper: waits (bounded) until `q` of `c` has a waiter queued.
-fn awaitQueued(c: *Channel, comptime field: []const u8) void {
+/// Test helper: waits (bounded: 10 s) until `q` of `c` has a waiter queued.
+fn awaitQueued(c: *Channel, comptime field: []const u8) error{NeverQueued}!void {
     const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
     while (scheduler.monotonicNs() < deadline) {
         c.mutex.lock();
@@ -1792,6 +1769,7 @@ fn awaitQueued(c: *Channel, comptime field: []const u8) void {
         if (queued) return;
         std.Thread.yield() catch {};
     }
+    return error.NeverQueued;
 }
 
 test "token: interrupts blocked threads and coroutines, the queues stay intact, an interrupted send is never delivered" {
@@ -1813,7 +1791,7 @@ test "token: interrupts blocked threads and coroutines, the queues stay intact, 
             };
         }
         fn canceller(c: *Channel, t: *Token, comptime field: []const u8) void {
-            awaitQueued(c, field);
+            awaitQueued(c, field) catch {}; // cancelling earlier is fine too
             _ = t.cancel();
         }
     };
@@ -1897,7 +1875,7 @@ test "token: a select gives up with Interrupted and leaves every queue intact" {
     var t: Token = .init;
     const S = struct {
         fn canceller(c: *Channel, tok: *Token) void {
-            awaitQueued(c, "receivers");
+            awaitQueued(c, "receivers") catch {}; // cancelling earlier is fine too
             _ = tok.cancel();
         }
     };
@@ -1940,7 +1918,7 @@ test "zero-copy: the receiver gets the sender's buffer itself, rendezvous and bu
     };
     var got: Descriptor = undefined;
     const th = try std.Thread.spawn(.{}, S.receiver, .{ r, &got });
-    awaitQueued(r, "receivers");
+    try awaitQueued(r, "receivers");
     var d0 = owner.desc(&bufs[0]);
     try r.send(std.mem.asBytes(&d0), null, false);
     th.join();
@@ -2006,7 +1984,7 @@ test "zero-copy ownership under close and cancel: every undelivered buffer goes 
         var d3 = owner.desc(&bufs[3]);
         var res: ?Error = null;
         const th = try std.Thread.spawn(.{}, S.sender, .{ ch, &d3, &res });
-        awaitQueued(ch, "senders");
+        try awaitQueued(ch, "senders");
         ch.cancel();
         th.join();
         try testing.expectEqual(@as(?Error, error.Cancelled), res);
