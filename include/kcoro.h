@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 3
+#define KC_ABI_VERSION 4
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -177,6 +177,16 @@ int32_t kc_chan_send(uint32_t handle, const void *elem, uint32_t size, uint64_t 
 /* Receives into *out; as kc_chan_send. */
 int32_t kc_chan_recv(uint32_t handle, void *out, uint32_t size, uint64_t deadline_ns,
                      uint32_t token, uint32_t flags);
+/* kc_chan_send / kc_chan_recv with KC_CHAN_TRY, no deadline and no token: 0 or KC_EAGAIN,
+ * KC_EPIPE, KC_ECANCELED. No 64-bit argument, so FFI callers (Deno) take their fast path. */
+int32_t kc_chan_try_send(uint32_t handle, const void *elem, uint32_t size);
+int32_t kc_chan_try_recv(uint32_t handle, void *out, uint32_t size);
+/* The channel's "a receive may succeed now" byte (nonzero: values buffered, a sender waiting,
+ * or closed) as of its last unlock, and (handle_word not NULL) the word holding handle while it
+ * lives; NULL for a bad handle. Reading 0 from the byte, then handle from the word (both
+ * acquire) answers a try-receive with KC_EAGAIN without a call: the channel really was empty
+ * then. Both stay readable while the library is loaded (channel memory is type-stable). */
+const uint8_t *kc_chan_ready_flag(uint32_t handle, const uint32_t **handle_word);
 /* Sets (NULL clears) the hook given every value the channel drops. It runs with the channel
  * locked and must not use the channel. Zero-copy: elem is a struct kc_desc without a release. */
 typedef void (*kc_undelivered_fn)(void *ctx, const void *elem);

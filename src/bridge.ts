@@ -93,22 +93,45 @@ export class Bridge {
     return this.#out[0];
   }
 
+  /**
+   * Runs `op.flush()` once this turn of the event loop is over (where an operation that waits
+   * in JavaScript gets queued natively): a same-isolate partner usually takes it over before
+   * then (ping-pong), and then no FFI call or thread hop is spent on it at all.
+   */
+  defer(op: { flush(): void }): void {
+    this.#deferred.push(op);
+    this.#schedule();
+  }
+
   /** Starts watching a queued operation; starts the one wait if none is outstanding. */
   track(op: RingOp): void {
     this.#ops.set(op.ticket, op);
-    if (!this.#waiting && !this.#starting) {
-      // Start the wait once this turn of the event loop is over: a same-isolate partner
-      // usually takes the operation over in JavaScript before then (ping-pong), and then no
-      // thread hop is spent at all. setImmediate, not setTimeout(0): Deno delays the latter by
-      // ~2 ms here, which every completion from another thread would wait.
-      this.#starting = true;
-      setImmediate(this.#start);
-    }
+    if (!this.#waiting) this.#schedule();
   }
 
+  #deferred: { flush(): void }[] = [];
   #starting = false;
+
+  #schedule(): void {
+    if (this.#starting) return;
+    // setImmediate, not setTimeout(0): Deno delays the latter by ~2 ms here, which every
+    // completion from another thread would wait.
+    this.#starting = true;
+    setImmediate(this.#start);
+  }
+
   readonly #start = (): void => {
+    const deferred = this.#deferred;
+    this.#deferred = [];
+    for (const op of deferred) {
+      try {
+        op.flush(); // may track(): #starting is still set, so that schedules nothing
+      } catch (e) {
+        reportError(e);
+      }
+    }
     this.#starting = false;
+    if (this.#deferred.length > 0) this.#schedule();
     if (!this.#waiting && this.#ops.size > 0) void this.#loop();
   };
 

@@ -112,12 +112,19 @@ const UNLIMITED = 0xffff_ffff;
 const OVERFLOW: Record<Overflow, number> = { "suspend": 0, "drop-oldest": 1, "drop-latest": 2 };
 
 const OK: { state: "ok" } = Object.freeze({ state: "ok" });
+/** What a send that completed at once returns (a settled promise can be shared). */
+const RESOLVED: Promise<void> = Promise.resolve();
 const FULL: { state: "full" } = Object.freeze({ state: "full" });
 const EMPTY: { state: "empty" } = Object.freeze({ state: "empty" });
 const CLOSED: { state: "closed" } = Object.freeze({ state: "closed" });
 
-/** One slot for synchronous operations (JavaScript runs one at a time per isolate). */
+/**
+ * One slot for synchronous operations (JavaScript runs one at a time per isolate), passed to the
+ * try-operations by address: an ArrayBuffer's backing store never moves, and a pointer argument
+ * keeps the call on V8's fast path.
+ */
 const scratch = new Slot();
+const scratchPtr = Deno.UnsafePointer.of(scratch.u8);
 
 /**
  * What every Channel object naming one native channel shares in this isolate: the close
@@ -128,12 +135,43 @@ class Shared {
   cancelled = false;
   cause: unknown = undefined;
   hasCause = false;
-  /** Receivers and senders queued in the ring from this isolate, oldest first. */
-  readonly receivers: Waiter[] = [];
-  readonly senders: Waiter[] = [];
+  /** Receivers and senders waiting in this isolate (in JavaScript or in the ring). */
+  readonly receivers = new WaitQueue();
+  readonly senders = new WaitQueue();
   /** Values handed over in JavaScript (not seen by the native counters). */
   handoffs = 0;
   refs = 0;
+  /** A flush is due at the end of this turn (Bridge.defer). */
+  scheduled = false;
+
+  /** The end of a turn: operations still waiting in JavaScript queue natively, oldest first. */
+  flush(): void {
+    this.scheduled = false;
+    if (this.senders.first !== null) flushAll(this.senders);
+    if (this.receivers.first !== null) flushAll(this.receivers);
+  }
+}
+
+/** Waiters, oldest first: an intrusive list (leaving it is O(1) and allocates nothing). */
+class WaitQueue {
+  first: Waiter | null = null;
+  last: Waiter | null = null;
+
+  push(w: Waiter): void {
+    w.prev = this.last;
+    w.next = null;
+    if (this.last === null) this.first = w;
+    else this.last.next = w;
+    this.last = w;
+  }
+
+  remove(w: Waiter): void {
+    if (w.prev === null) this.first = w.next;
+    else w.prev.next = w.next;
+    if (w.next === null) this.last = w.prev;
+    else w.next.prev = w.prev;
+    w.prev = w.next = null;
+  }
 }
 
 const shared = new Map<number, Shared>();
@@ -148,50 +186,106 @@ function sharedOf(handle: number): Shared {
   return s;
 }
 
-const SEND = 0, RECV = 1, RECV_CATCHING = 2;
+const SEND = 0, RECV = 1, RECV_CATCHING = 2, RECV_ITER = 3;
 
-/** A send or receive queued in the ring (or about to be handed over in JavaScript). */
+/** What a receive of `kind` resolves with for a received value. */
+function received(kind: number, value: unknown): unknown {
+  return kind === RECV
+    ? value
+    : kind === RECV_ITER
+    ? { value, done: false }
+    : { state: "ok", value };
+}
+
+const ITER_DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
+
+/**
+ * Where a waiting operation stands.
+ * - LOCAL: waits in JavaScript only, until the end of this turn of the event loop (then the
+ *   bridge queues it natively). A same-isolate partner takes it over with no FFI call at all,
+ *   which is what makes a same-isolate ping-pong cheap.
+ * - QUEUED: queued natively with a ticket; a ring record will settle it unless it is aborted.
+ * - COMPLETING: an abort said KC_EBUSY; its record is coming, no one may hand it a value.
+ * - DONE: settled.
+ */
+const LOCAL = 0, QUEUED = 1, COMPLETING = 2, DONE = 3;
+
+/** A send or receive that waits: in JavaScript first, then in the ring. */
 class Waiter implements RingOp {
   ticket = 0;
-  /** Set when `abort` said KC_EBUSY: its record is coming, no one may hand it a value. */
-  completing = false;
+  state = LOCAL;
   readonly kind: number;
   readonly ch: Channel<unknown>;
-  readonly slot: Slot;
+  /** The encoded value (sends) or the received one; made when the operation is queued. */
+  slot: Slot | undefined = undefined;
   readonly value: unknown;
   readonly resolve: (v: unknown) => void;
   readonly reject: (e: unknown) => void;
   signal: AbortSignal | undefined = undefined;
   onAbort: (() => void) | undefined = undefined;
+  /** Neighbours in its WaitQueue. */
+  prev: Waiter | null = null;
+  next: Waiter | null = null;
 
   constructor(
     kind: number,
     ch: Channel<unknown>,
-    slot: Slot,
     value: unknown,
     resolve: (v: unknown) => void,
     reject: (e: unknown) => void,
   ) {
     this.kind = kind;
     this.ch = ch;
-    this.slot = slot;
     this.value = value;
     this.resolve = resolve;
     this.reject = reject;
   }
 
-  /** Leaves its queue and drops its abort listener. */
+  /** Leaves its queue, drops its abort listener, and is done. */
   detach(): void {
-    const q = this.kind === SEND ? this.ch._shared.senders : this.ch._shared.receivers;
-    const i = q.indexOf(this);
-    if (i >= 0) q.splice(i, 1);
+    if (this.state === DONE) return;
+    this.state = DONE;
+    (this.kind === SEND ? this.ch._shared.senders : this.ch._shared.receivers).remove(this);
     if (this.onAbort !== undefined) this.signal!.removeEventListener("abort", this.onAbort);
+  }
+
+  /** Queues it natively if it still waits in JavaScript only. */
+  flush(): void {
+    if (this.state === LOCAL) this.ch._submit(this);
   }
 
   complete(status: number): void {
     this.detach();
     this.ch._completed(this, status);
   }
+}
+
+type Sym = ReturnType<Library["symbols"]>;
+
+/**
+ * Lets the waiters of `q` still waiting in JavaScript try natively, oldest first, until one
+ * must go on waiting: true when none is left waiting in JavaScript.
+ */
+function pump(q: WaitQueue, sym: Sym): boolean {
+  for (let w = q.first; w !== null;) {
+    const next = w.next; // settling w takes it out of q
+    if (w.state === LOCAL && !w.ch._tryNow(w, sym)) return false;
+    w = next;
+  }
+  return true;
+}
+
+/** Queues natively every waiter of `q` still waiting in JavaScript, oldest first. */
+function flushAll(q: WaitQueue): void {
+  const local: Waiter[] = []; // first collected: settling one may run user code (hooks)
+  for (let w = q.first; w !== null; w = w.next) if (w.state === LOCAL) local.push(w);
+  for (const w of local) w.flush();
+}
+
+/** True if any of `q` still waits in JavaScript only. */
+function anyLocal(q: WaitQueue): boolean {
+  for (let w = q.first; w !== null; w = w.next) if (w.state === LOCAL) return true;
+  return false;
 }
 
 /**
@@ -222,6 +316,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** @internal */
   readonly _shared: Shared;
   #disposed = false;
+  #bridgeOf: Bridge | undefined = undefined;
+  /** kc_chan_ready_flag's byte and handle word, mapped on first use (null: unavailable). */
+  #ready: Uint8Array | null | undefined = undefined;
+  #word: Uint32Array | undefined = undefined;
+
+  /** This isolate's completion ring for the channel's library. */
+  get #bridge(): Bridge {
+    return this.#bridgeOf ??= Bridge.of(this.#lib);
+  }
 
   constructor(capacity: Capacity = "rendezvous", options: ChannelOptions<T> = {}) {
     if ((capacity as unknown) === fromToken) {
@@ -427,9 +530,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   trySend(value: T): TrySendResult {
     const sym = this.#sym("send");
     const s = this._shared;
-    if (s.receivers.length !== 0 && this.#handOff(value)) return OK;
+    // Senders of this isolate still waiting in JavaScript are ahead of this one.
+    if (s.senders.first !== null && anyLocal(s.senders) && !pump(s.senders, sym)) {
+      this.#codec.encode(value, scratch, sym); // still reject what the codec cannot carry
+      this.#codec.discard(scratch, sym);
+      return FULL;
+    }
+    if (s.receivers.first !== null && this.#handOff(value, sym)) return OK;
     this.#codec.encode(value, scratch, sym);
-    const rc = sym.kc_chan_send(this.#handle, scratch.u8, this.#size, 0n, 0, TRY);
+    const rc = sym.kc_chan_try_send(this.#handle, scratchPtr, this.#size);
     if (rc === 0) {
       if (this.#dropping) this.#collect();
       return OK;
@@ -442,63 +551,119 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /** Gives `value` to a receiver waiting in this isolate; false if none could take it. */
-  #handOff(value: T): boolean {
+  #handOff(value: T, sym: Sym): boolean {
     const s = this._shared;
     if (s.closed) return false;
-    for (const r of s.receivers) {
-      if (r.completing) continue;
-      const passed = this.#codec.pass(value);
-      if (Bridge.of(this.#lib).abort(r) !== 0) {
-        r.completing = true;
+    // A buffer may hold values sent (from elsewhere) since these receivers began waiting in
+    // JavaScript: those come first. A rendezvous channel has none to offer.
+    if (this.#capacity !== 0 && this.#mayReceive(sym) && anyLocal(s.receivers)) {
+      pump(s.receivers, sym);
+    }
+    let passed: T | undefined;
+    let have = false;
+    for (let r = s.receivers.first; r !== null; r = r.next) {
+      if (r.state === COMPLETING) continue;
+      if (!have) {
+        passed = this.#codec.pass(value);
+        have = true;
+      }
+      if (r.state === QUEUED && this.#bridge.abort(r) !== 0) {
+        r.state = COMPLETING; // completed first: its record settles it
         continue;
       }
       r.detach();
       s.handoffs++;
-      r.resolve(r.kind === RECV ? passed : { state: "ok", value: passed });
+      r.resolve(received(r.kind, passed));
       return true;
     }
     return false;
   }
 
-  /** Takes the value of a sender waiting in this isolate; undefined if none. */
-  #takeFromSender(): { value: T } | undefined {
+  /** Takes the value of a sender waiting in this isolate; EMPTY if none. */
+  #takeFromSender(sym: Sym): unknown {
     const s = this._shared;
-    for (const w of s.senders) {
-      if (w.completing) continue;
-      if (Bridge.of(this.#lib).abort(w) !== 0) {
-        w.completing = true;
+    for (let w = s.senders.first; w !== null; w = w.next) {
+      if (w.state === COMPLETING) continue;
+      const queued = w.state === QUEUED;
+      if (queued && this.#bridge.abort(w) !== 0) {
+        w.state = COMPLETING;
         continue;
       }
       w.detach();
+      let value: T;
+      try {
+        // A queued sender's value was encoded; one still waiting here hands its own over.
+        value = queued ? this.#codec.decode(w.slot!, sym) : this.#codec.pass(w.value as T);
+      } catch (e) {
+        w.reject(e);
+        return this.#takeFromSender(sym);
+      }
       s.handoffs++;
-      const value = this.#codec.decode(w.slot, this.#lib.symbols("receive"));
       w.resolve(undefined);
-      return { value };
+      return value;
     }
-    return undefined;
+    return EMPTY;
   }
 
   /**
    * Receives without waiting: `ok` with the value, `empty`, or `closed` (closed and drained).
    */
   tryReceive(): TryReceiveResult<T> {
-    const sym = this.#sym("receive");
-    if (this.#capacity === 0 && this._shared.senders.length !== 0) {
-      const got = this.#takeFromSender();
-      if (got !== undefined) return { state: "ok", value: got.value };
-    }
-    const rc = sym.kc_chan_recv(this.#handle, scratch.u8, this.#size, 0n, 0, TRY);
-    if (rc === 0) return { state: "ok", value: this.#codec.decode(scratch, sym) };
-    if (rc === Status.EAGAIN) {
-      if (this._shared.senders.length !== 0) {
-        const got = this.#takeFromSender();
-        if (got !== undefined) return { state: "ok", value: got.value };
-      }
+    const v = this.#poll(this.#sym("receive"));
+    if (v === EMPTY) return EMPTY;
+    if (v === CLOSED) return this.#closedResult();
+    return { state: "ok", value: v as T };
+  }
+
+  /** A receive that does not wait: the value, or the markers EMPTY or CLOSED. */
+  #poll(sym: Sym): unknown {
+    const s = this._shared;
+    // Receivers of this isolate still waiting in JavaScript are ahead of this one.
+    if (s.receivers.first !== null && anyLocal(s.receivers) && !pump(s.receivers, sym)) {
       return EMPTY;
     }
-    if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedResult();
+    if (this.#capacity === 0 && s.senders.first !== null) {
+      const got = this.#takeFromSender(sym);
+      if (got !== EMPTY) return got;
+    }
+    const rc = this.#mayReceive(sym)
+      ? sym.kc_chan_try_recv(this.#handle, scratchPtr, this.#size)
+      : Status.EAGAIN;
+    if (rc === 0) {
+      const value = this.#codec.decode(scratch, sym);
+      // Room now: senders waiting here in JavaScript move into the buffer, oldest first.
+      if (this.#capacity !== 0 && s.senders.first !== null && anyLocal(s.senders)) {
+        pump(s.senders, sym);
+      }
+      return value;
+    }
+    if (rc === Status.EAGAIN) {
+      return s.senders.first !== null ? this.#takeFromSender(sym) : EMPTY;
+    }
+    if (rc === Status.EPIPE || rc === Status.ECANCELED) return CLOSED;
     unwrap(rc, "receive");
     return EMPTY;
+  }
+
+  /**
+   * False when the native channel was empty as of its last unlock (and is still this channel):
+   * a native try-receive would fail, so no call is needed. Both loads acquire; the native
+   * try-receive makes the same check first.
+   */
+  #mayReceive(sym: Sym): boolean {
+    const ready = this.#ready === undefined ? this.#mapReady(sym) : this.#ready;
+    return ready === null || Atomics.load(ready, 0) !== 0 ||
+      Atomics.load(this.#word!, 0) !== this.#handle;
+  }
+
+  /** Maps the channel's ready byte and handle word (see #mayReceive). */
+  #mapReady(sym: Sym): Uint8Array | null {
+    const out = new BigUint64Array(1);
+    const p = sym.kc_chan_ready_flag(this.#handle, out);
+    const word = out[0] === 0n ? null : Deno.UnsafePointer.create(out[0]);
+    if (p === null || word === null) return this.#ready = null;
+    this.#word = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(word, 4));
+    return this.#ready = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p, 1));
   }
 
   /**
@@ -515,7 +680,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } catch (e) {
       return Promise.reject(e);
     }
-    if (r === OK) return Promise.resolve();
+    if (r === OK) return RESOLVED;
     if (r.state === "closed") return Promise.reject(this.#sendError(this.#statusOfClosed()));
     return this.#wait(SEND, value, signal);
   }
@@ -539,86 +704,141 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   #receive(kind: number, options?: WaitOptions): Promise<unknown> {
-    let r: TryReceiveResult<T>;
+    let v: unknown;
     const signal = options?.signal;
     try {
       if (signal?.aborted) return Promise.reject(signal.reason);
-      r = this.tryReceive();
+      v = this.#poll(this.#sym("receive"));
     } catch (e) {
       return Promise.reject(e);
     }
-    if (r.state === "ok") return Promise.resolve(kind === RECV ? r.value : r);
-    if (r.state === "closed") {
-      if (kind === RECV_CATCHING) return Promise.resolve(r);
-      return Promise.reject(this.#receiveError(this.#statusOfClosed()));
+    if (v === EMPTY) return this.#wait(kind, undefined, signal);
+    if (v !== CLOSED) return Promise.resolve(received(kind, v));
+    const r = this.#closedResult();
+    if (kind === RECV_CATCHING) return Promise.resolve(r);
+    if (kind === RECV_ITER) {
+      return "cause" in r ? Promise.reject(r.cause) : Promise.resolve(ITER_DONE);
     }
-    return this.#wait(kind, undefined, signal);
+    return Promise.reject(this.#receiveError(this.#statusOfClosed()));
   }
 
-  /** Queues an operation in the ring (after the try failed). */
+  /**
+   * Waits (after the try failed): in JavaScript until the end of this turn, where a partner of
+   * this isolate takes it over without an FFI call; then the bridge queues it natively.
+   */
   #wait(kind: number, value: unknown, signal: AbortSignal | undefined): Promise<never> {
     const { promise, resolve, reject } = Promise.withResolvers<never>();
-    let sym;
-    try {
-      sym = this.#sym(kind === SEND ? "send" : "receive");
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    const slot = new Slot();
-    if (kind === SEND) {
-      try {
-        this.#codec.encode(value as T, slot, sym);
-      } catch (e) {
-        return Promise.reject(e);
-      }
-    }
-    const bridge = Bridge.of(this.#lib);
     const w = new Waiter(
       kind,
       this as Channel<unknown>,
-      slot,
       value,
       resolve as (v: unknown) => void,
       reject,
     );
-    const rc = bridge.submit(kind !== SEND, this.#handle, slot.u8, this.#size);
-    if (rc === 1) {
-      w.ticket = bridge.ticket;
-      (kind === SEND ? this._shared.senders : this._shared.receivers).push(w);
-      bridge.track(w);
-      if (signal !== undefined) {
-        w.signal = signal;
-        w.onAbort = () => {
+    const s = this._shared;
+    (kind === SEND ? s.senders : s.receivers).push(w);
+    if (!s.scheduled) {
+      s.scheduled = true;
+      this.#bridge.defer(s);
+    }
+    if (signal !== undefined) {
+      const bridge = this.#bridge;
+      w.signal = signal;
+      w.onAbort = () => {
+        if (w.state === QUEUED) {
           if (bridge.abort(w) !== 0) {
-            w.completing = true; // completed first: its record settles it
+            w.state = COMPLETING; // completed first: its record settles it
             return;
           }
-          w.detach();
-          if (kind === SEND) this.#codec.discard(slot, sym);
-          reject(signal.reason);
-        };
-        signal.addEventListener("abort", w.onAbort, { once: true });
-      }
-      return promise;
+          if (kind === SEND && this.#lib.isOpen) {
+            this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
+          }
+        } else if (w.state !== LOCAL) return;
+        w.detach();
+        reject(signal.reason);
+      };
+      signal.addEventListener("abort", w.onAbort, { once: true });
     }
-    this.#settle(w, rc, false);
     return promise;
+  }
+
+  /** @internal For select: this channel's waiters still waiting in JavaScript queue natively. */
+  _flushLocal(): void {
+    this._shared.flush();
+  }
+
+  /** @internal Queues a waiter natively (at the end of the turn it began waiting in). */
+  _submit(w: Waiter): void {
+    if (!this.#lib.isOpen) {
+      w.detach();
+      w.reject(new InvalidHandleError("Cannot wait: the kcoro library is closed"));
+      return;
+    }
+    const sym = this.#lib.symbols("wait");
+    const slot = w.slot ??= new Slot();
+    if (w.kind === SEND) {
+      try {
+        this.#codec.encode(w.value as T, slot, sym);
+      } catch (e) {
+        w.detach();
+        w.reject(e);
+        return;
+      }
+    }
+    const bridge = this.#bridge;
+    const rc = bridge.submit(w.kind !== SEND, this.#handle, slot.u8, this.#size);
+    if (rc === 1) {
+      w.ticket = bridge.ticket;
+      w.state = QUEUED;
+      bridge.track(w);
+      return;
+    }
+    w.detach();
+    this.#settle(w, rc, false);
+  }
+
+  /**
+   * @internal A waiter still waiting in JavaScript tries natively once: true when that settled
+   * it, false when it must go on waiting.
+   */
+  _tryNow(w: Waiter, sym: Sym): boolean {
+    const slot = w.slot ??= new Slot();
+    if (w.kind === SEND) {
+      try {
+        this.#codec.encode(w.value as T, slot, sym);
+      } catch (e) {
+        w.detach();
+        w.reject(e);
+        return true;
+      }
+    }
+    const rc = w.kind === SEND
+      ? sym.kc_chan_send(this.#handle, slot.u8, this.#size, 0n, 0, TRY)
+      : sym.kc_chan_recv(this.#handle, slot.u8, this.#size, 0n, 0, TRY);
+    if (rc === Status.EAGAIN) {
+      if (w.kind === SEND) this.#codec.discard(slot, sym);
+      return false;
+    }
+    w.detach();
+    this.#settle(w, rc, false);
+    return true;
   }
 
   /** @internal A ring record for `w` arrived. */
   _completed(w: Waiter, status: number): void {
-    const bridge = Bridge.of(this.#lib);
+    const bridge = this.#bridge;
     if (!this.#lib.isOpen) {
       w.reject(new InvalidHandleError("Cannot complete: the kcoro library is closed"));
       return;
     }
     const value = status === 0 && w.kind !== SEND;
-    bridge.take(w, value ? w.slot.u8 : null, value ? this.#size : 0);
+    bridge.take(w, value ? w.slot!.u8 : null, value ? this.#size : 0);
     this.#settle(w, status, true);
   }
 
   #settle(w: Waiter, status: number, queued: boolean): void {
     const sym = this.#lib.symbols("complete");
+    const slot = w.slot!;
     if (w.kind === SEND) {
       if (status === 0) {
         if (this.#dropping) this.#collect();
@@ -628,7 +848,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // A waiting send failed by cancel: the native side kept its value with the dropped ones
       // (the creator's onUndeliveredElement gets it); otherwise the value is still ours.
       if (queued && status === Status.ECANCELED) this.#collect();
-      else this.#codec.discard(w.slot, sym);
+      else this.#codec.discard(slot, sym);
       w.reject(
         status === Status.EPIPE || status === Status.ECANCELED
           ? this.#sendError(status)
@@ -639,17 +859,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (status === 0) {
       let v: T;
       try {
-        v = this.#codec.decode(w.slot, sym);
+        v = this.#codec.decode(slot, sym);
       } catch (e) {
         w.reject(e);
         return;
       }
-      w.resolve(w.kind === RECV ? v : { state: "ok", value: v });
+      w.resolve(received(w.kind, v));
       return;
     }
     if (status === Status.EPIPE || status === Status.ECANCELED) {
       if (w.kind === RECV_CATCHING) w.resolve(this.#closedResult());
-      else w.reject(this.#receiveError(status));
+      else if (w.kind === RECV_ITER) {
+        const c = this.#closedResult();
+        if ("cause" in c) w.reject(c.cause);
+        else w.resolve(ITER_DONE);
+      } else w.reject(this.#receiveError(status));
       return;
     }
     try {
@@ -665,9 +889,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   close(cause?: unknown): boolean {
     const sym = this.#sym("close channel");
+    const s = this._shared;
+    // Waiters still waiting in JavaScript queue natively first: a sender already waiting still
+    // delivers, and every waiter learns of the close the one way (a ring record).
+    flushAll(s.senders);
+    flushAll(s.receivers);
     const first = unwrap(sym.kc_chan_close(this.#handle), "close channel") === 1;
     if (first) {
-      const s = this._shared;
       s.closed = true;
       if (arguments.length > 0 && cause !== undefined) {
         s.cause = cause;
@@ -690,6 +918,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     s.closed = true;
     s.cancelled = true;
+    // Waiters still waiting in JavaScript queue natively first: senders' values are then dropped
+    // (to onUndeliveredElement) and every waiter is rejected the one way (a ring record).
+    flushAll(s.senders);
+    flushAll(s.receivers);
     unwrap(sym.kc_chan_cancel(this.#handle), "cancel channel");
     this.#collect();
   }
@@ -757,16 +989,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return new Channel<T>(fromToken as unknown as Capacity, shared as unknown as ChannelOptions<T>);
   }
 
-  /** Receives until the channel is closed; rethrows the close cause if one was given. */
-  async *[Symbol.asyncIterator](): AsyncIterator<T> {
-    while (true) {
-      const r = await this.receiveCatching();
-      if (r.state === "closed") {
-        if ("cause" in r) throw r.cause;
-        return;
-      }
-      yield r.value;
-    }
+  /**
+   * Receives until the channel is closed; rethrows the close cause if one was given. A plain
+   * iterator over the receive path, not an async generator (which costs a receive's time again).
+   */
+  [Symbol.asyncIterator](): AsyncIterableIterator<T> {
+    const next = () => this.#receive(RECV_ITER) as Promise<IteratorResult<T, undefined>>;
+    const it: AsyncIterableIterator<T> = {
+      next,
+      return: () => Promise.resolve(ITER_DONE),
+      [Symbol.asyncIterator]: () => it,
+    };
+    return it;
   }
 
   /** Cancels and destroys the native channel (a `Channel.from` copy only detaches). */
@@ -776,7 +1010,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#disposed = true;
       return;
     }
-    if (this.#owner) {
+    if (!this.#owner) {
+      // Waiters of this copy stay valid: they queue natively now.
+      flushAll(this._shared.senders);
+      flushAll(this._shared.receivers);
+    } else {
       const sym = this.#lib.symbols("dispose channel");
       this.cancel();
       this.#disposed = true;

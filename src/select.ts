@@ -315,6 +315,9 @@ class Selection implements RingOp {
         if (firstReadyJs < 0 && c.job!.isCompleted) firstReadyJs = i;
       }
     }
+    // Operations of this isolate still waiting in JavaScript (channel.ts) queue natively now,
+    // so that the native select sees them.
+    for (const c of this.native) c.ch!._flushLocal();
     // Probe: the channel clauses before the first ready JavaScript clause, in one call.
     if (prefix > 0) {
       const sym = this.native[0].ch!._symbols("select");

@@ -406,3 +406,79 @@ Deno.test("a channel used after its library was closed throws LibraryClosedError
   `);
   assert.equal(res.code, 0, res.stderr);
 });
+
+Deno.test("same-isolate partners meet in JavaScript: a ping-pong queues nothing natively", async () => {
+  using ping = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  using pong = new Channel<number>("buffered");
+  const bridge = Bridge.of(library());
+  const submit = bridge.submit;
+  let submits = 0;
+  bridge.submit = (...args) => {
+    submits++;
+    return submit.apply(bridge, args);
+  };
+  try {
+    const partner = (async () => {
+      let n = 0;
+      for await (const v of ping) {
+        await pong.send(v * 2);
+        n++;
+      }
+      return n;
+    })();
+    for (let i = 0; i < 1000; i++) {
+      await ping.send(i);
+      assert.equal(await pong.receive(), i * 2);
+    }
+    assert.equal(submits, 0); // every wait was taken over within its turn
+    ping.close(); // queues the partner's last receive natively, to hear of the close
+    assert.equal(await partner, 1000);
+    assert.equal(ping.metrics().handoffs, 1000);
+  } finally {
+    bridge.submit = submit;
+  }
+});
+
+Deno.test("a receiver waiting in JavaScript gets values buffered from elsewhere first (FIFO)", async () => {
+  using ch = new Channel<number>(4, { codec: codecs.f64 });
+  const sym = library().symbols("test");
+  const r = ch.receive(); // waits in JavaScript until the end of this turn
+  // Another thread's send lands in the buffer: the waiting receiver is not visible natively yet.
+  const x = new Float64Array([1]);
+  assert.equal(sym.kc_chan_send(ch.handle, new Uint8Array(x.buffer), 8, 0n, 0, 1), 0);
+  assert.deepEqual(ch.trySend(2), { state: "ok" });
+  assert.equal(await r, 1);
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 });
+});
+
+Deno.test("a sender waiting in JavaScript stays ahead of later sends (FIFO)", async () => {
+  using ch = new Channel<number>(1, { codec: codecs.f64 });
+  const sym = library().symbols("test");
+  assert.deepEqual(ch.trySend(1), { state: "ok" });
+  const waiting = ch.send(2); // full: waits in JavaScript until the end of this turn
+  // Another thread takes the buffered value: room for exactly one more.
+  const out = new Float64Array(1);
+  assert.equal(sym.kc_chan_recv(ch.handle, new Uint8Array(out.buffer), 8, 0n, 0, 1), 0);
+  assert.equal(out[0], 1);
+  assert.deepEqual(ch.trySend(3), { state: "full" }); // 2 was first
+  await waiting;
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 });
+  assert.deepEqual(ch.trySend(3), { state: "ok" });
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 3 });
+});
+
+Deno.test("a wait still pending at the end of its turn is queued natively", async () => {
+  using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  const r = ch.receive();
+  const bridge = Bridge.of(library());
+  const deadline = performance.now() + 10_000;
+  while (bridge.pending === 0) {
+    assert.ok(performance.now() < deadline, "the receive was never queued natively");
+    await new Promise((done) => setTimeout(done, 0));
+  }
+  // Now a native (other-thread) send reaches it.
+  const x = new Float64Array([42]);
+  const sym = library().symbols("test");
+  assert.equal(sym.kc_chan_send(ch.handle, new Uint8Array(x.buffer), 8, 0n, 0, 1), 0);
+  assert.equal(await r, 42);
+});

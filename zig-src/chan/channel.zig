@@ -624,8 +624,21 @@ pub const Channel = struct {
         return ch.buf.ptr + @as(usize, index) * ch.elem_size;
     }
 
+    /// A ring index, given one below twice the slot count (a division costs more than the
+    /// rest of a try-operation's buffer work).
+    fn wrap(ch: *const Channel, index: u32) u32 {
+        assert(index < 2 * ch.slots);
+        return if (index >= ch.slots) index - ch.slots else index;
+    }
+
     fn copy(ch: *Channel, dst: [*]u8, src: [*]const u8) void {
-        @memcpy(dst[0..ch.elem_size], src[0..ch.elem_size]);
+        // The sizes the TypeScript codecs use (a number, a descriptor) as fixed-size moves, not
+        // a call to memcpy.
+        switch (ch.elem_size) {
+            8 => dst[0..8].* = src[0..8].*,
+            32 => dst[0..32].* = src[0..32].*,
+            else => @memcpy(dst[0..ch.elem_size], src[0..ch.elem_size]),
+        }
     }
 
     /// Hands a value the channel will never deliver to its owner: a zero-copy descriptor's own
@@ -667,7 +680,7 @@ pub const Channel = struct {
         const elem = ch.slot(ch.head);
         ch.untrack(elem);
         ch.undelivered(elem);
-        ch.head = (ch.head + 1) % ch.slots;
+        ch.head = ch.wrap(ch.head + 1);
         ch.len -= 1;
     }
 
@@ -716,7 +729,7 @@ pub const Channel = struct {
             try ch.grow();
         }
         ch.track(elem);
-        ch.copy(ch.slot((ch.head + ch.len) % ch.slots), elem);
+        ch.copy(ch.slot(ch.wrap(ch.head + ch.len)), elem);
         ch.len += 1;
     }
 
@@ -724,7 +737,7 @@ pub const Channel = struct {
         assert(ch.len > 0);
         ch.untrack(ch.slot(ch.head));
         ch.copy(out, ch.slot(ch.head));
-        ch.head = (ch.head + 1) % ch.slots;
+        ch.head = ch.wrap(ch.head + 1);
         ch.len -= 1;
     }
 
