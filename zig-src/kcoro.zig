@@ -16,6 +16,7 @@ pub const channel = @import("chan/channel.zig");
 pub const channel_registry = @import("chan/registry.zig");
 pub const pipe = @import("chan/pipe.zig");
 pub const clock = @import("chan/clock.zig");
+const chan_lock = @import("chan/lock.zig");
 pub const bridge = @import("bridge/ring.zig");
 
 pub const Coroutine = coroutine.Coroutine;
@@ -42,5 +43,6 @@ test {
     _ = channel_registry;
     _ = pipe;
     _ = clock;
+    _ = chan_lock;
     _ = bridge;
 }

@@ -285,46 +285,9 @@ const WaitQueue = struct {
     }
 };
 
-/// The channel lock: test-and-test-and-set with a bounded spin, then yielding the thread.
-/// Critical sections are a few dozen instructions and never block, so a waiter is better off
-/// spinning than sleeping in the kernel (a futex mutex made contended channel operations ~5x
-/// slower here).
-///
-/// A waiter pauses `pauses_per_look` spin hints before every look at the lock, as Go's lock
-/// does (30 per look). Each look pulls the lock's line (and the channel state beside it) away
-/// from the holder, which is likely to take the lock again for its next operation a few ns
-/// after releasing it; looking rarely lets it run several operations on a hot line instead
-/// of moving the line between cores on every one. With a look after every single hint, two
-/// workers hammering one channel (ChanSem) took ~90 ns per send+receive; with 32, ~23 ns.
-const SpinLock = struct {
-    locked: std.atomic.Value(bool) = .init(false),
-
-    const pauses_per_look = 32;
-    /// Looks at a held lock before the waiter starts yielding the thread between looks (the
-    /// holder was probably preempted).
-    const looks_before_yield = 64;
-
-    pub fn lock(l: *SpinLock) void {
-        // Acquire: pairs with the release in `unlock`; the previous holder's writes are visible.
-        if (!l.locked.swap(true, .acquire)) return;
-        var looks: u32 = 0;
-        while (true) {
-            while (true) {
-                if (looks < looks_before_yield) {
-                    looks += 1;
-                    for (0..pauses_per_look) |_| std.atomic.spinLoopHint();
-                } else std.Thread.yield() catch {};
-                // Monotonic: only a hint; the swap below acquires.
-                if (!l.locked.load(.monotonic)) break;
-            }
-            if (!l.locked.swap(true, .acquire)) return;
-        }
-    }
-
-    pub fn unlock(l: *SpinLock) void {
-        l.locked.store(false, .release);
-    }
-};
+/// The channel lock (chan/lock.zig): biased towards the first thread that takes it, an
+/// ordinary spin lock once a second thread wants it.
+const SpinLock = @import("lock.zig").SpinLock;
 
 /// Up to this many woken waiters are collected under the lock and woken after it.
 const max_wakes = 64;
@@ -572,7 +535,7 @@ pub const Channel = struct {
     /// With the lock held: a send of `elem` or a receive into it, if it can happen now. Done
     /// (true) and errors (closed, out of memory) release the lock and wake the partner;
     /// false (it would wait) leaves the lock held so that the caller can queue a waiter.
-    fn attempt(ch: *Channel, kind: ClauseKind, elem: [*]u8) Error!bool {
+    inline fn attempt(ch: *Channel, kind: ClauseKind, elem: [*]u8) Error!bool {
         var wake: ?Waiter.Wake = null;
         const outcome: enum { done, closed, would_block } = switch (kind) {
             .send => switch (ch.sendLocked(elem, &wake) catch |e| {
@@ -620,18 +583,18 @@ pub const Channel = struct {
         ch.undelivered_ctx = ctx;
     }
 
-    fn slot(ch: *Channel, index: u32) [*]u8 {
+    inline fn slot(ch: *Channel, index: u32) [*]u8 {
         return ch.buf.ptr + @as(usize, index) * ch.elem_size;
     }
 
     /// A ring index, given one below twice the slot count (a division costs more than the
     /// rest of a try-operation's buffer work).
-    fn wrap(ch: *const Channel, index: u32) u32 {
+    inline fn wrap(ch: *const Channel, index: u32) u32 {
         assert(index < 2 * ch.slots);
         return if (index >= ch.slots) index - ch.slots else index;
     }
 
-    fn copy(ch: *Channel, dst: [*]u8, src: [*]const u8) void {
+    inline fn copy(ch: *Channel, dst: [*]u8, src: [*]const u8) void {
         // The sizes the TypeScript codecs use (a number, a descriptor) as fixed-size moves, not
         // a call to memcpy.
         switch (ch.elem_size) {
@@ -709,21 +672,24 @@ pub const Channel = struct {
         if (ch.in_flight.contains(@intFromPtr(d.ptr))) std.debug.panic("kcoro: zero-copy buffer {*} sent again while the channel still holds it", .{d.ptr});
     }
 
-    fn touch(ch: *Channel) void {
+    inline fn touch(ch: *Channel) void {
         if (!ch.count_metrics) return;
         // A shared word a ticker refreshes (chan/clock.zig): even a coarse clock read would
-        // cost a quarter of an uncontended operation.
+        // cost a quarter of an uncontended operation. Within one tick the timestamps do not
+        // change, so most operations only compare.
         const now = clock.now();
-        if (ch.metrics.first_op_ns == 0) ch.metrics.first_op_ns = now;
-        ch.metrics.last_op_ns = now;
+        if (ch.metrics.last_op_ns != now) {
+            if (ch.metrics.first_op_ns == 0) ch.metrics.first_op_ns = now;
+            ch.metrics.last_op_ns = now;
+        }
     }
 
-    fn isFull(ch: *const Channel) bool {
+    inline fn isFull(ch: *const Channel) bool {
         if (ch.capacity == unlimited) return false;
         return ch.len == ch.capacity;
     }
 
-    fn pushBuffer(ch: *Channel, elem: [*]const u8) error{OutOfMemory}!void {
+    inline fn pushBuffer(ch: *Channel, elem: [*]const u8) error{OutOfMemory}!void {
         if (ch.len == ch.slots) {
             assert(ch.capacity == unlimited);
             try ch.grow();
@@ -733,7 +699,7 @@ pub const Channel = struct {
         ch.len += 1;
     }
 
-    fn popBuffer(ch: *Channel, out: [*]u8) void {
+    inline fn popBuffer(ch: *Channel, out: [*]u8) void {
         assert(ch.len > 0);
         ch.untrack(ch.slot(ch.head));
         ch.copy(out, ch.slot(ch.head));
@@ -760,7 +726,7 @@ pub const Channel = struct {
     const SendResult = enum { done, full, closed };
     const RecvResult = enum { done, empty, closed };
 
-    fn sendLocked(ch: *Channel, elem: [*]const u8, wake: *?Waiter.Wake) error{OutOfMemory}!SendResult {
+    inline fn sendLocked(ch: *Channel, elem: [*]const u8, wake: *?Waiter.Wake) error{OutOfMemory}!SendResult {
         ch.touch();
         if (ch.closed) return .closed;
         if (ch.receivers.pop()) |r| {
@@ -793,7 +759,7 @@ pub const Channel = struct {
         }
     }
 
-    fn recvLocked(ch: *Channel, out: [*]u8, wake: *?Waiter.Wake) RecvResult {
+    inline fn recvLocked(ch: *Channel, out: [*]u8, wake: *?Waiter.Wake) RecvResult {
         ch.touch();
         if (ch.len > 0) {
             ch.popBuffer(out);
@@ -865,7 +831,14 @@ pub const Channel = struct {
     }
 
     /// `receive` with every option. Any thread or coroutine.
-    pub fn receiveWith(ch: *Channel, out: [*]u8, opts: WaitOptions) Error!void {
+    pub inline fn receiveWith(ch: *Channel, out: [*]u8, opts: WaitOptions) Error!void {
+        // Inlined into the caller: a try-receive of an empty channel costs a load and a branch
+        // (ChanNonblocking), without entering the locked path's large frame.
+        if (opts.try_only and opts.token == null and !ch.recv_ready.load(.acquire)) return error.WouldBlock;
+        return ch.receiveLocked(out, opts);
+    }
+
+    noinline fn receiveLocked(ch: *Channel, out: [*]u8, opts: WaitOptions) Error!void {
         if (opts.token) |t| if (t.isCancelled()) return error.Interrupted;
         if (opts.try_only and !ch.recv_ready.load(.acquire)) return error.WouldBlock;
         ch.mutex.lock();
@@ -916,20 +889,20 @@ pub const Channel = struct {
     // Byte counters: copying channels derive them in `snapshot` (count x element size), so
     // the hot path only bumps the operation counts; zero-copy channels add each length.
 
-    fn countSend(ch: *Channel, elem: [*]const u8) void {
+    inline fn countSend(ch: *Channel, elem: [*]const u8) void {
         if (!ch.count_metrics) return;
         ch.metrics.sends += 1;
         if (ch.zero_copy) ch.metrics.bytes_sent += descriptorBytes(elem);
     }
 
-    fn countReceive(ch: *Channel, elem: [*]const u8) void {
+    inline fn countReceive(ch: *Channel, elem: [*]const u8) void {
         if (!ch.count_metrics) return;
         ch.metrics.receives += 1;
         if (ch.zero_copy) ch.metrics.bytes_received += descriptorBytes(elem);
     }
 
     /// A value passed from a waiting party straight to the other: a send and a receive.
-    fn countHandoff(ch: *Channel, elem: [*]const u8) void {
+    inline fn countHandoff(ch: *Channel, elem: [*]const u8) void {
         if (!ch.count_metrics) return;
         ch.metrics.sends += 1;
         ch.metrics.receives += 1;

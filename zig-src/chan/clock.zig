@@ -4,8 +4,14 @@
 //! operation; the counters must cost under 5%. So operations read one shared word instead,
 //! which a ticker thread refreshes every millisecond (the coarse clock itself only moves every
 //! 1-4 ms). The ticker starts on first use and ends after `idle_ticks` ticks in which no
-//! operation read the word; the next read then starts it again. Readers only write the shared
-//! "used" flag when they find it clear (once per tick), so the line stays read-shared.
+//! operation read the word; the next read then starts it again.
+//!
+//! Finding out whether anyone reads costs the readers as little as possible: most of the time
+//! the word holds an even time and a read is one load. Every `quiet_ticks` ticks the ticker
+//! *probes*: it publishes odd times (the time | 1) until a reader answers by setting the shared
+//! "used" flag (readers only write it when they find it clear), so the line stays read-shared
+//! and the flag costs readers nothing outside a probe. A probe nobody answers for `idle_ticks`
+//! ticks ends the ticker.
 //!
 //! Resolution: a timestamp is at most one tick plus the coarse clock's own granularity old.
 //! Any thread may call `now`.
@@ -13,26 +19,35 @@ const std = @import("std");
 const Futex = std.Thread.Futex;
 
 const tick_ns: u64 = std.time.ns_per_ms;
-/// Ticks without a reader before the ticker ends (100 ms).
+/// Ticks of a probe without a reader before the ticker ends (100 ms).
 const idle_ticks = 100;
+/// Ticks between probes while readers are active.
+const quiet_ticks = 50;
 
-/// The time as of the last tick; 0 while no ticker runs.
-var cached: std.atomic.Value(u64) = .init(0);
-/// Set by a reader (when clear), cleared by the ticker each tick.
+/// The time as of the last tick (odd while probing); `no_ticker` while no ticker runs.
+var cached: std.atomic.Value(u64) = .init(no_ticker);
+const no_ticker: u64 = 1;
+/// Set by a reader that sees a probe (when clear); cleared by the ticker.
 var used: std.atomic.Value(bool) = .init(false);
 /// 0 idle, 1 running (or starting). CAS from 0 to 1 starts a ticker.
 var state: std.atomic.Value(u32) = .init(0);
 
 /// Coarse monotonic time in ns (CLOCK_MONOTONIC_COARSE, as `preciseCoarse`).
-pub fn now() u64 {
+pub inline fn now() u64 {
     // Monotonic: a timestamp for statistics; nothing is published through it.
     const t = cached.load(.monotonic);
-    if (t != 0) {
-        if (!used.load(.monotonic)) used.store(true, .monotonic);
-        return t;
+    if (t & 1 == 0) return t; // the common case: one load, one branch
+    return nowOdd(t);
+}
+
+/// A probe (answer it) or no ticker (`no_ticker`: start one and read the clock).
+noinline fn nowOdd(t: u64) u64 {
+    if (t == no_ticker) {
+        start();
+        return preciseCoarse();
     }
-    start();
-    return preciseCoarse();
+    if (!used.load(.monotonic)) used.store(true, .monotonic);
+    return t - 1;
 }
 
 pub fn preciseCoarse() u64 {
@@ -57,21 +72,37 @@ fn start() void {
 
 fn run() void {
     var idle: u32 = 0;
-    cached.store(preciseCoarse(), .monotonic);
-    used.store(true, .monotonic);
+    var quiet: u32 = 0;
+    var probing = false; // the first tick runs because a reader just asked: it is in use
+    cached.store(even(preciseCoarse()), .monotonic);
     var dummy: std.atomic.Value(u32) = .init(0);
     while (true) {
         Futex.timedWait(&dummy, 0, tick_ns) catch {};
-        if (used.swap(false, .monotonic)) {
-            idle = 0;
+        const t = even(preciseCoarse());
+        if (probing) {
+            if (used.swap(false, .monotonic)) {
+                probing = false;
+                idle = 0;
+                quiet = 0;
+            } else {
+                idle += 1;
+                if (idle >= idle_ticks) break;
+            }
         } else {
-            idle += 1;
-            if (idle >= idle_ticks) break;
+            quiet += 1;
+            if (quiet >= quiet_ticks) {
+                probing = true;
+                used.store(false, .monotonic);
+            }
         }
-        cached.store(preciseCoarse(), .monotonic);
+        cached.store(if (probing) t | 1 else t, .monotonic);
     }
-    cached.store(0, .monotonic);
+    cached.store(no_ticker, .monotonic);
     state.store(0, .release); // pairs with `start`'s CAS
+}
+
+fn even(t: u64) u64 {
+    return t & ~@as(u64, 1);
 }
 
 test "the cached clock moves, never backwards, and the ticker starts on use" {
