@@ -45,10 +45,13 @@ pub const SpinLock = struct {
     const looks_before_yield = 64;
 
     pub inline fn lock(l: *SpinLock) void {
-        // The owner's path, inlined at every lock site: plain loads and stores only.
+        // The owner's path and the revoked path, inlined at every lock site.
         if (biasAvailable()) {
             const me = threadPointer();
-            if (l.owner.load(.monotonic) == me) {
+            // Acquire: when it reads `revoked`, pairs with the revoker's release store (the
+            // former owner's critical sections happen before ours).
+            const o = l.owner.load(.acquire);
+            if (o == me) {
                 // Monotonic store, then only a compiler barrier before re-reading `owner`: a
                 // revoker's membarrier supplies the CPU-level fence (see the file header).
                 l.busy.store(true, .monotonic);
@@ -60,6 +63,10 @@ pub const SpinLock = struct {
                 // Being revoked: step aside (release: pairs with the revoker's acquire load
                 // of `busy`), then take the ordinary path.
                 l.busy.store(false, .release);
+            } else if (o == revoked) {
+                l.lockSlow();
+                l.held_biased = false;
+                return;
             }
         }
         l.lockOther();
@@ -133,9 +140,13 @@ pub const SpinLock = struct {
         }
     }
 
-    fn lockSlow(l: *SpinLock) void {
-        // Acquire: pairs with the release in `unlock`; the previous holder's writes are visible.
-        if (!l.locked.swap(true, .acquire)) return;
+    inline fn lockSlow(l: *SpinLock) void {
+        if (!l.locked.swap(true, .acquire)) return; // acquire: pairs with the release in `unlock`
+        l.lockContended();
+    }
+
+    /// The ordinary lock was held: spin (Go's pacing), then yield, until it is ours.
+    noinline fn lockContended(l: *SpinLock) void {
         var looks: u32 = 0;
         while (true) {
             while (true) {
@@ -146,6 +157,7 @@ pub const SpinLock = struct {
                 // Monotonic: only a hint; the swap below acquires.
                 if (!l.locked.load(.monotonic)) break;
             }
+            // Acquire: pairs with the release in `unlock`.
             if (!l.locked.swap(true, .acquire)) return;
         }
     }
