@@ -363,10 +363,15 @@ pub const Channel = struct {
     on_undelivered: ?UndeliveredFn,
     undelivered_ctx: ?*anyopaque,
     buf: []u8 = &.{},
-    /// Slots allocated in `buf` (== capacity for bounded channels).
+    /// Slots allocated in `buf`: 0 or a power of two (at least the capacity; `unlimited`
+    /// doubles them as it grows), so that a position maps to its slot with a mask.
     slots: u32 = 0,
-    head: u32 = 0,
-    len: u32 = 0,
+    /// Values ever taken out of the buffer (received or dropped) and ever put in: the buffer
+    /// holds positions head..tail. Monotonic, so they are also the counters' send and receive
+    /// counts for free (`snapshot`); `buffer_drops` tells the dropped ones apart.
+    head: u64 = 0,
+    tail: u64 = 0,
+    buffer_drops: u64 = 0,
     closed: bool = false,
     cancelled: bool = false,
     /// Retired (`retire`): its memory waits for re-use; guarded operations fail.
@@ -394,7 +399,7 @@ pub const Channel = struct {
     /// Releases the lock, first publishing `recv_ready` and `send_blocked` (release: pairs
     /// with the acquire loads on the try-paths of `receive` and `send`).
     fn unlock(ch: *Channel) void {
-        ch.recv_ready.store(ch.len != 0 or !ch.senders.isEmpty() or ch.closed, .release);
+        ch.recv_ready.store(ch.tail != ch.head or !ch.senders.isEmpty() or ch.closed, .release);
         ch.send_blocked.store(!ch.closed and ch.overflow == .@"suspend" and
             (ch.slots == 0 or ch.isFull()) and ch.receivers.isEmpty(), .release);
         ch.mutex.unlock();
@@ -438,7 +443,7 @@ pub const Channel = struct {
     fn freeStorage(ch: *Channel) void {
         assert(ch.senders.isEmpty());
         assert(ch.receivers.isEmpty());
-        while (ch.len > 0) ch.dropOldest();
+        while (ch.bufLen() > 0) ch.dropOldest();
         if (track_ownership) {
             assert(ch.in_flight.count() == 0);
             ch.in_flight.deinit(ch.allocator);
@@ -447,7 +452,6 @@ pub const Channel = struct {
         ch.allocator.free(ch.buf);
         ch.buf = &.{};
         ch.slots = 0;
-        ch.head = 0;
     }
 
     /// Frees the memory of a retired channel.
@@ -487,7 +491,12 @@ pub const Channel = struct {
             // Only a rendezvous channel starts unable to take a send.
             .send_blocked = .init(capacity == 0),
         };
-        const initial: u32 = if (capacity == unlimited) 16 else capacity;
+        const initial: u32 = if (capacity == unlimited)
+            16
+        else if (capacity == 0)
+            0
+        else
+            std.math.ceilPowerOfTwo(u32, capacity) catch return error.OutOfMemory;
         if (initial > 0) {
             ch.buf = try allocator.alloc(u8, @as(usize, initial) * options.elem_size);
             ch.slots = initial;
@@ -583,15 +592,15 @@ pub const Channel = struct {
         ch.undelivered_ctx = ctx;
     }
 
-    inline fn slot(ch: *Channel, index: u32) [*]u8 {
-        return ch.buf.ptr + @as(usize, index) * ch.elem_size;
+    /// The slot of buffer position `pos` (`slots` is a power of two).
+    inline fn slot(ch: *Channel, pos: u64) [*]u8 {
+        assert(ch.slots > 0 and ch.slots & (ch.slots - 1) == 0);
+        return ch.buf.ptr + @as(usize, @intCast(pos & (ch.slots - 1))) * ch.elem_size;
     }
 
-    /// A ring index, given one below twice the slot count (a division costs more than the
-    /// rest of a try-operation's buffer work).
-    inline fn wrap(ch: *const Channel, index: u32) u32 {
-        assert(index < 2 * ch.slots);
-        return if (index >= ch.slots) index - ch.slots else index;
+    /// Values in the buffer.
+    inline fn bufLen(ch: *const Channel) u32 {
+        return @intCast(ch.tail - ch.head);
     }
 
     inline fn copy(ch: *Channel, dst: [*]u8, src: [*]const u8) void {
@@ -639,12 +648,12 @@ pub const Channel = struct {
 
     /// Drops the oldest buffered value (to `undelivered`).
     fn dropOldest(ch: *Channel) void {
-        assert(ch.len > 0);
+        assert(ch.bufLen() > 0);
         const elem = ch.slot(ch.head);
         ch.untrack(elem);
         ch.undelivered(elem);
-        ch.head = ch.wrap(ch.head + 1);
-        ch.len -= 1;
+        ch.head += 1;
+        ch.buffer_drops += 1;
     }
 
     /// Safe builds: a zero-copy buffer entering the channel's buffer must not be in it already
@@ -686,38 +695,38 @@ pub const Channel = struct {
 
     inline fn isFull(ch: *const Channel) bool {
         if (ch.capacity == unlimited) return false;
-        return ch.len == ch.capacity;
+        return ch.bufLen() == ch.capacity;
     }
 
     inline fn pushBuffer(ch: *Channel, elem: [*]const u8) error{OutOfMemory}!void {
-        if (ch.len == ch.slots) {
+        if (ch.bufLen() == ch.slots) {
             assert(ch.capacity == unlimited);
             try ch.grow();
         }
         ch.track(elem);
-        ch.copy(ch.slot(ch.wrap(ch.head + ch.len)), elem);
-        ch.len += 1;
+        ch.copy(ch.slot(ch.tail), elem);
+        ch.tail += 1;
     }
 
     inline fn popBuffer(ch: *Channel, out: [*]u8) void {
-        assert(ch.len > 0);
+        assert(ch.bufLen() > 0);
         ch.untrack(ch.slot(ch.head));
         ch.copy(out, ch.slot(ch.head));
-        ch.head = ch.wrap(ch.head + 1);
-        ch.len -= 1;
+        ch.head += 1;
     }
 
     fn grow(ch: *Channel) error{OutOfMemory}!void {
-        const new_slots = ch.slots * 2;
+        const new_slots = std.math.mul(u32, ch.slots, 2) catch return error.OutOfMemory;
         const nb = try ch.allocator.alloc(u8, @as(usize, new_slots) * ch.elem_size);
-        for (0..ch.len) |i| {
-            const src = ch.slot((ch.head + @as(u32, @intCast(i))) % ch.slots);
-            @memcpy(nb[i * ch.elem_size ..][0..ch.elem_size], src[0..ch.elem_size]);
+        // Positions stay; each value moves to its slot under the wider mask.
+        var pos = ch.head;
+        while (pos != ch.tail) : (pos += 1) {
+            const at = @as(usize, @intCast(pos & (new_slots - 1))) * ch.elem_size;
+            @memcpy(nb[at..][0..ch.elem_size], ch.slot(pos)[0..ch.elem_size]);
         }
         ch.allocator.free(ch.buf);
         ch.buf = nb;
         ch.slots = new_slots;
-        ch.head = 0;
     }
 
     // The operations, with the lock held: each either completes (collecting at most one waiter
@@ -731,7 +740,7 @@ pub const Channel = struct {
         if (ch.closed) return .closed;
         if (ch.receivers.pop()) |r| {
             // Direct hand-off: the receiver gets our value without touching the buffer.
-            assert(ch.len == 0);
+            assert(ch.bufLen() == 0);
             ch.assertNotHeld(elem);
             ch.copy(r.elem, elem);
             ch.countHandoff(elem);
@@ -739,8 +748,8 @@ pub const Channel = struct {
             return .done;
         }
         if (!ch.isFull() and ch.slots > 0) {
-            try ch.pushBuffer(elem);
-            ch.countSend(elem);
+            try ch.pushBuffer(elem); // counted by `tail`
+            ch.countBytesIn(elem);
             return .done;
         }
         switch (ch.overflow) {
@@ -752,7 +761,7 @@ pub const Channel = struct {
             .drop_oldest => {
                 ch.dropOldest();
                 ch.pushBuffer(elem) catch unreachable; // a slot was just freed
-                ch.countSend(elem);
+                ch.countBytesIn(elem);
                 return .done;
             },
             .@"suspend" => return .full,
@@ -761,13 +770,13 @@ pub const Channel = struct {
 
     inline fn recvLocked(ch: *Channel, out: [*]u8, wake: *?Waiter.Wake) RecvResult {
         ch.touch();
-        if (ch.len > 0) {
-            ch.popBuffer(out);
-            ch.countReceive(out);
+        if (ch.tail != ch.head) {
+            ch.popBuffer(out); // counted by `head`
+            ch.countBytesOut(out);
             // Room now: the oldest waiting sender's value moves into the buffer.
             if (ch.senders.pop()) |s| {
                 ch.pushBuffer(s.elem) catch unreachable; // a slot was just freed
-                ch.countSend(s.elem);
+                ch.countBytesIn(s.elem);
                 wake.* = s.complete(done_ok);
             }
             return .done;
@@ -887,18 +896,23 @@ pub const Channel = struct {
     }
 
     // Byte counters: copying channels derive them in `snapshot` (count x element size), so
-    // the hot path only bumps the operation counts; zero-copy channels add each length.
+    // the hot path bumps no counter for buffered values (`head`/`tail` count them); zero-copy
+    // channels add each length.
 
+    /// A send that does not enter the buffer (drop-latest); buffered ones count by `tail`.
     inline fn countSend(ch: *Channel, elem: [*]const u8) void {
         if (!ch.count_metrics) return;
         ch.metrics.sends += 1;
-        if (ch.zero_copy) ch.metrics.bytes_sent += descriptorBytes(elem);
+        ch.countBytesIn(elem);
     }
 
-    inline fn countReceive(ch: *Channel, elem: [*]const u8) void {
-        if (!ch.count_metrics) return;
-        ch.metrics.receives += 1;
-        if (ch.zero_copy) ch.metrics.bytes_received += descriptorBytes(elem);
+    /// Zero-copy channels: the payload bytes of a value entering or leaving.
+    inline fn countBytesIn(ch: *Channel, elem: [*]const u8) void {
+        if (ch.zero_copy and ch.count_metrics) ch.metrics.bytes_sent += descriptorBytes(elem);
+    }
+
+    inline fn countBytesOut(ch: *Channel, elem: [*]const u8) void {
+        if (ch.zero_copy and ch.count_metrics) ch.metrics.bytes_received += descriptorBytes(elem);
     }
 
     /// A value passed from a waiting party straight to the other: a send and a receive.
@@ -996,7 +1010,7 @@ pub const Channel = struct {
             ch.mutex.lock();
             ch.closed = true;
             ch.cancelled = true;
-            while (ch.len > 0) ch.dropOldest();
+            while (ch.bufLen() > 0) ch.dropOldest();
             var n: usize = 0;
             while (n < max_wakes) : (n += 1) {
                 if (ch.senders.pop()) |s| {
@@ -1025,13 +1039,19 @@ pub const Channel = struct {
     pub fn isClosedForReceive(ch: *Channel) bool {
         ch.mutex.lock();
         defer ch.unlock();
-        return ch.closed and ch.len == 0 and ch.senders.isEmpty();
+        return ch.closed and ch.tail == ch.head and ch.senders.isEmpty();
     }
 
     pub fn snapshot(ch: *Channel) Metrics {
         ch.mutex.lock();
         defer ch.unlock();
         var m = ch.metrics;
+        // Values through the buffer: every position ever filled was a send, every one taken
+        // and not dropped a receive.
+        if (ch.count_metrics) {
+            m.sends += ch.tail;
+            m.receives += ch.head - ch.buffer_drops;
+        }
         if (!ch.zero_copy) {
             m.bytes_sent = m.sends * ch.elem_size;
             m.bytes_received = m.receives * ch.elem_size;
@@ -1324,6 +1344,51 @@ fn tryRecvU64(ch: *Channel) Error!u64 {
     var v: u64 = 0;
     try ch.receive(std.mem.asBytes(&v), null, true);
     return v;
+}
+
+test "the ring: positions wrap a non-power-of-two capacity, unlimited grows mid-ring, counts come from positions" {
+    // Capacity 10 in 16 slots: full at exactly 10, FIFO across many wraps.
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 10 });
+    defer ch.destroy();
+    var next_in: u64 = 0;
+    var next_out: u64 = 0;
+    for (0..50) |round| {
+        const n = 1 + round % 10;
+        for (0..n) |_| {
+            try trySendU64(ch, next_in);
+            next_in += 1;
+        }
+        if (n == 10) try testing.expectError(error.WouldBlock, trySendU64(ch, 999));
+        for (0..n) |_| {
+            try testing.expectEqual(next_out, try tryRecvU64(ch));
+            next_out += 1;
+        }
+    }
+    var m = ch.snapshot();
+    try testing.expectEqual(next_in, m.sends);
+    try testing.expectEqual(next_out, m.receives);
+    try testing.expectEqual(next_in * 8, m.bytes_sent);
+    // Unlimited: starts at 16 slots; grow twice while the oldest value sits mid-ring.
+    const u = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = unlimited });
+    defer u.destroy();
+    for (0..10) |i| try trySendU64(u, i);
+    for (0..7) |i| try testing.expectEqual(@as(u64, i), try tryRecvU64(u));
+    for (10..60) |i| try trySendU64(u, i);
+    try testing.expect(u.slots >= 64);
+    for (7..60) |i| try testing.expectEqual(@as(u64, i), try tryRecvU64(u));
+    try testing.expectError(error.WouldBlock, tryRecvU64(u));
+    m = u.snapshot();
+    try testing.expectEqual(@as(u64, 60), m.sends);
+    try testing.expectEqual(@as(u64, 60), m.receives);
+    // Drop-oldest: a dropped value is a send but not a receive.
+    const d = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 3, .overflow = .drop_oldest });
+    defer d.destroy();
+    for (0..5) |i| try trySendU64(d, i); // drops 0 and 1
+    for (2..5) |i| try testing.expectEqual(@as(u64, i), try tryRecvU64(d));
+    m = d.snapshot();
+    try testing.expectEqual(@as(u64, 5), m.sends);
+    try testing.expectEqual(@as(u64, 3), m.receives);
+    try testing.expectEqual(@as(u64, 2), m.dropped);
 }
 
 test "buffered channel: FIFO, full, empty" {
