@@ -372,6 +372,8 @@ pub const Channel = struct {
     head: u64 = 0,
     tail: u64 = 0,
     buffer_drops: u64 = 0,
+    /// The counters' clock word (`clock.raw`) as the last operation saw it.
+    clock_seen: u64 = 0,
     closed: bool = false,
     cancelled: bool = false,
     /// Retired (`retire`): its memory waits for re-use; guarded operations fail.
@@ -684,13 +686,21 @@ pub const Channel = struct {
     inline fn touch(ch: *Channel) void {
         if (!ch.count_metrics) return;
         // A shared word a ticker refreshes (chan/clock.zig): even a coarse clock read would
-        // cost a quarter of an uncontended operation. Within one tick the timestamps do not
-        // change, so most operations only compare.
-        const now = clock.now();
-        if (ch.metrics.last_op_ns != now) {
-            if (ch.metrics.first_op_ns == 0) ch.metrics.first_op_ns = now;
-            ch.metrics.last_op_ns = now;
+        // cost a quarter of an uncontended operation. Within one tick the word does not change,
+        // so an operation only compares it with the one it saw last; the rest is out of line.
+        const t = clock.raw();
+        if (t != ch.clock_seen) {
+            @branchHint(.unlikely);
+            ch.touchNew(t);
         }
+    }
+
+    /// The clock word changed since the last operation: record the time.
+    noinline fn touchNew(ch: *Channel, t: u64) void {
+        const now = clock.resolve(t);
+        ch.clock_seen = if (clock.mustResolveAgain(t)) 0 else t;
+        if (ch.metrics.first_op_ns == 0) ch.metrics.first_op_ns = now;
+        ch.metrics.last_op_ns = now;
     }
 
     inline fn isFull(ch: *const Channel) bool {
@@ -1389,6 +1399,21 @@ test "the ring: positions wrap a non-power-of-two capacity, unlimited grows mid-
     try testing.expectEqual(@as(u64, 5), m.sends);
     try testing.expectEqual(@as(u64, 3), m.receives);
     try testing.expectEqual(@as(u64, 2), m.dropped);
+}
+
+test "timestamps: the first operation's stays, the last one's follows the clock" {
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer ch.destroy();
+    try trySendU64(ch, 1);
+    const first = ch.snapshot();
+    try testing.expect(first.first_op_ns != 0);
+    // Wait (bounded) until the counters' clock has moved on, then operate again.
+    const deadline = clock.preciseCoarse() + 10 * std.time.ns_per_s;
+    while (clock.now() <= first.last_op_ns and clock.preciseCoarse() < deadline) std.Thread.yield() catch {};
+    _ = try tryRecvU64(ch);
+    const later = ch.snapshot();
+    try testing.expectEqual(first.first_op_ns, later.first_op_ns);
+    try testing.expect(later.last_op_ns > first.last_op_ns);
 }
 
 test "buffered channel: FIFO, full, empty" {

@@ -34,10 +34,28 @@ var state: std.atomic.Value(u32) = .init(0);
 
 /// Coarse monotonic time in ns (CLOCK_MONOTONIC_COARSE, as `preciseCoarse`).
 pub inline fn now() u64 {
-    // Monotonic: a timestamp for statistics; nothing is published through it.
-    const t = cached.load(.monotonic);
+    const t = raw();
     if (t & 1 == 0) return t; // the common case: one load, one branch
     return nowOdd(t);
+}
+
+/// The shared word as it is: an even time, a probe (odd), or `no_ticker`. A caller that saw
+/// the same word last time may skip `resolve` (the channel counters do: `Channel.touch`).
+pub inline fn raw() u64 {
+    // Monotonic: a timestamp for statistics; nothing is published through it.
+    return cached.load(.monotonic);
+}
+
+/// The time a `raw` word stands for (answering a probe, or starting a ticker).
+pub fn resolve(t: u64) u64 {
+    if (t & 1 == 0) return t;
+    return nowOdd(t);
+}
+
+/// Whether a caller that remembers `t` from `raw` must call `resolve` for the next one too:
+/// no time was published yet, so nothing started a ticker on its behalf.
+pub fn mustResolveAgain(t: u64) bool {
+    return t == no_ticker;
 }
 
 /// A probe (answer it) or no ticker (`no_ticker`: start one and read the clock).
