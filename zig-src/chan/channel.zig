@@ -263,7 +263,12 @@ const WaitQueue = struct {
 
     /// The oldest waiter that can still complete, unlinked and claimed. Select clauses whose
     /// select already has a winner (or gave up) are unlinked and skipped on the way.
-    fn pop(q: *WaitQueue) ?*Waiter {
+    inline fn pop(q: *WaitQueue) ?*Waiter {
+        if (q.head == null) return null; // the usual case, inlined
+        return q.popSlow();
+    }
+
+    noinline fn popSlow(q: *WaitQueue) ?*Waiter {
         while (q.head) |w| {
             q.remove(w);
             if (w.claim()) return w;
@@ -280,7 +285,7 @@ const WaitQueue = struct {
         w.linked = false;
     }
 
-    pub fn isEmpty(q: *const WaitQueue) bool {
+    pub inline fn isEmpty(q: *const WaitQueue) bool {
         return q.head == null;
     }
 };
@@ -400,7 +405,7 @@ pub const Channel = struct {
 
     /// Releases the lock, first publishing `recv_ready` and `send_blocked` (release: pairs
     /// with the acquire loads on the try-paths of `receive` and `send`).
-    fn unlock(ch: *Channel) void {
+    inline fn unlock(ch: *Channel) void {
         ch.recv_ready.store(ch.tail != ch.head or !ch.senders.isEmpty() or ch.closed, .release);
         ch.send_blocked.store(!ch.closed and ch.overflow == .@"suspend" and
             (ch.slots == 0 or ch.isFull()) and ch.receivers.isEmpty(), .release);
