@@ -3,10 +3,12 @@
 //! An uncontended channel operation is a few dozen instructions, and on these machines the
 //! one atomic exchange of an ordinary lock is about half of it (~5 ns). Most channels are used
 //! by one thread at a time for long stretches (a coroutine's own channel, a JavaScript
-//! isolate's channel), so the lock is *biased*: the first thread to take it becomes its owner
-//! and from then on takes and releases it with plain stores, no read-modify-write. The first
-//! time another thread wants it, the bias is revoked for good (one `membarrier` system call,
-//! ~0.3-0.8 us here) and the lock behaves as an ordinary test-and-test-and-set spin lock.
+//! isolate's channel), so the lock is *biased*: a thread that takes it `bias_after` times in a
+//! row (under the ordinary lock) becomes its owner and from then on takes and releases it with
+//! plain stores, no read-modify-write. The first time another thread wants it, the bias is
+//! revoked for good (one `membarrier` system call, ~0.3-0.8 us here, more under load) and the
+//! lock behaves as an ordinary test-and-test-and-set spin lock. Channels that threads take
+//! turns on from the start never get biased, so they never pay for a revocation.
 //!
 //! Why plain stores are enough (an asymmetric Dekker handshake): the owner announces itself
 //! with `busy = true` and then reads `owner`; a revoker writes `owner = revoking` and then reads
@@ -29,6 +31,9 @@ const unowned: usize = 0;
 const revoking: usize = 1;
 const revoked: usize = 2;
 
+/// Acquisitions in a row by one thread before the lock is biased towards it.
+const bias_after = 64;
+
 pub const SpinLock = struct {
     /// The ordinary lock, used once the bias is revoked (or never had).
     locked: std.atomic.Value(bool) = .init(false),
@@ -38,6 +43,10 @@ pub const SpinLock = struct {
     busy: std.atomic.Value(bool) = .init(false),
     /// `unowned`, the owner's thread pointer, `revoking` or `revoked`.
     owner: std.atomic.Value(usize) = .init(unowned),
+    /// While unowned, under the ordinary lock: the last thread to take it and how many times
+    /// in a row it did.
+    streak_thread: usize = 0,
+    streak: u32 = 0,
 
     const pauses_per_look = 32;
     /// Looks at a held lock before the waiter starts yielding the thread between looks (the
@@ -72,27 +81,60 @@ pub const SpinLock = struct {
         l.lockOther();
     }
 
-    /// Everything but the owner's path: claiming the bias, revoking it, the ordinary lock.
+    /// Everything but the owner's and the revoked paths: the ordinary lock while no thread
+    /// owns the bias (claiming it after `bias_after` acquisitions in a row by one thread), and
+    /// revoking another thread's bias.
     noinline fn lockOther(l: *SpinLock) void {
         if (biasAvailable()) {
             const me = threadPointer();
-            var o = l.owner.load(.monotonic);
-            if (o == unowned) {
-                // Monotonic: nobody has ever held this lock (the bias is never given back),
-                // so there is nothing to acquire from; the channel's fields were published
-                // with the handle (or the pointer) that brought us here.
-                o = l.owner.cmpxchgStrong(unowned, me, .monotonic, .monotonic) orelse {
-                    l.lock(); // now the owner's path
-                    return;
-                };
-            }
-            if (o != me) l.revoke(o) else {
-                // We own it but are being revoked (the inlined path stepped aside).
-                l.revoke(l.owner.load(.monotonic));
+            while (true) {
+                // Acquire: as in `lock`.
+                const o = l.owner.load(.acquire);
+                if (o == revoked) break;
+                if (o == unowned) {
+                    l.lockSlow();
+                    // Under the ordinary lock, look again: a thread may have claimed the bias
+                    // (it claims only while holding the ordinary lock, so before we took it).
+                    const now = l.owner.load(.acquire);
+                    if (now == unowned) {
+                        l.countStreak(me);
+                        l.held_biased = false;
+                        return;
+                    }
+                    if (now == revoked) {
+                        l.held_biased = false;
+                        return;
+                    }
+                    // Another thread owns it and may be inside through its own path: let go
+                    // of the ordinary lock and revoke. (Release: pairs with `lockSlow`.)
+                    l.locked.store(false, .release);
+                    continue;
+                }
+                // Another thread owns it, or we do and a revocation is under way (the inlined
+                // path stepped aside): wait for or carry out the revocation.
+                l.revoke(if (o == me) l.owner.load(.acquire) else o);
+                break;
             }
         }
         l.lockSlow();
         l.held_biased = false;
+    }
+
+    /// Under the ordinary lock of an unowned lock: counts acquisitions in a row by one thread
+    /// and claims the bias for it at `bias_after`. Channels that two threads take turns on
+    /// (a producer and a consumer on different workers) are never biased, so they never pay a
+    /// revocation.
+    fn countStreak(l: *SpinLock, me: usize) void {
+        if (l.streak_thread != me) {
+            l.streak_thread = me;
+            l.streak = 1;
+            return;
+        }
+        l.streak += 1;
+        if (l.streak < bias_after) return;
+        // Release: a thread that reads us as owner (acquire) and then revokes sees everything
+        // before; our own later critical sections follow this one in program order.
+        l.owner.store(me, .release);
     }
 
     pub inline fn unlock(l: *SpinLock) void {
@@ -223,28 +265,37 @@ fn heavyBarrier() void {
     assert(r == 0);
 }
 
-test "a biased lock is taken without the ordinary lock, and revoked by a second thread" {
+test "a lock biased after a streak is taken without the ordinary lock, and revoked by a second thread" {
     var l: SpinLock = .{};
-    l.lock();
     const biased = biasAvailable();
+    for (0..bias_after) |_| {
+        l.lock();
+        try std.testing.expect(!l.held_biased); // the ordinary lock until the streak is long enough
+        try std.testing.expect(l.locked.load(.monotonic));
+        l.unlock();
+    }
+    l.lock();
     try std.testing.expectEqual(biased, l.held_biased);
-    try std.testing.expect(!l.locked.load(.monotonic));
+    try std.testing.expectEqual(!biased, l.locked.load(.monotonic));
     l.unlock();
     const Ctx = struct {
         fn run(lk: *SpinLock, c: *u64, n: usize) void {
-            runFrom(lk, c, n, null);
-        }
-        fn runFrom(lk: *SpinLock, c: *u64, n: usize, started: ?*std.atomic.Value(bool)) void {
-            if (started) |f| f.store(true, .release);
             for (0..n) |_| {
                 lk.lock();
                 // A read-modify-write spread over the critical section: lost updates show
-                // if two threads are ever inside at once.
+                // if two threads are ever inside at once. Long enough that a revocation
+                // almost always finds the owner inside.
                 const v = c.*;
-                std.atomic.spinLoopHint();
+                for (0..64) |_| std.atomic.spinLoopHint();
                 c.* = v + 1;
                 lk.unlock();
             }
+        }
+        /// Waits until the counter reaches `at` (the other thread, the owner, is then busy
+        /// taking the lock), then runs.
+        fn runAt(lk: *SpinLock, c: *u64, n: usize, at: u64) void {
+            while (@atomicLoad(u64, c, .monotonic) < at) std.atomic.spinLoopHint();
+            run(lk, c, n);
         }
     };
     // Many fresh locks, each biased to this thread and then revoked while this thread is
@@ -252,16 +303,35 @@ test "a biased lock is taken without the ordinary lock, and revoked by a second 
     for (0..200) |_| {
         var fresh: SpinLock = .{};
         var counter: u64 = 0;
-        Ctx.run(&fresh, &counter, 1); // biased to this thread now
-        var started: std.atomic.Value(bool) = .init(false);
-        const t = try std.Thread.spawn(.{}, Ctx.runFrom, .{ &fresh, &counter, 2_000, &started });
-        while (!started.load(.acquire)) std.atomic.spinLoopHint(); // overlap the two
+        Ctx.run(&fresh, &counter, bias_after + 1); // biased to this thread now
+        // The revocation comes while this thread, the owner, is busy taking the lock.
+        const t = try std.Thread.spawn(.{}, Ctx.runAt, .{ &fresh, &counter, 2_000, bias_after + 51 });
         Ctx.run(&fresh, &counter, 2_000);
         t.join();
-        try std.testing.expectEqual(@as(u64, 4_001), counter);
+        try std.testing.expectEqual(@as(u64, 4_000 + bias_after + 1), counter);
         if (biased) try std.testing.expect(fresh.isRevoked());
         fresh.lock();
         try std.testing.expect(!fresh.held_biased); // revoked for good
         fresh.unlock();
     }
+}
+
+test "a lock that two threads take turns on from the start is never biased" {
+    if (!biasAvailable()) return;
+    var l: SpinLock = .{};
+    var turn: std.atomic.Value(u32) = .init(0);
+    const Ctx = struct {
+        fn run(lk: *SpinLock, t: *std.atomic.Value(u32), mine: u32) void {
+            for (0..2 * bias_after) |_| {
+                while (t.load(.acquire) != mine) std.atomic.spinLoopHint();
+                lk.lock();
+                lk.unlock();
+                t.store(1 - mine, .release);
+            }
+        }
+    };
+    const t = try std.Thread.spawn(.{}, Ctx.run, .{ &l, &turn, 1 });
+    Ctx.run(&l, &turn, 0);
+    t.join();
+    try std.testing.expectEqual(unowned, l.owner.load(.acquire)); // no revocation was needed
 }
