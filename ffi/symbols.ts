@@ -88,6 +88,8 @@ export const symbols = {
   kc_chan_try_recv: { parameters: ["u32", "pointer", "u32"], result: "i32" },
   /** const uint8_t *kc_chan_ready_flag(uint32_t handle, const uint32_t **handle_word) */
   kc_chan_ready_flag: { parameters: ["u32", "buffer"], result: "pointer" },
+  /** const uint8_t *kc_chan_blocked_flag(uint32_t handle) */
+  kc_chan_blocked_flag: { parameters: ["u32"], result: "pointer" },
   /**
    * int32_t kc_chan_on_undelivered(uint32_t handle, void (*hook)(void *ctx, const void *elem),
    *                                void *ctx)

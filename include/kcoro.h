@@ -187,6 +187,10 @@ int32_t kc_chan_try_recv(uint32_t handle, void *out, uint32_t size);
  * acquire) answers a try-receive with KC_EAGAIN without a call: the channel really was empty
  * then. Both stay readable while the library is loaded (channel memory is type-stable). */
 const uint8_t *kc_chan_ready_flag(uint32_t handle, const uint32_t **handle_word);
+/* The channel's "a send would wait" byte (full, or rendezvous with no receiver waiting; open;
+ * policy suspend) as of its last unlock; NULL for a bad handle. Reading nonzero, then the handle
+ * word, answers a try-send with KC_EAGAIN without a call. */
+const uint8_t *kc_chan_blocked_flag(uint32_t handle);
 /* Sets (NULL clears) the hook given every value the channel drops. It runs with the channel
  * locked and must not use the channel. Zero-copy: elem is a struct kc_desc without a release. */
 typedef void (*kc_undelivered_fn)(void *ctx, const void *elem);

@@ -140,6 +140,8 @@ class Shared {
   readonly senders = new WaitQueue();
   /** Values handed over in JavaScript (not seen by the native counters). */
   handoffs = 0;
+  /** Try-sends this isolate answered "full" from the mapped flag, without a call. */
+  fullFails = 0;
   refs = 0;
   /** A flush is due at the end of this turn (Bridge.defer). */
   scheduled = false;
@@ -317,8 +319,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   readonly _shared: Shared;
   #disposed = false;
   #bridgeOf: Bridge | undefined = undefined;
-  /** kc_chan_ready_flag's byte and handle word, mapped on first use (null: unavailable). */
+  /**
+   * kc_chan_ready_flag's and kc_chan_blocked_flag's bytes and the handle word, mapped on first
+   * use (null: unavailable).
+   */
   #ready: Uint8Array | null | undefined = undefined;
+  #blocked: Uint8Array | undefined = undefined;
   #word: Uint32Array | undefined = undefined;
 
   /** This isolate's completion ring for the channel's library. */
@@ -537,7 +543,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return FULL;
     }
     if (s.receivers.first !== null && this.#handOff(value, sym)) return OK;
-    this.#codec.encode(value, scratch, sym);
+    this.#codec.encode(value, scratch, sym); // also rejects what the codec cannot carry
+    if (this.#sendBlocked(sym)) {
+      this.#codec.discard(scratch, sym);
+      s.fullFails++; // the native side counts the ones it answers itself
+      return FULL;
+    }
     const rc = sym.kc_chan_try_send(this.#handle, scratchPtr, this.#size);
     if (rc === 0) {
       if (this.#dropping) this.#collect();
@@ -658,13 +669,25 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return ready === null || ready[0] !== 0 || this.#word![0] !== this.#handle;
   }
 
-  /** Maps the channel's ready byte and handle word (see #mayReceive). */
+  /**
+   * True when a native try-send would fail with "full" as of the channel's last unlock (full, or
+   * rendezvous with no receiver waiting natively), and it is still this channel: no call needed.
+   * As #mayReceive.
+   */
+  #sendBlocked(sym: Sym): boolean {
+    const ready = this.#ready === undefined ? this.#mapReady(sym) : this.#ready;
+    return ready !== null && this.#blocked![0] !== 0 && this.#word![0] === this.#handle;
+  }
+
+  /** Maps the channel's ready and blocked bytes and handle word (see #mayReceive). */
   #mapReady(sym: Sym): Uint8Array | null {
     const out = new BigUint64Array(1);
     const p = sym.kc_chan_ready_flag(this.#handle, out);
     const word = out[0] === 0n ? null : Deno.UnsafePointer.create(out[0]);
-    if (p === null || word === null) return this.#ready = null;
+    const b = sym.kc_chan_blocked_flag(this.#handle);
+    if (p === null || word === null || b === null) return this.#ready = null;
     this.#word = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(word, 4));
+    this.#blocked = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(b, 1));
     return this.#ready = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p, 1));
   }
 
@@ -961,7 +984,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       receives: n(1) + js,
       bytesSent: n(2),
       bytesReceived: n(3),
-      failures: { full: n(4), closed: n(5), timeout: n(6), cancelled: n(7) },
+      failures: {
+        full: n(4) + this._shared.fullFails,
+        closed: n(5),
+        timeout: n(6),
+        cancelled: n(7),
+      },
       dropped: n(8),
       handoffs: n(12) + js,
       firstOpNs: n(9),

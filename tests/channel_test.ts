@@ -482,3 +482,13 @@ Deno.test("a wait still pending at the end of its turn is queued natively", asyn
   assert.equal(sym.kc_chan_send(ch.handle, new Uint8Array(x.buffer), 8, 0n, 0, 1), 0);
   assert.equal(await r, 42);
 });
+
+Deno.test("a try-send answered full without a call is still counted", () => {
+  using ch = new Channel<number>(1, { codec: codecs.f64 });
+  assert.deepEqual(ch.trySend(1), { state: "ok" });
+  for (let i = 0; i < 3; i++) assert.deepEqual(ch.trySend(2), { state: "full" });
+  assert.equal(ch.metrics().failures.full, 3);
+  assert.throws(() => ch.trySend("x" as never), CodecError); // still checked when full
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 });
+  assert.deepEqual(ch.trySend(3), { state: "ok" }); // room again: the flag follows
+});

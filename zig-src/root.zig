@@ -484,6 +484,15 @@ export fn kc_chan_ready_flag(h: u32, handle_word: ?*?*const u32) callconv(.c) ?*
     return @ptrCast(&peeked.ch.recv_ready.raw);
 }
 
+/// const uint8_t *kc_chan_blocked_flag(uint32_t h): the channel's "a send would wait" byte
+/// (nonzero: full or rendezvous without a waiting receiver, open, policy suspend), as of its
+/// last unlock; NULL for a bad handle. As `kc_chan_ready_flag`: reading 1 and then the handle
+/// word answers a try-send with KC_EAGAIN without a call.
+export fn kc_chan_blocked_flag(h: u32) callconv(.c) ?*const u8 {
+    const peeked = chans().peek(h) orelse return null;
+    return @ptrCast(&peeked.ch.send_blocked.raw);
+}
+
 /// int32_t kc_chan_on_undelivered(uint32_t h, void (*hook)(void *ctx, const void *elem),
 ///                                void *ctx): sets (NULL: clears) the hook that receives every
 /// value the channel drops: cancel, destroy with values buffered, drop policies. It runs with
@@ -1340,7 +1349,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_sleep_ns",      "kc_sched_drain",           "kc_sched_drain_for",       "kc_sched_shutdown",
         "kc_sched_info",    "kc_sched_stats",           "kc_resolve",               "kc_desc_make",
         "kc_buf_free",      "kc_chan_keep_undelivered", "kc_chan_take_undelivered", "kc_chan_try_send",
-        "kc_chan_try_recv", "kc_chan_ready_flag",
+        "kc_chan_try_recv", "kc_chan_ready_flag",       "kc_chan_blocked_flag",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -1518,11 +1527,14 @@ test "C ABI: kc_chan_try_send/recv; the ready byte and handle word follow the ch
     const ready = kc_chan_ready_flag(h, &word).?;
     try testing.expectEqual(h, @atomicLoad(u32, word.?, .acquire));
     try testing.expectEqual(@as(u8, 0), @atomicLoad(u8, ready, .acquire)); // empty
+    const blocked = kc_chan_blocked_flag(h).?;
+    try testing.expectEqual(@as(u8, 0), @atomicLoad(u8, blocked, .acquire)); // room
     var v: u64 = 7;
     var out: u64 = 0;
     try testing.expectEqual(Status.again.code(), kc_chan_try_recv(h, &out, 8));
     try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
     try testing.expect(@atomicLoad(u8, ready, .acquire) != 0); // a value to receive
+    try testing.expect(@atomicLoad(u8, blocked, .acquire) != 0); // full: a send would wait
     try testing.expectEqual(Status.again.code(), kc_chan_try_send(h, &v, 8)); // full
     try testing.expectEqual(Status.invalid.code(), kc_chan_try_send(h, &v, 4));
     try testing.expectEqual(Status.invalid.code(), kc_chan_try_recv(h, null, 8));
@@ -1537,6 +1549,7 @@ test "C ABI: kc_chan_try_send/recv; the ready byte and handle word follow the ch
     try testing.expect(@atomicLoad(u32, word.?, .acquire) != h); // the word no longer names it
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_try_recv(h, &out, 8));
     try testing.expectEqual(@as(?*const u8, null), kc_chan_ready_flag(h, null));
+    try testing.expectEqual(@as(?*const u8, null), kc_chan_blocked_flag(h));
 }
 
 test "C ABI: tokens interrupt waits; zero-copy descriptors; the undelivered hook; hand-offs counted" {
