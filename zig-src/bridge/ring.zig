@@ -71,7 +71,7 @@ pub const Ring = struct {
                 }
                 p.afterCompletion();
                 p.giveBack(); // no one will take it: a received value must not die with us
-            }
+            } else p.dropUnsent(); // a value still waiting to be sent must not leak with us
             r.freePending(p);
         }
         r.slots.deinit(r.allocator);
@@ -407,6 +407,17 @@ pub const Pending = struct {
         }
     }
 
+    /// After a withdrawal by a ring that is going away: the values it was sending will never be
+    /// sent; each goes to its channel's undelivered path (a zero-copy buffer is released).
+    fn dropUnsent(p: *Pending) void {
+        switch (p.body) {
+            .op => |o| if (o.op.kind == .send) o.ch.dropUnsent(o.elem.ptr),
+            .select => |s| for (s.sel.clauses[0..s.sel.n], 0..) |c, i| {
+                if (c.kind == .send) c.ch.dropUnsent(p.valueOf(@intCast(i)).?.ptr);
+            },
+        }
+    }
+
     /// The element of clause `index` (0 for a plain operation).
     fn valueOf(p: *Pending, index: u32) ?[]u8 {
         switch (p.body) {
@@ -578,4 +589,44 @@ test "a submit that fails (closed channel) frees its operation once" {
     // A closed send clause completes the select at once (as closed): nothing stays allocated.
     const got = try ring.submitSelect(&clauses, &values, null, &.{});
     try testing.expect(got.done.closed);
+}
+
+test "a ring going away hands the values it was still sending to their channel's undelivered path" {
+    const Hook = struct {
+        var released: usize = 0;
+        var dropped: usize = 0;
+        fn release(_: ?*anyopaque, ptr: ?*anyopaque, len: usize) callconv(.c) void {
+            std.heap.c_allocator.free(@as([*]u8, @ptrCast(ptr.?))[0..len]);
+            released += 1;
+        }
+        fn undelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            dropped += std.mem.bytesToValue(u64, elem[0..8]);
+        }
+    };
+    // A zero-copy rendezvous channel: a send waits, nobody receives.
+    const zc = try channel.Channel.create(testing.allocator, .{ .elem_size = 0, .zero_copy = true });
+    defer zc.destroy();
+    const copying = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .on_undelivered = Hook.undelivered });
+    defer copying.destroy();
+    {
+        var ring = Ring.init(testing.allocator);
+        defer ring.deinit(); // the isolate dies with both sends still waiting
+        const buf = try std.heap.c_allocator.alloc(u8, 64);
+        var d: channel.Descriptor = .{ .ptr = buf.ptr, .len = buf.len, .release = Hook.release };
+        _ = try ring.submitOp(zc, .send, std.mem.asBytes(&d), &.{});
+        var v: u64 = 7;
+        _ = try ring.submitOp(copying, .send, std.mem.asBytes(&v), &.{});
+        // A select sending on both: its values are unsent too.
+        const buf2 = try std.heap.c_allocator.alloc(u8, 16);
+        var d2: channel.Descriptor = .{ .ptr = buf2.ptr, .len = buf2.len, .release = Hook.release };
+        var w: u64 = 35;
+        const clauses = [_]channel.Clause{
+            .{ .ch = zc, .kind = .send, .elem = undefined },
+            .{ .ch = copying, .kind = .send, .elem = undefined },
+        };
+        const values = [_][]u8{ std.mem.asBytes(&d2), std.mem.asBytes(&w) };
+        _ = try ring.submitSelect(&clauses, &values, null, &.{});
+    }
+    try testing.expectEqual(@as(usize, 2), Hook.released); // both buffers went back
+    try testing.expectEqual(@as(usize, 42), Hook.dropped); // 7 + 35, each once
 }

@@ -631,6 +631,15 @@ pub const Channel = struct {
         if (ch.on_undelivered) |f| f(ch.undelivered_ctx, elem);
     }
 
+    /// A value whose sender went away before it could be sent (an isolate that died with a
+    /// send queued): it goes where every dropped value goes (a descriptor's own `release`, else
+    /// the undelivered hook), so that its memory is not lost. Any thread.
+    pub fn dropUnsent(ch: *Channel, elem: [*]const u8) void {
+        ch.mutex.lock();
+        defer ch.unlock();
+        ch.undelivered(elem);
+    }
+
     /// Gives back a value received on behalf of a party that can no longer take it (an isolate
     /// that died with the record on its ring): sent again if the channel takes it at once (a
     /// waiting receiver or room in the buffer), else handed to `undelivered`. Never waits.
