@@ -11,6 +11,7 @@ import {
   codecs,
   InvalidHandleError,
   library,
+  runtime,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 
@@ -491,4 +492,104 @@ Deno.test("a try-send answered full without a call is still counted", () => {
   assert.throws(() => ch.trySend("x" as never), CodecError); // still checked when full
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 });
   assert.deepEqual(ch.trySend(3), { state: "ok" }); // room again: the flag follows
+});
+
+/** A seeded generator (mulberry32). */
+function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Waits kept in JavaScript until the end of their turn, under stress: JS producers (try, plain
+ * and aborted sends), a native producer on another thread, JS consumers (try, plain and aborted
+ * receives), and random turns of the event loop in between, so that waits are taken over in
+ * JavaScript, queued natively, aborted in either state, and completed from the other thread.
+ */
+async function localWaitStress(seed: number, capacity: number | "unlimited"): Promise<void> {
+  const rand = prng(seed);
+  using ch = new Channel<bigint>(capacity, { codec: codecs.u64 });
+  const sent = new Set<bigint>();
+  const got = new Map<bigint, number>();
+  const turn = () => new Promise((done) => setImmediate(done));
+  const nativeStart = 1_000_000n, nativeCount = 300n;
+  const cell = new BigUint64Array([BigInt(ch.handle), nativeStart, nativeCount, 0n, 0n]);
+  runtime().spawn("chanSender", cell);
+  const producer = async (p: number) => {
+    for (let i = 0; i < 300; i++) {
+      const v = BigInt(p * 1000 + i);
+      const r = rand();
+      if (r < 0.3) {
+        if (ch.trySend(v).state !== "ok") await ch.send(v);
+        sent.add(v);
+      } else if (r < 0.5) {
+        const ac = new AbortController();
+        const sending = ch.send(v, { signal: ac.signal });
+        const when = rand(); // abort now (waiting in JavaScript), a turn later, or never
+        if (when < 0.5) ac.abort(new Error("abort send"));
+        else if (when < 0.75) setImmediate(() => ac.abort(new Error("abort send")));
+        try {
+          await sending;
+          sent.add(v); // delivered (or buffered) before the abort came
+        } catch (e) {
+          assert.equal((e as Error).message, "abort send");
+        }
+      } else {
+        await ch.send(v);
+        sent.add(v);
+      }
+      if (rand() < 0.1) await turn();
+    }
+  };
+  let closed = false;
+  const take = (v: bigint) => got.set(v, (got.get(v) ?? 0) + 1);
+  const consumer = async () => {
+    while (true) {
+      const r = rand();
+      if (r < 0.3) {
+        const t = ch.tryReceive();
+        if (t.state === "ok") take(t.value);
+        else if (t.state === "closed") return;
+        else await turn();
+      } else if (r < 0.5 && !closed) {
+        const ac = new AbortController();
+        const receiving = ch.receiveCatching({ signal: ac.signal });
+        if (rand() < 0.5) ac.abort(new Error("abort receive"));
+        try {
+          const res = await receiving;
+          if (res.state === "closed") return;
+          take(res.value);
+        } catch (e) {
+          assert.equal((e as Error).message, "abort receive");
+        }
+      } else {
+        const res = await ch.receiveCatching();
+        if (res.state === "closed") return;
+        take(res.value);
+      }
+    }
+  };
+  const consumers = [consumer(), consumer()];
+  await Promise.all([producer(0), producer(1), producer(2)]);
+  const deadline = performance.now() + 20_000;
+  while (cell[4] === 0n) {
+    assert.ok(performance.now() < deadline, "the native producer never finished");
+    await new Promise((done) => setTimeout(done, 1));
+  }
+  closed = true;
+  ch.close();
+  await Promise.all(consumers);
+  for (let v = nativeStart; v < nativeStart + nativeCount; v++) sent.add(v);
+  for (const v of sent) assert.equal(got.get(v), 1, `value ${v} received ${got.get(v) ?? 0} times`);
+  for (const v of got.keys()) assert.ok(sent.has(v), `value ${v} was never sent (an aborted send)`);
+}
+
+Deno.test("seeded stress: waits in JavaScript and natively, aborted in both, every value exactly once", async () => {
+  for (const seed of [1, 0xbeef, 2026]) {
+    for (const capacity of [0, 3, "unlimited"] as const) await localWaitStress(seed, capacity);
+  }
 });
