@@ -1,8 +1,10 @@
 /**
  * Waiting without blocking the event loop: the isolate's completion ring (`kc_ring_*`).
  *
- * A channel operation that cannot complete at once is queued natively with a ticket
- * (`kc_chan_send_async` / `kc_chan_recv_async`). Whoever completes it (a native coroutine, a
+ * A channel operation that cannot complete at once first waits in JavaScript until the end of
+ * its turn of the event loop (`defer`: a same-isolate partner usually takes it over before
+ * then), and is then queued natively with a ticket (`kc_chan_send_async` /
+ * `kc_chan_recv_async`). Whoever completes it (a native coroutine, a
  * thread, another isolate, close or cancel) appends a record to this isolate's ring. The isolate
  * keeps at most one `kc_ring_wait` outstanding (a nonblocking FFI call, run off the JS thread),
  * and only while some operation is pending, so idle channels never keep the process alive; each

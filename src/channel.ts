@@ -1,10 +1,12 @@
 /**
  * `Channel<T>`: a native kcoro channel from TypeScript (DESIGN.md section 4).
  *
- * - Try-operations (`trySend`, `tryReceive`) are one synchronous FFI call each.
- * - `send` / `receive` try first; an operation that must wait is queued natively and completed
- *   through the isolate's completion ring (src/bridge.ts), never blocking the event loop. A
- *   receiver and a sender waiting in the same isolate meet in JavaScript without a thread hop.
+ * - Try-operations (`trySend`, `tryReceive`) are one synchronous FFI call each, or none when the
+ *   channel's mapped ready or blocked byte already answers them.
+ * - `send` / `receive` try first; an operation that must wait waits in JavaScript until the end
+ *   of its turn, where a partner of the same isolate takes it over without an FFI call or a
+ *   thread hop; then it is queued natively and completed through the isolate's completion ring
+ *   (src/bridge.ts), never blocking the event loop.
  * - Values travel through a {@linkcode Codec} (src/codec.ts): the default one tags each value.
  * - `share()` gives a plain object to `postMessage` to a Worker; `Channel.from()` opens the same
  *   native channel there.
