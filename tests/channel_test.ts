@@ -1,7 +1,7 @@
 // Channel<T> through the TypeScript API: DESIGN.md section 5's channel semantics, codecs,
 // abort signals, Workers, and a process with idle channels exiting by itself.
 import assert from "node:assert/strict";
-import { evalScript } from "./support.ts";
+import { evalScript, prng, settled, until } from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -14,14 +14,6 @@ import {
   runtime,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-
-/** A promise's state without waiting for it: settles pending microtasks first. */
-async function settled(p: Promise<unknown>): Promise<boolean> {
-  let done = false;
-  p.then(() => done = true, () => done = true);
-  for (let i = 0; i < 10; i++) await Promise.resolve();
-  return done;
-}
 
 Deno.test("constructor: bad arguments are RangeError/TypeError naming what was received", () => {
   assert.throws(() => new Channel(-1), {
@@ -472,11 +464,7 @@ Deno.test("a wait still pending at the end of its turn is queued natively", asyn
   using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
   const r = ch.receive();
   const bridge = Bridge.of(library());
-  const deadline = performance.now() + 10_000;
-  while (bridge.pending === 0) {
-    assert.ok(performance.now() < deadline, "the receive was never queued natively");
-    await new Promise((done) => setTimeout(done, 0));
-  }
+  await until(() => bridge.pending > 0, "the receive to be queued natively");
   // Now a native (other-thread) send reaches it.
   const x = new Float64Array([42]);
   const sym = library().symbols("test");
@@ -493,16 +481,6 @@ Deno.test("a try-send answered full without a call is still counted", () => {
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 });
   assert.deepEqual(ch.trySend(3), { state: "ok" }); // room again: the flag follows
 });
-
-/** A seeded generator (mulberry32). */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Waits kept in JavaScript until the end of their turn, under stress: JS producers (try, plain
@@ -575,11 +553,7 @@ async function localWaitStress(seed: number, capacity: number | "unlimited"): Pr
   };
   const consumers = [consumer(), consumer()];
   await Promise.all([producer(0), producer(1), producer(2)]);
-  const deadline = performance.now() + 20_000;
-  while (cell[4] === 0n) {
-    assert.ok(performance.now() < deadline, "the native producer never finished");
-    await new Promise((done) => setTimeout(done, 1));
-  }
+  await until(() => cell[4] !== 0n, "the native producer to finish");
   closed = true;
   ch.close();
   await Promise.all(consumers);

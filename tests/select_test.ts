@@ -2,6 +2,7 @@
 // fairness, at most one clause firing, a seeded stress mixed with plain sends and receives,
 // abort signals and timeouts.
 import assert from "node:assert/strict";
+import { prng, settled, until } from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -13,33 +14,6 @@ import {
   select,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-
-/** A promise's state without waiting for it: settles pending microtasks first. */
-async function settled(p: Promise<unknown>): Promise<boolean> {
-  let done = false;
-  p.then(() => done = true, () => done = true);
-  for (let i = 0; i < 10; i++) await Promise.resolve();
-  return done;
-}
-
-/** Waits (bounded) until `cond` holds, yielding to the event loop. */
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 1));
-  }
-}
-
-/** A small seeded PRNG (mulberry32): the stress test replays the same schedule. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const pending = () => Bridge.of(library()).pending;
 

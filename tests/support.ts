@@ -32,3 +32,30 @@ export async function evalScript(
     stderr: new TextDecoder().decode(out.stderr),
   };
 }
+
+/** A promise's state without waiting for it: settles pending microtasks first. */
+export async function settled(p: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  p.then(() => done = true, () => done = true);
+  for (let i = 0; i < 10; i++) await Promise.resolve();
+  return done;
+}
+
+/** Waits (bounded) until `cond` holds, yielding to the event loop. */
+export async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+/** A small seeded PRNG (mulberry32): a stress test replays the same schedule. */
+export function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

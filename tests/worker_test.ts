@@ -2,18 +2,10 @@
 // every value received exactly once; a Worker terminated mid-wait leaves the channel
 // consistent (its waiters gone, nothing delivered to the dead isolate, nothing lost).
 import assert from "node:assert/strict";
+import { until } from "./support.ts";
 import { Channel, codecs, runtime, select } from "../mod.ts";
 
 const workerUrl = new URL("./fixtures/select_worker.ts", import.meta.url);
-
-/** Waits (bounded) until `cond` holds, yielding to the event loop. */
-async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 1));
-  }
-}
 
 /** Rejects if `p` has not settled within `ms`. */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
