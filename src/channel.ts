@@ -797,6 +797,23 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this._shared.flush();
   }
 
+  /**
+   * A waiter's native slot, made on first use, with a send's value encoded into it; null when
+   * the codec rejected the value (the waiter is then settled with that error).
+   */
+  #slotFor(w: Waiter, sym: Sym): Slot | null {
+    const slot = w.slot ??= new Slot();
+    if (w.kind !== SEND) return slot;
+    try {
+      this.#codec.encode(w.value as T, slot, sym);
+      return slot;
+    } catch (e) {
+      w.detach();
+      w.reject(e);
+      return null;
+    }
+  }
+
   /** @internal Queues a waiter natively (at the end of the turn it began waiting in). */
   _submit(w: Waiter): void {
     if (!this.#lib.isOpen) {
@@ -805,16 +822,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return;
     }
     const sym = this.#lib.symbols("wait");
-    const slot = w.slot ??= new Slot();
-    if (w.kind === SEND) {
-      try {
-        this.#codec.encode(w.value as T, slot, sym);
-      } catch (e) {
-        w.detach();
-        w.reject(e);
-        return;
-      }
-    }
+    const slot = this.#slotFor(w, sym);
+    if (slot === null) return;
     const bridge = this.#bridge;
     const rc = bridge.submit(w.kind !== SEND, this.#handle, slot.u8, this.#size);
     if (rc === 1) {
@@ -832,16 +841,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * it, false when it must go on waiting.
    */
   _tryNow(w: Waiter, sym: Sym): boolean {
-    const slot = w.slot ??= new Slot();
-    if (w.kind === SEND) {
-      try {
-        this.#codec.encode(w.value as T, slot, sym);
-      } catch (e) {
-        w.detach();
-        w.reject(e);
-        return true;
-      }
-    }
+    const slot = this.#slotFor(w, sym);
+    if (slot === null) return true;
     const rc = w.kind === SEND
       ? sym.kc_chan_send(this.#handle, slot.u8, this.#size, 0n, 0, TRY)
       : sym.kc_chan_recv(this.#handle, slot.u8, this.#size, 0n, 0, TRY);
