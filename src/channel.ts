@@ -286,12 +286,6 @@ function flushAll(q: WaitQueue): void {
   for (const w of local) w.flush();
 }
 
-/** True if any of `q` still waits in JavaScript only. */
-function anyLocal(q: WaitQueue): boolean {
-  for (let w = q.first; w !== null; w = w.next) if (w.state === LOCAL) return true;
-  return false;
-}
-
 /**
  * A channel of `T` values over a native kcoro channel; see the module documentation.
  *
@@ -539,7 +533,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const sym = this.#sym("send");
     const s = this._shared;
     // Senders of this isolate still waiting in JavaScript are ahead of this one.
-    if (s.senders.first !== null && anyLocal(s.senders) && !pump(s.senders, sym)) {
+    if (s.senders.first !== null && !pump(s.senders, sym)) {
       this.#codec.encode(value, scratch, sym); // still reject what the codec cannot carry
       this.#codec.discard(scratch, sym);
       return FULL;
@@ -569,9 +563,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (s.closed) return false;
     // A buffer may hold values sent (from elsewhere) since these receivers began waiting in
     // JavaScript: those come first. A rendezvous channel has none to offer.
-    if (this.#capacity !== 0 && this.#mayReceive(sym) && anyLocal(s.receivers)) {
-      pump(s.receivers, sym);
-    }
+    if (this.#capacity !== 0 && this.#mayReceive(sym)) pump(s.receivers, sym);
     let passed: T | undefined;
     let have = false;
     for (let r = s.receivers.first; r !== null; r = r.next) {
@@ -632,7 +624,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #poll(sym: Sym): unknown {
     const s = this._shared;
     // Receivers of this isolate still waiting in JavaScript are ahead of this one.
-    if (s.receivers.first !== null && anyLocal(s.receivers) && !pump(s.receivers, sym)) {
+    if (s.receivers.first !== null && !pump(s.receivers, sym)) {
       return EMPTY;
     }
     if (this.#capacity === 0 && s.senders.first !== null) {
@@ -645,9 +637,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (rc === 0) {
       const value = this.#codec.decode(scratch, sym);
       // Room now: senders waiting here in JavaScript move into the buffer, oldest first.
-      if (this.#capacity !== 0 && s.senders.first !== null && anyLocal(s.senders)) {
-        pump(s.senders, sym);
-      }
+      if (this.#capacity !== 0 && s.senders.first !== null) pump(s.senders, sym);
       return value;
     }
     if (rc === Status.EAGAIN) {
