@@ -18,7 +18,7 @@
  * @module
  */
 import { type Capacity, Channel, type TrySendResult, type WaitOptions } from "./channel.ts";
-import { ClosedSendError, describe } from "./errors.ts";
+import { checkFunction, checkOptions, checkScope, ClosedSendError } from "./errors.ts";
 import type { Job } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
 
@@ -119,21 +119,11 @@ export function actor<M>(
   options: ActorOptions = {},
 ): Actor<M> {
   const op = "start actor";
-  if (typeof scope !== "object" || scope === null || typeof scope.launch !== "function") {
-    throw new TypeError(
-      `Cannot ${op}: scope must be a CoroutineScope, received ${describe(scope)}`,
-    );
-  }
-  if (typeof handler !== "function") {
-    throw new TypeError(`Cannot ${op}: handler must be a function, received ${describe(handler)}`);
-  }
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
-  }
+  checkScope(op, scope);
+  checkFunction(op, "handler", handler);
+  checkOptions(op, options);
   const { capacity = "rendezvous", onDone } = options;
-  if (onDone !== undefined && typeof onDone !== "function") {
-    throw new TypeError(`Cannot ${op}: onDone must be a function, received ${describe(onDone)}`);
-  }
+  if (onDone !== undefined) checkFunction(op, "onDone", onDone);
   const mailbox = new Channel<M>(capacity);
   const a = new ActorImpl(mailbox);
   a.job = scope.launch(async (task) => {

@@ -30,6 +30,8 @@ import { Bridge, type RingOp } from "./bridge.ts";
 import { type Codec, codecByName, type CodecName, codecs, Slot } from "./codec.ts";
 import {
   CancellationError,
+  checkFunction,
+  checkOptions,
   ClosedReceiveError,
   ClosedSendError,
   describe,
@@ -344,9 +346,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return;
     }
     const op = "create channel";
-    if (options === null || typeof options !== "object") {
-      throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
-    }
+    checkOptions(op, options);
     const { overflow = "suspend", codec = codecs.default as Codec<T>, onUndeliveredElement } =
       options;
     if (!Object.hasOwn(OVERFLOW, overflow)) {
@@ -363,12 +363,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         }`,
       );
     }
-    if (onUndeliveredElement !== undefined && typeof onUndeliveredElement !== "function") {
-      throw new TypeError(
-        `Cannot ${op}: onUndeliveredElement must be a function, received ${
-          describe(onUndeliveredElement)
-        }`,
-      );
+    if (onUndeliveredElement !== undefined) {
+      checkFunction(op, "onUndeliveredElement", onUndeliveredElement);
     }
     let cap: number;
     let flags = codec.zeroCopy ? ZERO_COPY : 0;

@@ -39,6 +39,32 @@ export function describe(x: unknown): string {
   return Object.prototype.toString.call(x);
 }
 
+/** Throws "Cannot <op>: options must be an object" unless `options` is a non-null object. */
+export function checkOptions(op: string, options: unknown): void {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
+  }
+}
+
+/** Throws "Cannot <op>: scope must be a CoroutineScope" unless `scope` looks like one. */
+export function checkScope(op: string, scope: unknown): void {
+  if (
+    typeof scope !== "object" || scope === null ||
+    typeof (scope as { launch?: unknown }).launch !== "function"
+  ) {
+    throw new TypeError(
+      `Cannot ${op}: scope must be a CoroutineScope, received ${describe(scope)}`,
+    );
+  }
+}
+
+/** Throws "Cannot <op>: <name> must be a function" unless `fn` is one. */
+export function checkFunction(op: string, name: string, fn: unknown): void {
+  if (typeof fn !== "function") {
+    throw new TypeError(`Cannot ${op}: ${name} must be a function, received ${describe(fn)}`);
+  }
+}
+
 /** Smallest and largest coroutine stack sizes the native side accepts (0 means its default). */
 export const MIN_STACK = 16 * 1024;
 export const MAX_STACK = 256 * 1024 * 1024;

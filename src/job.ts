@@ -43,7 +43,7 @@
  * @module
  */
 import { Context, type ContextKey, createContextKey } from "./context.ts";
-import { CancellationError, CompletionHandlerError, describe } from "./errors.ts";
+import { CancellationError, checkFunction, CompletionHandlerError, describe } from "./errors.ts";
 
 /** The six job states (Kotlin's); see the table in this module's documentation. */
 export type JobState = "new" | "active" | "completing" | "cancelling" | "cancelled" | "completed";
@@ -287,11 +287,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   invokeOnCompletion(handler: CompletionHandler): Disposable {
-    if (typeof handler !== "function") {
-      throw new TypeError(
-        `Cannot invoke on completion: handler must be a function, received ${describe(handler)}`,
-      );
-    }
+    checkFunction("invoke on completion", "handler", handler);
     if (this.#state >= CANCELLED) {
       // Kotlin invokes at once on the caller's stack; what the handler throws reaches the caller.
       handler(this.#state === COMPLETED ? undefined : this.#cause);

@@ -9,7 +9,7 @@
  * @module
  */
 import { type Library, library } from "../ffi/load.ts";
-import { checkStackSize, describe, unwrap } from "./errors.ts";
+import { checkOptions, checkStackSize, describe, unwrap } from "./errors.ts";
 
 /** The states of a native coroutine (`KC_STATE_*`). */
 export type CoroutineState = "created" | "ready" | "running" | "suspended" | "parked" | "finished";
@@ -71,11 +71,7 @@ export class NativeCoroutine implements Disposable {
         }, received ${describe(entry)}`,
       );
     }
-    if (typeof options !== "object" || options === null) {
-      throw new TypeError(
-        `Cannot create coroutine: options must be an object, received ${describe(options)}`,
-      );
-    }
+    checkOptions("create coroutine", options);
     const arg = options.arg ?? 0;
     if (typeof arg !== "number" || !Number.isSafeInteger(arg) || arg < 0) {
       throw new RangeError(

@@ -27,6 +27,7 @@
 import { type Library, library } from "../ffi/load.ts";
 import {
   CancellationError,
+  checkOptions,
   describe,
   InvalidHandleError,
   Status,
@@ -100,9 +101,7 @@ export class NativeScope implements AsyncDisposable {
   /** A free-standing native scope (starts the runtime with default options if need be). */
   static create(options: NativeScopeOptions = {}): NativeScope {
     const op = "create native scope";
-    if (typeof options !== "object" || options === null) {
-      throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
-    }
+    checkOptions(op, options);
     const parent = options.parent;
     if (parent !== undefined && !(parent instanceof NativeScope)) {
       throw new TypeError(
@@ -205,9 +204,7 @@ export class NativeScope implements AsyncDisposable {
    */
   wait(options: NativeWaitOptions = {}): Promise<void> {
     const op = "wait for native scope";
-    if (typeof options !== "object" || options === null) {
-      throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
-    }
+    checkOptions(op, options);
     const { signal, timeout } = options;
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new TypeError(

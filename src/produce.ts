@@ -20,7 +20,7 @@
  * @module
  */
 import { type Capacity, Channel } from "./channel.ts";
-import { describe, InvalidHandleError } from "./errors.ts";
+import { checkFunction, checkOptions, checkScope, InvalidHandleError } from "./errors.ts";
 import { isCancellation, type Job } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
 
@@ -84,17 +84,9 @@ export function produce<T>(
   options: ProduceOptions = {},
 ): Channel<T> {
   const op = "produce";
-  if (typeof scope !== "object" || scope === null || typeof scope.launch !== "function") {
-    throw new TypeError(
-      `Cannot ${op}: scope must be a CoroutineScope, received ${describe(scope)}`,
-    );
-  }
-  if (typeof block !== "function") {
-    throw new TypeError(`Cannot ${op}: block must be a function, received ${describe(block)}`);
-  }
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
-  }
+  checkScope(op, scope);
+  checkFunction(op, "block", block);
+  checkOptions(op, options);
   const out = new ProducerChannel<T>(options.capacity ?? "rendezvous");
   let failed = false;
   const job = scope.launch(async (task) => {

@@ -27,7 +27,7 @@
  * @module
  */
 import { Context } from "./context.ts";
-import { CancellationError, describe } from "./errors.ts";
+import { CancellationError, checkFunction, describe } from "./errors.ts";
 import {
   CANCEL_COMPLETES,
   type Deferred,
@@ -97,9 +97,7 @@ export interface Scope extends CoroutineScope, Job, AsyncDisposable {
 }
 
 function checkBlock(op: string, block: unknown): void {
-  if (typeof block !== "function") {
-    throw new TypeError(`Cannot ${op}: block must be a function, received ${describe(block)}`);
-  }
+  checkFunction(op, "block", block);
 }
 
 function checkObject(op: string, options: unknown): void {

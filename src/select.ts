@@ -48,7 +48,14 @@ import type { Library } from "../ffi/load.ts";
 import { Bridge, type RingOp } from "./bridge.ts";
 import { Channel, type ReceiveCatchingResult } from "./channel.ts";
 import { Slot } from "./codec.ts";
-import { describe, InvalidHandleError, Status, unwrap } from "./errors.ts";
+import {
+  checkFunction,
+  checkOptions,
+  describe,
+  InvalidHandleError,
+  Status,
+  unwrap,
+} from "./errors.ts";
 import type { Deferred, Job } from "./job.ts";
 
 /** What a clause's handler may return: the select's result, or a promise of it. */
@@ -218,12 +225,8 @@ export function select<R>(
 ): Promise<R> {
   const op = "select";
   try {
-    if (typeof build !== "function") {
-      throw new TypeError(`Cannot ${op}: build must be a function, received ${describe(build)}`);
-    }
-    if (options === null || typeof options !== "object") {
-      throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
-    }
+    checkFunction(op, "build", build);
+    checkOptions(op, options);
     const { signal, unbiased = false } = options;
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new TypeError(
