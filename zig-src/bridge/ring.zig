@@ -411,9 +411,9 @@ pub const Pending = struct {
     /// sent; each goes to its channel's undelivered path (a zero-copy buffer is released).
     fn dropUnsent(p: *Pending) void {
         switch (p.body) {
-            .op => |o| if (o.op.kind == .send) o.ch.dropUnsent(o.elem.ptr),
+            .op => |o| if (o.op.kind == .send) o.ch.dropUndeliverable(o.elem.ptr),
             .select => |s| for (s.sel.clauses[0..s.sel.n], 0..) |c, i| {
-                if (c.kind == .send) c.ch.dropUnsent(p.valueOf(@intCast(i)).?.ptr);
+                if (c.kind == .send) c.ch.dropUndeliverable(p.valueOf(@intCast(i)).?.ptr);
             },
         }
     }

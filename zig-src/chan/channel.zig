@@ -631,10 +631,10 @@ pub const Channel = struct {
         if (ch.on_undelivered) |f| f(ch.undelivered_ctx, elem);
     }
 
-    /// A value whose sender went away before it could be sent (an isolate that died with a
-    /// send queued): it goes where every dropped value goes (a descriptor's own `release`, else
-    /// the undelivered hook), so that its memory is not lost. Any thread.
-    pub fn dropUnsent(ch: *Channel, elem: [*]const u8) void {
+    /// A value this channel will never deliver and that no one else can take back (its sender
+    /// or its receiver went away): it goes where every dropped value goes (a descriptor's own
+    /// `release`, else the undelivered hook), so that its memory is not lost. Any thread.
+    pub fn dropUndeliverable(ch: *Channel, elem: [*]const u8) void {
         ch.mutex.lock();
         defer ch.unlock();
         ch.undelivered(elem);
@@ -644,11 +644,7 @@ pub const Channel = struct {
     /// that died with the record on its ring): sent again if the channel takes it at once (a
     /// waiting receiver or room in the buffer), else handed to `undelivered`. Never waits.
     pub fn giveBack(ch: *Channel, elem: [*]const u8) void {
-        ch.send(elem, null, true) catch {
-            ch.mutex.lock();
-            ch.undelivered(elem);
-            ch.unlock();
-        };
+        ch.send(elem, null, true) catch ch.dropUndeliverable(elem);
     }
 
     fn descriptorAt(elem: [*]const u8) Descriptor {
@@ -872,8 +868,11 @@ pub const Channel = struct {
     }
 
     noinline fn receiveLocked(ch: *Channel, out: [*]u8, opts: WaitOptions) Error!void {
-        if (opts.token) |t| if (t.isCancelled()) return error.Interrupted;
-        if (opts.try_only and !ch.recv_ready.load(.acquire)) return error.WouldBlock;
+        if (opts.token) |t| {
+            if (t.isCancelled()) return error.Interrupted;
+            // With a token the inlined `receiveWith` left the empty check to us (after it).
+            if (opts.try_only and !ch.recv_ready.load(.acquire)) return error.WouldBlock;
+        }
         ch.mutex.lock();
         if (try ch.attempt(.receive, out)) return;
         if (opts.try_only) {
