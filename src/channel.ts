@@ -111,6 +111,8 @@ export interface SharedChannel {
 }
 
 const TRY = 1;
+/** Uses of a channel before its flags are mapped into JavaScript (see `Channel.#ready`). */
+const MAP_AFTER = 16;
 const CONFLATED = 1, ZERO_COPY = 2;
 const UNLIMITED = 0xffff_ffff;
 const OVERFLOW: Record<Overflow, number> = { "suspend": 0, "drop-oldest": 1, "drop-latest": 2 };
@@ -318,12 +320,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #disposed = false;
   #bridgeOf: Bridge | undefined = undefined;
   /**
-   * kc_chan_ready_flag's and kc_chan_blocked_flag's bytes and the handle word, mapped on first
-   * use (null: unavailable).
+   * kc_chan_ready_flag's and kc_chan_blocked_flag's bytes and the handle word, mapped once the
+   * channel has been used `MAP_AFTER` times (null until then, or if unavailable): mapping costs
+   * two calls and three ArrayBuffers, more than a channel used a few times ever saves.
    */
-  #ready: Uint8Array | null | undefined = undefined;
+  #ready: Uint8Array | null = null;
   #blocked: Uint8Array | undefined = undefined;
   #word: Uint32Array | undefined = undefined;
+  #unmappedUses = 0;
 
   /** This isolate's completion ring for the channel's library. */
   get #bridge(): Bridge {
@@ -653,7 +657,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * wait then fails with InvalidHandleError when it is queued).
    */
   #mayReceive(sym: Sym): boolean {
-    const ready = this.#ready === undefined ? this.#mapReady(sym) : this.#ready;
+    const ready = this.#ready ?? this.#mapReady(sym);
     return ready === null || ready[0] !== 0 || this.#word![0] !== this.#handle;
   }
 
@@ -663,17 +667,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * As #mayReceive.
    */
   #sendBlocked(sym: Sym): boolean {
-    const ready = this.#ready === undefined ? this.#mapReady(sym) : this.#ready;
+    const ready = this.#ready ?? this.#mapReady(sym);
     return ready !== null && this.#blocked![0] !== 0 && this.#word![0] === this.#handle;
   }
 
-  /** Maps the channel's ready and blocked bytes and handle word (see #mayReceive). */
+  /**
+   * Maps the channel's ready and blocked bytes and handle word (see #mayReceive) on its
+   * `MAP_AFTER`th use; null before (and for good if the library cannot give them).
+   */
   #mapReady(sym: Sym): Uint8Array | null {
+    if (++this.#unmappedUses !== MAP_AFTER) return null;
     const out = new BigUint64Array(1);
     const p = sym.kc_chan_ready_flag(this.#handle, out);
     const word = out[0] === 0n ? null : Deno.UnsafePointer.create(out[0]);
     const b = sym.kc_chan_blocked_flag(this.#handle);
-    if (p === null || word === null || b === null) return this.#ready = null;
+    if (p === null || word === null || b === null) return null;
     this.#word = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(word, 4));
     this.#blocked = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(b, 1));
     return this.#ready = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p, 1));
