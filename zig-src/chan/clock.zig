@@ -62,9 +62,17 @@ pub fn mustResolveAgain(t: u64) bool {
 noinline fn nowOdd(t: u64) u64 {
     if (t == no_ticker) {
         start();
-        // Even, like every time the ticker publishes: the ticker's first value (this clock,
-        // read a moment later, rounded the same way) is then never below it.
-        return even(preciseCoarse());
+        // Return what is published, publishing our own reading if nothing is yet: a reading
+        // returned but not published could be later than one published after it (another
+        // reader's, read a moment before), and the next read would go backwards.
+        while (true) {
+            const cur = cached.load(.monotonic);
+            if (cur != no_ticker) return even(cur); // a probe's time is its even part
+            const mine = even(preciseCoarse());
+            // No ticker could start (spawn failed): nothing to publish into, read the clock.
+            if (!running()) return mine;
+            if (cached.cmpxchgWeak(no_ticker, mine, .monotonic, .monotonic) == null) return mine;
+        }
     }
     if (!used.load(.monotonic)) used.store(true, .monotonic);
     return t - 1;
@@ -86,7 +94,8 @@ fn start() void {
     // Publish a time at once: the new thread takes tens of microseconds to run, and until a
     // time is published every reader reads the clock itself (~20 ns each; a burst of
     // operations after an idle spell paid ~4% for it).
-    cached.store(even(preciseCoarse()), .monotonic);
+    // Only if no reader published first (see `nowOdd`): published times never go back.
+    _ = cached.cmpxchgStrong(no_ticker, even(preciseCoarse()), .monotonic, .monotonic);
     const t = std.Thread.spawn(.{ .stack_size = 16 * 1024 }, run, .{}) catch {
         cached.store(no_ticker, .monotonic);
         state.store(0, .release);
