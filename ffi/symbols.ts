@@ -86,6 +86,17 @@ export const symbols = {
   kc_chan_try_send: { parameters: ["u32", "pointer", "u32"], result: "i32" },
   /** int32_t kc_chan_try_recv(uint32_t handle, void *out, uint32_t size) */
   kc_chan_try_recv: { parameters: ["u32", "pointer", "u32"], result: "i32" },
+  /**
+   * int32_t kc_chan_try_send_at(const uint32_t *handle_word, uint32_t handle, const void *elem,
+   *                             uint32_t size): no handle-table lookup; the word comes from
+   * kc_chan_ready_flag.
+   */
+  kc_chan_try_send_at: { parameters: ["pointer", "u32", "pointer", "u32"], result: "i32" },
+  /**
+   * int32_t kc_chan_try_recv_at(const uint32_t *handle_word, uint32_t handle, void *out,
+   *                             uint32_t size)
+   */
+  kc_chan_try_recv_at: { parameters: ["pointer", "u32", "pointer", "u32"], result: "i32" },
   /** const uint8_t *kc_chan_ready_flag(uint32_t handle, const uint32_t **handle_word) */
   kc_chan_ready_flag: { parameters: ["u32", "buffer"], result: "pointer" },
   /** const uint8_t *kc_chan_blocked_flag(uint32_t handle) */

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 4
+#define KC_ABI_VERSION 5
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -181,6 +181,14 @@ int32_t kc_chan_recv(uint32_t handle, void *out, uint32_t size, uint64_t deadlin
  * KC_EPIPE, KC_ECANCELED. No 64-bit argument, so FFI callers (Deno) take their fast path. */
 int32_t kc_chan_try_send(uint32_t handle, const void *elem, uint32_t size);
 int32_t kc_chan_try_recv(uint32_t handle, void *out, uint32_t size);
+/* As kc_chan_try_send / kc_chan_try_recv, for a caller holding the handle word that
+ * kc_chan_ready_flag gave for this handle: no handle-table lookup (about 5 ns less per call).
+ * handle_word must come from kc_chan_ready_flag of this library; a handle that died since gives
+ * KC_EBADH. */
+int32_t kc_chan_try_send_at(const uint32_t *handle_word, uint32_t handle, const void *elem,
+                            uint32_t size);
+int32_t kc_chan_try_recv_at(const uint32_t *handle_word, uint32_t handle, void *out,
+                            uint32_t size);
 /* The channel's "a receive may succeed now" byte (nonzero: values buffered, a sender waiting,
  * or closed) as of its last unlock, and (handle_word not NULL) the word holding handle while it
  * lives; NULL for a bad handle. Reading 0 from the byte, then handle from the word (both

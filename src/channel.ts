@@ -327,6 +327,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #ready: Uint8Array | null = null;
   #blocked: Uint8Array | undefined = undefined;
   #word: Uint32Array | undefined = undefined;
+  /** The handle word's address, once mapped: the try-operations then skip the handle table. */
+  #at: Deno.PointerObject | null = null;
   #unmappedUses = 0;
 
   /** This isolate's completion ring for the channel's library. */
@@ -545,7 +547,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       s.fullFails++; // the native side counts the ones it answers itself
       return FULL;
     }
-    const rc = sym.kc_chan_try_send(this.#handle, scratchPtr, this.#size);
+    const at = this.#at;
+    const rc = at !== null
+      ? sym.kc_chan_try_send_at(at, this.#handle, scratchPtr, this.#size)
+      : sym.kc_chan_try_send(this.#handle, scratchPtr, this.#size);
     if (rc === 0) {
       if (this.#dropping) this.#collect();
       return OK;
@@ -631,9 +636,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       const got = this.#takeFromSender(sym);
       if (got !== EMPTY) return got;
     }
-    const rc = this.#mayReceive(sym)
-      ? sym.kc_chan_try_recv(this.#handle, scratchPtr, this.#size)
-      : Status.EAGAIN;
+    const at = this.#at;
+    const rc = !this.#mayReceive(sym)
+      ? Status.EAGAIN
+      : at !== null
+      ? sym.kc_chan_try_recv_at(at, this.#handle, scratchPtr, this.#size)
+      : sym.kc_chan_try_recv(this.#handle, scratchPtr, this.#size);
     if (rc === 0) {
       const value = this.#codec.decode(scratch, sym);
       // Room now: senders waiting here in JavaScript move into the buffer, oldest first.
@@ -684,6 +692,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (p === null || word === null || b === null) return null;
     this.#word = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(word, 4));
     this.#blocked = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(b, 1));
+    this.#at = word;
     return this.#ready = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p, 1));
   }
 

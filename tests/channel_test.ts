@@ -316,6 +316,30 @@ Deno.test("dispose destroys the native channel; later use is an InvalidHandleErr
   assert.throws(() => Channel.from(shared), InvalidHandleError);
 });
 
+Deno.test("a copy used past its flag mapping refuses the channel once another copy destroyed it", () => {
+  const ch = new Channel<number>(4, { codec: codecs.f64 });
+  const copy = Channel.from<number>(ch.share());
+  // Past the 16th use the try-operations go by the mapped handle word (kc_chan_try_*_at).
+  for (let i = 0; i < 40; i++) {
+    assert.deepEqual(copy.trySend(i), { state: "ok" });
+    assert.deepEqual(copy.tryReceive(), { state: "ok", value: i });
+  }
+  assert.deepEqual(copy.trySend(99), { state: "ok" });
+  ch[Symbol.dispose](); // destroys the native channel under the copy
+  assert.throws(() => copy.trySend(1), InvalidHandleError);
+  assert.throws(() => copy.tryReceive(), InvalidHandleError);
+  // The channel memory is reused for new channels: the copy must not reach them.
+  const fresh = Array.from({ length: 4 }, () => new Channel<number>(4, { codec: codecs.f64 }));
+  for (const f of fresh) f.trySend(7);
+  assert.throws(() => copy.trySend(1), InvalidHandleError);
+  assert.throws(() => copy.tryReceive(), InvalidHandleError);
+  for (const f of fresh) {
+    assert.deepEqual(f.tryReceive(), { state: "ok", value: 7 });
+    assert.deepEqual(f.tryReceive(), { state: "empty" });
+    f[Symbol.dispose]();
+  }
+});
+
 Deno.test("Channel.from rejects forged objects with named errors", () => {
   using ch = new Channel<string>(1, { codec: codecs.string });
   const ok = ch.share();

@@ -515,10 +515,11 @@ pub const Channel = struct {
     /// ABI's fast path): `guard` (the handle slot) must still equal `expected` once the lock is
     /// held, else error.Stale (the handle died; the memory stays valid because such channels
     /// are only ever retired and re-initialised in place, never freed while in use). Any thread.
-    pub fn tryGuarded(ch: *Channel, kind: ClauseKind, elem: [*]u8, size: u32, guard: *const std.atomic.Value(u32), expected: u32) (Error || error{Stale})!void {
+    pub inline fn tryGuarded(ch: *Channel, comptime kind: ClauseKind, comptime precheck: bool, elem: [*]u8, size: u32, guard: *const std.atomic.Value(u32), expected: u32) (Error || error{Stale})!void {
         // Lock-free answers first, each confirmed by the guard after the flag was read (a flag
-        // of a channel that died since would fail the guard).
-        switch (kind) {
+        // of a channel that died since would fail the guard). Skipped (`precheck` false) for
+        // callers that read the flag themselves just before.
+        if (precheck) switch (kind) {
             .receive => if (!ch.recv_ready.load(.acquire)) {
                 if (guard.load(.acquire) != expected) return error.Stale;
                 if (size != @atomicLoad(u32, &ch.elem_size, .monotonic)) return error.InvalidArgument;
@@ -530,7 +531,7 @@ pub const Channel = struct {
                 if (ch.count_metrics) _ = ch.fast_fail_full.fetchAdd(1, .monotonic); // a statistic
                 return error.WouldBlock;
             },
-        }
+        };
         ch.mutex.lock();
         // Monotonic: the handle slot changes only before a retire or re-init, both under this
         // lock, which we hold.
