@@ -189,14 +189,16 @@ int32_t kc_chan_try_send_at(const uint32_t *handle_word, uint32_t handle, const 
                             uint32_t size);
 int32_t kc_chan_try_recv_at(const uint32_t *handle_word, uint32_t handle, void *out,
                             uint32_t size);
-/* The channel's "a receive may succeed now" byte (nonzero: values buffered, a sender waiting,
- * or closed) as of its last unlock, and (handle_word not NULL) the word holding handle while it
- * lives; NULL for a bad handle. Reading 0 from the byte, then handle from the word (both
- * acquire) answers a try-receive with KC_EAGAIN without a call: the channel really was empty
- * then. Both stay readable while the library is loaded (channel memory is type-stable). */
+/* The channel's "a receive may succeed now" byte, and (handle_word not NULL) the word holding
+ * handle while it lives; NULL for a bad handle. The byte is 0 only if the channel was empty
+ * (nothing buffered, no sender waiting, open) at some moment since; it may stay nonzero after a
+ * receive emptied it. Reading 0 from the byte, then handle from the word (both acquire) answers
+ * a try-receive with KC_EAGAIN without a call: the channel really was empty then. Both stay
+ * readable while the library is loaded (channel memory is type-stable). */
 const uint8_t *kc_chan_ready_flag(uint32_t handle, const uint32_t **handle_word);
-/* The channel's "a send would wait" byte (full, or rendezvous with no receiver waiting; open;
- * policy suspend) as of its last unlock; NULL for a bad handle. Reading nonzero, then the handle
+/* The channel's "a send would wait" byte; NULL for a bad handle. It is nonzero only if a send
+ * would have waited (full, or rendezvous with no receiver waiting; open; policy suspend) at some
+ * moment since; it may stay 0 after a send filled the buffer. Reading nonzero, then the handle
  * word, answers a try-send with KC_EAGAIN without a call. */
 const uint8_t *kc_chan_blocked_flag(uint32_t handle);
 /* Sets (NULL clears) the hook given every value the channel drops. It runs with the channel

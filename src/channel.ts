@@ -657,8 +657,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * False when the native channel was empty as of its last unlock (and is still this channel):
-   * a native try-receive would fail, so no call is needed. Plain loads (Atomics.load costs 4 ns
+   * False when the native channel was empty at some moment since its ready byte was written
+   * (and is still this channel): a native try-receive would fail, so no call is needed. Plain loads (Atomics.load costs 4 ns
    * more each): loads are acquire on x86, and on any machine a stale or reordered read can only
    * make this answer "empty" for a channel that was empty a moment ago, or, for a `from()` copy
    * whose channel was destroyed in that moment, "empty" where the call would say bad handle (a
@@ -670,8 +670,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * True when a native try-send would fail with "full" as of the channel's last unlock (full, or
-   * rendezvous with no receiver waiting natively), and it is still this channel: no call needed.
+   * True when a native try-send would have failed with "full" at some moment since the blocked
+   * byte was written (full, or rendezvous with no receiver waiting natively), and it is still
+   * this channel: no call needed.
    * As #mayReceive.
    */
   #sendBlocked(sym: Sym): boolean {

@@ -503,25 +503,28 @@ fn chanOpAt(handle_word: ?*const u32, h: u32, elem: ?*anyopaque, size: u32, comp
 }
 
 /// const uint8_t *kc_chan_ready_flag(uint32_t h, const uint32_t **handle_word): the channel's
-/// "a receive may succeed now" byte (nonzero: buffered values, a waiting sender, or closed), as
-/// of its last unlock, and (if `handle_word` is not NULL) the word that holds `h` while the
-/// handle lives; NULL for a bad handle. A caller that reads 0 from the byte and then `h` from the
-/// word (both acquire) may answer a try-receive with KC_EAGAIN without a call: the channel
-/// really was empty then (Go's lock-free empty check; `Channel.tryGuarded` does the same).
+/// "a receive may succeed now" byte, and (if `handle_word` is not NULL) the word that holds `h`
+/// while the handle lives; NULL for a bad handle. The byte is 0 only if the channel was empty
+/// (nothing buffered, no sender waiting, open) at some moment since it was written; it may stay
+/// nonzero after a receive emptied the buffer (the next receive that finds nothing clears it).
+/// A caller that reads 0 from the byte and then `h` from the word (both acquire) may answer a
+/// try-receive with KC_EAGAIN without a call: the channel really was empty then (Go's lock-free
+/// empty check; `Channel.tryGuarded` does the same).
 /// Channel memory is type-stable, so both stay readable while the library is loaded.
 export fn kc_chan_ready_flag(h: u32, handle_word: ?*?*const u32) callconv(.c) ?*const u8 {
     const peeked = chans().peek(h) orelse return null;
     if (handle_word) |out| out.* = &peeked.guard.raw;
-    return @ptrCast(&peeked.ch.recv_ready.raw);
+    return @ptrCast(&peeked.ch.flags.recv_ready.raw);
 }
 
-/// const uint8_t *kc_chan_blocked_flag(uint32_t h): the channel's "a send would wait" byte
-/// (nonzero: full or rendezvous without a waiting receiver, open, policy suspend), as of its
-/// last unlock; NULL for a bad handle. As `kc_chan_ready_flag`: reading 1 and then the handle
-/// word answers a try-send with KC_EAGAIN without a call.
+/// const uint8_t *kc_chan_blocked_flag(uint32_t h): the channel's "a send would wait" byte; NULL
+/// for a bad handle. It is nonzero only if a send would have waited (full or rendezvous without
+/// a waiting receiver, open, policy suspend) at some moment since it was written; it may stay 0
+/// after a send filled the buffer. As `kc_chan_ready_flag`: reading 1 and then the handle word
+/// answers a try-send with KC_EAGAIN without a call.
 export fn kc_chan_blocked_flag(h: u32) callconv(.c) ?*const u8 {
     const peeked = chans().peek(h) orelse return null;
-    return @ptrCast(&peeked.ch.send_blocked.raw);
+    return @ptrCast(&peeked.ch.flags.send_blocked.raw);
 }
 
 /// int32_t kc_chan_on_undelivered(uint32_t h, void (*hook)(void *ctx, const void *elem),
@@ -1605,12 +1608,16 @@ test "C ABI: kc_chan_try_send/recv; the ready byte and handle word follow the ch
     try testing.expectEqual(Status.again.code(), kc_chan_try_recv(h, &out, 8));
     try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
     try testing.expect(@atomicLoad(u8, ready, .acquire) != 0); // a value to receive
-    try testing.expect(@atomicLoad(u8, blocked, .acquire) != 0); // full: a send would wait
     try testing.expectEqual(Status.again.code(), kc_chan_try_send(h, &v, 8)); // full
+    try testing.expect(@atomicLoad(u8, blocked, .acquire) != 0); // full: a send would wait
     try testing.expectEqual(Status.invalid.code(), kc_chan_try_send(h, &v, 4));
     try testing.expectEqual(Status.invalid.code(), kc_chan_try_recv(h, null, 8));
     try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(h, &out, 8));
     try testing.expectEqual(@as(u64, 7), out);
+    // The fast receive that emptied the buffer leaves the byte set; the first receive that
+    // finds nothing takes both locks and clears it.
+    try testing.expectEqual(@as(u8, 0), @atomicLoad(u8, blocked, .acquire)); // room again
+    try testing.expectEqual(Status.again.code(), kc_chan_try_recv(h, &out, 8));
     try testing.expectEqual(@as(u8, 0), @atomicLoad(u8, ready, .acquire));
     _ = kc_chan_close(h);
     try testing.expect(@atomicLoad(u8, ready, .acquire) != 0); // closed: a receive answers now
@@ -1637,9 +1644,9 @@ test "C ABI: tokens interrupt waits; zero-copy descriptors; the undelivered hook
             const ch = ChanRegistry.channelOf(e);
             const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
             while (kc_now_ns() < deadline) {
-                ch.mutex.lock();
+                ch.lock();
                 const queued = ch.receivers.head != null;
-                ch.mutex.unlock();
+                ch.unlock();
                 if (queued) break;
                 std.Thread.yield() catch {};
             }

@@ -256,9 +256,20 @@ const WaitQueue = struct {
         assert(!w.linked);
         w.next = null;
         w.prev = q.tail;
-        if (q.tail) |t| t.next = w else q.head = w;
+        if (q.tail) |t| t.next = w else q.setHead(w);
         q.tail = w;
         w.linked = true;
+    }
+
+    /// Monotonic store (a plain one on x86_64 and ARM64): `looksEmpty` reads `head` without
+    /// the lock.
+    inline fn setHead(q: *WaitQueue, w: ?*Waiter) void {
+        @atomicStore(?*Waiter, &q.head, w, .monotonic);
+    }
+
+    /// Without the lock: a hint only (a lock holder must confirm it).
+    inline fn looksEmpty(q: *const WaitQueue) bool {
+        return @atomicLoad(?*Waiter, &q.head, .monotonic) == null;
     }
 
     /// The oldest waiter that can still complete, unlinked and claimed. Select clauses whose
@@ -278,7 +289,7 @@ const WaitQueue = struct {
 
     fn remove(q: *WaitQueue, w: *Waiter) void {
         assert(w.linked);
-        if (w.prev) |p| p.next = w.next else q.head = w.next;
+        if (w.prev) |p| p.next = w.next else q.setHead(w.next);
         if (w.next) |n| n.prev = w.prev else q.tail = w.prev;
         w.next = null;
         w.prev = null;
@@ -358,9 +369,41 @@ pub const AsyncOp = struct {
     }
 };
 
+/// Inlined in optimised builds; a call in Debug builds, where every inlined call keeps its own
+/// stack slots and the fast paths would add over a kilobyte to each caller's frame (coroutine
+/// stacks can be 32 KiB).
+const hot: std.builtin.CallingConvention = if (@import("builtin").mode == .Debug) .auto else .@"inline";
+
+/// 0: not decided yet, 1: buffered channels get fast paths, 2: they do not
+/// (`KCORO_NO_FAST_PATH=1`, to measure what the fast paths are worth).
+var fast_state: std.atomic.Value(u8) = .init(0);
+
+fn fastPathsOn() bool {
+    // Monotonic: only this word is published; racing deciders agree.
+    const s = fast_state.load(.monotonic);
+    if (s != 0) return s == 1;
+    const off = if (std.posix.getenv("KCORO_NO_FAST_PATH")) |v| v.len != 0 and !std.mem.eql(u8, v, "0") else false;
+    fast_state.store(if (off) 2 else 1, .monotonic);
+    return !off;
+}
+
 pub const Channel = struct {
+    // Two locks. `tx.mutex` alone lets a send put a value in the buffer, and `rx.mutex` alone
+    // lets a receive take one out (the fast paths, `fastSend` and `fastReceive`), while nobody
+    // waits and the buffer is neither full nor empty: the two ends of a stream between two
+    // cores then never write the same cache line. Everything else (waiter queues, close,
+    // cancel, select, drop policies, growing) holds both (`lock`, in that order), so it sees a
+    // buffer no fast path is changing. Rendezvous and zero-copy channels have no fast path and
+    // take only `tx.mutex`.
+
+    /// The send side, alone on its cache line.
+    tx: Tx align(side_align) = .{},
+    /// The receive side, alone on its cache line.
+    rx: Rx align(side_align) = .{},
+    /// The try-operations' lock-free answers (also mapped into JavaScript), away from both
+    /// sides' lines: each is written only when it changes, so a stream's two ends only read it.
+    flags: Flags align(side_align) = .{},
     allocator: std.mem.Allocator,
-    mutex: SpinLock = .{},
     elem_size: u32,
     /// Buffer slots (0 for rendezvous); `unlimited` grows.
     capacity: u32,
@@ -371,14 +414,11 @@ pub const Channel = struct {
     /// Slots allocated in `buf`: 0 or a power of two (at least the capacity; `unlimited`
     /// doubles them as it grows), so that a position maps to its slot with a mask.
     slots: u32 = 0,
-    /// Values ever taken out of the buffer (received or dropped) and ever put in: the buffer
-    /// holds positions head..tail. Monotonic, so they are also the counters' send and receive
-    /// counts for free (`snapshot`); `buffer_drops` tells the dropped ones apart.
-    head: u64 = 0,
-    tail: u64 = 0,
     buffer_drops: u64 = 0,
-    /// The counters' clock word (`clock.raw`) as the last operation saw it.
-    clock_seen: u64 = 0,
+    /// The channel has the fast paths (buffered, not zero-copy) and `lock` takes `rx.mutex`
+    /// too. Fixed for a channel's life; set with both locks held, read under either (or
+    /// without one, monotonic, as a hint that a lock then confirms).
+    fast: std.atomic.Value(bool) = .init(false),
     closed: bool = false,
     cancelled: bool = false,
     /// Retired (`retire`): its memory waits for re-use; guarded operations fail.
@@ -388,57 +428,207 @@ pub const Channel = struct {
     senders: WaitQueue = .{},
     receivers: WaitQueue = .{},
     metrics: Metrics = .{},
-    /// True when a receive could make progress (something buffered, a sender waiting, or
-    /// closed), as of the last unlock. Lets a try-receive on an empty channel return without
-    /// taking the lock (Go does the same): a false read is a state the channel really was in
-    /// after some operation, so answering "would block" then is linearisable.
-    recv_ready: std.atomic.Value(bool) = .init(false),
-    /// True when a send would have to wait (full buffer or rendezvous, no receiver waiting,
-    /// open, policy `suspend`), as of the last unlock: a try-send then fails without the lock.
-    send_blocked: std.atomic.Value(bool) = .init(true),
     /// Try-sends that failed on the lock-free path (added to `fail_full` in snapshots).
     fast_fail_full: std.atomic.Value(u64) = .init(0),
+    /// The allocation the channel lives in (`create`; kept by `reinit`).
+    mem: []align(natural_align) u8 = &.{},
     /// Safe builds, zero-copy channels: the buffers the channel holds (ownership checks).
     in_flight: if (track_ownership) std.AutoHashMapUnmanaged(usize, void) else void = if (track_ownership) .empty else {},
 
     const track_ownership = std.debug.runtime_safety;
 
-    /// Releases the lock, first publishing `recv_ready` and `send_blocked` (release: pairs
-    /// with the acquire loads on the try-paths of `receive` and `send`).
-    inline fn unlock(ch: *Channel) void {
-        ch.recv_ready.store(ch.tail != ch.head or !ch.senders.isEmpty() or ch.closed, .release);
-        ch.send_blocked.store(!ch.closed and ch.overflow == .@"suspend" and
-            (ch.slots == 0 or ch.isFull()) and ch.receivers.isEmpty(), .release);
-        ch.mutex.unlock();
+    // The buffer holds positions rx.head..tx.tail. Both are monotonic, so they are also the
+    // counters' receive and send counts for free (`snapshot`; `buffer_drops` tells the dropped
+    // ones apart). Each is written by its own side's fast path (with an atomic release store,
+    // as the other side's fast path reads it) or with both locks held.
+
+    // Tx and Rx fill their lines (their first field's alignment rounds their size up), so that
+    // no other field shares them. The flags' line takes read-mostly fields beside them.
+    pub const Tx = struct {
+        mutex: SpinLock align(side_align) = .{},
+        /// Values ever put in the buffer.
+        tail: u64 = 0,
+        /// `rx.head` as a fast send last read it (at most `rx.head`): it reads the receive
+        /// side's line only when this says the buffer is full.
+        head_seen: u64 = 0,
+        /// Times of fast sends and of operations under both locks.
+        stamp: Stamp = .{},
+    };
+
+    pub const Rx = struct {
+        mutex: SpinLock align(side_align) = .{},
+        /// Values ever taken out of the buffer (received or dropped).
+        head: u64 = 0,
+        /// `tx.tail` as a fast receive last read it (at most `tx.tail`).
+        tail_seen: u64 = 0,
+        /// Times of fast receives.
+        stamp: Stamp = .{},
+    };
+
+    pub const Flags = struct {
+        /// False only when a receive could not make progress (nothing buffered, no sender
+        /// waiting, open) as of some moment since: lets a try-receive on an empty channel
+        /// return without a lock (Go does the same), linearisably. Set exactly at every
+        /// `unlock`; a fast send sets it when it finds it false; a fast receive that empties
+        /// the buffer leaves it set (the next receive takes the locks and clears it).
+        recv_ready: std.atomic.Value(bool) = .init(false),
+        /// True only when a send would have to wait (full buffer or rendezvous, no receiver
+        /// waiting, open, policy `suspend`) as of some moment since: a try-send then fails
+        /// without a lock. Set exactly at every `unlock`; a fast receive clears it when it finds
+        /// it set; a fast send that fills the buffer leaves it clear.
+        send_blocked: std.atomic.Value(bool) = .init(true),
+    };
+
+    /// Takes the whole channel: `tx.mutex`, then (a channel with fast paths) `rx.mutex`.
+    pub inline fn lock(ch: *Channel) void {
+        ch.tx.mutex.lock();
+        ch.lockRx();
+    }
+
+    /// With `tx.mutex` held: takes the rest of the channel.
+    inline fn lockRx(ch: *Channel) void {
+        // Monotonic: written only with both locks held, and we hold `tx.mutex`.
+        if (ch.fast.load(.monotonic)) ch.rx.mutex.lock();
+    }
+
+    /// Releases the whole channel, first publishing `recv_ready` and `send_blocked` (release:
+    /// pairs with the acquire loads on the try-paths of `receive` and `send`).
+    pub inline fn unlock(ch: *Channel) void {
+        ch.publishFlags();
+        if (ch.fast.load(.monotonic)) ch.rx.mutex.unlock();
+        ch.tx.mutex.unlock();
+    }
+
+    /// With both locks held: sets the flags to the channel's state, writing only those that
+    /// change (the fast paths read their line on every operation).
+    fn publishFlags(ch: *Channel) callconv(hot) void {
+        const ready = ch.tx.tail != ch.rx.head or !ch.senders.isEmpty() or ch.closed;
+        const blocked = !ch.closed and ch.overflow == .@"suspend" and
+            (ch.slots == 0 or ch.isFull()) and ch.receivers.isEmpty();
+        // Monotonic loads: the flags' writers hold one of our locks. Release stores: pair
+        // with the acquire loads on the try-paths (they see the state the flag says).
+        if (ch.flags.recv_ready.load(.monotonic) != ready) ch.flags.recv_ready.store(ready, .release);
+        if (ch.flags.send_blocked.load(.monotonic) != blocked) ch.flags.send_blocked.store(blocked, .release);
+    }
+
+    /// Both locks whatever the channel's kind: for changing what kind it is (`reinit`,
+    /// `retire`), under the feet of fast paths that read `fast` before taking a lock.
+    fn lockBoth(ch: *Channel) void {
+        ch.tx.mutex.lock();
+        ch.rx.mutex.lock();
+    }
+
+    fn unlockBoth(ch: *Channel) void {
+        ch.publishFlags();
+        ch.rx.mutex.unlock();
+        ch.tx.mutex.unlock();
+    }
+
+    /// With `tx.mutex` alone held: a send that only puts the value in the buffer, if that is
+    /// all it has to do (buffer not full, nobody waiting, open). False: take the whole channel.
+    fn fastSend(ch: *Channel, elem: [*]const u8) callconv(hot) bool {
+        if (!ch.fast.load(.monotonic) or ch.closed or !ch.receivers.isEmpty() or !ch.senders.isEmpty()) return false;
+        const tail = ch.tx.tail;
+        const limit: u64 = if (ch.capacity == unlimited) ch.slots else ch.capacity;
+        if (tail - ch.tx.head_seen >= limit) {
+            // Acquire: pairs with fastReceive's release store of `head`, so that its copy out
+            // of the slot we may now overwrite happened before.
+            ch.tx.head_seen = @atomicLoad(u64, &ch.rx.head, .acquire);
+            if (tail - ch.tx.head_seen >= limit) return false;
+        }
+        ch.touch(&ch.tx.stamp);
+        ch.copy(ch.slot(tail), elem);
+        // Release: pairs with fastReceive's acquire load of `tail` (the value is in the slot
+        // before a receive can see the position).
+        @atomicStore(u64, &ch.tx.tail, tail + 1, .release);
+        // Monotonic load: only holders of `tx.mutex` write the flag, and we hold it. Release
+        // store: pairs with the acquire loads of the try-paths (they see the value once they
+        // see the flag).
+        if (!ch.flags.recv_ready.load(.monotonic)) ch.flags.recv_ready.store(true, .release);
+        return true;
+    }
+
+    /// With `rx.mutex` alone held: a receive that only takes a value out of the buffer, if
+    /// that is all it has to do (a value buffered, nobody waiting). False: take the channel.
+    fn fastReceive(ch: *Channel, out: [*]u8) callconv(hot) bool {
+        if (!ch.fast.load(.monotonic) or !ch.senders.isEmpty() or !ch.receivers.isEmpty()) return false;
+        const head = ch.rx.head;
+        if (ch.rx.tail_seen <= head) {
+            // Acquire: pairs with fastSend's release store of `tail` (the slot holds the value).
+            ch.rx.tail_seen = @atomicLoad(u64, &ch.tx.tail, .acquire);
+            if (ch.rx.tail_seen <= head) return false;
+        }
+        ch.touch(&ch.rx.stamp);
+        ch.copy(out, ch.slot(head));
+        // Release: pairs with fastSend's acquire load of `head` (our copy out of the slot
+        // happens before the slot is reused).
+        @atomicStore(u64, &ch.rx.head, head + 1, .release);
+        // Monotonic load: only holders of `rx.mutex` write the flag, and we hold it. Release
+        // store: pairs with the try-send path's acquire load.
+        if (ch.flags.send_blocked.load(.monotonic)) ch.flags.send_blocked.store(false, .release);
+        return true;
+    }
+
+    /// Each side of the channel on a cache line of its own (64 bytes: the line size of the
+    /// x86_64 and ARM64 cores this runs on).
+    const side_align = 64;
+    /// Channel memory is allocated at the allocator's natural alignment with room to align it
+    /// here: a 64-byte aligned allocation costs glibc's `posix_memalign` about 30 ns more,
+    /// which ChanCreation would pay on every channel.
+    const natural_align = 16;
+    const mem_len = @sizeOf(Channel) + @alignOf(Channel) - natural_align;
+    comptime {
+        assert(@alignOf(Channel) == side_align);
+        assert(@sizeOf(Tx) == side_align and @sizeOf(Rx) == side_align);
     }
 
     pub fn create(allocator: std.mem.Allocator, options: Options) Error!*Channel {
         var fresh = try build(allocator, options);
-        const ch = allocator.create(Channel) catch |err| {
+        const mem = allocator.alignedAlloc(u8, .fromByteUnits(natural_align), mem_len) catch |err| {
             fresh.freeStorage();
             return err;
         };
+        const ch: *Channel = @ptrFromInt(std.mem.alignForward(usize, @intFromPtr(mem.ptr), @alignOf(Channel)));
+        fresh.mem = mem;
         ch.* = fresh;
         return ch;
     }
 
-    /// Builds a channel in `ch`'s memory. `reuse`: the memory of a channel that `retire`d; its
-    /// lock word is kept and held while the fields change, because a guarded try-operation
-    /// (`tryGuarded`) holding no reference may be spinning on it.
-    pub fn initAt(ch: *Channel, allocator: std.mem.Allocator, options: Options, reuse: bool) Error!void {
-        const fresh = try build(allocator, options);
-        if (reuse) ch.mutex.lock();
-        inline for (@typeInfo(Channel).@"struct".fields) |f| {
-            if (comptime !std.mem.eql(u8, f.name, "mutex")) @field(ch, f.name) = @field(fresh, f.name);
-        }
-        if (reuse) ch.unlock();
+    fn freeMemory(ch: *Channel) void {
+        const mem = ch.mem;
+        assert(@intFromPtr(ch) >= @intFromPtr(mem.ptr) and @intFromPtr(ch) + @sizeOf(Channel) <= @intFromPtr(mem.ptr) + mem.len);
+        ch.allocator.free(mem);
     }
 
-    /// Frees what a channel holds but keeps its memory for `initAt(.., reuse = true)`: dropped
+    /// Builds a new channel in the memory of one that `retire`d. Its locks are kept and held
+    /// while the fields change, because a guarded try-operation (`tryGuarded`) holding no
+    /// reference may be spinning on one of them.
+    pub fn reinit(ch: *Channel, allocator: std.mem.Allocator, options: Options) Error!void {
+        assert(ch.dead);
+        const fresh = try build(allocator, options);
+        ch.lockBoth();
+        inline for (@typeInfo(Channel).@"struct".fields) |f| {
+            const keep = comptime std.mem.eql(u8, f.name, "tx") or std.mem.eql(u8, f.name, "rx") or
+                std.mem.eql(u8, f.name, "fast") or std.mem.eql(u8, f.name, "flags") or
+                std.mem.eql(u8, f.name, "mem");
+            if (!keep) @field(ch, f.name) = @field(fresh, f.name);
+        }
+        ch.tx.tail = 0;
+        ch.tx.head_seen = 0;
+        ch.tx.stamp = .{};
+        ch.rx.head = 0;
+        ch.rx.tail_seen = 0;
+        ch.rx.stamp = .{};
+        // Monotonic: read as a hint without a lock; both locks make it exact.
+        ch.fast.store(fresh.fast.raw, .monotonic);
+        ch.unlockBoth();
+    }
+
+    /// Frees what a channel holds but keeps its memory for `reinit`: dropped
     /// values go to `on_undelivered`; later guarded try-operations fail with `Stale`.
     pub fn retire(ch: *Channel) void {
-        ch.mutex.lock();
-        defer ch.unlock();
+        ch.lockBoth();
+        defer ch.unlockBoth();
         assert(!ch.dead);
         ch.freeStorage();
         ch.dead = true;
@@ -464,7 +654,7 @@ pub const Channel = struct {
     /// Frees the memory of a retired channel.
     pub fn destroyRetired(ch: *Channel) void {
         assert(ch.dead);
-        ch.allocator.destroy(ch);
+        ch.freeMemory();
     }
 
     /// The fields of a new channel (lock unlocked), with its buffer allocated.
@@ -496,7 +686,7 @@ pub const Channel = struct {
             .zero_copy = options.zero_copy,
             .count_metrics = options.metrics,
             // Only a rendezvous channel starts unable to take a send.
-            .send_blocked = .init(capacity == 0),
+            .flags = .{ .send_blocked = .init(capacity == 0) },
         };
         const initial: u32 = if (capacity == unlimited)
             16
@@ -508,6 +698,7 @@ pub const Channel = struct {
             ch.buf = try allocator.alloc(u8, @as(usize, initial) * options.elem_size);
             ch.slots = initial;
         }
+        ch.fast = .init(initial > 0 and !options.zero_copy and fastPathsOn());
         return ch;
     }
 
@@ -520,29 +711,44 @@ pub const Channel = struct {
         // of a channel that died since would fail the guard). Skipped (`precheck` false) for
         // callers that read the flag themselves just before.
         if (precheck) switch (kind) {
-            .receive => if (!ch.recv_ready.load(.acquire)) {
+            .receive => if (!ch.flags.recv_ready.load(.acquire)) {
                 if (guard.load(.acquire) != expected) return error.Stale;
                 if (size != @atomicLoad(u32, &ch.elem_size, .monotonic)) return error.InvalidArgument;
                 return error.WouldBlock;
             },
-            .send => if (ch.send_blocked.load(.acquire)) {
+            .send => if (ch.flags.send_blocked.load(.acquire)) {
                 if (guard.load(.acquire) != expected) return error.Stale;
                 if (size != @atomicLoad(u32, &ch.elem_size, .monotonic)) return error.InvalidArgument;
                 if (ch.count_metrics) _ = ch.fast_fail_full.fetchAdd(1, .monotonic); // a statistic
                 return error.WouldBlock;
             },
         };
-        ch.mutex.lock();
-        // Monotonic: the handle slot changes only before a retire or re-init, both under this
-        // lock, which we hold.
+        // The fast path first, under one side's lock. Monotonic guard loads: the handle slot
+        // changes only before a retire or re-init, both under both locks, and we hold one.
+        switch (kind) {
+            .receive => if (ch.fast.load(.monotonic) and ch.senders.looksEmpty()) {
+                ch.rx.mutex.lock();
+                const done = guard.load(.monotonic) == expected and !ch.dead and
+                    size == ch.elem_size and ch.fastReceive(elem);
+                ch.rx.mutex.unlock();
+                if (done) return;
+            },
+            .send => {},
+        }
+        ch.tx.mutex.lock();
         if (guard.load(.monotonic) != expected or ch.dead) {
-            ch.unlock();
+            ch.tx.mutex.unlock();
             return error.Stale;
         }
         if (size != ch.elem_size) {
-            ch.unlock();
+            ch.tx.mutex.unlock();
             return error.InvalidArgument;
         }
+        if (kind == .send and ch.fastSend(elem)) {
+            ch.tx.mutex.unlock();
+            return;
+        }
+        ch.lockRx();
         if (try ch.attempt(kind, elem)) return;
         if (kind == .send) ch.metrics.fail_full += 1;
         ch.unlock();
@@ -588,13 +794,13 @@ pub const Channel = struct {
     /// handed to `on_undelivered`.
     pub fn destroy(ch: *Channel) void {
         ch.freeStorage();
-        ch.allocator.destroy(ch);
+        ch.freeMemory();
     }
 
     /// Sets the hook that receives values the channel drops (for zero-copy channels: the
     /// descriptors without a `release` of their own). Any thread.
     pub fn setUndelivered(ch: *Channel, f: ?UndeliveredFn, ctx: ?*anyopaque) void {
-        ch.mutex.lock();
+        ch.lock();
         defer ch.unlock();
         ch.on_undelivered = f;
         ch.undelivered_ctx = ctx;
@@ -608,7 +814,7 @@ pub const Channel = struct {
 
     /// Values in the buffer.
     inline fn bufLen(ch: *const Channel) u32 {
-        return @intCast(ch.tail - ch.head);
+        return @intCast(ch.tx.tail - ch.rx.head);
     }
 
     inline fn copy(ch: *Channel, dst: [*]u8, src: [*]const u8) void {
@@ -636,7 +842,7 @@ pub const Channel = struct {
     /// or its receiver went away): it goes where every dropped value goes (a descriptor's own
     /// `release`, else the undelivered hook), so that its memory is not lost. Any thread.
     pub fn dropUndeliverable(ch: *Channel, elem: [*]const u8) void {
-        ch.mutex.lock();
+        ch.lock();
         defer ch.unlock();
         ch.undelivered(elem);
     }
@@ -662,10 +868,10 @@ pub const Channel = struct {
     /// Drops the oldest buffered value (to `undelivered`).
     fn dropOldest(ch: *Channel) void {
         assert(ch.bufLen() > 0);
-        const elem = ch.slot(ch.head);
+        const elem = ch.slot(ch.rx.head);
         ch.untrack(elem);
         ch.undelivered(elem);
-        ch.head += 1;
+        ch.rx.head += 1;
         ch.buffer_drops += 1;
     }
 
@@ -694,25 +900,36 @@ pub const Channel = struct {
         if (ch.in_flight.contains(@intFromPtr(d.ptr))) std.debug.panic("kcoro: zero-copy buffer {*} sent again while the channel still holds it", .{d.ptr});
     }
 
-    inline fn touch(ch: *Channel) void {
+    /// Records an operation's time in `stamp`: its side's (`fastSend`, `fastReceive`), or the
+    /// send side's with both locks held. Each side writing only its own line, the two ends of
+    /// a stream share no timestamp; `snapshot` merges them.
+    inline fn touch(ch: *Channel, stamp: *Stamp) void {
         if (!ch.count_metrics) return;
         // A shared word a ticker refreshes (chan/clock.zig): even a coarse clock read would
         // cost a quarter of an uncontended operation. Within one tick the word does not change,
         // so an operation only compares it with the one it saw last; the rest is out of line.
         const t = clock.raw();
-        if (t != ch.clock_seen) {
+        if (t != stamp.clock_seen) {
             @branchHint(.unlikely);
-            ch.touchNew(t);
+            stamp.record(t);
         }
     }
 
-    /// The clock word changed since the last operation: record the time.
-    noinline fn touchNew(ch: *Channel, t: u64) void {
-        const now = clock.resolve(t);
-        ch.clock_seen = if (clock.mustResolveAgain(t)) 0 else t;
-        if (ch.metrics.first_op_ns == 0) ch.metrics.first_op_ns = now;
-        ch.metrics.last_op_ns = now;
-    }
+    /// First and last operation times, kept per side.
+    pub const Stamp = struct {
+        /// The counters' clock word (`clock.raw`) as the last operation saw it.
+        clock_seen: u64 = 0,
+        first_ns: u64 = 0,
+        last_ns: u64 = 0,
+
+        /// The clock word changed since the last operation: record the time.
+        noinline fn record(st: *Stamp, t: u64) void {
+            const now = clock.resolve(t);
+            st.clock_seen = if (clock.mustResolveAgain(t)) 0 else t;
+            if (st.first_ns == 0) st.first_ns = now;
+            st.last_ns = now;
+        }
+    };
 
     inline fn isFull(ch: *const Channel) bool {
         if (ch.capacity == unlimited) return false;
@@ -725,23 +942,23 @@ pub const Channel = struct {
             try ch.grow();
         }
         ch.track(elem);
-        ch.copy(ch.slot(ch.tail), elem);
-        ch.tail += 1;
+        ch.copy(ch.slot(ch.tx.tail), elem);
+        ch.tx.tail += 1;
     }
 
     inline fn popBuffer(ch: *Channel, out: [*]u8) void {
         assert(ch.bufLen() > 0);
-        ch.untrack(ch.slot(ch.head));
-        ch.copy(out, ch.slot(ch.head));
-        ch.head += 1;
+        ch.untrack(ch.slot(ch.rx.head));
+        ch.copy(out, ch.slot(ch.rx.head));
+        ch.rx.head += 1;
     }
 
     fn grow(ch: *Channel) error{OutOfMemory}!void {
         const new_slots = std.math.mul(u32, ch.slots, 2) catch return error.OutOfMemory;
         const nb = try ch.allocator.alloc(u8, @as(usize, new_slots) * ch.elem_size);
         // Positions stay; each value moves to its slot under the wider mask.
-        var pos = ch.head;
-        while (pos != ch.tail) : (pos += 1) {
+        var pos = ch.rx.head;
+        while (pos != ch.tx.tail) : (pos += 1) {
             const at = @as(usize, @intCast(pos & (new_slots - 1))) * ch.elem_size;
             @memcpy(nb[at..][0..ch.elem_size], ch.slot(pos)[0..ch.elem_size]);
         }
@@ -757,7 +974,7 @@ pub const Channel = struct {
     const RecvResult = enum { done, empty, closed };
 
     inline fn sendLocked(ch: *Channel, elem: [*]const u8, wake: *?Waiter.Wake) error{OutOfMemory}!SendResult {
-        ch.touch();
+        ch.touch(&ch.tx.stamp);
         if (ch.closed) return .closed;
         if (ch.receivers.pop()) |r| {
             // Direct hand-off: the receiver gets our value without touching the buffer.
@@ -790,8 +1007,8 @@ pub const Channel = struct {
     }
 
     inline fn recvLocked(ch: *Channel, out: [*]u8, wake: *?Waiter.Wake) RecvResult {
-        ch.touch();
-        if (ch.tail != ch.head) {
+        ch.touch(&ch.tx.stamp);
+        if (ch.tx.tail != ch.rx.head) {
             ch.popBuffer(out); // counted by `head`
             ch.countBytesOut(out);
             // Room now: the oldest waiting sender's value moves into the buffer.
@@ -841,14 +1058,19 @@ pub const Channel = struct {
     /// `send` with every option. Any thread or coroutine.
     pub fn sendWith(ch: *Channel, elem: [*]const u8, opts: WaitOptions) Error!void {
         if (opts.token) |t| if (t.isCancelled()) return error.Interrupted;
-        if (opts.try_only and ch.send_blocked.load(.acquire)) {
-            // Full (or rendezvous with nobody waiting) as of the last unlock: a state the
-            // channel really was in, so failing now is linearisable. Counted apart from the
+        if (opts.try_only and ch.flags.send_blocked.load(.acquire)) {
+            // Full (or rendezvous with nobody waiting) at some moment since the flag was set:
+            // a state the channel really was in, so failing now is linearisable. Counted apart from the
             // locked counters (monotonic: a statistic, no ordering).
             if (ch.count_metrics) _ = ch.fast_fail_full.fetchAdd(1, .monotonic);
             return error.WouldBlock;
         }
-        ch.mutex.lock();
+        ch.tx.mutex.lock();
+        if (ch.fastSend(elem)) {
+            ch.tx.mutex.unlock();
+            return;
+        }
+        ch.lockRx();
         if (try ch.attempt(.send, @constCast(elem))) return;
         if (opts.try_only) {
             ch.metrics.fail_full += 1;
@@ -864,7 +1086,7 @@ pub const Channel = struct {
     pub inline fn receiveWith(ch: *Channel, out: [*]u8, opts: WaitOptions) Error!void {
         // Inlined into the caller: a try-receive of an empty channel costs a load and a branch
         // (ChanNonblocking), without entering the locked path's large frame.
-        if (opts.try_only and opts.token == null and !ch.recv_ready.load(.acquire)) return error.WouldBlock;
+        if (opts.try_only and opts.token == null and !ch.flags.recv_ready.load(.acquire)) return error.WouldBlock;
         return ch.receiveLocked(out, opts);
     }
 
@@ -872,9 +1094,16 @@ pub const Channel = struct {
         if (opts.token) |t| {
             if (t.isCancelled()) return error.Interrupted;
             // With a token the inlined `receiveWith` left the empty check to us (after it).
-            if (opts.try_only and !ch.recv_ready.load(.acquire)) return error.WouldBlock;
+            if (opts.try_only and !ch.flags.recv_ready.load(.acquire)) return error.WouldBlock;
         }
-        ch.mutex.lock();
+        // Senders waiting: the fast path would refuse (their values go first); skip it.
+        if (ch.fast.load(.monotonic) and ch.senders.looksEmpty()) {
+            ch.rx.mutex.lock();
+            const done = ch.fastReceive(out);
+            ch.rx.mutex.unlock();
+            if (done) return;
+        }
+        ch.lock();
         if (try ch.attempt(.receive, out)) return;
         if (opts.try_only) {
             ch.unlock();
@@ -893,7 +1122,7 @@ pub const Channel = struct {
     /// owner keeps `op` and `elem`'s memory alive until then, or until `withdraw` returns
     /// true. Errors as for a try-operation, never WouldBlock. Any thread.
     pub fn submit(ch: *Channel, op: *AsyncOp, elem: [*]u8) Error!Submitted {
-        ch.mutex.lock();
+        ch.lock();
         if (try ch.attempt(op.kind, elem)) return .done;
         op.waiter = .{ .elem = elem, .ref = null, .sched = null, .notify = AsyncOp.onComplete };
         switch (op.kind) {
@@ -908,7 +1137,7 @@ pub const Channel = struct {
     /// delivered and `notify` will never run; false if a completer took it first (`notify`
     /// runs or ran with the outcome). Any thread.
     pub fn withdraw(ch: *Channel, op: *AsyncOp) bool {
-        ch.mutex.lock();
+        ch.lock();
         defer ch.unlock();
         if (!op.waiter.linked) return false;
         switch (op.kind) {
@@ -980,7 +1209,7 @@ pub const Channel = struct {
         const timed_out = waitFor(&w.own_status, w.ref, w.sched, opts.deadline);
         if (opts.token) |t| t.unregister(&tw.link);
         if (timed_out or w.own_status.load(.acquire) == interrupted) {
-            ch.mutex.lock();
+            ch.lock();
             if (w.linked) {
                 // Still queued: withdraw. Nothing was delivered (an aborted send's value is
                 // never delivered), and the queue stays intact.
@@ -1011,7 +1240,7 @@ pub const Channel = struct {
     pub fn close(ch: *Channel) bool {
         var wakes: [max_wakes]Waiter.Wake = undefined;
         while (true) {
-            ch.mutex.lock();
+            ch.lock();
             const first = !ch.closed;
             ch.closed = true;
             var n: usize = 0;
@@ -1031,7 +1260,7 @@ pub const Channel = struct {
     pub fn cancel(ch: *Channel) void {
         var wakes: [max_wakes]Waiter.Wake = undefined;
         while (true) {
-            ch.mutex.lock();
+            ch.lock();
             ch.closed = true;
             ch.cancelled = true;
             while (ch.bufLen() > 0) ch.dropOldest();
@@ -1054,33 +1283,37 @@ pub const Channel = struct {
     }
 
     pub fn isClosedForSend(ch: *Channel) bool {
-        ch.mutex.lock();
+        ch.lock();
         defer ch.unlock();
         return ch.closed;
     }
 
     /// Closed, nothing buffered and no sender waiting: a receive can only fail.
     pub fn isClosedForReceive(ch: *Channel) bool {
-        ch.mutex.lock();
+        ch.lock();
         defer ch.unlock();
-        return ch.closed and ch.tail == ch.head and ch.senders.isEmpty();
+        return ch.closed and ch.tx.tail == ch.rx.head and ch.senders.isEmpty();
     }
 
     pub fn snapshot(ch: *Channel) Metrics {
-        ch.mutex.lock();
+        ch.lock();
         defer ch.unlock();
         var m = ch.metrics;
         // Values through the buffer: every position ever filled was a send, every one taken
         // and not dropped a receive.
         if (ch.count_metrics) {
-            m.sends += ch.tail;
-            m.receives += ch.head - ch.buffer_drops;
+            m.sends += ch.tx.tail;
+            m.receives += ch.rx.head - ch.buffer_drops;
         }
         if (!ch.zero_copy) {
             m.bytes_sent = m.sends * ch.elem_size;
             m.bytes_received = m.receives * ch.elem_size;
         }
         m.fail_full += ch.fast_fail_full.load(.monotonic);
+        const a = ch.tx.stamp;
+        const b = ch.rx.stamp;
+        m.first_op_ns = if (a.first_ns == 0) b.first_ns else if (b.first_ns == 0) a.first_ns else @min(a.first_ns, b.first_ns);
+        m.last_op_ns = @max(a.last_ns, b.last_ns);
         m.taken_ns = scheduler.monotonicNs();
         return m;
     }
@@ -1334,7 +1567,7 @@ fn lockSet(clauses: []const Clause, out: *[max_clauses]*Channel) usize {
 }
 
 fn lockAll(chs: []const *Channel) void {
-    for (chs) |ch| ch.mutex.lock();
+    for (chs) |ch| ch.lock();
 }
 
 fn unlockAll(chs: []const *Channel) void {
@@ -1610,6 +1843,193 @@ test "cancel drops buffered and waiting values exactly once and fails every wait
 }
 
 // N producers x M consumers on coroutines of a scheduler: every value received exactly once.
+test "fast paths: streams between threads keep FIFO per producer, lose nothing, count everything" {
+    // Two OS threads per side on buffered channels: sends and receives mostly take one side's
+    // lock only (`fastSend`, `fastReceive`), with try and blocking operations mixed so that
+    // full and empty buffers send them through the locked path too.
+    const per_producer = 50_000;
+    const Ctx = struct {
+        ch: *Channel,
+        seen: []std.atomic.Value(u8),
+        received: std.atomic.Value(u32) = .init(0),
+        producers_left: std.atomic.Value(u32) = .init(2),
+        disorder: std.atomic.Value(u32) = .init(0),
+    };
+    const S = struct {
+        fn producer(ctx: *Ctx, id: u64) void {
+            var rng = std.Random.DefaultPrng.init(0x5eed + id);
+            for (0..per_producer) |i| {
+                const v = id * per_producer + i;
+                if (rng.random().boolean()) {
+                    while (true) {
+                        trySendU64(ctx.ch, v) catch |e| switch (e) {
+                            error.WouldBlock => {
+                                std.atomic.spinLoopHint();
+                                continue;
+                            },
+                            else => unreachable,
+                        };
+                        break;
+                    }
+                } else sendU64(ctx.ch, v) catch unreachable;
+            }
+            if (ctx.producers_left.fetchSub(1, .acq_rel) == 1) _ = ctx.ch.close();
+        }
+        fn consumer(ctx: *Ctx, seed: u64) void {
+            var rng = std.Random.DefaultPrng.init(seed);
+            var last = [2]u64{ 0, 0 };
+            var got = [2]bool{ false, false };
+            while (true) {
+                const r = if (rng.random().boolean()) tryRecvU64(ctx.ch) else recvU64(ctx.ch);
+                const v = r catch |e| switch (e) {
+                    error.WouldBlock => {
+                        std.atomic.spinLoopHint();
+                        continue;
+                    },
+                    error.Closed => return,
+                    else => unreachable,
+                };
+                const p = v / per_producer;
+                // FIFO: one producer's values reach each consumer in the order they were sent.
+                if (got[p] and v <= last[p]) _ = ctx.disorder.fetchAdd(1, .monotonic);
+                got[p] = true;
+                last[p] = v;
+                _ = ctx.seen[v].fetchAdd(1, .monotonic);
+                _ = ctx.received.fetchAdd(1, .monotonic);
+            }
+        }
+    };
+    const total = 2 * per_producer;
+    const seen = try testing.allocator.alloc(std.atomic.Value(u8), total);
+    defer testing.allocator.free(seen);
+    for ([_]u32{ 1, 3, 64, unlimited }) |cap| {
+        for (seen) |*x| x.* = .init(0);
+        const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = cap });
+        defer ch.destroy();
+        try testing.expect(ch.fast.load(.monotonic) == fastPathsOn());
+        var ctx: Ctx = .{ .ch = ch, .seen = seen };
+        var threads: [4]std.Thread = undefined;
+        threads[0] = try std.Thread.spawn(.{}, S.consumer, .{ &ctx, 1 });
+        threads[1] = try std.Thread.spawn(.{}, S.consumer, .{ &ctx, 2 });
+        threads[2] = try std.Thread.spawn(.{}, S.producer, .{ &ctx, 0 });
+        threads[3] = try std.Thread.spawn(.{}, S.producer, .{ &ctx, 1 });
+        for (threads) |t| t.join();
+        try testing.expectEqual(@as(u32, total), ctx.received.load(.monotonic));
+        try testing.expectEqual(@as(u32, 0), ctx.disorder.load(.monotonic));
+        for (seen) |*x| try testing.expectEqual(@as(u8, 1), x.load(.monotonic));
+        const m = ch.snapshot();
+        try testing.expectEqual(@as(u64, total), m.sends);
+        try testing.expectEqual(@as(u64, total), m.receives);
+        try testing.expectEqual(@as(u64, total * 8), m.bytes_received);
+        try testing.expect(m.first_op_ns != 0 and m.last_op_ns >= m.first_op_ns);
+    }
+}
+
+test "fast paths keep the lock-free answers exact: a completed send is seen, a freed slot is used" {
+    // A fast send leaves `recv_ready` set and a fast receive leaves `send_blocked` clear;
+    // a try-operation that starts after them must not answer from a stale flag.
+    const rounds = 2_000;
+    const Ctx = struct {
+        ch: *Channel,
+        step: std.atomic.Value(u32) = .init(0),
+        failures: std.atomic.Value(u32) = .init(0),
+
+        fn waitFor(c: *@This(), want: u32) void {
+            const deadline = scheduler.monotonicNs() + 20 * std.time.ns_per_s;
+            // Acquire: pairs with `advance`: the other thread's operation happened before.
+            while (c.step.load(.acquire) < want) {
+                if (scheduler.monotonicNs() > deadline) @panic("flags test: no progress");
+                std.atomic.spinLoopHint();
+            }
+        }
+        fn advance(c: *@This()) void {
+            _ = c.step.fetchAdd(1, .release);
+        }
+    };
+    const S = struct {
+        // Steps, per round r (base 4r): A receives on empty (the locked path clears
+        // recv_ready), B sends, A try-receives (must get it); then B fills the buffer and fails
+        // a try-send (sets send_blocked), A receives, B try-sends (must succeed) and A takes it.
+        fn a(c: *Ctx) void {
+            for (0..rounds) |r| {
+                const base: u32 = @intCast(6 * r);
+                c.waitFor(base);
+                if (tryRecvU64(c.ch)) |_| c.failures.store(1, .monotonic) else |_| {}
+                c.advance(); // base + 1
+                c.waitFor(base + 2);
+                const v = tryRecvU64(c.ch) catch blk: {
+                    _ = c.failures.fetchAdd(1, .monotonic);
+                    break :blk recvU64(c.ch) catch unreachable; // keep the rounds going
+                };
+                if (v != r) _ = c.failures.fetchAdd(1, .monotonic);
+                c.advance(); // base + 3
+                c.waitFor(base + 4);
+                _ = recvU64(c.ch) catch unreachable;
+                c.advance(); // base + 5
+                c.waitFor(base + 6);
+                _ = recvU64(c.ch) catch unreachable;
+            }
+        }
+        fn b(c: *Ctx) void {
+            for (0..rounds) |r| {
+                const base: u32 = @intCast(6 * r);
+                c.waitFor(base + 1);
+                sendU64(c.ch, r) catch unreachable;
+                c.advance(); // base + 2
+                c.waitFor(base + 3);
+                sendU64(c.ch, 1) catch unreachable; // capacity 1: full now
+                if (trySendU64(c.ch, 2)) |_| c.failures.store(1, .monotonic) else |_| {}
+                c.advance(); // base + 4
+                c.waitFor(base + 5);
+                trySendU64(c.ch, 3) catch {
+                    _ = c.failures.fetchAdd(1, .monotonic);
+                    sendU64(c.ch, 3) catch unreachable; // keep the rounds going
+                };
+                c.advance(); // base + 6
+            }
+        }
+    };
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
+    defer ch.destroy();
+    var c: Ctx = .{ .ch = ch };
+    const ta = try std.Thread.spawn(.{}, S.a, .{&c});
+    const tb = try std.Thread.spawn(.{}, S.b, .{&c});
+    ta.join();
+    tb.join();
+    try testing.expectEqual(@as(u32, 0), c.failures.load(.monotonic));
+}
+
+test "a receive that frees a slot moves the oldest waiting sender's value in before a later send" {
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
+    defer ch.destroy();
+    try sendU64(ch, 1); // full
+    const S = struct {
+        fn sender(c: *Channel) void {
+            sendU64(c, 2) catch {}; // waits: the buffer is full
+        }
+    };
+    const t = try std.Thread.spawn(.{}, S.sender, .{ch});
+    defer {
+        ch.cancel(); // a failed check must not leave the sender waiting
+        t.join();
+    }
+    const deadline = scheduler.monotonicNs() + 20 * std.time.ns_per_s;
+    while (true) {
+        ch.lock();
+        const queued = !ch.senders.isEmpty();
+        ch.unlock();
+        if (queued) break;
+        try testing.expect(scheduler.monotonicNs() < deadline);
+        std.Thread.yield() catch {};
+    }
+    try testing.expectEqual(@as(u64, 1), try tryRecvU64(ch));
+    // The waiting sender's 2 took the freed slot: a later send finds the buffer full.
+    try testing.expectError(error.WouldBlock, trySendU64(ch, 3));
+    try testing.expectEqual(@as(u64, 2), try tryRecvU64(ch));
+    try trySendU64(ch, 3);
+    try testing.expectEqual(@as(u64, 3), try tryRecvU64(ch));
+}
+
 test "N producers x M consumers, every kind, scheduled coroutines: each value exactly once" {
     const per_producer = 2_000;
     const Ctx = struct {
@@ -1853,9 +2273,9 @@ test "select: stress with plain operations on scheduled coroutines, each value e
 fn awaitQueued(c: *Channel, comptime field: []const u8) error{NeverQueued}!void {
     const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
     while (scheduler.monotonicNs() < deadline) {
-        c.mutex.lock();
+        c.lock();
         const queued = !@field(c, field).isEmpty();
-        c.mutex.unlock();
+        c.unlock();
         if (queued) return;
         std.Thread.yield() catch {};
     }
@@ -1936,11 +2356,11 @@ test "token: interrupts blocked threads and coroutines, the queues stay intact, 
     for (0..4) |_| _ = try sched.spawn(Co.body, null);
     const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
     while (scheduler.monotonicNs() < deadline) {
-        ch.mutex.lock();
+        ch.lock();
         var n: u32 = 0;
         var it = ch.receivers.head;
         while (it) |w| : (it = w.next) n += 1;
-        ch.mutex.unlock();
+        ch.unlock();
         if (n == 4) break;
         std.Thread.yield() catch {};
     }
@@ -2174,12 +2594,14 @@ test "try-send on a full channel fails without the lock and is still counted; co
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
     defer ch.destroy();
     try trySendU64(ch, 1);
-    try testing.expect(ch.send_blocked.load(.acquire));
+    // The fast send that filled the buffer leaves the flag clear (only holders of both locks
+    // set it); the first send that fails takes them and sets it.
     try testing.expectError(error.WouldBlock, trySendU64(ch, 2));
+    try testing.expect(ch.flags.send_blocked.load(.acquire));
     try testing.expectError(error.WouldBlock, trySendU64(ch, 3));
     try testing.expectEqual(@as(u64, 2), ch.snapshot().fail_full);
     try testing.expectEqual(@as(u64, 1), try recvU64(ch));
-    try testing.expect(!ch.send_blocked.load(.acquire));
+    try testing.expect(!ch.flags.send_blocked.load(.acquire));
     _ = ch.close();
     try testing.expectError(error.Closed, trySendU64(ch, 4)); // closed wins over full
     const quiet = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4, .metrics = false });

@@ -130,7 +130,7 @@ pub fn RefRegistry(
             defer r.mutex.unlock();
             const e = try r.takeEntry();
             if (e.stable) |ch| {
-                ch.initAt(r.allocator, options, true) catch |err| {
+                ch.reinit(r.allocator, options) catch |err| {
                     r.putEntry(e);
                     return err;
                 };
@@ -295,9 +295,9 @@ test "handles: operations, destroy while a receiver is blocked, stale handles" {
     while (@import("../sched/scheduler.zig").monotonicNs() < deadline) {
         const e = r.acquire(h) catch break;
         const ch = Registry.channelOf(e);
-        ch.mutex.lock();
+        ch.lock();
         const blocked = ch.receivers.head != null;
-        ch.mutex.unlock();
+        ch.unlock();
         r.release(e);
         if (blocked) break;
         std.Thread.yield() catch {};
