@@ -499,14 +499,21 @@ pub const Channel = struct {
         ch.tx.mutex.unlock();
     }
 
-    /// With both locks held: sets the flags to the channel's state, writing only those that
-    /// change (the fast paths read their line on every operation).
+    /// With both locks held: sets the flags to the channel's state; with fast paths, writing only
+    /// those that change (the fast paths read their line on every operation).
     fn publishFlags(ch: *Channel) callconv(hot) void {
         const ready = ch.tx.tail != ch.rx.head or !ch.senders.isEmpty() or ch.closed;
         const blocked = !ch.closed and ch.overflow == .@"suspend" and
             (ch.slots == 0 or ch.isFull()) and ch.receivers.isEmpty();
-        // Monotonic loads: the flags' writers hold one of our locks. Release stores: pair
-        // with the acquire loads on the try-paths (they see the state the flag says).
+        // Release stores: pair with the acquire loads on the try-paths (they see the state the
+        // flag says). Without fast paths nobody reads the flags on every operation, and plain
+        // stores cost less than comparing first (ChanSync: 2 ns of 57).
+        if (!ch.fast.load(.monotonic)) {
+            ch.flags.recv_ready.store(ready, .release);
+            ch.flags.send_blocked.store(blocked, .release);
+            return;
+        }
+        // Monotonic loads: the flags' writers hold one of our locks.
         if (ch.flags.recv_ready.load(.monotonic) != ready) ch.flags.recv_ready.store(ready, .release);
         if (ch.flags.send_blocked.load(.monotonic) != blocked) ch.flags.send_blocked.store(blocked, .release);
     }
