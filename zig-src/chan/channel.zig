@@ -401,8 +401,9 @@ pub const Channel = struct {
     /// The receive side, alone on its cache line.
     rx: Rx align(side_align) = .{},
     /// The try-operations' lock-free answers (also mapped into JavaScript), away from both
-    /// sides' lines: each is written only when it changes, so a stream's two ends only read it.
-    flags: Flags align(side_align) = .{},
+    /// sides' lines, among the read-mostly fields: with fast paths each is written only when it
+    /// changes, so a stream's two ends only read it.
+    flags: Flags = .{},
     allocator: std.mem.Allocator,
     elem_size: u32,
     /// Buffer slots (0 for rendezvous); `unlimited` grows.
