@@ -111,6 +111,8 @@ export interface SharedChannel {
 }
 
 const TRY = 1;
+/** Microtasks in which a send waiting for room looks again before the end of its turn. */
+const SEND_RETRIES = 4;
 /** Uses of a channel before its flags are mapped into JavaScript (see `Channel.#ready`). */
 const MAP_AFTER = 16;
 const CONFLATED = 1, ZERO_COPY = 2;
@@ -775,6 +777,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       s.scheduled = true;
       this.#bridge.defer(s);
     }
+    // A busy channel's buffer that is full now is often drained by another thread within a
+    // microsecond, well before the end of the turn: look again a few microtasks later.
+    if (kind === SEND && this.#capacity !== 0 && this.#at !== null) {
+      queueMicrotask(() => this.#retrySends(SEND_RETRIES));
+    }
     if (signal !== undefined) {
       const bridge = this.#bridge;
       w.signal = signal;
@@ -794,6 +801,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       signal.addEventListener("abort", w.onAbort, { once: true });
     }
     return promise;
+  }
+
+  /**
+   * Senders of this isolate still waiting in JavaScript move into the buffer, oldest first, if
+   * it has room now (as its blocked byte says); else looks again `left - 1` more microtasks later.
+   */
+  #retrySends(left: number): void {
+    const s = this._shared;
+    if (s.senders.first === null || this.#disposed || !this.#lib.isOpen) return;
+    const sym = this.#lib.symbols("send");
+    if (!this.#sendBlocked(sym) && pump(s.senders, sym)) return;
+    if (left > 1) queueMicrotask(() => this.#retrySends(left - 1));
   }
 
   /** @internal For select: this channel's waiters still waiting in JavaScript queue natively. */
