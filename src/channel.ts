@@ -153,6 +153,8 @@ class Shared {
   refs = 0;
   /** A flush is due at the end of this turn (Bridge.defer). */
   scheduled = false;
+  /** A microtask will look for room for the senders waiting here (Channel.#retrySends). */
+  retrying = false;
 
   /** The end of a turn: operations still waiting in JavaScript queue natively, oldest first. */
   flush(): void {
@@ -660,11 +662,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * False when the native channel was empty at some moment since its ready byte was written
-   * (and is still this channel): a native try-receive would fail, so no call is needed. Plain loads (Atomics.load costs 4 ns
-   * more each): loads are acquire on x86, and on any machine a stale or reordered read can only
-   * make this answer "empty" for a channel that was empty a moment ago, or, for a `from()` copy
-   * whose channel was destroyed in that moment, "empty" where the call would say bad handle (a
-   * wait then fails with InvalidHandleError when it is queued).
+   * (and is still this channel): a native try-receive would fail, so no call is needed. Plain
+   * loads (Atomics.load costs 4 ns more each): loads are acquire on x86, and on any machine a
+   * stale or reordered read can only make this answer "empty" for a channel that was empty a
+   * moment ago, or, for a `from()` copy whose channel was destroyed in that moment, "empty"
+   * where the call would say bad handle (a wait then fails with InvalidHandleError when it is
+   * queued).
    */
   #mayReceive(sym: Sym): boolean {
     const ready = this.#ready ?? this.#mapReady(sym);
@@ -779,7 +782,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     // A busy channel's buffer that is full now is often drained by another thread within a
     // microsecond, well before the end of the turn: look again a few microtasks later.
-    if (kind === SEND && this.#capacity !== 0 && this.#at !== null) {
+    // One look serves every sender of the isolate waiting on this channel (pump goes in order).
+    if (kind === SEND && this.#capacity !== 0 && this.#at !== null && !s.retrying) {
+      s.retrying = true;
       queueMicrotask(() => this.#retrySends(SEND_RETRIES));
     }
     if (signal !== undefined) {
@@ -809,10 +814,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #retrySends(left: number): void {
     const s = this._shared;
-    if (s.senders.first === null || this.#disposed || !this.#lib.isOpen) return;
-    const sym = this.#lib.symbols("send");
-    if (!this.#sendBlocked(sym) && pump(s.senders, sym)) return;
-    if (left > 1) queueMicrotask(() => this.#retrySends(left - 1));
+    if (s.senders.first !== null && !this.#disposed && this.#lib.isOpen) {
+      const sym = this.#lib.symbols("send");
+      if ((this.#sendBlocked(sym) || !pump(s.senders, sym)) && left > 1) {
+        queueMicrotask(() => this.#retrySends(left - 1));
+        return;
+      }
+    }
+    s.retrying = false;
   }
 
   /** @internal For select: this channel's waiters still waiting in JavaScript queue natively. */

@@ -423,11 +423,7 @@ fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, fl
         // the channel lock instead (two atomic read-modify-writes fewer; see
         // `Channel.tryGuarded`).
         const peeked = r.peek(h) orelse return Status.bad_handle.code();
-        peeked.ch.tryGuarded(if (is_send) .send else .receive, true, @ptrCast(p), size, peeked.guard, h) catch |err| return switch (err) {
-            error.Stale => Status.bad_handle.code(),
-            else => fail(err),
-        };
-        return 0;
+        return guardedTry(peeked.ch, if (is_send) .send else .receive, true, p, size, peeked.guard, h);
     }
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
@@ -495,7 +491,12 @@ fn chanOpAt(handle_word: ?*const u32, h: u32, elem: ?*anyopaque, size: u32, comp
     // Acquire: pairs with the release store that set `stable` before the entry's first handle
     // was published (it never changes after that, and the caller got the word from a live one).
     const ch = @atomicLoad(?*chan.Channel, &e.stable, .acquire) orelse return Status.bad_handle.code();
-    ch.tryGuarded(kind, false, @ptrCast(p), size, guard, h) catch |err| return switch (err) {
+    return guardedTry(ch, kind, false, p, size, guard, h);
+}
+
+/// `Channel.tryGuarded` as a status code (a handle that died: KC_EBADH).
+inline fn guardedTry(ch: *chan.Channel, comptime kind: chan.ClauseKind, comptime precheck: bool, p: *anyopaque, size: u32, guard: *const std.atomic.Value(u32), h: u32) i32 {
+    ch.tryGuarded(kind, precheck, @ptrCast(p), size, guard, h) catch |err| return switch (err) {
         error.Stale => Status.bad_handle.code(),
         else => fail(err),
     };

@@ -621,12 +621,12 @@ pub const Channel = struct {
                 std.mem.eql(u8, f.name, "mem");
             if (!keep) @field(ch, f.name) = @field(fresh, f.name);
         }
-        ch.tx.tail = 0;
-        ch.tx.head_seen = 0;
-        ch.tx.stamp = .{};
-        ch.rx.head = 0;
-        ch.rx.tail_seen = 0;
-        ch.rx.stamp = .{};
+        // The sides start over, their locks (held) kept.
+        inline for (.{ "tx", "rx" }) |side| {
+            inline for (@typeInfo(@TypeOf(@field(ch.*, side))).@"struct".fields) |f| {
+                if (comptime !std.mem.eql(u8, f.name, "mutex")) @field(@field(ch.*, side), f.name) = @field(@field(fresh, side), f.name);
+            }
+        }
         // Monotonic: read as a hint without a lock; both locks make it exact.
         ch.fast.store(fresh.fast.raw, .monotonic);
         ch.unlockBoth();
