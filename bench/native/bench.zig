@@ -565,7 +565,7 @@ pub fn main() !void {
     const runs: usize = if (quick) 3 else 7;
 
     var buf: [4096]u8 = undefined;
-    var stdout = std.fs.File.stdout().writer(&buf);
+    var stdout = std.fs.File.stdout().writerStreaming(&buf);
     const out = &stdout.interface;
 
     const stack = try allocator.alignedAlloc(u8, .@"16", 64 * 1024);
