@@ -285,7 +285,7 @@ export fn kc_sched_info(out: ?[*]u64, len: u32) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
     var vals = [_]u64{ 0, 0, 0, 0 };
     if (running()) |s| {
-        vals = .{ s.workerCount(), s.liveCount(), s.busy.load(.monotonic), 1 };
+        vals = .{ s.workerCount(), s.liveCount(), s.busyCount(), 1 };
     }
     const n = @min(len, vals.len);
     for (0..n) |i| o[i] = vals[i];

@@ -23,9 +23,15 @@
 //! timer; see `idle` for why no wake-up is lost.
 //!
 //! Drain: `drain` returns when no coroutine is runnable, running or waiting on a timer: the
-//! `busy` count is +1 for each such coroutine and for each armed timer, and reaches 0 only
+//! busy count is +1 for each such coroutine and for each armed timer, and reaches 0 only
 //! then. Coroutines parked with no timer do not count: nothing inside the scheduler will wake
-//! them.
+//! them. The count is not one shared word: every worker keeps two monotonic counters of its
+//! own (`busy_in`, `busy_out`; a plain store each, no locked instruction on another core's
+//! line), threads outside the workers share a second pair, and `drain` adds them all up from
+//! two identical collects (monotonic counters that read the same twice held those values
+//! together in between). A shared word cost ChanPopular a tenth of its time: every wake and
+//! every park on either worker moved its line. Workers tell a waiting `drain` to look again
+//! when they go idle (see `Worker.idle`).
 //!
 //! Shutdown stops every worker (joins the threads) and then frees every stack, also those of
 //! coroutines that never finished (mode `cancel`, or parked forever). Mode `finish` drains
@@ -148,6 +154,29 @@ const Worker = struct {
     /// above): `liveCount` sums them instead of every spawn contending on one counter.
     spawned: std.atomic.Value(u64) = .init(0),
     finished: std.atomic.Value(u64) = .init(0),
+    /// This worker's share of the busy count (see the file header): +1 to `busy_in` for a
+    /// coroutine made runnable here or a timer armed here, +1 to `busy_out` for one that parked
+    /// or finished here or a timer disarmed or fired here. Owner-written, never decreasing.
+    busy_in: std.atomic.Value(u64) = .init(0),
+    busy_out: std.atomic.Value(u64) = .init(0),
+    /// This worker thread's current-coroutine variable (`coroutine.threadSlot`): the worker
+    /// loop runs on the thread's own stack, so it resumes without the thread-local calls.
+    slot: *?*Coroutine = undefined,
+
+    fn busyAdd(w: *Worker) void {
+        // Monotonic: what it counts (a coroutine made runnable) is published after it by a
+        // release or seq_cst RMW (the coroutine word's CAS, the queue push), which `drain`
+        // reads through before it can see the coroutine run.
+        w.busy_in.store(w.busy_in.load(.monotonic) + 1, .monotonic);
+    }
+
+    fn busyDone(w: *Worker) void {
+        // Release: pairs with `drain`'s acquire loads, so what the coroutine wrote before it
+        // parked or finished is visible once `drain` returns. The seq_cst RMW at the start of
+        // `idle` orders it before that worker's load of `drainers` (the Dekker pair with
+        // `drain`).
+        w.busy_out.store(w.busy_out.load(.monotonic) + 1, .release);
+    }
 
     fn random(w: *Worker) u32 {
         // xorshift64*
@@ -159,6 +188,7 @@ const Worker = struct {
 
     fn main(w: *Worker) void {
         current_worker = w;
+        w.slot = coroutine.threadSlot();
         defer current_worker = null;
         const s = w.sched;
         while (s.state.load(.acquire) == .running) {
@@ -264,22 +294,22 @@ const Worker = struct {
         // Yielded and woken coroutines wait in the running state (see `resumeYielded`); new
         // ones, and those whose park a permit undid during the switch (ready), need `resume`.
         const state = if (co.exit == .yield or (co.exit == .park and co.getState() == .running))
-            co.resumeYielded()
+            co.resumeYieldedFromThread(w.slot)
         else
-            co.@"resume"() catch unreachable; // only runnable coroutines are queued
+            co.resumeFromThread(w.slot) catch unreachable; // only runnable coroutines are queued
         switch (state) {
             .suspended => w.pushFifo(co), // yield: to the back of the line
             .ready => w.pushFifo(co), // parked, but an unpark raced in during the switch
             .parked => {
                 bump(&w.parks);
-                s.busyDone(); // a parked coroutine is not runnable (its timer, if any, counts)
+                w.busyDone(); // a parked coroutine is not runnable (its timer, if any, counts)
             },
             .finished => {
                 if (s.finish_hook) |hook| hook(co);
                 co.setContext(ctx_mod.empty);
                 w.releaseStack(co.stack);
                 bump(&w.finished);
-                s.busyDone();
+                w.busyDone();
             },
             .created, .running => unreachable, // resume never returns these
         }
@@ -291,6 +321,11 @@ const Worker = struct {
         // waker a system call), a poll ~60 ns, and while any worker spins `notify` wakes
         // nobody (Go's `nmspinning`). Seq_cst RMWs: the Dekker pair with `notify` below.
         _ = s.spinning.fetchAdd(1, .seq_cst);
+        // A `drain` may be waiting for the count this worker just brought down: tell it to look
+        // again. Dekker pair with `drain`: our `busy_out` store, the RMW above, this seq_cst
+        // load; its seq_cst increment of `drainers`, then its collect. Either it sees our
+        // count or we see it waiting.
+        if (s.drainers.load(.seq_cst) > 0) s.pingDrain();
         const spin_start = monotonicNs();
         var polls: u32 = 0;
         while (true) : (polls +%= 1) {
@@ -375,7 +410,7 @@ const Worker = struct {
                 // To the back of the queue, in deadline order (the LIFO slot is for a coroutine
                 // woken by the running one).
                 _ = s.wakeTo(co, t.gen, .queue);
-                s.busyDone(); // the timer itself no longer counts
+                w.busyDone(); // the timer itself no longer counts
             }
         }
     }
@@ -423,8 +458,13 @@ pub const Scheduler = struct {
     /// nobody (the spinner will find the work, or pass the duty on).
     spinning: std.atomic.Value(u32) = .init(0),
     searching: std.atomic.Value(u32) = .init(0),
-    /// Runnable + running coroutines + armed timers; `drain` waits for 0 (futex word).
-    busy: std.atomic.Value(u32) = .init(0),
+    /// The busy count's share of threads outside the workers (see the file header): +1 to
+    /// `ext_in` for each coroutine they make runnable, +1 to `ext_out` for each spawn undone.
+    ext_in: std.atomic.Value(u64) = .init(0),
+    ext_out: std.atomic.Value(u64) = .init(0),
+    /// Threads in `drain`, and its futex word: bumped by a worker going idle (`pingDrain`).
+    drainers: std.atomic.Value(u32) = .init(0),
+    drain_seq: std.atomic.Value(u32) = .init(0),
     /// Spawned from outside the workers (and undone spawns, subtracted); see `liveCount`.
     live: std.atomic.Value(u64) = .init(0),
     pool_mutex: std.Thread.Mutex = .{},
@@ -567,7 +607,7 @@ pub const Scheduler = struct {
         } else {
             _ = s.live.fetchAdd(1, .monotonic);
         }
-        _ = s.busy.fetchAdd(1, .monotonic); // runnable from now on
+        s.busyAddAny(); // runnable from now on
         return co;
     }
 
@@ -576,7 +616,7 @@ pub const Scheduler = struct {
         co.discardUnstarted();
         co.setContext(ctx_mod.empty);
         _ = s.live.fetchSub(1, .monotonic); // wrapping: `liveCount` adds it all up
-        s.busyDone();
+        s.busyDoneAny();
     }
 
     /// Makes a parked coroutine of this scheduler runnable (or leaves it a permit). Any thread.
@@ -586,15 +626,14 @@ pub const Scheduler = struct {
     }
 
     fn wakeTo(s: *Scheduler, co: *Coroutine, gen: u32, where: enum { lifo, queue }) bool {
-        // Count it busy before it can run, so `busy` never reads 0 while it is on its way to a
-        // queue (see the file header); undo if it was not parked after all.
-        _ = s.busy.fetchAdd(1, .seq_cst);
-        if (!co.unparkGenQueued(gen)) {
-            s.busyDone();
-            return false;
-        }
+        if (!co.unparkGenQueued(gen)) return false;
+        // Counted busy after the wake, before it is queued. From a worker, the waker (a
+        // running coroutine, or an armed timer) still counts itself, so the count cannot read
+        // 0 between. From outside, a `drain` that reads 0 between saw the count before this
+        // wake, which is as if the wake came after it.
         if (thisWorker()) |w| {
             if (w.sched == s) {
+                w.busyAdd();
                 // No other worker can take a coroutine from this worker's LIFO slot or FIFO
                 // list, so waking one for it would only cost a futex wake (and the woken
                 // worker's trip back to sleep; ~0.25 us per ChanSync operation): this worker
@@ -608,6 +647,9 @@ pub const Scheduler = struct {
                 return true;
             }
         }
+        // Seq_cst, before the push: the worker that runs it counts it out after taking it from
+        // the inject queue, and `drain` reads outs before ins (see `collectBusy`).
+        _ = s.ext_in.fetchAdd(1, .seq_cst);
         s.inject.push(co);
         s.notify();
         return true;
@@ -638,12 +680,13 @@ pub const Scheduler = struct {
             co.timer_state.store(armed & ~@as(u32, 1), .monotonic);
             return error.OutOfMemory;
         };
-        _ = s.busy.fetchAdd(1, .monotonic); // the armed timer counts until fired or disarmed
+        w.busyAdd(); // the armed timer counts until fired or disarmed
         coroutine.park() catch unreachable; // we are a coroutine
-        // Whoever disarms the timer owns its `busy` count: either we do it here (woken before
-        // the deadline), or `fireTimers` did (acq_rel pairs with its claim).
+        // Whoever disarms the timer owns its busy count: either we do it here (woken before
+        // the deadline; perhaps on another worker now), or `fireTimers` did (acq_rel pairs
+        // with its claim).
         if (co.timer_state.cmpxchgStrong(armed, armed & ~@as(u32, 1), .acq_rel, .monotonic) == null) {
-            s.busyDone();
+            s.busyDoneAny();
             co.wake_status = wake_ok;
             return false;
         }
@@ -657,34 +700,94 @@ pub const Scheduler = struct {
         if (thisWorker()) |w| {
             if (w.sched == s) return error.InvalidArgument; // a worker would wait for itself
         }
-        while (true) {
-            // Acquire: pairs with the release decrement in `busyDone`, so what the last
-            // coroutines wrote is visible once drain returns.
-            const b = s.busy.load(.acquire);
-            if (b == 0) return;
-            if (s.state.load(.acquire) != .running) return error.Shutdown;
-            Futex.wait(&s.busy, b);
-        }
+        s.drainUntil(null) catch |e| switch (e) {
+            error.Timeout => unreachable, // no deadline
+            else => |other| return other,
+        };
     }
 
     /// `drain` with a bound: error.Timeout if the scheduler is still busy after `timeout_ns`.
     pub fn drainFor(s: *Scheduler, timeout_ns: u64) (Error || error{Timeout})!void {
-        const deadline = monotonicNs() +| timeout_ns;
+        return s.drainUntil(monotonicNs() +| timeout_ns);
+    }
+
+    fn drainUntil(s: *Scheduler, deadline: ?u64) (Error || error{Timeout})!void {
+        // Seq_cst RMW: the Dekker pair with the idle workers' `drainers` load (`Worker.idle`).
+        _ = s.drainers.fetchAdd(1, .seq_cst);
+        defer _ = s.drainers.fetchSub(1, .release); // `shutdown` waits for 0 (acquire)
         while (true) {
-            const b = s.busy.load(.acquire); // pairs with `busyDone`, as in `drain`
-            if (b == 0) return;
+            // Read the futex word before counting: a ping after the count wakes the wait.
+            const seq = s.drain_seq.load(.seq_cst);
             if (s.state.load(.acquire) != .running) return error.Shutdown;
-            const now = monotonicNs();
-            if (now >= deadline) return error.Timeout;
-            Futex.timedWait(&s.busy, b, deadline - now) catch {};
+            if (s.stableBusy()) |b| {
+                if (b == 0) return;
+            }
+            // Busy, or changing under us (whoever changed it goes idle and pings afterwards).
+            if (deadline) |d| {
+                const now = monotonicNs();
+                if (now >= d) return error.Timeout;
+                Futex.timedWait(&s.drain_seq, seq, d - now) catch {};
+            } else Futex.wait(&s.drain_seq, seq);
         }
     }
 
-    fn busyDone(s: *Scheduler) void {
-        // Release: pairs with the acquire load in `drain`.
-        const prev = s.busy.fetchSub(1, .release);
-        assert(prev > 0);
-        if (prev == 1) Futex.wake(&s.busy, std.math.maxInt(u32));
+    const BusyTotals = struct { in: u64, out: u64 };
+
+    /// Every share of the busy count, outs first: a coroutine counted out (parked, finished)
+    /// after it was counted in elsewhere is then seen counted in too (acquire loads pair with
+    /// the release stores in `busyDone`; the count in happens before the wake that let the
+    /// coroutine run).
+    fn collectBusy(s: *Scheduler) BusyTotals {
+        var t: BusyTotals = .{ .in = 0, .out = s.ext_out.load(.acquire) };
+        for (s.workers) |*w| t.out +%= w.busy_out.load(.acquire);
+        t.in = s.ext_in.load(.acquire);
+        for (s.workers) |*w| t.in +%= w.busy_in.load(.acquire);
+        return t;
+    }
+
+    /// The busy count if two collects agree (every counter only grows, so equal sums mean
+    /// no counter moved: they held these values together between the collects), null if
+    /// something changed meanwhile.
+    fn stableBusy(s: *Scheduler) ?u64 {
+        const a = s.collectBusy();
+        const b = s.collectBusy();
+        if (a.in != b.in or a.out != b.out) return null;
+        assert(a.in >= a.out);
+        return a.in - a.out;
+    }
+
+    /// The busy count now (a snapshot for statistics; exact when nothing runs).
+    pub fn busyCount(s: *Scheduler) u64 {
+        const t = s.collectBusy();
+        return t.in -| t.out;
+    }
+
+    /// +1 from any thread: to this worker's share on a worker of this scheduler.
+    fn busyAddAny(s: *Scheduler) void {
+        if (thisWorker()) |w| {
+            if (w.sched == s) return w.busyAdd();
+        }
+        _ = s.ext_in.fetchAdd(1, .seq_cst);
+    }
+
+    /// -1 from any thread (a coroutine may have moved to another worker since its +1).
+    fn busyDoneAny(s: *Scheduler) void {
+        if (thisWorker()) |w| {
+            if (w.sched == s) return w.busyDone();
+        }
+        s.extDone();
+    }
+
+    fn extDone(s: *Scheduler) void {
+        // Seq_cst RMW then seq_cst load: the Dekker pair with `drain`, as in `Worker.idle`
+        // (no worker need go idle after a count brought down from outside).
+        _ = s.ext_out.fetchAdd(1, .seq_cst);
+        if (s.drainers.load(.seq_cst) > 0) s.pingDrain();
+    }
+
+    fn pingDrain(s: *Scheduler) void {
+        _ = s.drain_seq.fetchAdd(1, .release);
+        Futex.wake(&s.drain_seq, std.math.maxInt(u32));
     }
 
     /// Wakes one sleeping worker if any sleeps. The caller has just published work with a
@@ -748,6 +851,10 @@ pub const Scheduler = struct {
         s.state.store(.stopping, .release);
         s.wakeAll();
         for (s.workers) |*w| w.thread.?.join();
+        // A `drain` on another thread reads the workers' counters: let it see `stopping` and
+        // leave before they are freed.
+        s.pingDrain();
+        while (s.drainers.load(.acquire) > 0) std.Thread.yield() catch {};
         // No thread runs a coroutine any more: free everything, finished or not.
         for (s.workers) |*w| w.timers.deinit();
         s.allocator.free(s.workers);
@@ -1019,6 +1126,72 @@ test "drain waits for sleeping coroutines; parked ones do not hold it" {
     try s.drainFor(test_timeout);
     try testing.expect(S.woke.load(.acquire));
     try testing.expectEqual(@as(u64, 1), s.liveCount()); // the parked one
+}
+
+test "drain, again and again while work moves between workers, returns only when all of it is done" {
+    // A ring of coroutines passes a token: each waits for its turn, sometimes sleeps (a timer),
+    // and wakes the next one (often on the other worker). The first wake comes from this
+    // thread (the count's outside share). Each drain must see the whole ring finished.
+    const ring = 8;
+    const rounds = 300;
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var token: std.atomic.Value(u32) = .init(ring);
+        var refs: [ring]Ref = undefined;
+        var completed: std.atomic.Value(u32) = .init(0);
+        fn member(arg: ?*anyopaque) callconv(.c) void {
+            const i: u32 = @intCast(@intFromPtr(arg));
+            while (token.load(.acquire) != i) coroutine.park() catch unreachable;
+            if (i % 3 == 1) sched.sleep(1000) catch unreachable;
+            if (i + 1 == ring) {
+                _ = completed.fetchAdd(1, .release);
+                return;
+            }
+            token.store(i + 1, .release);
+            _ = sched.unpark(refs[i + 1]);
+        }
+    };
+    var s: Scheduler = undefined;
+    try startForTest(&s, 2);
+    defer s.shutdown(.cancel);
+    S.sched = &s;
+    S.completed.store(0, .monotonic);
+    for (0..rounds) |round| {
+        S.token.store(ring, .monotonic);
+        for (0..ring) |i| S.refs[i] = try s.spawn(S.member, @ptrFromInt(i));
+        S.token.store(0, .release);
+        _ = s.unpark(S.refs[0]);
+        try s.drainFor(test_timeout);
+        try testing.expectEqual(@as(u32, @intCast(round + 1)), S.completed.load(.acquire));
+        try testing.expectEqual(@as(u64, 0), s.liveCount());
+        try testing.expectEqual(@as(u64, 0), s.busyCount());
+    }
+}
+
+test "shutdown releases a drain waiting on another thread" {
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        fn sleeper(_: ?*anyopaque) callconv(.c) void {
+            sched.sleep(3600 * std.time.ns_per_s) catch {};
+        }
+        fn drainer(result: *?anyerror) void {
+            sched.drainFor(test_timeout) catch |e| {
+                result.* = e;
+            };
+        }
+    };
+    var s: Scheduler = undefined;
+    try startForTest(&s, 2);
+    S.sched = &s;
+    _ = try s.spawn(S.sleeper, null); // holds the count up (an armed timer) for an hour
+    var result: ?anyerror = null;
+    const t = try std.Thread.spawn(.{}, S.drainer, .{&result});
+    // Wait (bounded) until the drainer is waiting, so that shutdown meets it there.
+    var spins: u32 = 0;
+    while (s.drainers.load(.acquire) == 0 and spins < 10_000_000) : (spins += 1) std.atomic.spinLoopHint();
+    s.shutdown(.cancel);
+    t.join();
+    try testing.expectEqual(@as(?anyerror, error.Shutdown), result);
 }
 
 test "context: inherited at spawn, shadowed by a child, freed with abandoned coroutines" {
