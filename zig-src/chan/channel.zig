@@ -50,9 +50,10 @@ const ctx_mod = @import("../sc/context.zig");
 /// `cancellation` key, see sc/scope.zig), used by a wait that was given no token. Read only
 /// on the blocking path, with one lookup of the current coroutine.
 /// Also fills in the scope's deadline (the context's `deadline` key) for a wait given none.
-fn fromContext(token: *?*Token, deadline: *?u64) void {
+/// `co`: the calling coroutine if the caller knows it (null: look it up).
+fn fromContext(token: *?*Token, deadline: *?u64, caller: ?*coroutine.Coroutine) void {
     if (token.* != null and deadline.* != null) return;
-    const co = coroutine.current() orelse return;
+    const co = caller orelse coroutine.current() orelse return;
     if (token.* == null) {
         if (co.context.get(ctx_mod.cancellation)) |v| token.* = @ptrFromInt(v);
     }
@@ -312,14 +313,14 @@ const max_wakes = 64;
 /// coroutine parks (with a timer on a scheduler; a hand-driven one cannot time out), a thread
 /// sleeps on the futex. Acquire on every status load: pairs with the completer's release, so
 /// what it copied for us is visible.
-fn waitFor(status: *std.atomic.Value(u32), ref: ?coroutine.Ref, sched: ?*scheduler.Scheduler, deadline: ?u64) bool {
-    if (ref) |_| {
+fn waitFor(status: *std.atomic.Value(u32), ref: ?coroutine.Ref, sched: ?*scheduler.Scheduler, deadline: ?u64) callconv(hot) bool {
+    if (ref) |r| {
         while (status.load(.acquire) == pending) {
             if (sched) |s| {
                 if (deadline) |d| {
                     if (s.parkUntil(d) catch false) return status.load(.acquire) == pending;
-                } else coroutine.park() catch unreachable; // we are a coroutine
-            } else coroutine.park() catch unreachable; // hand-driven: no deadline
+                } else coroutine.parkCurrent(r.co); // we are `r`'s coroutine
+            } else coroutine.parkCurrent(r.co); // hand-driven: no deadline
         }
         return false;
     }
@@ -1200,9 +1201,9 @@ pub const Channel = struct {
 
     /// Called with the lock held and `w` queued on `q`; releases the lock and waits for an
     /// outcome, the deadline or the token.
-    fn block(ch: *Channel, w: *Waiter, q: *WaitQueue, options: WaitOptions) Error!void {
+    fn block(ch: *Channel, w: *Waiter, q: *WaitQueue, options: WaitOptions) callconv(hot) Error!void {
         var opts = options;
-        fromContext(&opts.token, &opts.deadline);
+        fromContext(&opts.token, &opts.deadline, if (w.ref) |r| r.co else null);
         var tw: TokenWait = .{ .status = &w.own_status, .ref = w.ref, .sched = w.sched };
         if (opts.token) |t| {
             // Lock order: channel, then token (a token fires links without channel locks).
@@ -1411,7 +1412,7 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     var registered = false;
     var token = options.token;
     var deadline = options.deadline;
-    fromContext(&token, &deadline);
+    fromContext(&token, &deadline, if (caller.ref) |r| r.co else null);
     if (token) |t| registered = t.register(&tw.link);
     unlockAll(locks[0..nlocks]);
     var winner: u32 = SelectState.no_winner;

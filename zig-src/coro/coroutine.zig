@@ -99,6 +99,13 @@ noinline fn setCurrent(co: ?*Coroutine) void {
     p.* = co;
 }
 
+/// The calling thread's current-coroutine variable, for a thread that resumes coroutines only
+/// from its own stack (a scheduler worker): that code never moves to another thread, so it may
+/// keep the address and skip the calls above (`resumeFromThread`, `resumeYieldedFromThread`).
+pub noinline fn threadSlot() *?*Coroutine {
+    return &current_co;
+}
+
 pub const Coroutine = struct {
     /// The coroutine's own registers while it is not running. Each context starts a cache line
     /// so that saving the integer registers touches one line, not two.
@@ -232,6 +239,18 @@ pub const Coroutine = struct {
     /// in (suspended, parked, ready or finished). Any thread, but not concurrently with another
     /// `resume` of the same coroutine (the second one gets `error.Running`).
     pub fn @"resume"(co: *Coroutine) Error!State {
+        try co.startRunning();
+        return co.switchIn();
+    }
+
+    /// `resume` from a thread's own stack, with that thread's `threadSlot` (no coroutine is
+    /// current there).
+    pub fn resumeFromThread(co: *Coroutine, slot: *?*Coroutine) Error!State {
+        try co.startRunning();
+        return co.switchInFromThread(slot);
+    }
+
+    fn startRunning(co: *Coroutine) Error!void {
         var w = co.load(.acquire);
         while (true) {
             switch (w.state) {
@@ -242,9 +261,8 @@ pub const Coroutine = struct {
             }
             var n = w;
             n.state = .running;
-            w = co.cas(w, n) orelse break;
+            w = co.cas(w, n) orelse return;
         }
-        return co.switchIn();
     }
 
     /// For a scheduler: continues a coroutine of its own that yielded, or that it woke with
@@ -259,6 +277,14 @@ pub const Coroutine = struct {
         return co.switchIn();
     }
 
+    /// `resumeYielded` from a thread's own stack, with its `threadSlot`.
+    pub fn resumeYieldedFromThread(co: *Coroutine, slot: *?*Coroutine) State {
+        assert(co.owner != null);
+        assert(co.exit == .yield or co.exit == .park);
+        assert(co.getState() == .running);
+        return co.switchInFromThread(slot);
+    }
+
     fn switchIn(co: *Coroutine) State {
         co.exit = .none;
         co.resumes += 1;
@@ -267,6 +293,26 @@ pub const Coroutine = struct {
         co.switch_fn(&co.caller, &co.ctx);
         setCurrent(co.prev);
         co.prev = null;
+        return co.afterSwitch();
+    }
+
+    /// `switchIn` with the resuming thread's current-coroutine variable at hand: no coroutine
+    /// is current there (asserted), and the thread does not move while the coroutine runs.
+    fn switchInFromThread(co: *Coroutine, slot: *?*Coroutine) State {
+        assert(slot == threadSlot());
+        assert(slot.* == null);
+        co.exit = .none;
+        co.resumes += 1;
+        co.prev = null;
+        const v: *volatile ?*Coroutine = slot;
+        v.* = co;
+        co.switch_fn(&co.caller, &co.ctx);
+        v.* = null;
+        return co.afterSwitch();
+    }
+
+    /// Back from a switch into `co`: records the transition it asked for.
+    fn afterSwitch(co: *Coroutine) State {
         // A scheduled coroutine that yielded stays `running` (see `resumeYielded`).
         if (co.exit == .yield and co.owner != null) return .suspended;
         // Record the transition the coroutine asked for. An `unpark` may set the permit at any
@@ -349,6 +395,10 @@ pub const Coroutine = struct {
 };
 
 /// The coroutine running on this thread, or null on a thread's own stack.
+/// Inlined in optimised builds; a call in Debug builds, where inlined calls keep their own
+/// stack slots (coroutine stacks are small).
+const hot: std.builtin.CallingConvention = if (@import("builtin").mode == .Debug) .auto else .@"inline";
+
 pub fn current() ?*Coroutine {
     return getCurrent();
 }
@@ -370,7 +420,15 @@ pub fn yieldValue(v: u64) NotInCoroutine!void {
 
 /// Parks the current coroutine until `unpark`; returns at once if a permit is pending.
 pub fn park() NotInCoroutine!void {
-    const co = getCurrent() orelse return error.NotInCoroutine;
+    parkCurrent(getCurrent() orelse return error.NotInCoroutine);
+}
+
+/// `park` for a caller that knows it runs as `co` (saves reading the thread-local: the channel
+/// wait loop parks once per blocked operation). Only from inside `co` itself.
+/// Inlined in optimised builds: every return on the way back from a switch is mispredicted
+/// (the return-address predictor holds the other stack's addresses), ~4 ns each here.
+pub fn parkCurrent(co: *Coroutine) callconv(hot) void {
+    assert(getCurrent() == co);
     var w = co.load(.acquire);
     while (w.permit) {
         var n = w;
