@@ -88,12 +88,20 @@ pub fn Deque(comptime T: type, comptime capacity: u32) type {
         pub fn stealHalf(q: *Self, victim: *Self) ?*T {
             const first = victim.steal() orelse return null;
             var more = victim.len() / 2;
-            while (more > 0) : (more -= 1) {
-                if (q.len() == capacity) break;
+            // Fill our slots above `bottom` and publish them with one swap at the end, not one
+            // per item: other thieves read only below the published `bottom`, and nobody else
+            // writes our slots.
+            const b = q.bottom.load(.monotonic); // only we write it
+            const t = q.top.load(.acquire); // as in `push`: slots below it are free again
+            assert(b -% t <= capacity);
+            var n: u32 = 0;
+            while (more > 0 and b -% t +% n < capacity) : (more -= 1) {
                 const item = victim.steal() orelse break;
-                const ok = q.push(item);
-                assert(ok); // we checked for room, and only we push to q
+                q.slots[(b +% n) & mask].store(item, .monotonic);
+                n += 1;
             }
+            // Seq_cst swap: publishes the slots, as in `push` (and for the same reasons).
+            if (n > 0) _ = q.bottom.swap(b +% n, .seq_cst);
             return first;
         }
 

@@ -49,7 +49,9 @@ const Coroutine = coroutine.Coroutine;
 pub const Ref = coroutine.Ref;
 const Stack = stack_mod.Stack;
 
-pub const queue_capacity = 256;
+/// Local run queue slots (8 KiB a worker): a burst of wake-ups (ChanPopular's 1,000) stays in
+/// the deque instead of overflowing into the inject queue's mutex (256 cost ChanPopular ~15%).
+pub const queue_capacity = 1024;
 /// How many stacks a worker keeps for itself before handing a batch back to the shared pool.
 const cache_max = 64;
 const cache_batch = 32;
