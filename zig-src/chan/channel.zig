@@ -1429,8 +1429,29 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
         winner = sel.winner.load(.acquire);
     }
 
-    // 4. Unlink the clauses nobody took.
-    lockAll(locks[0..nlocks]);
+    // 4. Unlink the clauses nobody took. After a plain win the winner's completer is done
+    // with its waiter (its status store was its last touch, and we saw it), so the winner's
+    // channel need not be locked unless another clause waits on it too: one lock fewer per
+    // select that waited (ChanPopular's per-selector channel). A give-up, or a win that raced
+    // with it, locks them all (the winner's outcome is read under its channel's lock).
+    var unlink: [max_clauses]*Channel = undefined;
+    var nunlink: usize = 0;
+    if (timed_out or was_interrupted) {
+        @memcpy(unlink[0..nlocks], locks[0..nlocks]);
+        nunlink = nlocks;
+    } else {
+        assert(winner < n);
+        for (locks[0..nlocks]) |ch| {
+            const needed = for (clauses, 0..) |c, i| {
+                if (c.ch == ch and i != winner) break true;
+            } else false;
+            if (needed) {
+                unlink[nunlink] = ch; // still sorted: a subsequence of `locks`
+                nunlink += 1;
+            }
+        }
+    }
+    lockAll(unlink[0..nunlink]);
     for (clauses, 0..) |c, i| {
         const w = &waiters[i];
         if (!w.linked) continue;
@@ -1440,11 +1461,11 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
         }
     }
     if (winner == SelectState.gave_up) {
-        for (locks[0..nlocks]) |ch| {
+        for (unlink[0..nunlink]) |ch| {
             if (was_interrupted) ch.metrics.fail_cancelled += 1 else ch.metrics.fail_timeout += 1;
         }
     }
-    unlockAll(locks[0..nlocks]);
+    unlockAll(unlink[0..nunlink]);
     if (winner == SelectState.gave_up) return if (was_interrupted) error.Interrupted else error.Timeout;
     assert(winner < n);
     const outcome = sel.status.load(.acquire);
