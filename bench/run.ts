@@ -269,6 +269,15 @@ chanFigures.push(
     nativeLine("chan: copying throughput, 1 MiB elements"),
   ),
 );
+// The machine probe (no peer): a cache line's round trip between the two CPUs, before and after
+// the channel figures. It moves between ~45 and ~370 ns on these VMs with the host's placement
+// of the vCPUs, and every contended figure above moves with it.
+for (const when of ["before", "after"]) {
+  const probe = native.find((l) =>
+    l.name.startsWith(`chan: core-to-core round trip, machine probe ${when}`)
+  );
+  if (probe !== undefined) chanFigures.push(figure(probe));
+}
 table(
   "channels, 2 workers (Zig bench executable; Go's runtime benchmarks in the same run)",
   chanFigures,

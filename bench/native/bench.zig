@@ -634,8 +634,65 @@ fn schedBenches(out: *std.Io.Writer, quick: bool) !void {
     }
 }
 
+/// How long one cache line takes to go from one CPU to the other and back: two threads pinned
+/// to the first two CPUs of the process's mask take turns writing one word. On these VMs it is
+/// anywhere from ~45 to ~370 ns depending on where the host puts the two vCPUs, and it moves
+/// between runs; every contended figure (ProdCons, Sem, Popular; Go's too) follows it.
+const CoreProbe = struct {
+    var word: std.atomic.Value(u64) align(64) = .init(0);
+    const rounds: u64 = 1_000_000;
+
+    fn pin(cpu: usize) void {
+        var set: std.os.linux.cpu_set_t = @splat(0);
+        set[cpu / @bitSizeOf(usize)] |= @as(usize, 1) << @intCast(cpu % @bitSizeOf(usize));
+        std.os.linux.sched_setaffinity(0, &set) catch {};
+    }
+
+    fn partner(cpu: usize) void {
+        pin(cpu);
+        for (0..rounds) |i| {
+            while (word.load(.acquire) != 2 * i + 1) std.atomic.spinLoopHint();
+            word.store(2 * i + 2, .release);
+        }
+    }
+
+    /// ns per round trip, or null when the process may use fewer than two CPUs.
+    fn run() !?f64 {
+        const saved = std.posix.sched_getaffinity(0) catch return null;
+        var cpus: [2]usize = undefined;
+        var found: usize = 0;
+        for (0..@bitSizeOf(std.os.linux.cpu_set_t)) |c| {
+            if (found == 2) break;
+            if (saved[c / @bitSizeOf(usize)] & (@as(usize, 1) << @intCast(c % @bitSizeOf(usize))) != 0) {
+                cpus[found] = c;
+                found += 1;
+            }
+        }
+        if (found < 2) return null;
+        defer std.os.linux.sched_setaffinity(0, &saved) catch {}; // threads started later inherit it
+        pin(cpus[0]);
+        word.store(0, .monotonic);
+        const t = try std.Thread.spawn(.{}, partner, .{cpus[1]});
+        var timer = try std.time.Timer.start();
+        for (0..rounds) |i| {
+            word.store(2 * i + 1, .release);
+            while (word.load(.acquire) != 2 * i + 2) std.atomic.spinLoopHint();
+        }
+        const ns = timer.read();
+        t.join();
+        return perOp(ns, rounds);
+    }
+};
+
+fn reportProbe(out: *std.Io.Writer, label: []const u8) !void {
+    const ns = try CoreProbe.run() orelse return;
+    try report(out, .{ .name = label, .value = ns, .unit = "ns/round-trip", .iterations = CoreProbe.rounds });
+}
+
 fn chanBenches(out: *std.Io.Writer, quick: bool) !void {
     const cruns: usize = if (quick) 2 else 5;
+    const probe_before = "chan: core-to-core round trip, machine probe before the figures";
+    if (want(probe_before)) try reportProbe(out, probe_before);
     const cases = [_]struct { name: []const u8, label: []const u8, total: u64 }{
         .{ .name = "nonblocking", .label = "chan: ChanNonblocking (try-receive, empty)", .total = 20_000_000 },
         .{ .name = "uncontended", .label = "chan: ChanUncontended (100 sends + 100 receives)", .total = 100_000 },
@@ -679,4 +736,6 @@ fn chanBenches(out: *std.Io.Writer, quick: bool) !void {
         try report(out, .{ .name = "chan: zero-copy throughput, 1 MiB buffers (2 workers)", .value = zc / 1e9, .unit = "GB/s", .iterations = count });
         try report(out, .{ .name = "chan: copying throughput, 1 MiB elements (2 workers)", .value = cp / 1e9, .unit = "GB/s", .iterations = count });
     }
+    const probe_after = "chan: core-to-core round trip, machine probe after the figures";
+    if (want(probe_after)) try reportProbe(out, probe_after);
 }
