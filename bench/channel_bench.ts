@@ -1,6 +1,6 @@
 // Channel<T> from TypeScript: the try-operation pair against the FFI floor, and a same-isolate
-// await send/receive ping-pong against a plain async call + await and the npm CSP library
-// `medium` measured in the same run.
+// await send/receive ping-pong against a plain async call + await, the npm CSP library
+// `medium`, and the floor of any promise-based rendezvous, all measured in the same run.
 // Run by `./task bench` (bench/run.ts, suite "channel"), or alone:
 //   deno bench --allow-ffi --allow-read --allow-env bench/channel_bench.ts
 import { Channel, codecs, library } from "../mod.ts";
@@ -61,6 +61,44 @@ Deno.bench("ping-pong round trip, buffered, default codec", { group: "pingpong" 
   await bping.send(1);
   await bpong.receive();
 });
+
+/**
+ * The least any promise-based rendezvous can cost here: a send waits for a receiver and each
+ * side awaits once per hop (two pending promises and four awaits per round trip), with no
+ * native memory, codec, cancellation or cross-isolate support. Not a product; a floor.
+ */
+class MinimalRendezvous<T> {
+  #receivers: ((v: T) => void)[] = [];
+  #senders: { v: T; done: () => void }[] = [];
+  send(v: T): Promise<void> {
+    const r = this.#receivers.shift();
+    if (r !== undefined) {
+      r(v);
+      return Promise.resolve();
+    }
+    return new Promise<void>((done) => this.#senders.push({ v, done }));
+  }
+  receive(): Promise<T> {
+    const s = this.#senders.shift();
+    if (s !== undefined) {
+      s.done();
+      return Promise.resolve(s.v);
+    }
+    return new Promise<T>((res) => this.#receivers.push(res));
+  }
+}
+const fping = new MinimalRendezvous<number>(), fpong = new MinimalRendezvous<number>();
+(async () => {
+  for (;;) await fpong.send(await fping.receive());
+})();
+Deno.bench(
+  "floor: minimal pure-JS rendezvous ping-pong round trip",
+  { group: "pingpong" },
+  async () => {
+    await fping.send(1);
+    await fpong.receive();
+  },
+);
 
 const mping = medium.chan(), mpong = medium.chan();
 medium.go(async () => {

@@ -450,15 +450,30 @@ const chLine = (name: string): Line => {
 const chFloor = chLine("ffi call floor: kc_abi_version()");
 const medium = chLine("npm medium: ping-pong round trip, unbuffered");
 const asyncCall = chLine("async call + await (floor of a promise API)");
+const pingPong = chLine("ping-pong round trip, rendezvous, await send + receive");
+const rendezvousFloor = chLine("floor: minimal pure-JS rendezvous ping-pong round trip");
+const tryPair = chLine("trySend + tryReceive pair, codecs.f64");
 const channelFigures = [
-  figure(chLine("trySend + tryReceive pair, codecs.f64"), chFloor),
+  figure(tryPair, chFloor),
   figure(chLine("trySend + tryReceive pair, default codec (number)"), chFloor),
   figure(chLine("trySend + tryReceive pair, default codec (16-char string)"), chFloor),
-  figure(chLine("ping-pong round trip, rendezvous, await send + receive"), medium),
+  figure(pingPong, medium),
   figure(chLine("ping-pong round trip, buffered, default codec"), medium),
   figure(asyncCall),
+  figure({ ...pingPong, name: `${pingPong.name} (against an async call)` }, asyncCall),
+  figure(rendezvousFloor, asyncCall),
+  figure({ ...pingPong, name: `${pingPong.name} (against the floor)` }, rendezvousFloor),
 ];
 table("TypeScript Channel (deno bench, mean; peers in the same run)", channelFigures);
+console.log(
+  `  targets: try pair <= 25 ns: ${tryPair.value <= 25 ? "met" : "MISSED"} ` +
+    `(${tryPair.value.toFixed(1)} ns); ping-pong <= 2x an async call: ${
+      pingPong.value <= 2 * asyncCall.value ? "met" : "MISSED"
+    } (${(pingPong.value / asyncCall.value).toFixed(2)}x; the floor of any promise rendezvous ` +
+    `is ${(rendezvousFloor.value / asyncCall.value).toFixed(2)}x), faster than medium: ${
+      pingPong.value < medium.value ? "met" : "MISSED"
+    }`,
+);
 await save("channel", channelFigures);
 console.log(`\nwrote bench/results/switch.json, sched.json, chan.json, ffi.json and channel.json`);
 // --- worker -------------------------------------------------------------------------------
