@@ -113,6 +113,8 @@ export class Bridge {
 
   #deferred: { flush(): void }[] = [];
   #starting = false;
+  /** An abort left nothing pending while a wait is outstanding: see `#start`. */
+  #maybeIdle = false;
 
   #schedule(): void {
     if (this.#starting) return;
@@ -134,6 +136,16 @@ export class Bridge {
     }
     this.#starting = false;
     if (this.#deferred.length > 0) this.#schedule();
+    if (this.#maybeIdle) {
+      // Still nothing pending after this turn's flushes: let the idle isolate exit. Not at
+      // the abort itself: a same-isolate ping-pong that yields to the event loop aborts its
+      // queued waiter and queues the next one every turn, and interrupting the wait each time
+      // (a futex wake, a blocking-pool thread's round trip, a new wait) cost ~20 us a turn.
+      this.#maybeIdle = false;
+      if (this.#ops.size === 0 && this.#waiting && this.#lib.isOpen) {
+        this.#sym.kc_ring_interrupt(this.#ring);
+      }
+    }
     if (!this.#waiting && this.#ops.size > 0) void this.#loop();
   };
 
@@ -145,8 +157,9 @@ export class Bridge {
     const rc = this.#lib.isOpen ? this.#sym.kc_ring_abort(this.#ring, op.ticket) : 0;
     if (rc === Status.EBUSY) return rc;
     this.#ops.delete(op.ticket);
-    if (this.#ops.size === 0 && this.#waiting && this.#lib.isOpen) {
-      this.#sym.kc_ring_interrupt(this.#ring); // let the idle isolate exit
+    if (this.#ops.size === 0 && this.#waiting) {
+      this.#maybeIdle = true; // at the end of this turn, let the idle isolate exit (`#start`)
+      this.#schedule();
     }
     return rc;
   }
