@@ -153,12 +153,24 @@ class Shared {
   refs = 0;
   /** A flush is due at the end of this turn (Bridge.defer). */
   scheduled = false;
+  /**
+   * Something outside this isolate's JavaScript may use the channel: its handle was read
+   * (`handle`: native code, select) or shared (`share`, `Channel.from`). Until then only this
+   * isolate's own operations can complete its waiters, so they wait in JavaScript for good and
+   * are never queued natively (no FFI call, no ring wait, no thread hop per event-loop turn).
+   */
+  escaped = false;
   /** A microtask will look for room for the senders waiting here (Channel.#retrySends). */
   retrying = false;
 
   /** The end of a turn: operations still waiting in JavaScript queue natively, oldest first. */
   flush(): void {
     this.scheduled = false;
+    this.flushNow();
+  }
+
+  /** Operations still waiting in JavaScript queue natively, oldest first. */
+  flushNow(): void {
     if (this.senders.first !== null) flushAll(this.senders);
     if (this.receivers.first !== null) flushAll(this.receivers);
   }
@@ -353,6 +365,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#dropping = false;
       this.#onUndelivered = undefined;
       this._shared = sharedOf(o.handle);
+      this._shared.escaped = true; // another isolate (or this one, through share) has it
       return;
     }
     const op = "create channel";
@@ -441,8 +454,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this._shared = sharedOf(handle);
   }
 
-  /** The native handle (for the C ABI). */
+  /**
+   * The native handle (for the C ABI). Once read, the channel's waiters also queue natively
+   * (at the end of each turn), where native code can complete them.
+   */
   get handle(): number {
+    this.#escape();
     return this.#handle;
   }
 
@@ -776,14 +793,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     });
     const s = this._shared;
     (kind === SEND ? s.senders : s.receivers).push(w);
-    if (!s.scheduled) {
+    if (s.escaped && !s.scheduled) {
       s.scheduled = true;
       this.#bridge.defer(s);
     }
     // A busy channel's buffer that is full now is often drained by another thread within a
     // microsecond, well before the end of the turn: look again a few microtasks later.
     // One look serves every sender of the isolate waiting on this channel (pump goes in order).
-    if (kind === SEND && this.#capacity !== 0 && this.#at !== null && !s.retrying) {
+    if (kind === SEND && s.escaped && this.#capacity !== 0 && this.#at !== null && !s.retrying) {
       s.retrying = true;
       queueMicrotask(() => this.#retrySends(SEND_RETRIES));
     }
@@ -826,7 +843,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /** @internal For select: this channel's waiters still waiting in JavaScript queue natively. */
   _flushLocal(): void {
-    this._shared.flush();
+    this._shared.flushNow();
+  }
+
+  /** Marks the channel as reachable from outside this isolate's JavaScript (`Shared.escaped`). */
+  #escape(): void {
+    const s = this._shared;
+    if (s.escaped) return;
+    s.escaped = true;
+    // Waiters already waiting here queue natively at the end of this turn, as if escaped then.
+    if ((s.senders.first !== null || s.receivers.first !== null) && !s.scheduled) {
+      s.scheduled = true;
+      this.#bridge.defer(s);
+    }
   }
 
   /**
@@ -1036,6 +1065,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** Plain data naming this native channel, to `postMessage` to a Worker. */
   share(): SharedChannel {
     this.#sym("share channel");
+    this.#escape();
     return {
       kind: "kcoro.channel",
       version: 1,

@@ -487,6 +487,7 @@ Deno.test("a sender waiting in JavaScript stays ahead of later sends (FIFO)", as
 Deno.test("a send waiting for room on a busy channel moves in within its turn once room appears", async () => {
   using ch = new Channel<number>(1, { codec: codecs.f64 });
   const sym = library().symbols("test");
+  const handle = ch.handle; // another thread has the channel (its waits may be completed there)
   for (let i = 0; i < 20; i++) { // a busy channel (its flags are mapped into JavaScript)
     assert.deepEqual(ch.trySend(i), { state: "ok" });
     assert.deepEqual(ch.tryReceive(), { state: "ok", value: i });
@@ -497,7 +498,7 @@ Deno.test("a send waiting for room on a busy channel moves in within its turn on
   waiting.then(() => done = true);
   // Another thread takes the buffered value (a direct native call stands in for it).
   const out = new Float64Array(1);
-  assert.equal(sym.kc_chan_recv(ch.handle, new Uint8Array(out.buffer), 8, 0n, 0, 1), 0);
+  assert.equal(sym.kc_chan_recv(handle, new Uint8Array(out.buffer), 8, 0n, 0, 1), 0);
   assert.equal(out[0], 1);
   // Microtask turns only: the end of this turn (when waits are queued natively) has not come.
   for (let i = 0; i < 8 && !done; i++) await Promise.resolve();
@@ -508,14 +509,50 @@ Deno.test("a send waiting for room on a busy channel moves in within its turn on
 
 Deno.test("a wait still pending at the end of its turn is queued natively", async () => {
   using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  const handle = ch.handle; // native code may use the channel from now on
   const r = ch.receive();
   const bridge = Bridge.of(library());
   await until(() => bridge.pending > 0, "the receive to be queued natively");
   // Now a native (other-thread) send reaches it.
   const x = new Float64Array([42]);
   const sym = library().symbols("test");
-  assert.equal(sym.kc_chan_send(ch.handle, new Uint8Array(x.buffer), 8, 0n, 0, 1), 0);
+  assert.equal(sym.kc_chan_send(handle, new Uint8Array(x.buffer), 8, 0n, 0, 1), 0);
   assert.equal(await r, 42);
+});
+
+Deno.test("a channel only this isolate's JavaScript can reach keeps its waits in JavaScript across turns", async () => {
+  using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  const bridge = Bridge.of(library());
+  const before = bridge.pending;
+  const r = ch.receive();
+  const turn = () => new Promise((done) => setTimeout(done, 0));
+  for (let i = 0; i < 3; i++) {
+    await turn(); // whole event-loop turns: nothing outside JavaScript could complete it
+    assert.equal(bridge.pending, before);
+  }
+  await ch.send(7); // taken over in JavaScript
+  assert.equal(await r, 7);
+  // Once its handle is read (native code, another thread), a wait left pending is queued natively
+  // at the end of its turn, and a native send completes it.
+  const r2 = ch.receive();
+  const handle = ch.handle;
+  await until(() => bridge.pending > before, "the receive to be queued natively");
+  const x = new Float64Array([8]);
+  const sym = library().symbols("test");
+  assert.equal(sym.kc_chan_send(handle, new Uint8Array(x.buffer), 8, 0n, 0, 1), 0);
+  assert.equal(await r2, 8);
+});
+
+Deno.test("a channel shared with share() queues a wait left pending natively", async () => {
+  using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  const bridge = Bridge.of(library());
+  const before = bridge.pending;
+  const r = ch.receive();
+  ch.share(); // a Worker may send on it from now on
+  await until(() => bridge.pending > before, "the receive to be queued natively");
+  using other = Channel.from<number>(ch.share()); // stands in for the Worker's copy
+  await other.send(9);
+  assert.equal(await r, 9);
 });
 
 Deno.test("a try-send answered full without a call is still counted", () => {
