@@ -210,6 +210,40 @@ function sharedOf(handle: number): Shared {
   return s;
 }
 
+/** What the garbage collector needs to end a channel whose owning object is garbage. */
+interface Orphan {
+  lib: Library;
+  handle: number;
+  codec: Codec<unknown>;
+  /** Dropped values wait in the native undelivered list: take them and free them. */
+  keeps: boolean;
+}
+
+/**
+ * Destroys the native channel of an owning `Channel` that was garbage collected without being
+ * disposed, so that channels created and dropped (Go's and Kotlin's are garbage collected
+ * too) do not use up the handle table and native memory. Only channels whose handle never left
+ * their object (`handle`, `share`) are registered: nothing else can name them, and a channel
+ * with operations waiting in this isolate is still reachable (its `Shared` entry holds the
+ * waiters, which hold it), so none is pending. Its dropped values are freed; the
+ * `onUndeliveredElement` hook died with the object.
+ */
+const orphans = new FinalizationRegistry<Orphan>(({ lib, handle, codec, keeps }) => {
+  shared.delete(handle); // nothing else named it (see above)
+  if (!lib.isOpen) return; // its memory went with the library
+  try {
+    const sym = lib.symbols("destroy garbage channel");
+    sym.kc_chan_destroy(handle);
+    if (!keeps) return;
+    const slot = new Slot();
+    while (sym.kc_chan_take_undelivered(handle, slot.u8, codec.elemSize) === 1) {
+      codec.discard(slot, sym);
+    }
+  } catch (e) {
+    reportError(e); // a finalizer must not throw; nothing here should
+  }
+});
+
 const SEND = 0, RECV = 1, RECV_CATCHING = 2, RECV_ITER = 3;
 
 /** What a receive of `kind` resolves with for a received value. */
@@ -452,13 +486,26 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#dropping = ov !== 0 && cap !== UNLIMITED;
     this.#onUndelivered = onUndeliveredElement;
     this._shared = sharedOf(handle);
+    orphans.register(this, { lib, handle, codec, keeps }, this);
   }
 
   /**
    * The native handle (for the C ABI). Once read, the channel's waiters also queue natively
-   * (at the end of each turn), where native code can complete them.
+   * (at the end of each turn), where native code can complete them, and the channel is no
+   * longer destroyed when this object is garbage collected: whoever holds the handle may still
+   * use it, so only `[Symbol.dispose]` ends it.
    */
   get handle(): number {
+    this.#escape();
+    this.#giveAway();
+    return this.#handle;
+  }
+
+  /**
+   * @internal The native handle for an operation that uses it only while it holds this object
+   * (`select`): its waiters queue natively, but the handle is not given away.
+   */
+  get _handle(): number {
     this.#escape();
     return this.#handle;
   }
@@ -846,6 +893,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this._shared.flushNow();
   }
 
+  /**
+   * The handle left this object (`handle`, `share`): others may use the native channel after
+   * this object is garbage, so the garbage collector no longer destroys it (`orphans`).
+   */
+  #giveAway(): void {
+    if (this.#owner) orphans.unregister(this);
+  }
+
   /** Marks the channel as reachable from outside this isolate's JavaScript (`Shared.escaped`). */
   #escape(): void {
     const s = this._shared;
@@ -1066,6 +1121,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   share(): SharedChannel {
     this.#sym("share channel");
     this.#escape();
+    this.#giveAway();
     return {
       kind: "kcoro.channel",
       version: 1,
@@ -1106,6 +1162,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#disposed) return;
     if (!this.#lib.isOpen) {
       this.#disposed = true;
+      if (this.#owner) orphans.unregister(this);
       return;
     }
     if (!this.#owner) {
@@ -1113,6 +1170,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       flushAll(this._shared.senders);
       flushAll(this._shared.receivers);
     } else {
+      orphans.unregister(this);
       const sym = this.#lib.symbols("dispose channel");
       this.cancel();
       this.#disposed = true;

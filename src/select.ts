@@ -397,7 +397,7 @@ class Selection implements RingOp {
     for (let i = 0; i < this.native.length; i++) {
       const c = this.native[i];
       const ch = c.ch!;
-      clauseU32[6 * i] = ch.handle;
+      clauseU32[6 * i] = ch._handle; // used while the select holds ch
       clauseU32[6 * i + 1] = c.kind === SEND ? 0 : 1;
       clauseU32[6 * i + 2] = ch.codec.elemSize;
       clauseU32[6 * i + 3] = 0;

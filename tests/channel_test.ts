@@ -407,6 +407,52 @@ Deno.test("a process with idle channels exits by itself; pending ops do not outl
   assert.ok(res.ms < 5000, `exited after ${res.ms} ms`);
 });
 
+Deno.test("an owning channel dropped without dispose is destroyed when collected, unless its handle was given away", async () => {
+  const res = await evalScript(
+    `
+    import { Channel, codecs, library } from "./mod.ts";
+    const sym = library().symbols("test");
+    const dropped = [];
+    (() => {
+      for (let i = 0; i < 200; i++) {
+        // Buffered strings live in native memory; a waiter taken over in JavaScript leaves none.
+        const ch = new Channel(4);
+        ch.trySend("a value in native memory " + i);
+        dropped.push(ch._handle);
+      }
+      const r = new Channel(0, { codec: codecs.f64 });
+      const got = r.receive();
+      r.trySend(1);
+      dropped.push(r._handle);
+      void got;
+    })();
+    const given = new Channel(1).handle; // read: native code may hold it
+    const shared = new Channel(1).share(); // shared: a Worker may hold it
+    const live = (h) => sym.kc_chan_status(h) >= 0;
+    const deadline = Date.now() + 20000;
+    while (dropped.some(live) && Date.now() < deadline) {
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const left = dropped.filter(live).length;
+    if (left > 0) throw new Error(left + " dropped channels still live");
+    // Their dropped values were taken from the undelivered list and freed.
+    const slot = new Uint8Array(32);
+    for (const h of dropped) {
+      if (sym.kc_chan_take_undelivered(h, slot, 32) !== 0) throw new Error("undelivered value left");
+    }
+    for (let i = 0; i < 5; i++) {
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    if (!live(given)) throw new Error("a channel whose handle was read was destroyed");
+    if (!live(shared.handle)) throw new Error("a shared channel was destroyed");
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a channel used after its library was closed throws LibraryClosedError", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, LibraryClosedError } from "./mod.ts";

@@ -17,10 +17,12 @@ const root = new URL("../", import.meta.url).pathname;
  */
 export async function evalScript(
   code: string,
+  options: { v8Flags?: string[] } = {},
 ): Promise<{ code: number; ms: number; stderr: string }> {
   const t0 = performance.now();
+  const flags = options.v8Flags ? [`--v8-flags=${options.v8Flags.join(",")}`] : [];
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--quiet", code],
+    args: ["eval", "--quiet", ...flags, code],
     env: { NO_COLOR: "1" },
     cwd: root,
     stdout: "piped",
