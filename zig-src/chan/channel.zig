@@ -1386,11 +1386,13 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
         const r = options.random orelse fallback.random();
         r.shuffle(u8, order[0..n]);
     }
+    // 1. A look without locking them all: usually the first clause that may be ready is.
+    if (try probeEach(clauses, order[0..n])) |got| return got;
     var locks: [max_clauses]*Channel = undefined;
     const nlocks = lockSet(clauses, &locks);
     lockAll(locks[0..nlocks]);
 
-    // 2. Probe.
+    // 2. Probe, all locked: none is ready, or we register on all of them before unlocking.
     if (try probeLocked(clauses, order[0..n], locks[0..nlocks])) |got| return got;
     if (options.poll) {
         unlockAll(locks[0..nlocks]);
@@ -1501,6 +1503,7 @@ pub const AsyncSelect = struct {
         var order: [max_clauses]u8 = undefined;
         for (0..as.n) |i| order[i] = @intCast(i);
         if (random) |r| r.shuffle(u8, order[0..as.n]);
+        if (try probeEach(clauses, order[0..as.n])) |got| return got;
         lockAll(as.locks[0..as.nlocks]);
         if (try probeLocked(clauses, order[0..as.n], as.locks[0..as.nlocks])) |got| return got;
         for (clauses, 0..) |c, i| {
@@ -1572,6 +1575,40 @@ fn probeLocked(clauses: []const Clause, order: []const u8, locks: []const *Chann
         unlockAll(locks);
         if (wake) |info| Waiter.wake(info);
         return .{ .index = i, .closed = closed and !cancelled, .cancelled = cancelled };
+    }
+    return null;
+}
+
+/// Tries the clauses one channel at a time, in `order`, skipping those whose flag says they
+/// cannot complete (`recv_ready` clear, `send_blocked` set: so a select that must wait pays
+/// one load per clause here), and completes the first that can. Null if none could as it was
+/// tried; the caller then locks every channel and probes again, atomically, before it waits.
+///
+/// The choice is not one atomic snapshot: a clause passed over (its flag said not ready) may
+/// have become ready by the time a later one completes, as with Kotlin's select, which also
+/// tries its clauses one by one. A select that fires fires one clause, exactly once; its bias
+/// (clause order) holds among clauses ready as it looks. It saves the sort and the locks of
+/// every other channel: SelectUncontended locked both channels of every select.
+fn probeEach(clauses: []const Clause, order: []const u8) SelectError!?Selected {
+    for (order) |i| {
+        const c = clauses[i];
+        // Acquire: pairs with the release stores of the flags (`publishFlags`, the fast paths),
+        // like the try-operations' own pre-checks; a stale answer only costs a lock or a skip.
+        const maybe = switch (c.kind) {
+            .receive => c.ch.flags.recv_ready.load(.acquire),
+            .send => !c.ch.flags.send_blocked.load(.acquire),
+        };
+        if (!maybe) continue;
+        c.ch.lock();
+        const done = c.ch.attempt(c.kind, c.elem) catch |err| switch (err) {
+            // `attempt` released the lock, counted the failure and woke nobody.
+            error.Closed => return .{ .index = i, .closed = true },
+            error.Cancelled => return .{ .index = i, .cancelled = true },
+            error.OutOfMemory => return error.OutOfMemory,
+            else => unreachable, // attempt fails only with these
+        };
+        if (done) return .{ .index = i };
+        c.ch.unlock(); // it would wait: on to the next clause
     }
     return null;
 }
@@ -2148,6 +2185,42 @@ test "select: biased picks the first ready clause; polling is the default clause
     _ = a.close();
     const closed = try select(&clauses, .{});
     try testing.expect(closed.index == 0 and closed.closed);
+}
+
+test "select: a ready clause completes without the locks of the other clauses' channels" {
+    // Another thread holds b's locks for as long as it likes (a long critical section, or a
+    // preempted holder): a select whose clause on `a` is ready must not wait for them.
+    const a = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer a.destroy();
+    const b = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer b.destroy();
+    try trySendU64(a, 7);
+    const S = struct {
+        done: std.atomic.Value(bool) = .init(false),
+        got: SelectError!Selected = error.WouldBlock,
+        x: u64 = 0,
+        fn run(self: *@This(), ca: *Channel, cb: *Channel) void {
+            // b's clause first: its flag says "nothing to receive", so it is passed over.
+            const clauses = [_]Clause{
+                .{ .ch = cb, .kind = .receive, .elem = std.mem.asBytes(&self.x) },
+                .{ .ch = ca, .kind = .receive, .elem = std.mem.asBytes(&self.x) },
+            };
+            self.got = select(&clauses, .{});
+            self.done.store(true, .release); // pairs with the acquire load below
+        }
+    };
+    var st: S = .{};
+    b.lock();
+    const t = try std.Thread.spawn(.{}, S.run, .{ &st, a, b });
+    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (!st.done.load(.acquire) and scheduler.monotonicNs() < deadline) std.Thread.yield() catch {};
+    const finished = st.done.load(.acquire);
+    b.unlock(); // lets a select stuck on b's lock finish, so the test can fail instead of hang
+    t.join();
+    try testing.expect(finished);
+    const got = try st.got;
+    try testing.expectEqual(@as(u32, 1), got.index);
+    try testing.expectEqual(@as(u64, 7), st.x);
 }
 
 test "select: unbiased picks each of two always-ready clauses about half the time" {
