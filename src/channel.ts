@@ -6,7 +6,11 @@
  * - `send` / `receive` try first; an operation that must wait waits in JavaScript until the end
  *   of its turn, where a partner of the same isolate takes it over without an FFI call or a
  *   thread hop; then it is queued natively and completed through the isolate's completion ring
- *   (src/bridge.ts), never blocking the event loop.
+ *   (src/bridge.ts), never blocking the event loop. A channel whose handle never left this
+ *   isolate's JavaScript (`handle`, `share`) keeps its waits in JavaScript for good: nothing
+ *   else could complete them.
+ * - An owning channel dropped without `[Symbol.dispose]` is destroyed when garbage collected,
+ *   unless its handle left it.
  * - Values travel through a {@linkcode Codec} (src/codec.ts): the default one tags each value.
  * - `share()` gives a plain object to `postMessage` to a Worker; `Channel.from()` opens the same
  *   native channel there.
