@@ -216,6 +216,8 @@ function sharedOf(handle: number): Shared {
 
 /** What the garbage collector needs to end a channel whose owning object is garbage. */
 interface Orphan {
+  /** False once the channel was disposed or its handle left it: nothing to do then. */
+  owned: boolean;
   lib: Library;
   handle: number;
   codec: Codec<unknown>;
@@ -232,7 +234,8 @@ interface Orphan {
  * waiters, which hold it), so none is pending. Its dropped values are freed; the
  * `onUndeliveredElement` hook died with the object.
  */
-const orphans = new FinalizationRegistry<Orphan>(({ lib, handle, codec, keeps }) => {
+const orphans = new FinalizationRegistry<Orphan>(({ owned, lib, handle, codec, keeps }) => {
+  if (!owned) return;
   shared.delete(handle); // nothing else named it (see above)
   if (!lib.isOpen) return; // its memory went with the library
   try {
@@ -372,6 +375,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** @internal */
   readonly _shared: Shared;
   #disposed = false;
+  /** What `orphans` destroys if this owning object is garbage (see `#giveAway`). */
+  #orphan: Orphan | undefined = undefined;
   #bridgeOf: Bridge | undefined = undefined;
   /**
    * kc_chan_ready_flag's and kc_chan_blocked_flag's bytes and the handle word, mapped once the
@@ -490,7 +495,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#dropping = ov !== 0 && cap !== UNLIMITED;
     this.#onUndelivered = onUndeliveredElement;
     this._shared = sharedOf(handle);
-    orphans.register(this, { lib, handle, codec, keeps }, this);
+    // No unregister token: unregistering costs more than a flag the finalizer reads.
+    orphans.register(this, this.#orphan = { owned: true, lib, handle, codec, keeps });
   }
 
   /**
@@ -902,7 +908,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * this object is garbage, so the garbage collector no longer destroys it (`orphans`).
    */
   #giveAway(): void {
-    if (this.#owner) orphans.unregister(this);
+    if (this.#orphan !== undefined) this.#orphan.owned = false;
   }
 
   /** Marks the channel as reachable from outside this isolate's JavaScript (`Shared.escaped`). */
@@ -1166,7 +1172,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#disposed) return;
     if (!this.#lib.isOpen) {
       this.#disposed = true;
-      if (this.#owner) orphans.unregister(this);
+      this.#giveAway();
       return;
     }
     if (!this.#owner) {
@@ -1174,7 +1180,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       flushAll(this._shared.senders);
       flushAll(this._shared.receivers);
     } else {
-      orphans.unregister(this);
+      this.#giveAway();
       const sym = this.#lib.symbols("dispose channel");
       this.cancel();
       this.#disposed = true;
