@@ -166,6 +166,14 @@ class Shared {
   escaped = false;
   /** A microtask will look for room for the senders waiting here (Channel.#retrySends). */
   retrying = false;
+  /**
+   * What `orphans` needs to destroy the channel once its owning object is garbage; `orphanLib`
+   * null when there is nothing to do (not owned here, disposed, or its handle left the object).
+   */
+  orphanLib: Library | null = null;
+  orphanHandle = 0;
+  orphanCodec: Codec<unknown> | null = null;
+  orphanKeeps = false;
 
   /** The end of a turn: operations still waiting in JavaScript queue natively, oldest first. */
   flush(): void {
@@ -214,37 +222,28 @@ function sharedOf(handle: number): Shared {
   return s;
 }
 
-/** What the garbage collector needs to end a channel whose owning object is garbage. */
-interface Orphan {
-  /** False once the channel was disposed or its handle left it: nothing to do then. */
-  owned: boolean;
-  lib: Library;
-  handle: number;
-  codec: Codec<unknown>;
-  /** Dropped values wait in the native undelivered list: take them and free them. */
-  keeps: boolean;
-}
-
 /**
  * Destroys the native channel of an owning `Channel` that was garbage collected without being
  * disposed, so that channels created and dropped (Go's and Kotlin's are garbage collected
- * too) do not use up the handle table and native memory. Only channels whose handle never left
- * their object (`handle`, `share`) are registered: nothing else can name them, and a channel
- * with operations waiting in this isolate is still reachable (its `Shared` entry holds the
- * waiters, which hold it), so none is pending. Its dropped values are freed; the
- * `onUndeliveredElement` hook died with the object.
+ * too) do not use up the handle table and native memory. It acts only for channels whose handle
+ * never left their object (`handle`, `share`; `orphanLib` is null otherwise): nothing else can
+ * name them, and a channel with operations waiting in this isolate is still reachable (its
+ * `Shared` entry holds the waiters, which hold it), so none is pending. Its dropped values are
+ * freed; the `onUndeliveredElement` hook died with the object. The held value is the channel's
+ * `Shared` entry, which exists anyway: a held object of its own cost each channel 40 bytes.
  */
-const orphans = new FinalizationRegistry<Orphan>(({ owned, lib, handle, codec, keeps }) => {
-  if (!owned) return;
-  shared.delete(handle); // nothing else named it (see above)
+const orphans = new FinalizationRegistry<Shared>((s) => {
+  const { orphanLib: lib, orphanHandle: handle, orphanCodec: codec, orphanKeeps: keeps } = s;
+  if (lib === null) return; // disposed, or its handle left it
+  if (shared.get(handle) === s) shared.delete(handle); // nothing else named it (see above)
   if (!lib.isOpen) return; // its memory went with the library
   try {
     const sym = lib.symbols("destroy garbage channel");
     sym.kc_chan_destroy(handle);
     if (!keeps) return;
     const slot = new Slot();
-    while (sym.kc_chan_take_undelivered(handle, slot.u8, codec.elemSize) === 1) {
-      codec.discard(slot, sym);
+    while (sym.kc_chan_take_undelivered(handle, slot.u8, codec!.elemSize) === 1) {
+      codec!.discard(slot, sym);
     }
   } catch (e) {
     reportError(e); // a finalizer must not throw; nothing here should
@@ -375,8 +374,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** @internal */
   readonly _shared: Shared;
   #disposed = false;
-  /** What `orphans` destroys if this owning object is garbage (see `#giveAway`). */
-  #orphan: Orphan | undefined = undefined;
   #bridgeOf: Bridge | undefined = undefined;
   /**
    * kc_chan_ready_flag's and kc_chan_blocked_flag's bytes and the handle word, mapped once the
@@ -495,8 +492,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#dropping = ov !== 0 && cap !== UNLIMITED;
     this.#onUndelivered = onUndeliveredElement;
     this._shared = sharedOf(handle);
-    // No unregister token: unregistering costs more than a flag the finalizer reads.
-    orphans.register(this, this.#orphan = { owned: true, lib, handle, codec, keeps });
+    // What `orphans` needs goes on the Shared entry, which is its held value (it references
+    // this object only while operations wait, and those keep it alive anyway). No unregister
+    // token: unregistering costs more than `orphanLib` set to null, which the finalizer reads.
+    const s = this._shared;
+    s.orphanLib = lib;
+    s.orphanHandle = handle;
+    s.orphanCodec = codec as Codec<unknown>;
+    s.orphanKeeps = keeps;
+    orphans.register(this, s);
   }
 
   /**
@@ -908,7 +912,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * this object is garbage, so the garbage collector no longer destroys it (`orphans`).
    */
   #giveAway(): void {
-    if (this.#orphan !== undefined) this.#orphan.owned = false;
+    if (this.#owner) this._shared.orphanLib = null;
   }
 
   /** Marks the channel as reachable from outside this isolate's JavaScript (`Shared.escaped`). */
