@@ -207,6 +207,12 @@ export const symbols = {
   kc_ring_drain: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size) */
   kc_ring_take: { parameters: ["u32", "u32", "buffer", "u32"], result: "i32" },
+  /**
+   * int32_t kc_ring_notify(uint32_t ring, kc_notify_fn notify, uint32_t *done): a thread of the
+   * library's own calls notify() (an UnsafeCallback.threadSafe) when records arrive; *done = 1
+   * once it ended (after kc_ring_destroy).
+   */
+  kc_ring_notify: { parameters: ["u32", "function", "buffer"], result: "i32" },
   /** int32_t kc_ring_abort(uint32_t ring, uint32_t ticket) */
   kc_ring_abort: { parameters: ["u32", "u32"], result: "i32" },
   /**

@@ -59,6 +59,8 @@ extern "C" {
 #define KC_BUILTIN_RECEIVER 8            /* {chan, ...}: receives one value; KC_EINTR likewise */
 #define KC_BUILTIN_CANCEL_SCOPE 9        /* {-, ...}: kc_scope_cancel of the scope it runs in: 1/0 */
 #define KC_BUILTIN_READ_DEADLINE 11 /* scheduled: {deadline, done, status}: kc_deadline() */
+#define KC_BUILTIN_ECHO 12 /* scheduled: uint64_t[4] {in chan, out chan, echoed, done}: sends each
+                            * 8-byte value of `in` to `out` until either fails, then done = 1 */
 #define KC_BUILTIN_CHAN_SENDER 10 /* scheduled: uint64_t[5] {chan, first, count, sent, done}: sends
                                   * u64 first..first+count-1 (sent += 1 each), then done += 1 */
 
@@ -331,6 +333,12 @@ int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size);
 /* Withdraws a pending operation: 0 (no record will come, nothing delivered) or KC_EBUSY (it
  * completed: take it). */
 int32_t kc_ring_abort(uint32_t ring, uint32_t ticket);
+/* The other way to wake an isolate than a blocked kc_ring_wait: a thread of the library's own
+ * calls notify() whenever records arrived since its last call (spuriously too: at start, after
+ * an interrupt); the host drains the ring there. The thread ends once the ring is destroyed and
+ * then stores 1 in *done: notify must stay callable until then. */
+typedef void (*kc_notify_fn)(void);
+int32_t kc_ring_notify(uint32_t ring, kc_notify_fn notify, uint32_t *done);
 /* 0: done now (a receive's value is in *out); 1: queued, *out_ticket set; or an error code. */
 int32_t kc_chan_send_async(uint32_t handle, const void *elem, uint32_t size, uint32_t ring,
                            uint32_t *out_ticket);

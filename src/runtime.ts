@@ -41,7 +41,9 @@ export type ShutdownMode = "cancel" | "finish";
  *   context carries (`kc_now_ns` clock; 0 for none) into cell 0;
  * - `"chanSender"`: `[channel handle, first, count, sent, done]`: sends the u64 values
  *   `first .. first+count-1` to a channel of 8-byte elements (`codecs.u64`), adding 1 to `sent`
- *   for each, stopping if the channel closes; then adds 1 to `done`.
+ *   for each, stopping if the channel closes; then adds 1 to `done`;
+ * - `"echo"`: `[in channel, out channel, echoed, done]`: receives each value of `in` (8-byte
+ *   elements) and sends it to `out`, adding 1 to `echoed`, until either fails; then `done` = 1.
  */
 export type ScheduledBuiltin =
   | "sleeper"
@@ -51,7 +53,8 @@ export type ScheduledBuiltin =
   | "receiver"
   | "cancel-scope"
   | "chanSender"
-  | "read-deadline";
+  | "read-deadline"
+  | "echo";
 
 /** Each built-in's id (`KC_BUILTIN_*`) and how many cells it needs. */
 const builtinIds: Record<ScheduledBuiltin, readonly [number, number]> = {
@@ -63,6 +66,7 @@ const builtinIds: Record<ScheduledBuiltin, readonly [number, number]> = {
   "cancel-scope": [9, 3],
   "chanSender": [10, 5],
   "read-deadline": [11, 3],
+  "echo": [12, 4],
 };
 
 /**

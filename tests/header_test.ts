@@ -23,7 +23,9 @@ function cTypeToFfi(t: string): string[] {
   if (c === "int32_t") return ["i32"];
   if (c === "uint64_t") return ["u64"];
   if (c === "void") return ["void"];
-  if (["kc_entry_fn", "kc_undelivered_fn", "kc_handler_fn", "kc_done_fn"].includes(c)) {
+  if (
+    ["kc_entry_fn", "kc_undelivered_fn", "kc_handler_fn", "kc_done_fn", "kc_notify_fn"].includes(c)
+  ) {
     return ["pointer", "function"];
   }
   // A void * is a pointer, a caller-owned buffer, or (kc_coro_create) an integer in its register.

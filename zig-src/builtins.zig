@@ -44,6 +44,10 @@ pub const Builtin = enum(u32) {
     /// Scheduled. `arg` -> u64[3] { deadline, done, status }: writes its context's deadline
     /// (kc_deadline: 0 for none) into cell 0, then `status` = 0 and `done` = 1.
     read_deadline = 11,
+    /// Scheduled. `arg` -> u64[4] { in channel, out channel, echoed, done }: receives each
+    /// 8-byte value of `in` and sends it to `out` (counting it in `echoed`) until either fails;
+    /// then `done` = 1. A native partner for round-trip benchmarks. Lives in root.zig.
+    echo = 12,
 };
 
 pub fn entry(b: Builtin) *const anyopaque {
@@ -56,7 +60,7 @@ pub fn entry(b: Builtin) *const anyopaque {
         .spin => @ptrCast(&spin),
         .cancellable_sleeper => @ptrCast(&cancellableSleeper),
         .cancel_scope => @ptrCast(&cancelScope),
-        .receiver => unreachable, // root.zig answers for it: it needs the channel handle table
+        .receiver, .echo => unreachable, // root.zig answers for them: they need the handle table
         .chan_sender => @ptrCast(&chanSender),
         .read_deadline => @ptrCast(&readDeadline),
     };

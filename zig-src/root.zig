@@ -1057,6 +1057,50 @@ export fn kc_ring_abort(ring: u32, ticket: u32) callconv(.c) i32 {
     return 0;
 }
 
+/// int32_t kc_ring_notify(uint32_t ring, void (*notify)(void), uint32_t *done): the other way
+/// to wake an isolate than a blocked kc_ring_wait: starts a thread of its own (never a
+/// scheduler worker) that calls notify() whenever records arrived on the ring since its last
+/// call (the isolate drains them from there), for a host whose callbacks may be called from
+/// any thread (Deno's UnsafeCallback.threadSafe). A spurious call is possible (at start, after
+/// kc_ring_interrupt). The thread ends once the ring is destroyed and then stores 1 in *done
+/// (release): notify must stay callable until then. bench/wake_bench.ts measures the two ways.
+export fn kc_ring_notify(ring: u32, notify: ?*const fn () callconv(.c) void, done: ?*u32) callconv(.c) i32 {
+    const f = notify orelse return Status.invalid.code();
+    const d = done orelse return Status.invalid.code();
+    const rr = rings();
+    const e = rr.acquire(ring) catch |err| return fail(err);
+    rr.release(e);
+    @atomicStore(u32, d, 0, .monotonic);
+    const t = std.Thread.spawn(.{ .stack_size = 64 * 1024 }, notifierMain, .{ ring, f, d }) catch
+        return Status.no_memory.code();
+    t.detach();
+    return 0;
+}
+
+fn notifierMain(ring: u32, notify: *const fn () callconv(.c) void, done: *u32) void {
+    // Release: pairs with the host's acquire load of *done before it frees `notify`.
+    defer @atomicStore(u32, done, 1, .release);
+    const rr = rings();
+    var seen: ?u32 = null; // the first look notifies: records may predate this thread
+    while (true) {
+        // A reference for each look only: a destroyed ring fails the next acquire and ends
+        // the thread (destroy's interrupt wakes the wait below).
+        const e = rr.acquire(ring) catch return;
+        const r = RingRegistry.objectOf(e);
+        // Acquire: pairs with the release increment in `Ring.push` (the records are there).
+        const now = r.signal.load(.acquire);
+        if (seen != now) {
+            seen = now;
+            rr.release(e);
+            notify();
+            continue;
+        }
+        // Bounded: a lost wake-up (none is expected) costs at most this long.
+        std.Thread.Futex.timedWait(&r.signal, now, 100 * std.time.ns_per_ms) catch {};
+        rr.release(e);
+    }
+}
+
 fn chanAsync(h: u32, elem: ?*anyopaque, size: u32, ring: u32, out_ticket: ?*u32, kind: chan.ClauseKind) i32 {
     const p = elem orelse return Status.invalid.code();
     const ot = out_ticket orelse return Status.invalid.code();
@@ -1320,6 +1364,7 @@ export fn kc_builtin_entry(id: u32) callconv(.c) ?*const anyopaque {
     const b = std.meta.intToEnum(Builtin, id) catch return null;
     return switch (b) {
         .receiver => @ptrCast(&receiverBuiltin),
+        .echo => @ptrCast(&echoBuiltin),
         else => builtins.entry(b),
     };
 }
@@ -1342,6 +1387,22 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
     builtins.finish(c, kc_chan_recv(h, &buf, size, 0, 0, 0));
 }
 
+/// KC_BUILTIN_ECHO: `arg` -> u64[4] { in channel, out channel, echoed, done }. Receives each
+/// 8-byte value of `in` and sends it to `out`, counting it in `echoed`, until either fails
+/// (closed, cancelled, destroyed); then `done` = 1. A native partner for round-trip benchmarks.
+fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
+    const c: *[4]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
+    const in = std.math.cast(u32, c[0].load(.monotonic)) orelse 0;
+    const out = std.math.cast(u32, c[1].load(.monotonic)) orelse 0;
+    var v: u64 = 0;
+    while (kc_chan_recv(in, &v, 8, 0, 0, 0) == 0) {
+        if (kc_chan_send(out, &v, 8, 0, 0, 0) != 0) break;
+        // Monotonic: a count the host reads after `done` (whose release orders it).
+        _ = c[2].fetchAdd(1, .monotonic);
+    }
+    c[3].store(1, .release); // pairs with the host's acquire load of `done`
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests: the C header agrees with these exports.
 
@@ -1349,6 +1410,60 @@ const testing = std.testing;
 
 test {
     _ = kcoro;
+}
+
+test "C ABI: kc_ring_notify calls back when a record arrives and ends with its ring; the echo built-in" {
+    const S = struct {
+        var calls: std.atomic.Value(u32) = .init(0);
+        fn notify() callconv(.c) void {
+            _ = calls.fetchAdd(1, .monotonic);
+        }
+        fn waitFor(word: *const std.atomic.Value(u32), at_least: u32) bool {
+            const deadline = kcoro.scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+            while (word.load(.acquire) < at_least) {
+                if (kcoro.scheduler.monotonicNs() > deadline) return false;
+                std.Thread.yield() catch {};
+            }
+            return true;
+        }
+    };
+    var in: u32 = 0;
+    var out: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &in));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &out));
+    defer _ = kc_chan_destroy(in);
+    defer _ = kc_chan_destroy(out);
+    var ring: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&ring));
+    try testing.expectEqual(Status.invalid.code(), kc_ring_notify(ring, null, null));
+    var done: u32 = 7;
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_notify(0, S.notify, &done));
+    try testing.expectEqual(@as(i32, 0), kc_ring_notify(ring, S.notify, &done));
+    // The first look notifies (records may predate the thread); then only new records do.
+    try testing.expect(S.waitFor(&S.calls, 1));
+    // The echo built-in (on a plain thread here) answers on `out` what arrives on `in`.
+    var cells = [4]std.atomic.Value(u64){ .init(in), .init(out), .init(0), .init(0) };
+    const echo = try std.Thread.spawn(.{}, echoBuiltin, .{@as(?*anyopaque, @ptrCast(&cells))});
+    var got: u64 = 0;
+    var ticket: u32 = 0;
+    try testing.expectEqual(@as(i32, 1), kc_chan_recv_async(out, &got, 8, ring, &ticket));
+    const before = S.calls.load(.acquire);
+    var v: u64 = 42;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(in, &v, 8, 0, 0, 0));
+    try testing.expect(S.waitFor(&S.calls, before + 1)); // the record woke the notifier
+    var recs: [4]kcoro.bridge.Completion = undefined;
+    try testing.expectEqual(@as(i32, 1), kc_ring_drain(ring, &recs, 4));
+    try testing.expectEqual(ticket, recs[0].ticket);
+    try testing.expectEqual(@as(i32, 0), kc_ring_take(ring, ticket, &got, 8));
+    try testing.expectEqual(@as(u64, 42), got);
+    _ = kc_chan_close(in);
+    echo.join();
+    try testing.expectEqual(@as(u64, 1), cells[2].load(.monotonic));
+    try testing.expectEqual(@as(u64, 1), cells[3].load(.acquire));
+    // Destroying the ring ends the thread, which says so in `done`.
+    try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
+    const done_word: *const std.atomic.Value(u32) = @ptrCast(&done);
+    try testing.expect(S.waitFor(done_word, 1));
 }
 
 test "include/kcoro.h agrees with the exports" {
@@ -1385,7 +1500,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_sched_info",       "kc_sched_stats",           "kc_resolve",               "kc_desc_make",
         "kc_buf_free",         "kc_chan_keep_undelivered", "kc_chan_take_undelivered", "kc_chan_try_send",
         "kc_chan_try_recv",    "kc_chan_ready_flag",       "kc_chan_blocked_flag",     "kc_chan_try_send_at",
-        "kc_chan_try_recv_at",
+        "kc_chan_try_recv_at", "kc_ring_notify",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
