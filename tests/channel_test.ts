@@ -15,6 +15,12 @@ import {
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 
+/** A send of `v` to the channel `handle` names, as native code on another thread would. */
+function nativeSendF64(handle: number, v: number): number {
+  const x = new Float64Array([v]);
+  return library().symbols("test").kc_chan_send(handle, new Uint8Array(x.buffer), 8, 0n, 0, 1);
+}
+
 Deno.test("constructor: bad arguments are RangeError/TypeError naming what was received", () => {
   assert.throws(() => new Channel(-1), {
     name: "RangeError",
@@ -504,11 +510,9 @@ Deno.test("same-isolate partners meet in JavaScript: a ping-pong queues nothing 
 
 Deno.test("a receiver waiting in JavaScript gets values buffered from elsewhere first (FIFO)", async () => {
   using ch = new Channel<number>(4, { codec: codecs.f64 });
-  const sym = library().symbols("test");
   const r = ch.receive(); // waits in JavaScript until the end of this turn
   // Another thread's send lands in the buffer: the waiting receiver is not visible natively yet.
-  const x = new Float64Array([1]);
-  assert.equal(sym.kc_chan_send(ch.handle, new Uint8Array(x.buffer), 8, 0n, 0, 1), 0);
+  assert.equal(nativeSendF64(ch.handle, 1), 0);
   assert.deepEqual(ch.trySend(2), { state: "ok" });
   assert.equal(await r, 1);
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 });
@@ -560,9 +564,7 @@ Deno.test("a wait still pending at the end of its turn is queued natively", asyn
   const bridge = Bridge.of(library());
   await until(() => bridge.pending > 0, "the receive to be queued natively");
   // Now a native (other-thread) send reaches it.
-  const x = new Float64Array([42]);
-  const sym = library().symbols("test");
-  assert.equal(sym.kc_chan_send(handle, new Uint8Array(x.buffer), 8, 0n, 0, 1), 0);
+  assert.equal(nativeSendF64(handle, 42), 0);
   assert.equal(await r, 42);
 });
 
@@ -583,9 +585,7 @@ Deno.test("a channel only this isolate's JavaScript can reach keeps its waits in
   const r2 = ch.receive();
   const handle = ch.handle;
   await until(() => bridge.pending > before, "the receive to be queued natively");
-  const x = new Float64Array([8]);
-  const sym = library().symbols("test");
-  assert.equal(sym.kc_chan_send(handle, new Uint8Array(x.buffer), 8, 0n, 0, 1), 0);
+  assert.equal(nativeSendF64(handle, 8), 0);
   assert.equal(await r2, 8);
 });
 
