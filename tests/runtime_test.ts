@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { KcoroError, resolveNative, runtime, ShutdownError } from "../mod.ts";
+import { Channel, codecs, KcoroError, resolveNative, runtime, ShutdownError } from "../mod.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -92,6 +92,22 @@ Deno.test("runtime: shutdown is idempotent, later calls are ShutdownError, resta
   assert.notEqual(again, rt);
   assert.equal(again.workers, 1);
   await again.shutdown("cancel");
+});
+
+Deno.test("runtime: a coroutine parked on a channel when shutdown cancels it leaves the channel usable", async () => {
+  const rt = runtime({ workers: 1 });
+  using ch = new Channel<bigint>("rendezvous", { codec: codecs.u64 });
+  const cells = new BigUint64Array([BigInt(ch.handle), 0n, 0n]);
+  rt.spawn("receiver", cells);
+  await rt.drain(); // parked in its receive
+  await rt.shutdown("cancel");
+  assert.equal(cells[1], 0n); // it never ran again
+  // Its stack is gone, and so is its waiter: a send finds no receiver (it used to write into
+  // the freed stack and crash the process).
+  assert.deepEqual(ch.trySend(1n), { state: "full" });
+  const got = ch.receive();
+  await ch.send(2n);
+  assert.equal(await got, 2n);
 });
 
 Deno.test("a process with a running runtime exits by itself", async () => {

@@ -349,6 +349,36 @@ const chan_conflated: u32 = 1 << 0;
 const chan_zero_copy: u32 = 1 << 1;
 const chan_no_metrics: u32 = 1 << 2;
 
+/// References a C ABI call holds while its coroutine may park: the call drops them when it
+/// returns, or, if the coroutine is abandoned in the wait (a shutdown that cancels, a destroy),
+/// its cleanup does, so that a destroyed channel, token or scope is still freed.
+const HeldRefs = struct {
+    cleanup: coroutine.Cleanup = .{ .run = run },
+    chans: []const *ChanRegistry.Entry = &.{},
+    token: ?*TokenRegistry.Entry = null,
+    scope: ?*ScopeRegistry.Entry = null,
+
+    fn hold(h: *HeldRefs) void {
+        coroutine.pushCleanup(&h.cleanup);
+    }
+
+    fn drop(h: *HeldRefs) void {
+        coroutine.popCleanup(&h.cleanup);
+        h.releaseAll();
+    }
+
+    fn releaseAll(h: *HeldRefs) void {
+        for (h.chans) |e| chans().release(e);
+        releaseToken(h.token);
+        if (h.scope) |e| scopes().release(e);
+    }
+
+    fn run(c: *coroutine.Cleanup) void {
+        const h: *HeldRefs = @fieldParentPtr("cleanup", c);
+        h.releaseAll();
+    }
+};
+
 /// A token argument: 0 = none, else a reference the caller releases with `releaseToken`.
 fn acquireToken(h: u32) error{BadHandle}!?*TokenRegistry.Entry {
     if (h == 0) return null;
@@ -426,9 +456,14 @@ fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, fl
         return guardedTry(peeked.ch, if (is_send) .send else .receive, true, p, size, peeked.guard, h);
     }
     const e = r.acquire(h) catch |err| return fail(err);
-    defer r.release(e);
-    const te = acquireToken(token) catch |err| return fail(err);
-    defer releaseToken(te);
+    const te = acquireToken(token) catch |err| {
+        r.release(e);
+        return fail(err);
+    };
+    const one = [1]*ChanRegistry.Entry{e};
+    var held: HeldRefs = .{ .chans = &one, .token = te };
+    held.hold();
+    defer held.drop();
     const ch = ChanRegistry.channelOf(e);
     if (size != ch.elem_size) return Status.invalid.code();
     const opts: chan.Channel.WaitOptions = .{
@@ -741,7 +776,9 @@ export fn kc_scope_live(scope: u32) callconv(.c) i32 {
 export fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32 {
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
-    defer sr.release(se);
+    var held: HeldRefs = .{ .scope = se };
+    held.hold();
+    defer held.drop();
     const sc = ScopeRegistry.objectOf(se);
     if (coroutine.current() != null) {
         sc.waitAll(if (deadline_ns == 0) null else deadline_ns) catch |err| return fail(err);
@@ -832,15 +869,44 @@ const ActorStart = struct {
     producer: ?coroutine.EntryFn = null,
 };
 
+/// What an actor or producer holds while it runs: its channel's reference and an actor's
+/// message buffer, freed when it ends or, if abandoned mid-wait (shutdown), by its cleanup.
+const MailboxGuard = struct {
+    cleanup: coroutine.Cleanup = .{ .run = run },
+    mailbox: *ChanRegistry.Entry,
+    buf: []u8 = &.{},
+
+    fn hold(g: *MailboxGuard) void {
+        coroutine.pushCleanup(&g.cleanup);
+    }
+
+    fn drop(g: *MailboxGuard) void {
+        coroutine.popCleanup(&g.cleanup);
+        g.free();
+    }
+
+    fn free(g: *MailboxGuard) void {
+        std.heap.c_allocator.free(g.buf);
+        chans().release(g.mailbox);
+    }
+
+    fn run(c: *coroutine.Cleanup) void {
+        const g: *MailboxGuard = @fieldParentPtr("cleanup", c);
+        g.free();
+    }
+};
+
 fn actorMain(arg: ?*anyopaque) callconv(.c) void {
     const start: *ActorStart = @ptrCast(@alignCast(arg.?));
     const a = start.*;
     std.heap.c_allocator.destroy(start);
-    defer chans().release(a.mailbox);
+    var guard: MailboxGuard = .{ .mailbox = a.mailbox };
+    guard.hold();
+    defer guard.drop();
     const ch = ChanRegistry.channelOf(a.mailbox);
     var status: i32 = 0;
     if (std.heap.c_allocator.alloc(u8, ch.elem_size)) |buf| {
-        defer std.heap.c_allocator.free(buf);
+        guard.buf = buf;
         while (true) {
             // Closed: the queued messages were all processed; the scope's cancellation
             // interrupts the wait at once (KC_EINTR).
@@ -858,7 +924,9 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
     const start: *ActorStart = @ptrCast(@alignCast(arg.?));
     const a = start.*;
     std.heap.c_allocator.destroy(start);
-    defer chans().release(a.mailbox);
+    var guard: MailboxGuard = .{ .mailbox = a.mailbox };
+    guard.hold();
+    defer guard.drop();
     a.producer.?(a.ctx);
     const ch = ChanRegistry.channelOf(a.mailbox);
     const cancelled = if (kcoro.scope.currentToken()) |t| t.isCancelled() else false;
@@ -1226,16 +1294,16 @@ export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, tok
     if (n == 0 or n > chan.max_clauses) return Status.invalid.code();
     if (flags & ~(select_poll | select_unbiased) != 0) return Status.invalid.code();
     const te = acquireToken(token) catch |err| return fail(err);
-    defer releaseToken(te);
     const r = chans();
     var entries: [chan.max_clauses]*ChanRegistry.Entry = undefined;
-    var held: usize = 0;
-    defer for (entries[0..held]) |e| r.release(e);
+    var held: HeldRefs = .{ .chans = entries[0..0], .token = te };
+    held.hold();
+    defer held.drop();
     var clauses: [chan.max_clauses]chan.Clause = undefined;
     for (cs[0..n], 0..) |c, i| {
         const e = r.acquire(c.handle) catch |err| return fail(err);
-        entries[held] = e;
-        held += 1;
+        entries[held.chans.len] = e;
+        held.chans = entries[0 .. held.chans.len + 1];
         const ch = ChanRegistry.channelOf(e);
         if (c.size != ch.elem_size or c.elem == null) return Status.invalid.code();
         const kind: chan.ClauseKind = switch (c.kind) {
@@ -2116,4 +2184,76 @@ test "C ABI: a scope's deadline reaches its children's context and bounds their 
     try testing.expectEqual(Status.timeout.code(), S.rc.load(.acquire));
     try testing.expect(kc_now_ns() >= dl);
     try testing.expectEqual(@as(u64, 0), kc_deadline()); // not in a coroutine
+}
+
+test "C ABI: a shutdown abandoning parked coroutines leaves no waiter behind and drops their references" {
+    const S = struct {
+        var chs: [4]u32 = .{ 0, 0, 0, 0 }; // receive, select x2, mailbox
+        var scope: u32 = 0;
+        fn receiver(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            _ = kc_chan_recv(chs[0], &v, 8, 0, 0, 0); // parked here until shutdown abandons it
+        }
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            var x: u64 = 0;
+            var y: u64 = 0;
+            const cs = [_]Clause{
+                .{ .handle = chs[1], .kind = 1, .size = 8, .elem = &x },
+                .{ .handle = chs[2], .kind = 1, .size = 8, .elem = &y },
+            };
+            var index: u32 = 0;
+            _ = kc_select(&cs, 2, 0, 0, 0, &index);
+        }
+        fn waiter(_: ?*anyopaque) callconv(.c) void {
+            _ = kc_scope_wait(scope, 0); // its own scope: waits for itself, until abandoned
+        }
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
+    };
+    for (&S.chs) |*h| try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, h));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &S.scope));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(S.scope, S.receiver, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(S.scope, S.selector, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(S.scope, S.waiter, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(S.scope, S.chs[3], S.handler, null, null, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s)); // all parked
+    // The registry entries, to see their references after the handles die.
+    var entries: [4]*ChanRegistry.Entry = undefined;
+    for (S.chs, &entries) |h, *e| {
+        e.* = try chans().acquire(h);
+        chans().release(e.*);
+    }
+    const scope_entry = try scopes().acquire(S.scope);
+    scopes().release(scope_entry);
+
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    // Their stacks are gone: a send must not find them waiting.
+    var v: u64 = 42;
+    for (S.chs) |h| try testing.expectEqual(Status.again.code(), kc_chan_try_send(h, &v, 8));
+    // Nothing holds the channels or the scope any more: destroying frees them.
+    for (S.chs) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    try testing.expectEqual(@as(i32, 0), kc_scope_destroy(S.scope));
+    for (entries) |e| try testing.expectEqual(@as(u32, 0), e.refs.load(.acquire));
+    try testing.expectEqual(@as(u32, 0), scope_entry.refs.load(.acquire));
+}
+
+test "C ABI: destroying a hand-driven coroutine parked in a channel receive leaves no waiter" {
+    const S = struct {
+        var ch: u32 = 0;
+        fn receiver(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            _ = kc_chan_recv(ch, &v, 8, 0, 0, 0); // parks: nobody sends
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.ch));
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(S.receiver, null, 0, 0, &h));
+    try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(h));
+    const e = try chans().acquire(S.ch);
+    chans().release(e);
+    try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h));
+    var v: u64 = 1;
+    try testing.expectEqual(Status.again.code(), kc_chan_try_send(S.ch, &v, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.ch));
+    try testing.expectEqual(@as(u32, 0), e.refs.load(.acquire)); // its call's reference too
 }

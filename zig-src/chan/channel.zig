@@ -1215,7 +1215,12 @@ pub const Channel = struct {
             }
         }
         ch.unlock();
+        // A coroutine abandoned in this wait (shutdown, destroy) must leave neither its waiter
+        // in `q` nor its link on the token: both live on its stack.
+        var guard: BlockGuard = .{ .ch = ch, .w = w, .q = q, .tw = &tw, .token = opts.token };
+        if (w.ref) |r| r.co.pushCleanup(&guard.cleanup);
         const timed_out = waitFor(&w.own_status, w.ref, w.sched, opts.deadline);
+        if (w.ref) |r| r.co.popCleanup(&guard.cleanup);
         if (opts.token) |t| t.unregister(&tw.link);
         if (timed_out or w.own_status.load(.acquire) == interrupted) {
             ch.lock();
@@ -1233,6 +1238,24 @@ pub const Channel = struct {
         }
         return outcomeError(w.own_status.load(.acquire));
     }
+
+    /// What `block` undoes for a coroutine abandoned while it waits (`coroutine.Cleanup`).
+    const BlockGuard = struct {
+        cleanup: coroutine.Cleanup = .{ .run = run },
+        ch: *Channel,
+        w: *Waiter,
+        q: *WaitQueue,
+        tw: *TokenWait,
+        token: ?*Token,
+
+        fn run(c: *coroutine.Cleanup) void {
+            const g: *BlockGuard = @fieldParentPtr("cleanup", c);
+            if (g.token) |t| t.unregister(&g.tw.link);
+            g.ch.lock();
+            if (g.w.linked) g.q.remove(g.w); // else a completer took it: nothing is queued
+            g.ch.unlock();
+        }
+    };
 
     /// Sends and receives have a non-error outcome `done_ok`; the others map to errors.
     fn outcomeError(outcome: u32) Error!void {
@@ -1419,7 +1442,17 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     unlockAll(locks[0..nlocks]);
     var winner: u32 = SelectState.no_winner;
     const token_fired = token != null and !registered;
+    // A coroutine abandoned in this wait must leave no clause queued and no token link.
+    var guard: SelectGuard = .{
+        .clauses = clauses,
+        .waiters = waiters[0..n],
+        .locks = locks[0..nlocks],
+        .tw = &tw,
+        .token = if (registered) token else null,
+    };
+    if (caller.ref) |r| r.co.pushCleanup(&guard.cleanup);
     const timed_out = token_fired or waitFor(&sel.status, caller.ref, caller.sched, deadline);
+    if (caller.ref) |r| r.co.popCleanup(&guard.cleanup);
     if (registered) token.?.unregister(&tw.link);
     const was_interrupted = token_fired or sel.status.load(.acquire) == interrupted;
     if (timed_out or was_interrupted) {
@@ -1473,6 +1506,30 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     const outcome = sel.status.load(.acquire);
     return .{ .index = winner, .closed = outcome == done_closed, .cancelled = outcome == done_cancelled };
 }
+
+/// What `select` undoes for a coroutine abandoned while it waits (`coroutine.Cleanup`).
+const SelectGuard = struct {
+    cleanup: coroutine.Cleanup = .{ .run = run },
+    clauses: []const Clause,
+    waiters: []Waiter,
+    locks: []const *Channel,
+    tw: *TokenWait,
+    token: ?*Token,
+
+    fn run(c: *coroutine.Cleanup) void {
+        const g: *SelectGuard = @fieldParentPtr("cleanup", c);
+        if (g.token) |t| t.unregister(&g.tw.link);
+        lockAll(g.locks);
+        for (g.clauses, g.waiters) |cl, *w| {
+            if (!w.linked) continue;
+            switch (cl.kind) {
+                .send => cl.ch.senders.remove(w),
+                .receive => cl.ch.receivers.remove(w),
+            }
+        }
+        unlockAll(g.locks);
+    }
+};
 
 /// A select queued without a blocked party (JavaScript, through `bridge/`), as `AsyncOp` is for
 /// one operation. Every clause is registered; the clause that wins runs `notify` once, outside

@@ -77,6 +77,26 @@ pub const Ref = struct {
     }
 };
 
+/// An undo step for a coroutine abandoned mid-wait (`Coroutine.pushCleanup`): usually the first
+/// field of a struct on the coroutine's stack that holds what to undo (`@fieldParentPtr`).
+/// `run` may lock channels and tokens and drop references; it must not wake coroutines (their
+/// scheduler is gone) or allocate.
+pub const Cleanup = struct {
+    run: *const fn (c: *Cleanup) void,
+    next: ?*Cleanup = null,
+};
+
+/// Registers `c` on the calling coroutine; on a plain thread (never abandoned) it does nothing.
+/// Pair with `popCleanup` (a `defer`).
+pub fn pushCleanup(c: *Cleanup) void {
+    if (getCurrent()) |co| co.pushCleanup(c);
+}
+
+/// Unregisters `c` from the calling coroutine (see `pushCleanup`).
+pub fn popCleanup(c: *Cleanup) void {
+    if (getCurrent()) |co| co.popCleanup(c);
+}
+
 /// Why the coroutine last switched back to its resumer.
 const Exit = enum(u8) { none, yield, park, finish };
 
@@ -139,6 +159,9 @@ pub const Coroutine = struct {
     wake_status: i32,
     /// The coroutine's immutable context (a reference it owns; `empty` by default).
     context: *ctx_mod.Context,
+    /// What must be undone if the coroutine is abandoned where it stands, innermost first
+    /// (`Cleanup`). Only the coroutine itself changes it while it can run.
+    cleanups: ?*Cleanup,
 
     pub const Error = error{
         /// resume of a coroutine that is running (here or on another thread)
@@ -178,12 +201,39 @@ pub const Coroutine = struct {
         co.link = null;
         co.wake_status = 0;
         co.context = ctx_mod.empty;
+        co.cleanups = null;
         co.timer_state.store(old_timer & ~@as(u32, 1), .monotonic);
         // Release: the fields above are written before anyone can see the new generation.
         co.word.store(@bitCast(Word{ .state = .created, .permit = false, .gen = old_gen +% 1 }), .release);
         // The stack proper starts below the object.
         sw.init(&co.ctx, addr, @intFromPtr(&coroMain), @intFromPtr(co));
         return co;
+    }
+
+    /// Registers `c` (memory on this coroutine's stack or owned by it) to run if the coroutine
+    /// is abandoned before `popCleanup(c)`: a coroutine parked in a wait that a shutdown or a
+    /// destroy gives up on never returns from it, so whatever the wait registered elsewhere (a
+    /// waiter in a channel's queue, a link on a token, a reference) would dangle. Called by the
+    /// coroutine itself; pushes and pops nest.
+    pub inline fn pushCleanup(co: *Coroutine, c: *Cleanup) void {
+        c.next = co.cleanups;
+        co.cleanups = c;
+    }
+
+    /// Unregisters `c`, the last one pushed (the wait it guards is over).
+    pub inline fn popCleanup(co: *Coroutine, c: *Cleanup) void {
+        assert(co.cleanups == c); // pushes and pops nest
+        co.cleanups = c.next;
+    }
+
+    /// Runs the cleanups of a coroutine that will never run again, innermost first. Only with
+    /// no thread running it (after a shutdown joined the workers, or from `destroy`).
+    pub fn runCleanups(co: *Coroutine) void {
+        // (Its word may still say `running`: a scheduler's yield does not rewrite it.)
+        while (co.cleanups) |c| {
+            co.cleanups = c.next;
+            c.run(c);
+        }
     }
 
     /// Where the coroutine object of `stack` lives (whether or not one was ever created there).

@@ -103,6 +103,7 @@ pub const Registry = struct {
         const pool = &r.pools[co.pool_id];
         const st = co.stack;
         _ = r.table.free(h);
+        co.runCleanups(); // a wait it was parked in must not outlive its stack
         co.setContext(@import("../sc/context.zig").empty);
         pool.release(st);
     }

@@ -189,8 +189,38 @@ pub const Scope = struct {
         const entry = l.entry;
         const a = l.arg;
         s.recycle(l);
+        // Abandoned (a shutdown that cancels): the child still counts out of its scope.
+        var guard: ChildGuard = .{ .scope = s };
+        coroutine.pushCleanup(&guard.cleanup);
         entry(a);
+        coroutine.popCleanup(&guard.cleanup);
         s.childDone();
+    }
+
+    /// What `main` undoes for a child abandoned where it stands (`coroutine.Cleanup`).
+    const ChildGuard = struct {
+        cleanup: coroutine.Cleanup = .{ .run = run },
+        scope: *Scope,
+
+        fn run(c: *coroutine.Cleanup) void {
+            const g: *ChildGuard = @fieldParentPtr("cleanup", c);
+            g.scope.childAbandoned();
+        }
+    };
+
+    /// `childDone` for a child its scheduler abandoned (shutdown): every coroutine parked in
+    /// `waitAllParked` is of that scheduler and abandoned too, so none is woken (their
+    /// references are dropped); threads waiting in `waitAll` and `watch` are.
+    fn childAbandoned(s: *Scope) void {
+        // Acq_rel: as in `childDone`.
+        if (s.live.fetchSub(1, .acq_rel) == 1) {
+            s.mutex.lock();
+            s.waiters.clearAndFree(s.allocator);
+            s.mutex.unlock();
+            Futex.wake(&s.live, std.math.maxInt(u32));
+            s.bumpEvents();
+        }
+        s.release();
     }
 
     fn childDone(s: *Scope) void {
@@ -463,4 +493,54 @@ test "waitAll from a coroutine parks until the last child finishes" {
     _ = try sched.spawn(S.waiter, null);
     try sched.drainFor(10 * std.time.ns_per_s);
     try testing.expectEqual(@as(u32, 4), S.waited.load(.monotonic));
+}
+
+test "a shutdown that cancels abandons parked children: no waiter, link or scope is left" {
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    const S = struct {
+        var a: *channel.Channel = undefined;
+        var b: *channel.Channel = undefined;
+        var inner: *Scope = undefined;
+        fn receiver(arg: ?*anyopaque) callconv(.c) void {
+            const ch: *channel.Channel = @ptrCast(@alignCast(arg.?));
+            var v: u64 = 0;
+            ch.receive(std.mem.asBytes(&v), null, false) catch {}; // the scope's token is used
+        }
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            var x: u64 = 0;
+            var y: u64 = 0;
+            const clauses = [_]channel.Clause{
+                .{ .ch = a, .kind = .receive, .elem = std.mem.asBytes(&x) },
+                .{ .ch = b, .kind = .receive, .elem = std.mem.asBytes(&y) },
+            };
+            _ = channel.select(&clauses, .{}) catch {};
+        }
+        fn waiter(_: ?*anyopaque) callconv(.c) void {
+            inner.waitAll(null) catch {};
+        }
+    };
+    S.a = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.a.destroy();
+    S.b = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 2 });
+    defer S.b.destroy();
+    const scope = try Scope.create(testing.allocator, &sched, null);
+    S.inner = try Scope.create(testing.allocator, &sched, scope);
+    _ = try scope.launch(S.receiver, S.a, .{});
+    _ = try scope.launch(S.selector, null, .{});
+    _ = try S.inner.launch(S.receiver, S.b, .{});
+    _ = try scope.launch(S.waiter, null, .{});
+    try sched.drainFor(10 * std.time.ns_per_s); // all four parked
+    try testing.expectEqual(@as(u32, 3), scope.liveCount());
+    S.inner.release();
+
+    sched.shutdown(.cancel);
+    // Nothing waits on the channels any more: a send finds no receiver (it would have written
+    // into a freed stack), and the scope's count reached zero (a thread's wait returns).
+    var v: u64 = 7;
+    try testing.expectError(error.WouldBlock, S.a.send(std.mem.asBytes(&v), null, true));
+    try S.b.send(std.mem.asBytes(&v), null, true); // buffered: no receiver took it
+    try testing.expectEqual(@as(u32, 0), scope.liveCount());
+    try scope.waitAll(scheduler.monotonicNs() + 10 * std.time.ns_per_s);
+    scope.release(); // the last reference: the testing allocator reports anything left
 }

@@ -870,6 +870,9 @@ pub const Scheduler = struct {
     fn releaseAbandoned(s: *Scheduler, st: Stack) void {
         if (!Coroutine.isUnfinishedAt(st)) return;
         const co = Coroutine.at(st);
+        // First what its waits registered elsewhere (waiters, token links, references), while
+        // the handle and context it may name are still there.
+        co.runCleanups();
         if (s.finish_hook) |hook| hook(co);
         co.setContext(ctx_mod.empty);
     }
