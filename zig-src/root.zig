@@ -796,7 +796,8 @@ export fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32 {
             },
             else => return fail(err),
         };
-        return 0;
+        // None is live, but a shutdown abandoned some: they did not finish.
+        return if (sc.wasAbandoned()) Status.shutdown.code() else 0;
     }
 }
 
@@ -822,7 +823,7 @@ export fn kc_scope_watch(scope: u32, deadline_ns: u64) callconv(.c) i32 {
             continue;
         };
         return switch (r) {
-            .done => 0,
+            .done => if (sc.wasAbandoned()) Status.shutdown.code() else 0,
             .cancelled => Status.interrupted.code(),
         };
     }
@@ -2230,6 +2231,9 @@ test "C ABI: a shutdown abandoning parked coroutines leaves no waiter behind and
     // Their stacks are gone: a send must not find them waiting.
     var v: u64 = 42;
     for (S.chs) |h| try testing.expectEqual(Status.again.code(), kc_chan_try_send(h, &v, 8));
+    // The scope has no live child left, and says that they were abandoned.
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_wait(S.scope, kc_now_ns() + 10 * std.time.ns_per_s));
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_watch(S.scope, kc_now_ns() + 10 * std.time.ns_per_s));
     // Nothing holds the channels or the scope any more: destroying frees them.
     for (S.chs) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
     try testing.expectEqual(@as(i32, 0), kc_scope_destroy(S.scope));

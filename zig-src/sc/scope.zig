@@ -48,6 +48,9 @@ pub const Scope = struct {
     /// Futex word for `watch`: bumped when the scope is cancelled (`cancel_link`) and when its
     /// last child finishes.
     events: std.atomic.Value(u32) = .init(0),
+    /// Set when a child was abandoned by a shutdown (`childAbandoned`): the children did not
+    /// all finish, though none is live any more.
+    abandoned: std.atomic.Value(bool) = .init(false),
     /// Registered on `token` from `create` until the token fires it or `release` unlinks it.
     cancel_link: cancel_mod.Link = .{ .fire = fireCancel },
 
@@ -133,6 +136,12 @@ pub const Scope = struct {
         return s.live.load(.acquire);
     }
 
+    /// True once a shutdown abandoned one of its children (read it after `waitAll` or `watch`
+    /// returned: their acquire loads of `live` make it visible).
+    pub fn wasAbandoned(s: *const Scope) bool {
+        return s.abandoned.load(.monotonic);
+    }
+
     /// Runs `entry(arg)` as a child. error.Cancelled once the scope is cancelled (nothing
     /// starts in a cancelled scope). `options` as for `Scheduler.spawnWith`.
     pub fn launch(s: *Scope, entry: coroutine.EntryFn, arg: ?*anyopaque, options: Scheduler.SpawnOptions) (scheduler.Error || error{Cancelled})!scheduler.Ref {
@@ -212,6 +221,9 @@ pub const Scope = struct {
     /// `waitAllParked` is of that scheduler and abandoned too, so none is woken (their
     /// references are dropped); threads waiting in `waitAll` and `watch` are.
     fn childAbandoned(s: *Scope) void {
+        // Monotonic: published by the release half of the decrement below (a waiter that sees
+        // `live` drop with an acquire load sees it).
+        s.abandoned.store(true, .monotonic);
         // Acq_rel: as in `childDone`.
         if (s.live.fetchSub(1, .acq_rel) == 1) {
             s.mutex.lock();
@@ -349,6 +361,19 @@ pub fn sleepUntil(sched: *Scheduler, deadline: u64, token: ?*Token) (scheduler.E
     var w: Wake = .{ .sched = sched, .ref = .{ .co = co, .gen = co.generation() } };
     if (!t.register(&w.link)) return error.Interrupted;
     defer t.unregister(&w.link);
+    // Abandoned while asleep (shutdown): the link on its stack must leave the token.
+    const Guard = struct {
+        cleanup: coroutine.Cleanup = .{ .run = run },
+        token: *Token,
+        link: *cancel_mod.Link,
+        fn run(c: *coroutine.Cleanup) void {
+            const g: *@This() = @fieldParentPtr("cleanup", c);
+            g.token.unregister(g.link);
+        }
+    };
+    var guard: Guard = .{ .token = t, .link = &w.link };
+    co.pushCleanup(&guard.cleanup);
+    defer co.popCleanup(&guard.cleanup);
     while (!t.isCancelled()) {
         if (scheduler.monotonicNs() >= deadline) return;
         _ = try sched.parkUntil(deadline);
@@ -519,6 +544,10 @@ test "a shutdown that cancels abandons parked children: no waiter, link or scope
         fn waiter(_: ?*anyopaque) callconv(.c) void {
             inner.waitAll(null) catch {};
         }
+        fn sleeper(arg: ?*anyopaque) callconv(.c) void {
+            const sch: *Scheduler = @ptrCast(@alignCast(arg.?));
+            sleepUntil(sch, scheduler.monotonicNs() + 600 * std.time.ns_per_s, null) catch {};
+        }
     };
     S.a = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer S.a.destroy();
@@ -530,7 +559,24 @@ test "a shutdown that cancels abandons parked children: no waiter, link or scope
     _ = try scope.launch(S.selector, null, .{});
     _ = try S.inner.launch(S.receiver, S.b, .{});
     _ = try scope.launch(S.waiter, null, .{});
-    try sched.drainFor(10 * std.time.ns_per_s); // all four parked
+    _ = try S.inner.launch(S.sleeper, &sched, .{});
+    // All five waiting: the inner token holds the scope's own link, the receiver's and the
+    // sleeper's (which counts as busy while it sleeps).
+    const links = struct {
+        fn count(t: *Token) usize {
+            t.mutex.lock();
+            defer t.mutex.unlock();
+            var n: usize = 0;
+            var l = t.head;
+            while (l) |x| : (l = x.next) n += 1;
+            return n;
+        }
+    };
+    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (sched.liveCount() != 5 or sched.busyCount() > 1 or links.count(&S.inner.token) != 3) {
+        try testing.expect(scheduler.monotonicNs() < deadline);
+        std.Thread.yield() catch {};
+    }
     try testing.expectEqual(@as(u32, 3), scope.liveCount());
     S.inner.release();
 
@@ -542,5 +588,6 @@ test "a shutdown that cancels abandons parked children: no waiter, link or scope
     try S.b.send(std.mem.asBytes(&v), null, true); // buffered: no receiver took it
     try testing.expectEqual(@as(u32, 0), scope.liveCount());
     try scope.waitAll(scheduler.monotonicNs() + 10 * std.time.ns_per_s);
+    try testing.expect(scope.wasAbandoned()); // its owner can tell this from finishing
     scope.release(); // the last reference: the testing allocator reports anything left
 }
