@@ -18,7 +18,7 @@ import { type Symbols, symbols } from "./symbols.ts";
 import { AbiMismatchError, LibraryClosedError, LibraryNotFoundError } from "../src/errors.ts";
 
 /** The C ABI version this module is written against (`KC_ABI_VERSION` in include/kcoro.h). */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
 
 /** An open libkcoro. `close()` is idempotent; calls after it throw `LibraryClosedError`. */
 export class Library {
@@ -34,6 +34,7 @@ export class Library {
     this.#symbols = { ...lib.symbols };
     this.path = path;
     this.abiVersion = abiVersion;
+    lib.symbols.kc_lib_retain(); // one more host of the process-wide scheduler (see close)
   }
 
   /** True until `close()`. */
@@ -48,14 +49,17 @@ export class Library {
   }
 
   /**
-   * Closes the library. A second call does nothing. The native scheduler is shut down first
-   * (its threads run the library's code), cancelling coroutines that have not finished.
+   * Closes the library. A second call does nothing. The native scheduler is process-wide: the
+   * last open copy of the library (in any isolate) shuts it down first, cancelling coroutines
+   * that have not finished; closing any other copy (a Worker's, a second `openLibrary()`)
+   * leaves it running for the others. (Its threads never run unmapped code: a library that
+   * started threads stays mapped until the process ends.)
    */
   close(): void {
     const lib = this.#lib;
     if (lib === null) return;
     this.#lib = null;
-    lib.symbols.kc_sched_shutdown(0);
+    if (lib.symbols.kc_lib_release() === 0) lib.symbols.kc_sched_shutdown(0);
     lib.close();
   }
 }

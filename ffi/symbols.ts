@@ -17,6 +17,10 @@ export const symbols = {
   kc_abi_version: { parameters: [], result: "u32" },
   /** const char *kc_status_name(int32_t status) */
   kc_status_name: { parameters: ["i32"], result: "pointer" },
+  /** uint32_t kc_lib_retain(void): one more host (isolate) of the library; the new count. */
+  kc_lib_retain: { parameters: [], result: "u32" },
+  /** int32_t kc_lib_release(void): one host fewer; how many remain (KC_EINVAL: none counted). */
+  kc_lib_release: { parameters: [], result: "i32" },
   /**
    * int32_t kc_coro_create(kc_entry_fn entry, void *arg, uint32_t stack_size, uint32_t flags,
    *                        uint32_t *out_handle)

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 5
+#define KC_ABI_VERSION 6
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -74,6 +74,11 @@ typedef void (*kc_entry_fn)(void *arg);
 uint32_t kc_abi_version(void);
 /* Name of a status code, e.g. "KC_EBADH"; "KC_EUNKNOWN" for other values (never fails). */
 const char *kc_status_name(int32_t status);
+/* Counts one more host of the library (a Deno isolate, a C program); returns the new count. */
+uint32_t kc_lib_retain(void);
+/* Counts one host out: how many remain (0: the caller was the last and may shut the process-wide
+ * scheduler down), KC_EINVAL if none was counted. */
+int32_t kc_lib_release(void);
 
 /* Creates a coroutine that will run entry(arg) when first resumed. stack_size 0 = 64 KiB;
  * otherwise 16 KiB .. 256 MiB, rounded up to pages. */

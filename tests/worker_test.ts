@@ -97,3 +97,21 @@ Deno.test("a Worker terminated mid-wait: its waiter is gone, nothing is delivere
     await until(() => more[4] === 1n, "the native sender");
   }
 });
+
+Deno.test("a Worker closing its library leaves the process-wide runtime running for the others", async () => {
+  const rt = runtime();
+  const w = new Worker(new URL("./fixtures/close_library_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    assert.equal(await within(message<string>(w), 20_000, "the Worker"), "closed");
+  } finally {
+    w.terminate();
+  }
+  // It used to shut the scheduler down for everyone.
+  assert.equal(rt.isRunning, true);
+  const cells = new BigUint64Array([1n, 0n]);
+  rt.spawn("sleeper", cells);
+  await rt.drain();
+  assert.equal(cells[1], 1n);
+});

@@ -36,6 +36,30 @@ export fn kc_abi_version() callconv(.c) u32 {
     return abi_version;
 }
 
+/// Hosts that opened the library and have not closed it (`kc_lib_retain`).
+var hosts = std.atomic.Value(u32).init(0);
+
+/// uint32_t kc_lib_retain(void): counts one more host of the library (a Deno isolate that
+/// opened it, a C program); returns the new count. The scheduler is process-wide, so a host
+/// closing its copy shuts it down only if it was the last (`kc_lib_release`).
+export fn kc_lib_retain() callconv(.c) u32 {
+    // Monotonic: a count; nothing is published through it.
+    return hosts.fetchAdd(1, .monotonic) + 1;
+}
+
+/// int32_t kc_lib_release(void): counts one host out; returns how many remain (0: the caller
+/// was the last, which may shut the scheduler down), KC_EINVAL if none was counted. A host that
+/// dies without releasing (a terminated Worker) leaves the count up: the scheduler then runs on
+/// until the process ends or someone shuts it down, which is safe.
+export fn kc_lib_release() callconv(.c) i32 {
+    var n = hosts.load(.monotonic);
+    while (true) {
+        if (n == 0) return Status.invalid.code();
+        // Monotonic: a count, as in `kc_lib_retain`.
+        n = hosts.cmpxchgWeak(n, n - 1, .monotonic, .monotonic) orelse return @intCast(n - 1);
+    }
+}
+
 /// const char *kc_status_name(int32_t status)
 export fn kc_status_name(status: i32) callconv(.c) [*:0]const u8 {
     inline for (@typeInfo(Status).@"enum".fields) |f| {
@@ -1569,7 +1593,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_sched_info",       "kc_sched_stats",           "kc_resolve",               "kc_desc_make",
         "kc_buf_free",         "kc_chan_keep_undelivered", "kc_chan_take_undelivered", "kc_chan_try_send",
         "kc_chan_try_recv",    "kc_chan_ready_flag",       "kc_chan_blocked_flag",     "kc_chan_try_send_at",
-        "kc_chan_try_recv_at", "kc_ring_notify",
+        "kc_chan_try_recv_at", "kc_ring_notify",           "kc_lib_retain",            "kc_lib_release",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
