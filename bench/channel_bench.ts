@@ -18,6 +18,19 @@ Deno.bench("trySend + tryReceive pair, codecs.f64", { group: "try", baseline: tr
   f64.tryReceive();
 });
 
+// The same pair through the native channel: a channel whose handle left its isolate (here by
+// share(); a Worker or native code could now use it) keeps its values natively.
+const f64Shared = new Channel<number>(64, { codec: codecs.f64 });
+f64Shared.share();
+Deno.bench(
+  "trySend + tryReceive pair, codecs.f64, shared channel (native)",
+  { group: "try" },
+  () => {
+    f64Shared.trySend(1);
+    f64Shared.tryReceive();
+  },
+);
+
 const tagged = new Channel<unknown>(64);
 Deno.bench("trySend + tryReceive pair, default codec (number)", { group: "try" }, () => {
   tagged.trySend(1);
@@ -60,6 +73,16 @@ partner(bping, bpong);
 Deno.bench("ping-pong round trip, buffered, default codec", { group: "pingpong" }, async () => {
   await bping.send(1);
   await bpong.receive();
+});
+
+const sping = new Channel<number>("rendezvous", { codec: codecs.f64 });
+const spong = new Channel<number>("rendezvous", { codec: codecs.f64 });
+sping.share();
+spong.share();
+partner(sping, spong);
+Deno.bench("ping-pong round trip, rendezvous, shared channels", { group: "pingpong" }, async () => {
+  await sping.send(1);
+  await spong.receive();
 });
 
 /**
@@ -110,5 +133,7 @@ Deno.bench("npm medium: ping-pong round trip, unbuffered", { group: "pingpong" }
 });
 
 globalThis.addEventListener("unload", () => {
-  for (const c of [f64, tagged, ping, pong, bping, bpong]) c[Symbol.dispose]();
+  for (const c of [f64, f64Shared, tagged, ping, pong, bping, bpong, sping, spong]) {
+    c[Symbol.dispose]();
+  }
 });

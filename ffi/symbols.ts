@@ -176,6 +176,10 @@ export const symbols = {
    * answers at once (KC_EINTR cancelled, 0 no children, KC_ETIME children running).
    */
   kc_scope_poll: { name: "kc_scope_watch", parameters: ["u32", "u64"], result: "i32" },
+  /** const uint64_t *kc_clock_word(void): the channel counters' coarse clock word. */
+  kc_clock_word: { parameters: [], result: "pointer" },
+  /** uint64_t kc_clock_now(void): the counters' coarse clock (ns); keeps its ticker running. */
+  kc_clock_now: { parameters: [], result: "u64" },
   /** uint64_t kc_now_ns(void): the clock of every deadline_ns. */
   kc_now_ns: { parameters: [], result: "u64" },
   /** int32_t kc_scope_destroy(uint32_t scope) */

@@ -122,6 +122,12 @@ int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags);
 int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t flags, uint32_t *out_handle);
 /* CLOCK_MONOTONIC in nanoseconds: the clock of kc_park_until (never fails). */
 uint64_t kc_now_ns(void);
+/* The channel counters' coarse clock word: even = the time (ns, kc_now_ns clock) as of its last
+ * tick, changing every millisecond while read; odd while it checks for readers; 1 = no ticker.
+ * Read it per operation and call kc_clock_now only when it changed or is odd. */
+const uint64_t *kc_clock_word(void);
+/* The counters' coarse clock now (first_op_ns / last_op_ns are in it); keeps its ticker running. */
+uint64_t kc_clock_now(void);
 /* Inside a scheduled coroutine: parks until kc_coro_unpark (0) or deadline_ns (KC_ETIME). May
  * return 0 early for no reason, like kc_coro_park: re-check the condition you wait for. */
 int32_t kc_park_until(uint64_t deadline_ns);

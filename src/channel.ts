@@ -1,14 +1,16 @@
 /**
  * `Channel<T>`: a native kcoro channel from TypeScript (DESIGN.md section 4).
  *
- * - Try-operations (`trySend`, `tryReceive`) are one synchronous FFI call each, or none when the
- *   channel's mapped ready or blocked byte already answers them.
- * - `send` / `receive` try first; an operation that must wait waits in JavaScript until the end
- *   of its turn, where a partner of the same isolate takes it over without an FFI call or a
- *   thread hop; then it is queued natively and completed through the isolate's completion ring
- *   (src/bridge.ts), never blocking the event loop. A channel whose handle never left this
- *   isolate's JavaScript (`handle`, `share`) keeps its waits in JavaScript for good: nothing
- *   else could complete them.
+ * - A channel whose handle never left this isolate's JavaScript (`handle`, `share`, `select`) is
+ *   local: its values wait in a JavaScript ring and its waiters in JavaScript, so no operation
+ *   calls into the library (nothing else could see the difference). The first escape moves the
+ *   ring's values into the native channel, oldest first, and the channel stays native.
+ * - Otherwise try-operations (`trySend`, `tryReceive`) are one synchronous FFI call each, or
+ *   none when the channel's mapped ready or blocked byte already answers them; `send` /
+ *   `receive` try first, and an operation that must wait waits in JavaScript until the end of
+ *   its turn, where a partner of the same isolate takes it over without an FFI call or a thread
+ *   hop; then it is queued natively and completed through the isolate's completion ring
+ *   (src/bridge.ts), never blocking the event loop.
  * - An owning channel dropped without `[Symbol.dispose]` is destroyed when garbage collected,
  *   unless its handle left it.
  * - Values travel through a {@linkcode Codec} (src/codec.ts): the default one tags each value.
@@ -167,6 +169,58 @@ class Shared {
   /** A microtask will look for room for the senders waiting here (Channel.#retrySends). */
   retrying = false;
   /**
+   * Isolate-local: the channel has not escaped (above) and its values wait in `ring`, in
+   * JavaScript, not in the native buffer: a try-operation is no FFI call at all. The first
+   * escape moves them into the native channel (`Channel.#migrate`) and ends this for good.
+   * Invariants while local (every waiter waits in JavaScript): receivers wait only while the
+   * ring is empty; senders only while it is full (or the channel is a rendezvous).
+   */
+  local = false;
+  /** The local values, oldest at `head`, `count` of them (a power-of-two ring that grows). */
+  ring: unknown[] = EMPTY_RING;
+  head = 0;
+  count = 0;
+  /** Counters of local operations (added to the native snapshot by `metrics()`). */
+  localSends = 0;
+  localReceives = 0;
+  localBytesIn = 0;
+  localBytesOut = 0;
+  localClosed = 0;
+  localCancelled = 0;
+  localDropped = 0;
+  firstNs = 0;
+  lastNs = 0;
+  /** The counters' clock word (kc_clock_word) as two halves, and its halves as last seen. */
+  clock: Uint32Array | null = null;
+  clockLo = -1;
+  clockHi = -1;
+
+  /** Appends `v` to the local ring (growing it when full). */
+  push(v: unknown): void {
+    let ring = this.ring;
+    if (this.count === ring.length) ring = this.grow();
+    ring[(this.head + this.count) & (ring.length - 1)] = v;
+    this.count++;
+  }
+
+  /** Takes the oldest local value (`count` must be above 0). */
+  shift(): unknown {
+    const ring = this.ring;
+    const v = ring[this.head];
+    ring[this.head] = undefined;
+    this.head = (this.head + 1) & (ring.length - 1);
+    this.count--;
+    return v;
+  }
+
+  grow(): unknown[] {
+    const old = this.ring;
+    const ring = new Array<unknown>(Math.max(4, old.length * 2)).fill(undefined);
+    for (let i = 0; i < this.count; i++) ring[i] = old[(this.head + i) & (old.length - 1)];
+    this.head = 0;
+    return this.ring = ring;
+  }
+  /**
    * What `orphans` needs to destroy the channel once its owning object is garbage; `orphanLib`
    * null when there is nothing to do (not owned here, disposed, or its handle left the object).
    */
@@ -210,7 +264,23 @@ class WaitQueue {
   }
 }
 
+/** The ring of a local channel that never held a value (`Shared.grow` makes a real one). */
+const EMPTY_RING: unknown[] = [];
+
 const shared = new Map<number, Shared>();
+
+/** Each library's counters' clock word (kc_clock_word) as two u32 halves. */
+const clocks = new WeakMap<Library, Uint32Array>();
+
+function clockOf(lib: Library): Uint32Array {
+  let c = clocks.get(lib);
+  if (c === undefined) {
+    const p = lib.symbols("read clock").kc_clock_word();
+    c = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(p!, 8));
+    clocks.set(lib, c);
+  }
+  return c;
+}
 
 function sharedOf(handle: number): Shared {
   let s = shared.get(handle);
@@ -339,6 +409,22 @@ function pump(q: WaitQueue, sym: Sym): boolean {
   return true;
 }
 
+/**
+ * The bytes a local value of a zero-copy codec counts in the metrics: a Uint8Array's length, 0
+ * for the rest (a string or a cloned object is never encoded while the channel is local).
+ * Fixed-size codecs count their slot per value (`metrics()`).
+ */
+function bytesOf(v: unknown): number {
+  return v instanceof Uint8Array ? v.byteLength : 0;
+}
+
+/** The waiters of `q`, oldest first, as a list (settling one may run user code). */
+function waiting(q: WaitQueue): Waiter[] {
+  const list: Waiter[] = [];
+  for (let w = q.first; w !== null; w = w.next) list.push(w);
+  return list;
+}
+
 /** Queues natively every waiter of `q` still waiting in JavaScript, oldest first. */
 function flushAll(q: WaitQueue): void {
   const local: Waiter[] = []; // first collected: settling one may run user code (hooks)
@@ -370,6 +456,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   readonly #owner: boolean;
   readonly #keeps: boolean;
   readonly #dropping: boolean;
+  /** OVERFLOW's number for the channel's policy (0 for a `from()` copy: it never buffers). */
+  readonly #overflow: number;
+  /** The codec's `zeroCopy`: local values then count their own bytes (see `bytesOf`). */
+  readonly #zeroCopy: boolean;
   readonly #onUndelivered: ((value: T) => void) | undefined;
   /** @internal */
   readonly _shared: Shared;
@@ -403,8 +493,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#owner = false;
       this.#keeps = false;
       this.#dropping = false;
+      this.#overflow = 0;
+      this.#zeroCopy = o.codec.zeroCopy;
       this.#onUndelivered = undefined;
       this._shared = sharedOf(o.handle);
+      // Its owner (if in this isolate) was escaped by the share() or handle that named it: its
+      // values are native already.
       this._shared.escaped = true; // another isolate (or this one, through share) has it
       return;
     }
@@ -490,8 +584,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#owner = true;
     this.#keeps = keeps;
     this.#dropping = ov !== 0 && cap !== UNLIMITED;
+    this.#overflow = ov;
+    this.#zeroCopy = codec.zeroCopy;
     this.#onUndelivered = onUndeliveredElement;
     this._shared = sharedOf(handle);
+    this._shared.local = true; // until its handle leaves it (#escape)
     // What `orphans` needs goes on the Shared entry, which is its held value (it references
     // this object only while operations wait, and those keep it alive anyway). No unregister
     // token: unregistering costs more than `orphanLib` set to null, which the finalizer reads.
@@ -616,6 +713,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   trySend(value: T): TrySendResult {
     const sym = this.#sym("send");
     const s = this._shared;
+    if (s.local) return this.#localSend(this.#codec.pass(value));
     // Senders of this isolate still waiting in JavaScript are ahead of this one.
     if (s.senders.first !== null && !pump(s.senders, sym)) {
       this.#codec.encode(value, scratch, sym); // still reject what the codec cannot carry
@@ -642,6 +740,109 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedResult();
     unwrap(rc, "send");
     return FULL;
+  }
+
+  /**
+   * A local try-send of `v` (already through `codec.pass`): to a waiting receiver, into the
+   * ring, or by the overflow policy; the native counters' rules, counted here.
+   */
+  #localSend(v: unknown): TrySendResult {
+    const s = this._shared;
+    if (s.closed) {
+      s.localClosed++;
+      return this.#closedResult();
+    }
+    const r = s.receivers.first;
+    if (r !== null) {
+      // Receivers wait only while the ring is empty: hand it over.
+      r.detach();
+      s.handoffs++;
+      this.#stamp(s);
+      r.resolve(received(r.kind, v));
+      return OK;
+    }
+    if (s.count < this.#capacity) {
+      s.push(v);
+      s.localSends++;
+      if (this.#zeroCopy) s.localBytesIn += bytesOf(v);
+      this.#stamp(s);
+      return OK;
+    }
+    if (!this.#dropping) {
+      s.fullFails++;
+      return FULL;
+    }
+    // Full, with a drop policy: the send succeeds and a value is dropped.
+    s.localSends++;
+    if (this.#zeroCopy) s.localBytesIn += bytesOf(v);
+    s.localDropped++;
+    this.#stamp(s);
+    let dropped = v;
+    if (this.#overflow === OVERFLOW["drop-oldest"]) {
+      dropped = s.shift();
+      s.push(v);
+    }
+    this.#undelivered(dropped);
+    return OK;
+  }
+
+  /** A local receive that does not wait: the value, or the markers EMPTY or CLOSED. */
+  #localTake(): unknown {
+    const s = this._shared;
+    if (s.count !== 0) {
+      const v = s.shift();
+      s.localReceives++;
+      if (this.#zeroCopy) s.localBytesOut += bytesOf(v);
+      this.#stamp(s);
+      // Room now: the oldest waiting sender's value moves in (senders wait only on a full ring).
+      const w = s.senders.first;
+      if (w !== null) {
+        w.detach();
+        s.push(w.value);
+        s.localSends++;
+        if (this.#zeroCopy) s.localBytesIn += bytesOf(w.value);
+        w.resolve(undefined);
+      }
+      return v;
+    }
+    const w = s.senders.first;
+    if (w !== null) {
+      // A rendezvous: take the oldest waiting sender's value.
+      w.detach();
+      s.handoffs++;
+      this.#stamp(s);
+      w.resolve(undefined);
+      return w.value;
+    }
+    if (!s.closed) return EMPTY;
+    s.localClosed++;
+    return CLOSED;
+  }
+
+  /**
+   * Records a local operation's time, as the native counters do: only when the counters' clock
+   * word moved since the last one (once a millisecond at most), or is `1` (no ticker runs yet).
+   */
+  #stamp(s: Shared): void {
+    const c = s.clock ??= clockOf(this.#lib);
+    const lo = c[0], hi = c[1];
+    if (lo === s.clockLo && hi === s.clockHi) return;
+    s.clockLo = lo === 1 && hi === 0 ? -1 : lo;
+    s.clockHi = hi;
+    const now = Number(this.#lib.symbols("read clock").kc_clock_now());
+    if (s.firstNs === 0) s.firstNs = now;
+    s.lastNs = now;
+  }
+
+  /** Hands a value the channel drops to onUndeliveredElement (errors to reportError). */
+  #undelivered(v: unknown): void {
+    const hook = this.#onUndelivered;
+    if (hook === undefined) return;
+    try {
+      hook(v as T);
+    } catch (e) {
+      reportError(e);
+    }
   }
 
   /** Gives `value` to a receiver waiting in this isolate; false if none could take it. */
@@ -710,6 +911,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** A receive that does not wait: the value, or the markers EMPTY or CLOSED. */
   #poll(sym: Sym): unknown {
     const s = this._shared;
+    if (s.local) return this.#localTake();
     // Receivers of this isolate still waiting in JavaScript are ahead of this one.
     if (s.receivers.first !== null && !pump(s.receivers, sym)) {
       return EMPTY;
@@ -790,6 +992,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const signal = options?.signal;
     try {
       if (signal?.aborted) return Promise.reject(signal.reason);
+      if (this._shared.local) {
+        // A waiting local send holds the value as passed (its copy is taken now).
+        this.#sym("send");
+        const v = this.#codec.pass(value);
+        r = this.#localSend(v);
+        if (r === OK) return RESOLVED;
+        if (r.state === "closed") return Promise.reject(this.#sendError(this.#statusOfClosed()));
+        return this.#wait(SEND, v, signal);
+      }
       r = this.trySend(value);
     } catch (e) {
       return Promise.reject(e);
@@ -902,8 +1113,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     s.retrying = false;
   }
 
-  /** @internal For select: this channel's waiters still waiting in JavaScript queue natively. */
+  /**
+   * @internal For select, which selects natively: the channel escapes (its local values move
+   * into the native channel) and its waiters still waiting in JavaScript queue natively.
+   */
   _flushLocal(): void {
+    this.#escape();
     this._shared.flushNow();
   }
 
@@ -920,11 +1135,53 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const s = this._shared;
     if (s.escaped) return;
     s.escaped = true;
+    if (s.local) this.#migrate();
     // Waiters already waiting here queue natively at the end of this turn, as if escaped then.
     if ((s.senders.first !== null || s.receivers.first !== null) && !s.scheduled) {
       s.scheduled = true;
       this.#bridge.defer(s);
     }
+  }
+
+  /**
+   * The channel leaves local mode for good (its handle escaped): the ring's values move into the
+   * native channel, oldest first, and a close or cancel made locally is made natively. Waiters
+   * queue natively at the end of this turn (#escape), except a closed channel's senders, which
+   * queue now, before the native close, so that they still deliver.
+   */
+  #migrate(): void {
+    const s = this._shared;
+    s.local = false;
+    if (this.#disposed || !this.#lib.isOpen) return;
+    const sym = this.#lib.symbols("move channel values");
+    while (s.count !== 0) {
+      const v = s.shift();
+      // Counted again natively as it enters the native buffer.
+      s.localSends--;
+      if (this.#zeroCopy) s.localBytesIn -= bytesOf(v);
+      let rc: number;
+      try {
+        this.#codec.encode(v as T, scratch, sym);
+        rc = sym.kc_chan_try_send(this.#handle, scratchPtr, this.#size);
+      } catch (e) {
+        reportError(e); // a value the codec passed but cannot encode: not expected
+        continue;
+      }
+      if (rc !== 0) {
+        // The native buffer has the ring's capacity, so this is not expected either.
+        this.#codec.discard(scratch, sym);
+        s.localDropped++;
+        this.#undelivered(v);
+      }
+    }
+    s.ring = EMPTY_RING;
+    s.head = 0;
+    if (!s.closed) return;
+    flushAll(s.senders);
+    unwrap(
+      s.cancelled ? sym.kc_chan_cancel(this.#handle) : sym.kc_chan_close(this.#handle),
+      "close",
+    );
   }
 
   /**
@@ -1051,6 +1308,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   close(cause?: unknown): boolean {
     const sym = this.#sym("close channel");
     const s = this._shared;
+    if (s.local) {
+      if (s.closed) return false;
+      s.closed = true;
+      if (arguments.length > 0 && cause !== undefined) {
+        s.cause = cause;
+        s.hasCause = true;
+      }
+      // Receivers wait only on an empty ring with no sender waiting: they learn of the close.
+      // Senders waiting on a full ring stay where they are: they still deliver.
+      for (const w of waiting(s.receivers)) {
+        w.detach();
+        this.#settle(w, Status.EPIPE, false);
+      }
+      return true;
+    }
     // Waiters still waiting in JavaScript queue natively first: a sender already waiting still
     // delivers, and every waiter learns of the close the one way (a ring record).
     flushAll(s.senders);
@@ -1079,6 +1351,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     s.closed = true;
     s.cancelled = true;
+    if (s.local) return this.#localCancel();
     // Waiters still waiting in JavaScript queue natively first: senders' values are then dropped
     // (to onUndeliveredElement) and every waiter is rejected the one way (a ring record).
     flushAll(s.senders);
@@ -1087,8 +1360,36 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#collect();
   }
 
+  /**
+   * A local cancel: the ring's values and those of waiting senders are dropped (to
+   * onUndeliveredElement, after every waiter was rejected), waiting senders and receivers fail.
+   */
+  #localCancel(): void {
+    const s = this._shared;
+    const dropped: unknown[] = [];
+    while (s.count !== 0) dropped.push(s.shift());
+    for (const w of waiting(s.senders)) {
+      w.detach();
+      s.localCancelled++;
+      dropped.push(w.value);
+      w.reject(this.#sendError(Status.ECANCELED));
+    }
+    for (const w of waiting(s.receivers)) {
+      w.detach();
+      s.localCancelled++;
+      this.#settle(w, Status.ECANCELED, false);
+    }
+    s.localDropped += dropped.length;
+    for (const v of dropped) this.#undelivered(v);
+  }
+
   /** True once closed (no send will succeed). */
   get isClosedForSend(): boolean {
+    const s = this._shared;
+    if (s.local) {
+      this.#sym("read channel status");
+      return s.closed;
+    }
     return (unwrap(
       this.#sym("read channel status").kc_chan_status(this.#handle),
       "read channel status",
@@ -1097,6 +1398,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /** True once closed and drained (no receive will succeed). */
   get isClosedForReceive(): boolean {
+    const s = this._shared;
+    if (s.local) {
+      this.#sym("read channel status");
+      return s.closed && s.count === 0 && s.senders.first === null;
+    }
     return (unwrap(
       this.#sym("read channel status").kc_chan_status(this.#handle),
       "read channel status",
@@ -1111,22 +1417,27 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       "read channel metrics",
     );
     const n = (i: number) => Number(w[i]);
-    const js = this._shared.handoffs;
+    // Operations completed in JavaScript (local ones, hand-offs) count here.
+    const s = this._shared;
+    const js = s.handoffs;
+    const first = n(9) === 0 ? s.firstNs : s.firstNs === 0 ? n(9) : Math.min(n(9), s.firstNs);
+    // Fixed-size values count their slot, as natively; zero-copy ones their own bytes.
+    const zc = this.#zeroCopy;
     return {
-      sends: n(0) + js,
-      receives: n(1) + js,
-      bytesSent: n(2),
-      bytesReceived: n(3),
+      sends: n(0) + js + s.localSends,
+      receives: n(1) + js + s.localReceives,
+      bytesSent: n(2) + (zc ? s.localBytesIn : (s.localSends + js) * this.#size),
+      bytesReceived: n(3) + (zc ? s.localBytesOut : (s.localReceives + js) * this.#size),
       failures: {
-        full: n(4) + this._shared.fullFails,
-        closed: n(5),
+        full: n(4) + s.fullFails,
+        closed: n(5) + s.localClosed,
         timeout: n(6),
-        cancelled: n(7),
+        cancelled: n(7) + s.localCancelled,
       },
-      dropped: n(8),
+      dropped: n(8) + s.localDropped,
       handoffs: n(12) + js,
-      firstOpNs: n(9),
-      lastOpNs: n(10),
+      firstOpNs: first,
+      lastOpNs: Math.max(n(10), s.lastNs),
       takenNs: n(11),
     };
   }

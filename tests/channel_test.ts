@@ -4,7 +4,9 @@ import assert from "node:assert/strict";
 import { evalScript, prng, settled, until } from "./support.ts";
 import {
   CancellationError,
+  type Capacity,
   Channel,
+  type ChannelOptions,
   ClosedReceiveError,
   ClosedSendError,
   CodecError,
@@ -101,8 +103,35 @@ Deno.test("typed codecs: f64, u64, bytes, string, structured; wrong values are C
   assert.throws(() => o.trySend({ f() {} }), CodecError);
 });
 
-Deno.test("Uint8Array: the sender's bytes are copied once; the receiver gets its own view", () => {
-  using ch = new Channel<Uint8Array>(1, { codec: codecs.bytes });
+/** Channels of `bothModes` tests are shared while this is set. */
+let sharing = false;
+
+/** A channel as the running `bothModes` test wants it: local, or shared (`share()`). */
+function chan<T>(capacity?: Capacity, options?: ChannelOptions<T>): Channel<T> {
+  const c = new Channel<T>(capacity, options);
+  if (sharing) c.share();
+  return c;
+}
+
+/**
+ * A channel test run twice: with channels only this isolate's JavaScript reaches (values stay
+ * in JavaScript), and with shared ones (`share()`: values in the native channel, where a Worker
+ * or native code would use them). The semantics must not differ.
+ */
+function bothModes(name: string, fn: () => void | Promise<void>): void {
+  Deno.test(`${name} (local)`, fn);
+  Deno.test(`${name} (shared)`, async () => {
+    sharing = true;
+    try {
+      await fn();
+    } finally {
+      sharing = false;
+    }
+  });
+}
+
+bothModes("Uint8Array: the sender's bytes are copied once; the receiver gets its own view", () => {
+  using ch = chan<Uint8Array>(1, { codec: codecs.bytes });
   const sent = new Uint8Array(1000).fill(7);
   ch.trySend(sent);
   sent.fill(0); // after send, the channel holds its own copy
@@ -117,26 +146,26 @@ Deno.test("Uint8Array: the sender's bytes are copied once; the receiver gets its
   assert.equal(m.bytesReceived, 1000);
 });
 
-Deno.test("buffered: FIFO, full, empty; capacity names", () => {
-  using ch = new Channel<number>(3);
+bothModes("buffered: FIFO, full, empty; capacity names", () => {
+  using ch = chan<number>(3);
   for (let i = 0; i < 3; i++) assert.deepEqual(ch.trySend(i), { state: "ok" });
   assert.deepEqual(ch.trySend(3), { state: "full" });
   for (let i = 0; i < 3; i++) assert.deepEqual(ch.tryReceive(), { state: "ok", value: i });
   assert.deepEqual(ch.tryReceive(), { state: "empty" });
-  using buffered = new Channel<number>("buffered");
+  using buffered = chan<number>("buffered");
   let n = 0;
   while (buffered.trySend(n).state === "ok") n++;
   assert.equal(n, 64);
-  using rendezvous = new Channel<number>();
+  using rendezvous = chan<number>();
   assert.deepEqual(rendezvous.trySend(1), { state: "full" });
-  using unlimited = new Channel<number>("unlimited", { overflow: "drop-latest" });
+  using unlimited = chan<number>("unlimited", { overflow: "drop-latest" });
   for (let i = 0; i < 1000; i++) assert.equal(unlimited.trySend(i).state, "ok");
   assert.equal(unlimited.metrics().dropped, 0); // unlimited ignores overflow
 });
 
-Deno.test("drop-latest keeps the buffer and hands the new value to onUndeliveredElement", () => {
+bothModes("drop-latest keeps the buffer and hands the new value to onUndeliveredElement", () => {
   const dropped: unknown[] = [];
-  using ch = new Channel<string>(2, {
+  using ch = chan<string>(2, {
     overflow: "drop-latest",
     onUndeliveredElement: (v) => dropped.push(v),
   });
@@ -147,9 +176,9 @@ Deno.test("drop-latest keeps the buffer and hands the new value to onUndelivered
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: "b" });
 });
 
-Deno.test("drop-oldest and conflated drop the oldest; rendezvous + drop policy is one slot", () => {
+bothModes("drop-oldest and conflated drop the oldest; rendezvous + drop policy is one slot", () => {
   const dropped: number[] = [];
-  using ch = new Channel<number>(2, {
+  using ch = chan<number>(2, {
     overflow: "drop-oldest",
     onUndeliveredElement: (v) => dropped.push(v),
   });
@@ -157,21 +186,21 @@ Deno.test("drop-oldest and conflated drop the oldest; rendezvous + drop policy i
   assert.deepEqual(dropped, [1, 2]);
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 3 });
   const lost: number[] = [];
-  using c = new Channel<number>("conflated", {
+  using c = chan<number>("conflated", {
     codec: codecs.f64,
     onUndeliveredElement: (v) => lost.push(v),
   });
   for (const v of [1, 2, 3]) c.trySend(v);
   assert.deepEqual(c.tryReceive(), { state: "ok", value: 3 });
   assert.deepEqual(lost, [1, 2]);
-  using r = new Channel<number>(0, { overflow: "drop-latest" });
+  using r = chan<number>(0, { overflow: "drop-latest" });
   r.trySend(1);
   r.trySend(2);
   assert.deepEqual(r.tryReceive(), { state: "ok", value: 1 });
 });
 
-Deno.test("close: true once; buffered values stay receivable; then closed errors", async () => {
-  using ch = new Channel<number>(4);
+bothModes("close: true once; buffered values stay receivable; then closed errors", async () => {
+  using ch = chan<number>(4);
   ch.trySend(1);
   assert.equal(ch.close(), true);
   assert.equal(ch.close(), false);
@@ -184,7 +213,7 @@ Deno.test("close: true once; buffered values stay receivable; then closed errors
   assert.deepEqual(ch.tryReceive(), { state: "closed" });
   await assert.rejects(ch.receive(), ClosedReceiveError);
   assert.deepEqual(await ch.receiveCatching(), { state: "closed" });
-  using withCause = new Channel<number>(1);
+  using withCause = chan<number>(1);
   const cause = new Error("done");
   withCause.close(cause);
   await assert.rejects(withCause.send(1), (e) => e === cause);
@@ -192,15 +221,15 @@ Deno.test("close: true once; buffered values stay receivable; then closed errors
   assert.deepEqual(withCause.tryReceive(), { state: "closed", cause });
 });
 
-Deno.test("close settles waiting receivers; a sender already waiting still delivers", async () => {
-  using ch = new Channel<string>();
+bothModes("close settles waiting receivers; a sender already waiting still delivers", async () => {
+  using ch = chan<string>();
   const r1 = ch.receive();
   const r2 = ch.receiveCatching();
   assert.equal(await settled(r1), false);
   ch.close();
   await assert.rejects(r1, ClosedReceiveError);
   assert.deepEqual(await r2, { state: "closed" });
-  using rz = new Channel<string>();
+  using rz = chan<string>();
   const sending = rz.send("kept");
   assert.equal(await settled(sending), false);
   rz.close();
@@ -209,14 +238,14 @@ Deno.test("close settles waiting receivers; a sender already waiting still deliv
   assert.deepEqual(await rz.receiveCatching(), { state: "closed" });
 });
 
-Deno.test("cancel drops buffered values to the hook and rejects every waiter", async () => {
+bothModes("cancel drops buffered values to the hook and rejects every waiter", async () => {
   const dropped: string[] = [];
-  using ch = new Channel<string>(2, { onUndeliveredElement: (v) => dropped.push(v) });
+  using ch = chan<string>(2, { onUndeliveredElement: (v) => dropped.push(v) });
   ch.trySend("a");
   ch.trySend("b");
   const waitingSend = ch.send("c");
   assert.equal(await settled(waitingSend), false);
-  using empty = new Channel<number>();
+  using empty = chan<number>();
   const waitingReceive = empty.receive();
   ch.cancel();
   empty.cancel(new Error("why"));
@@ -232,32 +261,35 @@ Deno.test("cancel drops buffered values to the hook and rejects every waiter", a
   assert.equal(ch.isClosedForReceive, true);
 });
 
-Deno.test("abort signals: reject with the reason, leave the channel intact, never deliver", async () => {
-  using ch = new Channel<number>();
-  const ac = new AbortController();
-  const r = ch.receive({ signal: ac.signal });
-  ac.abort(new Error("stop"));
-  await assert.rejects(r, /stop/);
-  // The aborted receiver is gone: a try-send finds nobody.
-  assert.deepEqual(ch.trySend(1), { state: "full" });
-  const sc = new AbortController();
-  const s = ch.send(42, { signal: sc.signal });
-  assert.equal(await settled(s), false);
-  sc.abort("nope");
-  await assert.rejects(s, (e) => e === "nope");
-  assert.deepEqual(ch.tryReceive(), { state: "empty" }); // 42 was never delivered
-  await assert.rejects(ch.send(1, { signal: AbortSignal.abort("pre") }), (e) => e === "pre");
-  await assert.rejects(ch.receiveCatching({ signal: AbortSignal.abort("pre") }));
-  // Still usable.
-  const later = ch.receive();
-  await ch.send(7);
-  assert.equal(await later, 7);
-  assert.equal(Bridge.of(library()).pending, 0);
-});
+bothModes(
+  "abort signals: reject with the reason, leave the channel intact, never deliver",
+  async () => {
+    using ch = chan<number>();
+    const ac = new AbortController();
+    const r = ch.receive({ signal: ac.signal });
+    ac.abort(new Error("stop"));
+    await assert.rejects(r, /stop/);
+    // The aborted receiver is gone: a try-send finds nobody.
+    assert.deepEqual(ch.trySend(1), { state: "full" });
+    const sc = new AbortController();
+    const s = ch.send(42, { signal: sc.signal });
+    assert.equal(await settled(s), false);
+    sc.abort("nope");
+    await assert.rejects(s, (e) => e === "nope");
+    assert.deepEqual(ch.tryReceive(), { state: "empty" }); // 42 was never delivered
+    await assert.rejects(ch.send(1, { signal: AbortSignal.abort("pre") }), (e) => e === "pre");
+    await assert.rejects(ch.receiveCatching({ signal: AbortSignal.abort("pre") }));
+    // Still usable.
+    const later = ch.receive();
+    await ch.send(7);
+    assert.equal(await later, 7);
+    assert.equal(Bridge.of(library()).pending, 0);
+  },
+);
 
-Deno.test("waits: many producers and consumers, every value received exactly once", async () => {
+bothModes("waits: many producers and consumers, every value received exactly once", async () => {
   for (const capacity of [0, 1, 16] as const) {
-    using ch = new Channel<number>(capacity, { codec: codecs.f64 });
+    using ch = chan<number>(capacity, { codec: codecs.f64 });
     const per = 200, producers = 4, consumers = 3;
     const seen: number[] = [];
     const consumer = async () => {
@@ -282,8 +314,8 @@ Deno.test("waits: many producers and consumers, every value received exactly onc
   assert.equal(Bridge.of(library()).pending, 0);
 });
 
-Deno.test("FIFO per producer through waits", async () => {
-  using ch = new Channel<number>(2);
+bothModes("FIFO per producer through waits", async () => {
+  using ch = chan<number>(2);
   const got: number[] = [];
   const consumer = (async () => {
     for await (const v of ch) got.push(v);
@@ -294,8 +326,8 @@ Deno.test("FIFO per producer through waits", async () => {
   assert.deepEqual(got, Array.from({ length: 100 }, (_, i) => i));
 });
 
-Deno.test("async iteration ends on close and rethrows a close cause", async () => {
-  using ch = new Channel<number>(3);
+bothModes("async iteration ends on close and rethrows a close cause", async () => {
+  using ch = chan<number>(3);
   ch.trySend(1);
   ch.trySend(2);
   ch.close(new Error("boom"));
@@ -695,4 +727,76 @@ Deno.test("seeded stress: waits in JavaScript and natively, aborted in both, eve
   for (const seed of [1, 0xbeef, 2026]) {
     for (const capacity of [0, 3, "unlimited"] as const) await localWaitStress(seed, capacity);
   }
+});
+
+Deno.test("a local channel's try-operations call nothing natively; escaping moves its values, in order", () => {
+  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const names = [
+    "kc_chan_try_send",
+    "kc_chan_try_send_at",
+    "kc_chan_try_recv",
+    "kc_chan_try_recv_at",
+    "kc_chan_send",
+    "kc_chan_recv",
+  ];
+  const saved = names.map((n) => sym[n]);
+  let calls = 0;
+  names.forEach((n, i) =>
+    sym[n] = (...a: unknown[]) => {
+      calls++;
+      return saved[i](...a);
+    }
+  );
+  try {
+    using ch = new Channel<number>(8, { codec: codecs.f64 });
+    for (let i = 0; i < 100; i++) {
+      ch.trySend(i);
+      assert.deepEqual(ch.tryReceive(), { state: "ok", value: i });
+    }
+    for (let i = 0; i < 5; i++) ch.trySend(i);
+    assert.equal(calls, 0);
+    const h = ch.handle; // escapes: the five values move into the native channel
+    const out = new Float64Array(1);
+    for (let i = 0; i < 5; i++) {
+      assert.equal(saved[2](h, Deno.UnsafePointer.of(new Uint8Array(out.buffer)), 8), 0);
+      assert.equal(out[0], i);
+    }
+    const m = ch.metrics(); // each counted once, moved or not
+    assert.equal(m.sends, 105);
+    assert.equal(m.receives, 105);
+    assert.equal(m.bytesSent, 105 * 8);
+  } finally {
+    names.forEach((n, i) => sym[n] = saved[i]);
+  }
+});
+
+Deno.test("a local close reaches the native channel when it escapes; a sender waiting at the close still delivers", async () => {
+  using ch = new Channel<string>(1);
+  ch.trySend("a");
+  const waiting = ch.send("b"); // full: waits in JavaScript
+  ch.close();
+  const copy = Channel.from<string>(ch.share());
+  assert.equal(copy.isClosedForSend, true);
+  assert.equal(await copy.receive(), "a");
+  assert.equal(await copy.receive(), "b");
+  await waiting;
+  assert.deepEqual(await copy.receiveCatching(), { state: "closed" });
+  using cancelled = new Channel<number>(2);
+  cancelled.cancel();
+  const h = cancelled.handle;
+  assert.equal(library().symbols("test").kc_chan_status(h), 3); // closed natively too
+});
+
+Deno.test("a local channel's metrics carry operation times in the kc_now_ns clock", () => {
+  const now = () => Number(library().symbols("test").kc_now_ns());
+  using ch = new Channel<number>(4);
+  assert.equal(ch.metrics().firstOpNs, 0);
+  const before = now();
+  ch.trySend(1);
+  ch.tryReceive();
+  const m = ch.metrics();
+  const after = now();
+  // A coarse clock: a tick (1 ms) plus the coarse clock's own step behind at most.
+  assert.ok(m.firstOpNs > before - 50e6 && m.firstOpNs <= after, `${before} ${m.firstOpNs}`);
+  assert.ok(m.lastOpNs >= m.firstOpNs && m.lastOpNs <= after);
 });

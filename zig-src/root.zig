@@ -241,6 +241,22 @@ export fn kc_spawn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_
     return 0;
 }
 
+/// const uint64_t *kc_clock_word(void): the word of the channel counters' coarse clock
+/// (chan/clock.zig): even, the time in ns as of its last tick (it changes every millisecond
+/// while it is read); odd while it checks for readers; 1 while no ticker runs. A host keeping
+/// counters of its own (JavaScript's isolate-local channels) reads it per operation and calls
+/// kc_clock_now only when it changed or is odd.
+export fn kc_clock_word() callconv(.c) *const u64 {
+    return kcoro.clock.word();
+}
+
+/// uint64_t kc_clock_now(void): the counters' coarse clock (the kc_now_ns clock, to a tick):
+/// the time first_op_ns and last_op_ns are in. Keeps its ticker running (starts it if none does).
+export fn kc_clock_now() callconv(.c) u64 {
+    pin_once.call(); // the ticker is a thread of this library's code
+    return kcoro.clock.now();
+}
+
 /// uint64_t kc_now_ns(void): CLOCK_MONOTONIC in nanoseconds, the clock of kc_park_until.
 export fn kc_now_ns() callconv(.c) u64 {
     return kcoro.scheduler.monotonicNs();
@@ -1594,6 +1610,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_buf_free",         "kc_chan_keep_undelivered", "kc_chan_take_undelivered", "kc_chan_try_send",
         "kc_chan_try_recv",    "kc_chan_ready_flag",       "kc_chan_blocked_flag",     "kc_chan_try_send_at",
         "kc_chan_try_recv_at", "kc_ring_notify",           "kc_lib_retain",            "kc_lib_release",
+        "kc_clock_word",       "kc_clock_now",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";

@@ -46,6 +46,12 @@ pub inline fn raw() u64 {
     return cached.load(.monotonic);
 }
 
+/// The shared word itself, for a reader outside Zig that compares it as `raw` callers do (the
+/// JavaScript counters of isolate-local channels) and calls `now` when it changed.
+pub fn word() *const u64 {
+    return &cached.raw;
+}
+
 /// The time a `raw` word stands for (answering a probe, or starting a ticker).
 pub fn resolve(t: u64) u64 {
     if (t & 1 == 0) return t;
