@@ -14,8 +14,8 @@
  * - scope: structured concurrency (bench/scope_bench.ts: deno bench, then a `--memory` run)
  *   against Effect (fork + Fiber.join) and effection (spawn + join) from npm, in the same run.
  * - channel: the TypeScript Channel (deno bench, bench/channel_bench.ts): try-operation pairs
- *   against the FFI call floor, same-isolate await ping-pong against npm `medium` and a plain
- *   async call + await.
+ *   (a local channel's and a shared one's) against the FFI call floor, same-isolate await
+ *   ping-pong against npm `medium` and a plain async call + await.
  * - worker: one Channel between the main isolate and a Worker (bench/worker_bench.ts): streams
  *   of numbers and of 1 KiB Uint8Arrays, round trips with both isolates busy and idle, against
  *   postMessage in the same run.
@@ -483,12 +483,16 @@ const asyncCall = chLine("async call + await (floor of a promise API)");
 const pingPong = chLine("ping-pong round trip, rendezvous, await send + receive");
 const rendezvousFloor = chLine("floor: minimal pure-JS rendezvous ping-pong round trip");
 const tryPair = chLine("trySend + tryReceive pair, codecs.f64");
+const tryPairShared = chLine("trySend + tryReceive pair, codecs.f64, shared channel (native)");
 const channelFigures = [
   figure(tryPair, chFloor),
+  figure(tryPairShared, chFloor),
+  figure({ ...tryPair, name: `${tryPair.name} (local against shared)` }, tryPairShared),
   figure(chLine("trySend + tryReceive pair, default codec (number)"), chFloor),
   figure(chLine("trySend + tryReceive pair, default codec (16-char string)"), chFloor),
   figure(pingPong, medium),
   figure(chLine("ping-pong round trip, buffered, default codec"), medium),
+  figure(chLine("ping-pong round trip, rendezvous, shared channels"), medium),
   figure(asyncCall),
   figure({ ...pingPong, name: `${pingPong.name} (against an async call)` }, asyncCall),
   figure(rendezvousFloor, asyncCall),
@@ -497,7 +501,7 @@ const channelFigures = [
 table("TypeScript Channel (deno bench, mean; peers in the same run)", channelFigures);
 console.log(
   `  targets: try pair <= 25 ns: ${tryPair.value <= 25 ? "met" : "MISSED"} ` +
-    `(${tryPair.value.toFixed(1)} ns); ping-pong <= 2x an async call: ${
+    `(${tryPair.value.toFixed(1)} ns local, ${tryPairShared.value.toFixed(1)} ns shared); ping-pong <= 2x an async call: ${
       pingPong.value <= 2 * asyncCall.value ? "met" : "MISSED"
     } (${(pingPong.value / asyncCall.value).toFixed(2)}x; the floor of any promise rendezvous ` +
     `is ${(rendezvousFloor.value / asyncCall.value).toFixed(2)}x), faster than medium: ${

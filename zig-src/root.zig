@@ -2302,3 +2302,22 @@ test "C ABI: destroying a hand-driven coroutine parked in a channel receive leav
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.ch));
     try testing.expectEqual(@as(u32, 0), e.refs.load(.acquire)); // its call's reference too
 }
+
+test "C ABI: kc_lib_retain/kc_lib_release count hosts; kc_clock_word follows kc_clock_now" {
+    const n = kc_lib_retain();
+    try testing.expectEqual(n + 1, kc_lib_retain());
+    try testing.expectEqual(@as(i32, @intCast(n)), kc_lib_release());
+    try testing.expectEqual(@as(i32, @intCast(n - 1)), kc_lib_release());
+    if (n == 1) try testing.expectEqual(Status.invalid.code(), kc_lib_release()); // none left
+
+    const t = kc_clock_now(); // starts the ticker if none runs
+    try testing.expect(t > 0);
+    const word: *const std.atomic.Value(u64) = @ptrCast(kc_clock_word());
+    // Within a bounded wait the word publishes a time at least `t` (even, or odd while probing).
+    const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+    while (word.load(.monotonic) < t) {
+        try testing.expect(kc_now_ns() < deadline);
+        std.Thread.yield() catch {};
+    }
+    try testing.expect(kc_now_ns() + 50 * std.time.ns_per_ms >= kc_clock_now());
+}
