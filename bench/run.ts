@@ -501,7 +501,9 @@ const channelFigures = [
 table("TypeScript Channel (deno bench, mean; peers in the same run)", channelFigures);
 console.log(
   `  targets: try pair <= 25 ns: ${tryPair.value <= 25 ? "met" : "MISSED"} ` +
-    `(${tryPair.value.toFixed(1)} ns local, ${tryPairShared.value.toFixed(1)} ns shared); ping-pong <= 2x an async call: ${
+    `(${tryPair.value.toFixed(1)} ns local, ${
+      tryPairShared.value.toFixed(1)
+    } ns shared); ping-pong <= 2x an async call: ${
       pingPong.value <= 2 * asyncCall.value ? "met" : "MISSED"
     } (${(pingPong.value / asyncCall.value).toFixed(2)}x; the floor of any promise rendezvous ` +
     `is ${(rendezvousFloor.value / asyncCall.value).toFixed(2)}x), faster than medium: ${
