@@ -415,10 +415,14 @@ pub const Coroutine = struct {
             switch (w.state) {
                 .parked => n.state = target,
                 .finished => return false,
-                else => {
-                    if (w.permit) return false; // permits coalesce
-                    n.permit = true;
-                },
+                // Permits coalesce, but a pending one is still set again by a CAS, never left
+                // alone after a plain load: the CAS orders what the waker wrote before this
+                // unpark (release) before the parker's consuming CAS (acquire), which reads
+                // from it or from a later change. With a load only, a parker could consume the
+                // older permit, then miss the waker's write (on x86 still in the waker's store
+                // buffer), see no reason to run and park for good: a lost wake-up (the
+                // scheduler's park/unpark ping-pong test hung a pair about once in 70 runs).
+                else => n.permit = true,
             }
             if (co.cas(w, n)) |cur| {
                 w = cur;
