@@ -42,6 +42,17 @@ Deno.bench("trySend + tryReceive pair, default codec (16-char string)", { group:
   tagged.tryReceive();
 });
 
+// Creating a channel: a local one is made in JavaScript (its native channel only when it
+// escapes), against one made native at once.
+Deno.bench("create + dispose a channel (local)", { group: "create", baseline: true }, () => {
+  new Channel<number>(8, { codec: codecs.f64 })[Symbol.dispose]();
+});
+Deno.bench("create + dispose a channel made native (share)", { group: "create" }, () => {
+  const c = new Channel<number>(8, { codec: codecs.f64 });
+  c.share();
+  c[Symbol.dispose]();
+});
+
 async function identity(x: number): Promise<number> {
   return await x;
 }

@@ -490,6 +490,10 @@ const channelFigures = [
   figure({ ...tryPair, name: `${tryPair.name} (local against shared)` }, tryPairShared),
   figure(chLine("trySend + tryReceive pair, default codec (number)"), chFloor),
   figure(chLine("trySend + tryReceive pair, default codec (16-char string)"), chFloor),
+  figure(
+    chLine("create + dispose a channel (local)"),
+    chLine("create + dispose a channel made native (share)"),
+  ),
   figure(pingPong, medium),
   figure(chLine("ping-pong round trip, buffered, default codec"), medium),
   figure(chLine("ping-pong round trip, rendezvous, shared channels"), medium),

@@ -449,7 +449,11 @@ function flushAll(q: WaitQueue): void {
  */
 export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable {
   readonly #lib: Library;
-  readonly #handle: number;
+  /** 0 until the native channel exists (a local channel makes it when it escapes). */
+  #handle: number;
+  /** kc_chan_create's overflow and flags arguments, for `#materialize`. */
+  readonly #createOverflow: number;
+  readonly #createFlags: number;
   readonly #codec: Codec<T>;
   readonly #size: number;
   readonly #capacity: number;
@@ -487,6 +491,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       const o = open(options as unknown);
       this.#lib = o.lib;
       this.#handle = o.handle;
+      this.#createOverflow = 0;
+      this.#createFlags = 0;
       this.#codec = o.codec as Codec<T>;
       this.#size = o.codec.elemSize;
       this.#capacity = o.capacity;
@@ -567,17 +573,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         cap = capacity;
         if (cap === 0 && ov !== 0) cap = 1; // rendezvous + a drop policy = a 1-slot buffer
     }
+    // The native channel is made when the channel escapes (#materialize): a local one needs
+    // none, so creating one costs no FFI call and no native memory.
     const lib = library();
-    const sym = lib.symbols(op);
-    const out = new Uint32Array(1);
-    unwrap(sym.kc_chan_create(codec.elemSize, cap, ov, flags, out), op);
-    const handle = out[0];
+    lib.symbols(op); // a closed library is an error now, not at the first escape
     // Zero-copy values own native buffers: whatever the channel drops must come back here to
     // be freed (and handed to onUndeliveredElement).
     const keeps = codec.zeroCopy || onUndeliveredElement !== undefined;
-    if (keeps) unwrap(sym.kc_chan_keep_undelivered(handle), op);
     this.#lib = lib;
-    this.#handle = handle;
+    this.#handle = 0;
+    this.#createOverflow = ov;
+    this.#createFlags = flags;
     this.#codec = codec;
     this.#size = codec.elemSize;
     this.#capacity = cap;
@@ -587,16 +593,43 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#overflow = ov;
     this.#zeroCopy = codec.zeroCopy;
     this.#onUndelivered = onUndeliveredElement;
-    this._shared = sharedOf(handle);
-    this._shared.local = true; // until its handle leaves it (#escape)
+    const s = this._shared = new Shared();
+    s.refs = 1;
+    s.local = true; // until its handle leaves it (#escape)
+  }
+
+  /**
+   * Makes the native channel of an owning channel that has none yet (it is escaping), names
+   * its `Shared` entry in this isolate, and lets `orphans` destroy it if this object is
+   * garbage collected without dispose.
+   */
+  #materialize(op: string): void {
+    if (this.#handle !== 0) return;
+    if (this.#disposed) throw new InvalidHandleError(`Cannot ${op}: the channel was disposed`);
+    const sym = this.#lib.symbols(op);
+    const out = new Uint32Array(1);
+    unwrap(
+      sym.kc_chan_create(this.#size, this.#capacity, this.#createOverflow, this.#createFlags, out),
+      op,
+    );
+    const handle = out[0];
+    if (this.#keeps) {
+      const rc = sym.kc_chan_keep_undelivered(handle);
+      if (rc < 0) {
+        sym.kc_chan_destroy(handle);
+        unwrap(rc, op);
+      }
+    }
+    this.#handle = handle;
+    const s = this._shared;
+    shared.set(handle, s); // a Channel.from of it in this isolate shares the entry
     // What `orphans` needs goes on the Shared entry, which is its held value (it references
     // this object only while operations wait, and those keep it alive anyway). No unregister
     // token: unregistering costs more than `orphanLib` set to null, which the finalizer reads.
-    const s = this._shared;
-    s.orphanLib = lib;
+    s.orphanLib = this.#lib;
     s.orphanHandle = handle;
-    s.orphanCodec = codec as Codec<unknown>;
-    s.orphanKeeps = keeps;
+    s.orphanCodec = this.#codec as Codec<unknown>;
+    s.orphanKeeps = this.#keeps;
     orphans.register(this, s);
   }
 
@@ -1134,6 +1167,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #escape(): void {
     const s = this._shared;
     if (s.escaped) return;
+    this.#materialize("share channel");
     s.escaped = true;
     if (s.local) this.#migrate();
     // Waiters already waiting here queue natively at the end of this turn, as if escaped then.
@@ -1412,10 +1446,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** A snapshot of the channel's counters. */
   metrics(): ChannelMetrics {
     const w = new BigUint64Array(13);
-    unwrap(
-      this.#sym("read channel metrics").kc_chan_snapshot(this.#handle, w, 13),
-      "read channel metrics",
-    );
+    const sym = this.#sym("read channel metrics");
+    if (this.#handle !== 0) {
+      unwrap(sym.kc_chan_snapshot(this.#handle, w, 13), "read channel metrics");
+    } else w[11] = sym.kc_now_ns(); // no native channel yet: only the local counters
     const n = (i: number) => Number(w[i]);
     // Operations completed in JavaScript (local ones, hand-offs) count here.
     const s = this._shared;
@@ -1499,12 +1533,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       const sym = this.#lib.symbols("dispose channel");
       this.cancel();
       this.#disposed = true;
+      if (this.#handle === 0) return; // it never had a native channel
       sym.kc_chan_destroy(this.#handle);
       this.#collect();
     }
     this.#disposed = true;
     const s = this._shared;
-    if (--s.refs === 0) shared.delete(this.#handle);
+    if (--s.refs === 0 && shared.get(this.#handle) === s) shared.delete(this.#handle);
   }
 
   /** As `[Symbol.dispose]`. */

@@ -729,9 +729,11 @@ Deno.test("seeded stress: waits in JavaScript and natively, aborted in both, eve
   }
 });
 
-Deno.test("a local channel's try-operations call nothing natively; escaping moves its values, in order", () => {
+Deno.test("a local channel calls nothing natively, not even to be made; escaping moves its values, in order", () => {
   const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
   const names = [
+    "kc_chan_create",
+    "kc_chan_destroy",
     "kc_chan_try_send",
     "kc_chan_try_send_at",
     "kc_chan_try_recv",
@@ -754,17 +756,32 @@ Deno.test("a local channel's try-operations call nothing natively; escaping move
       assert.deepEqual(ch.tryReceive(), { state: "ok", value: i });
     }
     for (let i = 0; i < 5; i++) ch.trySend(i);
+    {
+      using other = new Channel<string>("unlimited");
+      other.trySend("x");
+      other.close();
+    }
     assert.equal(calls, 0);
-    const h = ch.handle; // escapes: the five values move into the native channel
+    const h = ch.handle; // escapes: made natively, and the five values move into it
     const out = new Float64Array(1);
     for (let i = 0; i < 5; i++) {
-      assert.equal(saved[2](h, Deno.UnsafePointer.of(new Uint8Array(out.buffer)), 8), 0);
+      assert.equal(
+        saved[names.indexOf("kc_chan_try_recv")](
+          h,
+          Deno.UnsafePointer.of(new Uint8Array(out.buffer)),
+          8,
+        ),
+        0,
+      );
       assert.equal(out[0], i);
     }
     const m = ch.metrics(); // each counted once, moved or not
     assert.equal(m.sends, 105);
     assert.equal(m.receives, 105);
     assert.equal(m.bytesSent, 105 * 8);
+    const gone = new Channel<number>(1);
+    gone[Symbol.dispose]();
+    assert.throws(() => gone.handle, InvalidHandleError); // disposed before it was ever made
   } finally {
     names.forEach((n, i) => sym[n] = saved[i]);
   }
