@@ -649,17 +649,35 @@ Deno.test("a try-send answered full without a call is still counted", () => {
  * receives), and random turns of the event loop in between, so that waits are taken over in
  * JavaScript, queued natively, aborted in either state, and completed from the other thread.
  */
-async function localWaitStress(seed: number, capacity: number | "unlimited"): Promise<void> {
+/**
+ * Producers and consumers in this isolate with random try, waiting and aborted operations, and
+ * a native producer started after `escapeAfter` sends of this isolate (0: before any; a later
+ * start escapes a channel that was local until then, with values and waiters in JavaScript).
+ */
+async function localWaitStress(
+  seed: number,
+  capacity: number | "unlimited",
+  escapeAfter = 0,
+): Promise<void> {
   const rand = prng(seed);
   using ch = new Channel<bigint>(capacity, { codec: codecs.u64 });
   const sent = new Set<bigint>();
   const got = new Map<bigint, number>();
   const turn = () => new Promise((done) => setImmediate(done));
   const nativeStart = 1_000_000n, nativeCount = 300n;
-  const cell = new BigUint64Array([BigInt(ch.handle), nativeStart, nativeCount, 0n, 0n]);
-  runtime().spawn("chanSender", cell);
+  const cell = new BigUint64Array([0n, nativeStart, nativeCount, 0n, 0n]);
+  let started = false;
+  let ops = 0;
+  const startNative = () => {
+    if (started) return;
+    started = true;
+    cell[0] = BigInt(ch.handle); // escapes here
+    runtime().spawn("chanSender", cell);
+  };
+  if (escapeAfter === 0) startNative();
   const producer = async (p: number) => {
     for (let i = 0; i < 300; i++) {
+      if (++ops === escapeAfter) startNative();
       const v = BigInt(p * 1000 + i);
       const r = rand();
       if (r < 0.3) {
@@ -714,6 +732,7 @@ async function localWaitStress(seed: number, capacity: number | "unlimited"): Pr
   };
   const consumers = [consumer(), consumer()];
   await Promise.all([producer(0), producer(1), producer(2)]);
+  startNative();
   await until(() => cell[4] !== 0n, "the native producer to finish");
   closed = true;
   ch.close();
@@ -726,6 +745,15 @@ async function localWaitStress(seed: number, capacity: number | "unlimited"): Pr
 Deno.test("seeded stress: waits in JavaScript and natively, aborted in both, every value exactly once", async () => {
   for (const seed of [1, 0xbeef, 2026]) {
     for (const capacity of [0, 3, "unlimited"] as const) await localWaitStress(seed, capacity);
+  }
+});
+
+Deno.test("seeded stress: a local channel escaping mid-stream loses or duplicates nothing", async () => {
+  for (const seed of [7, 0xfeed, 31337]) {
+    const rand = prng(seed);
+    for (const capacity of [0, 3, 64, "unlimited"] as const) {
+      await localWaitStress(seed, capacity, 1 + Math.floor(rand() * 600));
+    }
   }
 });
 
