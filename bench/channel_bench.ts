@@ -5,6 +5,7 @@
 //   deno bench --allow-ffi --allow-read --allow-env bench/channel_bench.ts
 import { Channel, codecs, library } from "../mod.ts";
 import medium from "medium"; // npm:medium, pinned in deno.json
+import { PINGPONG_ROUNDS } from "./constants.ts";
 
 const sym = library().symbols("bench");
 
@@ -57,7 +58,7 @@ async function identity(x: number): Promise<number> {
   return await x;
 }
 Deno.bench("async call + await (floor of a promise API)", { group: "pingpong" }, async () => {
-  await identity(1);
+  for (let i = 0; i < PINGPONG_ROUNDS; i++) await identity(1);
 });
 
 function partner(ping: Channel<number>, pong: Channel<number>) {
@@ -73,8 +74,10 @@ Deno.bench(
   "ping-pong round trip, rendezvous, await send + receive",
   { group: "pingpong", baseline: true },
   async () => {
-    await ping.send(1);
-    await pong.receive();
+    for (let i = 0; i < PINGPONG_ROUNDS; i++) {
+      await ping.send(1);
+      await pong.receive();
+    }
   },
 );
 
@@ -82,8 +85,10 @@ const bping = new Channel<number>("buffered");
 const bpong = new Channel<number>("buffered");
 partner(bping, bpong);
 Deno.bench("ping-pong round trip, buffered, default codec", { group: "pingpong" }, async () => {
-  await bping.send(1);
-  await bpong.receive();
+  for (let i = 0; i < PINGPONG_ROUNDS; i++) {
+    await bping.send(1);
+    await bpong.receive();
+  }
 });
 
 const sping = new Channel<number>("rendezvous", { codec: codecs.f64 });
@@ -92,8 +97,10 @@ sping.share();
 spong.share();
 partner(sping, spong);
 Deno.bench("ping-pong round trip, rendezvous, shared channels", { group: "pingpong" }, async () => {
-  await sping.send(1);
-  await spong.receive();
+  for (let i = 0; i < PINGPONG_ROUNDS; i++) {
+    await sping.send(1);
+    await spong.receive();
+  }
 });
 
 /**
@@ -129,8 +136,10 @@ Deno.bench(
   "floor: minimal pure-JS rendezvous ping-pong round trip",
   { group: "pingpong" },
   async () => {
-    await fping.send(1);
-    await fpong.receive();
+    for (let i = 0; i < PINGPONG_ROUNDS; i++) {
+      await fping.send(1);
+      await fpong.receive();
+    }
   },
 );
 
@@ -139,8 +148,10 @@ medium.go(async () => {
   for (;;) await medium.put(mpong, await medium.take(mping));
 });
 Deno.bench("npm medium: ping-pong round trip, unbuffered", { group: "pingpong" }, async () => {
-  await medium.put(mping, 1);
-  await medium.take(mpong);
+  for (let i = 0; i < PINGPONG_ROUNDS; i++) {
+    await medium.put(mping, 1);
+    await medium.take(mpong);
+  }
 });
 
 globalThis.addEventListener("unload", () => {
