@@ -155,7 +155,10 @@ function cString(s: string): Uint8Array<ArrayBuffer> {
 export class Runtime {
   readonly #lib: Library;
   readonly workers: number;
-  /** Arrays native coroutines write into: kept reachable until the next drain or shutdown. */
+  /**
+   * Arrays native coroutines write into: kept reachable until a drain finds no coroutine live
+   * (a parked one may still write into its cells when it is woken), or shutdown.
+   */
   #pinned: BigUint64Array[] = [];
 
   /** @internal Use {@linkcode runtime}. */
@@ -203,7 +206,10 @@ export class Runtime {
   async drain(): Promise<void> {
     const sym = this.#lib.symbols("drain runtime");
     unwrap(await sym.kc_sched_drain(), "drain runtime");
-    this.#pinned = [];
+    // Parked coroutines do not hold up a drain but may still write into their cells.
+    const info = new BigUint64Array(4);
+    sym.kc_sched_info(info, 4);
+    if (info[1] === 0n) this.#pinned = [];
   }
 
   /** Counters per worker, and the numbers of live and busy coroutines. */

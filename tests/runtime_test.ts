@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { Channel, codecs, KcoroError, resolveNative, runtime, ShutdownError } from "../mod.ts";
+import { evalScript } from "./support.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -108,6 +109,35 @@ Deno.test("runtime: a coroutine parked on a channel when shutdown cancels it lea
   const got = ch.receive();
   await ch.send(2n);
   assert.equal(await got, 2n);
+});
+
+Deno.test("runtime: a parked built-in's cells stay pinned across a drain until it can no longer write", async () => {
+  const res = await evalScript(
+    `
+    import { Channel, codecs, runtime } from "./mod.ts";
+    const rt = runtime({ workers: 1 });
+    using ch = new Channel(0, { codec: codecs.u64 });
+    let ref;
+    (() => {
+      const cells = new BigUint64Array([BigInt(ch.handle), 0n, 0n]);
+      ref = new WeakRef(cells);
+      rt.spawn("receiver", cells); // parks: nothing sent yet
+    })();
+    await rt.drain(); // parked ones do not count: this returns with the receiver parked
+    for (let i = 0; i < 5; i++) {
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    // The receiver still writes into its cells when a value comes: they must still exist.
+    if (ref.deref() === undefined) throw new Error("the parked receiver's cells were collected");
+    await ch.send(7n);
+    await rt.drain();
+    if (ref.deref()[1] !== 1n) throw new Error("the receiver did not finish");
+    await rt.shutdown();
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
 });
 
 Deno.test("a process with a running runtime exits by itself", async () => {
