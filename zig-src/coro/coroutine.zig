@@ -30,6 +30,11 @@
 //! reused fails harmlessly instead of waking a stranger. Pooled stacks stay mapped while their
 //! pool lives, which is what makes touching a finished coroutine's word safe.
 //!
+//! A coroutine may be abandoned where it stands, never to run again (a scheduler's shutdown that
+//! cancels, `destroy` of a hand-driven one): whatever a wait registered outside its stack (a
+//! waiter in a channel's queue, a link on a token, a reference) must then be undone by others.
+//! Each such wait pushes a `Cleanup` for the time it may park; `runCleanups` runs them.
+//!
 //! FP control state (MXCSR and x87 CW on x86_64, FPCR on AArch64) is saved across switches only
 //! for coroutines created with `fp_control = true`. A coroutine created without it shares the
 //! FP control state of whoever resumes it: it must restore any rounding-mode or exception-mask
