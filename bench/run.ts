@@ -301,6 +301,68 @@ chanFigures.push(
     nativeLine("chan: copying throughput, 1 MiB elements"),
   ),
 );
+// What the counters cost in instructions, which no neighbour on the host can disturb: the same
+// loop under callgrind (valgrind), counters on against off, counted only inside the bench's
+// countersOn / countersOff (the same operations each). Needs valgrind on x86_64; the bench is
+// built for x86-64-v3 there (valgrind does not decode AVX-512).
+const countersIr = await countersInstructions();
+if (countersIr !== null) chanFigures.push(figure(countersIr.on, countersIr.off));
+
+async function countersInstructions(): Promise<{ on: Line; off: Line } | null> {
+  if (Deno.build.arch !== "x86_64") return null;
+  const hasValgrind = await new Deno.Command("valgrind", {
+    args: ["--version"],
+    stdout: "null",
+    stderr: "null",
+  }).output().then((o) => o.success, () => false);
+  if (!hasValgrind) {
+    console.log("(counters' instruction count skipped: valgrind is not on PATH)");
+    return null;
+  }
+  const prefix = await Deno.makeTempDir({ prefix: "kcoro-cg-" });
+  try {
+    await run("zig", [
+      "build",
+      "bench",
+      "-Dcpu=x86_64_v3",
+      "--prefix",
+      prefix,
+      "--",
+      "--only",
+      "(install only)",
+    ]);
+    const count = async (side: "On" | "Off"): Promise<number> => {
+      const out = await new Deno.Command("valgrind", {
+        args: [
+          "--tool=callgrind",
+          `--callgrind-out-file=${prefix}/callgrind.out`,
+          `--toggle-collect=*counters${side}*`,
+          `${prefix}/bin/kcoro-bench`,
+          "--only",
+          "chan: send or receive, counters",
+          "--quick",
+        ],
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      const m = /Collected : (\d+)/.exec(new TextDecoder().decode(out.stderr));
+      if (!m) throw new Error("callgrind printed no instruction count");
+      return Number(m[1]);
+    };
+    const on = await count("On"), off = await count("Off");
+    const unit = "instructions (callgrind, whole loop)";
+    return {
+      on: { name: "chan: send or receive, counters on, instructions", value: on, unit },
+      off: { name: "chan: send or receive, counters off, instructions", value: off, unit },
+    };
+  } catch (e) {
+    console.log(`(counters' instruction count skipped: ${(e as Error).message.split("\n")[0]})`);
+    return null;
+  } finally {
+    await Deno.remove(prefix, { recursive: true });
+  }
+}
+
 // The machine probe (no peer): a cache line's round trip between the two CPUs, before and after
 // the channel figures. It moves between ~45 and ~370 ns on these VMs with the host's placement
 // of the vCPUs, and every contended figure above moves with it.
