@@ -108,6 +108,9 @@ uint32_t kc_coro_current(void);
 int32_t kc_coro_stats(uint64_t *out, uint32_t len);
 /* A built-in entry function (KC_BUILTIN_*), or NULL (never fails). */
 const void *kc_builtin_entry(uint32_t id);
+/* count zeroed 8-byte cells of native memory, never freed (for a built-in started by an isolate
+ * that may end before it does), or NULL (count 0, out of memory). */
+uint64_t *kc_cells_alloc(uint32_t count);
 
 /* The scheduler: one per process. kc_sched_start and kc_sched_shutdown must not race each
  * other or other scheduler calls; everything else is safe from any thread. */

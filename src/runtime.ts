@@ -7,7 +7,7 @@
  * @module
  */
 import { type Library, library } from "../ffi/load.ts";
-import { checkStackSize, describe, unwrap } from "./errors.ts";
+import { checkStackSize, describe, Status, unwrap } from "./errors.ts";
 
 /** Options for {@linkcode runtime}. */
 export interface RuntimeOptions {
@@ -69,6 +69,11 @@ const builtinIds: Record<ScheduledBuiltin, readonly [number, number]> = {
   "echo": [12, 4],
 };
 
+/** The buffers of cells made by `Runtime.cells`: native memory that is never freed. */
+const nativeCells = new WeakSet<ArrayBufferLike>();
+/** A Worker's heap dies with it, while the native coroutines it started may run on. */
+const inWorker = "WorkerGlobalScope" in globalThis;
+
 /**
  * The entry pointer and argument pointer for `entry` and `arg`, checked; `pin` is the array the
  * coroutine writes into, to keep reachable until it finishes. Internal (NativeScope uses it).
@@ -110,6 +115,13 @@ export function nativeEntry(
     );
   }
   if (arg instanceof BigUint64Array) {
+    if (inWorker && !nativeCells.has(arg.buffer)) {
+      throw new TypeError(
+        `Cannot ${op}: in a Worker the cells a native coroutine writes into must come from ` +
+          `runtime().cells(n), which outlive the Worker (terminated while the coroutine runs, it ` +
+          `would leave it writing into freed memory), received a BigUint64Array on the heap`,
+      );
+    }
     return { fn, arg: Deno.UnsafePointer.of(arg), pin: arg };
   }
   if (arg !== undefined && arg !== null && typeof arg !== "object") {
@@ -173,6 +185,37 @@ export class Runtime {
     const info = new BigUint64Array(4);
     this.#lib.symbols("read runtime info").kc_sched_info(info, 4);
     return info[3] === 1n;
+  }
+
+  /**
+   * `count` zeroed cells in native memory that outlive this isolate (they are never freed), for
+   * the coroutines a Worker starts: a Worker terminated while they run would otherwise leave them
+   * writing into its freed heap, so in a Worker `spawn` and `NativeScope.launch` take only these.
+   *
+   * @example
+   * ```ts
+   * import { runtime } from "../mod.ts";
+   * import assert from "node:assert/strict";
+   * const rt = runtime();
+   * const cells = rt.cells(2);
+   * cells[0] = 1n; // sleep 1 ms
+   * rt.spawn("sleeper", cells);
+   * await rt.drain();
+   * assert.equal(cells[1], 1n);
+   * ```
+   */
+  cells(count: number): BigUint64Array {
+    const op = "allocate cells";
+    if (!Number.isInteger(count) || count < 1 || count > 1 << 20) {
+      throw new RangeError(
+        `Cannot ${op}: count must be an integer from 1 to 1048576, received ${describe(count)}`,
+      );
+    }
+    const p = this.#lib.symbols(op).kc_cells_alloc(count);
+    if (p === null) unwrap(Status.ENOMEM, op);
+    const cells = new BigUint64Array(Deno.UnsafePointerView.getArrayBuffer(p!, count * 8));
+    nativeCells.add(cells.buffer);
+    return cells;
   }
 
   /**

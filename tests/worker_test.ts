@@ -115,3 +115,27 @@ Deno.test("a Worker closing its library leaves the process-wide runtime running 
   await rt.drain();
   assert.equal(cells[1], 1n);
 });
+
+Deno.test("a Worker's native coroutines write into native cells that outlive the Worker", async () => {
+  const rt = runtime();
+  const w = new Worker(new URL("./fixtures/native_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  let at: bigint;
+  try {
+    const m = await within(
+      message<{ refused: boolean; at: bigint }>(w),
+      20_000,
+      "the Worker",
+    );
+    assert.equal(m.refused, true); // heap cells would die with the Worker
+    at = m.at;
+  } finally {
+    w.terminate();
+  }
+  await rt.drain(); // the Worker's sleeper runs to its end after the Worker is gone
+  const cells = new BigUint64Array(
+    Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(at)!, 16),
+  );
+  assert.equal(cells[1], 1n); // it wrote into memory that is still there
+});

@@ -1468,6 +1468,17 @@ export fn kc_chan_take_undelivered(h: u32, out: ?*anyopaque, size: u32) callconv
 const builtins = @import("builtins.zig");
 pub const Builtin = builtins.Builtin;
 
+/// uint64_t *kc_cells_alloc(uint32_t count): `count` zeroed 8-byte cells of native memory that
+/// live until the process ends (never freed), or NULL (count 0, or no memory). For a built-in's
+/// cells when the isolate that starts it may end first (a Worker): the coroutine may still write
+/// into them after that isolate's heap is gone.
+export fn kc_cells_alloc(count: u32) callconv(.c) ?[*]u64 {
+    if (count == 0) return null;
+    const cells = std.heap.c_allocator.alloc(u64, count) catch return null;
+    @memset(cells, 0);
+    return cells.ptr;
+}
+
 /// const void *kc_builtin_entry(uint32_t id): a built-in entry function, or NULL.
 export fn kc_builtin_entry(id: u32) callconv(.c) ?*const anyopaque {
     const b = std.meta.intToEnum(Builtin, id) catch return null;
@@ -1610,7 +1621,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_buf_free",         "kc_chan_keep_undelivered", "kc_chan_take_undelivered", "kc_chan_try_send",
         "kc_chan_try_recv",    "kc_chan_ready_flag",       "kc_chan_blocked_flag",     "kc_chan_try_send_at",
         "kc_chan_try_recv_at", "kc_ring_notify",           "kc_lib_retain",            "kc_lib_release",
-        "kc_clock_word",       "kc_clock_now",
+        "kc_clock_word",       "kc_clock_now",             "kc_cells_alloc",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
