@@ -204,8 +204,13 @@ function keepBestGo(text: string, best: Map<string, number>): void {
   }
 }
 
-const hasGo = await new Deno.Command("go", { args: ["version"], stdout: "null", stderr: "null" })
-  .output().then((o) => o.success, () => false);
+/** Whether `cmd args` runs and succeeds (a tool this machine may lack). */
+function hasCommand(cmd: string, args: string[]): Promise<boolean> {
+  return new Deno.Command(cmd, { args, stdout: "null", stderr: "null" }).output()
+    .then((o) => o.success, () => false);
+}
+
+const hasGo = await hasCommand("go", ["version"]);
 const go = hasGo ? await goPeers() : new Map<string, number>();
 if (!hasGo) console.log("(Go peers skipped: `go` is not on PATH)");
 const peer = (name: string, key: string, unit: string): Line | null =>
@@ -310,12 +315,7 @@ if (countersIr !== null) chanFigures.push(figure(countersIr.on, countersIr.off))
 
 async function countersInstructions(): Promise<{ on: Line; off: Line } | null> {
   if (Deno.build.arch !== "x86_64") return null;
-  const hasValgrind = await new Deno.Command("valgrind", {
-    args: ["--version"],
-    stdout: "null",
-    stderr: "null",
-  }).output().then((o) => o.success, () => false);
-  if (!hasValgrind) {
+  if (!await hasCommand("valgrind", ["--version"])) {
     console.log("(counters' instruction count skipped: valgrind is not on PATH)");
     return null;
   }

@@ -427,9 +427,7 @@ function waiting(q: WaitQueue): Waiter[] {
 
 /** Queues natively every waiter of `q` still waiting in JavaScript, oldest first. */
 function flushAll(q: WaitQueue): void {
-  const local: Waiter[] = []; // first collected: settling one may run user code (hooks)
-  for (let w = q.first; w !== null; w = w.next) if (w.state === LOCAL) local.push(w);
-  for (const w of local) w.flush();
+  for (const w of waiting(q)) w.flush(); // only those still in JavaScript (LOCAL) queue
 }
 
 /**

@@ -41,6 +41,10 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
     /received \[object BigUint64Array\]/,
   );
   assert.throws(() => rt.spawn({} as never), /received \[object Object\]/);
+  for (const n of [0, -1, 1.5, 2 ** 21, "2" as never]) {
+    assert.throws(() => rt.cells(n), RangeError, `cells(${n})`);
+  }
+  assert.throws(() => rt.cells(3.5), /count must be an integer from 1 to 1048576, received 3.5/);
   assert.throws(() => runtime({ workers: -1 }), RangeError);
   assert.throws(() => runtime({ stackSize: 5 }), /stackSize .* received 5/);
   assert.throws(() => runtime(null as never), TypeError);

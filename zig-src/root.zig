@@ -389,14 +389,16 @@ const chan_conflated: u32 = 1 << 0;
 const chan_zero_copy: u32 = 1 << 1;
 const chan_no_metrics: u32 = 1 << 2;
 
-/// References a C ABI call holds while its coroutine may park: the call drops them when it
-/// returns, or, if the coroutine is abandoned in the wait (a shutdown that cancels, a destroy),
-/// its cleanup does, so that a destroyed channel, token or scope is still freed.
+/// What a C ABI call, an actor or a producer holds while its coroutine may park (handle
+/// references, an actor's message buffer): dropped when it returns, or, if the coroutine is
+/// abandoned in a wait (a shutdown that cancels, a destroy), by its cleanup, so that a destroyed
+/// channel, token or scope is still freed.
 const HeldRefs = struct {
     cleanup: coroutine.Cleanup = .{ .run = run },
     chans: []const *ChanRegistry.Entry = &.{},
     token: ?*TokenRegistry.Entry = null,
     scope: ?*ScopeRegistry.Entry = null,
+    buf: []u8 = &.{},
 
     fn hold(h: *HeldRefs) void {
         coroutine.pushCleanup(&h.cleanup);
@@ -408,6 +410,7 @@ const HeldRefs = struct {
     }
 
     fn releaseAll(h: *HeldRefs) void {
+        std.heap.c_allocator.free(h.buf);
         for (h.chans) |e| chans().release(e);
         releaseToken(h.token);
         if (h.scope) |e| scopes().release(e);
@@ -910,38 +913,12 @@ const ActorStart = struct {
     producer: ?coroutine.EntryFn = null,
 };
 
-/// What an actor or producer holds while it runs: its channel's reference and an actor's
-/// message buffer, freed when it ends or, if abandoned mid-wait (shutdown), by its cleanup.
-const MailboxGuard = struct {
-    cleanup: coroutine.Cleanup = .{ .run = run },
-    mailbox: *ChanRegistry.Entry,
-    buf: []u8 = &.{},
-
-    fn hold(g: *MailboxGuard) void {
-        coroutine.pushCleanup(&g.cleanup);
-    }
-
-    fn drop(g: *MailboxGuard) void {
-        coroutine.popCleanup(&g.cleanup);
-        g.free();
-    }
-
-    fn free(g: *MailboxGuard) void {
-        std.heap.c_allocator.free(g.buf);
-        chans().release(g.mailbox);
-    }
-
-    fn run(c: *coroutine.Cleanup) void {
-        const g: *MailboxGuard = @fieldParentPtr("cleanup", c);
-        g.free();
-    }
-};
-
 fn actorMain(arg: ?*anyopaque) callconv(.c) void {
     const start: *ActorStart = @ptrCast(@alignCast(arg.?));
     const a = start.*;
     std.heap.c_allocator.destroy(start);
-    var guard: MailboxGuard = .{ .mailbox = a.mailbox };
+    const mailbox = [1]*ChanRegistry.Entry{a.mailbox};
+    var guard: HeldRefs = .{ .chans = &mailbox };
     guard.hold();
     defer guard.drop();
     const ch = ChanRegistry.channelOf(a.mailbox);
@@ -965,7 +942,8 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
     const start: *ActorStart = @ptrCast(@alignCast(arg.?));
     const a = start.*;
     std.heap.c_allocator.destroy(start);
-    var guard: MailboxGuard = .{ .mailbox = a.mailbox };
+    const mailbox = [1]*ChanRegistry.Entry{a.mailbox};
+    var guard: HeldRefs = .{ .chans = &mailbox };
     guard.hold();
     defer guard.drop();
     a.producer.?(a.ctx);

@@ -1487,14 +1487,7 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
         }
     }
     lockAll(unlink[0..nunlink]);
-    for (clauses, 0..) |c, i| {
-        const w = &waiters[i];
-        if (!w.linked) continue;
-        switch (c.kind) {
-            .send => c.ch.senders.remove(w),
-            .receive => c.ch.receivers.remove(w),
-        }
-    }
+    unlinkClauses(clauses, waiters[0..n]);
     if (winner == SelectState.gave_up) {
         for (unlink[0..nunlink]) |ch| {
             if (was_interrupted) ch.metrics.fail_cancelled += 1 else ch.metrics.fail_timeout += 1;
@@ -1505,6 +1498,19 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     assert(winner < n);
     const outcome = sel.status.load(.acquire);
     return .{ .index = winner, .closed = outcome == done_closed, .cancelled = outcome == done_cancelled };
+}
+
+/// Takes the select's waiters that are still queued (no completer took them) out of their
+/// channels' queues. With the clauses' channels locked.
+fn unlinkClauses(clauses: []const Clause, waiters: []Waiter) void {
+    assert(clauses.len == waiters.len);
+    for (clauses, waiters) |c, *w| {
+        if (!w.linked) continue;
+        switch (c.kind) {
+            .send => c.ch.senders.remove(w),
+            .receive => c.ch.receivers.remove(w),
+        }
+    }
 }
 
 /// What `select` undoes for a coroutine abandoned while it waits (`coroutine.Cleanup`).
@@ -1520,13 +1526,7 @@ const SelectGuard = struct {
         const g: *SelectGuard = @fieldParentPtr("cleanup", c);
         if (g.token) |t| t.unregister(&g.tw.link);
         lockAll(g.locks);
-        for (g.clauses, g.waiters) |cl, *w| {
-            if (!w.linked) continue;
-            switch (cl.kind) {
-                .send => cl.ch.senders.remove(w),
-                .receive => cl.ch.receivers.remove(w),
-            }
-        }
+        unlinkClauses(g.clauses, g.waiters);
         unlockAll(g.locks);
     }
 };
@@ -1586,14 +1586,7 @@ pub const AsyncSelect = struct {
     /// Unlinks the clauses still queued (losers). After `notify` ran, or from `withdraw`.
     pub fn cleanup(as: *AsyncSelect) void {
         lockAll(as.locks[0..as.nlocks]);
-        for (as.clauses[0..as.n], 0..) |c, i| {
-            const w = &as.waiters[i];
-            if (!w.linked) continue;
-            switch (c.kind) {
-                .send => c.ch.senders.remove(w),
-                .receive => c.ch.receivers.remove(w),
-            }
-        }
+        unlinkClauses(as.clauses[0..as.n], as.waiters[0..as.n]);
         unlockAll(as.locks[0..as.nlocks]);
     }
 };

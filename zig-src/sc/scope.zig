@@ -221,28 +221,28 @@ pub const Scope = struct {
     /// `waitAllParked` is of that scheduler and abandoned too, so none is woken (their
     /// references are dropped); threads waiting in `waitAll` and `watch` are.
     fn childAbandoned(s: *Scope) void {
-        // Monotonic: published by the release half of the decrement below (a waiter that sees
-        // `live` drop with an acquire load sees it).
+        // Monotonic: published by the release half of the decrement in `childEnded` (a waiter
+        // that sees `live` drop with an acquire load sees it).
         s.abandoned.store(true, .monotonic);
-        // Acq_rel: as in `childDone`.
-        if (s.live.fetchSub(1, .acq_rel) == 1) {
-            s.mutex.lock();
-            s.waiters.clearAndFree(s.allocator);
-            s.mutex.unlock();
-            Futex.wake(&s.live, std.math.maxInt(u32));
-            s.bumpEvents();
-        }
-        s.release();
+        s.childEnded(false);
     }
 
     fn childDone(s: *Scope) void {
+        s.childEnded(true);
+    }
+
+    /// A child is gone: the last one wakes whoever waits for the scope (parked coroutines only
+    /// if `unpark`, see `childAbandoned`), then the child's reference is dropped.
+    fn childEnded(s: *Scope, comptime unpark: bool) void {
         // Acq_rel: the last child's work happens-before `waitAll` returning (acquire there).
         if (s.live.fetchSub(1, .acq_rel) == 1) {
             var woken: std.ArrayListUnmanaged(coroutine.Ref) = .empty;
             s.mutex.lock();
             std.mem.swap(std.ArrayListUnmanaged(coroutine.Ref), &woken, &s.waiters);
             s.mutex.unlock();
-            for (woken.items) |r| _ = s.sched.unpark(r);
+            if (unpark) for (woken.items) |r| {
+                _ = s.sched.unpark(r);
+            };
             woken.deinit(s.allocator);
             Futex.wake(&s.live, std.math.maxInt(u32));
             s.bumpEvents();
