@@ -18,7 +18,7 @@ import { type Symbols, symbols } from "./symbols.ts";
 import { AbiMismatchError, LibraryClosedError, LibraryNotFoundError } from "../src/errors.ts";
 
 /** The C ABI version this module is written against (`KC_ABI_VERSION` in include/kcoro.h). */
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;
 
 /** An open libkcoro. `close()` is idempotent; calls after it throw `LibraryClosedError`. */
 export class Library {
@@ -34,7 +34,9 @@ export class Library {
     this.#symbols = { ...lib.symbols };
     this.path = path;
     this.abiVersion = abiVersion;
-    lib.symbols.kc_lib_retain(); // one more host of the process-wide scheduler (see close)
+    // One more host of the process-wide scheduler (see close), counted out when this isolate's
+    // thread ends if close() never runs (a terminated Worker).
+    lib.symbols.kc_lib_retain_thread();
   }
 
   /** True until `close()`. */
@@ -59,7 +61,7 @@ export class Library {
     const lib = this.#lib;
     if (lib === null) return;
     this.#lib = null;
-    if (lib.symbols.kc_lib_release() === 0) lib.symbols.kc_sched_shutdown(0);
+    if (lib.symbols.kc_lib_release_thread() === 0) lib.symbols.kc_sched_shutdown(0);
     lib.close();
   }
 }

@@ -21,6 +21,10 @@ export const symbols = {
   kc_lib_retain: { parameters: [], result: "u32" },
   /** int32_t kc_lib_release(void): one host fewer; how many remain (KC_EINVAL: none counted). */
   kc_lib_release: { parameters: [], result: "i32" },
+  /** uint32_t kc_lib_retain_thread(void): kc_lib_retain, counted out when this thread ends. */
+  kc_lib_retain_thread: { parameters: [], result: "u32" },
+  /** int32_t kc_lib_release_thread(void): kc_lib_release for a kc_lib_retain_thread host. */
+  kc_lib_release_thread: { parameters: [], result: "i32" },
   /**
    * int32_t kc_coro_create(kc_entry_fn entry, void *arg, uint32_t stack_size, uint32_t flags,
    *                        uint32_t *out_handle)

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 6
+#define KC_ABI_VERSION 7
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -79,6 +79,11 @@ uint32_t kc_lib_retain(void);
 /* Counts one host out: how many remain (0: the caller was the last and may shut the process-wide
  * scheduler down), KC_EINVAL if none was counted. */
 int32_t kc_lib_release(void);
+/* kc_lib_retain for a host that lives on the calling thread: the hosts a thread still holds when
+ * it ends are counted out for it (the last one also shuts the scheduler down). */
+uint32_t kc_lib_retain_thread(void);
+/* kc_lib_release for a host of kc_lib_retain_thread, on its thread; KC_EINVAL if it holds none. */
+int32_t kc_lib_release_thread(void);
 
 /* Creates a coroutine that will run entry(arg) when first resumed. stack_size 0 = 64 KiB;
  * otherwise 16 KiB .. 256 MiB, rounded up to pages. */

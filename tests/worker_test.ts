@@ -2,8 +2,8 @@
 // every value received exactly once; a Worker terminated mid-wait leaves the channel
 // consistent (its waiters gone, nothing delivered to the dead isolate, nothing lost).
 import assert from "node:assert/strict";
-import { until } from "./support.ts";
-import { Channel, codecs, runtime, select } from "../mod.ts";
+import { evalScript, until } from "./support.ts";
+import { Channel, codecs, library, runtime, select } from "../mod.ts";
 
 const workerUrl = new URL("./fixtures/select_worker.ts", import.meta.url);
 
@@ -114,6 +114,53 @@ Deno.test("a Worker closing its library leaves the process-wide runtime running 
   rt.spawn("sleeper", cells);
   await rt.drain();
   assert.equal(cells[1], 1n);
+});
+
+Deno.test("a Worker terminated with its library open is counted out as a host when its thread ends", async () => {
+  const sym = library().symbols("count hosts");
+  // The count as it stands (a retain and its release leave it as it was).
+  const hosts = () => {
+    const n = sym.kc_lib_retain();
+    sym.kc_lib_release();
+    return n - 1;
+  };
+  const before = hosts();
+  const w = new Worker(new URL("./fixtures/open_library_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    assert.equal(await within(message<string>(w), 20_000, "the Worker"), "open");
+    assert.equal(hosts(), before + 1);
+  } finally {
+    w.terminate(); // it never closes its library
+  }
+  // It used to stay counted, so the last isolate's closeLibrary left the scheduler running.
+  await until(() => hosts() === before, "the terminated Worker's host to be counted out");
+  assert.equal(runtime().isRunning, true); // the main isolate still holds the library
+});
+
+Deno.test("the last host to go, a terminated Worker, shuts the scheduler down as its thread ends", async () => {
+  // In a process of its own: the main isolate closes its library first.
+  const res = await evalScript(`
+    import { closeLibrary, library, runtime } from "./mod.ts";
+    runtime().spawn("sleeper", runtime().cells(2)); // the scheduler runs
+    const path = library().path;
+    const w = new Worker(new URL("./tests/fixtures/open_library_worker.ts", "file://" + Deno.cwd() + "/"), { type: "module" });
+    await new Promise((r) => w.addEventListener("message", r, { once: true }));
+    closeLibrary(); // not the last host: the Worker holds the library
+    const raw = Deno.dlopen(path, { kc_sched_info: { parameters: ["buffer", "u32"], result: "i32" } });
+    const info = new BigUint64Array(4);
+    const running = () => (raw.symbols.kc_sched_info(info, 4), info[3] === 1n);
+    if (!running()) throw new Error("the scheduler stopped while the Worker held the library");
+    w.terminate(); // it never closes its library
+    const deadline = performance.now() + 10_000;
+    while (running()) {
+      if (performance.now() > deadline) throw new Error("the scheduler still runs");
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    raw.close();
+  `);
+  assert.equal(res.code, 0, res.stderr);
 });
 
 Deno.test("a Worker's native coroutines write into native cells that outlive the Worker", async () => {

@@ -60,6 +60,58 @@ export fn kc_lib_release() callconv(.c) i32 {
     }
 }
 
+/// uint32_t kc_lib_retain_thread(void): kc_lib_retain for a host that lives on the calling
+/// thread (a Deno isolate: main or Worker). When the thread ends, the hosts it still holds are
+/// counted out for it, and the one that leaves none shuts the scheduler down: a terminated
+/// Worker never calls kc_lib_release_thread, but its thread ends.
+export fn kc_lib_retain_thread() callconv(.c) u32 {
+    if (hostKey()) |key| {
+        const held = @intFromPtr(std.c.pthread_getspecific(key));
+        if (std.c.pthread_setspecific(key, @ptrFromInt(held + 1)) != 0) return kc_lib_retain();
+    }
+    return kc_lib_retain();
+}
+
+/// int32_t kc_lib_release_thread(void): kc_lib_release for a host of kc_lib_retain_thread, on
+/// the same thread; KC_EINVAL if this thread holds none.
+export fn kc_lib_release_thread() callconv(.c) i32 {
+    if (hostKey()) |key| {
+        const held = @intFromPtr(std.c.pthread_getspecific(key));
+        if (held == 0) return Status.invalid.code();
+        _ = std.c.pthread_setspecific(key, @ptrFromInt(held - 1));
+    }
+    return kc_lib_release();
+}
+
+/// The thread-specific key whose value is how many hosts the thread holds (null: none), with
+/// `hostThreadEnded` as its destructor; null if it could not be made (hosts then stay counted
+/// when their thread ends, as with kc_lib_retain).
+fn hostKey() ?std.c.pthread_key_t {
+    host_key_once.call();
+    return host_key;
+}
+
+var host_key: ?std.c.pthread_key_t = null;
+var host_key_once = std.once(makeHostKey);
+
+fn makeHostKey() void {
+    // The key's destructor is our code, run as threads end: keep it mapped until the process
+    // ends.
+    pin_once.call();
+    var key: std.c.pthread_key_t = undefined;
+    if (std.c.pthread_key_create(&key, hostThreadEnded) == .SUCCESS) host_key = key;
+}
+
+/// Runs as a thread that still holds hosts ends (`value`: how many; never null here).
+fn hostThreadEnded(value: *anyopaque) callconv(.c) void {
+    var held = @intFromPtr(value);
+    while (held > 0) : (held -= 1) {
+        // The last host gone: nobody is left to close the scheduler, so its threads would
+        // idle until the process ends.
+        if (kc_lib_release() == 0) _ = kc_sched_shutdown(0);
+    }
+}
+
 /// const char *kc_status_name(int32_t status)
 export fn kc_status_name(status: i32) callconv(.c) [*:0]const u8 {
     inline for (@typeInfo(Status).@"enum".fields) |f| {
@@ -1590,16 +1642,17 @@ test "include/kcoro.h agrees with the exports" {
         try testing.expectEqual(@as(c_int, f.value), @field(c, name));
     }
     const decls = .{
-        "kc_abi_version",      "kc_status_name",           "kc_coro_create",           "kc_coro_resume",
-        "kc_coro_yield",       "kc_coro_yield_value",      "kc_coro_park",             "kc_coro_unpark",
-        "kc_coro_state",       "kc_coro_transfer",         "kc_coro_destroy",          "kc_coro_current",
-        "kc_coro_stats",       "kc_builtin_entry",         "kc_sched_start",           "kc_spawn",
-        "kc_sleep_ns",         "kc_sched_drain",           "kc_sched_drain_for",       "kc_sched_shutdown",
-        "kc_sched_info",       "kc_sched_stats",           "kc_resolve",               "kc_desc_make",
-        "kc_buf_free",         "kc_chan_keep_undelivered", "kc_chan_take_undelivered", "kc_chan_try_send",
-        "kc_chan_try_recv",    "kc_chan_ready_flag",       "kc_chan_blocked_flag",     "kc_chan_try_send_at",
-        "kc_chan_try_recv_at", "kc_ring_notify",           "kc_lib_retain",            "kc_lib_release",
-        "kc_clock_word",       "kc_clock_now",             "kc_cells_alloc",
+        "kc_abi_version",        "kc_status_name",           "kc_coro_create",           "kc_coro_resume",
+        "kc_coro_yield",         "kc_coro_yield_value",      "kc_coro_park",             "kc_coro_unpark",
+        "kc_coro_state",         "kc_coro_transfer",         "kc_coro_destroy",          "kc_coro_current",
+        "kc_coro_stats",         "kc_builtin_entry",         "kc_sched_start",           "kc_spawn",
+        "kc_sleep_ns",           "kc_sched_drain",           "kc_sched_drain_for",       "kc_sched_shutdown",
+        "kc_sched_info",         "kc_sched_stats",           "kc_resolve",               "kc_desc_make",
+        "kc_buf_free",           "kc_chan_keep_undelivered", "kc_chan_take_undelivered", "kc_chan_try_send",
+        "kc_chan_try_recv",      "kc_chan_ready_flag",       "kc_chan_blocked_flag",     "kc_chan_try_send_at",
+        "kc_chan_try_recv_at",   "kc_ring_notify",           "kc_lib_retain",            "kc_lib_release",
+        "kc_clock_word",         "kc_clock_now",             "kc_cells_alloc",           "kc_lib_retain_thread",
+        "kc_lib_release_thread",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2290,6 +2343,25 @@ test "C ABI: destroying a hand-driven coroutine parked in a channel receive leav
     try testing.expectEqual(Status.again.code(), kc_chan_try_send(S.ch, &v, 8));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.ch));
     try testing.expectEqual(@as(u32, 0), e.refs.load(.acquire)); // its call's reference too
+}
+
+test "C ABI: a thread's hosts (kc_lib_retain_thread) are counted out when it ends" {
+    const base = kc_lib_retain(); // keeps the count above zero: no shutdown in this test
+    defer _ = kc_lib_release();
+    const T = struct {
+        fn host(extra: u32) void {
+            for (0..extra) |_| _ = kc_lib_retain_thread();
+            // One released by hand, the rest when the thread ends.
+            std.debug.assert(kc_lib_release_thread() >= 0);
+        }
+    };
+    const t = try std.Thread.spawn(.{}, T.host, .{3});
+    t.join();
+    try testing.expectEqual(base + 1, kc_lib_retain()); // back to `base`: the 2 left were released
+    _ = kc_lib_release();
+    try testing.expectEqual(Status.invalid.code(), kc_lib_release_thread()); // this thread holds none
+    try testing.expectEqual(base + 1, kc_lib_retain_thread());
+    try testing.expectEqual(@as(i32, @intCast(base)), kc_lib_release_thread());
 }
 
 test "C ABI: kc_lib_retain/kc_lib_release count hosts; kc_clock_word follows kc_clock_now" {
