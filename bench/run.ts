@@ -18,7 +18,8 @@
  *   ping-pong against npm `medium` and a plain async call + await.
  * - worker: one Channel between the main isolate and a Worker (bench/worker_bench.ts): streams
  *   of numbers and of 1 KiB Uint8Arrays, round trips with both isolates busy and idle, against
- *   postMessage in the same run.
+ *   postMessage in the same run; the Worker's receive loop alone and a native two-thread stream
+ *   beside the number stream.
  * - wake: an idle isolate woken from another thread (bench/wake_bench.ts): a nonblocking
  *   kc_ring_wait against a threadSafe callback from a notifier thread (kc_ring_notify).
  */
@@ -614,6 +615,16 @@ const workerFigures = [
     postRtt,
   ),
   figure(wkLine("channel round trip, both isolates idle (await send + receive)"), postRtt),
+  // Where the number stream's time goes: the Worker's receive loop with no sender beside it,
+  // and the same stream between two native threads (the Zig bench executable).
+  figure(
+    wkLine("channel stream: the Worker's receive loop alone (values buffered)"),
+    wkLine("channel stream: numbers (f64), main -> Worker"),
+  ),
+  figure(
+    nativeLine("chan: try-operation stream between two threads"),
+    wkLine("channel stream: numbers (f64), main -> Worker"),
+  ),
 ];
 table("Channel between isolates (main -> Worker; postMessage in the same run)", workerFigures);
 const [numbers, , busy] = workerFigures;

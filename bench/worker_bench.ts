@@ -5,6 +5,7 @@
 //   sends N values (trySend, awaiting send only when the buffer is full), the Worker receives
 //   them (tryReceive, awaiting receive only when empty); time per value, from the first send to
 //   the Worker's report that it has all N. Peer: N postMessage calls of the same values.
+// - the Worker's receive loop alone, on a channel filled beforehand (no sender beside it).
 // - round trip while both isolates are busy: each side runs work units and polls the channel
 //   with tryReceive between them (a busy isolate never sleeps in the kernel); one ping from the
 //   main isolate, one pong back. Peer: a postMessage ping answered by a postMessage pong.
@@ -18,6 +19,7 @@ import { Channel, codecs, type SharedChannel } from "../mod.ts";
 type Msg =
   | { mode: "stream-chan"; ch: SharedChannel; n: number }
   | { mode: "stream-post"; n: number }
+  | { mode: "drain-chan"; ch: SharedChannel; n: number }
   | { mode: "rtt-busy"; ping: SharedChannel; pong: SharedChannel; n: number }
   | { mode: "rtt-idle"; ping: SharedChannel; pong: SharedChannel; n: number }
   | { mode: "rtt-post"; n: number };
@@ -55,6 +57,16 @@ if ("WorkerGlobalScope" in globalThis) {
           if (r.state !== "ok") await ch.receive();
         }
         self.postMessage("done");
+        break;
+      }
+      case "drain-chan": {
+        // The receiving loop alone: every value is buffered before it starts.
+        const ch = Channel.from<number>(m.ch);
+        const t0 = performance.now();
+        for (let i = 0; i < m.n; i++) {
+          if (ch.tryReceive().state !== "ok") throw new Error("drain-chan: a value is missing");
+        }
+        self.postMessage((performance.now() - t0) * 1e6 / m.n);
         break;
       }
       case "rtt-busy": {
@@ -138,6 +150,24 @@ async function main(): Promise<void> {
         ],
       ];
       if (out) { for (const [name, ns] of figures) print(name, ns, "ns/value"); }
+    }
+  }
+
+  // The Worker's receiving loop alone, on values buffered beforehand: what the stream's receiver
+  // costs when no sender runs beside it.
+  {
+    const n = nNum / 2;
+    using nums = new Channel<number>(n, { codec: codecs.f64 });
+    const shared = nums.share();
+    for (let i = 0; i < n; i++) nums.trySend(1.5);
+    for (const out of [false, true]) {
+      const got = next();
+      worker.postMessage({ mode: "drain-chan", ch: shared, n: out ? n : n / 10 });
+      const ns = await got as number;
+      if (out) {
+        print("channel stream: the Worker's receive loop alone (values buffered)", ns, "ns/value");
+      }
+      for (let i = 0; i < (out ? 0 : n / 10); i++) nums.trySend(1.5);
     }
   }
 

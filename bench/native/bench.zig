@@ -505,6 +505,35 @@ fn zeroCopyRun(zero_copy: bool, count: u64) !f64 {
     return @as(f64, @floatFromInt(count * mib)) / (@as(f64, @floatFromInt(ns)) / std.time.ns_per_s);
 }
 
+/// The native floor of the TypeScript Worker stream (bench/worker_bench.ts): one thread sends
+/// 8-byte values with try-sends, another receives them with try-receives, each retrying at once
+/// when the buffer is full or empty. Nanoseconds per value.
+fn tryStream(capacity: u32, count: u64) !f64 {
+    const ch = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8, .capacity = capacity });
+    defer ch.destroy();
+    const Receiver = struct {
+        fn run(c: *Channel, n: u64) void {
+            var got: u64 = 0;
+            while (got < n) {
+                var v: u64 = 0;
+                c.receive(std.mem.asBytes(&v), null, true) catch continue;
+                std.debug.assert(v == got); // FIFO, nothing lost
+                got += 1;
+            }
+        }
+    };
+    var timer = try std.time.Timer.start();
+    const t = try std.Thread.spawn(.{}, Receiver.run, .{ ch, count });
+    var i: u64 = 0;
+    while (i < count) {
+        var v: u64 = i;
+        ch.send(std.mem.asBytes(&v), null, true) catch continue;
+        i += 1;
+    }
+    t.join();
+    return perOp(timer.read(), count);
+}
+
 fn benchChan(name: []const u8, total: u64) !f64 {
     var b: ChanBench = .{};
     const E = ChanBench;
@@ -745,6 +774,13 @@ fn chanBenches(out: *std.Io.Writer, quick: bool) !void {
         }
         try report(out, .{ .name = "chan: zero-copy throughput, 1 MiB buffers (2 workers)", .value = zc / 1e9, .unit = "GB/s", .iterations = count });
         try report(out, .{ .name = "chan: copying throughput, 1 MiB elements (2 workers)", .value = cp / 1e9, .unit = "GB/s", .iterations = count });
+    }
+    const stream_label = "chan: try-operation stream between two threads (f64-sized, capacity 4096)";
+    if (want(stream_label)) {
+        const count: u64 = if (quick) 1_000_000 else 4_000_000;
+        var best: f64 = std.math.inf(f64);
+        for (0..cruns) |_| best = @min(best, try tryStream(4096, count));
+        try report(out, .{ .name = stream_label, .value = best, .unit = "ns/value", .iterations = count });
     }
     const probe_after = "chan: core-to-core round trip, machine probe after the figures";
     if (want(probe_after)) try reportProbe(out, probe_after);
