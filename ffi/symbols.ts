@@ -137,6 +137,13 @@ export const symbols = {
   kc_chan_cancel: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_destroy(uint32_t handle) */
   kc_chan_destroy: { parameters: ["u32"], result: "i32" },
+  /**
+   * int32_t kc_chan_hold(uint32_t handle, uint32_t flags): one more holder on this thread; the
+   * last hold given back destroys the channel, unless one was taken with KC_CHAN_HOLD_FOREVER.
+   */
+  kc_chan_hold: { parameters: ["u32", "u32"], result: "i32" },
+  /** int32_t kc_chan_unhold(uint32_t handle): 1 if it was the last hold and destroyed it. */
+  kc_chan_unhold: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_status(uint32_t handle) */
   kc_chan_status: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len) */

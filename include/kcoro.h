@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 7
+#define KC_ABI_VERSION 8
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -232,6 +232,16 @@ int32_t kc_chan_close(uint32_t handle);
 int32_t kc_chan_cancel(uint32_t handle);
 /* Cancels and frees the channel once no call uses it; the handle is dead at once. */
 int32_t kc_chan_destroy(uint32_t handle);
+/* One more holder of the channel on the calling thread (a JavaScript isolate's Channel object).
+ * A channel that was ever held is destroyed when its last hold is given back (kc_chan_unhold, or
+ * the holding thread ending), unless a hold was taken with KC_CHAN_HOLD_FOREVER (its handle went
+ * to code that does not count itself). */
+#define KC_CHAN_HOLD_FOREVER 1u
+int32_t kc_chan_hold(uint32_t h, uint32_t flags);
+/* Gives back a hold this thread took: 1 if it was the last and destroyed the channel, 0 if
+ * holders remain, KC_EINVAL if this thread holds none of h, KC_EBADH if the channel is gone
+ * already (the hold is forgotten all the same). */
+int32_t kc_chan_unhold(uint32_t h);
 /* Bit 0: closed for send; bit 1: closed for receive (closed and drained). */
 int32_t kc_chan_status(uint32_t handle);
 /* A channel's counters, in the order kc_chan_snapshot writes them. */

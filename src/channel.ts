@@ -466,6 +466,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** @internal */
   readonly _shared: Shared;
   #disposed = false;
+  /**
+   * This object holds the native channel (kc_chan_hold): a copy from `Channel.from`, or an owner
+   * whose handle went to another isolate (`share`). The channel ends when its last holder lets
+   * go (dispose, a copy's garbage collection, or its isolate's thread ending), unless it is
+   * `#pinned`.
+   */
+  #held = false;
+  /** Its handle went to code that does not hold it (`handle`): no hold ever ends the channel. */
+  #pinned = false;
   #bridgeOf: Bridge | undefined = undefined;
   /**
    * kc_chan_ready_flag's and kc_chan_blocked_flag's bytes and the handle word, mapped once the
@@ -500,6 +509,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#overflow = 0;
       this.#zeroCopy = o.codec.zeroCopy;
       this.#onUndelivered = undefined;
+      // A holder: the channel lives on while this copy does, also after its owner's isolate
+      // ended (a terminated Worker). A handle that died since open() checked it fails here.
+      unwrap(o.lib.symbols("open channel").kc_chan_hold(o.handle, 0), "open channel");
+      this.#held = true;
+      copyHolds.register(this, { lib: o.lib, handle: o.handle }, this);
       this._shared = sharedOf(o.handle);
       // Its owner (if in this isolate) was escaped by the share() or handle that named it: its
       // values are native already.
@@ -634,12 +648,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * The native handle (for the C ABI). Once read, the channel's waiters also queue natively
    * (at the end of each turn), where native code can complete them, and the channel is no
-   * longer destroyed when this object is garbage collected: whoever holds the handle may still
-   * use it, so only `[Symbol.dispose]` ends it.
+   * longer destroyed when this object is garbage collected or its holders leave (see `share`):
+   * whoever holds the handle may still use it, so only the creator's `[Symbol.dispose]` ends it.
    */
   get handle(): number {
     this.#escape();
     this.#giveAway();
+    if (!this.#pinned) {
+      // Native code may keep it: no holder's leaving may end it now.
+      unwrap(this.#sym("get handle").kc_chan_hold(this.#handle, HOLD_FOREVER), "get handle");
+      this.#pinned = true;
+    }
     return this.#handle;
   }
 
@@ -1474,11 +1493,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     };
   }
 
-  /** Plain data naming this native channel, to `postMessage` to a Worker. */
+  /**
+   * Plain data naming this native channel, to `postMessage` to a Worker. From then on the
+   * channel lives while this object or a `Channel.from` copy of it does (in any isolate), or
+   * until this object's dispose.
+   */
   share(): SharedChannel {
-    this.#sym("share channel");
+    const sym = this.#sym("share channel");
     this.#escape();
     this.#giveAway();
+    if (this.#owner && !this.#held && !this.#pinned) {
+      // The owner holds it from now on, so that copies keep it alive after its isolate ended.
+      unwrap(sym.kc_chan_hold(this.#handle, 0), "share channel");
+      this.#held = true;
+    }
     return {
       kind: "kcoro.channel",
       version: 1,
@@ -1494,7 +1522,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Opens a channel from `share()`'s object (in a Worker, or anywhere in the process). Throws
    * a TypeError for anything not shaped like one and {@linkcode InvalidHandleError} when the
    * handle names no live channel. Disposing the result does not cancel or destroy the channel:
-   * its creator owns it.
+   * its creator owns it. The copy holds the channel, though: if the creator's isolate ends
+   * without disposing it, the channel ends when its last copy is disposed or collected.
    */
   static from<T>(shared: SharedChannel): Channel<T> {
     return new Channel<T>(fromToken as unknown as Capacity, shared as unknown as ChannelOptions<T>);
@@ -1526,6 +1555,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Waiters of this copy stay valid: they queue natively now.
       flushAll(this._shared.senders);
       flushAll(this._shared.receivers);
+      if (this.#held) {
+        // The last holder to leave ends the channel (its owner's isolate may be gone).
+        copyHolds.unregister(this);
+        this.#held = false;
+        this.#lib.symbols("dispose channel").kc_chan_unhold(this.#handle);
+      }
     } else {
       this.#giveAway();
       const sym = this.#lib.symbols("dispose channel");
@@ -1533,6 +1568,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#disposed = true;
       if (this.#handle === 0) return; // it never had a native channel
       sym.kc_chan_destroy(this.#handle);
+      // Its hold is forgotten (the handle is dead: the call says KC_EBADH).
+      if (this.#held) sym.kc_chan_unhold(this.#handle);
       this.#collect();
     }
     this.#disposed = true;
@@ -1552,6 +1589,23 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 }
 
 const fromToken = Symbol("Channel.from");
+
+/** kc_chan_hold's flag: a hold that is never given back. */
+const HOLD_FOREVER = 1;
+
+/**
+ * Gives back the hold of a `Channel.from` copy that was garbage collected without dispose (no
+ * operation of it was pending: its waiters would have kept it reachable). The last holder's
+ * leaving ends the channel.
+ */
+const copyHolds = new FinalizationRegistry<{ lib: Library; handle: number }>(({ lib, handle }) => {
+  if (!lib.isOpen) return; // its memory went with the library
+  try {
+    lib.symbols("release garbage channel copy").kc_chan_unhold(handle);
+  } catch (e) {
+    reportError(e); // a finalizer must not throw; nothing here should
+  }
+});
 
 /** Checks a `share()` object and the handle it names. */
 function open(

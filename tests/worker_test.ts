@@ -3,7 +3,15 @@
 // consistent (its waiters gone, nothing delivered to the dead isolate, nothing lost).
 import assert from "node:assert/strict";
 import { evalScript, until } from "./support.ts";
-import { Channel, codecs, library, runtime, select } from "../mod.ts";
+import {
+  Channel,
+  codecs,
+  InvalidHandleError,
+  library,
+  runtime,
+  select,
+  type SharedChannel,
+} from "../mod.ts";
 
 const workerUrl = new URL("./fixtures/select_worker.ts", import.meta.url);
 
@@ -117,25 +125,12 @@ Deno.test("a Worker closing its library leaves the process-wide runtime running 
 });
 
 Deno.test("a Worker terminated with its library open is counted out as a host when its thread ends", async () => {
-  const sym = library().symbols("count hosts");
-  // The count as it stands (a retain and its release leave it as it was).
-  const hosts = () => {
-    const n = sym.kc_lib_retain();
-    sym.kc_lib_release();
-    return n - 1;
-  };
-  const before = hosts();
-  const w = new Worker(new URL("./fixtures/open_library_worker.ts", import.meta.url), {
-    type: "module",
-  });
-  try {
-    assert.equal(await within(message<string>(w), 20_000, "the Worker"), "open");
-    assert.equal(hosts(), before + 1);
-  } finally {
-    w.terminate(); // it never closes its library
-  }
+  const { w, probe } = await sharingWorker();
+  const whileOpen = hostCount();
+  await terminated(w, probe); // it never closed its library
   // It used to stay counted, so the last isolate's closeLibrary left the scheduler running.
-  await until(() => hosts() === before, "the terminated Worker's host to be counted out");
+  // (Workers of earlier tests can only have lowered the count since.)
+  assert.ok(hostCount() <= whileOpen - 1, `${hostCount()} hosts, ${whileOpen} while it was open`);
   assert.equal(runtime().isRunning, true); // the main isolate still holds the library
 });
 
@@ -161,6 +156,73 @@ Deno.test("the last host to go, a terminated Worker, shuts the scheduler down as
     raw.close();
   `);
   assert.equal(res.code, 0, res.stderr);
+});
+
+/** The library's host count as it stands (a retain and its release leave it as it was). */
+function hostCount(): number {
+  const sym = library().symbols("count hosts");
+  const n = sym.kc_lib_retain();
+  sym.kc_lib_release();
+  return n - 1;
+}
+
+/**
+ * Starts tests/fixtures/share_worker.ts: its shared channel (one value buffered), its probe
+ * channel, and the Worker.
+ */
+async function sharingWorker(): Promise<
+  { w: Worker; shared: SharedChannel; probe: SharedChannel }
+> {
+  const w = new Worker(new URL("./fixtures/share_worker.ts", import.meta.url), { type: "module" });
+  const m = await within(
+    message<{ ch: SharedChannel; probe: SharedChannel }>(w),
+    20_000,
+    "the Worker",
+  );
+  return { w, shared: m.ch, probe: m.probe };
+}
+
+/** Terminates `w` and waits until its thread has ended: its probe channel is gone then. */
+async function terminated(w: Worker, probe: SharedChannel): Promise<void> {
+  w.terminate();
+  await until(() => {
+    try {
+      Channel.from(probe)[Symbol.dispose](); // a holder for a moment: still there
+      return false;
+    } catch (e) {
+      if (e instanceof InvalidHandleError) return true;
+      throw e;
+    }
+  }, "the terminated Worker's thread to end");
+}
+
+Deno.test("a channel a terminated Worker shared lives on while the main isolate holds a copy", async () => {
+  const { w, shared, probe } = await sharingWorker();
+  const copy = Channel.from<number>(shared);
+  await terminated(w, probe);
+  // Its owner's isolate is gone; the copy still holds it, with the value it buffered.
+  assert.deepEqual(copy.trySend(2), { state: "ok" });
+  assert.equal(await copy.receive(), 1);
+  assert.equal(await copy.receive(), 2);
+  // The last holder leaving ends it (it used to stay until the process ended).
+  copy[Symbol.dispose]();
+  assert.throws(() => Channel.from(shared), InvalidHandleError);
+});
+
+Deno.test("a channel a terminated Worker shared and nobody opened ends with the Worker's thread", async () => {
+  const { w, shared, probe } = await sharingWorker();
+  await terminated(w, probe);
+  assert.throws(() => Channel.from(shared), InvalidHandleError);
+});
+
+Deno.test("a channel whose handle went to native code is never ended by its holders leaving", async () => {
+  const { w, shared, probe } = await sharingWorker();
+  const copy = Channel.from<number>(shared);
+  assert.ok(copy.handle > 0); // native code may keep it now
+  await terminated(w, probe);
+  copy[Symbol.dispose](); // the last holder leaves
+  using again = Channel.from<number>(shared); // still there, with its value
+  assert.deepEqual(again.tryReceive(), { state: "ok", value: 1 });
 });
 
 Deno.test("a Worker's native coroutines write into native cells that outlive the Worker", async () => {

@@ -65,27 +65,114 @@ export fn kc_lib_release() callconv(.c) i32 {
 /// counted out for it, and the one that leaves none shuts the scheduler down: a terminated
 /// Worker never calls kc_lib_release_thread, but its thread ends.
 export fn kc_lib_retain_thread() callconv(.c) u32 {
-    if (hostKey()) |key| {
-        const held = @intFromPtr(std.c.pthread_getspecific(key));
-        if (std.c.pthread_setspecific(key, @ptrFromInt(held + 1)) != 0) return kc_lib_retain();
-    }
+    if (ThreadRecord.mine(true)) |rec| rec.hosts += 1;
     return kc_lib_retain();
 }
 
 /// int32_t kc_lib_release_thread(void): kc_lib_release for a host of kc_lib_retain_thread, on
 /// the same thread; KC_EINVAL if this thread holds none.
 export fn kc_lib_release_thread() callconv(.c) i32 {
-    if (hostKey()) |key| {
-        const held = @intFromPtr(std.c.pthread_getspecific(key));
-        if (held == 0) return Status.invalid.code();
-        _ = std.c.pthread_setspecific(key, @ptrFromInt(held - 1));
+    if (hostKey() != null) {
+        const rec = ThreadRecord.mine(false) orelse return Status.invalid.code();
+        if (rec.hosts == 0) return Status.invalid.code();
+        rec.hosts -= 1;
     }
     return kc_lib_release();
 }
 
-/// The thread-specific key whose value is how many hosts the thread holds (null: none), with
-/// `hostThreadEnded` as its destructor; null if it could not be made (hosts then stay counted
-/// when their thread ends, as with kc_lib_retain).
+/// Flag of kc_chan_hold: the hold is never given back (not counted against the thread).
+const hold_forever: u32 = 1;
+
+/// int32_t kc_chan_hold(uint32_t h, uint32_t flags): one more holder of the channel on the
+/// calling thread (a JavaScript isolate's Channel object). A channel that was ever held is
+/// destroyed when its last hold is given back (kc_chan_unhold, or its thread ending), unless a
+/// hold was taken with KC_CHAN_HOLD_FOREVER (its handle went to code that is not counted).
+/// KC_EBADH for a dead handle, KC_ENOMEM if the thread's record could not grow.
+export fn kc_chan_hold(h: u32, flags: u32) callconv(.c) i32 {
+    if (flags & ~hold_forever != 0) return Status.invalid.code();
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    const ch = ChanRegistry.channelOf(e);
+    if (flags & hold_forever != 0) {
+        // Monotonic: read by the last unhold, whose decrement of `holds` (acq_rel) follows ours.
+        ch.forever.store(true, .monotonic);
+        _ = ch.holds.fetchAdd(1, .acq_rel); // acq_rel: pairs with the decrements in `unhold`
+        return 0;
+    }
+    const rec = ThreadRecord.mine(true) orelse return Status.no_memory.code();
+    const gop = rec.holds.getOrPut(std.heap.c_allocator, h) catch return Status.no_memory.code();
+    if (!gop.found_existing) gop.value_ptr.* = 0;
+    gop.value_ptr.* += 1;
+    _ = ch.holds.fetchAdd(1, .acq_rel); // acq_rel: pairs with the decrements in `unhold`
+    return 0;
+}
+
+/// int32_t kc_chan_unhold(uint32_t h): gives back a hold this thread took; 1 if it was the
+/// last and destroyed the channel, 0 if holders remain, KC_EINVAL if this thread holds none
+/// of `h`, KC_EBADH if the channel is gone already (the hold is forgotten all the same).
+export fn kc_chan_unhold(h: u32) callconv(.c) i32 {
+    const rec = ThreadRecord.mine(false) orelse return Status.invalid.code();
+    const held = rec.holds.getPtr(h) orelse return Status.invalid.code();
+    held.* -= 1;
+    if (held.* == 0) _ = rec.holds.remove(h);
+    return unhold(h);
+}
+
+/// One hold fewer on `h`; the last one destroys the channel (see kc_chan_hold).
+fn unhold(h: u32) i32 {
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    const ch = ChanRegistry.channelOf(e);
+    // Acq_rel: the last decrement sees every earlier holder's operations and the `forever` flag.
+    const last = ch.holds.fetchSub(1, .acq_rel) == 1 and !ch.forever.load(.monotonic);
+    r.release(e);
+    if (!last) return 0;
+    r.destroy(h) catch |err| return fail(err); // a racing destroy (the owner's dispose) won
+    return 1;
+}
+
+/// What a thread holds: hosts (kc_lib_retain_thread) and channel holds (kc_chan_hold), given
+/// back when the thread ends (`threadEnded`). The value of a thread-specific key.
+const ThreadRecord = struct {
+    hosts: u32 = 0,
+    /// Holds by handle, with how many.
+    holds: std.AutoHashMapUnmanaged(u32, u32) = .empty,
+
+    /// The calling thread's record; made if `make` (null if it could not be).
+    fn mine(make: bool) ?*ThreadRecord {
+        const key = hostKey() orelse return null;
+        if (std.c.pthread_getspecific(key)) |p| return @ptrCast(@alignCast(p));
+        if (!make) return null;
+        const rec = std.heap.c_allocator.create(ThreadRecord) catch return null;
+        rec.* = .{};
+        if (std.c.pthread_setspecific(key, rec) != 0) {
+            std.heap.c_allocator.destroy(rec);
+            return null;
+        }
+        return rec;
+    }
+
+    /// Runs as a thread with a record ends: gives back its channel holds, then its hosts.
+    fn threadEnded(value: *anyopaque) callconv(.c) void {
+        const rec: *ThreadRecord = @ptrCast(@alignCast(value));
+        var it = rec.holds.iterator();
+        while (it.next()) |kv| {
+            for (0..kv.value_ptr.*) |_| _ = unhold(kv.key_ptr.*);
+        }
+        rec.holds.deinit(std.heap.c_allocator);
+        while (rec.hosts > 0) : (rec.hosts -= 1) {
+            // The last host gone: nobody is left to close the scheduler, so its threads would
+            // idle until the process ends.
+            if (kc_lib_release() == 0) _ = kc_sched_shutdown(0);
+        }
+        std.heap.c_allocator.destroy(rec);
+    }
+};
+
+/// The thread-specific key of `ThreadRecord`s, with `ThreadRecord.threadEnded` as its
+/// destructor; null if it could not be made (nothing is then given back when a thread ends, as
+/// with kc_lib_retain).
 fn hostKey() ?std.c.pthread_key_t {
     host_key_once.call();
     return host_key;
@@ -99,17 +186,7 @@ fn makeHostKey() void {
     // ends.
     pin_once.call();
     var key: std.c.pthread_key_t = undefined;
-    if (std.c.pthread_key_create(&key, hostThreadEnded) == .SUCCESS) host_key = key;
-}
-
-/// Runs as a thread that still holds hosts ends (`value`: how many; never null here).
-fn hostThreadEnded(value: *anyopaque) callconv(.c) void {
-    var held = @intFromPtr(value);
-    while (held > 0) : (held -= 1) {
-        // The last host gone: nobody is left to close the scheduler, so its threads would
-        // idle until the process ends.
-        if (kc_lib_release() == 0) _ = kc_sched_shutdown(0);
-    }
+    if (std.c.pthread_key_create(&key, ThreadRecord.threadEnded) == .SUCCESS) host_key = key;
 }
 
 /// const char *kc_status_name(int32_t status)
@@ -1619,6 +1696,7 @@ test "C ABI: kc_ring_notify calls back when a record arrives and ends with its r
 test "include/kcoro.h agrees with the exports" {
     const c = @cImport(@cInclude("kcoro.h"));
     try testing.expectEqual(abi_version, c.KC_ABI_VERSION);
+    try testing.expectEqual(hold_forever, c.KC_CHAN_HOLD_FOREVER);
     inline for (@typeInfo(Status).@"enum".fields) |f| {
         const s: Status = @enumFromInt(f.value);
         try testing.expectEqual(s.code(), @field(c, s.name()));
@@ -1652,7 +1730,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_chan_try_recv",      "kc_chan_ready_flag",       "kc_chan_blocked_flag",     "kc_chan_try_send_at",
         "kc_chan_try_recv_at",   "kc_ring_notify",           "kc_lib_retain",            "kc_lib_release",
         "kc_clock_word",         "kc_clock_now",             "kc_cells_alloc",           "kc_lib_retain_thread",
-        "kc_lib_release_thread",
+        "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2343,6 +2421,43 @@ test "C ABI: destroying a hand-driven coroutine parked in a channel receive leav
     try testing.expectEqual(Status.again.code(), kc_chan_try_send(S.ch, &v, 8));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.ch));
     try testing.expectEqual(@as(u32, 0), e.refs.load(.acquire)); // its call's reference too
+}
+
+test "C ABI: kc_chan_hold/kc_chan_unhold: the last hold given back destroys the channel, also as its thread ends" {
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_hold(h, 0));
+    try testing.expectEqual(@as(i32, 0), kc_chan_hold(h, 0));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_hold(h, 2)); // unknown flag
+    try testing.expectEqual(@as(i32, 0), kc_chan_unhold(h)); // one holder left
+    var v: u64 = 7;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
+    try testing.expectEqual(@as(i32, 1), kc_chan_unhold(h)); // the last: destroyed
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_try_send(h, &v, 8));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_unhold(h)); // this thread holds none
+
+    // Holds still held when their thread ends are given back then.
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &h));
+    const T = struct {
+        fn holder(ch: u32) void {
+            std.debug.assert(kc_chan_hold(ch, 0) == 0);
+            std.debug.assert(kc_chan_hold(ch, 0) == 0);
+        }
+    };
+    var t = try std.Thread.spawn(.{}, T.holder, .{h});
+    t.join();
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_try_send(h, &v, 8)); // destroyed
+
+    // A hold for ever keeps it whatever the others do; an owner's destroy still ends it.
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_hold(h, hold_forever));
+    t = try std.Thread.spawn(.{}, T.holder, .{h});
+    t.join();
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8)); // still there
+    try testing.expectEqual(@as(i32, 0), kc_chan_hold(h, 0));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_unhold(h)); // gone: forgotten
+    try testing.expectEqual(Status.invalid.code(), kc_chan_unhold(h));
 }
 
 test "C ABI: a thread's hosts (kc_lib_retain_thread) are counted out when it ends" {

@@ -425,6 +425,11 @@ pub const Channel = struct {
     cancelled: bool = false,
     /// Retired (`retire`): its memory waits for re-use; guarded operations fail.
     dead: bool = false,
+    /// Holders that give their hold back (the C ABI's kc_chan_hold/kc_chan_unhold: JavaScript
+    /// isolates' Channel objects): the last one destroys the channel, unless a hold was for
+    /// ever (`forever`). Touched only by those calls.
+    holds: std.atomic.Value(u32) = .init(0),
+    forever: std.atomic.Value(bool) = .init(false),
     zero_copy: bool = false,
     count_metrics: bool = true,
     senders: WaitQueue = .{},
