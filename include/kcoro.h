@@ -235,7 +235,8 @@ int32_t kc_chan_destroy(uint32_t handle);
 /* One more holder of the channel on the calling thread (a JavaScript isolate's Channel object).
  * A channel that was ever held is destroyed when its last hold is given back (kc_chan_unhold, or
  * the holding thread ending), unless a hold was taken with KC_CHAN_HOLD_FOREVER (its handle went
- * to code that does not count itself). */
+ * to code that does not count itself). The values it kept for kc_chan_take_undelivered are freed
+ * then (zero-copy buffers with kc_buf_free): the holders' leaving means its creator is gone. */
 #define KC_CHAN_HOLD_FOREVER 1u
 int32_t kc_chan_hold(uint32_t h, uint32_t flags);
 /* Gives back a hold this thread took: 1 if it was the last and destroyed the channel, 0 if

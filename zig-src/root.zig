@@ -87,6 +87,7 @@ const hold_forever: u32 = 1;
 /// calling thread (a JavaScript isolate's Channel object). A channel that was ever held is
 /// destroyed when its last hold is given back (kc_chan_unhold, or its thread ending), unless a
 /// hold was taken with KC_CHAN_HOLD_FOREVER (its handle went to code that is not counted).
+/// The values it kept for kc_chan_take_undelivered are freed then (`dropKept`).
 /// KC_EBADH for a dead handle, KC_ENOMEM if the thread's record could not grow.
 export fn kc_chan_hold(h: u32, flags: u32) callconv(.c) i32 {
     if (flags & ~hold_forever != 0) return Status.invalid.code();
@@ -126,9 +127,13 @@ fn unhold(h: u32) i32 {
     const ch = ChanRegistry.channelOf(e);
     // Acq_rel: the last decrement sees every earlier holder's operations and the `forever` flag.
     const last = ch.holds.fetchSub(1, .acq_rel) == 1 and !ch.forever.load(.monotonic);
+    const zero_copy = ch.zero_copy;
     r.release(e);
     if (!last) return 0;
     r.destroy(h) catch |err| return fail(err); // a racing destroy (the owner's dispose) won
+    // Its creator's isolate is gone (its hold was given back), so nobody takes what the channel
+    // kept for it (kc_chan_keep_undelivered).
+    dropKept(h, zero_copy);
     return 1;
 }
 
@@ -1549,6 +1554,29 @@ export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
     return 0;
 }
 
+/// Frees the values channel `h` kept (kc_chan_keep_undelivered), when nobody can take them any
+/// more; a zero-copy channel's buffers too (kc_desc_make's, as kc_buf_free frees them).
+fn dropKept(h: u32, zero_copy: bool) void {
+    if (undelivered_count.load(.acquire) == 0) return;
+    undelivered_mutex.lock();
+    defer undelivered_mutex.unlock();
+    var i: usize = 0;
+    while (i < undelivered_list.items.len) {
+        const u = undelivered_list.items[i];
+        if (u.handle != h) {
+            i += 1;
+            continue;
+        }
+        if (zero_copy and u.bytes.len == @sizeOf(chan.Descriptor)) {
+            const d = std.mem.bytesToValue(chan.Descriptor, u.bytes[0..@sizeOf(chan.Descriptor)]);
+            std.c.free(d.ptr);
+        }
+        std.heap.c_allocator.free(u.bytes);
+        _ = undelivered_list.orderedRemove(i);
+        _ = undelivered_count.fetchSub(1, .release);
+    }
+}
+
 /// int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size): moves the
 /// oldest kept value of that channel (live or destroyed) into out: 1, or 0 if none is left.
 /// KC_EINVAL if size is not the value's size. Never fails on a dead handle.
@@ -2458,6 +2486,21 @@ test "C ABI: kc_chan_hold/kc_chan_unhold: the last hold given back destroys the 
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_unhold(h)); // gone: forgotten
     try testing.expectEqual(Status.invalid.code(), kc_chan_unhold(h));
+
+    // What it kept for its creator (kc_chan_keep_undelivered) goes with it: nobody can take it.
+    for ([_]bool{ false, true }) |zc| {
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(if (zc) 32 else 8, 4, 0, if (zc) chan_zero_copy else 0, &h));
+        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h));
+        var d: chan.Descriptor = undefined;
+        if (zc) {
+            const bytes = "buffered";
+            try testing.expectEqual(@as(i32, 0), kc_desc_make(bytes, bytes.len, 0, &d));
+            try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &d, 32));
+        } else try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
+        try testing.expectEqual(@as(i32, 0), kc_chan_hold(h, 0));
+        try testing.expectEqual(@as(i32, 1), kc_chan_unhold(h));
+        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &d, if (zc) 32 else 8));
+    }
 }
 
 test "C ABI: a thread's hosts (kc_lib_retain_thread) are counted out when it ends" {
