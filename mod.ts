@@ -36,6 +36,7 @@ export {
   type Overflow,
   type ReceiveCatchingResult,
   type SharedChannel,
+  type TryReceiveManyResult,
   type TryReceiveResult,
   type TrySendResult,
   type WaitOptions,

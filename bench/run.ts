@@ -18,8 +18,8 @@
  *   ping-pong against npm `medium` and a plain async call + await.
  * - worker: one Channel between the main isolate and a Worker (bench/worker_bench.ts): streams
  *   of numbers and of 1 KiB Uint8Arrays, round trips with both isolates busy and idle, against
- *   postMessage in the same run; the Worker's receive loop alone and a native two-thread stream
- *   beside the number stream.
+ *   postMessage in the same run; the number stream received in batches (tryReceiveMany), the
+ *   Worker's receive loop alone and a native two-thread stream beside it.
  * - wake: an idle isolate woken from another thread (bench/wake_bench.ts): a nonblocking
  *   kc_ring_wait against a threadSafe callback from a notifier thread (kc_ring_notify).
  */
@@ -615,8 +615,13 @@ const workerFigures = [
     postRtt,
   ),
   figure(wkLine("channel round trip, both isolates idle (await send + receive)"), postRtt),
-  // Where the number stream's time goes: the Worker's receive loop with no sender beside it,
-  // and the same stream between two native threads (the Zig bench executable).
+  // Where the number stream's time goes: the Worker taking what is buffered in batches (only
+  // the sender's loop left per value), the Worker's receive loop with no sender beside it, and
+  // the same stream between two native threads (the Zig bench executable).
+  figure(
+    wkLine("channel stream: numbers (f64), main -> Worker, received in batches (tryReceiveMany)"),
+    wkLine("postMessage stream: numbers, main -> Worker"),
+  ),
   figure(
     wkLine("channel stream: the Worker's receive loop alone (values buffered)"),
     wkLine("channel stream: numbers (f64), main -> Worker"),

@@ -5,6 +5,7 @@
 //   sends N values (trySend, awaiting send only when the buffer is full), the Worker receives
 //   them (tryReceive, awaiting receive only when empty); time per value, from the first send to
 //   the Worker's report that it has all N. Peer: N postMessage calls of the same values.
+// - the number stream again, the Worker taking what is buffered in batches (tryReceiveMany).
 // - the Worker's receive loop alone, on a channel filled beforehand (no sender beside it).
 // - round trip while both isolates are busy: each side runs work units and polls the channel
 //   with tryReceive between them (a busy isolate never sleeps in the kernel); one ping from the
@@ -20,6 +21,7 @@ type Msg =
   | { mode: "stream-chan"; ch: SharedChannel; n: number }
   | { mode: "stream-post"; n: number }
   | { mode: "drain-chan"; ch: SharedChannel; n: number }
+  | { mode: "stream-chan-many"; ch: SharedChannel; n: number }
   | { mode: "rtt-busy"; ping: SharedChannel; pong: SharedChannel; n: number }
   | { mode: "rtt-idle"; ping: SharedChannel; pong: SharedChannel; n: number }
   | { mode: "rtt-post"; n: number };
@@ -55,6 +57,21 @@ if ("WorkerGlobalScope" in globalThis) {
         for (let i = 0; i < m.n; i++) {
           const r = ch.tryReceive();
           if (r.state !== "ok") await ch.receive();
+        }
+        self.postMessage("done");
+        break;
+      }
+      case "stream-chan-many": {
+        // The same stream, taken in batches: everything buffered at once (tryReceiveMany).
+        self.postMessage("ready");
+        const ch = Channel.from<unknown>(m.ch);
+        for (let got = 0; got < m.n;) {
+          const r = ch.tryReceiveMany(1024);
+          if (r.state === "ok") got += r.values.length;
+          else {
+            await ch.receive();
+            got++;
+          }
         }
         self.postMessage("done");
         break;
@@ -116,9 +133,14 @@ async function main(): Promise<void> {
   };
 
   /** Sends n values through `ch` (or postMessage, ch null); ns per value until the Worker has all. */
-  async function stream(ch: Channel<unknown> | null, value: unknown, n: number): Promise<number> {
+  async function stream(
+    ch: Channel<unknown> | null,
+    value: unknown,
+    n: number,
+    batches = false,
+  ): Promise<number> {
     if (ch === null) await ask({ mode: "stream-post", n });
-    else await ask({ mode: "stream-chan", ch: ch.share(), n });
+    else await ask({ mode: batches ? "stream-chan-many" : "stream-chan", ch: ch.share(), n });
     const done = next();
     const t0 = performance.now();
     if (ch === null) {
@@ -142,6 +164,10 @@ async function main(): Promise<void> {
     for (const [div, out] of [[10, false], [1, true]] as const) {
       const figures: [string, number][] = [
         ["channel stream: numbers (f64), main -> Worker", await stream(f, 1.5, nNum / div)],
+        [
+          "channel stream: numbers (f64), main -> Worker, received in batches (tryReceiveMany)",
+          await stream(f, 1.5, nNum / div, true),
+        ],
         ["postMessage stream: numbers, main -> Worker", await stream(null, 1.5, nPost / div)],
         ["channel stream: 1 KiB Uint8Array, main -> Worker", await stream(b, kib, nBytes / div)],
         [

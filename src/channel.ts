@@ -80,6 +80,11 @@ export type TryReceiveResult<T> = { state: "ok"; value: T } | { state: "empty" }
   state: "closed";
   cause?: unknown;
 };
+/** Result of `tryReceiveMany`: the values received, oldest first (never an empty list). */
+export type TryReceiveManyResult<T> = { state: "ok"; values: T[] } | { state: "empty" } | {
+  state: "closed";
+  cause?: unknown;
+};
 /** Result of `receiveCatching`. */
 export type ReceiveCatchingResult<T> = { state: "ok"; value: T } | {
   state: "closed";
@@ -138,6 +143,10 @@ const CLOSED: { state: "closed" } = Object.freeze({ state: "closed" });
  * keeps the call on V8's fast path.
  */
 const scratch = new Slot();
+/** `tryReceiveMany`'s native batches land here (grown as needed). */
+let batch = new Uint8Array(64 * 32);
+/** The most values one `tryReceiveMany` takes. */
+const MAX_BATCH = 65_536;
 const scratchPtr = Deno.UnsafePointer.of(scratch.u8);
 
 /**
@@ -956,6 +965,74 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (v === EMPTY) return EMPTY;
     if (v === CLOSED) return this.#closedResult();
     return { state: "ok", value: v as T };
+  }
+
+  /**
+   * Receives up to `max` values without waiting, oldest first: `ok` with those there are now,
+   * `empty`, or `closed` (closed and drained). The same as calling `tryReceive` until it is not
+   * `ok`, but a shared channel's values come out of native memory in one call instead of one
+   * each.
+   *
+   * @example
+   * ```ts
+   * import { Channel } from "../mod.ts";
+   * import assert from "node:assert/strict";
+   * using ch = new Channel<number>(8);
+   * for (const v of [1, 2, 3]) ch.trySend(v);
+   * assert.deepEqual(ch.tryReceiveMany(2), { state: "ok", values: [1, 2] });
+   * assert.deepEqual(ch.tryReceiveMany(10), { state: "ok", values: [3] });
+   * assert.deepEqual(ch.tryReceiveMany(10), { state: "empty" });
+   * ```
+   */
+  tryReceiveMany(max: number): TryReceiveManyResult<T> {
+    const op = "receive";
+    if (!Number.isInteger(max) || max < 1 || max > MAX_BATCH) {
+      throw new RangeError(
+        `Cannot ${op}: max must be an integer from 1 to ${MAX_BATCH}, received ${describe(max)}`,
+      );
+    }
+    const sym = this.#sym(op);
+    const s = this._shared;
+    if (
+      !s.local && this.#capacity !== 0 && s.receivers.first === null && s.senders.first === null
+    ) {
+      // Nobody of this isolate waits in JavaScript: the native channel's order is the order.
+      if (!this.#mayReceive(sym)) return EMPTY;
+      const size = this.#size;
+      if (batch.byteLength < max * size) {
+        batch = new Uint8Array(Math.max(max * size, 2 * batch.byteLength));
+      }
+      const rc = sym.kc_chan_try_recv_n(this.#handle, batch, size, max);
+      if (rc > 0) {
+        const values = new Array<T>(rc);
+        if (this.#codec === (codecs.f64 as unknown)) {
+          const f = new Float64Array(batch.buffer, 0, rc);
+          for (let i = 0; i < rc; i++) values[i] = f[i] as T;
+        } else {
+          for (let i = 0; i < rc; i++) {
+            scratch.u8.set(batch.subarray(i * size, (i + 1) * size));
+            values[i] = this.#codec.decode(scratch, sym);
+          }
+        }
+        return { state: "ok", values };
+      }
+      if (rc === 0) return EMPTY;
+      if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedResult();
+      unwrap(rc, op);
+      return EMPTY;
+    }
+    // One at a time: a local channel, a rendezvous, or waiters of this isolate in JavaScript.
+    const values: T[] = [];
+    while (values.length < max) {
+      const v = this.#poll(sym);
+      if (v === EMPTY) break;
+      if (v === CLOSED) {
+        if (values.length === 0) return this.#closedResult();
+        break;
+      }
+      values.push(v as T);
+    }
+    return values.length === 0 ? EMPTY : { state: "ok", values };
   }
 
   /** A receive that does not wait: the value, or the markers EMPTY or CLOSED. */

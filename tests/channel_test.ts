@@ -9,6 +9,7 @@ import {
   type ChannelOptions,
   ClosedReceiveError,
   ClosedSendError,
+  type Codec,
   CodecError,
   codecs,
   InvalidHandleError,
@@ -145,6 +146,38 @@ bothModes("Uint8Array: the sender's bytes are copied once; the receiver gets its
   assert.equal(m.bytesSent, 1000);
   assert.equal(m.bytesReceived, 1000);
 });
+
+bothModes(
+  "tryReceiveMany: what is there, oldest first, up to max; then empty, then closed",
+  async () => {
+    for (const codec of [codecs.f64, codecs.default, codecs.bytes] as Codec<unknown>[]) {
+      using ch = chan<unknown>(8, { codec });
+      const value = (i: number) => codec === codecs.bytes ? new Uint8Array([i, i]) : i;
+      assert.deepEqual(ch.tryReceiveMany(4), { state: "empty" });
+      for (let i = 1; i <= 5; i++) assert.deepEqual(ch.trySend(value(i)), { state: "ok" });
+      assert.deepEqual(ch.tryReceiveMany(3), { state: "ok", values: [1, 2, 3].map(value) });
+      assert.deepEqual(ch.tryReceiveMany(100), { state: "ok", values: [4, 5].map(value) });
+      assert.deepEqual(ch.tryReceiveMany(1), { state: "empty" });
+      ch.trySend(value(6));
+      ch.close(new Error("done"));
+      assert.deepEqual(ch.tryReceiveMany(9), { state: "ok", values: [value(6)] }); // buffered first
+      const r = ch.tryReceiveMany(9);
+      assert.equal(r.state, "closed");
+      assert.equal((r as { cause: Error }).cause.message, "done");
+      assert.equal(ch.metrics().receives, 6); // each counted as a receive
+    }
+    // A receiver waiting in this isolate is served first; the batch gets only what is left.
+    using ch = chan<number>(8, { codec: codecs.f64 });
+    const waiting = ch.receive();
+    ch.trySend(1);
+    ch.trySend(2);
+    assert.deepEqual(ch.tryReceiveMany(8), { state: "ok", values: [2] });
+    assert.equal(await waiting, 1);
+    for (const bad of [0, -1, 1.5, 65_537, "2"]) {
+      assert.throws(() => ch.tryReceiveMany(bad as number), RangeError);
+    }
+  },
+);
 
 bothModes("buffered: FIFO, full, empty; capacity names", () => {
   using ch = chan<number>(3);

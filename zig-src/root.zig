@@ -689,6 +689,26 @@ export fn kc_chan_try_send_at(handle_word: ?*const u32, h: u32, elem: ?*const an
     return chanOpAt(handle_word, h, @constCast(elem), size, .send);
 }
 
+/// int32_t kc_chan_try_recv_n(uint32_t h, void *out, uint32_t size, uint32_t max): up to `max`
+/// try-receives in one call, into consecutive `size`-byte elements of `out` (max * size bytes),
+/// stopping at the first that would wait: how many it received, 0 if none could be. Only when
+/// none was received does it report an error (KC_EPIPE closed and drained, KC_ECANCELED,
+/// KC_EBADH, KC_EINVAL for a wrong size or a `max` of 0); a later call reports what stopped it.
+/// Each receive is one try-receive, counted and ordered as one.
+export fn kc_chan_try_recv_n(h: u32, out: ?*anyopaque, size: u32, max: u32) callconv(.c) i32 {
+    const p: [*]u8 = @ptrCast(out orelse return Status.invalid.code());
+    if (max == 0 or max > std.math.maxInt(i32)) return Status.invalid.code();
+    const peeked = chans().peek(h) orelse return Status.bad_handle.code();
+    var n: u32 = 0;
+    while (n < max) : (n += 1) {
+        const rc = guardedTry(peeked.ch, .receive, true, p + @as(usize, n) * size, size, peeked.guard, h);
+        if (rc == 0) continue;
+        if (n > 0) break;
+        return if (rc == Status.again.code()) 0 else rc;
+    }
+    return @intCast(n);
+}
+
 /// int32_t kc_chan_try_recv_at(const uint32_t *handle_word, uint32_t h, void *out,
 ///                             uint32_t size): as kc_chan_try_send_at.
 export fn kc_chan_try_recv_at(handle_word: ?*const u32, h: u32, out: ?*anyopaque, size: u32) callconv(.c) i32 {
@@ -1758,7 +1778,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_chan_try_recv",      "kc_chan_ready_flag",       "kc_chan_blocked_flag",     "kc_chan_try_send_at",
         "kc_chan_try_recv_at",   "kc_ring_notify",           "kc_lib_retain",            "kc_lib_release",
         "kc_clock_word",         "kc_clock_now",             "kc_cells_alloc",           "kc_lib_retain_thread",
-        "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",
+        "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",           "kc_chan_try_recv_n",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2449,6 +2469,35 @@ test "C ABI: destroying a hand-driven coroutine parked in a channel receive leav
     try testing.expectEqual(Status.again.code(), kc_chan_try_send(S.ch, &v, 8));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.ch));
     try testing.expectEqual(@as(u32, 0), e.refs.load(.acquire)); // its call's reference too
+}
+
+test "C ABI: kc_chan_try_recv_n receives what is there, in order, up to max; errors only when it got none" {
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 8, 0, 0, &h));
+    defer _ = kc_chan_destroy(h);
+    var out: [8]u64 = @splat(0);
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv_n(h, &out, 8, 8)); // empty
+    for (1..6) |i| {
+        var v: u64 = i;
+        try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
+    }
+    try testing.expectEqual(@as(i32, 3), kc_chan_try_recv_n(h, &out, 8, 3));
+    try testing.expectEqualSlices(u64, &.{ 1, 2, 3 }, out[0..3]);
+    try testing.expectEqual(@as(i32, 2), kc_chan_try_recv_n(h, &out, 8, 8)); // what is left
+    try testing.expectEqualSlices(u64, &.{ 4, 5 }, out[0..2]);
+    try testing.expectEqual(Status.invalid.code(), kc_chan_try_recv_n(h, &out, 8, 0));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_try_recv_n(h, &out, 4, 1)); // wrong size
+    try testing.expectEqual(Status.invalid.code(), kc_chan_try_recv_n(h, null, 8, 1));
+    var v: u64 = 9;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
+    try testing.expectEqual(@as(i32, 1), kc_chan_close(h));
+    try testing.expectEqual(@as(i32, 1), kc_chan_try_recv_n(h, &out, 8, 8)); // buffered, then...
+    try testing.expectEqual(@as(u64, 9), out[0]);
+    try testing.expectEqual(Status.closed.code(), kc_chan_try_recv_n(h, &out, 8, 8)); // ...closed
+    var m: [13]u64 = undefined;
+    _ = kc_chan_snapshot(h, &m, 13);
+    try testing.expectEqual(@as(u64, 6), m[1]); // six receives counted
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_try_recv_n(0xdead, &out, 8, 1));
 }
 
 test "C ABI: kc_chan_hold/kc_chan_unhold: the last hold given back destroys the channel, also as its thread ends" {
