@@ -215,6 +215,41 @@ Deno.test("a channel a terminated Worker shared and nobody opened ends with the 
   assert.throws(() => Channel.from(shared), InvalidHandleError);
 });
 
+Deno.test("a garbage-collected copy gives its hold back: the last one ends the channel", async () => {
+  // In a process of its own, for --expose-gc.
+  const res = await evalScript(
+    `
+    import { Channel, InvalidHandleError } from "./mod.ts";
+    const w = new Worker(new URL("./tests/fixtures/share_worker.ts", "file://" + Deno.cwd() + "/"), { type: "module" });
+    const { ch: shared, probe } = await new Promise((r) => w.addEventListener("message", (e) => r(e.data), { once: true }));
+    (() => { Channel.from(shared).trySend(2); })(); // a copy, dropped without dispose
+    const gone = (x) => {
+      try {
+        Channel.from(x)[Symbol.dispose]();
+        return false;
+      } catch (e) {
+        if (e instanceof InvalidHandleError) return true;
+        throw e;
+      }
+    };
+    w.terminate();
+    const deadline = performance.now() + 10_000;
+    while (!gone(probe)) {
+      if (performance.now() > deadline) throw new Error("the Worker's thread did not end");
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    // The creator's hold is gone with its thread; the collected copy's is the last.
+    for (let i = 0; i < 100 && !gone(shared); i++) {
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    if (!gone(shared)) throw new Error("the collected copy still holds the channel");
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a channel whose handle went to native code is never ended by its holders leaving", async () => {
   const { w, shared, probe } = await sharingWorker();
   const copy = Channel.from<number>(shared);
