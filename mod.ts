@@ -38,6 +38,7 @@ export {
   type SharedChannel,
   type TryReceiveManyResult,
   type TryReceiveResult,
+  type TrySendManyResult,
   type TrySendResult,
   type WaitOptions,
 } from "./src/channel.ts";

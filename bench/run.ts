@@ -18,8 +18,9 @@
  *   ping-pong against npm `medium` and a plain async call + await.
  * - worker: one Channel between the main isolate and a Worker (bench/worker_bench.ts): streams
  *   of numbers and of 1 KiB Uint8Arrays, round trips with both isolates busy and idle, against
- *   postMessage in the same run; the number stream received in batches (tryReceiveMany), the
- *   Worker's receive loop alone and a native two-thread stream beside it.
+ *   postMessage in the same run; the number stream received in batches (tryReceiveMany) and
+ *   sent in batches too (trySendMany), the Worker's receive loop alone and a native two-thread
+ *   stream beside it.
  * - wake: an idle isolate woken from another thread (bench/wake_bench.ts): a nonblocking
  *   kc_ring_wait against a threadSafe callback from a notifier thread (kc_ring_notify).
  */
@@ -620,6 +621,12 @@ const workerFigures = [
   // the same stream between two native threads (the Zig bench executable).
   figure(
     wkLine("channel stream: numbers (f64), main -> Worker, received in batches (tryReceiveMany)"),
+    wkLine("postMessage stream: numbers, main -> Worker"),
+  ),
+  figure(
+    wkLine(
+      "channel stream: numbers (f64), main -> Worker, both sides in batches (trySendMany, tryReceiveMany)",
+    ),
     wkLine("postMessage stream: numbers, main -> Worker"),
   ),
   figure(

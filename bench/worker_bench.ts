@@ -5,7 +5,8 @@
 //   sends N values (trySend, awaiting send only when the buffer is full), the Worker receives
 //   them (tryReceive, awaiting receive only when empty); time per value, from the first send to
 //   the Worker's report that it has all N. Peer: N postMessage calls of the same values.
-// - the number stream again, the Worker taking what is buffered in batches (tryReceiveMany).
+// - the number stream again, the Worker taking what is buffered in batches (tryReceiveMany), and
+//   with the main isolate also sending in batches of 256 (trySendMany).
 // - the Worker's receive loop alone, on a channel filled beforehand (no sender beside it).
 // - round trip while both isolates are busy: each side runs work units and polls the channel
 //   with tryReceive between them (a busy isolate never sleeps in the kernel); one ping from the
@@ -137,14 +138,30 @@ async function main(): Promise<void> {
     ch: Channel<unknown> | null,
     value: unknown,
     n: number,
-    batches = false,
+    batches: "none" | "receive" | "both" = "none",
   ): Promise<number> {
     if (ch === null) await ask({ mode: "stream-post", n });
-    else await ask({ mode: batches ? "stream-chan-many" : "stream-chan", ch: ch.share(), n });
+    else {
+      await ask({
+        mode: batches === "none" ? "stream-chan" : "stream-chan-many",
+        ch: ch.share(),
+        n,
+      });
+    }
     const done = next();
     const t0 = performance.now();
     if (ch === null) {
       for (let i = 0; i < n; i++) worker.postMessage(value);
+    } else if (batches === "both") {
+      const chunk: unknown[] = new Array(256).fill(value);
+      for (let i = 0; i < n;) {
+        const r = ch.trySendMany(n - i >= 256 ? chunk : chunk.slice(0, n - i));
+        if (r.state === "ok") i += r.sent;
+        else {
+          await ch.send(value);
+          i++;
+        }
+      }
     } else {
       for (let i = 0; i < n; i++) if (ch.trySend(value).state !== "ok") await ch.send(value);
     }
@@ -166,7 +183,11 @@ async function main(): Promise<void> {
         ["channel stream: numbers (f64), main -> Worker", await stream(f, 1.5, nNum / div)],
         [
           "channel stream: numbers (f64), main -> Worker, received in batches (tryReceiveMany)",
-          await stream(f, 1.5, nNum / div, true),
+          await stream(f, 1.5, nNum / div, "receive"),
+        ],
+        [
+          "channel stream: numbers (f64), main -> Worker, both sides in batches (trySendMany, tryReceiveMany)",
+          await stream(f, 1.5, nNum / div, "both"),
         ],
         ["postMessage stream: numbers, main -> Worker", await stream(null, 1.5, nPost / div)],
         ["channel stream: 1 KiB Uint8Array, main -> Worker", await stream(b, kib, nBytes / div)],

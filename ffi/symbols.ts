@@ -102,6 +102,11 @@ export const symbols = {
    */
   kc_chan_try_recv_n: { parameters: ["u32", "buffer", "u32", "u32"], result: "i32" },
   /**
+   * int32_t kc_chan_try_send_n(uint32_t handle, const void *elems, uint32_t size, uint32_t n):
+   * try-sends until one would wait; how many (an error only when none).
+   */
+  kc_chan_try_send_n: { parameters: ["u32", "buffer", "u32", "u32"], result: "i32" },
+  /**
    * int32_t kc_chan_try_send_at(const uint32_t *handle_word, uint32_t handle, const void *elem,
    *                             uint32_t size): no handle-table lookup; the word comes from
    * kc_chan_ready_flag.

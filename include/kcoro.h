@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 9
+#define KC_ABI_VERSION 10
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -206,6 +206,10 @@ int32_t kc_chan_try_recv(uint32_t handle, void *out, uint32_t size);
  * received (0: none could be); an error (KC_EPIPE, KC_ECANCELED, KC_EBADH, KC_EINVAL) only when it
  * received none. */
 int32_t kc_chan_try_recv_n(uint32_t h, void *out, uint32_t size, uint32_t max);
+/* Try-sends the n consecutive size-byte elements of elems in order until one would wait: how many
+ * it sent (0: none could be); an error (KC_EPIPE, KC_ECANCELED, KC_EBADH, KC_EINVAL) only when it
+ * sent none. */
+int32_t kc_chan_try_send_n(uint32_t h, const void *elems, uint32_t size, uint32_t n);
 /* As kc_chan_try_send / kc_chan_try_recv, for a caller holding the handle word that
  * kc_chan_ready_flag gave for this handle: no handle-table lookup (about 5 ns less per call).
  * handle_word must come from kc_chan_ready_flag of this library; a handle that died since gives

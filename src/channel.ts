@@ -80,6 +80,11 @@ export type TryReceiveResult<T> = { state: "ok"; value: T } | { state: "empty" }
   state: "closed";
   cause?: unknown;
 };
+/** Result of `trySendMany`: how many of the values, from the first, were sent (at least 1). */
+export type TrySendManyResult = { state: "ok"; sent: number } | { state: "full" } | {
+  state: "closed";
+  cause?: unknown;
+};
 /** Result of `tryReceiveMany`: the values received, oldest first (never an empty list). */
 export type TryReceiveManyResult<T> = { state: "ok"; values: T[] } | { state: "empty" } | {
   state: "closed";
@@ -965,6 +970,105 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (v === EMPTY) return EMPTY;
     if (v === CLOSED) return this.#closedResult();
     return { state: "ok", value: v as T };
+  }
+
+  /**
+   * Sends `values` in order without waiting, stopping at the first that would wait: `ok` with
+   * how many were sent (at least one; fewer than all when the buffer filled), `full` when none
+   * could be, or `closed`. The same as calling `trySend` for each until one is not `ok`, but a
+   * shared channel takes them into native memory in one call instead of one each.
+   *
+   * @example
+   * ```ts
+   * import { Channel } from "../mod.ts";
+   * import assert from "node:assert/strict";
+   * using ch = new Channel<number>(3);
+   * assert.deepEqual(ch.trySendMany([1, 2]), { state: "ok", sent: 2 });
+   * assert.deepEqual(ch.trySendMany([3, 4]), { state: "ok", sent: 1 }); // full after 3
+   * assert.deepEqual(ch.trySendMany([4]), { state: "full" });
+   * ```
+   */
+  trySendMany(values: readonly T[]): TrySendManyResult {
+    const op = "send";
+    if (!Array.isArray(values) || values.length < 1 || values.length > MAX_BATCH) {
+      throw new RangeError(
+        `Cannot ${op}: values must be an array of 1 to ${MAX_BATCH} values, received ${
+          describe(values)
+        }`,
+      );
+    }
+    const sym = this.#sym(op);
+    const s = this._shared;
+    const n = values.length;
+    if (
+      !s.local && this.#capacity !== 0 && s.receivers.first === null && s.senders.first === null
+    ) {
+      // Nobody of this isolate waits in JavaScript: the native channel's order is the order.
+      if (this.#sendBlocked(sym)) {
+        this.#codec.pass(values[0]); // still reject what the codec cannot carry
+        s.fullFails++;
+        return FULL;
+      }
+      const size = this.#size;
+      const f64 = this.#codec === (codecs.f64 as unknown);
+      // Encoding may run the caller's code (a structured value's getters), which may batch too:
+      // only the f64 path, which runs none, uses the shared buffer.
+      let buf: Uint8Array;
+      if (!f64) buf = new Uint8Array(n * size);
+      else if (batch.byteLength >= n * size) buf = batch;
+      else buf = batch = new Uint8Array(Math.max(n * size, 2 * batch.byteLength));
+      let encoded = 0;
+      try {
+        if (f64) {
+          const f = new Float64Array(buf.buffer, 0, n);
+          for (; encoded < n; encoded++) {
+            const v = values[encoded];
+            if (typeof v !== "number") this.#codec.pass(v); // throws its CodecError
+            f[encoded] = v as number;
+          }
+        } else {
+          for (; encoded < n; encoded++) {
+            this.#codec.encode(values[encoded], scratch, sym);
+            buf.set(scratch.u8.subarray(0, size), encoded * size);
+          }
+        }
+      } catch (e) {
+        this.#discardBatch(buf, 0, encoded, sym); // nothing was sent
+        throw e;
+      }
+      const rc = sym.kc_chan_try_send_n(this.#handle, buf, size, n);
+      if (rc > 0) {
+        this.#discardBatch(buf, rc, n, sym); // the ones not sent
+        if (this.#dropping) this.#collect();
+        return { state: "ok", sent: rc };
+      }
+      this.#discardBatch(buf, 0, n, sym);
+      if (rc === 0) return FULL;
+      if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedResult();
+      unwrap(rc, op);
+      return FULL;
+    }
+    // One at a time: a local channel, a rendezvous, or waiters of this isolate in JavaScript.
+    // Every value through the codec first: one it cannot carry fails the call, nothing sent.
+    const passed = values.map((v) => this.#codec.pass(v));
+    let sent = 0;
+    for (; sent < n; sent++) {
+      const r = s.local ? this.#localSend(passed[sent]) : this.trySend(values[sent]);
+      if (r.state === "ok") continue;
+      if (sent > 0) break;
+      return r;
+    }
+    return { state: "ok", sent };
+  }
+
+  /** Frees the native buffers of encoded values `from` .. `to` of `buf` (never sent). */
+  #discardBatch(buf: Uint8Array, from: number, to: number, sym: Sym): void {
+    if (!this.#codec.zeroCopy) return;
+    const size = this.#size;
+    for (let i = from; i < to; i++) {
+      scratch.u8.set(buf.subarray(i * size, (i + 1) * size));
+      this.#codec.discard(scratch, sym);
+    }
   }
 
   /**

@@ -147,6 +147,29 @@ bothModes("Uint8Array: the sender's bytes are copied once; the receiver gets its
   assert.equal(m.bytesReceived, 1000);
 });
 
+bothModes("trySendMany: in order until the buffer is full; then full, then closed", () => {
+  for (const codec of [codecs.f64, codecs.default, codecs.bytes] as Codec<unknown>[]) {
+    using ch = chan<unknown>(3, { codec });
+    const value = (i: number) => codec === codecs.bytes ? new Uint8Array([i, i]) : i;
+    assert.deepEqual(ch.trySendMany([1, 2].map(value)), { state: "ok", sent: 2 });
+    assert.deepEqual(ch.trySendMany([3, 4].map(value)), { state: "ok", sent: 1 }); // full after 3
+    assert.deepEqual(ch.trySendMany([4].map(value)), { state: "full" });
+    assert.deepEqual(ch.tryReceiveMany(9), { state: "ok", values: [1, 2, 3].map(value) });
+    assert.equal(ch.metrics().sends, 3);
+    // A value the codec cannot carry fails the call before anything is sent.
+    if (codec !== codecs.default) {
+      assert.throws(() => ch.trySendMany([value(5), "not this codec's"]), CodecError);
+      assert.deepEqual(ch.tryReceiveMany(9), { state: "empty" });
+    }
+    ch.close();
+    assert.equal(ch.trySendMany([value(6)]).state, "closed");
+  }
+  using ch = chan<number>(3, { codec: codecs.f64 });
+  for (const bad of [[], "12", null, new Array(65_537).fill(1)]) {
+    assert.throws(() => ch.trySendMany(bad as number[]), RangeError);
+  }
+});
+
 bothModes(
   "tryReceiveMany: what is there, oldest first, up to max; then empty, then closed",
   async () => {

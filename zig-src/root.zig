@@ -689,6 +689,25 @@ export fn kc_chan_try_send_at(handle_word: ?*const u32, h: u32, elem: ?*const an
     return chanOpAt(handle_word, h, @constCast(elem), size, .send);
 }
 
+/// int32_t kc_chan_try_send_n(uint32_t h, const void *elems, uint32_t size, uint32_t n): try-sends
+/// the `n` consecutive `size`-byte elements of `elems` in order, stopping at the first that
+/// would wait: how many it sent, 0 if none could be. Only when none was sent does it report an
+/// error (KC_EPIPE closed, KC_ECANCELED, KC_EBADH, KC_EINVAL for a wrong size or an `n` of 0).
+/// Each send is one try-send, counted and ordered as one.
+export fn kc_chan_try_send_n(h: u32, elems: ?*const anyopaque, size: u32, n: u32) callconv(.c) i32 {
+    const p: [*]u8 = @ptrCast(@constCast(elems orelse return Status.invalid.code()));
+    if (n == 0 or n > std.math.maxInt(i32)) return Status.invalid.code();
+    const peeked = chans().peek(h) orelse return Status.bad_handle.code();
+    var sent: u32 = 0;
+    while (sent < n) : (sent += 1) {
+        const rc = guardedTry(peeked.ch, .send, true, p + @as(usize, sent) * size, size, peeked.guard, h);
+        if (rc == 0) continue;
+        if (sent > 0) break;
+        return if (rc == Status.again.code()) 0 else rc;
+    }
+    return @intCast(sent);
+}
+
 /// int32_t kc_chan_try_recv_n(uint32_t h, void *out, uint32_t size, uint32_t max): up to `max`
 /// try-receives in one call, into consecutive `size`-byte elements of `out` (max * size bytes),
 /// stopping at the first that would wait: how many it received, 0 if none could be. Only when
@@ -1779,6 +1798,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_chan_try_recv_at",   "kc_ring_notify",           "kc_lib_retain",            "kc_lib_release",
         "kc_clock_word",         "kc_clock_now",             "kc_cells_alloc",           "kc_lib_retain_thread",
         "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",           "kc_chan_try_recv_n",
+        "kc_chan_try_send_n",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2469,6 +2489,25 @@ test "C ABI: destroying a hand-driven coroutine parked in a channel receive leav
     try testing.expectEqual(Status.again.code(), kc_chan_try_send(S.ch, &v, 8));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.ch));
     try testing.expectEqual(@as(u32, 0), e.refs.load(.acquire)); // its call's reference too
+}
+
+test "C ABI: kc_chan_try_send_n sends in order until the buffer is full; errors only when it sent none" {
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &h));
+    defer _ = kc_chan_destroy(h);
+    const vals = [_]u64{ 1, 2, 3, 4, 5, 6 };
+    try testing.expectEqual(@as(i32, 3), kc_chan_try_send_n(h, &vals, 8, 3));
+    try testing.expectEqual(@as(i32, 1), kc_chan_try_send_n(h, &vals[3], 8, 3)); // one slot left
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send_n(h, &vals[4], 8, 2)); // full
+    var out: [8]u64 = undefined;
+    try testing.expectEqual(@as(i32, 4), kc_chan_try_recv_n(h, &out, 8, 8));
+    try testing.expectEqualSlices(u64, &.{ 1, 2, 3, 4 }, out[0..4]);
+    try testing.expectEqual(Status.invalid.code(), kc_chan_try_send_n(h, &vals, 8, 0));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_try_send_n(h, &vals, 4, 1));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_try_send_n(h, null, 8, 1));
+    try testing.expectEqual(@as(i32, 1), kc_chan_close(h));
+    try testing.expectEqual(Status.closed.code(), kc_chan_try_send_n(h, &vals, 8, 2));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_try_send_n(0xdead, &vals, 8, 1));
 }
 
 test "C ABI: kc_chan_try_recv_n receives what is there, in order, up to max; errors only when it got none" {
