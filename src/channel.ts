@@ -527,8 +527,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // ended (a terminated Worker). A handle that died since open() checked it fails here.
       unwrap(o.lib.symbols("open channel").kc_chan_hold(o.handle, 0), "open channel");
       this.#held = true;
-      copyHolds.register(this, { lib: o.lib, handle: o.handle }, this);
       this._shared = sharedOf(o.handle);
+      copyHolds.register(this, { lib: o.lib, handle: o.handle, s: this._shared }, this);
       // Its owner (if in this isolate) was escaped by the share() or handle that named it: its
       // values are native already.
       this._shared.escaped = true; // another isolate (or this one, through share) has it
@@ -1779,14 +1779,23 @@ const HOLD_FOREVER = 1;
  * operation of it was pending: its waiters would have kept it reachable). The last holder's
  * leaving ends the channel.
  */
-const copyHolds = new FinalizationRegistry<{ lib: Library; handle: number }>(({ lib, handle }) => {
-  if (!lib.isOpen) return; // its memory went with the library
-  try {
-    lib.symbols("release garbage channel copy").kc_chan_unhold(handle);
-  } catch (e) {
-    reportError(e); // a finalizer must not throw; nothing here should
-  }
-});
+const copyHolds = new FinalizationRegistry<{ lib: Library; handle: number; s: Shared }>(
+  ({ lib, handle, s }) => {
+    // Its share of this isolate's entry for the channel, as dispose gives it back.
+    if (--s.refs === 0 && shared.get(handle) === s) shared.delete(handle);
+    if (!lib.isOpen) return; // its memory went with the library
+    try {
+      lib.symbols("release garbage channel copy").kc_chan_unhold(handle);
+    } catch (e) {
+      reportError(e); // a finalizer must not throw; nothing here should
+    }
+  },
+);
+
+/** @internal For tests: how many channels this isolate keeps an entry for. */
+export function _sharedEntries(): number {
+  return shared.size;
+}
 
 /** Checks a `share()` object and the handle it names. */
 function open(

@@ -220,6 +220,8 @@ Deno.test("a garbage-collected copy gives its hold back: the last one ends the c
   const res = await evalScript(
     `
     import { Channel, InvalidHandleError } from "./mod.ts";
+    import { _sharedEntries } from "./src/channel.ts";
+    const entries = _sharedEntries();
     const w = new Worker(new URL("./tests/fixtures/share_worker.ts", "file://" + Deno.cwd() + "/"), { type: "module" });
     const { ch: shared, probe } = await new Promise((r) => w.addEventListener("message", (e) => r(e.data), { once: true }));
     (() => { Channel.from(shared).trySend(2); })(); // a copy, dropped without dispose
@@ -244,6 +246,8 @@ Deno.test("a garbage-collected copy gives its hold back: the last one ends the c
       await new Promise((r) => setTimeout(r, 1));
     }
     if (!gone(shared)) throw new Error("the collected copy still holds the channel");
+    // Nor does this isolate keep an entry for it.
+    if (_sharedEntries() !== entries) throw new Error("the collected copy's entry stayed");
   `,
     { v8Flags: ["--expose-gc"] },
   );
