@@ -148,8 +148,20 @@ const CLOSED: { state: "closed" } = Object.freeze({ state: "closed" });
  * keeps the call on V8's fast path.
  */
 const scratch = new Slot();
-/** `tryReceiveMany`'s native batches land here (grown as needed). */
+/** The batches of the `…Many` operations that run no caller code meanwhile (grown as needed). */
 let batch = new Uint8Array(64 * 32);
+
+/** `batch`, at least `bytes` long. */
+function batchOf(bytes: number): Uint8Array {
+  if (batch.byteLength < bytes) batch = new Uint8Array(Math.max(bytes, 2 * batch.byteLength));
+  return batch;
+}
+
+/** `scratch` holding element `i` (of `size` bytes) of a batch. */
+function slotAt(buf: Uint8Array, i: number, size: number): Slot {
+  scratch.u8.set(buf.subarray(i * size, (i + 1) * size));
+  return scratch;
+}
 /** The most values one `tryReceiveMany` takes. */
 const MAX_BATCH = 65_536;
 const scratchPtr = Deno.UnsafePointer.of(scratch.u8);
@@ -1000,10 +1012,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const sym = this.#sym(op);
     const s = this._shared;
     const n = values.length;
-    if (
-      !s.local && this.#capacity !== 0 && s.receivers.first === null && s.senders.first === null
-    ) {
-      // Nobody of this isolate waits in JavaScript: the native channel's order is the order.
+    if (this.#batchesNatively(s)) {
       if (this.#sendBlocked(sym)) {
         this.#codec.pass(values[0]); // still reject what the codec cannot carry
         s.fullFails++;
@@ -1013,10 +1022,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       const f64 = this.#codec === (codecs.f64 as unknown);
       // Encoding may run the caller's code (a structured value's getters), which may batch too:
       // only the f64 path, which runs none, uses the shared buffer.
-      let buf: Uint8Array;
-      if (!f64) buf = new Uint8Array(n * size);
-      else if (batch.byteLength >= n * size) buf = batch;
-      else buf = batch = new Uint8Array(Math.max(n * size, 2 * batch.byteLength));
+      const buf = f64 ? batchOf(n * size) : new Uint8Array(n * size);
       let encoded = 0;
       try {
         if (f64) {
@@ -1065,10 +1071,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #discardBatch(buf: Uint8Array, from: number, to: number, sym: Sym): void {
     if (!this.#codec.zeroCopy) return;
     const size = this.#size;
-    for (let i = from; i < to; i++) {
-      scratch.u8.set(buf.subarray(i * size, (i + 1) * size));
-      this.#codec.discard(scratch, sym);
-    }
+    for (let i = from; i < to; i++) this.#codec.discard(slotAt(buf, i, size), sym);
+  }
+
+  /**
+   * A batch may go through the native channel in one call: it is shared, buffered, and nobody
+   * of this isolate waits in JavaScript (so the native channel's order is the order).
+   */
+  #batchesNatively(s: Shared): boolean {
+    return !s.local && this.#capacity !== 0 && s.receivers.first === null &&
+      s.senders.first === null;
   }
 
   /**
@@ -1097,26 +1109,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     const sym = this.#sym(op);
     const s = this._shared;
-    if (
-      !s.local && this.#capacity !== 0 && s.receivers.first === null && s.senders.first === null
-    ) {
-      // Nobody of this isolate waits in JavaScript: the native channel's order is the order.
+    if (this.#batchesNatively(s)) {
       if (!this.#mayReceive(sym)) return EMPTY;
       const size = this.#size;
-      if (batch.byteLength < max * size) {
-        batch = new Uint8Array(Math.max(max * size, 2 * batch.byteLength));
-      }
-      const rc = sym.kc_chan_try_recv_n(this.#handle, batch, size, max);
+      const buf = batchOf(max * size);
+      const rc = sym.kc_chan_try_recv_n(this.#handle, buf, size, max);
       if (rc > 0) {
         const values = new Array<T>(rc);
         if (this.#codec === (codecs.f64 as unknown)) {
-          const f = new Float64Array(batch.buffer, 0, rc);
+          const f = new Float64Array(buf.buffer, 0, rc);
           for (let i = 0; i < rc; i++) values[i] = f[i] as T;
         } else {
-          for (let i = 0; i < rc; i++) {
-            scratch.u8.set(batch.subarray(i * size, (i + 1) * size));
-            values[i] = this.#codec.decode(scratch, sym);
-          }
+          for (let i = 0; i < rc; i++) values[i] = this.#codec.decode(slotAt(buf, i, size), sym);
         }
         return { state: "ok", values };
       }

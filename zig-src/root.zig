@@ -98,13 +98,13 @@ export fn kc_chan_hold(h: u32, flags: u32) callconv(.c) i32 {
     if (flags & hold_forever != 0) {
         // Monotonic: read by the last unhold, whose decrement of `holds` (acq_rel) follows ours.
         ch.forever.store(true, .monotonic);
-        _ = ch.holds.fetchAdd(1, .acq_rel); // acq_rel: pairs with the decrements in `unhold`
-        return 0;
+    } else {
+        // Counted against this thread, which gives it back if it ends first.
+        const rec = ThreadRecord.mine(true) orelse return Status.no_memory.code();
+        const gop = rec.holds.getOrPut(std.heap.c_allocator, h) catch return Status.no_memory.code();
+        if (!gop.found_existing) gop.value_ptr.* = 0;
+        gop.value_ptr.* += 1;
     }
-    const rec = ThreadRecord.mine(true) orelse return Status.no_memory.code();
-    const gop = rec.holds.getOrPut(std.heap.c_allocator, h) catch return Status.no_memory.code();
-    if (!gop.found_existing) gop.value_ptr.* = 0;
-    gop.value_ptr.* += 1;
     _ = ch.holds.fetchAdd(1, .acq_rel); // acq_rel: pairs with the decrements in `unhold`
     return 0;
 }
@@ -695,17 +695,7 @@ export fn kc_chan_try_send_at(handle_word: ?*const u32, h: u32, elem: ?*const an
 /// error (KC_EPIPE closed, KC_ECANCELED, KC_EBADH, KC_EINVAL for a wrong size or an `n` of 0).
 /// Each send is one try-send, counted and ordered as one.
 export fn kc_chan_try_send_n(h: u32, elems: ?*const anyopaque, size: u32, n: u32) callconv(.c) i32 {
-    const p: [*]u8 = @ptrCast(@constCast(elems orelse return Status.invalid.code()));
-    if (n == 0 or n > std.math.maxInt(i32)) return Status.invalid.code();
-    const peeked = chans().peek(h) orelse return Status.bad_handle.code();
-    var sent: u32 = 0;
-    while (sent < n) : (sent += 1) {
-        const rc = guardedTry(peeked.ch, .send, true, p + @as(usize, sent) * size, size, peeked.guard, h);
-        if (rc == 0) continue;
-        if (sent > 0) break;
-        return if (rc == Status.again.code()) 0 else rc;
-    }
-    return @intCast(sent);
+    return chanOpN(h, @constCast(elems), size, n, .send);
 }
 
 /// int32_t kc_chan_try_recv_n(uint32_t h, void *out, uint32_t size, uint32_t max): up to `max`
@@ -715,17 +705,23 @@ export fn kc_chan_try_send_n(h: u32, elems: ?*const anyopaque, size: u32, n: u32
 /// KC_EBADH, KC_EINVAL for a wrong size or a `max` of 0); a later call reports what stopped it.
 /// Each receive is one try-receive, counted and ordered as one.
 export fn kc_chan_try_recv_n(h: u32, out: ?*anyopaque, size: u32, max: u32) callconv(.c) i32 {
-    const p: [*]u8 = @ptrCast(out orelse return Status.invalid.code());
-    if (max == 0 or max > std.math.maxInt(i32)) return Status.invalid.code();
+    return chanOpN(h, out, size, max, .receive);
+}
+
+/// Up to `n` try-operations of `kind` on consecutive `size`-byte elements of `elems` (the
+/// `_n` calls): how many went through, an error only when none did.
+fn chanOpN(h: u32, elems: ?*anyopaque, size: u32, n: u32, comptime kind: chan.ClauseKind) i32 {
+    const p: [*]u8 = @ptrCast(elems orelse return Status.invalid.code());
+    if (n == 0 or n > std.math.maxInt(i32)) return Status.invalid.code();
     const peeked = chans().peek(h) orelse return Status.bad_handle.code();
-    var n: u32 = 0;
-    while (n < max) : (n += 1) {
-        const rc = guardedTry(peeked.ch, .receive, true, p + @as(usize, n) * size, size, peeked.guard, h);
+    var done: u32 = 0;
+    while (done < n) : (done += 1) {
+        const rc = guardedTry(peeked.ch, kind, true, p + @as(usize, done) * size, size, peeked.guard, h);
         if (rc == 0) continue;
-        if (n > 0) break;
+        if (done > 0) break;
         return if (rc == Status.again.code()) 0 else rc;
     }
-    return @intCast(n);
+    return @intCast(done);
 }
 
 /// int32_t kc_chan_try_recv_at(const uint32_t *handle_word, uint32_t h, void *out,
