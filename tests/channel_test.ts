@@ -564,6 +564,30 @@ Deno.test("a channel used after its library was closed throws LibraryClosedError
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("the batch operations get named errors on a disposed channel and after the library closed", async () => {
+  for (const share of [false, true]) {
+    const gone = new Channel<number>(4, { codec: codecs.f64 });
+    if (share) gone.share();
+    gone[Symbol.dispose]();
+    assert.throws(() => gone.trySendMany([1]), InvalidHandleError);
+    assert.throws(() => gone.tryReceiveMany(1), InvalidHandleError);
+  }
+  const res = await evalScript(`
+    import { Channel, closeLibrary, LibraryClosedError } from "./mod.ts";
+    const local = new Channel(4), shared = new Channel(4);
+    shared.share();
+    closeLibrary();
+    for (const ch of [local, shared]) {
+      for (const f of [() => ch.trySendMany([1]), () => ch.tryReceiveMany(1)]) {
+        try { f(); throw new Error("no error"); } catch (e) {
+          if (!(e instanceof LibraryClosedError)) throw e;
+        }
+      }
+    }
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("same-isolate partners meet in JavaScript: a ping-pong queues nothing natively", async () => {
   using ping = new Channel<number>("rendezvous", { codec: codecs.f64 });
   using pong = new Channel<number>("buffered");
