@@ -1014,7 +1014,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const n = values.length;
     if (this.#batchesNatively(s)) {
       if (this.#sendBlocked(sym)) {
-        this.#codec.pass(values[0]); // still reject what the codec cannot carry
+        // Still reject what the codec cannot carry, anywhere in the batch (as when not full).
+        for (let i = 0; i < n; i++) this.#codec.pass(values[i]);
         s.fullFails++;
         return FULL;
       }
