@@ -4,7 +4,8 @@
 // - stream of numbers (codecs.f64) and of 1 KiB Uint8Arrays (codecs.bytes): the main isolate
 //   sends N values (trySend, awaiting send only when the buffer is full), the Worker receives
 //   them (tryReceive, awaiting receive only when empty); time per value, from the first send to
-//   the Worker's report that it has all N. Peer: N postMessage calls of the same values.
+//   the Worker's report that it has all N. Peer: N postMessage calls of the same values. After
+//   a warm-up round, each stream runs three times, the figures taking turns; each keeps its best.
 // - the number stream again, the Worker taking what is buffered in batches (tryReceiveMany), and
 //   with the main isolate also sending in batches of 256 (trySendMany).
 // - the Worker's receive loop alone, on a channel filled beforehand (no sender beside it).
@@ -169,6 +170,7 @@ async function main(): Promise<void> {
     return (performance.now() - t0) * 1e6 / n;
   }
 
+  const rounds = quick ? 1 : 3;
   const nNum = quick ? 200_000 : 2_000_000;
   const nBytes = quick ? 20_000 : 200_000;
   const nPost = quick ? 20_000 : 200_000;
@@ -177,8 +179,14 @@ async function main(): Promise<void> {
     using nums = new Channel<number>(4096, { codec: codecs.f64 });
     using bytes = new Channel<Uint8Array>(1024, { codec: codecs.bytes });
     const b = bytes as Channel<unknown>, f = nums as Channel<unknown>;
-    // A warm-up round (a tenth of the work), then the measured one.
-    for (const [div, out] of [[10, false], [1, true]] as const) {
+    // A warm-up round (a tenth of the work), then `rounds` measured ones, each figure taking
+    // its turn in every round and keeping its best: the host moves its two vCPUs between
+    // placements from one round to the next, and the Worker's loop reaches V8's steady state
+    // only after a few million values (the first 2,000,000-value round measured 85-120 ns per
+    // number where later ones measured 40-65).
+    const best = new Map<string, number>();
+    for (let round = 0; round <= rounds; round++) {
+      const div = round === 0 ? 10 : 1;
       const figures: [string, number][] = [
         ["channel stream: numbers (f64), main -> Worker", await stream(f, 1.5, nNum / div)],
         [
@@ -196,8 +204,10 @@ async function main(): Promise<void> {
           await stream(null, kib, nPost / div),
         ],
       ];
-      if (out) { for (const [name, ns] of figures) print(name, ns, "ns/value"); }
+      if (round === 0) continue;
+      for (const [name, ns] of figures) best.set(name, Math.min(best.get(name) ?? Infinity, ns));
     }
+    for (const [name, ns] of best) print(name, ns, "ns/value");
   }
 
   // The Worker's receiving loop alone, on values buffered beforehand: what the stream's receiver
@@ -206,16 +216,16 @@ async function main(): Promise<void> {
     const n = nNum / 2;
     using nums = new Channel<number>(n, { codec: codecs.f64 });
     const shared = nums.share();
-    for (let i = 0; i < n; i++) nums.trySend(1.5);
-    for (const out of [false, true]) {
+    let least = Infinity;
+    for (let round = 0; round <= rounds; round++) {
+      const part = round === 0 ? n / 10 : n; // a warm-up, then the measured rounds (best kept)
+      for (let i = 0; i < part; i++) nums.trySend(1.5);
       const got = next();
-      worker.postMessage({ mode: "drain-chan", ch: shared, n: out ? n : n / 10 });
+      worker.postMessage({ mode: "drain-chan", ch: shared, n: part });
       const ns = await got as number;
-      if (out) {
-        print("channel stream: the Worker's receive loop alone (values buffered)", ns, "ns/value");
-      }
-      for (let i = 0; i < (out ? 0 : n / 10); i++) nums.trySend(1.5);
+      if (round > 0) least = Math.min(least, ns);
     }
+    print("channel stream: the Worker's receive loop alone (values buffered)", least, "ns/value");
   }
 
   // Round trips.
