@@ -651,6 +651,15 @@ const workerFigures = [
     nativeLine("chan: try-operation stream between two threads"),
     wkLine("channel stream: numbers (f64), main -> Worker"),
   ),
+  // The 1 KiB stream's floor: allocating each value's buffer, which postMessage pays as well.
+  figure(
+    wkLine("a fresh 1 KiB Uint8Array per value, in the Worker (no channel)"),
+    wkLine("postMessage stream: 1 KiB Uint8Array, main -> Worker"),
+  ),
+  figure(
+    wkLine("channel stream: 1 KiB Uint8Array, main -> Worker"),
+    wkLine("a fresh 1 KiB Uint8Array per value, in the Worker (no channel)"),
+  ),
 ];
 table("Channel between isolates (main -> Worker; postMessage in the same run)", workerFigures);
 const [numbers, , busy] = workerFigures;

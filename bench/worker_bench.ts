@@ -9,6 +9,8 @@
 // - the number stream again, the Worker taking what is buffered in batches (tryReceiveMany), and
 //   with the main isolate also sending in batches of 256 (trySendMany).
 // - the Worker's receive loop alone, on a channel filled beforehand (no sender beside it).
+// - the floor of any 1 KiB stream that gives each value a buffer of its own: allocating one
+//   1 KiB Uint8Array per value in the Worker.
 // - round trip while both isolates are busy: each side runs work units and polls the channel
 //   with tryReceive between them (a busy isolate never sleeps in the kernel); one ping from the
 //   main isolate, one pong back. Peer: a postMessage ping answered by a postMessage pong.
@@ -23,6 +25,7 @@ type Msg =
   | { mode: "stream-chan"; ch: SharedChannel; n: number }
   | { mode: "stream-post"; n: number }
   | { mode: "drain-chan"; ch: SharedChannel; n: number }
+  | { mode: "alloc-floor"; n: number }
   | { mode: "stream-chan-many"; ch: SharedChannel; n: number }
   | { mode: "rtt-busy"; ping: SharedChannel; pong: SharedChannel; n: number }
   | { mode: "rtt-idle"; ping: SharedChannel; pong: SharedChannel; n: number }
@@ -86,6 +89,15 @@ if ("WorkerGlobalScope" in globalThis) {
           if (ch.tryReceive().state !== "ok") throw new Error("drain-chan: a value is missing");
         }
         self.postMessage((performance.now() - t0) * 1e6 / m.n);
+        break;
+      }
+      case "alloc-floor": {
+        // What any receive that gives each value a buffer of its own costs at least here: one
+        // fresh 1 KiB Uint8Array per value, no channel (the last one kept, so none is elided).
+        let keep = new Uint8Array(0);
+        const t0 = performance.now();
+        for (let i = 0; i < m.n; i++) keep = new Uint8Array(1024);
+        self.postMessage((performance.now() - t0) * 1e6 / m.n + keep.length * 0);
         break;
       }
       case "rtt-busy": {
@@ -226,6 +238,18 @@ async function main(): Promise<void> {
       if (round > 0) least = Math.min(least, ns);
     }
     print("channel stream: the Worker's receive loop alone (values buffered)", least, "ns/value");
+  }
+
+  // The floor of the 1 KiB stream's receiver: a fresh 1 KiB buffer per value, in the Worker.
+  {
+    let least = Infinity;
+    for (let round = 0; round <= rounds; round++) {
+      const got = next();
+      worker.postMessage({ mode: "alloc-floor", n: round === 0 ? nBytes / 10 : nBytes });
+      const ns = await got as number;
+      if (round > 0) least = Math.min(least, ns);
+    }
+    print("a fresh 1 KiB Uint8Array per value, in the Worker (no channel)", least, "ns/value");
   }
 
   // Round trips.
