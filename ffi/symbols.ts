@@ -156,6 +156,8 @@ export const symbols = {
   kc_chan_unhold: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_status(uint32_t handle) */
   kc_chan_status: { parameters: ["u32"], result: "i32" },
+  /** int32_t kc_chan_info(uint32_t handle, uint32_t *out): 4 words */
+  kc_chan_info: { parameters: ["u32", "buffer"], result: "i32" },
   /** int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len) */
   kc_chan_snapshot: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, double *out) */

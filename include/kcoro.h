@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 10
+#define KC_ABI_VERSION 11
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -253,6 +253,10 @@ int32_t kc_chan_hold(uint32_t h, uint32_t flags);
 int32_t kc_chan_unhold(uint32_t h);
 /* Bit 0: closed for send; bit 1: closed for receive (closed and drained). */
 int32_t kc_chan_status(uint32_t handle);
+/* What the channel was created as, in 4 words at out: element size, capacity as normalised (1
+ * for a conflated channel, KC_CHAN_UNLIMITED for unlimited), overflow policy, and the flags
+ * KC_CHAN_ZERO_COPY and KC_CHAN_NO_METRICS it has. 0, or KC_EBADH / KC_EINVAL (out NULL). */
+int32_t kc_chan_info(uint32_t handle, uint32_t *out);
 /* A channel's counters, in the order kc_chan_snapshot writes them. */
 struct kc_chan_metrics {
   uint64_t sends, receives, bytes_sent, bytes_received;

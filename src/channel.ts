@@ -42,6 +42,7 @@ import {
   ClosedSendError,
   describe,
   InvalidHandleError,
+  signalOf,
   Status,
   unwrap,
 } from "./errors.ts";
@@ -617,7 +618,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
             }`,
           );
         }
-        cap = capacity;
+        cap = capacity + 0; // -0 as 0: FFI refuses a negative zero where it takes an integer
         if (cap === 0 && ov !== 0) cap = 1; // rendezvous + a drop policy = a 1-slot buffer
     }
     // The native channel is made when the channel escapes (#materialize): a local one needs
@@ -1241,8 +1242,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   send(value: T, options?: WaitOptions): Promise<void> {
     let r: TrySendResult;
-    const signal = options?.signal;
+    let signal: AbortSignal | undefined;
     try {
+      signal = signalOf("send", options);
       if (signal?.aborted) return Promise.reject(signal.reason);
       if (this._shared.local) {
         // A waiting local send holds the value as passed (its copy is taken now).
@@ -1282,8 +1284,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   #receive(kind: number, options?: WaitOptions): Promise<unknown> {
     let v: unknown;
-    const signal = options?.signal;
+    let signal: AbortSignal | undefined;
     try {
+      signal = signalOf("receive", options);
       if (signal?.aborted) return Promise.reject(signal.reason);
       v = this.#poll(this.#sym("receive"));
     } catch (e) {
@@ -1851,11 +1854,23 @@ function open(
     return bad("capacity must be an integer");
   }
   const lib = library();
-  const status = lib.symbols(op).kc_chan_status(handle);
-  if (status < 0) {
+  const info = new Uint32Array(4);
+  if (lib.symbols(op).kc_chan_info(handle, info) < 0) {
     throw new InvalidHandleError(
       `Cannot ${op}: handle ${handle} names no live channel (stale, destroyed or forged)`,
     );
   }
-  return { lib, handle, codec, capacity };
+  // A handle copied into an object that describes another kind of channel: its codec would
+  // read the wrong slots, and its capacity decide the wrong paths.
+  const kind = (size: number, zc: boolean, cap: number) =>
+    `${size}-byte${zc ? " zero-copy" : ""} elements, capacity ${cap}`;
+  const actual = kind(info[0], (info[3] & ZERO_COPY) !== 0, info[1]);
+  if (actual !== kind(elemSize as number, zeroCopy as boolean, capacity)) {
+    throw new InvalidHandleError(
+      `Cannot ${op}: handle ${handle} names a channel of ${actual}, not of ${
+        kind(elemSize as number, zeroCopy as boolean, capacity)
+      } as described (forged, or from another channel)`,
+    );
+  }
+  return { lib, handle, codec, capacity: capacity + 0 }; // -0 as 0
 }

@@ -35,8 +35,14 @@ const statusNames: Record<number, string> = Object.fromEntries(
 export function describe(x: unknown): string {
   if (typeof x === "string") return JSON.stringify(x);
   if (typeof x === "bigint") return `${x}n`;
+  // A function's own toString may be anything (its whole source, or a throw): its kind only.
+  if (typeof x === "function") return "a function";
   if (x === null || typeof x !== "object") return String(x);
-  return Object.prototype.toString.call(x);
+  try {
+    return Object.prototype.toString.call(x); // reads Symbol.toStringTag: a getter, a proxy
+  } catch {
+    return "an object that cannot be described (its tag threw)"; // keep the message we meant
+  }
 }
 
 /** Throws "Cannot <op>: options must be an object" unless `options` is a non-null object. */
@@ -44,6 +50,22 @@ export function checkOptions(op: string, options: unknown): void {
   if (typeof options !== "object" || options === null) {
     throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
   }
+}
+
+/**
+ * The `signal` of a waiting call's optional options, checked: options undefined or an object,
+ * signal undefined or an AbortSignal (else a TypeError saying which and what was received).
+ */
+export function signalOf(op: string, options: unknown): AbortSignal | undefined {
+  if (options === undefined) return undefined;
+  checkOptions(op, options);
+  const signal = (options as { signal?: unknown }).signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError(
+      `Cannot ${op}: signal must be an AbortSignal, received ${describe(signal)}`,
+    );
+  }
+  return signal;
 }
 
 /** Throws "Cannot <op>: scope must be a CoroutineScope" unless `scope` looks like one. */
@@ -84,7 +106,7 @@ export function checkStackSize(op: string, stackSize: unknown): number {
       }`,
     );
   }
-  return stackSize;
+  return stackSize + 0; // -0 as 0: FFI refuses a negative zero where it takes an integer
 }
 
 /** The `KC_*` name of a native status code, e.g. `"KC_EBADH"`. */

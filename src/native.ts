@@ -80,8 +80,7 @@ export class NativeCoroutine implements Disposable {
         }`,
       );
     }
-    const stackSize = options.stackSize ?? 0;
-    checkStackSize("create coroutine", stackSize);
+    const stackSize = checkStackSize("create coroutine", options.stackSize ?? 0);
     const flags = (options.fpControl ? 1 : 0) | (options.slabStack ? 2 : 0);
     const lib = library();
     const sym = lib.symbols("create coroutine");

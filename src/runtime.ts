@@ -318,7 +318,7 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
       }`,
     );
   }
-  checkStackSize("start runtime", stackSize);
+  const stack = checkStackSize("start runtime", stackSize);
   const lib = library();
   const sym = lib.symbols("start runtime");
   const info = new BigUint64Array(4);
@@ -334,7 +334,8 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
     return current;
   }
   const flags = (fpControl ? 1 : 0) | (slabStacks ? 2 : 0);
-  unwrap(sym.kc_sched_start(workers, stackSize, flags), "start runtime");
+  // `+ 0`: -0 as 0 (FFI refuses a negative zero where it takes an integer).
+  unwrap(sym.kc_sched_start(workers + 0, stack, flags), "start runtime");
   sym.kc_sched_info(info, 4);
   current = new Runtime(lib, Number(info[0]));
   return current;

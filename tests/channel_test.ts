@@ -41,7 +41,43 @@ Deno.test("constructor: bad arguments are RangeError/TypeError naming what was r
     /onUndeliveredElement must be a function, received 5/,
   );
   assert.throws(() => new Channel(1, { codec: { name: "f64" } as never }), TypeError);
+  // A value whose own tag throws (a revoked proxy) still gets our message.
+  const { proxy, revoke } = Proxy.revocable({}, {});
+  revoke();
+  assert.throws(() => new Channel(proxy as never), {
+    name: "TypeError",
+    message: /capacity must be a number, .*received an object that cannot be described/,
+  });
+  // -0 is 0: it used to reach FFI as a negative zero, which Deno refuses with its own TypeError.
+  using zero = new Channel<number>(-0, { codec: codecs.f64 });
+  assert.equal(zero.share().capacity, 0);
 });
+
+bothModes(
+  "waiting calls check their options: an object, with an AbortSignal as signal",
+  async () => {
+    using ch = chan<number>(1);
+    const calls = [
+      (o: unknown) => ch.send(1, o as never),
+      (o: unknown) => ch.receive(o as never),
+      (o: unknown) => ch.receiveCatching(o as never),
+    ];
+    for (const call of calls) {
+      await assert.rejects(call({ signal: {} }), {
+        name: "TypeError",
+        message:
+          /^Cannot (send|receive): signal must be an AbortSignal, received \[object Object\]$/,
+      });
+      await assert.rejects(
+        call(5),
+        /^TypeError: Cannot (send|receive): options must be an object, received 5$/,
+      );
+    }
+    // Nothing was sent or left waiting: the channel is as it was, and dispose works.
+    assert.deepEqual(ch.tryReceive(), { state: "empty" });
+    assert.equal(ch.metrics().sends, 0);
+  },
+);
 
 Deno.test("default codec: every kind of value round-trips; what cannot be cloned is a CodecError", () => {
   using ch = new Channel<unknown>("unlimited");
@@ -469,6 +505,22 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
     assert.throws(() => Channel.from(forged as never), TypeError, JSON.stringify(forged));
   }
   assert.throws(() => Channel.from({ ...ok, handle: ok.handle ^ 0x10000 }), InvalidHandleError);
+  // A live channel's handle in an object that describes another kind of channel: before, it
+  // opened, and its close or cancel reached the real channel.
+  using numbers = new Channel<number>(16, { codec: codecs.f64 });
+  const real = numbers.share();
+  for (
+    const other of [
+      { ...ok, handle: real.handle }, // a string channel's codec
+      { ...real, capacity: 64 },
+      { ...real, capacity: 0 },
+    ]
+  ) {
+    assert.throws(() => Channel.from(other as never), {
+      name: "InvalidHandleError",
+      message: /names a channel of 8-byte elements, capacity 16, not of .* as described/,
+    });
+  }
 });
 
 Deno.test("Workers: a shared channel carries values both ways between isolates", async () => {

@@ -820,6 +820,26 @@ export fn kc_chan_status(h: u32) callconv(.c) i32 {
     return @as(i32, @intFromBool(ch.isClosedForSend())) | (@as(i32, @intFromBool(ch.isClosedForReceive())) << 1);
 }
 
+/// int32_t kc_chan_info(uint32_t h, uint32_t *out): what channel `h` was created as, 4 words: element
+/// size, capacity (as normalised: a conflated channel's is 1, KC_CHAN_UNLIMITED for unlimited),
+/// overflow policy, and the kc_chan_create flags KC_CHAN_ZERO_COPY and KC_CHAN_NO_METRICS it has.
+/// Lets a caller that was handed a handle check it names the kind of channel it expects.
+export fn kc_chan_info(h: u32, out: ?*[4]u32) callconv(.c) i32 {
+    const o = out orelse return Status.invalid.code();
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    const ch = ChanRegistry.channelOf(e);
+    // Fixed for the channel's life (set at creation, `reinit` only re-uses dead memory): no lock.
+    o.* = .{
+        ch.elem_size,
+        ch.capacity,
+        @intFromEnum(ch.overflow),
+        (if (ch.zero_copy) chan_zero_copy else 0) | (if (ch.count_metrics) 0 else chan_no_metrics),
+    };
+    return 0;
+}
+
 /// int32_t kc_chan_snapshot(uint32_t h, uint64_t *out, uint32_t len): fills up to len of
 /// [sends, receives, bytes sent, bytes received, failed full, failed closed, failed timeout,
 /// failed cancelled, dropped, first op ns, last op ns, taken ns] (struct kc_chan_metrics);
@@ -1794,7 +1814,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_chan_try_recv_at",   "kc_ring_notify",           "kc_lib_retain",            "kc_lib_release",
         "kc_clock_word",         "kc_clock_now",             "kc_cells_alloc",           "kc_lib_retain_thread",
         "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",           "kc_chan_try_recv_n",
-        "kc_chan_try_send_n",
+        "kc_chan_try_send_n",    "kc_chan_info",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -1963,6 +1983,27 @@ test "C ABI: channels by handle; sizes, flags and handles are checked" {
     try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 2, 1, &h)); // conflated + drop-latest
     try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 0, 8, &h)); // unknown flag
     try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 0, 2, &h)); // zero-copy, size 8
+}
+
+test "C ABI: kc_chan_info says what each kind of channel was created as" {
+    const cases = [_]struct { size: u32, cap: u32, overflow: u32, flags: u32, want: [4]u32 }{
+        .{ .size = 8, .cap = 0, .overflow = 0, .flags = 0, .want = .{ 8, 0, 0, 0 } },
+        .{ .size = 8, .cap = 0, .overflow = 2, .flags = 0, .want = .{ 8, 1, 2, 0 } }, // rendezvous + drop: 1 slot
+        .{ .size = 16, .cap = 64, .overflow = 1, .flags = chan_no_metrics, .want = .{ 16, 64, 1, chan_no_metrics } },
+        .{ .size = 8, .cap = 5, .overflow = 0, .flags = chan_conflated, .want = .{ 8, 1, 1, 0 } }, // conflated
+        .{ .size = 8, .cap = chan.unlimited, .overflow = 2, .flags = 0, .want = .{ 8, chan.unlimited, 0, 0 } },
+        .{ .size = 0, .cap = 3, .overflow = 0, .flags = chan_zero_copy, .want = .{ 32, 3, 0, chan_zero_copy } },
+    };
+    for (cases) |c| {
+        var h: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(c.size, c.cap, c.overflow, c.flags, &h));
+        var info: [4]u32 = undefined;
+        try testing.expectEqual(@as(i32, 0), kc_chan_info(h, &info));
+        try testing.expectEqual(c.want, info);
+        try testing.expectEqual(Status.invalid.code(), kc_chan_info(h, null));
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+        try testing.expectEqual(Status.bad_handle.code(), kc_chan_info(h, &info));
+    }
 }
 
 test "C ABI: kc_chan_try_send_at/recv_at act on the word's channel and refuse a dead handle" {

@@ -1,0 +1,292 @@
+// Garbage in, named errors out: seeded random calls of the public Channel and select API with
+// wrong types, out-of-range numbers, forged `share()` objects, hostile objects (throwing
+// getters, proxies, revoked proxies) and disposed channels. Every call must either work or fail
+// with a named error (a TypeError or RangeError worded "Cannot <op>: ...", a KcoroError, a
+// closed or cancellation error, or the caller's own exception), the process must not crash, and
+// a channel the fuzzer never holds must come out intact.
+import assert from "node:assert/strict";
+import { prng, until } from "./support.ts";
+import {
+  CancellationError,
+  Channel,
+  ClosedReceiveError,
+  ClosedSendError,
+  type Codec,
+  codecs,
+  KcoroError,
+  select,
+  type SelectBuilder,
+} from "../mod.ts";
+
+/** Thrown by the caller's own code (a getter, a proxy trap, a callback). */
+class CallerError extends Error {}
+
+/** Close and cancel causes the fuzzer gave: a later operation rethrows its channel's cause. */
+const causes = new Set<unknown>();
+
+/** What a bad call may throw or reject with. */
+function named(e: unknown): boolean {
+  if (causes.has(e)) return true; // the caller's own (first: it may be a revoked proxy)
+  if (e instanceof CallerError) return true;
+  // A revoked proxy throws the engine's TypeError at any touch: the caller's object did.
+  if (e instanceof TypeError && /on a proxy that has been revoked$/.test(e.message)) return true;
+  if (e instanceof DOMException && e.name === "AbortError") return true; // a signal's reason
+  if (e instanceof KcoroError || e instanceof CancellationError) return true;
+  if (e instanceof ClosedSendError || e instanceof ClosedReceiveError) return true;
+  // Ours say "Cannot <op>: <reason>, received <x>"; an engine TypeError from a bug inside
+  // ("Cannot read properties of undefined (reading ...)") has no colon after the operation.
+  return (e instanceof TypeError || e instanceof RangeError) && /^Cannot [\w .]+: /.test(e.message);
+}
+
+function hostile(): unknown[] {
+  const boom = () => {
+    throw new CallerError("the caller's getter");
+  };
+  const trap = () => {
+    throw new CallerError("the caller's proxy");
+  };
+  const { proxy: revoked, revoke } = Proxy.revocable({}, {});
+  revoke();
+  return [
+    Object.defineProperty({}, "capacity", { get: boom, enumerable: true }),
+    Object.defineProperty({}, "codec", { get: boom, enumerable: true }),
+    Object.defineProperty({}, "signal", { get: boom, enumerable: true }),
+    Object.defineProperty({}, "kind", { get: boom, enumerable: true }),
+    new Proxy({}, { get: trap, has: trap, ownKeys: trap, getOwnPropertyDescriptor: trap }),
+    revoked,
+    Object.create(null),
+    { [Symbol.toPrimitive]: boom, toString: boom, valueOf: boom },
+  ];
+}
+
+function primitives(): unknown[] {
+  return [
+    undefined,
+    null,
+    true,
+    false,
+    0,
+    -0,
+    -1,
+    1,
+    1.5,
+    3,
+    64,
+    65_536,
+    65_537,
+    2 ** 31,
+    2 ** 32,
+    2 ** 32 - 1,
+    2 ** 53,
+    -(2 ** 53),
+    NaN,
+    Infinity,
+    -Infinity,
+    "",
+    "x",
+    "rendezvous",
+    "buffered",
+    "unlimited",
+    "conflated",
+    "suspend",
+    "drop-oldest",
+    "drop-latest",
+    0n,
+    1n,
+    -1n,
+    2n ** 64n,
+    Symbol("s"),
+  ];
+}
+
+const liveCodecs: Codec<unknown>[] = Object.values(codecs) as Codec<unknown>[];
+
+for (const seed of [0x5eed_f022, 7, 1_000_003]) {
+  Deno.test(`random bad arguments get named errors; no crash; a channel not handed out stays intact (seed ${seed})`, () =>
+    fuzz(seed));
+}
+
+async function fuzz(seed: number): Promise<void> {
+  // The channel no call is given, though forged share() objects name its handle with a codec
+  // that does not fit it: it must keep its eight numbers and its counts.
+  using sentinel = new Channel<number>(16, { codec: codecs.f64 });
+  const real = sentinel.share();
+  for (let i = 1; i <= 8; i++) assert.equal(sentinel.trySend(i).state, "ok");
+
+  const stop = new AbortController();
+  const channels: Channel<unknown>[] = [];
+  const pending: Promise<unknown>[] = [];
+  const failures: string[] = [];
+  const check = (what: string, e: unknown) => {
+    if (!named(e) && failures.length < 20) {
+      failures.push(
+        `${what}: ${e instanceof Error ? `${e.name}: ${e.message} ${e.stack}` : String(e)}`,
+      );
+    }
+  };
+  const watch = (what: string, p: unknown) => {
+    if (!(p instanceof Promise)) return;
+    pending.push(p.then(() => {}, (e) => check(what, e)));
+  };
+
+  const rnd = prng(seed);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
+  const forged = (): unknown => {
+    // The sentinel's handle only with a codec whose element size or kind does not fit it.
+    const own = rnd() < 0.3;
+    const codec = own ? pick(["bytes", "string", "structured", "default"]) : pick([
+      "f64",
+      "u64",
+      "bytes",
+      "default",
+      "nope",
+      undefined,
+    ]);
+    const handle = own ? real.handle : pick([
+      0,
+      -1,
+      1,
+      2,
+      real.handle + 1,
+      2 ** 32,
+      1.5,
+      NaN,
+      "1",
+      ...channels.slice(-4).map((c) => c.share().handle),
+    ]);
+    return {
+      kind: pick(["kcoro.channel", "kcoro.channel", "other", undefined]),
+      version: pick([1, 1, 2, "1"]),
+      handle,
+      elemSize: own ? 32 : pick([8, 32, 0, 7, "8"]),
+      zeroCopy: own ? true : pick([true, false, 1, undefined]),
+      codec,
+      capacity: pick([0, 1, 64, -1, 2 ** 32, 1.5, undefined]),
+    };
+  };
+  const garbage = (): unknown => {
+    const r = rnd();
+    if (r < 0.45) return pick(primitives());
+    if (r < 0.55) return pick(hostile());
+    if (r < 0.65) return forged();
+    if (r < 0.75 && channels.length > 0) return pick(channels);
+    if (r < 0.8) return pick(liveCodecs);
+    if (r < 0.85) return { codec: pick(liveCodecs), overflow: pick(primitives()) };
+    if (r < 0.9) return { signal: pick([AbortSignal.abort(), stop.signal, garbage, {}, 1]) };
+    return pick([
+      {},
+      [],
+      [1, 2, 3],
+      ["a", 1n, null],
+      new Uint8Array(4),
+      new Uint8Array(0),
+      new Float64Array(2),
+      new ArrayBuffer(8),
+      new Date(0),
+      new Map([[1, 2]]),
+      () => 1,
+      () => {
+        throw new CallerError("the caller's callback");
+      },
+    ]);
+  };
+  const cause = () => {
+    const c = garbage();
+    causes.add(c);
+    return c;
+  };
+  const anyChannel = (): Channel<unknown> | undefined =>
+    channels.length > 0 ? pick(channels) : undefined;
+
+  type Op = () => unknown;
+  const ops: [string, Op][] = [
+    ["new Channel", () => {
+      const ch = new Channel<unknown>(garbage() as never, garbage() as never);
+      channels.push(ch);
+      if (channels.length > 64) channels.shift()![Symbol.dispose]();
+    }],
+    ["Channel.from", () => channels.push(Channel.from(garbage() as never))],
+    ["trySend", () => anyChannel()?.trySend(garbage())],
+    ["tryReceive", () => anyChannel()?.tryReceive()],
+    ["send", () => anyChannel()?.send(garbage(), garbage() as never)],
+    ["receive", () => anyChannel()?.receive(garbage() as never)],
+    ["receiveCatching", () => anyChannel()?.receiveCatching(garbage() as never)],
+    ["trySendMany", () => anyChannel()?.trySendMany(garbage() as never)],
+    ["trySendMany of values", () => anyChannel()?.trySendMany([garbage(), garbage()])],
+    ["tryReceiveMany", () => anyChannel()?.tryReceiveMany(garbage() as never)],
+    ["close", () => rnd() < 0.2 ? anyChannel()?.close(cause()) : undefined],
+    ["cancel", () => rnd() < 0.1 ? anyChannel()?.cancel(cause()) : undefined],
+    ["metrics", () => anyChannel()?.metrics()],
+    ["share", () => anyChannel()?.share()],
+    ["dispose", () => rnd() < 0.1 ? anyChannel()?.[Symbol.dispose]() : undefined],
+    ["select", () => {
+      const build = (s: SelectBuilder<unknown>) => {
+        const n = 1 + Math.floor(rnd() * 3);
+        for (let i = 0; i < n; i++) {
+          const c = rnd() < 0.7 ? anyChannel() : garbage();
+          switch (Math.floor(rnd() * 5)) {
+            case 0:
+              s.onReceive(c as never, garbage() as never);
+              break;
+            case 1:
+              s.onReceiveCatching(c as never, () => 1);
+              break;
+            case 2:
+              s.onSend(c as never, garbage(), () => 2);
+              break;
+            case 3:
+              // A timer only as the immediate default: a long one would outlive the test.
+              s.onTimeout(pick([0, -1, NaN, "0", undefined]) as never, () => 3);
+              break;
+            default:
+              s.onReceive(c as never, () => 4);
+          }
+        }
+      };
+      const options = rnd() < 0.5
+        ? { signal: stop.signal, unbiased: garbage() }
+        : { signal: pick([stop.signal, AbortSignal.abort()]) };
+      return select(rnd() < 0.9 ? build : garbage() as never, options as never);
+    }],
+  ];
+
+  const deadline = performance.now() + 4_000;
+  let worked = 0, threw = 0;
+  for (let step = 0; step < 4_000 && performance.now() < deadline; step++) {
+    const [what, op] = pick(ops);
+    try {
+      watch(what, op());
+      worked++;
+    } catch (e) {
+      check(what, e);
+      threw++;
+    }
+    if (step % 50 === 0) await new Promise((r) => setTimeout(r, 0)); // let waits settle natively
+  }
+
+  // Everything still waiting ends: the aborted selects, then the cancelled channels.
+  stop.abort();
+  for (const ch of channels) {
+    try {
+      ch.cancel(); // a Channel.from copy's cancel ends its channel for everyone too
+    } catch (e) {
+      check("cancel at the end", e); // one the fuzzer disposed
+    }
+    ch[Symbol.dispose]();
+  }
+  let all = false;
+  Promise.all(pending).then(() => all = true);
+  await until(() => all, "every pending operation to settle");
+  assert.deepEqual(failures, []);
+  // Both kinds of outcome were exercised, many times over.
+  assert.ok(worked > 500 && threw > 500, `worked ${worked}, threw ${threw}`);
+  console.log(
+    `fuzz ${seed}: ${worked} calls worked, ${threw} threw, ${channels.length} live channels`,
+  );
+
+  // The sentinel kept its values, in order, and its counts.
+  assert.deepEqual(sentinel.tryReceiveMany(16), { state: "ok", values: [1, 2, 3, 4, 5, 6, 7, 8] });
+  const m = sentinel.metrics();
+  assert.equal(m.sends, 8);
+  assert.equal(m.receives, 8);
+}
