@@ -120,21 +120,32 @@ export const CoroutineExceptionHandler: ContextKey<(error: unknown) => void> = c
  * from another copy of this module). Internal.
  */
 export function isCancellation(e: unknown): boolean {
-  if (e instanceof CancellationError) return true;
-  if (!(e instanceof Error)) return false;
-  // Another copy of this module: look for its CancellationError class by name. Not by
-  // `e.name`, which a DOMException from AbortSignal.timeout() also calls "TimeoutError".
-  for (let p = Object.getPrototypeOf(e); p !== null; p = Object.getPrototypeOf(p)) {
-    if (p.constructor?.name === "CancellationError") return true;
+  try {
+    if (e instanceof CancellationError) return true;
+    if (!(e instanceof Error)) return false;
+    // Another copy of this module: look for its CancellationError class by name. Not by
+    // `e.name`, which a DOMException from AbortSignal.timeout() also calls "TimeoutError".
+    for (let p = Object.getPrototypeOf(e); p !== null; p = Object.getPrototypeOf(p)) {
+      if (p.constructor?.name === "CancellationError") return true;
+    }
+    return false;
+  } catch {
+    // A thrown value whose prototype cannot be read (a revoked proxy, a throwing trap): not
+    // ours. Letting the throw out would leave the job that failed with it half-finished.
+    return false;
   }
-  return false;
 }
 
 /** `cause` as a cancellation: itself if it is one, else a CancellationError carrying it. Internal. */
 export function toCancellation(cause: unknown): CancellationError {
   if (isCancellation(cause)) return cause as CancellationError;
   if (cause === undefined) return new CancellationError("Cancelled");
-  const what = cause instanceof Error ? cause.message : describe(cause);
+  let what: string;
+  try {
+    what = cause instanceof Error ? String(cause.message) : describe(cause);
+  } catch {
+    what = describe(cause); // a hostile cause (a throwing getter or trap): described safely
+  }
   return new CancellationError(`Cancelled: ${what}`, { cause });
 }
 

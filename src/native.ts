@@ -64,7 +64,7 @@ export class NativeCoroutine implements Disposable {
    * ```
    */
   static create(entry: Builtin, options: NativeCoroutineOptions = {}): NativeCoroutine {
-    if (typeof entry !== "string" || !(entry in builtinIds)) {
+    if (typeof entry !== "string" || !Object.hasOwn(builtinIds, entry)) {
       throw new TypeError(
         `Cannot create coroutine: entry must be one of ${
           Object.keys(builtinIds).join(", ")

@@ -104,7 +104,7 @@ export function nativeEntry(
     fn = lib.symbols(op).kc_builtin_entry(id);
   } else if (
     typeof entry === "object" && entry !== null && "pointer" in entry &&
-    typeof entry.pointer === "object" && entry.pointer !== null
+    typeof entry.pointer === "object" && entry.pointer !== null && isPointer(entry.pointer)
   ) {
     fn = entry.pointer;
   } else {
@@ -124,12 +124,22 @@ export function nativeEntry(
     }
     return { fn, arg: Deno.UnsafePointer.of(arg), pin: arg };
   }
-  if (arg !== undefined && arg !== null && typeof arg !== "object") {
+  if (arg !== undefined && arg !== null && (typeof arg !== "object" || !isPointer(arg))) {
     throw new TypeError(
       `Cannot ${op}: arg must be a BigUint64Array or a pointer, received ${describe(arg)}`,
     );
   }
   return { fn, arg: arg ?? null, pin: null };
+}
+
+/** A Deno pointer object (what FFI takes as a pointer), not just any object. */
+function isPointer(p: object): boolean {
+  try {
+    Deno.UnsafePointer.value(p as Deno.PointerObject); // a TypeError for anything else
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A C-ABI function `void f(void *arg)` found by {@linkcode resolveNative}. */

@@ -7,15 +7,31 @@
 import assert from "node:assert/strict";
 import { prng, until } from "./support.ts";
 import {
+  actor,
   CancellationError,
   Channel,
   ClosedReceiveError,
   ClosedSendError,
   type Codec,
   codecs,
+  CompletableDeferred,
+  Context,
+  coroutineScope,
+  createContextKey,
+  createScope,
+  delay,
   KcoroError,
+  NativeCoroutine,
+  NativeScope,
+  nonCancellable,
+  produce,
+  runtime,
+  type Scope,
   select,
   type SelectBuilder,
+  supervisorScope,
+  withTimeout,
+  withTimeoutOrNull,
 } from "../mod.ts";
 
 /** Thrown by the caller's own code (a getter, a proxy trap, a callback). */
@@ -96,6 +112,10 @@ function primitives(): unknown[] {
     -1n,
     2n ** 64n,
     Symbol("s"),
+    "toString",
+    "constructor",
+    "__proto__",
+    "hasOwnProperty",
   ];
 }
 
@@ -289,4 +309,176 @@ async function fuzz(seed: number): Promise<void> {
   const m = sentinel.metrics();
   assert.equal(m.sends, 8);
   assert.equal(m.receives, 8);
+}
+
+for (const seed of [0xbad_5eed, 11]) {
+  Deno.test(`random bad arguments to native coroutines, native scopes, scopes, produce, actor, timeouts and contexts get named errors (seed ${seed})`, () =>
+    fuzzTasks(seed));
+}
+
+async function fuzzTasks(seed: number): Promise<void> {
+  const rnd = prng(seed);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
+  const stop = new AbortController();
+  const failures: string[] = [];
+  const pending: Promise<unknown>[] = [];
+  const check = (what: string, e: unknown) => {
+    if (!named(e) && failures.length < 20) {
+      failures.push(
+        `${what}: ${e instanceof Error ? `${e.name}: ${e.message} ${e.stack}` : String(e)}`,
+      );
+    }
+  };
+  const unsettled = new Map<number, string>();
+  let ids = 0;
+  const watch = (what: string, p: unknown) => {
+    if (!(p instanceof Promise)) return;
+    const id = ids++;
+    unsettled.set(id, what);
+    pending.push(p.then(() => {}, (e) => check(what, e)).finally(() => unsettled.delete(id)));
+  };
+  const coros: NativeCoroutine[] = [];
+  const natives: NativeScope[] = [];
+  const scopes: Scope[] = [];
+  const deferreds: CompletableDeferred<unknown>[] = [];
+  const key = createContextKey<number>("fuzz");
+
+  const garbage = (): unknown => {
+    const r = rnd();
+    if (r < 0.55) return pick(primitives());
+    if (r < 0.65) return pick(hostile());
+    if (r < 0.7) return { pointer: pick([{}, null, 1, "p"]), library: "x", symbol: "y" };
+    if (r < 0.75) return { signal: pick([stop.signal, {}, 1]), timeout: pick(primitives()) };
+    if (r < 0.8) return { context: pick([Context.empty, {}, 1]), supervisor: pick(primitives()) };
+    if (r < 0.85) return { arg: pick(primitives()), stackSize: pick(primitives()) };
+    if (r < 0.9 && scopes.length > 0) return pick(scopes);
+    return pick([{}, [], new BigInt64Array(4), new Uint8Array(8), () => 1, Context.empty, key]);
+  };
+  /** A task body: quick ones that end by themselves, or garbage. */
+  const block = (): unknown =>
+    pick([() => 1, async () => 2, (s: { isActive: boolean }) => s.isActive, garbage()]);
+  /** A scope argument: a live scope, or garbage. */
+  const scopeArg = (): unknown => rnd() < 0.6 && scopes.length > 0 ? pick(scopes) : garbage();
+  const cause = () => {
+    const c = garbage();
+    causes.add(c);
+    return c;
+  };
+
+  const ops: [string, () => unknown][] = [
+    ["NativeCoroutine.create", () => {
+      const co = NativeCoroutine.create(
+        pick(["fib", "yield-loop", "park-loop", garbage()]) as never,
+        garbage() as never,
+      );
+      coros.push(co);
+      if (coros.length > 16) coros.shift()!.destroy();
+    }],
+    ["coroutine.resume", () => coros.length > 0 ? pick(coros).resume() : undefined],
+    ["coroutine.unpark", () => coros.length > 0 ? pick(coros).unpark() : undefined],
+    ["coroutine.destroy", () => rnd() < 0.2 && coros.length > 0 ? pick(coros).destroy() : 0],
+    // Never a BigUint64Array: nothing is actually spawned or launched natively.
+    ["runtime().spawn", () => runtime().spawn(garbage() as never, garbage() as never)],
+    ["NativeScope.create", () => {
+      natives.push(NativeScope.create(garbage() as never));
+      if (natives.length > 8) {
+        watch("dispose native scope", natives.shift()![Symbol.asyncDispose]());
+      }
+    }],
+    [
+      "nativeScope.launch",
+      () => natives.length > 0 ? pick(natives).launch(garbage() as never, garbage() as never) : 0,
+    ],
+    [
+      "nativeScope.wait",
+      () =>
+        natives.length > 0
+          ? pick(natives).wait({ ...(garbage() as object), signal: stop.signal } as never)
+          : 0,
+    ],
+    [
+      "nativeScope.wait (options)",
+      () => natives.length > 0 ? pick(natives).wait(garbage() as never) : 0,
+    ],
+    ["createScope", () => {
+      // Tasks' failures stay in their scope: supervisors (or whatever options the fuzzer made).
+      const opts = garbage();
+      const sc = createScope(
+        typeof opts === "object" && opts !== null && rnd() < 0.5
+          ? opts as never
+          : { supervisor: true, context: Context.empty.with(key, 1) },
+      );
+      scopes.push(sc);
+      if (scopes.length > 8) watch("dispose scope", scopes.shift()![Symbol.asyncDispose]());
+    }],
+    [
+      "scope.launch",
+      () => scopes.length > 0 ? pick(scopes).launch(block() as never, garbage() as never) : 0,
+    ],
+    [
+      "scope.async",
+      () =>
+        scopes.length > 0 ? pick(scopes).async(block() as never, garbage() as never).await() : 0,
+    ],
+    ["scope.cancel", () => rnd() < 0.1 && scopes.length > 0 ? pick(scopes).cancel(cause()) : 0],
+    ["produce", () => produce(scopeArg() as never, block() as never, garbage() as never)],
+    ["actor", () => actor(scopeArg() as never, block() as never, garbage() as never)],
+    ["coroutineScope", () => coroutineScope(block() as never, garbage() as never)],
+    ["supervisorScope", () => supervisorScope(block() as never, garbage() as never)],
+    ["nonCancellable", () => nonCancellable(block() as never, garbage() as never)],
+    ["withTimeout", () => withTimeout(garbage() as never, block() as never, garbage() as never)],
+    [
+      "withTimeoutOrNull",
+      () => withTimeoutOrNull(garbage() as never, block() as never, garbage() as never),
+    ],
+    // Always abortable, or a time that ends at once: a long timer would outlive the test.
+    ["delay", () => delay(garbage() as never, { signal: stop.signal })],
+    [
+      "delay (options)",
+      () => delay(pick([0, -1, NaN, "5", undefined]) as never, garbage() as never),
+    ],
+    ["Context.with", () => Context.empty.with(garbage() as never, garbage())],
+    ["Context.get", () => Context.empty.with(key, 1).get(garbage() as never)],
+    ["Context.without", () => Context.empty.without(garbage() as never)],
+    ["createContextKey", () => createContextKey(garbage() as never)],
+    ["new CompletableDeferred", () => {
+      deferreds.push(new CompletableDeferred(garbage() as never));
+      if (deferreds.length > 8) deferreds.shift()!.complete(0);
+    }],
+    ["deferred.complete", () => deferreds.length > 0 ? pick(deferreds).complete(garbage()) : 0],
+    [
+      "deferred.completeExceptionally",
+      () => deferreds.length > 0 ? pick(deferreds).completeExceptionally(cause()) : 0,
+    ],
+    ["deferred.await", () => deferreds.length > 0 ? pick(deferreds).await() : 0],
+  ];
+
+  const deadline = performance.now() + 4_000;
+  let worked = 0, threw = 0;
+  for (let step = 0; step < 3_000 && performance.now() < deadline; step++) {
+    const [what, op] = pick(ops);
+    try {
+      watch(what, op());
+      worked++;
+    } catch (e) {
+      check(what, e);
+      threw++;
+    }
+    if (step % 50 === 0) await new Promise((r) => setTimeout(r, 0));
+  }
+
+  // Everything ends: aborted waits, cancelled scopes, completed deferreds, destroyed coroutines.
+  stop.abort();
+  for (const d of deferreds) d.complete(0);
+  for (const sc of scopes) watch("dispose scope", sc[Symbol.asyncDispose]());
+  for (const ns of natives) watch("dispose native scope", ns[Symbol.asyncDispose]());
+  for (const co of coros) co.destroy();
+  let all = false;
+  Promise.all(pending).then(() => all = true);
+  await until(() => all, "every pending operation to settle", 5_000).catch((e) => {
+    throw new Error(`${e.message}: ${[...unsettled.values()].join(", ")}`);
+  });
+  assert.deepEqual(failures, []);
+  assert.ok(worked > 300 && threw > 300, `worked ${worked}, threw ${threw}`);
+  console.log(`fuzz tasks ${seed}: ${worked} calls worked, ${threw} threw`);
 }

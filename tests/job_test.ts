@@ -361,6 +361,29 @@ Deno.test("CompletableDeferred: complete, completeExceptionally, cancel; first o
   await assert.rejects(d.await(), CancellationError);
 });
 
+Deno.test("a job that fails with a value whose prototype cannot be read still finishes", async () => {
+  // A revoked proxy throws at `instanceof`: telling a cancellation from a failure used to throw
+  // halfway through finishing, and the job (and any scope waiting for it) never finished.
+  const { proxy, revoke } = Proxy.revocable({}, {});
+  revoke();
+  // (assert.rejects would touch the proxy, and so would resolving a promise with it: whether
+  // the promise rejected with it is decided inside the handler.)
+  const rejectsWith = (p: Promise<unknown>, x: unknown) => p.then(() => false, (e) => e === x);
+  const d = new CompletableDeferred<void>();
+  assert.equal(d.completeExceptionally(proxy), true);
+  assert.ok(await rejectsWith(d.await(), proxy));
+  assert.equal(d.state, "cancelled");
+  const failing = coroutineScope(() => {
+    throw proxy;
+  });
+  assert.ok(await rejectsWith(failing, proxy));
+  // As a cancellation cause it is carried, and described safely.
+  const job = createScope();
+  job.cancel(proxy);
+  await job.join();
+  assert.equal(job.state, "cancelled");
+});
+
 Deno.test("children lists the unfinished children", async () => {
   await using scope = createScope();
   const gate = Promise.withResolvers<void>();

@@ -84,6 +84,8 @@ Deno.test("bad arguments are RangeError/TypeError naming what was received", () 
       /entry must be one of .* received "nope"/,
     ],
     [() => NativeCoroutine.create(42 as unknown as "fib"), TypeError, /received 42/],
+    // Inherited names are not entries (it used to reach FFI with Object.prototype.toString).
+    [() => NativeCoroutine.create("toString" as "fib"), TypeError, /received "toString"/],
     [() => NativeCoroutine.create("fib", null as unknown as object), TypeError, /received null/],
     [() => NativeCoroutine.create("fib", { arg: -1 }), RangeError, /arg must be .* received -1/],
     [() => NativeCoroutine.create("fib", { arg: 1.5 }), RangeError, /received 1.5/],

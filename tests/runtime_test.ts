@@ -41,6 +41,15 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
     /received \[object BigUint64Array\]/,
   );
   assert.throws(() => rt.spawn({} as never), /received \[object Object\]/);
+  // Objects FFI would refuse with its own TypeError: a "pointer" that is none, an arg likewise.
+  assert.throws(
+    () => rt.spawn({ pointer: {} } as never),
+    /^TypeError: Cannot spawn coroutine: entry must be a built-in name or a NativeFunction/,
+  );
+  assert.throws(
+    () => rt.spawn({ pointer: Deno.UnsafePointer.create(1n) } as never, {} as never),
+    /^TypeError: Cannot spawn coroutine: arg must be a BigUint64Array or a pointer/,
+  );
   for (const n of [0, -1, 1.5, 2 ** 21, "2" as never]) {
     assert.throws(() => rt.cells(n), RangeError, `cells(${n})`);
   }
