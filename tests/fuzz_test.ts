@@ -356,7 +356,7 @@ async function fuzzTasks(seed: number): Promise<void> {
   };
   /** A task body: quick ones that end by themselves, or garbage. */
   const block = (): unknown =>
-    pick([() => 1, async () => 2, (s: { isActive: boolean }) => s.isActive, garbage()]);
+    pick([() => 1, () => Promise.resolve(2), (s: { isActive: boolean }) => s.isActive, garbage()]);
   /** A scope argument: a live scope, or garbage. */
   const scopeArg = (): unknown => rnd() < 0.6 && scopes.length > 0 ? pick(scopes) : garbage();
   const cause = () => {
