@@ -626,6 +626,10 @@ const workerFigures = [
     wkLine("postMessage stream: 1 KiB Uint8Array, main -> Worker"),
   ),
   figure(
+    wkLine("channel stream: numbers (default codec), main -> Worker"),
+    wkLine("postMessage stream: numbers, main -> Worker"),
+  ),
+  figure(
     wkLine("channel round trip, both isolates busy (tryReceive between work units)"),
     postRtt,
   ),
@@ -662,7 +666,7 @@ const workerFigures = [
   ),
 ];
 table("Channel between isolates (main -> Worker; postMessage in the same run)", workerFigures);
-const [numbers, , busy] = workerFigures;
+const [numbers, , , busy] = workerFigures;
 console.log(
   `  targets: <= 50 ns per number and ratio < 0.02: ${
     numbers.value <= 50 && numbers.ratio! < 0.02 ? "met" : "MISSED"
