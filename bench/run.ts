@@ -655,7 +655,8 @@ const workerFigures = [
     nativeLine("chan: try-operation stream between two threads"),
     wkLine("channel stream: numbers (f64), main -> Worker"),
   ),
-  // The 1 KiB stream's floor: allocating each value's buffer, which postMessage pays as well.
+  // Beside the 1 KiB stream: allocating a fresh buffer per value (postMessage pays it too; a
+  // view of native memory, which ours is, a little less), no channel.
   figure(
     wkLine("a fresh 1 KiB Uint8Array per value, in the Worker (no channel)"),
     wkLine("postMessage stream: 1 KiB Uint8Array, main -> Worker"),

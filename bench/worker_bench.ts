@@ -10,8 +10,9 @@
 // - the number stream again, the Worker taking what is buffered in batches (tryReceiveMany), and
 //   with the main isolate also sending in batches of 256 (trySendMany).
 // - the Worker's receive loop alone, on a channel filled beforehand (no sender beside it).
-// - the floor of any 1 KiB stream that gives each value a buffer of its own: allocating one
-//   1 KiB Uint8Array per value in the Worker.
+// - what a fresh ArrayBuffer per value costs here: allocating one 1 KiB Uint8Array per value in
+//   the Worker (no channel). Any stream that hands each value a buffer of its own pays about
+//   that: a copying receive this, a view of native memory (ours) somewhat less.
 // - round trip while both isolates are busy: each side runs work units and polls the channel
 //   with tryReceive between them (a busy isolate never sleeps in the kernel); one ping from the
 //   main isolate, one pong back. Peer: a postMessage ping answered by a postMessage pong.
@@ -93,8 +94,8 @@ if ("WorkerGlobalScope" in globalThis) {
         break;
       }
       case "alloc-floor": {
-        // What any receive that gives each value a buffer of its own costs at least here: one
-        // fresh 1 KiB Uint8Array per value, no channel (the last one kept, so none is elided).
+        // What a fresh buffer per value costs here: one 1 KiB Uint8Array per value, no channel
+        // (the last one kept, so none is elided).
         let keep = new Uint8Array(0);
         const t0 = performance.now();
         for (let i = 0; i < m.n; i++) keep = new Uint8Array(1024);
@@ -251,7 +252,7 @@ async function main(): Promise<void> {
     print("channel stream: the Worker's receive loop alone (values buffered)", least, "ns/value");
   }
 
-  // The floor of the 1 KiB stream's receiver: a fresh 1 KiB buffer per value, in the Worker.
+  // Beside the 1 KiB stream: a fresh 1 KiB buffer per value, in the Worker, no channel.
   {
     let least = Infinity;
     for (let round = 0; round <= rounds; round++) {
