@@ -398,9 +398,9 @@ pub const Channel = struct {
     // `tx.mutex`. Zero-copy channels have them too: the default TypeScript codec makes every
     // shared channel one, and a stream between two isolates over a single lock ran ~1.7x slower.
 
-    /// The send side, alone on its cache line.
+    /// The send side, alone on its cache lines (two).
     tx: Tx align(side_align) = .{},
-    /// The receive side, alone on its cache line.
+    /// The receive side, alone on its cache lines (two).
     rx: Rx align(side_align) = .{},
     /// The try-operations' lock-free answers (also mapped into JavaScript), away from both
     /// sides' lines, among the read-mostly fields: with fast paths each is written only when it
@@ -455,7 +455,7 @@ pub const Channel = struct {
     // ones apart). Each is written by its own side's fast path (with an atomic release store,
     // as the other side's fast path reads it) or with both locks held.
 
-    // Tx and Rx fill their lines (their first field's alignment rounds their size up), so that
+    // Tx and Rx fill their two lines each (their first field's alignment rounds their size up), so that
     // no other field shares them. The flags' line takes read-mostly fields beside them.
     pub const Tx = struct {
         mutex: SpinLock align(side_align) = .{},
