@@ -455,8 +455,8 @@ pub const Channel = struct {
     // ones apart). Each is written by its own side's fast path (with an atomic release store,
     // as the other side's fast path reads it) or with both locks held.
 
-    // Tx and Rx fill their two lines each (their first field's alignment rounds their size up), so that
-    // no other field shares them. The flags' line takes read-mostly fields beside them.
+    // Tx and Rx fill two lines each (their first field's alignment rounds their size up), so
+    // that no other field shares them. The flags' line takes read-mostly fields beside them.
     pub const Tx = struct {
         mutex: SpinLock align(side_align) = .{},
         /// Values ever put in the buffer.
