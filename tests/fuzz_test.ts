@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { prng, until } from "./support.ts";
 import {
+  type Actor,
   actor,
   CancellationError,
   Channel,
@@ -340,6 +341,7 @@ async function fuzzTasks(seed: number): Promise<void> {
   const coros: NativeCoroutine[] = [];
   const natives: NativeScope[] = [];
   const scopes: Scope[] = [];
+  const actors: Actor<unknown>[] = [];
   const deferreds: CompletableDeferred<unknown>[] = [];
   const key = createContextKey<number>("fuzz");
 
@@ -422,7 +424,31 @@ async function fuzzTasks(seed: number): Promise<void> {
     ],
     ["scope.cancel", () => rnd() < 0.1 && scopes.length > 0 ? pick(scopes).cancel(cause()) : 0],
     ["produce", () => produce(scopeArg() as never, block() as never, garbage() as never)],
-    ["actor", () => actor(scopeArg() as never, block() as never, garbage() as never)],
+    ["actor", () => {
+      const a = actor(scopeArg() as never, block() as never, garbage() as never);
+      actors.push(a as Actor<unknown>);
+      if (actors.length > 8) actors.shift();
+    }],
+    [
+      "actor.send",
+      () =>
+        actors.length > 0
+          ? pick(actors).send(garbage(), { ...(garbage() as object), signal: stop.signal } as never)
+          : 0,
+    ],
+    [
+      "actor.send (options)",
+      () => actors.length > 0 ? pick(actors).send(garbage(), garbage() as never) : 0,
+    ],
+    ["actor.trySend", () => actors.length > 0 ? pick(actors).trySend(garbage()) : 0],
+    ["actor.close", () => rnd() < 0.2 && actors.length > 0 ? pick(actors).close() : 0],
+    ["select onJoin/onAwait", () =>
+      select((s: SelectBuilder<unknown>) => {
+        const j = rnd() < 0.5 && deferreds.length > 0 ? pick(deferreds) : garbage();
+        if (rnd() < 0.5) s.onJoin(j as never, () => 1);
+        else s.onAwait(j as never, garbage() as never);
+        s.onTimeout(0, () => 0); // never waits: nothing to leave pending
+      }, { signal: stop.signal })],
     ["coroutineScope", () => coroutineScope(block() as never, garbage() as never)],
     ["supervisorScope", () => supervisorScope(block() as never, garbage() as never)],
     ["nonCancellable", () => nonCancellable(block() as never, garbage() as never)],
