@@ -122,6 +122,74 @@ function primitives(): unknown[] {
 
 const liveCodecs: Codec<unknown>[] = Object.values(codecs) as Codec<unknown>[];
 
+/**
+ * One seeded run: picks, the calls' outcomes (a failure is anything `named` refuses), and the
+ * promises they left, which must all settle once the run's channels and scopes are ended.
+ */
+class Fuzzer {
+  readonly rnd: () => number;
+  readonly failures: string[] = [];
+  readonly #pending: Promise<unknown>[] = [];
+  readonly #unsettled = new Map<number, string>();
+  #ids = 0;
+
+  constructor(seed: number) {
+    this.rnd = prng(seed);
+  }
+
+  pick<T>(xs: readonly T[]): T {
+    return xs[Math.floor(this.rnd() * xs.length)];
+  }
+
+  check(what: string, e: unknown): void {
+    if (!named(e) && this.failures.length < 20) {
+      this.failures.push(
+        `${what}: ${e instanceof Error ? `${e.name}: ${e.message} ${e.stack}` : String(e)}`,
+      );
+    }
+  }
+
+  /** A call's result: a promise is kept until it settles, and its rejection checked. */
+  watch(what: string, p: unknown): void {
+    if (!(p instanceof Promise)) return;
+    const id = this.#ids++;
+    this.#unsettled.set(id, what);
+    this.#pending.push(
+      p.then(() => {}, (e) => this.check(what, e)).finally(() => this.#unsettled.delete(id)),
+    );
+  }
+
+  /** Up to `steps` random calls of `ops` (4 s at most), yielding to the event loop now and then. */
+  async run(
+    ops: [string, () => unknown][],
+    steps: number,
+  ): Promise<{ worked: number; threw: number }> {
+    const deadline = performance.now() + 4_000;
+    let worked = 0, threw = 0;
+    for (let step = 0; step < steps && performance.now() < deadline; step++) {
+      const [what, op] = this.pick(ops);
+      try {
+        this.watch(what, op());
+        worked++;
+      } catch (e) {
+        this.check(what, e);
+        threw++;
+      }
+      if (step % 50 === 0) await new Promise((r) => setTimeout(r, 0)); // let waits settle natively
+    }
+    return { worked, threw };
+  }
+
+  /** Waits (bounded) until every watched promise settled; names the ones that did not. */
+  async settled(ms: number): Promise<void> {
+    let all = false;
+    Promise.all(this.#pending).then(() => all = true);
+    await until(() => all, "every pending operation to settle", ms).catch((e) => {
+      throw new Error(`${e.message}: ${[...this.#unsettled.values()].join(", ")}`);
+    });
+  }
+}
+
 for (const seed of [0x5eed_f022, 7, 1_000_003]) {
   Deno.test(`random bad arguments get named errors; no crash; a channel not handed out stays intact (seed ${seed})`, () =>
     fuzz(seed));
@@ -136,22 +204,8 @@ async function fuzz(seed: number): Promise<void> {
 
   const stop = new AbortController();
   const channels: Channel<unknown>[] = [];
-  const pending: Promise<unknown>[] = [];
-  const failures: string[] = [];
-  const check = (what: string, e: unknown) => {
-    if (!named(e) && failures.length < 20) {
-      failures.push(
-        `${what}: ${e instanceof Error ? `${e.name}: ${e.message} ${e.stack}` : String(e)}`,
-      );
-    }
-  };
-  const watch = (what: string, p: unknown) => {
-    if (!(p instanceof Promise)) return;
-    pending.push(p.then(() => {}, (e) => check(what, e)));
-  };
-
-  const rnd = prng(seed);
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
+  const f = new Fuzzer(seed);
+  const rnd = f.rnd, pick = <T>(xs: readonly T[]) => f.pick(xs);
   const forged = (): unknown => {
     // The sentinel's handle only with a codec whose element size or kind does not fit it.
     const own = rnd() < 0.3;
@@ -271,19 +325,7 @@ async function fuzz(seed: number): Promise<void> {
     }],
   ];
 
-  const deadline = performance.now() + 4_000;
-  let worked = 0, threw = 0;
-  for (let step = 0; step < 4_000 && performance.now() < deadline; step++) {
-    const [what, op] = pick(ops);
-    try {
-      watch(what, op());
-      worked++;
-    } catch (e) {
-      check(what, e);
-      threw++;
-    }
-    if (step % 50 === 0) await new Promise((r) => setTimeout(r, 0)); // let waits settle natively
-  }
+  const { worked, threw } = await f.run(ops, 4_000);
 
   // Everything still waiting ends: the aborted selects, then the cancelled channels.
   stop.abort();
@@ -291,14 +333,12 @@ async function fuzz(seed: number): Promise<void> {
     try {
       ch.cancel(); // a Channel.from copy's cancel ends its channel for everyone too
     } catch (e) {
-      check("cancel at the end", e); // one the fuzzer disposed
+      f.check("cancel at the end", e); // one the fuzzer disposed
     }
     ch[Symbol.dispose]();
   }
-  let all = false;
-  Promise.all(pending).then(() => all = true);
-  await until(() => all, "every pending operation to settle");
-  assert.deepEqual(failures, []);
+  await f.settled(20_000);
+  assert.deepEqual(f.failures, []);
   // Both kinds of outcome were exercised, many times over.
   assert.ok(worked > 500 && threw > 500, `worked ${worked}, threw ${threw}`);
   console.log(
@@ -318,26 +358,10 @@ for (const seed of [0xbad_5eed, 11]) {
 }
 
 async function fuzzTasks(seed: number): Promise<void> {
-  const rnd = prng(seed);
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
+  const f = new Fuzzer(seed);
+  const rnd = f.rnd, pick = <T>(xs: readonly T[]) => f.pick(xs);
+  const watch = (what: string, p: unknown) => f.watch(what, p);
   const stop = new AbortController();
-  const failures: string[] = [];
-  const pending: Promise<unknown>[] = [];
-  const check = (what: string, e: unknown) => {
-    if (!named(e) && failures.length < 20) {
-      failures.push(
-        `${what}: ${e instanceof Error ? `${e.name}: ${e.message} ${e.stack}` : String(e)}`,
-      );
-    }
-  };
-  const unsettled = new Map<number, string>();
-  let ids = 0;
-  const watch = (what: string, p: unknown) => {
-    if (!(p instanceof Promise)) return;
-    const id = ids++;
-    unsettled.set(id, what);
-    pending.push(p.then(() => {}, (e) => check(what, e)).finally(() => unsettled.delete(id)));
-  };
   const coros: NativeCoroutine[] = [];
   const natives: NativeScope[] = [];
   const scopes: Scope[] = [];
@@ -479,19 +503,7 @@ async function fuzzTasks(seed: number): Promise<void> {
     ["deferred.await", () => deferreds.length > 0 ? pick(deferreds).await() : 0],
   ];
 
-  const deadline = performance.now() + 4_000;
-  let worked = 0, threw = 0;
-  for (let step = 0; step < 3_000 && performance.now() < deadline; step++) {
-    const [what, op] = pick(ops);
-    try {
-      watch(what, op());
-      worked++;
-    } catch (e) {
-      check(what, e);
-      threw++;
-    }
-    if (step % 50 === 0) await new Promise((r) => setTimeout(r, 0));
-  }
+  const { worked, threw } = await f.run(ops, 3_000);
 
   // Everything ends: aborted waits, cancelled scopes, completed deferreds, destroyed coroutines.
   stop.abort();
@@ -499,12 +511,8 @@ async function fuzzTasks(seed: number): Promise<void> {
   for (const sc of scopes) watch("dispose scope", sc[Symbol.asyncDispose]());
   for (const ns of natives) watch("dispose native scope", ns[Symbol.asyncDispose]());
   for (const co of coros) co.destroy();
-  let all = false;
-  Promise.all(pending).then(() => all = true);
-  await until(() => all, "every pending operation to settle", 5_000).catch((e) => {
-    throw new Error(`${e.message}: ${[...unsettled.values()].join(", ")}`);
-  });
-  assert.deepEqual(failures, []);
+  await f.settled(5_000);
+  assert.deepEqual(f.failures, []);
   assert.ok(worked > 300 && threw > 300, `worked ${worked}, threw ${threw}`);
   console.log(`fuzz tasks ${seed}: ${worked} calls worked, ${threw} threw`);
 }
