@@ -2049,6 +2049,49 @@ test "cancel drops buffered and waiting values exactly once and fails every wait
 }
 
 // N producers x M consumers on coroutines of a scheduler: every value received exactly once.
+/// What the consumers of a two-producer stream saw (the stream tests below): how often each
+/// value arrived, and whether one producer's values ever arrived out of order.
+const StreamTally = struct {
+    seen: []std.atomic.Value(u8),
+    per_producer: u64,
+    received: std.atomic.Value(u32) = .init(0),
+    disorder: std.atomic.Value(u32) = .init(0),
+
+    /// One consumer's last value from each producer.
+    const Order = struct {
+        last: [2]u64 = .{ 0, 0 },
+        got: [2]bool = .{ false, false },
+    };
+
+    fn record(t: *StreamTally, order: *Order, v: u64) void {
+        const p = v / t.per_producer;
+        // FIFO: one producer's values reach each consumer in the order they were sent.
+        if (order.got[p] and v <= order.last[p]) _ = t.disorder.fetchAdd(1, .monotonic);
+        order.got[p] = true;
+        order.last[p] = v;
+        _ = t.seen[v].fetchAdd(1, .monotonic);
+        _ = t.received.fetchAdd(1, .monotonic);
+    }
+
+    /// Every value exactly once, in order per producer.
+    fn expectEachOnceInOrder(t: *StreamTally) !void {
+        try testing.expectEqual(@as(u32, @intCast(t.seen.len)), t.received.load(.monotonic));
+        try testing.expectEqual(@as(u32, 0), t.disorder.load(.monotonic));
+        for (t.seen) |*x| try testing.expectEqual(@as(u8, 1), x.load(.monotonic));
+    }
+};
+
+/// Two consumers (seeds 1, 2) and two producers (ids 0, 1) of `S` on threads of their own;
+/// returns once all four ended.
+fn runTwoByTwo(comptime S: type, ctx: anytype) !void {
+    var threads: [4]std.Thread = undefined;
+    threads[0] = try std.Thread.spawn(.{}, S.consumer, .{ ctx, 1 });
+    threads[1] = try std.Thread.spawn(.{}, S.consumer, .{ ctx, 2 });
+    threads[2] = try std.Thread.spawn(.{}, S.producer, .{ ctx, 0 });
+    threads[3] = try std.Thread.spawn(.{}, S.producer, .{ ctx, 1 });
+    for (threads) |t| t.join();
+}
+
 test "fast paths: streams between threads keep FIFO per producer, lose nothing, count everything" {
     // Two OS threads per side on buffered channels: sends and receives mostly take one side's
     // lock only (`fastSend`, `fastReceive`), with try and blocking operations mixed so that
@@ -2056,10 +2099,8 @@ test "fast paths: streams between threads keep FIFO per producer, lose nothing, 
     const per_producer = 50_000;
     const Ctx = struct {
         ch: *Channel,
-        seen: []std.atomic.Value(u8),
-        received: std.atomic.Value(u32) = .init(0),
+        tally: StreamTally,
         producers_left: std.atomic.Value(u32) = .init(2),
-        disorder: std.atomic.Value(u32) = .init(0),
     };
     const S = struct {
         fn producer(ctx: *Ctx, id: u64) void {
@@ -2083,8 +2124,7 @@ test "fast paths: streams between threads keep FIFO per producer, lose nothing, 
         }
         fn consumer(ctx: *Ctx, seed: u64) void {
             var rng = std.Random.DefaultPrng.init(seed);
-            var last = [2]u64{ 0, 0 };
-            var got = [2]bool{ false, false };
+            var order: StreamTally.Order = .{};
             while (true) {
                 const r = if (rng.random().boolean()) tryRecvU64(ctx.ch) else recvU64(ctx.ch);
                 const v = r catch |e| switch (e) {
@@ -2095,13 +2135,7 @@ test "fast paths: streams between threads keep FIFO per producer, lose nothing, 
                     error.Closed => return,
                     else => unreachable,
                 };
-                const p = v / per_producer;
-                // FIFO: one producer's values reach each consumer in the order they were sent.
-                if (got[p] and v <= last[p]) _ = ctx.disorder.fetchAdd(1, .monotonic);
-                got[p] = true;
-                last[p] = v;
-                _ = ctx.seen[v].fetchAdd(1, .monotonic);
-                _ = ctx.received.fetchAdd(1, .monotonic);
+                ctx.tally.record(&order, v);
             }
         }
     };
@@ -2113,16 +2147,9 @@ test "fast paths: streams between threads keep FIFO per producer, lose nothing, 
         const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = cap });
         defer ch.destroy();
         try testing.expect(ch.fast.load(.monotonic) == fastPathsOn());
-        var ctx: Ctx = .{ .ch = ch, .seen = seen };
-        var threads: [4]std.Thread = undefined;
-        threads[0] = try std.Thread.spawn(.{}, S.consumer, .{ &ctx, 1 });
-        threads[1] = try std.Thread.spawn(.{}, S.consumer, .{ &ctx, 2 });
-        threads[2] = try std.Thread.spawn(.{}, S.producer, .{ &ctx, 0 });
-        threads[3] = try std.Thread.spawn(.{}, S.producer, .{ &ctx, 1 });
-        for (threads) |t| t.join();
-        try testing.expectEqual(@as(u32, total), ctx.received.load(.monotonic));
-        try testing.expectEqual(@as(u32, 0), ctx.disorder.load(.monotonic));
-        for (seen) |*x| try testing.expectEqual(@as(u8, 1), x.load(.monotonic));
+        var ctx: Ctx = .{ .ch = ch, .tally = .{ .seen = seen, .per_producer = per_producer } };
+        try runTwoByTwo(S, &ctx);
+        try ctx.tally.expectEachOnceInOrder();
         const m = ch.snapshot();
         try testing.expectEqual(@as(u64, total), m.sends);
         try testing.expectEqual(@as(u64, total), m.receives);
@@ -2142,11 +2169,9 @@ test "zero-copy channels take the fast paths too: descriptors stream between thr
     const Ctx = struct {
         ch: *Channel,
         arena: []u8,
-        seen: []std.atomic.Value(u8),
-        received: std.atomic.Value(u32) = .init(0),
+        tally: StreamTally,
         bytes: std.atomic.Value(u64) = .init(0),
         producers_left: std.atomic.Value(u32) = .init(2),
-        disorder: std.atomic.Value(u32) = .init(0),
     };
     const S = struct {
         fn len(v: usize) usize {
@@ -2173,8 +2198,7 @@ test "zero-copy channels take the fast paths too: descriptors stream between thr
         }
         fn consumer(ctx: *Ctx, seed: u64) void {
             var rng = std.Random.DefaultPrng.init(seed);
-            var last = [2]usize{ 0, 0 };
-            var got = [2]bool{ false, false };
+            var order: StreamTally.Order = .{};
             while (true) {
                 var d: Descriptor = undefined;
                 ctx.ch.receive(std.mem.asBytes(&d), null, rng.random().boolean()) catch |e| switch (e) {
@@ -2185,14 +2209,8 @@ test "zero-copy channels take the fast paths too: descriptors stream between thr
                     error.Closed => return,
                     else => unreachable,
                 };
-                const v = @intFromPtr(d.ptr.?) - @intFromPtr(ctx.arena.ptr);
-                const p = v / per_producer;
-                if (got[p] and v <= last[p]) _ = ctx.disorder.fetchAdd(1, .monotonic);
-                got[p] = true;
-                last[p] = v;
-                _ = ctx.seen[v].fetchAdd(1, .monotonic);
                 _ = ctx.bytes.fetchAdd(d.len, .monotonic);
-                _ = ctx.received.fetchAdd(1, .monotonic);
+                ctx.tally.record(&order, @intFromPtr(d.ptr.?) - @intFromPtr(ctx.arena.ptr));
             }
         }
     };
@@ -2205,16 +2223,9 @@ test "zero-copy channels take the fast paths too: descriptors stream between thr
         const ch = try Channel.create(testing.allocator, .{ .capacity = cap, .zero_copy = true });
         defer ch.destroy();
         try testing.expect(ch.fast.load(.monotonic) == fastPathsOn());
-        var ctx: Ctx = .{ .ch = ch, .arena = arena, .seen = seen };
-        var threads: [4]std.Thread = undefined;
-        threads[0] = try std.Thread.spawn(.{}, S.consumer, .{ &ctx, 1 });
-        threads[1] = try std.Thread.spawn(.{}, S.consumer, .{ &ctx, 2 });
-        threads[2] = try std.Thread.spawn(.{}, S.producer, .{ &ctx, 0 });
-        threads[3] = try std.Thread.spawn(.{}, S.producer, .{ &ctx, 1 });
-        for (threads) |t| t.join();
-        try testing.expectEqual(@as(u32, total), ctx.received.load(.monotonic));
-        try testing.expectEqual(@as(u32, 0), ctx.disorder.load(.monotonic));
-        for (seen) |*x| try testing.expectEqual(@as(u8, 1), x.load(.monotonic));
+        var ctx: Ctx = .{ .ch = ch, .arena = arena, .tally = .{ .seen = seen, .per_producer = per_producer } };
+        try runTwoByTwo(S, &ctx);
+        try ctx.tally.expectEachOnceInOrder();
         try testing.expectEqual(want_bytes, ctx.bytes.load(.monotonic));
         const m = ch.snapshot();
         try testing.expectEqual(@as(u64, total), m.sends);
