@@ -60,12 +60,17 @@ export function signalOf(op: string, options: unknown): AbortSignal | undefined 
   if (options === undefined) return undefined;
   checkOptions(op, options);
   const signal = (options as { signal?: unknown }).signal;
+  checkSignal(op, signal);
+  return signal as AbortSignal | undefined;
+}
+
+/** Throws "Cannot <op>: signal must be an AbortSignal" unless `signal` is undefined or one. */
+export function checkSignal(op: string, signal: unknown): void {
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new TypeError(
       `Cannot ${op}: signal must be an AbortSignal, received ${describe(signal)}`,
     );
   }
-  return signal;
 }
 
 /** Throws "Cannot <op>: scope must be a CoroutineScope" unless `scope` looks like one. */

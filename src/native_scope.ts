@@ -28,6 +28,7 @@ import { type Library, library } from "../ffi/load.ts";
 import {
   CancellationError,
   checkOptions,
+  checkSignal,
   describe,
   InvalidHandleError,
   Status,
@@ -206,11 +207,7 @@ export class NativeScope implements AsyncDisposable {
     const op = "wait for native scope";
     checkOptions(op, options);
     const { signal, timeout } = options;
-    if (signal !== undefined && !(signal instanceof AbortSignal)) {
-      throw new TypeError(
-        `Cannot ${op}: signal must be an AbortSignal, received ${describe(signal)}`,
-      );
-    }
+    checkSignal(op, signal);
     if (timeout !== undefined && (typeof timeout !== "number" || Number.isNaN(timeout))) {
       throw new RangeError(
         `Cannot ${op}: timeout must be a number of milliseconds, received ${describe(timeout)}`,

@@ -27,7 +27,7 @@
  * @module
  */
 import { Context } from "./context.ts";
-import { CancellationError, checkFunction, describe } from "./errors.ts";
+import { CancellationError, checkFunction, checkSignal, describe } from "./errors.ts";
 import {
   CANCEL_COMPLETES,
   type Deferred,
@@ -109,14 +109,6 @@ function checkObject(op: string, options: unknown): void {
 function checkContext(op: string, context: unknown): void {
   if (context !== undefined && !(context instanceof Context)) {
     throw new TypeError(`Cannot ${op}: context must be a Context, received ${describe(context)}`);
-  }
-}
-
-function checkSignal(op: string, signal: unknown): void {
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new TypeError(
-      `Cannot ${op}: signal must be an AbortSignal, received ${describe(signal)}`,
-    );
   }
 }
 

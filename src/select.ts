@@ -51,6 +51,7 @@ import { Slot } from "./codec.ts";
 import {
   checkFunction,
   checkOptions,
+  checkSignal,
   describe,
   InvalidHandleError,
   Status,
@@ -228,11 +229,7 @@ export function select<R>(
     checkFunction(op, "build", build);
     checkOptions(op, options);
     const { signal, unbiased = false } = options;
-    if (signal !== undefined && !(signal instanceof AbortSignal)) {
-      throw new TypeError(
-        `Cannot ${op}: signal must be an AbortSignal, received ${describe(signal)}`,
-      );
-    }
+    checkSignal(op, signal);
     const b = new Builder();
     build(b as SelectBuilder<unknown> as SelectBuilder<R>);
     b.sealed = true;

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { describe, TimeoutError } from "./errors.ts";
+import { describe, signalOf, TimeoutError } from "./errors.ts";
 import {
   type Block,
   checkScopeOptions,
@@ -74,15 +74,7 @@ function checkMs(op: string, ms: unknown): asserts ms is number {
 export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<void> {
   const op = "delay";
   checkMs(op, ms);
-  if (options !== undefined && (typeof options !== "object" || options === null)) {
-    throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
-  }
-  const signal = options?.signal;
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new TypeError(
-      `Cannot ${op}: signal must be an AbortSignal, received ${describe(signal)}`,
-    );
-  }
+  const signal = signalOf(op, options);
   if (signal?.aborted) return Promise.reject(signal.reason);
   if (ms <= 0) return Promise.resolve();
   if (signal === undefined) return new Promise((resolve) => timer(ms, resolve));
