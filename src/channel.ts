@@ -1862,13 +1862,13 @@ function open(
   }
   // A handle copied into an object that describes another kind of channel: its codec would
   // read the wrong slots, and its capacity decide the wrong paths.
-  const kind = (size: number, zc: boolean, cap: number) =>
-    `${size}-byte${zc ? " zero-copy" : ""} elements, capacity ${cap}`;
-  const actual = kind(info[0], (info[3] & ZERO_COPY) !== 0, info[1]);
-  if (actual !== kind(elemSize as number, zeroCopy as boolean, capacity)) {
+  const zc = (info[3] & ZERO_COPY) !== 0;
+  if (info[0] !== elemSize || zc !== zeroCopy || info[1] !== capacity) {
+    const kind = (size: unknown, z: unknown, cap: unknown) =>
+      `${size}-byte${z ? " zero-copy" : ""} elements, capacity ${cap}`;
     throw new InvalidHandleError(
-      `Cannot ${op}: handle ${handle} names a channel of ${actual}, not of ${
-        kind(elemSize as number, zeroCopy as boolean, capacity)
+      `Cannot ${op}: handle ${handle} names a channel of ${kind(info[0], zc, info[1])}, not of ${
+        kind(elemSize, zeroCopy, capacity)
       } as described (forged, or from another channel)`,
     );
   }
