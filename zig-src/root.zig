@@ -1624,7 +1624,7 @@ fn dropKept(h: u32, zero_copy: bool) void {
         }
         if (zero_copy and u.bytes.len == @sizeOf(chan.Descriptor)) {
             const d = std.mem.bytesToValue(chan.Descriptor, u.bytes[0..@sizeOf(chan.Descriptor)]);
-            std.c.free(d.ptr);
+            _ = kc_buf_free(d.ptr); // kc_desc_make's buffer
         }
         std.heap.c_allocator.free(u.bytes);
         _ = undelivered_list.orderedRemove(i);
