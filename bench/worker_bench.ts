@@ -185,6 +185,16 @@ async function main(): Promise<void> {
   }
 
   const rounds = quick ? 1 : 3;
+  /** `measure(div)` once on a tenth of the work (`div` 10, a warm-up), then `rounds` times on
+   * all of it (`div` 1): its best. */
+  async function bestOfRounds(measure: (div: number) => Promise<number>): Promise<number> {
+    let least = Infinity;
+    for (let round = 0; round <= rounds; round++) {
+      const ns = await measure(round === 0 ? 10 : 1);
+      if (round > 0) least = Math.min(least, ns);
+    }
+    return least;
+  }
   const nNum = quick ? 200_000 : 2_000_000;
   const nBytes = quick ? 20_000 : 200_000;
   const nPost = quick ? 20_000 : 200_000;
@@ -226,11 +236,10 @@ async function main(): Promise<void> {
     }
     // The default codec's stream after all of those, in rounds of its own: a second codec in
     // the same loops would slow the figures above (see Channel.#f64).
-    const name = "channel stream: numbers (default codec), main -> Worker";
-    for (let round = 0; round <= rounds; round++) {
-      const ns = await stream(t, 1.5, round === 0 ? nNum / 10 : nNum);
-      if (round > 0) best.set(name, Math.min(best.get(name) ?? Infinity, ns));
-    }
+    best.set(
+      "channel stream: numbers (default codec), main -> Worker",
+      await bestOfRounds((div) => stream(t, 1.5, nNum / div)),
+    );
     for (const [name, ns] of best) print(name, ns, "ns/value");
   }
 
@@ -240,27 +249,22 @@ async function main(): Promise<void> {
     const n = nNum / 2;
     using nums = new Channel<number>(n, { codec: codecs.f64 });
     const shared = nums.share();
-    let least = Infinity;
-    for (let round = 0; round <= rounds; round++) {
-      const part = round === 0 ? n / 10 : n; // a warm-up, then the measured rounds (best kept)
-      for (let i = 0; i < part; i++) nums.trySend(1.5);
+    const least = await bestOfRounds(async (div) => {
+      for (let i = 0; i < n / div; i++) nums.trySend(1.5);
       const got = next();
-      worker.postMessage({ mode: "drain-chan", ch: shared, n: part });
-      const ns = await got as number;
-      if (round > 0) least = Math.min(least, ns);
-    }
+      worker.postMessage({ mode: "drain-chan", ch: shared, n: n / div });
+      return await got as number;
+    });
     print("channel stream: the Worker's receive loop alone (values buffered)", least, "ns/value");
   }
 
   // Beside the 1 KiB stream: a fresh 1 KiB buffer per value, in the Worker, no channel.
   {
-    let least = Infinity;
-    for (let round = 0; round <= rounds; round++) {
+    const least = await bestOfRounds(async (div) => {
       const got = next();
-      worker.postMessage({ mode: "alloc-floor", n: round === 0 ? nBytes / 10 : nBytes });
-      const ns = await got as number;
-      if (round > 0) least = Math.min(least, ns);
-    }
+      worker.postMessage({ mode: "alloc-floor", n: nBytes / div });
+      return await got as number;
+    });
     print("a fresh 1 KiB Uint8Array per value, in the Worker (no channel)", least, "ns/value");
   }
 
