@@ -172,14 +172,37 @@ const done_cancelled: u32 = 3;
 const interrupted: u32 = 4;
 
 /// The shared state of one `select` call: which clause won, and the outcome (a futex word).
+/// A coroutine's selects share one (in its side room, `LazySlot`), a new generation per select,
+/// so that waiters an earlier select left queued can never win a later one.
 pub const SelectState = struct {
-    /// `no_winner` until a clause wins (or the select gives up: `gave_up`). CAS from
-    /// `no_winner` only; the winner is whoever's CAS succeeds (acq_rel).
-    winner: std.atomic.Value(u32) = .init(no_winner),
+    /// `generation << 8 | winner`. The winner is `no_winner` until a clause wins (or the
+    /// select gives up: `gave_up`). Claims CAS from `armed(gen)` only, so a waiter whose
+    /// generation is not the current one can never win (acq_rel).
+    word: std.atomic.Value(u64) = .init(no_winner),
     status: std.atomic.Value(u32) = .init(pending),
 
-    pub const no_winner: u32 = std.math.maxInt(u32);
-    pub const gave_up: u32 = std.math.maxInt(u32) - 1;
+    pub const no_winner: u8 = 0xFF;
+    pub const gave_up: u8 = 0xFE;
+
+    inline fn armed(gen: u64) u64 {
+        return gen << 8 | no_winner;
+    }
+
+    /// Gives the select of generation `gen` up unless a clause won first: `gave_up`, or the
+    /// winner.
+    fn giveUp(s: *SelectState, gen: u64) u8 {
+        // Acq_rel: pairs with the claimants' CAS (`Waiter.claim`).
+        const got = s.word.cmpxchgStrong(armed(gen), gen << 8 | gave_up, .acq_rel, .acquire) orelse return gave_up;
+        assert(got >> 8 == gen);
+        return @truncate(got);
+    }
+
+    /// The winner of generation `gen` (acquire: pairs with the claimant's CAS).
+    fn winnerOf(s: *const SelectState, gen: u64) u8 {
+        const w = s.word.load(.acquire);
+        assert(w >> 8 == gen);
+        return @truncate(w);
+    }
 };
 
 /// One blocked operation (or one clause of a blocked select). Lives on the blocked party's
@@ -201,6 +224,13 @@ const Waiter = struct {
     /// Set for a select clause: the select, and this clause's index.
     sel: ?*SelectState = null,
     clause: u32 = 0,
+    /// A select clause's `generation << 1 | queued`: the select generation it is armed for,
+    /// and whether it is in a queue. Generation 0 for a select that unlinks its clauses before
+    /// it returns (threads, `AsyncSelect`). A coroutine's select (`LazySlot`) re-arms a clause
+    /// still queued from its previous select with a CAS of this word, without the channel's
+    /// lock; whoever takes a waiter out of a queue clears `queued` (a CAS in `claim`, which
+    /// that re-arm races with), so the owner knows without the lock whether it still is.
+    tag: std.atomic.Value(u64) = .init(0),
     /// Set for an asynchronous waiter (`AsyncOp`): called instead of a wake-up.
     notify: ?*const fn (*Waiter, u32) void = null,
 
@@ -219,10 +249,41 @@ const Waiter = struct {
 
     /// For a select clause: tries to make this clause the select's winner. Plain waiters
     /// always "win". Under the channel lock.
+    /// The caller takes the waiter out of its queue whatever the answer: a select clause that
+    /// loses is stale (its select has a winner, gave up or moved on to a later generation).
     fn claim(w: *Waiter) bool {
         const sel = w.sel orelse return true;
-        // Acq_rel: pairs with the other claimants' CAS and with the selecting party's.
-        return sel.winner.cmpxchgStrong(SelectState.no_winner, w.clause, .acq_rel, .acquire) == null;
+        // Acquire: pairs with the owner's release CAS that re-armed the clause (`selectLazy`),
+        // so that this sees its generation armed and, once claimed, its `elem`.
+        var t = w.tag.load(.acquire);
+        while (true) {
+            const gen = t >> 1;
+            // Acq_rel: pairs with the other claimants' CAS and with the selecting party's.
+            if (sel.word.cmpxchgStrong(SelectState.armed(gen), gen << 8 | w.clause, .acq_rel, .acquire) == null) {
+                // Monotonic: the owner reads it only after the outcome's release store.
+                w.tag.store(gen << 1, .monotonic);
+                return true;
+            }
+            // Stale for `gen`, unless the owner re-armed it for a later generation meanwhile
+            // (its CAS, without our lock): then try again for that one. Acq_rel: pairs with
+            // that CAS.
+            t = w.tag.cmpxchgStrong(t, gen << 1, .acq_rel, .acquire) orelse return false;
+        }
+    }
+
+    /// Clears `queued` in the tag, for a waiter taken out of its queue under the lock by its
+    /// owner (or a destroy) rather than by `claim`.
+    fn untag(w: *Waiter) void {
+        // Monotonic: under the channel lock; the owner re-arms only clauses of its own select.
+        w.tag.store(w.tag.load(.monotonic) & ~@as(u64, 1), .monotonic);
+    }
+
+    /// A select clause that can never win (its select has a winner, gave up, or moved on to a
+    /// later generation): left queued by a coroutine's select (`LazySlot`), it waits there to be
+    /// unlinked by whoever meets it. Under the channel lock.
+    fn isStale(w: *const Waiter) bool {
+        const sel = w.sel orelse return false;
+        return sel.word.load(.monotonic) != SelectState.armed(w.tag.load(.monotonic) >> 1);
     }
 
     /// Under the lock, after a successful `claim`: records the outcome and returns what `wake`
@@ -434,6 +495,11 @@ pub const Channel = struct {
     /// ever (`forever`). Touched only by those calls.
     holds: std.atomic.Value(u32) = .init(0),
     forever: std.atomic.Value(bool) = .init(false),
+    /// References to the channel's memory: the creator's (dropped by `destroy`), and one for
+    /// every coroutine select waiter that may be left queued here (`LazySlot`), so that the
+    /// memory outlives a destroy until each owner has unlinked its waiter (`unref`). Changed
+    /// under the lock, except by `unref`; kept by `reinit`.
+    refs: std.atomic.Value(u32) = .init(1),
     zero_copy: bool = false,
     count_metrics: bool = true,
     senders: WaitQueue = .{},
@@ -650,7 +716,7 @@ pub const Channel = struct {
         inline for (@typeInfo(Channel).@"struct".fields) |f| {
             const keep = comptime std.mem.eql(u8, f.name, "tx") or std.mem.eql(u8, f.name, "rx") or
                 std.mem.eql(u8, f.name, "fast") or std.mem.eql(u8, f.name, "flags") or
-                std.mem.eql(u8, f.name, "mem");
+                std.mem.eql(u8, f.name, "mem") or std.mem.eql(u8, f.name, "refs");
             if (!keep) @field(ch, f.name) = @field(fresh, f.name);
         }
         // The sides start over, their locks (held) kept.
@@ -676,10 +742,17 @@ pub const Channel = struct {
     }
 
     /// Drops what is buffered (to `on_undelivered`) and frees the buffer and the ownership
-    /// table; the fields stay valid (an empty, slot-less channel). Nothing may wait on it.
+    /// table; the fields stay valid (an empty, slot-less channel). Nothing may wait on it:
+    /// the only waiters left are stale select clauses, which are unlinked (their owners find
+    /// them so).
     fn freeStorage(ch: *Channel) void {
-        assert(ch.senders.isEmpty());
-        assert(ch.receivers.isEmpty());
+        inline for (.{ &ch.senders, &ch.receivers }) |q| {
+            while (q.head) |w| {
+                assert(w.isStale()); // a live waiter on a channel going away
+                q.remove(w);
+                w.untag();
+            }
+        }
         while (ch.bufLen() > 0) ch.dropOldest();
         if (track_ownership) {
             assert(ch.in_flight.count() == 0);
@@ -695,7 +768,14 @@ pub const Channel = struct {
     /// Frees the memory of a retired channel.
     pub fn destroyRetired(ch: *Channel) void {
         assert(ch.dead);
-        ch.freeMemory();
+        ch.unref();
+    }
+
+    /// Drops a reference on the channel's memory (`refs`); the last one frees it.
+    fn unref(ch: *Channel) void {
+        // Acq_rel: the last one sees every other holder's last touch (an unlock) before it
+        // frees; pairs with the other holders' decrements and with `destroy`'s acquire load.
+        if (ch.refs.fetchSub(1, .acq_rel) == 1) ch.freeMemory();
     }
 
     /// The fields of a new channel (lock unlocked), with its buffer allocated.
@@ -840,8 +920,19 @@ pub const Channel = struct {
     /// Frees the channel. Nothing may wait on it or use it any more; buffered values are
     /// handed to `on_undelivered`.
     pub fn destroy(ch: *Channel) void {
+        // Acquire: pairs with `unref`'s release, so a coroutine's last touch of the channel
+        // (unlinking its select waiter) came before the free.
+        if (ch.refs.load(.acquire) == 1) {
+            ch.freeStorage();
+            ch.freeMemory();
+            return;
+        }
+        // Coroutines' selects left waiters here: unlink them, and leave the memory to the last
+        // of those coroutines to let go of it (`LazySlot.reclaim`).
+        ch.lock();
         ch.freeStorage();
-        ch.freeMemory();
+        ch.unlock();
+        ch.unref();
     }
 
     /// Sets the hook that receives values the channel drops (for zero-copy channels: the
@@ -1460,12 +1551,24 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     }
     // 1. A look without locking them all: usually the first clause that may be ready is.
     if (try probeEach(clauses, order[0..n])) |got| return got;
+    if (!options.poll and n <= LazySlot.max) {
+        if (coroutine.current()) |co| return selectLazy(co, clauses, order[0..n], options);
+    }
+    return selectStack(clauses, order[0..n], options);
+}
+
+/// Steps 2 to 4 of `select` with the waiters on the caller's stack (threads, polls, selects
+/// of more than `LazySlot.max` clauses). Not inlined: its waiters (over a kilobyte) would
+/// spread every select's frame, and a coroutine's stack lines are cache misses when a
+/// thousand of them take turns (ChanPopular).
+noinline fn selectStack(clauses: []const Clause, order: []const u8, options: SelectOptions) SelectError!Selected {
+    const n: u32 = @intCast(clauses.len);
     var locks: [max_clauses]*Channel = undefined;
     const nlocks = lockSet(clauses, &locks);
     lockAll(locks[0..nlocks]);
 
     // 2. Probe, all locked: none is ready, or we register on all of them before unlocking.
-    if (try probeLocked(clauses, order[0..n], locks[0..nlocks])) |got| return got;
+    if (try probeLocked(clauses, order, locks[0..nlocks])) |got| return got;
     if (options.poll) {
         unlockAll(locks[0..nlocks]);
         return error.WouldBlock;
@@ -1489,7 +1592,7 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     fromContext(&token, &deadline, if (caller.ref) |r| r.co else null);
     if (token) |t| registered = t.register(&tw.link);
     unlockAll(locks[0..nlocks]);
-    var winner: u32 = SelectState.no_winner;
+    var winner: u8 = SelectState.no_winner;
     const token_fired = token != null and !registered;
     // A coroutine abandoned in this wait must leave no clause queued and no token link.
     var guard: SelectGuard = .{
@@ -1506,11 +1609,11 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     const was_interrupted = token_fired or sel.status.load(.acquire) == interrupted;
     if (timed_out or was_interrupted) {
         // Give up, unless a clause won meanwhile (acq_rel: pairs with the claimants' CAS).
-        winner = sel.winner.cmpxchgStrong(SelectState.no_winner, SelectState.gave_up, .acq_rel, .acquire) orelse SelectState.gave_up;
+        winner = sel.giveUp(0);
         // A clause that won meanwhile stored its outcome under its channel's lock, which
         // `lockAll` below takes before the outcome is read.
     } else {
-        winner = sel.winner.load(.acquire);
+        winner = sel.winnerOf(0);
     }
 
     // 4. Unlink the clauses nobody took. After a plain win the winner's completer is done
@@ -1561,6 +1664,281 @@ fn unlinkClauses(clauses: []const Clause, waiters: []Waiter) void {
         }
     }
 }
+
+/// A coroutine's select waiters, kept in its side room (`Coroutine.sideRoom`) from one select
+/// to the next. A select that waited leaves its losing clauses queued, stale (`Waiter.isStale`:
+/// the shared `SelectState` moved on to a winner and later to new generations), instead of
+/// locking their channels again to unlink them; the coroutine's next select re-arms a waiter
+/// in place when its clause names the same channel and side at the same index, and unlinks it
+/// otherwise; whoever else meets a stale waiter (a completer's `popSlow`, close, cancel)
+/// unlinks it on the way. Each waiter that may be queued holds a reference on its channel's
+/// memory (`Channel.refs`), so that a destroy in between cannot free the memory under it.
+/// The coroutine's `finish` lets go of everything.
+///
+/// Invariant: `waiters[i]` may be queued only while `chans[i]` is set, and then only in that
+/// channel's `kinds[i]` queue (that channel's lock tells whether it still is).
+const LazySlot = struct {
+    finish: coroutine.Cleanup = .{ .run = onFinish },
+    state: SelectState = .{},
+    chans: [max]?*Channel = @splat(null),
+    kinds: [max]ClauseKind = undefined,
+    waiters: [max]Waiter = undefined,
+
+    /// Selects with more clauses use the stack (and unlink their losers before returning).
+    const max = 4;
+
+    comptime {
+        assert(@sizeOf(LazySlot) <= coroutine.side_room_size);
+        assert(@alignOf(LazySlot) <= 64);
+    }
+
+    /// The slot of `co` (the calling coroutine), set up on its first select.
+    fn of(co: *coroutine.Coroutine) *LazySlot {
+        const slot: *LazySlot = @ptrCast(co.sideRoom());
+        if (co.finish == null) {
+            // The room is ours from now until the coroutine finishes. No waiter anywhere
+            // points into it: a previous coroutine on this stack let go of all of them.
+            slot.* = .{};
+            co.finish = &slot.finish;
+        }
+        return slot;
+    }
+
+    fn queueOf(ch: *Channel, kind: ClauseKind) *WaitQueue {
+        return switch (kind) {
+            .send => &ch.senders,
+            .receive => &ch.receivers,
+        };
+    }
+
+    /// With `chans[i]` locked: takes waiter `i` out of its queue if it is still there.
+    fn unlinkLocked(slot: *LazySlot, i: usize) void {
+        const w = &slot.waiters[i];
+        if (!w.linked) return;
+        queueOf(slot.chans[i].?, slot.kinds[i]).remove(w);
+        w.untag();
+    }
+
+    /// Waiter `i` is still queued from an earlier select of this coroutine on the channel and
+    /// side of `c` (a hint: a completer may unlink it at any moment; the re-arming CAS decides).
+    fn stillQueued(slot: *const LazySlot, i: usize, c: Clause) bool {
+        return slot.chans[i] == c.ch and slot.kinds[i] == c.kind and slot.waiters[i].tag.load(.monotonic) & 1 != 0;
+    }
+
+    /// Lets go of `chans[i]`: unlinks waiter `i` under that channel's lock and drops the
+    /// reference (which may free a destroyed channel's memory).
+    fn reclaim(slot: *LazySlot, i: usize) void {
+        const ch = slot.chans[i] orelse return;
+        ch.lock();
+        slot.unlinkLocked(i);
+        ch.unlock();
+        slot.chans[i] = null;
+        ch.unref();
+    }
+
+    fn onFinish(c: *coroutine.Cleanup) void {
+        const slot: *LazySlot = @fieldParentPtr("finish", c);
+        // An abandoned coroutine may be parked in a select: give it up first, so that no clause
+        // can win while the others are unlinked one channel at a time.
+        _ = slot.state.giveUp(slot.state.word.load(.monotonic) >> 8);
+        for (0..max) |i| slot.reclaim(i);
+    }
+};
+
+/// `select` for a coroutine with at most `LazySlot.max` clauses, after `probeEach` found none
+/// ready. A clause whose waiter is still queued from this coroutine's previous select (same
+/// index, channel and side; it lost there) is re-armed by a CAS of its tag, without its
+/// channel's lock, and is not probed: a queued receive waiter is met by every send that could
+/// have made the channel ready since it was queued (a send takes the oldest receiver that can
+/// still complete, stale ones unlinked on the way, before it may buffer or wait; a close or a
+/// cancel unlinks every waiter), so while it stays queued its clause is not ready, and
+/// likewise for a send. Only the other clauses' channels are locked and probed. ChanPopular's
+/// 1,000 selectors share one channel that never becomes ready: its lock, taken twice per select,
+/// was most of the cost; now it is not taken at all.
+///
+/// A waiter re-armed in place keeps its place in the queue, which may be ahead of waiters that
+/// came while it was stale: such a clause can be served once before them, no more (a served
+/// waiter is unlinked and queues at the tail next time).
+noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order: []const u8, options: SelectOptions) SelectError!Selected {
+    const n = clauses.len;
+    const slot = LazySlot.of(co);
+    // Waiters left on channels this select does not use: unlinked now, each under its own
+    // lock, before this select's locks are taken (one lock at a time: no order to keep).
+    for (0..LazySlot.max) |i| {
+        const ch = slot.chans[i] orelse continue;
+        const used = for (clauses) |c| {
+            if (c.ch == ch) break true;
+        } else false;
+        if (!used) slot.reclaim(i);
+    }
+    const caller = Channel.waiterForCaller(undefined);
+    var gen: u64 = undefined;
+    var locks: [max_clauses]*Channel = undefined;
+    var nlocks: usize = 0;
+    var dropped: [LazySlot.max]?*Channel = @splat(null);
+    var won_early = false;
+    while (true) {
+        // Lazy clauses (re-armed by CAS) and the channels to lock: every other clause's, and
+        // those of leftover waiters this select does not re-arm (to unlink them). A lazy clause
+        // on a channel locked anyway is re-armed under the lock.
+        var lazy: u32 = 0;
+        for (clauses, 0..) |c, i| {
+            if (slot.stillQueued(i, c)) lazy |= @as(u32, 1) << @intCast(i);
+        }
+        nlocks = 0;
+        for (0..LazySlot.max) |i| {
+            if (i < n and lazy & (@as(u32, 1) << @intCast(i)) != 0) continue;
+            if (i < n) addLock(&locks, &nlocks, clauses[i].ch);
+            if (slot.chans[i]) |old| addLock(&locks, &nlocks, old);
+        }
+        for (clauses, 0..) |c, i| {
+            if (std.mem.indexOfScalar(*Channel, locks[0..nlocks], c.ch) != null) lazy &= ~(@as(u32, 1) << @intCast(i));
+        }
+        sortLocks(locks[0..nlocks]);
+        lockAll(locks[0..nlocks]);
+        if (try probeLockedExcept(clauses, order, locks[0..nlocks], lazy)) |got| return got;
+
+        // A new generation: from here on no waiter of an earlier select can win. Monotonic
+        // status store: nobody can complete a clause of this generation before its waiter is
+        // armed below (under a lock we hold, or by the release CAS).
+        gen = (slot.state.word.load(.monotonic) >> 8) + 1;
+        slot.state.status.store(pending, .monotonic);
+        // Release: pairs with a claimant's acquire load of a re-armed tag.
+        slot.state.word.store(SelectState.armed(gen), .release);
+        var rearmed = true;
+        for (0..n) |i| {
+            if (lazy & (@as(u32, 1) << @intCast(i)) == 0) continue;
+            const w = &slot.waiters[i];
+            // Read by a completer only once it claimed the clause (after seeing the CAS).
+            w.elem = clauses[i].elem;
+            w.ref = caller.ref;
+            w.sched = caller.sched;
+            const t = w.tag.load(.monotonic);
+            // Release: pairs with the claimant's acquire load of the tag (it then sees the
+            // fields above and this generation armed). Fails if a completer unlinked it.
+            if (t & 1 == 0 or w.tag.cmpxchgStrong(t, gen << 1 | 1, .release, .monotonic) != null) {
+                rearmed = false;
+                break;
+            }
+        }
+        if (!rearmed) {
+            // Taken out of its queue since we looked. Give this generation up (unless a clause
+            // re-armed so far won already) and start again: it takes the lock path now.
+            if (slot.state.giveUp(gen) == SelectState.gave_up) {
+                unlockAll(locks[0..nlocks]);
+                continue;
+            }
+            won_early = true;
+            unlockAll(locks[0..nlocks]);
+            break;
+        }
+        // The locked clauses: re-armed in place if still queued there, else queued.
+        for (0..LazySlot.max) |i| {
+            if (i < n and lazy & (@as(u32, 1) << @intCast(i)) != 0) continue;
+            const w = &slot.waiters[i];
+            if (i < n and slot.chans[i] == clauses[i].ch and slot.kinds[i] == clauses[i].kind) {
+                w.elem = clauses[i].elem;
+                w.ref = caller.ref;
+                w.sched = caller.sched;
+                // Monotonic: under the lock that claims take.
+                w.tag.store(gen << 1 | 1, .monotonic);
+                if (!w.linked) LazySlot.queueOf(clauses[i].ch, clauses[i].kind).push(w);
+                continue;
+            }
+            if (slot.chans[i]) |old| {
+                slot.unlinkLocked(i); // locked above
+                slot.chans[i] = null;
+                dropped[i] = old;
+            }
+            if (i < n) {
+                const c = clauses[i];
+                w.* = .{ .elem = c.elem, .ref = caller.ref, .sched = caller.sched, .sel = &slot.state, .clause = @intCast(i), .tag = .init(gen << 1 | 1) };
+                LazySlot.queueOf(c.ch, c.kind).push(w);
+                // Monotonic: under the channel's lock; `unref` orders the last drop.
+                _ = c.ch.refs.fetchAdd(1, .monotonic);
+                slot.chans[i] = c.ch;
+                slot.kinds[i] = c.kind;
+            }
+        }
+        break;
+    }
+    var timed_out = false;
+    var was_interrupted = false;
+    if (won_early) {
+        // A clause won while we armed: its completer is storing the outcome.
+        _ = waitFor(&slot.state.status, caller.ref, caller.sched, null);
+    } else {
+        var tw: TokenWait = .{ .status = &slot.state.status, .ref = caller.ref, .sched = caller.sched };
+        var token = options.token;
+        var deadline = options.deadline;
+        fromContext(&token, &deadline, co);
+        var registered = false;
+        if (token) |t| registered = t.register(&tw.link); // lock order: channels, then token
+        unlockAll(locks[0..nlocks]);
+        for (dropped) |d| if (d) |ch| ch.unref();
+        const token_fired = token != null and !registered;
+        // Abandoned while it waits: the token link goes here, the waiters with `finish`.
+        var guard: TokenGuard = .{ .tw = &tw, .token = token };
+        if (registered) co.pushCleanup(&guard.cleanup);
+        timed_out = token_fired or waitFor(&slot.state.status, caller.ref, caller.sched, deadline);
+        if (registered) {
+            co.popCleanup(&guard.cleanup);
+            token.?.unregister(&tw.link);
+        }
+        was_interrupted = token_fired or slot.state.status.load(.acquire) == interrupted;
+    }
+    var winner: u8 = undefined;
+    if (timed_out or was_interrupted) {
+        winner = slot.state.giveUp(gen);
+        // The clauses are stale now; unlinked while the locks are taken anyway, to count the
+        // give-up or to read a win that raced with it (its outcome was stored under its
+        // channel's lock).
+        const nall = lockSet(clauses, &locks);
+        lockAll(locks[0..nall]);
+        for (0..n) |i| slot.unlinkLocked(i);
+        if (winner == SelectState.gave_up) {
+            for (locks[0..nall]) |ch| {
+                if (was_interrupted) ch.metrics.fail_cancelled += 1 else ch.metrics.fail_timeout += 1;
+            }
+        }
+        unlockAll(locks[0..nall]);
+        if (winner == SelectState.gave_up) return if (was_interrupted) error.Interrupted else error.Timeout;
+    } else {
+        winner = slot.state.winnerOf(gen);
+    }
+    assert(winner < n);
+    const outcome = slot.state.status.load(.acquire);
+    return .{ .index = winner, .closed = outcome == done_closed, .cancelled = outcome == done_cancelled };
+}
+
+/// Adds `ch` to `locks[0..n.*]` unless it is there.
+fn addLock(locks: *[max_clauses]*Channel, n: *usize, ch: *Channel) void {
+    if (std.mem.indexOfScalar(*Channel, locks[0..n.*], ch) != null) return;
+    locks[n.*] = ch;
+    n.* += 1;
+}
+
+/// Sorts channels by address (the lock order). An insertion sort: at most `max_clauses`, and
+/// `std.mem.sort`'s block sort put kilobytes in every select's frame.
+fn sortLocks(locks: []*Channel) void {
+    std.sort.insertion(*Channel, locks, {}, struct {
+        fn lt(_: void, a: *Channel, b: *Channel) bool {
+            return @intFromPtr(a) < @intFromPtr(b);
+        }
+    }.lt);
+}
+
+/// Unregisters a lazy select's token link if the coroutine is abandoned while it waits.
+const TokenGuard = struct {
+    cleanup: coroutine.Cleanup = .{ .run = run },
+    tw: *TokenWait,
+    token: ?*Token,
+
+    fn run(c: *coroutine.Cleanup) void {
+        const g: *TokenGuard = @fieldParentPtr("cleanup", c);
+        g.token.?.unregister(&g.tw.link);
+    }
+};
 
 /// What `select` undoes for a coroutine abandoned while it waits (`coroutine.Cleanup`).
 const SelectGuard = struct {
@@ -1626,8 +2004,7 @@ pub const AsyncSelect = struct {
     /// Gives the select up if no clause has won (true: nothing happened, no `notify`; it is
     /// cleaned up). False: a clause won, `notify` runs or ran; `cleanup` after it.
     pub fn withdraw(as: *AsyncSelect) bool {
-        // Acq_rel: pairs with the claimants' CAS in `Waiter.claim`.
-        if (as.state.winner.cmpxchgStrong(SelectState.no_winner, SelectState.gave_up, .acq_rel, .acquire) != null) return false;
+        if (as.state.giveUp(0) != SelectState.gave_up) return false;
         as.cleanup();
         return true;
     }
@@ -1643,7 +2020,14 @@ pub const AsyncSelect = struct {
 /// Step 2 of select, with every lock held: completes the first ready clause in `order`,
 /// unlocks, wakes its partner and returns it; null (locks still held) if none is ready.
 fn probeLocked(clauses: []const Clause, order: []const u8, locks: []const *Channel) SelectError!?Selected {
+    return probeLockedExcept(clauses, order, locks, 0);
+}
+
+/// `probeLocked` skipping the clauses in `skip` (a bit per clause index), which are known not
+/// to be ready (`selectLazy`).
+fn probeLockedExcept(clauses: []const Clause, order: []const u8, locks: []const *Channel, skip: u32) SelectError!?Selected {
     for (order) |i| {
+        if (skip & (@as(u32, 1) << @intCast(i)) != 0) continue;
         const c = clauses[i];
         var wake: ?Waiter.Wake = null;
         var closed = false;
@@ -1724,11 +2108,7 @@ fn lockSet(clauses: []const Clause, out: *[max_clauses]*Channel) usize {
             n += 1;
         }
     }
-    std.mem.sort(*Channel, out[0..n], {}, struct {
-        fn lt(_: void, a: *Channel, b: *Channel) bool {
-            return @intFromPtr(a) < @intFromPtr(b);
-        }
-    }.lt);
+    sortLocks(out[0..n]);
     return n;
 }
 
@@ -2615,6 +2995,191 @@ test "select: stress with plain operations on scheduled coroutines, each value e
     for ([_]*Channel{ S.chans[0], S.chans[1], S.side }) |ch| {
         try testing.expect(ch.receivers.isEmpty() and ch.senders.isEmpty());
     }
+}
+
+// A coroutine's select (`selectLazy`) leaves its losing clauses queued, stale, and re-arms them
+// in place; these pin down what that must never change.
+
+test "select on a coroutine: a losing clause stays queued but stale; unlinked by a send, it takes the lock path next time" {
+    const S = struct {
+        var c: *Channel = undefined;
+        var d: *Channel = undefined;
+        var e: *Channel = undefined;
+        var idx: [2]u32 = .{ 9, 9 };
+        var got: [2]u64 = .{ 0, 0 };
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            var x: u64 = 0;
+            for (0..2) |round| {
+                const clauses = [_]Clause{
+                    .{ .ch = c, .kind = .receive, .elem = std.mem.asBytes(&x) },
+                    .{ .ch = d, .kind = .receive, .elem = std.mem.asBytes(&x) },
+                };
+                const r = select(&clauses, .{}) catch unreachable;
+                idx[round] = r.index;
+                got[round] = x;
+                _ = recvU64(e) catch unreachable; // parks between rounds
+            }
+        }
+    };
+    S.c = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.c.destroy();
+    S.d = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.d.destroy();
+    S.e = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.e.destroy();
+    var s: scheduler.Scheduler = undefined;
+    try s.start(testing.allocator, .{ .workers = 1, .stack_size = 32 * 1024 });
+    defer s.shutdown(.cancel);
+    _ = try s.spawn(S.selector, null);
+    const limit = 10 * std.time.ns_per_s;
+
+    // Round 1 wins on d; its clause on c stays queued, stale.
+    try awaitQueued(S.d, "receivers");
+    try S.d.send(std.mem.asBytes(&@as(u64, 1)), scheduler.monotonicNs() + limit, false);
+    try awaitQueued(S.e, "receivers");
+    S.c.lock();
+    const stale = S.c.receivers.head != null and S.c.receivers.head.?.isStale();
+    S.c.unlock();
+    try testing.expect(stale);
+    // A stale waiter takes nothing: the try-send fails, and unlinks it on the way.
+    try testing.expectError(error.WouldBlock, trySendU64(S.c, 2));
+    try testing.expect(S.c.receivers.isEmpty());
+
+    // Round 2 must queue on c again (through the lock) to get this send.
+    try S.e.send(std.mem.asBytes(&@as(u64, 0)), scheduler.monotonicNs() + limit, false);
+    try awaitQueued(S.c, "receivers");
+    try S.c.send(std.mem.asBytes(&@as(u64, 5)), scheduler.monotonicNs() + limit, false);
+    try awaitQueued(S.e, "receivers");
+    try testing.expectEqual([2]u32{ 1, 0 }, S.idx);
+    try testing.expectEqual([2]u64{ 1, 5 }, S.got);
+    // Round 2's losing clause (on d) is stale until the coroutine ends, which unlinks it.
+    try testing.expect(!S.d.receivers.isEmpty());
+    try S.e.send(std.mem.asBytes(&@as(u64, 0)), scheduler.monotonicNs() + limit, false);
+    try s.drainFor(limit);
+    for ([_]*Channel{ S.c, S.d, S.e }) |ch| try testing.expect(ch.receivers.isEmpty() and ch.senders.isEmpty());
+}
+
+test "select on a coroutine: a channel destroyed under a stale clause keeps its memory until the coroutine lets go" {
+    const S = struct {
+        var c: *Channel = undefined;
+        var d: *Channel = undefined;
+        var e: *Channel = undefined;
+        var f: *Channel = undefined;
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            var x: u64 = 0;
+            const clauses = [_]Clause{
+                .{ .ch = c, .kind = .receive, .elem = std.mem.asBytes(&x) },
+                .{ .ch = d, .kind = .receive, .elem = std.mem.asBytes(&x) },
+            };
+            _ = select(&clauses, .{}) catch unreachable; // wins on d
+            _ = recvU64(e) catch unreachable; // c is destroyed meanwhile
+            // A select on other channels lets go of c's memory, which only the stale clause's
+            // reference kept.
+            const others = [_]Clause{
+                .{ .ch = d, .kind = .receive, .elem = std.mem.asBytes(&x) },
+                .{ .ch = f, .kind = .receive, .elem = std.mem.asBytes(&x) },
+            };
+            _ = select(&others, .{}) catch unreachable;
+        }
+    };
+    S.c = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    S.d = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.d.destroy();
+    S.e = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.e.destroy();
+    S.f = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.f.destroy();
+    var s: scheduler.Scheduler = undefined;
+    try s.start(testing.allocator, .{ .workers = 1, .stack_size = 32 * 1024 });
+    defer s.shutdown(.cancel);
+    _ = try s.spawn(S.selector, null);
+    const limit = 10 * std.time.ns_per_s;
+    try awaitQueued(S.d, "receivers");
+    try S.d.send(std.mem.asBytes(&@as(u64, 1)), scheduler.monotonicNs() + limit, false);
+    try awaitQueued(S.e, "receivers");
+    try testing.expectEqual(@as(u32, 2), S.c.refs.load(.acquire)); // the creator's and the clause's
+    S.c.destroy(); // unlinks the stale clause; the memory waits for the coroutine
+    try S.e.send(std.mem.asBytes(&@as(u64, 0)), scheduler.monotonicNs() + limit, false);
+    try awaitQueued(S.f, "receivers");
+    try S.f.send(std.mem.asBytes(&@as(u64, 0)), scheduler.monotonicNs() + limit, false);
+    try s.drainFor(limit);
+    // testing.allocator reports c's memory if the coroutine never let go of it.
+}
+
+test "select on coroutines: stale clauses re-armed while senders race them, every value exactly once" {
+    // ChanPopular's shape with traffic on the shared channel: selectors on (shared, own),
+    // threads sending on the shared channel at any moment (unlinking stale clauses, racing
+    // the re-arming CAS), a driver feeding every selector's own channel.
+    const selectors = 16;
+    const rounds = 1_000;
+    const shared_values = 20_000;
+    const S = struct {
+        var shared: *Channel = undefined;
+        var own: [selectors]*Channel = undefined;
+        var seen: [shared_values]std.atomic.Value(u8) = @splat(.init(0));
+        var own_count: [selectors]u32 = @splat(0);
+        var next_id = std.atomic.Value(u32).init(0);
+        var senders_left = std.atomic.Value(u32).init(2);
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            const id = next_id.fetchAdd(1, .monotonic);
+            var x: u64 = 0;
+            var y: u64 = 0;
+            var open = [2]bool{ true, true };
+            while (open[0] or open[1]) {
+                var clauses: [2]Clause = undefined;
+                var map: [2]u8 = undefined;
+                var n: usize = 0;
+                if (open[0]) {
+                    clauses[n] = .{ .ch = shared, .kind = .receive, .elem = std.mem.asBytes(&x) };
+                    map[n] = 0;
+                    n += 1;
+                }
+                if (open[1]) {
+                    clauses[n] = .{ .ch = own[id], .kind = .receive, .elem = std.mem.asBytes(&y) };
+                    map[n] = 1;
+                    n += 1;
+                }
+                const got = select(clauses[0..n], .{}) catch unreachable;
+                const which = map[got.index];
+                if (got.closed) {
+                    open[which] = false;
+                } else if (which == 0) {
+                    _ = seen[x].fetchAdd(1, .monotonic);
+                } else {
+                    own_count[id] += 1;
+                }
+            }
+        }
+        fn driver(_: ?*anyopaque) callconv(.c) void {
+            for (0..rounds) |r| {
+                for (own) |ch| sendU64(ch, r) catch unreachable;
+            }
+            for (own) |ch| _ = ch.close();
+        }
+        fn sender(first: usize) void {
+            var v = first;
+            while (v < shared_values) : (v += 2) sendU64(shared, v) catch unreachable;
+            if (senders_left.fetchSub(1, .acq_rel) == 1) _ = shared.close();
+        }
+    };
+    S.shared = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.shared.destroy();
+    for (&S.own) |*ch| ch.* = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer for (S.own) |ch| ch.destroy();
+    var s: scheduler.Scheduler = undefined;
+    try s.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    defer s.shutdown(.cancel);
+    for (0..selectors) |_| _ = try s.spawn(S.selector, null);
+    _ = try s.spawn(S.driver, null);
+    const t0 = try std.Thread.spawn(.{}, S.sender, .{0});
+    const t1 = try std.Thread.spawn(.{}, S.sender, .{1});
+    t0.join();
+    t1.join();
+    try s.drainFor(60 * std.time.ns_per_s);
+    for (&S.seen) |*v| try testing.expectEqual(@as(u8, 1), v.load(.monotonic));
+    for (S.own_count) |k| try testing.expectEqual(@as(u32, rounds), k);
+    try testing.expect(S.shared.receivers.isEmpty() and S.shared.senders.isEmpty());
+    try testing.expectEqual(@as(u32, 1), S.shared.refs.load(.acquire)); // every clause let go
 }
 
 /// Test helper: waits (bounded: 10 s) until `q` of `c` has a waiter queued.

@@ -35,6 +35,11 @@
 //! waiter in a channel's queue, a link on a token, a reference) must then be undone by others.
 //! Each such wait pushes a `Cleanup` for the time it may park; `runCleanups` runs them.
 //!
+//! Below the object lies the coroutine's side room (`sideRoom`): memory that outlives any one
+//! call but not the coroutine (a select keeps its waiters there between selects, see
+//! chan/channel.zig). Whoever fills it sets `finish`, which runs once when the coroutine
+//! finishes or is abandoned, to undo what the room still holds registered elsewhere.
+//!
 //! FP control state (MXCSR and x87 CW on x86_64, FPCR on AArch64) is saved across switches only
 //! for coroutines created with `fp_control = true`. A coroutine created without it shares the
 //! FP control state of whoever resumes it: it must restore any rounding-mode or exception-mask
@@ -167,6 +172,10 @@ pub const Coroutine = struct {
     /// What must be undone if the coroutine is abandoned where it stands, innermost first
     /// (`Cleanup`). Only the coroutine itself changes it while it can run.
     cleanups: ?*Cleanup,
+    /// Runs once when the coroutine finishes (on its own stack, after its entry returned) or is
+    /// abandoned (`runCleanups`, after the cleanups): set by code that keeps state in the side
+    /// room beyond one call. Null in a new coroutine.
+    finish: ?*Cleanup,
 
     pub const Error = error{
         /// resume of a coroutine that is running (here or on another thread)
@@ -207,11 +216,12 @@ pub const Coroutine = struct {
         co.wake_status = 0;
         co.context = ctx_mod.empty;
         co.cleanups = null;
+        co.finish = null;
         co.timer_state.store(old_timer & ~@as(u32, 1), .monotonic);
         // Release: the fields above are written before anyone can see the new generation.
         co.word.store(@bitCast(Word{ .state = .created, .permit = false, .gen = old_gen +% 1 }), .release);
-        // The stack proper starts below the object.
-        sw.init(&co.ctx, addr, @intFromPtr(&coroMain), @intFromPtr(co));
+        // The stack proper starts below the object and its side room.
+        sw.init(&co.ctx, addr - side_room_size, @intFromPtr(&coroMain), @intFromPtr(co));
         return co;
     }
 
@@ -239,6 +249,20 @@ pub const Coroutine = struct {
             co.cleanups = c.next;
             c.run(c);
         }
+        co.runFinish();
+    }
+
+    /// Runs `finish` once, if set.
+    fn runFinish(co: *Coroutine) void {
+        const f = co.finish orelse return;
+        co.finish = null;
+        f.run(f);
+    }
+
+    /// The side room: `side_room_size` bytes right below the object, 64-byte aligned, its
+    /// contents undefined in a new coroutine (see the file header).
+    pub fn sideRoom(co: *Coroutine) *align(64) [side_room_size]u8 {
+        return @ptrFromInt(@intFromPtr(co) - side_room_size);
     }
 
     /// Where the coroutine object of `stack` lives (whether or not one was ever created there).
@@ -499,13 +523,18 @@ pub fn parkCurrent(co: *Coroutine) callconv(hot) void {
 
 fn coroMain(co: *Coroutine) callconv(.c) noreturn {
     co.entry(co.arg);
+    co.runFinish();
     co.exit = .finish;
     co.switch_fn(&co.ctx, &co.caller);
     unreachable; // a finished coroutine is never resumed (`resume` returns error.Finished)
 }
 
+/// Bytes of side room below each coroutine object (`Coroutine.sideRoom`).
+pub const side_room_size = 640;
+
 comptime {
     assert(@sizeOf(Coroutine) <= 512);
+    assert(side_room_size % 64 == 0);
 }
 
 // ---------------------------------------------------------------------------------------------
