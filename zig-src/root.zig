@@ -2507,6 +2507,66 @@ test "C ABI: a shutdown abandoning parked coroutines leaves no waiter behind and
     try testing.expectEqual(@as(u32, 0), scope_entry.refs.load(.acquire));
 }
 
+test "C ABI: a select clause left queued on a channel that is destroyed lets go of its memory when the coroutine ends" {
+    const S = struct {
+        var chs: [3]u32 = .{ 0, 0, 0 }; // shared, own, park
+        var scope: u32 = 0;
+        var index: u32 = 9;
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            var x: u64 = 0;
+            var y: u64 = 0;
+            const cs = [_]Clause{
+                .{ .handle = chs[0], .kind = 1, .size = 8, .elem = &x },
+                .{ .handle = chs[1], .kind = 1, .size = 8, .elem = &y },
+            };
+            _ = kc_select(&cs, 2, 0, 0, 0, &index); // wins on `own`; its clause on `shared` stays
+            var v: u64 = 0;
+            _ = kc_chan_recv(chs[2], &v, 8, 0, 0, 0); // `shared` is destroyed meanwhile
+        }
+        fn queued(h: u32) bool {
+            const e = chans().acquire(h) catch return false;
+            defer chans().release(e);
+            const ch = ChanRegistry.channelOf(e);
+            ch.lock();
+            defer ch.unlock();
+            return ch.receivers.head != null;
+        }
+        fn awaitQueued(h: u32) !void {
+            const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+            while (!queued(h)) {
+                if (kc_now_ns() > deadline) return error.NeverQueued;
+                std.Thread.yield() catch {};
+            }
+        }
+    };
+    for (&S.chs) |*h| try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, h));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &S.scope));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(S.scope, S.selector, null, 0, null));
+    try S.awaitQueued(S.chs[1]);
+    var one: u64 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(S.chs[1], &one, 8, kc_now_ns() + 10 * std.time.ns_per_s, 0, 0));
+    try S.awaitQueued(S.chs[2]);
+    try testing.expectEqual(@as(u32, 1), S.index);
+    const shared_mem = blk: {
+        const e = try chans().acquire(S.chs[0]);
+        defer chans().release(e);
+        break :blk ChanRegistry.channelOf(e);
+    };
+    try testing.expectEqual(@as(u32, 2), shared_mem.refs.load(.acquire)); // the clause's too
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.chs[0]));
+    // A new channel, likely in the same memory: the stale clause is no longer in its queues.
+    var fresh: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &fresh));
+    try testing.expectEqual(Status.again.code(), kc_chan_try_send(fresh, &one, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(S.chs[2], &one, 8, kc_now_ns() + 10 * std.time.ns_per_s, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
+    try testing.expectEqual(@as(u32, 1), shared_mem.refs.load(.acquire)); // the coroutine let go
+    try testing.expectEqual(@as(i32, 0), kc_scope_destroy(S.scope));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    for ([_]u32{ fresh, S.chs[1], S.chs[2] }) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+}
+
 test "C ABI: destroying a hand-driven coroutine parked in a channel receive leaves no waiter" {
     const S = struct {
         var ch: u32 = 0;
