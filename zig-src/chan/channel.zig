@@ -3182,6 +3182,113 @@ test "select on coroutines: stale clauses re-armed while senders race them, ever
     try testing.expectEqual(@as(u32, 1), S.shared.refs.load(.acquire)); // every clause let go
 }
 
+test "select on coroutines: seeded random clause sets, orders, kinds and timeouts, every value exactly once" {
+    // Each select draws 1 to 5 clauses (5: the stack path, with leftovers of earlier selects
+    // still queued), each a send or a receive on one of four channels, repeats allowed, and a
+    // short deadline; threads send and receive on the same channels meanwhile. Clause indices,
+    // channels and sides change from one select to the next, so leftovers are re-armed, moved
+    // or unlinked in every combination, and some selects time out.
+    const selectors = 6;
+    const per_selector = 1_000;
+    const thread_ops = 3_000;
+    const producers = selectors + 2;
+    const id_space = 8_192; // IDs per producer: more than any of them uses
+    const S = struct {
+        var chans: [4]*Channel = undefined;
+        var sent: [producers * id_space]std.atomic.Value(u8) = @splat(.init(0));
+        var received: [producers * id_space]std.atomic.Value(u8) = @splat(.init(0));
+        var next_id = std.atomic.Value(u32).init(0);
+        const seed = 0x5e1ec7;
+
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            const p = next_id.fetchAdd(1, .monotonic);
+            var prng = std.Random.DefaultPrng.init(seed + p);
+            const r = prng.random();
+            var k: u64 = 0;
+            var vals: [5]u64 = undefined;
+            for (0..per_selector) |_| {
+                const n = 1 + r.uintLessThan(usize, 5);
+                var clauses: [5]Clause = undefined;
+                for (0..n) |i| {
+                    const ch = chans[r.uintLessThan(usize, chans.len)];
+                    if (r.boolean()) {
+                        vals[i] = p * id_space + k;
+                        k += 1;
+                        clauses[i] = .{ .ch = ch, .kind = .send, .elem = std.mem.asBytes(&vals[i]) };
+                    } else {
+                        clauses[i] = .{ .ch = ch, .kind = .receive, .elem = std.mem.asBytes(&vals[i]) };
+                    }
+                }
+                const deadline = scheduler.monotonicNs() + 200 * std.time.ns_per_us;
+                const got = select(clauses[0..n], .{ .deadline = deadline, .unbiased = r.boolean() }) catch |err| {
+                    assert(err == error.Timeout);
+                    continue;
+                };
+                assert(!got.closed and !got.cancelled);
+                const v = vals[got.index];
+                switch (clauses[got.index].kind) {
+                    .send => _ = sent[v].fetchAdd(1, .monotonic),
+                    .receive => _ = received[v].fetchAdd(1, .monotonic),
+                }
+            }
+        }
+
+        fn partner(p: u64) void {
+            var prng = std.Random.DefaultPrng.init(seed + p);
+            const r = prng.random();
+            var k: u64 = 0;
+            for (0..thread_ops) |_| {
+                const ch = chans[r.uintLessThan(usize, chans.len)];
+                const deadline = scheduler.monotonicNs() + 200 * std.time.ns_per_us;
+                if (r.boolean()) {
+                    const v = p * id_space + k;
+                    k += 1;
+                    ch.send(std.mem.asBytes(&v), deadline, false) catch continue;
+                    _ = sent[v].fetchAdd(1, .monotonic);
+                } else {
+                    var v: u64 = 0;
+                    ch.receive(std.mem.asBytes(&v), deadline, false) catch continue;
+                    _ = received[v].fetchAdd(1, .monotonic);
+                }
+            }
+        }
+    };
+    const kinds = [_]Options{
+        .{ .elem_size = 8 },
+        .{ .elem_size = 8, .capacity = 1 },
+        .{ .elem_size = 8, .capacity = 3 },
+        .{ .elem_size = 8 },
+    };
+    for (&S.chans, kinds) |*ch, o| ch.* = try Channel.create(testing.allocator, o);
+    defer for (S.chans) |ch| ch.destroy();
+    var s: scheduler.Scheduler = undefined;
+    try s.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    defer s.shutdown(.cancel);
+    for (0..selectors) |_| _ = try s.spawn(S.selector, null);
+    const t0 = try std.Thread.spawn(.{}, S.partner, .{selectors});
+    const t1 = try std.Thread.spawn(.{}, S.partner, .{selectors + 1});
+    t0.join();
+    t1.join();
+    try s.drainFor(60 * std.time.ns_per_s);
+    // What is still buffered counts as received.
+    for (S.chans) |ch| {
+        while (tryRecvU64(ch)) |v| {
+            _ = S.received[v].fetchAdd(1, .monotonic);
+        } else |err| try testing.expectEqual(error.WouldBlock, err);
+    }
+    var delivered: usize = 0;
+    for (&S.sent, &S.received) |*a, *b| {
+        try testing.expectEqual(a.load(.monotonic), b.load(.monotonic));
+        try testing.expect(a.load(.monotonic) <= 1);
+        delivered += a.load(.monotonic);
+    }
+    try testing.expect(delivered > 0);
+    for (S.chans) |ch| {
+        try testing.expect(ch.receivers.isEmpty() and ch.senders.isEmpty());
+        try testing.expectEqual(@as(u32, 1), ch.refs.load(.acquire));
+    }
+}
+
 /// Test helper: waits (bounded: 10 s) until `q` of `c` has a waiter queued.
 fn awaitQueued(c: *Channel, comptime field: []const u8) error{NeverQueued}!void {
     const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
