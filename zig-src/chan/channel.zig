@@ -1266,14 +1266,19 @@ pub const Channel = struct {
     /// once, later, on whichever thread completes it: a completer, `close`, `cancel`). The
     /// owner keeps `op` and `elem`'s memory alive until then, or until `withdraw` returns
     /// true. Errors as for a try-operation, never WouldBlock. Any thread.
+    /// The queue where waiters of `kind` wait.
+    inline fn queue(ch: *Channel, kind: ClauseKind) *WaitQueue {
+        return switch (kind) {
+            .send => &ch.senders,
+            .receive => &ch.receivers,
+        };
+    }
+
     pub fn submit(ch: *Channel, op: *AsyncOp, elem: [*]u8) Error!Submitted {
         ch.lock();
         if (try ch.attempt(op.kind, elem)) return .done;
         op.waiter = .{ .elem = elem, .ref = null, .sched = null, .notify = AsyncOp.onComplete };
-        switch (op.kind) {
-            .send => ch.senders.push(&op.waiter),
-            .receive => ch.receivers.push(&op.waiter),
-        }
+        ch.queue(op.kind).push(&op.waiter);
         ch.unlock();
         return .pending;
     }
@@ -1285,10 +1290,7 @@ pub const Channel = struct {
         ch.lock();
         defer ch.unlock();
         if (!op.waiter.linked) return false;
-        switch (op.kind) {
-            .send => ch.senders.remove(&op.waiter),
-            .receive => ch.receivers.remove(&op.waiter),
-        }
+        ch.queue(op.kind).remove(&op.waiter);
         ch.metrics.fail_cancelled += 1;
         return true;
     }
@@ -1580,10 +1582,7 @@ noinline fn selectStack(clauses: []const Clause, order: []const u8, options: Sel
     var waiters: [max_clauses]Waiter = undefined;
     for (clauses, 0..) |c, i| {
         waiters[i] = .{ .elem = c.elem, .ref = caller.ref, .sched = caller.sched, .sel = &sel, .clause = @intCast(i) };
-        switch (c.kind) {
-            .send => c.ch.senders.push(&waiters[i]),
-            .receive => c.ch.receivers.push(&waiters[i]),
-        }
+        c.ch.queue(c.kind).push(&waiters[i]);
     }
     var tw: TokenWait = .{ .status = &sel.status, .ref = caller.ref, .sched = caller.sched };
     var registered = false;
@@ -1640,16 +1639,23 @@ noinline fn selectStack(clauses: []const Clause, order: []const u8, options: Sel
     }
     lockAll(unlink[0..nunlink]);
     unlinkClauses(clauses, waiters[0..n]);
-    if (winner == SelectState.gave_up) {
-        for (unlink[0..nunlink]) |ch| {
-            if (was_interrupted) ch.metrics.fail_cancelled += 1 else ch.metrics.fail_timeout += 1;
-        }
-    }
+    if (winner == SelectState.gave_up) countGiveUp(unlink[0..nunlink], was_interrupted);
     unlockAll(unlink[0..nunlink]);
     if (winner == SelectState.gave_up) return if (was_interrupted) error.Interrupted else error.Timeout;
     assert(winner < n);
-    const outcome = sel.status.load(.acquire);
+    return selectedOf(winner, sel.status.load(.acquire));
+}
+
+/// A select's result: clause `winner` completed with `outcome` (its status word).
+fn selectedOf(winner: u8, outcome: u32) Selected {
     return .{ .index = winner, .closed = outcome == done_closed, .cancelled = outcome == done_cancelled };
+}
+
+/// Counts a select that gave up (deadline or token) on each of its channels, locked.
+fn countGiveUp(chs: []const *Channel, was_interrupted: bool) void {
+    for (chs) |ch| {
+        if (was_interrupted) ch.metrics.fail_cancelled += 1 else ch.metrics.fail_timeout += 1;
+    }
 }
 
 /// Takes the select's waiters that are still queued (no completer took them) out of their
@@ -1657,11 +1663,7 @@ noinline fn selectStack(clauses: []const Clause, order: []const u8, options: Sel
 fn unlinkClauses(clauses: []const Clause, waiters: []Waiter) void {
     assert(clauses.len == waiters.len);
     for (clauses, waiters) |c, *w| {
-        if (!w.linked) continue;
-        switch (c.kind) {
-            .send => c.ch.senders.remove(w),
-            .receive => c.ch.receivers.remove(w),
-        }
+        if (w.linked) c.ch.queue(c.kind).remove(w);
     }
 }
 
@@ -1704,18 +1706,11 @@ const LazySlot = struct {
         return slot;
     }
 
-    fn queueOf(ch: *Channel, kind: ClauseKind) *WaitQueue {
-        return switch (kind) {
-            .send => &ch.senders,
-            .receive => &ch.receivers,
-        };
-    }
-
     /// With `chans[i]` locked: takes waiter `i` out of its queue if it is still there.
     fn unlinkLocked(slot: *LazySlot, i: usize) void {
         const w = &slot.waiters[i];
         if (!w.linked) return;
-        queueOf(slot.chans[i].?, slot.kinds[i]).remove(w);
+        slot.chans[i].?.queue(slot.kinds[i]).remove(w);
         w.untag();
     }
 
@@ -1842,7 +1837,7 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
                 w.sched = caller.sched;
                 // Monotonic: under the lock that claims take.
                 w.tag.store(gen << 1 | 1, .monotonic);
-                if (!w.linked) LazySlot.queueOf(clauses[i].ch, clauses[i].kind).push(w);
+                if (!w.linked) clauses[i].ch.queue(clauses[i].kind).push(w);
                 continue;
             }
             if (slot.chans[i]) |old| {
@@ -1853,7 +1848,7 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
             if (i < n) {
                 const c = clauses[i];
                 w.* = .{ .elem = c.elem, .ref = caller.ref, .sched = caller.sched, .sel = &slot.state, .clause = @intCast(i), .tag = .init(gen << 1 | 1) };
-                LazySlot.queueOf(c.ch, c.kind).push(w);
+                c.ch.queue(c.kind).push(w);
                 // Monotonic: under the channel's lock; `unref` orders the last drop.
                 _ = c.ch.refs.fetchAdd(1, .monotonic);
                 slot.chans[i] = c.ch;
@@ -1896,19 +1891,14 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
         const nall = lockSet(clauses, &locks);
         lockAll(locks[0..nall]);
         for (0..n) |i| slot.unlinkLocked(i);
-        if (winner == SelectState.gave_up) {
-            for (locks[0..nall]) |ch| {
-                if (was_interrupted) ch.metrics.fail_cancelled += 1 else ch.metrics.fail_timeout += 1;
-            }
-        }
+        if (winner == SelectState.gave_up) countGiveUp(locks[0..nall], was_interrupted);
         unlockAll(locks[0..nall]);
         if (winner == SelectState.gave_up) return if (was_interrupted) error.Interrupted else error.Timeout;
     } else {
         winner = slot.state.winnerOf(gen);
     }
     assert(winner < n);
-    const outcome = slot.state.status.load(.acquire);
-    return .{ .index = winner, .closed = outcome == done_closed, .cancelled = outcome == done_cancelled };
+    return selectedOf(winner, slot.state.status.load(.acquire));
 }
 
 /// Adds `ch` to `locks[0..n.*]` unless it is there.
@@ -1992,10 +1982,7 @@ pub const AsyncSelect = struct {
         if (try probeLocked(clauses, order[0..as.n], as.locks[0..as.nlocks])) |got| return got;
         for (clauses, 0..) |c, i| {
             as.waiters[i] = .{ .elem = c.elem, .ref = null, .sched = null, .sel = &as.state, .clause = @intCast(i), .notify = onComplete };
-            switch (c.kind) {
-                .send => c.ch.senders.push(&as.waiters[i]),
-                .receive => c.ch.receivers.push(&as.waiters[i]),
-            }
+            c.ch.queue(c.kind).push(&as.waiters[i]);
         }
         unlockAll(as.locks[0..as.nlocks]);
         return null;
@@ -2099,15 +2086,7 @@ fn probeEach(clauses: []const Clause, order: []const u8) SelectError!?Selected {
 /// The distinct channels of `clauses`, sorted by address (the lock order).
 fn lockSet(clauses: []const Clause, out: *[max_clauses]*Channel) usize {
     var n: usize = 0;
-    for (clauses) |c| {
-        const seen = for (out[0..n]) |ch| {
-            if (ch == c.ch) break true;
-        } else false;
-        if (!seen) {
-            out[n] = c.ch;
-            n += 1;
-        }
-    }
+    for (clauses) |c| addLock(out, &n, c.ch);
     sortLocks(out[0..n]);
     return n;
 }
