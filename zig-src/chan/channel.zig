@@ -2108,6 +2108,11 @@ fn unlockAll(chs: []const *Channel) void {
 
 const testing = std.testing;
 
+/// `sendU64` from a test's own thread, failing (Timeout) instead of hanging after 10 s.
+fn sendU64Within(ch: *Channel, v: u64) Error!void {
+    return ch.send(std.mem.asBytes(&v), scheduler.monotonicNs() + 10 * std.time.ns_per_s, false);
+}
+
 fn sendU64(ch: *Channel, v: u64) Error!void {
     return ch.send(std.mem.asBytes(&v), null, false);
 }
@@ -3014,7 +3019,7 @@ test "select on a coroutine: a losing clause stays queued but stale; unlinked by
 
     // Round 1 wins on d; its clause on c stays queued, stale.
     try awaitQueued(S.d, "receivers");
-    try S.d.send(std.mem.asBytes(&@as(u64, 1)), scheduler.monotonicNs() + limit, false);
+    try sendU64Within(S.d, 1);
     try awaitQueued(S.e, "receivers");
     S.c.lock();
     const stale = S.c.receivers.head != null and S.c.receivers.head.?.isStale();
@@ -3025,15 +3030,15 @@ test "select on a coroutine: a losing clause stays queued but stale; unlinked by
     try testing.expect(S.c.receivers.isEmpty());
 
     // Round 2 must queue on c again (through the lock) to get this send.
-    try S.e.send(std.mem.asBytes(&@as(u64, 0)), scheduler.monotonicNs() + limit, false);
+    try sendU64Within(S.e, 0);
     try awaitQueued(S.c, "receivers");
-    try S.c.send(std.mem.asBytes(&@as(u64, 5)), scheduler.monotonicNs() + limit, false);
+    try sendU64Within(S.c, 5);
     try awaitQueued(S.e, "receivers");
     try testing.expectEqual([2]u32{ 1, 0 }, S.idx);
     try testing.expectEqual([2]u64{ 1, 5 }, S.got);
     // Round 2's losing clause (on d) is stale until the coroutine ends, which unlinks it.
     try testing.expect(!S.d.receivers.isEmpty());
-    try S.e.send(std.mem.asBytes(&@as(u64, 0)), scheduler.monotonicNs() + limit, false);
+    try sendU64Within(S.e, 0);
     try s.drainFor(limit);
     for ([_]*Channel{ S.c, S.d, S.e }) |ch| try testing.expect(ch.receivers.isEmpty() and ch.senders.isEmpty());
 }
@@ -3074,13 +3079,13 @@ test "select on a coroutine: a channel destroyed under a stale clause keeps its 
     _ = try s.spawn(S.selector, null);
     const limit = 10 * std.time.ns_per_s;
     try awaitQueued(S.d, "receivers");
-    try S.d.send(std.mem.asBytes(&@as(u64, 1)), scheduler.monotonicNs() + limit, false);
+    try sendU64Within(S.d, 1);
     try awaitQueued(S.e, "receivers");
     try testing.expectEqual(@as(u32, 2), S.c.refs.load(.acquire)); // the creator's and the clause's
     S.c.destroy(); // unlinks the stale clause; the memory waits for the coroutine
-    try S.e.send(std.mem.asBytes(&@as(u64, 0)), scheduler.monotonicNs() + limit, false);
+    try sendU64Within(S.e, 0);
     try awaitQueued(S.f, "receivers");
-    try S.f.send(std.mem.asBytes(&@as(u64, 0)), scheduler.monotonicNs() + limit, false);
+    try sendU64Within(S.f, 0);
     try s.drainFor(limit);
     // testing.allocator reports c's memory if the coroutine never let go of it.
 }
