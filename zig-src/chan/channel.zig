@@ -243,6 +243,13 @@ const Waiter = struct {
         outcome: u32,
     };
 
+    /// A re-armed select clause's new target and waker (`selectLazy`).
+    fn refresh(w: *Waiter, elem: [*]u8, caller: Waiter) void {
+        w.elem = elem;
+        w.ref = caller.ref;
+        w.sched = caller.sched;
+    }
+
     fn statusWord(w: *Waiter) *std.atomic.Value(u32) {
         return if (w.sel) |sel| &sel.status else &w.own_status;
     }
@@ -1330,12 +1337,15 @@ pub const Channel = struct {
     }
 
     fn waiterForCaller(elem: [*]u8) Waiter {
-        if (coroutine.current()) |co| {
-            const ref: coroutine.Ref = .{ .co = co, .gen = co.generation() };
-            const s: ?*scheduler.Scheduler = if (co.owner) |o| @ptrCast(@alignCast(o)) else null;
-            return .{ .elem = elem, .ref = ref, .sched = s };
-        }
+        if (coroutine.current()) |co| return waiterForCoroutine(co, elem);
         return .{ .elem = elem, .ref = null, .sched = null };
+    }
+
+    /// A waiter for `co`, the calling coroutine.
+    fn waiterForCoroutine(co: *coroutine.Coroutine, elem: [*]u8) Waiter {
+        const ref: coroutine.Ref = .{ .co = co, .gen = co.generation() };
+        const s: ?*scheduler.Scheduler = if (co.owner) |o| @ptrCast(@alignCast(o)) else null;
+        return .{ .elem = elem, .ref = ref, .sched = s };
     }
 
     /// Called with the lock held and `w` queued on `q`; releases the lock and waits for an
@@ -1766,7 +1776,7 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
         } else false;
         if (!used) slot.reclaim(i);
     }
-    const caller = Channel.waiterForCaller(undefined);
+    const caller = Channel.waiterForCoroutine(co, undefined);
     var gen: u64 = undefined;
     var locks: [max_clauses]*Channel = undefined;
     var nlocks: usize = 0;
@@ -1778,16 +1788,16 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
         // on a channel locked anyway is re-armed under the lock.
         var lazy: u32 = 0;
         for (clauses, 0..) |c, i| {
-            if (slot.stillQueued(i, c)) lazy |= @as(u32, 1) << @intCast(i);
+            if (slot.stillQueued(i, c)) lazy |= clauseBit(i);
         }
         nlocks = 0;
         for (0..LazySlot.max) |i| {
-            if (i < n and lazy & (@as(u32, 1) << @intCast(i)) != 0) continue;
+            if (i < n and lazy & clauseBit(i) != 0) continue;
             if (i < n) addLock(&locks, &nlocks, clauses[i].ch);
             if (slot.chans[i]) |old| addLock(&locks, &nlocks, old);
         }
         for (clauses, 0..) |c, i| {
-            if (std.mem.indexOfScalar(*Channel, locks[0..nlocks], c.ch) != null) lazy &= ~(@as(u32, 1) << @intCast(i));
+            if (std.mem.indexOfScalar(*Channel, locks[0..nlocks], c.ch) != null) lazy &= ~clauseBit(i);
         }
         sortLocks(locks[0..nlocks]);
         lockAll(locks[0..nlocks]);
@@ -1802,12 +1812,10 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
         slot.state.word.store(SelectState.armed(gen), .release);
         var rearmed = true;
         for (0..n) |i| {
-            if (lazy & (@as(u32, 1) << @intCast(i)) == 0) continue;
+            if (lazy & clauseBit(i) == 0) continue;
             const w = &slot.waiters[i];
             // Read by a completer only once it claimed the clause (after seeing the CAS).
-            w.elem = clauses[i].elem;
-            w.ref = caller.ref;
-            w.sched = caller.sched;
+            w.refresh(clauses[i].elem, caller);
             const t = w.tag.load(.monotonic);
             // Release: pairs with the claimant's acquire load of the tag (it then sees the
             // fields above and this generation armed). Fails if a completer unlinked it.
@@ -1829,12 +1837,10 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
         }
         // The locked clauses: re-armed in place if still queued there, else queued.
         for (0..LazySlot.max) |i| {
-            if (i < n and lazy & (@as(u32, 1) << @intCast(i)) != 0) continue;
+            if (i < n and lazy & clauseBit(i) != 0) continue;
             const w = &slot.waiters[i];
             if (i < n and slot.chans[i] == clauses[i].ch and slot.kinds[i] == clauses[i].kind) {
-                w.elem = clauses[i].elem;
-                w.ref = caller.ref;
-                w.sched = caller.sched;
+                w.refresh(clauses[i].elem, caller);
                 // Monotonic: under the lock that claims take.
                 w.tag.store(gen << 1 | 1, .monotonic);
                 if (!w.linked) clauses[i].ch.queue(clauses[i].kind).push(w);
@@ -1899,6 +1905,11 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
     }
     assert(winner < n);
     return selectedOf(winner, slot.state.status.load(.acquire));
+}
+
+/// Clause `i`'s bit in a set of clauses.
+inline fn clauseBit(i: usize) u32 {
+    return @as(u32, 1) << @intCast(i);
 }
 
 /// Adds `ch` to `locks[0..n.*]` unless it is there.
@@ -2014,7 +2025,7 @@ fn probeLocked(clauses: []const Clause, order: []const u8, locks: []const *Chann
 /// to be ready (`selectLazy`).
 fn probeLockedExcept(clauses: []const Clause, order: []const u8, locks: []const *Channel, skip: u32) SelectError!?Selected {
     for (order) |i| {
-        if (skip & (@as(u32, 1) << @intCast(i)) != 0) continue;
+        if (skip & clauseBit(i) != 0) continue;
         const c = clauses[i];
         var wake: ?Waiter.Wake = null;
         var closed = false;
