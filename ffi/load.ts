@@ -18,7 +18,7 @@ import { type Symbols, symbols } from "./symbols.ts";
 import { AbiMismatchError, LibraryClosedError, LibraryNotFoundError } from "../src/errors.ts";
 
 /** The C ABI version this module is written against (`KC_ABI_VERSION` in include/kcoro.h). */
-export const ABI_VERSION = 11;
+export const ABI_VERSION = 12;
 
 /** An open libkcoro. `close()` is idempotent; calls after it throw `LibraryClosedError`. */
 export class Library {

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 11
+#define KC_ABI_VERSION 12
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -283,6 +283,13 @@ int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, dou
  * descriptor with a NULL ptr counts 0 bytes in the metrics. */
 int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out);
 int32_t kc_buf_free(void *ptr);
+/* The buffer pool that kc_desc_make takes buffers of up to 16 KiB from: out[0] the region's
+ * address, out[1] its length, out[2] its chunk size, out[3] its chunks in use (KC_ENOMEM: no
+ * pool, every buffer is malloc'd). A host may view a whole chunk at once and, when it lets go of that view, count the
+ * buffers it viewed through it as freed with kc_pool_release(any address in the chunk, count)
+ * instead of calling kc_buf_free for each (KC_EINVAL: outside the pool, or a count of 0). */
+int32_t kc_pool_info(uint64_t out[4]);
+int32_t kc_pool_release(const void *chunk, uint32_t count);
 /* Keeps every value the channel drops (cancel, destroy, drop policies; zero-copy: descriptors
  * without a release) in a list, replacing the kc_chan_on_undelivered hook; kc_chan_take_undelivered
  * moves the oldest kept value into out: 1, or 0 when none is left (works after destroy too). */

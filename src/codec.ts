@@ -101,6 +101,81 @@ const views = new FinalizationRegistry<{ sym: Sym; ptr: Deno.PointerValue }>(({ 
   }
 });
 
+/**
+ * An isolate's ArrayBuffer over one chunk of the library's buffer pool (`kc_pool_info`), and
+ * how many received values are views of it: when the ArrayBuffer is garbage (no view of it is
+ * left) those are freed at once (`kc_pool_release`).
+ */
+interface ChunkHold {
+  sym: Sym;
+  chunk: Deno.PointerValue;
+  views: number;
+}
+
+const chunkHolds = new FinalizationRegistry<ChunkHold>(({ sym, chunk, views }) => {
+  if (views === 0) return;
+  try {
+    sym.kc_pool_release(chunk, views);
+  } catch {
+    // The library was closed: its memory went with it.
+  }
+});
+
+/** The buffer pool's region as one library reports it, with this isolate's chunk buffers. */
+interface PoolView {
+  readonly base: number;
+  readonly size: number;
+  readonly chunk: number;
+  /** Per chunk: its ArrayBuffer, held weakly (the views hold it), and that buffer's hold. */
+  readonly buffers: (WeakRef<ArrayBuffer> | undefined)[];
+  readonly holds: (ChunkHold | undefined)[];
+}
+
+const pools = new Map<Sym, PoolView | null>();
+let lastSym: Sym | undefined, lastPool: PoolView | null = null;
+
+/** The pool of the library `sym` belongs to (null: it has none, every buffer is malloc'd). */
+function poolOf(sym: Sym): PoolView | null {
+  if (sym === lastSym) return lastPool;
+  let pool = pools.get(sym);
+  if (pool === undefined) {
+    const out = new BigUint64Array(4);
+    pool = sym.kc_pool_info(out) !== 0 ? null : {
+      base: Number(out[0]),
+      size: Number(out[1]),
+      chunk: Number(out[2]),
+      buffers: [],
+      holds: [],
+    };
+    pools.set(sym, pool);
+  }
+  lastSym = sym;
+  return lastPool = pool;
+}
+
+/**
+ * A view of the `len` bytes at address `at` if they lie in the buffer pool (counted as one more
+ * view of their chunk's buffer when `counted`), else null.
+ */
+function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Array | null {
+  const pool = poolOf(sym);
+  if (pool === null) return null;
+  const off = at - pool.base;
+  if (off < 0 || off >= pool.size) return null;
+  const c = Math.floor(off / pool.chunk);
+  let buffer = pool.buffers[c]?.deref(), hold: ChunkHold;
+  if (buffer === undefined) {
+    const chunk = Deno.UnsafePointer.create(BigInt(pool.base + c * pool.chunk));
+    buffer = Deno.UnsafePointerView.getArrayBuffer(chunk!, pool.chunk);
+    hold = { sym, chunk, views: 0 };
+    chunkHolds.register(buffer, hold);
+    pool.buffers[c] = new WeakRef(buffer);
+    pool.holds[c] = hold;
+  } else hold = pool.holds[c]!;
+  if (counted) hold.views++;
+  return new Uint8Array(buffer, off - c * pool.chunk, len);
+}
+
 /** The descriptor's buffer pointer as a number (0: an inline value). */
 function ptrOf(slot: Slot): number {
   return slot.u32[0] + slot.u32[1] * 0x1_0000_0000;
@@ -141,14 +216,25 @@ function freeSlot(slot: Slot, sym: Sym): void {
 function withBytes<R>(slot: Slot, sym: Sym, use: (bytes: Uint8Array) => R): R {
   const ptr = pointer(slot);
   try {
-    return use(new Uint8Array(view(slot, ptr)));
+    return use(
+      poolView(sym, ptrOf(slot), slot.u32[2], false) ?? new Uint8Array(view(slot, ptr)),
+    );
   } finally {
     sym.kc_buf_free(ptr);
   }
 }
 
+/**
+ * A received Uint8Array: a view of the native buffer. A pooled buffer's view shares one
+ * ArrayBuffer with the other values of its chunk (`.buffer` is the chunk, as with Node's
+ * `Buffer` pool); the chunk's values are freed together when no view of it is left. Any other
+ * buffer gets an ArrayBuffer of its own, freed when its view is garbage.
+ */
 function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
-  if (ptrOf(slot) === 0) return new Uint8Array(0);
+  const at = ptrOf(slot);
+  if (at === 0) return new Uint8Array(0);
+  const pooled = poolView(sym, at, slot.u32[2], true);
+  if (pooled !== null) return pooled;
   const ptr = pointer(slot);
   const bytes = new Uint8Array(view(slot, ptr));
   views.register(bytes, { sym, ptr });

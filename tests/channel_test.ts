@@ -605,6 +605,72 @@ Deno.test("an owning channel dropped without dispose is destroyed when collected
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("received Uint8Arrays of up to 16 KiB are views of a pooled chunk, which is reused only once no view of it is left", async () => {
+  const res = await evalScript(
+    `
+    import { Channel, codecs, library } from "./mod.ts";
+    const sym = library().symbols("test");
+    const info = new BigUint64Array(4);
+    const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
+    const ch = new Channel(4096, { codec: codecs.bytes });
+    ch.share(); // a native channel, as between isolates
+    const value = (i, len) => {
+      const b = new Uint8Array(len).fill(i & 255);
+      new DataView(b.buffer).setUint32(0, i);
+      return b;
+    };
+    const check = (v, i, len) => {
+      if (v.length !== len) throw new Error("value " + i + ": length " + v.length);
+      if (new DataView(v.buffer, v.byteOffset).getUint32(0) !== i || v[len - 1] !== (i & 255)) {
+        throw new Error("value " + i + " was overwritten");
+      }
+    };
+    const pass = (i, len) => {
+      if (ch.trySend(value(i, len)).state !== "ok") throw new Error("trySend failed");
+      const r = ch.tryReceive();
+      if (r.state !== "ok") throw new Error("tryReceive failed");
+      check(r.value, i, len);
+      return r.value;
+    };
+    const chunk = Number(info[2] || (sym.kc_pool_info(info), info[2]));
+    // A pooled value shares its chunk's ArrayBuffer; a larger one has its own.
+    (() => {
+      const pooled = pass(1, 16 * 1024);
+      if (pooled.buffer.byteLength !== chunk) throw new Error("not pooled: " + pooled.buffer.byteLength);
+      const own = pass(2, 16 * 1024 + 1);
+      if (own.buffer.byteLength !== 16 * 1024 + 1) throw new Error("pooled: " + own.buffer.byteLength);
+    })();
+    // Views kept from the first chunks pin them; the rest must come back once collected.
+    const kept = [];
+    (() => {
+      for (let i = 0; i < 3000; i++) {
+        const v = pass(i, 1000);
+        if (i < 200 && i % 10 === 0) kept.push([i, v]);
+      }
+    })();
+    const settle = async (most, what) => {
+      const deadline = Date.now() + 20000;
+      while (inUse() > most && Date.now() < deadline) {
+        globalThis.gc();
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      if (inUse() > most) throw new Error(what + ": " + inUse() + " chunks in use");
+    };
+    // (The loops run in functions of their own: a suspended async function may keep its locals.)
+    await settle(3, "the unviewed chunks did not come back"); // the kept views' two, the current one
+    // New values reuse those chunks; the kept views still hold their own bytes.
+    (() => {
+      for (let i = 3000; i < 6000; i++) pass(i, 1000);
+      for (const [i, v] of kept) check(v, i, 1000);
+    })();
+    kept.length = 0;
+    await settle(1, "the kept views' chunks did not come back");
+    `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a channel used after its library was closed throws LibraryClosedError", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, LibraryClosedError } from "./mod.ts";

@@ -18,13 +18,14 @@ pub const pipe = @import("chan/pipe.zig");
 pub const clock = @import("chan/clock.zig");
 const chan_lock = @import("chan/lock.zig");
 pub const bridge = @import("bridge/ring.zig");
+pub const buffer_pool = @import("bridge/pool.zig");
 
 pub const Coroutine = coroutine.Coroutine;
 pub const State = coroutine.State;
 pub const Registry = registry.Registry;
 
 /// Bumped on every incompatible change to the C ABI (`include/kcoro.h`, `ffi/symbols.ts`).
-pub const abi_version: u32 = 11;
+pub const abi_version: u32 = 12;
 
 test {
     _ = arch;
@@ -45,4 +46,5 @@ test {
     _ = clock;
     _ = chan_lock;
     _ = bridge;
+    _ = buffer_pool;
 }

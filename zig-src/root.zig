@@ -12,6 +12,7 @@ const Status = kcoro.status.Status;
 const Registry = kcoro.Registry;
 const coroutine = kcoro.coroutine;
 const Scheduler = kcoro.scheduler.Scheduler;
+const buffer_pool = kcoro.buffer_pool;
 
 pub const abi_version = kcoro.abi_version;
 
@@ -1546,16 +1547,21 @@ export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, tok
 
 /// int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out):
 /// copies len bytes of data into a new native buffer and writes the descriptor {buffer, len,
-/// NULL, tag} (len 0: no buffer, ptr NULL). Free the buffer with kc_buf_free.
+/// NULL, tag} (len 0: no buffer, ptr NULL). Free the buffer with kc_buf_free. Buffers of up to
+/// 16 KiB come from the buffer pool (kc_pool_info) while it has room.
 export fn kc_desc_make(data: ?*const anyopaque, len: u32, tag: u32, out: ?*chan.Descriptor) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
     var ptr: ?*anyopaque = null;
     if (len != 0) {
         const src: [*]const u8 = @ptrCast(data orelse return Status.invalid.code());
-        const buf = std.c.malloc(len) orelse return Status.no_memory.code();
-        const dst: [*]u8 = @ptrCast(buf);
+        const dst: [*]u8 = pooled: {
+            if (len <= buffer_pool.max_slice) {
+                if (buffer_pool.global()) |p| if (p.alloc(len)) |d| break :pooled d;
+            }
+            break :pooled @ptrCast(std.c.malloc(len) orelse return Status.no_memory.code());
+        };
         @memcpy(dst[0..len], src[0..len]);
-        ptr = buf;
+        ptr = dst;
     }
     o.* = .{ .ptr = ptr, .len = len, .release = null, .ctx = @ptrFromInt(tag) };
     return 0;
@@ -1563,7 +1569,34 @@ export fn kc_desc_make(data: ?*const anyopaque, len: u32, tag: u32, out: ?*chan.
 
 /// int32_t kc_buf_free(void *ptr): frees a buffer from kc_desc_make (NULL: nothing).
 export fn kc_buf_free(ptr: ?*anyopaque) callconv(.c) i32 {
-    std.c.free(ptr);
+    const p = ptr orelse return 0;
+    if (buffer_pool.global()) |pool| if (pool.free(p)) return 0;
+    std.c.free(p);
+    return 0;
+}
+
+/// int32_t kc_pool_info(uint64_t out[4]): the buffer pool's region: out[0] its address, out[1]
+/// its length, out[2] its chunk size, out[3] how many of its chunks are in use (being carved, or
+/// holding buffers not yet freed). A kc_desc_make buffer inside the region lies in one chunk;
+/// a host may view the whole chunk at once (one ArrayBuffer for many values) and, when it lets
+/// go of that view, count the buffers it viewed through it as freed with kc_pool_release
+/// instead of calling kc_buf_free for each. KC_ENOMEM if the region could not be reserved
+/// (every buffer is then malloc'd).
+export fn kc_pool_info(out: ?*[4]u64) callconv(.c) i32 {
+    const o = out orelse return Status.invalid.code();
+    const p = buffer_pool.global() orelse return Status.no_memory.code();
+    o.* = .{ @intFromPtr(p.region.ptr), p.region.len, p.chunkBytes(), p.words.len - p.idleChunks() };
+    return 0;
+}
+
+/// int32_t kc_pool_release(const void *chunk, uint32_t count): frees count buffers of the
+/// pool chunk that `chunk` points into (see kc_pool_info). KC_EINVAL for an address outside the
+/// pool or a count of 0.
+export fn kc_pool_release(chunk: ?*const anyopaque, count: u32) callconv(.c) i32 {
+    const p = buffer_pool.global() orelse return Status.invalid.code();
+    const c = p.chunkOf(chunk orelse return Status.invalid.code()) orelse return Status.invalid.code();
+    if (count == 0) return Status.invalid.code();
+    p.release(c, count);
     return 0;
 }
 
@@ -1814,7 +1847,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_chan_try_recv_at",   "kc_ring_notify",           "kc_lib_retain",            "kc_lib_release",
         "kc_clock_word",         "kc_clock_now",             "kc_cells_alloc",           "kc_lib_retain_thread",
         "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",           "kc_chan_try_recv_n",
-        "kc_chan_try_send_n",    "kc_chan_info",
+        "kc_chan_try_send_n",    "kc_chan_info",             "kc_pool_info",             "kc_pool_release",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2380,6 +2413,44 @@ test "C ABI: native buffers in descriptors; kept undelivered values outlive dest
     try testing.expectEqual(@as(i32, 0), kc_desc_make(null, 0, 7, &d));
     try testing.expectEqual(@as(?*anyopaque, null), d.ptr);
     try testing.expectEqual(@as(i32, 0), kc_buf_free(null));
+}
+
+test "C ABI: kc_desc_make takes buffers of up to 16 KiB from the pool; kc_pool_release frees a chunk's views at once" {
+    var info: [4]u64 = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_pool_info(&info));
+    try testing.expectEqual(@as(u64, 128 * 1024), info[2]);
+    const inPool = struct {
+        fn f(i: *const [4]u64, p: ?*anyopaque) bool {
+            const a = @intFromPtr(p.?);
+            return a >= i[0] and a < i[0] + i[1];
+        }
+    }.f;
+    var bytes: [20 * 1024]u8 = undefined;
+    for (&bytes, 0..) |*b, i| b.* = @truncate(i *% 7);
+    var small: chan.Descriptor = undefined;
+    var largest: chan.Descriptor = undefined;
+    var large: chan.Descriptor = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_desc_make(&bytes, 1000, 17, &small));
+    try testing.expectEqual(@as(i32, 0), kc_desc_make(&bytes, 16 * 1024, 17, &largest));
+    try testing.expectEqual(@as(i32, 0), kc_desc_make(&bytes, 20 * 1024, 17, &large));
+    try testing.expect(inPool(&info, small.ptr));
+    try testing.expect(inPool(&info, largest.ptr));
+    try testing.expect(!inPool(&info, large.ptr)); // too large: a malloc of its own
+    try testing.expectEqualSlices(u8, bytes[0..1000], @as([*]const u8, @ptrCast(small.ptr.?))[0..1000]);
+    try testing.expectEqualSlices(u8, bytes[0 .. 16 * 1024], @as([*]const u8, @ptrCast(largest.ptr.?))[0 .. 16 * 1024]);
+    try testing.expectEqualSlices(u8, &bytes, @as([*]const u8, @ptrCast(large.ptr.?))[0 .. 20 * 1024]);
+    var now: [4]u64 = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_pool_info(&now));
+    try testing.expect(now[3] >= 1); // the chunk being carved
+    // A host that viewed `small` through its chunk counts it freed when that view goes.
+    try testing.expectEqual(@as(i32, 0), kc_pool_release(small.ptr, 1));
+    try testing.expectEqual(@as(i32, 0), kc_buf_free(largest.ptr));
+    try testing.expectEqual(@as(i32, 0), kc_buf_free(large.ptr));
+    var outside: u8 = 0;
+    try testing.expectEqual(Status.invalid.code(), kc_pool_release(&outside, 1));
+    try testing.expectEqual(Status.invalid.code(), kc_pool_release(null, 1));
+    try testing.expectEqual(Status.invalid.code(), kc_pool_release(@ptrFromInt(info[0]), 0));
+    try testing.expectEqual(Status.invalid.code(), kc_pool_info(null));
 }
 
 test "C ABI: try-operations without references race destroy and re-creation safely" {

@@ -1,0 +1,352 @@
+//! Buffer pool: the native memory of small `kc_desc_make` buffers (the bytes a TypeScript
+//! zero-copy channel carries), carved from chunks of one reserved region instead of one malloc
+//! per value.
+//!
+//! Why: a receiving isolate makes each value a view of native memory, and in V8 a new
+//! ArrayBuffer per value costs ~1 µs (a backing store, the glibc arena lock, the sweeper's
+//! free), more than the whole rest of a receive. With the pool, an isolate wraps a whole chunk
+//! in one ArrayBuffer the first time it meets a value in it and hands out `Uint8Array`s over
+//! that (~30 ns each), the way Node's `Buffer` pool does for small buffers.
+//!
+//! How memory comes back (each chunk has one word, `Pool.words`):
+//! - A sending thread bump-allocates slices from the current chunk of its stripe (16 stripes,
+//!   a thread keeps one; a stripe has a lock that only threads sharing it contend for). When the
+//!   chunk is full the stripe *retires* it: it adds `retired - n` to its word, n being the slices
+//!   it handed out.
+//! - Every freed slice adds 1 (`free`), and an isolate's mapping adds the count of the views it
+//!   made when its ArrayBuffer is collected (`release`).
+//! - The word reaches exactly `retired` once every slice is freed after the retire, and whoever
+//!   takes it there puts the chunk on the free list. Before the retire the word stays below
+//!   `retired` (at most n), after it at most `retired`, so the moment is unique.
+//!
+//! The region is reserved (MAP_NORESERVE: pages cost memory only once touched) and never
+//! unmapped while the library is loaded: an isolate's ArrayBuffer may outlive everything else.
+//! When the region is used up, or the reservation failed, callers fall back to malloc.
+const std = @import("std");
+const posix = std.posix;
+const assert = std.debug.assert;
+
+/// Slices at most this long come from the pool; longer values get a malloc of their own.
+pub const max_slice: usize = 16 * 1024;
+/// Slices start on 16-byte boundaries.
+const slice_align: usize = 16;
+/// A chunk's word once its stripe let go of it (see the module comment).
+const retired: u32 = 1 << 31;
+const none: u32 = std.math.maxInt(u32);
+const stripe_count = 16;
+
+const Stripe = struct {
+    /// 0 free, 1 held. Only threads that drew the same stripe contend for it.
+    lock: std.atomic.Value(u32) align(std.atomic.cache_line) = .init(0),
+    /// The chunk being carved (`none`: none yet).
+    chunk: u32 = none,
+    /// Bytes of it handed out.
+    used: u32 = 0,
+    /// Slices of it handed out.
+    count: u32 = 0,
+
+    fn acquire(s: *Stripe) void {
+        // Acquire: pairs with `unlock`'s release, so the previous holder's chunk, used and
+        // count are seen.
+        while (s.lock.cmpxchgWeak(0, 1, .acquire, .monotonic) != null) std.atomic.spinLoopHint();
+    }
+
+    fn unlock(s: *Stripe) void {
+        // Release: publishes chunk, used and count to the next holder (`acquire`).
+        s.lock.store(0, .release);
+    }
+};
+
+pub const Pool = struct {
+    region: []align(std.heap.page_size_min) u8,
+    chunk_shift: u5,
+    /// Per chunk: the free/retire word (module comment).
+    words: []std.atomic.Value(u32),
+    /// Per chunk: the next chunk on the free list (`none` ends it).
+    links: []u32,
+    free_mutex: std.Thread.Mutex = .{},
+    free_head: u32 = none,
+    /// Chunks never handed out start here.
+    top: u32 = 0,
+    stripes: [stripe_count]Stripe = [_]Stripe{.{}} ** stripe_count,
+
+    /// Reserves `chunks << chunk_shift` bytes; `words` and `links` hold one entry per chunk.
+    pub fn init(chunk_shift: u5, words: []std.atomic.Value(u32), links: []u32) !Pool {
+        assert(words.len == links.len and words.len > 0 and words.len < none);
+        assert(@as(usize, 1) << chunk_shift >= max_slice);
+        const region = try posix.mmap(
+            null,
+            words.len << chunk_shift,
+            posix.PROT.READ | posix.PROT.WRITE,
+            .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .NORESERVE = true },
+            -1,
+            0,
+        );
+        return .{ .region = region, .chunk_shift = chunk_shift, .words = words, .links = links };
+    }
+
+    /// Unmaps the region: only for a pool nobody can reach any more (tests).
+    pub fn deinit(p: *Pool) void {
+        posix.munmap(p.region);
+        p.* = undefined;
+    }
+
+    pub fn chunkBytes(p: *const Pool) usize {
+        return @as(usize, 1) << p.chunk_shift;
+    }
+
+    /// The chunk that `ptr` lies in, or null for memory outside the pool.
+    pub fn chunkOf(p: *const Pool, ptr: *const anyopaque) ?u32 {
+        const a = @intFromPtr(ptr);
+        const base = @intFromPtr(p.region.ptr);
+        if (a < base or a >= base + p.region.len) return null;
+        return @intCast((a - base) >> p.chunk_shift);
+    }
+
+    /// A slice of `len` bytes (1 .. max_slice), or null when the pool is used up.
+    pub fn alloc(p: *Pool, len: usize) ?[*]u8 {
+        assert(len > 0 and len <= max_slice);
+        const size: u32 = @intCast(std.mem.alignForward(usize, len, slice_align));
+        const s = &p.stripes[stripeIndex()];
+        s.acquire();
+        defer s.unlock();
+        if (s.chunk == none or s.used + size > p.chunkBytes()) {
+            if (s.chunk != none) p.retire(s.chunk, s.count);
+            s.used = 0;
+            s.count = 0;
+            s.chunk = p.take() orelse none;
+            if (s.chunk == none) return null;
+        }
+        const at = (@as(usize, s.chunk) << p.chunk_shift) + s.used;
+        s.used += size;
+        s.count += 1;
+        return p.region.ptr + at;
+    }
+
+    /// Frees one slice; false if `ptr` is not the pool's (free it elsewhere).
+    pub fn free(p: *Pool, ptr: *const anyopaque) bool {
+        const c = p.chunkOf(ptr) orelse return false;
+        p.release(c, 1);
+        return true;
+    }
+
+    /// Counts `n` slices of chunk `c` freed (an isolate's mapping of it was collected, holding
+    /// views of n of its slices).
+    pub fn release(p: *Pool, c: u32, n: u32) void {
+        assert(c < p.words.len and n > 0);
+        // AcqRel: release orders this thread's last reads of the slices before the chunk's
+        // reuse; acquire, for the thread that takes the word to `retired`, sees every other
+        // freer's release and the stripe's retire before it recycles the chunk.
+        const after = p.words[c].fetchAdd(n, .acq_rel) +% n;
+        assert(after <= retired or after < retired / 2); // never more frees than slices
+        if (after == retired) p.recycle(c);
+    }
+
+    /// How many chunks are on the free list or never used (tests).
+    pub fn idleChunks(p: *Pool) usize {
+        p.free_mutex.lock();
+        defer p.free_mutex.unlock();
+        var n: usize = p.words.len - p.top;
+        var c = p.free_head;
+        while (c != none) : (c = p.links[c]) n += 1;
+        return n;
+    }
+
+    /// Retires every stripe's chunk (tests: afterwards `idleChunks` counts every chunk whose
+    /// slices are all freed).
+    pub fn retireAll(p: *Pool) void {
+        for (&p.stripes) |*s| {
+            s.acquire();
+            defer s.unlock();
+            if (s.chunk != none) p.retire(s.chunk, s.count);
+            s.chunk = none;
+            s.used = 0;
+            s.count = 0;
+        }
+    }
+
+    fn retire(p: *Pool, c: u32, n: u32) void {
+        // AcqRel: as in `release`; the stripe's retire may be the last word on the chunk.
+        const after = p.words[c].fetchAdd(retired -% n, .acq_rel) +% (retired -% n);
+        assert(after <= retired);
+        if (after == retired) p.recycle(c);
+    }
+
+    fn take(p: *Pool) ?u32 {
+        p.free_mutex.lock();
+        defer p.free_mutex.unlock();
+        const c = if (p.free_head != none) blk: {
+            const c = p.free_head;
+            p.free_head = p.links[c];
+            break :blk c;
+        } else if (p.top < p.words.len) blk: {
+            p.top += 1;
+            break :blk p.top - 1;
+        } else return null;
+        // Monotonic: nobody else holds the chunk until this stripe hands out its slices, and
+        // those travel to their freers through channels (which order it).
+        p.words[c].store(0, .monotonic);
+        return c;
+    }
+
+    fn recycle(p: *Pool, c: u32) void {
+        p.free_mutex.lock();
+        defer p.free_mutex.unlock();
+        p.links[c] = p.free_head;
+        p.free_head = c;
+    }
+};
+
+var next_stripe: std.atomic.Value(u32) = .init(0);
+threadlocal var my_stripe: u32 = none;
+
+/// This thread's stripe: drawn in turn on first use, so up to 16 threads never share one.
+fn stripeIndex() u32 {
+    if (my_stripe == none) {
+        // Monotonic: a ticket; nothing is published through it.
+        my_stripe = next_stripe.fetchAdd(1, .monotonic) % stripe_count;
+    }
+    return my_stripe;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The library's pool: 1 GiB reserved, 128 KiB chunks, made on first use.
+
+const global_shift: u5 = 17;
+const global_chunks = 8192;
+var global_words: [global_chunks]std.atomic.Value(u32) = [_]std.atomic.Value(u32){.init(0)} ** global_chunks;
+var global_links: [global_chunks]u32 = undefined;
+var global_pool: ?Pool = null;
+var global_once = std.once(initGlobal);
+
+fn initGlobal() void {
+    global_pool = Pool.init(global_shift, &global_words, &global_links) catch null;
+}
+
+/// The library's pool, or null if its region could not be reserved.
+pub fn global() ?*Pool {
+    global_once.call();
+    return if (global_pool) |*p| p else null;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const testing = std.testing;
+
+fn testPool(chunks: usize, shift: u5) !struct { pool: Pool, words: []std.atomic.Value(u32), links: []u32 } {
+    const words = try testing.allocator.alloc(std.atomic.Value(u32), chunks);
+    errdefer testing.allocator.free(words);
+    const links = try testing.allocator.alloc(u32, chunks);
+    errdefer testing.allocator.free(links);
+    return .{ .pool = try Pool.init(shift, words, links), .words = words, .links = links };
+}
+
+test "pool: slices come from chunks, a chunk comes back once its slices are freed and it is retired" {
+    var t = try testPool(2, 14); // 2 chunks of 16 KiB
+    defer testing.allocator.free(t.words);
+    defer testing.allocator.free(t.links);
+    defer t.pool.deinit();
+    const p = &t.pool;
+
+    var slices: [16][*]u8 = undefined;
+    for (&slices, 0..) |*s, i| {
+        s.* = p.alloc(1000).?; // 1008 bytes each: 16 fit a chunk
+        @memset(s.*[0..1000], @intCast(i));
+        try testing.expectEqual(@as(?u32, 0), p.chunkOf(s.*));
+    }
+    const next = p.alloc(300).?; // the first chunk is full: the stripe retires it
+    try testing.expectEqual(@as(?u32, 1), p.chunkOf(next));
+    try testing.expect(p.alloc(max_slice) == null); // no room left, no chunk left
+    try testing.expectEqual(@as(usize, 0), p.idleChunks());
+    for (slices[0..15], 0..) |s, i| {
+        try testing.expectEqual(@as(u8, @intCast(i)), s[999]); // nobody wrote over a live slice
+        try testing.expect(p.free(s));
+    }
+    try testing.expectEqual(@as(usize, 0), p.idleChunks()); // one slice still out
+    p.release(0, 1); // an isolate's mapping held the last one
+    try testing.expectEqual(@as(usize, 1), p.idleChunks());
+    var outside: u8 = 0;
+    try testing.expect(!p.free(&outside));
+    try testing.expect(p.free(next));
+    p.retireAll();
+    try testing.expectEqual(@as(usize, 2), p.idleChunks());
+}
+
+test "pool: threads allocate and free across each other; every chunk comes back" {
+    var t = try testPool(64, 14);
+    defer testing.allocator.free(t.words);
+    defer testing.allocator.free(t.links);
+    defer t.pool.deinit();
+    const p = &t.pool;
+
+    // Each producer sends slices, stamped with its id and sequence, to one consumer through a
+    // bounded queue; the consumer checks each stamp and frees the slice.
+    const Q = struct {
+        mutex: std.Thread.Mutex = .{},
+        items: [256]?[*]u8 = [_]?[*]u8{null} ** 256,
+        head: usize = 0,
+        tail: usize = 0,
+        fallbacks: std.atomic.Value(u32) = .init(0),
+
+        fn put(q: *@This(), s: [*]u8) void {
+            while (true) {
+                q.mutex.lock();
+                if (q.tail - q.head < q.items.len) {
+                    q.items[q.tail % q.items.len] = s;
+                    q.tail += 1;
+                    q.mutex.unlock();
+                    return;
+                }
+                q.mutex.unlock();
+                std.Thread.yield() catch {};
+            }
+        }
+
+        fn get(q: *@This()) ?[*]u8 {
+            q.mutex.lock();
+            defer q.mutex.unlock();
+            if (q.head == q.tail) return null;
+            defer q.head += 1;
+            return q.items[q.head % q.items.len];
+        }
+
+        fn produce(q: *@This(), pool: *Pool, id: u8, n: u32, seed: u64) void {
+            var rng = std.Random.DefaultPrng.init(seed);
+            var i: u32 = 0;
+            while (i < n) {
+                const len = rng.random().intRangeAtMost(usize, 6, 3000);
+                const s = pool.alloc(len) orelse {
+                    _ = q.fallbacks.fetchAdd(1, .monotonic);
+                    std.Thread.yield() catch {};
+                    continue;
+                };
+                s[0] = id;
+                std.mem.writeInt(u32, s[1..5], i, .little);
+                s[len - 1] = id;
+                q.put(s);
+                i += 1;
+            }
+        }
+    };
+    var q: Q = .{};
+    const n = 20_000;
+    var threads: [3]std.Thread = undefined;
+    for (&threads, 0..) |*th, i| th.* = try std.Thread.spawn(.{}, Q.produce, .{ &q, p, @as(u8, @intCast(i)), n, 0x5eed + i });
+    var next = [_]u32{0} ** 3;
+    var got: usize = 0;
+    while (got < 3 * n) {
+        const s = q.get() orelse {
+            std.Thread.yield() catch {};
+            continue;
+        };
+        const id = s[0];
+        try testing.expect(id < 3);
+        try testing.expectEqual(next[id], std.mem.readInt(u32, s[1..5], .little));
+        next[id] += 1;
+        try testing.expect(p.free(s));
+        got += 1;
+    }
+    for (&threads) |*th| th.join();
+    p.retireAll();
+    try testing.expectEqual(@as(usize, 64), p.idleChunks());
+}
