@@ -166,7 +166,7 @@ export const symbols = {
   kc_desc_make: { parameters: ["buffer", "u32", "u32", "buffer"], result: "i32" },
   /** int32_t kc_buf_free(void *ptr) */
   kc_buf_free: { parameters: ["pointer"], result: "i32" },
-  /** int32_t kc_pool_info(uint64_t out[4]) */
+  /** int32_t kc_pool_info(uint64_t *out) */
   kc_pool_info: { parameters: ["buffer"], result: "i32" },
   /** int32_t kc_pool_release(const void *chunk, uint32_t count) */
   kc_pool_release: { parameters: ["pointer", "u32"], result: "i32" },

@@ -288,7 +288,7 @@ int32_t kc_buf_free(void *ptr);
  * pool, every buffer is malloc'd). A host may view a whole chunk at once and, when it lets go of that view, count the
  * buffers it viewed through it as freed with kc_pool_release(any address in the chunk, count)
  * instead of calling kc_buf_free for each (KC_EINVAL: outside the pool, or a count of 0). */
-int32_t kc_pool_info(uint64_t out[4]);
+int32_t kc_pool_info(uint64_t *out);
 int32_t kc_pool_release(const void *chunk, uint32_t count);
 /* Keeps every value the channel drops (cancel, destroy, drop policies; zero-copy: descriptors
  * without a release) in a list, replacing the kc_chan_on_undelivered hook; kc_chan_take_undelivered

@@ -1575,7 +1575,7 @@ export fn kc_buf_free(ptr: ?*anyopaque) callconv(.c) i32 {
     return 0;
 }
 
-/// int32_t kc_pool_info(uint64_t out[4]): the buffer pool's region: out[0] its address, out[1]
+/// int32_t kc_pool_info(uint64_t *out): the buffer pool's region: out[0] its address, out[1]
 /// its length, out[2] its chunk size, out[3] how many of its chunks are in use (being carved, or
 /// holding buffers not yet freed). A kc_desc_make buffer inside the region lies in one chunk;
 /// a host may view the whole chunk at once (one ArrayBuffer for many values) and, when it lets
