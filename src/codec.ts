@@ -129,6 +129,10 @@ interface PoolView {
   /** Per chunk: its ArrayBuffer, held weakly (the views hold it), and that buffer's hold. */
   readonly buffers: (WeakRef<ArrayBuffer> | undefined)[];
   readonly holds: (ChunkHold | undefined)[];
+  /** The chunk of the last value viewed (-1: none), its buffer and hold. */
+  lastChunk: number;
+  lastBuffer: ArrayBuffer | undefined;
+  lastHold: ChunkHold | undefined;
 }
 
 const pools = new Map<Sym, PoolView | null>();
@@ -146,6 +150,9 @@ function poolOf(sym: Sym): PoolView | null {
       chunk: Number(out[2]),
       buffers: [],
       holds: [],
+      lastChunk: -1,
+      lastBuffer: undefined,
+      lastHold: undefined,
     };
     pools.set(sym, pool);
   }
@@ -163,15 +170,26 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
   const off = at - pool.base;
   if (off < 0 || off >= pool.size) return null;
   const c = Math.floor(off / pool.chunk);
-  let buffer = pool.buffers[c]?.deref(), hold: ChunkHold;
-  if (buffer === undefined) {
-    const chunk = Deno.UnsafePointer.create(BigInt(pool.base + c * pool.chunk));
-    buffer = Deno.UnsafePointerView.getArrayBuffer(chunk!, pool.chunk);
-    hold = { sym, chunk, views: 0 };
-    chunkHolds.register(buffer, hold);
-    pool.buffers[c] = new WeakRef(buffer);
-    pool.holds[c] = hold;
-  } else hold = pool.holds[c]!;
+  let buffer: ArrayBuffer | undefined, hold: ChunkHold;
+  if (c === pool.lastChunk) {
+    // Most values follow one from the same chunk: its buffer is held until another chunk's
+    // value comes (one chunk per isolate stays mapped a little longer).
+    buffer = pool.lastBuffer!;
+    hold = pool.lastHold!;
+  } else {
+    buffer = pool.buffers[c]?.deref();
+    if (buffer === undefined) {
+      const chunk = Deno.UnsafePointer.create(BigInt(pool.base + c * pool.chunk));
+      buffer = Deno.UnsafePointerView.getArrayBuffer(chunk!, pool.chunk);
+      hold = { sym, chunk, views: 0 };
+      chunkHolds.register(buffer, hold);
+      pool.buffers[c] = new WeakRef(buffer);
+      pool.holds[c] = hold;
+    } else hold = pool.holds[c]!;
+    pool.lastChunk = c;
+    pool.lastBuffer = buffer;
+    pool.lastHold = hold;
+  }
   if (counted) hold.views++;
   return new Uint8Array(buffer, off - c * pool.chunk, len);
 }
