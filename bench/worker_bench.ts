@@ -10,6 +10,9 @@
 // - the number stream again, the Worker taking what is buffered in batches (tryReceiveMany), and
 //   with the main isolate also sending in batches of 256 (trySendMany).
 // - the Worker's receive loop alone, on a channel filled beforehand (no sender beside it).
+// - the 1 KiB stream's one copy alone: kc_desc_make in batches of 8 MiB of values, into memory
+//   used before but no longer in cache (a stream's pooled chunks come back only after the
+//   receiver's collector ran).
 // - what a fresh ArrayBuffer per value costs here: allocating one 1 KiB Uint8Array per value in
 //   the Worker (no channel). Any stream that hands each value a buffer of its own pays about
 //   that: a copying receive this, a view of native memory (ours) somewhat less.
@@ -22,6 +25,7 @@
 //   deno run --allow-ffi --allow-read --allow-env bench/worker_bench.ts [--quick]
 /// <reference lib="deno.worker" />
 import { Channel, codecs, type SharedChannel } from "../mod.ts";
+import { library } from "../ffi/load.ts";
 
 type Msg =
   | { mode: "stream-chan"; ch: SharedChannel; n: number }
@@ -266,6 +270,37 @@ async function main(): Promise<void> {
       return await got as number;
     });
     print("a fresh 1 KiB Uint8Array per value, in the Worker (no channel)", least, "ns/value");
+  }
+
+  // Beside the 1 KiB stream: the one copy it makes, each value's bytes into the buffer pool
+  // (kc_desc_make). A stream's chunks come back only after the receiving isolate's collector
+  // has run, so it writes memory that was used before but is no longer in cache: here, batches
+  // of 8 MiB of values made in a row, then freed (their chunks are reused by the next batch).
+  {
+    const sym = library().symbols("bench");
+    const slot = new Uint8Array(32), words = new Uint32Array(slot.buffer);
+    const batch = 8192, made = new Float64Array(batch);
+    const least = await bestOfRounds((div) => {
+      const n = nBytes / div;
+      let ms = 0;
+      for (let done = 0; done < n; done += batch) {
+        const t0 = performance.now();
+        for (let i = 0; i < batch; i++) {
+          sym.kc_desc_make(kib, kib.length, 0, slot);
+          made[i] = words[0] + words[1] * 0x1_0000_0000;
+        }
+        ms += performance.now() - t0;
+        for (let i = 0; i < batch; i++) {
+          sym.kc_buf_free(Deno.UnsafePointer.create(BigInt(made[i])));
+        }
+      }
+      return Promise.resolve(ms * 1e6 / (Math.ceil(n / batch) * batch));
+    });
+    print(
+      "copying a 1 KiB value into native memory (kc_desc_make, memory not in cache)",
+      least,
+      "ns/value",
+    );
   }
 
   // Round trips.
