@@ -80,6 +80,39 @@ Deno.test("main isolate + 2 Workers + native producers on one channel: every val
   }
 });
 
+Deno.test("pooled byte values received in a Worker: each intact, chunks reused once the Worker let go of them", async () => {
+  // In a process of its own, for --expose-gc (the Worker collects as it goes).
+  const res = await evalScript(
+    `
+    import { Channel, codecs, library } from "./mod.ts";
+    import { stamped } from "./tests/fixtures/bytes_worker.ts";
+    const sym = library().symbols("test");
+    const info = new BigUint64Array(4);
+    const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
+    const n = 20000, len = 1000; // ~150 chunks' worth
+    using ch = new Channel(64, { codec: codecs.bytes });
+    const w = new Worker(new URL("./tests/fixtures/bytes_worker.ts", "file://" + Deno.cwd() + "/"), {
+      type: "module",
+    });
+    const done = new Promise((resolve) => w.onmessage = (e) => resolve(e.data));
+    w.postMessage({ ch: ch.share(), n, len });
+    let most = 0;
+    for (let i = 0; i < n; i++) {
+      await ch.send(stamped(i, len));
+      if (i % 500 === 0) most = Math.max(most, inUse());
+    }
+    const r = await done;
+    w.terminate();
+    if (!r.ok) throw new Error(r.error);
+    if (r.kept !== 20) throw new Error("kept " + r.kept);
+    // Without reuse the sender would have carved ~150 chunks.
+    if (most > 60) throw new Error(most + " chunks in use at once: the Worker's were not reused");
+    `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a Worker terminated mid-wait: its waiter is gone, nothing is delivered to it or lost", async () => {
   const rt = runtime();
   for (let round = 0; round < 3; round++) {
