@@ -164,6 +164,15 @@ export const symbols = {
   kc_chan_compute_rate: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   /** int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out) */
   kc_desc_make: { parameters: ["buffer", "u32", "u32", "buffer"], result: "i32" },
+  /** kc_desc_make with the descriptor by address (a slot whose address is known: no typed array
+   * argument, ~20 ns less per call). */
+  kc_desc_make_at: {
+    name: "kc_desc_make",
+    parameters: ["buffer", "u32", "u32", "pointer"],
+    result: "i32",
+  },
+  /** int32_t kc_desc_free(const struct kc_desc *d) */
+  kc_desc_free: { parameters: ["pointer"], result: "i32" },
   /** int32_t kc_buf_free(void *ptr) */
   kc_buf_free: { parameters: ["pointer"], result: "i32" },
   /** int32_t kc_pool_info(uint64_t *out) */

@@ -283,6 +283,8 @@ int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, dou
  * descriptor with a NULL ptr counts 0 bytes in the metrics. */
 int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out);
 int32_t kc_buf_free(void *ptr);
+/* kc_buf_free(d->ptr): frees the buffer a kc_desc_make descriptor names (KC_EINVAL: d NULL). */
+int32_t kc_desc_free(const struct kc_desc *d);
 /* The buffer pool that kc_desc_make takes buffers of up to 16 KiB from: out[0] the region's
  * address, out[1] its length, out[2] its chunk size, out[3] its chunks in use (KC_ENOMEM: no
  * pool, every buffer is malloc'd). A host may view a whole chunk at once and, when it lets go of that view, count the

@@ -148,7 +148,7 @@ const CLOSED: { state: "closed" } = Object.freeze({ state: "closed" });
  * try-operations by address: an ArrayBuffer's backing store never moves, and a pointer argument
  * keeps the call on V8's fast path.
  */
-const scratch = new Slot();
+const scratch = new Slot(new ArrayBuffer(32), true);
 /** The batches of the `…Many` operations that run no caller code meanwhile (grown as needed). */
 let batch = new Uint8Array(64 * 32);
 
@@ -165,7 +165,7 @@ function slotAt(buf: Uint8Array, i: number, size: number): Slot {
 }
 /** The most values one `tryReceiveMany` takes. */
 const MAX_BATCH = 65_536;
-const scratchPtr = Deno.UnsafePointer.of(scratch.u8);
+const scratchPtr = scratch.ptr;
 /** `scratch` as a number (`codecs.f64`'s slot, written and read without a call to the codec). */
 const scratchF64 = scratch.f64;
 
@@ -304,7 +304,7 @@ const shared = new Map<number, Shared>();
 // (see #collect).
 const outWords = new Uint32Array(4);
 /** Where dropped values are taken (#collect, orphans). */
-const dropSlot = new Slot();
+const dropSlot = new Slot(new ArrayBuffer(32), true);
 
 /** Each library's counters' clock word (kc_clock_word) as two u32 halves. */
 const clocks = new WeakMap<Library, Uint32Array>();

@@ -140,6 +140,32 @@ Deno.test("typed codecs: f64, u64, bytes, string, structured; wrong values are C
   assert.throws(() => o.trySend({ f() {} }), CodecError);
 });
 
+Deno.test("strings through a shared channel: every size and script, sent in a row, each received intact", () => {
+  // A shared channel's strings are encoded into one reused buffer and copied out of it: values
+  // buffered natively must not see the next one's bytes, and the buffer grows past any size.
+  const samples = [
+    "a",
+    "héllo ☃",
+    "𝄞 clef and 😀 emoji",
+    "x".repeat(85), // the buffer's first growth (3 bytes per unit)
+    "ü".repeat(5_000),
+    "€".repeat(70_000), // past the reused buffer's largest size: encoded on its own
+    "z".repeat(200),
+    "\ud800 lone surrogate", // TextEncoder sends U+FFFD
+  ];
+  for (const codec of [codecs.string, codecs.default as never]) {
+    using ch = new Channel<string>(samples.length, { codec });
+    ch.share();
+    for (const v of samples) assert.equal(ch.trySend(v).state, "ok");
+    for (const v of samples) {
+      assert.deepEqual(ch.tryReceive(), {
+        state: "ok",
+        value: v.startsWith("\ud800") ? v.replace("\ud800", "\ufffd") : v,
+      });
+    }
+  }
+});
+
 /** Channels of `bothModes` tests are shared while this is set. */
 let sharing = false;
 

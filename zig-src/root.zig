@@ -1575,6 +1575,14 @@ export fn kc_buf_free(ptr: ?*anyopaque) callconv(.c) i32 {
     return 0;
 }
 
+/// int32_t kc_desc_free(const struct kc_desc *d): frees the kc_desc_make buffer that d names
+/// (none for an inline descriptor, ptr NULL), as kc_buf_free(d->ptr) does. For a host that
+/// holds the descriptor's address and would pay to turn its pointer word into a pointer.
+export fn kc_desc_free(d: ?*const chan.Descriptor) callconv(.c) i32 {
+    const desc = d orelse return Status.invalid.code();
+    return kc_buf_free(desc.ptr);
+}
+
 /// int32_t kc_pool_info(uint64_t *out): the buffer pool's region: out[0] its address, out[1]
 /// its length, out[2] its chunk size, out[3] how many of its chunks are in use (being carved, or
 /// holding buffers not yet freed). A kc_desc_make buffer inside the region lies in one chunk;
@@ -1848,6 +1856,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_clock_word",         "kc_clock_now",             "kc_cells_alloc",           "kc_lib_retain_thread",
         "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",           "kc_chan_try_recv_n",
         "kc_chan_try_send_n",    "kc_chan_info",             "kc_pool_info",             "kc_pool_release",
+        "kc_desc_free",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2444,8 +2453,11 @@ test "C ABI: kc_desc_make takes buffers of up to 16 KiB from the pool; kc_pool_r
     try testing.expect(now[3] >= 1); // the chunk being carved
     // A host that viewed `small` through its chunk counts it freed when that view goes.
     try testing.expectEqual(@as(i32, 0), kc_pool_release(small.ptr, 1));
-    try testing.expectEqual(@as(i32, 0), kc_buf_free(largest.ptr));
+    try testing.expectEqual(@as(i32, 0), kc_desc_free(&largest));
     try testing.expectEqual(@as(i32, 0), kc_buf_free(large.ptr));
+    var no_buffer: chan.Descriptor = .{ .ptr = null, .len = 0 };
+    try testing.expectEqual(@as(i32, 0), kc_desc_free(&no_buffer));
+    try testing.expectEqual(Status.invalid.code(), kc_desc_free(null));
     var outside: u8 = 0;
     try testing.expectEqual(Status.invalid.code(), kc_pool_release(&outside, 1));
     try testing.expectEqual(Status.invalid.code(), kc_pool_release(null, 1));
