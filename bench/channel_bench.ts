@@ -43,6 +43,18 @@ Deno.bench("trySend + tryReceive pair, default codec (16-char string)", { group:
   tagged.tryReceive();
 });
 
+// A shared channel's string goes through native memory: UTF-8 into a pooled buffer and back.
+const taggedShared = new Channel<unknown>(64);
+taggedShared.share();
+Deno.bench(
+  "trySend + tryReceive pair, default codec (16-char string), shared channel (native)",
+  { group: "try" },
+  () => {
+    taggedShared.trySend("sixteen chars..!");
+    taggedShared.tryReceive();
+  },
+);
+
 // Creating a channel: a local one is made in JavaScript (its native channel only when it
 // escapes), against one made native at once.
 Deno.bench("create + dispose a channel (local)", { group: "create", baseline: true }, () => {

@@ -569,6 +569,10 @@ const channelFigures = [
   figure(chLine("trySend + tryReceive pair, default codec (number)"), chFloor),
   figure(chLine("trySend + tryReceive pair, default codec (16-char string)"), chFloor),
   figure(
+    chLine("trySend + tryReceive pair, default codec (16-char string), shared channel (native)"),
+    chLine("trySend + tryReceive pair, default codec (16-char string)"),
+  ),
+  figure(
     chLine("create + dispose a channel (local)"),
     chLine("create + dispose a channel made native (share)"),
   ),
