@@ -27,6 +27,7 @@
 import v8 from "node:v8";
 import type { Library } from "../ffi/load.ts";
 import { CodecError, describe } from "./errors.ts";
+import { pack, packed, unpack } from "./pack.ts";
 
 type Sym = ReturnType<Library["symbols"]>;
 
@@ -92,7 +93,7 @@ export class Slot {
 // payload (the native side counts 0 bytes for a descriptor without a buffer).
 const T_NUMBER = 1, T_BIGINT = 2, T_TRUE = 3, T_FALSE = 4, T_NULL = 5, T_UNDEFINED = 6;
 const T_EMPTY_STRING = 7, T_EMPTY_BYTES = 8;
-const T_STRING = 16, T_BYTES = 17, T_STRUCTURED = 18;
+const T_STRING = 16, T_BYTES = 17, T_STRUCTURED = 18, T_PACKED = 19;
 
 const I64_MIN = -(2n ** 63n), I64_MAX = 2n ** 63n - 1n, U64_MAX = 2n ** 64n - 1n;
 
@@ -298,6 +299,32 @@ function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
   return bytes;
 }
 
+/**
+ * A structured value into a native buffer: plain data in the packed encoding (src/pack.ts),
+ * anything else serialised with `node:v8`.
+ */
+function putStructured(slot: Slot, value: unknown, sym: Sym, codec: string): void {
+  let n: number;
+  try {
+    n = pack(value);
+  } catch (e) {
+    throw new CodecError(
+      codec,
+      `Cannot send: the value cannot be structured-cloned, received ${describe(value)}`,
+      { cause: e },
+    );
+  }
+  if (n >= 0) putBuffer(slot, packed(), T_PACKED, sym, codec, n);
+  else putBuffer(slot, serialise(value, codec), T_STRUCTURED, sym, codec);
+}
+
+/** A structured value's bytes back into a value, by the encoding its tag names. */
+function readStructured(slot: Slot, sym: Sym): unknown {
+  return slot.u32[6] === T_PACKED
+    ? withBytes(slot, sym, unpack)
+    : withBytes(slot, sym, (b) => v8.deserialize(b));
+}
+
 function serialise(value: unknown, codec: string): Uint8Array {
   try {
     return v8.serialize(value);
@@ -425,9 +452,9 @@ const structured: Codec<unknown> = {
   elemSize: 32,
   zeroCopy: true,
   encode(value, slot, sym) {
-    putBuffer(slot, serialise(value, "structured"), T_STRUCTURED, sym, "structured");
+    putStructured(slot, value, sym, "structured");
   },
-  decode: (slot, sym) => withBytes(slot, sym, (b) => v8.deserialize(b)),
+  decode: readStructured,
   discard: freeSlot,
   pass: (value) => structuredPass(value, "structured"),
 };
@@ -471,7 +498,7 @@ const tagged: Codec<unknown> = {
         }
         break;
     }
-    putBuffer(slot, serialise(value, "default"), T_STRUCTURED, sym, "default");
+    putStructured(slot, value, sym, "default");
   },
   decode(slot, sym) {
     if (ptrOf(slot) === 0) {
@@ -501,7 +528,8 @@ const tagged: Codec<unknown> = {
       case T_BYTES:
         return receiveBytes(slot, sym);
       case T_STRUCTURED:
-        return withBytes(slot, sym, (b) => v8.deserialize(b));
+      case T_PACKED:
+        return readStructured(slot, sym);
     }
     freeSlot(slot, sym);
     throw new CodecError("default", `Cannot receive: unknown buffer tag ${slot.u32[6]}`);
