@@ -6,7 +6,8 @@
 //   them (tryReceive, awaiting receive only when empty); time per value, from the first send to
 //   the Worker's report that it has all N. Peer: N postMessage calls of the same values. After
 //   a warm-up round, each stream runs three times, the figures taking turns; each keeps its best.
-// - the number stream with the default codec (tagged descriptors: a zero-copy channel).
+// - the number stream with the default codec (tagged descriptors: a zero-copy channel), and a
+//   stream of small objects through it (packed plain data) against postMessage's.
 // - the number stream again, the Worker taking what is buffered in batches (tryReceiveMany), and
 //   with the main isolate also sending in batches of 256 (trySendMany).
 // - the Worker's receive loop alone, on a channel filled beforehand (no sender beside it).
@@ -49,7 +50,10 @@ if ("WorkerGlobalScope" in globalThis) {
   let posted = 0, streamN = 0;
   self.onmessage = async (e: MessageEvent) => {
     const m = e.data as Msg | number | Uint8Array;
-    if (typeof m === "number" || m instanceof Uint8Array) {
+    if (
+      typeof m === "number" || m instanceof Uint8Array ||
+      (typeof m === "object" && m !== null && !("mode" in m))
+    ) {
       if (++posted === streamN) {
         posted = 0;
         self.postMessage("done");
@@ -243,6 +247,16 @@ async function main(): Promise<void> {
     best.set(
       "channel stream: numbers (default codec), main -> Worker",
       await bestOfRounds((div) => stream(t, 1.5, nNum / div)),
+    );
+    // Small objects (a job description), structured-cloned by each: packed by the default codec.
+    const job = { id: 7, kind: "resize", path: "/tmp/images/photo-0001.jpg", w: 640, h: 480 };
+    best.set(
+      "channel stream: small objects (default codec), main -> Worker",
+      await bestOfRounds((div) => stream(t, job, nBytes / div)),
+    );
+    best.set(
+      "postMessage stream: small objects, main -> Worker",
+      await bestOfRounds((div) => stream(null, job, nPost / div)),
     );
     for (const [name, ns] of best) print(name, ns, "ns/value");
   }
