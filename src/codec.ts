@@ -3,11 +3,13 @@
  *
  * - `codecs.f64` (numbers) and `codecs.u64` (bigints 0 .. 2^64-1) travel as 8 raw bytes in a
  *   copying channel: no tag, no allocation.
- * - `codecs.bytes` (Uint8Array), `codecs.string` (UTF-8) and `codecs.structured` (anything
- *   `node:v8` can serialise) travel in zero-copy channels: the value's bytes are copied once into
- *   native memory (`kc_desc_make`) and the 32-byte descriptor moves through the channel. A
- *   received Uint8Array is a view of that native memory (no second copy), freed when the view is
- *   garbage-collected; strings and structured values are decoded from the view, then freed.
+ * - `codecs.bytes` (Uint8Array), `codecs.string` (UTF-8) and `codecs.structured` (what
+ *   structured clone copies: plain data packed by `src/pack.ts`, anything else serialised with
+ *   `node:v8`) travel in zero-copy channels: the value's bytes are copied once into native memory
+ *   (`kc_desc_make`; up to 16 KiB into the buffer pool) and the 32-byte descriptor moves through
+ *   the channel. A received Uint8Array is a view of that native memory (no second copy; a pooled
+ *   one shares its chunk's ArrayBuffer), freed when no view is left; strings and structured
+ *   values are decoded from the view, then freed.
  * - `codecs.default` tags each value: numbers, bigints in the signed 64-bit range, booleans,
  *   null and undefined travel in the descriptor itself; strings as UTF-8; Uint8Array zero-copy;
  *   anything else structured-cloned.
