@@ -278,13 +278,49 @@ function getText(): string {
   if (at + len > rbuf.length) bad("truncated string");
   rpos += len;
   if (len === 0) return "";
-  if (len <= 16) {
+  if (len <= 64) {
     const b = rbuf;
     let high = 0;
     for (let i = 0; i < len; i++) high |= b[at + i];
     if (high < 0x80) return ascii(b, at, len);
   }
   return decoder.decode(rbuf.subarray(at, at + len));
+}
+
+/**
+ * Object keys met lately, by a hash of their bytes: a key comes back as the same string object,
+ * which V8 has made a property key already (a new string per key cost ~50 ns a property).
+ */
+const keys: (string | undefined)[] = new Array(512);
+
+function getKey(): string {
+  const start = rpos;
+  const len = getU32();
+  const at = rpos;
+  if (len === 0 || len > 32 || at + len > rbuf.length) {
+    rpos = start;
+    return getText();
+  }
+  const b = rbuf;
+  let h = len, high = 0;
+  for (let i = 0; i < len; i++) {
+    const c = b[at + i];
+    high |= c;
+    h = (h * 31 + c) | 0;
+  }
+  if (high >= 0x80) {
+    rpos = start;
+    return getText();
+  }
+  rpos += len;
+  const slot = h & 511;
+  const k = keys[slot];
+  if (k !== undefined && k.length === len) {
+    let i = 0;
+    while (i < len && k.charCodeAt(i) === b[at + i]) i++;
+    if (i === len) return k;
+  }
+  return keys[slot] = ascii(b, at, len);
 }
 
 function get(): unknown {
@@ -313,7 +349,7 @@ function get(): unknown {
       const o: Record<string, unknown> = {};
       seen.push(o);
       for (let n = getU32(); n > 0; n--) {
-        const k = getText();
+        const k = getKey();
         const v = get();
         // A data property, as structured clone makes: `o.__proto__ = v` would set the prototype.
         if (k === "__proto__") {
