@@ -65,6 +65,8 @@ export class Slot {
    * typed array as an FFI argument costs ~20 ns per call, taking its address once ~0.4 µs.
    */
   readonly ptr: Deno.PointerValue | null = null;
+  /** `ptr` as a number for a native struct field (0n when not pinned). */
+  readonly addr: bigint = 0n;
   #u32?: Uint32Array<ArrayBuffer>;
   #f64?: Float64Array<ArrayBuffer>;
   #i64?: BigInt64Array<ArrayBuffer>;
@@ -73,7 +75,10 @@ export class Slot {
   constructor(buffer: ArrayBuffer = new ArrayBuffer(32), pinned = false) {
     this.u8 = new Uint8Array(buffer);
     // An ArrayBuffer's backing store never moves once it has been handed out by address.
-    if (pinned) this.ptr = Deno.UnsafePointer.of(this.u8);
+    if (pinned) {
+      this.ptr = Deno.UnsafePointer.of(this.u8);
+      this.addr = BigInt(Deno.UnsafePointer.value(this.ptr));
+    }
   }
 
   get u32(): Uint32Array<ArrayBuffer> {

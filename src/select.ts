@@ -199,6 +199,18 @@ const outIndex = new Uint32Array(1);
 const outTicket = new Uint32Array(1);
 
 /**
+ * Slots for channel clauses, reused from one select to the next: a fresh one cost ~1 µs (a
+ * new ArrayBuffer handed to native code) and taking its address ~0.4 µs, most of a select.
+ * A select gives its slots back once native code is done with them (`#giveSlots`).
+ */
+const freeSlots: Slot[] = [];
+const FREE_SLOTS_MAX = 256;
+
+function takeSlot(): Slot {
+  return freeSlots.pop() ?? new Slot(new ArrayBuffer(32), true);
+}
+
+/**
  * Waits for the first clause `build` registers to fire and resolves with its handler's result;
  * see the module documentation for the rules. Rejects with a TypeError for a select without
  * clauses.
@@ -378,7 +390,7 @@ class Selection implements RingOp {
   #addNative(c: Clause): void {
     const ch = c.ch!;
     const sym = ch._symbols(c.kind === SEND ? "select: send" : "select: receive");
-    c.slot = new Slot();
+    c.slot = takeSlot();
     if (c.kind === SEND) {
       ch.codec.encode(c.value, c.slot, sym);
       c.encoded = true;
@@ -398,7 +410,7 @@ class Selection implements RingOp {
       clauseU32[6 * i + 1] = c.kind === SEND ? 0 : 1;
       clauseU32[6 * i + 2] = ch.codec.elemSize;
       clauseU32[6 * i + 3] = 0;
-      clauseU64[3 * i + 2] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(c.slot!.u8)));
+      clauseU64[3 * i + 2] = c.slot!.addr;
     }
   }
 
@@ -414,6 +426,7 @@ class Selection implements RingOp {
     }
     if (c === undefined) {
       this.#freeValues(-1);
+      this.#giveSlots(); // withdrawn, or never queued
       this.done = true;
       this.#cleanup();
       this.reject(this.signal!.reason);
@@ -440,6 +453,14 @@ class Selection implements RingOp {
 
   /** Channel clause `index` (of `native`) completed with `status`. */
   #fireNative(index: number, status: number, queued: boolean): void {
+    try {
+      this.#settleNative(index, status, queued);
+    } finally {
+      this.#giveSlots(); // native code is done with them: the select completed
+    }
+  }
+
+  #settleNative(index: number, status: number, queued: boolean): void {
     const c = this.native[index];
     const ch = c.ch!;
     this.#freeValues(index);
@@ -475,6 +496,7 @@ class Selection implements RingOp {
 
   #fireJs(c: Clause): void {
     this.#freeValues(-1);
+    this.#giveSlots(); // not queued natively (never, or withdrawn by the abort that got here)
     this.done = true;
     this.#cleanup();
     if (c.kind === AWAIT) {
@@ -505,6 +527,14 @@ class Selection implements RingOp {
       if (c.ch!._lib.isOpen) c.ch!.codec.discard(c.slot!, c.ch!._lib.symbols("select"));
     }
     if (keep >= 0) this.native[keep].encoded = false;
+  }
+
+  /** Gives the channel clauses' slots back for the next select. */
+  #giveSlots(): void {
+    for (const c of this.native) {
+      if (c.slot !== undefined && freeSlots.length < FREE_SLOTS_MAX) freeSlots.push(c.slot);
+      c.slot = undefined;
+    }
   }
 
   #cleanup(): void {
