@@ -3,7 +3,7 @@
 // `medium`, and the floor of any promise-based rendezvous, all measured in the same run.
 // Run by `./task bench` (bench/run.ts, suite "channel"), or alone:
 //   deno bench --allow-ffi --allow-read --allow-env bench/channel_bench.ts
-import { Channel, codecs, library } from "../mod.ts";
+import { Channel, codecs, library, select } from "../mod.ts";
 import medium from "medium"; // npm:medium, pinned in deno.json
 import { PINGPONG_ROUNDS } from "./constants.ts";
 
@@ -52,6 +52,24 @@ Deno.bench(
   () => {
     taggedShared.trySend("sixteen chars..!");
     taggedShared.tryReceive();
+  },
+);
+
+// A select over two shared channels, one of them ready: the probe (one kc_select call), the
+// winning value decoded, the handler run in a microtask.
+const selA = new Channel<number>(4, { codec: codecs.f64 });
+const selB = new Channel<number>(4, { codec: codecs.f64 });
+selA.share();
+selB.share();
+Deno.bench(
+  "select, 2 channel clauses, one ready (shared channels)",
+  { group: "select" },
+  async () => {
+    selA.trySend(1);
+    await select<number>((s) => {
+      s.onReceive(selB, (v) => v);
+      s.onReceive(selA, (v) => v);
+    });
   },
 );
 

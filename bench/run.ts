@@ -572,6 +572,7 @@ const channelFigures = [
     chLine("trySend + tryReceive pair, default codec (16-char string), shared channel (native)"),
     chLine("trySend + tryReceive pair, default codec (16-char string)"),
   ),
+  figure(chLine("select, 2 channel clauses, one ready (shared channels)"), tryPairShared),
   figure(
     chLine("create + dispose a channel (local)"),
     chLine("create + dispose a channel made native (share)"),
