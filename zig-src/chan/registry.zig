@@ -201,7 +201,8 @@ pub fn RefRegistry(
             e.obj = obj;
             // The table's reference. Release: pairs with the acquire CAS in `acquire`.
             e.refs.store(1, .release);
-            const h = r.table.alloc(e) catch {
+            // The registry lock serialises every alloc and free of the table.
+            const h = r.table.allocLocked(e) catch {
                 e.refs.store(0, .release);
                 e.obj = null;
                 r.putEntry(e);
@@ -256,7 +257,7 @@ pub fn RefRegistry(
             const e = blk: {
                 r.mutex.lock();
                 defer r.mutex.unlock();
-                break :blk r.table.free(h) orelse return error.BadHandle;
+                break :blk r.table.freeLocked(h) orelse return error.BadHandle;
             };
             e.handle.store(0, .release);
             retire(e.obj.?);
