@@ -106,6 +106,8 @@ const I64_MIN = -(2n ** 63n), I64_MAX = 2n ** 63n - 1n, U64_MAX = 2n ** 64n - 1n
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+/** One function for every string receive (a closure per call would be made each time). */
+const decodeText = (b: Uint8Array): string => decoder.decode(b);
 
 /** Frees a received Uint8Array's native memory once the view is garbage. */
 const views = new FinalizationRegistry<{ sym: Sym; ptr: Deno.PointerValue }>(({ sym, ptr }) => {
@@ -329,7 +331,7 @@ function putStructured(slot: Slot, value: unknown, sym: Sym, codec: string): voi
 function readStructured(slot: Slot, sym: Sym): unknown {
   return slot.u32[6] === T_PACKED
     ? withBytes(slot, sym, unpack)
-    : withBytes(slot, sym, (b) => v8.deserialize(b));
+    : withBytes(slot, sym, v8.deserialize);
 }
 
 function serialise(value: unknown, codec: string): Uint8Array {
@@ -449,7 +451,7 @@ const string: Codec<string> = {
     if (s.length === 0) putInline(slot, T_EMPTY_STRING);
     else putString(slot, s, sym, "string");
   },
-  decode: (slot, sym) => ptrOf(slot) === 0 ? "" : withBytes(slot, sym, (b) => decoder.decode(b)),
+  decode: (slot, sym) => ptrOf(slot) === 0 ? "" : withBytes(slot, sym, decodeText),
   discard: freeSlot,
   pass: checkString,
 };
@@ -531,7 +533,7 @@ const tagged: Codec<unknown> = {
     }
     switch (slot.u32[6]) {
       case T_STRING:
-        return withBytes(slot, sym, (b) => decoder.decode(b));
+        return withBytes(slot, sym, decodeText);
       case T_BYTES:
         return receiveBytes(slot, sym);
       case T_STRUCTURED:
