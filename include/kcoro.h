@@ -287,9 +287,11 @@ int32_t kc_buf_free(void *ptr);
 int32_t kc_desc_free(const struct kc_desc *d);
 /* The buffer pool that kc_desc_make takes buffers of up to 16 KiB from: out[0] the region's
  * address, out[1] its length, out[2] its chunk size, out[3] its chunks in use (KC_ENOMEM: no
- * pool, every buffer is malloc'd). A host may view a whole chunk at once and, when it lets go of that view, count the
- * buffers it viewed through it as freed with kc_pool_release(any address in the chunk, count)
- * instead of calling kc_buf_free for each (KC_EINVAL: outside the pool, or a count of 0). */
+ * pool, every buffer is malloc'd). A host may view a whole chunk at once and, when it lets go of
+ * that view, count the buffers it viewed through it as freed with kc_pool_release(any address in
+ * the chunk, count) instead of calling kc_buf_free for each. KC_EINVAL, nothing changed: outside
+ * the pool or in a chunk never used, a count of 0 or more than a chunk holds, or more than a
+ * retired chunk has out. */
 int32_t kc_pool_info(uint64_t *out);
 int32_t kc_pool_release(const void *chunk, uint32_t count);
 /* Keeps every value the channel drops (cancel, destroy, drop policies; zero-copy: descriptors

@@ -1598,13 +1598,13 @@ export fn kc_pool_info(out: ?*[4]u64) callconv(.c) i32 {
 }
 
 /// int32_t kc_pool_release(const void *chunk, uint32_t count): frees count buffers of the
-/// pool chunk that `chunk` points into (see kc_pool_info). KC_EINVAL for an address outside the
-/// pool or a count of 0.
+/// pool chunk that `chunk` points into (see kc_pool_info). KC_EINVAL, changing nothing, for an
+/// address outside the pool or in a chunk never used, a count of 0 or more than a chunk holds,
+/// or more than a retired chunk has out.
 export fn kc_pool_release(chunk: ?*const anyopaque, count: u32) callconv(.c) i32 {
     const p = buffer_pool.global() orelse return Status.invalid.code();
     const c = p.chunkOf(chunk orelse return Status.invalid.code()) orelse return Status.invalid.code();
-    if (count == 0) return Status.invalid.code();
-    p.release(c, count);
+    if (!p.releaseChecked(c, count)) return Status.invalid.code();
     return 0;
 }
 
@@ -2462,6 +2462,9 @@ test "C ABI: kc_desc_make takes buffers of up to 16 KiB from the pool; kc_pool_r
     try testing.expectEqual(Status.invalid.code(), kc_pool_release(&outside, 1));
     try testing.expectEqual(Status.invalid.code(), kc_pool_release(null, 1));
     try testing.expectEqual(Status.invalid.code(), kc_pool_release(@ptrFromInt(info[0]), 0));
+    try testing.expectEqual(Status.invalid.code(), kc_pool_release(@ptrFromInt(info[0]), 1 << 20));
+    // The region's last chunk: never handed out in this test process.
+    try testing.expectEqual(Status.invalid.code(), kc_pool_release(@ptrFromInt(info[0] + info[1] - 1), 1));
     try testing.expectEqual(Status.invalid.code(), kc_pool_info(null));
 }
 

@@ -142,6 +142,28 @@ pub const Pool = struct {
         if (after == retired) p.recycle(c);
     }
 
+    /// `release` for a count a host passes (`kc_pool_release`): false, changing nothing, for a
+    /// chunk never handed out, a count larger than any chunk's slices, or more frees than a
+    /// retired chunk has slices out (a chunk on the free list has none). A host that frees more
+    /// than it viewed before the chunk is retired is not caught here.
+    pub fn releaseChecked(p: *Pool, c: u32, n: u32) bool {
+        if (n == 0 or n > p.chunkBytes() / slice_align) return false;
+        // Monotonic: `top` only grows (see `take`); a chunk below it was handed out once.
+        if (c >= @atomicLoad(u32, &p.top, .monotonic)) return false;
+        var word = p.words[c].load(.monotonic);
+        while (true) {
+            // Carving: at most a chunk's slices freed so far; retired: `retired` minus the
+            // slices still out (module comment).
+            const is_retired = word >= retired / 2;
+            if (if (is_retired) word +% n > retired else word + n >= retired / 2) return false;
+            // AcqRel: as in `release`.
+            word = p.words[c].cmpxchgWeak(word, word +% n, .acq_rel, .monotonic) orelse {
+                if (word +% n == retired) p.recycle(c);
+                return true;
+            };
+        }
+    }
+
     /// How many chunks are on the free list or never used (tests).
     pub fn idleChunks(p: *Pool) usize {
         p.free_mutex.lock();
@@ -180,7 +202,8 @@ pub const Pool = struct {
             p.free_head = p.links[c];
             break :blk c;
         } else if (p.top < p.words.len) blk: {
-            p.top += 1;
+            // Monotonic store: `releaseChecked` reads it without the lock.
+            @atomicStore(u32, &p.top, p.top + 1, .monotonic);
             break :blk p.top - 1;
         } else return null;
         // Monotonic: nobody else holds the chunk until this stripe hands out its slices, and
@@ -263,8 +286,12 @@ test "pool: slices come from chunks, a chunk comes back once its slices are free
         try testing.expect(p.free(s));
     }
     try testing.expectEqual(@as(usize, 0), p.idleChunks()); // one slice still out
-    p.release(0, 1); // an isolate's mapping held the last one
+    try testing.expect(!p.releaseChecked(0, 2)); // only one is out: refused, nothing changed
+    try testing.expect(p.releaseChecked(0, 1)); // an isolate's mapping held the last one
     try testing.expectEqual(@as(usize, 1), p.idleChunks());
+    try testing.expect(!p.releaseChecked(0, 1)); // on the free list: nothing is out
+    try testing.expect(!p.releaseChecked(1, 0));
+    try testing.expect(!p.releaseChecked(1, 1025)); // more than a 16 KiB chunk's slices
     var outside: u8 = 0;
     try testing.expect(!p.free(&outside));
     try testing.expect(p.free(next));
