@@ -574,6 +574,12 @@ const channelFigures = [
   ),
   figure(chLine("select, 2 channel clauses, one ready (shared channels)"), tryPairShared),
   figure(
+    chLine(
+      "trySend + tryReceive pair, default codec ({ Map, Float64Array }), shared channel (native)",
+    ),
+    chLine("node:v8 serialize + deserialize of the same value (no channel)"),
+  ),
+  figure(
     chLine("create + dispose a channel (local)"),
     chLine("create + dispose a channel made native (share)"),
   ),
