@@ -253,6 +253,12 @@ export const symbols = {
   kc_ring_drain: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size) */
   kc_ring_take: { parameters: ["u32", "u32", "buffer", "u32"], result: "i32" },
+  /** kc_ring_take into a pinned buffer by address (NULL: discard), as kc_chan_send_async_at. */
+  kc_ring_take_at: {
+    name: "kc_ring_take",
+    parameters: ["u32", "u32", "pointer", "u32"],
+    result: "i32",
+  },
   /**
    * int32_t kc_ring_notify(uint32_t ring, kc_notify_fn notify, uint32_t *done): a thread of the
    * library's own calls notify() (an UnsafeCallback.threadSafe) when records arrive; *done = 1
@@ -271,6 +277,19 @@ export const symbols = {
    *                            uint32_t *out_ticket)
    */
   kc_chan_recv_async: { parameters: ["u32", "buffer", "u32", "u32", "buffer"], result: "i32" },
+  /** kc_chan_send_async with the value and the ticket by address (pinned buffers: no typed
+   * array argument, which costs ~20 ns, and ~1 µs the first time V8 moves one off its heap). */
+  kc_chan_send_async_at: {
+    name: "kc_chan_send_async",
+    parameters: ["u32", "pointer", "u32", "u32", "pointer"],
+    result: "i32",
+  },
+  /** kc_chan_recv_async by address, as kc_chan_send_async_at. */
+  kc_chan_recv_async_at: {
+    name: "kc_chan_recv_async",
+    parameters: ["u32", "pointer", "u32", "u32", "pointer"],
+    result: "i32",
+  },
   /**
    * int32_t kc_select_async(const struct kc_clause *clauses, uint32_t n, uint32_t flags,
    *                         uint32_t ring, uint32_t *out_ticket, uint32_t *out_index)

@@ -16,6 +16,7 @@
  */
 import { setImmediate } from "node:timers";
 import type { Library } from "../ffi/load.ts";
+import type { Slot } from "./codec.ts";
 import { Status } from "./errors.ts";
 
 /**
@@ -42,6 +43,8 @@ export class Bridge {
   readonly #records = new Uint32Array(4 * BATCH);
   readonly #statuses = new Int32Array(this.#records.buffer);
   readonly #out = new Uint32Array(1);
+  /** `#out` by address (pinned): the queued operation's ticket. */
+  readonly #outPtr = Deno.UnsafePointer.of(this.#out);
   #waiting = false;
 
   private constructor(lib: Library) {
@@ -83,11 +86,10 @@ export class Bridge {
    * `kc_chan_send_async` (`recv` false) or `kc_chan_recv_async`: 0 done now (a receive's value
    * is in `slot`), 1 queued (`ticket` is set: pass it to `track`), or a negative status.
    */
-  submit(recv: boolean, handle: number, slot: Uint8Array<ArrayBuffer>, size: number): number {
-    const rc = recv
-      ? this.#sym.kc_chan_recv_async(handle, slot, size, this.#ring, this.#out)
-      : this.#sym.kc_chan_send_async(handle, slot, size, this.#ring, this.#out);
-    return rc;
+  submit(recv: boolean, handle: number, slot: Slot, size: number): number {
+    return recv
+      ? this.#sym.kc_chan_recv_async_at(handle, slot.ptr, size, this.#ring, this.#outPtr)
+      : this.#sym.kc_chan_send_async_at(handle, slot.ptr, size, this.#ring, this.#outPtr);
   }
 
   /** The ticket of the last queued `submit`. */
@@ -165,8 +167,8 @@ export class Bridge {
   }
 
   /** After a record: copies a received value into `out` (null for sends), frees the ticket. */
-  take(op: RingOp, out: Uint8Array<ArrayBuffer> | null, size: number): number {
-    return this.#sym.kc_ring_take(this.#ring, op.ticket, out, size);
+  take(op: RingOp, out: Slot | null, size: number): number {
+    return this.#sym.kc_ring_take_at(this.#ring, op.ticket, out === null ? null : out.ptr, size);
   }
 
   async #loop(): Promise<void> {

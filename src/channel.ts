@@ -33,7 +33,15 @@
  */
 import { type Library, library } from "../ffi/load.ts";
 import { Bridge, type RingOp } from "./bridge.ts";
-import { type Codec, codecByName, type CodecName, codecs, Slot } from "./codec.ts";
+import {
+  type Codec,
+  codecByName,
+  type CodecName,
+  codecs,
+  giveSlot,
+  Slot,
+  takeSlot,
+} from "./codec.ts";
 import {
   CancellationError,
   checkFunction,
@@ -127,7 +135,6 @@ export interface SharedChannel {
   readonly capacity: number;
 }
 
-const TRY = 1;
 /** Microtasks in which a send waiting for room looks again before the end of its turn. */
 const SEND_RETRIES = 4;
 /** Uses of a channel before its flags are mapped into JavaScript (see `Channel.#ready`). */
@@ -431,6 +438,13 @@ class Waiter implements RingOp {
 }
 
 type Sym = ReturnType<Library["symbols"]>;
+
+/** Gives a waiter's slot back for other waits, once: called where the waiter is done with it. */
+function releaseSlot(w: Waiter): void {
+  if (w.slot === undefined) return;
+  giveSlot(w.slot);
+  w.slot = undefined;
+}
 
 /**
  * Lets the waiters of `q` still waiting in JavaScript try natively, oldest first, until one
@@ -1003,6 +1017,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       } catch (e) {
         w.reject(e);
         return this.#takeFromSender(sym);
+      } finally {
+        releaseSlot(w);
       }
       s.handoffs++;
       w.resolve(undefined);
@@ -1364,6 +1380,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
             this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
           }
         } else if (w.state !== LOCAL) return;
+        releaseSlot(w); // withdrawn (or never queued): nothing reads it any more
         w.detach();
         w.reject(signal.reason);
       };
@@ -1466,7 +1483,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * the codec rejected the value (the waiter is then settled with that error).
    */
   #slotFor(w: Waiter, sym: Sym): Slot | null {
-    const slot = w.slot ??= new Slot();
+    const slot = w.slot ??= takeSlot();
     if (w.kind !== SEND) return slot;
     try {
       this.#codec.encode(w.value as T, slot, sym);
@@ -1489,7 +1506,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const slot = this.#slotFor(w, sym);
     if (slot === null) return;
     const bridge = this.#bridge;
-    const rc = bridge.submit(w.kind !== SEND, this.#handle, slot.u8, this.#size);
+    const rc = bridge.submit(w.kind !== SEND, this.#handle, slot, this.#size);
     if (rc === 1) {
       w.ticket = bridge.ticket;
       w.state = QUEUED;
@@ -1508,8 +1525,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const slot = this.#slotFor(w, sym);
     if (slot === null) return true;
     const rc = w.kind === SEND
-      ? sym.kc_chan_send(this.#handle, slot.u8, this.#size, 0n, 0, TRY)
-      : sym.kc_chan_recv(this.#handle, slot.u8, this.#size, 0n, 0, TRY);
+      ? sym.kc_chan_try_send(this.#handle, slot.ptr, this.#size)
+      : sym.kc_chan_try_recv(this.#handle, slot.ptr, this.#size);
     if (rc === Status.EAGAIN) {
       if (w.kind === SEND) this.#codec.discard(slot, sym);
       return false;
@@ -1527,11 +1544,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return;
     }
     const value = status === 0 && w.kind !== SEND;
-    bridge.take(w, value ? w.slot!.u8 : null, value ? this.#size : 0);
+    bridge.take(w, value ? w.slot! : null, value ? this.#size : 0);
     this.#settle(w, status, true);
   }
 
+  /** Settles a waiter that is done waiting, then gives its slot back (see `takeSlot`). */
   #settle(w: Waiter, status: number, queued: boolean): void {
+    try {
+      this.#settleWith(w, status, queued);
+    } finally {
+      releaseSlot(w);
+    }
+  }
+
+  #settleWith(w: Waiter, status: number, queued: boolean): void {
     const sym = this.#lib.symbols("complete");
     const slot = w.slot!;
     if (w.kind === SEND) {

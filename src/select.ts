@@ -47,7 +47,7 @@
 import type { Library } from "../ffi/load.ts";
 import { Bridge, type RingOp } from "./bridge.ts";
 import { Channel, type ReceiveCatchingResult } from "./channel.ts";
-import { Slot } from "./codec.ts";
+import { giveSlot, type Slot, takeSlot } from "./codec.ts";
 import {
   checkFunction,
   checkOptions,
@@ -197,18 +197,6 @@ const clauseU32 = new Uint32Array(clauseBuf.buffer);
 const clauseU64 = new BigUint64Array(clauseBuf.buffer);
 const outIndex = new Uint32Array(1);
 const outTicket = new Uint32Array(1);
-
-/**
- * Slots for channel clauses, reused from one select to the next: a fresh one cost ~1 µs (a
- * new ArrayBuffer handed to native code) and taking its address ~0.4 µs, most of a select.
- * A select gives its slots back once native code is done with them (`#giveSlots`).
- */
-const freeSlots: Slot[] = [];
-const FREE_SLOTS_MAX = 256;
-
-function takeSlot(): Slot {
-  return freeSlots.pop() ?? new Slot(new ArrayBuffer(32), true);
-}
 
 /**
  * Waits for the first clause `build` registers to fire and resolves with its handler's result;
@@ -447,7 +435,7 @@ class Selection implements RingOp {
       return;
     }
     const value = status === 0 && c.kind !== SEND;
-    this.bridge!.take(this, value ? c.slot!.u8 : null, value ? c.ch!.codec.elemSize : 0);
+    this.bridge!.take(this, value ? c.slot! : null, value ? c.ch!.codec.elemSize : 0);
     this.#fireNative(index, status, true);
   }
 
@@ -529,10 +517,10 @@ class Selection implements RingOp {
     if (keep >= 0) this.native[keep].encoded = false;
   }
 
-  /** Gives the channel clauses' slots back for the next select. */
+  /** Gives the channel clauses' slots back for the next select (or wait). */
   #giveSlots(): void {
     for (const c of this.native) {
-      if (c.slot !== undefined && freeSlots.length < FREE_SLOTS_MAX) freeSlots.push(c.slot);
+      if (c.slot !== undefined) giveSlot(c.slot);
       c.slot = undefined;
     }
   }

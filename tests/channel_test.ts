@@ -17,6 +17,7 @@ import {
   runtime,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
+import { slotsMade } from "../src/codec.ts";
 
 /** A send of `v` to the channel `handle` names, as native code on another thread would. */
 function nativeSendF64(handle: number, v: number): number {
@@ -985,6 +986,31 @@ Deno.test("seeded stress: a local channel escaping mid-stream loses or duplicate
       await localWaitStress(seed, capacity, 1 + Math.floor(rand() * 600));
     }
   }
+});
+
+Deno.test("waits queued natively reuse their slots: 300 waits make at most two, every value intact", async () => {
+  const sym = library().symbols("test");
+  using ch = new Channel<number>(1, { codec: codecs.f64 });
+  ch.share(); // waits queue natively at the end of their turn
+  const turn = () => new Promise((done) => setImmediate(done));
+  const out = new Float64Array(1), outBytes = new Uint8Array(out.buffer);
+  const before = slotsMade.count;
+  for (let i = 0; i < 150; i++) {
+    // A receive queued natively, completed by a native send (a ring record, taken into its slot).
+    const receiving = ch.receive();
+    await turn();
+    assert.equal(nativeSendF64(ch.handle, i + 0.5), 0);
+    assert.equal(await receiving, i + 0.5);
+    // A send queued natively on a full channel, completed by a native receive making room.
+    assert.equal(ch.trySend(-i).state, "ok");
+    const sending = ch.send(i);
+    await turn();
+    assert.equal(sym.kc_chan_recv(ch.handle, outBytes, 8, 0n, 0, 1), 0);
+    assert.ok(Object.is(out[0], -i), `value ${-i} came out as ${out[0]}`);
+    await sending;
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: i });
+  }
+  assert.ok(slotsMade.count - before <= 2, `${slotsMade.count - before} slots made for 300 waits`);
 });
 
 Deno.test("a local channel calls nothing natively, not even to be made; escaping moves its values, in order", () => {
