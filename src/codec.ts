@@ -152,16 +152,28 @@ interface ChunkHold {
   sym: Sym;
   chunk: Deno.PointerValue;
   views: number;
+  pool: PoolView;
 }
 
-const chunkHolds = new FinalizationRegistry<ChunkHold>(({ sym, chunk, views }) => {
-  if (views === 0) return;
+const chunkHolds = new FinalizationRegistry<ChunkHold>((hold) => {
+  if (hold.views === 0) return;
+  hold.pool.pinned--;
   try {
-    sym.kc_pool_release(chunk, views);
+    hold.sym.kc_pool_release(hold.chunk, hold.views);
   } catch {
     // The library was closed: its memory went with it.
   }
 });
+
+/**
+ * The most chunks (128 KiB each) an isolate's received views may pin at once. Chunks come back
+ * only when the finalisation callbacks run, between tasks: an isolate that receives in a loop
+ * that never yields would otherwise pin every chunk it meets, then the whole pool, then malloc'd
+ * buffers without end. Past this many, a received value is copied into memory of its own
+ * (an ordinary `Uint8Array`, which the collector frees by itself) and its slice freed at once.
+ * A stream that yields now and then pins far fewer (tens to hundreds here).
+ */
+const PINNED_MAX = 1024;
 
 /** The buffer pool's region as one library reports it, with this isolate's chunk buffers. */
 interface PoolView {
@@ -171,6 +183,10 @@ interface PoolView {
   /** Per chunk: its ArrayBuffer, held weakly (the views hold it), and that buffer's hold. */
   readonly buffers: (WeakRef<ArrayBuffer> | undefined)[];
   readonly holds: (ChunkHold | undefined)[];
+  /** The region's first byte (for `copyInto`). */
+  readonly basePtr: Deno.PointerValue;
+  /** Chunks this isolate's views pin now (holds with views whose buffer was not collected). */
+  pinned: number;
   /** The chunk of the last value viewed (-1: none), its buffer and hold. */
   lastChunk: number;
   lastBuffer: ArrayBuffer | undefined;
@@ -192,6 +208,8 @@ function poolOf(sym: Sym): PoolView | null {
       chunk: Number(out[2]),
       buffers: [],
       holds: [],
+      basePtr: Deno.UnsafePointer.create(out[0]),
+      pinned: 0,
       lastChunk: -1,
       lastBuffer: undefined,
       lastHold: undefined,
@@ -223,7 +241,7 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
     if (buffer === undefined) {
       const chunk = Deno.UnsafePointer.create(BigInt(pool.base + c * pool.chunk));
       buffer = Deno.UnsafePointerView.getArrayBuffer(chunk!, pool.chunk);
-      hold = { sym, chunk, views: 0 };
+      hold = { sym, chunk, views: 0, pool };
       chunkHolds.register(buffer, hold);
       pool.buffers[c] = new WeakRef(buffer);
       pool.holds[c] = hold;
@@ -232,9 +250,24 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
     pool.lastBuffer = buffer;
     pool.lastHold = hold;
   }
-  if (counted) hold.views++;
+  if (counted) {
+    if (hold.views === 0) {
+      if (pool.pinned >= PINNED_MAX) {
+        // A new chunk to pin, with PINNED_MAX pinned already: a copy of its own instead.
+        const copy = new Uint8Array(len);
+        Deno.UnsafePointerView.copyInto(pool.basePtr!, copy, off);
+        copied = true;
+        return copy;
+      }
+      pool.pinned++;
+    }
+    hold.views++;
+  }
   return new Uint8Array(buffer, off - c * pool.chunk, len);
 }
+
+/** Set when `poolView` returned a copy: the caller frees the slice (nothing views it). */
+let copied = false;
 
 /** The descriptor's buffer pointer as a number (0: an inline value). */
 function ptrOf(slot: Slot): number {
@@ -319,14 +352,22 @@ function withBytes<R>(slot: Slot, sym: Sym, use: (bytes: Uint8Array) => R): R {
 /**
  * A received Uint8Array: a view of the native buffer. A pooled buffer's view shares one
  * ArrayBuffer with the other values of its chunk (`.buffer` is the chunk, as with Node's
- * `Buffer` pool); the chunk's values are freed together when no view of it is left. Any other
- * buffer gets an ArrayBuffer of its own, freed when its view is garbage.
+ * `Buffer` pool); the chunk's values are freed together when no view of it is left. Past
+ * `PINNED_MAX` chunks pinned by this isolate, a value from another chunk is copied into a buffer
+ * of its own instead. Any other buffer gets an ArrayBuffer of its own, freed when its view is
+ * garbage.
  */
 function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
   const at = ptrOf(slot);
   if (at === 0) return new Uint8Array(0);
   const pooled = poolView(sym, at, slot.u32[2], true);
-  if (pooled !== null) return pooled;
+  if (pooled !== null) {
+    if (copied) {
+      copied = false;
+      freeSlot(slot, sym);
+    }
+    return pooled;
+  }
   const ptr = pointer(slot);
   const bytes = new Uint8Array(view(slot, ptr));
   views.register(bytes, { sym, ptr });

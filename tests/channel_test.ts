@@ -632,6 +632,59 @@ Deno.test("an owning channel dropped without dispose is destroyed when collected
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a receive loop that never yields pins at most 1024 pooled chunks, then copies; views again once finalisers ran", async () => {
+  const res = await evalScript(
+    `
+    import { Channel, codecs, library } from "./mod.ts";
+    const sym = library().symbols("test");
+    const info = new BigUint64Array(4);
+    const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
+    const chunk = (sym.kc_pool_info(info), Number(info[2]));
+    const ch = new Channel(64, { codec: codecs.bytes });
+    ch.share();
+    const value = new Uint8Array(1024);
+    let most = 0, views = 0, copies = 0;
+    const pass = (i) => {
+      new DataView(value.buffer).setUint32(0, i);
+      value[1023] = i & 255;
+      if (ch.trySend(value).state !== "ok") throw new Error("trySend failed");
+      const r = ch.tryReceive();
+      if (r.state !== "ok") throw new Error("tryReceive failed");
+      const v = r.value;
+      if (v.length !== 1024 || new DataView(v.buffer, v.byteOffset).getUint32(0) !== i || v[1023] !== (i & 255)) {
+        throw new Error("value " + i + " is wrong");
+      }
+      if (v.buffer.byteLength === chunk) views++;
+      else copies++;
+    };
+    // 200,000 KiB without yielding: finalisers cannot run, so no chunk comes back by itself.
+    (() => {
+      for (let i = 0; i < 200000; i++) {
+        pass(i);
+        if (i % 1000 === 0) most = Math.max(most, inUse());
+      }
+    })();
+    most = Math.max(most, inUse());
+    if (most > 1024 + 4) throw new Error(most + " chunks in use at once");
+    if (views < 1024 * 100 || copies < 50000) throw new Error(views + " views, " + copies + " copies");
+    // Once the loop yields and the collector ran, the chunks come back and values are views again.
+    const deadline = Date.now() + 20000;
+    while (inUse() > 4 && Date.now() < deadline) {
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    if (inUse() > 4) throw new Error(inUse() + " chunks still in use");
+    views = copies = 0;
+    (() => {
+      for (let i = 0; i < 1000; i++) pass(i);
+    })();
+    if (copies !== 0) throw new Error(copies + " copies after the chunks came back");
+    `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("received Uint8Arrays of up to 16 KiB are views of a pooled chunk, which is reused only once no view of it is left", async () => {
   const res = await evalScript(
     `
