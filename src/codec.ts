@@ -135,13 +135,24 @@ const decoder = new TextDecoder();
 const decodeText = (b: Uint8Array): string => decoder.decode(b);
 
 /** Frees a received Uint8Array's native memory once the view is garbage. */
-const views = new FinalizationRegistry<{ sym: Sym; ptr: Deno.PointerValue }>(({ sym, ptr }) => {
-  try {
-    sym.kc_buf_free(ptr);
-  } catch {
-    // The library was closed: its memory went with it.
-  }
-});
+const views = new FinalizationRegistry<{ sym: Sym; ptr: Deno.PointerValue; len: number }>(
+  ({ sym, ptr, len }) => {
+    viewedBytes -= len;
+    try {
+      sym.kc_buf_free(ptr);
+    } catch {
+      // The library was closed: its memory went with it.
+    }
+  },
+);
+
+/**
+ * Bytes of received buffers of their own (not pooled) that this isolate's views hold until
+ * their finalisers run, and the most it may hold: past it a value is copied into a Uint8Array of
+ * its own and freed at once (as `PINNED_MAX` does for pooled chunks, for the same reason).
+ */
+let viewedBytes = 0;
+const VIEWED_MAX = 128 * 1024 * 1024;
 
 /**
  * An isolate's ArrayBuffer over one chunk of the library's buffer pool (`kc_pool_info`), and
@@ -355,7 +366,7 @@ function withBytes<R>(slot: Slot, sym: Sym, use: (bytes: Uint8Array) => R): R {
  * `Buffer` pool); the chunk's values are freed together when no view of it is left. Past
  * `PINNED_MAX` chunks pinned by this isolate, a value from another chunk is copied into a buffer
  * of its own instead. Any other buffer gets an ArrayBuffer of its own, freed when its view is
- * garbage.
+ * garbage (or, past `VIEWED_MAX` bytes held that way, a copy, its buffer freed at once).
  */
 function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
   const at = ptrOf(slot);
@@ -369,8 +380,16 @@ function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
     return pooled;
   }
   const ptr = pointer(slot);
+  const len = slot.u32[2];
+  if (viewedBytes + len > VIEWED_MAX) {
+    const copy = new Uint8Array(len);
+    Deno.UnsafePointerView.copyInto(ptr!, copy);
+    sym.kc_buf_free(ptr);
+    return copy;
+  }
   const bytes = new Uint8Array(view(slot, ptr));
-  views.register(bytes, { sym, ptr });
+  viewedBytes += len;
+  views.register(bytes, { sym, ptr, len });
   return bytes;
 }
 

@@ -685,6 +685,36 @@ Deno.test("a receive loop that never yields pins at most 1024 pooled chunks, the
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a receive loop that never yields holds at most 128 MiB of larger buffers by view, then copies", async () => {
+  const res = await evalScript(
+    `
+    import { Channel, codecs } from "./mod.ts";
+    const ch = new Channel(4, { codec: codecs.bytes });
+    ch.share();
+    const value = new Uint8Array(64 * 1024);
+    const start = Deno.memoryUsage().rss;
+    let most = 0;
+    // 8,000 values of 64 KiB (500 MiB) received without yielding: no finaliser can run.
+    (() => {
+      for (let i = 0; i < 8000; i++) {
+        value[0] = i & 255;
+        value[value.length - 1] = (i >> 8) & 255;
+        if (ch.trySend(value).state !== "ok") throw new Error("trySend failed");
+        const r = ch.tryReceive();
+        if (r.state !== "ok") throw new Error("tryReceive failed");
+        const v = r.value;
+        if (v.length !== value.length || v[0] !== (i & 255) || v[v.length - 1] !== ((i >> 8) & 255)) {
+          throw new Error("value " + i + " is wrong");
+        }
+        if (i % 100 === 0) most = Math.max(most, Deno.memoryUsage().rss - start);
+      }
+    })();
+    if (most > 320 * 1024 * 1024) throw new Error("resident memory grew by " + (most >> 20) + " MiB");
+    `,
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("received Uint8Arrays of up to 16 KiB are views of a pooled chunk, which is reused only once no view of it is left", async () => {
   const res = await evalScript(
     `
