@@ -5,7 +5,6 @@
 //   deno bench --allow-ffi --allow-read --allow-env bench/channel_bench.ts
 import { Channel, codecs, library, select } from "../mod.ts";
 import medium from "medium"; // npm:medium, pinned in deno.json
-import v8 from "node:v8";
 import { PINGPONG_ROUNDS } from "./constants.ts";
 
 const sym = library().symbols("bench");
@@ -191,27 +190,5 @@ Deno.bench(
       s.onReceive(selB, (v) => v);
       s.onReceive(selA, (v) => v);
     });
-  },
-);
-
-// A structured value with a Map and a typed array through a shared channel (packed into
-// native memory and back), against what node:v8 alone costs for the same value (serialize +
-// deserialize, no channel): the path such values took before the packer copied them.
-const record = { id: 7, index: new Map([["a", 1], ["b", 2]]), samples: new Float64Array(16) };
-const structuredShared = new Channel<unknown>(64);
-structuredShared.share();
-Deno.bench(
-  "trySend + tryReceive pair, default codec ({ Map, Float64Array }), shared channel (native)",
-  { group: "structured" },
-  () => {
-    structuredShared.trySend(record);
-    structuredShared.tryReceive();
-  },
-);
-Deno.bench(
-  "node:v8 serialize + deserialize of the same value (no channel)",
-  { group: "structured", baseline: true },
-  () => {
-    v8.deserialize(v8.serialize(record));
   },
 );

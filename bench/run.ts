@@ -16,7 +16,8 @@
  * - channel: the TypeScript Channel (deno bench, bench/channel_bench.ts, three passes, each
  *   bench keeping its best mean): try-operation pairs (a local channel's and a shared one's)
  *   against the FFI call floor, same-isolate await ping-pong against npm `medium` and a plain
- *   async call + await.
+ *   async call + await; a structured value's pair against node:v8 (bench/structured_bench.ts,
+ *   a file of its own).
  * - worker: one Channel between the main isolate and a Worker (bench/worker_bench.ts): streams
  *   of numbers and of 1 KiB Uint8Arrays, round trips with both isolates busy and idle, against
  *   postMessage in the same run; the number stream received in batches (tryReceiveMany) and
@@ -555,6 +556,12 @@ const chLine = (name: string): Line => {
   if (l === undefined) throw new Error(`bench/channel_bench.ts has no bench named ${name}`);
   return l;
 };
+const st = await denoBench("bench/structured_bench.ts", "ns/op", quick ? 1 : 3);
+const stLine = (name: string): Line => {
+  const l = st.get(name);
+  if (l === undefined) throw new Error(`bench/structured_bench.ts has no bench named ${name}`);
+  return l;
+};
 const chFloor = chLine("ffi call floor: kc_abi_version()");
 const medium = chLine("npm medium: ping-pong round trip, unbuffered");
 const asyncCall = chLine("async call + await (floor of a promise API)");
@@ -574,10 +581,10 @@ const channelFigures = [
   ),
   figure(chLine("select, 2 channel clauses, one ready (shared channels)"), tryPairShared),
   figure(
-    chLine(
+    stLine(
       "trySend + tryReceive pair, default codec ({ Map, Float64Array }), shared channel (native)",
     ),
-    chLine("node:v8 serialize + deserialize of the same value (no channel)"),
+    stLine("node:v8 serialize + deserialize of the same value (no channel)"),
   ),
   figure(
     chLine("create + dispose a channel (local)"),
