@@ -837,18 +837,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (s.local) return this.#localSend(this.#pass(value));
     // Senders of this isolate still waiting in JavaScript are ahead of this one.
     if (s.senders.first !== null && !pump(s.senders, sym)) {
-      this.#codec.encode(value, scratch, sym); // still reject what the codec cannot carry
-      this.#codec.discard(scratch, sym);
+      this.#reject(value, sym); // still reject what the codec cannot carry
       return FULL;
     }
     if (s.receivers.first !== null && this.#handOff(value, sym)) return OK;
-    if (this.#f64 && typeof value === "number") scratchF64[0] = value;
-    else this.#codec.encode(value, scratch, sym); // also rejects what the codec cannot carry
     if (this.#sendBlocked(sym)) {
-      this.#codec.discard(scratch, sym);
+      // Full as the blocked byte says: the value is checked, not copied into native memory only
+      // to be freed again (a sender retrying a full channel did that on every try).
+      this.#reject(value, sym);
       s.fullFails++; // the native side counts the ones it answers itself
       return FULL;
     }
+    if (this.#f64 && typeof value === "number") scratchF64[0] = value;
+    else this.#codec.encode(value, scratch, sym); // also rejects what the codec cannot carry
     const at = this.#at;
     const rc = at !== null
       ? sym.kc_chan_try_send_at(at, this.#handle, scratchPtr, this.#size)
@@ -862,6 +863,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedResult();
     unwrap(rc, "send");
     return FULL;
+  }
+
+  /** Throws what encoding `value` would throw, copying it into native memory only if need be. */
+  #reject(value: T, sym: Sym): void {
+    if (this.#codec.check(value)) return;
+    this.#codec.encode(value, scratch, sym);
+    this.#codec.discard(scratch, sym);
   }
 
   /** `codec.pass(value)`, a number for `codecs.f64` without the call (see `#f64`). */

@@ -55,6 +55,12 @@ export interface Codec<T> {
   discard(slot: Slot, sym: Sym): void;
   /** @internal The value a same-isolate receiver gets without a native round trip. */
   pass(value: T): T;
+  /**
+   * @internal Throws what `encode` would throw for `value` and answers true, without native
+   * memory, where that can be told cheaply; false where only encoding can tell (a structured
+   * value). A send that fails anyway (full) then copies nothing into native memory.
+   */
+  check(value: T): boolean;
 }
 
 /** @internal A native slot (32 bytes) with views of its words. */
@@ -443,18 +449,26 @@ function structuredPass<T>(value: T, codec: string): T {
   }
 }
 
+function checkNumber(value: unknown): number {
+  if (typeof value !== "number") {
+    throw new CodecError(
+      "f64",
+      `Cannot send: codecs.f64 carries numbers, received ${describe(value)}`,
+    );
+  }
+  return value;
+}
+
 const f64: Codec<number> = {
   name: "f64",
   elemSize: 8,
   zeroCopy: false,
   encode(value, slot) {
-    if (typeof value !== "number") {
-      throw new CodecError(
-        "f64",
-        `Cannot send: codecs.f64 carries numbers, received ${describe(value)}`,
-      );
-    }
-    slot.f64[0] = value;
+    slot.f64[0] = checkNumber(value);
+  },
+  check(value) {
+    checkNumber(value);
+    return true;
   },
   decode: (slot) => slot.f64[0],
   discard() {},
@@ -491,6 +505,7 @@ const u64: Codec<bigint> = {
   decode: (slot) => slot.u64[0],
   discard() {},
   pass: (value) => checkU64(value),
+  check: (value) => (checkU64(value), true),
 };
 
 function checkBytes(value: unknown): Uint8Array {
@@ -515,6 +530,7 @@ const bytes: Codec<Uint8Array> = {
   decode: receiveBytes,
   discard: freeSlot,
   pass: (value) => checkBytes(value).slice(),
+  check: (value) => (checkBytes(value), true),
 };
 
 function checkString(value: unknown): string {
@@ -539,6 +555,7 @@ const string: Codec<string> = {
   decode: (slot, sym) => ptrOf(slot) === 0 ? "" : withBytes(slot, sym, decodeText),
   discard: freeSlot,
   pass: checkString,
+  check: (value) => (checkString(value), true),
 };
 
 const structured: Codec<unknown> = {
@@ -551,6 +568,7 @@ const structured: Codec<unknown> = {
   decode: readStructured,
   discard: freeSlot,
   pass: (value) => structuredPass(value, "structured"),
+  check: () => false,
 };
 
 const tagged: Codec<unknown> = {
@@ -642,6 +660,20 @@ const tagged: Codec<unknown> = {
         if (value instanceof Uint8Array && value.constructor === Uint8Array) return value.slice();
     }
     return structuredPass(value, "default");
+  },
+  check(value) {
+    switch (typeof value) {
+      case "number":
+      case "boolean":
+      case "undefined":
+      case "string":
+        return true;
+      case "bigint":
+        return value >= I64_MIN && value <= I64_MAX;
+      case "object":
+        return value === null || (value instanceof Uint8Array && value.constructor === Uint8Array);
+    }
+    return false; // structured (or a function or symbol, which encoding rejects)
   },
 };
 

@@ -1096,6 +1096,44 @@ Deno.test("waits queued natively reuse their slots: 300 waits make at most two, 
   assert.ok(slotsMade.count - before <= 2, `${slotsMade.count - before} slots made for 300 waits`);
 });
 
+Deno.test("try-sends to a full shared channel check the value but copy nothing into native memory", () => {
+  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const names = ["kc_desc_make", "kc_desc_make_at"];
+  const saved = names.map((n) => sym[n]);
+  let copies = 0;
+  names.forEach((n, i) =>
+    sym[n] = (...a: unknown[]) => {
+      copies++;
+      return saved[i](...a);
+    }
+  );
+  try {
+    for (const codec of [codecs.bytes, codecs.default, codecs.string] as Codec<unknown>[]) {
+      using ch = new Channel<unknown>(2, { codec });
+      ch.share();
+      const value = codec === codecs.string ? "x".repeat(100) : new Uint8Array(1024);
+      // The channel's blocked byte is mapped after its first uses (MAP_AFTER).
+      for (let i = 0; i < 20; i++) {
+        assert.equal(ch.trySend(value).state, "ok");
+        assert.equal(ch.tryReceive().state, "ok");
+      }
+      assert.equal(ch.trySend(value).state, "ok");
+      assert.equal(ch.trySend(value).state, "ok");
+      assert.equal(ch.trySend(value).state, "full"); // the native side says so, and sets the byte
+      copies = 0;
+      for (let i = 0; i < 100; i++) assert.equal(ch.trySend(value).state, "full");
+      assert.equal(copies, 0, `${codec.name}: ${copies} values copied for failed sends`);
+      assert.throws(() => ch.trySend((() => 1) as never), CodecError); // still checked
+      assert.equal(ch.metrics().failures.full, 101);
+      assert.ok(ch.tryReceive().state === "ok");
+      assert.equal(ch.trySend(value).state, "ok"); // room again: copied and sent
+      assert.ok(copies > 0);
+    }
+  } finally {
+    names.forEach((n, i) => sym[n] = saved[i]);
+  }
+});
+
 Deno.test("a local channel calls nothing natively, not even to be made; escaping moves its values, in order", () => {
   const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
   const names = [
