@@ -239,7 +239,8 @@ function poolOf(sym: Sym): PoolView | null {
 
 /**
  * A view of the `len` bytes at address `at` if they lie in the buffer pool (counted as one more
- * view of their chunk's buffer when `counted`), else null.
+ * view of their chunk's buffer when `counted`), else null. Counted past `PINNED_MAX` pinned
+ * chunks, a copy of them, their slice freed.
  */
 function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Array | null {
   const pool = poolOf(sym);
@@ -270,10 +271,11 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
   if (counted) {
     if (hold.views === 0) {
       if (pool.pinned >= PINNED_MAX) {
-        // A new chunk to pin, with PINNED_MAX pinned already: a copy of its own instead.
+        // A new chunk to pin, with PINNED_MAX pinned already: a copy of its own instead, and
+        // the slice freed at once (no view of it counts).
         const copy = new Uint8Array(len);
         Deno.UnsafePointerView.copyInto(pool.basePtr!, copy, off);
-        copied = true;
+        sym.kc_pool_release(hold.chunk, 1);
         return copy;
       }
       pool.pinned++;
@@ -282,9 +284,6 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
   }
   return new Uint8Array(buffer, off - c * pool.chunk, len);
 }
-
-/** Set when `poolView` returned a copy: the caller frees the slice (nothing views it). */
-let copied = false;
 
 /** The descriptor's buffer pointer as a number (0: an inline value). */
 function ptrOf(slot: Slot): number {
@@ -378,13 +377,7 @@ function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
   const at = ptrOf(slot);
   if (at === 0) return new Uint8Array(0);
   const pooled = poolView(sym, at, slot.u32[2], true);
-  if (pooled !== null) {
-    if (copied) {
-      copied = false;
-      freeSlot(slot, sym);
-    }
-    return pooled;
-  }
+  if (pooled !== null) return pooled;
   const ptr = pointer(slot);
   const len = slot.u32[2];
   if (viewedBytes + len > VIEWED_MAX) {
@@ -472,15 +465,7 @@ const f64: Codec<number> = {
   },
   decode: (slot) => slot.f64[0],
   discard() {},
-  pass(value) {
-    if (typeof value !== "number") {
-      throw new CodecError(
-        "f64",
-        `Cannot send: codecs.f64 carries numbers, received ${describe(value)}`,
-      );
-    }
-    return value;
-  },
+  pass: checkNumber,
 };
 
 function checkU64(value: unknown): bigint {
