@@ -1076,9 +1076,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#batchesNatively(s)) {
       if (this.#sendBlocked(sym)) {
         // Still reject what the codec cannot carry, anywhere in the batch (as when not full).
-        for (let i = 0; i < n; i++) {
-          if (!this.#codec.check(values[i])) this.#codec.pass(values[i]); // no copy where a check tells
-        }
+        for (let i = 0; i < n; i++) this.#reject(values[i], sym);
         s.fullFails++;
         return FULL;
       }
