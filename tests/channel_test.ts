@@ -25,6 +25,27 @@ function nativeSendF64(handle: number, v: number): number {
   return library().symbols("test").kc_chan_send(handle, new Uint8Array(x.buffer), 8, 0n, 0, 1);
 }
 
+/**
+ * Counts the calls made through the library's symbols `names` until `restore()`; `original`
+ * calls one of them uncounted.
+ */
+function countCalls(names: string[]) {
+  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const saved = names.map((n) => sym[n]);
+  const spy = {
+    calls: 0,
+    original: (name: string) => saved[names.indexOf(name)],
+    restore: () => names.forEach((n, i) => sym[n] = saved[i]),
+  };
+  names.forEach((n, i) =>
+    sym[n] = (...a: unknown[]) => {
+      spy.calls++;
+      return saved[i](...a);
+    }
+  );
+  return spy;
+}
+
 Deno.test("constructor: bad arguments are RangeError/TypeError naming what was received", () => {
   assert.throws(() => new Channel(-1), {
     name: "RangeError",
@@ -1097,16 +1118,7 @@ Deno.test("waits queued natively reuse their slots: 300 waits make at most two, 
 });
 
 Deno.test("try-sends to a full shared channel check the value but copy nothing into native memory", () => {
-  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
-  const names = ["kc_desc_make", "kc_desc_make_at"];
-  const saved = names.map((n) => sym[n]);
-  let copies = 0;
-  names.forEach((n, i) =>
-    sym[n] = (...a: unknown[]) => {
-      copies++;
-      return saved[i](...a);
-    }
-  );
+  const copies = countCalls(["kc_desc_make", "kc_desc_make_at"]);
   try {
     for (const codec of [codecs.bytes, codecs.default, codecs.string] as Codec<unknown>[]) {
       using ch = new Channel<unknown>(2, { codec });
@@ -1120,23 +1132,26 @@ Deno.test("try-sends to a full shared channel check the value but copy nothing i
       assert.equal(ch.trySend(value).state, "ok");
       assert.equal(ch.trySend(value).state, "ok");
       assert.equal(ch.trySend(value).state, "full"); // the native side says so, and sets the byte
-      copies = 0;
+      copies.calls = 0;
       for (let i = 0; i < 100; i++) assert.equal(ch.trySend(value).state, "full");
-      assert.equal(copies, 0, `${codec.name}: ${copies} values copied for failed sends`);
+      assert.equal(
+        copies.calls,
+        0,
+        `${codec.name}: ${copies.calls} values copied for failed sends`,
+      );
       assert.throws(() => ch.trySend((() => 1) as never), CodecError); // still checked
       assert.equal(ch.metrics().failures.full, 101);
       assert.ok(ch.tryReceive().state === "ok");
       assert.equal(ch.trySend(value).state, "ok"); // room again: copied and sent
-      assert.ok(copies > 0);
+      assert.ok(copies.calls > 0);
     }
   } finally {
-    names.forEach((n, i) => sym[n] = saved[i]);
+    copies.restore();
   }
 });
 
 Deno.test("a local channel calls nothing natively, not even to be made; escaping moves its values, in order", () => {
-  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
-  const names = [
+  const spy = countCalls([
     "kc_chan_create",
     "kc_chan_destroy",
     "kc_chan_try_send",
@@ -1145,15 +1160,7 @@ Deno.test("a local channel calls nothing natively, not even to be made; escaping
     "kc_chan_try_recv_at",
     "kc_chan_send",
     "kc_chan_recv",
-  ];
-  const saved = names.map((n) => sym[n]);
-  let calls = 0;
-  names.forEach((n, i) =>
-    sym[n] = (...a: unknown[]) => {
-      calls++;
-      return saved[i](...a);
-    }
-  );
+  ]);
   try {
     using ch = new Channel<number>(8, { codec: codecs.f64 });
     for (let i = 0; i < 100; i++) {
@@ -1166,12 +1173,12 @@ Deno.test("a local channel calls nothing natively, not even to be made; escaping
       other.trySend("x");
       other.close();
     }
-    assert.equal(calls, 0);
+    assert.equal(spy.calls, 0);
     const h = ch.handle; // escapes: made natively, and the five values move into it
     const out = new Float64Array(1);
     for (let i = 0; i < 5; i++) {
       assert.equal(
-        saved[names.indexOf("kc_chan_try_recv")](
+        spy.original("kc_chan_try_recv")(
           h,
           Deno.UnsafePointer.of(new Uint8Array(out.buffer)),
           8,
@@ -1188,7 +1195,7 @@ Deno.test("a local channel calls nothing natively, not even to be made; escaping
     gone[Symbol.dispose]();
     assert.throws(() => gone.handle, InvalidHandleError); // disposed before it was ever made
   } finally {
-    names.forEach((n, i) => sym[n] = saved[i]);
+    spy.restore();
   }
 });
 
