@@ -9,7 +9,9 @@
 //! batched). Nothing here calls into JavaScript.
 //!
 //! Memory: a ring reserves one record slot for every pending operation when it is
-//! submitted, so completing one never allocates (completers may be scheduler workers).
+//! submitted, so completing one never allocates (completers may be scheduler workers). A
+//! freed `Pending` (and a select's clause storage) goes on the ring's spare lists, so an
+//! isolate that waits again and again allocates nothing once its rings have warmed up.
 const std = @import("std");
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
@@ -47,6 +49,16 @@ pub const Ring = struct {
     free_slot: ?u32 = null,
     /// Called for every reference a `Pending` holds (`Pending.refs`) when it is freed.
     release_ref: ?*const fn (usize) void = null,
+    /// Freed `Pending`s and `Pending.Select`s kept for the next submit (at most `spare_max`
+    /// and `spare_selects_max`), linked through `next_spare`. Under `mutex`: a C caller may
+    /// share a ring between threads.
+    spares: ?*Pending = null,
+    nspares: u32 = 0,
+    spare_selects: ?*Pending.Select = null,
+    nspare_selects: u32 = 0,
+
+    const spare_max = 64;
+    const spare_selects_max = 8;
 
     const Slot = struct { p: ?*Pending = null, gen: u32 = 0, next_free: ?u32 = null };
 
@@ -73,6 +85,15 @@ pub const Ring = struct {
                 p.giveBack(); // no one will take it: a received value must not die with us
             } else p.dropUnsent(); // a value still waiting to be sent must not leak with us
             r.freePending(p);
+        }
+        while (r.spares) |p| {
+            r.spares = p.next_spare;
+            r.allocator.destroy(p);
+        }
+        while (r.spare_selects) |sel| {
+            r.spare_selects = sel.next_spare;
+            r.allocator.free(sel.capacity);
+            r.allocator.destroy(sel);
         }
         r.slots.deinit(r.allocator);
         r.records.deinit(r.allocator);
@@ -183,19 +204,79 @@ pub const Ring = struct {
         Futex.wake(&r.signal, 1);
     }
 
+    /// A `Pending` from the spare list, else a fresh one (its fields are the caller's to set).
+    fn newPending(r: *Ring) error{OutOfMemory}!*Pending {
+        r.mutex.lock();
+        const spare = r.spares;
+        if (spare) |p| {
+            r.spares = p.next_spare;
+            r.nspares -= 1;
+        }
+        r.mutex.unlock();
+        return spare orelse try r.allocator.create(Pending);
+    }
+
+    /// A `Select` whose storage holds at least `total` bytes: a spare one when one is big
+    /// enough (the first spare is grown otherwise), else a fresh one.
+    fn newSelect(r: *Ring, total: usize) error{OutOfMemory}!*Pending.Select {
+        r.mutex.lock();
+        const spare = r.spare_selects;
+        if (spare) |sel| {
+            r.spare_selects = sel.next_spare;
+            r.nspare_selects -= 1;
+        }
+        r.mutex.unlock();
+        const sel = spare orelse blk: {
+            const fresh = try r.allocator.create(Pending.Select);
+            fresh.capacity = &.{};
+            break :blk fresh;
+        };
+        if (sel.capacity.len < total) {
+            // Grown to the next power of two (at least 256 bytes: 8 descriptors), so a select
+            // over a few channels settles on one size.
+            const size = @max(256, std.math.ceilPowerOfTwo(usize, total) catch total);
+            const grown = r.allocator.alloc(u8, size) catch {
+                r.freeSelect(sel);
+                return error.OutOfMemory;
+            };
+            r.allocator.free(sel.capacity);
+            sel.capacity = grown;
+        }
+        sel.storage = sel.capacity[0..total];
+        return sel;
+    }
+
+    /// Keeps `sel` as a spare, or frees it when there are enough.
+    fn freeSelect(r: *Ring, sel: *Pending.Select) void {
+        r.mutex.lock();
+        const keep = r.nspare_selects < spare_selects_max;
+        if (keep) {
+            sel.next_spare = r.spare_selects;
+            r.spare_selects = sel;
+            r.nspare_selects += 1;
+        }
+        r.mutex.unlock();
+        if (!keep) {
+            r.allocator.free(sel.capacity);
+            r.allocator.destroy(sel);
+        }
+    }
+
     fn freePending(r: *Ring, p: *Pending) void {
         if (r.release_ref) |f| for (p.refs[0..p.nrefs]) |ref| f(ref);
         switch (p.body) {
-            .op => |op| {
-                r.allocator.free(op.elem);
-                r.allocator.destroy(op);
-            },
-            .select => |sel| {
-                r.allocator.free(sel.storage);
-                r.allocator.destroy(sel);
-            },
+            .op => |*op| if (op.elem.ptr != &p.small) r.allocator.free(op.elem),
+            .select => |sel| r.freeSelect(sel),
         }
-        r.allocator.destroy(p);
+        r.mutex.lock();
+        const keep = r.nspares < spare_max;
+        if (keep) {
+            p.next_spare = r.spares;
+            r.spares = p;
+            r.nspares += 1;
+        }
+        r.mutex.unlock();
+        if (!keep) r.allocator.destroy(p);
     }
 
     // --- Operations for the isolate ---------------------------------------------------------
@@ -215,15 +296,14 @@ pub const Ring = struct {
         // Freed by these errdefers until `adopted`; after that, by `freePending` only (a
         // failed submit below must not free them twice).
         var adopted = false;
-        const p = try r.allocator.create(Pending);
+        const p = try r.newPending();
         errdefer if (!adopted) r.allocator.destroy(p);
-        const op = try r.allocator.create(Pending.Op);
-        errdefer if (!adopted) r.allocator.destroy(op);
-        const elem = try r.allocator.alloc(u8, ch.elem_size);
-        errdefer if (!adopted) r.allocator.free(elem);
+        // An element that fits (a number, a descriptor) lives in the Pending itself.
+        const elem = if (ch.elem_size <= Pending.small_max) p.small[0..ch.elem_size] else try r.allocator.alloc(u8, ch.elem_size);
+        errdefer if (!adopted and elem.ptr != &p.small) r.allocator.free(elem);
         if (kind == .send) @memcpy(elem, bytes);
-        op.* = .{ .op = .{ .kind = kind, .notify = Pending.opNotify }, .ch = ch, .elem = elem, .pending = p };
-        p.* = .{ .ring = r, .body = .{ .op = op } };
+        p.reset(r, .{ .op = .{ .op = .{ .kind = kind, .notify = Pending.opNotify }, .ch = ch, .elem = elem, .pending = p } });
+        const op = &p.body.op;
         p.setRefs(refs);
         r.adopt(p) catch |err| return switch (err) {
             error.OutOfMemory, error.TooManyObjects => error.OutOfMemory,
@@ -255,12 +335,11 @@ pub const Ring = struct {
         for (clauses) |c| total += c.ch.elem_size;
         // As in `submitOp`: errdefers until `adopted`, then `freePending` only.
         var adopted = false;
-        const p = try r.allocator.create(Pending);
+        const p = try r.newPending();
         errdefer if (!adopted) r.allocator.destroy(p);
-        const sel = try r.allocator.create(Pending.Select);
-        errdefer if (!adopted) r.allocator.destroy(sel);
-        const storage = try r.allocator.alloc(u8, total);
-        errdefer if (!adopted) r.allocator.free(storage);
+        const sel = try r.newSelect(total);
+        errdefer if (!adopted) r.freeSelect(sel);
+        const storage = sel.storage;
         var cs: [channel.max_clauses]channel.Clause = undefined;
         var off: usize = 0;
         for (clauses, 0..) |c, i| {
@@ -271,8 +350,9 @@ pub const Ring = struct {
             cs[i] = .{ .ch = c.ch, .kind = c.kind, .elem = slot.ptr };
             off += size;
         }
-        sel.* = .{ .sel = .{ .notify = Pending.selectNotify }, .storage = storage, .pending = p };
-        p.* = .{ .ring = r, .body = .{ .select = sel } };
+        sel.sel = .{ .notify = Pending.selectNotify };
+        sel.pending = p;
+        p.reset(r, .{ .select = sel });
         p.setRefs(refs);
         r.adopt(p) catch |err| return switch (err) {
             error.OutOfMemory, error.TooManyObjects => error.OutOfMemory,
@@ -326,13 +406,19 @@ pub const Ring = struct {
 pub const Pending = struct {
     ring: *Ring,
     ticket: u32 = 0,
-    body: union(enum) { op: *Op, select: *Select },
+    body: union(enum) { op: Op, select: *Select },
     /// Set (under the ring lock) once its record was pushed, with the clause that fired.
     completed: bool = false,
     fired: u32 = 0,
     status: i32 = 0,
     refs: [channel.max_clauses]usize = undefined,
     nrefs: u32 = 0,
+    /// On the ring's spare list: the next spare.
+    next_spare: ?*Pending = null,
+    /// An operation's element when it is at most `small_max` bytes (else allocated).
+    small: [small_max]u8 align(16) = undefined,
+
+    const small_max = @sizeOf(channel.Descriptor);
 
     const Op = struct {
         op: channel.AsyncOp,
@@ -344,10 +430,27 @@ pub const Pending = struct {
 
     const Select = struct {
         sel: channel.AsyncSelect,
-        /// Every clause's element, in clause order.
+        /// Every clause's element, in clause order: the start of `capacity`.
         storage: []u8,
+        /// The storage allocation, kept with the Select on the ring's spare list.
+        capacity: []u8,
         pending: *Pending,
+        /// On the ring's spare list: the next spare.
+        next_spare: ?*Select = null,
     };
+
+    /// A fresh or spare Pending's fields for a new operation (`small` may hold its element
+    /// already).
+    fn reset(p: *Pending, r: *Ring, body: @FieldType(Pending, "body")) void {
+        p.ring = r;
+        p.ticket = 0;
+        p.body = body;
+        p.completed = false;
+        p.fired = 0;
+        p.status = 0;
+        p.nrefs = 0;
+        p.next_spare = null;
+    }
 
     fn setRefs(p: *Pending, refs: []const usize) void {
         assert(refs.len <= channel.max_clauses);
@@ -381,7 +484,7 @@ pub const Pending = struct {
 
     fn withdraw(p: *Pending) bool {
         return switch (p.body) {
-            .op => |o| o.ch.withdraw(&o.op),
+            .op => |*o| o.ch.withdraw(&o.op),
             .select => |s| s.sel.withdraw(),
         };
     }
@@ -399,7 +502,7 @@ pub const Pending = struct {
     fn giveBack(p: *Pending) void {
         if (p.status != 0) return;
         switch (p.body) {
-            .op => |o| if (o.op.kind == .receive) o.ch.giveBack(o.elem.ptr),
+            .op => |*o| if (o.op.kind == .receive) o.ch.giveBack(o.elem.ptr),
             .select => |s| {
                 const c = s.sel.clauses[p.fired];
                 if (c.kind == .receive) c.ch.giveBack(p.valueOf(p.fired).?.ptr);
@@ -411,7 +514,7 @@ pub const Pending = struct {
     /// sent; each goes to its channel's undelivered path (a zero-copy buffer is released).
     fn dropUnsent(p: *Pending) void {
         switch (p.body) {
-            .op => |o| if (o.op.kind == .send) o.ch.dropUndeliverable(o.elem.ptr),
+            .op => |*o| if (o.op.kind == .send) o.ch.dropUndeliverable(o.elem.ptr),
             .select => |s| for (s.sel.clauses[0..s.sel.n], 0..) |c, i| {
                 if (c.kind == .send) c.ch.dropUndeliverable(p.valueOf(@intCast(i)).?.ptr);
             },
@@ -421,7 +524,7 @@ pub const Pending = struct {
     /// The element of clause `index` (0 for a plain operation).
     fn valueOf(p: *Pending, index: u32) ?[]u8 {
         switch (p.body) {
-            .op => |o| return if (index == 0) o.elem else null,
+            .op => |*o| return if (index == 0) o.elem else null,
             .select => |s| {
                 if (index >= s.sel.n) return null;
                 var off: usize = 0;
@@ -629,4 +732,89 @@ test "a ring going away hands the values it was still sending to their channel's
     }
     try testing.expectEqual(@as(usize, 2), Hook.released); // both buffers went back
     try testing.expectEqual(@as(usize, 42), Hook.dropped); // 7 + 35, each once
+}
+
+test "waits queued again and again allocate nothing once the ring has spares; the spares are bounded and freed" {
+    var counting = std.testing.FailingAllocator.init(testing.allocator, .{});
+    var ring = Ring.init(counting.allocator());
+    defer ring.deinit(); // the leak check sees any spare left behind
+    const nums = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer nums.destroy();
+    const descs = try channel.Channel.create(testing.allocator, .{ .elem_size = @sizeOf(channel.Descriptor) });
+    defer descs.destroy();
+    const wide = try channel.Channel.create(testing.allocator, .{ .elem_size = 64 });
+    defer wide.destroy();
+    var rec: [4]Completion = undefined;
+    const S = struct {
+        /// One receive on `ch` queued, completed by a native send of `v`, drained and taken.
+        fn receiveOnce(r: *Ring, ch: *channel.Channel, v: u8) !void {
+            var out: [64]u8 = @splat(0);
+            const elem = out[0..ch.elem_size];
+            const t = (try r.submitOp(ch, .receive, elem, &.{})).pending;
+            const in: [64]u8 = @splat(v);
+            try ch.send(&in, null, true);
+            var got: [4]Completion = undefined;
+            try testing.expectEqual(@as(usize, 1), r.drain(&got));
+            try testing.expectEqual(t, got[0].ticket);
+            try r.take(t, elem);
+            try testing.expect(std.mem.allEqual(u8, elem, v));
+        }
+        /// One send of `v` queued on `ch`, completed by a native receive.
+        fn sendOnce(r: *Ring, ch: *channel.Channel, v: u8) !void {
+            var in: [64]u8 = @splat(v);
+            const t = (try r.submitOp(ch, .send, in[0..ch.elem_size], &.{})).pending;
+            var out: [64]u8 = @splat(0);
+            try ch.receive(&out, null, true);
+            try testing.expect(std.mem.allEqual(u8, out[0..ch.elem_size], v));
+            var got: [4]Completion = undefined;
+            try testing.expectEqual(@as(usize, 1), r.drain(&got));
+            try r.take(t, null);
+        }
+    };
+    // Warm-up: the first waits allocate (the ring's tables, one Pending, a select's storage).
+    for (0..2) |i| {
+        try S.receiveOnce(&ring, nums, @intCast(i + 1));
+        try S.sendOnce(&ring, descs, @intCast(i + 1));
+    }
+    var va: u64 = 0;
+    var vd: channel.Descriptor = undefined;
+    const clauses = [_]channel.Clause{
+        .{ .ch = nums, .kind = .receive, .elem = undefined },
+        .{ .ch = descs, .kind = .receive, .elem = undefined },
+    };
+    const values = [_][]u8{ std.mem.asBytes(&va), std.mem.asBytes(&vd) };
+    for (0..2) |_| {
+        const t = (try ring.submitSelect(&clauses, &values, null, &.{})).pending;
+        var x: u64 = 5;
+        try nums.send(std.mem.asBytes(&x), null, true);
+        try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+        try ring.take(t, std.mem.asBytes(&va));
+        try testing.expectEqual(@as(u64, 5), va);
+    }
+    const before = counting.allocations;
+    for (0..200) |i| {
+        const v: u8 = @intCast(i % 250 + 1);
+        try S.receiveOnce(&ring, nums, v);
+        try S.receiveOnce(&ring, descs, v);
+        try S.sendOnce(&ring, nums, v);
+        try S.sendOnce(&ring, descs, v);
+        const t = (try ring.submitSelect(&clauses, &values, null, &.{})).pending;
+        var x: u64 = v;
+        try nums.send(std.mem.asBytes(&x), null, true);
+        try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+        try ring.take(t, std.mem.asBytes(&va));
+        try testing.expectEqual(@as(u64, v), va);
+    }
+    try testing.expectEqual(before, counting.allocations);
+    // An element wider than a descriptor gets storage of its own, freed with its operation.
+    const wide_before = counting.allocations - counting.deallocations;
+    try S.receiveOnce(&ring, wide, 9);
+    try S.sendOnce(&ring, wide, 10);
+    try testing.expectEqual(wide_before, counting.allocations - counting.deallocations);
+    // Many waits at once: the ones freed beyond the spare limit go back to the allocator.
+    var tickets: [100]u32 = undefined;
+    var outs: [100]u64 = undefined;
+    for (&tickets, &outs) |*t, *o| t.* = (try ring.submitOp(nums, .receive, std.mem.asBytes(o), &.{})).pending;
+    for (&tickets) |t| try ring.abort(t);
+    try testing.expectEqual(@as(u32, Ring.spare_max), ring.nspares);
 }
