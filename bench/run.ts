@@ -22,7 +22,7 @@
  *   of numbers and of 1 KiB Uint8Arrays, round trips with both isolates busy and idle, against
  *   postMessage in the same run; the number stream received in batches (tryReceiveMany) and
  *   sent in batches too (trySendMany), the Worker's receive loop alone and a native two-thread
- *   stream beside it.
+ *   stream beside it; a receive loop that never yields, past the cap on pinned pooled chunks.
  * - wake: an idle isolate woken from another thread (bench/wake_bench.ts): a nonblocking
  *   kc_ring_wait against a threadSafe callback from a notifier thread (kc_ring_notify).
  */
@@ -691,6 +691,14 @@ const workerFigures = [
   ),
   figure(
     wkLine("channel stream: 1 KiB Uint8Array, main -> Worker"),
+    wkLine("a fresh 1 KiB Uint8Array per value, in the Worker (no channel)"),
+  ),
+  // A receive loop that never yields, past the pinned-chunk cap: copies carved from shared
+  // slabs, against a fresh buffer per value (what those copies cost before).
+  figure(
+    wkLine(
+      "the Worker's receive loop alone, 1 KiB values, never yielding past the pinned-chunk cap (copies)",
+    ),
     wkLine("a fresh 1 KiB Uint8Array per value, in the Worker (no channel)"),
   ),
 ];

@@ -11,6 +11,8 @@
 // - the number stream again, the Worker taking what is buffered in batches (tryReceiveMany), and
 //   with the main isolate also sending in batches of 256 (trySendMany).
 // - the Worker's receive loop alone, on a channel filled beforehand (no sender beside it).
+// - the Worker's receive loop alone on 1 KiB values, never yielding, past the cap on chunks its
+//   views may pin: every value copied into JavaScript memory (src/codec.ts, `slabCopy`).
 // - the 1 KiB stream's one copy alone: kc_desc_make in batches of 8 MiB of values, into memory
 //   used before but no longer in cache (a stream's pooled chunks come back only after the
 //   receiver's collector ran).
@@ -32,6 +34,7 @@ type Msg =
   | { mode: "stream-chan"; ch: SharedChannel; n: number }
   | { mode: "stream-post"; n: number }
   | { mode: "drain-chan"; ch: SharedChannel; n: number }
+  | { mode: "drain-bytes-pinned"; ch: SharedChannel; warm: number; n: number }
   | { mode: "alloc-floor"; n: number }
   | { mode: "stream-chan-many"; ch: SharedChannel; n: number }
   | { mode: "rtt-busy"; ping: SharedChannel; pong: SharedChannel; n: number }
@@ -99,6 +102,25 @@ if ("WorkerGlobalScope" in globalThis) {
           if (ch.tryReceive().state !== "ok") throw new Error("drain-chan: a value is missing");
         }
         self.postMessage((performance.now() - t0) * 1e6 / m.n);
+        break;
+      }
+      case "drain-bytes-pinned": {
+        // A loop that never yields, past the cap on chunks its views may pin (1,024): `warm`
+        // values pin that many, the next `n` are copied into JavaScript memory (timed).
+        const ch = Channel.from<Uint8Array>(m.ch);
+        let copies = 0;
+        for (let i = 0; i < m.warm; i++) {
+          if (ch.tryReceive().state !== "ok") throw new Error("drain-bytes: a value is missing");
+        }
+        const t0 = performance.now();
+        for (let i = 0; i < m.n; i++) {
+          const r = ch.tryReceive();
+          if (r.state !== "ok") throw new Error("drain-bytes: a value is missing");
+          if (r.value.buffer.byteLength !== 128 * 1024) copies++;
+        }
+        const ns = (performance.now() - t0) * 1e6 / m.n;
+        if (copies < m.n * 0.9) throw new Error(`drain-bytes: only ${copies} of ${m.n} copied`);
+        self.postMessage(ns);
         break;
       }
       case "alloc-floor": {
@@ -284,6 +306,25 @@ async function main(): Promise<void> {
       return await got as number;
     });
     print("a fresh 1 KiB Uint8Array per value, in the Worker (no channel)", least, "ns/value");
+  }
+
+  // A receive loop that never yields, past the cap on pooled chunks its views may pin: each
+  // value is copied into JavaScript memory and its slice freed at once (src/codec.ts).
+  {
+    const warm = 1024 * 128 + 8192, n = 50_000;
+    using bytes = new Channel<Uint8Array>(warm + n, { codec: codecs.bytes });
+    const shared = bytes.share();
+    const least = await bestOfRounds(async (div) => {
+      for (let i = 0; i < warm + n / div; i++) bytes.trySend(kib);
+      const got = next();
+      worker.postMessage({ mode: "drain-bytes-pinned", ch: shared, warm, n: n / div });
+      return await got as number;
+    });
+    print(
+      "the Worker's receive loop alone, 1 KiB values, never yielding past the pinned-chunk cap (copies)",
+      least,
+      "ns/value",
+    );
   }
 
   // Beside the 1 KiB stream: the one copy it makes, each value's bytes into the buffer pool
