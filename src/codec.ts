@@ -140,7 +140,7 @@ const decoder = new TextDecoder();
 /** One function for every string receive (a closure per call would be made each time). */
 const decodeText = (b: Uint8Array): string => decoder.decode(b);
 
-/** Frees a received Uint8Array's native memory once the view is garbage. */
+/** Frees a received Uint8Array's native memory once its ArrayBuffer is garbage. */
 const views = new FinalizationRegistry<{ sym: Sym; ptr: Deno.PointerValue; len: number }>(
   ({ sym, ptr, len }) => {
     viewedBytes -= len;
@@ -405,10 +405,12 @@ function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
     sym.kc_buf_free(ptr);
     return copy;
   }
-  const bytes = new Uint8Array(view(slot, ptr));
+  const buffer = view(slot, ptr);
   viewedBytes += len;
-  views.register(bytes, { sym, ptr, len });
-  return bytes;
+  // On the ArrayBuffer, not the view: a subarray or `.buffer` the caller keeps holds the memory
+  // after the view itself is garbage.
+  views.register(buffer, { sym, ptr, len });
+  return new Uint8Array(buffer);
 }
 
 /**

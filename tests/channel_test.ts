@@ -713,6 +713,47 @@ Deno.test("a receive loop that never yields pins at most 1024 pooled chunks, the
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a larger received buffer (its own memory) lives while a subarray or its .buffer does", async () => {
+  const res = await evalScript(
+    `
+    import { Channel, codecs } from "./mod.ts";
+    const N = 64 * 1024; // larger than a pooled slice: memory of its own
+    for (const codec of [codecs.bytes, codecs.default]) {
+      const ch = new Channel(4, { codec });
+      ch.share();
+      const kept = [];
+      for (let i = 0; i < 20; i++) {
+        ch.trySend(new Uint8Array(N).fill(i + 1));
+        const r = ch.tryReceive();
+        if (r.state !== "ok") throw new Error("no value");
+        // Only a part of it, or its ArrayBuffer, is kept: the received view itself is garbage.
+        kept.push([i + 1, i % 2 ? r.value.subarray(0, 1024) : new Uint8Array(r.value.buffer)]);
+      }
+      for (let k = 0; k < 5; k++) {
+        globalThis.gc();
+        await new Promise((r) => setTimeout(r, 0)); // finalisers run between tasks
+      }
+      // More values, in memory freed meanwhile if the kept ones' was.
+      for (let i = 0; i < 200; i++) {
+        ch.trySend(new Uint8Array(N).fill(0xee));
+        if (ch.tryReceive().state !== "ok") throw new Error("no value");
+        if (i % 20 === 0) {
+          globalThis.gc();
+          await new Promise((r) => setTimeout(r, 0));
+        }
+      }
+      for (const [pattern, part] of kept) {
+        const at = part.findIndex((x) => x !== pattern);
+        if (at >= 0) throw new Error(codec.name + ": kept bytes of value " + pattern + " changed at " + at + " to " + part[at]);
+      }
+      ch[Symbol.dispose]();
+    }
+    `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a receive loop that never yields holds at most 128 MiB of larger buffers by view, then copies", async () => {
   const res = await evalScript(
     `
