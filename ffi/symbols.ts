@@ -183,6 +183,8 @@ export const symbols = {
   kc_chan_keep_undelivered: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size) */
   kc_chan_take_undelivered: { parameters: ["u32", "buffer", "u32"], result: "i32" },
+  /** int32_t kc_chan_free_undelivered(uint32_t handle) */
+  kc_chan_free_undelivered: { parameters: ["u32"], result: "i32" },
   /**
    * int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
    *                   uint32_t token, uint32_t flags, uint32_t *out_index)

@@ -299,6 +299,10 @@ int32_t kc_pool_release(const void *chunk, uint32_t count);
  * moves the oldest kept value into out: 1, or 0 when none is left (works after destroy too). */
 int32_t kc_chan_keep_undelivered(uint32_t handle);
 int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size);
+/* Frees the buffer of every descriptor the zero-copy channel drops without a release of its own
+ * (as kc_buf_free does), wherever the drop happens, replacing the kc_chan_on_undelivered hook:
+ * for a host whose dropped values need nothing but freeing. KC_EINVAL if not zero-copy. */
+int32_t kc_chan_free_undelivered(uint32_t handle);
 
 /* Select: completes exactly one clause. */
 #define KC_CLAUSE_SEND 0

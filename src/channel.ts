@@ -646,9 +646,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // none, so creating one costs no FFI call and no native memory.
     const lib = library();
     lib.symbols(op); // a closed library is an error now, not at the first escape
-    // Zero-copy values own native buffers: whatever the channel drops must come back here to
-    // be freed (and handed to onUndeliveredElement).
-    const keeps = codec.zeroCopy || onUndeliveredElement !== undefined;
+    // What the channel drops comes back here for onUndeliveredElement; without the hook, a
+    // zero-copy value's native buffer is freed where it is dropped (#materialize).
+    const keeps = onUndeliveredElement !== undefined;
     this.#lib = lib;
     this.#handle = 0;
     this.#createOverflow = ov;
@@ -693,12 +693,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       op,
     );
     const handle = outWords[0];
-    if (this.#keeps) {
-      const rc = sym.kc_chan_keep_undelivered(handle);
-      if (rc < 0) {
-        sym.kc_chan_destroy(handle);
-        unwrap(rc, op);
-      }
+    // Kept for this isolate's hook; or, with no hook, a dropped zero-copy value is freed
+    // natively wherever it is dropped (a Worker's send to a conflated channel, say): kept, it
+    // would wait for this isolate's next send or dispose, without bound.
+    const rc = this.#keeps
+      ? sym.kc_chan_keep_undelivered(handle)
+      : this.#zeroCopy
+      ? sym.kc_chan_free_undelivered(handle)
+      : 0;
+    if (rc < 0) {
+      sym.kc_chan_destroy(handle);
+      unwrap(rc, op);
     }
     this.#handle = handle;
     const s = this._shared;
@@ -1184,6 +1189,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         } else {
           for (let i = 0; i < rc; i++) values[i] = this.#codec.decode(slotAt(buf, i, size), sym);
         }
+        if (this.#dropping) this.#collect(); // see #poll
         return { state: "ok", values };
       }
       if (rc === 0) return EMPTY;
@@ -1227,6 +1233,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       const value = this.#f64 ? scratchF64[0] : this.#codec.decode(scratch, sym);
       // Room now: senders waiting here in JavaScript move into the buffer, oldest first.
       if (this.#capacity !== 0 && s.senders.first !== null) pump(s.senders, sym);
+      // Values other isolates' sends dropped wait for this isolate's hook: an isolate that
+      // only receives (the latest state, from a Worker) must take them too, or they pile up.
+      if (this.#dropping) this.#collect();
       return value;
     }
     if (rc === Status.EAGAIN) {
@@ -1593,6 +1602,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         w.reject(e);
         return;
       }
+      if (this.#dropping) this.#collect(); // see #poll
       w.resolve(received(w.kind, v));
       return;
     }

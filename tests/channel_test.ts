@@ -322,6 +322,35 @@ bothModes("drop-latest keeps the buffer and hands the new value to onUndelivered
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: "b" });
 });
 
+Deno.test("values another isolate's sends drop reach the hook when the creator only receives; without a hook they are freed at once", () => {
+  const sym = library().symbols("test");
+  const info = new BigUint64Array(4);
+  const chunksInUse = () => (sym.kc_pool_info(info), Number(info[3]));
+  const value = new Uint8Array(4096).fill(9);
+  // With a hook: a copy (standing for a Worker) sends 2,000 values through a conflated channel,
+  // its creator only receives.
+  const dropped: Uint8Array[] = [];
+  using hooked = new Channel<Uint8Array>("conflated", {
+    onUndeliveredElement: (v) => dropped.push(v),
+  });
+  using writer = Channel.from<Uint8Array>(hooked.share());
+  for (let i = 0; i < 2000; i++) assert.equal(writer.trySend(value).state, "ok");
+  const r = hooked.tryReceive();
+  assert.equal(r.state, "ok");
+  assert.equal(dropped.length, 1999, "the creator's receive takes what the copy's sends dropped");
+  assert.ok(dropped.every((v) => v.length === 4096 && v[4095] === 9));
+  // Without a hook, and no operation of the creator at all: each dropped value's native buffer
+  // is freed where it is dropped, none waits for the creator.
+  using plain = new Channel<Uint8Array>("conflated");
+  using writer2 = Channel.from<Uint8Array>(plain.share());
+  const before = chunksInUse();
+  for (let i = 0; i < 5000; i++) assert.equal(writer2.trySend(value).state, "ok"); // 20 MB
+  const grew = chunksInUse() - before;
+  assert.ok(grew <= 4, `${grew} pool chunks (128 KiB) held by values dropped long ago`);
+  const slot = new Uint8Array(32);
+  assert.equal(sym.kc_chan_take_undelivered(plain.share().handle, slot, 32), 0, "nothing kept");
+});
+
 bothModes("drop-oldest and conflated drop the oldest; rendezvous + drop policy is one slot", () => {
   const dropped: number[] = [];
   using ch = chan<number>(2, {

@@ -128,13 +128,12 @@ fn unhold(h: u32) i32 {
     const ch = ChanRegistry.channelOf(e);
     // Acq_rel: the last decrement sees every earlier holder's operations and the `forever` flag.
     const last = ch.holds.fetchSub(1, .acq_rel) == 1 and !ch.forever.load(.monotonic);
-    const zero_copy = ch.zero_copy;
     r.release(e);
     if (!last) return 0;
     r.destroy(h) catch |err| return fail(err); // a racing destroy (the owner's dispose) won
     // Its creator's isolate is gone (its hold was given back), so nobody takes what the channel
     // kept for it (kc_chan_keep_undelivered).
-    dropKept(h, zero_copy);
+    dropKept(h);
     return 1;
 }
 
@@ -618,6 +617,9 @@ export fn kc_chan_create(elem_size: u32, capacity: u32, overflow: u32, flags: u3
         .zero_copy = flags & chan_zero_copy != 0,
         .metrics = flags & chan_no_metrics == 0,
     }) catch |err| return fail(err);
+    // Values an earlier channel of this handle number kept that nobody took (a ring gave one
+    // back to it after its owner's last take): never this channel's.
+    dropKept(h);
     out.* = h;
     return 0;
 }
@@ -1613,23 +1615,25 @@ export fn kc_pool_release(chunk: ?*const anyopaque, count: u32) callconv(.c) i32
 const Undelivered = struct {
     handle: u32,
     bytes: []u8,
+    /// A zero-copy channel's descriptor: its kc_desc_make buffer is freed with it (`dropKept`).
+    zero_copy: bool,
 };
 var undelivered_mutex: std.Thread.Mutex = .{};
 var undelivered_list: std.ArrayListUnmanaged(Undelivered) = .empty;
 /// How many values the list holds (read without the lock for the empty check).
 var undelivered_count: std.atomic.Value(usize) = .init(0);
 
-/// The hook kc_chan_keep_undelivered installs: ctx holds the channel's handle (low 32 bits)
-/// and element size (high 32 bits). Runs with the channel locked, possibly on a scheduler
-/// worker: copies the element, never calls out.
+/// The hook kc_chan_keep_undelivered installs: ctx holds the channel's handle (bits 0-31),
+/// element size (bits 32-62) and whether it is zero-copy (bit 63). Runs with the channel
+/// locked, possibly on a scheduler worker: copies the element, never calls out.
 fn keepUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
     const word: u64 = @intFromPtr(ctx);
     const h: u32 = @truncate(word);
-    const size: usize = @intCast(word >> 32);
+    const size: usize = @intCast((word >> 32) & 0x7fff_ffff);
     const copy = std.heap.c_allocator.dupe(u8, elem[0..size]) catch return; // lost: no memory
     undelivered_mutex.lock();
     defer undelivered_mutex.unlock();
-    undelivered_list.append(std.heap.c_allocator, .{ .handle = h, .bytes = copy }) catch {
+    undelivered_list.append(std.heap.c_allocator, .{ .handle = h, .bytes = copy, .zero_copy = word >> 63 != 0 }) catch {
         std.heap.c_allocator.free(copy);
         return;
     };
@@ -1645,14 +1649,37 @@ export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
     const ch = ChanRegistry.channelOf(e);
-    const word = @as(u64, ch.elem_size) << 32 | h;
+    std.debug.assert(ch.elem_size < 1 << 31);
+    const word = @as(u64, @intFromBool(ch.zero_copy)) << 63 | @as(u64, ch.elem_size) << 32 | h;
     ch.setUndelivered(keepUndelivered, @ptrFromInt(word));
+    return 0;
+}
+
+/// The hook kc_chan_free_undelivered installs: frees a dropped descriptor's buffer as
+/// kc_buf_free does. Runs with the channel locked; never calls out.
+fn freeUndelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+    const d = std.mem.bytesToValue(chan.Descriptor, elem[0..@sizeOf(chan.Descriptor)]);
+    _ = kc_buf_free(d.ptr);
+}
+
+/// int32_t kc_chan_free_undelivered(uint32_t handle): from now on every descriptor the
+/// zero-copy channel drops without a release of its own (cancel, destroy, drop policies) has its
+/// buffer freed as kc_buf_free frees it, wherever the drop happens: for a host whose dropped
+/// values need nothing but freeing (no hook to run), so none waits in a list for it. Replaces
+/// any kc_chan_on_undelivered hook. KC_EINVAL for a channel that is not zero-copy.
+export fn kc_chan_free_undelivered(h: u32) callconv(.c) i32 {
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    const ch = ChanRegistry.channelOf(e);
+    if (!ch.zero_copy) return Status.invalid.code();
+    ch.setUndelivered(freeUndelivered, null);
     return 0;
 }
 
 /// Frees the values channel `h` kept (kc_chan_keep_undelivered), when nobody can take them any
 /// more; a zero-copy channel's buffers too (kc_desc_make's, as kc_buf_free frees them).
-fn dropKept(h: u32, zero_copy: bool) void {
+fn dropKept(h: u32) void {
     if (undelivered_count.load(.acquire) == 0) return;
     undelivered_mutex.lock();
     defer undelivered_mutex.unlock();
@@ -1663,7 +1690,8 @@ fn dropKept(h: u32, zero_copy: bool) void {
             i += 1;
             continue;
         }
-        if (zero_copy and u.bytes.len == @sizeOf(chan.Descriptor)) {
+        if (u.zero_copy) {
+            std.debug.assert(u.bytes.len == @sizeOf(chan.Descriptor));
             const d = std.mem.bytesToValue(chan.Descriptor, u.bytes[0..@sizeOf(chan.Descriptor)]);
             _ = kc_buf_free(d.ptr); // kc_desc_make's buffer
         }
@@ -1856,7 +1884,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_clock_word",         "kc_clock_now",             "kc_cells_alloc",           "kc_lib_retain_thread",
         "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",           "kc_chan_try_recv_n",
         "kc_chan_try_send_n",    "kc_chan_info",             "kc_pool_info",             "kc_pool_release",
-        "kc_desc_free",
+        "kc_desc_free",          "kc_chan_free_undelivered",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2422,6 +2450,52 @@ test "C ABI: native buffers in descriptors; kept undelivered values outlive dest
     try testing.expectEqual(@as(i32, 0), kc_desc_make(null, 0, 7, &d));
     try testing.expectEqual(@as(?*anyopaque, null), d.ptr);
     try testing.expectEqual(@as(i32, 0), kc_buf_free(null));
+}
+
+test "C ABI: values kept for a dead channel never reach the next channel of its handle number" {
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 1, 0, &h)); // drop-oldest
+    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h));
+    const stale: u64 = 42;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(h, &stale, 8, 0, 0, chan_try));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h)); // keeps 42; nobody takes it
+    // Channels come and go until one gets the same handle number (its slot's generation wraps).
+    var reused = false;
+    for (0..1 << 16) |_| {
+        var n: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(32, 1, 1, 0, &n));
+        if (n == h) {
+            reused = true;
+            try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(n));
+            var out: [32]u8 = undefined;
+            // Not the dead channel's 8-byte value (a size mismatch, or worse, its bytes).
+            try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(n, &out, 32));
+            try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(n, &out, 8));
+        }
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
+        if (reused) break;
+    }
+    try testing.expect(reused);
+}
+
+test "C ABI: kc_chan_free_undelivered frees what a zero-copy channel drops, keeping nothing" {
+    var z: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(32, 1, 1, chan_zero_copy, &z)); // drop-oldest
+    try testing.expectEqual(@as(i32, 0), kc_chan_free_undelivered(z));
+    var d: chan.Descriptor = undefined;
+    for (0..3) |_| {
+        try testing.expectEqual(@as(i32, 0), kc_desc_make("dropped", 7, 3, &d));
+        try testing.expectEqual(@as(i32, 0), kc_chan_send(z, &d, 32, 0, 0, chan_try)); // drops the last
+    }
+    var got: chan.Descriptor = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(z, &got, 32)); // none kept
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(z)); // frees the buffered one
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(z, &got, 32));
+    var c: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(32, 1, 0, 0, &c));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_free_undelivered(c)); // not zero-copy
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(c));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_free_undelivered(c));
 }
 
 test "C ABI: kc_desc_make takes buffers of up to 16 KiB from the pool; kc_pool_release frees a chunk's views at once" {
