@@ -988,7 +988,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** Gives `value` to a receiver waiting in this isolate; false if none could take it. */
   #handOff(value: T, sym: Sym): boolean {
     const s = this._shared;
-    if (s.closed) return false;
+    if (s.closed || this.#closedNatively(sym)) return false; // the native try-send says closed
     // A buffer may hold values sent (from elsewhere) since these receivers began waiting in
     // JavaScript: those come first. A rendezvous channel has none to offer.
     if (this.#capacity !== 0 && this.#mayReceive(sym)) pump(s.receivers, sym);
@@ -1012,10 +1012,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return false;
   }
 
+  /**
+   * True when the native channel is closed though this isolate did not close it (native code
+   * or another isolate did): its waiters here in JavaScript must not meet each other any more.
+   * They learn of the close when they queue natively, at the end of the turn.
+   */
+  #closedNatively(sym: Sym): boolean {
+    const rc = sym.kc_chan_status(this.#handle);
+    return rc > 0 && (rc & 1) !== 0; // a bad handle is for the native call that follows
+  }
+
   /** Takes the value of a sender waiting in this isolate; EMPTY if none. */
   #takeFromSender(sym: Sym): unknown {
     const s = this._shared;
-    for (let w = s.senders.first; w !== null; w = w.next) {
+    if (s.senders.first === null || this.#closedNatively(sym)) return EMPTY;
+    for (let w: Waiter | null = s.senders.first; w !== null; w = w.next) {
       if (w.state === COMPLETING) continue;
       const queued = w.state === QUEUED;
       if (queued && this.#bridge.abort(w) !== 0) {
@@ -1586,7 +1597,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // A waiting send failed by cancel: the native side kept its value with the dropped ones
       // (the creator's onUndeliveredElement gets it); otherwise the value is still ours.
       if (queued && status === Status.ECANCELED) this.#collect();
-      else this.#codec.discard(slot, sym);
+      else {
+        this.#codec.discard(slot, sym);
+        // Cancelled (by native code or another isolate) while it waited here in JavaScript:
+        // dropped as a waiting sender's value is by this isolate's own cancel.
+        if (status === Status.ECANCELED && this.#onUndelivered !== undefined) {
+          this.#undelivered(w.value);
+        }
+      }
       w.reject(
         status === Status.EPIPE || status === Status.ECANCELED
           ? this.#sendError(status)

@@ -396,6 +396,27 @@ bothModes("close: true once; buffered values stay receivable; then closed errors
   assert.deepEqual(withCause.tryReceive(), { state: "closed", cause });
 });
 
+Deno.test("closed or cancelled by native code (or another isolate), waiters of this isolate no longer meet in JavaScript", async () => {
+  const sym = library().symbols("test");
+  {
+    using ch = new Channel<number>(); // rendezvous
+    const waiting = ch.receive(); // waits in JavaScript until the end of this turn
+    assert.equal(sym.kc_chan_close(ch.handle), 1);
+    assert.equal(ch.isClosedForSend, true);
+    assert.deepEqual(ch.trySend(1), { state: "closed" });
+    await assert.rejects(waiting, ClosedReceiveError);
+  }
+  {
+    const dropped: number[] = [];
+    using ch = new Channel<number>(0, { onUndeliveredElement: (v) => dropped.push(v) });
+    const sending = ch.send(7); // waits in JavaScript until the end of this turn
+    assert.equal(sym.kc_chan_cancel(ch.handle), 0);
+    assert.deepEqual(ch.tryReceive(), { state: "closed" });
+    await assert.rejects(sending, CancellationError);
+    assert.deepEqual(dropped, [7], "a waiting sender's value goes to the hook, as on cancel()");
+  }
+});
+
 bothModes("close settles waiting receivers; a sender already waiting still delivers", async () => {
   using ch = chan<string>();
   const r1 = ch.receive();
