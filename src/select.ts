@@ -58,6 +58,7 @@ import {
   unwrap,
 } from "./errors.ts";
 import type { Deferred, Job } from "./job.ts";
+import { timer } from "./time.ts";
 
 /** What a clause's handler may return: the select's result, or a promise of it. */
 export type SelectResult<R> = R | PromiseLike<R>;
@@ -272,7 +273,8 @@ class Selection implements RingOp {
   done = false;
   resolve!: (v: unknown) => void;
   reject!: (e: unknown) => void;
-  readonly timers: ReturnType<typeof setTimeout>[] = [];
+  /** The timeout clauses' cancel functions. */
+  readonly timers: (() => void)[] = [];
   readonly disposers: Disposable[] = [];
   onAbort: (() => void) | undefined = undefined;
 
@@ -363,7 +365,7 @@ class Selection implements RingOp {
     }
     for (const c of clauses) {
       if (c.kind === TIMEOUT) {
-        this.timers.push(setTimeout(() => this.#jsWins(c), c.ms));
+        this.timers.push(timer(c.ms!, () => this.#jsWins(c))); // any length, Infinity never
       } else if (c.kind === JOIN || c.kind === AWAIT) {
         this.disposers.push(c.job!.invokeOnCompletion(() => this.#jsWins(c)));
       }
@@ -526,7 +528,7 @@ class Selection implements RingOp {
   }
 
   #cleanup(): void {
-    for (const t of this.timers) clearTimeout(t);
+    for (const cancel of this.timers) cancel();
     for (const d of this.disposers) d[Symbol.dispose]();
     if (this.onAbort !== undefined) this.signal!.removeEventListener("abort", this.onAbort);
   }

@@ -37,8 +37,11 @@ function withDeadline(
 /** setTimeout's largest delay; longer ones are chained. */
 const MAX_TIMER = 2 ** 31 - 1;
 
-/** Calls `fn` after `ms` (any length, Infinity for never); returns the cancel function. */
-function timer(ms: number, fn: () => void): () => void {
+/**
+ * @internal Calls `fn` after `ms` (any length, Infinity for never); returns the cancel
+ * function. (setTimeout fires a delay past 2^31 - 1 ms at once.)
+ */
+export function timer(ms: number, fn: () => void): () => void {
   let id: ReturnType<typeof setTimeout>;
   const arm = (left: number) => {
     id = left > MAX_TIMER

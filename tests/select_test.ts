@@ -162,6 +162,19 @@ Deno.test("onTimeout(ms) fires after ms when nothing is ready, and withdraws the
   assert.equal(await s, "recv 7");
 });
 
+Deno.test("onTimeout past setTimeout's largest delay (2^31 ms, Infinity) does not fire early", async () => {
+  for (const ms of [2 ** 31, 30 * 24 * 3600 * 1000, Infinity]) {
+    using ch = new Channel<number>(1);
+    const s = select<string>((s) => {
+      s.onReceive(ch, (v) => `recv ${v}`);
+      s.onTimeout(ms, () => "timeout");
+    });
+    // A timer setTimeout clamped to 1 ms would fire before this one.
+    setTimeout(() => ch.trySend(1), 10);
+    assert.equal(await s, "recv 1", `onTimeout(${ms})`);
+  }
+});
+
 Deno.test("onReceive on a closed channel rejects; onReceiveCatching fires with the closed result", async () => {
   using a = new Channel<number>(2);
   a.trySend(1);
