@@ -63,6 +63,26 @@ export class Library {
     this.#lib = null;
     if (lib.symbols.kc_lib_release_thread() === 0) lib.symbols.kc_sched_shutdown(0);
     lib.close();
+    const hooks = this.#onClose;
+    this.#onClose = [];
+    for (const hook of hooks) {
+      try {
+        hook();
+      } catch (e) {
+        reportError(e);
+      }
+    }
+  }
+
+  #onClose: (() => void)[] = [];
+
+  /**
+   * @internal Runs `hook` once this library is closed (after it is), e.g. to settle operations
+   * that were waiting natively: no completion will come for them.
+   */
+  onClose(hook: () => void): void {
+    if (this.#lib === null) hook();
+    else this.#onClose.push(hook);
   }
 }
 

@@ -53,6 +53,23 @@ export class Bridge {
     const rc = this.#sym.kc_ring_create(this.#out);
     if (rc !== 0) throw new Error(`Cannot create completion ring: status ${rc}`);
     this.#ring = this.#out[0];
+    lib.onClose(() => this.#closed());
+  }
+
+  /**
+   * The library was closed: no record will come for what is queued, so each queued operation
+   * is completed now (each rejects, seeing the library closed) instead of waiting for ever.
+   */
+  #closed(): void {
+    const ops = [...this.#ops.values()];
+    this.#ops.clear();
+    for (const op of ops) {
+      try {
+        op.complete(Status.ECANCELED, 0);
+      } catch (e) {
+        reportError(e);
+      }
+    }
   }
 
   static #bridges = new WeakMap<Library, Bridge>();

@@ -917,6 +917,32 @@ Deno.test("a channel used after its library was closed throws LibraryClosedError
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("closing the library settles operations queued natively (receive, send, select)", async () => {
+  const res = await evalScript(`
+    import { Channel, closeLibrary, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    const bridge = Bridge.of(library());
+    const a = new Channel(0), b = new Channel(1);
+    a.share();
+    b.share();
+    b.trySend(1); // full
+    const ops = [a.receive(), b.send(2), select((s) => s.onReceive(a, (v) => v))];
+    const outcomes = ops.map((p) => p.then(() => "resolved", (e) => e.name));
+    // Queued natively at the end of this turn.
+    for (let i = 0; i < 1000 && bridge.pending < 3; i++) await new Promise((r) => setTimeout(r, 0));
+    if (bridge.pending !== 3) throw new Error(bridge.pending + " operations queued, not 3");
+    closeLibrary();
+    let timer;
+    const late = new Promise((r) => timer = setTimeout(() => r("not settled"), 10000));
+    const got = await Promise.race([Promise.all(outcomes), late]);
+    clearTimeout(timer);
+    if (JSON.stringify(got) !== JSON.stringify(["InvalidHandleError", "InvalidHandleError", "InvalidHandleError"])) {
+      throw new Error("outcomes: " + JSON.stringify(got));
+    }
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("the batch operations get named errors on a disposed channel and after the library closed", async () => {
   for (const share of [false, true]) {
     const gone = new Channel<number>(4, { codec: codecs.f64 });
