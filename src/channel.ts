@@ -159,8 +159,12 @@ const scratch = new Slot(new ArrayBuffer(32), true);
 /** The batches of the `…Many` operations that run no caller code meanwhile (grown as needed). */
 let batch = new Uint8Array(64 * 32);
 
-/** `batch`, at least `bytes` long. */
+/** True while a trySendMany fills `batch`: reading its values may run the caller's code. */
+let batchBusy = false;
+
+/** `batch`, at least `bytes` long (a fresh buffer while `batch` is being filled). */
 function batchOf(bytes: number): Uint8Array {
+  if (batchBusy) return new Uint8Array(bytes);
   if (batch.byteLength < bytes) batch = new Uint8Array(Math.max(bytes, 2 * batch.byteLength));
   return batch;
 }
@@ -1099,17 +1103,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       const size = this.#size;
       const f64 = this.#codec === (codecs.f64 as unknown);
       // Encoding may run the caller's code (a structured value's getters), which may batch too:
-      // only the f64 path, which runs none, uses the shared buffer.
+      // only the f64 path uses the shared buffer, marked busy while it reads `values` (an
+      // accessor element or a Proxy runs code too).
       const buf = f64 ? batchOf(n * size) : new Uint8Array(n * size);
       let encoded = 0;
+      const wasBusy = batchBusy;
       try {
         if (f64) {
+          batchBusy = true;
           const f = new Float64Array(buf.buffer, 0, n);
           for (; encoded < n; encoded++) {
             const v = values[encoded];
             if (typeof v !== "number") this.#codec.pass(v); // throws its CodecError
             f[encoded] = v as number;
           }
+          batchBusy = wasBusy;
         } else {
           for (; encoded < n; encoded++) {
             this.#codec.encode(values[encoded], scratch, sym);
@@ -1117,6 +1125,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
           }
         }
       } catch (e) {
+        batchBusy = wasBusy;
         this.#discardBatch(buf, 0, encoded, sym); // nothing was sent
         throw e;
       }

@@ -260,6 +260,22 @@ bothModes("trySendMany: in order until the buffer is full; then full, then close
   }
 });
 
+bothModes("trySendMany: an element getter that batches on another channel changes nothing sent", () => {
+  using a = chan<number>(8, { codec: codecs.f64 });
+  using b = chan<number>(8, { codec: codecs.f64 });
+  const values = [1, 2, 3];
+  Object.defineProperty(values, 1, {
+    get() {
+      b.trySendMany([100, 200, 300]); // the caller's code, between two of a's values
+      assert.deepEqual(b.tryReceiveMany(1), { state: "ok", values: [100] });
+      return 2;
+    },
+  });
+  assert.deepEqual(a.trySendMany(values), { state: "ok", sent: 3 });
+  assert.deepEqual(a.tryReceiveMany(8), { state: "ok", values: [1, 2, 3] });
+  assert.deepEqual(b.tryReceiveMany(8), { state: "ok", values: [200, 300] });
+});
+
 bothModes(
   "tryReceiveMany: what is there, oldest first, up to max; then empty, then closed",
   async () => {
