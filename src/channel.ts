@@ -1421,7 +1421,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         w.detach();
         w.reject(signal.reason);
       };
-      signal.addEventListener("abort", w.onAbort, { once: true });
+      // Aborted since it was checked (a value's getter, encoding it, ran the caller's code):
+      // the event will not come again.
+      if (signal.aborted) w.onAbort();
+      else signal.addEventListener("abort", w.onAbort, { once: true });
     }
     return promise;
   }

@@ -373,7 +373,10 @@ class Selection implements RingOp {
     const signal = this.signal;
     if (signal !== undefined) {
       this.onAbort = () => this.#jsWins(undefined);
-      signal.addEventListener("abort", this.onAbort, { once: true });
+      // Aborted since it was checked (a value's getter, encoding it, ran the caller's code):
+      // the event will not come again.
+      if (signal.aborted) this.onAbort();
+      else signal.addEventListener("abort", this.onAbort, { once: true });
     }
   }
 

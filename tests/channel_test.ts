@@ -491,6 +491,17 @@ bothModes(
     assert.deepEqual(ch.tryReceive(), { state: "empty" }); // 42 was never delivered
     await assert.rejects(ch.send(1, { signal: AbortSignal.abort("pre") }), (e) => e === "pre");
     await assert.rejects(ch.receiveCatching({ signal: AbortSignal.abort("pre") }));
+    // Aborted while its value was encoded (a getter ran the caller's code): still rejects.
+    using any = chan<unknown>();
+    const mid = new AbortController();
+    const value = {
+      get x() {
+        mid.abort("mid");
+        return 1;
+      },
+    };
+    await assert.rejects(any.send(value, { signal: mid.signal }), (e) => e === "mid");
+    assert.deepEqual(any.tryReceive(), { state: "empty" }); // never delivered
     // Still usable.
     const later = ch.receive();
     await ch.send(7);

@@ -333,6 +333,21 @@ Deno.test("abort signals: reject with the reason, leave every channel intact, ne
     (e) => e === "pre",
   );
   assert.deepEqual(b.tryReceive(), { state: "empty" });
+  // Aborted while a clause's value was encoded (a getter ran the caller's code): rejects.
+  using any = new Channel<unknown>();
+  const mid = new AbortController();
+  const value = {
+    get x() {
+      mid.abort("mid");
+      return 1;
+    },
+  };
+  await assert.rejects(
+    select((s) => s.onSend(any, value, () => "sent"), { signal: mid.signal }),
+    (e) => e === "mid",
+  );
+  assert.equal(pending(), 0);
+  assert.deepEqual(any.tryReceive(), { state: "empty" }); // never delivered
   // Aborted after the select fired: nothing changes.
   const late = new AbortController();
   const r = select<string>((s) => s.onReceive(a, (v) => v), { signal: late.signal });
