@@ -72,11 +72,12 @@ pub const Ring = struct {
         for (r.slots.items) |slot| {
             const p = slot.p orelse continue;
             if (!p.withdraw()) {
-                // Completed: its record is on the ring or about to be (its completer is between
-                // unlocking the channel and `push`). Wait for it, bounded by that window.
+                // Completed: its record is on the ring (or was drained already: its isolate may
+                // have stopped before `take`), or about to be (its completer is between
+                // unlocking the channel and `record`). Wait for that, bounded by that window.
                 while (true) {
                     r.mutex.lock();
-                    const landed = r.hasRecordFor(p.ticket);
+                    const landed = p.completed;
                     r.mutex.unlock();
                     if (landed) break;
                     std.Thread.yield() catch {};
@@ -98,13 +99,6 @@ pub const Ring = struct {
         r.slots.deinit(r.allocator);
         r.records.deinit(r.allocator);
         r.* = undefined;
-    }
-
-    fn hasRecordFor(r: *Ring, ticket: u32) bool {
-        for (r.records.items) |c| {
-            if (c.ticket == ticket) return true;
-        }
-        return false;
     }
 
     /// Reserves a record slot and a ticket for `p`.
@@ -152,9 +146,14 @@ pub const Ring = struct {
         return slot.p;
     }
 
-    /// A completer: appends a record (into a reserved slot) and wakes the waiter.
-    fn push(r: *Ring, c: Completion) void {
+    /// A completer: marks `p` completed and appends its record (into a reserved slot), in one
+    /// critical section (`deinit` reads `completed` as "the record was pushed"), then wakes the
+    /// waiter.
+    fn push(r: *Ring, p: *Pending, c: Completion) void {
         r.mutex.lock();
+        p.completed = true;
+        p.fired = c.index;
+        p.status = c.status;
         r.records.appendAssumeCapacity(c);
         // Release: pairs with the acquire load in `wait`.
         _ = r.signal.fetchAdd(1, .release);
@@ -463,13 +462,7 @@ pub const Pending = struct {
     }
 
     fn record(p: *Pending, result: channel.Error!void, index: u32) void {
-        const r = p.ring;
-        r.mutex.lock();
-        p.completed = true;
-        p.fired = index;
-        p.status = codeOf(result);
-        r.mutex.unlock();
-        r.push(.{ .ticket = p.ticket, .status = codeOf(result), .index = index });
+        p.ring.push(p, .{ .ticket = p.ticket, .status = codeOf(result), .index = index });
     }
 
     fn opNotify(op: *channel.AsyncOp, result: channel.Error!void) void {
@@ -669,6 +662,15 @@ test "a ring going away gives a value received for it back to the channel" {
     try ch.send(std.mem.asBytes(&v), null, true); // completes the ring's receive: a record
     ring.deinit(); // nobody took it (its isolate died): the value goes back
     try testing.expectEqual(@as(u64, 41), try recv(ch));
+    // The same when its record was drained but not taken (the isolate stopped in between).
+    var ring3 = Ring.init(testing.allocator);
+    _ = (try ring3.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+    var w: u64 = 43;
+    try ch.send(std.mem.asBytes(&w), null, true);
+    var rec: [2]Completion = undefined;
+    try testing.expectEqual(@as(usize, 1), ring3.drain(&rec));
+    ring3.deinit(); // returns (no record left to wait for); the value goes back
+    try testing.expectEqual(@as(u64, 43), try recv(ch));
     // A pending receive is just withdrawn: a later value stays in the channel.
     var ring2 = Ring.init(testing.allocator);
     _ = (try ring2.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
