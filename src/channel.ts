@@ -1009,6 +1009,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         continue;
       }
       r.detach();
+      releaseSlot(r); // a queued receiver's, withdrawn: native code no longer writes it
       s.handoffs++;
       r.resolve(received(r.kind, passed));
       return true;
@@ -1529,6 +1530,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#codec.encode(w.value as T, slot, sym);
       return slot;
     } catch (e) {
+      releaseSlot(w); // nothing was encoded into it
       w.detach();
       w.reject(e);
       return null;

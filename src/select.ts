@@ -385,7 +385,13 @@ class Selection implements RingOp {
     const sym = ch._symbols(c.kind === SEND ? "select: send" : "select: receive");
     c.slot = takeSlot();
     if (c.kind === SEND) {
-      ch.codec.encode(c.value, c.slot, sym);
+      try {
+        ch.codec.encode(c.value, c.slot, sym);
+      } catch (e) {
+        giveSlot(c.slot); // nothing was encoded into it; the select fails
+        c.slot = undefined;
+        throw e;
+      }
       c.encoded = true;
     }
     this.native.push(c);

@@ -1266,6 +1266,18 @@ Deno.test("waits queued natively reuse their slots: 300 waits make at most two, 
     assert.deepEqual(ch.tryReceive(), { state: "ok", value: i });
   }
   assert.ok(slotsMade.count - before <= 2, `${slotsMade.count - before} slots made for 300 waits`);
+  // A receive queued natively and then handed a value in this isolate (its native wait
+  // withdrawn) gives its slot back too.
+  using rv = new Channel<number>(0, { codec: codecs.f64 });
+  rv.share();
+  const first = slotsMade.count;
+  for (let i = 0; i < 100; i++) {
+    const receiving = rv.receive();
+    await turn();
+    assert.deepEqual(rv.trySend(i), { state: "ok" });
+    assert.equal(await receiving, i);
+  }
+  assert.ok(slotsMade.count - first <= 2, `${slotsMade.count - first} slots made for 100 hand-offs`);
 });
 
 Deno.test("try-sends to a full shared channel check the value but copy nothing into native memory", () => {
