@@ -260,21 +260,24 @@ bothModes("trySendMany: in order until the buffer is full; then full, then close
   }
 });
 
-bothModes("trySendMany: an element getter that batches on another channel changes nothing sent", () => {
-  using a = chan<number>(8, { codec: codecs.f64 });
-  using b = chan<number>(8, { codec: codecs.f64 });
-  const values = [1, 2, 3];
-  Object.defineProperty(values, 1, {
-    get() {
-      b.trySendMany([100, 200, 300]); // the caller's code, between two of a's values
-      assert.deepEqual(b.tryReceiveMany(1), { state: "ok", values: [100] });
-      return 2;
-    },
-  });
-  assert.deepEqual(a.trySendMany(values), { state: "ok", sent: 3 });
-  assert.deepEqual(a.tryReceiveMany(8), { state: "ok", values: [1, 2, 3] });
-  assert.deepEqual(b.tryReceiveMany(8), { state: "ok", values: [200, 300] });
-});
+bothModes(
+  "trySendMany: an element getter that batches on another channel changes nothing sent",
+  () => {
+    using a = chan<number>(8, { codec: codecs.f64 });
+    using b = chan<number>(8, { codec: codecs.f64 });
+    const values = [1, 2, 3];
+    Object.defineProperty(values, 1, {
+      get() {
+        b.trySendMany([100, 200, 300]); // the caller's code, between two of a's values
+        assert.deepEqual(b.tryReceiveMany(1), { state: "ok", values: [100] });
+        return 2;
+      },
+    });
+    assert.deepEqual(a.trySendMany(values), { state: "ok", sent: 3 });
+    assert.deepEqual(a.tryReceiveMany(8), { state: "ok", values: [1, 2, 3] });
+    assert.deepEqual(b.tryReceiveMany(8), { state: "ok", values: [200, 300] });
+  },
+);
 
 bothModes(
   "tryReceiveMany: what is there, oldest first, up to max; then empty, then closed",
@@ -1277,7 +1280,10 @@ Deno.test("waits queued natively reuse their slots: 300 waits make at most two, 
     assert.deepEqual(rv.trySend(i), { state: "ok" });
     assert.equal(await receiving, i);
   }
-  assert.ok(slotsMade.count - first <= 2, `${slotsMade.count - first} slots made for 100 hand-offs`);
+  assert.ok(
+    slotsMade.count - first <= 2,
+    `${slotsMade.count - first} slots made for 100 hand-offs`,
+  );
 });
 
 Deno.test("try-sends to a full shared channel check the value but copy nothing into native memory", () => {
