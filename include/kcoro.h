@@ -280,7 +280,11 @@ int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, dou
 /* Native buffers for zero-copy channels driven from a garbage-collected language: kc_desc_make
  * copies len bytes into a new buffer and writes {buffer, len, NULL, (void *)tag} to *out (len 0:
  * no buffer, ptr NULL); the receiver frees the buffer with kc_buf_free (NULL: nothing). A
- * descriptor with a NULL ptr counts 0 bytes in the metrics. */
+ * descriptor with a NULL ptr counts 0 bytes in the metrics. The TypeScript codecs read the tag:
+ * KC_TAG_STRING (UTF-8) for codecs.string, KC_TAG_BYTES for codecs.bytes (both also for the
+ * default codec); a value under another tag is a CodecError there. */
+#define KC_TAG_STRING 16
+#define KC_TAG_BYTES 17
 int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out);
 int32_t kc_buf_free(void *ptr);
 /* kc_buf_free(d->ptr): frees the buffer a kc_desc_make descriptor names (KC_EINVAL: d NULL). */

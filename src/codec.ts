@@ -434,9 +434,25 @@ function putStructured(slot: Slot, value: unknown, sym: Sym, codec: string): voi
 
 /** A structured value's bytes back into a value, by the encoding its tag names. */
 function readStructured(slot: Slot, sym: Sym): unknown {
-  return slot.u32[6] === T_PACKED
-    ? withBytes(slot, sym, unpack)
-    : withBytes(slot, sym, v8.deserialize);
+  const tag = slot.u32[6];
+  if (ptrOf(slot) === 0 || (tag !== T_PACKED && tag !== T_STRUCTURED)) {
+    return foreign(slot, sym, "structured");
+  }
+  return tag === T_PACKED ? withBytes(slot, sym, unpack) : withBytes(slot, sym, v8.deserialize);
+}
+
+/**
+ * A value whose tag is not one `codec` makes: the channel's values were sent with another
+ * codec (a `SharedChannel` naming the wrong one). Freed, and a CodecError.
+ */
+function foreign(slot: Slot, sym: Sym, codec: string): never {
+  const tag = ptrOf(slot) === 0 ? slot.u32[2] : slot.u32[6];
+  freeSlot(slot, sym);
+  throw new CodecError(
+    codec,
+    `Cannot receive: the value was not sent with codecs.${codec} (tag ${tag}); ` +
+      `was the channel shared under another codec?`,
+  );
 }
 
 function serialise(value: unknown, codec: string): Uint8Array {
@@ -533,7 +549,12 @@ const bytes: Codec<Uint8Array> = {
     if (b.length === 0) putInline(slot, T_EMPTY_BYTES);
     else putBuffer(slot, b, T_BYTES, sym, "bytes");
   },
-  decode: receiveBytes,
+  decode(slot, sym) {
+    if (ptrOf(slot) === 0 ? slot.u32[2] !== T_EMPTY_BYTES : slot.u32[6] !== T_BYTES) {
+      return foreign(slot, sym, "bytes");
+    }
+    return receiveBytes(slot, sym);
+  },
   discard: freeSlot,
   pass: (value) => checkBytes(value).slice(),
   check: (value) => (checkBytes(value), true),
@@ -558,7 +579,13 @@ const string: Codec<string> = {
     if (s.length === 0) putInline(slot, T_EMPTY_STRING);
     else putString(slot, s, sym, "string");
   },
-  decode: (slot, sym) => ptrOf(slot) === 0 ? "" : withBytes(slot, sym, decodeText),
+  decode(slot, sym) {
+    if (ptrOf(slot) === 0) {
+      return slot.u32[2] === T_EMPTY_STRING ? "" : foreign(slot, sym, "string");
+    }
+    if (slot.u32[6] !== T_STRING) return foreign(slot, sym, "string");
+    return withBytes(slot, sym, decodeText);
+  },
   discard: freeSlot,
   pass: checkString,
   check: (value) => (checkString(value), true),

@@ -649,6 +649,31 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
       message: /names a channel of 8-byte elements, capacity 16, not of .* as described/,
     });
   }
+  // The right kind of channel under another 32-byte codec's name: its values are CodecErrors
+  // (and freed), not garbage; the values both codecs make still pass.
+  const cases: [Codec<unknown>, string, unknown][] = [
+    [codecs.default, "structured", 1.5],
+    [codecs.default, "string", 1.5],
+    [codecs.default, "bytes", 1.5],
+    [codecs.structured, "string", { a: 1 }],
+    [codecs.bytes, "structured", new Uint8Array([1, 2, 3])],
+    [codecs.string, "bytes", "text"],
+    [codecs.string, "bytes", ""],
+  ];
+  for (const [codec, name, value] of cases) {
+    using ch = new Channel<unknown>(4, { codec });
+    using copy = Channel.from<unknown>({ ...ch.share(), codec: name } as never);
+    ch.trySend(value);
+    assert.throws(() => copy.tryReceive(), {
+      name: "CodecError",
+      message: new RegExp(`not sent with codecs\\.${name} \\(tag \\d+\\)`),
+    }, `${codec.name} as ${name}`);
+    assert.deepEqual(copy.tryReceive(), { state: "empty" }); // taken (and freed)
+  }
+  using sameKind = new Channel<unknown>(4); // default: strings and bytes as string and bytes do
+  using asString = Channel.from<unknown>({ ...sameKind.share(), codec: "string" } as never);
+  sameKind.trySend("hi");
+  assert.deepEqual(asString.tryReceive(), { state: "ok", value: "hi" });
 });
 
 Deno.test("Workers: a shared channel carries values both ways between isolates", async () => {

@@ -68,3 +68,24 @@ Deno.test("every header function is in the symbol table or documented as corouti
     );
   }
 });
+
+Deno.test("the header's value tags are the ones the TypeScript codecs write", async () => {
+  const { Channel, codecs, library } = await import("../mod.ts");
+  const sym = library().symbols("test");
+  const tag = (name: string) => Number(new RegExp(`#define ${name} (\\d+)`).exec(header)![1]);
+  for (
+    const [codec, value, name] of [
+      [codecs.string, "text", "KC_TAG_STRING"],
+      [codecs.bytes, new Uint8Array([1]), "KC_TAG_BYTES"],
+      [codecs.default, "text", "KC_TAG_STRING"],
+      [codecs.default, new Uint8Array([1]), "KC_TAG_BYTES"],
+    ] as const
+  ) {
+    using ch = new Channel<unknown>(1, { codec: codec as never });
+    assert.equal(ch.trySend(value).state, "ok");
+    const desc = new Uint32Array(8);
+    assert.equal(sym.kc_chan_try_recv(ch.handle, Deno.UnsafePointer.of(desc), 32), 0);
+    assert.equal(desc[6], tag(name), `${codec.name} ${name}`);
+    sym.kc_desc_free(Deno.UnsafePointer.of(desc));
+  }
+});
