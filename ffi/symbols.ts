@@ -183,6 +183,10 @@ export const symbols = {
   kc_chan_keep_undelivered: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size) */
   kc_chan_take_undelivered: { parameters: ["u32", "buffer", "u32"], result: "i32" },
+  /** int32_t kc_chan_close_cause(uint32_t handle, const void *cause, uint32_t len, uint32_t flags) */
+  kc_chan_close_cause: { parameters: ["u32", "buffer", "u32", "u32"], result: "i32" },
+  /** int32_t kc_chan_cause(uint32_t handle, void *out, uint32_t cap) */
+  kc_chan_cause: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** int32_t kc_chan_free_undelivered(uint32_t handle) */
   kc_chan_free_undelivered: { parameters: ["u32"], result: "i32" },
   /**

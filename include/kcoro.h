@@ -171,6 +171,7 @@ int32_t kc_token_destroy(uint32_t token);
 #define KC_CHAN_ZERO_COPY (1u << 1)   /* kc_chan_create flag: carries struct kc_desc (size 32) */
 #define KC_CHAN_NO_METRICS (1u << 2)  /* kc_chan_create flag: no counters (to measure their cost) */
 #define KC_CHAN_TRY (1u << 0)         /* kc_chan_send/recv flag: never wait (KC_EAGAIN) */
+#define KC_CHAN_CLOSE_CANCEL (1u << 0) /* kc_chan_close_cause flag: cancel instead of close */
 #define KC_OVERFLOW_SUSPEND 0
 #define KC_OVERFLOW_DROP_OLDEST 1
 #define KC_OVERFLOW_DROP_LATEST 2
@@ -238,6 +239,14 @@ int32_t kc_chan_on_undelivered(uint32_t handle, kc_undelivered_fn hook, void *ct
 int32_t kc_chan_close(uint32_t handle);
 /* Closes, drops buffered values, fails every waiter with KC_ECANCELED. */
 int32_t kc_chan_cancel(uint32_t handle);
+/* kc_chan_close (flags 0) or kc_chan_cancel (KC_CHAN_CLOSE_CANCEL) that, when this call is the
+ * one that closes the channel, keeps a copy of len bytes at cause (len 0: none) for every host of
+ * the channel until it is destroyed: 1 if this call closed it, 0 if it was closed already. The
+ * TypeScript module stores its close causes this way (an encoding of its own). */
+int32_t kc_chan_close_cause(uint32_t handle, const void *cause, uint32_t len, uint32_t flags);
+/* The close cause's length, copying up to cap bytes of it into out; 0 if none; KC_EBADH once
+ * the channel is destroyed. */
+int32_t kc_chan_cause(uint32_t handle, void *out, uint32_t cap);
 /* Cancels and frees the channel once no call uses it; the handle is dead at once. */
 int32_t kc_chan_destroy(uint32_t handle);
 /* One more holder of the channel on the calling thread (a JavaScript isolate's Channel object).

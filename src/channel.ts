@@ -38,6 +38,8 @@ import {
   codecByName,
   type CodecName,
   codecs,
+  decodeCause,
+  encodeCause,
   giveSlot,
   Slot,
   takeSlot,
@@ -189,6 +191,8 @@ class Shared {
   cancelled = false;
   cause: unknown = undefined;
   hasCause = false;
+  /** The native channel's close cause was looked for (`Channel.#lookCause`). */
+  causeLooked = false;
   /** Receivers and senders waiting in this isolate (in JavaScript or in the ring). */
   readonly receivers = new WaitQueue();
   readonly senders = new WaitQueue();
@@ -316,6 +320,9 @@ const shared = new Map<number, Shared>();
 const outWords = new Uint32Array(4);
 /** Where dropped values are taken (#collect, orphans). */
 const dropSlot = new Slot(new ArrayBuffer(32), true);
+
+/** Where close causes are read from native memory (`kc_chan_cause`); grown as needed. */
+let causeBytes = new Uint8Array(256);
 
 /** Each library's counters' clock word (kc_clock_word) as two u32 halves. */
 const clocks = new WeakMap<Library, Uint32Array>();
@@ -796,11 +803,51 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   #closedResult(): { state: "closed"; cause?: unknown } {
     const s = this._shared;
+    if (!s.hasCause) this.#lookCause(s);
     return s.hasCause ? { state: "closed", cause: s.cause } : CLOSED;
+  }
+
+  /**
+   * A native channel closed by another isolate (or native code) with a cause: this isolate's
+   * copy of it (kc_chan_cause), looked for once. Only asked once the channel is seen closed,
+   * when the cause, if any, is there already (kc_chan_close_cause stores it with the close).
+   */
+  #lookCause(s: Shared): void {
+    if (s.causeLooked || s.local || this.#handle === 0 || !this.#lib.isOpen) return;
+    s.causeLooked = true;
+    const sym = this.#lib.symbols("read close cause");
+    let n = sym.kc_chan_cause(this.#handle, causeBytes, causeBytes.length);
+    if (n <= 0) return;
+    if (n > causeBytes.length) {
+      causeBytes = new Uint8Array(n);
+      n = sym.kc_chan_cause(this.#handle, causeBytes, n);
+      if (n <= 0 || n > causeBytes.length) return;
+    }
+    const got = decodeCause(causeBytes.subarray(0, n));
+    if (!got.ok) return;
+    s.cause = got.cause;
+    s.hasCause = true;
+  }
+
+  /**
+   * Closes (or cancels) the native channel, storing `cause` with it for other isolates when it
+   * can be copied: 1 if this call closed it, 0 if it was closed already, -1 (a cancel without
+   * a cause to store) not known.
+   */
+  #closeNative(sym: Sym, cancel: boolean, cause: unknown, hasCause: boolean): number {
+    const op = cancel ? "cancel channel" : "close channel";
+    const bytes = hasCause ? encodeCause(cause) : null;
+    if (bytes !== null) {
+      return unwrap(sym.kc_chan_close_cause(this.#handle, bytes, bytes.length, cancel ? 1 : 0), op);
+    }
+    if (!cancel) return unwrap(sym.kc_chan_close(this.#handle), op);
+    unwrap(sym.kc_chan_cancel(this.#handle), op);
+    return -1;
   }
 
   #sendError(status: number): unknown {
     const s = this._shared;
+    if (!s.hasCause) this.#lookCause(s);
     if (status === Status.ECANCELED) {
       return new CancellationError("Channel was cancelled", s.hasCause ? { cause: s.cause } : {});
     }
@@ -809,6 +856,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   #receiveError(status: number): unknown {
     const s = this._shared;
+    if (!s.hasCause) this.#lookCause(s);
     if (status === Status.ECANCELED) {
       return new CancellationError("Channel was cancelled", s.hasCause ? { cause: s.cause } : {});
     }
@@ -1262,7 +1310,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (rc === Status.EAGAIN) {
       return s.senders.first !== null ? this.#takeFromSender(sym) : EMPTY;
     }
-    if (rc === Status.EPIPE || rc === Status.ECANCELED) return CLOSED;
+    if (rc === Status.EPIPE || rc === Status.ECANCELED) {
+      if (rc === Status.ECANCELED) s.cancelled = true; // by another isolate or native code
+      return CLOSED;
+    }
     unwrap(rc, "receive");
     return EMPTY;
   }
@@ -1370,10 +1421,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (v !== CLOSED) return Promise.resolve(received(kind, v));
     const r = this.#closedResult();
     if (kind === RECV_CATCHING) return Promise.resolve(r);
-    if (kind === RECV_ITER) {
+    const status = this.#statusOfClosed();
+    if (kind === RECV_ITER && status !== Status.ECANCELED) {
+      // Closed: the loop ends, or rethrows the close cause. Cancelled: CancellationError.
       return "cause" in r ? Promise.reject(r.cause) : Promise.resolve(ITER_DONE);
     }
-    return Promise.reject(this.#receiveError(this.#statusOfClosed()));
+    return Promise.reject(this.#receiveError(status));
   }
 
   /**
@@ -1513,10 +1566,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     s.head = 0;
     if (!s.closed) return;
     flushAll(s.senders);
-    unwrap(
-      s.cancelled ? sym.kc_chan_cancel(this.#handle) : sym.kc_chan_close(this.#handle),
-      "close",
-    );
+    this.#closeNative(sym, s.cancelled, s.cause, s.hasCause);
   }
 
   /**
@@ -1640,7 +1690,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (status === Status.EPIPE || status === Status.ECANCELED) {
       if (w.kind === RECV_CATCHING) w.resolve(this.#closedResult());
-      else if (w.kind === RECV_ITER) {
+      else if (w.kind === RECV_ITER && status === Status.EPIPE) {
+        // Closed: the loop ends, or rethrows the close cause. Cancelled: CancellationError.
         const c = this.#closedResult();
         if ("cause" in c) w.reject(c.cause);
         else w.resolve(ITER_DONE);
@@ -1680,7 +1731,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // delivers, and every waiter learns of the close the one way (a ring record).
     flushAll(s.senders);
     flushAll(s.receivers);
-    const first = unwrap(sym.kc_chan_close(this.#handle), "close channel") === 1;
+    const given = arguments.length > 0 && cause !== undefined;
+    const first = this.#closeNative(sym, false, cause, given) === 1;
     if (first) {
       s.closed = true;
       if (arguments.length > 0 && cause !== undefined) {
@@ -1698,7 +1750,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   cancel(cause?: unknown): void {
     const sym = this.#sym("cancel channel");
     const s = this._shared;
-    if (!s.closed && cause !== undefined) {
+    const given = !s.closed && cause !== undefined;
+    if (given) {
       s.cause = cause;
       s.hasCause = true;
     }
@@ -1709,7 +1762,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // (to onUndeliveredElement) and every waiter is rejected the one way (a ring record).
     flushAll(s.senders);
     flushAll(s.receivers);
-    unwrap(sym.kc_chan_cancel(this.#handle), "cancel channel");
+    if (this.#closeNative(sym, true, cause, given) === 0 && given) {
+      // Closed already by another isolate or native code: its cause (if any) is the cause.
+      s.cause = undefined;
+      s.hasCause = false;
+      s.causeLooked = false;
+    }
     this.#collect();
   }
 

@@ -432,6 +432,36 @@ function putStructured(slot: Slot, value: unknown, sym: Sym, codec: string): voi
   else putBuffer(slot, serialise(value, codec), T_STRUCTURED, sym, codec);
 }
 
+/**
+ * @internal A close cause as bytes other isolates can read (kc_chan_close_cause): a kind byte
+ * (1 packed, 2 node:v8) and the encoding; null for a cause neither can copy (a function, say),
+ * which then stays in its own isolate.
+ */
+export function encodeCause(cause: unknown): Uint8Array | null {
+  try {
+    const n = pack(cause);
+    const body = n >= 0 ? packed().subarray(0, n) : v8.serialize(cause);
+    const out = new Uint8Array(body.length + 1);
+    out[0] = n >= 0 ? 1 : 2;
+    out.set(body, 1);
+    return out;
+  } catch {
+    return null;
+  }
+}
+
+/** @internal `encodeCause`'s bytes back into the cause; `{ ok: false }` if they are not one. */
+export function decodeCause(bytes: Uint8Array): { ok: true; cause: unknown } | { ok: false } {
+  try {
+    const body = bytes.subarray(1);
+    if (bytes[0] === 1) return { ok: true, cause: unpack(body) };
+    if (bytes[0] === 2) return { ok: true, cause: v8.deserialize(body) };
+  } catch {
+    // Not a cause this module wrote (native code's own bytes): none.
+  }
+  return { ok: false };
+}
+
 /** A structured value's bytes back into a value, by the encoding its tag names. */
 function readStructured(slot: Slot, sym: Sym): unknown {
   const tag = slot.u32[6];

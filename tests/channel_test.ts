@@ -17,7 +17,7 @@ import {
   runtime,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-import { slotsMade } from "../src/codec.ts";
+import { encodeCause, slotsMade } from "../src/codec.ts";
 
 /** A send of `v` to the channel `handle` names, as native code on another thread would. */
 function nativeSendF64(handle: number, v: number): number {
@@ -562,6 +562,47 @@ bothModes("async iteration ends on close and rethrows a close cause", async () =
     for await (const v of ch) got.push(v);
   }, /boom/);
   assert.deepEqual(got, [1, 2]);
+});
+
+bothModes(
+  "async iteration over a cancelled channel throws CancellationError, waiting or not",
+  async () => {
+    for (const cause of [undefined, new RangeError("why")]) {
+      using ch = chan<number>(3);
+      const waiting = (async () => {
+        for await (const _ of ch) assert.fail("no value");
+      })();
+      await new Promise((r) => setTimeout(r, 0)); // the loop waits (natively when shared)
+      ch.cancel(cause);
+      await assert.rejects(waiting, (e) => e instanceof CancellationError && e.cause === cause);
+      await assert.rejects(async () => {
+        for await (const _ of ch) assert.fail("no value");
+      }, CancellationError);
+    }
+  },
+);
+
+Deno.test("a channel closed elsewhere with a cause: this isolate reads the cause from native memory", async () => {
+  const sym = library().symbols("test");
+  for (const cancel of [false, true]) {
+    using ch = new Channel<number>(2);
+    ch.share();
+    ch.trySend(1);
+    const waiting = ch.receive().then(() => ch.receive()); // the second waits
+    await new Promise((r) => setTimeout(r, 0));
+    // Native code (standing for another isolate) closes it with a cause this module encoded.
+    const bytes = encodeCause(new SyntaxError("elsewhere", { cause: [1, 2] }))!;
+    assert.equal(sym.kc_chan_close_cause(ch.handle, bytes, bytes.length, cancel ? 1 : 0), 1);
+    const err = await waiting.then(() => assert.fail("resolved"), (e) => e);
+    const cause = cancel ? (err as CancellationError).cause : err;
+    if (cancel) assert.ok(err instanceof CancellationError);
+    assert.ok(cause instanceof SyntaxError && cause.message === "elsewhere");
+    assert.deepEqual((cause as Error).cause, [1, 2]);
+    assert.deepEqual(ch.trySend(2), { state: "closed", cause });
+    // This isolate's own close, later, neither wins nor replaces it.
+    assert.equal(ch.close(new Error("late")), false);
+    assert.equal((ch.tryReceive() as { cause?: unknown }).cause, cause);
+  }
 });
 
 Deno.test("dispose destroys the native channel; later use is an InvalidHandleError", async () => {

@@ -139,6 +139,50 @@ Deno.test("a Worker terminated mid-wait: its waiter is gone, nothing is delivere
   }
 });
 
+Deno.test("a close or cancel cause crosses isolates; one that cannot be copied stays in its own", async () => {
+  const url = new URL("./fixtures/cause_worker.ts", import.meta.url);
+  for (const end of ["close", "cancel", "uncopyable"] as const) {
+    using input = new Channel<number>(4);
+    using output = new Channel<number>(1);
+    const w = new Worker(url, { type: "module" });
+    try {
+      const report = message<unknown[]>(w);
+      w.postMessage({ input: input.share(), output: output.share() });
+      await input.send(1);
+      const fn = () => "a function cannot be copied";
+      if (end === "close") input.close(new RangeError("producer failed", { cause: { id: 1 } }));
+      else if (end === "cancel") input.cancel(new RangeError("stopped", { cause: [2] }));
+      else input.close(fn);
+      const got = await within(report, 20_000, `the Worker's report (${end})`);
+      if (end === "close") {
+        assert.deepEqual(got, [1, {
+          name: "RangeError",
+          message: "producer failed",
+          cause: { id: 1 },
+        }]);
+      } else if (end === "cancel") {
+        // Cancelled: what it had not received was dropped; the CancellationError carries it.
+        const last = got.at(-1) as { name: string; cause: unknown };
+        assert.equal(last.name, "CancellationError");
+        assert.ok(last.cause instanceof RangeError && last.cause.message === "stopped");
+        assert.deepEqual((last.cause as Error).cause, [2]);
+      } else {
+        assert.deepEqual(got, [1, "ended"]); // closed, without a cause it could copy
+        assert.deepEqual(input.tryReceive(), { state: "closed", cause: fn }); // here it is kept
+      }
+      // And the other way: the Worker's cause reaches this isolate.
+      const r = await within(output.receiveCatching(), 20_000, "the Worker's close");
+      assert.equal(r.state, "closed");
+      const cause = (r as { cause?: unknown }).cause;
+      assert.ok(cause instanceof TypeError, `cause ${Deno.inspect(cause)}`);
+      assert.equal(cause.message, "from the Worker");
+      assert.deepEqual(cause.cause, { code: 7 });
+    } finally {
+      w.terminate();
+    }
+  }
+});
+
 Deno.test("a Worker closing its library leaves the process-wide runtime running for the others", async () => {
   const rt = runtime();
   const w = new Worker(new URL("./fixtures/close_library_worker.ts", import.meta.url), {

@@ -134,6 +134,7 @@ fn unhold(h: u32) i32 {
     // Its creator's isolate is gone (its hold was given back), so nobody takes what the channel
     // kept for it (kc_chan_keep_undelivered).
     dropKept(h);
+    dropCause(h);
     return 1;
 }
 
@@ -523,6 +524,9 @@ const chan_conflated: u32 = 1 << 0;
 const chan_zero_copy: u32 = 1 << 1;
 const chan_no_metrics: u32 = 1 << 2;
 
+/// Flag of kc_chan_close_cause: cancel instead of close.
+const chan_close_cancel: u32 = 1;
+
 /// What a C ABI call, an actor or a producer holds while its coroutine may park (handle
 /// references, an actor's message buffer): dropped when it returns, or, if the coroutine is
 /// abandoned in a wait (a shutdown that cancels, a destroy), by its cleanup, so that a destroyed
@@ -618,8 +622,9 @@ export fn kc_chan_create(elem_size: u32, capacity: u32, overflow: u32, flags: u3
         .metrics = flags & chan_no_metrics == 0,
     }) catch |err| return fail(err);
     // Values an earlier channel of this handle number kept that nobody took (a ring gave one
-    // back to it after its owner's last take): never this channel's.
+    // back to it after its owner's last take): never this channel's. The same for a cause.
     dropKept(h);
+    dropCause(h);
     out.* = h;
     return 0;
 }
@@ -799,18 +804,92 @@ export fn kc_chan_close(h: u32) callconv(.c) i32 {
     return @intFromBool(ChanRegistry.channelOf(e).close());
 }
 
+/// Close causes by handle (kc_chan_close_cause): bytes a host encoded, for the other hosts of the
+/// channel to read (kc_chan_cause). Few channels ever have one. Set under `causes_mutex` in the
+/// same critical section as the close, so whoever saw the channel closed and then asks finds
+/// the cause if the close gave one.
+const Cause = struct { handle: u32, bytes: []u8 };
+var causes_mutex: std.Thread.Mutex = .{};
+var causes: std.ArrayListUnmanaged(Cause) = .empty;
+/// How many causes `causes` holds (read without the lock: a channel without one pays nothing).
+var causes_count: std.atomic.Value(usize) = .init(0);
+
+/// Forgets channel `h`'s close cause (it was destroyed; or a new channel got its handle number).
+fn dropCause(h: u32) void {
+    // Monotonic: a hint; a cause stored for `h` happened before `h` was destroyed or reused,
+    // which orders it before this call through the registry.
+    if (causes_count.load(.monotonic) == 0) return;
+    causes_mutex.lock();
+    defer causes_mutex.unlock();
+    for (causes.items, 0..) |c, i| {
+        if (c.handle != h) continue;
+        std.heap.c_allocator.free(c.bytes);
+        _ = causes.swapRemove(i);
+        _ = causes_count.fetchSub(1, .monotonic);
+        return;
+    }
+}
+
+/// int32_t kc_chan_close_cause(uint32_t h, const void *cause, uint32_t len, uint32_t flags):
+/// closes the channel (flags 0) or cancels it (KC_CHAN_CLOSE_CANCEL) and, if this call is the
+/// one that closed it, keeps a copy of the len bytes at `cause` (len 0: none) for every host of
+/// the channel to read with kc_chan_cause until it is destroyed. 1 if this call closed it, 0 if
+/// it was closed already (its cause, if any, is the first closer's), KC_ENOMEM (the channel is
+/// closed all the same, without a cause).
+export fn kc_chan_close_cause(h: u32, cause: ?*const anyopaque, len: u32, flags: u32) callconv(.c) i32 {
+    if (flags & ~chan_close_cancel != 0) return Status.invalid.code();
+    if (len != 0 and cause == null) return Status.invalid.code();
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    const ch = ChanRegistry.channelOf(e);
+    causes_mutex.lock();
+    defer causes_mutex.unlock();
+    const first = if (flags & chan_close_cancel != 0) ch.cancel() else ch.close();
+    if (!first or len == 0) return @intFromBool(first);
+    const src: [*]const u8 = @ptrCast(cause.?);
+    const copy = std.heap.c_allocator.dupe(u8, src[0..len]) catch return Status.no_memory.code();
+    causes.append(std.heap.c_allocator, .{ .handle = h, .bytes = copy }) catch {
+        std.heap.c_allocator.free(copy);
+        return Status.no_memory.code();
+    };
+    _ = causes_count.fetchAdd(1, .monotonic);
+    return 1;
+}
+
+/// int32_t kc_chan_cause(uint32_t h, void *out, uint32_t cap): the close cause of channel h
+/// (kc_chan_close_cause): its length (copying up to cap bytes of it into out), or 0 if it has
+/// none (open, or closed without one). KC_EBADH once it is destroyed.
+export fn kc_chan_cause(h: u32, out: ?*anyopaque, cap: u32) callconv(.c) i32 {
+    if (cap != 0 and out == null) return Status.invalid.code();
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    causes_mutex.lock();
+    defer causes_mutex.unlock();
+    for (causes.items) |c| {
+        if (c.handle != h) continue;
+        if (c.bytes.len > std.math.maxInt(i32)) return Status.invalid.code();
+        const n = @min(cap, c.bytes.len);
+        if (n > 0) @memcpy(@as([*]u8, @ptrCast(out.?))[0..n], c.bytes[0..n]);
+        return @intCast(c.bytes.len);
+    }
+    return 0;
+}
+
 /// int32_t kc_chan_cancel(uint32_t h)
 export fn kc_chan_cancel(h: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
-    ChanRegistry.channelOf(e).cancel();
+    _ = ChanRegistry.channelOf(e).cancel();
     return 0;
 }
 
 /// int32_t kc_chan_destroy(uint32_t h): cancels the channel and frees it once no call uses it.
 export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
     chans().destroy(h) catch |err| return fail(err);
+    dropCause(h);
     return 0;
 }
 
@@ -1141,7 +1220,7 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
     a.producer.?(a.ctx);
     const ch = ChanRegistry.channelOf(a.mailbox);
     const cancelled = if (kcoro.scope.currentToken()) |t| t.isCancelled() else false;
-    if (cancelled) ch.cancel() else _ = ch.close();
+    _ = if (cancelled) ch.cancel() else ch.close();
     if (a.on_done) |f| f(a.ctx, if (cancelled) Status.interrupted.code() else 0);
 }
 
@@ -1884,7 +1963,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_clock_word",         "kc_clock_now",             "kc_cells_alloc",           "kc_lib_retain_thread",
         "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",           "kc_chan_try_recv_n",
         "kc_chan_try_send_n",    "kc_chan_info",             "kc_pool_info",             "kc_pool_release",
-        "kc_desc_free",          "kc_chan_free_undelivered",
+        "kc_desc_free",          "kc_chan_free_undelivered", "kc_chan_close_cause",      "kc_chan_cause",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2476,6 +2555,60 @@ test "C ABI: values kept for a dead channel never reach the next channel of its 
         if (reused) break;
     }
     try testing.expect(reused);
+}
+
+test "C ABI: a close cause is the first closer's, readable by every host until destroy" {
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
+    var out: [16]u8 = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_chan_cause(h, &out, out.len)); // open: none
+    try testing.expectEqual(@as(i32, 1), kc_chan_close_cause(h, "first", 5, 0));
+    try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(h, "second", 6, chan_close_cancel));
+    try testing.expectEqual(@as(i32, 0), kc_chan_close(h));
+    try testing.expectEqual(@as(i32, 5), kc_chan_cause(h, &out, out.len));
+    try testing.expectEqualStrings("first", out[0..5]);
+    try testing.expectEqual(@as(i32, 5), kc_chan_cause(h, &out, 2)); // the length, 2 bytes copied
+    try testing.expectEqual(@as(i32, 5), kc_chan_cause(h, null, 0));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_cause(h, null, 4));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_close_cause(h, null, 4, 0));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_close_cause(h, "x", 1, 2));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_cause(h, &out, out.len));
+    // Cancel with a cause: waiters fail cancelled, the cause is kept.
+    var c: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &c));
+    try testing.expectEqual(@as(i32, 1), kc_chan_close_cause(c, "why", 3, chan_close_cancel));
+    var v: u64 = 0;
+    try testing.expectEqual(Status.cancelled.code(), kc_chan_send(c, &v, 8, 0, 0, chan_try));
+    try testing.expectEqual(@as(i32, 3), kc_chan_cause(c, &out, out.len));
+    // Closed without a cause: none, and a later cause-giving close does not add one.
+    var d: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &d));
+    try testing.expectEqual(@as(i32, 1), kc_chan_close(d));
+    try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(d, "late", 4, 0));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cause(d, &out, out.len));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(d));
+    // A cause left by a channel that was never destroyed through kc_chan_destroy is not the
+    // next channel's of its handle number (the create drops it).
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(c));
+    causes_mutex.lock();
+    try causes.append(std.heap.c_allocator, .{ .handle = c, .bytes = try std.heap.c_allocator.dupe(u8, "stale") });
+    _ = causes_count.fetchAdd(1, .monotonic);
+    causes_mutex.unlock();
+    var reused = false;
+    for (0..1 << 16) |_| {
+        var n: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &n));
+        if (n == c) {
+            reused = true;
+            try testing.expectEqual(@as(i32, 1), kc_chan_close(n));
+            try testing.expectEqual(@as(i32, 0), kc_chan_cause(n, &out, out.len));
+        }
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
+        if (reused) break;
+    }
+    try testing.expect(reused);
+    try testing.expectEqual(@as(usize, 0), causes_count.load(.monotonic));
 }
 
 test "C ABI: kc_chan_free_undelivered frees what a zero-copy channel drops, keeping nothing" {

@@ -1437,11 +1437,14 @@ pub const Channel = struct {
     }
 
     /// Closes the channel, drops what is buffered and what waiting senders carry (each to
-    /// `on_undelivered`), and fails every waiter with `Cancelled`.
-    pub fn cancel(ch: *Channel) void {
+    /// `on_undelivered`), and fails every waiter with `Cancelled`. True if this call closed it
+    /// (it was open).
+    pub fn cancel(ch: *Channel) bool {
         var wakes: [max_wakes]Waiter.Wake = undefined;
+        var first = false;
         while (true) {
             ch.lock();
+            if (!ch.closed) first = true;
             ch.closed = true;
             ch.cancelled = true;
             while (ch.bufLen() > 0) ch.dropOldest();
@@ -1459,7 +1462,7 @@ pub const Channel = struct {
             const more = !ch.senders.isEmpty() or !ch.receivers.isEmpty();
             ch.unlock();
             for (wakes[0..n]) |info| Waiter.wake(info);
-            if (!more) return;
+            if (!more) return first;
         }
     }
 
@@ -2414,7 +2417,7 @@ test "cancel drops buffered and waiting values exactly once and fails every wait
     S.result.store(0, .monotonic);
     const t = try std.Thread.spawn(.{}, S.sender, .{ch});
     awaitQueued(ch, "senders") catch return error.SenderNeverQueued;
-    ch.cancel();
+    _ = ch.cancel();
     t.join();
     try testing.expectEqual(@as(u32, 1), S.result.load(.monotonic));
     std.mem.sort(u64, Dropped.vals[0..Dropped.n], {}, std.sort.asc(u64));
@@ -2697,7 +2700,7 @@ test "a receive that frees a slot moves the oldest waiting sender's value in bef
     };
     const t = try std.Thread.spawn(.{}, S.sender, .{ch});
     defer {
-        ch.cancel(); // a failed check must not leave the sender waiting
+        _ = ch.cancel(); // a failed check must not leave the sender waiting
         t.join();
     }
     const deadline = scheduler.monotonicNs() + 20 * std.time.ns_per_s;
@@ -3514,14 +3517,14 @@ test "zero-copy ownership under close and cancel: every undelivered buffer goes 
         var res: ?Error = null;
         const th = try std.Thread.spawn(.{}, S.sender, .{ ch, &d3, &res });
         try awaitQueued(ch, "senders");
-        ch.cancel();
+        _ = ch.cancel();
         th.join();
         try testing.expectEqual(@as(?Error, error.Cancelled), res);
         std.mem.sort(usize, owner.released.items, {}, std.sort.asc(usize));
         var want = [_]usize{ @intFromPtr(&bufs[0]), @intFromPtr(&bufs[1]), @intFromPtr(&bufs[3]) };
         std.mem.sort(usize, &want, {}, std.sort.asc(usize));
         try testing.expectEqualSlices(usize, &want, owner.released.items);
-        ch.cancel(); // again: nothing more released
+        _ = ch.cancel(); // again: nothing more released
         try testing.expectEqual(@as(usize, 3), owner.released.items.len);
     }
     owner.released.clearRetainingCapacity();

@@ -22,7 +22,7 @@ fn freeChannel(ch: *Channel, _: std.mem.Allocator) void {
 }
 
 fn retireChannel(ch: *Channel) void {
-    ch.cancel();
+    _ = ch.cancel();
 }
 
 fn freeToken(t: *channel.Token, allocator: std.mem.Allocator) void {
