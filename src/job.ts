@@ -402,8 +402,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     this.#controller?.abort(ce);
     for (let c = this.#head; c !== null;) {
       const next = c.#next; // c may finish and unlink itself right here
-      c.#cancelWith(ce, false);
-      c = next;
+      if (c.#state < CANCELLING) c.#cancelWith(ce, false);
+      // Cancelling c ran code (abort listeners, a lazy child's completion handlers) that may
+      // have finished `next` and unlinked it: then walk again from the head, skipping the
+      // children already cancelling (each restart follows a child's removal).
+      c = next !== null && next.#parent !== this ? this.#head : next;
     }
     this.#tryFinalize();
   }

@@ -169,6 +169,34 @@ Deno.test("cancelling a job cancels its whole subtree", async () => {
   assert.equal(live, 0);
 });
 
+Deno.test("cancelling reaches every child even when cancelling one finishes a sibling", async () => {
+  // Cancelling a child runs code (a lazy child's completion handler, an abort listener) that
+  // may finish the sibling the walk was about to visit next.
+  for (const how of ["handler", "listener"] as const) {
+    let oldest = false;
+    await assert.rejects(
+      coroutineScope(async (scope) => {
+        scope.launch(async (t) => {
+          await untilAborted(t.signal).catch(() => oldest = true);
+        });
+        const lazy = scope.launch(() => {}, { lazy: true });
+        if (how === "handler") {
+          scope.launch(() => {}, { lazy: true }).invokeOnCompletion(() => lazy.cancel());
+        } else {
+          scope.launch((t) => {
+            t.signal.addEventListener("abort", () => lazy.cancel());
+            return untilAborted(t.signal);
+          });
+        }
+        await null;
+        scope.cancel();
+      }),
+      CancellationError,
+    );
+    assert.ok(oldest, `${how}: the oldest child was cancelled`);
+  }
+});
+
 Deno.test("a grandchild's failure travels up and cancels every other branch", async () => {
   const boom = new Error("deep");
   let uncleCancelled = false;
