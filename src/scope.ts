@@ -199,13 +199,21 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       this.failBody(e);
       return;
     }
-    if (
-      result !== null && (typeof result === "object" || typeof result === "function") &&
-      typeof (result as PromiseLike<T>).then === "function"
-    ) {
-      (result as PromiseLike<T>).then((v) => this.completeBody(v), (e) => this.failBody(e));
-    } else {
+    if (result === null || (typeof result !== "object" && typeof result !== "function")) {
       this.completeBody(result as T);
+      return;
+    }
+    // A thenable, as Promise.resolve takes one: reading `then` or calling it may throw, which
+    // fails the body (it must not escape to the caller, leaving the job running for ever).
+    try {
+      const then = (result as PromiseLike<T>).then;
+      if (typeof then !== "function") {
+        this.completeBody(result as T);
+        return;
+      }
+      then.call(result, (v: T) => this.completeBody(v), (e: unknown) => this.failBody(e));
+    } catch (e) {
+      this.failBody(e);
     }
   }
 

@@ -197,6 +197,30 @@ Deno.test("cancelling reaches every child even when cancelling one finishes a si
   }
 });
 
+Deno.test("a block returning a thenable whose then throws fails, never escaping launch", async () => {
+  const bad = {
+    then() {
+      throw new Error("then threw");
+    },
+  };
+  const badGetter = {
+    get then() {
+      throw new Error("then getter threw");
+    },
+  };
+  for (const [value, message] of [[bad, "then threw"], [badGetter, "then getter threw"]] as const) {
+    await assert.rejects(
+      coroutineScope((scope) => {
+        scope.launch(() => value as never); // returns normally; the child fails
+        return Promise.resolve("block done");
+      }),
+      { message },
+    );
+  }
+  // A non-callable then is a plain value.
+  assert.deepEqual(await coroutineScope(() => ({ then: 5 })), { then: 5 });
+});
+
 Deno.test("a grandchild's failure travels up and cancels every other branch", async () => {
   const boom = new Error("deep");
   let uncleCancelled = false;
