@@ -57,6 +57,16 @@ export interface NativeWaitOptions {
 /** How long one native wait blocks before looking at the signal again. */
 const SLICE_NS = 100_000_000n;
 
+/**
+ * The monotonic nanosecond `ms` milliseconds after `now` (kc_now_ns), at least 1 ns after it;
+ * 0n (no deadline) when that is past what 64 bits hold, or `ms` is Infinity.
+ */
+function deadlineNs(now: bigint, ms: number): bigint {
+  if (!Number.isFinite(ms)) return 0n;
+  const at = now + BigInt(Math.max(1, Math.ceil(ms * 1e3))) * 1000n;
+  return at < 2n ** 64n ? at : 0n;
+}
+
 /** The native scopes owned by TypeScript jobs. */
 const owned = new WeakMap<JobSupport<unknown>, NativeScope>();
 
@@ -127,14 +137,26 @@ export class NativeScope implements AsyncDisposable {
     const deadline = owner.context.get(Deadline);
     if (deadline !== undefined) {
       const sym = ns.#lib.symbols("get native scope");
-      const left = BigInt(Math.max(1, Math.round((deadline - performance.now()) * 1e6)));
-      unwrap(sym.kc_scope_set_deadline(ns.#handle, sym.kc_now_ns() + left), "get native scope");
+      const at = deadlineNs(sym.kc_now_ns(), deadline - performance.now());
+      // None past what 64 bits of nanoseconds hold (Infinity: no timeout): the owner's own
+      // timer still cancels the scope, and with it the native children.
+      if (at !== 0n) {
+        try {
+          unwrap(sym.kc_scope_set_deadline(ns.#handle, at), "get native scope");
+        } catch (e) {
+          ns.#destroy();
+          throw e;
+        }
+      }
     }
     if (owner.isCancelled) {
       ns.cancel();
     } else {
       const signal = owner.signal;
-      const onAbort = () => ns.cancel();
+      // The library may have closed meanwhile (the native scope went with it).
+      const onAbort = () => {
+        if (ns.#lib.isOpen) ns.cancel();
+      };
       signal.addEventListener("abort", onAbort, { once: true });
       owner.invokeOnCompletion(() => signal.removeEventListener("abort", onAbort));
     }
@@ -216,9 +238,7 @@ export class NativeScope implements AsyncDisposable {
     const handle = this.#open(op);
     if (signal?.aborted) return Promise.reject(signal.reason);
     const sym = this.#lib.symbols(op);
-    const end = timeout === undefined || timeout === Infinity
-      ? 0n
-      : sym.kc_now_ns() + BigInt(Math.max(0, Math.ceil(timeout * 1e6)));
+    const end = timeout === undefined ? 0n : deadlineNs(sym.kc_now_ns(), Math.max(0, timeout));
     const loop = async () => {
       while (true) {
         // With a signal, wait in slices so that an abort ends the native wait soon too.
@@ -302,26 +322,48 @@ class NativeChildren extends JobSupport<void> {
   }
 
   protected override onStart(): void {
-    this.#watch().then(() => this.#finish(), () => this.#finish());
+    this.#watch().then((rc) => this.#finish(rc, undefined), (e) => this.#finish(-1, e));
   }
 
-  async #watch(): Promise<void> {
+  /** 0 once the children are gone; else the status that ended the watch. */
+  async #watch(): Promise<number> {
     const ns = this.#scope;
-    const sym = ns._lib.symbols("wait for native children");
+    const lib = ns._lib;
+    const sym = lib.symbols("wait for native children");
     while (!ns._destroyed) {
       let rc = await sym.kc_scope_watch(ns.handle, 0n);
       if (rc === Status.EINTR) {
         if (!this.#owner.isCancelled) this.#owner.cancel(nativeCancellation());
+        if (!lib.isOpen) return Status.ESHUTDOWN;
         rc = await sym.kc_scope_wait(ns.handle, 0n);
       }
+      if (!lib.isOpen && !ns._destroyed) return Status.ESHUTDOWN;
       // Done, unless a launch came in between the native answer and this turn.
-      if (rc !== 0 || ns._destroyed || ns.live === 0) return;
+      if (rc !== 0 || ns._destroyed || ns.live === 0) return rc;
     }
+    return 0;
   }
 
-  #finish(): void {
+  /**
+   * The watch ended: the children are gone (`rc` 0), or they were abandoned (the runtime shut
+   * down, the library closed): that fails the owner, which must not report success for work
+   * that never finished.
+   */
+  #finish(rc: number, error: unknown): void {
     this.#scope._childrenDone(this);
-    this.completeBody(undefined);
+    if (rc === 0) {
+      this.completeBody(undefined);
+      return;
+    }
+    if (error === undefined) {
+      try {
+        unwrap(rc, "wait for native children");
+        error = new InvalidHandleError(`Cannot wait for native children: status ${rc}`);
+      } catch (e) {
+        error = e;
+      }
+    }
+    this.failBody(error);
   }
 
   override toString(): string {

@@ -231,3 +231,43 @@ Deno.test("withTimeout's deadline reaches native children through the scope's na
   assert.equal(none[1], 1n);
   assert.equal(none[0], 0n);
 });
+
+Deno.test("an endless or huge timeout gives native children no deadline (or one in the future)", async () => {
+  const sym = library().symbols("test");
+  for (const ms of [Infinity, 2 ** 64 / 1e6, 1e20, 1e13]) {
+    const c = new BigUint64Array(3);
+    const before = sym.kc_now_ns();
+    await withTimeout(ms, async (scope) => {
+      nativeScope(scope).launch("read-deadline", c);
+      await nativeScope(scope).wait();
+    });
+    assert.equal(c[1], 1n, `done (${ms})`);
+    if (ms === 1e13) assert.ok(c[0] > before + 9_000_000_000_000_000_000n, `deadline ${c[0]}`);
+    else assert.equal(c[0], 0n, `no deadline for ${ms} ms, got ${c[0]}`);
+  }
+  // NativeScope.wait with such a timeout waits as without one.
+  const ns = NativeScope.create();
+  const c = cells(1);
+  ns.launch("cancellable-sleeper", c);
+  await ns.wait({ timeout: 1e20 });
+  assert.ok(done(c));
+  await ns[Symbol.asyncDispose]();
+});
+
+Deno.test("a scope whose native children were abandoned (shutdown, library closed) rejects, never reports success", async () => {
+  for (const end of ["runtime().shutdown()", "closeLibrary()"]) {
+    const res = await evalScript(`
+      import { closeLibrary, coroutineScope, nativeScope, runtime, ShutdownError } from "./mod.ts";
+      const cells = new BigUint64Array([60000n, 0n, 0n]); // a minute
+      const scope = coroutineScope(async (scope) => {
+        nativeScope(scope).launch("cancellable-sleeper", cells);
+        return "block returned";
+      });
+      const outcome = scope.then((v) => "resolved " + v, (e) => e.name);
+      setTimeout(() => ${end}, 20);
+      const got = await outcome;
+      if (got !== "ShutdownError") throw new Error("the scope: " + got);
+    `);
+    assert.equal(res.code, 0, `${end}: ${res.stderr}`);
+  }
+});
