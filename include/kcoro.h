@@ -348,10 +348,10 @@ int32_t kc_scope_launch(uint32_t scope, kc_entry_fn entry, void *arg, uint32_t f
                         uint32_t *out_handle);
 /* 1 the first time, 0 after. */
 int32_t kc_scope_cancel(uint32_t scope);
-/* Children not yet finished. */
+/* Children not yet finished, those of the scopes below it (its descendants) included. */
 int32_t kc_scope_live(uint32_t scope);
-/* Until every child has finished (0) or deadline_ns (KC_ETIME; 0 = none). A coroutine parks, a
- * thread blocks. */
+/* Until every child, and every child of a scope below it, has finished (0) or deadline_ns
+ * (KC_ETIME; 0 = none). A coroutine parks, a thread blocks. */
 int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns);
 /* From a plain thread: until the scope is cancelled (KC_EINTR, reported first) or every child
  * has finished (0), or deadline_ns (KC_ETIME; 0 = none). For owners outside the scheduler (a

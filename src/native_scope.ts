@@ -103,11 +103,20 @@ export class NativeScope implements AsyncDisposable {
   /** The job standing for the running native children of an owned scope. */
   #children: NativeChildren | null = null;
 
-  private constructor(lib: Library, handle: number, owner: JobSupport<unknown> | null) {
+  private constructor(
+    lib: Library,
+    handle: number,
+    owner: JobSupport<unknown> | null,
+    parent: NativeScope | null,
+  ) {
     this.#lib = lib;
     this.#handle = handle;
     this.#owner = owner;
+    this.#parent = parent;
   }
+
+  /** The native scope this one was created under (`parent`), if any. */
+  readonly #parent: NativeScope | null;
 
   /** A free-standing native scope (starts the runtime with default options if need be). */
   static create(options: NativeScopeOptions = {}): NativeScope {
@@ -119,20 +128,25 @@ export class NativeScope implements AsyncDisposable {
         `Cannot ${op}: parent must be a NativeScope, received ${describe(parent)}`,
       );
     }
-    return NativeScope.#make(op, parent === undefined ? 0 : parent.#open(op), null);
+    return NativeScope.#make(op, parent ?? null, null);
   }
 
-  static #make(op: string, parent: number, owner: JobSupport<unknown> | null): NativeScope {
+  static #make(
+    op: string,
+    parent: NativeScope | null,
+    owner: JobSupport<unknown> | null,
+  ): NativeScope {
+    const parentHandle = parent === null ? 0 : parent.#open(op);
     runtime();
     const lib = library();
     const out = new Uint32Array(1);
-    unwrap(lib.symbols(op).kc_scope_create(parent, out), op);
-    return new NativeScope(lib, out[0], owner);
+    unwrap(lib.symbols(op).kc_scope_create(parentHandle, out), op);
+    return new NativeScope(lib, out[0], owner, parent);
   }
 
   /** @internal The native scope `owner` owns: cancelled with it, destroyed when it completes. */
   static _own(owner: JobSupport<unknown>): NativeScope {
-    const ns = NativeScope.#make("get native scope", 0, owner);
+    const ns = NativeScope.#make("get native scope", null, owner);
     // The owner's deadline (withTimeout) goes into the native children's context.
     const deadline = owner.context.get(Deadline);
     if (deadline !== undefined) {
@@ -209,8 +223,12 @@ export class NativeScope implements AsyncDisposable {
     }
     unwrap(rc, op);
     if (e.pin !== null) this.#pinned.push(e.pin);
-    if (this.#owner !== null && this.#children === null) {
-      this.#children = new NativeChildren(this, this.#owner);
+    // This scope's owner, and the owner of every native scope above it, waits for the child:
+    // a native scope counts its descendants' children as its own.
+    for (let s: NativeScope | null = this; s !== null; s = s.#parent) {
+      if (s.#owner !== null && s.#children === null && !s.#destroyed) {
+        s.#children = new NativeChildren(s, s.#owner);
+      }
     }
   }
 

@@ -271,3 +271,17 @@ Deno.test("a scope whose native children were abandoned (shutdown, library close
     assert.equal(res.code, 0, `${end}: ${res.stderr}`);
   }
 });
+
+Deno.test("a scope waits for the coroutines of native scopes created below its own", async () => {
+  const c = cells(100); // sleeps 100 ms
+  let child!: NativeScope;
+  await coroutineScope((scope) => {
+    child = NativeScope.create({ parent: nativeScope(scope) });
+    child.launch("cancellable-sleeper", c);
+    assert.equal(nativeScope(scope).live, 1); // counted in the scope above too
+    return Promise.resolve();
+  });
+  assert.ok(done(c), "the scope completed before its grandchild");
+  assert.equal(status(c), 0, "the grandchild finished, not cancelled by the scope's completion");
+  await child[Symbol.asyncDispose]();
+});

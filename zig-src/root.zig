@@ -1076,7 +1076,8 @@ export fn kc_scope_cancel(scope: u32) callconv(.c) i32 {
     return @intFromBool(ScopeRegistry.objectOf(se).cancel());
 }
 
-/// int32_t kc_scope_live(uint32_t scope): how many children have not finished.
+/// int32_t kc_scope_live(uint32_t scope): how many children (of the scope and the scopes below
+/// it) have not finished.
 export fn kc_scope_live(scope: u32) callconv(.c) i32 {
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);

@@ -36,7 +36,8 @@ pub const Scope = struct {
     token: Token = undefined,
     /// The children's context (job = this scope, cancellation = `token`); a reference we own.
     context: *ctx_mod.Context = undefined,
-    /// Children launched and not yet finished (futex word for `waitAll` from threads).
+    /// Children launched through this scope or any scope below it and not yet finished (futex
+    /// word for `waitAll` from threads): a scope waits for its descendants, as Kotlin's do.
     live: std.atomic.Value(u32) = .init(0),
     /// The creator's reference, one per live child, one per child scope.
     refs: std.atomic.Value(u32) = .init(1),
@@ -48,8 +49,8 @@ pub const Scope = struct {
     /// Futex word for `watch`: bumped when the scope is cancelled (`cancel_link`) and when its
     /// last child finishes.
     events: std.atomic.Value(u32) = .init(0),
-    /// Set when a child was abandoned by a shutdown (`childAbandoned`): the children did not
-    /// all finish, though none is live any more.
+    /// Set when a child (of this scope or one below it) was abandoned by a shutdown
+    /// (`childAbandoned`): the children did not all finish, though none is live any more.
     abandoned: std.atomic.Value(bool) = .init(false),
     /// Registered on `token` from `create` until the token fires it or `release` unlinks it.
     cancel_link: cancel_mod.Link = .{ .fire = fireCancel },
@@ -157,7 +158,10 @@ pub const Scope = struct {
         } orelse try s.allocator.create(Launch);
         l.* = .{ .scope = s, .entry = entry, .arg = arg };
         s.retain();
-        _ = s.live.fetchAdd(1, .acq_rel); // before it can run (and finish)
+        // Counted live here and in every scope above (each child scope holds its parent, so the
+        // chain lives), before it can run (and finish).
+        var up: ?*Scope = s;
+        while (up) |a| : (up = a.parent) _ = a.live.fetchAdd(1, .acq_rel);
         // The context may be replaced by `setDeadline`: take our own reference under the lock.
         const context = blk: {
             s.mutex.lock();
@@ -221,9 +225,6 @@ pub const Scope = struct {
     /// `waitAllParked` is of that scheduler and abandoned too, so none is woken (their
     /// references are dropped); threads waiting in `waitAll` and `watch` are.
     fn childAbandoned(s: *Scope) void {
-        // Monotonic: published by the release half of the decrement in `childEnded` (a waiter
-        // that sees `live` drop with an acquire load sees it).
-        s.abandoned.store(true, .monotonic);
         s.childEnded(false);
     }
 
@@ -231,23 +232,33 @@ pub const Scope = struct {
         s.childEnded(true);
     }
 
-    /// A child is gone: the last one wakes whoever waits for the scope (parked coroutines only
-    /// if `unpark`, see `childAbandoned`), then the child's reference is dropped.
+    /// A child is gone, from this scope and every scope above (as `launch` counted it): the
+    /// last one of each wakes whoever waits for that scope (parked coroutines only if
+    /// `unpark`; an abandoned child, see `childAbandoned`, marks each scope abandoned first).
+    /// Then the child's reference is dropped.
     fn childEnded(s: *Scope, comptime unpark: bool) void {
-        // Acq_rel: the last child's work happens-before `waitAll` returning (acquire there).
-        if (s.live.fetchSub(1, .acq_rel) == 1) {
-            var woken: std.ArrayListUnmanaged(coroutine.Ref) = .empty;
-            s.mutex.lock();
-            std.mem.swap(std.ArrayListUnmanaged(coroutine.Ref), &woken, &s.waiters);
-            s.mutex.unlock();
-            if (unpark) for (woken.items) |r| {
-                _ = s.sched.unpark(r);
-            };
-            woken.deinit(s.allocator);
-            Futex.wake(&s.live, std.math.maxInt(u32));
-            s.bumpEvents();
+        var up: ?*Scope = s;
+        while (up) |a| : (up = a.parent) {
+            // Monotonic: published by the release half of the decrement below (a waiter that
+            // sees `live` drop with an acquire load sees it).
+            if (!unpark) a.abandoned.store(true, .monotonic);
+            // Acq_rel: the last child's work happens-before `waitAll` returning (acquire there).
+            if (a.live.fetchSub(1, .acq_rel) == 1) a.lastChildGone(unpark);
         }
         s.release();
+    }
+
+    fn lastChildGone(s: *Scope, comptime unpark: bool) void {
+        var woken: std.ArrayListUnmanaged(coroutine.Ref) = .empty;
+        s.mutex.lock();
+        std.mem.swap(std.ArrayListUnmanaged(coroutine.Ref), &woken, &s.waiters);
+        s.mutex.unlock();
+        if (unpark) for (woken.items) |r| {
+            _ = s.sched.unpark(r);
+        };
+        woken.deinit(s.allocator);
+        Futex.wake(&s.live, std.math.maxInt(u32));
+        s.bumpEvents();
     }
 
     /// Waits until every child has finished or `deadline` (monotonic ns) passes
@@ -493,6 +504,39 @@ test "watch returns when the scope is cancelled or its last child finishes" {
     try child.waitAll(far);
 }
 
+test "a scope waits for its descendants: a child scope's coroutines count in its parent" {
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    defer sched.shutdown(.cancel);
+    const S = struct {
+        var release_it: std.atomic.Value(u32) = .init(0);
+        var finished: std.atomic.Value(u32) = .init(0);
+        fn held(_: ?*anyopaque) callconv(.c) void {
+            while (release_it.load(.acquire) == 0) std.Thread.yield() catch {};
+            _ = finished.fetchAdd(1, .release);
+        }
+    };
+    const parent = try Scope.create(testing.allocator, &sched, null);
+    defer parent.release();
+    const child = try Scope.create(testing.allocator, &sched, parent);
+    defer child.release();
+    const grandchild = try Scope.create(testing.allocator, &sched, child);
+    defer grandchild.release();
+    _ = try grandchild.launch(S.held, null, .{});
+    try testing.expectEqual(@as(u32, 1), parent.liveCount());
+    try testing.expectEqual(@as(u32, 1), child.liveCount());
+    const soon = scheduler.monotonicNs() + std.time.ns_per_ms;
+    try testing.expectError(error.Timeout, parent.waitAll(soon));
+    try testing.expectError(error.Timeout, parent.watch(scheduler.monotonicNs() + std.time.ns_per_ms));
+    S.release_it.store(1, .release);
+    const far = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    try parent.waitAll(far); // only once the grandchild's coroutine is done
+    try testing.expectEqual(@as(u32, 1), S.finished.load(.acquire));
+    try testing.expectEqual(Scope.WatchResult.done, try parent.watch(far));
+    try testing.expectEqual(@as(u32, 0), child.liveCount());
+    try testing.expect(!parent.wasAbandoned());
+}
+
 test "waitAll from a coroutine parks until the last child finishes" {
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
@@ -577,7 +621,8 @@ test "a shutdown that cancels abandons parked children: no waiter, link or scope
         try testing.expect(scheduler.monotonicNs() < deadline);
         std.Thread.yield() catch {};
     }
-    try testing.expectEqual(@as(u32, 3), scope.liveCount());
+    try testing.expectEqual(@as(u32, 5), scope.liveCount()); // its 3 and the inner scope's 2
+    try testing.expectEqual(@as(u32, 2), S.inner.liveCount());
     S.inner.release();
 
     sched.shutdown(.cancel);
