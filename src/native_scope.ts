@@ -225,10 +225,14 @@ export class NativeScope implements AsyncDisposable {
     if (e.pin !== null) this.#pinned.push(e.pin);
     // This scope's owner, and the owner of every native scope above it, waits for the child:
     // a native scope counts its descendants' children as its own.
-    for (let s: NativeScope | null = this; s !== null; s = s.#parent) {
-      if (s.#owner !== null && s.#children === null && !s.#destroyed) {
-        s.#children = new NativeChildren(s, s.#owner);
-      }
+    this.#watchChildren();
+    for (let s = this.#parent; s !== null; s = s.#parent) s.#watchChildren();
+  }
+
+  /** An owned scope with children to wait for: its owner waits for them (NativeChildren). */
+  #watchChildren(): void {
+    if (this.#owner !== null && this.#children === null && !this.#destroyed) {
+      this.#children = new NativeChildren(this, this.#owner);
     }
   }
 
