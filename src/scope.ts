@@ -235,16 +235,30 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
  * Makes a root scope running `block` (not yet started), following `options.signal`. Returns the
  * CancellationError instead when the signal has already aborted. Internal (time.ts uses it).
  */
+/**
+ * @internal `rootScope`'s checks without making a scope: throws for bad arguments, answers the
+ * CancellationError of an aborted signal, else null.
+ */
+export function checkRoot<T>(
+  op: string,
+  block: Block<T>,
+  options: ScopeOptions | undefined,
+): CancellationError | null {
+  checkBlock(op, block);
+  checkScopeOptions(op, options);
+  const signal = options?.signal;
+  return signal?.aborted ? toCancellation(signal.reason) : null;
+}
+
 export function rootScope<T>(
   op: string,
   block: Block<T>,
   options: ScopeOptions | undefined,
   supervisor: boolean,
 ): Coroutine<T> | CancellationError {
-  checkBlock(op, block);
-  checkScopeOptions(op, options);
+  const refused = checkRoot(op, block, options);
+  if (refused !== null) return refused;
   const signal = options?.signal;
-  if (signal?.aborted) return toCancellation(signal.reason);
   const flags = HANDLES_CHILD_FAILURE | (supervisor ? SUPERVISOR : 0);
   const scope = new Coroutine<T>(options?.context ?? Context.empty, flags, block);
   if (signal !== undefined) scope.follow(signal);

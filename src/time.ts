@@ -12,6 +12,7 @@
 import { describe, signalOf, TimeoutError } from "./errors.ts";
 import {
   type Block,
+  checkRoot,
   checkScopeOptions,
   type Coroutine,
   rootScope,
@@ -125,9 +126,12 @@ function timedOut(ms: number): TimeoutError {
 export function withTimeout<T>(ms: number, block: Block<T>, options?: ScopeOptions): Promise<T> {
   const op = "run withTimeout";
   checkMs(op, ms);
+  if (ms <= 0) {
+    // No scope at all: one never started would keep its listener on the caller's signal.
+    return Promise.reject(checkRoot(op, block, withDeadline(op, options, ms)) ?? timedOut(ms));
+  }
   const scope = rootScope(op, block, withDeadline(op, options, ms), false);
   if (scope instanceof Error) return Promise.reject(scope);
-  if (ms <= 0) return Promise.reject(timedOut(ms));
   return runTimed(scope, ms, timedOut(ms));
 }
 
@@ -151,9 +155,13 @@ export function withTimeoutOrNull<T>(
 ): Promise<T | null> {
   const op = "run withTimeoutOrNull";
   checkMs(op, ms);
+  if (ms <= 0) {
+    // As withTimeout: no scope at all.
+    const refused = checkRoot(op, block, withDeadline(op, options, ms));
+    return refused === null ? Promise.resolve(null) : Promise.reject(refused);
+  }
   const scope = rootScope(op, block, withDeadline(op, options, ms), false);
   if (scope instanceof Error) return Promise.reject(scope);
-  if (ms <= 0) return Promise.resolve(null);
   const timeout = timedOut(ms);
   return runTimed(scope, ms, timeout).catch((e) => {
     if (e === timeout) return null;

@@ -92,6 +92,28 @@ Deno.test("withTimeoutOrNull of 0 or less returns null without running the block
   assert.equal(ran, false);
 });
 
+Deno.test("a timeout of 0 or less given a signal leaves no listener on it", async () => {
+  const controller = new AbortController();
+  const signal = controller.signal;
+  let listeners = 0;
+  const add = signal.addEventListener.bind(signal),
+    remove = signal.removeEventListener.bind(signal);
+  signal.addEventListener = (...args: Parameters<typeof add>) => (listeners++, add(...args));
+  signal.removeEventListener = (
+    ...args: Parameters<typeof remove>
+  ) => (listeners--, remove(...args));
+  for (let i = 0; i < 10; i++) {
+    await assert.rejects(withTimeout(0, () => 1, { signal }), TimeoutError);
+    assert.equal(await withTimeoutOrNull(-1, () => 1, { signal }), null);
+  }
+  assert.equal(listeners, 0);
+  // A signal already aborted still wins over the timeout, as before.
+  await assert.rejects(
+    withTimeout(0, () => 1, { signal: AbortSignal.abort("gone") }),
+    CancellationError,
+  );
+});
+
 Deno.test("withTimeoutOrNull rethrows an inner withTimeout's TimeoutError (not its own)", async () => {
   await assert.rejects(
     withTimeoutOrNull(60_000, () => withTimeout(5, (inner) => untilAborted(inner.signal))),
