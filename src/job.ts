@@ -363,6 +363,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   /** The body threw `error`: a cancellation cancels the job, anything else fails it. */
   protected failBody(error: unknown): boolean {
     if (this.#bodyDone) return false;
+    // A cause of undefined means "completed" to completion handlers: a body that threw
+    // undefined fails with an Error saying so.
+    if (error === undefined) error = new Error("The task failed by throwing undefined");
     this.#bodyDone = true;
     if (this.#state === NEW) this.#state = ACTIVE;
     this.#cancelWith(error, !isCancellation(error));
@@ -390,7 +393,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         this.#cause = cause;
         this.#failed = true;
         this.#propagate(cause);
-      }
+      } else if (failure && cause !== this.#cause) this.#suppress(cause);
       return;
     }
     this.#state = CANCELLING;
@@ -409,6 +412,33 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       c = next !== null && next.#parent !== this ? this.#head : next;
     }
     this.#tryFinalize();
+  }
+
+  /**
+   * A failure after the one this job fails with (Kotlin's suppressed exceptions): kept in the
+   * first's `suppressed` list (a non-enumerable own property, as Java's `getSuppressed()`) when
+   * it is an object that takes one; else reported, never silently lost.
+   */
+  #suppress(later: unknown): void {
+    const first = this.#cause;
+    if (typeof first === "object" && first !== null && Object.isExtensible(first)) {
+      const own = Object.getOwnPropertyDescriptor(first, "suppressed");
+      if (own === undefined) {
+        Object.defineProperty(first, "suppressed", {
+          value: [later],
+          writable: true,
+          configurable: true,
+          enumerable: false,
+        });
+        return;
+      }
+      if (Array.isArray(own.value) && !own.value.includes(later)) {
+        own.value.push(later);
+        return;
+      }
+      if (Array.isArray(own.value)) return; // kept already
+    }
+    handleCoroutineException(this.context, later);
   }
 
   /** Hands a failure to the parent; `#handled` records whether it took it. */

@@ -267,6 +267,39 @@ Deno.test("the first failure wins; later ones are not reported twice", async () 
   );
   assert.deepEqual(reported, []); // coroutineScope rethrows; nothing is left to report
   assert.equal(live, 0);
+  // The later failure is not lost: it is the first's suppressed (as Kotlin's addSuppressed).
+  assert.deepEqual((first as Error & { suppressed?: unknown[] }).suppressed, [second]);
+  assert.ok(!Object.keys(first).includes("suppressed")); // not enumerable
+  // A first failure that cannot keep it (a string): the later one is reported instead.
+  const other = collecting();
+  await assert.rejects(
+    coroutineScope((scope) => {
+      scope.launch(async (task) => {
+        await untilAborted(task.signal).catch(() => {});
+        throw second;
+      });
+      scope.launch(async () => {
+        await null;
+        throw "first, a string";
+      });
+      return Promise.resolve();
+    }, { context: other.context }),
+    (e) => e === "first, a string",
+  );
+  assert.deepEqual(other.reported, [second]);
+});
+
+Deno.test("a task that throws undefined fails (its handlers are not told it completed)", async () => {
+  const causes: unknown[] = [];
+  await supervisorScope(async (scope) => {
+    const d = scope.async(() => Promise.reject(undefined));
+    d.invokeOnCompletion((cause) => causes.push(cause));
+    await d.join();
+    assert.equal(d.state, "cancelled");
+    await assert.rejects(d.await(), /by throwing undefined/);
+  }, { context: collecting().context });
+  assert.equal(causes.length, 1);
+  assert.ok(causes[0] instanceof Error, "a cause, not undefined");
 });
 
 Deno.test("a failure during cancellation becomes the cause (it outranks a cancellation)", async () => {
