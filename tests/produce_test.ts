@@ -9,6 +9,9 @@ import {
   type Channel,
   ClosedReceiveError,
   ClosedSendError,
+  CompletionHandlerError,
+  Context,
+  CoroutineExceptionHandler,
   type CoroutineScope,
   coroutineScope,
   createScope,
@@ -304,6 +307,27 @@ Deno.test("actor: a handler's failure fails the scope; onDone and later senders 
   assert.deepEqual(done, [boom]);
   await assert.rejects(a.send("late"), (e) => e instanceof ClosedSendError && e.cause === boom);
   assert.equal(live, 0);
+});
+
+Deno.test("actor: an onDone that throws is reported, also when it runs inside actor() itself", async () => {
+  const reported: unknown[] = [];
+  const context = Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e));
+  await assert.rejects(
+    coroutineScope((scope) => {
+      scope.cancel(); // the actor's job is final at once: onDone runs inside actor()
+      const a = actor(scope, async () => {}, {
+        onDone: () => {
+          throw new Error("onDone threw");
+        },
+      });
+      assert.equal(a.job.state, "cancelled");
+      return Promise.resolve();
+    }, { context }),
+    CancellationError,
+  );
+  assert.equal(reported.length, 1);
+  assert.ok(reported[0] instanceof CompletionHandlerError);
+  assert.equal(((reported[0] as Error).cause as Error).message, "onDone threw");
 });
 
 Deno.test("actor: senders waiting on a full mailbox reject when the actor is cancelled", async () => {
