@@ -190,6 +190,11 @@ export class Runtime {
   }
 
   /** True until {@linkcode Runtime.shutdown} (or the library closed). */
+  /** @internal True if this Runtime drives `lib`. */
+  _on(lib: Library): boolean {
+    return this.#lib === lib;
+  }
+
   get isRunning(): boolean {
     if (!this.#lib.isOpen) return false;
     const info = new BigUint64Array(4);
@@ -321,6 +326,13 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
     );
   }
   const { workers = 0, stackSize = 0, fpControl = false, slabStacks = false } = options;
+  for (const [name, v] of [["fpControl", fpControl], ["slabStacks", slabStacks]] as const) {
+    if (typeof v !== "boolean") {
+      throw new TypeError(
+        `Cannot start runtime: ${name} must be a boolean, received ${describe(v)}`,
+      );
+    }
+  }
   if (typeof workers !== "number" || !Number.isInteger(workers) || workers < 0 || workers > 1024) {
     throw new RangeError(
       `Cannot start runtime: workers must be an integer from 0 to 1024, received ${
@@ -340,7 +352,9 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
         `Cannot start runtime: it is already running with ${running} workers, received workers: ${workers}`,
       );
     }
-    if (current === null) current = new Runtime(lib, running);
+    // A Runtime of a library closed since (closeLibrary while a Worker kept the scheduler
+    // running) is replaced by one of the library open now.
+    if (current === null || !current._on(lib)) current = new Runtime(lib, running);
     return current;
   }
   const flags = (fpControl ? 1 : 0) | (slabStacks ? 2 : 0);

@@ -57,11 +57,37 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
   assert.throws(() => runtime({ workers: -1 }), RangeError);
   assert.throws(() => runtime({ stackSize: 5 }), /stackSize .* received 5/);
   assert.throws(() => runtime(null as never), TypeError);
+  assert.throws(
+    () => runtime({ fpControl: "no" as never }),
+    /fpControl must be a boolean, received "no"/,
+  );
+  assert.throws(() => runtime({ slabStacks: 1 as never }), /slabStacks must be a boolean/);
   assert.throws(() => resolveNative(1 as never, "x"), TypeError);
   assert.throws(
     () => resolveNative("/nonexistent/lib.so", "f"),
     (e: unknown) => e instanceof KcoroError && e.code === "KC_EINVAL",
   );
+});
+
+Deno.test("runtime() after closeLibrary, while a Worker keeps the scheduler running, works", async () => {
+  const res = await evalScript(`
+    import { closeLibrary, runtime } from "./mod.ts";
+    const before = runtime();
+    const w = new Worker(new URL("./tests/fixtures/open_library_worker.ts", import.meta.url).href, {
+      type: "module",
+    });
+    await new Promise((r) => (w.onmessage = r));
+    closeLibrary(); // the Worker is still a host: the scheduler runs on
+    const after = runtime();
+    if (after === before) throw new Error("the Runtime of the closed library came back");
+    if (!after.isRunning) throw new Error("not running");
+    const cells = new BigUint64Array([1n, 0n]);
+    after.spawn("sleeper", cells);
+    await after.drain();
+    if (cells[1] !== 1n) throw new Error("the coroutine did not run");
+    w.terminate();
+  `);
+  assert.equal(res.code, 0, res.stderr);
 });
 
 Deno.test("runtime: a C function from another library runs as a native coroutine", async () => {
