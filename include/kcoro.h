@@ -343,7 +343,9 @@ typedef void (*kc_handler_fn)(void *ctx, const void *msg);
 typedef void (*kc_done_fn)(void *ctx, int32_t status);
 /* parent 0 = none; a child scope is cancelled with its parent. KC_ESHUTDOWN without a scheduler. */
 int32_t kc_scope_create(uint32_t parent, uint32_t *out_scope);
-/* As kc_spawn, as a child of the scope. KC_ECANCELED once the scope is cancelled. */
+/* As kc_spawn, as a child of the scope. KC_ECANCELED once the scope is cancelled; KC_ESHUTDOWN
+ * once a shutdown abandoned children of it (its waits say KC_ESHUTDOWN for good: after a
+ * restart, make a new scope). */
 int32_t kc_scope_launch(uint32_t scope, kc_entry_fn entry, void *arg, uint32_t flags,
                         uint32_t *out_handle);
 /* 1 the first time, 0 after. */

@@ -285,3 +285,27 @@ Deno.test("a scope waits for the coroutines of native scopes created below its o
   assert.equal(status(c), 0, "the grandchild finished, not cancelled by the scope's completion");
   await child[Symbol.asyncDispose]();
 });
+
+Deno.test("a native scope whose children a shutdown abandoned takes no new ones after a restart", async () => {
+  const res = await evalScript(`
+    import { NativeScope, runtime, ShutdownError } from "./mod.ts";
+    const ns = NativeScope.create();
+    ns.launch("cancellable-sleeper", new BigUint64Array([60000n, 0n, 0n]));
+    await runtime().shutdown(); // abandons the sleeper
+    runtime(); // a new scheduler
+    try {
+      ns.launch("cancellable-sleeper", new BigUint64Array([1n, 0n, 0n]));
+      throw new Error("launched into an abandoned scope");
+    } catch (e) {
+      if (!(e instanceof ShutdownError)) throw e;
+    }
+    // A new scope works.
+    const fresh = NativeScope.create();
+    const cells = new BigUint64Array([1n, 0n, 0n]);
+    fresh.launch("cancellable-sleeper", cells);
+    await fresh.wait();
+    if (cells[1] !== 1n) throw new Error("the new scope's child did not run");
+    await runtime().shutdown();
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});

@@ -1062,8 +1062,12 @@ export fn kc_scope_launch(scope: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaqu
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
     defer sr.release(se);
+    const sc = ScopeRegistry.objectOf(se);
+    // A shutdown abandoned children of it: its waits answer KC_ESHUTDOWN for good, so nothing
+    // new starts in it (make a new scope after a restart).
+    if (sc.wasAbandoned()) return Status.shutdown.code();
     const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
-    _ = ScopeRegistry.objectOf(se).launch(e, arg, .{ .hook = hook, .fp_control = f.fp_control }) catch |err| return fail(err);
+    _ = sc.launch(e, arg, .{ .hook = hook, .fp_control = f.fp_control }) catch |err| return fail(err);
     return 0;
 }
 
