@@ -365,7 +365,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     if (this.#bodyDone) return false;
     // A cause of undefined means "completed" to completion handlers: a body that threw
     // undefined fails with an Error saying so.
-    if (error === undefined) error = new Error("The task failed by throwing undefined");
+    if (error === undefined) {
+      error = new TypeError(
+        "Cannot fail task: its error must not be undefined (to completion handlers that means " +
+          "completed), received undefined",
+      );
+    }
     this.#bodyDone = true;
     if (this.#state === NEW) this.#state = ACTIVE;
     this.#cancelWith(error, !isCancellation(error));

@@ -296,7 +296,7 @@ Deno.test("a task that throws undefined fails (its handlers are not told it comp
     d.invokeOnCompletion((cause) => causes.push(cause));
     await d.join();
     assert.equal(d.state, "cancelled");
-    await assert.rejects(d.await(), /by throwing undefined/);
+    await assert.rejects(d.await(), /error must not be undefined/);
   }, { context: collecting().context });
   assert.equal(causes.length, 1);
   assert.ok(causes[0] instanceof Error, "a cause, not undefined");
