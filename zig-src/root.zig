@@ -100,11 +100,12 @@ export fn kc_chan_hold(h: u32, flags: u32) callconv(.c) i32 {
         // Monotonic: read by the last unhold, whose decrement of `holds` (acq_rel) follows ours.
         ch.forever.store(true, .monotonic);
     } else {
-        // Counted against this thread, which gives it back if it ends first.
+        // Counted against this thread, which gives it back if it ends first. A record of an
+        // earlier channel of this handle value (destroyed since) is that channel's: dropped.
         const rec = ThreadRecord.mine(true) orelse return Status.no_memory.code();
         const gop = rec.holds.getOrPut(std.heap.c_allocator, h) catch return Status.no_memory.code();
-        if (!gop.found_existing) gop.value_ptr.* = 0;
-        gop.value_ptr.* += 1;
+        if (!gop.found_existing or gop.value_ptr.serial != ch.serial) gop.value_ptr.* = .{ .count = 0, .serial = ch.serial };
+        gop.value_ptr.count += 1;
     }
     _ = ch.holds.fetchAdd(1, .acq_rel); // acq_rel: pairs with the decrements in `unhold`
     return 0;
@@ -116,16 +117,23 @@ export fn kc_chan_hold(h: u32, flags: u32) callconv(.c) i32 {
 export fn kc_chan_unhold(h: u32) callconv(.c) i32 {
     const rec = ThreadRecord.mine(false) orelse return Status.invalid.code();
     const held = rec.holds.getPtr(h) orelse return Status.invalid.code();
-    held.* -= 1;
-    if (held.* == 0) _ = rec.holds.remove(h);
-    return unhold(h);
+    const serial = held.serial;
+    held.count -= 1;
+    if (held.count == 0) _ = rec.holds.remove(h);
+    return unhold(h, serial);
 }
 
-/// One hold fewer on `h`; the last one destroys the channel (see kc_chan_hold).
-fn unhold(h: u32) i32 {
+/// One hold fewer on `h`, if it is still the channel `serial` names (else KC_EBADH: that one is
+/// gone, and a later channel reuses its handle value); the last one destroys the channel (see
+/// kc_chan_hold).
+fn unhold(h: u32, serial: u64) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     const ch = ChanRegistry.channelOf(e);
+    if (ch.serial != serial) {
+        r.release(e);
+        return Status.bad_handle.code();
+    }
     // Acq_rel: the last decrement sees every earlier holder's operations and the `forever` flag.
     const last = ch.holds.fetchSub(1, .acq_rel) == 1 and !ch.forever.load(.monotonic);
     r.release(e);
@@ -142,8 +150,10 @@ fn unhold(h: u32) i32 {
 /// back when the thread ends (`threadEnded`). The value of a thread-specific key.
 const ThreadRecord = struct {
     hosts: u32 = 0,
-    /// Holds by handle, with how many.
-    holds: std.AutoHashMapUnmanaged(u32, u32) = .empty,
+    /// Holds by handle value, with how many and of which channel (`Channel.serial`).
+    holds: std.AutoHashMapUnmanaged(u32, Held) = .empty,
+
+    const Held = struct { count: u32, serial: u64 };
 
     /// The calling thread's record; made if `make` (null if it could not be).
     fn mine(make: bool) ?*ThreadRecord {
@@ -164,7 +174,7 @@ const ThreadRecord = struct {
         const rec: *ThreadRecord = @ptrCast(@alignCast(value));
         var it = rec.holds.iterator();
         while (it.next()) |kv| {
-            for (0..kv.value_ptr.*) |_| _ = unhold(kv.key_ptr.*);
+            for (0..kv.value_ptr.count) |_| _ = unhold(kv.key_ptr.*, kv.value_ptr.serial);
         }
         rec.holds.deinit(std.heap.c_allocator);
         while (rec.hosts > 0) : (rec.hosts -= 1) {
@@ -524,6 +534,9 @@ const chan_conflated: u32 = 1 << 0;
 const chan_zero_copy: u32 = 1 << 1;
 const chan_no_metrics: u32 = 1 << 2;
 
+/// Serials of channels made by kc_chan_create (`Channel.serial`; 0 is none).
+var next_serial: std.atomic.Value(u64) = .init(1);
+
 /// Flag of kc_chan_close_cause: cancel instead of close.
 const chan_close_cancel: u32 = 1;
 
@@ -621,6 +634,12 @@ export fn kc_chan_create(elem_size: u32, capacity: u32, overflow: u32, flags: u3
         .zero_copy = flags & chan_zero_copy != 0,
         .metrics = flags & chan_no_metrics == 0,
     }) catch |err| return fail(err);
+    // Monotonic: a number drawn once; nobody else knows `h` yet, and publishing the handle
+    // (through the caller) publishes the serial with it.
+    if (chans().acquire(h)) |e| {
+        ChanRegistry.channelOf(e).serial = next_serial.fetchAdd(1, .monotonic);
+        chans().release(e);
+    } else |_| {}
     // Values an earlier channel of this handle number kept that nobody took (a ring gave one
     // back to it after its owner's last take): never this channel's. The same for a cause.
     dropKept(h);
@@ -811,6 +830,24 @@ export fn kc_chan_close(h: u32) callconv(.c) i32 {
 const Cause = struct { handle: u32, bytes: []u8 };
 var causes_mutex: std.Thread.Mutex = .{};
 var causes: std.ArrayListUnmanaged(Cause) = .empty;
+/// Set while this thread holds `causes_mutex`: kc_chan_close_cause holds it across the cancel,
+/// whose undelivered hooks (a C caller's) may read or set another channel's cause.
+threadlocal var causes_held: bool = false;
+
+/// Takes `causes_mutex` unless this thread holds it already; true if it took it.
+fn lockCauses() bool {
+    if (causes_held) return false;
+    causes_mutex.lock();
+    causes_held = true;
+    return true;
+}
+
+fn unlockCauses(took: bool) void {
+    if (!took) return;
+    causes_held = false;
+    causes_mutex.unlock();
+}
+
 /// How many causes `causes` holds (read without the lock: a channel without one pays nothing).
 var causes_count: std.atomic.Value(usize) = .init(0);
 
@@ -819,8 +856,8 @@ fn dropCause(h: u32) void {
     // Monotonic: a hint; a cause stored for `h` happened before `h` was destroyed or reused,
     // which orders it before this call through the registry.
     if (causes_count.load(.monotonic) == 0) return;
-    causes_mutex.lock();
-    defer causes_mutex.unlock();
+    const took = lockCauses();
+    defer unlockCauses(took);
     for (causes.items, 0..) |c, i| {
         if (c.handle != h) continue;
         std.heap.c_allocator.free(c.bytes);
@@ -843,8 +880,8 @@ export fn kc_chan_close_cause(h: u32, cause: ?*const anyopaque, len: u32, flags:
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
     const ch = ChanRegistry.channelOf(e);
-    causes_mutex.lock();
-    defer causes_mutex.unlock();
+    const took = lockCauses();
+    defer unlockCauses(took);
     const first = if (flags & chan_close_cancel != 0) ch.cancel() else ch.close();
     if (!first or len == 0) return @intFromBool(first);
     const src: [*]const u8 = @ptrCast(cause.?);
@@ -865,8 +902,8 @@ export fn kc_chan_cause(h: u32, out: ?*anyopaque, cap: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
-    causes_mutex.lock();
-    defer causes_mutex.unlock();
+    const took = lockCauses();
+    defer unlockCauses(took);
     for (causes.items) |c| {
         if (c.handle != h) continue;
         if (c.bytes.len > std.math.maxInt(i32)) return Status.invalid.code();
@@ -2614,6 +2651,73 @@ test "C ABI: a close cause is the first closer's, readable by every host until d
     }
     try testing.expect(reused);
     try testing.expectEqual(@as(usize, 0), causes_count.load(.monotonic));
+}
+
+test "C ABI: kc_chan_compute_rate takes any counter words without overflowing" {
+    var a: [13]u64 = @splat(0);
+    var b: [13]u64 = @splat(0);
+    b[4] = std.math.maxInt(u64); // failed full
+    b[5] = 2; // failed closed: the sum wraps
+    b[11] = std.time.ns_per_s; // taken one second later
+    var out: [6]f64 = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_chan_compute_rate(&a, &b, &out));
+    try testing.expectEqual(@as(f64, 1), out[4]);
+}
+
+test "C ABI: an undelivered hook may read or set other channels' causes while kc_chan_close_cause cancels" {
+    const S = struct {
+        var other: u32 = 0;
+        var seen: i32 = -100;
+        fn hook(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            var buf: [8]u8 = undefined;
+            seen = kc_chan_cause(other, &buf, buf.len); // took causes_mutex: deadlocked before
+            _ = kc_chan_close_cause(other, "from the hook", 13, 0);
+        }
+    };
+    var a: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &a));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.other));
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(a, S.hook, null));
+    const v: u64 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(a, &v, 8, 0, 0, chan_try)); // buffered
+    try testing.expectEqual(@as(i32, 1), kc_chan_close_cause(a, "x", 1, chan_close_cancel));
+    try testing.expectEqual(@as(i32, 0), S.seen); // the other had no cause yet
+    var buf: [16]u8 = undefined;
+    try testing.expectEqual(@as(i32, 13), kc_chan_cause(S.other, &buf, buf.len));
+    try testing.expectEqual(@as(i32, 1), kc_chan_cause(a, &buf, buf.len));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(a));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.other));
+}
+
+test "C ABI: a thread's hold of a destroyed channel never touches a later channel of its handle value" {
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
+    const T = struct {
+        var go = std.atomic.Value(u32).init(0);
+        fn holder(ch: u32) void {
+            std.debug.assert(kc_chan_hold(ch, 0) == 0);
+            go.store(1, .release);
+            while (go.load(.acquire) != 2) std.Thread.yield() catch {};
+        } // the thread ends holding `ch`: its hold is given back then
+    };
+    const t = try std.Thread.spawn(.{}, T.holder, .{h});
+    while (T.go.load(.acquire) != 1) std.Thread.yield() catch {};
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h)); // the owner's dispose
+    // Channels come and go until one gets the same handle value; this thread holds it.
+    var n: u32 = 0;
+    for (0..1 << 16) |_| {
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &n));
+        if (n == h) break;
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
+    }
+    try testing.expectEqual(h, n);
+    try testing.expectEqual(@as(i32, 0), kc_chan_hold(n, 0));
+    T.go.store(2, .release);
+    t.join(); // gives back its hold of the old channel: not of this one
+    const v: u64 = 5;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(n, &v, 8, 0, 0, chan_try)); // alive
+    try testing.expectEqual(@as(i32, 1), kc_chan_unhold(n)); // this thread's was the last
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_send(n, &v, 8, 0, 0, chan_try));
 }
 
 test "C ABI: kc_chan_free_undelivered frees what a zero-copy channel drops, keeping nothing" {

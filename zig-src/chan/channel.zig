@@ -150,8 +150,10 @@ pub const Metrics = struct {
                 return @as(f64, @floatFromInt(b -% a)) / s;
             }
         }.per;
-        const fails_a = earlier.fail_full + earlier.fail_closed + earlier.fail_timeout + earlier.fail_cancelled;
-        const fails_b = later.fail_full + later.fail_closed + later.fail_timeout + later.fail_cancelled;
+        // Wrapping, as each counter's difference is: the words may come from a caller (the C
+        // ABI's kc_chan_compute_rate) and need not be sane.
+        const fails_a = earlier.fail_full +% earlier.fail_closed +% earlier.fail_timeout +% earlier.fail_cancelled;
+        const fails_b = later.fail_full +% later.fail_closed +% later.fail_timeout +% later.fail_cancelled;
         return .{
             .sends = d(earlier.sends, later.sends, secs),
             .receives = d(earlier.receives, later.receives, secs),
@@ -502,6 +504,9 @@ pub const Channel = struct {
     /// ever (`forever`). Touched only by those calls.
     holds: std.atomic.Value(u32) = .init(0),
     forever: std.atomic.Value(bool) = .init(false),
+    /// Which channel this is, for holders that name it by a handle value that a later channel
+    /// may reuse (the C ABI sets it at kc_chan_create; 0 for channels made otherwise).
+    serial: u64 = 0,
     /// References to the channel's memory: the creator's (dropped by `destroy`), and one for
     /// every coroutine select waiter that may be left queued here (`LazySlot`), so that the
     /// memory outlives a destroy until each owner has unlinked its waiter (`unref`). Changed
