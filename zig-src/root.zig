@@ -1266,6 +1266,14 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
     if (a.on_done) |f| f(a.ctx, if (cancelled) Status.interrupted.code() else 0);
 }
 
+/// What an actor or producer abandoned before it ran (a shutdown) held: its start record and
+/// its channel's reference.
+fn dropActorStart(arg: ?*anyopaque) void {
+    const start: *ActorStart = @ptrCast(@alignCast(arg.?));
+    chans().release(start.mailbox);
+    std.heap.c_allocator.destroy(start);
+}
+
 fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: coroutine.EntryFn, out_handle: ?*u32) i32 {
     if (running() == null) return Status.shutdown.code();
     const sr = scopes();
@@ -1279,7 +1287,7 @@ fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: corout
     st.* = start;
     st.mailbox = ce;
     const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
-    _ = ScopeRegistry.objectOf(se).launch(main_fn, st, .{ .hook = hook }) catch |err| {
+    _ = ScopeRegistry.objectOf(se).launchOwning(main_fn, st, dropActorStart, .{ .hook = hook }) catch |err| {
         std.heap.c_allocator.destroy(st);
         chans().release(ce);
         return fail(err);

@@ -55,10 +55,20 @@ pub const Scope = struct {
     /// Registered on `token` from `create` until the token fires it or `release` unlinks it.
     cancel_link: cancel_mod.Link = .{ .fire = fireCancel },
 
+    /// One child's launch: its entry and argument, and the cleanup that counts it out of its
+    /// scope if a shutdown abandons it, pushed on the coroutine when it is made, so that a
+    /// child still queued (never started) is counted out too.
     const Launch = struct {
         scope: *Scope,
         entry: coroutine.EntryFn,
         arg: ?*anyopaque,
+        /// Undoes what `arg` holds when the child is abandoned before its entry ran (for
+        /// entries that take `arg` over as they start: actors, producers).
+        unstarted: ?*const fn (arg: ?*anyopaque) void = null,
+        /// The launcher's own creation hook, run before ours.
+        user_hook: ?Scheduler.CreateHook = null,
+        started: bool = false,
+        guard: coroutine.Cleanup = .{ .run = abandonChild },
         next: ?*Launch = null,
     };
 
@@ -146,6 +156,12 @@ pub const Scope = struct {
     /// Runs `entry(arg)` as a child. error.Cancelled once the scope is cancelled (nothing
     /// starts in a cancelled scope). `options` as for `Scheduler.spawnWith`.
     pub fn launch(s: *Scope, entry: coroutine.EntryFn, arg: ?*anyopaque, options: Scheduler.SpawnOptions) (scheduler.Error || error{Cancelled})!scheduler.Ref {
+        return s.launchOwning(entry, arg, null, options);
+    }
+
+    /// `launch` for an entry that takes `arg` over as it starts: `unstarted(arg)` undoes what
+    /// `arg` holds if a shutdown abandons the child before it ran.
+    pub fn launchOwning(s: *Scope, entry: coroutine.EntryFn, arg: ?*anyopaque, unstarted: ?*const fn (arg: ?*anyopaque) void, options: Scheduler.SpawnOptions) (scheduler.Error || error{Cancelled})!scheduler.Ref {
         if (s.isCancelled()) return error.Cancelled;
         const l = blk: {
             s.mutex.lock();
@@ -156,7 +172,7 @@ pub const Scope = struct {
             }
             break :blk null;
         } orelse try s.allocator.create(Launch);
-        l.* = .{ .scope = s, .entry = entry, .arg = arg };
+        l.* = .{ .scope = s, .entry = entry, .arg = arg, .unstarted = unstarted, .user_hook = options.hook };
         s.retain();
         // Counted live here and in every scope above (each child scope holds its parent, so the
         // chain lives), before it can run (and finish).
@@ -169,7 +185,9 @@ pub const Scope = struct {
             break :blk s.context.retain();
         };
         defer context.release(); // the child holds its own
-        return s.sched.spawnWith(main, l, context, options) catch |err| {
+        var opts = options;
+        opts.hook = .{ .f = guardChild, .ctx = l };
+        return s.sched.spawnWith(main, l, context, opts) catch |err| {
             s.recycle(l);
             s.childDone();
             return err;
@@ -196,30 +214,33 @@ pub const Scope = struct {
         s.free_launches = l;
     }
 
+    /// The creation hook of every child: the launcher's hook, then the child's guard, pushed
+    /// on the new coroutine before it can run (its outermost cleanup).
+    fn guardChild(ctx: ?*anyopaque, co: *coroutine.Coroutine) anyerror!void {
+        const l: *Launch = @ptrCast(@alignCast(ctx.?));
+        if (l.user_hook) |h| try h.f(h.ctx, co);
+        co.pushCleanup(&l.guard);
+    }
+
     fn main(arg: ?*anyopaque) callconv(.c) void {
         const l: *Launch = @ptrCast(@alignCast(arg.?));
         const s = l.scope;
-        const entry = l.entry;
-        const a = l.arg;
+        l.started = true; // `arg` is the entry's now
+        l.entry(l.arg);
+        coroutine.popCleanup(&l.guard); // pushed by `guardChild`; every later one was popped
         s.recycle(l);
-        // Abandoned (a shutdown that cancels): the child still counts out of its scope.
-        var guard: ChildGuard = .{ .scope = s };
-        coroutine.pushCleanup(&guard.cleanup);
-        entry(a);
-        coroutine.popCleanup(&guard.cleanup);
         s.childDone();
     }
 
-    /// What `main` undoes for a child abandoned where it stands (`coroutine.Cleanup`).
-    const ChildGuard = struct {
-        cleanup: coroutine.Cleanup = .{ .run = run },
-        scope: *Scope,
-
-        fn run(c: *coroutine.Cleanup) void {
-            const g: *ChildGuard = @fieldParentPtr("cleanup", c);
-            g.scope.childAbandoned();
-        }
-    };
+    /// A child abandoned where it stands, or before it ever ran (a shutdown that cancels): it
+    /// still counts out of its scope, and an unstarted one gives back what its argument held.
+    fn abandonChild(c: *coroutine.Cleanup) void {
+        const l: *Launch = @fieldParentPtr("guard", c);
+        const s = l.scope;
+        if (!l.started) if (l.unstarted) |f| f(l.arg);
+        s.recycle(l);
+        s.childAbandoned();
+    }
 
     /// `childDone` for a child its scheduler abandoned (shutdown): every coroutine parked in
     /// `waitAllParked` is of that scheduler and abandoned too, so none is woken (their
@@ -635,4 +656,40 @@ test "a shutdown that cancels abandons parked children: no waiter, link or scope
     try scope.waitAll(scheduler.monotonicNs() + 10 * std.time.ns_per_s);
     try testing.expect(scope.wasAbandoned()); // its owner can tell this from finishing
     scope.release(); // the last reference: the testing allocator reports anything left
+}
+
+test "a shutdown that cancels counts out children that never started, and their launch records" {
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 1, .stack_size = 32 * 1024 });
+    const S = struct {
+        var blocking = std.atomic.Value(u32).init(0);
+        var ran = std.atomic.Value(u32).init(0);
+        var undone = std.atomic.Value(u32).init(0);
+        fn blocker(_: ?*anyopaque) callconv(.c) void {
+            blocking.store(1, .release);
+            std.Thread.sleep(50 * std.time.ns_per_ms); // holds the only worker
+        }
+        fn child(_: ?*anyopaque) callconv(.c) void {
+            _ = ran.fetchAdd(1, .monotonic);
+        }
+        fn unstarted(_: ?*anyopaque) void {
+            _ = undone.fetchAdd(1, .monotonic);
+        }
+    };
+    const scope = try Scope.create(testing.allocator, &sched, null);
+    const inner = try Scope.create(testing.allocator, &sched, scope);
+    _ = try sched.spawn(S.blocker, null);
+    while (S.blocking.load(.acquire) == 0) std.Thread.yield() catch {};
+    // Queued behind the blocker: they never start.
+    _ = try scope.launch(S.child, null, .{});
+    _ = try inner.launchOwning(S.child, null, S.unstarted, .{});
+    try testing.expectEqual(@as(u32, 2), scope.liveCount());
+    sched.shutdown(.cancel);
+    try testing.expectEqual(@as(u32, 0), S.ran.load(.monotonic));
+    try testing.expectEqual(@as(u32, 0), scope.liveCount()); // counted out
+    try testing.expectEqual(@as(u32, 0), inner.liveCount());
+    try testing.expect(scope.wasAbandoned() and inner.wasAbandoned());
+    try testing.expectEqual(@as(u32, 1), S.undone.load(.monotonic)); // its argument given back
+    inner.release();
+    scope.release(); // the last references: the testing allocator reports anything left
 }
