@@ -205,27 +205,35 @@ pub const Ring = struct {
 
     /// A `Pending` from the spare list, else a fresh one (its fields are the caller's to set).
     fn newPending(r: *Ring) error{OutOfMemory}!*Pending {
+        return r.takeSpare(Pending, &r.spares, &r.nspares) orelse try r.allocator.create(Pending);
+    }
+
+    /// The first item of a spare list (`head`, `count`), taken off it under the ring lock.
+    fn takeSpare(r: *Ring, comptime T: type, head: *?*T, count: *u32) ?*T {
         r.mutex.lock();
-        const spare = r.spares;
-        if (spare) |p| {
-            r.spares = p.next_spare;
-            r.nspares -= 1;
-        }
-        r.mutex.unlock();
-        return spare orelse try r.allocator.create(Pending);
+        defer r.mutex.unlock();
+        const item = head.* orelse return null;
+        head.* = item.next_spare;
+        count.* -= 1;
+        return item;
+    }
+
+    /// Puts `item` on a spare list under the ring lock unless it holds `max` already (false:
+    /// the caller frees it).
+    fn keepSpare(r: *Ring, comptime T: type, head: *?*T, count: *u32, max: u32, item: *T) bool {
+        r.mutex.lock();
+        defer r.mutex.unlock();
+        if (count.* >= max) return false;
+        item.next_spare = head.*;
+        head.* = item;
+        count.* += 1;
+        return true;
     }
 
     /// A `Select` whose storage holds at least `total` bytes: a spare one when one is big
     /// enough (the first spare is grown otherwise), else a fresh one.
     fn newSelect(r: *Ring, total: usize) error{OutOfMemory}!*Pending.Select {
-        r.mutex.lock();
-        const spare = r.spare_selects;
-        if (spare) |sel| {
-            r.spare_selects = sel.next_spare;
-            r.nspare_selects -= 1;
-        }
-        r.mutex.unlock();
-        const sel = spare orelse blk: {
+        const sel = r.takeSpare(Pending.Select, &r.spare_selects, &r.nspare_selects) orelse blk: {
             const fresh = try r.allocator.create(Pending.Select);
             fresh.capacity = &.{};
             break :blk fresh;
@@ -247,18 +255,9 @@ pub const Ring = struct {
 
     /// Keeps `sel` as a spare, or frees it when there are enough.
     fn freeSelect(r: *Ring, sel: *Pending.Select) void {
-        r.mutex.lock();
-        const keep = r.nspare_selects < spare_selects_max;
-        if (keep) {
-            sel.next_spare = r.spare_selects;
-            r.spare_selects = sel;
-            r.nspare_selects += 1;
-        }
-        r.mutex.unlock();
-        if (!keep) {
-            r.allocator.free(sel.capacity);
-            r.allocator.destroy(sel);
-        }
+        if (r.keepSpare(Pending.Select, &r.spare_selects, &r.nspare_selects, spare_selects_max, sel)) return;
+        r.allocator.free(sel.capacity);
+        r.allocator.destroy(sel);
     }
 
     fn freePending(r: *Ring, p: *Pending) void {
@@ -267,15 +266,7 @@ pub const Ring = struct {
             .op => |*op| if (op.elem.ptr != &p.small) r.allocator.free(op.elem),
             .select => |sel| r.freeSelect(sel),
         }
-        r.mutex.lock();
-        const keep = r.nspares < spare_max;
-        if (keep) {
-            p.next_spare = r.spares;
-            r.spares = p;
-            r.nspares += 1;
-        }
-        r.mutex.unlock();
-        if (!keep) r.allocator.destroy(p);
+        if (!r.keepSpare(Pending, &r.spares, &r.nspares, spare_max, p)) r.allocator.destroy(p);
     }
 
     // --- Operations for the isolate ---------------------------------------------------------
