@@ -18,14 +18,8 @@
  * @module
  */
 import { type Capacity, Channel, type TrySendResult, type WaitOptions } from "./channel.ts";
-import {
-  checkFunction,
-  checkOptions,
-  checkScope,
-  ClosedSendError,
-  CompletionHandlerError,
-} from "./errors.ts";
-import { handleCoroutineException, type Job } from "./job.ts";
+import { checkFunction, checkOptions, checkScope, ClosedSendError } from "./errors.ts";
+import { type Job, runCompletionHandler } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
 
 /** Options for {@linkcode actor}. */
@@ -145,16 +139,10 @@ export function actor<M>(
   });
   a.job.invokeOnCompletion((cause) => {
     a._finish(cause);
-    if (onDone === undefined) return;
-    try {
-      onDone(cause);
-    } catch (e) {
-      // Reported as any completion handler's exception, also when the job was final already
-      // (a cancelled scope) and this runs inside actor() itself.
-      handleCoroutineException(
-        scope.context,
-        new CompletionHandlerError("Exception in an actor's onDone", { cause: e }),
-      );
+    // Reported as any completion handler's exception, also when the job was final already
+    // (a cancelled scope) and this runs inside actor() itself.
+    if (onDone !== undefined) {
+      runCompletionHandler(scope.context, "an actor's onDone", onDone, cause);
     }
   });
   return a;

@@ -171,6 +171,26 @@ export function handleCoroutineException(context: Context, error: unknown): void
   }
 }
 
+/**
+ * Runs completion handler `h` with `cause`; what it throws goes to `handleCoroutineException` as
+ * a {@linkcode CompletionHandlerError} (`what` names the handler). Internal.
+ */
+export function runCompletionHandler(
+  context: Context,
+  what: string,
+  h: CompletionHandler,
+  cause: unknown,
+): void {
+  try {
+    h(cause);
+  } catch (e) {
+    handleCoroutineException(
+      context,
+      new CompletionHandlerError(`Exception in ${what}`, { cause: e }),
+    );
+  }
+}
+
 const NEW = 0, ACTIVE = 1, COMPLETING = 2, CANCELLING = 3, CANCELLED = 4, COMPLETED = 5;
 const stateNames: readonly JobState[] = [
   "new",
@@ -485,14 +505,8 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     if (handlers !== null) {
       this.#handlers = null;
       for (const h of handlers) {
-        if (h === null) continue;
-        try {
-          h(cause);
-        } catch (e) {
-          handleCoroutineException(
-            this.context,
-            new CompletionHandlerError(`Exception in completion handler of ${this}`, { cause: e }),
-          );
+        if (h !== null) {
+          runCompletionHandler(this.context, `completion handler of ${this}`, h, cause);
         }
       }
     }
