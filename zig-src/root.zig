@@ -2588,23 +2588,25 @@ test "C ABI: values kept for a dead channel never reach the next channel of its 
     const stale: u64 = 42;
     try testing.expectEqual(@as(i32, 0), kc_chan_send(h, &stale, 8, 0, 0, chan_try));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h)); // keeps 42; nobody takes it
-    // Channels come and go until one gets the same handle number (its slot's generation wraps).
-    var reused = false;
+    const n = try createWithHandle(h, 32, 1, 1);
+    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(n));
+    var out: [32]u8 = undefined;
+    // Not the dead channel's 8-byte value (a size mismatch, or worse, its bytes).
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(n, &out, 32));
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(n, &out, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
+}
+
+/// Tests: channels come and go until one gets the handle value `h` (its slot's generation
+/// wraps); that one is returned, the others destroyed.
+fn createWithHandle(h: u32, elem_size: u32, capacity: u32, overflow: u32) !u32 {
     for (0..1 << 16) |_| {
         var n: u32 = 0;
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(32, 1, 1, 0, &n));
-        if (n == h) {
-            reused = true;
-            try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(n));
-            var out: [32]u8 = undefined;
-            // Not the dead channel's 8-byte value (a size mismatch, or worse, its bytes).
-            try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(n, &out, 32));
-            try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(n, &out, 8));
-        }
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(elem_size, capacity, overflow, 0, &n));
+        if (n == h) return n;
         try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
-        if (reused) break;
     }
-    try testing.expect(reused);
+    return error.HandleNotReused;
 }
 
 test "C ABI: a close cause is the first closer's, readable by every host until destroy" {
@@ -2645,19 +2647,10 @@ test "C ABI: a close cause is the first closer's, readable by every host until d
     try causes.append(std.heap.c_allocator, .{ .handle = c, .bytes = try std.heap.c_allocator.dupe(u8, "stale") });
     _ = causes_count.fetchAdd(1, .monotonic);
     causes_mutex.unlock();
-    var reused = false;
-    for (0..1 << 16) |_| {
-        var n: u32 = 0;
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &n));
-        if (n == c) {
-            reused = true;
-            try testing.expectEqual(@as(i32, 1), kc_chan_close(n));
-            try testing.expectEqual(@as(i32, 0), kc_chan_cause(n, &out, out.len));
-        }
-        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
-        if (reused) break;
-    }
-    try testing.expect(reused);
+    const n = try createWithHandle(c, 8, 0, 0);
+    try testing.expectEqual(@as(i32, 1), kc_chan_close(n));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cause(n, &out, out.len));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
     try testing.expectEqual(@as(usize, 0), causes_count.load(.monotonic));
 }
 
@@ -2711,14 +2704,8 @@ test "C ABI: a thread's hold of a destroyed channel never touches a later channe
     const t = try std.Thread.spawn(.{}, T.holder, .{h});
     while (T.go.load(.acquire) != 1) std.Thread.yield() catch {};
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h)); // the owner's dispose
-    // Channels come and go until one gets the same handle value; this thread holds it.
-    var n: u32 = 0;
-    for (0..1 << 16) |_| {
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &n));
-        if (n == h) break;
-        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
-    }
-    try testing.expectEqual(h, n);
+    // A later channel with the same handle value; this thread holds it.
+    const n = try createWithHandle(h, 8, 1, 0);
     try testing.expectEqual(@as(i32, 0), kc_chan_hold(n, 0));
     T.go.store(2, .release);
     t.join(); // gives back its hold of the old channel: not of this one
