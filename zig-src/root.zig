@@ -633,13 +633,9 @@ export fn kc_chan_create(elem_size: u32, capacity: u32, overflow: u32, flags: u3
         .conflated = flags & chan_conflated != 0,
         .zero_copy = flags & chan_zero_copy != 0,
         .metrics = flags & chan_no_metrics == 0,
+        // Monotonic: a number drawn once; it is published with the channel.
+        .serial = next_serial.fetchAdd(1, .monotonic),
     }) catch |err| return fail(err);
-    // Monotonic: a number drawn once; nobody else knows `h` yet, and publishing the handle
-    // (through the caller) publishes the serial with it.
-    if (chans().acquire(h)) |e| {
-        ChanRegistry.channelOf(e).serial = next_serial.fetchAdd(1, .monotonic);
-        chans().release(e);
-    } else |_| {}
     // Values an earlier channel of this handle number kept that nobody took (a ring gave one
     // back to it after its owner's last take): never this channel's. The same for a cause.
     dropKept(h);

@@ -84,6 +84,8 @@ pub const Options = struct {
     zero_copy: bool = false,
     /// Keep the counters (`Metrics`); false only to measure what they cost.
     metrics: bool = true,
+    /// `Channel.serial`.
+    serial: u64 = 0,
 };
 
 /// What a zero-copy channel carries (C: struct kc_desc). The buffer's owner is whoever holds
@@ -505,7 +507,8 @@ pub const Channel = struct {
     holds: std.atomic.Value(u32) = .init(0),
     forever: std.atomic.Value(bool) = .init(false),
     /// Which channel this is, for holders that name it by a handle value that a later channel
-    /// may reuse (the C ABI sets it at kc_chan_create; 0 for channels made otherwise).
+    /// may reuse (`Options.serial`: the C ABI's kc_chan_create draws one; 0 for channels made
+    /// otherwise).
     serial: u64 = 0,
     /// References to the channel's memory: the creator's (dropped by `destroy`), and one for
     /// every coroutine select waiter that may be left queued here (`LazySlot`), so that the
@@ -820,6 +823,7 @@ pub const Channel = struct {
             .undelivered_ctx = options.undelivered_ctx,
             .zero_copy = options.zero_copy,
             .count_metrics = options.metrics,
+            .serial = options.serial,
             // Only a rendezvous channel starts unable to take a send.
             .flags = .{ .send_blocked = .init(capacity == 0) },
         };
