@@ -28,7 +28,15 @@
  */
 import v8 from "node:v8";
 import type { Library } from "../ffi/load.ts";
-import { CodecError, describe } from "./errors.ts";
+import {
+  CancellationError,
+  ClosedReceiveError,
+  ClosedSendError,
+  CodecError,
+  CompletionHandlerError,
+  describe,
+  TimeoutError,
+} from "./errors.ts";
 import { pack, packed, unpack } from "./pack.ts";
 
 type Sym = ReturnType<Library["symbols"]>;
@@ -432,30 +440,64 @@ function putStructured(slot: Slot, value: unknown, sym: Sym, codec: string): voi
   else putBuffer(slot, serialise(value, codec), T_STRUCTURED, sym, codec);
 }
 
+/** kcoro's errors a decoded cause gets its class back for (`node:v8` keeps only `Error`'s). */
+const ERROR_CLASSES = new Map<string, { prototype: Error }>([
+  ["CancellationError", CancellationError],
+  ["TimeoutError", TimeoutError],
+  ["ClosedSendError", ClosedSendError],
+  ["ClosedReceiveError", ClosedReceiveError],
+  ["CompletionHandlerError", CompletionHandlerError],
+]);
+
 /**
  * @internal A close cause as bytes other isolates can read (kc_chan_close_cause): a kind byte
- * (1 packed, 2 node:v8) and the encoding; null for a cause neither can copy (a function, say),
- * which then stays in its own isolate.
+ * (1 packed, 2 node:v8, 3 an Error: its name's length and UTF-8 bytes, then node:v8) and the
+ * encoding; null for a cause neither can copy (a function, say), which then stays in its own
+ * isolate. An Error keeps its `name` (node:v8 keeps only the built-in ones) and, for kcoro's
+ * own errors, its class: a `CancellationError` cause stays one in a Worker.
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
   try {
     const n = pack(cause);
-    const body = n >= 0 ? packed().subarray(0, n) : v8.serialize(cause);
-    const out = new Uint8Array(body.length + 1);
-    out[0] = n >= 0 ? 1 : 2;
-    out.set(body, 1);
+    if (n >= 0) return withKind(1, packed().subarray(0, n));
+    const body = v8.serialize(cause);
+    if (!(cause instanceof Error)) return withKind(2, body);
+    const name = new TextEncoder().encode(String(cause.name));
+    if (name.length > 255) return withKind(2, body);
+    const out = new Uint8Array(2 + name.length + body.length);
+    out[0] = 3;
+    out[1] = name.length;
+    out.set(name, 2);
+    out.set(body, 2 + name.length);
     return out;
   } catch {
     return null;
   }
 }
 
+function withKind(kind: number, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(body.length + 1);
+  out[0] = kind;
+  out.set(body, 1);
+  return out;
+}
+
 /** @internal `encodeCause`'s bytes back into the cause; `{ ok: false }` if they are not one. */
 export function decodeCause(bytes: Uint8Array): { ok: true; cause: unknown } | { ok: false } {
   try {
-    const body = bytes.subarray(1);
-    if (bytes[0] === 1) return { ok: true, cause: unpack(body) };
-    if (bytes[0] === 2) return { ok: true, cause: v8.deserialize(body) };
+    if (bytes[0] === 1) return { ok: true, cause: unpack(bytes.subarray(1)) };
+    if (bytes[0] === 2) return { ok: true, cause: v8.deserialize(bytes.subarray(1)) };
+    if (bytes[0] === 3 && bytes.length >= 2) {
+      const end = 2 + bytes[1];
+      const name = new TextDecoder().decode(bytes.subarray(2, end));
+      const cause = v8.deserialize(bytes.subarray(end));
+      if (cause instanceof Error) {
+        const cls = ERROR_CLASSES.get(name);
+        if (cls !== undefined) Object.setPrototypeOf(cause, cls.prototype);
+        if (cause.name !== name) cause.name = name;
+      }
+      return { ok: true, cause };
+    }
   } catch {
     // Not a cause this module wrote (native code's own bytes): none.
   }

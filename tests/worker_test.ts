@@ -11,6 +11,7 @@ import {
   runtime,
   select,
   type SharedChannel,
+  TimeoutError,
 } from "../mod.ts";
 
 const workerUrl = new URL("./fixtures/select_worker.ts", import.meta.url);
@@ -141,17 +142,21 @@ Deno.test("a Worker terminated mid-wait: its waiter is gone, nothing is delivere
 
 Deno.test("a close or cancel cause crosses isolates; one that cannot be copied stays in its own", async () => {
   const url = new URL("./fixtures/cause_worker.ts", import.meta.url);
-  for (const end of ["close", "cancel", "uncopyable"] as const) {
+  for (const end of ["close", "cancel", "uncopyable", "kcoro", "named"] as const) {
     using input = new Channel<number>(4);
     using output = new Channel<number>(1);
     const w = new Worker(url, { type: "module" });
     try {
       const report = message<unknown[]>(w);
-      w.postMessage({ input: input.share(), output: output.share() });
+      const kcoro = end === "kcoro";
+      w.postMessage({ input: input.share(), output: output.share(), kcoro });
       await input.send(1);
       const fn = () => "a function cannot be copied";
+      const named = Object.assign(new Error("custom"), { name: "SensorError" });
       if (end === "close") input.close(new RangeError("producer failed", { cause: { id: 1 } }));
       else if (end === "cancel") input.cancel(new RangeError("stopped", { cause: [2] }));
+      else if (end === "kcoro") input.close(new TimeoutError("deadline", { cause: 3 }));
+      else if (end === "named") input.close(named);
       else input.close(fn);
       const got = await within(report, 20_000, `the Worker's report (${end})`);
       if (end === "close") {
@@ -159,6 +164,26 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied s
           name: "RangeError",
           message: "producer failed",
           cause: { id: 1 },
+          cancellation: false,
+          timeout: false,
+        }]);
+      } else if (end === "kcoro") {
+        // kcoro's own errors keep their class (node:v8 alone keeps only the built-in ones).
+        assert.deepEqual(got, [1, {
+          name: "TimeoutError",
+          message: "deadline",
+          cause: 3,
+          cancellation: true,
+          timeout: true,
+        }]);
+      } else if (end === "named") {
+        // Any other Error keeps its name.
+        assert.deepEqual(got, [1, {
+          name: "SensorError",
+          message: "custom",
+          cause: undefined,
+          cancellation: false,
+          timeout: false,
         }]);
       } else if (end === "cancel") {
         // Cancelled: what it had not received was dropped; the CancellationError carries it.
@@ -174,7 +199,11 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied s
       const r = await within(output.receiveCatching(), 20_000, "the Worker's close");
       assert.equal(r.state, "closed");
       const cause = (r as { cause?: unknown }).cause;
-      assert.ok(cause instanceof TypeError, `cause ${Deno.inspect(cause)}`);
+      assert.ok(
+        cause instanceof (kcoro ? TimeoutError : TypeError),
+        `cause ${Deno.inspect(cause)}`,
+      );
+      if (kcoro) assert.equal(cause.name, "TimeoutError");
       assert.equal(cause.message, "from the Worker");
       assert.deepEqual(cause.cause, { code: 7 });
     } finally {
