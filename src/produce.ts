@@ -10,16 +10,21 @@
  * - When the block fails, the channel is closed with the error as its cause: values sent stay
  *   receivable, then receivers get that error.
  * - When the task is cancelled (its scope cancelled, a sibling failing, a timeout), the channel
- *   is cancelled at once: buffered values are dropped and every waiting sender and receiver,
- *   Worker-side ones included, rejects with a CancellationError. A producer waiting in `send`
- *   is woken by that too.
- * - Cancelling the channel (or disposing it) cancels the producer task.
+ *   is closed at once with the cancellation as its cause (Kotlin's `ProducerCoroutine`): values
+ *   already sent stay receivable, then every receiver, Worker-side ones included, rejects with
+ *   that `CancellationError`.
+ * - While the block runs, `out.send` is bound to the task: a producer waiting in `send` is woken
+ *   by the task's cancellation (it rejects with the cause; its value is not delivered), as
+ *   Kotlin's suspending `send` is. Waits of its own (`select`, `delay`, a fetch) take
+ *   `task.signal`, as every task's do.
+ * - Cancelling the channel (or disposing it) cancels the producer task: buffered values are
+ *   dropped, as `cancel` drops them.
  *
  * The consumer owns the returned channel: dispose it (`using`) when done with it.
  *
  * @module
  */
-import { type Capacity, Channel } from "./channel.ts";
+import { type Capacity, Channel, type WaitOptions } from "./channel.ts";
 import { checkFunction, checkOptions, checkScope, InvalidHandleError } from "./errors.ts";
 import { isCancellation, type Job } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
@@ -36,6 +41,20 @@ class ProducerChannel<T> extends Channel<T> {
   _job: Job | null = null;
   /** @internal Disposed by its consumer: the producer's end has nothing left to close. */
   _gone = false;
+  /** @internal `{ signal: task.signal }` while the block runs: its sends end with the task. */
+  _bound: { signal: AbortSignal } | null = null;
+
+  override send(value: T, options?: WaitOptions): Promise<void> {
+    const bound = this._bound;
+    if (bound === null) return super.send(value, options);
+    if (options === undefined) return super.send(value, bound);
+    // The caller's own signal counts too; anything malformed is super.send's to reject.
+    if (typeof options !== "object" || options === null) return super.send(value, options);
+    const own = options.signal;
+    if (own === undefined) return super.send(value, { ...options, signal: bound.signal });
+    if (!(own instanceof AbortSignal)) return super.send(value, options);
+    return super.send(value, { ...options, signal: AbortSignal.any([bound.signal, own]) });
+  }
 
   override cancel(cause?: unknown): void {
     super.cancel(cause);
@@ -51,8 +70,8 @@ class ProducerChannel<T> extends Channel<T> {
 
 /**
  * Runs `block(out, task)` as a child task of `scope` and returns `out`, a channel that is
- * closed when the block returns, closed with its error if it fails, and cancelled if the task
- * is cancelled. See the module documentation for the rules.
+ * closed when the block returns, closed with its error if it fails, and closed with the
+ * cancellation if the task is cancelled. See the module documentation for the rules.
  *
  * @example
  * ```ts
@@ -91,10 +110,12 @@ export function produce<T>(
   let failed = false;
   const job = scope.launch(async (task) => {
     const signal = task.signal;
+    // Closed, not cancelled: what was sent stays receivable (Kotlin closes with the cause).
     const onAbort = () => {
-      if (!failed && !out._gone) out.cancel(signal.reason);
+      if (!failed && !out._gone) out.close(signal.reason);
     };
     signal.addEventListener("abort", onAbort, { once: true });
+    out._bound = { signal };
     try {
       await block(out, task);
     } catch (e) {
@@ -106,14 +127,14 @@ export function produce<T>(
       }
       throw e;
     } finally {
+      out._bound = null;
       signal.removeEventListener("abort", onAbort);
     }
   });
   out._job = job;
   job.invokeOnCompletion((cause) => {
     if (out._gone || failed) return;
-    if (cause === undefined) out.close();
-    else out.cancel(cause); // cancelled before it could run
+    out.close(cause); // a cause: cancelled (before it could run, or past the block's end)
   });
   return out;
 }

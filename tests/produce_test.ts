@@ -92,7 +92,7 @@ Deno.test("produce: a failing block closes the channel with its error as cause a
   assert.equal(live, 0);
 });
 
-Deno.test("produce: cancelling the scope cancels the channel at once, waking the producer and receivers", async () => {
+Deno.test("produce: cancelling the scope closes the channel with the cancellation, waking the producer; sent values stay receivable", async () => {
   let producerSaw: unknown;
   const ready = Promise.withResolvers<void>();
   let ch!: Channel<number>;
@@ -103,7 +103,7 @@ Deno.test("produce: cancelling the scope cancels the channel at once, waking the
         await out.send(1); // buffered
         ready.resolve();
         try {
-          await out.send(2); // full: waits until the cancellation wakes it
+          await out.send(2); // full: waits until the task's cancellation wakes it
         } catch (e) {
           producerSaw = e;
           throw e;
@@ -116,11 +116,50 @@ Deno.test("produce: cancelling the scope cancels the channel at once, waking the
   });
   await assert.rejects(scope, CancellationError);
   assert.ok(producerSaw instanceof CancellationError, String(producerSaw));
-  // Cancelled, not closed: the buffered value was dropped.
-  assert.equal(ch.isClosedForReceive, true);
-  await assert.rejects(ch.receive(), CancellationError);
+  // Closed, not cancelled (Kotlin's ProducerCoroutine): the buffered value is still there, the
+  // aborted send's value never arrives, then receivers get the cancellation as the cause.
+  assert.equal(ch.isClosedForSend, true);
+  assert.equal(ch.isClosedForReceive, false);
+  assert.equal(await ch.receive(), 1);
+  await assert.rejects(ch.receive(), (e) => e === producerSaw);
   assert.equal(live, 0);
   ch[Symbol.dispose]();
+});
+
+Deno.test("produce: a send with a signal of its own is woken by either signal", async () => {
+  const own = new AbortController();
+  const seen: unknown[] = [];
+  const gate = Promise.withResolvers<void>();
+  await coroutineScope(async (scope) => {
+    using ch = produce<number>(
+      scope,
+      counted(async (out: Channel<number>) => {
+        await out.send(1);
+        try {
+          await out.send(2, { signal: own.signal }); // rendezvous: nobody receives it
+        } catch (e) {
+          seen.push(e);
+        }
+        gate.resolve();
+        await out.send(3, {}); // options without a signal: still bound to the task
+      }),
+    );
+    assert.equal(await ch.receive(), 1);
+    own.abort(new Error("own"));
+    await gate.promise;
+    assert.equal(await ch.receive(), 3);
+  });
+  assert.equal((seen[0] as Error).message, "own");
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      using ch = produce<number>(scope, async (out) => {
+        await out.send(1, 7 as never); // malformed options still get send's own TypeError
+      });
+      await ch.receive();
+    }),
+    /Cannot send: options must be an object, received 7/,
+  );
+  assert.equal(live, 0);
 });
 
 Deno.test("produce: cancelling the channel cancels the producer, which is not a failure", async () => {
@@ -163,7 +202,7 @@ Deno.test("produce: disposing the channel cancels a producer still sending, with
   assert.equal(live, 0);
 });
 
-Deno.test("produce: in a cancelled scope the block never runs and the channel is cancelled", async () => {
+Deno.test("produce: in a cancelled scope the block never runs and the channel is closed with the cancellation", async () => {
   await using scope = createScope();
   scope.cancel();
   let ran = false;
@@ -171,7 +210,9 @@ Deno.test("produce: in a cancelled scope the block never runs and the channel is
     ran = true;
   });
   assert.equal(ran, false);
+  assert.equal(ch.isClosedForSend, true);
   await assert.rejects(ch.receive(), CancellationError);
+  assert.equal(ch.close(), false); // already closed: by the task's end, not left open
 });
 
 Deno.test("produce: a failing producer under a supervisor still closes its channel with the cause", async () => {
