@@ -69,6 +69,11 @@ const builtinIds: Record<ScheduledBuiltin, readonly [number, number]> = {
   "echo": [12, 4],
 };
 
+/** The map of a built-in's cells is pruned at this size first. */
+const PRUNE_MIN = 64;
+/** `kc_coro_state`'s finished (coro/coroutine.zig's State). */
+const FINISHED = 5;
+
 /** The buffers of cells made by `Runtime.cells`: native memory that is never freed. */
 const nativeCells = new WeakSet<ArrayBufferLike>();
 /** A Worker's heap dies with it, while the native coroutines it started may run on. */
@@ -178,10 +183,19 @@ export class Runtime {
   readonly #lib: Library;
   readonly workers: number;
   /**
-   * Arrays native coroutines write into: kept reachable until a drain finds no coroutine live
-   * (a parked one may still write into its cells when it is woken), or shutdown.
+   * Arrays a `NativeFunction` writes into: kept reachable until a drain finds no coroutine live
+   * (a parked one may still write into its cells when it is woken, and one it spawned after it
+   * returned), or shutdown.
    */
   #pinned: BigUint64Array[] = [];
+  /**
+   * A built-in's cells, by the handle of the coroutine writing into them: a built-in writes only
+   * from its own coroutine, so they are let go once its handle is stale (it finished). Pruned
+   * when the map doubles, so that it stays within twice the live built-ins.
+   */
+  #byHandle = new Map<number, BigUint64Array>();
+  #pruneAt = PRUNE_MIN;
+  readonly #handle = new Uint32Array(1);
 
   /** @internal Use {@linkcode runtime}. */
   constructor(lib: Library, workers: number) {
@@ -253,8 +267,32 @@ export class Runtime {
   spawn(entry: ScheduledBuiltin | NativeFunction, arg?: BigUint64Array | Deno.PointerValue): void {
     const op = "spawn coroutine";
     const e = nativeEntry(op, this.#lib, entry, arg);
-    if (e.pin !== null) this.#pinned.push(e.pin);
-    unwrap(this.#lib.symbols(op).kc_spawn(e.fn, e.arg, 0, null), op);
+    const sym = this.#lib.symbols(op);
+    if (e.pin === null) {
+      unwrap(sym.kc_spawn(e.fn, e.arg, 0, null), op);
+    } else if (typeof entry !== "string") {
+      this.#pinned.push(e.pin);
+      unwrap(sym.kc_spawn(e.fn, e.arg, 0, null), op);
+    } else {
+      unwrap(sym.kc_spawn(e.fn, e.arg, 0, this.#handle), op);
+      this.#byHandle.set(this.#handle[0], e.pin);
+      if (this.#byHandle.size >= this.#pruneAt) this.#prune();
+    }
+  }
+
+  /** Lets go of the cells of built-ins that finished (their handles are stale). */
+  #prune(): void {
+    const sym = this.#lib.symbols("spawn coroutine");
+    for (const h of this.#byHandle.keys()) {
+      const state = sym.kc_coro_state(h);
+      if (state < 0 || state === FINISHED) this.#byHandle.delete(h);
+    }
+    this.#pruneAt = Math.max(PRUNE_MIN, 2 * this.#byHandle.size);
+  }
+
+  /** @internal How many arrays spawns keep reachable now (tests). */
+  get _pinnedCount(): number {
+    return this.#pinned.length + this.#byHandle.size;
   }
 
   /**
@@ -267,7 +305,13 @@ export class Runtime {
     // Parked coroutines do not hold up a drain but may still write into their cells.
     const info = new BigUint64Array(4);
     sym.kc_sched_info(info, 4);
-    if (info[1] === 0n) this.#pinned = [];
+    if (info[1] === 0n) this.#unpinAll();
+  }
+
+  #unpinAll(): void {
+    this.#pinned = [];
+    this.#byHandle.clear();
+    this.#pruneAt = PRUNE_MIN;
   }
 
   /** Counters per worker, and the numbers of live and busy coroutines. */
@@ -304,7 +348,7 @@ export class Runtime {
     const sym = this.#lib.symbols("shut down runtime");
     if (mode === "cancel") unwrap(sym.kc_sched_shutdown(0), "shut down runtime");
     else unwrap(await sym.kc_sched_shutdown_async(1), "shut down runtime");
-    this.#pinned = [];
+    this.#unpinAll();
     if (current === this) current = null;
   }
 

@@ -179,6 +179,43 @@ Deno.test("runtime: a parked built-in's cells stay pinned across a drain until i
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("runtime: a built-in's cells are let go once it finished, while others stay live", async () => {
+  const res = await evalScript(
+    `
+    import { Channel, codecs, runtime } from "./mod.ts";
+    const rt = runtime({ workers: 1 });
+    using ch = new Channel(0, { codec: codecs.u64 });
+    let receiver, spun;
+    (() => {
+      const cells = new BigUint64Array([BigInt(ch.handle), 0n, 0n]);
+      receiver = new WeakRef(cells);
+      rt.spawn("receiver", cells); // stays live (parked) throughout
+    })();
+    for (let round = 0; round < 10; round++) {
+      for (let i = 0; i < 100; i++) {
+        const cells = new BigUint64Array([1n, 0n]);
+        if (round === 0 && i === 0) spun = new WeakRef(cells);
+        rt.spawn("spin", cells);
+      }
+      await rt.drain(); // the spins finished; the receiver is parked, so live stays 1
+    }
+    if (rt._pinnedCount > 130) throw new Error("still pinned: " + rt._pinnedCount);
+    for (let i = 0; i < 5; i++) {
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    if (spun.deref() !== undefined) throw new Error("a finished spin's cells are still pinned");
+    if (receiver.deref() === undefined) throw new Error("the parked receiver's cells were let go");
+    await ch.send(7n);
+    await rt.drain();
+    if (receiver.deref()[1] !== 1n) throw new Error("the receiver did not finish");
+    await rt.shutdown();
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a process with a running runtime exits by itself", async () => {
   const code = `
     import { runtime } from "${root}mod.ts";
