@@ -178,11 +178,11 @@ export class LibraryClosedError extends KcoroError {
 
 /** The native runtime is not running: never started, or shut down. */
 export class ShutdownError extends KcoroError {
-  constructor(op: string) {
-    super(
-      Status.ESHUTDOWN,
-      `Cannot ${op}: the kcoro runtime is not running (shut down or never started)`,
-    );
+  constructor(
+    op: string,
+    reason = "the kcoro runtime is not running (shut down or never started)",
+  ) {
+    super(Status.ESHUTDOWN, `Cannot ${op}: ${reason}`);
     this.name = "ShutdownError";
   }
 }

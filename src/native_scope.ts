@@ -31,6 +31,7 @@ import {
   checkSignal,
   describe,
   InvalidHandleError,
+  ShutdownError,
   Status,
   TimeoutError,
   unwrap,
@@ -52,6 +53,19 @@ export interface NativeWaitOptions {
   signal?: AbortSignal;
   /** Milliseconds; past them the wait rejects with a TimeoutError (a CancellationError). */
   timeout?: number;
+}
+
+/** Why waiting for a scope whose children a runtime shutdown cancelled fails. */
+const ABANDONED =
+  "a runtime shutdown abandoned this scope's coroutines before they finished (the runtime " +
+  "running now is a later one)";
+
+/** Whether `lib`'s scheduler runs (kc_sched_info's running flag). */
+function runtimeRunning(lib: Library): boolean {
+  if (!lib.isOpen) return false;
+  const info = new BigUint64Array(4);
+  lib.symbols("read runtime info").kc_sched_info(info, 4);
+  return info[3] === 1n;
 }
 
 /** How long one native wait blocks before looking at the signal again. */
@@ -221,6 +235,10 @@ export class NativeScope implements AsyncDisposable {
       if (owner !== null && !owner.isCancelled) owner.cancel(nativeCancellation());
       throw new CancellationError(`Cannot ${op}: the native scope was cancelled`);
     }
+    // The runtime runs, but a shutdown abandoned this scope's children: it takes no more.
+    if (rc === Status.ESHUTDOWN && runtimeRunning(this.#lib)) {
+      throw new ShutdownError(op, ABANDONED);
+    }
     unwrap(rc, op);
     if (e.pin !== null) this.#pinned.push(e.pin);
     // This scope's owner, and the owner of every native scope above it, waits for the child:
@@ -273,6 +291,9 @@ export class NativeScope implements AsyncDisposable {
         if (rc === 0) {
           if (this.#children === null) this.#pinned = [];
           return;
+        }
+        if (rc === Status.ESHUTDOWN && runtimeRunning(this.#lib)) {
+          throw new ShutdownError(op, ABANDONED);
         }
         if (rc !== Status.ETIME) unwrap(rc, op);
         if (signal?.aborted) return;
@@ -376,6 +397,11 @@ class NativeChildren extends JobSupport<void> {
     if (rc === 0) {
       this.completeBody(undefined);
       return;
+    }
+    if (error === undefined && rc === Status.ESHUTDOWN) {
+      const op = "wait for native children";
+      if (!this.#scope._lib.isOpen) error = new ShutdownError(op, "the library was closed");
+      else if (runtimeRunning(this.#scope._lib)) error = new ShutdownError(op, ABANDONED);
     }
     if (error === undefined) {
       try {

@@ -4,7 +4,7 @@
 // native children. Native children are built-ins that report through their cells; nothing
 // here waits on a sleep for synchronisation.
 import assert from "node:assert/strict";
-import { evalScript, untilAborted } from "./support.ts";
+import { evalScript, until, untilAborted } from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -61,7 +61,9 @@ Deno.test("cancelling a TypeScript scope reaches its native children: sleeps and
     assert.equal(status(c), Status.EINTR);
   }
   assert.ok(jsTask instanceof CancellationError);
-  assert.equal(liveBefore(), before); // no native coroutine outlived its scope
+  // No native coroutine outlived its scope: each had returned when the scope settled; the
+  // scheduler counts one out just after it lets the scope know (its stack going back).
+  await until(() => liveBefore() === before, "the children's stacks to go back", 5_000);
   // The receive was withdrawn, not left queued: a value sent now stays in the channel.
   assert.deepEqual(ch.trySend(1n), { state: "full" });
 });
@@ -298,6 +300,18 @@ Deno.test("a native scope whose children a shutdown abandoned takes no new ones 
       throw new Error("launched into an abandoned scope");
     } catch (e) {
       if (!(e instanceof ShutdownError)) throw e;
+      // The runtime runs: the message must say why, not that it is not running.
+      if (!/abandoned/.test(e.message)) throw new Error("launch said: " + e.message);
+    }
+    for (const [what, p] of [["wait", () => ns.wait()], ["dispose", () => ns[Symbol.asyncDispose]()]]) {
+      try {
+        await p();
+        throw new Error(what + " resolved on an abandoned scope");
+      } catch (e) {
+        if (!(e instanceof ShutdownError) || !/abandoned/.test(e.message)) {
+          throw new Error(what + " said: " + e);
+        }
+      }
     }
     // A new scope works.
     const fresh = NativeScope.create();
