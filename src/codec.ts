@@ -37,7 +37,7 @@ import {
   describe,
   TimeoutError,
 } from "./errors.ts";
-import { pack, packed, unpack } from "./pack.ts";
+import { bytesLength, pack, packed, unpack } from "./pack.ts";
 
 type Sym = ReturnType<Library["symbols"]>;
 
@@ -332,8 +332,10 @@ function putBuffer(
   tag: number,
   sym: Sym,
   codec: string,
-  len = bytes.length,
+  len = bytesLength(bytes),
 ): void {
+  // The engine's length, not a property a caller may have shadowed: native code copies `len`.
+  if (len > bytesLength(bytes)) throw new RangeError(`putBuffer: ${len} bytes past the view`);
   if (len > 0xffff_ffff) {
     throw new CodecError(codec, `Cannot send: a value of ${len} bytes is too large`);
   }
@@ -603,7 +605,7 @@ const u64: Codec<bigint> = {
 };
 
 function checkBytes(value: unknown): Uint8Array {
-  if (!(value instanceof Uint8Array)) {
+  if (!(value instanceof Uint8Array) || !isRealBytes(value)) {
     throw new CodecError(
       "bytes",
       `Cannot send: codecs.bytes carries Uint8Array values, received ${describe(value)}`,
@@ -612,13 +614,23 @@ function checkBytes(value: unknown): Uint8Array {
   return value;
 }
 
+/** A Uint8Array the engine made, not a Proxy or an object that only inherits from one. */
+function isRealBytes(value: Uint8Array): boolean {
+  try {
+    bytesLength(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const bytes: Codec<Uint8Array> = {
   name: "bytes",
   elemSize: 32,
   zeroCopy: true,
   encode(value, slot, sym) {
     const b = checkBytes(value);
-    if (b.length === 0) putInline(slot, T_EMPTY_BYTES);
+    if (bytesLength(b) === 0) putInline(slot, T_EMPTY_BYTES);
     else putBuffer(slot, b, T_BYTES, sym, "bytes");
   },
   decode(slot, sym) {
@@ -628,7 +640,8 @@ const bytes: Codec<Uint8Array> = {
     return receiveBytes(slot, sym);
   },
   discard: freeSlot,
-  pass: (value) => checkBytes(value).slice(),
+  // A copy in a plain Uint8Array, as the native path gives (a Buffer's `slice` is a view).
+  pass: (value) => new Uint8Array(checkBytes(value)),
   check: (value) => (checkBytes(value), true),
 };
 
@@ -637,6 +650,13 @@ function checkString(value: unknown): string {
     throw new CodecError(
       "string",
       `Cannot send: codecs.string carries strings, received ${describe(value)}`,
+    );
+  }
+  if (!value.isWellFormed()) {
+    throw new CodecError(
+      "string",
+      `Cannot send: codecs.string carries UTF-8, which has no lone surrogates, received a ` +
+        `string of ${value.length} units with one (codecs.structured keeps it)`,
     );
   }
   return value;
@@ -694,6 +714,8 @@ const tagged: Codec<unknown> = {
         return;
       case "string":
         if (value.length === 0) putInline(slot, T_EMPTY_STRING);
+        // UTF-8 has no lone surrogates: such a string goes whole through node:v8.
+        else if (!value.isWellFormed()) break;
         else putString(slot, value, sym, "default");
         return;
       case "bigint":
@@ -708,8 +730,10 @@ const tagged: Codec<unknown> = {
           putInline(slot, T_NULL);
           return;
         }
-        if (value instanceof Uint8Array && value.constructor === Uint8Array) {
-          if (value.length === 0) putInline(slot, T_EMPTY_BYTES);
+        if (
+          value instanceof Uint8Array && value.constructor === Uint8Array && isRealBytes(value)
+        ) {
+          if (bytesLength(value) === 0) putInline(slot, T_EMPTY_BYTES);
           else putBuffer(slot, value, T_BYTES, sym, "default");
           return;
         }

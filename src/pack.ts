@@ -65,6 +65,15 @@ const typedArrayProto = Object.getPrototypeOf(Uint8Array.prototype);
 const taBuffer = getter(typedArrayProto, "buffer") as (this: unknown) => ArrayBuffer;
 const taOffset = getter(typedArrayProto, "byteOffset") as (this: unknown) => number;
 const taLength = getter(typedArrayProto, "length") as (this: unknown) => number;
+
+/**
+ * @internal A Uint8Array's length as the engine knows it: an own `length` property (or a
+ * Proxy) cannot make native code read past the bytes. Throws a TypeError for anything that is
+ * not a real typed array.
+ */
+export function bytesLength(bytes: Uint8Array): number {
+  return taLength.call(bytes);
+}
 const dvBuffer = getter(DataView.prototype, "buffer") as (this: unknown) => ArrayBuffer;
 const dvOffset = getter(DataView.prototype, "byteOffset") as (this: unknown) => number;
 const dvLength = getter(DataView.prototype, "byteLength") as (this: unknown) => number;

@@ -1,6 +1,7 @@
 // Channel<T> through the TypeScript API: DESIGN.md section 5's channel semantics, codecs,
 // abort signals, Workers, and a process with idle channels exiting by itself.
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { evalScript, prng, settled, until } from "./support.ts";
 import {
   CancellationError,
@@ -160,6 +161,59 @@ Deno.test("typed codecs: f64, u64, bytes, string, structured; wrong values are C
   o.trySend({ x: 1n });
   assert.deepEqual(o.tryReceive(), { state: "ok", value: { x: 1n } });
   assert.throws(() => o.trySend({ f() {} }), CodecError);
+});
+
+Deno.test("a Uint8Array's shadowed length or a Proxy cannot make native code read past its bytes", () => {
+  for (const shared of [false, true]) {
+    for (const codec of [codecs.bytes, codecs.default] as Codec<unknown>[]) {
+      using ch = new Channel<unknown>(4, { codec });
+      if (shared) ch.share();
+      const u8 = new Uint8Array([1, 2, 3]);
+      Object.defineProperty(u8, "length", { value: 1 << 20 });
+      assert.deepEqual(ch.trySend(u8), { state: "ok" });
+      const r = ch.tryReceive() as { state: "ok"; value: Uint8Array };
+      assert.deepEqual([...new Uint8Array(r.value)], [1, 2, 3], `${codec.name} shared=${shared}`);
+      const empty = new Uint8Array([4]);
+      Object.defineProperty(empty, "length", { value: 0 }); // not silently sent empty
+      ch.trySend(empty);
+      assert.deepEqual([...new Uint8Array((ch.tryReceive() as { value: Uint8Array }).value)], [4]);
+    }
+    using b = new Channel<Uint8Array>(4, { codec: codecs.bytes });
+    if (shared) b.share();
+    assert.throws(() => b.trySend(new Proxy(new Uint8Array(3), {})), CodecError);
+  }
+});
+
+Deno.test("codecs.bytes gives a copy in a plain Uint8Array, local or shared, also for a Buffer", () => {
+  for (const shared of [false, true]) {
+    using ch = new Channel<Uint8Array>(4, { codec: codecs.bytes });
+    if (shared) ch.share();
+    const b = Buffer.from([1, 2, 3]);
+    ch.trySend(b);
+    b[0] = 99; // after the send: not seen by the receiver
+    const got = (ch.tryReceive() as { value: Uint8Array }).value;
+    assert.deepEqual([...got], [1, 2, 3], `shared=${shared}`);
+    assert.equal(got.constructor, Uint8Array);
+  }
+});
+
+Deno.test("strings with a lone surrogate: the default codec keeps them, codecs.string refuses them", () => {
+  const odd = "a\uD800b";
+  for (const shared of [false, true]) {
+    using d = new Channel<unknown>(4);
+    if (shared) d.share();
+    d.trySend(odd);
+    d.trySend("\uDC00");
+    assert.deepEqual(d.tryReceive(), { state: "ok", value: odd }, `shared=${shared}`);
+    assert.deepEqual(d.tryReceive(), { state: "ok", value: "\uDC00" });
+    using s = new Channel<string>(4, { codec: codecs.string });
+    if (shared) s.share();
+    assert.throws(
+      () => s.trySend(odd),
+      /codecs.string carries UTF-8, which has no lone surrogates/,
+    );
+    assert.deepEqual(s.tryReceive(), { state: "empty" }); // nothing was sent
+  }
 });
 
 Deno.test("strings through a shared channel: every size and script, sent in a row, each received intact", () => {
