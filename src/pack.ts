@@ -74,6 +74,22 @@ const taLength = getter(typedArrayProto, "length") as (this: unknown) => number;
 export function bytesLength(bytes: Uint8Array): number {
   return taLength.call(bytes);
 }
+
+/** @internal As {@linkcode bytesLength}, for any typed array. */
+export function typedLength(array: ArrayBufferView): number {
+  return taLength.call(array);
+}
+
+/** @internal Whether a typed array is on a resizable ArrayBuffer (engine getters only). */
+export function onResizable(array: ArrayBufferView): boolean {
+  const buffer = taBuffer.call(array);
+  return buffer instanceof ArrayBuffer && abResizable.call(buffer);
+}
+
+/** @internal A typed array's buffer as the engine knows it (not an own `buffer` property). */
+export function typedBuffer(array: ArrayBufferView): ArrayBufferLike {
+  return taBuffer.call(array);
+}
 const dvBuffer = getter(DataView.prototype, "buffer") as (this: unknown) => ArrayBuffer;
 const dvOffset = getter(DataView.prototype, "byteOffset") as (this: unknown) => number;
 const dvLength = getter(DataView.prototype, "byteLength") as (this: unknown) => number;

@@ -8,6 +8,7 @@
  */
 import { type Library, library } from "../ffi/load.ts";
 import { checkStackSize, describe, Status, unwrap } from "./errors.ts";
+import { onResizable, typedBuffer, typedLength } from "./pack.ts";
 
 /** Options for {@linkcode runtime}. */
 export interface RuntimeOptions {
@@ -99,7 +100,8 @@ export function nativeEntry(
       );
     }
     const [id, cells] = builtinIds[entry];
-    if (!(arg instanceof BigUint64Array) || arg.length < cells) {
+    // The engine's length: the built-in writes `cells` cells, whatever `length` says.
+    if (!(arg instanceof BigUint64Array) || !isReal(arg) || typedLength(arg) < cells) {
       throw new TypeError(
         `Cannot ${op}: "${entry}" needs a BigUint64Array of ${cells} cells, received ${
           describe(arg)
@@ -120,7 +122,18 @@ export function nativeEntry(
     );
   }
   if (arg instanceof BigUint64Array) {
-    if (inWorker && !nativeCells.has(arg.buffer)) {
+    if (!isReal(arg)) {
+      throw new TypeError(
+        `Cannot ${op}: arg must be a BigUint64Array or a pointer, received ${describe(arg)}`,
+      );
+    }
+    if (onResizable(arg)) {
+      throw new TypeError(
+        `Cannot ${op}: the cells must not be on a resizable ArrayBuffer (shrinking it would ` +
+          `leave the coroutine writing past its end), received a BigUint64Array on one`,
+      );
+    }
+    if (inWorker && !nativeCells.has(typedBuffer(arg))) {
       throw new TypeError(
         `Cannot ${op}: in a Worker the cells a native coroutine writes into must come from ` +
           `runtime().cells(n), which outlive the Worker (terminated while the coroutine runs, it ` +
@@ -135,6 +148,16 @@ export function nativeEntry(
     );
   }
   return { fn, arg: arg ?? null, pin: null };
+}
+
+/** A typed array the engine made, not a Proxy of one (whose length and buffer could lie). */
+function isReal(array: BigUint64Array): boolean {
+  try {
+    typedLength(array);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A Deno pointer object (what FFI takes as a pointer), not just any object. */

@@ -50,6 +50,15 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
     () => rt.spawn({ pointer: Deno.UnsafePointer.create(1n) } as never, {} as never),
     /^TypeError: Cannot spawn coroutine: arg must be a BigUint64Array or a pointer/,
   );
+  // The engine's length and buffer count, not properties the caller shadowed or a Proxy's.
+  const short = new BigUint64Array(1);
+  Object.defineProperty(short, "length", { value: 3 });
+  assert.throws(() => rt.spawn("sleeper", short), /needs a BigUint64Array of 2 cells/);
+  const proxy = new Proxy(new BigUint64Array(2), {});
+  assert.throws(() => rt.spawn("sleeper", proxy), /needs a BigUint64Array of 2 cells/);
+  assert.throws(() => rt.spawn({ pointer: Deno.UnsafePointer.create(1n) } as never, proxy));
+  const growable = new BigUint64Array(new ArrayBuffer(16, { maxByteLength: 64 }));
+  assert.throws(() => rt.spawn("sleeper", growable), /must not be on a resizable ArrayBuffer/);
   for (const n of [0, -1, 1.5, 2 ** 21, "2" as never]) {
     assert.throws(() => rt.cells(n), RangeError, `cells(${n})`);
   }
