@@ -170,6 +170,11 @@ int32_t kc_token_destroy(uint32_t token);
 #define KC_CHAN_CONFLATED (1u << 0)   /* kc_chan_create flag: capacity 1, keeps the latest */
 #define KC_CHAN_ZERO_COPY (1u << 1)   /* kc_chan_create flag: carries struct kc_desc (size 32) */
 #define KC_CHAN_NO_METRICS (1u << 2)  /* kc_chan_create flag: no counters (to measure their cost) */
+/* kc_chan_create flags, bits 8..15: an 8-bit tag saying what the values are, opaque to kcoro and
+ * reported by kc_chan_info, so that whoever opens the channel by handle can refuse values of
+ * another type of the same size. 0 = untyped. The TypeScript codecs use 1..6 (f64, u64, bytes,
+ * string, structured, default) and refuse to open a channel tagged for another codec. */
+#define KC_CHAN_TYPE(t) (((uint32_t)(t) & 0xFFu) << 8)
 #define KC_CHAN_TRY (1u << 0)         /* kc_chan_send/recv flag: never wait (KC_EAGAIN) */
 #define KC_CHAN_CLOSE_CANCEL (1u << 0) /* kc_chan_close_cause flag: cancel instead of close */
 #define KC_OVERFLOW_SUSPEND 0
@@ -264,7 +269,8 @@ int32_t kc_chan_unhold(uint32_t h);
 int32_t kc_chan_status(uint32_t handle);
 /* What the channel was created as, in 4 words at out: element size, capacity as normalised (1
  * for a conflated channel, KC_CHAN_UNLIMITED for unlimited), overflow policy, and the flags
- * KC_CHAN_ZERO_COPY and KC_CHAN_NO_METRICS it has. 0, or KC_EBADH / KC_EINVAL (out NULL). */
+ * KC_CHAN_ZERO_COPY, KC_CHAN_NO_METRICS and KC_CHAN_TYPE(t) it was created with. 0, or KC_EBADH /
+ * KC_EINVAL (out NULL). */
 int32_t kc_chan_info(uint32_t handle, uint32_t *out);
 /* A channel's counters, in the order kc_chan_snapshot writes them. */
 struct kc_chan_metrics {

@@ -43,6 +43,7 @@ import {
   giveSlot,
   Slot,
   takeSlot,
+  TYPE_TAGS,
 } from "./codec.ts";
 import {
   CancellationError,
@@ -142,6 +143,8 @@ const SEND_RETRIES = 4;
 /** Uses of a channel before its flags are mapped into JavaScript (see `Channel.#ready`). */
 const MAP_AFTER = 16;
 const CONFLATED = 1, ZERO_COPY = 2;
+/** Where kc_chan_create's flags and kc_chan_info's fourth word keep the type tag (KC_CHAN_TYPE). */
+const TYPE_SHIFT = 8;
 const UNLIMITED = 0xffff_ffff;
 const OVERFLOW: Record<Overflow, number> = { "suspend": 0, "drop-oldest": 1, "drop-latest": 2 };
 
@@ -610,7 +613,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       checkFunction(op, "onUndeliveredElement", onUndeliveredElement);
     }
     let cap: number;
-    let flags = codec.zeroCopy ? ZERO_COPY : 0;
+    let flags = (codec.zeroCopy ? ZERO_COPY : 0) | TYPE_TAGS[codec.name] << TYPE_SHIFT;
     let ov = OVERFLOW[overflow];
     switch (capacity) {
       case "rendezvous":
@@ -2025,6 +2028,15 @@ function open(
       `Cannot ${op}: handle ${handle} names a channel of ${kind(info[0], zc, info[1])}, not of ${
         kind(elemSize, zeroCopy, capacity)
       } as described (forged, or from another channel)`,
+    );
+  }
+  // 0: made untyped (by C code); any codec of the right size may read it.
+  const tag = (info[3] >>> TYPE_SHIFT) & 0xff;
+  if (tag !== 0 && tag !== TYPE_TAGS[codec.name]) {
+    const made = Object.keys(TYPE_TAGS).find((name) => TYPE_TAGS[name] === tag);
+    throw new InvalidHandleError(
+      `Cannot ${op}: handle ${handle} names a channel of codecs.${made ?? `<type ${tag}>`} ` +
+        `values, not of codecs.${codec.name} as described (forged, or from another channel)`,
     );
   }
   return { lib, handle, codec, capacity: capacity + 0 }; // -0 as 0

@@ -820,6 +820,20 @@ export const codecs: {
   readonly structured: Codec<unknown>;
 } = Object.freeze({ default: tagged, f64, u64, bytes, string, structured });
 
+/**
+ * @internal Each built-in codec's type tag (include/kcoro.h's KC_CHAN_TYPE), which its channels
+ * are made with: a `SharedChannel` naming another codec of the same size (f64 for u64) is
+ * refused at `Channel.from` instead of reading the values as the wrong type.
+ */
+export const TYPE_TAGS: Readonly<Record<string, number>> = Object.freeze({
+  f64: 1,
+  u64: 2,
+  bytes: 3,
+  string: 4,
+  structured: 5,
+  default: 6,
+});
+
 /** @internal The built-in codec of that name, or undefined. */
 export function codecByName(name: unknown): Codec<unknown> | undefined {
   return typeof name === "string" && Object.hasOwn(codecs, name)

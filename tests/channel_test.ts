@@ -744,31 +744,69 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
       message: /names a channel of 8-byte elements, capacity 16, not of .* as described/,
     });
   }
-  // The right kind of channel under another 32-byte codec's name: its values are CodecErrors
-  // (and freed), not garbage; the values both codecs make still pass.
-  const cases: [Codec<unknown>, string, unknown][] = [
-    [codecs.default, "structured", 1.5],
-    [codecs.default, "string", 1.5],
-    [codecs.default, "bytes", 1.5],
-    [codecs.structured, "string", { a: 1 }],
-    [codecs.bytes, "structured", new Uint8Array([1, 2, 3])],
-    [codecs.string, "bytes", "text"],
-    [codecs.string, "bytes", ""],
+  // The right kind of channel under another codec's name: refused at once, by the type tag
+  // the channel was made with (f64 read as u64 would give other numbers, with no error).
+  const cases: [Codec<unknown>, string][] = [
+    [codecs.f64, "u64"],
+    [codecs.u64, "f64"],
+    [codecs.default, "structured"],
+    [codecs.default, "string"],
+    [codecs.structured, "string"],
+    [codecs.bytes, "structured"],
+    [codecs.string, "bytes"],
   ];
-  for (const [codec, name, value] of cases) {
+  for (const [codec, name] of cases) {
     using ch = new Channel<unknown>(4, { codec });
-    using copy = Channel.from<unknown>({ ...ch.share(), codec: name } as never);
-    ch.trySend(value);
+    assert.throws(() => Channel.from<unknown>({ ...ch.share(), codec: name } as never), {
+      name: "InvalidHandleError",
+      message: new RegExp(`of codecs\\.${codec.name} values, not of codecs\\.${name}`),
+    }, `${codec.name} as ${name}`);
+  }
+  // A channel C code made untyped opens under any codec of its size; a value another codec
+  // made is then a CodecError (and freed), not garbage; the values both codecs make pass.
+  const sym = library().symbols("test");
+  const untyped = () => {
+    const out = new Uint32Array(1);
+    assert.equal(sym.kc_chan_create(32, 4, 0, 2, /* KC_CHAN_ZERO_COPY */ out), 0);
+    return out[0];
+  };
+  const share = (handle: number, codec: string) =>
+    ({
+      kind: "kcoro.channel",
+      version: 1,
+      handle,
+      elemSize: 32,
+      zeroCopy: true,
+      codec,
+      capacity: 4,
+    }) as never;
+  const mixed: [string, string, unknown][] = [
+    ["default", "structured", 1.5],
+    ["default", "string", 1.5],
+    ["default", "bytes", 1.5],
+    ["structured", "string", { a: 1 }],
+    ["bytes", "structured", new Uint8Array([1, 2, 3])],
+    ["string", "bytes", "text"],
+    ["string", "bytes", ""],
+  ];
+  for (const [from, name, value] of mixed) {
+    const h = untyped();
+    using writer = Channel.from<unknown>(share(h, from));
+    using copy = Channel.from<unknown>(share(h, name));
+    writer.trySend(value);
     assert.throws(() => copy.tryReceive(), {
       name: "CodecError",
       message: new RegExp(`not sent with codecs\\.${name} \\(tag \\d+\\)`),
-    }, `${codec.name} as ${name}`);
+    }, `${from} as ${name}`);
     assert.deepEqual(copy.tryReceive(), { state: "empty" }); // taken (and freed)
+    sym.kc_chan_destroy(h);
   }
-  using sameKind = new Channel<unknown>(4); // default: strings and bytes as string and bytes do
-  using asString = Channel.from<unknown>({ ...sameKind.share(), codec: "string" } as never);
+  const h = untyped();
+  using sameKind = Channel.from<unknown>(share(h, "default")); // strings as codecs.string does
+  using asString = Channel.from<unknown>(share(h, "string"));
   sameKind.trySend("hi");
   assert.deepEqual(asString.tryReceive(), { state: "ok", value: "hi" });
+  sym.kc_chan_destroy(h);
 });
 
 Deno.test("Workers: a shared channel carries values both ways between isolates", async () => {

@@ -533,6 +533,9 @@ const chan_try: u32 = 1;
 const chan_conflated: u32 = 1 << 0;
 const chan_zero_copy: u32 = 1 << 1;
 const chan_no_metrics: u32 = 1 << 2;
+/// Bits 8..15 of kc_chan_create's flags: the values' type tag (KC_CHAN_TYPE, `Channel.type_tag`).
+const chan_type_shift = 8;
+const chan_type_mask: u32 = 0xff << chan_type_shift;
 
 /// Serials of channels made by kc_chan_create (`Channel.serial`; 0 is none).
 var next_serial: std.atomic.Value(u64) = .init(1);
@@ -620,11 +623,12 @@ export fn kc_token_destroy(h: u32) callconv(.c) i32 {
 
 /// int32_t kc_chan_create(uint32_t elem_size, uint32_t capacity, uint32_t overflow,
 ///                        uint32_t flags, uint32_t *out_handle): capacity 0 = rendezvous,
-/// KC_CHAN_UNLIMITED = unlimited; overflow KC_OVERFLOW_*; flags KC_CHAN_CONFLATED.
+/// KC_CHAN_UNLIMITED = unlimited; overflow KC_OVERFLOW_*; flags KC_CHAN_CONFLATED,
+/// KC_CHAN_ZERO_COPY, KC_CHAN_NO_METRICS, KC_CHAN_TYPE(t) (bits 8..15, reported by kc_chan_info).
 export fn kc_chan_create(elem_size: u32, capacity: u32, overflow: u32, flags: u32, out_handle: ?*u32) callconv(.c) i32 {
     const out = out_handle orelse return Status.invalid.code();
     pin_once.call(); // channels start the counters' clock thread (chan/clock.zig)
-    if (flags & ~(chan_conflated | chan_zero_copy | chan_no_metrics) != 0) return Status.invalid.code();
+    if (flags & ~(chan_conflated | chan_zero_copy | chan_no_metrics | chan_type_mask) != 0) return Status.invalid.code();
     const ov = std.meta.intToEnum(chan.Overflow, overflow) catch return Status.invalid.code();
     const h = chans().create(.{
         .elem_size = elem_size,
@@ -635,6 +639,7 @@ export fn kc_chan_create(elem_size: u32, capacity: u32, overflow: u32, flags: u3
         .metrics = flags & chan_no_metrics == 0,
         // Monotonic: a number drawn once; it is published with the channel.
         .serial = next_serial.fetchAdd(1, .monotonic),
+        .type_tag = @truncate((flags & chan_type_mask) >> chan_type_shift),
     }) catch |err| return fail(err);
     // Values an earlier channel of this handle number kept that nobody took (a ring gave one
     // back to it after its owner's last take): never this channel's. The same for a cause.
@@ -950,7 +955,8 @@ export fn kc_chan_info(h: u32, out: ?*[4]u32) callconv(.c) i32 {
         ch.elem_size,
         ch.capacity,
         @intFromEnum(ch.overflow),
-        (if (ch.zero_copy) chan_zero_copy else 0) | (if (ch.count_metrics) 0 else chan_no_metrics),
+        (if (ch.zero_copy) chan_zero_copy else 0) | (if (ch.count_metrics) 0 else chan_no_metrics) |
+            @as(u32, ch.type_tag) << chan_type_shift,
     };
     return 0;
 }

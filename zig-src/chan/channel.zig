@@ -86,6 +86,8 @@ pub const Options = struct {
     metrics: bool = true,
     /// `Channel.serial`.
     serial: u64 = 0,
+    /// `Channel.type_tag`.
+    type_tag: u8 = 0,
 };
 
 /// What a zero-copy channel carries (C: struct kc_desc). The buffer's owner is whoever holds
@@ -510,6 +512,10 @@ pub const Channel = struct {
     /// may reuse (`Options.serial`: the C ABI's kc_chan_create draws one; 0 for channels made
     /// otherwise).
     serial: u64 = 0,
+    /// What the values are, in the creator's terms (the C ABI's KC_CHAN_TYPE; 0 untyped):
+    /// opaque here, reported to whoever opens the channel by handle so that it can refuse to
+    /// read values of another type with the same size (f64 and u64, say). Fixed for its life.
+    type_tag: u8 = 0,
     /// References to the channel's memory: the creator's (dropped by `destroy`), and one for
     /// every coroutine select waiter that may be left queued here (`LazySlot`), so that the
     /// memory outlives a destroy until each owner has unlinked its waiter (`unref`). Changed
@@ -824,6 +830,7 @@ pub const Channel = struct {
             .zero_copy = options.zero_copy,
             .count_metrics = options.metrics,
             .serial = options.serial,
+            .type_tag = options.type_tag,
             // Only a rendezvous channel starts unable to take a send.
             .flags = .{ .send_blocked = .init(capacity == 0) },
         };
