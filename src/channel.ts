@@ -53,6 +53,7 @@ import {
   ClosedSendError,
   describe,
   InvalidHandleError,
+  LibraryClosedError,
   signalOf,
   Status,
   unwrap,
@@ -680,6 +681,41 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const s = this._shared = new Shared();
     s.refs = 1;
     s.local = true; // until its handle leaves it (#escape)
+    // Its values must reach the hook if the library closes while they wait here.
+    if (keeps) this.#track();
+  }
+
+  /** Watched for the library's close (`settleLocal`); set once. */
+  #tracked = false;
+
+  #track(): void {
+    this.#tracked = true;
+    trackLocal(this.#lib, this as Channel<unknown>);
+  }
+
+  /**
+   * @internal The library closed while this channel was local: nothing can complete what
+   * waits in it, so each waiter rejects with a LibraryClosedError, and its values (buffered,
+   * and those of waiting senders) go to onUndeliveredElement, as a cancel would drop them.
+   */
+  _libraryClosed(): void {
+    const s = this._shared;
+    if (this.#disposed || !s.local) return;
+    s.closed = true;
+    s.cancelled = true;
+    const dropped: unknown[] = [];
+    while (s.count !== 0) dropped.push(s.shift());
+    for (const w of waiting(s.senders)) {
+      w.detach();
+      dropped.push(w.value);
+      w.reject(new LibraryClosedError("send"));
+    }
+    for (const w of waiting(s.receivers)) {
+      w.detach();
+      w.reject(new LibraryClosedError("receive"));
+    }
+    s.localDropped += dropped.length;
+    for (const v of dropped) this.#undelivered(v);
   }
 
   /**
@@ -1450,6 +1486,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     });
     const s = this._shared;
     (kind === SEND ? s.senders : s.receivers).push(w);
+    if (!this.#tracked && s.local) this.#track(); // once per channel
     if (s.escaped && !s.scheduled) {
       s.scheduled = true;
       this.#bridge.defer(s);
@@ -1948,6 +1985,37 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+}
+
+/**
+ * Local channels that had waiters or keep values for a hook, per library, held weakly: when
+ * the library closes, `settleLocal` rejects what still waits in them and hands their values
+ * to the hook (no completion can come for them any more). Dead entries are pruned whenever the
+ * set doubles.
+ */
+const locals = new Map<Library, { refs: Set<WeakRef<Channel<unknown>>>; pruneAt: number }>();
+
+function trackLocal(lib: Library, ch: Channel<unknown>): void {
+  let t = locals.get(lib);
+  if (t === undefined) {
+    const entry = t = { refs: new Set<WeakRef<Channel<unknown>>>(), pruneAt: 64 };
+    locals.set(lib, entry);
+    lib.onClose(() => {
+      locals.delete(lib);
+      for (const ref of entry.refs) {
+        try {
+          ref.deref()?._libraryClosed();
+        } catch (e) {
+          reportError(e);
+        }
+      }
+    });
+  }
+  t.refs.add(new WeakRef(ch));
+  if (t.refs.size >= t.pruneAt) {
+    for (const ref of t.refs) if (ref.deref() === undefined) t.refs.delete(ref);
+    t.pruneAt = Math.max(64, 2 * t.refs.size);
   }
 }
 

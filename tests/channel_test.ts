@@ -1105,6 +1105,33 @@ Deno.test("a channel used after its library was closed throws LibraryClosedError
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("closing the library settles what waits on local channels and hands their values to the hook", async () => {
+  const res = await evalScript(`
+    import { Channel, closeLibrary, LibraryClosedError } from "./mod.ts";
+    const dropped = [];
+    const rx = new Channel();
+    const tx = new Channel(1, { onUndeliveredElement: (v) => dropped.push(v) });
+    const idle = new Channel(4, { onUndeliveredElement: (v) => dropped.push(v) });
+    idle.trySend(3); // buffered, nobody waiting: still reaches the hook
+    tx.trySend(1);
+    const settle = (p) => p.then((v) => "resolved " + v, (e) => e instanceof LibraryClosedError ? "closed" : String(e));
+    const r = settle(rx.receive());
+    const s = settle(tx.send(2));
+    await null;
+    closeLibrary();
+    let timer;
+    const got = await Promise.race([
+      Promise.all([r, s]),
+      new Promise((res) => timer = setTimeout(() => res("pending"), 5000)),
+    ]);
+    clearTimeout(timer);
+    if (JSON.stringify(got) !== JSON.stringify(["closed", "closed"])) throw new Error("waits: " + JSON.stringify(got));
+    dropped.sort();
+    if (JSON.stringify(dropped) !== "[1,2,3]") throw new Error("hook got " + JSON.stringify(dropped));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("closing the library settles operations queued natively (receive, send, select)", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, library, select } from "./mod.ts";
