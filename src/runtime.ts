@@ -28,7 +28,9 @@ export type ShutdownMode = "cancel" | "finish";
 /**
  * Built-in scheduled entries. Each takes a `BigUint64Array` of cells:
  * - `"sleeper"`: `[milliseconds, done]`: sleeps, then adds 1 to `done`;
- * - `"skynet"`: `[leaves, result]`: a 10-ary tree of coroutines summing `0..leaves-1`;
+ * - `"skynet"`: `[leaves, result]`: a 10-ary tree of coroutines summing `0..leaves-1`
+ *   (`leaves` a power of 10; for another count each node splits its integer tenth ten ways,
+ *   a smaller tree's sum);
  * - `"spin"`: `[rounds, done]`: CPU-bound work, then adds 1 to `done`;
  * - `"cancellable-sleeper"`: `[milliseconds, done, status]`: sleeps, ending early when the
  *   native scope it runs in is cancelled; then `status` = 0 or `Status.EINTR` (read it with
@@ -41,7 +43,8 @@ export type ShutdownMode = "cancel" | "finish";
  * - `"read-deadline"`: `[deadline, done, status]`: writes the deadline its native scope's
  *   context carries (`kc_now_ns` clock; 0 for none) into cell 0;
  * - `"chanSender"`: `[channel handle, first, count, sent, done]`: sends the u64 values
- *   `first .. first+count-1` to a channel of 8-byte elements (`codecs.u64`), adding 1 to `sent`
+ *   `first .. first+count-1` (at most up to 2^64 - 1) to a channel of 8-byte elements
+ *   (`codecs.u64`), adding 1 to `sent`
  *   for each, stopping if the channel closes; then adds 1 to `done`;
  * - `"echo"`: `[in channel, out channel, echoed, done]`: receives each value of `in` (8-byte
  *   elements) and sends it to `out`, adding 1 to `echoed`, until either fails; then `done` = 1.

@@ -225,6 +225,30 @@ Deno.test("runtime: a built-in's cells are let go once it finished, while others
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("runtime: built-ins saturate instead of wrapping: a huge sleep sleeps, chanSender stops at 2^64 - 1", async () => {
+  const res = await evalScript(`
+    import { Channel, codecs, runtime } from "./mod.ts";
+    const rt = runtime({ workers: 1 });
+    const sleeper = new BigUint64Array([2n ** 62n, 0n]); // 2^62 ms: wrapped, it was 0 ns
+    rt.spawn("sleeper", sleeper);
+    using ch = new Channel(8, { codec: codecs.u64 });
+    const max = 2n ** 64n - 1n;
+    const sender = new BigUint64Array([BigInt(ch.handle), max - 1n, 5n, 0n, 0n]);
+    rt.spawn("chanSender", sender);
+    const deadline = Date.now() + 20000;
+    while (sender[4] !== 1n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
+    const got = [];
+    for (let r = ch.tryReceive(); r.state === "ok"; r = ch.tryReceive()) got.push(r.value);
+    if (got.length !== 2 || got[0] !== max - 1n || got[1] !== max || sender[3] !== 2n) {
+      throw new Error("chanSender sent " + got + " (sent " + sender[3] + ")");
+    }
+    for (let i = 0; i < 50; i++) await new Promise((r) => setTimeout(r, 1));
+    if (sleeper[1] !== 0n) throw new Error("the 2^62 ms sleep ended");
+    await rt.shutdown(); // cancels the sleeper
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a process with a running runtime exits by itself", async () => {
   const code = `
     import { runtime } from "${root}mod.ts";

@@ -16,10 +16,12 @@ pub const Builtin = enum(u32) {
     yield_loop = 2,
     /// Hand-driven. Parks `arg` (integer) times, counting wake-ups in the transfer word.
     park_loop = 3,
-    /// Scheduled. `arg` -> u64[2] { milliseconds, done }: sleeps, then adds 1 to `done`.
+    /// Scheduled. `arg` -> u64[2] { milliseconds, done }: sleeps (a number of milliseconds past
+    /// 2^64 ns saturates: for ever), then adds 1 to `done`.
     sleeper = 4,
     /// Scheduled. `arg` -> u64[2] { leaves (a power of 10), result }: the skynet benchmark, a
-    /// 10-ary tree of coroutines summing the leaf indices 0..leaves-1 into `result`.
+    /// 10-ary tree of coroutines summing the leaf indices 0..leaves-1 into `result` (for
+    /// another count, each node splits its integer tenth ten ways: a smaller tree's sum).
     skynet = 5,
     /// Scheduled. `arg` -> u64[2] { rounds, done }: CPU-bound work (a hash chain of `rounds`
     /// steps), then adds 1 to `done`.
@@ -37,7 +39,8 @@ pub const Builtin = enum(u32) {
     /// cancelled already, KC_EINVAL outside a scope; then `done` = 1.
     cancel_scope = 9,
     /// Scheduled. `arg` -> u64[5] { channel handle, first, count, sent, done }: sends the u64
-    /// values first .. first+count-1 to the channel (element size 8), counting each in `sent`,
+    /// values first .. first+count-1 (at most up to 2^64-1) to the channel (element size 8),
+    /// counting each in `sent`,
     /// stopping early if a send fails (closed); then adds 1 to `done`. A native producer for
     /// channels shared with JavaScript isolates and Workers.
     chan_sender = 10,
@@ -137,7 +140,8 @@ fn parkLoop(arg: ?*anyopaque) callconv(.c) void {
 fn sleeper(arg: ?*anyopaque) callconv(.c) void {
     const c = cells(arg);
     const s = scheduler.currentScheduler() orelse return;
-    s.sleep(c[0].load(.monotonic) * std.time.ns_per_ms) catch {};
+    // Saturating: a huge number of milliseconds sleeps for ever, not for the wrapped rest.
+    s.sleep(c[0].load(.monotonic) *| std.time.ns_per_ms) catch {};
     // Release: pairs with the reader's acquire (or the drain that precedes its read).
     _ = c[1].fetchAdd(1, .release);
 }
@@ -169,7 +173,8 @@ fn chanSender(arg: ?*anyopaque) callconv(.c) void {
     const c: *[5]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
     const handle: u32 = @truncate(c[0].load(.monotonic));
     const first = c[1].load(.monotonic);
-    const count = c[2].load(.monotonic);
+    // At most up to the largest u64: values past it would wrap (or trap in safe builds).
+    const count = @min(c[2].load(.monotonic), std.math.maxInt(u64) - first +| 1);
     var i: u64 = 0;
     while (i < count) : (i += 1) {
         const v: u64 = first + i;
