@@ -392,7 +392,13 @@ fn waitFor(status: *std.atomic.Value(u32), ref: ?coroutine.Ref, sched: ?*schedul
         while (status.load(.acquire) == pending) {
             if (sched) |s| {
                 if (deadline) |d| {
-                    if (s.parkUntil(d) catch false) return status.load(.acquire) == pending;
+                    // No room for a timer (out of memory): yield and look again rather than
+                    // spin on the failing call; the deadline is still checked by the caller's loop.
+                    const fired = s.parkUntil(d) catch blk: {
+                        coroutine.yield() catch {};
+                        break :blk scheduler.monotonicNs() >= d;
+                    };
+                    if (fired) return status.load(.acquire) == pending;
                 } else coroutine.parkCurrent(r.co); // we are `r`'s coroutine
             } else coroutine.parkCurrent(r.co); // hand-driven: no deadline
         }

@@ -332,7 +332,21 @@ pub const Scope = struct {
                 try s.waiters.append(s.allocator, me);
             }
             const timed_out = if (deadline) |d|
-                s.sched.parkUntil(d) catch unreachable // a coroutine of this scheduler
+                s.sched.parkUntil(d) catch |err| {
+                    // No room for the timer: not listed any more, and the caller learns why.
+                    s.mutex.lock();
+                    for (s.waiters.items, 0..) |r, i| {
+                        if (r.co == me.co) {
+                            _ = s.waiters.swapRemove(i);
+                            break;
+                        }
+                    }
+                    s.mutex.unlock();
+                    return switch (err) {
+                        error.OutOfMemory => error.OutOfMemory,
+                        else => unreachable, // a coroutine of this scheduler
+                    };
+                }
             else blk: {
                 coroutine.park() catch unreachable;
                 break :blk false;

@@ -100,6 +100,9 @@ pub const WorkerStats = struct {
     queue_depth: u64,
 };
 
+/// Heaps with fewer disarmed timers than this are not pruned (`Worker.pruneTimers`).
+const prune_min = 64;
+
 const Timer = struct {
     deadline: u64,
     co: *Coroutine,
@@ -147,6 +150,12 @@ const Worker = struct {
     cache: [cache_max]Stack = undefined,
     cache_len: usize = 0,
     timers: std.PriorityQueue(Timer, void, Timer.order),
+    /// Timers of this heap disarmed early (their coroutine was woken before the deadline), by
+    /// whichever thread woke it: their entries stay in the heap until they would fire, so the
+    /// owner prunes the heap once they outnumber half of it (`pruneTimers`; Go's
+    /// `clearDeletedTimers`). Otherwise a loop of timed waits that end early grows the heap by
+    /// one entry per wait until the deadlines pass (hours, under a long withTimeout).
+    timers_disarmed: std.atomic.Value(u32) = .init(0),
     // Written by the owner only (a load and a store, no locked RMW on the hot path), read by
     // `stats` from any thread (monotonic: a snapshot of counters needs no ordering).
     runs: std.atomic.Value(u64) = .init(0),
@@ -194,7 +203,12 @@ const Worker = struct {
         defer current_worker = null;
         const s = w.sched;
         while (s.state.load(.acquire) == .running) {
-            if (w.timers.count() > 0) w.fireTimers(monotonicNs());
+            if (w.timers.count() > 0) {
+                w.fireTimers(monotonicNs());
+                // Monotonic: a count that only decides when to look (pruning re-checks each entry).
+                const disarmed = w.timers_disarmed.load(.monotonic);
+                if (disarmed >= prune_min and disarmed > w.timers.count() / 2) w.pruneTimers(disarmed);
+            }
             if (w.next()) |co| {
                 w.run(co);
             } else {
@@ -398,6 +412,28 @@ const Worker = struct {
         }
         w.cache[w.cache_len] = st;
         w.cache_len += 1;
+    }
+
+    /// Drops the entries of timers disarmed since they were armed (their armed word no longer
+    /// matches), keeping the others in a heap again. Owner only. `seen`: the disarm count read
+    /// before, taken off the counter (disarms counted meanwhile stay for the next prune).
+    fn pruneTimers(w: *Worker, seen: u32) void {
+        const items = w.timers.items;
+        var kept: usize = 0;
+        for (items) |t| {
+            // Monotonic: a stale read only keeps an entry that `fireTimers` claims or skips
+            // later (the claim is the acq_rel CAS there).
+            if (t.co.timer_state.load(.monotonic) != t.armed_word) continue;
+            items[kept] = t;
+            kept += 1;
+        }
+        w.timers.items.len = 0;
+        for (0..kept) |i| {
+            const t = items.ptr[i]; // read before `add` may move entries below it
+            w.timers.add(t) catch unreachable; // capacity kept: `add` allocates nothing
+        }
+        assert(w.timers.count() == kept);
+        _ = w.timers_disarmed.fetchSub(seen, .monotonic); // a count, no ordering
     }
 
     fn fireTimers(w: *Worker, now: u64) void {
@@ -689,6 +725,9 @@ pub const Scheduler = struct {
         // with its claim).
         if (co.timer_state.cmpxchgStrong(armed, armed & ~@as(u32, 1), .acq_rel, .monotonic) == null) {
             s.busyDoneAny();
+            // `w` armed it and holds its entry (we may run on another worker now). Monotonic:
+            // a count that only tells the owner when to prune.
+            _ = w.timers_disarmed.fetchAdd(1, .monotonic);
             co.wake_status = wake_ok;
             return false;
         }
@@ -1107,6 +1146,49 @@ test "timers fire in deadline order and never early" {
     try testing.expectEqual(@as(u32, 0), S.early.load(.monotonic));
     // The coroutines start at slightly different times, so compare the deadlines themselves.
     for (1..n) |k| try testing.expect(S.deadlines[S.order[k - 1]] <= S.deadlines[S.order[k]]);
+}
+
+test "timed waits woken early do not pile up in the timer heap; armed timers survive pruning" {
+    const rounds = 20_000;
+    const hour = 3600 * std.time.ns_per_s;
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var turn: std.atomic.Value(u8) = .init(0);
+        var refs: [2]Ref = undefined;
+        var ready: std.atomic.Value(u8) = .init(0);
+        var slept: std.atomic.Value(bool) = .init(false);
+        fn side(arg: ?*anyopaque) callconv(.c) void {
+            const me: u8 = @intCast(@intFromPtr(arg));
+            while (ready.load(.acquire) < 2) coroutine.yield() catch unreachable;
+            for (0..rounds) |_| {
+                // Side 0 waits with an hour's deadline that its partner always beats.
+                while (turn.load(.acquire) != me) {
+                    if (me == 0) {
+                        _ = sched.parkUntil(monotonicNs() + hour) catch unreachable;
+                    } else coroutine.park() catch unreachable;
+                }
+                turn.store(1 - me, .release);
+                _ = sched.unpark(refs[1 - me]);
+            }
+        }
+        fn sleeper(_: ?*anyopaque) callconv(.c) void {
+            sched.sleep(20 * std.time.ns_per_ms) catch unreachable;
+            slept.store(true, .release);
+        }
+    };
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    defer s.shutdown(.cancel);
+    S.sched = &s;
+    _ = try s.spawn(S.sleeper, null); // armed throughout the prunes: must still fire
+    for (0..2) |k| {
+        S.refs[k] = try s.spawn(S.side, @ptrFromInt(k));
+        _ = S.ready.fetchAdd(1, .release);
+    }
+    try s.drainFor(test_timeout);
+    try testing.expect(S.slept.load(.acquire));
+    // Without pruning: one entry per early wake (20,000), each staying for an hour.
+    try testing.expect(s.workers[0].timers.count() <= 2 * prune_min + 2);
 }
 
 test "drain waits for sleeping coroutines; parked ones do not hold it" {
