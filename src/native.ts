@@ -10,6 +10,7 @@
  */
 import { type Library, library } from "../ffi/load.ts";
 import { checkOptions, checkStackSize, describe, unwrap } from "./errors.ts";
+import { unwrapSpawn } from "./runtime.ts";
 
 /** The states of a native coroutine (`KC_STATE_*`). */
 export type CoroutineState = "created" | "ready" | "running" | "suspended" | "parked" | "finished";
@@ -86,7 +87,7 @@ export class NativeCoroutine implements Disposable {
     const sym = lib.symbols("create coroutine");
     const fn = sym.kc_builtin_entry(builtinIds[entry]);
     const out = new Uint32Array(1);
-    unwrap(sym.kc_coro_create(fn, BigInt(arg), stackSize, flags, out), "create coroutine");
+    unwrapSpawn(sym.kc_coro_create(fn, BigInt(arg), stackSize, flags, out), "create coroutine");
     return new NativeCoroutine(lib, out[0]);
   }
 

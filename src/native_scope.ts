@@ -38,7 +38,13 @@ import {
 } from "./errors.ts";
 import { type Job, JobSupport } from "./job.ts";
 import { Deadline } from "./context.ts";
-import { nativeEntry, type NativeFunction, runtime, type ScheduledBuiltin } from "./runtime.ts";
+import {
+  nativeEntry,
+  type NativeFunction,
+  runtime,
+  type ScheduledBuiltin,
+  unwrapSpawn,
+} from "./runtime.ts";
 import type { CoroutineScope } from "./scope.ts";
 
 /** Options for {@linkcode NativeScope.create}. */
@@ -239,7 +245,7 @@ export class NativeScope implements AsyncDisposable {
     if (rc === Status.ESHUTDOWN && runtimeRunning(this.#lib)) {
       throw new ShutdownError(op, ABANDONED);
     }
-    unwrap(rc, op);
+    unwrapSpawn(rc, op);
     if (e.pin !== null) this.#pinned.push(e.pin);
     // This scope's owner, and the owner of every native scope above it, waits for the child:
     // a native scope counts its descendants' children as its own.

@@ -7,7 +7,7 @@
  * @module
  */
 import { type Library, library } from "../ffi/load.ts";
-import { checkStackSize, describe, Status, unwrap } from "./errors.ts";
+import { checkStackSize, describe, KcoroError, Status, unwrap } from "./errors.ts";
 import { onResizable, typedBuffer, typedLength } from "./pack.ts";
 
 /** Options for {@linkcode runtime}. */
@@ -153,6 +153,22 @@ export function nativeEntry(
   return { fn, arg: arg ?? null, pin: null };
 }
 
+/**
+ * @internal `unwrap` for a call that makes a coroutine: out of memory there is most often out
+ * of stacks, and the message says what to do about it.
+ */
+export function unwrapSpawn(status: number, op: string): number {
+  if (status === Status.ENOMEM) {
+    throw new KcoroError(
+      status,
+      `Cannot ${op}: out of memory, handles or stacks (guarded stacks, two memory mappings ` +
+        `each, stop at (vm.max_map_count - 16384) / 2 per process, about 24,500 here; ` +
+        `runtime({ slabStacks: true }) holds a million)`,
+    );
+  }
+  return unwrap(status, op);
+}
+
 /** A typed array the engine made, not a Proxy of one (whose length and buffer could lie). */
 function isReal(array: BigUint64Array): boolean {
   try {
@@ -295,12 +311,12 @@ export class Runtime {
     const e = nativeEntry(op, this.#lib, entry, arg);
     const sym = this.#lib.symbols(op);
     if (e.pin === null) {
-      unwrap(sym.kc_spawn(e.fn, e.arg, 0, null), op);
+      unwrapSpawn(sym.kc_spawn(e.fn, e.arg, 0, null), op);
     } else if (typeof entry !== "string") {
       this.#pinned.push(e.pin);
-      unwrap(sym.kc_spawn(e.fn, e.arg, 0, null), op);
+      unwrapSpawn(sym.kc_spawn(e.fn, e.arg, 0, null), op);
     } else {
-      unwrap(sym.kc_spawn(e.fn, e.arg, 0, this.#handle), op);
+      unwrapSpawn(sym.kc_spawn(e.fn, e.arg, 0, this.#handle), op);
       this.#byHandle.set(this.#handle[0], e.pin);
       if (this.#byHandle.size >= this.#pruneAt) this.#prune();
     }

@@ -249,6 +249,36 @@ Deno.test("runtime: built-ins saturate instead of wrapping: a huge sleep sleeps,
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("runtime: running out of guarded stacks is KC_ENOMEM and leaves the process its mappings", async () => {
+  const res = await evalScript(`
+    import { Channel, codecs, KcoroError, runtime } from "./mod.ts";
+    const rt = runtime({ workers: 2 });
+    const ch = new Channel(0, { codec: codecs.u64 });
+    const cells = new BigUint64Array([BigInt(ch.handle), 0n, 0n]);
+    let n = 0, err = null;
+    try {
+      for (; n < 40000; n++) rt.spawn("receiver", cells); // each parks, holding its stack
+    } catch (e) {
+      err = e;
+    }
+    if (!(err instanceof KcoroError) || err.code !== "KC_ENOMEM" || !/slabStacks/.test(err.message)) {
+      throw new Error("after " + n + " spawns: " + err);
+    }
+    // The engine can still map its heap (it used to abort: "Fatal process out of memory").
+    const keep = [];
+    for (let i = 0; i < 1_000_000; i++) keep.push([i]);
+    const big = [];
+    for (let i = 0; i < 64; i++) big.push(new Uint8Array(1 << 20));
+    ch.cancel(); // every receiver ends
+    await rt.drain();
+    if (rt.stats().live !== 0) throw new Error("live " + rt.stats().live);
+    rt.spawn("receiver", cells); // the stacks came back
+    await rt.shutdown();
+    console.log(n, keep.length, big.length);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a process with a running runtime exits by itself", async () => {
   const code = `
     import { runtime } from "${root}mod.ts";

@@ -57,6 +57,37 @@ pub const Stack = struct {
 
 const FreeNode = struct { next: ?*FreeNode };
 
+/// Guarded stacks mapped now, by every pool of the process (each is two of the process's
+/// `vm.max_map_count` mappings). Monotonic RMWs: a budget, ordering nothing.
+var guarded_mapped = std.atomic.Value(usize).init(0);
+/// Mappings left to the rest of the process (the JavaScript engine's heap pages, malloc arenas,
+/// thread stacks): guarded stacks stop at `(max_map_count - map_headroom) / 2`, so that
+/// running out of them is KC_ENOMEM for the caller, not an engine that cannot map its heap and
+/// aborts the process.
+pub const map_headroom = 16 * 1024;
+/// Tests set a small budget here; null reads `/proc/sys/vm/max_map_count` once.
+pub var guarded_budget_override: ?usize = null;
+var guarded_budget_cached = std.atomic.Value(usize).init(0);
+
+/// How many guarded stacks the process may map at once (see `map_headroom`).
+pub fn guardedBudget() usize {
+    if (guarded_budget_override) |b| return b;
+    const cached = guarded_budget_cached.load(.monotonic);
+    if (cached != 0) return cached;
+    const max_maps = readMaxMapCount() orelse 65530;
+    const budget = @max(1024, (max_maps -| map_headroom) / 2);
+    guarded_budget_cached.store(budget, .monotonic); // the same value from every racer
+    return budget;
+}
+
+fn readMaxMapCount() ?usize {
+    const file = std.fs.openFileAbsolute("/proc/sys/vm/max_map_count", .{}) catch return null;
+    defer file.close();
+    var buf: [32]u8 = undefined;
+    const n = file.read(&buf) catch return null;
+    return std.fmt.parseInt(usize, std.mem.trim(u8, buf[0..n], " \n"), 10) catch null;
+}
+
 const Mapping = struct { addr: usize, len: usize };
 
 pub const Pool = struct {
@@ -72,6 +103,9 @@ pub const Pool = struct {
     /// Guarded mode: one mapping per stack ever mapped and not unmapped.
     /// Slab mode: the slab mappings.
     mappings: std.ArrayListUnmanaged(Mapping) = .empty,
+    /// Guarded mode: where each mapping is in `mappings`, by address, so that unmapping one
+    /// beyond `max_free` is not a search through tens of thousands.
+    where: std.AutoHashMapUnmanaged(usize, u32) = .empty,
     /// Slab mode: next never-used stack in the newest slab.
     slab_next: usize = 0,
     slab_end: usize = 0,
@@ -103,16 +137,16 @@ pub const Pool = struct {
             // Free stacks are exactly the mappings still held.
             assert(pool.free_count == pool.mappings.items.len);
         }
-        for (pool.mappings.items) |m| unmap(m);
-        pool.mappings.deinit(pool.allocator);
-        pool.* = undefined;
+        pool.deinitAbandoning();
     }
 
     /// Unmaps every stack, including those still handed out: for a scheduler that has stopped
     /// every thread that could run on them (shutdown abandoning unfinished coroutines).
     pub fn deinitAbandoning(pool: *Pool) void {
         for (pool.mappings.items) |m| unmap(m);
+        if (pool.mode == .guarded) _ = guarded_mapped.fetchSub(pool.mappings.items.len, .monotonic);
         pool.mappings.deinit(pool.allocator);
+        pool.where.deinit(pool.allocator);
         pool.* = undefined;
     }
 
@@ -195,7 +229,14 @@ pub const Pool = struct {
     }
 
     fn mapGuarded(pool: *Pool) Error!Stack {
+        if (guarded_mapped.fetchAdd(1, .monotonic) >= guardedBudget()) {
+            _ = guarded_mapped.fetchSub(1, .monotonic);
+            return error.OutOfMemory;
+        }
+        errdefer _ = guarded_mapped.fetchSub(1, .monotonic);
+        try pool.where.ensureUnusedCapacity(pool.allocator, 1);
         const s: Stack = .{ .base = try pool.mapWithGuard(pool.stack_size), .size = pool.stack_size };
+        pool.where.putAssumeCapacity(s.base - page_size, @intCast(pool.mappings.items.len - 1));
         touchTop(s);
         return s;
     }
@@ -212,14 +253,15 @@ pub const Pool = struct {
 
     fn unmapGuarded(pool: *Pool, s: Stack) void {
         const addr = s.base - page_size;
-        for (pool.mappings.items, 0..) |m, i| {
-            if (m.addr == addr) {
-                unmap(m);
-                _ = pool.mappings.swapRemove(i);
-                return;
-            }
-        }
-        unreachable; // every guarded stack came from mapGuarded
+        const kv = pool.where.fetchRemove(addr) orelse unreachable; // mapped by mapGuarded
+        const i = kv.value;
+        const m = pool.mappings.items[i];
+        assert(m.addr == addr);
+        unmap(m);
+        _ = pool.mappings.swapRemove(i);
+        // The last mapping moved into slot i.
+        if (i < pool.mappings.items.len) pool.where.getPtr(pool.mappings.items[i].addr).?.* = i;
+        _ = guarded_mapped.fetchSub(1, .monotonic);
     }
 
     fn carveSlab(pool: *Pool) Error!Stack {
@@ -270,6 +312,40 @@ test "guarded pool unmaps beyond max_free" {
     for (stacks) |s| pool.release(s);
     try testing.expectEqual(@as(usize, 1), pool.mappingCount());
     try testing.expectEqual(@as(usize, 1), pool.free_count);
+}
+
+test "guarded stacks stop at the process's budget (KC_ENOMEM), and a release makes room" {
+    guarded_budget_override = guarded_mapped.load(.monotonic) + 3;
+    defer guarded_budget_override = null;
+    var pool = try Pool.init(testing.allocator, .{ .mode = .guarded, .max_free = 0 });
+    defer pool.deinit();
+    var stacks: [3]Stack = undefined;
+    for (&stacks) |*st| st.* = try pool.acquire();
+    try testing.expectError(error.OutOfMemory, pool.acquire());
+    pool.release(stacks[1]); // unmapped (max_free 0): its budget comes back
+    stacks[1] = try pool.acquire();
+    try testing.expectError(error.OutOfMemory, pool.acquire());
+    for (stacks) |st| pool.release(st);
+    try testing.expectEqual(@as(usize, 0), pool.mappingCount());
+}
+
+test "the default budget leaves the rest of the process its mappings" {
+    const b = guardedBudget();
+    try testing.expect(b >= 1024);
+    if (readMaxMapCount()) |max_maps| try testing.expect(2 * b + map_headroom <= @max(max_maps, 2 * 1024 + map_headroom));
+}
+
+test "unmapping beyond max_free finds each mapping directly, in any order" {
+    var pool = try Pool.init(testing.allocator, .{ .mode = .guarded, .max_free = 2 });
+    defer pool.deinit();
+    var stacks: [64]Stack = undefined;
+    for (&stacks) |*st| st.* = try pool.acquire();
+    var prng = std.Random.DefaultPrng.init(0x5eed);
+    prng.random().shuffle(Stack, &stacks);
+    for (stacks) |st| pool.release(st);
+    try testing.expectEqual(@as(usize, 2), pool.mappingCount());
+    try testing.expectEqual(@as(usize, 2), pool.where.count());
+    for (pool.mappings.items, 0..) |m, i| try testing.expectEqual(@as(u32, @intCast(i)), pool.where.get(m.addr).?);
 }
 
 test "slab stacks share one mapping" {

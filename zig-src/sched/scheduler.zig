@@ -522,7 +522,9 @@ pub const Scheduler = struct {
         const pool = stack_mod.Pool.init(allocator, .{
             .mode = opts.stack_mode,
             .stack_size = opts.stack_size,
-            .max_free = std.math.maxInt(usize),
+            // Bounded: a burst's stacks go back to the system after it (guarded ones are two
+            // of the process's limited mappings each; see coro/stack.zig's budget).
+            .max_free = 1024,
         }) catch |e| return switch (e) {
             error.InvalidStackSize => error.InvalidArgument,
             error.OutOfMemory => error.OutOfMemory,
