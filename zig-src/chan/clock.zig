@@ -27,6 +27,8 @@ const quiet_ticks = 50;
 /// The time as of the last tick (odd while probing); `no_ticker` while no ticker runs.
 var cached: std.atomic.Value(u64) = .init(no_ticker);
 const no_ticker: u64 = 1;
+/// Tests only: a pause between the ticker's two exit stores, where a reader's `start` fails.
+var exit_pause_ns: u64 = 0;
 /// Set by a reader that sees a probe (when clear); cleared by the ticker.
 var used: std.atomic.Value(bool) = .init(false);
 /// 0 idle, 1 running (or starting). CAS from 0 to 1 starts a ticker.
@@ -77,7 +79,14 @@ noinline fn nowOdd(t: u64) u64 {
             const mine = even(preciseCoarse());
             // No ticker could start (spawn failed): nothing to publish into, read the clock.
             if (!running()) return mine;
-            if (cached.cmpxchgWeak(no_ticker, mine, .monotonic, .monotonic) == null) return mine;
+            // Seq_cst, with the load below: a Dekker pair with the ticker's exit (its store of
+            // state 0, then its load of `cached`). A ticker that ended between our `running()`
+            // and this publish would leave the time frozen; one of the two sees the other and
+            // starts a ticker again.
+            if (cached.cmpxchgWeak(no_ticker, mine, .seq_cst, .monotonic) == null) {
+                if (state.load(.seq_cst) == 0) start();
+                return mine;
+            }
         }
     }
     if (!used.load(.monotonic)) used.store(true, .monotonic);
@@ -137,7 +146,12 @@ fn run() void {
         cached.store(if (probing) t | 1 else t, .monotonic);
     }
     cached.store(no_ticker, .monotonic);
-    state.store(0, .release); // pairs with `start`'s CAS
+    if (exit_pause_ns != 0) std.Thread.sleep(exit_pause_ns); // tests: widen the window below
+    state.store(0, .seq_cst); // pairs with `start`'s CAS (release), and with `nowOdd` (below)
+    // A reader that found no ticker while this one was ending (state still 1, so its `start`
+    // failed) may have published a time of its own: nobody would move it again. Seq_cst: the
+    // other half of `nowOdd`'s Dekker pair.
+    if (cached.load(.seq_cst) != no_ticker) start();
 }
 
 fn even(t: u64) u64 {
@@ -152,4 +166,21 @@ test "the cached clock moves, never backwards, and the ticker starts on use" {
     while (b == a and preciseCoarse() < deadline) : (b = now()) std.Thread.yield() catch {};
     try std.testing.expect(b > a);
     try std.testing.expect(running());
+}
+
+test "a read while the ticker is ending does not freeze the clock" {
+    exit_pause_ns = 20 * std.time.ns_per_ms;
+    defer exit_pause_ns = 0;
+    _ = now(); // a ticker runs (or starts)
+    // Wait (bounded) for it to end: it has stored no_ticker and pauses before state 0.
+    const until = preciseCoarse() + 5 * std.time.ns_per_s;
+    while (raw() != no_ticker and preciseCoarse() < until) std.Thread.yield() catch {};
+    try std.testing.expectEqual(no_ticker, raw());
+    const a = now(); // its `start` fails (state still 1): it publishes a time of its own
+    // That time must still move once the old ticker is gone (bounded: a few seconds).
+    var b = now();
+    while (b == a and preciseCoarse() < until + 5 * std.time.ns_per_s) : (b = now()) {
+        std.Thread.sleep(std.time.ns_per_ms);
+    }
+    try std.testing.expect(b > a);
 }
