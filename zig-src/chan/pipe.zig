@@ -66,7 +66,7 @@ pub const Pipes = struct {
             .cleanup = cleanup,
             .ctx = ctx,
             .interval_ns = interval_ns,
-            .due_ns = scheduler.monotonicNs() + interval_ns,
+            .due_ns = scheduler.monotonicNs() +| interval_ns, // saturating: a huge interval never ticks
         });
         if (!p.running) {
             if (p.thread) |t| t.join(); // it ended (or is ending: it holds no lock any more)
@@ -150,8 +150,8 @@ pub const Pipes = struct {
                         p.end(i);
                         continue; // swapRemove moved another pipe to i
                     }
-                    pipe.due_ns += pipe.interval_ns;
-                    if (pipe.due_ns <= now) pipe.due_ns = now + pipe.interval_ns; // fell behind
+                    pipe.due_ns +|= pipe.interval_ns;
+                    if (pipe.due_ns <= now) pipe.due_ns = now +| pipe.interval_ns; // fell behind
                 }
                 next = @min(next, pipe.due_ns);
                 i += 1;
@@ -262,4 +262,29 @@ test "stop ends a pipe and runs its cleanup; a new pipe restarts the thread" {
     _ = try pipes.add(S.tick, S.cleanup, &dummy, std.time.ns_per_ms);
     try testing.expect(pipes.threadRunning());
     // deinit ends the last pipe (cleanup) and joins the thread.
+}
+
+test "a pipe with a huge interval never ticks (its due time saturates, it does not wrap)" {
+    var pipes = Pipes.init(testing.allocator);
+    defer pipes.deinit();
+    const S = struct {
+        var huge: std.atomic.Value(u32) = .init(0);
+        var fast: std.atomic.Value(u32) = .init(0);
+        fn tickHuge(_: *anyopaque) bool {
+            _ = huge.fetchAdd(1, .monotonic);
+            return true;
+        }
+        fn tickFast(_: *anyopaque) bool {
+            _ = fast.fetchAdd(1, .monotonic);
+            return true;
+        }
+    };
+    var dummy: u8 = 0;
+    _ = try pipes.add(S.tickHuge, null, &dummy, std.math.maxInt(u64));
+    _ = try pipes.add(S.tickFast, null, &dummy, std.time.ns_per_ms);
+    // The thread has gone round at least 20 times (the fast pipe's ticks), bounded in time.
+    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (S.fast.load(.monotonic) < 20 and scheduler.monotonicNs() < deadline) std.Thread.yield() catch {};
+    try testing.expect(S.fast.load(.monotonic) >= 20);
+    try testing.expectEqual(@as(u32, 0), S.huge.load(.monotonic));
 }
