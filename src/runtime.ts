@@ -378,7 +378,10 @@ export class Runtime {
 
   /**
    * Stops the workers and frees every stack. `"cancel"` (default): unfinished coroutines never
-   * run again. `"finish"`: drains first. A second call does nothing.
+   * run again. `"finish"`: drains first. A second call does nothing. Scheduling is cooperative:
+   * a coroutine that is running when the shutdown comes (a CPU-bound loop) is not stopped, and
+   * the shutdown waits for it to park or end. The wait is on a helper thread: the event loop
+   * keeps running meanwhile.
    */
   async shutdown(mode: ShutdownMode = "cancel"): Promise<void> {
     if (mode !== "cancel" && mode !== "finish") {
@@ -388,8 +391,8 @@ export class Runtime {
     }
     if (!this.#lib.isOpen) return;
     const sym = this.#lib.symbols("shut down runtime");
-    if (mode === "cancel") unwrap(sym.kc_sched_shutdown(0), "shut down runtime");
-    else unwrap(await sym.kc_sched_shutdown_async(1), "shut down runtime");
+    // On a helper thread: joining a worker that runs a long coroutine froze the event loop.
+    unwrap(await sym.kc_sched_shutdown_async(mode === "cancel" ? 0 : 1), "shut down runtime");
     this.#unpinAll();
     if (current === this) current = null;
   }

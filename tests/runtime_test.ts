@@ -279,6 +279,23 @@ Deno.test("runtime: running out of guarded stacks is KC_ENOMEM and leaves the pr
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("runtime: shutdown waits for a running coroutine on a helper thread, not on the event loop", async () => {
+  const res = await evalScript(`
+    import { runtime } from "./mod.ts";
+    const rt = runtime({ workers: 1 });
+    const cells = new BigUint64Array([300_000_000n, 0n]); // a CPU-bound loop of several 100 ms
+    rt.spawn("spin", cells);
+    while (rt.stats().busy === 0) await new Promise((r) => setTimeout(r, 1)); // it runs
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    await rt.shutdown(); // cannot stop it mid-loop: waits for its end
+    clearInterval(timer);
+    if (cells[1] !== 1n) throw new Error("the spin did not finish");
+    if (ticks === 0) throw new Error("the event loop was frozen during the shutdown");
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a process with a running runtime exits by itself", async () => {
   const code = `
     import { runtime } from "${root}mod.ts";
