@@ -15,7 +15,12 @@
  * @module
  */
 import { type Symbols, symbols } from "./symbols.ts";
-import { AbiMismatchError, LibraryClosedError, LibraryNotFoundError } from "../src/errors.ts";
+import {
+  AbiMismatchError,
+  describe,
+  LibraryClosedError,
+  LibraryNotFoundError,
+} from "../src/errors.ts";
 
 /** The C ABI version this module is written against (`KC_ABI_VERSION` in include/kcoro.h). */
 export const ABI_VERSION = 12;
@@ -208,6 +213,24 @@ export function findLibrary(options: OpenOptions = {}): string {
 
 /** Opens a new instance of the library and checks its ABI version. */
 export function openLibrary(options: OpenOptions = {}): Library {
+  const op = "open library";
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
+  }
+  const { path: given, expectAbi, build } = options;
+  if (given !== undefined && (typeof given !== "string" || given === "")) {
+    throw new TypeError(
+      `Cannot ${op}: path must be a non-empty string, received ${describe(given)}`,
+    );
+  }
+  if (expectAbi !== undefined && (!Number.isInteger(expectAbi) || expectAbi < 0)) {
+    throw new TypeError(
+      `Cannot ${op}: expectAbi must be a non-negative integer, received ${describe(expectAbi)}`,
+    );
+  }
+  if (build !== undefined && typeof build !== "boolean") {
+    throw new TypeError(`Cannot ${op}: build must be a boolean, received ${describe(build)}`);
+  }
   const path = findLibrary(options);
   let lib: Deno.DynamicLibrary<Symbols>;
   try {

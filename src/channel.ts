@@ -1171,7 +1171,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   trySendMany(values: readonly T[]): TrySendManyResult {
     const op = "send";
-    if (!Array.isArray(values) || values.length < 1 || values.length > MAX_BATCH) {
+    // The length read once: a Proxy's could change between reads and pass the check.
+    const n = Array.isArray(values) ? values.length : 0;
+    if (!Number.isInteger(n) || n < 1 || n > MAX_BATCH) {
       throw new RangeError(
         `Cannot ${op}: values must be an array of 1 to ${MAX_BATCH} values, received ${
           describe(values)
@@ -1180,7 +1182,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     const sym = this.#sym(op);
     const s = this._shared;
-    const n = values.length;
     if (this.#batchesNatively(s)) {
       if (this.#sendBlocked(sym)) {
         // Still reject what the codec cannot carry, anywhere in the batch (as when not full).
@@ -1231,7 +1232,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     // One at a time: a local channel, a rendezvous, or waiters of this isolate in JavaScript.
     // Every value through the codec first: one it cannot carry fails the call, nothing sent.
-    const passed = values.map((v) => this.#codec.pass(v));
+    const passed: unknown[] = new Array(n); // `n`, read once: not `values.map`
+    for (let i = 0; i < n; i++) passed[i] = this.#codec.pass(values[i]);
     let sent = 0;
     for (; sent < n; sent++) {
       const r = s.local ? this.#localSend(passed[sent]) : this.trySend(values[sent]);

@@ -29,7 +29,10 @@ export interface ContextKey<V> {
 
 class Key<V> implements ContextKey<V> {
   declare readonly [valueType]?: V;
-  constructor(readonly name: string) {
+  /** kcoro's own keys: what a value must be, checked by `Context.with` ("must be ..."). */
+  readonly check: ((value: unknown) => string | null) | null;
+  constructor(readonly name: string, check: ((value: unknown) => string | null) | null = null) {
+    this.check = check;
     Object.freeze(this);
   }
   toString(): string {
@@ -105,6 +108,12 @@ export class Context {
   /** A context with every entry of this one and `key` set to `value`; this one is unchanged. */
   with<V>(key: ContextKey<V>, value: V): Context {
     checkKey("set context value", key);
+    const wrong = key.check?.(value);
+    if (wrong) {
+      throw new TypeError(
+        `Cannot set context value: ${key.name} must be ${wrong}, received ${describe(value)}`,
+      );
+    }
     if (this.#entries.has(key) && Object.is(this.#entries.get(key), value)) return this;
     const entries = new Map(this.#entries);
     entries.set(key, value);
@@ -162,4 +171,15 @@ export class Context {
  * assert.ok(left > 0 && left <= 1_000);
  * ```
  */
-export const Deadline: ContextKey<number> = createContextKey<number>("deadline");
+export const Deadline: ContextKey<number> = new Key<number>(
+  "deadline",
+  (v) => typeof v === "number" && !Number.isNaN(v) ? null : "a number (performance.now() ms)",
+);
+
+/** @internal A context key of kcoro's own, whose values `Context.with` checks. */
+export function checkedContextKey<V>(
+  name: string,
+  check: (value: unknown) => string | null,
+): ContextKey<V> {
+  return new Key<V>(name, check);
+}

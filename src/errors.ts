@@ -24,8 +24,10 @@ export const Status = {
   ECANCELED: -125,
 } as const;
 
-const statusNames: Record<number, string> = Object.fromEntries(
-  Object.entries(Status).map(([k, v]) => [v, `KC_${k}`]),
+/** By code; a null prototype, so that no inherited name ("toString") passes for one. */
+const statusNames: Record<number, string> = Object.assign(
+  Object.create(null),
+  Object.fromEntries(Object.entries(Status).map(([k, v]) => [v, `KC_${k}`])),
 );
 
 /**

@@ -42,7 +42,7 @@
  *
  * @module
  */
-import { Context, type ContextKey, createContextKey } from "./context.ts";
+import { checkedContextKey, Context, type ContextKey } from "./context.ts";
 import { CancellationError, checkFunction, CompletionHandlerError, describe } from "./errors.ts";
 
 /** The six job states (Kotlin's); see the table in this module's documentation. */
@@ -111,8 +111,9 @@ export interface Deferred<T> extends Job {
  * assert.equal((seen[0] as Error).message, "lost");
  * ```
  */
-export const CoroutineExceptionHandler: ContextKey<(error: unknown) => void> = createContextKey(
+export const CoroutineExceptionHandler: ContextKey<(error: unknown) => void> = checkedContextKey(
   "CoroutineExceptionHandler",
+  (v) => typeof v === "function" ? null : "a function",
 );
 
 /**

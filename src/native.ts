@@ -82,6 +82,14 @@ export class NativeCoroutine implements Disposable {
       );
     }
     const stackSize = checkStackSize("create coroutine", options.stackSize ?? 0);
+    for (const key of ["fpControl", "slabStack"] as const) {
+      const v = options[key];
+      if (v !== undefined && typeof v !== "boolean") {
+        throw new TypeError(
+          `Cannot create coroutine: ${key} must be a boolean, received ${describe(v)}`,
+        );
+      }
+    }
     const flags = (options.fpControl ? 1 : 0) | (options.slabStack ? 2 : 0);
     const lib = library();
     const sym = lib.symbols("create coroutine");

@@ -82,8 +82,9 @@ const SLICE_NS = 100_000_000n;
  * 0n (no deadline) when that is past what 64 bits hold, or `ms` is Infinity.
  */
 function deadlineNs(now: bigint, ms: number): bigint {
-  if (!Number.isFinite(ms)) return 0n;
-  const at = now + BigInt(Math.max(1, Math.ceil(ms * 1e3))) * 1000n;
+  if (ms === Infinity || Number.isNaN(ms)) return 0n;
+  // Past (also -Infinity): a microsecond from now, which has passed by the time it is read.
+  const at = now + BigInt(Math.max(1, Math.ceil(Math.max(0, ms) * 1e3))) * 1000n;
   return at < 2n ** 64n ? at : 0n;
 }
 

@@ -312,6 +312,17 @@ bothModes("trySendMany: in order until the buffer is full; then full, then close
   for (const bad of [[], "12", null, new Array(65_537).fill(1)]) {
     assert.throws(() => ch.trySendMany(bad as number[]), RangeError);
   }
+  // A Proxy whose length changes between reads: read once, checked once.
+  for (const lie of [1.5, -1, 100_000]) {
+    let reads = 0;
+    const proxy = new Proxy([1, 2], {
+      get: (t, k) => k === "length" ? (reads++ === 0 ? 2 : lie) : Reflect.get(t, k),
+    });
+    const r = ch.trySendMany(proxy as number[]);
+    assert.equal(reads, 1, `length ${lie} read ${reads} times`);
+    assert.equal(r.state, "ok");
+    ch.tryReceiveMany(9);
+  }
 });
 
 bothModes(

@@ -1,6 +1,14 @@
 // Context: immutable and persistent, inherited by children, readable from any task of a scope.
 import assert from "node:assert/strict";
-import { Context, coroutineScope, createContextKey, createScope, supervisorScope } from "../mod.ts";
+import {
+  Context,
+  CoroutineExceptionHandler,
+  coroutineScope,
+  createContextKey,
+  createScope,
+  Deadline,
+  supervisorScope,
+} from "../mod.ts";
 
 const user = createContextKey<string>("user");
 const depth = createContextKey<number>("depth");
@@ -93,4 +101,15 @@ Deno.test("bad keys and names are TypeErrors that say what was received", () => 
   );
   assert.throws(() => Context.empty.get("user" as never), /received "user"/);
   assert.throws(() => Context.empty.without(null as never), /received null/);
+  // kcoro's own keys check their values (a wrong one used to fail later, deep inside).
+  assert.throws(
+    () => Context.empty.with(Deadline, "soon" as never),
+    /Cannot set context value: deadline must be a number \(performance.now\(\) ms\), received "soon"/,
+  );
+  assert.throws(() => Context.empty.with(Deadline, NaN), /received NaN/);
+  assert.equal(Context.empty.with(Deadline, -Infinity).get(Deadline), -Infinity); // passed
+  assert.throws(
+    () => Context.empty.with(CoroutineExceptionHandler, 42 as never),
+    /CoroutineExceptionHandler must be a function, received 42/,
+  );
 });

@@ -7,6 +7,7 @@ import {
   LibraryClosedError,
   LibraryNotFoundError,
   openLibrary,
+  statusName,
 } from "../mod.ts";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -41,6 +42,21 @@ Deno.test("close is idempotent and later calls get LibraryClosedError", () => {
 
 Deno.test("a missing options.path is a LibraryNotFoundError", () => {
   assert.throws(() => openLibrary({ path: "/nonexistent/libkcoro.so" }), LibraryNotFoundError);
+});
+
+Deno.test("openLibrary's options are checked, and statusName knows only status codes", () => {
+  const cases: [unknown, RegExp][] = [
+    [null, /options must be an object, received null/],
+    ["x", /options must be an object, received "x"/],
+    [{ path: 7 }, /path must be a non-empty string, received 7/],
+    [{ expectAbi: "12" }, /expectAbi must be a non-negative integer, received "12"/],
+    [{ build: "yes" }, /build must be a boolean, received "yes"/],
+  ];
+  for (const [options, message] of cases) {
+    assert.throws(() => openLibrary(options as never), { name: "TypeError", message });
+  }
+  assert.equal(statusName(-9), "KC_EBADH");
+  assert.equal(statusName("toString" as never), "KC_EUNKNOWN(toString)");
 });
 
 async function runScript(code: string, env: Record<string, string>, flags: string[]) {

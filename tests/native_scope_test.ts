@@ -9,8 +9,10 @@ import {
   CancellationError,
   Channel,
   codecs,
+  Context,
   coroutineScope,
   createScope,
+  Deadline,
   InvalidHandleError,
   library,
   NativeScope,
@@ -232,6 +234,18 @@ Deno.test("withTimeout's deadline reaches native children through the scope's na
   });
   assert.equal(none[1], 1n);
   assert.equal(none[0], 0n);
+});
+
+Deno.test("a deadline of -Infinity in the context is a deadline already passed, not none", async () => {
+  const sym = library().symbols("test");
+  const c = new BigUint64Array(3);
+  const before = sym.kc_now_ns();
+  await coroutineScope(async (scope) => {
+    nativeScope(scope).launch("read-deadline", c);
+    await nativeScope(scope).wait();
+  }, { context: Context.empty.with(Deadline, -Infinity) });
+  assert.equal(c[1], 1n);
+  assert.ok(c[0] !== 0n && c[0] <= sym.kc_now_ns(), `deadline ${c[0]} (before ${before})`);
 });
 
 Deno.test("an endless or huge timeout gives native children no deadline (or one in the future)", async () => {

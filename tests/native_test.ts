@@ -96,6 +96,16 @@ Deno.test("bad arguments are RangeError/TypeError naming what was received", () 
     ],
     [() => NativeCoroutine.create("fib", { stackSize: 2 ** 40 }), RangeError, /stackSize/],
     [
+      () => NativeCoroutine.create("fib", { fpControl: "no" as unknown as boolean }),
+      TypeError,
+      /fpControl must be a boolean, received "no"/,
+    ],
+    [
+      () => NativeCoroutine.create("fib", { slabStack: 1 as unknown as boolean }),
+      TypeError,
+      /slabStack must be a boolean, received 1/,
+    ],
+    [
       () => NativeCoroutine.create("fib", { stackSize: "big" as unknown as number }),
       RangeError,
       /received "big"/,
