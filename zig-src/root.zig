@@ -319,6 +319,30 @@ fn running() ?*Scheduler {
     return &sched;
 }
 
+/// Threads inside a call that uses `sched` from outside its lock (kc_spawn, kc_sched_drain*,
+/// kc_sched_info, kc_sched_stats, kc_scope_create, kc_scope_launch): a restart rebuilds `sched`
+/// in place (its mutexes, workers, pool), so `kc_sched_start` waits until none is inside. A
+/// Worker isolate spawning while another restarts the runtime could otherwise lock a mutex
+/// being overwritten, or spawn into a half-built scheduler.
+var sched_users = std.atomic.Value(u32).init(0);
+
+/// `running()` for a call that uses the scheduler until it calls `leave()` (only when this
+/// returned one).
+fn enter() ?*Scheduler {
+    // Seq_cst, with the load of `sched_started` below: a Dekker pair with `kc_sched_start`
+    // (its store of false, then its loads of `sched_users`). Either it sees us and waits, or
+    // we see the scheduler stopped or restarting and leave.
+    _ = sched_users.fetchAdd(1, .seq_cst);
+    if (sched_started.load(.seq_cst) and sched.isRunning()) return &sched;
+    leave();
+    return null;
+}
+
+fn leave() void {
+    // Release: what we did with `sched` happens before a restart that sees the count drop.
+    _ = sched_users.fetchSub(1, .release);
+}
+
 fn freeHandle(co: *coroutine.Coroutine) void {
     reg().unregister(co);
 }
@@ -355,6 +379,10 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
     sched_mutex.lock();
     defer sched_mutex.unlock();
     if (running() != null) return Status.busy.code();
+    // No caller may be inside `sched` while it is rebuilt (see `enter`). Seq_cst: the other
+    // half of `enter`'s Dekker pair; the acquire half of the loads pairs with `leave`.
+    sched_started.store(false, .seq_cst);
+    while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
     sched.start(std.heap.c_allocator, .{
         .workers = workers,
         .stack_size = size,
@@ -374,7 +402,8 @@ export fn kc_spawn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_
     const e = entry orelse return Status.invalid.code();
     const f: kcoro.registry.Flags = @bitCast(flags);
     if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
-    const s = running() orelse return Status.shutdown.code();
+    const s = enter() orelse return Status.shutdown.code();
+    defer leave();
     const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
     // Spawned from inside a native scope's coroutine: a child of that scope (structured).
     if (kcoro.scope.current()) |sc| {
@@ -440,14 +469,16 @@ export fn kc_sleep_ns(ns: u64) callconv(.c) i32 {
 /// int32_t kc_sched_drain(void): blocks until no coroutine is runnable, running or sleeping.
 /// Not from a scheduled coroutine (KC_EINVAL). From Deno, call it `nonblocking`.
 export fn kc_sched_drain() callconv(.c) i32 {
-    const s = running() orelse return Status.shutdown.code();
+    const s = enter() orelse return Status.shutdown.code();
+    defer leave();
     s.drain() catch |err| return fail(err);
     return 0;
 }
 
 /// int32_t kc_sched_drain_for(uint64_t timeout_ns): kc_sched_drain with a bound (KC_ETIME).
 export fn kc_sched_drain_for(timeout_ns: u64) callconv(.c) i32 {
-    const s = running() orelse return Status.shutdown.code();
+    const s = enter() orelse return Status.shutdown.code();
+    defer leave();
     s.drainFor(timeout_ns) catch |err| return fail(err);
     return 0;
 }
@@ -469,7 +500,8 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 export fn kc_sched_info(out: ?[*]u64, len: u32) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
     var vals = [_]u64{ 0, 0, 0, 0 };
-    if (running()) |s| {
+    if (enter()) |s| {
+        defer leave();
         vals = .{ s.workerCount(), s.liveCount(), s.busyCount(), 1 };
     }
     const n = @min(len, vals.len);
@@ -481,7 +513,8 @@ export fn kc_sched_info(out: ?[*]u64, len: u32) callconv(.c) i32 {
 /// [runs, steals, parks, queue depth] for one worker; returns how many it wrote.
 export fn kc_sched_stats(worker: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
-    const s = running() orelse return Status.shutdown.code();
+    const s = enter() orelse return Status.shutdown.code();
+    defer leave();
     if (worker >= s.workerCount()) return Status.invalid.code();
     const st = s.workerStats(worker);
     const vals = [_]u64{ st.runs, st.steals, st.parks, st.queue_depth };
@@ -1078,7 +1111,8 @@ fn scopes() *ScopeRegistry {
 /// scheduler, a child of `parent` (0: none) so that cancelling the parent cancels it.
 export fn kc_scope_create(parent: u32, out_scope: ?*u32) callconv(.c) i32 {
     const out = out_scope orelse return Status.invalid.code();
-    const s = running() orelse return Status.shutdown.code();
+    const s = enter() orelse return Status.shutdown.code();
+    defer leave();
     const sr = scopes();
     const pe: ?*ScopeRegistry.Entry = if (parent == 0) null else sr.acquire(parent) catch |err| return fail(err);
     defer if (pe) |e| sr.release(e);
@@ -1097,7 +1131,8 @@ export fn kc_scope_launch(scope: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaqu
     const e = entry orelse return Status.invalid.code();
     const f: kcoro.registry.Flags = @bitCast(flags);
     if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
-    if (running() == null) return Status.shutdown.code();
+    _ = enter() orelse return Status.shutdown.code();
+    defer leave();
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
     defer sr.release(se);
@@ -2056,6 +2091,36 @@ test "C ABI: create, resume, transfer, destroy; bad handles are errors" {
     try testing.expect(kc_builtin_entry(0) == null);
     try testing.expectEqualStrings("KC_EBADH", std.mem.span(kc_status_name(-9)));
     try testing.expectEqualStrings("KC_EUNKNOWN", std.mem.span(kc_status_name(-9999)));
+}
+
+test "C ABI: restarts race spawns, drains and info from another thread without harm" {
+    const S = struct {
+        var done = std.atomic.Value(bool).init(false);
+        var spawned = std.atomic.Value(u32).init(0);
+        fn user() void {
+            const spin: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.spin)).?));
+            var cells = [2]u64{ 10, 0 };
+            var info: [4]u64 = undefined;
+            var stats: [4]u64 = undefined;
+            while (!done.load(.acquire)) {
+                if (kc_spawn(spin, &cells, 0, null) == 0) _ = spawned.fetchAdd(1, .monotonic);
+                _ = kc_sched_info(&info, 4);
+                _ = kc_sched_stats(0, &stats, 4);
+                _ = kc_sched_drain_for(std.time.ns_per_ms);
+            }
+        }
+    };
+    var threads: [3]std.Thread = undefined;
+    for (&threads) |*t| t.* = try std.Thread.spawn(.{}, S.user, .{});
+    const deadline = kc_now_ns() + 2 * std.time.ns_per_s;
+    var cycles: u32 = 0;
+    while (cycles < 300 and kc_now_ns() < deadline) : (cycles += 1) {
+        try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
+        try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(@intCast(cycles % 2)));
+    }
+    S.done.store(true, .release);
+    for (threads) |t| t.join();
+    try testing.expect(cycles > 0);
 }
 
 test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutdown" {
