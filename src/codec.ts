@@ -332,10 +332,10 @@ function putBuffer(
   tag: number,
   sym: Sym,
   codec: string,
+  // The engine's length, not a property a caller may have shadowed: native code copies `len`.
+  // Callers that pass `len` took it from the engine, or wrote that many bytes themselves.
   len = bytesLength(bytes),
 ): void {
-  // The engine's length, not a property a caller may have shadowed: native code copies `len`.
-  if (len > bytesLength(bytes)) throw new RangeError(`putBuffer: ${len} bytes past the view`);
   if (len > 0xffff_ffff) {
     throw new CodecError(codec, `Cannot send: a value of ${len} bytes is too large`);
   }
@@ -605,7 +605,7 @@ const u64: Codec<bigint> = {
 };
 
 function checkBytes(value: unknown): Uint8Array {
-  if (!(value instanceof Uint8Array) || !isRealBytes(value)) {
+  if (!(value instanceof Uint8Array) || realLength(value) < 0) {
     throw new CodecError(
       "bytes",
       `Cannot send: codecs.bytes carries Uint8Array values, received ${describe(value)}`,
@@ -614,13 +614,15 @@ function checkBytes(value: unknown): Uint8Array {
   return value;
 }
 
-/** A Uint8Array the engine made, not a Proxy or an object that only inherits from one. */
-function isRealBytes(value: Uint8Array): boolean {
+/**
+ * The engine's length of a Uint8Array, -1 for one it did not make (a Proxy, an object that
+ * only inherits from one), whose own `length` could say anything.
+ */
+function realLength(value: Uint8Array): number {
   try {
-    bytesLength(value);
-    return true;
+    return bytesLength(value);
   } catch {
-    return false;
+    return -1;
   }
 }
 
@@ -629,9 +631,10 @@ const bytes: Codec<Uint8Array> = {
   elemSize: 32,
   zeroCopy: true,
   encode(value, slot, sym) {
-    const b = checkBytes(value);
-    if (bytesLength(b) === 0) putInline(slot, T_EMPTY_BYTES);
-    else putBuffer(slot, b, T_BYTES, sym, "bytes");
+    const n = value instanceof Uint8Array ? realLength(value) : -1;
+    if (n < 0) checkBytes(value); // throws the CodecError
+    if (n === 0) putInline(slot, T_EMPTY_BYTES);
+    else putBuffer(slot, value, T_BYTES, sym, "bytes", n);
   },
   decode(slot, sym) {
     if (ptrOf(slot) === 0 ? slot.u32[2] !== T_EMPTY_BYTES : slot.u32[6] !== T_BYTES) {
@@ -730,12 +733,11 @@ const tagged: Codec<unknown> = {
           putInline(slot, T_NULL);
           return;
         }
-        if (
-          value instanceof Uint8Array && value.constructor === Uint8Array && isRealBytes(value)
-        ) {
-          if (bytesLength(value) === 0) putInline(slot, T_EMPTY_BYTES);
-          else putBuffer(slot, value, T_BYTES, sym, "default");
-          return;
+        if (value instanceof Uint8Array && value.constructor === Uint8Array) {
+          const n = realLength(value);
+          if (n === 0) putInline(slot, T_EMPTY_BYTES);
+          else if (n > 0) putBuffer(slot, value, T_BYTES, sym, "default", n);
+          if (n >= 0) return;
         }
         break;
     }
