@@ -28,7 +28,7 @@ runtime();
 // try-send finds room whether or not the echo is back in its receive yet.
 const ping = new Channel<bigint>(1, { codec: codecs.u64 });
 const pong = new Channel<bigint>("rendezvous", { codec: codecs.u64 });
-const cells = new BigUint64Array([BigInt(ping.handle), BigInt(pong.handle), 0n, 0n]);
+const cells = runtime().cells([BigInt(ping.handle), BigInt(pong.handle), 0n, 0n]);
 runtime().spawn("echo", cells);
 
 const slot = new Uint8Array(8);

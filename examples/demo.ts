@@ -118,7 +118,7 @@ if (stats.live !== 0) throw new Error(`expected no live coroutines, found ${stat
 console.log("\n5. the work-stealing scheduler:");
 {
   const rt = runtime({ workers: 2, slabStacks: true, stackSize: 16 * 1024 });
-  const sky = new BigUint64Array([1_000_000n, 0n]);
+  const sky = runtime().cells([1_000_000n, 0n]);
   let t0 = performance.now();
   rt.spawn("skynet", sky);
   // The event loop stays free while native workers run: count timer ticks during the drain.
@@ -131,7 +131,7 @@ console.log("\n5. the work-stealing scheduler:");
       (performance.now() - t0).toFixed(1)
     } ms`,
   );
-  const sleepers = new BigUint64Array([20n, 0n]);
+  const sleepers = runtime().cells([20n, 0n]);
   t0 = performance.now();
   for (let i = 0; i < 1000; i++) rt.spawn("sleeper", sleepers);
   await rt.drain();
@@ -140,7 +140,7 @@ console.log("\n5. the work-stealing scheduler:");
       (performance.now() - t0).toFixed(1)
     } ms`,
   );
-  const spin = new BigUint64Array([2_000_000n, 0n]);
+  const spin = runtime().cells([2_000_000n, 0n]);
   t0 = performance.now();
   for (let i = 0; i < 16; i++) rt.spawn("spin", spin);
   await rt.drain();
@@ -171,7 +171,7 @@ console.log("\n6. channels, select and structured concurrency:");
   await coroutineScope(async (scope) => {
     using numbers = new Channel<bigint>(64, { codec: codecs.u64 });
     const producers = [0n, 1n].map((p) =>
-      new BigUint64Array([BigInt(numbers.handle), p * 1000n, 1000n, 0n, 0n])
+      runtime().cells([BigInt(numbers.handle), p * 1000n, 1000n, 0n, 0n])
     );
     for (const cells of producers) rt.spawn("chanSender", cells);
     let sum = 0n;
@@ -197,7 +197,7 @@ console.log("\n6. channels, select and structured concurrency:");
   });
   console.log(`   select over two producers: ${winner} won; the other was cancelled`);
   // A native scope owned by a TypeScript scope: withTimeout cancels the native sleepers too.
-  const cells = new BigUint64Array([60_000n, 0n, 0n]);
+  const cells = runtime().cells([60_000n, 0n, 0n]);
   const t0 = performance.now();
   const r = await withTimeoutOrNull(20, async (scope) => {
     nativeScope(scope).launch("cancellable-sleeper", cells);

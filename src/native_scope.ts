@@ -102,10 +102,10 @@ function nativeCancellation(): CancellationError {
  *
  * @example
  * ```ts
- * import { NativeScope, Status } from "../mod.ts";
+ * import { NativeScope, runtime, Status } from "../mod.ts";
  * import assert from "node:assert/strict";
  * await using scope = NativeScope.create();
- * const cells = new BigUint64Array([60_000n, 0n, 0n]); // sleep a minute
+ * const cells = runtime().cells([60_000n, 0n, 0n]); // sleep a minute
  * scope.launch("cancellable-sleeper", cells);
  * assert.equal(scope.live, 1);
  * await assert.rejects(scope.wait({ timeout: 1 }), { name: "TimeoutError" });
@@ -435,9 +435,9 @@ class NativeChildren extends JobSupport<void> {
  *
  * @example
  * ```ts
- * import { coroutineScope, nativeScope, Status } from "../mod.ts";
+ * import { coroutineScope, nativeScope, runtime, Status } from "../mod.ts";
  * import assert from "node:assert/strict";
- * const cells = new BigUint64Array([60_000n, 0n, 0n]);
+ * const cells = runtime().cells([60_000n, 0n, 0n]);
  * await assert.rejects(
  *   coroutineScope(async (scope) => {
  *     nativeScope(scope).launch("cancellable-sleeper", cells); // a native child

@@ -130,17 +130,23 @@ export function nativeEntry(
         `Cannot ${op}: arg must be a BigUint64Array or a pointer, received ${describe(arg)}`,
       );
     }
-    if (onResizable(arg)) {
-      throw new TypeError(
-        `Cannot ${op}: the cells must not be on a resizable ArrayBuffer (shrinking it would ` +
-          `leave the coroutine writing past its end), received a BigUint64Array on one`,
-      );
-    }
-    if (inWorker && !nativeCells.has(typedBuffer(arg))) {
+    const buffer = typedBuffer(arg);
+    if (inWorker && !nativeCells.has(buffer)) {
       throw new TypeError(
         `Cannot ${op}: in a Worker the cells a native coroutine writes into must come from ` +
           `runtime().cells(n), which outlive the Worker (terminated while the coroutine runs, it ` +
           `would leave it writing into freed memory), received a BigUint64Array on the heap`,
+      );
+    }
+    // Memory JavaScript cannot free or move under the coroutine: an ArrayBuffer can be
+    // transferred, detached or resized (`buffer.transfer()` after a spawn freed the cells the
+    // coroutine went on writing into); a SharedArrayBuffer cannot, nor can native cells.
+    if (!nativeCells.has(buffer) && !(buffer instanceof SharedArrayBuffer)) {
+      throw new TypeError(
+        `Cannot ${op}: the cells a native coroutine writes into must be memory JavaScript cannot ` +
+          `free or move under it: runtime().cells(n) (or a BigUint64Array on a ` +
+          `SharedArrayBuffer); an ArrayBuffer can be transferred, detached or resized, received ` +
+          `a BigUint64Array on ${onResizable(arg) ? "a resizable ArrayBuffer" : "an ArrayBuffer"}`,
       );
     }
     return { fn, arg: Deno.UnsafePointer.of(arg), pin: arg };
@@ -259,33 +265,56 @@ export class Runtime {
   }
 
   /**
-   * `count` zeroed cells in native memory that outlive this isolate (they are never freed), for
-   * the coroutines a Worker starts: a Worker terminated while they run would otherwise leave them
-   * writing into its freed heap, so in a Worker `spawn` and `NativeScope.launch` take only these.
+   * Cells for a native coroutine to read and write (`spawn`, `NativeScope.launch`): `count`
+   * zeroed ones, or as many as `values` holds, set to them. They are memory JavaScript cannot
+   * free or move while the coroutine writes into them, which a plain ArrayBuffer is not (it can
+   * be transferred or detached): in the main isolate a `SharedArrayBuffer`, freed once
+   * unreachable (a spawn keeps it reachable while its coroutine may write); in a Worker native
+   * memory that outlives the Worker and is never freed (a Worker terminated while its
+   * coroutines run would otherwise leave them writing into its freed heap).
    *
    * @example
    * ```ts
    * import { runtime } from "../mod.ts";
    * import assert from "node:assert/strict";
    * const rt = runtime();
-   * const cells = rt.cells(2);
-   * cells[0] = 1n; // sleep 1 ms
+   * const cells = rt.cells([1n, 0n]); // sleep 1 ms, then count 1 in cell 1
    * rt.spawn("sleeper", cells);
    * await rt.drain();
    * assert.equal(cells[1], 1n);
    * ```
    */
-  cells(count: number): BigUint64Array {
+  cells(countOrValues: number | readonly bigint[]): BigUint64Array {
     const op = "allocate cells";
-    if (!Number.isInteger(count) || count < 1 || count > 1 << 20) {
+    const values = Array.isArray(countOrValues) ? countOrValues : null;
+    const count = values === null ? countOrValues : values.length;
+    if (typeof count !== "number" || !Number.isInteger(count) || count < 1 || count > 1 << 20) {
       throw new RangeError(
-        `Cannot ${op}: count must be an integer from 1 to 1048576, received ${describe(count)}`,
+        `Cannot ${op}: expected a count or an array of 1 to 1048576 bigints, received ${
+          describe(countOrValues)
+        }`,
       );
     }
-    const p = this.#lib.symbols(op).kc_cells_alloc(count);
-    if (p === null) unwrap(Status.ENOMEM, op);
-    const cells = new BigUint64Array(Deno.UnsafePointerView.getArrayBuffer(p!, count * 8));
-    nativeCells.add(cells.buffer);
+    if (values !== null) {
+      for (const v of values) {
+        if (typeof v !== "bigint" || v < 0n || v >= 1n << 64n) {
+          throw new TypeError(
+            `Cannot ${op}: each value must be a bigint from 0 to 2^64 - 1, received ${describe(v)}`,
+          );
+        }
+      }
+    }
+    let cells: BigUint64Array;
+    if (inWorker) {
+      const p = this.#lib.symbols(op).kc_cells_alloc(count);
+      if (p === null) unwrap(Status.ENOMEM, op);
+      cells = new BigUint64Array(Deno.UnsafePointerView.getArrayBuffer(p!, count * 8));
+      nativeCells.add(cells.buffer);
+    } else {
+      this.#lib.symbols(op); // a closed library is still an error
+      cells = new BigUint64Array(new SharedArrayBuffer(count * 8));
+    }
+    if (values !== null) cells.set(values);
     return cells;
   }
 
@@ -298,7 +327,7 @@ export class Runtime {
    * import { runtime } from "../mod.ts";
    * import assert from "node:assert/strict";
    * const rt = runtime();
-   * const cells = new BigUint64Array([1000n, 0n]); // skynet over 1000 leaves
+   * const cells = rt.cells([1000n, 0n]); // skynet over 1000 leaves
    * rt.spawn("skynet", cells);
    * await rt.drain();
    * assert.equal(cells[1], 499500n);

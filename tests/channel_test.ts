@@ -1346,7 +1346,7 @@ async function localWaitStress(
   const got = new Map<bigint, number>();
   const turn = () => new Promise((done) => setImmediate(done));
   const nativeStart = 1_000_000n, nativeCount = 300n;
-  const cell = new BigUint64Array([0n, nativeStart, nativeCount, 0n, 0n]);
+  const cell = runtime().cells([0n, nativeStart, nativeCount, 0n, 0n]);
   let started = false;
   let ops = 0;
   const startNative = () => {

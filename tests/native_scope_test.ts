@@ -27,7 +27,7 @@ const MINUTE = 60_000n;
 
 /** Cells of a three-cell built-in: [arg, done, status]. */
 function cells(arg: bigint | number): BigUint64Array {
-  return new BigUint64Array([BigInt(arg), 0n, 0n]);
+  return runtime().cells([BigInt(arg), 0n, 0n]);
 }
 const done = (c: BigUint64Array) => c[1] === 1n;
 const status = (c: BigUint64Array) => Number(BigInt.asIntN(64, c[2]));
@@ -197,10 +197,10 @@ Deno.test("NativeScope.wait: a timeout and an aborted signal reject, the childre
 
 Deno.test("a process whose scope owns an idle native scope exits by itself", async () => {
   const code = `
-    import { createScope, nativeScope } from "./mod.ts";
+    import { createScope, nativeScope, runtime } from "./mod.ts";
     const scope = createScope(); // never disposed
     const ns = nativeScope(scope);
-    const cells = new BigUint64Array([1n, 0n, 0n]);
+    const cells = runtime().cells([1n, 0n, 0n]);
     ns.launch("cancellable-sleeper", cells);
     await ns.wait();
     if (cells[1] !== 1n) throw new Error("the child did not finish");
@@ -212,7 +212,7 @@ Deno.test("a process whose scope owns an idle native scope exits by itself", asy
 
 Deno.test("withTimeout's deadline reaches native children through the scope's native scope", async () => {
   const sym = library().symbols("test");
-  const cells = new BigUint64Array(3);
+  const cells = runtime().cells(3);
   const before = sym.kc_now_ns();
   await withTimeout(60_000, async (scope) => {
     // A nested, later timeout keeps the outer deadline.
@@ -227,7 +227,7 @@ Deno.test("withTimeout's deadline reaches native children through the scope's na
   assert.ok(deadline >= before + 59_000_000_000n, `deadline ${deadline} too early`);
   assert.ok(deadline <= after + 60_000_000_000n, `deadline ${deadline} too late`);
   // Without a timeout there is none.
-  const none = new BigUint64Array(3);
+  const none = runtime().cells(3);
   await coroutineScope(async (scope) => {
     nativeScope(scope).launch("read-deadline", none);
     await nativeScope(scope).wait();
@@ -238,7 +238,7 @@ Deno.test("withTimeout's deadline reaches native children through the scope's na
 
 Deno.test("a deadline of -Infinity in the context is a deadline already passed, not none", async () => {
   const sym = library().symbols("test");
-  const c = new BigUint64Array(3);
+  const c = runtime().cells(3);
   const before = sym.kc_now_ns();
   await coroutineScope(async (scope) => {
     nativeScope(scope).launch("read-deadline", c);
@@ -251,7 +251,7 @@ Deno.test("a deadline of -Infinity in the context is a deadline already passed, 
 Deno.test("an endless or huge timeout gives native children no deadline (or one in the future)", async () => {
   const sym = library().symbols("test");
   for (const ms of [Infinity, 2 ** 64 / 1e6, 1e20, 1e13]) {
-    const c = new BigUint64Array(3);
+    const c = runtime().cells(3);
     const before = sym.kc_now_ns();
     await withTimeout(ms, async (scope) => {
       nativeScope(scope).launch("read-deadline", c);
@@ -274,7 +274,7 @@ Deno.test("a scope whose native children were abandoned (shutdown, library close
   for (const end of ["runtime().shutdown()", "closeLibrary()"]) {
     const res = await evalScript(`
       import { closeLibrary, coroutineScope, nativeScope, runtime, ShutdownError } from "./mod.ts";
-      const cells = new BigUint64Array([60000n, 0n, 0n]); // a minute
+      const cells = runtime().cells([60000n, 0n, 0n]); // a minute
       const scope = coroutineScope(async (scope) => {
         nativeScope(scope).launch("cancellable-sleeper", cells);
         return "block returned";
@@ -306,11 +306,11 @@ Deno.test("a native scope whose children a shutdown abandoned takes no new ones 
   const res = await evalScript(`
     import { NativeScope, runtime, ShutdownError } from "./mod.ts";
     const ns = NativeScope.create();
-    ns.launch("cancellable-sleeper", new BigUint64Array([60000n, 0n, 0n]));
+    ns.launch("cancellable-sleeper", runtime().cells([60000n, 0n, 0n]));
     await runtime().shutdown(); // abandons the sleeper
     runtime(); // a new scheduler
     try {
-      ns.launch("cancellable-sleeper", new BigUint64Array([1n, 0n, 0n]));
+      ns.launch("cancellable-sleeper", runtime().cells([1n, 0n, 0n]));
       throw new Error("launched into an abandoned scope");
     } catch (e) {
       if (!(e instanceof ShutdownError)) throw e;
@@ -329,7 +329,7 @@ Deno.test("a native scope whose children a shutdown abandoned takes no new ones 
     }
     // A new scope works.
     const fresh = NativeScope.create();
-    const cells = new BigUint64Array([1n, 0n, 0n]);
+    const cells = runtime().cells([1n, 0n, 0n]);
     fresh.launch("cancellable-sleeper", cells);
     await fresh.wait();
     if (cells[1] !== 1n) throw new Error("the new scope's child did not run");

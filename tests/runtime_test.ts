@@ -13,11 +13,11 @@ Deno.test("runtime: spawn built-ins, drain, stats", async () => {
     /already running with 2 workers, received workers: 3/,
   );
 
-  const sleepers = new BigUint64Array([5n, 0n]);
+  const sleepers = runtime().cells([5n, 0n]);
   for (let i = 0; i < 50; i++) rt.spawn("sleeper", sleepers);
-  const sky = new BigUint64Array([10_000n, 0n]);
+  const sky = runtime().cells([10_000n, 0n]);
   rt.spawn("skynet", sky);
-  const spin = new BigUint64Array([100_000n, 0n]);
+  const spin = runtime().cells([100_000n, 0n]);
   for (let i = 0; i < 8; i++) rt.spawn("spin", spin);
   await rt.drain();
   assert.equal(sleepers[1], 50n);
@@ -51,18 +51,33 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
     /^TypeError: Cannot spawn coroutine: arg must be a BigUint64Array or a pointer/,
   );
   // The engine's length and buffer count, not properties the caller shadowed or a Proxy's.
-  const short = new BigUint64Array(1);
+  const short = rt.cells(1);
   Object.defineProperty(short, "length", { value: 3 });
   assert.throws(() => rt.spawn("sleeper", short), /needs a BigUint64Array of 2 cells/);
-  const proxy = new Proxy(new BigUint64Array(2), {});
+  const proxy = new Proxy(rt.cells(2), {});
   assert.throws(() => rt.spawn("sleeper", proxy), /needs a BigUint64Array of 2 cells/);
   assert.throws(() => rt.spawn({ pointer: Deno.UnsafePointer.create(1n) } as never, proxy));
+  // Memory JavaScript could free or move under the coroutine (a transfer after the spawn freed
+  // the cells it went on writing into) is refused; native cells and SharedArrayBuffers are not.
   const growable = new BigUint64Array(new ArrayBuffer(16, { maxByteLength: 64 }));
-  assert.throws(() => rt.spawn("sleeper", growable), /must not be on a resizable ArrayBuffer/);
+  assert.throws(() => rt.spawn("sleeper", growable), /received a BigUint64Array on a resizable/);
+  assert.throws(
+    () => rt.spawn("sleeper", new BigUint64Array([1n, 0n])),
+    /must be memory JavaScript cannot free or move under it: runtime\(\)\.cells\(n\)/,
+  );
+  const shared = new BigUint64Array(new SharedArrayBuffer(16));
+  rt.spawn("sleeper", shared); // 0 ms
+  assert.throws(
+    () => rt.cells([1n, -1n]),
+    /each value must be a bigint from 0 to 2\^64 - 1, received -1n/,
+  );
+  assert.throws(() => rt.cells([1] as never), /received 1/);
+  assert.throws(() => rt.cells([]), /received \[object Array\]/);
+  assert.deepEqual([...rt.cells([3n, 4n])], [3n, 4n]);
   for (const n of [0, -1, 1.5, 2 ** 21, "2" as never]) {
     assert.throws(() => rt.cells(n), RangeError, `cells(${n})`);
   }
-  assert.throws(() => rt.cells(3.5), /count must be an integer from 1 to 1048576, received 3.5/);
+  assert.throws(() => rt.cells(3.5), /a count or an array of 1 to 1048576 bigints, received 3.5/);
   assert.throws(() => runtime({ workers: -1 }), RangeError);
   assert.throws(() => runtime({ stackSize: 5 }), /stackSize .* received 5/);
   assert.throws(() => runtime(null as never), TypeError);
@@ -90,7 +105,7 @@ Deno.test("runtime() after closeLibrary, while a Worker keeps the scheduler runn
     const after = runtime();
     if (after === before) throw new Error("the Runtime of the closed library came back");
     if (!after.isRunning) throw new Error("not running");
-    const cells = new BigUint64Array([1n, 0n]);
+    const cells = runtime().cells([1n, 0n]);
     after.spawn("sleeper", cells);
     await after.drain();
     if (cells[1] !== 1n) throw new Error("the coroutine did not run");
@@ -116,7 +131,7 @@ void add_one(void *arg) { __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RE
     const addOne = resolveNative(`${dir}/libplugin.so`, "add_one");
     assert.throws(() => resolveNative(`${dir}/libplugin.so`, "missing"), KcoroError);
     const rt = runtime();
-    const cells = new BigUint64Array(2);
+    const cells = runtime().cells(2);
     for (let i = 0; i < 100; i++) rt.spawn(addOne, cells);
     await rt.drain();
     assert.equal(cells[1], 100n);
@@ -128,7 +143,7 @@ void add_one(void *arg) { __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RE
 
 Deno.test("runtime: shutdown is idempotent, later calls are ShutdownError, restart works", async () => {
   const rt = runtime({ workers: 2 });
-  const cells = new BigUint64Array([20n, 0n]);
+  const cells = runtime().cells([20n, 0n]);
   for (let i = 0; i < 10; i++) rt.spawn("sleeper", cells);
   await rt.shutdown("finish"); // the sleepers complete first
   assert.equal(cells[1], 10n);
@@ -146,7 +161,7 @@ Deno.test("runtime: shutdown is idempotent, later calls are ShutdownError, resta
 Deno.test("runtime: a coroutine parked on a channel when shutdown cancels it leaves the channel usable", async () => {
   const rt = runtime({ workers: 1 });
   using ch = new Channel<bigint>("rendezvous", { codec: codecs.u64 });
-  const cells = new BigUint64Array([BigInt(ch.handle), 0n, 0n]);
+  const cells = runtime().cells([BigInt(ch.handle), 0n, 0n]);
   rt.spawn("receiver", cells);
   await rt.drain(); // parked in its receive
   await rt.shutdown("cancel");
@@ -167,7 +182,7 @@ Deno.test("runtime: a parked built-in's cells stay pinned across a drain until i
     using ch = new Channel(0, { codec: codecs.u64 });
     let ref;
     (() => {
-      const cells = new BigUint64Array([BigInt(ch.handle), 0n, 0n]);
+      const cells = runtime().cells([BigInt(ch.handle), 0n, 0n]);
       ref = new WeakRef(cells);
       rt.spawn("receiver", cells); // parks: nothing sent yet
     })();
@@ -196,13 +211,13 @@ Deno.test("runtime: a built-in's cells are let go once it finished, while others
     using ch = new Channel(0, { codec: codecs.u64 });
     let receiver, spun;
     (() => {
-      const cells = new BigUint64Array([BigInt(ch.handle), 0n, 0n]);
+      const cells = runtime().cells([BigInt(ch.handle), 0n, 0n]);
       receiver = new WeakRef(cells);
       rt.spawn("receiver", cells); // stays live (parked) throughout
     })();
     for (let round = 0; round < 10; round++) {
       for (let i = 0; i < 100; i++) {
-        const cells = new BigUint64Array([1n, 0n]);
+        const cells = runtime().cells([1n, 0n]);
         if (round === 0 && i === 0) spun = new WeakRef(cells);
         rt.spawn("spin", cells);
       }
@@ -229,11 +244,11 @@ Deno.test("runtime: built-ins saturate instead of wrapping: a huge sleep sleeps,
   const res = await evalScript(`
     import { Channel, codecs, runtime } from "./mod.ts";
     const rt = runtime({ workers: 1 });
-    const sleeper = new BigUint64Array([2n ** 62n, 0n]); // 2^62 ms: wrapped, it was 0 ns
+    const sleeper = runtime().cells([2n ** 62n, 0n]); // 2^62 ms: wrapped, it was 0 ns
     rt.spawn("sleeper", sleeper);
     using ch = new Channel(8, { codec: codecs.u64 });
     const max = 2n ** 64n - 1n;
-    const sender = new BigUint64Array([BigInt(ch.handle), max - 1n, 5n, 0n, 0n]);
+    const sender = runtime().cells([BigInt(ch.handle), max - 1n, 5n, 0n, 0n]);
     rt.spawn("chanSender", sender);
     const deadline = Date.now() + 20000;
     while (sender[4] !== 1n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
@@ -254,7 +269,7 @@ Deno.test("runtime: running out of guarded stacks is KC_ENOMEM and leaves the pr
     import { Channel, codecs, KcoroError, runtime } from "./mod.ts";
     const rt = runtime({ workers: 2 });
     const ch = new Channel(0, { codec: codecs.u64 });
-    const cells = new BigUint64Array([BigInt(ch.handle), 0n, 0n]);
+    const cells = runtime().cells([BigInt(ch.handle), 0n, 0n]);
     let n = 0, err = null;
     try {
       for (; n < 40000; n++) rt.spawn("receiver", cells); // each parks, holding its stack
@@ -283,7 +298,7 @@ Deno.test("runtime: shutdown waits for a running coroutine on a helper thread, n
   const res = await evalScript(`
     import { runtime } from "./mod.ts";
     const rt = runtime({ workers: 1 });
-    const cells = new BigUint64Array([300_000_000n, 0n]); // a CPU-bound loop of several 100 ms
+    const cells = runtime().cells([300_000_000n, 0n]); // a CPU-bound loop of several 100 ms
     rt.spawn("spin", cells);
     while (rt.stats().busy === 0) await new Promise((r) => setTimeout(r, 1)); // it runs
     let ticks = 0;
@@ -300,7 +315,7 @@ Deno.test("a process with a running runtime exits by itself", async () => {
   const code = `
     import { runtime } from "${root}mod.ts";
     const rt = runtime({ workers: 2 });
-    const cells = new BigUint64Array([1n, 0n]);
+    const cells = runtime().cells([1n, 0n]);
     for (let i = 0; i < 100; i++) rt.spawn("sleeper", cells);
     await rt.drain();
     console.log("drained " + cells[1]);

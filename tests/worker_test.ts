@@ -43,7 +43,7 @@ Deno.test("main isolate + 2 Workers + native producers on one channel: every val
     const cells = Array.from(
       { length: natives },
       (_, i) =>
-        new BigUint64Array([BigInt(ch.handle), BigInt(i * perNative), BigInt(perNative), 0n, 0n]),
+        runtime().cells([BigInt(ch.handle), BigInt(i * perNative), BigInt(perNative), 0n, 0n]),
     );
     for (const c of cells) rt.spawn("chanSender", c);
     // The main isolate sends too (plain sends and selects) and receives until close.
@@ -126,12 +126,12 @@ Deno.test("a Worker terminated mid-wait: its waiter is gone, nothing is delivere
     // Queued behind the dead Worker's receiver: a native send (FIFO) would reach the dead
     // isolate first if its waiter stayed; the value must come here instead.
     const r = ch.receive();
-    const one = new BigUint64Array([BigInt(ch.handle), 7n, 1n, 0n, 0n]);
+    const one = runtime().cells([BigInt(ch.handle), 7n, 1n, 0n, 0n]);
     rt.spawn("chanSender", one);
     assert.equal(await within(r, 10_000, "the value sent after the Worker died"), 7n);
     // The channel is consistent: a stream of native sends arrives here whole and in order.
     const n = 200;
-    const more = new BigUint64Array([BigInt(ch.handle), 100n, BigInt(n), 0n, 0n]);
+    const more = runtime().cells([BigInt(ch.handle), 100n, BigInt(n), 0n, 0n]);
     rt.spawn("chanSender", more);
     for (let i = 0; i < n; i++) {
       assert.equal(await within(ch.receive(), 10_000, `value ${i}`), BigInt(100 + i));
@@ -224,7 +224,7 @@ Deno.test("a Worker closing its library leaves the process-wide runtime running 
   }
   // It used to shut the scheduler down for everyone.
   assert.equal(rt.isRunning, true);
-  const cells = new BigUint64Array([1n, 0n]);
+  const cells = runtime().cells([1n, 0n]);
   rt.spawn("sleeper", cells);
   await rt.drain();
   assert.equal(cells[1], 1n);
