@@ -311,6 +311,30 @@ Deno.test("runtime: shutdown waits for a running coroutine on a helper thread, n
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("runtime: during a finishing shutdown, spawns fail at once and a cancel ends the drain", async () => {
+  const res = await evalScript(`
+    import { runtime, ShutdownError } from "./mod.ts";
+    const rt = runtime({ workers: 1 });
+    const sleeper = rt.cells([60_000n, 0n]); // a minute: a finish would wait for it
+    rt.spawn("sleeper", sleeper);
+    const t0 = performance.now();
+    const finish = rt.shutdown("finish");
+    await new Promise((r) => setTimeout(r, 20)); // the drain is under way
+    try {
+      rt.spawn("sleeper", rt.cells([1n, 0n]));
+      throw new Error("spawned during a shutdown");
+    } catch (e) {
+      if (!(e instanceof ShutdownError)) throw e;
+    }
+    if (performance.now() - t0 > 10_000) throw new Error("the spawn waited for the drain");
+    await rt.shutdown("cancel"); // stops the drain: the sleeper is abandoned
+    await finish;
+    if (performance.now() - t0 > 10_000) throw new Error("the cancel waited for the drain");
+    if (sleeper[1] !== 0n) throw new Error("the sleeper finished");
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a process with a running runtime exits by itself", async () => {
   const code = `
     import { runtime } from "${root}mod.ts";

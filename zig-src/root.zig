@@ -325,6 +325,9 @@ fn running() ?*Scheduler {
 /// Worker isolate spawning while another restarts the runtime could otherwise lock a mutex
 /// being overwritten, or spawn into a half-built scheduler.
 var sched_users = std.atomic.Value(u32).init(0);
+/// Set by kc_sched_shutdown before it stops the scheduler, cleared by kc_sched_start: spawns
+/// from outside the workers fail (KC_ESHUTDOWN) instead of waiting for a finishing drain.
+var sched_stopping = std.atomic.Value(bool).init(false);
 
 /// `running()` for a call that uses the scheduler until it calls `leave()` (only when this
 /// returned one).
@@ -383,6 +386,7 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
     // half of `enter`'s Dekker pair; the acquire half of the loads pairs with `leave`.
     sched_started.store(false, .seq_cst);
     while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
+    sched_stopping.store(false, .seq_cst);
     sched.start(std.heap.c_allocator, .{
         .workers = workers,
         .stack_size = size,
@@ -404,6 +408,8 @@ export fn kc_spawn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_
     if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
     const s = enter() orelse return Status.shutdown.code();
     defer leave();
+    // From outside, once a shutdown began (a coroutine may still spawn while a finish drains).
+    if (coroutine.current() == null and sched_stopping.load(.seq_cst)) return Status.shutdown.code();
     const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
     // Spawned from inside a native scope's coroutine: a child of that scope (structured).
     if (kcoro.scope.current()) |sc| {
@@ -488,6 +494,16 @@ export fn kc_sched_drain_for(timeout_ns: u64) callconv(.c) i32 {
 export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
     if (mode > 1) return Status.invalid.code();
     if (coroutine.current() != null) return Status.invalid.code(); // a worker cannot join itself
+    // Spawns from outside fail at once from here on, instead of waiting for a finishing
+    // drain to end (they would wait on the scheduler's lifecycle lock).
+    sched_stopping.store(true, .seq_cst);
+    // A cancel while a finish drains: tell the drain to stop, then wait for that shutdown.
+    if (mode == 0) {
+        if (enter()) |s| {
+            defer leave();
+            s.cancelPending();
+        }
+    }
     sched_mutex.lock();
     defer sched_mutex.unlock();
     if (!sched_started.load(.acquire)) return 0;
@@ -1133,6 +1149,7 @@ export fn kc_scope_launch(scope: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaqu
     if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
     _ = enter() orelse return Status.shutdown.code();
     defer leave();
+    if (coroutine.current() == null and sched_stopping.load(.seq_cst)) return Status.shutdown.code();
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
     defer sr.release(se);

@@ -509,6 +509,9 @@ pub const Scheduler = struct {
     pool: stack_mod.Pool,
     /// Serialises shutdown against itself and against spawns from outside the workers.
     lifecycle: std.Thread.Mutex = .{},
+    /// A cancelling shutdown was asked for while a finishing one drains (`cancelPending`): the
+    /// drain stops and the rest is abandoned. Release/acquire: a flag, ordering nothing else.
+    cancel_pending: std.atomic.Value(bool) = .init(false),
     /// Called for every coroutine that finishes, and at shutdown for every one that never
     /// will, before its stack is reused or freed (the C ABI frees the coroutine's handle here).
     finish_hook: ?*const fn (*Coroutine) void = null,
@@ -883,13 +886,27 @@ pub const Scheduler = struct {
     }
 
     /// Stops the workers and frees everything. `s` may be reused with `start` afterwards.
+    /// From any thread, without waiting: a finishing shutdown in progress stops draining and
+    /// abandons the rest (the caller then calls `shutdown(.cancel)`, which waits for it).
+    pub fn cancelPending(s: *Scheduler) void {
+        s.cancel_pending.store(true, .release);
+    }
+
     pub fn shutdown(s: *Scheduler, mode: ShutdownMode) void {
         s.lifecycle.lock();
         defer s.lifecycle.unlock();
         if (s.state.load(.acquire) != .running) return;
         if (mode == .finish) {
             // Outside spawns wait on `lifecycle`; coroutines may still spawn while we drain.
-            s.drain() catch {};
+            // In slices, so that a cancel asked for meanwhile (`cancelPending`) ends the wait:
+            // the rest is then abandoned, as a cancel would.
+            while (!s.cancel_pending.load(.acquire)) {
+                s.drainFor(10 * std.time.ns_per_ms) catch |err| switch (err) {
+                    error.Timeout => continue,
+                    else => break,
+                };
+                break;
+            }
         }
         s.state.store(.stopping, .release);
         s.wakeAll();
