@@ -270,15 +270,22 @@ export fn kc_coro_unpark(h: u32) callconv(.c) i32 {
 
 /// int32_t kc_coro_state(uint32_t h)
 export fn kc_coro_state(h: u32) callconv(.c) i32 {
-    const co = reg().get(h) catch |err| return fail(err);
-    return @intFromEnum(co.getState());
+    // Generation-checked, before and after the read: a scheduled coroutine may finish and its
+    // stack (where it lives; never unmapped while the scheduler runs) carry another one
+    // meanwhile, whose state is not this handle's.
+    const ref = reg().lookupRef(h) catch |err| return fail(err);
+    const state = ref.co.getState();
+    if (ref.co.generation() != ref.gen) return Status.bad_handle.code();
+    return @intFromEnum(state);
 }
 
 /// int32_t kc_coro_transfer(uint32_t h, uint64_t *out): the coroutine's transfer word.
 export fn kc_coro_transfer(h: u32, out: ?*u64) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
-    const co = reg().get(h) catch |err| return fail(err);
-    o.* = co.transfer;
+    const ref = reg().lookupRef(h) catch |err| return fail(err);
+    const word = @atomicLoad(u64, &ref.co.transfer, .monotonic); // a racing finish: checked below
+    if (ref.co.generation() != ref.gen) return Status.bad_handle.code();
+    o.* = word;
     return 0;
 }
 

@@ -525,9 +525,12 @@ pub const Scheduler = struct {
         const pool = stack_mod.Pool.init(allocator, .{
             .mode = opts.stack_mode,
             .stack_size = opts.stack_size,
-            // Bounded: a burst's stacks go back to the system after it (guarded ones are two
-            // of the process's limited mappings each; see coro/stack.zig's budget).
-            .max_free = 1024,
+            // Never unmapped while the scheduler runs: a coroutine lives at the top of its
+            // stack, and wakers holding a `Ref` (or a handle lookup racing its finish) read its
+            // generation word after it may have finished. Type-stable memory makes that read
+            // safe; the process-wide budget of guarded stacks (coro/stack.zig) bounds what a
+            // burst can keep mapped.
+            .max_free = std.math.maxInt(usize),
         }) catch |e| return switch (e) {
             error.InvalidStackSize => error.InvalidArgument,
             error.OutOfMemory => error.OutOfMemory,
