@@ -63,8 +63,20 @@ export class Library {
    * started threads stays mapped until the process ends.)
    */
   close(): void {
+    if (this.#lib === null) return;
+    // While still open: what waits natively is withdrawn (or settled, if it completed first),
+    // so that nothing is delivered after its operation was reported failed.
+    const before = this.#beforeClose;
+    this.#beforeClose = [];
+    for (const hook of before) {
+      try {
+        hook();
+      } catch (e) {
+        reportError(e);
+      }
+    }
     const lib = this.#lib;
-    if (lib === null) return;
+    if (lib === null) return; // a hook closed it
     this.#lib = null;
     if (lib.symbols.kc_lib_release_thread() === 0) lib.symbols.kc_sched_shutdown(0);
     lib.close();
@@ -80,6 +92,15 @@ export class Library {
   }
 
   #onClose: (() => void)[] = [];
+  #beforeClose: (() => void)[] = [];
+
+  /**
+   * @internal Runs `hook` when `close()` begins, while the library is still open (to withdraw
+   * what waits natively); once only.
+   */
+  beforeClose(hook: () => void): void {
+    if (this.#lib !== null) this.#beforeClose.push(hook);
+  }
 
   /**
    * @internal Runs `hook` once this library is closed (after it is), e.g. to settle operations

@@ -26,6 +26,12 @@ import { Status } from "./errors.ts";
 export interface RingOp {
   ticket: number;
   complete(status: number, index: number): void;
+  /**
+   * Its native wait was withdrawn (`kc_ring_abort`) because the library is closing: no record
+   * will come. Fail with a LibraryClosedError, giving back what it holds natively (the library
+   * is still open) and a send's value to the channel's `onUndeliveredElement`.
+   */
+  withdrawn(): void;
 }
 
 /** How long one wait may block before the loop looks again (bounds exit after a lost wake-up). */
@@ -53,7 +59,32 @@ export class Bridge {
     const rc = this.#sym.kc_ring_create(this.#out);
     if (rc !== 0) throw new Error(`Cannot create completion ring: status ${rc}`);
     this.#ring = this.#out[0];
+    lib.beforeClose(() => this.#closing());
     lib.onClose(() => this.#closed());
+  }
+
+  /**
+   * The library is about to close: each queued operation is withdrawn natively and fails with a
+   * LibraryClosedError, except those that completed first, whose records settle them as
+   * completed. Before, they were settled only after the close, when nothing could be withdrawn
+   * any more: a receive reported failed still took its value, lost; a send reported failed was
+   * still delivered.
+   */
+  #closing(): void {
+    for (const op of [...this.#ops.values()]) {
+      if (this.#sym.kc_ring_abort(this.#ring, op.ticket) === Status.EBUSY) continue;
+      this.#ops.delete(op.ticket);
+      try {
+        op.withdrawn();
+      } catch (e) {
+        reportError(e);
+      }
+    }
+    try {
+      this.#drain();
+    } catch (e) {
+      reportError(e);
+    }
   }
 
   /**

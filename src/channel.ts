@@ -450,6 +450,11 @@ class Waiter implements RingOp {
     this.detach();
     this.ch._completed(this, status);
   }
+
+  withdrawn(): void {
+    this.detach();
+    this.ch._withdrawn(this);
+  }
 }
 
 type Sym = ReturnType<Library["symbols"]>;
@@ -1671,6 +1676,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /** @internal A ring record for `w` arrived. */
+  /** @internal Its native wait was withdrawn as the library closes (see `RingOp.withdrawn`). */
+  _withdrawn(w: Waiter): void {
+    try {
+      if (w.kind === SEND) {
+        this.#codec.discard(w.slot!, this.#lib.symbols("withdraw send"));
+        if (this.#onUndelivered !== undefined) this.#undelivered(w.value);
+      }
+    } finally {
+      releaseSlot(w);
+      w.reject(new LibraryClosedError(w.kind === SEND ? "send" : "receive"));
+    }
+  }
+
   _completed(w: Waiter, status: number): void {
     const bridge = this.#bridge;
     if (!this.#lib.isOpen) {

@@ -54,6 +54,7 @@ import {
   checkSignal,
   describe,
   InvalidHandleError,
+  LibraryClosedError,
   Status,
   unwrap,
 } from "./errors.ts";
@@ -432,6 +433,17 @@ class Selection implements RingOp {
       return;
     }
     this.#fireJs(c);
+  }
+
+  /** Its native wait was withdrawn as the library closes (see `RingOp.withdrawn`). */
+  withdrawn(): void {
+    this.queued = false;
+    if (this.done) return;
+    this.#freeValues(-1);
+    this.#giveSlots();
+    this.done = true;
+    this.#cleanup();
+    this.reject(new LibraryClosedError("select"));
   }
 
   /** The ring's record for the queued native select. */
