@@ -37,7 +37,7 @@ import {
   describe,
   TimeoutError,
 } from "./errors.ts";
-import { bytesLength, pack, packed, unpack } from "./pack.ts";
+import { bytesLength, isDetached, pack, packed, unpack } from "./pack.ts";
 
 type Sym = ReturnType<Library["symbols"]>;
 
@@ -148,26 +148,6 @@ const decoder = new TextDecoder();
 /** One function for every string receive (a closure per call would be made each time). */
 const decodeText = (b: Uint8Array): string => decoder.decode(b);
 
-/** Frees a received Uint8Array's native memory once its ArrayBuffer is garbage. */
-const views = new FinalizationRegistry<{ sym: Sym; ptr: Deno.PointerValue; len: number }>(
-  ({ sym, ptr, len }) => {
-    viewedBytes -= len;
-    try {
-      sym.kc_buf_free(ptr);
-    } catch {
-      // The library was closed: its memory went with it.
-    }
-  },
-);
-
-/**
- * Bytes of received buffers of their own (not pooled) that this isolate's views hold until
- * their finalisers run, and the most it may hold: past it a value is copied into a Uint8Array of
- * its own and freed at once (as `PINNED_MAX` does for pooled chunks, for the same reason).
- */
-let viewedBytes = 0;
-const VIEWED_MAX = 128 * 1024 * 1024;
-
 /**
  * An isolate's ArrayBuffer over one chunk of the library's buffer pool (`kc_pool_info`), and
  * how many received values are views of it: when the ArrayBuffer is garbage (no view of it is
@@ -254,13 +234,16 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
   if (off < 0 || off >= pool.size) return null;
   const c = Math.floor(off / pool.chunk);
   let buffer: ArrayBuffer | undefined, hold: ChunkHold;
-  if (c === pool.lastChunk) {
+  if (c === pool.lastChunk && !isDetached(pool.lastBuffer!)) {
     // Most values follow one from the same chunk: its buffer is held until another chunk's
     // value comes (one chunk per isolate stays mapped a little longer).
     buffer = pool.lastBuffer!;
     hold = pool.lastHold!;
   } else {
     buffer = pool.buffers[c]?.deref();
+    // A chunk buffer the caller transferred or detached (`value.buffer.transfer()`): a new one
+    // for the values to come, which would otherwise be lost to a TypeError.
+    if (buffer !== undefined && isDetached(buffer)) buffer = undefined;
     if (buffer === undefined) {
       const chunk = Deno.UnsafePointer.create(BigInt(pool.base + c * pool.chunk));
       buffer = Deno.UnsafePointerView.getArrayBuffer(chunk!, pool.chunk);
@@ -395,12 +378,13 @@ function withBytes<R>(slot: Slot, sym: Sym, use: (bytes: Uint8Array) => R): R {
 }
 
 /**
- * A received Uint8Array: a view of the native buffer. A pooled buffer's view shares one
- * ArrayBuffer with the other values of its chunk (`.buffer` is the chunk, as with Node's
- * `Buffer` pool); the chunk's values are freed together when no view of it is left. Past
- * `PINNED_MAX` chunks pinned by this isolate, a value from another chunk is copied into a buffer
- * of its own instead. Any other buffer gets an ArrayBuffer of its own, freed when its view is
- * garbage (or, past `VIEWED_MAX` bytes held that way, a copy, its buffer freed at once).
+ * A received Uint8Array. A pooled buffer (up to 16 KiB) is a view that shares one ArrayBuffer
+ * with the other values of its chunk (`.buffer` is the chunk, as with Node's `Buffer` pool); the
+ * chunk's values are freed together when no view of it is left. Past `PINNED_MAX` chunks pinned
+ * by this isolate, a value from another chunk is copied into a buffer of its own instead. A
+ * larger buffer is copied into an ArrayBuffer this isolate owns and its native memory freed at
+ * once: a view of malloc'd memory freed by a finaliser would not survive a transfer of its
+ * `.buffer` (the moved buffer kept pointing at memory freed under it).
  */
 function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
   const at = ptrOf(slot);
@@ -408,19 +392,10 @@ function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
   const pooled = poolView(sym, at, slot.u32[2], true);
   if (pooled !== null) return pooled;
   const ptr = pointer(slot);
-  const len = slot.u32[2];
-  if (viewedBytes + len > VIEWED_MAX) {
-    const copy = new Uint8Array(len);
-    Deno.UnsafePointerView.copyInto(ptr!, copy);
-    sym.kc_buf_free(ptr);
-    return copy;
-  }
-  const buffer = view(slot, ptr);
-  viewedBytes += len;
-  // On the ArrayBuffer, not the view: a subarray or `.buffer` the caller keeps holds the memory
-  // after the view itself is garbage.
-  views.register(buffer, { sym, ptr, len });
-  return new Uint8Array(buffer);
+  const copy = new Uint8Array(slot.u32[2]);
+  Deno.UnsafePointerView.copyInto(ptr!, copy);
+  sym.kc_buf_free(ptr);
+  return copy;
 }
 
 /**

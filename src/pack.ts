@@ -80,6 +80,11 @@ export function typedLength(array: ArrayBufferView): number {
   return taLength.call(array);
 }
 
+/** @internal Whether an ArrayBuffer was detached or transferred (engine getters only). */
+export function isDetached(buffer: ArrayBuffer): boolean {
+  return abDetached !== undefined ? abDetached.call(buffer) : abLength.call(buffer) === 0;
+}
+
 /** @internal Whether a typed array is on a resizable ArrayBuffer (engine getters only). */
 export function onResizable(array: ArrayBufferView): boolean {
   const buffer = taBuffer.call(array);

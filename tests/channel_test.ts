@@ -999,7 +999,45 @@ Deno.test("a larger received buffer (its own memory) lives while a subarray or i
   assert.equal(res.code, 0, res.stderr);
 });
 
-Deno.test("a receive loop that never yields holds at most 128 MiB of larger buffers by view, then copies", async () => {
+Deno.test("received buffers survive a transfer of their .buffer: larger ones are the receiver's own, and a pooled chunk's values after it still arrive", async () => {
+  const res = await evalScript(
+    `
+    import { Channel, codecs } from "./mod.ts";
+    const a = new Channel(8, { codec: codecs.bytes }), b = new Channel(8, { codec: codecs.bytes });
+    a.share();
+    b.share();
+    // Larger than a pooled slice: the moved buffer is memory the receiver owns.
+    a.trySend(new Uint8Array(64 * 1024).fill(1));
+    const big = a.tryReceive().value;
+    const moved = new Uint8Array(big.buffer.transfer());
+    for (let i = 0; i < 5; i++) {
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    for (let round = 0; round < 20; round++) {
+      b.trySend(new Uint8Array(64 * 1024).fill(2));
+      moved.fill(9); // must write only its own memory
+      const got = b.tryReceive().value;
+      if (got.some((x) => x !== 2)) throw new Error("another channel's value was overwritten");
+    }
+    // Pooled: the values of one chunk share its ArrayBuffer; transferring it detaches them, but
+    // the next value of that chunk must still arrive (it was lost to a TypeError).
+    for (let i = 0; i < 4; i++) a.trySend(new Uint8Array([i, i, i]));
+    const first = a.tryReceive().value;
+    first.buffer.transfer();
+    for (let i = 1; i < 4; i++) {
+      const r = a.tryReceive();
+      if (r.state !== "ok" || r.value[0] !== i || r.value.length !== 3) {
+        throw new Error("value " + i + ": " + JSON.stringify(r));
+      }
+    }
+    `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
+Deno.test("a receive loop that never yields holds no larger buffer's native memory: each is copied and freed", async () => {
   const res = await evalScript(
     `
     import { Channel, codecs } from "./mod.ts";
