@@ -409,7 +409,8 @@ int32_t kc_ring_drain(uint32_t ring, struct kc_completion *out, uint32_t max);
  * sends) and frees the ticket. */
 int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size);
 /* Withdraws a pending operation: 0 (no record will come, nothing delivered) or KC_EBUSY (it
- * completed: take it). */
+ * completed: take it). A take or abort of a ticket that another thread's take or abort is
+ * handling at that moment (or has handled) is KC_EBADH: one call wins. */
 int32_t kc_ring_abort(uint32_t ring, uint32_t ticket);
 /* The other way to wake an isolate than a blocked kc_ring_wait: a thread of the library's own
  * calls notify() whenever records arrived since its last call (spuriously too: at start, after

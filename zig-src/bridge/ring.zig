@@ -139,11 +139,36 @@ pub const Ring = struct {
     pub fn lookup(r: *Ring, ticket: u32) ?*Pending {
         r.mutex.lock();
         defer r.mutex.unlock();
+        return r.lookupLocked(ticket);
+    }
+
+    fn lookupLocked(r: *Ring, ticket: u32) ?*Pending {
         const i = ticket & index_mask;
         if (i == 0 or i > r.slots.items.len) return null;
         const slot = r.slots.items[i - 1];
         if (slot.gen != ticket >> index_bits) return null;
         return slot.p;
+    }
+
+    /// `ticket`'s operation, claimed for one `take` or `abort`: another call on the same ticket
+    /// (another thread's) then finds it claimed, BadHandle, instead of freeing it a second time.
+    /// `completed`: only once its record was pushed (else InvalidArgument, unclaimed).
+    fn claim(r: *Ring, ticket: u32, completed: bool) error{ BadHandle, InvalidArgument }!*Pending {
+        r.mutex.lock();
+        defer r.mutex.unlock();
+        const p = r.lookupLocked(ticket) orelse return error.BadHandle;
+        if (p.claimed) return error.BadHandle;
+        if (completed and !p.completed) return error.InvalidArgument; // no record yet: abort it
+        p.claimed = true;
+        return p;
+    }
+
+    /// An `abort` that lost to the completion gives its claim back, for the `take` to come.
+    fn unclaim(r: *Ring, p: *Pending) void {
+        r.mutex.lock();
+        defer r.mutex.unlock();
+        assert(p.claimed);
+        p.claimed = false;
     }
 
     /// A completer: marks `p` completed and appends its record (into a reserved slot), in one
@@ -367,11 +392,16 @@ pub const Ring = struct {
     /// After `ticket`'s record was drained: copies a received value into `out` (when given;
     /// its length must be the element size of the clause that fired) and frees the ticket.
     pub fn take(r: *Ring, ticket: u32, out: ?[]u8) error{ BadHandle, InvalidArgument }!void {
-        const p = r.lookup(ticket) orelse return error.BadHandle;
-        if (!p.completed) return error.InvalidArgument; // no record yet: abort it instead
+        const p = try r.claim(ticket, true);
         if (out) |o| {
-            const src = p.valueOf(p.fired) orelse return error.InvalidArgument;
-            if (o.len != src.len) return error.InvalidArgument;
+            const src = p.valueOf(p.fired) orelse {
+                r.unclaim(p);
+                return error.InvalidArgument;
+            };
+            if (o.len != src.len) {
+                r.unclaim(p);
+                return error.InvalidArgument;
+            }
             @memcpy(o, src);
         }
         p.afterCompletion();
@@ -382,8 +412,11 @@ pub const Ring = struct {
     /// Withdraws a pending `ticket`: freed, no record will come (true); or false (error.Busy)
     /// when it completed already: its record is or will be on the ring.
     pub fn abort(r: *Ring, ticket: u32) error{ BadHandle, Busy }!void {
-        const p = r.lookup(ticket) orelse return error.BadHandle;
-        if (!p.withdraw()) return error.Busy;
+        const p = r.claim(ticket, false) catch return error.BadHandle;
+        if (!p.withdraw()) {
+            r.unclaim(p);
+            return error.Busy;
+        }
         r.disown(p, true);
         r.freePending(p);
     }
@@ -399,6 +432,8 @@ pub const Pending = struct {
     body: union(enum) { op: Op, select: *Select },
     /// Set (under the ring lock) once its record was pushed, with the clause that fired.
     completed: bool = false,
+    /// Under the ring lock: a `take` or `abort` owns it now (`Ring.claim`).
+    claimed: bool = false,
     fired: u32 = 0,
     status: i32 = 0,
     refs: [channel.max_clauses]usize = undefined,
@@ -436,6 +471,7 @@ pub const Pending = struct {
         p.ticket = 0;
         p.body = body;
         p.completed = false;
+        p.claimed = false;
         p.fired = 0;
         p.status = 0;
         p.nrefs = 0;
@@ -810,4 +846,40 @@ test "waits queued again and again allocate nothing once the ring has spares; th
     for (&tickets, &outs) |*t, *o| t.* = (try ring.submitOp(nums, .receive, std.mem.asBytes(o), &.{})).pending;
     for (&tickets) |t| try ring.abort(t);
     try testing.expectEqual(@as(u32, Ring.spare_max), ring.nspares);
+}
+
+test "two threads taking (or aborting) one ticket: one wins, the other is told it is gone" {
+    var ring = Ring.init(testing.allocator);
+    defer ring.deinit();
+    const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer ch.destroy();
+    const S = struct {
+        fn race(r: *Ring, ticket: u32, abort: bool, won: *std.atomic.Value(u32), out: *u64) void {
+            const ok = if (abort) blk: {
+                r.abort(ticket) catch break :blk false;
+                break :blk true;
+            } else blk: {
+                r.take(ticket, std.mem.asBytes(out)) catch break :blk false;
+                break :blk true;
+            };
+            if (ok) _ = won.fetchAdd(1, .monotonic);
+        }
+    };
+    for (0..1000) |round| {
+        var out: [2]u64 = .{ 0, 0 };
+        const ticket = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out[0]), &.{})).pending;
+        const aborting = round % 3 == 0; // some rounds race two aborts of a pending ticket
+        if (!aborting) {
+            var v: u64 = round;
+            try ch.send(std.mem.asBytes(&v), null, true); // completes it: its record is pushed
+            var recs: [4]Completion = undefined;
+            try testing.expectEqual(@as(usize, 1), ring.drain(&recs));
+        }
+        var won = std.atomic.Value(u32).init(0);
+        const a = try std.Thread.spawn(.{}, S.race, .{ &ring, ticket, aborting, &won, &out[0] });
+        const b = try std.Thread.spawn(.{}, S.race, .{ &ring, ticket, aborting, &won, &out[1] });
+        a.join();
+        b.join();
+        try testing.expectEqual(@as(u32, 1), won.load(.monotonic));
+    }
 }
