@@ -64,7 +64,9 @@ pub const Pool = struct {
     chunk_shift: u5,
     /// Per chunk: the free/retire word (module comment).
     words: []std.atomic.Value(u32),
-    /// Per chunk: the next chunk on the free list (`none` ends it).
+    /// Per chunk: the next chunk on the free list (`none` ends it); while a stripe carves the
+    /// chunk (it is on no list then), how many slices it handed out so far, which
+    /// `releaseChecked` reads to refuse a count above it (atomic accesses then).
     links: []u32,
     free_mutex: std.Thread.Mutex = .{},
     free_head: u32 = none,
@@ -122,6 +124,9 @@ pub const Pool = struct {
         const at = (@as(usize, s.chunk) << p.chunk_shift) + s.used;
         s.used += size;
         s.count += 1;
+        // Release: the count is published before the slice can reach a host that counts its
+        // views (`releaseChecked`'s acquire load).
+        @atomicStore(u32, &p.links[s.chunk], s.count, .release);
         prefetchNext(p.region.ptr + at + size, @min(size, prefetch_max, p.chunkBytes() - s.used));
         return p.region.ptr + at;
     }
@@ -146,9 +151,9 @@ pub const Pool = struct {
     }
 
     /// `release` for a count a host passes (`kc_pool_release`): false, changing nothing, for a
-    /// chunk never handed out, a count larger than any chunk's slices, or more frees than a
-    /// retired chunk has slices out (a chunk on the free list has none). A host that frees more
-    /// than it viewed before the chunk is retired is not caught here.
+    /// chunk never handed out, a count larger than any chunk's slices, more frees than a
+    /// chunk being carved has handed out, or more frees than a retired chunk has slices out (a
+    /// chunk on the free list has none).
     pub fn releaseChecked(p: *Pool, c: u32, n: u32) bool {
         if (n == 0 or n > p.chunkBytes() / slice_align) return false;
         // Monotonic: `top` only grows (see `take`); a chunk below it was handed out once.
@@ -159,6 +164,9 @@ pub const Pool = struct {
             // slices still out (module comment).
             const is_retired = word >= retired / 2;
             if (if (is_retired) word +% n > retired else word + n >= retired / 2) return false;
+            // Carving: not more than the slices handed out so far (acquire: pairs with `alloc`).
+            // Read after `word`: a retire in between changes `word`, and the CAS below fails.
+            if (!is_retired and word + n > @atomicLoad(u32, &p.links[c], .acquire)) return false;
             // AcqRel: as in `release`.
             word = p.words[c].cmpxchgWeak(word, word +% n, .acq_rel, .monotonic) orelse {
                 if (word +% n == retired) p.recycle(c);
@@ -212,6 +220,7 @@ pub const Pool = struct {
         // Monotonic: nobody else holds the chunk until this stripe hands out its slices, and
         // those travel to their freers through channels (which order it).
         p.words[c].store(0, .monotonic);
+        @atomicStore(u32, &p.links[c], 0, .release); // no slice carved yet (`alloc`)
         return c;
     }
 
@@ -392,4 +401,22 @@ test "pool: threads allocate and free across each other; every chunk comes back"
     for (&threads) |*th| th.join();
     p.retireAll();
     try testing.expectEqual(@as(usize, 64), p.idleChunks());
+}
+
+test "pool: a host cannot count more views of a chunk being carved than it handed out" {
+    var t = try testPool(2, 14);
+    defer testing.allocator.free(t.words);
+    defer testing.allocator.free(t.links);
+    defer t.pool.deinit();
+    const p = &t.pool;
+    const a = p.alloc(100).?;
+    try testing.expectEqual(@as(?u32, 0), p.chunkOf(a));
+    // One slice handed out: two freed would let the chunk come back while it is in use.
+    try testing.expect(!p.releaseChecked(0, 2));
+    _ = p.alloc(100).?;
+    try testing.expect(p.releaseChecked(0, 2));
+    try testing.expect(!p.releaseChecked(0, 1)); // both are counted freed already
+    // The stripe retires it: it comes back now (two slices, two frees).
+    p.retireAll();
+    try testing.expectEqual(@as(usize, 2), p.idleChunks());
 }
