@@ -326,31 +326,52 @@ fn running() ?*Scheduler {
     return &sched;
 }
 
-/// Threads inside a call that uses `sched` from outside its lock (kc_spawn, kc_sched_drain*,
-/// kc_sched_info, kc_sched_stats, kc_scope_create, kc_scope_launch): a restart rebuilds `sched`
-/// in place (its mutexes, workers, pool), so `kc_sched_start` waits until none is inside. A
-/// Worker isolate spawning while another restarts the runtime could otherwise lock a mutex
-/// being overwritten, or spawn into a half-built scheduler.
+/// Calls from threads other than the scheduler's workers that use `sched` outside its lock: a
+/// shutdown frees its workers and a restart rebuilds it in place (its mutexes, workers, pool),
+/// so each waits until none is inside. A Worker isolate spawning (or reading stats) while
+/// another isolate shuts the runtime down or restarts it could otherwise read freed workers,
+/// lock a mutex being overwritten, or spawn into a half-built scheduler. `sched_users` counts
+/// the short calls (spawn, info, stats, scope create and launch), which both a shutdown and a
+/// restart wait for; `sched_drain_users` the drains, which a shutdown releases (the scheduler's
+/// own `drainers` count) and only a restart waits for.
 var sched_users = std.atomic.Value(u32).init(0);
-/// Set by kc_sched_shutdown before it stops the scheduler, cleared by kc_sched_start: spawns
-/// from outside the workers fail (KC_ESHUTDOWN) instead of waiting for a finishing drain.
+var sched_drain_users = std.atomic.Value(u32).init(0);
+/// Set by kc_sched_shutdown before it stops the scheduler, cleared by kc_sched_start: short
+/// calls from outside fail (KC_ESHUTDOWN) at once instead of waiting for a finishing drain.
 var sched_stopping = std.atomic.Value(bool).init(false);
 
-/// `running()` for a call that uses the scheduler until it calls `leave()` (only when this
-/// returned one).
-fn enter() ?*Scheduler {
-    // Seq_cst, with the load of `sched_started` below: a Dekker pair with `kc_sched_start`
-    // (its store of false, then its loads of `sched_users`). Either it sees us and waits, or
-    // we see the scheduler stopped or restarting and leave.
-    _ = sched_users.fetchAdd(1, .seq_cst);
-    if (sched_started.load(.seq_cst) and sched.isRunning()) return &sched;
-    leave();
-    return null;
-}
+/// The running scheduler, held by a call until `leave`.
+const SchedHold = struct {
+    s: *Scheduler,
+    /// What to count the call out of (null: a worker's own call, counted nowhere: the workers
+    /// are joined before anything is freed).
+    counter: ?*std.atomic.Value(u32),
 
-fn leave() void {
-    // Release: what we did with `sched` happens before a restart that sees the count drop.
-    _ = sched_users.fetchSub(1, .release);
+    fn leave(h: SchedHold) void {
+        // Release: what the call did with `sched` happens before a shutdown or restart that
+        // sees the count drop (their seq_cst loads).
+        if (h.counter) |c| _ = c.fetchSub(1, .release);
+    }
+};
+
+/// `running()` for a call that uses the scheduler until `SchedHold.leave`. From a worker of the
+/// scheduler (a coroutine spawning) it is always allowed while it runs, also during a
+/// finishing shutdown's drain; from any other thread not once a shutdown began (`.short`).
+fn enter(comptime use: enum { short, drain }) ?SchedHold {
+    if (kcoro.scheduler.currentScheduler() == &sched) {
+        return if (running()) |s| .{ .s = s, .counter = null } else null;
+    }
+    const counter = if (use == .short) &sched_users else &sched_drain_users;
+    // Seq_cst, with the loads below: a Dekker pair with `kc_sched_shutdown` (its store of
+    // `sched_stopping`, then its loads of `sched_users`) and `kc_sched_start` (its store of
+    // `sched_started`, then its loads of both counts). Either it sees us and waits, or we see
+    // it and leave.
+    _ = counter.fetchAdd(1, .seq_cst);
+    const ok = sched_started.load(.seq_cst) and sched.isRunning() and
+        (use == .drain or !sched_stopping.load(.seq_cst));
+    if (ok) return .{ .s = &sched, .counter = counter };
+    _ = counter.fetchSub(1, .release);
+    return null;
 }
 
 fn freeHandle(co: *coroutine.Coroutine) void {
@@ -392,7 +413,9 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
     // No caller may be inside `sched` while it is rebuilt (see `enter`). Seq_cst: the other
     // half of `enter`'s Dekker pair; the acquire half of the loads pairs with `leave`.
     sched_started.store(false, .seq_cst);
-    while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
+    while (sched_users.load(.seq_cst) != 0 or sched_drain_users.load(.seq_cst) != 0) {
+        std.Thread.yield() catch {};
+    }
     sched_stopping.store(false, .seq_cst);
     sched.start(std.heap.c_allocator, .{
         .workers = workers,
@@ -413,10 +436,11 @@ export fn kc_spawn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_
     const e = entry orelse return Status.invalid.code();
     const f: kcoro.registry.Flags = @bitCast(flags);
     if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
-    const s = enter() orelse return Status.shutdown.code();
-    defer leave();
-    // From outside, once a shutdown began (a coroutine may still spawn while a finish drains).
-    if (coroutine.current() == null and sched_stopping.load(.seq_cst)) return Status.shutdown.code();
+    // From outside, not once a shutdown began (a coroutine may still spawn while a finish
+    // drains).
+    const held = enter(.short) orelse return Status.shutdown.code();
+    defer held.leave();
+    const s = held.s;
     const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
     // Spawned from inside a native scope's coroutine: a child of that scope (structured).
     if (kcoro.scope.current()) |sc| {
@@ -482,17 +506,17 @@ export fn kc_sleep_ns(ns: u64) callconv(.c) i32 {
 /// int32_t kc_sched_drain(void): blocks until no coroutine is runnable, running or sleeping.
 /// Not from a scheduled coroutine (KC_EINVAL). From Deno, call it `nonblocking`.
 export fn kc_sched_drain() callconv(.c) i32 {
-    const s = enter() orelse return Status.shutdown.code();
-    defer leave();
-    s.drain() catch |err| return fail(err);
+    const held = enter(.drain) orelse return Status.shutdown.code();
+    defer held.leave();
+    held.s.drain() catch |err| return fail(err);
     return 0;
 }
 
 /// int32_t kc_sched_drain_for(uint64_t timeout_ns): kc_sched_drain with a bound (KC_ETIME).
 export fn kc_sched_drain_for(timeout_ns: u64) callconv(.c) i32 {
-    const s = enter() orelse return Status.shutdown.code();
-    defer leave();
-    s.drainFor(timeout_ns) catch |err| return fail(err);
+    const held = enter(.drain) orelse return Status.shutdown.code();
+    defer held.leave();
+    held.s.drainFor(timeout_ns) catch |err| return fail(err);
     return 0;
 }
 
@@ -503,14 +527,15 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
     if (coroutine.current() != null) return Status.invalid.code(); // a worker cannot join itself
     // Spawns from outside fail at once from here on, instead of waiting for a finishing
     // drain to end (they would wait on the scheduler's lifecycle lock).
+    // Seq_cst: the Dekker pair with `enter` (see there).
     sched_stopping.store(true, .seq_cst);
     // A cancel while a finish drains: tell the drain to stop, then wait for that shutdown.
+    // (`sched` itself stays; a shutdown frees only what it points to.)
     if (mode == 0) {
-        if (enter()) |s| {
-            defer leave();
-            s.cancelPending();
-        }
+        if (running()) |s| s.cancelPending();
     }
+    // Short calls from outside still inside finish first; new ones see `sched_stopping`.
+    while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
     sched_mutex.lock();
     defer sched_mutex.unlock();
     if (!sched_started.load(.acquire)) return 0;
@@ -523,8 +548,9 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 export fn kc_sched_info(out: ?[*]u64, len: u32) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
     var vals = [_]u64{ 0, 0, 0, 0 };
-    if (enter()) |s| {
-        defer leave();
+    if (enter(.short)) |held| {
+        defer held.leave();
+        const s = held.s;
         vals = .{ s.workerCount(), s.liveCount(), s.busyCount(), 1 };
     }
     const n = @min(len, vals.len);
@@ -536,8 +562,9 @@ export fn kc_sched_info(out: ?[*]u64, len: u32) callconv(.c) i32 {
 /// [runs, steals, parks, queue depth] for one worker; returns how many it wrote.
 export fn kc_sched_stats(worker: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
-    const s = enter() orelse return Status.shutdown.code();
-    defer leave();
+    const held = enter(.short) orelse return Status.shutdown.code();
+    defer held.leave();
+    const s = held.s;
     if (worker >= s.workerCount()) return Status.invalid.code();
     const st = s.workerStats(worker);
     const vals = [_]u64{ st.runs, st.steals, st.parks, st.queue_depth };
@@ -1134,8 +1161,9 @@ fn scopes() *ScopeRegistry {
 /// scheduler, a child of `parent` (0: none) so that cancelling the parent cancels it.
 export fn kc_scope_create(parent: u32, out_scope: ?*u32) callconv(.c) i32 {
     const out = out_scope orelse return Status.invalid.code();
-    const s = enter() orelse return Status.shutdown.code();
-    defer leave();
+    const held = enter(.short) orelse return Status.shutdown.code();
+    defer held.leave();
+    const s = held.s;
     const sr = scopes();
     const pe: ?*ScopeRegistry.Entry = if (parent == 0) null else sr.acquire(parent) catch |err| return fail(err);
     defer if (pe) |e| sr.release(e);
@@ -1154,9 +1182,8 @@ export fn kc_scope_launch(scope: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaqu
     const e = entry orelse return Status.invalid.code();
     const f: kcoro.registry.Flags = @bitCast(flags);
     if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
-    _ = enter() orelse return Status.shutdown.code();
-    defer leave();
-    if (coroutine.current() == null and sched_stopping.load(.seq_cst)) return Status.shutdown.code();
+    const held = enter(.short) orelse return Status.shutdown.code();
+    defer held.leave();
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
     defer sr.release(se);
