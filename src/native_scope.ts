@@ -39,8 +39,10 @@ import {
 import { type Job, JobSupport } from "./job.ts";
 import { Deadline } from "./context.ts";
 import {
+  handleOut,
   nativeEntry,
   type NativeFunction,
+  pinCells,
   runtime,
   type ScheduledBuiltin,
   unwrapSpawn,
@@ -119,8 +121,6 @@ export class NativeScope implements AsyncDisposable {
   readonly #handle: number;
   readonly #owner: JobSupport<unknown> | null;
   #destroyed = false;
-  /** Arrays the children write into: reachable until the children are gone. */
-  #pinned: BigUint64Array[] = [];
   /** The job standing for the running native children of an owned scope. */
   #children: NativeChildren | null = null;
 
@@ -236,7 +236,14 @@ export class NativeScope implements AsyncDisposable {
     const op = "launch native coroutine";
     const handle = this.#open(op);
     const e = nativeEntry(op, this.#lib, entry, arg);
-    const rc = this.#lib.symbols(op).kc_scope_launch(handle, e.fn, e.arg, 0, null);
+    const builtin = typeof entry === "string" && e.pin !== null;
+    const rc = this.#lib.symbols(op).kc_scope_launch(
+      handle,
+      e.fn,
+      e.arg,
+      0,
+      builtin ? handleOut : null,
+    );
     if (rc === Status.ECANCELED) {
       const owner = this.#owner;
       if (owner !== null && !owner.isCancelled) owner.cancel(nativeCancellation());
@@ -247,7 +254,9 @@ export class NativeScope implements AsyncDisposable {
       throw new ShutdownError(op, ABANDONED);
     }
     unwrapSpawn(rc, op);
-    if (e.pin !== null) this.#pinned.push(e.pin);
+    // Module-level, not on this object: a scope dropped while its children run must not let
+    // their cells be collected (a SharedArrayBuffer freed under a sleeper crashed the process).
+    if (e.pin !== null) pinCells(this.#lib, builtin ? handleOut[0] : 0, e.pin);
     // This scope's owner, and the owner of every native scope above it, waits for the child:
     // a native scope counts its descendants' children as its own.
     this.#watchChildren();
@@ -295,10 +304,7 @@ export class NativeScope implements AsyncDisposable {
           if (deadline === 0n || slice < deadline) deadline = slice;
         }
         const rc = await sym.kc_scope_wait(handle, deadline);
-        if (rc === 0) {
-          if (this.#children === null) this.#pinned = [];
-          return;
-        }
+        if (rc === 0) return;
         if (rc === Status.ESHUTDOWN && runtimeRunning(this.#lib)) {
           throw new ShutdownError(op, ABANDONED);
         }
@@ -332,14 +338,12 @@ export class NativeScope implements AsyncDisposable {
     if (this.#destroyed) return;
     this.#destroyed = true;
     if (this.#lib.isOpen) this.#lib.symbols("destroy native scope").kc_scope_destroy(this.#handle);
-    this.#pinned = [];
   }
 
   /** @internal Called by NativeChildren once the children it stood for are gone. */
   _childrenDone(children: NativeChildren): void {
     if (this.#children !== children) return;
     this.#children = null;
-    this.#pinned = [];
   }
 
   /** @internal The library and handle, for NativeChildren's waits. */

@@ -73,6 +73,44 @@ const builtinIds: Record<ScheduledBuiltin, readonly [number, number]> = {
   "echo": [12, 4],
 };
 
+/**
+ * The cells native coroutines write into, kept reachable here (not by a Runtime or NativeScope
+ * object, which may be dropped while its coroutines run): a `NativeFunction`'s until a drain
+ * finds no coroutine live (a parked one may still write into its cells when it is woken, and
+ * one it spawned after it returned) or shutdown; a built-in's by the handle of the coroutine
+ * writing into them, let go once that handle is stale (a built-in writes only from its own
+ * coroutine), checked whenever the map doubles.
+ */
+const pins = {
+  list: [] as BigUint64Array[],
+  byHandle: new Map<number, BigUint64Array>(),
+  pruneAt: 64,
+};
+/** @internal Where `kc_spawn` / `kc_scope_launch` write a built-in's coroutine handle. */
+export const handleOut = new Uint32Array(1);
+
+/** @internal Keeps `cells` reachable for coroutine `handle` (0: a NativeFunction's; above). */
+export function pinCells(lib: Library, handle: number, cells: BigUint64Array): void {
+  if (handle === 0) {
+    pins.list.push(cells);
+    return;
+  }
+  pins.byHandle.set(handle, cells);
+  if (pins.byHandle.size < pins.pruneAt) return;
+  const sym = lib.symbols("spawn coroutine");
+  for (const h of pins.byHandle.keys()) {
+    const state = sym.kc_coro_state(h);
+    if (state < 0 || state === FINISHED) pins.byHandle.delete(h);
+  }
+  pins.pruneAt = Math.max(PRUNE_MIN, 2 * pins.byHandle.size);
+}
+
+function unpinAll(): void {
+  pins.list = [];
+  pins.byHandle.clear();
+  pins.pruneAt = PRUNE_MIN;
+}
+
 /** The map of a built-in's cells is pruned at this size first. */
 const PRUNE_MIN = 64;
 /** `kc_coro_state`'s finished (coro/coroutine.zig's State). */
@@ -230,21 +268,6 @@ function cString(s: string): Uint8Array<ArrayBuffer> {
 export class Runtime {
   readonly #lib: Library;
   readonly workers: number;
-  /**
-   * Arrays a `NativeFunction` writes into: kept reachable until a drain finds no coroutine live
-   * (a parked one may still write into its cells when it is woken, and one it spawned after it
-   * returned), or shutdown.
-   */
-  #pinned: BigUint64Array[] = [];
-  /**
-   * A built-in's cells, by the handle of the coroutine writing into them: a built-in writes only
-   * from its own coroutine, so they are let go once its handle is stale (it finished). Pruned
-   * when the map doubles, so that it stays within twice the live built-ins.
-   */
-  #byHandle = new Map<number, BigUint64Array>();
-  #pruneAt = PRUNE_MIN;
-  readonly #handle = new Uint32Array(1);
-
   /** @internal Use {@linkcode runtime}. */
   constructor(lib: Library, workers: number) {
     this.#lib = lib;
@@ -339,31 +362,18 @@ export class Runtime {
     const op = "spawn coroutine";
     const e = nativeEntry(op, this.#lib, entry, arg);
     const sym = this.#lib.symbols(op);
-    if (e.pin === null) {
+    if (e.pin === null || typeof entry !== "string") {
       unwrapSpawn(sym.kc_spawn(e.fn, e.arg, 0, null), op);
-    } else if (typeof entry !== "string") {
-      this.#pinned.push(e.pin);
-      unwrapSpawn(sym.kc_spawn(e.fn, e.arg, 0, null), op);
+      if (e.pin !== null) pinCells(this.#lib, 0, e.pin);
     } else {
-      unwrapSpawn(sym.kc_spawn(e.fn, e.arg, 0, this.#handle), op);
-      this.#byHandle.set(this.#handle[0], e.pin);
-      if (this.#byHandle.size >= this.#pruneAt) this.#prune();
+      unwrapSpawn(sym.kc_spawn(e.fn, e.arg, 0, handleOut), op);
+      pinCells(this.#lib, handleOut[0], e.pin);
     }
   }
 
-  /** Lets go of the cells of built-ins that finished (their handles are stale). */
-  #prune(): void {
-    const sym = this.#lib.symbols("spawn coroutine");
-    for (const h of this.#byHandle.keys()) {
-      const state = sym.kc_coro_state(h);
-      if (state < 0 || state === FINISHED) this.#byHandle.delete(h);
-    }
-    this.#pruneAt = Math.max(PRUNE_MIN, 2 * this.#byHandle.size);
-  }
-
-  /** @internal How many arrays spawns keep reachable now (tests). */
+  /** @internal How many arrays spawns and launches keep reachable now (tests). */
   get _pinnedCount(): number {
-    return this.#pinned.length + this.#byHandle.size;
+    return pins.list.length + pins.byHandle.size;
   }
 
   /**
@@ -376,13 +386,7 @@ export class Runtime {
     // Parked coroutines do not hold up a drain but may still write into their cells.
     const info = new BigUint64Array(4);
     sym.kc_sched_info(info, 4);
-    if (info[1] === 0n) this.#unpinAll();
-  }
-
-  #unpinAll(): void {
-    this.#pinned = [];
-    this.#byHandle.clear();
-    this.#pruneAt = PRUNE_MIN;
+    if (info[1] === 0n) unpinAll();
   }
 
   /** Counters per worker, and the numbers of live and busy coroutines. */
@@ -422,7 +426,7 @@ export class Runtime {
     const sym = this.#lib.symbols("shut down runtime");
     // On a helper thread: joining a worker that runs a long coroutine froze the event loop.
     unwrap(await sym.kc_sched_shutdown_async(mode === "cancel" ? 0 : 1), "shut down runtime");
-    this.#unpinAll();
+    unpinAll();
     if (current === this) current = null;
   }
 

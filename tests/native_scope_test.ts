@@ -302,6 +302,35 @@ Deno.test("a scope waits for the coroutines of native scopes created below its o
   await child[Symbol.asyncDispose]();
 });
 
+Deno.test("cells stay reachable while children run, also when their NativeScope is dropped", async () => {
+  const res = await evalScript(
+    `
+    import { NativeScope, runtime } from "./mod.ts";
+    const rt = runtime({ workers: 2 });
+    const collected = [];
+    const reg = new FinalizationRegistry((what) => collected.push(what));
+    (() => {
+      for (let i = 0; i < 50; i++) {
+        const scope = NativeScope.create(); // dropped, never waited
+        const cells = rt.cells([200n, 0n]); // sleeps 200 ms, then writes cell 1
+        scope.launch("sleeper", cells);
+        reg.register(cells.buffer, "cells");
+      }
+    })();
+    for (let k = 0; k < 10; k++) {
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const early = collected.length;
+    await rt.drain();
+    await rt.shutdown();
+    if (early !== 0) throw new Error(early + " cells buffers were collected under their sleepers");
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a native scope whose children a shutdown abandoned takes no new ones after a restart", async () => {
   const res = await evalScript(`
     import { NativeScope, runtime, ShutdownError } from "./mod.ts";
