@@ -27,6 +27,7 @@
  * @module
  */
 import v8 from "node:v8";
+import { markAsUntransferable } from "node:worker_threads";
 import type { Library } from "../ffi/load.ts";
 import {
   CancellationError,
@@ -247,6 +248,10 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
     if (buffer === undefined) {
       const chunk = Deno.UnsafePointer.create(BigInt(pool.base + c * pool.chunk));
       buffer = Deno.UnsafePointerView.getArrayBuffer(chunk!, pool.chunk);
+      // A transfer would move the chunk out from under its hold, which the finaliser of this
+      // (then detached) buffer releases: the moved one would alias the recycled chunk, other
+      // channels' values included. Refused instead (`transfer()` and postMessage throw).
+      markAsUntransferable(buffer);
       hold = { sym, chunk, views: 0, pool };
       chunkHolds.register(buffer, hold);
       pool.buffers[c] = new WeakRef(buffer);

@@ -999,7 +999,7 @@ Deno.test("a larger received buffer (its own memory) lives while a subarray or i
   assert.equal(res.code, 0, res.stderr);
 });
 
-Deno.test("received buffers survive a transfer of their .buffer: larger ones are the receiver's own, and a pooled chunk's values after it still arrive", async () => {
+Deno.test("received buffers and transfers: larger ones are the receiver's own; a pooled chunk cannot be transferred", async () => {
   const res = await evalScript(
     `
     import { Channel, codecs } from "./mod.ts";
@@ -1020,11 +1020,24 @@ Deno.test("received buffers survive a transfer of their .buffer: larger ones are
       const got = b.tryReceive().value;
       if (got.some((x) => x !== 2)) throw new Error("another channel's value was overwritten");
     }
-    // Pooled: the values of one chunk share its ArrayBuffer; transferring it detaches them, but
-    // the next value of that chunk must still arrive (it was lost to a TypeError).
+    // Pooled: the values of one chunk share its ArrayBuffer, which cannot be transferred (the
+    // moved buffer would alias the chunk once it is recycled); the values after it arrive.
     for (let i = 0; i < 4; i++) a.trySend(new Uint8Array([i, i, i]));
     const first = a.tryReceive().value;
-    first.buffer.transfer();
+    let refused = false;
+    try {
+      first.buffer.transfer();
+    } catch {
+      refused = true;
+    }
+    if (!refused) throw new Error("a pooled chunk's buffer was transferred");
+    try {
+      structuredClone(first.buffer, { transfer: [first.buffer] });
+      throw new Error("a pooled chunk's buffer was transferred by structuredClone");
+    } catch (e) {
+      if (!(e instanceof Error) || /was transferred/.test(e.message)) throw e;
+    }
+    if (first[0] !== 0 || first.length !== 3) throw new Error("the first value changed");
     for (let i = 1; i < 4; i++) {
       const r = a.tryReceive();
       if (r.state !== "ok" || r.value[0] !== i || r.value.length !== 3) {
