@@ -423,20 +423,22 @@ function putStructured(slot: Slot, value: unknown, sym: Sym, codec: string): voi
 }
 
 /** kcoro's errors a decoded cause gets its class back for (`node:v8` keeps only `Error`'s). */
-const ERROR_CLASSES = new Map<string, { prototype: Error }>([
-  ["CancellationError", CancellationError],
-  ["TimeoutError", TimeoutError],
-  ["ClosedSendError", ClosedSendError],
-  ["ClosedReceiveError", ClosedReceiveError],
-  ["CompletionHandlerError", CompletionHandlerError],
-]);
+const ERROR_CLASSES: readonly { prototype: Error }[] = [
+  CancellationError,
+  TimeoutError,
+  ClosedSendError,
+  ClosedReceiveError,
+  CompletionHandlerError,
+];
 
 /**
  * @internal A close cause as bytes other isolates can read (kc_chan_close_cause): a kind byte
- * (1 packed, 2 node:v8, 3 an Error: its name's length and UTF-8 bytes, then node:v8) and the
- * encoding; null for a cause neither can copy (a function, say), which then stays in its own
- * isolate. An Error keeps its `name` (node:v8 keeps only the built-in ones) and, for kcoro's
- * own errors, its class: a `CancellationError` cause stays one in a Worker.
+ * (1 packed, 2 node:v8, 3 an Error: which of kcoro's classes it is (0: none), its name's length
+ * and UTF-8 bytes, then node:v8) and the encoding; null for a cause neither can copy (a
+ * function, say), which then stays in its own isolate. An Error keeps its `name` (node:v8 keeps
+ * only the built-in ones), and one of kcoro's own errors its class: a `CancellationError` cause
+ * stays one in a Worker. The class goes by identity, not by name: a `TimeoutError` of the
+ * caller's own (or a DOMException named so) stays a failure, not a cancellation.
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
   try {
@@ -446,11 +448,13 @@ export function encodeCause(cause: unknown): Uint8Array | null {
     if (!(cause instanceof Error)) return withKind(2, body);
     const name = new TextEncoder().encode(String(cause.name));
     if (name.length > 255) return withKind(2, body);
-    const out = new Uint8Array(2 + name.length + body.length);
+    const proto = Object.getPrototypeOf(cause);
+    const out = new Uint8Array(3 + name.length + body.length);
     out[0] = 3;
-    out[1] = name.length;
-    out.set(name, 2);
-    out.set(body, 2 + name.length);
+    out[1] = ERROR_CLASSES.findIndex((c) => c.prototype === proto) + 1;
+    out[2] = name.length;
+    out.set(name, 3);
+    out.set(body, 3 + name.length);
     return out;
   } catch {
     return null;
@@ -469,12 +473,12 @@ export function decodeCause(bytes: Uint8Array): { ok: true; cause: unknown } | {
   try {
     if (bytes[0] === 1) return { ok: true, cause: unpack(bytes.subarray(1)) };
     if (bytes[0] === 2) return { ok: true, cause: v8.deserialize(bytes.subarray(1)) };
-    if (bytes[0] === 3 && bytes.length >= 2) {
-      const end = 2 + bytes[1];
-      const name = new TextDecoder().decode(bytes.subarray(2, end));
+    if (bytes[0] === 3 && bytes.length >= 3) {
+      const end = 3 + bytes[2];
+      const name = new TextDecoder().decode(bytes.subarray(3, end));
       const cause = v8.deserialize(bytes.subarray(end));
       if (cause instanceof Error) {
-        const cls = ERROR_CLASSES.get(name);
+        const cls = ERROR_CLASSES[bytes[1] - 1];
         if (cls !== undefined) Object.setPrototypeOf(cause, cls.prototype);
         if (cause.name !== name) cause.name = name;
       }
