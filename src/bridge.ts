@@ -71,6 +71,18 @@ export class Bridge {
    * still delivered.
    */
   #closing(): void {
+    // Waits still due to be queued at the end of this turn: queued now, while the library is
+    // open, so that they are withdrawn and failed the same way (they went to the closed
+    // library afterwards, failing with InvalidHandleError and losing a send's value).
+    const deferred = this.#deferred;
+    this.#deferred = [];
+    for (const op of deferred) {
+      try {
+        op.flush();
+      } catch (e) {
+        reportError(e);
+      }
+    }
     for (const op of [...this.#ops.values()]) {
       if (this.#sym.kc_ring_abort(this.#ring, op.ticket) === Status.EBUSY) continue;
       this.#ops.delete(op.ticket);

@@ -1190,6 +1190,23 @@ Deno.test("closing the library settles what waits on local channels and hands th
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("closing the library in the turn a shared channel's wait began fails it the same way", async () => {
+  const res = await evalScript(`
+    import { Channel, closeLibrary, LibraryClosedError } from "./mod.ts";
+    const undelivered = [];
+    const a = new Channel(0), b = new Channel(0, { onUndeliveredElement: (v) => undelivered.push(v) });
+    a.share();
+    b.share(); // escaped: their waits are queued natively at the end of this turn
+    const name = (p) => p.then(() => "resolved", (e) => e instanceof LibraryClosedError ? "closed" : String(e));
+    const got = Promise.all([name(a.receive()), name(b.send(7))]);
+    closeLibrary(); // the same turn
+    const outcomes = await got;
+    if (JSON.stringify(outcomes) !== '["closed","closed"]') throw new Error(JSON.stringify(outcomes));
+    if (JSON.stringify(undelivered) !== "[7]") throw new Error("hook got " + JSON.stringify(undelivered));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("closing the library withdraws operations queued natively (receive, send, select) and fails them", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, library, select } from "./mod.ts";
