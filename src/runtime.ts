@@ -7,7 +7,7 @@
  * @module
  */
 import { type Library, library } from "../ffi/load.ts";
-import { checkStackSize, describe, KcoroError, Status, unwrap } from "./errors.ts";
+import { checkStackSize, describe, KcoroError, ShutdownError, Status, unwrap } from "./errors.ts";
 import { onResizable, typedBuffer, typedLength } from "./pack.ts";
 
 /** Options for {@linkcode runtime}. */
@@ -424,6 +424,8 @@ export class Runtime {
     }
     if (!this.#lib.isOpen) return;
     const sym = this.#lib.symbols("shut down runtime");
+    // At once, not after the wait: runtime() must not hand out the runtime shutting down.
+    if (current === this) current = null;
     // On a helper thread: joining a worker that runs a long coroutine froze the event loop.
     unwrap(await sym.kc_sched_shutdown_async(mode === "cancel" ? 0 : 1), "shut down runtime");
     unpinAll();
@@ -481,7 +483,14 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
   }
   const flags = (fpControl ? 1 : 0) | (slabStacks ? 2 : 0);
   // `+ 0`: -0 as 0 (FFI refuses a negative zero where it takes an integer).
-  unwrap(sym.kc_sched_start(workers + 0, stack, flags), "start runtime");
+  const rc = sym.kc_sched_start(workers + 0, stack, flags);
+  if (rc === Status.ESHUTDOWN) {
+    throw new ShutdownError(
+      "start runtime",
+      "a shutdown of the runtime is still in progress; await its shutdown(), then call runtime()",
+    );
+  }
+  unwrap(rc, "start runtime");
   sym.kc_sched_info(info, 4);
   current = new Runtime(lib, Number(info[0]));
   return current;

@@ -327,6 +327,13 @@ Deno.test("runtime: during a finishing shutdown, spawns fail at once and a cance
       if (!(e instanceof ShutdownError)) throw e;
     }
     if (performance.now() - t0 > 10_000) throw new Error("the spawn waited for the drain");
+    try {
+      runtime(); // not the one shutting down, and no start that waits for the drain
+      throw new Error("runtime() during a shutdown");
+    } catch (e) {
+      if (!(e instanceof ShutdownError) || !/still in progress/.test(e.message)) throw e;
+    }
+    if (performance.now() - t0 > 10_000) throw new Error("runtime() waited for the drain");
     await rt.shutdown("cancel"); // stops the drain: the sleeper is abandoned
     await finish;
     if (performance.now() - t0 > 10_000) throw new Error("the cancel waited for the drain");

@@ -339,6 +339,9 @@ var sched_drain_users = std.atomic.Value(u32).init(0);
 /// Set by kc_sched_shutdown before it stops the scheduler, cleared by kc_sched_start: short
 /// calls from outside fail (KC_ESHUTDOWN) at once instead of waiting for a finishing drain.
 var sched_stopping = std.atomic.Value(bool).init(false);
+/// True while a kc_sched_shutdown runs: a start then fails at once (KC_ESHUTDOWN) instead of
+/// waiting on `sched_mutex` for a finishing drain (a host's thread, frozen meanwhile).
+var sched_shutting = std.atomic.Value(u32).init(0);
 
 /// The running scheduler, held by a call until `leave`.
 const SchedHold = struct {
@@ -407,6 +410,8 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
     if (f._unused != 0) return Status.invalid.code();
     const size: usize = if (stack_size == 0) kcoro.stack.default_stack_size else stack_size;
     if (size < kcoro.stack.min_stack_size or size > kcoro.stack.max_stack_size) return Status.invalid.code();
+    // Monotonic: a hint (a shutdown that begins just after it is waited for below).
+    if (sched_shutting.load(.monotonic) != 0) return Status.shutdown.code();
     sched_mutex.lock();
     defer sched_mutex.unlock();
     if (running() != null) return Status.busy.code();
@@ -527,6 +532,8 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
     if (coroutine.current() != null) return Status.invalid.code(); // a worker cannot join itself
     // Spawns from outside fail at once from here on, instead of waiting for a finishing
     // drain to end (they would wait on the scheduler's lifecycle lock).
+    _ = sched_shutting.fetchAdd(1, .monotonic); // a count: shutdowns may overlap
+    defer _ = sched_shutting.fetchSub(1, .monotonic);
     // Seq_cst: the Dekker pair with `enter` (see there).
     sched_stopping.store(true, .seq_cst);
     // A cancel while a finish drains: tell the drain to stop, then wait for that shutdown.
@@ -1363,7 +1370,9 @@ fn dropActorStart(arg: ?*anyopaque) void {
 }
 
 fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: coroutine.EntryFn, out_handle: ?*u32) i32 {
-    if (running() == null) return Status.shutdown.code();
+    // As kc_scope_launch: not from outside once a shutdown began, nor during a restart.
+    const held = enter(.short) orelse return Status.shutdown.code();
+    defer held.leave();
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
     defer sr.release(se);
