@@ -158,7 +158,8 @@ pub const Pool = struct {
         if (n == 0 or n > p.chunkBytes() / slice_align) return false;
         // Monotonic: `top` only grows (see `take`); a chunk below it was handed out once.
         if (c >= @atomicLoad(u32, &p.top, .monotonic)) return false;
-        var word = p.words[c].load(.monotonic);
+        // Acquire: pairs with `take`'s release store (see there).
+        var word = p.words[c].load(.acquire);
         while (true) {
             // Carving: at most a chunk's slices freed so far; retired: `retired` minus the
             // slices still out (module comment).
@@ -168,7 +169,7 @@ pub const Pool = struct {
             // Read after `word`: a retire in between changes `word`, and the CAS below fails.
             if (!is_retired and word + n > @atomicLoad(u32, &p.links[c], .acquire)) return false;
             // AcqRel: as in `release`.
-            word = p.words[c].cmpxchgWeak(word, word +% n, .acq_rel, .monotonic) orelse {
+            word = p.words[c].cmpxchgWeak(word, word +% n, .acq_rel, .acquire) orelse {
                 if (word +% n == retired) p.recycle(c);
                 return true;
             };
@@ -219,8 +220,10 @@ pub const Pool = struct {
         } else return null;
         // Monotonic: nobody else holds the chunk until this stripe hands out its slices, and
         // those travel to their freers through channels (which order it).
-        p.words[c].store(0, .monotonic);
-        @atomicStore(u32, &p.links[c], 0, .release); // no slice carved yet (`alloc`)
+        // The carved count first, then the word (release): a `releaseChecked` that reads the
+        // new word (acquire) reads the new count too, not the chunk's old free-list link.
+        @atomicStore(u32, &p.links[c], 0, .monotonic); // no slice carved yet (`alloc`)
+        p.words[c].store(0, .release);
         return c;
     }
 
