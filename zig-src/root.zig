@@ -258,6 +258,8 @@ export fn kc_coro_park() callconv(.c) i32 {
 /// int32_t kc_coro_unpark(uint32_t h): 1 if it moved the coroutine from parked to ready,
 /// 0 if it left a permit for its next park.
 export fn kc_coro_unpark(h: u32) callconv(.c) i32 {
+    lookupBegin();
+    defer lookupEnd();
     // The generation-checked lookup serves both kinds: a scheduler's coroutine is woken through
     // its scheduler, a hand-driven one just becomes ready for its resumer.
     const ref = reg().lookupRef(h) catch |err| return fail(err);
@@ -270,6 +272,8 @@ export fn kc_coro_unpark(h: u32) callconv(.c) i32 {
 
 /// int32_t kc_coro_state(uint32_t h)
 export fn kc_coro_state(h: u32) callconv(.c) i32 {
+    lookupBegin();
+    defer lookupEnd();
     // Generation-checked, before and after the read: a scheduled coroutine may finish and its
     // stack (where it lives; never unmapped while the scheduler runs) carry another one
     // meanwhile, whose state is not this handle's.
@@ -282,6 +286,8 @@ export fn kc_coro_state(h: u32) callconv(.c) i32 {
 /// int32_t kc_coro_transfer(uint32_t h, uint64_t *out): the coroutine's transfer word.
 export fn kc_coro_transfer(h: u32, out: ?*u64) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
+    lookupBegin();
+    defer lookupEnd();
     const ref = reg().lookupRef(h) catch |err| return fail(err);
     const word = @atomicLoad(u64, &ref.co.transfer, .monotonic); // a racing finish: checked below
     if (ref.co.generation() != ref.gen) return Status.bad_handle.code();
@@ -381,6 +387,27 @@ fn freeHandle(co: *coroutine.Coroutine) void {
     reg().unregister(co);
 }
 
+/// Calls reading a scheduled coroutine they found by handle (kc_coro_state, kc_coro_transfer,
+/// kc_coro_unpark): a shutdown waits for them before it unmaps the stacks the coroutines live
+/// on (`quiesceLookups`), after it freed every handle.
+var coro_lookups = std.atomic.Value(u32).init(0);
+
+/// A scheduler's `unmap_hook`: every handle is freed; wait for lookups that found one before.
+fn quiesceLookups() void {
+    // Seq_cst RMW, then loads: the Dekker pair with `lookupBegin` (its increment, then its
+    // table read). Either the lookup finds the handle freed, or we see it and wait.
+    _ = coro_lookups.fetchAdd(0, .seq_cst);
+    while (coro_lookups.load(.seq_cst) != 0) std.Thread.yield() catch {};
+}
+
+fn lookupBegin() void {
+    _ = coro_lookups.fetchAdd(1, .seq_cst); // see `quiesceLookups`
+}
+
+fn lookupEnd() void {
+    _ = coro_lookups.fetchSub(1, .release); // its reads happen before the unmap
+}
+
 /// int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags): workers 0 =
 /// one per CPU; stack_size 0 = 64 KiB; flags as for kc_coro_create. KC_EBUSY if running.
 const DlInfo = extern struct {
@@ -428,6 +455,7 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
         .stack_mode = if (f.slab_stack) .slab else .guarded,
         .fp_control = f.fp_control,
         .finish_hook = freeHandle,
+        .unmap_hook = quiesceLookups,
     }) catch |err| return fail(err);
     sched_started.store(true, .release);
     return 0;
@@ -2151,6 +2179,47 @@ test "C ABI: create, resume, transfer, destroy; bad handles are errors" {
     try testing.expect(kc_builtin_entry(0) == null);
     try testing.expectEqualStrings("KC_EBADH", std.mem.span(kc_status_name(-9)));
     try testing.expectEqualStrings("KC_EUNKNOWN", std.mem.span(kc_status_name(-9999)));
+}
+
+test "C ABI: kc_coro_state, _transfer and _unpark from another thread racing a shutdown that unmaps the stacks answer, never fault" {
+    const S = struct {
+        var handles: [256]u32 = undefined;
+        var n = std.atomic.Value(u32).init(0);
+        var done = std.atomic.Value(bool).init(false);
+        var reads = std.atomic.Value(u64).init(0);
+        fn reader() void {
+            var transfer: u64 = 0;
+            while (!done.load(.acquire)) {
+                const k = n.load(.acquire);
+                for (handles[0..k]) |h| {
+                    _ = kc_coro_state(h);
+                    _ = kc_coro_transfer(h, &transfer);
+                    _ = kc_coro_unpark(h);
+                }
+                _ = reads.fetchAdd(k, .monotonic);
+            }
+        }
+    };
+    const sleeper: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.sleeper)).?));
+    var cells: [256][2]u64 = undefined;
+    var threads: [2]std.Thread = undefined;
+    for (&threads) |*t| t.* = try std.Thread.spawn(.{}, S.reader, .{});
+    const deadline = kc_now_ns() + std.time.ns_per_s;
+    var cycles: u32 = 0;
+    while (kc_now_ns() < deadline) : (cycles += 1) {
+        try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
+        S.n.store(0, .release);
+        for (0..256) |i| {
+            cells[i] = .{ 10_000, 0 };
+            if (kc_spawn(sleeper, &cells[i], 0, &S.handles[i]) != 0) break;
+        }
+        S.n.store(256, .release);
+        std.Thread.sleep(std.time.ns_per_ms);
+        try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    }
+    S.done.store(true, .release);
+    for (threads) |t| t.join();
+    try testing.expect(cycles > 0);
 }
 
 test "C ABI: restarts race spawns, drains and info from another thread without harm" {

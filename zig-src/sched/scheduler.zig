@@ -77,6 +77,8 @@ pub const Options = struct {
     spin_ns: u64 = 20 * std.time.ns_per_us,
     /// See `Scheduler.finish_hook`.
     finish_hook: ?*const fn (*Coroutine) void = null,
+    /// See `Scheduler.unmap_hook`.
+    unmap_hook: ?*const fn () void = null,
 };
 
 pub const ShutdownMode = enum(u32) {
@@ -515,6 +517,10 @@ pub const Scheduler = struct {
     /// Called for every coroutine that finishes, and at shutdown for every one that never
     /// will, before its stack is reused or freed (the C ABI frees the coroutine's handle here).
     finish_hook: ?*const fn (*Coroutine) void = null,
+    /// Called at shutdown after every coroutine's `finish_hook` ran and before the stacks (where
+    /// the coroutines live) are unmapped: a host whose lookups may still read a coroutine it
+    /// found before its handle was freed waits for them here (the C ABI's kc_coro_state).
+    unmap_hook: ?*const fn () void = null,
 
     /// Creates the scheduler and starts its workers. `s` must stay at this address.
     pub fn start(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
@@ -542,6 +548,7 @@ pub const Scheduler = struct {
             .workers = workers,
             .pool = pool,
             .finish_hook = opts.finish_hook,
+            .unmap_hook = opts.unmap_hook,
         };
         for (workers, 0..) |*w, i| {
             w.* = .{
@@ -924,6 +931,7 @@ pub const Scheduler = struct {
         s.workers = &.{};
         // Coroutines that never finished still hold their contexts: find them on the stacks.
         s.pool.forEachStack(s, releaseAbandoned);
+        if (s.unmap_hook) |hook| hook();
         s.pool.deinitAbandoning();
         s.state.store(.stopped, .release);
     }
