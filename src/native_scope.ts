@@ -45,6 +45,7 @@ import {
   pinCells,
   runtime,
   type ScheduledBuiltin,
+  schedulerRunning,
   unwrapSpawn,
 } from "./runtime.ts";
 import type { CoroutineScope } from "./scope.ts";
@@ -67,14 +68,6 @@ export interface NativeWaitOptions {
 const ABANDONED =
   "a runtime shutdown abandoned this scope's coroutines before they finished (the runtime " +
   "running now is a later one)";
-
-/** Whether `lib`'s scheduler runs (kc_sched_info's running flag). */
-function runtimeRunning(lib: Library): boolean {
-  if (!lib.isOpen) return false;
-  const info = new BigUint64Array(4);
-  lib.symbols("read runtime info").kc_sched_info(info, 4);
-  return info[3] === 1n;
-}
 
 /** How long one native wait blocks before looking at the signal again. */
 const SLICE_NS = 100_000_000n;
@@ -250,7 +243,7 @@ export class NativeScope implements AsyncDisposable {
       throw new CancellationError(`Cannot ${op}: the native scope was cancelled`);
     }
     // The runtime runs, but a shutdown abandoned this scope's children: it takes no more.
-    if (rc === Status.ESHUTDOWN && runtimeRunning(this.#lib)) {
+    if (rc === Status.ESHUTDOWN && schedulerRunning(this.#lib)) {
       throw new ShutdownError(op, ABANDONED);
     }
     unwrapSpawn(rc, op);
@@ -305,7 +298,7 @@ export class NativeScope implements AsyncDisposable {
         }
         const rc = await sym.kc_scope_wait(handle, deadline);
         if (rc === 0) return;
-        if (rc === Status.ESHUTDOWN && runtimeRunning(this.#lib)) {
+        if (rc === Status.ESHUTDOWN && schedulerRunning(this.#lib)) {
           throw new ShutdownError(op, ABANDONED);
         }
         if (rc !== Status.ETIME) unwrap(rc, op);
@@ -412,7 +405,7 @@ class NativeChildren extends JobSupport<void> {
     if (error === undefined && rc === Status.ESHUTDOWN) {
       const op = "wait for native children";
       if (!this.#scope._lib.isOpen) error = new ShutdownError(op, "the library was closed");
-      else if (runtimeRunning(this.#scope._lib)) error = new ShutdownError(op, ABANDONED);
+      else if (schedulerRunning(this.#scope._lib)) error = new ShutdownError(op, ABANDONED);
     }
     if (error === undefined) {
       try {

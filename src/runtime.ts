@@ -111,6 +111,14 @@ function unpinAll(): void {
   pins.pruneAt = PRUNE_MIN;
 }
 
+/** @internal Whether `lib`'s scheduler runs (kc_sched_info's running flag). */
+export function schedulerRunning(lib: Library): boolean {
+  if (!lib.isOpen) return false;
+  const info = new BigUint64Array(4);
+  lib.symbols("read runtime info").kc_sched_info(info, 4);
+  return info[3] === 1n;
+}
+
 /** The map of a built-in's cells is pruned at this size first. */
 const PRUNE_MIN = 64;
 /** `kc_coro_state`'s finished (coro/coroutine.zig's State). */
@@ -281,10 +289,7 @@ export class Runtime {
   }
 
   get isRunning(): boolean {
-    if (!this.#lib.isOpen) return false;
-    const info = new BigUint64Array(4);
-    this.#lib.symbols("read runtime info").kc_sched_info(info, 4);
-    return info[3] === 1n;
+    return schedulerRunning(this.#lib);
   }
 
   /**
