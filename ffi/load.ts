@@ -68,13 +68,7 @@ export class Library {
     // so that nothing is delivered after its operation was reported failed.
     const before = this.#beforeClose;
     this.#beforeClose = [];
-    for (const hook of before) {
-      try {
-        hook();
-      } catch (e) {
-        reportError(e);
-      }
-    }
+    runHooks(before);
     const lib = this.#lib;
     if (lib === null) return; // a hook closed it
     this.#lib = null;
@@ -82,13 +76,7 @@ export class Library {
     lib.close();
     const hooks = this.#onClose;
     this.#onClose = [];
-    for (const hook of hooks) {
-      try {
-        hook();
-      } catch (e) {
-        reportError(e);
-      }
-    }
+    runHooks(hooks);
   }
 
   #onClose: (() => void)[] = [];
@@ -109,6 +97,17 @@ export class Library {
   onClose(hook: () => void): void {
     if (this.#lib === null) hook();
     else this.#onClose.push(hook);
+  }
+}
+
+/** Runs each of `hooks`; one that throws is reported and the others still run. */
+function runHooks(hooks: (() => void)[]): void {
+  for (const hook of hooks) {
+    try {
+      hook();
+    } catch (e) {
+      reportError(e);
+    }
   }
 }
 
