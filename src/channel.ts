@@ -690,7 +690,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (keeps) this.#track();
   }
 
-  /** Watched for the library's close (`settleLocal`); set once. */
+  /** Watched for the library's close (`trackLocal`, `_libraryClosed`); set once. */
   #tracked = false;
 
   #track(): void {
@@ -708,19 +708,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#disposed || !s.local) return;
     s.closed = true;
     s.cancelled = true;
-    const dropped: unknown[] = [];
-    while (s.count !== 0) dropped.push(s.shift());
-    for (const w of waiting(s.senders)) {
-      w.detach();
-      dropped.push(w.value);
-      w.reject(new LibraryClosedError("send"));
-    }
-    for (const w of waiting(s.receivers)) {
-      w.detach();
-      w.reject(new LibraryClosedError("receive"));
-    }
-    s.localDropped += dropped.length;
-    for (const v of dropped) this.#undelivered(v);
+    this.#localDrop(
+      (w) => w.reject(new LibraryClosedError("send")),
+      (w) => w.reject(new LibraryClosedError("receive")),
+    );
   }
 
   /**
@@ -1837,18 +1828,32 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #localCancel(): void {
     const s = this._shared;
+    this.#localDrop((w) => {
+      s.localCancelled++;
+      w.reject(this.#sendError(Status.ECANCELED));
+    }, (w) => {
+      s.localCancelled++;
+      this.#settle(w, Status.ECANCELED, false);
+    });
+  }
+
+  /**
+   * Empties a local channel: its buffered values and those of its waiting senders are dropped
+   * (to onUndeliveredElement, after every waiter was settled), each waiting sender settled by
+   * `sender`, each receiver by `receiver`.
+   */
+  #localDrop(sender: (w: Waiter) => void, receiver: (w: Waiter) => void): void {
+    const s = this._shared;
     const dropped: unknown[] = [];
     while (s.count !== 0) dropped.push(s.shift());
     for (const w of waiting(s.senders)) {
       w.detach();
-      s.localCancelled++;
       dropped.push(w.value);
-      w.reject(this.#sendError(Status.ECANCELED));
+      sender(w);
     }
     for (const w of waiting(s.receivers)) {
       w.detach();
-      s.localCancelled++;
-      this.#settle(w, Status.ECANCELED, false);
+      receiver(w);
     }
     s.localDropped += dropped.length;
     for (const v of dropped) this.#undelivered(v);
@@ -2010,7 +2015,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
 /**
  * Local channels that had waiters or keep values for a hook, per library, held weakly: when
- * the library closes, `settleLocal` rejects what still waits in them and hands their values
+ * the library closes, `_libraryClosed` rejects what still waits in them and hands their values
  * to the hook (no completion can come for them any more). Dead entries are pruned whenever the
  * set doubles.
  */
