@@ -75,6 +75,11 @@ pub const Options = struct {
     /// sleeping worker costs the waker a system call and the worker ~23 us here; a worker
     /// that spins costs neither (`notify` skips the wake while one spins).
     spin_ns: u64 = 20 * std.time.ns_per_us,
+    /// How late a timer may be before the watchdog fires it for its worker (see
+    /// `Scheduler.watchdogMain`). A worker fires its own timers between coroutines, within
+    /// microseconds of the deadline; one stuck in a coroutine that computes without parking
+    /// or yielding leaves them to the watchdog, so they fire at most this late.
+    timer_grace_ns: u64 = std.time.ns_per_ms,
     /// See `Scheduler.finish_hook`.
     finish_hook: ?*const fn (*Coroutine) void = null,
     /// See `Scheduler.unmap_hook`.
@@ -104,6 +109,9 @@ pub const WorkerStats = struct {
 
 /// Heaps with fewer disarmed timers than this are not pruned (`Worker.pruneTimers`).
 const prune_min = 64;
+/// `Worker.next_deadline` of an empty heap, and `Scheduler.watch_until` of a watchdog that
+/// sleeps until woken.
+const never = std.math.maxInt(u64);
 
 const Timer = struct {
     deadline: u64,
@@ -152,6 +160,15 @@ const Worker = struct {
     cache: [cache_max]Stack = undefined,
     cache_len: usize = 0,
     timers: std.PriorityQueue(Timer, void, Timer.order),
+    /// Guards `timers`: the owner arms, fires and prunes under it, and the scheduler's
+    /// watchdog thread fires the expired timers of a worker stuck in one long run. Never held
+    /// across a park or a coroutine switch.
+    timer_lock: std.Thread.Mutex = .{},
+    /// The heap's earliest deadline (`never` when empty), written under `timer_lock`. Read
+    /// without it by the owner (monotonic: its own writes, or a later deadline the watchdog
+    /// left; a stale read only costs a look under the lock) and by the watchdog (seq_cst: the
+    /// Dekker pair with `Scheduler.watchArmed`).
+    next_deadline: std.atomic.Value(u64) = .init(never),
     /// Timers of this heap disarmed early (their coroutine was woken before the deadline), by
     /// whichever thread woke it: their entries stay in the heap until they would fire, so the
     /// owner prunes the heap once they outnumber half of it (`pruneTimers`; Go's
@@ -205,11 +222,20 @@ const Worker = struct {
         defer current_worker = null;
         const s = w.sched;
         while (s.state.load(.acquire) == .running) {
-            if (w.timers.count() > 0) {
-                w.fireTimers(monotonicNs());
+            if (w.next_deadline.load(.monotonic) != never) {
+                const now = monotonicNs();
+                if (w.next_deadline.load(.monotonic) <= now) {
+                    w.timer_lock.lock();
+                    defer w.timer_lock.unlock();
+                    w.fireTimers(now);
+                }
                 // Monotonic: a count that only decides when to look (pruning re-checks each entry).
                 const disarmed = w.timers_disarmed.load(.monotonic);
-                if (disarmed >= prune_min and disarmed > w.timers.count() / 2) w.pruneTimers(disarmed);
+                if (disarmed >= prune_min) {
+                    w.timer_lock.lock();
+                    defer w.timer_lock.unlock();
+                    if (disarmed > w.timers.count() / 2) w.pruneTimers(disarmed);
+                }
             }
             if (w.next()) |co| {
                 w.run(co);
@@ -373,10 +399,12 @@ const Worker = struct {
         assert(spinners > 0);
         const seq = s.idle_seq.load(.seq_cst);
         if (s.hasWork(w)) return;
-        if (w.timers.peek()) |t| {
+        // Its own timers only: the watchdog fires those of workers that cannot.
+        const deadline = w.next_deadline.load(.monotonic);
+        if (deadline != never) {
             const now = monotonicNs();
-            if (t.deadline <= now) return;
-            Futex.timedWait(&s.idle_seq, seq, t.deadline - now) catch {};
+            if (deadline <= now) return;
+            Futex.timedWait(&s.idle_seq, seq, deadline - now) catch {};
         } else {
             Futex.wait(&s.idle_seq, seq);
         }
@@ -416,9 +444,16 @@ const Worker = struct {
         w.cache_len += 1;
     }
 
+    /// Publishes the heap's earliest deadline. Under `timer_lock`.
+    fn publishNext(w: *Worker) void {
+        // Seq_cst: the store half of the Dekker pair with the watchdog (`watchArmed`).
+        w.next_deadline.store(if (w.timers.peek()) |t| t.deadline else never, .seq_cst);
+    }
+
     /// Drops the entries of timers disarmed since they were armed (their armed word no longer
-    /// matches), keeping the others in a heap again. Owner only. `seen`: the disarm count read
-    /// before, taken off the counter (disarms counted meanwhile stay for the next prune).
+    /// matches), keeping the others in a heap again. Owner only, under `timer_lock`. `seen`: the
+    /// disarm count read before, taken off the counter (disarms counted meanwhile stay for the
+    /// next prune).
     fn pruneTimers(w: *Worker, seen: u32) void {
         const items = w.timers.items;
         var kept: usize = 0;
@@ -435,9 +470,12 @@ const Worker = struct {
             w.timers.add(t) catch unreachable; // capacity kept: `add` allocates nothing
         }
         assert(w.timers.count() == kept);
+        w.publishNext();
         _ = w.timers_disarmed.fetchSub(seen, .monotonic); // a count, no ordering
     }
 
+    /// Fires this heap's timers due at `now`, under `timer_lock`: from the owner, between
+    /// coroutines (the woken go to its FIFO list), or from the watchdog (to the inject queue).
     fn fireTimers(w: *Worker, now: u64) void {
         const s = w.sched;
         while (w.timers.peek()) |t| {
@@ -450,9 +488,10 @@ const Worker = struct {
                 // To the back of the queue, in deadline order (the LIFO slot is for a coroutine
                 // woken by the running one).
                 _ = s.wakeTo(co, t.gen, .queue);
-                w.busyDone(); // the timer itself no longer counts
+                s.busyDoneAny(); // the timer itself no longer counts (after the wake counted in)
             }
         }
+        w.publishNext();
     }
 };
 
@@ -502,6 +541,11 @@ pub const Scheduler = struct {
     /// `ext_in` for each coroutine they make runnable, +1 to `ext_out` for each spawn undone.
     ext_in: std.atomic.Value(u64) = .init(0),
     ext_out: std.atomic.Value(u64) = .init(0),
+    /// The timer watchdog (`watchdogMain`), its futex word (bumped by `watchArmed` and by
+    /// `shutdown`), and the time it sleeps until (`never`: until woken).
+    watchdog: ?std.Thread = null,
+    watch_seq: std.atomic.Value(u32) = .init(0),
+    watch_until: std.atomic.Value(u64) = .init(never),
     /// Threads in `drain`, and its futex word: bumped by a worker going idle (`pingDrain`).
     drainers: std.atomic.Value(u32) = .init(0),
     drain_seq: std.atomic.Value(u32) = .init(0),
@@ -572,6 +616,67 @@ pub const Scheduler = struct {
                 return error.OutOfMemory;
             started += 1;
         }
+        s.watchdog = std.Thread.spawn(.{ .stack_size = 64 * 1024 }, watchdogMain, .{s}) catch
+            return error.OutOfMemory;
+    }
+
+    /// The timer watchdog's thread. A worker fires its own timers between coroutines, so one
+    /// stuck in a coroutine that computes for a second without parking or yielding would
+    /// delay them by that second, even while other workers idle (Go lets idle Ps run other
+    /// Ps' timers, and sysmon starts an M for overdue ones). The watchdog sleeps until the
+    /// earliest deadline of any worker plus `timer_grace_ns` and fires what is still due then
+    /// (the woken go to the inject queue, where idle workers take them). A worker that runs
+    /// short coroutines has fired its timers by then: the watchdog wakes, finds a later
+    /// deadline, and sleeps again (at most once per grace period while timers keep coming).
+    fn watchdogMain(s: *Scheduler) void {
+        const grace = s.options.timer_grace_ns;
+        while (s.state.load(.acquire) == .running) {
+            // Read the futex word before looking: a `watchArmed` after this returns the wait.
+            const seq = s.watch_seq.load(.seq_cst);
+            const earliest = s.earliestDeadline();
+            const now = monotonicNs();
+            if (earliest != never and earliest +| grace <= now) {
+                for (s.workers) |*w| {
+                    // Seq_cst like every load of it here; the lock then orders the heap.
+                    if (w.next_deadline.load(.seq_cst) +| grace > now) continue;
+                    w.timer_lock.lock();
+                    defer w.timer_lock.unlock();
+                    w.fireTimers(now);
+                }
+                continue;
+            }
+            const until = if (earliest == never) never else earliest +| grace;
+            // Seq_cst store, then seq_cst loads of the deadlines: the Dekker pair with
+            // `watchArmed` (a worker's seq_cst store of an earlier deadline, then its load of
+            // `watch_until`). Either it sees this `until` and wakes us if its deadline needs it
+            // sooner, or we see its deadline here and look again.
+            s.watch_until.store(until, .seq_cst);
+            if (s.earliestDeadline() < earliest) continue;
+            if (until == never) {
+                Futex.wait(&s.watch_seq, seq);
+            } else {
+                Futex.timedWait(&s.watch_seq, seq, until - now) catch {};
+            }
+        }
+    }
+
+    fn earliestDeadline(s: *Scheduler) u64 {
+        var earliest: u64 = never;
+        for (s.workers) |*w| earliest = @min(earliest, w.next_deadline.load(.seq_cst));
+        return earliest;
+    }
+
+    /// A worker armed a timer earlier than every other in its heap (and published it with a
+    /// seq_cst store): wakes the watchdog if it sleeps past `deadline` + grace.
+    fn watchArmed(s: *Scheduler, deadline: u64) void {
+        // Seq_cst: the load half of the Dekker pair in `watchdogMain`.
+        if (deadline +| s.options.timer_grace_ns >= s.watch_until.load(.seq_cst)) return;
+        s.wakeWatchdog();
+    }
+
+    fn wakeWatchdog(s: *Scheduler) void {
+        _ = s.watch_seq.fetchAdd(1, .release);
+        Futex.wake(&s.watch_seq, 1);
     }
 
     /// Creates a coroutine running `entry(arg)` and makes it runnable. From a worker it goes to
@@ -729,11 +834,21 @@ pub const Scheduler = struct {
         const old = co.timer_state.load(.monotonic);
         const armed = ((old >> 1) +% 1) << 1 | 1;
         co.timer_state.store(armed, .release);
+        // The armed timer counts until fired or disarmed: counted before the watchdog can see
+        // it (it may fire it before we park), so its count out never comes first.
+        w.busyAdd();
+        w.timer_lock.lock();
         w.timers.add(.{ .deadline = deadline, .co = co, .gen = co.generation(), .armed_word = armed }) catch {
+            w.timer_lock.unlock();
             co.timer_state.store(armed & ~@as(u32, 1), .monotonic);
+            w.busyDone();
             return error.OutOfMemory;
         };
-        w.busyAdd(); // the armed timer counts until fired or disarmed
+        const earliest = deadline < w.next_deadline.load(.monotonic);
+        if (earliest) w.publishNext();
+        w.timer_lock.unlock();
+        if (earliest) s.watchArmed(deadline);
+        // A watchdog that fired the timer already left a permit: the park returns at once.
         coroutine.park() catch unreachable; // we are a coroutine
         // Whoever disarms the timer owns its busy count: either we do it here (woken before
         // the deadline; perhaps on another worker now), or `fireTimers` did (acq_rel pairs
@@ -865,9 +980,8 @@ pub const Scheduler = struct {
         if (s.state.load(.seq_cst) != .running) return true;
         if (s.inject.len.load(.seq_cst) > 0) return true;
         if (w.lifo != null or w.fifo_head != null) return true;
-        if (w.timers.peek()) |t| {
-            if (t.deadline <= monotonicNs()) return true;
-        }
+        const deadline = w.next_deadline.load(.monotonic);
+        if (deadline != never and deadline <= monotonicNs()) return true;
         for (s.workers) |*v| {
             if (v.queue.len() > 0) return true;
         }
@@ -920,7 +1034,11 @@ pub const Scheduler = struct {
         }
         s.state.store(.stopping, .release);
         s.wakeAll();
+        s.wakeWatchdog();
         for (s.workers) |*w| w.thread.?.join();
+        // After the workers: it reads their deadlines and heaps.
+        s.watchdog.?.join();
+        s.watchdog = null;
         // A `drain` on another thread reads the workers' counters: let it see `stopping` and
         // leave before they are freed.
         s.pingDrain();
@@ -1176,6 +1294,47 @@ test "timers fire in deadline order and never early" {
     try testing.expectEqual(@as(u32, 0), S.early.load(.monotonic));
     // The coroutines start at slightly different times, so compare the deadlines themselves.
     for (1..n) |k| try testing.expect(S.deadlines[S.order[k - 1]] <= S.deadlines[S.order[k]]);
+}
+
+test "a worker stuck in one long run does not hold back its timers: the watchdog fires them" {
+    // The sleeper arms its timer on worker W and parks; W then runs the hog, which its LIFO
+    // slot holds (no other worker can take it from there) and which spins until the sleeper
+    // has woken, or for 5 s. Only the watchdog can fire the timer while W spins: the other
+    // worker then resumes the sleeper.
+    const S = struct {
+        var woke: std.atomic.Value(bool) = .init(false);
+        var hog_saw_wake: std.atomic.Value(bool) = .init(false);
+        var hog_ran: std.atomic.Value(bool) = .init(false);
+        var sched: *Scheduler = undefined;
+        fn sleeper(_: ?*anyopaque) callconv(.c) void {
+            _ = sched.spawn(hog, null) catch unreachable; // to this worker's LIFO slot
+            sched.sleep(10 * std.time.ns_per_ms) catch unreachable;
+            woke.store(true, .release);
+        }
+        fn hog(_: ?*anyopaque) callconv(.c) void {
+            hog_ran.store(true, .release);
+            const give_up = monotonicNs() + 5 * std.time.ns_per_s;
+            while (monotonicNs() < give_up) {
+                if (woke.load(.acquire)) {
+                    hog_saw_wake.store(true, .release);
+                    return;
+                }
+                std.atomic.spinLoopHint();
+            }
+        }
+    };
+    S.woke.store(false, .monotonic);
+    S.hog_saw_wake.store(false, .monotonic);
+    S.hog_ran.store(false, .monotonic);
+    var s: Scheduler = undefined;
+    try startForTest(&s, 2);
+    defer s.shutdown(.cancel);
+    S.sched = &s;
+    _ = try s.spawn(S.sleeper, null);
+    try s.drainFor(test_timeout);
+    try testing.expect(S.hog_ran.load(.acquire));
+    try testing.expect(S.woke.load(.acquire));
+    try testing.expect(S.hog_saw_wake.load(.acquire));
 }
 
 test "timed waits woken early do not pile up in the timer heap; armed timers survive pruning" {
