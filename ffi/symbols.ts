@@ -179,6 +179,8 @@ export const symbols = {
   kc_pool_info: { parameters: ["buffer"], result: "i32" },
   /** int32_t kc_pool_release(const void *chunk, uint32_t count) */
   kc_pool_release: { parameters: ["pointer", "u32"], result: "i32" },
+  /** int32_t kc_pool_views(uint32_t **out) */
+  kc_pool_views: { parameters: ["buffer"], result: "i32" },
   /** int32_t kc_chan_keep_undelivered(uint32_t handle) */
   kc_chan_keep_undelivered: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size) */

@@ -313,6 +313,12 @@ int32_t kc_desc_free(const struct kc_desc *d);
  * retired chunk has out. */
 int32_t kc_pool_info(uint64_t *out);
 int32_t kc_pool_release(const void *chunk, uint32_t count);
+/* The calling thread's table of view counts: one uint32_t per pool chunk (out[1] / out[2] of
+ * kc_pool_info), zeroed when made, the same table for every call on the thread. A host that views
+ * chunks adds to a chunk's entry the buffers it counts as viewed and takes off what it frees with
+ * kc_pool_release; when the thread ends (a terminated Worker), what the table still counts is
+ * freed for it. KC_ENOMEM: no pool, or no memory for the table. */
+int32_t kc_pool_views(uint32_t **out);
 /* Keeps every value the channel drops (cancel, destroy, drop policies; zero-copy: descriptors
  * without a release) in a list, replacing the kc_chan_on_undelivered hook; kc_chan_take_undelivered
  * moves the oldest kept value into out: 1, or 0 when none is left (works after destroy too). */

@@ -157,6 +157,8 @@ const decodeText = (b: Uint8Array): string => decoder.decode(b);
 interface ChunkHold {
   sym: Sym;
   chunk: Deno.PointerValue;
+  /** The chunk's index in the pool (its entry in `PoolView.counts`). */
+  index: number;
   views: number;
   pool: PoolView;
 }
@@ -165,7 +167,9 @@ const chunkHolds = new FinalizationRegistry<ChunkHold>((hold) => {
   if (hold.views === 0) return;
   hold.pool.pinned--;
   try {
-    hold.sym.kc_pool_release(hold.chunk, hold.views);
+    if (hold.sym.kc_pool_release(hold.chunk, hold.views) === 0 && hold.pool.counts !== null) {
+      hold.pool.counts[hold.index] -= hold.views;
+    }
   } catch {
     // The library was closed: its memory went with it.
   }
@@ -191,6 +195,13 @@ interface PoolView {
   readonly holds: (ChunkHold | undefined)[];
   /** Chunks this isolate's views pin now (holds with views whose buffer was not collected). */
   pinned: number;
+  /**
+   * This thread's view counts per chunk in native memory (`kc_pool_views`), kept beside the
+   * holds' counts: when a Worker terminates its finalisers never run, and the library frees
+   * what this table still counts as its thread ends, so those chunks are carved again. Null if
+   * the table could not be made (the chunks are then stranded, as before it).
+   */
+  readonly counts: Uint32Array | null;
   /** The chunk of the last value viewed (-1: none), its buffer and hold. */
   lastChunk: number;
   lastBuffer: ArrayBuffer | undefined;
@@ -213,6 +224,7 @@ function poolOf(sym: Sym): PoolView | null {
       buffers: [],
       holds: [],
       pinned: 0,
+      counts: viewCounts(sym, Number(out[1]) / Number(out[2])),
       lastChunk: -1,
       lastBuffer: undefined,
       lastHold: undefined,
@@ -221,6 +233,14 @@ function poolOf(sym: Sym): PoolView | null {
   }
   lastSym = sym;
   return lastPool = pool;
+}
+
+/** This thread's table of view counts per pool chunk (`kc_pool_views`), null if none. */
+function viewCounts(sym: Sym, chunks: number): Uint32Array | null {
+  const out = new BigUint64Array(1);
+  if (sym.kc_pool_views(out) !== 0 || out[0] === 0n) return null;
+  const at = Deno.UnsafePointer.create(out[0]);
+  return new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(at!, chunks * 4));
 }
 
 /**
@@ -252,7 +272,7 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
       // (then detached) buffer releases: the moved one would alias the recycled chunk, other
       // channels' values included. Refused instead (`transfer()` and postMessage throw).
       markAsUntransferable(buffer);
-      hold = { sym, chunk, views: 0, pool };
+      hold = { sym, chunk, index: c, views: 0, pool };
       chunkHolds.register(buffer, hold);
       pool.buffers[c] = new WeakRef(buffer);
       pool.holds[c] = hold;
@@ -274,6 +294,7 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
       pool.pinned++;
     }
     hold.views++;
+    if (pool.counts !== null) pool.counts[c]++;
   }
   return new Uint8Array(buffer, off - c * pool.chunk, len);
 }

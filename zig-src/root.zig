@@ -150,6 +150,8 @@ fn unhold(h: u32, serial: u64) i32 {
 /// back when the thread ends (`threadEnded`). The value of a thread-specific key.
 const ThreadRecord = struct {
     hosts: u32 = 0,
+    /// The thread's view counts of the buffer pool's chunks (kc_pool_views), one per chunk.
+    views: ?[]u32 = null,
     /// Holds by handle value, with how many and of which channel (`Channel.serial`).
     holds: std.AutoHashMapUnmanaged(u32, Held) = .empty,
 
@@ -169,9 +171,19 @@ const ThreadRecord = struct {
         return rec;
     }
 
-    /// Runs as a thread with a record ends: gives back its channel holds, then its hosts.
+    /// Runs as a thread with a record ends: frees the pool buffers its isolate still counted as
+    /// viewed, then gives back its channel holds, then its hosts.
     fn threadEnded(value: *anyopaque) callconv(.c) void {
         const rec: *ThreadRecord = @ptrCast(@alignCast(value));
+        if (rec.views) |views| {
+            // The isolate that viewed them lived on this thread and is gone: nobody reads them.
+            if (buffer_pool.global()) |pool| {
+                for (views, 0..) |n, c| {
+                    if (n != 0) _ = pool.releaseChecked(@intCast(c), n); // a count it cannot hold: a host's bug, ignored
+                }
+            }
+            std.heap.c_allocator.free(views);
+        }
         var it = rec.holds.iterator();
         while (it.next()) |kv| {
             for (0..kv.value_ptr.count) |_| _ = unhold(kv.key_ptr.*, kv.value_ptr.serial);
@@ -1864,6 +1876,26 @@ export fn kc_pool_release(chunk: ?*const anyopaque, count: u32) callconv(.c) i32
     return 0;
 }
 
+/// int32_t kc_pool_views(uint32_t **out): the calling thread's table of view counts, one
+/// uint32_t per chunk of the buffer pool (kc_pool_info's out[1] / out[2] of them), zeroed when
+/// made; the same table for every call on one thread. A host that views pool chunks adds to a
+/// chunk's entry the buffers it counts as viewed, and takes off what it frees with
+/// kc_pool_release. When the thread ends (a terminated Worker, whose finalisers never run),
+/// what its table still counts is freed for it, so those chunks are carved again. KC_ENOMEM if
+/// the pool could not be reserved or the table not made.
+export fn kc_pool_views(out: ?*?[*]u32) callconv(.c) i32 {
+    const o = out orelse return Status.invalid.code();
+    const p = buffer_pool.global() orelse return Status.no_memory.code();
+    const rec = ThreadRecord.mine(true) orelse return Status.no_memory.code();
+    if (rec.views == null) {
+        const views = std.heap.c_allocator.alloc(u32, p.words.len) catch return Status.no_memory.code();
+        @memset(views, 0);
+        rec.views = views;
+    }
+    o.* = rec.views.?.ptr;
+    return 0;
+}
+
 /// The values channels dropped, kept for kc_chan_take_undelivered: (handle, bytes) in the order
 /// they were dropped. Every channel shares one list (few values are ever dropped).
 const Undelivered = struct {
@@ -2138,7 +2170,8 @@ test "include/kcoro.h agrees with the exports" {
         "kc_clock_word",         "kc_clock_now",             "kc_cells_alloc",           "kc_lib_retain_thread",
         "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",           "kc_chan_try_recv_n",
         "kc_chan_try_send_n",    "kc_chan_info",             "kc_pool_info",             "kc_pool_release",
-        "kc_desc_free",          "kc_chan_free_undelivered", "kc_chan_close_cause",      "kc_chan_cause",
+        "kc_pool_views",         "kc_desc_free",             "kc_chan_free_undelivered", "kc_chan_close_cause",
+        "kc_chan_cause",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2973,6 +3006,39 @@ test "C ABI: kc_desc_make takes buffers of up to 16 KiB from the pool; kc_pool_r
     // The region's last chunk: never handed out in this test process.
     try testing.expectEqual(Status.invalid.code(), kc_pool_release(@ptrFromInt(info[0] + info[1] - 1), 1));
     try testing.expectEqual(Status.invalid.code(), kc_pool_info(null));
+}
+
+test "C ABI: kc_pool_views: what a thread still counts as viewed is freed when it ends" {
+    var info: [4]u64 = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_pool_info(&info));
+    const before = info[3];
+    // Four chunks' worth of buffers: at least three chunks hold only these.
+    var bufs: [32]chan.Descriptor = undefined;
+    var bytes: [16 * 1024]u8 = undefined;
+    @memset(&bytes, 5);
+    for (&bufs) |*d| try testing.expectEqual(@as(i32, 0), kc_desc_make(&bytes, bytes.len, 0, d));
+    const Host = struct {
+        // A host's thread (a Worker's) that viewed every buffer and ends before its finalisers
+        // freed any.
+        fn view(b: *const [32]chan.Descriptor, i: *const [4]u64, table: *?[*]u32) void {
+            if (kc_pool_views(table) != 0) return;
+            for (b) |d| table.*.?[(@intFromPtr(d.ptr.?) - i[0]) / i[2]] += 1;
+        }
+    };
+    var table: ?[*]u32 = null;
+    const t = try std.Thread.spawn(.{}, Host.view, .{ &bufs, &info, &table });
+    t.join();
+    try testing.expect(table != null);
+    var after: [4]u64 = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_pool_info(&after));
+    try testing.expect(after[3] <= before + 1); // only the chunk this thread carves now
+    // The same table for every call on one thread.
+    var mine: ?[*]u32 = null;
+    var again: ?[*]u32 = null;
+    try testing.expectEqual(@as(i32, 0), kc_pool_views(&mine));
+    try testing.expectEqual(@as(i32, 0), kc_pool_views(&again));
+    try testing.expectEqual(mine, again);
+    try testing.expectEqual(Status.invalid.code(), kc_pool_views(null));
 }
 
 test "C ABI: try-operations without references race destroy and re-creation safely" {
