@@ -300,7 +300,9 @@ Deno.test("runtime: shutdown waits for a running coroutine on a helper thread, n
     const rt = runtime({ workers: 1 });
     const cells = runtime().cells([300_000_000n, 0n]); // a CPU-bound loop of several 100 ms
     rt.spawn("spin", cells);
-    while (rt.stats().busy === 0) await new Promise((r) => setTimeout(r, 1)); // it runs
+    // Until it runs (\`runs\` counts a coroutine as its worker resumes it; \`busy\` counts it
+    // queued already, and a cancel that came before it ran left it unrun in a suite run).
+    while (rt.stats().workers[0].runs === 0) await new Promise((r) => setTimeout(r, 1));
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
     await rt.shutdown(); // cannot stop it mid-loop: waits for its end
