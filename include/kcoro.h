@@ -198,7 +198,8 @@ int32_t kc_chan_create(uint32_t elem_size, uint32_t capacity, uint32_t overflow,
 /* Sends *elem. deadline_ns 0 = none (kc_now_ns clock); token 0 = none. KC_EPIPE closed,
  * KC_ECANCELED cancelled, KC_ETIME deadline, KC_EINTR token cancelled, KC_EAGAIN with
  * KC_CHAN_TRY when it would wait. From a scheduled coroutine it parks; from a plain thread it
- * blocks. */
+ * blocks; a hand-driven coroutine parks until resumed, and with a deadline (its own or its
+ * scope's) that it would have to wait for, gets KC_EINVAL (no timer can end its wait). */
 int32_t kc_chan_send(uint32_t handle, const void *elem, uint32_t size, uint64_t deadline_ns,
                      uint32_t token, uint32_t flags);
 /* Receives into *out; as kc_chan_send. */
@@ -343,14 +344,15 @@ struct kc_clause {
 };
 /* Writes the completed clause's index to *out_index and returns 0, or KC_EPIPE / KC_ECANCELED if
  * that clause's channel is closed / cancelled; KC_EAGAIN (poll), KC_ETIME (deadline), KC_EINTR
- * (token). At most 16 clauses; the same channel may appear in several. */
+ * (token). At most 16 clauses; the same channel may appear in several. KC_EINVAL in a hand-driven
+ * coroutine that would wait with a deadline, as kc_chan_send. */
 int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
                   uint32_t token, uint32_t flags, uint32_t *out_index);
 
 /* Native scopes: structured concurrency for native coroutines. A scope owns the coroutines
  * launched in it and every coroutine they kc_spawn; its children see its cancellation: a channel
  * operation, select or kc_sleep_ns that waits inside one fails with KC_EINTR once the scope (or
- * an ancestor) is cancelled. */
+ * an ancestor) is cancelled, also one given a token of its own (either token ends the wait). */
 typedef void (*kc_handler_fn)(void *ctx, const void *msg);
 typedef void (*kc_done_fn)(void *ctx, int32_t status);
 /* parent 0 = none; a child scope is cancelled with its parent. KC_ESHUTDOWN without a scheduler. */

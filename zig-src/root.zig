@@ -2727,6 +2727,93 @@ test "C ABI: native scopes, actors and producers; cancellation reaches sleeps, w
     for ([_]u32{ mailbox, idle_box, S.out_chan }) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
 }
 
+test "C ABI: a hand-driven coroutine's receive or select with a deadline is KC_EINVAL, not parked for good" {
+    const S = struct {
+        var ch: u32 = 0;
+        var rc: i32 = 999;
+        fn recvDeadline(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            rc = kc_chan_recv(ch, &v, 8, kc_now_ns() + 10 * std.time.ns_per_ms, 0, 0);
+        }
+        fn selectDeadline(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            const c = [_]Clause{.{ .handle = ch, .kind = 1, .size = 8, .elem = &v }};
+            var index: u32 = 0;
+            rc = kc_select(&c, 1, kc_now_ns() + 10 * std.time.ns_per_ms, 0, 0, &index);
+        }
+        fn recvReady(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            rc = kc_chan_recv(ch, &v, 8, kc_now_ns() + 10 * std.time.ns_per_ms, 0, 0);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &S.ch));
+    defer _ = kc_chan_destroy(S.ch);
+    for ([_]coroutine.EntryFn{ S.recvDeadline, S.selectDeadline }) |entry| {
+        S.rc = 999;
+        var co: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(entry, null, 0, 0, &co));
+        // Before, it parked with no timer: resume said parked, and no resume ever ended it.
+        _ = kc_coro_resume(co);
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_state(co));
+        try testing.expectEqual(Status.invalid.code(), S.rc);
+        try testing.expectEqual(@as(i32, 0), kc_coro_destroy(co));
+    }
+    // A value ready at once is received: the deadline never comes into it.
+    const v: u64 = 5;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(S.ch, &v, 8));
+    var co: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(S.recvReady, null, 0, 0, &co));
+    _ = kc_coro_resume(co);
+    try testing.expectEqual(@as(i32, 0), S.rc);
+    try testing.expectEqual(@as(i32, 0), kc_coro_destroy(co));
+}
+
+test "C ABI: a scope's child waiting with a token of its own is still interrupted when the scope is cancelled" {
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+    const S = struct {
+        var ch: u32 = 0;
+        var tok: u32 = 0;
+        var rcs: [4]std.atomic.Value(i32) = @splat(.init(999));
+        fn recv(arg: ?*anyopaque) callconv(.c) void {
+            const i = @intFromPtr(arg);
+            var v: u64 = 0;
+            rcs[i].store(kc_chan_recv(ch, &v, 8, 0, if (i == 0) 0 else tok, 0), .release);
+        }
+        fn select(arg: ?*anyopaque) callconv(.c) void {
+            const i = @intFromPtr(arg);
+            var v: u64 = 0;
+            // More clauses than a lazy select takes, and fewer: both select paths.
+            var c: [6]Clause = @splat(.{ .handle = ch, .kind = 1, .size = 8, .elem = &v });
+            var index: u32 = 0;
+            rcs[i].store(kc_select(&c, if (i == 2) 1 else 6, 0, tok, 0, &index), .release);
+        }
+    };
+    for (&S.rcs) |*r| r.store(999, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.ch));
+    defer _ = kc_chan_destroy(S.ch);
+    try testing.expectEqual(@as(i32, 0), kc_token_create(&S.tok));
+    defer _ = kc_token_destroy(S.tok);
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, S.recv, @ptrFromInt(0), 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, S.recv, @ptrFromInt(1), 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, S.select, @ptrFromInt(2), 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, S.select, @ptrFromInt(3), 0, null));
+    // Until all four wait (parked with no timer: no longer busy).
+    var info: [4]u64 = undefined;
+    while (kc_now_ns() < deadline) : (std.Thread.yield() catch {}) {
+        _ = kc_sched_info(&info, 4);
+        if (info[2] == 0) break;
+    }
+    try testing.expectEqual(@as(u64, 0), info[2]);
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, deadline));
+    for (&S.rcs) |*r| try testing.expectEqual(Status.interrupted.code(), r.load(.acquire));
+}
+
 test "C ABI: kc_scope_watch hears a native cancellation; the scope-aware built-ins report KC_EINTR" {
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     defer _ = kc_sched_shutdown(0);

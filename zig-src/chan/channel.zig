@@ -46,16 +46,18 @@ const cancel_mod = @import("../sc/cancel.zig");
 const clock = @import("clock.zig");
 const ctx_mod = @import("../sc/context.zig");
 
-/// The cancellation token of the native scope the calling coroutine runs in (its context's
-/// `cancellation` key, see sc/scope.zig), used by a wait that was given no token. Read only
-/// on the blocking path, with one lookup of the current coroutine.
-/// Also fills in the scope's deadline (the context's `deadline` key) for a wait given none.
-/// `co`: the calling coroutine if the caller knows it (null: look it up).
-fn fromContext(token: *?*Token, deadline: *?u64, caller: ?*coroutine.Coroutine) void {
-    if (token.* != null and deadline.* != null) return;
+/// Adds the cancellation token of the native scope the calling coroutine runs in (its
+/// context's `cancellation` key, see sc/scope.zig) to a wait's tokens: `tokens[0]` is the one
+/// the caller passed (if any), and the scope's goes beside it when it is another, so that a
+/// wait given its own token still ends when its scope is cancelled. Read only on the blocking
+/// path, with one lookup of the current coroutine. Also fills in the scope's deadline (the
+/// context's `deadline` key) for a wait given none. `co`: the calling coroutine if the caller
+/// knows it (null: look it up).
+fn fromContext(tokens: *[2]?*Token, deadline: *?u64, caller: ?*coroutine.Coroutine) void {
     const co = caller orelse coroutine.current() orelse return;
-    if (token.* == null) {
-        if (co.context.get(ctx_mod.cancellation)) |v| token.* = @ptrFromInt(v);
+    if (co.context.get(ctx_mod.cancellation)) |v| {
+        const scope_token: *Token = @ptrFromInt(v);
+        if (tokens[0] == null) tokens[0] = scope_token else if (tokens[0] != scope_token) tokens[1] = scope_token;
     }
     if (deadline.* == null) deadline.* = co.context.get(ctx_mod.deadline);
 }
@@ -430,6 +432,44 @@ const TokenWait = struct {
         // waiter decides by `linked` under the lock.
         if (tw.status.cmpxchgStrong(pending, interrupted, .acq_rel, .monotonic) == null) {
             Waiter.wake(.{ .ref = tw.ref, .sched = tw.sched, .status = tw.status, .waiter = undefined, .outcome = interrupted });
+        }
+    }
+};
+
+/// A wait's registrations on its tokens (`fromContext`: the caller's and its scope's): either
+/// interrupts it. Must not move once registered (the tokens hold its links).
+const TokenWaits = struct {
+    tokens: [2]?*Token,
+    waits: [2]TokenWait,
+    registered: [2]bool = .{ false, false },
+
+    fn init(tokens: [2]?*Token, status: *std.atomic.Value(u32), ref: ?coroutine.Ref, sched: ?*scheduler.Scheduler) TokenWaits {
+        const tw: TokenWait = .{ .status = status, .ref = ref, .sched = sched };
+        return .{ .tokens = tokens, .waits = .{ tw, tw } };
+    }
+
+    fn any(t: *const TokenWaits) bool {
+        return t.tokens[0] != null or t.tokens[1] != null;
+    }
+
+    /// Registers on every token; false if one was cancelled already (none is left registered).
+    fn register(t: *TokenWaits) bool {
+        for (t.tokens, 0..) |maybe, i| {
+            const tok = maybe orelse continue;
+            if (!tok.register(&t.waits[i].link)) {
+                t.unregister();
+                return false;
+            }
+            t.registered[i] = true;
+        }
+        return true;
+    }
+
+    fn unregister(t: *TokenWaits) void {
+        for (t.tokens, 0..) |maybe, i| {
+            if (!t.registered[i]) continue;
+            maybe.?.unregister(&t.waits[i].link);
+            t.registered[i] = false;
         }
     }
 };
@@ -1373,26 +1413,32 @@ pub const Channel = struct {
     /// Called with the lock held and `w` queued on `q`; releases the lock and waits for an
     /// outcome, the deadline or the token.
     fn block(ch: *Channel, w: *Waiter, q: *WaitQueue, options: WaitOptions) callconv(hot) Error!void {
-        var opts = options;
-        fromContext(&opts.token, &opts.deadline, if (w.ref) |r| r.co else null);
-        var tw: TokenWait = .{ .status = &w.own_status, .ref = w.ref, .sched = w.sched };
-        if (opts.token) |t| {
-            // Lock order: channel, then token (a token fires links without channel locks).
-            if (!t.register(&tw.link)) {
-                q.remove(w);
-                ch.metrics.fail_cancelled += 1;
-                ch.unlock();
-                return error.Interrupted;
-            }
+        var tokens: [2]?*Token = .{ options.token, null };
+        var deadline = options.deadline;
+        fromContext(&tokens, &deadline, if (w.ref) |r| r.co else null);
+        if (deadline != null and w.ref != null and w.sched == null) {
+            // A hand-driven coroutine has no timer to end the wait: parked, it would wait past
+            // the deadline for good (as kc_sleep_ns, refused there).
+            q.remove(w);
+            ch.unlock();
+            return error.InvalidArgument;
+        }
+        var tws: TokenWaits = .init(tokens, &w.own_status, w.ref, w.sched);
+        // Lock order: channel, then token (a token fires links without channel locks).
+        if (!tws.register()) {
+            q.remove(w);
+            ch.metrics.fail_cancelled += 1;
+            ch.unlock();
+            return error.Interrupted;
         }
         ch.unlock();
         // A coroutine abandoned in this wait (shutdown, destroy) must leave neither its waiter
-        // in `q` nor its link on the token: both live on its stack.
-        var guard: BlockGuard = .{ .ch = ch, .w = w, .q = q, .tw = &tw, .token = opts.token };
+        // in `q` nor its links on the tokens: both live on its stack.
+        var guard: BlockGuard = .{ .ch = ch, .w = w, .q = q, .tws = &tws };
         if (w.ref) |r| r.co.pushCleanup(&guard.cleanup);
-        const timed_out = waitFor(&w.own_status, w.ref, w.sched, opts.deadline);
+        const timed_out = waitFor(&w.own_status, w.ref, w.sched, deadline);
         if (w.ref) |r| r.co.popCleanup(&guard.cleanup);
-        if (opts.token) |t| t.unregister(&tw.link);
+        tws.unregister();
         if (timed_out or w.own_status.load(.acquire) == interrupted) {
             ch.lock();
             if (w.linked) {
@@ -1416,12 +1462,11 @@ pub const Channel = struct {
         ch: *Channel,
         w: *Waiter,
         q: *WaitQueue,
-        tw: *TokenWait,
-        token: ?*Token,
+        tws: *TokenWaits,
 
         fn run(c: *coroutine.Cleanup) void {
             const g: *BlockGuard = @fieldParentPtr("cleanup", c);
-            if (g.token) |t| t.unregister(&g.tw.link);
+            g.tws.unregister();
             g.ch.lock();
             if (g.w.linked) g.q.remove(g.w); // else a completer took it: nothing is queued
             g.ch.unlock();
@@ -1588,9 +1633,13 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     }
     // 1. A look without locking them all: usually the first clause that may be ready is.
     if (try probeEach(clauses, order[0..n])) |got| return got;
-    if (!options.poll and n <= LazySlot.max) {
-        if (coroutine.current()) |co| return selectLazy(co, clauses, order[0..n], options);
-    }
+    if (!options.poll) if (coroutine.current()) |co| {
+        // A hand-driven coroutine has no timer to end the wait (see `Channel.block`).
+        if (co.owner == null and (options.deadline != null or co.context.get(ctx_mod.deadline) != null)) {
+            return error.InvalidArgument;
+        }
+        if (n <= LazySlot.max) return selectLazy(co, clauses, order[0..n], options);
+    };
     return selectStack(clauses, order[0..n], options);
 }
 
@@ -1619,27 +1668,24 @@ noinline fn selectStack(clauses: []const Clause, order: []const u8, options: Sel
         waiters[i] = .{ .elem = c.elem, .ref = caller.ref, .sched = caller.sched, .sel = &sel, .clause = @intCast(i) };
         c.ch.queue(c.kind).push(&waiters[i]);
     }
-    var tw: TokenWait = .{ .status = &sel.status, .ref = caller.ref, .sched = caller.sched };
-    var registered = false;
-    var token = options.token;
+    var tokens: [2]?*Token = .{ options.token, null };
     var deadline = options.deadline;
-    fromContext(&token, &deadline, if (caller.ref) |r| r.co else null);
-    if (token) |t| registered = t.register(&tw.link);
+    fromContext(&tokens, &deadline, if (caller.ref) |r| r.co else null);
+    var tws: TokenWaits = .init(tokens, &sel.status, caller.ref, caller.sched);
+    const token_fired = tws.any() and !tws.register();
     unlockAll(locks[0..nlocks]);
     var winner: u8 = SelectState.no_winner;
-    const token_fired = token != null and !registered;
     // A coroutine abandoned in this wait must leave no clause queued and no token link.
     var guard: SelectGuard = .{
         .clauses = clauses,
         .waiters = waiters[0..n],
         .locks = locks[0..nlocks],
-        .tw = &tw,
-        .token = if (registered) token else null,
+        .tws = &tws,
     };
     if (caller.ref) |r| r.co.pushCleanup(&guard.cleanup);
     const timed_out = token_fired or waitFor(&sel.status, caller.ref, caller.sched, deadline);
     if (caller.ref) |r| r.co.popCleanup(&guard.cleanup);
-    if (registered) token.?.unregister(&tw.link);
+    tws.unregister();
     const was_interrupted = token_fired or sel.status.load(.acquire) == interrupted;
     if (timed_out or was_interrupted) {
         // Give up, unless a clause won meanwhile (acq_rel: pairs with the claimants' CAS).
@@ -1894,22 +1940,21 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
         // A clause won while we armed: its completer is storing the outcome.
         _ = waitFor(&slot.state.status, caller.ref, caller.sched, null);
     } else {
-        var tw: TokenWait = .{ .status = &slot.state.status, .ref = caller.ref, .sched = caller.sched };
-        var token = options.token;
+        var tokens: [2]?*Token = .{ options.token, null };
         var deadline = options.deadline;
-        fromContext(&token, &deadline, co);
-        var registered = false;
-        if (token) |t| registered = t.register(&tw.link); // lock order: channels, then token
+        fromContext(&tokens, &deadline, co);
+        var tws: TokenWaits = .init(tokens, &slot.state.status, caller.ref, caller.sched);
+        const token_fired = tws.any() and !tws.register(); // lock order: channels, then token
         unlockAll(locks[0..nlocks]);
         for (dropped) |d| if (d) |ch| ch.unref();
-        const token_fired = token != null and !registered;
-        // Abandoned while it waits: the token link goes here, the waiters with `finish`.
-        var guard: TokenGuard = .{ .tw = &tw, .token = token };
+        // Abandoned while it waits: the token links go here, the waiters with `finish`.
+        var guard: TokenGuard = .{ .tws = &tws };
+        const registered = tws.registered[0] or tws.registered[1];
         if (registered) co.pushCleanup(&guard.cleanup);
         timed_out = token_fired or waitFor(&slot.state.status, caller.ref, caller.sched, deadline);
         if (registered) {
             co.popCleanup(&guard.cleanup);
-            token.?.unregister(&tw.link);
+            tws.unregister();
         }
         was_interrupted = token_fired or slot.state.status.load(.acquire) == interrupted;
     }
@@ -1957,12 +2002,11 @@ fn sortLocks(locks: []*Channel) void {
 /// Unregisters a lazy select's token link if the coroutine is abandoned while it waits.
 const TokenGuard = struct {
     cleanup: coroutine.Cleanup = .{ .run = run },
-    tw: *TokenWait,
-    token: ?*Token,
+    tws: *TokenWaits,
 
     fn run(c: *coroutine.Cleanup) void {
         const g: *TokenGuard = @fieldParentPtr("cleanup", c);
-        g.token.?.unregister(&g.tw.link);
+        g.tws.unregister();
     }
 };
 
@@ -1972,12 +2016,11 @@ const SelectGuard = struct {
     clauses: []const Clause,
     waiters: []Waiter,
     locks: []const *Channel,
-    tw: *TokenWait,
-    token: ?*Token,
+    tws: *TokenWaits,
 
     fn run(c: *coroutine.Cleanup) void {
         const g: *SelectGuard = @fieldParentPtr("cleanup", c);
-        if (g.token) |t| t.unregister(&g.tw.link);
+        g.tws.unregister();
         lockAll(g.locks);
         unlinkClauses(g.clauses, g.waiters);
         unlockAll(g.locks);
