@@ -142,9 +142,10 @@ int32_t kc_park_until(uint64_t deadline_ns);
 /* Inside a scheduled coroutine: parks it for at least ns. On a plain thread: blocks it.
  * KC_EINVAL inside a hand-driven coroutine. */
 int32_t kc_sleep_ns(uint64_t ns);
-/* Blocks until no coroutine is runnable, running or sleeping (parked ones do not count). */
+/* Blocks until no coroutine is runnable, running or sleeping (parked ones do not count).
+ * KC_EINVAL at once from one of the scheduler's coroutines (it would wait for itself). */
 int32_t kc_sched_drain(void);
-/* kc_sched_drain with a bound: KC_ETIME if still busy after timeout_ns. */
+/* kc_sched_drain with a bound: KC_ETIME if still busy after timeout_ns; KC_EINVAL as drain. */
 int32_t kc_sched_drain_for(uint64_t timeout_ns);
 /* Stops and joins the workers, frees every stack (KC_SHUTDOWN_*). A second call does nothing. */
 int32_t kc_sched_shutdown(uint32_t mode);

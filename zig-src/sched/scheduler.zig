@@ -868,9 +868,6 @@ pub const Scheduler = struct {
     /// Blocks the calling thread (not a worker) until no coroutine is runnable, running or
     /// waiting on a timer.
     pub fn drain(s: *Scheduler) Error!void {
-        if (thisWorker()) |w| {
-            if (w.sched == s) return error.InvalidArgument; // a worker would wait for itself
-        }
         s.drainUntil(null) catch |e| switch (e) {
             error.Timeout => unreachable, // no deadline
             else => |other| return other,
@@ -883,6 +880,11 @@ pub const Scheduler = struct {
     }
 
     fn drainUntil(s: *Scheduler, deadline: ?u64) (Error || error{Timeout})!void {
+        if (thisWorker()) |w| {
+            // A worker would wait for itself (it counts busy while it runs the caller): never
+            // done, and with a deadline it would hold its worker's thread until then.
+            if (w.sched == s) return error.InvalidArgument;
+        }
         // Seq_cst RMW: the Dekker pair with the idle workers' `drainers` load (`Worker.idle`).
         _ = s.drainers.fetchAdd(1, .seq_cst);
         defer _ = s.drainers.fetchSub(1, .release); // `shutdown` waits for 0 (acquire)
@@ -1378,6 +1380,31 @@ test "timed waits woken early do not pile up in the timer heap; armed timers sur
     try testing.expect(S.slept.load(.acquire));
     // Without pruning: one entry per early wake (20,000), each staying for an hour.
     try testing.expect(s.workers[0].timers.count() <= 2 * prune_min + 2);
+}
+
+test "drain and drainFor from one of the scheduler's coroutines are InvalidArgument at once" {
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var results: [2]?anyerror = .{ null, null };
+        fn drainer(_: ?*anyopaque) callconv(.c) void {
+            sched.drain() catch |e| {
+                results[0] = e;
+            };
+            // Before, it waited out the whole bound on its worker's thread, then said Timeout.
+            sched.drainFor(std.time.ns_per_s) catch |e| {
+                results[1] = e;
+            };
+        }
+    };
+    S.results = .{ null, null };
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    defer s.shutdown(.cancel);
+    S.sched = &s;
+    _ = try s.spawn(S.drainer, null);
+    try s.drainFor(test_timeout);
+    try testing.expectEqual(@as(?anyerror, error.InvalidArgument), S.results[0]);
+    try testing.expectEqual(@as(?anyerror, error.InvalidArgument), S.results[1]);
 }
 
 test "drain waits for sleeping coroutines; parked ones do not hold it" {
