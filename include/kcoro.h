@@ -80,9 +80,11 @@ uint32_t kc_lib_retain(void);
  * scheduler down), KC_EINVAL if none was counted. */
 int32_t kc_lib_release(void);
 /* kc_lib_retain for a host that lives on the calling thread: the hosts a thread still holds when
- * it ends are counted out for it (the last one also shuts the scheduler down). */
+ * it ends are counted out for it (the last one also shuts the scheduler down). From a coroutine
+ * or a scheduler worker's thread it is kc_lib_retain (nothing is bound to the thread). */
 uint32_t kc_lib_retain_thread(void);
-/* kc_lib_release for a host of kc_lib_retain_thread, on its thread; KC_EINVAL if it holds none. */
+/* kc_lib_release for a host of kc_lib_retain_thread, on its thread; KC_EINVAL if it holds none.
+ * From a coroutine or a worker's thread it is kc_lib_release. */
 int32_t kc_lib_release_thread(void);
 
 /* Creates a coroutine that will run entry(arg) when first resumed. stack_size 0 = 64 KiB;
@@ -260,7 +262,9 @@ int32_t kc_chan_destroy(uint32_t handle);
  * A channel that was ever held is destroyed when its last hold is given back (kc_chan_unhold, or
  * the holding thread ending), unless a hold was taken with KC_CHAN_HOLD_FOREVER (its handle went
  * to code that does not count itself). The values it kept for kc_chan_take_undelivered are freed
- * then (zero-copy buffers with kc_buf_free): the holders' leaving means its creator is gone. */
+ * then (zero-copy buffers with kc_buf_free): the holders' leaving means its creator is gone.
+ * KC_EINVAL from a coroutine or a worker's thread unless KC_CHAN_HOLD_FOREVER: a worker's thread
+ * ends at kc_sched_shutdown, which would give the hold back for it. */
 #define KC_CHAN_HOLD_FOREVER 1u
 int32_t kc_chan_hold(uint32_t h, uint32_t flags);
 /* Gives back a hold this thread took: 1 if it was the last and destroyed the channel, 0 if

@@ -65,15 +65,28 @@ export fn kc_lib_release() callconv(.c) i32 {
 /// thread (a Deno isolate: main or Worker). When the thread ends, the hosts it still holds are
 /// counted out for it, and the one that leaves none shuts the scheduler down: a terminated
 /// Worker never calls kc_lib_release_thread, but its thread ends.
+/// From a coroutine, or a scheduler worker's thread, it is kc_lib_retain: a coroutine is no
+/// host, and a worker's thread ends inside kc_sched_shutdown, which its count-out would call
+/// again (it deadlocked the shutdown).
 export fn kc_lib_retain_thread() callconv(.c) u32 {
-    if (ThreadRecord.mine(true)) |rec| rec.hosts += 1;
+    if (onHostThread()) {
+        if (ThreadRecord.mine(true)) |rec| rec.hosts += 1;
+    }
     return kc_lib_retain();
+}
+
+/// The calling code is a host's thread: neither in a coroutine nor on a scheduler's worker.
+/// Calls that bind something to the calling thread until it ends (host counts, channel holds)
+/// are refused elsewhere: a worker's thread ends at kc_sched_shutdown, whatever its coroutines
+/// meant to keep.
+fn onHostThread() bool {
+    return coroutine.current() == null and kcoro.scheduler.currentScheduler() == null;
 }
 
 /// int32_t kc_lib_release_thread(void): kc_lib_release for a host of kc_lib_retain_thread, on
 /// the same thread; KC_EINVAL if this thread holds none.
 export fn kc_lib_release_thread() callconv(.c) i32 {
-    if (hostKey() != null) {
+    if (hostKey() != null and onHostThread()) {
         const rec = ThreadRecord.mine(false) orelse return Status.invalid.code();
         if (rec.hosts == 0) return Status.invalid.code();
         rec.hosts -= 1;
@@ -100,6 +113,9 @@ export fn kc_chan_hold(h: u32, flags: u32) callconv(.c) i32 {
         // Monotonic: read by the last unhold, whose decrement of `holds` (acq_rel) follows ours.
         ch.forever.store(true, .monotonic);
     } else {
+        // A coroutine's hold would be its worker thread's, given back when the scheduler shuts
+        // down, destroying a channel its holder never let go of: refused.
+        if (!onHostThread()) return Status.invalid.code();
         // Counted against this thread, which gives it back if it ends first. A record of an
         // earlier channel of this handle value (destroyed since) is that channel's: dropped.
         const rec = ThreadRecord.mine(true) orelse return Status.no_memory.code();
@@ -3093,6 +3109,34 @@ test "C ABI: kc_desc_make takes buffers of up to 16 KiB from the pool; kc_pool_r
     // The region's last chunk: never handed out in this test process.
     try testing.expectEqual(Status.invalid.code(), kc_pool_release(@ptrFromInt(info[0] + info[1] - 1), 1));
     try testing.expectEqual(Status.invalid.code(), kc_pool_info(null));
+}
+
+test "C ABI: thread-bound holds from a coroutine: a host count is kc_lib_retain's, a channel hold KC_EINVAL; shutdown still returns" {
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    const S = struct {
+        var ch: u32 = 0;
+        var hold_rc: std.atomic.Value(i32) = .init(999);
+        var release_rc: std.atomic.Value(i32) = .init(999);
+        var retained: std.atomic.Value(u32) = .init(0);
+        fn body(_: ?*anyopaque) callconv(.c) void {
+            // Before, bound to the worker's thread: its end inside kc_sched_shutdown counted the
+            // host out and called kc_sched_shutdown again, which waited on itself for good.
+            retained.store(kc_lib_retain_thread(), .release);
+            release_rc.store(kc_lib_release_thread(), .release);
+            hold_rc.store(kc_chan_hold(ch, 0), .release);
+        }
+    };
+    S.hold_rc.store(999, .monotonic);
+    S.release_rc.store(999, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.ch));
+    defer _ = kc_chan_destroy(S.ch);
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.body, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(10 * std.time.ns_per_s));
+    try testing.expect(S.retained.load(.acquire) >= 1);
+    try testing.expect(S.release_rc.load(.acquire) >= 0); // kc_lib_release's count, not KC_EINVAL
+    try testing.expectEqual(Status.invalid.code(), S.hold_rc.load(.acquire));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expectEqual(@as(i32, 0), kc_chan_status(S.ch)); // not given back at shutdown
 }
 
 test "C ABI: kc_pool_views: what a thread still counts as viewed is freed when it ends" {
