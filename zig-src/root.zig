@@ -1287,11 +1287,13 @@ export fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32 {
     held.hold();
     defer held.drop();
     const sc = ScopeRegistry.objectOf(se);
-    if (coroutine.current() != null) {
+    if (coroutine.current()) |co| if (co.owner != null) {
+        // A scheduled coroutine: a shutdown that abandons the children abandons it too.
         sc.waitAll(if (deadline_ns == 0) null else deadline_ns) catch |err| return fail(err);
-        return 0;
-    }
-    // A thread: wait in slices so that a shutdown (which abandons children) cannot strand it.
+        return if (sc.wasAbandoned()) Status.shutdown.code() else 0;
+    };
+    // A thread (or a hand-driven coroutine, which blocks the thread resuming it): wait in slices
+    // so that a shutdown (which abandons children) cannot strand it.
     while (true) {
         if (running() == null and sc.liveCount() != 0) return Status.shutdown.code();
         const slice = kcoro.scheduler.monotonicNs() + 50 * std.time.ns_per_ms;
@@ -3137,6 +3139,35 @@ test "C ABI: thread-bound holds from a coroutine: a host count is kc_lib_retain'
     try testing.expectEqual(Status.invalid.code(), S.hold_rc.load(.acquire));
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
     try testing.expectEqual(@as(i32, 0), kc_chan_status(S.ch)); // not given back at shutdown
+}
+
+test "C ABI: kc_scope_wait in a hand-driven coroutine says KC_ESHUTDOWN when a shutdown abandoned the children" {
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    const S = struct {
+        var scope: u32 = 0;
+        var rc: std.atomic.Value(i32) = .init(999);
+        fn sleeper(_: ?*anyopaque) callconv(.c) void {
+            _ = kc_sleep_ns(60 * std.time.ns_per_s);
+        }
+        fn waiter(_: ?*anyopaque) callconv(.c) void {
+            rc.store(kc_scope_wait(scope, kc_now_ns() + 10 * std.time.ns_per_s), .release);
+        }
+        fn host() void {
+            var co: u32 = 0;
+            if (kc_coro_create(waiter, null, 0, 0, &co) != 0) return;
+            _ = kc_coro_resume(co);
+            _ = kc_coro_destroy(co);
+        }
+    };
+    S.rc.store(999, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &S.scope));
+    defer _ = kc_scope_destroy(S.scope);
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(S.scope, S.sleeper, null, 0, null));
+    const t = try std.Thread.spawn(.{}, S.host, .{});
+    // Before or during its wait, either way: its child never finished. Before, it said 0.
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    t.join();
+    try testing.expectEqual(Status.shutdown.code(), S.rc.load(.acquire));
 }
 
 test "C ABI: kc_pool_views: what a thread still counts as viewed is freed when it ends" {
