@@ -1392,6 +1392,12 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
     if (std.heap.c_allocator.alloc(u8, ch.elem_size)) |buf| {
         guard.buf = buf;
         while (true) {
+            // The scope's cancellation stops it at once, also between queued messages (a
+            // receive that need not wait would not look at the token).
+            if (kcoro.scope.currentToken()) |t| if (t.isCancelled()) {
+                status = Status.interrupted.code();
+                break;
+            };
             // Closed: the queued messages were all processed; the scope's cancellation
             // interrupts the wait at once (KC_EINTR).
             ch.receive(buf.ptr, null, false) catch |err| {
@@ -1401,6 +1407,10 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
             a.handler(a.ctx, buf.ptr);
         }
     } else |_| status = Status.no_memory.code();
+    // Ended before its mailbox was closed and emptied: nobody takes what is queued or comes
+    // later, so the mailbox is cancelled (Kotlin's actor cancels its channel as it ends): queued
+    // messages go to the undelivered hook, later sends fail with KC_ECANCELED.
+    if (status != 0) _ = ch.cancel();
     if (a.on_done) |f| f(a.ctx, status);
 }
 
@@ -3168,6 +3178,53 @@ test "C ABI: kc_scope_wait in a hand-driven coroutine says KC_ESHUTDOWN when a s
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
     t.join();
     try testing.expectEqual(Status.shutdown.code(), S.rc.load(.acquire));
+}
+
+test "C ABI: an actor stops between queued messages when its scope is cancelled, and cancels its mailbox" {
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+    const S = struct {
+        var gate: u32 = 0;
+        var handled: std.atomic.Value(u32) = .init(0);
+        var done_status: std.atomic.Value(i32) = .init(999);
+        var dropped: std.atomic.Value(u32) = .init(0);
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            _ = handled.fetchAdd(1, .acq_rel);
+            var v: u64 = 0;
+            _ = kc_chan_recv(gate, &v, 8, 0, 0, 0); // until the scope is cancelled (KC_EINTR)
+        }
+        fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
+            done_status.store(status, .release);
+        }
+        fn hook(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            _ = dropped.fetchAdd(1, .monotonic);
+        }
+    };
+    S.handled.store(0, .monotonic);
+    S.done_status.store(999, .monotonic);
+    S.dropped.store(0, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.gate));
+    defer _ = kc_chan_destroy(S.gate);
+    var mailbox: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 8, 0, 0, &mailbox));
+    defer _ = kc_chan_destroy(mailbox);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(mailbox, S.hook, null));
+    const v: u64 = 1;
+    for (0..5) |_| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(mailbox, &v, 8));
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, mailbox, S.handler, null, S.onDone, null));
+    while (S.handled.load(.acquire) == 0 and kc_now_ns() < deadline) std.Thread.yield() catch {};
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, deadline));
+    // Before: the four queued messages were handled after the cancel, and the mailbox stayed
+    // open, taking sends nobody would ever handle.
+    try testing.expectEqual(@as(u32, 1), S.handled.load(.acquire));
+    try testing.expectEqual(Status.interrupted.code(), S.done_status.load(.acquire));
+    try testing.expectEqual(@as(u32, 4), S.dropped.load(.monotonic));
+    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(mailbox, &v, 8));
 }
 
 test "C ABI: kc_pool_views: what a thread still counts as viewed is freed when it ends" {
