@@ -97,6 +97,10 @@ export class Bridge {
     } catch (e) {
       reportError(e);
     }
+    // The ring goes with its library: a ring dies with its thread otherwise, and the main
+    // thread never ends (each closeLibrary/openLibrary cycle left one behind, until the ring
+    // table was full). A `kc_ring_wait` outstanding returns (`#loop` then stops).
+    this.#sym.kc_ring_destroy(this.#ring);
   }
 
   /**

@@ -1163,6 +1163,31 @@ Deno.test("a channel used after its library was closed throws LibraryClosedError
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("closing the library destroys its completion ring", async () => {
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library, Status } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    const rings = [];
+    for (let i = 0; i < 3; i++) {
+      using ch = new Channel(0, { codec: codecs.f64 });
+      ch.share();
+      const got = ch.receive(); // waits natively, in this library's ring
+      await new Promise((r) => setTimeout(r, 0));
+      ch.trySend(1);
+      await got;
+      rings.push(Bridge.of(library()).ring);
+      closeLibrary();
+    }
+    // Before, each stayed alive (destroying it now said 0): one ring per cycle, for good.
+    const sym = library().symbols("test");
+    for (const h of rings) {
+      const rc = sym.kc_ring_destroy(h);
+      if (rc !== Status.EBADH) throw new Error("ring " + h + " was still alive: " + rc);
+    }
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("closing the library settles what waits on local channels and hands their values to the hook", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, LibraryClosedError } from "./mod.ts";
