@@ -241,7 +241,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   #head: JobSupport<unknown> | null = null;
   #prev: JobSupport<unknown> | null = null;
   #next: JobSupport<unknown> | null = null;
-  #handlers: (CompletionHandler | null)[] | null = null;
+  #handlers: Set<{ h: CompletionHandler }> | null = null;
   #join: Promise<void> | null = null;
   #resolveJoin: (() => void) | null = null;
   #result: Promise<T> | null = null;
@@ -318,6 +318,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     this.#cancelWith(toCancellation(cause), false);
   }
 
+  /** @internal Completion handlers registered and not disposed (tests). */
+  get _handlerCount(): number {
+    return this.#handlers?.size ?? 0;
+  }
+
   invokeOnCompletion(handler: CompletionHandler): Disposable {
     checkFunction("invoke on completion", "handler", handler);
     if (this.#state >= CANCELLED) {
@@ -325,12 +330,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       handler(this.#state === COMPLETED ? undefined : this.#cause);
       return NO_OP;
     }
-    const handlers = this.#handlers ??= [];
-    const i = handlers.length;
-    handlers.push(handler);
+    const handlers = this.#handlers ??= new Set();
+    const node = { h: handler };
+    handlers.add(node);
     return {
       [Symbol.dispose]: () => {
-        if (this.#handlers === handlers) handlers[i] = null;
+        if (this.#handlers === handlers) handlers.delete(node);
       },
     };
   }
@@ -505,10 +510,8 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     const handlers = this.#handlers;
     if (handlers !== null) {
       this.#handlers = null;
-      for (const h of handlers) {
-        if (h !== null) {
-          runCompletionHandler(this.context, `completion handler of ${this}`, h, cause);
-        }
+      for (const n of handlers) {
+        runCompletionHandler(this.context, `completion handler of ${this}`, n.h, cause);
       }
     }
     const p = this.#parent;

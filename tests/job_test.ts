@@ -425,3 +425,17 @@ Deno.test("bad arguments are TypeErrors that say what was received", async () =>
     assert.throws(() => new CompletableDeferred(null as never), TypeError);
   });
 });
+
+Deno.test("invokeOnCompletion: disposing a handler frees its slot (a select loop on a long-lived job stays flat)", () => {
+  const job = new CompletableDeferred<void>();
+  const count = () => (job as unknown as { _handlerCount: number })._handlerCount;
+  const seen: number[] = [];
+  using _first = job.invokeOnCompletion(() => seen.push(1));
+  // Before, each disposed handler kept a slot for as long as the job lived.
+  for (let i = 0; i < 1000; i++) job.invokeOnCompletion(() => seen.push(-1))[Symbol.dispose]();
+  using _last = job.invokeOnCompletion(() => seen.push(2));
+  assert.equal(count(), 2);
+  job.complete();
+  assert.deepEqual(seen, [1, 2]); // in registration order, disposed ones not called
+  assert.equal(count(), 0);
+});
