@@ -26,7 +26,7 @@
  *
  * @module
  */
-import { Context } from "./context.ts";
+import { Context, Deadline } from "./context.ts";
 import { CancellationError, checkFunction, checkSignal, describe } from "./errors.ts";
 import {
   CANCEL_COMPLETES,
@@ -360,7 +360,9 @@ export function nonCancellable<T>(block: Block<T>, options?: { context?: Context
     checkObject(op, options);
     checkContext(op, options.context);
   }
-  return run(rootScope(op, block, { context: options?.context }, false));
+  // A timeout is the cancellation of the scopes it covers, not a property of the context: the
+  // section must not inherit the (maybe expired) Deadline of a withTimeout around the task.
+  return run(rootScope(op, block, { context: options?.context?.without(Deadline) }, false));
 }
 
 class StandaloneScope extends Coroutine<void> implements Scope {

@@ -2,7 +2,15 @@
 // bounded by deadlines, and no test relies on one timer firing before another to synchronise.
 import assert from "node:assert/strict";
 import { untilAborted } from "./support.ts";
-import { CancellationError, delay, TimeoutError, withTimeout, withTimeoutOrNull } from "../mod.ts";
+import {
+  CancellationError,
+  Deadline,
+  delay,
+  nonCancellable,
+  TimeoutError,
+  withTimeout,
+  withTimeoutOrNull,
+} from "../mod.ts";
 
 Deno.test("delay resolves after at least its time", async () => {
   const t0 = performance.now();
@@ -167,4 +175,28 @@ Deno.test("bad times are RangeErrors; bad blocks and options TypeErrors", () => 
     () => withTimeoutOrNull(5, async () => {}, 3 as never),
     /options must be an object/,
   );
+});
+
+Deno.test("nonCancellable inside a timed-out withTimeout does not inherit its expired Deadline", async () => {
+  // Kotlin: withContext(NonCancellable) inside withTimeout runs to its end; the timeout is the
+  // task's cancellation, not the cleanup's. Before, the cleanup's context kept the expired
+  // Deadline, and native children launched for it failed at once with KC_ETIME.
+  let inCleanup: number | undefined = -1;
+  let inTask: number | undefined;
+  await assert.rejects(
+    withTimeout(5, async (task) => {
+      inTask = task.context.get(Deadline);
+      try {
+        await untilAborted(task.signal);
+      } finally {
+        await nonCancellable((cleanup) => {
+          inCleanup = cleanup.context.get(Deadline);
+          return Promise.resolve();
+        }, { context: task.context });
+      }
+    }),
+    TimeoutError,
+  );
+  assert.equal(typeof inTask, "number");
+  assert.equal(inCleanup, undefined);
 });
