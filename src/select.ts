@@ -365,12 +365,16 @@ class Selection implements RingOp {
       bridge.track(this);
     }
     for (const c of clauses) {
+      // A job's handler runs at once when the job is final already (one an earlier lazy clause
+      // completed): that clause won and cleaned up; arm nothing after it.
+      if (this.done || this.completing) return;
       if (c.kind === TIMEOUT) {
         this.timers.push(timer(c.ms!, () => this.#jsWins(c))); // any length, Infinity never
       } else if (c.kind === JOIN || c.kind === AWAIT) {
         this.disposers.push(c.job!.invokeOnCompletion(() => this.#jsWins(c)));
       }
     }
+    if (this.done || this.completing) return;
     const signal = this.signal;
     if (signal !== undefined) {
       this.onAbort = () => this.#jsWins(undefined);

@@ -10,6 +10,7 @@ import {
   ClosedSendError,
   codecs,
   CompletableDeferred,
+  coroutineScope,
   library,
   select,
 } from "../mod.ts";
@@ -508,3 +509,45 @@ async function stress(seed: number): Promise<void> {
     for (const c of chans) c[Symbol.dispose]();
   }
 }
+
+Deno.test("a job clause that wins while select registers leaves no later timer armed", async () => {
+  // Clause 2 starts a lazy job whose body completes clause 1's deferred at once: clause 1 wins
+  // inside the registration loop. Before, the loop went on and armed clause 3's timer after the
+  // select's cleanup (it kept the process alive for its whole length), and added the abort
+  // listener after that too. Timers are counted through the globals src/time.ts calls.
+  const armed = new Set<unknown>();
+  const realSet = globalThis.setTimeout, realClear = globalThis.clearTimeout;
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    const id = realSet(() => {
+      armed.delete(id);
+      fn();
+    }, ms);
+    armed.add(id);
+    return id;
+  }) as typeof setTimeout;
+  globalThis.clearTimeout = ((id?: number) => {
+    armed.delete(id);
+    realClear(id);
+  }) as typeof clearTimeout;
+  try {
+    const ctl = new AbortController();
+    const r = await coroutineScope(async (scope) => {
+      const d = new CompletableDeferred<string>();
+      const lazy = scope.launch(async () => {
+        d.complete("from lazy");
+        await null;
+      }, { lazy: true });
+      return await select<string>((s) => {
+        s.onAwait(d, (v) => v);
+        s.onJoin(lazy, () => "joined");
+        s.onTimeout(60_000, () => "timeout");
+      }, { signal: ctl.signal });
+    });
+    assert.equal(r, "from lazy");
+    assert.equal(armed.size, 0);
+  } finally {
+    globalThis.setTimeout = realSet;
+    globalThis.clearTimeout = realClear;
+    for (const id of armed) realClear(id as number);
+  }
+});
