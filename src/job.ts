@@ -43,7 +43,31 @@
  * @module
  */
 import { checkedContextKey, Context, type ContextKey } from "./context.ts";
-import { CancellationError, checkFunction, CompletionHandlerError, describe } from "./errors.ts";
+import {
+  CancellationError,
+  checkFunction,
+  CompletionHandlerError,
+  describe,
+  signalOf,
+} from "./errors.ts";
+
+/**
+ * `p`, or a rejection with `signal`'s reason once it aborts first; the listener goes when `p`
+ * settles (a loop of waits on one signal leaves none behind).
+ */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then((v) => {
+      signal.removeEventListener("abort", onAbort);
+      resolve(v);
+    }, (e) => {
+      signal.removeEventListener("abort", onAbort);
+      reject(e);
+    });
+  });
+}
 
 /** The six job states (Kotlin's); see the table in this module's documentation. */
 export type JobState = "new" | "active" | "completing" | "cancelling" | "cancelled" | "completed";
@@ -68,8 +92,12 @@ export interface Job {
   readonly children: Job[];
   /** Starts a lazy (`new`) job; true if this call started it, false otherwise. */
   start(): boolean;
-  /** Resolves when the job reaches a final state, whatever the outcome; never rejects. Starts a lazy job. */
-  join(): Promise<void>;
+  /**
+   * Resolves when the job reaches a final state, whatever the outcome. Starts a lazy job. With
+   * a `signal` (the waiting task's, as Kotlin's join is cancelled with its caller), rejects with
+   * the signal's reason once it aborts, even if the job is final; otherwise never rejects.
+   */
+  join(options?: { signal?: AbortSignal }): Promise<void>;
   /**
    * Cancels the job and its children. `cause` becomes the cancellation: a CancellationError is
    * used as it is, anything else is wrapped in one (as its `cause`). Cancellation is never a
@@ -88,9 +116,11 @@ export interface Job {
 export interface Deferred<T> extends Job {
   /**
    * The result: resolves with the value, or rejects with the failure or CancellationError,
-   * the same error object on every call. Starts a lazy job.
+   * the same error object on every call. Starts a lazy job. With a `signal` (the waiting task's:
+   * `withTimeout(50, (t) => reply.await({ signal: t.signal }))`), rejects with the signal's reason
+   * once it aborts, whatever the deferred does; the deferred itself is not cancelled.
    */
-  await(): Promise<T>;
+  await(options?: { signal?: AbortSignal }): Promise<T>;
 }
 
 /**
@@ -296,13 +326,23 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     return true;
   }
 
-  join(): Promise<void> {
+  join(options?: { signal?: AbortSignal }): Promise<void> {
+    const signal = signalOf("join", options);
+    if (signal?.aborted) return Promise.reject(signal.reason);
     if (this.#state === NEW) this.start();
     if (this.#state >= CANCELLED) return RESOLVED;
-    return this.#join ??= new Promise((resolve) => this.#resolveJoin = resolve);
+    const joined = this.#join ??= new Promise((resolve) => this.#resolveJoin = resolve);
+    return signal === undefined ? joined : untilAborted(joined, signal);
   }
 
-  await(): Promise<T> {
+  await(options?: { signal?: AbortSignal }): Promise<T> {
+    const signal = signalOf("await", options);
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const result = this.#awaitResult();
+    return signal === undefined ? result : untilAborted(result, signal);
+  }
+
+  #awaitResult(): Promise<T> {
     if (this.#result !== null) return this.#result;
     if (this.#state === NEW) this.start();
     if (this.#state === COMPLETED) return this.#result = Promise.resolve(this.#value as T);

@@ -90,8 +90,11 @@ export interface CoroutineScope {
  * with `await using`.
  */
 export interface Scope extends CoroutineScope, Job, AsyncDisposable {
-  /** Closes the scope to new work once its current tasks finish, and waits for them. */
-  join(): Promise<void>;
+  /**
+   * Closes the scope to new work once its current tasks finish, and waits for them (with a
+   * `signal`: until it aborts, as `Job.join`).
+   */
+  join(options?: { signal?: AbortSignal }): Promise<void>;
   /** Cancels every task and waits until all have finished. */
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -366,9 +369,9 @@ export function nonCancellable<T>(block: Block<T>, options?: { context?: Context
 }
 
 class StandaloneScope extends Coroutine<void> implements Scope {
-  override join(): Promise<void> {
+  override join(options?: { signal?: AbortSignal }): Promise<void> {
     this.close();
-    return super.join();
+    return super.join(options);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import { untilAborted } from "./support.ts";
 import {
   CancellationError,
+  CompletableDeferred,
+  coroutineScope,
   Deadline,
   delay,
   nonCancellable,
@@ -199,4 +201,32 @@ Deno.test("nonCancellable inside a timed-out withTimeout does not inherit its ex
   );
   assert.equal(typeof inTask, "number");
   assert.equal(inCleanup, undefined);
+});
+
+Deno.test("await and join take the waiting task's signal: withTimeout around them times out", async () => {
+  // Kotlin's await and join are cancelled with their caller. Before, neither took a signal, and a
+  // withTimeout around an await of a deferred that never completes never settled.
+  const reply = new CompletableDeferred<string>();
+  await assert.rejects(withTimeout(5, (t) => reply.await({ signal: t.signal })), TimeoutError);
+  assert.equal(reply.state, "active"); // the deferred itself is not cancelled
+  assert.equal(await withTimeoutOrNull(5, (t) => reply.join({ signal: t.signal })), null);
+  // Already aborted: rejects at once, even for a final job (Kotlin checks its caller first).
+  const done = new CompletableDeferred<number>();
+  done.complete(1);
+  const aborted = AbortSignal.abort(new CancellationError("gone"));
+  await assert.rejects(done.await({ signal: aborted }), CancellationError);
+  await assert.rejects(done.join({ signal: aborted }), CancellationError);
+  // Not aborted: the value, and the listener is gone once it settles.
+  const ctl = new AbortController();
+  const later = new CompletableDeferred<number>();
+  const got = later.await({ signal: ctl.signal });
+  later.complete(7);
+  assert.equal(await got, 7);
+  await coroutineScope(async (scope) => {
+    const child = scope.launch(() => Promise.resolve());
+    await child.join({ signal: ctl.signal });
+  });
+  reply.complete("late");
+  assert.equal(await reply.await(), "late");
+  assert.throws(() => reply.await({ signal: "no" as unknown as AbortSignal }), TypeError);
 });
