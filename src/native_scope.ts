@@ -69,7 +69,12 @@ const ABANDONED =
   "a runtime shutdown abandoned this scope's coroutines before they finished (the runtime " +
   "running now is a later one)";
 
-/** How long one native wait blocks before looking at the signal again. */
+/**
+ * How long one native wait blocks before looking at the signal again. Every wait is sliced,
+ * with a signal or not: a nonblocking call holds a thread of Deno's blocking pool until it
+ * returns, and a Worker terminated during an unsliced wait left that thread (and two fds) behind
+ * for as long as the children ran, for good if they never end.
+ */
 const SLICE_NS = 100_000_000n;
 
 /**
@@ -290,12 +295,11 @@ export class NativeScope implements AsyncDisposable {
     const end = timeout === undefined ? 0n : deadlineNs(sym.kc_now_ns(), Math.max(0, timeout));
     const loop = async () => {
       while (true) {
-        // With a signal, wait in slices so that an abort ends the native wait soon too.
+        // In slices: an abort ends the native wait soon too, and a terminated Worker's wait
+        // gives its pool thread back (see SLICE_NS).
         let deadline = end;
-        if (signal !== undefined) {
-          const slice = sym.kc_now_ns() + SLICE_NS;
-          if (deadline === 0n || slice < deadline) deadline = slice;
-        }
+        const slice = sym.kc_now_ns() + SLICE_NS;
+        if (deadline === 0n || slice < deadline) deadline = slice;
         const rc = await sym.kc_scope_wait(handle, deadline);
         if (rc === 0) return;
         if (rc === Status.ESHUTDOWN && schedulerRunning(this.#lib)) {
@@ -377,12 +381,16 @@ class NativeChildren extends JobSupport<void> {
     const ns = this.#scope;
     const lib = ns._lib;
     const sym = lib.symbols("wait for native children");
+    // Each native wait in slices (SLICE_NS: a terminated Worker's must give its thread back).
+    const slice = () => sym.kc_now_ns() + SLICE_NS;
     while (!ns._destroyed) {
-      let rc = await sym.kc_scope_watch(ns.handle, 0n);
+      let rc = await sym.kc_scope_watch(ns.handle, slice());
+      if (rc === Status.ETIME && lib.isOpen) continue;
       if (rc === Status.EINTR) {
         if (!this.#owner.isCancelled) this.#owner.cancel(nativeCancellation());
         if (!lib.isOpen) return Status.ESHUTDOWN;
-        rc = await sym.kc_scope_wait(ns.handle, 0n);
+        rc = await sym.kc_scope_wait(ns.handle, slice());
+        while (rc === Status.ETIME && lib.isOpen) rc = await sym.kc_scope_wait(ns.handle, slice());
       }
       if (!lib.isOpen && !ns._destroyed) return Status.ESHUTDOWN;
       // Done, unless a launch came in between the native answer and this turn.

@@ -366,3 +366,38 @@ Deno.test("a native scope whose children a shutdown abandoned takes no new ones 
   `);
   assert.equal(res.code, 0, res.stderr);
 });
+
+Deno.test("a Worker terminated while it waits for native children leaves no thread behind", async () => {
+  // Before, NativeScope.wait without a signal and a TypeScript scope's watch of its native
+  // children made one unsliced native wait each, which held a thread of Deno's blocking pool
+  // (and two fds) for as long as the children ran: for good here, where they never end.
+  const res = await evalScript(`
+    import { Channel, codecs, runtime } from "./mod.ts";
+    const rt = runtime({ workers: 2 });
+    using ch = new Channel(0, { codec: codecs.u64 }); // nobody sends: the children wait for good
+    const threads = () => [...Deno.readDirSync("/proc/self/task")].length;
+    const cycle = async (mode) => {
+      const w = new Worker(new URL("./tests/fixtures/native_wait_worker.ts", "file://" + Deno.cwd() + "/"), {
+        type: "module",
+      });
+      const ready = new Promise((r) => w.onmessage = r);
+      w.postMessage({ mode, handle: ch.handle });
+      await ready;
+      w.terminate();
+    };
+    await cycle("wait");
+    await cycle("owned");
+    const settle = async (bound) => {
+      const deadline = Date.now() + 10_000;
+      while (threads() > bound && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      return threads();
+    };
+    const base = threads();
+    for (let i = 0; i < 16; i++) await cycle(i % 2 ? "owned" : "wait");
+    const after = await settle(base + 4);
+    if (after > base + 4) throw new Error(after + " threads after 16 Workers, " + base + " before");
+    ch.close(); // the children end
+    await rt.shutdown();
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
