@@ -401,3 +401,33 @@ Deno.test("a Worker terminated while it waits for native children leaves no thre
   `);
   assert.equal(res.code, 0, res.stderr);
 });
+
+Deno.test("a free-standing NativeScope dropped undisposed is destroyed once collected, its children left to finish", async () => {
+  const res = await evalScript(
+    `
+    import { Channel, codecs, NativeScope, runtime } from "./mod.ts";
+    const rt = runtime({ workers: 2 });
+    const tick = () => new Promise((r) => setTimeout(r, 0));
+    // A dropped scope whose child still waits: not cancelled by the collection.
+    using ch = new Channel(0, { codec: codecs.u64 });
+    const cells = rt.cells([BigInt(ch.handle), 0n, 0n]);
+    (() => NativeScope.create().launch("receiver", cells))();
+    for (let round = 0; round < 4; round++) {
+      for (let i = 0; i < 500; i++) NativeScope.create();
+      globalThis.gc();
+      await tick(); // the finalisers run
+    }
+    await ch.send(5n);
+    const deadline = Date.now() + 10_000;
+    while (cells[1] !== 1n && Date.now() < deadline) await tick();
+    if (cells[1] !== 1n || cells[2] !== 0n) throw new Error("the child ended with " + cells[2]);
+    // Before, every one stayed: a new scope's handle took the 2,002nd slot of the table.
+    const probe = NativeScope.create();
+    const slot = probe.handle & 0xfffff;
+    if (slot > 1000) throw new Error("handle slot " + slot + ": the dropped scopes were kept");
+    await rt.shutdown();
+    `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
