@@ -43,9 +43,12 @@ import {
   nativeEntry,
   type NativeFunction,
   pinCells,
+  pinScoped,
   runtime,
   type ScheduledBuiltin,
   schedulerRunning,
+  unpinIdleScope,
+  unpinScope,
   unwrapSpawn,
 } from "./runtime.ts";
 import type { CoroutineScope } from "./scope.ts";
@@ -134,6 +137,7 @@ function destroyIfIdle(d: Dropped): boolean {
   const sym = d.lib.symbols("destroy native scope");
   const live = sym.kc_scope_live(d.handle);
   if (live > 0) return false;
+  unpinScope(d.lib, d.handle);
   sym.kc_scope_destroy(d.handle); // a stale handle (a shutdown freed it) only says so
   return true;
 }
@@ -276,6 +280,7 @@ export class NativeScope implements AsyncDisposable {
     const handle = this.#open(op);
     const e = nativeEntry(op, this.#lib, entry, arg);
     const builtin = typeof entry === "string" && e.pin !== null;
+    if (!builtin && e.pin !== null) unpinIdleScope(this.#lib, handle);
     const rc = this.#lib.symbols(op).kc_scope_launch(
       handle,
       e.fn,
@@ -295,7 +300,12 @@ export class NativeScope implements AsyncDisposable {
     unwrapSpawn(rc, op);
     // Module-level, not on this object: a scope dropped while its children run must not let
     // their cells be collected (a SharedArrayBuffer freed under a sleeper crashed the process).
-    if (e.pin !== null) pinCells(this.#lib, builtin ? handleOut[0] : 0, e.pin);
+    // A built-in's by its coroutine, a NativeFunction's by this scope (its children may hand
+    // them to coroutines they spawn, which the scope counts too).
+    if (e.pin !== null) {
+      if (builtin) pinCells(this.#lib, handleOut[0], e.pin);
+      else pinScoped(this.#lib, handle, e.pin);
+    }
     // This scope's owner, and the owner of every native scope above it, waits for the child:
     // a native scope counts its descendants' children as its own.
     this.#watchChildren();
@@ -376,6 +386,7 @@ export class NativeScope implements AsyncDisposable {
     if (this.#destroyed) return;
     this.#destroyed = true;
     droppedScopes.unregister(this);
+    unpinScope(this.#lib, this.#handle);
     if (this.#lib.isOpen) this.#lib.symbols("destroy native scope").kc_scope_destroy(this.#handle);
   }
 

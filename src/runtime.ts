@@ -75,16 +75,24 @@ const builtinIds: Record<ScheduledBuiltin, readonly [number, number]> = {
 
 /**
  * The cells native coroutines write into, kept reachable here (not by a Runtime or NativeScope
- * object, which may be dropped while its coroutines run): a `NativeFunction`'s until a drain
- * finds no coroutine live (a parked one may still write into its cells when it is woken, and
- * one it spawned after it returned) or shutdown; a built-in's by the handle of the coroutine
- * writing into them, let go once that handle is stale (a built-in writes only from its own
- * coroutine), checked whenever the map doubles.
+ * object, which may be dropped while its coroutines run):
+ * - a built-in's by the handle of the coroutine writing into them, let go once that handle is
+ *   stale (a built-in writes only from its own coroutine), checked whenever the map doubles;
+ * - a `NativeFunction`'s launched in a native scope by that scope's handle, let go once the
+ *   scope has no child left (it counts every coroutine its children `kc_spawn`, which may have
+ *   been handed the cells), checked before the scope's next NativeFunction launch, whenever the
+ *   map doubles, and when the scope is destroyed;
+ * - a `NativeFunction`'s spawned free-standing (`Runtime.spawn`) until a drain finds no
+ *   coroutine live (a parked one may still write into its cells when it is woken, and one it
+ *   spawned after it returned, which nothing tracks) or shutdown: once each, however often
+ *   spawned.
  */
 const pins = {
-  list: [] as BigUint64Array[],
+  list: new Set<BigUint64Array>(),
   byHandle: new Map<number, BigUint64Array>(),
   pruneAt: 64,
+  byScope: new Map<number, Set<BigUint64Array>>(),
+  scopesPruneAt: 64,
 };
 /** @internal Where `kc_spawn` / `kc_scope_launch` write a built-in's coroutine handle. */
 export const handleOut = new Uint32Array(1);
@@ -92,7 +100,7 @@ export const handleOut = new Uint32Array(1);
 /** @internal Keeps `cells` reachable for coroutine `handle` (0: a NativeFunction's; above). */
 export function pinCells(lib: Library, handle: number, cells: BigUint64Array): void {
   if (handle === 0) {
-    pins.list.push(cells);
+    pins.list.add(cells);
     return;
   }
   pins.byHandle.set(handle, cells);
@@ -105,10 +113,52 @@ export function pinCells(lib: Library, handle: number, cells: BigUint64Array): v
   pins.pruneAt = Math.max(PRUNE_MIN, 2 * pins.byHandle.size);
 }
 
+/** @internal Keeps a NativeFunction's `cells` reachable while native scope `scope` has children. */
+export function pinScoped(lib: Library, scope: number, cells: BigUint64Array): void {
+  let set = pins.byScope.get(scope);
+  if (set === undefined) pins.byScope.set(scope, set = new Set());
+  set.add(cells);
+  if (pins.byScope.size < pins.scopesPruneAt) return;
+  const sym = lib.symbols("launch native coroutine");
+  for (const h of [...pins.byScope.keys()]) scopeDone(h, sym.kc_scope_live(h));
+  pins.scopesPruneAt = Math.max(PRUNE_MIN, 2 * pins.byScope.size);
+}
+
+/**
+ * @internal Before a NativeFunction launch into `scope`: what it pinned goes if no child of it
+ * runs now (a scope launched into, waited for, and launched into again keeps one launch's cells).
+ */
+export function unpinIdleScope(lib: Library, scope: number): void {
+  const set = pins.byScope.get(scope);
+  if (set === undefined || set.size === 0) return;
+  scopeDone(scope, lib.symbols("launch native coroutine").kc_scope_live(scope));
+}
+
+/**
+ * @internal Native scope `scope` is about to be destroyed: its pins go if it has no child left,
+ * else to the free-standing list (its handle goes stale, and its children may still run).
+ */
+export function unpinScope(lib: Library, scope: number): void {
+  if (!pins.byScope.has(scope)) return;
+  scopeDone(scope, lib.isOpen ? lib.symbols("destroy native scope").kc_scope_live(scope) : 0);
+  const left = pins.byScope.get(scope);
+  if (left === undefined) return;
+  for (const cells of left) pins.list.add(cells);
+  pins.byScope.delete(scope);
+}
+
+/** Lets a scope's pins go when `live` (its kc_scope_live) says no child is left. */
+function scopeDone(scope: number, live: number): void {
+  // Negative: a stale handle, destroyed by other code while children may run: kept.
+  if (live === 0) pins.byScope.delete(scope);
+}
+
 function unpinAll(): void {
-  pins.list = [];
+  pins.list.clear();
   pins.byHandle.clear();
   pins.pruneAt = PRUNE_MIN;
+  pins.byScope.clear();
+  pins.scopesPruneAt = PRUNE_MIN;
 }
 
 /** @internal Whether `lib`'s scheduler runs (kc_sched_info's running flag). */
@@ -378,7 +428,9 @@ export class Runtime {
 
   /** @internal How many arrays spawns and launches keep reachable now (tests). */
   get _pinnedCount(): number {
-    return pins.list.length + pins.byHandle.size;
+    let scoped = 0;
+    for (const set of pins.byScope.values()) scoped += set.size;
+    return pins.list.size + pins.byHandle.size + scoped;
   }
 
   /**

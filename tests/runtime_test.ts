@@ -141,6 +141,71 @@ void add_one(void *arg) { __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RE
   }
 });
 
+Deno.test("runtime: a NativeFunction's cells launched in a native scope are let go once the scope has no child, never before", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/plugin.c`,
+      `#include <stdint.h>
+void add_one(void *arg) { __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RELEASE); }
+void wait_add(void *arg) {
+  while (!__atomic_load_n((uint64_t *)arg, __ATOMIC_ACQUIRE)) {}
+  __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RELEASE);
+}`,
+    );
+    const zig = Deno.env.get("KCORO_ZIG") ?? `${root}.toolchain/zig/bin/zig`;
+    const cc = await new Deno.Command(zig, {
+      args: ["cc", "-shared", "-fPIC", "-o", `${dir}/libplugin.so`, `${dir}/plugin.c`],
+      stderr: "piped",
+    }).output();
+    assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
+    const res = await evalScript(
+      `
+      import { Channel, codecs, NativeScope, resolveNative, runtime } from "./mod.ts";
+      const addOne = resolveNative("${dir}/libplugin.so", "add_one");
+      const waitAdd = resolveNative("${dir}/libplugin.so", "wait_add");
+      const rt = runtime({ workers: 2 });
+      using ch = new Channel(0, { codec: codecs.u64 });
+      rt.spawn("receiver", rt.cells([BigInt(ch.handle), 0n, 0n])); // parked: live never 0
+      const gc = async () => {
+        for (let i = 0; i < 3; i++) {
+          globalThis.gc();
+          await new Promise((r) => setTimeout(r, 1));
+        }
+      };
+      // Launched, waited for, launched again: before, each launch's cells stayed pinned for
+      // as long as any coroutine lived (here, the parked receiver: for good).
+      await using ns = NativeScope.create();
+      for (let i = 0; i < 200; i++) {
+        ns.launch(addOne, rt.cells(2));
+        await ns.wait();
+      }
+      if (rt._pinnedCount > 5) throw new Error("still pinned: " + rt._pinnedCount);
+      // A running child's cells stay, whatever else is launched meanwhile.
+      let running;
+      (() => {
+        const cells = rt.cells(2);
+        running = new WeakRef(cells);
+        ns.launch(waitAdd, cells);
+      })();
+      ns.launch(addOne, rt.cells(2));
+      await gc();
+      const cells = running.deref();
+      if (cells === undefined) throw new Error("a running child's cells were let go");
+      cells[0] = 1n;
+      await ns.wait();
+      if (cells[1] !== 1n) throw new Error("the child did not finish");
+      await ch.send(1n);
+      await rt.shutdown();
+      `,
+      { v8Flags: ["--expose-gc"] },
+    );
+    assert.equal(res.code, 0, res.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("runtime: shutdown is idempotent, later calls are ShutdownError, restart works", async () => {
   const rt = runtime({ workers: 2 });
   const cells = runtime().cells([20n, 0n]);
