@@ -310,28 +310,22 @@ class Selection implements RingOp {
       const c = clauses[i];
       if (c.ch !== undefined) {
         this.#addNative(c);
-        if (firstReadyJs < 0) prefix = this.native.length;
+        prefix = this.native.length;
       } else if (c.kind === TIMEOUT) {
         if (c.ms! <= 0) def ??= c;
       } else {
-        c.job!.start(); // Kotlin's onJoin / onAwait start a lazy job
-        if (firstReadyJs < 0 && c.job!.isCompleted) firstReadyJs = i;
+        // Kotlin's onJoin / onAwait start a lazy job, but only while no earlier clause is
+        // selected: the channel clauses before it are probed first.
+        if (c.job!.state === "new" && this.#probe(prefix)) return;
+        c.job!.start();
+        if (c.job!.isCompleted) {
+          firstReadyJs = i; // it wins unless a channel clause before it is ready
+          break;
+        }
       }
     }
-    // Operations of this isolate still waiting in JavaScript (channel.ts) queue natively now,
-    // so that the native select sees them.
-    for (const c of this.native) c.ch!._flushLocal();
     // Probe: the channel clauses before the first ready JavaScript clause, in one call.
-    if (prefix > 0) {
-      const sym = this.native[0].ch!._symbols("select");
-      this.#fill();
-      const rc = sym.kc_select(clauseBuf, prefix, 0n, 0, KC_SELECT_POLL, outIndex);
-      if (rc !== Status.EAGAIN) {
-        if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) unwrap(rc, "select");
-        this.#fireNative(outIndex[0], rc, false);
-        return;
-      }
-    }
+    if (this.#probe(prefix)) return;
     if (firstReadyJs >= 0) {
       this.#fireJs(clauses[firstReadyJs]);
       return;
@@ -383,6 +377,23 @@ class Selection implements RingOp {
       if (signal.aborted) this.onAbort();
       else signal.addEventListener("abort", this.onAbort, { once: true });
     }
+  }
+
+  /**
+   * Polls the first `n` channel clauses at once: true if one was ready and fired. Operations of
+   * this isolate still waiting in JavaScript (channel.ts) queue natively first, so that the
+   * native select sees them.
+   */
+  #probe(n: number): boolean {
+    if (n === 0) return false;
+    for (let i = 0; i < n; i++) this.native[i].ch!._flushLocal();
+    const sym = this.native[0].ch!._symbols("select");
+    this.#fill();
+    const rc = sym.kc_select(clauseBuf, n, 0n, 0, KC_SELECT_POLL, outIndex);
+    if (rc === Status.EAGAIN) return false;
+    if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) unwrap(rc, "select");
+    this.#fireNative(outIndex[0], rc, false);
+    return true;
   }
 
   #addNative(c: Clause): void {

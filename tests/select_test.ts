@@ -551,3 +551,30 @@ Deno.test("a job clause that wins while select registers leaves no later timer a
     for (const id of armed) realClear(id as number);
   }
 });
+
+Deno.test("select starts a lazy job of onJoin/onAwait only when no clause before it is ready (Kotlin)", async () => {
+  await coroutineScope(async (scope) => {
+    using ch = new Channel<string>(1);
+    ch.trySend("cached");
+    let started = 0;
+    const fetch = scope.async(() => {
+      started++;
+      return Promise.resolve("fetched");
+    }, { lazy: true });
+    // Before, every job clause's lazy job was started before any clause was looked at.
+    const r = await select<string>((s) => {
+      s.onReceive(ch, (v) => v);
+      s.onAwait(fetch, (v) => v);
+    });
+    assert.equal(r, "cached");
+    assert.equal(started, 0);
+    assert.equal(fetch.state, "new");
+    // Nothing ready before it: it starts, and wins once it completes.
+    const r2 = await select<string>((s) => {
+      s.onReceive(ch, (v) => v);
+      s.onAwait(fetch, (v) => v);
+    });
+    assert.equal(r2, "fetched");
+    assert.equal(started, 1);
+  });
+});
