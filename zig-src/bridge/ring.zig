@@ -556,6 +556,9 @@ pub const Pending = struct {
 };
 
 const testing = std.testing;
+/// Coroutine stacks of the tests that run a scheduler: the default size. Debug builds' frames
+/// are large (a select's is ~3.5 KiB on ARM64), and 32 KiB left one test a few hundred bytes.
+const test_stack_size = 64 * 1024;
 
 test "JS-style waiters: completions from native coroutines land on the ring, batched; abort and close" {
     const ch2 = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
@@ -572,7 +575,7 @@ test "JS-style waiters: completions from native coroutines land on the ring, bat
     }
     // Native coroutines on a scheduler send 0..7; each completes one pending receive.
     var s: scheduler.Scheduler = undefined;
-    try s.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    try s.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer s.shutdown(.cancel);
     const S = struct {
         var chan: *channel.Channel = undefined;

@@ -428,11 +428,14 @@ pub fn sleepUntil(sched: *Scheduler, deadline: u64, token: ?*Token) (scheduler.E
 }
 
 const testing = std.testing;
+/// Coroutine stacks of the tests that run a scheduler: the default size. Debug builds' frames
+/// are large (a select's is ~3.5 KiB on ARM64), and 32 KiB left one test a few hundred bytes.
+const test_stack_size = 64 * 1024;
 const channel = @import("../chan/channel.zig");
 
 test "a scope waits for its children, cancels them (channel waits and sleeps) and nests" {
     var sched: Scheduler = undefined;
-    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer sched.shutdown(.cancel);
     const S = struct {
         var finished: std.atomic.Value(u32) = .init(0);
@@ -491,7 +494,7 @@ test "a scope waits for its children, cancels them (channel waits and sleeps) an
 
 test "watch returns when the scope is cancelled or its last child finishes" {
     var sched: Scheduler = undefined;
-    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer sched.shutdown(.cancel);
     const S = struct {
         var sch: *Scheduler = undefined;
@@ -541,7 +544,7 @@ test "watch returns when the scope is cancelled or its last child finishes" {
 
 test "a scope waits for its descendants: a child scope's coroutines count in its parent" {
     var sched: Scheduler = undefined;
-    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer sched.shutdown(.cancel);
     const S = struct {
         var release_it: std.atomic.Value(u32) = .init(0);
@@ -574,7 +577,7 @@ test "a scope waits for its descendants: a child scope's coroutines count in its
 
 test "waitAll from a coroutine parks until the last child finishes" {
     var sched: Scheduler = undefined;
-    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer sched.shutdown(.cancel);
     const S = struct {
         var scope: *Scope = undefined;
@@ -601,7 +604,7 @@ test "waitAll from a coroutine parks until the last child finishes" {
 
 test "a shutdown that cancels abandons parked children: no waiter, link or scope is left" {
     var sched: Scheduler = undefined;
-    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     const S = struct {
         var a: *channel.Channel = undefined;
         var b: *channel.Channel = undefined;
@@ -674,7 +677,7 @@ test "a shutdown that cancels abandons parked children: no waiter, link or scope
 
 test "a shutdown that cancels counts out children that never started, and their launch records" {
     var sched: Scheduler = undefined;
-    try sched.start(testing.allocator, .{ .workers = 1, .stack_size = 32 * 1024 });
+    try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
     const S = struct {
         var blocking = std.atomic.Value(u32).init(0);
         var ran = std.atomic.Value(u32).init(0);

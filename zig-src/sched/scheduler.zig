@@ -1081,10 +1081,13 @@ pub fn currentScheduler() ?*Scheduler {
 // Tests. Every wait is bounded (`drainFor`); a lost wake-up fails as a timeout, not a hang.
 
 const testing = std.testing;
+/// Coroutine stacks of the tests that run a scheduler: the default size. Debug builds' frames
+/// are large (a select's is ~3.5 KiB on ARM64), and 32 KiB left one test a few hundred bytes.
+const test_stack_size = 64 * 1024;
 const test_timeout = 60 * std.time.ns_per_s;
 
 fn startForTest(s: *Scheduler, workers: u32) !void {
-    try s.start(testing.allocator, .{ .workers = workers, .stack_size = 32 * 1024 });
+    try s.start(testing.allocator, .{ .workers = workers, .stack_size = test_stack_size });
 }
 
 test "every spawned coroutine runs exactly once (2 and 4 workers)" {
