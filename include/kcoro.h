@@ -195,7 +195,9 @@ struct kc_desc {
   void *ctx;
 };
 /* Creates a channel. capacity 0 = rendezvous (+ a drop policy = a 1-slot buffer). With
- * KC_CHAN_ZERO_COPY, elem_size is 0 or sizeof(struct kc_desc). */
+ * KC_CHAN_ZERO_COPY, elem_size is 0 or sizeof(struct kc_desc); KC_CHAN_CONFLATED makes it 1 slot
+ * whatever capacity says. KC_EINVAL for a capacity above 2^31 (but KC_CHAN_UNLIMITED): no
+ * power-of-two buffer holds it. */
 int32_t kc_chan_create(uint32_t elem_size, uint32_t capacity, uint32_t overflow, uint32_t flags,
                        uint32_t *out_handle);
 /* Sends *elem. deadline_ns 0 = none (kc_now_ns clock); token 0 = none. KC_EPIPE closed,

@@ -147,6 +147,8 @@ const CONFLATED = 1, ZERO_COPY = 2;
 /** Where kc_chan_create's flags and kc_chan_info's fourth word keep the type tag (KC_CHAN_TYPE). */
 const TYPE_SHIFT = 8;
 const UNLIMITED = 0xffff_ffff;
+/** The largest bounded capacity (`kc_chan_create` refuses more). */
+const MAX_CAPACITY = 2 ** 31;
 const OVERFLOW: Record<Overflow, number> = { "suspend": 0, "drop-oldest": 1, "drop-latest": 2 };
 
 const OK: { state: "ok" } = Object.freeze({ state: "ok" });
@@ -652,9 +654,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
             }`,
           );
         }
-        if (!Number.isInteger(capacity) || capacity < 0 || capacity >= UNLIMITED) {
+        // A native buffer takes a power of two of slots, 2^31 at most (and a local channel may
+        // go native later: `share`, `select`).
+        if (!Number.isInteger(capacity) || capacity < 0 || capacity > MAX_CAPACITY) {
           throw new RangeError(
-            `Cannot ${op}: capacity must be an integer from 0 to ${UNLIMITED - 1}, received ${
+            `Cannot ${op}: capacity must be an integer from 0 to ${MAX_CAPACITY}, received ${
               describe(capacity)
             }`,
           );

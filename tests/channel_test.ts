@@ -50,9 +50,10 @@ function countCalls(names: string[]) {
 Deno.test("constructor: bad arguments are RangeError/TypeError naming what was received", () => {
   assert.throws(() => new Channel(-1), {
     name: "RangeError",
-    message: "Cannot create channel: capacity must be an integer from 0 to 4294967294, received -1",
+    message: "Cannot create channel: capacity must be an integer from 0 to 2147483648, received -1",
   });
   assert.throws(() => new Channel(1.5), RangeError);
+  assert.throws(() => new Channel(2 ** 31 + 1), RangeError); // no native buffer holds it
   assert.throws(() => new Channel("huge" as never), TypeError);
   assert.throws(
     () => new Channel(4, { overflow: "drop-newest" as never }),

@@ -437,15 +437,18 @@ const TokenWait = struct {
 };
 
 /// A wait's registrations on its tokens (`fromContext`: the caller's and its scope's): either
-/// interrupts it. Must not move once registered (the tokens hold its links).
+/// interrupts it. Must not move once registered (the tokens hold its links). Filled in place
+/// (`init`): it lives in every blocking frame, and a copy of a returned value cost Debug
+/// builds' coroutine stacks their margin.
 const TokenWaits = struct {
     tokens: [2]?*Token,
     waits: [2]TokenWait,
-    registered: [2]bool = .{ false, false },
+    registered: [2]bool,
 
-    fn init(tokens: [2]?*Token, status: *std.atomic.Value(u32), ref: ?coroutine.Ref, sched: ?*scheduler.Scheduler) TokenWaits {
-        const tw: TokenWait = .{ .status = status, .ref = ref, .sched = sched };
-        return .{ .tokens = tokens, .waits = .{ tw, tw } };
+    fn init(t: *TokenWaits, tokens: [2]?*Token, status: *std.atomic.Value(u32), ref: ?coroutine.Ref, sched: ?*scheduler.Scheduler) void {
+        t.tokens = tokens;
+        for (&t.waits) |*w| w.* = .{ .status = status, .ref = ref, .sched = sched };
+        t.registered = .{ false, false };
     }
 
     fn any(t: *const TokenWaits) bool {
@@ -885,7 +888,8 @@ pub const Channel = struct {
         else if (capacity == 0)
             0
         else
-            std.math.ceilPowerOfTwo(u32, capacity) catch return error.OutOfMemory;
+            // Past 2^31 no power of two of slots holds it: a capacity no buffer can have.
+            std.math.ceilPowerOfTwo(u32, capacity) catch return error.InvalidArgument;
         if (initial > 0) {
             const bytes = @as(usize, initial) * options.elem_size;
             if (inline_ok and capacity != unlimited and bytes <= inline_buf_max)
@@ -1423,7 +1427,8 @@ pub const Channel = struct {
             ch.unlock();
             return error.InvalidArgument;
         }
-        var tws: TokenWaits = .init(tokens, &w.own_status, w.ref, w.sched);
+        var tws: TokenWaits = undefined;
+        tws.init(tokens, &w.own_status, w.ref, w.sched);
         // Lock order: channel, then token (a token fires links without channel locks).
         if (!tws.register()) {
             q.remove(w);
@@ -1634,13 +1639,16 @@ pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selec
     // 1. A look without locking them all: usually the first clause that may be ready is.
     if (try probeEach(clauses, order[0..n])) |got| return got;
     if (!options.poll) if (coroutine.current()) |co| {
-        // A hand-driven coroutine has no timer to end the wait (see `Channel.block`).
-        if (co.owner == null and (options.deadline != null or co.context.get(ctx_mod.deadline) != null)) {
-            return error.InvalidArgument;
-        }
+        if (co.owner == null and handDrivenDeadline(co, options.deadline)) return error.InvalidArgument;
         if (n <= LazySlot.max) return selectLazy(co, clauses, order[0..n], options);
     };
     return selectStack(clauses, order[0..n], options);
+}
+
+/// A hand-driven coroutine's select would wait with a deadline (its own or its context's): it
+/// has no timer to end the wait (see `Channel.block`).
+noinline fn handDrivenDeadline(co: *coroutine.Coroutine, deadline: ?u64) bool {
+    return deadline != null or co.context.get(ctx_mod.deadline) != null;
 }
 
 /// Steps 2 to 4 of `select` with the waiters on the caller's stack (threads, polls, selects
@@ -1671,7 +1679,8 @@ noinline fn selectStack(clauses: []const Clause, order: []const u8, options: Sel
     var tokens: [2]?*Token = .{ options.token, null };
     var deadline = options.deadline;
     fromContext(&tokens, &deadline, if (caller.ref) |r| r.co else null);
-    var tws: TokenWaits = .init(tokens, &sel.status, caller.ref, caller.sched);
+    var tws: TokenWaits = undefined;
+    tws.init(tokens, &sel.status, caller.ref, caller.sched);
     const token_fired = tws.any() and !tws.register();
     unlockAll(locks[0..nlocks]);
     var winner: u8 = SelectState.no_winner;
@@ -1943,7 +1952,8 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
         var tokens: [2]?*Token = .{ options.token, null };
         var deadline = options.deadline;
         fromContext(&tokens, &deadline, co);
-        var tws: TokenWaits = .init(tokens, &slot.state.status, caller.ref, caller.sched);
+        var tws: TokenWaits = undefined;
+        tws.init(tokens, &slot.state.status, caller.ref, caller.sched);
         const token_fired = tws.any() and !tws.register(); // lock order: channels, then token
         unlockAll(locks[0..nlocks]);
         for (dropped) |d| if (d) |ch| ch.unref();
@@ -2186,6 +2196,9 @@ fn unlockAll(chs: []const *Channel) void {
 // Tests (capacities kept small so that full/empty races show).
 
 const testing = std.testing;
+/// Coroutine stacks of the tests that run a scheduler: the default size. Debug builds' frames
+/// are large (a select's is ~3.5 KiB on ARM64), and 32 KiB left one test a few hundred bytes.
+const test_stack_size = 64 * 1024;
 
 /// `sendU64` from a test's own thread, failing (Timeout) instead of hanging after 10 s.
 fn sendU64Within(ch: *Channel, v: u64) Error!void {
@@ -2381,6 +2394,8 @@ test "conflated keeps the latest; it rejects other policies; rendezvous + drop i
     for (1..6) |v| try trySendU64(ch, v);
     try testing.expectEqual(@as(u64, 5), try tryRecvU64(ch));
     try testing.expectError(error.InvalidArgument, Channel.create(testing.allocator, .{ .elem_size = 8, .conflated = true, .overflow = .drop_latest }));
+    try testing.expectError(error.InvalidArgument, Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 0x8000_0001 }));
+    try testing.expectError(error.InvalidArgument, Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = unlimited - 1 }));
     const r = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 0, .overflow = .drop_latest });
     defer r.destroy();
     try trySendU64(r, 7);
@@ -2823,7 +2838,7 @@ test "N producers x M consumers, every kind, scheduled coroutines: each value ex
         .{ .cap = unlimited, .np = 4, .nc = 2 },
     };
     var s: scheduler.Scheduler = undefined;
-    try s.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    try s.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer s.shutdown(.cancel);
     for (shapes) |shape| {
         const total = shape.np * per_producer;
@@ -3045,7 +3060,7 @@ test "select: stress with plain operations on scheduled coroutines, each value e
     S.received.store(0, .monotonic);
     S.senders_left.store(2 * senders_per_chan, .monotonic);
     var s: scheduler.Scheduler = undefined;
-    try s.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    try s.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer s.shutdown(.cancel);
     for (0..3) |_| _ = try s.spawn(S.selector, null);
     _ = try s.spawn(S.plain, @ptrFromInt(0));
@@ -3091,7 +3106,7 @@ test "select on a coroutine: a losing clause stays queued but stale; unlinked by
     S.e = try Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer S.e.destroy();
     var s: scheduler.Scheduler = undefined;
-    try s.start(testing.allocator, .{ .workers = 1, .stack_size = 32 * 1024 });
+    try s.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
     defer s.shutdown(.cancel);
     _ = try s.spawn(S.selector, null);
     const limit = 10 * std.time.ns_per_s;
@@ -3153,7 +3168,7 @@ test "select on a coroutine: a channel destroyed under a stale clause keeps its 
     S.f = try Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer S.f.destroy();
     var s: scheduler.Scheduler = undefined;
-    try s.start(testing.allocator, .{ .workers = 1, .stack_size = 32 * 1024 });
+    try s.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
     defer s.shutdown(.cancel);
     _ = try s.spawn(S.selector, null);
     const limit = 10 * std.time.ns_per_s;
@@ -3230,7 +3245,7 @@ test "select on coroutines: stale clauses re-armed while senders race them, ever
     for (&S.own) |*ch| ch.* = try Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer for (S.own) |ch| ch.destroy();
     var s: scheduler.Scheduler = undefined;
-    try s.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    try s.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer s.shutdown(.cancel);
     for (0..selectors) |_| _ = try s.spawn(S.selector, null);
     _ = try s.spawn(S.driver, null);
@@ -3423,7 +3438,7 @@ test "token: interrupts blocked threads and coroutines, the queues stay intact, 
 
     // Scheduled coroutines: each parks in receive; one token (a parent) interrupts them all.
     var sched: scheduler.Scheduler = undefined;
-    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = 32 * 1024 });
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer sched.shutdown(.cancel);
     const Co = struct {
         var interrupted_count: std.atomic.Value(u32) = .init(0);
