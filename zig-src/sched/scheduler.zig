@@ -230,11 +230,12 @@ const Worker = struct {
                     w.fireTimers(now);
                 }
                 // Monotonic: a count that only decides when to look (pruning re-checks each entry).
-                const disarmed = w.timers_disarmed.load(.monotonic);
-                if (disarmed >= prune_min) {
+                if (w.timers_disarmed.load(.monotonic) >= prune_min) {
                     w.timer_lock.lock();
                     defer w.timer_lock.unlock();
-                    if (disarmed > w.timers.count() / 2) w.pruneTimers(disarmed);
+                    // Read again under the lock, where alone it goes down (`countOut`).
+                    const disarmed = w.timers_disarmed.load(.monotonic);
+                    if (disarmed >= prune_min and disarmed > w.timers.count() / 2) w.pruneTimers(disarmed);
                 }
             }
             if (w.next()) |co| {
@@ -471,13 +472,24 @@ const Worker = struct {
         }
         assert(w.timers.count() == kept);
         w.publishNext();
-        _ = w.timers_disarmed.fetchSub(seen, .monotonic); // a count, no ordering
+        w.countOut(seen);
+    }
+
+    /// `n` disarmed entries left the heap: off `timers_disarmed`, never below 0 (a disarm counts
+    /// itself after its CAS, and may not have yet: the count then stays one high until the next
+    /// prune). Under `timer_lock`, the only place the count goes down. Monotonic: a count,
+    /// ordering nothing.
+    fn countOut(w: *Worker, n: u32) void {
+        if (n == 0) return;
+        var cur = w.timers_disarmed.load(.monotonic);
+        while (w.timers_disarmed.cmpxchgWeak(cur, cur - @min(cur, n), .monotonic, .monotonic)) |seen| cur = seen;
     }
 
     /// Fires this heap's timers due at `now`, under `timer_lock`: from the owner, between
     /// coroutines (the woken go to its FIFO list), or from the watchdog (to the inject queue).
     fn fireTimers(w: *Worker, now: u64) void {
         const s = w.sched;
+        var dropped: u32 = 0;
         while (w.timers.peek()) |t| {
             if (t.deadline > now) break;
             _ = w.timers.remove();
@@ -489,9 +501,12 @@ const Worker = struct {
                 // woken by the running one).
                 _ = s.wakeTo(co, t.gen, .queue);
                 s.busyDoneAny(); // the timer itself no longer counts (after the wake counted in)
-            }
+            } else dropped += 1; // an entry disarmed early: it counted in `timers_disarmed`
         }
         w.publishNext();
+        // Those entries are gone: counted out, or the owner would take the lock to look at
+        // pruning on every pass once 64 were ever disarmed (review 11).
+        w.countOut(dropped);
     }
 };
 
@@ -630,9 +645,13 @@ pub const Scheduler = struct {
     /// deadline, and sleeps again (at most once per grace period while timers keep coming).
     fn watchdogMain(s: *Scheduler) void {
         const grace = s.options.timer_grace_ns;
-        while (s.state.load(.acquire) == .running) {
-            // Read the futex word before looking: a `watchArmed` after this returns the wait.
+        while (true) {
+            // Read the futex word before looking, the state included: a `watchArmed` or a
+            // shutdown's wake after this returns the wait. (The state read first, a shutdown
+            // between the two reads left the watchdog waiting for good, and the shutdown joining
+            // it: review 11.)
             const seq = s.watch_seq.load(.seq_cst);
+            if (s.state.load(.seq_cst) != .running) return;
             const earliest = s.earliestDeadline();
             const now = monotonicNs();
             if (earliest != never and earliest +| grace <= now) {
@@ -1408,6 +1427,48 @@ test "drain and drainFor from one of the scheduler's coroutines are InvalidArgum
     try s.drainFor(test_timeout);
     try testing.expectEqual(@as(?anyerror, error.InvalidArgument), S.results[0]);
     try testing.expectEqual(@as(?anyerror, error.InvalidArgument), S.results[1]);
+}
+
+test "entries of timed waits woken early are counted out as they expire, not only by a prune" {
+    // 30 waits with a 2 ms deadline that the partner always beats: 30 disarmed entries, fewer
+    // than a prune looks at. Side 0 then sleeps past them all: its timer fires after they expire
+    // and leave the heap (every entry due by then goes in one pass). Before,
+    // the count kept them, and past 64 ever disarmed the worker took its timer lock on every
+    // pass to look at pruning.
+    const rounds = 30;
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var turn: std.atomic.Value(u8) = .init(0);
+        var refs: [2]Ref = undefined;
+        var ready: std.atomic.Value(u8) = .init(0);
+        fn side(arg: ?*anyopaque) callconv(.c) void {
+            const me: u8 = @intCast(@intFromPtr(arg));
+            while (ready.load(.acquire) < 2) coroutine.yield() catch unreachable;
+            for (0..rounds) |_| {
+                while (turn.load(.acquire) != me) {
+                    if (me == 0) {
+                        _ = sched.parkUntil(monotonicNs() + 2 * std.time.ns_per_ms) catch unreachable;
+                    } else coroutine.park() catch unreachable;
+                }
+                turn.store(1 - me, .release);
+                _ = sched.unpark(refs[1 - me]);
+            }
+            if (me == 0) sched.sleep(5 * std.time.ns_per_ms) catch unreachable;
+        }
+    };
+    S.turn.store(0, .monotonic);
+    S.ready.store(0, .monotonic);
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    defer s.shutdown(.cancel);
+    S.sched = &s;
+    for (0..2) |k| {
+        S.refs[k] = try s.spawn(S.side, @ptrFromInt(k));
+        _ = S.ready.fetchAdd(1, .release);
+    }
+    try s.drainFor(test_timeout);
+    try testing.expectEqual(@as(usize, 0), s.workers[0].timers.count());
+    try testing.expectEqual(@as(u32, 0), s.workers[0].timers_disarmed.load(.monotonic));
 }
 
 test "drain waits for sleeping coroutines; parked ones do not hold it" {
