@@ -1,7 +1,7 @@
 // delay, withTimeout, withTimeoutOrNull. The timers here are what is under test; waits are
 // bounded by deadlines, and no test relies on one timer firing before another to synchronise.
 import assert from "node:assert/strict";
-import { untilAborted } from "./support.ts";
+import { evalScript, untilAborted } from "./support.ts";
 import {
   CancellationError,
   CompletableDeferred,
@@ -229,4 +229,53 @@ Deno.test("await and join take the waiting task's signal: withTimeout around the
   reply.complete("late");
   assert.equal(await reply.await(), "late");
   assert.throws(() => reply.await({ signal: "no" as unknown as AbortSignal }), TypeError);
+});
+
+Deno.test("await({ signal }) that times out keeps nothing of the caller on a long-lived deferred", async () => {
+  // Before, the wait was a reaction on the deferred's shared result promise: it held the signal
+  // (and the timed-out scope) until the deferred completed, ~1.5 KB per timed-out wait.
+  const res = await evalScript(
+    `
+    import { CompletableDeferred, withTimeoutOrNull } from "./mod.ts";
+    const reply = new CompletableDeferred();
+    const refs = [];
+    for (let i = 0; i < 20; i++) {
+      await withTimeoutOrNull(1, (t) => {
+        refs.push(new WeakRef(t.signal));
+        return i % 2 ? reply.await({ signal: t.signal }) : reply.join({ signal: t.signal });
+      });
+    }
+    for (let i = 0; i < 5; i++) {
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const kept = refs.filter((r) => r.deref() !== undefined).length;
+    if (kept > 2) throw new Error(kept + " timed-out signals of 20 still held");
+    reply.complete(1);
+    `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
+Deno.test("join and await start a lazy job even for a caller already cancelled (Kotlin)", async () => {
+  await coroutineScope(async (scope) => {
+    let ran = 0;
+    const job = scope.launch(() => {
+      ran++;
+      return Promise.resolve();
+    }, { lazy: true });
+    const deferred = scope.async(() => {
+      ran++;
+      return Promise.resolve(1);
+    }, { lazy: true });
+    const gone = AbortSignal.abort(new CancellationError("gone"));
+    await assert.rejects(job.join({ signal: gone }), CancellationError);
+    await assert.rejects(deferred.await({ signal: gone }), CancellationError);
+    assert.notEqual(job.state, "new");
+    assert.notEqual(deferred.state, "new");
+    await job.join();
+    assert.equal(await deferred.await(), 1);
+    assert.equal(ran, 2);
+  });
 });
