@@ -393,7 +393,8 @@ uint64_t kc_deadline(void);
 /* An actor: a child of `scope` calling handler(ctx, msg) for every message of `mailbox`; it
  * processes what is queued after close, then ends; it stops at once when the scope is cancelled,
  * also between queued messages. Ended any other way than by close, it cancels its mailbox (what
- * is queued goes to the undelivered hook, later sends fail with KC_ECANCELED). on_done(ctx,
+ * is queued goes to the undelivered hook, later sends fail with KC_ECANCELED): the actor owns its
+ * mailbox, so give each actor a mailbox of its own. on_done(ctx,
  * status) runs last: 0 (closed), KC_EINTR (scope cancelled), KC_ECANCELED. */
 int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, void *ctx,
                        kc_done_fn on_done, uint32_t *out_handle);

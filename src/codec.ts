@@ -166,9 +166,13 @@ interface ChunkHold {
 const chunkHolds = new FinalizationRegistry<ChunkHold>((hold) => {
   if (hold.views === 0) return;
   hold.pool.pinned--;
+  // The thread's table first: a Worker terminated between the two steps then strands these
+  // views (as before the table) instead of having its thread's end free them a second time.
+  const counts = hold.pool.counts;
+  if (counts !== null) counts[hold.index] -= hold.views;
   try {
-    if (hold.sym.kc_pool_release(hold.chunk, hold.views) === 0 && hold.pool.counts !== null) {
-      hold.pool.counts[hold.index] -= hold.views;
+    if (hold.sym.kc_pool_release(hold.chunk, hold.views) !== 0 && counts !== null) {
+      counts[hold.index] += hold.views; // not freed (a count it could not hold)
     }
   } catch {
     // The library was closed: its memory went with it.
