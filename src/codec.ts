@@ -175,7 +175,9 @@ const chunkHolds = new FinalizationRegistry<ChunkHold>((hold) => {
       counts[hold.index] += hold.views; // not freed (a count it could not hold)
     }
   } catch {
-    // The library was closed: its memory went with it.
+    // The library was closed: these views cannot be freed through it. Counted again, so that
+    // at least a Worker's thread end frees them.
+    if (counts !== null) counts[hold.index] += hold.views;
   }
 });
 

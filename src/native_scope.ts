@@ -133,7 +133,10 @@ let orphansAt = 16;
 
 /** Destroys `d` if its library is open and none of its children runs; true if it is gone. */
 function destroyIfIdle(d: Dropped): boolean {
-  if (!d.lib.isOpen) return true;
+  if (!d.lib.isOpen) {
+    unpinScope(d.lib, d.handle); // its children may run on: their cells go to the long-lived pins
+    return true;
+  }
   const sym = d.lib.symbols("destroy native scope");
   const live = sym.kc_scope_live(d.handle);
   if (live > 0) return false;
@@ -349,10 +352,12 @@ export class NativeScope implements AsyncDisposable {
         // In slices: an abort ends the native wait soon too, and a terminated Worker's wait
         // gives its pool thread back (see SLICE_NS).
         let deadline = end;
+        if (!this.#lib.isOpen) throw new ShutdownError(op, "the library was closed");
         const slice = sym.kc_now_ns() + SLICE_NS;
         if (deadline === 0n || slice < deadline) deadline = slice;
         const rc = await sym.kc_scope_wait(handle, deadline);
         if (rc === 0) return;
+        if (!this.#lib.isOpen) throw new ShutdownError(op, "the library was closed");
         if (rc === Status.ESHUTDOWN && schedulerRunning(this.#lib)) {
           throw new ShutdownError(op, ABANDONED);
         }

@@ -140,7 +140,8 @@ export function unpinIdleScope(lib: Library, scope: number): void {
  */
 export function unpinScope(lib: Library, scope: number): void {
   if (!pins.byScope.has(scope)) return;
-  scopeDone(scope, lib.isOpen ? lib.symbols("destroy native scope").kc_scope_live(scope) : 0);
+  // A closed library cannot say: its children may run on (another isolate keeps the scheduler).
+  if (lib.isOpen) scopeDone(scope, lib.symbols("destroy native scope").kc_scope_live(scope));
   const left = pins.byScope.get(scope);
   if (left === undefined) return;
   for (const cells of left) pins.list.add(cells);

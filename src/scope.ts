@@ -27,7 +27,7 @@
  * @module
  */
 import { Context, Deadline } from "./context.ts";
-import { CancellationError, checkFunction, checkSignal, describe } from "./errors.ts";
+import { CancellationError, checkFunction, checkSignal, describe, signalOf } from "./errors.ts";
 import {
   CANCEL_COMPLETES,
   type Deferred,
@@ -370,6 +370,7 @@ export function nonCancellable<T>(block: Block<T>, options?: { context?: Context
 
 class StandaloneScope extends Coroutine<void> implements Scope {
   override join(options?: { signal?: AbortSignal }): Promise<void> {
+    signalOf("join", options); // bad options change nothing (before, the scope closed first)
     this.close();
     return super.join(options);
   }

@@ -431,3 +431,21 @@ Deno.test("a free-standing NativeScope dropped undisposed is destroyed once coll
   );
   assert.equal(res.code, 0, res.stderr);
 });
+
+Deno.test("NativeScope.wait pending across closeLibrary rejects with ShutdownError, not Deno's BadResource", async () => {
+  const res = await evalScript(`
+    import { closeLibrary, NativeScope, openLibrary, runtime, ShutdownError } from "./mod.ts";
+    const other = openLibrary(); // another host keeps the scheduler, as a Worker's close leaves it
+    const rt = runtime({ workers: 1 });
+    const ns = NativeScope.create();
+    ns.launch("cancellable-sleeper", rt.cells([300n, 0n, 0n]));
+    const waiting = ns.wait();
+    closeLibrary();
+    // Before, its next slice called into the closed library: a raw BadResource error.
+    const e = await waiting.then(() => null, (e) => e);
+    if (!(e instanceof ShutdownError)) throw new Error("rejected with " + e);
+    other.symbols("test").kc_sched_shutdown(0);
+    other.close();
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});

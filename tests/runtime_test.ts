@@ -161,7 +161,10 @@ void wait_add(void *arg) {
     assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
     const res = await evalScript(
       `
-      import { Channel, codecs, NativeScope, resolveNative, runtime } from "./mod.ts";
+      import {
+        Channel, closeLibrary, codecs, coroutineScope, NativeScope, nativeScope, openLibrary,
+        resolveNative, runtime,
+      } from "./mod.ts";
       const addOne = resolveNative("${dir}/libplugin.so", "add_one");
       const waitAdd = resolveNative("${dir}/libplugin.so", "wait_add");
       const rt = runtime({ workers: 2 });
@@ -195,8 +198,31 @@ void wait_add(void *arg) {
       cells[0] = 1n;
       await ns.wait();
       if (cells[1] !== 1n) throw new Error("the child did not finish");
-      await ch.send(1n);
-      await rt.shutdown();
+      // closeLibrary while another copy keeps the scheduler (as a Worker's would): the owning
+      // task fails, its native scope is destroyed, and the child runs on. Before, a closed
+      // library counted as "no child left": the cells went, and the child wrote into freed
+      // memory (a segfault in 5 runs of 5).
+      await ch.send(1n); // the receiver ends
+      const other = openLibrary();
+      let onClosed;
+      const owning = coroutineScope((scope) => {
+        const c = rt.cells(2);
+        onClosed = new WeakRef(c);
+        nativeScope(scope).launch(waitAdd, c);
+        return Promise.resolve();
+      });
+      await new Promise((r) => setTimeout(r, 1));
+      closeLibrary();
+      await owning.catch(() => {});
+      await gc();
+      const still = onClosed.deref();
+      if (still === undefined) throw new Error("a running child's cells were let go at closeLibrary");
+      still[0] = 1n;
+      const deadline = Date.now() + 10_000;
+      while (still[1] !== 1n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
+      if (still[1] !== 1n) throw new Error("the child did not finish after the close");
+      other.symbols("test").kc_sched_shutdown(0);
+      other.close();
       `,
       { v8Flags: ["--expose-gc"] },
     );

@@ -660,3 +660,13 @@ Deno.test("AbortSignal.timeout's DOMException (named TimeoutError) is wrapped, n
   assert.ok(err.cause instanceof DOMException);
   assert.equal(err.cause.name, "TimeoutError");
 });
+
+Deno.test("createScope().join with bad options is a TypeError that leaves the scope open", async () => {
+  const scope = createScope();
+  assert.throws(() => scope.join(5 as never), TypeError);
+  // Before, the failed call had closed it to new work: this launch came back cancelled.
+  const job = scope.launch(() => Promise.resolve());
+  await job.join();
+  assert.equal(job.state, "completed");
+  await scope.join();
+});
