@@ -710,6 +710,60 @@ test "a ring going away gives a value received for it back to the channel" {
     try testing.expectEqual(@as(u64, 42), try recv(ch));
 }
 
+test "a value given back goes in front of the values buffered after it, also on a closed channel; a full or drained one drops it" {
+    const Hook = struct {
+        var dropped: u64 = 0;
+        fn undelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            dropped += std.mem.bytesToValue(u64, elem[0..8]);
+        }
+    };
+    const Case = struct {
+        /// A ring whose receive took `first`, then `later` sent, then (if `close`) the channel
+        /// closed, then the ring gone: the channel's values in order, then its end.
+        fn run(opts: channel.Options, first: u64, later: []const u64, close: bool, want: []const u64) !void {
+            const ch = try channel.Channel.create(testing.allocator, opts);
+            defer ch.destroy();
+            var ring = Ring.init(testing.allocator);
+            var out: u64 = 0;
+            _ = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+            var v = first;
+            try ch.send(std.mem.asBytes(&v), null, true); // completes the ring's receive
+            for (later) |x| {
+                v = x;
+                try ch.send(std.mem.asBytes(&v), null, true);
+            }
+            if (close) _ = ch.close();
+            ring.deinit(); // its isolate died before taking the value
+            for (want) |x| try testing.expectEqual(x, try recv(ch));
+            try testing.expectError(if (close) error.Closed else error.WouldBlock, recv(ch));
+        }
+    };
+    const hook: channel.Options = .{ .elem_size = 8, .capacity = 4, .on_undelivered = Hook.undelivered };
+    // FIFO kept: 1 was taken before 2 and 3 were sent.
+    try Case.run(hook, 1, &.{ 2, 3 }, false, &.{ 1, 2, 3 });
+    // Closed with values left: 1 is still delivered, first.
+    try Case.run(hook, 1, &.{ 2, 3 }, true, &.{ 1, 2, 3 });
+    // Wrapping around the buffer's end (positions past its size).
+    try Case.run(hook, 1, &.{ 2, 3, 4 }, false, &.{ 1, 2, 3, 4 });
+    // Unlimited: the buffer grows to take it.
+    var unl = hook;
+    unl.capacity = channel.unlimited;
+    try Case.run(unl, 1, &.{ 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17 }, false, &.{ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17 });
+    try testing.expectEqual(@as(u64, 0), Hook.dropped);
+    // Full: it cannot go in front (the oldest is what drop-oldest would drop anyway).
+    try Case.run(hook, 100, &.{ 2, 3, 4, 5 }, false, &.{ 2, 3, 4, 5 });
+    try testing.expectEqual(@as(u64, 100), Hook.dropped);
+    // Closed and drained: receivers may have seen the end; it is not delivered after it.
+    try Case.run(hook, 200, &.{}, true, &.{});
+    try testing.expectEqual(@as(u64, 300), Hook.dropped);
+    // Conflated: a newer value supersedes it.
+    var conf = hook;
+    conf.capacity = 1;
+    conf.conflated = true;
+    try Case.run(conf, 400, &.{9}, false, &.{9});
+    try testing.expectEqual(@as(u64, 700), Hook.dropped);
+}
+
 test "a submit that fails (closed channel) frees its operation once" {
     var ring = Ring.init(testing.allocator);
     defer ring.deinit();

@@ -1059,10 +1059,40 @@ pub const Channel = struct {
     }
 
     /// Gives back a value received on behalf of a party that can no longer take it (an isolate
-    /// that died with the record on its ring): sent again if the channel takes it at once (a
-    /// waiting receiver or room in the buffer), else handed to `undelivered`. Never waits.
+    /// that died with the record on its ring). It was taken before every value buffered now, so
+    /// it goes back in front of them, and a closed channel still delivers it while values
+    /// remain. Handed to `undelivered` instead when the channel is cancelled, closed and
+    /// drained (its receivers may have seen the end), full (drop-oldest would drop it first),
+    /// or a rendezvous with nobody waiting to receive. Never waits.
     pub fn giveBack(ch: *Channel, elem: [*]const u8) void {
-        ch.send(elem, null, true) catch ch.dropUndeliverable(elem);
+        var wake: ?Waiter.Wake = null;
+        ch.lock();
+        if (!ch.giveBackLocked(elem, &wake)) ch.undelivered(elem);
+        ch.unlock();
+        if (wake) |info| Waiter.wake(info);
+    }
+
+    /// `giveBack` with the lock held: false when the channel does not take `elem` back.
+    fn giveBackLocked(ch: *Channel, elem: [*]const u8, wake: *?Waiter.Wake) bool {
+        if (ch.cancelled) return false;
+        if (ch.bufLen() == 0) {
+            // Nothing it must go before: to a waiting receiver, or into the buffer, as a send.
+            if (ch.closed) return false;
+            return (ch.sendLocked(elem, wake) catch return false) == .done;
+        }
+        if (ch.isFull()) return false;
+        if (ch.bufLen() == ch.slots) ch.grow() catch return false; // unlimited, no room left
+        // Every buffered value moves one position toward the tail, and `elem` takes the head's
+        // slot. Both locks are held, so neither fast path is between its reads of the other
+        // side's position and its copy; the positions stay monotonic (`tx.tail` counts it as a
+        // send again, as the resend this replaced did).
+        ch.track(elem);
+        var pos = ch.tx.tail;
+        while (pos != ch.rx.head) : (pos -= 1) ch.copy(ch.slot(pos), ch.slot(pos - 1));
+        ch.copy(ch.slot(ch.rx.head), elem);
+        ch.tx.tail += 1;
+        ch.countBytesIn(elem);
+        return true;
     }
 
     fn descriptorAt(elem: [*]const u8) Descriptor {
