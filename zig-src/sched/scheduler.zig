@@ -229,14 +229,16 @@ const Worker = struct {
                     defer w.timer_lock.unlock();
                     w.fireTimers(now);
                 }
-                // Monotonic: a count that only decides when to look (pruning re-checks each entry).
-                if (w.timers_disarmed.load(.monotonic) >= prune_min) {
-                    w.timer_lock.lock();
-                    defer w.timer_lock.unlock();
-                    // Read again under the lock, where alone it goes down (`countOut`).
-                    const disarmed = w.timers_disarmed.load(.monotonic);
-                    if (disarmed >= prune_min and disarmed > w.timers.count() / 2) w.pruneTimers(disarmed);
-                }
+            }
+            // Monotonic: a count that only decides when to look (pruning re-checks each entry).
+            // Not under the deadline check: a heap of entries that never expire (deadline
+            // maxInt, "forever") publishes `never` and still needs its disarmed entries pruned.
+            if (w.timers_disarmed.load(.monotonic) >= prune_min) {
+                w.timer_lock.lock();
+                defer w.timer_lock.unlock();
+                // Read again under the lock, where alone it goes down (`countOut`).
+                const disarmed = w.timers_disarmed.load(.monotonic);
+                if (disarmed >= prune_min and disarmed > w.timers.count() / 2) w.pruneTimers(disarmed);
             }
             if (w.next()) |co| {
                 w.run(co);
@@ -1362,9 +1364,17 @@ test "a worker stuck in one long run does not hold back its timers: the watchdog
 }
 
 test "timed waits woken early do not pile up in the timer heap; armed timers survive pruning" {
+    try timedWaitsPileUpCase(false);
+    // Deadline maxInt ("forever", also what a saturating `now + ns` gives): the heap's earliest
+    // entry publishes `never`, and pruning still runs (it was under the deadline check).
+    try timedWaitsPileUpCase(true);
+}
+
+fn timedWaitsPileUpCase(forever: bool) !void {
     const rounds = 20_000;
     const hour = 3600 * std.time.ns_per_s;
     const S = struct {
+        var forever_: bool = false;
         var sched: *Scheduler = undefined;
         var turn: std.atomic.Value(u8) = .init(0);
         var refs: [2]Ref = undefined;
@@ -1377,7 +1387,8 @@ test "timed waits woken early do not pile up in the timer heap; armed timers sur
                 // Side 0 waits with an hour's deadline that its partner always beats.
                 while (turn.load(.acquire) != me) {
                     if (me == 0) {
-                        _ = sched.parkUntil(monotonicNs() + hour) catch unreachable;
+                        const deadline = if (forever_) std.math.maxInt(u64) else monotonicNs() + hour;
+                        _ = sched.parkUntil(deadline) catch unreachable;
                     } else coroutine.park() catch unreachable;
                 }
                 turn.store(1 - me, .release);
@@ -1389,18 +1400,24 @@ test "timed waits woken early do not pile up in the timer heap; armed timers sur
             slept.store(true, .release);
         }
     };
+    S.forever_ = forever;
+    S.turn.store(0, .monotonic);
+    S.ready.store(0, .monotonic);
+    S.slept.store(false, .monotonic);
     var s: Scheduler = undefined;
     try startForTest(&s, 1);
     defer s.shutdown(.cancel);
     S.sched = &s;
-    _ = try s.spawn(S.sleeper, null); // armed throughout the prunes: must still fire
+    // Armed throughout the prunes: must still fire. Not beside the "forever" waits: its entry
+    // would be the heap's earliest for as long as they run.
+    if (!forever) _ = try s.spawn(S.sleeper, null);
     for (0..2) |k| {
         S.refs[k] = try s.spawn(S.side, @ptrFromInt(k));
         _ = S.ready.fetchAdd(1, .release);
     }
     try s.drainFor(test_timeout);
-    try testing.expect(S.slept.load(.acquire));
-    // Without pruning: one entry per early wake (20,000), each staying for an hour.
+    try testing.expect(S.slept.load(.acquire) != forever);
+    // Without pruning: one entry per early wake (20,000), each staying for an hour (for good).
     try testing.expect(s.workers[0].timers.count() <= 2 * prune_min + 2);
 }
 
