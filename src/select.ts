@@ -316,7 +316,13 @@ class Selection implements RingOp {
       } else {
         // Kotlin's onJoin / onAwait start a lazy job, but only while no earlier clause is
         // selected: the channel clauses before it are probed first.
-        if (c.job!.state === "new" && this.#probe(prefix)) return;
+        if (c.job!.state === "new") {
+          // An immediate default before it is selected whatever a lazy job would do (Kotlin
+          // selects onTimeout(0) while registering and registers nothing after it): not
+          // started. Nor when a channel clause before it is ready.
+          if (def !== undefined) continue;
+          if (this.#probe(prefix)) return;
+        }
         c.job!.start();
         if (c.job!.isCompleted) {
           firstReadyJs = i; // it wins unless a channel clause before it is ready

@@ -578,3 +578,23 @@ Deno.test("select starts a lazy job of onJoin/onAwait only when no clause before
     assert.equal(started, 1);
   });
 });
+
+Deno.test("select: an onTimeout(0) before a lazy onAwait wins without starting the job (Kotlin)", async () => {
+  await coroutineScope(async (scope) => {
+    let started = 0;
+    const fetch = scope.async(() => {
+      started++;
+      return new Promise<string>(() => {}); // never completes
+    }, { lazy: true });
+    // Kotlin selects onTimeout(0) while registering and registers nothing after it; before, the
+    // lazy job was started (its body ran) and left running.
+    const r = await select<string>((s) => {
+      s.onTimeout(0, () => "default");
+      s.onAwait(fetch, (v) => v);
+    });
+    assert.equal(r, "default");
+    assert.equal(started, 0);
+    assert.equal(fetch.state, "new");
+    fetch.cancel();
+  });
+});
