@@ -100,7 +100,9 @@ export interface Deferred<T> extends Job {
    * The result: resolves with the value, or rejects with the failure or CancellationError,
    * the same error object on every call. Starts a lazy job. With a `signal` (the waiting task's:
    * `withTimeout(50, (t) => reply.await({ signal: t.signal }))`), rejects with the signal's reason
-   * once it aborts, whatever the deferred does; the deferred itself is not cancelled.
+   * once it aborts before the deferred is final; the deferred itself is not cancelled. A deferred
+   * already final gives its result even when the signal has aborted (Kotlin's await does not
+   * suspend then, and checks nothing; `join` does check).
    */
   await(options?: { signal?: AbortSignal }): Promise<T>;
 }
@@ -321,8 +323,10 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   await(options?: { signal?: AbortSignal }): Promise<T> {
     const signal = signalOf("await", options);
     if (this.#state === NEW) this.start();
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    // A final deferred gives its result even to a caller already cancelled (Kotlin's
+    // awaitInternal returns before it would suspend; join checks its caller there, await not).
     if (signal === undefined || this.#state >= CANCELLED) return this.#awaitResult();
+    if (signal.aborted) return Promise.reject(signal.reason);
     return this.#untilAborted(signal, () => this.#awaitResult());
   }
 

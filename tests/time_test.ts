@@ -210,12 +210,21 @@ Deno.test("await and join take the waiting task's signal: withTimeout around the
   await assert.rejects(withTimeout(5, (t) => reply.await({ signal: t.signal })), TimeoutError);
   assert.equal(reply.state, "active"); // the deferred itself is not cancelled
   assert.equal(await withTimeoutOrNull(5, (t) => reply.join({ signal: t.signal })), null);
-  // Already aborted: rejects at once, even for a final job (Kotlin checks its caller first).
+  // Already aborted: join rejects at once, even for a final job (Kotlin's join checks its caller
+  // first), while await of a final deferred gives its result (Kotlin's await returns it without
+  // suspending, checking nothing); a deferred not final yet rejects.
   const done = new CompletableDeferred<number>();
   done.complete(1);
   const aborted = AbortSignal.abort(new CancellationError("gone"));
-  await assert.rejects(done.await({ signal: aborted }), CancellationError);
+  assert.equal(await done.await({ signal: aborted }), 1);
   await assert.rejects(done.join({ signal: aborted }), CancellationError);
+  const failed = new CompletableDeferred<number>();
+  failed.completeExceptionally(new RangeError("bad"));
+  await assert.rejects(failed.await({ signal: aborted }), RangeError);
+  await assert.rejects(
+    new CompletableDeferred<number>().await({ signal: aborted }),
+    CancellationError,
+  );
   // Not aborted: the value, and the listener is gone once it settles.
   const ctl = new AbortController();
   const later = new CompletableDeferred<number>();
