@@ -83,8 +83,12 @@ export class Bridge {
         reportError(e);
       }
     }
+    const busy: number[] = [];
     for (const op of [...this.#ops.values()]) {
-      if (this.#sym.kc_ring_abort(this.#ring, op.ticket) === Status.EBUSY) continue;
+      if (this.#sym.kc_ring_abort(this.#ring, op.ticket) === Status.EBUSY) {
+        busy.push(op.ticket);
+        continue;
+      }
       this.#ops.delete(op.ticket);
       try {
         op.withdrawn();
@@ -94,6 +98,12 @@ export class Bridge {
     }
     try {
       this.#drain();
+      // An abort that answered "busy" lost to a completion whose record may not be on the ring
+      // yet (its completer is between unlocking the channel and pushing it, a bounded window):
+      // wait for those records, or `#closed` would fail operations that took effect (a send
+      // delivered and also handed to onUndeliveredElement).
+      const deadline = performance.now() + 1000;
+      while (busy.some((t) => this.#ops.has(t)) && performance.now() < deadline) this.#drain();
     } catch (e) {
       reportError(e);
     }
