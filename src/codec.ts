@@ -499,11 +499,12 @@ function withKind(kind: number, body: Uint8Array): Uint8Array {
 export function decodeCause(bytes: Uint8Array): { ok: true; cause: unknown } | { ok: false } {
   try {
     if (bytes[0] === 1) return { ok: true, cause: unpack(bytes.subarray(1)) };
-    if (bytes[0] === 2) return { ok: true, cause: v8.deserialize(bytes.subarray(1)) };
+    // A copy: node:v8's typed arrays are views of the bytes they are read from (`deserialize`).
+    if (bytes[0] === 2) return { ok: true, cause: deserialize(bytes.subarray(1)) };
     if (bytes[0] === 3 && bytes.length >= 3) {
       const end = 3 + bytes[2];
       const name = new TextDecoder().decode(bytes.subarray(3, end));
-      const cause = v8.deserialize(bytes.subarray(end));
+      const cause = deserialize(bytes.subarray(end));
       if (cause instanceof Error) {
         const cls = ERROR_CLASSES[bytes[1] - 1];
         if (cls !== undefined) Object.setPrototypeOf(cause, cls.prototype);
@@ -523,7 +524,16 @@ function readStructured(slot: Slot, sym: Sym): unknown {
   if (ptrOf(slot) === 0 || (tag !== T_PACKED && tag !== T_STRUCTURED)) {
     return foreign(slot, sym, "structured");
   }
-  return tag === T_PACKED ? withBytes(slot, sym, unpack) : withBytes(slot, sym, v8.deserialize);
+  return tag === T_PACKED ? withBytes(slot, sym, unpack) : withBytes(slot, sym, deserialize);
+}
+
+/**
+ * `node:v8`'s `deserialize` of a copy of `bytes`: the typed arrays it makes (Node's
+ * DefaultDeserializer treats views as host objects) are views of the very buffer it reads, which
+ * here is native memory freed (or a pooled chunk recycled) right after, or a reused buffer.
+ */
+function deserialize(bytes: Uint8Array): unknown {
+  return v8.deserialize(bytes.slice());
 }
 
 /**
@@ -552,9 +562,15 @@ function serialise(value: unknown, codec: string): Uint8Array {
   }
 }
 
+/**
+ * What a round trip through native memory gives (`putStructured`, then `readStructured`), in
+ * JavaScript: `structuredClone` accepts what `node:v8` refuses (a SharedArrayBuffer, which a
+ * local channel then lost when it escaped) or copies otherwise (a Blob, which comes back `{}`).
+ */
 function structuredPass<T>(value: T, codec: string): T {
+  let n: number;
   try {
-    return structuredClone(value);
+    n = pack(value);
   } catch (e) {
     throw new CodecError(
       codec,
@@ -562,6 +578,9 @@ function structuredPass<T>(value: T, codec: string): T {
       { cause: e },
     );
   }
+  if (n >= 0) return unpack(packed().subarray(0, n)) as T;
+  // The serialised bytes are this call's own: the views node:v8 makes of them may stay.
+  return v8.deserialize(serialise(value, codec)) as T;
 }
 
 function checkNumber(value: unknown): number {
@@ -631,11 +650,17 @@ function checkBytes(value: unknown): Uint8Array {
  */
 function realLength(value: Uint8Array): number {
   try {
-    return bytesLength(value);
+    const n = bytesLength(value);
+    // A view of a detached (transferred) buffer, or one a resizable buffer shrank out of its
+    // range, reads 0 bytes: structured clone refuses it, and so does `pass` (a TypeError from
+    // `slice`), so the native path must not send it as an empty value.
+    if (n === 0) sliceOf.call(value);
+    return n;
   } catch {
     return -1;
   }
 }
+const sliceOf = Uint8Array.prototype.slice;
 
 const bytes: Codec<Uint8Array> = {
   name: "bytes",
@@ -746,9 +771,17 @@ const tagged: Codec<unknown> = {
         }
         if (value instanceof Uint8Array && value.constructor === Uint8Array) {
           const n = realLength(value);
+          if (n < 0) {
+            // Detached, out of bounds or not the engine's: structured clone refuses it
+            // (node:v8 would send it as empty).
+            throw new CodecError(
+              "default",
+              `Cannot send: the value cannot be structured-cloned, received ${describe(value)}`,
+            );
+          }
           if (n === 0) putInline(slot, T_EMPTY_BYTES);
-          else if (n > 0) putBuffer(slot, value, T_BYTES, sym, "default", n);
-          if (n >= 0) return;
+          else putBuffer(slot, value, T_BYTES, sym, "default", n);
+          return;
         }
         break;
     }
@@ -799,7 +832,16 @@ const tagged: Codec<unknown> = {
         return value;
       case "object":
         if (value === null) return value;
-        if (value instanceof Uint8Array && value.constructor === Uint8Array) return value.slice();
+        if (value instanceof Uint8Array && value.constructor === Uint8Array) {
+          // As `encode`: detached, out of bounds or not the engine's is refused.
+          if (realLength(value) < 0) {
+            throw new CodecError(
+              "default",
+              `Cannot send: the value cannot be structured-cloned, received ${describe(value)}`,
+            );
+          }
+          return sliceOf.call(value);
+        }
     }
     return structuredPass(value, "default");
   },
@@ -813,7 +855,9 @@ const tagged: Codec<unknown> = {
       case "bigint":
         return value >= I64_MIN && value <= I64_MAX;
       case "object":
-        return value === null || (value instanceof Uint8Array && value.constructor === Uint8Array);
+        return value === null ||
+          (value instanceof Uint8Array && value.constructor === Uint8Array &&
+            realLength(value) >= 0);
     }
     return false; // structured (or a function or symbol, which encoding rejects)
   },

@@ -1,0 +1,113 @@
+// Values through the codecs where local and shared channels once differed, or where a received
+// value shared memory it did not own (review 15).
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { Channel, CodecError, codecs } from "../mod.ts";
+
+Deno.test("typed arrays inside node:v8 values are the receiver's own: pool reuse and frees leave them intact", () => {
+  using ch = new Channel<unknown>(64);
+  ch.share(); // native from here on, as between isolates
+  const kept: Uint8Array[] = [];
+  for (let i = 0; i < 100; i++) {
+    // The hole sends the array through node:v8, whose deserialize makes views of what it reads:
+    // before, that was the pooled slice, freed at once and soon reused.
+    ch.trySend([new Uint8Array(64).fill(7), , 0]);
+    kept.push((ch.tryReceive() as { value: [Uint8Array] }).value[0]);
+  }
+  for (let i = 0; i < 20_000; i++) {
+    ch.trySend("y".repeat(100) + i); // other values recycle the pool's chunks
+    ch.tryReceive();
+  }
+  assert.equal(kept.filter((b) => !b.every((x) => x === 7)).length, 0);
+  // Past 16 KiB the native buffer is malloc'd and freed at once (4 MiB: unmapped, a fault).
+  ch.trySend([new Uint8Array(4 << 20).fill(9), , 0]);
+  const big = (ch.tryReceive() as { value: [Uint8Array] }).value[0];
+  assert.equal(big.reduce((a, b) => a + b, 0), 9 * (4 << 20));
+  // A Node Buffer (a subclass: node:v8) comes back with its bytes after more traffic.
+  ch.trySend(Buffer.from("hello world, a Buffer"));
+  const got = (ch.tryReceive() as { value: Uint8Array }).value;
+  for (let i = 0; i < 20_000; i++) {
+    ch.trySend("z".repeat(100) + i);
+    ch.tryReceive();
+  }
+  assert.equal(new TextDecoder().decode(got), "hello world, a Buffer");
+});
+
+Deno.test("close causes holding typed arrays do not share the buffer causes are read into", async () => {
+  using a = new Channel<number>(1);
+  using b = new Channel<number>(1);
+  const url = new URL("./fixtures/typed_cause_worker.ts", import.meta.url);
+  const worker = new Worker(url, { type: "module" });
+  try {
+    const closed = new Promise((resolve) => worker.onmessage = resolve);
+    worker.postMessage([a.share(), b.share()]);
+    await closed;
+  } finally {
+    worker.terminate();
+  }
+  const ra = a.tryReceive() as { state: string; cause: { data: Uint8Array } };
+  assert.equal(ra.state, "closed");
+  b.tryReceive(); // its cause is read into the same module buffer as a's was
+  assert.deepEqual([...ra.cause.data], [1, 1, 1, 1]);
+});
+
+Deno.test("a send that waits takes its copy when called, on shared channels as on local ones", async () => {
+  for (const shared of [false, true]) {
+    for (const capacity of [0, 1]) {
+      for (const sameTurn of [true, false]) {
+        using ch = new Channel<{ n: number; b: Uint8Array }>(capacity);
+        if (shared) ch.share();
+        if (capacity > 0) ch.trySend({ n: -1, b: new Uint8Array(1) }); // full
+        const v = { n: 1, b: new Uint8Array([1]) };
+        const sent = ch.send(v); // waits
+        v.n = 2; // changed after send() returned: not what was sent
+        v.b[0] = 2;
+        if (!sameTurn) await Promise.resolve().then(() => {}); // past a few microtasks
+        if (capacity > 0) await ch.receive();
+        const got = await ch.receive();
+        await sent;
+        assert.deepEqual(
+          [got.n, got.b[0]],
+          [1, 1],
+          `shared ${shared}, capacity ${capacity}, same turn ${sameTurn}`,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("a detached or out-of-bounds Uint8Array is a CodecError on local and shared channels", () => {
+  const detached = () => {
+    const b = new Uint8Array([1, 2, 3]);
+    b.buffer.transfer();
+    return b;
+  };
+  const outOfBounds = () => {
+    const ab = new ArrayBuffer(8, { maxByteLength: 8 });
+    const b = new Uint8Array(ab, 4, 4);
+    ab.resize(2);
+    return b;
+  };
+  for (const make of [detached, outOfBounds]) {
+    for (const codec of [codecs.default, codecs.bytes]) {
+      for (const shared of [false, true]) {
+        using ch = new Channel<unknown>(4, { codec: codec as never });
+        if (shared) ch.share();
+        // Before: sent as an empty value when shared, a raw TypeError when local.
+        assert.throws(() => ch.trySend(make()), CodecError, `${make.name} ${codec.name} ${shared}`);
+        assert.deepEqual(ch.tryReceive(), { state: "empty" });
+      }
+    }
+  }
+});
+
+Deno.test("a SharedArrayBuffer is refused by a local channel too, not lost when it escapes", () => {
+  using ch = new Channel<unknown>(4);
+  // Before, the local path (structuredClone) took it, and the escape to native memory (node:v8,
+  // which refuses it) dropped it with an uncaught error.
+  assert.throws(() => ch.trySend(new SharedArrayBuffer(8)), CodecError);
+  ch.trySend(1);
+  ch.share();
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 });
+  assert.deepEqual(ch.tryReceive(), { state: "empty" });
+});
