@@ -1427,7 +1427,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (r === OK) return RESOLVED;
     if (r.state === "closed") return Promise.reject(this.#sendError(this.#statusOfClosed()));
-    return this.#wait(SEND, value, signal);
+    // The copy is taken now, as a local send takes it: the waiter is encoded only when it
+    // queues natively (end of turn) or handed over later, and the caller may change its object
+    // meanwhile (primitives cannot change).
+    let v: T = value;
+    if (typeof value === "object" && value !== null) {
+      try {
+        v = this.#pass(value);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
+    return this.#wait(SEND, v, signal);
   }
 
   #statusOfClosed(): number {
