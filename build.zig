@@ -2,7 +2,8 @@
 //! safety checks on (Debug unless -Dtest-optimize says otherwise), and builds/runs the native
 //! bench executable (always ReleaseFast).
 //!
-//!   zig build                      -> zig-out/lib/libkcoro.so
+//!   zig build                      -> zig-out/lib/libkcoro.so, zig-out/include/kcoro.h
+//!   as a dependency                -> dep.module("kcoro") (Zig API), dep.artifact("kcoro") (C ABI)
 //!   zig build test                 -> unit tests (add -Dtarget=aarch64-linux-musl -fqemu for ARM64)
 //!   zig build bench -- [args]      -> native benchmarks
 const std = @import("std");
@@ -24,7 +25,19 @@ pub fn build(b: *std.Build) void {
     // LLVM for every build: Zig 0.15's self-hosted x86_64 backend (its default for Debug) does not
     // support naked functions with parameters, which is what the context switch is.
     const lib = b.addLibrary(.{ .linkage = .dynamic, .name = "kcoro", .root_module = lib_mod, .use_llvm = true });
+    // zig-out/include/kcoro.h, and the include path of whoever links the artifact as a
+    // dependency (`dep.artifact("kcoro")`).
+    lib.installHeader(b.path("include/kcoro.h"), "kcoro.h");
     b.installArtifact(lib);
+
+    // The Zig API for Zig programs that take kcoro as a dependency: `dep.module("kcoro")`. Their
+    // executables need the LLVM backend (`.use_llvm = true`), as the library and tests here do.
+    _ = b.addModule("kcoro", .{
+        .root_source_file = b.path("zig-src/kcoro.zig"),
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+    });
 
     // Unit tests, with assertions on.
     const test_mod = b.createModule(.{

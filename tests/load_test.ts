@@ -159,3 +159,22 @@ Deno.test("with --allow-run a checkout without a build builds from source", asyn
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a Zig package takes kcoro as a dependency: the Zig API module and the C ABI with its header", async () => {
+  // Before, build.zig exported no module (dep.module("kcoro") panicked) and installed no header.
+  const dir = await Deno.makeTempDir();
+  try {
+    const zig = Deno.env.get("KCORO_ZIG") ?? `${root}.toolchain/zig/bin/zig`;
+    const out = await new Deno.Command(zig, {
+      args: ["build", "run", "--cache-dir", `${dir}/cache`, "-p", `${dir}/out`],
+      cwd: `${root}tests/fixtures/zig_consumer`,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stderr); // std.debug.print writes to stderr
+    assert.equal(out.code, 0, text);
+    assert.match(text, /zig api: 3 yields, sum 14\nc api: sum 30\n/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
