@@ -151,7 +151,8 @@ int32_t kc_sched_drain(void);
 int32_t kc_sched_drain_for(uint64_t timeout_ns);
 /* Stops and joins the workers, frees every stack (KC_SHUTDOWN_*). A second call does nothing. */
 int32_t kc_sched_shutdown(uint32_t mode);
-/* Fills up to len of [workers, live coroutines, busy count, running 0/1]; returns count. */
+/* Fills up to len of [workers, live coroutines, busy count, running 0/1, stack size, the
+ * kc_sched_start flags it was started with]; returns count (all 0 when not running). */
 int32_t kc_sched_info(uint64_t *out, uint32_t len);
 /* Fills up to len of [runs, steals, parks, queue depth] of one worker; returns count. */
 int32_t kc_sched_stats(uint32_t worker, uint64_t *out, uint32_t len);

@@ -499,7 +499,8 @@ let current: Runtime | null = null;
 
 /**
  * Starts the native scheduler with `options`, or returns the running one. Passing options that
- * contradict the running scheduler (a different worker count) is a `RangeError`.
+ * contradict the running scheduler (a different worker count or stack size, or a different
+ * `fpControl` or `slabStacks` given explicitly) is a `RangeError`.
  */
 export function runtime(options: RuntimeOptions = {}): Runtime {
   if (typeof options !== "object" || options === null) {
@@ -525,14 +526,35 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
   const stack = checkStackSize("start runtime", stackSize);
   const lib = library();
   const sym = lib.symbols("start runtime");
-  const info = new BigUint64Array(4);
-  sym.kc_sched_info(info, 4);
+  const info = new BigUint64Array(6);
+  sym.kc_sched_info(info, 6);
   if (info[3] === 1n) {
     const running = Number(info[0]);
     if (workers !== 0 && workers !== running) {
       throw new RangeError(
         `Cannot start runtime: it is already running with ${running} workers, received workers: ${workers}`,
       );
+    }
+    // Before, only the worker count was compared: a caller asking for slab stacks (to hold a
+    // million coroutines) silently got the running scheduler's guarded ones.
+    const runningStack = Number(info[4]), runningFlags = Number(info[5]);
+    if (stack !== 0 && stack !== runningStack) {
+      throw new RangeError(
+        `Cannot start runtime: it is already running with ${runningStack}-byte stacks, received stackSize: ${stackSize}`,
+      );
+    }
+    for (
+      const [name, given, bit] of [
+        ["fpControl", options.fpControl, 1],
+        ["slabStacks", options.slabStacks, 2],
+      ] as const
+    ) {
+      const on = (runningFlags & bit) !== 0;
+      if (given !== undefined && given !== on) {
+        throw new RangeError(
+          `Cannot start runtime: it is already running with ${name} ${on}, received ${name}: ${given}`,
+        );
+      }
     }
     // A Runtime of a library closed since (closeLibrary while a Worker kept the scheduler
     // running) is replaced by one of the library open now.

@@ -12,6 +12,21 @@ Deno.test("runtime: spawn built-ins, drain, stats", async () => {
     () => runtime({ workers: 3 }),
     /already running with 2 workers, received workers: 3/,
   );
+  // The other options are compared too (before, they were ignored: slab stacks asked for were
+  // silently guarded ones); what matches, or was not given, returns the running one.
+  assert.throws(
+    () => runtime({ slabStacks: true }),
+    /already running with slabStacks false, received slabStacks: true/,
+  );
+  assert.throws(
+    () => runtime({ fpControl: true }),
+    /already running with fpControl false, received fpControl: true/,
+  );
+  assert.throws(
+    () => runtime({ stackSize: 1 << 20 }),
+    /already running with 65536-byte stacks, received stackSize: 1048576/,
+  );
+  assert.equal(runtime({ workers: 2, stackSize: 65536, slabStacks: false, fpControl: false }), rt);
 
   const sleepers = runtime().cells([5n, 0n]);
   for (let i = 0; i < 50; i++) rt.spawn("sleeper", sleepers);

@@ -607,14 +607,22 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 }
 
 /// int32_t kc_sched_info(uint64_t *out, uint32_t len): fills up to len of [workers, live
-/// coroutines, busy count, running (0/1)]; returns how many it wrote.
+/// coroutines, busy count, running (0/1), stack size, kc_sched_start's flags]; returns how many
+/// it wrote.
 export fn kc_sched_info(out: ?[*]u64, len: u32) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
-    var vals = [_]u64{ 0, 0, 0, 0 };
+    var vals = [_]u64{ 0, 0, 0, 0, 0, 0 };
     if (enter(.short)) |held| {
         defer held.leave();
         const s = held.s;
-        vals = .{ s.workerCount(), s.liveCount(), s.busyCount(), 1 };
+        const flags: kcoro.registry.Flags = .{
+            .fp_control = s.options.fp_control,
+            .slab_stack = s.options.stack_mode == .slab,
+        };
+        vals = .{
+            s.workerCount(),                s.liveCount(),             s.busyCount(), 1,
+            @intCast(s.options.stack_size), @as(u32, @bitCast(flags)),
+        };
     }
     const n = @min(len, vals.len);
     for (0..n) |i| o[i] = vals[i];
