@@ -416,11 +416,14 @@ struct kc_completion {
  * thread): nothing is delivered to a dead isolate. */
 int32_t kc_ring_create(uint32_t *out_ring);
 /* The handle dies at once; pending operations are withdrawn; a blocked kc_ring_wait returns.
- * Values received for it but not yet taken go back to their channels (or to the undelivered
- * hook when the channel cannot take them at once). */
+ * Values received for it but not yet taken go back to their channels, in front of the values
+ * sent after them (to the undelivered hook when the channel is full, cancelled, closed and
+ * drained, or a rendezvous with no receiver waiting). */
 int32_t kc_ring_destroy(uint32_t ring);
 /* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0). */
 int32_t kc_ring_wait(uint32_t ring, uint64_t timeout_ns);
+/* Makes the kc_ring_wait in progress return 0; with none in progress, the next one (an
+ * interrupt is remembered until a wait that finds no record consumes it). */
 int32_t kc_ring_interrupt(uint32_t ring);
 /* Moves up to max records, oldest first, into out; returns how many. */
 int32_t kc_ring_drain(uint32_t ring, struct kc_completion *out, uint32_t max);

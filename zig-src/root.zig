@@ -1597,7 +1597,8 @@ export fn kc_ring_wait(ring: u32, timeout_ns: u64) callconv(.c) i32 {
     return @intFromBool(RingRegistry.objectOf(e).wait(deadline));
 }
 
-/// int32_t kc_ring_interrupt(uint32_t ring): makes a blocked kc_ring_wait return 0.
+/// int32_t kc_ring_interrupt(uint32_t ring): makes the kc_ring_wait in progress return 0, or
+/// else the next one (remembered until a wait that finds no record consumes it).
 export fn kc_ring_interrupt(ring: u32) callconv(.c) i32 {
     const rr = rings();
     const e = rr.acquire(ring) catch |err| return fail(err);

@@ -42,8 +42,12 @@ pub const Ring = struct {
     /// Record slots promised: pending operations plus undrained records (records.capacity is
     /// at least this).
     reserved: usize = 0,
-    /// Bumped on every record (release, under the lock); the waiter futex-waits on it.
+    /// Bumped on every record (release, under the lock) and interrupt; the waiter futex-waits
+    /// on it.
     signal: std.atomic.Value(u32) = .init(0),
+    /// An `interrupt` no `wait` has consumed yet: one that came before the wait began (its
+    /// thread not yet inside it) still ends it, instead of being lost.
+    interrupted: std.atomic.Value(bool) = .init(false),
     /// Live tickets: slot i serves ticket `gen << 20 | (i + 1)`.
     slots: std.ArrayListUnmanaged(Slot) = .empty,
     free_slot: ?u32 = null,
@@ -205,26 +209,32 @@ pub const Ring = struct {
     /// isolate's one outstanding wait (a nonblocking FFI call runs it on a helper thread,
     /// never on a scheduler worker).
     pub fn wait(r: *Ring, deadline: ?u64) bool {
-        const start = r.signal.load(.acquire);
-        var seen = start;
         while (true) {
+            // The futex word before the looks: a record or interrupt that comes after them
+            // changes it, so the futex wait below does not sleep through it. Acquire: pairs
+            // with the release bumps of `push` and `interrupt`, so what they did before (a
+            // record appended, `interrupted` set) is seen by the looks.
+            const seen = r.signal.load(.acquire);
             r.mutex.lock();
             const ready = r.records.items.len > 0;
             r.mutex.unlock();
             if (ready) return true;
-            if (seen != start) return false; // interrupted
+            // Acquire: pairs with `interrupt`'s release store (no data rides on it).
+            if (r.interrupted.swap(false, .acquire)) return false;
             if (deadline) |d| {
                 const now = scheduler.monotonicNs();
                 if (now >= d) return false;
                 Futex.timedWait(&r.signal, seen, d - now) catch {};
             } else Futex.wait(&r.signal, seen);
-            seen = r.signal.load(.acquire); // pairs with `push` and `interrupt`
         }
     }
 
-    /// Makes a `wait` return (with no record).
+    /// Makes a `wait` return (with no record): the one in progress, else the next one.
     pub fn interrupt(r: *Ring) void {
-        _ = r.signal.fetchAdd(1, .release); // pairs with `wait`'s acquire
+        // Release, both: the flag before the bump, so a waiter that sees the bump sees the flag
+        // (the acquire load of `signal` in `wait`).
+        r.interrupted.store(true, .release);
+        _ = r.signal.fetchAdd(1, .release);
         Futex.wake(&r.signal, 1);
     }
 
@@ -762,6 +772,29 @@ test "a value given back goes in front of the values buffered after it, also on 
     conf.conflated = true;
     try Case.run(conf, 400, &.{9}, false, &.{9});
     try testing.expectEqual(@as(u64, 700), Hook.dropped);
+}
+
+test "an interrupt that comes before the wait is remembered: the wait returns at once, and consumes it" {
+    const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
+    defer ch.destroy(); // after the ring's deinit gave the value back
+    var ring = Ring.init(testing.allocator);
+    defer ring.deinit();
+    ring.interrupt(); // its waiter's thread is not inside `wait` yet
+    const t0 = scheduler.monotonicNs();
+    // Before, it was lost: the wait ran to its deadline (or for good without one).
+    try testing.expect(!ring.wait(t0 + 60 * std.time.ns_per_s));
+    try testing.expect(scheduler.monotonicNs() - t0 < 30 * std.time.ns_per_s);
+    try testing.expect(!ring.interrupted.load(.monotonic)); // consumed: the next wait waits
+    // A record that is there wins over an interrupt (which stays for the next wait).
+    ring.interrupt();
+    var out: u64 = 0;
+    _ = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+    var v: u64 = 5;
+    try ch.send(std.mem.asBytes(&v), null, true);
+    try testing.expect(ring.wait(null));
+    var rec: [2]Completion = undefined;
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try testing.expect(!ring.wait(null)); // the interrupt, kept
 }
 
 test "a submit that fails (closed channel) frees its operation once" {
