@@ -92,7 +92,8 @@ int32_t kc_lib_release_thread(void);
 int32_t kc_coro_create(kc_entry_fn entry, void *arg, uint32_t stack_size, uint32_t flags,
                        uint32_t *out_handle);
 /* Runs the coroutine until it yields, parks or finishes; returns the KC_STATE_* it is then in.
- * KC_EBUSY if it is running, parked (not yet unparked) or finished. */
+ * KC_EBUSY if it is running, parked (not yet unparked) or finished; KC_EINVAL for a scheduled
+ * coroutine's handle (kc_spawn's out_handle: the scheduler runs it). */
 int32_t kc_coro_resume(uint32_t handle);
 /* From inside a coroutine: back to the resumer (KC_ENOTCORO elsewhere). */
 int32_t kc_coro_yield(void);
@@ -107,7 +108,8 @@ int32_t kc_coro_state(uint32_t handle);
 /* Reads the coroutine's transfer word into *out. */
 int32_t kc_coro_transfer(uint32_t handle, uint64_t *out);
 /* Frees the coroutine and recycles its stack (KC_EBUSY while it runs). An unfinished coroutine
- * is abandoned without unwinding its stack. */
+ * is abandoned without unwinding its stack. KC_EINVAL for a scheduled coroutine's handle (it is
+ * freed when it finishes). */
 int32_t kc_coro_destroy(uint32_t handle);
 /* Handle of the coroutine running on this thread, 0 outside one (never fails). */
 uint32_t kc_coro_current(void);
@@ -145,9 +147,11 @@ int32_t kc_park_until(uint64_t deadline_ns);
  * KC_EINVAL inside a hand-driven coroutine. */
 int32_t kc_sleep_ns(uint64_t ns);
 /* Blocks until no coroutine is runnable, running or sleeping (parked ones do not count).
- * KC_EINVAL at once from one of the scheduler's coroutines (it would wait for itself). */
+ * KC_EINVAL at once from one of the scheduler's coroutines (it would wait for itself);
+ * KC_ESHUTDOWN when no scheduler runs. */
 int32_t kc_sched_drain(void);
-/* kc_sched_drain with a bound: KC_ETIME if still busy after timeout_ns; KC_EINVAL as drain. */
+/* kc_sched_drain with a bound: KC_ETIME if still busy after timeout_ns; KC_EINVAL and
+ * KC_ESHUTDOWN as drain. */
 int32_t kc_sched_drain_for(uint64_t timeout_ns);
 /* Stops and joins the workers, frees every stack (KC_SHUTDOWN_*). A second call does nothing. */
 int32_t kc_sched_shutdown(uint32_t mode);
@@ -196,9 +200,10 @@ struct kc_desc {
   void *ctx;
 };
 /* Creates a channel. capacity 0 = rendezvous (+ a drop policy = a 1-slot buffer). With
- * KC_CHAN_ZERO_COPY, elem_size is 0 or sizeof(struct kc_desc); KC_CHAN_CONFLATED makes it 1 slot
- * whatever capacity says. KC_EINVAL for a capacity above 2^31 (but KC_CHAN_UNLIMITED): no
- * power-of-two buffer holds it. */
+ * KC_CHAN_ZERO_COPY, elem_size is 0 or sizeof(struct kc_desc); otherwise 1 .. 1 MiB (KC_EINVAL).
+ * KC_CHAN_CONFLATED makes it 1 slot whatever capacity says, and drop-oldest whatever overflow
+ * says (KC_OVERFLOW_SUSPEND, 0, is the default, not a contradiction). KC_EINVAL for a capacity
+ * above 2^31 (but KC_CHAN_UNLIMITED): no power-of-two buffer holds it. */
 int32_t kc_chan_create(uint32_t elem_size, uint32_t capacity, uint32_t overflow, uint32_t flags,
                        uint32_t *out_handle);
 /* Sends *elem. deadline_ns 0 = none (kc_now_ns clock); token 0 = none. KC_EPIPE closed,
@@ -217,11 +222,11 @@ int32_t kc_chan_try_send(uint32_t handle, const void *elem, uint32_t size);
 int32_t kc_chan_try_recv(uint32_t handle, void *out, uint32_t size);
 /* Up to max try-receives in one call into consecutive size-byte elements of out: how many it
  * received (0: none could be); an error (KC_EPIPE, KC_ECANCELED, KC_EBADH, KC_EINVAL) only when it
- * received none. */
+ * received none. max 0 is KC_EINVAL. */
 int32_t kc_chan_try_recv_n(uint32_t h, void *out, uint32_t size, uint32_t max);
 /* Try-sends the n consecutive size-byte elements of elems in order until one would wait: how many
  * it sent (0: none could be); an error (KC_EPIPE, KC_ECANCELED, KC_EBADH, KC_EINVAL) only when it
- * sent none. */
+ * sent none. n 0 is KC_EINVAL. */
 int32_t kc_chan_try_send_n(uint32_t h, const void *elems, uint32_t size, uint32_t n);
 /* As kc_chan_try_send / kc_chan_try_recv, for a caller holding the handle word that
  * kc_chan_ready_flag gave for this handle: no handle-table lookup (about 5 ns less per call).
@@ -249,7 +254,8 @@ typedef void (*kc_undelivered_fn)(void *ctx, const void *elem);
 int32_t kc_chan_on_undelivered(uint32_t handle, kc_undelivered_fn hook, void *ctx);
 /* Closes: 1 the first time, 0 after. Buffered values stay receivable. */
 int32_t kc_chan_close(uint32_t handle);
-/* Closes, drops buffered values, fails every waiter with KC_ECANCELED. */
+/* Closes, drops buffered values, fails every waiter with KC_ECANCELED. Returns 0, also when it
+ * was closed or cancelled already (unlike kc_chan_close, it does not tell the first call). */
 int32_t kc_chan_cancel(uint32_t handle);
 /* kc_chan_close (flags 0) or kc_chan_cancel (KC_CHAN_CLOSE_CANCEL) that, when this call is the
  * one that closes the channel, keeps a copy of len bytes at cause (len 0: none) for every host of
@@ -375,7 +381,8 @@ int32_t kc_scope_cancel(uint32_t scope);
 /* Children not yet finished, those of the scopes below it (its descendants) included. */
 int32_t kc_scope_live(uint32_t scope);
 /* Until every child, and every child of a scope below it, has finished (0) or deadline_ns
- * (KC_ETIME; 0 = none). A coroutine parks, a thread blocks. */
+ * (KC_ETIME; 0 = none). A coroutine parks, a thread blocks. Called from a child of the scope (or
+ * of a scope below it), it waits for itself: it returns only at the deadline (never without). */
 int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns);
 /* From a plain thread: until the scope is cancelled (KC_EINTR, reported first) or every child
  * has finished (0), or deadline_ns (KC_ETIME; 0 = none). For owners outside the scheduler (a

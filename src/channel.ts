@@ -1157,7 +1157,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Sends `values` in order without waiting, stopping at the first that would wait: `ok` with
    * how many were sent (at least one; fewer than all when the buffer filled), `full` when none
    * could be, or `closed`. The same as calling `trySend` for each until one is not `ok`, but a
-   * shared channel takes them into native memory in one call instead of one each.
+   * shared channel takes them into native memory in one call instead of one each. `values` is
+   * an array of 1 to 65,536 values (else a RangeError).
    *
    * @example
    * ```ts
@@ -1264,7 +1265,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Receives up to `max` values without waiting, oldest first: `ok` with those there are now,
    * `empty`, or `closed` (closed and drained). The same as calling `tryReceive` until it is not
    * `ok`, but a shared channel's values come out of native memory in one call instead of one
-   * each.
+   * each. `max` is an integer from 1 to 65,536 (else a RangeError).
    *
    * @example
    * ```ts

@@ -40,12 +40,32 @@ export function describe(x: unknown): string {
   // A function's own toString may be anything (its whole source, or a throw): its kind only.
   if (typeof x === "function") return "a function";
   if (x === null || typeof x !== "object") return String(x);
+  let tag: string;
   try {
-    return Object.prototype.toString.call(x); // reads Symbol.toStringTag: a getter, a proxy
+    tag = Object.prototype.toString.call(x); // reads Symbol.toStringTag: a getter, a proxy
   } catch {
     return "an object that cannot be described (its tag threw)"; // keep the message we meant
   }
+  // Arrays and typed arrays say how long they are: "[object Array]" alone does not tell a
+  // caller which limit it crossed (a batch, a cell count).
+  try {
+    if (ArrayBuffer.isView(x) && !(x instanceof DataView)) {
+      return `${tag} of length ${typedLength.call(x)}`; // the engine's, not an own `length`
+    }
+    if (Array.isArray(x)) {
+      const n = (x as unknown[]).length; // a Proxy's trap may run: its answer, or nothing
+      if (typeof n === "number") return `${tag} of length ${n}`;
+    }
+  } catch {
+    // a detached buffer or a trap that threw: the tag alone
+  }
+  return tag;
 }
+
+const typedLength = Object.getOwnPropertyDescriptor(
+  Object.getPrototypeOf(Uint8Array.prototype),
+  "length",
+)!.get!;
 
 /** Throws "Cannot <op>: options must be an object" unless `options` is a non-null object. */
 export function checkOptions(op: string, options: unknown): void {

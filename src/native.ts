@@ -95,7 +95,11 @@ export class NativeCoroutine implements Disposable {
     const sym = lib.symbols("create coroutine");
     const fn = sym.kc_builtin_entry(builtinIds[entry]);
     const out = new Uint32Array(1);
-    unwrapSpawn(sym.kc_coro_create(fn, BigInt(arg), stackSize, flags, out), "create coroutine");
+    unwrapSpawn(
+      sym.kc_coro_create(fn, BigInt(arg), stackSize, flags, out),
+      "create coroutine",
+      true,
+    );
     return new NativeCoroutine(lib, out[0]);
   }
 

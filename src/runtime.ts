@@ -260,13 +260,18 @@ export function nativeEntry(
  * @internal `unwrap` for a call that makes a coroutine: out of memory there is most often out
  * of stacks, and the message says what to do about it.
  */
-export function unwrapSpawn(status: number, op: string): number {
+export function unwrapSpawn(status: number, op: string, handDriven = false): number {
   if (status === Status.ENOMEM) {
+    // The remedy differs: the scheduler's stacks are chosen when it starts, a hand-driven
+    // coroutine's by its own create.
+    const remedy = handDriven
+      ? "NativeCoroutine.create(entry, { slabStack: true }) takes one from a slab instead"
+      : "runtime({ slabStacks: true }) holds a million";
     throw new KcoroError(
       status,
       `Cannot ${op}: out of memory, handles or stacks (guarded stacks, two memory mappings ` +
         `each, stop at (vm.max_map_count - 16384) / 2 per process, about 24,500 here; ` +
-        `runtime({ slabStacks: true }) holds a million)`,
+        `${remedy})`,
     );
   }
   return unwrap(status, op);

@@ -309,6 +309,10 @@ bothModes("trySendMany: in order until the buffer is full; then full, then close
   for (const bad of [[], "12", null, new Array(65_537).fill(1)]) {
     assert.throws(() => ch.trySendMany(bad as number[]), RangeError);
   }
+  assert.throws(
+    () => ch.trySendMany(new Array(65_537).fill(1)),
+    /values must be an array of 1 to 65536 values, received \[object Array\] of length 65537/,
+  );
   // A Proxy whose length changes between reads: read once, checked once.
   for (const lie of [1.5, -1, 100_000]) {
     let reads = 0;

@@ -49,6 +49,11 @@ Deno.test("runtime: spawn built-ins, drain, stats", async () => {
 
 Deno.test("runtime: bad arguments are named errors that say what was received", () => {
   const rt = runtime();
+  // Lengths are named: "[object BigUint64Array]" alone did not say how many cells it had.
+  assert.throws(
+    () => rt.spawn("sleeper", new BigUint64Array(1)),
+    /needs a BigUint64Array of 2 cells, received \[object BigUint64Array\] of length 1/,
+  );
   assert.throws(() => rt.spawn("nope" as "sleeper", new BigUint64Array(2)), TypeError);
   assert.throws(() => rt.spawn("sleeper"), /needs a BigUint64Array of 2 cells, received undefined/);
   assert.throws(
