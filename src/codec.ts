@@ -653,14 +653,17 @@ function realLength(value: Uint8Array): number {
     const n = bytesLength(value);
     // A view of a detached (transferred) buffer, or one a resizable buffer shrank out of its
     // range, reads 0 bytes: structured clone refuses it, and so does `pass` (a TypeError from
-    // `slice`), so the native path must not send it as an empty value.
-    if (n === 0) sliceOf.call(value);
+    // `slice`), so the native path must not send it as an empty value. `at` validates the view
+    // the same way (TypeError) without `slice`'s species constructor, which would run a
+    // subclass's constructor (user code, which may throw for a valid empty value).
+    if (n === 0) atOf.call(value, 0);
     return n;
   } catch {
     return -1;
   }
 }
 const sliceOf = Uint8Array.prototype.slice;
+const atOf = Uint8Array.prototype.at;
 
 const bytes: Codec<Uint8Array> = {
   name: "bytes",

@@ -111,3 +111,31 @@ Deno.test("a SharedArrayBuffer is refused by a local channel too, not lost when 
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 });
   assert.deepEqual(ch.tryReceive(), { state: "empty" });
 });
+
+Deno.test("an empty Uint8Array subclass is sent by codecs.bytes without running its code", () => {
+  // The detached-view probe once used `slice`, which builds its result through the value's own
+  // constructor: a constructor that takes no number threw, and a valid empty value was refused.
+  class Packet extends Uint8Array {
+    constructor(src: { bytes: Uint8Array }) {
+      super(src.bytes.length);
+      this.set(src.bytes);
+    }
+  }
+  let constructed = 0;
+  class Counted extends Uint8Array {
+    constructor(n: number) {
+      constructed++;
+      super(n);
+    }
+  }
+  for (const shared of [false, true]) {
+    using ch = new Channel<Uint8Array>(4, { codec: codecs.bytes });
+    if (shared) ch.share();
+    assert.deepEqual(ch.trySend(new Packet({ bytes: new Uint8Array(0) })), { state: "ok" });
+    assert.equal(ch.tryReceive().state, "ok");
+    const v = new Counted(0);
+    constructed = 0;
+    ch.trySend(v);
+    assert.equal(constructed, 0, `shared ${shared}`);
+  }
+});
