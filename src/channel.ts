@@ -1176,8 +1176,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const n = Array.isArray(values) ? values.length : 0;
     if (!Number.isInteger(n) || n < 1 || n > MAX_BATCH) {
       throw new RangeError(
+        // The length as checked (a Proxy's could read differently a second time).
         `Cannot ${op}: values must be an array of 1 to ${MAX_BATCH} values, received ${
-          describe(values)
+          Array.isArray(values) ? `[object Array] of length ${n}` : describe(values)
         }`,
       );
     }
