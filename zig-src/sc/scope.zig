@@ -78,7 +78,14 @@ pub const Scope = struct {
         const s = try allocator.create(Scope);
         errdefer allocator.destroy(s);
         s.* = .{ .allocator = allocator, .sched = sched, .parent = parent };
-        const base = if (parent) |p| p.context else if (coroutine.current()) |co| co.context else ctx_mod.empty;
+        // The parent's context may be replaced (and the old one released) by its `setDeadline`
+        // on another thread: take our own reference under its lock, as `launch` does.
+        const base = if (parent) |p| blk: {
+            p.mutex.lock();
+            defer p.mutex.unlock();
+            break :blk p.context.retain();
+        } else (if (coroutine.current()) |co| co.context else ctx_mod.empty).retain();
+        defer base.release();
         const with_job = try base.with(allocator, ctx_mod.job, @intFromPtr(s));
         errdefer with_job.release();
         s.context = try with_job.with(allocator, ctx_mod.cancellation, @intFromPtr(&s.token));
@@ -709,4 +716,35 @@ test "a shutdown that cancels counts out children that never started, and their 
     try testing.expectEqual(@as(u32, 1), S.undone.load(.monotonic)); // its argument given back
     inner.release();
     scope.release(); // the last references: the testing allocator reports anything left
+}
+
+test "a child scope created while its parent's deadline changes reads a live context (it read the parent's unlocked, freed by the swap)" {
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    defer sched.shutdown(.cancel);
+    const base: u64 = 1_000_000_000_000_000_000;
+    const parent = try Scope.create(testing.allocator, &sched, null);
+    defer parent.release();
+    try parent.setDeadline(base + 1);
+    const S = struct {
+        var stop: std.atomic.Value(bool) = .init(false);
+        fn setter(p: *Scope) void {
+            var d: u64 = base;
+            while (!stop.load(.monotonic)) : (d -= 1) p.setDeadline(d) catch unreachable;
+        }
+    };
+    const t = try std.Thread.spawn(.{}, S.setter, .{parent});
+    var bad: u32 = 0;
+    // Bounded in count and time (qemu runs it ~10x slower): a freed context showed within 4 s.
+    const until = scheduler.monotonicNs() + 4 * std.time.ns_per_s;
+    for (0..200_000) |_| {
+        if (scheduler.monotonicNs() > until) break;
+        const child = try Scope.create(testing.allocator, &sched, parent);
+        const d = child.context.get(ctx_mod.deadline) orelse 0;
+        if (d > base + 1 or d < base - 1_000_000_000) bad += 1;
+        child.release();
+    }
+    S.stop.store(true, .monotonic);
+    t.join();
+    try testing.expectEqual(@as(u32, 0), bad);
 }
