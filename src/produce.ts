@@ -42,7 +42,7 @@ class ProducerChannel<T> extends Channel<T> {
   /** @internal Disposed by its consumer: the producer's end has nothing left to close. */
   _gone = false;
   /** @internal `{ signal: task.signal }` while the block runs: its sends end with the task. */
-  _bound: { signal: AbortSignal } | null = null;
+  _bound: { signal: AbortSignal; combined: WeakMap<AbortSignal, AbortSignal> } | null = null;
 
   override send(value: T, options?: WaitOptions): Promise<void> {
     const bound = this._bound;
@@ -53,7 +53,12 @@ class ProducerChannel<T> extends Channel<T> {
     const own = options.signal;
     if (own === undefined) return super.send(value, { ...options, signal: bound.signal });
     if (!(own instanceof AbortSignal)) return super.send(value, options);
-    return super.send(value, { ...options, signal: AbortSignal.any([bound.signal, own]) });
+    // One combined signal per caller signal, not one per send: a dependent signal made in a
+    // loop stays alive until the macrotask ends (V8 keeps WeakRef targets for the job), and a
+    // producer and its consumer passing values in microtasks never end it.
+    let both = bound.combined.get(own);
+    if (both === undefined) bound.combined.set(own, both = AbortSignal.any([bound.signal, own]));
+    return super.send(value, { ...options, signal: both });
   }
 
   override cancel(cause?: unknown): void {
@@ -115,7 +120,7 @@ export function produce<T>(
       if (!failed && !out._gone) out.close(signal.reason);
     };
     signal.addEventListener("abort", onAbort, { once: true });
-    out._bound = { signal };
+    out._bound = { signal, combined: new WeakMap() };
     try {
       await block(out, task);
     } catch (e) {
