@@ -115,7 +115,10 @@ export interface ChannelMetrics {
   receives: number;
   bytesSent: number;
   bytesReceived: number;
-  /** Failed operations by kind: full (try-send), closed, timeout, cancelled. */
+  /**
+   * Failed operations by kind: full (a try-send that found no room; a `send` that waits counts
+   * the try it makes first, a native blocking send none), closed, timeout, cancelled.
+   */
   failures: { full: number; closed: number; timeout: number; cancelled: number };
   /** Values dropped by a drop policy, cancel or destroy. */
   dropped: number;
