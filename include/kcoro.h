@@ -407,7 +407,8 @@ uint64_t kc_deadline(void);
 int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, void *ctx,
                        kc_done_fn on_done, uint32_t *out_handle);
 /* A producer: a child of `scope` running entry(arg), which sends to `chan`; when it returns the
- * channel is closed (cancelled if the scope was), then on_done(arg, 0 or KC_EINTR). */
+ * channel is closed, also when the scope was cancelled (what it sent stays receivable, as with
+ * Kotlin's produce), then on_done(arg, 0 or KC_EINTR). */
 int32_t kc_produce(uint32_t scope, uint32_t chan, kc_entry_fn entry, void *arg, kc_done_fn on_done);
 
 /* The bridge: completion rings for callers that cannot block (JavaScript). An operation that

@@ -1433,7 +1433,9 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
     a.producer.?(a.ctx);
     const ch = ChanRegistry.channelOf(a.mailbox);
     const cancelled = if (kcoro.scope.currentToken()) |t| t.isCancelled() else false;
-    _ = if (cancelled) ch.cancel() else ch.close();
+    // Closed either way, as Kotlin's ProducerCoroutine closes its channel with the cancellation:
+    // what it sent stays receivable (a cancel dropped it, unlike TypeScript's produce).
+    _ = ch.close();
     if (a.on_done) |f| f(a.ctx, if (cancelled) Status.interrupted.code() else 0);
 }
 
@@ -1483,7 +1485,7 @@ fn noHandler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
 
 /// int32_t kc_produce(uint32_t scope, uint32_t chan, kc_entry_fn entry, void *arg,
 ///                    kc_done_fn on_done): a child of `scope` running entry(arg), which sends to
-/// `chan`; when entry returns the channel is closed (cancelled if the scope was cancelled), then
+/// `chan`; when entry returns the channel is closed, also when the scope was cancelled, then
 /// on_done(arg, status) runs (0, or KC_EINTR).
 export fn kc_produce(scope: u32, chan_h: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void) callconv(.c) i32 {
     const e = entry orelse return Status.invalid.code();
@@ -2762,6 +2764,48 @@ test "C ABI: native scopes, actors and producers; cancellation reaches sleeps, w
     try testing.expectEqual(Status.bad_handle.code(), kc_scope_cancel(scope));
     try testing.expectEqual(@as(i32, 0), kc_cancelled()); // not in a scope
     for ([_]u32{ mailbox, idle_box, S.out_chan }) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+}
+
+test "C ABI: a producer whose scope is cancelled closes its channel: what it sent stays receivable (Kotlin)" {
+    const S = struct {
+        var out: u32 = 0;
+        var done: std.atomic.Value(i32) = .init(999);
+        fn producer(_: ?*anyopaque) callconv(.c) void {
+            var i: u64 = 1;
+            // Two fill the buffer; the third waits until the scope's cancellation ends it.
+            while (kc_chan_send(out, &i, 8, 0, 0, 0) == 0) i += 1;
+        }
+        fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
+            done.store(status, .release);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &S.out));
+    defer _ = kc_chan_destroy(S.out);
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, S.out, S.producer, null, S.onDone));
+    // Until the buffer is full (the producer then waits on its third send).
+    while (kc_now_ns() < deadline) {
+        var m: [1]u64 = undefined;
+        try testing.expectEqual(@as(i32, 1), kc_chan_snapshot(S.out, &m, 1));
+        if (m[0] >= 2) break;
+        std.Thread.yield() catch {};
+    }
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, deadline));
+    try testing.expectEqual(Status.interrupted.code(), S.done.load(.acquire));
+    // Before, the channel was cancelled: both values dropped, the receive KC_ECANCELED.
+    for (1..3) |i| {
+        var v: u64 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_recv(S.out, &v, 8, deadline, 0, 0));
+        try testing.expectEqual(@as(u64, i), v);
+    }
+    var v: u64 = 0;
+    try testing.expectEqual(Status.closed.code(), kc_chan_recv(S.out, &v, 8, deadline, 0, 0));
 }
 
 test "C ABI: a hand-driven coroutine's receive or select with a deadline is KC_EINVAL, not parked for good" {
