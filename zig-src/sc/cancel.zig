@@ -31,6 +31,9 @@ pub const Token = struct {
     /// Set for a child token: the parent it is registered on.
     parent: ?*Token = null,
     parent_link: Link = .{ .fire = fireChild },
+    /// While `cancel` walks down the tree of child tokens: the token it came from (whose lock it
+    /// holds, as it holds this one's). Written and read only with both locks held.
+    walk_up: ?*Token = null,
 
     /// A token with no parent.
     pub const init: Token = .{};
@@ -57,14 +60,38 @@ pub const Token = struct {
     /// Flips the token and fires every registered link; true the first time only.
     pub fn cancel(t: *Token) bool {
         t.mutex.lock();
-        defer t.mutex.unlock();
-        if (t.cancelled.load(.monotonic)) return false;
-        t.cancelled.store(true, .release); // pairs with `isCancelled`'s acquire
-        while (t.head) |l| {
-            t.remove(l);
-            l.fire(l);
+        if (t.cancelled.load(.monotonic)) {
+            t.mutex.unlock();
+            return false;
         }
-        return true;
+        t.cancelled.store(true, .release); // pairs with `isCancelled`'s acquire
+        // Child tokens are cancelled by walking down the tree, not by recursing: a chain of
+        // nested scopes thousands deep overflowed a coroutine's stack (Debug: ~300 levels on
+        // 64 KiB). The locks are taken as the recursion took them, parent then child, each held
+        // until everything below it is cancelled, so a child cannot unregister (and be freed)
+        // while the walk is at or below it.
+        t.walk_up = null;
+        var cur = t;
+        while (true) {
+            if (cur.head) |l| {
+                cur.remove(l);
+                if (l.fire == &fireChild) {
+                    const child: *Token = @fieldParentPtr("parent_link", l);
+                    child.mutex.lock();
+                    if (child.cancelled.load(.monotonic)) {
+                        child.mutex.unlock();
+                        continue;
+                    }
+                    child.cancelled.store(true, .release); // pairs with `isCancelled`'s acquire
+                    child.walk_up = cur;
+                    cur = child;
+                } else l.fire(l);
+                continue;
+            }
+            const up = cur.walk_up;
+            cur.mutex.unlock();
+            cur = up orelse return true;
+        }
     }
 
     /// Links `l` so that `cancel` fires it; false (and `l` stays unlinked) if the token is
@@ -98,6 +125,8 @@ pub const Token = struct {
         l.linked = false;
     }
 
+    /// A child token's link on its parent. `cancel` walks to the child itself; this runs only
+    /// if something else fires the link.
     fn fireChild(l: *Link) void {
         const child: *Token = @fieldParentPtr("parent_link", l);
         _ = child.cancel(); // parent's lock held: lock order is always parent, then child
@@ -159,4 +188,37 @@ test "a child is cancelled with its parent, and at once under a cancelled parent
     c2.deinit();
     try testing.expect(p2.cancel());
     try testing.expect(p2.head == null);
+}
+
+test "cancelling a chain of thousands of nested tokens from a coroutine's 64 KiB stack (it recursed)" {
+    const coroutine = @import("../coro/coroutine.zig");
+    const stack_mod = @import("../coro/stack.zig");
+    const n = 5000; // overflowed in ReleaseFast past ~4,000 levels, in Debug past ~300
+    const S = struct {
+        var tokens: [n]Token = undefined;
+        var waiter_fired: u32 = 0;
+        var waiter: Link = .{ .fire = fire };
+        fn fire(_: *Link) void {
+            waiter_fired += 1;
+        }
+        fn body(_: ?*anyopaque) callconv(.c) void {
+            _ = tokens[0].cancel();
+        }
+    };
+    S.tokens[0] = .init;
+    for (1..n) |i| S.tokens[i].initChild(&S.tokens[i - 1]);
+    try testing.expect(S.tokens[n - 1].register(&S.waiter)); // a waiter at the bottom
+    var pool = try stack_mod.Pool.init(testing.allocator, .{ .stack_size = 64 * 1024 });
+    defer pool.deinit();
+    const st = try pool.acquire();
+    defer pool.release(st);
+    const co = coroutine.Coroutine.create(st, S.body, null, .{});
+    _ = try co.@"resume"();
+    for (&S.tokens) |*t| try testing.expect(t.isCancelled());
+    try testing.expectEqual(@as(u32, 1), S.waiter_fired);
+    var i: usize = n;
+    while (i > 0) {
+        i -= 1;
+        S.tokens[i].deinit();
+    }
 }
