@@ -381,8 +381,8 @@ int32_t kc_scope_cancel(uint32_t scope);
 /* Children not yet finished, those of the scopes below it (its descendants) included. */
 int32_t kc_scope_live(uint32_t scope);
 /* Until every child, and every child of a scope below it, has finished (0) or deadline_ns
- * (KC_ETIME; 0 = none). A coroutine parks, a thread blocks. Called from a child of the scope (or
- * of a scope below it), it waits for itself: it returns only at the deadline (never without). */
+ * (KC_ETIME; 0 = none). A coroutine parks, a thread blocks. From a child of the scope (or of a
+ * scope below it), which would wait for itself: KC_EINVAL at once. */
 int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns);
 /* From a plain thread: until the scope is cancelled (KC_EINTR, reported first) or every child
  * has finished (0), or deadline_ns (KC_ETIME; 0 = none). For owners outside the scheduler (a

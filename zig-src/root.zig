@@ -1287,7 +1287,8 @@ export fn kc_scope_live(scope: u32) callconv(.c) i32 {
 
 /// int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns): waits until every child has
 /// finished (0) or the deadline passes (KC_ETIME; 0 = none). A coroutine parks; a thread blocks
-/// (from Deno, call it nonblocking). KC_ESHUTDOWN if the scheduler stops meanwhile.
+/// (from Deno, call it nonblocking). KC_ESHUTDOWN if the scheduler stops meanwhile; KC_EINVAL
+/// from a child of the scope or of a scope below it (it would wait for itself).
 export fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32 {
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
@@ -1295,6 +1296,11 @@ export fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32 {
     held.hold();
     defer held.drop();
     const sc = ScopeRegistry.objectOf(se);
+    // A child of the scope, or of a scope below it, would wait for itself (as kc_sched_drain
+    // from a coroutine would): refused at once. Its scope and every scope above it are alive
+    // (a child holds its scope, a scope its parent).
+    var mine = kcoro.scope.current();
+    while (mine) |m| : (mine = m.parent) if (m == sc) return Status.invalid.code();
     if (coroutine.current()) |co| if (co.owner != null) {
         // A scheduled coroutine: a shutdown that abandons the children abandons it too.
         sc.waitAll(if (deadline_ns == 0) null else deadline_ns) catch |err| return fail(err);
@@ -2806,6 +2812,40 @@ test "C ABI: a producer whose scope is cancelled closes its channel: what it sen
     }
     var v: u64 = 0;
     try testing.expectEqual(Status.closed.code(), kc_chan_recv(S.out, &v, 8, deadline, 0, 0));
+}
+
+test "C ABI: kc_scope_wait from a child of the scope, or of a scope below it, is KC_EINVAL at once" {
+    const S = struct {
+        var outer: u32 = 0;
+        var inner: u32 = 0;
+        var other: u32 = 0;
+        var rc_child: std.atomic.Value(i32) = .init(999);
+        var rc_grandchild: std.atomic.Value(i32) = .init(999);
+        var rc_other: std.atomic.Value(i32) = .init(999);
+        fn child(_: ?*anyopaque) callconv(.c) void {
+            // Before, it waited for itself: for good without a deadline.
+            rc_child.store(kc_scope_wait(outer, 0), .release);
+            rc_other.store(kc_scope_wait(other, 0), .release); // a scope it is not in: waits
+        }
+        fn grandchild(_: ?*anyopaque) callconv(.c) void {
+            rc_grandchild.store(kc_scope_wait(outer, 0), .release);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &S.outer));
+    defer _ = kc_scope_destroy(S.outer);
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(S.outer, &S.inner));
+    defer _ = kc_scope_destroy(S.inner);
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &S.other));
+    defer _ = kc_scope_destroy(S.other);
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(S.outer, S.child, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(S.inner, S.grandchild, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(S.outer, deadline));
+    try testing.expectEqual(Status.invalid.code(), S.rc_child.load(.acquire));
+    try testing.expectEqual(Status.invalid.code(), S.rc_grandchild.load(.acquire));
+    try testing.expectEqual(@as(i32, 0), S.rc_other.load(.acquire));
 }
 
 test "C ABI: a hand-driven coroutine's receive or select with a deadline is KC_EINVAL, not parked for good" {
