@@ -415,6 +415,12 @@ class Waiter implements RingOp {
   readonly ch: Channel<unknown>;
   /** The encoded value (sends) or the received one; made when the operation is queued. */
   slot: Slot | undefined = undefined;
+  /**
+   * A send's object value encoded into `slot` at the call (shared channels): the copy the
+   * receiver gets is taken then, once. Its tries and its queueing use the slot as it is, and a
+   * receiver of this isolate decodes it; `value` stays the caller's (for onUndeliveredElement).
+   */
+  encoded = false;
   readonly value: unknown;
   readonly resolve: (v: unknown) => void;
   readonly reject: (e: unknown) => void;
@@ -469,6 +475,7 @@ function releaseSlot(w: Waiter): void {
   if (w.slot === undefined) return;
   giveSlot(w.slot);
   w.slot = undefined;
+  w.encoded = false;
 }
 
 /**
@@ -1131,8 +1138,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.detach();
       let value: T;
       try {
-        // A queued sender's value was encoded; one still waiting here hands its own over.
-        value = queued ? this.#codec.decode(w.slot!, sym) : this.#codec.pass(w.value as T);
+        // A queued sender's value was encoded (or one encoded at its call); one still waiting
+        // here with a primitive hands it over.
+        value = queued || w.encoded
+          ? this.#codec.decode(w.slot!, sym)
+          : this.#codec.pass(w.value as T);
       } catch (e) {
         w.reject(e);
         return this.#takeFromSender(sym);
@@ -1432,18 +1442,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (r === OK) return RESOLVED;
     if (r.state === "closed") return Promise.reject(this.#sendError(this.#statusOfClosed()));
-    // The copy is taken now, as a local send takes it: the waiter is encoded only when it
-    // queues natively (end of turn) or handed over later, and the caller may change its object
-    // meanwhile (primitives cannot change).
-    let v: T = value;
+    // The copy is taken now, as a local send takes it: an object is encoded into native memory
+    // at once (the caller may change it before the end of the turn, when the wait would queue
+    // natively). A primitive cannot change: it is encoded only if it queues (a receiver of this
+    // isolate takes it as it is).
+    let slot: Slot | undefined;
     if (typeof value === "object" && value !== null) {
+      slot = takeSlot();
       try {
-        v = this.#pass(value);
+        this.#codec.encode(value, slot, this.#sym("send"));
       } catch (e) {
+        giveSlot(slot);
         return Promise.reject(e);
       }
     }
-    return this.#wait(SEND, v, signal);
+    return this.#wait(SEND, value, signal, slot);
   }
 
   #statusOfClosed(): number {
@@ -1490,7 +1503,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Waits (after the try failed): in JavaScript until the end of this turn, where a partner of
    * this isolate takes it over without an FFI call; then the bridge queues it natively.
    */
-  #wait(kind: number, value: unknown, signal: AbortSignal | undefined): Promise<never> {
+  #wait(
+    kind: number,
+    value: unknown,
+    signal: AbortSignal | undefined,
+    encoded?: Slot,
+  ): Promise<never> {
     let w!: Waiter;
     // new Promise, not Promise.withResolvers: 10 ns less, and this is every wait's cost.
     const promise = new Promise<never>((resolve, reject) => {
@@ -1502,6 +1520,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         reject,
       );
     });
+    if (encoded !== undefined) {
+      w.slot = encoded;
+      w.encoded = true;
+    }
     const s = this._shared;
     (kind === SEND ? s.senders : s.receivers).push(w);
     if (!this.#tracked && s.local) this.#track(); // once per channel
@@ -1529,6 +1551,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
             this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
           }
         } else if (w.state !== LOCAL) return;
+        else if (w.encoded && this.#lib.isOpen) {
+          // Never queued, but encoded at the call: its native copy is freed.
+          this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
+        }
         releaseSlot(w); // withdrawn (or never queued): nothing reads it any more
         w.detach();
         w.reject(signal.reason);
@@ -1633,7 +1659,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #slotFor(w: Waiter, sym: Sym): Slot | null {
     const slot = w.slot ??= takeSlot();
-    if (w.kind !== SEND) return slot;
+    if (w.kind !== SEND || w.encoded) return slot;
     try {
       this.#codec.encode(w.value as T, slot, sym);
       return slot;
@@ -1678,7 +1704,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       ? sym.kc_chan_try_send(this.#handle, slot.ptr, this.#size)
       : sym.kc_chan_try_recv(this.#handle, slot.ptr, this.#size);
     if (rc === Status.EAGAIN) {
-      if (w.kind === SEND) this.#codec.discard(slot, sym);
+      // Encoded at its call: kept for the next try (or its queueing).
+      if (w.kind === SEND && !w.encoded) this.#codec.discard(slot, sym);
       return false;
     }
     w.detach();

@@ -139,3 +139,17 @@ Deno.test("an empty Uint8Array subclass is sent by codecs.bytes without running 
     assert.equal(constructed, 0, `shared ${shared}`);
   }
 });
+
+Deno.test("a send waiting on a shared channel keeps the copy taken at the call when a cancel drops it", async () => {
+  const dropped: unknown[] = [];
+  using ch = new Channel<{ n: number }>(1, { onUndeliveredElement: (v) => dropped.push(v) });
+  ch.share();
+  ch.trySend({ n: 0 }); // full
+  const mine = { n: 1 };
+  const sent = ch.send(mine); // waits: its copy is in native memory already
+  mine.n = 2;
+  ch.cancel(); // queues it natively, then drops it with the buffered one
+  await assert.rejects(sent);
+  // Before, it was encoded when it queued (here, at the cancel): the caller's change went along.
+  assert.deepEqual(dropped.map((v) => (v as { n: number }).n).sort(), [0, 1]);
+});
