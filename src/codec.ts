@@ -551,6 +551,16 @@ function foreign(slot: Slot, sym: Sym, codec: string): never {
 }
 
 function serialise(value: unknown, codec: string): Uint8Array {
+  const platform = platformClass(value);
+  if (platform !== undefined) {
+    // node:v8 sees only own properties, and these keep their state elsewhere: the value would
+    // arrive as an empty object.
+    throw new CodecError(
+      codec,
+      `Cannot send: a ${platform} is a platform object that would arrive empty (send its ` +
+        `contents instead), received ${describe(value)}`,
+    );
+  }
   try {
     return v8.serialize(value);
   } catch (e) {
@@ -560,6 +570,38 @@ function serialise(value: unknown, codec: string): Uint8Array {
       { cause: e },
     );
   }
+}
+
+/** Deno's platform classes written in JavaScript, whose state node:v8 cannot see. */
+const PLATFORM_CLASSES = [
+  "Blob", // File too
+  "Headers",
+  "Request",
+  "Response",
+  "FormData",
+  "URL",
+  "URLSearchParams",
+  "ReadableStream",
+  "WritableStream",
+  "TransformStream",
+  "EventTarget", // AbortSignal, MessagePort, Worker, WebSocket, ...
+  "CryptoKey",
+].flatMap((name) => {
+  const cls = (globalThis as Record<string, unknown>)[name];
+  return typeof cls === "function" ? [[name, cls as new () => unknown] as const] : [];
+});
+
+/** The platform class `value` is an instance of (at the top level only), if any. */
+function platformClass(value: unknown): string | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  for (const [name, cls] of PLATFORM_CLASSES) {
+    try {
+      if (value instanceof cls) return name;
+    } catch {
+      return undefined; // a Proxy whose getPrototypeOf throws: node:v8 will say what it says
+    }
+  }
+  return undefined;
 }
 
 /**

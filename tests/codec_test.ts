@@ -153,3 +153,26 @@ Deno.test("a send waiting on a shared channel keeps the copy taken at the call w
   // Before, it was encoded when it queued (here, at the cancel): the caller's change went along.
   assert.deepEqual(dropped.map((v) => (v as { n: number }).n).sort(), [0, 1]);
 });
+
+Deno.test("a platform object (Blob, Headers, URL, AbortSignal) is a CodecError, not an empty object", () => {
+  for (const shared of [false, true]) {
+    using ch = new Channel<unknown>(4);
+    if (shared) ch.share();
+    // node:v8 sees only own properties: each arrived as {} before.
+    for (
+      const v of [
+        new Blob(["x"]),
+        new Headers({ a: "1" }),
+        new URL("https://x.test/"),
+        AbortSignal.abort(),
+      ]
+    ) {
+      assert.throws(
+        () => ch.trySend(v),
+        CodecError,
+        `${Object.prototype.toString.call(v)} ${shared}`,
+      );
+    }
+    assert.deepEqual(ch.tryReceive(), { state: "empty" });
+  }
+});
