@@ -1378,51 +1378,71 @@ test "timed waits woken early do not pile up in the timer heap; armed timers sur
     try timedWaitsPileUpCase(true);
 }
 
-fn timedWaitsPileUpCase(forever: bool) !void {
-    const rounds = 20_000;
-    const hour = 3600 * std.time.ns_per_s;
-    const S = struct {
-        var forever_: bool = false;
+/// Two coroutines taking turns `rounds` times on one worker: side 0 waits with a deadline its
+/// partner always beats (each wait leaves a disarmed timer entry behind), side 1 parks; side 0
+/// then runs `after`, if set.
+fn TimedPingPong(comptime rounds: usize) type {
+    return struct {
         var sched: *Scheduler = undefined;
+        var deadline: *const fn () u64 = undefined;
+        var after: ?*const fn () void = null;
         var turn: std.atomic.Value(u8) = .init(0);
         var refs: [2]Ref = undefined;
         var ready: std.atomic.Value(u8) = .init(0);
-        var slept: std.atomic.Value(bool) = .init(false);
+
         fn side(arg: ?*anyopaque) callconv(.c) void {
             const me: u8 = @intCast(@intFromPtr(arg));
             while (ready.load(.acquire) < 2) coroutine.yield() catch unreachable;
             for (0..rounds) |_| {
-                // Side 0 waits with an hour's deadline that its partner always beats.
                 while (turn.load(.acquire) != me) {
                     if (me == 0) {
-                        const deadline = if (forever_) std.math.maxInt(u64) else monotonicNs() + hour;
-                        _ = sched.parkUntil(deadline) catch unreachable;
+                        _ = sched.parkUntil(deadline()) catch unreachable;
                     } else coroutine.park() catch unreachable;
                 }
                 turn.store(1 - me, .release);
                 _ = sched.unpark(refs[1 - me]);
             }
+            if (me == 0) if (after) |f| f();
+        }
+
+        fn spawn(s: *Scheduler, deadline_fn: *const fn () u64, after_fn: ?*const fn () void) !void {
+            sched = s;
+            deadline = deadline_fn;
+            after = after_fn;
+            turn.store(0, .monotonic);
+            ready.store(0, .monotonic);
+            for (0..2) |k| {
+                refs[k] = try s.spawn(side, @ptrFromInt(k));
+                _ = ready.fetchAdd(1, .release);
+            }
+        }
+    };
+}
+
+fn timedWaitsPileUpCase(forever: bool) !void {
+    const P = TimedPingPong(20_000);
+    const S = struct {
+        var slept: std.atomic.Value(bool) = .init(false);
+        fn hour() u64 {
+            return monotonicNs() + 3600 * std.time.ns_per_s;
+        }
+        fn never() u64 {
+            return std.math.maxInt(u64);
         }
         fn sleeper(_: ?*anyopaque) callconv(.c) void {
-            sched.sleep(20 * std.time.ns_per_ms) catch unreachable;
+            P.sched.sleep(20 * std.time.ns_per_ms) catch unreachable;
             slept.store(true, .release);
         }
     };
-    S.forever_ = forever;
-    S.turn.store(0, .monotonic);
-    S.ready.store(0, .monotonic);
     S.slept.store(false, .monotonic);
     var s: Scheduler = undefined;
     try startForTest(&s, 1);
     defer s.shutdown(.cancel);
-    S.sched = &s;
+    P.sched = &s;
     // Armed throughout the prunes: must still fire. Not beside the "forever" waits: its entry
     // would be the heap's earliest for as long as they run.
     if (!forever) _ = try s.spawn(S.sleeper, null);
-    for (0..2) |k| {
-        S.refs[k] = try s.spawn(S.side, @ptrFromInt(k));
-        _ = S.ready.fetchAdd(1, .release);
-    }
+    try P.spawn(&s, if (forever) S.never else S.hour, null);
     try s.drainFor(test_timeout);
     try testing.expect(S.slept.load(.acquire) != forever);
     // Without pruning: one entry per early wake (20,000), each staying for an hour (for good).
@@ -1460,37 +1480,19 @@ test "entries of timed waits woken early are counted out as they expire, not onl
     // and leave the heap (every entry due by then goes in one pass). Before,
     // the count kept them, and past 64 ever disarmed the worker took its timer lock on every
     // pass to look at pruning.
-    const rounds = 30;
+    const P = TimedPingPong(30);
     const S = struct {
-        var sched: *Scheduler = undefined;
-        var turn: std.atomic.Value(u8) = .init(0);
-        var refs: [2]Ref = undefined;
-        var ready: std.atomic.Value(u8) = .init(0);
-        fn side(arg: ?*anyopaque) callconv(.c) void {
-            const me: u8 = @intCast(@intFromPtr(arg));
-            while (ready.load(.acquire) < 2) coroutine.yield() catch unreachable;
-            for (0..rounds) |_| {
-                while (turn.load(.acquire) != me) {
-                    if (me == 0) {
-                        _ = sched.parkUntil(monotonicNs() + 2 * std.time.ns_per_ms) catch unreachable;
-                    } else coroutine.park() catch unreachable;
-                }
-                turn.store(1 - me, .release);
-                _ = sched.unpark(refs[1 - me]);
-            }
-            if (me == 0) sched.sleep(5 * std.time.ns_per_ms) catch unreachable;
+        fn soon() u64 {
+            return monotonicNs() + 2 * std.time.ns_per_ms;
+        }
+        fn sleepPast() void {
+            P.sched.sleep(5 * std.time.ns_per_ms) catch unreachable;
         }
     };
-    S.turn.store(0, .monotonic);
-    S.ready.store(0, .monotonic);
     var s: Scheduler = undefined;
     try startForTest(&s, 1);
     defer s.shutdown(.cancel);
-    S.sched = &s;
-    for (0..2) |k| {
-        S.refs[k] = try s.spawn(S.side, @ptrFromInt(k));
-        _ = S.ready.fetchAdd(1, .release);
-    }
+    try P.spawn(&s, S.soon, S.sleepPast);
     try s.drainFor(test_timeout);
     try testing.expectEqual(@as(usize, 0), s.workers[0].timers.count());
     try testing.expectEqual(@as(u32, 0), s.workers[0].timers_disarmed.load(.monotonic));
