@@ -2752,13 +2752,7 @@ test "C ABI: native scopes, actors and producers; cancellation reaches sleeps, w
     try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope2));
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.out_chan));
     try testing.expectEqual(@as(i32, 0), kc_produce(scope2, S.out_chan, S.producer, null, null));
-    for (1..6) |i| {
-        var v: u64 = 0;
-        try testing.expectEqual(@as(i32, 0), kc_chan_recv(S.out_chan, &v, 8, deadline, 0, 0));
-        try testing.expectEqual(@as(u64, i), v);
-    }
-    var v: u64 = 0;
-    try testing.expectEqual(Status.closed.code(), kc_chan_recv(S.out_chan, &v, 8, deadline, 0, 0));
+    try expectReceivesThenClosed(S.out_chan, 5, deadline);
     // Child scopes are cancelled with their parent; destroy cancels and frees.
     var child: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_scope_create(scope2, &child));
@@ -2805,13 +2799,17 @@ test "C ABI: a producer whose scope is cancelled closes its channel: what it sen
     try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, deadline));
     try testing.expectEqual(Status.interrupted.code(), S.done.load(.acquire));
     // Before, the channel was cancelled: both values dropped, the receive KC_ECANCELED.
-    for (1..3) |i| {
-        var v: u64 = 0;
-        try testing.expectEqual(@as(i32, 0), kc_chan_recv(S.out, &v, 8, deadline, 0, 0));
+    try expectReceivesThenClosed(S.out, 2, deadline);
+}
+
+/// Tests: receiving from u64 channel `h` gives 1, 2, ..., `n`, then KC_EPIPE (closed).
+fn expectReceivesThenClosed(h: u32, n: u64, deadline: u64) !void {
+    var v: u64 = 0;
+    for (1..n + 1) |i| {
+        try testing.expectEqual(@as(i32, 0), kc_chan_recv(h, &v, 8, deadline, 0, 0));
         try testing.expectEqual(@as(u64, i), v);
     }
-    var v: u64 = 0;
-    try testing.expectEqual(Status.closed.code(), kc_chan_recv(S.out, &v, 8, deadline, 0, 0));
+    try testing.expectEqual(Status.closed.code(), kc_chan_recv(h, &v, 8, deadline, 0, 0));
 }
 
 test "C ABI: kc_scope_wait from a child of the scope, or of a scope below it, is KC_EINVAL at once" {
