@@ -707,6 +707,17 @@ function realLength(value: Uint8Array): number {
 const sliceOf = Uint8Array.prototype.slice;
 const atOf = Uint8Array.prototype.at;
 
+/**
+ * The default codec's answer to a Uint8Array that is detached, out of bounds or not the
+ * engine's: structured clone refuses it (node:v8 would send it as empty), on both paths.
+ */
+function refuseView(value: Uint8Array): never {
+  throw new CodecError(
+    "default",
+    `Cannot send: the value cannot be structured-cloned, received ${describe(value)}`,
+  );
+}
+
 const bytes: Codec<Uint8Array> = {
   name: "bytes",
   elemSize: 32,
@@ -816,14 +827,7 @@ const tagged: Codec<unknown> = {
         }
         if (value instanceof Uint8Array && value.constructor === Uint8Array) {
           const n = realLength(value);
-          if (n < 0) {
-            // Detached, out of bounds or not the engine's: structured clone refuses it
-            // (node:v8 would send it as empty).
-            throw new CodecError(
-              "default",
-              `Cannot send: the value cannot be structured-cloned, received ${describe(value)}`,
-            );
-          }
+          if (n < 0) refuseView(value);
           if (n === 0) putInline(slot, T_EMPTY_BYTES);
           else putBuffer(slot, value, T_BYTES, sym, "default", n);
           return;
@@ -879,12 +883,7 @@ const tagged: Codec<unknown> = {
         if (value === null) return value;
         if (value instanceof Uint8Array && value.constructor === Uint8Array) {
           // As `encode`: detached, out of bounds or not the engine's is refused.
-          if (realLength(value) < 0) {
-            throw new CodecError(
-              "default",
-              `Cannot send: the value cannot be structured-cloned, received ${describe(value)}`,
-            );
-          }
+          if (realLength(value) < 0) refuseView(value);
           return sliceOf.call(value);
         }
     }
