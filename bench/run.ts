@@ -740,3 +740,11 @@ console.log(
 );
 await save("wake", wakeFigures);
 console.log(`wrote bench/results/wake.json`);
+
+// --- the README's table -------------------------------------------------------------------
+const readme = await import("./table.ts");
+await Deno.writeTextFile(
+  `${root}bench/results/table.md`,
+  readme.markdown(readme.rows(await readme.load())),
+);
+console.log("wrote bench/results/table.md (the README's table of figures)");
