@@ -185,6 +185,18 @@ function slotAt(buf: Uint8Array, i: number, size: number): Slot {
   scratch.u8.set(buf.subarray(i * size, (i + 1) * size));
   return scratch;
 }
+/**
+ * `e`, a value of a `tryReceiveMany` batch failing to decode, with the batch's other values
+ * (taken out of the channel already) as its `received` property, oldest first, so that none is
+ * lost. A thrown value that cannot take a property hands them to nobody.
+ */
+function withReceived(e: unknown, values: unknown[]): unknown {
+  if (e !== null && (typeof e === "object" || typeof e === "function") && Object.isExtensible(e)) {
+    Object.defineProperty(e, "received", { value: values, configurable: true, writable: true });
+  }
+  return e;
+}
+
 /** The most values one `tryReceiveMany` takes. */
 const MAX_BATCH = 65_536;
 const scratchPtr = scratch.ptr;
@@ -1279,7 +1291,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Receives up to `max` values without waiting, oldest first: `ok` with those there are now,
    * `empty`, or `closed` (closed and drained). The same as calling `tryReceive` until it is not
    * `ok`, but a shared channel's values come out of native memory in one call instead of one
-   * each. `max` is an integer from 1 to 65,536 (else a RangeError).
+   * each. `max` is an integer from 1 to 65,536 (else a RangeError). A value that fails to decode
+   * (one sent with another codec into a channel C code made untyped) throws its error, as
+   * `tryReceive` does; the other values the call took, oldest first, are that error's
+   * `received` array, so none is lost.
    *
    * @example
    * ```ts
@@ -1312,7 +1327,23 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
           const f = new Float64Array(buf.buffer, 0, rc);
           for (let i = 0; i < rc; i++) values[i] = f[i] as T;
         } else {
-          for (let i = 0; i < rc; i++) values[i] = this.#codec.decode(slotAt(buf, i, size), sym);
+          let i = 0;
+          try {
+            for (; i < rc; i++) values[i] = this.#codec.decode(slotAt(buf, i, size), sym);
+          } catch (e) {
+            // Every value of the batch is out of the native channel already: the ones after
+            // the failing one (which its decoder freed) are decoded too, not lost or leaked.
+            values.length = i;
+            for (i++; i < rc; i++) {
+              try {
+                values.push(this.#codec.decode(slotAt(buf, i, size), sym));
+              } catch {
+                // Freed by its decoder; the first failure is the one thrown.
+              }
+            }
+            if (this.#dropping) this.#collect();
+            throw withReceived(e, values);
+          }
         }
         if (this.#dropping) this.#collect(); // see #poll
         return { state: "ok", values };
@@ -1325,7 +1356,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // One at a time: a local channel, a rendezvous, or waiters of this isolate in JavaScript.
     const values: T[] = [];
     while (values.length < max) {
-      const v = this.#poll(sym);
+      let v: unknown;
+      try {
+        v = this.#poll(sym);
+      } catch (e) {
+        throw withReceived(e, values); // the values taken before it stay the caller's
+      }
       if (v === EMPTY) break;
       if (v === CLOSED) {
         if (values.length === 0) return this.#closedResult();

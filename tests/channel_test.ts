@@ -821,6 +821,54 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
   sym.kc_chan_destroy(h);
 });
 
+Deno.test("tryReceiveMany: a value that fails to decode loses none of the batch's others", async () => {
+  // A channel C code made untyped, written under two codecs and read under one of them.
+  const sym = library().symbols("test");
+  const out = new Uint32Array(1);
+  assert.equal(sym.kc_chan_create(32, 4, 0, 2, /* KC_CHAN_ZERO_COPY */ out), 0);
+  const h = out[0];
+  const share = (codec: string) =>
+    ({
+      kind: "kcoro.channel",
+      version: 1,
+      handle: h,
+      elemSize: 32,
+      zeroCopy: true,
+      codec,
+      capacity: 4,
+    }) as never;
+  try {
+    using strings = Channel.from<unknown>(share("string"));
+    using other = Channel.from<unknown>(share("default"));
+    using reader = Channel.from<unknown>(share("string"));
+    // In one native call: the values after the foreign one were taken out with it.
+    strings.trySend("a");
+    other.trySend(1.5);
+    strings.trySend("c");
+    strings.trySend("d");
+    assert.throws(() => reader.tryReceiveMany(8), (e: unknown) => {
+      assert.ok(e instanceof CodecError);
+      assert.deepEqual(Reflect.get(e, "received"), ["a", "c", "d"]);
+      return true;
+    });
+    assert.deepEqual(reader.tryReceiveMany(8), { state: "empty" }); // taken (the foreign one freed)
+    // One at a time (a send waits in JavaScript): the values taken before it are kept too.
+    strings.trySend("e");
+    other.trySend(2.5);
+    strings.trySend("f");
+    strings.trySend("g");
+    const waiting = strings.send("h"); // full: waits in this isolate's JavaScript
+    assert.throws(() => reader.tryReceiveMany(8), (e: unknown) => {
+      assert.deepEqual(Reflect.get(e as object, "received"), ["e"]);
+      return true;
+    });
+    assert.deepEqual(reader.tryReceiveMany(8), { state: "ok", values: ["f", "g", "h"] });
+    await waiting;
+  } finally {
+    sym.kc_chan_destroy(h);
+  }
+});
+
 Deno.test("Workers: a shared channel carries values both ways between isolates", async () => {
   using toWorker = new Channel<unknown>(0);
   using fromWorker = new Channel<unknown>(4);
