@@ -1259,11 +1259,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     // One at a time: a local channel, a rendezvous, or waiters of this isolate in JavaScript.
     // Every value through the codec first: one it cannot carry fails the call, nothing sent.
-    const passed: unknown[] = new Array(n); // `n`, read once: not `values.map`
-    for (let i = 0; i < n; i++) passed[i] = this.#codec.pass(values[i]);
+    // Each element is read once (a getter or a Proxy could answer differently a second time):
+    // a local send takes the passed copy, a shared one (which encodes) the value as read.
+    const read: T[] = new Array(n); // `n`, read once: not `values.map`
+    const passed: unknown[] = new Array(n);
+    for (let i = 0; i < n; i++) passed[i] = this.#codec.pass(read[i] = values[i]);
     let sent = 0;
     for (; sent < n; sent++) {
-      const r = s.local ? this.#localSend(passed[sent]) : this.trySend(values[sent]);
+      const r = s.local ? this.#localSend(passed[sent]) : this.trySend(read[sent]);
       if (r.state === "ok") continue;
       if (sent > 0) break;
       return r;

@@ -346,6 +346,23 @@ bothModes(
 );
 
 bothModes(
+  "trySendMany: each value is read once, also one at a time (a receiver waiting here)",
+  async () => {
+    for (const capacity of [0, 4]) {
+      using ch = chan<number>(capacity, { codec: codecs.f64 });
+      const waiting = ch.receive(); // the batch goes one value at a time
+      // A getter whose second answer the codec cannot carry: it was checked by its first.
+      let reads = 0;
+      const values = [1, 2];
+      Object.defineProperty(values, 0, { get: () => reads++ === 0 ? 1 : "not a number" });
+      assert.deepEqual(ch.trySendMany(values), { state: "ok", sent: capacity === 0 ? 1 : 2 });
+      assert.equal(reads, 1, `capacity ${capacity}`);
+      assert.equal(await waiting, 1);
+    }
+  },
+);
+
+bothModes(
   "tryReceiveMany: what is there, oldest first, up to max; then empty, then closed",
   async () => {
     for (const codec of [codecs.f64, codecs.default, codecs.bytes] as Codec<unknown>[]) {
