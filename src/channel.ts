@@ -1197,13 +1197,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   trySendMany(values: readonly T[]): TrySendManyResult {
     const op = "send";
+    let array = false;
+    try {
+      array = Array.isArray(values);
+    } catch {
+      // A revoked Proxy (IsArray throws): no array, described as such below.
+    }
     // The length read once: a Proxy's could change between reads and pass the check.
-    const n = Array.isArray(values) ? values.length : 0;
+    const n = array ? values.length : 0;
     if (!Number.isInteger(n) || n < 1 || n > MAX_BATCH) {
       throw new RangeError(
         // The length as checked (a Proxy's could read differently a second time).
         `Cannot ${op}: values must be an array of 1 to ${MAX_BATCH} values, received ${
-          Array.isArray(values) ? `[object Array] of length ${n}` : describe(values)
+          array ? `[object Array] of length ${n}` : describe(values)
         }`,
       );
     }

@@ -313,6 +313,13 @@ bothModes("trySendMany: in order until the buffer is full; then full, then close
     () => ch.trySendMany(new Array(65_537).fill(1)),
     /values must be an array of 1 to 65536 values, received \[object Array\] of length 65537/,
   );
+  // A revoked Proxy of an array (IsArray throws a TypeError of V8's): still our RangeError.
+  const { proxy: revoked, revoke } = Proxy.revocable([1], {});
+  revoke();
+  assert.throws(() => ch.trySendMany(revoked), {
+    name: "RangeError",
+    message: /^Cannot send: values must be an array of 1 to 65536 values, received an object/,
+  });
   // A Proxy whose length changes between reads: read once, checked once.
   for (const lie of [1.5, -1, 100_000]) {
     let reads = 0;
