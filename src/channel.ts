@@ -862,6 +862,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#lib.symbols(op);
   }
 
+  /**
+   * The closed result of a native try-operation that failed with `rc` (KC_EPIPE or
+   * KC_ECANCELED). A cancel made by another isolate or native code is remembered, as `#poll`
+   * remembers it: a `send` then rejects with CancellationError, not ClosedSendError.
+   */
+  #closedBy(rc: number): { state: "closed"; cause?: unknown } {
+    if (rc === Status.ECANCELED) this._shared.cancelled = true;
+    return this.#closedResult();
+  }
+
   #closedResult(): { state: "closed"; cause?: unknown } {
     const s = this._shared;
     if (!s.hasCause) this.#lookCause(s);
@@ -978,7 +988,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     this.#codec.discard(scratch, sym);
     if (rc === Status.EAGAIN) return FULL;
-    if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedResult();
+    if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc);
     unwrap(rc, "send");
     return FULL;
   }
@@ -1259,7 +1269,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       this.#discardBatch(buf, 0, n, sym);
       if (rc === 0) return FULL;
-      if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedResult();
+      if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc);
       unwrap(rc, op);
       return FULL;
     }
@@ -1358,7 +1368,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         return { state: "ok", values };
       }
       if (rc === 0) return EMPTY;
-      if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedResult();
+      if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc);
       unwrap(rc, op);
       return EMPTY;
     }

@@ -526,6 +526,24 @@ Deno.test("closed or cancelled by native code (or another isolate), waiters of t
   }
 });
 
+Deno.test("cancelled by native code (or another isolate): a send after any try-operation that saw it rejects with CancellationError", async () => {
+  const sym = library().symbols("test");
+  const tries: [string, (ch: Channel<number>) => { state: string }][] = [
+    ["none", () => ({ state: "closed" })],
+    ["trySend", (ch) => ch.trySend(1)],
+    ["trySendMany", (ch) => ch.trySendMany([1, 2])],
+    ["tryReceiveMany", (ch) => ch.tryReceiveMany(4)],
+    ["tryReceive", (ch) => ch.tryReceive()],
+  ];
+  for (const [name, op] of tries) {
+    using ch = new Channel<number>(4, { codec: codecs.f64 });
+    assert.equal(sym.kc_chan_cancel(ch.share().handle), 0);
+    assert.equal(op(ch).state, "closed", name);
+    await assert.rejects(ch.send(1), CancellationError, `${name}, then send`);
+    await assert.rejects(ch.receive(), CancellationError, `${name}, then receive`);
+  }
+});
+
 bothModes("close settles waiting receivers; a sender already waiting still delivers", async () => {
   using ch = chan<string>();
   const r1 = ch.receive();
