@@ -983,8 +983,12 @@ pub const Channel = struct {
             },
             .closed => {
                 ch.metrics.fail_closed += 1;
+                // Read under the lock: once it is released, a guarded try-operation's channel
+                // (`tryGuarded`, no reference held) may be retired and re-initialised for the
+                // next handle, its `cancelled` cleared: Closed for a cancelled channel.
+                const err = ch.closedError();
                 ch.unlock();
-                return ch.closedError();
+                return err;
             },
             .would_block => return false,
         }
@@ -3743,4 +3747,55 @@ test "try-send on a full channel fails without the lock and is still counted; co
     const m = quiet.snapshot();
     try testing.expectEqual(@as(u64, 0), m.sends);
     try testing.expectEqual(@as(u64, 0), m.first_op_ns);
+}
+
+test "a guarded try-send on a cancelled channel never reports Closed, even when the memory is re-initialised right after" {
+    // Every incarnation of the channel below is only ever cancelled, never closed: a guarded
+    // try-send that finds it closed must fail with Cancelled (or Stale once the guard moved).
+    // `attempt` read `cancelled` after its unlock, when a retire and a `reinit` for the next
+    // channel may already have cleared it: Closed.
+    const senders = 6;
+    const incarnations = 2_000;
+    const S = struct {
+        var guard: std.atomic.Value(u32) = .init(0);
+        var stop: std.atomic.Value(bool) = .init(false);
+        var wrong: std.atomic.Value(u32) = .init(0);
+        var cancelled_seen: std.atomic.Value(u32) = .init(0);
+        fn sender(ch: *Channel) void {
+            var v: u64 = 7;
+            while (!stop.load(.acquire)) {
+                const expected = guard.load(.acquire);
+                if (expected == 0) continue;
+                ch.tryGuarded(.send, false, std.mem.asBytes(&v), 8, &guard, expected) catch |err| switch (err) {
+                    error.Closed => _ = wrong.fetchAdd(1, .monotonic),
+                    error.Cancelled => _ = cancelled_seen.fetchAdd(1, .monotonic),
+                    else => {},
+                };
+            }
+        }
+    };
+    S.stop.store(false, .monotonic);
+    const opts: Options = .{ .elem_size = 8, .capacity = 4 };
+    const ch = try Channel.create(testing.allocator, opts);
+    var threads: [senders]std.Thread = undefined;
+    for (&threads) |*t| t.* = try std.Thread.spawn(.{}, S.sender, .{ch});
+    var gen: u32 = 1;
+    S.guard.store(gen, .release);
+    for (0..incarnations) |_| {
+        _ = ch.cancel();
+        // Let the senders meet the cancelled channel a while (bounded; no synchronisation).
+        for (0..2_000) |_| std.atomic.spinLoopHint();
+        S.guard.store(0, .release); // the handle dies (as a registry's destroy does)
+        ch.retire();
+        try ch.reinit(testing.allocator, opts);
+        gen += 1;
+        S.guard.store(gen, .release);
+    }
+    S.stop.store(true, .release);
+    for (threads) |t| t.join();
+    _ = ch.cancel();
+    ch.retire();
+    ch.destroyRetired();
+    try testing.expect(S.cancelled_seen.load(.monotonic) > 0);
+    try testing.expectEqual(@as(u32, 0), S.wrong.load(.monotonic));
 }
