@@ -63,14 +63,22 @@ export class Library {
    * started threads stays mapped until the process ends.)
    */
   close(): void {
-    if (this.#lib === null) return;
+    // A close already in progress (a hook below, e.g. an onUndeliveredElement given a
+    // withdrawn send's value, called close again) finishes by itself: closing here would make
+    // the hooks still to run withdraw the other waits through a closed library.
+    if (this.#lib === null || this.#closing) return;
+    this.#closing = true;
     // While still open: what waits natively is withdrawn (or settled, if it completed first),
     // so that nothing is delivered after its operation was reported failed.
     const before = this.#beforeClose;
     this.#beforeClose = [];
-    runHooks(before);
+    try {
+      runHooks(before);
+    } finally {
+      this.#closing = false;
+    }
     const lib = this.#lib;
-    if (lib === null) return; // a hook closed it
+    if (lib === null) return;
     this.#lib = null;
     if (lib.symbols.kc_lib_release_thread() === 0) lib.symbols.kc_sched_shutdown(0);
     lib.close();
@@ -80,6 +88,7 @@ export class Library {
   }
 
   #onClose: (() => void)[] = [];
+  #closing = false;
   #beforeClose: (() => void)[] = [];
 
   /**
@@ -280,6 +289,8 @@ export function library(): Library {
 
 /** Closes the process-wide library, if open. Idempotent. */
 export function closeLibrary(): void {
-  shared?.close();
-  shared = null;
+  const lib = shared;
+  lib?.close();
+  // Unless a hook run by the close opened a new one (library()), which stays the shared one.
+  if (shared === lib) shared = null;
 }

@@ -9,6 +9,7 @@ import {
   openLibrary,
   statusName,
 } from "../mod.ts";
+import { evalScript } from "./support.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -38,6 +39,38 @@ Deno.test("close is idempotent and later calls get LibraryClosedError", () => {
   closeLibrary();
   closeLibrary();
   assert.ok(library().isOpen); // reopens on demand
+});
+
+Deno.test("closeLibrary() called again by a hook while the library closes: every wait still fails by name", async () => {
+  // The first withdrawn send's onUndeliveredElement closes the library again: the close in
+  // progress must still withdraw the other waits (before, they were withdrawn through the
+  // closed library: an uncaught LibraryClosedError ended the process).
+  const res = await evalScript(
+    `
+    import { Channel, closeLibrary, library } from "./mod.ts";
+    const dropped = [];
+    const ch = new Channel(0, { onUndeliveredElement: (v) => { dropped.push(v); closeLibrary(); } });
+    ch.share();
+    const sends = [1, 2, 3].map((v) => ch.send(v).then(() => "sent", (e) => e.name));
+    const other = new Channel(0);
+    other.share();
+    const recv = other.receive().then(() => "received", (e) => e.name);
+    await new Promise((r) => setTimeout(r, 0)); // past the turn: the waits queue natively
+    closeLibrary();
+    console.log(JSON.stringify({ settled: await Promise.all([...sends, recv]), dropped }));
+    const again = new Channel(1);
+    again.share();
+    again.trySend(7);
+    console.log(JSON.stringify(again.tryReceive()), library().isOpen);
+  `,
+    { timeoutMs: 60_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  const L = "LibraryClosedError";
+  assert.deepEqual(res.stdout.trim().split("\n"), [
+    JSON.stringify({ settled: [L, L, L, L], dropped: [1, 2, 3] }),
+    '{"state":"ok","value":7} true',
+  ]);
 });
 
 Deno.test("a missing options.path is a LibraryNotFoundError", () => {

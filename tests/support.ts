@@ -17,21 +17,26 @@ const root = new URL("../", import.meta.url).pathname;
  */
 export async function evalScript(
   code: string,
-  options: { v8Flags?: string[] } = {},
-): Promise<{ code: number; ms: number; stderr: string }> {
+  options: { v8Flags?: string[]; timeoutMs?: number } = {},
+): Promise<{ code: number; ms: number; stderr: string; stdout: string; signal: string | null }> {
   const t0 = performance.now();
   const flags = options.v8Flags ? [`--v8-flags=${options.v8Flags.join(",")}`] : [];
+  // Killed (SIGTERM) at the bound: a process that does not exit by itself fails the test
+  // instead of hanging it.
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["eval", "--quiet", ...flags, code],
     env: { NO_COLOR: "1" },
     cwd: root,
     stdout: "piped",
     stderr: "piped",
+    signal: AbortSignal.timeout(options.timeoutMs ?? 120_000),
   }).output();
   return {
     code: out.code,
     ms: performance.now() - t0,
     stderr: new TextDecoder().decode(out.stderr),
+    stdout: new TextDecoder().decode(out.stdout),
+    signal: out.signal,
   };
 }
 
