@@ -10,6 +10,9 @@ import { type Library, library } from "../ffi/load.ts";
 import { checkStackSize, describe, KcoroError, ShutdownError, Status, unwrap } from "./errors.ts";
 import { onResizable, typedBuffer, typedLength } from "./pack.ts";
 
+/** How long one native wait of `drain()` may block before it looks again. */
+const DRAIN_SLICE_NS = 100_000_000n;
+
 /** Options for {@linkcode runtime}. */
 export interface RuntimeOptions {
   /** Worker threads (default: one per CPU). */
@@ -445,7 +448,16 @@ export class Runtime {
    */
   async drain(): Promise<void> {
     const sym = this.#lib.symbols("drain runtime");
-    unwrap(await sym.kc_sched_drain(), "drain runtime");
+    // In slices, as a native scope's wait: a Worker terminated while it drains gives its
+    // helper thread back within a slice. A drain in one piece held one of Deno's blocking-pool
+    // threads until the whole process's scheduler drained (for good if it never did), one per
+    // terminated Worker.
+    let rc = await sym.kc_sched_drain_for(DRAIN_SLICE_NS);
+    while (rc === Status.ETIME && this.#lib.isOpen) {
+      rc = await sym.kc_sched_drain_for(DRAIN_SLICE_NS);
+    }
+    if (rc === Status.ETIME) throw new ShutdownError("drain runtime", "the library was closed");
+    unwrap(rc, "drain runtime");
     // Parked coroutines do not hold up a drain but may still write into their cells.
     const info = new BigUint64Array(4);
     sym.kc_sched_info(info, 4);

@@ -312,6 +312,36 @@ async function terminated(w: Worker, probe: SharedChannel): Promise<void> {
   }, "the terminated Worker's thread to end");
 }
 
+Deno.test("a Worker terminated while it drains the runtime gives its helper thread back", async () => {
+  // In a process of its own: it counts threads. A coroutine sleeps for a minute, so a drain
+  // that waited in one piece held one of Deno's blocking-pool threads for that long (for good
+  // with a coroutine that never ends), one more per terminated Worker.
+  const res = await evalScript(
+    `
+    import { runtime } from "./mod.ts";
+    const rt = runtime({ workers: 2 });
+    rt.spawn("sleeper", rt.cells([60_000n, 0n]));
+    const threads = () => [...Deno.readDirSync("/proc/self/task")].length;
+    const cycle = async () => {
+      const url = new URL("./tests/fixtures/drain_worker.ts", "file://" + Deno.cwd() + "/");
+      const w = new Worker(url, { type: "module" });
+      await new Promise((r) => w.onmessage = r);
+      w.terminate();
+    };
+    await cycle();
+    const base = threads();
+    for (let i = 0; i < 16; i++) await cycle();
+    // Idle blocking-pool threads end after 10 s.
+    const deadline = Date.now() + 20_000;
+    while (threads() > base + 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    if (threads() > base + 4) throw new Error(threads() + " threads after 16 Workers, " + base + " before");
+    Deno.exit(0); // not waiting for the sleeper
+  `,
+    { timeoutMs: 60_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a channel a terminated Worker shared lives on while the main isolate holds a copy", async () => {
   const { w, shared, probe } = await sharingWorker();
   const copy = Channel.from<number>(shared);
