@@ -214,7 +214,14 @@ interface PoolView {
   lastHold: ChunkHold | undefined;
 }
 
-const pools = new Map<Sym, PoolView | null>();
+/**
+ * Each library's pool, and each pool by its base. A library reopened (closeLibrary, then
+ * library()) is the same loaded library (it stays loaded once opened) with the same pool: one
+ * view of it, not one per `Library`. Before, the view of a closed library lived on with the
+ * chunk buffer it kept (`lastBuffer`), which stranded that chunk for good, once per close.
+ */
+const pools = new WeakMap<Sym, PoolView | null>();
+const poolsByBase = new Map<number, PoolView>();
 let lastSym: Sym | undefined, lastPool: PoolView | null = null;
 
 /** The pool of the library `sym` belongs to (null: it has none, every buffer is malloc'd). */
@@ -223,7 +230,7 @@ function poolOf(sym: Sym): PoolView | null {
   let pool = pools.get(sym);
   if (pool === undefined) {
     const out = new BigUint64Array(4);
-    pool = sym.kc_pool_info(out) !== 0 ? null : {
+    pool = sym.kc_pool_info(out) !== 0 ? null : poolsByBase.get(Number(out[0])) ?? {
       base: Number(out[0]),
       size: Number(out[1]),
       chunk: Number(out[2]),
@@ -236,6 +243,7 @@ function poolOf(sym: Sym): PoolView | null {
       lastHold: undefined,
     };
     pools.set(sym, pool);
+    if (pool !== null) poolsByBase.set(pool.base, pool);
   }
   lastSym = sym;
   return lastPool = pool;

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { Channel, CodecError, codecs } from "../mod.ts";
+import { evalScript } from "./support.ts";
 
 Deno.test("typed arrays inside node:v8 values are the receiver's own: pool reuse and frees leave them intact", () => {
   using ch = new Channel<unknown>(64);
@@ -175,4 +176,41 @@ Deno.test("a platform object (Blob, Headers, URL, AbortSignal) is a CodecError, 
     }
     assert.deepEqual(ch.tryReceive(), { state: "empty" });
   }
+});
+
+Deno.test("pooled views alive at closeLibrary() free their chunks once collected, library after library", async () => {
+  // In a process of its own: it closes the library. Each close used to strand a chunk (128
+  // KiB) for good: the closed library's view of the pool lived on, keeping its last chunk.
+  const res = await evalScript(
+    `
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    const inUse = () => {
+      const out = new BigUint64Array(4);
+      library().symbols("test").kc_pool_info(out);
+      return Number(out[3]);
+    };
+    const collect = async () => {
+      for (let i = 0; i < 3; i++) {
+        globalThis.gc();
+        await new Promise((r) => setTimeout(r, 0)); // the finalisers run
+      }
+    };
+    const before = inUse();
+    let kept = [];
+    for (let cycle = 0; cycle < 20; cycle++) {
+      using ch = new Channel(64, { codec: codecs.bytes });
+      ch.share();
+      for (let i = 0; i < 64; i++) ch.trySend(new Uint8Array(8000).fill(i));
+      kept = ch.tryReceiveMany(64).values; // views alive at the close
+      closeLibrary();
+      kept = [];
+      await collect();
+    }
+    await collect();
+    // One chunk an isolate keeps until another chunk's value comes.
+    if (inUse() > before + 1) throw new Error(inUse() + " chunks in use, " + before + " before");
+  `,
+    { v8Flags: ["--expose-gc"], timeoutMs: 60_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
 });
