@@ -49,6 +49,16 @@ export class Library {
     return this.#lib !== null;
   }
 
+  /**
+   * @internal The raw symbols, also once closed, only to give back what an isolate held (a
+   * channel hold): the library stays loaded once opened (`kc_lib_retain_thread` pins it, since
+   * its key destructor is its code), so the native state outlives a close, and so would a
+   * hold nobody gave back.
+   */
+  get _symbolsToRelease(): Deno.DynamicLibrary<Symbols>["symbols"] {
+    return this.#symbols;
+  }
+
   /** The raw symbols; throws `LibraryClosedError` (naming `op`) once closed. */
   symbols(op: string): Deno.DynamicLibrary<Symbols>["symbols"] {
     if (this.#lib === null) throw new LibraryClosedError(op);

@@ -2076,6 +2076,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (!this.#lib.isOpen) {
       this.#disposed = true;
       this.#giveAway();
+      if (!this.#owner && this.#held) {
+        // A copy's hold, given back as `copyHolds` would (see there).
+        copyHolds.unregister(this);
+        this.#held = false;
+        this.#lib._symbolsToRelease.kc_chan_unhold(this.#handle);
+      }
       return;
     }
     if (!this.#owner) {
@@ -2160,9 +2166,10 @@ const copyHolds = new FinalizationRegistry<{ lib: Library; handle: number; s: Sh
   ({ lib, handle, s }) => {
     // Its share of this isolate's entry for the channel, as dispose gives it back.
     if (--s.refs === 0 && shared.get(handle) === s) shared.delete(handle);
-    if (!lib.isOpen) return; // its memory went with the library
     try {
-      lib.symbols("release garbage channel copy").kc_chan_unhold(handle);
+      // Also once the library was closed: it stays loaded, and the channel with it, which a
+      // hold never given back kept for good (values and all) after its other holders left.
+      lib._symbolsToRelease.kc_chan_unhold(handle);
     } catch (e) {
       reportError(e); // a finalizer must not throw; nothing here should
     }

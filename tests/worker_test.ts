@@ -400,6 +400,45 @@ Deno.test("a garbage-collected copy gives its hold back: the last one ends the c
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a copy collected or disposed after closeLibrary() still gives its hold back: the channel ends", async () => {
+  // In a process of its own: it closes the library. The library stays loaded, and the
+  // channel with it: a hold not given back kept it (and its value) for good.
+  const res = await evalScript(
+    `
+    import { Channel, closeLibrary, InvalidHandleError, library } from "./mod.ts";
+    const url = new URL("./tests/fixtures/share_worker.ts", "file://" + Deno.cwd() + "/");
+    const ended = (sh) => {
+      try {
+        Channel.from(sh)[Symbol.dispose]();
+        return false;
+      } catch (e) {
+        if (e instanceof InvalidHandleError) return true;
+        throw e;
+      }
+    };
+    for (const how of ["collected", "disposed"]) {
+      const w = new Worker(url, { type: "module" });
+      const m = await new Promise((r) => w.onmessage = (e) => r(e.data));
+      let copy = Channel.from(m.ch);
+      w.terminate();
+      const deadline = Date.now() + 10_000; // the Worker's thread ends: its probe goes
+      while (!ended(m.probe) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      closeLibrary();
+      if (how === "disposed") copy[Symbol.dispose]();
+      copy = null;
+      for (let i = 0; i < 3; i++) {
+        globalThis.gc();
+        await new Promise((r) => setTimeout(r, 0)); // the finalisers run
+      }
+      library();
+      if (!ended(m.ch)) throw new Error("the channel lives on after its last holder (" + how + ")");
+    }
+  `,
+    { v8Flags: ["--expose-gc"], timeoutMs: 60_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a channel whose handle went to native code is never ended by its holders leaving", async () => {
   const { w, shared, probe } = await sharingWorker();
   const copy = Channel.from<number>(shared);
