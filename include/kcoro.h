@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 12
+#define KC_ABI_VERSION 13
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -444,6 +444,10 @@ int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size);
  * completed: take it). A take or abort of a ticket that another thread's take or abort is
  * handling at that moment (or has handled) is KC_EBADH: one call wins. */
 int32_t kc_ring_abort(uint32_t ring, uint32_t ticket);
+/* kc_ring_abort for a host that completes the operation itself (hands the value over between
+ * two of its own waiters and counts that as a hand-off): the same outcomes, but the channel's
+ * metrics count no cancelled failure for it. */
+int32_t kc_ring_withdraw(uint32_t ring, uint32_t ticket);
 /* The other way to wake an isolate than a blocked kc_ring_wait: a thread of the library's own
  * calls notify() whenever records arrived since its last call (spuriously too: at start, after
  * an interrupt); the host drains the ring there. The thread ends once the ring is destroyed and

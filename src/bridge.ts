@@ -227,10 +227,16 @@ export class Bridge {
 
   /**
    * Withdraws a queued operation: 0 withdrawn (no record will come), or KC_EBUSY when it
-   * completed already (its record settles it).
+   * completed already (its record settles it). A `handOff` (this isolate completes it itself,
+   * handing a value between two of its own waiters, counted as a hand-off) is not counted as a
+   * cancelled failure in the channel's metrics (`kc_ring_withdraw`).
    */
-  abort(op: RingOp): number {
-    const rc = this.#lib.isOpen ? this.#sym.kc_ring_abort(this.#ring, op.ticket) : 0;
+  abort(op: RingOp, handOff = false): number {
+    const rc = !this.#lib.isOpen
+      ? 0
+      : handOff
+      ? this.#sym.kc_ring_withdraw(this.#ring, op.ticket)
+      : this.#sym.kc_ring_abort(this.#ring, op.ticket);
     if (rc === Status.EBUSY) return rc;
     this.#ops.delete(op.ticket);
     if (this.#ops.size === 0 && this.#waiting) {

@@ -1123,7 +1123,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         passed = this.#codec.pass(value);
         have = true;
       }
-      if (r.state === QUEUED && this.#bridge.abort(r) !== 0) {
+      if (r.state === QUEUED && this.#bridge.abort(r, true) !== 0) {
         r.state = COMPLETING; // completed first: its record settles it
         continue;
       }
@@ -1153,7 +1153,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     for (let w: Waiter | null = s.senders.first; w !== null; w = w.next) {
       if (w.state === COMPLETING) continue;
       const queued = w.state === QUEUED;
-      if (queued && this.#bridge.abort(w) !== 0) {
+      if (queued && this.#bridge.abort(w, true) !== 0) {
         w.state = COMPLETING;
         continue;
       }

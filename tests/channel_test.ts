@@ -1789,3 +1789,37 @@ Deno.test("a local channel's metrics carry operation times in the kc_now_ns cloc
   assert.ok(m.firstOpNs > before - 50e6 && m.firstOpNs <= after, `${before} ${m.firstOpNs}`);
   assert.ok(m.lastOpNs >= m.firstOpNs && m.lastOpNs <= after);
 });
+
+Deno.test("a wait queued natively and completed by this isolate's own partner counts no cancelled failure; an abort still does", async () => {
+  for (const side of ["receive", "send"] as const) {
+    using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
+    ch.share();
+    const bridge = Bridge.of(library());
+    const before = bridge.pending;
+    // The waiting side is queued natively at the end of its turn; the partner, in a later turn,
+    // takes it back (withdrawn) and completes it in JavaScript: a hand-off, not a cancel.
+    const waiting = side === "receive" ? ch.receive() : ch.send(7);
+    await until(() => bridge.pending > before, `the ${side} to be queued natively`);
+    if (side === "receive") {
+      assert.deepEqual(ch.trySend(7), { state: "ok" });
+      assert.equal(await waiting, 7);
+    } else {
+      assert.deepEqual(ch.tryReceive(), { state: "ok", value: 7 });
+      await waiting;
+    }
+    let m = ch.metrics();
+    assert.equal(m.failures.cancelled, 0, `${side}: a hand-off counted as a cancel`);
+    assert.equal(m.sends, 1);
+    assert.equal(m.receives, 1);
+    // An abort of a wait queued natively is a cancelled failure.
+    const ac = new AbortController();
+    const aborted = side === "receive"
+      ? ch.receive({ signal: ac.signal })
+      : ch.send(8, { signal: ac.signal });
+    await until(() => bridge.pending > before, `the second ${side} to be queued natively`);
+    ac.abort();
+    await assert.rejects(aborted);
+    m = ch.metrics();
+    assert.equal(m.failures.cancelled, 1, `${side}: the abort`);
+  }
+});

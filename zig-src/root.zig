@@ -1643,7 +1643,19 @@ export fn kc_ring_abort(ring: u32, ticket: u32) callconv(.c) i32 {
     const rr = rings();
     const e = rr.acquire(ring) catch |err| return fail(err);
     defer rr.release(e);
-    RingRegistry.objectOf(e).abort(ticket) catch |err| return fail(err);
+    RingRegistry.objectOf(e).abort(ticket, true) catch |err| return fail(err);
+    return 0;
+}
+
+/// int32_t kc_ring_withdraw(uint32_t ring, uint32_t ticket): kc_ring_abort for a host that
+/// completes the operation itself (a value handed over between two of its own waiters, counted
+/// by the host as a hand-off): the same outcomes, but the channel does not count a cancelled
+/// failure.
+export fn kc_ring_withdraw(ring: u32, ticket: u32) callconv(.c) i32 {
+    const rr = rings();
+    const e = rr.acquire(ring) catch |err| return fail(err);
+    defer rr.release(e);
+    RingRegistry.objectOf(e).abort(ticket, false) catch |err| return fail(err);
     return 0;
 }
 
@@ -2216,7 +2228,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",           "kc_chan_try_recv_n",
         "kc_chan_try_send_n",    "kc_chan_info",             "kc_pool_info",             "kc_pool_release",
         "kc_pool_views",         "kc_desc_free",             "kc_chan_free_undelivered", "kc_chan_close_cause",
-        "kc_chan_cause",
+        "kc_chan_cause",         "kc_ring_abort",            "kc_ring_withdraw",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";

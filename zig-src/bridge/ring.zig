@@ -75,7 +75,7 @@ pub const Ring = struct {
     pub fn deinit(r: *Ring) void {
         for (r.slots.items) |slot| {
             const p = slot.p orelse continue;
-            if (!p.withdraw()) {
+            if (!p.withdraw(true)) {
                 // Completed: its record is on the ring (or was drained already: its isolate may
                 // have stopped before `take`), or about to be (its completer is between
                 // unlocking the channel and `record`). Wait for that, bounded by that window.
@@ -420,10 +420,12 @@ pub const Ring = struct {
     }
 
     /// Withdraws a pending `ticket`: freed, no record will come (true); or false (error.Busy)
-    /// when it completed already: its record is or will be on the ring.
-    pub fn abort(r: *Ring, ticket: u32) error{ BadHandle, Busy }!void {
+    /// when it completed already: its record is or will be on the ring. `counted`: a
+    /// withdrawn operation counts as a cancelled failure in its channel's metrics (see
+    /// `Channel.withdraw`).
+    pub fn abort(r: *Ring, ticket: u32, counted: bool) error{ BadHandle, Busy }!void {
         const p = r.claim(ticket, false) catch return error.BadHandle;
-        if (!p.withdraw()) {
+        if (!p.withdraw(counted)) {
             r.unclaim(p);
             return error.Busy;
         }
@@ -512,9 +514,9 @@ pub const Pending = struct {
         s.pending.record(result, index);
     }
 
-    fn withdraw(p: *Pending) bool {
+    fn withdraw(p: *Pending, counted: bool) bool {
         return switch (p.body) {
-            .op => |*o| o.ch.withdraw(&o.op),
+            .op => |*o| o.ch.withdraw(&o.op, counted),
             .select => |s| s.sel.withdraw(),
         };
     }
@@ -624,8 +626,8 @@ test "JS-style waiters: completions from native coroutines land on the ring, bat
     // An aborted wait is withdrawn: no record; a sender then finds nobody.
     var out: u64 = 0;
     const t1 = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
-    try ring.abort(t1);
-    try testing.expectError(error.BadHandle, ring.abort(t1));
+    try ring.abort(t1, true);
+    try testing.expectError(error.BadHandle, ring.abort(t1, true));
     var v: u64 = 9;
     try testing.expectError(error.WouldBlock, ch.send(std.mem.asBytes(&v), null, true));
     // A pending send completes with the receiver's take; close reports KC_EPIPE to a receive.
@@ -639,7 +641,7 @@ test "JS-style waiters: completions from native coroutines land on the ring, bat
     try testing.expectEqual(@as(usize, 2), ring.drain(&two));
     try testing.expectEqual(Completion{ .ticket = t2, .status = 0 }, two[0]);
     try testing.expectEqual(Completion{ .ticket = t3, .status = status_mod.Status.closed.code() }, two[1]);
-    try testing.expectError(error.Busy, ring.abort(t2)); // completed: take it instead
+    try testing.expectError(error.Busy, ring.abort(t2, true)); // completed: take it instead
     try ring.take(t2, null);
     try ring.take(t3, null);
     try testing.expect(!ring.wait(scheduler.monotonicNs() + std.time.ns_per_ms)); // nothing left
@@ -680,7 +682,7 @@ test "JS-style select: one clause fires through the ring, the losers are unlinke
     try testing.expectEqual(@as(u32, 77), vb);
     // Aborted while pending: both clauses unlinked, no record.
     const t2 = (try ring.submitSelect(&clauses, &values, null, &.{})).pending;
-    try ring.abort(t2);
+    try ring.abort(t2, true);
     try testing.expect(a.receivers.isEmpty());
     try testing.expect(b.receivers.isEmpty());
     try testing.expect(!ring.wait(scheduler.monotonicNs() + std.time.ns_per_ms));
@@ -934,7 +936,7 @@ test "waits queued again and again allocate nothing once the ring has spares; th
     var tickets: [100]u32 = undefined;
     var outs: [100]u64 = undefined;
     for (&tickets, &outs) |*t, *o| t.* = (try ring.submitOp(nums, .receive, std.mem.asBytes(o), &.{})).pending;
-    for (&tickets) |t| try ring.abort(t);
+    for (&tickets) |t| try ring.abort(t, true);
     try testing.expectEqual(@as(u32, Ring.spare_max), ring.nspares);
 }
 
@@ -946,7 +948,7 @@ test "two threads taking (or aborting) one ticket: one wins, the other is told i
     const S = struct {
         fn race(r: *Ring, ticket: u32, abort: bool, won: *std.atomic.Value(u32), out: *u64) void {
             const ok = if (abort) blk: {
-                r.abort(ticket) catch break :blk false;
+                r.abort(ticket, true) catch break :blk false;
                 break :blk true;
             } else blk: {
                 r.take(ticket, std.mem.asBytes(out)) catch break :blk false;

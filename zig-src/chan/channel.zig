@@ -1392,13 +1392,15 @@ pub const Channel = struct {
 
     /// Takes back a pending `op` (an abort): true if it was still queued, so nothing was
     /// delivered and `notify` will never run; false if a completer took it first (`notify`
-    /// runs or ran with the outcome). Any thread.
-    pub fn withdraw(ch: *Channel, op: *AsyncOp) bool {
+    /// runs or ran with the outcome). Any thread. `counted`: a cancelled failure in the
+    /// metrics; not for a host that completes the operation itself (a hand-off between two of
+    /// its own waiters, which it counts as such).
+    pub fn withdraw(ch: *Channel, op: *AsyncOp, counted: bool) bool {
         ch.lock();
         defer ch.unlock();
         if (!op.waiter.linked) return false;
         ch.queue(op.kind).remove(&op.waiter);
-        ch.metrics.fail_cancelled += 1;
+        if (counted) ch.metrics.fail_cancelled += 1;
         return true;
     }
 
@@ -3705,8 +3707,8 @@ test "async ops: completed now, completed later by a sender, by close, withdrawn
     // Withdrawn while pending: never notified, nothing consumed.
     var c: Rec = .{ .op = .{ .kind = .receive, .notify = Rec.notify } };
     try testing.expectEqual(Channel.Submitted.pending, try ch.submit(&c.op, std.mem.asBytes(&c.value)));
-    try testing.expect(ch.withdraw(&c.op));
-    try testing.expect(!ch.withdraw(&c.op));
+    try testing.expect(ch.withdraw(&c.op, true));
+    try testing.expect(!ch.withdraw(&c.op, true));
     try sendU64(ch, 5);
     try testing.expectEqual(@as(u32, 0), c.calls.load(.acquire));
     try testing.expectEqual(@as(u64, 5), try recvU64(ch));
