@@ -2,7 +2,8 @@
 // every value received exactly once; a Worker terminated mid-wait leaves the channel
 // consistent (its waiters gone, nothing delivered to the dead isolate, nothing lost).
 import assert from "node:assert/strict";
-import { evalScript, until } from "./support.ts";
+import { setImmediate } from "node:timers";
+import { evalScript, prng, until } from "./support.ts";
 import {
   Channel,
   codecs,
@@ -147,6 +148,110 @@ Deno.test("a Worker terminated mid-wait: its waiter is gone, nothing is delivere
     }
     await until(() => more[4] === 1n, "the native sender");
   }
+});
+
+Deno.test("a value a terminated Worker's receive took comes back to a rendezvous channel with no receiver waiting", async () => {
+  // The Worker's receive, still queued natively after it was terminated, takes a native send;
+  // its ring, torn down as its thread ends, gives the value back. With no receive queued here
+  // (only try-receives), a rendezvous channel has no waiting receiver to hand it to: it used to
+  // drop it (to the undelivered path: lost, the sender told it was delivered).
+  const rt = runtime();
+  let through = 0; // rounds whose value went through the dead Worker's receive
+  for (let round = 0; round < 4; round++) {
+    using ch = new Channel<bigint>(0, { codec: codecs.u64 });
+    const w = new Worker(workerUrl, { type: "module" });
+    const waiting = message<string>(w);
+    w.postMessage({ mode: "wait", input: ch.share() });
+    assert.equal(await waiting, "waiting"); // its receive is queued natively
+    w.terminate();
+    const one = runtime().cells([BigInt(ch.handle), 7n, 1n, 0n, 0n]);
+    rt.spawn("chanSender", one);
+    let got: bigint | undefined;
+    let sentFirst = false;
+    await until(
+      () => {
+        // The sender finished before any receive of ours: the Worker's receive took the value.
+        const sent = one[4] === 1n;
+        const r = ch.tryReceive();
+        if (r.state === "ok") {
+          got = r.value;
+          sentFirst = sent;
+          return true;
+        }
+        return ch.metrics().dropped > 0;
+      },
+      "the value, or its drop",
+      10_000,
+    );
+    assert.equal(ch.metrics().dropped, 0, "the value was dropped");
+    assert.equal(got, 7n);
+    if (sentFirst) through++;
+    await until(() => one[4] === 1n, "the native sender");
+    assert.equal(one[3], 1n);
+  }
+  // Normally every round: the Worker's thread ends well after the send.
+  assert.ok(through > 0, "no round's value went through the Worker's receive");
+});
+
+Deno.test("stress: Workers terminated at many moments around native sends: every value reaches the main isolate once", async () => {
+  // Each round: a Worker's receive queued natively, the Worker terminated, then (after a
+  // seeded number of event-loop turns and a seeded spin) a native sender of 1 + capacity
+  // values, and (after more) this isolate's receives, blocking or try-only. The dead Worker's
+  // receive may take the first value, given back as its thread ends: into a rendezvous with
+  // or without a receive of ours queued, or into a full buffer. Bounded in time, not rounds.
+  const rt = runtime();
+  const seed = 0x5eed16;
+  const rand = prng(seed);
+  const turn = () => new Promise((done) => setImmediate(done));
+  const spin = (us: number) => {
+    const end = performance.now() + us / 1000;
+    while (performance.now() < end) { /* a moment, not a synchronisation */ }
+  };
+  const stopAt = performance.now() + 8_000;
+  let rounds = 0;
+  for (; rounds < 40 && performance.now() < stopAt; rounds++) {
+    const capacity = rand() < 0.5 ? 0 : 2;
+    using ch = new Channel<bigint>(capacity, { codec: codecs.u64 });
+    const w = new Worker(workerUrl, { type: "module" });
+    const waiting = message<string>(w);
+    w.postMessage({ mode: "wait", input: ch.share() });
+    assert.equal(await waiting, "waiting");
+    w.terminate();
+    for (let t = Math.floor(rand() * 3); t > 0; t--) await turn();
+    spin(rand() * 2000);
+    const n = 1 + capacity;
+    const first = BigInt(1000 * rounds);
+    const cells = runtime().cells([BigInt(ch.handle), first, BigInt(n), 0n, 0n]);
+    rt.spawn("chanSender", cells);
+    for (let t = Math.floor(rand() * 3); t > 0; t--) await turn();
+    spin(rand() * 2000);
+    const got: bigint[] = [];
+    const blocking = rand() < 0.5;
+    const what = () =>
+      `round ${rounds} (seed ${seed}, capacity ${capacity}, ${
+        blocking ? "receive" : "tryReceive"
+      }, received ${got.join(",")})`;
+    while (got.length < n) {
+      if (blocking) got.push(await within(ch.receive(), 10_000, what()));
+      else {
+        await until(
+          () => {
+            const r = ch.tryReceive();
+            if (r.state === "ok") got.push(r.value);
+            return r.state === "ok" || ch.metrics().dropped > 0;
+          },
+          what(),
+          10_000,
+        );
+      }
+      assert.equal(ch.metrics().dropped, 0, `${what()}: dropped`);
+    }
+    const want = Array.from({ length: n }, (_, i) => first + BigInt(i));
+    assert.deepEqual([...got].sort((a, b) => Number(a - b)), want, what());
+    await until(() => cells[4] === 1n, "the native sender");
+    assert.equal(cells[3], BigInt(n));
+  }
+  assert.ok(rounds >= 5, `only ${rounds} rounds`);
 });
 
 Deno.test("a close or cancel cause crosses isolates; one that cannot be copied stays in its own", async () => {

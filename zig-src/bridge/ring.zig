@@ -722,7 +722,7 @@ test "a ring going away gives a value received for it back to the channel" {
     try testing.expectEqual(@as(u64, 42), try recv(ch));
 }
 
-test "a value given back goes in front of the values buffered after it, also on a closed channel; a full or drained one drops it" {
+test "a value given back goes in front of the values buffered after it, also on a closed or full channel; a drained one or a drop policy drops it" {
     const Hook = struct {
         var dropped: u64 = 0;
         fn undelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
@@ -762,18 +762,115 @@ test "a value given back goes in front of the values buffered after it, also on 
     unl.capacity = channel.unlimited;
     try Case.run(unl, 1, &.{ 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17 }, false, &.{ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17 });
     try testing.expectEqual(@as(u64, 0), Hook.dropped);
-    // Full: it cannot go in front (the oldest is what drop-oldest would drop anyway).
-    try Case.run(hook, 100, &.{ 2, 3, 4, 5 }, false, &.{ 2, 3, 4, 5 });
+    // Full: it goes in front; the newest buffered value waits as a sender until there is room
+    // (it used to be dropped, lost).
+    try Case.run(hook, 100, &.{ 2, 3, 4, 5 }, false, &.{ 100, 2, 3, 4, 5 });
+    try Case.run(hook, 100, &.{ 2, 3, 4, 5 }, true, &.{ 100, 2, 3, 4, 5 }); // closed too
+    // A rendezvous with nobody waiting to receive: it waits as a sender (it used to be
+    // dropped: the receive that would have met its send was not queued yet).
+    var rdv = hook;
+    rdv.capacity = 0;
+    try Case.run(rdv, 50, &.{}, false, &.{50});
+    try testing.expectEqual(@as(u64, 0), Hook.dropped);
+    // Full with drop-oldest: the oldest is what the policy would drop anyway.
+    var oldest = hook;
+    oldest.overflow = .drop_oldest;
+    try Case.run(oldest, 100, &.{ 2, 3, 4, 5 }, false, &.{ 2, 3, 4, 5 });
     try testing.expectEqual(@as(u64, 100), Hook.dropped);
     // Closed and drained: receivers may have seen the end; it is not delivered after it.
     try Case.run(hook, 200, &.{}, true, &.{});
     try testing.expectEqual(@as(u64, 300), Hook.dropped);
+    try Case.run(rdv, 60, &.{}, true, &.{}); // a closed rendezvous with no sender waiting
+    try testing.expectEqual(@as(u64, 360), Hook.dropped);
     // Conflated: a newer value supersedes it.
     var conf = hook;
     conf.capacity = 1;
     conf.conflated = true;
     try Case.run(conf, 400, &.{9}, false, &.{9});
-    try testing.expectEqual(@as(u64, 700), Hook.dropped);
+    try testing.expectEqual(@as(u64, 760), Hook.dropped);
+}
+
+test "a value given back that waits as a sender: a blocked receive gets it first, a cancel or destroy drops it" {
+    const Hook = struct {
+        var dropped: u64 = 0;
+        fn undelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            dropped += std.mem.bytesToValue(u64, elem[0..8]);
+        }
+    };
+    const opts: channel.Options = .{ .elem_size = 8, .on_undelivered = Hook.undelivered };
+    const S = struct {
+        /// A rendezvous channel holding `v` given back by a dead ring, and a sender of `later`
+        /// (a thread, blocked behind it).
+        fn given(ch: *channel.Channel, v: u64) !void {
+            var ring = Ring.init(testing.allocator);
+            var out: u64 = 0;
+            _ = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+            var x = v;
+            try ch.send(std.mem.asBytes(&x), null, true); // the ring's receive takes it
+            ring.deinit();
+        }
+        fn sender(ch: *channel.Channel, v: u64) void {
+            var x = v;
+            ch.send(std.mem.asBytes(&x), null, false) catch {};
+        }
+        fn receiver(ch: *channel.Channel, out: *u64) void {
+            // Bounded: a value dropped instead would leave it waiting for good.
+            const deadline = scheduler.monotonicNs() + 20 * std.time.ns_per_s;
+            ch.receive(std.mem.asBytes(out), deadline, false) catch {};
+        }
+        fn queued(ch: *channel.Channel, senders: bool) !void {
+            const deadline = scheduler.monotonicNs() + 20 * std.time.ns_per_s;
+            while (true) {
+                ch.lock();
+                var n: usize = 0;
+                var w = if (senders) ch.senders.head else ch.receivers.head;
+                while (w) |x| : (w = x.next) n += 1;
+                ch.unlock();
+                if (n >= (if (senders) @as(usize, 2) else 1)) return;
+                try testing.expect(scheduler.monotonicNs() < deadline);
+                std.Thread.yield() catch {};
+            }
+        }
+    };
+    {
+        // Ahead of a sender that was waiting already: it was taken before that one was sent.
+        const ch = try channel.Channel.create(testing.allocator, opts);
+        defer ch.destroy();
+        try S.given(ch, 1);
+        const t = try std.Thread.spawn(.{}, S.sender, .{ ch, 2 });
+        var joined = false;
+        defer if (!joined) {
+            _ = ch.cancel(); // a failed check must not leave the sender waiting
+            t.join();
+        };
+        try S.queued(ch, true);
+        try testing.expectEqual(@as(u64, 1), try recv(ch));
+        try testing.expectEqual(@as(u64, 2), try recv(ch));
+        t.join();
+        joined = true;
+        // A blocking receive meets it at once.
+        try S.given(ch, 3);
+        var got: u64 = 0;
+        const r = try std.Thread.spawn(.{}, S.receiver, .{ ch, &got });
+        r.join();
+        try testing.expectEqual(@as(u64, 3), got);
+        try testing.expectEqual(@as(u64, 0), Hook.dropped);
+    }
+    {
+        // Cancelled: dropped once, and freed (the leak check).
+        const ch = try channel.Channel.create(testing.allocator, opts);
+        defer ch.destroy();
+        try S.given(ch, 10);
+        _ = ch.cancel();
+        try testing.expectEqual(@as(u64, 10), Hook.dropped);
+    }
+    {
+        // Destroyed while it waits: dropped once, and freed.
+        const ch = try channel.Channel.create(testing.allocator, opts);
+        try S.given(ch, 20);
+        ch.destroy();
+        try testing.expectEqual(@as(u64, 30), Hook.dropped);
+    }
 }
 
 test "an interrupt that comes before the wait is remembered: the wait returns at once, and consumes it" {

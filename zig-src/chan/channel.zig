@@ -338,6 +338,16 @@ const WaitQueue = struct {
         w.linked = true;
     }
 
+    /// Queues `w` ahead of every waiter (a value given back: `Channel.giveBack`).
+    fn pushFront(q: *WaitQueue, w: *Waiter) void {
+        assert(!w.linked);
+        w.prev = null;
+        w.next = q.head;
+        if (q.head) |h| h.prev = w else q.tail = w;
+        q.setHead(w);
+        w.linked = true;
+    }
+
     /// Monotonic store (a plain one on x86_64 and ARM64): `looksEmpty` reads `head` without
     /// the lock.
     inline fn setHead(q: *WaitQueue, w: ?*Waiter) void {
@@ -490,6 +500,54 @@ pub const AsyncOp = struct {
     fn onComplete(w: *Waiter, outcome: u32) void {
         const op: *AsyncOp = @fieldParentPtr("waiter", w);
         op.notify(op, Channel.outcomeError(outcome));
+    }
+};
+
+/// A value given back (`Channel.giveBack`) that found no room: no receiver waiting on a
+/// rendezvous channel, or a full buffer. It waits as the channel's own sender, queued ahead of
+/// every other, until a receive takes it; a cancel or a destroy drops it to the undelivered
+/// path. It frees itself once completed.
+const Returned = struct {
+    op: AsyncOp = .{ .kind = .send, .notify = onDone },
+    allocator: std.mem.Allocator,
+    elem: []u8,
+
+    /// Null when out of memory (the value is then dropped, as before there was this).
+    fn create(allocator: std.mem.Allocator, size: usize) ?*Returned {
+        const r = allocator.create(Returned) catch return null;
+        const elem = allocator.alloc(u8, size) catch {
+            allocator.destroy(r);
+            return null;
+        };
+        r.* = .{ .allocator = allocator, .elem = elem };
+        return r;
+    }
+
+    fn destroy(r: *Returned) void {
+        const a = r.allocator;
+        a.free(r.elem);
+        a.destroy(r);
+    }
+
+    /// Queues it, holding a copy of `elem`, ahead of every waiting sender. Under the lock.
+    fn park(r: *Returned, ch: *Channel, elem: [*]const u8) void {
+        ch.copy(r.elem.ptr, elem);
+        r.op.waiter = .{ .elem = r.elem.ptr, .ref = null, .sched = null, .notify = AsyncOp.onComplete };
+        ch.senders.pushFront(&r.op.waiter);
+    }
+
+    /// Delivered, or dropped by a cancel (which handed its value to the undelivered path).
+    fn onDone(op: *AsyncOp, _: Error!void) void {
+        const r: *Returned = @fieldParentPtr("op", op);
+        r.destroy();
+    }
+
+    /// The `Returned` that `w` is, if it is one.
+    fn of(w: *Waiter) ?*Returned {
+        if (w.notify != AsyncOp.onComplete) return null;
+        const op: *AsyncOp = @fieldParentPtr("waiter", w);
+        if (op.notify != onDone) return null;
+        return @fieldParentPtr("op", op);
     }
 };
 
@@ -818,6 +876,13 @@ pub const Channel = struct {
     fn freeStorage(ch: *Channel) void {
         inline for (.{ &ch.senders, &ch.receivers }) |q| {
             while (q.head) |w| {
+                if (Returned.of(w)) |r| {
+                    // A value given back, still waiting for a receive: dropped like a buffered one.
+                    q.remove(w);
+                    ch.undelivered(w.elem);
+                    r.destroy();
+                    continue;
+                }
                 assert(w.isStale()); // a live waiter on a channel going away
                 q.remove(w);
                 w.untag();
@@ -1065,38 +1130,72 @@ pub const Channel = struct {
     /// Gives back a value received on behalf of a party that can no longer take it (an isolate
     /// that died with the record on its ring). It was taken before every value buffered now, so
     /// it goes back in front of them, and a closed channel still delivers it while values
-    /// remain. Handed to `undelivered` instead when the channel is cancelled, closed and
-    /// drained (its receivers may have seen the end), full (drop-oldest would drop it first),
-    /// or a rendezvous with nobody waiting to receive. Never waits.
+    /// remain. With no room for it (a rendezvous with nobody waiting to receive, or a full
+    /// buffer) it waits as the channel's own sender, ahead of every other (`Returned`): the
+    /// dead party's waiter met a send before its ring was torn down, and the receive that
+    /// would have met that send may not be queued yet (it used to be dropped then: lost,
+    /// its sender told it was delivered). Handed to `undelivered` instead when the channel is
+    /// cancelled, closed with nothing left to receive (its receivers may have seen the end),
+    /// full with a drop policy (drop-oldest would drop it first), or out of memory. Never
+    /// waits.
     pub fn giveBack(ch: *Channel, elem: [*]const u8) void {
+        // Made before the lock (it may be needed; rare enough that a spare freed unused costs
+        // nothing that matters).
+        const spare = Returned.create(ch.allocator, ch.elem_size);
         var wake: ?Waiter.Wake = null;
         ch.lock();
-        if (!ch.giveBackLocked(elem, &wake)) ch.undelivered(elem);
+        const got = ch.giveBackLocked(elem, &wake, spare);
+        if (got == .refused) ch.undelivered(elem);
         ch.unlock();
+        if (got != .parked) if (spare) |r| r.destroy();
         if (wake) |info| Waiter.wake(info);
     }
 
-    /// `giveBack` with the lock held: false when the channel does not take `elem` back.
-    fn giveBackLocked(ch: *Channel, elem: [*]const u8, wake: *?Waiter.Wake) bool {
-        if (ch.cancelled) return false;
+    const GivenBack = enum { taken, parked, refused };
+
+    /// `giveBack` with the lock held: `parked` when it queued `spare` (holding `elem`).
+    fn giveBackLocked(ch: *Channel, elem: [*]const u8, wake: *?Waiter.Wake, spare: ?*Returned) GivenBack {
+        if (ch.cancelled) return .refused;
         if (ch.bufLen() == 0) {
+            // Closed, nothing buffered and no sender waiting: a receive may have seen the end.
+            if (ch.closed and ch.senders.isEmpty()) return .refused;
             // Nothing it must go before: to a waiting receiver, or into the buffer, as a send.
-            if (ch.closed) return false;
-            return (ch.sendLocked(elem, wake) catch return false) == .done;
+            if (!ch.closed) switch (ch.sendLocked(elem, wake) catch return .refused) {
+                .done => return .taken,
+                .full => {}, // a rendezvous with nobody waiting to receive
+                .closed => unreachable,
+            };
+            // It waits, as the oldest sender (closed: senders waiting still deliver).
+            const r = spare orelse return .refused;
+            r.park(ch, elem);
+            return .parked;
         }
-        if (ch.isFull()) return false;
-        if (ch.bufLen() == ch.slots) ch.grow() catch return false; // unlimited, no room left
+        var displaced: ?*Returned = null;
+        if (ch.isFull()) {
+            if (ch.overflow != .@"suspend") return .refused;
+            // The newest buffered value makes room: it waits as the oldest sender instead
+            // (it was sent before every sender waiting now), and moves back in as a receive
+            // frees a slot. Counted as a send again then, as `elem` is below otherwise.
+            const r = spare orelse return .refused;
+            const newest = ch.slot(ch.tx.tail - 1);
+            ch.untrack(newest);
+            r.park(ch, newest);
+            if (ch.zero_copy and ch.count_metrics) ch.tx.bytes -= descriptorBytes(newest);
+            displaced = r;
+        } else if (ch.bufLen() == ch.slots) ch.grow() catch return .refused; // unlimited, no room left
         // Every buffered value moves one position toward the tail, and `elem` takes the head's
         // slot. Both locks are held, so neither fast path is between its reads of the other
         // side's position and its copy; the positions stay monotonic (`tx.tail` counts it as a
-        // send again, as the resend this replaced did).
+        // send again, as the resend this replaced did; with a value displaced, that one's
+        // resend will).
         ch.track(elem);
-        var pos = ch.tx.tail;
+        const tail = if (displaced != null) ch.tx.tail - 1 else ch.tx.tail;
+        var pos = tail;
         while (pos != ch.rx.head) : (pos -= 1) ch.copy(ch.slot(pos), ch.slot(pos - 1));
         ch.copy(ch.slot(ch.rx.head), elem);
-        ch.tx.tail += 1;
+        if (displaced == null) ch.tx.tail += 1;
         ch.countBytesIn(elem);
-        return true;
+        return if (displaced != null) .parked else .taken;
     }
 
     fn descriptorAt(elem: [*]const u8) Descriptor {
