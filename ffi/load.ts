@@ -50,10 +50,14 @@ export class Library {
   }
 
   /**
-   * @internal The raw symbols, also once closed, only to give back what an isolate held (a
-   * channel hold): the library stays loaded once opened (`kc_lib_retain_thread` pins it, since
-   * its key destructor is its code), so the native state outlives a close, and so would a
-   * hold nobody gave back.
+   * @internal The raw symbols, also once closed, only to release what an isolate owned or held
+   * (a channel hold, a native scope, an owned channel, a hand-driven coroutine) when its object
+   * is disposed or collected, and to read what that release needs (a scope's live count): the
+   * library stays loaded once opened (`kc_lib_retain_thread` pins it, since its key destructor
+   * is its code), so the native state outlives a close, and so would anything nobody released.
+   * Each caller releases a handle its object still owns, once (its own disposed flag), so the
+   * handle is live or went stale by other means (generations): never one a reopened library
+   * handed out to someone else.
    */
   get _symbolsToRelease(): Deno.DynamicLibrary<Symbols>["symbols"] {
     return this.#symbols;

@@ -131,17 +131,18 @@ interface Dropped {
 let orphans: Dropped[] = [];
 let orphansAt = 16;
 
-/** Destroys `d` if its library is open and none of its children runs; true if it is gone. */
+/**
+ * Destroys `d` if none of its children runs; true if it is gone. Also once its library was
+ * closed (`_symbolsToRelease`): the library stays loaded, and every native scope with it, so a
+ * scope dropped then and never destroyed stayed for good. Its children have ended then unless
+ * another host keeps the scheduler running, in which case it waits for them as it would open.
+ */
 function destroyIfIdle(d: Dropped): boolean {
-  if (!d.lib.isOpen) {
-    unpinScope(d.lib, d.handle); // its children may run on: their cells go to the long-lived pins
-    return true;
-  }
-  const sym = d.lib.symbols("destroy native scope");
+  const sym = d.lib._symbolsToRelease;
   const live = sym.kc_scope_live(d.handle);
   if (live > 0) return false;
   unpinScope(d.lib, d.handle);
-  sym.kc_scope_destroy(d.handle); // a stale handle (a shutdown freed it) only says so
+  sym.kc_scope_destroy(d.handle); // a stale handle (C code destroyed it) only says so
   return true;
 }
 
@@ -152,8 +153,8 @@ const droppedScopes = new FinalizationRegistry<Dropped>((d) => {
     if (orphans.length < orphansAt) return;
     orphans = orphans.filter((o) => !destroyIfIdle(o));
     orphansAt = Math.max(16, 2 * orphans.length);
-  } catch {
-    // The library closed meanwhile: its scopes went with it.
+  } catch (e) {
+    reportError(e); // a finalizer must not throw; nothing here should
   }
 });
 
@@ -376,9 +377,18 @@ export class NativeScope implements AsyncDisposable {
     });
   }
 
-  /** Cancels the scope, waits for every child, and destroys the handle. */
+  /**
+   * Cancels the scope, waits for every child, and destroys the handle. Once the library is
+   * closed it only destroys the handle (which cancels the scope natively): nothing can wait any
+   * more, but the native scope outlives the close (the library stays loaded) and would stay
+   * for good.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
-    if (this.#destroyed || !this.#lib.isOpen) return;
+    if (this.#destroyed) return;
+    if (!this.#lib.isOpen) {
+      this.#destroy();
+      return;
+    }
     this.cancel();
     try {
       await this.wait();
@@ -392,7 +402,9 @@ export class NativeScope implements AsyncDisposable {
     this.#destroyed = true;
     droppedScopes.unregister(this);
     unpinScope(this.#lib, this.#handle);
-    if (this.#lib.isOpen) this.#lib.symbols("destroy native scope").kc_scope_destroy(this.#handle);
+    // Also once the library was closed (an owner completing after closeLibrary(), a dispose
+    // then): the native scope outlives the close, and nothing else would ever destroy it.
+    this.#lib._symbolsToRelease.kc_scope_destroy(this.#handle);
   }
 
   /** @internal Called by NativeChildren once the children it stood for are gone. */

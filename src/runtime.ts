@@ -143,8 +143,9 @@ export function unpinIdleScope(lib: Library, scope: number): void {
  */
 export function unpinScope(lib: Library, scope: number): void {
   if (!pins.byScope.has(scope)) return;
-  // A closed library cannot say: its children may run on (another isolate keeps the scheduler).
-  if (lib.isOpen) scopeDone(scope, lib.symbols("destroy native scope").kc_scope_live(scope));
+  // Also once the library was closed (it stays loaded): its children may run on then only if
+  // another isolate keeps the scheduler, and the count says so.
+  scopeDone(scope, lib._symbolsToRelease.kc_scope_live(scope));
   const left = pins.byScope.get(scope);
   if (left === undefined) return;
   for (const cells of left) pins.list.add(cells);

@@ -449,3 +449,103 @@ Deno.test("NativeScope.wait pending across closeLibrary rejects with ShutdownErr
   `);
   assert.equal(res.code, 0, res.stderr);
 });
+
+Deno.test("a NativeScope disposed, collected or whose owner completes after closeLibrary() is destroyed", async () => {
+  const res = await evalScript(
+    `
+    import { closeLibrary, coroutineScope, nativeScope, NativeScope, openLibrary, runtime, Status } from "./mod.ts";
+    // Another host: keeps the scheduler running across the closes (as a Worker would) and
+    // looks at the native scopes. The library stays loaded once opened, and every native
+    // scope with it: before, none of these was ever destroyed.
+    const other = openLibrary();
+    runtime({ workers: 1 });
+    const sym = other.symbols("test");
+    const gone = (h, what) => {
+      const rc = sym.kc_scope_live(h);
+      if (rc !== Status.EBADH) throw new Error(what + ": kc_scope_live says " + rc + ", not destroyed");
+    };
+    const collect = async () => {
+      for (let i = 0; i < 4; i++) {
+        globalThis.gc();
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    const tick = () => new Promise((r) => setTimeout(r, 5));
+    // Disposed after the close: destroyed, which cancels its child (nothing can wait for it).
+    {
+      const ns = NativeScope.create();
+      const cells = runtime().cells([60000n, 0n, 0n]);
+      ns.launch("cancellable-sleeper", cells);
+      closeLibrary();
+      await ns[Symbol.asyncDispose]();
+      await ns[Symbol.asyncDispose](); // once only
+      gone(ns.handle, "disposed after close");
+      const deadline = Date.now() + 10000;
+      while (cells[1] !== 1n && Date.now() < deadline) await tick();
+      if (BigInt.asIntN(64, cells[2]) !== BigInt(Status.EINTR)) throw new Error("child: " + cells[2]);
+    }
+    // Dropped, collected after the close.
+    {
+      let h = 0;
+      (() => { h = NativeScope.create().handle; })();
+      closeLibrary();
+      await collect();
+      gone(h, "collected after close");
+    }
+    // Owned by a TypeScript scope that completes after the close.
+    {
+      let h = 0;
+      const done = coroutineScope(async (scope) => {
+        h = nativeScope(scope).handle;
+        await tick();
+      });
+      closeLibrary();
+      await done;
+      gone(h, "owner completed after close");
+    }
+    // Dropped while children ran, the close in between: destroyed once they ended, when the
+    // orphans are looked at again (before, a closed library's orphan was forgotten).
+    {
+      const first = [];
+      const rt = runtime();
+      const cells = [];
+      for (let i = 0; i < 16; i++) {
+        const c = rt.cells([100n, 0n, 0n]);
+        cells.push(c);
+        (() => {
+          const ns = NativeScope.create();
+          first.push(ns.handle);
+          ns.launch("cancellable-sleeper", c);
+        })();
+      }
+      await collect();
+      closeLibrary();
+      const deadline = Date.now() + 10000;
+      while (cells.some((c) => c[1] !== 1n) && Date.now() < deadline) await tick();
+      const more = runtime().cells([60000n, 0n, 0n]);
+      for (let i = 0; i < 16; i++) (() => NativeScope.create().launch("cancellable-sleeper", more))();
+      await collect();
+      for (const h of first) gone(h, "orphan of a closed library");
+    }
+    // The last host's close shuts the scheduler down: a scope dropped then is destroyed too.
+    {
+      sym.kc_sched_shutdown(0);
+      other.close();
+      let h = 0;
+      (() => {
+        const ns = NativeScope.create();
+        h = ns.handle;
+        ns.launch("cancellable-sleeper", runtime().cells([60000n, 0n, 0n]));
+      })();
+      closeLibrary(); // abandons the child
+      await collect();
+      const probe = openLibrary();
+      const rc = probe.symbols("test").kc_scope_live(h);
+      if (rc !== Status.EBADH) throw new Error("abandoned: kc_scope_live says " + rc);
+      probe.close();
+    }
+    `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
