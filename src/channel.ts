@@ -382,9 +382,10 @@ const orphans = new FinalizationRegistry<Shared>((s) => {
   const { orphanLib: lib, orphanHandle: handle, orphanCodec: codec, orphanKeeps: keeps } = s;
   if (lib === null) return; // disposed, or its handle left it
   if (shared.get(handle) === s) shared.delete(handle); // nothing else named it (see above)
-  if (!lib.isOpen) return; // its memory went with the library
   try {
-    const sym = lib.symbols("destroy garbage channel");
+    // Also once the library was closed: it stays loaded, and the channel with it, which
+    // nothing else would ever destroy.
+    const sym = lib._symbolsToRelease;
     sym.kc_chan_destroy(handle);
     if (!keeps) return;
     while (sym.kc_chan_take_undelivered(handle, dropSlot.u8, codec!.elemSize) === 1) {
@@ -937,7 +938,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** Hands every value the channel dropped (kept natively) to onUndeliveredElement. */
   #collect(): void {
     if (!this.#keeps || !this.#lib.isOpen) return;
-    const sym = this.#lib.symbols("collect undelivered values");
+    this.#takeUndelivered(this.#lib.symbols("collect undelivered values"));
+  }
+
+  /** What `#collect` does, with `sym` (the release symbols, for a dispose after close). */
+  #takeUndelivered(sym: Sym): void {
     // One slot for every channel: each value is decoded before the hook runs, and a #collect
     // the hook causes (disposing another channel) takes its own values into it before this
     // loop takes the next.
@@ -2074,14 +2079,28 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   [Symbol.dispose](): void {
     if (this.#disposed) return;
     if (!this.#lib.isOpen) {
+      // Released as when open, without the operations: the library stays loaded once opened,
+      // and the native channel with it (values and all), which nothing else would release.
+      // What waited in this isolate was withdrawn when the library closed.
       this.#disposed = true;
       this.#giveAway();
-      if (!this.#owner && this.#held) {
-        // A copy's hold, given back as `copyHolds` would (see there).
-        copyHolds.unregister(this);
-        this.#held = false;
-        this.#lib._symbolsToRelease.kc_chan_unhold(this.#handle);
+      const sym = this.#lib._symbolsToRelease;
+      if (!this.#owner) {
+        if (this.#held) {
+          // A copy's hold, given back as `copyHolds` would (see there).
+          copyHolds.unregister(this);
+          this.#held = false;
+          sym.kc_chan_unhold(this.#handle);
+        }
+      } else if (this.#handle !== 0) {
+        // Its creator's dispose ends it for everyone, as open (destroy cancels it natively).
+        sym.kc_chan_destroy(this.#handle);
+        if (this.#held) sym.kc_chan_unhold(this.#handle); // forgotten (see below)
+        // What it dropped and kept for this isolate's hook goes there, as open.
+        if (this.#keeps) this.#takeUndelivered(sym);
       }
+      const s = this._shared;
+      if (--s.refs === 0 && shared.get(this.#handle) === s) shared.delete(this.#handle);
       return;
     }
     if (!this.#owner) {

@@ -1364,6 +1364,66 @@ Deno.test("closing the library withdraws operations queued natively (receive, se
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a channel disposed by its creator, or collected, after closeLibrary() is destroyed", async () => {
+  const res = await evalScript(
+    `
+    import { Channel, closeLibrary, codecs, openLibrary, Status } from "./mod.ts";
+    // Another host looks at the native channels: the library stays loaded once opened, and
+    // every native channel with it. Before, none of these was ever destroyed.
+    const other = openLibrary();
+    const sym = other.symbols("test");
+    const gone = (h, what) => {
+      const rc = sym.kc_chan_status(h);
+      if (rc !== Status.EBADH) throw new Error(what + ": kc_chan_status says " + rc + ", not destroyed");
+    };
+    const collect = async () => {
+      for (let i = 0; i < 4; i++) {
+        globalThis.gc();
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    // A shared channel disposed by its creator after the close: destroyed (its dispose ends it
+    // for everyone), and what it held reaches its hook, as open.
+    {
+      const dropped = [];
+      const ch = new Channel(4, { onUndeliveredElement: (v) => dropped.push(v) });
+      const h = ch.share().handle;
+      ch.trySend(1);
+      ch.trySend(2);
+      closeLibrary();
+      ch[Symbol.dispose]();
+      ch[Symbol.dispose](); // once only
+      gone(h, "shared, disposed after close");
+      if (JSON.stringify(dropped) !== "[1,2]") throw new Error("hook got " + JSON.stringify(dropped));
+    }
+    // One whose handle was read (pinned for native code): its creator's dispose ends it too.
+    {
+      const ch = new Channel(4, { codec: codecs.u64 });
+      const h = ch.handle;
+      closeLibrary();
+      ch[Symbol.dispose]();
+      gone(h, "pinned, disposed after close");
+    }
+    // One that went native for a select only (its handle never left it), collected after the
+    // close: destroyed by the garbage collector, as open.
+    {
+      let h = 0;
+      (() => {
+        const ch = new Channel(4, { codec: codecs.u64 });
+        ch.trySend(5n);
+        h = ch._handle; // what a select does
+      })();
+      closeLibrary();
+      await collect();
+      gone(h, "collected after close");
+    }
+    other.close();
+    `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("the batch operations get named errors on a disposed channel and after the library closed", async () => {
   for (const share of [false, true]) {
     const gone = new Channel<number>(4, { codec: codecs.f64 });
