@@ -159,18 +159,20 @@ export class NativeCoroutine implements Disposable {
     return this.#destroyed;
   }
 
-  /** Frees the coroutine and recycles its stack. A second call does nothing. */
+  /**
+   * Frees the coroutine and recycles its stack. A second call does nothing. Also once the
+   * library was closed: it stays loaded, and the coroutine (its stack mapping too) with it.
+   */
   destroy(): void {
     if (this.#destroyed) return;
-    unwrap(
-      this.#lib.symbols("destroy coroutine").kc_coro_destroy(this.#handle),
-      "destroy coroutine",
-    );
+    // The release symbols: also after closeLibrary(), which left the coroutine alive for good
+    // (a hand-driven coroutine is no scheduler's, so no shutdown frees it).
+    unwrap(this.#lib._symbolsToRelease.kc_coro_destroy(this.#handle), "destroy coroutine");
     this.#destroyed = true;
   }
 
   [Symbol.dispose](): void {
-    if (this.#lib.isOpen) this.destroy();
+    this.destroy();
   }
 }
 
