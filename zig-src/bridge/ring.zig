@@ -51,6 +51,8 @@ pub const Ring = struct {
     /// Live tickets: slot i serves ticket `gen << 20 | (i + 1)`.
     slots: std.ArrayListUnmanaged(Slot) = .empty,
     free_slot: ?u32 = null,
+    /// Records pushed so far (`Pending.seq`).
+    nrecords: u64 = 0,
     /// Called for every reference a `Pending` holds (`Pending.refs`) when it is freed.
     release_ref: ?*const fn (usize) void = null,
     /// Freed `Pending`s and `Pending.Select`s kept for the next submit (at most `spare_max`
@@ -64,7 +66,31 @@ pub const Ring = struct {
     const spare_max = 64;
     const spare_selects_max = 8;
 
-    const Slot = struct { p: ?*Pending = null, gen: u32 = 0, next_free: ?u32 = null };
+    const Slot = struct {
+        p: ?*Pending = null,
+        gen: u32 = 0,
+        next_free: ?u32 = null,
+
+        /// `deinit`: values to give back first, by channel, then in the order received.
+        fn returnOrder(_: void, a: Slot, b: Slot) bool {
+            const ca = if (a.p) |p| p.returnedTo() else null;
+            const cb = if (b.p) |p| p.returnedTo() else null;
+            if (cb == null) return ca != null;
+            if (ca == null) return false;
+            if (ca != cb) return @intFromPtr(ca.?) < @intFromPtr(cb.?);
+            return a.p.?.seq < b.p.?.seq;
+        }
+    };
+
+    /// One channel's values to give back (`deinit`), for `Channel.giveBackAll`.
+    const Returns = struct {
+        slots: []const Slot,
+        len: usize,
+
+        pub fn get(rs: Returns, i: usize) [*]const u8 {
+            return rs.slots[i].p.?.returnedValue().ptr;
+        }
+    };
 
     pub fn init(allocator: std.mem.Allocator) Ring {
         return .{ .allocator = allocator };
@@ -73,6 +99,7 @@ pub const Ring = struct {
     /// Withdraws every pending operation (those that completed meanwhile are dropped with
     /// their records) and frees everything. No other call on the ring may run or follow.
     pub fn deinit(r: *Ring) void {
+        // 1. Every operation withdrawn, or (completed) its record landed.
         for (r.slots.items) |slot| {
             const p = slot.p orelse continue;
             if (!p.withdraw(true)) {
@@ -87,10 +114,25 @@ pub const Ring = struct {
                     std.Thread.yield() catch {};
                 }
                 p.afterCompletion();
-                p.giveBack(); // no one will take it: a received value must not die with us
             } else p.dropUnsent(); // a value still waiting to be sent must not leak with us
-            r.freePending(p);
         }
+        // 2. No one will take the values received for us: they go back to their channels, not
+        // to die with us. Each channel's together, in the order they were received (records
+        // land in that order for one sender's values), so that they come back in that order:
+        // the slots (no longer used) sorted by channel, then by record.
+        std.mem.sort(Slot, r.slots.items, {}, Slot.returnOrder);
+        var i: usize = 0;
+        while (i < r.slots.items.len) {
+            const ch = (r.slots.items[i].p orelse break).returnedTo() orelse break;
+            var end = i + 1;
+            while (end < r.slots.items.len) : (end += 1) {
+                const q = r.slots.items[end].p orelse break;
+                if (q.returnedTo() != ch) break;
+            }
+            ch.giveBackAll(Returns{ .slots = r.slots.items[i..end], .len = end - i });
+            i = end;
+        }
+        for (r.slots.items) |slot| if (slot.p) |p| r.freePending(p);
         while (r.spares) |p| {
             r.spares = p.next_spare;
             r.allocator.destroy(p);
@@ -181,6 +223,8 @@ pub const Ring = struct {
     fn push(r: *Ring, p: *Pending, c: Completion) void {
         r.mutex.lock();
         p.completed = true;
+        p.seq = r.nrecords;
+        r.nrecords += 1;
         p.fired = c.index;
         p.status = c.status;
         r.records.appendAssumeCapacity(c);
@@ -448,6 +492,8 @@ pub const Pending = struct {
     claimed: bool = false,
     fired: u32 = 0,
     status: i32 = 0,
+    /// Under the ring lock, once completed: how many records the ring had pushed before its.
+    seq: u64 = 0,
     refs: [channel.max_clauses]usize = undefined,
     nrefs: u32 = 0,
     /// On the ring's spare list: the next spare.
@@ -531,15 +577,25 @@ pub const Pending = struct {
 
     /// After a record no one will take (the ring is going away, e.g. its isolate died): a
     /// received value goes back to its channel, so it is not lost with the isolate.
-    fn giveBack(p: *Pending) void {
-        if (p.status != 0) return;
-        switch (p.body) {
-            .op => |*o| if (o.op.kind == .receive) o.ch.giveBack(o.elem.ptr),
-            .select => |s| {
+    /// The channel a received value goes back to (`Ring.deinit`): completed, a receive (or a
+    /// select's receive clause) that got a value. Null for anything else.
+    fn returnedTo(p: *Pending) ?*channel.Channel {
+        if (!p.completed or p.status != 0) return null;
+        return switch (p.body) {
+            .op => |*o| if (o.op.kind == .receive) o.ch else null,
+            .select => |s| blk: {
                 const c = s.sel.clauses[p.fired];
-                if (c.kind == .receive) c.ch.giveBack(p.valueOf(p.fired).?.ptr);
+                break :blk if (c.kind == .receive) c.ch else null;
             },
-        }
+        };
+    }
+
+    /// The value received (with `returnedTo`).
+    fn returnedValue(p: *Pending) []u8 {
+        return p.valueOf(switch (p.body) {
+            .op => 0,
+            .select => p.fired,
+        }).?;
     }
 
     /// After a withdrawal by a ring that is going away: the values it was sending will never be
@@ -870,6 +926,63 @@ test "a value given back that waits as a sender: a blocked receive gets it first
         try S.given(ch, 20);
         ch.destroy();
         try testing.expectEqual(@as(u64, 30), Hook.dropped);
+    }
+}
+
+test "values one dead ring took from one sender come back in the order they were sent" {
+    // One isolate with two receives queued on a channel, both completed by one sender (1, then
+    // 2), dies before taking either: the channel must still deliver 1 before 2.
+    const Case = struct {
+        fn run(opts: channel.Options, reuse_slots: bool) !void {
+            const ch = try channel.Channel.create(testing.allocator, opts);
+            defer ch.destroy();
+            var ring = Ring.init(testing.allocator);
+            var out: [2]u64 = .{ 0, 0 };
+            var spare: u64 = 0;
+            if (reuse_slots) {
+                // Two slots freed in turn: the next ones reuse them last freed first.
+                const a = (try ring.submitOp(ch, .receive, std.mem.asBytes(&spare), &.{})).pending;
+                const b = (try ring.submitOp(ch, .receive, std.mem.asBytes(&spare), &.{})).pending;
+                try ring.abort(a, true);
+                try ring.abort(b, true);
+            }
+            _ = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out[0]), &.{})).pending;
+            _ = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out[1]), &.{})).pending;
+            var v: u64 = 1;
+            try ch.send(std.mem.asBytes(&v), null, true);
+            v = 2;
+            try ch.send(std.mem.asBytes(&v), null, true);
+            ring.deinit();
+            try testing.expectEqual(@as(u64, 1), try recv(ch));
+            try testing.expectEqual(@as(u64, 2), try recv(ch));
+            try testing.expectError(error.WouldBlock, recv(ch));
+        }
+    };
+    {
+        // A receive waiting elsewhere gets the oldest (three taken: 1, 2, 3); the rest wait.
+        const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+        defer ch.destroy();
+        var ring = Ring.init(testing.allocator);
+        var out: [3]u64 = undefined;
+        for (&out) |*o| _ = (try ring.submitOp(ch, .receive, std.mem.asBytes(o), &.{})).pending;
+        for ([_]u64{ 1, 2, 3 }) |x| {
+            var v = x;
+            try ch.send(std.mem.asBytes(&v), null, true);
+        }
+        var other = Ring.init(testing.allocator);
+        defer other.deinit();
+        var got: u64 = 0;
+        const t = (try other.submitOp(ch, .receive, std.mem.asBytes(&got), &.{})).pending;
+        ring.deinit();
+        try other.take(t, std.mem.asBytes(&got));
+        try testing.expectEqual(@as(u64, 1), got);
+        try testing.expectEqual(@as(u64, 2), try recv(ch));
+        try testing.expectEqual(@as(u64, 3), try recv(ch));
+    }
+    for ([_]bool{ false, true }) |reuse| {
+        try Case.run(.{ .elem_size = 8 }, reuse); // rendezvous: both wait as senders
+        try Case.run(.{ .elem_size = 8, .capacity = 4 }, reuse); // buffered: both go in front
+        try Case.run(.{ .elem_size = 8, .capacity = 1 }, reuse); // one buffered, one waits
     }
 }
 

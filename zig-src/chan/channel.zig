@@ -511,6 +511,8 @@ const Returned = struct {
     op: AsyncOp = .{ .kind = .send, .notify = onDone },
     allocator: std.mem.Allocator,
     elem: []u8,
+    /// Made but not parked yet (`Channel.giveBackAll`'s spares).
+    next_spare: ?*Returned = null,
 
     /// Null when out of memory (the value is then dropped, as before there was this).
     fn create(allocator: std.mem.Allocator, size: usize) ?*Returned {
@@ -1139,32 +1141,94 @@ pub const Channel = struct {
     /// full with a drop policy (drop-oldest would drop it first), or out of memory. Never
     /// waits.
     pub fn giveBack(ch: *Channel, elem: [*]const u8) void {
-        // Made before the lock (it may be needed; rare enough that a spare freed unused costs
-        // nothing that matters).
-        const spare = Returned.create(ch.allocator, ch.elem_size);
-        var wake: ?Waiter.Wake = null;
-        ch.lock();
-        const got = ch.giveBackLocked(elem, &wake, spare);
-        if (got == .refused) ch.undelivered(elem);
-        ch.unlock();
-        if (got != .parked) if (spare) |r| r.destroy();
-        if (wake) |info| Waiter.wake(info);
+        const one = [1][*]const u8{elem};
+        ch.giveBackAll(&one);
+    }
+
+    /// `giveBack` for several values one party took from this channel, in the order it took
+    /// them (oldest first): they go back in that order, ahead of everything else. One at a
+    /// time, each going in front, they would come back reversed (a rendezvous channel's, and
+    /// a buffer's). `elems` is a slice of pointers, or anything with `len` and `get(i)`.
+    pub fn giveBackAll(ch: *Channel, elems: anytype) void {
+        const n: usize = elems.len;
+        if (n == 0) return;
+        // Made before the lock (each may be needed; rare enough that spares freed unused cost
+        // nothing that matters), linked through `next_spare`.
+        var spares: ?*Returned = null;
+        for (0..n) |_| {
+            const r = Returned.create(ch.allocator, ch.elem_size) orelse break;
+            r.next_spare = spares;
+            spares = r;
+        }
+        var next: usize = 0;
+        // 1. Oldest first, straight to receivers waiting on an empty channel, a lock at a time
+        // (each wakes one); the first that finds none ends this.
+        while (next < n) {
+            var wake: ?Waiter.Wake = null;
+            ch.lock();
+            const handed = !ch.cancelled and !ch.closed and ch.bufLen() == 0 and ch.handOffLocked(returnedAt(elems, next), &wake);
+            if (!handed) {
+                // 2. The rest, newest first, each in front of everything (the previous
+                // included), all under this lock: nothing else comes between them.
+                var i = n;
+                while (i > next) {
+                    i -= 1;
+                    const elem = returnedAt(elems, i);
+                    const spare = spares;
+                    const got = ch.giveBackLocked(elem, spare);
+                    if (got == .refused) ch.undelivered(elem);
+                    if (got == .parked) spares = spare.?.next_spare;
+                }
+                ch.unlock();
+                break;
+            }
+            ch.unlock();
+            if (wake) |info| Waiter.wake(info);
+            next += 1;
+        }
+        while (spares) |r| {
+            spares = r.next_spare;
+            r.destroy();
+        }
+    }
+
+    inline fn returnedAt(elems: anytype, i: usize) [*]const u8 {
+        return if (@typeInfo(@TypeOf(elems)) == .pointer) elems[i] else elems.get(i);
+    }
+
+    /// With the lock held: hands `elem` to a waiting receiver, if one can take it.
+    fn handOffLocked(ch: *Channel, elem: [*]const u8, wake: *?Waiter.Wake) bool {
+        ch.touch(&ch.tx.stamp);
+        const r = ch.receivers.pop() orelse return false;
+        assert(ch.bufLen() == 0);
+        ch.assertNotHeld(elem);
+        ch.copy(r.elem, elem);
+        ch.countHandoff(elem);
+        wake.* = r.complete(done_ok);
+        return true;
     }
 
     const GivenBack = enum { taken, parked, refused };
 
     /// `giveBack` with the lock held: `parked` when it queued `spare` (holding `elem`).
-    fn giveBackLocked(ch: *Channel, elem: [*]const u8, wake: *?Waiter.Wake, spare: ?*Returned) GivenBack {
+    /// No receiver waits (`giveBackAll` looked, under this lock).
+    fn giveBackLocked(ch: *Channel, elem: [*]const u8, spare: ?*Returned) GivenBack {
         if (ch.cancelled) return .refused;
         if (ch.bufLen() == 0) {
             // Closed, nothing buffered and no sender waiting: a receive may have seen the end.
             if (ch.closed and ch.senders.isEmpty()) return .refused;
-            // Nothing it must go before: to a waiting receiver, or into the buffer, as a send.
-            if (!ch.closed) switch (ch.sendLocked(elem, wake) catch return .refused) {
-                .done => return .taken,
-                .full => {}, // a rendezvous with nobody waiting to receive
-                .closed => unreachable,
-            };
+            // Nothing it must go before: into the buffer, as a send.
+            if (!ch.closed) {
+                var wake: ?Waiter.Wake = null;
+                switch (ch.sendLocked(elem, &wake) catch return .refused) {
+                    .done => {
+                        assert(wake == null); // nobody waits to receive
+                        return .taken;
+                    },
+                    .full => {}, // a rendezvous with nobody waiting to receive
+                    .closed => unreachable,
+                }
+            }
             // It waits, as the oldest sender (closed: senders waiting still deliver).
             const r = spare orelse return .refused;
             r.park(ch, elem);
