@@ -913,12 +913,15 @@ test "a value given back that waits as a sender: a blocked receive gets it first
         try testing.expectEqual(@as(u64, 0), Hook.dropped);
     }
     {
-        // Cancelled: dropped once, and freed (the leak check).
+        // Cancelled: dropped once, and freed (the leak check); no one's operation failed.
         const ch = try channel.Channel.create(testing.allocator, opts);
         defer ch.destroy();
         try S.given(ch, 10);
         _ = ch.cancel();
         try testing.expectEqual(@as(u64, 10), Hook.dropped);
+        const m = ch.snapshot();
+        try testing.expectEqual(@as(u64, 0), m.fail_cancelled);
+        try testing.expectEqual(@as(u64, 1), m.dropped);
     }
     {
         // Destroyed while it waits: dropped once, and freed.

@@ -1723,7 +1723,9 @@ pub const Channel = struct {
             while (n < max_wakes) : (n += 1) {
                 if (ch.senders.pop()) |s| {
                     ch.undelivered(s.elem);
-                    ch.metrics.fail_cancelled += 1;
+                    // A value given back (`Returned`) is the channel's own: dropped like a
+                    // buffered value, no one's operation failed.
+                    if (Returned.of(s) == null) ch.metrics.fail_cancelled += 1;
                     wakes[n] = s.complete(done_cancelled);
                 } else if (ch.receivers.pop()) |r| {
                     ch.metrics.fail_cancelled += 1;
