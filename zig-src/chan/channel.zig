@@ -1694,7 +1694,9 @@ pub const Channel = struct {
         while (true) {
             ch.lock();
             const first = !ch.closed;
-            ch.closed = true;
+            // Seq_cst: a coroutine's select re-arms a queued send clause without the lock, then
+            // looks at `closed` (`selectLazy`).
+            @atomicStore(bool, &ch.closed, true, .seq_cst);
             var n: usize = 0;
             while (n < max_wakes) : (n += 1) {
                 const r = ch.receivers.pop() orelse break;
@@ -1716,8 +1718,9 @@ pub const Channel = struct {
         while (true) {
             ch.lock();
             if (!ch.closed) first = true;
-            ch.closed = true;
             ch.cancelled = true;
+            // Seq_cst: as in `close` (cancel unlinks the senders too, which is enough alone).
+            @atomicStore(bool, &ch.closed, true, .seq_cst);
             while (ch.bufLen() > 0) ch.dropOldest();
             var n: usize = 0;
             while (n < max_wakes) : (n += 1) {
@@ -2036,9 +2039,12 @@ const LazySlot = struct {
 /// index, channel and side; it lost there) is re-armed by a CAS of its tag, without its
 /// channel's lock, and is not probed: a queued receive waiter is met by every send that could
 /// have made the channel ready since it was queued (a send takes the oldest receiver that can
-/// still complete, stale ones unlinked on the way, before it may buffer or wait; a close or a
-/// cancel unlinks every waiter), so while it stays queued its clause is not ready, and
-/// likewise for a send. Only the other clauses' channels are locked and probed. ChanPopular's
+/// still complete, stale ones unlinked on the way, before it may buffer or wait; a close
+/// unlinks every receiver, a cancel every waiter), so while it stays queued its clause is not
+/// ready, and likewise for a send (a receive takes the oldest sender), except that a close
+/// leaves senders queued (they still deliver): a re-armed send clause then looks at `closed`
+/// after its CAS and, closed, goes through the lock, where it fails with `closed` (Kotlin's
+/// onSend after a close). Only the other clauses' channels are locked and probed. ChanPopular's
 /// 1,000 selectors share one channel that never becomes ready: its lock, taken twice per select,
 /// was most of the cost; now it is not taken at all.
 ///
@@ -2063,13 +2069,15 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
     var nlocks: usize = 0;
     var dropped: [LazySlot.max]?*Channel = @splat(null);
     var won_early = false;
+    // Send clauses found closed after their re-arm: they take the lock path (and fail there).
+    var unlazy: u32 = 0;
     while (true) {
         // Lazy clauses (re-armed by CAS) and the channels to lock: every other clause's, and
         // those of leftover waiters this select does not re-arm (to unlink them). A lazy clause
         // on a channel locked anyway is re-armed under the lock.
         var lazy: u32 = 0;
         for (clauses, 0..) |c, i| {
-            if (slot.stillQueued(i, c)) lazy |= clauseBit(i);
+            if (unlazy & clauseBit(i) == 0 and slot.stillQueued(i, c)) lazy |= clauseBit(i);
         }
         nlocks = 0;
         for (0..LazySlot.max) |i| {
@@ -2100,14 +2108,26 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
             const t = w.tag.load(.monotonic);
             // Release: pairs with the claimant's acquire load of the tag (it then sees the
             // fields above and this generation armed). Fails if a completer unlinked it.
-            if (t & 1 == 0 or w.tag.cmpxchgStrong(t, gen << 1 | 1, .release, .monotonic) != null) {
+            // Seq_cst: ordered against `close`'s store of `closed` (below).
+            if (t & 1 == 0 or w.tag.cmpxchgStrong(t, gen << 1 | 1, .seq_cst, .monotonic) != null) {
+                rearmed = false;
+                break;
+            }
+            // A close leaves senders queued (they still deliver), so a queued send waiter does
+            // not prove its channel open: one closed since `probeEach` looked must fail this
+            // clause, not wait there. Seq_cst (Dekker with `close`'s store): either we see the
+            // close, or the close came after our CAS, the clause already waiting, as a sender
+            // waiting before a close does. Seen: the clause goes through the lock, and fails.
+            if (clauses[i].kind == .send and @atomicLoad(bool, &clauses[i].ch.closed, .seq_cst)) {
+                unlazy |= clauseBit(i);
                 rearmed = false;
                 break;
             }
         }
         if (!rearmed) {
-            // Taken out of its queue since we looked. Give this generation up (unless a clause
-            // re-armed so far won already) and start again: it takes the lock path now.
+            // Taken out of its queue since we looked, or its channel closed. Give this
+            // generation up (unless a clause re-armed so far won already) and start again: it
+            // takes the lock path now.
             if (slot.state.giveUp(gen) == SelectState.gave_up) {
                 unlockAll(locks[0..nlocks]);
                 continue;
@@ -3336,6 +3356,68 @@ test "select on a coroutine: a losing clause stays queued but stale; unlinked by
     try sendU64Within(S.e, 0);
     try s.drainFor(limit);
     for ([_]*Channel{ S.c, S.d, S.e }) |ch| try testing.expect(ch.receivers.isEmpty() and ch.senders.isEmpty());
+}
+
+test "select on a coroutine: a send clause left queued on a channel closed since fails with closed, never waits there" {
+    // The lazy re-arm skips probing a clause whose waiter is still queued. A close unlinks
+    // receivers but leaves senders queued (they still deliver), so a stale send clause can stay
+    // queued on a channel closed after `probeEach` looked at it. `selectLazy` is called
+    // directly after the close: the interleaving where `probeEach` looked just before it.
+    const S = struct {
+        var x: *Channel = undefined;
+        var y: *Channel = undefined;
+        var e: *Channel = undefined;
+        var second: Selected = .{ .index = 9 };
+        var done = std.atomic.Value(bool).init(false);
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            var offer: u64 = 7;
+            var got: u64 = 0;
+            const clauses = [_]Clause{
+                .{ .ch = x, .kind = .send, .elem = std.mem.asBytes(&offer) },
+                .{ .ch = y, .kind = .receive, .elem = std.mem.asBytes(&got) },
+            };
+            // Wins on y; the send clause stays queued on x, stale.
+            _ = select(&clauses, .{}) catch unreachable;
+            _ = recvU64(e) catch unreachable; // x is closed meanwhile
+            const order = [_]u8{ 0, 1 };
+            second = selectLazy(coroutine.current().?, &clauses, &order, .{}) catch unreachable;
+            done.store(true, .release);
+        }
+    };
+    S.x = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.x.destroy();
+    S.y = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.y.destroy();
+    S.e = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.e.destroy();
+    S.done.store(false, .monotonic);
+    var s: scheduler.Scheduler = undefined;
+    try s.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    defer s.shutdown(.cancel);
+    _ = try s.spawn(S.selector, null);
+    const limit = 10 * std.time.ns_per_s;
+    try awaitQueued(S.y, "receivers");
+    try sendU64Within(S.y, 1);
+    try awaitQueued(S.e, "receivers");
+    try testing.expect(!S.x.senders.isEmpty()); // the stale send clause
+    try testing.expect(S.x.close());
+    try sendU64Within(S.e, 0);
+    // Either the select returns, or it waits (queued on y again).
+    const deadline = scheduler.monotonicNs() + limit;
+    while (!S.done.load(.acquire) and scheduler.monotonicNs() < deadline) {
+        S.y.lock();
+        const waiting = !S.y.receivers.isEmpty();
+        S.y.unlock();
+        if (waiting) break;
+        std.Thread.yield() catch {};
+    }
+    // A receive on the closed channel must find it closed, not a value sent by a select that
+    // started after the close.
+    try testing.expectError(error.Closed, tryRecvU64(S.x));
+    if (!S.done.load(.acquire)) try sendU64Within(S.y, 2); // let a waiting select go
+    try s.drainFor(limit);
+    try testing.expectEqual(Selected{ .index = 0, .closed = true }, S.second);
+    try testing.expect(S.x.senders.isEmpty() and S.y.receivers.isEmpty());
 }
 
 test "select on a coroutine: a channel destroyed under a stale clause keeps its memory until the coroutine lets go" {
