@@ -286,6 +286,21 @@ const Waiter = struct {
         }
     }
 
+    /// For a select clause that can never win (see `isStale`): clears `queued` in its tag, as
+    /// `claim` would after losing, so that the caller unlinks it (true). False for a waiter that
+    /// may still complete, or that its owner re-armed meanwhile (its CAS, without our lock).
+    /// Under the channel lock.
+    fn dropIfStale(w: *Waiter) bool {
+        const sel = w.sel orelse return false;
+        // Acquire, acq_rel: as in `claim`.
+        var t = w.tag.load(.acquire);
+        while (true) {
+            const gen = t >> 1;
+            if (sel.word.load(.acquire) == SelectState.armed(gen)) return false;
+            t = w.tag.cmpxchgStrong(t, gen << 1, .acq_rel, .acquire) orelse return true;
+        }
+    }
+
     /// Clears `queued` in the tag, for a waiter taken out of its queue under the lock by its
     /// owner (or a destroy) rather than by `claim`.
     fn untag(w: *Waiter) void {
@@ -385,6 +400,17 @@ const WaitQueue = struct {
 
     pub inline fn isEmpty(q: *const WaitQueue) bool {
         return q.head == null;
+    }
+
+    /// Whether a waiter that can still complete is queued: stale select clauses at the head
+    /// (left by coroutines' selects, `LazySlot`) are unlinked on the way, as `popSlow` would.
+    /// Under the channel lock.
+    fn hasLive(q: *WaitQueue) bool {
+        while (q.head) |w| {
+            if (!w.dropIfStale()) return true;
+            q.remove(w);
+        }
+        return false;
     }
 };
 
@@ -1216,7 +1242,8 @@ pub const Channel = struct {
         if (ch.cancelled) return .refused;
         if (ch.bufLen() == 0) {
             // Closed, nothing buffered and no sender waiting: a receive may have seen the end.
-            if (ch.closed and ch.senders.isEmpty()) return .refused;
+            // (A stale select clause is no sender: a receive unlinks it and fails.)
+            if (ch.closed and !ch.senders.hasLive()) return .refused;
             // Nothing it must go before: into the buffer, as a send.
             if (!ch.closed) {
                 var wake: ?Waiter.Wake = null;
@@ -1748,11 +1775,12 @@ pub const Channel = struct {
         return ch.closed;
     }
 
-    /// Closed, nothing buffered and no sender waiting: a receive can only fail.
+    /// Closed, nothing buffered and no sender waiting: a receive can only fail. Stale select
+    /// clauses a coroutine's select left queued are no senders (a receive unlinks them).
     pub fn isClosedForReceive(ch: *Channel) bool {
         ch.lock();
         defer ch.unlock();
-        return ch.closed and ch.tx.tail == ch.rx.head and ch.senders.isEmpty();
+        return ch.closed and ch.tx.tail == ch.rx.head and !ch.senders.hasLive();
     }
 
     pub fn snapshot(ch: *Channel) Metrics {
@@ -3418,6 +3446,56 @@ test "select on a coroutine: a send clause left queued on a channel closed since
     try s.drainFor(limit);
     try testing.expectEqual(Selected{ .index = 0, .closed = true }, S.second);
     try testing.expect(S.x.senders.isEmpty() and S.y.receivers.isEmpty());
+}
+
+test "select on a coroutine: a stale send clause left on a closed channel does not keep it open for receive" {
+    // A close leaves senders queued (they still deliver); a stale select clause among them
+    // delivers nothing (a receive unlinks it and fails), so it must not count as a sender.
+    const S = struct {
+        var x: *Channel = undefined;
+        var y: *Channel = undefined;
+        var e: *Channel = undefined;
+        var dropped = std.atomic.Value(u32).init(0);
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            var offer: u64 = 7;
+            var got: u64 = 0;
+            const clauses = [_]Clause{
+                .{ .ch = x, .kind = .send, .elem = std.mem.asBytes(&offer) },
+                .{ .ch = y, .kind = .receive, .elem = std.mem.asBytes(&got) },
+            };
+            _ = select(&clauses, .{}) catch unreachable; // wins on y
+            _ = recvU64(e) catch unreachable;
+        }
+        fn hook(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            _ = dropped.fetchAdd(1, .monotonic);
+        }
+    };
+    S.x = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.x.destroy();
+    S.x.setUndelivered(S.hook, null);
+    S.y = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.y.destroy();
+    S.e = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.e.destroy();
+    S.dropped.store(0, .monotonic);
+    var s: scheduler.Scheduler = undefined;
+    try s.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    defer s.shutdown(.cancel);
+    _ = try s.spawn(S.selector, null);
+    try awaitQueued(S.y, "receivers");
+    try sendU64Within(S.y, 1);
+    try awaitQueued(S.e, "receivers");
+    try testing.expect(!S.x.senders.isEmpty()); // the stale send clause
+    try testing.expect(S.x.close());
+    try testing.expect(S.x.isClosedForReceive());
+    // A value given back to a closed channel with nothing left to receive is dropped, not
+    // parked behind a sender that will never deliver.
+    var v: u64 = 3;
+    S.x.giveBack(std.mem.asBytes(&v));
+    try testing.expectEqual(@as(u32, 1), S.dropped.load(.monotonic));
+    try testing.expectError(error.Closed, tryRecvU64(S.x));
+    try sendU64Within(S.e, 0);
+    try s.drainFor(10 * std.time.ns_per_s);
 }
 
 test "select on a coroutine: a channel destroyed under a stale clause keeps its memory until the coroutine lets go" {
