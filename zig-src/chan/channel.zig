@@ -1721,8 +1721,8 @@ pub const Channel = struct {
         while (true) {
             ch.lock();
             const first = !ch.closed;
-            // Seq_cst: a coroutine's select re-arms a queued send clause without the lock, then
-            // looks at `closed` (`selectLazy`).
+            // Seq_cst: a coroutine's select looks at it before it re-arms a queued send clause
+            // without the lock (`selectLazy`).
             @atomicStore(bool, &ch.closed, true, .seq_cst);
             var n: usize = 0;
             while (n < max_wakes) : (n += 1) {
@@ -2070,8 +2070,8 @@ const LazySlot = struct {
 /// still complete, stale ones unlinked on the way, before it may buffer or wait; a close
 /// unlinks every receiver, a cancel every waiter), so while it stays queued its clause is not
 /// ready, and likewise for a send (a receive takes the oldest sender), except that a close
-/// leaves senders queued (they still deliver): a re-armed send clause then looks at `closed`
-/// after its CAS and, closed, goes through the lock, where it fails with `closed` (Kotlin's
+/// leaves senders queued (they still deliver): a send clause looks at `closed` before its
+/// re-arming CAS and, closed, goes through the lock, where it fails with `closed` (Kotlin's
 /// onSend after a close). Only the other clauses' channels are locked and probed. ChanPopular's
 /// 1,000 selectors share one channel that never becomes ready: its lock, taken twice per select,
 /// was most of the cost; now it is not taken at all.
@@ -2131,23 +2131,24 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
         for (0..n) |i| {
             if (lazy & clauseBit(i) == 0) continue;
             const w = &slot.waiters[i];
+            // A close leaves senders queued (they still deliver), so a queued send waiter does
+            // not prove its channel open: one closed since `probeEach` looked must fail this
+            // clause, not wait there. Looked at before the CAS: read open, the clause counts
+            // as armed from this load on, before the close (a sender waiting before a close
+            // still delivers); whoever would have seen it stale meanwhile (a receive,
+            // `hasLive`) unlinked it, and the CAS fails. Closed: it goes through the lock, and
+            // fails there. Seq_cst: pairs with `close`'s store.
+            if (clauses[i].kind == .send and @atomicLoad(bool, &clauses[i].ch.closed, .seq_cst)) {
+                unlazy |= clauseBit(i);
+                rearmed = false;
+                break;
+            }
             // Read by a completer only once it claimed the clause (after seeing the CAS).
             w.refresh(clauses[i].elem, caller);
             const t = w.tag.load(.monotonic);
             // Release: pairs with the claimant's acquire load of the tag (it then sees the
             // fields above and this generation armed). Fails if a completer unlinked it.
-            // Seq_cst: ordered against `close`'s store of `closed` (below).
-            if (t & 1 == 0 or w.tag.cmpxchgStrong(t, gen << 1 | 1, .seq_cst, .monotonic) != null) {
-                rearmed = false;
-                break;
-            }
-            // A close leaves senders queued (they still deliver), so a queued send waiter does
-            // not prove its channel open: one closed since `probeEach` looked must fail this
-            // clause, not wait there. Seq_cst (Dekker with `close`'s store): either we see the
-            // close, or the close came after our CAS, the clause already waiting, as a sender
-            // waiting before a close does. Seen: the clause goes through the lock, and fails.
-            if (clauses[i].kind == .send and @atomicLoad(bool, &clauses[i].ch.closed, .seq_cst)) {
-                unlazy |= clauseBit(i);
+            if (t & 1 == 0 or w.tag.cmpxchgStrong(t, gen << 1 | 1, .release, .monotonic) != null) {
                 rearmed = false;
                 break;
             }
