@@ -111,9 +111,18 @@ export type ReceiveCatchingResult<T> = { state: "ok"; value: T } | {
 
 /** A snapshot of a channel's counters (`kc_chan_snapshot`, plus this isolate's hand-offs). */
 export interface ChannelMetrics {
+  /** Sends that succeeded, including those whose value a drop policy then dropped. */
   sends: number;
+  /** Receives that succeeded (values dropped from the buffer were never received). */
   receives: number;
+  /**
+   * Bytes of the values sent: the 8-byte slot per value for `codecs.f64` and `codecs.u64`; for
+   * the zero-copy codecs each value's encoded length. A zero-copy value that never reached the
+   * native channel (a local channel's, a same-isolate hand-off) counts less: a Uint8Array that
+   * went through the local buffer its length, anything else 0.
+   */
   bytesSent: number;
+  /** Bytes of the values received, counted as `bytesSent` counts them. */
   bytesReceived: number;
   /**
    * Failed operations by kind: full (a try-send that found no room; a `send` that waits counts
@@ -124,8 +133,12 @@ export interface ChannelMetrics {
   dropped: number;
   /** Values passed from a waiting party straight to the other. */
   handoffs: number;
-  /** Time of the first and the last operation (kc_now_ns clock; 0 before any). */
+  /**
+   * When the first operation ran, in nanoseconds on the `kc_now_ns` (monotonic) clock; 0 before
+   * any. The counters' clock ticks once a millisecond, so this is to a millisecond.
+   */
   firstOpNs: number;
+  /** When the latest operation ran, as `firstOpNs` (same clock and resolution; 0 before any). */
   lastOpNs: number;
   /** When the snapshot was taken (kc_now_ns clock). */
   takenNs: number;
@@ -133,12 +146,19 @@ export interface ChannelMetrics {
 
 /** What `share()` returns: plain data to `postMessage` to a Worker. */
 export interface SharedChannel {
+  /** Marks the object as a shared channel; `Channel.from` checks it. */
   readonly kind: "kcoro.channel";
+  /** The format of this object; `Channel.from` takes version 1 only. */
   readonly version: 1;
+  /** The native channel's handle (a 32-bit number, valid in every isolate of the process). */
   readonly handle: number;
+  /** Bytes per native slot: the codec's `elemSize` (8, or 32 for a descriptor). */
   readonly elemSize: number;
+  /** True when the slots are descriptors of native buffers: the codec's `zeroCopy`. */
   readonly zeroCopy: boolean;
+  /** The codec the values travel with; `Channel.from` uses the built-in codec of that name. */
   readonly codec: CodecName;
+  /** The capacity the channel was made with, in values (0: rendezvous; 2^32 - 1: unlimited). */
   readonly capacity: number;
 }
 
@@ -594,6 +614,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#bridgeOf ??= Bridge.of(this.#lib);
   }
 
+  /**
+   * A channel of `capacity` values: `"rendezvous"` (the default; 0: a send waits for a
+   * receiver), `"buffered"` (64), `"conflated"` (keeps the latest value only), `"unlimited"`, or
+   * an integer from 0 to 2^31. With a drop policy a rendezvous channel buffers one value, and an
+   * unlimited one ignores it. Opens the library if need be; the native channel is made only when
+   * the channel first escapes this isolate's JavaScript (`handle`, `share`, `select`). Throws a
+   * TypeError or RangeError (`Cannot create channel: ...`) for a bad capacity or option.
+   */
   constructor(capacity: Capacity = "rendezvous", options: ChannelOptions<T> = {}) {
     if ((capacity as unknown) === fromToken) {
       const o = open(options as unknown);
@@ -1773,7 +1801,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return true;
   }
 
-  /** @internal A ring record for `w` arrived. */
   /** @internal Its native wait was withdrawn as the library closes (see `RingOp.withdrawn`). */
   _withdrawn(w: Waiter): void {
     try {
@@ -1787,6 +1814,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
   }
 
+  /** @internal A ring record for `w` arrived. */
   _completed(w: Waiter, status: number): void {
     const bridge = this.#bridge;
     if (!this.#lib.isOpen) {
