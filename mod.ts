@@ -59,6 +59,7 @@ export {
   openLibrary,
   type OpenOptions,
 } from "./ffi/load.ts";
+export { type Symbols, symbols } from "./ffi/symbols.ts";
 export {
   type NativeFunction,
   resolveNative,

@@ -27,11 +27,14 @@ export const ABI_VERSION = 13;
 
 /** An open libkcoro. `close()` is idempotent; calls after it throw `LibraryClosedError`. */
 export class Library {
+  /** The file it was opened from (see the module documentation for where that is). */
   readonly path: string;
+  /** The ABI version the library reported when it was opened (`kc_abi_version`). */
   readonly abiVersion: number;
   #lib: Deno.DynamicLibrary<Symbols> | null;
   #symbols: Deno.DynamicLibrary<Symbols>["symbols"];
 
+  /** @internal Use {@linkcode openLibrary} or {@linkcode library}. */
   constructor(lib: Deno.DynamicLibrary<Symbols>, path: string, abiVersion: number) {
     this.#lib = lib;
     // A copy: a property read from Deno's own symbols object costs ~0.6 ns more per call
@@ -63,7 +66,11 @@ export class Library {
     return this.#symbols;
   }
 
-  /** The raw symbols; throws `LibraryClosedError` (naming `op`) once closed. */
+  /**
+   * The raw FFI functions (see {@linkcode Symbols}), to call libkcoro directly. `op` names the
+   * operation in the error (`Cannot <op>: the kcoro library is closed`): a
+   * {@linkcode LibraryClosedError} once the library is closed.
+   */
   symbols(op: string): Deno.DynamicLibrary<Symbols>["symbols"] {
     if (this.#lib === null) throw new LibraryClosedError(op);
     return this.#symbols;

@@ -12,6 +12,11 @@
  * @module
  */
 
+/**
+ * The symbol table {@linkcode openLibrary} passes to `Deno.dlopen`: each libkcoro function kcoro
+ * calls from JavaScript, with its C prototype. `Library.symbols()` returns the functions it
+ * declares.
+ */
 export const symbols = {
   /** uint32_t kc_abi_version(void) */
   kc_abi_version: { parameters: [], result: "u32" },
@@ -310,4 +315,5 @@ export const symbols = {
   },
 } as const satisfies Deno.ForeignLibraryInterface;
 
+/** The type of {@linkcode symbols}: what `Deno.DynamicLibrary<Symbols>` is opened with. */
 export type Symbols = typeof symbols;
