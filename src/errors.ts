@@ -148,6 +148,10 @@ export class KcoroError extends Error {
   /** The status code's name, e.g. `"KC_EBUSY"`. */
   readonly code: string;
 
+  /**
+   * An error for native status `status` (a negative `KC_*` code); the message is `message`
+   * followed by the status name, e.g. `Cannot resume coroutine: ... (KC_EBUSY)`.
+   */
   constructor(status: number, message: string, options?: ErrorOptions) {
     super(`${message} (${statusName(status)})`, options);
     this.name = "KcoroError";
@@ -158,6 +162,7 @@ export class KcoroError extends Error {
 
 /** A handle that is stale, destroyed, forged, or names an object of another kind. */
 export class InvalidHandleError extends KcoroError {
+  /** Status `KC_EBADH`; `message` (`Cannot <op>: ...`) names the operation and the handle. */
   constructor(message: string) {
     super(Status.EBADH, message);
     this.name = "InvalidHandleError";
@@ -166,6 +171,10 @@ export class InvalidHandleError extends KcoroError {
 
 /** The native library could not be found, built or opened. The message says what to do. */
 export class LibraryNotFoundError extends Error {
+  /**
+   * `message` lists the places tried and what to do; `options.cause` is the error of a `dlopen`
+   * that failed.
+   */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "LibraryNotFoundError";
@@ -179,6 +188,10 @@ export class AbiMismatchError extends Error {
   /** ABI version this module expects. */
   readonly expected: number;
 
+  /**
+   * The library at `path` reports ABI version `found`, this module expects `expected`; the
+   * message says how to rebuild it or point `KCORO_LIB` at a matching build.
+   */
   constructor(path: string, found: number, expected: number) {
     super(
       `kcoro: ABI mismatch: ${path} has ABI version ${found}, this module expects ${expected}; ` +
@@ -192,6 +205,7 @@ export class AbiMismatchError extends Error {
 
 /** The library was closed, or the runtime shut down, before the call. */
 export class LibraryClosedError extends KcoroError {
+  /** `Cannot <op>: the kcoro library is closed`, status `KC_ESHUTDOWN`. */
   constructor(op: string) {
     super(Status.ESHUTDOWN, `Cannot ${op}: the kcoro library is closed`);
     this.name = "LibraryClosedError";
@@ -200,6 +214,10 @@ export class LibraryClosedError extends KcoroError {
 
 /** The native runtime is not running: never started, or shut down. */
 export class ShutdownError extends KcoroError {
+  /**
+   * `Cannot <op>: <reason>`, status `KC_ESHUTDOWN`; `reason` says why when it is more than the
+   * runtime not running (a shutdown in progress, one that abandoned a scope's coroutines).
+   */
   constructor(
     op: string,
     reason = "the kcoro runtime is not running (shut down or never started)",
@@ -211,6 +229,10 @@ export class ShutdownError extends KcoroError {
 
 /** Sending to a channel that is closed for send. */
 export class ClosedSendError extends Error {
+  /**
+   * What a send to a channel closed without a cause rejects with (one closed with a cause
+   * rejects with the cause itself).
+   */
   constructor(message = "Channel was closed", options?: ErrorOptions) {
     super(message, options);
     this.name = "ClosedSendError";
@@ -219,6 +241,10 @@ export class ClosedSendError extends Error {
 
 /** Receiving from a channel that is closed and drained. */
 export class ClosedReceiveError extends Error {
+  /**
+   * What a receive from a channel closed without a cause and drained rejects with (one closed
+   * with a cause rejects with the cause itself).
+   */
   constructor(message = "Channel was closed", options?: ErrorOptions) {
     super(message, options);
     this.name = "ClosedReceiveError";
@@ -227,6 +253,10 @@ export class ClosedReceiveError extends Error {
 
 /** A coroutine, job or operation was cancelled. Cancellation is not a failure. */
 export class CancellationError extends Error {
+  /**
+   * A cancellation; `options.cause` holds the reason when it is not itself a CancellationError:
+   * what `Job.cancel(cause)` wrapped, or the failure that cancelled a scope's tasks.
+   */
   constructor(message = "Cancelled", options?: ErrorOptions) {
     super(message, options);
     this.name = "CancellationError";
@@ -235,6 +265,7 @@ export class CancellationError extends Error {
 
 /** A timeout expired (a kind of cancellation). */
 export class TimeoutError extends CancellationError {
+  /** A timeout; kcoro's messages say what waited how long, e.g. `Timed out waiting for 50 ms`. */
   constructor(message = "Timed out", options?: ErrorOptions) {
     super(message, options);
     this.name = "TimeoutError";
@@ -247,6 +278,7 @@ export class TimeoutError extends CancellationError {
  * (Kotlin's `CompletionHandlerException`).
  */
 export class CompletionHandlerError extends Error {
+  /** `message` says which handler (`Exception in ...`); `options.cause` is what it threw. */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "CompletionHandlerError";
@@ -279,12 +311,15 @@ export function unwrap(status: number, op: string): number {
 
 /**
  * A value a channel's codec cannot carry (a function or symbol in a structured-clone value,
- * a non-number for `codecs.f64`, ...). Nothing was sent; `cause` holds the underlying error.
+ * a non-number for `codecs.f64`, ...): nothing was sent. Also what a receive throws for a value
+ * its codec cannot read (sent with another codec, or by C code with an unknown tag), which is
+ * freed. `cause`, when set, holds the underlying error (e.g. the structured clone's).
  */
 export class CodecError extends TypeError {
   /** The codec's name, e.g. `"default"` or `"f64"`. */
   readonly codec: string;
 
+  /** An error of codec `codec`; `message` is `Cannot send: ...` or `Cannot receive: ...`. */
   constructor(codec: string, message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "CodecError";
