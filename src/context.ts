@@ -23,7 +23,12 @@ declare const valueType: unique symbol;
 export interface ContextKey<V> {
   /** The name given to {@linkcode createContextKey}, for messages and debugging only. */
   readonly name: string;
-  /** Phantom field carrying the value type; never present at run time. */
+  /**
+   * Phantom field carrying the value type; never present at run time. Its key is a type-only
+   * symbol, so it is left out of the documentation.
+   *
+   * @ignore
+   */
   readonly [valueType]?: V;
 }
 
@@ -151,6 +156,10 @@ export class Context {
     return [...this.#entries.keys()];
   }
 
+  /**
+   * The entries for debugging, e.g. `Context(user="ada", deadline=1500.5)`: each key's name and
+   * its value in short form (a string quoted, an object by its tag only).
+   */
   toString(): string {
     const parts = [...this.#entries].map(([k, v]) => `${k.name}=${describe(v)}`);
     return `Context(${parts.join(", ")})`;
