@@ -232,6 +232,8 @@ const NO_OP: Disposable = Object.freeze({ [Symbol.dispose]() {} });
  * The job state machine shared by every kind of job (Kotlin's `JobSupport`). Internal: the
  * public types are {@linkcode Job} and {@linkcode Deferred}. Subclasses run a body and report
  * its end through `completeBody` / `failBody`.
+ *
+ * @internal
  */
 export class JobSupport<T = unknown> implements Deferred<T> {
   /** The context this job runs with. */
@@ -577,6 +579,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
 /**
  * A {@linkcode Deferred} completed by hand (Kotlin's `CompletableDeferred`): `complete(value)`
  * or `completeExceptionally(error)` settle it; `cancel()` cancels it. Active from the start.
+ * Besides the members of `Deferred` it has `context` (the constructor's) and `signal` (an
+ * AbortSignal that aborts, with the CancellationError as its reason, once it is cancelled or
+ * fails).
  *
  * @example
  * ```ts
@@ -589,7 +594,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
  * assert.equal(answer.state, "completed");
  * ```
  */
-export class CompletableDeferred<T> extends JobSupport<T> {
+export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T> {
+  /**
+   * An active deferred without a parent. `options.context` (default `Context.empty`) is its
+   * context: its {@linkcode CoroutineExceptionHandler} gets the errors completion handlers
+   * throw. Throws a TypeError (`Cannot create CompletableDeferred: ...`) for options that are
+   * not an object or a context that is not a {@linkcode Context}.
+   */
   constructor(options: { context?: Context } = {}) {
     if (typeof options !== "object" || options === null) {
       throw new TypeError(
