@@ -303,21 +303,32 @@ function isPointer(p: object): boolean {
 
 /** A C-ABI function `void f(void *arg)` found by {@linkcode resolveNative}. */
 export interface NativeFunction {
+  /** The shared library's path, as given to {@linkcode resolveNative}. */
   readonly library: string;
+  /** The function's name in that library. */
   readonly symbol: string;
+  /** The function's address (valid for good: the library stays loaded). */
   readonly pointer: Deno.PointerObject;
 }
 
 /** One worker's counters. */
 export interface WorkerStats {
+  /** Coroutine runs on this worker since the scheduler started (each until a yield, park or end). */
   runs: number;
+  /** Times this worker took work (half a queue at once) from another worker's queue. */
   steals: number;
+  /** Times a coroutine this worker ran parked (to wait for a channel, a timer, an unpark). */
   parks: number;
+  /**
+   * Runnable coroutines queued on this worker when the snapshot was taken: its stealable queue
+   * and its next-to-run slot (not the coroutines that yielded and wait for their turn).
+   */
   queueDepth: number;
 }
 
 /** A snapshot of the scheduler. */
 export interface RuntimeStats {
+  /** One entry per worker thread, in worker order. */
   workers: WorkerStats[];
   /** Spawned coroutines that have not finished. */
   live: number;
@@ -335,6 +346,7 @@ function cString(s: string): Uint8Array<ArrayBuffer> {
 /** The process-wide native scheduler. Get it with {@linkcode runtime}. */
 export class Runtime {
   readonly #lib: Library;
+  /** How many worker threads the scheduler runs. */
   readonly workers: number;
   /** @internal Use {@linkcode runtime}. */
   constructor(lib: Library, workers: number) {
@@ -342,12 +354,12 @@ export class Runtime {
     this.workers = workers;
   }
 
-  /** True until {@linkcode Runtime.shutdown} (or the library closed). */
   /** @internal True if this Runtime drives `lib`. */
   _on(lib: Library): boolean {
     return this.#lib === lib;
   }
 
+  /** True until {@linkcode Runtime.shutdown} (or the library closed). */
   get isRunning(): boolean {
     return schedulerRunning(this.#lib);
   }
@@ -422,6 +434,11 @@ export class Runtime {
    * ```
    */
   spawn(entry: ScheduledBuiltin | NativeFunction, cells?: BigUint64Array): void;
+  /**
+   * Runs the function `entry` from {@linkcode resolveNative} as a native coroutine, called with
+   * `arg` (a pointer; null by default) as its `void *arg`. Nothing keeps what `arg` points to
+   * alive or in place: it must outlive the coroutine's use of it.
+   */
   spawn(entry: NativeFunction, arg?: Deno.PointerValue): void;
   spawn(entry: ScheduledBuiltin | NativeFunction, arg?: BigUint64Array | Deno.PointerValue): void {
     const op = "spawn coroutine";
@@ -508,6 +525,10 @@ export class Runtime {
     if (current === this) current = null;
   }
 
+  /**
+   * `shutdown("cancel")`, for `await using`. The scheduler is the process's: this stops it for
+   * every isolate that uses it.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown("cancel");
   }
