@@ -171,6 +171,7 @@ export class NativeCoroutine implements Disposable {
     this.#destroyed = true;
   }
 
+  /** `destroy()`, for `using`. */
   [Symbol.dispose](): void {
     this.destroy();
   }

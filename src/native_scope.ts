@@ -98,25 +98,6 @@ function nativeCancellation(): CancellationError {
   return new CancellationError("Cancelled: the native scope was cancelled");
 }
 
-/**
- * A native scope (`kc_scope_*`): launches native coroutines as its children, cancels them all,
- * and waits for them. Make a free-standing one with {@linkcode NativeScope.create} (dispose it
- * with `await using`), or get the one a TypeScript scope owns with {@linkcode nativeScope}.
- *
- * @example
- * ```ts
- * import { NativeScope, runtime, Status } from "../mod.ts";
- * import assert from "node:assert/strict";
- * await using scope = NativeScope.create();
- * const cells = runtime().cells([60_000n, 0n, 0n]); // sleep a minute
- * scope.launch("cancellable-sleeper", cells);
- * assert.equal(scope.live, 1);
- * await assert.rejects(scope.wait({ timeout: 1 }), { name: "TimeoutError" });
- * assert.equal(scope.cancel(), true); // the sleep ends at once with KC_EINTR
- * await scope.wait();
- * assert.equal(BigInt.asIntN(64, cells[2]), BigInt(Status.EINTR));
- * ```
- */
 /** A free-standing scope's native side, for the finaliser of a scope dropped undisposed. */
 interface Dropped {
   lib: Library;
@@ -158,6 +139,25 @@ const droppedScopes = new FinalizationRegistry<Dropped>((d) => {
   }
 });
 
+/**
+ * A native scope (`kc_scope_*`): launches native coroutines as its children, cancels them all,
+ * and waits for them. Make a free-standing one with {@linkcode NativeScope.create} (dispose it
+ * with `await using`), or get the one a TypeScript scope owns with {@linkcode nativeScope}.
+ *
+ * @example
+ * ```ts
+ * import { NativeScope, runtime, Status } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * await using scope = NativeScope.create();
+ * const cells = runtime().cells([60_000n, 0n, 0n]); // sleep a minute
+ * scope.launch("cancellable-sleeper", cells);
+ * assert.equal(scope.live, 1);
+ * await assert.rejects(scope.wait({ timeout: 1 }), { name: "TimeoutError" });
+ * assert.equal(scope.cancel(), true); // the sleep ends at once with KC_EINTR
+ * await scope.wait();
+ * assert.equal(BigInt.asIntN(64, cells[2]), BigInt(Status.EINTR));
+ * ```
+ */
 export class NativeScope implements AsyncDisposable {
   readonly #lib: Library;
   readonly #handle: number;
@@ -278,6 +278,11 @@ export class NativeScope implements AsyncDisposable {
    * cancellation had not reached it yet.
    */
   launch(entry: ScheduledBuiltin | NativeFunction, cells?: BigUint64Array): void;
+  /**
+   * Runs the function `entry` from {@linkcode resolveNative} as a child, called with `arg` (a
+   * pointer; null by default) as its `void *arg`. Nothing keeps what `arg` points to alive or
+   * in place: it must outlive the child's use of it. Throws as the other overload does.
+   */
   launch(entry: NativeFunction, arg?: Deno.PointerValue): void;
   launch(entry: ScheduledBuiltin | NativeFunction, arg?: BigUint64Array | Deno.PointerValue): void {
     const op = "launch native coroutine";
