@@ -313,7 +313,7 @@ export interface NativeFunction {
 
 /** One worker's counters. */
 export interface WorkerStats {
-  /** Coroutine runs on this worker since the scheduler started (each until a yield, park or end). */
+  /** Coroutine runs on this worker since the scheduler started (each to a yield, park or end). */
   runs: number;
   /** Times this worker took work (half a queue at once) from another worker's queue. */
   steals: number;
