@@ -1,5 +1,5 @@
 /**
- * `Channel<T>`: a native kcoro channel from TypeScript (DESIGN.md section 4).
+ * `Channel<T>`: a native kcoro channel from TypeScript (README: "Channels from TypeScript").
  *
  * - A channel whose handle never left this isolate's JavaScript (`handle`, `share`, `select`) is
  *   local: its values wait in a JavaScript ring and its waiters in JavaScript, so no operation

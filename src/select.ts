@@ -1,5 +1,5 @@
 /**
- * `select()`: waits for the first of several clauses (DESIGN.md sections 4 and 5), built on the
+ * `select()`: waits for the first of several clauses (README: "Select from TypeScript"), built on the
  * native select.
  *
  * - At most one clause fires; its handler's result (awaited) is the select's result.

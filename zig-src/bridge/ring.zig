@@ -5,7 +5,7 @@
 //! thread, another isolate, close or cancel) runs `Pending.notify`, which appends one
 //! `Completion` record to the waiting isolate's `Ring` and wakes the ring's one waiter, if
 //! any. The isolate keeps at most one wait outstanding on its ring and drains every record
-//! per wake-up, so many completions cost one wake-up (DESIGN.md section 3: waking JS is
+//! per wake-up, so many completions cost one wake-up (the project's design brief: waking JS is
 //! batched). Nothing here calls into JavaScript.
 //!
 //! Memory: a ring reserves one record slot for every pending operation when it is

@@ -8,7 +8,7 @@
 //! thread (it sleeps on a futex). Every blocking call takes an optional absolute deadline
 //! (CLOCK_MONOTONIC ns, `scheduler.monotonicNs`); hand-driven coroutines cannot time out.
 //!
-//! Semantics (Kotlin's and Go's, see DESIGN.md section 5):
+//! Semantics (Kotlin's and Go's, the project's design brief, section 5):
 //! - FIFO; with waiting receivers a send hands its value straight to the oldest receiver, and
 //!   with waiting senders a receive takes from the buffer and moves the oldest sender's value in.
 //! - Overflow when the buffer is full: `suspend` waits, `drop_latest` discards the new value,
