@@ -465,34 +465,94 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     );
   }
 
+  /**
+   * Cancels this job with `cause` (a failure when `failure`). Loops instead of recursing, so a
+   * chain of 10,000 nested tasks does not overflow the stack (the recursion did, leaving the
+   * jobs half-cancelled and a RangeError unhandled): first up, handing a failure to each parent
+   * that takes it, then down, each job that started cancelling here outermost first, the order
+   * the recursion had.
+   */
   #cancelWith(cause: unknown, failure: boolean): void {
-    const s = this.#state;
-    if (s >= CANCELLED) return;
-    if (s === CANCELLING) {
-      // The first failure wins over a cancellation (Kotlin's root cause rule).
-      if (failure && !this.#failed) {
-        this.#cause = cause;
-        this.#failed = true;
-        this.#propagate(cause);
-      } else if (failure && cause !== this.#cause) this.#suppress(cause);
-      return;
+    let first: JobSupport<unknown> | null = null; // the jobs that start cancelling here
+    let more: JobSupport<unknown>[] | null = null;
+    // deno-lint-ignore no-this-alias -- j walks up from this job
+    for (let j: JobSupport<unknown> = this;;) {
+      const s = j.#state;
+      if (s >= CANCELLED) break;
+      if (s === CANCELLING) {
+        // The first failure wins over a cancellation (Kotlin's root cause rule).
+        if (!failure) break;
+        if (j.#failed) {
+          if (cause !== j.#cause) j.#suppress(cause);
+          break;
+        }
+        j.#cause = cause;
+        j.#failed = true;
+      } else {
+        j.#state = CANCELLING;
+        j.#cause = cause;
+        j.#failed = failure;
+        if (s === NEW || (j.#flags & CANCEL_COMPLETES) !== 0) j.#bodyDone = true;
+        if (first === null) first = j;
+        else (more ??= []).push(j);
+        if (!failure) break;
+      }
+      // j fails: its parent takes the failure unless it is a supervisor (or there is none);
+      // `#handled` records whether it does, so j does not report it too.
+      const p = j.#parent;
+      if (p === null || (p.#flags & SUPERVISOR) !== 0) {
+        j.#handled = false;
+        break;
+      }
+      j.#handled = (p.#flags & HANDLES_CHILD_FAILURE) !== 0;
+      j = p;
     }
-    this.#state = CANCELLING;
-    this.#cause = cause;
-    this.#failed = failure;
-    if (s === NEW || (this.#flags & CANCEL_COMPLETES) !== 0) this.#bodyDone = true;
-    if (failure) this.#propagate(cause);
-    const ce = this.#childCancel();
-    this.#controller?.abort(ce);
-    for (let c = this.#head; c !== null;) {
+    if (more !== null) { for (let i = more.length - 1; i >= 0; i--) more[i].#cancelDown(); }
+    if (first !== null) first.#cancelDown();
+  }
+
+  /**
+   * The downward half of cancelling a job that has just become `cancelling`: aborts its signal,
+   * cancels each child's subtree depth first, and finishes each job that can finish. With a
+   * stack of its own instead of recursion (see `#cancelWith`).
+   */
+  #cancelDown(): void {
+    // deno-lint-ignore no-this-alias -- j walks down from this job
+    let j: JobSupport<unknown> = this;
+    let ce = j.#childCancel();
+    j.#controller?.abort(ce);
+    let c = j.#head;
+    // Per suspended level: the job, its CancellationError, the child to go on with.
+    let stack: (JobSupport<unknown> | CancellationError | null)[] | null = null;
+    for (;;) {
+      if (c === null) {
+        j.#tryFinalize();
+        if (stack === null || stack.length === 0) return;
+        const next = stack.pop() as JobSupport<unknown> | null;
+        ce = stack.pop() as CancellationError;
+        j = stack.pop() as JobSupport<unknown>;
+        // Cancelling the child ran code (abort listeners, a lazy child's completion handlers)
+        // that may have finished `next` and unlinked it: then walk again from the head,
+        // skipping the children already cancelling (each restart follows a child's removal).
+        c = next !== null && next.#parent !== j ? j.#head : next;
+        continue;
+      }
       const next = c.#next; // c may finish and unlink itself right here
-      if (c.#state < CANCELLING) c.#cancelWith(ce, false);
-      // Cancelling c ran code (abort listeners, a lazy child's completion handlers) that may
-      // have finished `next` and unlinked it: then walk again from the head, skipping the
-      // children already cancelling (each restart follows a child's removal).
-      c = next !== null && next.#parent !== this ? this.#head : next;
+      const s = c.#state;
+      if (s >= CANCELLING) {
+        c = next !== null && next.#parent !== j ? j.#head : next;
+        continue;
+      }
+      c.#state = CANCELLING;
+      c.#cause = ce;
+      c.#failed = false;
+      if (s === NEW || (c.#flags & CANCEL_COMPLETES) !== 0) c.#bodyDone = true;
+      (stack ??= []).push(j, ce, next);
+      j = c;
+      ce = j.#childCancel();
+      j.#controller?.abort(ce);
+      c = j.#head;
     }
-    this.#tryFinalize();
   }
 
   /**
@@ -522,26 +582,22 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     handleCoroutineException(this.context, later);
   }
 
-  /** Hands a failure to the parent; `#handled` records whether it took it. */
-  #propagate(failure: unknown): void {
-    const p = this.#parent;
-    this.#handled = p !== null && p.#childFailed(failure);
-  }
-
-  /** A child failed: true if this job takes the failure (so the child does not report it). */
-  #childFailed(failure: unknown): boolean {
-    if ((this.#flags & SUPERVISOR) !== 0) return false;
-    this.#cancelWith(failure, true);
-    return (this.#flags & HANDLES_CHILD_FAILURE) !== 0;
-  }
-
+  /**
+   * Finishes this job if its body and children are done, then each parent that this lets
+   * finish: a loop, not recursion (a chain of 10,000 nested tasks ending at once overflowed).
+   */
   #tryFinalize(): void {
-    if (!this.#bodyDone || this.#head !== null) return;
-    if (this.#state === COMPLETING) this.#finalize(COMPLETED);
-    else if (this.#state === CANCELLING) this.#finalize(CANCELLED);
+    // deno-lint-ignore no-this-alias -- j walks up from this job
+    for (let j: JobSupport<unknown> | null = this; j !== null;) {
+      if (!j.#bodyDone || j.#head !== null) return;
+      if (j.#state === COMPLETING) j = j.#finalize(COMPLETED);
+      else if (j.#state === CANCELLING) j = j.#finalize(CANCELLED);
+      else return;
+    }
   }
 
-  #finalize(state: number): void {
+  /** Makes this job final; returns its parent, which may now finish too. */
+  #finalize(state: number): JobSupport<unknown> | null {
     this.#state = state;
     const cause = state === COMPLETED ? undefined : this.#cause;
     if (this.#failed && !this.#handled && (this.#flags & REPORTS_FAILURE) !== 0) {
@@ -571,8 +627,8 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       else p.#head = next;
       if (next !== null) next.#prev = prev;
       this.#prev = this.#next = this.#parent = null;
-      p.#tryFinalize();
     }
+    return p;
   }
 }
 

@@ -670,3 +670,33 @@ Deno.test("createScope().join with bad options is a TypeError that leaves the sc
   assert.equal(job.state, "completed");
   await scope.join();
 });
+
+Deno.test("10,000 nested tasks complete, fail and cancel without overflowing the stack", async () => {
+  const depth = 10_000;
+  // Each level launches the next after a tick (no recursion while building), so the chain
+  // finishes, fails or is cancelled all at once: the state machine must not recurse per level.
+  async function chain(outcome: "complete" | "fail" | "cancel"): Promise<unknown> {
+    let leafDone!: () => void;
+    const leafStarted = new Promise<void>((resolve) => leafDone = resolve);
+    const run = coroutineScope(async (scope) => {
+      const nest = async (s: CoroutineScope, n: number): Promise<void> => {
+        await null;
+        if (n > 0) {
+          s.launch((c) => nest(c, n - 1));
+          return;
+        }
+        leafDone();
+        if (outcome === "fail") throw new Error("deep");
+        if (outcome === "cancel") await untilAborted(s.signal);
+      };
+      scope.launch((c) => nest(c, depth));
+      await leafStarted;
+      if (outcome === "cancel") scope.cancel();
+      return "done";
+    });
+    return await run.catch((e: Error) => `${e.name}: ${e.message}`);
+  }
+  assert.equal(await chain("complete"), "done");
+  assert.equal(await chain("fail"), "Error: deep");
+  assert.equal(await chain("cancel"), "CancellationError: Cancelled");
+});
