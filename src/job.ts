@@ -562,22 +562,29 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    */
   #suppress(later: unknown): void {
     const first = this.#cause;
-    if (typeof first === "object" && first !== null && Object.isExtensible(first)) {
-      const own = Object.getOwnPropertyDescriptor(first, "suppressed");
-      if (own === undefined) {
-        Object.defineProperty(first, "suppressed", {
-          value: [later],
-          writable: true,
-          configurable: true,
-          enumerable: false,
-        });
-        return;
+    // A first failure that cannot be looked at (a revoked proxy, a throwing trap, a frozen
+    // `suppressed` list) gets nothing added: the later one is reported instead. Letting the
+    // throw out left the job half-cancelled, and from a task's promise it was unhandled.
+    try {
+      if (typeof first === "object" && first !== null && Object.isExtensible(first)) {
+        const own = Object.getOwnPropertyDescriptor(first, "suppressed");
+        if (own === undefined) {
+          Object.defineProperty(first, "suppressed", {
+            value: [later],
+            writable: true,
+            configurable: true,
+            enumerable: false,
+          });
+          return;
+        }
+        if (Array.isArray(own.value) && !own.value.includes(later)) {
+          own.value.push(later);
+          return;
+        }
+        if (Array.isArray(own.value)) return; // kept already
       }
-      if (Array.isArray(own.value) && !own.value.includes(later)) {
-        own.value.push(later);
-        return;
-      }
-      if (Array.isArray(own.value)) return; // kept already
+    } catch {
+      // reported below
     }
     handleCoroutineException(this.context, later);
   }

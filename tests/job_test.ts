@@ -439,3 +439,28 @@ Deno.test("invokeOnCompletion: disposing a handler frees its slot (a select loop
   assert.deepEqual(seen, [1, 2]); // in registration order, disposed ones not called
   assert.equal(count(), 0);
 });
+
+Deno.test("a later failure while the first cannot be looked at is reported, not thrown", async () => {
+  // The first failure is a revoked proxy: keeping the second in its `suppressed` list threw
+  // (Object.isExtensible) out of the state machine, an unhandled rejection that killed Deno.
+  const { proxy, revoke } = Proxy.revocable({}, {});
+  revoke();
+  const reported: unknown[] = [];
+  const context = Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e));
+  const second = new Error("second");
+  const failing = coroutineScope((scope) => {
+    const gate = Promise.withResolvers<void>();
+    scope.launch(async () => {
+      await gate.promise;
+      throw proxy;
+    });
+    scope.launch(async () => {
+      await gate.promise;
+      await null;
+      throw second;
+    });
+    gate.resolve();
+  }, { context });
+  assert.equal(await failing.then(() => false, (e) => e === proxy), true);
+  assert.deepEqual(reported, [second]);
+});
