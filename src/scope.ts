@@ -130,6 +130,10 @@ export function checkScopeOptions(op: string, options: ScopeOptions | undefined)
 }
 
 const LAUNCH = REPORTS_FAILURE | HANDLES_CHILD_FAILURE;
+
+/** Blocks running inside blocks' synchronous starts, now; past the bound one starts later. */
+let nestedStarts = 0;
+const MAX_NESTED_STARTS = 100;
 const ASYNC = HANDLES_CHILD_FAILURE;
 
 /**
@@ -194,6 +198,34 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
   protected override onStart(): void {
     const block = this.#block;
     if (block === null) return;
+    if (nestedStarts >= MAX_NESTED_STARTS) {
+      // Blocks launched from blocks, synchronously, this many deep: start this one on a fresh
+      // stack (Kotlin's Unconfined dispatcher does the same). Running each at once overflowed
+      // the stack near 2,000 levels, between a job's start and its body, and the scope hung.
+      queueMicrotask(() => this.#startLater());
+      return;
+    }
+    nestedStarts++;
+    try {
+      this.#run(block);
+    } finally {
+      nestedStarts--;
+    }
+  }
+
+  /** The deferred start of `onStart`: a job cancelled meanwhile never runs its block. */
+  #startLater(): void {
+    const block = this.#block;
+    if (block === null) return;
+    if (this.isCancelled) {
+      this.#block = null;
+      this.failBody(new CancellationError("Cancelled before it started"));
+      return;
+    }
+    this.onStart();
+  }
+
+  #run(block: Block<T>): void {
     this.#block = null;
     let result;
     try {

@@ -700,3 +700,41 @@ Deno.test("10,000 nested tasks complete, fail and cancel without overflowing the
   assert.equal(await chain("fail"), "Error: deep");
   assert.equal(await chain("cancel"), "CancellationError: Cancelled");
 });
+
+Deno.test("10,000 blocks launched from blocks synchronously do not overflow or hang", async () => {
+  // Each block launches the next before any await: started at once, every level ran on the
+  // stack of the one above, overflowed near 2,000 levels between a job's start and its body,
+  // and the scope never finished.
+  let ran = 0;
+  const nest = (s: CoroutineScope, n: number): void => {
+    ran++;
+    if (n > 0) s.launch((c) => nest(c, n - 1));
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error("the scope hung")), 10_000);
+  });
+  try {
+    await Promise.race([coroutineScope((s) => nest(s, 10_000)), hung]);
+  } finally {
+    clearTimeout(timer);
+  }
+  assert.equal(ran, 10_001);
+  // A level that starts later and is cancelled before then never runs its block.
+  const jobs: ReturnType<CoroutineScope["launch"]>[] = [];
+  let deepestRan = false;
+  await coroutineScope((s) => {
+    const down = (c: CoroutineScope, n: number): void => {
+      if (n === 0) {
+        deepestRan = true;
+        return;
+      }
+      jobs.push(c.launch((d) => down(d, n - 1)));
+    };
+    down(s, 1_000);
+    assert.ok(jobs.length < 1_000, "the deeper levels start later");
+    jobs.at(-1)!.cancel();
+  });
+  assert.equal(deepestRan, false);
+  assert.equal(jobs.at(-1)!.state, "cancelled");
+});
