@@ -132,6 +132,36 @@ Deno.bench(
   },
 );
 
+// --- a scope whose 100,000 children all fail: time to settle ------------------------------
+// The first failure fails the scope; each later one is kept in the first's `suppressed` list,
+// deduplicated. A scan of that list per failure made this quadratic (about 800 ms here).
+
+Deno.bench(
+  `kcoro: a scope whose ${MANY} children all fail, time to settle`,
+  { group: "all fail", baseline: true, n: 10, warmup: 2 },
+  async (b) => {
+    const gate = Promise.withResolvers<void>();
+    const ready = Promise.withResolvers<void>();
+    const scope = coroutineScope((s) => {
+      for (let i = 0; i < MANY; i++) {
+        s.launch(async () => {
+          await gate.promise;
+          throw new Error("failed");
+        });
+      }
+      ready.resolve();
+    });
+    await ready.promise;
+    b.start();
+    gate.resolve();
+    const first = await scope.then(() => undefined, (e) => e as { suppressed?: unknown[] });
+    b.end();
+    if (first?.suppressed?.length !== MANY - 1) {
+      throw new Error("expected every later failure kept");
+    }
+  },
+);
+
 // --- 100,000 concurrent tasks each waiting: total time ------------------------------------
 
 /** Launches MANY tasks each awaiting its own deferred, completes them all, waits for the scope. */
