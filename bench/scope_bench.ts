@@ -134,7 +134,8 @@ Deno.bench(
 
 // --- a scope whose 100,000 children all fail: time to settle ------------------------------
 // The first failure fails the scope; each later one is kept in the first's `suppressed` list,
-// deduplicated. A scan of that list per failure made this quadratic (about 800 ms here).
+// deduplicated. A scan of that list per failure made this quadratic (about 800 ms here; with a
+// Set beside the list, about 230 ms).
 
 Deno.bench(
   `kcoro: a scope whose ${MANY} children all fail, time to settle`,

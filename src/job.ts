@@ -228,6 +228,45 @@ export const CANCEL_COMPLETES = 8;
 const RESOLVED: Promise<void> = Promise.resolve();
 const NO_OP: Disposable = Object.freeze({ [Symbol.dispose]() {} });
 
+/** A `suppressed` list shorter than this is scanned for a duplicate; a longer one gets a Set. */
+const SUPPRESSED_SCAN = 8;
+
+/**
+ * A long `suppressed` list's entries as a Set, so each later failure's duplicate check is O(1):
+ * scanning the list made a scope whose N children fail after the first O(N^2) (100,000 took
+ * most of a second). Keyed by the list, not the error: a list that replaced it (the property is
+ * writable) gets its own. `length` and `last` are the list's when the Set was brought up to date;
+ * a list changed behind it (pushed to, shortened, its last entry replaced) is read again.
+ */
+const suppressedSets = new WeakMap<
+  unknown[],
+  { set: Set<unknown>; length: number; last: unknown }
+>();
+
+/**
+ * Appends `value` to `list` unless it holds it already (SameValueZero, as `list.includes`): a
+ * frozen list throws, and nothing is recorded.
+ */
+function keepSuppressed(list: unknown[], value: unknown): void {
+  const length = list.length;
+  if (length < SUPPRESSED_SCAN) {
+    suppressedSets.delete(list); // a list shortened behind its Set: that Set is stale
+    if (!list.includes(value)) list.push(value);
+    return;
+  }
+  let kept = suppressedSets.get(list);
+  if (kept === undefined || kept.length !== length || !Object.is(kept.last, list[length - 1])) {
+    const set = new Set<unknown>();
+    for (let i = 0; i < length; i++) set.add(list[i]); // holes read as undefined, as includes
+    suppressedSets.set(list, kept = { set, length, last: list[length - 1] });
+  }
+  if (kept.set.has(value)) return;
+  list.push(value);
+  kept.set.add(value);
+  kept.length = list.length;
+  kept.last = value;
+}
+
 /**
  * The job state machine shared by every kind of job (Kotlin's `JobSupport`). Internal: the
  * public types are {@linkcode Job} and {@linkcode Deferred}. Subclasses run a body and report
@@ -577,11 +616,10 @@ export class JobSupport<T = unknown> implements Deferred<T> {
           });
           return;
         }
-        if (Array.isArray(own.value) && !own.value.includes(later)) {
-          own.value.push(later);
-          return;
+        if (Array.isArray(own.value)) {
+          keepSuppressed(own.value, later);
+          return; // kept, now or already
         }
-        if (Array.isArray(own.value)) return; // kept already
       }
     } catch {
       // reported below

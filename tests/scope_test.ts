@@ -289,6 +289,50 @@ Deno.test("the first failure wins; later ones are not reported twice", async () 
   assert.deepEqual(other.reported, [second]);
 });
 
+Deno.test("a long suppressed list keeps each later failure once, in order", async () => {
+  // Past a few entries the duplicate check uses a Set beside the list (a scan per failure was
+  // quadratic); what the list holds, and in which order, must not change.
+  /** One child per error, all released together: the first fails the scope, the rest follow. */
+  const failAll = async (errors: unknown[], context = collecting().context) => {
+    const gate = Promise.withResolvers<void>();
+    let thrown: unknown;
+    await coroutineScope((scope) => {
+      for (const e of errors) {
+        scope.launch(counted(async () => {
+          await gate.promise;
+          throw e;
+        }));
+      }
+      gate.resolve();
+    }, { context }).catch((e) => thrown = e);
+    return thrown as Error & { suppressed?: unknown[] };
+  };
+  const errors = Array.from({ length: 20 }, (_, i) => new Error(`e${i}`));
+  const shared = errors[12];
+  // Two children throw `shared` (both after the list is long) and one the first failure again.
+  const thrown = [...errors.slice(0, 15), shared, errors[0], ...errors.slice(15)];
+  const first = await failAll(thrown);
+  assert.equal(first, errors[0]);
+  assert.deepEqual(first.suppressed, errors.slice(1));
+  assert.equal(live, 0);
+
+  // A long list the first failure already had: its entries count as kept.
+  const old = Array.from({ length: 10 }, (_, i) => new Error(`old${i}`));
+  const head: Error & { suppressed?: unknown[] } = new Error("head");
+  Object.defineProperty(head, "suppressed", { value: [...old], writable: true });
+  const fresh = new Error("fresh");
+  await failAll([head, old[3], fresh, old[9], fresh]);
+  assert.deepEqual(head.suppressed, [...old, fresh]);
+
+  // A frozen long list: a failure it holds is kept already; one it does not is reported.
+  const frozen: Error & { suppressed?: unknown[] } = new Error("frozen");
+  Object.defineProperty(frozen, "suppressed", { value: Object.freeze([...old]) });
+  const { context, reported } = collecting();
+  await failAll([frozen, old[5], fresh], context);
+  assert.deepEqual(reported, [fresh]);
+  assert.deepEqual(frozen.suppressed, old);
+});
+
 Deno.test("a task that throws undefined fails (its handlers are not told it completed)", async () => {
   const causes: unknown[] = [];
   await supervisorScope(async (scope) => {
