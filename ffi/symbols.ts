@@ -165,6 +165,8 @@ export const symbols = {
   kc_chan_info: { parameters: ["u32", "buffer"], result: "i32" },
   /** int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len) */
   kc_chan_snapshot: { parameters: ["u32", "buffer", "u32"], result: "i32" },
+  /** int32_t kc_chan_add_metrics(uint32_t handle, const uint64_t *counts, uint32_t n) */
+  kc_chan_add_metrics: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, double *out) */
   kc_chan_compute_rate: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   /** int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out) */

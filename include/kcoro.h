@@ -296,6 +296,15 @@ struct kc_chan_metrics {
 };
 /* Fills up to len words of a struct kc_chan_metrics (13 for all); returns count. */
 int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len);
+/* Adds operations completed outside the channel to its counters, so that every snapshot sees
+ * them: a host that hands values between its own waiters, or answers "full" from the blocked
+ * flag, without a call (the TypeScript binding reports those, and a channel's history from
+ * before it was native, once per event-loop turn). counts: n words (up to 13 read, the rest 0)
+ * laid out as struct kc_chan_metrics; counts add, first_op_ns keeps the earliest and last_op_ns
+ * the latest (0 = none), taken_ns is ignored. A copying channel's bytes follow from its counts,
+ * so only a zero-copy one adds bytes_sent/bytes_received; a KC_CHAN_NO_METRICS channel adds
+ * only the failures and dropped. 0, or KC_EBADH / KC_EINVAL (counts NULL with n > 0). */
+int32_t kc_chan_add_metrics(uint32_t handle, const uint64_t *counts, uint32_t n);
 /* A metrics pipe: every interval_ns (>= 1 ms) a snapshot of `source` is try-sent into `target`,
  * whose element size must be sizeof(struct kc_chan_metrics) (a full target skips one; make it
  * conflated to keep the latest). Ends when target is closed, a channel is destroyed, or on stop. */

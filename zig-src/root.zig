@@ -1131,6 +1131,29 @@ export fn kc_chan_snapshot(h: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
     return @intCast(n);
 }
 
+/// int32_t kc_chan_add_metrics(uint32_t h, const uint64_t *counts, uint32_t n): adds operations
+/// completed outside the channel (by a host: a same-isolate hand-off done in JavaScript, a full
+/// failure answered from the blocked flag, a channel's history from before it was native) to its
+/// counters, so that every kc_chan_snapshot sees them. `counts` holds n words (up to 13 are
+/// read, the rest count as 0) in kc_chan_snapshot's layout: counts add (wrapping), first op ns
+/// keeps the earliest and last op ns the latest (0 = none), taken ns is ignored. A copying
+/// channel's bytes follow from its counts, so only a zero-copy one adds the byte words; one made
+/// with KC_CHAN_NO_METRICS adds only the failures and drops. 0, or KC_EBADH / KC_EINVAL (counts
+/// NULL with n > 0).
+export fn kc_chan_add_metrics(h: u32, counts: ?[*]const u64, n: u32) callconv(.c) i32 {
+    var w = [_]u64{0} ** metrics_words;
+    const k = @min(n, metrics_words);
+    if (k > 0) {
+        const src = counts orelse return Status.invalid.code();
+        for (0..k) |i| w[i] = src[i];
+    }
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    ChanRegistry.channelOf(e).addMetrics(metricsFromWords(&w));
+    return 0;
+}
+
 const metrics_words = chan.Metrics.words;
 
 comptime {
@@ -2228,7 +2251,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",           "kc_chan_try_recv_n",
         "kc_chan_try_send_n",    "kc_chan_info",             "kc_pool_info",             "kc_pool_release",
         "kc_pool_views",         "kc_desc_free",             "kc_chan_free_undelivered", "kc_chan_close_cause",
-        "kc_chan_cause",         "kc_ring_abort",            "kc_ring_withdraw",
+        "kc_chan_cause",         "kc_ring_abort",            "kc_ring_withdraw",         "kc_chan_add_metrics",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2422,6 +2445,63 @@ test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutd
         try testing.expect(kc_resolve("libc.so.6", "no_such_symbol_kcoro") == null);
     }
     try testing.expect(kc_resolve("/nonexistent.so", "strlen") == null);
+}
+
+test "C ABI: kc_chan_add_metrics adds a host's operations to what every snapshot sees" {
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &h));
+    defer _ = kc_chan_destroy(h);
+    var v: u64 = 5;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(h, &v, 8, 0, 0, 1)); // one native send
+    var snap: [13]u64 = undefined;
+    _ = kc_chan_snapshot(h, &snap, 13);
+    const native_first = snap[9];
+    // 3 sends, 2 receives, bytes (ignored: copying), 4 full, 1 closed, 0, 1 cancelled,
+    // 2 dropped, a first time before the native one and a later last one, taken (ignored),
+    // 2 hand-offs.
+    const first: u64 = if (native_first > 1) native_first - 1 else 1;
+    const add = [13]u64{ 3, 2, 999, 999, 4, 1, 0, 1, 2, first, snap[10] + 1000, 12345, 2 };
+    try testing.expectEqual(@as(i32, 0), kc_chan_add_metrics(h, &add, 13));
+    _ = kc_chan_snapshot(h, &snap, 13);
+    try testing.expectEqual(@as(u64, 4), snap[0]);
+    try testing.expectEqual(@as(u64, 2), snap[1]);
+    try testing.expectEqual(@as(u64, 4 * 8), snap[2]); // derived from the sends
+    try testing.expectEqual(@as(u64, 2 * 8), snap[3]);
+    try testing.expectEqual(@as(u64, 4), snap[4]);
+    try testing.expectEqual(@as(u64, 1), snap[5]);
+    try testing.expectEqual(@as(u64, 1), snap[7]);
+    try testing.expectEqual(@as(u64, 2), snap[8]);
+    try testing.expectEqual(first, snap[9]);
+    try testing.expectEqual(add[10], snap[10]);
+    try testing.expectEqual(@as(u64, 2), snap[12]);
+    // Fewer words: the rest count as 0; times of 0 change nothing.
+    try testing.expectEqual(@as(i32, 0), kc_chan_add_metrics(h, &add, 1));
+    _ = kc_chan_snapshot(h, &snap, 13);
+    try testing.expectEqual(@as(u64, 7), snap[0]);
+    try testing.expectEqual(@as(u64, 2), snap[1]);
+    try testing.expectEqual(first, snap[9]);
+    try testing.expectEqual(@as(i32, 0), kc_chan_add_metrics(h, null, 0));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_add_metrics(h, null, 13));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_add_metrics(0xFFFF_FFFF, &add, 13));
+
+    // Zero-copy: the byte words add. Without metrics: only failures and drops.
+    var z: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(32, 1, 0, chan_zero_copy, &z));
+    defer _ = kc_chan_destroy(z);
+    try testing.expectEqual(@as(i32, 0), kc_chan_add_metrics(z, &add, 13));
+    _ = kc_chan_snapshot(z, &snap, 13);
+    try testing.expectEqual(@as(u64, 999), snap[2]);
+    try testing.expectEqual(@as(u64, 999), snap[3]);
+    var q: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_no_metrics, &q));
+    defer _ = kc_chan_destroy(q);
+    try testing.expectEqual(@as(i32, 0), kc_chan_add_metrics(q, &add, 13));
+    _ = kc_chan_snapshot(q, &snap, 13);
+    try testing.expectEqual(@as(u64, 0), snap[0]);
+    try testing.expectEqual(@as(u64, 0), snap[12]);
+    try testing.expectEqual(@as(u64, 0), snap[9]);
+    try testing.expectEqual(@as(u64, 4), snap[4]);
+    try testing.expectEqual(@as(u64, 2), snap[8]);
 }
 
 test "C ABI: channels by handle; sizes, flags and handles are checked" {

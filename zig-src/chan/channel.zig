@@ -1801,12 +1801,49 @@ pub const Channel = struct {
             m.bytes_received += ch.rx.bytes;
         }
         m.fail_full += ch.fast_fail_full.load(.monotonic);
+        // Times: each side's stamp, and those a host reported (`addMetrics`, in `ch.metrics`).
         const a = ch.tx.stamp;
         const b = ch.rx.stamp;
-        m.first_op_ns = if (a.first_ns == 0) b.first_ns else if (b.first_ns == 0) a.first_ns else @min(a.first_ns, b.first_ns);
-        m.last_op_ns = @max(a.last_ns, b.last_ns);
+        m.first_op_ns = earliest(earliest(a.first_ns, b.first_ns), ch.metrics.first_op_ns);
+        m.last_op_ns = @max(@max(a.last_ns, b.last_ns), ch.metrics.last_op_ns);
         m.taken_ns = scheduler.monotonicNs();
         return m;
+    }
+
+    /// The earlier of two operation times, 0 meaning none.
+    fn earliest(x: u64, y: u64) u64 {
+        if (x == 0) return y;
+        if (y == 0) return x;
+        return @min(x, y);
+    }
+
+    /// Adds operations a host completed without the channel (a same-isolate hand-off done in
+    /// JavaScript, a full failure answered from the blocked flag, a channel's history from
+    /// before it had a native side) to the counters, so that every reader of `snapshot` sees
+    /// them. `add` is in `snapshot`'s layout; its `taken_ns` is ignored, its times merge
+    /// (earliest first, latest last; 0 = none). A copying channel's bytes follow from its counts
+    /// (`snapshot`), so only a zero-copy channel adds the byte words. A channel made without
+    /// metrics (`count_metrics` false) adds only what it counts anyway: the failures and drops.
+    pub fn addMetrics(ch: *Channel, add: Metrics) void {
+        ch.lock();
+        defer ch.unlock();
+        const m = &ch.metrics;
+        // Wrapping: the words may come from a caller (the C ABI) and need not be sane.
+        m.fail_full +%= add.fail_full;
+        m.fail_closed +%= add.fail_closed;
+        m.fail_timeout +%= add.fail_timeout;
+        m.fail_cancelled +%= add.fail_cancelled;
+        m.dropped +%= add.dropped;
+        if (!ch.count_metrics) return;
+        m.sends +%= add.sends;
+        m.receives +%= add.receives;
+        m.handoffs +%= add.handoffs;
+        if (ch.zero_copy) {
+            m.bytes_sent +%= add.bytes_sent;
+            m.bytes_received +%= add.bytes_received;
+        }
+        m.first_op_ns = earliest(m.first_op_ns, add.first_op_ns);
+        m.last_op_ns = @max(m.last_op_ns, add.last_op_ns);
     }
 };
 
