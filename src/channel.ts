@@ -109,7 +109,7 @@ export type ReceiveCatchingResult<T> = { state: "ok"; value: T } | {
   cause?: unknown;
 };
 
-/** A snapshot of a channel's counters (`kc_chan_snapshot`, plus this isolate's hand-offs). */
+/** A snapshot of a channel's counters (`kc_chan_snapshot`: every isolate's operations). */
 export interface ChannelMetrics {
   /** Sends that succeeded, including those whose value a drop policy then dropped. */
   sends: number;
@@ -237,10 +237,22 @@ class Shared {
   /** Receivers and senders waiting in this isolate (in JavaScript or in the ring). */
   readonly receivers = new WaitQueue();
   readonly senders = new WaitQueue();
-  /** Values handed over in JavaScript (not seen by the native counters). */
+  /**
+   * The counts below are operations this isolate completed in JavaScript that the native
+   * counters have not seen yet: `flushCounts` reports them (kc_chan_add_metrics), where every
+   * isolate and C's kc_chan_snapshot see them, and zeroes them. A local channel's history is
+   * reported when it escapes; a shared channel's at the end of the turn it happened in (the
+   * `Bridge.defer` flush, `Channel.#countLater`), before `metrics()` reads, and before a dispose
+   * lets go of the handle. `metrics()` adds what is still here to the native snapshot.
+   *
+   * Values handed over in JavaScript (each a send, a receive and a hand-off).
+   */
   handoffs = 0;
-  /** Try-sends this isolate answered "full" from the mapped flag, without a call. */
+  /** Try-sends this isolate answered "full" from the mapped flag (or a local ring), without a call. */
   fullFails = 0;
+  /** The library and native channel that `flushCounts` reports to (null until it is native). */
+  lib: Library | null = null;
+  handle = 0;
   refs = 0;
   /** A flush is due at the end of this turn (Bridge.defer). */
   scheduled = false;
@@ -265,7 +277,7 @@ class Shared {
   ring: unknown[] = EMPTY_RING;
   head = 0;
   count = 0;
-  /** Counters of local operations (added to the native snapshot by `metrics()`). */
+  /** Counters of local operations (reported natively when the channel escapes; see above). */
   localSends = 0;
   localReceives = 0;
   localBytesIn = 0;
@@ -314,10 +326,58 @@ class Shared {
   orphanCodec: Codec<unknown> | null = null;
   orphanKeeps = false;
 
-  /** The end of a turn: operations still waiting in JavaScript queue natively, oldest first. */
+  /**
+   * The end of a turn: this turn's counts are reported natively, and operations still waiting
+   * in JavaScript queue natively, oldest first.
+   */
   flush(): void {
     this.scheduled = false;
+    this.flushCounts();
     this.flushNow();
+  }
+
+  /**
+   * Reports the counts kept here (see `handoffs`) to the native channel and zeroes them. Once
+   * the library is closed they are dropped: this isolate can no longer read the channel's
+   * metrics, and another isolate misses the counts of this turn that the close did not flush
+   * first (`Bridge`'s close flushes what was deferred to the end of the turn, so normally none).
+   */
+  flushCounts(): void {
+    const lib = this.lib;
+    if (
+      lib === null ||
+      this.handoffs === 0 && this.fullFails === 0 && this.localSends === 0 &&
+        this.localReceives === 0 && this.localClosed === 0 && this.localCancelled === 0 &&
+        this.localDropped === 0 && this.lastNs === 0
+    ) return; // (bytes come with sends and receives, the first time with the last)
+    if (lib.isOpen) {
+      const w = addWords;
+      const h = this.handoffs;
+      w[0] = BigInt(this.localSends + h);
+      w[1] = BigInt(this.localReceives + h);
+      w[2] = BigInt(this.localBytesIn); // hand-offs count no bytes here (ChannelMetrics)
+      w[3] = BigInt(this.localBytesOut);
+      w[4] = BigInt(this.fullFails);
+      w[5] = BigInt(this.localClosed);
+      w[7] = BigInt(this.localCancelled);
+      w[8] = BigInt(this.localDropped);
+      w[9] = BigInt(this.firstNs);
+      w[10] = BigInt(this.lastNs);
+      w[12] = BigInt(h);
+      // A dead handle (destroyed by its owner meanwhile) has no counters left to add to.
+      lib.symbols("report channel metrics").kc_chan_add_metrics(this.handle, w, 13);
+    }
+    this.handoffs =
+      this.fullFails =
+      this.localSends =
+      this.localReceives =
+        0;
+    this.localBytesIn =
+      this.localBytesOut =
+      this.localClosed =
+      this.localCancelled =
+        0;
+    this.localDropped = this.firstNs = this.lastNs = 0;
   }
 
   /** Operations still waiting in JavaScript queue natively, oldest first. */
@@ -353,6 +413,9 @@ class WaitQueue {
 const EMPTY_RING: unknown[] = [];
 
 const shared = new Map<number, Shared>();
+
+/** `Shared.flushCounts`'s words (kc_chan_snapshot's layout; 6, 11 stay 0). */
+const addWords = new BigUint64Array(13);
 
 // Buffers that FFI calls write into, made once: a fresh one costs ~1 µs on these machines (V8
 // gives a typed array handed to FFI a backing store of its own), most of what making a channel
@@ -644,6 +707,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       unwrap(o.lib.symbols("open channel").kc_chan_hold(o.handle, 0), "open channel");
       this.#held = true;
       this._shared = sharedOf(o.handle);
+      this._shared.lib = o.lib;
+      this._shared.handle = o.handle;
       copyHolds.register(this, { lib: o.lib, handle: o.handle, s: this._shared }, this);
       // Its owner (if in this isolate) was escaped by the share() or handle that named it: its
       // values are native already.
@@ -809,6 +874,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#handle = handle;
     const s = this._shared;
     shared.set(handle, s); // a Channel.from of it in this isolate shares the entry
+    s.lib = this.#lib;
+    s.handle = handle;
     // What `orphans` needs goes on the Shared entry, which is its held value (it references
     // this object only while operations wait, and those keep it alive anyway). No unregister
     // token: unregistering costs more than `orphanLib` set to null, which the finalizer reads.
@@ -1007,6 +1074,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // to be freed again (a sender retrying a full channel did that on every try).
       this.#reject(value, sym);
       s.fullFails++; // the native side counts the ones it answers itself
+      if (!s.scheduled) this.#countLater(s);
       return FULL;
     }
     if (this.#f64 && typeof value === "number") scratchF64[0] = value;
@@ -1130,6 +1198,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     s.lastNs = now;
   }
 
+  /**
+   * A shared channel's operation completed in JavaScript was counted in `s`: the counts go to
+   * the native channel at the end of this turn (`Shared.flush`), one call for the turn's
+   * operations, not one each. A flush due anyway (`scheduled`: a waiter queues then) does it.
+   */
+  #countLater(s: Shared): void {
+    s.scheduled = true;
+    this.#bridge.defer(s);
+  }
+
   /** Hands a value the channel drops to onUndeliveredElement (errors to reportError). */
   #undelivered(v: unknown): void {
     const hook = this.#onUndelivered;
@@ -1163,6 +1241,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       r.detach();
       releaseSlot(r); // a queued receiver's, withdrawn: native code no longer writes it
       s.handoffs++;
+      if (!s.scheduled) this.#countLater(s);
       r.resolve(received(r.kind, passed));
       return true;
     }
@@ -1205,6 +1284,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         releaseSlot(w);
       }
       s.handoffs++;
+      if (!s.scheduled) this.#countLater(s);
       w.resolve(undefined);
       return value;
     }
@@ -1263,6 +1343,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // Still reject what the codec cannot carry, anywhere in the batch (as when not full).
         for (let i = 0; i < n; i++) this.#reject(values[i], sym);
         s.fullFails++;
+        if (!s.scheduled) this.#countLater(s);
         return FULL;
       }
       const size = this.#size;
@@ -1696,6 +1777,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#materialize("share channel", orphanable);
     s.escaped = true;
     if (s.local) this.#migrate();
+    // Its local history, for every isolate to see from now on.
+    s.flushCounts();
     // Waiters already waiting here queue natively at the end of this turn, as if escaped then.
     if ((s.senders.first !== null || s.receivers.first !== null) && !s.scheduled) {
       s.scheduled = true;
@@ -2020,16 +2103,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     ) & 2) !== 0;
   }
 
-  /** A snapshot of the channel's counters. */
+  /**
+   * A snapshot of the channel's counters: every isolate's operations (and native code's), those
+   * another isolate completed in JavaScript as of the end of its latest turn.
+   */
   metrics(): ChannelMetrics {
     const w = new BigUint64Array(13);
     const sym = this.#sym("read channel metrics");
+    const s = this._shared;
     if (this.#handle !== 0) {
+      s.flushCounts(); // this isolate's, so that its own view is exact
       unwrap(sym.kc_chan_snapshot(this.#handle, w, 13), "read channel metrics");
     } else w[11] = sym.kc_now_ns(); // no native channel yet: only the local counters
     const n = (i: number) => Number(w[i]);
-    // Operations completed in JavaScript (local ones, hand-offs) count here.
-    const s = this._shared;
+    // Operations completed in JavaScript and not reported natively yet (a local channel's).
     const js = s.handoffs;
     const first = n(9) === 0 ? s.firstNs : s.firstNs === 0 ? n(9) : Math.min(n(9), s.firstNs);
     // Fixed-size values count their slot, as natively; zero-copy ones their own bytes.
@@ -2131,6 +2218,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (--s.refs === 0 && shared.get(this.#handle) === s) shared.delete(this.#handle);
       return;
     }
+    // This isolate's counts go to the native channel while this object still holds it.
+    this._shared.flushCounts();
     if (!this.#owner) {
       // Waiters of this copy stay valid: they queue natively now.
       flushAll(this._shared.senders);

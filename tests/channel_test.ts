@@ -1883,3 +1883,62 @@ Deno.test("a wait queued natively and completed by this isolate's own partner co
     assert.equal(m.failures.cancelled, 1, `${side}: the abort`);
   }
 });
+
+/** The native counters of the channel `handle` names, as C's kc_chan_snapshot reads them. */
+function nativeSnapshot(handle: number): bigint[] {
+  const w = new BigUint64Array(13);
+  assert.equal(library().symbols("test").kc_chan_snapshot(handle, w, 13), 13);
+  return [...w];
+}
+
+Deno.test("a shared channel's hand-offs done in JavaScript reach the native counters at the end of the turn, in one call", async () => {
+  using ping = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  const handle = ping.handle; // shared: C code may read its counters
+  const spy = countCalls(["kc_chan_add_metrics"]);
+  try {
+    for (let i = 0; i < 100; i++) {
+      const got = ping.receive(); // waits in JavaScript; the send hands it over there
+      await ping.send(i);
+      assert.equal(await got, i);
+    }
+    assert.equal(spy.calls, 0); // not one call per hand-off
+    await new Promise((r) => setTimeout(r, 0)); // the turn is over
+    assert.equal(spy.calls, 1); // one report for the turn
+  } finally {
+    spy.restore();
+  }
+  const w = nativeSnapshot(handle);
+  assert.deepEqual([w[0], w[1], w[2], w[3], w[12]], [100n, 100n, 800n, 800n, 100n]);
+  assert.ok(w[9] === 0n); // hand-offs in JavaScript carry no time (as before)
+  // This isolate's view, read before and after a report, counts each once.
+  const m = ping.metrics();
+  assert.deepEqual([m.sends, m.receives, m.handoffs, m.bytesSent], [100, 100, 100, 800]);
+  const got = ping.receive();
+  await ping.send(7);
+  await got;
+  assert.equal(ping.metrics().handoffs, 101); // exact before the end of the turn too
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(ping.metrics().handoffs, 101);
+  assert.equal(nativeSnapshot(handle)[12], 101n);
+});
+
+Deno.test("a local channel's history reaches the native counters when it escapes", async () => {
+  using ch = new Channel<number>(4, { codec: codecs.f64 });
+  const r = ch.receive(); // waits locally
+  ch.trySend(0); // a hand-off
+  assert.equal(await r, 0);
+  for (const v of [1, 2]) ch.trySend(v);
+  assert.equal(ch.tryReceive().state, "ok");
+  for (const v of [3, 4, 5]) ch.trySend(v);
+  assert.equal(ch.trySend(6).state, "full");
+  const before = ch.metrics();
+  const w = nativeSnapshot(ch.handle); // escapes: the 4 buffered values move in natively
+  // sends 6 (4 of them now native ones), receives 2, full 1, hand-offs 1; its first time.
+  assert.deepEqual([w[0], w[1], w[4], w[12]], [6n, 2n, 1n, 1n]);
+  assert.ok(w[9] > 0n && w[9] <= BigInt(before.firstOpNs));
+  const after = ch.metrics();
+  assert.deepEqual(
+    { ...after, takenNs: 0, lastOpNs: 0 },
+    { ...before, takenNs: 0, lastOpNs: 0 },
+  );
+});

@@ -6,6 +6,7 @@ import { setImmediate } from "node:timers";
 import { evalScript, prng, until } from "./support.ts";
 import {
   Channel,
+  type ChannelMetrics,
   codecs,
   InvalidHandleError,
   library,
@@ -576,4 +577,51 @@ Deno.test("a Worker's native coroutines write into native cells that outlive the
     Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(at)!, 16),
   );
   assert.equal(cells[1], 1n); // it wrote into memory that is still there
+});
+
+/** Starts tests/fixtures/metrics_worker.ts: it runs `mode` on a copy of `shared`. */
+async function metricsJob<T>(mode: string, shared: SharedChannel, n = 0): Promise<T> {
+  const w = new Worker(new URL("./fixtures/metrics_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    const got = message<T>(w);
+    w.postMessage({ mode, ch: shared, n });
+    return await within(got, 20_000, "the Worker");
+  } finally {
+    w.terminate();
+  }
+}
+
+Deno.test("a Worker's same-isolate hand-offs on a shared channel count in the creator's metrics", async () => {
+  using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  assert.equal(await metricsJob("pingpong", ch.share(), 50), "done");
+  const m = ch.metrics();
+  assert.deepEqual([m.sends, m.receives, m.handoffs, m.bytesSent], [50, 50, 50, 400]);
+});
+
+Deno.test("full failures a Worker answers from the blocked byte count in the creator's metrics", async () => {
+  using ch = new Channel<number>(1, { codec: codecs.f64 });
+  assert.equal(await metricsJob("full", ch.share(), 100), "done");
+  const m = ch.metrics();
+  assert.equal(m.failures.full, 100);
+  assert.equal(m.sends, 1);
+});
+
+Deno.test("a channel used locally, then shared, shows its local history in a Worker's metrics", async () => {
+  using ch = new Channel<number>(4, { codec: codecs.f64 });
+  const r = ch.receive();
+  ch.trySend(0); // a local hand-off
+  assert.equal(await r, 0);
+  for (const v of [1, 2, 3]) ch.trySend(v);
+  assert.equal(ch.tryReceive().state, "ok");
+  ch.trySend(4);
+  ch.trySend(5);
+  assert.equal(ch.trySend(6).state, "full");
+  const shared = ch.share();
+  const mine = ch.metrics();
+  const theirs = await metricsJob<ChannelMetrics>("read", shared);
+  assert.deepEqual({ ...theirs, takenNs: 0 }, { ...mine, takenNs: 0 });
+  assert.deepEqual([mine.sends, mine.receives, mine.handoffs, mine.failures.full], [6, 2, 1, 1]);
+  assert.ok(mine.firstOpNs > 0);
 });
