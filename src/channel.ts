@@ -351,19 +351,19 @@ class Shared {
         this.localDropped === 0 && this.lastNs === 0
     ) return; // (bytes come with sends and receives, the first time with the last)
     if (lib.isOpen) {
-      const w = addWords;
-      const h = this.handoffs;
-      w[0] = BigInt(this.localSends + h);
-      w[1] = BigInt(this.localReceives + h);
-      w[2] = BigInt(this.localBytesIn); // hand-offs count no bytes here (ChannelMetrics)
-      w[3] = BigInt(this.localBytesOut);
-      w[4] = BigInt(this.fullFails);
-      w[5] = BigInt(this.localClosed);
-      w[7] = BigInt(this.localCancelled);
-      w[8] = BigInt(this.localDropped);
-      w[9] = BigInt(this.firstNs);
-      w[10] = BigInt(this.lastNs);
-      w[12] = BigInt(h);
+      // Each word as two u32 halves: no BigInt made per word.
+      const w = addWords, h = this.handoffs;
+      put(w, 0, this.localSends + h);
+      put(w, 1, this.localReceives + h);
+      put(w, 2, this.localBytesIn); // hand-offs count no bytes here (ChannelMetrics)
+      put(w, 3, this.localBytesOut);
+      put(w, 4, this.fullFails);
+      put(w, 5, this.localClosed);
+      put(w, 7, this.localCancelled);
+      put(w, 8, this.localDropped);
+      put(w, 9, this.firstNs);
+      put(w, 10, this.lastNs);
+      put(w, 12, h);
       // A dead handle (destroyed by its owner meanwhile) has no counters left to add to.
       lib.symbols("report channel metrics").kc_chan_add_metrics(this.handle, w, 13);
     }
@@ -414,8 +414,14 @@ const EMPTY_RING: unknown[] = [];
 
 const shared = new Map<number, Shared>();
 
-/** `Shared.flushCounts`'s words (kc_chan_snapshot's layout; 6, 11 stay 0). */
-const addWords = new BigUint64Array(13);
+/** `Shared.flushCounts`'s 13 u64 words as u32 halves (kc_chan_snapshot's layout; 6, 11 stay 0). */
+const addWords = new Uint32Array(26);
+
+/** Word `i` of `w` (u64 words as little-endian u32 halves) set to `x` (an integer below 2^53). */
+function put(w: Uint32Array, i: number, x: number): void {
+  w[2 * i] = x >>> 0;
+  w[2 * i + 1] = Math.floor(x / 0x1_0000_0000);
+}
 
 // Buffers that FFI calls write into, made once: a fresh one costs ~1 µs on these machines (V8
 // gives a typed array handed to FFI a backing store of its own), most of what making a channel
