@@ -1788,19 +1788,20 @@ pub const Channel = struct {
         defer ch.unlock();
         var m = ch.metrics;
         // Values through the buffer: every position ever filled was a send, every one taken
-        // and not dropped a receive.
+        // and not dropped a receive. Wrapping arithmetic: `addMetrics` takes counts from a
+        // caller (the C ABI), which need not be sane, and a snapshot must not trap on them.
         if (ch.count_metrics) {
-            m.sends += ch.tx.tail;
-            m.receives += ch.rx.head - ch.buffer_drops;
+            m.sends +%= ch.tx.tail;
+            m.receives +%= ch.rx.head - ch.buffer_drops;
         }
         if (!ch.zero_copy) {
-            m.bytes_sent = m.sends * ch.elem_size;
-            m.bytes_received = m.receives * ch.elem_size;
+            m.bytes_sent = m.sends *% ch.elem_size;
+            m.bytes_received = m.receives *% ch.elem_size;
         } else {
-            m.bytes_sent += ch.tx.bytes;
-            m.bytes_received += ch.rx.bytes;
+            m.bytes_sent +%= ch.tx.bytes;
+            m.bytes_received +%= ch.rx.bytes;
         }
-        m.fail_full += ch.fast_fail_full.load(.monotonic);
+        m.fail_full +%= ch.fast_fail_full.load(.monotonic);
         // Times: each side's stamp, and those a host reported (`addMetrics`, in `ch.metrics`).
         const a = ch.tx.stamp;
         const b = ch.rx.stamp;
@@ -4163,4 +4164,18 @@ test "a guarded try-send on a cancelled channel never reports Closed, even when 
     ch.destroyRetired();
     try testing.expect(S.cancelled_seen.load(.monotonic) > 0);
     try testing.expectEqual(@as(u32, 0), S.wrong.load(.monotonic));
+}
+
+test "a snapshot wraps, never traps, on counts a caller added past 2^64" {
+    // kc_chan_add_metrics takes its words from a caller; the snapshot then adds the buffer's
+    // positions and multiplies by the element size: with checked arithmetic that trapped.
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer ch.destroy();
+    var v: u64 = 1;
+    try ch.send(std.mem.asBytes(&v), null, false);
+    const huge = std.math.maxInt(u64);
+    ch.addMetrics(.{ .sends = huge, .receives = huge, .fail_full = huge, .handoffs = huge });
+    const m = ch.snapshot();
+    try testing.expectEqual(@as(u64, 0), m.sends); // maxInt + 1 sent through the buffer
+    try testing.expectEqual(m.sends *% 8, m.bytes_sent);
 }
