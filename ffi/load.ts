@@ -34,7 +34,7 @@ export class Library {
   #lib: Deno.DynamicLibrary<Symbols> | null;
   #symbols: Deno.DynamicLibrary<Symbols>["symbols"];
 
-  /** @internal Use {@linkcode openLibrary} or {@linkcode library}. */
+  /** @ignore Use {@linkcode openLibrary} or {@linkcode library}. */
   constructor(lib: Deno.DynamicLibrary<Symbols>, path: string, abiVersion: number) {
     this.#lib = lib;
     // A copy: a property read from Deno's own symbols object costs ~0.6 ns more per call
@@ -53,7 +53,7 @@ export class Library {
   }
 
   /**
-   * @internal The raw symbols, also once closed, only to release what an isolate owned or held
+   * @ignore The raw symbols, also once closed, only to release what an isolate owned or held
    * (a channel hold, a native scope, an owned channel, a hand-driven coroutine) when its object
    * is disposed or collected, and to read what that release needs (a scope's live count): the
    * library stays loaded once opened (`kc_lib_retain_thread` pins it, since its key destructor
@@ -113,7 +113,7 @@ export class Library {
   #beforeClose: (() => void)[] = [];
 
   /**
-   * @internal Runs `hook` when `close()` begins, while the library is still open (to withdraw
+   * @ignore Runs `hook` when `close()` begins, while the library is still open (to withdraw
    * what waits natively); once only.
    */
   beforeClose(hook: () => void): void {
@@ -121,7 +121,7 @@ export class Library {
   }
 
   /**
-   * @internal Runs `hook` once this library is closed (after it is), e.g. to settle operations
+   * @ignore Runs `hook` once this library is closed (after it is), e.g. to settle operations
    * that were waiting natively: no completion will come for them.
    */
   onClose(hook: () => void): void {

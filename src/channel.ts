@@ -653,7 +653,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   readonly #f64: boolean;
   readonly #onUndelivered: ((value: T) => void) | undefined;
-  /** @internal */
+  /** @ignore */
   readonly _shared: Shared;
   #disposed = false;
   /**
@@ -825,7 +825,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @internal The library closed while this channel was local: nothing can complete what
+   * @ignore The library closed while this channel was local: nothing can complete what
    * waits in it, so each waiter rejects with a LibraryClosedError, and its values (buffered,
    * and those of waiting senders) go to onUndeliveredElement, as a cancel would drop them.
    */
@@ -910,7 +910,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @internal The native handle for an operation that uses it only while it holds this object
+   * @ignore The native handle for an operation that uses it only while it holds this object
    * (`select`): its waiters queue natively, but the handle is not given away.
    */
   get _handle(): number {
@@ -923,33 +923,33 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#codec;
   }
 
-  /** @internal For select: the library's symbols (throws once disposed or closed). */
+  /** @ignore For select: the library's symbols (throws once disposed or closed). */
   _symbols(op: string): ReturnType<Library["symbols"]> {
     return this.#sym(op);
   }
 
-  /** @internal For select: the library this channel lives in. */
+  /** @ignore For select: the library this channel lives in. */
   get _lib(): Library {
     return this.#lib;
   }
 
-  /** @internal For select: the rejection of a send that found the channel closed/cancelled. */
+  /** @ignore For select: the rejection of a send that found the channel closed/cancelled. */
   _sendError(status: number): unknown {
     return this.#sendError(status);
   }
 
-  /** @internal For select: the rejection of a receive that found it closed/cancelled. */
+  /** @ignore For select: the rejection of a receive that found it closed/cancelled. */
   _receiveError(status: number): unknown {
     return this.#receiveError(status);
   }
 
-  /** @internal For select: `{ state: "closed", cause? }`. */
+  /** @ignore For select: `{ state: "closed", cause? }`. */
   _closedResult(): { state: "closed"; cause?: unknown } {
     return this.#closedResult();
   }
 
   /**
-   * @internal For select, after a send clause fired with `status`: a send to a dropping
+   * @ignore For select, after a send clause fired with `status`: a send to a dropping
    * channel may have dropped a value; a queued send failed by cancel left its value in the
    * kept list. Both go to onUndeliveredElement.
    */
@@ -1759,7 +1759,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @internal For select, which selects natively: the channel escapes (its local values move
+   * @ignore For select, which selects natively: the channel escapes (its local values move
    * into the native channel) and its waiters still waiting in JavaScript queue natively.
    */
   _flushLocal(): void {
@@ -1848,7 +1848,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
   }
 
-  /** @internal Queues a waiter natively (at the end of the turn it began waiting in). */
+  /** @ignore Queues a waiter natively (at the end of the turn it began waiting in). */
   _submit(w: Waiter): void {
     if (!this.#lib.isOpen) {
       w.detach();
@@ -1871,7 +1871,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @internal A waiter still waiting in JavaScript tries natively once: true when that settled
+   * @ignore A waiter still waiting in JavaScript tries natively once: true when that settled
    * it, false when it must go on waiting.
    */
   _tryNow(w: Waiter, sym: Sym): boolean {
@@ -1890,7 +1890,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return true;
   }
 
-  /** @internal Its native wait was withdrawn as the library closes (see `RingOp.withdrawn`). */
+  /** @ignore Its native wait was withdrawn as the library closes (see `RingOp.withdrawn`). */
   _withdrawn(w: Waiter): void {
     try {
       if (w.kind === SEND) {
@@ -1903,7 +1903,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
   }
 
-  /** @internal A ring record for `w` arrived. */
+  /** @ignore A ring record for `w` arrived. */
   _completed(w: Waiter, status: number): void {
     const bridge = this.#bridge;
     if (!this.#lib.isOpen) {
@@ -2318,7 +2318,7 @@ const copyHolds = new FinalizationRegistry<{ lib: Library; handle: number; s: Sh
   },
 );
 
-/** @internal For tests: how many channels this isolate keeps an entry for. */
+/** @ignore For tests: how many channels this isolate keeps an entry for. */
 export function _sharedEntries(): number {
   return shared.size;
 }

@@ -56,23 +56,23 @@ export interface Codec<T> {
   readonly elemSize: 8 | 32;
   /** True when the channel carries descriptors (KC_CHAN_ZERO_COPY). */
   readonly zeroCopy: boolean;
-  /** @internal Writes `value` into `slot` (may allocate a native buffer). */
+  /** @ignore Writes `value` into `slot` (may allocate a native buffer). */
   encode(value: T, slot: Slot, sym: Sym): void;
-  /** @internal Reads the value in `slot`, taking ownership of its native buffer. */
+  /** @ignore Reads the value in `slot`, taking ownership of its native buffer. */
   decode(slot: Slot, sym: Sym): T;
-  /** @internal Frees the native buffer of a slot that was encoded but never sent. */
+  /** @ignore Frees the native buffer of a slot that was encoded but never sent. */
   discard(slot: Slot, sym: Sym): void;
-  /** @internal The value a same-isolate receiver gets without a native round trip. */
+  /** @ignore The value a same-isolate receiver gets without a native round trip. */
   pass(value: T): T;
   /**
-   * @internal Throws what `encode` would throw for `value` and answers true, without native
+   * @ignore Throws what `encode` would throw for `value` and answers true, without native
    * memory, where that can be told cheaply; false where only encoding can tell (a structured
    * value). A send that fails anyway (full) then copies nothing into native memory.
    */
   check(value: T): boolean;
 }
 
-/** @internal A native slot (32 bytes) with views of its words. */
+/** @ignore A native slot (32 bytes) with views of its words. */
 export class Slot {
   readonly u8: Uint8Array<ArrayBuffer>;
   /**
@@ -119,10 +119,10 @@ export class Slot {
 const freeSlots: Slot[] = [];
 const FREE_SLOTS_MAX = 256;
 
-/** @internal How many slots `takeSlot` had to make (for tests). */
+/** @ignore How many slots `takeSlot` had to make (for tests). */
 export const slotsMade = { count: 0 };
 
-/** @internal A pinned slot from the free list, or a new one. */
+/** @ignore A pinned slot from the free list, or a new one. */
 export function takeSlot(): Slot {
   const slot = freeSlots.pop();
   if (slot !== undefined) return slot;
@@ -130,7 +130,7 @@ export function takeSlot(): Slot {
   return new Slot(new ArrayBuffer(32), true);
 }
 
-/** @internal Gives back a slot from `takeSlot` that nothing reads or writes any more. */
+/** @ignore Gives back a slot from `takeSlot` that nothing reads or writes any more. */
 export function giveSlot(slot: Slot): void {
   if (freeSlots.length < FREE_SLOTS_MAX) freeSlots.push(slot);
 }
@@ -467,7 +467,7 @@ const ERROR_CLASSES: readonly { prototype: Error }[] = [
 ];
 
 /**
- * @internal A close cause as bytes other isolates can read (kc_chan_close_cause): a kind byte
+ * @ignore A close cause as bytes other isolates can read (kc_chan_close_cause): a kind byte
  * (1 packed, 2 node:v8, 3 an Error: which of kcoro's classes it is (0: none), its name's length
  * and UTF-8 bytes, then node:v8) and the encoding; null for a cause neither can copy (a
  * function, say), which then stays in its own isolate. An Error keeps its `name` (node:v8 keeps
@@ -503,7 +503,7 @@ function withKind(kind: number, body: Uint8Array): Uint8Array {
   return out;
 }
 
-/** @internal `encodeCause`'s bytes back into the cause; `{ ok: false }` if they are not one. */
+/** @ignore `encodeCause`'s bytes back into the cause; `{ ok: false }` if they are not one. */
 export function decodeCause(bytes: Uint8Array): { ok: true; cause: unknown } | { ok: false } {
   try {
     if (bytes[0] === 1) return { ok: true, cause: unpack(bytes.subarray(1)) };
@@ -930,7 +930,7 @@ export const codecs: {
 } = Object.freeze({ default: tagged, f64, u64, bytes, string, structured });
 
 /**
- * @internal Each built-in codec's type tag (include/kcoro.h's KC_CHAN_TYPE), which its channels
+ * @ignore Each built-in codec's type tag (include/kcoro.h's KC_CHAN_TYPE), which its channels
  * are made with: a `SharedChannel` naming another codec of the same size (f64 for u64) is
  * refused at `Channel.from` instead of reading the values as the wrong type.
  */
@@ -943,7 +943,7 @@ export const TYPE_TAGS: Readonly<Record<string, number>> = Object.freeze({
   default: 6,
 });
 
-/** @internal The built-in codec of that name, or undefined. */
+/** @ignore The built-in codec of that name, or undefined. */
 export function codecByName(name: unknown): Codec<unknown> | undefined {
   return typeof name === "string" && Object.hasOwn(codecs, name)
     ? (codecs as Record<string, Codec<unknown>>)[name]

@@ -185,7 +185,7 @@ export const Deadline: ContextKey<number> = new Key<number>(
   (v) => typeof v === "number" && !Number.isNaN(v) ? null : "a number (performance.now() ms)",
 );
 
-/** @internal A context key of kcoro's own, whose values `Context.with` checks. */
+/** @ignore A context key of kcoro's own, whose values `Context.with` checks. */
 export function checkedContextKey<V>(
   name: string,
   check: (value: unknown) => string | null,

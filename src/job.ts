@@ -272,7 +272,7 @@ function keepSuppressed(list: unknown[], value: unknown): void {
  * public types are {@linkcode Job} and {@linkcode Deferred}. Subclasses run a body and report
  * its end through `completeBody` / `failBody`.
  *
- * @internal
+ * @ignore
  */
 export class JobSupport<T = unknown> implements Deferred<T> {
   /** The context this job runs with. */
@@ -407,7 +407,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     this.#cancelWith(toCancellation(cause), false);
   }
 
-  /** @internal Completion handlers registered and not disposed (tests). */
+  /** @ignore Completion handlers registered and not disposed (tests). */
   get _handlerCount(): number {
     return this.#handlers?.size ?? 0;
   }

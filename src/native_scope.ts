@@ -212,7 +212,7 @@ export class NativeScope implements AsyncDisposable {
     return ns;
   }
 
-  /** @internal The native scope `owner` owns: cancelled with it, destroyed when it completes. */
+  /** @ignore The native scope `owner` owns: cancelled with it, destroyed when it completes. */
   static _own(owner: JobSupport<unknown>): NativeScope {
     const ns = NativeScope.#make("get native scope", null, owner);
     // The owner's deadline (withTimeout) goes into the native children's context.
@@ -412,18 +412,18 @@ export class NativeScope implements AsyncDisposable {
     this.#lib._symbolsToRelease.kc_scope_destroy(this.#handle);
   }
 
-  /** @internal Called by NativeChildren once the children it stood for are gone. */
+  /** @ignore Called by NativeChildren once the children it stood for are gone. */
   _childrenDone(children: NativeChildren): void {
     if (this.#children !== children) return;
     this.#children = null;
   }
 
-  /** @internal The library and handle, for NativeChildren's waits. */
+  /** @ignore The library and handle, for NativeChildren's waits. */
   get _lib(): Library {
     return this.#lib;
   }
 
-  /** @internal */
+  /** @ignore */
   get _destroyed(): boolean {
     return this.#destroyed;
   }

@@ -1,5 +1,5 @@
 /**
- * @internal A compact encoding of plain data for values that cross isolates through native
+ * @ignore A compact encoding of plain data for values that cross isolates through native
  * memory: what structured clone copies of undefined, null, booleans, numbers, strings, bigints,
  * Dates, RegExps, plain objects, dense arrays, Maps, Sets, ArrayBuffers, typed arrays and
  * DataViews, with shared and circular references kept. It is written by hand into one reused
@@ -67,7 +67,7 @@ const taOffset = getter(typedArrayProto, "byteOffset") as (this: unknown) => num
 const taLength = getter(typedArrayProto, "length") as (this: unknown) => number;
 
 /**
- * @internal A Uint8Array's length as the engine knows it: an own `length` property (or a
+ * @ignore A Uint8Array's length as the engine knows it: an own `length` property (or a
  * Proxy) cannot make native code read past the bytes. Throws a TypeError for anything that is
  * not a real typed array.
  */
@@ -75,23 +75,23 @@ export function bytesLength(bytes: Uint8Array): number {
   return taLength.call(bytes);
 }
 
-/** @internal As {@linkcode bytesLength}, for any typed array. */
+/** @ignore As {@linkcode bytesLength}, for any typed array. */
 export function typedLength(array: ArrayBufferView): number {
   return taLength.call(array);
 }
 
-/** @internal Whether an ArrayBuffer was detached or transferred (engine getters only). */
+/** @ignore Whether an ArrayBuffer was detached or transferred (engine getters only). */
 export function isDetached(buffer: ArrayBuffer): boolean {
   return abDetached !== undefined ? abDetached.call(buffer) : abLength.call(buffer) === 0;
 }
 
-/** @internal Whether a typed array is on a resizable ArrayBuffer (engine getters only). */
+/** @ignore Whether a typed array is on a resizable ArrayBuffer (engine getters only). */
 export function onResizable(array: ArrayBufferView): boolean {
   const buffer = taBuffer.call(array);
   return buffer instanceof ArrayBuffer && abResizable.call(buffer);
 }
 
-/** @internal A typed array's buffer as the engine knows it (not an own `buffer` property). */
+/** @ignore A typed array's buffer as the engine knows it (not an own `buffer` property). */
 export function typedBuffer(array: ArrayBufferView): ArrayBufferLike {
   return taBuffer.call(array);
 }

@@ -37,11 +37,11 @@ export interface ProduceOptions {
 
 /** The channel {@linkcode produce} returns: cancelling it cancels the producer. */
 class ProducerChannel<T> extends Channel<T> {
-  /** @internal The producer task. */
+  /** @ignore The producer task. */
   _job: Job | null = null;
-  /** @internal Disposed by its consumer: the producer's end has nothing left to close. */
+  /** @ignore Disposed by its consumer: the producer's end has nothing left to close. */
   _gone = false;
-  /** @internal `{ signal: task.signal }` while the block runs: its sends end with the task. */
+  /** @ignore `{ signal: task.signal }` while the block runs: its sends end with the task. */
   _bound: { signal: AbortSignal; combined: WeakMap<AbortSignal, AbortSignal> } | null = null;
 
   override send(value: T, options?: WaitOptions): Promise<void> {

@@ -97,10 +97,10 @@ const pins = {
   byScope: new Map<number, Set<BigUint64Array>>(),
   scopesPruneAt: 64,
 };
-/** @internal Where `kc_spawn` / `kc_scope_launch` write a built-in's coroutine handle. */
+/** @ignore Where `kc_spawn` / `kc_scope_launch` write a built-in's coroutine handle. */
 export const handleOut = new Uint32Array(1);
 
-/** @internal Keeps `cells` reachable for coroutine `handle` (0: a NativeFunction's; above). */
+/** @ignore Keeps `cells` reachable for coroutine `handle` (0: a NativeFunction's; above). */
 export function pinCells(lib: Library, handle: number, cells: BigUint64Array): void {
   if (handle === 0) {
     pins.list.add(cells);
@@ -116,7 +116,7 @@ export function pinCells(lib: Library, handle: number, cells: BigUint64Array): v
   pins.pruneAt = Math.max(PRUNE_MIN, 2 * pins.byHandle.size);
 }
 
-/** @internal Keeps a NativeFunction's `cells` reachable while native scope `scope` has children. */
+/** @ignore Keeps a NativeFunction's `cells` reachable while native scope `scope` has children. */
 export function pinScoped(lib: Library, scope: number, cells: BigUint64Array): void {
   let set = pins.byScope.get(scope);
   if (set === undefined) pins.byScope.set(scope, set = new Set());
@@ -128,7 +128,7 @@ export function pinScoped(lib: Library, scope: number, cells: BigUint64Array): v
 }
 
 /**
- * @internal Before a NativeFunction launch into `scope`: what it pinned goes if no child of it
+ * @ignore Before a NativeFunction launch into `scope`: what it pinned goes if no child of it
  * runs now (a scope launched into, waited for, and launched into again keeps one launch's cells).
  */
 export function unpinIdleScope(lib: Library, scope: number): void {
@@ -138,7 +138,7 @@ export function unpinIdleScope(lib: Library, scope: number): void {
 }
 
 /**
- * @internal Native scope `scope` is about to be destroyed: its pins go if it has no child left,
+ * @ignore Native scope `scope` is about to be destroyed: its pins go if it has no child left,
  * else to the free-standing list (its handle goes stale, and its children may still run).
  */
 export function unpinScope(lib: Library, scope: number): void {
@@ -166,7 +166,7 @@ function unpinAll(): void {
   pins.scopesPruneAt = PRUNE_MIN;
 }
 
-/** @internal Whether `lib`'s scheduler runs (kc_sched_info's running flag). */
+/** @ignore Whether `lib`'s scheduler runs (kc_sched_info's running flag). */
 export function schedulerRunning(lib: Library): boolean {
   if (!lib.isOpen) return false;
   const info = new BigUint64Array(4);
@@ -261,7 +261,7 @@ export function nativeEntry(
 }
 
 /**
- * @internal `unwrap` for a call that makes a coroutine: out of memory there is most often out
+ * @ignore `unwrap` for a call that makes a coroutine: out of memory there is most often out
  * of stacks, and the message says what to do about it.
  */
 export function unwrapSpawn(status: number, op: string, handDriven = false): number {
@@ -348,13 +348,13 @@ export class Runtime {
   readonly #lib: Library;
   /** How many worker threads the scheduler runs. */
   readonly workers: number;
-  /** @internal Use {@linkcode runtime}. */
+  /** @ignore Use {@linkcode runtime}. */
   constructor(lib: Library, workers: number) {
     this.#lib = lib;
     this.workers = workers;
   }
 
-  /** @internal True if this Runtime drives `lib`. */
+  /** @ignore True if this Runtime drives `lib`. */
   _on(lib: Library): boolean {
     return this.#lib === lib;
   }
@@ -453,7 +453,7 @@ export class Runtime {
     }
   }
 
-  /** @internal How many arrays spawns and launches keep reachable now (tests). */
+  /** @ignore How many arrays spawns and launches keep reachable now (tests). */
   get _pinnedCount(): number {
     let scoped = 0;
     for (const set of pins.byScope.values()) scoped += set.size;

@@ -271,7 +271,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
  * CancellationError instead when the signal has already aborted. Internal (time.ts uses it).
  */
 /**
- * @internal `rootScope`'s checks without making a scope: throws for bad arguments, answers the
+ * @ignore `rootScope`'s checks without making a scope: throws for bad arguments, answers the
  * CancellationError of an aborted signal, else null.
  */
 export function checkRoot<T>(

@@ -39,7 +39,7 @@ function withDeadline(
 const MAX_TIMER = 2 ** 31 - 1;
 
 /**
- * @internal Calls `fn` after `ms` (any length, Infinity for never); returns the cancel
+ * @ignore Calls `fn` after `ms` (any length, Infinity for never); returns the cancel
  * function. (setTimeout fires a delay past 2^31 - 1 ms at once.)
  */
 export function timer(ms: number, fn: () => void): () => void {
