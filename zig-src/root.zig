@@ -1663,11 +1663,7 @@ export fn kc_ring_take(ring: u32, ticket: u32, out: ?*anyopaque, size: u32) call
 /// int32_t kc_ring_abort(uint32_t ring, uint32_t ticket): withdraws a pending operation: 0 (no
 /// record will come, nothing was delivered), or KC_EBUSY if it completed already (take it).
 export fn kc_ring_abort(ring: u32, ticket: u32) callconv(.c) i32 {
-    const rr = rings();
-    const e = rr.acquire(ring) catch |err| return fail(err);
-    defer rr.release(e);
-    RingRegistry.objectOf(e).abort(ticket, true) catch |err| return fail(err);
-    return 0;
+    return ringAbort(ring, ticket, true);
 }
 
 /// int32_t kc_ring_withdraw(uint32_t ring, uint32_t ticket): kc_ring_abort for a host that
@@ -1675,10 +1671,15 @@ export fn kc_ring_abort(ring: u32, ticket: u32) callconv(.c) i32 {
 /// by the host as a hand-off): the same outcomes, but the channel does not count a cancelled
 /// failure.
 export fn kc_ring_withdraw(ring: u32, ticket: u32) callconv(.c) i32 {
+    return ringAbort(ring, ticket, false);
+}
+
+/// kc_ring_abort and kc_ring_withdraw: `counted`, a withdrawn operation is a cancelled failure.
+fn ringAbort(ring: u32, ticket: u32, counted: bool) i32 {
     const rr = rings();
     const e = rr.acquire(ring) catch |err| return fail(err);
     defer rr.release(e);
-    RingRegistry.objectOf(e).abort(ticket, false) catch |err| return fail(err);
+    RingRegistry.objectOf(e).abort(ticket, counted) catch |err| return fail(err);
     return 0;
 }
 
