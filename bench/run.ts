@@ -27,18 +27,10 @@
  *   kc_ring_wait against a threadSafe callback from a notifier thread (kc_ring_notify).
  */
 import { PINGPONG_ROUNDS } from "./constants.ts";
+import type { Figure } from "./table.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const quick = Deno.args.includes("--quick");
-
-interface Figure {
-  name: string;
-  value: number;
-  unit: string;
-  peer: string | null;
-  peer_value: number | null;
-  ratio: number | null;
-}
 
 interface Line {
   name: string;

@@ -5,7 +5,8 @@
 // A figure missing from the results (Boost or valgrind not installed, a suite that failed)
 // leaves its cell as "n/a".
 
-interface Figure {
+/** One figure of a run, as bench/run.ts writes it to `bench/results/<suite>.json`. */
+export interface Figure {
   name: string;
   value: number;
   unit: string;
