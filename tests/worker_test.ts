@@ -125,15 +125,20 @@ Deno.test("pooled byte values received in a Worker: each intact, chunks reused o
   assert.equal(res.code, 0, res.stderr);
 });
 
+/** A Worker whose receive on `ch` is queued natively, terminated while it waits. */
+async function terminatedWhileReceiving(ch: Channel<bigint>): Promise<void> {
+  const w = new Worker(workerUrl, { type: "module" });
+  const waiting = message<string>(w);
+  w.postMessage({ mode: "wait", input: ch.share() });
+  assert.equal(await waiting, "waiting"); // its receive is queued natively
+  w.terminate();
+}
+
 Deno.test("a Worker terminated mid-wait: its waiter is gone, nothing is delivered to it or lost", async () => {
   const rt = runtime();
   for (let round = 0; round < 3; round++) {
     using ch = new Channel<bigint>(0, { codec: codecs.u64 });
-    const w = new Worker(workerUrl, { type: "module" });
-    const waiting = message<string>(w);
-    w.postMessage({ mode: "wait", input: ch.share() });
-    assert.equal(await waiting, "waiting"); // its receive is queued natively
-    w.terminate();
+    await terminatedWhileReceiving(ch);
     // Queued behind the dead Worker's receiver: a native send (FIFO) would reach the dead
     // isolate first if its waiter stayed; the value must come here instead.
     const r = ch.receive();
@@ -160,11 +165,7 @@ Deno.test("a value a terminated Worker's receive took comes back to a rendezvous
   let through = 0; // rounds whose value went through the dead Worker's receive
   for (let round = 0; round < 4; round++) {
     using ch = new Channel<bigint>(0, { codec: codecs.u64 });
-    const w = new Worker(workerUrl, { type: "module" });
-    const waiting = message<string>(w);
-    w.postMessage({ mode: "wait", input: ch.share() });
-    assert.equal(await waiting, "waiting"); // its receive is queued natively
-    w.terminate();
+    await terminatedWhileReceiving(ch);
     const one = runtime().cells([BigInt(ch.handle), 7n, 1n, 0n, 0n]);
     rt.spawn("chanSender", one);
     let got: bigint | undefined;
