@@ -28,41 +28,9 @@
  */
 import { PINGPONG_ROUNDS } from "./constants.ts";
 import type { Figure } from "./table.ts";
+import { figure, hasCommand, jsonLines, keepBestGo, type Line, root, run, save } from "./common.ts";
 
-const root = new URL("../", import.meta.url).pathname;
 const quick = Deno.args.includes("--quick");
-
-interface Line {
-  name: string;
-  value: number;
-  unit: string;
-}
-
-async function run(cmd: string, args: string[], cwd = root): Promise<string> {
-  const out = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) {
-    throw new Error(
-      `${cmd} ${args.join(" ")} failed:\n${new TextDecoder().decode(out.stderr)}`,
-    );
-  }
-  return new TextDecoder().decode(out.stdout);
-}
-
-function jsonLines(text: string): Line[] {
-  return text.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
-}
-
-function figure(line: Line, peer?: Line | null): Figure {
-  const ratio = peer ? line.value / peer.value : null;
-  return {
-    name: line.name,
-    value: line.value,
-    unit: line.unit,
-    peer: peer?.name ?? null,
-    peer_value: peer?.value ?? null,
-    ratio: ratio === null ? null : Math.round(ratio * 1000) / 1000,
-  };
-}
 
 function exists(path: string): boolean {
   try {
@@ -106,14 +74,6 @@ function table(title: string, figures: Figure[]) {
       : `   vs ${f.peer} ${f.peer_value!.toFixed(2)}: ratio ${f.ratio!.toFixed(3)}`;
     console.log(`  ${f.name.padEnd(58)} ${f.value.toFixed(2).padStart(8)} ${f.unit}${peer}`);
   }
-}
-
-async function save(suite: string, figures: Figure[]) {
-  await Deno.mkdir(`${root}bench/results`, { recursive: true });
-  await Deno.writeTextFile(
-    `${root}bench/results/${suite}.json`,
-    JSON.stringify(figures, null, 2) + "\n",
-  );
 }
 
 // --- switch -------------------------------------------------------------------------------
@@ -183,27 +143,6 @@ async function goPeers(): Promise<Map<string, number>> {
     keepBestGo(text, best);
   }
   return best;
-}
-
-/** Records in `best` each benchmark's value in `go test -bench` output, keeping the lowest. */
-function keepBestGo(text: string, best: Map<string, number>): void {
-  for (const line of text.split("\n")) {
-    // Go omits the "-N" suffix when GOMAXPROCS is 1. Our own benchmarks report a custom
-    // metric after ns/op (they size their own work); the runtime-style ones only ns/op.
-    const m = /^Benchmark(\w+?)(?:-(\d+))?\s+\d+\s+([\d.]+) ns\/op(?:\s+([\d.]+) (\S+))?/.exec(
-      line,
-    );
-    if (!m) continue;
-    const key = `${m[1]}-${m[2] ?? "1"}`;
-    const v = Number(m[4] ?? m[3]);
-    best.set(key, Math.min(v, best.get(key) ?? Infinity));
-  }
-}
-
-/** Whether `cmd args` runs and succeeds (a tool this machine may lack). */
-function hasCommand(cmd: string, args: string[]): Promise<boolean> {
-  return new Deno.Command(cmd, { args, stdout: "null", stderr: "null" }).output()
-    .then((o) => o.success, () => false);
 }
 
 const hasGo = await hasCommand("go", ["version"]);
