@@ -6,6 +6,8 @@
 //!   as a dependency                -> dep.module("kcoro") (Zig API), dep.artifact("kcoro") (C ABI)
 //!   zig build test                 -> unit tests (add -Dtarget=aarch64-linux-musl -fqemu for ARM64)
 //!   zig build bench -- [args]      -> native benchmarks
+//!   zig build bench-exe            -> only builds them (zig-out/bin/kcoro-bench)
+//!   zig build test-exe             -> the unit tests as a program (zig-out/bin/kcoro-test)
 const std = @import("std");
 
 pub fn build(b: *std.Build) void {
@@ -55,6 +57,10 @@ pub fn build(b: *std.Build) void {
     const run_tests = b.addRunArtifact(tests);
     const test_step = b.step("test", "Run the Zig unit tests");
     test_step.dependOn(&run_tests.step);
+    // The same tests as a program of their own, for a machine without Zig (a larger one, to run
+    // them on more cores than this one has).
+    const install_tests = b.addInstallArtifact(tests, .{ .dest_sub_path = "kcoro-test" });
+    b.step("test-exe", "Build the unit tests as zig-out/bin/kcoro-test").dependOn(&install_tests.step);
 
     // The native bench executable.
     const kcoro_mod = b.createModule(.{
@@ -74,6 +80,7 @@ pub fn build(b: *std.Build) void {
     const install_bench = b.addInstallArtifact(bench_exe, .{});
     const run_bench = b.addRunArtifact(bench_exe);
     if (b.args) |args| run_bench.addArgs(args);
+    b.step("bench-exe", "Build the native bench executable only (zig-out/bin/kcoro-bench)").dependOn(&install_bench.step);
     const bench_step = b.step("bench", "Run the native benchmarks");
     bench_step.dependOn(&install_bench.step);
     bench_step.dependOn(&run_bench.step);

@@ -1,9 +1,13 @@
 // Go peers of kcoro's channel benchmarks (bench/native/bench.zig, "chan:" figures): the Go
 // runtime's own channel benchmarks (runtime/chan_test.go), reproduced here so that they run
-// in the same invocation as kcoro's. Run by bench/run.ts with -cpu 2.
+// in the same invocation as kcoro's. Run by bench/run.ts with -cpu 2, and by bench/scaling.ts
+// with -cpu 1,2,4,...: as in the runtime's own, ProdCons starts one producer/consumer pair per P.
+// Sync keeps two goroutines at any -cpu: with more, the last one left could be one whose
+// remaining sends and receives only it could match (it then waits for itself for good).
 package bench
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -69,7 +73,7 @@ func BenchmarkChanSync(b *testing.B) {
 
 func benchmarkChanProdCons(b *testing.B, chanSize int) {
 	const CallsPerSched = 1000
-	procs := 2
+	procs := runtime.GOMAXPROCS(-1)
 	N := int32(b.N / CallsPerSched)
 	c := make(chan bool, 2*procs)
 	myc := make(chan int, chanSize)

@@ -1,6 +1,9 @@
 //! Native benchmarks of the coroutine core (no FFI).
 //! `zig build bench -- [--json] [--quick] [--only SUBSTRING]`: `--only` runs just the figures
 //! whose label contains SUBSTRING (e.g. `--only chan:` or `--only ChanSync`).
+//! `zig build bench -- --scaling [--max-workers N]`: instead, the scheduler and channel figures
+//! that depend on the worker count, at 1, 2, 4, ... workers up to the CPUs this process may use
+//! (and that count itself): bench/scaling.ts runs it beside Go's `-cpu` list.
 //!
 //! Each figure is the best of several runs (the machine is shared and small; the minimum is the
 //! least noisy estimate of the cost itself). Printed as a table, or with --json as one JSON
@@ -15,6 +18,10 @@ const SwitchFn = sw.SwitchFn;
 const Result = struct { name: []const u8, value: f64, unit: []const u8, iterations: u64 };
 
 var json = false;
+/// Workers of the channel benchmarks' scheduler, and coroutines of the figures that Go runs with
+/// `RunParallel` (one goroutine per P) or with one producer/consumer pair per P. 2 except under
+/// `--scaling`.
+var chan_workers: u32 = 2;
 /// `--only SUBSTRING`: run just the figures whose label contains it.
 var only: ?[]const u8 = null;
 
@@ -371,10 +378,10 @@ const ChanBench = struct {
     }
 };
 
-/// Runs `entries` (one coroutine each) on a 2-worker scheduler; returns elapsed ns.
+/// Runs `entries` (one coroutine each) on a scheduler of `workers` workers; returns elapsed ns.
 fn runChanBench(b: *ChanBench, entries: []const kcoro.coroutine.EntryFn) !u64 {
     var s: Scheduler = undefined;
-    try startSched(&s, 2, 32 * 1024, .guarded);
+    try startSched(&s, chan_workers, 32 * 1024, .guarded);
     defer s.shutdown(.cancel);
     var timer = try std.time.Timer.start();
     for (entries) |e| _ = try s.spawn(e, b);
@@ -534,34 +541,47 @@ fn tryStream(capacity: u32, count: u64) !f64 {
     return perOp(timer.read(), count);
 }
 
+/// Up to this many workers under `--scaling`.
+const max_scaling_workers = 256;
+var entry_buf: [2 * max_scaling_workers]kcoro.coroutine.EntryFn = undefined;
+
+/// `group` once per worker: one coroutine per worker (Go's `RunParallel`, one goroutine per P),
+/// or a producer and a consumer per worker (Go's ProdCons, one pair per P).
+fn perWorker(group: []const kcoro.coroutine.EntryFn) []const kcoro.coroutine.EntryFn {
+    std.debug.assert(chan_workers >= 1 and chan_workers <= max_scaling_workers and group.len <= 2);
+    for (0..chan_workers) |w| @memcpy(entry_buf[w * group.len ..][0..group.len], group);
+    return entry_buf[0 .. chan_workers * group.len];
+}
+
 fn benchChan(name: []const u8, total: u64) !f64 {
     var b: ChanBench = .{};
     const E = ChanBench;
     if (std.mem.eql(u8, name, "nonblocking")) {
         b.ch = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8 });
         defer b.ch.destroy();
-        b.ops = total / 2;
-        return perOp(try runChanBench(&b, &.{ E.nonblocking, E.nonblocking }), total);
+        b.ops = total / chan_workers;
+        return perOp(try runChanBench(&b, perWorker(&.{E.nonblocking})), total);
     } else if (std.mem.eql(u8, name, "uncontended")) {
-        b.ops = total / 2;
-        return perOp(try runChanBench(&b, &.{ E.uncontended, E.uncontended }), total);
+        b.ops = total / chan_workers;
+        return perOp(try runChanBench(&b, perWorker(&.{E.uncontended})), total);
     } else if (std.mem.eql(u8, name, "sync")) {
         b.ch = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8 });
         defer b.ch.destroy();
         b.left.store(@intCast(total / 1000), .monotonic);
+        // Two at any worker count (bench/go/chan_test.go says why).
         return perOp(try runChanBench(&b, &.{ E.sync, E.sync }), total);
     } else if (std.mem.startsWith(u8, name, "prodcons")) {
         const cap = try std.fmt.parseInt(u32, name["prodcons".len..], 10);
         b.ch = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8, .capacity = cap });
         defer b.ch.destroy();
         b.left.store(@intCast(total / 1000), .monotonic);
-        return perOp(try runChanBench(&b, &.{ E.producer, E.consumer, E.producer, E.consumer }), total);
+        return perOp(try runChanBench(&b, perWorker(&.{ E.producer, E.consumer })), total);
     } else if (std.mem.eql(u8, name, "creation")) {
-        b.ops = total / 2;
-        return perOp(try runChanBench(&b, &.{ E.creation, E.creation }), total);
+        b.ops = total / chan_workers;
+        return perOp(try runChanBench(&b, perWorker(&.{E.creation})), total);
     } else if (std.mem.eql(u8, name, "select")) {
-        b.ops = total / 2;
-        return perOp(try runChanBench(&b, &.{ E.selectUncontended, E.selectUncontended }), total);
+        b.ops = total / chan_workers;
+        return perOp(try runChanBench(&b, perWorker(&.{E.selectUncontended})), total);
     } else if (std.mem.eql(u8, name, "popular")) {
         E.popular_c = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8 });
         defer E.popular_c.destroy();
@@ -576,8 +596,8 @@ fn benchChan(name: []const u8, total: u64) !f64 {
     } else if (std.mem.eql(u8, name, "sem")) {
         b.ch = try Channel.create(std.heap.c_allocator, .{ .elem_size = 8, .capacity = 2 });
         defer b.ch.destroy();
-        b.ops = total / 2;
-        return perOp(try runChanBench(&b, &.{ E.sem, E.sem }), total);
+        b.ops = total / chan_workers;
+        return perOp(try runChanBench(&b, perWorker(&.{E.sem})), total);
     }
     unreachable; // names are ours
 }
@@ -594,10 +614,16 @@ pub fn main() !void {
     const args = try std.process.argsAlloc(allocator);
     defer std.process.argsFree(allocator, args);
     var quick = false;
+    var scaling = false;
+    var max_workers: ?u32 = null;
     for (args[1..], 1..) |a, i| {
         if (std.mem.eql(u8, a, "--json")) json = true;
         if (std.mem.eql(u8, a, "--quick")) quick = true;
+        if (std.mem.eql(u8, a, "--scaling")) scaling = true;
         if (std.mem.eql(u8, a, "--only") and i + 1 < args.len) only = args[i + 1];
+        if (std.mem.eql(u8, a, "--max-workers") and i + 1 < args.len) {
+            max_workers = std.fmt.parseInt(u32, args[i + 1], 10) catch return error.InvalidArgument;
+        }
     }
 
     const n: u64 = if (quick) 1_000_000 else 10_000_000;
@@ -606,6 +632,8 @@ pub fn main() !void {
     var buf: [4096]u8 = undefined;
     var stdout = std.fs.File.stdout().writerStreaming(&buf);
     const out = &stdout.interface;
+
+    if (scaling) return scalingBenches(out, quick, max_workers);
 
     const stack = try allocator.alignedAlloc(u8, .@"16", 64 * 1024);
     defer allocator.free(stack);
@@ -647,6 +675,56 @@ fn coreBenches(allocator: std.mem.Allocator, out: *std.Io.Writer, stack: []align
     const cycles = n / 10;
     const crd = bestOf(runs, createRunDestroy, .{ &reg, cycles });
     try report(out, .{ .name = "coroutine create + run + destroy", .value = perOp(crd, cycles), .unit = "ns/coroutine", .iterations = cycles });
+}
+
+/// CPUs this process may run on (its affinity mask), at least 1.
+fn usableCpus() u32 {
+    const set = std.posix.sched_getaffinity(0) catch return @intCast(std.Thread.getCpuCount() catch 1);
+    var n: u32 = 0;
+    for (set) |word| n += @popCount(word);
+    return @max(n, 1);
+}
+
+/// The figures that depend on the worker count, at 1, 2, 4, ... workers up to the usable CPUs
+/// (or `--max-workers`), and that count itself. Labels end in "(N workers)"; bench/scaling.ts
+/// pairs each with Go's run of the same shape at `-cpu N`.
+fn scalingBenches(out: *std.Io.Writer, quick: bool, max_workers: ?u32) !void {
+    const top = @min(max_workers orelse usableCpus(), max_scaling_workers);
+    const runs: usize = if (quick) 2 else 3;
+    const sn: u64 = if (quick) 200_000 else 1_000_000;
+    const rounds: u64 = 2_000_000; // as in bench/go (BenchmarkFanOut)
+    var w: u32 = 1;
+    while (true) {
+        chan_workers = w;
+        var label_buf: [128]u8 = undefined;
+        const Case = struct { prefix: []const u8, unit: []const u8, iterations: u64 };
+        const cases = [_]Case{
+            .{ .prefix = "scaling: spawn + run to completion", .unit = "ns/spawn", .iterations = sn },
+            .{ .prefix = "scaling: skynet, 1,000,000 coroutines", .unit = "ms", .iterations = 1_000_000 },
+            .{ .prefix = "scaling: CPU fan-out, 64 tasks", .unit = "ms", .iterations = 64 },
+            .{ .prefix = "scaling: ChanUncontended", .unit = "ns/op", .iterations = 100_000 },
+            .{ .prefix = "scaling: ChanSync", .unit = "ns/op", .iterations = 1_000_000 },
+            .{ .prefix = "scaling: ChanProdCons100", .unit = "ns/op", .iterations = 2_000_000 },
+            .{ .prefix = "scaling: ChanSem", .unit = "ns/op", .iterations = 4_000_000 },
+        };
+        for (cases, 0..) |c, i| {
+            const label = try std.fmt.bufPrint(&label_buf, "{s} ({d} worker{s})", .{ c.prefix, w, if (w == 1) "" else "s" });
+            if (!want(label)) continue;
+            const value = switch (i) {
+                0 => try bestF(runs, benchSpawn, .{ sn, w }),
+                1 => try bestF(runs, benchSkynet, .{w}),
+                2 => try bestF(runs, benchFanOut, .{ w, rounds }),
+                3 => try bestF(runs, benchChan, .{ "uncontended", c.iterations }),
+                4 => try bestF(runs, benchChan, .{ "sync", c.iterations }),
+                5 => try bestF(runs, benchChan, .{ "prodcons100", c.iterations }),
+                6 => try bestF(runs, benchChan, .{ "sem", c.iterations }),
+                else => unreachable,
+            };
+            try report(out, .{ .name = label, .value = value, .unit = c.unit, .iterations = c.iterations });
+        }
+        if (w == top) break;
+        w = @min(w * 2, top);
+    }
 }
 
 fn schedBenches(out: *std.Io.Writer, quick: bool) !void {
