@@ -114,6 +114,7 @@ pub const Ring = struct {
                     std.Thread.yield() catch {};
                 }
                 p.afterCompletion();
+                p.dropLosers(); // its host, which would have freed them on the record, is gone
             } else p.dropUnsent(); // a value still waiting to be sent must not leak with us
         }
         // 2. No one will take the values received for us: they go back to their channels, not
@@ -609,6 +610,22 @@ pub const Pending = struct {
         }
     }
 
+    /// After a completion no one will take (the ring is going away): a select's send clauses
+    /// that did not fire were never sent, and the host that frees their values when it takes
+    /// the record never will (a Worker terminated first; a library closed before the record
+    /// came). Each goes to its channel's undelivered path, as `dropUnsent` does for a
+    /// withdrawn select. The clause that fired needs nothing: delivered, or (cancelled) its
+    /// value was dropped by the cancel. A record that was taken freed this Pending already.
+    fn dropLosers(p: *Pending) void {
+        assert(p.completed);
+        switch (p.body) {
+            .op => {},
+            .select => |s| for (s.sel.clauses[0..s.sel.n], 0..) |c, i| {
+                if (c.kind == .send and i != p.fired) c.ch.dropUndeliverable(p.valueOf(@intCast(i)).?.ptr);
+            },
+        }
+    }
+
     /// The element of clause `index` (0 for a plain operation).
     fn valueOf(p: *Pending, index: u32) ?[]u8 {
         switch (p.body) {
@@ -1066,6 +1083,54 @@ test "a ring going away hands the values it was still sending to their channel's
     }
     try testing.expectEqual(@as(usize, 2), Hook.released); // both buffers went back
     try testing.expectEqual(@as(usize, 42), Hook.dropped); // 7 + 35, each once
+}
+
+test "a ring going away with a select's record untaken hands its losing send clauses' values to their channels' undelivered path" {
+    const Hook = struct {
+        var released: usize = 0;
+        var dropped: usize = 0;
+        fn release(_: ?*anyopaque, ptr: ?*anyopaque, len: usize) callconv(.c) void {
+            std.heap.c_allocator.free(@as([*]u8, @ptrCast(ptr.?))[0..len]);
+            released += 1;
+        }
+        fn undelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            dropped += std.mem.bytesToValue(u64, elem[0..8]);
+        }
+    };
+    // Rendezvous channels: each send clause waits until a receive here completes the select.
+    const zc = try channel.Channel.create(testing.allocator, .{ .elem_size = 0, .zero_copy = true });
+    defer zc.destroy();
+    const copying = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .on_undelivered = Hook.undelivered });
+    defer copying.destroy();
+    const clauses = [_]channel.Clause{
+        .{ .ch = zc, .kind = .send, .elem = undefined },
+        .{ .ch = copying, .kind = .send, .elem = undefined },
+    };
+    for (0..2) |winner| {
+        Hook.released = 0;
+        Hook.dropped = 0;
+        var ring = Ring.init(testing.allocator);
+        const buf = try std.heap.c_allocator.alloc(u8, 16);
+        var d: channel.Descriptor = .{ .ptr = buf.ptr, .len = buf.len, .release = Hook.release };
+        var w: u64 = 35;
+        const values = [_][]u8{ std.mem.asBytes(&d), std.mem.asBytes(&w) };
+        _ = (try ring.submitSelect(&clauses, &values, null, &.{})).pending;
+        // A partner completes one clause: a record its isolate dies before taking (a Worker
+        // terminated, or a library closed before the record came).
+        if (winner == 0) {
+            var got: channel.Descriptor = undefined;
+            try zc.receive(std.mem.asBytes(&got), null, true);
+            try testing.expectEqual(buf.ptr, @as([*]u8, @ptrCast(got.ptr.?)));
+            std.heap.c_allocator.free(buf); // delivered: the receiver's now
+        } else {
+            try testing.expectEqual(@as(u64, 35), try recv(copying));
+        }
+        ring.deinit();
+        // The clause that fired delivered its value; the other was never sent: its value goes
+        // back once (before, it was lost: the isolate that would have freed it is gone).
+        try testing.expectEqual(@as(usize, if (winner == 0) 0 else 1), Hook.released);
+        try testing.expectEqual(@as(usize, if (winner == 0) 35 else 0), Hook.dropped);
+    }
 }
 
 test "waits queued again and again allocate nothing once the ring has spares; the spares are bounded and freed" {
