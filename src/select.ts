@@ -472,10 +472,22 @@ class Selection implements RingOp {
     this.queued = false;
     const c = this.native[index];
     const lib = this.lib!;
-    if (!lib.isOpen || c === undefined) {
+    if (!lib.isOpen) {
+      // Settled after the close by the bridge (a select begun while the library closed, e.g.
+      // by an onUndeliveredElement hook, or one whose record came too late): `index` is not
+      // the clause that fired. The send clauses' values are the ring's now: its teardown hands
+      // each one not sent to its channel's undelivered path (zig-src/bridge/ring.zig,
+      // `dropUnsent` and `dropLosers`); freeing them here too would free them twice.
+      this.#giveSlots();
       this.done = true;
       this.#cleanup();
-      this.reject(new InvalidHandleError("Cannot select: the kcoro library is closed"));
+      this.reject(new LibraryClosedError("select"));
+      return;
+    }
+    if (c === undefined) {
+      this.done = true;
+      this.#cleanup();
+      this.reject(new InvalidHandleError(`Cannot select: the ring reported clause ${index}`));
       return;
     }
     const value = status === 0 && c.kind !== SEND;

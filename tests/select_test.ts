@@ -2,7 +2,7 @@
 // fairness, at most one clause firing, a seeded stress mixed with plain sends and receives,
 // abort signals and timeouts.
 import assert from "node:assert/strict";
-import { prng, settled, until } from "./support.ts";
+import { evalScript, prng, settled, until } from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -597,4 +597,39 @@ Deno.test("select: an onTimeout(0) before a lazy onAwait wins without starting t
     assert.equal(fetch.state, "new");
     fetch.cancel();
   });
+});
+
+Deno.test("a select begun while the library closes (by an onUndeliveredElement hook) fails with LibraryClosedError", async () => {
+  // In a process of its own: it closes the library.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, LibraryClosedError, select } from "./mod.ts";
+    const target = new Channel(0, { codec: codecs.bytes });
+    target.share();
+    const outcomes = [];
+    // Closing withdraws the waiting send and hands its value to this hook, which starts a
+    // select that queues natively after the bridge's withdrawals: the bridge settles it only
+    // after the close. Before, that rejected with an InvalidHandleError.
+    const a = new Channel(1, {
+      onUndeliveredElement: () => {
+        outcomes.push(select((s) => s.onSend(target, new Uint8Array(64), () => "sent")).then(
+          () => "resolved",
+          (e) => e instanceof LibraryClosedError ? "closed" : e.name + ": " + e.message,
+        ));
+      },
+    });
+    a.share();
+    a.trySend(0);
+    const send = a.send(1).catch((e) => e.name);
+    await new Promise((r) => setTimeout(r, 10)); // the send is queued natively
+    closeLibrary();
+    if ((await send) !== "LibraryClosedError") throw new Error("send: " + (await send));
+    let timer;
+    const got = await Promise.race([
+      Promise.all(outcomes),
+      new Promise((r) => timer = setTimeout(() => r("not settled"), 10000)),
+    ]);
+    clearTimeout(timer);
+    if (JSON.stringify(got) !== '["closed"]') throw new Error("select: " + JSON.stringify(got));
+  `);
+  assert.equal(res.code, 0, res.stderr);
 });
