@@ -292,7 +292,20 @@ class Selection implements RingOp {
     try {
       this.#start();
     } catch (e) {
+      if (this.queued) {
+        // Thrown after the native select was queued (arming a JavaScript clause: a Job whose
+        // invokeOnCompletion throws): withdrawn first. Before, it stayed queued with its
+        // values freed: a receiver then got a send's freed buffer, from a select that
+        // rejected.
+        if (this.bridge!.abort(this) !== 0) {
+          this.completing = true; // a channel clause won first: its record settles the select
+          reportError(e);
+          return promise;
+        }
+        this.queued = false;
+      }
       this.#freeValues(-1);
+      this.#giveSlots();
       this.done = true;
       this.#cleanup();
       reject(e);

@@ -633,3 +633,26 @@ Deno.test("a select begun while the library closes (by an onUndeliveredElement h
   `);
   assert.equal(res.code, 0, res.stderr);
 });
+
+Deno.test("a clause that throws while it is armed, after the channel clauses were queued, withdraws them: nothing is sent", async () => {
+  using ch = new Channel<Uint8Array>(0, { codec: codecs.bytes });
+  ch.share(); // its clause is queued natively
+  const job = {
+    state: "active",
+    isCompleted: false,
+    start: () => false,
+    invokeOnCompletion: () => {
+      throw new Error("cannot watch");
+    },
+  };
+  await assert.rejects(
+    select((s) => {
+      s.onSend(ch, new Uint8Array(100).fill(9), () => "sent");
+      s.onJoin(job as never, () => "joined");
+    }),
+    /cannot watch/,
+  );
+  // Before, the send stayed queued with its value freed, and this received it.
+  assert.equal(pending(), 0);
+  assert.deepEqual(ch.tryReceive(), { state: "empty" });
+});
