@@ -77,6 +77,11 @@ function checkKey(op: string, key: unknown): asserts key is Key<unknown> {
   }
 }
 
+/** @ignore A running `withTimeout`, as its contexts see it: `done` once its scope has finished. */
+export interface Timeout {
+  done: boolean;
+}
+
 /**
  * An immutable, persistent map from {@linkcode ContextKey}s to values. Start from
  * {@linkcode Context.empty}; `with` and `without` return new contexts and never change the one
@@ -104,10 +109,36 @@ export class Context {
   static readonly empty: Context = new Context(new Map());
 
   readonly #entries: ReadonlyMap<ContextKey<unknown>, unknown>;
+  /**
+   * The timeout whose `withTimeout` put this context's {@linkcode Deadline} in, or null (no
+   * Deadline, or one set by hand). Kept through `with`/`without` of other keys, so a context
+   * derived from a timed scope's still tells when that timeout is over (`liveDeadline`).
+   */
+  readonly #timeout: Timeout | null;
 
-  private constructor(entries: ReadonlyMap<ContextKey<unknown>, unknown>) {
+  private constructor(
+    entries: ReadonlyMap<ContextKey<unknown>, unknown>,
+    timeout: Timeout | null = null,
+  ) {
     this.#entries = entries;
+    this.#timeout = timeout;
     Object.freeze(this);
+  }
+
+  /** @ignore `context` with `deadline` as the Deadline of the running timeout `timeout`. */
+  static _timed(context: Context, deadline: number, timeout: Timeout): Context {
+    const entries = new Map(context.#entries);
+    entries.set(Deadline, deadline);
+    return new Context(entries, timeout);
+  }
+
+  /**
+   * @ignore The Deadline in force: none when the withTimeout that put it in has finished (the
+   * context outlived its scope), else the Deadline entry.
+   */
+  static _liveDeadline(context: Context): number | undefined {
+    if (context.#timeout?.done === true) return undefined;
+    return context.#entries.get(Deadline) as number | undefined;
   }
 
   /** A context with every entry of this one and `key` set to `value`; this one is unchanged. */
@@ -119,10 +150,15 @@ export class Context {
         `Cannot set context value: ${key.name} must be ${wrong}, received ${describe(value)}`,
       );
     }
-    if (this.#entries.has(key) && Object.is(this.#entries.get(key), value)) return this;
+    // A Deadline set by hand is nobody's timeout: it stays in force.
+    const timeout = key === Deadline ? null : this.#timeout;
+    if (
+      this.#entries.has(key) && Object.is(this.#entries.get(key), value) &&
+      timeout === this.#timeout
+    ) return this;
     const entries = new Map(this.#entries);
     entries.set(key, value);
-    return new Context(entries);
+    return new Context(entries, timeout);
   }
 
   /** The value under `key`, or undefined when there is none. */
@@ -143,7 +179,8 @@ export class Context {
     if (!this.#entries.has(key)) return this;
     const entries = new Map(this.#entries);
     entries.delete(key);
-    return entries.size === 0 ? Context.empty : new Context(entries);
+    const timeout = key === Deadline ? null : this.#timeout;
+    return entries.size === 0 ? Context.empty : new Context(entries, timeout);
   }
 
   /** How many entries this context holds. */
@@ -168,7 +205,10 @@ export class Context {
 
 /**
  * The deadline `withTimeout` / `withTimeoutOrNull` put in their scope's context, on the
- * `performance.now()` clock (ms); the earliest of nested timeouts wins. A native scope owned by a
+ * `performance.now()` clock (ms); the earliest of nested timeouts wins. A context can outlive its
+ * scope: once the withTimeout that put a Deadline in has finished, a later timeout or native scope
+ * given that context (or one derived from it) ignores its Deadline; one set by hand with
+ * `Context.with` stays in force. A native scope owned by a
  * scope (`nativeScope`) gives it to its native children (`kc_scope_set_deadline`), whose
  * channel waits then end by it (`KC_ETIME`) and which read it with `kc_deadline`.
  *

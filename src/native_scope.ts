@@ -37,7 +37,7 @@ import {
   unwrap,
 } from "./errors.ts";
 import { type Job, JobSupport } from "./job.ts";
-import { Deadline } from "./context.ts";
+import { Context } from "./context.ts";
 import {
   handleOut,
   nativeEntry,
@@ -216,7 +216,8 @@ export class NativeScope implements AsyncDisposable {
   static _own(owner: JobSupport<unknown>): NativeScope {
     const ns = NativeScope.#make("get native scope", null, owner);
     // The owner's deadline (withTimeout) goes into the native children's context.
-    const deadline = owner.context.get(Deadline);
+    // Not that of a withTimeout already finished, whose context the owner was given.
+    const deadline = Context._liveDeadline(owner.context);
     if (deadline !== undefined) {
       const sym = ns.#lib.symbols("get native scope");
       const at = deadlineNs(sym.kc_now_ns(), deadline - performance.now());

@@ -18,21 +18,26 @@ import {
   rootScope,
   type ScopeOptions,
 } from "./scope.ts";
-import { Context, Deadline } from "./context.ts";
+import { Context, type Timeout } from "./context.ts";
 
-/** `options` with the timeout's deadline in its context (an earlier outer deadline wins). */
+/**
+ * `options` with the timeout's deadline in its context (an earlier outer deadline wins, unless
+ * the withTimeout that set it has finished: a context can outlive its scope), and the
+ * {@linkcode Timeout} that `runTimed` marks done when the scope finishes.
+ */
 function withDeadline(
   op: string,
   options: ScopeOptions | undefined,
   ms: number,
-): ScopeOptions | undefined {
+): { options: ScopeOptions | undefined; timeout: Timeout | null } {
   checkScopeOptions(op, options);
-  if (!(ms > 0)) return options;
+  if (!(ms > 0)) return { options, timeout: null };
   const context = options?.context ?? Context.empty;
   const deadline = performance.now() + ms;
-  const outer = context.get(Deadline);
-  if (outer !== undefined && outer <= deadline) return options;
-  return { ...options, context: context.with(Deadline, deadline) };
+  const outer = Context._liveDeadline(context);
+  if (outer !== undefined && outer <= deadline) return { options, timeout: null };
+  const timeout: Timeout = { done: false };
+  return { options: { ...options, context: Context._timed(context, deadline, timeout) }, timeout };
 }
 
 /** setTimeout's largest delay; longer ones are chained. */
@@ -96,9 +101,17 @@ export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<v
 }
 
 /** Starts `scope` with a timer that cancels it with `timeout` after `ms`. */
-function runTimed<T>(scope: Coroutine<T>, ms: number, timeout: TimeoutError): Promise<T> {
+function runTimed<T>(
+  scope: Coroutine<T>,
+  ms: number,
+  timeout: TimeoutError,
+  deadline: Timeout | null,
+): Promise<T> {
   const cancel = timer(ms, () => scope.cancel(timeout));
-  scope.addFinalizer(cancel);
+  scope.addFinalizer(() => {
+    cancel();
+    if (deadline !== null) deadline.done = true; // its Deadline is stale from now on
+  });
   scope.start();
   return scope.await();
 }
@@ -128,11 +141,14 @@ export function withTimeout<T>(ms: number, block: Block<T>, options?: ScopeOptio
   checkMs(op, ms);
   if (ms <= 0) {
     // No scope at all: one never started would keep its listener on the caller's signal.
-    return Promise.reject(checkRoot(op, block, withDeadline(op, options, ms)) ?? timedOut(ms));
+    return Promise.reject(
+      checkRoot(op, block, withDeadline(op, options, ms).options) ?? timedOut(ms),
+    );
   }
-  const scope = rootScope(op, block, withDeadline(op, options, ms), false);
+  const timed = withDeadline(op, options, ms);
+  const scope = rootScope(op, block, timed.options, false);
   if (scope instanceof Error) return Promise.reject(scope);
-  return runTimed(scope, ms, timedOut(ms));
+  return runTimed(scope, ms, timedOut(ms), timed.timeout);
 }
 
 /**
@@ -157,13 +173,14 @@ export function withTimeoutOrNull<T>(
   checkMs(op, ms);
   if (ms <= 0) {
     // As withTimeout: no scope at all.
-    const refused = checkRoot(op, block, withDeadline(op, options, ms));
+    const refused = checkRoot(op, block, withDeadline(op, options, ms).options);
     return refused === null ? Promise.resolve(null) : Promise.reject(refused);
   }
-  const scope = rootScope(op, block, withDeadline(op, options, ms), false);
+  const timed = withDeadline(op, options, ms);
+  const scope = rootScope(op, block, timed.options, false);
   if (scope instanceof Error) return Promise.reject(scope);
   const timeout = timedOut(ms);
-  return runTimed(scope, ms, timeout).catch((e) => {
+  return runTimed(scope, ms, timeout, timed.timeout).catch((e) => {
     if (e === timeout) return null;
     throw e;
   });

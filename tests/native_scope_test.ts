@@ -236,6 +236,28 @@ Deno.test("withTimeout's deadline reaches native children through the scope's na
   assert.equal(none[0], 0n);
 });
 
+Deno.test("a native scope ignores the Deadline of a finished withTimeout whose context its owner was given", async () => {
+  // Before, the stale Deadline reached the native children: their channel waits ended with
+  // KC_ETIME at the old timeout's end, although their own scope had no timeout or a later one.
+  const sym = library().symbols("test");
+  const stale = await withTimeout(60, (scope) => scope.context);
+  const none = runtime().cells(3);
+  await coroutineScope(async (scope) => {
+    nativeScope(scope).launch("read-deadline", none);
+    await nativeScope(scope).wait();
+  }, { context: stale });
+  assert.equal(none[1], 1n);
+  assert.equal(none[0], 0n);
+  const later = runtime().cells(3);
+  const before = sym.kc_now_ns();
+  await withTimeout(60_000, async (scope) => {
+    nativeScope(scope).launch("read-deadline", later);
+    await nativeScope(scope).wait();
+  }, { context: stale });
+  assert.equal(later[1], 1n);
+  assert.ok(later[0] >= before + 59_000_000_000n, `deadline ${later[0]}, now ${before}`);
+});
+
 Deno.test("a deadline of -Infinity in the context is a deadline already passed, not none", async () => {
   const sym = library().symbols("test");
   const c = runtime().cells(3);

@@ -6,6 +6,7 @@ import {
   CancellationError,
   CompletableDeferred,
   coroutineScope,
+  createContextKey,
   Deadline,
   delay,
   nonCancellable,
@@ -286,5 +287,35 @@ Deno.test("join and await start a lazy job even for a caller already cancelled (
     await job.join();
     assert.equal(await deferred.await(), 1);
     assert.equal(ran, 2);
+  });
+});
+
+Deno.test("withTimeout given the context of a finished withTimeout ignores that timeout's stale Deadline", async () => {
+  // Kotlin's timeouts are cancellations of the scopes they cover. Before, a context taken out of
+  // a withTimeout that had finished kept its (earlier) Deadline in any later withTimeout given
+  // it: the later scope claimed the old deadline, and its native children failed with KC_ETIME
+  // long before their own timeout.
+  const stale = await withTimeout(60, (scope) => scope.context);
+  const key = createContextKey<string>("user");
+  for (const context of [stale, stale.with(key, "ada")]) {
+    const before = performance.now();
+    const d = await withTimeout(60_000, (scope) => scope.context.get(Deadline), { context });
+    assert.ok(d !== undefined && d >= before + 60_000, `deadline ${d}, now ${before}`);
+    const n = await withTimeoutOrNull(60_000, (scope) => scope.context.get(Deadline), { context });
+    assert.ok(n !== null && n !== undefined && n >= before + 60_000, `deadline ${n}`);
+  }
+  // A Deadline put in by hand is kept, as is that of a withTimeout still running around it.
+  const own = performance.now() + 30;
+  const kept = await withTimeout(60_000, (scope) => scope.context.get(Deadline), {
+    context: stale.with(Deadline, own),
+  });
+  assert.equal(kept, own);
+  await withTimeout(60_000, async (outer) => {
+    const d = outer.context.get(Deadline);
+    const inner = await withTimeout(120_000, (scope) => scope.context.get(Deadline), {
+      context: outer.context,
+      signal: outer.signal,
+    });
+    assert.equal(inner, d);
   });
 });
