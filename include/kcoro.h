@@ -401,11 +401,11 @@ int32_t kc_scope_watch(uint32_t scope, uint64_t deadline_ns);
 int32_t kc_scope_destroy(uint32_t scope);
 /* Inside a scope's coroutine: 1 once the scope is cancelled, else 0 (for loops that never wait). */
 int32_t kc_cancelled(void);
-/* Children launched into this scope from now on, and scopes created under it from now on, carry
- * deadline_ns (kc_now_ns clock) in their context: a channel operation or select they start
- * without a deadline waits at most until then (KC_ETIME). A parent's earlier deadline is kept. A
- * child scope created before keeps the context it was created with. Cancels nothing by itself
- * (cancel the scope for Kotlin's withTimeout). */
+/* Children launched from now on into this scope or any scope below it (created before or after)
+ * carry deadline_ns (kc_now_ns clock) in their context: a channel operation or select they start
+ * without a deadline waits at most until then (KC_ETIME). An earlier deadline (a parent's, or a
+ * child scope's own) is kept. Coroutines already running keep their context. Cancels nothing by
+ * itself (cancel the scope for Kotlin's withTimeout). */
 int32_t kc_scope_set_deadline(uint32_t scope, uint64_t deadline_ns);
 /* Inside a coroutine: its context's deadline, or 0. */
 uint64_t kc_deadline(void);

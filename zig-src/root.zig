@@ -1383,9 +1383,10 @@ export fn kc_scope_destroy(scope: u32) callconv(.c) i32 {
 }
 
 /// int32_t kc_scope_set_deadline(uint32_t scope, uint64_t deadline_ns): children launched from
-/// now on carry the deadline (kc_now_ns clock) in their context: a channel operation or select
-/// they start without a deadline of its own waits at most until then (KC_ETIME); kc_deadline
-/// reads it. A parent's earlier deadline is kept. Does not cancel anything by itself.
+/// now on, into this scope or a scope below it made before or after, carry the deadline
+/// (kc_now_ns clock) in their context: a channel operation or select they start without a
+/// deadline of its own waits at most until then (KC_ETIME); kc_deadline reads it. An earlier
+/// deadline (a parent's, a child scope's own) is kept. Does not cancel anything by itself.
 export fn kc_scope_set_deadline(scope: u32, deadline_ns: u64) callconv(.c) i32 {
     if (deadline_ns == 0) return Status.invalid.code();
     const sr = scopes();

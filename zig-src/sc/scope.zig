@@ -54,6 +54,11 @@ pub const Scope = struct {
     abandoned: std.atomic.Value(bool) = .init(false),
     /// Registered on `token` from `create` until the token fires it or `release` unlinks it.
     cancel_link: cancel_mod.Link = .{ .fire = fireCancel },
+    /// The deadline in `context` once `setDeadline` ran (0: not yet), for the scopes below this
+    /// one: a child scope copies its parent's context at `create`, so it looks here at each
+    /// launch for a deadline its ancestors were given later (`inheritDeadline`). Written under
+    /// `mutex`, read without it.
+    deadline: std.atomic.Value(u64) = .init(0),
 
     /// One child's launch: its entry and argument, and the cleanup that counts it out of its
     /// scope if a shutdown abandons it, pushed on the coroutine when it is made, so that a
@@ -170,6 +175,7 @@ pub const Scope = struct {
     /// `arg` holds if a shutdown abandons the child before it ran.
     pub fn launchOwning(s: *Scope, entry: coroutine.EntryFn, arg: ?*anyopaque, unstarted: ?*const fn (arg: ?*anyopaque) void, options: Scheduler.SpawnOptions) (scheduler.Error || error{Cancelled})!scheduler.Ref {
         if (s.isCancelled()) return error.Cancelled;
+        try s.inheritDeadline();
         const l = blk: {
             s.mutex.lock();
             defer s.mutex.unlock();
@@ -204,14 +210,44 @@ pub const Scope = struct {
     /// Gives children launched from now on the absolute `deadline` (CLOCK_MONOTONIC ns) in
     /// their context: a channel operation or select given no deadline of its own waits at most
     /// until then (error.Timeout), and `currentDeadline` reads it. An earlier deadline of a
-    /// parent scope is kept.
+    /// parent scope is kept. Scopes below this one, made before or after, give it to their
+    /// children launched from now on too (unless they have an earlier one).
     pub fn setDeadline(s: *Scope, deadline: u64) error{ OutOfMemory, InvalidArgument }!void {
         s.mutex.lock();
         defer s.mutex.unlock();
-        if (s.context.get(ctx_mod.deadline)) |d| if (d <= deadline) return;
+        if (s.context.get(ctx_mod.deadline)) |d| if (d <= deadline) {
+            // Monotonic: a lone word, nothing published with it; a launch below that runs
+            // after this call returned (in program order, or synchronised with it) reads it.
+            s.deadline.store(d, .monotonic);
+            return;
+        };
         const next = try s.context.with(s.allocator, ctx_mod.deadline, deadline);
         s.context.release();
         s.context = next;
+        s.deadline.store(deadline, .monotonic); // as above
+    }
+
+    /// Takes into this scope's context the earliest deadline that a scope above it was given
+    /// by `setDeadline` after this one was made (its context copied the parent's at `create`),
+    /// so children launched from now on carry it, as children of its ancestors do. Before, a
+    /// deadline set on a parent never reached child scopes made earlier. Each scope holds its
+    /// parent, so the chain is alive; no lock above this scope is taken.
+    fn inheritDeadline(s: *Scope) error{OutOfMemory}!void {
+        var earliest: u64 = 0;
+        var up = s.parent;
+        while (up) |a| : (up = a.parent) {
+            // Monotonic: pairs with the monotonic stores in `setDeadline` (a lone word).
+            const d = a.deadline.load(.monotonic);
+            if (d != 0 and (earliest == 0 or d < earliest)) earliest = d;
+        }
+        if (earliest == 0) return;
+        // Monotonic: our own word, written under our mutex; `setDeadline` checks again there.
+        const own = s.deadline.load(.monotonic);
+        if (own != 0 and own <= earliest) return;
+        s.setDeadline(earliest) catch |err| return switch (err) {
+            error.OutOfMemory => error.OutOfMemory,
+            error.InvalidArgument => unreachable, // an ancestor's `setDeadline` took this value
+        };
     }
 
     fn recycle(s: *Scope, l: *Launch) void {
@@ -747,4 +783,33 @@ test "a child scope created while its parent's deadline changes reads a live con
     S.stop.store(true, .monotonic);
     t.join();
     try testing.expectEqual(@as(u32, 0), bad);
+}
+
+test "a deadline set on a scope reaches the children of scopes made below it before" {
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    defer sched.shutdown(.cancel);
+    const S = struct {
+        var seen: [3]std.atomic.Value(u64) = .{ .init(1), .init(1), .init(1) };
+        fn read(arg: ?*anyopaque) callconv(.c) void {
+            const i: usize = @intFromPtr(arg);
+            seen[i].store(currentDeadline() orelse 0, .monotonic); // read after waitAll
+        }
+    };
+    const far = scheduler.monotonicNs() + 3600 * std.time.ns_per_s;
+    const parent = try Scope.create(testing.allocator, &sched, null);
+    defer parent.release();
+    const child = try Scope.create(testing.allocator, &sched, parent);
+    defer child.release();
+    const grandchild = try Scope.create(testing.allocator, &sched, child);
+    defer grandchild.release();
+    try parent.setDeadline(far); // after the scopes below it were made
+    _ = try child.launch(S.read, @ptrFromInt(0), .{});
+    _ = try grandchild.launch(S.read, @ptrFromInt(1), .{});
+    // A later deadline of its own does not replace its ancestor's earlier one.
+    try grandchild.setDeadline(far + 1);
+    _ = try grandchild.launch(S.read, @ptrFromInt(2), .{});
+    try parent.waitAll(scheduler.monotonicNs() + 10 * std.time.ns_per_s);
+    for (&S.seen) |*v| try testing.expectEqual(far, v.load(.monotonic));
+    try testing.expectEqual(far, child.context.get(ctx_mod.deadline).?);
 }
