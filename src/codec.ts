@@ -479,7 +479,7 @@ export function encodeCause(cause: unknown): Uint8Array | null {
   try {
     const n = pack(cause);
     if (n >= 0) return withKind(1, packed().subarray(0, n));
-    const body = v8.serialize(cause);
+    const body = serialize(cause);
     if (!(cause instanceof Error)) return withKind(2, body);
     const name = new TextEncoder().encode(String(cause.name));
     if (name.length > 255) return withKind(2, body);
@@ -507,7 +507,6 @@ function withKind(kind: number, body: Uint8Array): Uint8Array {
 export function decodeCause(bytes: Uint8Array): { ok: true; cause: unknown } | { ok: false } {
   try {
     if (bytes[0] === 1) return { ok: true, cause: unpack(bytes.subarray(1)) };
-    // A copy: node:v8's typed arrays are views of the bytes they are read from (`deserialize`).
     if (bytes[0] === 2) return { ok: true, cause: deserialize(bytes.subarray(1)) };
     if (bytes[0] === 3 && bytes.length >= 3) {
       const end = 3 + bytes[2];
@@ -536,12 +535,30 @@ function readStructured(slot: Slot, sym: Sym): unknown {
 }
 
 /**
- * `node:v8`'s `deserialize` of a copy of `bytes`: the typed arrays it makes (Node's
- * DefaultDeserializer treats views as host objects) are views of the very buffer it reads, which
- * here is native memory freed (or a pooled chunk recycled) right after, or a reused buffer.
+ * A value in V8's structured-clone format, written by `node:v8`'s base `Serializer`: V8 writes
+ * a typed array or DataView itself, as a view (offset, length) of its whole ArrayBuffer, which
+ * it writes once however many views share it, as `structuredClone` does. `v8.serialize` (Node's
+ * DefaultSerializer) writes each view as a host object holding only its own bytes instead: in a
+ * value `pack` left to node:v8, a subarray came back as a buffer of its own at offset 0 (or a
+ * view into the whole message), and views of one buffer (or a view and its buffer) came back
+ * unrelated.
+ */
+function serialize(value: unknown): Uint8Array {
+  const s = new v8.Serializer();
+  s.writeHeader();
+  s.writeValue(value);
+  return s.releaseBuffer();
+}
+
+/**
+ * `serialize`'s bytes back into the value. V8 copies each ArrayBuffer out of `bytes` (Node's
+ * DefaultDeserializer made typed arrays that were views of the very bytes it read, native
+ * memory freed or a pooled chunk recycled right after): `bytes` may be freed once it returns.
  */
 function deserialize(bytes: Uint8Array): unknown {
-  return v8.deserialize(bytes.slice());
+  const d = new v8.Deserializer(bytes);
+  d.readHeader();
+  return d.readValue();
 }
 
 /**
@@ -570,7 +587,7 @@ function serialise(value: unknown, codec: string): Uint8Array {
     );
   }
   try {
-    return v8.serialize(value);
+    return serialize(value);
   } catch (e) {
     throw new CodecError(
       codec,
@@ -629,8 +646,7 @@ function structuredPass<T>(value: T, codec: string): T {
     );
   }
   if (n >= 0) return unpack(packed().subarray(0, n)) as T;
-  // The serialised bytes are this call's own: the views node:v8 makes of them may stay.
-  return v8.deserialize(serialise(value, codec)) as T;
+  return deserialize(serialise(value, codec)) as T;
 }
 
 function checkNumber(value: unknown): number {

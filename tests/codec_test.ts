@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { Channel, CodecError, codecs } from "../mod.ts";
 import { evalScript } from "./support.ts";
+import { decodeCause, encodeCause } from "../src/codec.ts";
 
 Deno.test("typed arrays inside node:v8 values are the receiver's own: pool reuse and frees leave them intact", () => {
   using ch = new Channel<unknown>(64);
@@ -213,4 +214,39 @@ Deno.test("pooled views alive at closeLibrary() free their chunks once collected
     { v8Flags: ["--expose-gc"], timeoutMs: 60_000 },
   );
   assert.equal(res.code, 0, res.stderr);
+});
+
+Deno.test("typed arrays in values left to node:v8 keep their buffer, offset and sharing, as structuredClone does", () => {
+  class Point {
+    x = 1;
+  }
+  const ab = new ArrayBuffer(16);
+  new Uint8Array(ab).forEach((_, i, a) => a[i] = i);
+  // The Point makes the packer give up: the value goes through node:v8.
+  const value = {
+    sub: new Uint8Array(ab, 4, 2),
+    words: new Int16Array(ab, 8, 2),
+    view: new DataView(ab, 3, 4),
+    ab,
+    point: new Point(),
+  };
+  const check = (got: typeof value, what: string) => {
+    assert.equal(got.sub.byteOffset, 4, what);
+    assert.equal(got.view.byteOffset, 3, what);
+    assert.equal(got.sub.buffer, got.ab, `${what}: a view and its buffer stay one`);
+    assert.equal(got.words.buffer, got.ab, `${what}: views of one buffer share it`);
+    assert.equal(got.view.buffer, got.ab, what);
+    assert.deepEqual(new Uint8Array(got.ab), new Uint8Array(ab), what);
+    assert.deepEqual(got, structuredClone(value), what);
+  };
+  for (const codec of [codecs.default, codecs.structured]) {
+    for (const shared of [false, true]) {
+      using ch = new Channel<unknown>(2, { codec });
+      if (shared) ch.share();
+      ch.trySend(value);
+      check((ch.tryReceive() as { value: typeof value }).value, `${codec.name} shared=${shared}`);
+    }
+  }
+  const cause = decodeCause(encodeCause(value)!) as { ok: true; cause: typeof value };
+  check(cause.cause, "a close cause");
 });
