@@ -383,6 +383,9 @@ let rpos = 0;
 /** Objects, arrays, Dates, RegExps, Maps, Sets, buffers and views read so far, for REF. */
 const seen: unknown[] = [];
 
+/** A bigint as `pack` writes it: hex digits, "-" first when negative. */
+const BIG_TEXT = /^-?[0-9a-f]+$/;
+
 function bad(why: string): never {
   throw new TypeError(`Cannot receive: a packed value is malformed (${why})`);
 }
@@ -518,6 +521,9 @@ function get(): unknown {
       return getText();
     case BIG: {
       const hex = getText();
+      // What `pack` writes, nothing else: `BigInt` throws a SyntaxError for other text (and
+      // takes some, whitespace around the digits say, that `pack` never writes).
+      if (!BIG_TEXT.test(hex)) bad("bigint");
       return hex[0] === "-" ? -BigInt("0x" + hex.slice(1)) : BigInt("0x" + hex);
     }
     case OBJ: {

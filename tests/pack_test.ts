@@ -5,6 +5,8 @@ import { pack, packed, unpack } from "../src/pack.ts";
 import { Channel, codecs } from "../mod.ts";
 import { prng } from "./support.ts";
 
+const encoder = new TextEncoder();
+
 /** pack + unpack through a copy of the bytes (the channel copies them too). */
 function roundTrip(v: unknown): unknown {
   const n = pack(v);
@@ -259,6 +261,12 @@ Deno.test("unpack: malformed bytes are TypeErrors, never a crash or a huge alloc
   assert.throws(() => unpack(new Uint8Array([1, 1])), /left over/);
   assert.throws(() => unpack(new Uint8Array([15, 255, 255, 255, 255])), /buffer longer/);
   assert.throws(() => unpack(new Uint8Array([16, 200])), /view kind 200/);
+  // A bigint's text that is not hex digits (BigInt() threw a SyntaxError), or is but for spaces.
+  const big = (text: string) => new Uint8Array([9, text.length, 0, 0, 0, ...encoder.encode(text)]);
+  for (const text of ["", "-", "zz", "--1", "0x1", " 1", "1 ", "+1", "1_0", "é"]) {
+    assert.throws(() => unpack(big(text)), { name: "TypeError", message: /\(bigint\)/ }, text);
+  }
+  assert.equal(unpack(big("-ff")), -255n);
   // A Uint8Array whose buffer is a string, one outside its buffer, a misaligned Int32Array.
   const view = (kind: number, buffer: number[], offset: number, length: number) =>
     new Uint8Array([16, kind, ...buffer, offset, 0, 0, 0, length, 0, 0, 0]);
