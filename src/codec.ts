@@ -525,13 +525,28 @@ export function decodeCause(bytes: Uint8Array): { ok: true; cause: unknown } | {
   return { ok: false };
 }
 
-/** A structured value's bytes back into a value, by the encoding its tag names. */
-function readStructured(slot: Slot, sym: Sym): unknown {
+/**
+ * A structured value's bytes back into a value, by the encoding its tag names (freed either
+ * way). Bytes that are not that encoding (C code's, or garbled: the tag is all that names them)
+ * are a CodecError: `node:v8` throws plain Errors for them ("Unable to deserialize cloned data").
+ */
+function readStructured(slot: Slot, sym: Sym, codec: string): unknown {
   const tag = slot.u32[6];
   if (ptrOf(slot) === 0 || (tag !== T_PACKED && tag !== T_STRUCTURED)) {
     return foreign(slot, sym, "structured");
   }
-  return tag === T_PACKED ? withBytes(slot, sym, unpack) : withBytes(slot, sym, deserialize);
+  const len = slot.u32[2];
+  try {
+    return tag === T_PACKED ? withBytes(slot, sym, unpack) : withBytes(slot, sym, deserialize);
+  } catch (e) {
+    throw new CodecError(
+      codec,
+      `Cannot receive: the value's bytes are not ${tag === T_PACKED ? "packed" : "node:v8"} data (${
+        e instanceof Error ? e.message : String(e)
+      }), received ${len} bytes under tag ${tag}`,
+      { cause: e },
+    );
+  }
 }
 
 /**
@@ -809,7 +824,7 @@ const structured: Codec<unknown> = {
   encode(value, slot, sym) {
     putStructured(slot, value, sym, "structured");
   },
-  decode: readStructured,
+  decode: (slot, sym) => readStructured(slot, sym, "structured"),
   discard: freeSlot,
   pass: (value) => structuredPass(value, "structured"),
   check: () => false,
@@ -889,7 +904,7 @@ const tagged: Codec<unknown> = {
         return receiveBytes(slot, sym);
       case T_STRUCTURED:
       case T_PACKED:
-        return readStructured(slot, sym);
+        return readStructured(slot, sym, "default");
     }
     freeSlot(slot, sym);
     throw new CodecError("default", `Cannot receive: unknown buffer tag ${slot.u32[6]}`);

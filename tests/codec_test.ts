@@ -2,8 +2,9 @@
 // value shared memory it did not own (review 15).
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { Channel, CodecError, codecs } from "../mod.ts";
-import { evalScript } from "./support.ts";
+import v8 from "node:v8";
+import { Channel, CodecError, codecs, library } from "../mod.ts";
+import { evalScript, prng } from "./support.ts";
 import { decodeCause, encodeCause } from "../src/codec.ts";
 
 Deno.test("typed arrays inside node:v8 values are the receiver's own: pool reuse and frees leave them intact", () => {
@@ -249,4 +250,71 @@ Deno.test("typed arrays in values left to node:v8 keep their buffer, offset and 
   }
   const cause = decodeCause(encodeCause(value)!) as { ok: true; cause: typeof value };
   check(cause.cause, "a close cause");
+});
+
+Deno.test("garbled structured bytes (C code's, or another codec's) are a CodecError, freed; the channel goes on", () => {
+  const sym = library().symbols("test");
+  const out = new Uint32Array(1);
+  // A channel C code made untyped: what comes in is whatever its writers put there.
+  assert.equal(sym.kc_chan_create(32, 4, 0, 2, /* KC_CHAN_ZERO_COPY */ out), 0);
+  const h = out[0];
+  const frees = { n: 0 };
+  const table = sym as unknown as Record<string, (...a: unknown[]) => number>;
+  const saved = ["kc_desc_free", "kc_buf_free"].map((n) => [n, table[n]] as const);
+  for (const [n, f] of saved) {
+    table[n] = (...a: unknown[]) => (frees.n++, f(...a));
+  }
+  try {
+    using ch = Channel.from<unknown>({
+      kind: "kcoro.channel",
+      version: 1,
+      handle: h,
+      elemSize: 32,
+      zeroCopy: true,
+      codec: "default",
+      capacity: 4,
+    } as never);
+    const desc = new Uint8Array(32);
+    const forge = (bytes: Uint8Array, tag: number) => {
+      assert.equal(sym.kc_desc_make(bytes, bytes.length, tag, desc), 0);
+      assert.equal(sym.kc_chan_send(h, desc, 32, 0n, 0, /* try */ 1), 0);
+    };
+    const v8Bytes = v8.serialize({ a: [1, 2n, "x"], m: new Map([[1, new Set([2])]]) });
+    const next = prng(17);
+    const garbled: [Uint8Array, number][] = [
+      [new Uint8Array([0xff, 0x0f, 0x6f, 0x22]), 18], // a node:v8 header, then garbage
+      [new Uint8Array([1, 2, 3]), 18],
+      [new Uint8Array([9, 2, 0, 0, 0, 0x7a, 0x7a]), 19], // a packed bigint "zz"
+      [new Uint8Array([99]), 19],
+      // Packed arrays nested past any stack: a RangeError inside, a CodecError out.
+      [new Uint8Array([...new Array(200_000).fill([8, 1, 0, 0, 0]).flat(), 1]), 19],
+    ];
+    for (let i = 0; i < 300; i++) {
+      const b = v8Bytes.slice();
+      b[2 + Math.floor(next() * (b.length - 2))] = Math.floor(next() * 256);
+      garbled.push([b.subarray(0, 1 + Math.floor(next() * b.length)), 18]);
+    }
+    for (const [bytes, tag] of garbled) {
+      const before = frees.n;
+      forge(bytes, tag);
+      let value: unknown;
+      try {
+        value = ch.tryReceive();
+      } catch (e) {
+        assert.ok(e instanceof CodecError, String(e));
+        assert.match(e.message, /^Cannot receive: the value's bytes are not (packed|node:v8) data/);
+        assert.equal(frees.n, before + 1, "its buffer freed");
+        continue;
+      }
+      // A mutation that still reads as a value: it came whole, and its buffer was freed too.
+      assert.equal((value as { state: string }).state, "ok");
+      assert.equal(frees.n, before + 1);
+    }
+    assert.deepEqual(ch.tryReceive(), { state: "empty" });
+    ch.trySend({ still: ["usable"] });
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: { still: ["usable"] } });
+  } finally {
+    for (const [n, f] of saved) table[n] = f;
+    sym.kc_chan_destroy(h);
+  }
 });
