@@ -2,7 +2,7 @@
 // references stay shared, anything else is left to node:v8, and malformed bytes are errors.
 import assert from "node:assert/strict";
 import { pack, packed, unpack } from "../src/pack.ts";
-import { Channel, codecs } from "../mod.ts";
+import { Channel, CodecError, codecs, library } from "../mod.ts";
 import { prng } from "./support.ts";
 
 const encoder = new TextEncoder();
@@ -368,3 +368,315 @@ Deno.test("structured values through a shared channel: packed or node:v8, each c
     }
   }
 });
+
+// --- the differential fuzz: a shared channel against structuredClone ------------------------
+
+/**
+ * Whether `a` (what a channel delivered) and `b` (what `structuredClone` made) are the same
+ * graph: the same prototypes, own keys, property kinds and internal slots, and references that
+ * correspond one to one (a shared or circular reference in one is the same in the other).
+ * Answers a path to the first difference, or "" when they are the same.
+ */
+function differs(a: unknown, b: unknown, path = "$", map = new Map<object, object>()): string {
+  if (typeof a !== typeof b) return `${path}: ${typeof a} vs ${typeof b}`;
+  if (a === null || b === null || (typeof a !== "object" && typeof a !== "function")) {
+    return Object.is(a, b) ? "" : `${path}: ${Deno.inspect(a)} vs ${Deno.inspect(b)}`;
+  }
+  const x = a as object, y = b as object;
+  if (map.has(x)) return map.get(x) === y ? "" : `${path}: a reference that is not shared alike`;
+  if ([...map.values()].includes(y)) return `${path}: two objects for one`;
+  map.set(x, y);
+  if (Object.getPrototypeOf(x) !== Object.getPrototypeOf(y)) return `${path}: prototype`;
+  const keys = Reflect.ownKeys(x), other = Reflect.ownKeys(y);
+  if (keys.length !== other.length || keys.some((k, i) => k !== other[i])) {
+    return `${path}: keys ${String(keys)} vs ${String(other)}`;
+  }
+  for (const k of keys) {
+    const d = Object.getOwnPropertyDescriptor(x, k)!, e = Object.getOwnPropertyDescriptor(y, k)!;
+    if (d.enumerable !== e.enumerable || d.writable !== e.writable || "get" in d !== "get" in e) {
+      return `${path}.${String(k)}: property kind`;
+    }
+    const why = differs(d.value, e.value, `${path}.${String(k)}`, map);
+    if (why) return why;
+  }
+  if (x instanceof Date) {
+    return Object.is(x.getTime(), (y as Date).getTime()) ? "" : `${path}: time`;
+  }
+  if (x instanceof RegExp) {
+    const r = y as RegExp;
+    return x.source === r.source && x.flags === r.flags && x.lastIndex === r.lastIndex
+      ? ""
+      : `${path}: ${x} vs ${r}`;
+  }
+  if (x instanceof Map || x instanceof Set) {
+    const p = [...(x as Map<unknown, unknown>).entries()];
+    const q = [...(y as Map<unknown, unknown>).entries()];
+    if (p.length !== q.length) return `${path}: size`;
+    for (let i = 0; i < p.length; i++) {
+      const why = differs(p[i][0], q[i][0], `${path}<key ${i}>`, map) ||
+        differs(p[i][1], q[i][1], `${path}<${i}>`, map);
+      if (why) return why;
+    }
+    return "";
+  }
+  if (x instanceof ArrayBuffer) {
+    const z = y as ArrayBuffer;
+    if (x.byteLength !== z.byteLength || x.resizable !== z.resizable) return `${path}: buffer`;
+    if (x.maxByteLength !== z.maxByteLength) return `${path}: maxByteLength`;
+    const u = new Uint8Array(x), v = new Uint8Array(z);
+    return u.every((n, i) => n === v[i]) ? "" : `${path}: buffer bytes`;
+  }
+  if (ArrayBuffer.isView(x)) {
+    const v = y as ArrayBufferView;
+    if (x.byteOffset !== v.byteOffset || x.byteLength !== v.byteLength) {
+      return `${path}: view at ${x.byteOffset}+${x.byteLength} vs ${v.byteOffset}+${v.byteLength}`;
+    }
+    return differs(x.buffer, v.buffer, `${path}.buffer`, map);
+  }
+  if (x instanceof Error) return ""; // name, message, stack and cause are own properties
+  return "";
+}
+
+const TYPED = [
+  Int8Array,
+  Uint8Array,
+  Uint8ClampedArray,
+  Int16Array,
+  Uint16Array,
+  Int32Array,
+  Uint32Array,
+  Float32Array,
+  Float64Array,
+  BigInt64Array,
+  BigUint64Array,
+  ...[(globalThis as { Float16Array?: unknown }).Float16Array ?? []].flat(),
+] as unknown as (new (b: ArrayBuffer, o: number, n: number) => ArrayBufferView & {
+  BYTES_PER_ELEMENT: number;
+})[];
+
+/** Strings of every kind: ASCII, BMP, non-BMP, lone surrogates, long. */
+function randomString(next: () => number): string {
+  const r = next();
+  if (r < 0.05) return "long ".repeat(14_000 + Math.floor(next() * 100)); // past 64 KiB
+  const n = Math.floor(next() * (r < 0.5 ? 12 : 60));
+  let s = "";
+  for (let i = 0; i < n; i++) {
+    const c = next();
+    if (c < 0.6) s += String.fromCharCode(32 + Math.floor(next() * 95));
+    else if (c < 0.8) s += String.fromCharCode(0x80 + Math.floor(next() * 0xd700));
+    else if (c < 0.95) s += String.fromCodePoint(0x10000 + Math.floor(next() * 0xfffff));
+    else s += String.fromCharCode(0xd800 + Math.floor(next() * 0x800)); // lone surrogate
+  }
+  return s;
+}
+
+const SPECIAL = [
+  -0,
+  NaN,
+  Infinity,
+  -Infinity,
+  Number.MAX_VALUE,
+  Number.MIN_VALUE,
+  2 ** 53,
+  2 ** 31,
+];
+const BIGS = [0n, -1n, 2n ** 63n - 1n, -(2n ** 63n), 2n ** 63n, 2n ** 64n, -(2n ** 200n) - 7n];
+const ERRORS = [Error, TypeError, RangeError, SyntaxError, EvalError, ReferenceError, URIError];
+class Point {
+  x = 1;
+  y: unknown = "two";
+}
+
+/**
+ * A random value (seeded): everything structured clone copies, in every shape the codec has a
+ * path for, with shared and circular references to `made` (the objects made so far, `ancestors`
+ * those it is inside), and now and then something structured clone refuses (`bad`).
+ */
+function randomClonable(
+  next: () => number,
+  depth: number,
+  made: object[],
+  bad: boolean,
+): unknown {
+  const pick = (n: number) => Math.floor(next() * n);
+  const r = pick(depth > 0 ? 30 : 12);
+  const keep = <T extends object>(o: T): T => (made.push(o), o);
+  switch (r) {
+    case 0:
+      return pick(2 ** 32) - 2 ** 31;
+    case 1:
+      return SPECIAL[pick(SPECIAL.length)];
+    case 2:
+      return (next() - 0.5) * 10 ** pick(30);
+    case 3:
+      return BIGS[pick(BIGS.length)] + BigInt(pick(1000));
+    case 4:
+    case 5:
+      return randomString(next);
+    case 6:
+      return [null, undefined, true, false][pick(4)];
+    case 7:
+      return keep(new Date(next() < 0.2 ? NaN : pick(2 ** 40)));
+    case 8: {
+      const flags = [..."dgimsy"].filter(() => next() < 0.3).join("") + ["", "u", "v"][pick(3)];
+      const re = new RegExp(["a+b", "[\\d]{2,}", "^x$", "\\u{1F600}|.", "(?<n>z)"][pick(5)], flags);
+      re.lastIndex = pick(5);
+      return keep(re);
+    }
+    case 9: {
+      const n = pick(40);
+      const ab = next() < 0.1 ? new ArrayBuffer(n, { maxByteLength: n + 8 }) : new ArrayBuffer(n);
+      new Uint8Array(ab).forEach((_, i, a) => a[i] = pick(256));
+      return keep(ab);
+    }
+    case 10:
+    case 11: {
+      // A typed array or DataView, often a subarray, sometimes of a buffer met before.
+      const ctor = next() < 0.15 ? DataView : TYPED[pick(TYPED.length)];
+      const size = (ctor as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT ?? 1;
+      const earlier = made.filter((o): o is ArrayBuffer =>
+        o instanceof ArrayBuffer && !o.resizable && o.byteLength >= size
+      );
+      const ab = earlier.length > 0 && next() < 0.4
+        ? earlier[pick(earlier.length)]
+        : keep(new ArrayBuffer(size * (1 + pick(12))));
+      if (!made.includes(ab)) new Uint8Array(ab).forEach((_, i, a) => a[i] = pick(256));
+      const at = pick(Math.floor(ab.byteLength / size)) * size;
+      const len = pick(Math.floor((ab.byteLength - at) / size) + 1);
+      return keep(new (ctor as typeof DataView)(ab, at, len));
+    }
+    case 12:
+    case 13:
+    case 14: {
+      const o: Record<PropertyKey, unknown> = keep(next() < 0.15 ? Object.create(null) : {});
+      for (let i = pick(6); i > 0; i--) {
+        const k = next() < 0.2 ? String(pick(20)) : randomString(next).slice(0, 40);
+        o[k] = randomClonable(next, depth - 1, made, bad);
+      }
+      if (next() < 0.1) o[Symbol("dropped")] = 1; // symbol keys: not copied
+      if (next() < 0.1) Object.defineProperty(o, "hidden", { value: 1 }); // not enumerable
+      if (next() < 0.1) {
+        const v = randomClonable(next, 0, made, false);
+        Object.defineProperty(o, "got", { get: () => v, enumerable: true }); // a data property
+      }
+      return o;
+    }
+    case 15:
+    case 16:
+    case 17: {
+      const a: unknown[] = keep([]);
+      for (let i = pick(6); i > 0; i--) a.push(randomClonable(next, depth - 1, made, bad));
+      if (next() < 0.1) a.length += 2; // holes
+      if (next() < 0.1) delete a[0];
+      if (next() < 0.05) Object.assign(a, { extra: randomClonable(next, 0, made, false) });
+      return a;
+    }
+    case 18: {
+      const m = keep(new Map<unknown, unknown>());
+      for (let i = pick(4); i > 0; i--) {
+        const key = next() < 0.3 && made.length > 0
+          ? made[pick(made.length)]
+          : randomClonable(next, depth - 1, made, bad);
+        m.set(key, randomClonable(next, depth - 1, made, bad));
+      }
+      return m;
+    }
+    case 19: {
+      const s = keep(new Set<unknown>());
+      for (let i = pick(4); i > 0; i--) s.add(randomClonable(next, depth - 1, made, bad));
+      if (next() < 0.2 && made.length > 0) s.add(made[pick(made.length)]);
+      return s;
+    }
+    case 20:
+    case 21:
+      // A shared reference or a cycle: an object made before (maybe one this is inside).
+      return made.length > 0 ? made[pick(made.length)] : null;
+    case 22: {
+      const E = ERRORS[pick(ERRORS.length)];
+      const e = keep(
+        next() < 0.3
+          ? new E("with a cause", { cause: randomClonable(next, depth - 1, made, bad) })
+          : new E(randomString(next)),
+      );
+      if (next() < 0.2) Object.assign(e, { extra: 1 }); // not copied
+      return e;
+    }
+    case 23: {
+      const p = keep(new Point());
+      p.y = randomClonable(next, depth - 1, made, bad);
+      return p;
+    }
+    case 24:
+      return keep([new Number(-0), new String("boxed"), new Boolean(false), Object(5n)][pick(4)]);
+    case 25:
+      return bad && next() < 0.3 ? [() => 1, Symbol("s"), new WeakMap()][pick(3)] : undefined;
+    default:
+      return randomClonable(next, depth - 1, made, bad);
+  }
+}
+
+Deno.test("differential fuzz: shared channels deliver what structuredClone copies (seeded, ~3 s)", () => {
+  const spy = countMakes();
+  try {
+    using main = new Channel<unknown>(4);
+    using structured = new Channel<unknown>(4, { codec: codecs.structured });
+    using local = new Channel<unknown>(4);
+    main.share();
+    structured.share();
+    const deadline = performance.now() + 3000;
+    let seed = 1, refused = 0;
+    for (; performance.now() < deadline; seed++) {
+      const next = prng(seed);
+      const v = randomClonable(next, 4, [], next() < 0.2);
+      let expected: unknown, clonable = true;
+      try {
+        expected = structuredClone(v);
+      } catch {
+        clonable = false;
+      }
+      for (const ch of [main, structured, local]) {
+        const what = `seed ${seed}, ${
+          ch === main ? "default" : ch === structured ? "structured" : "local"
+        }`;
+        if (!clonable) {
+          const before = spy.makes;
+          assert.throws(() => ch.trySend(v), CodecError, what);
+          assert.equal(spy.makes, before, `${what}: nothing in native memory`);
+          assert.deepEqual(ch.tryReceive(), { state: "empty" }, what);
+          refused++;
+          continue;
+        }
+        assert.equal(ch.trySend(v).state, "ok", what);
+        const got = ch.tryReceive();
+        assert.equal(got.state, "ok", what);
+        let value = (got as { value: unknown }).value, want = expected;
+        if (ch !== structured && v instanceof Uint8Array && v.constructor === Uint8Array) {
+          // The default codec's top-level Uint8Array: its bytes only (README), not the buffer.
+          assert.ok(value instanceof Uint8Array, what);
+          value = new Uint8Array(value);
+          want = new Uint8Array(v);
+        }
+        const why = differs(value, want);
+        assert.equal(why, "", `${what}: ${why}\n${Deno.inspect(v, { depth: 6 })}`);
+      }
+    }
+    assert.ok(seed > 50 && refused > 0, `${seed} seeds, ${refused} refused`);
+  } finally {
+    spy.restore();
+  }
+});
+
+/** Counts native buffers made (`kc_desc_make`, `kc_desc_make_at`) until `restore`. */
+function countMakes() {
+  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const names = ["kc_desc_make", "kc_desc_make_at"];
+  const saved = names.map((n) => sym[n]);
+  const spy = { makes: 0, restore: () => names.forEach((n, i) => sym[n] = saved[i]) };
+  names.forEach((n, i) =>
+    sym[n] = (...a: unknown[]) => {
+      spy.makes++;
+      return saved[i](...a);
+    }
+  );
+  return spy;
+}
