@@ -2,7 +2,7 @@
 // abort signals, Workers, and a process with idle channels exiting by itself.
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { evalScript, prng, settled, until } from "./support.ts";
+import { evalScript, prng, settled, shutdownScheduler, until } from "./support.ts";
 import {
   CancellationError,
   type Capacity,
@@ -1942,3 +1942,6 @@ Deno.test("a local channel's history reaches the native counters when it escapes
     { ...before, takenNs: 0, lastOpNs: 0 },
   );
 });
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

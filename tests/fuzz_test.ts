@@ -5,7 +5,7 @@
 // closed or cancellation error, or the caller's own exception), the process must not crash, and
 // a channel the fuzzer never holds must come out intact.
 import assert from "node:assert/strict";
-import { prng, until } from "./support.ts";
+import { prng, shutdownScheduler, until } from "./support.ts";
 import {
   type Actor,
   actor,
@@ -516,3 +516,6 @@ async function fuzzTasks(seed: number): Promise<void> {
   assert.ok(worked > 300 && threw > 300, `worked ${worked}, threw ${threw}`);
   console.log(`fuzz tasks ${seed}: ${worked} calls worked, ${threw} threw`);
 }
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

@@ -4,7 +4,7 @@
 // native children. Native children are built-ins that report through their cells; nothing
 // here waits on a sleep for synchronisation.
 import assert from "node:assert/strict";
-import { evalScript, until, untilAborted } from "./support.ts";
+import { evalScript, shutdownScheduler, until, untilAborted } from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -571,3 +571,6 @@ Deno.test("a NativeScope disposed, collected or whose owner completes after clos
   );
   assert.equal(res.code, 0, res.stderr);
 });
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

@@ -1,5 +1,7 @@
 // Helpers shared by the Deno tests (not a test file itself).
 
+import { runtime } from "../mod.ts";
+
 /** Rejects with the signal's reason when it aborts: a task that runs until cancelled. */
 export function untilAborted(signal: AbortSignal): Promise<never> {
   return new Promise((_, reject) => {
@@ -65,4 +67,14 @@ export function prng(seed: number): () => number {
     t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/**
+ * Shuts the process-wide native scheduler down (starting one first if none runs: harmless).
+ * Every test file runs in one process, and a scheduler that one file leaves running, started
+ * with the default of one worker per CPU, made a later `runtime({ workers: 2 })` a RangeError
+ * on every machine whose CPU count is not 2. Each file that starts one ends with this.
+ */
+export async function shutdownScheduler(): Promise<void> {
+  await runtime().shutdown();
 }

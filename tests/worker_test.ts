@@ -3,7 +3,7 @@
 // consistent (its waiters gone, nothing delivered to the dead isolate, nothing lost).
 import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
-import { evalScript, prng, until } from "./support.ts";
+import { evalScript, prng, shutdownScheduler, until } from "./support.ts";
 import {
   Channel,
   type ChannelMetrics,
@@ -626,3 +626,6 @@ Deno.test("a channel used locally, then shared, shows its local history in a Wor
   assert.deepEqual([mine.sends, mine.receives, mine.handoffs, mine.failures.full], [6, 2, 1, 1]);
   assert.ok(mine.firstOpNs > 0);
 });
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
