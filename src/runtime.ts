@@ -274,7 +274,7 @@ export function unwrapSpawn(status: number, op: string, handDriven = false): num
     throw new KcoroError(
       status,
       `Cannot ${op}: out of memory, handles or stacks (guarded stacks, two memory mappings ` +
-        `each, stop at (vm.max_map_count - 16384) / 2 per process, about 24,500 here; ` +
+        `each, stop at (vm.max_map_count - 16384) / 2 per process, 24,573 at Linux's default count; ` +
         `${remedy})`,
     );
   }
