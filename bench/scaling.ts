@@ -12,7 +12,7 @@
  *   `deno run -A bench/scaling.ts --build-only DIR` here builds DIR/kcoro-bench and
  *   DIR/go-bench.test (`go test -c`); `--prebuilt DIR` there runs those instead of building.
  */
-import type { Figure } from "./table.ts";
+import { type Figure, scalingMarkdown, scalingPairs } from "./table.ts";
 import { figure, hasCommand, jsonLines, keepBestGo, type Line, root, run, save } from "./common.ts";
 
 const args = Deno.args;
@@ -28,17 +28,6 @@ const prebuiltDir = option("--prebuilt");
 const prebuilt = prebuiltDir === undefined ? undefined : Deno.realPathSync(prebuiltDir);
 const maxWorkers = option("--max-workers");
 const zig = Deno.env.get("KCORO_ZIG") ?? "zig";
-
-/** Each kcoro figure (its label before " (N workers)") and Go's benchmark of the same shape. */
-const pairs: { kcoro: string; go: string; chan: boolean }[] = [
-  { kcoro: "scaling: spawn + run to completion", go: "CreateGoroutines", chan: false },
-  { kcoro: "scaling: skynet, 1,000,000 coroutines", go: "Skynet", chan: false },
-  { kcoro: "scaling: CPU fan-out, 64 tasks", go: "FanOut", chan: false },
-  { kcoro: "scaling: ChanUncontended", go: "ChanUncontended", chan: true },
-  { kcoro: "scaling: ChanSync", go: "ChanSync", chan: true },
-  { kcoro: "scaling: ChanProdCons100", go: "ChanProdCons100", chan: true },
-  { kcoro: "scaling: ChanSem", go: "ChanSem", chan: true },
-];
 
 if (buildOnly !== undefined) {
   await Deno.mkdir(buildOnly, { recursive: true });
@@ -103,7 +92,7 @@ for (const r of goOk ? goRuns : []) {
 const cpus = navigator.hardwareConcurrency;
 console.log(`\nscaling on ${cpus} CPUs (kcoro workers = Go's GOMAXPROCS; best of runs)`);
 const figures: Figure[] = [];
-for (const p of pairs) {
+for (const p of scalingPairs) {
   const mine = new Map<number, Line>();
   for (const l of kcoroLines) {
     const m = /^(.*) \((\d+) workers?\)$/.exec(l.name)!;
@@ -140,4 +129,10 @@ for (const p of pairs) {
   }
 }
 await save("scaling", figures);
-console.log("\nwrote bench/results/scaling.json");
+const md = `On ${cpus} CPUs, ${new Date().toISOString().slice(0, 10)}:\n\n${
+  scalingMarkdown(figures)
+}`;
+await Deno.writeTextFile(`${root}bench/results/scaling.md`, md);
+console.log(
+  `\n${md}\nwrote bench/results/scaling.json and scaling.md (the README's scaling table)`,
+);

@@ -448,6 +448,80 @@ export function markdown(rs: Row[]): string {
   return [line(head), rule, ...rs.map(line)].join("\n") + "\n";
 }
 
+/** The scaling figures (bench/scaling.ts): each kcoro figure and Go's program of the same shape. */
+export const scalingPairs: readonly { kcoro: string; go: string; label: string }[] = [
+  {
+    kcoro: "scaling: spawn + run to completion",
+    go: "CreateGoroutines",
+    label: "spawn + run to completion (ns per spawn)",
+  },
+  { kcoro: "scaling: skynet, 1,000,000 coroutines", go: "Skynet", label: "skynet (ms)" },
+  { kcoro: "scaling: CPU fan-out, 64 tasks", go: "FanOut", label: "CPU fan-out, 64 tasks (ms)" },
+  {
+    kcoro: "scaling: ChanUncontended",
+    go: "ChanUncontended",
+    label: "ChanUncontended (a channel each, ns)",
+  },
+  { kcoro: "scaling: ChanSync", go: "ChanSync", label: "ChanSync (two coroutines, ns)" },
+  {
+    kcoro: "scaling: ChanProdCons100",
+    go: "ChanProdCons100",
+    label: "ChanProdCons100 (a pair per worker, ns)",
+  },
+  { kcoro: "scaling: ChanSem", go: "ChanSem", label: "ChanSem (one channel, all workers, ns)" },
+];
+
+/**
+ * The scaling table: one row per figure, a column per worker count ("kcoro / Go" at that many
+ * workers and GOMAXPROCS), and each side's speedup at the most workers over its own 1-worker
+ * run (time at 1 / time at N: every figure here is a time).
+ */
+export function scalingMarkdown(figures: Figure[]): string {
+  const at = (name: string) => {
+    const m = /^(.*) \((\d+) workers?\)$/.exec(name);
+    return m === null ? null : { prefix: m[1], workers: Number(m[2]) };
+  };
+  const counts = [...new Set(figures.map((f) => at(f.name)?.workers ?? 0))]
+    .filter((w) => w > 0).sort((a, b) => a - b);
+  const cols = counts.length > 0 ? counts : [1, 2, 4, 8, 16];
+  const top = cols[cols.length - 1];
+  const head = ["figure", ...cols.map((w) => `${w} (kcoro / Go)`), `speedup at ${top}`];
+  const body = scalingPairs.map((p) => {
+    const byW = new Map<number, Figure>();
+    for (const f of figures) {
+      const a = at(f.name);
+      if (a !== null && a.prefix === p.kcoro) byW.set(a.workers, f);
+    }
+    const cell = (w: number) => {
+      const f = byW.get(w);
+      if (f === undefined) return "n/a";
+      return `${num(f.value)} / ${f.peer_value === null ? "n/a" : num(f.peer_value)}`;
+    };
+    const one = byW.get(1), last = byW.get(top);
+    const speed = (a: number | null | undefined, b: number | null | undefined) =>
+      a == null || b == null ? "n/a" : `${(a / b).toFixed(2)}x`;
+    return [
+      p.label,
+      ...cols.map(cell),
+      `${speed(one?.value, last?.value)} / ${speed(one?.peer_value, last?.peer_value)}`,
+    ];
+  });
+  const rowsAll = [head, ...body];
+  const width = head.map((_, i) => Math.max(...rowsAll.map((r) => [...r[i]].length)));
+  const line = (r: string[]) =>
+    `| ${
+      r.map((c, i) =>
+        i === 0
+          ? c + " ".repeat(width[i] - [...c].length)
+          : " ".repeat(width[i] - [...c].length) + c
+      ).join(" | ")
+    } |`;
+  const rule = `| ${
+    width.map((w, i) => i === 0 ? "-".repeat(w) : "-".repeat(w - 1) + ":").join(" | ")
+  } |`;
+  return [line(head), rule, ...body.map(line)].join("\n") + "\n";
+}
+
 if (import.meta.main) {
   console.log(markdown(rows(await load())));
 }

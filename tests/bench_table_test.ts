@@ -1,6 +1,6 @@
 // bench/table.ts: the README's table of figures is generated from a bench run's results.
 import assert from "node:assert/strict";
-import { markdown, num, ratio, rows } from "../bench/table.ts";
+import { markdown, num, ratio, rows, scalingMarkdown, scalingPairs } from "../bench/table.ts";
 
 Deno.test("bench table: a run without results gives every row, each n/a, without throwing", () => {
   const rs = rows(new Map());
@@ -29,4 +29,32 @@ Deno.test("bench table: the README's table has the generator's rows, in its orde
   // The generator pads as `deno fmt` does: its output for a run is the README's table.
   const generated = markdown(rows(new Map())).trimEnd().split("\n");
   assert.equal(generated.length, table.length);
+});
+
+Deno.test("bench table: the README's scaling table has the generator's rows and columns", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const start = readme.indexOf("| figure ", readme.indexOf("**Scaling with the worker count**"));
+  assert.ok(start >= 0, "README has no scaling table");
+  const lines = readme.slice(start).split("\n");
+  const table = lines.slice(0, lines.findIndex((l) => !l.startsWith("|")));
+  assert.deepEqual(
+    table.slice(2).map((l) => l.split("|")[1].trim()),
+    scalingPairs.map((p) => p.label),
+  );
+  // A run on the README's machine (its worker counts) gives the same columns.
+  const generated = scalingMarkdown(
+    [1, 2, 4, 8, 16].map((w) => ({
+      name: `${scalingPairs[0].kcoro} (${w} worker${w === 1 ? "" : "s"})`,
+      value: 1,
+      unit: "ns/spawn",
+      peer: null,
+      peer_value: null,
+      ratio: null,
+    })),
+  ).trimEnd().split("\n");
+  assert.equal(generated[0].split("|").length, table[0].split("|").length);
+  assert.deepEqual(
+    generated[0].split("|").map((c) => c.trim()),
+    table[0].split("|").map((c) => c.trim()),
+  );
 });
