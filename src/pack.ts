@@ -470,6 +470,25 @@ function getText(): string {
  * which V8 has made a property key already (a new string per key cost ~50 ns a property).
  */
 const keys: (string | undefined)[] = new Array(512);
+/**
+ * Per slot of `keys`: whether that key is plain (`plainKey`), decided when it was cached (a
+ * property added to `Object.prototype` later, under a key already cached, goes unnoticed).
+ */
+const keysPlain: boolean[] = new Array(512).fill(false);
+
+/**
+ * Whether the key `getKey` returned last can be set with `o[k] = v`. Not for a name that
+ * `Object.prototype` has: `__proto__` would set the prototype, an accessor put there (a library's,
+ * or prototype pollution) would run with the received value and make no property, and a frozen
+ * `Object.prototype` (a hardened realm) makes the assignment throw (`{ toString: 1 }` was then
+ * lost). Structured clone makes a data property in each case; so does `defineProperty`.
+ */
+let keyPlain = true;
+
+/** A key that no property of `Object.prototype` (own or inherited) shadows. */
+function plainKey(k: string): boolean {
+  return !(k in Object.prototype);
+}
 
 function getKey(): string {
   const start = rpos;
@@ -477,7 +496,9 @@ function getKey(): string {
   const at = rpos;
   if (len === 0 || len > 32 || at + len > rbuf.length) {
     rpos = start;
-    return getText();
+    const k = getText();
+    keyPlain = plainKey(k);
+    return k;
   }
   const b = rbuf;
   let h = len, high = 0;
@@ -488,7 +509,9 @@ function getKey(): string {
   }
   if (high >= 0x80) {
     rpos = start;
-    return getText();
+    const k = getText();
+    keyPlain = plainKey(k);
+    return k;
   }
   rpos += len;
   const slot = h & 511;
@@ -496,9 +519,14 @@ function getKey(): string {
   if (k !== undefined && k.length === len) {
     let i = 0;
     while (i < len && k.charCodeAt(i) === b[at + i]) i++;
-    if (i === len) return k;
+    if (i === len) {
+      keyPlain = keysPlain[slot];
+      return k;
+    }
   }
-  return keys[slot] = ascii(b, at, len);
+  const fresh = keys[slot] = ascii(b, at, len);
+  keyPlain = keysPlain[slot] = plainKey(fresh);
+  return fresh;
 }
 
 function get(): unknown {
@@ -531,9 +559,10 @@ function get(): unknown {
       seen.push(o);
       for (let n = getU32(); n > 0; n--) {
         const k = getKey();
+        const plain = keyPlain; // `get` below reads keys of its own
         const v = get();
-        // A data property, as structured clone makes: `o.__proto__ = v` would set the prototype.
-        if (k === "__proto__") {
+        // A data property, as structured clone makes (see `keyPlain`).
+        if (!plain) {
           Object.defineProperty(o, k, {
             value: v,
             writable: true,

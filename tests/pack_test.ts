@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { pack, packed, unpack } from "../src/pack.ts";
 import { Channel, CodecError, codecs, library } from "../mod.ts";
-import { prng } from "./support.ts";
+import { evalScript, prng } from "./support.ts";
 
 const encoder = new TextEncoder();
 
@@ -338,6 +338,49 @@ function randomValue(next: () => number, depth: number): unknown {
       return Array.from({ length: Math.floor(next() * 6) }, () => randomValue(next, depth - 1));
   }
 }
+
+Deno.test("unpack: keys that Object.prototype has become data properties, not assignments", async () => {
+  // An accessor on Object.prototype (a library's, or pollution) under a key never received yet:
+  // assignment would call it with the received value and make no property.
+  const calls: unknown[] = [];
+  Object.defineProperty(Object.prototype, "kcoroHooked", {
+    set(v) {
+      calls.push(v);
+    },
+    configurable: true,
+  });
+  try {
+    const o = roundTrip({ kcoroHooked: 1, constructor: 2, toString: 3 }) as Record<
+      string,
+      unknown
+    >;
+    assert.deepEqual(calls, []);
+    for (const [k, v] of [["kcoroHooked", 1], ["constructor", 2], ["toString", 3]] as const) {
+      assert.deepEqual(Object.getOwnPropertyDescriptor(o, k), {
+        value: v,
+        writable: true,
+        enumerable: true,
+        configurable: true,
+      });
+    }
+    assert.equal(Object.getPrototypeOf(o), Object.prototype);
+  } finally {
+    delete (Object.prototype as Record<string, unknown>).kcoroHooked;
+  }
+  // A frozen Object.prototype (a hardened realm): `o.toString = 3` throws there.
+  const res = await evalScript(`
+    import { Channel } from "./mod.ts";
+    Object.freeze(Object.prototype);
+    using ch = new Channel(1);
+    ch.share();
+    ch.trySend({ toString: 3, valueOf: 4, plain: 5 });
+    const r = ch.tryReceive();
+    if (r.state !== "ok") throw new Error(r.state);
+    const got = JSON.stringify(Object.entries(r.value));
+    if (got !== '[["toString",3],["valueOf",4],["plain",5]]') throw new Error(got);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
 
 Deno.test("pack: seeded random data matches structured clone (seeds 1..300)", () => {
   for (let seed = 1; seed <= 300; seed++) {
