@@ -59,8 +59,10 @@ export function timer(ms: number, fn: () => void): () => void {
 }
 
 function checkMs(op: string, ms: unknown): asserts ms is number {
+  // Not a number at all is the caller's type error (as a channel's capacity and select's
+  // onTimeout say); NaN is a number out of range.
   if (typeof ms !== "number" || Number.isNaN(ms)) {
-    throw new RangeError(
+    throw new (typeof ms === "number" ? RangeError : TypeError)(
       `Cannot ${op}: ms must be a number of milliseconds, received ${describe(ms)}`,
     );
   }

@@ -159,12 +159,13 @@ Deno.test("a failure while timing out outranks the timeout", async () => {
   );
 });
 
-Deno.test("bad times are RangeErrors; bad blocks and options TypeErrors", () => {
+Deno.test("NaN times are RangeErrors; times not numbers, bad blocks and options TypeErrors", () => {
   assert.throws(() => delay(NaN), {
     name: "RangeError",
     message: "Cannot delay: ms must be a number of milliseconds, received NaN",
   });
-  assert.throws(() => delay("5" as never), /received "5"/);
+  assert.throws(() => delay("5" as never), { name: "TypeError", message: /received "5"/ });
+  assert.throws(() => withTimeoutOrNull(5n as never, async () => {}), TypeError);
   assert.throws(
     () => delay(1, { signal: 1 as never }),
     /signal must be an AbortSignal, received 1/,
