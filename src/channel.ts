@@ -1851,8 +1851,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** @ignore Queues a waiter natively (at the end of the turn it began waiting in). */
   _submit(w: Waiter): void {
     if (!this.#lib.isOpen) {
+      // Begun while the library closed (an onUndeliveredElement hook that the close ran, say):
+      // failed as the close fails the waits it withdraws (`_withdrawn`). Before, an
+      // InvalidHandleError; a send's value, never encoded, went nowhere.
       w.detach();
-      w.reject(new InvalidHandleError("Cannot wait: the kcoro library is closed"));
+      if (w.kind === SEND && this.#onUndelivered !== undefined) this.#undelivered(w.value);
+      w.reject(new LibraryClosedError(w.kind === SEND ? "send" : "receive"));
       return;
     }
     const sym = this.#lib.symbols("wait");
@@ -1907,7 +1911,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   _completed(w: Waiter, status: number): void {
     const bridge = this.#bridge;
     if (!this.#lib.isOpen) {
-      w.reject(new InvalidHandleError("Cannot complete: the kcoro library is closed"));
+      // Settled by the bridge after the close: the ring's teardown handed a send's value to
+      // its channel (zig-src/bridge/ring.zig, `dropUnsent`), and nothing native writes the
+      // slot any more.
+      releaseSlot(w);
+      w.reject(new LibraryClosedError(w.kind === SEND ? "send" : "receive"));
       return;
     }
     const value = status === 0 && w.kind !== SEND;

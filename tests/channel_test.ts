@@ -1364,6 +1364,48 @@ Deno.test("closing the library withdraws operations queued natively (receive, se
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a wait begun while the library closes (by an onUndeliveredElement hook) fails with LibraryClosedError", async () => {
+  const res = await evalScript(`
+    import { Channel, closeLibrary, library, LibraryClosedError } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    const bridge = Bridge.of(library());
+    const dropped = [];
+    const target = new Channel(0), other = new Channel(0, { onUndeliveredElement: (v) => dropped.push(v) });
+    target.share();
+    other.share();
+    const outcomes = [];
+    // Closing withdraws the waiting send and hands its value to this hook, which starts a
+    // receive and a send that queue natively after the bridge's withdrawals: the bridge
+    // settles them only after the close. Before, each rejected with an InvalidHandleError.
+    const a = new Channel(1, {
+      onUndeliveredElement: () => {
+        for (const op of [target.receive(), other.send(5)]) {
+          outcomes.push(op.then(
+            () => "resolved",
+            (e) => e instanceof LibraryClosedError ? "closed" : e.name + ": " + e.message,
+          ));
+        }
+      },
+    });
+    a.share();
+    a.trySend(0);
+    const send = a.send(1).catch((e) => e.name);
+    for (let i = 0; i < 1000 && bridge.pending < 1; i++) await new Promise((r) => setTimeout(r, 0));
+    if (bridge.pending !== 1) throw new Error(bridge.pending + " operations queued, not 1");
+    closeLibrary();
+    if ((await send) !== "LibraryClosedError") throw new Error("send: " + (await send));
+    let timer;
+    const got = await Promise.race([
+      Promise.all(outcomes),
+      new Promise((r) => timer = setTimeout(() => r("not settled"), 10000)),
+    ]);
+    clearTimeout(timer);
+    if (JSON.stringify(got) !== '["closed","closed"]') throw new Error(JSON.stringify(got));
+    if (JSON.stringify(dropped) !== "[5]") throw new Error("dropped " + JSON.stringify(dropped));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a channel disposed by its creator, or collected, after closeLibrary() is destroyed", async () => {
   const res = await evalScript(
     `
