@@ -602,7 +602,8 @@ Deno.test("select: an onTimeout(0) before a lazy onAwait wins without starting t
 Deno.test("a select begun while the library closes (by an onUndeliveredElement hook) fails with LibraryClosedError", async () => {
   // In a process of its own: it closes the library.
   const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, LibraryClosedError, select } from "./mod.ts";
+    import { Channel, closeLibrary, codecs, library, LibraryClosedError, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
     const target = new Channel(0, { codec: codecs.bytes });
     target.share();
     const outcomes = [];
@@ -620,7 +621,9 @@ Deno.test("a select begun while the library closes (by an onUndeliveredElement h
     a.share();
     a.trySend(0);
     const send = a.send(1).catch((e) => e.name);
-    await new Promise((r) => setTimeout(r, 10)); // the send is queued natively
+    const bridge = Bridge.of(library());
+    for (let i = 0; i < 1000 && bridge.pending < 1; i++) await new Promise((r) => setTimeout(r, 0));
+    if (bridge.pending !== 1) throw new Error(bridge.pending + " operations queued, not 1");
     closeLibrary();
     if ((await send) !== "LibraryClosedError") throw new Error("send: " + (await send));
     let timer;
