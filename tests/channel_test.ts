@@ -947,6 +947,34 @@ Deno.test("a process with idle channels exits by itself; pending ops do not outl
   assert.ok(res.ms < 5000, `exited after ${res.ms} ms`);
 });
 
+Deno.test("a wait nobody can complete: on a local channel the process ends, on a shared one it stays alive", async () => {
+  // Local: only this isolate could answer, so the wait holds nothing open (Go's "all goroutines
+  // are asleep"); Deno ends the program and reports the unresolved top-level await.
+  const local = await evalScript(
+    `
+    import { Channel } from "./mod.ts";
+    await new Channel().receive();
+  `,
+    { timeoutMs: 20_000 },
+  );
+  assert.equal(local.signal, null, "killed at the bound: the local wait kept the process alive");
+  assert.notEqual(local.code, 0);
+  // Shared: native code or a Worker holding the handle may still complete it, so the ring wait
+  // keeps the process alive, as a pending timer does: the send that comes 300 ms later (from a
+  // timer that does not itself keep the process alive) still finds it waiting.
+  const shared = await evalScript(
+    `
+    import { Channel } from "./mod.ts";
+    const ch = new Channel(); ch.share();
+    Deno.unrefTimer(setTimeout(() => Channel.from(ch.share()).trySend("late"), 300));
+    console.log(await ch.receive());
+  `,
+    { timeoutMs: 20_000 },
+  );
+  assert.equal(shared.code, 0, shared.stderr);
+  assert.equal(shared.stdout.trim(), "late");
+});
+
 Deno.test("an owning channel dropped without dispose is destroyed when collected, unless its handle was given away", async () => {
   const res = await evalScript(
     `
