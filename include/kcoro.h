@@ -121,8 +121,9 @@ const void *kc_builtin_entry(uint32_t id);
  * that may end before it does), or NULL (count 0, out of memory). */
 uint64_t *kc_cells_alloc(uint32_t count);
 
-/* The scheduler: one per process. kc_sched_start and kc_sched_shutdown must not race each
- * other or other scheduler calls; everything else is safe from any thread. */
+/* The scheduler: one per process. Every call is safe from any thread, starts and shutdowns
+ * racing each other and the other calls included (kc_sched_shutdown from a coroutine is
+ * KC_EINVAL: a worker cannot join itself). */
 
 /* Starts the worker threads (workers 0 = one per CPU; stack_size 0 = 64 KiB; flags as for
  * kc_coro_create, applied to every spawned coroutine). KC_EBUSY if already running. */

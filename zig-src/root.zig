@@ -347,11 +347,18 @@ export fn kc_coro_stats(out: ?[*]u64, len: u32) callconv(.c) i32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The process-wide scheduler. `kc_sched_start` and `kc_sched_shutdown` must not race each other
-// or other kc_sched_*/kc_spawn calls; everything else is safe from any thread.
+// The process-wide scheduler. Every call is safe from any thread: `sched_mutex` orders starts
+// and shutdowns, and `enter` keeps the other calls out while one of them rebuilds or frees it.
 
 var sched: Scheduler = undefined;
 var sched_started = std.atomic.Value(bool).init(false);
+/// Tests: code run at fixed points of `kc_sched_shutdown`, to make a race's window certain.
+var test_hooks: if (@import("builtin").is_test) struct {
+    /// After its store of `sched_stopping`, before it takes `sched_mutex`.
+    before_lock: ?*const fn () void = null,
+    /// Under `sched_mutex`, right before it shuts the scheduler down.
+    before_shutdown: ?*const fn () void = null,
+} else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 
 fn running() ?*Scheduler {
@@ -599,9 +606,17 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
     }
     // Short calls from outside still inside finish first; new ones see `sched_stopping`.
     while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
+    if (@import("builtin").is_test) if (test_hooks.before_lock) |f| f();
     sched_mutex.lock();
     defer sched_mutex.unlock();
     if (!sched_started.load(.acquire)) return 0;
+    // A `kc_sched_start` that took the lock first (it found no scheduler) cleared
+    // `sched_stopping` as it started one: set it again and let the short calls that entered
+    // since leave, or they would read the scheduler (its workers) while this frees it.
+    // Seq_cst: as the store above (the Dekker pair with `enter`).
+    sched_stopping.store(true, .seq_cst);
+    while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
+    if (@import("builtin").is_test) if (test_hooks.before_shutdown) |f| f();
     sched.shutdown(@enumFromInt(mode));
     return 0;
 }
@@ -2365,6 +2380,39 @@ test "C ABI: restarts race spawns, drains and info from another thread without h
     S.done.store(true, .release);
     for (threads) |t| t.join();
     try testing.expect(cycles > 0);
+}
+
+test "C ABI: a start that comes in between a shutdown's first steps and its lock is shut down with short calls kept out" {
+    const S = struct {
+        var started: i32 = -1;
+        var stopping_then: ?bool = null;
+        var entered_then: ?bool = null;
+        fn startNow() void {
+            // Another thread's start, which read `sched_shutting` before this shutdown counted
+            // itself there, takes the lock here: no scheduler yet, so it starts one (and clears
+            // `sched_stopping` as it does).
+            _ = sched_shutting.fetchSub(1, .monotonic);
+            defer _ = sched_shutting.fetchAdd(1, .monotonic);
+            started = kc_sched_start(1, 32 * 1024, 0);
+        }
+        fn look() void {
+            stopping_then = sched_stopping.load(.seq_cst);
+            const held = enter(.short);
+            entered_then = held != null;
+            if (held) |h| h.leave();
+        }
+    };
+    test_hooks = .{ .before_lock = S.startNow, .before_shutdown = S.look };
+    defer test_hooks = .{};
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0)); // none running when it began
+    try testing.expectEqual(@as(i32, 0), S.started);
+    // Before, the shutdown went on with `sched_stopping` cleared: a short call from outside
+    // (kc_sched_info, kc_spawn) entered the scheduler while it was freed.
+    try testing.expectEqual(@as(?bool, true), S.stopping_then);
+    try testing.expectEqual(@as(?bool, false), S.entered_then);
+    var info: [4]u64 = undefined;
+    _ = kc_sched_info(&info, 4);
+    try testing.expectEqual(@as(u64, 0), info[3]); // the start it let in is shut down too
 }
 
 test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutdown" {
