@@ -34,8 +34,9 @@
  * is a supervisor. Cancellation travels down and is never a failure. A failure nobody handles
  * (a `launch` under a supervisor or a free-standing scope) goes to the
  * {@linkcode CoroutineExceptionHandler} in the job's context, else to `reportError`, like an
- * uncaught exception. So do exceptions thrown by `invokeOnCompletion` handlers, wrapped in a
- * {@linkcode CompletionHandlerError}.
+ * uncaught exception. So do exceptions thrown by `invokeOnCompletion` handlers that run when the
+ * job completes, wrapped in a {@linkcode CompletionHandlerError} (a handler added to a job already
+ * final runs at once and throws to its caller).
  *
  * This module holds the state machine ({@linkcode JobSupport}, internal) and
  * {@linkcode CompletableDeferred}; scope.ts adds the coroutines that run a block.
@@ -88,8 +89,9 @@ export interface Job {
   cancel(cause?: unknown): void;
   /**
    * Calls `handler` once when the job reaches a final state (at once, synchronously, if it has).
-   * Disposing the result removes the handler. An exception from a handler is reported as a
-   * {@linkcode CompletionHandlerError}, never swallowed.
+   * Disposing the result removes the handler. An exception from a handler called later is
+   * reported as a {@linkcode CompletionHandlerError}, never swallowed; one from a handler called
+   * at once (the job was final already) is thrown to the caller, as Kotlin's is.
    */
   invokeOnCompletion(handler: CompletionHandler): Disposable;
 }

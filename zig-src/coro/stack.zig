@@ -8,7 +8,7 @@
 //! - `guarded` (default): each stack is its own mapping with a PROT_NONE guard page below it.
 //!   An overflow faults at once (SIGSEGV) on the guard page; Zig and C compilers probe frames
 //!   larger than a page, so a big frame cannot jump over it. Costs two mappings per stack, so a
-//!   process holds at most about 32,000 guarded stacks.
+//!   process holds at most `guardedBudget()` of them (24,573 at the default count).
 //! - `slab`: stacks are carved from large shared mappings (`slab_bytes` each) with one guard
 //!   page at the bottom of each slab; the lowest 64 bytes of each stack are a canary that must
 //!   stay zero. An overflow into the neighbour below is not prevented; it is detected, after
