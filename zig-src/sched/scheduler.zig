@@ -1667,3 +1667,214 @@ test "shutdown with work pending frees everything, in both modes" {
     }
     // (testing.allocator reports any leaked bookkeeping; the pools unmapped every stack.)
 }
+
+/// Workers for a "stress (many workers)" test: one per CPU, at least 4 (oversubscribed on a
+/// 2-CPU machine, where preemption still interleaves them anywhere), at most 16 (the cores of
+/// the machine that runs `kcoro-test` for real parallelism).
+pub fn stressWorkers() u32 {
+    const cpus = std.Thread.getCpuCount() catch 4;
+    return @intCast(@min(16, @max(4, cpus)));
+}
+
+test "scheduler: stress (many workers): spawn trees, timed parks racing unparks from coroutines and threads, sleeps, steals, drains" {
+    // Per round, until its deadline: trees of coroutines spawned by coroutines (and some from
+    // this thread) with uneven work, so that idle workers steal; pairs where one side parks
+    // with a timer (short: the timer races the partner's unpark; long: a lost wake-up holds
+    // the drain past its bound) and the other, a coroutine or a plain thread, posts and
+    // unparks it; sleepers. Then a drain, which must find all of it done.
+    const seeds = [_]u64{ 0x5c4ed, 0xfeed_f00d, 0x1234_5678_9abc };
+    const round_ns = 40 * std.time.ns_per_ms;
+    const per_seed_ns = 350 * std.time.ns_per_ms;
+    const max_nodes = 1 << 18;
+    const n_pairs = 6; // the last `thread_pairs` posted to from plain threads
+    const thread_pairs = 2;
+    const done_bit: u32 = 1 << 31;
+    const Pair = struct {
+        posted: std.atomic.Value(u32) = .init(0),
+        waiter: Ref = undefined,
+        finished: bool = false,
+    };
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var seed: u64 = 0;
+        var stop_ns: u64 = 0;
+        var ran: []std.atomic.Value(u8) = &.{};
+        var next_id: std.atomic.Value(u32) = .init(0);
+        var spawned: std.atomic.Value(u32) = .init(0);
+        var pairs: [n_pairs]Pair = undefined;
+        var failures: std.atomic.Value(u32) = .init(0);
+        var failure: [160]u8 = undefined;
+        var failure_len: usize = 0;
+
+        fn fail(comptime fmt: []const u8, args: anytype) void {
+            if (failures.fetchAdd(1, .acq_rel) != 0) return;
+            failure_len = (std.fmt.bufPrint(&failure, fmt, args) catch failure[0..]).len;
+        }
+
+        fn prng(salt: u64) std.Random.DefaultPrng {
+            return .init(seed ^ (salt *% 0x9E3779B97F4A7C15));
+        }
+
+        fn live() bool {
+            return monotonicNs() < stop_ns;
+        }
+
+        /// A new tree node of `depth` (its ID and depth in the argument), counted spawned.
+        fn spawnNode(depth: usize) void {
+            const id = next_id.fetchAdd(1, .monotonic);
+            if (id >= max_nodes) return;
+            _ = sched.spawn(node, @ptrFromInt(@as(usize, id) << 8 | depth)) catch |err| {
+                return fail("spawn: {s}", .{@errorName(err)});
+            };
+            _ = spawned.fetchAdd(1, .monotonic);
+        }
+
+        fn node(arg: ?*anyopaque) callconv(.c) void {
+            const word = @intFromPtr(arg);
+            const id = word >> 8;
+            const depth = word & 0xff;
+            if (ran[id].fetchAdd(1, .monotonic) != 0) fail("node {d} ran twice", .{id});
+            var p = prng(id);
+            const r = p.random();
+            if (depth > 0 and live()) {
+                for (0..r.uintLessThan(usize, 7)) |_| spawnNode(depth - 1);
+            }
+            // Uneven: from nothing to ~100 us, sometimes split by a yield.
+            var x: u64 = id;
+            for (0..r.uintLessThan(usize, 40_000)) |i| x = x *% 6364136223846793005 +% i;
+            std.mem.doNotOptimizeAway(x);
+            if (r.boolean()) coroutine.yield() catch unreachable;
+        }
+
+        fn forester(_: ?*anyopaque) callconv(.c) void {
+            var p = prng(0xf0);
+            const r = p.random();
+            while (live()) {
+                spawnNode(4);
+                sched.sleep(r.uintLessThan(u64, 200 * std.time.ns_per_us)) catch |err| fail("sleep: {s}", .{@errorName(err)});
+            }
+        }
+
+        fn sleeper(arg: ?*anyopaque) callconv(.c) void {
+            var p = prng(0x51 + @intFromPtr(arg));
+            const r = p.random();
+            while (live()) {
+                const ns = r.uintLessThan(u64, 300 * std.time.ns_per_us);
+                const t0 = monotonicNs();
+                sched.sleep(ns) catch |err| fail("sleep: {s}", .{@errorName(err)});
+                if (monotonicNs() - t0 < ns) fail("a sleep of {d} ns returned after {d}", .{ ns, monotonicNs() - t0 });
+            }
+        }
+
+        /// Parks with a timer until its partner's last post: every post seen, every timeout
+        /// on time.
+        fn waiter(arg: ?*anyopaque) callconv(.c) void {
+            const k = @intFromPtr(arg);
+            const pair = &pairs[k];
+            var p = prng(0x3a17 + k);
+            const r = p.random();
+            var seen: u32 = 0;
+            while (true) {
+                const cur = pair.posted.load(.acquire);
+                if (cur & ~done_bit != seen) {
+                    seen = cur & ~done_bit;
+                    continue;
+                }
+                if (cur & done_bit != 0) break;
+                const deadline = if (r.boolean())
+                    monotonicNs() + 10 * std.time.ns_per_s // only a lost wake-up waits this out
+                else
+                    monotonicNs() + r.uintLessThan(u64, 50 * std.time.ns_per_us);
+                const timed_out = sched.parkUntil(deadline) catch |err| return fail("parkUntil: {s}", .{@errorName(err)});
+                if (timed_out and monotonicNs() < deadline) fail("a park timed out {d} ns early", .{deadline - monotonicNs()});
+            }
+            pair.finished = true;
+        }
+
+        fn post(pair: *Pair, r: std.Random, count: *u32) void {
+            count.* += 1;
+            pair.posted.store(count.*, .release);
+            if (r.uintLessThan(u8, 4) != 0) _ = sched.unpark(pair.waiter);
+        }
+
+        fn finish(pair: *Pair, count: u32) void {
+            pair.posted.store(count | done_bit, .release);
+            _ = sched.unpark(pair.waiter);
+        }
+
+        /// Posts (unparking the waiter for most posts: the others leave it to its timer).
+        fn poster(arg: ?*anyopaque) callconv(.c) void {
+            const k = @intFromPtr(arg);
+            var p = prng(0x9057 + k);
+            const r = p.random();
+            var count: u32 = 0;
+            while (live()) {
+                post(&pairs[k], r, &count);
+                switch (r.uintLessThan(u8, 3)) {
+                    0 => coroutine.yield() catch unreachable,
+                    1 => sched.sleep(r.uintLessThan(u64, 30 * std.time.ns_per_us)) catch |err| fail("sleep: {s}", .{@errorName(err)}),
+                    else => {},
+                }
+            }
+            finish(&pairs[k], count);
+        }
+
+        fn threadPoster(k: usize) void {
+            var p = prng(0x7e + k);
+            const r = p.random();
+            var count: u32 = 0;
+            while (live()) {
+                post(&pairs[k], r, &count);
+                if (r.boolean()) std.Thread.yield() catch {};
+            }
+            finish(&pairs[k], count);
+        }
+    };
+    const report = struct {
+        fn f(round: usize, comptime fmt: []const u8, args: anytype) error{StressFailed} {
+            std.debug.print("scheduler stress (many workers), seed 0x{x}, round {d}: " ++ fmt ++ "\n", .{ S.seed, round } ++ args);
+            return error.StressFailed;
+        }
+    }.f;
+    S.ran = try testing.allocator.alloc(std.atomic.Value(u8), max_nodes);
+    defer testing.allocator.free(S.ran);
+    for (seeds) |seed| {
+        S.seed = seed;
+        var s: Scheduler = undefined;
+        try s.start(testing.allocator, .{ .workers = stressWorkers(), .stack_size = test_stack_size });
+        defer s.shutdown(.cancel);
+        S.sched = &s;
+        const until = monotonicNs() + per_seed_ns;
+        var round: usize = 0;
+        while (monotonicNs() < until) : (round += 1) {
+            S.seed = seed ^ (@as(u64, round) << 48);
+            @memset(std.mem.sliceAsBytes(S.ran), 0);
+            S.next_id.store(0, .monotonic);
+            S.spawned.store(0, .monotonic);
+            S.stop_ns = monotonicNs() + round_ns;
+            for (&S.pairs, 0..) |*pair, k| {
+                pair.* = .{};
+                pair.waiter = try s.spawn(S.waiter, @ptrFromInt(k));
+            }
+            for (0..n_pairs - thread_pairs) |k| _ = try s.spawn(S.poster, @ptrFromInt(k));
+            var threads: [thread_pairs]std.Thread = undefined;
+            for (&threads, n_pairs - thread_pairs..) |*t, k| t.* = try std.Thread.spawn(.{}, S.threadPoster, .{k});
+            _ = try s.spawn(S.forester, null);
+            for (0..2) |k| _ = try s.spawn(S.sleeper, @ptrFromInt(k));
+            // Trees from outside too (the inject queue), while the others spawn inside.
+            while (S.live()) {
+                S.spawnNode(2);
+                std.Thread.yield() catch {};
+            }
+            for (threads) |t| t.join();
+            s.drainFor(5 * std.time.ns_per_s) catch |err| return report(round, "drain: {s} ({d} live)", .{ @errorName(err), s.liveCount() });
+            if (S.failures.load(.acquire) > 0) return report(round, "{d} violations, the first: {s}", .{ S.failures.load(.monotonic), S.failure[0..S.failure_len] });
+            if (s.liveCount() != 0) return report(round, "{d} coroutines live after the drain", .{s.liveCount()});
+            if (s.busyCount() != 0) return report(round, "busy count {d} after the drain", .{s.busyCount()});
+            for (&S.pairs, 0..) |*pair, k| if (!pair.finished) return report(round, "waiter {d} never saw its last post", .{k});
+            const n = @min(S.next_id.load(.monotonic), max_nodes);
+            if (S.spawned.load(.monotonic) != n) return report(round, "{d} of {d} nodes spawned", .{ S.spawned.load(.monotonic), n });
+            for (S.ran[0..n], 0..) |*x, id| if (x.load(.monotonic) != 1) return report(round, "node {d} ran {d} times", .{ id, x.load(.monotonic) });
+        }
+    }
+}
