@@ -4179,3 +4179,555 @@ test "a snapshot wraps, never traps, on counts a caller added past 2^64" {
     try testing.expectEqual(@as(u64, 0), m.sends); // maxInt + 1 sent through the buffer
     try testing.expectEqual(m.sends *% 8, m.bytes_sent);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Many workers: everything at once. The tests above mostly run 1 or 2 workers (the CI machine
+// has 2 CPUs); this one runs a worker per CPU (at least 4, at most 16) so that on a large
+// machine (the lent 16-core one runs `kcoro-test`) channel operations, selects, cancellation,
+// scopes, spawns, parks and steals really overlap, and on a small one the oversubscribed
+// workers are still preempted at arbitrary points.
+
+const ManyWorkers = struct {
+    const scope_mod = @import("../sc/scope.zig");
+    const Scope = scope_mod.Scope;
+
+    /// One channel of each kind: every overflow path (wait, hand-off, drop either end, grow).
+    const kinds = [_]Options{
+        .{ .elem_size = 8, .capacity = 0 },
+        .{ .elem_size = 8, .capacity = 4 },
+        .{ .elem_size = 8, .conflated = true },
+        .{ .elem_size = 8, .capacity = 3, .overflow = .drop_oldest },
+        .{ .elem_size = 8, .capacity = 2, .overflow = .drop_latest },
+        .{ .elem_size = 8, .capacity = unlimited },
+    };
+    const n_chans = kinds.len;
+    /// Value IDs per seed: more than any run draws (senders stop drawing at this bound).
+    const max_values = 1 << 21;
+    /// What a receive buffer holds until a value lands in it (no ID is this large).
+    const sentinel: u64 = std.math.maxInt(u64);
+
+    /// What became of a value, set once by its sender when the operation returned.
+    const Fate = enum(u8) {
+        /// Drawn and not settled: must never be delivered.
+        none = 0,
+        /// The send succeeded: received exactly once or handed to the hook exactly once.
+        delivered,
+        /// Failed with Cancelled: a sender waiting when the channel was cancelled hands its
+        /// value to the hook; one that found it cancelled does not. Never received.
+        cancelled,
+        /// Failed otherwise (closed, timed out, interrupted, would block) or lost its select:
+        /// never delivered at all.
+        failed,
+    };
+
+    const Role = enum { producer, consumer, selector, chaos, spawner, ring, napper };
+
+    const Actor = struct {
+        run: *Run,
+        role: Role,
+        id: u32,
+        doomed: bool,
+        /// Cancelled by the chaos coroutine for some actors, mid-operation or between.
+        token: Token = .init,
+    };
+
+    const ring_size = 3;
+    const ring_done = std.math.maxInt(u32);
+
+    const Run = struct {
+        sched: *scheduler.Scheduler,
+        seed: u64,
+        epoch: u32 = 0,
+        chans: [n_chans]*Channel = undefined,
+        top: *Scope = undefined,
+        doomed: *Scope = undefined,
+        /// End of the epoch's traffic (the chaos coroutine closes every channel then).
+        stop_ns: u64 = 0,
+        start_ns: u64 = 0,
+        fate: []std.atomic.Value(u8),
+        chan_of: []u8,
+        got: []std.atomic.Value(u8),
+        dropped: []std.atomic.Value(u8),
+        next_value: std.atomic.Value(u32) = .init(0),
+        actors: [32]Actor = undefined,
+        n_actors: u32 = 0,
+        helper_seq: std.atomic.Value(u32) = .init(0),
+        spawned: std.atomic.Value(u32) = .init(0),
+        crunched: std.atomic.Value(u32) = .init(0),
+        ring_refs: [ring_size]std.atomic.Value(usize) = @splat(.init(0)),
+        ring_gens: [ring_size]u32 = undefined,
+        ring_ready: std.atomic.Value(u32) = .init(0),
+        baton: std.atomic.Value(u32) = .init(0),
+        passes: std.atomic.Value(u32) = .init(0),
+        failures: std.atomic.Value(u32) = .init(0),
+        failure_buf: [256]u8 = undefined,
+        failure_len: usize = 0,
+
+        /// Records a broken invariant seen by a coroutine (the test thread reports the first,
+        /// with the seed, once everything stopped: a panic in a coroutine would not say it).
+        fn fail(run: *Run, comptime fmt: []const u8, args: anytype) void {
+            if (run.failures.fetchAdd(1, .acq_rel) != 0) return;
+            run.failure_len = (std.fmt.bufPrint(&run.failure_buf, fmt, args) catch run.failure_buf[0..]).len;
+        }
+
+        /// A fresh value for channel `c`, or null once the IDs ran out.
+        fn take(run: *Run, c: usize) ?u64 {
+            const v = run.next_value.fetchAdd(1, .monotonic);
+            if (v >= max_values) return null;
+            run.chan_of[v] = @intCast(c);
+            return v;
+        }
+
+        fn settle(run: *Run, v: u64, fate: Fate) void {
+            if (run.fate[v].swap(@intFromEnum(fate), .monotonic) != @intFromEnum(Fate.none))
+                run.fail("value {d} settled twice", .{v});
+        }
+
+        /// The fate of a send that returned `result`.
+        fn settleSend(run: *Run, v: u64, result: Error!void) void {
+            run.settle(v, if (result) |_| .delivered else |err| switch (err) {
+                error.Cancelled => .cancelled,
+                error.Closed, error.Timeout, error.Interrupted, error.WouldBlock => .failed,
+                else => blk: {
+                    run.fail("send of {d}: {s}", .{ v, @errorName(err) });
+                    break :blk .failed;
+                },
+            });
+        }
+
+        fn received(run: *Run, c: usize, v: u64) void {
+            if (v >= run.next_value.load(.monotonic) or v >= max_values) {
+                return run.fail("received {d} on channel {d}: never drawn", .{ v, c });
+            }
+            if (run.chan_of[v] != c) run.fail("received {d} on channel {d}, sent on {d}", .{ v, c, run.chan_of[v] });
+            _ = run.got[v].fetchAdd(1, .monotonic);
+        }
+
+        fn onUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            const run: *Run = @ptrCast(@alignCast(ctx.?));
+            const v = std.mem.bytesToValue(u64, elem[0..8]);
+            if (v >= max_values) return run.fail("hook got {d}: never drawn", .{v});
+            _ = run.dropped[v].fetchAdd(1, .monotonic);
+        }
+
+        fn prng(run: *Run, salt: u64) std.Random.DefaultPrng {
+            return .init(run.seed ^ (@as(u64, run.epoch) << 40) ^ (salt *% 0x9E3779B97F4A7C15));
+        }
+
+        fn live(run: *Run) bool {
+            return scheduler.monotonicNs() < run.stop_ns;
+        }
+
+        /// A short deadline from now (0 .. `max_us` microseconds).
+        fn soon(r: std.Random, max_us: u64) u64 {
+            return scheduler.monotonicNs() + r.uintLessThan(u64, max_us * std.time.ns_per_us + 1);
+        }
+    };
+
+    fn actorOf(arg: ?*anyopaque) *Actor {
+        return @ptrCast(@alignCast(arg.?));
+    }
+
+    /// The actor's own token while it is not cancelled (after that the actor goes on without
+    /// one), on about half of its operations.
+    fn maybeToken(a: *Actor, r: std.Random) ?*Token {
+        if (a.token.isCancelled() or r.boolean()) return null;
+        return &a.token;
+    }
+
+    /// Doomed actors stop once their scope is cancelled.
+    fn goOn(a: *Actor) bool {
+        if (a.doomed and a.run.doomed.isCancelled()) return false;
+        return a.run.live();
+    }
+
+    fn producer(arg: ?*anyopaque) callconv(.c) void {
+        const a = actorOf(arg);
+        const run = a.run;
+        var p = run.prng(a.id);
+        const r = p.random();
+        var i: u32 = 0;
+        while (goOn(a)) : (i += 1) {
+            // Spawns from inside a coroutine, now and then: into the scope, or bare.
+            if (i % 32 == 31) {
+                if (r.boolean()) {
+                    if (scope_mod.current()) |sc| _ = sc.launch(helper, run, .{}) catch {};
+                } else _ = run.sched.spawn(helper, run) catch {};
+            }
+            const c = r.uintLessThan(usize, n_chans);
+            const v = run.take(c) orelse return;
+            const opts: Channel.WaitOptions = switch (r.uintLessThan(u8, 4)) {
+                0 => .{ .try_only = true },
+                1 => .{ .deadline = Run.soon(r, 300) },
+                2 => .{ .deadline = Run.soon(r, 2000), .token = maybeToken(a, r) },
+                // Doomed: no deadline of its own; the scope's deadline or its cancel ends it.
+                else => if (a.doomed) .{} else .{ .deadline = Run.soon(r, 1000), .token = maybeToken(a, r) },
+            };
+            run.settleSend(v, run.chans[c].sendWith(std.mem.asBytes(&v), opts));
+        }
+    }
+
+    fn consumer(arg: ?*anyopaque) callconv(.c) void {
+        const a = actorOf(arg);
+        const run = a.run;
+        var p = run.prng(a.id);
+        const r = p.random();
+        // Every channel until it says Closed (or Cancelled): the consumers of the top scope
+        // drain everything, so a value left behind is a bug.
+        var closed: [n_chans]bool = @splat(false);
+        var open: usize = n_chans;
+        while (open > 0) {
+            if (a.doomed and (run.doomed.isCancelled() or !run.live())) return;
+            var c = r.uintLessThan(usize, n_chans);
+            while (closed[c]) c = (c + 1) % n_chans;
+            var v: u64 = sentinel;
+            const opts: Channel.WaitOptions = switch (r.uintLessThan(u8, 4)) {
+                0 => .{ .try_only = true, .token = maybeToken(a, r) },
+                1, 2 => .{ .deadline = Run.soon(r, 500), .token = maybeToken(a, r) },
+                else => if (a.doomed) .{} else .{ .deadline = Run.soon(r, 2000) },
+            };
+            if (run.chans[c].receiveWith(std.mem.asBytes(&v), opts)) |_| {
+                run.received(c, v);
+            } else |err| switch (err) {
+                error.Closed, error.Cancelled => {
+                    if (v != sentinel) run.fail("a failed receive wrote {d}", .{v});
+                    closed[c] = true;
+                    open -= 1;
+                },
+                error.Timeout, error.WouldBlock, error.Interrupted => if (v != sentinel) run.fail("a failed receive wrote {d}", .{v}),
+                else => run.fail("receive: {s}", .{@errorName(err)}),
+            }
+        }
+    }
+
+    fn selector(arg: ?*anyopaque) callconv(.c) void {
+        const a = actorOf(arg);
+        const run = a.run;
+        var p = run.prng(a.id);
+        const r = p.random();
+        var vals: [6]u64 = undefined;
+        var clauses: [6]Clause = undefined;
+        while (goOn(a)) {
+            const n = 1 + r.uintLessThan(usize, 6);
+            for (0..n) |i| {
+                const c = r.uintLessThan(usize, n_chans);
+                if (r.uintLessThan(u8, 3) == 0) {
+                    vals[i] = run.take(c) orelse return;
+                    clauses[i] = .{ .ch = run.chans[c], .kind = .send, .elem = std.mem.asBytes(&vals[i]) };
+                } else {
+                    vals[i] = sentinel;
+                    clauses[i] = .{ .ch = run.chans[c], .kind = .receive, .elem = std.mem.asBytes(&vals[i]) };
+                }
+            }
+            const poll = r.uintLessThan(u8, 8) == 0;
+            const got: ?Selected = select(clauses[0..n], .{
+                .deadline = if (poll) null else Run.soon(r, 400),
+                .poll = poll,
+                .unbiased = r.boolean(),
+                .random = r,
+                .token = maybeToken(a, r),
+            }) catch |err| blk: {
+                switch (err) {
+                    error.Timeout, error.WouldBlock, error.Interrupted => {},
+                    else => run.fail("select: {s}", .{@errorName(err)}),
+                }
+                break :blk null;
+            };
+            if (got) |g| if (g.index >= n) {
+                run.fail("select picked clause {d} of {d}", .{ g.index, n });
+                return;
+            };
+            // At most one clause fired: every other send is never delivered, every other
+            // receive buffer is untouched.
+            for (clauses[0..n], 0..) |cl, i| {
+                const c = std.mem.indexOfScalar(*Channel, &run.chans, cl.ch).?;
+                const won = if (got) |g| g.index == i else false;
+                const g = got orelse Selected{ .index = 0 };
+                switch (cl.kind) {
+                    .send => run.settle(vals[i], if (!won) .failed else if (g.cancelled) .cancelled else if (g.closed) .failed else .delivered),
+                    .receive => if (won and !g.closed and !g.cancelled) {
+                        run.received(c, vals[i]);
+                    } else if (vals[i] != sentinel) {
+                        run.fail("select clause {d} of {d} (won {}) received {d}", .{ i, n, won, vals[i] });
+                    },
+                }
+            }
+        }
+    }
+
+    /// Spawned by producers: a few quick operations of its own.
+    fn helper(arg: ?*anyopaque) callconv(.c) void {
+        const run: *Run = @ptrCast(@alignCast(arg.?));
+        var p = run.prng(1000 + run.helper_seq.fetchAdd(1, .monotonic));
+        const r = p.random();
+        for (0..8) |_| {
+            const c = r.uintLessThan(usize, n_chans);
+            if (r.boolean()) {
+                const v = run.take(c) orelse return;
+                run.settleSend(v, run.chans[c].sendWith(std.mem.asBytes(&v), .{ .deadline = Run.soon(r, 200) }));
+            } else {
+                var v: u64 = sentinel;
+                if (run.chans[c].receiveWith(std.mem.asBytes(&v), .{ .deadline = Run.soon(r, 200) })) |_| {
+                    run.received(c, v);
+                } else |_| {}
+            }
+        }
+    }
+
+    /// At random moments of the epoch: cancels a channel, closes another early, cancels the
+    /// doomed scope and some actors' tokens; at its end closes every channel.
+    fn chaos(arg: ?*anyopaque) callconv(.c) void {
+        const a = actorOf(arg);
+        const run = a.run;
+        var p = run.prng(a.id);
+        const r = p.random();
+        var at: [4]u64 = undefined;
+        for (&at) |*t| t.* = run.start_ns + r.uintLessThan(u64, run.stop_ns - run.start_ns);
+        std.mem.sort(u64, &at, {}, std.sort.asc(u64));
+        for (at, 0..) |t, step| {
+            scope_mod.sleepUntil(run.sched, t, null) catch |err| run.fail("chaos sleep: {s}", .{@errorName(err)});
+            switch (step) {
+                0 => if (r.uintLessThan(u8, 4) != 0) {
+                    _ = run.chans[r.uintLessThan(usize, n_chans)].cancel();
+                },
+                1 => if (r.boolean()) {
+                    _ = run.chans[r.uintLessThan(usize, n_chans)].close();
+                },
+                2 => if (r.uintLessThan(u8, 4) != 0) {
+                    _ = run.doomed.cancel();
+                },
+                else => for (run.actors[0..run.n_actors]) |*v| {
+                    if (r.uintLessThan(u8, 3) == 0) _ = v.token.cancel();
+                },
+            }
+        }
+        scope_mod.sleepUntil(run.sched, run.stop_ns, null) catch |err| run.fail("chaos sleep: {s}", .{@errorName(err)});
+        for (run.chans) |ch| _ = ch.close();
+    }
+
+    /// Bursts of uneven compute-bound coroutines spawned onto this worker: the others steal them.
+    fn spawner(arg: ?*anyopaque) callconv(.c) void {
+        const a = actorOf(arg);
+        const run = a.run;
+        var p = run.prng(a.id);
+        const r = p.random();
+        while (goOn(a)) {
+            for (0..8 + r.uintLessThan(usize, 40)) |_| {
+                _ = run.sched.spawn(cruncher, run) catch continue;
+                _ = run.spawned.fetchAdd(1, .monotonic);
+            }
+            scope_mod.sleepUntil(run.sched, Run.soon(r, 2000), null) catch |err| run.fail("spawner sleep: {s}", .{@errorName(err)});
+        }
+    }
+
+    fn cruncher(arg: ?*anyopaque) callconv(.c) void {
+        const run: *Run = @ptrCast(@alignCast(arg.?));
+        const k = run.crunched.load(.monotonic);
+        // From nothing to ~50 us of work, unevenly.
+        const n = (k *% 2654435761) % 20_000;
+        var x: u64 = k;
+        for (0..n) |i| x = x *% 6364136223846793005 +% i;
+        std.mem.doNotOptimizeAway(x);
+        coroutine.yield() catch unreachable;
+        for (0..n) |i| x = x *% 6364136223846793005 +% i;
+        std.mem.doNotOptimizeAway(x);
+        _ = run.crunched.fetchAdd(1, .monotonic);
+    }
+
+    /// A ring of coroutines passing a baton with park/unpark and no timer: a lost wake-up
+    /// leaves one parked for good, and the test sees it live after the drain.
+    fn ring(arg: ?*anyopaque) callconv(.c) void {
+        const a = actorOf(arg);
+        const run = a.run;
+        const me = a.id - ring_first;
+        const co = coroutine.current().?;
+        run.ring_gens[me] = co.generation();
+        run.ring_refs[me].store(@intFromPtr(co), .release);
+        _ = run.ring_ready.fetchAdd(1, .acq_rel);
+        while (run.ring_ready.load(.acquire) < ring_size) coroutine.yield() catch unreachable;
+        while (true) {
+            const b = run.baton.load(.acquire);
+            if (b == ring_done) return;
+            if (b != me) {
+                coroutine.park() catch unreachable;
+                continue;
+            }
+            _ = run.passes.fetchAdd(1, .monotonic);
+            if (!run.live()) {
+                run.baton.store(ring_done, .release);
+                for (0..ring_size) |k| if (k != me) unparkRing(run, k);
+                return;
+            }
+            const next = (me + 1) % ring_size;
+            run.baton.store(next, .release);
+            unparkRing(run, next);
+        }
+    }
+
+    fn unparkRing(run: *Run, k: usize) void {
+        const co: *coroutine.Coroutine = @ptrFromInt(run.ring_refs[k].load(.acquire));
+        _ = run.sched.unpark(.{ .co = co, .gen = run.ring_gens[k] });
+    }
+
+    /// Timed sleeps, never woken early; the doomed scope's are cut short by its cancel.
+    fn napper(arg: ?*anyopaque) callconv(.c) void {
+        const a = actorOf(arg);
+        const run = a.run;
+        var p = run.prng(a.id);
+        const r = p.random();
+        while (goOn(a)) {
+            const d = Run.soon(r, 1000);
+            if (scope_mod.sleepUntil(run.sched, d, null)) |_| {
+                const now = scheduler.monotonicNs();
+                if (now < d) run.fail("a sleep woke {d} ns early", .{d - now});
+            } else |err| switch (err) {
+                error.Interrupted => if (!a.doomed) run.fail("a sleep of the top scope interrupted", .{}),
+                else => run.fail("sleep: {s}", .{@errorName(err)}),
+            }
+        }
+    }
+
+    /// Where the ring's actors start in `actors` (see `epoch`).
+    const ring_first = 0;
+
+    /// One epoch: fresh channels and scopes, everyone launched, traffic until `stop_ns`, then
+    /// drained; every invariant checked. error.StressFailed (after printing why, with the
+    /// seed) on a violation.
+    fn epoch(run: *Run, length_ns: u64) !void {
+        const lo = run.next_value.load(.monotonic);
+        var made: usize = 0;
+        defer for (run.chans[0..made]) |ch| ch.destroy();
+        for (kinds) |o| {
+            var opts = o;
+            opts.on_undelivered = Run.onUndelivered;
+            opts.undelivered_ctx = run;
+            run.chans[made] = try Channel.create(testing.allocator, opts);
+            made += 1;
+        }
+        run.top = try Scope.create(testing.allocator, run.sched, null);
+        defer run.top.release();
+        run.doomed = try Scope.create(testing.allocator, run.sched, run.top);
+        defer run.doomed.release();
+        // On a failure below, stop everything before the scopes and channels go.
+        errdefer run.sched.shutdown(.cancel);
+        run.start_ns = scheduler.monotonicNs();
+        run.stop_ns = run.start_ns + length_ns;
+        // Waits of doomed actors given no deadline end by this one, if no cancel came first.
+        try run.doomed.setDeadline(run.stop_ns + 2 * std.time.ns_per_ms);
+        run.ring_ready.store(0, .monotonic);
+        run.baton.store(0, .monotonic);
+        run.spawned.store(0, .monotonic);
+        run.crunched.store(0, .monotonic);
+
+        const plan = [_]struct { role: Role, n: u32, doomed: bool }{
+            .{ .role = .ring, .n = ring_size, .doomed = false }, // first: `ring_first`
+            .{ .role = .producer, .n = 4, .doomed = false },
+            .{ .role = .consumer, .n = 3, .doomed = false },
+            .{ .role = .selector, .n = 3, .doomed = false },
+            .{ .role = .chaos, .n = 1, .doomed = false },
+            .{ .role = .spawner, .n = 1, .doomed = false },
+            .{ .role = .napper, .n = 1, .doomed = false },
+            .{ .role = .producer, .n = 2, .doomed = true },
+            .{ .role = .consumer, .n = 2, .doomed = true },
+            .{ .role = .selector, .n = 2, .doomed = true },
+            .{ .role = .napper, .n = 1, .doomed = true },
+        };
+        run.n_actors = 0;
+        for (plan) |entry| for (0..entry.n) |_| {
+            const i = run.n_actors;
+            run.actors[i] = .{ .run = run, .role = entry.role, .id = i, .doomed = entry.doomed };
+            run.n_actors += 1;
+        };
+        for (run.actors[0..run.n_actors]) |*a| {
+            const f: coroutine.EntryFn = switch (a.role) {
+                .producer => producer,
+                .consumer => consumer,
+                .selector => selector,
+                .chaos => chaos,
+                .spawner => spawner,
+                .ring => ring,
+                .napper => napper,
+            };
+            _ = try (if (a.doomed) run.doomed else run.top).launch(f, a, .{});
+        }
+        // Every wait has a deadline or a partner, so the drain ends; one that ends with a
+        // coroutine still live found a lost wake-up.
+        try run.sched.drainFor(30 * std.time.ns_per_s);
+
+        const hi = @min(run.next_value.load(.monotonic), max_values);
+        const failures = run.failures.load(.acquire);
+        if (failures > 0) return report(run, "{d} violations, the first: {s}", .{ failures, run.failure_buf[0..run.failure_len] });
+        if (run.sched.liveCount() != 0) return report(run, "{d} coroutines still live after the drain (ring baton {d})", .{ run.sched.liveCount(), run.baton.load(.monotonic) });
+        if (run.top.liveCount() != 0) return report(run, "the scope still counts {d} children", .{run.top.liveCount()});
+        if (run.baton.load(.monotonic) != ring_done) return report(run, "the ring never finished", .{});
+        if (run.crunched.load(.monotonic) != run.spawned.load(.monotonic))
+            return report(run, "{d} of {d} spawned coroutines ran", .{ run.crunched.load(.monotonic), run.spawned.load(.monotonic) });
+        // Closed channels drained fully: nothing buffered, nobody queued, no select left on them.
+        for (run.chans, 0..) |ch, c| {
+            if (!ch.isClosedForReceive()) return report(run, "channel {d} not drained", .{c});
+            if (!ch.senders.isEmpty() or !ch.receivers.isEmpty()) return report(run, "channel {d} has waiters left", .{c});
+            if (ch.refs.load(.acquire) != 1) return report(run, "channel {d} still referenced ({d})", .{ c, ch.refs.load(.acquire) });
+        }
+        // Each value: delivered exactly once (received or dropped), or never.
+        var sends: [n_chans]u64 = @splat(0);
+        var receives: [n_chans]u64 = @splat(0);
+        var drops: [n_chans]u64 = @splat(0);
+        for (lo..hi) |v| {
+            const fate: Fate = @enumFromInt(run.fate[v].load(.monotonic));
+            const got = run.got[v].load(.monotonic);
+            const dropped = run.dropped[v].load(.monotonic);
+            const ok = switch (fate) {
+                .delivered => got + dropped == 1,
+                .cancelled => got == 0 and dropped <= 1,
+                .none, .failed => got + dropped == 0,
+            };
+            if (!ok) return report(run, "value {d} on channel {d} ({s}): received {d}x, dropped {d}x", .{ v, run.chan_of[v], @tagName(fate), got, dropped });
+            const c = run.chan_of[v];
+            if (fate == .delivered) sends[c] += 1;
+            receives[c] += got;
+            drops[c] += dropped;
+        }
+        // The channels' own counters agree.
+        for (run.chans, 0..) |ch, c| {
+            const m = ch.snapshot();
+            if (m.sends != sends[c] or m.receives != receives[c] or m.dropped != drops[c])
+                return report(run, "channel {d} counted {d}/{d}/{d} sends/receives/drops, the test {d}/{d}/{d}", .{ c, m.sends, m.receives, m.dropped, sends[c], receives[c], drops[c] });
+        }
+    }
+
+    fn report(run: *Run, comptime fmt: []const u8, args: anytype) error{StressFailed} {
+        std.debug.print("stress (many workers), seed 0x{x}, epoch {d}: " ++ fmt ++ "\n", .{ run.seed, run.epoch } ++ args);
+        return error.StressFailed;
+    }
+};
+
+test "channels: stress (many workers): every kind, selects, tokens, scopes, close and cancel mid-traffic, spawns, parks, steals" {
+    // Per seed: epochs of ~60 ms until ~0.7 s passed (2 CPUs, Debug: ~2.5 s for the three).
+    const seeds = [_]u64{ 0x6b636f726f, 0x5eed_0001, 0xdead_beef_cafe };
+    const epoch_ns = 60 * std.time.ns_per_ms;
+    const per_seed_ns = 700 * std.time.ns_per_ms;
+    const alloc = testing.allocator;
+    for (seeds) |seed| {
+        const fate = try alloc.alloc(std.atomic.Value(u8), ManyWorkers.max_values);
+        defer alloc.free(fate);
+        const chan_of = try alloc.alloc(u8, ManyWorkers.max_values);
+        defer alloc.free(chan_of);
+        const got = try alloc.alloc(std.atomic.Value(u8), ManyWorkers.max_values);
+        defer alloc.free(got);
+        const dropped = try alloc.alloc(std.atomic.Value(u8), ManyWorkers.max_values);
+        defer alloc.free(dropped);
+        @memset(std.mem.sliceAsBytes(fate), 0);
+        @memset(std.mem.sliceAsBytes(got), 0);
+        @memset(std.mem.sliceAsBytes(dropped), 0);
+        var s: scheduler.Scheduler = undefined;
+        // 128 KiB stacks: Debug frames of a 6-clause select plus testing.allocator's stack
+        // traces when a launch or a timer heap allocates from a coroutine.
+        try s.start(alloc, .{ .workers = scheduler.stressWorkers(), .stack_size = 128 * 1024 });
+        defer s.shutdown(.cancel);
+        var run: ManyWorkers.Run = .{ .sched = &s, .seed = seed, .fate = fate, .chan_of = chan_of, .got = got, .dropped = dropped };
+        const until = scheduler.monotonicNs() + per_seed_ns;
+        while (scheduler.monotonicNs() < until and run.next_value.load(.monotonic) < ManyWorkers.max_values / 2) : (run.epoch += 1) {
+            try ManyWorkers.epoch(&run, epoch_ns);
+        }
+    }
+}
