@@ -471,19 +471,16 @@ function getText(): string {
  */
 const keys: (string | undefined)[] = new Array(512);
 /**
- * Per slot of `keys`: whether that key is plain (`plainKey`), decided when it was cached (a
- * property added to `Object.prototype` later, under a key already cached, goes unnoticed).
- */
-const keysPlain: boolean[] = new Array(512).fill(false);
-
-/**
- * Whether the key `getKey` returned last can be set with `o[k] = v`. Not for a name that
- * `Object.prototype` has: `__proto__` would set the prototype, an accessor put there (a library's,
- * or prototype pollution) would run with the received value and make no property, and a frozen
+ * The last key `getKey` met that `Object.prototype` has (`plainKey` false), which `o[k] = v`
+ * must not set: `__proto__` would set the prototype, an accessor put there (a library's, or
+ * prototype pollution) would run with the received value and make no property, and a frozen
  * `Object.prototype` (a hardened realm) makes the assignment throw (`{ toString: 1 }` was then
- * lost). Structured clone makes a data property in each case; so does `defineProperty`.
+ * lost). Structured clone makes a data property in each case; so does `defineProperty`. Such keys
+ * are never cached in `keys`, so each one comes by here again: a key equal to `oddKey` is one.
+ * (Whether a key is plain is decided when it is cached: a property added to `Object.prototype`
+ * later, under a key already cached, goes unnoticed.) One comparison per key, no store.
  */
-let keyPlain = true;
+let oddKey: string | undefined;
 
 /** A key that no property of `Object.prototype` (own or inherited) shadows. */
 function plainKey(k: string): boolean {
@@ -497,7 +494,7 @@ function getKey(): string {
   if (len === 0 || len > 32 || at + len > rbuf.length) {
     rpos = start;
     const k = getText();
-    keyPlain = plainKey(k);
+    if (!plainKey(k)) oddKey = k;
     return k;
   }
   const b = rbuf;
@@ -510,7 +507,7 @@ function getKey(): string {
   if (high >= 0x80) {
     rpos = start;
     const k = getText();
-    keyPlain = plainKey(k);
+    if (!plainKey(k)) oddKey = k;
     return k;
   }
   rpos += len;
@@ -519,14 +516,11 @@ function getKey(): string {
   if (k !== undefined && k.length === len) {
     let i = 0;
     while (i < len && k.charCodeAt(i) === b[at + i]) i++;
-    if (i === len) {
-      keyPlain = keysPlain[slot];
-      return k;
-    }
+    if (i === len) return k;
   }
-  const fresh = keys[slot] = ascii(b, at, len);
-  keyPlain = keysPlain[slot] = plainKey(fresh);
-  return fresh;
+  const fresh = ascii(b, at, len);
+  if (!plainKey(fresh)) return oddKey = fresh; // not cached (see `oddKey`)
+  return keys[slot] = fresh;
 }
 
 function get(): unknown {
@@ -559,10 +553,10 @@ function get(): unknown {
       seen.push(o);
       for (let n = getU32(); n > 0; n--) {
         const k = getKey();
-        const plain = keyPlain; // `get` below reads keys of its own
+        const odd = k === oddKey; // before `get`, which reads keys of its own
         const v = get();
-        // A data property, as structured clone makes (see `keyPlain`).
-        if (!plain) {
+        // A data property, as structured clone makes (see `oddKey`).
+        if (odd) {
           Object.defineProperty(o, k, {
             value: v,
             writable: true,
