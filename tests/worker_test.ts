@@ -5,6 +5,15 @@ import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
 import { evalScript, prng, shutdownScheduler, until } from "./support.ts";
 import {
+  type Chans,
+  type Name,
+  names,
+  newTally,
+  party,
+  type Report,
+} from "./fixtures/stress_party.ts";
+import {
+  type Capacity,
   Channel,
   type ChannelMetrics,
   codecs,
@@ -626,6 +635,261 @@ Deno.test("a channel used locally, then shared, shows its local history in a Wor
   assert.deepEqual([mine.sends, mine.receives, mine.handoffs, mine.failures.full], [6, 2, 1, 1]);
   assert.ok(mine.firstOpNs > 0);
 });
+
+/** A Worker's messages by kind (a string message is its own kind): each kind's first. */
+function inbox(w: Worker): (kind: string) => Promise<Report> {
+  const got = new Map<string, PromiseWithResolvers<Report>>();
+  const of = (kind: string) => {
+    let d = got.get(kind);
+    if (d === undefined) {
+      got.set(kind, d = Promise.withResolvers());
+      d.promise.catch(() => {}); // a kind nobody waits for may fail with the Worker
+    }
+    return d;
+  };
+  let failed: Error | undefined;
+  w.onmessage = (e) => of(typeof e.data === "string" ? e.data : e.data.kind).resolve(e.data);
+  w.onerror = (e) => {
+    e.preventDefault();
+    failed = new Error(`a Worker failed: ${e.message}`);
+    for (const d of got.values()) d.reject(failed);
+  };
+  return (kind) => failed ? Promise.reject(failed) : of(kind).promise;
+}
+
+Deno.test("stress: the main isolate, KCORO_STRESS_WORKERS Workers and native coroutines on shared channels of every kind: every value once", async () => {
+  // Every party (the main isolate, each Worker) sends and receives on a rendezvous, a buffered,
+  // a conflated or drop-oldest and an unlimited channel at once (tests/fixtures/stress_party.ts:
+  // waits with and without abort signals, try-operations, batches, selects with send and
+  // receive clauses and timeouts); native coroutines send into each ("chanSender") and pass
+  // values on from one to another ("echo": b to r, r to c, u to c). The buffered channel is
+  // closed mid-stream, the unlimited one cancelled mid-stream (by a Worker); the last Worker
+  // (the victim) stops early, then is terminated while it waits on two trap channels (a
+  // receive, a send, a select with both) into which values flow only after its termination.
+  // Exactly: every value whose send succeeded is received once (by any isolate) or reaches
+  // onUndeliveredElement (the creator's, here) once; one whose send failed, was aborted or
+  // not selected is never seen; the victim's pending sends are seen once. (Values reach the
+  // trap channels only once the victim is terminated: one its JavaScript had already taken
+  // from its ring would be gone with it, correctly, and no tally could tell.) Bounded in time:
+  // sends stop after KCORO_STRESS_MS (2,000), then the channels are closed and everything
+  // drains. The seed (KCORO_STRESS_SEED, random by default) fixes the operations each party
+  // draws and the channels' shapes and moments, not how the threads interleave: a replay
+  // repeats the mix, not necessarily a failure. KCORO_STRESS_VERBOSE prints the phases.
+  const workers = Number(Deno.env.get("KCORO_STRESS_WORKERS") ?? 2);
+  assert.ok(Number.isInteger(workers) && workers >= 1, `KCORO_STRESS_WORKERS=${workers}`);
+  const seed = Number(Deno.env.get("KCORO_STRESS_SEED") ?? Math.floor(Math.random() * 2 ** 31));
+  const t0 = performance.now();
+  try {
+    await stressShared(workers, seed, Number(Deno.env.get("KCORO_STRESS_MS") ?? 2_000));
+  } catch (e) {
+    const why = e instanceof Error ? e.message : String(e);
+    throw new Error(
+      `stress failed after ${Math.round(performance.now() - t0)} ms: replay with ` +
+        `KCORO_STRESS_SEED=${seed} KCORO_STRESS_WORKERS=${workers}: ${why}`,
+      { cause: e },
+    );
+  }
+});
+
+async function stressShared(workers: number, seed: number, ms: number): Promise<void> {
+  const rand = prng(seed);
+  const rt = runtime();
+  const undelivered: [bigint, Name][] = [];
+  const make = (name: Name, capacity: Capacity, overflow?: "drop-oldest") =>
+    new Channel<bigint>(capacity, {
+      codec: codecs.u64,
+      overflow,
+      onUndeliveredElement: (v) => undelivered.push([v, name]),
+    });
+  const conflated = rand() < 0.5;
+  const chans: Chans = {
+    r: make("r", "rendezvous"),
+    b: make("b", 1 + Math.floor(rand() * 8)),
+    c: conflated ? make("c", "conflated") : make("c", 2 + Math.floor(rand() * 3), "drop-oldest"),
+    u: make("u", "unlimited"),
+    trap: make("trap", "rendezvous"),
+    trapFull: make("trapFull", 1),
+  };
+  const url = new URL("./fixtures/stress_party.ts", import.meta.url);
+  const ws = Array.from({ length: workers }, () => new Worker(url, { type: "module" }));
+  const boxes = ws.map(inbox);
+  const victim = workers - 1;
+  const timers: ReturnType<typeof setTimeout>[] = [];
+  const at = (when: number, fn: () => void) =>
+    timers.push(setTimeout(fn, Math.max(0, when - Date.now())));
+  const bounded = <T>(p: Promise<T>, what: string) => within(p, 20_000, what);
+  const verbose = Deno.env.get("KCORO_STRESS_VERBOSE") !== undefined;
+  const t0 = performance.now();
+  const step = (what: string) => {
+    if (verbose) console.log(`${Math.round(performance.now() - t0)} ms: ${what}`);
+  };
+  try {
+    const mine = newTally();
+    const fill = (1n << 40n) | (1n << 39n);
+    assert.equal(chans.trapFull.trySend(fill).state, "ok"); // full: the victim's send waits
+    mine.sent.push(fill);
+    const shared = Object.fromEntries(names.map((n) => [n, chans[n].share()]));
+    ws.forEach((w, i) =>
+      w.postMessage({
+        start: { chans: shared, id: 2 + i, seed: seed + i + 1, victim: i === victim },
+      })
+    );
+    await bounded(Promise.all(boxes.map((b) => b("ready"))), "the Workers to start");
+    step("ready");
+
+    const start = Date.now(), deadline = start + ms;
+    const closeAt = start + ms * (0.3 + 0.3 * rand());
+    const cancelAt = start + ms * (0.4 + 0.4 * rand());
+    const stopAt = start + ms * (0.15 + 0.5 * rand());
+    ws.forEach((w, i) =>
+      w.postMessage({
+        go: { deadline, stopAt, cancelAt: i === 0 && i !== victim ? cancelAt : undefined },
+      })
+    );
+    if (victim === 0) at(cancelAt, () => chans.u.cancel(new Error("cancelled mid-stream")));
+    at(closeAt, () => chans.b.close());
+
+    // Native senders (`first` in bits 40 up: 200 + i) and echoes.
+    const senders = ([["r", 1_500], ["b", 20_000], ["u", 20_000], ["c", 5_000]] as const).map(
+      ([n, count], i) => {
+        const first = BigInt(200 + i) << 40n;
+        const cells = rt.cells([BigInt(chans[n].handle), first, BigInt(count), 0n, 0n]);
+        rt.spawn("chanSender", cells);
+        return { first, count: BigInt(count), cells };
+      },
+    );
+    const echo = (from: Name, to: Name) => {
+      const cells = rt.cells([BigInt(chans[from].handle), BigInt(chans[to].handle), 0n, 0n]);
+      rt.spawn("echo", cells);
+      return cells;
+    };
+    const [br, rc, uc] = [echo("b", "r"), echo("r", "c"), echo("u", "c")];
+    const main = party(chans, {
+      id: 1,
+      seed,
+      deadline,
+      receiveFrom: ["r", "b", "c", "u", "trap"],
+    }, mine);
+
+    // The victim: its tally once its loops stopped, then its waits on the trap channels.
+    const v = await bounded(boxes[victim]("tally"), "the victim's tally");
+    step("victim tally");
+    const { maybe = [] } = await bounded(boxes[victim]("waiting"), "the victim's waits");
+    ws[victim].terminate();
+    step("victim terminated");
+    // Values flow into the trap channels only now: its receives may take some as its thread
+    // ends (they must come back), its sends are given back (to onUndeliveredElement) or taken
+    // by this isolate's receives here.
+    const trapSender = rt.cells([BigInt(chans.trap.handle), 210n << 40n, 300n, 0n, 0n]);
+    rt.spawn("chanSender", trapSender);
+    senders.push({ first: 210n << 40n, count: 300n, cells: trapSender });
+    const trapSends = (async () => {
+      for (let i = 0n; i < 100n; i++) {
+        const x = (1n << 40n) | (1n << 38n) | i;
+        await chans.trap.send(x);
+        mine.sent.push(x);
+      }
+    })();
+    const trapFullDrain = (async () => {
+      for (;;) {
+        const r = await chans.trapFull.receiveCatching();
+        if (r.state === "closed") return;
+        mine.received.push(r.value);
+      }
+    })();
+    await terminated(ws[victim], v.probe!);
+    step("victim thread ended");
+    await bounded(trapSends, "this isolate's sends to the trap");
+    await until(() => trapSender[4] === 1n, "the native sender to the trap");
+    chans.trap.close();
+    chans.trapFull.close();
+    step("traps closed");
+
+    // Sends end at the deadline: then r (once nothing more is sent into it), then c.
+    await bounded(main.sends, "this isolate's sends");
+    step("main sends");
+    const others = boxes.filter((_, i) => i !== victim);
+    await bounded(Promise.all(others.map((b) => b("sent"))), "the Workers' sends");
+    step("workers sends");
+    await until(() => senders.every((s) => s.cells[4] === 1n), "the native senders");
+    step("native senders");
+    await until(() => br[3] === 1n, "the echo from b (closed) to r");
+    chans.r.close();
+    step("r closed");
+    await until(
+      () => rc[3] === 1n && uc[3] === 1n,
+      `the echoes into c (r to c ${rc}, u to c ${uc}, u ${
+        chans.u.isClosedForReceive ? "closed" : "open"
+      }, r ${chans.r.isClosedForReceive ? "closed" : "open"})`,
+    );
+    chans.c.close();
+    step("c closed");
+    await bounded(main.all, "this isolate's receives");
+    step("main receives");
+    await bounded(trapFullDrain, "this isolate's receives from trapFull");
+    const done = await bounded(
+      Promise.all(others.map((b) => b("done"))),
+      "the Workers' receives",
+    );
+    step("workers done");
+    for (const n of names) chans[n][Symbol.dispose](); // what they still hold: to the hook
+
+    // Exactly once.
+    const tallies = [mine, v.tally!, ...done.map((d) => d.tally!)];
+    const sent = new Set<bigint>(), unsent = new Set<bigint>(maybe);
+    const note = (set: Set<bigint>, x: bigint, what: string) => {
+      assert.ok(!set.has(x), `${show(x)} ${what} twice`);
+      set.add(x);
+    };
+    for (const t of tallies) for (const x of t.sent) note(sent, x, "sent");
+    for (const s of senders) {
+      const n = s.cells[3];
+      for (let i = 0n; i < n; i++) note(sent, s.first + i, "sent");
+      if (n < s.count) note(unsent, s.first + n, "failed");
+    }
+    for (const t of tallies) for (const x of t.unsent) note(unsent, x, "unsent");
+    for (const x of maybe) sent.add(x), unsent.delete(x);
+    const seen = new Map<bigint, string[]>();
+    const see = (x: bigint, where: string) => seen.set(x, [...(seen.get(x) ?? []), where]);
+    tallies.forEach((t, i) => {
+      const who = i === 0 ? "main" : i === 1 ? "the victim" : `Worker ${i - 2}`;
+      for (const x of t.received) see(x, `received by ${who}`);
+    });
+    for (const [x, n] of undelivered) see(x, `undelivered from ${n}`);
+    const bad: string[] = [];
+    for (const x of sent) {
+      const w = seen.get(x);
+      if (w?.length !== 1) bad.push(`${show(x)} sent, ${w ? w.join(" and ") : "never seen"}`);
+      if (unsent.has(x)) bad.push(`${show(x)} both sent and not`);
+    }
+    for (const [x, w] of seen) if (!sent.has(x)) bad.push(`${show(x)} not sent, ${w.join(", ")}`);
+    assert.deepEqual(bad.slice(0, 12), [], `${bad.length} wrong of ${sent.size} sent`);
+
+    // The stress did what it is for: every party took part, every kind of operation ran.
+    const ops: Record<string, number> = {};
+    for (const t of tallies) {
+      assert.ok(t.received.length > 0 && t.sent.length > 0, "a party that did nothing");
+      for (const [k, n] of Object.entries(t.ops)) ops[k] = (ops[k] ?? 0) + n;
+    }
+    assert.equal(Object.keys(ops).length, 9, Deno.inspect(ops));
+    assert.ok(undelivered.length > 0, "nothing reached onUndeliveredElement");
+    assert.ok(br[2] > 0n && rc[2] > 0n, "the echoes passed nothing on");
+    step(
+      `${sent.size} sent, ${undelivered.length} undelivered, received ${
+        tallies.map((t) => t.received.length).join("/")
+      } (main/victim/Workers), echoed ${br[2]}/${rc[2]}/${uc[2]}, ${Deno.inspect(ops)}`,
+    );
+  } finally {
+    for (const t of timers) clearTimeout(t);
+    for (const w of ws) w.terminate();
+    for (const n of names) chans[n][Symbol.dispose]();
+  }
+}
+
+/** A stress value: its party (bits 40 up) and counter. */
+function show(x: bigint): string {
+  return `${x >> 40n}:${x & ((1n << 40n) - 1n)}`;
+}
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
