@@ -219,6 +219,8 @@ function withReceived(e: unknown, values: unknown[]): unknown {
 
 /** The most values one `tryReceiveMany` takes. */
 const MAX_BATCH = 65_536;
+/** The most dropped values one operation hands to onUndeliveredElement (see `#collect`). */
+const COLLECT_BATCH = 65_536;
 const scratchPtr = scratch.ptr;
 /** `scratch` as a number (`codecs.f64`'s slot, written and read without a call to the codec). */
 const scratchF64 = scratch.f64;
@@ -1036,19 +1038,38 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return s.hasCause ? s.cause : new ClosedReceiveError();
   }
 
-  /** Hands every value the channel dropped (kept natively) to onUndeliveredElement. */
+  /**
+   * Hands the values the channel dropped (kept natively) to onUndeliveredElement: at most
+   * `COLLECT_BATCH` now, the rest a macrotask later (and so on), so that native code dropping
+   * values faster than the hook takes them cannot hold this operation, and the event loop, for
+   * as long as it goes on.
+   */
   #collect(): void {
-    if (!this.#keeps || !this.#lib.isOpen) return;
-    this.#takeUndelivered(this.#lib.symbols("collect undelivered values"));
+    if (!this.#keeps || !this.#lib.isOpen || this.#collectLater) return;
+    const sym = this.#lib.symbols("collect undelivered values");
+    if (this.#takeUndelivered(sym, COLLECT_BATCH) < COLLECT_BATCH) return;
+    this.#collectLater = true;
+    setTimeout(() => {
+      this.#collectLater = false;
+      if (!this.#disposed) this.#collect();
+    }, 0);
   }
 
-  /** What `#collect` does, with `sym` (the release symbols, for a dispose after close). */
-  #takeUndelivered(sym: Sym): void {
+  /** A `#collect` stopped at `COLLECT_BATCH` and set a timer for the rest. */
+  #collectLater = false;
+
+  /**
+   * What `#collect` does, with `sym` (the release symbols, for a dispose after close): takes up
+   * to `most` values; returns how many it took.
+   */
+  #takeUndelivered(sym: Sym, most = Infinity): number {
     // One slot for every channel: each value is decoded before the hook runs, and a #collect
     // the hook causes (disposing another channel) takes its own values into it before this
     // loop takes the next.
     const slot = dropSlot;
-    while (sym.kc_chan_take_undelivered(this.#handle, slot.u8, this.#size) === 1) {
+    let taken = 0;
+    while (taken < most && sym.kc_chan_take_undelivered(this.#handle, slot.u8, this.#size) === 1) {
+      taken++;
       if (this.#onUndelivered === undefined) {
         this.#codec.discard(slot, sym);
         continue;
@@ -1059,6 +1080,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         reportError(e);
       }
     }
+    return taken;
   }
 
   /**

@@ -2013,7 +2013,7 @@ Deno.test("a local channel's history reaches the native counters when it escapes
   );
 });
 
-Deno.test("values native code dropped by the thousand reach the creator's hook in order, in linear time", async () => {
+Deno.test("values native code dropped by the thousand reach the creator's hook in order, in linear time, 65,536 per turn", async () => {
   // A dropped value a hook waits for is kept natively until the creating isolate takes it
   // (its next operation on the channel). All channels shared one list, searched and shifted per
   // take: taking n values cost O(n^2), so a conflated channel fed by native code (a cross-isolate
@@ -2041,8 +2041,12 @@ Deno.test("values native code dropped by the thousand reach the creator's hook i
   await until(() => cells[4] === 1n, "the native sender", 60_000);
   const t0 = performance.now();
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: BigInt(n - 1) });
+  // One operation hands at most 65,536 to the hook (a producer dropping values faster than the
+  // hook takes them would otherwise hold it, and the event loop, as long as it goes on); the
+  // rest follow a macrotask at a time.
+  assert.equal(dropped, 65_536);
+  await until(() => dropped === n - 1, "every dropped value at the hook");
   const ms = performance.now() - t0;
-  assert.equal(dropped, n - 1);
   assert.ok(inOrder, "out of order");
   assert.ok(ms < 5_000, `${n - 1} dropped values took ${Math.round(ms)} ms to collect`);
 });
