@@ -1269,6 +1269,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       r.detach();
       releaseSlot(r); // a queued receiver's, withdrawn: native code no longer writes it
       s.handoffs++;
+      this.#stamp(s); // its time too, as a native hand-off records one
       if (!s.scheduled) this.#countLater(s);
       r.resolve(received(r.kind, passed));
       return true;
@@ -1312,6 +1313,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         releaseSlot(w);
       }
       s.handoffs++;
+      this.#stamp(s);
       if (!s.scheduled) this.#countLater(s);
       w.resolve(undefined);
       return value;

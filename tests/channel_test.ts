@@ -1979,7 +1979,7 @@ Deno.test("a shared channel's hand-offs done in JavaScript reach the native coun
   }
   const w = nativeSnapshot(handle);
   assert.deepEqual([w[0], w[1], w[2], w[3], w[12]], [100n, 100n, 800n, 800n, 100n]);
-  assert.ok(w[9] === 0n); // hand-offs in JavaScript carry no time (as before)
+  assert.ok(w[9] > 0n && w[10] >= w[9]); // with their times, as native hand-offs
   // This isolate's view, read before and after a report, counts each once.
   const m = ping.metrics();
   assert.deepEqual([m.sends, m.receives, m.handoffs, m.bytesSent], [100, 100, 100, 800]);
@@ -1990,6 +1990,29 @@ Deno.test("a shared channel's hand-offs done in JavaScript reach the native coun
   await new Promise((r) => setTimeout(r, 0));
   assert.equal(ping.metrics().handoffs, 101);
   assert.equal(nativeSnapshot(handle)[12], 101n);
+});
+
+Deno.test("a shared channel's hand-offs done in JavaScript record their time, either side waiting", async () => {
+  for (const waiting of ["receive", "send"] as const) {
+    using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
+    const handle = ch.handle; // shared: the hand-off is a native channel's, done in JavaScript
+    if (waiting === "receive") {
+      const got = ch.receive(); // waits in JavaScript until the end of the turn
+      assert.deepEqual(ch.trySend(1), { state: "ok" });
+      assert.equal(await got, 1);
+    } else {
+      const sent = ch.send(1);
+      assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 });
+      await sent;
+    }
+    const m = ch.metrics();
+    assert.equal(m.handoffs, 1, waiting);
+    // The counters' (coarse) clock runs no later than the snapshot's.
+    assert.ok(m.firstOpNs > 0, `${waiting}: no time recorded`);
+    assert.ok(m.lastOpNs >= m.firstOpNs && m.lastOpNs <= m.takenNs, waiting);
+    const w = nativeSnapshot(handle); // reported natively (metrics() flushed them)
+    assert.equal(Number(w[9]), m.firstOpNs, waiting);
+  }
 });
 
 Deno.test("a local channel's history reaches the native counters when it escapes", async () => {
