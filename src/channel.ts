@@ -118,8 +118,8 @@ export interface ChannelMetrics {
   /**
    * Bytes of the values sent: the 8-byte slot per value for `codecs.f64` and `codecs.u64`; for
    * the zero-copy codecs each value's encoded length. A zero-copy value that never reached the
-   * native channel (a local channel's, a same-isolate hand-off) counts less: a Uint8Array that
-   * went through the local buffer its length, anything else 0.
+   * native channel (a local channel's, a same-isolate hand-off) counts less: a Uint8Array its
+   * length, anything else (never encoded) 0.
    */
   bytesSent: number;
   /** Bytes of the values received, counted as `bytesSent` counts them. */
@@ -357,7 +357,7 @@ class Shared {
       const w = addWords, h = this.handoffs;
       put(w, 0, this.localSends + h);
       put(w, 1, this.localReceives + h);
-      put(w, 2, this.localBytesIn); // hand-offs count no bytes here (ChannelMetrics)
+      put(w, 2, this.localBytesIn); // a zero-copy channel's, hand-offs' included (else 0)
       put(w, 3, this.localBytesOut);
       put(w, 4, this.fullFails);
       put(w, 5, this.localClosed);
@@ -1149,6 +1149,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Receivers wait only while the ring is empty: hand it over.
       r.detach();
       s.handoffs++;
+      if (this.#zeroCopy) this.#handOffBytes(s, v);
       this.#stamp(s);
       r.resolve(received(r.kind, v));
       return OK;
@@ -1202,6 +1203,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // A rendezvous: take the oldest waiting sender's value.
       w.detach();
       s.handoffs++;
+      if (this.#zeroCopy) this.#handOffBytes(s, w.value);
       this.#stamp(s);
       w.resolve(undefined);
       return w.value;
@@ -1209,6 +1211,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (!s.closed) return EMPTY;
     s.localClosed++;
     return CLOSED;
+  }
+
+  /**
+   * A zero-copy value handed over in JavaScript: its bytes sent and received, counted as a
+   * local channel counts them (`bytesOf`), as a native hand-off counts the value's.
+   */
+  #handOffBytes(s: Shared, v: unknown): void {
+    const n = bytesOf(v);
+    s.localBytesIn += n;
+    s.localBytesOut += n;
   }
 
   /**
@@ -1269,6 +1281,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       r.detach();
       releaseSlot(r); // a queued receiver's, withdrawn: native code no longer writes it
       s.handoffs++;
+      if (this.#zeroCopy) this.#handOffBytes(s, passed);
       this.#stamp(s); // its time too, as a native hand-off records one
       if (!s.scheduled) this.#countLater(s);
       r.resolve(received(r.kind, passed));
@@ -1313,6 +1326,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         releaseSlot(w);
       }
       s.handoffs++;
+      if (this.#zeroCopy) this.#handOffBytes(s, value);
       this.#stamp(s);
       if (!s.scheduled) this.#countLater(s);
       w.resolve(undefined);

@@ -2015,6 +2015,33 @@ Deno.test("a shared channel's hand-offs done in JavaScript record their time, ei
   }
 });
 
+Deno.test("a zero-copy value handed over in JavaScript counts its bytes, as a native hand-off does", async () => {
+  for (const shared of [false, true]) {
+    for (const waiting of ["receive", "send"] as const) {
+      const label = `${shared ? "shared" : "local"}, ${waiting} waiting`;
+      using ch = new Channel<Uint8Array>("rendezvous", { codec: codecs.bytes });
+      if (shared) ch.share();
+      if (waiting === "receive") {
+        const got = ch.receive(); // waits in JavaScript (until the end of the turn if shared)
+        assert.deepEqual(ch.trySend(new Uint8Array(10)), { state: "ok" });
+        assert.equal((await got).byteLength, 10);
+      } else {
+        const sent = ch.send(new Uint8Array(10));
+        const r = ch.tryReceive();
+        assert.equal(r.state === "ok" && r.value.byteLength, 10, label);
+        await sent;
+      }
+      const m = ch.metrics();
+      assert.equal(m.handoffs, 1, label);
+      assert.deepEqual([m.bytesSent, m.bytesReceived], [10, 10], label);
+      if (shared) {
+        const w = nativeSnapshot(ch.handle); // reported natively too (metrics() flushed them)
+        assert.deepEqual([w[2], w[3]], [10n, 10n], label);
+      }
+    }
+  }
+});
+
 Deno.test("a local channel's history reaches the native counters when it escapes", async () => {
   using ch = new Channel<number>(4, { codec: codecs.f64 });
   const r = ch.receive(); // waits locally
