@@ -126,7 +126,8 @@ export interface ChannelMetrics {
   bytesReceived: number;
   /**
    * Failed operations by kind: full (a try-send that found no room; a `send` that waits counts
-   * the try it makes first, a native blocking send none), closed, timeout, cancelled.
+   * the try it makes first, a native blocking send none), closed, timeout, cancelled (a wait
+   * aborted by its signal, wherever it waited, or failed by a cancel).
    */
   failures: { full: number; closed: number; timeout: number; cancelled: number };
   /** Values dropped by a drop policy, cancel or destroy. */
@@ -1764,9 +1765,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
             this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
           }
         } else if (w.state !== LOCAL) return;
-        else if (w.encoded && this.#lib.isOpen) {
-          // Never queued, but encoded at the call: its native copy is freed.
-          this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
+        else {
+          if (w.encoded && this.#lib.isOpen) {
+            // Never queued, but encoded at the call: its native copy is freed.
+            this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
+          }
+          // A cancelled failure, as the native withdraw of a queued one counts it.
+          const s = this._shared;
+          s.localCancelled++;
+          if (s.escaped && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
         }
         releaseSlot(w); // withdrawn (or never queued): nothing reads it any more
         w.detach();

@@ -2042,6 +2042,32 @@ Deno.test("a zero-copy value handed over in JavaScript counts its bytes, as a na
   }
 });
 
+Deno.test("an aborted wait is a cancelled failure wherever it waited: locally, in JavaScript, or queued natively", async () => {
+  for (const where of ["local", "shared, this turn", "queued natively"] as const) {
+    for (const side of ["receive", "send"] as const) {
+      const label = `${where}, ${side}`;
+      using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
+      if (where !== "local") ch.share();
+      const bridge = Bridge.of(library());
+      const before = bridge.pending;
+      const ac = new AbortController();
+      const waiting = side === "receive"
+        ? ch.receive({ signal: ac.signal })
+        : ch.send(1, { signal: ac.signal });
+      if (where === "queued natively") {
+        await until(() => bridge.pending > before, `${label}: queued natively`);
+      }
+      ac.abort();
+      await assert.rejects(waiting);
+      assert.equal(ch.metrics().failures.cancelled, 1, label);
+      if (where !== "local") {
+        await new Promise((r) => setTimeout(r, 0)); // the end of the turn: reported natively
+        assert.equal(nativeSnapshot(ch.handle)[7], 1n, label);
+      }
+    }
+  }
+});
+
 Deno.test("a local channel's history reaches the native counters when it escapes", async () => {
   using ch = new Channel<number>(4, { codec: codecs.f64 });
   const r = ch.receive(); // waits locally
