@@ -41,7 +41,28 @@ export interface NativeCoroutineOptions {
   slabStack?: boolean;
 }
 
-/** A native coroutine, named by a handle; `destroy()` (or `using`) frees it. */
+/** A coroutine's native side, for the finaliser of one dropped undestroyed. */
+interface Dropped {
+  lib: Library;
+  handle: number;
+}
+
+/**
+ * Destroys a coroutine whose object was collected without `destroy()`: it held its handle and
+ * its stack (a guarded stack: two of `vm.max_map_count`'s mappings) for good, so one created per
+ * request and dropped ran the process out of stacks. It cannot be running (`resume()` is a
+ * synchronous call of this thread); parked or suspended, destroying it is what `destroy()` does.
+ * Also once the library was closed, as `destroy()` then.
+ */
+const droppedCoroutines = new FinalizationRegistry<Dropped>((d) => {
+  // A stale handle (never, as only the object held it) only says so.
+  d.lib._symbolsToRelease.kc_coro_destroy(d.handle);
+});
+
+/**
+ * A native coroutine, named by a handle; `destroy()` (or `using`) frees it, as its garbage
+ * collection does if neither ran.
+ */
 export class NativeCoroutine implements Disposable {
   readonly #lib: Library;
   readonly #handle: number;
@@ -51,6 +72,7 @@ export class NativeCoroutine implements Disposable {
   private constructor(lib: Library, handle: number) {
     this.#lib = lib;
     this.#handle = handle;
+    droppedCoroutines.register(this, { lib, handle }, this);
   }
 
   /**
@@ -169,6 +191,7 @@ export class NativeCoroutine implements Disposable {
     // (a hand-driven coroutine is no scheduler's, so no shutdown frees it).
     unwrap(this.#lib._symbolsToRelease.kc_coro_destroy(this.#handle), "destroy coroutine");
     this.#destroyed = true;
+    droppedCoroutines.unregister(this);
   }
 
   /** `destroy()`, for `using`. */

@@ -131,6 +131,39 @@ Deno.test("destroying coroutines returns their stacks: no live ones leak", () =>
   );
 });
 
+Deno.test("a native coroutine dropped without destroy() is freed once collected, stack and all", async () => {
+  const res = await evalScript(
+    `
+    import { coroutineStats, NativeCoroutine } from "./mod.ts";
+    const before = coroutineStats();
+    const kept = NativeCoroutine.create("park-loop", { arg: 1 });
+    kept.resume(); // parked: a live one stays
+    for (let i = 0; i < 200; i++) {
+      // Suspended, parked, finished and never resumed: each dropped with its stack.
+      const co = NativeCoroutine.create(["yield-loop", "park-loop", "fib"][i % 3], { arg: 3 });
+      if (i % 4 !== 0) co.resume();
+    }
+    // Before, every one stayed live with its stack mapping for good: the garbage collection of
+    // the object freed nothing, and a process dropping them ran out of stacks. (The engine may
+    // still hold the last one made: at most one more.)
+    const done = () => coroutineStats().live <= before.live + 2;
+    const deadline = Date.now() + 10_000;
+    while (!done() && Date.now() < deadline) {
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 0)); // the finalisers run
+    }
+    const after = coroutineStats();
+    if (!done()) {
+      throw new Error("before " + JSON.stringify(before) + ", after " + JSON.stringify(after));
+    }
+    if (kept.state !== "parked") throw new Error("kept: " + kept.state);
+    kept.destroy();
+    `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a native coroutine disposed or destroyed after closeLibrary() is freed, stack and all", async () => {
   const res = await evalScript(`
     import { closeLibrary, coroutineStats, LibraryClosedError, NativeCoroutine } from "./mod.ts";
