@@ -157,7 +157,9 @@ int32_t kc_sched_drain_for(uint64_t timeout_ns);
 /* Stops and joins the workers, frees every stack (KC_SHUTDOWN_*). A second call does nothing. */
 int32_t kc_sched_shutdown(uint32_t mode);
 /* Fills up to len of [workers, live coroutines, busy count, running 0/1, stack size, the
- * kc_sched_start flags it was started with]; returns count (all 0 when not running). */
+ * kc_sched_start flags it was started with, generation]; returns count. The first six are 0 when
+ * none runs (also while one shuts down); the generation is how many schedulers the process has
+ * started (the running or stopping one is the latest), to tell one from a later one. */
 int32_t kc_sched_info(uint64_t *out, uint32_t len);
 /* Fills up to len of [runs, steals, parks, queue depth] of one worker; returns count. */
 int32_t kc_sched_stats(uint32_t worker, uint64_t *out, uint32_t len);

@@ -343,25 +343,63 @@ function cString(s: string): Uint8Array<ArrayBuffer> {
   return bytes;
 }
 
-/** The process-wide native scheduler. Get it with {@linkcode runtime}. */
+/** A scheduler's kc_sched_info: [workers, live, busy, running, stack size, flags, generation]. */
+function schedInfo(lib: Library, op: string): BigUint64Array {
+  const info = new BigUint64Array(7);
+  lib.symbols(op).kc_sched_info(info, 7);
+  return info;
+}
+
+/**
+ * The process-wide native scheduler, one run of it: from the {@linkcode runtime} call that
+ * started it (or found it running) to its shutdown. Get it with {@linkcode runtime}.
+ */
 export class Runtime {
   readonly #lib: Library;
+  /** kc_sched_info's generation of the scheduler this Runtime stands for. */
+  readonly #generation: bigint;
   /** How many worker threads the scheduler runs. */
   readonly workers: number;
   /** @ignore Use {@linkcode runtime}. */
-  constructor(lib: Library, workers: number) {
+  constructor(lib: Library, workers: number, generation: bigint) {
     this.#lib = lib;
     this.workers = workers;
+    this.#generation = generation;
   }
 
-  /** @ignore True if this Runtime drives `lib`. */
-  _on(lib: Library): boolean {
-    return this.#lib === lib;
+  /** @ignore True if this Runtime drives `lib`'s scheduler of `generation`. */
+  _is(lib: Library, generation: bigint): boolean {
+    return this.#lib === lib && this.#generation === generation;
   }
 
-  /** True until {@linkcode Runtime.shutdown} (or the library closed). */
+  /**
+   * Whether `info` (kc_sched_info) is of this Runtime's scheduler, running. One shut down and
+   * replaced by a later one (another `runtime()` call, here or in a Worker) is not: its
+   * `workers` and stack size may differ, and its `shutdown` must not stop the later one.
+   */
+  #mine(info: BigUint64Array): boolean {
+    return info[3] === 1n && info[6] === this.#generation;
+  }
+
+  /** Throws ShutdownError for `op` unless this Runtime's scheduler runs. */
+  #check(op: string): void {
+    const info = schedInfo(this.#lib, op);
+    if (this.#mine(info)) return;
+    if (info[3] === 1n) {
+      throw new ShutdownError(
+        op,
+        "this runtime was shut down, and the one running now is a later one (runtime() returns it)",
+      );
+    }
+    unwrap(Status.ESHUTDOWN, op);
+  }
+
+  /**
+   * True until {@linkcode Runtime.shutdown} (or the library closed), also one made by another
+   * isolate: false for a Runtime whose scheduler a later one replaced.
+   */
   get isRunning(): boolean {
-    return schedulerRunning(this.#lib);
+    return this.#lib.isOpen && this.#mine(schedInfo(this.#lib, "read runtime info"));
   }
 
   /**
@@ -443,6 +481,8 @@ export class Runtime {
   spawn(entry: ScheduledBuiltin | NativeFunction, arg?: BigUint64Array | Deno.PointerValue): void {
     const op = "spawn coroutine";
     const e = nativeEntry(op, this.#lib, entry, arg);
+    // Not onto a later scheduler: its stacks may be smaller than the code spawned needs.
+    this.#check(op);
     const sym = this.#lib.symbols(op);
     if (e.pin === null || typeof entry !== "string") {
       unwrapSpawn(sym.kc_spawn(e.fn, e.arg, 0, null), op);
@@ -466,12 +506,15 @@ export class Runtime {
    */
   async drain(): Promise<void> {
     const sym = this.#lib.symbols("drain runtime");
+    this.#check("drain runtime");
     // In slices, as a native scope's wait: a Worker terminated while it drains gives its
     // helper thread back within a slice. A drain in one piece held one of Deno's blocking-pool
     // threads until the whole process's scheduler drained (for good if it never did), one per
     // terminated Worker.
     let rc = await sym.kc_sched_drain_for(DRAIN_SLICE_NS);
     while (rc === Status.ETIME && this.#lib.isOpen) {
+      // A shutdown elsewhere and a later scheduler: this one's drain is over.
+      this.#check("drain runtime");
       rc = await sym.kc_sched_drain_for(DRAIN_SLICE_NS);
     }
     if (rc === Status.ETIME) throw new ShutdownError("drain runtime", "the library was closed");
@@ -485,9 +528,8 @@ export class Runtime {
   /** Counters per worker, and the numbers of live and busy coroutines. */
   stats(): RuntimeStats {
     const sym = this.#lib.symbols("read runtime stats");
-    const info = new BigUint64Array(4);
-    sym.kc_sched_info(info, 4);
-    if (info[3] !== 1n) unwrap(-108, "read runtime stats");
+    const info = schedInfo(this.#lib, "read runtime stats");
+    if (!this.#mine(info)) this.#check("read runtime stats");
     const workers: WorkerStats[] = [];
     const out = new BigUint64Array(4);
     for (let i = 0; i < Number(info[0]); i++) {
@@ -504,7 +546,8 @@ export class Runtime {
 
   /**
    * Stops the workers and frees every stack. `"cancel"` (default): unfinished coroutines never
-   * run again. `"finish"`: drains first. A second call does nothing. Scheduling is cooperative:
+   * run again. `"finish"`: drains first. A second call does nothing, also once a later
+   * `runtime()` started another scheduler (this does not stop that one). Scheduling is cooperative:
    * a coroutine that is running when the shutdown comes (a CPU-bound loop) is not stopped, and
    * the shutdown waits for it to park or end. The wait is on a helper thread: the event loop
    * keeps running meanwhile.
@@ -517,6 +560,12 @@ export class Runtime {
     }
     if (!this.#lib.isOpen) return;
     const sym = this.#lib.symbols("shut down runtime");
+    if (schedInfo(this.#lib, "shut down runtime")[6] !== this.#generation) {
+      // Shut down already, and a later scheduler started: someone else's to stop. (While this
+      // one shuts down, a cancel still goes through: it ends a finishing shutdown's drain.)
+      if (current === this) current = null;
+      return;
+    }
     // At once, not after the wait: runtime() must not hand out the runtime shutting down.
     if (current === this) current = null;
     // On a helper thread: joining a worker that runs a long coroutine froze the event loop.
@@ -565,8 +614,7 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
   const stack = checkStackSize("start runtime", stackSize);
   const lib = library();
   const sym = lib.symbols("start runtime");
-  const info = new BigUint64Array(6);
-  sym.kc_sched_info(info, 6);
+  let info = schedInfo(lib, "start runtime");
   if (info[3] === 1n) {
     const running = Number(info[0]);
     if (workers !== 0 && workers !== running) {
@@ -596,8 +644,11 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
       }
     }
     // A Runtime of a library closed since (closeLibrary while a Worker kept the scheduler
-    // running) is replaced by one of the library open now.
-    if (current === null || !current._on(lib)) current = new Runtime(lib, running);
+    // running) is replaced by one of the library open now, and one of a scheduler shut down
+    // since (by a Worker, which then started another) by one of the running scheduler.
+    if (current === null || !current._is(lib, info[6])) {
+      current = new Runtime(lib, running, info[6]);
+    }
     return current;
   }
   const flags = (fpControl ? 1 : 0) | (slabStacks ? 2 : 0);
@@ -610,8 +661,8 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
     );
   }
   unwrap(rc, "start runtime");
-  sym.kc_sched_info(info, 4);
-  current = new Runtime(lib, Number(info[0]));
+  info = schedInfo(lib, "start runtime");
+  current = new Runtime(lib, Number(info[0]), info[6]);
   return current;
 }
 

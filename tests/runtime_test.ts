@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { Channel, codecs, KcoroError, resolveNative, runtime, ShutdownError } from "../mod.ts";
+import {
+  Channel,
+  codecs,
+  KcoroError,
+  library,
+  resolveNative,
+  runtime,
+  ShutdownError,
+} from "../mod.ts";
 import { evalScript, shutdownScheduler } from "./support.ts";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -267,6 +275,36 @@ Deno.test("runtime: shutdown is idempotent, later calls are ShutdownError, resta
   assert.notEqual(again, rt);
   assert.equal(again.workers, 1);
   await again.shutdown("cancel");
+});
+
+Deno.test("runtime: a Runtime shut down stays so once a later scheduler runs: its shutdown does not stop that one", async () => {
+  const old = runtime({ workers: 2 });
+  await old.shutdown();
+  const later = runtime({ workers: 1, stackSize: 32 * 1024 });
+  const cells = later.cells([60_000n, 0n]);
+  later.spawn("sleeper", cells);
+  // Before, the old Runtime drove whichever scheduler ran: its second shutdown stopped the
+  // later one (cancelling its sleeper), and it spawned onto it, whose stacks may be smaller
+  // than the code it spawns was started for.
+  assert.equal(old.isRunning, false);
+  await old.shutdown();
+  assert.equal(later.isRunning, true);
+  assert.equal(later.stats().live, 1);
+  assert.throws(() => old.spawn("sleeper", cells), /a later one \(runtime\(\) returns it\)/);
+  assert.throws(() => old.stats(), ShutdownError);
+  await assert.rejects(() => old.drain(), ShutdownError);
+  // Shut down and restarted behind this isolate's back (a Worker, C code): runtime() returns a
+  // Runtime of the running scheduler, with its worker count, not the one it handed out before.
+  const sym = library().symbols("test");
+  assert.equal(await sym.kc_sched_shutdown_async(0), 0);
+  assert.equal(sym.kc_sched_start(2, 0, 0), 0);
+  const now = runtime();
+  assert.notEqual(now, later);
+  assert.equal(now.workers, 2);
+  assert.equal(later.isRunning, false);
+  await later.shutdown();
+  assert.equal(now.isRunning, true);
+  await now.shutdown();
 });
 
 Deno.test("runtime: a coroutine parked on a channel when shutdown cancels it leaves the channel usable", async () => {

@@ -360,6 +360,9 @@ var test_hooks: if (@import("builtin").is_test) struct {
     before_shutdown: ?*const fn () void = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
+/// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
+/// seventh value, so that a host holding on to one scheduler can tell it from a later one.
+var sched_generation = std.atomic.Value(u64).init(0);
 
 fn running() ?*Scheduler {
     if (!sched_started.load(.acquire)) return null;
@@ -492,6 +495,7 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
         .finish_hook = freeHandle,
         .unmap_hook = quiesceLookups,
     }) catch |err| return fail(err);
+    _ = sched_generation.fetchAdd(1, .release); // before the store: whoever `enter`s sees it
     sched_started.store(true, .release);
     return 0;
 }
@@ -622,11 +626,12 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 }
 
 /// int32_t kc_sched_info(uint64_t *out, uint32_t len): fills up to len of [workers, live
-/// coroutines, busy count, running (0/1), stack size, kc_sched_start's flags]; returns how many
-/// it wrote.
+/// coroutines, busy count, running (0/1), stack size, kc_sched_start's flags, generation]; the
+/// first six 0 when none runs (also while one shuts down); the generation, always, is how many
+/// schedulers the process started (the running or stopping one is the latest).
 export fn kc_sched_info(out: ?[*]u64, len: u32) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
-    var vals = [_]u64{ 0, 0, 0, 0, 0, 0 };
+    var vals = [_]u64{ 0, 0, 0, 0, 0, 0, 0 };
     if (enter(.short)) |held| {
         defer held.leave();
         const s = held.s;
@@ -636,9 +641,10 @@ export fn kc_sched_info(out: ?[*]u64, len: u32) callconv(.c) i32 {
         };
         vals = .{
             s.workerCount(),                s.liveCount(),             s.busyCount(), 1,
-            @intCast(s.options.stack_size), @as(u32, @bitCast(flags)),
+            @intCast(s.options.stack_size), @as(u32, @bitCast(flags)), 0,
         };
     }
+    vals[6] = sched_generation.load(.acquire);
     const n = @min(len, vals.len);
     for (0..n) |i| o[i] = vals[i];
     return @intCast(n);
