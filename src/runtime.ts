@@ -424,7 +424,10 @@ export class Runtime {
    */
   cells(countOrValues: number | readonly bigint[]): BigUint64Array {
     const op = "allocate cells";
-    const values = Array.isArray(countOrValues) ? countOrValues : null;
+    // A copy, read once: what is checked is what is stored. A Proxy (or getters) of the array
+    // answered 1n to the check and -1n to the store, which wrapped it to 2^64 - 1, or a string,
+    // which threw the engine's SyntaxError.
+    const values = Array.isArray(countOrValues) ? Array.from(countOrValues) : null;
     const count = values === null ? countOrValues : values.length;
     if (typeof count !== "number" || !Number.isInteger(count) || count < 1 || count > 1 << 20) {
       throw new RangeError(

@@ -121,6 +121,22 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
   );
 });
 
+Deno.test("runtime: cells(values) stores the values it checked, each read once", () => {
+  const rt = runtime({ workers: 2 });
+  // A getter that answers the check with a valid value and the store with another.
+  const lying = (second: unknown) => {
+    let reads = 0;
+    return new Proxy([1n, 2n], {
+      get: (t, k, r) => k === "0" ? (reads++ === 0 ? 1n : second) : Reflect.get(t, k, r),
+    });
+  };
+  // Before, -1n was stored (wrapped to 2^64 - 1) and "x" threw the engine's SyntaxError.
+  for (const second of [-1n, "x", 1n << 64n]) {
+    const cells = rt.cells(lying(second) as unknown as bigint[]);
+    assert.deepEqual([...cells], [1n, 2n]);
+  }
+});
+
 Deno.test("runtime() after closeLibrary, while a Worker keeps the scheduler running, works", async () => {
   const res = await evalScript(`
     import { closeLibrary, runtime } from "./mod.ts";
