@@ -682,6 +682,17 @@ export function resolveNative(libraryPath: string, symbol: string): NativeFuncti
       } and ${describe(symbol)}`,
     );
   }
+  // C reads each up to its first NUL: "libc.so.6\0x" found getpid in libc.so.6, and the
+  // NativeFunction said it came from another library.
+  for (const [name, v] of [["library", libraryPath], ["symbol", symbol]] as const) {
+    if (v.includes("\0")) {
+      throw new TypeError(
+        `Cannot resolve native function: ${name} must not contain a NUL character, received ${
+          describe(v)
+        }`,
+      );
+    }
+  }
   const sym = library().symbols("resolve native function");
   const pointer = sym.kc_resolve(cString(libraryPath), cString(symbol));
   if (pointer === null) {

@@ -115,6 +115,12 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
   );
   assert.throws(() => runtime({ slabStacks: 1 as never }), /slabStacks must be a boolean/);
   assert.throws(() => resolveNative(1 as never, "x"), TypeError);
+  // Before, C read each string up to its NUL: this found getpid in libc.so.6.
+  assert.throws(
+    () => resolveNative("libc.so.6\0x", "getpid"),
+    /library must not contain a NUL character, received "libc.so.6\\u0000x"/,
+  );
+  assert.throws(() => resolveNative("libc.so.6", "getpid\0"), /symbol must not contain a NUL/);
   assert.throws(
     () => resolveNative("/nonexistent/lib.so", "f"),
     (e: unknown) => e instanceof KcoroError && e.code === "KC_EINVAL",
