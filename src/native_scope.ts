@@ -186,12 +186,18 @@ export class NativeScope implements AsyncDisposable {
     const op = "create native scope";
     checkOptions(op, options);
     const parent = options.parent;
-    if (parent !== undefined && !(parent instanceof NativeScope)) {
+    // The private field, not instanceof: Object.create(NativeScope.prototype) passed that, and
+    // reading its handle threw the engine's "Receiver must be an instance of class NativeScope".
+    if (parent !== undefined && !NativeScope.#isScope(parent)) {
       throw new TypeError(
         `Cannot ${op}: parent must be a NativeScope, received ${describe(parent)}`,
       );
     }
     return NativeScope.#make(op, parent ?? null, null);
+  }
+
+  static #isScope(x: unknown): x is NativeScope {
+    return typeof x === "object" && x !== null && #handle in x;
   }
 
   static #make(

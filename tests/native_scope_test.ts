@@ -192,6 +192,12 @@ Deno.test("NativeScope.wait: a timeout and an aborted signal reject, the childre
   assert.throws(() => scope.live, InvalidHandleError);
   assert.throws(() => scope.wait({ timeout: "1" as never }), RangeError);
   assert.throws(() => NativeScope.create({ parent: {} as never }), TypeError);
+  // One that inherits from NativeScope.prototype but is none: before, the engine's "Receiver
+  // must be an instance of class NativeScope".
+  assert.throws(
+    () => NativeScope.create({ parent: Object.create(NativeScope.prototype) }),
+    /Cannot create native scope: parent must be a NativeScope, received \[object Object\]/,
+  );
   assert.throws(() => nativeScope({} as never), TypeError);
 });
 
