@@ -1045,18 +1045,27 @@ test "a submit that fails (closed channel) frees its operation once" {
     try testing.expect(got.done.closed);
 }
 
+/// The two teardown tests' hooks: buffers released (a zero-copy channel's descriptors) and the sum
+/// of the u64 values dropped to a copying channel's undelivered path.
+const TeardownHook = struct {
+    var released: usize = 0;
+    var dropped: usize = 0;
+    fn reset() void {
+        released = 0;
+        dropped = 0;
+    }
+    fn release(_: ?*anyopaque, ptr: ?*anyopaque, len: usize) callconv(.c) void {
+        std.heap.c_allocator.free(@as([*]u8, @ptrCast(ptr.?))[0..len]);
+        released += 1;
+    }
+    fn undelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+        dropped += std.mem.bytesToValue(u64, elem[0..8]);
+    }
+};
+
 test "a ring going away hands the values it was still sending to their channel's undelivered path" {
-    const Hook = struct {
-        var released: usize = 0;
-        var dropped: usize = 0;
-        fn release(_: ?*anyopaque, ptr: ?*anyopaque, len: usize) callconv(.c) void {
-            std.heap.c_allocator.free(@as([*]u8, @ptrCast(ptr.?))[0..len]);
-            released += 1;
-        }
-        fn undelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
-            dropped += std.mem.bytesToValue(u64, elem[0..8]);
-        }
-    };
+    const Hook = TeardownHook;
+    Hook.reset();
     // A zero-copy rendezvous channel: a send waits, nobody receives.
     const zc = try channel.Channel.create(testing.allocator, .{ .elem_size = 0, .zero_copy = true });
     defer zc.destroy();
@@ -1086,17 +1095,8 @@ test "a ring going away hands the values it was still sending to their channel's
 }
 
 test "a ring going away with a select's record untaken hands its losing send clauses' values to their channels' undelivered path" {
-    const Hook = struct {
-        var released: usize = 0;
-        var dropped: usize = 0;
-        fn release(_: ?*anyopaque, ptr: ?*anyopaque, len: usize) callconv(.c) void {
-            std.heap.c_allocator.free(@as([*]u8, @ptrCast(ptr.?))[0..len]);
-            released += 1;
-        }
-        fn undelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
-            dropped += std.mem.bytesToValue(u64, elem[0..8]);
-        }
-    };
+    const Hook = TeardownHook;
+    Hook.reset();
     // Rendezvous channels: each send clause waits until a receive here completes the select.
     const zc = try channel.Channel.create(testing.allocator, .{ .elem_size = 0, .zero_copy = true });
     defer zc.destroy();
@@ -1107,8 +1107,7 @@ test "a ring going away with a select's record untaken hands its losing send cla
         .{ .ch = copying, .kind = .send, .elem = undefined },
     };
     for (0..2) |winner| {
-        Hook.released = 0;
-        Hook.dropped = 0;
+        Hook.reset();
         var ring = Ring.init(testing.allocator);
         const buf = try std.heap.c_allocator.alloc(u8, 16);
         var d: channel.Descriptor = .{ .ptr = buf.ptr, .len = buf.len, .release = Hook.release };
