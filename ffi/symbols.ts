@@ -73,6 +73,16 @@ export const symbols = {
     result: "i32",
     nonblocking: true,
   },
+  /**
+   * int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation), on a helper thread: only
+   * the scheduler of that generation (kc_sched_info's seventh value), never a later one.
+   */
+  kc_sched_shutdown_gen_async: {
+    name: "kc_sched_shutdown_gen",
+    parameters: ["u32", "u64"],
+    result: "i32",
+    nonblocking: true,
+  },
   /** int32_t kc_sched_info(uint64_t *out, uint32_t len) */
   kc_sched_info: { parameters: ["buffer", "u32"], result: "i32" },
   /** int32_t kc_sched_stats(uint32_t worker, uint64_t *out, uint32_t len) */

@@ -156,6 +156,10 @@ int32_t kc_sched_drain(void);
 int32_t kc_sched_drain_for(uint64_t timeout_ns);
 /* Stops and joins the workers, frees every stack (KC_SHUTDOWN_*). A second call does nothing. */
 int32_t kc_sched_shutdown(uint32_t mode);
+/* kc_sched_shutdown of the scheduler of one generation (kc_sched_info's seventh value, not 0:
+ * KC_EINVAL) only: once that one is shut down and a later one started, even by another thread
+ * while this call runs, it does nothing to the later one. */
+int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
 /* Fills up to len of [workers, live coroutines, busy count, running 0/1, stack size, the
  * kc_sched_start flags it was started with, generation]; returns count. The first six are 0 when
  * none runs (also while one shuts down); the generation is how many schedulers the process has

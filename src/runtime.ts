@@ -572,7 +572,13 @@ export class Runtime {
     // At once, not after the wait: runtime() must not hand out the runtime shutting down.
     if (current === this) current = null;
     // On a helper thread: joining a worker that runs a long coroutine froze the event loop.
-    unwrap(await sym.kc_sched_shutdown_async(mode === "cancel" ? 0 : 1), "shut down runtime");
+    // This generation's only: the check above is no guard once the call is on its thread. A
+    // shutdown of one already shut down (a second call) stopped a runtime() started meanwhile,
+    // here or in a Worker, or made it fail as a shutdown in progress.
+    unwrap(
+      await sym.kc_sched_shutdown_gen_async(mode === "cancel" ? 0 : 1, this.#generation),
+      "shut down runtime",
+    );
     unpinAll();
     if (current === this) current = null;
   }

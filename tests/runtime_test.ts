@@ -299,6 +299,22 @@ Deno.test("runtime: shutdown is idempotent, later calls are ShutdownError, resta
   await again.shutdown("cancel");
 });
 
+Deno.test("runtime: a second shutdown() on its helper thread neither stops nor refuses a runtime() started meanwhile", async () => {
+  for (let i = 0; i < 20; i++) {
+    const old = runtime({ workers: 1 });
+    await old.shutdown();
+    // Its generation is still the latest when it checks, so it goes to its helper thread; the
+    // runtime() below starts the next scheduler meanwhile. Before, that thread shut down
+    // whichever scheduler ran when it got there (nearly always the later one), or the start
+    // found it counted as a shutdown in progress and threw ShutdownError.
+    const again = old.shutdown();
+    const later = runtime({ workers: 1 });
+    await again;
+    assert.equal(later.isRunning, true, `round ${i}`);
+    await later.shutdown();
+  }
+});
+
 Deno.test("runtime: a Runtime shut down stays so once a later scheduler runs: its shutdown does not stop that one", async () => {
   const old = runtime({ workers: 2 });
   await old.shutdown();

@@ -595,8 +595,32 @@ export fn kc_sched_drain_for(timeout_ns: u64) callconv(.c) i32 {
 /// int32_t kc_sched_shutdown(uint32_t mode): 0 = cancel the rest, 1 = finish the rest first.
 /// Joins the workers and frees every stack; a second call does nothing.
 export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
+    return shutdownOf(mode, null);
+}
+
+/// int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation): kc_sched_shutdown of the
+/// scheduler kc_sched_info named `generation`, only: once that one is shut down and a later one
+/// started (by another thread, even while this call runs), it does nothing to the later one.
+export fn kc_sched_shutdown_gen(mode: u32, generation: u64) callconv(.c) i32 {
+    if (generation == 0) return Status.invalid.code();
+    return shutdownOf(mode, generation);
+}
+
+/// kc_sched_shutdown of the scheduler of `generation` (null: whichever runs).
+fn shutdownOf(mode: u32, generation: ?u64) i32 {
     if (mode > 1) return Status.invalid.code();
     if (coroutine.current() != null) return Status.invalid.code(); // a worker cannot join itself
+    // Ours is not running (shut down already; a later one may be starting) or a later one
+    // runs: nothing to do, and no `sched_shutting` to make a start meanwhile fail. Held as a
+    // drain (a restart waits for it), so the generation read is the running one's. (A hint:
+    // checked again under the lock.)
+    if (generation) |g| {
+        const held = enter(.drain) orelse return 0;
+        defer held.leave();
+        // Monotonic: `enter`'s seq_cst load of `sched_started` saw kc_sched_start's release
+        // store, made after its increment.
+        if (sched_generation.load(.monotonic) != g) return 0;
+    }
     // Spawns from outside fail at once from here on, instead of waiting for a finishing
     // drain to end (they would wait on the scheduler's lifecycle lock).
     _ = sched_shutting.fetchAdd(1, .monotonic); // a count: shutdowns may overlap
@@ -604,16 +628,34 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
     // Seq_cst: the Dekker pair with `enter` (see there).
     sched_stopping.store(true, .seq_cst);
     // A cancel while a finish drains: tell the drain to stop, then wait for that shutdown.
-    // (`sched` itself stays; a shutdown frees only what it points to.)
+    // (`sched` itself stays; a shutdown frees only what it points to.) Held as a drain is,
+    // which a restart waits for (a finishing shutdown does not): the generation read inside is
+    // the scheduler's told, not a later one's (whose next finish would then skip its drain).
     if (mode == 0) {
-        if (running()) |s| s.cancelPending();
+        if (enter(.drain)) |held| {
+            defer held.leave();
+            // Monotonic: `enter`'s seq_cst load of `sched_started` saw kc_sched_start's
+            // release store, made after its increment.
+            if (generation == null or sched_generation.load(.monotonic) == generation.?) {
+                held.s.cancelPending();
+            }
+        }
     }
     // Short calls from outside still inside finish first; new ones see `sched_stopping`.
     while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
     if (@import("builtin").is_test) if (test_hooks.before_lock) |f| f();
     sched_mutex.lock();
     defer sched_mutex.unlock();
-    if (!sched_started.load(.acquire)) return 0;
+    if (running() == null) return 0;
+    // Monotonic: stored only under `sched_mutex`, which we hold.
+    if (generation) |g| if (sched_generation.load(.monotonic) != g) {
+        // A later scheduler, started after ours was shut down (its start cleared
+        // `sched_stopping`, perhaps before our store above): not ours to stop. Cleared again
+        // for it; a shutdown of it waiting for the lock stores it again there. Seq_cst: as
+        // the stores above (the Dekker pair with `enter`).
+        sched_stopping.store(false, .seq_cst);
+        return 0;
+    };
     // A `kc_sched_start` that took the lock first (it found no scheduler) cleared
     // `sched_stopping` as it started one: set it again and let the short calls that entered
     // since leave, or they would read the scheduler (its workers) while this frees it.
@@ -2280,20 +2322,21 @@ test "include/kcoro.h agrees with the exports" {
         try testing.expectEqual(@as(c_int, f.value), @field(c, name));
     }
     const decls = .{
-        "kc_abi_version",        "kc_status_name",           "kc_coro_create",           "kc_coro_resume",
-        "kc_coro_yield",         "kc_coro_yield_value",      "kc_coro_park",             "kc_coro_unpark",
-        "kc_coro_state",         "kc_coro_transfer",         "kc_coro_destroy",          "kc_coro_current",
-        "kc_coro_stats",         "kc_builtin_entry",         "kc_sched_start",           "kc_spawn",
-        "kc_sleep_ns",           "kc_sched_drain",           "kc_sched_drain_for",       "kc_sched_shutdown",
-        "kc_sched_info",         "kc_sched_stats",           "kc_resolve",               "kc_desc_make",
-        "kc_buf_free",           "kc_chan_keep_undelivered", "kc_chan_take_undelivered", "kc_chan_try_send",
-        "kc_chan_try_recv",      "kc_chan_ready_flag",       "kc_chan_blocked_flag",     "kc_chan_try_send_at",
-        "kc_chan_try_recv_at",   "kc_ring_notify",           "kc_lib_retain",            "kc_lib_release",
-        "kc_clock_word",         "kc_clock_now",             "kc_cells_alloc",           "kc_lib_retain_thread",
-        "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",           "kc_chan_try_recv_n",
-        "kc_chan_try_send_n",    "kc_chan_info",             "kc_pool_info",             "kc_pool_release",
-        "kc_pool_views",         "kc_desc_free",             "kc_chan_free_undelivered", "kc_chan_close_cause",
-        "kc_chan_cause",         "kc_ring_abort",            "kc_ring_withdraw",         "kc_chan_add_metrics",
+        "kc_abi_version",        "kc_status_name",        "kc_coro_create",           "kc_coro_resume",
+        "kc_coro_yield",         "kc_coro_yield_value",   "kc_coro_park",             "kc_coro_unpark",
+        "kc_coro_state",         "kc_coro_transfer",      "kc_coro_destroy",          "kc_coro_current",
+        "kc_coro_stats",         "kc_builtin_entry",      "kc_sched_start",           "kc_spawn",
+        "kc_sleep_ns",           "kc_sched_drain",        "kc_sched_drain_for",       "kc_sched_shutdown",
+        "kc_sched_shutdown_gen", "kc_sched_info",         "kc_sched_stats",           "kc_resolve",
+        "kc_desc_make",          "kc_buf_free",           "kc_chan_keep_undelivered", "kc_chan_take_undelivered",
+        "kc_chan_try_send",      "kc_chan_try_recv",      "kc_chan_ready_flag",       "kc_chan_blocked_flag",
+        "kc_chan_try_send_at",   "kc_chan_try_recv_at",   "kc_ring_notify",           "kc_lib_retain",
+        "kc_lib_release",        "kc_clock_word",         "kc_clock_now",             "kc_cells_alloc",
+        "kc_lib_retain_thread",  "kc_lib_release_thread", "kc_chan_hold",             "kc_chan_unhold",
+        "kc_chan_try_recv_n",    "kc_chan_try_send_n",    "kc_chan_info",             "kc_pool_info",
+        "kc_pool_release",       "kc_pool_views",         "kc_desc_free",             "kc_chan_free_undelivered",
+        "kc_chan_close_cause",   "kc_chan_cause",         "kc_ring_abort",            "kc_ring_withdraw",
+        "kc_chan_add_metrics",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2438,6 +2481,44 @@ test "C ABI: a start that comes in between a shutdown's first steps and its lock
     var info: [4]u64 = undefined;
     _ = kc_sched_info(&info, 4);
     try testing.expectEqual(@as(u64, 0), info[3]); // the start it let in is shut down too
+}
+
+test "C ABI: a shutdown of one generation leaves a later scheduler running, also one started while it ran" {
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    const first = info[6];
+    try testing.expectEqual(Status.invalid.code(), kc_sched_shutdown_gen(0, 0));
+    const S = struct {
+        var started: i32 = -1;
+        fn replace() void {
+            // Other threads, between this shutdown's check and its lock: one shuts the first
+            // scheduler down, one starts a later one (it read `sched_shutting` before this
+            // shutdown counted itself there).
+            test_hooks = .{};
+            _ = kc_sched_shutdown(0);
+            _ = sched_shutting.fetchSub(1, .monotonic);
+            defer _ = sched_shutting.fetchAdd(1, .monotonic);
+            started = kc_sched_start(1, 32 * 1024, 0);
+        }
+    };
+    test_hooks = .{ .before_lock = S.replace };
+    // Before (kc_sched_shutdown), it shut down whichever scheduler ran when it took the lock.
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_gen(0, first));
+    test_hooks = .{};
+    try testing.expectEqual(@as(i32, 0), S.started);
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(@as(u64, 1), info[3]); // still running, and short calls get in
+    try testing.expectEqual(first + 1, info[6]);
+    // Told a generation already replaced when it begins: nothing at all.
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_gen(0, first));
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(@as(u64, 1), info[3]);
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_gen(0, first + 1));
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(@as(u64, 0), info[3]);
+    // Ours shut down and none later: nothing, and a start is not refused meanwhile.
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_gen(1, first + 1));
 }
 
 test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutdown" {
