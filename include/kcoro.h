@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 13
+#define KC_ABI_VERSION 14
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
