@@ -358,6 +358,8 @@ var test_hooks: if (@import("builtin").is_test) struct {
     before_lock: ?*const fn () void = null,
     /// Under `sched_mutex`, right before it shuts the scheduler down.
     before_shutdown: ?*const fn () void = null,
+    /// In `kc_sched_info`, after it read the scheduler's figures.
+    after_info: ?*const fn () void = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -681,12 +683,17 @@ export fn kc_sched_info(out: ?[*]u64, len: u32) callconv(.c) i32 {
             .fp_control = s.options.fp_control,
             .slab_stack = s.options.stack_mode == .slab,
         };
+        // The generation read in the hold too: a start waits for holders to leave before it
+        // counts a new one, so it is that of the scheduler these figures describe. Read after
+        // the hold, a shutdown and restart in between paired the old scheduler's worker count
+        // with the new generation (and `runtime()` made a Runtime with the wrong count).
+        // Acquire: pairs with the start's release increment.
         vals = .{
-            s.workerCount(),                s.liveCount(),             s.busyCount(), 1,
-            @intCast(s.options.stack_size), @as(u32, @bitCast(flags)), 0,
+            s.workerCount(),                s.liveCount(),             s.busyCount(),                   1,
+            @intCast(s.options.stack_size), @as(u32, @bitCast(flags)), sched_generation.load(.acquire),
         };
-    }
-    vals[6] = sched_generation.load(.acquire);
+    } else vals[6] = sched_generation.load(.acquire); // the last one started (acquire: as above)
+    if (@import("builtin").is_test) if (test_hooks.after_info) |f| f();
     const n = @min(len, vals.len);
     for (0..n) |i| o[i] = vals[i];
     return @intCast(n);
@@ -2519,6 +2526,31 @@ test "C ABI: a shutdown of one generation leaves a later scheduler running, also
     try testing.expectEqual(@as(u64, 0), info[3]);
     // Ours shut down and none later: nothing, and a start is not refused meanwhile.
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_gen(1, first + 1));
+}
+
+test "C ABI: kc_sched_info's generation is that of the scheduler whose figures it reports, across a restart" {
+    const S = struct {
+        fn restart() void {
+            test_hooks.after_info = null; // once
+            _ = kc_sched_shutdown(0);
+            _ = kc_sched_start(2, 32 * 1024, 0); // a later scheduler, with another worker count
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
+    var before: [7]u64 = undefined;
+    test_hooks.after_info = null;
+    _ = kc_sched_info(&before, 7);
+    test_hooks.after_info = S.restart;
+    defer test_hooks.after_info = null;
+    var info: [7]u64 = undefined;
+    try testing.expectEqual(@as(i32, 7), kc_sched_info(&info, 7)); // restarts as it returns
+    defer _ = kc_sched_shutdown(0);
+    try testing.expectEqual(@as(u64, 1), info[0]); // the first scheduler's figures...
+    try testing.expectEqual(before[6], info[6]); // ...with its generation, not the later one's
+    var now: [7]u64 = undefined;
+    _ = kc_sched_info(&now, 7);
+    try testing.expectEqual(@as(u64, 2), now[0]);
+    try testing.expectEqual(before[6] + 1, now[6]);
 }
 
 test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutdown" {
