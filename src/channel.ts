@@ -1900,7 +1900,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // failed as the close fails the waits it withdraws (`_withdrawn`). Before, an
       // InvalidHandleError; a send's value, never encoded, went nowhere.
       w.detach();
-      if (w.kind === SEND && this.#onUndelivered !== undefined) this.#undelivered(w.value);
+      if (w.kind === SEND) {
+        // An object value was copied into native memory at the call (`encoded`): freed here,
+        // through the symbols that outlive a close (it leaked before).
+        if (w.encoded) this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);
+        if (this.#onUndelivered !== undefined) this.#undelivered(w.value);
+      }
+      releaseSlot(w);
       w.reject(new LibraryClosedError(w.kind === SEND ? "send" : "receive"));
       return;
     }

@@ -1399,6 +1399,14 @@ Deno.test("a wait begun while the library closes (by an onUndeliveredElement hoo
     const bridge = Bridge.of(library());
     const dropped = [];
     const target = new Channel(0), other = new Channel(0, { onUndeliveredElement: (v) => dropped.push(v) });
+    // Native frees through the symbols that outlive the close: an object sent on a shared
+    // channel is copied into native memory at the call, and that copy must not leak.
+    const raw = library()._symbolsToRelease;
+    let frees = 0;
+    for (const n of ["kc_desc_free", "kc_buf_free"]) {
+      const f = raw[n];
+      raw[n] = (...a) => (frees++, f(...a));
+    }
     target.share();
     other.share();
     const outcomes = [];
@@ -1407,7 +1415,7 @@ Deno.test("a wait begun while the library closes (by an onUndeliveredElement hoo
     // settles them only after the close. Before, each rejected with an InvalidHandleError.
     const a = new Channel(1, {
       onUndeliveredElement: () => {
-        for (const op of [target.receive(), other.send(5)]) {
+        for (const op of [target.receive(), other.send(5), other.send({ big: "x".repeat(100) })]) {
           outcomes.push(op.then(
             () => "resolved",
             (e) => e instanceof LibraryClosedError ? "closed" : e.name + ": " + e.message,
@@ -1421,6 +1429,7 @@ Deno.test("a wait begun while the library closes (by an onUndeliveredElement hoo
     for (let i = 0; i < 1000 && bridge.pending < 1; i++) await new Promise((r) => setTimeout(r, 0));
     if (bridge.pending !== 1) throw new Error(bridge.pending + " operations queued, not 1");
     closeLibrary();
+    frees = 0; // from here, only what the waits begun in the hook free
     if ((await send) !== "LibraryClosedError") throw new Error("send: " + (await send));
     let timer;
     const got = await Promise.race([
@@ -1428,8 +1437,11 @@ Deno.test("a wait begun while the library closes (by an onUndeliveredElement hoo
       new Promise((r) => timer = setTimeout(() => r("not settled"), 10000)),
     ]);
     clearTimeout(timer);
-    if (JSON.stringify(got) !== '["closed","closed"]') throw new Error(JSON.stringify(got));
-    if (JSON.stringify(dropped) !== "[5]") throw new Error("dropped " + JSON.stringify(dropped));
+    if (JSON.stringify(got) !== '["closed","closed","closed"]') throw new Error(JSON.stringify(got));
+    if (JSON.stringify(dropped) !== '[5,{"big":"' + "x".repeat(100) + '"}]') {
+      throw new Error("dropped " + JSON.stringify(dropped));
+    }
+    if (frees !== 1) throw new Error(frees + " native frees after the close, not 1 (the encoded object's)");
   `);
   assert.equal(res.code, 0, res.stderr);
 });
