@@ -344,11 +344,16 @@ function cString(s: string): Uint8Array<ArrayBuffer> {
 }
 
 /** A scheduler's kc_sched_info: [workers, live, busy, running, stack size, flags, generation]. */
-function schedInfo(lib: Library, op: string): BigUint64Array {
-  const info = new BigUint64Array(7);
+function schedInfo(lib: Library, op: string, info = new BigUint64Array(7)): BigUint64Array {
   lib.symbols(op).kc_sched_info(info, 7);
   return info;
 }
+
+/**
+ * `schedInfo`'s buffer for the checks that read it at once and keep nothing (`spawn`'s, every
+ * call): no allocation per spawn. Nothing between the fill and the reads can fill it again.
+ */
+const checkInfo = new BigUint64Array(7);
 
 /**
  * The process-wide native scheduler, one run of it: from the {@linkcode runtime} call that
@@ -383,7 +388,7 @@ export class Runtime {
 
   /** Throws ShutdownError for `op` unless this Runtime's scheduler runs. */
   #check(op: string): void {
-    const info = schedInfo(this.#lib, op);
+    const info = schedInfo(this.#lib, op, checkInfo);
     if (this.#mine(info)) return;
     if (info[3] === 1n) {
       throw new ShutdownError(
@@ -399,7 +404,7 @@ export class Runtime {
    * isolate: false for a Runtime whose scheduler a later one replaced.
    */
   get isRunning(): boolean {
-    return this.#lib.isOpen && this.#mine(schedInfo(this.#lib, "read runtime info"));
+    return this.#lib.isOpen && this.#mine(schedInfo(this.#lib, "read runtime info", checkInfo));
   }
 
   /**
