@@ -1554,6 +1554,9 @@ fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: corout
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
     defer sr.release(se);
+    // As kc_scope_launch: nothing new starts in a scope a shutdown abandoned children of (it
+    // ran an actor or producer after a restart, in a scope whose waits say KC_ESHUTDOWN).
+    if (ScopeRegistry.objectOf(se).wasAbandoned()) return Status.shutdown.code();
     const ce = chans().acquire(chan_h) catch |err| return fail(err);
     const st = std.heap.c_allocator.create(ActorStart) catch {
         chans().release(ce);
@@ -3749,6 +3752,13 @@ test "C ABI: a shutdown abandoning parked coroutines leaves no waiter behind and
     // The scope has no live child left, and says that they were abandoned.
     try testing.expectEqual(Status.shutdown.code(), kc_scope_wait(S.scope, kc_now_ns() + 10 * std.time.ns_per_s));
     try testing.expectEqual(Status.shutdown.code(), kc_scope_watch(S.scope, kc_now_ns() + 10 * std.time.ns_per_s));
+    // Nothing new starts in it after a restart: a launch, an actor and a producer alike (the
+    // last two were let in before).
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_launch(S.scope, S.receiver, null, 0, null));
+    try testing.expectEqual(Status.shutdown.code(), kc_actor_spawn(S.scope, S.chs[3], S.handler, null, null, null));
+    try testing.expectEqual(Status.shutdown.code(), kc_produce(S.scope, S.chs[3], S.receiver, null, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
     // Nothing holds the channels or the scope any more: destroying frees them.
     for (S.chs) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
     try testing.expectEqual(@as(i32, 0), kc_scope_destroy(S.scope));
