@@ -577,5 +577,20 @@ Deno.test("a process with a running runtime exits by itself", async () => {
   assert.equal(new TextDecoder().decode(res.stdout).trim(), "drained 100");
 });
 
+Deno.test("runtime: a pending drain() or shutdown() keeps the process alive until it resolves", async () => {
+  // Neither is awaited at the top level: only the pending native call holds the event loop.
+  for (const call of ["drain()", 'shutdown("finish")']) {
+    const res = await evalScript(`
+      import { runtime } from "./mod.ts";
+      const rt = runtime();
+      const cells = rt.cells([200n, 0n]); // a 200 ms sleeper
+      rt.spawn("sleeper", cells);
+      rt.${call}.then(() => console.log("resolved", cells[1]));
+    `);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(res.stdout.trim(), "resolved 1n", call);
+  }
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
