@@ -1359,6 +1359,7 @@ Deno.test("closing the library withdraws operations queued natively (receive, se
   const res = await evalScript(`
     import { Channel, closeLibrary, library, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
     const bridge = Bridge.of(library());
     const undelivered = [];
     const a = new Channel(0), b = new Channel(1, { onUndeliveredElement: (v) => undelivered.push(v) });
@@ -1368,13 +1369,10 @@ Deno.test("closing the library withdraws operations queued natively (receive, se
     const ops = [a.receive(), b.send(2), select((s) => s.onReceive(a, (v) => v))];
     const outcomes = ops.map((p) => p.then(() => "resolved", (e) => e.name));
     // Queued natively at the end of this turn.
-    for (let i = 0; i < 1000 && bridge.pending < 3; i++) await new Promise((r) => setTimeout(r, 0));
+    await until(() => bridge.pending >= 3, "3 operations queued natively");
     if (bridge.pending !== 3) throw new Error(bridge.pending + " operations queued, not 3");
     closeLibrary();
-    let timer;
-    const late = new Promise((r) => timer = setTimeout(() => r("not settled"), 10000));
-    const got = await Promise.race([Promise.all(outcomes), late]);
-    clearTimeout(timer);
+    const got = await within(Promise.all(outcomes), 10_000, "the outcomes");
     if (JSON.stringify(got) !== JSON.stringify(["LibraryClosedError", "LibraryClosedError", "LibraryClosedError"])) {
       throw new Error("outcomes: " + JSON.stringify(got));
     }
@@ -1396,6 +1394,7 @@ Deno.test("a wait begun while the library closes (by an onUndeliveredElement hoo
   const res = await evalScript(`
     import { Channel, closeLibrary, library, LibraryClosedError } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
     const bridge = Bridge.of(library());
     const dropped = [];
     const target = new Channel(0), other = new Channel(0, { onUndeliveredElement: (v) => dropped.push(v) });
@@ -1426,17 +1425,12 @@ Deno.test("a wait begun while the library closes (by an onUndeliveredElement hoo
     a.share();
     a.trySend(0);
     const send = a.send(1).catch((e) => e.name);
-    for (let i = 0; i < 1000 && bridge.pending < 1; i++) await new Promise((r) => setTimeout(r, 0));
+    await until(() => bridge.pending >= 1, "the send queued natively");
     if (bridge.pending !== 1) throw new Error(bridge.pending + " operations queued, not 1");
     closeLibrary();
     frees = 0; // from here, only what the waits begun in the hook free
     if ((await send) !== "LibraryClosedError") throw new Error("send: " + (await send));
-    let timer;
-    const got = await Promise.race([
-      Promise.all(outcomes),
-      new Promise((r) => timer = setTimeout(() => r("not settled"), 10000)),
-    ]);
-    clearTimeout(timer);
+    const got = await within(Promise.all(outcomes), 10_000, "the outcomes");
     if (JSON.stringify(got) !== '["closed","closed","closed"]') throw new Error(JSON.stringify(got));
     if (JSON.stringify(dropped) !== '[5,{"big":"' + "x".repeat(100) + '"}]') {
       throw new Error("dropped " + JSON.stringify(dropped));

@@ -604,6 +604,7 @@ Deno.test("a select begun while the library closes (by an onUndeliveredElement h
   const res = await evalScript(`
     import { Channel, closeLibrary, codecs, library, LibraryClosedError, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
     const target = new Channel(0, { codec: codecs.bytes });
     target.share();
     const outcomes = [];
@@ -622,16 +623,11 @@ Deno.test("a select begun while the library closes (by an onUndeliveredElement h
     a.trySend(0);
     const send = a.send(1).catch((e) => e.name);
     const bridge = Bridge.of(library());
-    for (let i = 0; i < 1000 && bridge.pending < 1; i++) await new Promise((r) => setTimeout(r, 0));
+    await until(() => bridge.pending >= 1, "the send queued natively");
     if (bridge.pending !== 1) throw new Error(bridge.pending + " operations queued, not 1");
     closeLibrary();
     if ((await send) !== "LibraryClosedError") throw new Error("send: " + (await send));
-    let timer;
-    const got = await Promise.race([
-      Promise.all(outcomes),
-      new Promise((r) => timer = setTimeout(() => r("not settled"), 10000)),
-    ]);
-    clearTimeout(timer);
+    const got = await within(Promise.all(outcomes), 10_000, "the outcomes");
     if (JSON.stringify(got) !== '["closed"]') throw new Error("select: " + JSON.stringify(got));
   `);
   assert.equal(res.code, 0, res.stderr);

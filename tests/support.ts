@@ -59,6 +59,15 @@ export async function until(cond: () => boolean, what: string, ms = 20_000): Pro
   }
 }
 
+/** Rejects if `p` has not settled within `ms`. */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 /** A small seeded PRNG (mulberry32): a stress test replays the same schedule. */
 export function prng(seed: number): () => number {
   return () => {

@@ -3,7 +3,7 @@
 // consistent (its waiters gone, nothing delivered to the dead isolate, nothing lost).
 import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
-import { evalScript, prng, shutdownScheduler, until } from "./support.ts";
+import { evalScript, prng, shutdownScheduler, until, within } from "./support.ts";
 import {
   type Chans,
   type Name,
@@ -26,15 +26,6 @@ import {
 } from "../mod.ts";
 
 const workerUrl = new URL("./fixtures/select_worker.ts", import.meta.url);
-
-/** Rejects if `p` has not settled within `ms`. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
-}
 
 function message<T>(w: Worker): Promise<T> {
   return new Promise((resolve, reject) => {
