@@ -1900,14 +1900,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // failed as the close fails the waits it withdraws (`_withdrawn`). Before, an
       // InvalidHandleError; a send's value, never encoded, went nowhere.
       w.detach();
-      if (w.kind === SEND) {
-        // An object value was copied into native memory at the call (`encoded`): freed here,
-        // through the symbols that outlive a close (it leaked before).
-        if (w.encoded) this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);
-        if (this.#onUndelivered !== undefined) this.#undelivered(w.value);
-      }
-      releaseSlot(w);
-      w.reject(new LibraryClosedError(w.kind === SEND ? "send" : "receive"));
+      // An object value was copied into native memory at the call (`encoded`): freed too (it
+      // leaked before).
+      this.#failClosed(w, w.encoded);
       return;
     }
     const sym = this.#lib.symbols("wait");
@@ -1947,9 +1942,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /** @ignore Its native wait was withdrawn as the library closes (see `RingOp.withdrawn`). */
   _withdrawn(w: Waiter): void {
+    this.#failClosed(w, true); // a queued send's slot holds its encoded value
+  }
+
+  /**
+   * Fails `w` as the library's close fails the waits it cuts off: a send's native copy freed
+   * when `encoded` (through the symbols that outlive the close), its value handed to
+   * onUndeliveredElement; the slot given back; a LibraryClosedError.
+   */
+  #failClosed(w: Waiter, encoded: boolean): void {
     try {
       if (w.kind === SEND) {
-        this.#codec.discard(w.slot!, this.#lib.symbols("withdraw send"));
+        if (encoded) this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);
         if (this.#onUndelivered !== undefined) this.#undelivered(w.value);
       }
     } finally {
