@@ -29,6 +29,10 @@ const cancel_mod = @import("cancel.zig");
 const Scheduler = scheduler.Scheduler;
 pub const Token = cancel_mod.Token;
 
+/// Counts `setDeadline` calls of every scope: a launch walks up its scope's ancestors for a
+/// deadline given to them later only when this moved since that scope's last walk.
+var deadline_epoch = std.atomic.Value(u64).init(0);
+
 pub const Scope = struct {
     allocator: std.mem.Allocator,
     sched: *Scheduler,
@@ -59,6 +63,8 @@ pub const Scope = struct {
     /// launch for a deadline its ancestors were given later (`inheritDeadline`). Written under
     /// `mutex`, read without it.
     deadline: std.atomic.Value(u64) = .init(0),
+    /// The `deadline_epoch` this scope's last walk up its ancestors saw (`inheritDeadline`).
+    seen_epoch: std.atomic.Value(u64) = .init(0),
 
     /// One child's launch: its entry and argument, and the cleanup that counts it out of its
     /// scope if a shutdown abandons it, pushed on the coroutine when it is made, so that a
@@ -216,15 +222,19 @@ pub const Scope = struct {
         s.mutex.lock();
         defer s.mutex.unlock();
         if (s.context.get(ctx_mod.deadline)) |d| if (d <= deadline) {
-            // Monotonic: a lone word, nothing published with it; a launch below that runs
-            // after this call returned (in program order, or synchronised with it) reads it.
+            // Monotonic: a lone word, published by the epoch's release increment below.
             s.deadline.store(d, .monotonic);
+            // Release: pairs with `inheritDeadline`'s acquire load; a launch below that runs
+            // after this call returned (in program order, or synchronised with it) sees the new
+            // epoch, so it walks up and reads the word.
+            _ = deadline_epoch.fetchAdd(1, .release);
             return;
         };
         const next = try s.context.with(s.allocator, ctx_mod.deadline, deadline);
         s.context.release();
         s.context = next;
         s.deadline.store(deadline, .monotonic); // as above
+        _ = deadline_epoch.fetchAdd(1, .release); // as above
     }
 
     /// Takes into this scope's context the earliest deadline that a scope above it was given
@@ -233,10 +243,20 @@ pub const Scope = struct {
     /// deadline set on a parent never reached child scopes made earlier. Each scope holds its
     /// parent, so the chain is alive; no lock above this scope is taken.
     fn inheritDeadline(s: *Scope) error{OutOfMemory}!void {
+        // No `setDeadline` anywhere since this scope last looked: nothing to take, no walk (a
+        // launch into a scope thousands deep walked every ancestor each time).
+        // Acquire: pairs with `setDeadline`'s release increment (the deadline words it wrote).
+        const epoch = deadline_epoch.load(.acquire);
+        // Monotonic: a hint of our own; two launches racing here both walk, harmlessly.
+        if (s.seen_epoch.load(.monotonic) == epoch) return;
+        s.seen_epoch.store(epoch, .monotonic);
+        // Out of memory taking the deadline: the next launch walks again (epoch 0 has no walk
+        // to redo: no deadline was ever set).
+        errdefer s.seen_epoch.store(0, .monotonic);
         var earliest: u64 = 0;
         var up = s.parent;
         while (up) |a| : (up = a.parent) {
-            // Monotonic: pairs with the monotonic stores in `setDeadline` (a lone word).
+            // Monotonic: ordered by the epoch's acquire load above (a lone word).
             const d = a.deadline.load(.monotonic);
             if (d != 0 and (earliest == 0 or d < earliest)) earliest = d;
         }
