@@ -23,7 +23,7 @@ import {
 } from "../src/errors.ts";
 
 /** The C ABI version this module is written against (`KC_ABI_VERSION` in include/kcoro.h). */
-export const ABI_VERSION = 14;
+export const ABI_VERSION = 15;
 
 /** An open libkcoro. `close()` is idempotent; calls after it throw `LibraryClosedError`. */
 export class Library {

@@ -60,6 +60,11 @@ export const symbols = {
   kc_sched_start: { parameters: ["u32", "u32", "u32"], result: "i32" },
   /** int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t flags, uint32_t *out_handle) */
   kc_spawn: { parameters: ["pointer", "pointer", "u32", "buffer"], result: "i32" },
+  /**
+   * int32_t kc_spawn_gen(kc_entry_fn entry, void *arg, uint32_t flags, uint32_t *out_handle,
+   *                      uint64_t generation): onto that generation's scheduler only.
+   */
+  kc_spawn_gen: { parameters: ["pointer", "pointer", "u32", "buffer", "u64"], result: "i32" },
   /** int32_t kc_sched_drain(void), run on a helper thread: resolves when drained. */
   kc_sched_drain: { parameters: [], result: "i32", nonblocking: true },
   /** int32_t kc_sched_drain_for(uint64_t timeout_ns), on a helper thread. */

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 14
+#define KC_ABI_VERSION 15
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -133,6 +133,11 @@ int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags);
  * With out_handle, the coroutine gets a handle valid until it finishes. KC_ESHUTDOWN if the
  * scheduler is not running. */
 int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t flags, uint32_t *out_handle);
+/* kc_spawn onto the scheduler of one generation (kc_sched_info's seventh value, not 0:
+ * KC_EINVAL) only: KC_ESHUTDOWN once that one is shut down, also when a later one runs, even one
+ * a shutdown and restart by another thread started after the generation was read. */
+int32_t kc_spawn_gen(kc_entry_fn entry, void *arg, uint32_t flags, uint32_t *out_handle,
+                     uint64_t generation);
 /* CLOCK_MONOTONIC in nanoseconds: the clock of kc_park_until (never fails). */
 uint64_t kc_now_ns(void);
 /* The channel counters' coarse clock word: even = the time (ns, kc_now_ns clock) as of its last

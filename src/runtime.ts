@@ -350,8 +350,9 @@ function schedInfo(lib: Library, op: string, info = new BigUint64Array(7)): BigU
 }
 
 /**
- * `schedInfo`'s buffer for the checks that read it at once and keep nothing (`spawn`'s, every
- * call): no allocation per spawn. Nothing between the fill and the reads can fill it again.
+ * `schedInfo`'s buffer for the checks that read it at once and keep nothing (`isRunning`'s,
+ * `drain`'s each slice): no allocation per call. Nothing between the fill and the reads can fill
+ * it again.
  */
 const checkInfo = new BigUint64Array(7);
 
@@ -489,16 +490,16 @@ export class Runtime {
   spawn(entry: ScheduledBuiltin | NativeFunction, arg?: BigUint64Array | Deno.PointerValue): void {
     const op = "spawn coroutine";
     const e = nativeEntry(op, this.#lib, entry, arg);
-    // Not onto a later scheduler: its stacks may be smaller than the code spawned needs.
-    this.#check(op);
     const sym = this.#lib.symbols(op);
-    if (e.pin === null || typeof entry !== "string") {
-      unwrapSpawn(sym.kc_spawn(e.fn, e.arg, 0, null), op);
-      if (e.pin !== null) pinCells(this.#lib, 0, e.pin);
-    } else {
-      unwrapSpawn(sym.kc_spawn(e.fn, e.arg, 0, handleOut), op);
-      pinCells(this.#lib, handleOut[0], e.pin);
-    }
+    // Not onto a later scheduler (its stacks may be smaller than the code spawned needs):
+    // kc_spawn_gen checks the generation where a restart cannot come in between. A check with
+    // kc_sched_info before kc_spawn cost a call per spawn, and a shutdown and restart by another
+    // isolate between the two still spawned onto the later scheduler.
+    const handled = e.pin !== null && typeof entry === "string";
+    const rc = sym.kc_spawn_gen(e.fn, e.arg, 0, handled ? handleOut : null, this.#generation);
+    if (rc === Status.ESHUTDOWN) this.#check(op); // says whether a later one runs
+    unwrapSpawn(rc, op);
+    if (e.pin !== null) pinCells(this.#lib, handled ? handleOut[0] : 0, e.pin);
   }
 
   /** @ignore How many arrays spawns and launches keep reachable now (tests). */

@@ -345,6 +345,43 @@ Deno.test("runtime: a Runtime shut down stays so once a later scheduler runs: it
   await now.shutdown();
 });
 
+Deno.test("runtime: a shutdown and restart elsewhere right before spawn's native call makes it a ShutdownError, not a spawn onto the later scheduler", async () => {
+  const rt = runtime({ workers: 1 });
+  const sym = library().symbols("test");
+  // The table every call reads its functions from, writable for the test.
+  const table = sym as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const { kc_spawn, kc_spawn_gen } = table;
+  // Another isolate (or C code) shuts the scheduler down and starts a later one, between
+  // whatever spawn checked before its native call and that call: once, in the call's place.
+  let restarted = false;
+  const restartOnce = () => {
+    if (restarted) return;
+    restarted = true;
+    assert.equal(sym.kc_sched_shutdown(0), 0);
+    assert.equal(sym.kc_sched_start(1, 32 * 1024, 0), 0);
+  };
+  table.kc_spawn = (...args) => (restartOnce(), kc_spawn(...args));
+  table.kc_spawn_gen = (...args) => (restartOnce(), kc_spawn_gen(...args));
+  const cells = rt.cells([0n, 0n]);
+  try {
+    // Before, spawn checked the generation with kc_sched_info, then called kc_spawn: the
+    // coroutine ran on the later scheduler, whose stacks may be smaller than it needs.
+    assert.throws(() => rt.spawn("spin", cells), /a later one \(runtime\(\) returns it\)/);
+  } finally {
+    table.kc_spawn = kc_spawn;
+    table.kc_spawn_gen = kc_spawn_gen;
+  }
+  assert.equal(restarted, true);
+  const later = runtime();
+  assert.notEqual(later, rt);
+  await later.drain();
+  assert.equal(cells[1], 0n); // it ran nowhere
+  later.spawn("spin", cells);
+  await later.drain();
+  assert.equal(cells[1], 1n);
+  await later.shutdown();
+});
+
 Deno.test("runtime: a coroutine parked on a channel when shutdown cancels it leaves the channel usable", async () => {
   const rt = runtime({ workers: 1 });
   using ch = new Channel<bigint>("rendezvous", { codec: codecs.u64 });

@@ -352,7 +352,7 @@ export fn kc_coro_stats(out: ?[*]u64, len: u32) callconv(.c) i32 {
 
 var sched: Scheduler = undefined;
 var sched_started = std.atomic.Value(bool).init(false);
-/// Tests: code run at fixed points of `kc_sched_shutdown`, to make a race's window certain.
+/// Tests: code run at fixed points of the scheduler's calls, to make a race's window certain.
 var test_hooks: if (@import("builtin").is_test) struct {
     /// After its store of `sched_stopping`, before it takes `sched_mutex`.
     before_lock: ?*const fn () void = null,
@@ -360,6 +360,8 @@ var test_hooks: if (@import("builtin").is_test) struct {
     before_shutdown: ?*const fn () void = null,
     /// In `kc_sched_info`, after it read the scheduler's figures.
     after_info: ?*const fn () void = null,
+    /// In `kc_spawn` and `kc_spawn_gen`, after the argument checks, before the hold.
+    before_spawn: ?*const fn () void = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -507,14 +509,37 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
 /// scheduler's). With out_handle, the coroutine gets a handle (for kc_coro_unpark and
 /// kc_coro_state), valid until it finishes; it is attached before the coroutine can run.
 export fn kc_spawn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_handle: ?*u32) callconv(.c) i32 {
+    return spawnOn(entry, arg, flags, out_handle, null);
+}
+
+/// int32_t kc_spawn_gen(kc_entry_fn entry, void *arg, uint32_t flags, uint32_t *out_handle,
+///                      uint64_t generation): kc_spawn onto the scheduler kc_sched_info named
+/// `generation` only (0: KC_EINVAL): KC_ESHUTDOWN once that one is shut down, also when a later
+/// one runs (whose stacks may be smaller than the code spawned needs). A host that read the
+/// generation earlier spawns without a kc_sched_info per spawn, and without the window between
+/// that read and the spawn in which a shutdown and restart made it spawn onto the later one.
+export fn kc_spawn_gen(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_handle: ?*u32, generation: u64) callconv(.c) i32 {
+    if (generation == 0) return Status.invalid.code();
+    return spawnOn(entry, arg, flags, out_handle, generation);
+}
+
+/// kc_spawn onto the scheduler of `generation` (null: whichever runs).
+fn spawnOn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_handle: ?*u32, generation: ?u64) i32 {
     const e = entry orelse return Status.invalid.code();
     const f: kcoro.registry.Flags = @bitCast(flags);
     if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
+    if (@import("builtin").is_test) if (test_hooks.before_spawn) |hook| hook();
     // From outside, not once a shutdown began (a coroutine may still spawn while a finish
     // drains).
     const held = enter(.short) orelse return Status.shutdown.code();
     defer held.leave();
     const s = held.s;
+    // Checked in the hold, which a restart waits for before it counts a new generation: the
+    // scheduler read is the one the spawn goes to. (A worker's own call is held by its
+    // scheduler running it: no restart can come before it returns.) Monotonic: `enter`'s
+    // seq_cst load of `sched_started` saw kc_sched_start's release store, made after its
+    // increment.
+    if (generation) |g| if (sched_generation.load(.monotonic) != g) return Status.shutdown.code();
     const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
     // Spawned from inside a native scope's coroutine: a child of that scope (structured).
     if (kcoro.scope.current()) |sc| {
@@ -2346,7 +2371,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_chan_try_recv_n",    "kc_chan_try_send_n",    "kc_chan_info",             "kc_pool_info",
         "kc_pool_release",       "kc_pool_views",         "kc_desc_free",             "kc_chan_free_undelivered",
         "kc_chan_close_cause",   "kc_chan_cause",         "kc_ring_abort",            "kc_ring_withdraw",
-        "kc_chan_add_metrics",
+        "kc_chan_add_metrics",   "kc_spawn_gen",          "kc_produce",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2554,6 +2579,46 @@ test "C ABI: kc_sched_info's generation is that of the scheduler whose figures i
     _ = kc_sched_info(&now, 7);
     try testing.expectEqual(@as(u64, 2), now[0]);
     try testing.expectEqual(before[6] + 1, now[6]);
+}
+
+test "C ABI: kc_spawn_gen spawns onto its generation's scheduler only, also when a restart comes between the generation's read and the spawn" {
+    const S = struct {
+        var cells = [2]u64{ 0, 0 };
+        fn restart() void {
+            test_hooks.after_info = null; // once
+            test_hooks.before_spawn = null;
+            _ = kc_sched_shutdown(0);
+            _ = kc_sched_start(2, 32 * 1024, 0); // a later scheduler
+        }
+    };
+    const spin: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.spin)).?));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
+    defer _ = kc_sched_shutdown(0);
+    defer test_hooks = .{};
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    const first = info[6];
+    try testing.expectEqual(Status.invalid.code(), kc_spawn_gen(spin, &S.cells, 0, null, 0));
+    try testing.expectEqual(Status.invalid.code(), kc_spawn_gen(null, null, 0, null, first));
+    try testing.expectEqual(@as(i32, 0), kc_spawn_gen(spin, &S.cells, 0, null, first));
+    try testing.expectEqual(Status.shutdown.code(), kc_spawn_gen(spin, &S.cells, 0, null, first + 1));
+    // A host's read of the generation, then another thread's shutdown and restart, then its
+    // spawn: a host checking with kc_sched_info and spawning with kc_spawn spawned onto the
+    // later scheduler.
+    test_hooks.after_info = S.restart;
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(first, info[6]);
+    try testing.expectEqual(Status.shutdown.code(), kc_spawn_gen(spin, &S.cells, 0, null, info[6]));
+    try testing.expectEqual(@as(i32, 0), kc_spawn_gen(spin, &S.cells, 0, null, first + 1));
+    // The restart inside the call, before its hold: the generation is read in the hold.
+    test_hooks.before_spawn = S.restart;
+    try testing.expectEqual(Status.shutdown.code(), kc_spawn_gen(spin, &S.cells, 0, null, first + 1));
+    var h: u32 = 0;
+    var ran = [2]u64{ 0, 0 };
+    try testing.expectEqual(@as(i32, 0), kc_spawn_gen(spin, &ran, 0, &h, first + 2));
+    try testing.expect(h != 0);
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
+    try testing.expectEqual(@as(u64, 1), @atomicLoad(u64, &ran[1], .acquire));
 }
 
 test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutdown" {
