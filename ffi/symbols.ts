@@ -268,9 +268,12 @@ export const symbols = {
   },
   /**
    * int32_t kc_produce(uint32_t scope, uint32_t chan, kc_entry_fn entry, void *arg,
-   *                    kc_done_fn on_done)
+   *                    kc_done_fn on_done, uint32_t *out_handle)
    */
-  kc_produce: { parameters: ["u32", "u32", "pointer", "pointer", "pointer"], result: "i32" },
+  kc_produce: {
+    parameters: ["u32", "u32", "pointer", "pointer", "pointer", "buffer"],
+    result: "i32",
+  },
   /** int32_t kc_ring_create(uint32_t *out_ring) */
   kc_ring_create: { parameters: ["buffer"], result: "i32" },
   /** int32_t kc_ring_destroy(uint32_t ring) */

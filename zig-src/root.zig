@@ -1612,12 +1612,13 @@ export fn kc_actor_spawn(scope: u32, mailbox: u32, handler: ?*const fn (ctx: ?*a
 fn noHandler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
 
 /// int32_t kc_produce(uint32_t scope, uint32_t chan, kc_entry_fn entry, void *arg,
-///                    kc_done_fn on_done): a child of `scope` running entry(arg), which sends to
-/// `chan`; when entry returns the channel is closed, also when the scope was cancelled, then
-/// on_done(arg, status) runs (0, or KC_EINTR).
-export fn kc_produce(scope: u32, chan_h: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void) callconv(.c) i32 {
+///                    kc_done_fn on_done, uint32_t *out_handle): a child of `scope` running
+/// entry(arg), which sends to `chan`; when entry returns the channel is closed, also when the
+/// scope was cancelled, then on_done(arg, status) runs (0, or KC_EINTR). out_handle as
+/// kc_spawn's (NULL: none; ABI 15 added it).
+export fn kc_produce(scope: u32, chan_h: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void, out_handle: ?*u32) callconv(.c) i32 {
     const e = entry orelse return Status.invalid.code();
-    return launchWithChannel(scope, chan_h, .{ .mailbox = undefined, .handler = noHandler, .ctx = arg, .on_done = on_done, .producer = e }, producerMain, null);
+    return launchWithChannel(scope, chan_h, .{ .mailbox = undefined, .handler = noHandler, .ctx = arg, .on_done = on_done, .producer = e }, producerMain, out_handle);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -3099,7 +3100,7 @@ test "C ABI: native scopes, actors and producers; cancellation reaches sleeps, w
     var scope2: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope2));
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.out_chan));
-    try testing.expectEqual(@as(i32, 0), kc_produce(scope2, S.out_chan, S.producer, null, null));
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope2, S.out_chan, S.producer, null, null, null));
     try expectReceivesThenClosed(S.out_chan, 5, deadline);
     // Child scopes are cancelled with their parent; destroy cancels and frees.
     var child: u32 = 0;
@@ -3114,7 +3115,7 @@ test "C ABI: native scopes, actors and producers; cancellation reaches sleeps, w
     for ([_]u32{ mailbox, idle_box, S.out_chan }) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
 }
 
-test "C ABI: a producer whose scope is cancelled closes its channel: what it sent stays receivable (Kotlin)" {
+test "C ABI: a producer whose scope is cancelled closes its channel: what it sent stays receivable (Kotlin); its out_handle names it while it runs" {
     const S = struct {
         var out: u32 = 0;
         var done: std.atomic.Value(i32) = .init(999);
@@ -3135,16 +3136,20 @@ test "C ABI: a producer whose scope is cancelled closes its channel: what it sen
     defer _ = kc_scope_destroy(scope);
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &S.out));
     defer _ = kc_chan_destroy(S.out);
-    try testing.expectEqual(@as(i32, 0), kc_produce(scope, S.out, S.producer, null, S.onDone));
-    // Until the buffer is full (the producer then waits on its third send).
-    while (kc_now_ns() < deadline) {
-        var m: [1]u64 = undefined;
-        try testing.expectEqual(@as(i32, 1), kc_chan_snapshot(S.out, &m, 1));
-        if (m[0] >= 2) break;
-        std.Thread.yield() catch {};
-    }
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, S.out, S.producer, null, S.onDone, &h));
+    // Until the producer parks in its third send (the buffer full), seen through its handle.
+    const parked: i32 = @intFromEnum(coroutine.State.parked);
+    while (kc_coro_state(h) != parked and kc_now_ns() < deadline) std.Thread.yield() catch {};
+    try testing.expectEqual(parked, kc_coro_state(h));
+    var m: [1]u64 = undefined;
+    try testing.expectEqual(@as(i32, 1), kc_chan_snapshot(S.out, &m, 1));
+    try testing.expectEqual(@as(u64, 2), m[0]);
     try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
     try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, deadline));
+    // Freed as it finished, which may be just after the wait saw it leave the scope.
+    while (kc_coro_state(h) != Status.bad_handle.code() and kc_now_ns() < deadline) std.Thread.yield() catch {};
+    try testing.expectEqual(Status.bad_handle.code(), kc_coro_state(h));
     try testing.expectEqual(Status.interrupted.code(), S.done.load(.acquire));
     // Before, the channel was cancelled: both values dropped, the receive KC_ECANCELED.
     try expectReceivesThenClosed(S.out, 2, deadline);
@@ -3822,7 +3827,7 @@ test "C ABI: a shutdown abandoning parked coroutines leaves no waiter behind and
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
     try testing.expectEqual(Status.shutdown.code(), kc_scope_launch(S.scope, S.receiver, null, 0, null));
     try testing.expectEqual(Status.shutdown.code(), kc_actor_spawn(S.scope, S.chs[3], S.handler, null, null, null));
-    try testing.expectEqual(Status.shutdown.code(), kc_produce(S.scope, S.chs[3], S.receiver, null, null));
+    try testing.expectEqual(Status.shutdown.code(), kc_produce(S.scope, S.chs[3], S.receiver, null, null, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
     // Nothing holds the channels or the scope any more: destroying frees them.
     for (S.chs) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
