@@ -72,7 +72,9 @@ typedef void (*kc_entry_fn)(void *arg);
 
 /* ABI version of the loaded library (never fails). */
 uint32_t kc_abi_version(void);
-/* Name of a status code, e.g. "KC_EBADH"; "KC_EUNKNOWN" for other values (never fails). */
+/* Name of a status code, e.g. "KC_EBADH"; "KC_RESULT" for a positive value (a successful call's
+ * result: a count, a state, 1 for yes or the first time, as kc_scope_cancel's; not an error);
+ * "KC_EUNKNOWN" for other negative values (never fails). */
 const char *kc_status_name(int32_t status);
 /* Counts one more host of the library (a Deno isolate, a C program); returns the new count. */
 uint32_t kc_lib_retain(void);

@@ -136,8 +136,12 @@ export function checkStackSize(op: string, stackSize: unknown): number {
   return stackSize + 0; // -0 as 0: FFI refuses a negative zero where it takes an integer
 }
 
-/** The `KC_*` name of a native status code, e.g. `"KC_EBADH"`. */
+/**
+ * The `KC_*` name of a native status code, e.g. `"KC_EBADH"`; `"KC_RESULT"` for a positive
+ * integer (a successful call's result, as `kc_status_name` names it).
+ */
 export function statusName(status: number): string {
+  if (Number.isInteger(status) && status > 0) return "KC_RESULT";
   return statusNames[status] ?? `KC_EUNKNOWN(${status})`;
 }
 

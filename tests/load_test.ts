@@ -90,6 +90,14 @@ Deno.test("openLibrary's options are checked, and statusName knows only status c
   }
   assert.equal(statusName(-9), "KC_EBADH");
   assert.equal(statusName("toString" as never), "KC_EUNKNOWN(toString)");
+  // A positive result is a success, named as kc_status_name names it (before: KC_EUNKNOWN(1)).
+  const sym = library().symbols("test");
+  for (const v of [1, 7, 2 ** 31 - 1, 0, -9, -2]) {
+    const native = Deno.UnsafePointerView.getCString(sym.kc_status_name(v)!);
+    assert.equal(native, v === -2 ? "KC_EUNKNOWN" : statusName(v), `status ${v}`);
+  }
+  assert.equal(statusName(1), "KC_RESULT");
+  assert.equal(statusName(1.5), "KC_EUNKNOWN(1.5)");
 });
 
 async function runScript(code: string, env: Record<string, string>, flags: string[]) {

@@ -233,12 +233,9 @@ fn makeHostKey() void {
     if (std.c.pthread_key_create(&key, ThreadRecord.threadEnded) == .SUCCESS) host_key = key;
 }
 
-/// const char *kc_status_name(int32_t status)
+/// const char *kc_status_name(int32_t status): see `status.nameOf`.
 export fn kc_status_name(status: i32) callconv(.c) [*:0]const u8 {
-    inline for (@typeInfo(Status).@"enum".fields) |f| {
-        if (f.value == status) return @as(Status, @enumFromInt(f.value)).name();
-    }
-    return "KC_EUNKNOWN";
+    return kcoro.status.nameOf(status);
 }
 
 /// int32_t kc_coro_create(kc_entry_fn entry, void *arg, uint32_t stack_size, uint32_t flags,
@@ -2413,6 +2410,7 @@ test "C ABI: create, resume, transfer, destroy; bad handles are errors" {
     try testing.expect(kc_builtin_entry(0) == null);
     try testing.expectEqualStrings("KC_EBADH", std.mem.span(kc_status_name(-9)));
     try testing.expectEqualStrings("KC_EUNKNOWN", std.mem.span(kc_status_name(-9999)));
+    try testing.expectEqualStrings("KC_RESULT", std.mem.span(kc_status_name(1))); // not an error
 }
 
 test "C ABI: kc_coro_state, _transfer and _unpark from another thread racing a shutdown that unmaps the stacks answer, never fault" {

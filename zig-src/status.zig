@@ -50,6 +50,17 @@ pub const Status = enum(i32) {
     }
 };
 
+/// The name kc_status_name gives `code`: a status's (`KC_OK`, `KC_E*`), `KC_RESULT` for a
+/// positive value (a successful call's result: a count, a state, 1 for yes or for the first
+/// time, as kc_scope_cancel's; not an error), `KC_EUNKNOWN` for any other negative value.
+pub fn nameOf(code: i32) [:0]const u8 {
+    if (code > 0) return "KC_RESULT";
+    inline for (@typeInfo(Status).@"enum".fields) |f| {
+        if (f.value == code) return @as(Status, @enumFromInt(f.value)).name();
+    }
+    return "KC_EUNKNOWN";
+}
+
 /// Maps any kcoro Zig error to its status code.
 pub fn fromError(err: anyerror) Status {
     return switch (err) {
@@ -66,6 +77,17 @@ pub fn fromError(err: anyerror) Status {
         error.WouldBlock => .again,
         else => .invalid,
     };
+}
+
+test "nameOf: statuses by name, positive results as KC_RESULT, other values unknown" {
+    try std.testing.expectEqualStrings("KC_OK", nameOf(0));
+    try std.testing.expectEqualStrings("KC_ECANCELED", nameOf(-125));
+    // Before, 1 (kc_scope_cancel's "the first time", kc_coro_unpark's "was parked") was
+    // KC_EUNKNOWN, an error's name for a success.
+    try std.testing.expectEqualStrings("KC_RESULT", nameOf(1));
+    try std.testing.expectEqualStrings("KC_RESULT", nameOf(std.math.maxInt(i32)));
+    try std.testing.expectEqualStrings("KC_EUNKNOWN", nameOf(-2));
+    try std.testing.expectEqualStrings("KC_EUNKNOWN", nameOf(std.math.minInt(i32)));
 }
 
 test "status names are unique and codes negative" {
