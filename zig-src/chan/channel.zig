@@ -1718,9 +1718,12 @@ pub const Channel = struct {
     /// (there is nothing buffered when any wait); waiting senders still deliver.
     pub fn close(ch: *Channel) bool {
         var wakes: [max_wakes]Waiter.Wake = undefined;
+        var first = false;
         while (true) {
             ch.lock();
-            const first = !ch.closed;
+            // Open on the first pass only: a later pass (more than `max_wakes` receivers) sees
+            // its own close, which made a first close of a crowded channel answer false.
+            if (!ch.closed) first = true;
             // Seq_cst: a coroutine's select looks at it before it re-arms a queued send clause
             // without the lock (`selectLazy`).
             @atomicStore(bool, &ch.closed, true, .seq_cst);
@@ -2715,6 +2718,27 @@ test "close: buffered values stay receivable, then Closed; close is true once" {
     try testing.expectError(error.Closed, recvU64(ch));
     // The lock-free "empty" answer of a try-receive must not hide the close.
     try testing.expectError(error.Closed, tryRecvU64(ch));
+}
+
+test "close is true the first time also with more receivers waiting than one pass wakes" {
+    const Rec = struct {
+        op: AsyncOp = .{ .kind = .receive, .notify = notify },
+        value: u64 = 0,
+        result: ?Error!void = null,
+        fn notify(op: *AsyncOp, result: Error!void) void {
+            const self: *@This() = @fieldParentPtr("op", op);
+            self.result = result;
+        }
+    };
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer ch.destroy();
+    var recs: [max_wakes * 2 + 1]Rec = @splat(.{});
+    for (&recs) |*r| try testing.expectEqual(Channel.Submitted.pending, try ch.submit(&r.op, std.mem.asBytes(&r.value)));
+    // Before, the pass after the first `max_wakes` wake-ups saw the channel closed (by itself)
+    // and answered false.
+    try testing.expect(ch.close());
+    try testing.expect(!ch.close());
+    for (&recs) |*r| try testing.expectError(error.Closed, r.result.?);
 }
 
 test "rendezvous across threads, close wakes a blocked receiver, deadline times out cleanly" {
