@@ -1557,8 +1557,16 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
     const cancelled = if (kcoro.scope.currentToken()) |t| t.isCancelled() else false;
     // Closed either way, as Kotlin's ProducerCoroutine closes its channel with the cancellation:
     // what it sent stays receivable (a cancel dropped it, unlike TypeScript's produce).
-    _ = ch.close();
-    if (a.on_done) |f| f(a.ctx, if (cancelled) Status.interrupted.code() else 0);
+    const prior = ch.closeFrom();
+    // What ended it, first that applies: its scope's cancellation, then its channel's
+    // (cancelled or destroyed, closed by someone else), for its sends failed then. Before, only
+    // the scope's was told: a channel cancelled under the producer still said 0.
+    const status: Status = if (cancelled) .interrupted else switch (prior) {
+        .open => .ok,
+        .closed => .closed,
+        .cancelled => .cancelled,
+    };
+    if (a.on_done) |f| f(a.ctx, status.code());
 }
 
 /// What an actor or producer abandoned before it ran (a shutdown) held: its start record and
@@ -1611,7 +1619,8 @@ fn noHandler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
 /// int32_t kc_produce(uint32_t scope, uint32_t chan, kc_entry_fn entry, void *arg,
 ///                    kc_done_fn on_done, uint32_t *out_handle): a child of `scope` running
 /// entry(arg), which sends to `chan`; when entry returns the channel is closed, also when the
-/// scope was cancelled, then on_done(arg, status) runs (0, or KC_EINTR). out_handle as
+/// scope was cancelled, then on_done(arg, status) runs: KC_EINTR (scope cancelled), KC_ECANCELED
+/// (channel cancelled or destroyed), KC_EPIPE (channel closed by someone else), else 0. out_handle as
 /// kc_spawn's (NULL: none; ABI 15 added it).
 export fn kc_produce(scope: u32, chan_h: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void, out_handle: ?*u32) callconv(.c) i32 {
     const e = entry orelse return Status.invalid.code();
@@ -3151,6 +3160,64 @@ test "C ABI: a producer whose scope is cancelled closes its channel: what it sen
     try testing.expectEqual(Status.interrupted.code(), S.done.load(.acquire));
     // Before, the channel was cancelled: both values dropped, the receive KC_ECANCELED.
     try expectReceivesThenClosed(S.out, 2, deadline);
+}
+
+test "C ABI: a producer's on_done says what ended it: 0, or its channel closed (KC_EPIPE), cancelled or destroyed (KC_ECANCELED) under it" {
+    const P = struct {
+        out: u32 = 0,
+        /// Sends 1..n (0: until a send fails).
+        n: u64 = 0,
+        done: std.atomic.Value(i32) = .init(999),
+        fn producer(arg: ?*anyopaque) callconv(.c) void {
+            const p: *@This() = @ptrCast(@alignCast(arg.?));
+            var i: u64 = 1;
+            while (p.n == 0 or i <= p.n) : (i += 1) {
+                if (kc_chan_send(p.out, &i, 8, 0, 0, 0) != 0) return;
+            }
+        }
+        fn onDone(arg: ?*anyopaque, status: i32) callconv(.c) void {
+            const p: *@This() = @ptrCast(@alignCast(arg.?));
+            p.done.store(status, .release);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    const parked: i32 = @intFromEnum(coroutine.State.parked);
+    const Ending = enum { returned, closed, cancelled, destroyed };
+    for ([_]Ending{ .returned, .closed, .cancelled, .destroyed }) |ending| {
+        var p: P = .{ .n = if (ending == .returned) 2 else 0 };
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &p.out));
+        defer _ = kc_chan_destroy(p.out); // KC_EBADH once destroyed below
+        var h: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_produce(scope, p.out, P.producer, &p, P.onDone, &h));
+        if (ending != .returned) {
+            // Parked in its third send, the buffer full.
+            while (kc_coro_state(h) != parked and kc_now_ns() < deadline) std.Thread.yield() catch {};
+            try testing.expectEqual(parked, kc_coro_state(h));
+        }
+        switch (ending) {
+            .returned => {},
+            .closed => {
+                // Its waiting send still delivers (taken below); the next one fails.
+                try testing.expectEqual(@as(i32, 1), kc_chan_close(p.out));
+                try expectReceivesThenClosed(p.out, 3, deadline);
+            },
+            .cancelled => try testing.expectEqual(@as(i32, 0), kc_chan_cancel(p.out)),
+            .destroyed => try testing.expectEqual(@as(i32, 0), kc_chan_destroy(p.out)),
+        }
+        try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, deadline));
+        const want: Status = switch (ending) {
+            .returned => .ok,
+            .closed => .closed,
+            .cancelled, .destroyed => .cancelled,
+        };
+        try testing.expectEqual(want.code(), p.done.load(.acquire));
+        if (ending == .returned) try expectReceivesThenClosed(p.out, 2, deadline);
+    }
 }
 
 /// Tests: receiving from u64 channel `h` gives 1, 2, ..., `n`, then KC_EPIPE (closed).

@@ -1717,13 +1717,24 @@ pub const Channel = struct {
     /// Closes the channel; true the first time only. Waiting receivers fail with `Closed`
     /// (there is nothing buffered when any wait); waiting senders still deliver.
     pub fn close(ch: *Channel) bool {
+        return ch.closeFrom() == .open;
+    }
+
+    /// What a channel was when `closeFrom` closed it.
+    pub const Prior = enum { open, closed, cancelled };
+
+    /// `close`, saying what the channel was just before (read in the same critical section as
+    /// the close): open (this call closed it), closed, or cancelled (also by a destroy).
+    pub fn closeFrom(ch: *Channel) Prior {
         var wakes: [max_wakes]Waiter.Wake = undefined;
-        var first = false;
+        var prior: ?Prior = null;
         while (true) {
             ch.lock();
-            // Open on the first pass only: a later pass (more than `max_wakes` receivers) sees
-            // its own close, which made a first close of a crowded channel answer false.
-            if (!ch.closed) first = true;
+            // On the first pass only: a later pass (more than `max_wakes` receivers) sees its
+            // own close, which made a first close of a crowded channel answer false.
+            if (prior == null) {
+                prior = if (ch.cancelled) .cancelled else if (ch.closed) .closed else .open;
+            }
             // Seq_cst: a coroutine's select looks at it before it re-arms a queued send clause
             // without the lock (`selectLazy`).
             @atomicStore(bool, &ch.closed, true, .seq_cst);
@@ -1735,7 +1746,7 @@ pub const Channel = struct {
             const more = !ch.receivers.isEmpty();
             ch.unlock();
             for (wakes[0..n]) |info| Waiter.wake(info);
-            if (!more) return first;
+            if (!more) return prior.?;
         }
     }
 
