@@ -946,6 +946,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#receiveError(status);
   }
 
+  /**
+   * @ignore For select, whose send clause's wait the library's close withdrew: `value` goes to
+   * onUndeliveredElement, as a withdrawn plain send's does (`#failClosed`).
+   */
+  _undelivered(value: unknown): void {
+    this.#undelivered(value);
+  }
+
   /** @ignore For select: `{ state: "closed", cause? }`. */
   _closedResult(): { state: "closed"; cause?: unknown } {
     return this.#closedResult();

@@ -469,15 +469,23 @@ class Selection implements RingOp {
     this.#fireJs(c);
   }
 
-  /** Its native wait was withdrawn as the library closes (see `RingOp.withdrawn`). */
+  /**
+   * Its native wait was withdrawn as the library closes (see `RingOp.withdrawn`): each send
+   * clause's value was not sent, and goes to its channel's onUndeliveredElement, as a plain
+   * send's withdrawn by the close does (before, it was only freed).
+   */
   withdrawn(): void {
     this.queued = false;
     if (this.done) return;
-    this.#freeValues(-1);
-    this.#giveSlots();
-    this.done = true;
-    this.#cleanup();
-    this.reject(new LibraryClosedError("select"));
+    try {
+      this.#freeValues(-1);
+      for (const c of this.native) if (c.kind === SEND) c.ch!._undelivered(c.value);
+    } finally {
+      this.#giveSlots();
+      this.done = true;
+      this.#cleanup();
+      this.reject(new LibraryClosedError("select"));
+    }
   }
 
   /** The ring's record for the queued native select. */

@@ -655,3 +655,35 @@ Deno.test("a clause that throws while it is armed, after the channel clauses wer
   assert.equal(pending(), 0);
   assert.deepEqual(ch.tryReceive(), { state: "empty" });
 });
+
+Deno.test("a select withdrawn as the library closes hands each send clause's value to its channel's onUndeliveredElement, once", async () => {
+  // In a process of its own: it closes the library.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, library, LibraryClosedError, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const got = [];
+    const hook = (name) => (v) => got.push(name + " " + JSON.stringify(v));
+    const a = new Channel(0, { onUndeliveredElement: hook("a") });
+    const b = new Channel(0, { onUndeliveredElement: hook("b") });
+    const plain = new Channel(0); // no hook: its value is only freed
+    for (const ch of [a, b, plain]) ch.share();
+    const outcome = select((s) => {
+      s.onSend(a, { n: 1 }, () => "a");
+      s.onSend(b, 2, () => "b");
+      s.onSend(a, "again", () => "a again");
+      s.onSend(plain, 3, () => "plain");
+    }).then(() => "resolved", (e) => e instanceof LibraryClosedError ? "closed" : e.name + ": " + e.message);
+    const bridge = Bridge.of(library());
+    await until(() => bridge.pending >= 1, "the select queued natively");
+    closeLibrary();
+    const settled = await within(outcome, 10_000, "the select");
+    if (settled !== "closed") throw new Error("select: " + settled);
+    // As a plain send withdrawn by the close hands its value to the hook. Before, the select
+    // freed its values and no hook saw them.
+    got.sort();
+    const want = ['a "again"', 'a {"n":1}', "b 2"];
+    if (JSON.stringify(got) !== JSON.stringify(want)) throw new Error("hooks got " + JSON.stringify(got));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
