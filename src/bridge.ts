@@ -227,14 +227,15 @@ export class Bridge {
 
   /**
    * Withdraws a queued operation: 0 withdrawn (no record will come), or KC_EBUSY when it
-   * completed already (its record settles it). A `handOff` (this isolate completes it itself,
-   * handing a value between two of its own waiters, counted as a hand-off) is not counted as a
-   * cancelled failure in the channel's metrics (`kc_ring_withdraw`).
+   * completed already (its record settles it). Counted as a cancelled failure in the channel's
+   * metrics (a select's on each of its channels), unless `uncounted`: the operation did not
+   * fail (this isolate completes it itself, handing a value between two of its own waiters,
+   * counted as a hand-off; or a select's JavaScript clause won) (`kc_ring_withdraw`).
    */
-  abort(op: RingOp, handOff = false): number {
+  abort(op: RingOp, uncounted = false): number {
     const rc = !this.#lib.isOpen
       ? 0
-      : handOff
+      : uncounted
       ? this.#sym.kc_ring_withdraw(this.#ring, op.ticket)
       : this.#sym.kc_ring_abort(this.#ring, op.ticket);
     if (rc === Status.EBUSY) return rc;

@@ -296,8 +296,8 @@ class Selection implements RingOp {
         // Thrown after the native select was queued (arming a JavaScript clause: a Job whose
         // invokeOnCompletion throws): withdrawn first. Before, it stayed queued with its
         // values freed: a receiver then got a send's freed buffer, from a select that
-        // rejected.
-        if (this.bridge!.abort(this) !== 0) {
+        // rejected. Uncounted: the select failed, nothing cancelled it.
+        if (this.bridge!.abort(this, true) !== 0) {
           this.completing = true; // a channel clause won first: its record settles the select
           reportError(e);
           return promise;
@@ -448,11 +448,15 @@ class Selection implements RingOp {
     }
   }
 
-  /** A JavaScript-side clause (or the abort, `c` undefined) wants to win. */
+  /**
+   * A JavaScript-side clause (or the abort, `c` undefined) wants to win. Only the abort counts
+   * a cancelled failure on each channel (as an aborted plain wait does); a clause that wins
+   * fails nothing, its channel clauses just lost (as to another channel clause).
+   */
   #jsWins(c: Clause | undefined): void {
     if (this.done || this.completing) return;
     if (this.queued) {
-      if (this.bridge!.abort(this) !== 0) {
+      if (this.bridge!.abort(this, c !== undefined) !== 0) {
         this.completing = true; // a channel clause won first: its record settles the select
         return;
       }

@@ -687,3 +687,41 @@ Deno.test("a select withdrawn as the library closes hands each send clause's val
   `);
   assert.equal(res.code, 0, res.stderr);
 });
+
+Deno.test("an aborted select counts a cancelled failure on each of its channels, as an aborted plain wait does; a lost select none", async () => {
+  const cancelled = (ch: Channel<number>) => ch.metrics().failures.cancelled;
+  using a = new Channel<number>(0, { codec: codecs.f64 });
+  using b = new Channel<number>(0, { codec: codecs.f64 });
+  const ac = new AbortController();
+  // Two clauses on `a`: one failure per channel, as a native select given up by its token.
+  const waiting = select((s) => {
+    s.onReceive(a, () => "a");
+    s.onSend(b, 1, () => "b");
+    s.onReceiveCatching(a, () => "a again");
+  }, { signal: ac.signal });
+  assert.equal(await settled(waiting), false);
+  ac.abort(new Error("stop"));
+  await assert.rejects(waiting, /stop/);
+  // Before, 0: the select's native withdraw counted nothing.
+  assert.deepEqual([cancelled(a), cancelled(b)], [1, 1]);
+  // A select that a JavaScript clause won failed nothing: its channel clauses lost, as one
+  // that another channel clause won.
+  assert.equal(
+    await select((s) => {
+      s.onReceive(a, () => "a");
+      s.onSend(b, 1, () => "b");
+      s.onTimeout(1, () => "timeout");
+    }),
+    "timeout",
+  );
+  const done = new CompletableDeferred<number>();
+  const joined = select((s) => {
+    s.onReceive(a, () => "a");
+    s.onAwait(done, () => "done");
+  });
+  assert.equal(await settled(joined), false);
+  done.complete(1);
+  assert.equal(await joined, "done");
+  assert.deepEqual([cancelled(a), cancelled(b)], [1, 1]);
+  assert.equal(pending(), 0);
+});

@@ -564,7 +564,7 @@ pub const Pending = struct {
     fn withdraw(p: *Pending, counted: bool) bool {
         return switch (p.body) {
             .op => |*o| o.ch.withdraw(&o.op, counted),
-            .select => |s| s.sel.withdraw(),
+            .select => |s| s.sel.withdraw(counted),
         };
     }
 
@@ -759,6 +759,35 @@ test "JS-style select: one clause fires through the ring, the losers are unlinke
     try testing.expect(a.receivers.isEmpty());
     try testing.expect(b.receivers.isEmpty());
     try testing.expect(!ring.wait(scheduler.monotonicNs() + std.time.ns_per_ms));
+}
+
+test "an aborted select counts one cancelled failure on each of its channels; a hand-off's withdraw counts none" {
+    var ring = Ring.init(testing.allocator);
+    defer ring.deinit();
+    const a = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer a.destroy();
+    const b = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer b.destroy();
+    var va: u64 = 0;
+    var va2: u64 = 0;
+    var vb: u64 = 5;
+    // Two clauses on `a`: counted per channel, as a blocking select given up by its token is.
+    const clauses = [_]channel.Clause{
+        .{ .ch = a, .kind = .receive, .elem = undefined },
+        .{ .ch = b, .kind = .send, .elem = undefined },
+        .{ .ch = a, .kind = .receive, .elem = undefined },
+    };
+    const values = [_][]u8{ std.mem.asBytes(&va), std.mem.asBytes(&vb), std.mem.asBytes(&va2) };
+    const t = (try ring.submitSelect(&clauses, &values, null, &.{})).pending;
+    try ring.abort(t, true);
+    try testing.expectEqual(@as(u64, 1), a.snapshot().fail_cancelled);
+    try testing.expectEqual(@as(u64, 1), b.snapshot().fail_cancelled);
+    const t2 = (try ring.submitSelect(&clauses, &values, null, &.{})).pending;
+    try ring.abort(t2, false);
+    try testing.expectEqual(@as(u64, 1), a.snapshot().fail_cancelled);
+    try testing.expectEqual(@as(u64, 1), b.snapshot().fail_cancelled);
+    try testing.expect(a.receivers.isEmpty());
+    try testing.expect(b.senders.isEmpty());
 }
 
 fn recv(ch: *channel.Channel) channel.Error!u64 {

@@ -2380,10 +2380,18 @@ pub const AsyncSelect = struct {
     }
 
     /// Gives the select up if no clause has won (true: nothing happened, no `notify`; it is
-    /// cleaned up). False: a clause won, `notify` runs or ran; `cleanup` after it.
-    pub fn withdraw(as: *AsyncSelect) bool {
+    /// cleaned up). False: a clause won, `notify` runs or ran; `cleanup` after it. `counted`:
+    /// a cancelled failure on each of its channels, as a blocking select given up by its token
+    /// counts it (`countGiveUp`), and as `Channel.withdraw` counts one for a single operation.
+    /// Before, a withdrawn select counted nothing: an aborted select in TypeScript left no
+    /// trace in the metrics, while an aborted plain wait did.
+    pub fn withdraw(as: *AsyncSelect, counted: bool) bool {
         if (as.state.giveUp(0) != SelectState.gave_up) return false;
-        as.cleanup();
+        const locks = as.locks[0..as.nlocks];
+        lockAll(locks);
+        unlinkClauses(as.clauses[0..as.n], as.waiters[0..as.n]);
+        if (counted) countGiveUp(locks, true);
+        unlockAll(locks);
         return true;
     }
 
