@@ -1051,7 +1051,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Hands the values the channel dropped (kept natively) to onUndeliveredElement: at most
    * `COLLECT_BATCH` now, the rest a macrotask later (and so on), so that native code dropping
    * values faster than the hook takes them cannot hold this operation, and the event loop, for
-   * as long as it goes on.
+   * as long as it goes on. The timer is not unref'd: values handed to a user hook must not be
+   * lost at exit, and it keeps the process alive only while a batch came full (README).
    */
   #collect(): void {
     if (!this.#keeps || !this.#lib.isOpen || this.#collectLater) return;

@@ -2133,5 +2133,32 @@ Deno.test("values native code dropped by the thousand reach the creator's hook i
   assert.ok(ms < 5_000, `${n - 1} dropped values took ${Math.round(ms)} ms to collect`);
 });
 
+Deno.test("dropped values still to be collected keep the process alive until the hook has them all, then it exits by itself", async () => {
+  // Nothing awaits here: only the collection's continuation timers (65,536 values a macrotask)
+  // hold the event loop. Unref'd, the process would exit after the first batch with the rest
+  // never handed to the hook; an idle process must still exit once the last batch is in.
+  const n = 150_000;
+  const res = await evalScript(
+    `
+    import { Channel, codecs } from "./mod.ts";
+    let got = 0;
+    const ch = new Channel(1, {
+      codec: codecs.f64,
+      overflow: "drop-oldest",
+      onUndeliveredElement: () => got++,
+    });
+    // A copy's sends drop into the creator's kept list (the copy has no hook to collect them).
+    const copy = Channel.from(ch.share());
+    for (let i = 0; i < ${n}; i++) copy.trySend(i);
+    ch.trySend(-1); // the creator's send collects what was dropped, a batch at a time
+    globalThis.addEventListener("unload", () => console.log(got));
+  `,
+    { timeoutMs: 30_000 },
+  );
+  assert.equal(res.signal, null, "killed at the 30 s bound: the process did not exit");
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), String(n));
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
