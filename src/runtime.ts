@@ -511,10 +511,15 @@ export class Runtime {
 
   /**
    * Resolves when no native coroutine is runnable, running or sleeping (parked ones do not
-   * count). Waits on a helper thread: the event loop keeps running.
+   * count). Waits on a helper thread: the event loop keeps running. Meeting this Runtime's
+   * {@linkcode Runtime.shutdown} (called during it, or waiting when it came), it settles with
+   * it: resolves after a `"finish"`, rejects with ShutdownError after a `"cancel"`.
    */
   async drain(): Promise<void> {
     const sym = this.#lib.symbols("drain runtime");
+    // A shutdown of this Runtime in progress: the drain's outcome is the shutdown's. Before,
+    // it depended on how far the shutdown had got (a ShutdownError, or a drain that resolved).
+    if (this.#stopping?.inProgress) return this.#afterShutdown();
     this.#check("drain runtime");
     // In slices, as a native scope's wait: a Worker terminated while it drains gives its
     // helper thread back within a slice. A drain in one piece held one of Deno's blocking-pool
@@ -522,16 +527,42 @@ export class Runtime {
     // terminated Worker.
     let rc = await sym.kc_sched_drain_for(DRAIN_SLICE_NS);
     while (rc === Status.ETIME && this.#lib.isOpen) {
+      // Shut down meanwhile by this Runtime's shutdown(): its outcome is the drain's.
+      if (this.#stopping !== undefined) return this.#afterShutdown();
       // A shutdown elsewhere and a later scheduler: this one's drain is over.
       this.#check("drain runtime");
       rc = await sym.kc_sched_drain_for(DRAIN_SLICE_NS);
     }
+    if (rc === Status.ESHUTDOWN && this.#stopping !== undefined) return this.#afterShutdown();
     if (rc === Status.ETIME) throw new ShutdownError("drain runtime", "the library was closed");
     unwrap(rc, "drain runtime");
     // Parked coroutines do not hold up a drain but may still write into their cells.
     const info = new BigUint64Array(4);
     sym.kc_sched_info(info, 4);
     if (info[1] === 0n) unpinAll();
+  }
+
+  /**
+   * This Runtime's shutdown, once asked for in this isolate: whether a cancel was asked for
+   * (by either call), its native call's promise, and whether that is still in progress.
+   */
+  #stopping: { cancel: boolean; done: Promise<void>; inProgress: boolean } | undefined = undefined;
+
+  /**
+   * A drain that met this Runtime's shutdown (called during it, or waiting when it came):
+   * resolves when a `"finish"` shutdown has run every coroutine to its end; a cancel (asked for
+   * in this isolate, also one that ends a finishing shutdown's drain) is a ShutdownError, as
+   * coroutines were abandoned.
+   */
+  async #afterShutdown(): Promise<void> {
+    const stopping = this.#stopping!;
+    await stopping.done;
+    if (stopping.cancel) {
+      throw new ShutdownError(
+        "drain runtime",
+        'the runtime was shut down with "cancel" while the drain waited: unfinished coroutines never ran to their end',
+      );
+    }
   }
 
   /** Counters per worker, and the numbers of live and busy coroutines. */
@@ -581,10 +612,22 @@ export class Runtime {
     // This generation's only: the check above is no guard once the call is on its thread. A
     // shutdown of one already shut down (a second call) stopped a runtime() started meanwhile,
     // here or in a Worker, or made it fail as a shutdown in progress.
-    unwrap(
-      await sym.kc_sched_shutdown_gen_async(mode === "cancel" ? 0 : 1, this.#generation),
-      "shut down runtime",
-    );
+    const done = (async () => {
+      unwrap(
+        await sym.kc_sched_shutdown_gen_async(mode === "cancel" ? 0 : 1, this.#generation),
+        "shut down runtime",
+      );
+    })();
+    // What a drain meeting this shutdown follows (`#afterShutdown`): the first call's
+    // promise (a cancel ends a finishing one's drain, so both end together), and a cancel
+    // asked for by either.
+    const stopping = this.#stopping ??= { cancel: false, done, inProgress: true };
+    if (mode === "cancel" && stopping.inProgress) stopping.cancel = true; // not once finished
+    try {
+      await done;
+    } finally {
+      if (stopping.done === done) stopping.inProgress = false;
+    }
     unpinAll();
     if (current === this) current = null;
   }

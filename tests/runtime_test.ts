@@ -589,6 +589,43 @@ Deno.test("runtime: during a finishing shutdown, spawns fail at once and a cance
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("runtime: a drain that meets a shutdown of its Runtime settles as that shutdown: resolved by a finish, a ShutdownError after a cancel", async () => {
+  const res = await evalScript(`
+    import { runtime, ShutdownError } from "./mod.ts";
+    import { until } from "./tests/support.ts";
+    const rt = runtime({ workers: 1 });
+    const cells = rt.cells([1000n, 0n]); // a 1 s sleeper: the finish waits for it
+    rt.spawn("sleeper", cells);
+    const early = rt.drain(); // waiting when the shutdown comes
+    const finish = rt.shutdown("finish");
+    await until(() => !rt.isRunning, "the shutdown under way natively");
+    // Called while it is in progress. Before, a ShutdownError or not, depending on how far
+    // the shutdown had got.
+    const during = rt.drain();
+    await Promise.all([early, during, finish]);
+    if (cells[1] !== 1n) throw new Error("the sleeper did not finish");
+    // Called after it: a ShutdownError, as every call that needs the scheduler.
+    const after = await rt.drain().then(() => "resolved", (e) => e);
+    if (!(after instanceof ShutdownError)) throw new Error("after the shutdown: " + after);
+
+    // A cancel ends a finishing shutdown's drain: the coroutines were abandoned.
+    const rt2 = runtime({ workers: 1 });
+    const long = rt2.cells([60_000n, 0n]);
+    rt2.spawn("sleeper", long);
+    const finishing = rt2.shutdown("finish");
+    await until(() => !rt2.isRunning, "the second shutdown under way natively");
+    const drained = rt2.drain().then(() => "resolved", (e) => e);
+    await rt2.shutdown("cancel");
+    await finishing;
+    const got = await drained;
+    if (!(got instanceof ShutdownError) || !/"cancel"/.test(got.message)) {
+      throw new Error("drain during a cancelled finish: " + got);
+    }
+    if (long[1] !== 0n) throw new Error("the sleeper finished");
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a process with a running runtime exits by itself", async () => {
   const code = `
     import { runtime } from "${root}mod.ts";
