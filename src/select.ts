@@ -482,8 +482,7 @@ class Selection implements RingOp {
     this.queued = false;
     if (this.done) return;
     try {
-      this.#freeValues(-1);
-      for (const c of this.native) if (c.kind === SEND) c.ch!._undelivered(c.value);
+      this.#freeValues(-1, true);
     } finally {
       this.#giveSlots();
       this.done = true;
@@ -587,13 +586,23 @@ class Selection implements RingOp {
     });
   }
 
-  /** Frees the encoded values of every send clause but `keep` (the one that was sent). */
-  #freeValues(keep: number): void {
+  /**
+   * Frees the encoded values of every send clause but `keep` (the one that was sent). With
+   * `undelivered`, or where the library closed before the select was queued (a value's getter
+   * or a lazy job's start closed it), each value also goes to its channel's
+   * onUndeliveredElement, as a plain send's wait failed by the close does (`#failClosed`).
+   * Before, a closed library's copies were not freed at all (the library stays loaded: they
+   * leaked) and no hook saw the values.
+   */
+  #freeValues(keep: number, undelivered = false): void {
     for (let i = 0; i < this.native.length; i++) {
       const c = this.native[i];
       if (i === keep || !c.encoded) continue;
       c.encoded = false;
-      if (c.ch!._lib.isOpen) c.ch!.codec.discard(c.slot!, c.ch!._lib.symbols("select"));
+      const lib = c.ch!._lib;
+      const open = lib.isOpen;
+      c.ch!.codec.discard(c.slot!, open ? lib.symbols("select") : lib._symbolsToRelease);
+      if (undelivered || !open) c.ch!._undelivered(c.value);
     }
     if (keep >= 0) this.native[keep].encoded = false;
   }

@@ -725,3 +725,37 @@ Deno.test("an aborted select counts a cancelled failure on each of its channels,
   assert.deepEqual([cancelled(a), cancelled(b)], [1, 1]);
   assert.equal(pending(), 0);
 });
+
+Deno.test("a select whose values were encoded when the library closed (a value's getter closed it) frees them and hands them to the hook", async () => {
+  // In a process of its own: it closes the library.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library, LibraryClosedError, select } from "./mod.ts";
+    const raw = library()._symbolsToRelease; // the symbols every call goes through
+    let made = 0, freed = 0;
+    for (const n of ["kc_desc_make", "kc_desc_make_at"]) {
+      const f = raw[n];
+      raw[n] = (...a) => (made++, f(...a));
+    }
+    for (const n of ["kc_desc_free", "kc_buf_free"]) {
+      const f = raw[n];
+      raw[n] = (...a) => (freed++, f(...a));
+    }
+    const dropped = [];
+    const ch = new Channel(0, { codec: codecs.structured, onUndeliveredElement: (v) => dropped.push(v) });
+    ch.share();
+    const big = "x".repeat(200); // in a native buffer
+    const second = { get x() { closeLibrary(); return big; } };
+    const outcome = await select((s) => {
+      s.onSend(ch, big, () => "first");
+      s.onSend(ch, second, () => "second");
+    }).then(() => "resolved", (e) => e instanceof LibraryClosedError ? "closed" : e.name + ": " + e.message);
+    if (outcome !== "closed") throw new Error("select: " + outcome);
+    // Before, neither native copy was freed (the library was closed, so none was), and
+    // neither value reached the hook, as a plain send's does (its wait fails as the close's).
+    if (made !== 2 || freed !== 2) throw new Error(made + " native values made, " + freed + " freed");
+    if (dropped.length !== 2 || dropped[0] !== big || dropped[1] !== second) {
+      throw new Error("hook got " + JSON.stringify(dropped));
+    }
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
