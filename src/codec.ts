@@ -958,7 +958,17 @@ export const codecs: {
   readonly bytes: Codec<Uint8Array>;
   readonly string: Codec<string>;
   readonly structured: Codec<unknown>;
-} = Object.freeze({ default: tagged, f64, u64, bytes, string, structured });
+} = Object.freeze({
+  // Each frozen too: a channel sizes its native element by `elemSize` and reads and writes
+  // its 32-byte slot with `encode` and `decode`, so `codecs.u64.elemSize = 1 << 20` made every
+  // native copy run past the slot (a segfault).
+  default: Object.freeze(tagged),
+  f64: Object.freeze(f64),
+  u64: Object.freeze(u64),
+  bytes: Object.freeze(bytes),
+  string: Object.freeze(string),
+  structured: Object.freeze(structured),
+});
 
 /**
  * @ignore Each built-in codec's type tag (include/kcoro.h's KC_CHAN_TYPE), which its channels

@@ -318,3 +318,19 @@ Deno.test("garbled structured bytes (C code's, or another codec's) are a CodecEr
     sym.kc_chan_destroy(h);
   }
 });
+
+Deno.test("the built-in codecs are frozen: codecs.u64.elemSize = 1 << 20 made a shared channel's native copies run past their 32-byte slot (a segfault)", () => {
+  for (const codec of Object.values(codecs) as { name: string; elemSize: number }[]) {
+    const size = codec.elemSize;
+    try {
+      assert.throws(() => codec.elemSize = 1 << 20, TypeError, codec.name);
+      assert.throws(() => codec.name = "u64", TypeError, codec.name);
+    } finally {
+      if (codec.elemSize !== size) codec.elemSize = size; // unfixed: put it back for the others
+    }
+  }
+  using ch = new Channel<bigint>(4, { codec: codecs.u64 });
+  assert.equal(ch.share().elemSize, 8);
+  assert.equal(ch.trySend(7n).state, "ok");
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 7n });
+});
