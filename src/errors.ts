@@ -141,6 +141,12 @@ export function checkStackSize(op: string, stackSize: unknown): number {
  * integer (a successful call's result, as `kc_status_name` names it).
  */
 export function statusName(status: number): string {
+  // Only a number or a string is looked up and shown as it is: a symbol threw the engine's
+  // "Cannot convert a Symbol value to a string", and an object ran its own toString (which may
+  // throw) as the property key.
+  if (typeof status !== "number" && typeof status !== "string") {
+    return `KC_EUNKNOWN(${describe(status)})`;
+  }
   if (Number.isInteger(status) && status > 0) return "KC_RESULT";
   return statusNames[status] ?? `KC_EUNKNOWN(${status})`;
 }

@@ -3,6 +3,7 @@ import {
   ABI_VERSION,
   AbiMismatchError,
   closeLibrary,
+  KcoroError,
   library,
   LibraryClosedError,
   LibraryNotFoundError,
@@ -98,6 +99,24 @@ Deno.test("openLibrary's options are checked, and statusName knows only status c
   }
   assert.equal(statusName(1), "KC_RESULT");
   assert.equal(statusName(1.5), "KC_EUNKNOWN(1.5)");
+});
+
+Deno.test("statusName and KcoroError name any value they are given: a symbol or an object whose toString throws was the engine's TypeError", () => {
+  const throwing = {
+    toString() {
+      throw new Error("the caller's toString");
+    },
+  };
+  assert.equal(statusName(Symbol("s") as never), "KC_EUNKNOWN(Symbol(s))");
+  assert.equal(statusName(throwing as never), "KC_EUNKNOWN([object Object])");
+  assert.equal(statusName(Object.create(null)), "KC_EUNKNOWN([object Object])");
+  assert.equal(
+    statusName(new Uint8Array(3) as never),
+    "KC_EUNKNOWN([object Uint8Array] of length 3)",
+  );
+  const e = new KcoroError(Symbol("s") as never, "Cannot test");
+  assert.equal(e.message, "Cannot test (KC_EUNKNOWN(Symbol(s)))");
+  assert.equal(e.code, "KC_EUNKNOWN(Symbol(s))");
 });
 
 async function runScript(code: string, env: Record<string, string>, flags: string[]) {
