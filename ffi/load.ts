@@ -17,6 +17,7 @@
 import { type Symbols, symbols } from "./symbols.ts";
 import {
   AbiMismatchError,
+  checkFunction,
   describe,
   LibraryClosedError,
   LibraryNotFoundError,
@@ -117,6 +118,9 @@ export class Library {
    * what waits natively); once only.
    */
   beforeClose(hook: () => void): void {
+    // Checked here: a non-function failed only inside close(), reported as an uncaught
+    // "hook is not a function", which ends the process.
+    checkFunction("register a close hook", "hook", hook);
     if (this.#lib !== null) this.#beforeClose.push(hook);
   }
 
@@ -125,6 +129,7 @@ export class Library {
    * that were waiting natively: no completion will come for them.
    */
   onClose(hook: () => void): void {
+    checkFunction("register a close hook", "hook", hook); // as beforeClose
     if (this.#lib === null) hook();
     else this.#onClose.push(hook);
   }

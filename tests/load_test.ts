@@ -238,3 +238,19 @@ Deno.test("a Zig package takes kcoro as a dependency: the Zig API module and the
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("Library.onClose and beforeClose refuse a hook that is not a function: it failed only in close(), an uncaught TypeError that ended the process", () => {
+  const lib = openLibrary();
+  try {
+    for (const hook of [1, null, "x", {}]) {
+      for (const register of [lib.onClose, lib.beforeClose]) {
+        assert.throws(() => register.call(lib, hook as never), {
+          name: "TypeError",
+          message: /^Cannot register a close hook: hook must be a function, received /,
+        });
+      }
+    }
+  } finally {
+    lib.close();
+  }
+});
