@@ -384,7 +384,18 @@ class Selection implements RingOp {
       if (c.kind === TIMEOUT) {
         this.timers.push(timer(c.ms!, () => this.#jsWins(c))); // any length, Infinity never
       } else if (c.kind === JOIN || c.kind === AWAIT) {
-        this.disposers.push(c.job!.invokeOnCompletion(() => this.#jsWins(c)));
+        const d: unknown = c.job!.invokeOnCompletion(() => this.#jsWins(c));
+        // A Job of the caller's own may return anything: checked before it is kept. Before,
+        // the cleanup of the select's end threw at it ("d[Symbol.dispose] is not a function",
+        // reported uncaught) before the winning handler was called: the select never settled.
+        if (typeof (d as Disposable | null)?.[Symbol.dispose] !== "function") {
+          throw new TypeError(
+            `Cannot select: a job's invokeOnCompletion must return a Disposable, received ${
+              describe(d)
+            }`,
+          );
+        }
+        this.disposers.push(d as Disposable);
       }
     }
     if (this.done || this.completing) return;
@@ -569,7 +580,9 @@ class Selection implements RingOp {
     this.#cleanup();
     if (c.kind === AWAIT) {
       // Completed: await() settles with its value or its failure (which rejects the select).
-      (c.job as Deferred<unknown>).await().then((v) => this.#call(c.fn, v), this.reject);
+      // In a promise: a Deferred of the caller's own may return a value or throw.
+      new Promise((resolve) => resolve((c.job as Deferred<unknown>).await()))
+        .then((v) => this.#call(c.fn, v), this.reject);
       return;
     }
     this.#call(c.fn);

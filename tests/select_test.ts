@@ -2,7 +2,7 @@
 // fairness, at most one clause firing, a seeded stress mixed with plain sends and receives,
 // abort signals and timeouts.
 import assert from "node:assert/strict";
-import { evalScript, prng, settled, until } from "./support.ts";
+import { evalScript, prng, settled, until, within } from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -758,4 +758,48 @@ Deno.test("a select whose values were encoded when the library closed (a value's
     }
   `);
   assert.equal(res.code, 0, res.stderr);
+});
+
+Deno.test("a Job of the caller's own whose invokeOnCompletion returns no Disposable rejects the select (it never settled), and a Deferred whose await() returns a plain value or throws settles it", async () => {
+  using ch = new Channel<Uint8Array>(0, { codec: codecs.bytes });
+  ch.share(); // its clause is queued natively, then withdrawn
+  for (const returned of [1, undefined, {}]) {
+    const job = {
+      state: "active",
+      isCompleted: false,
+      start: () => false,
+      invokeOnCompletion: () => returned,
+    };
+    const outcome = select((s) => {
+      s.onSend(ch, new Uint8Array(100).fill(9), () => "sent");
+      s.onJoin(job as never, () => "joined");
+      s.onTimeout(1, () => "timed out");
+    });
+    // Before, the timeout's cleanup threw at the returned value before its handler ran.
+    await assert.rejects(within(outcome, 5_000, "the select"), {
+      name: "TypeError",
+      message: /^Cannot select: a job's invokeOnCompletion must return a Disposable, received /,
+    });
+    assert.equal(pending(), 0);
+    assert.deepEqual(ch.tryReceive(), { state: "empty" });
+  }
+  const completed = (awaited: () => unknown) => ({
+    state: "completed",
+    isCompleted: true,
+    start: () => false,
+    invokeOnCompletion: () => ({ [Symbol.dispose]() {} }),
+    await: awaited,
+  });
+  assert.equal(await select((s) => s.onAwait(completed(() => 5) as never, (v) => v)), 5);
+  await assert.rejects(
+    select((s) =>
+      s.onAwait(
+        completed(() => {
+          throw new Error("the caller's await");
+        }) as never,
+        (v) => v,
+      )
+    ),
+    /the caller's await/,
+  );
 });
