@@ -2255,6 +2255,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
+   * @ignore True if `x` is a Channel this module made: by its private field, not `instanceof`,
+   * which a Proxy of a channel and `Object.create(Channel.prototype)` pass (every method then
+   * threw the engine's "Receiver must be an instance of class Channel").
+   */
+  static _is(x: unknown): x is Channel<unknown> {
+    return typeof x === "object" && x !== null && #handle in x;
+  }
+
+  /**
    * Receives until the channel is closed; rethrows the close cause if one was given. A plain
    * iterator over the receive path, not an async generator (which costs a receive's time again).
    */

@@ -144,7 +144,7 @@ class Builder implements SelectBuilder<unknown> {
   }
 
   #channel(op: string, ch: unknown): Channel<unknown> {
-    if (!(ch instanceof Channel)) {
+    if (!Channel._is(ch)) {
       throw new TypeError(`Cannot ${op}: expected a Channel, received ${describe(ch)}`);
     }
     return ch;

@@ -803,3 +803,19 @@ Deno.test("a Job of the caller's own whose invokeOnCompletion returns no Disposa
     /the caller's await/,
   );
 });
+
+Deno.test("a Proxy of a channel or an object made from Channel.prototype is refused with a named TypeError, not the engine's", async () => {
+  using ch = new Channel<number>(1);
+  for (const fake of [new Proxy(ch, {}), Object.create(Channel.prototype)]) {
+    await assert.rejects(select((s) => s.onReceive(fake, (v) => v)), {
+      name: "TypeError",
+      message: /^Cannot add onReceive clause: expected a Channel, received \[object Object\]$/,
+    });
+    await assert.rejects(select((s) => s.onSend(fake, 1, () => 1)), {
+      name: "TypeError",
+      message: /^Cannot add onSend clause: expected a Channel, received /,
+    });
+  }
+  assert.equal(ch.trySend(1).state, "ok");
+  assert.equal(await select<number>((s) => s.onReceive(ch, (v) => v)), 1);
+});
