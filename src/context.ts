@@ -125,6 +125,15 @@ export class Context {
     Object.freeze(this);
   }
 
+  /**
+   * @ignore True if `x` is a Context this module made: by its private field, not `instanceof`,
+   * which `Object.create(Context.prototype)` passes (its every read then threw the engine's
+   * "Cannot read private member", inside a scope's machinery: a supervisorScope never settled).
+   */
+  static _is(x: unknown): x is Context {
+    return typeof x === "object" && x !== null && #entries in x;
+  }
+
   /** @ignore `context` with `deadline` as the Deadline of the running timeout `timeout`. */
   static _timed(context: Context, deadline: number, timeout: Timeout): Context {
     const entries = new Map(context.#entries);

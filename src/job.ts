@@ -713,7 +713,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
       );
     }
     const context = options.context ?? Context.empty;
-    if (!(context instanceof Context)) {
+    if (!Context._is(context)) {
       throw new TypeError(
         `Cannot create CompletableDeferred: context must be a Context, received ${
           describe(context)

@@ -110,7 +110,7 @@ function checkObject(op: string, options: unknown): void {
 }
 
 function checkContext(op: string, context: unknown): void {
-  if (context !== undefined && !(context instanceof Context)) {
+  if (context !== undefined && !Context._is(context)) {
     throw new TypeError(`Cannot ${op}: context must be a Context, received ${describe(context)}`);
   }
 }

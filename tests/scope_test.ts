@@ -5,6 +5,7 @@ import { untilAborted } from "./support.ts";
 import {
   type Block,
   CancellationError,
+  CompletableDeferred,
   Context,
   CoroutineExceptionHandler,
   type CoroutineScope,
@@ -13,6 +14,8 @@ import {
   delay,
   nonCancellable,
   supervisorScope,
+  withTimeout,
+  withTimeoutOrNull,
 } from "../mod.ts";
 
 /** Live tasks: every block in this file is wrapped by `counted`. */
@@ -781,4 +784,34 @@ Deno.test("10,000 blocks launched from blocks synchronously do not overflow or h
   });
   assert.equal(deepestRan, false);
   assert.equal(jobs.at(-1)!.state, "cancelled");
+});
+
+Deno.test("an object made from Context.prototype is refused as a context: it passed instanceof, and its first read threw the engine's error inside the scope (a supervisorScope never settled)", async () => {
+  const fake = Object.create(Context.prototype) as Context;
+  const message = /^Cannot [\w ]+: context must be a Context, received \[object Object\]$/;
+  const failing = (s: CoroutineScope) => {
+    s.launch(() => {
+      throw new Error("a child");
+    });
+  };
+  for (
+    const call of [
+      () => createScope({ context: fake }),
+      () => coroutineScope(() => 1, { context: fake }),
+      () => supervisorScope(failing, { context: fake }),
+      () => withTimeout(1_000, () => 1, { context: fake }),
+      () => withTimeoutOrNull(1_000, () => 1, { context: fake }),
+      () => nonCancellable(() => 1, { context: fake }),
+      () => new CompletableDeferred({ context: fake }),
+      () => coroutineScope((s) => s.launch(() => 1, { context: fake }).join()),
+    ]
+  ) {
+    let result: unknown;
+    try {
+      result = call();
+    } catch (e) {
+      result = Promise.reject(e);
+    }
+    await assert.rejects(Promise.resolve(result), { name: "TypeError", message });
+  }
 });
