@@ -311,6 +311,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     this.#flags = flags;
   }
 
+  /**
+   * @ignore True if `x` is a job this module made: by its private field, not `instanceof`,
+   * which `Object.create(JobSupport.prototype)` passes (its every read then threw the engine's
+   * "Cannot read private member").
+   */
+  static _is(x: unknown): x is JobSupport<unknown> {
+    return typeof x === "object" && x !== null && #state in x;
+  }
+
   get state(): JobState {
     return stateNames[this.#state];
   }

@@ -540,7 +540,7 @@ class NativeChildren extends JobSupport<void> {
  */
 export function nativeScope(scope: CoroutineScope): NativeScope {
   const job: Job | undefined = typeof scope === "object" && scope !== null ? scope.job : undefined;
-  if (!(job instanceof JobSupport)) {
+  if (!JobSupport._is(job)) {
     throw new TypeError(
       `Cannot get native scope: scope must be a CoroutineScope, received ${describe(scope)}`,
     );

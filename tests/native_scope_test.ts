@@ -9,6 +9,7 @@ import {
   CancellationError,
   Channel,
   codecs,
+  CompletableDeferred,
   Context,
   coroutineScope,
   createScope,
@@ -579,4 +580,14 @@ Deno.test("a NativeScope disposed, collected or whose owner completes after clos
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("nativeScope refuses a job made from a job's prototype with a named TypeError: it passed instanceof, then threw the engine's 'Cannot read private member'", () => {
+  const proto = Object.getPrototypeOf(Object.getPrototypeOf(new CompletableDeferred()));
+  for (const job of [Object.create(proto), Object.create(CompletableDeferred.prototype)]) {
+    assert.throws(() => nativeScope({ job } as never), {
+      name: "TypeError",
+      message: /^Cannot get native scope: scope must be a CoroutineScope, received /,
+    });
+  }
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
