@@ -121,12 +121,21 @@ function checkBoolean(op: string, name: string, value: unknown): void {
   }
 }
 
-/** Checks scope options; internal (time.ts uses it too). */
-export function checkScopeOptions(op: string, options: ScopeOptions | undefined): void {
-  if (options === undefined) return;
+/**
+ * Checks scope options and returns what it checked, each read once: the caller uses that, not
+ * `options` (a getter answered undefined to the check and `{}` to the use after it: a failing
+ * supervisorScope never settled). Internal (time.ts uses it too).
+ */
+export function checkScopeOptions(
+  op: string,
+  options: ScopeOptions | undefined,
+): ScopeOptions | undefined {
+  if (options === undefined) return undefined;
   checkObject(op, options);
-  checkSignal(op, options.signal);
-  checkContext(op, options.context);
+  const { signal, context } = options;
+  checkSignal(op, signal);
+  checkContext(op, context);
+  return { signal, context };
 }
 
 const LAUNCH = REPORTS_FAILURE | HANDLES_CHILD_FAILURE;
@@ -168,10 +177,11 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     let context = this.context, lazy = false;
     if (options !== undefined) {
       checkObject(op, options);
-      checkBoolean(op, "lazy", options.lazy);
-      checkContext(op, options.context);
-      lazy = options.lazy === true;
-      context = options.context ?? context;
+      const { lazy: given, context: own } = options; // read once (checkScopeOptions says why)
+      checkBoolean(op, "lazy", given);
+      checkContext(op, own);
+      lazy = given === true;
+      context = own ?? context;
     }
     const child = new Coroutine<R>(context, flags, block);
     child.attachTo(this);
@@ -280,8 +290,7 @@ export function checkRoot<T>(
   options: ScopeOptions | undefined,
 ): CancellationError | null {
   checkBlock(op, block);
-  checkScopeOptions(op, options);
-  const signal = options?.signal;
+  const signal = checkScopeOptions(op, options)?.signal;
   return signal?.aborted ? toCancellation(signal.reason) : null;
 }
 
@@ -291,11 +300,12 @@ export function rootScope<T>(
   options: ScopeOptions | undefined,
   supervisor: boolean,
 ): Coroutine<T> | CancellationError {
-  const refused = checkRoot(op, block, options);
-  if (refused !== null) return refused;
-  const signal = options?.signal;
+  checkBlock(op, block);
+  const checked = checkScopeOptions(op, options);
+  const signal = checked?.signal;
+  if (signal?.aborted) return toCancellation(signal.reason);
   const flags = HANDLES_CHILD_FAILURE | (supervisor ? SUPERVISOR : 0);
-  const scope = new Coroutine<T>(options?.context ?? Context.empty, flags, block);
+  const scope = new Coroutine<T>(checked?.context ?? Context.empty, flags, block);
   if (signal !== undefined) scope.follow(signal);
   return scope;
 }
@@ -391,13 +401,15 @@ export function supervisorScope<T>(block: Block<T>, options?: ScopeOptions): Pro
  */
 export function nonCancellable<T>(block: Block<T>, options?: { context?: Context }): Promise<T> {
   const op = "run nonCancellable";
+  let context: Context | undefined;
   if (options !== undefined) {
     checkObject(op, options);
-    checkContext(op, options.context);
+    context = options.context; // read once (checkScopeOptions says why)
+    checkContext(op, context);
   }
   // A timeout is the cancellation of the scopes it covers, not a property of the context: the
   // section must not inherit the (maybe expired) Deadline of a withTimeout around the task.
-  return run(rootScope(op, block, { context: options?.context?.without(Deadline) }, false));
+  return run(rootScope(op, block, { context: context?.without(Deadline) }, false));
 }
 
 class StandaloneScope extends Coroutine<void> implements Scope {
@@ -444,12 +456,13 @@ class StandaloneScope extends Coroutine<void> implements Scope {
  */
 export function createScope(options?: CreateScopeOptions): Scope {
   const op = "create scope";
-  checkScopeOptions(op, options);
-  checkBoolean(op, "supervisor", options?.supervisor);
-  const flags = CANCEL_COMPLETES | (options?.supervisor === true ? SUPERVISOR : 0);
-  const scope = new StandaloneScope(options?.context ?? Context.empty, flags, null);
+  const checked = checkScopeOptions(op, options);
+  const supervisor = options?.supervisor; // read once (checkScopeOptions says why)
+  checkBoolean(op, "supervisor", supervisor);
+  const flags = CANCEL_COMPLETES | (supervisor === true ? SUPERVISOR : 0);
+  const scope = new StandaloneScope(checked?.context ?? Context.empty, flags, null);
   scope.start();
-  const signal = options?.signal;
+  const signal = checked?.signal;
   if (signal?.aborted) scope.cancel(signal.reason);
   else if (signal !== undefined) scope.follow(signal);
   return scope;

@@ -30,14 +30,14 @@ function withDeadline(
   options: ScopeOptions | undefined,
   ms: number,
 ): { options: ScopeOptions | undefined; timeout: Timeout | null } {
-  checkScopeOptions(op, options);
-  if (!(ms > 0)) return { options, timeout: null };
-  const context = options?.context ?? Context.empty;
+  const checked = checkScopeOptions(op, options); // what it read, once
+  if (!(ms > 0)) return { options: checked, timeout: null };
+  const context = checked?.context ?? Context.empty;
   const deadline = performance.now() + ms;
   const outer = Context._liveDeadline(context);
-  if (outer !== undefined && outer <= deadline) return { options, timeout: null };
+  if (outer !== undefined && outer <= deadline) return { options: checked, timeout: null };
   const timeout: Timeout = { done: false };
-  return { options: { ...options, context: Context._timed(context, deadline, timeout) }, timeout };
+  return { options: { ...checked, context: Context._timed(context, deadline, timeout) }, timeout };
 }
 
 /** setTimeout's largest delay; longer ones are chained. */

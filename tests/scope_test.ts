@@ -815,3 +815,52 @@ Deno.test("an object made from Context.prototype is refused as a context: it pas
     await assert.rejects(Promise.resolve(result), { name: "TypeError", message });
   }
 });
+
+Deno.test("scope options are read once: a getter that answered undefined to the check and {} after it left a failing supervisorScope unsettled, and threw the engine's errors elsewhere", async () => {
+  /** Options whose `key` answers undefined the first time and `{}` after; counts its reads. */
+  const toggling = (key: string) => {
+    const o = { reads: 0, options: {} };
+    Object.defineProperty(o.options, key, { get: () => o.reads++ === 0 ? undefined : {} });
+    return o;
+  };
+  const failing = (s: CoroutineScope) => {
+    s.launch(() => {
+      throw new Error("a child");
+    });
+  };
+  const reported = collecting();
+  // The supervisorScope's failing child has no handler in its (empty) context: reportError.
+  const uncaught: unknown[] = [];
+  const onError = (e: ErrorEvent) => {
+    e.preventDefault();
+    uncaught.push(e.error);
+  };
+  const cases: [string, (options: never) => unknown][] = [
+    ["context", (o) => supervisorScope(failing, o)],
+    ["signal", (o) => supervisorScope(() => 1, o)],
+    ["context", (o) => coroutineScope(() => 1, o)],
+    ["signal", (o) => coroutineScope(() => 1, o)],
+    ["context", (o) => withTimeout(1_000, () => 1, o)],
+    ["signal", (o) => withTimeoutOrNull(1_000, () => 1, o)],
+    ["context", (o) => nonCancellable(() => 1, o)],
+    ["context", (o) => createScope(o).join()],
+    ["signal", (o) => createScope(o).join()],
+    ["supervisor", (o) => createScope(o).join()],
+    ["context", (o) => coroutineScope((s) => s.launch(() => 1, o).join())],
+    ["lazy", (o) => coroutineScope((s) => s.launch(() => 1, o).join())],
+  ];
+  globalThis.addEventListener("error", onError);
+  try {
+    for (const [key, call] of cases) {
+      const t = toggling(key);
+      await coroutineScope(async () => {
+        await call(t.options as never);
+      }, { context: reported.context });
+      assert.equal(t.reads, 1, `${key} of ${call}`);
+    }
+  } finally {
+    globalThis.removeEventListener("error", onError);
+  }
+  assert.deepEqual(uncaught.map((e) => (e as Error).message), ["a child"]);
+  assert.deepEqual(reported.reported, []);
+});
