@@ -18,7 +18,13 @@
  * @module
  */
 import { type Capacity, Channel, type TrySendResult, type WaitOptions } from "./channel.ts";
-import { checkFunction, checkOptions, checkScope, ClosedSendError } from "./errors.ts";
+import {
+  checkFunction,
+  checkOptions,
+  checkScope,
+  ClosedSendError,
+  launchChecked,
+} from "./errors.ts";
 import { type Job, runCompletionHandler } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
 
@@ -126,7 +132,8 @@ export function actor<M>(
   if (onDone !== undefined) checkFunction(op, "onDone", onDone);
   const mailbox = new Channel<M>(capacity);
   const a = new ActorImpl(mailbox);
-  a.job = scope.launch(async (task) => {
+  // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
+  a.job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
     const signal = task.signal;
     // Stop at once: drop the queue and wake the handler's receive with the CancellationError.
     const onAbort = () => mailbox.cancel(signal.reason);
@@ -136,7 +143,7 @@ export function actor<M>(
     } finally {
       signal.removeEventListener("abort", onAbort);
     }
-  });
+  }, () => mailbox[Symbol.dispose]());
   a.job.invokeOnCompletion((cause) => {
     a._finish(cause);
     // Reported as any completion handler's exception, also when the job was final already

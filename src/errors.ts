@@ -107,6 +107,35 @@ export function checkScope(op: string, scope: unknown): void {
   }
 }
 
+/**
+ * `scope.launch(block)` for `op` (produce, actor) on a scope that may be the caller's own
+ * CoroutineScope: what it returns must be a Job (invokeOnCompletion and cancel), else a
+ * TypeError; `cleanup` runs when it throws or returns anything else.
+ */
+export function launchChecked<J>(
+  op: string,
+  scope: { launch(block: never): unknown },
+  block: unknown,
+  cleanup: () => void,
+): J {
+  let job: unknown;
+  try {
+    job = scope.launch(block as never);
+  } catch (e) {
+    cleanup();
+    throw e;
+  }
+  const j = job as { invokeOnCompletion?: unknown; cancel?: unknown } | null;
+  if (
+    typeof j !== "object" || j === null || typeof j.invokeOnCompletion !== "function" ||
+    typeof j.cancel !== "function"
+  ) {
+    cleanup();
+    throw new TypeError(`Cannot ${op}: scope.launch must return a Job, received ${describe(job)}`);
+  }
+  return job as J;
+}
+
 /** Throws "Cannot <op>: <name> must be a function" unless `fn` is one. */
 export function checkFunction(op: string, name: string, fn: unknown): void {
   if (typeof fn !== "function") {

@@ -25,7 +25,13 @@
  * @module
  */
 import { type Capacity, Channel, type WaitOptions } from "./channel.ts";
-import { checkFunction, checkOptions, checkScope, InvalidHandleError } from "./errors.ts";
+import {
+  checkFunction,
+  checkOptions,
+  checkScope,
+  InvalidHandleError,
+  launchChecked,
+} from "./errors.ts";
 import { isCancellation, type Job } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
 
@@ -113,7 +119,8 @@ export function produce<T>(
   checkOptions(op, options);
   const out = new ProducerChannel<T>(options.capacity ?? "rendezvous");
   let failed = false;
-  const job = scope.launch(async (task) => {
+  // A CoroutineScope of the caller's own may throw or return anything: the channel is freed.
+  const job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
     const signal = task.signal;
     // Closed, not cancelled: what was sent stays receivable (Kotlin closes with the cause).
     const onAbort = () => {
@@ -135,7 +142,7 @@ export function produce<T>(
       out._bound = null;
       signal.removeEventListener("abort", onAbort);
     }
-  });
+  }, () => out[Symbol.dispose]());
   out._job = job;
   job.invokeOnCompletion((cause) => {
     if (out._gone || failed) return;

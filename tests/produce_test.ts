@@ -410,3 +410,20 @@ Deno.test("actor: senders waiting on a full mailbox reject when the actor is can
   await a.job.join();
   assert.equal(live, 0);
 });
+
+Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch returns no Job throw a named TypeError (it was the engine's 'job.invokeOnCompletion is not a function')", () => {
+  const own = new Error("the caller's launch");
+  for (const returned of [1, undefined, {}, { invokeOnCompletion: () => ({}) }]) {
+    const scope = { launch: () => returned } as never;
+    const message = /^Cannot (produce|start actor): scope.launch must return a Job, received /;
+    assert.throws(() => produce(scope, () => {}), { name: "TypeError", message });
+    assert.throws(() => actor(scope, () => {}), { name: "TypeError", message });
+  }
+  const throwing = {
+    launch: () => {
+      throw own;
+    },
+  } as never;
+  assert.throws(() => produce(throwing, () => {}), (e) => e === own);
+  assert.throws(() => actor(throwing, () => {}), (e) => e === own);
+});
