@@ -232,6 +232,12 @@ export function select<R>(
     checkOptions(op, options);
     const { signal, unbiased = false } = options;
     checkSignal(op, signal);
+    // As every other flag option: "yes" or 0 said nothing about which the caller meant.
+    if (typeof unbiased !== "boolean") {
+      throw new TypeError(
+        `Cannot ${op}: unbiased must be a boolean, received ${describe(unbiased)}`,
+      );
+    }
     const b = new Builder();
     build(b as SelectBuilder<unknown> as SelectBuilder<R>);
     b.sealed = true;

@@ -819,3 +819,13 @@ Deno.test("a Proxy of a channel or an object made from Channel.prototype is refu
   assert.equal(ch.trySend(1).state, "ok");
   assert.equal(await select<number>((s) => s.onReceive(ch, (v) => v)), 1);
 });
+
+Deno.test("select's unbiased option must be a boolean, as every flag option is: 'yes' or 0 was taken as whatever it coerced to", async () => {
+  for (const unbiased of ["yes", 0, 1, null, {}]) {
+    await assert.rejects(select((s) => s.onTimeout(0, () => 1), { unbiased } as never), {
+      name: "TypeError",
+      message: /^Cannot select: unbiased must be a boolean, received /,
+    });
+  }
+  assert.equal(await select((s) => s.onTimeout(0, () => 1), { unbiased: true }), 1);
+});
