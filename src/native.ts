@@ -104,15 +104,17 @@ export class NativeCoroutine implements Disposable {
       );
     }
     const stackSize = checkStackSize("create coroutine", options.stackSize ?? 0);
-    for (const key of ["fpControl", "slabStack"] as const) {
+    // Each read once: a getter answered undefined to the check and "yes" to the flags after it.
+    let flags = 0;
+    for (const [key, bit] of [["fpControl", 1], ["slabStack", 2]] as const) {
       const v = options[key];
       if (v !== undefined && typeof v !== "boolean") {
         throw new TypeError(
           `Cannot create coroutine: ${key} must be a boolean, received ${describe(v)}`,
         );
       }
+      if (v === true) flags |= bit;
     }
-    const flags = (options.fpControl ? 1 : 0) | (options.slabStack ? 2 : 0);
     const lib = library();
     const sym = lib.symbols("create coroutine");
     const fn = sym.kc_builtin_entry(builtinIds[entry]);

@@ -192,3 +192,16 @@ Deno.test("a native coroutine disposed or destroyed after closeLibrary() is free
   `);
   assert.equal(res.code, 0, res.stderr);
 });
+
+Deno.test("NativeCoroutine.create reads each option once: fpControl and slabStack were checked, then read again for the flags (a getter answering undefined, then 'yes', set the flag)", () => {
+  const reads: Record<string, number> = { fpControl: 0, slabStack: 0 };
+  const options = { arg: 5 };
+  for (const key of Object.keys(reads)) {
+    Object.defineProperty(options, key, {
+      get: () => reads[key]++ === 0 ? undefined : "yes",
+    });
+  }
+  using co = NativeCoroutine.create("fib", options);
+  assert.equal(co.resume(), "suspended");
+  assert.deepEqual(reads, { fpControl: 1, slabStack: 1 });
+});
