@@ -286,7 +286,9 @@ export function openLibrary(options: OpenOptions = {}): Library {
   if (build !== undefined && typeof build !== "boolean") {
     throw new TypeError(`Cannot ${op}: build must be a boolean, received ${describe(build)}`);
   }
-  const path = findLibrary(options);
+  // What was checked, not `options` again: a getter answered undefined to the check and a
+  // non-string path or a truthy "yes" for build (which ran a build) to a second read.
+  const path = findLibrary({ path: given, expectAbi, build });
   let lib: Deno.DynamicLibrary<Symbols>;
   try {
     lib = Deno.dlopen(path, symbols);
@@ -296,7 +298,7 @@ export function openLibrary(options: OpenOptions = {}): Library {
       { cause: e },
     );
   }
-  const expected = options.expectAbi ?? ABI_VERSION;
+  const expected = expectAbi ?? ABI_VERSION;
   const found = lib.symbols.kc_abi_version();
   if (found !== expected) {
     lib.close();

@@ -254,3 +254,17 @@ Deno.test("Library.onClose and beforeClose refuse a hook that is not a function:
     lib.close();
   }
 });
+
+Deno.test("openLibrary reads each option once: path, expectAbi and build were checked, then read again to find and check the library", () => {
+  const reads: Record<string, number> = { path: 0, expectAbi: 0, build: 0 };
+  const options = {};
+  for (const key of Object.keys(reads)) {
+    // undefined to the check; after it a path that is not a string, an ABI that is not ours,
+    // and a build flag the check refuses.
+    const later = { path: 7, expectAbi: -1, build: "yes" }[key];
+    Object.defineProperty(options, key, { get: () => reads[key]++ === 0 ? undefined : later });
+  }
+  const lib = openLibrary(options);
+  lib.close();
+  assert.deepEqual(reads, { path: 1, expectAbi: 1, build: 1 });
+});
