@@ -2266,12 +2266,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * Receives until the channel is closed; rethrows the close cause if one was given. A plain
    * iterator over the receive path, not an async generator (which costs a receive's time again).
+   * Once `return()` ran (a `break` out of `for await`), `next()` answers done, as a generator's
+   * does, and takes nothing from the channel; the channel itself stays open (Kotlin's iterator).
    */
   [Symbol.asyncIterator](): AsyncIterableIterator<T> {
-    const next = () => this.#receive(RECV_ITER) as Promise<IteratorResult<T, undefined>>;
+    let ended = false;
+    const next = () =>
+      ended
+        ? Promise.resolve(ITER_DONE)
+        : this.#receive(RECV_ITER) as Promise<IteratorResult<T, undefined>>;
     const it: AsyncIterableIterator<T> = {
       next,
-      return: () => Promise.resolve(ITER_DONE),
+      return: () => {
+        ended = true;
+        return Promise.resolve(ITER_DONE);
+      },
       [Symbol.asyncIterator]: () => it,
     };
     return it;

@@ -660,6 +660,26 @@ bothModes("FIFO per producer through waits", async () => {
   assert.deepEqual(got, Array.from({ length: 100 }, (_, i) => i));
 });
 
+bothModes(
+  "an iterator that was returned (a break) answers done and takes nothing more; the channel stays open",
+  async () => {
+    using ch = chan<number>(4);
+    for (const v of [1, 2, 3]) ch.trySend(v);
+    const it = ch[Symbol.asyncIterator]();
+    for await (const v of { [Symbol.asyncIterator]: () => it }) {
+      assert.equal(v, 1);
+      break; // calls it.return()
+    }
+    assert.deepEqual(await it.next(), { value: undefined, done: true });
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 }); // not taken by that next()
+    assert.equal(ch.isClosedForSend, false);
+    const again: number[] = [];
+    ch.close();
+    for await (const v of ch) again.push(v); // a new iterator starts afresh
+    assert.deepEqual(again, [3]);
+  },
+);
+
 bothModes("async iteration ends on close and rethrows a close cause", async () => {
   using ch = chan<number>(3);
   ch.trySend(1);
