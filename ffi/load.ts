@@ -26,6 +26,9 @@ import {
 /** The C ABI version this module is written against (`KC_ABI_VERSION` in include/kcoro.h). */
 export const ABI_VERSION = 15;
 
+/** Only this module makes a {@linkcode Library}. */
+const MAKE: unique symbol = Symbol("kcoro.Library");
+
 /** An open libkcoro. `close()` is idempotent; calls after it throw `LibraryClosedError`. */
 export class Library {
   /** The file it was opened from (see the module documentation for where that is). */
@@ -36,7 +39,19 @@ export class Library {
   #symbols: Deno.DynamicLibrary<Symbols>["symbols"];
 
   /** @ignore Use {@linkcode openLibrary} or {@linkcode library}. */
-  constructor(lib: Deno.DynamicLibrary<Symbols>, path: string, abiVersion: number) {
+  constructor(
+    key: typeof MAKE,
+    lib: Deno.DynamicLibrary<Symbols>,
+    path: string,
+    abiVersion: number,
+  ) {
+    // Exported for its type and instanceof: made by openLibrary only (a Library over anything
+    // else threw the engine's errors at its first call).
+    if (key !== MAKE) {
+      throw new TypeError(
+        `Cannot construct Library: use openLibrary() or library(), received ${describe(key)}`,
+      );
+    }
     this.#lib = lib;
     // A copy: a property read from Deno's own symbols object costs ~0.6 ns more per call
     // (measured on the try pair, bench/channel_bench.ts).
@@ -304,7 +319,7 @@ export function openLibrary(options: OpenOptions = {}): Library {
     lib.close();
     throw new AbiMismatchError(path, found, expected);
   }
-  return new Library(lib, path, found);
+  return new Library(MAKE, lib, path, found);
 }
 
 let shared: Library | null = null;

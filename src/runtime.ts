@@ -356,6 +356,9 @@ function schedInfo(lib: Library, op: string, info = new BigUint64Array(7)): BigU
  */
 const checkInfo = new BigUint64Array(7);
 
+/** Only this module makes a {@linkcode Runtime}. */
+const MAKE: unique symbol = Symbol("kcoro.Runtime");
+
 /**
  * The process-wide native scheduler, one run of it: from the {@linkcode runtime} call that
  * started it (or found it running) to its shutdown. Get it with {@linkcode runtime}.
@@ -367,7 +370,12 @@ export class Runtime {
   /** How many worker threads the scheduler runs. */
   readonly workers: number;
   /** @ignore Use {@linkcode runtime}. */
-  constructor(lib: Library, workers: number, generation: bigint) {
+  constructor(key: typeof MAKE, lib: Library, workers: number, generation: bigint) {
+    // Exported for its type and instanceof: made by runtime() only (a Runtime over anything else
+    // threw the engine's errors at its first call).
+    if (key !== MAKE) {
+      throw new TypeError(`Cannot construct Runtime: use runtime(), received ${describe(key)}`);
+    }
     this.#lib = lib;
     this.workers = workers;
     this.#generation = generation;
@@ -705,7 +713,7 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
     // running) is replaced by one of the library open now, and one of a scheduler shut down
     // since (by a Worker, which then started another) by one of the running scheduler.
     if (current === null || !current._is(lib, info[6])) {
-      current = new Runtime(lib, running, info[6]);
+      current = new Runtime(MAKE, lib, running, info[6]);
     }
     return current;
   }
@@ -720,7 +728,7 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
   }
   unwrap(rc, "start runtime");
   info = schedInfo(lib, "start runtime");
-  current = new Runtime(lib, Number(info[0]), info[6]);
+  current = new Runtime(MAKE, lib, Number(info[0]), info[6]);
   return current;
 }
 

@@ -4,6 +4,7 @@ import {
   AbiMismatchError,
   closeLibrary,
   KcoroError,
+  Library,
   library,
   LibraryClosedError,
   LibraryNotFoundError,
@@ -29,6 +30,18 @@ Deno.test("the handshake rejects a mismatched ABI and closes the library", () =>
       e instanceof AbiMismatchError && e.found === ABI_VERSION && e.expected === ABI_VERSION + 1 &&
       /\.\/task build/.test(e.message),
   );
+});
+
+Deno.test("a Library is made by openLibrary only: new Library(...) is a named TypeError", () => {
+  const lib = library();
+  for (const key of [undefined, {}, Symbol("kcoro.Library")]) {
+    assert.throws(
+      () => new Library(key as never, {} as never, "x", 1),
+      (e) =>
+        e instanceof TypeError && /^Cannot construct Library: use openLibrary\(\)/.test(e.message),
+    );
+  }
+  assert.ok(lib instanceof Library);
 });
 
 Deno.test("close is idempotent and later calls get LibraryClosedError", () => {

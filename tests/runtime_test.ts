@@ -5,6 +5,7 @@ import {
   KcoroError,
   library,
   resolveNative,
+  Runtime,
   runtime,
   ShutdownError,
 } from "../mod.ts";
@@ -125,6 +126,15 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
     () => resolveNative("/nonexistent/lib.so", "f"),
     (e: unknown) => e instanceof KcoroError && e.code === "KC_EINVAL",
   );
+});
+
+Deno.test("runtime: a Runtime is made by runtime() only: new Runtime(...) is a named TypeError", () => {
+  for (const key of [undefined, {}, Symbol("kcoro.Runtime")]) {
+    assert.throws(
+      () => new Runtime(key as never, library(), 2, 1n),
+      (e) => e instanceof TypeError && /^Cannot construct Runtime: use runtime\(\)/.test(e.message),
+    );
+  }
 });
 
 Deno.test("runtime: cells(values) stores the values it checked, each read once", () => {
