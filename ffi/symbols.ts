@@ -335,5 +335,14 @@ export const symbols = {
   },
 } as const satisfies Deno.ForeignLibraryInterface;
 
+// Frozen, each definition and its parameter list too: the table is exported, and a definition
+// changed before the library opens (a parameter's type, a result) makes every call through it
+// pass or read the wrong thing: memory corrupted or a crash, not an error.
+for (const def of Object.values(symbols)) {
+  Object.freeze((def as { parameters: readonly unknown[] }).parameters);
+  Object.freeze(def);
+}
+Object.freeze(symbols);
+
 /** The type of {@linkcode symbols}: what `Deno.DynamicLibrary<Symbols>` is opened with. */
 export type Symbols = typeof symbols;

@@ -23,6 +23,9 @@ export const Status = {
   ESHUTDOWN: -108,
   ECANCELED: -125,
 } as const;
+// Frozen: it is exported, and the module compares native results against it (a changed code
+// would turn one status into another).
+Object.freeze(Status);
 
 /** By code; a null prototype, so that no inherited name ("toString") passes for one. */
 const statusNames: Record<number, string> = Object.assign(

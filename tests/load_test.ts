@@ -9,7 +9,9 @@ import {
   LibraryClosedError,
   LibraryNotFoundError,
   openLibrary,
+  Status,
   statusName,
+  symbols,
 } from "../mod.ts";
 import { evalScript } from "./support.ts";
 
@@ -42,6 +44,23 @@ Deno.test("a Library is made by openLibrary only: new Library(...) is a named Ty
     );
   }
   assert.ok(lib instanceof Library);
+});
+
+Deno.test("the exported symbol table and Status cannot be changed (a changed definition would mis-call the library)", () => {
+  const defs = symbols as unknown as Record<string, { parameters: string[]; result: string }>;
+  assert.throws(() => {
+    defs.kc_abi_version.result = "pointer";
+  }, TypeError);
+  assert.throws(() => {
+    defs.kc_status_name.parameters[0] = "pointer";
+  }, TypeError);
+  assert.throws(() => {
+    defs.kc_extra = { parameters: [], result: "void" };
+  }, TypeError);
+  assert.equal(defs.kc_abi_version.result, "u32");
+  assert.throws(() => {
+    (Status as { ESHUTDOWN: number }).ESHUTDOWN = 0;
+  }, TypeError);
 });
 
 Deno.test("close is idempotent and later calls get LibraryClosedError", () => {
