@@ -392,11 +392,13 @@ int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline
  * an ancestor) is cancelled, also one given a token of its own (either token ends the wait). */
 typedef void (*kc_handler_fn)(void *ctx, const void *msg);
 typedef void (*kc_done_fn)(void *ctx, int32_t status);
-/* parent 0 = none; a child scope is cancelled with its parent. KC_ESHUTDOWN without a scheduler. */
+/* parent 0 = none; a child scope is cancelled with its parent. The scope belongs to the running
+ * scheduler (kc_sched_info's generation). KC_ESHUTDOWN when none runs, or when `parent` belongs
+ * to one shut down. */
 int32_t kc_scope_create(uint32_t parent, uint32_t *out_scope);
 /* As kc_spawn, as a child of the scope. KC_ECANCELED once the scope is cancelled; KC_ESHUTDOWN
- * once a shutdown abandoned children of it (its waits say KC_ESHUTDOWN for good: after a
- * restart, make a new scope). */
+ * once the scope's scheduler is shut down, also when a later one runs (after a restart, make a
+ * new scope). */
 int32_t kc_scope_launch(uint32_t scope, kc_entry_fn entry, void *arg, uint32_t flags,
                         uint32_t *out_handle);
 /* 1 the first time, 0 after. */
@@ -423,7 +425,9 @@ int32_t kc_cancelled(void);
 int32_t kc_scope_set_deadline(uint32_t scope, uint64_t deadline_ns);
 /* Inside a coroutine: its context's deadline, or 0. */
 uint64_t kc_deadline(void);
-/* An actor: a child of `scope` calling handler(ctx, msg) for every message of `mailbox`; it
+/* Actors and producers fail as kc_scope_launch does (KC_ECANCELED, KC_ESHUTDOWN), and then
+ * on_done is never called.
+ * An actor: a child of `scope` calling handler(ctx, msg) for every message of `mailbox`; it
  * processes what is queued after close, then ends; it stops at once when the scope is cancelled,
  * also between queued messages. Ended any other way than by close, it cancels its mailbox (what
  * is queued goes to the undelivered hook, later sends fail with KC_ECANCELED): the actor owns its

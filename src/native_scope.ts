@@ -72,6 +72,10 @@ const ABANDONED =
   "a runtime shutdown abandoned this scope's coroutines before they finished (the runtime " +
   "running now is a later one)";
 
+/** Why a launch into (or a child scope of) a scope of a runtime shut down since fails. */
+const OLD_RUNTIME = "belongs to a runtime that was shut down (the runtime running now is a " +
+  "later one: create a new native scope on it)";
+
 /**
  * How long one native wait blocks before looking at the signal again. Every wait is sliced,
  * with a signal or not: a nonblocking call holds a thread of Deno's blocking pool until it
@@ -181,7 +185,10 @@ export class NativeScope implements AsyncDisposable {
   /** The native scope this one was created under (`parent`), if any. */
   readonly #parent: NativeScope | null;
 
-  /** A free-standing native scope (starts the runtime with default options if need be). */
+  /**
+   * A free-standing native scope (starts the runtime with default options if need be), which
+   * belongs to the runtime running now. A ShutdownError if `parent` belongs to one shut down.
+   */
   static create(options: NativeScopeOptions = {}): NativeScope {
     const op = "create native scope";
     checkOptions(op, options);
@@ -209,7 +216,12 @@ export class NativeScope implements AsyncDisposable {
     runtime();
     const lib = library();
     const out = new Uint32Array(1);
-    unwrap(lib.symbols(op).kc_scope_create(parentHandle, out), op);
+    const rc = lib.symbols(op).kc_scope_create(parentHandle, out);
+    // The runtime runs, but the parent belongs to one shut down: so would its child.
+    if (rc === Status.ESHUTDOWN && parent !== null && schedulerRunning(lib)) {
+      throw new ShutdownError(op, `the parent native scope ${OLD_RUNTIME}`);
+    }
+    unwrap(rc, op);
     const ns = new NativeScope(lib, out[0], owner, parent);
     // A free-standing scope dropped without dispose is destroyed once collected and idle, as a
     // dropped Channel is: 80,000 such scopes held 40 MB and counted towards the handle table's
@@ -282,7 +294,8 @@ export class NativeScope implements AsyncDisposable {
    * from {@linkcode resolveNative} (given a pointer, or cells). The child and everything it
    * spawns see the scope's cancellation. Throws a CancellationError once the scope is cancelled
    * (nothing starts then); in an owned scope that also cancels the owner, if a native
-   * cancellation had not reached it yet.
+   * cancellation had not reached it yet. Throws a ShutdownError once the runtime the scope was
+   * made on is shut down, also after {@linkcode runtime} started a later one.
    */
   launch(entry: ScheduledBuiltin | NativeFunction, cells?: BigUint64Array): void;
   /**
@@ -309,9 +322,10 @@ export class NativeScope implements AsyncDisposable {
       if (owner !== null && !owner.isCancelled) owner.cancel(nativeCancellation());
       throw new CancellationError(`Cannot ${op}: the native scope was cancelled`);
     }
-    // The runtime runs, but a shutdown abandoned this scope's children: it takes no more.
+    // The runtime runs, but it is a later one than this scope's (whose children, if any ran
+    // at the shutdown, were abandoned): the scope takes no more.
     if (rc === Status.ESHUTDOWN && schedulerRunning(this.#lib)) {
-      throw new ShutdownError(op, ABANDONED);
+      throw new ShutdownError(op, `this native scope ${OLD_RUNTIME}`);
     }
     unwrapSpawn(rc, op);
     // Module-level, not on this object: a scope dropped while its children run must not let

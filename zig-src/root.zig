@@ -357,7 +357,8 @@ var test_hooks: if (@import("builtin").is_test) struct {
     before_shutdown: ?*const fn () void = null,
     /// In `kc_sched_info`, after it read the scheduler's figures.
     after_info: ?*const fn () void = null,
-    /// In `kc_spawn` and `kc_spawn_gen`, after the argument checks, before the hold.
+    /// In `kc_spawn`, `kc_spawn_gen` and `kc_scope_launch`, after the argument checks, before
+    /// the hold.
     before_spawn: ?*const fn () void = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
@@ -1344,7 +1345,10 @@ fn scopes() *ScopeRegistry {
 }
 
 /// int32_t kc_scope_create(uint32_t parent, uint32_t *out_scope): a native scope on the running
-/// scheduler, a child of `parent` (0: none) so that cancelling the parent cancels it.
+/// scheduler, a child of `parent` (0: none) so that cancelling the parent cancels it. The scope
+/// belongs to that scheduler (kc_sched_info's generation): once it is shut down, launches into
+/// the scope fail with KC_ESHUTDOWN, also after a restart. KC_ESHUTDOWN when no scheduler runs,
+/// or `parent` belongs to one shut down.
 export fn kc_scope_create(parent: u32, out_scope: ?*u32) callconv(.c) i32 {
     const out = out_scope orelse return Status.invalid.code();
     const held = enter(.short) orelse return Status.shutdown.code();
@@ -1353,7 +1357,11 @@ export fn kc_scope_create(parent: u32, out_scope: ?*u32) callconv(.c) i32 {
     const sr = scopes();
     const pe: ?*ScopeRegistry.Entry = if (parent == 0) null else sr.acquire(parent) catch |err| return fail(err);
     defer if (pe) |e| sr.release(e);
+    // Read in the hold, which a restart waits for: the generation of the scheduler `s` is.
+    const generation = heldGeneration();
+    if (pe) |e| if (ScopeRegistry.objectOf(e).generation != generation) return Status.shutdown.code();
     const sc = Scope.create(std.heap.c_allocator, s, if (pe) |e| ScopeRegistry.objectOf(e) else null) catch |err| return fail(err);
+    sc.generation = generation; // a child's is its parent's, checked equal above
     out.* = sr.add(sc) catch {
         sc.release();
         return Status.no_memory.code();
@@ -1361,22 +1369,41 @@ export fn kc_scope_create(parent: u32, out_scope: ?*u32) callconv(.c) i32 {
     return 0;
 }
 
+/// The generation of the scheduler held by the caller's `enter` (a restart waits for the hold to
+/// end before it counts a new one; a worker's own call is held by its scheduler running it).
+/// Monotonic: `enter`'s seq_cst load of `sched_started` saw kc_sched_start's release store,
+/// made after its increment.
+fn heldGeneration() u64 {
+    return sched_generation.load(.monotonic);
+}
+
+/// KC_ESHUTDOWN unless `sc` belongs to the scheduler the caller holds (`enter`): one made on a
+/// scheduler since shut down takes no launch, also after a restart (whose stacks may be smaller
+/// than its code needs). This also covers a scope whose children a shutdown abandoned (its
+/// waits answer KC_ESHUTDOWN for good). Before, a scope that had no child at the shutdown ran
+/// launches on the later scheduler.
+fn checkScopeGeneration(sc: *const Scope) ?i32 {
+    if (sc.generation != heldGeneration() or sc.wasAbandoned()) return Status.shutdown.code();
+    return null;
+}
+
 /// int32_t kc_scope_launch(uint32_t scope, kc_entry_fn entry, void *arg, uint32_t flags,
 ///                         uint32_t *out_handle): runs entry(arg) as a child of the scope (flags
-/// and out_handle as kc_spawn). KC_ECANCELED once the scope is cancelled.
+/// and out_handle as kc_spawn). KC_ECANCELED once the scope is cancelled; KC_ESHUTDOWN once the
+/// scheduler the scope belongs to is shut down (also when a later one runs).
 export fn kc_scope_launch(scope: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_handle: ?*u32) callconv(.c) i32 {
     const e = entry orelse return Status.invalid.code();
     const f: kcoro.registry.Flags = @bitCast(flags);
     if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
+    if (@import("builtin").is_test) if (test_hooks.before_spawn) |hook| hook();
     const held = enter(.short) orelse return Status.shutdown.code();
     defer held.leave();
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
     defer sr.release(se);
     const sc = ScopeRegistry.objectOf(se);
-    // A shutdown abandoned children of it: its waits answer KC_ESHUTDOWN for good, so nothing
-    // new starts in it (make a new scope after a restart).
-    if (sc.wasAbandoned()) return Status.shutdown.code();
+    // Checked in the hold, so no restart comes between the check and the launch.
+    if (checkScopeGeneration(sc)) |rc| return rc;
     const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
     _ = sc.launch(e, arg, .{ .hook = hook, .fp_control = f.fp_control }) catch |err| return fail(err);
     return 0;
@@ -1584,9 +1611,9 @@ fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: corout
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
     defer sr.release(se);
-    // As kc_scope_launch: nothing new starts in a scope a shutdown abandoned children of (it
-    // ran an actor or producer after a restart, in a scope whose waits say KC_ESHUTDOWN).
-    if (ScopeRegistry.objectOf(se).wasAbandoned()) return Status.shutdown.code();
+    // As kc_scope_launch: nothing starts in a scope of a scheduler since shut down (it ran an
+    // actor or producer on a later one).
+    if (checkScopeGeneration(ScopeRegistry.objectOf(se))) |rc| return rc;
     const ce = chans().acquire(chan_h) catch |err| return fail(err);
     const st = std.heap.c_allocator.create(ActorStart) catch {
         chans().release(ce);
@@ -2627,6 +2654,62 @@ test "C ABI: kc_spawn_gen spawns onto its generation's scheduler only, also when
     try testing.expect(h != 0);
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
     try testing.expectEqual(@as(u64, 1), @atomicLoad(u64, &ran[1], .acquire));
+}
+
+test "C ABI: a scope belongs to the scheduler it was made on: after a restart nothing launches into it, nor a child scope made under it" {
+    const S = struct {
+        var ran: std.atomic.Value(u32) = .init(0);
+        fn child(_: ?*anyopaque) callconv(.c) void {
+            _ = ran.fetchAdd(1, .monotonic);
+        }
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            _ = ran.fetchAdd(1, .monotonic);
+        }
+        fn restart() void {
+            test_hooks.before_spawn = null; // once
+            _ = kc_sched_shutdown(0);
+            _ = kc_sched_start(1, 32 * 1024, 0);
+        }
+    };
+    defer test_hooks = .{};
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    // Empty at the shutdown (no child to abandon): before, nothing marked them.
+    var old: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &old));
+    defer _ = kc_scope_destroy(old);
+    var old_child: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(old, &old_child));
+    defer _ = kc_scope_destroy(old_child);
+    var ch: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &ch));
+    defer _ = kc_chan_destroy(ch);
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    // None runs: as before.
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_launch(old, S.child, null, 0, null));
+    var sc: u32 = 0;
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_create(0, &sc));
+    // A later scheduler, with other stacks: before, each of these ran there.
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
+    defer _ = kc_sched_shutdown(0);
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_launch(old, S.child, null, 0, null));
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_launch(old_child, S.child, null, 0, null));
+    try testing.expectEqual(Status.shutdown.code(), kc_actor_spawn(old, ch, S.handler, null, null, null));
+    try testing.expectEqual(Status.shutdown.code(), kc_produce(old, ch, S.child, null, null, null));
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_create(old, &sc));
+    // Nothing to wait for in it: its waits answer at once, and it can be cancelled and destroyed.
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(old, kc_now_ns() + std.time.ns_per_s));
+    try testing.expectEqual(@as(i32, 0), kc_scope_live(old));
+    // A scope made on this scheduler takes launches; a restart just before the launch's hold
+    // (another thread's) is seen in it.
+    var now: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &now));
+    defer _ = kc_scope_destroy(now);
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(now, S.child, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(now, kc_now_ns() + 10 * std.time.ns_per_s));
+    try testing.expectEqual(@as(u32, 1), S.ran.load(.monotonic));
+    test_hooks.before_spawn = S.restart;
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_launch(now, S.child, null, 0, null));
+    try testing.expectEqual(@as(u32, 1), S.ran.load(.monotonic));
 }
 
 test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutdown" {

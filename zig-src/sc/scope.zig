@@ -37,6 +37,11 @@ pub const Scope = struct {
     allocator: std.mem.Allocator,
     sched: *Scheduler,
     parent: ?*Scope,
+    /// Which run of `sched` the scope belongs to, as its creator counts them (the C ABI:
+    /// kc_sched_info's generation); a child scope takes its parent's. The scope itself does not
+    /// look at it: its creator refuses launches once that run has ended. Set before the scope is
+    /// shared, then only read.
+    generation: u64 = 0,
     token: Token = undefined,
     /// The children's context (job = this scope, cancellation = `token`); a reference we own.
     context: *ctx_mod.Context = undefined,
@@ -88,7 +93,12 @@ pub const Scope = struct {
     pub fn create(allocator: std.mem.Allocator, sched: *Scheduler, parent: ?*Scope) error{ OutOfMemory, InvalidArgument }!*Scope {
         const s = try allocator.create(Scope);
         errdefer allocator.destroy(s);
-        s.* = .{ .allocator = allocator, .sched = sched, .parent = parent };
+        s.* = .{
+            .allocator = allocator,
+            .sched = sched,
+            .parent = parent,
+            .generation = if (parent) |p| p.generation else 0,
+        };
         // The parent's context may be replaced (and the old one released) by its `setDeadline`
         // on another thread: take our own reference under its lock, as `launch` does.
         const base = if (parent) |p| blk: {
