@@ -186,8 +186,9 @@ export class NativeScope implements AsyncDisposable {
   readonly #parent: NativeScope | null;
 
   /**
-   * A free-standing native scope (starts the runtime with default options if need be), which
-   * belongs to the runtime running now. A ShutdownError if `parent` belongs to one shut down.
+   * A free-standing native scope, which belongs to the runtime running now (started with default
+   * options if none runs), or a child of `parent`, on its runtime: a ShutdownError once that one
+   * is shut down.
    */
   static create(options: NativeScopeOptions = {}): NativeScope {
     const op = "create native scope";
@@ -213,7 +214,9 @@ export class NativeScope implements AsyncDisposable {
     owner: JobSupport<unknown> | null,
   ): NativeScope {
     const parentHandle = parent === null ? 0 : parent.#open(op);
-    runtime();
+    // A child scope belongs to its parent's runtime: none is started for it (one refused for a
+    // parent of a runtime shut down started a runtime it could not use).
+    if (parent === null) runtime();
     const lib = library();
     const out = new Uint32Array(1);
     const rc = lib.symbols(op).kc_scope_create(parentHandle, out);

@@ -441,6 +441,24 @@ Deno.test("a native scope made before a runtime shutdown takes no launch after a
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a child scope refused for its parent's shut-down runtime starts no runtime", async () => {
+  const res = await evalScript(`
+    import { library, NativeScope, runtime, ShutdownError } from "./mod.ts";
+    const parent = NativeScope.create();
+    await runtime().shutdown();
+    try {
+      NativeScope.create({ parent });
+      throw new Error("a child scope made under a scope of a shut-down runtime");
+    } catch (e) {
+      if (!(e instanceof ShutdownError)) throw e;
+    }
+    const info = new BigUint64Array(4);
+    library().symbols("test").kc_sched_info(info, 4);
+    if (info[3] !== 0n) throw new Error("the refused create started a runtime");
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a Worker terminated while it waits for native children leaves no thread behind", async () => {
   // Before, NativeScope.wait without a signal and a TypeScript scope's watch of its native
   // children made one unsliced native wait each, which held a thread of Deno's blocking pool
