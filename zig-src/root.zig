@@ -800,6 +800,10 @@ const HeldRefs = struct {
     token: ?*TokenRegistry.Entry = null,
     scope: ?*ScopeRegistry.Entry = null,
     buf: []u8 = &.{},
+    /// An actor's or producer's channel (`chans[0]`), ended when the coroutine is abandoned as
+    /// its return ends it: a producer's closed, an actor's mailbox cancelled. Left open, a
+    /// consumer or sender on another host (or a later runtime) waited for it for good.
+    end_chan: EndChan = .keep,
 
     fn hold(h: *HeldRefs) void {
         coroutine.pushCleanup(&h.cleanup);
@@ -819,7 +823,24 @@ const HeldRefs = struct {
 
     fn run(c: *coroutine.Cleanup) void {
         const h: *HeldRefs = @fieldParentPtr("cleanup", c);
+        if (h.end_chan != .keep) h.end_chan.apply(ChanRegistry.channelOf(h.chans[0]));
         h.releaseAll();
+    }
+};
+
+/// How an actor's or producer's channel is ended when a shutdown abandons it (`HeldRefs`,
+/// `dropActorStart`).
+const EndChan = enum {
+    keep,
+    close,
+    cancel,
+
+    fn apply(e: EndChan, ch: *chan.Channel) void {
+        switch (e) {
+            .keep => {},
+            .close => _ = ch.closeFrom(),
+            .cancel => _ = ch.cancel(),
+        }
     }
 };
 
@@ -1541,7 +1562,7 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
     const a = start.*;
     std.heap.c_allocator.destroy(start);
     const mailbox = [1]*ChanRegistry.Entry{a.mailbox};
-    var guard: HeldRefs = .{ .chans = &mailbox };
+    var guard: HeldRefs = .{ .chans = &mailbox, .end_chan = .cancel };
     guard.hold();
     defer guard.drop();
     const ch = ChanRegistry.channelOf(a.mailbox);
@@ -1576,7 +1597,7 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
     const a = start.*;
     std.heap.c_allocator.destroy(start);
     const mailbox = [1]*ChanRegistry.Entry{a.mailbox};
-    var guard: HeldRefs = .{ .chans = &mailbox };
+    var guard: HeldRefs = .{ .chans = &mailbox, .end_chan = .close };
     guard.hold();
     defer guard.drop();
     a.producer.?(a.ctx);
@@ -1597,9 +1618,11 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
 }
 
 /// What an actor or producer abandoned before it ran (a shutdown) held: its start record and
-/// its channel's reference.
+/// its channel's reference. Its channel is ended as a started one's is (`HeldRefs.end_chan`).
 fn dropActorStart(arg: ?*anyopaque) void {
     const start: *ActorStart = @ptrCast(@alignCast(arg.?));
+    const end: EndChan = if (start.producer != null) .close else .cancel;
+    end.apply(ChanRegistry.channelOf(start.mailbox));
     chans().release(start.mailbox);
     std.heap.c_allocator.destroy(start);
 }
@@ -3772,6 +3795,71 @@ test "C ABI: kc_scope_wait in a hand-driven coroutine says KC_ESHUTDOWN when a s
     try testing.expectEqual(Status.shutdown.code(), S.rc.load(.acquire));
 }
 
+test "C ABI: a shutdown that abandons an actor or producer ends its channel as its return would: the produced channel closed, the mailbox cancelled" {
+    const S = struct {
+        var blocking: std.atomic.Value(u32) = .init(0);
+        var handled: std.atomic.Value(u32) = .init(0);
+        var done: std.atomic.Value(u32) = .init(0);
+        fn producer(arg: ?*anyopaque) callconv(.c) void {
+            const h: u32 = @intCast(@intFromPtr(arg));
+            var i: u64 = 1;
+            while (kc_chan_send(h, &i, 8, 0, 0, 0) == 0) i += 1; // parks: nobody receives
+        }
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            _ = handled.fetchAdd(1, .monotonic);
+        }
+        fn onDone(_: ?*anyopaque, _: i32) callconv(.c) void {
+            _ = done.fetchAdd(1, .monotonic);
+        }
+        fn blocker(_: ?*anyopaque) callconv(.c) void {
+            blocking.store(1, .release);
+            // Holds the only worker until the shutdown stops it: what is queued never starts.
+            while (sched.isRunning()) std.Thread.yield() catch {};
+        }
+    };
+    S.blocking.store(0, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    // [0]: started and parked when the shutdown comes; [1]: queued, never started.
+    var outs: [2]u32 = undefined;
+    var boxes: [2]u32 = undefined;
+    for (&outs, &boxes) |*o, *b| {
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, o));
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, b));
+    }
+    defer for (outs ++ boxes) |h| {
+        _ = kc_chan_destroy(h);
+    };
+    const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+    var hp: u32 = 0;
+    var ha: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, outs[0], S.producer, @ptrFromInt(outs[0]), S.onDone, &hp));
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, boxes[0], S.handler, null, S.onDone, &ha));
+    const parked: i32 = @intFromEnum(coroutine.State.parked);
+    while ((kc_coro_state(hp) != parked or kc_coro_state(ha) != parked) and kc_now_ns() < deadline) std.Thread.yield() catch {};
+    try testing.expectEqual(parked, kc_coro_state(hp));
+    try testing.expectEqual(parked, kc_coro_state(ha));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.blocker, null, 0, null));
+    while (S.blocking.load(.acquire) == 0 and kc_now_ns() < deadline) std.Thread.yield() catch {};
+    try testing.expectEqual(@as(u32, 1), S.blocking.load(.acquire));
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, outs[1], S.producer, @ptrFromInt(outs[1]), S.onDone, null));
+    const v: u64 = 7;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(boxes[1], &v, 8, 0, 0, 1)); // queued for it
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, boxes[1], S.handler, null, S.onDone, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expectEqual(@as(u32, 0), S.handled.load(.monotonic));
+    try testing.expectEqual(@as(u32, 0), S.done.load(.monotonic)); // on_done runs only on return
+    var got: u64 = 0;
+    for (outs, boxes) |o, b| {
+        // Before, both stayed open: a consumer of the producer's channel, or a sender waiting
+        // for the actor to take its message, waited for good (from another host or runtime).
+        try testing.expectEqual(Status.closed.code(), kc_chan_recv(o, &got, 8, 0, 0, 1));
+        try testing.expectEqual(Status.cancelled.code(), kc_chan_send(b, &v, 8, 0, 0, 1));
+    }
+}
+
 test "C ABI: an actor stops between queued messages when its scope is cancelled, and cancels its mailbox" {
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     defer _ = kc_sched_shutdown(0);
@@ -3966,7 +4054,9 @@ test "C ABI: a shutdown abandoning parked coroutines leaves no waiter behind and
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
     // Their stacks are gone: a send must not find them waiting.
     var v: u64 = 42;
-    for (S.chs) |h| try testing.expectEqual(Status.again.code(), kc_chan_try_send(h, &v, 8));
+    for (S.chs[0..3]) |h| try testing.expectEqual(Status.again.code(), kc_chan_try_send(h, &v, 8));
+    // The actor's mailbox is cancelled, as an actor that ends any way but by close leaves it.
+    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(S.chs[3], &v, 8));
     // The scope has no live child left, and says that they were abandoned.
     try testing.expectEqual(Status.shutdown.code(), kc_scope_wait(S.scope, kc_now_ns() + 10 * std.time.ns_per_s));
     try testing.expectEqual(Status.shutdown.code(), kc_scope_watch(S.scope, kc_now_ns() + 10 * std.time.ns_per_s));
