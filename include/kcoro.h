@@ -427,7 +427,9 @@ int32_t kc_scope_set_deadline(uint32_t scope, uint64_t deadline_ns);
 uint64_t kc_deadline(void);
 /* Actors and producers fail as kc_scope_launch does (KC_ECANCELED, KC_ESHUTDOWN), and then
  * on_done is never called. One a shutdown abandons (started or not) has its channel ended as its
- * return would (an actor's mailbox cancelled, a producer's channel closed), without on_done.
+ * return would (an actor's mailbox cancelled, a producer's channel closed), without on_done, by
+ * the shutdown's thread before kc_sched_shutdown returns, after it let go of the scheduler (the
+ * channel's hooks may call kc_sched_start).
  * An actor: a child of `scope` calling handler(ctx, msg) for every message of `mailbox`; it
  * processes what is queued after close, then ends; it stops at once when the scope is cancelled,
  * also between queued messages. Ended any other way than by close, it cancels its mailbox (what

@@ -646,6 +646,11 @@ fn shutdownOf(mode: u32, generation: ?u64) i32 {
         // store, made after its increment.
         if (sched_generation.load(.monotonic) != g) return 0;
     }
+    // The channels the shutdown's cleanups leave to be ended (`endAbandoned`): ended last, once
+    // `sched_mutex` is unlocked and `sched_shutting` counted this call out (defers run in
+    // reverse), so that a hook they run may start a scheduler.
+    var ends: std.ArrayListUnmanaged(AbandonedEnd) = .empty;
+    defer endAllAbandoned(&ends);
     // Spawns from outside fail at once from here on, instead of waiting for a finishing
     // drain to end (they would wait on the scheduler's lifecycle lock).
     _ = sched_shutting.fetchAdd(1, .monotonic); // a count: shutdowns may overlap
@@ -688,6 +693,8 @@ fn shutdownOf(mode: u32, generation: ?u64) i32 {
     sched_stopping.store(true, .seq_cst);
     while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
     if (@import("builtin").is_test) if (test_hooks.before_shutdown) |f| f();
+    abandoned_ends = &ends;
+    defer abandoned_ends = null;
     sched.shutdown(@enumFromInt(mode));
     return 0;
 }
@@ -823,10 +830,43 @@ const HeldRefs = struct {
 
     fn run(c: *coroutine.Cleanup) void {
         const h: *HeldRefs = @fieldParentPtr("cleanup", c);
-        if (h.end_chan != .keep) h.end_chan.apply(ChanRegistry.channelOf(h.chans[0]));
+        if (h.end_chan != .keep) {
+            endAbandoned(h.chans[0], h.end_chan); // takes its reference over
+            h.chans = h.chans[1..];
+        }
         h.releaseAll();
     }
 };
+
+/// A channel an abandoned actor or producer leaves to be ended (`EndChan`), with the reference
+/// it held.
+const AbandonedEnd = struct { entry: *ChanRegistry.Entry, end: EndChan };
+
+/// Set by a shutdown for the cleanups its `sched.shutdown` runs on its own thread (under
+/// `sched_mutex` and the scheduler's lifecycle lock): the channels they end are ended once it
+/// let go of both (`shutdownOf`). Ending one wakes its waiters and runs its hooks (a mailbox's
+/// undelivered hook, a zero-copy descriptor's release: the host's code), which under the lock
+/// deadlocked a hook that starts or shuts down a scheduler, or waits for a thread that does.
+threadlocal var abandoned_ends: ?*std.ArrayListUnmanaged(AbandonedEnd) = null;
+
+/// Ends channel `e` as `end` says, now or (in a shutdown) once the shutdown let go of its locks;
+/// releases the caller's reference after.
+fn endAbandoned(e: *ChanRegistry.Entry, end: EndChan) void {
+    if (abandoned_ends) |list| {
+        if (list.append(std.heap.c_allocator, .{ .entry = e, .end = end })) |_| return else |_| {}
+    }
+    end.apply(ChanRegistry.channelOf(e)); // out of memory: now, as before
+    chans().release(e);
+}
+
+/// Ends what a shutdown's cleanups left in `list` (`endAbandoned`) and frees it.
+fn endAllAbandoned(list: *std.ArrayListUnmanaged(AbandonedEnd)) void {
+    for (list.items) |a| {
+        a.end.apply(ChanRegistry.channelOf(a.entry));
+        chans().release(a.entry);
+    }
+    list.deinit(std.heap.c_allocator);
+}
 
 /// How an actor's or producer's channel is ended when a shutdown abandons it (`HeldRefs`,
 /// `dropActorStart`).
@@ -1621,9 +1661,7 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
 /// its channel's reference. Its channel is ended as a started one's is (`HeldRefs.end_chan`).
 fn dropActorStart(arg: ?*anyopaque) void {
     const start: *ActorStart = @ptrCast(@alignCast(arg.?));
-    const end: EndChan = if (start.producer != null) .close else .cancel;
-    end.apply(ChanRegistry.channelOf(start.mailbox));
-    chans().release(start.mailbox);
+    endAbandoned(start.mailbox, if (start.producer != null) .close else .cancel);
     std.heap.c_allocator.destroy(start);
 }
 
@@ -3860,6 +3898,93 @@ test "C ABI: a shutdown that abandons an actor or producer ends its channel as i
     }
 }
 
+test "C ABI: a shutdown ends an abandoned actor's or producer's channel after it let go of the scheduler's lock: the channel's hooks may start or shut down a scheduler" {
+    const S = struct {
+        var out: u32 = 0; // the producer's
+        var box: u32 = 0; // the actor's (rendezvous)
+        var idle: u32 = 0; // where the producer and the handler park
+        var hook_locked: std.atomic.Value(u32) = .init(0);
+        var hooked: std.atomic.Value(u32) = .init(0);
+        fn producer(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            _ = kc_chan_recv(idle, &v, 8, 0, 0, 0); // parked until abandoned
+        }
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            var v: u64 = 0;
+            _ = kc_chan_recv(idle, &v, 8, 0, 0, 0); // parked in its first message
+        }
+        fn consumer(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            _ = kc_chan_recv(out, &v, 8, 0, 0, 0); // parked: the producer sends nothing
+        }
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            var x: u64 = 0;
+            var y: u64 = 0;
+            const cs = [_]Clause{
+                .{ .handle = out, .kind = 1, .size = 8, .elem = &x },
+                .{ .handle = idle, .kind = 1, .size = 8, .elem = &y },
+            };
+            var index: u32 = 0;
+            _ = kc_select(&cs, 2, 0, 0, 0, &index);
+        }
+        fn sender(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 7;
+            _ = kc_chan_send(box, &v, 8, 0, 0, 0); // the actor is busy: parked
+        }
+        fn undelivered(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            // Monotonic, here and below: the hook runs on the test's thread (the shutdown's),
+            // which reads these after kc_sched_shutdown returned; nothing to pair with.
+            _ = hooked.fetchAdd(1, .monotonic);
+            // A kc_sched_start from here would wait for the lock, or fail while the shutdown
+            // counts itself in `sched_shutting`.
+            if (!sched_mutex.tryLock()) {
+                _ = hook_locked.fetchAdd(1, .monotonic);
+            } else {
+                sched_mutex.unlock();
+                if (sched_shutting.load(.monotonic) != 0) _ = hook_locked.fetchAdd(1, .monotonic);
+            }
+        }
+    };
+    for ([_]*u32{ &S.out, &S.idle }) |h| try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &S.box));
+    defer for ([_]u32{ S.out, S.box, S.idle }) |h| {
+        _ = kc_chan_destroy(h);
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.box, S.undelivered, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, S.out, S.producer, null, null, null));
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, S.box, S.handler, null, null, null));
+    const one: u64 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(S.box, &one, 8, 0, 0, 0)); // the handler's
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s)); // taken
+    for (0..2) |_| try testing.expectEqual(@as(i32, 0), kc_chan_send(S.box, &one, 8, 0, 0, 0)); // buffered
+    for ([_]coroutine.EntryFn{ S.consumer, S.selector, S.sender, S.consumer, S.sender }) |f| {
+        try testing.expectEqual(@as(i32, 0), kc_spawn(f, null, 0, null));
+    }
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s)); // all parked
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    // Ended as the shutdown said.
+    var v: u64 = 0;
+    try testing.expectEqual(Status.closed.code(), kc_chan_try_recv(S.out, &v, 8));
+    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(S.box, &v, 8));
+    try testing.expect(S.hooked.load(.monotonic) >= 2); // the mailbox's buffered values
+    // Before, they ran under `sched_mutex`: a hook calling kc_sched_start or kc_sched_shutdown
+    // (or waiting for a thread that does) deadlocked.
+    try testing.expectEqual(@as(u32, 0), S.hook_locked.load(.monotonic));
+    // A later scheduler runs what it is given, and nothing of the old one.
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    var cells = [2]u64{ 0, 0 };
+    const spin: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.spin)).?));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(spin, &cells, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(@as(u64, 0), info[1]);
+}
 test "C ABI: an actor stops between queued messages when its scope is cancelled, and cancels its mailbox" {
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     defer _ = kc_sched_shutdown(0);
