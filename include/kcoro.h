@@ -74,7 +74,8 @@ typedef void (*kc_entry_fn)(void *arg);
 uint32_t kc_abi_version(void);
 /* Name of a status code, e.g. "KC_EBADH"; "KC_RESULT" for a positive value (a successful call's
  * result: a count, a state, 1 for yes or the first time, as kc_scope_cancel's; not an error);
- * "KC_EUNKNOWN" for other negative values (never fails). */
+ * "KC_EUNKNOWN" for other negative values (never fails). ABI 14 named positive values
+ * "KC_EUNKNOWN". */
 const char *kc_status_name(int32_t status);
 /* Counts one more host of the library (a Deno isolate, a C program); returns the new count. */
 uint32_t kc_lib_retain(void);
@@ -137,7 +138,7 @@ int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags);
 int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t flags, uint32_t *out_handle);
 /* kc_spawn onto the scheduler of one generation (kc_sched_info's seventh value, not 0:
  * KC_EINVAL) only: KC_ESHUTDOWN once that one is shut down, also when a later one runs, even one
- * a shutdown and restart by another thread started after the generation was read. */
+ * a shutdown and restart by another thread started after the generation was read. New in ABI 15. */
 int32_t kc_spawn_gen(kc_entry_fn entry, void *arg, uint32_t flags, uint32_t *out_handle,
                      uint64_t generation);
 /* CLOCK_MONOTONIC in nanoseconds: the clock of kc_park_until (never fails). */
@@ -266,7 +267,8 @@ const uint8_t *kc_chan_blocked_flag(uint32_t handle);
  * locked and must not use the channel. Zero-copy: elem is a struct kc_desc without a release. */
 typedef void (*kc_undelivered_fn)(void *ctx, const void *elem);
 int32_t kc_chan_on_undelivered(uint32_t handle, kc_undelivered_fn hook, void *ctx);
-/* Closes: 1 the first time, 0 after. Buffered values stay receivable. */
+/* Closes: 1 the first time, 0 after. Buffered values stay receivable. (ABI 14 returned 0 also to
+ * the first close when more than 64 receivers waited.) */
 int32_t kc_chan_close(uint32_t handle);
 /* Closes, drops buffered values, fails every waiter with KC_ECANCELED. Returns 0, also when it
  * was closed or cancelled already (unlike kc_chan_close, it does not tell the first call). */
@@ -394,11 +396,12 @@ typedef void (*kc_handler_fn)(void *ctx, const void *msg);
 typedef void (*kc_done_fn)(void *ctx, int32_t status);
 /* parent 0 = none; a child scope is cancelled with its parent. The scope belongs to the running
  * scheduler (kc_sched_info's generation). KC_ESHUTDOWN when none runs, or when `parent` belongs
- * to one shut down. */
+ * to one shut down (ABI 14 made a child of such a parent on the later scheduler). */
 int32_t kc_scope_create(uint32_t parent, uint32_t *out_scope);
 /* As kc_spawn, as a child of the scope. KC_ECANCELED once the scope is cancelled; KC_ESHUTDOWN
  * once the scope's scheduler is shut down, also when a later one runs (after a restart, make a
- * new scope). */
+ * new scope). ABI 14 refused only a scope whose children a shutdown had abandoned: one empty at
+ * the shutdown took launches onto the later scheduler. */
 int32_t kc_scope_launch(uint32_t scope, kc_entry_fn entry, void *arg, uint32_t flags,
                         uint32_t *out_handle);
 /* 1 the first time, 0 after. */
@@ -429,7 +432,7 @@ uint64_t kc_deadline(void);
  * on_done is never called. One a shutdown abandons (started or not) has its channel ended as its
  * return would (an actor's mailbox cancelled, a producer's channel closed), without on_done, by
  * the shutdown's thread before kc_sched_shutdown returns, after it let go of the scheduler (the
- * channel's hooks may call kc_sched_start).
+ * channel's hooks may call kc_sched_start). ABI 14 left that channel open.
  * An actor: a child of `scope` calling handler(ctx, msg) for every message of `mailbox`; it
  * processes what is queued after close, then ends; it stops at once when the scope is cancelled,
  * also between queued messages. Ended any other way than by close, it cancels its mailbox (what
@@ -442,8 +445,9 @@ int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, 
  * channel is closed, also when the scope was cancelled (what it sent stays receivable, as with
  * Kotlin's produce), then on_done(arg, status) runs with what ended it, the first that applies
  * when entry returned: KC_EINTR (scope cancelled), KC_ECANCELED (chan cancelled or destroyed),
- * KC_EPIPE (chan closed by someone else), else 0. out_handle as kc_spawn's (NULL: none; ABI 14
- * had no such parameter: code built against it must be rebuilt). */
+ * KC_EPIPE (chan closed by someone else), else 0 (ABI 14 passed 0 for all but KC_EINTR).
+ * out_handle as kc_spawn's (NULL: none; ABI 14 had no such parameter: code built against it must
+ * be rebuilt). */
 int32_t kc_produce(uint32_t scope, uint32_t chan, kc_entry_fn entry, void *arg, kc_done_fn on_done,
                    uint32_t *out_handle);
 
@@ -475,8 +479,10 @@ int32_t kc_ring_drain(uint32_t ring, struct kc_completion *out, uint32_t max);
  * sends) and frees the ticket. */
 int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size);
 /* Withdraws a pending operation: 0 (no record will come, nothing delivered) or KC_EBUSY (it
- * completed: take it). A take or abort of a ticket that another thread's take or abort is
- * handling at that moment (or has handled) is KC_EBADH: one call wins. */
+ * completed: take it). Counted as a cancelled failure in the channel's metrics; a select's on
+ * each of its channels (ABI 14 counted none for a select). A take or abort of a ticket that
+ * another thread's take or abort is handling at that moment (or has handled) is KC_EBADH: one
+ * call wins. */
 int32_t kc_ring_abort(uint32_t ring, uint32_t ticket);
 /* kc_ring_abort for a host that completes the operation itself (hands the value over between
  * two of its own waiters and counts that as a hand-off): the same outcomes, but the channel's
