@@ -74,7 +74,7 @@ const ABANDONED =
 
 /** Why a launch into (or a child scope of) a scope of a runtime shut down since fails. */
 const OLD_RUNTIME = "belongs to a runtime that was shut down (the runtime running now is a " +
-  "later one: create a new native scope on it)";
+  "later one: launch into a NativeScope.create() made on it)";
 
 /**
  * How long one native wait blocks before looking at the signal again. Every wait is sliced,
