@@ -445,7 +445,7 @@ int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, 
  * channel is closed, also when the scope was cancelled (what it sent stays receivable, as with
  * Kotlin's produce), then on_done(arg, status) runs with what ended it, the first that applies
  * when entry returned: KC_EINTR (scope cancelled), KC_ECANCELED (chan cancelled or destroyed),
- * KC_EPIPE (chan closed by someone else), else 0 (ABI 14 passed 0 for all but KC_EINTR).
+ * KC_EPIPE (chan already closed, by entry itself or anyone else), else 0 (ABI 14 passed 0 for all but KC_EINTR).
  * out_handle as kc_spawn's (NULL: none; ABI 14 had no such parameter: code built against it must
  * be rebuilt). */
 int32_t kc_produce(uint32_t scope, uint32_t chan, kc_entry_fn entry, void *arg, kc_done_fn on_done,

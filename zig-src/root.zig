@@ -1647,7 +1647,7 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
     // what it sent stays receivable (a cancel dropped it, unlike TypeScript's produce).
     const prior = ch.closeFrom();
     // What ended it, first that applies: its scope's cancellation, then its channel's
-    // (cancelled or destroyed, closed by someone else), for its sends failed then. Before, only
+    // (cancelled or destroyed, closed already: by anyone, the entry too), for its sends failed then. Before, only
     // the scope's was told: a channel cancelled under the producer still said 0.
     const status: Status = if (cancelled) .interrupted else switch (prior) {
         .open => .ok,
@@ -1708,7 +1708,7 @@ fn noHandler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
 ///                    kc_done_fn on_done, uint32_t *out_handle): a child of `scope` running
 /// entry(arg), which sends to `chan`; when entry returns the channel is closed, also when the
 /// scope was cancelled, then on_done(arg, status) runs: KC_EINTR (scope cancelled), KC_ECANCELED
-/// (channel cancelled or destroyed), KC_EPIPE (channel closed by someone else), else 0. out_handle as
+/// (channel cancelled or destroyed), KC_EPIPE (channel already closed, by entry itself or anyone else), else 0. out_handle as
 /// kc_spawn's (NULL: none; ABI 15 added it).
 export fn kc_produce(scope: u32, chan_h: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void, out_handle: ?*u32) callconv(.c) i32 {
     const e = entry orelse return Status.invalid.code();
