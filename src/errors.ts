@@ -249,7 +249,10 @@ export class AbiMismatchError extends Error {
 export class LibraryClosedError extends KcoroError {
   /** `Cannot <op>: the kcoro library is closed`, status `KC_ESHUTDOWN`. */
   constructor(op: string) {
-    super(Status.ESHUTDOWN, `Cannot ${op}: the kcoro library is closed`);
+    // `op` may come from a caller (`Library.symbols(op)`): a symbol or an object would make the
+    // template throw the engine's conversion error instead of this one.
+    const what = typeof op === "string" ? op : describe(op);
+    super(Status.ESHUTDOWN, `Cannot ${what}: the kcoro library is closed`);
     this.name = "LibraryClosedError";
   }
 }

@@ -69,6 +69,8 @@ Deno.test("close is idempotent and later calls get LibraryClosedError", () => {
   lib.close();
   assert.equal(lib.isOpen, false);
   assert.throws(() => lib.symbols("resume coroutine"), LibraryClosedError);
+  // An op that is not a string still gets the named error (a symbol broke its message).
+  assert.throws(() => lib.symbols(Symbol("op") as never), LibraryClosedError);
   closeLibrary();
   closeLibrary();
   assert.ok(library().isOpen); // reopens on demand
