@@ -409,12 +409,15 @@ int32_t kc_scope_cancel(uint32_t scope);
 /* Children not yet finished, those of the scopes below it (its descendants) included. */
 int32_t kc_scope_live(uint32_t scope);
 /* Until every child, and every child of a scope below it, has finished (0) or deadline_ns
- * (KC_ETIME; 0 = none). A coroutine parks, a thread blocks. From a child of the scope (or of a
- * scope below it), which would wait for itself: KC_EINVAL at once. */
+ * (KC_ETIME; 0 = none). A coroutine parks, a thread blocks. KC_ESHUTDOWN once a shutdown
+ * abandoned children of it (for good: they never finish; after a restart, make a new scope).
+ * From a child of the scope (or of a scope below it), which would wait for itself: KC_EINVAL at
+ * once. */
 int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns);
 /* From a plain thread: until the scope is cancelled (KC_EINTR, reported first) or every child
- * has finished (0), or deadline_ns (KC_ETIME; 0 = none). For owners outside the scheduler (a
- * TypeScript scope) that must hear of a native cancellation. KC_EINVAL from a coroutine. */
+ * has finished (0), or deadline_ns (KC_ETIME; 0 = none); KC_ESHUTDOWN as kc_scope_wait. For
+ * owners outside the scheduler (a TypeScript scope) that must hear of a native cancellation.
+ * KC_EINVAL from a coroutine. */
 int32_t kc_scope_watch(uint32_t scope, uint64_t deadline_ns);
 /* Cancels; the handle dies at once, the scope is freed after its last child. */
 int32_t kc_scope_destroy(uint32_t scope);
@@ -445,9 +448,9 @@ int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, 
  * channel is closed, also when the scope was cancelled (what it sent stays receivable, as with
  * Kotlin's produce), then on_done(arg, status) runs with what ended it, the first that applies
  * when entry returned: KC_EINTR (scope cancelled), KC_ECANCELED (chan cancelled or destroyed),
- * KC_EPIPE (chan already closed, by entry itself or anyone else), else 0 (ABI 14 passed 0 for all but KC_EINTR).
- * out_handle as kc_spawn's (NULL: none; ABI 14 had no such parameter: code built against it must
- * be rebuilt). */
+ * KC_EPIPE (chan already closed, by entry itself or anyone else), else 0 (ABI 14 passed 0 for
+ * all but KC_EINTR). out_handle as kc_spawn's (NULL: none; ABI 14 had no such parameter: code
+ * built against it must be rebuilt). */
 int32_t kc_produce(uint32_t scope, uint32_t chan, kc_entry_fn entry, void *arg, kc_done_fn on_done,
                    uint32_t *out_handle);
 
