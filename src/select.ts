@@ -114,6 +114,8 @@ interface Clause {
   slot?: Slot;
   /** Channel clauses: the value is encoded in `slot` and must be freed unless sent. */
   encoded?: boolean;
+  /** Channel clauses: the native handle, as last given to the native select. */
+  handle?: number;
 }
 
 class Builder implements SelectBuilder<unknown> {
@@ -198,6 +200,9 @@ const clauseBuf = new Uint8Array(new ArrayBuffer(CLAUSE_BYTES * MAX_CHANNEL_CLAU
 const clauseU32 = new Uint32Array(clauseBuf.buffer);
 const clauseU64 = new BigUint64Array(clauseBuf.buffer);
 const outIndex = new Uint32Array(1);
+/** kc_chan_add_metrics's words (kc_chan_snapshot's layout) for one timeout failure (word 6). */
+const timeoutWords = new BigUint64Array(7);
+timeoutWords[6] = 1n;
 const outTicket = new Uint32Array(1);
 
 /**
@@ -457,7 +462,7 @@ class Selection implements RingOp {
     for (let i = 0; i < this.native.length; i++) {
       const c = this.native[i];
       const ch = c.ch!;
-      clauseU32[6 * i] = ch._handle; // used while the select holds ch
+      clauseU32[6 * i] = c.handle = ch._handle; // used while the select holds ch
       clauseU32[6 * i + 1] = c.kind === SEND ? 0 : 1;
       clauseU32[6 * i + 2] = ch.codec.elemSize;
       clauseU32[6 * i + 3] = 0;
@@ -466,9 +471,11 @@ class Selection implements RingOp {
   }
 
   /**
-   * A JavaScript-side clause (or the abort, `c` undefined) wants to win. Only the abort counts
-   * a cancelled failure on each channel (as an aborted plain wait does); a clause that wins
-   * fails nothing, its channel clauses just lost (as to another channel clause).
+   * A JavaScript-side clause (or the abort, `c` undefined) wants to win. The abort counts a
+   * cancelled failure on each channel (as an aborted plain wait does), and an `onTimeout` that
+   * fires a timeout failure on each (as a native select given up at its deadline does); a job
+   * or deferred that wins fails nothing, its channel clauses just lost (as to another channel
+   * clause).
    */
   #jsWins(c: Clause | undefined): void {
     if (this.done || this.completing) return;
@@ -478,6 +485,7 @@ class Selection implements RingOp {
         return;
       }
       this.queued = false;
+      if (c !== undefined && c.kind === TIMEOUT) this.#countTimeout();
     }
     if (c === undefined) {
       this.#freeValues(-1);
@@ -488,6 +496,24 @@ class Selection implements RingOp {
       return;
     }
     this.#fireJs(c);
+  }
+
+  /**
+   * One timeout failure on each distinct channel of the withdrawn native select, reported with
+   * kc_chan_add_metrics (word 6), as `countGiveUp` counts a native select's deadline. Before,
+   * an `onTimeout` win counted nothing. A handle destroyed meanwhile has no counters to add to.
+   */
+  #countTimeout(): void {
+    const lib = this.lib!;
+    if (!lib.isOpen) return;
+    const sym = lib.symbols("select");
+    const seen: number[] = [];
+    for (const c of this.native) {
+      const h = c.handle!;
+      if (seen.includes(h)) continue;
+      seen.push(h);
+      sym.kc_chan_add_metrics(h, timeoutWords, 7);
+    }
   }
 
   /**

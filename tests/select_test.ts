@@ -704,8 +704,8 @@ Deno.test("an aborted select counts a cancelled failure on each of its channels,
   await assert.rejects(waiting, /stop/);
   // Before, 0: the select's native withdraw counted nothing.
   assert.deepEqual([cancelled(a), cancelled(b)], [1, 1]);
-  // A select that a JavaScript clause won failed nothing: its channel clauses lost, as one
-  // that another channel clause won.
+  // A select that a JavaScript clause won counts no cancelled failure: its channel clauses
+  // lost, as to another channel clause (an onTimeout win counts a timeout failure instead).
   assert.equal(
     await select((s) => {
       s.onReceive(a, () => "a");
@@ -723,6 +723,35 @@ Deno.test("an aborted select counts a cancelled failure on each of its channels,
   done.complete(1);
   assert.equal(await joined, "done");
   assert.deepEqual([cancelled(a), cancelled(b)], [1, 1]);
+  assert.equal(pending(), 0);
+});
+
+Deno.test("a select won by onTimeout counts a timeout failure on each of its channels, as a native select given up at its deadline does", async () => {
+  const failures = (ch: Channel<number>) => ch.metrics().failures;
+  using a = new Channel<number>(0, { codec: codecs.f64 }); // local until the select
+  using b = new Channel<number>(2);
+  b.share(); // shared before it
+  // Two clauses on `a`: one failure per channel.
+  assert.equal(
+    await select((s) => {
+      s.onReceive(a, () => "a");
+      s.onReceive(b, () => "b");
+      s.onReceiveCatching(a, () => "a again");
+      s.onTimeout(1, () => "timeout");
+    }),
+    "timeout",
+  );
+  // Before, 0 and 0: only a native deadline counted.
+  assert.deepEqual([failures(a).timeout, failures(b).timeout], [1, 1]);
+  // An immediate default (onTimeout(0)) is a poll, which counts none natively either.
+  assert.equal(
+    await select((s) => {
+      s.onReceive(a, () => "a");
+      s.onTimeout(0, () => "default");
+    }),
+    "default",
+  );
+  assert.deepEqual(failures(a), { full: 0, closed: 0, timeout: 1, cancelled: 0 });
   assert.equal(pending(), 0);
 });
 
