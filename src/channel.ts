@@ -39,6 +39,7 @@ import {
   type CodecName,
   codecs,
   decodeCause,
+  descBytes,
   encodeCause,
   giveSlot,
   Slot,
@@ -117,9 +118,10 @@ export interface ChannelMetrics {
   receives: number;
   /**
    * Bytes of the values sent: the 8-byte slot per value for `codecs.f64` and `codecs.u64`; for
-   * the zero-copy codecs each value's encoded length. A zero-copy value that never reached the
-   * native channel (a local channel's, a same-isolate hand-off) counts less: a Uint8Array its
-   * length, anything else (never encoded) 0.
+   * the zero-copy codecs each value's encoded length. A zero-copy value never encoded (a local
+   * channel's, or one a same-isolate hand-off passed as it was) counts less: a Uint8Array its
+   * length, anything else 0. One a waiting sender encoded (an object at its call, any value once
+   * queued natively) counts its encoding, taken in JavaScript too.
    */
   bytesSent: number;
   /** Bytes of the values received, counted as `bytesSent` counts them. */
@@ -1323,12 +1325,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       w.detach();
       let value: T;
+      let bytes = -1; // the encoding's length, where the value was encoded (zero-copy codecs)
       try {
         // A queued sender's value was encoded (or one encoded at its call); one still waiting
         // here with a primitive hands it over.
-        value = queued || w.encoded
-          ? this.#codec.decode(w.slot!, sym)
-          : this.#codec.pass(w.value as T);
+        if (queued || w.encoded) {
+          if (this.#zeroCopy) bytes = descBytes(w.slot!);
+          value = this.#codec.decode(w.slot!, sym);
+        } else value = this.#codec.pass(w.value as T);
       } catch (e) {
         w.reject(e);
         return this.#takeFromSender(sym);
@@ -1336,7 +1340,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         releaseSlot(w);
       }
       s.handoffs++;
-      if (this.#zeroCopy) this.#handOffBytes(s, value);
+      if (bytes >= 0) {
+        // Counted as the native hand-off of that encoding counts it. Before, `bytesOf`: 0 for a
+        // string or a structured value.
+        s.localBytesIn += bytes;
+        s.localBytesOut += bytes;
+      } else if (this.#zeroCopy) this.#handOffBytes(s, value);
       this.#stamp(s);
       if (!s.scheduled) this.#countLater(s);
       w.resolve(undefined);

@@ -340,6 +340,14 @@ function ptrOf(slot: Slot): number {
   return slot.u32[0] + slot.u32[1] * 0x1_0000_0000;
 }
 
+/**
+ * @ignore The bytes an encoded descriptor counts in the native metrics: its buffer's length, 0
+ * for an inline value (no buffer).
+ */
+export function descBytes(slot: Slot): number {
+  return ptrOf(slot) === 0 ? 0 : slot.u32[2];
+}
+
 function pointer(slot: Slot): Deno.PointerValue {
   return Deno.UnsafePointer.create(slot.u64[0]);
 }

@@ -2068,6 +2068,38 @@ Deno.test("a zero-copy value handed over in JavaScript counts its bytes, as a na
   }
 });
 
+Deno.test("a value a waiting sender encoded, taken in JavaScript on a shared channel, counts its encoding's bytes, as a native hand-off does", async () => {
+  // What the native channel counts for each value (its encoding's length).
+  const nativeBytes = (v: unknown) => {
+    using ref = new Channel<unknown>(1);
+    ref.share();
+    assert.equal(ref.trySend(v).state, "ok");
+    assert.equal(ref.tryReceive().state, "ok");
+    const m = ref.metrics();
+    assert.equal(m.bytesSent, m.bytesReceived);
+    return m.bytesSent;
+  };
+  const cases = [
+    ["an object, encoded at the call", { s: "hello" }, false],
+    ["a string, encoded when it queued", "h\u00e9llo", true],
+  ] as const;
+  for (const [label, value, queue] of cases) {
+    const want = nativeBytes(value);
+    assert.ok(want > 0, label);
+    using ch = new Channel<unknown>("rendezvous");
+    ch.share();
+    const sent = ch.send(value);
+    if (queue) await new Promise((r) => setTimeout(r, 0)); // the end of the turn queues it
+    const r = ch.tryReceive();
+    assert.deepEqual(r, { state: "ok", value }, label);
+    await sent;
+    const m = ch.metrics();
+    assert.equal(m.handoffs, 1, label);
+    // Before, 0: a string or a structured value never counted its bytes in JavaScript.
+    assert.deepEqual([m.bytesSent, m.bytesReceived], [want, want], label);
+  }
+});
+
 Deno.test("an aborted wait is a cancelled failure wherever it waited: locally, in JavaScript, or queued natively", async () => {
   for (const where of ["local", "shared, this turn", "queued natively"] as const) {
     for (const side of ["receive", "send"] as const) {
