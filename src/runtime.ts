@@ -735,7 +735,8 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
 /**
  * Finds `symbol` (a C-ABI function `void symbol(void *arg)`) in the shared library at
  * `libraryPath`, for {@linkcode Runtime.spawn}. The library stays loaded. Throws
- * `KcoroError` (`KC_EINVAL`) if the library or the symbol cannot be found.
+ * `KcoroError` (`KC_EINVAL`) if the library or the symbol cannot be found; its message says which
+ * (with the loader's reason for a library that does not load).
  */
 export function resolveNative(libraryPath: string, symbol: string): NativeFunction {
   if (typeof libraryPath !== "string" || typeof symbol !== "string") {
@@ -759,7 +760,29 @@ export function resolveNative(libraryPath: string, symbol: string): NativeFuncti
   const sym = library().symbols("resolve native function");
   const pointer = sym.kc_resolve(cString(libraryPath), cString(symbol));
   if (pointer === null) {
-    unwrap(-22, `resolve native function ${symbol} in ${libraryPath}`);
+    throw new KcoroError(
+      Status.EINVAL,
+      `Cannot resolve native function ${symbol} in ${libraryPath}: ${whyUnresolved(libraryPath)}`,
+    );
   }
   return { library: libraryPath, symbol, pointer: pointer! };
+}
+
+/**
+ * Why kc_resolve found nothing: the loader's own reason when the library does not load (Deno's
+ * dlopen error carries dlerror's text: no such file, a wrong ELF class, a missing dependency),
+ * else the symbol is missing. Only on the failure path: one more dlopen, closed at once.
+ */
+function whyUnresolved(libraryPath: string): string {
+  try {
+    Deno.dlopen(libraryPath, {}).close();
+  } catch (e) {
+    // Deno words it "Could not open library: Could not open library: <dlerror>".
+    const why = (e instanceof Error ? e.message : String(e)).replace(
+      /^(Could not open library: )+/,
+      "",
+    );
+    return `the library does not load (${why})`;
+  }
+  return "the library has no such symbol";
 }
