@@ -289,6 +289,8 @@ class Shared {
   localBytesOut = 0;
   localClosed = 0;
   localCancelled = 0;
+  /** Selects of this isolate won by `onTimeout` with a clause on the channel (`_countTimeout`). */
+  localTimeouts = 0;
   localDropped = 0;
   firstNs = 0;
   lastNs = 0;
@@ -353,7 +355,7 @@ class Shared {
       lib === null ||
       this.handoffs === 0 && this.fullFails === 0 && this.localSends === 0 &&
         this.localReceives === 0 && this.localClosed === 0 && this.localCancelled === 0 &&
-        this.localDropped === 0 && this.lastNs === 0
+        this.localTimeouts === 0 && this.localDropped === 0 && this.lastNs === 0
     ) return; // (bytes come with sends and receives, the first time with the last)
     if (lib.isOpen) {
       // Each word as two u32 halves: no BigInt made per word.
@@ -364,6 +366,7 @@ class Shared {
       put(w, 3, this.localBytesOut);
       put(w, 4, this.fullFails);
       put(w, 5, this.localClosed);
+      put(w, 6, this.localTimeouts);
       put(w, 7, this.localCancelled);
       put(w, 8, this.localDropped);
       put(w, 9, this.firstNs);
@@ -381,6 +384,7 @@ class Shared {
       this.localBytesOut =
       this.localClosed =
       this.localCancelled =
+      this.localTimeouts =
         0;
     this.localDropped = this.firstNs = this.lastNs = 0;
   }
@@ -1258,6 +1262,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #countLater(s: Shared): void {
     s.scheduled = true;
     this.#bridge.defer(s);
+  }
+
+  /**
+   * @ignore A select with a clause on this channel was won by its `onTimeout`: one timeout
+   * failure, as a native select given up at its deadline counts (reported with this turn's other
+   * counts, `#countLater`).
+   */
+  _countTimeout(): void {
+    const s = this._shared;
+    s.localTimeouts++;
+    if (s.escaped && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
   }
 
   /** Hands a value the channel drops to onUndeliveredElement (errors to reportError). */
@@ -2216,7 +2231,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       failures: {
         full: n(4) + s.fullFails,
         closed: n(5) + s.localClosed,
-        timeout: n(6),
+        timeout: n(6) + s.localTimeouts,
         cancelled: n(7) + s.localCancelled,
       },
       dropped: n(8) + s.localDropped,

@@ -114,8 +114,6 @@ interface Clause {
   slot?: Slot;
   /** Channel clauses: the value is encoded in `slot` and must be freed unless sent. */
   encoded?: boolean;
-  /** Channel clauses: the native handle, as last given to the native select. */
-  handle?: number;
 }
 
 class Builder implements SelectBuilder<unknown> {
@@ -200,9 +198,6 @@ const clauseBuf = new Uint8Array(new ArrayBuffer(CLAUSE_BYTES * MAX_CHANNEL_CLAU
 const clauseU32 = new Uint32Array(clauseBuf.buffer);
 const clauseU64 = new BigUint64Array(clauseBuf.buffer);
 const outIndex = new Uint32Array(1);
-/** kc_chan_add_metrics's words (kc_chan_snapshot's layout) for one timeout failure (word 6). */
-const timeoutWords = new BigUint64Array(7);
-timeoutWords[6] = 1n;
 const outTicket = new Uint32Array(1);
 
 /**
@@ -462,7 +457,7 @@ class Selection implements RingOp {
     for (let i = 0; i < this.native.length; i++) {
       const c = this.native[i];
       const ch = c.ch!;
-      clauseU32[6 * i] = c.handle = ch._handle; // used while the select holds ch
+      clauseU32[6 * i] = ch._handle; // used while the select holds ch
       clauseU32[6 * i + 1] = c.kind === SEND ? 0 : 1;
       clauseU32[6 * i + 2] = ch.codec.elemSize;
       clauseU32[6 * i + 3] = 0;
@@ -499,20 +494,17 @@ class Selection implements RingOp {
   }
 
   /**
-   * One timeout failure on each distinct channel of the withdrawn native select, reported with
-   * kc_chan_add_metrics (word 6), as `countGiveUp` counts a native select's deadline. Before,
-   * an `onTimeout` win counted nothing. A handle destroyed meanwhile has no counters to add to.
+   * One timeout failure on each distinct channel of the withdrawn native select (its channel's
+   * counters, reported with the turn's others), as `countGiveUp` counts a native select's
+   * deadline. Before, an `onTimeout` win counted nothing.
    */
   #countTimeout(): void {
-    const lib = this.lib!;
-    if (!lib.isOpen) return;
-    const sym = lib.symbols("select");
-    const seen: number[] = [];
+    const seen: unknown[] = [];
     for (const c of this.native) {
-      const h = c.handle!;
-      if (seen.includes(h)) continue;
-      seen.push(h);
-      sym.kc_chan_add_metrics(h, timeoutWords, 7);
+      const shared = c.ch!._shared; // one per native channel in this isolate
+      if (seen.includes(shared)) continue;
+      seen.push(shared);
+      c.ch!._countTimeout();
     }
   }
 
