@@ -532,12 +532,8 @@ fn spawnOn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_handle: 
     const held = enter(.short) orelse return Status.shutdown.code();
     defer held.leave();
     const s = held.s;
-    // Checked in the hold, which a restart waits for before it counts a new generation: the
-    // scheduler read is the one the spawn goes to. (A worker's own call is held by its
-    // scheduler running it: no restart can come before it returns.) Monotonic: `enter`'s
-    // seq_cst load of `sched_started` saw kc_sched_start's release store, made after its
-    // increment.
-    if (generation) |g| if (sched_generation.load(.monotonic) != g) return Status.shutdown.code();
+    // Checked in the hold (`heldGeneration` says why that is the scheduler the spawn goes to).
+    if (generation) |g| if (heldGeneration() != g) return Status.shutdown.code();
     const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
     // Spawned from inside a native scope's coroutine: a child of that scope (structured).
     if (kcoro.scope.current()) |sc| {
