@@ -2387,19 +2387,23 @@ pub const AsyncSelect = struct {
     /// trace in the metrics, while an aborted plain wait did.
     pub fn withdraw(as: *AsyncSelect, counted: bool) bool {
         if (as.state.giveUp(0) != SelectState.gave_up) return false;
+        as.unlink(counted);
+        return true;
+    }
+
+    /// Unlinks the clauses still queued (losers). After `notify` ran.
+    pub fn cleanup(as: *AsyncSelect) void {
+        as.unlink(false);
+    }
+
+    /// Unlinks the clauses still queued under every channel's lock, counting a cancelled
+    /// failure on each channel when `counted` (`withdraw`).
+    fn unlink(as: *AsyncSelect, counted: bool) void {
         const locks = as.locks[0..as.nlocks];
         lockAll(locks);
         unlinkClauses(as.clauses[0..as.n], as.waiters[0..as.n]);
         if (counted) countGiveUp(locks, true);
         unlockAll(locks);
-        return true;
-    }
-
-    /// Unlinks the clauses still queued (losers). After `notify` ran, or from `withdraw`.
-    pub fn cleanup(as: *AsyncSelect) void {
-        lockAll(as.locks[0..as.nlocks]);
-        unlinkClauses(as.clauses[0..as.n], as.waiters[0..as.n]);
-        unlockAll(as.locks[0..as.nlocks]);
     }
 };
 
