@@ -9,7 +9,9 @@
  *   handler looping `for await (const m of mailbox)` processes every one, then its loop ends.
  * - Cancelling the actor's task (its scope cancelled, a sibling failing, `job.cancel()`) stops it
  *   at once: the mailbox is cancelled, so queued messages are dropped, the handler's pending
- *   receive rejects with a CancellationError, and waiting senders reject too.
+ *   receive rejects with a CancellationError, and waiting senders reject too. So does the
+ *   handler's failure, also while children of the task still run: a failed or cancelled actor
+ *   takes no more messages (Kotlin's `ActorCoroutine.onCancelling`).
  * - When the task ends, however it ends, the mailbox is cancelled and freed: later sends reject
  *   with ClosedSendError (its `cause` is the actor's failure or cancellation, if any), and
  *   `onDone(cause)` is called once: `undefined` when the handler returned, the
@@ -132,19 +134,22 @@ export function actor<M>(
   if (onDone !== undefined) checkFunction(op, "onDone", onDone);
   const mailbox = new Channel<M>(capacity);
   const a = new ActorImpl(mailbox);
+  let detach: (() => void) | null = null;
   // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
   a.job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
     const signal = task.signal;
     // Stop at once: drop the queue and wake the handler's receive with the CancellationError.
+    // Listened to until the task is final, not only while the handler runs (Kotlin's
+    // ActorCoroutine cancels its channel on entering `cancelling`): a task that failed, or was
+    // cancelled after its handler returned, waits for its children, and meanwhile its mailbox
+    // took messages that nobody would ever receive.
     const onAbort = () => mailbox.cancel(signal.reason);
     signal.addEventListener("abort", onAbort, { once: true });
-    try {
-      await handler(mailbox, task);
-    } finally {
-      signal.removeEventListener("abort", onAbort);
-    }
+    detach = () => signal.removeEventListener("abort", onAbort);
+    await handler(mailbox, task);
   }, () => mailbox[Symbol.dispose]());
   a.job.invokeOnCompletion((cause) => {
+    detach?.();
     a._finish(cause);
     // Reported as any completion handler's exception, also when the job was final already
     // (a cancelled scope) and this runs inside actor() itself.

@@ -375,6 +375,44 @@ Deno.test("actor: a handler's failure fails the scope; onDone and later senders 
   assert.equal(live, 0);
 });
 
+Deno.test("actor: its mailbox is cancelled as soon as its task is cancelling, also while a child of the task still runs", async () => {
+  // Kotlin's ActorCoroutine cancels its channel on entering `cancelling`: a message sent to an
+  // actor that has failed or been cancelled must not be accepted (and then silently dropped).
+  for (const how of ["handler fails", "job cancelled after the handler returned"]) {
+    const gate = Promise.withResolvers<void>();
+    const boom = new Error("handler failed");
+    const seen: { state?: string; trySend?: string; send?: unknown } = {};
+    const outcome = coroutineScope(async (scope) => {
+      const a = actor<number>(
+        scope,
+        counted((_m: Channel<number>, task: CoroutineScope) => {
+          task.launch(counted(() => gate.promise)); // ignores the cancellation until let go
+          if (how === "handler fails") throw boom;
+        }),
+        { capacity: 4 },
+      );
+      try {
+        const ended = how === "handler fails" ? "cancelling" : "completing";
+        for (let i = 0; i < 100 && a.job.state !== ended; i++) await null;
+        if (a.job.state !== ended) return; // seen.state says so below
+        if (how !== "handler fails") a.job.cancel();
+        seen.state = a.job.state; // the handler has ended; the task waits for the child
+        seen.trySend = a.trySend(1).state;
+        seen.send = await a.send(2).then(() => "sent", (e) => e);
+      } finally {
+        gate.resolve();
+      }
+    });
+    // Looked at out here: an assertion failing in the block would only be suppressed by boom.
+    if (how === "handler fails") await assert.rejects(outcome, (e) => e === boom);
+    else await outcome; // a cancelled child is no failure
+    assert.equal(seen.state, "cancelling", how);
+    assert.equal(seen.trySend, "closed", how);
+    assert.ok(seen.send instanceof CancellationError, `${how}: send ${seen.send}`);
+    assert.equal(live, 0);
+  }
+});
+
 Deno.test("actor: an onDone that throws is reported, also when it runs inside actor() itself", async () => {
   const reported: unknown[] = [];
   const context = Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e));
