@@ -10,7 +10,8 @@
  * - When the block fails, the channel is closed with the error as its cause: values sent stay
  *   receivable, then receivers get that error.
  * - When the task is cancelled (its scope cancelled, a sibling failing, a timeout), the channel
- *   is closed at once with the cancellation as its cause (Kotlin's `ProducerCoroutine`): values
+ *   is closed at once with the cancellation as its cause, also after the block returned while
+ *   children of the task still run (Kotlin's `ProducerCoroutine`): values
  *   already sent stay receivable, then every receiver, Worker-side ones included, rejects with
  *   that `CancellationError`.
  * - While the block runs, `out.send` is bound to the task: a producer waiting in `send` is woken
@@ -119,14 +120,18 @@ export function produce<T>(
   checkOptions(op, options);
   const out = new ProducerChannel<T>(options.capacity ?? "rendezvous");
   let failed = false;
+  let detach: (() => void) | null = null;
   // A CoroutineScope of the caller's own may throw or return anything: the channel is freed.
   const job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
     const signal = task.signal;
     // Closed, not cancelled: what was sent stays receivable (Kotlin closes with the cause).
+    // Listened to until the task is final, not only while the block runs: a task cancelled
+    // after its block returned waits for its children, and its receivers waited with it.
     const onAbort = () => {
       if (!failed && !out._gone) out.close(signal.reason);
     };
     signal.addEventListener("abort", onAbort, { once: true });
+    detach = () => signal.removeEventListener("abort", onAbort);
     out._bound = { signal, combined: new WeakMap() };
     try {
       await block(out, task);
@@ -140,11 +145,11 @@ export function produce<T>(
       throw e;
     } finally {
       out._bound = null;
-      signal.removeEventListener("abort", onAbort);
     }
   }, () => out[Symbol.dispose]());
   out._job = job;
   job.invokeOnCompletion((cause) => {
+    detach?.();
     if (out._gone || failed) return;
     out.close(cause); // a cause: cancelled (before it could run, or past the block's end)
   });

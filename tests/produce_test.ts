@@ -126,6 +126,37 @@ Deno.test("produce: cancelling the scope closes the channel with the cancellatio
   ch[Symbol.dispose]();
 });
 
+Deno.test("produce: a task cancelled after its block returned, while a child of it still runs, closes the channel at once", async () => {
+  const gate = Promise.withResolvers<void>();
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      using ch = produce<number>(
+        scope,
+        counted((_out: Channel<number>, task: CoroutineScope) => {
+          task.launch(counted(() => gate.promise)); // ignores the cancellation until let go
+        }),
+        { capacity: 4 },
+      );
+      try {
+        const task = scope.job.children[0];
+        for (let i = 0; i < 100 && task.state !== "completing"; i++) await null;
+        assert.equal(task.state, "completing"); // the block has returned; the task waits for the child
+        scope.cancel();
+        // Closed at once with the cancellation (the rule), not once the child has ended: a
+        // receiver waiting meanwhile would wait on a producer that will never send.
+        assert.equal(ch.isClosedForSend, true);
+        const got = ch.tryReceive();
+        assert.equal(got.state, "closed");
+        assert.ok((got as { cause?: unknown }).cause instanceof CancellationError);
+      } finally {
+        gate.resolve();
+      }
+    }),
+    CancellationError,
+  );
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: a send with a signal of its own is woken by either signal", async () => {
   const own = new AbortController();
   const seen: unknown[] = [];
