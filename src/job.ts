@@ -226,6 +226,11 @@ export const REPORTS_FAILURE = 2;
 export const HANDLES_CHILD_FAILURE = 4;
 /** Has no body to wait for once cancelled (CompletableDeferred, free-standing scopes). */
 export const CANCEL_COMPLETES = 8;
+/**
+ * Its failure is its parent's own, which a supervisor parent takes too: the job standing for a
+ * scope's native children, whose abandonment is the scope's work not finishing.
+ */
+export const PARENTS_OWN = 16;
 
 const RESOLVED: Promise<void> = Promise.resolve();
 const NO_OP: Disposable = Object.freeze({ [Symbol.dispose]() {} });
@@ -550,7 +555,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       // j fails: its parent takes the failure unless it is a supervisor (or there is none);
       // `#handled` records whether it does, so j does not report it too.
       const p = j.#parent;
-      if (p === null || (p.#flags & SUPERVISOR) !== 0) {
+      if (p === null || ((p.#flags & SUPERVISOR) !== 0 && (j.#flags & PARENTS_OWN) === 0)) {
         j.#handled = false;
         break;
       }

@@ -36,7 +36,7 @@ import {
   TimeoutError,
   unwrap,
 } from "./errors.ts";
-import { type Job, JobSupport } from "./job.ts";
+import { type Job, JobSupport, PARENTS_OWN, REPORTS_FAILURE } from "./job.ts";
 import { Context } from "./context.ts";
 import {
   handleOut,
@@ -464,7 +464,10 @@ class NativeChildren extends JobSupport<void> {
   readonly #owner: JobSupport<unknown>;
 
   constructor(scope: NativeScope, owner: JobSupport<unknown>) {
-    super(owner.context, 0);
+    // Abandoned children fail the owner even when it is a supervisor: they are its own work,
+    // not a child's failure to isolate (a supervisorScope resolved as if they had finished).
+    // Reported when no parent takes it (a free-standing scope, whose join never rejects).
+    super(owner.context, PARENTS_OWN | REPORTS_FAILURE);
     this.#scope = scope;
     this.#owner = owner;
     this.attachTo(owner);

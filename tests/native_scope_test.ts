@@ -317,6 +317,30 @@ Deno.test("a scope whose native children were abandoned (shutdown, library close
   }
 });
 
+Deno.test("abandoned native children fail a supervisorScope too, and a free-standing scope reports them (a supervisor isolated them as a child's failure: success reported)", async () => {
+  const res = await evalScript(`
+    import { createScope, nativeScope, runtime, supervisorScope } from "./mod.ts";
+    const reported = [];
+    addEventListener("error", (e) => { reported.push(e.error?.name); e.preventDefault(); });
+    const a = runtime().cells([60000n, 0n, 0n]); // a minute
+    const b = runtime().cells([60000n, 0n, 0n]);
+    const sup = supervisorScope(async (scope) => {
+      nativeScope(scope).launch("cancellable-sleeper", a);
+      return "block returned";
+    }).then((v) => "resolved " + v, (e) => e.name);
+    const free = createScope({ supervisor: true });
+    nativeScope(free).launch("cancellable-sleeper", b);
+    const joined = free.join();
+    setTimeout(() => runtime().shutdown(), 20);
+    const got = await sup;
+    await joined;
+    if (got !== "ShutdownError") throw new Error("the supervisorScope: " + got);
+    if (free.state !== "cancelled") throw new Error("the free-standing scope: " + free.state);
+    if (reported.join() !== "ShutdownError") throw new Error("reported: " + reported.join());
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a scope waits for the coroutines of native scopes created below its own", async () => {
   const c = cells(100); // sleeps 100 ms
   let child!: NativeScope;
