@@ -11,13 +11,13 @@
  *   receivable, then receivers get that error.
  * - When the task is cancelled (its scope cancelled, a sibling failing, a timeout), the channel
  *   is closed at once with the cancellation as its cause, also after the block returned while
- *   children of the task still run (Kotlin's `ProducerCoroutine`): values
- *   already sent stay receivable, then every receiver, Worker-side ones included, rejects with
- *   that `CancellationError`.
- * - While the block runs, `out.send` is bound to the task: a producer waiting in `send` is woken
- *   by the task's cancellation (it rejects with the cause; its value is not delivered), as
- *   Kotlin's suspending `send` is. Waits of its own (`select`, `delay`, a fetch) take
- *   `task.signal`, as every task's do.
+ *   children of the task still run (Kotlin's `ProducerCoroutine`): values already sent stay
+ *   receivable, then every receiver, Worker-side ones included, rejects with that
+ *   `CancellationError`.
+ * - While the task runs (its block, then its children), `out.send` is bound to the task: a
+ *   producer or a child of it waiting in `send` is woken by the task's cancellation (it rejects
+ *   with the cause; its value is not delivered), as Kotlin's suspending `send` is. Waits of its
+ *   own (`select`, `delay`, a fetch) take `task.signal`, as every task's do.
  * - Cancelling the channel (or disposing it) cancels the producer task: buffered values are
  *   dropped, as `cancel` drops them.
  *
@@ -132,6 +132,9 @@ export function produce<T>(
     };
     signal.addEventListener("abort", onAbort, { once: true });
     detach = () => signal.removeEventListener("abort", onAbort);
+    // Until the task is final, not only while the block runs: children of the task sending
+    // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
+    // it, and one left waiting in a send nobody would take hung the scope.
     out._bound = { signal, combined: new WeakMap() };
     try {
       await block(out, task);
@@ -143,12 +146,11 @@ export function produce<T>(
         out.close(e);
       }
       throw e;
-    } finally {
-      out._bound = null;
     }
   }, () => out[Symbol.dispose]());
   out._job = job;
   job.invokeOnCompletion((cause) => {
+    out._bound = null;
     detach?.();
     if (out._gone || failed) return;
     out.close(cause); // a cause: cancelled (before it could run, or past the block's end)

@@ -2,7 +2,7 @@
 // outlives its scope; cancellation reaching a Worker-side receiver of a produced channel. Tasks
 // wait on channels, gates or their signal, never on sleeps.
 import assert from "node:assert/strict";
-import { untilAborted } from "./support.ts";
+import { until, untilAborted } from "./support.ts";
 import {
   actor,
   CancellationError,
@@ -154,6 +154,47 @@ Deno.test("produce: a task cancelled after its block returned, while a child of 
     }),
     CancellationError,
   );
+  assert.equal(live, 0);
+});
+
+Deno.test("produce: sends by children of the task are bound to it too, also after the block returned: its cancellation wakes them (the scope hung)", async () => {
+  // Kotlin's `produce { launch { send(x) } }`: the child's send is cancelled with the producer.
+  let state = "pending";
+  let childSaw: unknown;
+  let sending = false;
+  const go = Promise.withResolvers<void>();
+  let ch!: Channel<number>;
+  const outcome = coroutineScope(async (scope) => {
+    ch = produce<number>(
+      scope,
+      counted((out: Channel<number>, task: CoroutineScope) => {
+        task.launch(counted(async () => {
+          await go.promise;
+          try {
+            sending = true;
+            await out.send(1); // rendezvous: no receiver will ever take it
+          } catch (e) {
+            childSaw = e;
+            throw e;
+          }
+        }));
+      }),
+    );
+    const task = scope.job.children[0];
+    for (let i = 0; i < 100 && task.state !== "completing"; i++) await null;
+    go.resolve(); // the block has returned (unless the loop ran out: state says so below)
+    for (let i = 0; i < 100 && !sending; i++) await null;
+    await null;
+    scope.cancel();
+  }).then(() => state = "resolved", (e) => state = e?.name ?? String(e));
+  try {
+    await until(() => state !== "pending", "the scope to settle", 5_000);
+  } finally {
+    ch[Symbol.dispose](); // (disposing cancels the channel, which would wake the send too)
+    await outcome;
+  }
+  assert.equal(state, "CancellationError");
+  assert.ok(childSaw instanceof CancellationError, String(childSaw));
   assert.equal(live, 0);
 });
 
