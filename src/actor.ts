@@ -31,11 +31,16 @@ import { type Job, runCompletionHandler } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
 
 /** Options for {@linkcode actor}. */
-export interface ActorOptions {
+export interface ActorOptions<M = unknown> {
   /** The mailbox's capacity (default `"rendezvous"`, as Kotlin's). */
   capacity?: Capacity;
   /** Called once when the actor's task ends, with its cause (undefined when it returned). */
   onDone?: (cause?: unknown) => void;
+  /**
+   * Called with every message the mailbox drops (queued when the actor was cancelled, failed or
+   * ended; a waiting send failed then), as a Channel's own.
+   */
+  onUndeliveredElement?: (message: M) => void;
 }
 
 /** An actor's sending side and its task; see {@linkcode actor}. */
@@ -124,15 +129,21 @@ class ActorImpl<M> implements Actor<M> {
 export function actor<M>(
   scope: CoroutineScope,
   handler: (mailbox: Channel<M>, task: CoroutineScope) => unknown,
-  options: ActorOptions = {},
+  options: ActorOptions<M> = {},
 ): Actor<M> {
   const op = "start actor";
   checkScope(op, scope);
   checkFunction(op, "handler", handler);
   checkOptions(op, options);
-  const { capacity = "rendezvous", onDone } = options;
+  const { capacity = "rendezvous", onDone, onUndeliveredElement } = options;
   if (onDone !== undefined) checkFunction(op, "onDone", onDone);
-  const mailbox = new Channel<M>(capacity);
+  if (onUndeliveredElement !== undefined) {
+    checkFunction(op, "onUndeliveredElement", onUndeliveredElement);
+  }
+  const mailbox = new Channel<M>(
+    capacity,
+    onUndeliveredElement === undefined ? {} : { onUndeliveredElement },
+  );
   const a = new ActorImpl(mailbox);
   let detach: (() => void) | null = null;
   // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.

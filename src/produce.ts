@@ -37,9 +37,14 @@ import { isCancellation, type Job } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
 
 /** Options for {@linkcode produce}. */
-export interface ProduceOptions {
+export interface ProduceOptions<T = unknown> {
   /** The channel's capacity (default `"rendezvous"`, as Kotlin's). */
   capacity?: Capacity;
+  /**
+   * Called with every value the channel drops (the consumer cancelling or disposing it with
+   * values buffered, a waiting send failed by that cancel), as a Channel's own.
+   */
+  onUndeliveredElement?: (value: T) => void;
 }
 
 /** The channel {@linkcode produce} returns: cancelling it cancels the producer. */
@@ -112,13 +117,20 @@ class ProducerChannel<T> extends Channel<T> {
 export function produce<T>(
   scope: CoroutineScope,
   block: (out: Channel<T>, task: CoroutineScope) => unknown,
-  options: ProduceOptions = {},
+  options: ProduceOptions<T> = {},
 ): Channel<T> {
   const op = "produce";
   checkScope(op, scope);
   checkFunction(op, "block", block);
   checkOptions(op, options);
-  const out = new ProducerChannel<T>(options.capacity ?? "rendezvous");
+  const { capacity, onUndeliveredElement } = options; // read once
+  if (onUndeliveredElement !== undefined) {
+    checkFunction(op, "onUndeliveredElement", onUndeliveredElement);
+  }
+  const out = new ProducerChannel<T>(
+    capacity ?? "rendezvous",
+    onUndeliveredElement === undefined ? {} : { onUndeliveredElement },
+  );
   let failed = false;
   let detach: (() => void) | null = null;
   // A CoroutineScope of the caller's own may throw or return anything: the channel is freed.

@@ -521,6 +521,49 @@ Deno.test("actor: senders waiting on a full mailbox reject when the actor is can
   assert.equal(live, 0);
 });
 
+Deno.test("produce and actor hand the values they drop to onUndeliveredElement (they were lost: no way to release what they held)", async () => {
+  // produce: the consumer cancels the channel with values buffered.
+  const fromProduce: number[] = [];
+  const filled = Promise.withResolvers<void>();
+  await coroutineScope((scope) => {
+    const ch = produce<number>(
+      scope,
+      counted(async (out: Channel<number>, task: CoroutineScope) => {
+        for (const v of [1, 2, 3]) await out.send(v);
+        filled.resolve();
+        await untilAborted(task.signal);
+      }),
+      { capacity: 4, onUndeliveredElement: (v) => fromProduce.push(v) },
+    );
+    return filled.promise.then(() => ch.cancel());
+  });
+  // actor: cancelled with messages queued.
+  const fromActor: number[] = [];
+  await coroutineScope((scope) => {
+    const a = actor<number>(
+      scope,
+      counted((_m: Channel<number>, task: CoroutineScope) => untilAborted(task.signal)),
+      { capacity: 4, onUndeliveredElement: (v) => fromActor.push(v) },
+    );
+    for (const m of [4, 5, 6]) assert.equal(a.trySend(m).state, "ok");
+    a.job.cancel();
+  });
+  await until(() => fromProduce.length + fromActor.length === 6, "the dropped values", 5_000);
+  assert.deepEqual(fromProduce.sort(), [1, 2, 3]);
+  assert.deepEqual(fromActor.sort(), [4, 5, 6]);
+  assert.equal(live, 0);
+  // A hook that is not a function is refused, named.
+  await using scope = createScope();
+  assert.throws(() => produce(scope, () => {}, { onUndeliveredElement: 1 as never }), {
+    name: "TypeError",
+    message: /^Cannot produce: onUndeliveredElement must be a function, received /,
+  });
+  assert.throws(() => actor(scope, () => {}, { onUndeliveredElement: 1 as never }), {
+    name: "TypeError",
+    message: /^Cannot start actor: onUndeliveredElement must be a function, received /,
+  });
+});
+
 Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch returns no Job throw a named TypeError (it was the engine's 'job.invokeOnCompletion is not a function')", () => {
   const own = new Error("the caller's launch");
   for (const returned of [1, undefined, {}, { invokeOnCompletion: () => ({}) }]) {
