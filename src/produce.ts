@@ -5,8 +5,9 @@
  * Rules (Kotlin's):
  * - The block runs as a child task of the scope (`launch`): the scope waits for it, and its
  *   failure cancels the scope (unless a supervisor).
- * - When the block returns, the channel is closed: values it sent stay receivable, then
- *   receivers see the channel closed (`for await` ends).
+ * - When the task completes (its block returned and its children, which may send too, finished),
+ *   the channel is closed: values sent stay receivable, then receivers see the channel closed
+ *   (`for await` ends).
  * - When the block fails, the channel is closed with the error as its cause: values sent stay
  *   receivable, then receivers get that error.
  * - When the task is cancelled (its scope cancelled, a sibling failing, a timeout), the channel
@@ -87,7 +88,7 @@ class ProducerChannel<T> extends Channel<T> {
 
 /**
  * Runs `block(out, task)` as a child task of `scope` and returns `out`, a channel that is
- * closed when the block returns, closed with its error if it fails, and closed with the
+ * closed when the task completes, closed with its error if it fails, and closed with the
  * cancellation if the task is cancelled. See the module documentation for the rules.
  *
  * @example

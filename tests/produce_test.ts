@@ -63,6 +63,22 @@ Deno.test("produce: the channel is closed when the block returns; sent values st
   assert.equal(live, 0);
 });
 
+Deno.test("produce: the channel is closed when the task completes, after children still sending once the block returned", async () => {
+  const got = await coroutineScope(async (scope) => {
+    using ch = produce<number>(
+      scope,
+      counted((out: Channel<number>, task: CoroutineScope) => {
+        task.launch(counted(async () => {
+          for (const v of [1, 2, 3]) await out.send(v); // after the block has returned
+        }));
+      }),
+    );
+    return await drain(ch);
+  });
+  assert.deepEqual(got, [1, 2, 3]);
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: a failing block closes the channel with its error as cause and fails the scope", async () => {
   const boom = new Error("boom");
   const received: number[] = [];
