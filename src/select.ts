@@ -544,14 +544,47 @@ class Selection implements RingOp {
       return;
     }
     if (c === undefined) {
-      this.done = true;
-      this.#cleanup();
-      this.reject(new InvalidHandleError(`Cannot select: the ring reported clause ${index}`));
+      this.#badRecord(status, index);
       return;
     }
     const value = status === 0 && c.kind !== SEND;
     this.bridge!.take(this, value ? c.slot! : null, value ? c.ch!.codec.elemSize : 0);
     this.#fireNative(index, status, true);
+  }
+
+  /**
+   * A record naming no clause of this select (`index` out of range: corrupted, or another
+   * operation's): it fails with an InvalidHandleError, cleaned up as a failed select is. Before,
+   * it only rejected: its other clauses stayed registered natively (a receiver could still take
+   * a send clause's value from the select that had failed) and the encoded values leaked.
+   * - Still waiting natively (the record was not its): withdrawn, uncounted (nothing cancelled
+   *   it). No clause fired, so every send clause's value is freed and goes to its channel's
+   *   onUndeliveredElement, as a select cut off by the library's close hands them (`withdrawn`).
+   * - Completed natively: its ticket is taken, which unlinks its losing clauses and frees its
+   *   native state. Which clause fired is unknown, so the values are freed (and handed to the
+   *   hook) only where none changed hands: a closed (KC_EPIPE) completion neither delivered a
+   *   send's value nor gave it to the cancel's undelivered list. After a delivery or a cancel
+   *   one of them belongs to its receiver (or to that list) and freeing it would free it twice:
+   *   they are left, a leak only after a broken record.
+   */
+  #badRecord(status: number, index: number): void {
+    let free = true;
+    if (this.bridge!.abort(this, true) !== 0) {
+      this.bridge!.take(this, null, 0);
+      free = status === Status.EPIPE;
+    }
+    try {
+      if (free) this.#freeValues(-1, true);
+    } finally {
+      this.#giveSlots();
+      this.done = true;
+      this.#cleanup();
+      this.reject(
+        new InvalidHandleError(
+          `Cannot select: the completion record names no clause of this select, received clause ${index}`,
+        ),
+      );
+    }
   }
 
   /** Channel clause `index` (of `native`) completed with `status`. */

@@ -633,6 +633,81 @@ Deno.test("a select begun while the library closes (by an onUndeliveredElement h
   assert.equal(res.code, 0, res.stderr);
 });
 
+/** Starts `start`'s select and returns the operation it queued on the ring (the bridge's `track`). */
+function queuedSelect(start: () => Promise<unknown>): {
+  outcome: Promise<unknown>;
+  op: { complete(status: number, index: number): void };
+} {
+  const bridge = Bridge.of(library());
+  const track = bridge.track;
+  let op: { complete(status: number, index: number): void } | undefined;
+  bridge.track = (o) => {
+    op = o;
+    track.call(bridge, o);
+  };
+  let outcome: Promise<unknown>;
+  try {
+    outcome = start();
+  } finally {
+    bridge.track = track;
+  }
+  assert.ok(op !== undefined, "the select queued natively");
+  return { outcome, op };
+}
+
+Deno.test("a ring record naming no clause of a waiting select (another's) withdraws it: nothing is sent, each send value reaches its hook", async () => {
+  const dropped: number[][] = [];
+  using a = new Channel<number>(0, { codec: codecs.f64 });
+  using b = new Channel<Uint8Array>(0, {
+    codec: codecs.bytes,
+    onUndeliveredElement: (v) => dropped.push([...v]),
+  });
+  const before = pending();
+  const { outcome, op } = queuedSelect(() =>
+    select((s) => {
+      s.onReceive(a, (v) => v);
+      s.onSend(b, new Uint8Array([1, 2, 3]), () => "sent");
+    })
+  );
+  op.complete(0, 99); // a record for clause 99 of a two-clause select
+  await assert.rejects(outcome, {
+    name: "InvalidHandleError",
+    message:
+      /^Cannot select: the completion record names no clause of this select, received clause 99/,
+  });
+  // Before, it stayed queued: a receiver took the value of the select that had failed.
+  assert.equal(pending(), before);
+  assert.deepEqual(b.tryReceive(), { state: "empty" });
+  assert.deepEqual(a.trySend(1), { state: "full" }); // no receive clause left either
+  assert.deepEqual(dropped, [[1, 2, 3]]);
+});
+
+Deno.test("a closed completion reported for a clause the select lacks fails it, and hands each send value to its hook once", async () => {
+  const dropped: number[][] = [];
+  using a = new Channel<number>(0, { codec: codecs.f64 });
+  using b = new Channel<Uint8Array>(0, {
+    codec: codecs.bytes,
+    onUndeliveredElement: (v) => dropped.push([...v]),
+  });
+  const { outcome, op } = queuedSelect(() =>
+    select((s) => {
+      s.onReceive(a, (v) => v);
+      s.onSend(b, new Uint8Array([4, 5]), () => "sent");
+    })
+  );
+  const complete = op.complete;
+  op.complete = (status, _index) => complete.call(op, status, 7); // the record, corrupted
+  a.close(); // the receive clause completes closed: nothing changed hands
+  await assert.rejects(outcome, {
+    name: "InvalidHandleError",
+    message:
+      /^Cannot select: the completion record names no clause of this select, received clause 7/,
+  });
+  // Before, the value's native copy leaked and no hook saw it.
+  assert.deepEqual(dropped, [[4, 5]]);
+  assert.deepEqual(b.tryReceive(), { state: "empty" });
+});
+
 Deno.test("a clause that throws while it is armed, after the channel clauses were queued, withdraws them: nothing is sent", async () => {
   using ch = new Channel<Uint8Array>(0, { codec: codecs.bytes });
   ch.share(); // its clause is queued natively
