@@ -974,6 +974,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (status === 0 ? this.#dropping : queued && status === Status.ECANCELED) this.#collect();
   }
 
+  /**
+   * @ignore For select, after a receive clause took a value: what other isolates' sends dropped
+   * goes to onUndeliveredElement, as after a plain receive (see `#poll`). Before, a creator
+   * receiving only through select left them kept natively until its next plain operation or
+   * its dispose.
+   */
+  _afterReceive(): void {
+    if (this.#dropping) this.#collect();
+  }
+
   #sym(op: string) {
     if (this.#disposed) {
       throw new InvalidHandleError(`Cannot ${op}: the channel was disposed`);

@@ -626,6 +626,8 @@ class Selection implements RingOp {
     } catch (e) {
       this.reject(e);
       return;
+    } finally {
+      ch._afterReceive();
     }
     this.#call(c.fn, c.kind === RECV ? v : { state: "ok", value: v });
   }

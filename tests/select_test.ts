@@ -633,6 +633,32 @@ Deno.test("a select begun while the library closes (by an onUndeliveredElement h
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a creator that receives through select takes the values another isolate's sends dropped, as a receive does", async () => {
+  for (const how of ["ready", "queued"] as const) {
+    const dropped: number[] = [];
+    using ch = new Channel<number>("conflated", {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => dropped.push(v),
+    });
+    using writer = Channel.from<number>(ch.share()); // stands for a Worker's copy
+    let got: Promise<number>;
+    if (how === "ready") {
+      for (const v of [1, 2, 3]) assert.equal(writer.trySend(v).state, "ok");
+      got = select<number>((s) => s.onReceive(ch, (v) => v));
+    } else {
+      got = select<number>((s) => s.onReceive(ch, (v) => v)); // waits natively
+      await until(() => pending() > 0, "the select queued natively");
+      for (const v of [1, 2, 3]) assert.equal(writer.trySend(v).state, "ok");
+      // The first value went to the select; conflation dropped the second for the third.
+    }
+    const v = await within(got, 10_000, "the select");
+    // Before, nothing: values dropped elsewhere reached the hook only at the creator's next
+    // plain send or receive, or its dispose (kept natively, without bound, meanwhile).
+    assert.deepEqual(dropped, how === "ready" ? [1, 2] : [2], how);
+    assert.equal(v, how === "ready" ? 3 : 1, how);
+  }
+});
+
 /** Starts `start`'s select and returns the operation it queued on the ring (the bridge's `track`). */
 function queuedSelect(start: () => Promise<unknown>): {
   outcome: Promise<unknown>;
