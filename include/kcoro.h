@@ -111,7 +111,9 @@ int32_t kc_coro_state(uint32_t handle);
 /* Reads the coroutine's transfer word into *out. */
 int32_t kc_coro_transfer(uint32_t handle, uint64_t *out);
 /* Frees the coroutine and recycles its stack (KC_EBUSY while it runs). An unfinished coroutine
- * is abandoned without unwinding its stack. KC_EINVAL for a scheduled coroutine's handle (it is
+ * is abandoned without unwinding its stack. Stacks stay mapped for reuse (kc_coro_stats' third
+ * value does not shrink): beyond 1,024 free ones of a size, their memory below the top page goes
+ * back to the kernel. KC_EINVAL for a scheduled coroutine's handle (it is
  * freed when it finishes). */
 int32_t kc_coro_destroy(uint32_t handle);
 /* Handle of the coroutine running on this thread, 0 outside one (never fails). */

@@ -291,6 +291,20 @@ pub const Coroutine = struct {
         }
     }
 
+    /// Marks a coroutine that will never run again (abandoned where it stands by its owner's
+    /// destroy) as finished, so that a late `unpark` through a `Ref` taken before returns false
+    /// instead of reporting a wake-up of a coroutine nobody will resume. Not while it runs.
+    pub fn markAbandoned(co: *Coroutine) void {
+        var w = co.load(.acquire);
+        while (true) {
+            assert(w.state != .running);
+            var n = w;
+            n.state = .finished;
+            n.permit = false;
+            w = co.cas(w, n) orelse return;
+        }
+    }
+
     /// Replaces the coroutine's context with `c` (taking over the caller's reference).
     pub fn setContext(co: *Coroutine, c: *ctx_mod.Context) void {
         const old = co.context;

@@ -105,6 +105,7 @@ pub const Registry = struct {
         _ = r.table.free(h);
         co.runCleanups(); // a wait it was parked in must not outlive its stack
         co.setContext(@import("../sc/context.zig").empty);
+        co.markAbandoned(); // a waker's late unpark (a stale `Ref`) then wakes nobody
         pool.release(st);
     }
 
@@ -156,7 +157,10 @@ pub const Registry = struct {
             if (p.mode == mode and p.stack_size == rounded) return @intCast(i);
         }
         if (r.pool_count == max_pools) return error.InvalidArgument;
-        r.pools[r.pool_count] = Pool.init(r.allocator, .{ .mode = mode, .stack_size = rounded }) catch
+        // Kept mapped: a completer wakes a channel's waiter by `Ref` after it unlocked the
+        // channel, so a coroutine destroyed meanwhile (by another thread) still gets that
+        // unpark, which must find its generation word mapped and continuing (see `Pool`).
+        r.pools[r.pool_count] = Pool.init(r.allocator, .{ .mode = mode, .stack_size = rounded, .keep_mapped = true }) catch
             return error.InvalidArgument;
         r.pool_count += 1;
         return @intCast(r.pool_count - 1);
@@ -233,4 +237,40 @@ test "a coroutine cannot destroy itself while running" {
     _ = try (try r.get(h)).@"resume"();
     try testing.expectEqual(@as(?Error, error.Busy), S.result);
     try r.destroy(h);
+}
+
+test "a stale Ref to a destroyed coroutine stays harmless once its pool holds max_free stacks" {
+    // A channel's completer wakes its waiter by `Ref` after it unlocks the channel, so the
+    // waiter's coroutine may be destroyed (by another thread) before that unpark lands: the
+    // Ref's word must still be mapped, and must never wake a later coroutine at that address.
+    // Run in a child: without the guarantee the unpark faults on an unmapped page.
+    const pid = try std.posix.fork();
+    if (pid == 0) {
+        var r = Registry.init(std.heap.page_allocator);
+        const S = struct {
+            fn parker(_: ?*anyopaque) callconv(.c) void {
+                coroutine.park() catch unreachable;
+            }
+        };
+        // Fill the pool's free list to its cap (1024): the next destroy's stack is beyond it.
+        var hs: [1024]Handle = undefined;
+        for (&hs) |*h| h.* = r.create(S.parker, null, 0, .{}) catch std.posix.exit(2);
+        const x = r.create(S.parker, null, 0, .{}) catch std.posix.exit(2);
+        for (hs) |h| r.destroy(h) catch std.posix.exit(2);
+        const co = r.get(x) catch std.posix.exit(2);
+        _ = co.@"resume"() catch std.posix.exit(2); // parked in a "wait"
+        const stale: coroutine.Ref = .{ .co = co, .gen = co.generation() };
+        r.destroy(x) catch std.posix.exit(2); // its completer has not woken it yet
+        if (stale.unpark()) std.posix.exit(3); // the late wake: harmless, wakes nobody
+        // A new coroutine (perhaps at the same address) is no target of the stale Ref either.
+        const y = r.create(S.parker, null, 0, .{}) catch std.posix.exit(2);
+        const co_y = r.get(y) catch std.posix.exit(2);
+        _ = co_y.@"resume"() catch std.posix.exit(2);
+        if (stale.unpark()) std.posix.exit(4);
+        if (co_y.getState() != .parked) std.posix.exit(5);
+        std.posix.exit(0);
+    }
+    const res = std.posix.waitpid(pid, 0);
+    try testing.expect(std.posix.W.IFEXITED(res.status));
+    try testing.expectEqual(@as(u32, 0), std.posix.W.EXITSTATUS(res.status));
 }

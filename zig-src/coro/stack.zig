@@ -94,8 +94,10 @@ pub const Pool = struct {
     allocator: std.mem.Allocator,
     mode: Mode,
     stack_size: usize,
-    /// Free stacks kept for reuse; beyond this, guarded stacks are unmapped on release.
+    /// Free stacks kept for reuse as they are; beyond this, a released guarded stack is
+    /// unmapped, or trimmed if `keep_mapped` (see `Options`).
     max_free: usize,
+    keep_mapped: bool,
     free_head: ?*FreeNode = null,
     free_count: usize = 0,
     /// Stacks handed out and not yet released.
@@ -114,6 +116,13 @@ pub const Pool = struct {
         mode: Mode = .guarded,
         stack_size: usize = default_stack_size,
         max_free: usize = 1024,
+        /// Never unmap a stack while the pool lives: one released beyond `max_free` is trimmed
+        /// instead (its pages below the top one go back to the kernel, MADV_DONTNEED) and stays
+        /// on the free list. For owners whose coroutines a late waker may still touch after the
+        /// stack was released: a `Ref`'s unpark reads the generation word in the top page, which
+        /// must stay mapped and keep counting (a stack mapped afresh at the same address starts
+        /// again at generation 1, which a stale `Ref` could match).
+        keep_mapped: bool = false,
     };
 
     pub const Error = error{ InvalidStackSize, OutOfMemory };
@@ -127,6 +136,7 @@ pub const Pool = struct {
             .mode = options.mode,
             .stack_size = size,
             .max_free = options.max_free,
+            .keep_mapped = options.keep_mapped,
         };
     }
 
@@ -174,8 +184,8 @@ pub const Pool = struct {
         pool.live -= 1;
         if (pool.mode == .slab) pool.checkCanary(s);
         if (pool.mode == .guarded and pool.free_count >= pool.max_free) {
-            pool.unmapGuarded(s);
-            return;
+            if (!pool.keep_mapped) return pool.unmapGuarded(s);
+            trim(s);
         }
         const node: *FreeNode = @ptrFromInt(s.top() - @sizeOf(FreeNode));
         node.next = pool.free_head;
@@ -251,6 +261,17 @@ pub const Pool = struct {
         last.* = 0;
     }
 
+    /// Gives the pages of `s` below its top page back to the kernel (they read as zeros when
+    /// next touched); the top page, where the coroutine object and the free-list link live,
+    /// keeps its contents.
+    fn trim(s: Stack) void {
+        const len = s.size - page_size;
+        if (len == 0) return;
+        const p: [*]align(page_size) u8 = @ptrFromInt(s.base);
+        // Advice only: a failure leaves the pages resident, as they were.
+        posix.madvise(p, len, posix.MADV.DONTNEED) catch {};
+    }
+
     fn unmapGuarded(pool: *Pool, s: Stack) void {
         const addr = s.base - page_size;
         const kv = pool.where.fetchRemove(addr) orelse unreachable; // mapped by mapGuarded
@@ -312,6 +333,32 @@ test "guarded pool unmaps beyond max_free" {
     for (stacks) |s| pool.release(s);
     try testing.expectEqual(@as(usize, 1), pool.mappingCount());
     try testing.expectEqual(@as(usize, 1), pool.free_count);
+}
+
+test "a pool that keeps its stacks mapped trims those beyond max_free instead" {
+    var pool = try Pool.init(testing.allocator, .{ .mode = .guarded, .max_free = 1, .keep_mapped = true });
+    defer pool.deinit();
+    var stacks: [3]Stack = undefined;
+    for (&stacks) |*st| st.* = try pool.acquire();
+    for (stacks) |st| {
+        const mem: [*]u8 = @ptrFromInt(st.base);
+        @memset(mem[0..st.size], 0xAB);
+    }
+    for (stacks) |st| pool.release(st);
+    try testing.expectEqual(@as(usize, 3), pool.mappingCount()); // none unmapped
+    try testing.expectEqual(@as(usize, 3), pool.free_count);
+    // The first stays as it was; the other two lost their lower pages, not their top page.
+    const first: [*]const u8 = @ptrFromInt(stacks[0].base);
+    try testing.expectEqual(@as(u8, 0xAB), first[0]);
+    for (stacks[1..]) |st| {
+        const mem: [*]const u8 = @ptrFromInt(st.base);
+        try testing.expectEqual(@as(u8, 0), mem[0]);
+        try testing.expectEqual(@as(u8, 0), mem[st.size - page_size - 1]);
+        try testing.expectEqual(@as(u8, 0xAB), mem[st.size - page_size]);
+    }
+    for (&stacks) |*st| st.* = try pool.acquire();
+    try testing.expectEqual(@as(usize, 3), pool.mappingCount()); // all reused
+    for (stacks) |st| pool.release(st);
 }
 
 test "guarded stacks stop at the process's budget (KC_ENOMEM), and a release makes room" {
