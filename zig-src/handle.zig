@@ -23,6 +23,8 @@ pub const Kind = enum(u3) {
     select = 4,
     token = 5,
     ring = 6,
+    /// A scheduled coroutine's (coroutine: a hand-driven one's).
+    task = 7,
 };
 
 pub const index_bits = 20;

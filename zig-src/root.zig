@@ -256,10 +256,20 @@ export fn kc_coro_create(
 
 /// int32_t kc_coro_resume(uint32_t h): the state after the run (KC_STATE_*), or an error.
 export fn kc_coro_resume(h: u32) callconv(.c) i32 {
-    const co = reg().get(h) catch |err| return fail(err);
-    if (co.owner != null) return Status.invalid.code(); // the scheduler resumes its own
+    const co = handDriven(h) catch |err| return fail(err);
     const s = co.@"resume"() catch |err| return fail(err);
     return @intFromEnum(s);
+}
+
+/// The hand-driven coroutine `h` names: InvalidArgument for a scheduled one (its scheduler
+/// resumes and frees it). Never reads a scheduled coroutine: it lives on its scheduler's stacks,
+/// which a shutdown unmaps once it freed every handle, and the handle may have been found just
+/// before; its handle's kind says what it is (`Registry.get`). A hand-driven one's stack stays
+/// mapped (its registry's pools keep every stack), so it is safe to use after.
+fn handDriven(h: u32) kcoro.registry.Error!*coroutine.Coroutine {
+    const found = reg().get(h);
+    if (@import("builtin").is_test) if (test_hooks.after_coro_lookup) |f| f();
+    return found;
 }
 
 /// int32_t kc_coro_yield(void)
@@ -322,6 +332,9 @@ export fn kc_coro_transfer(h: u32, out: ?*u64) callconv(.c) i32 {
 
 /// int32_t kc_coro_destroy(uint32_t h)
 export fn kc_coro_destroy(h: u32) callconv(.c) i32 {
+    // Refused first where a scheduled coroutine's stack cannot be unmapped under the read
+    // (`handDriven`); the destroy then finds `h` hand-driven, or no longer live.
+    _ = handDriven(h) catch |err| return fail(err);
     reg().destroy(h) catch |err| return fail(err);
     return 0;
 }
@@ -360,6 +373,9 @@ var test_hooks: if (@import("builtin").is_test) struct {
     /// In `kc_spawn`, `kc_spawn_gen` and `kc_scope_launch`, after the argument checks, before
     /// the hold.
     before_spawn: ?*const fn () void = null,
+    /// In `kc_coro_resume` and `kc_coro_destroy`, after the handle's lookup, before they use
+    /// what it found.
+    after_coro_lookup: ?*const fn () void = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -2646,6 +2662,52 @@ test "C ABI: a shutdown of one generation leaves a later scheduler running, also
     try testing.expectEqual(@as(u64, 0), info[3]);
     // Ours shut down and none later: nothing, and a start is not refused meanwhile.
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_gen(1, first + 1));
+}
+
+test "C ABI: kc_coro_resume and kc_coro_destroy given a scheduled coroutine's handle never read it after a shutdown unmapped its stack" {
+    // A child process: before, the read faulted (the shutdown freed the handle, waited for the
+    // lookups it counts, which these calls were not, and unmapped the stacks). They tell a
+    // scheduled coroutine's handle by its kind now, and never read the coroutine.
+    const pid = try std.posix.fork();
+    if (pid == 0) {
+        const S = struct {
+            var shut_done = std.atomic.Value(bool).init(false);
+            var shutter: ?std.Thread = null;
+            fn parker(_: ?*anyopaque) callconv(.c) void {
+                _ = kc_coro_park();
+            }
+            fn shut() void {
+                _ = kc_sched_shutdown(0);
+                shut_done.store(true, .release);
+            }
+            /// Between the lookup and its use: a shutdown on another thread, run to its end.
+            fn midLookup() void {
+                test_hooks.after_coro_lookup = null; // once
+                shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
+                const deadline = std.time.nanoTimestamp() + 30 * std.time.ns_per_s;
+                while (!shut_done.load(.acquire)) {
+                    if (std.time.nanoTimestamp() > deadline) std.posix.exit(3);
+                    std.Thread.yield() catch {};
+                }
+            }
+        };
+        for (0..2) |round| {
+            S.shut_done.store(false, .monotonic);
+            if (kc_sched_start(1, 0, 0) != 0) std.posix.exit(2);
+            var h: u32 = 0;
+            if (kc_spawn(S.parker, null, 0, &h) != 0) std.posix.exit(2);
+            if (kc_sched_drain_for(30 * std.time.ns_per_s) != 0) std.posix.exit(2); // parked
+            test_hooks.after_coro_lookup = S.midLookup;
+            const rc = if (round == 0) kc_coro_resume(h) else kc_coro_destroy(h);
+            if (rc != Status.invalid.code()) std.posix.exit(4);
+            S.shutter.?.join();
+            if (kc_coro_state(h) != Status.bad_handle.code()) std.posix.exit(5);
+        }
+        std.posix.exit(0);
+    }
+    const res = std.posix.waitpid(pid, 0);
+    try testing.expect(std.posix.W.IFEXITED(res.status));
+    try testing.expectEqual(@as(u32, 0), std.posix.W.EXITSTATUS(res.status));
 }
 
 test "C ABI: kc_sched_info's generation is that of the scheduler whose figures it reports, across a restart" {

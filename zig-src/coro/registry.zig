@@ -1,5 +1,12 @@
 //! The registry behind the C ABI's coroutine calls: stack pools (one per mode and size) and
-//! the handle table naming every coroutine created through it.
+//! the handle tables naming every coroutine created through it (hand-driven ones) or given a
+//! handle by a scheduler (`register`).
+//!
+//! The two kinds have tables of their own, told apart by the handle's kind bits: a scheduled
+//! coroutine lives on its scheduler's stacks, which a shutdown unmaps, so a call that only needs
+//! to know which kind a handle names (resume and destroy refuse scheduled ones) must not read
+//! the coroutine to find out; and a stale handle of one kind can never name a coroutine of the
+//! other.
 //!
 //! `create` and `destroy` serialise on one mutex (they touch the pools); `get`, and therefore
 //! resume/unpark by handle, take no lock. Destroying a coroutine must not race other calls on
@@ -30,10 +37,13 @@ pub const Registry = struct {
     mutex: std.Thread.Mutex = .{},
     pools: [max_pools]Pool = undefined,
     pool_count: usize = 0,
+    /// Hand-driven coroutines (`create`).
     table: handle_mod.HandleTable(Coroutine, .coroutine),
+    /// Scheduled coroutines given a handle (`register`).
+    tasks: handle_mod.HandleTable(Coroutine, .task),
 
     pub fn init(allocator: std.mem.Allocator) Registry {
-        return .{ .allocator = allocator, .table = .init(allocator) };
+        return .{ .allocator = allocator, .table = .init(allocator), .tasks = .init(allocator) };
     }
 
     /// Destroys every coroutine still registered, then frees every stack and the table.
@@ -41,16 +51,15 @@ pub const Registry = struct {
         r.destroyAll();
         for (r.pools[0..r.pool_count]) |*p| p.deinit();
         r.table.deinit();
+        r.tasks.deinit(); // every scheduler's coroutines were unregistered by their scheduler
         r.* = undefined;
     }
 
-    /// Destroys every registered coroutine that is not running.
+    /// Destroys every hand-driven coroutine that is not running (a scheduler frees its own).
     pub fn destroyAll(r: *Registry) void {
         var index: u32 = 1;
         while (index < r.table.high_water) : (index += 1) {
             const h = r.table.liveHandle(index) orelse continue;
-            const co = r.table.get(h) orelse continue;
-            if (co.owner != null) continue; // a scheduler's coroutine: its scheduler frees it
             r.destroy(h) catch {}; // a running coroutine stays (deinit then asserts)
         }
     }
@@ -84,8 +93,16 @@ pub const Registry = struct {
         return h;
     }
 
+    /// The hand-driven coroutine `h` names: InvalidArgument for a live scheduled one's handle
+    /// (its scheduler runs and frees it), found without reading the coroutine (see the file
+    /// header); BadHandle for a stale or forged one.
     pub fn get(r: *Registry, h: Handle) Error!*Coroutine {
-        return r.table.get(h) orelse error.BadHandle;
+        if (handle_mod.kindOf(h) == @intFromEnum(handle_mod.Kind.task)) {
+            return if (r.tasks.get(h) != null) error.InvalidArgument else error.BadHandle;
+        }
+        const co = r.table.get(h) orelse return error.BadHandle;
+        assert(co.owner == null);
+        return co;
     }
 
     /// Frees the coroutine and returns its stack to the pool. A coroutine that is not finished
@@ -93,8 +110,7 @@ pub const Registry = struct {
     pub fn destroy(r: *Registry, h: Handle) Error!void {
         r.mutex.lock();
         defer r.mutex.unlock();
-        const co = r.table.get(h) orelse return error.BadHandle;
-        if (co.owner != null) return error.InvalidArgument; // a scheduler's: it frees it
+        const co = try r.get(h); // a scheduled one's handle: InvalidArgument (it frees it)
         if (co.getState() == .running) return error.Busy;
         if (coroutine.current()) |cur| {
             if (cur == co) return error.Busy;
@@ -111,7 +127,8 @@ pub const Registry = struct {
 
     /// Gives a handle to a coroutine created elsewhere (a scheduler's); `unregister` frees it.
     pub fn register(r: *Registry, co: *Coroutine) Error!Handle {
-        const h = try r.table.alloc(co);
+        assert(co.owner != null);
+        const h = try r.tasks.alloc(co);
         // Release: pairs with the acquire load in `lookupRef`.
         @atomicStore(u32, &co.handle, h, .release);
         return h;
@@ -121,14 +138,15 @@ pub const Registry = struct {
         const h = @atomicLoad(u32, &co.handle, .acquire);
         if (h == 0) return;
         @atomicStore(u32, &co.handle, 0, .release);
-        _ = r.table.free(h);
+        _ = r.tasks.free(h);
     }
 
     /// The coroutine and generation `h` names, checked against the coroutine's own record of
     /// its handle, so that a handle whose coroutine finished (and whose stack was reused) is
     /// rejected even if the lookup raced the finish.
     pub fn lookupRef(r: *Registry, h: Handle) Error!coroutine.Ref {
-        const co = r.table.get(h) orelse return error.BadHandle;
+        const co = (if (handle_mod.kindOf(h) == @intFromEnum(handle_mod.Kind.task)) r.tasks.get(h) else r.table.get(h)) orelse
+            return error.BadHandle;
         const gen = co.generation();
         if (@atomicLoad(u32, &co.handle, .acquire) != h) return error.BadHandle;
         return .{ .co = co, .gen = gen };
@@ -143,7 +161,8 @@ pub const Registry = struct {
     pub fn stats(r: *Registry) Stats {
         r.mutex.lock();
         defer r.mutex.unlock();
-        var s: Stats = .{ .live = r.table.live, .pooled_stacks = 0, .mappings = 0 };
+        // A snapshot: `tasks` changes under its own mutex (a scheduler's spawns), not ours.
+        var s: Stats = .{ .live = r.table.live + r.tasks.live, .pooled_stacks = 0, .mappings = 0 };
         for (r.pools[0..r.pool_count]) |*p| {
             s.pooled_stacks += p.free_count;
             s.mappings += p.mappingCount();
@@ -273,4 +292,32 @@ test "a stale Ref to a destroyed coroutine stays harmless once its pool holds ma
     const res = std.posix.waitpid(pid, 0);
     try testing.expect(std.posix.W.IFEXITED(res.status));
     try testing.expectEqual(@as(u32, 0), std.posix.W.EXITSTATUS(res.status));
+}
+
+test "a scheduled coroutine's handle is told by its kind: refused by get without reading it" {
+    var r = Registry.init(testing.allocator);
+    defer r.deinit();
+    var pool = try Pool.init(testing.allocator, .{});
+    defer pool.deinit();
+    const st = try pool.acquire();
+    defer pool.release(st);
+    var n: u64 = 0;
+    const co = Coroutine.create(st, countUp, &n, .{});
+    var owner: u8 = 0;
+    co.owner = &owner; // as a scheduler's
+    const h = try r.register(co);
+    try testing.expectEqual(@as(u3, @intFromEnum(handle_mod.Kind.task)), handle_mod.kindOf(h));
+    try testing.expectError(error.InvalidArgument, r.get(h));
+    try testing.expectError(error.InvalidArgument, r.destroy(h));
+    try testing.expectEqual(co, (try r.lookupRef(h)).co);
+    try testing.expectEqual(@as(u32, 1), r.stats().live);
+    r.unregister(co);
+    try testing.expectError(error.BadHandle, r.get(h));
+    try testing.expectError(error.BadHandle, r.lookupRef(h));
+    // A hand-driven coroutine's handle is of the other kind, in the other table.
+    const hd = try r.create(countUp, &n, 0, .{});
+    try testing.expectEqual(@as(u3, @intFromEnum(handle_mod.Kind.coroutine)), handle_mod.kindOf(hd));
+    try testing.expect((try r.get(hd)).owner == null);
+    try r.destroy(hd);
+    co.discardUnstarted();
 }
