@@ -3,7 +3,7 @@
 //! A handle is a u32: `[kind:3][generation:9][index:20]`. Kind 0 and generation 0 never occur,
 //! so 0 is never a valid handle, and a handle of one kind is rejected by a table of another.
 //! A table holds up to 2^20 - 1 objects in chunks of 4096 slots that never move once allocated,
-//! so a lookup is two loads and a compare and may run on any thread concurrently with `alloc`
+//! so a lookup is a few loads and compares and may run on any thread concurrently with `alloc`
 //! and `free` (the latter two serialise on the table's mutex).
 //!
 //! A stale handle (its slot freed, or freed and reused) fails the generation compare. A slot's
@@ -48,6 +48,11 @@ pub fn encode(kind: Kind, gen: u32, index: u32) Handle {
     return (@as(u32, @intFromEnum(kind)) << (index_bits + gen_bits)) | (gen << index_bits) | index;
 }
 
+/// Tests: runs inside `get` between its generation compare and its pointer load (a racing free
+/// and reuse of the slot, made certain).
+pub var test_mid_get: if (@import("builtin").is_test) ?*const fn () void else void =
+    if (@import("builtin").is_test) null else {};
+
 pub fn kindOf(h: Handle) u3 {
     return @intCast(h >> (index_bits + gen_bits));
 }
@@ -62,6 +67,7 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
             live_gen: std.atomic.Value(u32) = .init(0),
             /// The generation the next object in this slot gets.
             next_gen: u32 = 1,
+            /// Written under the mutex (release), read by `get` without it (acquire): see there.
             ptr: ?*T = null,
             next_free: u32 = no_slot,
         };
@@ -122,7 +128,9 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
             assert(slot.live_gen.load(.monotonic) == 0);
             const gen = slot.next_gen;
             assert(gen != 0);
-            slot.ptr = ptr;
+            // Release: pairs with the acquire load in `get`, which then sees this slot's free
+            // (its `live_gen` store of 0) if it saw this pointer.
+            @atomicStore(?*T, &slot.ptr, ptr, .release);
             slot.next_free = no_slot;
             // Release: pairs with the acquire in `get`; a reader that sees this generation sees
             // `ptr` (and everything the caller initialised before `alloc`).
@@ -132,7 +140,10 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
         }
 
         /// Returns the object `h` names, or null if `h` is stale, freed, forged or of another
-        /// kind. Any thread. The caller must not race `free` of the same handle.
+        /// kind. Any thread. Racing `free` of `h`, it returns the object or null; never, when
+        /// the slot is freed and reused meanwhile, the next object in it (a seqlock's read: the
+        /// generation is read again after the pointer). What the object is by then is the
+        /// caller's concern (the registries check their own record of the handle).
         pub fn get(t: *Self, h: Handle) ?*T {
             if (kindOf(h) != @intFromEnum(kind)) return null;
             const index = h & index_mask;
@@ -141,7 +152,14 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
             const chunk = t.chunks[index >> chunk_bits].load(.acquire) orelse return null;
             const slot = &chunk[index & (chunk_len - 1)];
             if (slot.live_gen.load(.acquire) != gen) return null;
-            return slot.ptr;
+            if (@import("builtin").is_test) if (test_mid_get) |f| f();
+            // Acquire: pairs with the release store in `alloc`. A pointer stored after a free
+            // of `h`'s object makes that free's `live_gen` store visible to the load below, so
+            // a slot reused between the two loads fails the second compare.
+            const ptr = @atomicLoad(?*T, &slot.ptr, .acquire);
+            // Monotonic: kept after the pointer's load by its acquire.
+            if (slot.live_gen.load(.monotonic) != gen) return null;
+            return ptr;
         }
 
         /// Frees `h`; returns the object it named, or null if `h` was not live.
@@ -159,7 +177,7 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
             var next = (slot.next_gen + 1) & gen_mask;
             if (next == 0) next = 1;
             slot.next_gen = next;
-            slot.ptr = null;
+            @atomicStore(?*T, &slot.ptr, null, .release); // see `alloc`
             // Release: pairs with the acquire in `get`; later lookups of `h` fail.
             slot.live_gen.store(0, .release);
             // FIFO reuse: append to the tail so a slot is reused as late as possible.
@@ -229,4 +247,31 @@ test "generation never becomes 0 over many reuses" {
         try testing.expect(((h >> index_bits) & gen_mask) != 0);
         _ = t.free(h);
     }
+}
+
+test "a stale handle whose slot is freed and reused during its lookup does not find the new object" {
+    var old_obj: u64 = 1;
+    var new_obj: u64 = 2;
+    const S = struct {
+        var t: HandleTable(u64, .coroutine) = undefined;
+        var stale: Handle = 0;
+        var reused: Handle = 0;
+        var new_ptr: *u64 = undefined;
+        fn reuse() void {
+            test_mid_get = null; // once
+            _ = t.free(stale).?;
+            reused = t.alloc(new_ptr) catch unreachable; // the same slot: the only free one
+        }
+    };
+    S.t = .init(testing.allocator);
+    defer S.t.deinit();
+    S.new_ptr = &new_obj;
+    S.stale = try S.t.alloc(&old_obj);
+    test_mid_get = S.reuse;
+    defer test_mid_get = null;
+    const got = S.t.get(S.stale);
+    defer _ = S.t.free(S.reused);
+    try testing.expectEqual(S.stale & index_mask, S.reused & index_mask);
+    try testing.expect(got == null or got.? == &old_obj);
+    try testing.expectEqual(&new_obj, S.t.get(S.reused).?);
 }
