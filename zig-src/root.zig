@@ -1767,31 +1767,47 @@ fn initRingKey() void {
 
 fn destroyThreadRings(p: ?*anyopaque) callconv(.c) void {
     const list: *ThreadRings = @ptrCast(@alignCast(p orelse return));
-    for (list.items) |h| rings().destroy(h) catch {}; // destroyed already: a stale handle
+    // Only rings this thread made: a handle of the list may be stale (the ring destroyed by
+    // its host) and its slot taken by another thread's ring since (a handle's generation wraps
+    // after 511 reuses of its slot). The list is the mark: unique among living threads.
+    for (list.items) |h| rings().destroyIf(h, list, madeBy) catch {};
     list.deinit(std.heap.c_allocator);
     std.heap.c_allocator.destroy(list);
 }
 
-/// Remembers `h` for this thread's exit; false if it cannot (out of memory).
-fn rememberRing(h: u32) bool {
+fn madeBy(list: *ThreadRings, r: *Ring) bool {
+    return r.creator == @as(*const anyopaque, list);
+}
+
+/// The calling thread's list of the rings it made (made on first use), or null (out of memory).
+fn threadRings() ?*ThreadRings {
     ring_key_once.call();
-    if (!ring_key_ok) return false;
-    const list: *ThreadRings = if (std.c.pthread_getspecific(ring_key)) |p| @ptrCast(@alignCast(p)) else blk: {
-        const l = std.heap.c_allocator.create(ThreadRings) catch return false;
-        l.* = .empty;
-        if (std.c.pthread_setspecific(ring_key, l) != 0) {
-            std.heap.c_allocator.destroy(l);
-            return false;
-        }
-        break :blk l;
-    };
+    if (!ring_key_ok) return null;
+    if (std.c.pthread_getspecific(ring_key)) |p| return @ptrCast(@alignCast(p));
+    const l = std.heap.c_allocator.create(ThreadRings) catch return null;
+    l.* = .empty;
+    if (std.c.pthread_setspecific(ring_key, l) != 0) {
+        std.heap.c_allocator.destroy(l);
+        return null;
+    }
+    return l;
+}
+
+/// Remembers `h` in `list` (the calling thread's) for its exit; false if it cannot (out of
+/// memory).
+fn rememberRing(list: *ThreadRings, h: u32) bool {
     // Forget rings destroyed already, so a long-lived thread's list stays short.
     var i: usize = 0;
     while (i < list.items.len) {
         if (rings().acquire(list.items[i])) |e| {
+            const mine = madeBy(list, RingRegistry.objectOf(e));
             rings().release(e);
-            i += 1;
-        } else |_| _ = list.swapRemove(i);
+            if (mine) {
+                i += 1;
+                continue;
+            }
+        } else |_| {}
+        _ = list.swapRemove(i);
     }
     list.append(std.heap.c_allocator, h) catch return false;
     return true;
@@ -1801,14 +1817,16 @@ fn rememberRing(h: u32) bool {
 /// destroyed when the creating thread exits (a terminated Worker's ring with it).
 export fn kc_ring_create(out_ring: ?*u32) callconv(.c) i32 {
     const out = out_ring orelse return Status.invalid.code();
+    const list = threadRings() orelse return Status.no_memory.code();
     const r = std.heap.c_allocator.create(Ring) catch return Status.no_memory.code();
     r.* = Ring.init(std.heap.c_allocator);
     r.release_ref = releaseChanRef;
+    r.creator = list;
     const h = rings().add(r) catch {
         std.heap.c_allocator.destroy(r);
         return Status.no_memory.code();
     };
-    if (!rememberRing(h)) {
+    if (!rememberRing(list, h)) {
         rings().destroy(h) catch {};
         return Status.no_memory.code();
     }
@@ -2381,6 +2399,47 @@ const testing = std.testing;
 
 test {
     _ = kcoro;
+}
+
+test "C ABI: a thread's exit destroys the rings it made, not a later one that got the handle of one it destroyed" {
+    const S = struct {
+        var stale = std.atomic.Value(u32).init(0);
+        var exit_now = std.atomic.Value(bool).init(false);
+        /// Makes a ring and destroys it (its handle stays in this thread's list until the
+        /// thread makes another ring or exits), then waits to be told to exit.
+        fn thread() void {
+            var h: u32 = 0;
+            if (kc_ring_create(&h) != 0) return;
+            _ = kc_ring_destroy(h);
+            stale.store(h, .release);
+            const deadline = std.time.nanoTimestamp() + 60 * std.time.ns_per_s;
+            while (!exit_now.load(.acquire) and std.time.nanoTimestamp() < deadline) std.Thread.yield() catch {};
+        }
+    };
+    const t = try std.Thread.spawn(.{}, S.thread, .{});
+    var joined = false;
+    defer if (!joined) {
+        S.exit_now.store(true, .release);
+        t.join();
+    };
+    while (S.stale.load(.acquire) == 0) std.Thread.yield() catch {};
+    const stale = S.stale.load(.acquire);
+    // Rings made and destroyed here until one gets that handle again (its slot's generation
+    // wraps after 511 reuses; slots are reused in FIFO order, behind every other free one).
+    var ring: u32 = 0;
+    var tries: usize = 0;
+    while (true) : (tries += 1) {
+        try testing.expect(tries < 1 << 22);
+        try testing.expectEqual(@as(i32, 0), kc_ring_create(&ring));
+        if (ring == stale) break;
+        try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
+    }
+    S.exit_now.store(true, .release);
+    t.join(); // its thread-exit destructor has run
+    joined = true;
+    // Still this thread's ring: before, the other thread's exit destroyed it.
+    try testing.expectEqual(@as(i32, 0), kc_ring_interrupt(ring));
+    try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
 }
 
 test "C ABI: kc_ring_notify calls back when a record arrives and ends with its ring; the echo built-in" {

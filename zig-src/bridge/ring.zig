@@ -62,6 +62,11 @@ pub const Ring = struct {
     nspares: u32 = 0,
     spare_selects: ?*Pending.Select = null,
     nspare_selects: u32 = 0,
+    /// Who made the ring, for a host that destroys a thread's rings when it exits (the C ABI:
+    /// that thread's list of ring handles): a handle of the list whose ring was destroyed and
+    /// whose slot a later ring took must not destroy that one. Opaque here; set before the
+    /// ring gets a handle.
+    creator: ?*const anyopaque = null,
 
     const spare_max = 64;
     const spare_selects_max = 8;

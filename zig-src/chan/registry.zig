@@ -259,6 +259,27 @@ pub fn RefRegistry(
                 defer r.mutex.unlock();
                 break :blk r.table.freeLocked(h) orelse return error.BadHandle;
             };
+            r.retireFreed(e);
+        }
+
+        /// `destroy`, but only if `keep(ctx, object)` says the object `h` names now is the one
+        /// the caller means (BadHandle otherwise): for a caller holding a handle that may be
+        /// stale, whose slot a later object may have taken (its generation wraps). Checked
+        /// under the registry lock, where the handle cannot be freed and reused meanwhile.
+        pub fn destroyIf(r: *Self, h: Handle, ctx: anytype, comptime keep: fn (@TypeOf(ctx), *T) bool) error{BadHandle}!void {
+            const e = blk: {
+                r.mutex.lock();
+                defer r.mutex.unlock();
+                // Every free of the table is under this lock: `e.obj` is the live object's.
+                const live = r.table.get(h) orelse return error.BadHandle;
+                if (!keep(ctx, live.obj.?)) return error.BadHandle;
+                break :blk r.table.freeLocked(h).?;
+            };
+            r.retireFreed(e);
+        }
+
+        /// The rest of a destroy, once `e`'s handle is freed.
+        fn retireFreed(r: *Self, e: *Entry) void {
             e.handle.store(0, .release);
             retire(e.obj.?);
             r.release(e); // the table's reference
@@ -314,4 +335,25 @@ test "handles: operations, destroy while a receiver is blocked, stale handles" {
     try testing.expectError(error.BadHandle, r.acquire(h));
     const e2 = try r.acquire(h2);
     r.release(e2);
+}
+
+test "destroyIf destroys only the object the caller means" {
+    var r = TokenRegistry.init(testing.allocator);
+    defer r.deinit();
+    const h = try r.createToken();
+    const e = try r.acquire(h);
+    const t = TokenRegistry.objectOf(e);
+    r.release(e);
+    const S = struct {
+        fn same(want: *channel.Token, got: *channel.Token) bool {
+            return want == got;
+        }
+    };
+    var other: channel.Token = .init;
+    try testing.expectError(error.BadHandle, r.destroyIf(h, &other, S.same)); // not that one
+    const e2 = try r.acquire(h); // still live
+    r.release(e2);
+    try r.destroyIf(h, t, S.same);
+    try testing.expectError(error.BadHandle, r.acquire(h));
+    try testing.expectError(error.BadHandle, r.destroyIf(h, t, S.same));
 }
