@@ -1350,10 +1350,28 @@ export fn kc_chan_compute_rate(earlier: ?*const [metrics_words]u64, later: ?*con
 var pipes: kcoro.pipe.Pipes = .init(std.heap.c_allocator);
 
 /// A metrics pipe between two channel handles: each tick looks both up again, so a destroyed
-/// channel ends the pipe instead of being used after it is freed.
+/// channel ends the pipe instead of being used after it is freed. Each lookup is checked
+/// against the channel's serial: a handle value comes back for a later channel once its slot's
+/// generation wraps, and the pipe must end with its own channel, not go on with that one.
 const HandlePipe = struct {
     source: u32,
     target: u32,
+    source_serial: u64,
+    target_serial: u64,
+
+    fn make(source: u32, target: u32) error{ BadHandle, OutOfMemory }!*HandlePipe {
+        const src_serial = try serialOf(source);
+        const dst_serial = try serialOf(target);
+        const hp = try std.heap.c_allocator.create(HandlePipe);
+        hp.* = .{ .source = source, .target = target, .source_serial = src_serial, .target_serial = dst_serial };
+        return hp;
+    }
+
+    fn serialOf(h: u32) error{BadHandle}!u64 {
+        const e = try chans().acquire(h);
+        defer chans().release(e);
+        return ChanRegistry.channelOf(e).serial;
+    }
 
     fn tick(ctx: *anyopaque) bool {
         const hp: *HandlePipe = @ptrCast(@alignCast(ctx));
@@ -1362,7 +1380,10 @@ const HandlePipe = struct {
         defer r.release(src);
         const dst = r.acquire(hp.target) catch return false;
         defer r.release(dst);
-        return kcoro.pipe.push(ChanRegistry.channelOf(src), ChanRegistry.channelOf(dst));
+        const s = ChanRegistry.channelOf(src);
+        const d = ChanRegistry.channelOf(dst);
+        if (s.serial != hp.source_serial or d.serial != hp.target_serial) return false;
+        return kcoro.pipe.push(s, d);
     }
 
     fn cleanup(ctx: *anyopaque) void {
@@ -1385,11 +1406,10 @@ export fn kc_chan_pipe_metrics(source: u32, target: u32, interval_ns: u64, out_i
     const size_ok = ChanRegistry.channelOf(dst).elem_size == metrics_words * 8;
     r.release(dst);
     if (!size_ok) return Status.invalid.code();
-    const hp = std.heap.c_allocator.create(HandlePipe) catch return Status.no_memory.code();
-    hp.* = .{ .source = source, .target = target };
+    const hp = HandlePipe.make(source, target) catch |err| return fail(err);
     pin_once.call(); // the pipe thread runs our code until it ends
     out.* = pipes.add(HandlePipe.tick, HandlePipe.cleanup, hp, interval_ns) catch |err| {
-        std.heap.c_allocator.destroy(hp);
+        HandlePipe.cleanup(hp);
         return fail(err);
     };
     return 0;
@@ -2440,6 +2460,32 @@ test "C ABI: a thread's exit destroys the rings it made, not a later one that go
     // Still this thread's ring: before, the other thread's exit destroyed it.
     try testing.expectEqual(@as(i32, 0), kc_ring_interrupt(ring));
     try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
+}
+
+test "C ABI: a metrics pipe ends with its channel, not going on with a later channel that got its handle" {
+    var src: u32 = 0;
+    var dst: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &src));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(metrics_words * 8, 4, 0, 0, &dst));
+    defer _ = kc_chan_destroy(dst);
+    // The pipe's context as kc_chan_pipe_metrics makes it; its ticks called here directly.
+    const hp = try HandlePipe.make(src, dst);
+    defer HandlePipe.cleanup(hp);
+    try testing.expect(HandlePipe.tick(hp)); // a snapshot pushed
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(src));
+    // Channels made and destroyed until one gets the source's handle again (its slot's
+    // generation wraps after 511 reuses, behind every other free slot).
+    var again: u32 = 0;
+    var tries: usize = 0;
+    while (true) : (tries += 1) {
+        try testing.expect(tries < 1 << 22);
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &again));
+        if (again == src) break;
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(again));
+    }
+    defer _ = kc_chan_destroy(again);
+    // The source is gone: the pipe ends (before, it went on with the new channel's counters).
+    try testing.expect(!HandlePipe.tick(hp));
 }
 
 test "C ABI: kc_ring_notify calls back when a record arrives and ends with its ring; the echo built-in" {
