@@ -91,7 +91,8 @@ uint32_t kc_lib_retain_thread(void);
 int32_t kc_lib_release_thread(void);
 
 /* Creates a coroutine that will run entry(arg) when first resumed. stack_size 0 = 64 KiB;
- * otherwise 16 KiB .. 256 MiB, rounded up to pages. */
+ * otherwise 16 KiB .. 256 MiB, rounded up to pages (KC_EINVAL outside, and for a 17th distinct
+ * pair of rounded size and stack kind, guarded or slab: the process keeps 16 stack pools). */
 int32_t kc_coro_create(kc_entry_fn entry, void *arg, uint32_t stack_size, uint32_t flags,
                        uint32_t *out_handle);
 /* Runs the coroutine until it yields, parks or finishes; returns the KC_STATE_* it is then in.
@@ -130,8 +131,10 @@ uint64_t *kc_cells_alloc(uint32_t count);
  * racing each other and the other calls included (kc_sched_shutdown from a coroutine is
  * KC_EINVAL: a worker cannot join itself). */
 
-/* Starts the worker threads (workers 0 = one per CPU; stack_size 0 = 64 KiB; flags as for
- * kc_coro_create, applied to every spawned coroutine). KC_EBUSY if already running. */
+/* Starts the worker threads (workers 0 = one per CPU; at most 1024; stack_size 0 = 64 KiB,
+ * otherwise as for kc_coro_create; flags as for kc_coro_create, applied to every spawned
+ * coroutine). KC_EINVAL outside those bounds (also for more than 1024 CPUs with workers 0);
+ * KC_EBUSY if already running. */
 int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags);
 /* Runs entry(arg) as a scheduled coroutine; it inherits the spawning coroutine's context.
  * flags: KC_CORO_FP_CONTROL (stacks are the scheduler's: KC_CORO_SLAB_STACK is KC_EINVAL).
