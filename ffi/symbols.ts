@@ -114,6 +114,12 @@ export const symbols = {
    * buffer: callers pass one stable scratch buffer's address (a buffer argument costs ~6 ns more).
    */
   kc_chan_try_send: { parameters: ["u32", "pointer", "u32"], result: "i32" },
+  /**
+   * int32_t kc_chan_retry_send(uint32_t handle, const void *elem, uint32_t size): a try-send
+   * that counts no "full" failure, for the retries of a send waiting in JavaScript (its first
+   * try counted it).
+   */
+  kc_chan_retry_send: { parameters: ["u32", "pointer", "u32"], result: "i32" },
   /** int32_t kc_chan_try_recv(uint32_t handle, void *out, uint32_t size) */
   kc_chan_try_recv: { parameters: ["u32", "pointer", "u32"], result: "i32" },
   /**

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 15
+#define KC_ABI_VERSION 16
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -240,6 +240,11 @@ int32_t kc_chan_recv(uint32_t handle, void *out, uint32_t size, uint64_t deadlin
  * KC_EPIPE, KC_ECANCELED. No 64-bit argument, so FFI callers (Deno) take their fast path. */
 int32_t kc_chan_try_send(uint32_t handle, const void *elem, uint32_t size);
 int32_t kc_chan_try_recv(uint32_t handle, void *out, uint32_t size);
+/* kc_chan_try_send for a host retrying a send whose first try already counted its "full"
+ * failure (a TypeScript send waiting in JavaScript): the same outcomes, but a full channel counts
+ * no failure, so one send counts one however often it retries. New in ABI 16 (before, each
+ * retry's kc_chan_try_send counted one more). */
+int32_t kc_chan_retry_send(uint32_t handle, const void *elem, uint32_t size);
 /* Up to max try-receives in one call into consecutive size-byte elements of out: how many it
  * received (0: none could be); an error (KC_EPIPE, KC_ECANCELED, KC_EBADH, KC_EINVAL) only when it
  * received none. max 0 is KC_EINVAL. */

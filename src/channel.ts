@@ -1120,6 +1120,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // Senders of this isolate still waiting in JavaScript are ahead of this one.
     if (s.senders.first !== null && !pump(s.senders, sym)) {
       this.#reject(value, sym); // still reject what the codec cannot carry
+      // Its own "full" failure: the retries of the senders ahead count none.
+      s.fullFails++;
+      if (!s.scheduled) this.#countLater(s);
       return FULL;
     }
     if (s.receivers.first !== null && this.#handOff(value, sym)) return OK;
@@ -1970,8 +1973,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   _tryNow(w: Waiter, sym: Sym): boolean {
     const slot = this.#slotFor(w, sym);
     if (slot === null) return true;
+    // A send's retry counts no "full" failure: its first try (`trySend`) counted the one its
+    // send makes. Before, each retry that found no room counted another.
     const rc = w.kind === SEND
-      ? sym.kc_chan_try_send(this.#handle, slot.ptr, this.#size)
+      ? sym.kc_chan_retry_send(this.#handle, slot.ptr, this.#size)
       : sym.kc_chan_try_recv(this.#handle, slot.ptr, this.#size);
     if (rc === Status.EAGAIN) {
       // Encoded at its call: kept for the next try (or its queueing).

@@ -1833,6 +1833,55 @@ Deno.test("waits queued natively reuse their slots: 300 waits make at most two, 
   );
 });
 
+Deno.test("a send waiting in JavaScript on a shared channel counts one full failure, however often it retries", async () => {
+  using ch = new Channel<number>(1, { codec: codecs.f64 });
+  const handle = ch.handle; // shared: another thread fills the channel whenever it has room
+  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const value = new Float64Array(1);
+  const other = sym.kc_chan_try_send;
+  let refills = 0;
+  const refill = () => {
+    value[0] = 100 + refills;
+    if (other(handle, Deno.UnsafePointer.of(value), 8) === 0) refills++;
+  };
+  // Right before each native retry of the waiting sender (whichever symbol it uses), the other
+  // thread takes the room the retry was let in for: every retry finds the channel full.
+  const wrapped = ["kc_chan_try_send", "kc_chan_retry_send"].map((n) => [n, sym[n]] as const);
+  let racing = false;
+  for (const [n, f] of wrapped) {
+    sym[n] = (...a: unknown[]) => {
+      if (racing) refill();
+      return f(...a);
+    };
+  }
+  try {
+    assert.deepEqual(ch.trySend(1), { state: "ok" });
+    const before = ch.metrics().failures.full;
+    const waiting = ch.send(2); // full: its first try counts one failure, then it waits here
+    waiting.catch(() => {}); // awaited below (a failed assertion in between leaves it dangling)
+    assert.equal(ch.metrics().failures.full, before + 1);
+    racing = true;
+    const retries = 5;
+    for (let i = 0; i < retries; i++) {
+      // This isolate's receive makes room; the sender waiting here retries and finds none.
+      assert.equal(ch.tryReceive().state, "ok");
+    }
+    racing = false;
+    assert.equal(refills, retries);
+    // Each retry found the channel full; before, each counted a failure of its own.
+    assert.equal(ch.metrics().failures.full, before + 1);
+    // A try-send that the waiting sender is ahead of still counts its own failure.
+    assert.deepEqual(ch.trySend(3), { state: "full" });
+    assert.equal(ch.metrics().failures.full, before + 2);
+    assert.equal(ch.tryReceive().state, "ok"); // room, and no other thread takes it
+    await waiting;
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 });
+    assert.equal(ch.metrics().failures.full, before + 2);
+  } finally {
+    for (const [n, f] of wrapped) sym[n] = f;
+  }
+});
+
 Deno.test("try-sends to a full shared channel check the value but copy nothing into native memory", () => {
   const copies = countCalls(["kc_desc_make", "kc_desc_make_at"]);
   try {

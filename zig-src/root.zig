@@ -978,7 +978,7 @@ fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, fl
         // the channel lock instead (two atomic read-modify-writes fewer; see
         // `Channel.tryGuarded`).
         const peeked = r.peek(h) orelse return Status.bad_handle.code();
-        return guardedTry(peeked.ch, if (is_send) .send else .receive, true, p, size, peeked.guard, h);
+        return guardedTry(peeked.ch, if (is_send) .send else .receive, true, true, p, size, peeked.guard, h);
     }
     const e = r.acquire(h) catch |err| return fail(err);
     const te = acquireToken(token) catch |err| {
@@ -1020,6 +1020,17 @@ export fn kc_chan_recv(h: u32, out: ?*anyopaque, size: u32, deadline_ns: u64, to
 /// V8's fast path (a u64 argument given a number takes the slow one: 260 ns against 7).
 export fn kc_chan_try_send(h: u32, elem: ?*const anyopaque, size: u32) callconv(.c) i32 {
     return chanOp(h, @constCast(elem), size, 0, 0, chan_try, true);
+}
+
+/// int32_t kc_chan_retry_send(uint32_t h, const void *elem, uint32_t size): kc_chan_try_send for
+/// a host retrying a send whose first try counted its "full" failure already (a TypeScript
+/// `send` that waits in JavaScript retries before it queues): the same outcomes, but finding the
+/// channel full counts nothing, so a send counts one failure however often it retries. New in
+/// ABI 16.
+export fn kc_chan_retry_send(h: u32, elem: ?*const anyopaque, size: u32) callconv(.c) i32 {
+    const p = elem orelse return Status.invalid.code();
+    const peeked = chans().peek(h) orelse return Status.bad_handle.code();
+    return guardedTry(peeked.ch, .send, true, false, @constCast(p), size, peeked.guard, h);
 }
 
 /// int32_t kc_chan_try_recv(uint32_t h, void *out, uint32_t size): as kc_chan_try_send.
@@ -1064,7 +1075,7 @@ fn chanOpN(h: u32, elems: ?*anyopaque, size: u32, n: u32, comptime kind: chan.Cl
     const peeked = chans().peek(h) orelse return Status.bad_handle.code();
     var done: u32 = 0;
     while (done < n) : (done += 1) {
-        const rc = guardedTry(peeked.ch, kind, true, p + @as(usize, done) * size, size, peeked.guard, h);
+        const rc = guardedTry(peeked.ch, kind, true, true, p + @as(usize, done) * size, size, peeked.guard, h);
         if (rc == 0) continue;
         if (done > 0) break;
         return if (rc == Status.again.code()) 0 else rc;
@@ -1086,12 +1097,12 @@ fn chanOpAt(handle_word: ?*const u32, h: u32, elem: ?*anyopaque, size: u32, comp
     // Acquire: pairs with the release store that set `stable` before the entry's first handle
     // was published (it never changes after that, and the caller got the word from a live one).
     const ch = @atomicLoad(?*chan.Channel, &e.stable, .acquire) orelse return Status.bad_handle.code();
-    return guardedTry(ch, kind, false, p, size, guard, h);
+    return guardedTry(ch, kind, false, true, p, size, guard, h);
 }
 
 /// `Channel.tryGuarded` as a status code (a handle that died: KC_EBADH).
-inline fn guardedTry(ch: *chan.Channel, comptime kind: chan.ClauseKind, comptime precheck: bool, p: *anyopaque, size: u32, guard: *const std.atomic.Value(u32), h: u32) i32 {
-    ch.tryGuarded(kind, precheck, @ptrCast(p), size, guard, h) catch |err| return switch (err) {
+inline fn guardedTry(ch: *chan.Channel, comptime kind: chan.ClauseKind, comptime precheck: bool, comptime count_full: bool, p: *anyopaque, size: u32, guard: *const std.atomic.Value(u32), h: u32) i32 {
+    ch.tryGuarded(kind, precheck, count_full, @ptrCast(p), size, guard, h) catch |err| return switch (err) {
         error.Stale => Status.bad_handle.code(),
         else => fail(err),
     };
@@ -2583,7 +2594,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_chan_try_recv_n",    "kc_chan_try_send_n",    "kc_chan_info",             "kc_pool_info",
         "kc_pool_release",       "kc_pool_views",         "kc_desc_free",             "kc_chan_free_undelivered",
         "kc_chan_close_cause",   "kc_chan_cause",         "kc_ring_abort",            "kc_ring_withdraw",
-        "kc_chan_add_metrics",   "kc_spawn_gen",          "kc_produce",
+        "kc_chan_add_metrics",   "kc_spawn_gen",          "kc_produce",               "kc_chan_retry_send",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -3215,6 +3226,42 @@ test "C ABI: kc_chan_try_send/recv; the ready byte and handle word follow the ch
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_try_recv(h, &out, 8));
     try testing.expectEqual(@as(?*const u8, null), kc_chan_ready_flag(h, null));
     try testing.expectEqual(@as(?*const u8, null), kc_chan_blocked_flag(h));
+}
+
+test "C ABI: kc_chan_retry_send sends as kc_chan_try_send, but a full channel counts no failure" {
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
+    var v: u64 = 7;
+    try testing.expectEqual(@as(i32, 0), kc_chan_retry_send(h, &v, 8)); // room: sent
+    var m: [13]u64 = undefined;
+    try testing.expectEqual(@as(i32, 13), kc_chan_snapshot(h, &m, 13));
+    try testing.expectEqual(@as(u64, 1), m[0]);
+    // Full: the first retry finds it so under the lock, the next ones from the blocked byte.
+    // Neither counts: before, a host's retries used kc_chan_try_send, one failure each.
+    for (0..3) |_| try testing.expectEqual(Status.again.code(), kc_chan_retry_send(h, &v, 8));
+    try testing.expect(@atomicLoad(u8, kc_chan_blocked_flag(h).?, .acquire) != 0);
+    try testing.expectEqual(@as(i32, 13), kc_chan_snapshot(h, &m, 13));
+    try testing.expectEqual(@as(u64, 0), m[4]); // failed_full
+    try testing.expectEqual(Status.again.code(), kc_chan_try_send(h, &v, 8)); // the first try counts
+    try testing.expectEqual(@as(i32, 13), kc_chan_snapshot(h, &m, 13));
+    try testing.expectEqual(@as(u64, 1), m[4]);
+    // A rendezvous with nobody waiting: full too, uncounted.
+    var r: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &r));
+    defer _ = kc_chan_destroy(r);
+    try testing.expectEqual(Status.again.code(), kc_chan_retry_send(r, &v, 8));
+    try testing.expectEqual(@as(i32, 13), kc_chan_snapshot(r, &m, 13));
+    try testing.expectEqual(@as(u64, 0), m[4]);
+    // Errors as kc_chan_try_send's.
+    try testing.expectEqual(Status.invalid.code(), kc_chan_retry_send(h, &v, 4));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_retry_send(h, null, 8));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_retry_send(0xdead, &v, 8));
+    var out: u64 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(h, &out, 8));
+    try testing.expectEqual(@as(i32, 1), kc_chan_close(h));
+    try testing.expectEqual(Status.closed.code(), kc_chan_retry_send(h, &v, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_retry_send(h, &v, 8));
 }
 
 test "C ABI: tokens interrupt waits; zero-copy descriptors; the undelivered hook; hand-offs counted" {

@@ -999,7 +999,9 @@ pub const Channel = struct {
     /// ABI's fast path): `guard` (the handle slot) must still equal `expected` once the lock is
     /// held, else error.Stale (the handle died; the memory stays valid because such channels
     /// are only ever retired and re-initialised in place, never freed while in use). Any thread.
-    pub inline fn tryGuarded(ch: *Channel, comptime kind: ClauseKind, comptime precheck: bool, elem: [*]u8, size: u32, guard: *const std.atomic.Value(u32), expected: u32) (Error || error{Stale})!void {
+    /// `count_full` false: a send that finds no room counts no "full" failure (a host's retry of
+    /// a send whose first try counted it: `kc_chan_retry_send`).
+    pub inline fn tryGuarded(ch: *Channel, comptime kind: ClauseKind, comptime precheck: bool, comptime count_full: bool, elem: [*]u8, size: u32, guard: *const std.atomic.Value(u32), expected: u32) (Error || error{Stale})!void {
         // Lock-free answers first, each confirmed by the guard after the flag was read (a flag
         // of a channel that died since would fail the guard). Skipped (`precheck` false) for
         // callers that read the flag themselves just before.
@@ -1012,7 +1014,7 @@ pub const Channel = struct {
             .send => if (ch.flags.send_blocked.load(.acquire)) {
                 if (guard.load(.acquire) != expected) return error.Stale;
                 if (size != @atomicLoad(u32, &ch.elem_size, .monotonic)) return error.InvalidArgument;
-                if (ch.count_metrics) _ = ch.fast_fail_full.fetchAdd(1, .monotonic); // a statistic
+                if (count_full and ch.count_metrics) _ = ch.fast_fail_full.fetchAdd(1, .monotonic); // a statistic
                 return error.WouldBlock;
             },
         };
@@ -1043,7 +1045,7 @@ pub const Channel = struct {
         }
         ch.lockRx();
         if (try ch.attempt(kind, elem)) return;
-        if (kind == .send) ch.metrics.fail_full += 1;
+        if (kind == .send and count_full) ch.metrics.fail_full += 1;
         ch.unlock();
         return error.WouldBlock;
     }
@@ -4179,7 +4181,7 @@ test "a guarded try-send on a cancelled channel never reports Closed, even when 
             while (!stop.load(.acquire)) {
                 const expected = guard.load(.acquire);
                 if (expected == 0) continue;
-                ch.tryGuarded(.send, false, std.mem.asBytes(&v), 8, &guard, expected) catch |err| switch (err) {
+                ch.tryGuarded(.send, false, true, std.mem.asBytes(&v), 8, &guard, expected) catch |err| switch (err) {
                     error.Closed => _ = wrong.fetchAdd(1, .monotonic),
                     error.Cancelled => _ = cancelled_seen.fetchAdd(1, .monotonic),
                     else => {},
