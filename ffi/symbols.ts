@@ -227,6 +227,11 @@ export const symbols = {
   /** int32_t kc_scope_create(uint32_t parent, uint32_t *out_scope) */
   kc_scope_create: { parameters: ["u32", "buffer"], result: "i32" },
   /**
+   * int32_t kc_scope_create_gen(uint32_t parent, uint32_t *out_scope, uint64_t generation): on
+   * that generation's scheduler only.
+   */
+  kc_scope_create_gen: { parameters: ["u32", "buffer", "u64"], result: "i32" },
+  /**
    * int32_t kc_scope_launch(uint32_t scope, kc_entry_fn entry, void *arg, uint32_t flags,
    *                         uint32_t *out_handle)
    */

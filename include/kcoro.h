@@ -408,6 +408,12 @@ typedef void (*kc_done_fn)(void *ctx, int32_t status);
  * scheduler (kc_sched_info's generation). KC_ESHUTDOWN when none runs, or when `parent` belongs
  * to one shut down (ABI 14 made a child of such a parent on the later scheduler). */
 int32_t kc_scope_create(uint32_t parent, uint32_t *out_scope);
+/* kc_scope_create on the scheduler of one generation (kc_sched_info's seventh value, not 0:
+ * KC_EINVAL) only: KC_ESHUTDOWN once that one is shut down, also when a later one runs, even one
+ * a shutdown and restart by another thread started after the generation was read. New in ABI 16
+ * (before, a host reading the generation and then calling kc_scope_create could make the scope on
+ * the later scheduler). */
+int32_t kc_scope_create_gen(uint32_t parent, uint32_t *out_scope, uint64_t generation);
 /* As kc_spawn, as a child of the scope. KC_ECANCELED once the scope is cancelled; KC_ESHUTDOWN
  * once the scope's scheduler is shut down, also when a later one runs (after a restart, make a
  * new scope). ABI 14 refused only a scope whose children a shutdown had abandoned: one empty at

@@ -188,7 +188,8 @@ export class NativeScope implements AsyncDisposable {
   /**
    * A free-standing native scope, which belongs to the runtime running now (started with default
    * options if none runs), or a child of `parent`, on its runtime: a ShutdownError once that one
-   * is shut down.
+   * is shut down (also when another isolate shuts the runtime down and starts a later one while
+   * the scope is made: it is never made on a runtime other than the one it was meant for).
    */
   static create(options: NativeScopeOptions = {}): NativeScope {
     const op = "create native scope";
@@ -216,13 +217,24 @@ export class NativeScope implements AsyncDisposable {
     const parentHandle = parent === null ? 0 : parent.#open(op);
     // A child scope belongs to its parent's runtime: none is started for it (one refused for a
     // parent of a runtime shut down started a runtime it could not use).
-    if (parent === null) runtime();
+    const rt = parent === null ? runtime() : null;
     const lib = library();
     const out = new Uint32Array(1);
-    const rc = lib.symbols(op).kc_scope_create(parentHandle, out);
-    // The runtime runs, but the parent belongs to one shut down: so would its child.
-    if (rc === Status.ESHUTDOWN && parent !== null && schedulerRunning(lib)) {
-      throw new ShutdownError(op, `the parent native scope ${OLD_RUNTIME}`);
+    const sym = lib.symbols(op);
+    // A free-standing scope goes onto the runtime just returned, checked where no restart can
+    // come in between (kc_scope_create_gen). Before, another isolate's shutdown and restart
+    // between runtime() and kc_scope_create made the scope on the later scheduler, whose stacks
+    // may be smaller than what its children were meant for.
+    const rc = rt === null
+      ? sym.kc_scope_create(parentHandle, out)
+      : sym.kc_scope_create_gen(0, out, rt._generation);
+    if (rc === Status.ESHUTDOWN && schedulerRunning(lib)) {
+      // The runtime runs, but the parent belongs to one shut down: so would its child.
+      if (parent !== null) throw new ShutdownError(op, `the parent native scope ${OLD_RUNTIME}`);
+      throw new ShutdownError(
+        op,
+        "the runtime was shut down while the scope was made, and the one running now is a later one (runtime() returns it)",
+      );
     }
     unwrap(rc, op);
     const ns = new NativeScope(lib, out[0], owner, parent);

@@ -381,6 +381,11 @@ export class Runtime {
     this.#generation = generation;
   }
 
+  /** @ignore kc_sched_info's generation of its scheduler (NativeScope makes its scopes there). */
+  get _generation(): bigint {
+    return this.#generation;
+  }
+
   /** @ignore True if this Runtime drives `lib`'s scheduler of `generation`. */
   _is(lib: Library, generation: bigint): boolean {
     return this.#lib === lib && this.#generation === generation;

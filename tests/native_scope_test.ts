@@ -465,6 +465,51 @@ Deno.test("a native scope made before a runtime shutdown takes no launch after a
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a shutdown and restart elsewhere right before NativeScope.create's native call makes it a ShutdownError, not a scope on the later scheduler", async () => {
+  const res = await evalScript(`
+    import { library, NativeScope, runtime, ShutdownError } from "./mod.ts";
+    const rt = runtime({ workers: 1 });
+    const sym = library().symbols("test");
+    // The table every call reads its functions from, writable for the test.
+    const table = sym;
+    const { kc_scope_create, kc_scope_create_gen } = table;
+    // Another isolate (or C code) shuts the scheduler down and starts a later one, between
+    // create's runtime() and its native call: once, in the call's place.
+    let restarted = false;
+    const restartOnce = () => {
+      if (restarted) return;
+      restarted = true;
+      if (sym.kc_sched_shutdown(0) !== 0) throw new Error("shutdown");
+      if (sym.kc_sched_start(1, 32 * 1024, 0) !== 0) throw new Error("start");
+    };
+    table.kc_scope_create = (...args) => (restartOnce(), kc_scope_create(...args));
+    table.kc_scope_create_gen = (...args) => (restartOnce(), kc_scope_create_gen(...args));
+    try {
+      // Before, create called runtime(), then kc_scope_create: the scope was made on the later
+      // scheduler, whose stacks may be smaller than its children were meant for.
+      NativeScope.create();
+      throw new Error("a scope made on the later scheduler");
+    } catch (e) {
+      if (!(e instanceof ShutdownError) || !/a later one \\(runtime\\(\\) returns it\\)/.test(e.message)) {
+        throw e;
+      }
+    } finally {
+      table.kc_scope_create = kc_scope_create;
+      table.kc_scope_create_gen = kc_scope_create_gen;
+    }
+    if (!restarted) throw new Error("no restart");
+    if (rt.isRunning) throw new Error("the old runtime runs");
+    // The runtime running now takes scopes, made on it.
+    await using scope = NativeScope.create();
+    const cells = runtime().cells([1n, 0n, 0n]);
+    scope.launch("cancellable-sleeper", cells);
+    await scope.wait();
+    if (cells[1] !== 1n) throw new Error("the child did not run");
+    await runtime().shutdown();
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a child scope refused for its parent's shut-down runtime starts no runtime", async () => {
   const res = await evalScript(`
     import { library, NativeScope, runtime, ShutdownError } from "./mod.ts";

@@ -370,8 +370,8 @@ var test_hooks: if (@import("builtin").is_test) struct {
     before_shutdown: ?*const fn () void = null,
     /// In `kc_sched_info`, after it read the scheduler's figures.
     after_info: ?*const fn () void = null,
-    /// In `kc_spawn`, `kc_spawn_gen` and `kc_scope_launch`, after the argument checks, before
-    /// the hold.
+    /// In `kc_spawn`, `kc_spawn_gen`, `kc_scope_create`, `kc_scope_create_gen` and
+    /// `kc_scope_launch`, after the argument checks, before the hold.
     before_spawn: ?*const fn () void = null,
     /// In `kc_coro_resume` and `kc_coro_destroy`, after the handle's lookup, before they use
     /// what it found.
@@ -1454,15 +1454,34 @@ fn scopes() *ScopeRegistry {
 /// the scope fail with KC_ESHUTDOWN, also after a restart. KC_ESHUTDOWN when no scheduler runs,
 /// or `parent` belongs to one shut down.
 export fn kc_scope_create(parent: u32, out_scope: ?*u32) callconv(.c) i32 {
+    return scopeCreate(parent, out_scope, null);
+}
+
+/// int32_t kc_scope_create_gen(uint32_t parent, uint32_t *out_scope, uint64_t generation):
+/// kc_scope_create on the scheduler kc_sched_info named `generation` only (0: KC_EINVAL):
+/// KC_ESHUTDOWN once that one is shut down, also when a later one runs. A host that holds one
+/// scheduler (a TypeScript Runtime) makes its scopes there without the window between its read
+/// of the generation and the create in which another thread's shutdown and restart put the
+/// scope on the later scheduler (whose stacks may be smaller than its children need). New in
+/// ABI 16.
+export fn kc_scope_create_gen(parent: u32, out_scope: ?*u32, generation: u64) callconv(.c) i32 {
+    if (generation == 0) return Status.invalid.code();
+    return scopeCreate(parent, out_scope, generation);
+}
+
+/// kc_scope_create on the scheduler of `generation` (null: whichever runs).
+fn scopeCreate(parent: u32, out_scope: ?*u32, want: ?u64) i32 {
     const out = out_scope orelse return Status.invalid.code();
+    if (@import("builtin").is_test) if (test_hooks.before_spawn) |hook| hook();
     const held = enter(.short) orelse return Status.shutdown.code();
     defer held.leave();
     const s = held.s;
+    // Read in the hold, which a restart waits for: the generation of the scheduler `s` is.
+    const generation = heldGeneration();
+    if (want) |g| if (generation != g) return Status.shutdown.code();
     const sr = scopes();
     const pe: ?*ScopeRegistry.Entry = if (parent == 0) null else sr.acquire(parent) catch |err| return fail(err);
     defer if (pe) |e| sr.release(e);
-    // Read in the hold, which a restart waits for: the generation of the scheduler `s` is.
-    const generation = heldGeneration();
     if (pe) |e| if (ScopeRegistry.objectOf(e).generation != generation) return Status.shutdown.code();
     const sc = Scope.create(std.heap.c_allocator, s, if (pe) |e| ScopeRegistry.objectOf(e) else null) catch |err| return fail(err);
     sc.generation = generation; // a child's is its parent's, checked equal above
@@ -2595,6 +2614,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_pool_release",       "kc_pool_views",         "kc_desc_free",             "kc_chan_free_undelivered",
         "kc_chan_close_cause",   "kc_chan_cause",         "kc_ring_abort",            "kc_ring_withdraw",
         "kc_chan_add_metrics",   "kc_spawn_gen",          "kc_produce",               "kc_chan_retry_send",
+        "kc_scope_create_gen",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2889,6 +2909,51 @@ test "C ABI: kc_spawn_gen spawns onto its generation's scheduler only, also when
     try testing.expect(h != 0);
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
     try testing.expectEqual(@as(u64, 1), @atomicLoad(u64, &ran[1], .acquire));
+}
+
+test "C ABI: kc_scope_create_gen makes a scope on its generation's scheduler only, also when a restart comes between the generation's read and the create" {
+    const S = struct {
+        fn restart() void {
+            test_hooks.before_spawn = null; // once
+            _ = kc_sched_shutdown(0);
+            _ = kc_sched_start(1, 32 * 1024, 0); // a later scheduler
+        }
+        fn child(_: ?*anyopaque) callconv(.c) void {}
+    };
+    defer test_hooks = .{};
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    const first = info[6];
+    var sc: u32 = 0;
+    try testing.expectEqual(Status.invalid.code(), kc_scope_create_gen(0, &sc, 0));
+    try testing.expectEqual(Status.invalid.code(), kc_scope_create_gen(0, null, first));
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_create_gen(0, &sc, first + 1));
+    try testing.expectEqual(@as(i32, 0), kc_scope_create_gen(0, &sc, first));
+    defer _ = kc_scope_destroy(sc);
+    var child: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create_gen(sc, &child, first)); // its parent's
+    defer _ = kc_scope_destroy(child);
+    try testing.expectEqual(Status.bad_handle.code(), kc_scope_create_gen(0xdead, &child, first));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(child, S.child, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(sc, kc_now_ns() + 10 * std.time.ns_per_s));
+    // Another thread's shutdown and restart inside the call, before its hold: the generation is
+    // checked in the hold. A host checking with kc_sched_info and creating with kc_scope_create
+    // made the scope on the later scheduler.
+    test_hooks.before_spawn = S.restart;
+    var late: u32 = 0;
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_create_gen(0, &late, first));
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(first + 1, info[6]);
+    test_hooks.before_spawn = S.restart;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &late)); // on first + 2
+    try testing.expectEqual(@as(i32, 0), kc_scope_destroy(late));
+    // The later generation takes scopes; a parent of the first does not, on either.
+    try testing.expectEqual(@as(i32, 0), kc_scope_create_gen(0, &late, first + 2));
+    try testing.expectEqual(@as(i32, 0), kc_scope_destroy(late));
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_create_gen(sc, &late, first + 2));
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_create_gen(sc, &late, first));
 }
 
 test "C ABI: a scope belongs to the scheduler it was made on: after a restart nothing launches into it, nor a child scope made under it" {
