@@ -88,6 +88,11 @@ export const symbols = {
     result: "i32",
     nonblocking: true,
   },
+  /**
+   * int32_t kc_sched_ended(uint64_t generation): how that generation's scheduler ended
+   * (KC_SHUTDOWN_FINISH: ran dry; KC_SHUTDOWN_CANCEL), KC_EBUSY while it runs or still drains.
+   */
+  kc_sched_ended: { parameters: ["u64"], result: "i32" },
   /** int32_t kc_sched_info(uint64_t *out, uint32_t len) */
   kc_sched_info: { parameters: ["buffer", "u32"], result: "i32" },
   /** int32_t kc_sched_stats(uint32_t worker, uint64_t *out, uint32_t len) */

@@ -173,6 +173,15 @@ int32_t kc_sched_shutdown(uint32_t mode);
  * KC_EINVAL) only: once that one is shut down and a later one started, even by another thread
  * while this call runs, it does nothing to the later one. */
 int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
+/* How the scheduler of one generation (kc_sched_info's seventh value) ended: KC_SHUTDOWN_FINISH
+ * if a finishing shutdown ran it dry (nothing runnable, running or sleeping left: what a drain
+ * waits for), KC_SHUTDOWN_CANCEL if what had not finished was abandoned (a cancelling shutdown, or
+ * one that cut a finishing shutdown's drain short). Known as soon as it stops counting as running
+ * for that shutdown (a drain then returns KC_ESHUTDOWN), before the shutdown returns. KC_EBUSY
+ * while it runs, also while a finishing shutdown still drains it; KC_EINVAL for 0, a generation
+ * not started yet, or one that ended more than 64 generations ago. New in ABI 16 (before, a host
+ * whose drain met another thread's shutdown could not tell a finish from a cancel). */
+int32_t kc_sched_ended(uint64_t generation);
 /* Fills up to len of [workers, live coroutines, busy count, running 0/1, stack size, the
  * kc_sched_start flags it was started with, generation]; returns count. The first six are 0 when
  * none runs (also while one shuts down); the generation is how many schedulers the process has

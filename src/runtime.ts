@@ -524,31 +524,51 @@ export class Runtime {
 
   /**
    * Resolves when no native coroutine is runnable, running or sleeping (parked ones do not
-   * count). Waits on a helper thread: the event loop keeps running. Meeting this Runtime's
-   * {@linkcode Runtime.shutdown} (called during it, or waiting when it came), it settles with
-   * it: resolves after a `"finish"`, rejects with ShutdownError after a `"cancel"`.
+   * count). Waits on a helper thread: the event loop keeps running. Meeting a shutdown of its
+   * scheduler (this Runtime's {@linkcode Runtime.shutdown}, or another isolate's), called during
+   * it or waiting when it came, it settles with it: resolves after a `"finish"` that ran every
+   * coroutine to its end, rejects with ShutdownError after a `"cancel"`.
    */
   async drain(): Promise<void> {
-    const sym = this.#lib.symbols("drain runtime");
+    const op = "drain runtime";
+    const sym = this.#lib.symbols(op);
     // A shutdown of this Runtime in progress: the drain's outcome is the shutdown's. Before,
     // it depended on how far the shutdown had got (a ShutdownError, or a drain that resolved).
     if (this.#stopping?.inProgress) return this.#afterShutdown();
-    this.#check("drain runtime");
+    // Shut down already (here or elsewhere): a ShutdownError. One that another isolate (or C
+    // code) is still shutting down, whose finish still drains it, is drained with it.
+    if (
+      !this.#mine(schedInfo(this.#lib, op, checkInfo)) &&
+      sym.kc_sched_ended(this.#generation) !== Status.EBUSY
+    ) this.#check(op);
     // In slices, as a native scope's wait: a Worker terminated while it drains gives its
     // helper thread back within a slice. A drain in one piece held one of Deno's blocking-pool
     // threads until the whole process's scheduler drained (for good if it never did), one per
     // terminated Worker.
-    let rc = await sym.kc_sched_drain_for(DRAIN_SLICE_NS);
-    while (rc === Status.ETIME && this.#lib.isOpen) {
+    let rc: number;
+    for (;;) {
+      rc = await sym.kc_sched_drain_for(DRAIN_SLICE_NS);
+      if (rc === 0 || !this.#lib.isOpen) break;
       // Shut down meanwhile by this Runtime's shutdown(): its outcome is the drain's.
       if (this.#stopping !== undefined) return this.#afterShutdown();
-      // A shutdown elsewhere and a later scheduler: this one's drain is over.
-      this.#check("drain runtime");
-      rc = await sym.kc_sched_drain_for(DRAIN_SLICE_NS);
+      // Shut down meanwhile elsewhere (another isolate, C code): its outcome is the drain's
+      // too. A finish ran every coroutine to its end or to a park, which is what the drain
+      // waits for; a cancel abandoned them. Before, a ShutdownError either way.
+      const ended = sym.kc_sched_ended(this.#generation);
+      if (ended === 1) return; // KC_SHUTDOWN_FINISH
+      if (ended === 0) {
+        throw new ShutdownError(
+          op,
+          'the runtime was shut down with "cancel" elsewhere (another isolate, or C code) while the drain waited: unfinished coroutines never ran to their end',
+        );
+      }
+      // Shut down too long ago to be remembered (64 restarts within a slice): as before.
+      if (ended !== Status.EBUSY) this.#check(op);
+      // Still running (or draining for a finish): a slice that timed out goes on.
+      if (rc !== Status.ETIME) break;
     }
-    if (rc === Status.ESHUTDOWN && this.#stopping !== undefined) return this.#afterShutdown();
-    if (rc === Status.ETIME) throw new ShutdownError("drain runtime", "the library was closed");
-    unwrap(rc, "drain runtime");
+    if (rc === Status.ETIME) throw new ShutdownError(op, "the library was closed");
+    unwrap(rc, op);
     // Parked coroutines do not hold up a drain but may still write into their cells.
     const info = new BigUint64Array(4);
     sym.kc_sched_info(info, 4);

@@ -642,6 +642,57 @@ Deno.test("runtime: a drain that meets a shutdown of its Runtime settles as that
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("runtime: a drain that meets another isolate's shutdown of its scheduler settles as that shutdown: resolved by a finish, a ShutdownError after a cancel", async () => {
+  // The native shutdown called directly stands in for another isolate's (or C code's): this
+  // isolate's Runtime knows nothing of it.
+  const res = await evalScript(`
+    import { library, runtime, ShutdownError } from "./mod.ts";
+    import { until } from "./tests/support.ts";
+    const sym = library().symbols("test");
+    const settled = (p) => p.then(() => "resolved", (e) => e);
+    const rt = runtime({ workers: 1 });
+    const cells = rt.cells([1500n, 0n]); // a 1.5 s sleeper: the finish waits for it
+    rt.spawn("sleeper", cells);
+    const early = settled(rt.drain()); // waiting when the shutdown comes
+    const finish = sym.kc_sched_shutdown_async(1);
+    await until(() => !rt.isRunning, "the finish under way natively");
+    // Called while it drains. Before, a ShutdownError: a finish elsewhere looked like a cancel.
+    const during = settled(rt.drain());
+    const [a, b, f] = await Promise.all([early, during, finish]);
+    if (a !== "resolved" || b !== "resolved") throw new Error("drains: " + a + ", " + b);
+    if (f !== 0 || cells[1] !== 1n) throw new Error("the finish did not run the sleeper dry");
+    // Called after it: a ShutdownError, as every call that needs the scheduler.
+    if (!((await settled(rt.drain())) instanceof ShutdownError)) throw new Error("after the finish");
+
+    // A cancel elsewhere abandons the coroutines: a ShutdownError that says so.
+    const rt2 = runtime({ workers: 1 });
+    const long = rt2.cells([60_000n, 0n]);
+    rt2.spawn("sleeper", long);
+    const drained = settled(rt2.drain());
+    if ((await sym.kc_sched_shutdown_async(0)) !== 0) throw new Error("cancel");
+    const got = await drained;
+    if (!(got instanceof ShutdownError) || !/"cancel" elsewhere/.test(got.message)) {
+      throw new Error("drain during a cancel elsewhere: " + got);
+    }
+
+    // A finish elsewhere that a cancel cuts short abandons them too.
+    const rt3 = runtime({ workers: 1 });
+    rt3.spawn("sleeper", rt3.cells([60_000n, 0n]));
+    const finishing = sym.kc_sched_shutdown_async(1);
+    await until(() => !rt3.isRunning, "the second finish under way natively");
+    const cut = settled(rt3.drain());
+    if ((await sym.kc_sched_shutdown_async(0)) !== 0 || (await finishing) !== 0) {
+      throw new Error("shutdowns");
+    }
+    const got3 = await cut;
+    if (!(got3 instanceof ShutdownError) || !/"cancel" elsewhere/.test(got3.message)) {
+      throw new Error("drain during a finish cut short: " + got3);
+    }
+    if (long[1] !== 0n) throw new Error("the sleeper finished");
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a process with a running runtime exits by itself", async () => {
   const code = `
     import { runtime } from "${root}mod.ts";

@@ -556,6 +556,42 @@ Deno.test("a channel whose handle went to native code is never ended by its hold
   assert.deepEqual(again.tryReceive(), { state: "ok", value: 1 });
 });
 
+Deno.test("a Worker's drain settles as the main isolate's shutdown of the runtime: resolved by a finish, a ShutdownError after a cancel", async () => {
+  for (const mode of ["finish", "cancel"] as const) {
+    const rt = runtime();
+    // 300 ms: a finish waits for it; a cancel abandons it.
+    const cells = rt.cells([300n, 0n]);
+    rt.spawn("sleeper", cells);
+    const w = new Worker(new URL("./fixtures/drain_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    try {
+      const said: string[] = [];
+      let told: () => void;
+      const two = new Promise<void>((r) => told = r);
+      w.onmessage = (e) => {
+        said.push(e.data);
+        if (said.length === 2) told();
+      };
+      await until(() => said.length > 0, "the Worker to drain");
+      assert.equal(said[0], "draining");
+      await rt.shutdown(mode);
+      await within(two, 20_000, "the Worker's drain");
+      // Before, the Worker's drain was a ShutdownError after either: it could not tell a
+      // finish from a cancel.
+      if (mode === "finish") {
+        assert.equal(said[1], "resolved");
+        assert.equal(cells[1], 1n);
+      } else {
+        assert.match(said[1], /^ShutdownError: .*"cancel" elsewhere/);
+        assert.equal(cells[1], 0n);
+      }
+    } finally {
+      w.terminate();
+    }
+  }
+});
+
 Deno.test("a Worker's native coroutines write into native cells that outlive the Worker", async () => {
   const rt = runtime();
   const w = new Worker(new URL("./fixtures/native_worker.ts", import.meta.url), {

@@ -512,6 +512,7 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
         .fp_control = f.fp_control,
         .finish_hook = freeHandle,
         .unmap_hook = quiesceLookups,
+        .end_hook = recordEnd,
     }) catch |err| return fail(err);
     _ = sched_generation.fetchAdd(1, .release); // before the store: whoever `enter`s sees it
     sched_started.store(true, .release);
@@ -709,6 +710,55 @@ fn shutdownOf(mode: u32, generation: ?u64) i32 {
     defer abandoned_ends = null;
     sched.shutdown(@enumFromInt(mode));
     return 0;
+}
+
+/// How the last `ended_window` schedulers ended, for kc_sched_ended: `ended_last` is the latest
+/// generation whose outcome is known (0: none yet), and bit `generation % ended_window` of
+/// `ended_finished` is set if that one ended with a finish. Both under `ended_mutex`, a lock of
+/// their own: the shutdown holding `sched_mutex` may be draining for minutes.
+const ended_window = 64;
+var ended_mutex: std.Thread.Mutex = .{};
+var ended_last: u64 = 0;
+var ended_finished: u64 = 0;
+
+/// The scheduler's `end_hook`: records how the running generation ends, on the shutdown's
+/// thread (under `sched_mutex`, so no start counts a later generation meanwhile).
+fn recordEnd(mode: kcoro.scheduler.ShutdownMode) void {
+    // Monotonic: stored only under `sched_mutex`, which the shutdown calling us holds.
+    const g = sched_generation.load(.monotonic);
+    ended_mutex.lock();
+    defer ended_mutex.unlock();
+    // Generations end in the order they started: a start needs the last one shut down.
+    std.debug.assert(g == ended_last + 1);
+    std.debug.assert(g != 0);
+    const bit = @as(u64, 1) << @intCast(g % ended_window);
+    if (mode == .finish) ended_finished |= bit else ended_finished &= ~bit;
+    ended_last = g;
+}
+
+/// int32_t kc_sched_ended(uint64_t generation): how the scheduler of `generation` (kc_sched_info's
+/// seventh value) ended: KC_SHUTDOWN_FINISH if a finishing shutdown ran it dry (nothing runnable,
+/// running or sleeping was left: what a drain waits for), KC_SHUTDOWN_CANCEL if what had not
+/// finished was abandoned (a cancelling shutdown, or one that cut a finishing shutdown's drain
+/// short). Known from the moment the scheduler stops counting as running (kc_sched_info's fourth
+/// value 0 because of that shutdown, a drain returning KC_ESHUTDOWN), before the shutdown
+/// returns. KC_EBUSY while it runs, also while a finishing shutdown still drains it; KC_EINVAL
+/// for 0, a generation not started yet, or one that ended more than 64 generations ago.
+export fn kc_sched_ended(generation: u64) callconv(.c) i32 {
+    if (generation == 0) return Status.invalid.code();
+    ended_mutex.lock();
+    const last = ended_last;
+    const finished = ended_finished;
+    ended_mutex.unlock();
+    if (generation > last) {
+        // Acquire: pairs with the start's release increment (a generation not counted yet has
+        // not started).
+        return if (generation > sched_generation.load(.acquire)) Status.invalid.code() else Status.busy.code();
+    }
+    if (last - generation >= ended_window) return Status.invalid.code();
+    const bit = @as(u64, 1) << @intCast(generation % ended_window);
+    const mode: kcoro.scheduler.ShutdownMode = if (finished & bit != 0) .finish else .cancel;
+    return @intCast(@intFromEnum(mode)); // KC_SHUTDOWN_* (the header test checks the values)
 }
 
 /// int32_t kc_sched_info(uint64_t *out, uint32_t len): fills up to len of [workers, live
@@ -2576,6 +2626,8 @@ test "include/kcoro.h agrees with the exports" {
     const c = @cImport(@cInclude("kcoro.h"));
     try testing.expectEqual(abi_version, c.KC_ABI_VERSION);
     try testing.expectEqual(hold_forever, c.KC_CHAN_HOLD_FOREVER);
+    try testing.expectEqual(@intFromEnum(kcoro.scheduler.ShutdownMode.cancel), c.KC_SHUTDOWN_CANCEL);
+    try testing.expectEqual(@intFromEnum(kcoro.scheduler.ShutdownMode.finish), c.KC_SHUTDOWN_FINISH);
     inline for (@typeInfo(Status).@"enum".fields) |f| {
         const s: Status = @enumFromInt(f.value);
         try testing.expectEqual(s.code(), @field(c, s.name()));
@@ -2614,7 +2666,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_pool_release",       "kc_pool_views",         "kc_desc_free",             "kc_chan_free_undelivered",
         "kc_chan_close_cause",   "kc_chan_cause",         "kc_ring_abort",            "kc_ring_withdraw",
         "kc_chan_add_metrics",   "kc_spawn_gen",          "kc_produce",               "kc_chan_retry_send",
-        "kc_scope_create_gen",
+        "kc_scope_create_gen",   "kc_sched_ended",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -2909,6 +2961,60 @@ test "C ABI: kc_spawn_gen spawns onto its generation's scheduler only, also when
     try testing.expect(h != 0);
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
     try testing.expectEqual(@as(u64, 1), @atomicLoad(u64, &ran[1], .acquire));
+}
+
+test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dry, a cancel, a finish a cancel cut short" {
+    const S = struct {
+        fn cancelDuringFinish() void {
+            test_hooks.before_shutdown = null; // once
+            // What a cancelling kc_sched_shutdown does first while a finish holds the lock: the
+            // finish's drain ends, and the rest is abandoned.
+            sched.cancelPending();
+        }
+    };
+    defer test_hooks = .{};
+    const sleeper: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.sleeper)).?));
+    try testing.expectEqual(Status.invalid.code(), kc_sched_ended(0));
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(Status.invalid.code(), kc_sched_ended(info[6] + 1)); // not started
+    // A finish: its drain runs the sleeper to its end.
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    _ = kc_sched_info(&info, 7);
+    const first = info[6];
+    try testing.expectEqual(Status.busy.code(), kc_sched_ended(first)); // running
+    var cells = [2]u64{ 5, 0 };
+    try testing.expectEqual(@as(i32, 0), kc_spawn(sleeper, &cells, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
+    try testing.expectEqual(@as(u64, 1), @atomicLoad(u64, &cells[1], .acquire));
+    try testing.expectEqual(@as(i32, 1), kc_sched_ended(first)); // KC_SHUTDOWN_FINISH
+    // A cancel.
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(sleeper, &cells, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expectEqual(@as(i32, 0), kc_sched_ended(first + 1)); // KC_SHUTDOWN_CANCEL
+    // A finish whose drain a cancel cuts short: a minute's sleeper is abandoned.
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var long = [2]u64{ 60_000, 0 };
+    try testing.expectEqual(@as(i32, 0), kc_spawn(sleeper, &long, 0, null));
+    test_hooks.before_shutdown = S.cancelDuringFinish;
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
+    try testing.expectEqual(@as(u64, 0), @atomicLoad(u64, &long[1], .acquire));
+    try testing.expectEqual(@as(i32, 0), kc_sched_ended(first + 2));
+    // Earlier generations keep their outcome; a finish with nothing to drain is one too.
+    try testing.expectEqual(@as(i32, 1), kc_sched_ended(first));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
+    try testing.expectEqual(@as(i32, 1), kc_sched_ended(first + 3));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0)); // none runs: nothing changes
+    try testing.expectEqual(@as(i32, 1), kc_sched_ended(first + 3));
+    // Only the last 64 are remembered.
+    for (0..ended_window) |_| {
+        try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+        try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    }
+    try testing.expectEqual(Status.invalid.code(), kc_sched_ended(first));
+    try testing.expectEqual(@as(i32, 0), kc_sched_ended(first + 3 + ended_window));
 }
 
 test "C ABI: kc_scope_create_gen makes a scope on its generation's scheduler only, also when a restart comes between the generation's read and the create" {

@@ -84,6 +84,8 @@ pub const Options = struct {
     finish_hook: ?*const fn (*Coroutine) void = null,
     /// See `Scheduler.unmap_hook`.
     unmap_hook: ?*const fn () void = null,
+    /// See `Scheduler.end_hook`.
+    end_hook: ?*const fn (ShutdownMode) void = null,
 };
 
 pub const ShutdownMode = enum(u32) {
@@ -590,6 +592,11 @@ pub const Scheduler = struct {
     /// the coroutines live) are unmapped: a host whose lookups may still read a coroutine it
     /// found before its handle was freed waits for them here (the C ABI's kc_coro_state).
     unmap_hook: ?*const fn () void = null,
+    /// Called once by `shutdown`, on its thread, with how the scheduler ends (`.finish` if its
+    /// drain ran dry, `.cancel` if it abandons what had not: a cancelling shutdown, or one that
+    /// cut a finishing one's drain short), before `isRunning` turns false: whoever sees it false
+    /// (acquire) sees what the hook did (the C ABI's kc_sched_ended).
+    end_hook: ?*const fn (ShutdownMode) void = null,
 
     /// Creates the scheduler and starts its workers. `s` must stay at this address.
     pub fn start(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
@@ -618,6 +625,7 @@ pub const Scheduler = struct {
             .pool = pool,
             .finish_hook = opts.finish_hook,
             .unmap_hook = opts.unmap_hook,
+            .end_hook = opts.end_hook,
         };
         for (workers, 0..) |*w, i| {
             w.* = .{
@@ -1051,6 +1059,8 @@ pub const Scheduler = struct {
         s.lifecycle.lock();
         defer s.lifecycle.unlock();
         if (s.state.load(.acquire) != .running) return;
+        // How it ends: a finish only once its drain ran dry.
+        var ended: ShutdownMode = .cancel;
         if (mode == .finish) {
             // Outside spawns wait on `lifecycle`; coroutines may still spawn while we drain.
             // In slices, so that a cancel asked for meanwhile (`cancelPending`) ends the wait:
@@ -1060,9 +1070,13 @@ pub const Scheduler = struct {
                     error.Timeout => continue,
                     else => break,
                 };
+                ended = .finish;
                 break;
             }
         }
+        if (s.end_hook) |hook| hook(ended);
+        // Release: pairs with the acquire loads of `isRunning` and `drainUntil`, so that who
+        // finds it stopping finds what `end_hook` recorded too.
         s.state.store(.stopping, .release);
         s.wakeAll();
         s.wakeWatchdog();
