@@ -182,6 +182,8 @@ const OK: { state: "ok" } = Object.freeze({ state: "ok" });
 const RESOLVED: Promise<void> = Promise.resolve();
 const FULL: { state: "full" } = Object.freeze({ state: "full" });
 const EMPTY: { state: "empty" } = Object.freeze({ state: "empty" });
+/** `#handOff`: a receiver of this isolate took the value. */
+const HANDED = Symbol("handed");
 const CLOSED: { state: "closed" } = Object.freeze({ state: "closed" });
 
 /**
@@ -1114,37 +1116,57 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Throws {@linkcode CodecError} for a value the codec cannot carry.
    */
   trySend(value: T): TrySendResult {
+    return this.#trySend(value, undefined);
+  }
+
+  /**
+   * `trySend`; with `keep` (a send that waits when full, of an object), a `full` answer leaves
+   * the value encoded in `keep`, for the wait: the value is read once. Before, the try encoded
+   * it (and freed that) and the wait encoded it again: its getters ran twice, and the value
+   * sent was the second read. On any other answer (or a throw) `keep` holds nothing.
+   */
+  #trySend(value: T, keep: Slot | undefined): TrySendResult {
     const sym = this.#sym("send");
     const s = this._shared;
     if (s.local) return this.#localSend(this.#pass(value));
     // Senders of this isolate still waiting in JavaScript are ahead of this one.
     if (s.senders.first !== null && !pump(s.senders, sym)) {
-      this.#reject(value, sym); // still reject what the codec cannot carry
+      if (keep !== undefined) this.#codec.encode(value, keep, sym);
+      else this.#reject(value, sym); // still reject what the codec cannot carry
       // Its own "full" failure: the retries of the senders ahead count none.
       s.fullFails++;
       if (!s.scheduled) this.#countLater(s);
       return FULL;
     }
-    if (s.receivers.first !== null && this.#handOff(value, sym)) return OK;
+    if (s.receivers.first !== null) {
+      const h = this.#handOff(value, sym);
+      if (h === HANDED) return OK;
+      // Passed, but no receiver could take it (each completed natively first): the copy is
+      // what is sent, not a second read of the value.
+      if (h !== EMPTY) value = h as T;
+    }
     if (this.#sendBlocked(sym)) {
       // Full as the blocked byte says: the value is checked, not copied into native memory only
       // to be freed again (a sender retrying a full channel did that on every try).
-      this.#reject(value, sym);
+      if (keep !== undefined) this.#codec.encode(value, keep, sym);
+      else this.#reject(value, sym);
       s.fullFails++; // the native side counts the ones it answers itself
       if (!s.scheduled) this.#countLater(s);
       return FULL;
     }
+    const slot = keep ?? scratch;
     if (this.#f64 && typeof value === "number") scratchF64[0] = value;
-    else this.#codec.encode(value, scratch, sym); // also rejects what the codec cannot carry
+    else this.#codec.encode(value, slot, sym); // also rejects what the codec cannot carry
     const at = this.#at;
     const rc = at !== null
-      ? sym.kc_chan_try_send_at(at, this.#handle, scratchPtr, this.#size)
-      : sym.kc_chan_try_send(this.#handle, scratchPtr, this.#size);
+      ? sym.kc_chan_try_send_at(at, this.#handle, slot.ptr, this.#size)
+      : sym.kc_chan_try_send(this.#handle, slot.ptr, this.#size);
     if (rc === 0) {
       if (this.#dropping) this.#collect();
       return OK;
     }
-    this.#codec.discard(scratch, sym);
+    if (rc === Status.EAGAIN && keep !== undefined) return FULL; // kept for the wait
+    this.#codec.discard(slot, sym);
     if (rc === Status.EAGAIN) return FULL;
     if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc);
     unwrap(rc, "send");
@@ -1299,10 +1321,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
   }
 
-  /** Gives `value` to a receiver waiting in this isolate; false if none could take it. */
-  #handOff(value: T, sym: Sym): boolean {
+  /**
+   * Gives `value` to a receiver waiting in this isolate: HANDED; else EMPTY when none could take
+   * it, or the copy `codec.pass` made when each receiver tried had completed natively first
+   * (the value was read: the send goes on with that copy).
+   */
+  #handOff(value: T, sym: Sym): unknown {
     const s = this._shared;
-    if (s.closed || this.#closedNatively(sym)) return false; // the native try-send says closed
+    if (s.closed || this.#closedNatively(sym)) return EMPTY; // the native try-send says closed
     // A buffer may hold values sent (from elsewhere) since these receivers began waiting in
     // JavaScript: those come first. A rendezvous channel has none to offer.
     if (this.#capacity !== 0 && this.#mayReceive(sym)) pump(s.receivers, sym);
@@ -1325,9 +1351,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#stamp(s); // its time too, as a native hand-off records one
       if (!s.scheduled) this.#countLater(s);
       r.resolve(received(r.kind, passed));
-      return true;
+      return HANDED;
     }
-    return false;
+    return have ? passed : EMPTY;
   }
 
   /**
@@ -1480,14 +1506,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     // One at a time: a local channel, a rendezvous, or waiters of this isolate in JavaScript.
     // Every value through the codec first: one it cannot carry fails the call, nothing sent.
-    // Each element is read once (a getter or a Proxy could answer differently a second time):
-    // a local send takes the passed copy, a shared one (which encodes) the value as read.
-    const read: T[] = new Array(n); // `n`, read once: not `values.map`
-    const passed: unknown[] = new Array(n);
-    for (let i = 0; i < n; i++) passed[i] = this.#codec.pass(read[i] = values[i]);
+    // Each element is read once (a getter or a Proxy could answer differently a second time),
+    // and so is each value: every send takes the copy the check made (a shared one encodes
+    // that copy, which encodes as the value read did). Before, a shared send encoded the value
+    // again: an object's getters ran twice, and what was sent was their second answer.
+    const passed: unknown[] = new Array(n); // `n`, read once: not `values.map`
+    for (let i = 0; i < n; i++) passed[i] = this.#codec.pass(values[i]);
     let sent = 0;
     for (; sent < n; sent++) {
-      const r = s.local ? this.#localSend(passed[sent]) : this.trySend(read[sent]);
+      const r = s.local ? this.#localSend(passed[sent]) : this.trySend(passed[sent] as T);
       if (r.state === "ok") continue;
       if (sent > 0) break;
       return r;
@@ -1684,6 +1711,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   send(value: T, options?: WaitOptions): Promise<void> {
     let r: TrySendResult;
     let signal: AbortSignal | undefined;
+    let slot: Slot | undefined;
     try {
       signal = signalOf("send", options);
       if (signal?.aborted) return Promise.reject(signal.reason);
@@ -1696,25 +1724,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         if (r.state === "closed") return Promise.reject(this.#sendError(this.#statusOfClosed()));
         return this.#wait(SEND, v, signal);
       }
-      r = this.trySend(value);
+      // The copy is taken now, as a local send takes it: an object that must wait stays
+      // encoded in native memory from the try (the caller may change it before the end of the
+      // turn, when the wait would queue natively). A primitive cannot change: it is encoded
+      // only if it queues (a receiver of this isolate takes it as it is).
+      if (typeof value === "object" && value !== null) slot = takeSlot();
+      r = this.#trySend(value, slot);
     } catch (e) {
+      if (slot !== undefined) giveSlot(slot); // nothing is encoded in it
       return Promise.reject(e);
     }
-    if (r === OK) return RESOLVED;
-    if (r.state === "closed") return Promise.reject(this.#sendError(this.#statusOfClosed()));
-    // The copy is taken now, as a local send takes it: an object is encoded into native memory
-    // at once (the caller may change it before the end of the turn, when the wait would queue
-    // natively). A primitive cannot change: it is encoded only if it queues (a receiver of this
-    // isolate takes it as it is).
-    let slot: Slot | undefined;
-    if (typeof value === "object" && value !== null) {
-      slot = takeSlot();
-      try {
-        this.#codec.encode(value, slot, this.#sym("send"));
-      } catch (e) {
-        giveSlot(slot);
-        return Promise.reject(e);
-      }
+    if (r !== FULL) {
+      if (slot !== undefined) giveSlot(slot); // sent, or closed: nothing is encoded in it
+      if (r === OK) return RESOLVED;
+      return Promise.reject(this.#sendError(this.#statusOfClosed()));
     }
     return this.#wait(SEND, value, signal, slot);
   }

@@ -18,7 +18,7 @@ import {
   runtime,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-import { encodeCause, slotsMade } from "../src/codec.ts";
+import { encodeCause, Slot, slotsMade } from "../src/codec.ts";
 
 /** A send of `v` to the channel `handle` names, as native code on another thread would. */
 function nativeSendF64(handle: number, v: number): number {
@@ -2259,6 +2259,80 @@ Deno.test("dropped values still to be collected keep the process alive until the
   assert.equal(res.signal, null, "killed at the 30 s bound: the process did not exit");
   assert.equal(res.code, 0, res.stderr);
   assert.equal(res.stdout.trim(), String(n));
+});
+
+bothModes(
+  "a send that waits reads its value once: the getters run once, the value sent is that read",
+  async () => {
+    for (const capacity of [0, 1]) {
+      using ch = chan<unknown>(capacity);
+      if (capacity > 0) ch.trySend("filler");
+      // Past the uses after which the channel's blocked byte is mapped (a full channel is then
+      // told without a native try), each send waiting behind the ones before it.
+      const n = 40;
+      let reads = 0;
+      const sends: Promise<void>[] = [];
+      for (let i = 0; i < n; i++) {
+        sends.push(ch.send({
+          get x() {
+            return ++reads;
+          },
+        }));
+      }
+      assert.equal(reads, n, `capacity ${capacity}: ${reads} reads for ${n} sends`);
+      if (capacity > 0) assert.equal(await ch.receive(), "filler");
+      for (let i = 1; i <= n; i++) {
+        assert.deepEqual(await ch.receive(), { x: i }, `capacity ${capacity}`);
+      }
+      await Promise.all(sends);
+      assert.equal(reads, n);
+    }
+  },
+);
+
+bothModes("trySendMany one at a time reads each object value once", async () => {
+  for (const capacity of [0, 4]) {
+    using ch = chan<unknown>(capacity);
+    const waiting = ch.receive(); // the batch goes one value at a time
+    let reads = 0;
+    const value = {
+      get x() {
+        return ++reads;
+      },
+    };
+    assert.deepEqual(ch.trySendMany([value, value]), {
+      state: "ok",
+      sent: capacity === 0 ? 1 : 2,
+    });
+    assert.equal(reads, 2, `capacity ${capacity}`); // each checked before any is sent
+    assert.deepEqual(await waiting, { x: 1 });
+    if (capacity > 0) assert.deepEqual(ch.tryReceive(), { state: "ok", value: { x: 2 } });
+  }
+});
+
+Deno.test("a send whose receiver here completed natively first reads its value once", async () => {
+  using ch = new Channel<unknown>(0);
+  const handle = ch.handle;
+  const bridge = Bridge.of(library());
+  const waiting = ch.receive();
+  await until(() => bridge.pending === 1, "the receive queued natively");
+  // Native code (here: this thread) sends to that receive: it completes, its record not yet
+  // drained, so the send below finds it waiting here, and its withdraw answers "busy".
+  const slot = new Slot(new ArrayBuffer(32), true);
+  const sym = library().symbols("test");
+  codecs.default.encode(7, slot, sym);
+  assert.equal(sym.kc_chan_send(handle, slot.u8, 32, 0n, 0, 1), 0);
+  let reads = 0;
+  const sent = ch.send({
+    get x() {
+      return ++reads;
+    },
+  });
+  assert.equal(reads, 1);
+  assert.equal(await waiting, 7);
+  assert.deepEqual(await ch.receive(), { x: 1 });
+  await sent;
+  assert.equal(reads, 1);
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
