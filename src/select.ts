@@ -687,9 +687,22 @@ class Selection implements RingOp {
     }
   }
 
+  /**
+   * Stops watching the JavaScript clauses. A job's Disposable is the caller's own code when the
+   * job is: what it throws is reported (reportError), and the cleanup goes on. Before, it was
+   * thrown out of the cleanup, before the select settled: the select never settled (a ring
+   * drain reported the error and went on without it), and the other jobs' Disposables and
+   * the abort listener were left in place.
+   */
   #cleanup(): void {
     for (const cancel of this.timers) cancel();
-    for (const d of this.disposers) d[Symbol.dispose]();
+    for (const d of this.disposers) {
+      try {
+        d[Symbol.dispose]();
+      } catch (e) {
+        reportError(e);
+      }
+    }
     if (this.onAbort !== undefined) this.signal!.removeEventListener("abort", this.onAbort);
   }
 }
