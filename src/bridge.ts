@@ -266,12 +266,25 @@ export class Bridge {
     }
   }
 
-  /** Settles every ready record. */
+  /** Records in `#records` (the last batch drained), and the next of them to settle. */
+  #count = 0;
+  #next = 0;
+
+  /**
+   * Settles every ready record. Settling one may run the caller's code (an onUndeliveredElement
+   * hook, an "error" listener of reportError) that drains again: the library's close
+   * (`#closing`) does. The batch drained and not yet settled is this object's, so that a nested
+   * drain settles the rest of it first, and the outer one then goes on after them. Before, each
+   * drain kept its batch to itself: the close found those operations completed (their records
+   * taken off the ring), waited a second for records that could not come, and failed them as
+   * cut off (a receive's value lost, a delivered send handed to onUndeliveredElement too); the
+   * outer loop, had the nested drain found records, read its batch over its own.
+   */
   #drain(): void {
+    let more = true;
     while (true) {
-      const n = this.#sym.kc_ring_drain(this.#ring, this.#records, BATCH);
-      if (n <= 0) return;
-      for (let i = 0; i < n; i++) {
+      while (this.#next < this.#count) {
+        const i = this.#next++;
         const op = this.#ops.get(this.#records[4 * i]);
         if (op === undefined) continue;
         this.#ops.delete(op.ticket);
@@ -281,7 +294,12 @@ export class Bridge {
           reportError(e);
         }
       }
-      if (n < BATCH) return;
+      if (!more || !this.#lib.isOpen) return; // closed by a callback: its ring is gone
+      const n = this.#sym.kc_ring_drain(this.#ring, this.#records, BATCH);
+      this.#next = 0;
+      this.#count = n > 0 ? n : 0;
+      if (n <= 0) return;
+      more = n === BATCH;
     }
   }
 }

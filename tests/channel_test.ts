@@ -2335,5 +2335,38 @@ Deno.test("a send whose receiver here completed natively first reads its value o
   assert.equal(reads, 1);
 });
 
+Deno.test("a hook that closes the library in the ring's drain: the records drained with its own still settle their operations as completed", async () => {
+  // In a process of its own: it closes the library.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const a = new Channel(0, { codec: codecs.f64, onUndeliveredElement: () => closeLibrary() });
+    const c = new Channel(0, { codec: codecs.f64 });
+    const ha = a.handle, hc = c.handle;
+    const sent = a.send(1).then(() => "sent", (e) => e.name);
+    const got = c.receive().then((v) => "received " + v, (e) => e.name);
+    const bridge = Bridge.of(library());
+    await until(() => bridge.pending === 2, "both waits queued natively");
+    const sym = library().symbols("test");
+    // Both records on the ring before it wakes: a's first (cancelled natively, its value kept
+    // for a's hook, which the drain runs: it closes the library), then c's (received).
+    if (sym.kc_chan_cancel(ha) < 0) throw new Error("cancel");
+    const x = new Float64Array([7]);
+    if (sym.kc_chan_send(hc, new Uint8Array(x.buffer), 8, 0n, 0, 1) !== 0) throw new Error("send");
+    const t0 = performance.now();
+    const r = await within(Promise.all([sent, got]), 10_000, "both waits");
+    console.log(JSON.stringify(r), Math.round(performance.now() - t0));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const out = res.stdout.trim();
+  const outcome = out.slice(0, out.lastIndexOf(" ")), ms = out.slice(out.lastIndexOf(" ") + 1);
+  // Before, the close found c's receive completed (its record drained already, waiting in the
+  // drain's batch) and waited a second for a record that could not come, then failed it: the
+  // value it had taken was lost.
+  assert.equal(outcome, JSON.stringify(["CancellationError", "received 7"]));
+  assert.ok(Number(ms) < 900, `settled after ${ms} ms`);
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
