@@ -167,7 +167,9 @@ int32_t kc_sched_drain(void);
 /* kc_sched_drain with a bound: KC_ETIME if still busy after timeout_ns; KC_EINVAL and
  * KC_ESHUTDOWN as drain. */
 int32_t kc_sched_drain_for(uint64_t timeout_ns);
-/* Stops and joins the workers, frees every stack (KC_SHUTDOWN_*). A second call does nothing. */
+/* Stops and joins the workers, frees every stack (KC_SHUTDOWN_*). A second call does nothing.
+ * Before it unmaps the stacks it waits for wakes of its coroutines under way on other threads
+ * (a channel operation's, a token cancel's); a later wake of one of them does nothing. */
 int32_t kc_sched_shutdown(uint32_t mode);
 /* kc_sched_shutdown of the scheduler of one generation (kc_sched_info's seventh value, not 0:
  * KC_EINVAL) only: once that one is shut down and a later one started, even by another thread

@@ -205,7 +205,7 @@ pub fn skynetNode(arg: ?*anyopaque) callconv(.c) void {
     var result: u64 = me.index;
     if (me.size > 1) {
         const co = coroutine.current().?;
-        me.ref = .{ .co = co, .gen = co.generation() };
+        me.ref = co.ref();
         const child_size = me.size / 10;
         var children: [10]SkynetNode = undefined;
         for (&children, 0..) |*ch, i| {

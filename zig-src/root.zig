@@ -297,9 +297,12 @@ export fn kc_coro_unpark(h: u32) callconv(.c) i32 {
     defer lookupEnd();
     // The generation-checked lookup serves both kinds: a scheduler's coroutine is woken through
     // its scheduler, a hand-driven one just becomes ready for its resumer.
-    const ref = reg().lookupRef(h) catch |err| return fail(err);
+    var ref = reg().lookupRef(h) catch |err| return fail(err);
     if (ref.co.owner) |owner| {
         const s: *Scheduler = @ptrCast(@alignCast(owner));
+        // The run now: a shutdown of the coroutine's run waits for this lookup (it is counted)
+        // before a restart can begin another.
+        ref.epoch = s.currentEpoch();
         return @intFromBool(s.unpark(ref));
     }
     return @intFromBool(ref.unpark());
@@ -505,7 +508,10 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
         std.Thread.yield() catch {};
     }
     sched_stopping.store(false, .seq_cst);
-    sched.start(std.heap.c_allocator, .{
+    // Monotonic: stored under `sched_mutex`, which we hold. A scheduler that ran before may
+    // still be read by a waker of that run (see `Scheduler.restart`).
+    const begin = if (sched_generation.load(.monotonic) == 0) &Scheduler.start else &Scheduler.restart;
+    begin(&sched, std.heap.c_allocator, .{
         .workers = workers,
         .stack_size = size,
         .stack_mode = if (f.slab_stack) .slab else .guarded,

@@ -184,7 +184,7 @@ const PingPong2 = struct {
     fn side(arg: ?*anyopaque) callconv(.c) void {
         const me: u8 = @intCast(@intFromPtr(arg));
         const co = kcoro.coroutine.current().?;
-        refs[me] = .{ .co = co, .gen = co.generation() };
+        refs[me] = co.ref();
         _ = ready.fetchAdd(1, .acq_rel);
         while (ready.load(.acquire) < 2) kcoro.coroutine.yield() catch unreachable;
         for (0..rounds) |_| {

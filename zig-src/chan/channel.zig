@@ -1637,7 +1637,7 @@ pub const Channel = struct {
 
     /// A waiter for `co`, the calling coroutine.
     fn waiterForCoroutine(co: *coroutine.Coroutine, elem: [*]u8) Waiter {
-        const ref: coroutine.Ref = .{ .co = co, .gen = co.generation() };
+        const ref = co.ref();
         const s: ?*scheduler.Scheduler = if (co.owner) |o| @ptrCast(@alignCast(o)) else null;
         return .{ .elem = elem, .ref = ref, .sched = s };
     }
@@ -3197,6 +3197,41 @@ test "N producers x M consumers, every kind, scheduled coroutines: each value ex
     }
 }
 
+test "a try-send from a thread whose wake of a receiving coroutine comes after a shutdown touches no unmapped stack" {
+    // The completer hands its value over under the lock and wakes the receiver after it let go;
+    // a shutdown that cancels may come in between (a JavaScript isolate's try-send preempted
+    // there while another isolate shuts the runtime down). Before, the wake read the receiver's
+    // word on the stack the shutdown had unmapped (SIGSEGV): run in a child process.
+    const pid = try std.posix.fork();
+    if (pid == 0) {
+        const S = struct {
+            var sched: scheduler.Scheduler = undefined;
+            var ch: *Channel = undefined;
+            fn receiver(_: ?*anyopaque) callconv(.c) void {
+                var v: u64 = 0;
+                ch.receive(std.mem.asBytes(&v), null, false) catch {};
+            }
+            fn shutNow() void {
+                scheduler.test_hooks.before_wake = null; // once
+                sched.shutdown(.cancel);
+            }
+        };
+        S.ch = Channel.create(std.heap.page_allocator, .{ .elem_size = 8 }) catch std.posix.exit(2);
+        S.sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch std.posix.exit(2);
+        _ = S.sched.spawn(S.receiver, null) catch std.posix.exit(2);
+        S.sched.drainFor(60 * std.time.ns_per_s) catch std.posix.exit(2); // parked in its receive
+        scheduler.test_hooks.before_wake = S.shutNow;
+        var v: u64 = 7;
+        S.ch.send(std.mem.asBytes(&v), null, true) catch std.posix.exit(3); // handed over
+        if (scheduler.test_hooks.before_wake != null) std.posix.exit(4); // the hook ran
+        S.ch.destroy();
+        std.posix.exit(0);
+    }
+    const res = std.posix.waitpid(pid, 0);
+    try testing.expect(std.posix.W.IFEXITED(res.status));
+    try testing.expectEqual(@as(u32, 0), std.posix.W.EXITSTATUS(res.status));
+}
+
 test "select: biased picks the first ready clause; polling is the default clause" {
     const a = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
     defer a.destroy();
@@ -4615,7 +4650,7 @@ const ManyWorkers = struct {
 
     fn unparkRing(run: *Run, k: usize) void {
         const co: *coroutine.Coroutine = @ptrFromInt(run.ring_refs[k].load(.acquire));
-        _ = run.sched.unpark(.{ .co = co, .gen = run.ring_gens[k] });
+        _ = run.sched.unpark(.{ .co = co, .gen = run.ring_gens[k], .epoch = co.epoch });
     }
 
     /// Timed sleeps, never woken early; the doomed scope's are cut short by its cancel.

@@ -77,10 +77,14 @@ const Word = packed struct(u64) {
 };
 
 /// A coroutine and the generation it had when the reference was taken: unparking through a
-/// stale `Ref` (the coroutine finished, its stack was reused) is a harmless no-op.
+/// stale `Ref` (the coroutine finished, its stack was reused) is a harmless no-op. `epoch`: the
+/// run of the scheduler the coroutine belonged to (`Coroutine.epoch`; 0 for a hand-driven one),
+/// which a scheduler checks before it reads the coroutine: a `Ref` that outlived its run names
+/// a stack that run's shutdown unmapped (sched/scheduler.zig, `wakeOutside`).
 pub const Ref = struct {
     co: *Coroutine,
     gen: u32,
+    epoch: u32,
 
     pub fn unpark(r: Ref) bool {
         return r.co.unparkGen(r.gen);
@@ -160,6 +164,9 @@ pub const Coroutine = struct {
     resumes: u64,
     /// Which of its registry's stack pools the stack came from.
     pool_id: u16,
+    /// The run of the scheduler that runs it (`Scheduler.epoch`), 0 for a hand-driven one:
+    /// what a `Ref` carries (`ref`). Written before the coroutine is published.
+    epoch: u32,
     /// Scheduler bookkeeping (sched/scheduler.zig): the scheduler that runs this coroutine
     /// (null for a coroutine its creator resumes by hand), the link of its intrusive queues,
     /// its timer's `generation << 1 | armed` word, and the status its last wait ended with.
@@ -211,6 +218,7 @@ pub const Coroutine = struct {
         co.handle = 0;
         co.resumes = 0;
         co.pool_id = 0;
+        co.epoch = 0;
         co.owner = null;
         co.link = null;
         co.wake_status = 0;
@@ -326,6 +334,11 @@ pub const Coroutine = struct {
     /// The generation of the coroutine now on this stack (for a `Ref`).
     pub fn generation(co: *const Coroutine) u32 {
         return co.load(.acquire).gen;
+    }
+
+    /// A `Ref` to this coroutine as it is now (its generation and its scheduler's run).
+    pub fn ref(co: *const Coroutine) Ref {
+        return .{ .co = @constCast(co), .gen = co.generation(), .epoch = co.epoch };
     }
 
     /// Runs the coroutine until it yields, parks or finishes, and returns the state it is then
@@ -721,7 +734,7 @@ test "a stale Ref does not wake the next coroutine on the same stack" {
     const st = try pool.acquire();
     defer pool.release(st);
     const first = Coroutine.create(st, S.quick, null, .{});
-    const stale: Ref = .{ .co = first, .gen = first.generation() };
+    const stale = first.ref();
     try testing.expectEqual(State.finished, try first.@"resume"());
     try testing.expect(!stale.unpark()); // finished: nothing to do
     const second = Coroutine.create(st, S.parker, null, .{});
@@ -730,7 +743,7 @@ test "a stale Ref does not wake the next coroutine on the same stack" {
     try testing.expectEqual(State.parked, try second.@"resume"());
     try testing.expect(!stale.unpark()); // stale: must not wake the stranger
     try testing.expectEqual(State.parked, second.getState());
-    const fresh: Ref = .{ .co = second, .gen = second.generation() };
+    const fresh = second.ref();
     try testing.expect(fresh.unpark());
     try testing.expectEqual(State.finished, try second.@"resume"());
 }

@@ -149,7 +149,9 @@ pub const Registry = struct {
             return error.BadHandle;
         const gen = co.generation();
         if (@atomicLoad(u32, &co.handle, .acquire) != h) return error.BadHandle;
-        return .{ .co = co, .gen = gen };
+        // No epoch: a lookup is of the scheduler's current run (its caller counts itself in the
+        // lookups a shutdown waits for), which its caller supplies (kc_coro_unpark).
+        return .{ .co = co, .gen = gen, .epoch = 0 };
     }
 
     pub const Stats = struct {
@@ -278,7 +280,7 @@ test "a stale Ref to a destroyed coroutine stays harmless once its pool holds ma
         for (hs) |h| r.destroy(h) catch std.posix.exit(2);
         const co = r.get(x) catch std.posix.exit(2);
         _ = co.@"resume"() catch std.posix.exit(2); // parked in a "wait"
-        const stale: coroutine.Ref = .{ .co = co, .gen = co.generation() };
+        const stale = co.ref();
         r.destroy(x) catch std.posix.exit(2); // its completer has not woken it yet
         if (stale.unpark()) std.posix.exit(3); // the late wake: harmless, wakes nobody
         // A new coroutine (perhaps at the same address) is no target of the stale Ref either.

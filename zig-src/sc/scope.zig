@@ -396,7 +396,7 @@ pub const Scope = struct {
     }
 
     fn waitAllParked(s: *Scope, co: *coroutine.Coroutine, deadline: ?u64) error{ Timeout, OutOfMemory }!void {
-        const me: coroutine.Ref = .{ .co = co, .gen = co.generation() };
+        const me = co.ref();
         while (true) {
             {
                 s.mutex.lock();
@@ -477,7 +477,7 @@ pub fn sleepUntil(sched: *Scheduler, deadline: u64, token: ?*Token) (scheduler.E
             _ = w.sched.unpark(w.ref);
         }
     };
-    var w: Wake = .{ .sched = sched, .ref = .{ .co = co, .gen = co.generation() } };
+    var w: Wake = .{ .sched = sched, .ref = co.ref() };
     if (!t.register(&w.link)) return error.Interrupted;
     defer t.unregister(&w.link);
     // Abandoned while asleep (shutdown): the link on its stack must leave the token.

@@ -37,6 +37,15 @@
 //! coroutines that never finished (mode `cancel`, or parked forever). Mode `finish` drains
 //! first. A second shutdown does nothing; anything but `stats` after it returns
 //! error.Shutdown.
+//!
+//! Wakers outside the workers: a thread that is no worker of this scheduler (a channel's
+//! completer on a JavaScript thread, a token's cancel, a hand-driven coroutine) takes a `Ref`
+//! under some lock and wakes it after it let go of that lock, so a shutdown may come in between
+//! and unmap the stack the `Ref` points into. Such a wake (`wakeOutside`) counts itself in
+//! `wakers` and then goes on only if the scheduler still runs the run its `Ref` was taken in
+//! (`epoch`); a shutdown stops the run and then waits for the wakes counted before it unmaps
+//! anything. A waker stalled across a shutdown and a restart at the same address finds another
+//! epoch and touches nothing. Workers need neither: a shutdown joins them first.
 const std = @import("std");
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
@@ -128,6 +137,28 @@ const Timer = struct {
 };
 
 threadlocal var current_worker: ?*Worker = null;
+
+/// The last run a scheduler started (`Scheduler.epoch`), process-wide, so that a `Ref` of one
+/// scheduler's run never matches a later run at the same address. 0 is no run (a hand-driven
+/// coroutine's `Ref`). Monotonic: a counter, ordering nothing.
+var last_epoch = std.atomic.Value(u32).init(0);
+
+fn nextEpoch() u32 {
+    while (true) {
+        const e = last_epoch.fetchAdd(1, .monotonic) +% 1;
+        if (e != 0) return e;
+    }
+}
+
+/// Tests: code run at fixed points, to make a race's window certain.
+pub var test_hooks: if (@import("builtin").is_test) struct {
+    /// In `unpark`, before anything: a waker that took its `Ref` and has not woken it yet.
+    before_wake: ?*const fn () void = null,
+    /// In `wakeOutside`, counted in `wakers` and past its checks, before it reads the coroutine.
+    in_wake: ?*const fn () void = null,
+    /// In `shutdown`, each time it looks at `wakers` and finds one in flight.
+    wakers_pending: ?*const fn () void = null,
+} else struct {} = .{};
 
 /// The worker running this thread. Coroutine code must read it through here, never cache it:
 /// see `getCurrent` in coro/coroutine.zig (a coroutine may resume on another worker).
@@ -511,7 +542,7 @@ const Worker = struct {
             if (co.timer_state.cmpxchgStrong(t.armed_word, t.armed_word & ~@as(u32, 1), .acq_rel, .monotonic) == null) {
                 // To the back of the queue, in deadline order (the LIFO slot is for a coroutine
                 // woken by the running one).
-                _ = s.wakeTo(co, t.gen, .queue);
+                _ = s.wakeTo(co, t.gen, s.epoch.load(.monotonic), .queue); // a timer of this run
                 s.busyDoneAny(); // the timer itself no longer counts (after the wake counted in)
             } else dropped += 1; // an entry disarmed early: it counted in `timers_disarmed`
         }
@@ -556,7 +587,12 @@ pub const Scheduler = struct {
     options: Options,
     workers: []Worker,
     inject: Inject = .{},
+    /// Outside wakers read `state` and `epoch` at any time, also while a restart rebuilds the
+    /// rest (`restart`): both are only ever changed atomically, and kept by a restart.
     state: std.atomic.Value(enum(u8) { running, stopping, stopped }) = .init(.running),
+    /// This run's number (`last_epoch`): what `Ref.epoch` must match for a wake. Stored before
+    /// `state` says running (a seq_cst store, which `wakeOutside`'s load pairs with).
+    epoch: std.atomic.Value(u32) = .init(0),
     /// Futex word of sleeping workers; bumped by `notify`.
     idle_seq: std.atomic.Value(u32) = .init(0),
     sleepers: std.atomic.Value(u32) = .init(0),
@@ -568,6 +604,10 @@ pub const Scheduler = struct {
     /// `ext_in` for each coroutine they make runnable, +1 to `ext_out` for each spawn undone.
     ext_in: std.atomic.Value(u64) = .init(0),
     ext_out: std.atomic.Value(u64) = .init(0),
+    /// Wakes from outside the workers in flight (`wakeOutside`): a shutdown waits for none
+    /// before it unmaps the stacks. Kept by a restart (a waker of the earlier run may still be
+    /// counted in it, on its way out).
+    wakers: std.atomic.Value(u32) = .init(0),
     /// The timer watchdog (`watchdogMain`), its futex word (bumped by `watchArmed` and by
     /// `shutdown`), and the time it sleeps until (`never`: until woken).
     watchdog: ?std.Thread = null,
@@ -598,8 +638,27 @@ pub const Scheduler = struct {
     /// (acquire) sees what the hook did (the C ABI's kc_sched_ended).
     end_hook: ?*const fn (ShutdownMode) void = null,
 
-    /// Creates the scheduler and starts its workers. `s` must stay at this address.
+    /// Creates the scheduler and starts its workers. `s` must stay at this address. For a
+    /// scheduler at `s` that ran and shut down, `restart`.
     pub fn start(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
+        return s.begin(allocator, options, .fresh);
+    }
+
+    /// `start` for a scheduler at `s` that ran before and has shut down: an outside waker of
+    /// an earlier run may still read its `state`, `epoch` and `wakers` (`wakeOutside`), which
+    /// are kept and changed atomically only; everything else is built again.
+    pub fn restart(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
+        assert(s.state.load(.acquire) != .running);
+        return s.begin(allocator, options, .again);
+    }
+
+    /// What `restart` keeps (see there).
+    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers" };
+    comptime {
+        for (kept_by_restart) |k| assert(@hasField(Scheduler, k));
+    }
+
+    fn begin(s: *Scheduler, allocator: std.mem.Allocator, options: Options, how: enum { fresh, again }) Error!void {
         var opts = options;
         if (opts.workers == 0) opts.workers = @intCast(std.Thread.getCpuCount() catch 1);
         if (opts.workers > 1024) return error.InvalidArgument;
@@ -618,7 +677,7 @@ pub const Scheduler = struct {
             error.OutOfMemory => error.OutOfMemory,
         };
         const workers = try allocator.alloc(Worker, opts.workers);
-        s.* = .{
+        const built: Scheduler = .{
             .allocator = allocator,
             .options = opts,
             .workers = workers,
@@ -626,7 +685,21 @@ pub const Scheduler = struct {
             .finish_hook = opts.finish_hook,
             .unmap_hook = opts.unmap_hook,
             .end_hook = opts.end_hook,
+            .state = .init(.stopped),
         };
+        switch (how) {
+            .fresh => s.* = built,
+            .again => inline for (std.meta.fields(Scheduler)) |f| {
+                const kept = comptime for (kept_by_restart) |k| {
+                    if (std.mem.eql(u8, f.name, k)) break true;
+                } else false;
+                if (!kept) @field(s, f.name) = @field(built, f.name);
+            },
+        }
+        // The epoch before the state: a waker that reads `running` (seq_cst, after the store
+        // below) reads this run's epoch, never the last one's.
+        s.epoch.store(nextEpoch(), .monotonic);
+        s.state.store(.running, .seq_cst);
         for (workers, 0..) |*w, i| {
             w.* = .{
                 .sched = s,
@@ -764,7 +837,7 @@ pub const Scheduler = struct {
                         return error.OutOfMemory;
                     };
                 }
-                const ref: Ref = .{ .co = co, .gen = co.generation() };
+                const ref = co.ref();
                 w.putLifo(co);
                 return ref;
             }
@@ -788,7 +861,7 @@ pub const Scheduler = struct {
                 return error.OutOfMemory;
             };
         }
-        const ref: Ref = .{ .co = co, .gen = co.generation() };
+        const ref = co.ref();
         s.inject.push(co);
         s.notify();
         return ref;
@@ -797,6 +870,7 @@ pub const Scheduler = struct {
     fn makeCoroutine(s: *Scheduler, st: Stack, entry: coroutine.EntryFn, arg: ?*anyopaque, fp: bool) *Coroutine {
         const co = Coroutine.create(st, entry, arg, .{ .fp_control = fp });
         co.owner = s;
+        co.epoch = s.epoch.load(.monotonic); // stored by `begin`, before the workers started
         if (thisWorker()) |w| {
             if (w.sched == s) bump(&w.spawned) else _ = s.live.fetchAdd(1, .monotonic);
         } else {
@@ -815,19 +889,30 @@ pub const Scheduler = struct {
     }
 
     /// Makes a parked coroutine of this scheduler runnable (or leaves it a permit). Any thread.
-    /// Returns true if it was parked. A stale `ref` (the coroutine finished) does nothing.
+    /// Returns true if it was parked. A stale `ref` (the coroutine finished, or its run ended:
+    /// a shutdown, perhaps a restart since) does nothing.
     pub fn unpark(s: *Scheduler, ref: Ref) bool {
-        return s.wakeTo(ref.co, ref.gen, .lifo);
+        if (@import("builtin").is_test) if (test_hooks.before_wake) |f| f();
+        return s.wakeTo(ref.co, ref.gen, ref.epoch, .lifo);
     }
 
-    fn wakeTo(s: *Scheduler, co: *Coroutine, gen: u32, where: enum { lifo, queue }) bool {
-        if (!co.unparkGenQueued(gen)) return false;
+    /// The run now (see `epoch`), for a caller that knows its coroutine is of this run.
+    pub fn currentEpoch(s: *const Scheduler) u32 {
+        return s.epoch.load(.monotonic);
+    }
+
+    fn wakeTo(s: *Scheduler, co: *Coroutine, gen: u32, epoch: u32, where: enum { lifo, queue }) bool {
         // Counted busy after the wake, before it is queued. From a worker, the waker (a
         // running coroutine, or an armed timer) still counts itself, so the count cannot read
         // 0 between. From outside, a `drain` that reads 0 between saw the count before this
         // wake, which is as if the wake came after it.
         if (thisWorker()) |w| {
             if (w.sched == s) {
+                // A worker's run is the scheduler's run now (a shutdown joins the workers
+                // before it ends it); a `Ref` of an earlier run names a stack it unmapped.
+                // Monotonic: stored before this worker started.
+                if (epoch != s.epoch.load(.monotonic)) return false;
+                if (!co.unparkGenQueued(gen)) return false;
                 w.busyAdd();
                 // No other worker can take a coroutine from this worker's LIFO slot or FIFO
                 // list, so waking one for it would only cost a futex wake (and the woken
@@ -842,6 +927,27 @@ pub const Scheduler = struct {
                 return true;
             }
         }
+        return s.wakeOutside(co, gen, epoch);
+    }
+
+    /// `wakeTo` from a thread that is no worker of this scheduler (see the file header): the
+    /// coroutine is read only while this wake is counted in `wakers` and the run it was taken
+    /// in still runs, which a shutdown waits out before it unmaps the stacks.
+    fn wakeOutside(s: *Scheduler, co: *Coroutine, gen: u32, epoch: u32) bool {
+        // Seq_cst RMW, then the seq_cst load of `state`: the Dekker pair with `shutdown` (its
+        // seq_cst store of `stopping`, then its loads of `wakers`). Either we see the run ending
+        // and leave without reading the coroutine, or it sees us and waits.
+        _ = s.wakers.fetchAdd(1, .seq_cst);
+        // Release: what we read and wrote of the coroutine and the queues happens before the
+        // shutdown that sees the count drop (its acquire loads) unmaps and frees them.
+        defer _ = s.wakers.fetchSub(1, .release);
+        if (s.state.load(.seq_cst) != .running) return false;
+        // Monotonic: the seq_cst load above read `running` from the store that follows this
+        // run's epoch store in `begin` (or from an earlier run, whose epoch then still holds:
+        // its shutdown waits for us before a restart can change it).
+        if (s.epoch.load(.monotonic) != epoch) return false;
+        if (@import("builtin").is_test) if (test_hooks.in_wake) |f| f();
+        if (!co.unparkGenQueued(gen)) return false;
         // Seq_cst, before the push: the worker that runs it counts it out after taking it from
         // the inject queue, and `drain` reads outs before ins (see `collectBusy`).
         _ = s.ext_in.fetchAdd(1, .seq_cst);
@@ -1075,15 +1181,25 @@ pub const Scheduler = struct {
             }
         }
         if (s.end_hook) |hook| hook(ended);
-        // Release: pairs with the acquire loads of `isRunning` and `drainUntil`, so that who
-        // finds it stopping finds what `end_hook` recorded too.
-        s.state.store(.stopping, .release);
+        // Seq_cst: the store half of the Dekker pair with `wakeOutside` (its count in `wakers`,
+        // then its load of `state`); also a release that pairs with the acquire loads of
+        // `isRunning` and `drainUntil`, so that who finds it stopping finds what `end_hook`
+        // recorded too.
+        s.state.store(.stopping, .seq_cst);
         s.wakeAll();
         s.wakeWatchdog();
         for (s.workers) |*w| w.thread.?.join();
         // After the workers: it reads their deadlines and heaps.
         s.watchdog.?.join();
         s.watchdog = null;
+        // Wakes from outside that saw the run going on may still read a coroutine (and push it
+        // to the inject queue, where it is abandoned with the rest): let them finish. Later ones
+        // see `stopping` and leave. Seq_cst loads: the other half of the Dekker pair above; the
+        // acquire half pairs with their release decrements.
+        while (s.wakers.load(.seq_cst) != 0) {
+            if (@import("builtin").is_test) if (test_hooks.wakers_pending) |f| f();
+            std.Thread.yield() catch {};
+        }
         // A `drain` on another thread reads the workers' counters: let it see `stopping` and
         // leave before they are freed.
         s.pingDrain();
@@ -1212,7 +1328,7 @@ test "coroutines spawned by coroutines (a 10-ary tree) all run and join" {
         };
         fn node(arg: ?*anyopaque) callconv(.c) void {
             const me: *Node = @ptrCast(@alignCast(arg.?));
-            me.ref = .{ .co = coroutine.current().?, .gen = coroutine.current().?.generation() };
+            me.ref = coroutine.current().?.ref();
             var result: u64 = me.index;
             if (me.depth > 0) {
                 var children: [10]Node = undefined;
@@ -1278,7 +1394,7 @@ test "a ping-pong pair in the LIFO slot cannot starve the queue" {
             const me = @intFromPtr(arg);
             // Publish our own Ref before anyone may use it (the spawner's copy could be late).
             const co = coroutine.current().?;
-            refs[me] = .{ .co = co, .gen = co.generation() };
+            refs[me] = co.ref();
             _ = started.fetchAdd(1, .release);
             while (started.load(.acquire) < 2) coroutine.yield() catch unreachable;
             while (!stop.load(.acquire)) {
@@ -1609,6 +1725,91 @@ test "shutdown releases a drain waiting on another thread" {
     s.shutdown(.cancel);
     t.join();
     try testing.expectEqual(@as(?anyerror, error.Shutdown), result);
+}
+
+/// Runs `body` in a child process (it may fault) and expects it to exit with 0.
+fn inChild(comptime body: fn () u8) !void {
+    const pid = try std.posix.fork();
+    if (pid == 0) std.posix.exit(body());
+    const res = std.posix.waitpid(pid, 0);
+    try testing.expect(std.posix.W.IFEXITED(res.status));
+    try testing.expectEqual(@as(u32, 0), std.posix.W.EXITSTATUS(res.status));
+}
+
+test "a Ref outliving its run wakes nobody and reads no unmapped stack: after a shutdown, and after a restart at the same address" {
+    // A waker from outside (a channel's completer on another thread) takes its `Ref` under a
+    // lock and wakes it after it let go: a shutdown may come in between. Before, it read the
+    // coroutine's word on the stack the shutdown unmapped (SIGSEGV), or, after a restart that
+    // mapped a stack at the same address (generation 1 again), woke a stranger.
+    try inChild(struct {
+        var woken = std.atomic.Value(u32).init(0);
+        fn parker(_: ?*anyopaque) callconv(.c) void {
+            coroutine.park() catch unreachable;
+            _ = woken.fetchAdd(1, .monotonic);
+        }
+        fn body() u8 {
+            const opts: Options = .{ .workers = 1, .stack_size = test_stack_size };
+            var s: Scheduler = undefined;
+            s.start(std.heap.page_allocator, opts) catch return 2;
+            const stale = s.spawn(parker, null) catch return 2;
+            s.drainFor(test_timeout) catch return 2; // parked
+            s.shutdown(.cancel); // unmaps its stack
+            if (s.unpark(stale)) return 3;
+            s.restart(std.heap.page_allocator, opts) catch return 2;
+            const fresh = s.spawn(parker, null) catch return 2;
+            s.drainFor(test_timeout) catch return 2; // parked
+            if (s.unpark(stale)) return 4; // perhaps the same stack address: not its coroutine
+            s.drainFor(test_timeout) catch return 2;
+            if (woken.load(.monotonic) != 0) return 5;
+            if (!s.unpark(fresh)) return 6; // its own Ref still wakes it
+            s.drainFor(test_timeout) catch return 2;
+            if (woken.load(.monotonic) != 1) return 7;
+            s.shutdown(.cancel);
+            return 0;
+        }
+    }.body);
+}
+
+test "a wake from outside under way when a shutdown begins is waited for before the stacks go" {
+    // The waker is past its checks (counted in `wakers`) when another thread shuts the
+    // scheduler down: the shutdown must wait for it before it unmaps the stack it reads.
+    try inChild(struct {
+        var sched: Scheduler = undefined;
+        var waiting = std.atomic.Value(bool).init(false);
+        var done = std.atomic.Value(bool).init(false);
+        fn parker(_: ?*anyopaque) callconv(.c) void {
+            coroutine.park() catch unreachable;
+        }
+        fn shut() void {
+            sched.shutdown(.cancel);
+            done.store(true, .release);
+        }
+        fn pending() void {
+            waiting.store(true, .release);
+        }
+        var shutter: ?std.Thread = null;
+        fn inWake() void {
+            test_hooks.in_wake = null; // once
+            shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
+            const deadline = monotonicNs() + test_timeout;
+            while (!waiting.load(.acquire)) {
+                if (monotonicNs() > deadline) std.posix.exit(8);
+                std.Thread.yield() catch {};
+            }
+            if (done.load(.acquire)) std.posix.exit(9); // it did not wait
+        }
+        fn body() u8 {
+            sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
+            const ref = sched.spawn(parker, null) catch return 2;
+            sched.drainFor(test_timeout) catch return 2; // parked
+            test_hooks.wakers_pending = pending;
+            test_hooks.in_wake = inWake;
+            if (!sched.unpark(ref)) return 3; // the run was on when it looked
+            shutter.?.join();
+            if (!done.load(.acquire)) return 4;
+            return 0;
+        }
+    }.body);
 }
 
 test "context: inherited at spawn, shadowed by a child, freed with abandoned coroutines" {
