@@ -512,7 +512,8 @@ int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size);
  * completed: take it). Counted as a cancelled failure in the channel's metrics; a select's on
  * each of its channels (ABI 14 counted none for a select). A take or abort of a ticket that
  * another thread's take or abort is handling at that moment (or has handled) is KC_EBADH: one
- * call wins. */
+ * call wins. (A ticket's number comes back for another operation only after about a million
+ * operations on its ring: one that old may name that one.) */
 int32_t kc_ring_abort(uint32_t ring, uint32_t ticket);
 /* kc_ring_abort for a host that completes the operation itself (hands the value over between
  * two of its own waiters and counts that as a hand-off): the same outcomes, but the channel's

@@ -32,8 +32,17 @@ comptime {
     assert(@sizeOf(Completion) == 16);
 }
 
+/// A ticket: `gen << index_bits | (slot + 1)`, the generation in the 12 bits above the index.
 const index_bits = 20;
 const index_mask: u32 = (1 << index_bits) - 1;
+const gen_mask: u32 = (1 << (32 - index_bits)) - 1;
+/// Freed slots wait their turn (first freed, first reused), and a new one is made while no more
+/// than this many wait: a slot comes back only after this many others did, so a ticket already
+/// handled names another operation (its slot's generation wrapped) only after
+/// 4,096 x 257 (about a million) operations on its ring, where reusing the last freed slot
+/// first brought it back after 4,096 (one wait at a time). Costs a table of 257 slots
+/// (6 KiB) per ring that ever had that many operations.
+const reuse_after = 256;
 
 pub const Ring = struct {
     allocator: std.mem.Allocator,
@@ -50,7 +59,10 @@ pub const Ring = struct {
     interrupted: std.atomic.Value(bool) = .init(false),
     /// Live tickets: slot i serves ticket `gen << 20 | (i + 1)`.
     slots: std.ArrayListUnmanaged(Slot) = .empty,
-    free_slot: ?u32 = null,
+    /// Free slots, oldest first (linked through `Slot.next_free`), and how many.
+    free_head: ?u32 = null,
+    free_tail: ?u32 = null,
+    nfree: u32 = 0,
     /// Records pushed so far (`Pending.seq`).
     nrecords: u64 = 0,
     /// Called for every reference a `Pending` holds (`Pending.refs`) when it is freed.
@@ -158,16 +170,23 @@ pub const Ring = struct {
         r.mutex.lock();
         defer r.mutex.unlock();
         try r.records.ensureTotalCapacity(r.allocator, r.reserved + 1);
-        const index = if (r.free_slot) |f| blk: {
-            r.free_slot = r.slots.items[f].next_free;
+        const full = r.slots.items.len >= index_mask;
+        const index = if (r.nfree > reuse_after or (full and r.nfree > 0)) blk: {
+            const f = r.free_head.?;
+            r.free_head = r.slots.items[f].next_free;
+            if (r.free_head == null) r.free_tail = null;
+            r.nfree -= 1;
             break :blk f;
         } else blk: {
-            if (r.slots.items.len >= index_mask) return error.TooManyObjects;
-            try r.slots.append(r.allocator, .{});
+            if (full) return error.TooManyObjects;
+            // The table for `reuse_after` free slots at once: a ring that waits again and again
+            // allocates nothing once it has that many.
+            try r.slots.ensureTotalCapacity(r.allocator, @max(reuse_after + 1, r.slots.items.len + 1));
+            r.slots.appendAssumeCapacity(.{});
             break :blk @as(u32, @intCast(r.slots.items.len - 1));
         };
         const slot = &r.slots.items[index];
-        slot.gen = (slot.gen + 1) & 0xFFF;
+        slot.gen = (slot.gen + 1) & gen_mask;
         slot.p = p;
         p.ticket = (slot.gen << index_bits) | (index + 1);
         r.reserved += 1;
@@ -179,8 +198,10 @@ pub const Ring = struct {
         defer r.mutex.unlock();
         const index = (p.ticket & index_mask) - 1;
         r.slots.items[index].p = null;
-        r.slots.items[index].next_free = r.free_slot;
-        r.free_slot = index;
+        r.slots.items[index].next_free = null;
+        if (r.free_tail) |t| r.slots.items[t].next_free = index else r.free_head = index;
+        r.free_tail = index;
+        r.nfree += 1;
         if (unreserve) {
             assert(r.reserved > r.records.items.len);
             r.reserved -= 1;
@@ -1249,6 +1270,27 @@ test "waits queued again and again allocate nothing once the ring has spares; th
     for (&tickets, &outs) |*t, *o| t.* = (try ring.submitOp(nums, .receive, std.mem.asBytes(o), &.{})).pending;
     for (&tickets) |t| try ring.abort(t, true);
     try testing.expectEqual(@as(u32, Ring.spare_max), ring.nspares);
+}
+
+test "a ticket already handled is not handed out again for about a million operations on its ring" {
+    // One wait at a time (an isolate that awaits each receive): before, the slot freed last was
+    // the next one used, so its 12-bit generation brought the first ticket back after 4,096
+    // operations, and a take or abort through the stale ticket reached the new operation.
+    var ring = Ring.init(testing.allocator);
+    defer ring.deinit();
+    const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer ch.destroy();
+    var out: u64 = 0;
+    const first = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+    try ring.abort(first, true);
+    const ops = 3 * 4096 * 8;
+    for (0..ops) |_| {
+        const t = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+        try testing.expect(t != first);
+        try testing.expectError(error.BadHandle, ring.abort(first, true)); // never the live one
+        try ring.abort(t, true);
+    }
+    try testing.expect(ring.slots.items.len <= reuse_after + 1); // bounded by the reuse rule
 }
 
 test "two threads taking (or aborting) one ticket: one wins, the other is told it is gone" {
