@@ -506,7 +506,8 @@ int32_t kc_ring_interrupt(uint32_t ring);
 /* Moves up to max records, oldest first, into out; returns how many. */
 int32_t kc_ring_drain(uint32_t ring, struct kc_completion *out, uint32_t max);
 /* After a ticket's record: copies a received value (size = its element size) into out (NULL for
- * sends) and frees the ticket. */
+ * sends) and frees the ticket. With out NULL a received value is discarded as a dropped one is:
+ * a zero-copy descriptor's release runs, another value goes to the channel's undelivered hook. */
 int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size);
 /* Withdraws a pending operation: 0 (no record will come, nothing delivered) or KC_EBUSY (it
  * completed: take it). Counted as a cancelled failure in the channel's metrics; a select's on

@@ -472,8 +472,14 @@ pub const Ring = struct {
 
     /// After `ticket`'s record was drained: copies a received value into `out` (when given;
     /// its length must be the element size of the clause that fired) and frees the ticket.
+    /// Without `out`, a received value is discarded as a dropped one is (`dropUndeliverable`:
+    /// a zero-copy descriptor's buffer is released, another value goes to the channel's
+    /// undelivered hook); it used to vanish with the ticket, leaking a zero-copy buffer.
     pub fn take(r: *Ring, ticket: u32, out: ?[]u8) error{ BadHandle, InvalidArgument }!void {
         const p = try r.claim(ticket, true);
+        if (out == null) {
+            if (p.returnedTo()) |ch| ch.dropUndeliverable(p.returnedValue().ptr);
+        }
         if (out) |o| {
             const src = p.valueOf(p.fired) orelse {
                 r.unclaim(p);
@@ -1117,6 +1123,60 @@ const TeardownHook = struct {
         dropped += std.mem.bytesToValue(u64, elem[0..8]);
     }
 };
+
+test "a take without a buffer discards a received value as a dropped one: a zero-copy buffer is released, a copied value goes to the hook" {
+    const Release = struct {
+        var released: usize = 0;
+        fn release(_: ?*anyopaque, ptr: ?*anyopaque, len: usize) callconv(.c) void {
+            testing.allocator.free(@as([*]u8, @ptrCast(ptr.?))[0..len]); // the leak check sees a miss
+            released += 1;
+        }
+    };
+    const Hook = TeardownHook;
+    Hook.reset();
+    const zc = try channel.Channel.create(testing.allocator, .{ .elem_size = 0, .zero_copy = true });
+    defer zc.destroy();
+    const copying = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .on_undelivered = Hook.undelivered });
+    defer copying.destroy();
+    var ring = Ring.init(testing.allocator);
+    defer ring.deinit();
+    var rec: [2]Completion = undefined;
+    // A plain receive on each channel, completed by a native send, taken with no buffer.
+    var d_out: channel.Descriptor = undefined;
+    const t1 = (try ring.submitOp(zc, .receive, std.mem.asBytes(&d_out), &.{})).pending;
+    const buf = try testing.allocator.alloc(u8, 64);
+    var d: channel.Descriptor = .{ .ptr = buf.ptr, .len = buf.len, .release = Release.release };
+    try zc.send(std.mem.asBytes(&d), null, true);
+    var v_out: u64 = 0;
+    const t2 = (try ring.submitOp(copying, .receive, std.mem.asBytes(&v_out), &.{})).pending;
+    var v: u64 = 7;
+    try copying.send(std.mem.asBytes(&v), null, true);
+    try testing.expectEqual(@as(usize, 2), ring.drain(&rec));
+    try ring.take(t1, null);
+    try ring.take(t2, null);
+    try testing.expectEqual(@as(usize, 1), Release.released);
+    try testing.expectEqual(@as(usize, 7), Hook.dropped);
+    // A select whose receive clause fired.
+    const clauses = [_]channel.Clause{
+        .{ .ch = copying, .kind = .receive, .elem = undefined },
+        .{ .ch = zc, .kind = .receive, .elem = undefined },
+    };
+    const values = [_][]u8{ std.mem.asBytes(&v_out), std.mem.asBytes(&d_out) };
+    const t3 = (try ring.submitSelect(&clauses, &values, null, &.{})).pending;
+    const buf2 = try testing.allocator.alloc(u8, 16);
+    var d2: channel.Descriptor = .{ .ptr = buf2.ptr, .len = buf2.len, .release = Release.release };
+    try zc.send(std.mem.asBytes(&d2), null, true);
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try testing.expectEqual(@as(u32, 1), rec[0].index);
+    try ring.take(t3, null);
+    try testing.expectEqual(@as(usize, 2), Release.released);
+    // A send's take has no value to discard.
+    const t4 = (try ring.submitOp(copying, .send, std.mem.asBytes(&v), &.{})).pending;
+    try copying.receive(std.mem.asBytes(&v_out), null, true);
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try ring.take(t4, null);
+    try testing.expectEqual(@as(usize, 7), Hook.dropped);
+}
 
 test "a ring going away hands the values it was still sending to their channel's undelivered path" {
     const Hook = TeardownHook;
