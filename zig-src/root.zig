@@ -154,12 +154,21 @@ fn unhold(h: u32, serial: u64) i32 {
     const last = ch.holds.fetchSub(1, .acq_rel) == 1 and !ch.forever.load(.monotonic);
     r.release(e);
     if (!last) return 0;
-    r.destroy(h) catch |err| return fail(err); // a racing destroy (the owner's dispose) won
+    if (@import("builtin").is_test) if (test_hooks.after_unhold_release) |f| f();
+    // The channel `serial` names only: once we let go of it, a racing destroy (the owner's
+    // dispose) may win, and a later channel take its handle value (its slot's generation wraps
+    // after 511 reuses), which is not ours to destroy.
+    r.destroyIf(h, serial, sameSerial) catch |err| return fail(err);
     // Its creator's isolate is gone (its hold was given back), so nobody takes what the channel
     // kept for it (kc_chan_keep_undelivered).
     dropKept(h);
     dropCause(h);
     return 1;
+}
+
+/// `unhold`'s check (`destroyIf`): the channel a handle names now is the one `serial` names.
+fn sameSerial(serial: u64, ch: *chan.Channel) bool {
+    return ch.serial == serial;
 }
 
 /// What a thread holds: hosts (kc_lib_retain_thread) and channel holds (kc_chan_hold), given
@@ -379,6 +388,8 @@ var test_hooks: if (@import("builtin").is_test) struct {
     /// In `kc_coro_resume` and `kc_coro_destroy`, after the handle's lookup, before they use
     /// what it found.
     after_coro_lookup: ?*const fn () void = null,
+    /// In a last `unhold`, after it let go of the channel, before it destroys it.
+    after_unhold_release: ?*const fn () void = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -4098,6 +4109,32 @@ test "C ABI: a thread's hold of a destroyed channel never touches a later channe
     try testing.expectEqual(@as(i32, 0), kc_chan_send(n, &v, 8, 0, 0, chan_try)); // alive
     try testing.expectEqual(@as(i32, 1), kc_chan_unhold(n)); // this thread's was the last
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_send(n, &v, 8, 0, 0, chan_try));
+}
+
+test "C ABI: the last unhold destroys its own channel, not a later one that took its handle value meanwhile" {
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_hold(h, 0));
+    const S = struct {
+        var handle: u32 = 0;
+        var later: ?u32 = null;
+        /// Between the unhold's let-go and its destroy: the owner's dispose, then a later
+        /// channel with the same handle value.
+        fn between() void {
+            test_hooks.after_unhold_release = null; // once
+            _ = kc_chan_destroy(handle);
+            later = createWithHandle(handle, 8, 1, 0) catch null;
+        }
+    };
+    S.handle = h;
+    test_hooks.after_unhold_release = S.between;
+    defer test_hooks.after_unhold_release = null;
+    // Its channel is gone (the hold is forgotten all the same); before, it destroyed the later one.
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_unhold(h));
+    try testing.expectEqual(@as(?u32, h), S.later);
+    const v: u64 = 5;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(h, &v, 8, 0, 0, chan_try)); // alive
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
 }
 
 test "C ABI: kc_chan_free_undelivered frees what a zero-copy channel drops, keeping nothing" {
