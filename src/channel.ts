@@ -2070,7 +2070,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // A waiting send failed by cancel: the native side kept its value with the dropped ones
       // (the creator's onUndeliveredElement gets it); otherwise the value is still ours.
       if (queued && status === Status.ECANCELED) this.#collect();
-      else {
+      else if (status === Status.ECANCELED && !this.#owner) {
+        // A copy's, cancelled (by native code or another isolate) while it waited here in
+        // JavaScript: handed to the channel's undelivered path, as it would have been queued
+        // (the creator's hook gets it, wherever that is). Before, it was freed here, and that
+        // hook never saw it. Still ours when nothing takes it (no hook, the channel is gone).
+        if (sym.kc_chan_drop(this.#handle, slot.ptr, this.#size) !== 1) {
+          this.#codec.discard(slot, sym);
+        }
+      } else {
         this.#codec.discard(slot, sym);
         // Cancelled (by native code or another isolate) while it waited here in JavaScript:
         // dropped as a waiting sender's value is by this isolate's own cancel.

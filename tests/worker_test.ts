@@ -630,6 +630,46 @@ async function metricsJob<T>(mode: string, shared: SharedChannel, n = 0): Promis
   }
 }
 
+Deno.test("a copy's send still waiting in JavaScript when the creator cancels: its value reaches the creator's hook once", async () => {
+  const objects: { n: number }[] = [];
+  const numbers: number[] = [];
+  const o = new Channel<{ n: number }>(0, { onUndeliveredElement: (v) => objects.push(v) });
+  const n = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => numbers.push(v),
+  });
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  const w = new Worker(new URL("./fixtures/cancelled_send_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    const waiting = message<string>(w);
+    w.postMessage({ objects: o.share(), numbers: n.share(), flag });
+    assert.equal(await within(waiting, 20_000, "the Worker's sends"), "waiting");
+    // The Worker's thread is blocked: its sends still wait in its JavaScript, not natively.
+    const report = message<{ woke: string; results: string[] }>(w);
+    o.cancel();
+    n.cancel();
+    Atomics.store(flag, 0, 1);
+    Atomics.notify(flag, 0);
+    const r = await within(report, 20_000, "the Worker's report");
+    assert.notEqual(r.woke, "timed-out"); // "not-equal": set before it began to wait
+    assert.deepEqual(r.results, ["cancelled", "cancelled"]);
+    // Handed to the channels' undelivered path (counted as dropped), kept for this isolate's
+    // hooks: its dispose hands them over. Before, the Worker freed them and no hook saw them.
+    assert.equal(o.metrics().dropped, 1);
+    assert.equal(n.metrics().dropped, 1);
+    o[Symbol.dispose]();
+    n[Symbol.dispose]();
+    assert.deepEqual(objects, [{ n: 1 }]);
+    assert.deepEqual(numbers, [2.5]);
+  } finally {
+    w.terminate();
+    o[Symbol.dispose]();
+    n[Symbol.dispose]();
+  }
+});
+
 Deno.test("a Worker's same-isolate hand-offs on a shared channel count in the creator's metrics", async () => {
   using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
   assert.equal(await metricsJob("pingpong", ch.share(), 50), "done");

@@ -2401,6 +2401,23 @@ export fn kc_chan_free_undelivered(h: u32) callconv(.c) i32 {
     return 0;
 }
 
+/// int32_t kc_chan_drop(uint32_t handle, const void *elem, uint32_t size): hands the channel a
+/// value of its size that was meant for it and will never be sent (a host's send that a cancel
+/// failed while it still waited in the host, before it was queued): it goes to the undelivered
+/// path as a queued send's value would (a descriptor's own release, else the hook: the list of
+/// kc_chan_keep_undelivered, the freeing of kc_chan_free_undelivered) and counts as dropped.
+/// 1 if taken; 0 if the channel has no hook for it, KC_EBADH for a dead handle, KC_EINVAL for a
+/// NULL elem or a wrong size: the value is then still the caller's, to free.
+export fn kc_chan_drop(h: u32, elem: ?*const anyopaque, size: u32) callconv(.c) i32 {
+    const p: [*]const u8 = @ptrCast(elem orelse return Status.invalid.code());
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    const ch = ChanRegistry.channelOf(e);
+    if (size != ch.elem_size) return Status.invalid.code();
+    return @intFromBool(ch.dropOffered(p));
+}
+
 /// Frees the values channel `h` kept (kc_chan_keep_undelivered), when nobody can take them any
 /// more; a zero-copy channel's buffers too (kc_desc_make's, as kc_buf_free frees them).
 fn dropKept(h: u32) void {
@@ -2684,7 +2701,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_pool_release",       "kc_pool_views",         "kc_desc_free",             "kc_chan_free_undelivered",
         "kc_chan_close_cause",   "kc_chan_cause",         "kc_ring_abort",            "kc_ring_withdraw",
         "kc_chan_add_metrics",   "kc_spawn_gen",          "kc_produce",               "kc_chan_retry_send",
-        "kc_scope_create_gen",   "kc_sched_ended",
+        "kc_scope_create_gen",   "kc_sched_ended",        "kc_chan_drop",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -4155,6 +4172,44 @@ test "C ABI: kc_chan_free_undelivered frees what a zero-copy channel drops, keep
     try testing.expectEqual(Status.invalid.code(), kc_chan_free_undelivered(c)); // not zero-copy
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(c));
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_free_undelivered(c));
+}
+
+test "C ABI: kc_chan_drop hands a value that will never be sent to the undelivered path, or back" {
+    var v: u64 = 7;
+    var got: u64 = 0;
+    var snap: [13]u64 = undefined;
+    // Kept for the creator (kc_chan_keep_undelivered), counted as dropped.
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel(h));
+    try testing.expectEqual(@as(i32, 1), kc_chan_drop(h, &v, 8));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_drop(h, &v, 4)); // wrong size
+    try testing.expectEqual(Status.invalid.code(), kc_chan_drop(h, null, 8));
+    try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(h, &got, 8));
+    try testing.expectEqual(@as(u64, 7), got);
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &got, 8)); // once
+    _ = kc_chan_snapshot(h, &snap, 13);
+    try testing.expectEqual(@as(u64, 1), snap[8]);
+    // No hook: nothing takes it, the caller keeps it (still counted as dropped).
+    var n: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &n));
+    try testing.expectEqual(@as(i32, 0), kc_chan_drop(n, &v, 8));
+    _ = kc_chan_snapshot(n, &snap, 13);
+    try testing.expectEqual(@as(u64, 1), snap[8]);
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_drop(n, &v, 8)); // the caller's
+    // Zero-copy under kc_chan_free_undelivered: the kc_desc_make buffer is freed at once.
+    var z: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(32, 0, 0, chan_zero_copy, &z));
+    try testing.expectEqual(@as(i32, 0), kc_chan_free_undelivered(z));
+    var d: chan.Descriptor = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_desc_make("never sent", 10, 3, &d));
+    try testing.expectEqual(@as(i32, 1), kc_chan_drop(z, &d, 32));
+    var dg: chan.Descriptor = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(z, &dg, 32)); // none kept
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(z));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
 }
 
 test "C ABI: kc_desc_make takes buffers of up to 16 KiB from the pool; kc_pool_release frees a chunk's views at once" {

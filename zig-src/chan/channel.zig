@@ -1157,6 +1157,20 @@ pub const Channel = struct {
         ch.undelivered(elem);
     }
 
+    /// A value meant for this channel that will never be sent (a host's send that a cancel failed
+    /// before it was queued), handed over by its sender: it goes where every dropped value goes
+    /// and counts as dropped. True if something took it (a descriptor's own `release`, or the
+    /// undelivered hook); false if the channel has neither, and the value is still the caller's
+    /// (to free). Any thread.
+    pub fn dropOffered(ch: *Channel, elem: [*]const u8) bool {
+        ch.lock();
+        defer ch.unlock();
+        const taken = ch.on_undelivered != null or
+            (ch.zero_copy and descriptorAt(elem).release != null);
+        ch.undelivered(elem);
+        return taken;
+    }
+
     /// Gives back a value received on behalf of a party that can no longer take it (an isolate
     /// that died with the record on its ring). It was taken before every value buffered now, so
     /// it goes back in front of them, and a closed channel still delivers it while values
