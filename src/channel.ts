@@ -2081,9 +2081,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       } else {
         this.#codec.discard(slot, sym);
         // Cancelled (by native code or another isolate) while it waited here in JavaScript:
-        // dropped as a waiting sender's value is by this isolate's own cancel.
-        if (status === Status.ECANCELED && this.#onUndelivered !== undefined) {
-          this.#undelivered(w.value);
+        // dropped as a waiting sender's value is by this isolate's own cancel, and counted as
+        // one (the native cancel counts a queued sender's; this one it never saw).
+        if (status === Status.ECANCELED) {
+          const s = this._shared;
+          s.localDropped++;
+          if (!s.scheduled) this.#countLater(s);
+          if (this.#onUndelivered !== undefined) this.#undelivered(w.value);
         }
       }
       w.reject(

@@ -523,6 +523,7 @@ Deno.test("closed or cancelled by native code (or another isolate), waiters of t
     assert.deepEqual(ch.tryReceive(), { state: "closed" });
     await assert.rejects(sending, CancellationError);
     assert.deepEqual(dropped, [7], "a waiting sender's value goes to the hook, as on cancel()");
+    assert.equal(ch.metrics().dropped, 1, "and counts as dropped, as a queued sender's does");
   }
 });
 
