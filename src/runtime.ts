@@ -548,7 +548,13 @@ export class Runtime {
     let rc: number;
     for (;;) {
       rc = await sym.kc_sched_drain_for(DRAIN_SLICE_NS);
-      if (rc === 0 || !this.#lib.isOpen) break;
+      if (!this.#lib.isOpen) break;
+      // A 0 says that whichever scheduler ran when the call got there (on a helper thread) ran
+      // dry: ours if it still runs (or a finish still drains it: no later one can start before
+      // it ended). Else ours was shut down before the call got there and a later one started,
+      // whose emptiness says nothing of ours: settled below as that shutdown ended. Before, the
+      // drain resolved, also after a cancel that abandoned its coroutines.
+      if (rc === 0 && sym.kc_sched_ended(this.#generation) === Status.EBUSY) break;
       // Shut down meanwhile by this Runtime's shutdown(): its outcome is the drain's.
       if (this.#stopping !== undefined) return this.#afterShutdown();
       // Shut down meanwhile elsewhere (another isolate, C code): its outcome is the drain's

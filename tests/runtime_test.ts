@@ -398,6 +398,42 @@ Deno.test("runtime: a shutdown and restart elsewhere right before spawn's native
   await later.shutdown();
 });
 
+Deno.test("runtime: a cancel and restart elsewhere right before drain's native call is a ShutdownError, not the later scheduler's emptiness", async () => {
+  const rt = runtime({ workers: 1 });
+  const sym = library().symbols("test");
+  const table = sym as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const { kc_sched_drain_for } = table;
+  // Another isolate (or C code) cancels the scheduler and starts a later one between what the
+  // drain checked and its native call (a hop to a helper thread): once, in the call's place.
+  let restarted = false;
+  table.kc_sched_drain_for = (...args) => {
+    if (!restarted) {
+      restarted = true;
+      assert.equal(sym.kc_sched_shutdown(0), 0);
+      assert.equal(sym.kc_sched_start(1, 32 * 1024, 0), 0);
+    }
+    return kc_sched_drain_for(...args);
+  };
+  const cells = rt.cells([60_000n, 0n]); // a minute's sleeper: the cancel abandons it
+  rt.spawn("sleeper", cells);
+  let got: unknown;
+  try {
+    // Before, the later scheduler (empty) drained at once and the drain resolved, as if the
+    // sleeper had run to its end.
+    got = await rt.drain().then(() => "resolved", (e) => e);
+  } finally {
+    table.kc_sched_drain_for = kc_sched_drain_for;
+  }
+  assert.equal(restarted, true);
+  assert.ok(got instanceof ShutdownError, String(got));
+  assert.match((got as Error).message, /"cancel" elsewhere/);
+  assert.equal(cells[1], 0n);
+  const later = runtime();
+  assert.notEqual(later, rt);
+  await later.drain(); // its own: empty
+  await later.shutdown();
+});
+
 Deno.test("runtime: a coroutine parked on a channel when shutdown cancels it leaves the channel usable", async () => {
   const rt = runtime({ workers: 1 });
   using ch = new Channel<bigint>("rendezvous", { codec: codecs.u64 });
