@@ -1727,8 +1727,22 @@ test "shutdown releases a drain waiting on another thread" {
     try testing.expectEqual(@as(?anyerror, error.Shutdown), result);
 }
 
-/// Runs `body` in a child process (it may fault) and expects it to exit with 0.
+/// Whether a test may fork a child that starts threads. qemu-user (scripts/test.sh sets
+/// KCORO_TEST_QEMU for its ARM64 runs) aborts such a child when the parent had another thread
+/// at the fork (a detached ring notifier an earlier test left running): the child's first new
+/// thread gets a vCPU index that thread still holds in qemu's plugin table
+/// ("qemu_plugin_vcpu_init_hook: assertion failed"), and once the abort's output went into the
+/// build runner's protocol pipe and hung the whole run. Those tests check code that is the same
+/// on every architecture, which the native runs cover; qemu does not model ARM64's weaker memory
+/// ordering anyway.
+pub fn forkedThreadsOk() bool {
+    return std.posix.getenv("KCORO_TEST_QEMU") == null;
+}
+
+/// Runs `body` in a child process (it may fault) and expects it to exit with 0. The children
+/// start schedulers: skipped under qemu (see `forkedThreadsOk`).
 fn inChild(comptime body: fn () u8) !void {
+    if (!forkedThreadsOk()) return error.SkipZigTest;
     const pid = try std.posix.fork();
     if (pid == 0) std.posix.exit(body());
     const res = std.posix.waitpid(pid, 0);
