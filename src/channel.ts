@@ -1123,7 +1123,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * `trySend`; with `keep` (a send that waits when full, of an object), a `full` answer leaves
    * the value encoded in `keep`, for the wait: the value is read once. Before, the try encoded
    * it (and freed that) and the wait encoded it again: its getters ran twice, and the value
-   * sent was the second read. On any other answer (or a throw) `keep` holds nothing.
+   * sent was the second read. A `closed` answer leaves it there too, for the send to hand to
+   * the undelivered path (`#refused`). On any other answer (or a throw) `keep` holds nothing.
    */
   #trySend(value: T, keep: Slot | undefined): TrySendResult {
     const sym = this.#sym("send");
@@ -1165,7 +1166,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (this.#dropping) this.#collect();
       return OK;
     }
-    if (rc === Status.EAGAIN && keep !== undefined) return FULL; // kept for the wait
+    if (keep !== undefined) {
+      if (rc === Status.EAGAIN) return FULL; // kept for the wait
+      if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc); // see send
+    }
     this.#codec.discard(slot, sym);
     if (rc === Status.EAGAIN) return FULL;
     if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc);
@@ -1308,6 +1312,35 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const s = this._shared;
     s.localTimeouts++;
     if (s.escaped && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
+  }
+
+  /**
+   * A send (or a select's send clause) failed on a closed or cancelled channel: its value goes
+   * to the undelivered path and counts as dropped, as Kotlin's `onClosedSend` hands it to
+   * onUndeliveredElement (a `trySend` does not: it answers `closed`, the value stays the
+   * caller's). `slot`, if given, holds it encoded and is emptied. A copy (no hook of its own)
+   * hands it to the channel's native path (`kc_chan_drop`: the creator's hook, wherever that is,
+   * and counted there), encoding a primitive that was not; it frees it when nothing takes it
+   * (no hook, the channel is gone). The creator (or a local channel) calls its hook.
+   */
+  #refused(value: unknown, slot: Slot | undefined): void {
+    const s = this._shared;
+    if (s.local || this.#owner) {
+      if (slot !== undefined) this.#codec.discard(slot, this.#lib.symbols("send"));
+      s.localDropped++;
+      if (!s.local && !s.scheduled) this.#countLater(s);
+      this.#undelivered(value);
+      return;
+    }
+    const sym = this.#lib.symbols("send");
+    const enc = slot ?? scratch;
+    if (slot === undefined) this.#codec.encode(value as T, enc, sym);
+    if (sym.kc_chan_drop(this.#handle, enc.ptr, this.#size) !== 1) this.#codec.discard(enc, sym);
+  }
+
+  /** @ignore For select: a send clause's value not sent, the channel closed or cancelled. */
+  _refused(value: unknown, slot: Slot): void {
+    this.#refused(value, slot);
   }
 
   /** Hands a value the channel drops to onUndeliveredElement (errors to reportError). */
@@ -1705,8 +1738,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * Sends, waiting while the channel is full. Rejects with {@linkcode ClosedSendError} (or the
-   * close cause) once closed, {@linkcode CancellationError} if cancelled, the signal's reason if
-   * aborted (the value is then never delivered).
+   * close cause) once closed, {@linkcode CancellationError} if cancelled (the value then goes to
+   * onUndeliveredElement first, as in Kotlin), the signal's reason if aborted (the value is then
+   * never delivered).
    */
   send(value: T, options?: WaitOptions): Promise<void> {
     let r: TrySendResult;
@@ -1721,7 +1755,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         const v = this.#pass(value);
         r = this.#localSend(v);
         if (r === OK) return RESOLVED;
-        if (r.state === "closed") return Promise.reject(this.#sendError(this.#statusOfClosed()));
+        if (r.state === "closed") {
+          this.#refused(value, undefined); // the caller's, as a shared send's
+          return Promise.reject(this.#sendError(this.#statusOfClosed()));
+        }
         return this.#wait(SEND, v, signal);
       }
       // The copy is taken now, as a local send takes it: an object that must wait stays
@@ -1735,8 +1772,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return Promise.reject(e);
     }
     if (r !== FULL) {
-      if (slot !== undefined) giveSlot(slot); // sent, or closed: nothing is encoded in it
-      if (r === OK) return RESOLVED;
+      if (r === OK) {
+        if (slot !== undefined) giveSlot(slot); // sent: nothing is encoded in it
+        return RESOLVED;
+      }
+      // Closed: an object's slot still holds it encoded (`#trySend`).
+      try {
+        this.#refused(value, slot);
+      } catch (e) {
+        reportError(e); // a primitive the codec passed but cannot encode: not expected
+      } finally {
+        if (slot !== undefined) giveSlot(slot);
+      }
       return Promise.reject(this.#sendError(this.#statusOfClosed()));
     }
     return this.#wait(SEND, value, signal, slot);
@@ -2070,26 +2117,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // A waiting send failed by cancel: the native side kept its value with the dropped ones
       // (the creator's onUndeliveredElement gets it); otherwise the value is still ours.
       if (queued && status === Status.ECANCELED) this.#collect();
-      else if (status === Status.ECANCELED && !this.#owner) {
-        // A copy's, cancelled (by native code or another isolate) while it waited here in
-        // JavaScript: handed to the channel's undelivered path, as it would have been queued
-        // (the creator's hook gets it, wherever that is). Before, it was freed here, and that
-        // hook never saw it. Still ours when nothing takes it (no hook, the channel is gone).
-        if (sym.kc_chan_drop(this.#handle, slot.ptr, this.#size) !== 1) {
-          this.#codec.discard(slot, sym);
-        }
-      } else {
-        this.#codec.discard(slot, sym);
-        // Cancelled (by native code or another isolate) while it waited here in JavaScript:
-        // dropped as a waiting sender's value is by this isolate's own cancel, and counted as
-        // one (the native cancel counts a queued sender's; this one it never saw).
-        if (status === Status.ECANCELED) {
-          const s = this._shared;
-          s.localDropped++;
-          if (!s.scheduled) this.#countLater(s);
-          if (this.#onUndelivered !== undefined) this.#undelivered(w.value);
-        }
-      }
+      else if (status === Status.EPIPE || status === Status.ECANCELED) {
+        // Closed or cancelled (by native code or another isolate) while it waited here in
+        // JavaScript, or found so as it queued: dropped as a waiting sender's value is by this
+        // isolate's own cancel (Kotlin's `onClosedSend`). Before, a closed one was freed
+        // here and no hook saw it.
+        this.#refused(w.value, slot);
+      } else this.#codec.discard(slot, sym);
       w.reject(
         status === Status.EPIPE || status === Status.ECANCELED
           ? this.#sendError(status)

@@ -73,7 +73,10 @@ export interface SelectBuilder<R> {
     ch: Channel<T>,
     fn: (result: ReceiveCatchingResult<T>) => SelectResult<R>,
   ): void;
-  /** Sends `value` to `ch`; a closed channel rejects the select. Unless it fires, nothing is sent. */
+  /**
+   * Sends `value` to `ch`; a closed channel rejects the select (the value goes to its
+   * onUndeliveredElement, as a failed `send`'s does). Unless it fires, nothing is sent.
+   */
   onSend<T>(ch: Channel<T>, value: T, fn: () => SelectResult<R>): void;
   /** Fires after `ms` milliseconds; `ms <= 0` is an immediate default (fires when nothing else is ready). */
   onTimeout(ms: number, fn: () => SelectResult<R>): void;
@@ -605,9 +608,12 @@ class Selection implements RingOp {
     const sym = ch._lib.symbols("select");
     if (c.kind === SEND) {
       if (status !== 0) {
-        // Not sent: our copy is freed, unless cancel kept it for onUndeliveredElement.
+        // Not sent: cancel kept it for onUndeliveredElement, or it goes there now (Kotlin's
+        // `onClosedSelectOnSend`). Before, a closed or cancelled channel's was only freed.
         if (queued && status === Status.ECANCELED) ch._afterSend(status, queued);
-        else ch.codec.discard(c.slot!, sym);
+        else if (status === Status.EPIPE || status === Status.ECANCELED) {
+          ch._refused(c.value, c.slot!);
+        } else ch.codec.discard(c.slot!, sym);
         this.reject(ch._sendError(status));
         return;
       }

@@ -925,6 +925,23 @@ async function stressShared(workers: number, seed: number, ms: number): Promise<
     });
     for (const [x, n] of undelivered) see(x, `undelivered from ${n}`);
     const bad: string[] = [];
+    // A send refused by a closed or cancelled channel: its value to onUndeliveredElement only.
+    const refused = (x: bigint) => {
+      note(sent, x, "refused");
+      if (seen.get(x)?.some((w) => !w.startsWith("undelivered"))) {
+        bad.push(`${show(x)} refused, ${seen.get(x)!.join(", ")}`);
+      }
+    };
+    for (const t of tallies) for (const x of t.refused) refused(x);
+    for (const t of tallies) {
+      for (const pair of t.refusedOne) {
+        const hit = pair.filter((x) => seen.has(x));
+        if (hit.length !== 1) {
+          bad.push(`select of ${pair.map(show).join(", ")} refused ${hit.length}`);
+        }
+        for (const x of pair) x === hit[0] ? refused(x) : note(unsent, x, "unsent");
+      }
+    }
     for (const x of sent) {
       const w = seen.get(x);
       if (w?.length !== 1) bad.push(`${show(x)} sent, ${w ? w.join(" and ") : "never seen"}`);

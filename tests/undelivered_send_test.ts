@@ -1,0 +1,127 @@
+// onUndeliveredElement and sends that fail on a closed or cancelled channel, as Kotlin's
+// BufferedChannel (1.7+) does: a suspending `send` (and a select's `onSend`) that fails because
+// the channel is closed or cancelled hands its element to the hook before it throws
+// (`onClosedSend`, `onClosedSelectOnSend`); `trySend` does not (it returns the closed result).
+// A `Channel.from` copy has no hook of its own: the creator's is the channel's.
+import assert from "node:assert/strict";
+import { CancellationError, Channel, ClosedSendError, library, select } from "../mod.ts";
+
+type Box = { n: number };
+
+/** A channel whose hook records what it gets; `shared` makes it native (share()). */
+function hooked<T>(capacity: number, shared: boolean) {
+  const got: T[] = [];
+  const ch = new Channel<T>(capacity, { onUndeliveredElement: (v) => got.push(v) });
+  const handle = shared ? ch.share() : undefined;
+  return { ch, got, handle };
+}
+
+for (const shared of [false, true]) {
+  const kind = shared ? "shared" : "local";
+  for (const how of ["close", "cancel"] as const) {
+    const error = how === "close" ? ClosedSendError : CancellationError;
+    Deno.test(`${kind}, ${how === "close" ? "closed" : "cancelled"}: send() hands its value to the hook, trySend does not`, async () => {
+      const { ch, got } = hooked<Box | number>(1, shared);
+      ch[how]();
+      const box = { n: 1 };
+      await assert.rejects(ch.send(box), error);
+      await assert.rejects(ch.send(2), error);
+      assert.equal(ch.trySend(3).state, "closed");
+      assert.deepEqual(got, [box, 2]);
+      assert.equal(got[0], box, "the caller's value itself, as Kotlin hands the element");
+      assert.equal(ch.metrics().dropped, 2);
+      ch[Symbol.dispose]();
+      assert.deepEqual(got, [box, 2]);
+    });
+
+    Deno.test(`${kind}, ${how === "close" ? "closed" : "cancelled"}: a select's onSend hands its value to the hook`, async () => {
+      const { ch, got } = hooked<Box>(1, shared);
+      ch[how]();
+      const box = { n: 1 };
+      await assert.rejects(select((s) => s.onSend(ch, box, () => "sent")), error);
+      assert.equal(got.length, 1);
+      assert.deepEqual(got[0], box);
+      ch[Symbol.dispose]();
+      assert.equal(got.length, 1);
+    });
+  }
+}
+
+for (const how of ["close", "cancel"] as const) {
+  const error = how === "close" ? ClosedSendError : CancellationError;
+  Deno.test(`a copy's send to a ${how === "close" ? "closed" : "cancelled"} channel: the value reaches the creator's hook`, async () => {
+    const { ch, got, handle } = hooked<Box | number>(1, true);
+    const copy = Channel.from<Box | number>(handle!);
+    ch[how]();
+    await assert.rejects(copy.send({ n: 1 }), error);
+    await assert.rejects(copy.send(2), error);
+    assert.equal(copy.trySend(3).state, "closed");
+    await assert.rejects(select((s) => s.onSend(copy, { n: 4 }, () => "sent")), error);
+    copy[Symbol.dispose]();
+    assert.equal(ch.metrics().dropped, 3);
+    // Kept natively for the creator: collected as it disposes (or cancels) the channel.
+    ch[Symbol.dispose]();
+    assert.deepEqual(got, [{ n: 1 }, 2, { n: 4 }]);
+  });
+}
+
+for (const copy of [false, true]) {
+  Deno.test(`${copy ? "a copy's" : "a creator's"} send waiting in JavaScript when native code closes the channel: the value reaches the hook`, async () => {
+    const { ch, got, handle } = hooked<Box>(0, true);
+    const sender = copy ? Channel.from<Box>(handle!) : ch;
+    const box = { n: 1 };
+    const sending = sender.send(box); // rendezvous, nobody receives: waits in JavaScript this turn
+    // Closed natively (as another isolate would): the wait finds it closed as it queues.
+    assert.equal(library().symbols("test").kc_chan_close(ch._handle), 1);
+    await assert.rejects(sending, ClosedSendError);
+    if (copy) sender[Symbol.dispose]();
+    ch[Symbol.dispose]();
+    assert.equal(got.length, 1);
+    assert.deepEqual(got[0], box);
+  });
+}
+
+for (const shared of [false, true]) {
+  Deno.test(`${shared ? "shared" : "local"}: a send waiting when close() comes still delivers, one waiting when cancel() comes reaches the hook once`, async () => {
+    const { ch, got } = hooked<Box>(0, shared);
+    const delivered = ch.send({ n: 1 });
+    await Promise.resolve();
+    ch.close();
+    assert.deepEqual(await ch.receive(), { n: 1 });
+    await delivered;
+    assert.deepEqual(got, []);
+    ch[Symbol.dispose]();
+
+    const c2 = hooked<Box>(0, shared);
+    const dropped = c2.ch.send({ n: 2 });
+    await Promise.resolve();
+    c2.ch.cancel();
+    await assert.rejects(dropped, CancellationError);
+    assert.deepEqual(c2.got, [{ n: 2 }]);
+    c2.ch[Symbol.dispose]();
+    assert.equal(c2.got.length, 1);
+  });
+}
+
+Deno.test("a hook that throws: reported, the send still rejects with the close", async () => {
+  const ch = new Channel<number>(1, {
+    onUndeliveredElement: () => {
+      throw new Error("hook");
+    },
+  });
+  ch.close();
+  const reported: unknown[] = [];
+  const onError = (e: ErrorEvent) => {
+    e.preventDefault();
+    reported.push(e.error);
+  };
+  globalThis.addEventListener("error", onError);
+  try {
+    await assert.rejects(ch.send(1), ClosedSendError);
+  } finally {
+    globalThis.removeEventListener("error", onError);
+  }
+  assert.equal(reported.length, 1);
+  assert.equal((reported[0] as Error).message, "hook");
+  ch[Symbol.dispose]();
+});
