@@ -986,6 +986,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#dropping) this.#collect();
   }
 
+  /** @ignore For select: a clause found the channel closed or cancelled (see `#ended`). */
+  _ended(): void {
+    this.#ended();
+  }
+
   #sym(op: string) {
     if (this.#disposed) {
       throw new InvalidHandleError(`Cannot ${op}: the channel was disposed`);
@@ -1000,7 +1005,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #closedBy(rc: number): { state: "closed"; cause?: unknown } {
     if (rc === Status.ECANCELED) this._shared.cancelled = true;
+    this.#collect(); // see `#ended`
     return this.#closedResult();
+  }
+
+  /**
+   * The creator saw the channel closed or cancelled (by anyone): what it kept natively for the
+   * hook goes to it now, not at its own cancel or dispose only. Another isolate's cancel drops
+   * the buffered values (and its waiting senders') into that list, and copies' sends refused
+   * since the close put theirs there (`#refused`); before, a creator that did not cancel or
+   * dispose itself left them there, its hook never called, for as long as it kept the channel.
+   */
+  #ended(): void {
+    this.#collect();
   }
 
   #closedResult(): { state: "closed"; cause?: unknown } {
@@ -1688,6 +1705,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (rc === Status.EPIPE || rc === Status.ECANCELED) {
       if (rc === Status.ECANCELED) s.cancelled = true; // by another isolate or native code
+      this.#ended();
       return CLOSED;
     }
     unwrap(rc, "receive");
@@ -2118,6 +2136,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // (the creator's onUndeliveredElement gets it); otherwise the value is still ours.
       if (queued && status === Status.ECANCELED) this.#collect();
       else if (status === Status.EPIPE || status === Status.ECANCELED) {
+        this.#ended();
         // Closed or cancelled (by native code or another isolate) while it waited here in
         // JavaScript, or found so as it queued: dropped as a waiting sender's value is by this
         // isolate's own cancel (Kotlin's `onClosedSend`). Before, a closed one was freed
@@ -2144,6 +2163,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return;
     }
     if (status === Status.EPIPE || status === Status.ECANCELED) {
+      this.#ended();
       if (w.kind === RECV_CATCHING) w.resolve(this.#closedResult());
       else if (w.kind === RECV_ITER && status === Status.EPIPE) {
         // Closed: the loop ends, or rethrows the close cause. Cancelled: CancellationError.

@@ -606,6 +606,7 @@ class Selection implements RingOp {
     this.done = true;
     this.#cleanup();
     const sym = ch._lib.symbols("select");
+    if (status !== 0 && !(queued && status === Status.ECANCELED && c.kind === SEND)) ch._ended();
     if (c.kind === SEND) {
       if (status !== 0) {
         // Not sent: cancel kept it for onUndeliveredElement, or it goes there now (Kotlin's

@@ -4,7 +4,7 @@
 // (`onClosedSend`, `onClosedSelectOnSend`); `trySend` does not (it returns the closed result).
 // A `Channel.from` copy has no hook of its own: the creator's is the channel's.
 import assert from "node:assert/strict";
-import { CancellationError, Channel, ClosedSendError, library, select } from "../mod.ts";
+import { CancellationError, Channel, ClosedSendError, codecs, library, select } from "../mod.ts";
 
 type Box = { n: number };
 
@@ -124,4 +124,51 @@ Deno.test("a hook that throws: reported, the send still rejects with the close",
   assert.equal(reported.length, 1);
   assert.equal((reported[0] as Error).message, "hook");
   ch[Symbol.dispose]();
+});
+
+Deno.test("the creator sees the channel cancelled by a copy: what the cancel dropped reaches the hook then", async () => {
+  for (const via of ["receive", "send", "tryReceive", "trySend", "select"] as const) {
+    const { ch, got, handle } = hooked<Box>(2, true);
+    const copy = Channel.from<Box>(handle!);
+    assert.equal(ch.trySend({ n: 1 }).state, "ok");
+    copy.cancel();
+    copy[Symbol.dispose]();
+    if (via === "receive") await assert.rejects(ch.receive(), CancellationError);
+    else if (via === "send") await assert.rejects(ch.send({ n: 2 }), CancellationError);
+    else if (via === "tryReceive") assert.equal(ch.tryReceive().state, "closed");
+    else if (via === "trySend") assert.equal(ch.trySend({ n: 2 }).state, "closed");
+    else await assert.rejects(select((s) => s.onReceive(ch, () => 0)), CancellationError);
+    // Before any dispose of the creator's: the buffered value the copy's cancel dropped.
+    assert.deepEqual(got[0], { n: 1 }, via);
+    ch[Symbol.dispose]();
+  }
+});
+
+Deno.test("a creator's receive waiting when native code cancels: the kept values reach the hook then", async () => {
+  const got: number[] = [];
+  using ch = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => got.push(v),
+  });
+  ch.share();
+  const waiting = ch.receive();
+  await Promise.resolve(); // queued natively at the end of the turn that began it
+  const sym = library().symbols("test");
+  const seven = new Float64Array([7]);
+  assert.equal(sym.kc_chan_drop(ch._handle, Deno.UnsafePointer.of(seven), 8), 1); // kept for the hook
+  sym.kc_chan_cancel(ch._handle);
+  await assert.rejects(waiting, CancellationError);
+  assert.deepEqual(got, [7]);
+});
+
+Deno.test("the creator sees the channel closed: values copies' refused sends left reach the hook then", async () => {
+  const { ch, got, handle } = hooked<Box>(1, true);
+  using copy = Channel.from<Box>(handle!);
+  copy.close();
+  await assert.rejects(copy.send({ n: 3 }), ClosedSendError);
+  assert.deepEqual(got, []); // kept natively for the creator's isolate
+  assert.equal((await ch.receiveCatching()).state, "closed");
+  assert.deepEqual(got, [{ n: 3 }]);
+  ch[Symbol.dispose]();
+  assert.equal(got.length, 1);
 });
