@@ -1462,7 +1462,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Receives without waiting: `ok` with the value, `empty`, or `closed` (closed and drained).
    */
   tryReceive(): TryReceiveResult<T> {
-    const v = this.#poll(this.#sym("receive"));
+    const sym = this.#sym("receive");
+    const at = this.#at;
+    let v: unknown;
+    if (
+      at !== null && this.#f64 && !this.#dropping && this._shared.receivers.first === null &&
+      this._shared.senders.first === null && this.#ready![0] !== 0
+    ) {
+      // A mapped codecs.f64 channel with no waiter of this isolate (a Worker's stream): what
+      // `#poll` does then, in a function small enough for V8 to inline into the caller's loop
+      // (through `#poll`, a call that returns the number boxed, 9 ns more per value).
+      const rc = sym.kc_chan_try_recv_at(at, this.#handle, scratchPtr, this.#size);
+      if (rc === 0) return { state: "ok", value: scratchF64[0] as T };
+      v = rc === Status.EAGAIN ? EMPTY : this.#recvFailed(rc);
+    } else v = this.#poll(sym);
     if (v === EMPTY) return EMPTY;
     if (v === CLOSED) return this.#closedResult();
     return { state: "ok", value: v as T };
@@ -1703,8 +1716,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (rc === Status.EAGAIN) {
       return s.senders.first !== null ? this.#takeFromSender(sym) : EMPTY;
     }
+    return this.#recvFailed(rc);
+  }
+
+  /** A native try-receive's failure other than KC_EAGAIN: CLOSED, or thrown. */
+  #recvFailed(rc: number): unknown {
     if (rc === Status.EPIPE || rc === Status.ECANCELED) {
-      if (rc === Status.ECANCELED) s.cancelled = true; // by another isolate or native code
+      if (rc === Status.ECANCELED) this._shared.cancelled = true; // by another isolate or native code
       this.#ended();
       return CLOSED;
     }
