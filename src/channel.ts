@@ -1133,20 +1133,34 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Throws {@linkcode CodecError} for a value the codec cannot carry.
    */
   trySend(value: T): TrySendResult {
-    return this.#trySend(value, undefined);
+    const sym = this.#sym("send");
+    const s = this._shared;
+    if (s.local) return this.#localSend(this.#pass(value));
+    const at = this.#at;
+    if (
+      at !== null && this.#f64 && typeof value === "number" && !this.#dropping &&
+      s.senders.first === null && s.receivers.first === null && this.#blocked![0] === 0
+    ) {
+      // A mapped codecs.f64 channel with no waiter of this isolate (a stream's sender): what
+      // `#trySend` does then, in a function small enough for V8 to inline into the caller's
+      // loop (as is a local channel's path).
+      scratchF64[0] = value;
+      const rc = sym.kc_chan_try_send_at(at, this.#handle, scratchPtr, this.#size);
+      return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined);
+    }
+    return this.#trySend(value, undefined, sym);
   }
 
   /**
-   * `trySend`; with `keep` (a send that waits when full, of an object), a `full` answer leaves
+   * `trySend` on a channel that is not local (`send` checks that first too), past its inlined
+   * path; with `keep` (a send that waits when full, of an object), a `full` answer leaves
    * the value encoded in `keep`, for the wait: the value is read once. Before, the try encoded
    * it (and freed that) and the wait encoded it again: its getters ran twice, and the value
    * sent was the second read. A `closed` answer leaves it there too, for the send to hand to
    * the undelivered path (`#refused`). On any other answer (or a throw) `keep` holds nothing.
    */
-  #trySend(value: T, keep: Slot | undefined): TrySendResult {
-    const sym = this.#sym("send");
+  #trySend(value: T, keep: Slot | undefined, sym: Sym): TrySendResult {
     const s = this._shared;
-    if (s.local) return this.#localSend(this.#pass(value));
     // Senders of this isolate still waiting in JavaScript are ahead of this one.
     if (s.senders.first !== null && !pump(s.senders, sym)) {
       if (keep !== undefined) this.#codec.encode(value, keep, sym);
@@ -1183,11 +1197,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (this.#dropping) this.#collect();
       return OK;
     }
+    return this.#sendFailed(rc, sym, keep);
+  }
+
+  /**
+   * A native try-send of `keep` (or of `scratch`) failed with `rc`: `full` or `closed`, the
+   * copy freed unless `keep` keeps it (see `#trySend`), or thrown.
+   */
+  #sendFailed(rc: number, sym: Sym, keep: Slot | undefined): TrySendResult {
     if (keep !== undefined) {
       if (rc === Status.EAGAIN) return FULL; // kept for the wait
       if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc); // see send
     }
-    this.#codec.discard(slot, sym);
+    this.#codec.discard(keep ?? scratch, sym);
     if (rc === Status.EAGAIN) return FULL;
     if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc);
     unwrap(rc, "send");
@@ -1802,7 +1824,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // turn, when the wait would queue natively). A primitive cannot change: it is encoded
       // only if it queues (a receiver of this isolate takes it as it is).
       if (typeof value === "object" && value !== null) slot = takeSlot();
-      r = this.#trySend(value, slot);
+      r = this.#trySend(value, slot, this.#sym("send"));
     } catch (e) {
       if (slot !== undefined) giveSlot(slot); // nothing is encoded in it
       return Promise.reject(e);
