@@ -38,6 +38,7 @@ import {
   codecByName,
   type CodecName,
   codecs,
+  decodeBytes,
   decodeCause,
   descBytes,
   encodeCause,
@@ -663,6 +664,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * made the Worker number stream 20-40% slower.
    */
   readonly #f64: boolean;
+  /**
+   * The codec is `codecs.bytes`: tryReceive on a mapped channel calls its decode directly
+   * (`decodeBytes`), not through `#codec` (see `#f64`).
+   */
+  readonly #bytes: boolean;
   readonly #onUndelivered: ((value: T) => void) | undefined;
   /** @ignore */
   readonly _shared: Shared;
@@ -718,6 +724,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#overflow = 0;
       this.#zeroCopy = o.codec.zeroCopy;
       this.#f64 = o.codec === (codecs.f64 as Codec<unknown>);
+      this.#bytes = o.codec === (codecs.bytes as Codec<unknown>);
       this.#onUndelivered = undefined;
       // A holder: the channel lives on while this copy does, also after its owner's isolate
       // ended (a terminated Worker). A handle that died since open() checked it fails here.
@@ -819,6 +826,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#overflow = ov;
     this.#zeroCopy = codec.zeroCopy;
     this.#f64 = codec === (codecs.f64 as Codec<unknown>);
+    this.#bytes = codec === (codecs.bytes as Codec<unknown>);
     this.#onUndelivered = onUndeliveredElement;
     const s = this._shared = new Shared();
     s.refs = 1;
@@ -1496,6 +1504,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // (through `#poll`, a call that returns the number boxed, 9 ns more per value).
       const rc = sym.kc_chan_try_recv_at(at, this.#handle, scratchPtr, this.#size);
       if (rc === 0) return { state: "ok", value: scratchF64[0] as T };
+      v = rc === Status.EAGAIN ? EMPTY : this.#recvFailed(rc);
+    } else if (
+      at !== null && this.#bytes && !this.#dropping && this._shared.receivers.first === null &&
+      this._shared.senders.first === null && this.#ready![0] !== 0
+    ) {
+      // The same for a mapped codecs.bytes channel (a Worker's stream of buffers), its codec
+      // called directly (see `#bytes`).
+      const rc = sym.kc_chan_try_recv_at(at, this.#handle, scratchPtr, this.#size);
+      if (rc === 0) return { state: "ok", value: decodeBytes(scratch, sym) as T };
       v = rc === Status.EAGAIN ? EMPTY : this.#recvFailed(rc);
     } else v = this.#poll(sym);
     if (v === EMPTY) return EMPTY;
