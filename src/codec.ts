@@ -437,6 +437,18 @@ function withBytes<R>(slot: Slot, sym: Sym, use: (bytes: Uint8Array) => R): R {
 function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
   const at = ptrOf(slot);
   if (at === 0) return new Uint8Array(0);
+  // The common case first, small enough for V8 to inline (`poolView` is not): a value in the
+  // chunk of the one before it, a chunk its views pin already. The rest as `poolView` does.
+  const pool = lastPool;
+  if (sym === lastSym && pool !== null && pool.lastHold !== undefined) {
+    const off = at - pool.base - pool.lastChunk * pool.chunk;
+    const hold = pool.lastHold;
+    if (off >= 0 && off < pool.chunk && hold.views !== 0 && !isDetached(pool.lastBuffer!)) {
+      hold.views++;
+      if (pool.counts !== null) pool.counts[pool.lastChunk]++;
+      return new Uint8Array(pool.lastBuffer!, off, slot.u32[2]);
+    }
+  }
   const pooled = poolView(sym, at, slot.u32[2], true);
   if (pooled !== null) return pooled;
   const ptr = pointer(slot);
