@@ -399,24 +399,38 @@ class Shared {
   }
 }
 
-/** Waiters, oldest first: an intrusive list (leaving it is O(1) and allocates nothing). */
+/**
+ * Waiters, oldest first: an intrusive list (leaving it is O(1) and allocates nothing). The
+ * first waiter's `prev` is the last one: a push stores into this long-lived object only when
+ * the queue was empty (each store of a fresh waiter here costs a write barrier's slow path).
+ */
 class WaitQueue {
   first: Waiter | null = null;
-  last: Waiter | null = null;
 
   push(w: Waiter): void {
-    w.prev = this.last;
+    const f = this.first;
     w.next = null;
-    if (this.last === null) this.first = w;
-    else this.last.next = w;
-    this.last = w;
+    if (f === null) {
+      w.prev = w;
+      this.first = w;
+    } else {
+      const l = f.prev!;
+      w.prev = l;
+      l.next = w;
+      f.prev = w;
+    }
   }
 
   remove(w: Waiter): void {
-    if (w.prev === null) this.first = w.next;
-    else w.prev.next = w.next;
-    if (w.next === null) this.last = w.prev;
-    else w.next.prev = w.prev;
+    const f = this.first!, n = w.next, p = w.prev!;
+    if (w === f) {
+      this.first = n;
+      if (n !== null) n.prev = p;
+    } else {
+      p.next = n;
+      if (n === null) f.prev = p;
+      else n.prev = p;
+    }
     w.prev = w.next = null;
   }
 }
