@@ -2,7 +2,15 @@
 // abort signals, Workers, and a process with idle channels exiting by itself.
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { evalScript, prng, settled, shutdownScheduler, until, within } from "./support.ts";
+import {
+  catchReported,
+  evalScript,
+  prng,
+  settled,
+  shutdownScheduler,
+  until,
+  within,
+} from "./support.ts";
 import {
   CancellationError,
   type Capacity,
@@ -2370,37 +2378,28 @@ Deno.test("a hook that closes the library in the ring's drain: the records drain
 });
 
 Deno.test("a hook that throws in the ring's drain is reported, and the records drained with its own still settle their operations", async () => {
-  const reported: unknown[] = [];
-  const onError = (e: ErrorEvent) => {
-    reported.push(e.error);
-    e.preventDefault();
-  };
-  globalThis.addEventListener("error", onError);
-  try {
-    using a = new Channel<number>(0, {
-      codec: codecs.f64,
-      onUndeliveredElement: () => {
-        throw new Error("the caller's hook");
-      },
-    });
-    using c = new Channel<number>(0, { codec: codecs.f64 });
-    const ha = a.handle, hc = c.handle;
-    const sent = a.send(1).then(() => "sent", (e) => e.name);
-    const got = c.receive().then((v) => "received " + v, (e) => e.name);
-    const bridge = Bridge.of(library());
-    await until(() => bridge.pending === 2, "both waits queued natively");
-    // Both records on the ring before it wakes: a's first (its hook throws in the drain).
-    const sym = library().symbols("test");
-    assert.ok(sym.kc_chan_cancel(ha) >= 0);
-    assert.equal(nativeSendF64(hc, 7), 0);
-    assert.deepEqual(await within(Promise.all([sent, got]), 10_000, "both waits"), [
-      "CancellationError",
-      "received 7",
-    ]);
-    assert.deepEqual(reported.map((e) => (e as Error).message), ["the caller's hook"]);
-  } finally {
-    globalThis.removeEventListener("error", onError);
-  }
+  using reported = catchReported();
+  using a = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: () => {
+      throw new Error("the caller's hook");
+    },
+  });
+  using c = new Channel<number>(0, { codec: codecs.f64 });
+  const ha = a.handle, hc = c.handle;
+  const sent = a.send(1).then(() => "sent", (e) => e.name);
+  const got = c.receive().then((v) => "received " + v, (e) => e.name);
+  const bridge = Bridge.of(library());
+  await until(() => bridge.pending === 2, "both waits queued natively");
+  // Both records on the ring before it wakes: a's first (its hook throws in the drain).
+  const sym = library().symbols("test");
+  assert.ok(sym.kc_chan_cancel(ha) >= 0);
+  assert.equal(nativeSendF64(hc, 7), 0);
+  assert.deepEqual(await within(Promise.all([sent, got]), 10_000, "both waits"), [
+    "CancellationError",
+    "received 7",
+  ]);
+  assert.deepEqual(reported.errors.map((e) => (e as Error).message), ["the caller's hook"]);
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).

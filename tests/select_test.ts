@@ -2,7 +2,7 @@
 // fairness, at most one clause firing, a seeded stress mixed with plain sends and receives,
 // abort signals and timeouts.
 import assert from "node:assert/strict";
-import { evalScript, prng, settled, until, within } from "./support.ts";
+import { catchReported, evalScript, prng, settled, until, within } from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -935,55 +935,46 @@ Deno.test("a Job of the caller's own whose invokeOnCompletion returns no Disposa
 });
 
 Deno.test("a Job of the caller's own whose Disposable throws still lets the select settle: the error is reported, the winner's handler runs", async () => {
-  const reported: unknown[] = [];
-  const onError = (e: ErrorEvent) => {
-    reported.push(e.error);
-    e.preventDefault();
+  using reported = catchReported();
+  const job = {
+    state: "active",
+    isCompleted: false,
+    start: () => false,
+    invokeOnCompletion: () => ({
+      [Symbol.dispose]() {
+        throw new Error("the caller's dispose");
+      },
+    }),
   };
-  globalThis.addEventListener("error", onError);
-  try {
-    const job = {
-      state: "active",
-      isCompleted: false,
-      start: () => false,
-      invokeOnCompletion: () => ({
-        [Symbol.dispose]() {
-          throw new Error("the caller's dispose");
-        },
-      }),
-    };
-    // Won by a channel clause, in the ring's drain (a send made natively, as another thread's).
-    using ch = new Channel<number>(0, { codec: codecs.f64 });
-    const handle = ch.handle;
-    const received = select<number>((s) => {
-      s.onReceive(ch, (v) => v);
-      s.onJoin(job as never, () => -1);
-      s.onTimeout(60_000, () => -2);
-    });
-    await until(() => pending() === 1, "the select queued natively");
-    const x = new Float64Array([42]);
-    assert.equal(
-      library().symbols("test").kc_chan_send(handle, new Uint8Array(x.buffer), 8, 0n, 0, 1),
-      0,
-    );
-    // Before, the dispose threw out of the select's cleanup: it never settled (and its timer
-    // kept the process alive for the minute).
-    assert.equal(await within(received, 5_000, "the select won by its channel clause"), 42);
-    // Won in JavaScript (its timeout).
-    const timedOut = select<string>((s) => {
-      s.onReceive(ch, () => "received");
-      s.onJoin(job as never, () => "joined");
-      s.onTimeout(1, () => "timed out");
-    });
-    assert.equal(await within(timedOut, 5_000, "the select won by its timeout"), "timed out");
-    assert.equal(pending(), 0);
-    assert.deepEqual(reported.map((e) => (e as Error).message), [
-      "the caller's dispose",
-      "the caller's dispose",
-    ]);
-  } finally {
-    globalThis.removeEventListener("error", onError);
-  }
+  // Won by a channel clause, in the ring's drain (a send made natively, as another thread's).
+  using ch = new Channel<number>(0, { codec: codecs.f64 });
+  const handle = ch.handle;
+  const received = select<number>((s) => {
+    s.onReceive(ch, (v) => v);
+    s.onJoin(job as never, () => -1);
+    s.onTimeout(60_000, () => -2);
+  });
+  await until(() => pending() === 1, "the select queued natively");
+  const x = new Float64Array([42]);
+  assert.equal(
+    library().symbols("test").kc_chan_send(handle, new Uint8Array(x.buffer), 8, 0n, 0, 1),
+    0,
+  );
+  // Before, the dispose threw out of the select's cleanup: it never settled (and its timer
+  // kept the process alive for the minute).
+  assert.equal(await within(received, 5_000, "the select won by its channel clause"), 42);
+  // Won in JavaScript (its timeout).
+  const timedOut = select<string>((s) => {
+    s.onReceive(ch, () => "received");
+    s.onJoin(job as never, () => "joined");
+    s.onTimeout(1, () => "timed out");
+  });
+  assert.equal(await within(timedOut, 5_000, "the select won by its timeout"), "timed out");
+  assert.equal(pending(), 0);
+  assert.deepEqual(reported.errors.map((e) => (e as Error).message), [
+    "the caller's dispose",
+    "the caller's dispose",
+  ]);
 });
 
 Deno.test("a Proxy of a channel or an object made from Channel.prototype is refused with a named TypeError, not the engine's", async () => {

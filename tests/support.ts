@@ -87,3 +87,20 @@ export function prng(seed: number): () => number {
 export async function shutdownScheduler(): Promise<void> {
   await runtime().shutdown();
 }
+
+/**
+ * Catches what `reportError` reports (the global "error" event, kept from ending the process)
+ * until disposed: `using reported = catchReported();`, then read `reported.errors`.
+ */
+export function catchReported(): { errors: unknown[] } & Disposable {
+  const errors: unknown[] = [];
+  const onError = (e: ErrorEvent) => {
+    errors.push(e.error);
+    e.preventDefault();
+  };
+  globalThis.addEventListener("error", onError);
+  return {
+    errors,
+    [Symbol.dispose]: () => globalThis.removeEventListener("error", onError),
+  };
+}

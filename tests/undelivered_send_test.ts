@@ -5,6 +5,7 @@
 // A `Channel.from` copy has no hook of its own: the creator's is the channel's.
 import assert from "node:assert/strict";
 import { CancellationError, Channel, ClosedSendError, codecs, library, select } from "../mod.ts";
+import { catchReported } from "./support.ts";
 
 type Box = { n: number };
 
@@ -110,19 +111,12 @@ Deno.test("a hook that throws: reported, the send still rejects with the close",
     },
   });
   ch.close();
-  const reported: unknown[] = [];
-  const onError = (e: ErrorEvent) => {
-    e.preventDefault();
-    reported.push(e.error);
-  };
-  globalThis.addEventListener("error", onError);
-  try {
+  {
+    using reported = catchReported();
     await assert.rejects(ch.send(1), ClosedSendError);
-  } finally {
-    globalThis.removeEventListener("error", onError);
+    assert.equal(reported.errors.length, 1);
+    assert.equal((reported.errors[0] as Error).message, "hook");
   }
-  assert.equal(reported.length, 1);
-  assert.equal((reported[0] as Error).message, "hook");
   ch[Symbol.dispose]();
 });
 
