@@ -596,7 +596,13 @@ export class Runtime {
   async #afterShutdown(): Promise<void> {
     const stopping = this.#stopping!;
     await stopping.done;
-    if (stopping.cancel) {
+    // Its own finish ended as a cancel when another isolate's (or C code's) cancel cut its
+    // drain short (kc_sched_ended): the coroutines were abandoned as after a cancel here.
+    if (
+      stopping.cancel ||
+      (this.#lib.isOpen &&
+        this.#lib.symbols("drain runtime").kc_sched_ended(this.#generation) === 0)
+    ) {
       throw new ShutdownError(
         "drain runtime",
         'the runtime was shut down with "cancel" while the drain waited: unfinished coroutines never ran to their end',

@@ -729,6 +729,31 @@ Deno.test("runtime: a drain that meets another isolate's shutdown of its schedul
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("runtime: a drain that meets its own Runtime's finish, cut short by a cancel elsewhere, is a ShutdownError", async () => {
+  // The own finish is under way (the drain follows it: #afterShutdown) when another isolate's
+  // (or C code's) cancel ends its drain and abandons the sleeper: the scheduler ended as a
+  // cancel (kc_sched_ended), and the drain must not resolve as if everything ran to its end.
+  const res = await evalScript(`
+    import { library, runtime, ShutdownError } from "./mod.ts";
+    const sym = library().symbols("test");
+    const settled = (p) => p.then(() => "resolved", (e) => e);
+    const rt = runtime({ workers: 1 });
+    const gen = rt._generation;
+    const long = rt.cells([60_000n, 0n]);
+    rt.spawn("sleeper", long);
+    const drained = settled(rt.drain());
+    const finishing = settled(rt.shutdown("finish"));
+    await new Promise((r) => setTimeout(r, 200)); // the finish drains natively
+    if ((await sym.kc_sched_shutdown_async(0)) !== 0) throw new Error("cancel");
+    const f = await finishing;
+    if (sym.kc_sched_ended(gen) !== 0) throw new Error("not ended as a cancel: " + sym.kc_sched_ended(gen));
+    if (long[1] !== 0n) throw new Error("the sleeper finished");
+    const got = await drained;
+    if (!(got instanceof ShutdownError)) throw new Error("drain after a finish cut short: " + got + " (shutdown: " + f + ")");
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a process with a running runtime exits by itself", async () => {
   const code = `
     import { runtime } from "${root}mod.ts";
