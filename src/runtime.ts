@@ -26,6 +26,10 @@ export interface RuntimeOptions {
 }
 
 /** How {@linkcode Runtime.shutdown} treats unfinished coroutines. */
+/** kcoro.h's KC_SHUTDOWN_CANCEL and KC_SHUTDOWN_FINISH: kc_sched_shutdown's modes, and what
+ * kc_sched_ended says a scheduler run ended as. */
+const SHUTDOWN_CANCEL = 0, SHUTDOWN_FINISH = 1;
+
 export type ShutdownMode = "cancel" | "finish";
 
 /**
@@ -561,8 +565,8 @@ export class Runtime {
       // too. A finish ran every coroutine to its end or to a park, which is what the drain
       // waits for; a cancel abandoned them. Before, a ShutdownError either way.
       const ended = sym.kc_sched_ended(this.#generation);
-      if (ended === 1) return; // KC_SHUTDOWN_FINISH
-      if (ended === 0) {
+      if (ended === SHUTDOWN_FINISH) return;
+      if (ended === SHUTDOWN_CANCEL) {
         throw new ShutdownError(
           op,
           'the runtime was shut down with "cancel" elsewhere (another isolate, or C code) while the drain waited: unfinished coroutines never ran to their end',
@@ -601,7 +605,7 @@ export class Runtime {
     if (
       stopping.cancel ||
       (this.#lib.isOpen &&
-        this.#lib.symbols("drain runtime").kc_sched_ended(this.#generation) === 0)
+        this.#lib.symbols("drain runtime").kc_sched_ended(this.#generation) === SHUTDOWN_CANCEL)
     ) {
       throw new ShutdownError(
         "drain runtime",
@@ -659,7 +663,10 @@ export class Runtime {
     // here or in a Worker, or made it fail as a shutdown in progress.
     const done = (async () => {
       unwrap(
-        await sym.kc_sched_shutdown_gen_async(mode === "cancel" ? 0 : 1, this.#generation),
+        await sym.kc_sched_shutdown_gen_async(
+          mode === "cancel" ? SHUTDOWN_CANCEL : SHUTDOWN_FINISH,
+          this.#generation,
+        ),
         "shut down runtime",
       );
     })();
