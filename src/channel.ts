@@ -1027,7 +1027,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #closedBy(rc: number): { state: "closed"; cause?: unknown } {
     if (rc === Status.ECANCELED) this._shared.cancelled = true;
-    this.#collect(); // see `#ended`
+    this.#ended();
     return this.#closedResult();
   }
 
