@@ -1,7 +1,7 @@
 // Job states and Kotlin's flag table, join/await, cancel, start, invokeOnCompletion: one test per
 // rule. Tasks wait on gates (promises the test resolves), never on sleeps.
 import assert from "node:assert/strict";
-import { untilAborted } from "./support.ts";
+import { catchReported, untilAborted } from "./support.ts";
 import {
   CancellationError,
   CompletableDeferred,
@@ -286,52 +286,38 @@ Deno.test("handler exceptions surface as CompletionHandlerError; other handlers 
 });
 
 Deno.test("handler exceptions without an exception handler reach reportError (uncaught)", () => {
-  const events: unknown[] = [];
-  const onError = (e: ErrorEvent) => {
-    events.push(e.error);
-    e.preventDefault(); // otherwise Deno exits: it is an uncaught exception
-  };
-  globalThis.addEventListener("error", onError);
-  try {
-    const d = new CompletableDeferred<number>();
+  // Caught, or Deno exits: a reported error is an uncaught exception.
+  using reported = catchReported();
+  const events = reported.errors;
+  const d = new CompletableDeferred<number>();
+  d.invokeOnCompletion(() => {
+    throw new RangeError("not swallowed");
+  });
+  d.complete(1);
+  assert.equal(events.length, 1);
+  assert.ok(events[0] instanceof CompletionHandlerError);
+  assert.ok((events[0] as Error).cause instanceof RangeError);
+  // A handler added to a finished job runs at once and throws to its caller.
+  assert.throws(() =>
     d.invokeOnCompletion(() => {
-      throw new RangeError("not swallowed");
-    });
-    d.complete(1);
-    assert.equal(events.length, 1);
-    assert.ok(events[0] instanceof CompletionHandlerError);
-    assert.ok((events[0] as Error).cause instanceof RangeError);
-    // A handler added to a finished job runs at once and throws to its caller.
-    assert.throws(() =>
-      d.invokeOnCompletion(() => {
-        throw new Error("to the caller");
-      }), /to the caller/);
-  } finally {
-    globalThis.removeEventListener("error", onError);
-  }
+      throw new Error("to the caller");
+    }), /to the caller/);
 });
 
 Deno.test("a throwing CoroutineExceptionHandler is reported with the error it was handling", async () => {
-  const events: unknown[] = [];
-  const onError = (e: ErrorEvent) => {
-    events.push(e.error);
-    e.preventDefault();
-  };
-  globalThis.addEventListener("error", onError);
-  try {
-    const original = new Error("task failed");
-    const context = Context.empty.with(CoroutineExceptionHandler, () => {
-      throw new Error("handler failed too");
-    });
-    await supervisorScope((scope) => {
-      scope.launch(() => Promise.reject(original));
-    }, { context });
-    assert.equal(events.length, 1);
-    assert.ok(events[0] instanceof AggregateError);
-    assert.equal((events[0] as AggregateError).errors[0], original);
-  } finally {
-    globalThis.removeEventListener("error", onError);
-  }
+  // Caught, or Deno exits: a reported error is an uncaught exception.
+  using reported = catchReported();
+  const events = reported.errors;
+  const original = new Error("task failed");
+  const context = Context.empty.with(CoroutineExceptionHandler, () => {
+    throw new Error("handler failed too");
+  });
+  await supervisorScope((scope) => {
+    scope.launch(() => Promise.reject(original));
+  }, { context });
+  assert.equal(events.length, 1);
+  assert.ok(events[0] instanceof AggregateError);
+  assert.equal((events[0] as AggregateError).errors[0], original);
 });
 
 Deno.test("CompletableDeferred: complete, completeExceptionally, cancel; first one wins", async () => {
