@@ -25,11 +25,11 @@ export interface RuntimeOptions {
   slabStacks?: boolean;
 }
 
-/** How {@linkcode Runtime.shutdown} treats unfinished coroutines. */
 /** kcoro.h's KC_SHUTDOWN_CANCEL and KC_SHUTDOWN_FINISH: kc_sched_shutdown's modes, and what
  * kc_sched_ended says a scheduler run ended as. */
 const SHUTDOWN_CANCEL = 0, SHUTDOWN_FINISH = 1;
 
+/** How {@linkcode Runtime.shutdown} treats unfinished coroutines. */
 export type ShutdownMode = "cancel" | "finish";
 
 /**
