@@ -232,9 +232,10 @@ struct kc_desc {
 };
 /* Creates a channel. capacity 0 = rendezvous (+ a drop policy = a 1-slot buffer). With
  * KC_CHAN_ZERO_COPY, elem_size is 0 or sizeof(struct kc_desc); otherwise 1 .. 1 MiB (KC_EINVAL).
- * KC_CHAN_CONFLATED makes it 1 slot whatever capacity says, and drop-oldest whatever overflow
- * says (KC_OVERFLOW_SUSPEND, 0, is the default, not a contradiction). KC_EINVAL for a capacity
- * above 2^31 (but KC_CHAN_UNLIMITED): no power-of-two buffer holds it. */
+ * KC_CHAN_CONFLATED makes it 1 slot whatever capacity says, and drop-oldest: overflow
+ * KC_OVERFLOW_SUSPEND (0, the default) or KC_OVERFLOW_DROP_OLDEST; KC_OVERFLOW_DROP_LATEST
+ * contradicts it (KC_EINVAL). KC_EINVAL for a capacity above 2^31 (but KC_CHAN_UNLIMITED): no
+ * power-of-two buffer holds it. */
 int32_t kc_chan_create(uint32_t elem_size, uint32_t capacity, uint32_t overflow, uint32_t flags,
                        uint32_t *out_handle);
 /* Sends *elem. deadline_ns 0 = none (kc_now_ns clock); token 0 = none. KC_EPIPE closed,
@@ -462,7 +463,7 @@ int32_t kc_cancelled(void);
  * carry deadline_ns (kc_now_ns clock) in their context: a channel operation or select they start
  * without a deadline waits at most until then (KC_ETIME). An earlier deadline (a parent's, or a
  * child scope's own) is kept. Coroutines already running keep their context. Cancels nothing by
- * itself (cancel the scope for Kotlin's withTimeout). */
+ * itself (cancel the scope for Kotlin's withTimeout). deadline_ns 0 is KC_EINVAL. */
 int32_t kc_scope_set_deadline(uint32_t scope, uint64_t deadline_ns);
 /* Inside a coroutine: its context's deadline, or 0. */
 uint64_t kc_deadline(void);
