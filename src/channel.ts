@@ -74,7 +74,9 @@ export interface ChannelOptions<T> {
   codec?: Codec<T>;
   /**
    * Called in this isolate with every value the channel drops: drop policies, `cancel()`,
-   * dispose, a waiting send failed by cancel. Errors it throws are reported with `reportError`.
+   * dispose, and a send (not a `trySend`) that fails on a closed or cancelled channel, a
+   * `Channel.from` copy's in another isolate too. Errors it throws are reported with
+   * `reportError`.
    */
   onUndeliveredElement?: (value: T) => void;
 }
@@ -133,7 +135,10 @@ export interface ChannelMetrics {
    * aborted by its signal, wherever it waited, or failed by a cancel).
    */
   failures: { full: number; closed: number; timeout: number; cancelled: number };
-  /** Values dropped by a drop policy, cancel or destroy. */
+  /**
+   * Values dropped by a drop policy, cancel or destroy, and the values of sends (not `trySend`s)
+   * that failed on a closed or cancelled channel and went to the undelivered path.
+   */
   dropped: number;
   /** Values passed from a waiting party straight to the other. */
   handoffs: number;
@@ -1827,9 +1832,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * Sends, waiting while the channel is full. Rejects with {@linkcode ClosedSendError} (or the
-   * close cause) once closed, {@linkcode CancellationError} if cancelled (the value then goes to
-   * onUndeliveredElement first, as in Kotlin), the signal's reason if aborted (the value is then
-   * never delivered).
+   * close cause) once closed, {@linkcode CancellationError} if cancelled (either way the value
+   * then goes to onUndeliveredElement first, as Kotlin's `onClosedSend`), the signal's reason if
+   * aborted (the value is then never delivered).
    */
   send(value: T, options?: WaitOptions): Promise<void> {
     let r: TrySendResult;

@@ -245,7 +245,10 @@ export class AbiMismatchError extends Error {
   }
 }
 
-/** The library was closed, or the runtime shut down, before the call. */
+/**
+ * The library was closed before the call, or while the operation waited (a runtime that is not
+ * running is a {@linkcode ShutdownError}).
+ */
 export class LibraryClosedError extends KcoroError {
   /** `Cannot <op>: the kcoro library is closed`, status `KC_ESHUTDOWN`. */
   constructor(op: string) {

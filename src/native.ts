@@ -1,8 +1,9 @@
 /**
  * Native coroutines driven from TypeScript through the C ABI.
  *
- * A {@linkcode NativeCoroutine} runs native code (a built-in entry, or later any C-ABI
- * function) on its own stack; TypeScript resumes it and reads what it yields. The JavaScript
+ * A {@linkcode NativeCoroutine} runs one of the built-in entries on its own stack (a C-ABI
+ * function of your own runs on the scheduler instead: `Runtime.spawn`); TypeScript resumes it
+ * and reads what it yields. The JavaScript
  * side never runs on the coroutine's stack: `resume()` is a synchronous FFI call that returns
  * when the coroutine yields, parks or finishes.
  *

@@ -15,7 +15,7 @@ const DRAIN_SLICE_NS = 100_000_000n;
 
 /** Options for {@linkcode runtime}. */
 export interface RuntimeOptions {
-  /** Worker threads (default: one per CPU). */
+  /** Worker threads, at most 1024 (0, the default: one per CPU). */
   workers?: number;
   /** Stack size of every spawned coroutine in bytes: 0 for 64 KiB, else 16 KiB to 256 MiB. */
   stackSize?: number;
