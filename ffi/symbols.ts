@@ -1,8 +1,10 @@
 /**
  * The one typed symbol table of libkcoro, as `Deno.dlopen` takes it. Each entry carries its C
- * prototype from `include/kcoro.h` (a test checks the two agree). Parameters are kept to
- * u32/i32/usize/pointer/buffer so that every call takes V8's fast path; several results come
- * back through a caller-owned typed array ("buffer"), never as a struct.
+ * prototype from `include/kcoro.h` (a test checks the two agree). The calls on hot paths (the
+ * try-operations, the async sends and receives, the ring's drain and take) keep to
+ * u32/i32/pointer/buffer parameters so that they take V8's fast path; u64 parameters are
+ * deadlines, timeouts and scheduler generations. Several results come back through a
+ * caller-owned typed array ("buffer"), never as a struct.
  *
  * `kc_coro_yield`, `kc_coro_yield_value` and `kc_coro_park` are absent on purpose: they are
  * called from inside a native coroutine, and JavaScript never runs on a coroutine's stack.
@@ -14,7 +16,7 @@
 
 /**
  * The symbol table {@linkcode openLibrary} passes to `Deno.dlopen`: each libkcoro function kcoro
- * calls from JavaScript, with its C prototype. `Library.symbols()` returns the functions it
+ * calls from JavaScript, with its C prototype. `Library.symbols(op)` returns the functions it
  * declares.
  */
 export const symbols = {
