@@ -134,7 +134,8 @@ uint64_t *kc_cells_alloc(uint32_t count);
 /* Starts the worker threads (workers 0 = one per CPU; at most 1024; stack_size 0 = 64 KiB,
  * otherwise as for kc_coro_create; flags as for kc_coro_create, applied to every spawned
  * coroutine). KC_EINVAL outside those bounds (also for more than 1024 CPUs with workers 0);
- * KC_EBUSY if already running. */
+ * KC_EBUSY if already running; KC_ESHUTDOWN while a shutdown is still in progress (start once
+ * it returned). */
 int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags);
 /* Runs entry(arg) as a scheduled coroutine; it inherits the spawning coroutine's context.
  * flags: KC_CORO_FP_CONTROL (stacks are the scheduler's: KC_CORO_SLAB_STACK is KC_EINVAL).

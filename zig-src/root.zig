@@ -478,8 +478,6 @@ fn lookupEnd() void {
     _ = coro_lookups.fetchSub(1, .release); // its reads happen before the unmap
 }
 
-/// int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags): workers 0 =
-/// one per CPU; stack_size 0 = 64 KiB; flags as for kc_coro_create. KC_EBUSY if running.
 const DlInfo = extern struct {
     fname: ?[*:0]const u8,
     fbase: ?*anyopaque,
@@ -501,6 +499,9 @@ fn pinLibrary() void {
     _ = std.c.dlopen(path, .{ .NOW = true, .NODELETE = true });
 }
 
+/// int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags): workers 0 =
+/// one per CPU; stack_size 0 = 64 KiB; flags as for kc_coro_create. KC_EBUSY if running,
+/// KC_ESHUTDOWN while a shutdown is in progress.
 export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c) i32 {
     pin_once.call();
     const f: kcoro.registry.Flags = @bitCast(flags);
