@@ -47,7 +47,8 @@ extern "C" {
 #define KC_CORO_SLAB_STACK (1u << 1) /* stack from a shared slab: canary, no guard page */
 
 /* Built-in entry functions (kc_builtin_entry). Hand-driven ones take an integer `arg`;
- * scheduled ones take `arg` -> uint64_t[2], whose second cell they update atomically. */
+ * scheduled ones take `arg` -> uint64_t cells (2 to 5, as each says), which they update
+ * atomically. */
 #define KC_BUILTIN_FIB 1        /* hand-driven: yields the first `arg` Fibonacci numbers */
 #define KC_BUILTIN_YIELD_LOOP 2 /* hand-driven: yields forever, transfer word = yields so far */
 #define KC_BUILTIN_PARK_LOOP 3  /* hand-driven: parks `arg` times, transfer word = wake-ups */
