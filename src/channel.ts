@@ -1392,10 +1392,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #refused(value: unknown, slot: Slot | undefined): void {
     const s = this._shared;
     if (s.local || this.#owner) {
-      if (slot !== undefined) this.#codec.discard(slot, this.#lib.symbols("send"));
+      // The release symbols: the library may be closed by now (a hook that `#ended` ran for
+      // values dropped before, say, called closeLibrary). Before, `symbols` threw there, and the
+      // value's encoding was never freed nor the value handed to the hook.
+      if (slot !== undefined) this.#codec.discard(slot, this.#lib._symbolsToRelease);
       s.localDropped++;
-      if (!s.local && !s.scheduled) this.#countLater(s);
+      if (!s.local && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
       this.#undelivered(value);
+      return;
+    }
+    if (!this.#lib.isOpen) {
+      // No native path to the creator's hook any more: the encoding is freed, as when nothing
+      // takes it.
+      if (slot !== undefined) this.#codec.discard(slot, this.#lib._symbolsToRelease);
       return;
     }
     const sym = this.#lib.symbols("send");

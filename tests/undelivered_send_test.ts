@@ -5,7 +5,7 @@
 // A `Channel.from` copy has no hook of its own: the creator's is the channel's.
 import assert from "node:assert/strict";
 import { CancellationError, Channel, ClosedSendError, codecs, library, select } from "../mod.ts";
-import { catchReported } from "./support.ts";
+import { catchReported, evalScript } from "./support.ts";
 
 type Box = { n: number };
 
@@ -165,4 +165,30 @@ Deno.test("the creator sees the channel closed: values copies' refused sends lef
   assert.deepEqual(got, [{ n: 3 }]);
   ch[Symbol.dispose]();
   assert.equal(got.length, 1);
+});
+
+Deno.test("a hook that closes the library while a refused send's own value waits for it: that value still reaches the hook (send, select)", async () => {
+  // The creator's refused send (or select onSend) first collects what a copy's cancel dropped:
+  // the hook for that closes the library. Before, handing the send's own value on then threw
+  // LibraryClosedError (reported): its encoding was never freed, the hook never got it.
+  const res = await evalScript(`
+    import { CancellationError, Channel, closeLibrary, select } from "./mod.ts";
+    const errors = [];
+    addEventListener("error", (e) => { errors.push(String(e.error)); e.preventDefault(); });
+    for (const via of ["send", "select"]) {
+      const got = [];
+      const ch = new Channel(2, {
+        onUndeliveredElement: (v) => { got.push(v.n); if (v.n === 1) closeLibrary(); },
+      });
+      const copy = Channel.from(ch.share());
+      ch.trySend({ n: 1 });
+      copy.cancel(); // drops { n: 1 }, kept natively for the creator's hook
+      const p = via === "send" ? ch.send({ n: 2 }) : select((s) => s.onSend(ch, { n: 2 }, () => 0));
+      const how = await p.then(() => "resolved", (e) => e instanceof CancellationError ? "cancelled" : String(e));
+      if (how !== "cancelled") throw new Error(via + ": " + how);
+      if (JSON.stringify(got) !== "[1,2]") throw new Error(via + ": hook got " + JSON.stringify(got));
+    }
+    if (errors.length !== 0) throw new Error("reported: " + errors.join("; "));
+  `);
+  assert.equal(res.code, 0, res.stderr);
 });
