@@ -85,6 +85,12 @@ export class Bridge {
     }
     const busy: number[] = [];
     for (const op of [...this.#ops.values()]) {
+      // Settled since the list was taken: a hook that an earlier withdrawal ran (a send's
+      // onUndeliveredElement) took it over in this isolate (a tryReceive from its channel, whose
+      // `#takeFromSender` withdrew it and took its value). Before, its stale ticket made this
+      // abort fail (KC_EBADH) and it was withdrawn again: a send's slot, given back already,
+      // was read (a TypeError reported, which ends a process that has no "error" listener).
+      if (this.#ops.get(op.ticket) !== op) continue;
       if (this.#sym.kc_ring_abort(this.#ring, op.ticket) === Status.EBUSY) {
         busy.push(op.ticket);
         continue;

@@ -1419,6 +1419,33 @@ Deno.test("closing the library withdraws operations queued natively (receive, se
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("closing the library: a queued send that a hook run by the close took over is not withdrawn again", async () => {
+  // The close withdraws b's send first; b's onUndeliveredElement (given its value) takes c's
+  // queued send over in this isolate (tryReceive). Before, the close then withdrew c's send
+  // again: its stale ticket failed the abort, and its slot, given back already, was read (a
+  // TypeError, reported: the end of a process without an "error" listener).
+  const res = await evalScript(`
+    import { Channel, closeLibrary, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const bridge = Bridge.of(library());
+    const c = new Channel(0);
+    const took = [];
+    const b = new Channel(1, { onUndeliveredElement: () => took.push(c.tryReceive()) });
+    b.share();
+    c.share();
+    b.trySend(1); // full
+    const sb = b.send(2).then(() => "resolved", (e) => e.name);
+    const sc = c.send({ n: 3 }).then(() => "resolved", (e) => e.name);
+    await until(() => bridge.pending >= 2, "2 operations queued natively");
+    closeLibrary();
+    const got = await within(Promise.all([sb, sc]), 10_000, "the outcomes");
+    if (JSON.stringify(got) !== '["LibraryClosedError","resolved"]') throw new Error(JSON.stringify(got));
+    if (JSON.stringify(took) !== '[{"state":"ok","value":{"n":3}}]') throw new Error(JSON.stringify(took));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a wait begun while the library closes (by an onUndeliveredElement hook) fails with LibraryClosedError", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, library, LibraryClosedError } from "./mod.ts";
