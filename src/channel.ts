@@ -58,6 +58,7 @@ import {
   LibraryClosedError,
   signalOf,
   Status,
+  statusError,
   unwrap,
 } from "./errors.ts";
 
@@ -1442,15 +1443,24 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#capacity !== 0 && this.#mayReceive(sym)) pump(s.receivers, sym);
     let passed: T | undefined;
     let have = false;
-    for (let r = s.receivers.first; r !== null; r = r.next) {
+    for (let r = s.receivers.first, next: Waiter | null; r !== null; r = next) {
+      next = r.next;
       if (r.state === COMPLETING) continue;
       if (!have) {
         passed = this.#codec.pass(value);
         have = true;
+        next = r.next; // its getters may have run the caller's code
       }
-      if (r.state === QUEUED && this.#bridge.abort(r, true) !== 0) {
-        r.state = COMPLETING; // completed first: its record settles it
-        continue;
+      if (r.state === QUEUED) {
+        const rc = this.#bridge.abort(r, true);
+        if (rc === Status.EBUSY) {
+          r.state = COMPLETING; // completed first: its record settles it
+          continue;
+        }
+        if (rc !== 0) {
+          this.#lost(r, rc);
+          continue;
+        }
       }
       r.detach();
       releaseSlot(r); // a queued receiver's, withdrawn: native code no longer writes it
@@ -1474,6 +1484,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return rc > 0 && (rc & 1) !== 0; // a bad handle is for the native call that follows
   }
 
+  /**
+   * A queued waiter that could be neither withdrawn nor found completed (`Bridge.abort` failed
+   * with `rc`, e.g. KC_EBADH once its ring is gone): no record will come, so it fails now, with
+   * that status's named error. Before, it was taken for completed first and waited for ever for
+   * its record. A send's encoded value is not freed: it went to the native side when it queued
+   * (a ring's teardown hands it to its channel).
+   */
+  #lost(w: Waiter, rc: number): void {
+    w.detach();
+    releaseSlot(w);
+    w.reject(statusError(rc, w.kind === SEND ? "withdraw send" : "withdraw receive"));
+  }
+
   /** Takes the value of a sender waiting in this isolate; EMPTY if none. */
   #takeFromSender(sym: Sym): unknown {
     const s = this._shared;
@@ -1481,9 +1504,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     for (let w: Waiter | null = s.senders.first; w !== null; w = w.next) {
       if (w.state === COMPLETING) continue;
       const queued = w.state === QUEUED;
-      if (queued && this.#bridge.abort(w, true) !== 0) {
-        w.state = COMPLETING;
-        continue;
+      if (queued) {
+        const rc = this.#bridge.abort(w, true);
+        if (rc === Status.EBUSY) {
+          w.state = COMPLETING; // completed first: its record settles it
+          continue;
+        }
+        if (rc !== 0) {
+          this.#lost(w, rc);
+          return this.#takeFromSender(sym);
+        }
       }
       w.detach();
       let value: T;
@@ -1976,8 +2006,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.signal = signal;
       w.onAbort = () => {
         if (w.state === QUEUED) {
-          if (bridge.abort(w) !== 0) {
+          const rc = bridge.abort(w);
+          if (rc === Status.EBUSY) {
             w.state = COMPLETING; // completed first: its record settles it
+            return;
+          }
+          if (rc !== 0) {
+            this.#lost(w, rc);
             return;
           }
           if (kind === SEND && this.#lib.isOpen) {

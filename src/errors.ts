@@ -357,6 +357,16 @@ export function unwrap(status: number, op: string): number {
   }
 }
 
+/** The named error `unwrap(status, op)` throws for a negative `status`, as a value. */
+export function statusError(status: number, op: string): unknown {
+  try {
+    unwrap(status, op);
+  } catch (e) {
+    return e;
+  }
+  return new KcoroError(status, `Cannot ${op}`); // not negative: not an error status
+}
+
 /**
  * A value a channel's codec cannot carry (a function or symbol in a structured-clone value,
  * a non-number for `codecs.f64`, ...): nothing was sent. Also what a receive throws for a value

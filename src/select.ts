@@ -56,6 +56,7 @@ import {
   InvalidHandleError,
   LibraryClosedError,
   Status,
+  statusError,
   unwrap,
 } from "./errors.ts";
 import type { Deferred, Job } from "./job.ts";
@@ -301,19 +302,22 @@ class Selection implements RingOp {
     try {
       this.#start();
     } catch (e) {
+      let free = true;
       if (this.queued) {
         // Thrown after the native select was queued (arming a JavaScript clause: a Job whose
         // invokeOnCompletion throws): withdrawn first. Before, it stayed queued with its
         // values freed: a receiver then got a send's freed buffer, from a select that
         // rejected. Uncounted: the select failed, nothing cancelled it.
-        if (this.bridge!.abort(this, true) !== 0) {
+        const rc = this.bridge!.abort(this, true);
+        if (rc === Status.EBUSY) {
           this.completing = true; // a channel clause won first: its record settles the select
           reportError(e);
           return promise;
         }
         this.queued = false;
+        free = rc === 0; // else its ring is gone, its values with it (see `#jsWins`)
       }
-      this.#freeValues(-1);
+      if (free) this.#freeValues(-1);
       this.#giveSlots();
       this.done = true;
       this.#cleanup();
@@ -478,11 +482,23 @@ class Selection implements RingOp {
   #jsWins(c: Clause | undefined): void {
     if (this.done || this.completing) return;
     if (this.queued) {
-      if (this.bridge!.abort(this, c !== undefined) !== 0) {
+      const rc = this.bridge!.abort(this, c !== undefined);
+      if (rc === Status.EBUSY) {
         this.completing = true; // a channel clause won first: its record settles the select
         return;
       }
       this.queued = false;
+      if (rc !== 0) {
+        // Neither withdrawn nor completed first (KC_EBADH: its ring is gone): no record will
+        // come, so it fails now. Before, it was taken for completed and waited for ever. Its
+        // send clauses' values went to the native side when it queued (a ring's teardown hands
+        // them to their channels): not freed here.
+        this.#giveSlots();
+        this.done = true;
+        this.#cleanup();
+        this.reject(statusError(rc, "withdraw select"));
+        return;
+      }
       if (c !== undefined && c.kind === TIMEOUT) this.#countTimeout();
     }
     if (c === undefined) {

@@ -1419,6 +1419,41 @@ Deno.test("closing the library withdraws operations queued natively (receive, se
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a queued wait whose withdrawal fails (its ring gone) fails with the error, not waiting for a record that never comes", async () => {
+  // Not reachable through the API today (a ring goes with its library's close, which withdraws
+  // every wait first): the ring is destroyed by hand. Before, each of these took the failed
+  // withdrawal (KC_EBADH) for "completed first" and waited for ever.
+  const res = await evalScript(`
+    import { Channel, InvalidHandleError, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const bridge = Bridge.of(library());
+    const chans = [0, 1, 2, 3, 4].map(() => new Channel(0));
+    for (const ch of chans) ch.share();
+    const ctl = new AbortController(), ctl2 = new AbortController(), ctl3 = new AbortController();
+    const name = (p) => p.then(() => "resolved", (e) => e instanceof InvalidHandleError ? "EBADH" : String(e));
+    const ops = [
+      name(chans[0].receive({ signal: ctl.signal })), // aborted
+      name(chans[1].send({ n: 1 }, { signal: ctl2.signal })), // aborted
+      name(select((s) => s.onReceive(chans[2], (v) => v), { signal: ctl3.signal })), // aborted
+      name(chans[3].receive()), // a sender of this isolate comes (#handOff)
+      name(chans[4].send({ n: 4 })), // a receiver of this isolate comes (#takeFromSender)
+    ];
+    await until(() => bridge.pending >= 5, "5 operations queued natively");
+    library().symbols("test").kc_ring_destroy(bridge.ring);
+    ctl.abort();
+    ctl2.abort();
+    ctl3.abort();
+    const sent = chans[3].trySend(3).state; // no receiver left natively either
+    const got = chans[4].tryReceive().state;
+    const outcomes = await within(Promise.all(ops), 10_000, "the outcomes");
+    const want = ["EBADH", "EBADH", "EBADH", "EBADH", "EBADH"];
+    if (JSON.stringify(outcomes) !== JSON.stringify(want)) throw new Error(JSON.stringify(outcomes));
+    if (sent !== "full" || got !== "empty") throw new Error(sent + " " + got);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("closing the library: a queued send that a hook run by the close took over is not withdrawn again", async () => {
   // The close withdraws b's send first; b's onUndeliveredElement (given its value) takes c's
   // queued send over in this isolate (tryReceive). Before, the close then withdrew c's send
