@@ -423,6 +423,16 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     this.#cancelWith(toCancellation(cause), false);
   }
 
+  /**
+   * @ignore The failure this job fails with (its body's or a child's) once it is cancelling or
+   * cancelled because of it; undefined while it is not failing (a cancellation is no failure).
+   * Its signal's reason wraps it in a CancellationError; `produce` closes its channel with it
+   * as it is (Kotlin's `ProducerCoroutine.onCancelled`).
+   */
+  get _failure(): unknown {
+    return this.#failed ? this.#cause : undefined;
+  }
+
   /** @ignore Completion handlers registered and not disposed (tests). */
   get _handlerCount(): number {
     return this.#handlers?.size ?? 0;

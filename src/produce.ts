@@ -8,8 +8,9 @@
  * - When the task completes (its block returned and its children, which may send too, finished),
  *   the channel is closed: values sent stay receivable, then receivers see the channel closed
  *   (`for await` ends).
- * - When the block fails, the channel is closed with the error as its cause: values sent stay
- *   receivable, then receivers get that error.
+ * - When the block fails, or a child of the task does, the channel is closed with the error as
+ *   its cause: values sent stay receivable, then receivers get that error (Kotlin's
+ *   `ProducerCoroutine.onCancelled` closes it with the job's cause, the failure itself).
  * - When the task is cancelled (its scope cancelled, a sibling failing, a timeout), the channel
  *   is closed at once with the cancellation as its cause, also after the block returned while
  *   children of the task still run (Kotlin's `ProducerCoroutine`): values already sent stay
@@ -34,7 +35,7 @@ import {
   InvalidHandleError,
   launchChecked,
 } from "./errors.ts";
-import { isCancellation, type Job } from "./job.ts";
+import { isCancellation, type Job, JobSupport } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
 
 /** Options for {@linkcode produce}. */
@@ -140,8 +141,16 @@ export function produce<T>(
     // Closed, not cancelled: what was sent stays receivable (Kotlin closes with the cause).
     // Listened to until the task is final, not only while the block runs: a task cancelled
     // after its block returned waits for its children, and its receivers waited with it.
+    // A failure of the task (a child's: the block's own closed it below, first) closes it with
+    // the failure itself, as Kotlin's `ProducerCoroutine.onCancelled(cause)` closes it with the
+    // job's cause; a cancellation from outside (the scope cancelled, a sibling failing), with
+    // the CancellationError. Before, a child's failure reached receivers as a CancellationError
+    // (the signal's reason) with the failure as its cause.
     const onAbort = () => {
-      if (!failed && !out._gone) out.close(signal.reason);
+      if (failed || out._gone) return;
+      const job = task.job;
+      const failure = JobSupport._is(job) ? job._failure : undefined;
+      out.close(failure !== undefined ? failure : signal.reason);
     };
     signal.addEventListener("abort", onAbort, { once: true });
     detach = () => signal.removeEventListener("abort", onAbort);

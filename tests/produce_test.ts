@@ -108,6 +108,60 @@ Deno.test("produce: a failing block closes the channel with its error as cause a
   assert.equal(live, 0);
 });
 
+Deno.test("produce: a child of the task failing closes the channel with that failure itself, as the block's own failure does (Kotlin's ProducerCoroutine.onCancelled)", async () => {
+  const boom = new Error("child failed");
+  for (const when of ["while the block runs", "after the block returned"]) {
+    const gate = Promise.withResolvers<void>();
+    let ch!: Channel<number>;
+    await assert.rejects(
+      coroutineScope(async (scope) => {
+        ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>, task: CoroutineScope) => {
+            await out.send(1); // buffered
+            task.launch(counted(async () => {
+              await gate.promise;
+              throw boom;
+            }));
+            if (when === "while the block runs") await untilAborted(task.signal);
+          }),
+          { capacity: 4 },
+        );
+        assert.equal(await ch.receive(), 1);
+        gate.resolve();
+      }),
+      (e) => e === boom,
+      when,
+    );
+    // Before, a CancellationError with the failure as its cause: the task's signal's reason.
+    await assert.rejects(ch.receive(), (e) => e === boom, when);
+    const got = await ch.receiveCatching();
+    assert.equal(got.state, "closed");
+    assert.equal((got as { cause?: unknown }).cause, boom, when);
+    ch[Symbol.dispose]();
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("produce: a sibling's failure cancels the task: the channel is closed with the CancellationError (its cause the failure), as Kotlin closes it with the parent's cancellation", async () => {
+  const boom = new Error("sibling failed");
+  let ch!: Channel<number>;
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      ch = produce<number>(
+        scope,
+        counted((_out: Channel<number>, task: CoroutineScope) => untilAborted(task.signal)),
+      );
+      await null;
+      scope.launch(counted(() => Promise.reject(boom)));
+    }),
+    (e) => e === boom,
+  );
+  await assert.rejects(ch.receive(), (e) => e instanceof CancellationError && e.cause === boom);
+  ch[Symbol.dispose]();
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: cancelling the scope closes the channel with the cancellation, waking the producer; sent values stay receivable", async () => {
   let producerSaw: unknown;
   const ready = Promise.withResolvers<void>();
