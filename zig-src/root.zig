@@ -2042,8 +2042,28 @@ export fn kc_ring_notify(ring: u32, notify: ?*const fn () callconv(.c) void, don
     @atomicStore(u32, d, 0, .monotonic);
     const t = std.Thread.spawn(.{ .stack_size = 64 * 1024 }, notifierMain, .{ ring, f, d }) catch
         return Status.no_memory.code();
-    t.detach();
+    if (@import("builtin").is_test) {
+        // Kept for the test to join (`joinTestNotifier`): one at a time.
+        std.debug.assert(test_notifier == null);
+        test_notifier = t;
+    } else t.detach();
     return 0;
+}
+
+/// Tests: the notifier thread kc_ring_notify started, not detached. A detached one outlived
+/// its test (its ring destroyed, `done` stored, the thread itself still exiting, or waiting out
+/// its futex's bound): a later test's fork then had a second thread in its parent, which made
+/// qemu-user abort the child.
+var test_notifier: if (@import("builtin").is_test) ?std.Thread else void =
+    if (@import("builtin").is_test) null else {};
+
+/// Tests: destroys `ring` (if still alive: ends its notifier) and joins the notifier thread, so
+/// that no thread of the test outlives it.
+fn joinTestNotifier(ring: u32) void {
+    _ = kc_ring_destroy(ring); // KC_EBADH when the test destroyed it already
+    const t = test_notifier orelse return;
+    t.join();
+    test_notifier = null;
 }
 
 fn notifierMain(ring: u32, notify: *const fn () callconv(.c) void, done: *u32) void {
@@ -2631,6 +2651,8 @@ test "C ABI: kc_ring_notify calls back when a record arrives and ends with its r
     var done: u32 = 7;
     try testing.expectEqual(Status.bad_handle.code(), kc_ring_notify(0, S.notify, &done));
     try testing.expectEqual(@as(i32, 0), kc_ring_notify(ring, S.notify, &done));
+    // Also if a check below fails: the ring's destroy ends the thread, then it is joined.
+    defer joinTestNotifier(ring);
     // The first look notifies (records may predate the thread); then only new records do.
     try testing.expect(S.waitFor(&S.calls, 1));
     // The echo built-in (on a plain thread here) answers on `out` what arrives on `in`.
