@@ -785,7 +785,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     let ov = OVERFLOW[overflow];
     switch (capacity) {
       case "rendezvous":
-        cap = 0;
+        cap = ov !== 0 ? 1 : 0; // as 0 below: rendezvous + a drop policy = a 1-slot buffer
         break;
       case "buffered":
         cap = 64;

@@ -85,6 +85,56 @@ Deno.test("constructor: bad arguments are RangeError/TypeError naming what was r
   assert.equal(zero.share().capacity, 0);
 });
 
+Deno.test("each named capacity behaves as its numeric twin under every overflow policy: local, shared and a from() copy", () => {
+  // What one channel does with `n` trySends then tryReceives until empty, the capacity its
+  // share() reports, and the same through a Channel.from copy of it (whose open() checks that
+  // capacity against the native channel's).
+  const trace = (capacity: Capacity, overflow: ChannelOptions<number>["overflow"], n: number) => {
+    const out: Record<string, unknown> = {};
+    for (const mode of ["local", "shared", "copy"] as const) {
+      using ch = new Channel<number>(capacity, { overflow, codec: codecs.f64 });
+      const shared = mode === "local" ? undefined : ch.share();
+      using copy = shared === undefined ? undefined : Channel.from<number>(shared);
+      const use = mode === "copy" ? copy! : ch;
+      const sends = Array.from({ length: n }, (_, i) => use.trySend(i + 1).state);
+      const values: number[] = [];
+      for (let r = use.tryReceive(); r.state === "ok"; r = use.tryReceive()) values.push(r.value);
+      out[mode] = {
+        sends: sends.join(),
+        values: values.join(),
+        dropped: ch.metrics().dropped,
+        capacity: (shared ?? ch.share()).capacity,
+      };
+    }
+    return out;
+  };
+  const forms: [Capacity, Capacity | "itself", number][] = [
+    ["rendezvous", 0, 3],
+    ["buffered", 64, 66],
+    ["conflated", 1, 3], // always drop-oldest: a 1-slot drop-oldest buffer
+    ["unlimited", "itself", 70], // ignores a drop policy: as with "suspend"
+  ];
+  for (const [name, twin, n] of forms) {
+    for (const overflow of ["suspend", "drop-oldest", "drop-latest"] as const) {
+      if (name === "conflated" && overflow === "drop-latest") continue; // a RangeError
+      const got = trace(name, overflow, n);
+      const want = name === "conflated"
+        ? trace(twin as Capacity, "drop-oldest", n)
+        : twin === "itself"
+        ? trace(name, "suspend", n)
+        : trace(twin as Capacity, overflow, n);
+      assert.deepEqual(got, want, `${name} with overflow ${overflow}`);
+    }
+  }
+  // What a rendezvous channel with a drop policy is: a 1-slot buffer, whichever form names it.
+  for (const capacity of ["rendezvous", 0] as Capacity[]) {
+    using ch = new Channel<number>(capacity, { overflow: "drop-oldest", codec: codecs.f64 });
+    assert.deepEqual([ch.trySend(1), ch.trySend(2)], [{ state: "ok" }, { state: "ok" }]);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 });
+    assert.equal(ch.share().capacity, 1);
+  }
+});
+
 bothModes(
   "waiting calls check their options: an object, with an AbortSignal as signal",
   async () => {
