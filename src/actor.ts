@@ -13,7 +13,8 @@
  *   handler's failure, also while children of the task still run: a failed or cancelled actor
  *   takes no more messages (Kotlin's `ActorCoroutine.onCancelling`).
  * - When the task ends, however it ends, the mailbox is cancelled and freed: later sends reject
- *   with ClosedSendError (its `cause` is the actor's failure or cancellation, if any), and
+ *   with ClosedSendError (its `cause` is the actor's failure or cancellation, if any; the message
+ *   goes to onUndeliveredElement first, as a closed Channel's send hands it), and
  *   `onDone(cause)` is called once: `undefined` when the handler returned, the
  *   CancellationError when cancelled, the error when it failed.
  *
@@ -26,6 +27,7 @@ import {
   checkScope,
   ClosedSendError,
   launchChecked,
+  signalOf,
 } from "./errors.ts";
 import { type Job, runCompletionHandler } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
@@ -38,14 +40,18 @@ export interface ActorOptions<M = unknown> {
   onDone?: (cause?: unknown) => void;
   /**
    * Called with every message the mailbox drops (queued when the actor was cancelled, failed or
-   * ended; a waiting send failed then), as a Channel's own.
+   * ended; a waiting send failed then; a send refused after), as a Channel's own.
    */
   onUndeliveredElement?: (message: M) => void;
 }
 
 /** An actor's sending side and its task; see {@linkcode actor}. */
 export interface Actor<M> {
-  /** Sends a message, waiting while the mailbox is full; rejects once the actor has finished. */
+  /**
+   * Sends a message, waiting while the mailbox is full; rejects with ClosedSendError once the
+   * actor has finished, the message then going to onUndeliveredElement first (as a Channel's
+   * send on a closed channel).
+   */
   send(message: M, options?: WaitOptions): Promise<void>;
   /** Sends without waiting: `ok`, `full`, or `closed` (closed, or the actor has finished). */
   trySend(message: M): TrySendResult;
@@ -57,12 +63,15 @@ export interface Actor<M> {
 
 class ActorImpl<M> implements Actor<M> {
   readonly #mailbox: Channel<M>;
+  /** The mailbox's hook: a send refused once the mailbox is gone still hands its message here. */
+  readonly #onUndelivered: ((message: M) => void) | undefined;
   /** Set when the task has ended and the mailbox is gone. */
   #done: { cause: unknown } | null = null;
   job!: Job;
 
-  constructor(mailbox: Channel<M>) {
+  constructor(mailbox: Channel<M>, onUndelivered: ((message: M) => void) | undefined) {
     this.#mailbox = mailbox;
+    this.#onUndelivered = onUndelivered;
   }
 
   #closedError(): ClosedSendError {
@@ -74,8 +83,24 @@ class ActorImpl<M> implements Actor<M> {
   }
 
   send(message: M, options?: WaitOptions): Promise<void> {
-    if (this.#done !== null) return Promise.reject(this.#closedError());
-    return this.#mailbox.send(message, options);
+    if (this.#done === null) return this.#mailbox.send(message, options);
+    // The mailbox is gone: refused as its send on a closed channel refuses (bad options and an
+    // aborted signal first, then Kotlin's onClosedSend: the message goes to the hook).
+    let signal: AbortSignal | undefined;
+    try {
+      signal = signalOf("send", options);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.#onUndelivered !== undefined) {
+      try {
+        this.#onUndelivered(message);
+      } catch (e) {
+        reportError(e); // as the mailbox reports its hook's errors
+      }
+    }
+    return Promise.reject(this.#closedError());
   }
 
   trySend(message: M): TrySendResult {
@@ -144,7 +169,7 @@ export function actor<M>(
     capacity,
     onUndeliveredElement === undefined ? {} : { onUndeliveredElement },
   );
-  const a = new ActorImpl(mailbox);
+  const a = new ActorImpl(mailbox, onUndeliveredElement);
   let detach: (() => void) | null = null;
   // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
   a.job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {

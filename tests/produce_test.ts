@@ -2,7 +2,7 @@
 // outlives its scope; cancellation reaching a Worker-side receiver of a produced channel. Tasks
 // wait on channels, gates or their signal, never on sleeps.
 import assert from "node:assert/strict";
-import { until, untilAborted } from "./support.ts";
+import { catchReported, until, untilAborted } from "./support.ts";
 import {
   actor,
   CancellationError,
@@ -588,6 +588,55 @@ Deno.test("actor: senders waiting on a full mailbox reject when the actor is can
   a.job.cancel();
   await assert.rejects(waiting, CancellationError);
   await a.job.join();
+  assert.equal(live, 0);
+});
+
+Deno.test("actor: a send after the actor finished hands its message to onUndeliveredElement, as a Channel's send on a closed channel does", async () => {
+  // Kotlin's onClosedSend: the refused send's element goes to the hook, whether the actor
+  // returned, failed or was cancelled; trySend answers closed and keeps it the caller's.
+  const boom = new Error("handler failed");
+  for (const end of ["returned", "failed", "cancelled"] as const) {
+    const got: unknown[] = [];
+    let a!: ReturnType<typeof actor<{ n: number }>>;
+    const ended = await coroutineScope((scope) => {
+      a = actor<{ n: number }>(
+        scope,
+        counted(async (_m: Channel<{ n: number }>, task: CoroutineScope) => {
+          if (end === "failed") throw boom;
+          if (end === "cancelled") await untilAborted(task.signal);
+        }),
+        { onUndeliveredElement: (m) => got.push(m) },
+      );
+      if (end === "cancelled") a.job.cancel();
+    }).then(() => "ok", (e) => e);
+    assert.equal(ended, end === "failed" ? boom : "ok");
+    assert.equal(a.job.state, end === "returned" ? "completed" : "cancelled");
+    const late = { n: 1 };
+    await assert.rejects(a.send(late), ClosedSendError);
+    assert.equal(got.length, 1, end);
+    assert.equal(got[0], late, "the caller's message itself");
+    assert.equal(a.trySend({ n: 2 }).state, "closed");
+    // Bad options are still a TypeError, and an aborted send never delivers (nor drops) its
+    // message, as a Channel's send.
+    await assert.rejects(a.send({ n: 3 }, 5 as never), TypeError);
+    await assert.rejects(
+      a.send({ n: 4 }, { signal: AbortSignal.abort("stop") }),
+      (e) => e === "stop",
+    );
+    assert.equal(got.length, 1);
+  }
+  // A hook that throws is reported; the send still rejects with ClosedSendError.
+  using reported = catchReported();
+  await using scope = createScope();
+  const hookError = new Error("hook");
+  const a = actor<number>(scope, counted(() => {}), {
+    onUndeliveredElement: () => {
+      throw hookError;
+    },
+  });
+  await a.job.join();
+  await assert.rejects(a.send(1), ClosedSendError);
+  assert.deepEqual(reported.errors, [hookError]);
   assert.equal(live, 0);
 });
 
