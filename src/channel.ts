@@ -1388,7 +1388,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * caller's). `slot`, if given, holds it encoded and is emptied. A copy (no hook of its own)
    * hands it to the channel's native path (`kc_chan_drop`: the creator's hook, wherever that is,
    * and counted there), encoding a primitive that was not; it frees it when nothing takes it
-   * (no hook, the channel is gone). The creator (or a local channel) calls its hook.
+   * (no hook, the channel is gone). The creator (or a local channel) calls its hook. Counted
+   * whether or not a hook takes it, on both sides: kc_chan_drop counts what it is offered.
    */
   #refused(value: unknown, slot: Slot | undefined): void {
     const s = this._shared;

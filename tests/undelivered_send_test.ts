@@ -192,3 +192,31 @@ Deno.test("a hook that closes the library while a refused send's own value waits
   `);
   assert.equal(res.code, 0, res.stderr);
 });
+
+Deno.test("a refused send counts as dropped whether or not a hook takes its value: from the creator, local or shared, and from a copy", async () => {
+  // As native code counts it: kc_chan_drop (the undelivered path) counts the value it is
+  // offered, also when no hook takes it and it stays the caller's to free.
+  for (const hook of [false, true]) {
+    for (const from of ["local creator", "shared creator", "copy"] as const) {
+      const got: unknown[] = [];
+      const ch = new Channel<Box | number>(
+        1,
+        hook ? { onUndeliveredElement: (v) => got.push(v) } : {},
+      );
+      const copy = from === "copy" ? Channel.from<Box | number>(ch.share()) : undefined;
+      if (from === "shared creator") ch.share();
+      const sender = copy ?? ch;
+      ch.close();
+      await assert.rejects(sender.send({ n: 1 }), ClosedSendError);
+      await assert.rejects(sender.send(2), ClosedSendError); // a primitive: encoded for the copy
+      await assert.rejects(select((s) => s.onSend(sender, { n: 3 }, () => 0)), ClosedSendError);
+      assert.equal(sender.trySend(4).state, "closed"); // not dropped: still the caller's
+      const what = `${from}, ${hook ? "a hook" : "no hook"}`;
+      assert.equal(ch.metrics().dropped, 3, what);
+      if (copy !== undefined) assert.equal(copy.metrics().dropped, 3, what);
+      copy?.[Symbol.dispose]();
+      ch[Symbol.dispose]();
+      assert.equal(got.length, hook ? 3 : 0, what);
+    }
+  }
+});
