@@ -246,8 +246,9 @@ export class AbiMismatchError extends Error {
 }
 
 /**
- * The library was closed before the call, or while a channel operation or select waited (a
- * runtime that is not running is a {@linkcode ShutdownError}).
+ * The library was closed before the call, or while the operation waited: a channel operation, a
+ * select, a native scope's `wait()` (or a scope waiting for its native children), a runtime's
+ * `drain()`. A runtime that is not running is a {@linkcode ShutdownError}.
  */
 export class LibraryClosedError extends KcoroError {
   /** `Cannot <op>: the kcoro library is closed`, status `KC_ESHUTDOWN`. */

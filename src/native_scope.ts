@@ -31,6 +31,7 @@ import {
   checkSignal,
   describe,
   InvalidHandleError,
+  LibraryClosedError,
   ShutdownError,
   Status,
   TimeoutError,
@@ -373,7 +374,9 @@ export class NativeScope implements AsyncDisposable {
 
   /**
    * Resolves when every child has finished. Rejects with a TimeoutError after `timeout` ms, or
-   * with the signal's reason when it aborts; the children keep running either way.
+   * with the signal's reason when it aborts; the children keep running either way. Rejects with
+   * a LibraryClosedError when the library is closed while it waits (as a channel's wait does),
+   * a ShutdownError when the runtime shut down abandoned the children.
    */
   wait(options: NativeWaitOptions = {}): Promise<void> {
     const op = "wait for native scope";
@@ -394,12 +397,13 @@ export class NativeScope implements AsyncDisposable {
         // In slices: an abort ends the native wait soon too, and a terminated Worker's wait
         // gives its pool thread back (see SLICE_NS).
         let deadline = end;
-        if (!this.#lib.isOpen) throw new ShutdownError(op, "the library was closed");
+        // Closed (closeLibrary) between slices: as a channel's wait that meets the close.
+        if (!this.#lib.isOpen) throw new LibraryClosedError(op);
         const slice = sym.kc_now_ns() + SLICE_NS;
         if (deadline === 0n || slice < deadline) deadline = slice;
         const rc = await sym.kc_scope_wait(handle, deadline);
         if (rc === 0) return;
-        if (!this.#lib.isOpen) throw new ShutdownError(op, "the library was closed");
+        if (!this.#lib.isOpen) throw new LibraryClosedError(op);
         if (rc === Status.ESHUTDOWN && schedulerRunning(this.#lib)) {
           throw new ShutdownError(op, ABANDONED);
         }
@@ -526,7 +530,7 @@ class NativeChildren extends JobSupport<void> {
     }
     if (error === undefined && rc === Status.ESHUTDOWN) {
       const op = "wait for native children";
-      if (!this.#scope._lib.isOpen) error = new ShutdownError(op, "the library was closed");
+      if (!this.#scope._lib.isOpen) error = new LibraryClosedError(op);
       else if (schedulerRunning(this.#scope._lib)) error = new ShutdownError(op, ABANDONED);
     }
     if (error === undefined) {

@@ -7,7 +7,15 @@
  * @module
  */
 import { type Library, library } from "../ffi/load.ts";
-import { checkStackSize, describe, KcoroError, ShutdownError, Status, unwrap } from "./errors.ts";
+import {
+  checkStackSize,
+  describe,
+  KcoroError,
+  LibraryClosedError,
+  ShutdownError,
+  Status,
+  unwrap,
+} from "./errors.ts";
 import { onResizable, typedBuffer, typedLength } from "./pack.ts";
 
 /** How long one native wait of `drain()` may block before it looks again. */
@@ -531,7 +539,8 @@ export class Runtime {
    * count). Waits on a helper thread: the event loop keeps running. Meeting a shutdown of its
    * scheduler (this Runtime's {@linkcode Runtime.shutdown}, or another isolate's), called during
    * it or waiting when it came, it settles with it: resolves after a `"finish"` that ran every
-   * coroutine to its end, rejects with ShutdownError after a `"cancel"`.
+   * coroutine to its end, rejects with ShutdownError after a `"cancel"`. Rejects with a
+   * LibraryClosedError when the library is closed while it waits (as a channel's wait does).
    */
   async drain(): Promise<void> {
     const op = "drain runtime";
@@ -577,7 +586,9 @@ export class Runtime {
       // Still running (or draining for a finish): a slice that timed out goes on.
       if (rc !== Status.ETIME) break;
     }
-    if (rc === Status.ETIME) throw new ShutdownError(op, "the library was closed");
+    // Closed (closeLibrary) while it waited, its slice timed out or the scheduler ended with the
+    // close (the last host's): as a channel's wait that meets the close.
+    if (rc !== 0 && !this.#lib.isOpen) throw new LibraryClosedError(op);
     unwrap(rc, op);
     // Parked coroutines do not hold up a drain but may still write into their cells.
     const info = new BigUint64Array(4);

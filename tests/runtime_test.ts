@@ -176,6 +176,35 @@ Deno.test("runtime() after closeLibrary, while a Worker keeps the scheduler runn
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("runtime: a drain waiting when closeLibrary() comes rejects with LibraryClosedError, as a channel's wait does", async () => {
+  // Both ways the close ends it: another host keeps the scheduler running (the drain's slice
+  // times out), or this was the last host (the close shuts the scheduler down).
+  for (const keep of [true, false]) {
+    const res = await evalScript(`
+      import { Channel, closeLibrary, LibraryClosedError, openLibrary, runtime } from "./mod.ts";
+      const other = ${keep} ? openLibrary() : null; // another host, as a Worker's copy would be
+      const rt = runtime({ workers: 1 });
+      rt.spawn("cancellable-sleeper", rt.cells([60000n, 0n, 0n])); // a minute: never drains
+      const draining = rt.drain().then(() => "resolved", (e) => e);
+      // A channel's wait meets the same close: both must fail the same way.
+      const ch = new Channel(0);
+      ch.share();
+      const receiving = ch.receive().then(() => "received", (e) => e);
+      await new Promise((r) => setTimeout(r, 0)); // both wait natively now
+      closeLibrary();
+      const [d, r] = await Promise.all([draining, receiving]);
+      if (!(r instanceof LibraryClosedError)) throw new Error("the receive: " + r);
+      if (!(d instanceof LibraryClosedError)) throw new Error("the drain: " + d);
+      if (!d.message.startsWith("Cannot drain runtime: the kcoro library is closed")) throw d;
+      if (other !== null) {
+        other.symbols("test").kc_sched_shutdown(0);
+        other.close();
+      }
+    `);
+    assert.equal(res.code, 0, `${keep ? "another host" : "the last host"}: ${res.stderr}`);
+  }
+});
+
 Deno.test("runtime: a C function from another library runs as a native coroutine", async () => {
   const dir = await Deno.makeTempDir();
   try {
