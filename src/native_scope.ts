@@ -53,6 +53,7 @@ import {
   unwrapSpawn,
 } from "./runtime.ts";
 import type { CoroutineScope } from "./scope.ts";
+import { checkMs } from "./time.ts";
 
 /** Options for {@linkcode NativeScope.create}. */
 export interface NativeScopeOptions {
@@ -64,7 +65,10 @@ export interface NativeScopeOptions {
 export interface NativeWaitOptions {
   /** Aborting it rejects the wait with the signal's reason (the children keep running). */
   signal?: AbortSignal;
-  /** Milliseconds; past them the wait rejects with a TimeoutError (a CancellationError). */
+  /**
+   * Milliseconds; past them the wait rejects with a TimeoutError (a CancellationError). Not a
+   * number is a TypeError, NaN a RangeError (as `delay`'s).
+   */
   timeout?: number;
 }
 
@@ -383,11 +387,8 @@ export class NativeScope implements AsyncDisposable {
     checkOptions(op, options);
     const { signal, timeout } = options;
     checkSignal(op, signal);
-    if (timeout !== undefined && (typeof timeout !== "number" || Number.isNaN(timeout))) {
-      throw new RangeError(
-        `Cannot ${op}: timeout must be a number of milliseconds, received ${describe(timeout)}`,
-      );
-    }
+    // Not a number: a TypeError; NaN: a RangeError, as delay's (a string was a RangeError).
+    if (timeout !== undefined) checkMs(op, timeout, "timeout");
     const handle = this.#open(op);
     if (signal?.aborted) return Promise.reject(signal.reason);
     const sym = this.#lib.symbols(op);

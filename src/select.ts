@@ -60,7 +60,7 @@ import {
   unwrap,
 } from "./errors.ts";
 import type { Deferred, Job } from "./job.ts";
-import { timer } from "./time.ts";
+import { checkMs, timer } from "./time.ts";
 
 /** What a clause's handler may return: the select's result, or a promise of it. */
 export type SelectResult<R> = R | PromiseLike<R>;
@@ -79,7 +79,10 @@ export interface SelectBuilder<R> {
    * onUndeliveredElement, as a failed `send`'s does). Unless it fires, nothing is sent.
    */
   onSend<T>(ch: Channel<T>, value: T, fn: () => SelectResult<R>): void;
-  /** Fires after `ms` milliseconds; `ms <= 0` is an immediate default (fires when nothing else is ready). */
+  /**
+   * Fires after `ms` milliseconds; `ms <= 0` is an immediate default (fires when nothing else is
+   * ready). Not a number is a TypeError, NaN a RangeError (as `delay`'s).
+   */
   onTimeout(ms: number, fn: () => SelectResult<R>): void;
   /** Fires when `job` reaches a final state, whatever the outcome (starts a lazy job). */
   onJoin(job: Job, fn: () => SelectResult<R>): void;
@@ -171,9 +174,7 @@ class Builder implements SelectBuilder<unknown> {
 
   onTimeout(ms: number, fn: () => unknown): void {
     const op = "add onTimeout clause";
-    if (typeof ms !== "number" || Number.isNaN(ms)) {
-      throw new TypeError(`Cannot ${op}: ms must be a number, received ${describe(ms)}`);
-    }
+    checkMs(op, ms); // NaN: a RangeError, as delay's and withTimeout's (it was a TypeError)
     this.#add(op, { kind: TIMEOUT, ms, fn });
   }
 

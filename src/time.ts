@@ -58,12 +58,16 @@ export function timer(ms: number, fn: () => void): () => void {
   return () => clearTimeout(id);
 }
 
-function checkMs(op: string, ms: unknown): asserts ms is number {
-  // Not a number at all is the caller's type error (as a channel's capacity and select's
-  // onTimeout say); NaN is a number out of range.
+/**
+ * @ignore Throws unless `ms` is a number of milliseconds (`name`: what the caller calls it):
+ * not a number at all is the caller's TypeError (as a channel's capacity says), NaN a number
+ * out of range, a RangeError. For delay, withTimeout(OrNull), select's onTimeout and a native
+ * scope's wait.
+ */
+export function checkMs(op: string, ms: unknown, name = "ms"): asserts ms is number {
   if (typeof ms !== "number" || Number.isNaN(ms)) {
     throw new (typeof ms === "number" ? RangeError : TypeError)(
-      `Cannot ${op}: ms must be a number of milliseconds, received ${describe(ms)}`,
+      `Cannot ${op}: ${name} must be a number of milliseconds, received ${describe(ms)}`,
     );
   }
 }

@@ -33,7 +33,15 @@ Deno.test("bad arguments reject with TypeError/RangeError naming what was receiv
     select((s) => s.onSend(ch, 1, "no" as never)),
     /the handler must be a function, received "no"/,
   );
-  await assert.rejects(select((s) => s.onTimeout("1" as never, () => 1)), TypeError);
+  await assert.rejects(select((s) => s.onTimeout("1" as never, () => 1)), {
+    name: "TypeError",
+    message: 'Cannot add onTimeout clause: ms must be a number of milliseconds, received "1"',
+  });
+  // NaN is a number out of range, as delay's and withTimeout's (it was a TypeError).
+  await assert.rejects(select((s) => s.onTimeout(NaN, () => 1)), {
+    name: "RangeError",
+    message: "Cannot add onTimeout clause: ms must be a number of milliseconds, received NaN",
+  });
   await assert.rejects(select((s) => s.onJoin(ch as never, () => 1)), /expected a Job/);
   await assert.rejects(
     select((s) => {

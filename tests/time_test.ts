@@ -170,7 +170,11 @@ Deno.test("NaN times are RangeErrors; times not numbers, bad blocks and options 
     () => delay(1, { signal: 1 as never }),
     /signal must be an AbortSignal, received 1/,
   );
-  assert.throws(() => withTimeout(NaN, async () => {}), RangeError);
+  assert.throws(() => withTimeout(NaN, async () => {}), {
+    name: "RangeError",
+    message: "Cannot run withTimeout: ms must be a number of milliseconds, received NaN",
+  });
+  assert.throws(() => withTimeoutOrNull(NaN, async () => {}), RangeError);
   assert.throws(
     () => withTimeout(5, null as never),
     /Cannot run withTimeout: block must be a function/,
