@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 16
+#define KC_ABI_VERSION 17
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -275,6 +275,14 @@ int32_t kc_chan_try_send_at(const uint32_t *handle_word, uint32_t handle, const 
                             uint32_t size);
 int32_t kc_chan_try_recv_at(const uint32_t *handle_word, uint32_t handle, void *out,
                             uint32_t size);
+/* kc_desc_make(data, len, tag, desc) and a try-send of *desc (kc_chan_try_send_at, or
+ * kc_chan_try_send with handle_word NULL) in one call: one FFI transition per value for a host
+ * streaming buffers. A failed try-send (KC_EAGAIN, KC_EPIPE, ...) leaves the made descriptor in
+ * *desc, its buffer the caller's (free it with kc_desc_free, or keep it for another try).
+ * KC_ENOMEM with desc->ptr NULL: no buffer could be made, nothing was sent. KC_EINVAL for len 0
+ * (send an empty value as an inline descriptor) or NULL data or desc. New in ABI 17. */
+int32_t kc_chan_try_send_copy(const uint32_t *handle_word, uint32_t handle, const void *data,
+                              uint32_t len, uint32_t tag, struct kc_desc *desc);
 /* The channel's "a receive may succeed now" byte, and (handle_word not NULL) the word holding
  * handle while it lives; NULL for a bad handle. The byte is 0 only if the channel was empty
  * (nothing buffered, no sender waiting, open) at some moment since; it may stay nonzero after a

@@ -25,7 +25,7 @@ pub const State = coroutine.State;
 pub const Registry = registry.Registry;
 
 /// Bumped on every incompatible change to the C ABI (`include/kcoro.h`, `ffi/symbols.ts`).
-pub const abi_version: u32 = 16;
+pub const abi_version: u32 = 17;
 
 test {
     _ = arch;

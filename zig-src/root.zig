@@ -1116,6 +1116,28 @@ export fn kc_chan_try_send_at(handle_word: ?*const u32, h: u32, elem: ?*const an
     return chanOpAt(handle_word, h, @constCast(elem), size, .send);
 }
 
+/// int32_t kc_chan_try_send_copy(const uint32_t *handle_word, uint32_t h, const void *data,
+///                               uint32_t len, uint32_t tag, struct kc_desc *desc): what
+/// kc_desc_make(data, len, tag, desc) then a try-send of *desc do (kc_chan_try_send_at, or
+/// kc_chan_try_send with `handle_word` NULL), in one call: a host streaming buffers pays one FFI
+/// transition per value instead of two. A failed try-send (KC_EAGAIN, KC_EPIPE, ...) leaves the
+/// made descriptor in *desc, its buffer the caller's (to free, or to keep for a wait), as the
+/// two calls did. KC_ENOMEM with desc->ptr NULL: no buffer could be made, nothing was sent.
+/// KC_EINVAL for len 0 (an empty value travels as an inline descriptor) or NULL data or desc.
+/// New in ABI 17.
+export fn kc_chan_try_send_copy(handle_word: ?*const u32, h: u32, data: ?*const anyopaque, len: u32, tag: u32, desc: ?*chan.Descriptor) callconv(.c) i32 {
+    const d = desc orelse return Status.invalid.code();
+    if (len == 0 or data == null) return Status.invalid.code();
+    const made = kc_desc_make(data, len, tag, d);
+    if (made != 0) {
+        d.ptr = null; // says "nothing made" beside the send's own KC_ENOMEM
+        return made;
+    }
+    std.debug.assert(d.ptr != null and d.len == len);
+    const word = handle_word orelse return kc_chan_try_send(h, d, @sizeOf(chan.Descriptor));
+    return chanOpAt(word, h, d, @sizeOf(chan.Descriptor), .send);
+}
+
 /// int32_t kc_chan_try_send_n(uint32_t h, const void *elems, uint32_t size, uint32_t n): try-sends
 /// the `n` consecutive `size`-byte elements of `elems` in order, stopping at the first that
 /// would wait: how many it sent, 0 if none could be. Only when none was sent does it report an
@@ -2724,7 +2746,7 @@ test "include/kcoro.h agrees with the exports" {
         "kc_pool_release",       "kc_pool_views",         "kc_desc_free",             "kc_chan_free_undelivered",
         "kc_chan_close_cause",   "kc_chan_cause",         "kc_ring_abort",            "kc_ring_withdraw",
         "kc_chan_add_metrics",   "kc_spawn_gen",          "kc_produce",               "kc_chan_retry_send",
-        "kc_scope_create_gen",   "kc_sched_ended",        "kc_chan_drop",
+        "kc_scope_create_gen",   "kc_sched_ended",        "kc_chan_drop",             "kc_chan_try_send_copy",
     };
     inline for (decls) |name| {
         const H = @typeInfo(@TypeOf(@field(c, name))).@"fn";
@@ -3421,6 +3443,51 @@ test "C ABI: kc_chan_try_send_at/recv_at act on the word's channel and refuse a 
     defer _ = kc_chan_destroy(h2);
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_try_send_at(word, h, &v, 8));
     try testing.expectEqual(Status.again.code(), kc_chan_try_recv(h2, &out, 8)); // h2 untouched
+}
+
+test "C ABI: kc_chan_try_send_copy copies and sends in one call; a failed send leaves the copy to the caller" {
+    const tag = 17; // KC_TAG_BYTES
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(32, 1, 0, chan_zero_copy, &h));
+    var word: ?*const u32 = null;
+    _ = kc_chan_ready_flag(h, &word).?;
+    const bytes = "hello, pool";
+    var d: chan.Descriptor = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send_copy(word, h, bytes, bytes.len, tag, &d));
+    // Full: the descriptor made is left in `d`, its buffer the caller's, holding the bytes.
+    try testing.expectEqual(Status.again.code(), kc_chan_try_send_copy(word, h, "xy", 2, tag, &d));
+    try testing.expectEqual(@as(usize, 2), d.len);
+    try testing.expectEqual(@as(usize, tag), @intFromPtr(d.ctx));
+    try testing.expectEqualStrings("xy", @as([*]const u8, @ptrCast(d.ptr.?))[0..2]);
+    try testing.expectEqual(@as(i32, 0), kc_desc_free(&d));
+    // Without the handle word: the same, through the handle table.
+    try testing.expectEqual(Status.again.code(), kc_chan_try_send_copy(null, h, "z", 1, tag, &d));
+    try testing.expectEqual(@as(i32, 0), kc_desc_free(&d));
+    var got: chan.Descriptor = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(h, &got, 32));
+    try testing.expectEqualStrings(bytes, @as([*]const u8, @ptrCast(got.ptr.?))[0..got.len]);
+    try testing.expectEqual(@as(usize, tag), @intFromPtr(got.ctx));
+    try testing.expectEqual(@as(i32, 0), kc_desc_free(&got));
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send_copy(null, h, "z", 1, tag, &d));
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv_at(word, h, &got, 32));
+    try testing.expectEqual(@as(u8, 'z'), @as([*]const u8, @ptrCast(got.ptr.?))[0]);
+    try testing.expectEqual(@as(i32, 0), kc_desc_free(&got));
+    // Refused arguments make nothing.
+    try testing.expectEqual(Status.invalid.code(), kc_chan_try_send_copy(word, h, bytes, 0, tag, &d));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_try_send_copy(word, h, null, 1, tag, &d));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_try_send_copy(word, h, bytes, 1, tag, null));
+    // A wrong handle, and a closed channel: refused, the copy left in `d`.
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_try_send_copy(word, h +% 1, "a", 1, tag, &d));
+    try testing.expectEqual(@as(i32, 0), kc_desc_free(&d));
+    _ = kc_chan_close(h);
+    try testing.expectEqual(Status.closed.code(), kc_chan_try_send_copy(word, h, "b", 1, tag, &d));
+    try testing.expectEqual(@as(u8, 'b'), @as([*]const u8, @ptrCast(d.ptr.?))[0]);
+    try testing.expectEqual(@as(i32, 0), kc_desc_free(&d));
+    var snap: [metrics_words]u64 = undefined;
+    try testing.expectEqual(@as(i32, metrics_words), kc_chan_snapshot(h, &snap, metrics_words));
+    try testing.expectEqual(@as(u64, 2), snap[0]); // sends
+    try testing.expectEqual(@as(u64, 2), snap[4]); // failed full, one per refused try
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
 }
 
 test "C ABI: kc_chan_try_send/recv; the ready byte and handle word follow the channel" {
