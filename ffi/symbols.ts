@@ -146,6 +146,15 @@ export const symbols = {
    */
   kc_chan_try_send_at: { parameters: ["pointer", "u32", "pointer", "u32"], result: "i32" },
   /**
+   * int32_t kc_chan_try_send_copy(const uint32_t *handle_word, uint32_t handle, const void *data,
+   *                               uint32_t len, uint32_t tag, struct kc_desc *desc):
+   * kc_desc_make and a try-send of the descriptor in one call (handle_word may be NULL).
+   */
+  kc_chan_try_send_copy: {
+    parameters: ["pointer", "u32", "buffer", "u32", "u32", "pointer"],
+    result: "i32",
+  },
+  /**
    * int32_t kc_chan_try_recv_at(const uint32_t *handle_word, uint32_t handle, void *out,
    *                             uint32_t size)
    */

@@ -45,6 +45,7 @@ import {
   giveSlot,
   Slot,
   takeSlot,
+  trySendBytes,
   TYPE_TAGS,
 } from "./codec.ts";
 import {
@@ -686,7 +687,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   readonly #f64: boolean;
   /**
    * The codec is `codecs.bytes`: tryReceive on a mapped channel calls its decode directly
-   * (`decodeBytes`), not through `#codec` (see `#f64`).
+   * (`decodeBytes`), not through `#codec` (see `#f64`), and a try-send copies the value into
+   * native memory and sends it in one call (`trySendBytes`, `kc_chan_try_send_copy`) instead of
+   * two (`kc_desc_make`, then `kc_chan_try_send`).
    */
   readonly #bytes: boolean;
   readonly #onUndelivered: ((value: T) => void) | undefined;
@@ -1176,6 +1179,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       const rc = sym.kc_chan_try_send_at(at, this.#handle, scratchPtr, this.#size);
       return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined);
     }
+    if (
+      at !== null && this.#bytes && !this.#dropping && s.senders.first === null &&
+      s.receivers.first === null && this.#blocked![0] === 0
+    ) {
+      // The same for a mapped codecs.bytes channel (a stream of buffers): copied and sent in
+      // one native call (`trySendBytes`).
+      const rc = trySendBytes(value, scratch, sym, at, this.#handle);
+      return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined);
+    }
     return this.#trySend(value, undefined, sym);
   }
 
@@ -1215,12 +1227,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return FULL;
     }
     const slot = keep ?? scratch;
-    if (this.#f64 && typeof value === "number") scratchF64[0] = value;
-    else this.#codec.encode(value, slot, sym); // also rejects what the codec cannot carry
     const at = this.#at;
-    const rc = at !== null
-      ? sym.kc_chan_try_send_at(at, this.#handle, slot.ptr, this.#size)
-      : sym.kc_chan_try_send(this.#handle, slot.ptr, this.#size);
+    let rc: number;
+    if (this.#bytes) {
+      // Encoded and sent in one native call (see `#bytes`); a failure leaves it encoded in
+      // `slot`, as below.
+      rc = trySendBytes(value, slot, sym, at, this.#handle);
+    } else {
+      if (this.#f64 && typeof value === "number") scratchF64[0] = value;
+      else this.#codec.encode(value, slot, sym); // also rejects what the codec cannot carry
+      rc = at !== null
+        ? sym.kc_chan_try_send_at(at, this.#handle, slot.ptr, this.#size)
+        : sym.kc_chan_try_send(this.#handle, slot.ptr, this.#size);
+    }
     if (rc === 0) {
       if (this.#dropping) this.#collect();
       return OK;

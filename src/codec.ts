@@ -36,6 +36,7 @@ import {
   CodecError,
   CompletionHandlerError,
   describe,
+  Status,
   TimeoutError,
 } from "./errors.ts";
 import { bytesLength, isDetached, pack, packed, unpack } from "./pack.ts";
@@ -786,6 +787,38 @@ export function decodeBytes(slot: Slot, sym: Sym): Uint8Array {
     return foreign(slot, sym, "bytes");
   }
   return receiveBytes(slot, sym);
+}
+
+/**
+ * @ignore `codecs.bytes`'s encode and a try-send of the result in one native call
+ * (`kc_chan_try_send_copy`), for a channel's try-send to call directly: the status of the send.
+ * Throws what encode throws. A failed send (any status but 0) leaves the value encoded in `slot`
+ * (pinned), the caller's to discard or keep, as encode then a try-send of `slot` did; an empty
+ * value is sent as encode makes it (inline), with `kc_chan_try_send(_at)`.
+ */
+export function trySendBytes(
+  value: unknown,
+  slot: Slot,
+  sym: Sym,
+  at: Deno.PointerValue,
+  handle: number,
+): number {
+  const n = value instanceof Uint8Array ? realLength(value) : -1;
+  if (n < 0) checkBytes(value); // throws the CodecError
+  if (n === 0) {
+    putInline(slot, T_EMPTY_BYTES);
+    return at !== null
+      ? sym.kc_chan_try_send_at(at, handle, slot.ptr, 32)
+      : sym.kc_chan_try_send(handle, slot.ptr, 32);
+  }
+  if (n > 0xffff_ffff) {
+    throw new CodecError("bytes", `Cannot send: a value of ${n} bytes is too large`);
+  }
+  const rc = sym.kc_chan_try_send_copy(at, handle, value as Uint8Array, n, T_BYTES, slot.ptr);
+  if (rc === Status.ENOMEM && ptrOf(slot) === 0) {
+    throw new CodecError("bytes", `Cannot send: no native memory for ${n} bytes`);
+  }
+  return rc;
 }
 
 const bytes: Codec<Uint8Array> = {

@@ -2006,7 +2006,8 @@ Deno.test("a send waiting in JavaScript on a shared channel counts one full fail
 });
 
 Deno.test("try-sends to a full shared channel check the value but copy nothing into native memory", () => {
-  const copies = countCalls(["kc_desc_make", "kc_desc_make_at"]);
+  // codecs.bytes copies in kc_chan_try_send_copy, with the send.
+  const copies = countCalls(["kc_desc_make", "kc_desc_make_at", "kc_chan_try_send_copy"]);
   try {
     for (const codec of [codecs.bytes, codecs.default, codecs.string] as Codec<unknown>[]) {
       using ch = new Channel<unknown>(2, { codec });
@@ -2035,6 +2036,55 @@ Deno.test("try-sends to a full shared channel check the value but copy nothing i
     }
   } finally {
     copies.restore();
+  }
+});
+
+Deno.test("codecs.bytes try-sends copy and send in one native call; a refused one frees its copy", async () => {
+  const fused = countCalls(["kc_chan_try_send_copy"]);
+  const apart = countCalls(["kc_desc_make", "kc_desc_make_at"]);
+  const frees = countCalls(["kc_desc_free"]);
+  try {
+    using ch = new Channel<Uint8Array>(2, { codec: codecs.bytes });
+    ch.share();
+    // Before and after the channel's handle word is mapped (MAP_AFTER): one call per value.
+    for (let i = 0; i < 40; i++) {
+      assert.equal(ch.trySend(new Uint8Array([i, 1, 2])).state, "ok");
+      const r = ch.tryReceive();
+      assert.ok(r.state === "ok");
+      assert.deepEqual([...r.value], [i, 1, 2]);
+    }
+    assert.equal(fused.calls, 40);
+    assert.equal(apart.calls, 0);
+    // An empty value travels inline: nothing to copy.
+    assert.equal(ch.trySend(new Uint8Array(0)).state, "ok");
+    assert.equal(fused.calls, 40);
+    const empty = ch.tryReceive();
+    assert.ok(empty.state === "ok" && empty.value.length === 0);
+    assert.equal(ch.trySend(new Uint8Array([7])).state, "ok");
+    assert.equal(ch.trySend(new Uint8Array([8])).state, "ok");
+    frees.calls = 0;
+    // Full, as the native side finds it (the blocked byte was clear): the copy is freed.
+    assert.equal(ch.trySend(new Uint8Array([9])).state, "full");
+    assert.equal(fused.calls, 43);
+    assert.equal(frees.calls, 1);
+    assert.throws(() => ch.trySend([1] as never), CodecError); // still checked
+    assert.equal(ch.metrics().failures.full, 1);
+    const seven = ch.tryReceive();
+    assert.ok(seven.state === "ok" && seven.value[0] === 7);
+    // A send that waits keeps the copy made at its call.
+    const late = new Uint8Array([10]);
+    assert.equal(ch.trySend(new Uint8Array([9])).state, "ok");
+    const sent = ch.send(late);
+    late[0] = 99;
+    assert.equal(ch.tryReceive().state, "ok");
+    assert.equal(ch.tryReceive().state, "ok");
+    await sent;
+    const r = ch.tryReceive();
+    assert.ok(r.state === "ok" && r.value[0] === 10);
+  } finally {
+    frees.restore();
+    apart.restore();
+    fused.restore();
   }
 });
 
