@@ -33,6 +33,7 @@
  */
 import { type Library, library } from "../ffi/load.ts";
 import { Bridge, type RingOp } from "./bridge.ts";
+import { isCancellation } from "./job.ts";
 import {
   type Codec,
   codecByName,
@@ -237,6 +238,19 @@ const COLLECT_BATCH = 65_536;
 const scratchPtr = scratch.ptr;
 /** `scratch` as a number (`codecs.f64`'s slot, written and read without a call to the codec). */
 const scratchF64 = scratch.f64;
+
+/**
+ * What an operation on a cancelled channel fails with, as Kotlin's `cancel(cause)` makes it: a
+ * cause that is a {@linkcode CancellationError} (a TimeoutError too, or another copy of this
+ * module's) is that very error, in every operation (another isolate's: its decoded copy, of the
+ * same class, `encodeCause`); any other cause is wrapped in a fresh one, as its `cause`; none,
+ * a fresh one. Before, a CancellationError cause was wrapped too ("Channel was cancelled"), so
+ * an actor's handler saw its scope's cancellation only as the `cause` of another.
+ */
+function cancelledError(s: Shared): unknown {
+  if (s.hasCause && isCancellation(s.cause)) return s.cause;
+  return new CancellationError("Channel was cancelled", s.hasCause ? { cause: s.cause } : {});
+}
 
 /**
  * What every Channel object naming one native channel shares in this isolate: the close
@@ -1098,18 +1112,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #sendError(status: number): unknown {
     const s = this._shared;
     if (!s.hasCause) this.#lookCause(s);
-    if (status === Status.ECANCELED) {
-      return new CancellationError("Channel was cancelled", s.hasCause ? { cause: s.cause } : {});
-    }
+    if (status === Status.ECANCELED) return cancelledError(s);
     return s.hasCause ? s.cause : new ClosedSendError();
   }
 
   #receiveError(status: number): unknown {
     const s = this._shared;
     if (!s.hasCause) this.#lookCause(s);
-    if (status === Status.ECANCELED) {
-      return new CancellationError("Channel was cancelled", s.hasCause ? { cause: s.cause } : {});
-    }
+    if (status === Status.ECANCELED) return cancelledError(s);
     return s.hasCause ? s.cause : new ClosedReceiveError();
   }
 
@@ -2360,7 +2370,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * Cancels: closes, drops buffered values (each to onUndeliveredElement) and rejects every
-   * waiting sender and receiver with {@linkcode CancellationError}.
+   * waiting sender and receiver, and every later operation, with a {@linkcode CancellationError}:
+   * `cause` itself when it is one (a TimeoutError too), as Kotlin's `cancel(cause)` throws its
+   * CancellationException as it is (other isolates get a copy of the same class, message and
+   * cause); else a new `CancellationError("Channel was cancelled")` carrying `cause` (if given)
+   * as its `cause`. A channel closed already keeps its close cause.
    */
   cancel(cause?: unknown): void {
     const sym = this.#sym("cancel channel");

@@ -10,7 +10,7 @@
  * - `onReceive` on a channel closed for receive rejects the select with ClosedReceiveError (or
  *   the close cause); `onReceiveCatching` fires with `{ state: "closed" }`; `onSend` to a closed
  *   channel rejects with ClosedSendError (or the cause). A cancelled channel gives
- *   CancellationError.
+ *   CancellationError: the cancel's cause itself when that is one, as its plain operations do.
  * - An aborted `signal` rejects with the signal's reason; no clause fired, so every channel is
  *   intact (an `onSend`'s value is never delivered).
  *

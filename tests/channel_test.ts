@@ -24,6 +24,7 @@ import {
   InvalidHandleError,
   library,
   runtime,
+  TimeoutError,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { encodeCause, Slot, slotsMade } from "../src/codec.ts";
@@ -642,6 +643,66 @@ bothModes("cancel drops buffered values to the hook and rejects every waiter", a
   assert.equal(ch.tryReceive().state, "closed");
   assert.equal(ch.isClosedForReceive, true);
 });
+
+bothModes(
+  "cancel(cause) with a CancellationError: every operation fails with that very error (Kotlin)",
+  async () => {
+    for (const cause of [new CancellationError("stop"), new TimeoutError("deadline")]) {
+      using ch = chan<number>(1);
+      ch.trySend(1);
+      // What each waiting operation failed with (caught at once: no rejection goes unhandled).
+      const failure = (p: Promise<unknown>) => p.then(() => "resolved", (e) => e);
+      const waitingSend = failure(ch.send(2));
+      using empty = chan<number>();
+      const waitingReceive = failure(empty.receive());
+      const waitingLoop = failure((async () => {
+        for await (const _ of empty) assert.fail("no value");
+      })());
+      // A copy of the channel in this isolate (Channel.from) waits too, when it is shared.
+      const copy = sharing ? Channel.from<number>(empty.share()) : null;
+      const copyWaiting = copy?.receiveCatching();
+      assert.equal(await settled(waitingSend), false);
+      assert.equal(await settled(waitingReceive), false);
+      ch.cancel(cause);
+      empty.cancel(cause);
+      const same = (e: unknown) => e === cause;
+      assert.equal(await waitingSend, cause);
+      assert.equal(await waitingReceive, cause);
+      assert.equal(await waitingLoop, cause);
+      // Later operations, on either channel, and an iteration started after the cancel.
+      await assert.rejects(ch.send(3), same);
+      await assert.rejects(ch.receive(), same);
+      await assert.rejects(empty.send(3), same);
+      await assert.rejects(async () => {
+        for await (const _ of ch) assert.fail("no value");
+      }, same);
+      assert.deepEqual(await ch.receiveCatching(), { state: "closed", cause });
+      if (copy !== null) {
+        assert.deepEqual(await copyWaiting, { state: "closed", cause });
+        await assert.rejects(copy.receive(), same);
+        await assert.rejects(copy.send(4), same);
+        copy[Symbol.dispose]();
+      }
+    }
+    // Any other cause, or none, is still wrapped in a fresh CancellationError.
+    for (const cause of [new RangeError("why"), "a string", undefined]) {
+      using ch = chan<number>();
+      ch.cancel(cause);
+      const errs = [
+        await ch.receive().catch((e) => e),
+        await ch.receive().catch((e) => e),
+        await ch.send(1).catch((e) => e),
+      ];
+      for (const e of errs) {
+        assert.ok(e instanceof CancellationError && !(e instanceof TimeoutError));
+        assert.equal(e.message, "Channel was cancelled");
+        assert.equal(e.cause, cause);
+        assert.equal("cause" in e, cause !== undefined);
+      }
+      assert.notEqual(errs[0], errs[1]);
+    }
+  },
+);
 
 bothModes(
   "abort signals: reject with the reason, leave the channel intact, never deliver",

@@ -220,6 +220,33 @@ Deno.test("onReceive on a closed channel rejects; onReceiveCatching fires with t
   assert.equal(pending(), 0);
 });
 
+Deno.test("a cancel(cause) with a CancellationError fails select clauses with that very error", async () => {
+  const why = new CancellationError("consumer left");
+  using waited = new Channel<number>();
+  using full = new Channel<number>(1);
+  full.trySend(0);
+  // Waiting when cancelled: a receive clause, and a send clause on a full channel.
+  const receiving = select((s) => s.onReceive(waited, () => 0)).catch((e) => e);
+  const sending = select((s) => s.onSend(full, 1, () => 0)).catch((e) => e);
+  assert.equal(await settled(receiving), false);
+  assert.equal(await settled(sending), false);
+  waited.cancel(why);
+  full.cancel(why);
+  assert.equal(await receiving, why);
+  assert.equal(await sending, why);
+  // A clause on the channel cancelled already, shared or local, fails at once with it too.
+  using local = new Channel<number>();
+  local.cancel(why);
+  for (const ch of [waited, full, local]) {
+    await assert.rejects(select((s) => s.onReceive(ch, () => 0)), (e) => e === why);
+    await assert.rejects(select((s) => s.onSend(ch, 2, () => 0)), (e) => e === why);
+    assert.deepEqual(
+      await select<unknown>((s) => s.onReceiveCatching(ch, (r) => r)),
+      { state: "closed", cause: why },
+    );
+  }
+});
+
 Deno.test("onSend to a closed channel rejects and sends nothing anywhere", async () => {
   using closed = new Channel<number>(1);
   closed.close();
