@@ -487,14 +487,21 @@ const ERROR_CLASSES: readonly { prototype: Error }[] = [
   CompletionHandlerError,
 ];
 
+/** How many Errors down a cause's `cause` chain keep their class and name (`encodeCause`). */
+const CAUSE_CHAIN = 16;
+
 /**
  * @ignore A close cause as bytes other isolates can read (kc_chan_close_cause): a kind byte
- * (1 packed, 2 node:v8, 3 an Error: which of kcoro's classes it is (0: none), its name's length
- * and UTF-8 bytes, then node:v8) and the encoding; null for a cause neither can copy (a
+ * (1 packed, 2 node:v8, 3 an Error, 4 an Error whose `cause` chain holds more) and the
+ * encoding. Kinds 3 and 4 describe each Error down the chain (kind 3: the cause alone; kind 4: a
+ * count byte first, up to `CAUSE_CHAIN`): which of kcoro's classes it is (0: none), its name's
+ * length and UTF-8 bytes; then node:v8 of the whole. Null for a cause neither can copy (a
  * function, say), which then stays in its own isolate. An Error keeps its `name` (node:v8 keeps
  * only the built-in ones), and one of kcoro's own errors its class: a `CancellationError` cause
- * stays one in a Worker. The class goes by identity, not by name: a `TimeoutError` of the
- * caller's own (or a DOMException named so) stays a failure, not a cancellation.
+ * stays one in a Worker, and so does one in its cause chain (a cancelled channel's copy in
+ * another isolate is the same error as its own: `Channel.cancel`). The class goes by identity,
+ * not by name: a `TimeoutError` of the caller's own (or a DOMException named so) stays a
+ * failure, not a cancellation.
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
   try {
@@ -502,19 +509,51 @@ export function encodeCause(cause: unknown): Uint8Array | null {
     if (n >= 0) return withKind(1, packed().subarray(0, n));
     const body = serialize(cause);
     if (!(cause instanceof Error)) return withKind(2, body);
-    const name = new TextEncoder().encode(String(cause.name));
-    if (name.length > 255) return withKind(2, body);
-    const proto = Object.getPrototypeOf(cause);
-    const out = new Uint8Array(3 + name.length + body.length);
-    out[0] = 3;
-    out[1] = ERROR_CLASSES.findIndex((c) => c.prototype === proto) + 1;
-    out[2] = name.length;
-    out.set(name, 3);
-    out.set(body, 3 + name.length);
+    const heads = errorHeads(cause);
+    if (heads.length === 0) return withKind(2, body); // its name is longer than 255 bytes
+    const count = heads.length === 1 ? [] : [heads.length];
+    const size = heads.reduce((sum, h) => sum + h.length, 1 + count.length + body.length);
+    const out = new Uint8Array(size);
+    out[0] = heads.length === 1 ? 3 : 4;
+    out.set(count, 1);
+    let at = 1 + count.length;
+    for (const h of heads) {
+      out.set(h, at);
+      at += h.length;
+    }
+    out.set(body, at);
     return out;
   } catch {
     return null;
   }
+}
+
+/**
+ * Each Error down `cause`'s chain (itself, its `cause` if an Error, ...) as its class index and
+ * name (`encodeCause`), up to `CAUSE_CHAIN` of them; the chain stops at a non-Error, an Error
+ * seen already (a cycle), a name longer than 255 bytes, or a `cause` that throws when read.
+ */
+function errorHeads(cause: Error): Uint8Array[] {
+  const heads: Uint8Array[] = [];
+  const seen = new Set<unknown>();
+  let e: unknown = cause;
+  try {
+    while (e instanceof Error && !seen.has(e) && heads.length < CAUSE_CHAIN) {
+      seen.add(e);
+      const name = new TextEncoder().encode(String(e.name));
+      if (name.length > 255) break;
+      const proto = Object.getPrototypeOf(e);
+      const head = new Uint8Array(2 + name.length);
+      head[0] = ERROR_CLASSES.findIndex((c) => c.prototype === proto) + 1;
+      head[1] = name.length;
+      head.set(name, 2);
+      heads.push(head);
+      e = e.cause;
+    }
+  } catch {
+    // A hostile Error down the chain (a throwing getter or trap): the chain stops there.
+  }
+  return heads;
 }
 
 function withKind(kind: number, body: Uint8Array): Uint8Array {
@@ -529,14 +568,24 @@ export function decodeCause(bytes: Uint8Array): { ok: true; cause: unknown } | {
   try {
     if (bytes[0] === 1) return { ok: true, cause: unpack(bytes.subarray(1)) };
     if (bytes[0] === 2) return { ok: true, cause: deserialize(bytes.subarray(1)) };
-    if (bytes[0] === 3 && bytes.length >= 3) {
-      const end = 3 + bytes[2];
-      const name = new TextDecoder().decode(bytes.subarray(3, end));
-      const cause = deserialize(bytes.subarray(end));
-      if (cause instanceof Error) {
-        const cls = ERROR_CLASSES[bytes[1] - 1];
-        if (cls !== undefined) Object.setPrototypeOf(cause, cls.prototype);
-        if (cause.name !== name) cause.name = name;
+    if ((bytes[0] === 3 || bytes[0] === 4) && bytes.length >= 3) {
+      let at = 1;
+      const count = bytes[0] === 3 ? 1 : bytes[at++];
+      const heads: { cls: number; name: string }[] = [];
+      for (let i = 0; i < count; i++) {
+        const end = at + 2 + bytes[at + 1];
+        if (end > bytes.length) return { ok: false };
+        heads.push({ cls: bytes[at], name: new TextDecoder().decode(bytes.subarray(at + 2, end)) });
+        at = end;
+      }
+      const cause = deserialize(bytes.subarray(at));
+      let e: unknown = cause;
+      for (const { cls, name } of heads) {
+        if (!(e instanceof Error)) break;
+        const c = ERROR_CLASSES[cls - 1];
+        if (c !== undefined) Object.setPrototypeOf(e, c.prototype);
+        if (e.name !== name) e.name = name;
+        e = e.cause;
       }
       return { ok: true, cause };
     }

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import v8 from "node:v8";
-import { Channel, CodecError, codecs, library } from "../mod.ts";
+import { CancellationError, Channel, CodecError, codecs, library, TimeoutError } from "../mod.ts";
 import { evalScript, prng } from "./support.ts";
 import { decodeCause, encodeCause } from "../src/codec.ts";
 
@@ -250,6 +250,52 @@ Deno.test("typed arrays in values left to node:v8 keep their buffer, offset and 
   }
   const cause = decodeCause(encodeCause(value)!) as { ok: true; cause: typeof value };
   check(cause.cause, "a close cause");
+});
+
+Deno.test("a close cause keeps kcoro's classes and every Error's name down its cause chain", () => {
+  const copy = (cause: unknown) => {
+    const got = decodeCause(encodeCause(cause)!);
+    assert.ok(got.ok);
+    return got.cause as Error;
+  };
+  // What a cancelled channel fails with in another isolate: its cancel's error, chain and all.
+  const named = Object.assign(new Error("mine"), { name: "MyError" });
+  const top = new CancellationError("outer", {
+    cause: new TimeoutError("inner", { cause: new RangeError("range", { cause: named }) }),
+  });
+  const got = copy(top);
+  const chain: Error[] = [];
+  for (let e: unknown = got; e instanceof Error; e = e.cause) chain.push(e);
+  assert.deepEqual(
+    chain.map((e) => [Object.getPrototypeOf(e), e.name, e.message]),
+    [
+      [CancellationError.prototype, "CancellationError", "outer"],
+      [TimeoutError.prototype, "TimeoutError", "inner"],
+      [RangeError.prototype, "RangeError", "range"],
+      [Error.prototype, "MyError", "mine"], // a name of its own, not a class
+    ],
+  );
+  assert.equal(named.cause, undefined);
+  // A chain that loops, or runs past what is described (16 Errors), still copies; what is
+  // described keeps its class.
+  const loop = new CancellationError("loop");
+  loop.cause = loop;
+  const l = copy(loop);
+  assert.ok(l instanceof CancellationError && l.cause === l);
+  let long: Error = new CancellationError("bottom");
+  for (let i = 0; i < 20; i++) long = new TimeoutError(`level ${i}`, { cause: long });
+  let depth = 0;
+  let e: unknown = copy(long);
+  for (; e instanceof Error; e = e.cause) {
+    assert.equal(e instanceof TimeoutError, depth < 16, `level ${depth}`);
+    depth++;
+  }
+  assert.equal(depth, 21);
+  // A name longer than 255 bytes down the chain ends the description there.
+  const longName = Object.assign(new Error("long"), { name: "N".repeat(300) });
+  const cut = copy(new TimeoutError("t", { cause: longName }));
+  assert.ok(cut instanceof TimeoutError);
+  assert.equal((cut.cause as Error).name, "Error");
 });
 
 Deno.test("garbled structured bytes (C code's, or another codec's) are a CodecError, freed; the channel goes on", () => {
