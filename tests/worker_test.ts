@@ -13,6 +13,7 @@ import {
   type Report,
 } from "./fixtures/stress_party.ts";
 import {
+  CancellationError,
   type Capacity,
   Channel,
   type ChannelMetrics,
@@ -258,7 +259,9 @@ Deno.test("stress: Workers terminated at many moments around native sends: every
 
 Deno.test("a close or cancel cause crosses isolates; one that cannot be copied stays in its own", async () => {
   const url = new URL("./fixtures/cause_worker.ts", import.meta.url);
-  for (const end of ["close", "cancel", "uncopyable", "kcoro", "named"] as const) {
+  for (
+    const end of ["close", "cancel", "uncopyable", "kcoro", "named", "cancelTimeout"] as const
+  ) {
     using input = new Channel<number>(4);
     using output = new Channel<number>(1);
     const w = new Worker(url, { type: "module" });
@@ -274,7 +277,12 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied s
       else if (end === "cancel") input.cancel(new RangeError("stopped", { cause: [2] }));
       else if (end === "kcoro") input.close(new TimeoutError("deadline", { cause: 3 }));
       else if (end === "named") input.close(named);
-      else input.close(fn);
+      else if (end === "cancelTimeout") {
+        // Kotlin's cancel(cause): the Worker fails with a copy of this very TimeoutError.
+        input.cancel(
+          new TimeoutError("deadline", { cause: new CancellationError("inner", { cause: 4 }) }),
+        );
+      } else input.close(fn);
       const got = await within(report, 20_000, `the Worker's report (${end})`);
       if (end === "close") {
         assert.deepEqual(got, [1, {
@@ -302,6 +310,19 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied s
           cancellation: false,
           timeout: false,
         }]);
+      } else if (end === "cancelTimeout") {
+        // Not wrapped: the same class, message and cause chain (classes kept down the chain).
+        const { cause: inner, ...rest } = got.at(-1) as { cause: Error };
+        assert.deepEqual(rest, {
+          name: "TimeoutError",
+          message: "deadline",
+          cancellation: true,
+          timeout: true,
+          causeName: "CancellationError",
+          causeCancellation: true,
+        });
+        assert.ok(inner instanceof Error && inner.message === "inner");
+        assert.equal(inner.cause, 4);
       } else if (end === "cancel") {
         // Cancelled: what it had not received was dropped; the CancellationError carries it.
         const last = got.at(-1) as { name: string; cause: unknown };
