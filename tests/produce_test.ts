@@ -591,6 +591,43 @@ Deno.test("actor: senders waiting on a full mailbox reject when the actor is can
   assert.equal(live, 0);
 });
 
+Deno.test("actor: its handler's receive and a waiting sender fail with the task's cancellation itself, not a CancellationError wrapping it", async () => {
+  // The mailbox is cancelled with the task's CancellationError, which a cancelled channel's
+  // operations now throw as it is (Kotlin's cancel(cause)): before, a new "Channel was
+  // cancelled" carried it as its cause.
+  const why = new CancellationError("shutting down");
+  const entered = Promise.withResolvers<void>();
+  let reason: unknown;
+  let received: unknown;
+  let sent: unknown;
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      actor<number>(
+        scope,
+        counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
+          entered.resolve();
+          received = await mailbox.receive().then(() => "received", (e) => e);
+          reason = task.signal.reason;
+        }),
+      );
+      const idle = actor<number>(
+        scope,
+        counted((_m: Channel<number>, task: CoroutineScope) => untilAborted(task.signal)),
+      );
+      await entered.promise; // the handler waits in receive (called before it resolved)
+      const sending = idle.send(1).then(() => "sent", (e) => e); // rendezvous: waits
+      await null;
+      scope.cancel(why);
+      sent = await sending;
+    }),
+    (e) => e === why,
+  );
+  assert.equal(reason, why); // the task's cancellation is the scope's
+  assert.equal(received, why);
+  assert.equal(sent, why);
+  assert.equal(live, 0);
+});
+
 Deno.test("actor: a send after the actor finished hands its message to onUndeliveredElement, as a Channel's send on a closed channel does", async () => {
   // Kotlin's onClosedSend: the refused send's element goes to the hook, whether the actor
   // returned, failed or was cancelled; trySend answers closed and keeps it the caller's.
