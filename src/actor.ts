@@ -8,8 +8,9 @@
  * - `close()` lets the actor finish its work: messages already queued stay receivable, so a
  *   handler looping `for await (const m of mailbox)` processes every one, then its loop ends.
  * - Cancelling the actor's task (its scope cancelled, a sibling failing, `job.cancel()`) stops it
- *   at once: the mailbox is cancelled, so queued messages are dropped, the handler's pending
- *   receive rejects with a CancellationError, and waiting senders reject too. So does the
+ *   at once: the mailbox is cancelled with the task's CancellationError, so queued messages are
+ *   dropped, and the handler's pending receive and waiting senders reject with that very error
+ *   (a cancelled channel's rule, Kotlin's: not a wrapper of it). So does the
  *   handler's failure, also while children of the task still run: a failed or cancelled actor
  *   takes no more messages (Kotlin's `ActorCoroutine.onCancelling`).
  * - When the task ends, however it ends, the mailbox is cancelled and freed: later sends reject
