@@ -151,7 +151,8 @@ int32_t kc_spawn_gen(kc_entry_fn entry, void *arg, uint32_t flags, uint32_t *out
 /* CLOCK_MONOTONIC in nanoseconds: the clock of kc_park_until (never fails). */
 uint64_t kc_now_ns(void);
 /* The channel counters' coarse clock word: even = the time (ns, kc_now_ns clock) as of its last
- * tick, changing every millisecond while read; odd while it checks for readers; 1 = no ticker.
+ * tick, changing once a tick while read (a tick: the coarse clock's granularity, within 1-10 ms:
+ * 1 ms on a 1000 Hz kernel, 4 ms on a 250 Hz one); odd while it checks for readers; 1 = no ticker.
  * Read it per operation and call kc_clock_now only when it changed or is odd. */
 const uint64_t *kc_clock_word(void);
 /* The counters' coarse clock now (first_op_ns / last_op_ns are in it); keeps its ticker running. */

@@ -147,7 +147,8 @@ export interface ChannelMetrics {
   handoffs: number;
   /**
    * When the first operation ran, in nanoseconds on the `kc_now_ns` (monotonic) clock; 0 before
-   * any. The counters' clock ticks once a millisecond, so this is to a millisecond.
+   * any. The counters' clock ticks at the coarse clock's granularity (1 ms on a 1000 Hz kernel,
+   * 4 ms on a 250 Hz one; within 1-10 ms), so this is to a tick.
    */
   firstOpNs: number;
   /** When the latest operation ran, as `firstOpNs` (same clock and resolution; 0 before any). */
@@ -1376,7 +1377,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * Records a local operation's time, as the native counters do: only when the counters' clock
-   * word moved since the last one (once a millisecond at most), or is `1` (no ticker runs yet).
+   * word moved since the last one (once a tick at most), or is `1` (no ticker runs yet).
    */
   #stamp(s: Shared): void {
     const c = s.clock ??= clockOf(this.#lib);

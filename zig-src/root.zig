@@ -581,10 +581,10 @@ fn spawnOn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_handle: 
 }
 
 /// const uint64_t *kc_clock_word(void): the word of the channel counters' coarse clock
-/// (chan/clock.zig): even, the time in ns as of its last tick (it changes every millisecond
-/// while it is read); odd while it checks for readers; 1 while no ticker runs. A host keeping
-/// counters of its own (JavaScript's isolate-local channels) reads it per operation and calls
-/// kc_clock_now only when it changed or is odd.
+/// (chan/clock.zig): even, the time in ns as of its last tick (it changes once a tick while it
+/// is read: the coarse clock's granularity, within 1-10 ms); odd while it checks for readers; 1
+/// while no ticker runs. A host keeping counters of its own (JavaScript's isolate-local
+/// channels) reads it per operation and calls kc_clock_now only when it changed or is odd.
 export fn kc_clock_word() callconv(.c) *const u64 {
     return kcoro.clock.word();
 }

@@ -2,31 +2,48 @@
 //!
 //! Reading even CLOCK_MONOTONIC_COARSE costs ~3 ns, a quarter of an uncontended channel
 //! operation; the counters must cost under 5%. So operations read one shared word instead,
-//! which a ticker thread refreshes every millisecond (the coarse clock itself only moves every
-//! 1-4 ms). The ticker starts on first use and ends after `idle_ticks` ticks in which no
+//! which a ticker thread refreshes once per tick: the coarse clock's own granularity (its
+//! `clock_getres`: 1 ms where the kernel ticks at 1000 Hz, 4 ms at 250 Hz), kept within 1-10 ms.
+//! The ticker starts on first use and ends after `idle_ns` (100 ms) of ticks in which no
 //! operation read the word; the next read then starts it again.
 //!
 //! Finding out whether anyone reads costs the readers as little as possible: most of the time
-//! the word holds an even time and a read is one load. Every `quiet_ticks` ticks the ticker
-//! *probes*: it publishes odd times (the time | 1) until a reader answers by setting the shared
-//! "used" flag (readers only write it when they find it clear), so the line stays read-shared
-//! and the flag costs readers nothing outside a probe. A probe nobody answers for `idle_ticks`
-//! ticks ends the ticker.
+//! the word holds an even time and a read is one load. Every `quiet_ns` (50 ms) of ticks the
+//! ticker *probes*: it publishes odd times (the time | 1) until a reader answers by setting the
+//! shared "used" flag (readers only write it when they find it clear), so the line stays
+//! read-shared and the flag costs readers nothing outside a probe. A probe nobody answers for
+//! `idle_ns` ends the ticker.
 //!
 //! Resolution: a timestamp is at most one tick plus the coarse clock's own granularity old.
 //! Any thread may call `now`.
+//!
+//! Why a tick is the clock's granularity and not always 1 ms: every tick wakes the ticker, and a
+//! wake-up from idle costs ~10-40 µs of CPU on a virtual machine. While channels stay in use
+//! (an operation every 50 ms keeps it running) the ticker cost that 1,000 times a second,
+//! although on a 250 Hz kernel three ticks in four found the coarse clock where it was and
+//! published nothing new (bench/wake_cpu.ts: an idle Worker woken once a millisecond).
 const std = @import("std");
+const builtin = @import("builtin");
 const Futex = std.Thread.Futex;
 
-const tick_ns: u64 = std.time.ns_per_ms;
-/// Ticks of a probe without a reader before the ticker ends (100 ms).
-const idle_ticks = 100;
-/// Ticks between probes while readers are active.
-const quiet_ticks = 50;
+/// How long a probe goes unanswered before the ticker ends.
+const idle_ns: u64 = 100 * std.time.ns_per_ms;
+/// Time between probes while readers are active.
+const quiet_ns: u64 = 50 * std.time.ns_per_ms;
+
+/// The ticker's period: the coarse clock's granularity, within 1-10 ms (1 ms if unknown).
+fn tickNs() u64 {
+    var res: std.posix.timespec = undefined;
+    std.posix.clock_getres(.MONOTONIC_COARSE, &res) catch return std.time.ns_per_ms;
+    const ns = @as(u64, @intCast(res.sec)) *| std.time.ns_per_s +| @as(u64, @intCast(res.nsec));
+    return std.math.clamp(ns, std.time.ns_per_ms, 10 * std.time.ns_per_ms);
+}
 
 /// The time as of the last tick (odd while probing); `no_ticker` while no ticker runs.
 var cached: std.atomic.Value(u64) = .init(no_ticker);
 const no_ticker: u64 = 1;
+/// Ticks so far, of every ticker (tests: how often it woke).
+var ticks: std.atomic.Value(u64) = .init(0);
 /// Tests only: a pause between the ticker's two exit stores, where a reader's `start` fails.
 var exit_pause_ns: u64 = 0;
 /// Set by a reader that sees a probe (when clear); cleared by the ticker.
@@ -120,12 +137,21 @@ fn start() void {
 }
 
 fn run() void {
-    var idle: u32 = 0;
-    var quiet: u32 = 0;
+    // Named, so that its CPU time shows as its own in per-thread figures (top -H,
+    // /proc/<pid>/task; bench/wake_cpu.ts): unnamed, it took its starter's name (a Deno
+    // Worker's, a blocking-pool thread's). Best effort.
+    if (builtin.os.tag == .linux) _ = std.posix.prctl(.SET_NAME, .{@intFromPtr("kcoro-clock")}) catch {};
+    const tick_ns = tickNs();
+    const idle_ticks = @max(1, idle_ns / tick_ns);
+    const quiet_ticks = @max(1, quiet_ns / tick_ns);
+    var idle: u64 = 0;
+    var quiet: u64 = 0;
     var probing = false; // the first tick runs because a reader just asked: it is in use
     var dummy: std.atomic.Value(u32) = .init(0);
     while (true) {
         Futex.timedWait(&dummy, 0, tick_ns) catch {};
+        // Monotonic: a count for tests; nothing is published through it.
+        _ = ticks.fetchAdd(1, .monotonic);
         const t = even(preciseCoarse());
         if (probing) {
             if (used.swap(false, .monotonic)) {
@@ -166,6 +192,27 @@ test "the cached clock moves, never backwards, and the ticker starts on use" {
     while (b == a and preciseCoarse() < deadline) : (b = now()) std.Thread.yield() catch {};
     try std.testing.expect(b > a);
     try std.testing.expect(running());
+}
+
+test "the ticker wakes no more often than the coarse clock moves: a tick publishes a new time" {
+    // Before, it woke every millisecond whatever the clock's granularity: on a 250 Hz kernel
+    // (a 4 ms coarse clock) three ticks in four found the time unchanged, each a wake-up paid
+    // for nothing (bench/wake_cpu.ts). Bounded: 25 new times, or a few seconds.
+    var last = now();
+    const t0 = ticks.load(.monotonic);
+    const until = preciseCoarse() + 5 * std.time.ns_per_s;
+    var moved: u64 = 0;
+    while (moved < 25 and preciseCoarse() < until) {
+        const t = now(); // answers the ticker's probes: it keeps running
+        if (t != last) moved += 1;
+        last = t;
+        std.Thread.yield() catch {};
+    }
+    const n = ticks.load(.monotonic) - t0;
+    try std.testing.expect(moved > 0);
+    // A tick may now and then find the time it published (a clock update a little late), and
+    // one may fall on each end: not one in every two.
+    try std.testing.expect(n <= 2 * moved + 2);
 }
 
 test "a read while the ticker is ending does not freeze the clock" {
