@@ -158,6 +158,8 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     in_wake: ?*const fn () void = null,
     /// In `shutdown`, each time it looks at `wakers` and finds one in flight.
     wakers_pending: ?*const fn () void = null,
+    /// In `parkUntil`, woken before its deadline, right after its CAS disarmed the timer.
+    after_disarm: ?*const fn () void = null,
 } else struct {} = .{};
 
 /// The worker running this thread. Coroutine code must read it through here, never cache it:
@@ -519,9 +521,10 @@ const Worker = struct {
     }
 
     /// `n` disarmed entries left the heap: off `timers_disarmed`, never below 0 (a disarm counts
-    /// itself after its CAS, and may not have yet: the count then stays one high until the next
-    /// prune). Under `timer_lock`, the only place the count goes down. Monotonic: a count,
-    /// ordering nothing.
+    /// itself before its CAS, so an entry dropped is always counted; a prune's `seen` may take
+    /// off a count whose CAS then disarms an entry it kept: the count is one low until that
+    /// entry leaves, and its count out stops at 0). Under `timer_lock`, the only place the
+    /// count goes down. Monotonic: a count, ordering nothing.
     fn countOut(w: *Worker, n: u32) void {
         if (n == 0) return;
         var cur = w.timers_disarmed.load(.monotonic);
@@ -995,14 +998,28 @@ pub const Scheduler = struct {
         coroutine.park() catch unreachable; // we are a coroutine
         // Whoever disarms the timer owns its busy count: either we do it here (woken before
         // the deadline; perhaps on another worker now), or `fireTimers` did (acq_rel pairs
-        // with its claim).
-        if (co.timer_state.cmpxchgStrong(armed, armed & ~@as(u32, 1), .acq_rel, .monotonic) == null) {
-            s.busyDoneAny();
-            // `w` armed it and holds its entry (we may run on another worker now). Monotonic:
-            // a count that only tells the owner when to prune.
+        // with its claim). Monotonic load: only saves the count below when the timer fired
+        // (the claim happens before the wake that let us run); the CAS decides.
+        if (co.timer_state.load(.monotonic) == armed) {
+            // Counted in before the disarm: `w` armed it and holds its entry (we may run on
+            // another worker now), and a `fireTimers` (the watchdog's) may drop the entry as
+            // soon as the CAS lands, counting it out. Counted after, the count out found it
+            // missing (saturating at 0) and the count stayed one high for good: below
+            // `prune_min`, nothing prunes. Monotonic: a count that only tells the owner when
+            // to prune.
             _ = w.timers_disarmed.fetchAdd(1, .monotonic);
-            co.wake_status = wake_ok;
-            return false;
+            if (co.timer_state.cmpxchgStrong(armed, armed & ~@as(u32, 1), .acq_rel, .monotonic) == null) {
+                if (@import("builtin").is_test) if (test_hooks.after_disarm) |f| f();
+                s.busyDoneAny();
+                co.wake_status = wake_ok;
+                return false;
+            }
+            // A fire claimed it between the load and the CAS (a wake by permit, the watchdog
+            // firing meanwhile): it counted nothing out for it, so we do (under the lock, as
+            // every count out).
+            w.timer_lock.lock();
+            defer w.timer_lock.unlock();
+            w.countOut(1);
         }
         co.wake_status = wake_timeout;
         return true;
@@ -1635,6 +1652,46 @@ test "entries of timed waits woken early are counted out as they expire, not onl
     try s.drainFor(test_timeout);
     try testing.expectEqual(@as(usize, 0), s.workers[0].timers.count());
     try testing.expectEqual(@as(u32, 0), s.workers[0].timers_disarmed.load(.monotonic));
+}
+
+test "a disarm that the watchdog's pass drops the entry of before it is counted is counted out all the same" {
+    // A coroutine woken early (here by a permit of its own) disarms its timer; the watchdog
+    // fires the heap before the disarm is counted and drops the entry, counting it out of a
+    // count that does not have it yet. Before, the count then stayed one high for good (below
+    // `prune_min` nothing prunes it), one more each time it happened.
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var deadline: u64 = 0;
+        var early: ?bool = null;
+        fn dropNow() void {
+            test_hooks.after_disarm = null; // once
+            const w = &sched.workers[0];
+            w.timer_lock.lock();
+            defer w.timer_lock.unlock();
+            // The watchdog's pass, as it runs once the deadline is past.
+            w.fireTimers(deadline);
+        }
+        fn waiter(_: ?*anyopaque) callconv(.c) void {
+            _ = coroutine.current().?.unpark(); // a permit: the park returns at once
+            deadline = monotonicNs() + 3600 * std.time.ns_per_s;
+            test_hooks.after_disarm = dropNow;
+            early = !(sched.parkUntil(deadline) catch unreachable);
+        }
+    };
+    S.early = null;
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    defer s.shutdown(.cancel);
+    defer test_hooks.after_disarm = null;
+    S.sched = &s;
+    _ = try s.spawn(S.waiter, null);
+    try s.drainFor(test_timeout);
+    try testing.expectEqual(@as(?bool, true), S.early);
+    const w = &s.workers[0];
+    w.timer_lock.lock();
+    defer w.timer_lock.unlock();
+    try testing.expectEqual(@as(usize, 0), w.timers.count());
+    try testing.expectEqual(@as(u32, 0), w.timers_disarmed.load(.monotonic));
 }
 
 test "drain waits for sleeping coroutines; parked ones do not hold it" {
