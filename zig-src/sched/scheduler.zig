@@ -1631,9 +1631,10 @@ test "drain and drainFor from one of the scheduler's coroutines are InvalidArgum
 }
 
 test "entries of timed waits woken early are counted out as they expire, not only by a prune" {
-    // 30 waits with a 2 ms deadline that the partner always beats: 30 disarmed entries, fewer
-    // than a prune looks at. Side 0 then sleeps past them all: its timer fires after they expire
-    // and leave the heap (every entry due by then goes in one pass). Before,
+    // 30 waits with a 2 ms deadline that the partner beats (on a slow machine some time out
+    // instead): up to 30 disarmed entries, fewer than a prune looks at. Side 0 then sleeps past
+    // them all: they expire and leave the heap, in the pass that fires its timer, or in the
+    // worker's next pass if a wake let the sleep end past its deadline without one. Before,
     // the count kept them, and past 64 ever disarmed the worker took its timer lock on every
     // pass to look at pruning.
     const P = TimedPingPong(30);
@@ -1650,8 +1651,26 @@ test "entries of timed waits woken early are counted out as they expire, not onl
     defer s.shutdown(.cancel);
     try P.spawn(&s, S.soon, S.sleepPast);
     try s.drainFor(test_timeout);
-    try testing.expectEqual(@as(usize, 0), s.workers[0].timers.count());
-    try testing.expectEqual(@as(u32, 0), s.workers[0].timers_disarmed.load(.monotonic));
+    // `drain` returns once no coroutine runs and no timer is armed, which may come before the
+    // pass that drops the expired entries ends: the watchdog's, having woken the sleeper, or the
+    // worker's next one. Without the count out, the count stays up to the deadline.
+    const left = settledTimers(&s.workers[0], test_timeout);
+    try testing.expectEqual(@as(usize, 0), left.count);
+    try testing.expectEqual(@as(u32, 0), left.disarmed);
+}
+
+/// A worker's timer heap size and disarm count, read under its lock (a pass firing the heap
+/// holds it to its end), as soon as both are 0, or as they are once `timeout_ns` has passed.
+fn settledTimers(w: *Worker, timeout_ns: u64) struct { count: usize, disarmed: u32 } {
+    const end = monotonicNs() +| timeout_ns;
+    while (true) {
+        w.timer_lock.lock();
+        const count = w.timers.count();
+        const disarmed = w.timers_disarmed.load(.monotonic);
+        w.timer_lock.unlock();
+        if ((count == 0 and disarmed == 0) or monotonicNs() >= end) return .{ .count = count, .disarmed = disarmed };
+        std.Thread.yield() catch {};
+    }
 }
 
 test "a disarm that the watchdog's pass drops the entry of before it is counted is counted out all the same" {
