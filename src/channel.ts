@@ -1489,7 +1489,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (!have) {
         passed = this.#codec.pass(value);
         have = true;
-        next = r.next; // its getters may have run the caller's code
+        // Its getters ran the caller's code, which may have settled this receiver (aborted
+        // its signal: it is rejected, and done) or others: look again from the first. Before,
+        // a receiver aborted there was handed the copy all the same and the send said ok,
+        // the value lost.
+        next = s.receivers.first;
+        continue;
       }
       if (r.state === QUEUED) {
         const rc = this.#bridge.abort(r, true);

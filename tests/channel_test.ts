@@ -741,6 +741,32 @@ bothModes(
   },
 );
 
+bothModes(
+  "a try-send whose value's getter aborts the receiver waiting for it keeps the value",
+  async () => {
+    // The getters run while the value is copied for that receiver (`codec.pass`); the abort
+    // rejects it. Before, a shared channel's try-send still handed the copy to it and said ok:
+    // the value was neither received nor in the channel, nor given to onUndeliveredElement.
+    for (const send of ["trySend", "send"] as const) {
+      const dropped: unknown[] = [];
+      using ch = chan<unknown>(4, { onUndeliveredElement: (v) => dropped.push(v) });
+      const ac = new AbortController();
+      const waiting = ch.receive({ signal: ac.signal });
+      const value = {
+        get x() {
+          ac.abort("gone");
+          return 1;
+        },
+      };
+      if (send === "trySend") assert.deepEqual(ch.trySend(value), { state: "ok" });
+      else await ch.send(value);
+      await assert.rejects(waiting, (e) => e === "gone");
+      assert.deepEqual(ch.tryReceive(), { state: "ok", value: { x: 1 } }, send);
+      assert.deepEqual(dropped, []);
+    }
+  },
+);
+
 bothModes("waits: many producers and consumers, every value received exactly once", async () => {
   for (const capacity of [0, 1, 16] as const) {
     using ch = chan<number>(capacity, { codec: codecs.f64 });
