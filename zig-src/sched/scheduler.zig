@@ -281,7 +281,7 @@ const Worker = struct {
                 // Read again under the lock, where alone it goes down (`countOut`).
                 const disarmed = w.timers_disarmed.load(.monotonic);
                 w.prune_looked = disarmed;
-                if (disarmed >= prune_min and disarmed > w.timers.count() / 2) w.pruneTimers(disarmed);
+                if (disarmed >= prune_min and disarmed > w.timers.count() / 2) w.pruneTimers();
             }
             if (w.next()) |co| {
                 w.run(co);
@@ -497,19 +497,24 @@ const Worker = struct {
     }
 
     /// Drops the entries of timers disarmed since they were armed (their armed word no longer
-    /// matches), keeping the others in a heap again. Owner only, under `timer_lock`. `seen`: the
-    /// disarm count read before, taken off the counter (disarms counted meanwhile stay for the
-    /// next prune).
-    fn pruneTimers(w: *Worker, seen: u32) void {
+    /// matches), keeping the others in a heap again, and counts them out of `timers_disarmed`
+    /// (each counted itself in before its disarm). Owner only, under `timer_lock`. Before, it
+    /// counted out the count read before the scan: a disarm landing between the two (on another
+    /// worker, no lock) had its entry dropped but stayed counted, one high for good below
+    /// `prune_min`.
+    fn pruneTimers(w: *Worker) void {
         const items = w.timers.items;
         var kept: usize = 0;
         for (items) |t| {
-            // Monotonic: a stale read only keeps an entry that `fireTimers` claims or skips
-            // later (the claim is the acq_rel CAS there).
-            if (t.co.timer_state.load(.monotonic) != t.armed_word) continue;
+            // Acquire: a disarm seen here (or the re-arm after it) pairs with `parkUntil`'s
+            // acq_rel disarm CAS (its re-arm's release store), so its count in comes before the
+            // count out below. A stale read only keeps an entry that `fireTimers` claims or
+            // skips later (the claim is the acq_rel CAS there).
+            if (t.co.timer_state.load(.acquire) != t.armed_word) continue;
             items[kept] = t;
             kept += 1;
         }
+        const dropped: u32 = @intCast(items.len - kept);
         w.timers.items.len = 0;
         for (0..kept) |i| {
             const t = items.ptr[i]; // read before `add` may move entries below it
@@ -517,18 +522,21 @@ const Worker = struct {
         }
         assert(w.timers.count() == kept);
         w.publishNext();
-        w.countOut(seen);
+        w.countOut(dropped);
     }
 
-    /// `n` disarmed entries left the heap: off `timers_disarmed`, never below 0 (a disarm counts
-    /// itself before its CAS, so an entry dropped is always counted; a prune's `seen` may take
-    /// off a count whose CAS then disarms an entry it kept: the count is one low until that
-    /// entry leaves, and its count out stops at 0). Under `timer_lock`, the only place the
-    /// count goes down. Monotonic: a count, ordering nothing.
+    /// `n` disarmed entries left the heap: off `timers_disarmed`. Each counted itself in before
+    /// its disarm, and whoever drops an entry saw that disarm with acquire (`pruneTimers`,
+    /// `fireTimers`; `parkUntil`'s own count out follows its count in), so the count in comes
+    /// first: the count never goes below 0 (asserted; saturating all the same). Under
+    /// `timer_lock`, the only place the count goes down. Monotonic: a count, ordering nothing.
     fn countOut(w: *Worker, n: u32) void {
         if (n == 0) return;
         var cur = w.timers_disarmed.load(.monotonic);
-        while (w.timers_disarmed.cmpxchgWeak(cur, cur - @min(cur, n), .monotonic, .monotonic)) |seen| cur = seen;
+        while (true) {
+            assert(cur >= n);
+            cur = w.timers_disarmed.cmpxchgWeak(cur, cur - @min(cur, n), .monotonic, .monotonic) orelse return;
+        }
     }
 
     /// Fires this heap's timers due at `now`, under `timer_lock`: from the owner, between
@@ -542,7 +550,9 @@ const Worker = struct {
             const co = t.co;
             // Claim the timer: only the holder of the armed word fires it; a coroutine woken
             // some other way disarms it first (acq_rel pairs with `sleep`'s arm and disarm).
-            if (co.timer_state.cmpxchgStrong(t.armed_word, t.armed_word & ~@as(u32, 1), .acq_rel, .monotonic) == null) {
+            // Acquire on failure too: the disarm seen pairs with `parkUntil`'s acq_rel CAS, so
+            // its count in comes before the count out below (`countOut`).
+            if (co.timer_state.cmpxchgStrong(t.armed_word, t.armed_word & ~@as(u32, 1), .acq_rel, .acquire) == null) {
                 // To the back of the queue, in deadline order (the LIFO slot is for a coroutine
                 // woken by the running one).
                 _ = s.wakeTo(co, t.gen, s.epoch.load(.monotonic), .queue); // a timer of this run
@@ -1006,7 +1016,8 @@ pub const Scheduler = struct {
             // soon as the CAS lands, counting it out. Counted after, the count out found it
             // missing (saturating at 0) and the count stayed one high for good: below
             // `prune_min`, nothing prunes. Monotonic: a count that only tells the owner when
-            // to prune.
+            // to prune; the CAS's release half orders it before the count out of whoever sees
+            // the disarm (with acquire: `fireTimers`, `pruneTimers`).
             _ = w.timers_disarmed.fetchAdd(1, .monotonic);
             if (co.timer_state.cmpxchgStrong(armed, armed & ~@as(u32, 1), .acq_rel, .monotonic) == null) {
                 if (@import("builtin").is_test) if (test_hooks.after_disarm) |f| f();
@@ -1709,6 +1720,33 @@ test "a disarm that the watchdog's pass drops the entry of before it is counted 
     const w = &s.workers[0];
     w.timer_lock.lock();
     defer w.timer_lock.unlock();
+    try testing.expectEqual(@as(usize, 0), w.timers.count());
+    try testing.expectEqual(@as(u32, 0), w.timers_disarmed.load(.monotonic));
+}
+
+test "a disarm between a prune's read of the count and its scan is counted out with its entry" {
+    // The owner prunes with the count it read under its lock; a coroutine woken early on
+    // another worker disarms its timer (count in, then CAS: no lock) before the scan, which
+    // then drops that entry too. Before, the prune counted out only what it had read: the
+    // count kept that disarm with no entry left for it, one high for good below `prune_min`.
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    defer s.shutdown(.cancel);
+    const w = &s.workers[0];
+    // A coroutine object only for its timer word: the entry's deadline is never reached, and
+    // the prune below drops it.
+    var co: Coroutine = undefined;
+    const armed: u32 = (7 << 1) | 1;
+    co.timer_state = .init(armed);
+    w.timer_lock.lock();
+    defer w.timer_lock.unlock();
+    try w.timers.add(.{ .deadline = never - 1, .co = &co, .gen = 0, .armed_word = armed });
+    // The owner's check has read the count (0 here; it took what it read as the prune's
+    // `seen`); then the disarm, as `parkUntil` does it when woken early; then the prune.
+    try testing.expectEqual(@as(u32, 0), w.timers_disarmed.load(.monotonic));
+    _ = w.timers_disarmed.fetchAdd(1, .monotonic);
+    try testing.expect(co.timer_state.cmpxchgStrong(armed, armed & ~@as(u32, 1), .acq_rel, .monotonic) == null);
+    w.pruneTimers();
     try testing.expectEqual(@as(usize, 0), w.timers.count());
     try testing.expectEqual(@as(u32, 0), w.timers_disarmed.load(.monotonic));
 }
