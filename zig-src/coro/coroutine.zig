@@ -225,7 +225,12 @@ pub const Coroutine = struct {
         co.context = ctx_mod.empty;
         co.cleanups = null;
         co.finish = null;
-        co.timer_state.store(old_timer & ~@as(u32, 1), .monotonic);
+        // Release: a timer heap's stale entry for the previous coroutine may be dropped on
+        // seeing this word (acquire in the scheduler's prune and fire), counting out the disarm
+        // that coroutine counted in before its CAS (`Scheduler.parkUntil`); that count in
+        // happens before this store (the stack came back through the pool), so it is ordered
+        // before the count out too (`Worker.countOut` asserts the count never goes below 0).
+        co.timer_state.store(old_timer & ~@as(u32, 1), .release);
         // Release: the fields above are written before anyone can see the new generation.
         co.word.store(@bitCast(Word{ .state = .created, .permit = false, .gen = old_gen +% 1 }), .release);
         // The stack proper starts below the object and its side room.
