@@ -1496,17 +1496,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         next = s.receivers.first;
         continue;
       }
-      if (r.state === QUEUED) {
-        const rc = this.#bridge.abort(r, true);
-        if (rc === Status.EBUSY) {
-          r.state = COMPLETING; // completed first: its record settles it
-          continue;
-        }
-        if (rc !== 0) {
-          this.#lost(r, rc);
-          continue;
-        }
-      }
+      if (r.state === QUEUED && !this.#withdraw(r, true)) continue;
       r.detach();
       releaseSlot(r); // a queued receiver's, withdrawn: native code no longer writes it
       s.handoffs++;
@@ -1530,6 +1520,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
+   * Withdraws a queued waiter from the native queue (`Bridge.abort`; `uncounted`: not counted as
+   * cancelled): true if withdrawn. False if it completed first (then COMPLETING: its record
+   * settles it) or the withdrawal failed (then failed now: `#lost`).
+   */
+  #withdraw(w: Waiter, uncounted: boolean): boolean {
+    const rc = this.#bridge.abort(w, uncounted);
+    if (rc === 0) return true;
+    if (rc === Status.EBUSY) w.state = COMPLETING; // completed first: its record settles it
+    else this.#lost(w, rc);
+    return false;
+  }
+
+  /**
    * A queued waiter that could be neither withdrawn nor found completed (`Bridge.abort` failed
    * with `rc`, e.g. KC_EBADH once its ring is gone): no record will come, so it fails now, with
    * that status's named error. Before, it was taken for completed first and waited for ever for
@@ -1549,16 +1552,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     for (let w: Waiter | null = s.senders.first; w !== null; w = w.next) {
       if (w.state === COMPLETING) continue;
       const queued = w.state === QUEUED;
-      if (queued) {
-        const rc = this.#bridge.abort(w, true);
-        if (rc === Status.EBUSY) {
-          w.state = COMPLETING; // completed first: its record settles it
-          continue;
-        }
-        if (rc !== 0) {
-          this.#lost(w, rc);
-          return this.#takeFromSender(sym);
-        }
+      if (queued && !this.#withdraw(w, true)) {
+        if (w.state === COMPLETING) continue;
+        return this.#takeFromSender(sym); // failed now, and out of the list
       }
       w.detach();
       let value: T;
@@ -2047,19 +2043,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       queueMicrotask(() => this.#retrySends(SEND_RETRIES));
     }
     if (signal !== undefined) {
-      const bridge = this.#bridge;
       w.signal = signal;
       w.onAbort = () => {
         if (w.state === QUEUED) {
-          const rc = bridge.abort(w);
-          if (rc === Status.EBUSY) {
-            w.state = COMPLETING; // completed first: its record settles it
-            return;
-          }
-          if (rc !== 0) {
-            this.#lost(w, rc);
-            return;
-          }
+          if (!this.#withdraw(w, false)) return;
           if (kind === SEND && this.#lib.isOpen) {
             this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
           }
