@@ -573,6 +573,9 @@ export function decodeCause(bytes: Uint8Array): { ok: true; cause: unknown } | {
       const count = bytes[0] === 3 ? 1 : bytes[at++];
       const heads: { cls: number; name: string }[] = [];
       for (let i = 0; i < count; i++) {
+        // A head is its class byte and length byte, then the name: all of it within the bytes
+        // (a length byte past the end would read as undefined, the name's end as NaN).
+        if (at + 2 > bytes.length) return { ok: false };
         const end = at + 2 + bytes[at + 1];
         if (end > bytes.length) return { ok: false };
         heads.push({ cls: bytes[at], name: new TextDecoder().decode(bytes.subarray(at + 2, end)) });

@@ -380,3 +380,36 @@ Deno.test("the built-in codecs are frozen: codecs.u64.elemSize = 1 << 20 made a 
   assert.equal(ch.trySend(7n).state, "ok");
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 7n });
 });
+
+Deno.test("a close cause cut short inside its heads is none, found by its own bounds, not by node:v8 failing", () => {
+  const full = encodeCause(
+    new CancellationError("outer", { cause: new TimeoutError("inner", { cause: new Error("x") }) }),
+  )!;
+  assert.equal(full[0], 4);
+  assert.equal(full[1], 3);
+  // Where the heads end and node:v8's bytes begin: after the count, three heads.
+  let headsEnd = 2;
+  for (let i = 0; i < 3; i++) headsEnd += 2 + full[headsEnd + 1];
+  assert.equal(full[headsEnd], 0xff, "node:v8's version tag follows the heads");
+  const proto = v8.Deserializer.prototype;
+  const readHeader = proto.readHeader;
+  let deserialized = 0;
+  proto.readHeader = function (this: v8.Deserializer) {
+    deserialized++;
+    return readHeader.call(this);
+  };
+  try {
+    // Every cut inside the heads, a length byte past the end (the cut just after a class byte)
+    // among them: before, that length read as undefined, the next head began at NaN and node:v8
+    // was handed the whole buffer, kind byte and all (which it happened to refuse).
+    for (let n = 3; n < headsEnd; n++) {
+      assert.deepEqual(decodeCause(full.subarray(0, n)), { ok: false }, `cut at ${n}`);
+    }
+    assert.deepEqual(decodeCause(new Uint8Array([4, 2, 0, 1, 0x41, 0])), { ok: false });
+    assert.equal(deserialized, 0, "no cut reached node:v8");
+    assert.ok(decodeCause(full).ok);
+    assert.equal(deserialized, 1);
+  } finally {
+    proto.readHeader = readHeader;
+  }
+});
