@@ -2044,33 +2044,41 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (signal !== undefined) {
       w.signal = signal;
-      w.onAbort = () => {
-        if (w.state === QUEUED) {
-          if (!this.#withdraw(w, false)) return;
-          if (kind === SEND && this.#lib.isOpen) {
-            this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
-          }
-        } else if (w.state !== LOCAL) return;
-        else {
-          if (w.encoded && this.#lib.isOpen) {
-            // Never queued, but encoded at the call: its native copy is freed.
-            this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
-          }
-          // A cancelled failure, as the native withdraw of a queued one counts it.
-          const s = this._shared;
-          s.localCancelled++;
-          if (s.escaped && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
-        }
-        releaseSlot(w); // withdrawn (or never queued): nothing reads it any more
-        w.detach();
-        w.reject(signal.reason);
-      };
+      w.onAbort = () => this.#abandon(w, signal.reason);
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code):
       // the event will not come again.
       if (signal.aborted) w.onAbort();
       else signal.addEventListener("abort", w.onAbort, { once: true });
     }
     return promise;
+  }
+
+  /**
+   * A waiter gives up (its signal aborted, or its copy disposed): withdrawn if queued, and
+   * rejected with `reason`; a send's value is never delivered (its encoding freed, not handed
+   * to a hook: the value stays the caller's). Nothing if it completed first (its record settles
+   * it) or is done.
+   */
+  #abandon(w: Waiter, reason: unknown): void {
+    if (w.state === QUEUED) {
+      if (!this.#withdraw(w, false)) return;
+      if (w.kind === SEND && this.#lib.isOpen) {
+        this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
+      }
+    } else if (w.state !== LOCAL) return;
+    else {
+      if (w.encoded && this.#lib.isOpen) {
+        // Never queued, but encoded at the call: its native copy is freed.
+        this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
+      }
+      // A cancelled failure, as the native withdraw of a queued one counts it.
+      const s = this._shared;
+      s.localCancelled++;
+      if (s.escaped && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
+    }
+    releaseSlot(w); // withdrawn (or never queued): nothing reads it any more
+    w.detach();
+    w.reject(reason);
   }
 
   /**
@@ -2531,7 +2539,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Opens a channel from `share()`'s object (in a Worker, or anywhere in the process). Throws
    * a TypeError for anything not shaped like one and {@linkcode InvalidHandleError} when the
    * handle names no live channel. Disposing the result does not cancel or destroy the channel:
-   * its creator owns it. The copy holds the channel, though: if the creator's isolate ends
+   * its creator owns it. Its own waits still pending then (a send, a receive, a select with a
+   * clause on it) reject with InvalidHandleError, as a call after the dispose does, and a send's
+   * value is not delivered. The copy holds the channel, though: if the creator's isolate ends
    * without disposing it, the channel ends when its last copy is disposed or collected.
    */
   static from<T>(shared: SharedChannel): Channel<T> {
@@ -2570,7 +2580,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return it;
   }
 
-  /** Cancels and destroys the native channel (a `Channel.from` copy only detaches). */
+  /**
+   * Cancels and destroys the native channel: what waits on it rejects with CancellationError.
+   * A `Channel.from` copy only detaches: its own pending waits reject with InvalidHandleError.
+   */
   [Symbol.dispose](): void {
     if (this.#disposed) return;
     if (!this.#lib.isOpen) {
@@ -2598,10 +2611,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (--s.refs === 0 && shared.get(this.#handle) === s) shared.delete(this.#handle);
       return;
     }
+    if (!this.#owner) this.#abandonAll();
     // This isolate's counts go to the native channel while this object still holds it.
     this._shared.flushCounts();
     if (!this.#owner) {
-      // Waiters of this copy stay valid: they queue natively now.
+      // Waiters of this isolate's other objects for the channel stay valid: they queue
+      // natively now.
       flushAll(this._shared.senders);
       flushAll(this._shared.receivers);
       if (this.#held) {
@@ -2624,6 +2639,41 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#disposed = true;
     const s = this._shared;
     if (--s.refs === 0 && shared.get(this.#handle) === s) shared.delete(this.#handle);
+  }
+
+  /**
+   * A copy's dispose ends its own waits, a select's on it too: each rejects with the
+   * InvalidHandleError a call after the dispose throws, its send's value never delivered (as
+   * an aborted wait); the channel stays as it was for its other holders. Before, they went on
+   * waiting natively: a disposed copy's receive still took a value, its send still delivered,
+   * and a wait no other holder would complete kept the process alive. (An owner's dispose
+   * cancels the channel, which rejects every wait with CancellationError.)
+   */
+  #abandonAll(): void {
+    const s = this._shared;
+    for (const w of [...waiting(s.senders), ...waiting(s.receivers)]) {
+      if (w.ch !== (this as Channel<unknown>)) continue;
+      const op = w.kind === SEND ? "send" : "receive";
+      this.#abandon(w, new InvalidHandleError(`Cannot ${op}: the channel was disposed`));
+    }
+    const selects = this.#selects;
+    this.#selects = null;
+    if (selects !== null) { for (const op of selects) op.channelDisposed(); }
+  }
+
+  /** Selects waiting on this copy (`_watchDispose`). */
+  #selects: Set<{ channelDisposed(): void }> | null = null;
+
+  /**
+   * @ignore For select, waiting natively on this channel: `op.channelDisposed()` runs at this
+   * copy's dispose (`#abandonAll`), until the Disposable returned is disposed. Undefined for an
+   * owner: its dispose cancels the channel, which the select sees natively.
+   */
+  _watchDispose(op: { channelDisposed(): void }): Disposable | undefined {
+    if (this.#owner) return undefined;
+    const selects = this.#selects ??= new Set();
+    selects.add(op);
+    return { [Symbol.dispose]: () => selects.delete(op) };
   }
 
   /** As `[Symbol.dispose]`. */

@@ -390,6 +390,11 @@ class Selection implements RingOp {
       this.ticket = outTicket[0];
       this.queued = true;
       bridge.track(this);
+      // A `Channel.from` copy's dispose ends the select (`channelDisposed`).
+      for (const c of this.native) {
+        const d = c.ch!._watchDispose(this);
+        if (d !== undefined) this.disposers.push(d);
+      }
     }
     for (const c of clauses) {
       // A job's handler runs at once when the job is final already (one an earlier lazy clause
@@ -474,13 +479,22 @@ class Selection implements RingOp {
   }
 
   /**
-   * A JavaScript-side clause (or the abort, `c` undefined) wants to win. The abort counts a
+   * A `Channel.from` copy one of its clauses waits on was disposed: it ends as if aborted, with
+   * the InvalidHandleError a select begun after the dispose throws.
+   */
+  channelDisposed(): void {
+    this.#jsWins(undefined, new InvalidHandleError("Cannot select: the channel was disposed"));
+  }
+
+  /**
+   * A JavaScript-side clause (or the abort, `c` undefined, rejecting with `reason`: the signal's
+   * unless given) wants to win. The abort counts a
    * cancelled failure on each channel (as an aborted plain wait does), and an `onTimeout` that
    * fires a timeout failure on each (as a native select given up at its deadline does); a job
    * or deferred that wins fails nothing, its channel clauses just lost (as to another channel
    * clause).
    */
-  #jsWins(c: Clause | undefined): void {
+  #jsWins(c: Clause | undefined, reason?: unknown): void {
     if (this.done || this.completing) return;
     if (this.queued) {
       const rc = this.bridge!.abort(this, c !== undefined);
@@ -507,7 +521,7 @@ class Selection implements RingOp {
       this.#giveSlots(); // withdrawn, or never queued
       this.done = true;
       this.#cleanup();
-      this.reject(this.signal!.reason);
+      this.reject(reason ?? this.signal!.reason);
       return;
     }
     this.#fireJs(c);

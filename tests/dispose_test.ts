@@ -1,0 +1,148 @@
+// What a channel's dispose does to the waits still pending on it (review 21): a `Channel.from`
+// copy's dispose ends its own waits and leaves the channel to its other holders; an owner's
+// dispose cancels the channel, and so every wait on it.
+import assert from "node:assert/strict";
+import { CancellationError, Channel, InvalidHandleError, library, select } from "../mod.ts";
+import { Bridge } from "../src/bridge.ts";
+import { evalScript, until, within } from "./support.ts";
+
+const outcome = (p: Promise<unknown>): Promise<string> =>
+  p.then(
+    (v) => `resolved ${JSON.stringify(v)}`,
+    (e) =>
+      `${e instanceof InvalidHandleError ? "InvalidHandleError" : e?.name}: ${e?.message}`
+        .replace(" (KC_EBADH)", ""), // InvalidHandleError names its status
+  );
+
+Deno.test("a Channel.from copy's dispose rejects its pending waits (queued natively or not), delivers nothing, and leaves the channel open", async () => {
+  const bridge = Bridge.of(library());
+  for (const queued of [false, true]) {
+    using rx = new Channel<{ n: number }>(0);
+    using tx = new Channel<{ n: number }>(0);
+    const copyRx = Channel.from<{ n: number }>(rx.share());
+    const copyTx = Channel.from<{ n: number }>(tx.share());
+    const before = bridge.pending;
+    const ctl = new AbortController();
+    const waits = [
+      outcome(copyRx.receive()),
+      outcome(copyRx.receive({ signal: ctl.signal })),
+      outcome(copyRx.receiveCatching()),
+      outcome(copyRx[Symbol.asyncIterator]().next()),
+      outcome(copyTx.send({ n: 1 })),
+      outcome(copyTx.send({ n: 2 }, { signal: ctl.signal })),
+    ];
+    if (queued) await until(() => bridge.pending >= before + 6, "6 waits queued natively");
+    copyRx[Symbol.dispose]();
+    copyTx[Symbol.dispose]();
+    const got = await within(Promise.all(waits), 10_000, `the waits (queued: ${queued})`);
+    const recv = "InvalidHandleError: Cannot receive: the channel was disposed";
+    const send = "InvalidHandleError: Cannot send: the channel was disposed";
+    assert.deepEqual(got, [recv, recv, recv, recv, send, send], `queued: ${queued}`);
+    assert.equal(bridge.pending, before, "nothing left on the ring");
+    ctl.abort(); // their listeners went with them: nothing happens
+    // Nothing of theirs is left in the channels: a value sent now finds no receiver, and no
+    // sender waits.
+    assert.deepEqual(rx.trySend({ n: 3 }), { state: "full" });
+    assert.deepEqual(tx.tryReceive(), { state: "empty" });
+    // The channels stay open for their other holders.
+    assert.equal(rx.isClosedForSend, false);
+    const other = Channel.from<{ n: number }>(rx.share());
+    const r = other.receive();
+    await rx.send({ n: 4 });
+    assert.deepEqual(await r, { n: 4 });
+    other[Symbol.dispose]();
+  }
+});
+
+Deno.test("a Channel.from copy's dispose rejects only its own waits, not another object's on the same channel", async () => {
+  using ch = new Channel<number>(0);
+  const shared = ch.share();
+  const a = Channel.from<number>(shared);
+  using b = Channel.from<number>(shared);
+  const pa = outcome(a.receive());
+  const pb = outcome(b.receive());
+  const po = outcome(ch.receive());
+  a[Symbol.dispose]();
+  assert.equal(
+    await within(pa, 10_000, "the disposed copy's receive"),
+    "InvalidHandleError: Cannot receive: the channel was disposed",
+  );
+  await ch.send(1);
+  await ch.send(2);
+  assert.deepEqual([await pb, await po].sort(), ["resolved 1", "resolved 2"]);
+});
+
+Deno.test("a select waiting on a Channel.from copy ends with the copy's dispose; the channel stays open", async () => {
+  const bridge = Bridge.of(library());
+  using ch = new Channel<number>(0);
+  using other = new Channel<number>(0);
+  const copy = Channel.from<number>(ch.share());
+  const before = bridge.pending;
+  const sel = outcome(select<number>((s) => {
+    s.onReceive(other, (v) => v);
+    s.onReceive(copy, (v) => v);
+    s.onSend(copy, 5, () => -1);
+  }));
+  await until(() => bridge.pending > before, "the select queued natively");
+  copy[Symbol.dispose]();
+  assert.equal(
+    await within(sel, 10_000, "the select"),
+    "InvalidHandleError: Cannot select: the channel was disposed",
+  );
+  assert.equal(bridge.pending, before);
+  assert.deepEqual(ch.trySend(1), { state: "full" }, "no receive clause waits");
+  assert.deepEqual(ch.tryReceive(), { state: "empty" }, "no send clause waits");
+  assert.deepEqual(other.trySend(1), { state: "full" });
+  // A select that ended first is not touched by a later dispose.
+  const copy2 = Channel.from<number>(ch.share());
+  const done = select<number>((s) => s.onTimeout(0, () => 7));
+  assert.equal(await done, 7);
+  copy2[Symbol.dispose]();
+});
+
+Deno.test("an owner's dispose cancels the channel: every wait on it rejects with CancellationError, its copies' and selects' too", async () => {
+  for (const share of [false, true]) {
+    // Receivers wait on one channel, senders on another (on one channel they would meet).
+    const rx = new Channel<number>(0);
+    const tx = new Channel<number>(0);
+    const copyRx = share ? Channel.from<number>(rx.share()) : undefined;
+    const copyTx = share ? Channel.from<number>(tx.share()) : undefined;
+    const waits = [
+      rx.receive(),
+      tx.send(1),
+      select((s) => s.onReceive(rx, (v) => v)),
+      select((s) => s.onSend(tx, 2, () => 0)),
+      ...(share ? [copyRx!.receive(), copyTx!.send(3)] : []),
+    ];
+    await new Promise((r) => setTimeout(r, 0)); // queued natively, if shared
+    rx[Symbol.dispose]();
+    tx[Symbol.dispose]();
+    for (const [i, p] of waits.entries()) {
+      await assert.rejects(
+        within(p, 10_000, `wait ${i}`),
+        (e) => e instanceof CancellationError,
+        `share: ${share}, wait ${i}`,
+      );
+    }
+    copyRx?.[Symbol.dispose]();
+    copyTx?.[Symbol.dispose]();
+  }
+});
+
+Deno.test("a wait on a disposed copy does not keep the process alive", async () => {
+  const res = await evalScript(
+    `
+    import { Channel } from "./mod.ts";
+    const ch = new Channel(0);
+    ch.share(); // never disposed: its holders are this object and the copy
+    const copy = Channel.from(ch.share());
+    const got = copy.receive().then(() => "resolved", (e) => e.name);
+    await new Promise((r) => setTimeout(r, 0)); // queued natively: the ring wait is outstanding
+    copy[Symbol.dispose]();
+    console.log(await got);
+  `,
+    { timeoutMs: 30_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "InvalidHandleError");
+});
