@@ -590,6 +590,9 @@ export class Runtime {
     // close (the last host's): as a channel's wait that meets the close.
     if (rc !== 0 && !this.#lib.isOpen) throw new LibraryClosedError(op);
     unwrap(rc, op);
+    // Ran dry, and the library closed before this went on: its cells stay pinned (nothing of
+    // a closed library is called; the next drain or shutdown of a reopened one lets them go).
+    if (!this.#lib.isOpen) return;
     // Parked coroutines do not hold up a drain but may still write into their cells.
     const info = new BigUint64Array(4);
     sym.kc_sched_info(info, 4);

@@ -825,3 +825,29 @@ Deno.test("runtime: a pending drain() or shutdown() keeps the process alive unti
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
+
+Deno.test("runtime: a drain that ran dry as the library closed calls nothing of the closed library", async () => {
+  // Another host keeps the scheduler (the close does not shut it down): the idle scheduler's
+  // slice answers 0 on a helper thread while this turn closes the library. Before, the drain
+  // then read kc_sched_info through the closed library.
+  const res = await evalScript(`
+    import { closeLibrary, library, openLibrary, runtime } from "./mod.ts";
+    const other = openLibrary();
+    for (let i = 0; i < 5; i++) {
+      const rt = runtime({ workers: 1 });
+      const sym = library()._symbolsToRelease;
+      const info = sym.kc_sched_info;
+      let closed = false, after = 0;
+      sym.kc_sched_info = (...a) => (closed && after++, info(...a));
+      const draining = rt.drain().then(() => "resolved", (e) => e.name);
+      closeLibrary();
+      closed = true;
+      const d = await draining;
+      if (d !== "resolved") throw new Error("the drain: " + d);
+      if (after !== 0) throw new Error("kc_sched_info called " + after + " times after the close");
+    }
+    other.symbols("test").kc_sched_shutdown(0);
+    other.close();
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
