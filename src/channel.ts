@@ -79,7 +79,8 @@ export interface ChannelOptions<T> {
    * Called in this isolate with every value the channel drops: drop policies, `cancel()`,
    * dispose, and a send (not a `trySend`) that fails on a closed or cancelled channel, a
    * `Channel.from` copy's in another isolate too. Errors it throws are reported with
-   * `reportError`.
+   * `reportError` (one per value) and change nothing of the call that ran it: a failed send
+   * still rejects with the close's error, `trySend`, `cancel()` and dispose do not throw.
    */
   onUndeliveredElement?: (value: T) => void;
 }

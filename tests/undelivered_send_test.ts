@@ -120,6 +120,62 @@ Deno.test("a hook that throws: reported, the send still rejects with the close",
   ch[Symbol.dispose]();
 });
 
+Deno.test("a hook that throws, in every path that calls it: each value's error reported once, the call goes on as without it", async () => {
+  // README ("Channels from TypeScript"): what a throwing hook does in each path. Nothing throws
+  // out of trySend, cancel or dispose, and one value's error does not keep the rest from it.
+  const messages = (errors: unknown[]) => errors.map((e) => (e as Error).message);
+  for (const shared of [false, true]) {
+    const open = <T>(capacity: number, overflow?: "drop-latest" | "drop-oldest") => {
+      const ch = new Channel<T>(capacity, {
+        overflow,
+        onUndeliveredElement: (v) => {
+          throw new Error(`hook ${v}`);
+        },
+      });
+      if (shared) ch.share();
+      return ch;
+    };
+    using reported = catchReported();
+    const take = () => messages(reported.errors.splice(0));
+    {
+      using latest = open<number>(1, "drop-latest");
+      latest.trySend(1);
+      assert.deepEqual(latest.trySend(2), { state: "ok" }, "a dropped trySend answers ok");
+      assert.deepEqual(take(), ["hook 2"]);
+      await latest.send(3); // a dropped send resolves
+      assert.deepEqual(take(), ["hook 3"]);
+      using oldest = open<number>(1, "drop-oldest");
+      oldest.trySend(4);
+      assert.deepEqual(oldest.trySend(5), { state: "ok" });
+      assert.deepEqual(take(), ["hook 4"]);
+    }
+    // Disposed last first: each hands its buffered value over.
+    assert.deepEqual(take(), ["hook 5", "hook 1"]);
+    {
+      using closed = open<number>(1);
+      closed.close();
+      await assert.rejects(closed.send(6), ClosedSendError);
+      await assert.rejects(select((s) => s.onSend(closed, 7, () => 0)), ClosedSendError);
+      assert.deepEqual(closed.trySend(8), { state: "closed" }); // no hook: the value is the caller's
+      assert.deepEqual(take(), ["hook 6", "hook 7"]);
+    }
+    const ch = open<number>(2);
+    ch.trySend(9);
+    ch.trySend(10);
+    const waiting = ch.send(11);
+    await new Promise((r) => setTimeout(r, 0)); // queued natively, if shared
+    ch.cancel(); // does not throw
+    await assert.rejects(waiting, CancellationError);
+    assert.deepEqual(take().sort(), ["hook 10", "hook 11", "hook 9"], `shared: ${shared}`);
+    ch[Symbol.dispose]();
+    const full = open<number>(2);
+    full.trySend(12);
+    full.trySend(13);
+    full[Symbol.dispose](); // does not throw
+    assert.deepEqual(take(), ["hook 12", "hook 13"]);
+  }
+});
+
 Deno.test("the creator sees the channel cancelled by a copy: what the cancel dropped reaches the hook then", async () => {
   for (const via of ["receive", "send", "tryReceive", "trySend", "select"] as const) {
     const { ch, got, handle } = hooked<Box>(2, true);
