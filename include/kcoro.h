@@ -404,10 +404,11 @@ int32_t kc_chan_free_undelivered(uint32_t handle);
 /* Hands the channel a value of its size that was meant for it and will never be sent (a host's
  * send that a cancel failed while it still waited in the host, before it was queued): it goes to
  * the undelivered path as a queued send's value would (a descriptor's own release, else the hook:
- * kc_chan_keep_undelivered's list, kc_chan_free_undelivered's freeing) and counts as dropped. 1 if
- * taken; 0 if the channel has no hook for it, KC_EBADH for a dead handle, KC_EINVAL for a NULL
- * elem or a wrong size: the value is then still the caller's, to free. New in ABI 16 (before, a
- * host that was not the creator had to free such a value, and the creator's hook never saw it). */
+ * kc_chan_keep_undelivered's list, kc_chan_free_undelivered's freeing). 1 if taken; 0 if the
+ * channel has no hook for it: counted as dropped either way, and after a 0 the value is still the
+ * caller's, to free. KC_EBADH for a dead handle, KC_EINVAL for a NULL elem or a wrong size: nothing
+ * counted, and the value is still the caller's. New in ABI 16 (before, a host that was not the
+ * creator had to free such a value, and the creator's hook never saw it). */
 int32_t kc_chan_drop(uint32_t handle, const void *elem, uint32_t size);
 
 /* Select: completes exactly one clause. */

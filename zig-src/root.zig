@@ -2448,9 +2448,10 @@ export fn kc_chan_free_undelivered(h: u32) callconv(.c) i32 {
 /// value of its size that was meant for it and will never be sent (a host's send that a cancel
 /// failed while it still waited in the host, before it was queued): it goes to the undelivered
 /// path as a queued send's value would (a descriptor's own release, else the hook: the list of
-/// kc_chan_keep_undelivered, the freeing of kc_chan_free_undelivered) and counts as dropped.
-/// 1 if taken; 0 if the channel has no hook for it, KC_EBADH for a dead handle, KC_EINVAL for a
-/// NULL elem or a wrong size: the value is then still the caller's, to free.
+/// kc_chan_keep_undelivered, the freeing of kc_chan_free_undelivered). 1 if taken; 0 if the
+/// channel has no hook for it: counted as dropped either way, and after a 0 the value is still
+/// the caller's, to free. KC_EBADH for a dead handle, KC_EINVAL for a NULL elem or a wrong size:
+/// nothing counted, and the value is still the caller's.
 export fn kc_chan_drop(h: u32, elem: ?*const anyopaque, size: u32) callconv(.c) i32 {
     const p: [*]const u8 = @ptrCast(elem orelse return Status.invalid.code());
     const r = chans();
