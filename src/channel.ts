@@ -1538,7 +1538,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * with `rc`, e.g. KC_EBADH once its ring is gone): no record will come, so it fails now, with
    * that status's named error. Before, it was taken for completed first and waited for ever for
    * its record. A send's encoded value is not freed: it went to the native side when it queued
-   * (a ring's teardown hands it to its channel).
+   * (a ring's teardown hands it to its channel). Also from an abort handler, with the status
+   * error rather than the signal's reason: a ring is gone only once its library's close
+   * withdrew every wait, or by hand (tests), so no abort through the API meets this.
    */
   #lost(w: Waiter, rc: number): void {
     w.detach();
