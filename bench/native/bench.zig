@@ -541,6 +541,90 @@ fn tryStream(capacity: u32, count: u64) !f64 {
     return perOp(timer.read(), count);
 }
 
+/// The native floor of the TypeScript 1 KiB Worker stream (bench/worker_bench.ts, the parts
+/// in bench/stream_parts.ts): one thread copies `payload`-byte values into the buffer pool
+/// (as kc_desc_make does; 0: inline descriptors, no buffer) and try-sends their descriptors
+/// through a zero-copy channel of capacity 1024; another try-receives them, each waiting in a
+/// blocking send or receive when its try finds the buffer full or empty (as the JavaScript
+/// loops await; bench/native/stream_parts.zig says why not retry at once). The receiver
+/// frees each value's slice at once (`lag` 0) or, as a receiving isolate does when its
+/// collector frees a chunk's views, counts them per chunk and releases a chunk's count `lag`
+/// chunks later (`.sliding`: the pool then cycles through about `lag` chunks of 128 KiB, memory
+/// no longer in cache), or as one collection does: all the chunks held but the last, together,
+/// once it holds `lag`, oldest first (`.oldest`) or newest first (`.newest`, the order V8 runs
+/// a FinalizationRegistry's callbacks in). Nanoseconds per value.
+const Release = enum { sliding, oldest, newest };
+
+fn descStream(payload: u32, lag: u32, release: Release, count: u64) !f64 {
+    const pool = kcoro.buffer_pool.global() orelse return error.OutOfMemory;
+    const ch = try Channel.create(std.heap.c_allocator, .{ .capacity = 1024, .zero_copy = true });
+    defer ch.destroy();
+    const Receiver = struct {
+        const max_lag = 1024;
+        fn run(c: *Channel, p: *kcoro.buffer_pool.Pool, n: u64, lag_chunks: u32, how: Release) void {
+            // Chunks not yet released, oldest first, with their counts.
+            var held: [max_lag + 1]struct { chunk: u32, n: u32 } = undefined;
+            var first: usize = 0;
+            var len: usize = 0;
+            var got: u64 = 0;
+            while (got < n) : (got += 1) {
+                var d: kcoro.channel.Descriptor = undefined;
+                c.receive(std.mem.asBytes(&d), null, true) catch
+                    c.receive(std.mem.asBytes(&d), null, false) catch unreachable; // empty: wait
+                const ptr = d.ptr orelse continue;
+                if (lag_chunks == 0) {
+                    std.debug.assert(p.free(ptr));
+                    continue;
+                }
+                const chunk = p.chunkOf(ptr).?;
+                if (len > 0 and held[(first + len - 1) % held.len].chunk == chunk) {
+                    held[(first + len - 1) % held.len].n += 1;
+                    continue;
+                }
+                held[(first + len) % held.len] = .{ .chunk = chunk, .n = 1 };
+                len += 1;
+                if (how != .sliding and len > lag_chunks) {
+                    // All but the newest (the chunk being received from), in one go.
+                    for (0..len - 1) |k| {
+                        const at = if (how == .oldest) first + k else first + len - 2 - k;
+                        p.release(held[at % held.len].chunk, held[at % held.len].n);
+                    }
+                    first = (first + len - 1) % held.len;
+                    len = 1;
+                } else if (len > lag_chunks) {
+                    p.release(held[first].chunk, held[first].n);
+                    first = (first + 1) % held.len;
+                    len -= 1;
+                }
+            }
+            while (len > 0) : (len -= 1) {
+                p.release(held[first].chunk, held[first].n);
+                first = (first + 1) % held.len;
+            }
+        }
+    };
+    std.debug.assert(lag <= Receiver.max_lag);
+    var src: [16 * 1024]u8 = undefined;
+    @memset(&src, 7);
+    var timer = try std.time.Timer.start();
+    const t = try std.Thread.spawn(.{}, Receiver.run, .{ ch, pool, count, lag, release });
+    var i: u64 = 0;
+    while (i < count) : (i += 1) {
+        var d: kcoro.channel.Descriptor = .{ .ptr = null, .len = payload };
+        if (payload > 0) {
+            const dst = pool.alloc(payload) orelse return error.OutOfMemory;
+            @memcpy(dst[0..payload], src[0..payload]);
+            d.ptr = dst;
+        }
+        ch.send(std.mem.asBytes(&d), null, true) catch |e| switch (e) {
+            error.WouldBlock => try ch.send(std.mem.asBytes(&d), null, false), // full: wait
+            else => return e,
+        };
+    }
+    t.join();
+    return perOp(timer.read(), count);
+}
+
 /// Up to this many workers under `--scaling`.
 const max_scaling_workers = 256;
 var entry_buf: [2 * max_scaling_workers]kcoro.coroutine.EntryFn = undefined;
@@ -859,6 +943,23 @@ fn chanBenches(out: *std.Io.Writer, quick: bool) !void {
         var best: f64 = std.math.inf(f64);
         for (0..cruns) |_| best = @min(best, try tryStream(4096, count));
         try report(out, .{ .name = stream_label, .value = best, .unit = "ns/value", .iterations = count });
+    }
+    const desc_cases = [_]struct { label: []const u8, payload: u32, lag: u32, release: Release = .sliding }{
+        .{ .label = "chan: descriptor stream between two threads (no buffer, capacity 1024)", .payload = 0, .lag = 0 },
+        .{ .label = "chan: descriptor stream, 16-byte pooled values freed at once", .payload = 16, .lag = 0 },
+        .{ .label = "chan: descriptor stream, 1 KiB pooled values freed at once", .payload = 1024, .lag = 0 },
+        .{ .label = "chan: descriptor stream, 1 KiB pooled values freed 80 chunks later (10 MiB)", .payload = 1024, .lag = 80 },
+        .{ .label = "chan: descriptor stream, 1 KiB pooled values freed 256 chunks later (32 MiB)", .payload = 1024, .lag = 256 },
+        .{ .label = "chan: descriptor stream, 1 KiB pooled values freed 480 chunks later (60 MiB)", .payload = 1024, .lag = 480 },
+        .{ .label = "chan: descriptor stream, 1 KiB pooled values freed by 256 chunks, oldest first", .payload = 1024, .lag = 256, .release = .oldest },
+        .{ .label = "chan: descriptor stream, 1 KiB pooled values freed by 256 chunks, newest first", .payload = 1024, .lag = 256, .release = .newest },
+    };
+    for (desc_cases) |c| {
+        if (!want(c.label)) continue;
+        const count: u64 = if (quick) 200_000 else 1_000_000;
+        var best: f64 = std.math.inf(f64);
+        for (0..cruns) |_| best = @min(best, try descStream(c.payload, c.lag, c.release, count));
+        try report(out, .{ .name = c.label, .value = best, .unit = "ns/value", .iterations = count });
     }
     const probe_after = "chan: core-to-core round trip, machine probe after the figures";
     if (want(probe_after)) try reportProbe(out, probe_after);
