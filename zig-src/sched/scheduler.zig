@@ -1841,9 +1841,11 @@ test "shutdown releases a drain waiting on another thread" {
     try testing.expectEqual(@as(?anyerror, error.Shutdown), result);
 }
 
-/// Whether a test may fork a child that starts threads. qemu-user (scripts/test.sh sets
-/// KCORO_TEST_QEMU for its ARM64 runs) aborts such a child when the parent had another thread
-/// at the fork (a detached ring notifier an earlier test left running): the child's first new
+/// Whether a test may fork a child that starts threads. qemu-user (build.zig sets
+/// KCORO_TEST_QEMU for every foreign-target `zig build test`, scripts/test.sh for its ARM64
+/// runs) aborts such a child when the parent had another thread at the fork (a detached ring
+/// notifier an earlier test left running, joined since; the counters' clock ticker still is
+/// one: detached, it outlives its last use by ~100 ms): the child's first new
 /// thread gets a vCPU index that thread still holds in qemu's plugin table
 /// ("qemu_plugin_vcpu_init_hook: assertion failed"), and once the abort's output went into the
 /// build runner's protocol pipe and hung the whole run. Those tests check code that is the same
