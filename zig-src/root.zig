@@ -514,8 +514,10 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
     defer sched_mutex.unlock();
     if (running() != null) return Status.busy.code();
     // No caller may be inside `sched` while it is rebuilt (see `enter`). Seq_cst: the other
-    // half of `enter`'s Dekker pair; the acquire half of the loads pairs with `leave`.
-    sched_started.store(false, .seq_cst);
+    // half of `enter`'s Dekker pair; the acquire half of the loads pairs with `leave`. A swap,
+    // not a store, as for every store half of a Dekker pair here: qemu-user on an x86 host lets
+    // an ARM64 seq_cst store (stlr) pass a later seq_cst load (see `Deque.push`).
+    _ = sched_started.swap(false, .seq_cst);
     while (sched_users.load(.seq_cst) != 0 or sched_drain_users.load(.seq_cst) != 0) {
         std.Thread.yield() catch {};
     }
@@ -686,8 +688,8 @@ fn shutdownOf(mode: u32, generation: ?u64) i32 {
     // drain to end (they would wait on the scheduler's lifecycle lock).
     _ = sched_shutting.fetchAdd(1, .monotonic); // a count: shutdowns may overlap
     defer _ = sched_shutting.fetchSub(1, .monotonic);
-    // Seq_cst: the Dekker pair with `enter` (see there).
-    sched_stopping.store(true, .seq_cst);
+    // Seq_cst: the Dekker pair with `enter` (see there); a swap, as in `kc_sched_start`.
+    _ = sched_stopping.swap(true, .seq_cst);
     // A cancel while a finish drains: tell the drain to stop, then wait for that shutdown.
     // (`sched` itself stays; a shutdown frees only what it points to.) Held as a drain is,
     // which a restart waits for (a finishing shutdown does not): the generation read inside is
@@ -720,8 +722,8 @@ fn shutdownOf(mode: u32, generation: ?u64) i32 {
     // A `kc_sched_start` that took the lock first (it found no scheduler) cleared
     // `sched_stopping` as it started one: set it again and let the short calls that entered
     // since leave, or they would read the scheduler (its workers) while this frees it.
-    // Seq_cst: as the store above (the Dekker pair with `enter`).
-    sched_stopping.store(true, .seq_cst);
+    // Seq_cst: as the store above (the Dekker pair with `enter`), a swap for the same reason.
+    _ = sched_stopping.swap(true, .seq_cst);
     while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
     if (@import("builtin").is_test) if (test_hooks.before_shutdown) |f| f();
     abandoned_ends = &ends;

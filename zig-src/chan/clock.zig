@@ -173,7 +173,10 @@ fn run() void {
     }
     cached.store(no_ticker, .monotonic);
     if (exit_pause_ns != 0) std.Thread.sleep(exit_pause_ns); // tests: widen the window below
-    state.store(0, .seq_cst); // pairs with `start`'s CAS (release), and with `nowOdd` (below)
+    // Pairs with `start`'s CAS (release), and with `nowOdd` (below). A swap, not a store: the
+    // store half of a Dekker pair, which qemu-user on an x86 host breaks for an ARM64 seq_cst
+    // store (stlr passes the later ldar; see `Deque.push` in sched/deque.zig).
+    _ = state.swap(0, .seq_cst);
     // A reader that found no ticker while this one was ending (state still 1, so its `start`
     // failed) may have published a time of its own: nobody would move it again. Seq_cst: the
     // other half of `nowOdd`'s Dekker pair.

@@ -772,8 +772,10 @@ pub const Scheduler = struct {
             // Seq_cst store, then seq_cst loads of the deadlines: the Dekker pair with
             // `watchArmed` (a worker's seq_cst store of an earlier deadline, then its load of
             // `watch_until`). Either it sees this `until` and wakes us if its deadline needs it
-            // sooner, or we see its deadline here and look again.
-            s.watch_until.store(until, .seq_cst);
+            // sooner, or we see its deadline here and look again. A swap, not a store: qemu-user
+            // on an x86 host lets an ARM64 seq_cst store (stlr) pass a later seq_cst load (ldar),
+            // which breaks the pair (see `Deque.push`); an RMW is a full barrier there too.
+            _ = s.watch_until.swap(until, .seq_cst);
             if (s.earliestDeadline() < earliest) continue;
             if (until == never) {
                 Futex.wait(&s.watch_seq, seq);
