@@ -1286,7 +1286,7 @@ fn dropCause(h: u32) void {
         if (c.handle != h) continue;
         std.heap.c_allocator.free(c.bytes);
         _ = causes.swapRemove(i);
-        _ = causes_count.fetchSub(1, .monotonic);
+        _ = causes_count.fetchSub(1, .monotonic); // monotonic: a count for the fast empty check
         return;
     }
 }
@@ -1314,7 +1314,7 @@ export fn kc_chan_close_cause(h: u32, cause: ?*const anyopaque, len: u32, flags:
         std.heap.c_allocator.free(copy);
         return Status.no_memory.code();
     };
-    _ = causes_count.fetchAdd(1, .monotonic);
+    _ = causes_count.fetchAdd(1, .monotonic); // monotonic: as in the removal above
     return 1;
 }
 
@@ -2063,6 +2063,7 @@ export fn kc_ring_notify(ring: u32, notify: ?*const fn () callconv(.c) void, don
     const rr = rings();
     const e = rr.acquire(ring) catch |err| return fail(err);
     rr.release(e);
+    // Monotonic: the thread's spawn below orders it before the notifier's release of 1.
     @atomicStore(u32, d, 0, .monotonic);
     const t = std.Thread.spawn(.{ .stack_size = 64 * 1024 }, notifierMain, .{ ring, f, d }) catch
         return Status.no_memory.code();
@@ -2406,6 +2407,9 @@ fn keepUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
         if (q.value_ptr.items.items.len == 0) _ = undelivered_queues.remove(h);
         return;
     };
+    // Release, as every change of it: pairs with the acquire of the fast empty checks (the
+    // values themselves are read under `undelivered_mutex`; a stale 0 is a check made before
+    // this value was kept).
     _ = undelivered_count.fetchAdd(1, .release);
 }
 

@@ -91,6 +91,7 @@ noinline fn nowOdd(t: u64) u64 {
         // returned but not published could be later than one published after it (another
         // reader's, read a moment before), and the next read would go backwards.
         while (true) {
+            // Monotonic: a timestamp; the CAS below decides what is published.
             const cur = cached.load(.monotonic);
             if (cur != no_ticker) return even(cur); // a probe's time is its even part
             const mine = even(preciseCoarse());
@@ -106,6 +107,8 @@ noinline fn nowOdd(t: u64) u64 {
             }
         }
     }
+    // Monotonic: a hint for the ticker's next probe (a late one costs one more tick); the load
+    // first, so that readers do not all write the line on every read.
     if (!used.load(.monotonic)) used.store(true, .monotonic);
     return t - 1;
 }
@@ -117,6 +120,7 @@ pub fn preciseCoarse() u64 {
 
 /// Whether a ticker runs (tests).
 pub fn running() bool {
+    // Acquire: pairs with the ticker's release of 0 at its exit (`start`'s failure path too).
     return state.load(.acquire) != 0;
 }
 
@@ -154,6 +158,7 @@ fn run() void {
         _ = ticks.fetchAdd(1, .monotonic);
         const t = even(preciseCoarse());
         if (probing) {
+            // Monotonic: the readers' hint (see `nowOdd`), ordering nothing.
             if (used.swap(false, .monotonic)) {
                 probing = false;
                 idle = 0;
@@ -166,11 +171,13 @@ fn run() void {
             quiet += 1;
             if (quiet >= quiet_ticks) {
                 probing = true;
-                used.store(false, .monotonic);
+                used.store(false, .monotonic); // monotonic: as above
             }
         }
+        // Monotonic: a timestamp for statistics; nothing is published through it.
         cached.store(if (probing) t | 1 else t, .monotonic);
     }
+    // Monotonic: the swap of `state` below orders it before our look at `cached`.
     cached.store(no_ticker, .monotonic);
     if (exit_pause_ns != 0) std.Thread.sleep(exit_pause_ns); // tests: widen the window below
     // Pairs with `start`'s CAS (release), and with `nowOdd` (below). A swap, not a store: the

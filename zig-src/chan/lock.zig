@@ -156,7 +156,7 @@ pub const SpinLock = struct {
         while (o != revoked) {
             assert(o != unowned); // a failed claim returns who holds the bias
             if (o == revoking) {
-                // Another thread is revoking: wait for it.
+                // Another thread is revoking: wait for it. Acquire: as in `lock`.
                 std.atomic.spinLoopHint();
                 o = l.owner.load(.acquire);
                 continue;
@@ -206,6 +206,7 @@ pub const SpinLock = struct {
     }
 
     pub fn isRevoked(l: *const SpinLock) bool {
+        // Acquire: pairs with the revoker's release store of `revoked`.
         return l.owner.load(.acquire) == revoked;
     }
 };
@@ -239,7 +240,7 @@ noinline fn calibrate() u32 {
     const end = std.time.Instant.now() catch return fallback_pauses;
     const ns = @max(end.since(start), 1);
     const n: u32 = @intCast(std.math.clamp(look_ns * probe / ns, 32, 8192));
-    pauses_per_look.store(n, .monotonic);
+    pauses_per_look.store(n, .monotonic); // monotonic: a tuning value, ordering nothing
     return n;
 }
 

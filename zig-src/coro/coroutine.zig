@@ -203,6 +203,10 @@ pub const Coroutine = struct {
         const addr = @intFromPtr(co);
         // Stale `unpark`s and timers may still CAS `word` and `timer_state` of the previous
         // coroutine on this stack: write those two atomically, continuing their generations.
+        // Monotonic: the stack came back through the pool (a mutex, or this worker's own
+        // cache) after the previous coroutine finished, which orders its last writes of both
+        // before these loads; a stale waker's CAS can no longer land (its generation or armed
+        // word does not match a finished coroutine's).
         const old_gen: u32 = @truncate(co.word.load(.monotonic) >> 32);
         const old_timer = co.timer_state.load(.monotonic);
         co.ctx = .{};
@@ -325,6 +329,9 @@ pub const Coroutine = struct {
         old.release();
     }
 
+    /// Every caller loads with acquire: pairs with the release half of the acq_rel `cas` (and
+    /// `create`'s release store) of the thread that made the last transition, so the caller
+    /// sees what that thread wrote before it (the stack, `exit`, the unparker's data).
     fn load(co: *const Coroutine, comptime order: std.builtin.AtomicOrder) Word {
         return @bitCast(co.word.load(order));
     }

@@ -135,8 +135,10 @@ pub const Registry = struct {
     }
 
     pub fn unregister(r: *Registry, co: *Coroutine) void {
+        // Acquire: pairs with `register`'s release store (made on the spawner's thread).
         const h = @atomicLoad(u32, &co.handle, .acquire);
         if (h == 0) return;
+        // Release: pairs with `lookupRef`'s acquire load, which then fails the handle.
         @atomicStore(u32, &co.handle, 0, .release);
         _ = r.tasks.free(h);
     }
@@ -148,6 +150,8 @@ pub const Registry = struct {
         const co = (if (handle_mod.kindOf(h) == @intFromEnum(handle_mod.Kind.task)) r.tasks.get(h) else r.table.get(h)) orelse
             return error.BadHandle;
         const gen = co.generation();
+        // Acquire: pairs with the release stores of `register` and `unregister`; read after
+        // the generation, so a handle freed before that read fails here.
         if (@atomicLoad(u32, &co.handle, .acquire) != h) return error.BadHandle;
         // No epoch: a lookup is of the scheduler's current run (its caller counts itself in the
         // lookups a shutdown waits for), which its caller supplies (kc_coro_unpark).

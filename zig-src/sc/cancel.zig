@@ -60,6 +60,7 @@ pub const Token = struct {
     /// Flips the token and fires every registered link; true the first time only.
     pub fn cancel(t: *Token) bool {
         t.mutex.lock();
+        // Monotonic: written only under the token's lock, which we hold.
         if (t.cancelled.load(.monotonic)) {
             t.mutex.unlock();
             return false;
@@ -78,6 +79,7 @@ pub const Token = struct {
                 if (l.fire == &fireChild) {
                     const child: *Token = @fieldParentPtr("parent_link", l);
                     child.mutex.lock();
+                    // Monotonic: under the child's lock, as in `cancel`.
                     if (child.cancelled.load(.monotonic)) {
                         child.mutex.unlock();
                         continue;
@@ -100,6 +102,7 @@ pub const Token = struct {
         assert(!l.linked);
         t.mutex.lock();
         defer t.mutex.unlock();
+        // Monotonic: under the token's lock, as in `cancel`.
         if (t.cancelled.load(.monotonic)) return false;
         l.prev = null;
         l.next = t.head;

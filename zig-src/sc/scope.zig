@@ -147,6 +147,7 @@ pub const Scope = struct {
         const prev = s.refs.fetchSub(1, .acq_rel);
         assert(prev > 0);
         if (prev != 1) return;
+        // Monotonic: the acq_rel decrement above ordered every other holder's writes first.
         assert(s.live.load(.monotonic) == 0);
         assert(s.waiters.items.len == 0);
         s.token.unregister(&s.cancel_link); // Token.deinit asserts that no link is left
@@ -172,6 +173,7 @@ pub const Scope = struct {
     }
 
     pub fn liveCount(s: *const Scope) u32 {
+        // Acquire: pairs with the acq_rel decrement of a child that finished.
         return s.live.load(.acquire);
     }
 
@@ -206,6 +208,8 @@ pub const Scope = struct {
         // Counted live here and in every scope above (each child scope holds its parent, so the
         // chain lives), before it can run (and finish).
         var up: ?*Scope = s;
+        // Acq_rel: as the decrement when the child finishes (a waiter's acquire load that sees
+        // either sees what came before it).
         while (up) |a| : (up = a.parent) _ = a.live.fetchAdd(1, .acq_rel);
         // The context may be replaced by `setDeadline`: take our own reference under the lock.
         const context = blk: {
