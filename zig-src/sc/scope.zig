@@ -33,6 +33,12 @@ pub const Token = cancel_mod.Token;
 /// deadline given to them later only when this moved since that scope's last walk.
 var deadline_epoch = std.atomic.Value(u64).init(0);
 
+/// Tests: code run at fixed points, to make a race's window certain.
+pub var test_hooks: if (@import("builtin").is_test) struct {
+    /// In `watch`, between its look at the cancellation and its look at the children.
+    watch_between: ?*const fn (*Scope) void = null,
+} else struct {} = .{};
+
 pub const Scope = struct {
     allocator: std.mem.Allocator,
     sched: *Scheduler,
@@ -390,7 +396,13 @@ pub const Scope = struct {
             // conditions, so a bump after they were read makes the futex wait return at once.
             const seq = s.events.load(.acquire);
             if (s.isCancelled()) return .cancelled;
-            if (s.live.load(.acquire) == 0) return .done; // pairs with `childDone`
+            if (@import("builtin").is_test) if (test_hooks.watch_between) |f| f(s);
+            // Acquire: pairs with the acq_rel decrement of `childDone`. No child left: look at
+            // the cancellation again, or a cancel between the two looks, whose interruption
+            // ended the children, read as `.done` (kc_scope_watch's 0, not KC_EINTR: a
+            // TypeScript scope missed the native cancel). The cancel happens before the finish
+            // it caused, which this acquire saw, so the second look sees it.
+            if (s.live.load(.acquire) == 0) return if (s.isCancelled()) .cancelled else .done;
             if (deadline) |d| {
                 const now = scheduler.monotonicNs();
                 if (now >= d) return error.Timeout;
@@ -567,6 +579,46 @@ test "a scope waits for its children, cancels them (channel waits and sleeps) an
     try testing.expectError(error.Cancelled, scope.launch(S.quick, null, .{}));
     child.release();
     scope.release(); // testing.allocator checks that both went, with their contexts
+}
+
+test "watch reports a cancel that lands between its two looks, and ends the children, as cancelled" {
+    // The watcher looked at the cancellation (none yet); then the scope is cancelled and its
+    // only child, interrupted, finishes before the watcher looks at the children. Before, it
+    // found none live and answered `.done` (seen once in the ARM64 ReleaseSafe run under qemu,
+    // in the test below: a watcher thread preempted between the two loads).
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    defer sched.shutdown(.cancel);
+    const S = struct {
+        var sch: *Scheduler = undefined;
+        var interrupted: std.atomic.Value(u32) = .init(0);
+        var drained: bool = false;
+        fn long(_: ?*anyopaque) callconv(.c) void {
+            sleepUntil(sch, scheduler.monotonicNs() + 60 * std.time.ns_per_s, null) catch |e| {
+                if (e == error.Interrupted) _ = interrupted.fetchAdd(1, .monotonic);
+            };
+        }
+        fn cancelAndDrain(s: *Scope) void {
+            test_hooks.watch_between = null; // once
+            _ = s.cancel();
+            // Bounded: the interrupted child finishes within microseconds.
+            const give_up = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+            while (s.liveCount() != 0 and scheduler.monotonicNs() < give_up) std.Thread.yield() catch {};
+            drained = s.liveCount() == 0;
+        }
+    };
+    S.sch = &sched;
+    S.interrupted.store(0, .monotonic);
+    S.drained = false;
+    const scope = try Scope.create(testing.allocator, &sched, null);
+    defer scope.release();
+    _ = try scope.launch(S.long, null, .{});
+    test_hooks.watch_between = S.cancelAndDrain;
+    defer test_hooks.watch_between = null;
+    const far = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    try testing.expectEqual(Scope.WatchResult.cancelled, try scope.watch(far));
+    try testing.expect(S.drained); // the window was the one meant: no child live at the look
+    try testing.expectEqual(@as(u32, 1), S.interrupted.load(.monotonic));
 }
 
 test "watch returns when the scope is cancelled or its last child finishes" {
