@@ -570,15 +570,18 @@ const Inject = struct {
     mutex: std.Thread.Mutex = .{},
     head: ?*Coroutine = null,
     tail: ?*Coroutine = null,
-    /// Seq_cst: the store half of the idle protocol's Dekker pair (see `Worker.idle`).
+    /// The list's length, changed only under `mutex` (so it never runs below the list: a push
+    /// that counted after it let go of the lock had its coroutine popped, and counted out,
+    /// before its count in, wrapping the count below 0 for a moment); read without it as a
+    /// hint. Seq_cst: the store half of the idle protocol's Dekker pair (see `Worker.idle`).
     len: std.atomic.Value(u32) = .init(0),
 
     fn push(q: *Inject, co: *Coroutine) void {
         q.mutex.lock();
+        defer q.mutex.unlock();
         co.link = null;
         if (q.tail) |t| t.link = co else q.head = co;
         q.tail = co;
-        q.mutex.unlock();
         _ = q.len.fetchAdd(1, .seq_cst);
     }
 
@@ -590,7 +593,8 @@ const Inject = struct {
         q.head = co.link;
         if (q.head == null) q.tail = null;
         co.link = null;
-        _ = q.len.fetchSub(1, .monotonic);
+        const before = q.len.fetchSub(1, .monotonic);
+        assert(before > 0); // counted in by the push that linked `co`
         return co;
     }
 };
@@ -1274,6 +1278,42 @@ const testing = std.testing;
 /// are large (a select's is ~3.5 KiB on ARM64), and 32 KiB left one test a few hundred bytes.
 const test_stack_size = 64 * 1024;
 const test_timeout = 60 * std.time.ns_per_s;
+
+test "the inject queue's count never runs below its list: pops racing pushes on several threads" {
+    // Before, a push counted its coroutine in after it let go of the lock: two pops that both
+    // saw one entry counted could take that one and the uncounted one, counting out two,
+    // wrapping the count below 0 until the push caught up (a spurious "work" to idle workers;
+    // `pop` asserts it now, which failed 2 runs in 4 here without the fix). Bounded: a fixed
+    // number of pushes, and a deadline for the pops.
+    const per_thread = 50_000;
+    const S = struct {
+        var q: Inject = .{};
+        var cos: [2][per_thread]Coroutine = undefined; // only `link` is used
+        var popped = std.atomic.Value(u32).init(0);
+        var deadline: u64 = 0;
+        fn pusher(k: usize) void {
+            for (&cos[k]) |*co| q.push(co);
+        }
+        fn popper() void {
+            while (popped.load(.monotonic) < 2 * per_thread and monotonicNs() < deadline) {
+                if (q.pop() != null) _ = popped.fetchAdd(1, .monotonic) else std.atomic.spinLoopHint();
+            }
+        }
+    };
+    S.q = .{};
+    S.popped.store(0, .monotonic);
+    S.deadline = monotonicNs() + 60 * std.time.ns_per_s;
+    var threads: [5]std.Thread = undefined;
+    threads[0] = try std.Thread.spawn(.{}, S.popper, .{});
+    threads[1] = try std.Thread.spawn(.{}, S.popper, .{});
+    threads[2] = try std.Thread.spawn(.{}, S.pusher, .{0});
+    threads[3] = try std.Thread.spawn(.{}, S.pusher, .{1});
+    threads[4] = try std.Thread.spawn(.{}, S.popper, .{});
+    for (threads) |t| t.join();
+    try testing.expectEqual(@as(u32, 2 * per_thread), S.popped.load(.monotonic));
+    try testing.expectEqual(@as(u32, 0), S.q.len.load(.monotonic));
+    try testing.expect(S.q.head == null);
+}
 
 fn startForTest(s: *Scheduler, workers: u32) !void {
     try s.start(testing.allocator, .{ .workers = workers, .stack_size = test_stack_size });
