@@ -429,7 +429,7 @@ const SchedHold = struct {
     fn leave(h: SchedHold) void {
         // Release: what the call did with `sched` happens before a shutdown or restart that
         // sees the count drop (their seq_cst loads).
-        if (h.counter) |c| _ = c.fetchSub(1, .release);
+        if (h.counter) |c| std.debug.assert(c.fetchSub(1, .release) > 0); // counted in by `enter`
     }
 };
 
@@ -449,7 +449,7 @@ fn enter(comptime use: enum { short, drain }) ?SchedHold {
     const ok = sched_started.load(.seq_cst) and sched.isRunning() and
         (use == .drain or !sched_stopping.load(.seq_cst));
     if (ok) return .{ .s = &sched, .counter = counter };
-    _ = counter.fetchSub(1, .release);
+    std.debug.assert(counter.fetchSub(1, .release) > 0); // our own count in, above
     return null;
 }
 
@@ -475,7 +475,7 @@ fn lookupBegin() void {
 }
 
 fn lookupEnd() void {
-    _ = coro_lookups.fetchSub(1, .release); // its reads happen before the unmap
+    std.debug.assert(coro_lookups.fetchSub(1, .release) > 0); // its reads happen before the unmap
 }
 
 const DlInfo = extern struct {

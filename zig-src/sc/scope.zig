@@ -347,7 +347,9 @@ pub const Scope = struct {
             // sees `live` drop with an acquire load sees it).
             if (!unpark) a.abandoned.store(true, .monotonic);
             // Acq_rel: the last child's work happens-before `waitAll` returning (acquire there).
-            if (a.live.fetchSub(1, .acq_rel) == 1) a.lastChildGone(unpark);
+            const live = a.live.fetchSub(1, .acq_rel);
+            assert(live > 0); // counted in by the child's launch
+            if (live == 1) a.lastChildGone(unpark);
         }
         s.release();
     }

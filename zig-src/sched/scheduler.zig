@@ -346,7 +346,7 @@ const Worker = struct {
         // At most half of the workers search at once (seq_cst: a plain counter, any order is
         // fine for a heuristic, but keep it simple to reason about).
         const searching = s.searching.fetchAdd(1, .seq_cst);
-        defer _ = s.searching.fetchSub(1, .seq_cst);
+        defer assert(s.searching.fetchSub(1, .seq_cst) > 0);
         if (searching * 2 >= n) return null;
         const start = w.random() % n;
         for (0..n) |i| {
@@ -959,7 +959,7 @@ pub const Scheduler = struct {
         _ = s.wakers.fetchAdd(1, .seq_cst);
         // Release: what we read and wrote of the coroutine and the queues happens before the
         // shutdown that sees the count drop (its acquire loads) unmaps and frees them.
-        defer _ = s.wakers.fetchSub(1, .release);
+        defer assert(s.wakers.fetchSub(1, .release) > 0); // our own count in, above
         if (s.state.load(.seq_cst) != .running) return false;
         // Monotonic: the seq_cst load above read `running` from the store that follows this
         // run's epoch store in `begin` (or from an earlier run, whose epoch then still holds:
@@ -1064,7 +1064,7 @@ pub const Scheduler = struct {
         }
         // Seq_cst RMW: the Dekker pair with the idle workers' `drainers` load (`Worker.idle`).
         _ = s.drainers.fetchAdd(1, .seq_cst);
-        defer _ = s.drainers.fetchSub(1, .release); // `shutdown` waits for 0 (acquire)
+        defer assert(s.drainers.fetchSub(1, .release) > 0); // `shutdown` waits for 0 (acquire)
         while (true) {
             // Read the futex word before counting: a ping after the count wakes the wait.
             const seq = s.drain_seq.load(.seq_cst);
