@@ -297,6 +297,14 @@ class Shared {
   /** A microtask will look for room for the senders waiting here (Channel.#retrySends). */
   retrying = false;
   /**
+   * This isolate's selects queued natively with a clause on this channel (select.ts counts them
+   * in and out). While there is one, its waiters here are not handed values in JavaScript: such
+   * a select may be queued ahead of them, and the native queue knows the order. Before, a send
+   * handed its value to a receive of this isolate begun after a select waiting on the channel,
+   * passing the select over (a ping-pong of this isolate could starve it).
+   */
+  selects = 0;
+  /**
    * Isolate-local: the channel has not escaped (above) and its values wait in `ring`, in
    * JavaScript, not in the native buffer: a try-operation is no FFI call at all. The first
    * escape moves them into the native channel (`Channel.#migrate`) and ends this for good.
@@ -1479,6 +1487,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #handOff(value: T, sym: Sym): unknown {
     const s = this._shared;
     if (s.closed || this.#closedNatively(sym)) return EMPTY; // the native try-send says closed
+    if (s.selects !== 0) {
+      // A select of this isolate may be queued ahead of these receivers: they queue natively
+      // too, and the native try-send meets whichever came first (see `Shared.selects`).
+      flushAll(s.receivers);
+      return EMPTY;
+    }
     // A buffer may hold values sent (from elsewhere) since these receivers began waiting in
     // JavaScript: those come first. A rendezvous channel has none to offer.
     if (this.#capacity !== 0 && this.#mayReceive(sym)) pump(s.receivers, sym);
@@ -1552,6 +1566,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #takeFromSender(sym: Sym): unknown {
     const s = this._shared;
     if (s.senders.first === null || this.#closedNatively(sym)) return EMPTY;
+    if (s.selects !== 0) {
+      // A select of this isolate may be queued ahead of these senders (see `#handOff`).
+      flushAll(s.senders);
+      return EMPTY;
+    }
     for (let w: Waiter | null = s.senders.first; w !== null; w = w.next) {
       if (w.state === COMPLETING) continue;
       const queued = w.state === QUEUED;

@@ -289,6 +289,8 @@ class Selection implements RingOp {
   readonly timers: (() => void)[] = [];
   readonly disposers: Disposable[] = [];
   onAbort: (() => void) | undefined = undefined;
+  /** The channels' `_shared` that count this select as queued on them (`Shared.selects`). */
+  readonly counted: Channel<unknown>["_shared"][] = [];
 
   constructor(clauses: Clause[], nChannels: number, signal: AbortSignal | undefined) {
     this.clauses = clauses;
@@ -394,6 +396,14 @@ class Selection implements RingOp {
       for (const c of this.native) {
         const d = c.ch!._watchDispose(this);
         if (d !== undefined) this.disposers.push(d);
+      }
+      // Counted on each of its channels until it settles (`#cleanup`): a send or receive of
+      // this isolate then goes through the native queue, where this select may be ahead.
+      for (const c of this.native) {
+        const shared = c.ch!._shared;
+        if (this.counted.includes(shared)) continue;
+        this.counted.push(shared);
+        shared.selects++;
       }
     }
     for (const c of clauses) {
@@ -733,6 +743,8 @@ class Selection implements RingOp {
    * the abort listener were left in place.
    */
   #cleanup(): void {
+    for (const shared of this.counted) shared.selects--;
+    this.counted.length = 0;
     for (const cancel of this.timers) cancel();
     for (const d of this.disposers) {
       try {

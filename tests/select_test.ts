@@ -1037,3 +1037,33 @@ Deno.test("select's unbiased option must be a boolean, as every flag option is: 
   }
   assert.equal(await select((s) => s.onTimeout(0, () => 1), { unbiased: true }), 1);
 });
+
+Deno.test("a select waiting on a channel is served before a send or receive of the same isolate that began after it", async () => {
+  // Before, a send handed its value in JavaScript to a receive of this isolate that began
+  // waiting after the select (in JavaScript, or queued natively behind it), passing over the
+  // select, which the native queue had first; likewise a receive took a later send's value.
+  for (const capacity of ["rendezvous", "conflated"] as const) {
+    using ch = new Channel<number>(capacity);
+    ch.share();
+    const picked = select<string>((s) => s.onReceive(ch, (v) => `select ${v}`));
+    const later = ch.receive(); // in JavaScript this turn, then queued natively
+    for (const turn of ["this turn", "next turn"]) {
+      if (turn === "next turn") await new Promise((r) => setTimeout(r, 0));
+      assert.equal(await settled(picked), false, `${capacity}, ${turn}: the select waits`);
+    }
+    assert.deepEqual(ch.trySend(1), { state: "ok" });
+    assert.equal(await within(picked, 5_000, "the select"), "select 1", capacity);
+    assert.equal(await settled(later), false, `${capacity}: the later receive still waits`);
+    assert.deepEqual(ch.trySend(2), { state: "ok" });
+    assert.equal(await within(later, 5_000, "the receive"), 2, capacity);
+  }
+  using ch = new Channel<number>();
+  ch.share();
+  const offered = select<string>((s) => s.onSend(ch, 1, () => "sent"));
+  const later = ch.send(2);
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }); // the select's, first
+  assert.equal(await within(offered, 5_000, "the select"), "sent");
+  assert.equal(await settled(later), false, "the later send still waits");
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 });
+  await within(later, 5_000, "the send");
+});
