@@ -1,0 +1,943 @@
+// Model-based differential fuzz of channel semantics in one isolate, through the public API
+// (Channel, select). A small reference model of the semantics (shared/DESIGN.md section 5, and
+// README "Channels from TypeScript" / "Select from TypeScript" for what kcoro documents beyond
+// them: drop policies, onUndeliveredElement, counters, receiveCatching, cancel(cause),
+// trySendMany/tryReceiveMany) runs beside three real channels of random kind, overflow policy,
+// codec and form (local, share()d, or a Channel.from copy of a share()d one, used through both
+// objects). Seeded random operations go to both; after each batch of operations (one turn of
+// the event loop) the test drains microtasks and macrotasks in a bounded loop until every
+// operation the model settled has settled for real (no sleeps), then compares outcomes, values,
+// errors, onUndeliveredElement calls, isClosedFor* and the counters. Every sent value is
+// received once or handed to the hook once, never both. Seeded (KCORO_MODEL_SEED: one seed
+// only), bounded in steps and time (KCORO_MODEL_MS per seed); a failure names its seed and the
+// operations that led to it.
+import assert from "node:assert/strict";
+import {
+  CancellationError,
+  type Capacity,
+  Channel,
+  ClosedReceiveError,
+  ClosedSendError,
+  codecs,
+  type Overflow,
+  select,
+  TimeoutError,
+} from "../mod.ts";
+import { prng } from "./support.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Values: each carries a unique id, in a form its channel's codec takes.
+
+type Form = "num" | "str" | "obj" | "bytes";
+type CodecKind = "default" | "f64" | "bytes";
+
+function makeValue(id: number, codec: CodecKind, rnd: () => number): unknown {
+  const form: Form = codec === "f64"
+    ? "num"
+    : codec === "bytes"
+    ? "bytes"
+    : (["num", "str", "obj", "bytes"] as const)[Math.floor(rnd() * 4)];
+  switch (form) {
+    case "num":
+      return id;
+    case "str":
+      return `v${id}`;
+    case "obj":
+      return { id, tag: [id] };
+    case "bytes": {
+      const b = new Uint8Array(4 + (id % 3));
+      new DataView(b.buffer).setUint32(0, id);
+      return b;
+    }
+  }
+}
+
+function idOf(v: unknown): number {
+  if (typeof v === "number") return v;
+  if (typeof v === "string" && v.startsWith("v")) return Number(v.slice(1));
+  if (v instanceof Uint8Array && v.byteLength >= 4) {
+    return new DataView(v.buffer, v.byteOffset, v.byteLength).getUint32(0);
+  }
+  if (v !== null && typeof v === "object" && typeof (v as { id: unknown }).id === "number") {
+    const o = v as { id: number; tag: number[] };
+    assert.deepEqual(o.tag, [o.id], "an object value round-trips whole");
+    return o.id;
+  }
+  throw new Error(`not a value of this test: ${String(v)}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expected outcomes.
+
+/** How an expected error is recognised. */
+type ErrSpec =
+  | { is: unknown } // this very object (an abort reason, a close cause, a CancellationError cause)
+  | { cls: "ClosedSend" | "ClosedReceive" }
+  | { cls: "Cancellation"; hasCause: boolean; cause: unknown };
+
+type Outcome =
+  | { ok: true; value: unknown } // value compared by checkValue
+  | { ok: false; err: ErrSpec };
+
+const CLOSED = Symbol("closed result");
+
+// ---------------------------------------------------------------------------------------------
+// The model.
+
+type ClauseKind = "send" | "recv" | "catch" | "iter";
+
+interface MClause {
+  ch: MChan;
+  kind: ClauseKind;
+  value?: number; // send: the id
+}
+
+/** A pending operation: a send/receive/receiveCatching/iterator next, or a select. */
+interface MOp {
+  id: number;
+  clauses: MClause[];
+  isSelect: boolean;
+  done: boolean;
+  outcome?: Outcome;
+}
+
+interface Entry {
+  op: MOp;
+  clause: number;
+}
+
+class MChan {
+  buf: number[] = [];
+  senders: Entry[] = [];
+  receivers: Entry[] = [];
+  closed = false;
+  cancelled = false;
+  hasCause = false;
+  cause: unknown = undefined;
+  undelivered: number[] = [];
+  sends = 0;
+  /** failures.full, .closed, .cancelled of the counters. */
+  full = 0;
+  closedFails = 0;
+  cancelledFails = 0;
+  receives = 0;
+  dropped = 0;
+  constructor(readonly cap: number, readonly drop: "none" | "oldest" | "latest") {}
+
+  live(q: Entry[]): Entry | undefined {
+    while (q.length > 0 && q[0].op.done) q.shift();
+    return q[0];
+  }
+  liveCount(q: Entry[]): number {
+    return q.filter((e) => !e.op.done).length;
+  }
+
+  closedResult(): { state: "closed"; cause?: unknown } {
+    return this.hasCause ? { state: "closed", cause: this.cause } : { state: "closed" };
+  }
+  cancelErr(): ErrSpec {
+    if (this.hasCause && isCancellation(this.cause)) return { is: this.cause };
+    return { cls: "Cancellation", hasCause: this.hasCause, cause: this.cause };
+  }
+  sendErr(): ErrSpec {
+    if (this.cancelled) return this.cancelErr();
+    return this.hasCause ? { is: this.cause } : { cls: "ClosedSend" };
+  }
+  recvErr(): ErrSpec {
+    if (this.cancelled) return this.cancelErr();
+    return this.hasCause ? { is: this.cause } : { cls: "ClosedReceive" };
+  }
+
+  canReceive(): boolean {
+    return this.buf.length > 0 || this.live(this.senders) !== undefined;
+  }
+  closedForReceive(): boolean {
+    return this.closed && !this.canReceive();
+  }
+  /** Whether an offer would complete now (the channel is open). */
+  canOffer(): boolean {
+    return this.live(this.receivers) !== undefined || this.buf.length < this.cap ||
+      this.drop !== "none";
+  }
+
+  /** Takes the next value; canReceive() holds. */
+  take(): number {
+    this.receives++;
+    if (this.buf.length > 0) {
+      const v = this.buf.shift()!;
+      const s = this.live(this.senders);
+      if (s !== undefined) {
+        this.senders.shift();
+        this.buf.push(s.op.clauses[s.clause].value!);
+        this.sends++;
+        complete(s, { ok: true, value: undefined });
+      }
+      return v;
+    }
+    const s = this.live(this.senders)!;
+    this.senders.shift();
+    this.sends++;
+    complete(s, { ok: true, value: undefined });
+    return s.op.clauses[s.clause].value!;
+  }
+
+  /** Offers a value to an open channel: false if it is full (suspend). */
+  offer(v: number): boolean {
+    const r = this.live(this.receivers);
+    if (r !== undefined) {
+      this.receivers.shift();
+      this.sends++;
+      this.receives++;
+      complete(r, { ok: true, value: receivedAs(r.op.clauses[r.clause].kind, v) });
+      return true;
+    }
+    if (this.buf.length < this.cap) {
+      this.buf.push(v);
+      this.sends++;
+      return true;
+    }
+    if (this.drop === "oldest") {
+      this.undelivered.push(this.buf.shift()!);
+      this.dropped++;
+      this.buf.push(v);
+      this.sends++;
+      return true;
+    }
+    if (this.drop === "latest") {
+      this.undelivered.push(v);
+      this.dropped++;
+      this.sends++;
+      return true;
+    }
+    return false;
+  }
+
+  /** A send (not a trySend) that fails on a closed channel hands its value to the hook. */
+  refuse(v: number): void {
+    this.undelivered.push(v);
+    this.dropped++;
+  }
+
+  close(cause: unknown, given: boolean): boolean {
+    if (this.closed) return false;
+    this.closed = true;
+    if (given && cause !== undefined) {
+      this.hasCause = true;
+      this.cause = cause;
+    }
+    // Receivers wait only on an empty channel with no sender: they learn of the close.
+    // They count no closed failure (the native channel counts an attempt that finds the
+    // channel closed, not a waiter the close wakes); a cancel counts each waiter it fails.
+    for (const e of this.receivers.splice(0)) {
+      if (!e.op.done) complete(e, this.closedOutcome(e.op.clauses[e.clause].kind));
+    }
+    return true;
+  }
+
+  /** What a receive-side clause gets from a channel closed for receive. */
+  closedOutcome(kind: ClauseKind): Outcome {
+    if (kind === "catch") return { ok: true, value: this.closedResult() };
+    if (kind === "iter") {
+      if (this.cancelled) return { ok: false, err: this.cancelErr() };
+      return this.hasCause ? { ok: false, err: { is: this.cause } } : { ok: true, value: CLOSED };
+    }
+    return { ok: false, err: this.recvErr() };
+  }
+
+  cancel(cause: unknown, given: boolean): void {
+    if (!this.closed && given && cause !== undefined) {
+      this.hasCause = true;
+      this.cause = cause;
+    }
+    this.closed = true;
+    this.cancelled = true;
+    const dropped = this.buf.splice(0);
+    for (const e of this.senders.splice(0)) {
+      if (e.op.done) continue;
+      dropped.push(e.op.clauses[e.clause].value!);
+      this.cancelledFails++;
+      complete(e, { ok: false, err: this.cancelErr() });
+    }
+    for (const e of this.receivers.splice(0)) {
+      if (e.op.done) continue;
+      this.cancelledFails++;
+      complete(e, this.closedOutcome(e.op.clauses[e.clause].kind));
+    }
+    this.dropped += dropped.length;
+    this.undelivered.push(...dropped);
+  }
+}
+
+function isCancellation(e: unknown): boolean {
+  return e instanceof CancellationError || e instanceof TimeoutError;
+}
+
+/** What a receive-side clause resolves with when it receives `v`. */
+function receivedAs(kind: ClauseKind, v: number): unknown {
+  if (kind === "catch") return { state: "ok", value: v };
+  return kind === "iter" ? { done: false, value: v } : v;
+}
+
+/** Completes the op of entry `e` (its other clauses lose). */
+function complete(e: Entry, o: Outcome): void {
+  const op = e.op;
+  assert.ok(!op.done, "model: an operation completes once");
+  op.done = true;
+  op.outcome = op.isSelect && o.ok ? { ok: true, value: [e.clause, o.value] } : o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real side.
+
+interface Real {
+  settled: boolean;
+  ok?: boolean;
+  value?: unknown;
+  order?: number;
+}
+
+interface Pending {
+  mop: MOp;
+  real: Real;
+  ctl?: AbortController;
+  what: string;
+}
+
+interface Config {
+  capacity: Capacity;
+  overflow: Overflow | undefined;
+  codec: CodecKind;
+  mode: "local" | "shared" | "from";
+}
+
+interface Slot {
+  cfg: Config;
+  model: MChan;
+  owner: Channel<unknown>;
+  /** The objects operations go through: the owner, and for "from" its copy too. */
+  uses: Channel<unknown>[];
+  hook: unknown[];
+  iters: Map<Channel<unknown>, AsyncIterator<unknown>>;
+  returned: Set<Channel<unknown>>;
+  /** How many of `hook`'s values were checked already. */
+  hookSeen: number;
+}
+
+function effective(cfg: Config): { cap: number; drop: "none" | "oldest" | "latest" } {
+  const c = cfg.capacity;
+  if (c === "unlimited") return { cap: Infinity, drop: "none" };
+  if (c === "conflated") return { cap: 1, drop: "oldest" };
+  const n = c === "rendezvous" ? 0 : c === "buffered" ? 64 : c;
+  const drop = cfg.overflow === "drop-oldest"
+    ? "oldest"
+    : cfg.overflow === "drop-latest"
+    ? "latest"
+    : "none";
+  return { cap: drop !== "none" && n === 0 ? 1 : n, drop };
+}
+
+function randomConfig(rnd: () => number): Config {
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
+  const capacity = pick<Capacity>(["rendezvous", 0, 1, 2, 3, "buffered", "conflated", "unlimited"]);
+  const overflow = capacity === "conflated"
+    ? pick<Overflow | undefined>([undefined, "suspend", "drop-oldest"])
+    : pick<Overflow | undefined>([undefined, "suspend", "drop-oldest", "drop-latest"]);
+  return {
+    capacity,
+    overflow,
+    codec: pick<CodecKind>(["default", "default", "f64", "bytes"]),
+    mode: pick(["local", "local", "shared", "from"] as const),
+  };
+}
+
+function describeConfig(c: Config): string {
+  return `${JSON.stringify(c.capacity)} ${c.overflow ?? "-"} ${c.codec} ${c.mode}`;
+}
+
+function makeSlot(cfg: Config): Slot {
+  const { cap, drop } = effective(cfg);
+  const hook: unknown[] = [];
+  const codec = cfg.codec === "f64" ? codecs.f64 : cfg.codec === "bytes" ? codecs.bytes : undefined;
+  const owner = new Channel<unknown>(cfg.capacity, {
+    overflow: cfg.overflow,
+    codec: codec as never,
+    onUndeliveredElement: (v) => hook.push(v),
+  });
+  const uses = [owner];
+  if (cfg.mode !== "local") {
+    const shared = owner.share();
+    if (cfg.mode === "from") uses.push(Channel.from<unknown>(shared));
+  }
+  return {
+    cfg,
+    model: new MChan(cap, drop),
+    owner,
+    uses,
+    hook,
+    iters: new Map(),
+    returned: new Set(),
+    hookSeen: 0,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking.
+
+function checkValue(got: unknown, want: unknown, what: string): void {
+  if (want === CLOSED) {
+    assert.deepEqual(got, { done: true, value: undefined }, `${what}: iteration ends`);
+  } else if (typeof want === "number") {
+    assert.equal(idOf(got), want, `${what}: value`);
+  } else if (Array.isArray(want)) {
+    // A select: [clause, what the clause got].
+    assert.ok(Array.isArray(got), `${what}: a select's result`);
+    assert.equal(got[0], want[0], `${what}: which clause fired`);
+    checkValue(got[1], want[1], what);
+  } else if (want !== null && typeof want === "object" && "done" in want) {
+    assert.equal((got as { done: boolean }).done, false, `${what}: iteration goes on`);
+    assert.equal(
+      idOf((got as { value: unknown }).value),
+      (want as unknown as { value: number }).value,
+      what,
+    );
+  } else if (want !== null && typeof want === "object" && "state" in want) {
+    const w = want as { state: string; value?: number; cause?: unknown };
+    const g = got as { state: string; value?: unknown; cause?: unknown };
+    assert.equal(g?.state, w.state, `${what}: state`);
+    if (w.state === "ok") assert.equal(idOf(g.value), w.value, `${what}: value`);
+    else {
+      assert.equal("cause" in g, "cause" in w, `${what}: has a cause`);
+      assert.equal(g.cause, w.cause, `${what}: cause`);
+    }
+  } else assert.equal(got, want, `${what}: result`);
+}
+
+function checkErr(got: unknown, want: ErrSpec, what: string): void {
+  if ("is" in want) {
+    assert.ok(got === want.is, `${what}: rejects with ${String(want.is)}, got ${String(got)}`);
+  } else if (want.cls === "ClosedSend") {
+    assert.ok(got instanceof ClosedSendError, `${what}: ClosedSendError, got ${String(got)}`);
+  } else if (want.cls === "ClosedReceive") {
+    assert.ok(got instanceof ClosedReceiveError, `${what}: ClosedReceiveError, got ${String(got)}`);
+  } else if (want.cls === "Cancellation") {
+    assert.ok(got instanceof CancellationError, `${what}: CancellationError, got ${String(got)}`);
+    const e = got as Error;
+    assert.equal(e.cause, want.cause, `${what}: the CancellationError's cause`);
+    assert.equal("cause" in e, want.hasCause, `${what}: the CancellationError has a cause`);
+  }
+}
+
+function checkOutcome(real: Real, want: Outcome, what: string): void {
+  assert.equal(
+    real.ok,
+    want.ok,
+    `${what}: ${want.ok ? "resolves" : "rejects"}, got ${
+      real.ok ? `value ${String(real.value)}` : `error ${String(real.value)}`
+    }`,
+  );
+  if (want.ok) checkValue(real.value, want.value, what);
+  else checkErr(real.value, want.err, what);
+}
+
+/** The counters the model keeps: all but bytes, times and hand-offs. */
+function checkMetrics(s: Slot, what: string): void {
+  const got = s.owner.metrics(), m = s.model;
+  assert.deepEqual({
+    sends: got.sends,
+    receives: got.receives,
+    dropped: got.dropped,
+    full: got.failures.full,
+    closed: got.failures.closed,
+    cancelled: got.failures.cancelled,
+  }, {
+    sends: m.sends,
+    receives: m.receives,
+    dropped: m.dropped,
+    full: m.full,
+    closed: m.closedFails,
+    cancelled: m.cancelledFails,
+  }, what);
+}
+
+/** For failure messages. */
+function show(_k: string, v: unknown): unknown {
+  if (v instanceof Uint8Array) return `bytes ${idOf(v)}`;
+  if (v instanceof Error) return `${v.name}(${v.message})`;
+  if (v === CLOSED) return "done";
+  if (typeof v === "symbol") return String(v);
+  return v;
+}
+
+/** Runs microtasks, then macrotasks, until `done()` or the deadline; no sleeps. */
+async function drain(done: () => boolean, ms: number): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  for (let turn = 0;; turn++) {
+    for (let i = 0; i < 8; i++) await Promise.resolve();
+    if (turn > 0 && done()) return true;
+    if (performance.now() > deadline) return done();
+    await new Promise((r) => setTimeout(r, 0));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One run: three channels, random operations.
+
+class Run {
+  readonly rnd: () => number;
+  readonly slots: Slot[] = [];
+  /** Slots whose channel was cancelled and replaced: still checked, disposed at the end. */
+  readonly retired: Slot[] = [];
+  readonly pending: Pending[] = [];
+  readonly log: string[] = [];
+  /** Ids the real channels handed out: received, or to a hook. */
+  readonly seen = new Map<number, string>();
+  nextId = 1;
+  nextOp = 1;
+  settleCount = 0;
+
+  constructor(readonly seed: number) {
+    this.rnd = prng(seed);
+    for (let i = 0; i < 3; i++) this.slots.push(makeSlot(randomConfig(this.rnd)));
+    this.log.push(
+      ...this.slots.map((s, i) => `ch${i}: ${describeConfig(s.cfg)}`),
+    );
+  }
+
+  int(n: number): number {
+    return Math.floor(this.rnd() * n);
+  }
+
+  /** A channel object of slot i to operate on (the owner or, for "from", either). */
+  use(s: Slot): Channel<unknown> {
+    return s.uses[this.int(s.uses.length)];
+  }
+
+  value(s: Slot): [number, unknown] {
+    const id = this.nextId++;
+    return [id, makeValue(id, s.cfg.codec, this.rnd)];
+  }
+
+  /** A value came out of a real channel (received, or to a hook): once only. */
+  out(id: number, how: string): void {
+    const before = this.seen.get(id);
+    assert.equal(before, undefined, `value ${id} ${how}, but it was ${before} already`);
+    this.seen.set(id, how);
+  }
+
+  track(mop: MOp, p: Promise<unknown>, what: string, ctl?: AbortController): void {
+    const real: Real = { settled: false };
+    p.then((v) => {
+      real.settled = true;
+      real.ok = true;
+      real.value = v;
+      real.order = this.settleCount++;
+    }, (e) => {
+      real.settled = true;
+      real.ok = false;
+      real.value = e;
+      real.order = this.settleCount++;
+    });
+    this.pending.push({ mop, real, ctl, what });
+  }
+
+  newOp(clauses: MClause[], isSelect = false): MOp {
+    return { id: this.nextOp++, clauses, isSelect, done: false };
+  }
+
+  /** Starts a send, receive, receiveCatching or iterator step on slot s. */
+  startWait(s: Slot, kind: ClauseKind, what: string, withSignal: boolean): void {
+    const m = s.model;
+    const ch = this.use(s);
+    const ctl = withSignal ? new AbortController() : undefined;
+    const opts = ctl ? { signal: ctl.signal } : undefined;
+    if (kind === "send") {
+      const [id, v] = this.value(s);
+      const op = this.newOp([{ ch: m, kind, value: id }]);
+      this.log.push(`${what} send(${id})#${op.id}`);
+      const p = ch.send(v, opts);
+      if (m.closed) {
+        m.refuse(id);
+        m.closedFails++;
+        complete({ op, clause: 0 }, { ok: false, err: m.sendErr() });
+      } else if (m.canOffer()) {
+        m.offer(id);
+        complete({ op, clause: 0 }, { ok: true, value: undefined });
+      } else {
+        m.full++; // the try a waiting send makes first
+        m.senders.push({ op, clause: 0 });
+      }
+      this.track(op, p, `${what} send(${id})#${op.id}`, ctl);
+      return;
+    }
+    const op = this.newOp([{ ch: m, kind }]);
+    let p: Promise<unknown>;
+    if (kind === "iter") {
+      let it = s.iters.get(ch);
+      if (it === undefined) s.iters.set(ch, it = ch[Symbol.asyncIterator]());
+      p = it.next();
+      this.log.push(`${what} next()#${op.id}`);
+      if (s.returned.has(ch)) {
+        complete({ op, clause: 0 }, { ok: true, value: CLOSED });
+        this.track(op, p, `${what} next()#${op.id} after return`);
+        return;
+      }
+    } else {
+      p = kind === "recv" ? ch.receive(opts) : ch.receiveCatching(opts);
+      this.log.push(`${what} ${kind === "recv" ? "receive" : "receiveCatching"}()#${op.id}`);
+    }
+    if (m.canReceive()) {
+      complete({ op, clause: 0 }, { ok: true, value: receivedAs(kind, m.take()) });
+    } else if (m.closed) {
+      m.closedFails++;
+      complete({ op, clause: 0 }, m.closedOutcome(kind));
+    } else m.receivers.push({ op, clause: 0 });
+    this.track(op, p, `${what} ${kind}#${op.id}`, kind === "iter" ? undefined : ctl);
+  }
+
+  /** A select over 2-3 distinct channels, biased, maybe with onTimeout(0) and a signal. */
+  startSelect(): void {
+    const order = [0, 1, 2].sort(() => this.rnd() - 0.5).slice(0, 2 + this.int(2));
+    const clauses: MClause[] = [];
+    const values: unknown[] = [];
+    const desc: string[] = [];
+    for (const i of order) {
+      const s = this.slots[i];
+      const kind = (["send", "recv", "catch"] as const)[this.int(3)];
+      if (kind === "send") {
+        const [id, v] = this.value(s);
+        clauses.push({ ch: s.model, kind, value: id });
+        values.push(v);
+        desc.push(`onSend(ch${i}, ${id})`);
+      } else {
+        clauses.push({ ch: s.model, kind });
+        values.push(undefined);
+        desc.push(`${kind === "recv" ? "onReceive" : "onReceiveCatching"}(ch${i})`);
+      }
+    }
+    const timeout = this.rnd() < 0.4;
+    const ctl = this.rnd() < 0.3 ? new AbortController() : undefined;
+    const op = this.newOp(clauses, true);
+    const what = `select#${op.id} [${desc.join(", ")}${timeout ? ", onTimeout(0)" : ""}]`;
+    this.log.push(what);
+    const chans = order.map((i) => this.use(this.slots[i]));
+    const p = select<unknown>((b) => {
+      clauses.forEach((c, k) => {
+        if (c.kind === "send") b.onSend(chans[k], values[k], () => [k, undefined]);
+        else if (c.kind === "recv") b.onReceive(chans[k], (v) => [k, v]);
+        else b.onReceiveCatching(chans[k], (r) => [k, r]);
+      });
+      if (timeout) b.onTimeout(0, () => [-1, "timeout"]);
+    }, ctl ? { signal: ctl.signal } : {});
+    // The model: the first ready clause wins (closed counts as ready).
+    let fired = false;
+    for (let k = 0; k < clauses.length && !fired; k++) {
+      const c = clauses[k], m = c.ch;
+      const e = { op, clause: k };
+      if (c.kind === "send") {
+        if (m.closed) {
+          m.refuse(c.value!);
+          m.closedFails++;
+          complete(e, { ok: false, err: m.sendErr() });
+          fired = true;
+        } else if (m.canOffer()) {
+          m.offer(c.value!);
+          complete(e, { ok: true, value: undefined });
+          fired = true;
+        }
+      } else if (m.canReceive()) {
+        complete(e, { ok: true, value: receivedAs(c.kind, m.take()) });
+        fired = true;
+      } else if (m.closed) {
+        m.closedFails++;
+        complete(e, m.closedOutcome(c.kind));
+        fired = true;
+      }
+    }
+    if (!fired && timeout) {
+      op.done = true;
+      op.outcome = { ok: true, value: [-1, "timeout"] };
+      fired = true;
+    }
+    if (!fired) {
+      clauses.forEach((c, k) => {
+        (c.kind === "send" ? c.ch.senders : c.ch.receivers).push({ op, clause: k });
+      });
+    }
+    this.track(op, p, what, ctl);
+  }
+
+  step(): void {
+    const r = this.rnd();
+    const i = this.int(3);
+    const s = this.slots[i];
+    const m = s.model;
+    const ch = this.use(s);
+    const who = `ch${i}${ch === s.owner ? "" : "'"}`;
+    if (r < 0.2) {
+      const [id, v] = this.value(s);
+      const got = ch.trySend(v);
+      this.log.push(`${who} trySend(${id}) -> ${got.state}`);
+      const want = (m.closed ? m.closedResult() : m.offer(id) ? { state: "ok" } : {
+        state: "full",
+      }) as { state: string };
+      if (want.state === "closed") m.closedFails++;
+      if (want.state === "full") m.full++;
+      assert.deepEqual(got, want, `${who} trySend(${id})`);
+    } else if (r < 0.38) {
+      const got = ch.tryReceive();
+      this.log.push(`${who} tryReceive() -> ${got.state}`);
+      if (m.canReceive()) {
+        const id = m.take();
+        assert.equal(got.state, "ok", `${who} tryReceive: ok with ${id}`);
+        const v = idOf((got as { value: unknown }).value);
+        this.out(v, `received by tryReceive`);
+        assert.equal(v, id, `${who} tryReceive: FIFO`);
+      } else if (m.closed) {
+        m.closedFails++;
+        assert.deepEqual(got, m.closedResult(), `${who} tryReceive`);
+      } else assert.deepEqual(got, { state: "empty" }, `${who} tryReceive`);
+    } else if (r < 0.45) {
+      const n = 1 + (this.rnd() < 0.2 ? this.int(70) : this.int(4));
+      const ids: number[] = [], vs: unknown[] = [];
+      for (let k = 0; k < n; k++) {
+        const [id, v] = this.value(s);
+        ids.push(id);
+        vs.push(v);
+      }
+      const got = ch.trySendMany(vs);
+      this.log.push(`${who} trySendMany(${ids[0]}..${ids[n - 1]}) -> ${JSON.stringify(got)}`);
+      let sent = 0;
+      let want: unknown;
+      if (m.closed) {
+        want = m.closedResult();
+        m.closedFails++;
+      } else {
+        while (sent < n && m.offer(ids[sent])) sent++;
+        want = sent === 0 ? { state: "full" } : { state: "ok", sent };
+        if (sent < n) m.full++; // as trySend called until one is not ok
+      }
+      assert.deepEqual(got, want, `${who} trySendMany(${n} values)`);
+    } else if (r < 0.52) {
+      const max = 1 + (this.rnd() < 0.2 ? this.int(70) : this.int(4));
+      const got = ch.tryReceiveMany(max);
+      this.log.push(`${who} tryReceiveMany(${max}) -> ${got.state}`);
+      const ids: number[] = [];
+      while (ids.length < max && m.canReceive()) ids.push(m.take());
+      // As tryReceive called until it is not ok: one that found the channel closed counts.
+      if (ids.length > 0 && ids.length < max && m.closed) m.closedFails++;
+      if (ids.length > 0) {
+        assert.equal(got.state, "ok", `${who} tryReceiveMany: ok`);
+        const vs = (got as { values: unknown[] }).values.map(idOf);
+        for (const v of vs) this.out(v, "received by tryReceiveMany");
+        assert.deepEqual(vs, ids, `${who} tryReceiveMany: FIFO`);
+      } else if (m.closed) {
+        m.closedFails++;
+        assert.deepEqual(got, m.closedResult(), `${who} tryReceiveMany`);
+      } else assert.deepEqual(got, { state: "empty" }, `${who} tryReceiveMany`);
+    } else if (r < 0.62) this.startWait(s, "send", who, this.rnd() < 0.4);
+    else if (r < 0.7) this.startWait(s, "recv", who, this.rnd() < 0.4);
+    else if (r < 0.74) this.startWait(s, "catch", who, this.rnd() < 0.4);
+    else if (r < 0.78) this.startWait(s, "iter", who, false);
+    else if (r < 0.79) {
+      const it = s.iters.get(ch);
+      if (it !== undefined && !s.returned.has(ch)) {
+        this.log.push(`${who} iterator return()`);
+        s.returned.add(ch);
+        // A return while a next() waits: the waiting next still settles as the channel says.
+        void it.return?.();
+      }
+    } else if (r < 0.85) {
+      // Abort a waiting operation (or one that settled: nothing happens).
+      const withCtl = this.pending.filter((p) => p.ctl && !p.ctl.signal.aborted);
+      if (withCtl.length > 0) {
+        const p = withCtl[this.int(withCtl.length)];
+        const reason = new Error(`abort ${p.mop.id}`);
+        this.log.push(`abort ${p.what}`);
+        if (!p.mop.done) {
+          p.mop.done = true;
+          p.mop.outcome = { ok: false, err: { is: reason } };
+          // One cancelled failure on each of its channels.
+          for (const c of new Set(p.mop.clauses.map((c) => c.ch))) c.cancelledFails++;
+        }
+        p.ctl!.abort(reason);
+      }
+    } else if (r < 0.89) this.startSelect();
+    else if (r < 0.9) {
+      // A closed channel is replaced by a fresh one now and then (cancelled first, so that
+      // every waiter settles), so that a run does not end with every channel closed.
+      if (m.closed) {
+        this.log.push(`ch${i} cancel() and replaced`);
+        s.owner.cancel();
+        m.cancel(undefined, false);
+        this.retired.push(s);
+        const fresh = makeSlot(randomConfig(this.rnd));
+        this.slots[i] = fresh;
+        this.log.push(`ch${i}: ${describeConfig(fresh.cfg)}`);
+      }
+    } else if (r < 0.91) {
+      const withCause = this.rnd() < 0.5;
+      const cause = withCause ? this.cause() : undefined;
+      this.log.push(`${who} close(${withCause ? String(cause) : ""})`);
+      const got = withCause ? ch.close(cause) : ch.close();
+      assert.equal(got, m.close(cause, withCause), `${who} close() returns`);
+    } else if (r < 0.915) {
+      const withCause = this.rnd() < 0.5;
+      const cause = withCause ? this.cause() : undefined;
+      this.log.push(`${who} cancel(${withCause ? String(cause) : ""})`);
+      if (withCause) ch.cancel(cause);
+      else ch.cancel();
+      m.cancel(cause, withCause);
+    } else if (r < 0.96) {
+      this.log.push(`${who} isClosedForSend/Receive`);
+      assert.equal(ch.isClosedForSend, m.closed, `${who} isClosedForSend`);
+      assert.equal(ch.isClosedForReceive, m.closedForReceive(), `${who} isClosedForReceive`);
+    } else {
+      this.log.push(`${who} metrics()`);
+      checkMetrics(s, `${who} metrics`);
+    }
+  }
+
+  cause(): unknown {
+    const k = this.int(4);
+    const id = this.nextOp++;
+    if (k === 0) return new CancellationError(`cause ${id}`);
+    if (k === 1) return new TimeoutError(`cause ${id}`);
+    if (k === 2) return `cause ${id}`;
+    return new RangeError(`cause ${id}`);
+  }
+
+  /** Waits for what the model settled, then compares everything. */
+  async check(final = false): Promise<void> {
+    const ok = await drain(
+      () => this.pending.every((p) => p.real.settled === p.mop.done) && this.hooksCaughtUp(final),
+      final ? 5_000 : 2_000,
+    );
+    const state = () =>
+      this.pending.map((p) =>
+        `  ${p.what}: model ${p.mop.done ? JSON.stringify(p.mop.outcome, show) : "waits"}, real ${
+          p.real.settled ? `${p.real.ok ? "value" : "error"} ${show("", p.real.value)}` : "waits"
+        }`
+      ).join("\n");
+    for (const p of this.pending) {
+      if (p.mop.done && !p.real.settled) {
+        assert.fail(`${p.what}: should have settled (${ok})\n${state()}`);
+      }
+      if (!p.mop.done && p.real.settled) {
+        assert.fail(`${p.what}: settled, but the model says it still waits\n${state()}`);
+      }
+    }
+    const still: Pending[] = [];
+    for (const p of this.pending) {
+      if (!p.mop.done) {
+        still.push(p);
+        continue;
+      }
+      checkOutcome(p.real, p.mop.outcome!, p.what);
+      if (p.real.ok) this.noteReceived(p);
+    }
+    this.pending.splice(0, this.pending.length, ...still);
+    this.slots.forEach((s, i) => checkMetrics(s, `ch${i}: metrics after the turn`));
+    [...this.slots, ...this.retired].forEach((s, k) => {
+      const i = k < 3 ? `${k}` : `${k - 3} (retired)`;
+      const got = s.hook.map(idOf);
+      for (const id of got.slice(s.hookSeen)) this.out(id, `handed to ch${i}'s hook`);
+      s.hookSeen = got.length;
+      if (s.cfg.mode === "from" && !final) {
+        // A copy's drops reach the creator's hook when the creator next empties the native
+        // list (README: its next send or receive on a dropping channel, a close or cancel seen,
+        // its dispose), not at the copy's operation: in order, maybe later.
+        assert.deepEqual(
+          got,
+          s.model.undelivered.slice(0, got.length),
+          `ch${i}: onUndeliveredElement's values so far`,
+        );
+      } else assert.deepEqual(got, s.model.undelivered, `ch${i}: onUndeliveredElement's values`);
+    });
+  }
+
+  hooksCaughtUp(final: boolean): boolean {
+    return [...this.slots, ...this.retired].every((s) =>
+      s.cfg.mode === "from" && !final || s.hook.length >= s.model.undelivered.length
+    );
+  }
+
+  noteReceived(p: Pending): void {
+    const v = p.real.value;
+    const out = (x: unknown) => this.out(idOf(x), `received by ${p.what}`);
+    if (p.mop.isSelect) {
+      const [k, got] = v as [number, unknown];
+      if (k < 0) return;
+      const c = p.mop.clauses[k];
+      if (c.kind === "recv") out(got);
+      else if (c.kind === "catch" && (got as { state: string }).state === "ok") {
+        out((got as { value: unknown }).value);
+      }
+      return;
+    }
+    const c = p.mop.clauses[0];
+    if (c.kind === "recv") out(v);
+    else if (c.kind === "catch" && (v as { state: string }).state === "ok") {
+      out((v as { value: unknown }).value);
+    } else if (c.kind === "iter" && !(v as { done: boolean }).done) {
+      out((v as { value: unknown }).value);
+    }
+  }
+
+  /** Cancels every channel (settling every waiter), checks, disposes. */
+  async finish(): Promise<void> {
+    for (const [i, s] of this.slots.entries()) {
+      this.log.push(`ch${i} cancel() at the end`);
+      s.owner.cancel();
+      s.model.cancel(undefined, false);
+    }
+    await this.check(true);
+    assert.equal(this.pending.length, 0, "every operation settled");
+    for (const s of [...this.slots, ...this.retired]) {
+      checkMetrics(s, "metrics at the end");
+      for (const c of s.uses.toReversed()) c[Symbol.dispose]();
+    }
+  }
+}
+
+async function runSeed(seed: number, ms: number, maxSteps: number): Promise<number> {
+  const run = new Run(seed);
+  const deadline = performance.now() + ms;
+  let steps = 0;
+  try {
+    while (steps < maxSteps && performance.now() < deadline) {
+      // A batch of operations in one turn, then the settle points.
+      const n = 1 + run.int(3);
+      for (let k = 0; k < n; k++, steps++) run.step();
+      await run.check();
+    }
+    await run.finish();
+  } catch (e) {
+    const tail = run.log.slice(0, 3).concat(["..."], run.log.slice(3).slice(-40));
+    throw new Error(
+      `model fuzz seed ${seed} (KCORO_MODEL_SEED=${seed}) failed after ${steps} steps:\n` +
+        `${tail.join("\n")}\n${e instanceof Error ? e.stack : String(e)}`,
+      { cause: e },
+    );
+  } finally {
+    for (const s of [...run.slots, ...run.retired]) {
+      for (const c of s.uses.toReversed()) c[Symbol.dispose]();
+    }
+  }
+  return steps;
+}
+
+const ONE = Deno.env.get("KCORO_MODEL_SEED");
+const MS = Number(Deno.env.get("KCORO_MODEL_MS") ?? 1_500);
+// KCORO_MODEL_SEED=n runs that seed alone, KCORO_MODEL_SEED=a-b the seeds a to b.
+const range = ONE?.match(/^(\d+)-(\d+)$/);
+const SEEDS = range
+  ? Array.from({ length: Number(range[2]) - Number(range[1]) + 1 }, (_, i) => Number(range[1]) + i)
+  : ONE !== undefined
+  ? [Number(ONE)]
+  : [0x5eed_0001, 0x5eed_0002, 0x5eed_0003, 0x5eed_0004, 0x5eed_0005, 0x5eed_0006];
+
+for (const seed of SEEDS) {
+  Deno.test(`channels and select agree with the reference model (seed ${seed})`, async () => {
+    await runSeed(seed, MS, Number(Deno.env.get("KCORO_MODEL_STEPS") ?? 400));
+  });
+}
