@@ -123,7 +123,15 @@ class MChan {
   cancelledFails = 0;
   receives = 0;
   dropped = 0;
-  constructor(readonly cap: number, readonly drop: "none" | "oldest" | "latest") {}
+  handoffs = 0;
+  bytesSent = 0;
+  bytesReceived = 0;
+  constructor(
+    readonly cap: number,
+    readonly drop: "none" | "oldest" | "latest",
+    /** What a value counts in bytesSent and bytesReceived (by its id). */
+    readonly bytesOf: (id: number) => number,
+  ) {}
 
   live(q: Entry[]): Entry | undefined {
     while (q.length > 0 && q[0].op.done) q.shift();
@@ -163,23 +171,37 @@ class MChan {
 
   /** Takes the next value; canReceive() holds. */
   take(): number {
-    this.receives++;
     if (this.buf.length > 0) {
       const v = this.buf.shift()!;
+      this.received(v);
       const s = this.live(this.senders);
       if (s !== undefined) {
+        // Room: the oldest waiting sender's value moves into the buffer (no hand-off).
         this.senders.shift();
         this.buf.push(s.op.clauses[s.clause].value!);
-        this.sends++;
+        this.sent(s.op.clauses[s.clause].value!);
         complete(s, { ok: true, value: undefined });
       }
       return v;
     }
     const s = this.live(this.senders)!;
     this.senders.shift();
-    this.sends++;
+    const v = s.op.clauses[s.clause].value!;
+    this.sent(v);
+    this.received(v);
+    this.handoffs++;
     complete(s, { ok: true, value: undefined });
-    return s.op.clauses[s.clause].value!;
+    return v;
+  }
+
+  /** Counts a value sent: the send counter and its bytes. */
+  sent(v: number): void {
+    this.sends++;
+    this.bytesSent += this.bytesOf(v);
+  }
+  received(v: number): void {
+    this.receives++;
+    this.bytesReceived += this.bytesOf(v);
   }
 
   /** Offers a value to an open channel: false if it is full (suspend). */
@@ -187,27 +209,28 @@ class MChan {
     const r = this.live(this.receivers);
     if (r !== undefined) {
       this.receivers.shift();
-      this.sends++;
-      this.receives++;
+      this.sent(v);
+      this.received(v);
+      this.handoffs++;
       complete(r, { ok: true, value: receivedAs(r.op.clauses[r.clause].kind, v) });
       return true;
     }
     if (this.buf.length < this.cap) {
       this.buf.push(v);
-      this.sends++;
+      this.sent(v);
       return true;
     }
     if (this.drop === "oldest") {
       this.undelivered.push(this.buf.shift()!);
       this.dropped++;
       this.buf.push(v);
-      this.sends++;
+      this.sent(v);
       return true;
     }
     if (this.drop === "latest") {
       this.undelivered.push(v);
       this.dropped++;
-      this.sends++;
+      this.sent(v);
       return true;
     }
     return false;
@@ -371,7 +394,13 @@ function makeSlot(cfg: Config): Slot {
   }
   return {
     cfg,
-    model: new MChan(cap, drop),
+    // f64: its 8-byte slot; bytes: the Uint8Array's length (makeValue); the default codec's
+    // values count their encoding natively and less locally (README): not checked.
+    model: new MChan(
+      cap,
+      drop,
+      cfg.codec === "f64" ? () => 8 : cfg.codec === "bytes" ? (id) => 4 + id % 3 : () => 0,
+    ),
     owner,
     uses,
     hook,
@@ -452,6 +481,9 @@ function checkMetrics(s: Slot, what: string): void {
     full: got.failures.full,
     closed: got.failures.closed,
     cancelled: got.failures.cancelled,
+    handoffs: got.handoffs,
+    bytesSent: s.cfg.codec === "default" ? 0 : got.bytesSent,
+    bytesReceived: s.cfg.codec === "default" ? 0 : got.bytesReceived,
   }, {
     sends: m.sends,
     receives: m.receives,
@@ -459,6 +491,9 @@ function checkMetrics(s: Slot, what: string): void {
     full: m.full,
     closed: m.closedFails,
     cancelled: m.cancelledFails,
+    handoffs: m.handoffs,
+    bytesSent: m.bytesSent,
+    bytesReceived: m.bytesReceived,
   }, what);
 }
 
