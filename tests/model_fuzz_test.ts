@@ -530,6 +530,8 @@ class Run {
   /** Ids the real channels handed out: received, or to a hook. */
   readonly seen = new Map<number, string>();
   nextId = 1;
+  /** An unbiased select that found clauses ready: its turn ends, `check` applies its winner. */
+  unbiased: { op: MOp; ready: number[]; p: Pending } | undefined = undefined;
   nextOp = 1;
   settleCount = 0;
 
@@ -658,8 +660,13 @@ class Run {
     }
     const timeout = this.rnd() < 0.3;
     const ctl = this.rnd() < 0.3 ? new AbortController() : undefined;
+    // Unbiased (Go) over open channels only: any ready clause may fire, and a closed one's
+    // rejection would not say which clause it was.
+    const unbiased = this.rnd() < 0.25 && clauses.every((c) => !c.ch.closed);
     const op = this.newOp(clauses, true);
-    const what = `select#${op.id} [${desc.join(", ")}${timeout ? ", onTimeout(0)" : ""}]`;
+    const what = `select#${op.id}${unbiased ? " unbiased" : ""} [${desc.join(", ")}${
+      timeout ? ", onTimeout(0)" : ""
+    }]`;
     this.log.push(what);
     const chans = order.map((i) => this.use(this.slots[i]));
     const p = select<unknown>((b) => {
@@ -669,7 +676,17 @@ class Run {
         else b.onReceiveCatching(chans[k], (r) => [k, r]);
       });
       if (timeout) b.onTimeout(0, () => [-1, "timeout"]);
-    }, ctl ? { signal: ctl.signal } : {});
+    }, ctl ? { signal: ctl.signal, unbiased } : { unbiased });
+    const ready = clauses.flatMap((c, k) =>
+      (c.kind === "send" ? c.ch.canOffer() : c.ch.canReceive()) ? [k] : []
+    );
+    if (unbiased && ready.length > 0) {
+      // Which one fired is known once it settles: the turn ends here, and `check` applies it.
+      this.unbiased = { op, ready, p: undefined! };
+      this.track(op, p, what, ctl);
+      this.unbiased.p = this.pending.at(-1)!;
+      return;
+    }
     // The model: the first ready clause wins (closed counts as ready).
     let fired = false;
     for (let k = 0; k < clauses.length && !fired; k++) {
@@ -899,6 +916,23 @@ class Run {
 
   /** Waits for what the model settled, then compares everything. */
   async check(final = false): Promise<void> {
+    const u = this.unbiased;
+    if (u !== undefined) {
+      this.unbiased = undefined;
+      await drain(() => u.p.real.settled, 5_000);
+      assert.ok(u.p.real.settled, `${u.p.what}: settles at once`);
+      assert.ok(u.p.real.ok, `${u.p.what}: fires, got ${String(u.p.real.value)}`);
+      const [k] = u.p.real.value as [number, unknown];
+      assert.ok(u.ready.includes(k), `${u.p.what}: fired clause ${k}, one of ${u.ready}`);
+      const c = u.op.clauses[k];
+      if (c.kind === "send") {
+        assert.ok(c.ch.offer(c.value!), "model: the clause was ready");
+        complete({ op: u.op, clause: k }, { ok: true, value: undefined });
+      } else {complete({ op: u.op, clause: k }, {
+          ok: true,
+          value: receivedAs(c.kind, c.ch.take()),
+        });}
+    }
     const ok = await drain(
       () => this.pending.every((p) => p.real.settled === p.mop.done) && this.hooksCaughtUp(final),
       final ? 5_000 : 2_000,
@@ -998,7 +1032,7 @@ async function runSeed(seed: number, ms: number, maxSteps: number): Promise<numb
     while (steps < maxSteps && performance.now() < deadline) {
       // A batch of operations in one turn, then the settle points.
       const n = 1 + run.int(3);
-      for (let k = 0; k < n; k++, steps++) run.step();
+      for (let k = 0; k < n && run.unbiased === undefined; k++, steps++) run.step();
       await run.check();
     }
     await run.finish();
