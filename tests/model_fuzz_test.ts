@@ -8,9 +8,15 @@
 // the event loop) the test drains microtasks and macrotasks in a bounded loop until every
 // operation the model settled has settled for real (no sleeps), then compares outcomes, values,
 // errors, onUndeliveredElement calls, isClosedFor* and the counters. Every sent value is
-// received once or handed to the hook once, never both. Seeded (KCORO_MODEL_SEED: one seed
-// only), bounded in steps and time (KCORO_MODEL_MS per seed); a failure names its seed and the
-// operations that led to it.
+// received once or handed to the hook once, never both. Seeded (KCORO_MODEL_SEED=n for one
+// seed, a-b for a range), bounded in steps (KCORO_MODEL_STEPS, 400) and time (KCORO_MODEL_MS per
+// seed, 1,500); a failure names its seed and the operations that led to it.
+//
+// Points the model had to settle: a copy's drops reach the creator's hook later, as README says
+// (`check`); a close counts no closed failure for the waiters it wakes, which the documentation
+// leaves open and the local and native paths agree on (`MChan.close`); an aborted send's value
+// never goes to the hook (README: "an aborted send is never delivered"; the hook's JSDoc lists
+// what does).
 import assert from "node:assert/strict";
 import {
   CancellationError,
