@@ -666,9 +666,11 @@ class Run {
     }
     const timeout = this.rnd() < 0.3;
     const ctl = this.rnd() < 0.3 ? new AbortController() : undefined;
-    // Unbiased (Go) over open channels only: any ready clause may fire, and a closed one's
-    // rejection would not say which clause it was.
-    const unbiased = this.rnd() < 0.25 && clauses.every((c) => !c.ch.closed);
+    // Unbiased (Go) over open, distinct channels only: any ready clause may fire, a closed
+    // one's rejection would not say which clause it was, and of two clauses of one channel
+    // queued in a random order, a partner meets either.
+    const unbiased = this.rnd() < 0.25 && clauses.every((c) => !c.ch.closed) &&
+      new Set(clauses.map((c) => c.ch)).size === clauses.length;
     const op = this.newOp(clauses, true);
     const what = `select#${op.id}${unbiased ? " unbiased" : ""} [${desc.join(", ")}${
       timeout ? ", onTimeout(0)" : ""
