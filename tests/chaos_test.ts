@@ -1,0 +1,73 @@
+// Seeded cross-isolate chaos on one shared channel (tests/fixtures/chaos.ts says what a seed
+// does and what it checks): every id received at most once; every successful send received
+// exactly once or handed to onUndeliveredElement (only when the channel drops or was
+// cancelled); a refused send's value to the hook only; nothing of a failed, aborted or
+// unselected send seen; every promise settled within a deadline; no channel handle left; and a
+// process running a seed exits by itself.
+//
+// KCORO_STRESS_SEEDS seeds (4 by default) from KCORO_STRESS_SEED (a fixed one by default, so
+// that every run of the suite draws the same mixes), each for about KCORO_STRESS_MS (300) ms.
+// A seed fixes the channel, the operations each party draws and the moments of the close and
+// the termination, not how the threads interleave: a replay repeats the mix, not necessarily a
+// failure. Run many by hand, for example
+//   KCORO_STRESS_SEEDS=200 KCORO_STRESS_SEED=$RANDOM deno test -A tests/chaos_test.ts
+import assert from "node:assert/strict";
+import { draw, runSeed } from "./fixtures/chaos.ts";
+import { evalScript, shutdownScheduler, until } from "./support.ts";
+import { library } from "../mod.ts";
+
+const seeds = Number(Deno.env.get("KCORO_STRESS_SEEDS") ?? 4);
+const first = Number(Deno.env.get("KCORO_STRESS_SEED") ?? 0xc4a05);
+const ms = Number(Deno.env.get("KCORO_STRESS_MS") ?? 300);
+
+/** Live channel handles (as tests/leak_test.ts counts them). */
+function liveChannels(): number {
+  const sym = library().symbols("test");
+  let live = 0;
+  for (let gen = 1; gen < 512; gen++) {
+    const base = (2 << 29) | (gen << 20);
+    for (let index = 0; index < 4096; index++) {
+      if (sym.kc_chan_status((base | index) >>> 0) >= 0) live++;
+    }
+  }
+  return live;
+}
+
+Deno.test("chaos: main isolate, 2 Workers and native coroutines on one shared channel of a random kind, closed or cancelled by a random party mid-stream: every value accounted for", async () => {
+  assert.ok(Number.isInteger(seeds) && seeds >= 1, `KCORO_STRESS_SEEDS=${seeds}`);
+  const before = liveChannels();
+  const totals = { sent: 0, received: 0, undelivered: 0, lost: 0, terminated: 0 };
+  for (let seed = first; seed < first + seeds; seed++) {
+    const o = await runSeed(seed, ms).catch((e) => {
+      throw new Error(
+        `chaos failed: replay with KCORO_STRESS_SEED=${seed} KCORO_STRESS_SEEDS=1 ` +
+          `KCORO_STRESS_MS=${ms}: ${(e as Error)?.message ?? e}`,
+        { cause: e },
+      );
+    });
+    totals.sent += o.sent;
+    totals.received += o.received;
+    totals.undelivered += o.undelivered;
+    totals.lost += o.lost;
+    totals.terminated += o.terminated ? 1 : 0;
+    if (Deno.env.get("KCORO_STRESS_VERBOSE")) console.log(seed, draw(seed, ms), o);
+  }
+  assert.ok(totals.sent > 0 && totals.received > 0, Deno.inspect(totals));
+  let now = -1;
+  await until(() => (now = liveChannels()) <= before, "channel handles back").catch(() => {});
+  assert.equal(now, before, "live channel handles after the seeds");
+  if (Deno.env.get("KCORO_STRESS_VERBOSE")) console.log(totals);
+});
+
+Deno.test("chaos: a process that ran a seed exits by itself", async () => {
+  const res = await evalScript(
+    `import { runSeed } from "./tests/fixtures/chaos.ts";
+     await runSeed(${first}, ${ms});`,
+    { timeoutMs: 60_000 },
+  );
+  assert.equal(res.signal, null, `killed at the bound: ${res.stderr}`);
+  assert.equal(res.code, 0, res.stderr);
+});
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
