@@ -6,7 +6,8 @@
 // process running a seed exits by itself.
 //
 // KCORO_STRESS_SEEDS seeds (4 by default) from KCORO_STRESS_SEED (a fixed one by default, so
-// that every run of the suite draws the same mixes), each for about KCORO_STRESS_MS (300) ms.
+// that every run of the suite draws the same mixes), each for about KCORO_STRESS_MS (300) ms,
+// with KCORO_STRESS_WORKERS Workers (2).
 // A seed fixes the channel, the operations each party draws and the moments of the close and
 // the termination, not how the threads interleave: a replay repeats the mix, not necessarily a
 // failure. Run many by hand, for example
@@ -19,6 +20,7 @@ import { library } from "../mod.ts";
 const seeds = Number(Deno.env.get("KCORO_STRESS_SEEDS") ?? 4);
 const first = Number(Deno.env.get("KCORO_STRESS_SEED") ?? 0xc4a05);
 const ms = Number(Deno.env.get("KCORO_STRESS_MS") ?? 300);
+const workers = Number(Deno.env.get("KCORO_STRESS_WORKERS") ?? 2);
 
 /** Live channel handles (as tests/leak_test.ts counts them). */
 function liveChannels(): number {
@@ -38,10 +40,10 @@ Deno.test("chaos: main isolate, 2 Workers and native coroutines on one shared ch
   const before = liveChannels();
   const totals = { sent: 0, received: 0, undelivered: 0, lost: 0, terminated: 0 };
   for (let seed = first; seed < first + seeds; seed++) {
-    const o = await runSeed(seed, ms).catch((e) => {
+    const o = await runSeed(seed, ms, workers).catch((e) => {
       throw new Error(
         `chaos failed: replay with KCORO_STRESS_SEED=${seed} KCORO_STRESS_SEEDS=1 ` +
-          `KCORO_STRESS_MS=${ms}: ${(e as Error)?.message ?? e}`,
+          `KCORO_STRESS_MS=${ms} KCORO_STRESS_WORKERS=${workers}: ${(e as Error)?.message ?? e}`,
         { cause: e },
       );
     });
@@ -50,7 +52,7 @@ Deno.test("chaos: main isolate, 2 Workers and native coroutines on one shared ch
     totals.undelivered += o.undelivered;
     totals.lost += o.lost;
     totals.terminated += o.terminated ? 1 : 0;
-    if (Deno.env.get("KCORO_STRESS_VERBOSE")) console.log(seed, draw(seed, ms), o);
+    if (Deno.env.get("KCORO_STRESS_VERBOSE")) console.log(seed, draw(seed, ms, workers), o);
   }
   assert.ok(totals.sent > 0 && totals.received > 0, Deno.inspect(totals));
   let now = -1;
