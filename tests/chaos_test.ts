@@ -50,7 +50,7 @@ Deno.test("chaos: main isolate, 2 Workers and native coroutines on one shared ch
     totals.sent += o.sent;
     totals.received += o.received;
     totals.undelivered += o.undelivered;
-    totals.lost += o.lost;
+    totals.lost += o.lost.length;
     totals.terminated += o.terminated ? 1 : 0;
     if (Deno.env.get("KCORO_STRESS_VERBOSE")) console.log(seed, draw(seed, ms, workers), o);
   }
