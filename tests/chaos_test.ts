@@ -5,9 +5,12 @@
 // unselected send seen; every promise settled within a deadline; no channel handle left; and a
 // process running a seed exits by itself.
 //
-// KCORO_STRESS_SEEDS seeds (4 by default) from KCORO_STRESS_SEED (a fixed one by default, so
-// that every run of the suite draws the same mixes), each for about KCORO_STRESS_MS (300) ms,
-// with KCORO_STRESS_WORKERS Workers (2).
+// KCORO_STRESS_SEEDS seeds (3 by default) from KCORO_STRESS_SEED (150 by default, so that
+// every run of the suite draws the same mixes: 150 to 152 draw a string channel dropping the
+// latest, cancelled by the main isolate; a conflated u64 one with native senders and echo, the
+// victim terminated before its close, and a native close racing it; an unlimited one made by
+// a Worker, values of every kind of the default codec, closed with a cause), each for about
+// KCORO_STRESS_MS (300) ms, with KCORO_STRESS_WORKERS Workers (2).
 // A seed fixes the channel, the operations each party draws and the moments of the close and
 // the termination, not how the threads interleave: a replay repeats the mix, not necessarily a
 // failure. Run many by hand, for example
@@ -17,8 +20,8 @@ import { draw, runSeed } from "./fixtures/chaos.ts";
 import { evalScript, shutdownScheduler, until } from "./support.ts";
 import { library } from "../mod.ts";
 
-const seeds = Number(Deno.env.get("KCORO_STRESS_SEEDS") ?? 4);
-const first = Number(Deno.env.get("KCORO_STRESS_SEED") ?? 0xc4a05);
+const seeds = Number(Deno.env.get("KCORO_STRESS_SEEDS") ?? 3);
+const first = Number(Deno.env.get("KCORO_STRESS_SEED") ?? 150);
 const ms = Number(Deno.env.get("KCORO_STRESS_MS") ?? 300);
 const workers = Number(Deno.env.get("KCORO_STRESS_WORKERS") ?? 2);
 
@@ -62,9 +65,12 @@ Deno.test("chaos: main isolate, 2 Workers and native coroutines on one shared ch
 });
 
 Deno.test("chaos: a process that ran a seed exits by itself", async () => {
+  // One with native coroutines if the first three draw one (a running scheduler must not keep
+  // the process alive either).
+  const seed = [first, first + 1, first + 2].find((s) => draw(s, ms).natives) ?? first;
   const res = await evalScript(
     `import { runSeed } from "./tests/fixtures/chaos.ts";
-     await runSeed(${first}, ${ms});`,
+     await runSeed(${seed}, ${ms}, ${workers});`,
     { timeoutMs: 60_000 },
   );
   assert.equal(res.signal, null, `killed at the bound: ${res.stderr}`);
