@@ -7,9 +7,10 @@
 //
 // KCORO_STRESS_SEEDS seeds (3 by default) from KCORO_STRESS_SEED (150 by default, so that
 // every run of the suite draws the same mixes: 150 to 152 draw a string channel dropping the
-// latest, cancelled by the main isolate; a conflated u64 one with native senders and echo, the
-// victim terminated before its close, and a native close racing it; an unlimited one made by
-// a Worker, values of every kind of the default codec, closed with a cause), each for about
+// latest, made by the first Worker, cancelled by the main isolate; a conflated u64 one made by
+// the first Worker, with native senders and echo, the last Worker terminated before its close
+// and a native close racing it; an unlimited one made by the last Worker, values of every kind
+// of the default codec, closed with a cause), each for about
 // KCORO_STRESS_MS (300) ms, with KCORO_STRESS_WORKERS Workers (2).
 // A seed fixes the channel, the operations each party draws and the moments of the close and
 // the termination, not how the threads interleave: a replay repeats the mix, not necessarily a
