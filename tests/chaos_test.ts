@@ -10,8 +10,8 @@
 // latest, made by the first Worker, cancelled by the main isolate; a conflated u64 one made by
 // the first Worker, with native senders and echo, the last Worker terminated before its close
 // and a native close racing it; an unlimited one made by the last Worker, values of every kind
-// of the default codec, closed with a cause), each for about
-// KCORO_STRESS_MS (300) ms, with KCORO_STRESS_WORKERS Workers (2).
+// of the default codec, closed with a cause), each for about KCORO_STRESS_MS (300) ms, with
+// KCORO_STRESS_WORKERS Workers (2).
 // A seed fixes the channel, the operations each party draws and the moments of the close and
 // the termination, not how the threads interleave: a replay repeats the mix, not necessarily a
 // failure. Run many by hand, for example
@@ -59,16 +59,18 @@ Deno.test("chaos: main isolate, 2 Workers and native coroutines on one shared ch
     if (Deno.env.get("KCORO_STRESS_VERBOSE")) console.log(seed, draw(seed, ms, workers), o);
   }
   assert.ok(totals.sent > 0 && totals.received > 0, Deno.inspect(totals));
+  // Back to the count before (or below: another file's channel collected meanwhile). A
+  // terminated Worker's thread gives its holds back a little after it ended: bounded wait.
   let now = -1;
   await until(() => (now = liveChannels()) <= before, "channel handles back").catch(() => {});
-  assert.equal(now, before, "live channel handles after the seeds");
+  assert.ok(now <= before, `live channel handles: ${now} after the seeds, ${before} before`);
   if (Deno.env.get("KCORO_STRESS_VERBOSE")) console.log(totals);
 });
 
 Deno.test("chaos: a process that ran a seed exits by itself", async () => {
   // One with native coroutines if the first three draw one (a running scheduler must not keep
   // the process alive either).
-  const seed = [first, first + 1, first + 2].find((s) => draw(s, ms).natives) ?? first;
+  const seed = [first, first + 1, first + 2].find((s) => draw(s, ms, workers).natives) ?? first;
   const res = await evalScript(
     `import { runSeed } from "./tests/fixtures/chaos.ts";
      await runSeed(${seed}, ${ms}, ${workers});`,
