@@ -2607,7 +2607,24 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * A `Channel.from` copy only detaches: its own pending waits reject with InvalidHandleError.
    */
   [Symbol.dispose](): void {
-    if (this.#disposed) return;
+    if (this.#disposed || this.#disposing) return;
+    // Its hooks and a select's job Disposables (user code) may dispose it again: that call
+    // returns, the first one finishes. Before, the second ran the whole dispose too and each
+    // took the object's reference out of `Shared.refs` (an owner's destroyed it twice): at 0
+    // the isolate's entry for the channel went while its other objects still used it, and a
+    // later `Channel.from` there made a second `Shared` for the same channel.
+    this.#disposing = true;
+    try {
+      this.#dispose();
+    } finally {
+      this.#disposing = false;
+    }
+  }
+
+  /** A dispose under way (`[Symbol.dispose]`). */
+  #disposing = false;
+
+  #dispose(): void {
     if (!this.#lib.isOpen) {
       // Released as when open, without the operations: the library stays loaded once opened,
       // and the native channel with it (values and all), which nothing else would release.

@@ -146,3 +146,54 @@ Deno.test("a wait on a disposed copy does not keep the process alive", async () 
   assert.equal(res.code, 0, res.stderr);
   assert.equal(res.stdout.trim(), "InvalidHandleError");
 });
+
+/**
+ * True when a trySend on `b` is handed in JavaScript to a receive of `a` begun this turn: the
+ * two objects share the isolate's one record of the channel (`Shared`). With a second record,
+ * the receive (not queued natively before the end of the turn) is not seen: "full".
+ */
+function oneRecord(a: Channel<number>, b: Channel<number>): boolean {
+  const r = a.receive();
+  const sent = b.trySend(1).state === "ok";
+  if (!sent) a.trySend(1); // the receive ends either way
+  void r;
+  return sent;
+}
+
+Deno.test("a dispose run again from inside itself (a select's job Disposable, an onUndeliveredElement hook) returns: the first one finishes, once", async () => {
+  // A copy: its dispose ends a select waiting on it, whose job Disposable disposes it again.
+  // Before, both ran in full and each took the copy's reference from the isolate's record of
+  // the channel: the owner's went with it, and a later copy made a second record.
+  using ch = new Channel<number>(0);
+  const copy = Channel.from<number>(ch.share());
+  const job = {
+    state: "active",
+    isCompleted: false,
+    start: () => false,
+    invokeOnCompletion: () => ({ [Symbol.dispose]: () => copy[Symbol.dispose]() }),
+  };
+  const sel = outcome(select((s) => {
+    s.onReceive(copy, (v) => v);
+    s.onJoin(job as never, () => "joined");
+  }));
+  copy[Symbol.dispose]();
+  assert.equal(await sel, "InvalidHandleError: Cannot select: the channel was disposed");
+  using later = Channel.from<number>(ch.share());
+  assert.ok(oneRecord(ch, later), "the owner and a later copy share one record");
+  // An owner: its cancel hands a buffered value to its hook, which disposes it again. Before,
+  // the second dispose destroyed the channel and took the owner's reference too.
+  let calls = 0;
+  const owner: Channel<number> = new Channel<number>(1, {
+    onUndeliveredElement: () => {
+      calls++;
+      owner[Symbol.dispose]();
+    },
+  });
+  const copy2 = Channel.from<number>(owner.share());
+  owner.trySend(7);
+  owner[Symbol.dispose]();
+  assert.equal(calls, 1);
+  // The channel is gone (no later copy can be made): the record's count says it.
+  assert.equal(copy2._shared.refs, 1, "copy2's reference is left, the owner's went once");
+  copy2[Symbol.dispose]();
+});
