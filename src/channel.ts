@@ -2650,7 +2650,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (--s.refs === 0 && shared.get(this.#handle) === s) shared.delete(this.#handle);
       return;
     }
-    if (!this.#owner) this.#abandonAll();
+    if (!this.#owner) {
+      // Disposed from here on: a wait the code run below begins on this copy (a select's job
+      // Disposable, `reportError`'s listeners) throws as after the dispose. Before, it began,
+      // was queued natively with the other objects' waiters below and outlived the dispose.
+      // Nothing below calls the symbols through `#sym`.
+      this.#disposed = true;
+      this.#abandonAll();
+    }
     // This isolate's counts go to the native channel while this object still holds it.
     this._shared.flushCounts();
     if (!this.#owner) {

@@ -170,14 +170,28 @@ Deno.test("a dispose run again from inside itself (a select's job Disposable, an
     state: "active",
     isCompleted: false,
     start: () => false,
-    invokeOnCompletion: () => ({ [Symbol.dispose]: () => copy[Symbol.dispose]() }),
+    invokeOnCompletion: () => ({
+      [Symbol.dispose]: () => {
+        copy[Symbol.dispose]();
+        late = outcome(copy.receive()); // begun inside the dispose
+      },
+    }),
   };
+  let late: Promise<string> | undefined;
   const sel = outcome(select((s) => {
     s.onReceive(copy, (v) => v);
     s.onJoin(job as never, () => "joined");
   }));
   copy[Symbol.dispose]();
   assert.equal(await sel, "InvalidHandleError: Cannot select: the channel was disposed");
+  // Before, it queued natively with the dispose's flush and took the value sent next.
+  const taken = ch.send(2).then(() => "taken");
+  assert.equal(
+    await within(late!, 10_000, "the receive begun inside the dispose"),
+    "InvalidHandleError: Cannot receive: the channel was disposed",
+  );
+  assert.deepEqual(await ch.receive(), 2, "the value sent is still there");
+  assert.equal(await taken, "taken");
   using later = Channel.from<number>(ch.share());
   assert.ok(oneRecord(ch, later), "the owner and a later copy share one record");
   // An owner: its cancel hands a buffered value to its hook, which disposes it again. Before,
