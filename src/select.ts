@@ -305,6 +305,14 @@ class Selection implements RingOp {
     try {
       this.#start();
     } catch (e) {
+      if (this.done || this.completing) {
+        // A clause won before the throw (a job's handler run at once by its invokeOnCompletion,
+        // which then returned no Disposable): that win settles the select and cleaned up, so
+        // the error is reported. Before, this cleaned up a second time (the job Disposables
+        // disposed twice) and rejected, while the winner's handler still ran afterwards.
+        reportError(e);
+        return promise;
+      }
       let free = true;
       if (this.queued) {
         // Thrown after the native select was queued (arming a JavaScript clause: a Job whose

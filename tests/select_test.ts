@@ -969,6 +969,40 @@ Deno.test("a Job of the caller's own whose invokeOnCompletion returns no Disposa
   );
 });
 
+Deno.test("a Job of the caller's own that runs its handler at once, then returns no Disposable: the clause it ran wins, the error is reported", async () => {
+  using reported = catchReported();
+  let disposed = 0;
+  const other = {
+    state: "active",
+    isCompleted: false,
+    start: () => false,
+    invokeOnCompletion: () => ({ [Symbol.dispose]: () => void disposed++ }),
+  };
+  // Active when the select looks, complete by the time it arms its handler.
+  const job = {
+    state: "active",
+    isCompleted: false,
+    start: () => false,
+    invokeOnCompletion: (handler: () => void) => {
+      handler();
+      return 1;
+    },
+  };
+  const outcome = select((s) => {
+    s.onJoin(other as never, () => "other");
+    s.onJoin(job as never, () => "joined");
+  });
+  // Before, the select rejected with the TypeError after the win had cleaned up (the other
+  // job's Disposable disposed twice).
+  assert.equal(await within(outcome, 5_000, "the select"), "joined");
+  assert.equal(disposed, 1);
+  assert.equal(reported.errors.length, 1);
+  assert.match(
+    String((reported.errors[0] as Error).message),
+    /^Cannot select: a job's invokeOnCompletion must return a Disposable, received /,
+  );
+});
+
 Deno.test("a Job of the caller's own whose Disposable throws still lets the select settle: the error is reported, the winner's handler runs", async () => {
   using reported = catchReported();
   const job = {
