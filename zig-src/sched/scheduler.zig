@@ -492,8 +492,11 @@ const Worker = struct {
 
     /// Publishes the heap's earliest deadline. Under `timer_lock`.
     fn publishNext(w: *Worker) void {
-        // Seq_cst: the store half of the Dekker pair with the watchdog (`watchArmed`).
-        w.next_deadline.store(if (w.timers.peek()) |t| t.deadline else never, .seq_cst);
+        // Seq_cst: the store half of the Dekker pair with the watchdog (`watchArmed`). A swap,
+        // not a store, as the watchdog's half is: qemu-user on an x86 host lets an ARM64 seq_cst
+        // store pass a later seq_cst load (see `Deque.push`). The `timer_lock` unlock between
+        // this and `watchArmed`'s load happens to be an RMW too; the swap does not rely on it.
+        _ = w.next_deadline.swap(if (w.timers.peek()) |t| t.deadline else never, .seq_cst);
     }
 
     /// Drops the entries of timers disarmed since they were armed (their armed word no longer
