@@ -19,26 +19,12 @@
 //   KCORO_STRESS_SEEDS=200 KCORO_STRESS_SEED=$RANDOM deno test -A tests/chaos_test.ts
 import assert from "node:assert/strict";
 import { draw, runSeed } from "./fixtures/chaos.ts";
-import { evalScript, shutdownScheduler, until } from "./support.ts";
-import { library } from "../mod.ts";
+import { evalScript, liveChannels, shutdownScheduler, until } from "./support.ts";
 
 const seeds = Number(Deno.env.get("KCORO_STRESS_SEEDS") ?? 3);
 const first = Number(Deno.env.get("KCORO_STRESS_SEED") ?? 117478);
 const ms = Number(Deno.env.get("KCORO_STRESS_MS") ?? 300);
 const workers = Number(Deno.env.get("KCORO_STRESS_WORKERS") ?? 2);
-
-/** Live channel handles (as tests/leak_test.ts counts them). */
-function liveChannels(): number {
-  const sym = library().symbols("test");
-  let live = 0;
-  for (let gen = 1; gen < 512; gen++) {
-    const base = (2 << 29) | (gen << 20);
-    for (let index = 0; index < 4096; index++) {
-      if (sym.kc_chan_status((base | index) >>> 0) >= 0) live++;
-    }
-  }
-  return live;
-}
 
 Deno.test("chaos: main isolate, 2 Workers and native coroutines on one shared channel of a random kind, closed or cancelled by a random party mid-stream: every value accounted for", async () => {
   assert.ok(Number.isInteger(seeds) && seeds >= 1, `KCORO_STRESS_SEEDS=${seeds}`);

@@ -5,23 +5,10 @@
 // came back to its baseline in every area; this test keeps the Worker case, the one that crosses
 // isolates, from regressing.
 import assert from "node:assert/strict";
-import { Channel, library } from "../mod.ts";
-import { until, within } from "./support.ts";
+import { Channel } from "../mod.ts";
+import { liveChannels, until, within } from "./support.ts";
 
 const workerUrl = new URL("./fixtures/churn_worker.ts", import.meta.url);
-
-/** Live channel handles (kind 2: see zig-src/handle.zig, `[kind:3][generation:9][index:20]`). */
-function liveChannels(): number {
-  const sym = library().symbols("test");
-  let live = 0;
-  for (let gen = 1; gen < 512; gen++) {
-    const base = (2 << 29) | (gen << 20);
-    for (let index = 0; index < 4096; index++) {
-      if (sym.kc_chan_status((base | index) >>> 0) >= 0) live++;
-    }
-  }
-  return live;
-}
 
 /** Threads of this process (a terminated Worker's thread must go). Read by `cat`: Deno lets only
  * `--allow-all` read `/proc` itself. */

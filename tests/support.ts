@@ -1,6 +1,6 @@
 // Helpers shared by the Deno tests (not a test file itself).
 
-import { runtime } from "../mod.ts";
+import { library, runtime } from "../mod.ts";
 
 /** Rejects with the signal's reason when it aborts: a task that runs until cancelled. */
 export function untilAborted(signal: AbortSignal): Promise<never> {
@@ -103,4 +103,20 @@ export function catchReported(): { errors: unknown[] } & Disposable {
     errors,
     [Symbol.dispose]: () => globalThis.removeEventListener("error", onError),
   };
+}
+
+/**
+ * Live channel handles, every slot asked for its status (kind 2: see zig-src/handle.zig,
+ * `[kind:3][generation:9][index:20]`).
+ */
+export function liveChannels(): number {
+  const sym = library().symbols("test");
+  let live = 0;
+  for (let gen = 1; gen < 512; gen++) {
+    const base = (2 << 29) | (gen << 20);
+    for (let index = 0; index < 4096; index++) {
+      if (sym.kc_chan_status((base | index) >>> 0) >= 0) live++;
+    }
+  }
+  return live;
 }
