@@ -720,6 +720,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** @ignore */
   readonly _shared: Shared;
   #disposed = false;
+  /** A dispose under way (`[Symbol.dispose]`). */
+  #disposing = false;
+  /** Selects waiting on this copy (`_watchDispose`). */
+  #selects: Set<{ channelDisposed(): void }> | null = null;
   /**
    * This object holds the native channel (kc_chan_hold): a copy from `Channel.from`, or an owner
    * whose handle went to another isolate (`share`). The channel ends when its last holder lets
@@ -2621,9 +2625,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
   }
 
-  /** A dispose under way (`[Symbol.dispose]`). */
-  #disposing = false;
-
   #dispose(): void {
     if (!this.#lib.isOpen) {
       // Released as when open, without the operations: the library stays loaded once opened,
@@ -2706,9 +2707,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#selects = null;
     if (selects !== null) { for (const op of selects) op.channelDisposed(); }
   }
-
-  /** Selects waiting on this copy (`_watchDispose`). */
-  #selects: Set<{ channelDisposed(): void }> | null = null;
 
   /**
    * @ignore For select, waiting natively on this channel: `op.channelDisposed()` runs at this

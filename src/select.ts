@@ -400,14 +400,12 @@ class Selection implements RingOp {
       this.ticket = outTicket[0];
       this.queued = true;
       bridge.track(this);
-      // A `Channel.from` copy's dispose ends the select (`channelDisposed`).
       for (const c of this.native) {
+        // A `Channel.from` copy's dispose ends the select (`channelDisposed`).
         const d = c.ch!._watchDispose(this);
         if (d !== undefined) this.disposers.push(d);
-      }
-      // Counted on each of its channels until it settles (`#cleanup`): a send or receive of
-      // this isolate then goes through the native queue, where this select may be ahead.
-      for (const c of this.native) {
+        // Counted on each of its channels until it settles (`#cleanup`): a send or receive of
+        // this isolate then goes through the native queue, where this select may be ahead.
         const shared = c.ch!._shared;
         if (this.counted.includes(shared)) continue;
         this.counted.push(shared);
@@ -506,11 +504,10 @@ class Selection implements RingOp {
 
   /**
    * A JavaScript-side clause (or the abort, `c` undefined, rejecting with `reason`: the signal's
-   * unless given) wants to win. The abort counts a
-   * cancelled failure on each channel (as an aborted plain wait does), and an `onTimeout` that
-   * fires a timeout failure on each (as a native select given up at its deadline does); a job
-   * or deferred that wins fails nothing, its channel clauses just lost (as to another channel
-   * clause).
+   * unless given) wants to win. The abort counts a cancelled failure on each channel (as an
+   * aborted plain wait does), and an `onTimeout` that fires a timeout failure on each (as a
+   * native select given up at its deadline does); a job or deferred that wins fails nothing, its
+   * channel clauses just lost (as to another channel clause).
    */
   #jsWins(c: Clause | undefined, reason?: unknown): void {
     if (this.done || this.completing) return;
