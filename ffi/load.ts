@@ -21,6 +21,7 @@ import {
   describe,
   LibraryClosedError,
   LibraryNotFoundError,
+  refuseAsValue,
 } from "../src/errors.ts";
 
 /** The C ABI version this module is written against (`KC_ABI_VERSION` in include/kcoro.h). */
@@ -337,3 +338,5 @@ export function closeLibrary(): void {
   // Unless a hook run by the close opened a new one (library()), which stays the shared one.
   if (shared === lib) shared = null;
 }
+
+refuseAsValue(Library, "a Library", "call `library()` where it is needed");

@@ -28,6 +28,7 @@ import {
   checkScope,
   ClosedSendError,
   launchChecked,
+  refuseAsValue,
   signalOf,
 } from "./errors.ts";
 import { type Job, runCompletionHandler } from "./job.ts";
@@ -196,3 +197,5 @@ export function actor<M>(
   });
   return a;
 }
+
+refuseAsValue(ActorImpl, "an actor", "send its messages where it runs");

@@ -58,6 +58,7 @@ import {
   describe,
   InvalidHandleError,
   LibraryClosedError,
+  refuseAsValue,
   signalOf,
   Status,
   statusError,
@@ -2853,3 +2854,5 @@ function open(
   }
   return { lib, handle, codec, capacity: capacity + 0 }; // -0 as 0
 }
+
+refuseAsValue(Channel, "a Channel", "send its `share()` and open it with `Channel.from()` there");

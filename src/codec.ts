@@ -36,10 +36,11 @@ import {
   CodecError,
   CompletionHandlerError,
   describe,
+  refusedClass,
   Status,
   TimeoutError,
 } from "./errors.ts";
-import { bytesLength, isDetached, pack, packed, unpack } from "./pack.ts";
+import { bytesLength, isDetached, pack, packed, unpack, unpackedObject } from "./pack.ts";
 
 type Sym = ReturnType<Library["symbols"]>;
 
@@ -664,6 +665,20 @@ function foreign(slot: Slot, sym: Sym, codec: string): never {
 }
 
 function serialise(value: unknown, codec: string): Uint8Array {
+  // One of kcoro's own objects, as the value or where `pack` gave up inside it (the first class
+  // instance in plain data): node:v8 copies its fields into a plain object without its methods,
+  // which a receiver could only fail on later (a Channel in a message, Go's channel of
+  // channels; a CompletableDeferred as a reply, Kotlin's actor idiom).
+  const top = refusedClass(value);
+  const refused = top ?? refusedClass(unpackedObject());
+  if (refused !== undefined) {
+    const [what, instead] = refused;
+    throw new CodecError(
+      codec,
+      `Cannot send: ${top === undefined ? "the value holds " : ""}${what}, which lives in ` +
+        `its isolate and cannot be copied (${instead}), received ${describe(value)}`,
+    );
+  }
   const platform = platformClass(value);
   if (platform !== undefined) {
     // node:v8 sees only own properties, and these keep their state elsewhere: the value would

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { describe } from "./errors.ts";
+import { describe, refuseAsValue } from "./errors.ts";
 
 declare const valueType: unique symbol;
 
@@ -241,3 +241,5 @@ export function checkedContextKey<V>(
 ): ContextKey<V> {
   return new Key<V>(name, check);
 }
+
+refuseAsValue(Context, "a Context", "its keys compare by identity: send the values it holds");

@@ -385,3 +385,36 @@ export class CodecError extends TypeError {
     this.codec = codec;
   }
 }
+
+/**
+ * kcoro's own classes whose objects live in their isolate (a channel's queues, a job's
+ * children, a context's keys, which compare by identity): a structured clone of one is a plain
+ * object of its own fields, without its methods or state. By prototype, with what to send
+ * instead, for the codecs' CodecError (`refusedClass`).
+ */
+const notValues = new Map<object, readonly [string, string]>();
+
+/**
+ * @ignore Registers `cls` (by its prototype) as a class a codec refuses to copy: `what` names
+ * one with its article ("a Channel"), `instead` says what to send.
+ */
+export function refuseAsValue(cls: { prototype: object }, what: string, instead: string): void {
+  notValues.set(cls.prototype, [what, instead]);
+}
+
+/**
+ * @ignore What `value` is and what to send instead, when it is an object of one of the classes
+ * `refuseAsValue` registered (a subclass too); undefined otherwise.
+ */
+export function refusedClass(value: unknown): readonly [string, string] | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  try {
+    for (let p = Object.getPrototypeOf(value); p !== null; p = Object.getPrototypeOf(p)) {
+      const found = notValues.get(p);
+      if (found !== undefined) return found;
+    }
+  } catch {
+    // A Proxy whose getPrototypeOf throws: node:v8 will say what it says.
+  }
+  return undefined;
+}

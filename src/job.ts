@@ -49,6 +49,7 @@ import {
   checkFunction,
   CompletionHandlerError,
   describe,
+  refuseAsValue,
   signalOf,
 } from "./errors.ts";
 
@@ -758,3 +759,9 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
     return !this.isCancelled && this.failBody(error);
   }
 }
+
+refuseAsValue(
+  JobSupport,
+  "a job or deferred",
+  "send a reply channel's `share()` for the result instead",
+);

@@ -10,7 +10,7 @@
  * @module
  */
 import { type Library, library } from "../ffi/load.ts";
-import { checkOptions, checkStackSize, describe, unwrap } from "./errors.ts";
+import { checkOptions, checkStackSize, describe, refuseAsValue, unwrap } from "./errors.ts";
 import { unwrapSpawn } from "./runtime.ts";
 
 /** The states of a native coroutine (`KC_STATE_*`). */
@@ -219,3 +219,5 @@ export function coroutineStats(): CoroutineStats {
   unwrap(library().symbols("read coroutine stats").kc_coro_stats(out, 3), "read coroutine stats");
   return { live: Number(out[0]), pooledStacks: Number(out[1]), mappings: Number(out[2]) };
 }
+
+refuseAsValue(NativeCoroutine, "a NativeCoroutine", "it runs on this isolate's calls");

@@ -32,6 +32,7 @@ import {
   describe,
   InvalidHandleError,
   LibraryClosedError,
+  refuseAsValue,
   ShutdownError,
   Status,
   TimeoutError,
@@ -592,3 +593,5 @@ export function nativeScope(scope: CoroutineScope): NativeScope {
   }
   return ns;
 }
+
+refuseAsValue(NativeScope, "a NativeScope", "send its `handle` to native code");

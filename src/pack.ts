@@ -268,6 +268,7 @@ function putObject(v: object): void {
     putF64(DATE, t);
     return;
   }
+  gaveUpAt = new WeakRef(v);
   throw UNPACKABLE;
 }
 
@@ -349,6 +350,7 @@ export function pack(value: unknown): number {
   if (packing) return -1;
   packing = true;
   pos = 0;
+  gaveUpAt = undefined;
   try {
     put(value);
     return pos;
@@ -364,6 +366,18 @@ export function pack(value: unknown): number {
 }
 
 let packing = false, shrink = false;
+
+/**
+ * The object (a class instance, the first one met) that made the last `pack` return -1, if it
+ * was one; weakly, as the value it came from is the caller's. A codec names it in its error
+ * when node:v8 would copy it into a lifeless plain object (one of kcoro's own, say).
+ */
+let gaveUpAt: WeakRef<object> | undefined;
+
+/** The object the last `pack` that returned -1 gave up at, if it gave up at a class instance. */
+export function unpackedObject(): object | undefined {
+  return gaveUpAt?.deref();
+}
 
 /** The bytes of the last `pack` (the first `pack(...)` of them). */
 export function packed(): Uint8Array {

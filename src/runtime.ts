@@ -12,6 +12,7 @@ import {
   describe,
   KcoroError,
   LibraryClosedError,
+  refuseAsValue,
   ShutdownError,
   Status,
   unwrap,
@@ -844,3 +845,5 @@ function whyUnresolved(libraryPath: string): string {
   }
   return "the library has no such symbol";
 }
+
+refuseAsValue(Runtime, "a Runtime", "call `runtime()` where it is needed");

@@ -3,7 +3,20 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import v8 from "node:v8";
-import { CancellationError, Channel, CodecError, codecs, library, TimeoutError } from "../mod.ts";
+import {
+  actor,
+  CancellationError,
+  Channel,
+  CodecError,
+  codecs,
+  CompletableDeferred,
+  Context,
+  coroutineScope,
+  library,
+  NativeScope,
+  runtime,
+  TimeoutError,
+} from "../mod.ts";
 import { evalScript, prng } from "./support.ts";
 import { decodeCause, encodeCause } from "../src/codec.ts";
 
@@ -177,6 +190,51 @@ Deno.test("a platform object (Blob, Headers, URL, AbortSignal) is a CodecError, 
       );
     }
     assert.deepEqual(ch.tryReceive(), { state: "empty" });
+  }
+});
+
+Deno.test("kcoro's own objects sent as values, or inside plain data, are a CodecError naming them", async () => {
+  // Before, node:v8 copied their fields into a plain object without methods: a Channel<Channel>
+  // (Go's channel of channels) delivered `{ _shared: ... }`, and a CompletableDeferred sent as
+  // a reply (Kotlin's actor idiom) arrived as `{ context: {} }`, whose `complete` did not exist.
+  for (const shared of [false, true]) {
+    using ch = new Channel<unknown>(8);
+    if (shared) ch.share();
+    using reply = new Channel<number>(1);
+    await coroutineScope(async (scope) => {
+      const mailbox = actor<number>(scope, async (m) => {
+        for await (const _ of m);
+      });
+      await using native = NativeScope.create();
+      const cases: [unknown, RegExp][] = [
+        [reply, /^Cannot send: a Channel, .*share\(\)/],
+        [{ kind: "get", reply }, /^Cannot send: the value holds a Channel,/],
+        [{ reply: new CompletableDeferred<number>() }, /holds a job or deferred,/],
+        [scope, /^Cannot send: a job or deferred,/],
+        [[1, new Map([["ctx", Context.empty]])], /holds a Context,/],
+        [native, /a NativeScope,/],
+        [runtime(), /a Runtime,/],
+        [library(), /a Library,/],
+        [mailbox, /an actor,/],
+      ];
+      for (const [v, message] of cases) {
+        assert.throws(() => ch.trySend(v), (e) => {
+          assert.ok(e instanceof CodecError, `${e}`);
+          assert.match((e as Error).message, message);
+          assert.match((e as Error).message, /, received \[object /);
+          return true;
+        });
+        await assert.rejects(ch.send(v), CodecError);
+      }
+      mailbox.close();
+    });
+    assert.deepEqual(ch.tryReceive(), { state: "empty" }); // nothing was sent
+    // A share() of the channel is the way to send it, and still works.
+    ch.trySend({ kind: "get", reply: reply.share() });
+    const got = ch.tryReceive() as { value: { reply: ReturnType<Channel<number>["share"]> } };
+    using copy = Channel.from<number>(got.value.reply);
+    copy.trySend(42);
+    assert.deepEqual(reply.tryReceive(), { state: "ok", value: 42 });
   }
 });
 
