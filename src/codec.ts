@@ -40,7 +40,15 @@ import {
   Status,
   TimeoutError,
 } from "./errors.ts";
-import { bytesLength, isDetached, pack, packed, unpack, unpackedObject } from "./pack.ts";
+import {
+  bytesLength,
+  isDetached,
+  pack,
+  packed,
+  typedBuffer,
+  unpack,
+  unpackedObject,
+} from "./pack.ts";
 
 type Sym = ReturnType<Library["symbols"]>;
 
@@ -805,12 +813,33 @@ const u64: Codec<bigint> = {
 
 function checkBytes(value: unknown): Uint8Array {
   if (!(value instanceof Uint8Array) || realLength(value) < 0) {
+    const trouble = value instanceof Uint8Array ? viewTrouble(value) : undefined;
     throw new CodecError(
       "bytes",
-      `Cannot send: codecs.bytes carries Uint8Array values, received ${describe(value)}`,
+      `Cannot send: ${trouble ?? "codecs.bytes carries Uint8Array values"}, received ${
+        describe(value)
+      }`,
     );
   }
   return value;
+}
+
+/**
+ * What is wrong with a Uint8Array `realLength` refused, for the message: its buffer detached
+ * (transferred), or a resizable buffer shrank below it; undefined for one the engine did not
+ * make (a Proxy, an object that only inherits from Uint8Array).
+ */
+function viewTrouble(value: Uint8Array): string | undefined {
+  let buffer: ArrayBufferLike;
+  try {
+    buffer = typedBuffer(value);
+  } catch {
+    return undefined;
+  }
+  if (buffer instanceof ArrayBuffer && isDetached(buffer)) {
+    return "the Uint8Array's buffer was detached (transferred): it has no bytes to send";
+  }
+  return "the Uint8Array lies outside its buffer, which was resized below it";
 }
 
 /**
@@ -841,7 +870,9 @@ const atOf = Uint8Array.prototype.at;
 function refuseView(value: Uint8Array): never {
   throw new CodecError(
     "default",
-    `Cannot send: the value cannot be structured-cloned, received ${describe(value)}`,
+    `Cannot send: ${viewTrouble(value) ?? "the value cannot be structured-cloned"}, received ${
+      describe(value)
+    }`,
   );
 }
 

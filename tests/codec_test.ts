@@ -104,6 +104,18 @@ Deno.test("a detached or out-of-bounds Uint8Array is a CodecError on local and s
     ab.resize(2);
     return b;
   };
+  // The message says what is wrong with it: before, "codecs.bytes carries Uint8Array values,
+  // received [object Uint8Array] of length 0" (it is one) or "cannot be structured-cloned".
+  const why = new Map([
+    [
+      detached,
+      /^Cannot send: the Uint8Array's buffer was detached \(transferred\): .*, received \[object Uint8Array\] of length 0$/,
+    ],
+    [
+      outOfBounds,
+      /^Cannot send: the Uint8Array lies outside its buffer, which was resized below it, received \[object Uint8Array\]/,
+    ],
+  ]);
   for (const make of [detached, outOfBounds]) {
     for (const codec of [codecs.default, codecs.bytes]) {
       for (const shared of [false, true]) {
@@ -111,10 +123,16 @@ Deno.test("a detached or out-of-bounds Uint8Array is a CodecError on local and s
         if (shared) ch.share();
         // Before: sent as an empty value when shared, a raw TypeError when local.
         assert.throws(() => ch.trySend(make()), CodecError, `${make.name} ${codec.name} ${shared}`);
+        assert.throws(() => ch.trySend(make()), { message: why.get(make) });
         assert.deepEqual(ch.tryReceive(), { state: "empty" });
       }
     }
   }
+  // Not a Uint8Array the engine made: the message stays the codec's.
+  using bytes = new Channel<Uint8Array>(4, { codec: codecs.bytes });
+  assert.throws(() => bytes.trySend(Object.create(Uint8Array.prototype)), {
+    message: /^Cannot send: codecs\.bytes carries Uint8Array values, received/,
+  });
 });
 
 Deno.test("a SharedArrayBuffer is refused by a local channel too, not lost when it escapes", () => {
