@@ -32,7 +32,7 @@ const MAKE: unique symbol = Symbol("kcoro.Library");
 
 /** An open libkcoro. `close()` is idempotent; calls after it throw `LibraryClosedError`. */
 export class Library {
-  /** The file it was opened from (see the module documentation for where that is). */
+  /** The file it was opened from (README.md, "Permissions", says where it looks). */
   readonly path: string;
   /** The ABI version the library reported when it was opened (`kc_abi_version`). */
   readonly abiVersion: number;

@@ -132,7 +132,7 @@ class ActorImpl<M> implements Actor<M> {
 /**
  * Runs `handler(mailbox, task)` as a child task of `scope` and returns its {@linkcode Actor}:
  * messages sent to it queue in `mailbox` (a channel of `capacity`) for the handler to receive.
- * See the module documentation for the rules.
+ * The rules are in README.md, "Producers, actors and native scopes from TypeScript".
  *
  * @example
  * ```ts

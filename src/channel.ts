@@ -673,7 +673,8 @@ function flushAll(q: WaitQueue): void {
 }
 
 /**
- * A channel of `T` values over a native kcoro channel; see the module documentation.
+ * A channel of `T` values over a native kcoro channel; the rules are in README.md, "Channels from
+ * TypeScript".
  *
  * @example
  * ```ts

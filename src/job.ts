@@ -53,7 +53,10 @@ import {
   signalOf,
 } from "./errors.ts";
 
-/** The six job states (Kotlin's); see the table in this module's documentation. */
+/**
+ * The six job states (Kotlin's): {@linkcode Job}'s `isActive`, `isCompleted` and `isCancelled`
+ * say which of them each covers.
+ */
 export type JobState = "new" | "active" | "completing" | "cancelling" | "cancelled" | "completed";
 
 /**
@@ -62,7 +65,10 @@ export type JobState = "new" | "active" | "completing" | "cancelling" | "cancell
  */
 export type CompletionHandler = (cause?: unknown) => void;
 
-/** A task's lifecycle handle: returned by `launch`; see the module documentation. */
+/**
+ * A task's lifecycle handle: returned by `launch`; the rules are in README.md, "Structured
+ * concurrency".
+ */
 export interface Job {
   /** The current state. */
   readonly state: JobState;

@@ -90,7 +90,8 @@ class ProducerChannel<T> extends Channel<T> {
 /**
  * Runs `block(out, task)` as a child task of `scope` and returns `out`, a channel that is
  * closed when the task completes, closed with its error if it fails, and closed with the
- * cancellation if the task is cancelled. See the module documentation for the rules.
+ * cancellation if the task is cancelled. The rules are in README.md,
+ * "Producers, actors and native scopes from TypeScript".
  *
  * @example
  * ```ts

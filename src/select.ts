@@ -65,7 +65,10 @@ import { checkMs, timer } from "./time.ts";
 /** What a clause's handler may return: the select's result, or a promise of it. */
 export type SelectResult<R> = R | PromiseLike<R>;
 
-/** Registers the clauses of one {@linkcode select}; see the module documentation. */
+/**
+ * Registers the clauses of one {@linkcode select}; the rules are in README.md, "Select from
+ * TypeScript".
+ */
 export interface SelectBuilder<R> {
   /** Receives a value from `ch`; a channel closed for receive rejects the select. */
   onReceive<T>(ch: Channel<T>, fn: (value: T) => SelectResult<R>): void;
@@ -207,7 +210,7 @@ const outTicket = new Uint32Array(1);
 
 /**
  * Waits for the first clause `build` registers to fire and resolves with its handler's result;
- * see the module documentation for the rules. Rejects with a TypeError for a select without
+ * the rules are in README.md, "Select from TypeScript". Rejects with a TypeError for a select without
  * clauses.
  *
  * @example

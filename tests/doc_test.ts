@@ -1,0 +1,33 @@
+// What `deno doc mod.ts` shows a user (and JSR its readers) must stand on its own: mod.ts is the
+// only entry point, so the `@module` documentation of src/ files is not shown, and a symbol's
+// JSDoc that sent the reader there ("see the module documentation") pointed at nothing. The
+// README sections the JSDoc names instead must exist.
+import assert from "node:assert/strict";
+
+const root = new URL("../", import.meta.url).pathname;
+const out = await new Deno.Command(Deno.execPath(), {
+  args: ["doc", `${root}mod.ts`],
+  env: { NO_COLOR: "1" },
+  stdout: "piped",
+  stderr: "piped",
+}).output();
+const doc = new TextDecoder().decode(out.stdout);
+const readme = await Deno.readTextFile(`${root}README.md`);
+
+Deno.test("deno doc mod.ts refers to no module documentation it does not show", () => {
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  assert.ok(doc.includes("class Channel"), "deno doc printed the API");
+  for (const phrase of [/module documentation/i, /module's documentation/i]) {
+    const at = doc.search(phrase);
+    assert.equal(at, -1, `deno doc mod.ts says "${doc.slice(Math.max(0, at - 80), at + 40)}"`);
+  }
+});
+
+Deno.test("every README.md section the API documentation names is a heading of the README", () => {
+  const headings = new Set(
+    [...readme.matchAll(/^#+ (.+)$/gm)].map((m) => m[1].trim()),
+  );
+  const named = [...doc.matchAll(/README\.md, "([^"]+)"/g)].map((m) => m[1].replace(/\s+/g, " "));
+  assert.ok(named.length >= 6, `the API documentation names README sections: ${named}`);
+  for (const section of named) assert.ok(headings.has(section), `README.md has no "${section}"`);
+});
