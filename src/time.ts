@@ -74,7 +74,9 @@ export function checkMs(op: string, ms: unknown, name = "ms"): asserts ms is num
 
 /**
  * Resolves after `ms` milliseconds (at once for 0 or less); rejects with the signal's reason if
- * `signal` aborts first.
+ * `signal` aborts first. `delay(0)` resolves as Kotlin's returns, without a turn of the event
+ * loop: a loop that awaits only it runs no timer (not even a timeout's) and no I/O meanwhile;
+ * to let them run, await a real timer (`delay(1)`).
  *
  * @example
  * ```ts

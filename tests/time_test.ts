@@ -27,6 +27,14 @@ Deno.test("delay of 0 or less resolves at once", async () => {
   await delay(-5);
   await delay(-Infinity);
   assert.ok(performance.now() - t0 < 1000);
+  // At once means without a turn of the event loop (as documented: a loop awaiting delay(0)
+  // runs no timer meanwhile), where delay(1) waits for one.
+  let fired = false;
+  setTimeout(() => fired = true, 0);
+  for (let i = 0; i < 100; i++) await delay(0);
+  assert.equal(fired, false);
+  await delay(1);
+  assert.equal(fired, true);
 });
 
 Deno.test("delay rejects with the signal's reason: aborted before, or while waiting", async () => {
