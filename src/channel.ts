@@ -2573,6 +2573,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * without disposing it, the channel ends when its last copy is disposed or collected.
    */
   static from<T>(shared: SharedChannel): Channel<T> {
+    // The constructor's default parameter would turn `undefined` into `{}`, and its error then
+    // named an object the caller never passed ("received [object Object]").
+    if (shared === undefined) open(shared);
     return new Channel<T>(fromToken as unknown as Capacity, shared as unknown as ChannelOptions<T>);
   }
 

@@ -947,6 +947,14 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
   ) {
     assert.throws(() => Channel.from(forged as never), TypeError, JSON.stringify(forged));
   }
+  // The message names what was passed: `undefined` was reported as "[object Object]" (the
+  // constructor's default parameter had made it `{}`).
+  for (const [v, said] of [[undefined, "undefined"], [null, "null"], [42, "42"]] as const) {
+    assert.throws(() => Channel.from(v as never), {
+      name: "TypeError",
+      message: new RegExp(`^Cannot open shared channel: .*, received ${said}$`),
+    });
+  }
   assert.throws(() => Channel.from({ ...ok, handle: ok.handle ^ 0x10000 }), InvalidHandleError);
   // A live channel's handle in an object that describes another kind of channel: before, it
   // opened, and its close or cancel reached the real channel.
