@@ -1101,3 +1101,26 @@ Deno.test("a select waiting on a channel is served before a send or receive of t
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 });
   await within(later, 5_000, "the send");
 });
+
+Deno.test("onTimeout(0), the immediate default, fires without a turn of the event loop (as documented)", async () => {
+  // A loop polling with it runs no timer meanwhile (README, Select from TypeScript): a sender on
+  // a timer is never heard from until the loop awaits something else.
+  for (const shared of [false, true]) {
+    using ch = new Channel<number>(1);
+    if (shared) ch.share();
+    let fired = false;
+    const timer = setTimeout(() => {
+      fired = true;
+      ch.trySend(1);
+    }, 0);
+    for (let i = 0; i < 100; i++) {
+      const r = await select<number | null>((s) => {
+        s.onReceive(ch, (v) => v);
+        s.onTimeout(0, () => null);
+      });
+      assert.equal(r, null);
+    }
+    assert.equal(fired, false, `shared ${shared}`);
+    clearTimeout(timer);
+  }
+});
