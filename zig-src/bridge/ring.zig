@@ -10,8 +10,9 @@
 //!
 //! Memory: a ring reserves one record slot for every pending operation when it is
 //! submitted, so completing one never allocates (completers may be scheduler workers). A
-//! freed `Pending` (and a select's clause storage) goes on the ring's spare lists, so an
-//! isolate that waits again and again allocates nothing once its rings have warmed up.
+//! freed `Pending` (with the buffer of an element wider than a descriptor, if it had one) and a
+//! select's clause storage go on the ring's spare lists, so an isolate that waits again and
+//! again allocates nothing once its rings have warmed up.
 const std = @import("std");
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
@@ -70,8 +71,16 @@ pub const Ring = struct {
     /// Freed `Pending`s and `Pending.Select`s kept for the next submit (at most `spare_max`
     /// and `spare_selects_max`), linked through `next_spare`. Under `mutex`: a C caller may
     /// share a ring between threads.
+    /// Spare Pendings are on two lists: those that keep a wide-element buffer
+    /// (`Pending.big`) on `spares_big`, the others on `spares`; `nspares` counts both. An
+    /// operation on a wide element takes from `spares_big` first, any other from `spares`
+    /// first, so that one does not take the other's buffer away.
     spares: ?*Pending = null,
+    spares_big: ?*Pending = null,
     nspares: u32 = 0,
+    /// Bytes of the wide-element buffers the spares hold, at most `spare_big_max`. Under
+    /// `mutex`.
+    spare_big: usize = 0,
     spare_selects: ?*Pending.Select = null,
     nspare_selects: u32 = 0,
     /// Who made the ring, for a host that destroys a thread's rings when it exits (the C ABI:
@@ -82,6 +91,15 @@ pub const Ring = struct {
 
     const spare_max = 64;
     const spare_selects_max = 8;
+    /// The wide-element buffers the spares may keep, in bytes: twice the widest element a
+    /// channel may have (1 MiB, see `Channel.create`), so a stream of operations of any width,
+    /// one waiting at a time, allocates nothing once warm whatever buffers the other spares
+    /// keep; or 64 waiting at once, of up to 32 KiB each. A buffer that would go over it is
+    /// freed when its Pending becomes a spare.
+    const spare_big_max = 2 << 20;
+    /// A wide-element buffer is at least this long, and a power of two: operations on channels
+    /// of a few different widths settle on buffers that fit them all.
+    const big_min = 64;
 
     const Slot = struct {
         p: ?*Pending = null,
@@ -151,10 +169,14 @@ pub const Ring = struct {
             i = end;
         }
         for (r.slots.items) |slot| if (slot.p) |p| r.freePending(p);
-        while (r.spares) |p| {
-            r.spares = p.next_spare;
+        for ([_]*?*Pending{ &r.spares, &r.spares_big }) |list| while (list.*) |p| {
+            list.* = p.next_spare;
+            r.nspares -= 1;
+            r.spare_big -= p.big.len;
+            r.allocator.free(p.big);
             r.allocator.destroy(p);
-        }
+        };
+        assert(r.nspares == 0 and r.spare_big == 0);
         while (r.spare_selects) |sel| {
             r.spare_selects = sel.next_spare;
             r.allocator.free(sel.capacity);
@@ -309,9 +331,41 @@ pub const Ring = struct {
         Futex.wake(&r.signal, 1);
     }
 
-    /// A `Pending` from the spare list, else a fresh one (its fields are the caller's to set).
-    fn newPending(r: *Ring) error{OutOfMemory}!*Pending {
-        return r.takeSpare(Pending, &r.spares, &r.nspares) orelse try r.allocator.create(Pending);
+    /// A spare `Pending` (with its wide-element buffer, if it kept one: first choice for an
+    /// operation whose element is `elem_size` bytes, more than `Pending.small_max`; last choice
+    /// for the others, and a select passes 0), else a fresh one. Its other fields are the
+    /// caller's to set. Give it back with `recycle` (not adopted yet) or `freePending`.
+    fn newPending(r: *Ring, elem_size: usize) error{OutOfMemory}!*Pending {
+        spare: {
+            r.mutex.lock();
+            defer r.mutex.unlock();
+            const wide = elem_size > Pending.small_max;
+            const first = if (wide) &r.spares_big else &r.spares;
+            const list = if (first.* != null) first else if (wide) &r.spares else &r.spares_big;
+            const p = list.* orelse break :spare;
+            list.* = p.next_spare;
+            r.nspares -= 1;
+            r.spare_big -= p.big.len;
+            return p;
+        }
+        const p = try r.allocator.create(Pending);
+        p.big = &.{};
+        return p;
+    }
+
+    /// Where `p`'s operation keeps an element of `size` bytes: in the Pending itself when it
+    /// fits (a number, a descriptor), else in its wide-element buffer, grown when too short.
+    /// The buffer stays with `p` (see `recycle`): only a longer element than it ever held
+    /// allocates.
+    fn elemOf(r: *Ring, p: *Pending, size: usize) error{OutOfMemory}![]u8 {
+        if (size <= Pending.small_max) return p.small[0..size];
+        if (p.big.len < size) {
+            const cap = @max(big_min, std.math.ceilPowerOfTwo(usize, size) catch size);
+            const grown = try r.allocator.alloc(u8, cap);
+            r.allocator.free(p.big);
+            p.big = grown;
+        }
+        return p.big[0..size];
     }
 
     /// The first item of a spare list (`head`, `count`), taken off it under the ring lock.
@@ -369,10 +423,37 @@ pub const Ring = struct {
     fn freePending(r: *Ring, p: *Pending) void {
         if (r.release_ref) |f| for (p.refs[0..p.nrefs]) |ref| f(ref);
         switch (p.body) {
-            .op => |*op| if (op.elem.ptr != &p.small) r.allocator.free(op.elem),
+            .op => {}, // its element is in `small` or `big`, which `recycle` keeps
             .select => |sel| r.freeSelect(sel),
         }
-        if (!r.keepSpare(Pending, &r.spares, &r.nspares, spare_max, p)) r.allocator.destroy(p);
+        r.recycle(p);
+    }
+
+    /// Keeps `p` as a spare (`keepSpare` for a Pending), with its wide-element buffer unless
+    /// the spares' buffers would go over `spare_big_max`; frees it when there are enough
+    /// spares.
+    fn recycle(r: *Ring, p: *Pending) void {
+        var unkept: []u8 = &.{};
+        const kept = blk: {
+            r.mutex.lock();
+            defer r.mutex.unlock();
+            if (r.nspares >= spare_max) break :blk false;
+            if (r.spare_big + p.big.len > spare_big_max) {
+                unkept = p.big;
+                p.big = &.{};
+            }
+            r.spare_big += p.big.len;
+            const list = if (p.big.len > 0) &r.spares_big else &r.spares;
+            p.next_spare = list.*;
+            list.* = p;
+            r.nspares += 1;
+            break :blk true;
+        };
+        if (!kept) {
+            unkept = p.big;
+            r.allocator.destroy(p);
+        }
+        r.allocator.free(unkept);
     }
 
     // --- Operations for the isolate ---------------------------------------------------------
@@ -389,14 +470,12 @@ pub const Ring = struct {
     /// the operation is freed (whether it completed now or later).
     pub fn submitOp(r: *Ring, ch: *channel.Channel, kind: channel.ClauseKind, bytes: []u8, refs: []const usize) channel.Error!Started {
         if (bytes.len != ch.elem_size) return error.InvalidArgument;
-        // Freed by these errdefers until `adopted`; after that, by `freePending` only (a
-        // failed submit below must not free them twice).
+        // Given back by this errdefer until `adopted`; after that, by `freePending` only (a
+        // failed submit below must not free it twice).
         var adopted = false;
-        const p = try r.newPending();
-        errdefer if (!adopted) r.allocator.destroy(p);
-        // An element that fits (a number, a descriptor) lives in the Pending itself.
-        const elem = if (ch.elem_size <= Pending.small_max) p.small[0..ch.elem_size] else try r.allocator.alloc(u8, ch.elem_size);
-        errdefer if (!adopted and elem.ptr != &p.small) r.allocator.free(elem);
+        const p = try r.newPending(ch.elem_size);
+        errdefer if (!adopted) r.recycle(p);
+        const elem = try r.elemOf(p, ch.elem_size);
         if (kind == .send) @memcpy(elem, bytes);
         p.reset(r, .{ .op = .{ .op = .{ .kind = kind, .notify = Pending.opNotify }, .ch = ch, .elem = elem, .pending = p } });
         const op = &p.body.op;
@@ -431,8 +510,8 @@ pub const Ring = struct {
         for (clauses) |c| total += c.ch.elem_size;
         // As in `submitOp`: errdefers until `adopted`, then `freePending` only.
         var adopted = false;
-        const p = try r.newPending();
-        errdefer if (!adopted) r.allocator.destroy(p);
+        const p = try r.newPending(0);
+        errdefer if (!adopted) r.recycle(p);
         const sel = try r.newSelect(total);
         errdefer if (!adopted) r.freeSelect(sel);
         const storage = sel.storage;
@@ -531,8 +610,11 @@ pub const Pending = struct {
     nrefs: u32 = 0,
     /// On the ring's spare list: the next spare.
     next_spare: ?*Pending = null,
-    /// An operation's element when it is at most `small_max` bytes (else allocated).
+    /// An operation's element when it is at most `small_max` bytes.
     small: [small_max]u8 align(16) = undefined,
+    /// Else its element is at the start of this buffer (`Ring.elemOf`), which stays with the
+    /// Pending from one operation to the next, on the ring's spare list too (`Ring.recycle`).
+    big: []u8 = &.{},
 
     const small_max = @sizeOf(channel.Descriptor);
 
@@ -1319,17 +1401,103 @@ test "waits queued again and again allocate nothing once the ring has spares; th
         try testing.expectEqual(@as(u64, v), va);
     }
     try testing.expectEqual(before, counting.allocations);
-    // An element wider than a descriptor gets storage of its own, freed with its operation.
-    const wide_before = counting.allocations - counting.deallocations;
+    // An element wider than a descriptor gets a buffer of its own, which its Pending keeps as
+    // a spare (below: a stream of them allocates nothing once warm).
+    const wide_before = counting.allocations;
     try S.receiveOnce(&ring, wide, 9);
     try S.sendOnce(&ring, wide, 10);
-    try testing.expectEqual(wide_before, counting.allocations - counting.deallocations);
+    try testing.expectEqual(wide_before + 1, counting.allocations);
+    try testing.expectEqual(@as(usize, 64), ring.spare_big);
     // Many waits at once: the ones freed beyond the spare limit go back to the allocator.
     var tickets: [100]u32 = undefined;
     var outs: [100]u64 = undefined;
     for (&tickets, &outs) |*t, *o| t.* = (try ring.submitOp(nums, .receive, std.mem.asBytes(o), &.{})).pending;
     for (&tickets) |t| try ring.abort(t, true);
     try testing.expectEqual(@as(u32, Ring.spare_max), ring.nspares);
+}
+
+test "a stream of waits on channels wider than a descriptor allocates nothing once warm; the spares' buffers are bounded" {
+    // Before, each such operation allocated its element and freed it with the operation.
+    var counting = std.testing.FailingAllocator.init(testing.allocator, .{});
+    var ring = Ring.init(counting.allocator());
+    defer ring.deinit(); // the leak check sees any buffer left behind
+    const wide = try channel.Channel.create(testing.allocator, .{ .elem_size = 64 });
+    defer wide.destroy();
+    const wider = try channel.Channel.create(testing.allocator, .{ .elem_size = 200 });
+    defer wider.destroy();
+    const buffered = try channel.Channel.create(testing.allocator, .{ .elem_size = 100, .capacity = 4 });
+    defer buffered.destroy();
+    const S = struct {
+        /// `n` receives queued on `ch` at once, completed by native sends, drained and taken;
+        /// then `n` sends queued, completed by native receives.
+        fn round(r: *Ring, ch: *channel.Channel, n: usize, v: u8) !void {
+            var tickets: [8]u32 = undefined;
+            var outs: [8][256]u8 = undefined;
+            var in: [256]u8 = @splat(v);
+            const size = ch.elem_size;
+            for (tickets[0..n], outs[0..n]) |*t, *o| t.* = (try r.submitOp(ch, .receive, o[0..size], &.{})).pending;
+            for (0..n) |_| try ch.send(&in, null, true);
+            var got: [8]Completion = undefined;
+            try testing.expectEqual(n, r.drain(&got));
+            for (got[0..n], tickets[0..n], outs[0..n]) |c, t, *o| {
+                try testing.expectEqual(t, c.ticket);
+                try r.take(c.ticket, o[0..size]);
+                try testing.expect(std.mem.allEqual(u8, o[0..size], v));
+            }
+            for (tickets[0..n]) |*t| t.* = (try r.submitOp(ch, .send, in[0..size], &.{})).pending;
+            for (0..n) |_| {
+                var out: [256]u8 = @splat(0);
+                try ch.receive(&out, null, true);
+                try testing.expect(std.mem.allEqual(u8, out[0..size], v));
+            }
+            try testing.expectEqual(n, r.drain(&got));
+            for (got[0..n]) |c| try r.take(c.ticket, null);
+        }
+        /// A send and a receive on a buffered `ch`, both done at once.
+        fn atOnce(r: *Ring, ch: *channel.Channel, v: u8) !void {
+            var in: [256]u8 = @splat(v);
+            var out: [256]u8 = @splat(0);
+            try testing.expect((try r.submitOp(ch, .send, in[0..ch.elem_size], &.{})) == .done);
+            try testing.expect((try r.submitOp(ch, .receive, out[0..ch.elem_size], &.{})) == .done);
+            try testing.expect(std.mem.allEqual(u8, out[0..ch.elem_size], v));
+        }
+    };
+    // Warm-up: the ring's tables, 8 Pendings and their buffers (64 bytes, then grown to 256).
+    try S.round(&ring, wide, 8, 1);
+    try S.round(&ring, wider, 8, 2);
+    const before = counting.allocations;
+    for (0..100) |i| {
+        const v: u8 = @intCast(i + 3);
+        try S.round(&ring, wide, 1, v);
+        try S.round(&ring, wide, 8, v);
+        try S.round(&ring, wider, 1 + i % 8, v);
+        try S.atOnce(&ring, buffered, v);
+    }
+    try testing.expectEqual(before, counting.allocations);
+    try testing.expectEqual(@as(usize, 8 * 256), ring.spare_big);
+
+    // No memory for a buffer that fits: the submit fails, and the Pending goes back to the
+    // spares with the buffer it had.
+    const huge = try channel.Channel.create(testing.allocator, .{ .elem_size = 1 << 20 });
+    defer huge.destroy();
+    const buf = try testing.allocator.alloc(u8, 2 << 20);
+    defer testing.allocator.free(buf);
+    counting.fail_index = counting.alloc_index;
+    try testing.expectError(error.OutOfMemory, ring.submitOp(huge, .receive, buf[0 .. 1 << 20], &.{}));
+    counting.fail_index = std.math.maxInt(usize);
+    try testing.expectEqual(@as(usize, 8 * 256), ring.spare_big);
+    try testing.expectEqual(@as(u32, 8), ring.nspares);
+
+    // The widest elements (1 MiB): the spares keep one such buffer with the others, not two.
+    const t1 = (try ring.submitOp(huge, .receive, buf[0 .. 1 << 20], &.{})).pending;
+    const t2 = (try ring.submitOp(huge, .receive, buf[1 << 20 ..], &.{})).pending;
+    try ring.abort(t1, true);
+    try ring.abort(t2, true);
+    try testing.expectEqual(@as(usize, (1 << 20) + 6 * 256), ring.spare_big);
+    // One at a time, they allocate nothing any more.
+    const huge_before = counting.allocations;
+    for (0..3) |_| try ring.abort((try ring.submitOp(huge, .receive, buf[0 .. 1 << 20], &.{})).pending, true);
+    try testing.expectEqual(huge_before, counting.allocations);
 }
 
 test "a ticket already handled is not handed out again for about a million operations on its ring" {
