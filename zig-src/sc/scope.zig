@@ -57,8 +57,9 @@ pub const Scope = struct {
     /// The creator's reference, one per live child, one per child scope.
     refs: std.atomic.Value(u32) = .init(1),
     mutex: std.Thread.Mutex = .{},
-    /// Coroutines parked in `waitAll`, woken when `live` reaches 0.
-    waiters: std.ArrayListUnmanaged(coroutine.Ref) = .empty,
+    /// Coroutines parked in `waitAll`, woken when `live` reaches 0: each one's `Waiter`, on
+    /// its own stack (so a wait allocates nothing), oldest first. Under `mutex`.
+    waiters: Waiter.List = .{},
     /// Recycled launch records (no allocation per launch once warm).
     free_launches: ?*Launch = null,
     /// Futex word for `watch`: bumped when the scope is cancelled (`cancel_link`) and when its
@@ -76,6 +77,57 @@ pub const Scope = struct {
     deadline: std.atomic.Value(u64) = .init(0),
     /// The `deadline_epoch` this scope's last walk up its ancestors saw (`inheritDeadline`).
     seen_epoch: std.atomic.Value(u64) = .init(0),
+
+    /// A coroutine parked in `waitAll`, on its `waiters` list while `listed`: a node on the
+    /// waiting coroutine's stack. It holds a reference on the scope, so that `guard`, run if a
+    /// shutdown abandons the coroutine mid-wait, can take the node off the list before the
+    /// stack goes, also when its caller held none (or gives its own back in a cleanup of its
+    /// own, which runs after this one: cleanups run innermost first).
+    const Waiter = struct {
+        ref: coroutine.Ref,
+        scope: *Scope,
+        prev: ?*Waiter = null,
+        next: ?*Waiter = null,
+        listed: bool = false,
+        guard: coroutine.Cleanup = .{ .run = abandoned },
+
+        const List = struct {
+            head: ?*Waiter = null,
+            tail: ?*Waiter = null,
+            len: u32 = 0,
+
+            fn append(l: *List, w: *Waiter) void {
+                assert(!w.listed);
+                w.prev = l.tail;
+                w.next = null;
+                if (l.tail) |t| t.next = w else l.head = w;
+                l.tail = w;
+                w.listed = true;
+                l.len += 1;
+            }
+
+            fn remove(l: *List, w: *Waiter) void {
+                assert(w.listed and l.len > 0);
+                if (w.prev) |p| p.next = w.next else l.head = w.next;
+                if (w.next) |n| n.prev = w.prev else l.tail = w.prev;
+                w.prev = null;
+                w.next = null;
+                w.listed = false;
+                l.len -= 1;
+            }
+        };
+
+        /// The coroutine will never run again: off the list (no one may read its stack after
+        /// the shutdown that abandoned it), and its reference on the scope given back.
+        fn abandoned(c: *coroutine.Cleanup) void {
+            const w: *Waiter = @fieldParentPtr("guard", c);
+            const s = w.scope;
+            s.mutex.lock();
+            if (w.listed) s.waiters.remove(w);
+            s.mutex.unlock();
+            s.release();
+        }
+    };
 
     /// One child's launch: its entry and argument, and the cleanup that counts it out of its
     /// scope if a shutdown abandons it, pushed on the coroutine when it is made, so that a
@@ -155,11 +207,10 @@ pub const Scope = struct {
         if (prev != 1) return;
         // Monotonic: the acq_rel decrement above ordered every other holder's writes first.
         assert(s.live.load(.monotonic) == 0);
-        assert(s.waiters.items.len == 0);
+        assert(s.waiters.len == 0); // a listed waiter holds a reference
         s.token.unregister(&s.cancel_link); // Token.deinit asserts that no link is left
         s.token.deinit();
         s.context.release();
-        s.waiters.deinit(s.allocator);
         while (s.free_launches) |l| {
             s.free_launches = l.next;
             s.allocator.destroy(l);
@@ -355,14 +406,22 @@ pub const Scope = struct {
     }
 
     fn lastChildGone(s: *Scope, comptime unpark: bool) void {
-        var woken: std.ArrayListUnmanaged(coroutine.Ref) = .empty;
+        // The waiters listed now, one at a time: each taken off under the lock, its `Ref`
+        // copied there (a waiter that finds itself off the list may return, and its stack be
+        // reused, as soon as the lock is let go), then unparked without the lock held. Later
+        // arrivals (a launch since made `live` non-zero) may be woken too: a waiter looks at
+        // `live` again and waits again.
         s.mutex.lock();
-        std.mem.swap(std.ArrayListUnmanaged(coroutine.Ref), &woken, &s.waiters);
+        var n = s.waiters.len;
+        while (n > 0) : (n -= 1) {
+            const w = s.waiters.head orelse break; // some timed out meanwhile
+            s.waiters.remove(w);
+            const r = w.ref;
+            s.mutex.unlock();
+            if (unpark) _ = s.sched.unpark(r);
+            s.mutex.lock();
+        }
         s.mutex.unlock();
-        if (unpark) for (woken.items) |r| {
-            _ = s.sched.unpark(r);
-        };
-        woken.deinit(s.allocator);
         Futex.wake(&s.live, std.math.maxInt(u32));
         s.bumpEvents();
     }
@@ -414,24 +473,26 @@ pub const Scope = struct {
     }
 
     fn waitAllParked(s: *Scope, co: *coroutine.Coroutine, deadline: ?u64) error{ Timeout, OutOfMemory }!void {
-        const me = co.ref();
+        // Listed through a node on this stack: no allocation per wait (the list was an
+        // ArrayList, allocated again at every wait that parked).
+        var w: Waiter = .{ .ref = co.ref(), .scope = s };
+        s.retain(); // the guard's (see `Waiter`)
+        defer s.release();
+        co.pushCleanup(&w.guard);
+        defer co.popCleanup(&w.guard);
+        defer assert(!w.listed); // off the list before the node goes
         while (true) {
             {
                 s.mutex.lock();
                 defer s.mutex.unlock();
                 if (s.live.load(.acquire) == 0) return;
-                try s.waiters.append(s.allocator, me);
+                s.waiters.append(&w);
             }
             const timed_out = if (deadline) |d|
                 s.sched.parkUntil(d) catch |err| {
                     // No room for the timer: not listed any more, and the caller learns why.
                     s.mutex.lock();
-                    for (s.waiters.items, 0..) |r, i| {
-                        if (r.co == me.co) {
-                            _ = s.waiters.swapRemove(i);
-                            break;
-                        }
-                    }
+                    if (w.listed) s.waiters.remove(&w);
                     s.mutex.unlock();
                     return switch (err) {
                         error.OutOfMemory => error.OutOfMemory,
@@ -444,12 +505,7 @@ pub const Scope = struct {
             };
             s.mutex.lock();
             // Still listed: not woken by the last child (a deadline or a stray permit).
-            for (s.waiters.items, 0..) |r, i| {
-                if (r.co == me.co) {
-                    _ = s.waiters.swapRemove(i);
-                    break;
-                }
-            }
+            if (w.listed) s.waiters.remove(&w);
             const done = s.live.load(.acquire) == 0;
             s.mutex.unlock();
             if (done) return;
@@ -900,4 +956,87 @@ test "a deadline set on a scope reaches the children of scopes made below it bef
     try parent.waitAll(scheduler.monotonicNs() + 10 * std.time.ns_per_s);
     for (&S.seen) |*v| try testing.expectEqual(far, v.load(.monotonic));
     try testing.expectEqual(far, child.context.get(ctx_mod.deadline).?);
+}
+
+test "a coroutine's repeated waits for a scope allocate nothing once warm" {
+    // Before, each wait that parked appended to an ArrayList of waiters, which the last child
+    // freed: one allocation per wait.
+    const Counting = struct {
+        child: std.mem.Allocator,
+        allocs: std.atomic.Value(u32) = .init(0),
+
+        fn allocator(c: *@This()) std.mem.Allocator {
+            return .{ .ptr = c, .vtable = &.{ .alloc = alloc, .resize = resize, .remap = remap, .free = free } };
+        }
+        fn alloc(ctx: *anyopaque, len: usize, a: std.mem.Alignment, ra: usize) ?[*]u8 {
+            const c: *@This() = @ptrCast(@alignCast(ctx));
+            _ = c.allocs.fetchAdd(1, .monotonic); // a count read after the coroutines joined
+            return c.child.rawAlloc(len, a, ra);
+        }
+        fn resize(ctx: *anyopaque, m: []u8, a: std.mem.Alignment, len: usize, ra: usize) bool {
+            const c: *@This() = @ptrCast(@alignCast(ctx));
+            return c.child.rawResize(m, a, len, ra);
+        }
+        fn remap(ctx: *anyopaque, m: []u8, a: std.mem.Alignment, len: usize, ra: usize) ?[*]u8 {
+            const c: *@This() = @ptrCast(@alignCast(ctx));
+            _ = c.allocs.fetchAdd(1, .monotonic); // as `alloc`
+            return c.child.rawRemap(m, a, len, ra);
+        }
+        fn free(ctx: *anyopaque, m: []u8, a: std.mem.Alignment, ra: usize) void {
+            const c: *@This() = @ptrCast(@alignCast(ctx));
+            c.child.rawFree(m, a, ra);
+        }
+    };
+    var counting: Counting = .{ .child = testing.allocator };
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
+    defer sched.shutdown(.cancel);
+    const rounds = 200;
+    const warm = 2;
+    const S = struct {
+        var scope: *Scope = undefined;
+        var ch: *channel.Channel = undefined;
+        var done: std.atomic.Value(u32) = .init(0);
+        fn child(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            ch.receive(std.mem.asBytes(&v), null, false) catch unreachable; // the test's send
+        }
+        fn waiter(_: ?*anyopaque) callconv(.c) void {
+            for (0..rounds) |i| {
+                _ = scope.launch(child, null, .{}) catch unreachable;
+                // Timed and untimed waits, both listed the same way.
+                const deadline = if (i % 2 == 0) null else scheduler.monotonicNs() + 60 * std.time.ns_per_s;
+                scope.waitAll(deadline) catch unreachable;
+                // Release: pairs with the test's acquire load (the round is over).
+                _ = done.fetchAdd(1, .release);
+            }
+        }
+        fn listed() u32 {
+            scope.mutex.lock();
+            defer scope.mutex.unlock();
+            return scope.waiters.len;
+        }
+    };
+    S.scope = try Scope.create(counting.allocator(), &sched, null);
+    defer S.scope.release();
+    S.ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.ch.destroy();
+    _ = try sched.spawn(S.waiter, null);
+    var before: u32 = 0;
+    const deadline = scheduler.monotonicNs() + 60 * std.time.ns_per_s;
+    for (0..rounds) |i| {
+        // Round i's wait is listed (parked, or about to): its child waits for our send, so the
+        // wait cannot end before it.
+        while (S.done.load(.acquire) != i or S.listed() != 1) {
+            try testing.expect(scheduler.monotonicNs() < deadline);
+            std.Thread.yield() catch {};
+        }
+        if (i == warm) before = counting.allocs.load(.monotonic);
+        var v: u64 = i;
+        try S.ch.send(std.mem.asBytes(&v), deadline, false);
+    }
+    try sched.drainFor(10 * std.time.ns_per_s);
+    try testing.expectEqual(@as(u32, rounds), S.done.load(.acquire));
+    try testing.expectEqual(before, counting.allocs.load(.monotonic));
+    try testing.expectEqual(@as(u32, 0), S.listed());
 }
