@@ -265,6 +265,15 @@ fn stripeIndex() u32 {
 
 const global_shift: u5 = 17;
 const global_chunks = 8192;
+comptime {
+    // README.md, "Channels from TypeScript" ("A buffer of up to 16 KiB is copied once, by the
+    // sender, into a chunk of the library's buffer pool (128 KiB chunks, ..., from 1 GiB of
+    // address space reserved once"; "A buffer over 16 KiB"), and src/codec.ts's comments. A
+    // change here changes that text too.
+    if (max_slice != 16 * 1024) @compileError("max_slice changed: README.md (Channels from TypeScript) says 16 KiB");
+    if ((1 << global_shift) != 128 * 1024) @compileError("the pool's chunk size changed: README.md (Channels from TypeScript) says 128 KiB");
+    if (global_chunks << global_shift != 1 << 30) @compileError("the pool's region changed: README.md (Channels from TypeScript) says 1 GiB");
+}
 var global_words: [global_chunks]std.atomic.Value(u32) = [_]std.atomic.Value(u32){.init(0)} ** global_chunks;
 var global_links: [global_chunks]u32 = undefined;
 var global_pool: ?Pool = null;

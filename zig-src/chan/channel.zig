@@ -102,7 +102,9 @@ pub const Descriptor = extern struct {
 };
 
 comptime {
-    assert(@sizeOf(Descriptor) == 32);
+    // README.md says 32 bytes ("Native channels": "the 32-byte descriptor"; "Queuing one",
+    // "Channels from TypeScript") and kcoro.h's struct kc_desc is its C twin.
+    if (@sizeOf(Descriptor) != 32) @compileError("@sizeOf(Descriptor) is not 32, which README.md and kcoro.h state");
 }
 
 /// Counters, updated under the channel lock; `snapshot` copies them.
@@ -832,6 +834,17 @@ pub const Channel = struct {
         assert(@alignOf(Channel) == side_align);
         // Two lines each (a zero-copy channel's byte count did not fit in one).
         assert(@sizeOf(Tx) == 2 * side_align and @sizeOf(Rx) == 2 * side_align);
+        // README.md, "Native channels", the paragraph "Two locks": "a channel is 512 bytes in the
+        // ReleaseFast library, 576 in Debug and ReleaseSafe builds" (the ownership table and its
+        // lock), "a bounded buffer of up to 256 bytes follows it in the same allocation". A
+        // change here changes that text too.
+        // (The 64-bit targets it speaks of: x86_64 and ARM64.)
+        const readme_size = if (track_ownership) 576 else 512;
+        if (@sizeOf(usize) == 8 and @sizeOf(Channel) != readme_size) @compileError(std.fmt.comptimePrint(
+            "@sizeOf(Channel) is {d}, README.md (Native channels, \"Two locks\") says {d}: update one",
+            .{ @sizeOf(Channel), readme_size },
+        ));
+        if (inline_buf_max != 256) @compileError("inline_buf_max changed: README.md (Native channels, \"Two locks\") says 256 bytes");
     }
 
     pub fn create(allocator: std.mem.Allocator, options: Options) Error!*Channel {

@@ -574,6 +574,10 @@ pub const side_room_size = 640;
 comptime {
     assert(@sizeOf(Coroutine) <= 512);
     assert(side_room_size % 64 == 0);
+    // README.md states it twice ("Native channels": "keeps its waiters in the coroutine's side
+    // room, 640 bytes below the coroutine object"; "Coroutine core", Stacks: "with 640 bytes
+    // of side room below it"). A change here changes that text too.
+    if (side_room_size != 640) @compileError("side_room_size changed: README.md (Native channels; Coroutine core, Stacks) says 640 bytes");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -36,6 +36,11 @@ pub const max_stack_size: usize = 256 * 1024 * 1024;
 pub const slab_bytes: usize = 64 * 1024 * 1024;
 
 const canary_len = 64;
+comptime {
+    // README.md, "Coroutine core", the stack modes table (slab): "the lowest 64 bytes of each
+    // stack must stay zero". A change here changes that text too.
+    if (canary_len != 64) @compileError("canary_len changed: README.md (Coroutine core, the slab row) says 64 bytes");
+}
 /// Fresh anonymous memory is zero-filled; the canary is that zero fill.
 const canary_byte: u8 = 0;
 
