@@ -160,6 +160,8 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     wakers_pending: ?*const fn () void = null,
     /// In `parkUntil`, woken before its deadline, right after its CAS disarmed the timer.
     after_disarm: ?*const fn () void = null,
+    /// In `drainUntil`, counted in `drainers`, before it looks at the state.
+    drain_counted: ?*const fn () void = null,
 } else struct {} = .{};
 
 /// The worker running this thread. Coroutine code must read it through here, never cache it:
@@ -634,6 +636,9 @@ pub const Scheduler = struct {
     watch_seq: std.atomic.Value(u32) = .init(0),
     watch_until: std.atomic.Value(u64) = .init(never),
     /// Threads in `drain`, and its futex word: bumped by a worker going idle (`pingDrain`).
+    /// Kept by a restart, as `wakers` is: a drain that counted itself in after the last
+    /// shutdown's wait for none is on its way out (it finds the run over), or finds the new
+    /// run going and drains it; either way its count out must find its count in.
     drainers: std.atomic.Value(u32) = .init(0),
     drain_seq: std.atomic.Value(u32) = .init(0),
     /// Spawned from outside the workers (and undone spawns, subtracted); see `liveCount`.
@@ -665,7 +670,8 @@ pub const Scheduler = struct {
     }
 
     /// `start` for a scheduler at `s` that ran before and has shut down: an outside waker of
-    /// an earlier run may still read its `state`, `epoch` and `wakers` (`wakeOutside`), which
+    /// an earlier run may still read its `state`, `epoch` and `wakers` (`wakeOutside`), and a
+    /// drain on another thread its `state`, `drainers` and `drain_seq` (`drainUntil`), which
     /// are kept and changed atomically only; everything else is built again.
     pub fn restart(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
         assert(s.state.load(.acquire) != .running);
@@ -673,7 +679,7 @@ pub const Scheduler = struct {
     }
 
     /// What `restart` keeps (see there).
-    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers" };
+    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq" };
     comptime {
         for (kept_by_restart) |k| assert(@hasField(Scheduler, k));
     }
@@ -716,10 +722,9 @@ pub const Scheduler = struct {
                 if (!kept) @field(s, f.name) = @field(built, f.name);
             },
         }
-        // The epoch before the state: a waker that reads `running` (seq_cst, after the store
-        // below) reads this run's epoch, never the last one's.
-        s.epoch.store(nextEpoch(), .monotonic);
-        s.state.store(.running, .seq_cst);
+        // The workers before the state: a drain on another thread (`drainUntil`) that reads
+        // `running` (its acquire load pairs with the seq_cst store below) reads their counters
+        // next.
         for (workers, 0..) |*w, i| {
             w.* = .{
                 .sched = s,
@@ -728,6 +733,10 @@ pub const Scheduler = struct {
                 .timers = .init(allocator, {}),
             };
         }
+        // The epoch before the state: a waker that reads `running` (seq_cst, after the store
+        // below) reads this run's epoch, never the last one's.
+        s.epoch.store(nextEpoch(), .monotonic);
+        s.state.store(.running, .seq_cst);
         var started: usize = 0;
         errdefer {
             s.state.store(.stopping, .release);
@@ -1067,7 +1076,11 @@ pub const Scheduler = struct {
         }
         // Seq_cst RMW: the Dekker pair with the idle workers' `drainers` load (`Worker.idle`).
         _ = s.drainers.fetchAdd(1, .seq_cst);
-        defer assert(s.drainers.fetchSub(1, .release) > 0); // `shutdown` waits for 0 (acquire)
+        // Release: `shutdown` waits for 0 (acquire). Never below 0: our count in, above, which
+        // a restart keeps (before, it reset the count while a drain that came after the last
+        // shutdown's wait still held it: this decrement then found 0).
+        defer assert(s.drainers.fetchSub(1, .release) > 0);
+        if (@import("builtin").is_test) if (test_hooks.drain_counted) |f| f();
         while (true) {
             // Read the futex word before counting: a ping after the count wakes the wait.
             const seq = s.drain_seq.load(.seq_cst);
@@ -1884,6 +1897,59 @@ test "shutdown releases a drain waiting on another thread" {
     s.shutdown(.cancel);
     t.join();
     try testing.expectEqual(@as(?anyerror, error.Shutdown), result);
+}
+
+test "a drain that counts itself in after a shutdown keeps its count across a restart" {
+    // Through the Zig API (the C ABI's kc_sched_start waits for its drains first): a drain that
+    // begins after the shutdown's wait for drains, then a restart before it looks at the state.
+    // Before, the restart reset `drainers` to 0 under it: its count out then tripped the
+    // assertion (a wrap to 2^32 - 1 without assertions, and the next shutdown waited for good),
+    // and a drain of the new run was not waited for by its shutdown.
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var counted = std.atomic.Value(bool).init(false);
+        var go = std.atomic.Value(bool).init(false);
+        fn pause() void {
+            test_hooks.drain_counted = null; // once
+            counted.store(true, .release);
+            const deadline = monotonicNs() + test_timeout;
+            while (!go.load(.acquire) and monotonicNs() < deadline) std.Thread.yield() catch {};
+        }
+        fn drainer(result: *?anyerror) void {
+            sched.drainFor(test_timeout) catch |e| {
+                result.* = e;
+                return;
+            };
+            result.* = null;
+        }
+    };
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    s.shutdown(.cancel);
+    test_hooks.drain_counted = S.pause;
+    defer test_hooks.drain_counted = null;
+    var result: ?anyerror = error.Unexpected;
+    const t = try std.Thread.spawn(.{}, S.drainer, .{&result});
+    var joined = false;
+    defer if (!joined) {
+        S.go.store(true, .release);
+        t.join();
+    };
+    const deadline = monotonicNs() + test_timeout;
+    while (!S.counted.load(.acquire)) {
+        try testing.expect(monotonicNs() < deadline);
+        std.Thread.yield() catch {};
+    }
+    try s.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    const held = s.drainers.load(.acquire);
+    S.go.store(true, .release);
+    t.join();
+    joined = true;
+    defer s.shutdown(.cancel); // waits for no drain
+    try testing.expectEqual(@as(u32, 1), held); // the drain's count, kept
+    try testing.expectEqual(@as(?anyerror, null), result); // it drained the new run: idle
+    try testing.expectEqual(@as(u32, 0), s.drainers.load(.acquire));
 }
 
 /// Whether a test may fork a child that starts threads. qemu-user (build.zig sets
