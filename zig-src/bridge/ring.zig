@@ -443,6 +443,7 @@ pub const Ring = struct {
                 p.big = &.{};
             }
             r.spare_big += p.big.len;
+            assert(r.spare_big <= spare_big_max);
             const list = if (p.big.len > 0) &r.spares_big else &r.spares;
             p.next_spare = list.*;
             list.* = p;
