@@ -25,7 +25,11 @@ pub const Pipes = struct {
     seq: std.atomic.Value(u32) = .init(0),
     /// The pipe thread, if one was started; `running` says whether it still serves (under the
     /// lock). A thread that found no pipe left clears `running` and ends; the next `add` joins
-    /// it and starts another.
+    /// it and starts another. Until then (for the C ABI's pipes, which are never deinit'd: until
+    /// the process exits) the ended thread keeps its stack and glibc's TLS block for it, one
+    /// thread's worth at most: what valgrind reports at exit as a lost 288-byte
+    /// `_dl_allocate_tls` block, named after the thread that first had the stack (glibc reuses
+    /// a joined thread's cached stack, a scheduler worker's or watchdog's, with its TLS block).
     thread: ?std.Thread = null,
     running: bool = false,
     stopping: bool = false,
