@@ -27,9 +27,9 @@ pub const Pipes = struct {
     /// lock). A thread that found no pipe left clears `running` and ends; the next `add` joins
     /// it and starts another. Until then (for the C ABI's pipes, which are never deinit'd: until
     /// the process exits) the ended thread keeps its stack and glibc's TLS block for it, one
-    /// thread's worth at most: what valgrind reports at exit as a lost 288-byte
-    /// `_dl_allocate_tls` block, named after the thread that first had the stack (glibc reuses
-    /// a joined thread's cached stack, a scheduler worker's or watchdog's, with its TLS block).
+    /// thread's worth at most: what valgrind reports at exit as a lost `_dl_allocate_tls` block
+    /// (288 or 304 bytes), named after the thread that first had the stack (glibc reuses a
+    /// joined thread's cached stack, a scheduler worker's or watchdog's, with its TLS block).
     thread: ?std.Thread = null,
     running: bool = false,
     stopping: bool = false,
