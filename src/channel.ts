@@ -252,8 +252,13 @@ const scratchF64 = scratch.f64;
  */
 function cancelledError(s: Shared): unknown {
   if (s.hasCause && isCancellation(s.cause)) return s.cause;
-  return new CancellationError("Channel was cancelled", s.hasCause ? { cause: s.cause } : {});
+  const e = new CancellationError("Channel was cancelled", s.hasCause ? { cause: s.cause } : {});
+  if (!s.hasCause) s.lastCancel = e; // an end by the creator reuses it (`Channel.#markEnded`)
+  return e;
 }
+
+/** The cause of a copy's channel that its creator ended, when no wait got one to reuse. */
+const ENDED = "Channel was cancelled: its creator disposed of it";
 
 /**
  * What every Channel object naming one native channel shares in this isolate: the close
@@ -266,6 +271,16 @@ class Shared {
   hasCause = false;
   /** The native channel's close cause was looked for (`Channel.#lookCause`). */
   causeLooked = false;
+  /**
+   * The native channel was destroyed under this isolate's `Channel.from` copies (its creator's
+   * dispose, or native code's `kc_chan_destroy`), which only a destroy can do to a channel they
+   * hold: its handle is dead, and may name a later channel once its slot is reused. The copies
+   * then answer as on a cancelled channel (`closed`, `cancelled`, and a cause) without a native
+   * call (`Channel.#markEnded`). Before, each call threw InvalidHandleError, `close()` too.
+   */
+  ended = false;
+  /** The CancellationError a wait here last rejected with for a cancel without a cause. */
+  lastCancel: unknown = undefined;
   /** Receivers and senders waiting in this isolate (in JavaScript or in the ring). */
   readonly receivers = new WaitQueue();
   readonly senders = new WaitQueue();
@@ -1060,6 +1075,75 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
+   * True when `rc`, a native call's status on this channel, says that its creator ended it
+   * (marked: `#markEnded`), or it was marked so before: a `Channel.from` copy, not disposed,
+   * holds the channel while the library is open, so the channel can be gone (KC_EBADH) only
+   * because it was destroyed. Anything else (an owner's, a disposed copy's, after
+   * `closeLibrary()`) stays what it was: false.
+   */
+  #creatorEnded(rc: number): boolean {
+    if (rc !== Status.EBADH) return false;
+    if (!this._shared.ended) {
+      if (this.#owner || !this.#held || this.#disposed || !this.#lib.isOpen) return false;
+      this.#markEnded();
+    }
+    this.#at = null; // no call through the mapped handle word any more (see `#ended`)
+    return true;
+  }
+
+  /**
+   * The channel was destroyed under this isolate's copies (`Shared.ended`): from now on they
+   * answer as on a cancelled channel, with no native call. Its cause: the close cause this
+   * isolate knew, else the CancellationError a wait here got from the destroy's cancel, else a
+   * new one that says the creator disposed of it. Waits of this isolate still waiting in
+   * JavaScript fail now, as on a cancelled channel (those queued natively got, or get, their
+   * record from the destroy's cancel). What this isolate counted and did not report yet is
+   * not reported: the channel's counters went with it.
+   */
+  #markEnded(): void {
+    const s = this._shared;
+    if (s.ended) return;
+    s.ended = true;
+    s.lib = null; // `flushCounts`: nothing to report to
+    s.closed = true;
+    s.cancelled = true;
+    s.causeLooked = true; // kc_chan_cause has nothing any more
+    if (!s.hasCause) {
+      s.cause = s.lastCancel ?? new CancellationError(ENDED);
+      s.hasCause = true;
+    }
+    for (const w of [...waiting(s.senders), ...waiting(s.receivers)]) {
+      if (w.state === LOCAL) w.ch.#failEnded(w);
+    }
+  }
+
+  /**
+   * A wait of this isolate still waiting in JavaScript on a channel that ended (`#markEnded`):
+   * a send's value was not delivered and stays the caller's (its native copy, if it was made,
+   * freed: no hook can take it, the creator's ended with its dispose); a receive fails as on a
+   * cancelled channel (`receiveCatching`: closed).
+   */
+  #failEnded(w: Waiter): void {
+    w.detach();
+    try {
+      if (w.kind === SEND && w.encoded) this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);
+    } finally {
+      releaseSlot(w);
+      if (w.kind === RECV_CATCHING) w.resolve(this.#closedResult());
+      else w.reject(cancelledError(this._shared));
+    }
+  }
+
+  /**
+   * @ignore For select, whose native call on this channel said KC_EBADH: true when its creator
+   * ended it (then its clause is ready as on a cancelled channel), else false.
+   */
+  _creatorEnded(): boolean {
+    if (this._shared.ended) return true;
+    return this.#creatorEnded(this.#sym("select").kc_chan_status(this.#handle));
+  }
+
+  /**
    * The closed result of a native try-operation that failed with `rc` (KC_EPIPE or
    * KC_ECANCELED). A cancel made by another isolate or native code is remembered, as `#poll`
    * remembers it: a `send` then rejects with CancellationError, not ClosedSendError.
@@ -1117,12 +1201,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #closeNative(sym: Sym, cancel: boolean, cause: unknown, hasCause: boolean): number {
     const op = cancel ? "cancel channel" : "close channel";
     const bytes = hasCause ? encodeCause(cause) : null;
-    if (bytes !== null) {
-      return unwrap(sym.kc_chan_close_cause(this.#handle, bytes, bytes.length, cancel ? 1 : 0), op);
-    }
-    if (!cancel) return unwrap(sym.kc_chan_close(this.#handle), op);
-    unwrap(sym.kc_chan_cancel(this.#handle), op);
-    return -1;
+    const rc = bytes !== null
+      ? sym.kc_chan_close_cause(this.#handle, bytes, bytes.length, cancel ? 1 : 0)
+      : cancel
+      ? sym.kc_chan_cancel(this.#handle)
+      : sym.kc_chan_close(this.#handle);
+    // Ended by its creator (a copy's): closed already, as a cancelled channel is.
+    if (this.#creatorEnded(rc)) return 0;
+    unwrap(rc, op);
+    return bytes === null && cancel ? -1 : rc;
   }
 
   #sendError(status: number): unknown {
@@ -1236,6 +1323,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #trySend(value: T, keep: Slot | undefined, sym: Sym): TrySendResult {
     const s = this._shared;
+    if (s.ended) {
+      // As a cancelled channel answers (the value checked by its codec first), with no call.
+      this.#at = null;
+      if (keep !== undefined) this.#codec.encode(value, keep, sym); // for send, as closed
+      else this.#reject(value, sym);
+      return this.#closedResult();
+    }
     // Senders of this isolate still waiting in JavaScript are ahead of this one.
     if (s.senders.first !== null && !pump(s.senders, sym)) {
       if (keep !== undefined) this.#codec.encode(value, keep, sym);
@@ -1290,10 +1384,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (keep !== undefined) {
       if (rc === Status.EAGAIN) return FULL; // kept for the wait
       if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc); // see send
+      if (this.#creatorEnded(rc)) return this.#closedResult(); // as closed: kept, for send
     }
     this.#codec.discard(keep ?? scratch, sym);
     if (rc === Status.EAGAIN) return FULL;
     if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc);
+    if (this.#creatorEnded(rc)) return this.#closedResult();
     unwrap(rc, "send");
     return FULL;
   }
@@ -1457,9 +1553,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#undelivered(value);
       return;
     }
-    if (!this.#lib.isOpen) {
-      // No native path to the creator's hook any more: the encoding is freed, as when nothing
-      // takes it.
+    if (!this.#lib.isOpen || s.ended) {
+      // No native path to the creator's hook any more (its dispose ended the channel, and the
+      // hook with it): the encoding is freed, as when nothing takes it.
       if (slot !== undefined) this.#codec.discard(slot, this.#lib._symbolsToRelease);
       return;
     }
@@ -1730,6 +1826,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#discardBatch(buf, 0, n, sym);
       if (rc === 0) return FULL;
       if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc);
+      if (this.#creatorEnded(rc)) return this.#closedResult();
       unwrap(rc, op);
       return FULL;
     }
@@ -1763,7 +1860,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * of this isolate waits in JavaScript (so the native channel's order is the order).
    */
   #batchesNatively(s: Shared): boolean {
-    return !s.local && this.#capacity !== 0 && s.receivers.first === null &&
+    return !s.local && !s.ended && this.#capacity !== 0 && s.receivers.first === null &&
       s.senders.first === null;
   }
 
@@ -1830,6 +1927,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       if (rc === 0) return EMPTY;
       if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc);
+      if (this.#creatorEnded(rc)) return this.#closedResult();
       unwrap(rc, op);
       return EMPTY;
     }
@@ -1856,6 +1954,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #poll(sym: Sym): unknown {
     const s = this._shared;
     if (s.local) return this.#localTake();
+    if (s.ended) {
+      this.#at = null;
+      return CLOSED; // as a cancelled channel answers, with no call
+    }
     // Receivers of this isolate still waiting in JavaScript are ahead of this one.
     if (s.receivers.first !== null && !pump(s.receivers, sym)) {
       return EMPTY;
@@ -1892,6 +1994,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#ended();
       return CLOSED;
     }
+    if (this.#creatorEnded(rc)) return CLOSED;
     unwrap(rc, "receive");
     return EMPTY;
   }
@@ -2227,6 +2330,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#failClosed(w, w.encoded);
       return;
     }
+    if (this._shared.ended) return this.#failEnded(w);
     const sym = this.#lib.symbols("wait");
     const slot = this.#slotFor(w, sym);
     if (slot === null) return;
@@ -2237,6 +2341,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.state = QUEUED;
       bridge.track(w);
       return;
+    }
+    if (rc === Status.EBADH) {
+      if (w.kind === SEND) w.encoded = true; // its slot holds the encoding (freed either way)
+      if (this.#creatorEnded(rc)) return; // w, still waiting here, failed with the rest
     }
     w.detach();
     this.#settle(w, rc, false);
@@ -2258,6 +2366,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Encoded at its call: kept for the next try (or its queueing).
       if (w.kind === SEND && !w.encoded) this.#codec.discard(slot, sym);
       return false;
+    }
+    if (rc === Status.EBADH) {
+      if (w.kind === SEND) w.encoded = true; // its slot holds the encoding (freed either way)
+      if (this.#creatorEnded(rc)) return true; // w, still waiting here, failed with the rest
     }
     w.detach();
     this.#settle(w, rc, false);
@@ -2369,8 +2481,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * Closes the channel: true the first time, false after. Buffered values stay receivable;
-   * receivers waiting on an empty channel are rejected (or resolved closed by receiveCatching).
+   * Closes the channel: true the first time, false after (and on a cancelled channel, a copy's
+   * whose creator disposed of it too). Buffered values stay receivable; receivers waiting on an
+   * empty channel are rejected (or resolved closed by receiveCatching).
    */
   close(cause?: unknown): boolean {
     const sym = this.#sym("close channel");
@@ -2390,6 +2503,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       return true;
     }
+    // A copy whose creator ended the channel: cancelled, so closed already (Kotlin's close on
+    // a cancelled channel returns false).
+    if (s.ended) return false;
     // Waiters still waiting in JavaScript queue natively first: a sender already waiting still
     // delivers, and every waiter learns of the close the one way (a ring record).
     flushAll(s.senders);
@@ -2417,6 +2533,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   cancel(cause?: unknown): void {
     const sym = this.#sym("cancel channel");
     const s = this._shared;
+    if (s.ended) return; // a copy whose creator ended the channel: cancelled already
     const given = !s.closed && cause !== undefined;
     if (given) {
       s.cause = cause;
@@ -2429,7 +2546,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // (to onUndeliveredElement) and every waiter is rejected the one way (a ring record).
     flushAll(s.senders);
     flushAll(s.receivers);
-    if (this.#closeNative(sym, true, cause, given) === 0 && given) {
+    if (this.#closeNative(sym, true, cause, given) === 0 && given && !s.ended) {
       // Closed already by another isolate or native code: its cause (if any) is the cause.
       s.cause = undefined;
       s.hasCause = false;
@@ -2477,28 +2594,28 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /** True once closed (no send will succeed). */
   get isClosedForSend(): boolean {
-    const s = this._shared;
-    if (s.local) {
-      this.#sym("read channel status");
-      return s.closed;
-    }
-    return (unwrap(
-      this.#sym("read channel status").kc_chan_status(this.#handle),
-      "read channel status",
-    ) & 1) !== 0;
+    return (this.#status() & 1) !== 0;
   }
 
   /** True once closed and drained (no receive will succeed). */
   get isClosedForReceive(): boolean {
+    return (this.#status() & 2) !== 0;
+  }
+
+  /**
+   * kc_chan_status's bits: 1 closed for send, 2 closed for receive (closed and drained); both
+   * for a copy whose creator ended the channel, as for a cancelled one.
+   */
+  #status(): number {
+    const op = "read channel status";
+    const sym = this.#sym(op);
     const s = this._shared;
     if (s.local) {
-      this.#sym("read channel status");
-      return s.closed && s.count === 0 && s.senders.first === null;
+      return !s.closed ? 0 : s.count === 0 && s.senders.first === null ? 3 : 1;
     }
-    return (unwrap(
-      this.#sym("read channel status").kc_chan_status(this.#handle),
-      "read channel status",
-    ) & 2) !== 0;
+    if (s.ended) return 3;
+    const rc = sym.kc_chan_status(this.#handle);
+    return this.#creatorEnded(rc) ? 3 : unwrap(rc, op);
   }
 
   /**
@@ -2509,10 +2626,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const w = new BigUint64Array(13);
     const sym = this.#sym("read channel metrics");
     const s = this._shared;
-    if (this.#handle !== 0) {
+    if (this.#handle !== 0 && !s.ended) {
       s.flushCounts(); // this isolate's, so that its own view is exact
-      unwrap(sym.kc_chan_snapshot(this.#handle, w, 13), "read channel metrics");
-    } else w[11] = sym.kc_now_ns(); // no native channel yet: only the local counters
+      const rc = sym.kc_chan_snapshot(this.#handle, w, 13);
+      if (!this.#creatorEnded(rc)) unwrap(rc, "read channel metrics");
+    }
+    if (this.#handle === 0 || s.ended) {
+      // No native channel: only this isolate's counters. One not made yet (a local channel's),
+      // or destroyed under a copy by its creator (its counters went with it: what this isolate
+      // did and did not report before it saw the end, zeros mostly).
+      w.fill(0n);
+      w[11] = sym.kc_now_ns();
+    }
     const n = (i: number) => Number(w[i]);
     // Operations completed in JavaScript and not reported natively yet (a local channel's).
     const js = s.handoffs;
@@ -2570,7 +2695,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * its creator owns it. Its own waits still pending then (a send, a receive, a select with a
    * clause on it) reject with InvalidHandleError, as a call after the dispose does, and a send's
    * value is not delivered. The copy holds the channel, though: if the creator's isolate ends
-   * without disposing it, the channel ends when its last copy is disposed or collected.
+   * without disposing it, the channel ends when its last copy is disposed or collected. Once its
+   * creator disposed of the channel, the copy answers as a cancelled channel (`close()` false,
+   * the try-operations `closed`, the waits a CancellationError), not with InvalidHandleError
+   * (README: the `share()` paragraph of "Channels from TypeScript").
    */
   static from<T>(shared: SharedChannel): Channel<T> {
     // The constructor's default parameter would turn `undefined` into `{}`, and its error then
@@ -2612,8 +2740,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * Cancels and destroys the native channel: what waits on it rejects with CancellationError.
-   * A `Channel.from` copy only detaches: its own pending waits reject with InvalidHandleError.
+   * Cancels and destroys the native channel: what waits on it rejects with CancellationError,
+   * and its `Channel.from` copies answer as on a cancelled channel from then on. A copy's only
+   * detaches: its own pending waits reject with InvalidHandleError, as its later calls throw.
    */
   [Symbol.dispose](): void {
     if (this.#disposed || this.#disposing) return;
@@ -2687,6 +2816,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Its hold is forgotten (the handle is dead: the call says KC_EBADH).
       if (this.#held) sym.kc_chan_unhold(this.#handle);
       this.#collect();
+      // `Channel.from` copies of this isolate answer as on a cancelled channel from now on,
+      // with no call on the dead handle (copies elsewhere learn it from their next call).
+      if (this._shared.refs > 1) this.#markEnded();
     }
     this.#disposed = true;
     const s = this._shared;

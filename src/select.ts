@@ -395,6 +395,8 @@ class Selection implements RingOp {
         outIndex,
       );
       if (rc !== 1) {
+        // A channel ended by its creator since the probe: its clause is ready (`#firedEnded`).
+        if (rc === Status.EBADH && this.#firedEnded(this.native.length)) return;
         // Ready after all (a partner arrived between the probe and now).
         if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) unwrap(rc, "select");
         this.#fireNative(outIndex[0], rc, false);
@@ -459,9 +461,28 @@ class Selection implements RingOp {
     this.#fill();
     const rc = sym.kc_select(clauseBuf, n, 0n, 0, KC_SELECT_POLL, outIndex);
     if (rc === Status.EAGAIN) return false;
+    if (rc === Status.EBADH && this.#firedEnded(n)) return true;
     if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) unwrap(rc, "select");
     this.#fireNative(outIndex[0], rc, false);
     return true;
+  }
+
+  /**
+   * The native select of the first `n` channel clauses said KC_EBADH: a clause on a
+   * `Channel.from` copy whose creator ended the channel (`Channel._creatorEnded`) is ready, as
+   * on a cancelled channel. The clauses before the first such one are probed first (the order
+   * the native select probes in); if none of them fires, it fires with KC_ECANCELED (a send
+   * clause rejects with the CancellationError, its value not delivered; `onReceiveCatching`
+   * gets `closed`). True once a clause fired; false when no clause's channel ended (the
+   * status is then the caller's to throw).
+   */
+  #firedEnded(n: number): boolean {
+    for (let i = 0; i < n; i++) {
+      if (!this.native[i].ch!._creatorEnded()) continue;
+      if (!this.#probe(i)) this.#fireNative(i, Status.ECANCELED, false);
+      return true;
+    }
+    return false;
   }
 
   #addNative(c: Clause): void {

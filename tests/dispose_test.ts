@@ -2,7 +2,7 @@
 // copy's dispose ends its own waits and leaves the channel to its other holders; an owner's
 // dispose cancels the channel, and so every wait on it.
 import assert from "node:assert/strict";
-import { CancellationError, Channel, InvalidHandleError, library, select } from "../mod.ts";
+import { CancellationError, Channel, codecs, InvalidHandleError, library, select } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { evalScript, until, within } from "./support.ts";
 
@@ -210,4 +210,133 @@ Deno.test("a dispose run again from inside itself (a select's job Disposable, an
   // The channel is gone (no later copy can be made): the record's count says it.
   assert.equal(copy2._shared.refs, 1, "copy2's reference is left, the owner's went once");
   copy2[Symbol.dispose]();
+});
+
+/** What the later operations of a copy whose channel ended answer, and the cause they carry. */
+async function endedAnswers(copy: Channel<number>): Promise<unknown[]> {
+  const causes: unknown[] = [];
+  const closed = (r: { state: string; cause?: unknown }) => {
+    assert.equal(r.state, "closed");
+    causes.push(r.cause);
+  };
+  const rejects = async (p: Promise<unknown>) => {
+    await assert.rejects(p, (e) => {
+      causes.push(e);
+      return e instanceof CancellationError;
+    });
+  };
+  closed(copy.trySend(1));
+  closed(copy.tryReceive());
+  closed(copy.trySendMany([1, 2]));
+  closed(copy.tryReceiveMany(2));
+  await rejects(copy.send(1));
+  await rejects(copy.receive());
+  closed(await copy.receiveCatching());
+  await rejects(copy[Symbol.asyncIterator]().next());
+  await rejects(select((s) => s.onReceive(copy, (v) => v)));
+  await rejects(select((s) => s.onSend(copy, 1, () => 0)));
+  closed(await select<{ state: string }>((s) => s.onReceiveCatching(copy, (r) => r)));
+  assert.equal(copy.isClosedForSend, true);
+  assert.equal(copy.isClosedForReceive, true);
+  assert.equal(copy.close(), false, "closed already: cancelled");
+  copy.cancel(new Error("late")); // a no-op: cancelled already
+  assert.equal(typeof copy.metrics().takenNs, "number");
+  closed(copy.trySend(3)); // the late cancel's cause is not the cause
+  return causes;
+}
+
+Deno.test("a Channel.from copy whose creator (this isolate's) disposed the channel answers as a cancelled channel; its own dispose stays InvalidHandleError", async () => {
+  for (const queued of [false, true]) {
+    const bridge = Bridge.of(library());
+    const owner = new Channel<number>(0);
+    const copy = Channel.from<number>(owner.share());
+    const before = bridge.pending;
+    const other = Channel.from<number>(owner.share());
+    const waits = [copy.receive(), other.receive()];
+    if (queued) await until(() => bridge.pending >= before + 2, "the waits queued natively");
+    owner[Symbol.dispose]();
+    const reasons = (await Promise.allSettled(waits)).map((r) =>
+      r.status === "rejected" ? r.reason : r.value
+    );
+    assert.ok(reasons[0] instanceof CancellationError, `queued: ${queued}`);
+    assert.equal(reasons[1], reasons[0], "one error for the waits the dispose ended");
+    const causes = await endedAnswers(copy);
+    // One cause, every operation: the error the pending waits got.
+    for (const c of causes) assert.equal(c, reasons[0], `queued: ${queued}`);
+    assert.match((causes[0] as Error).message, /^Channel was cancelled/);
+    copy[Symbol.dispose]();
+    assert.throws(() => copy.close(), InvalidHandleError, "use after its own dispose");
+    assert.throws(() => copy.trySend(1), InvalidHandleError);
+    assert.throws(() => Channel.from(owner.share()), InvalidHandleError); // disposed owner
+    other[Symbol.dispose]();
+  }
+});
+
+Deno.test("a Channel.from copy whose channel was destroyed elsewhere finds out at its next call: waits still in JavaScript fail with one CancellationError, later ones answer as cancelled", async () => {
+  // The channel's creator is not in this isolate (made and destroyed by C code, as another
+  // isolate's creator's dispose destroys it): the copy learns of it from a native call.
+  const sym = library().symbols("test");
+  const create = () => {
+    const out = new Uint32Array(1);
+    assert.equal(sym.kc_chan_create(8, 4, 0, 0, out), 0);
+    return out[0];
+  };
+  const open = (handle: number) =>
+    Channel.from<number>({
+      kind: "kcoro.channel",
+      version: 1,
+      handle,
+      elemSize: 8,
+      zeroCopy: false,
+      codec: "f64",
+      capacity: 4,
+    });
+  for (const how of ["waits in JavaScript", "waits natively", "mapped", "select"]) {
+    const h = create();
+    const copy = open(h);
+    const bridge = Bridge.of(library());
+    const before = bridge.pending;
+    if (how === "mapped") {
+      // Past the 16th use the try-operations go by the mapped handle word.
+      for (let i = 0; i < 40; i++) {
+        assert.deepEqual(copy.trySend(i), { state: "ok" });
+        assert.deepEqual(copy.tryReceive(), { state: "ok", value: i });
+      }
+    }
+    const wait = how === "waits in JavaScript" || how === "waits natively"
+      ? copy.receive().then(() => "resolved", (e) => e)
+      : undefined;
+    if (how === "waits natively") await until(() => bridge.pending > before, "queued natively");
+    assert.equal(sym.kc_chan_destroy(h), 0);
+    let first: unknown;
+    if (how === "select") {
+      await assert.rejects(
+        select((s) => s.onReceive(copy, (v) => v)),
+        (e) => (first = e) instanceof CancellationError,
+      );
+    } else if (how === "mapped") {
+      const r = copy.tryReceive();
+      assert.equal(r.state, "closed");
+      first = (r as { cause: unknown }).cause;
+    } else {
+      // The wait (in JavaScript: failed as the call sees the end; queued: by its record).
+      assert.equal(copy.isClosedForSend, true, how);
+      first = await within(wait!, 10_000, how);
+    }
+    assert.ok(first instanceof CancellationError, how);
+    const causes = await endedAnswers(copy);
+    for (const c of causes) assert.equal(c, first, `${how}: one cause`);
+    assert.equal(bridge.pending, before, `${how}: nothing left on the ring`);
+    // The handle's slot is reused for new channels: the copy must not reach them.
+    const fresh = Array.from({ length: 4 }, () => new Channel<number>(4, { codec: codecs.f64 }));
+    for (const f of fresh) f.trySend(7);
+    assert.equal(copy.trySend(1).state, "closed");
+    assert.equal(copy.tryReceive().state, "closed");
+    for (const f of fresh) {
+      assert.deepEqual(f.tryReceive(), { state: "ok", value: 7 });
+      f[Symbol.dispose]();
+    }
+    copy[Symbol.dispose]();
+    assert.throws(() => copy.tryReceive(), InvalidHandleError);
+  }
 });

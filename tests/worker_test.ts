@@ -691,6 +691,55 @@ Deno.test("a copy's send still waiting in JavaScript when the creator cancels: i
   }
 });
 
+Deno.test("a Worker's copies of channels the main isolate disposed answer as cancelled channels: close() false, nothing throws InvalidHandleError", async () => {
+  const rx = new Channel<number>(0);
+  const tx = new Channel<{ n: number }>(1);
+  assert.deepEqual(tx.trySend({ n: 0 }), { state: "ok" }); // full: the Worker's send waits
+  const w = new Worker(new URL("./fixtures/ended_copy_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    const waiting = message<string>(w);
+    w.postMessage({ rx: rx.share(), tx: tx.share() });
+    assert.equal(await within(waiting, 20_000, "the Worker's waits"), "waiting");
+    const report = message<Record<string, string>>(w);
+    // The creator's dispose ends the channels for everyone (queued natively or not yet).
+    rx[Symbol.dispose]();
+    tx[Symbol.dispose]();
+    const cancelled = "threw CancellationError (pending's)";
+    const closed = '{"state":"closed"} cause CancellationError (pending\'s)';
+    const got = await within(report, 20_000, "the Worker's report");
+    // A wait queued natively learns of the cancel from its record (no cause: none was given);
+    // one still waiting in JavaScript, from the end its queueing finds (the end's cause).
+    assert.match(got["pending 1"], /^\{"state":"closed"\}( cause CancellationError)?$/);
+    delete got["pending 1"];
+    assert.deepEqual(got, {
+      "pending 0": "threw CancellationError",
+      "pending 2": "threw CancellationError",
+      "pending 3": "threw CancellationError",
+      trySend: closed,
+      tryReceive: closed,
+      trySendMany: closed,
+      tryReceiveMany: closed,
+      send: cancelled,
+      receive: cancelled,
+      receiveCatching: closed,
+      next: cancelled,
+      select: cancelled,
+      selectSend: cancelled,
+      isClosedForSend: "true",
+      isClosedForReceive: "true",
+      metrics: '"number"',
+      cancel: "undefined",
+      close: "false", // before: InvalidHandleError, uncaught in a producer's loop
+    });
+    // Its own dispose: use after it is still an InvalidHandleError.
+    assert.equal(await within(message(w), 20_000, "the last report"), "threw InvalidHandleError");
+  } finally {
+    w.terminate();
+  }
+});
+
 Deno.test("a Worker's same-isolate hand-offs on a shared channel count in the creator's metrics", async () => {
   using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
   assert.equal(await metricsJob("pingpong", ch.share(), 50), "done");
