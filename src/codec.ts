@@ -36,6 +36,7 @@ import {
   CodecError,
   CompletionHandlerError,
   describe,
+  ownErrorKind,
   refusedClass,
   Status,
   TimeoutError,
@@ -508,9 +509,12 @@ const CAUSE_CHAIN = 16;
  * function, say), which then stays in its own isolate. An Error keeps its `name` (node:v8 keeps
  * only the built-in ones), and one of kcoro's own errors its class: a `CancellationError` cause
  * stays one in a Worker, and so does one in its cause chain (a cancelled channel's copy in
- * another isolate is the same error as its own: `Channel.cancel`). The class goes by identity,
- * not by name: a `TimeoutError` of the caller's own (or a DOMException named so) stays a
- * failure, not a cancellation.
+ * another isolate is the same error as its own: `Channel.cancel`). The class goes by its brand
+ * (`ERROR_BRAND`, on the class's own prototype), not by name: another copy of this module's
+ * CancellationError (imported by another URL, or another version) is one too (before, only
+ * this copy's classes were, by identity, and another's arrived as a plain Error), while a
+ * `TimeoutError` of the caller's own (or a DOMException named so) stays a failure, not a
+ * cancellation, and so does a subclass of the caller's own (its brand is inherited).
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
   try {
@@ -551,9 +555,11 @@ function errorHeads(cause: Error): Uint8Array[] {
       seen.add(e);
       const name = new TextEncoder().encode(String(e.name));
       if (name.length > 255) break;
-      const proto = Object.getPrototypeOf(e);
+      const kind = ownErrorKind(Object.getPrototypeOf(e));
       const head = new Uint8Array(2 + name.length);
-      head[0] = ERROR_CLASSES.findIndex((c) => c.prototype === proto) + 1;
+      head[0] = kind === undefined
+        ? 0
+        : ERROR_CLASSES.findIndex((c) => ownErrorKind(c.prototype) === kind) + 1;
       head[1] = name.length;
       head.set(name, 2);
       heads.push(head);

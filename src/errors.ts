@@ -1,7 +1,7 @@
 /**
  * kcoro's named errors. Every error kcoro throws is one of these (or a plain `RangeError` /
- * `TypeError` for a bad argument), each with `name` set so that `err.name` and `instanceof`
- * both work across module copies.
+ * `TypeError` for a bad argument), each with `name` set, and a brand (`ERROR_BRAND`) by which
+ * kcoro recognises its errors across copies of this module, where `instanceof` does not work.
  *
  * This module is a leaf: it imports nothing, so both `ffi/` and `src/` may use it.
  *
@@ -335,6 +335,64 @@ export class CompletionHandlerError extends Error {
 }
 
 /**
+ * The key of the brand every kcoro error class carries on its prototype: the class's name, a
+ * non-enumerable, read-only property. `Symbol.for`, so that it is the same key in every copy of
+ * this module in an isolate (one imported by another URL, or another version), where
+ * `instanceof` sees unrelated classes: the codec carries another copy's CancellationError to
+ * other isolates as one (`encodeCause`), and a job, scope or channel takes it for a
+ * cancellation (`isCancellation`), not a failure. Internal.
+ */
+export const ERROR_BRAND: symbol = Symbol.for("kcoro.error");
+
+/**
+ * The kcoro class `e` is an instance of, by its brand (`ERROR_BRAND`), in any copy of this
+ * module: `"CancellationError"`, `"TimeoutError"`, ...; undefined for anything else (an Error
+ * of the caller's own, even one named so, or a value whose brand cannot be read). A subclass
+ * of the caller's own has its kcoro base class's brand. Internal.
+ */
+export function errorKind(e: unknown): string | undefined {
+  try {
+    if (!(e instanceof Error)) return undefined;
+    const kind = (e as unknown as Record<symbol, unknown>)[ERROR_BRAND];
+    return typeof kind === "string" ? kind : undefined;
+  } catch {
+    return undefined; // a revoked proxy or a throwing trap: not ours
+  }
+}
+
+/**
+ * The kcoro class whose prototype `proto` is, by its own brand (`ERROR_BRAND`), in any copy of
+ * this module; undefined for any other prototype (a subclass of the caller's own too: its
+ * brand is inherited). Internal.
+ */
+export function ownErrorKind(proto: unknown): string | undefined {
+  try {
+    if (proto === null || typeof proto !== "object") return undefined;
+    const d = Object.getOwnPropertyDescriptor(proto, ERROR_BRAND);
+    return typeof d?.value === "string" ? d.value : undefined;
+  } catch {
+    return undefined; // a proxy's trap threw: not ours
+  }
+}
+
+// Each class's name as a string, not `cls.name`, which a minifier may change.
+for (
+  const [cls, name] of [
+    [KcoroError, "KcoroError"],
+    [InvalidHandleError, "InvalidHandleError"],
+    [LibraryNotFoundError, "LibraryNotFoundError"],
+    [AbiMismatchError, "AbiMismatchError"],
+    [LibraryClosedError, "LibraryClosedError"],
+    [ShutdownError, "ShutdownError"],
+    [ClosedSendError, "ClosedSendError"],
+    [ClosedReceiveError, "ClosedReceiveError"],
+    [CancellationError, "CancellationError"],
+    [TimeoutError, "TimeoutError"],
+    [CompletionHandlerError, "CompletionHandlerError"],
+  ] as const
+) Object.defineProperty(cls.prototype, ERROR_BRAND, { value: name });
+
+/**
  * Turns a native status into a value or a named error. `op` names the operation for the
  * message ("resume coroutine", ...). Non-negative statuses are returned unchanged.
  */
@@ -385,6 +443,7 @@ export class CodecError extends TypeError {
     this.codec = codec;
   }
 }
+Object.defineProperty(CodecError.prototype, ERROR_BRAND, { value: "CodecError" });
 
 /**
  * kcoro's own classes whose objects live in their isolate (a channel's queues, a job's

@@ -49,6 +49,7 @@ import {
   checkFunction,
   CompletionHandlerError,
   describe,
+  errorKind,
   refuseAsValue,
   signalOf,
 } from "./errors.ts";
@@ -144,20 +145,13 @@ export const CoroutineExceptionHandler: ContextKey<(error: unknown) => void> = c
  * from another copy of this module). Internal.
  */
 export function isCancellation(e: unknown): boolean {
-  try {
-    if (e instanceof CancellationError) return true;
-    if (!(e instanceof Error)) return false;
-    // Another copy of this module: look for its CancellationError class by name. Not by
-    // `e.name`, which a DOMException from AbortSignal.timeout() also calls "TimeoutError".
-    for (let p = Object.getPrototypeOf(e); p !== null; p = Object.getPrototypeOf(p)) {
-      if (p.constructor?.name === "CancellationError") return true;
-    }
-    return false;
-  } catch {
-    // A thrown value whose prototype cannot be read (a revoked proxy, a throwing trap): not
-    // ours. Letting the throw out would leave the job that failed with it half-finished.
-    return false;
-  }
+  // By its brand, which this copy's CancellationError (and TimeoutError, and a subclass of
+  // either) carries, and another copy's too (imported by another URL, or another version):
+  // `instanceof` sees only this copy's. Not by `e.name`, which a DOMException from
+  // AbortSignal.timeout() also calls "TimeoutError", nor by its class's name, which any class
+  // of the caller's may have (before, another copy's was found by that name).
+  const kind = errorKind(e);
+  return kind === "CancellationError" || kind === "TimeoutError";
 }
 
 /** `cause` as a cancellation: itself if it is one, else a CancellationError carrying it. Internal. */

@@ -7,6 +7,7 @@ import {
   actor,
   CancellationError,
   Channel,
+  ClosedSendError,
   CodecError,
   codecs,
   CompletableDeferred,
@@ -17,6 +18,7 @@ import {
   runtime,
   TimeoutError,
 } from "../mod.ts";
+import { moduleCopy } from "./fixtures/module_copy.ts";
 import { evalScript, prng } from "./support.ts";
 import { decodeCause, encodeCause } from "../src/codec.ts";
 
@@ -455,6 +457,28 @@ Deno.test("the built-in codecs are frozen: codecs.u64.elemSize = 1 << 20 made a 
   assert.equal(ch.share().elemSize, 8);
   assert.equal(ch.trySend(7n).state, "ok");
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 7n });
+});
+
+Deno.test("a close cause made by another copy of kcoro's module keeps kcoro's classes: by their brand, not their identity", async () => {
+  const copy = await moduleCopy(); // mod.ts again, through another URL: classes of its own
+  class Subclass extends copy.CancellationError {} // the caller's own: its name, a failure
+  const theirs = new copy.CancellationError("outer", {
+    cause: new copy.TimeoutError("inner", {
+      cause: new copy.ClosedSendError("closed", { cause: new Subclass("sub") }),
+    }),
+  });
+  assert.ok(!(theirs instanceof CancellationError), "two modules");
+  const got = decodeCause(encodeCause(theirs)!);
+  assert.ok(got.ok);
+  const chain: Error[] = [];
+  for (let e: unknown = got.cause; e instanceof Error; e = e.cause) chain.push(e);
+  // Before, plain Errors under kcoro's names: a Worker took the cancellation for a failure.
+  assert.deepEqual(chain.map((e) => [Object.getPrototypeOf(e), e.name, e.message]), [
+    [CancellationError.prototype, "CancellationError", "outer"],
+    [TimeoutError.prototype, "TimeoutError", "inner"],
+    [ClosedSendError.prototype, "ClosedSendError", "closed"],
+    [Error.prototype, "CancellationError", "sub"],
+  ]);
 });
 
 Deno.test("a close cause cut short inside its heads is none, found by its own bounds, not by node:v8 failing", () => {

@@ -2,6 +2,7 @@
 // none outlives its scope. Tasks wait on gates or on their signal, never on sleeps.
 import assert from "node:assert/strict";
 import { untilAborted } from "./support.ts";
+import { moduleCopy } from "./fixtures/module_copy.ts";
 import {
   type Block,
   CancellationError,
@@ -12,6 +13,7 @@ import {
   coroutineScope,
   createScope,
   delay,
+  type Job,
   nonCancellable,
   supervisorScope,
   withTimeout,
@@ -863,4 +865,28 @@ Deno.test("scope options are read once: a getter that answered undefined to the 
   }
   assert.deepEqual(uncaught.map((e) => (e as Error).message), ["a child"]);
   assert.deepEqual(reported.reported, []);
+});
+
+Deno.test("a child failing with another copy of kcoro's CancellationError is cancelled, not failed; an error class of the caller's own named so fails the scope", async () => {
+  const copy = await moduleCopy(); // mod.ts again, through another URL: classes of its own
+  const theirs = new copy.CancellationError("from another copy");
+  assert.ok(!(theirs instanceof CancellationError));
+  let job: Job | undefined;
+  const went = await coroutineScope(async (scope) => {
+    job = scope.launch(() => Promise.reject(theirs));
+    await job.join();
+    return "went on";
+  });
+  assert.equal(went, "went on", "the scope was not cancelled by its child's cancellation");
+  assert.equal(job!.isCancelled, true);
+  // By kcoro's brand, not by its class's name (before, any class named CancellationError).
+  const Mine = class CancellationError extends Error {};
+  const mine = new Mine("mine");
+  await assert.rejects(
+    coroutineScope((scope) => {
+      scope.launch(() => Promise.reject(mine));
+      return untilAborted(scope.signal);
+    }),
+    (e) => e === mine,
+  );
 });

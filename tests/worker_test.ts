@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
 import { evalScript, prng, shutdownScheduler, until, within } from "./support.ts";
+import { moduleCopy } from "./fixtures/module_copy.ts";
 import {
   type Chans,
   type Name,
@@ -347,6 +348,34 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied s
     } finally {
       w.terminate();
     }
+  }
+});
+
+Deno.test("another copy of kcoro's module's CancellationError, a cancel's cause, reaches a Worker as a CancellationError", async () => {
+  const copy = await moduleCopy(); // mod.ts again, through another URL: classes of its own
+  using input = new Channel<number>(4);
+  using output = new Channel<number>(1);
+  const w = new Worker(new URL("./fixtures/cause_worker.ts", import.meta.url), { type: "module" });
+  try {
+    const report = message<unknown[]>(w);
+    w.postMessage({ input: input.share(), output: output.share() });
+    await input.send(1);
+    input.cancel(new copy.CancellationError("stop", { cause: new copy.TimeoutError("late") }));
+    const got = await within(report, 20_000, "the Worker's report");
+    const { cause, ...rest } = got.at(-1) as { cause: Error };
+    // The cancel's error itself, class and all (before: a plain Error named so, which the
+    // Worker's channel wrapped in a CancellationError of its own, "Channel was cancelled").
+    assert.deepEqual(rest, {
+      name: "CancellationError",
+      message: "stop",
+      cancellation: true,
+      timeout: false,
+      causeName: "TimeoutError",
+      causeCancellation: true,
+    });
+    assert.equal(cause.message, "late");
+  } finally {
+    w.terminate();
   }
 });
 
