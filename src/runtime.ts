@@ -369,6 +369,40 @@ function schedInfo(lib: Library, op: string, info = new BigUint64Array(7)): BigU
  */
 const checkInfo = new BigUint64Array(7);
 
+/** A `drain` waiting: `drained` is set as the library closes if its scheduler had run dry. */
+interface DrainWait {
+  generation: bigint;
+  drained: boolean;
+}
+
+/** `Runtime.#drainSlices`: a shutdown met meanwhile resolved the drain. */
+const DRAIN_SETTLED = 1;
+
+/** The drains waiting on each library, settled at its close (`drainsOf`). */
+const drainsWaiting = new WeakMap<Library, Set<DrainWait>>();
+
+/**
+ * The drains waiting on `lib`. Its close, while still open, decides each one's outcome by what
+ * its scheduler has left to run then: nothing runnable, running or sleeping (kc_sched_info's
+ * busy count 0, its own scheduler still the one running) resolves it, as a drain that ran dry;
+ * anything else makes it a LibraryClosedError. One close hook per library and open, not one
+ * per drain (a hook stays until the close).
+ */
+function drainsOf(lib: Library): Set<DrainWait> {
+  let drains = drainsWaiting.get(lib);
+  if (drains === undefined) {
+    const set = drains = new Set();
+    drainsWaiting.set(lib, set);
+    lib.beforeClose(() => {
+      drainsWaiting.delete(lib);
+      if (set.size === 0) return;
+      const info = schedInfo(lib, "drain runtime");
+      for (const d of set) d.drained = info[3] === 1n && info[6] === d.generation && info[2] === 0n;
+    });
+  }
+  return drains;
+}
+
 /** Only this module makes a {@linkcode Runtime}. */
 const MAKE: unique symbol = Symbol("kcoro.Runtime");
 
@@ -540,8 +574,10 @@ export class Runtime {
    * count). Waits on a helper thread: the event loop keeps running. Meeting a shutdown of its
    * scheduler (this Runtime's {@linkcode Runtime.shutdown}, or another isolate's), called during
    * it or waiting when it came, it settles with it: resolves after a `"finish"` that ran every
-   * coroutine to its end, rejects with ShutdownError after a `"cancel"`. Rejects with a
-   * LibraryClosedError when the library is closed while it waits (as a channel's wait does).
+   * coroutine to its end, rejects with ShutdownError after a `"cancel"`. When the library is
+   * closed while it waits, it settles by what its scheduler had left to run at the close:
+   * resolves if nothing (as a drain that ran dry), else rejects with a LibraryClosedError (as a
+   * channel's wait does).
    */
   async drain(): Promise<void> {
     const op = "drain runtime";
@@ -560,6 +596,38 @@ export class Runtime {
     // threads until the whole process's scheduler drained (for good if it never did), one per
     // terminated Worker.
     let rc: number;
+    // Settled by the library's close, if it comes first (`drainsOf`).
+    const wait: DrainWait = { generation: this.#generation, drained: false };
+    const drains = drainsOf(this.#lib);
+    drains.add(wait);
+    try {
+      rc = await this.#drainSlices(sym, op);
+    } finally {
+      drains.delete(wait);
+    }
+    if (rc === DRAIN_SETTLED) return;
+    if (!this.#lib.isOpen) {
+      // Closed (closeLibrary) while it waited: resolved if its scheduler had nothing left to
+      // run at the close, else a LibraryClosedError, as a channel's wait that meets the close.
+      // Before, it hung on whether its slice ran dry before the close (on a helper thread):
+      // resolved if so, else rejected, for the same scheduler state.
+      if (wait.drained) return;
+      throw new LibraryClosedError(op);
+    }
+    unwrap(rc, op);
+    // Parked coroutines do not hold up a drain but may still write into their cells.
+    const info = new BigUint64Array(4);
+    sym.kc_sched_info(info, 4);
+    if (info[1] === 0n) unpinAll();
+  }
+
+  /**
+   * `drain`'s slices until one ends it: the last slice's status (0 ran dry, else an error),
+   * also once the library closed (the caller settles that), or DRAIN_SETTLED when a shutdown
+   * met meanwhile settled the drain as resolved (it throws when it settles it as rejected).
+   */
+  async #drainSlices(sym: ReturnType<Library["symbols"]>, op: string): Promise<number> {
+    let rc: number;
     for (;;) {
       rc = await sym.kc_sched_drain_for(DRAIN_SLICE_NS);
       if (!this.#lib.isOpen) break;
@@ -570,12 +638,15 @@ export class Runtime {
       // drain resolved, also after a cancel that abandoned its coroutines.
       if (rc === 0 && sym.kc_sched_ended(this.#generation) === Status.EBUSY) break;
       // Shut down meanwhile by this Runtime's shutdown(): its outcome is the drain's.
-      if (this.#stopping !== undefined) return this.#afterShutdown();
+      if (this.#stopping !== undefined) {
+        await this.#afterShutdown();
+        return DRAIN_SETTLED;
+      }
       // Shut down meanwhile elsewhere (another isolate, C code): its outcome is the drain's
       // too. A finish ran every coroutine to its end or to a park, which is what the drain
       // waits for; a cancel abandoned them. Before, a ShutdownError either way.
       const ended = sym.kc_sched_ended(this.#generation);
-      if (ended === SHUTDOWN_FINISH) return;
+      if (ended === SHUTDOWN_FINISH) return DRAIN_SETTLED;
       if (ended === SHUTDOWN_CANCEL) {
         throw new ShutdownError(
           op,
@@ -587,17 +658,7 @@ export class Runtime {
       // Still running (or draining for a finish): a slice that timed out goes on.
       if (rc !== Status.ETIME) break;
     }
-    // Closed (closeLibrary) while it waited, its slice timed out or the scheduler ended with the
-    // close (the last host's): as a channel's wait that meets the close.
-    if (rc !== 0 && !this.#lib.isOpen) throw new LibraryClosedError(op);
-    unwrap(rc, op);
-    // Ran dry, and the library closed before this went on: its cells stay pinned (nothing of
-    // a closed library is called; the next drain or shutdown of a reopened one lets them go).
-    if (!this.#lib.isOpen) return;
-    // Parked coroutines do not hold up a drain but may still write into their cells.
-    const info = new BigUint64Array(4);
-    sym.kc_sched_info(info, 4);
-    if (info[1] === 0n) unpinAll();
+    return rc;
   }
 
   /**
