@@ -1105,6 +1105,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (s.ended) return;
     s.ended = true;
     s.lib = null; // `flushCounts`: nothing to report to
+    // A later channel may get the handle's value (once its slot is reused): a `Channel.from` of
+    // that one makes an entry of its own, not this ended one.
+    if (shared.get(s.handle) === s) shared.delete(s.handle);
     s.closed = true;
     s.cancelled = true;
     s.causeLooked = true; // kc_chan_cause has nothing any more
@@ -2812,7 +2815,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.cancel();
       this.#disposed = true;
       if (this.#handle === 0) return; // it never had a native channel
-      sym.kc_chan_destroy(this.#handle);
+      // Destroyed already (native code's kc_chan_destroy, seen by a copy of this isolate: its
+      // handle's value may name a later channel by now): nothing to destroy.
+      if (!this._shared.ended) sym.kc_chan_destroy(this.#handle);
       // Its hold is forgotten (the handle is dead: the call says KC_EBADH).
       if (this.#held) sym.kc_chan_unhold(this.#handle);
       this.#collect();

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { CancellationError, Channel, codecs, InvalidHandleError, library, select } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
+import { _sharedEntries } from "../src/channel.ts";
 import { evalScript, until, within } from "./support.ts";
 
 const outcome = (p: Promise<unknown>): Promise<string> =>
@@ -293,7 +294,9 @@ Deno.test("a Channel.from copy whose channel was destroyed elsewhere finds out a
     });
   for (const how of ["waits in JavaScript", "waits natively", "mapped", "select"]) {
     const h = create();
+    const entries = _sharedEntries();
     const copy = open(h);
+    assert.equal(_sharedEntries(), entries + 1);
     const bridge = Bridge.of(library());
     const before = bridge.pending;
     if (how === "mapped") {
@@ -324,6 +327,9 @@ Deno.test("a Channel.from copy whose channel was destroyed elsewhere finds out a
       first = await within(wait!, 10_000, how);
     }
     assert.ok(first instanceof CancellationError, how);
+    // The isolate's entry for the handle is gone: a later channel given the handle's value
+    // (its slot reused) gets an entry of its own through Channel.from, not this ended one.
+    assert.equal(_sharedEntries(), entries, how);
     const causes = await endedAnswers(copy);
     for (const c of causes) assert.equal(c, first, `${how}: one cause`);
     assert.equal(bridge.pending, before, `${how}: nothing left on the ring`);
