@@ -2623,7 +2623,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * A snapshot of the channel's counters: every isolate's operations (and native code's), those
-   * another isolate completed in JavaScript as of the end of its latest turn.
+   * another isolate completed in JavaScript as of the end of its latest turn. A copy whose
+   * creator disposed of the channel has only what this isolate counted and had not reported
+   * when it saw the end (the counters went with the channel): zeros, mostly.
    */
   metrics(): ChannelMetrics {
     const w = new BigUint64Array(13);
