@@ -769,6 +769,42 @@ Deno.test("a Worker's copies of channels the main isolate disposed answer as can
   }
 });
 
+Deno.test("stress: the main isolate disposes of a channel while a Worker's copy is mid-operation: each call answers as on a cancelled channel, none throws InvalidHandleError", async () => {
+  const seeds = Number(Deno.env.get("KCORO_STRESS_SEEDS") ?? 8);
+  const first = Number(Deno.env.get("KCORO_STRESS_SEED") ?? 1);
+  const url = new URL("./fixtures/ended_race_worker.ts", import.meta.url);
+  for (let seed = first; seed < first + seeds; seed++) {
+    const random = prng(seed);
+    const capacity = [0, 1, 4, "unlimited"][Math.floor(random() * 4)] as Capacity;
+    const ch = new Channel<number>(capacity);
+    const w = new Worker(url, { type: "module" });
+    try {
+      const started = message<string>(w);
+      w.postMessage({ ch: ch.share(), seed });
+      assert.equal(await within(started, 20_000, `the Worker (seed ${seed})`), "started");
+      const report = message<{ steps: number; wrong: string[] }>(w);
+      // Not a synchronisation: a seeded moment for the end, between the Worker's operations.
+      const receiving = (async () => {
+        for (let n = Math.floor(random() * 20); n > 0; n--) {
+          if (ch.tryReceive().state === "closed") return;
+          await new Promise((r) => setTimeout(r, 0));
+        }
+      })();
+      await receiving;
+      ch[Symbol.dispose]();
+      const r = await within(report, 30_000, `the Worker's report (seed ${seed})`);
+      assert.deepEqual(
+        r.wrong,
+        [],
+        `seed ${seed} (KCORO_STRESS_SEED=${seed} KCORO_STRESS_SEEDS=1)`,
+      );
+    } finally {
+      w.terminate();
+      ch[Symbol.dispose]();
+    }
+  }
+});
+
 Deno.test("a Worker's same-isolate hand-offs on a shared channel count in the creator's metrics", async () => {
   using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
   assert.equal(await metricsJob("pingpong", ch.share(), 50), "done");
