@@ -164,7 +164,9 @@ export function produce<T>(
     } catch (e) {
       // Sending into a channel its consumer disposed: the consumer cancelled this task.
       if (out._gone && e instanceof InvalidHandleError && signal.aborted) throw signal.reason;
-      if (!isCancellation(e) && !out._gone) {
+      // A block that threw undefined fails with the TypeError the job makes of it, which
+      // `onAbort` closes the channel with: closed with undefined, receivers saw a clean end.
+      if (!isCancellation(e) && !out._gone && e !== undefined) {
         failed = true; // before the failure aborts the signal: close, do not cancel
         out.close(e);
       }

@@ -108,6 +108,36 @@ Deno.test("produce: a failing block closes the channel with its error as cause a
   assert.equal(live, 0);
 });
 
+Deno.test("produce: a block that throws undefined closes the channel with the TypeError its task fails with (it was closed with no cause: receivers saw a clean end)", async () => {
+  const received: number[] = [];
+  let seen: unknown;
+  let failure: unknown;
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      using ch = produce<number>(
+        scope,
+        counted(async (out: Channel<number>) => {
+          await out.send(1);
+          throw undefined;
+        }),
+        { capacity: 4 },
+      );
+      try {
+        for await (const v of ch) received.push(v);
+      } catch (e) {
+        seen = e;
+      }
+    }),
+    (e) => {
+      failure = e;
+      return e instanceof TypeError && /must not be undefined/.test(e.message);
+    },
+  );
+  assert.deepEqual(received, [1]);
+  assert.equal(seen, failure); // the failure itself, as for any other error
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: a child of the task failing closes the channel with that failure itself, as the block's own failure does (Kotlin's ProducerCoroutine.onCancelled)", async () => {
   const boom = new Error("child failed");
   for (const when of ["while the block runs", "after the block returned"]) {
