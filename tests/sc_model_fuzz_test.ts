@@ -1,0 +1,1786 @@
+// Model-based differential fuzz of the structured-concurrency layer (src/job.ts, src/scope.ts,
+// src/time.ts, select's onJoin/onAwait, src/produce.ts, src/actor.ts) through the public API. A
+// reference model of the semantics (shared/DESIGN.md section 5; README "Structured
+// concurrency", "Select from TypeScript" and "Producers, actors and native scopes": Kotlin's
+// job states and flag table, failure up / cancellation down, the first failure wins, supervisors,
+// free-standing scopes, lazy jobs, withTimeout(OrNull), nonCancellable, invokeOnCompletion and
+// the exception handler, produce's close cause, actor's onDone) runs beside random trees of real
+// scopes and tasks. Every block is a script the test drives: it waits on a gate (a promise the
+// test resolves) for its next step (return a value, throw an Error or a CancellationError, join
+// or await a job, select over onJoin/onAwait, run a nested scope, send on its produced channel,
+// receive from its mailbox); from outside the test launches children (eager or lazy, launch or
+// async) into any scope it holds, cancels jobs with or without a cause, starts lazy ones, adds
+// and removes completion handlers (some throw), joins or disposes free-standing scopes, fires
+// the timer of a withTimeout. Half the blocks are cooperative (each wait races the task's
+// signal, as Kotlin's suspension points do), half ignore cancellation and run on.
+//
+// After each step the test settles microtasks in a bounded loop (no sleeps) and compares, for
+// every job: its state and flags, its children (newest first), the cause its completion handlers
+// see, an async's await() (the same error object each time), the live handler count; for every
+// block: where it is and what each wait gave; for every scope call: its outcome; and the
+// completion handlers run, the failures reported (to the CoroutineExceptionHandler in the
+// context, or reportError), the timers armed. Errors the library makes are matched by class and
+// cause, and bound on first sight: from then on the same model error must be the same object.
+//
+// Time is a controlled clock: timers of exactly FAKE_MS (the only length this test asks for) are
+// taken out of setTimeout and fired by the test; other timeouts are 0 or negative (fail at once).
+//
+// Seeded (KCORO_SC_SEED=n or a-b), bounded in steps (KCORO_SC_STEPS, 150) and time per seed
+// (KCORO_SC_MS, 2,000); a failure prints its seed and the steps that led to it.
+//
+// Points the model had to settle where the documentation is silent (kcoro's behaviour taken):
+// - a failure reaching a job that is already cancelling (a cancellation) replaces its cause and
+//   goes on up at once (Kotlin hands it to the parent when the job finishes); the job's signal
+//   keeps the reason it aborted with;
+// - a child launched into a scope that is completing (its block returned, children still run)
+//   is accepted and waited for;
+// - the order in which completion handlers of different jobs run within one step is compared
+//   only as "a job's before its parent's"; the set and the causes are compared exactly.
+import {
+  actor,
+  CancellationError,
+  type Channel,
+  ClosedSendError,
+  CompletableDeferred,
+  CompletionHandlerError,
+  Context,
+  CoroutineExceptionHandler,
+  type CoroutineScope,
+  coroutineScope,
+  createScope,
+  type Deferred,
+  type Job,
+  type JobState,
+  nonCancellable,
+  produce,
+  type Scope,
+  select,
+  supervisorScope,
+  TimeoutError,
+  withTimeout,
+  withTimeoutOrNull,
+} from "../mod.ts";
+import { prng } from "./support.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Errors: those the test makes are known objects; those the library makes are symbols, matched
+// by class and cause and bound to the real object on first sight.
+
+type ErrCls =
+  | "Error"
+  | "CE"
+  | "Timeout"
+  | "CHE"
+  | "TypeError"
+  | "ClosedSend"
+  | "DOMException"
+  | "Aggregate";
+
+class Sym {
+  bound = false;
+  real: unknown = undefined;
+  constructor(
+    readonly cls: ErrCls,
+    readonly label: string,
+    readonly cause?: Sym,
+    known?: { obj: unknown },
+    /** Aggregate: what its `errors` hold. */
+    readonly parts?: Sym[],
+  ) {
+    if (known !== undefined) {
+      this.bound = true;
+      this.real = known.obj;
+    }
+  }
+  get isCancellation(): boolean {
+    return this.cls === "CE" || this.cls === "Timeout";
+  }
+  toString(): string {
+    return `${this.cls}(${this.label}${this.cause ? ` <- ${this.cause}` : ""})`;
+  }
+}
+
+function describeReal(e: unknown): string {
+  if (e instanceof Error) {
+    const c = (e as { cause?: unknown }).cause;
+    return `${e.name}(${e.message}${c !== undefined ? ` <- ${describeReal(c)}` : ""})`;
+  }
+  return String(e);
+}
+
+function classOk(sym: Sym, real: unknown): boolean {
+  return sym.cls === "Timeout"
+    ? real instanceof TimeoutError
+    : sym.cls === "CE"
+    ? real instanceof CancellationError && !(real instanceof TimeoutError)
+    : sym.cls === "CHE"
+    ? real instanceof CompletionHandlerError
+    : sym.cls === "TypeError"
+    ? real instanceof TypeError
+    : sym.cls === "ClosedSend"
+    ? real instanceof ClosedSendError
+    : sym.cls === "DOMException"
+    ? real instanceof DOMException
+    : sym.cls === "Aggregate"
+    ? real instanceof AggregateError && real.errors.length === sym.parts!.length &&
+      sym.parts!.every((p, i) => matchErr(p, real.errors[i]) === null)
+    : real instanceof Error;
+}
+
+/** Null if `real` is what `sym` stands for (binding it on first sight), else why not. */
+function matchErr(sym: Sym | undefined, real: unknown): string | null {
+  if (sym === undefined) {
+    return real === undefined ? null : `expected no error, got ${describeReal(real)}`;
+  }
+  if (sym.bound) {
+    return real === sym.real ? null : `expected ${sym} (bound), got ${describeReal(real)}`;
+  }
+  const ok = classOk(sym, real);
+  if (!ok) return `expected ${sym}, got ${describeReal(real)}`;
+  if (sym.cause !== undefined) {
+    const why = matchErr(sym.cause, (real as { cause?: unknown }).cause);
+    if (why !== null) return `cause of ${sym}: ${why}`;
+  }
+  sym.bound = true;
+  sym.real = real;
+  return null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model.
+
+const NEW = 0, ACTIVE = 1, COMPLETING = 2, CANCELLING = 3, CANCELLED = 4, COMPLETED = 5;
+const STATES: JobState[] = ["new", "active", "completing", "cancelling", "cancelled", "completed"];
+/** Kotlin's flag table: [isActive, isCompleted, isCancelled] per state. */
+const FLAGS: [boolean, boolean, boolean][] = [
+  [false, false, false],
+  [true, false, false],
+  [true, false, false],
+  [false, false, true],
+  [false, true, true],
+  [false, true, false],
+];
+
+type Kind = "launch" | "async" | "root" | "standalone" | "produce" | "actor" | "completable";
+type RootKind =
+  | "coroutineScope"
+  | "supervisorScope"
+  | "withTimeout"
+  | "withTimeoutOrNull"
+  | "nonCancellable";
+
+type Outcome = { ok: true; value: unknown } | { ok: false; err: Sym };
+
+type Wait =
+  | { kind: "join"; target: MJob; signal: boolean }
+  | { kind: "await"; target: MJob; signal: boolean }
+  | {
+    kind: "select";
+    clauses: { job: MJob; await: boolean }[];
+    signal: boolean;
+    won?: { clause: number; candidates: number[] };
+    armed?: boolean; // its completion handlers were added (no clause was ready at once)
+  }
+  | { kind: "scope"; scope: MJob }
+  | { kind: "send"; value: number; err?: Sym }
+  | { kind: "receive" };
+
+interface MHandler {
+  id: number;
+  job: MJob;
+  throws: unknown; // undefined: returns
+  cancels?: MJob; // cancels this job (no cause) when it runs
+  live: boolean;
+}
+
+class MJob {
+  state = NEW;
+  bodyDone = false;
+  value: unknown = undefined;
+  cause: Sym | undefined = undefined;
+  failed = false;
+  handled = false;
+  cancelErr: Sym | undefined = undefined;
+  parent: MJob | null = null;
+  /** Parent at attach time (kept after it finishes, for the handler-order check). */
+  origParent: MJob | null = null;
+  children: MJob[] = [];
+  handlers: MHandler[] = [];
+  /** Handlers of the library's own on this job (a waiting select, join/await with a signal). */
+  internal = 0;
+  /** Nested scopes that follow this job's signal. */
+  followers: MJob[] = [];
+  signalRead = false;
+  abortReason: Sym | undefined = undefined;
+  // the block
+  hasBody: boolean;
+  coop = false;
+  body: "none" | "idle" | "waiting" | "done" = "none";
+  wait: Wait | undefined = undefined;
+  results: string[] = [];
+  // roots
+  rootKind: RootKind | undefined = undefined;
+  owner: MJob | null = null; // the block a nested scope runs in
+  following: MJob | null = null;
+  timer = false; // a fake timer armed
+  timeout: Sym | undefined = undefined;
+  outcome: Outcome | undefined = undefined; // a scope call's, once settled
+  refused = false; // never made a job (timeout <= 0, signal aborted)
+  // free-standing scopes: join() / asyncDispose() calls, resolved once final
+  sjoins = 0;
+  // produce / actor
+  sent: number[] = []; // produce: values sent (unlimited capacity), actor: queued messages
+  received: number[] = []; // actor: messages the handler received
+  closed = false; // actor: close() called
+  closeSet = false; // produce: the channel closed, with closeCause
+  closeCause: Sym | undefined = undefined;
+  drained = false; // produce: the test read the channel out once final
+  doneCalls: (Sym | undefined)[] = []; // actor: onDone causes
+  constructor(
+    readonly id: number,
+    readonly kind: Kind,
+    readonly ceh: number | null, // the root whose CoroutineExceptionHandler the context holds
+    readonly supervisor: boolean,
+  ) {
+    this.hasBody = kind !== "standalone" && kind !== "completable";
+  }
+  get handles(): boolean {
+    return this.kind !== "standalone" && this.kind !== "completable";
+  }
+  get reports(): boolean {
+    return this.kind === "launch" || this.kind === "produce" || this.kind === "actor";
+  }
+  get cancelCompletes(): boolean {
+    return this.kind === "standalone" || this.kind === "completable";
+  }
+  get final(): boolean {
+    return this.state >= CANCELLED;
+  }
+  finalCause(): Sym | undefined {
+    return this.state === COMPLETED ? undefined : this.cause;
+  }
+  toString(): string {
+    return `#${this.id}`;
+  }
+}
+
+interface Event {
+  kind: "handler" | "report" | "onDone" | "undelivered";
+  handler?: number;
+  job?: number;
+  tag?: string; // report: "ceh#root" or "report"
+  err?: Sym;
+  value?: number;
+}
+
+class Model {
+  jobs: MJob[] = [];
+  events: Event[] = [];
+  /** Bodies whose microtask continuation is pending: the model runs them after the step. */
+  dirty = true;
+
+  toCancellation(cause: Sym | undefined): Sym {
+    if (cause === undefined) return new Sym("CE", "Cancelled");
+    if (cause.isCancellation) return cause;
+    return new Sym("CE", "wrap", cause);
+  }
+
+  childCancel(j: MJob): Sym {
+    if (!j.failed) return j.cause!;
+    return j.cancelErr ??= new Sym("CE", `failed ${j}`, j.cause);
+  }
+
+  signalReason(j: MJob): Sym | undefined {
+    j.signalRead = true;
+    if (j.abortReason === undefined && j.state >= CANCELLING && j.state !== COMPLETED) {
+      j.abortReason = this.childCancel(j);
+    }
+    return j.abortReason;
+  }
+
+  /** The CoroutineExceptionHandlers that throw (by root), with what they throw. */
+  cehThrows = new Map<number, Sym>();
+
+  report(ctxRoot: number | null, err: Sym) {
+    this.events.push({ kind: "report", tag: ctxRoot === null ? "report" : `ceh#${ctxRoot}`, err });
+    const thrown = ctxRoot === null ? undefined : this.cehThrows.get(ctxRoot);
+    if (thrown !== undefined) {
+      // reported with what it was handling
+      this.events.push({
+        kind: "report",
+        tag: "report",
+        err: new Sym("Aggregate", "CoroutineExceptionHandler threw", undefined, undefined, [
+          err,
+          thrown,
+        ]),
+      });
+    }
+  }
+
+  start(j: MJob): boolean {
+    if (j.state !== NEW) return false;
+    j.state = ACTIVE;
+    if (j.hasBody) j.body = "idle";
+    // A cooperative block reads its signal at once; produce and actor listen to theirs.
+    if (j.coop || j.kind === "produce" || j.kind === "actor") j.signalRead = true;
+    return true;
+  }
+
+  attach(child: MJob, parent: MJob) {
+    child.origParent = parent;
+    if (parent.state >= CANCELLING) {
+      this.cancelWith(
+        child,
+        parent.state === COMPLETED
+          ? new Sym("CE", "scope already completed")
+          : this.childCancel(parent),
+        false,
+      );
+      return;
+    }
+    child.parent = parent;
+    parent.children.push(child);
+  }
+
+  cancel(j: MJob, cause: Sym | undefined) {
+    if (j.state >= CANCELLING) return;
+    this.cancelWith(j, this.toCancellation(cause), false);
+  }
+
+  cancelWith(j: MJob, cause: Sym, failure: boolean) {
+    if (j.state >= CANCELLED) return;
+    if (j.state === CANCELLING) {
+      if (!failure) return;
+      if (j.failed) {
+        if (cause !== j.cause) this.suppress(j, cause);
+        return;
+      }
+      j.cause = cause;
+      j.failed = true;
+      this.propagate(j, cause);
+      return;
+    }
+    const wasNew = j.state === NEW;
+    j.state = CANCELLING;
+    j.cause = cause;
+    j.failed = failure;
+    if (wasNew || j.cancelCompletes) j.bodyDone = true;
+    if (failure) this.propagate(j, cause);
+    this.cancelDown(j);
+  }
+
+  propagate(j: MJob, cause: Sym) {
+    const p = j.parent;
+    if (p === null || p.supervisor) {
+      j.handled = false;
+      return;
+    }
+    j.handled = p.handles;
+    this.cancelWith(p, cause, true);
+  }
+
+  suppress(j: MJob, later: Sym) {
+    // Kept in the first failure's `suppressed` list: every failure here is an object.
+    const first = j.cause!;
+    const list = suppressed.get(first) ?? suppressed.set(first, []).get(first)!;
+    if (!list.includes(later)) list.push(later);
+  }
+
+  cancelDown(j: MJob) {
+    const ce = this.childCancel(j);
+    if (j.signalRead && j.abortReason === undefined) j.abortReason = ce;
+    this.onAbort(j);
+    for (const c of [...j.children].reverse()) {
+      if (c.state >= CANCELLING) continue;
+      const wasNew = c.state === NEW;
+      c.state = CANCELLING;
+      c.cause = ce;
+      c.failed = false;
+      if (wasNew || c.cancelCompletes) c.bodyDone = true;
+      this.cancelDown(c);
+    }
+    this.tryFinalize(j);
+  }
+
+  /**
+   * What a job's signal aborting does at once: nested scopes following it cancel, an actor's
+   * mailbox is cancelled, a producer's channel closes (with the failure, else the reason).
+   */
+  onAbort(j: MJob) {
+    if (!j.signalRead) return;
+    const reason = j.abortReason!;
+    for (const f of [...j.followers]) this.cancel(f, reason);
+    if (j.kind === "actor" && !j.final) this.actorCancelMailbox(j, reason);
+    if (j.kind === "produce" && !j.closeSet) {
+      j.closeSet = true;
+      j.closeCause = j.failed ? j.cause : reason;
+    }
+    this.dirty = true;
+  }
+
+  actorCancelMailbox(j: MJob, _reason: Sym) {
+    for (const v of j.sent) this.events.push({ kind: "undelivered", job: j.id, value: v });
+    j.sent = [];
+    j.closed = true;
+    (j as MJob & { mailboxCancelled?: boolean }).mailboxCancelled = true;
+  }
+
+  completeBody(j: MJob, value: unknown) {
+    if (j.bodyDone) return;
+    j.bodyDone = true;
+    if (j.hasBody) j.body = "done";
+    if (j.state === ACTIVE) {
+      j.value = value;
+      j.state = COMPLETING;
+    }
+    this.tryFinalize(j);
+  }
+
+  failBody(j: MJob, err: Sym) {
+    if (j.bodyDone) return;
+    // produce closes its channel with the block's failure before the job fails with it
+    if (j.kind === "produce" && !err.isCancellation && !j.closeSet) {
+      j.closeSet = true;
+      j.closeCause = err;
+    }
+    j.bodyDone = true;
+    if (j.hasBody) j.body = "done";
+    if (j.state === NEW) j.state = ACTIVE;
+    this.cancelWith(j, err, !err.isCancellation);
+    this.tryFinalize(j);
+  }
+
+  tryFinalize(j: MJob) {
+    if (!j.bodyDone || j.children.length > 0) return;
+    if (j.state === COMPLETING) this.finalize(j, COMPLETED);
+    else if (j.state === CANCELLING) this.finalize(j, CANCELLED);
+  }
+
+  finalize(j: MJob, state: number) {
+    j.state = state;
+    const cause = j.finalCause();
+    if (j.failed && !j.handled && j.reports) this.report(j.ceh, cause!);
+    // onFinal: a root's timer is cleared, it stops following its owner's signal.
+    j.timer = false;
+    if (j.following !== null) {
+      j.following.followers = j.following.followers.filter((f) => f !== j);
+      j.following = null;
+    }
+    if (j.rootKind !== undefined) {
+      j.outcome = j.state === COMPLETED
+        ? { ok: true, value: j.value }
+        : j.rootKind === "withTimeoutOrNull" && cause === j.timeout
+        ? { ok: true, value: null }
+        : { ok: false, err: cause! };
+    }
+    // Selects waiting on it: the first to finish wins.
+    for (const o of this.jobs) {
+      const w = o.wait;
+      if (o.body !== "waiting" || w?.kind !== "select") continue;
+      const i = w.clauses.findIndex((c) => c.job === j);
+      if (i < 0) continue;
+      if (w.won === undefined) w.won = { clause: i, candidates: [i] };
+      else w.won.candidates.push(i);
+    }
+    const handlers = j.handlers;
+    j.handlers = [];
+    j.internal = 0;
+    for (const h of handlers) {
+      if (!h.live) continue;
+      h.live = false;
+      this.events.push({ kind: "handler", handler: h.id, job: j.id, err: cause });
+      if (h.cancels !== undefined) this.cancel(h.cancels, undefined);
+      if (h.throws !== undefined) {
+        this.report(
+          j.ceh,
+          new Sym("CHE", "handler", new Sym("Error", "thrown", undefined, { obj: h.throws })),
+        );
+      }
+    }
+    // produce: the channel is closed with the job's cause (a failure as it is); actor: onDone.
+    if (j.kind === "produce" && !j.closeSet) {
+      j.closeSet = true;
+      j.closeCause = cause;
+    }
+    if (j.kind === "actor") {
+      if (!(j as MJob & { mailboxCancelled?: boolean }).mailboxCancelled) {
+        this.actorCancelMailbox(j, cause ?? new Sym("CE", "unused"));
+      }
+      j.doneCalls.push(cause);
+      this.events.push({ kind: "onDone", job: j.id, err: cause });
+    }
+    const p = j.parent;
+    if (p !== null) {
+      p.children = p.children.filter((c) => c !== j);
+      j.parent = null;
+      this.tryFinalize(p);
+    }
+    this.dirty = true;
+  }
+
+  /** Runs the continuations the last step made ready, until none is left. */
+  settle() {
+    // Selects are resolved last: every finish of this step is then among the candidates.
+    for (;;) {
+      while (this.dirty) {
+        this.dirty = false;
+        for (const j of this.jobs) this.resume(j, false);
+      }
+      for (const j of this.jobs) this.resume(j, true);
+      if (!this.dirty) return;
+    }
+  }
+
+  resume(j: MJob, selects: boolean) {
+    if (!j.hasBody || j.bodyDone) return;
+    const aborted = j.coop && j.state >= CANCELLING;
+    if (j.body === "idle") {
+      if (aborted) {
+        this.failBody(j, this.signalReason(j)!);
+        this.dirty = true;
+      }
+      return;
+    }
+    if (j.body !== "waiting") return;
+    const w = j.wait!;
+    let res: string | undefined;
+    switch (w.kind) {
+      case "join":
+      case "await": {
+        if (w.signal && aborted) {
+          res = "aborted";
+          break;
+        }
+        if (!w.target.final) return;
+        if (w.kind === "join") res = "joined";
+        else {
+          const c = w.target.finalCause();
+          res = c === undefined ? `value ${w.target.value}` : "err";
+        }
+        break;
+      }
+      case "select": {
+        if (!selects && !(w.signal && aborted)) return;
+        if (w.won === undefined) {
+          if (w.signal && aborted) {
+            res = "aborted";
+            break;
+          }
+          return;
+        }
+        res = "selected";
+        break;
+      }
+      case "scope": {
+        if (w.scope.outcome === undefined) return;
+        res = "scope";
+        break;
+      }
+      case "send":
+        res = "sent"; // unlimited capacity: a send never waits (its outcome: see `command`)
+        break;
+      case "receive": {
+        const mb = j as MJob & { mailboxCancelled?: boolean };
+        if (mb.mailboxCancelled) {
+          res = "aborted";
+          break;
+        }
+        if (j.sent.length > 0) {
+          const v = j.sent.shift()!;
+          j.received.push(v);
+          res = `received ${v}`;
+          break;
+        }
+        if (j.closed) {
+          res = "closed";
+          break;
+        }
+        return;
+      }
+    }
+    // the wait ended: its handlers of the library's own go
+    if ((w.kind === "join" || w.kind === "await") && w.signal && !w.target.final) {
+      w.target.internal--;
+    }
+    if (w.kind === "select" && w.armed) {
+      for (const c of w.clauses) if (!c.job.final) c.job.internal--;
+    }
+    j.wait = undefined;
+    j.body = "idle";
+    this.dirty = true;
+    if (aborted) {
+      this.failBody(j, this.signalReason(j)!);
+      return;
+    }
+    j.results.push(this.describeResult(w, res));
+  }
+
+  describeResult(w: Wait, res: string): string {
+    switch (w.kind) {
+      case "join":
+        return `join ${w.target}: ${res}`;
+      case "await": {
+        const c = w.target.finalCause();
+        return c === undefined
+          ? `await ${w.target}: value ${w.target.value}`
+          : `await ${w.target}: ${errKey(c)}`;
+      }
+      case "select": {
+        // Every clause whose job finished in this step may have won: each with its outcome.
+        const tails = w.won!.candidates.map((i) => {
+          const cl = w.clauses[i];
+          const c = cl.job.finalCause();
+          return `${i}=${
+            cl.await ? c === undefined ? `value ${cl.job.value}` : errKey(c) : "joined"
+          }`;
+        });
+        return `select ${tails.join("|")}`;
+      }
+      case "scope": {
+        const o = w.scope.outcome!;
+        return `scope ${w.scope}: ${o.ok ? `value ${o.value}` : errKey(o.err)}`;
+      }
+      case "send":
+        return w.err === undefined ? `send ${w.value}: ok` : `send ${w.value}: ${errKey(w.err)}`;
+      case "receive":
+        return res;
+    }
+  }
+}
+
+const suppressed = new Map<Sym, Sym[]>();
+/** What the runs did (KCORO_SC_STATS=1 prints it). */
+const stats = new Map<string, number>();
+
+/** Error symbols in results are compared later, through `errKey` (an index into `errs`). */
+let errs: Sym[] = [];
+function errKey(s: Sym): string {
+  let i = errs.indexOf(s);
+  if (i < 0) i = errs.push(s) - 1;
+  return `err@${i}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The controlled clock: setTimeout(fn, FAKE_MS) is the test's to fire.
+
+const FAKE_MS = 987_654;
+const fakeTimers = new Map<number, () => void>();
+let fakeNext = -1;
+const realSetTimeout = globalThis.setTimeout;
+const realClearTimeout = globalThis.clearTimeout;
+
+function installClock(): () => void {
+  // deno-lint-ignore no-explicit-any
+  const g = globalThis as any;
+  g.setTimeout = (fn: () => void, ms?: number, ...args: unknown[]) => {
+    if (ms === FAKE_MS) {
+      const id = fakeNext--;
+      fakeTimers.set(id, fn);
+      return id;
+    }
+    return (realSetTimeout as unknown as (...a: unknown[]) => number)(fn, ms, ...args);
+  };
+  g.clearTimeout = (id?: number) => {
+    if (id !== undefined && fakeTimers.has(id)) fakeTimers.delete(id);
+    else realClearTimeout(id);
+  };
+  return () => {
+    g.setTimeout = realSetTimeout;
+    g.clearTimeout = realClearTimeout;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real side.
+
+type Cmd = (scope: CoroutineScope) =>
+  | { kind: "return"; value: unknown }
+  | { kind: "throw"; err: unknown }
+  | { kind: "wait"; p: Promise<unknown>; what: (v: unknown) => string; errWhat: string };
+
+interface RNode {
+  job?: Job;
+  scope?: CoroutineScope;
+  body: "none" | "idle" | "waiting" | "done";
+  gate?: { resolve: (c: Cmd) => void };
+  results: { text: string; err?: unknown }[];
+  outcome?: { ok: true; value: unknown } | { ok: false; err: unknown };
+  kill: Promise<never>;
+  killNow: (e: unknown) => void;
+  channel?: Channel<number>;
+  actor?: { send(m: number): Promise<void>; trySend(m: number): unknown; close(): boolean };
+  sjoins: { done: boolean; ok?: boolean }[];
+  handlers: Map<number, Disposable>;
+}
+
+function newRNode(): RNode {
+  let killNow!: (e: unknown) => void;
+  const kill = new Promise<never>((_, reject) => killNow = reject);
+  kill.catch(() => {});
+  return { body: "none", results: [], kill, killNow, sjoins: [], handlers: new Map() };
+}
+
+interface RealEvent {
+  kind: "handler" | "report" | "onDone" | "undelivered";
+  handler?: number;
+  job?: number;
+  tag?: string;
+  err?: unknown;
+  value?: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One seed.
+
+interface Knobs {
+  steps: number;
+  ms: number;
+}
+
+class Run {
+  rnd: () => number;
+  m = new Model();
+  r: RNode[] = [];
+  realEvents: RealEvent[] = [];
+  jobIds = new Map<Job, number>();
+  trace: string[] = [];
+  nextHandler = 0;
+  nextValue = 1000;
+  modelHandlers = new Map<number, MHandler>();
+  contexts = new Map<number, Context>();
+  unhandled: unknown[] = [];
+  roots = 0;
+
+  constructor(readonly seed: number, readonly knobs: Knobs) {
+    this.rnd = prng(seed);
+  }
+
+  pick<T>(xs: readonly T[]): T {
+    return xs[Math.floor(this.rnd() * xs.length)];
+  }
+  chance(p: number): boolean {
+    return this.rnd() < p;
+  }
+
+  log(s: string) {
+    this.trace.push(s);
+  }
+
+  fail(why: string): never {
+    const tail = this.trace.slice(-60).join("\n  ");
+    throw new Error(
+      `sc model fuzz: seed ${this.seed}, step ${this.trace.length}: ${why}\n` +
+        `replay: KCORO_SC_SEED=${this.seed} KCORO_SC_STEPS=${this.knobs.steps}\n  ${tail}`,
+    );
+  }
+
+  newJob(kind: Kind, ceh: number | null, supervisor: boolean): [MJob, RNode] {
+    const j = new MJob(this.m.jobs.length, kind, ceh, supervisor);
+    this.m.jobs.push(j);
+    const rn = newRNode();
+    this.r.push(rn);
+    return [j, rn];
+  }
+
+  contextFor(root: number | null): Context {
+    if (root === null) return Context.empty;
+    let c = this.contexts.get(root);
+    if (c === undefined) {
+      const throws = this.chance(0.2) ? new Error(`ceh of #${root} threw`) : undefined;
+      if (throws !== undefined) this.m.cehThrows.set(root, known(throws));
+      c = Context.empty.with(CoroutineExceptionHandler, (e) => {
+        this.realEvents.push({ kind: "report", tag: `ceh#${root}`, err: e });
+        if (throws !== undefined) throw throws;
+      });
+      this.contexts.set(root, c);
+    }
+    return c;
+  }
+
+  /** The block every task and scope runs: steps from the test, through its gate. */
+  block(j: MJob) {
+    const rn = this.r[j.id];
+    return async (scope: CoroutineScope): Promise<unknown> => {
+      rn.scope = scope;
+      rn.job = scope.job;
+      this.jobIds.set(scope.job, j.id);
+      const signal = j.coop ? scope.signal : undefined;
+      try {
+        for (;;) {
+          rn.body = "idle";
+          const cmd = await new Promise<Cmd>((resolve, reject) => {
+            rn.gate = { resolve };
+            rn.kill.catch(reject);
+            if (signal !== undefined) {
+              if (signal.aborted) reject(signal.reason);
+              else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+            }
+          });
+          rn.gate = undefined;
+          const c = cmd(scope);
+          if (c.kind === "return") return c.value;
+          if (c.kind === "throw") throw c.err;
+          rn.body = "waiting";
+          let text: string, err: unknown;
+          try {
+            text = c.what(await Promise.race([c.p, rn.kill]));
+          } catch (e) {
+            text = c.errWhat;
+            err = e;
+          }
+          if (signal?.aborted) throw signal.reason;
+          rn.results.push({ text, err });
+        }
+      } finally {
+        rn.body = "done";
+        rn.gate = undefined;
+      }
+    };
+  }
+
+  // --- actions -----------------------------------------------------------------------------
+
+  scopes(): MJob[] {
+    return this.m.jobs.filter((j) => this.r[j.id].scope !== undefined || j.kind === "standalone");
+  }
+
+  live(): MJob[] {
+    return this.m.jobs.filter((j) => this.r[j.id].job !== undefined);
+  }
+
+  newRoot() {
+    const kinds: (RootKind | "standalone")[] = [
+      "coroutineScope",
+      "supervisorScope",
+      "withTimeout",
+      "withTimeoutOrNull",
+      "nonCancellable",
+      "standalone",
+    ];
+    const kind = this.chance(0.1) ? "completable" : this.pick(kinds);
+    const cehRoot = this.chance(0.7) ? this.m.jobs.length : null;
+    if (kind === "completable") {
+      const [j, rn] = this.newJob("completable", cehRoot, false);
+      this.log(`#${j.id} = new CompletableDeferred(ceh: ${cehRoot !== null})`);
+      j.state = ACTIVE;
+      const d = new CompletableDeferred<unknown>({ context: this.contextFor(cehRoot) });
+      rn.job = d;
+      (rn as RNode & { completable?: CompletableDeferred<unknown> }).completable = d;
+      this.jobIds.set(d, j.id);
+      return;
+    }
+    if (kind === "standalone") {
+      const sup = this.chance(0.5);
+      const [j, rn] = this.newJob("standalone", cehRoot, sup);
+      this.log(`#${j.id} = createScope({ supervisor: ${sup}, ceh: ${cehRoot !== null} })`);
+      this.roots++;
+      j.state = ACTIVE;
+      const signal = this.rootSignal(j);
+      const s = createScope({ supervisor: sup, context: this.contextFor(cehRoot), signal });
+      rn.job = s;
+      rn.scope = s;
+      this.jobIds.set(s, j.id);
+      return;
+    }
+    this.roots++;
+    this.startScope(kind, null, cehRoot);
+  }
+
+  /** A scope call: at the root (owner null) or inside `owner`'s block. */
+  startScope(kind: RootKind, owner: MJob | null, cehRoot: number | null): MJob {
+    const sup = kind === "supervisorScope";
+    const [j, rn] = this.newJob("root", cehRoot, sup);
+    j.rootKind = kind;
+    j.owner = owner;
+    j.coop = this.chance(0.5);
+    const follows = owner !== null && kind !== "nonCancellable" && this.chance(0.8);
+    const ms = kind === "withTimeout" || kind === "withTimeoutOrNull"
+      ? this.pick([FAKE_MS, FAKE_MS, 0, -1])
+      : 0;
+    this.log(
+      `#${j.id} = ${kind}${ms !== 0 ? `(${ms})` : ""} in ${owner ?? "test"}` +
+        ` (${j.coop ? "coop" : "stubborn"}${follows ? ", follows" : ""})`,
+    );
+    // the model
+    const ownerScope = owner !== null ? this.r[owner.id].scope! : undefined;
+    const reason = follows ? this.m.signalReason(owner!) : undefined;
+    const timed = kind === "withTimeout" || kind === "withTimeoutOrNull";
+    if (reason !== undefined) {
+      j.refused = true;
+      j.outcome = { ok: false, err: reason };
+    } else if (timed && ms <= 0) {
+      j.refused = true;
+      j.outcome = kind === "withTimeout"
+        ? { ok: false, err: new Sym("Timeout", `${ms}`) }
+        : { ok: true, value: null };
+    } else {
+      if (timed) {
+        j.timer = true;
+        j.timeout = new Sym("Timeout", `${ms}`);
+      }
+      if (follows) {
+        j.following = owner;
+        owner!.followers.push(j);
+      }
+      this.m.start(j);
+    }
+    // the real one
+    const rootSignal = owner === null && kind !== "nonCancellable" && !j.refused
+      ? this.rootSignal(j)
+      : undefined;
+    const options = {
+      context: owner !== null ? ownerScope!.context : this.contextFor(cehRoot),
+      ...(follows ? { signal: ownerScope!.signal } : {}),
+      ...(rootSignal !== undefined ? { signal: rootSignal } : {}),
+    };
+    const block = this.block(j);
+    const before = new Set(fakeTimers.keys());
+    let p: Promise<unknown>;
+    switch (kind) {
+      case "coroutineScope":
+        p = coroutineScope(block, options);
+        break;
+      case "supervisorScope":
+        p = supervisorScope(block, options);
+        break;
+      case "withTimeout":
+        p = withTimeout(ms, block, options);
+        break;
+      case "withTimeoutOrNull":
+        p = withTimeoutOrNull(ms, block, options);
+        break;
+      case "nonCancellable":
+        p = nonCancellable(block, { context: options.context });
+        break;
+    }
+    const added = [...fakeTimers.keys()].filter((k) => !before.has(k));
+    (rn as RNode & { timers?: number[] }).timers = added;
+    if (!j.refused && rn.body === "none") this.fail(`${j}'s block did not start at once`);
+    p.then((value) => rn.outcome = { ok: true, value }, (err) => rn.outcome = { ok: false, err });
+    this.lastPromise = p;
+    return j;
+  }
+
+  launchChild(parent: MJob) {
+    const kind: Kind = this.pick(["launch", "launch", "async", "async", "produce", "actor"]);
+    const lazy = (kind === "launch" || kind === "async") && this.chance(0.3);
+    const [j, rn] = this.newJob(kind, parent.ceh, false);
+    j.coop = kind === "actor" ? true : this.chance(0.5);
+    this.log(
+      `#${j.id} = ${parent}.${kind}(${lazy ? "lazy, " : ""}${j.coop ? "coop" : "stubborn"})`,
+    );
+    // the model
+    this.m.attach(j, parent);
+    if (!lazy) this.m.start(j);
+    // the real one
+    const scope = this.r[parent.id].scope!;
+    const block = this.block(j);
+    let job: Job;
+    if (kind === "launch") job = scope.launch(block, { lazy });
+    else if (kind === "async") job = scope.async(block, { lazy });
+    else if (kind === "produce") {
+      const ch = produce<number>(scope, (out, task) => {
+        rn.channel = out;
+        return block(task);
+      }, { capacity: "unlimited" });
+      rn.channel ??= ch;
+      job = (ch as unknown as { _job: Job })._job;
+      (rn as RNode & { produced?: Channel<number> }).produced = ch;
+    } else {
+      const a = actor<number>(scope, (mailbox, task) => {
+        (rn as RNode & { mailbox?: Channel<number> }).mailbox = mailbox;
+        return block(task);
+      }, {
+        capacity: "unlimited",
+        onDone: (cause) => this.realEvents.push({ kind: "onDone", job: j.id, err: cause }),
+        onUndeliveredElement: (v) =>
+          this.realEvents.push({ kind: "undelivered", job: j.id, value: v }),
+      });
+      rn.actor = a;
+      job = a.job;
+      if (j.state === ACTIVE && rn.body === "none") this.fail(`${j}'s block did not start at once`);
+    }
+    rn.job = job;
+    this.jobIds.set(job, j.id);
+    if (!lazy && j.state === ACTIVE && rn.body === "none") {
+      this.fail(`${j}'s block did not start at once (UNDISPATCHED)`);
+    }
+  }
+
+  newError(): Error {
+    return new Error(`e${this.nextValue++}`);
+  }
+
+  /** Gives the idle block of `j` its next step. */
+  command(j: MJob) {
+    const rn = this.r[j.id];
+    const m = this.m;
+    const choice = this.rnd();
+    const targets = this.live();
+    if (choice < 0.16) {
+      const v = this.nextValue++;
+      this.log(`${j} returns ${v}`);
+      m.completeBody(j, v);
+      rn.gate!.resolve(() => ({ kind: "return", value: v }));
+      return;
+    }
+    if (choice < 0.26) {
+      const e = this.chance(0.85) ? this.newError() : undefined;
+      this.log(`${j} throws ${e === undefined ? "undefined" : e.message}`);
+      m.failBody(j, e === undefined ? new Sym("TypeError", "undefined thrown") : known(e));
+      rn.gate!.resolve(() => ({ kind: "throw", err: e }));
+      return;
+    }
+    if (choice < 0.31) {
+      const e = new CancellationError(`c${this.nextValue++}`);
+      this.log(`${j} throws ${e.message} (a CancellationError)`);
+      m.failBody(j, known(e, "CE"));
+      rn.gate!.resolve(() => ({ kind: "throw", err: e }));
+      return;
+    }
+    if (choice < 0.45 && targets.length > 0) {
+      const t = this.pickJob(targets);
+      const isAwait = (t.kind === "async" || t.kind === "completable") && this.chance(0.6);
+      const signal = j.coop;
+      this.log(`${j} ${isAwait ? "awaits" : "joins"} ${t}${signal ? " (signal)" : ""}`);
+      j.body = "waiting";
+      j.wait = { kind: isAwait ? "await" : "join", target: t, signal };
+      // join/await start a lazy job; with a signal: an aborted one rejects (join), a final
+      // deferred gives its result (await).
+      if (t.kind === "standalone" && !isAwait) this.standaloneClose(t);
+      m.start(t);
+      if (signal && !t.final) t.internal++;
+      m.dirty = true;
+      const tj = this.r[t.id].job!;
+      rn.gate!.resolve((scope) => ({
+        kind: "wait",
+        p: isAwait
+          ? (tj as Deferred<unknown>).await(signal ? { signal: scope.signal } : undefined)
+          : tj.join(signal ? { signal: scope.signal } : undefined),
+        what: (v) => isAwait ? `await ${t}: value ${v}` : `join ${t}: joined`,
+        errWhat: isAwait ? `await ${t}: err` : `join ${t}: err`,
+      }));
+      return;
+    }
+    if (choice < 0.55 && targets.length > 0) {
+      const n = 1 + Math.floor(this.rnd() * 3);
+      const clauses: { job: MJob; await: boolean }[] = [];
+      for (let i = 0; i < n; i++) {
+        const t = this.pickJob(targets);
+        clauses.push({
+          job: t,
+          await: (t.kind === "async" || t.kind === "completable") && this.chance(0.5),
+        });
+      }
+      const signal = j.coop;
+      this.log(
+        `${j} selects ${
+          clauses.map((c) => `${c.await ? "onAwait" : "onJoin"}(${c.job})`).join(", ")
+        }` +
+          (signal ? " (signal)" : ""),
+      );
+      const w: Wait = { kind: "select", clauses, signal };
+      // Clauses in order: a lazy job is started unless an earlier clause's job is final.
+      for (let i = 0; i < clauses.length; i++) {
+        const c = clauses[i].job;
+        m.start(c);
+        if (c.final) {
+          w.won = { clause: i, candidates: [i] };
+          break;
+        }
+      }
+      if (w.won === undefined) {
+        w.armed = true;
+        for (const c of clauses) c.job.internal++;
+      }
+      j.body = "waiting";
+      j.wait = w;
+      m.dirty = true;
+      const real = clauses.map((c) => this.r[c.job.id].job!);
+      rn.gate!.resolve((scope) => ({
+        kind: "wait",
+        p: select<unknown>((s) => {
+          clauses.forEach((c, i) => {
+            if (c.await) s.onAwait(real[i] as Deferred<unknown>, (v) => ({ i, v }));
+            else s.onJoin(real[i], () => ({ i }));
+          });
+        }, signal ? { signal: scope.signal } : undefined),
+        what: (v) => {
+          const { i, v: val } = v as { i: number; v?: unknown };
+          return `select clause ${i}: ${clauses[i].await ? `value ${val}` : "joined"}`;
+        },
+        errWhat: "select: err",
+      }));
+      return;
+    }
+    if (choice < 0.7 && this.m.jobs.length < 60) {
+      const kind: RootKind = this.pick([
+        "coroutineScope",
+        "supervisorScope",
+        "withTimeout",
+        "withTimeoutOrNull",
+        "nonCancellable",
+      ]);
+      // Made from the test at once (the block's step only awaits it), so that the step is
+      // atomic for the model: the same scope with the block's signal and context.
+      this.log(`${j} runs a nested scope`);
+      const nested = this.startScope(kind, j, j.ceh);
+      const p = this.lastPromise!;
+      j.body = "waiting";
+      j.wait = { kind: "scope", scope: nested };
+      m.dirty = true;
+      rn.gate!.resolve(() => ({
+        kind: "wait",
+        p,
+        what: (v) => `scope ${nested}: value ${v}`,
+        errWhat: `scope ${nested}: err`,
+      }));
+      return;
+    }
+    if (choice < 0.85 && j.kind === "produce") {
+      const v = this.nextValue++;
+      this.log(`${j} sends ${v}`);
+      // While the task runs its sends are bound to its signal: aborted, they reject with it.
+      const reason = m.signalReason(j);
+      if (reason === undefined) j.sent.push(v);
+      j.body = "waiting";
+      j.wait = { kind: "send", value: v, err: reason };
+      m.dirty = true;
+      const ch = rn.channel!;
+      rn.gate!.resolve(() => ({
+        kind: "wait",
+        p: ch.send(v),
+        what: () => `send ${v}: ok`,
+        errWhat: `send ${v}: err`,
+      }));
+      return;
+    }
+    if (choice < 0.95 && j.kind === "actor") {
+      this.log(`${j} receives`);
+      j.body = "waiting";
+      j.wait = { kind: "receive" };
+      m.dirty = true;
+      const mb = (rn as RNode & { mailbox?: Channel<number> }).mailbox!;
+      rn.gate!.resolve(() => ({
+        kind: "wait",
+        p: mb.receiveCatching(),
+        what: (v) => {
+          const r = v as { state: string; value?: number };
+          return r.state === "ok" ? `received ${r.value}` : "closed";
+        },
+        errWhat: "aborted",
+      }));
+      return;
+    }
+    // default: return
+    const v = this.nextValue++;
+    this.log(`${j} returns ${v}`);
+    m.completeBody(j, v);
+    rn.gate!.resolve(() => ({ kind: "return", value: v }));
+  }
+
+  lastPromise: Promise<unknown> | null = null;
+  /** Roots' AbortControllers the test may abort. */
+  controllers = new Map<MJob, AbortController>();
+
+  rootSignal(j: MJob): AbortSignal | undefined {
+    if (!this.chance(0.3)) return undefined;
+    const c = new AbortController();
+    this.controllers.set(j, c);
+    return c.signal;
+  }
+
+  standaloneClose(t: MJob) {
+    // Scope.join() closes the scope: its own part completes.
+    this.m.completeBody(t, undefined);
+  }
+
+  /** A job, four times in five one that is not final when there is one. */
+  pickJob(xs: MJob[]): MJob {
+    const open = xs.filter((j) => !j.final);
+    return open.length > 0 && this.chance(0.8) ? this.pick(open) : this.pick(xs);
+  }
+
+  action() {
+    const m = this.m;
+    const idle = m.jobs.filter((j) => j.body === "idle" && !j.bodyDone);
+    const live = this.live();
+    const openRoots =
+      m.jobs.filter((j) =>
+        j.owner === null && (j.rootKind !== undefined || j.kind === "standalone") && !j.final &&
+        !j.refused
+      ).length;
+    if (openRoots === 0 || (this.chance(0.04) && openRoots < 4)) {
+      this.newRoot();
+      return;
+    }
+    const weights: [string, number][] = [
+      ["launch", 25],
+      ["command", 35],
+      ["cancel", 6],
+      ["start", 4],
+      ["handler", 10],
+      ["dispose", 3],
+      ["fire", 4],
+      ["standalone", 4],
+      ["actor", 6],
+      ["abort", 2],
+      ["complete", 4],
+    ];
+    let w = this.rnd() * weights.reduce((a, [, n]) => a + n, 0);
+    let what = weights[0][0];
+    for (const [k, n] of weights) {
+      if ((w -= n) < 0) {
+        what = k;
+        break;
+      }
+    }
+    if (what === "launch") {
+      const parents = this.scopes();
+      if (parents.length > 0 && m.jobs.length < 60) {
+        this.launchChild(this.pickJob(parents));
+        return;
+      }
+    }
+    if (what === "command" && idle.length > 0) {
+      this.command(this.pick(idle));
+      return;
+    }
+    if (what === "cancel" && live.length > 0) {
+      const t = this.pickJob(live);
+      const c = this.rnd();
+      const cause = c < 0.35
+        ? undefined
+        : c < 0.7
+        ? this.newError()
+        : new CancellationError(`c${this.nextValue++}`);
+      this.log(`cancel ${t}${cause === undefined ? "" : ` (${cause.message})`}`);
+      m.cancel(
+        t,
+        cause === undefined
+          ? undefined
+          : known(cause, cause instanceof CancellationError ? "CE" : "Error"),
+      );
+      m.dirty = true;
+      // the produce channel's cancel is the consumer's; job.cancel is what is tested here
+      this.r[t.id].job!.cancel(cause);
+      return;
+    }
+    if (what === "start" && live.length > 0) {
+      const t = this.pickJob(live);
+      this.log(`start ${t}`);
+      const want = m.start(t);
+      m.dirty = true;
+      const got = this.r[t.id].job!.start();
+      if (got !== want) this.fail(`start ${t} returned ${got}, model ${want}`);
+      return;
+    }
+    if (what === "handler" && live.length > 0) {
+      const t = this.pickJob(live);
+      const throws = this.chance(0.3) ? this.newError() : undefined;
+      const cancels = this.chance(0.2) ? this.pickJob(live) : undefined;
+      const id = this.nextHandler++;
+      this.log(
+        `h${id} = invokeOnCompletion(${t})${throws ? ` throwing ${throws.message}` : ""}` +
+          (cancels ? `, cancelling ${cancels}` : ""),
+      );
+      const h: MHandler = { id, job: t, throws, cancels, live: true };
+      this.modelHandlers.set(id, h);
+      let expectThrow = false;
+      if (t.final) {
+        h.live = false;
+        m.events.push({ kind: "handler", handler: id, job: t.id, err: t.finalCause() });
+        if (cancels !== undefined) m.cancel(cancels, undefined);
+        m.dirty = true;
+        expectThrow = throws !== undefined;
+      } else t.handlers.push(h);
+      let thrown: unknown = undefined;
+      const cancelJob = cancels === undefined ? undefined : this.r[cancels.id].job!;
+      try {
+        const d = this.r[t.id].job!.invokeOnCompletion((cause) => {
+          this.realEvents.push({ kind: "handler", handler: id, job: t.id, err: cause });
+          cancelJob?.cancel();
+          if (throws !== undefined) throw throws;
+        });
+        this.r[t.id].handlers.set(id, d);
+      } catch (e) {
+        thrown = e;
+      }
+      if (expectThrow ? thrown !== throws : thrown !== undefined) {
+        this.fail(`invokeOnCompletion(${t}) threw ${describeReal(thrown)}, model ${expectThrow}`);
+      }
+      return;
+    }
+    if (what === "dispose") {
+      const hs = [...this.modelHandlers.values()].filter((h) => h.live);
+      if (hs.length > 0) {
+        const h = this.pick(hs);
+        this.log(`dispose h${h.id}`);
+        h.live = false;
+        h.job.handlers = h.job.handlers.filter((x) => x !== h);
+        this.r[h.job.id].handlers.get(h.id)![Symbol.dispose]();
+        return;
+      }
+    }
+    if (what === "fire") {
+      const timed = m.jobs.filter((j) => j.timer);
+      if (timed.length > 0) {
+        const t = this.pick(timed);
+        this.log(`fire ${t}'s timer`);
+        t.timer = false;
+        m.cancel(t, t.timeout);
+        m.dirty = true;
+        const ids = (this.r[t.id] as RNode & { timers?: number[] }).timers ?? [];
+        const id = ids.find((k) => fakeTimers.has(k));
+        if (id === undefined) this.fail(`${t} has no timer armed`);
+        const fn = fakeTimers.get(id)!;
+        fakeTimers.delete(id);
+        fn();
+        return;
+      }
+    }
+    if (what === "standalone") {
+      const sc = m.jobs.filter((j) => j.kind === "standalone");
+      if (sc.length > 0) {
+        const t = this.pick(sc);
+        const dispose = this.chance(0.4);
+        this.log(`${dispose ? "dispose" : "join"} ${t}`);
+        const s = this.r[t.id].job as Scope;
+        const rec: { done: boolean; ok?: boolean } = { done: false };
+        this.r[t.id].sjoins.push(rec);
+        t.sjoins++;
+        if (dispose) m.cancel(t, new Sym("CE", "disposed"));
+        else this.standaloneClose(t);
+        m.dirty = true;
+        (dispose ? s[Symbol.asyncDispose]() : s.join()).then(
+          () => rec.ok = true,
+          () => rec.ok = false,
+        ).finally(() => rec.done = true);
+        return;
+      }
+    }
+    if (what === "abort") {
+      const open = [...this.controllers].filter(([, c]) => !c.signal.aborted);
+      if (open.length > 0) {
+        const [t, c] = this.pick(open);
+        const r = this.rnd();
+        const reason = r < 0.3
+          ? undefined
+          : r < 0.65
+          ? this.newError()
+          : new CancellationError(`c${this.nextValue++}`);
+        this.log(`abort ${t}'s signal${reason === undefined ? "" : ` (${reason.message})`}`);
+        // Until it is final the scope follows its signal: cancelled with the reason (wrapped
+        // unless a CancellationError; abort() without one gives a DOMException).
+        if (!t.final) {
+          m.cancel(
+            t,
+            reason === undefined
+              ? new Sym("DOMException", "AbortError")
+              : known(reason, reason instanceof CancellationError ? "CE" : "Error"),
+          );
+        }
+        m.dirty = true;
+        c.abort(reason);
+        return;
+      }
+    }
+    if (what === "complete") {
+      const ds = m.jobs.filter((j) => j.kind === "completable");
+      if (ds.length > 0) {
+        const t = this.pickJob(ds);
+        const d = (this.r[t.id] as RNode & { completable?: CompletableDeferred<unknown> })
+          .completable!;
+        const want = !(t.state === CANCELLING || t.state === CANCELLED) && !t.bodyDone;
+        const r = this.rnd();
+        let got: boolean;
+        if (r < 0.5) {
+          const v = this.nextValue++;
+          this.log(`complete ${t} with ${v}`);
+          if (want) m.completeBody(t, v);
+          got = d.complete(v);
+        } else {
+          const e = r < 0.8
+            ? this.newError()
+            : r < 0.93
+            ? new CancellationError(`c${this.nextValue++}`)
+            : undefined;
+          this.log(`completeExceptionally ${t} with ${e?.message}`);
+          if (want) {
+            m.failBody(
+              t,
+              e === undefined
+                ? new Sym("TypeError", "undefined")
+                : known(e, e instanceof CancellationError ? "CE" : "Error"),
+            );
+          }
+          got = d.completeExceptionally(e);
+        }
+        m.dirty = true;
+        if (got !== want) this.fail(`complete ${t} returned ${got}, model ${want}`);
+        return;
+      }
+    }
+    if (what === "actor") {
+      const actors = m.jobs.filter((j) => j.kind === "actor" && this.r[j.id].actor !== undefined);
+      if (actors.length > 0) {
+        const t = this.pick(actors);
+        const a = this.r[t.id].actor!;
+        if (this.chance(0.25)) {
+          this.log(`close ${t}'s mailbox`);
+          const mb = t as MJob & { mailboxCancelled?: boolean };
+          const want = !t.final && !t.closed && !mb.mailboxCancelled;
+          if (!t.final && !mb.mailboxCancelled) t.closed = true;
+          m.dirty = true;
+          const got = a.close();
+          if (got !== want) this.fail(`close ${t} returned ${got}, model ${want}`);
+          return;
+        }
+        const v = this.nextValue++;
+        this.log(`trySend ${v} to ${t}`);
+        const mb = t as MJob & { mailboxCancelled?: boolean };
+        let want: string;
+        if (t.final) want = t.finalCause() === undefined ? "closed" : "closed+cause";
+        else if (mb.mailboxCancelled || t.closed) want = "closed";
+        else {
+          want = "ok";
+          t.sent.push(v);
+        }
+        m.dirty = true;
+        const got = a.trySend(v) as { state: string; cause?: unknown };
+        const gotS = got.state === "closed" && "cause" in got && got.cause !== undefined
+          ? "closed+cause"
+          : got.state;
+        if (gotS !== want && !(want === "closed" && gotS === "closed+cause" && !t.final)) {
+          this.fail(`trySend to ${t}: ${gotS}, model ${want}`);
+        }
+        return;
+      }
+    }
+    if (idle.length > 0) this.command(this.pick(idle));
+  }
+
+  // --- comparison --------------------------------------------------------------------------
+
+  /** First difference between the model and the real system, or null. */
+  diff(final: boolean): string | null {
+    const m = this.m;
+    for (const j of m.jobs) {
+      const rn = this.r[j.id];
+      if (j.refused) {
+        if (rn.job !== undefined) return `${j}: a job was made; the model refused it`;
+      } else if (rn.job === undefined && j.kind !== "standalone") {
+        if (j.state !== NEW || j.rootKind !== undefined) return `${j}: no job`;
+      }
+      const job = rn.job;
+      if (job !== undefined) {
+        if (job.state !== STATES[j.state]) {
+          return `${j}: state ${job.state}, model ${STATES[j.state]}`;
+        }
+        const [a, c, x] = FLAGS[j.state];
+        if (job.isActive !== a || job.isCompleted !== c || job.isCancelled !== x) {
+          return `${j}: flags ${job.isActive}/${job.isCompleted}/${job.isCancelled} in ${job.state}`;
+        }
+        const kids = job.children.map((k) => this.jobIds.get(k));
+        const want = [...j.children].reverse().map((k) => k.id);
+        if (kids.join() !== want.join()) return `${j}: children [${kids}], model [${want}]`;
+        if (!j.final && final) {
+          const n = (job as unknown as { _handlerCount: number })._handlerCount;
+          const own = j.handlers.filter((h) => h.live).length + j.internal +
+            (j.kind === "produce" || j.kind === "actor" ? 1 : 0);
+          if (n !== own) return `${j}: ${n} completion handlers, model ${own}`;
+        }
+      }
+      if (j.hasBody && !j.refused && rn.body !== j.body) {
+        return `${j}: block ${rn.body}, model ${j.body}`;
+      }
+      if (rn.results.length !== j.results.length) {
+        return `${j}: results [${rn.results.map((r) => r.text)}], model [${j.results}]`;
+      }
+      if (j.rootKind !== undefined && (rn.outcome === undefined) !== (j.outcome === undefined)) {
+        return `${j}: scope ${rn.outcome ? "settled" : "pending"}, model ${
+          j.outcome ? "settled" : "pending"
+        }`;
+      }
+      if (j.kind === "standalone") {
+        const done = rn.sjoins.filter((s) => s.done).length;
+        const want = j.final ? j.sjoins : 0;
+        if (done !== want) return `${j}: ${done} join/dispose settled, model ${want}`;
+      }
+      const timers = ((rn as RNode & { timers?: number[] }).timers ?? []).filter((k) =>
+        fakeTimers.has(k)
+      ).length;
+      if (timers !== (j.timer ? 1 : 0)) return `${j}: ${timers} timers armed, model ${j.timer}`;
+    }
+    if (this.realEvents.length !== m.events.length) {
+      return `events: ${this.realEvents.length}, model ${m.events.length}`;
+    }
+    return null;
+  }
+
+  /** The full comparison once settled: errors, values, events. */
+  async compare(): Promise<void> {
+    const m = this.m;
+    for (const j of m.jobs) {
+      const rn = this.r[j.id];
+      const job = rn.job;
+      if (job !== undefined && j.final) {
+        let got: unknown = "none";
+        job.invokeOnCompletion((c) => got = c);
+        const why = matchErr(j.finalCause(), got);
+        if (why !== null) this.fail(`${j}'s cause: ${why}`);
+        if (j.kind === "async" || j.kind === "completable") {
+          const p = (job as Deferred<unknown>).await();
+          let out: { ok: boolean; v: unknown } | undefined;
+          p.then((v) => out = { ok: true, v }, (v) => out = { ok: false, v });
+          for (let i = 0; i < 5 && out === undefined; i++) await Promise.resolve();
+          if (out === undefined) this.fail(`${j}: await() of a final deferred did not settle`);
+          if (j.finalCause() === undefined) {
+            if (!out.ok || out.v !== j.value) {
+              this.fail(`${j}: await() ${describeReal(out.v)}, model ${j.value}`);
+            }
+          } else {
+            if (out.ok) this.fail(`${j}: await() resolved ${out.v}, model ${j.finalCause()}`);
+            const w = matchErr(j.finalCause(), out.v);
+            if (w !== null) this.fail(`${j}: await(): ${w}`);
+          }
+        }
+      }
+      if (j.kind === "produce" && j.final && !j.drained) {
+        // Closed when the task ended: what was sent stays receivable, then the close cause.
+        j.drained = true;
+        const ch = (rn as RNode & { produced?: Channel<number> }).produced!;
+        const got: number[] = [];
+        for (;;) {
+          const r = ch.tryReceive();
+          if (r.state === "ok") {
+            got.push(r.value);
+            continue;
+          }
+          if (r.state !== "closed") this.fail(`${j}'s channel is ${r.state} after the task ended`);
+          const w = matchErr(j.closeCause, r.cause);
+          if (w !== null) this.fail(`${j}'s channel close cause: ${w}`);
+          break;
+        }
+        if (got.join() !== j.sent.join()) {
+          this.fail(`${j}'s channel held [${got}], model [${j.sent}]`);
+        }
+      }
+      if (j.rootKind !== undefined && j.outcome !== undefined) {
+        const o = rn.outcome!;
+        if (j.outcome.ok) {
+          if (!o.ok || o.value !== j.outcome.value) {
+            this.fail(
+              `${j}: scope gave ${o.ok ? o.value : describeReal(o.err)}, model ${j.outcome.value}`,
+            );
+          }
+        } else {
+          if (o.ok) this.fail(`${j}: scope returned ${o.value}, model ${j.outcome.err}`);
+          const w = matchErr(j.outcome.err, o.err);
+          if (w !== null) this.fail(`${j}: scope's error: ${w}`);
+        }
+      }
+      for (let i = 0; i < j.results.length; i++) {
+        const want = j.results[i];
+        const got = rn.results[i];
+        if (want.startsWith("select ")) {
+          // One of the candidates, with its outcome.
+          const cands = want.slice(7).split("|").map((t) => t.split("="));
+          const gm = /^select clause (\d+): (.*)$/.exec(got.text);
+          const ok = cands.some(([i, tail]) => {
+            const em = /^err@(\d+)$/.exec(tail);
+            if (em !== null) {
+              return got.text === "select: err" && matchErrPeek(errs[Number(em[1])], got.err);
+            }
+            return gm !== null && gm[1] === i && gm[2] === tail;
+          });
+          if (!ok) this.fail(`${j} result ${i}: ${got.text}, model ${want}`);
+          continue;
+        }
+        const mm = /err@(\d+)/.exec(want);
+        if (mm !== null) {
+          const text = want.replace(/: err@\d+$/, ": err");
+          if (got.text !== text) this.fail(`${j} result ${i}: ${got.text}, model ${want}`);
+          const w = matchErr(errs[Number(mm[1])], got.err);
+          if (w !== null) this.fail(`${j} result ${i} (${want}): ${w}`);
+        } else if (got.text !== want) {
+          this.fail(`${j} result ${i}: ${got.text}, model ${want}`);
+        }
+      }
+    }
+    // a failure after the first is kept in the first's `suppressed` list
+    for (const [first, list] of suppressed) {
+      if (!first.bound) continue;
+      const got = (first.real as { suppressed?: unknown[] }).suppressed ?? [];
+      if (got.length !== list.length) {
+        this.fail(`${first}.suppressed: [${got.map(describeReal)}], model [${list.join(", ")}]`);
+      }
+      list.forEach((e, i) => {
+        const w = matchErr(e, got[i]);
+        if (w !== null) this.fail(`${first}.suppressed[${i}]: ${w}`);
+      });
+    }
+    // events: handlers, reports, onDone, undelivered, as multisets; errors matched
+    const wantE = m.events.splice(0);
+    const gotE = this.realEvents.splice(0);
+    const key = (
+      e: { kind: string; handler?: number; job?: number; tag?: string; value?: number },
+    ) => `${e.kind}:${e.handler ?? ""}:${e.job ?? ""}:${e.tag ?? ""}:${e.value ?? ""}`;
+    const pool = [...gotE];
+    for (const e of wantE) {
+      const i = pool.findIndex((g) => key(g) === key(e) && matchErrPeek(e.err, g.err));
+      if (i < 0) {
+        this.fail(
+          `event ${key(e)} ${e.err ?? ""} missing; got ${
+            gotE.map((g) => `${key(g)} ${describeReal(g.err)}`).join(", ")
+          }`,
+        );
+      }
+      const w = matchErr(e.err, pool[i].err);
+      if (w !== null) this.fail(`event ${key(e)}: ${w}`);
+      pool.splice(i, 1);
+    }
+    // a job's completion handlers run before its parent's
+    const pos = new Map<number, number>();
+    gotE.forEach((e, i) => {
+      if (e.kind === "handler" && !pos.has(e.job!)) pos.set(e.job!, i);
+    });
+    for (const [job, i] of pos) {
+      for (let p = m.jobs[job].origParent; p !== null; p = p.origParent) {
+        const pi = pos.get(p.id);
+        if (pi !== undefined && pi < i) this.fail(`${p}'s handler ran before its child ${job}'s`);
+      }
+    }
+  }
+
+  async settle(): Promise<void> {
+    this.m.settle();
+    const deadline = performance.now() + 2_000;
+    for (let round = 0;; round++) {
+      for (let i = 0; i < 30; i++) await Promise.resolve();
+      const why = this.diff(false);
+      if (why === null) break;
+      if (performance.now() > deadline) this.fail(why);
+      await new Promise((r) => realSetTimeout(r, 0));
+    }
+    const why = this.diff(true);
+    if (why !== null) this.fail(why);
+    await this.compare();
+  }
+
+  async run(): Promise<number> {
+    const t0 = performance.now();
+    let steps = 0;
+    for (; steps < this.knobs.steps && performance.now() - t0 < this.knobs.ms; steps++) {
+      this.action();
+      const line = this.trace.at(-1)!.replace(/#\d+|\d+/g, "").replace(/\(.*\)/, "").trim();
+      stats.set(`step ${line}`, (stats.get(`step ${line}`) ?? 0) + 1);
+      await this.settle();
+    }
+    for (const j of this.m.jobs) {
+      const k = `job ${j.rootKind ?? j.kind} ${j.refused ? "refused" : STATES[j.state]}`;
+      stats.set(k, (stats.get(k) ?? 0) + 1);
+      for (const r of j.results) {
+        const rk = `result ${r.split(" ")[0]} ${r.includes("err@") ? "err" : "ok"}`;
+        stats.set(rk, (stats.get(rk) ?? 0) + 1);
+      }
+    }
+    await this.cleanup();
+    return steps;
+  }
+
+  /** Ends every task (kills the blocks, cancels the jobs) and checks that everything settles. */
+  async cleanup(): Promise<void> {
+    this.log("cleanup");
+    const deadline = performance.now() + 5_000;
+    for (;;) {
+      for (const rn of this.r) rn.killNow(new Error("cleanup"));
+      for (const rn of this.r) rn.job?.cancel();
+      for (const rn of this.r) rn.actor?.close();
+      for (let i = 0; i < 30; i++) await Promise.resolve();
+      const pending = this.m.jobs.filter((j) => {
+        const rn = this.r[j.id];
+        if (rn.job !== undefined && !rn.job.isCompleted) {
+          if (j.kind === "standalone") void (rn.job as Scope).join();
+          return true;
+        }
+        return j.rootKind !== undefined && rn.outcome === undefined;
+      });
+      if (pending.length === 0) break;
+      if (performance.now() > deadline) this.fail(`cleanup: ${pending.join(", ")} never finished`);
+      await new Promise((r) => realSetTimeout(r, 0));
+    }
+    for (const rn of this.r) {
+      for (const k of (rn as RNode & { timers?: number[] }).timers ?? []) {
+        if (fakeTimers.has(k)) this.fail(`a timer is still armed after its scope finished`);
+      }
+      (rn as RNode & { produced?: Channel<number> }).produced?.[Symbol.dispose]();
+    }
+  }
+}
+
+function known(e: Error, cls: ErrCls = "Error"): Sym {
+  return new Sym(cls, e.message, undefined, { obj: e });
+}
+
+/** matchErr without binding (to find the event a real one stands for). */
+function matchErrPeek(sym: Sym | undefined, real: unknown): boolean {
+  if (sym === undefined) return real === undefined;
+  if (sym.bound) return sym.real === real;
+  if (!classOk(sym, real)) return false;
+  return sym.cause === undefined || matchErrPeek(sym.cause, (real as { cause?: unknown }).cause);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function seeds(): number[] {
+  const s = Deno.env.get("KCORO_SC_SEED");
+  if (s === undefined) return Array.from({ length: 24 }, (_, i) => i + 1);
+  const m = /^(\d+)-(\d+)$/.exec(s);
+  if (m === null) return [Number(s)];
+  const out = [];
+  for (let i = Number(m[1]); i <= Number(m[2]); i++) out.push(i);
+  return out;
+}
+
+Deno.test("structured concurrency: model-based fuzz (job, scope, time, select, produce, actor)", async () => {
+  const knobs: Knobs = {
+    steps: Number(Deno.env.get("KCORO_SC_STEPS") ?? 150),
+    ms: Number(Deno.env.get("KCORO_SC_MS") ?? 2_000),
+  };
+  const uninstall = installClock();
+  let current: Run | null = null;
+  const onError = (e: ErrorEvent) => {
+    e.preventDefault();
+    current?.realEvents.push({ kind: "report", tag: "report", err: e.error });
+  };
+  const onUnhandled = (e: PromiseRejectionEvent) => {
+    e.preventDefault();
+    current?.unhandled.push(e.reason);
+  };
+  globalThis.addEventListener("error", onError);
+  globalThis.addEventListener("unhandledrejection", onUnhandled);
+  let total = 0;
+  try {
+    for (const seed of seeds()) {
+      errs = [];
+      suppressed.clear();
+      const run = current = new Run(seed, knobs);
+      total += await run.run();
+      // unhandled rejections surface a macrotask later
+      await new Promise((r) => realSetTimeout(r, 0));
+      if (run.unhandled.length > 0) {
+        run.fail(`unhandled rejection: ${run.unhandled.map(describeReal).join(", ")}`);
+      }
+      current = null;
+    }
+  } finally {
+    globalThis.removeEventListener("error", onError);
+    globalThis.removeEventListener("unhandledrejection", onUnhandled);
+    uninstall();
+  }
+  if (Deno.env.get("KCORO_SC_SEED") !== undefined) console.log(`sc model fuzz: ${total} steps`);
+  if (Deno.env.get("KCORO_SC_STATS") !== undefined) {
+    console.log([...stats].sort().map(([k, v]) => `${k}: ${v}`).join("\n"));
+  }
+});
