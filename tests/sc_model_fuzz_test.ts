@@ -190,6 +190,7 @@ interface MHandler {
   job: MJob;
   throws: unknown; // undefined: returns
   cancels?: MJob; // cancels this job (no cause) when it runs
+  starts?: MJob; // starts this job when it runs
   live: boolean;
 }
 
@@ -218,6 +219,13 @@ class MJob {
   body: "none" | "idle" | "waiting" | "done" = "none";
   wait: Wait | undefined = undefined;
   results: string[] = [];
+  /** A cooperative block ended by its signal: the reason it threw. */
+  abortedWith: Sym | undefined = undefined;
+  checkedAbort = false;
+  /** The step in which it started cancelling. */
+  cancelStep = -1;
+  /** A block that returns `value` or throws `err` at once, without awaiting. */
+  instant: { value?: number; err?: Sym; real?: unknown } | undefined = undefined;
   // roots
   rootKind: RootKind | undefined = undefined;
   owner: MJob | null = null; // the block a nested scope runs in
@@ -275,6 +283,8 @@ interface Event {
 
 class Model {
   jobs: MJob[] = [];
+  /** The test's step: a wait that ends in the step that cancels its block races it. */
+  step = 0;
   events: Event[] = [];
   /** Bodies whose microtask continuation is pending: the model runs them after the step. */
   dirty = true;
@@ -323,6 +333,12 @@ class Model {
     if (j.hasBody) j.body = "idle";
     // A cooperative block reads its signal at once; produce and actor listen to theirs.
     if (j.coop || j.kind === "produce" || j.kind === "actor") j.signalRead = true;
+    // A block that returns or throws without awaiting ends inside start().
+    const instant = j.instant;
+    if (instant !== undefined) {
+      if (instant.err !== undefined) this.failBody(j, instant.err);
+      else this.completeBody(j, instant.value);
+    }
     return true;
   }
 
@@ -362,6 +378,7 @@ class Model {
     }
     const wasNew = j.state === NEW;
     j.state = CANCELLING;
+    j.cancelStep = this.step;
     j.cause = cause;
     j.failed = failure;
     if (wasNew || j.cancelCompletes) j.bodyDone = true;
@@ -394,6 +411,7 @@ class Model {
       if (c.state >= CANCELLING) continue;
       const wasNew = c.state === NEW;
       c.state = CANCELLING;
+      c.cancelStep = this.step;
       c.cause = ce;
       c.failed = false;
       if (wasNew || c.cancelCompletes) c.bodyDone = true;
@@ -490,6 +508,7 @@ class Model {
       h.live = false;
       this.events.push({ kind: "handler", handler: h.id, job: j.id, err: cause });
       if (h.cancels !== undefined) this.cancel(h.cancels, undefined);
+      if (h.starts !== undefined) this.start(h.starts);
       if (h.throws !== undefined) {
         this.report(
           j.ceh,
@@ -536,7 +555,7 @@ class Model {
     const aborted = j.coop && j.state >= CANCELLING;
     if (j.body === "idle") {
       if (aborted) {
-        this.failBody(j, this.signalReason(j)!);
+        this.failBody(j, j.abortedWith = this.signalReason(j)!);
         this.dirty = true;
       }
       return;
@@ -605,14 +624,43 @@ class Model {
     if (w.kind === "select" && w.armed) {
       for (const c of w.clauses) if (!c.job.final) c.job.internal--;
     }
+    // A wait that could end by itself in the step that cancelled its block: which the block
+    // sees first (the wait's result, then its signal; or the signal) is the event loop's to
+    // say, so its result may be there or not.
+    const racy = aborted && j.cancelStep === this.step && this.resolvable(j, w);
     j.wait = undefined;
     j.body = "idle";
     this.dirty = true;
     if (aborted) {
-      this.failBody(j, this.signalReason(j)!);
+      if (racy) j.results.push(`?${this.describeResult(w, this.naturally(j, w))}`);
+      this.failBody(j, j.abortedWith = this.signalReason(j)!);
       return;
     }
     j.results.push(this.describeResult(w, res));
+  }
+
+  /** Whether wait `w` of `j` has what it waited for, regardless of `j`'s signal. */
+  resolvable(j: MJob, w: Wait): boolean {
+    switch (w.kind) {
+      case "join":
+      case "await":
+        return w.target.final;
+      case "select":
+        return w.won !== undefined;
+      case "scope":
+        return w.scope.outcome !== undefined;
+      case "send":
+        return true;
+      case "receive":
+        return j.sent.length > 0 || j.closed;
+    }
+  }
+
+  /** What wait `w` gave, had `j`'s signal not aborted (for `describeResult`). */
+  naturally(j: MJob, w: Wait): string {
+    if (w.kind === "join") return "joined";
+    if (w.kind === "receive") return j.sent.length > 0 ? `received ${j.sent[0]}` : "closed";
+    return "selected";
   }
 
   describeResult(w: Wait, res: string): string {
@@ -704,6 +752,7 @@ interface RNode {
   body: "none" | "idle" | "waiting" | "done";
   gate?: { resolve: (c: Cmd) => void };
   results: { text: string; err?: unknown }[];
+  abortedWith?: unknown;
   outcome?: { ok: true; value: unknown } | { ok: false; err: unknown };
   kill: Promise<never>;
   killNow: (e: unknown) => void;
@@ -797,9 +846,30 @@ class Run {
     return c;
   }
 
+  /** An instant block (one in ten): it returns or throws at once. */
+  maybeInstant(j: MJob) {
+    if (!this.chance(0.1)) return;
+    if (this.chance(0.6)) j.instant = { value: this.nextValue++ };
+    else {
+      const e = this.chance(0.8) ? this.newError() : new CancellationError(`c${this.nextValue++}`);
+      j.instant = { err: known(e, e instanceof CancellationError ? "CE" : "Error"), real: e };
+    }
+    j.hasBody = false; // no script: nothing to command
+  }
+
   /** The block every task and scope runs: steps from the test, through its gate. */
   block(j: MJob) {
     const rn = this.r[j.id];
+    const instant = j.instant;
+    if (instant !== undefined) {
+      return (scope: CoroutineScope): unknown => {
+        rn.scope = scope;
+        rn.job = scope.job;
+        this.jobIds.set(scope.job, j.id);
+        if (instant.err !== undefined) throw instant.real;
+        return instant.value;
+      };
+    }
     return async (scope: CoroutineScope): Promise<unknown> => {
       rn.scope = scope;
       rn.job = scope.job;
@@ -809,11 +879,21 @@ class Run {
         for (;;) {
           rn.body = "idle";
           const cmd = await new Promise<Cmd>((resolve, reject) => {
-            rn.gate = { resolve };
+            const gate = {
+              resolve: (c: Cmd) => {
+                if (rn.gate === gate) rn.gate = undefined;
+                resolve(c);
+              },
+            };
+            rn.gate = gate;
             rn.kill.catch(reject);
             if (signal !== undefined) {
-              if (signal.aborted) reject(signal.reason);
-              else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+              const aborted = () => {
+                if (rn.gate === undefined) return; // answered already
+                reject(rn.abortedWith = signal.reason);
+              };
+              if (signal.aborted) aborted();
+              else signal.addEventListener("abort", aborted, { once: true });
             }
           });
           rn.gate = undefined;
@@ -828,7 +908,7 @@ class Run {
             text = c.errWhat;
             err = e;
           }
-          if (signal?.aborted) throw signal.reason;
+          if (signal?.aborted) throw rn.abortedWith = signal.reason;
           rn.results.push({ text, err });
         }
       } finally {
@@ -893,13 +973,15 @@ class Run {
     j.rootKind = kind;
     j.owner = owner;
     j.coop = this.chance(0.5);
+    this.maybeInstant(j);
     const follows = owner !== null && kind !== "nonCancellable" && this.chance(0.8);
     const ms = kind === "withTimeout" || kind === "withTimeoutOrNull"
       ? this.pick([FAKE_MS, FAKE_MS, 0, -1])
       : 0;
     this.log(
       `#${j.id} = ${kind}${ms !== 0 ? `(${ms})` : ""} in ${owner ?? "test"}` +
-        ` (${j.coop ? "coop" : "stubborn"}${follows ? ", follows" : ""})`,
+        ` (${j.coop ? "coop" : "stubborn"}${follows ? ", follows" : ""}` +
+        `${j.instant ? `, instant ${j.instant.err ?? j.instant.value}` : ""})`,
     );
     // the model
     const ownerScope = owner !== null ? this.r[owner.id].scope! : undefined;
@@ -955,7 +1037,7 @@ class Run {
     }
     const added = [...fakeTimers.keys()].filter((k) => !before.has(k));
     (rn as RNode & { timers?: number[] }).timers = added;
-    if (!j.refused && rn.body === "none") this.fail(`${j}'s block did not start at once`);
+    if (!j.refused && rn.scope === undefined) this.fail(`${j}'s block did not start at once`);
     p.then((value) => rn.outcome = { ok: true, value }, (err) => rn.outcome = { ok: false, err });
     this.lastPromise = p;
     return j;
@@ -966,8 +1048,10 @@ class Run {
     const lazy = (kind === "launch" || kind === "async") && this.chance(0.3);
     const [j, rn] = this.newJob(kind, parent.ceh, false);
     j.coop = kind === "actor" ? true : this.chance(0.5);
+    if (kind === "launch" || kind === "async") this.maybeInstant(j);
     this.log(
-      `#${j.id} = ${parent}.${kind}(${lazy ? "lazy, " : ""}${j.coop ? "coop" : "stubborn"})`,
+      `#${j.id} = ${parent}.${kind}(${lazy ? "lazy, " : ""}${j.coop ? "coop" : "stubborn"}` +
+        `${j.instant ? `, instant ${j.instant.err ?? j.instant.value}` : ""})`,
     );
     // the model
     this.m.attach(j, parent);
@@ -1279,27 +1363,32 @@ class Run {
       const t = this.pickJob(live);
       const throws = this.chance(0.3) ? this.newError() : undefined;
       const cancels = this.chance(0.2) ? this.pickJob(live) : undefined;
+      const lazy = live.filter((x) => x.state === NEW);
+      const starts = lazy.length > 0 && this.chance(0.3) ? this.pick(lazy) : undefined;
       const id = this.nextHandler++;
       this.log(
         `h${id} = invokeOnCompletion(${t})${throws ? ` throwing ${throws.message}` : ""}` +
-          (cancels ? `, cancelling ${cancels}` : ""),
+          (cancels ? `, cancelling ${cancels}` : "") + (starts ? `, starting ${starts}` : ""),
       );
-      const h: MHandler = { id, job: t, throws, cancels, live: true };
+      const h: MHandler = { id, job: t, throws, cancels, starts, live: true };
       this.modelHandlers.set(id, h);
       let expectThrow = false;
       if (t.final) {
         h.live = false;
         m.events.push({ kind: "handler", handler: id, job: t.id, err: t.finalCause() });
         if (cancels !== undefined) m.cancel(cancels, undefined);
+        if (starts !== undefined) m.start(starts);
         m.dirty = true;
         expectThrow = throws !== undefined;
       } else t.handlers.push(h);
       let thrown: unknown = undefined;
       const cancelJob = cancels === undefined ? undefined : this.r[cancels.id].job!;
+      const startJob = starts === undefined ? undefined : this.r[starts.id].job!;
       try {
         const d = this.r[t.id].job!.invokeOnCompletion((cause) => {
           this.realEvents.push({ kind: "handler", handler: id, job: t.id, err: cause });
           cancelJob?.cancel();
+          startJob?.start();
           if (throws !== undefined) throw throws;
         });
         this.r[t.id].handlers.set(id, d);
@@ -1494,7 +1583,11 @@ class Run {
       if (j.hasBody && !j.refused && rn.body !== j.body) {
         return `${j}: block ${rn.body}, model ${j.body}`;
       }
-      if (rn.results.length !== j.results.length) {
+      const optional = j.results.at(-1)?.startsWith("?") ? 1 : 0;
+      if (
+        rn.results.length !== j.results.length &&
+        rn.results.length !== j.results.length - optional
+      ) {
         return `${j}: results [${rn.results.map((r) => r.text)}], model [${j.results}]`;
       }
       if (j.rootKind !== undefined && (rn.outcome === undefined) !== (j.outcome === undefined)) {
@@ -1546,6 +1639,11 @@ class Run {
           }
         }
       }
+      if (j.body === "done" && !j.checkedAbort) {
+        j.checkedAbort = true;
+        const w = matchErr(j.abortedWith, rn.abortedWith);
+        if (w !== null) this.fail(`${j}'s block ended by its signal: ${w}`);
+      }
       if (j.kind === "produce" && j.final && !j.drained) {
         // Closed when the task ended: what was sent stays receivable, then the close cause.
         j.drained = true;
@@ -1581,8 +1679,12 @@ class Run {
         }
       }
       for (let i = 0; i < j.results.length; i++) {
-        const want = j.results[i];
+        let want = j.results[i];
         const got = rn.results[i];
+        if (want.startsWith("?")) {
+          if (got === undefined) continue; // the block saw its signal first
+          want = want.slice(1);
+        }
         if (want.startsWith("select ")) {
           // One of the candidates, with its outcome.
           const cands = want.slice(7).split("|").map((t) => t.split("="));
@@ -1640,6 +1742,16 @@ class Run {
       if (w !== null) this.fail(`event ${key(e)}: ${w}`);
       pool.splice(i, 1);
     }
+    // one job's handlers run in the order they were added (Kotlin's list)
+    const lastOf = new Map<number, number>();
+    for (const e of gotE) {
+      if (e.kind !== "handler") continue;
+      const before = lastOf.get(e.job!);
+      if (before !== undefined && before > e.handler!) {
+        this.fail(`#${e.job}'s handler h${e.handler} ran after h${before}, added later`);
+      }
+      lastOf.set(e.job!, e.handler!);
+    }
     // a job's completion handlers run before its parent's
     const pos = new Map<number, number>();
     gotE.forEach((e, i) => {
@@ -1672,6 +1784,7 @@ class Run {
     const t0 = performance.now();
     let steps = 0;
     for (; steps < this.knobs.steps && performance.now() - t0 < this.knobs.ms; steps++) {
+      this.m.step++;
       this.action();
       const line = this.trace.at(-1)!.replace(/#\d+|\d+/g, "").replace(/\(.*\)/, "").trim();
       stats.set(`step ${line}`, (stats.get(`step ${line}`) ?? 0) + 1);
