@@ -48,6 +48,7 @@ import {
   type CoroutineScope,
   coroutineScope,
   createScope,
+  Deadline,
   type Deferred,
   type Job,
   type JobState,
@@ -103,7 +104,7 @@ class Sym {
 function describeReal(e: unknown): string {
   if (e instanceof Error) {
     const c = (e as { cause?: unknown }).cause;
-    return `${e.name}(${e.message}${c !== undefined ? ` <- ${describeReal(c)}` : ""})`;
+    return `${e.name}(${lbl(e)}${c !== undefined ? ` <- ${describeReal(c)}` : ""})`;
   }
   return String(e);
 }
@@ -222,6 +223,8 @@ class MJob {
   /** A cooperative block ended by its signal: the reason it threw. */
   abortedWith: Sym | undefined = undefined;
   checkedAbort = false;
+  /** Its context holds a Deadline (a withTimeout's, inherited; nonCancellable drops it). */
+  deadline = false;
   /** The step in which it started cancelling. */
   cancelStep = -1;
   /** A block that returns `value` or throws `err` at once, without awaiting. */
@@ -397,8 +400,12 @@ class Model {
   }
 
   suppress(j: MJob, later: Sym) {
-    // Kept in the first failure's `suppressed` list: every failure here is an object.
+    // Kept in the first failure's `suppressed` list, or reported when that is no object.
     const first = j.cause!;
+    if (first.bound && (typeof first.real !== "object" || first.real === null)) {
+      this.report(j.ceh, later);
+      return;
+    }
     const list = suppressed.get(first) ?? suppressed.set(first, []).get(first)!;
     if (!list.includes(later)) list.push(later);
   }
@@ -753,6 +760,7 @@ interface RNode {
   gate?: { resolve: (c: Cmd) => void };
   results: { text: string; err?: unknown }[];
   abortedWith?: unknown;
+  deadline?: boolean;
   outcome?: { ok: true; value: unknown } | { ok: false; err: unknown };
   kill: Promise<never>;
   killNow: (e: unknown) => void;
@@ -863,6 +871,7 @@ class Run {
     const instant = j.instant;
     if (instant !== undefined) {
       return (scope: CoroutineScope): unknown => {
+        rn.deadline = scope.context.has(Deadline);
         rn.scope = scope;
         rn.job = scope.job;
         this.jobIds.set(scope.job, j.id);
@@ -871,6 +880,7 @@ class Run {
       };
     }
     return async (scope: CoroutineScope): Promise<unknown> => {
+      rn.deadline = scope.context.has(Deadline);
       rn.scope = scope;
       rn.job = scope.job;
       this.jobIds.set(scope.job, j.id);
@@ -987,6 +997,9 @@ class Run {
     const ownerScope = owner !== null ? this.r[owner.id].scope! : undefined;
     const reason = follows ? this.m.signalReason(owner!) : undefined;
     const timed = kind === "withTimeout" || kind === "withTimeoutOrNull";
+    j.deadline = kind === "nonCancellable"
+      ? false
+      : (timed && ms > 0) || (owner?.deadline ?? false);
     if (reason !== undefined) {
       j.refused = true;
       j.outcome = { ok: false, err: reason };
@@ -1054,6 +1067,7 @@ class Run {
         `${j.instant ? `, instant ${j.instant.err ?? j.instant.value}` : ""})`,
     );
     // the model
+    j.deadline = parent.deadline;
     this.m.attach(j, parent);
     if (!lazy) this.m.start(j);
     // the real one
@@ -1091,8 +1105,11 @@ class Run {
     }
   }
 
+  /** A fresh failure: an Error, one in ten times a string (not an object: nothing to keep a
+   * `suppressed` list on). Typed as an Error for the logs' sake. */
   newError(): Error {
-    return new Error(`e${this.nextValue++}`);
+    const n = this.nextValue++;
+    return (this.chance(0.1) ? `s${n}` : new Error(`e${n}`)) as Error;
   }
 
   /** Gives the idle block of `j` its next step. */
@@ -1110,14 +1127,14 @@ class Run {
     }
     if (choice < 0.26) {
       const e = this.chance(0.85) ? this.newError() : undefined;
-      this.log(`${j} throws ${e === undefined ? "undefined" : e.message}`);
+      this.log(`${j} throws ${e === undefined ? "undefined" : lbl(e)}`);
       m.failBody(j, e === undefined ? new Sym("TypeError", "undefined thrown") : known(e));
       rn.gate!.resolve(() => ({ kind: "throw", err: e }));
       return;
     }
     if (choice < 0.31) {
       const e = new CancellationError(`c${this.nextValue++}`);
-      this.log(`${j} throws ${e.message} (a CancellationError)`);
+      this.log(`${j} throws ${lbl(e)} (a CancellationError)`);
       m.failBody(j, known(e, "CE"));
       rn.gate!.resolve(() => ({ kind: "throw", err: e }));
       return;
@@ -1338,7 +1355,7 @@ class Run {
         : c < 0.7
         ? this.newError()
         : new CancellationError(`c${this.nextValue++}`);
-      this.log(`cancel ${t}${cause === undefined ? "" : ` (${cause.message})`}`);
+      this.log(`cancel ${t}${cause === undefined ? "" : ` (${lbl(cause)})`}`);
       m.cancel(
         t,
         cause === undefined
@@ -1367,7 +1384,7 @@ class Run {
       const starts = lazy.length > 0 && this.chance(0.3) ? this.pick(lazy) : undefined;
       const id = this.nextHandler++;
       this.log(
-        `h${id} = invokeOnCompletion(${t})${throws ? ` throwing ${throws.message}` : ""}` +
+        `h${id} = invokeOnCompletion(${t})${throws ? ` throwing ${lbl(throws)}` : ""}` +
           (cancels ? `, cancelling ${cancels}` : "") + (starts ? `, starting ${starts}` : ""),
       );
       const h: MHandler = { id, job: t, throws, cancels, starts, live: true };
@@ -1458,7 +1475,7 @@ class Run {
           : r < 0.65
           ? this.newError()
           : new CancellationError(`c${this.nextValue++}`);
-        this.log(`abort ${t}'s signal${reason === undefined ? "" : ` (${reason.message})`}`);
+        this.log(`abort ${t}'s signal${reason === undefined ? "" : ` (${lbl(reason)})`}`);
         // Until it is final the scope follows its signal: cancelled with the reason (wrapped
         // unless a CancellationError; abort() without one gives a DOMException).
         if (!t.final) {
@@ -1494,7 +1511,7 @@ class Run {
             : r < 0.93
             ? new CancellationError(`c${this.nextValue++}`)
             : undefined;
-          this.log(`completeExceptionally ${t} with ${e?.message}`);
+          this.log(`completeExceptionally ${t} with ${e === undefined ? undefined : lbl(e)}`);
           if (want) {
             m.failBody(
               t,
@@ -1579,6 +1596,9 @@ class Run {
             (j.kind === "produce" || j.kind === "actor" ? 1 : 0);
           if (n !== own) return `${j}: ${n} completion handlers, model ${own}`;
         }
+      }
+      if (rn.deadline !== undefined && rn.deadline !== j.deadline) {
+        return `${j}: its context ${rn.deadline ? "has" : "has no"} Deadline, model ${j.deadline}`;
       }
       if (j.hasBody && !j.refused && rn.body !== j.body) {
         return `${j}: block ${rn.body}, model ${j.body}`;
@@ -1833,7 +1853,12 @@ class Run {
 }
 
 function known(e: Error, cls: ErrCls = "Error"): Sym {
-  return new Sym(cls, e.message, undefined, { obj: e });
+  return new Sym(cls, lbl(e), undefined, { obj: e });
+}
+
+/** What the trace calls a thrown value. */
+function lbl(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
 
 /** matchErr without binding (to find the event a real one stands for). */
