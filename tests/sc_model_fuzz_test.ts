@@ -1132,6 +1132,20 @@ class Run {
       rn.gate!.resolve(() => ({ kind: "throw", err: e }));
       return;
     }
+    const last = j.results.at(-1);
+    const lastErr = last !== undefined && !last.startsWith("?") && !last.includes("|")
+      ? /err@(\d+)$/.exec(last)
+      : null;
+    if (lastErr !== null && this.chance(0.3)) {
+      // Rethrows what its last wait failed with: an await's failure, a nested scope's error
+      // (an inner withTimeout's TimeoutError cancels this task, as Kotlin's does, silently).
+      const e = errs[Number(lastErr[1])];
+      this.log(`${j} rethrows ${e}`);
+      m.failBody(j, e);
+      const real = rn.results.at(-1)!.err;
+      rn.gate!.resolve(() => ({ kind: "throw", err: real }));
+      return;
+    }
     if (choice < 0.31) {
       const e = new CancellationError(`c${this.nextValue++}`);
       this.log(`${j} throws ${lbl(e)} (a CancellationError)`);
