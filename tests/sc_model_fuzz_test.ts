@@ -6,21 +6,29 @@
 // free-standing scopes, lazy jobs, withTimeout(OrNull), nonCancellable, invokeOnCompletion and
 // the exception handler, produce's close cause, actor's onDone) runs beside random trees of real
 // scopes and tasks. Every block is a script the test drives: it waits on a gate (a promise the
-// test resolves) for its next step (return a value, throw an Error or a CancellationError, join
-// or await a job, select over onJoin/onAwait, run a nested scope, send on its produced channel,
-// receive from its mailbox); from outside the test launches children (eager or lazy, launch or
-// async) into any scope it holds, cancels jobs with or without a cause, starts lazy ones, adds
-// and removes completion handlers (some throw), joins or disposes free-standing scopes, fires
-// the timer of a withTimeout. Half the blocks are cooperative (each wait races the task's
-// signal, as Kotlin's suspension points do), half ignore cancellation and run on.
+// test resolves) for its next step (return a value, throw an Error, a string or a
+// CancellationError, rethrow what its last wait failed with, join or await a job, select over
+// onJoin/onAwait, run a nested scope, send on its produced channel, receive from its mailbox);
+// one block in ten returns or throws at once instead. From outside the test launches children
+// (eager or lazy, launch, async, produce, actor) into any scope it holds, final ones too, cancels
+// jobs with or without a cause, aborts a root's signal, starts lazy jobs, completes a
+// CompletableDeferred, adds and removes completion handlers (some throw, cancel or start a job
+// when they run), joins or disposes free-standing scopes, fires the timer of a withTimeout,
+// sends to and closes an actor's mailbox. Half the blocks are cooperative (each wait races the
+// task's signal, as Kotlin's suspension points do), half ignore cancellation and run on; the
+// exception handlers of some contexts throw.
 //
 // After each step the test settles microtasks in a bounded loop (no sleeps) and compares, for
 // every job: its state and flags, its children (newest first), the cause its completion handlers
-// see, an async's await() (the same error object each time), the live handler count; for every
-// block: where it is and what each wait gave; for every scope call: its outcome; and the
-// completion handlers run, the failures reported (to the CoroutineExceptionHandler in the
-// context, or reportError), the timers armed. Errors the library makes are matched by class and
-// cause, and bound on first sight: from then on the same model error must be the same object.
+// see, an async's await() (the same error object each time), the live handler count, a failure's
+// `suppressed` list; for every block: where it is, what each wait gave, the reason its signal
+// ended it with, whether its context has a Deadline; for every scope call: its outcome; for
+// produce: what its channel holds and its close cause; and the completion handlers run (one
+// job's in the order added, a job's before its parent's), the failures reported (to the
+// CoroutineExceptionHandler in the context, or reportError), actor's onDone and undelivered
+// messages, the timers armed; an eager block must have started inside launch. Errors the library
+// makes are matched by class and cause, and bound on first sight: from then on the same model
+// error must be the same object.
 //
 // Time is a controlled clock: timers of exactly FAKE_MS (the only length this test asks for) are
 // taken out of setTimeout and fired by the test; other timeouts are 0 or negative (fail at once).
@@ -35,7 +43,12 @@
 // - a child launched into a scope that is completing (its block returned, children still run)
 //   is accepted and waited for;
 // - the order in which completion handlers of different jobs run within one step is compared
-//   only as "a job's before its parent's"; the set and the causes are compared exactly.
+//   only as "a job's before its parent's"; the set and the causes are compared exactly;
+// - a wait that could end by itself in the step that cancels its (cooperative) block may give
+//   its result before the block sees its signal, or not: the event loop's order, not a rule;
+// - which clause of a select wins when several of its jobs finish in one step: any of them;
+// - a handler disposed by another handler of the same job while the job completes still runs
+//   (the model never does that: README's "disposing removes the handler" leaves it open).
 import {
   actor,
   CancellationError,
