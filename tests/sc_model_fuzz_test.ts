@@ -33,8 +33,9 @@
 // Time is a controlled clock: timers of exactly FAKE_MS (the only length this test asks for) are
 // taken out of setTimeout and fired by the test; other timeouts are 0 or negative (fail at once).
 //
-// Seeded (KCORO_SC_SEED=n or a-b), bounded in steps (KCORO_SC_STEPS, 150) and time per seed
-// (KCORO_SC_MS, 2,000); a failure prints its seed and the steps that led to it.
+// Seeded (KCORO_SC_SEED=n or a-b), bounded in steps (KCORO_SC_STEPS, 150), jobs (KCORO_SC_JOBS,
+// 60) and time per seed (KCORO_SC_MS, 2,000); a failure prints its seed and the steps that led
+// to it (replay with the same knobs).
 //
 // Points the model had to settle where the documentation is silent (kcoro's behaviour taken):
 // - a failure reaching a job that is already cancelling (a cancellation) replaces its cause and
@@ -805,6 +806,8 @@ interface RealEvent {
 interface Knobs {
   steps: number;
   ms: number;
+  /** At most this many jobs and scopes in one seed. */
+  jobs: number;
 }
 
 class Run {
@@ -840,7 +843,8 @@ class Run {
     const tail = this.trace.slice(-60).join("\n  ");
     throw new Error(
       `sc model fuzz: seed ${this.seed}, step ${this.trace.length}: ${why}\n` +
-        `replay: KCORO_SC_SEED=${this.seed} KCORO_SC_STEPS=${this.knobs.steps}\n  ${tail}`,
+        `replay: KCORO_SC_SEED=${this.seed} KCORO_SC_STEPS=${this.knobs.steps} ` +
+        `KCORO_SC_JOBS=${this.knobs.jobs}\n  ${tail}`,
     );
   }
 
@@ -1241,7 +1245,7 @@ class Run {
       }));
       return;
     }
-    if (choice < 0.7 && this.m.jobs.length < 60) {
+    if (choice < 0.7 && this.m.jobs.length < this.knobs.jobs) {
       const kind: RootKind = this.pick([
         "coroutineScope",
         "supervisorScope",
@@ -1365,7 +1369,7 @@ class Run {
     }
     if (what === "launch") {
       const parents = this.scopes();
-      if (parents.length > 0 && m.jobs.length < 60) {
+      if (parents.length > 0 && m.jobs.length < this.knobs.jobs) {
         this.launchChild(this.pickJob(parents));
         return;
       }
@@ -1912,6 +1916,7 @@ Deno.test("structured concurrency: model-based fuzz (job, scope, time, select, p
   const knobs: Knobs = {
     steps: Number(Deno.env.get("KCORO_SC_STEPS") ?? 150),
     ms: Number(Deno.env.get("KCORO_SC_MS") ?? 2_000),
+    jobs: Number(Deno.env.get("KCORO_SC_JOBS") ?? 60),
   };
   const uninstall = installClock();
   let current: Run | null = null;
