@@ -14,7 +14,7 @@
 // jobs with or without a cause, aborts a root's signal, starts lazy jobs, completes a
 // CompletableDeferred, adds and removes completion handlers (some throw, cancel or start a job
 // when they run), joins or disposes free-standing scopes, fires the timer of a withTimeout,
-// sends to and closes an actor's mailbox. Half the blocks are cooperative (each wait races the
+// sends (send, trySend) to and closes an actor's mailbox. Half the blocks are cooperative (each wait races the
 // task's signal, as Kotlin's suspension points do), half ignore cancellation and run on; the
 // exception handlers of some contexts throw.
 //
@@ -49,7 +49,10 @@
 //   its result before the block sees its signal, or not: the event loop's order, not a rule;
 // - which clause of a select wins when several of its jobs finish in one step: any of them;
 // - a handler disposed by another handler of the same job while the job completes still runs
-//   (the model never does that: README's "disposing removes the handler" leaves it open).
+//   (the model never does that: README's "disposing removes the handler" leaves it open);
+// - an actor whose mailbox was closed and which then fails or is cancelled: its mailbox keeps
+//   the close (no cause), and a send before the actor is final rejects with a fresh
+//   CancellationError ("Channel was cancelled"), the channel's rule for a cancel after a close.
 import {
   actor,
   CancellationError,
@@ -257,6 +260,7 @@ class MJob {
   sent: number[] = []; // produce: values sent (unlimited capacity), actor: queued messages
   received: number[] = []; // actor: messages the handler received
   closed = false; // actor: close() called
+  mailboxCause: Sym | undefined = undefined; // actor: what its mailbox was cancelled with
   closeSet = false; // produce: the channel closed, with closeCause
   closeCause: Sym | undefined = undefined;
   drained = false; // produce: the test read the channel out once final
@@ -457,9 +461,11 @@ class Model {
     this.dirty = true;
   }
 
-  actorCancelMailbox(j: MJob, _reason: Sym) {
+  actorCancelMailbox(j: MJob, reason: Sym | undefined) {
     for (const v of j.sent) this.events.push({ kind: "undelivered", job: j.id, value: v });
     j.sent = [];
+    // A mailbox closed before keeps its close (no cause): a channel's first close wins
+    if (!j.closed) j.mailboxCause = reason;
     j.closed = true;
     (j as MJob & { mailboxCancelled?: boolean }).mailboxCancelled = true;
   }
@@ -544,7 +550,7 @@ class Model {
     }
     if (j.kind === "actor") {
       if (!(j as MJob & { mailboxCancelled?: boolean }).mailboxCancelled) {
-        this.actorCancelMailbox(j, cause ?? new Sym("CE", "unused"));
+        this.actorCancelMailbox(j, cause);
       }
       j.doneCalls.push(cause);
       this.events.push({ kind: "onDone", job: j.id, err: cause });
@@ -789,6 +795,14 @@ function newRNode(): RNode {
   const kill = new Promise<never>((_, reject) => killNow = reject);
   kill.catch(() => {});
   return { body: "none", results: [], kill, killNow, sjoins: [], handlers: new Map() };
+}
+
+type SendWant = { ok: true } | { ok: false; err: Sym };
+interface SendCheck {
+  actor: MJob;
+  value: number;
+  want: SendWant;
+  got?: { ok: true } | { ok: false; e: unknown };
 }
 
 interface RealEvent {
@@ -1312,6 +1326,8 @@ class Run {
   }
 
   lastPromise: Promise<unknown> | null = null;
+  /** Actor sends waiting to be compared. */
+  sendChecks: SendCheck[] = [];
   /** Roots' AbortControllers the test may abort. */
   controllers = new Map<MJob, AbortController>();
 
@@ -1574,22 +1590,38 @@ class Run {
           return;
         }
         const v = this.nextValue++;
-        this.log(`trySend ${v} to ${t}`);
         const mb = t as MJob & { mailboxCancelled?: boolean };
-        let want: string;
-        if (t.final) want = t.finalCause() === undefined ? "closed" : "closed+cause";
-        else if (mb.mailboxCancelled || t.closed) want = "closed";
-        else {
-          want = "ok";
-          t.sent.push(v);
-        }
+        // Refused once the actor finished (the cause: its own), or its mailbox was cancelled
+        // (the cause: the cancellation) or closed (none).
+        const refused = t.final || mb.mailboxCancelled || t.closed;
+        const cause = t.final ? t.finalCause() : mb.mailboxCancelled ? t.mailboxCause : undefined;
         m.dirty = true;
+        if (this.chance(0.3)) {
+          // send: a refused message goes to onUndeliveredElement; the send rejects with a
+          // ClosedSendError (its cause the actor's) once the actor finished, else as the
+          // mailbox's send does: the cancellation itself, or a ClosedSendError
+          this.log(`send ${v} to ${t}`);
+          if (refused) m.events.push({ kind: "undelivered", job: t.id, value: v });
+          else t.sent.push(v);
+          const want: SendWant = !refused
+            ? { ok: true }
+            : !t.final && mb.mailboxCancelled
+            ? { ok: false, err: cause ?? new Sym("CE", "Channel was cancelled") }
+            : { ok: false, err: new Sym("ClosedSend", "closed", t.final ? cause : undefined) };
+          const check: SendCheck = { actor: t, value: v, want };
+          this.sendChecks.push(check);
+          a.send(v).then(() => check.got = { ok: true }, (e) => check.got = { ok: false, e });
+          return;
+        }
+        this.log(`trySend ${v} to ${t}`);
+        if (!refused) t.sent.push(v);
         const got = a.trySend(v) as { state: string; cause?: unknown };
-        const gotS = got.state === "closed" && "cause" in got && got.cause !== undefined
-          ? "closed+cause"
-          : got.state;
-        if (gotS !== want && !(want === "closed" && gotS === "closed+cause" && !t.final)) {
-          this.fail(`trySend to ${t}: ${gotS}, model ${want}`);
+        if (got.state !== (refused ? "closed" : "ok")) {
+          this.fail(`trySend to ${t}: ${got.state}, model ${refused ? "closed" : "ok"}`);
+        }
+        if (refused) {
+          const w = matchErr(cause, got.cause);
+          if (w !== null) this.fail(`trySend to ${t}: cause: ${w}`);
         }
         return;
       }
@@ -1659,6 +1691,7 @@ class Run {
     if (this.realEvents.length !== m.events.length) {
       return `events: ${this.realEvents.length}, model ${m.events.length}`;
     }
+    if (this.sendChecks.some((c) => c.got === undefined)) return "an actor's send is pending";
     return null;
   }
 
@@ -1759,6 +1792,16 @@ class Run {
         } else if (got.text !== want) {
           this.fail(`${j} result ${i}: ${got.text}, model ${want}`);
         }
+      }
+    }
+    for (const c of this.sendChecks.splice(0)) {
+      const what = `send ${c.value} to ${c.actor}`;
+      if (c.want.ok !== c.got!.ok) {
+        this.fail(`${what}: ${c.got!.ok ? "sent" : describeReal((c.got as { e: unknown }).e)}`);
+      }
+      if (!c.want.ok) {
+        const w = matchErr(c.want.err, (c.got as { e: unknown }).e);
+        if (w !== null) this.fail(`${what}: ${w}`);
       }
     }
     // a failure after the first is kept in the first's `suppressed` list
