@@ -14,9 +14,9 @@
 // jobs with or without a cause, aborts a root's signal, starts lazy jobs, completes a
 // CompletableDeferred, adds and removes completion handlers (some throw, cancel or start a job
 // when they run), joins or disposes free-standing scopes, fires the timer of a withTimeout,
-// sends (send, trySend) to and closes an actor's mailbox. Half the blocks are cooperative (each wait races the
-// task's signal, as Kotlin's suspension points do), half ignore cancellation and run on; the
-// exception handlers of some contexts throw.
+// sends to (send, trySend) and closes an actor's mailbox. Half the blocks are cooperative (each
+// wait races the task's signal, as Kotlin's suspension points do), half ignore cancellation and
+// run on; the exception handlers of some contexts throw.
 //
 // After each step the test settles microtasks in a bounded loop (no sleeps) and compares, for
 // every job: its state and flags, its children (newest first), the cause its completion handlers
