@@ -97,7 +97,8 @@ export interface Job {
   cancel(cause?: unknown): void;
   /**
    * Calls `handler` once when the job reaches a final state (at once, synchronously, if it has).
-   * Disposing the result removes the handler. An exception from a handler called later is
+   * Disposing the result removes the handler: one not run yet does not run, also when another
+   * handler of the job disposes it while they run. An exception from a handler called later is
    * reported as a {@linkcode CompletionHandlerError}, never swallowed; one from a handler called
    * at once (the job was final already) is thrown to the caller, as Kotlin's is.
    */
@@ -450,9 +451,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     const node = { h: handler };
     handlers.add(node);
     return {
-      [Symbol.dispose]: () => {
-        if (this.#handlers === handlers) handlers.delete(node);
-      },
+      // Also while the handlers run (another handler of this job disposing this one): a Set's
+      // iteration skips what was deleted before it got there, so a disposed handler never runs.
+      [Symbol.dispose]: () => handlers.delete(node),
     };
   }
 

@@ -266,6 +266,24 @@ Deno.test("invokeOnCompletion: disposing the result removes the handler", async 
   });
 });
 
+Deno.test("invokeOnCompletion: a handler disposed by another handler while the job completes does not run", async () => {
+  await coroutineScope(async (scope) => {
+    const calls: string[] = [];
+    const gate = Promise.withResolvers<void>();
+    const job = scope.launch(() => gate.promise);
+    let second: Disposable | undefined;
+    job.invokeOnCompletion(() => {
+      calls.push("first");
+      second![Symbol.dispose]();
+    });
+    second = job.invokeOnCompletion(() => calls.push("second"));
+    job.invokeOnCompletion(() => calls.push("third"));
+    gate.resolve();
+    await job.join();
+    assert.deepEqual(calls, ["first", "third"]);
+  });
+});
+
 Deno.test("handler exceptions surface as CompletionHandlerError; other handlers still run", async () => {
   const reported: unknown[] = [];
   const context = Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e));
