@@ -48,8 +48,8 @@
 // - a wait that could end by itself in the step that cancels its (cooperative) block may give
 //   its result before the block sees its signal, or not: the event loop's order, not a rule;
 // - which clause of a select wins when several of its jobs finish in one step: any of them;
-// - a handler disposed by another handler of the same job while the job completes still runs
-//   (the model never does that: README's "disposing removes the handler" leaves it open);
+// - a handler disposed by another handler of the same job while the job completes (it does
+//   not run: tests/job_test.ts) is never drawn: the model's handlers do not dispose others;
 // - an actor whose mailbox was closed and which then fails or is cancelled: its mailbox keeps
 //   the close (no cause), and a send before the actor is final rejects with a fresh
 //   CancellationError ("Channel was cancelled"), the channel's rule for a cancel after a close.
