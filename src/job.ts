@@ -370,7 +370,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   join(options?: { signal?: AbortSignal }): Promise<void> {
-    const signal = signalOf("join", options);
+    let signal: AbortSignal | undefined;
+    try {
+      signal = signalOf("join", options);
+    } catch (e) {
+      return Promise.reject(e); // rejects, never throws (as a channel's wait)
+    }
     // A lazy job starts even for a caller already cancelled (Kotlin's joinInternal).
     if (this.#state === NEW) this.start();
     if (signal?.aborted) return Promise.reject(signal.reason);
@@ -380,7 +385,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   await(options?: { signal?: AbortSignal }): Promise<T> {
-    const signal = signalOf("await", options);
+    let signal: AbortSignal | undefined;
+    try {
+      signal = signalOf("await", options);
+    } catch (e) {
+      return Promise.reject(e); // as join's
+    }
     if (this.#state === NEW) this.start();
     // A final deferred gives its result even to a caller already cancelled (Kotlin's
     // awaitInternal returns before it would suspend; join checks its caller there, await not).

@@ -384,6 +384,14 @@ export class NativeScope implements AsyncDisposable {
    * a ShutdownError when the runtime shut down abandoned the children.
    */
   wait(options: NativeWaitOptions = {}): Promise<void> {
+    try {
+      return this.#wait(options);
+    } catch (e) {
+      return Promise.reject(e); // bad options, a destroyed scope: rejects, never throws
+    }
+  }
+
+  #wait(options: NativeWaitOptions): Promise<void> {
     const op = "wait for native scope";
     checkOptions(op, options);
     const { signal, timeout } = options;

@@ -64,15 +64,27 @@ class ProducerChannel<T> extends Channel<T> {
     if (options === undefined) return super.send(value, bound);
     // The caller's own signal counts too; anything malformed is super.send's to reject.
     if (typeof options !== "object" || options === null) return super.send(value, options);
-    const own = options.signal;
-    if (own === undefined) return super.send(value, { ...options, signal: bound.signal });
-    if (!(own instanceof AbortSignal)) return super.send(value, options);
-    // One combined signal per caller signal, not one per send: a dependent signal made in a
-    // loop stays alive until the macrotask ends (V8 keeps WeakRef targets for the job), and a
-    // producer and its consumer passing values in microtasks never end it.
-    let both = bound.combined.get(own);
-    if (both === undefined) bound.combined.set(own, both = AbortSignal.any([bound.signal, own]));
-    return super.send(value, { ...options, signal: both });
+    let merged: WaitOptions;
+    // The caller's getters and proxy traps run here (reading `signal`, copying the options): what
+    // they throw rejects, as in super.send.
+    try {
+      const own = options.signal;
+      if (own === undefined) merged = { ...options, signal: bound.signal };
+      else if (!(own instanceof AbortSignal)) return super.send(value, options);
+      else {
+        // One combined signal per caller signal, not one per send: a dependent signal made in
+        // a loop stays alive until the macrotask ends (V8 keeps WeakRef targets for the job),
+        // and a producer and its consumer passing values in microtasks never end it.
+        let both = bound.combined.get(own);
+        if (both === undefined) {
+          bound.combined.set(own, both = AbortSignal.any([bound.signal, own]));
+        }
+        merged = { ...options, signal: both };
+      }
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return super.send(value, merged);
   }
 
   override cancel(cause?: unknown): void {

@@ -277,10 +277,6 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
 }
 
 /**
- * Makes a root scope running `block` (not yet started), following `options.signal`. Returns the
- * CancellationError instead when the signal has already aborted. Internal (time.ts uses it).
- */
-/**
  * @ignore `rootScope`'s checks without making a scope: throws for bad arguments, answers the
  * CancellationError of an aborted signal, else null.
  */
@@ -294,6 +290,11 @@ export function checkRoot<T>(
   return signal?.aborted ? toCancellation(signal.reason) : null;
 }
 
+/**
+ * @ignore Makes a root scope running `block` (not yet started), following `options.signal`.
+ * Returns the CancellationError instead when the signal has already aborted; throws for bad
+ * arguments (its callers turn that into a rejection). Internal (time.ts uses it).
+ */
 export function rootScope<T>(
   op: string,
   block: Block<T>,
@@ -310,7 +311,22 @@ export function rootScope<T>(
   return scope;
 }
 
-function run<T>(scope: Coroutine<T> | CancellationError): Promise<T> {
+/**
+ * Makes the root scope (`rootScope`'s arguments) and runs it. A bad argument rejects, as every
+ * function that returns a Promise does here: never a synchronous throw.
+ */
+function run<T>(
+  op: string,
+  block: Block<T>,
+  options: ScopeOptions | undefined,
+  supervisor: boolean,
+): Promise<T> {
+  let scope: Coroutine<T> | CancellationError;
+  try {
+    scope = rootScope(op, block, options, supervisor);
+  } catch (e) {
+    return Promise.reject(e);
+  }
   if (scope instanceof CancellationError) return Promise.reject(scope);
   scope.start();
   return scope.await();
@@ -344,7 +360,7 @@ function run<T>(scope: Coroutine<T> | CancellationError): Promise<T> {
  * ```
  */
 export function coroutineScope<T>(block: Block<T>, options?: ScopeOptions): Promise<T> {
-  return run(rootScope("run coroutineScope", block, options, false));
+  return run("run coroutineScope", block, options, false);
 }
 
 /**
@@ -367,7 +383,7 @@ export function coroutineScope<T>(block: Block<T>, options?: ScopeOptions): Prom
  * ```
  */
 export function supervisorScope<T>(block: Block<T>, options?: ScopeOptions): Promise<T> {
-  return run(rootScope("run supervisorScope", block, options, true));
+  return run("run supervisorScope", block, options, true);
 }
 
 /**
@@ -402,19 +418,27 @@ export function supervisorScope<T>(block: Block<T>, options?: ScopeOptions): Pro
 export function nonCancellable<T>(block: Block<T>, options?: { context?: Context }): Promise<T> {
   const op = "run nonCancellable";
   let context: Context | undefined;
-  if (options !== undefined) {
-    checkObject(op, options);
-    context = options.context; // read once (checkScopeOptions says why)
-    checkContext(op, context);
+  try {
+    if (options !== undefined) {
+      checkObject(op, options);
+      context = options.context; // read once (checkScopeOptions says why)
+      checkContext(op, context);
+    }
+  } catch (e) {
+    return Promise.reject(e); // as `run`'s own checks
   }
   // A timeout is the cancellation of the scopes it covers, not a property of the context: the
   // section must not inherit the (maybe expired) Deadline of a withTimeout around the task.
-  return run(rootScope(op, block, { context: context?.without(Deadline) }, false));
+  return run(op, block, { context: context?.without(Deadline) }, false);
 }
 
 class StandaloneScope extends Coroutine<void> implements Scope {
   override join(options?: { signal?: AbortSignal }): Promise<void> {
-    signalOf("join", options); // bad options change nothing (before, the scope closed first)
+    try {
+      signalOf("join", options); // bad options change nothing (before, the scope closed first)
+    } catch (e) {
+      return Promise.reject(e);
+    }
     this.close();
     return super.join(options);
   }

@@ -90,8 +90,13 @@ export function checkMs(op: string, ms: unknown, name = "ms"): asserts ms is num
  */
 export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<void> {
   const op = "delay";
-  checkMs(op, ms);
-  const signal = signalOf(op, options);
+  let signal: AbortSignal | undefined;
+  try {
+    checkMs(op, ms);
+    signal = signalOf(op, options);
+  } catch (e) {
+    return Promise.reject(e); // a function that returns a Promise rejects, never throws
+  }
   if (signal?.aborted) return Promise.reject(signal.reason);
   if (ms <= 0) return Promise.resolve();
   if (signal === undefined) return new Promise((resolve) => timer(ms, resolve));
@@ -146,17 +151,20 @@ function timedOut(ms: number): TimeoutError {
  */
 export function withTimeout<T>(ms: number, block: Block<T>, options?: ScopeOptions): Promise<T> {
   const op = "run withTimeout";
-  checkMs(op, ms);
-  if (ms <= 0) {
-    // No scope at all: one never started would keep its listener on the caller's signal.
-    return Promise.reject(
-      checkRoot(op, block, withDeadline(op, options, ms).options) ?? timedOut(ms),
-    );
+  let timed: ReturnType<typeof withDeadline>;
+  let scope: Coroutine<T> | Error;
+  try {
+    checkMs(op, ms);
+    // No scope at all for 0 or less: one never started would keep its listener on the
+    // caller's signal.
+    if (ms <= 0) {
+      scope = checkRoot(op, block, withDeadline(op, options, ms).options) ?? timedOut(ms);
+    } else scope = rootScope(op, block, (timed = withDeadline(op, options, ms)).options, false);
+  } catch (e) {
+    return Promise.reject(e); // bad arguments reject, as every wait's do
   }
-  const timed = withDeadline(op, options, ms);
-  const scope = rootScope(op, block, timed.options, false);
   if (scope instanceof Error) return Promise.reject(scope);
-  return runTimed(scope, ms, timedOut(ms), timed.timeout);
+  return runTimed(scope, ms, timedOut(ms), timed!.timeout);
 }
 
 /**
@@ -178,17 +186,20 @@ export function withTimeoutOrNull<T>(
   options?: ScopeOptions,
 ): Promise<T | null> {
   const op = "run withTimeoutOrNull";
-  checkMs(op, ms);
-  if (ms <= 0) {
-    // As withTimeout: no scope at all.
-    const refused = checkRoot(op, block, withDeadline(op, options, ms).options);
-    return refused === null ? Promise.resolve(null) : Promise.reject(refused);
+  let timed: ReturnType<typeof withDeadline>;
+  let scope: Coroutine<T> | Error | null;
+  try {
+    checkMs(op, ms);
+    // As withTimeout: no scope at all for 0 or less.
+    if (ms <= 0) scope = checkRoot(op, block, withDeadline(op, options, ms).options);
+    else scope = rootScope(op, block, (timed = withDeadline(op, options, ms)).options, false);
+  } catch (e) {
+    return Promise.reject(e); // bad arguments reject, as every wait's do
   }
-  const timed = withDeadline(op, options, ms);
-  const scope = rootScope(op, block, timed.options, false);
+  if (scope === null) return Promise.resolve(null);
   if (scope instanceof Error) return Promise.reject(scope);
   const timeout = timedOut(ms);
-  return runTimed(scope, ms, timeout, timed.timeout).catch((e) => {
+  return runTimed(scope, ms, timeout, timed!.timeout).catch((e) => {
     if (e === timeout) return null;
     throw e;
   });

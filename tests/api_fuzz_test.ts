@@ -7,10 +7,11 @@
 // proxies, frozen objects, detached, resizable and shared buffers, look-alikes of kcoro's
 // objects, forged and stale share() objects and handles; then again after a runtime shutdown
 // and after closeLibrary(). Every thrown or rejected error must be an Error with a message (an
-// argument check's RangeError or TypeError worded "Cannot <op>: <reason>, received <x>"),
-// every promise must settle once the run ends its channels and scopes, no coroutine may be left
-// live, and after each call two control channels the fuzzer never hands out must still carry
-// exactly what they are given. Left out: what FFI cannot check (a NativeFunction's pointer, the
+// argument check's RangeError or TypeError worded "Cannot <op>: <reason>, received <x>"), a
+// function or method that returns a Promise must reject instead of throwing, every promise must
+// settle once the run ends its channels and scopes, no coroutine may be left live, and after
+// each call two control channels the fuzzer never hands out must still carry exactly what they
+// are given. Left out: what FFI cannot check (a NativeFunction's pointer, the
 // raw symbols, the codecs' encode and decode of native slots; see README), the @ignore
 // constructors of Runtime and Library, and methods called on a receiver of another class.
 import assert from "node:assert/strict";
@@ -953,6 +954,30 @@ async function child(): Promise<void> {
     ["Library.close", () => rnd() < 0.2 ? libs.pop()?.close() : undefined, g(0)],
   ];
 
+  // Calls of a function or method that returns a Promise: they reject, never throw (bad
+  // arguments and the caller's own throwing getters included), so `.catch()` and `await` see
+  // every failure. Ops whose own code calls something synchronous first are not listed.
+  const promised = new Set([
+    "channel.send",
+    "channel.receive",
+    "channel.receiveCatching",
+    "channel iterate",
+    "channel asyncDispose",
+    "select",
+    "select(garbage)",
+    "nativeScope.wait",
+    "scope.join",
+    "coroutineScope",
+    "supervisorScope",
+    "nonCancellable",
+    "withTimeout",
+    "withTimeoutOrNull",
+    "delay",
+    "delay(options)",
+    "deferred.await",
+    "deferred.join",
+  ]);
+  for (const name of promised) assert.ok(ops.some((o) => o[0] === name), name);
   const deadline = performance.now() + ms;
   let calls = 0, threw = 0;
   const step = async (phase: string, opsHere: Op[]) => {
@@ -967,6 +992,9 @@ async function child(): Promise<void> {
       threw++;
       const c = complaint(e);
       if (c !== null) fail(what, c + (e instanceof Error ? `\n${e.stack}` : ""));
+      else if (promised.has(name)) {
+        fail(what, `threw synchronously (it returns a Promise: it must reject): ${show(e)}`);
+      }
     }
     if (calls % 32 === 0) await new Promise((r) => setTimeout(r, 0));
   };

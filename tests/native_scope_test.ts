@@ -191,15 +191,17 @@ Deno.test("NativeScope.wait: a timeout and an aborted signal reject, the childre
   await scope[Symbol.asyncDispose](); // cancels, waits, destroys
   assert.equal(status(sleeper), Status.EINTR);
   assert.throws(() => scope.live, InvalidHandleError);
-  // Not a number: a TypeError (it was a RangeError); NaN: a RangeError, as delay's.
-  assert.throws(() => scope.wait({ timeout: "1" as never }), {
+  // Not a number: a TypeError (it was a RangeError); NaN: a RangeError, as delay's. Rejected,
+  // never thrown: wait returns a Promise.
+  await assert.rejects(scope.wait({ timeout: "1" as never }), {
     name: "TypeError",
     message: 'Cannot wait for native scope: timeout must be a number of milliseconds, received "1"',
   });
-  assert.throws(() => scope.wait({ timeout: NaN }), {
+  await assert.rejects(scope.wait({ timeout: NaN }), {
     name: "RangeError",
     message: "Cannot wait for native scope: timeout must be a number of milliseconds, received NaN",
   });
+  await assert.rejects(scope.wait(), InvalidHandleError); // disposed: rejected too
   assert.throws(() => NativeScope.create({ parent: {} as never }), TypeError);
   // One that inherits from NativeScope.prototype but is none: before, the engine's "Receiver
   // must be an instance of class NativeScope".

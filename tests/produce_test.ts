@@ -334,6 +334,39 @@ Deno.test("produce: a send with a signal of its own is woken by either signal", 
   assert.equal(live, 0);
 });
 
+Deno.test("produce: the producer's send rejects, never throws, when the caller's options throw (a getter, a proxy trap)", async () => {
+  // Its send returns a Promise: what the caller's own options throw is a rejection, as a
+  // Channel's send rejects. Before, the producer's send read `options.signal` and copied the
+  // options outside any try, and threw at the call.
+  const mine = new Error("the caller's getter");
+  const getter = Object.defineProperty({}, "signal", {
+    get: () => {
+      throw mine;
+    },
+  });
+  const trap = new Proxy({ signal: undefined }, {
+    ownKeys: () => {
+      throw mine;
+    },
+  });
+  const outcomes: unknown[] = [];
+  await coroutineScope(async (scope) => {
+    using ch = produce<number>(scope, async (out) => {
+      for (const options of [getter, trap]) {
+        let p: Promise<void> | undefined;
+        try {
+          p = out.send(1, options as never);
+        } catch (e) {
+          outcomes.push(["threw", e]);
+        }
+        if (p !== undefined) await p.catch((e) => outcomes.push(["rejected", e]));
+      }
+    });
+    for await (const _ of ch) assert.fail("nothing is sent");
+  });
+  assert.deepEqual(outcomes, [["rejected", mine], ["rejected", mine]]);
+});
+
 Deno.test("produce: sends given one signal of their own share one combined signal", async () => {
   // A combined signal per send (AbortSignal.any) stays alive until the macrotask ends, and a
   // producer and consumer trading values in microtasks never end it: ~0.7 KB held per send.

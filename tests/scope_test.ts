@@ -684,21 +684,27 @@ Deno.test("no task outlives its scope: random trees with failures and cancellati
   }
 });
 
-Deno.test("bad arguments to scope functions are TypeErrors naming what was received", () => {
-  assert.throws(() => coroutineScope(42 as never), {
+Deno.test("bad arguments to scope functions are TypeErrors naming what was received (rejected, never thrown)", async () => {
+  // coroutineScope, supervisorScope and nonCancellable return a Promise: they reject.
+  await assert.rejects(coroutineScope(42 as never), {
     name: "TypeError",
     message: "Cannot run coroutineScope: block must be a function, received 42",
   });
-  assert.throws(
-    () => supervisorScope(() => {}, "x" as never),
+  await assert.rejects(
+    supervisorScope(() => {}, "x" as never),
     /options must be an object, received "x"/,
   );
-  assert.throws(
-    () => coroutineScope(() => {}, { signal: {} as never }),
+  await assert.rejects(
+    coroutineScope(() => {}, { signal: {} as never }),
     /signal must be an AbortSignal, received \[object Object\]/,
   );
+  // createScope returns a Scope, not a Promise: it throws.
   assert.throws(() => createScope({ supervisor: "yes" as never }), /supervisor must be a boolean/);
-  assert.throws(() => nonCancellable(null as never), /block must be a function, received null/);
+  await assert.rejects(nonCancellable(null as never), /block must be a function, received null/);
+  await assert.rejects(
+    nonCancellable(() => {}, { context: 1 as never }),
+    /Cannot run nonCancellable: .*received 1/,
+  );
 });
 
 Deno.test("AbortSignal.timeout's DOMException (named TimeoutError) is wrapped, not taken as one", async () => {
@@ -710,9 +716,9 @@ Deno.test("AbortSignal.timeout's DOMException (named TimeoutError) is wrapped, n
   assert.equal(err.cause.name, "TimeoutError");
 });
 
-Deno.test("createScope().join with bad options is a TypeError that leaves the scope open", async () => {
+Deno.test("createScope().join with bad options rejects with a TypeError and leaves the scope open", async () => {
   const scope = createScope();
-  assert.throws(() => scope.join(5 as never), TypeError);
+  await assert.rejects(scope.join(5 as never), TypeError);
   // Before, the failed call had closed it to new work: this launch came back cancelled.
   const job = scope.launch(() => Promise.resolve());
   await job.join();

@@ -167,30 +167,44 @@ Deno.test("a failure while timing out outranks the timeout", async () => {
   );
 });
 
-Deno.test("NaN times are RangeErrors; times not numbers, bad blocks and options TypeErrors", () => {
-  assert.throws(() => delay(NaN), {
+Deno.test("NaN times are RangeErrors; times not numbers, bad blocks and options TypeErrors (rejected, never thrown)", async () => {
+  // Each call returns a Promise, so it rejects: `.catch()` and `await` see every failure. A
+  // synchronous throw fails the test here (the argument throws before assert.rejects runs).
+  await assert.rejects(delay(NaN), {
     name: "RangeError",
     message: "Cannot delay: ms must be a number of milliseconds, received NaN",
   });
-  assert.throws(() => delay("5" as never), { name: "TypeError", message: /received "5"/ });
-  assert.throws(() => withTimeoutOrNull(5n as never, async () => {}), TypeError);
-  assert.throws(
-    () => delay(1, { signal: 1 as never }),
+  await assert.rejects(delay("5" as never), { name: "TypeError", message: /received "5"/ });
+  await assert.rejects(withTimeoutOrNull(5n as never, async () => {}), TypeError);
+  await assert.rejects(
+    delay(1, { signal: 1 as never }),
     /signal must be an AbortSignal, received 1/,
   );
-  assert.throws(() => withTimeout(NaN, async () => {}), {
+  await assert.rejects(withTimeout(NaN, async () => {}), {
     name: "RangeError",
     message: "Cannot run withTimeout: ms must be a number of milliseconds, received NaN",
   });
-  assert.throws(() => withTimeoutOrNull(NaN, async () => {}), RangeError);
-  assert.throws(
-    () => withTimeout(5, null as never),
+  await assert.rejects(withTimeoutOrNull(NaN, async () => {}), RangeError);
+  await assert.rejects(
+    withTimeout(5, null as never),
     /Cannot run withTimeout: block must be a function/,
   );
-  assert.throws(
-    () => withTimeoutOrNull(5, async () => {}, 3 as never),
+  await assert.rejects(
+    withTimeoutOrNull(5, async () => {}, 3 as never),
     /options must be an object/,
   );
+  // The 0-or-less paths check their arguments too.
+  await assert.rejects(withTimeout(0, null as never), /block must be a function, received null/);
+  await assert.rejects(withTimeoutOrNull(-1, async () => {}, 3 as never), /options must be/);
+  // A caller's throwing getter is a rejection with what it threw.
+  const mine = new Error("the caller's getter");
+  const hostile = Object.defineProperty({}, "signal", {
+    get: () => {
+      throw mine;
+    },
+  });
+  await assert.rejects(delay(1, hostile as never), (e) => e === mine);
+  await assert.rejects(withTimeout(5, async () => {}, hostile as never), (e) => e === mine);
 });
 
 Deno.test("nonCancellable inside a timed-out withTimeout does not inherit its expired Deadline", async () => {
@@ -251,7 +265,9 @@ Deno.test("await and join take the waiting task's signal: withTimeout around the
   });
   reply.complete("late");
   assert.equal(await reply.await(), "late");
-  assert.throws(() => reply.await({ signal: "no" as unknown as AbortSignal }), TypeError);
+  // Rejects (as every function that returns a Promise), never throws.
+  await assert.rejects(reply.await({ signal: "no" as unknown as AbortSignal }), TypeError);
+  await assert.rejects(reply.join({ signal: "no" as unknown as AbortSignal }), TypeError);
 });
 
 Deno.test("await({ signal }) that times out keeps nothing of the caller on a long-lived deferred", async () => {
