@@ -159,8 +159,17 @@ export interface ChannelMetrics {
   takenNs: number;
 }
 
-/** What `share()` returns: plain data to `postMessage` to a Worker. */
-export interface SharedChannel {
+/** Type only (declared, never made): the key of {@linkcode SharedChannel}'s element brand. */
+declare const elementType: unique symbol;
+
+/**
+ * What `share()` returns: plain data to `postMessage` to a Worker. `T` is the channel's element
+ * type, for the type checker only (the object carries no field for it): `Channel.from(shared)`
+ * infers it, and a `SharedChannel<string>` is refused where a `SharedChannel<number>` is
+ * expected. A plain `SharedChannel` (of `unknown`, what a message's type usually says) is taken
+ * for any element type.
+ */
+export interface SharedChannel<T = unknown> {
   /** Marks the object as a shared channel; `Channel.from` checks it. */
   readonly kind: "kcoro.channel";
   /** The format of this object; `Channel.from` takes version 1 only. */
@@ -175,6 +184,12 @@ export interface SharedChannel {
   readonly codec: CodecName;
   /** The capacity the channel was made with, in values (0: rendezvous; 2^32 - 1: unlimited). */
   readonly capacity: number;
+  /**
+   * @ignore Never present: the element type `T`, for the type checker. A method's parameter, so
+   * compared both ways (bivariant): `SharedChannel<number>` and `SharedChannel<unknown>` are
+   * taken for each other, `SharedChannel<string>` for neither.
+   */
+  [elementType]?(value: T): void;
 }
 
 /** Microtasks in which a send waiting for room looks again before the end of its turn. */
@@ -2673,7 +2688,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * channel lives while this object or a `Channel.from` copy of it does (in any isolate), or
    * until this object's dispose.
    */
-  share(): SharedChannel {
+  share(): SharedChannel<T> {
     const sym = this.#sym("share channel");
     this.#escape(false);
     this.#giveAway();
@@ -2705,7 +2720,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * the try-operations `closed`, the waits a CancellationError), not with InvalidHandleError
    * (README: the `share()` paragraph of "Channels from TypeScript").
    */
-  static from<T>(shared: SharedChannel): Channel<T> {
+  static from<T>(shared: SharedChannel<T>): Channel<T> {
     // The constructor's default parameter would turn `undefined` into `{}`, and its error then
     // named an object the caller never passed ("received [object Object]").
     if (shared === undefined) open(shared);
