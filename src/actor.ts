@@ -21,7 +21,13 @@
  *
  * @module
  */
-import { type Capacity, Channel, type TrySendResult, type WaitOptions } from "./channel.ts";
+import {
+  type Capacity,
+  Channel,
+  checkCapacity,
+  type TrySendResult,
+  type WaitOptions,
+} from "./channel.ts";
 import {
   checkFunction,
   checkOptions,
@@ -167,6 +173,9 @@ export function actor<M>(
   if (onUndeliveredElement !== undefined) {
     checkFunction(op, "onUndeliveredElement", onUndeliveredElement);
   }
+  // Under this call's name: the Channel's own check said "Cannot create channel", a call
+  // nobody made.
+  checkCapacity(op, capacity);
   const mailbox = new Channel<M>(
     capacity,
     onUndeliveredElement === undefined ? {} : { onUndeliveredElement },

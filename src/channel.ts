@@ -204,6 +204,37 @@ const UNLIMITED = 0xffff_ffff;
 const MAX_CAPACITY = 2 ** 31;
 const OVERFLOW: Record<Overflow, number> = { "suspend": 0, "drop-oldest": 1, "drop-latest": 2 };
 
+/**
+ * @ignore Throws unless `capacity` is one a channel takes: a TypeError for what is not a number
+ * or one of the names, a RangeError for a number out of range, worded for `op` (the channel's
+ * constructor, and `produce` and `actor` under their own names before they make theirs).
+ */
+export function checkCapacity(op: string, capacity: unknown): asserts capacity is Capacity {
+  switch (capacity) {
+    case "rendezvous":
+    case "buffered":
+    case "unlimited":
+    case "conflated":
+      return;
+  }
+  if (typeof capacity !== "number") {
+    throw new TypeError(
+      `Cannot ${op}: capacity must be a number, "rendezvous", "buffered", "conflated" or "unlimited", received ${
+        describe(capacity)
+      }`,
+    );
+  }
+  // A native buffer takes a power of two of slots, 2^31 at most (and a local channel may go
+  // native later: `share`, `select`).
+  if (!Number.isInteger(capacity) || capacity < 0 || capacity > MAX_CAPACITY) {
+    throw new RangeError(
+      `Cannot ${op}: capacity must be an integer from 0 to ${MAX_CAPACITY}, received ${
+        describe(capacity)
+      }`,
+    );
+  }
+}
+
 const OK: { state: "ok" } = Object.freeze({ state: "ok" });
 /** What a send that completed at once returns (a settled promise can be shared). */
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -870,23 +901,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         flags |= CONFLATED;
         break;
       default:
-        if (typeof capacity !== "number") {
-          throw new TypeError(
-            `Cannot ${op}: capacity must be a number, "rendezvous", "buffered", "conflated" or "unlimited", received ${
-              describe(capacity)
-            }`,
-          );
-        }
-        // A native buffer takes a power of two of slots, 2^31 at most (and a local channel may
-        // go native later: `share`, `select`).
-        if (!Number.isInteger(capacity) || capacity < 0 || capacity > MAX_CAPACITY) {
-          throw new RangeError(
-            `Cannot ${op}: capacity must be an integer from 0 to ${MAX_CAPACITY}, received ${
-              describe(capacity)
-            }`,
-          );
-        }
-        cap = capacity + 0; // -0 as 0: FFI refuses a negative zero where it takes an integer
+        checkCapacity(op, capacity);
+        cap = (capacity as number) + 0; // -0 as 0: FFI refuses a negative zero for an integer
         if (cap === 0 && ov !== 0) cap = 1; // rendezvous + a drop policy = a 1-slot buffer
     }
     // The native channel is made when the channel escapes (#materialize): a local one needs

@@ -27,7 +27,7 @@
  *
  * @module
  */
-import { type Capacity, Channel, type WaitOptions } from "./channel.ts";
+import { type Capacity, Channel, checkCapacity, type WaitOptions } from "./channel.ts";
 import {
   checkFunction,
   checkOptions,
@@ -138,12 +138,16 @@ export function produce<T>(
   checkScope(op, scope);
   checkFunction(op, "block", block);
   checkOptions(op, options);
-  const { capacity, onUndeliveredElement } = options; // read once
+  const { capacity: given, onUndeliveredElement } = options; // read once
+  const capacity = given ?? "rendezvous";
   if (onUndeliveredElement !== undefined) {
     checkFunction(op, "onUndeliveredElement", onUndeliveredElement);
   }
+  // Under this call's name: the Channel's own check said "Cannot create channel", a call
+  // nobody made.
+  checkCapacity(op, capacity);
   const out = new ProducerChannel<T>(
-    capacity ?? "rendezvous",
+    capacity,
     onUndeliveredElement === undefined ? {} : { onUndeliveredElement },
   );
   let failed = false;

@@ -799,3 +799,32 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose launc
   assert.throws(() => produce(throwing, () => {}), (e) => e === own);
   assert.throws(() => actor(throwing, () => {}), (e) => e === own);
 });
+
+Deno.test("produce and actor name themselves for a bad capacity (it said 'Cannot create channel', a call the caller never made), and start no task", async () => {
+  await using scope = createScope();
+  const cases: [unknown, string, string][] = [
+    [-1, "RangeError", "capacity must be an integer from 0 to 2147483648, received -1"],
+    [1.5, "RangeError", "capacity must be an integer from 0 to 2147483648, received 1.5"],
+    [
+      "big",
+      "TypeError",
+      'capacity must be a number, "rendezvous", "buffered", "conflated" or "unlimited", received "big"',
+    ],
+  ];
+  for (const [capacity, name, reason] of cases) {
+    assert.throws(() => produce(scope, () => {}, { capacity: capacity as never }), {
+      name,
+      message: `Cannot produce: ${reason}`,
+    });
+    assert.throws(() => actor(scope, () => {}, { capacity: capacity as never }), {
+      name,
+      message: `Cannot start actor: ${reason}`,
+    });
+  }
+  assert.equal(scope.children.length, 0); // refused before a task was launched
+  // Good ones still work, under their names as under a Channel's.
+  using squares = produce<number>(scope, async (out) => await out.send(4), {
+    capacity: "buffered",
+  });
+  assert.equal(await squares.receive(), 4);
+});
