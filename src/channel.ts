@@ -858,7 +858,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const { overflow = "suspend", codec = codecs.default as Codec<T>, onUndeliveredElement } =
       options;
     if (!Object.hasOwn(OVERFLOW, overflow)) {
-      throw new RangeError(
+      // Not a string: a TypeError; a string naming no policy, a RangeError.
+      throw new (typeof overflow === "string" ? RangeError : TypeError)(
         `Cannot ${op}: overflow must be "suspend", "drop-oldest" or "drop-latest", received ${
           describe(overflow)
         }`,
@@ -1782,7 +1783,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * how many were sent (at least one; fewer than all when the buffer filled), `full` when none
    * could be, or `closed`. The same as calling `trySend` for each until one is not `ok`, but a
    * shared channel takes them into native memory in one call instead of one each. `values` is
-   * an array of 1 to 65,536 values (else a RangeError).
+   * an array of 1 to 65,536 values (else a TypeError, or a RangeError for its length).
    *
    * @example
    * ```ts
@@ -1805,7 +1806,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // The length read once: a Proxy's could change between reads and pass the check.
     const n = array ? values.length : 0;
     if (!Number.isInteger(n) || n < 1 || n > MAX_BATCH) {
-      throw new RangeError(
+      // Not an array: a TypeError; an array of the wrong length, a RangeError.
+      throw new (array ? RangeError : TypeError)(
         // The length as checked (a Proxy's could read differently a second time).
         `Cannot ${op}: values must be an array of 1 to ${MAX_BATCH} values, received ${
           array ? `[object Array] of length ${n}` : describe(values)
@@ -1902,7 +1904,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Receives up to `max` values without waiting, oldest first: `ok` with those there are now,
    * `empty`, or `closed` (closed and drained). The same as calling `tryReceive` until it is not
    * `ok`, but a shared channel's values come out of native memory in one call instead of one
-   * each. `max` is an integer from 1 to 65,536 (else a RangeError). A value that fails to decode
+   * each. `max` is an integer from 1 to 65,536 (else a TypeError, or a RangeError for a number). A value that fails to decode
    * (one sent with another codec into a channel C code made untyped) throws its error, as
    * `tryReceive` does; the other values the call took, oldest first, are that error's
    * `received` array, so none is lost.
@@ -1921,7 +1923,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   tryReceiveMany(max: number): TryReceiveManyResult<T> {
     const op = "receive";
     if (!Number.isInteger(max) || max < 1 || max > MAX_BATCH) {
-      throw new RangeError(
+      // Not a number ("3"): a TypeError; out of range or not an integer, a RangeError.
+      throw new (typeof max === "number" ? RangeError : TypeError)(
         `Cannot ${op}: max must be an integer from 1 to ${MAX_BATCH}, received ${describe(max)}`,
       );
     }

@@ -152,14 +152,15 @@ export const MAX_STACK = 256 * 1024 * 1024;
 
 /**
  * Checks a `stackSize` option: 0 (the default) or an integer from MIN_STACK to MAX_STACK.
- * Internal. Throws a RangeError naming `op` and what was received.
+ * Internal. Throws a TypeError (not a number) or RangeError naming `op` and what was received.
  */
 export function checkStackSize(op: string, stackSize: unknown): number {
   if (
     typeof stackSize !== "number" || !Number.isInteger(stackSize) ||
     (stackSize !== 0 && (stackSize < MIN_STACK || stackSize > MAX_STACK))
   ) {
-    throw new RangeError(
+    // Not a number ("64k"): a TypeError, as every option of the wrong type; else a RangeError.
+    throw new (typeof stackSize === "number" ? RangeError : TypeError)(
       `Cannot ${op}: stackSize must be 0 or an integer from ${MIN_STACK} to ${MAX_STACK}, received ${
         describe(stackSize)
       }`,

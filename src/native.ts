@@ -98,7 +98,8 @@ export class NativeCoroutine implements Disposable {
     checkOptions("create coroutine", options);
     const arg = options.arg ?? 0;
     if (typeof arg !== "number" || !Number.isSafeInteger(arg) || arg < 0) {
-      throw new RangeError(
+      // Not a number (a bigint, "5"): a TypeError, as every option of the wrong type.
+      throw new (typeof arg === "number" ? RangeError : TypeError)(
         `Cannot create coroutine: arg must be a non-negative safe integer, received ${
           describe(arg)
         }`,

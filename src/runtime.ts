@@ -496,7 +496,8 @@ export class Runtime {
     const values = Array.isArray(countOrValues) ? Array.from(countOrValues) : null;
     const count = values === null ? countOrValues : values.length;
     if (typeof count !== "number" || !Number.isInteger(count) || count < 1 || count > 1 << 20) {
-      throw new RangeError(
+      // Neither a number nor an array ("4"): a TypeError; a count out of range, a RangeError.
+      throw new (typeof count === "number" ? RangeError : TypeError)(
         `Cannot ${op}: expected a count or an array of 1 to 1048576 bigints, received ${
           describe(countOrValues)
         }`,
@@ -790,8 +791,10 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
       );
     }
   }
+  // Not a number at all ("2"): a TypeError, as every option of the wrong type; out of range, a
+  // RangeError.
   if (typeof workers !== "number" || !Number.isInteger(workers) || workers < 0 || workers > 1024) {
-    throw new RangeError(
+    throw new (typeof workers === "number" ? RangeError : TypeError)(
       `Cannot start runtime: workers must be an integer from 0 to 1024, received ${
         describe(workers)
       }`,

@@ -68,6 +68,13 @@ Deno.test("constructor: bad arguments are RangeError/TypeError naming what was r
     () => new Channel(4, { overflow: "drop-newest" as never }),
     /overflow must be "suspend", "drop-oldest" or "drop-latest", received "drop-newest"/,
   );
+  assert.throws(() => new Channel(4, { overflow: "drop-newest" as never }), RangeError);
+  // Not a string at all: a TypeError, as a wrong type is everywhere else (it was a RangeError).
+  assert.throws(() => new Channel(4, { overflow: 1 as never }), {
+    name: "TypeError",
+    message:
+      'Cannot create channel: overflow must be "suspend", "drop-oldest" or "drop-latest", received 1',
+  });
   assert.throws(() => new Channel("conflated", { overflow: "drop-latest" }), RangeError);
   assert.throws(
     () => new Channel(1, { onUndeliveredElement: 5 as never }),
@@ -365,18 +372,27 @@ bothModes("trySendMany: in order until the buffer is full; then full, then close
     assert.equal(ch.trySendMany([value(6)]).state, "closed");
   }
   using ch = chan<number>(3, { codec: codecs.f64 });
-  for (const bad of [[], "12", null, new Array(65_537).fill(1)]) {
+  for (const bad of [[], new Array(65_537).fill(1)]) {
     assert.throws(() => ch.trySendMany(bad as number[]), RangeError);
   }
+  // Not an array at all: a TypeError (it was a RangeError), as a wrong type is everywhere else.
+  for (const bad of ["12", null, { length: 2 }]) {
+    assert.throws(() => ch.trySendMany(bad as number[]), TypeError);
+  }
+  for (const bad of [0, 1.5, 65_537]) assert.throws(() => ch.tryReceiveMany(bad), RangeError);
+  assert.throws(() => ch.tryReceiveMany("3" as never), {
+    name: "TypeError",
+    message: 'Cannot receive: max must be an integer from 1 to 65536, received "3"',
+  });
   assert.throws(
     () => ch.trySendMany(new Array(65_537).fill(1)),
     /values must be an array of 1 to 65536 values, received \[object Array\] of length 65537/,
   );
-  // A revoked Proxy of an array (IsArray throws a TypeError of V8's): still our RangeError.
+  // A revoked Proxy of an array (IsArray throws a TypeError of V8's): still our TypeError.
   const { proxy: revoked, revoke } = Proxy.revocable([1], {});
   revoke();
   assert.throws(() => ch.trySendMany(revoked), {
-    name: "RangeError",
+    name: "TypeError",
     message: /^Cannot send: values must be an array of 1 to 65536 values, received an object/,
   });
   // A Proxy whose length changes between reads: read once, checked once.
@@ -454,9 +470,10 @@ bothModes(
     ch.trySend(2);
     assert.deepEqual(ch.tryReceiveMany(8), { state: "ok", values: [2] });
     assert.equal(await waiting, 1);
-    for (const bad of [0, -1, 1.5, 65_537, "2"]) {
-      assert.throws(() => ch.tryReceiveMany(bad as number), RangeError);
+    for (const bad of [0, -1, 1.5, 65_537]) {
+      assert.throws(() => ch.tryReceiveMany(bad), RangeError);
     }
+    assert.throws(() => ch.tryReceiveMany("2" as never), TypeError); // a wrong type
   },
 );
 

@@ -90,6 +90,14 @@ Deno.test("bad arguments are RangeError/TypeError naming what was received", () 
     [() => NativeCoroutine.create("fib", null as unknown as object), TypeError, /received null/],
     [() => NativeCoroutine.create("fib", { arg: -1 }), RangeError, /arg must be .* received -1/],
     [() => NativeCoroutine.create("fib", { arg: 1.5 }), RangeError, /received 1.5/],
+    // A wrong type is a TypeError (it was a RangeError), as everywhere else.
+    [() => NativeCoroutine.create("fib", { arg: "5" as never }), TypeError, /arg .* received "5"/],
+    [() => NativeCoroutine.create("fib", { arg: 5n as never }), TypeError, /received 5n/],
+    [
+      () => NativeCoroutine.create("fib", { stackSize: "1" as never }),
+      TypeError,
+      /stackSize .* received "1"/,
+    ],
     [
       () => NativeCoroutine.create("fib", { stackSize: 100 }),
       RangeError,
@@ -108,7 +116,7 @@ Deno.test("bad arguments are RangeError/TypeError naming what was received", () 
     ],
     [
       () => NativeCoroutine.create("fib", { stackSize: "big" as unknown as number }),
-      RangeError,
+      TypeError, // a wrong type (it was a RangeError)
       /received "big"/,
     ],
   ];

@@ -103,9 +103,26 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
   assert.throws(() => rt.cells([1] as never), /received 1/);
   assert.throws(() => rt.cells([]), /received \[object Array\]/);
   assert.deepEqual([...rt.cells([3n, 4n])], [3n, 4n]);
-  for (const n of [0, -1, 1.5, 2 ** 21, "2" as never]) {
+  for (const n of [0, -1, 1.5, 2 ** 21]) {
     assert.throws(() => rt.cells(n), RangeError, `cells(${n})`);
   }
+  // A wrong type is a TypeError, as everywhere else; only a number out of range a RangeError.
+  assert.throws(() => rt.cells("2" as never), {
+    name: "TypeError",
+    message:
+      'Cannot allocate cells: expected a count or an array of 1 to 1048576 bigints, received "2"',
+  });
+  assert.throws(() => runtime({ workers: "2" as never }), {
+    name: "TypeError",
+    message: 'Cannot start runtime: workers must be an integer from 0 to 1024, received "2"',
+  });
+  assert.throws(() => runtime({ workers: 2n as never }), TypeError);
+  assert.throws(() => runtime({ workers: 1.5 }), RangeError);
+  assert.throws(() => runtime({ stackSize: "64k" as never }), {
+    name: "TypeError",
+    message:
+      'Cannot start runtime: stackSize must be 0 or an integer from 16384 to 268435456, received "64k"',
+  });
   assert.throws(() => rt.cells(3.5), /a count or an array of 1 to 1048576 bigints, received 3.5/);
   assert.throws(() => runtime({ workers: -1 }), RangeError);
   assert.throws(() => runtime({ stackSize: 5 }), /stackSize .* received 5/);
