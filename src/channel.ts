@@ -616,6 +616,8 @@ function received(kind: number, value: unknown): unknown {
 }
 
 const ITER_DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
+/** The reason a `values()` iterator's `return()` aborts its pending receive with. */
+const RETURNED = Object.freeze({ returned: true });
 
 /**
  * Where a waiting operation stands.
@@ -2760,6 +2762,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * iterator over the receive path, not an async generator (which costs a receive's time again).
    * Once `return()` ran (a `break` out of `for await`), `next()` answers done, as a generator's
    * does, and takes nothing from the channel; the channel itself stays open (Kotlin's iterator).
+   * Its receives take no signal: a loop that must end with its task iterates
+   * {@linkcode Channel.values}`({ signal })` instead.
    */
   [Symbol.asyncIterator](): AsyncIterableIterator<T> {
     let ended = false;
@@ -2771,6 +2775,69 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       next,
       return: () => {
         ended = true;
+        return Promise.resolve(ITER_DONE);
+      },
+      [Symbol.asyncIterator]: () => it,
+    };
+    return it;
+  }
+
+  /**
+   * Receives until the channel is closed, as `for await (const v of ch)` does (ends on close,
+   * rethrows a close cause, a CancellationError once cancelled), but each receive takes
+   * `signal`: once it aborts, the pending `next()` rejects with the signal's reason, so a loop
+   * that must end with its task takes the task's signal (a `for await` over the channel itself
+   * takes none, and waits on after the cancellation). `return()` (a `break`) also ends a receive
+   * still waiting: that `next()` answers done. No value is lost either way: a receive ends only
+   * if it took nothing; one that took a value first resolves with it. A bad `options` throws a
+   * TypeError at once; an aborted signal rejects the first `next()`.
+   *
+   * @example
+   * ```ts
+   * import { Channel, withTimeoutOrNull } from "../mod.ts";
+   * import assert from "node:assert/strict";
+   * using ch = new Channel<number>(4);
+   * for (const v of [1, 2]) ch.trySend(v);
+   * const got: number[] = [];
+   * const result = await withTimeoutOrNull(20, async (task) => {
+   *   for await (const v of ch.values({ signal: task.signal })) got.push(v); // ends with the task
+   * });
+   * assert.equal(result, null); // timed out waiting for a third value
+   * assert.deepEqual(got, [1, 2]);
+   * ch.trySend(3);
+   * ch.close();
+   * const rest: number[] = [];
+   * for await (const v of ch.values()) rest.push(v); // ends when closed and drained
+   * assert.deepEqual(rest, [3]);
+   * ```
+   */
+  values(options?: { signal?: AbortSignal }): AsyncIterableIterator<T> {
+    const signal = signalOf("iterate channel", options);
+    let ended = false;
+    /** Made at the first `next()`: `return()` aborts it to end a receive still waiting. */
+    let stop: AbortController | null = null;
+    /** Every receive's options: the caller's signal and `stop`'s, combined once. */
+    let wait: WaitOptions | undefined;
+    const whenReturned = (e: unknown) => {
+      if (e === RETURNED) return ITER_DONE; // released by return(): nothing was taken
+      throw e;
+    };
+    const next = (): Promise<IteratorResult<T, undefined>> => {
+      if (ended) return Promise.resolve(ITER_DONE);
+      if (wait === undefined) {
+        const own = (stop = new AbortController()).signal;
+        wait = { signal: signal === undefined ? own : AbortSignal.any([signal, own]) };
+      }
+      return (this.#receive(RECV_ITER, wait) as Promise<IteratorResult<T, undefined>>).then(
+        undefined,
+        whenReturned,
+      );
+    };
+    const it: AsyncIterableIterator<T> = {
+      next,
+      return: () => {
+        ended = true;
+        stop?.abort(RETURNED);
         return Promise.resolve(ITER_DONE);
       },
       [Symbol.asyncIterator]: () => it,

@@ -691,6 +691,17 @@ async function child(): Promise<void> {
         it.return?.()
       );
     }, g(0)],
+    ["channel values", (a) => {
+      const ch = any(rnd() < 0.8 ? channels : deadChannels);
+      if (ch === undefined) return;
+      const it = ch.values(rnd() < 0.6 ? { signal: stop.signal } : a[0] as never);
+      const next = it.next();
+      // Now and then released by return() while it waits, else after a turn.
+      if (rnd() < 0.3) it.return?.();
+      return Promise.race([next, new Promise((r) => setTimeout(r, 0))]).finally(() =>
+        it.return?.()
+      );
+    }, g(1)],
     ["channel asyncDispose", () => {
       const ch = rnd() < 0.1 ? any(channels) : undefined;
       return ch?.[Symbol.asyncDispose]();

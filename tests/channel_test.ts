@@ -873,6 +873,116 @@ bothModes(
   },
 );
 
+bothModes("values(): as async iteration, ends on close and rethrows a close cause", async () => {
+  using ch = chan<number>(3);
+  for (const v of [1, 2]) ch.trySend(v);
+  ch.close(new Error("boom"));
+  const got: number[] = [];
+  await assert.rejects(async () => {
+    for await (const v of ch.values({ signal: new AbortController().signal })) got.push(v);
+  }, /boom/);
+  assert.deepEqual(got, [1, 2]);
+  using plain = chan<number>(3);
+  plain.trySend(3);
+  plain.close();
+  const rest: number[] = [];
+  for await (const v of plain.values()) rest.push(v);
+  assert.deepEqual(rest, [3]);
+  using cancelled = chan<number>(1);
+  cancelled.cancel();
+  await assert.rejects(cancelled.values().next(), CancellationError);
+});
+
+bothModes(
+  "values({ signal }): an abort rejects the waiting next() with the signal's reason and takes nothing",
+  async () => {
+    using ch = chan<number>(); // rendezvous: a waiting receiver is what a trySend needs
+    const ac = new AbortController();
+    const it = ch.values({ signal: ac.signal });
+    const loop = (async () => {
+      const got: number[] = [];
+      for await (const v of { [Symbol.asyncIterator]: () => it }) got.push(v);
+      return got;
+    })();
+    await until(() => ch.trySend(1).state === "ok", "the loop to wait for a value", 5_000);
+    await until(() => ch.trySend(2).state === "ok", "the loop to wait again", 5_000);
+    // Waiting again (natively when shared) when the abort comes.
+    await new Promise((r) => setTimeout(r, 0));
+    const reason = new Error("stop");
+    ac.abort(reason);
+    await assert.rejects(within(loop, 5_000, "the loop to end"), (e) => e === reason);
+    // The abandoned receive took nothing: no receiver waits, and a value sent now stays.
+    assert.equal(ch.trySend(3).state, "full");
+    await assert.rejects(it.next(), (e) => e === reason); // still aborted
+    const later = ch.send(4);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 4 });
+    await later;
+    // A signal aborted already: the first next() rejects, nothing taken.
+    ch.trySend(5); // no receiver: full
+    const before = new AbortController();
+    before.abort(reason);
+    await assert.rejects(ch.values({ signal: before.signal }).next(), (e) => e === reason);
+    await assert.rejects(
+      Promise.resolve().then(() => ch.values({ signal: 1 as never })),
+      /Cannot iterate channel: signal must be an AbortSignal, received 1/,
+    );
+  },
+);
+
+bothModes(
+  "values({ signal }): a value handed over before the abort is not lost",
+  async () => {
+    using ch = chan<number>();
+    const ac = new AbortController();
+    const it = ch.values({ signal: ac.signal });
+    const pending = it.next();
+    await new Promise((r) => setTimeout(r, 0)); // waiting (natively when shared)
+    const sent = ch.send(7);
+    await sent; // taken by the waiting receive
+    ac.abort(new Error("too late"));
+    assert.deepEqual(await pending, { value: 7, done: false });
+    // The value and the abort in the same turn: the receive took it first (natively when
+    // shared: the withdraw then fails and the completion settles it), so next() has it.
+    for (let i = 0; i < 20; i++) {
+      const ac = new AbortController();
+      const it = ch.values({ signal: ac.signal });
+      const pending = it.next();
+      await new Promise((r) => setTimeout(r, 0));
+      const sent = ch.trySend(i).state;
+      ac.abort(new Error("abort"));
+      const r = await pending.catch((e) => e);
+      if (sent === "ok") assert.deepEqual(r, { value: i, done: false }, `round ${i}`);
+      else assert.equal(r.message, "abort", `round ${i}`);
+    }
+  },
+);
+
+bothModes(
+  "values(): return() releases a receive still waiting; that next() answers done, nothing is taken",
+  async () => {
+    using ch = chan<number>();
+    const it = ch.values();
+    const pending = it.next();
+    await new Promise((r) => setTimeout(r, 0)); // waiting (natively when shared)
+    assert.deepEqual(await it.return!(), { value: undefined, done: true });
+    assert.deepEqual(await within(pending, 5_000, "the released next()"), {
+      value: undefined,
+      done: true,
+    });
+    assert.equal(ch.trySend(1).state, "full"); // nobody waits any more
+    assert.deepEqual(await it.next(), { value: undefined, done: true });
+    assert.equal(ch.isClosedForSend, false); // the channel stays open
+    // A break out of for await calls return(): the loop's later values stay in the channel.
+    using buffered = chan<number>(4);
+    for (const v of [1, 2, 3]) buffered.trySend(v);
+    for await (const v of buffered.values({ signal: new AbortController().signal })) {
+      assert.equal(v, 1);
+      break;
+    }
+    assert.deepEqual(buffered.tryReceive(), { state: "ok", value: 2 });
+  },
+);
+
 Deno.test("a channel closed elsewhere with a cause: this isolate reads the cause from native memory", async () => {
   const sym = library().symbols("test");
   for (const cancel of [false, true]) {
