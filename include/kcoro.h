@@ -361,8 +361,9 @@ int32_t kc_chan_pipe_metrics(uint32_t source, uint32_t target, uint64_t interval
                              uint32_t *out_id);
 /* 0, or KC_EBADH if the pipe ended already. */
 int32_t kc_chan_pipe_stop(uint32_t id);
-/* Per-second rates between two full snapshots (earlier first): out[0..6] = sends, receives,
- * bytes sent, bytes received, failures, dropped. KC_EINVAL if `later` is not later. */
+/* Per-second rates between two full snapshots (13 words each, earlier first): writes 6 doubles,
+ * out[0] to out[5] = sends, receives, bytes sent, bytes received, failures, dropped (out must
+ * hold 6). KC_EINVAL if `later` is not later. */
 int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, double *out);
 
 /* Native buffers for zero-copy channels driven from a garbage-collected language: kc_desc_make

@@ -93,3 +93,27 @@ Deno.test("the header's value tags are the ones the TypeScript codecs write", as
     sym.kc_desc_free(Deno.UnsafePointer.of(desc));
   }
 });
+
+Deno.test("kc_chan_compute_rate writes exactly the doubles its comment names (root.zig's out array)", async () => {
+  // The comment said out[0..6], which reads as seven values, or six; a C caller sizing `out`
+  // by it needs the count.
+  const root = Deno.readTextFileSync(new URL("../zig-src/root.zig", import.meta.url));
+  const n = Number(/export fn kc_chan_compute_rate\([^)]*out: \?\*\[(\d+)\]f64\)/.exec(root)![1]);
+  const comment = /\/\*((?:(?!\*\/)[\s\S])*)\*\/\s*int32_t kc_chan_compute_rate\(/.exec(header)![1];
+  assert.match(
+    comment.replace(/\s*\*\s*/g, " "),
+    new RegExp(`writes ${n} doubles, out\\[0\\] to out\\[${n - 1}\\]`),
+  );
+  // And it writes that many: a guard after them stays as it was.
+  const { library } = await import("../mod.ts");
+  const sym = library().symbols("test");
+  const earlier = new BigUint64Array(13), later = new BigUint64Array(13);
+  earlier[11] = 1_000_000_000n; // taken_ns
+  later[0] = 10n; // sends
+  later[8] = 4n; // dropped
+  later[11] = 2_000_000_000n;
+  const out = new Float64Array(n + 1).fill(-1);
+  assert.equal(sym.kc_chan_compute_rate(earlier, later, out), 0);
+  assert.deepEqual([...out.subarray(0, n)], [10, 0, 0, 0, 0, 4]); // per second, over 1 s
+  assert.equal(out[n], -1);
+});

@@ -1438,9 +1438,9 @@ fn metricsFromWords(w: *const [metrics_words]u64) chan.Metrics {
 }
 
 /// int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, double *out):
-/// two full snapshots (13 words each, `earlier` taken first) give per-second rates in out[0..6]:
-/// sends, receives, bytes sent, bytes received, failures, dropped. KC_EINVAL if `later` is not
-/// later.
+/// two full snapshots (13 words each, `earlier` taken first) give per-second rates: 6 doubles,
+/// out[0] to out[5] (`out` must hold 6) = sends, receives, bytes sent, bytes received, failures,
+/// dropped. KC_EINVAL if `later` is not later.
 export fn kc_chan_compute_rate(earlier: ?*const [metrics_words]u64, later: ?*const [metrics_words]u64, out: ?*[6]f64) callconv(.c) i32 {
     const a = earlier orelse return Status.invalid.code();
     const b = later orelse return Status.invalid.code();
