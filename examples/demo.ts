@@ -31,6 +31,9 @@ import {
   withTimeoutOrNull,
 } from "../mod.ts";
 
+/** A count with thousands separators (1,000,000), as every count in the output is printed. */
+const count = (n: number | bigint) => n.toLocaleString("en-US");
+
 const lib = library();
 console.log(`kcoro: loaded ${lib.path} (ABI ${lib.abiVersion})\n`);
 
@@ -89,9 +92,11 @@ console.log("\n3. resume/yield round trips from JavaScript:");
   for (let i = 0; i < n; i++) spinner.resume();
   const ms = performance.now() - t0;
   console.log(
-    `   ${n.toLocaleString("en-US")} round trips in ${ms.toFixed(1)} ms: ${
+    `   ${count(n)} round trips in ${ms.toFixed(1)} ms: ${
       (ms * 1e6 / n).toFixed(1)
-    } ns each (two native context switches + one FFI call); the coroutine counted ${spinner.value}`,
+    } ns each (two native context switches + one FFI call); the coroutine counted ${
+      count(spinner.value)
+    }`,
   );
 }
 
@@ -127,7 +132,7 @@ console.log("\n5. the work-stealing scheduler:");
   await rt.drain();
   clearInterval(ticker);
   console.log(
-    `   skynet: 1,000,000 native coroutines summed 0..999,999 = ${sky[1]} in ${
+    `   skynet: 1,000,000 native coroutines summed 0..999,999 = ${count(sky[1])} in ${
       (performance.now() - t0).toFixed(1)
     } ms`,
   );
@@ -136,7 +141,7 @@ console.log("\n5. the work-stealing scheduler:");
   for (let i = 0; i < 1000; i++) rt.spawn("sleeper", sleepers);
   await rt.drain();
   console.log(
-    `   1,000 coroutines slept 20 ms each, concurrently: ${sleepers[1]} done in ${
+    `   1,000 coroutines slept 20 ms each, concurrently: ${count(sleepers[1])} done in ${
       (performance.now() - t0).toFixed(1)
     } ms`,
   );
@@ -145,16 +150,16 @@ console.log("\n5. the work-stealing scheduler:");
   for (let i = 0; i < 16; i++) rt.spawn("spin", spin);
   await rt.drain();
   console.log(
-    `   16 CPU-bound coroutines on 2 workers: ${spin[1]} done in ${
+    `   16 CPU-bound coroutines on 2 workers: ${count(spin[1])} done in ${
       (performance.now() - t0).toFixed(1)
     } ms`,
   );
   const st = rt.stats();
   console.log(
     `   workers: ${
-      st.workers.map((w, i) => `#${i} ran ${w.runs}, stole ${w.steals}, parked ${w.parks}`).join(
-        "; ",
-      )
+      st.workers.map((w, i) =>
+        `#${i} ran ${count(w.runs)}, stole ${count(w.steals)}, parked ${count(w.parks)}`
+      ).join("; ")
     }`,
   );
   console.log(
@@ -176,7 +181,7 @@ console.log("\n6. channels, select and structured concurrency:");
     for (const cells of producers) rt.spawn("chanSender", cells);
     let sum = 0n;
     for (let i = 0; i < 2000; i++) sum += await numbers.receive({ signal: scope.signal });
-    console.log(`   2 native producers -> 1 TypeScript receiver: 2,000 values, sum ${sum}`);
+    console.log(`   2 native producers -> 1 TypeScript receiver: 2,000 values, sum ${count(sum)}`);
   });
   // produce + select: the first of two producers, or a timeout. Leaving the block disposes both
   // channels, which cancels the slow producer, so the scope does not wait a minute for it.
