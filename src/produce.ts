@@ -139,7 +139,8 @@ export function produce<T>(
   checkFunction(op, "block", block);
   checkOptions(op, options);
   const { capacity: given, onUndeliveredElement } = options; // read once
-  const capacity = given ?? "rendezvous";
+  // Only a missing capacity is the default: null is refused below, as actor and a Channel do.
+  const capacity = given === undefined ? "rendezvous" : given;
   if (onUndeliveredElement !== undefined) {
     checkFunction(op, "onUndeliveredElement", onUndeliveredElement);
   }

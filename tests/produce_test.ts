@@ -810,6 +810,11 @@ Deno.test("produce and actor name themselves for a bad capacity (it said 'Cannot
       "TypeError",
       'capacity must be a number, "rendezvous", "buffered", "conflated" or "unlimited", received "big"',
     ],
+    [
+      null, // produce took it for the default
+      "TypeError",
+      'capacity must be a number, "rendezvous", "buffered", "conflated" or "unlimited", received null',
+    ],
   ];
   for (const [capacity, name, reason] of cases) {
     assert.throws(() => produce(scope, () => {}, { capacity: capacity as never }), {
