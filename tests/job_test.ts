@@ -271,12 +271,11 @@ Deno.test("invokeOnCompletion: a handler disposed by another handler while the j
     const calls: string[] = [];
     const gate = Promise.withResolvers<void>();
     const job = scope.launch(() => gate.promise);
-    let second: Disposable | undefined;
     job.invokeOnCompletion(() => {
       calls.push("first");
-      second![Symbol.dispose]();
+      second[Symbol.dispose](); // runs at completion, after second is set
     });
-    second = job.invokeOnCompletion(() => calls.push("second"));
+    const second = job.invokeOnCompletion(() => calls.push("second"));
     job.invokeOnCompletion(() => calls.push("third"));
     gate.resolve();
     await job.join();
