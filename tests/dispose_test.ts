@@ -2,7 +2,15 @@
 // copy's dispose ends its own waits and leaves the channel to its other holders; an owner's
 // dispose cancels the channel, and so every wait on it.
 import assert from "node:assert/strict";
-import { CancellationError, Channel, codecs, InvalidHandleError, library, select } from "../mod.ts";
+import {
+  CancellationError,
+  Channel,
+  type Codec,
+  codecs,
+  InvalidHandleError,
+  library,
+  select,
+} from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { _sharedEntries } from "../src/channel.ts";
 import { evalScript, until, within } from "./support.ts";
@@ -344,5 +352,43 @@ Deno.test("a Channel.from copy whose channel was destroyed elsewhere finds out a
     }
     copy[Symbol.dispose]();
     assert.throws(() => copy.tryReceive(), InvalidHandleError);
+  }
+});
+
+Deno.test("a Channel.from copy whose creator disposed the channel never reaches a later channel given the handle's value (its slot's generation wrapped): mapped try-operations and select answer as cancelled", async () => {
+  for (const codec of [codecs.f64, codecs.bytes] as Codec<unknown>[]) {
+    const owner = new Channel<unknown>(4, { codec });
+    const copy = Channel.from<unknown>(owner.share());
+    const value = codec === codecs.f64 ? 42 : new Uint8Array([42]);
+    // Past the 16th use the copy's try-operations go by the mapped handle word.
+    for (let i = 0; i < 40; i++) {
+      assert.deepEqual(copy.trySend(value), { state: "ok" });
+      assert.equal(copy.tryReceive().state, "ok");
+    }
+    const h = owner._handle;
+    owner[Symbol.dispose](); // this isolate's copies know: `Shared.ended`
+    // Channels are made and destroyed until one gets the dead handle's value (the slot's 9-bit
+    // generation wraps; slots are reused oldest first).
+    let later: Channel<unknown> | undefined;
+    for (let i = 0; i < 1 << 20 && later === undefined; i++) {
+      const c = new Channel<unknown>(4, { codec });
+      if (c._handle === h) later = c;
+      else c[Symbol.dispose]();
+    }
+    assert.ok(later !== undefined, "a later channel got the handle's value");
+    assert.deepEqual(later.trySend(value), { state: "ok" });
+    // Before, the copy's mapped try-receive took the later channel's value, its try-send and
+    // select's clauses reached it too.
+    assert.equal(copy.tryReceive().state, "closed");
+    assert.equal(copy.trySend(value).state, "closed");
+    assert.equal(
+      (await select<{ state: string }>((s) => s.onReceiveCatching(copy, (r) => r))).state,
+      "closed",
+    );
+    await assert.rejects(select((s) => s.onSend(copy, value, () => 0)), CancellationError);
+    assert.deepEqual(later.tryReceive(), { state: "ok", value });
+    assert.deepEqual(later.tryReceive(), { state: "empty" });
+    later[Symbol.dispose]();
+    copy[Symbol.dispose]();
   }
 });
