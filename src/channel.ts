@@ -1320,7 +1320,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const at = this.#at;
     if (
       at !== null && this.#f64 && typeof value === "number" && !this.#dropping &&
-      s.senders.first === null && s.receivers.first === null && this.#blocked![0] === 0
+      s.senders.first === null && s.receivers.first === null && this.#blocked![0] === 0 &&
+      !s.ended // (another copy saw the end: this one's word may hold a later channel's handle)
     ) {
       // A mapped codecs.f64 channel with no waiter of this isolate (a stream's sender): what
       // `#trySend` does then, in a function small enough for V8 to inline into the caller's
@@ -1342,7 +1343,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #trySendBytes(value: T, sym: Sym, s: Shared, at: Deno.PointerValue): TrySendResult {
     if (
       at !== null && !this.#dropping && s.senders.first === null &&
-      s.receivers.first === null && this.#blocked![0] === 0
+      s.receivers.first === null && this.#blocked![0] === 0 && !s.ended // see trySend
     ) {
       const rc = trySendBytes(value, scratch, sym, at, this.#handle);
       return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined);
@@ -1753,11 +1754,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   tryReceive(): TryReceiveResult<T> {
     const sym = this.#sym("receive");
-    const at = this.#at;
+    const s = this._shared;
+    // Not once a copy of this isolate saw the channel end (`Shared.ended`): the handle word
+    // this one mapped may hold a later channel's handle by now, of the same value (its slot's
+    // generation wrapped). `#poll` answers as cancelled instead.
+    const at = s.ended ? null : this.#at;
     let v: unknown;
     if (
-      at !== null && this.#f64 && !this.#dropping && this._shared.receivers.first === null &&
-      this._shared.senders.first === null && this.#ready![0] !== 0
+      at !== null && this.#f64 && !this.#dropping && s.receivers.first === null &&
+      s.senders.first === null && this.#ready![0] !== 0
     ) {
       // A mapped codecs.f64 channel with no waiter of this isolate (a Worker's stream): what
       // `#poll` does then, in a function small enough for V8 to inline into the caller's loop
@@ -1766,8 +1771,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (rc === 0) return { state: "ok", value: scratchF64[0] as T };
       v = rc === Status.EAGAIN ? EMPTY : this.#recvFailed(rc);
     } else if (
-      at !== null && this.#bytes && !this.#dropping && this._shared.receivers.first === null &&
-      this._shared.senders.first === null && this.#ready![0] !== 0
+      at !== null && this.#bytes && !this.#dropping && s.receivers.first === null &&
+      s.senders.first === null && this.#ready![0] !== 0
     ) {
       // The same for a mapped codecs.bytes channel (a Worker's stream of buffers), its codec
       // called directly (see `#bytes`).

@@ -386,7 +386,9 @@ class Selection implements RingOp {
       const bridge = this.bridge = Bridge.of(lib);
       const sym = this.native[0].ch!._symbols("select");
       this.#fill();
-      const rc = sym.kc_select_async(
+      // A clause on a copy known to have ended (the lazy jobs started above ran the caller's
+      // code): answered as the native select would, with no call (see `#endedKnown`).
+      const rc = this.#endedKnown(this.native.length) ? Status.EBADH : sym.kc_select_async(
         clauseBuf,
         this.native.length,
         0,
@@ -459,12 +461,25 @@ class Selection implements RingOp {
     for (let i = 0; i < n; i++) this.native[i].ch!._flushLocal();
     const sym = this.native[0].ch!._symbols("select");
     this.#fill();
-    const rc = sym.kc_select(clauseBuf, n, 0n, 0, KC_SELECT_POLL, outIndex);
+    const rc = this.#endedKnown(n)
+      ? Status.EBADH // answered as the native select would, with no call
+      : sym.kc_select(clauseBuf, n, 0n, 0, KC_SELECT_POLL, outIndex);
     if (rc === Status.EAGAIN) return false;
     if (rc === Status.EBADH && this.#firedEnded(n)) return true;
     if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) unwrap(rc, "select");
     this.#fireNative(outIndex[0], rc, false);
     return true;
+  }
+
+  /**
+   * True when one of the first `n` channel clauses is on a channel this isolate knows ended
+   * (`Channel._creatorEnded`): its handle is dead, and its value may name a later channel by
+   * now (its slot's generation wrapped), so no native select may be given it. Before, a select
+   * on such a copy received from, or sent to, that later channel.
+   */
+  #endedKnown(n: number): boolean {
+    for (let i = 0; i < n; i++) if (this.native[i].ch!._shared.ended) return true;
+    return false;
   }
 
   /**
