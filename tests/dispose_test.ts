@@ -392,3 +392,62 @@ Deno.test("a Channel.from copy whose creator disposed the channel never reaches 
     copy[Symbol.dispose]();
   }
 });
+
+/**
+ * Makes and destroys channels until one gets `h`, a destroyed channel's handle value (its
+ * slot's generation wraps; slots are reused oldest first), and returns that one.
+ */
+function channelAt(h: number): Channel<number> {
+  for (let i = 0; i < 1 << 20; i++) {
+    const c = new Channel<number>(4);
+    if (c._handle === h) return c;
+    c[Symbol.dispose]();
+  }
+  throw new Error(`no channel got the handle value ${h}`);
+}
+
+Deno.test("the hold of a Channel.from copy whose creator disposed the channel is not given back against a later channel given the handle's value: disposed or collected, the copy leaves that one alive", async () => {
+  // The hold's record is per thread and handle value: a later channel's hold there replaced
+  // the ended one's, and the ended copy's unhold then gave back one of the later channel's
+  // holds (its copy's leaving destroyed it under its live owner).
+  const x = new Channel<number>(4);
+  const ended = Channel.from<number>(x.share());
+  const h = x._handle;
+  x[Symbol.dispose]();
+  const later = channelAt(h);
+  const copy = Channel.from<number>(later.share());
+  ended[Symbol.dispose]();
+  copy[Symbol.dispose]();
+  assert.deepEqual(later.trySend(1), { state: "ok" }); // before: InvalidHandleError
+  assert.deepEqual(later.tryReceive(), { state: "ok", value: 1 });
+  later[Symbol.dispose]();
+
+  // The same for a copy collected without dispose (its hold given back by a finalizer).
+  const res = await evalScript(
+    `
+    import { Channel } from "./mod.ts";
+    const x = new Channel(4);
+    const h = x._handle;
+    (() => { Channel.from(x.share()).trySend(1); })(); // a copy, dropped
+    x[Symbol.dispose](); // ended: this isolate's copies know
+    let later;
+    for (let i = 0; i < 1 << 20 && later === undefined; i++) {
+      const c = new Channel(4);
+      if (c._handle === h) later = c;
+      else c[Symbol.dispose]();
+    }
+    if (later === undefined) throw new Error("no channel got the handle value");
+    const copy = Channel.from(later.share());
+    // The dropped copy's finalizer, then the live copy's leaving.
+    for (let i = 0; i < 5; i++) {
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    copy[Symbol.dispose]();
+    if (later.trySend(2).state !== "ok") throw new Error("the later channel refused a send");
+    later[Symbol.dispose]();
+  `,
+    { v8Flags: ["--expose-gc"], timeoutMs: 60_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
