@@ -2878,17 +2878,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#disposed = true;
       this.#giveAway();
       const sym = this.#lib._symbolsToRelease;
+      // Ended (destroyed under a copy): its hold is not given back, nor is it destroyed again
+      // (its handle's value may name a later channel: see the open path's copy unhold below).
+      const ended = this._shared.ended;
       if (!this.#owner) {
         if (this.#held) {
           // A copy's hold, given back as `copyHolds` would (see there).
           copyHolds.unregister(this);
           this.#held = false;
-          sym.kc_chan_unhold(this.#handle);
+          if (!ended) sym.kc_chan_unhold(this.#handle);
         }
       } else if (this.#handle !== 0) {
         // Its creator's dispose ends it for everyone, as open (destroy cancels it natively).
-        sym.kc_chan_destroy(this.#handle);
-        if (this.#held) sym.kc_chan_unhold(this.#handle); // forgotten (see below)
+        if (!ended) sym.kc_chan_destroy(this.#handle);
+        if (this.#held && !ended) sym.kc_chan_unhold(this.#handle); // forgotten (see below)
         // What it dropped and kept for this isolate's hook goes there, as open.
         if (this.#keeps) this.#takeUndelivered(sym);
       }
@@ -2915,7 +2918,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // The last holder to leave ends the channel (its owner's isolate may be gone).
         copyHolds.unregister(this);
         this.#held = false;
-        this.#lib.symbols("dispose channel").kc_chan_unhold(this.#handle);
+        // Not once the channel ended: the hold's native record is per thread and handle value,
+        // and a later channel given the value replaced it there; this unhold then gave back
+        // one of that channel's holds (its last holder's leaving destroyed it under its owner).
+        // The ended one's record is dropped by that replacement or at the thread's end.
+        if (!this._shared.ended) {
+          this.#lib.symbols("dispose channel").kc_chan_unhold(this.#handle);
+        }
       }
     } else {
       this.#giveAway();
@@ -2926,8 +2935,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Destroyed already (native code's kc_chan_destroy, seen by a copy of this isolate: its
       // handle's value may name a later channel by now): nothing to destroy.
       if (!this._shared.ended) sym.kc_chan_destroy(this.#handle);
-      // Its hold is forgotten (the handle is dead: the call says KC_EBADH).
-      if (this.#held) sym.kc_chan_unhold(this.#handle);
+      // Its hold is forgotten (the handle is dead: the call says KC_EBADH). Not once ended
+      // before (its handle's value may name a later channel: see the copy's unhold above).
+      if (this.#held && !this._shared.ended) sym.kc_chan_unhold(this.#handle);
       this.#collect();
       // `Channel.from` copies of this isolate answer as on a cancelled channel from now on,
       // with no call on the dead handle (copies elsewhere learn it from their next call).
@@ -3029,7 +3039,8 @@ const copyHolds = new FinalizationRegistry<{ lib: Library; handle: number; s: Sh
     try {
       // Also once the library was closed: it stays loaded, and the channel with it, which a
       // hold never given back kept for good (values and all) after its other holders left.
-      lib._symbolsToRelease.kc_chan_unhold(handle);
+      // Not once the channel ended (a later channel may have its handle's value: see dispose).
+      if (!s.ended) lib._symbolsToRelease.kc_chan_unhold(handle);
     } catch (e) {
       reportError(e); // a finalizer must not throw; nothing here should
     }
