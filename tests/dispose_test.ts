@@ -451,3 +451,36 @@ Deno.test("the hold of a Channel.from copy whose creator disposed the channel is
   );
   assert.equal(res.code, 0, res.stderr);
 });
+
+Deno.test("a Channel.from copy whose first call after its channel's destroy is cancel(cause) finds it cancelled already: the late cause is not the channel's, nor its waits'", async () => {
+  const sym = library().symbols("test");
+  const late = new Error("late");
+  for (const waits of [false, true]) {
+    const out = new Uint32Array(1);
+    assert.equal(sym.kc_chan_create(8, 4, 0, 0, out), 0);
+    const copy = Channel.from<number>({
+      kind: "kcoro.channel",
+      version: 1,
+      handle: out[0],
+      elemSize: 8,
+      zeroCopy: false,
+      codec: "f64",
+      capacity: 4,
+    });
+    // A receive still waiting in JavaScript (queued natively at the end of this turn).
+    const wait = waits ? copy.receive().then(() => "resolved", (e) => e) : undefined;
+    assert.equal(sym.kc_chan_destroy(out[0]), 0);
+    copy.cancel(late); // a no-op, as on any cancelled channel
+    const r = copy.trySend(1);
+    assert.equal(r.state, "closed");
+    const cause = (r as { cause?: unknown }).cause;
+    assert.ok(cause instanceof CancellationError, `waits: ${waits}`);
+    assert.notEqual(cause.cause, late, `waits: ${waits}: the late cancel's cause`);
+    if (wait !== undefined) {
+      const e = await within(wait, 10_000, "the wait");
+      assert.ok(e instanceof CancellationError);
+      assert.notEqual((e as Error).cause, late, "the wait's error");
+    }
+    copy[Symbol.dispose]();
+  }
+});
