@@ -2578,6 +2578,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const sym = this.#sym("cancel channel");
     const s = this._shared;
     if (s.ended) return; // a copy whose creator ended the channel: cancelled already
+    // A copy looks first whether it ended since its last call (a status read), before `cause`
+    // becomes the channel's below: else the end, met by the native cancel, kept this late
+    // cause as the channel's (and its waits' rejections carried it).
+    if (!this.#owner && this.#creatorEnded(sym.kc_chan_status(this.#handle))) return;
     const given = !s.closed && cause !== undefined;
     if (given) {
       s.cause = cause;
