@@ -368,7 +368,7 @@ Deno.test("a Channel.from copy whose creator disposed the channel never reaches 
     const h = owner._handle;
     owner[Symbol.dispose](); // this isolate's copies know: `Shared.ended`
     // Channels are made and destroyed until one gets the dead handle's value (the slot's 9-bit
-    // generation wraps; slots are reused oldest first).
+    // generation wraps; slots are reused oldest first, behind 1,024 free ones: ~523,000).
     let later: Channel<unknown> | undefined;
     for (let i = 0; i < 1 << 20 && later === undefined; i++) {
       const c = new Channel<unknown>(4, { codec });
@@ -395,7 +395,8 @@ Deno.test("a Channel.from copy whose creator disposed the channel never reaches 
 
 /**
  * Makes and destroys channels until one gets `h`, a destroyed channel's handle value (its
- * slot's generation wraps; slots are reused oldest first), and returns that one.
+ * slot's generation wraps; slots are reused oldest first, behind 1,024 free ones: ~523,000
+ * channels), and returns that one.
  */
 function channelAt(h: number): Channel<number> {
   for (let i = 0; i < 1 << 20; i++) {

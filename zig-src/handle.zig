@@ -7,10 +7,13 @@
 //! and `free` (the latter two serialise on the table's mutex).
 //!
 //! A stale handle (its slot freed, or freed and reused) fails the generation compare. A slot's
-//! generation advances on every free and skips 0; slots are reused in FIFO order, so a stale
-//! handle can alias a new object only after 511 reuses of its slot, each of which waits behind
-//! every other free slot. A forged handle either fails the checks or names some live object of
-//! the right kind: it can never reach memory that is not a live object.
+//! generation advances on every free and skips 0; slots are reused in FIFO order, and only once
+//! more than `reuse_after` (1024) slots are free (fresh slots are handed out until then), so a
+//! stale handle can alias a new object only after 511 reuses of its slot, each of which waits
+//! behind at least 1024 other frees: about 523,000 frees of objects of its kind, where a program
+//! that makes and ends one object at a time met it after 511 (a Worker's stale `Channel.from`
+//! copy then named a later channel). A forged handle either fails the checks or names some live
+//! object of the right kind: it can never reach memory that is not a live object.
 const std = @import("std");
 const assert = std.debug.assert;
 
@@ -28,14 +31,17 @@ pub const Kind = enum(u3) {
 };
 
 pub const index_bits = 20;
+/// Free slots a table keeps before it reuses one (see the header): the first 1025 slots of a
+/// table cost 24 KiB, in its first chunk of 4096 slots, which is allocated whole anyway.
+pub const reuse_after: u32 = 1024;
 pub const gen_bits = 9;
 pub const max_objects: u32 = (1 << index_bits) - 1;
 const chunk_bits = 12;
 const chunk_len = 1 << chunk_bits;
 const chunk_count = (1 << index_bits) / chunk_len;
 const gen_mask: u32 = (1 << gen_bits) - 1;
-const index_mask: u32 = (1 << index_bits) - 1;
-const no_slot: u32 = std.math.maxInt(u32);
+pub const index_mask: u32 = (1 << index_bits) - 1;
+pub const no_slot: u32 = std.math.maxInt(u32);
 
 comptime {
     assert(index_bits + gen_bits + 3 == 32);
@@ -80,6 +86,15 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
         high_water: u32 = 1,
         free_head: u32 = no_slot,
         free_tail: u32 = no_slot,
+        /// Slots on the free list.
+        free_count: u32 = 0,
+        /// A free slot is reused only while more than this many are free (or no fresh slot is
+        /// left): `reuse_after`, lowered by tests that need a slot reused at once.
+        reuse_after: u32 = reuse_after,
+        /// Tests only: a slot index `allocLocked` takes whenever it is free, before the free
+        /// list's order and `reuse_after`, so that a test reaches a stale handle's value again in
+        /// 511 allocations (`no_slot`: none).
+        prefer: u32 = no_slot,
         live: u32 = 0,
 
         pub fn init(allocator: std.mem.Allocator) Self {
@@ -106,13 +121,18 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
         /// pair per create and destroy (~30 ns each on this project's VM).
         pub fn allocLocked(t: *Self, ptr: *T) error{ OutOfMemory, TooManyObjects }!Handle {
             var index: u32 = undefined;
-            if (t.free_head != no_slot) {
+            const fresh_left = t.high_water <= max_objects;
+            if (t.prefer != no_slot and t.unlinkFree(t.prefer)) {
+                index = t.prefer;
+            } else if (t.free_head != no_slot and (t.free_count > t.reuse_after or !fresh_left)) {
+                assert(t.free_count > 0);
                 index = t.free_head;
                 const slot = t.slotAt(index);
                 t.free_head = slot.next_free;
                 if (t.free_head == no_slot) t.free_tail = no_slot;
+                t.free_count -= 1;
             } else {
-                if (t.high_water > max_objects) return error.TooManyObjects;
+                if (!fresh_left) return error.TooManyObjects;
                 index = t.high_water;
                 const c = index >> chunk_bits;
                 if (t.chunks[c].load(.monotonic) == null) {
@@ -187,6 +207,8 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
                 t.slotAt(t.free_tail).next_free = index;
             }
             t.free_tail = index;
+            t.free_count += 1;
+            assert(t.live > 0);
             t.live -= 1;
             return ptr;
         }
@@ -197,6 +219,25 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
             const gen = t.slotAt(index).live_gen.load(.acquire);
             if (gen == 0) return null;
             return encode(kind, gen, index);
+        }
+
+        /// Takes `index` off the free list if it is there (tests: `prefer`; walks the list).
+        fn unlinkFree(t: *Self, index: u32) bool {
+            var prev: u32 = no_slot;
+            var at = t.free_head;
+            while (at != no_slot) : ({
+                prev = at;
+                at = t.slotAt(at).next_free;
+            }) {
+                if (at != index) continue;
+                const next = t.slotAt(at).next_free;
+                if (prev == no_slot) t.free_head = next else t.slotAt(prev).next_free = next;
+                if (t.free_tail == index) t.free_tail = prev;
+                assert(t.free_count > 0);
+                t.free_count -= 1;
+                return true;
+            }
+            return false;
         }
 
         fn slotAt(t: *Self, index: u32) *Slot {
@@ -229,6 +270,7 @@ test "a reused slot gets a new generation" {
     var x: u64 = 1;
     var t = HandleTable(u64, .coroutine).init(testing.allocator);
     defer t.deinit();
+    t.reuse_after = 0; // reuse at once
     const a = try t.alloc(&x);
     _ = t.free(a);
     const b = try t.alloc(&x);
@@ -242,11 +284,54 @@ test "generation never becomes 0 over many reuses" {
     var x: u64 = 1;
     var t = HandleTable(u64, .coroutine).init(testing.allocator);
     defer t.deinit();
+    t.reuse_after = 0; // one slot, reused every time
     for (0..2000) |_| {
         const h = try t.alloc(&x);
         try testing.expect(((h >> index_bits) & gen_mask) != 0);
         _ = t.free(h);
     }
+}
+
+test "a freed slot waits behind reuse_after others: one object made and ended at a time aliases a stale handle only after 511 * 1025 frees" {
+    var x: u64 = 1;
+    var t = HandleTable(u64, .coroutine).init(testing.allocator);
+    defer t.deinit();
+    const stale = try t.alloc(&x);
+    _ = t.free(stale);
+    // Before, the next alloc took the same slot, and the 511th after it gave `stale`'s value.
+    var n: usize = 0;
+    while (true) : (n += 1) {
+        const h = try t.alloc(&x);
+        defer _ = t.free(h);
+        if (h == stale) break;
+        if (n < reuse_after) try testing.expect(h & index_mask != stale & index_mask);
+        try testing.expect(t.get(stale) == null or h == stale);
+    }
+    try testing.expectEqual(@as(usize, 511 * (reuse_after + 1)), n + 1);
+    try testing.expectEqual(@as(u32, reuse_after + 2), t.high_water); // slots 1 to 1025
+}
+
+test "a preferred slot is taken whenever it is free, from anywhere in the free list" {
+    var x: u64 = 1;
+    var t = HandleTable(u64, .coroutine).init(testing.allocator);
+    defer t.deinit();
+    var hs: [4]Handle = undefined;
+    for (&hs) |*h| h.* = try t.alloc(&x);
+    for (hs) |h| _ = t.free(h); // free list: 1 2 3 4
+    t.prefer = hs[2] & index_mask;
+    const a = try t.alloc(&x); // from the middle
+    try testing.expectEqual(hs[2] & index_mask, a & index_mask);
+    try testing.expectEqual(@as(u32, 3), t.free_count);
+    _ = t.free(a); // free list: 1 2 4 3 (the tail)
+    t.prefer = hs[2] & index_mask;
+    const b = try t.alloc(&x); // from the tail
+    try testing.expectEqual(hs[2] & index_mask, b & index_mask);
+    t.prefer = no_slot;
+    const c = try t.alloc(&x); // not reused yet (3 free): a fresh slot
+    try testing.expectEqual(@as(u32, 5), c & index_mask);
+    _ = t.free(b);
+    _ = t.free(c);
+    try testing.expectEqual(@as(u32, 5), t.free_count);
 }
 
 test "a stale handle whose slot is freed and reused during its lookup does not find the new object" {
@@ -265,6 +350,7 @@ test "a stale handle whose slot is freed and reused during its lookup does not f
     };
     S.t = .init(testing.allocator);
     defer S.t.deinit();
+    S.t.reuse_after = 0; // the freed slot is the next one given
     S.new_ptr = &new_obj;
     S.stale = try S.t.alloc(&old_obj);
     test_mid_get = S.reuse;
