@@ -334,6 +334,26 @@ test "a preferred slot is taken whenever it is free, from anywhere in the free l
     try testing.expectEqual(@as(u32, 5), t.free_count);
 }
 
+test "a table that cannot allocate its next chunk reuses a free slot rather than failing" {
+    // Fresh slots come first while few are free; a fresh slot past the first chunk needs a new
+    // chunk. When that allocation fails a free slot is still there to give, as before fresh
+    // slots were preferred: kc_chan_create must not answer KC_ENOMEM with slots free.
+    var x: u64 = 1;
+    var failing = std.testing.FailingAllocator.init(testing.allocator, .{ .fail_index = 1 });
+    var t = HandleTable(u64, .coroutine).init(failing.allocator());
+    defer t.deinit();
+    var hs: [chunk_len - 1]Handle = undefined; // slots 1 to 4095: the first chunk, full
+    for (&hs) |*h| h.* = try t.alloc(&x);
+    defer for (hs[1..]) |h| {
+        _ = t.free(h);
+    };
+    _ = t.free(hs[0]);
+    const again = try t.alloc(&x); // the second chunk cannot be had: slot 1 again
+    try testing.expectEqual(hs[0] & index_mask, again & index_mask);
+    try testing.expect(again != hs[0]);
+    _ = t.free(again);
+}
+
 test "a stale handle whose slot is freed and reused during its lookup does not find the new object" {
     var old_obj: u64 = 1;
     var new_obj: u64 = 2;
