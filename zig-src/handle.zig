@@ -8,9 +8,9 @@
 //!
 //! A stale handle (its slot freed, or freed and reused) fails the generation compare. A slot's
 //! generation advances on every free and skips 0; slots are reused in FIFO order, and only once
-//! more than `reuse_after` (1024) slots are free (fresh slots are handed out until then), so a
-//! stale handle can alias a new object only after 511 reuses of its slot, each of which waits
-//! behind at least 1024 other frees: about 523,000 frees of objects of its kind, where a program
+//! more than `reuse_after` (1024) slots are free (fresh slots are handed out until then, unless a
+//! new chunk of them cannot be allocated), so a stale handle can alias a new object only after
+//! 511 reuses of its slot, each of which waits behind at least 1024 other frees: about 523,000 frees of objects of its kind, where a program
 //! that makes and ends one object at a time met it after 511 (a Worker's stale `Channel.from`
 //! copy then named a later channel). A forged handle either fails the checks or names some live
 //! object of the right kind: it can never reach memory that is not a live object.
@@ -89,7 +89,8 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
         /// Slots on the free list.
         free_count: u32 = 0,
         /// A free slot is reused only while more than this many are free (or no fresh slot is
-        /// left): `reuse_after`, lowered by tests that need a slot reused at once.
+        /// left, or its chunk cannot be allocated): `reuse_after`, lowered by tests that need a
+        /// slot reused at once.
         reuse_after: u32 = reuse_after,
         /// Tests only: a slot index `allocLocked` takes whenever it is free, before the free
         /// list's order and `reuse_after`, so that a test reaches a stale handle's value again in
@@ -125,18 +126,17 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
             if (t.prefer != no_slot and t.unlinkFree(t.prefer)) {
                 index = t.prefer;
             } else if (t.free_head != no_slot and (t.free_count > t.reuse_after or !fresh_left)) {
-                assert(t.free_count > 0);
-                index = t.free_head;
-                const slot = t.slotAt(index);
-                t.free_head = slot.next_free;
-                if (t.free_head == no_slot) t.free_tail = no_slot;
-                t.free_count -= 1;
+                index = t.takeFree();
             } else {
                 if (!fresh_left) return error.TooManyObjects;
                 index = t.high_water;
                 const c = index >> chunk_bits;
                 if (t.chunks[c].load(.monotonic) == null) {
-                    const chunk = try t.allocator.create([chunk_len]Slot);
+                    // A new chunk that cannot be had: a free slot, if any, serves (reused early).
+                    const chunk = t.allocator.create([chunk_len]Slot) catch |e| {
+                        if (t.free_head == no_slot) return e;
+                        return t.give(t.takeFree(), ptr);
+                    };
                     chunk.* = @splat(.{});
                     // Release: pairs with the acquire load in `get`, so a reader that sees the
                     // chunk sees its initialised slots.
@@ -144,6 +144,22 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
                 }
                 t.high_water += 1;
             }
+            return t.give(index, ptr);
+        }
+
+        /// Takes the free list's head (oldest freed); the list is not empty.
+        fn takeFree(t: *Self) u32 {
+            assert(t.free_count > 0);
+            const index = t.free_head;
+            const slot = t.slotAt(index);
+            t.free_head = slot.next_free;
+            if (t.free_head == no_slot) t.free_tail = no_slot;
+            t.free_count -= 1;
+            return index;
+        }
+
+        /// Makes free slot `index` (off the free list, or fresh) name `ptr`.
+        fn give(t: *Self, index: u32, ptr: *T) Handle {
             const slot = t.slotAt(index);
             assert(slot.live_gen.load(.monotonic) == 0);
             const gen = slot.next_gen;
