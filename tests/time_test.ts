@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { evalScript, untilAborted } from "./support.ts";
 import {
   CancellationError,
+  Channel,
   CompletableDeferred,
   coroutineScope,
   createContextKey,
@@ -165,6 +166,29 @@ Deno.test("a failure while timing out outranks the timeout", async () => {
     }),
     (e) => e === cleanup,
   );
+});
+
+Deno.test("a signal that passes instanceof AbortSignal but is none (made from its prototype) is refused by name: calls that return a Promise reject, never throw", async () => {
+  // (A Proxy of a real signal is one: the engine's brand checks see through it.)
+  const fake = Object.create(AbortSignal.prototype) as AbortSignal;
+  assert.ok(fake instanceof AbortSignal); // what the check looked at; reading `aborted` throws
+  const o = { signal: fake };
+  const refused = (op: string) => ({
+    name: "TypeError",
+    message: new RegExp(`^Cannot ${op}: signal must be an AbortSignal, received `),
+  });
+  // A synchronous throw fails here: the call runs before assert.rejects does.
+  await assert.rejects(delay(5, o), refused("delay"));
+  const d = new CompletableDeferred<number>();
+  await assert.rejects(d.join(o), refused("join"));
+  await assert.rejects(d.await(o), refused("await"));
+  d.complete(1);
+  await assert.rejects(withTimeout(5, async () => {}, o), refused("run withTimeout"));
+  await assert.rejects(coroutineScope(async () => {}, o), refused("run coroutineScope"));
+  using ch = new Channel<number>(1);
+  await assert.rejects(ch.receive(o), refused("receive"));
+  // values() is no Promise: its options are refused at the call, as any other bad option.
+  assert.throws(() => ch.values(o), refused("iterate channel"));
 });
 
 Deno.test("NaN times are RangeErrors; times not numbers, bad blocks and options TypeErrors (rejected, never thrown)", async () => {
