@@ -89,11 +89,29 @@ export function signalOf(op: string, options: unknown): AbortSignal | undefined 
   return signal as AbortSignal | undefined;
 }
 
+/** The engine's `aborted` getter: it throws for anything that is no AbortSignal. */
+const abortedOf = Object.getOwnPropertyDescriptor(AbortSignal.prototype, "aborted")!.get!;
+
 /** Throws "Cannot <op>: signal must be an AbortSignal" unless `signal` is undefined or one. */
 export function checkSignal(op: string, signal: unknown): void {
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+  if (signal === undefined) return;
+  // instanceof alone passes Object.create(AbortSignal.prototype), whose `aborted` read then
+  // threw "Illegal invocation" later: outside the try of a call that must reject (delay, join),
+  // or at values()'s first next() (AbortSignal.any refuses it). A Proxy of a signal passes both.
+  const like = signal instanceof AbortSignal;
+  let real = like;
+  if (like) {
+    try {
+      abortedOf.call(signal);
+    } catch {
+      real = false;
+    }
+  }
+  if (!real) {
     throw new TypeError(
-      `Cannot ${op}: signal must be an AbortSignal, received ${describe(signal)}`,
+      `Cannot ${op}: signal must be an AbortSignal, received ${
+        like ? "an object of its prototype that is none" : describe(signal)
+      }`,
     );
   }
 }
