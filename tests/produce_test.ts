@@ -367,6 +367,25 @@ Deno.test("produce: the producer's send rejects, never throws, when the caller's
   assert.deepEqual(outcomes, [["rejected", mine], ["rejected", mine]]);
 });
 
+Deno.test("produce: the producer's send refuses a signal made from AbortSignal's prototype as a Channel's send does: the named TypeError, rejected", async () => {
+  // It passed the producer's instanceof, and AbortSignal.any's own TypeError (no "Cannot send")
+  // was the rejection, where a Channel's send rejects with the named one.
+  const fake = Object.create(AbortSignal.prototype) as AbortSignal;
+  const outcomes: unknown[] = [];
+  await coroutineScope(async (scope) => {
+    using ch = produce<number>(scope, async (out) => {
+      await out.send(1, { signal: fake }).catch((e) => outcomes.push(e));
+    });
+    for await (const _ of ch) assert.fail("nothing is sent");
+  });
+  assert.equal(outcomes.length, 1);
+  assert.ok(outcomes[0] instanceof TypeError);
+  assert.match(
+    (outcomes[0] as Error).message,
+    /^Cannot send: signal must be an AbortSignal, received /,
+  );
+});
+
 Deno.test("produce: sends given one signal of their own share one combined signal", async () => {
   // A combined signal per send (AbortSignal.any) stays alive until the macrotask ends, and a
   // producer and consumer trading values in microtasks never end it: ~0.7 KB held per send.
