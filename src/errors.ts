@@ -92,22 +92,28 @@ export function signalOf(op: string, options: unknown): AbortSignal | undefined 
 /** The engine's `aborted` getter: it throws for anything that is no AbortSignal. */
 const abortedOf = Object.getOwnPropertyDescriptor(AbortSignal.prototype, "aborted")!.get!;
 
+/**
+ * True if `x` is an AbortSignal. Internal. instanceof alone passes an object made from
+ * `AbortSignal.prototype`, whose `aborted` read then threw "Illegal invocation" later: outside
+ * the try of a call that must reject (delay, join), or at values()'s first next()
+ * (AbortSignal.any refuses it). A Proxy of a signal is one (the engine's brand checks see
+ * through it).
+ */
+export function isAbortSignal(x: unknown): x is AbortSignal {
+  if (!(x instanceof AbortSignal)) return false;
+  try {
+    abortedOf.call(x);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Throws "Cannot <op>: signal must be an AbortSignal" unless `signal` is undefined or one. */
 export function checkSignal(op: string, signal: unknown): void {
   if (signal === undefined) return;
-  // instanceof alone passes Object.create(AbortSignal.prototype), whose `aborted` read then
-  // threw "Illegal invocation" later: outside the try of a call that must reject (delay, join),
-  // or at values()'s first next() (AbortSignal.any refuses it). A Proxy of a signal passes both.
   const like = signal instanceof AbortSignal;
-  let real = like;
-  if (like) {
-    try {
-      abortedOf.call(signal);
-    } catch {
-      real = false;
-    }
-  }
-  if (!real) {
+  if (!(like && isAbortSignal(signal))) {
     throw new TypeError(
       `Cannot ${op}: signal must be an AbortSignal, received ${
         like ? "an object of its prototype that is none" : describe(signal)

@@ -33,6 +33,7 @@ import {
   checkOptions,
   checkScope,
   InvalidHandleError,
+  isAbortSignal,
   launchChecked,
 } from "./errors.ts";
 import { isCancellation, type Job, JobSupport } from "./job.ts";
@@ -70,7 +71,7 @@ class ProducerChannel<T> extends Channel<T> {
     try {
       const own = options.signal;
       if (own === undefined) merged = { ...options, signal: bound.signal };
-      else if (!(own instanceof AbortSignal)) return super.send(value, options);
+      else if (!isAbortSignal(own)) return super.send(value, options);
       else {
         // One combined signal per caller signal, not one per send: a dependent signal made in
         // a loop stays alive until the macrotask ends (V8 keeps WeakRef targets for the job),
