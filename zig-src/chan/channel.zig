@@ -4260,10 +4260,21 @@ test "a guarded try-send on a cancelled channel never reports Closed, even when 
     for (&threads) |*t| t.* = try std.Thread.spawn(.{}, S.sender, .{ch});
     var gen: u32 = 1;
     S.guard.store(gen, .release);
-    for (0..incarnations) |_| {
+    for (0..incarnations) |i| {
+        const seen_before = S.cancelled_seen.load(.monotonic);
         _ = ch.cancel();
         // Let the senders meet the cancelled channel a while (bounded; no synchronisation).
         for (0..2_000) |_| std.atomic.spinLoopHint();
+        // Every 100th incarnation waits (yielding, up to a deadline) until a sender met this
+        // one cancelled: on one CPU the spin alone could end every incarnation before a sender
+        // ran, and the test then checked nothing (it failed its `cancelled_seen > 0` pinned).
+        if (i % 100 == 0) {
+            const deadline = std.time.nanoTimestamp() + 10 * std.time.ns_per_s;
+            while (S.cancelled_seen.load(.monotonic) == seen_before) {
+                if (std.time.nanoTimestamp() > deadline) break; // fails below, threads joined
+                std.Thread.yield() catch {};
+            }
+        }
         S.guard.store(0, .release); // the handle dies (as a registry's destroy does)
         ch.retire();
         try ch.reinit(testing.allocator, opts);
