@@ -43,6 +43,16 @@ function exists(path: string): boolean {
 
 async function boostPeer(): Promise<Line | null> {
   const header = "/usr/include/boost/context/detail/fcontext.hpp";
+  if (!exists(header) && await hasCommand("apt-get", ["--version"])) {
+    // As scripts/test.sh installs qemu-user: a fresh machine gets the peer (Debian package).
+    console.log("installing libboost-context-dev (Debian package) for the Boost peer");
+    const sudo = (await run("id", ["-u"])).trim() === "0" ? "" : "sudo ";
+    await run("sh", [
+      "-c",
+      `${sudo}apt-get update -qq && ${sudo}env DEBIAN_FRONTEND=noninteractive ` +
+      "apt-get install -y -qq libboost-context-dev",
+    ]).catch((e) => console.log(`(could not install it: ${(e as Error).message.split("\n")[0]})`));
+  }
   if (!exists(header)) {
     console.log("(Boost peer skipped: install libboost-context-dev to measure jump_fcontext)");
     return null;
