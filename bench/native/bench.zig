@@ -721,44 +721,58 @@ pub fn main() !void {
 
     const stack = try allocator.alignedAlloc(u8, .@"16", 64 * 1024);
     defer allocator.free(stack);
-    if (only == null) try coreBenches(allocator, out, stack, n, runs, quick);
+    try coreBenches(allocator, out, stack, n, runs, quick);
     try schedBenches(out, quick);
     try chanBenches(out, quick);
 }
 
 fn coreBenches(allocator: std.mem.Allocator, out: *std.Io.Writer, stack: []align(16) u8, n: u64, runs: usize, quick: bool) !void {
-    const plain = bestOf(runs, PingPong.run, .{ stack, sw.switch_plain, n, false });
-    try report(out, .{ .name = "switch (callee-saved regs, jmp back)", .value = perOp(plain, 2 * n), .unit = "ns/switch", .iterations = 2 * n });
-    const fp = bestOf(runs, PingPong.run, .{ stack, sw.switch_fp, n, false });
-    try report(out, .{ .name = "switch + FP control state (fp_control)", .value = perOp(fp, 2 * n), .unit = "ns/switch", .iterations = 2 * n });
-    if (@import("builtin").cpu.arch == .x86_64) {
+    const plain_label = "switch (callee-saved regs, jmp back)";
+    if (want(plain_label)) {
+        const plain = bestOf(runs, PingPong.run, .{ stack, sw.switch_plain, n, false });
+        try report(out, .{ .name = plain_label, .value = perOp(plain, 2 * n), .unit = "ns/switch", .iterations = 2 * n });
+    }
+    const fp_label = "switch + FP control state (fp_control)";
+    if (want(fp_label)) {
+        const fp = bestOf(runs, PingPong.run, .{ stack, sw.switch_fp, n, false });
+        try report(out, .{ .name = fp_label, .value = perOp(fp, 2 * n), .unit = "ns/switch", .iterations = 2 * n });
+    }
+    const ret_label = "switch returning with ret (not used)";
+    if (@import("builtin").cpu.arch == .x86_64 and want(ret_label)) {
         const ret_fn: SwitchFn = @ptrCast(&sw.impl.switchRet);
         const ret = bestOf(runs, PingPong.run, .{ stack, ret_fn, n, true });
-        try report(out, .{ .name = "switch returning with ret (not used)", .value = perOp(ret, 2 * n), .unit = "ns/switch", .iterations = 2 * n });
+        try report(out, .{ .name = ret_label, .value = perOp(ret, 2 * n), .unit = "ns/switch", .iterations = 2 * n });
     }
 
     var reg = kcoro.Registry.init(allocator);
     defer reg.deinit();
-    const h = try reg.create(yielder, null, 0, .{});
-    const co = try reg.get(h);
-    _ = try co.@"resume"();
-    const ry = bestOf(runs, resumeYield, .{ co, n });
-    try report(out, .{ .name = "coroutine resume + yield round trip", .value = perOp(ry, n), .unit = "ns/round-trip", .iterations = n });
-    try reg.destroy(h);
+    const ry_label = "coroutine resume + yield round trip";
+    if (want(ry_label)) {
+        const h = try reg.create(yielder, null, 0, .{});
+        const co = try reg.get(h);
+        _ = try co.@"resume"();
+        const ry = bestOf(runs, resumeYield, .{ co, n });
+        try report(out, .{ .name = ry_label, .value = perOp(ry, n), .unit = "ns/round-trip", .iterations = n });
+        try reg.destroy(h);
+    }
 
-    {
+    const parked_label = "live parked coroutines (slab, 16 KiB stacks)";
+    if (want(parked_label)) {
         const count: usize = if (quick) 100_000 else 1_000_000;
         const handles = try allocator.alloc(u32, count);
         defer allocator.free(handles);
         var big = kcoro.Registry.init(std.heap.c_allocator);
         defer big.deinit();
         const per = try liveParked(&big, count, handles);
-        try report(out, .{ .name = "live parked coroutines (slab, 16 KiB stacks)", .value = per, .unit = "bytes/coroutine", .iterations = count });
+        try report(out, .{ .name = parked_label, .value = per, .unit = "bytes/coroutine", .iterations = count });
     }
 
-    const cycles = n / 10;
-    const crd = bestOf(runs, createRunDestroy, .{ &reg, cycles });
-    try report(out, .{ .name = "coroutine create + run + destroy", .value = perOp(crd, cycles), .unit = "ns/coroutine", .iterations = cycles });
+    const crd_label = "coroutine create + run + destroy";
+    if (want(crd_label)) {
+        const cycles = n / 10;
+        const crd = bestOf(runs, createRunDestroy, .{ &reg, cycles });
+        try report(out, .{ .name = crd_label, .value = perOp(crd, cycles), .unit = "ns/coroutine", .iterations = cycles });
+    }
 }
 
 /// CPUs this process may run on (its affinity mask), at least 1.
