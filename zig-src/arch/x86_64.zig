@@ -62,73 +62,122 @@ comptime {
     std.debug.assert(@sizeOf(Context) == 72);
 }
 
-// The switch, in pieces shared by both variants (comptime string concatenation).
+// The switch, in pieces shared by `switchPlain` and `switchRet` (comptime string concatenation).
+//
+// Order (AMD Zen): everything the target needs (its sp and six registers) is read into the
+// caller-saved scratch registers BEFORE anything is written to `from`; then `from` is saved; then
+// the scratch values are installed. With the plain order (save `from`, then load `to` straight
+// into the registers) the switch ran at 0.67-0.82x Boost's jump_fcontext on an AMD EPYC (Zen 4,
+// family 25 model 17, KVM) and at 0.36-0.53x with this one (ratios of the min and of the
+// median, alternating passes on the same host; the commit that made this order lists the
+// other variants tried).
+// On Zen the register loads placed after the six register stores come late, and the resumed code
+// needs those registers at once (in a ping-pong they hold its next switch's pointers): loading
+// just the registers the resumed loop uses first gave the whole gain; loading sp and pc first
+// gave none. It is the same code running on both sides that costs: with each side switching
+// through its own copy of the plain order, the loads were as fast as here. So Zen most likely
+// ties each load to the store instruction that wrote its value last time (the same `movq
+// %rbx, 16(%rdi)`, one switch earlier, for the other context) and then waits for, or takes
+// its value from, that instruction's newest instance: the store this switch just made to
+// `from`. Loaded first, the newest instance is the right one. (No hardware counters in that VM
+// to confirm it.) The six extra moves are register-to-register.
+//
+// It requires `from != to` (a switch to itself would install the values saved before); every
+// caller switches between two different contexts (coroutine.zig: `caller` and `ctx`). rbx and
+// rbp serve as the save's scratch once they are stored, as all seven caller-saved scratch
+// registers (rax rcx rdx r8-r11) hold the target's values by then.
+const load_target =
+    \\ movq 0(%%rsi), %%rax
+    \\ movq 16(%%rsi), %%rcx
+    \\ movq 24(%%rsi), %%rdx
+    \\ movq 32(%%rsi), %%r8
+    \\ movq 40(%%rsi), %%r9
+    \\ movq 48(%%rsi), %%r10
+    \\ movq 56(%%rsi), %%r11
+    \\
+;
 const save_gprs =
-    \\ movq (%%rsp), %%rdx
-    \\ leaq 8(%%rsp), %%rcx
-    \\ movq %%rcx, 0(%%rdi)
-    \\ movq %%rdx, 8(%%rdi)
     \\ movq %%rbx, 16(%%rdi)
     \\ movq %%rbp, 24(%%rdi)
+    \\ movq (%%rsp), %%rbx
+    \\ leaq 8(%%rsp), %%rbp
+    \\ movq %%rbx, 8(%%rdi)
+    \\ movq %%rbp, 0(%%rdi)
     \\ movq %%r12, 32(%%rdi)
     \\ movq %%r13, 40(%%rdi)
     \\ movq %%r14, 48(%%rdi)
     \\ movq %%r15, 56(%%rdi)
     \\
 ;
-const save_fp =
-    \\ stmxcsr 64(%%rdi)
-    \\ fnstcw 68(%%rdi)
-    \\
-;
-const load_gprs =
-    \\ movq 16(%%rsi), %%rbx
-    \\ movq 24(%%rsi), %%rbp
-    \\ movq 32(%%rsi), %%r12
-    \\ movq 40(%%rsi), %%r13
-    \\ movq 48(%%rsi), %%r14
-    \\ movq 56(%%rsi), %%r15
-    \\
-;
-const load_fp =
-    \\ ldmxcsr 64(%%rsi)
-    \\ fldcw 68(%%rsi)
+const install_gprs =
+    \\ movq %%rcx, %%rbx
+    \\ movq %%rdx, %%rbp
+    \\ movq %%r8, %%r12
+    \\ movq %%r9, %%r13
+    \\ movq %%r10, %%r14
+    \\ movq %%r11, %%r15
     \\
 ;
 const jump =
-    \\ movq 0(%%rsi), %%rsp
+    \\ movq %%rax, %%rsp
     \\ jmpq *8(%%rsi)
 ;
 
-/// Saves the callee-saved registers into `from` (rdi) and resumes `to` (rsi).
-/// Returns, in `from`'s thread of control, when something later switches back to `from`.
+/// Saves the callee-saved registers into `from` (rdi) and resumes `to` (rsi), which must be a
+/// different context (`to` is read before `from` is written). Returns, in `from`'s thread of
+/// control, when something later switches back to `from`.
 pub noinline fn switchPlain(_: *Context, _: *Context) callconv(.naked) void {
-    asm volatile (save_gprs ++ load_gprs ++ jump);
+    asm volatile (load_target ++ save_gprs ++ install_gprs ++ jump);
 }
 
 /// Like `switchPlain`, and also saves/restores MXCSR and the x87 control word.
+///
+/// It keeps the plain order (save `from`, then load `to`): its cost is the MXCSR reload (README,
+/// Figures), and on the Zen 4 host the load-first order of `switchPlain` did not pay here. In
+/// alternating passes the medians were 1.00-1.10x Boost's jump_fcontext with this order,
+/// 1.06-1.19x with the load-first one and 1.02-1.08x with the FP pair moved last (no clear win).
 pub noinline fn switchFp(_: *Context, _: *Context) callconv(.naked) void {
-    asm volatile (save_gprs ++ save_fp ++ load_gprs ++ load_fp ++ jump);
-}
-
-/// The same switch, returning with `ret` (kept only so the bench can show why we do not).
-pub noinline fn switchRet(_: *Context, _: *Context) callconv(.naked) void {
     asm volatile (
-        \\ movq %%rsp, 0(%%rdi)
+        \\ movq (%%rsp), %%rdx
+        \\ leaq 8(%%rsp), %%rcx
+        \\ movq %%rcx, 0(%%rdi)
+        \\ movq %%rdx, 8(%%rdi)
         \\ movq %%rbx, 16(%%rdi)
         \\ movq %%rbp, 24(%%rdi)
         \\ movq %%r12, 32(%%rdi)
         \\ movq %%r13, 40(%%rdi)
         \\ movq %%r14, 48(%%rdi)
         \\ movq %%r15, 56(%%rdi)
+        \\ stmxcsr 64(%%rdi)
+        \\ fnstcw 68(%%rdi)
         \\ movq 16(%%rsi), %%rbx
         \\ movq 24(%%rsi), %%rbp
         \\ movq 32(%%rsi), %%r12
         \\ movq 40(%%rsi), %%r13
         \\ movq 48(%%rsi), %%r14
         \\ movq 56(%%rsi), %%r15
+        \\ ldmxcsr 64(%%rsi)
+        \\ fldcw 68(%%rsi)
         \\ movq 0(%%rsi), %%rsp
-        \\ retq
+        \\ jmpq *8(%%rsi)
+    );
+}
+
+/// The same switch, returning with `ret` (kept only so the bench can show why we do not); the
+/// same order as `switchPlain`, so that the two differ in the return alone.
+pub noinline fn switchRet(_: *Context, _: *Context) callconv(.naked) void {
+    asm volatile (load_target ++
+            \\ movq %%rsp, 0(%%rdi)
+            \\ movq %%rbx, 16(%%rdi)
+            \\ movq %%rbp, 24(%%rdi)
+            \\ movq %%r12, 32(%%rdi)
+            \\ movq %%r13, 40(%%rdi)
+            \\ movq %%r14, 48(%%rdi)
+            \\ movq %%r15, 56(%%rdi)
+            \\
+        ++ install_gprs ++
+            \\ movq %%rax, %%rsp
+            \\ retq
     );
 }
 

@@ -1,8 +1,9 @@
 //! Picks the context switch for the target architecture and gives it a callable type.
 //!
 //! Each switch is reached through a function pointer of C calling convention:
-//! `switch_fn(from, to)` saves the caller's callee-saved state into `from` and resumes `to`; it
-//! returns when something switches back to `from`.
+//! `switch_fn(from, to)` saves the caller's callee-saved state into `from` and resumes `to` (a
+//! different context: x86_64 reads `to` before it writes `from`); it returns when something
+//! switches back to `from`.
 //!
 //! Two rules keep the optimiser honest about the naked asm functions (both were real crashes):
 //! - declare them with their true C signature, never `noreturn`: through a pointer the
