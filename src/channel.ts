@@ -860,8 +860,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const { overflow = "suspend", codec = codecs.default as Codec<T>, onUndeliveredElement } =
       options;
     if (!Object.hasOwn(OVERFLOW, overflow)) {
-      // Not a string: a TypeError; a string naming no policy, a RangeError.
-      throw new (typeof overflow === "string" ? RangeError : TypeError)(
+      // A string naming no policy is a TypeError too, as an unknown capacity name, built-in
+      // entry or shutdown mode is (WebIDL's rule for an enum value it does not know).
+      throw new TypeError(
         `Cannot ${op}: overflow must be "suspend", "drop-oldest" or "drop-latest", received ${
           describe(overflow)
         }`,

@@ -68,7 +68,9 @@ Deno.test("constructor: bad arguments are RangeError/TypeError naming what was r
     () => new Channel(4, { overflow: "drop-newest" as never }),
     /overflow must be "suspend", "drop-oldest" or "drop-latest", received "drop-newest"/,
   );
-  assert.throws(() => new Channel(4, { overflow: "drop-newest" as never }), RangeError);
+  // A name that is no policy is a TypeError, as an unknown capacity name is (it was a
+  // RangeError; tests/option_names_test.ts walks every such option).
+  assert.throws(() => new Channel(4, { overflow: "drop-newest" as never }), TypeError);
   // Not a string at all: a TypeError, as a wrong type is everywhere else (it was a RangeError).
   assert.throws(() => new Channel(4, { overflow: 1 as never }), {
     name: "TypeError",
