@@ -258,6 +258,59 @@ Deno.test("kcoro's own objects sent as values, or inside plain data, are a Codec
   }
 });
 
+Deno.test("kcoro's own objects anywhere node:v8 would copy them are a CodecError, also past a class instance", async () => {
+  // Before, the packer gave up at the first class instance (or hole, or lone surrogate) and
+  // node:v8 copied the rest, kcoro's objects after it too, into lifeless plain objects.
+  class Point {
+    x = 1;
+  }
+  class Holder {
+    constructor(readonly inner: unknown) {}
+  }
+  const deferred = new CompletableDeferred<number>();
+  for (const shared of [false, true]) {
+    using ch = new Channel<unknown>(8);
+    if (shared) ch.share();
+    using reply = new Channel<number>(1);
+    const sparse: unknown[] = [];
+    sparse[2 ** 32 - 2] = { reply };
+    const cases: [unknown, RegExp][] = [
+      [{ a: new Point(), reply }, /^Cannot send: the value holds a Channel,/],
+      [new Holder(reply), /holds a Channel,/], // a class instance's field
+      [[new Point(), [[{ reply }]]], /holds a Channel,/], // deep
+      [[, reply], /holds a Channel,/], // a hole: not even a class instance first
+      [sparse, /holds a Channel,/], // a hole, and a length of 2^32 - 1
+      [{ s: "\ud800", d: deferred }, /holds a job or deferred,/], // a lone surrogate
+      [new Map<unknown, unknown>([[new Point(), Context.empty]]), /holds a Context,/], // a value
+      [new Map<unknown, unknown>([[reply, 1]]), /holds a Channel,/], // a Map's key
+      [new Set<unknown>([new Point(), new Holder(deferred)]), /holds a job or deferred,/],
+      [new Error("failed", { cause: { reply } }), /holds a Channel,/], // an Error's cause
+    ];
+    for (const [v, message] of cases) {
+      assert.throws(() => ch.trySend(v), (e) => {
+        assert.ok(e instanceof CodecError, `${shared} ${Deno.inspect(v)}: ${e}`);
+        assert.match((e as Error).message, message);
+        return true;
+      });
+      await assert.rejects(ch.send(v), CodecError);
+    }
+    assert.deepEqual(ch.tryReceive(), { state: "empty" }); // nothing was sent
+    // What node:v8 does not copy is not looked into (a Date's or a boxed string's own
+    // properties, past a class instance); plain class instances, cycles and shared references
+    // still travel.
+    const cyclic = { p: new Point(), self: null as unknown, again: null as unknown };
+    cyclic.self = cyclic;
+    cyclic.again = cyclic.p;
+    const date = Object.assign(new Date(0), { reply });
+    const boxed = Object.assign(new String("s"), { reply });
+    for (const v of [cyclic, [new Point(), date, boxed]]) {
+      ch.trySend(v);
+      assert.deepEqual((ch.tryReceive() as { value: unknown }).value, structuredClone(v));
+    }
+  }
+  deferred.complete(1);
+});
+
 Deno.test("pooled views alive at closeLibrary() free their chunks once collected, library after library", async () => {
   // In a process of its own: it closes the library. Each close used to strand a chunk (128
   // KiB) for good: the closed library's view of the pool lived on, keeping its last chunk.
