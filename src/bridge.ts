@@ -113,17 +113,24 @@ export class Bridge {
     } catch (e) {
       reportError(e);
     }
-    // The ring goes with its library: a ring dies with its thread otherwise, and the main
-    // thread never ends (each closeLibrary/openLibrary cycle left one behind, until the ring
-    // table was full). A `kc_ring_wait` outstanding returns (`#loop` then stops).
-    this.#sym.kc_ring_destroy(this.#ring);
+    // The ring itself lives on until the library is closed (`#closed`): code that runs after
+    // this, while the library is still open (a close hook after this one, an "error" listener
+    // a hook's reportError calls), may queue a wait. On a destroyed ring that said KC_EBADH,
+    // which a Channel.from copy took for its channel destroyed by its creator: a live channel
+    // marked ended, its hold never given back and its owner's dispose no longer destroying it.
   }
 
   /**
-   * The library was closed: no record will come for what is queued, so each queued operation
-   * is completed now (each rejects, seeing the library closed) instead of waiting for ever.
+   * The library was closed: the ring goes with it (a ring dies with its thread otherwise, and
+   * the main thread never ends: each closeLibrary/openLibrary cycle left one behind, until the
+   * ring table was full); destroying it withdraws what is still queued on it (waits queued
+   * after `#closing`) and makes a `kc_ring_wait` outstanding return (`#loop` then stops). No
+   * record will come for what is queued, so each queued operation is completed now (each
+   * rejects, seeing the library closed) instead of waiting for ever.
    */
   #closed(): void {
+    // The raw symbols outlive the close (`Library._symbolsToRelease`): `#sym` is those.
+    this.#sym.kc_ring_destroy(this.#ring);
     const ops = [...this.#ops.values()];
     this.#ops.clear();
     for (const op of ops) {

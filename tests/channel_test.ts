@@ -1808,6 +1808,39 @@ Deno.test("a wait begun while the library closes (by an onUndeliveredElement hoo
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a wait queued by code a later close hook runs fails with LibraryClosedError and leaves its channel live", async () => {
+  // The bridge's close hook destroyed the completion ring while the library was still open:
+  // a Channel.from copy's wait queued after it (here by a hook of the test's own, as an "error"
+  // listener that a later hook's reportError calls would) got KC_EBADH from the ring, took it
+  // for its channel destroyed by its creator and marked the live channel ended. Its wait and a
+  // select on it failed with a CancellationError, and neither the copy's dispose nor the
+  // owner's destroyed the native channel any more (it leaked).
+  const res = await evalScript(`
+    import { Channel, closeLibrary, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    const lib = library();
+    Bridge.of(lib); // its close hook comes first
+    const owner = new Channel(0);
+    const copy = Channel.from(owner.share());
+    const handle = owner.handle;
+    const outcomes = [];
+    lib.beforeClose(() => {
+      const name = (e) => e.name;
+      outcomes.push(copy.send(1).then(() => "resolved", name)); // waits in JavaScript
+      // The select's probe queues that send natively first, then the select's own.
+      outcomes.push(select((s) => s.onSend(copy, 2, () => "sent")).then((v) => v, name));
+    });
+    closeLibrary();
+    const got = JSON.stringify(await Promise.all(outcomes));
+    if (got !== '["LibraryClosedError","LibraryClosedError"]') throw new Error(got);
+    copy[Symbol.dispose]();
+    owner[Symbol.dispose]();
+    const status = library().symbols("test").kc_chan_status(handle);
+    if (status !== -9) throw new Error("the channel is not destroyed: status " + status);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a channel disposed by its creator, or collected, after closeLibrary() is destroyed", async () => {
   const res = await evalScript(
     `
