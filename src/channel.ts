@@ -2157,7 +2157,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#receive(RECV_CATCHING, options) as Promise<ReceiveCatchingResult<T>>;
   }
 
-  #receive(kind: number, options?: WaitOptions): Promise<unknown> {
+  #receive(
+    kind: number,
+    options?: WaitOptions,
+    held?: { waiter: Waiter | null },
+  ): Promise<unknown> {
     let v: unknown;
     let signal: AbortSignal | undefined;
     try {
@@ -2167,7 +2171,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } catch (e) {
       return Promise.reject(e);
     }
-    if (v === EMPTY) return this.#wait(kind, undefined, signal);
+    if (v === EMPTY) return this.#wait(kind, undefined, signal, undefined, held);
     if (v !== CLOSED) return Promise.resolve(received(kind, v));
     const r = this.#closedResult();
     if (kind === RECV_CATCHING) return Promise.resolve(r);
@@ -2188,6 +2192,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     value: unknown,
     signal: AbortSignal | undefined,
     encoded?: Slot,
+    held?: { waiter: Waiter | null },
   ): Promise<never> {
     let w!: Waiter;
     // new Promise, not Promise.withResolvers: 10 ns less, and this is every wait's cost.
@@ -2204,6 +2209,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.slot = encoded;
       w.encoded = true;
     }
+    if (held !== undefined) held.waiter = w;
     const s = this._shared;
     (kind === SEND ? s.senders : s.receivers).push(w);
     if (!this.#tracked && s.local) this.#track(); // once per channel
@@ -2823,31 +2829,32 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   values(options?: { signal?: AbortSignal }): AsyncIterableIterator<T> {
     const signal = signalOf("iterate channel", options);
+    const wait: WaitOptions | undefined = signal === undefined ? undefined : { signal };
     let ended = false;
-    /** Made at the first `next()`: `return()` aborts it to end a receive still waiting. */
-    let stop: AbortController | null = null;
-    /** Every receive's options: the caller's signal and `stop`'s, combined once. */
-    let wait: WaitOptions | undefined;
+    /**
+     * The receive waiting last, which `return()` abandons as an abort would. Not a signal of
+     * the iterator's own combined with the caller's: Deno's AbortSignal.any keeps each signal
+     * it made alive while a source lives, ~900 bytes per loop over a task's long-lived signal.
+     */
+    const held: { waiter: Waiter | null } = { waiter: null };
     const whenReturned = (e: unknown) => {
       if (e === RETURNED) return ITER_DONE; // released by return(): nothing was taken
       throw e;
     };
     const next = (): Promise<IteratorResult<T, undefined>> => {
       if (ended) return Promise.resolve(ITER_DONE);
-      if (wait === undefined) {
-        const own = (stop = new AbortController()).signal;
-        wait = { signal: signal === undefined ? own : AbortSignal.any([signal, own]) };
-      }
-      return (this.#receive(RECV_ITER, wait) as Promise<IteratorResult<T, undefined>>).then(
-        undefined,
-        whenReturned,
-      );
+      return (this.#receive(RECV_ITER, wait, held) as Promise<IteratorResult<T, undefined>>)
+        .then(undefined, whenReturned);
     };
     const it: AsyncIterableIterator<T> = {
       next,
       return: () => {
         ended = true;
-        stop?.abort(RETURNED);
+        const w = held.waiter;
+        held.waiter = null;
+        // Withdrawn and rejected if still waiting; nothing if it took a value first (then
+        // delivered) or is done.
+        if (w !== null) this.#abandon(w, RETURNED);
         return Promise.resolve(ITER_DONE);
       },
       [Symbol.asyncIterator]: () => it,

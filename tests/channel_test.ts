@@ -985,6 +985,52 @@ bothModes(
   },
 );
 
+Deno.test("values({ signal }): a long loop, or many loops on one long-lived signal, do not grow the heap", async () => {
+  // Each iterator combined the caller's signal with its own (AbortSignal.any), and Deno's
+  // any() keeps every signal made from a source alive while the source lives: a task's
+  // signal taken by 50,000 short loops held ~45 MiB, ~900 bytes a loop. A bound of MiBs,
+  // far above noise, far below that.
+  const res = await evalScript(
+    `
+    import { Channel } from "./mod.ts";
+    const heap = () => { globalThis.gc(); globalThis.gc(); return Deno.memoryUsage().heapUsed; };
+    const task = new AbortController(); // lives as long as the loops
+    for (const shared of [false, true]) {
+      const ch = new Channel(64);
+      if (shared) ch.share();
+      const loops = async (n) => {
+        for (let i = 0; i < n; i++) {
+          ch.trySend(i);
+          for await (const _ of ch.values({ signal: task.signal })) break;
+        }
+      };
+      const long = async (n) => {
+        const producer = (async () => { for (let i = 0; i < n; i++) await ch.send(i); })();
+        let got = 0;
+        for await (const _ of ch.values({ signal: task.signal })) if (++got === n) break;
+        await producer;
+      };
+      await loops(1_000);
+      await long(1_000);
+      let before = heap();
+      await loops(50_000);
+      const grewLoops = heap() - before;
+      before = heap();
+      await long(100_000);
+      const grewLong = heap() - before;
+      const mib = (b) => (b / 2 ** 20).toFixed(1) + " MiB";
+      if (grewLoops > 8 * 2 ** 20 || grewLong > 8 * 2 ** 20) {
+        throw new Error("shared " + shared + ": 50,000 loops grew the heap by " + mib(grewLoops) +
+          ", a loop of 100,000 values by " + mib(grewLong));
+      }
+      ch[Symbol.dispose]();
+    }
+  `,
+    { v8Flags: ["--expose-gc"], timeoutMs: 120_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a channel closed elsewhere with a cause: this isolate reads the cause from native memory", async () => {
   const sym = library().symbols("test");
   for (const cancel of [false, true]) {
