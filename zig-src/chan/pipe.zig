@@ -4,8 +4,9 @@
 //!
 //! One thread serves every pipe of a `Pipes`, sleeping on a futex until the next one is due.
 //! It starts with the first pipe and ends when the last one goes: a pipe ends when its target
-//! is closed, when either channel is gone (its tick says so), or on `stop`. `deinit` stops and
-//! joins the thread. No thread runs while no pipe exists.
+//! is closed, when either channel is gone (its tick says so), or on `stop`. A thread that ends
+//! by itself (no pipe left) detaches itself; `deinit` stops and joins one still serving. No
+//! thread runs while no pipe exists.
 //!
 //! Any thread may call `add`, `stop`, `activeCount` and `deinit` (the last one once, when no
 //! other call can follow). Ticks run on the pipe thread with the `Pipes` lock held: a tick must
@@ -23,13 +24,13 @@ pub const Pipes = struct {
     next_id: u32 = 1,
     /// Bumped under the lock on every change; the thread sleeps on it (futex) between ticks.
     seq: std.atomic.Value(u32) = .init(0),
-    /// The pipe thread, if one was started; `running` says whether it still serves (under the
-    /// lock). A thread that found no pipe left clears `running` and ends; the next `add` joins
-    /// it and starts another. Until then (for the C ABI's pipes, which are never deinit'd: until
-    /// the process exits) the ended thread keeps its stack and glibc's TLS block for it, one
-    /// thread's worth at most: what valgrind reports at exit as a lost `_dl_allocate_tls` block
-    /// (288 or 304 bytes), named after the thread that first had the stack (glibc reuses a
-    /// joined thread's cached stack, a scheduler worker's or watchdog's, with its TLS block).
+    /// The pipe thread while it serves (`running`, under the lock), for `deinit` to join. A
+    /// thread that finds no pipe left clears `running`, detaches itself and clears this, in
+    /// one critical section, so that nobody joins it and its system resources go when it ends.
+    /// Before, it stayed unjoined until the next `add` or `deinit`: for the C ABI's pipes,
+    /// which are never deinit'd, until the process exited, keeping its stack and glibc's TLS
+    /// block, which valgrind reported at exit as a lost `_dl_allocate_tls` block (288 or 304
+    /// bytes). It cannot join itself, and no other thread is there to join it when it ends.
     thread: ?std.Thread = null,
     running: bool = false,
     stopping: bool = false,
@@ -73,7 +74,7 @@ pub const Pipes = struct {
             .due_ns = scheduler.monotonicNs() +| interval_ns, // saturating: a huge interval never ticks
         });
         if (!p.running) {
-            if (p.thread) |t| t.join(); // it ended (or is ending: it holds no lock any more)
+            assert(p.thread == null); // an ended thread detached itself
             p.thread = std.Thread.spawn(.{ .stack_size = 64 * 1024 }, run, .{p}) catch {
                 p.thread = null;
                 _ = p.pipes.pop();
@@ -113,7 +114,7 @@ pub const Pipes = struct {
         return p.running;
     }
 
-    /// Ends every pipe and joins the thread.
+    /// Ends every pipe and joins the thread if one still serves (one that ended detached itself).
     pub fn deinit(p: *Pipes) void {
         p.mutex.lock();
         p.stopping = true;
@@ -168,6 +169,14 @@ pub const Pipes = struct {
             p.mutex.lock();
         }
         p.running = false;
+        if (!p.stopping) {
+            // Ended by itself: `add` spawned this thread and stored its handle under the lock
+            // before this thread could take it, and only `deinit` (stopping) takes it away.
+            p.thread.?.detach();
+            p.thread = null;
+        }
+        // After this unlock the thread touches `p` no more (a futex wake in the unlock only
+        // names the address): `deinit` may free it at once.
         p.mutex.unlock();
     }
 };
@@ -236,6 +245,13 @@ test "a pipe pushes snapshots at its interval, ends when its target closes, and 
     const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
     while (pipes.threadRunning() and scheduler.monotonicNs() < deadline) std.Thread.yield() catch {};
     try testing.expect(!pipes.threadRunning());
+    // Detached by itself: nothing left for a later `add` or `deinit` to join (for the C ABI's
+    // pipes, never deinit'd, it stayed unjoined until the process exited).
+    {
+        pipes.mutex.lock();
+        defer pipes.mutex.unlock();
+        try testing.expect(pipes.thread == null);
+    }
     try testing.expectEqual(@as(usize, 0), pipes.activeCount());
     try testing.expect(!pipes.stop(id)); // ended already
 }
@@ -263,6 +279,7 @@ test "stop ends a pipe and runs its cleanup; a new pipe restarts the thread" {
     try testing.expectEqual(@as(u32, 1), S.cleaned);
     while (pipes.threadRunning() and scheduler.monotonicNs() < deadline) std.Thread.yield() catch {};
     try testing.expect(!pipes.threadRunning());
+    try testing.expect(pipes.thread == null); // detached by itself (no other thread runs now)
     _ = try pipes.add(S.tick, S.cleanup, &dummy, std.time.ns_per_ms);
     try testing.expect(pipes.threadRunning());
     // deinit ends the last pipe (cleanup) and joins the thread.
