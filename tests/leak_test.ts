@@ -1,12 +1,12 @@
 // Resources a long-lived process must get back: native handles and threads after Workers that
 // waited on shared channels were terminated mid-wait. Live channel handles are counted exactly:
-// every generation of every slot below 4,096 is asked for its status (a call that changes nothing;
-// a live handle answers >= 0). A churn of channels, rings and Workers measured this way (session 19)
+// every generation of every slot below 65,536 is asked for its status (a call that changes
+// nothing; a live handle answers >= 0; tests/support.ts says why that bound). A churn of channels, rings and Workers measured this way (session 19)
 // came back to its baseline in every area; this test keeps the Worker case, the one that crosses
 // isolates, from regressing.
 import assert from "node:assert/strict";
 import { Channel } from "../mod.ts";
-import { liveChannels, until, within } from "./support.ts";
+import { evalScript, liveChannels, until, within } from "./support.ts";
 
 const workerUrl = new URL("./fixtures/churn_worker.ts", import.meta.url);
 
@@ -53,4 +53,28 @@ Deno.test("Workers terminated while they wait on shared channels leave no channe
   let t = -1;
   await until(() => (t = threads()) <= threadsBefore, "threads back").catch(() => {});
   assert.ok(t <= threadsBefore, `threads: ${t} after, ${threadsBefore} before`);
+});
+
+Deno.test("liveChannels counts channels past the first chunk of 4,096 slots (it asks every slot below 65,536)", async () => {
+  // In a process of its own: a fresh handle table hands out fresh slots while 1,024 or fewer
+  // are free, so 5,000 channels at once take slots 1 to 5,000. Before, only slots below 4,096
+  // were asked: a leak past them (a process that once held ~3,000 channels) went uncounted.
+  const res = await evalScript(`
+    import { library } from "./mod.ts";
+    import { liveChannels } from "./tests/support.ts";
+    const sym = library().symbols("test");
+    const before = liveChannels();
+    const out = new Uint32Array(1), handles = [];
+    for (let i = 0; i < 5000; i++) {
+      if (sym.kc_chan_create(8, 0, 0, 0, out) !== 0) throw new Error("create failed");
+      handles.push(out[0]);
+    }
+    const top = Math.max(...handles.map((h) => h & 0xfffff));
+    if (top < 4096) throw new Error("the slots stayed below 4096: " + top);
+    const live = liveChannels() - before;
+    for (const h of handles) sym.kc_chan_destroy(h);
+    if (live !== 5000) throw new Error(live + " live channels counted, not 5000");
+    if (liveChannels() !== before) throw new Error("not back to " + before);
+  `);
+  assert.equal(res.code, 0, res.stderr);
 });
