@@ -444,15 +444,15 @@ function hostCount(): number {
  * channel, and the Worker.
  */
 async function sharingWorker(): Promise<
-  { w: Worker; shared: SharedChannel; probe: SharedChannel }
+  { w: Worker; shared: SharedChannel; probe: SharedChannel; latest: SharedChannel<Uint8Array> }
 > {
   const w = new Worker(new URL("./fixtures/share_worker.ts", import.meta.url), { type: "module" });
   const m = await within(
-    message<{ ch: SharedChannel; probe: SharedChannel }>(w),
+    message<{ ch: SharedChannel; probe: SharedChannel; latest: SharedChannel<Uint8Array> }>(w),
     20_000,
     "the Worker",
   );
-  return { w, shared: m.ch, probe: m.probe };
+  return { w, shared: m.ch, probe: m.probe, latest: m.latest };
 }
 
 /** Terminates `w` and waits until its thread has ended: its probe channel is gone then. */
@@ -510,6 +510,29 @@ Deno.test("a channel a terminated Worker shared lives on while the main isolate 
   // The last holder leaving ends it (it used to stay until the process ended).
   copy[Symbol.dispose]();
   assert.throws(() => Channel.from(shared), InvalidHandleError);
+});
+
+Deno.test("a channel that outlives the Worker whose hook took its drops keeps none: a conflated channel's overwritten values are freed", async () => {
+  // The Worker made `latest` with onUndeliveredElement, so what it drops was kept natively for
+  // that isolate to take. Once the Worker ended, nobody could: every value the conflated channel
+  // overwrote stayed (a pooled buffer each) until the last copy let go, without bound.
+  const sym = library().symbols("test");
+  const info = new BigUint64Array(4);
+  const chunksInUse = () => (sym.kc_pool_info(info), Number(info[3]));
+  const { w, probe, latest } = await sharingWorker();
+  using copy = Channel.from(latest);
+  assert.deepEqual(copy.trySend(new Uint8Array(1000).fill(1)), { state: "ok" }); // one kept...
+  assert.deepEqual(copy.trySend(new Uint8Array(1000).fill(2)), { state: "ok" }); // ...dropped
+  await terminated(w, probe);
+  const before = chunksInUse();
+  const n = 20_000; // 1,000 bytes each: ~150 chunks of 128 KiB were they all kept
+  for (let i = 0; i < n; i++) copy.trySend(new Uint8Array(1000).fill(i & 255));
+  assert.equal(copy.metrics().dropped, n + 1);
+  const after = chunksInUse();
+  assert.ok(after <= before + 2, `${after - before} more pool chunks in use: the drops were kept`);
+  const last = copy.tryReceive();
+  assert.equal(last.state, "ok");
+  assert.equal((last as { value: Uint8Array }).value[0], (n - 1) & 255);
 });
 
 Deno.test("a channel a terminated Worker shared and nobody opened ends with the Worker's thread", async () => {
