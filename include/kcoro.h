@@ -395,7 +395,11 @@ int32_t kc_pool_release(const void *chunk, uint32_t count);
 int32_t kc_pool_views(uint32_t **out);
 /* Keeps every value the channel drops (cancel, destroy, drop policies; zero-copy: descriptors
  * without a release) in a list, replacing the kc_chan_on_undelivered hook; kc_chan_take_undelivered
- * moves the oldest kept value into out: 1, or 0 when none is left (works after destroy too). */
+ * moves the oldest kept value into out: 1, or 0 when none is left (works after destroy too). The
+ * list is kept for the calling thread: when it ends, a channel that lives on stops keeping (a
+ * zero-copy one frees what it drops, as with kc_chan_free_undelivered) and what it kept is freed
+ * (not so for a call from a coroutine: kept until the channel ends). KC_ENOMEM if the thread's
+ * record could not grow. */
 int32_t kc_chan_keep_undelivered(uint32_t handle);
 int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size);
 /* Frees the buffer of every descriptor the zero-copy channel drops without a release of its own

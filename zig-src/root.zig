@@ -179,6 +179,9 @@ const ThreadRecord = struct {
     views: ?[]u32 = null,
     /// Holds by handle value, with how many and of which channel (`Channel.serial`).
     holds: std.AutoHashMapUnmanaged(u32, Held) = .empty,
+    /// Channels that keep their dropped values for this thread's host
+    /// (kc_chan_keep_undelivered), by handle value, with which channel (`Channel.serial`).
+    keeps: std.AutoHashMapUnmanaged(u32, u64) = .empty,
 
     const Held = struct { count: u32, serial: u64 };
 
@@ -209,6 +212,11 @@ const ThreadRecord = struct {
             }
             std.heap.c_allocator.free(views);
         }
+        // Before the holds: a channel that lives on (another isolate holds it) keeps nothing
+        // more for the host that ended, and what it kept is freed (`stopKeeping`).
+        var kit = rec.keeps.iterator();
+        while (kit.next()) |kv| stopKeeping(kv.key_ptr.*, kv.value_ptr.*);
+        rec.keeps.deinit(std.heap.c_allocator);
         var it = rec.holds.iterator();
         while (it.next()) |kv| {
             for (0..kv.value_ptr.count) |_| _ = unhold(kv.key_ptr.*, kv.value_ptr.serial);
@@ -1351,6 +1359,13 @@ export fn kc_chan_cancel(h: u32) callconv(.c) i32 {
 export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
     chans().destroy(h) catch |err| return fail(err);
     dropCause(h);
+    // Its creator's dispose, on the thread it keeps dropped values for, mostly: nothing is left
+    // to stop keeping when the thread ends (a Worker making channels for its whole life would
+    // pile up records of dead ones otherwise). An entry of this handle value names this channel
+    // or an earlier one, dead too.
+    if (onHostThread()) if (ThreadRecord.mine(false)) |rec| {
+        _ = rec.keeps.remove(h);
+    };
     return 0;
 }
 
@@ -2417,15 +2432,47 @@ fn keepUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
 /// drops (cancel, destroy, drop policies; for zero-copy channels the descriptors without a
 /// release of their own) is kept, in order, for kc_chan_take_undelivered, even after destroy.
 /// Replaces any kc_chan_on_undelivered hook.
+///
+/// The list is for the calling thread's host: when that thread ends (a Worker's isolate, also a
+/// terminated one), the channel, if it lives on, keeps nothing more (a zero-copy channel frees
+/// what it drops, as kc_chan_free_undelivered makes it; any other drops it) and what it kept is
+/// freed (`stopKeeping`): nobody is left to take it, and a channel that outlived its creator's
+/// isolate (a Worker's, shared) kept every value its drop policy dropped until its last holder
+/// let go of it: a conflated channel, without bound. Not from a coroutine or a scheduler's
+/// worker thread (no host lives there): the list then stays until the channel ends.
+/// KC_ENOMEM if the thread's record could not grow.
 export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
     const ch = ChanRegistry.channelOf(e);
     std.debug.assert(ch.elem_size < 1 << 31);
+    if (onHostThread()) {
+        const rec = ThreadRecord.mine(true) orelse return Status.no_memory.code();
+        rec.keeps.put(std.heap.c_allocator, h, ch.serial) catch return Status.no_memory.code();
+    }
     const word = @as(u64, @intFromBool(ch.zero_copy)) << 63 | @as(u64, ch.elem_size) << 32 | h;
     ch.setUndelivered(keepUndelivered, @ptrFromInt(word));
     return 0;
+}
+
+/// The host that channel `h` (of `serial`) kept its dropped values for has ended (its thread's
+/// `threadEnded`): if the channel lives on and still keeps them (no other hook set since), it
+/// stops, freeing a zero-copy descriptor's buffer where it drops it (as kc_chan_free_undelivered)
+/// or keeping nothing, and what it kept is freed. A channel gone, or a later one of its handle
+/// value, is left alone: its destroy or last unhold saw to its list, and the later channel's
+/// list is another host's.
+fn stopKeeping(h: u32, serial: u64) void {
+    const r = chans();
+    const e = r.acquire(h) catch return;
+    defer r.release(e); // held across dropKept: the handle value names this channel till then
+    const ch = ChanRegistry.channelOf(e);
+    if (ch.serial != serial) return;
+    const next: ?chan.UndeliveredFn = if (ch.zero_copy) freeUndelivered else null;
+    // After this, no drop adds to the list (the hook runs under the channel's lock, which the
+    // replacement takes), so dropKept frees everything kept.
+    if (!ch.replaceUndelivered(keepUndelivered, next, null)) return;
+    dropKept(h);
 }
 
 /// The hook kc_chan_free_undelivered installs: frees a dropped descriptor's buffer as
@@ -4955,6 +5002,72 @@ test "C ABI: kc_chan_hold/kc_chan_unhold: the last hold given back destroys the 
         try testing.expectEqual(@as(i32, 0), kc_chan_hold(h, 0));
         try testing.expectEqual(@as(i32, 1), kc_chan_unhold(h));
         try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &d, if (zc) 32 else 8));
+    }
+}
+
+test "C ABI: a channel that outlives the thread it kept dropped values for keeps no more, and what it kept is freed" {
+    // A Worker made a channel with onUndeliveredElement (kc_chan_keep_undelivered), shared it
+    // and ended while another isolate still holds it. Its drops used to be kept for the dead
+    // host until the last holder let go: a conflated channel's every overwritten value, without
+    // bound (pool buffers included).
+    for ([_]bool{ false, true }) |zc| {
+        const T = struct {
+            h: u32 = 0,
+            zero_copy: bool,
+            made: std.Thread.ResetEvent = .{},
+            held: std.Thread.ResetEvent = .{},
+
+            fn size(t: *const @This()) u32 {
+                return if (t.zero_copy) 32 else 8;
+            }
+            fn creator(t: *@This()) void {
+                var h: u32 = 0;
+                std.debug.assert(kc_chan_create(t.size(), 1, @intFromEnum(chan.Overflow.drop_oldest), if (t.zero_copy) chan_zero_copy else 0, &h) == 0);
+                std.debug.assert(kc_chan_keep_undelivered(h) == 0);
+                std.debug.assert(kc_chan_hold(h, 0) == 0); // shared: the creator's hold
+                // Two sends: the first value is dropped and kept for this thread's host.
+                for (0..2) |_| std.debug.assert(t.sendOne(h) == 0);
+                t.h = h;
+                t.made.set();
+                t.held.wait(); // the other holder has it: the channel outlives this thread
+            }
+            fn sendOne(t: *const @This(), h: u32) i32 {
+                if (!t.zero_copy) {
+                    const v: u64 = 7;
+                    return kc_chan_try_send(h, &v, 8);
+                }
+                var d: chan.Descriptor = undefined;
+                const bytes = "dropped";
+                std.debug.assert(kc_desc_make(bytes, bytes.len, 0, &d) == 0);
+                return kc_chan_try_send(h, &d, 32);
+            }
+        };
+        var t: T = .{ .zero_copy = zc };
+        const thread = try std.Thread.spawn(.{}, T.creator, .{&t});
+        t.made.wait();
+        const h = t.h;
+        try testing.expectEqual(@as(i32, 0), kc_chan_hold(h, 0));
+        t.held.set();
+        thread.join();
+        var buf: [32]u8 = undefined;
+        // What it kept for the ended thread is gone (freed), not waiting for a take.
+        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &buf, t.size()));
+        // A later drop is not kept either: freed where it happens (zero-copy) or just dropped.
+        try testing.expectEqual(@as(i32, 0), t.sendOne(h));
+        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &buf, t.size()));
+        // A value offered for the undelivered path: a zero-copy one is freed there (taken), any
+        // other stays the caller's (no hook).
+        var d: chan.Descriptor = undefined;
+        if (zc) {
+            const bytes = "offered";
+            try testing.expectEqual(@as(i32, 0), kc_desc_make(bytes, bytes.len, 0, &d));
+            try testing.expectEqual(@as(i32, 1), kc_chan_drop(h, &d, 32));
+        } else {
+            const v: u64 = 9;
+            try testing.expectEqual(@as(i32, 0), kc_chan_drop(h, &v, 8));
+        }
+        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &buf, t.size()));
+        try testing.expectEqual(@as(i32, 1), kc_chan_unhold(h)); // the last holder: destroyed
     }
 }
 

@@ -1129,6 +1129,17 @@ pub const Channel = struct {
         ch.undelivered_ctx = ctx;
     }
 
+    /// `setUndelivered(f, ctx)` only while the hook is still `expected`: true if it was. Under
+    /// the lock, so a drop running the old hook (it runs locked) has returned when this does.
+    pub fn replaceUndelivered(ch: *Channel, expected: UndeliveredFn, f: ?UndeliveredFn, ctx: ?*anyopaque) bool {
+        ch.lock();
+        defer ch.unlock();
+        if (ch.on_undelivered != expected) return false;
+        ch.on_undelivered = f;
+        ch.undelivered_ctx = ctx;
+        return true;
+    }
+
     /// The slot of buffer position `pos` (`slots` is a power of two).
     inline fn slot(ch: *Channel, pos: u64) [*]u8 {
         assert(ch.slots > 0 and ch.slots & (ch.slots - 1) == 0);
