@@ -95,6 +95,32 @@ Deno.test("constructor: bad arguments are RangeError/TypeError naming what was r
   assert.equal(zero.share().capacity, 0);
 });
 
+Deno.test("postMessage or structuredClone of a Channel is a DataCloneError that says to send its share()", () => {
+  // A Worker user's first mistake: postMessage({ ch }). A local channel used to arrive as a
+  // plain object without an error, and a shared one failed on its codec's encode function,
+  // whose source code was the message.
+  using ch = new Channel<number>(4);
+  using copy = Channel.from<number>(ch.share());
+  using local = new Channel<number>();
+  const port = new MessageChannel();
+  try {
+    for (const c of [local, ch, copy]) {
+      for (const clone of [() => structuredClone({ c }), () => port.port1.postMessage([c])]) {
+        assert.throws(clone, (e: unknown) => {
+          assert.ok(e instanceof DOMException && e.name === "DataCloneError", String(e));
+          assert.match(e.message, /Cannot clone a Channel: .*share\(\).*Channel\.from\(\)/);
+          return true;
+        });
+      }
+    }
+  } finally {
+    port.port1.close();
+    port.port2.close();
+  }
+  // What share() gives still clones.
+  assert.equal(structuredClone(ch.share()).kind, "kcoro.channel");
+});
+
 Deno.test("each named capacity behaves as its numeric twin under every overflow policy: local, shared and a from() copy", () => {
   // What one channel does with `n` trySends then tryReceives until empty, the capacity its
   // share() reports, and the same through a Channel.from copy of it (whose open() checks that
