@@ -159,6 +159,12 @@ export interface ChannelMetrics {
   takenNs: number;
 }
 
+/** What a structured clone of a Channel fails on (`Channel._notCloneable`): its message. */
+const NOT_CLONEABLE = Symbol(
+  "Cannot clone a Channel: it lives in its isolate; postMessage its share() and open that with " +
+    "Channel.from() in the Worker",
+);
+
 /** Type only (declared, never made): the key of {@linkcode SharedChannel}'s element brand. */
 declare const elementType: unique symbol;
 
@@ -782,6 +788,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   readonly #bytes: boolean;
   readonly #onUndelivered: ((value: T) => void) | undefined;
+  /**
+   * @ignore Declared first of the fields structured cloning sees: `postMessage` or
+   * `structuredClone` of a Channel meets this symbol before anything else and throws a
+   * DataCloneError whose message is its description. Without it a local channel was copied as
+   * a plain object with no error, and a shared one failed on its codec's `encode`, the
+   * function's source code as the message.
+   */
+  readonly _notCloneable: symbol = NOT_CLONEABLE;
   /** @ignore */
   readonly _shared: Shared;
   #disposed = false;
