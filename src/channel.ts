@@ -120,9 +120,16 @@ export type ReceiveCatchingResult<T> = { state: "ok"; value: T } | {
 
 /** A snapshot of a channel's counters (`kc_chan_snapshot`: every isolate's operations). */
 export interface ChannelMetrics {
-  /** Sends that succeeded, including those whose value a drop policy then dropped. */
+  /**
+   * Sends that succeeded, including those whose value a drop policy then dropped. A value that a
+   * terminated Worker's receive had taken and that went back to the channel (README.md, "Waiting
+   * without blocking: the bridge") counts as a send again, so `sends` can exceed the values sent.
+   */
   sends: number;
-  /** Receives that succeeded (values dropped from the buffer were never received). */
+  /**
+   * Receives that succeeded (values dropped from the buffer were never received), including the
+   * terminated Worker's receive of a value that went back to the channel (see `sends`).
+   */
   receives: number;
   /**
    * Bytes of the values sent: the 8-byte slot per value for `codecs.f64` and `codecs.u64`; for
@@ -136,8 +143,9 @@ export interface ChannelMetrics {
   bytesReceived: number;
   /**
    * Failed operations by kind: full (a try-send that found no room; a `send` that waits counts
-   * the try it makes first, a native blocking send none), closed, timeout, cancelled (a wait
-   * aborted by its signal, wherever it waited, or failed by a cancel).
+   * the try it makes first, a native blocking send none), closed (an operation that found the
+   * channel closed; a wait that a close ended counts none), timeout, cancelled (a wait aborted
+   * by its signal, wherever it waited, or failed by a cancel).
    */
   failures: { full: number; closed: number; timeout: number; cancelled: number };
   /**
