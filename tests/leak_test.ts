@@ -78,3 +78,29 @@ Deno.test("liveChannels counts channels past the first chunk of 4,096 slots (it 
   `);
   assert.equal(res.code, 0, res.stderr);
 });
+
+Deno.test("channels a Worker made native by a select and never disposed end with its thread, terminated or closed", async () => {
+  // A Worker's finalizers never run once it has ended, so the garbage collector's destroy of a
+  // channel dropped without dispose never came: each stayed, handle and native channel, for the
+  // life of the process.
+  const url = new URL("./fixtures/select_local_worker.ts", import.meta.url);
+  let before = 0;
+  await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
+  for (const how of ["terminate", "close"] as const) {
+    const w = new Worker(url, { type: "module" });
+    try {
+      const said = new Promise((resolve, reject) => {
+        w.onmessage = (e) => resolve(e.data);
+        w.onerror = (e) => reject(e);
+      });
+      w.postMessage({ n: 40, how });
+      assert.equal(await within(said, 20_000, "the Worker's selects"), "done");
+    } finally {
+      if (how === "terminate") w.terminate();
+    }
+    let now = -1;
+    await until(() => (now = liveChannels()) <= before, `channel handles back to ${before}`)
+      .catch(() => {});
+    assert.equal(now, before, `live channel handles after a Worker's ${how}`);
+  }
+});
