@@ -442,6 +442,8 @@ class Shared {
   orphanHandle = 0;
   orphanCodec: Codec<unknown> | null = null;
   orphanKeeps = false;
+  /** A Worker's channel: its thread holds it (kc_chan_hold; see `Channel.#materialize`). */
+  orphanHeld = false;
 
   /**
    * The end of a turn: this turn's counts are reported natively, and operations still waiting
@@ -609,6 +611,9 @@ const orphans = new FinalizationRegistry<Shared>((s) => {
     // nothing else would ever destroy.
     const sym = lib._symbolsToRelease;
     sym.kc_chan_destroy(handle);
+    // The thread's hold record goes too (the handle is dead: KC_EBADH, and the record of this
+    // serial forgotten; one of a later channel given the value since is another serial's).
+    if (s.orphanHeld) sym.kc_chan_unhold(handle);
     if (!keeps) return;
     while (sym.kc_chan_take_undelivered(handle, dropSlot.u8, codec!.elemSize) === 1) {
       codec!.discard(dropSlot, sym);
@@ -617,6 +622,9 @@ const orphans = new FinalizationRegistry<Shared>((s) => {
     reportError(e); // a finalizer must not throw; nothing here should
   }
 });
+
+/** This isolate is a Worker's: its thread ends with it, and its finalizers never run after. */
+const inWorker = "WorkerGlobalScope" in globalThis;
 
 const SEND = 0, RECV = 1, RECV_CATCHING = 2, RECV_ITER = 3;
 
@@ -1021,6 +1029,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       sym.kc_chan_destroy(handle);
       unwrap(rc, op);
     }
+    // In a Worker, the channel (not given away: `share` and `handle` take holds of their own) is
+    // held by the Worker's thread, whose end gives the hold back and so ends it. `orphans` would
+    // destroy it once this object is garbage, but a Worker's finalizers never run once it has
+    // ended: a channel a Worker made native by a select and did not dispose stayed for the life
+    // of the process, one handle and native channel per channel per Worker.
+    const held = orphanable && inWorker;
+    if (held) {
+      const hrc = sym.kc_chan_hold(handle, 0);
+      if (hrc < 0) {
+        sym.kc_chan_destroy(handle);
+        unwrap(hrc, op);
+      }
+      this.#held = true; // `share` takes no second hold; dispose forgets this one
+    }
     this.#handle = handle;
     const s = this._shared;
     shared.set(handle, s); // a Channel.from of it in this isolate shares the entry
@@ -1033,6 +1055,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     s.orphanHandle = handle;
     s.orphanCodec = this.#codec as Codec<unknown>;
     s.orphanKeeps = this.#keeps;
+    s.orphanHeld = held;
     if (orphanable) orphans.register(this, s);
   }
 
