@@ -637,8 +637,10 @@ Deno.test("a channel whose handle went to native code is never ended by its hold
 Deno.test("a Worker's drain settles as the main isolate's shutdown of the runtime: resolved by a finish, a ShutdownError after a cancel", async () => {
   for (const mode of ["finish", "cancel"] as const) {
     const rt = runtime();
-    // 300 ms: a finish waits for it; a cancel abandons it.
-    const cells = rt.cells([300n, 0n]);
+    // A finish waits for it (300 ms); a cancel abandons it, so it must not end first: under
+    // load (a load average of 14 on two CPUs) the Worker's start took longer than 300 ms, the
+    // sleeper was done before the cancel, and the drain resolved.
+    const cells = rt.cells([mode === "finish" ? 300n : 600_000n, 0n]);
     rt.spawn("sleeper", cells);
     const w = new Worker(new URL("./fixtures/drain_worker.ts", import.meta.url), {
       type: "module",
