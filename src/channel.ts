@@ -122,8 +122,8 @@ export type ReceiveCatchingResult<T> = { state: "ok"; value: T } | {
 export interface ChannelMetrics {
   /**
    * Sends that succeeded, including those whose value a drop policy then dropped. A value that a
-   * terminated Worker's receive had taken and that went back to the channel (README.md, "Waiting
-   * without blocking: the bridge") counts as a send again, so `sends` can exceed the values sent.
+   * terminated Worker's receive had taken and that went back to the channel (README.md, "Native
+   * channels", on the bridge) counts as a send again, so `sends` can exceed the values sent.
    */
   sends: number;
   /**
