@@ -546,6 +546,29 @@ Deno.test("produce: cancelling the scope reaches a Worker-side receiver of the c
 
 // --- actor ------------------------------------------------------------------------------------
 
+Deno.test("actor: postMessage or structuredClone of one is a DataCloneError that says what to send instead", async () => {
+  // It cloned as { job: { context: {} } } without an error: a Worker got an object of nothing.
+  await coroutineScope(async (scope) => {
+    const a = actor<number>(scope, async (mailbox) => {
+      for await (const _ of mailbox);
+    });
+    const port = new MessageChannel();
+    try {
+      for (const clone of [() => structuredClone({ a }), () => port.port1.postMessage(a)]) {
+        assert.throws(clone, (e: unknown) => {
+          assert.ok(e instanceof DOMException && e.name === "DataCloneError", String(e));
+          assert.match(e.message, /Cannot clone an actor: .*share\(\)/);
+          return true;
+        });
+      }
+    } finally {
+      port.port1.close();
+      port.port2.close();
+      a.close();
+    }
+  });
+});
+
 Deno.test("actor: processes the messages queued before close(), then onDone(undefined) once", async () => {
   const processed: number[] = [];
   const done: unknown[] = [];
