@@ -167,7 +167,10 @@ export interface ChannelMetrics {
   takenNs: number;
 }
 
-/** What a structured clone of a Channel fails on (`Channel._notCloneable`): its message. */
+/**
+ * What a structured clone of a Channel fails on (`Channel._notCloneable`): its message. V8 cuts
+ * the middle out of a description much longer than this one in the DataCloneError's message.
+ */
 const NOT_CLONEABLE = Symbol(
   "Cannot clone a Channel: it lives in its isolate; postMessage its share() and open that with " +
     "Channel.from() in the Worker",
