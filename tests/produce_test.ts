@@ -548,7 +548,7 @@ Deno.test("produce: cancelling the scope reaches a Worker-side receiver of the c
 
 Deno.test("actor: postMessage or structuredClone of one is a DataCloneError that says what to send instead", async () => {
   // It cloned as { job: { context: {} } } without an error: a Worker got an object of nothing.
-  await coroutineScope(async (scope) => {
+  await coroutineScope((scope) => {
     const a = actor<number>(scope, async (mailbox) => {
       for await (const _ of mailbox);
     });
