@@ -12,7 +12,10 @@ const std = @import("std");
 
 pub fn build(b: *std.Build) void {
     const target = b.standardTargetOptions(.{});
-    const optimize = b.option(std.builtin.OptimizeMode, "optimize", "Library build mode (default ReleaseFast)") orelse .ReleaseFast;
+    // Null when not given: the library is ReleaseFast then, but the Zig module takes the mode of
+    // whoever imports it (below).
+    const optimize_opt = b.option(std.builtin.OptimizeMode, "optimize", "Library build mode (default ReleaseFast)");
+    const optimize = optimize_opt orelse .ReleaseFast;
     const test_optimize = b.option(std.builtin.OptimizeMode, "test-optimize", "Unit test build mode (default Debug)") orelse .Debug;
     const test_filter = b.option([]const u8, "test-filter", "Run only tests whose name contains this");
 
@@ -34,10 +37,13 @@ pub fn build(b: *std.Build) void {
 
     // The Zig API for Zig programs that take kcoro as a dependency: `dep.module("kcoro")`. Their
     // executables need the LLVM backend (`.use_llvm = true`), as the library and tests here do.
+    // Built in the importing module's mode (its safety checks, assertions and ownership
+    // tracking with it) unless the dependency is given `.optimize`: the library's ReleaseFast
+    // default made a Debug program's kcoro code ReleaseFast, with none of them.
     _ = b.addModule("kcoro", .{
         .root_source_file = b.path("zig-src/kcoro.zig"),
         .target = target,
-        .optimize = optimize,
+        .optimize = optimize_opt,
         .link_libc = true,
     });
 

@@ -13,6 +13,7 @@ import {
   statusName,
   symbols,
 } from "../mod.ts";
+import { relative } from "node:path";
 import { evalScript } from "./support.ts";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -267,7 +268,53 @@ Deno.test("a Zig package takes kcoro as a dependency: the Zig API module and the
     }).output();
     const text = new TextDecoder().decode(out.stderr); // std.debug.print writes to stderr
     assert.equal(out.code, 0, text);
-    assert.match(text, /zig api: 3 yields, sum 14\nc api: sum 30\n/);
+    assert.match(text, /zig api: 3 yields, sum 14, kcoro Debug\nc api: sum 30\n/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the README's Zig-package build.zig lines build and run a program in a fresh package", async () => {
+  // The ```zig block under "From a Zig package" (The C ABI) is the body of a new package's
+  // build function, as a reader would paste it; its src/main.zig is the fixture's Zig API
+  // program. The build names no mode, so the program is Debug, and kcoro's module with it.
+  const readme = await Deno.readTextFile(`${root}README.md`);
+  const blocks = [...readme.matchAll(/```zig\n([\s\S]*?)```/g)].map((m) => m[1]);
+  const snippet = blocks.find((b) => b.includes('b.dependency("kcoro"'));
+  assert.ok(snippet, 'README.md has a ```zig block with b.dependency("kcoro", ...)');
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${dir}/pkg/src`, { recursive: true });
+    const fixture = `${root}tests/fixtures/zig_consumer`;
+    await Deno.copyFile(`${fixture}/src/zig_api.zig`, `${dir}/pkg/src/main.zig`);
+    // The fixture's name and fingerprint (Zig ties the two), kcoro by a relative `.path`.
+    const zon = (await Deno.readTextFile(`${fixture}/build.zig.zon`)).replace(
+      /\.path = "[^"]*"/,
+      `.path = "${relative(`${dir}/pkg`, root)}"`,
+    );
+    await Deno.writeTextFile(`${dir}/pkg/build.zig.zon`, zon);
+    await Deno.writeTextFile(
+      `${dir}/pkg/build.zig`,
+      [
+        'const std = @import("std");',
+        "pub fn build(b: *std.Build) void {",
+        "    const target = b.standardTargetOptions(.{});",
+        snippet,
+        '    b.step("run", "Run app").dependOn(&b.addRunArtifact(exe).step);',
+        "}",
+        "",
+      ].join("\n"),
+    );
+    const zig = Deno.env.get("KCORO_ZIG") ?? `${root}.toolchain/zig/bin/zig`;
+    const out = await new Deno.Command(zig, {
+      args: ["build", "run", "--cache-dir", `${dir}/cache`, "-p", `${dir}/out`],
+      cwd: `${dir}/pkg`,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, text);
+    assert.match(text, /zig api: 3 yields, sum 14, kcoro Debug\n/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -27,6 +27,12 @@ pub const Registry = registry.Registry;
 /// Bumped on every incompatible change to the C ABI (`include/kcoro.h`, `ffi/symbols.ts`).
 pub const abi_version: u32 = 17;
 
+/// The mode this module was compiled in. As a package dependency (`dep.module("kcoro")`) it is
+/// the importing module's (Debug and ReleaseSafe keep kcoro's assertions and a zero-copy channel's
+/// ownership checks on) unless `b.dependency("kcoro", ...)` was given `.optimize`; the shared
+/// library (`dep.artifact("kcoro")`) is ReleaseFast unless given one.
+pub const optimize_mode: @import("std").builtin.OptimizeMode = @import("builtin").mode;
+
 test {
     _ = arch;
     _ = stack;
