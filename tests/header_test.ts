@@ -117,3 +117,29 @@ Deno.test("kc_chan_compute_rate writes exactly the doubles its comment names (ro
   assert.deepEqual([...out.subarray(0, n)], [10, 0, 0, 0, 0, 4]); // per second, over 1 s
   assert.equal(out[n], -1);
 });
+
+Deno.test("the library exports exactly the functions include/kcoro.h declares (nm -D of the loaded libkcoro.so)", async () => {
+  // root.zig's test checks each header prototype against its export; this checks the other way:
+  // an export the header lacks is a function a C user cannot see (and a typo'd prototype one
+  // that does not link). Skipped where binutils' nm is not installed.
+  const { library } = await import("../mod.ts");
+  let out;
+  try {
+    out = await new Deno.Command("nm", {
+      args: ["-D", "--defined-only", library().path],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  } catch {
+    console.log("(nm not found: skipped)");
+    return;
+  }
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  const exported = new Set(
+    [...new TextDecoder().decode(out.stdout).matchAll(/^\S+ T (kc_\w+)$/gm)].map((m) => m[1]),
+  );
+  assert.ok(exported.size >= 100, `nm -D listed ${exported.size} kc_ functions`);
+  const declared = new Set(prototypes.keys());
+  assert.deepEqual([...exported].filter((n) => !declared.has(n)), [], "exported, not in kcoro.h");
+  assert.deepEqual([...declared].filter((n) => !exported.has(n)), [], "in kcoro.h, not exported");
+});
