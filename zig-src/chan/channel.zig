@@ -13,9 +13,10 @@
 //!   with waiting senders a receive takes from the buffer and moves the oldest sender's value in.
 //! - Overflow when the buffer is full: `suspend` waits, `drop_latest` discards the new value,
 //!   `drop_oldest` discards the oldest buffered one; both drops count as a successful send and
-//!   hand the dropped value to `on_undelivered`. Conflated = capacity 1 + drop_oldest (any other
-//!   policy is an error); rendezvous + a drop policy = a 1-slot buffer; unlimited ignores the
-//!   policy and grows (doubling; no preallocation beyond 16 elements).
+//!   hand the dropped value to `on_undelivered`. Conflated = capacity 1 + drop_oldest whatever
+//!   `capacity` says (`suspend`, the default, means drop_oldest there; drop_latest is an error);
+//!   rendezvous + a drop policy = a 1-slot buffer; unlimited ignores the policy and grows
+//!   (doubling; no preallocation beyond 16 elements).
 //! - `close` returns true once. Buffered values stay receivable and a sender already waiting
 //!   still delivers; new sends fail with `Closed`; a receive fails with `Closed` only when the
 //!   buffer is empty and no sender waits.
@@ -76,9 +77,13 @@ pub const UndeliveredFn = *const fn (ctx: ?*anyopaque, elem: [*]const u8) callco
 pub const Options = struct {
     /// Bytes per element, 1 .. 1 MiB (zero-copy channels: 0 or 32).
     elem_size: u32 = 0,
-    /// 0 = rendezvous, `unlimited`, or a buffer size.
+    /// 0 = rendezvous, `unlimited`, or a buffer size (at most 2^31: InvalidArgument above,
+    /// `unlimited` aside). Ignored when `conflated`.
     capacity: u32 = 0,
+    /// When the buffer is full: wait, or drop a value (see the file header).
     overflow: Overflow = .@"suspend",
+    /// Keep only the latest value: capacity 1 and drop_oldest, whatever `capacity` says;
+    /// `overflow` must be `suspend` (read as drop_oldest) or drop_oldest (InvalidArgument).
     conflated: bool = false,
     on_undelivered: ?UndeliveredFn = null,
     undelivered_ctx: ?*anyopaque = null,
@@ -2748,6 +2753,12 @@ test "conflated keeps the latest; it rejects other policies; rendezvous + drop i
     for (1..6) |v| try trySendU64(ch, v);
     try testing.expectEqual(@as(u64, 5), try tryRecvU64(ch));
     try testing.expectError(error.InvalidArgument, Channel.create(testing.allocator, .{ .elem_size = 8, .conflated = true, .overflow = .drop_latest }));
+    // What the file header and `Options.conflated` say: a capacity is ignored, and `suspend`
+    // means drop_oldest (the header said any policy but drop_oldest was an error).
+    const c4 = try Channel.create(testing.allocator, .{ .elem_size = 8, .conflated = true, .capacity = 4, .overflow = .@"suspend" });
+    defer c4.destroy();
+    try testing.expectEqual(@as(u32, 1), c4.capacity);
+    try testing.expectEqual(Overflow.drop_oldest, c4.overflow);
     try testing.expectError(error.InvalidArgument, Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 0x8000_0001 }));
     try testing.expectError(error.InvalidArgument, Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = unlimited - 1 }));
     const r = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 0, .overflow = .drop_latest });
