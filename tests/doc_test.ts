@@ -31,3 +31,16 @@ Deno.test("every README.md section the API documentation names is a heading of t
   assert.ok(named.length >= 6, `the API documentation names README sections: ${named}`);
   for (const section of named) assert.ok(headings.has(section), `README.md has no "${section}"`);
 });
+
+Deno.test("every public declaration of zig-src/kcoro.zig, the Zig package's root, has a doc comment", async () => {
+  // A Zig user reads this file first (README: `dep.module("kcoro")`): it listed eighteen
+  // namespaces with no word on which holds the scheduler, channels or scopes.
+  const src = await Deno.readTextFile(`${root}zig-src/kcoro.zig`);
+  const lines = src.split("\n");
+  const bare = lines.flatMap((line, i) =>
+    /^pub (const|fn|var) /.test(line) && !lines[i - 1]?.startsWith("///") ? [line] : []
+  );
+  assert.ok(lines.filter((l) => l.startsWith("pub ")).length >= 20, "kcoro.zig's declarations");
+  assert.deepEqual(bare, [], "declarations without a /// comment");
+  assert.match(src, /^\/\/! Where to start: /m);
+});

@@ -521,6 +521,7 @@ pub const Coroutine = struct {
 /// stack slots (coroutine stacks are small).
 const hot: std.builtin.CallingConvention = if (@import("builtin").mode == .Debug) .auto else .@"inline";
 
+/// The coroutine running on this thread (a scheduled or a hand-driven one), or null.
 pub fn current() ?*Coroutine {
     return getCurrent();
 }
