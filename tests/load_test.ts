@@ -315,6 +315,24 @@ Deno.test("the README's Zig-package build.zig lines build and run a program in a
     const text = new TextDecoder().decode(out.stderr);
     assert.equal(out.code, 0, text);
     assert.match(text, /zig api: 3 yields, sum 14, kcoro Debug\n/);
+    // Without `.use_llvm = true` the build fails with kcoro's word on it first, not a dozen
+    // errors from inside its assembly.
+    const build = await Deno.readTextFile(`${dir}/pkg/build.zig`);
+    assert.ok(build.includes(", .use_llvm = true"), "the snippet asks for LLVM");
+    await Deno.writeTextFile(`${dir}/pkg/build.zig`, build.replace(", .use_llvm = true", ""));
+    const bare = await new Deno.Command(zig, {
+      args: ["build", "run", "--cache-dir", `${dir}/cache`, "-p", `${dir}/out`],
+      cwd: `${dir}/pkg`,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const why = new TextDecoder().decode(bare.stderr);
+    assert.notEqual(bare.code, 0, why);
+    const first = why.split("\n").find((l) => l.includes("error:")) ?? "";
+    assert.match(
+      first,
+      /error: kcoro needs the LLVM backend: build the executable or test with `\.use_llvm = true`/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

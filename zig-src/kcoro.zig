@@ -63,6 +63,16 @@ pub const State = coroutine.State;
 /// `registry.Registry`.
 pub const Registry = registry.Registry;
 
+comptime {
+    // Without it a program got a dozen errors from inside kcoro ("unknown size: '%%fs:0'",
+    // "TODO implement arg for a:r9") and no word of the cause.
+    if (@import("builtin").zig_backend != .stage2_llvm) @compileError(
+        "kcoro needs the LLVM backend: build the executable or test with `.use_llvm = true` " ++
+            "(README.md, \"The C ABI\", From a Zig package); Zig 0.15's self-hosted backend has " ++
+            "no naked functions with parameters, which is what the context switch is",
+    );
+}
+
 /// Bumped on every incompatible change to the C ABI (`include/kcoro.h`, `ffi/symbols.ts`).
 pub const abi_version: u32 = 17;
 
