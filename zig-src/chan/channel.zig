@@ -6,7 +6,9 @@
 //! Who may wait: a coroutine of a scheduler (it parks; its worker runs other coroutines), a
 //! hand-driven coroutine (it parks; its resumer must resume it once unparked), or a plain OS
 //! thread (it sleeps on a futex). Every blocking call takes an optional absolute deadline
-//! (CLOCK_MONOTONIC ns, `scheduler.monotonicNs`); hand-driven coroutines cannot time out.
+//! (CLOCK_MONOTONIC ns, `scheduler.monotonicNs`); hand-driven coroutines cannot time out: one
+//! whose operation or select would have to wait with a deadline (its own or its scope's) gets
+//! InvalidArgument (the C ABI's KC_EINVAL), as `kcoro.h` says.
 //!
 //! Semantics (Kotlin's and Go's, the project's design brief, section 5):
 //! - FIFO; with waiting receivers a send hands its value straight to the oldest receiver, and
@@ -1532,7 +1534,8 @@ pub const Channel = struct {
     };
 
     /// Sends the value at `elem` (elem_size bytes). `deadline` null = wait forever; `try_only`
-    /// = never wait (error.WouldBlock when it would). Any thread or coroutine.
+    /// = never wait (error.WouldBlock when it would). Any thread or coroutine (a hand-driven
+    /// one that would wait with a deadline: InvalidArgument, see the file header).
     pub fn send(ch: *Channel, elem: [*]const u8, deadline: ?u64, try_only: bool) Error!void {
         return ch.sendWith(elem, .{ .deadline = deadline, .try_only = try_only });
     }
