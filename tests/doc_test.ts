@@ -44,3 +44,28 @@ Deno.test("every public declaration of zig-src/kcoro.zig, the Zig package's root
   assert.deepEqual(bare, [], "declarations without a /// comment");
   assert.match(src, /^\/\/! Where to start: /m);
 });
+
+Deno.test("every public function of the Zig API's scheduler, channel, scope, token and coroutine files has a doc comment", async () => {
+  // Scheduler.shutdown had none (its comment had slid onto cancelPending, saying `start` where
+  // `restart` is meant), Channel.submit's sat on a private helper, and Channel.create, select,
+  // snapshot, Scope.cancel and others had none.
+  const bare: string[] = [];
+  for (
+    const file of [
+      "sched/scheduler.zig",
+      "chan/channel.zig",
+      "sc/scope.zig",
+      "sc/cancel.zig",
+      "coro/coroutine.zig",
+      "coro/registry.zig",
+    ]
+  ) {
+    const lines = (await Deno.readTextFile(`${root}zig-src/${file}`)).split("\n");
+    lines.forEach((line, i) => {
+      if (/^\s*pub fn /.test(line) && !/^\s*\/\/\//.test(lines[i - 1] ?? "")) {
+        bare.push(`${file}:${i + 1}: ${line.trim()}`);
+      }
+    });
+  }
+  assert.deepEqual(bare, []);
+});

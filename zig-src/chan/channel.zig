@@ -135,12 +135,14 @@ pub const Metrics = struct {
     /// The C ABI's `struct kc_chan_metrics`: the counters as words, in declaration order.
     pub const words = @typeInfo(Metrics).@"struct".fields.len;
 
+    /// The counters as words, as `struct kc_chan_metrics` lays them out.
     pub fn toWords(m: Metrics) [words]u64 {
         var out: [words]u64 = undefined;
         inline for (@typeInfo(Metrics).@"struct".fields, 0..) |f, i| out[i] = @field(m, f.name);
         return out;
     }
 
+    /// `toWords` undone.
     pub fn fromWords(w: *const [words]u64) Metrics {
         var m: Metrics = .{};
         inline for (@typeInfo(Metrics).@"struct".fields, 0..) |f, i| @field(m, f.name) = w[i];
@@ -157,6 +159,8 @@ pub const Metrics = struct {
         dropped: f64,
     };
 
+    /// The rates between two snapshots of one channel; InvalidArgument unless `later` was taken
+    /// after `earlier`.
     pub fn rates(earlier: Metrics, later: Metrics) error{InvalidArgument}!Rates {
         if (later.taken_ns <= earlier.taken_ns) return error.InvalidArgument;
         const secs = @as(f64, @floatFromInt(later.taken_ns - earlier.taken_ns)) / std.time.ns_per_s;
@@ -854,6 +858,8 @@ pub const Channel = struct {
         if (inline_buf_max != 256) @compileError("inline_buf_max changed: README.md (Native channels, \"Two locks\") says 256 bytes");
     }
 
+    /// A new channel (see `Options`; InvalidArgument for an element size outside 1 .. 1 MiB, a
+    /// capacity no buffer holds, a conflated drop_latest). Free it with `destroy`.
     pub fn create(allocator: std.mem.Allocator, options: Options) Error!*Channel {
         var fresh = try build(allocator, options, true);
         const extra: usize = if (fresh.buf_inline) @as(usize, fresh.slots) * fresh.elem_size else 0;
@@ -1611,14 +1617,6 @@ pub const Channel = struct {
     /// once, later, on whichever thread completes it: a completer, `close`, `cancel`). The
     /// owner keeps `op` and `elem`'s memory alive until then, or until `withdraw` returns
     /// true. Errors as for a try-operation, never WouldBlock. Any thread.
-    /// The queue where waiters of `kind` wait.
-    inline fn queue(ch: *Channel, kind: ClauseKind) *WaitQueue {
-        return switch (kind) {
-            .send => &ch.senders,
-            .receive => &ch.receivers,
-        };
-    }
-
     pub fn submit(ch: *Channel, op: *AsyncOp, elem: [*]u8) Error!Submitted {
         ch.lock();
         if (try ch.attempt(op.kind, elem)) return .done;
@@ -1831,6 +1829,15 @@ pub const Channel = struct {
         }
     }
 
+    /// The queue where waiters of `kind` wait.
+    inline fn queue(ch: *Channel, kind: ClauseKind) *WaitQueue {
+        return switch (kind) {
+            .send => &ch.senders,
+            .receive => &ch.receivers,
+        };
+    }
+
+    /// Closed (or cancelled): a send can only fail.
     pub fn isClosedForSend(ch: *Channel) bool {
         ch.lock();
         defer ch.unlock();
@@ -1845,6 +1852,8 @@ pub const Channel = struct {
         return ch.closed and ch.tx.tail == ch.rx.head and !ch.senders.hasLive();
     }
 
+    /// A copy of the counters, stamped with the time it was taken (`Metrics.taken_ns`). Any
+    /// thread.
     pub fn snapshot(ch: *Channel) Metrics {
         ch.lock();
         defer ch.unlock();
@@ -1957,6 +1966,9 @@ pub const max_clauses = 16;
 
 pub const SelectError = error{ WouldBlock, Timeout, Interrupted, InvalidArgument, OutOfMemory };
 
+/// Completes exactly one of 1 to `max_clauses` clauses (InvalidArgument otherwise), waiting until
+/// one can (see above): which one, and whether its channel was closed or cancelled instead.
+/// WouldBlock (`poll`), Timeout, Interrupted (the token or the scope's). Any thread or coroutine.
 pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selected {
     if (clauses.len == 0 or clauses.len > max_clauses) return error.InvalidArgument;
     if (options.token) |t| if (t.isCancelled()) return error.Interrupted;

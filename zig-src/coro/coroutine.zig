@@ -86,6 +86,8 @@ pub const Ref = struct {
     gen: u32,
     epoch: u32,
 
+    /// Unparks the coroutine if it is still the one this `Ref` was taken of (its generation):
+    /// true if it was parked. A hand-driven coroutine's resumer must then resume it.
     pub fn unpark(r: Ref) bool {
         return r.co.unparkGen(r.gen);
     }
@@ -500,6 +502,7 @@ pub const Coroutine = struct {
         }
     }
 
+    /// The coroutine's state now (acquire).
     pub fn getState(co: *const Coroutine) State {
         return co.load(.acquire).state;
     }

@@ -42,6 +42,7 @@ pub const Registry = struct {
     /// Scheduled coroutines given a handle (`register`).
     tasks: handle_mod.HandleTable(Coroutine, .task),
 
+    /// An empty registry; its stacks and tables come from `allocator`. `deinit` frees them.
     pub fn init(allocator: std.mem.Allocator) Registry {
         return .{ .allocator = allocator, .table = .init(allocator), .tasks = .init(allocator) };
     }
@@ -64,6 +65,9 @@ pub const Registry = struct {
         }
     }
 
+    /// A hand-driven coroutine running `entry(arg)` when first resumed (`get(h).resume()`), on a
+    /// stack of `stack_size` bytes (0: 64 KiB; 16 KiB .. 256 MiB, else InvalidArgument). Its
+    /// handle lives until `destroy`.
     pub fn create(
         r: *Registry,
         entry: coroutine.EntryFn,
@@ -134,6 +138,7 @@ pub const Registry = struct {
         return h;
     }
 
+    /// Frees the handle `register` gave a scheduled coroutine (its scheduler's finish hook).
     pub fn unregister(r: *Registry, co: *Coroutine) void {
         // Acquire: pairs with `register`'s release store (made on the spawner's thread).
         const h = @atomicLoad(u32, &co.handle, .acquire);
@@ -164,6 +169,7 @@ pub const Registry = struct {
         mappings: usize,
     };
 
+    /// Live coroutines (hand-driven and registered), pooled free stacks, stack mappings.
     pub fn stats(r: *Registry) Stats {
         r.mutex.lock();
         defer r.mutex.unlock();

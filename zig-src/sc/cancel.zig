@@ -52,6 +52,7 @@ pub const Token = struct {
         t.* = undefined;
     }
 
+    /// True once `cancel` ran (on this token or, for a child, on an ancestor).
     pub fn isCancelled(t: *const Token) bool {
         // Acquire: pairs with the release store in `cancel`.
         return t.cancelled.load(.acquire);

@@ -221,14 +221,18 @@ pub const Scope = struct {
         if (parent) |p| p.release();
     }
 
+    /// Cancels the scope and every scope below it: waits of its children end with Interrupted,
+    /// launches fail with Cancelled. True the first time only.
     pub fn cancel(s: *Scope) bool {
         return s.token.cancel();
     }
 
+    /// True once the scope (or one above it) was cancelled.
     pub fn isCancelled(s: *const Scope) bool {
         return s.token.isCancelled();
     }
 
+    /// Children not finished yet, those of the scopes below it included.
     pub fn liveCount(s: *const Scope) u32 {
         // Acquire: pairs with the acq_rel decrement of a child that finished.
         return s.live.load(.acquire);

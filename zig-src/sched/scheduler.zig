@@ -2,9 +2,11 @@
 //! slot and local queue, the shared inject queue, and by stealing half of another worker's
 //! queue; per-worker timers; drain and shutdown.
 //!
-//! Threads: `spawn`, `unpark`, `drain`, `stats` and `shutdown` may be called from any thread
-//! (workers, the JavaScript thread, other OS threads); `yield`, `park` and `sleep` only from a
-//! coroutine this scheduler runs.
+//! Threads: `spawn`, `unpark` and `stats` may be called from any thread (workers, the
+//! JavaScript thread, other OS threads); `drain` and `shutdown` from any thread but this
+//! scheduler's workers (a coroutine's `drain` is InvalidArgument; its `shutdown` would join its
+//! own thread, which std.Thread answers with a panic, "reached unreachable code", in safe
+//! builds); `yield`, `park` and `sleep` only from a coroutine this scheduler runs.
 //!
 //! Picking the next coroutine (a worker's "tick"):
 //! 1. every 61st tick, the inject queue first, so that outside submissions are never starved;
@@ -171,6 +173,8 @@ noinline fn thisWorker() ?*Worker {
     return p.*;
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock of every deadline in kcoro (channels, select,
+/// `parkUntil`, scopes).
 pub fn monotonicNs() u64 {
     const ts = std.posix.clock_gettime(.MONOTONIC) catch unreachable; // always supported
     return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
@@ -1190,10 +1194,12 @@ pub const Scheduler = struct {
         return n;
     }
 
+    /// Worker threads (`Options.workers`, one per CPU if that was 0).
     pub fn workerCount(s: *const Scheduler) usize {
         return s.workers.len;
     }
 
+    /// Counters of worker `index` (below `workerCount`), read without stopping it.
     pub fn workerStats(s: *Scheduler, index: usize) WorkerStats {
         const w = &s.workers[index];
         return .{
@@ -1204,13 +1210,18 @@ pub const Scheduler = struct {
         };
     }
 
-    /// Stops the workers and frees everything. `s` may be reused with `start` afterwards.
     /// From any thread, without waiting: a finishing shutdown in progress stops draining and
     /// abandons the rest (the caller then calls `shutdown(.cancel)`, which waits for it).
     pub fn cancelPending(s: *Scheduler) void {
         s.cancel_pending.store(true, .release);
     }
 
+    /// Stops the workers (joins them) and frees everything, the stacks of coroutines that never
+    /// finished included (`.cancel`, or parked with no timer after `.finish` drained): they are
+    /// abandoned, not unwound. Never from a coroutine of this scheduler: it would join its own
+    /// thread (see the file header; the C ABI refuses it with KC_EINVAL). A second call does
+    /// nothing; a spawn after it is error.Shutdown (and there are no workers to `workerStats`).
+    /// The scheduler at `s` may run again with `restart` (not `start`: see there).
     pub fn shutdown(s: *Scheduler, mode: ShutdownMode) void {
         s.lifecycle.lock();
         defer s.lifecycle.unlock();
@@ -1275,6 +1286,8 @@ pub const Scheduler = struct {
         co.setContext(ctx_mod.empty);
     }
 
+    /// True from `start` until a shutdown begins (acquire: whoever reads false sees what the
+    /// shutdown's `end_hook` did).
     pub fn isRunning(s: *const Scheduler) bool {
         return s.state.load(.acquire) == .running;
     }
