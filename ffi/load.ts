@@ -25,7 +25,7 @@ import {
 } from "../src/errors.ts";
 
 /** The C ABI version this module is written against (`KC_ABI_VERSION` in include/kcoro.h). */
-export const ABI_VERSION = 17;
+export const ABI_VERSION = 18;
 
 /** Only this module makes a {@linkcode Library}. */
 const MAKE: unique symbol = Symbol("kcoro.Library");

@@ -50,6 +50,11 @@ export const symbols = {
   kc_coro_transfer: { parameters: ["u32", "buffer"], result: "i32" },
   /** int32_t kc_coro_destroy(uint32_t handle) */
   kc_coro_destroy: { parameters: ["u32"], result: "i32" },
+  /**
+   * int32_t kc_coro_hold(uint32_t handle): this thread holds the coroutine, destroyed when the
+   * thread ends unless destroyed first (a Worker's, whose finalizers never run after its end).
+   */
+  kc_coro_hold: { parameters: ["u32"], result: "i32" },
   /** uint32_t kc_coro_current(void) */
   kc_coro_current: { parameters: [], result: "u32" },
   /** int32_t kc_coro_stats(uint64_t *out, uint32_t len) */
@@ -281,6 +286,11 @@ export const symbols = {
   kc_now_ns: { parameters: [], result: "u64" },
   /** int32_t kc_scope_destroy(uint32_t scope) */
   kc_scope_destroy: { parameters: ["u32"], result: "i32" },
+  /**
+   * int32_t kc_scope_hold(uint32_t scope): this thread holds the scope, destroyed once idle after
+   * the thread ends unless destroyed first (a Worker's, whose finalizers never run after its end).
+   */
+  kc_scope_hold: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_scope_set_deadline(uint32_t scope, uint64_t deadline_ns) */
   kc_scope_set_deadline: { parameters: ["u32", "u64"], result: "i32" },
   /** uint64_t kc_deadline(void) */

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 17
+#define KC_ABI_VERSION 18
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -118,6 +118,15 @@ int32_t kc_coro_transfer(uint32_t handle, uint64_t *out);
  * back to the kernel. KC_EINVAL for a scheduled coroutine's handle (it is
  * freed when it finishes). */
 int32_t kc_coro_destroy(uint32_t handle);
+/* The calling thread holds the hand-driven coroutine: when the thread ends, it is destroyed
+ * unless destroyed first (kc_coro_destroy on this thread forgets the hold). For a host whose
+ * own way of destroying it dies with the thread: a JavaScript Worker's garbage collector, whose
+ * finalizers never run once the Worker has ended. A coroutine running at that moment runs on
+ * another thread, against kc_coro_destroy's rule (no call may race a destroy): it is left alive,
+ * its stack in use. Holding it again is the same hold. KC_EBADH for a dead handle, KC_EINVAL for
+ * a scheduled coroutine's and from a coroutine or a scheduler worker's thread (which ends at
+ * kc_sched_shutdown), KC_ENOMEM. New in ABI 18. */
+int32_t kc_coro_hold(uint32_t handle);
 /* Handle of the coroutine running on this thread, 0 outside one (never fails). */
 uint32_t kc_coro_current(void);
 /* Fills up to len of [live coroutines, pooled free stacks, stack mappings]; returns count. */
@@ -474,6 +483,15 @@ int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns);
 int32_t kc_scope_watch(uint32_t scope, uint64_t deadline_ns);
 /* Cancels; the handle dies at once, the scope is freed after its last child. */
 int32_t kc_scope_destroy(uint32_t scope);
+/* The calling thread holds the scope: when the thread ends, the scope is destroyed unless
+ * destroyed first (kc_scope_destroy on this thread forgets the hold), as soon as no child of it
+ * or of a scope below it is live: at once if none is, else when the last of them finishes (on
+ * that child's thread). It is not cancelled: its children run to their end, as if the holder had
+ * waited for them before destroying it. For a host whose own way of destroying it dies with the
+ * thread (a JavaScript Worker's garbage collector). Holding it again is the same hold; a scope
+ * held by two threads goes after the first one's end. KC_EBADH for a dead handle, KC_EINVAL
+ * from a coroutine or a scheduler worker's thread, KC_ENOMEM. New in ABI 18. */
+int32_t kc_scope_hold(uint32_t scope);
 /* Inside a scope's coroutine: 1 once the scope is cancelled, else 0 (for loops that never wait). */
 int32_t kc_cancelled(void);
 /* Children launched from now on into this scope or any scope below it (created before or after)

@@ -182,6 +182,12 @@ const ThreadRecord = struct {
     /// Channels that keep their dropped values for this thread's host
     /// (kc_chan_keep_undelivered), by handle value, with which channel (`Channel.serial`).
     keeps: std.AutoHashMapUnmanaged(u32, u64) = .empty,
+    /// Hand-driven coroutines this thread holds (kc_coro_hold), by handle value, with which
+    /// coroutine: destroyed when the thread ends, unless destroyed first.
+    coros: std.AutoHashMapUnmanaged(u32, kcoro.registry.Registry.Identity) = .empty,
+    /// Native scopes this thread holds (kc_scope_hold), by handle value, with which scope
+    /// (`Scope.serial`): orphaned when the thread ends (`orphanHeldScope`).
+    scopes: std.AutoHashMapUnmanaged(u32, u64) = .empty,
 
     const Held = struct { count: u32, serial: u64 };
 
@@ -199,10 +205,25 @@ const ThreadRecord = struct {
         return rec;
     }
 
-    /// Runs as a thread with a record ends: frees the pool buffers its isolate still counted as
-    /// viewed, then gives back its channel holds, then its hosts.
+    /// Runs as a thread with a record ends: destroys the coroutines it holds and orphans its
+    /// scopes, frees the pool buffers its isolate still counted as viewed, then gives back its
+    /// channel holds, then its hosts.
     fn threadEnded(value: *anyopaque) callconv(.c) void {
         const rec: *ThreadRecord = @ptrCast(@alignCast(value));
+        // Its host (a Worker's isolate) is gone, and with it whatever would have destroyed
+        // them: a Worker's finalizers never run once it has ended. First, while the hosts
+        // still keep the scheduler up: a scope whose children run waits for them.
+        var cit = rec.coros.iterator();
+        while (cit.next()) |kv| {
+            // A coroutine running now runs on another thread (this one is ending), against
+            // kc_coro_destroy's rule: Busy, and it is left alive, its stack in use. One destroyed
+            // since (by another thread): BadHandle.
+            reg().destroyIfSame(kv.key_ptr.*, kv.value_ptr.*) catch {};
+        }
+        rec.coros.deinit(std.heap.c_allocator);
+        var sit = rec.scopes.iterator();
+        while (sit.next()) |kv| orphanHeldScope(kv.key_ptr.*, kv.value_ptr.*);
+        rec.scopes.deinit(std.heap.c_allocator);
         if (rec.views) |views| {
             // The isolate that viewed them lived on this thread and is gone: nobody reads them.
             if (buffer_pool.global()) |pool| {
@@ -356,6 +377,33 @@ export fn kc_coro_destroy(h: u32) callconv(.c) i32 {
     // (`handDriven`); the destroy then finds `h` hand-driven, or no longer live.
     _ = handDriven(h) catch |err| return fail(err);
     reg().destroy(h) catch |err| return fail(err);
+    // This thread's hold, if it has one, is over (a record left by a destroy on another thread
+    // names a dead coroutine: `destroyIfSame` skips it as the thread ends).
+    if (hold_taken.load(.monotonic)) if (ThreadRecord.mine(false)) |rec| {
+        if (rec.coros.count() != 0) _ = rec.coros.remove(h);
+    };
+    return 0;
+}
+
+/// Set by the first kc_coro_hold or kc_scope_hold: until then a destroy has no thread record to
+/// look at, and does not make the thread-specific key (which pins the library) for nothing.
+/// Monotonic: a thread that holds something set it itself, before, in its own program order; a
+/// thread that sees it late holds nothing.
+var hold_taken = std.atomic.Value(bool).init(false);
+
+/// int32_t kc_coro_hold(uint32_t h): the calling thread holds the hand-driven coroutine `h`:
+/// when the thread ends, `h` is destroyed if nobody destroyed it first (kc_coro_destroy on this
+/// thread forgets the hold). For a host whose own way of destroying it dies with the thread (a
+/// JavaScript Worker's garbage collector). A second hold of `h` is the same hold. KC_EBADH for
+/// a dead handle, KC_EINVAL for a scheduled coroutine's and from a coroutine or a scheduler
+/// worker's thread (which ends at kc_sched_shutdown), KC_ENOMEM if the record could not grow.
+/// New in ABI 18.
+export fn kc_coro_hold(h: u32) callconv(.c) i32 {
+    if (!onHostThread()) return Status.invalid.code();
+    const id = reg().identify(h) catch |err| return fail(err);
+    const rec = ThreadRecord.mine(true) orelse return Status.no_memory.code();
+    rec.coros.put(std.heap.c_allocator, h, id) catch return Status.no_memory.code();
+    hold_taken.store(true, .monotonic); // see `hold_taken`
     return 0;
 }
 
@@ -1555,6 +1603,9 @@ fn scopes() *ScopeRegistry {
     return &scope_registry;
 }
 
+/// Numbers the scopes (`Scope.serial`), for the threads' records of those they hold.
+var scope_serial = std.atomic.Value(u64).init(0);
+
 /// int32_t kc_scope_create(uint32_t parent, uint32_t *out_scope): a native scope on the running
 /// scheduler, a child of `parent` (0: none) so that cancelling the parent cancels it. The scope
 /// belongs to that scheduler (kc_sched_info's generation): once it is shut down, launches into
@@ -1592,6 +1643,8 @@ fn scopeCreate(parent: u32, out_scope: ?*u32, want: ?u64) i32 {
     if (pe) |e| if (ScopeRegistry.objectOf(e).generation != generation) return Status.shutdown.code();
     const sc = Scope.create(std.heap.c_allocator, s, if (pe) |e| ScopeRegistry.objectOf(e) else null) catch |err| return fail(err);
     sc.generation = generation; // a child's is its parent's, checked equal above
+    // Monotonic: a number; published with the scope by the registry's add.
+    sc.serial = scope_serial.fetchAdd(1, .monotonic) + 1;
     out.* = sr.add(sc) catch {
         sc.release();
         return Status.no_memory.code();
@@ -1728,7 +1781,56 @@ export fn kc_scope_watch(scope: u32, deadline_ns: u64) callconv(.c) i32 {
 /// scope is freed when its last child has finished.
 export fn kc_scope_destroy(scope: u32) callconv(.c) i32 {
     scopes().destroy(scope) catch |err| return fail(err);
+    // This thread's hold, if it has one, is over (one of another thread names a dead scope:
+    // `orphanHeldScope` skips it).
+    if (hold_taken.load(.monotonic)) if (ThreadRecord.mine(false)) |rec| {
+        if (rec.scopes.count() != 0) _ = rec.scopes.remove(scope);
+    };
     return 0;
+}
+
+/// int32_t kc_scope_hold(uint32_t scope): the calling thread holds the scope: when the thread
+/// ends, the scope is destroyed if nobody destroyed it first (kc_scope_destroy on this thread
+/// forgets the hold) as soon as no child of it (or of a scope below it) is live: at once if none
+/// is, else when the last of them finishes. Not cancelled: its children run to their end, as if
+/// the holder had waited for them before destroying it. For a host whose own way of destroying
+/// it dies with the thread (a JavaScript Worker's garbage collector). A second hold is the same
+/// hold. KC_EBADH for a dead handle, KC_EINVAL from a coroutine or a scheduler worker's thread,
+/// KC_ENOMEM if the record could not grow. New in ABI 18.
+export fn kc_scope_hold(scope: u32) callconv(.c) i32 {
+    if (!onHostThread()) return Status.invalid.code();
+    const sr = scopes();
+    const se = sr.acquire(scope) catch |err| return fail(err);
+    const serial = ScopeRegistry.objectOf(se).serial;
+    sr.release(se);
+    const rec = ThreadRecord.mine(true) orelse return Status.no_memory.code();
+    rec.scopes.put(std.heap.c_allocator, scope, serial) catch return Status.no_memory.code();
+    hold_taken.store(true, .monotonic); // see `hold_taken`
+    return 0;
+}
+
+/// The thread that held `scope` (`serial`) ended: unless it is gone already, it is destroyed
+/// once idle (`Scope.orphan`, then `destroyIdleOrphan`).
+fn orphanHeldScope(scope: u32, serial: u64) void {
+    const sr = scopes();
+    const se = sr.acquire(scope) catch return; // destroyed (by another thread) meanwhile
+    defer sr.release(se);
+    const sc = ScopeRegistry.objectOf(se);
+    if (sc.serial != serial) return; // a later scope at the handle value: not ours
+    // Two threads may each hold it: the second to end finds it orphaned and leaves it.
+    sc.orphan(destroyIdleOrphan, scope);
+}
+
+/// `Scope.orphan`'s callback: the orphaned scope has no live child. Destroyed as
+/// kc_scope_destroy would (a cancel that reaches nothing), if its handle still names it: a
+/// destroy by other code may have come first. The caller holds a reference, so the scope's
+/// address names it alone.
+fn destroyIdleOrphan(sc: *Scope, handle: usize) void {
+    scopes().destroyIf(@intCast(handle), sc, sameScope) catch {};
+}
+
+fn sameScope(want: *Scope, got: *Scope) bool {
+    return want == got;
 }
 
 /// int32_t kc_scope_set_deadline(uint32_t scope, uint64_t deadline_ns): children launched from
@@ -5103,4 +5205,104 @@ test "C ABI: kc_lib_retain/kc_lib_release count hosts; kc_clock_word follows kc_
         std.Thread.yield() catch {};
     }
     try testing.expect(kc_now_ns() + 50 * std.time.ns_per_ms >= kc_clock_now());
+}
+
+test "C ABI: kc_coro_hold/kc_scope_hold: what a thread holds goes when it ends; a scope once its children are done, not cancelled" {
+    // A Worker's isolate destroys its coroutines and scopes through its garbage collector,
+    // whose finalizers never run once the Worker has ended: without its thread's holds, each one
+    // it dropped stayed (a coroutine's stack mapped) for the life of the process.
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    const deadline = kc_now_ns() + 30 * std.time.ns_per_s;
+    var stats: [3]u64 = undefined;
+    _ = kc_coro_stats(&stats, 3);
+    const live_before = stats[0];
+    var chan_h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &chan_h));
+    defer _ = kc_chan_destroy(chan_h);
+    const T = struct {
+        chan: u32,
+        coros: [5]u32 = @splat(0),
+        idle: u32 = 0,
+        busy: u32 = 0,
+        own: u32 = 0,
+        receiver: [3]u64 = .{ 0, 0, 0 },
+
+        fn make(entry: Builtin, arg: usize) u32 {
+            var h: u32 = 0;
+            const f: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(entry)).?));
+            std.debug.assert(kc_coro_create(f, @ptrFromInt(arg), 0, 0, &h) == 0);
+            std.debug.assert(kc_coro_hold(h) == 0);
+            return h;
+        }
+        fn holder(t: *@This()) void {
+            // Never resumed, suspended in a yield, parked, finished; one destroyed by hand.
+            t.coros[0] = make(.fib, 5);
+            t.coros[1] = make(.fib, 5);
+            std.debug.assert(kc_coro_resume(t.coros[1]) == @intFromEnum(coroutine.State.suspended));
+            std.debug.assert(kc_coro_hold(t.coros[1]) == 0); // the same hold again
+            t.coros[2] = make(.park_loop, 3);
+            std.debug.assert(kc_coro_resume(t.coros[2]) == @intFromEnum(coroutine.State.parked));
+            t.coros[3] = make(.fib, 0);
+            std.debug.assert(kc_coro_resume(t.coros[3]) == @intFromEnum(coroutine.State.finished));
+            t.coros[4] = make(.fib, 5);
+            std.debug.assert(kc_coro_destroy(t.coros[4]) == 0); // its hold is forgotten
+            // A scope with no child, one whose child runs on, one destroyed by hand.
+            std.debug.assert(kc_scope_create(0, &t.idle) == 0);
+            std.debug.assert(kc_scope_hold(t.idle) == 0);
+            std.debug.assert(kc_scope_create(0, &t.busy) == 0);
+            std.debug.assert(kc_scope_hold(t.busy) == 0);
+            t.receiver[0] = t.chan;
+            const recv: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.receiver)).?));
+            std.debug.assert(kc_scope_launch(t.busy, recv, &t.receiver, 0, null) == 0);
+            std.debug.assert(kc_scope_create(0, &t.own) == 0);
+            std.debug.assert(kc_scope_hold(t.own) == 0);
+            std.debug.assert(kc_scope_destroy(t.own) == 0);
+        }
+    };
+    var t: T = .{ .chan = chan_h };
+    const thread = try std.Thread.spawn(.{}, T.holder, .{&t});
+    thread.join();
+    // Every coroutine it held is gone, stack back in its pool.
+    for (t.coros) |h| try testing.expectEqual(Status.bad_handle.code(), kc_coro_state(h));
+    _ = kc_coro_stats(&stats, 3);
+    try testing.expectEqual(live_before, stats[0]);
+    // The idle scope is gone; the busy one stays, uncancelled, while its child runs...
+    try testing.expectEqual(Status.bad_handle.code(), kc_scope_live(t.idle));
+    try testing.expectEqual(Status.bad_handle.code(), kc_scope_live(t.own));
+    try testing.expectEqual(@as(i32, 1), kc_scope_live(t.busy));
+    {
+        const se = try scopes().acquire(t.busy);
+        defer scopes().release(se);
+        try testing.expect(!ScopeRegistry.objectOf(se).isCancelled());
+    }
+    // ... and goes when it ends.
+    const v: u64 = 7;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(chan_h, &v, 8, deadline, 0, 0));
+    while (kc_scope_live(t.busy) != Status.bad_handle.code()) {
+        try testing.expect(kc_now_ns() < deadline);
+        std.Thread.yield() catch {};
+    }
+    const done: *const std.atomic.Value(u64) = @ptrCast(&t.receiver[1]);
+    try testing.expectEqual(@as(u64, 1), done.load(.acquire));
+    try testing.expectEqual(@as(u64, 0), t.receiver[2]); // received: not interrupted
+
+    // Refused: dead handles, a scheduled coroutine's handle, and from a coroutine.
+    try testing.expectEqual(Status.bad_handle.code(), kc_coro_hold(t.coros[0]));
+    try testing.expectEqual(Status.bad_handle.code(), kc_scope_hold(t.idle));
+    const S = struct {
+        var rcs: [2]std.atomic.Value(i32) = .{ .init(1), .init(1) };
+        var scope_h: u32 = 0;
+        fn inside(_: ?*anyopaque) callconv(.c) void {
+            rcs[0].store(kc_coro_hold(kc_coro_current()), .monotonic);
+            rcs[1].store(kc_scope_hold(scope_h), .release);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &S.scope_h));
+    var task: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.inside, null, 0, &task));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain());
+    try testing.expectEqual(Status.invalid.code(), S.rcs[1].load(.acquire));
+    try testing.expectEqual(Status.invalid.code(), S.rcs[0].load(.monotonic));
+    try testing.expectEqual(@as(i32, 0), kc_scope_destroy(S.scope_h));
 }

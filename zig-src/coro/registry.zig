@@ -109,11 +109,38 @@ pub const Registry = struct {
         return co;
     }
 
+    /// Which coroutine `h` names: its object and generation (a stack reused for a later
+    /// coroutine has a later generation), for `destroyIfSame`. As `get` for errors.
+    pub const Identity = struct { co: *Coroutine, gen: u32 };
+
+    pub fn identify(r: *Registry, h: Handle) Error!Identity {
+        r.mutex.lock();
+        defer r.mutex.unlock();
+        const co = try r.get(h);
+        return .{ .co = co, .gen = co.generation() };
+    }
+
+    /// `destroy`, but only if `h` still names the coroutine `id` identified (BadHandle
+    /// otherwise: it was destroyed, and a later coroutine may have the handle value, its
+    /// slot's generation having wrapped). Busy while it runs, as `destroy`.
+    pub fn destroyIfSame(r: *Registry, h: Handle, id: Identity) Error!void {
+        r.mutex.lock();
+        defer r.mutex.unlock();
+        const co = r.get(h) catch return error.BadHandle;
+        if (co != id.co or co.generation() != id.gen) return error.BadHandle;
+        return r.destroyLocked(h);
+    }
+
     /// Frees the coroutine and returns its stack to the pool. A coroutine that is not finished
     /// is abandoned where it stands: its stack is reused without unwinding it.
     pub fn destroy(r: *Registry, h: Handle) Error!void {
         r.mutex.lock();
         defer r.mutex.unlock();
+        return r.destroyLocked(h);
+    }
+
+    /// `destroy`, under `mutex`.
+    fn destroyLocked(r: *Registry, h: Handle) Error!void {
         const co = try r.get(h); // a scheduled one's handle: InvalidArgument (it frees it)
         if (co.getState() == .running) return error.Busy;
         if (coroutine.current()) |cur| {

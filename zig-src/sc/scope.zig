@@ -77,6 +77,16 @@ pub const Scope = struct {
     deadline: std.atomic.Value(u64) = .init(0),
     /// The `deadline_epoch` this scope's last walk up its ancestors saw (`inheritDeadline`).
     seen_epoch: std.atomic.Value(u64) = .init(0),
+    /// Which scope this is, for its creator's records (the C ABI numbers them: a thread's
+    /// record of a scope it holds must not take a later scope at the same handle for it). Set
+    /// before the scope is shared, then only read.
+    serial: u64 = 0,
+    /// `orphan`'s state: 0 owned, 1 orphaned (its `idle` not called yet), 2 `idle` claimed.
+    orphaned: std.atomic.Value(u8) = .init(0),
+    /// What `orphan` was given: called once, when the orphaned scope has no live child.
+    /// Written before the seq_cst store of `orphaned` that publishes it.
+    orphan_idle: ?*const fn (s: *Scope, ctx: usize) void = null,
+    orphan_ctx: usize = 0,
 
     /// A coroutine parked in `waitAll`, on its `waiters` list while `listed`: a node on the
     /// waiting coroutine's stack. It holds a reference on the scope, so that `guard`, run if a
@@ -225,6 +235,39 @@ pub const Scope = struct {
     /// launches fail with Cancelled. True the first time only.
     pub fn cancel(s: *Scope) bool {
         return s.token.cancel();
+    }
+
+    /// The scope's owner is gone (the C ABI: the thread that held it ended) without destroying
+    /// it: `idle(s, ctx)` runs exactly once, as soon as no child (of the scope or a scope below
+    /// it) is live: here, if none is now, else on the thread of the child that finishes last
+    /// (also one a shutdown abandons). Nothing is cancelled: an owner dropping a scope does not
+    /// stop what it runs. `idle` must not wait for the scope; it may destroy it (the caller of
+    /// `idle` holds a reference until it returns). A second call (another owner's end) does
+    /// nothing.
+    pub fn orphan(s: *Scope, idle: *const fn (s: *Scope, ctx: usize) void, ctx: usize) void {
+        {
+            s.mutex.lock();
+            defer s.mutex.unlock();
+            // Monotonic: only written under the mutex until it is 1; `claimOrphan` moves it
+            // from 1 to 2, which this load sees as orphaned too.
+            if (s.orphaned.load(.monotonic) != 0) return;
+            s.orphan_idle = idle;
+            s.orphan_ctx = ctx;
+            // Seq_cst, with the seq_cst load of `live` below: a Dekker pair with `childEnded`'s
+            // seq_cst decrement of `live` and its seq_cst load of `orphaned`. Of the last
+            // child's end and this call, whichever comes second in that total order sees the
+            // other's write (both may: `claimOrphan`'s CAS picks one caller).
+            s.orphaned.store(1, .seq_cst);
+        }
+        if (s.live.load(.seq_cst) == 0) s.claimOrphan();
+    }
+
+    /// Runs `orphan_idle` unless someone else already claimed it.
+    fn claimOrphan(s: *Scope) void {
+        // Acquire: pairs with `orphan`'s seq_cst store (its `orphan_idle` and `orphan_ctx`); a
+        // failed CAS reads nothing.
+        if (s.orphaned.cmpxchgStrong(1, 2, .acquire, .monotonic) != null) return;
+        s.orphan_idle.?(s, s.orphan_ctx);
     }
 
     /// True once the scope (or one above it) was cancelled.
@@ -401,10 +444,16 @@ pub const Scope = struct {
             // Monotonic: published by the release half of the decrement below (a waiter that
             // sees `live` drop with an acquire load sees it).
             if (!unpark) a.abandoned.store(true, .monotonic);
-            // Acq_rel: the last child's work happens-before `waitAll` returning (acquire there).
-            const live = a.live.fetchSub(1, .acq_rel);
+            // Seq_cst (acq_rel at least): the last child's work happens-before `waitAll`
+            // returning (acquire there); seq_cst for the Dekker pair with `orphan` (below).
+            const live = a.live.fetchSub(1, .seq_cst);
             assert(live > 0); // counted in by the child's launch
-            if (live == 1) a.lastChildGone(unpark);
+            if (live == 1) {
+                a.lastChildGone(unpark);
+                // Seq_cst: pairs with `orphan`'s store (see there). `a` is alive: this child
+                // holds `s`, and each scope holds its parent.
+                if (a.orphaned.load(.seq_cst) == 1) a.claimOrphan();
+            }
         }
         s.release();
     }
@@ -1043,4 +1092,57 @@ test "a coroutine's repeated waits for a scope allocate nothing once warm" {
     try testing.expectEqual(@as(u32, rounds), S.done.load(.acquire));
     try testing.expectEqual(before, counting.allocs.load(.monotonic));
     try testing.expectEqual(@as(u32, 0), S.listed());
+}
+
+test "an orphaned scope's idle callback runs once, when its last child (or one below it) ends, never cancelling them" {
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
+    defer sched.shutdown(.cancel);
+    const S = struct {
+        var sch: *Scheduler = undefined;
+        var go: std.atomic.Value(bool) = .init(false);
+        var finished: std.atomic.Value(u32) = .init(0);
+        var idles: std.atomic.Value(u32) = .init(0);
+        fn held(_: ?*anyopaque) callconv(.c) void {
+            // Bounded: the test lets it go within seconds; a cancel would not stop this loop,
+            // but a token check shows none came.
+            const give_up = scheduler.monotonicNs() + 30 * std.time.ns_per_s;
+            while (!go.load(.acquire) and scheduler.monotonicNs() < give_up) {
+                sch.sleep(std.time.ns_per_ms) catch unreachable;
+            }
+            assert(!currentToken().?.isCancelled());
+            _ = finished.fetchAdd(1, .monotonic);
+        }
+        /// The owner's part: what the C ABI's destroy gives back (the creator's reference).
+        fn idle(s: *Scope, ctx: usize) void {
+            assert(ctx == 42);
+            assert(s.liveCount() == 0);
+            _ = idles.fetchAdd(1, .monotonic);
+            s.release();
+        }
+    };
+    S.sch = &sched;
+    // No child: at once, on the caller.
+    const idle_now = try Scope.create(testing.allocator, &sched, null);
+    idle_now.orphan(S.idle, 42);
+    try testing.expectEqual(@as(u32, 1), S.idles.load(.monotonic));
+
+    // Children live, in it and in a scope below it: only when the last of them ends.
+    const busy = try Scope.create(testing.allocator, &sched, null);
+    const below = try Scope.create(testing.allocator, &sched, busy);
+    for (0..2) |_| _ = try busy.launch(S.held, null, .{});
+    _ = try below.launch(S.held, null, .{});
+    below.release(); // its owner let go; its child keeps it (and `busy`) alive
+    busy.orphan(S.idle, 42);
+    try testing.expectEqual(@as(u32, 1), S.idles.load(.monotonic)); // three children still run
+    try testing.expect(!busy.isCancelled());
+    S.go.store(true, .release);
+    const deadline = scheduler.monotonicNs() + 30 * std.time.ns_per_s;
+    while (S.idles.load(.monotonic) != 2) {
+        try testing.expect(scheduler.monotonicNs() < deadline);
+        std.Thread.yield() catch {};
+    }
+    try testing.expectEqual(@as(u32, 3), S.finished.load(.monotonic));
+    try sched.drainFor(10 * std.time.ns_per_s);
+    // testing.allocator: both scopes were freed (by `idle`'s release and the children's).
 }
