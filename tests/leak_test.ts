@@ -5,7 +5,7 @@
 // came back to its baseline in every area; this test keeps the Worker case, the one that crosses
 // isolates, from regressing.
 import assert from "node:assert/strict";
-import { Channel } from "../mod.ts";
+import { Channel, codecs, coroutineStats, library, Status } from "../mod.ts";
 import { evalScript, liveChannels, until, within } from "./support.ts";
 
 const workerUrl = new URL("./fixtures/churn_worker.ts", import.meta.url);
@@ -102,5 +102,51 @@ Deno.test("channels a Worker made native by a select and never disposed end with
     await until(() => (now = liveChannels()) <= before, `channel handles back to ${before}`)
       .catch(() => {});
     assert.equal(now, before, `live channel handles after a Worker's ${how}`);
+  }
+});
+
+Deno.test("native coroutines and scopes a Worker made and never destroyed end with its thread, terminated or closed; a scope whose child runs, uncancelled, once the child ends", async () => {
+  // A Worker's finalizers never run once it has ended, so the garbage collector's destroy of a
+  // coroutine or free-standing scope dropped undestroyed never came: each stayed, a coroutine's
+  // stack mapped, for the life of the process (20 of each per Worker here).
+  const url = new URL("./fixtures/native_drop_worker.ts", import.meta.url);
+  const sym = library().symbols("test");
+  using ch = new Channel<bigint>(0, { codec: codecs.u64 });
+  const chan = ch.handle; // native: the busy scope's child receives from it
+  let before = 0;
+  await until(() => (before = coroutineStats().live) === coroutineStats().live, "a steady count");
+  for (const how of ["terminate", "close"] as const) {
+    const w = new Worker(url, { type: "module" });
+    let made: { coros: number[]; scopes: number[]; busy: number };
+    try {
+      const said = new Promise<typeof made>((resolve, reject) => {
+        w.onmessage = (e) => resolve(e.data);
+        w.onerror = (e) => reject(e);
+      });
+      w.postMessage({ n: 20, how, chan });
+      made = await within(said, 20_000, "the Worker's coroutines and scopes");
+    } finally {
+      if (how === "terminate") w.terminate();
+    }
+    const gone = (hs: number[], f: (h: number) => number) =>
+      hs.map(f).filter((rc) => rc !== Status.EBADH).length;
+    const coroState = (h: number) => sym.kc_coro_state(h);
+    const scopeLive = (h: number) => sym.kc_scope_live(h);
+    await until(() => gone(made.coros, coroState) + gone(made.scopes, scopeLive) === 0, "the end")
+      .catch(() => {});
+    assert.equal(gone(made.coros, coroState), 0, `coroutines left after a Worker's ${how}`);
+    assert.equal(gone(made.scopes, scopeLive), 0, `scopes left after a Worker's ${how}`);
+    // Its end did not cancel the scope whose child runs: the child still waits, and the scope
+    // goes once it ends.
+    assert.equal(scopeLive(made.busy), 1);
+    await within(ch.send(7n), 20_000, "the busy scope's child receiving");
+    let now = -1;
+    await until(
+      () => scopeLive(made.busy) === Status.EBADH && (now = coroutineStats().live) <= before,
+      "the busy scope's end",
+    )
+      .catch(() => {});
+    assert.equal(scopeLive(made.busy), Status.EBADH, `the busy scope after a Worker's ${how}`);
+    assert.equal(now, before, `live coroutines after a Worker's ${how}`);
   }
 });
