@@ -42,6 +42,9 @@ export interface NativeCoroutineOptions {
   slabStack?: boolean;
 }
 
+/** This isolate is a Worker's: its thread ends with it, and its finalizers never run after. */
+const inWorker = "WorkerGlobalScope" in globalThis;
+
 /** A coroutine's native side, for the finaliser of one dropped undestroyed. */
 interface Dropped {
   lib: Library;
@@ -126,6 +129,17 @@ export class NativeCoroutine implements Disposable {
       "create coroutine",
       true,
     );
+    // In a Worker the coroutine is also held by the Worker's thread, whose end destroys it
+    // (kc_coro_hold): `droppedCoroutines` never runs once the Worker has ended, so each
+    // coroutine it had not destroyed stayed, stack mapped, for the life of the process.
+    // `destroy()` and the collector forget the hold (kc_coro_destroy on this thread).
+    if (inWorker) {
+      const hrc = sym.kc_coro_hold(out[0]);
+      if (hrc < 0) {
+        sym.kc_coro_destroy(out[0]);
+        unwrap(hrc, "create coroutine");
+      }
+    }
     return new NativeCoroutine(lib, out[0]);
   }
 

@@ -101,6 +101,9 @@ function deadlineNs(now: bigint, ms: number): bigint {
   return at < 2n ** 64n ? at : 0n;
 }
 
+/** This isolate is a Worker's: its thread ends with it, and its finalizers never run after. */
+const inWorker = "WorkerGlobalScope" in globalThis;
+
 /** The native scopes owned by TypeScript jobs. */
 const owned = new WeakMap<JobSupport<unknown>, NativeScope>();
 
@@ -243,6 +246,18 @@ export class NativeScope implements AsyncDisposable {
       );
     }
     unwrap(rc, op);
+    // In a Worker the scope is also held by the Worker's thread, whose end destroys it once no
+    // child of it runs (kc_scope_hold; not cancelled, as the collector's destroy would not):
+    // `droppedScopes`, and an owner's completion, never come once the Worker has ended (its
+    // finalizers and callbacks never run again), so each scope it had not disposed stayed, for
+    // the life of the process. `#destroy` forgets the hold (kc_scope_destroy on this thread).
+    if (inWorker) {
+      const hrc = sym.kc_scope_hold(out[0]);
+      if (hrc < 0) {
+        sym.kc_scope_destroy(out[0]);
+        unwrap(hrc, op);
+      }
+    }
     const ns = new NativeScope(lib, out[0], owner, parent);
     // A free-standing scope dropped without dispose is destroyed once collected and idle, as a
     // dropped Channel is: 80,000 such scopes held 40 MB and counted towards the handle table's
