@@ -65,7 +65,7 @@ const droppedCoroutines = new FinalizationRegistry<Dropped>((d) => {
 
 /**
  * A native coroutine, named by a handle; `destroy()` (or `using`) frees it, as its garbage
- * collection does if neither ran.
+ * collection does if neither ran, and, for one a Worker made, the Worker's end.
  */
 export class NativeCoroutine implements Disposable {
   readonly #lib: Library;

@@ -155,7 +155,8 @@ const droppedScopes = new FinalizationRegistry<Dropped>((d) => {
 /**
  * A native scope (`kc_scope_*`): launches native coroutines as its children, cancels them all,
  * and waits for them. Make a free-standing one with {@linkcode NativeScope.create} (dispose it
- * with `await using`), or get the one a TypeScript scope owns with {@linkcode nativeScope}.
+ * with `await using`), or get the one a TypeScript scope owns with {@linkcode nativeScope}. One
+ * a Worker made and did not dispose goes once the Worker has ended and its children are done.
  *
  * @example
  * ```ts
