@@ -30,8 +30,19 @@ export const ABI_VERSION = 18;
 /** Only this module makes a {@linkcode Library}. */
 const MAKE: unique symbol = Symbol("kcoro.Library");
 
+/** What a structured clone of a Library fails on (`Library._notCloneable`): its message. */
+const NOT_CLONEABLE = Symbol(
+  "Cannot clone a Library: it is this isolate's open library; call library() in the Worker",
+);
+
 /** An open libkcoro. `close()` is idempotent; calls after it throw `LibraryClosedError`. */
 export class Library {
+  /**
+   * @ignore First of the fields structured cloning sees: `postMessage` or `structuredClone` of
+   * one throws a DataCloneError with this symbol's description as its message. It cloned as
+   * `{ path, abiVersion }`.
+   */
+  readonly _notCloneable: symbol = NOT_CLONEABLE;
   /** The file it was opened from (README.md, "Permissions", says where it looks). */
   readonly path: string;
   /** The ABI version the library reported when it was opened (`kc_abi_version`). */

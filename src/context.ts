@@ -32,8 +32,20 @@ export interface ContextKey<V> {
   readonly [valueType]?: V;
 }
 
+/** What a structured clone of a context key fails on (`Key._notCloneable`): its message. */
+const KEY_NOT_CLONEABLE = Symbol(
+  "Cannot clone a context key: keys compare by identity; send the value and set it under a key " +
+    "of the Worker's own",
+);
+
 class Key<V> implements ContextKey<V> {
   declare readonly [valueType]?: V;
+  /**
+   * First of the fields structured cloning sees: a DataCloneError with its description as the
+   * message. A key cloned as `{ name, check: null }` (kcoro's own failed on `check`, printing
+   * its source).
+   */
+  readonly _notCloneable: symbol = KEY_NOT_CLONEABLE;
   /** kcoro's own keys: what a value must be, checked by `Context.with` ("must be ..."). */
   readonly check: ((value: unknown) => string | null) | null;
   constructor(readonly name: string, check: ((value: unknown) => string | null) | null = null) {
@@ -82,6 +94,12 @@ export interface Timeout {
   done: boolean;
 }
 
+/** What a structured clone of a Context fails on (`Context._notCloneable`): its message. */
+const NOT_CLONEABLE = Symbol(
+  "Cannot clone a Context: its keys compare by identity; send the values it holds and rebuild it " +
+    "in the Worker",
+);
+
 /**
  * An immutable, persistent map from {@linkcode ContextKey}s to values. Start from
  * {@linkcode Context.empty}; `with` and `without` return new contexts and never change the one
@@ -105,6 +123,12 @@ export interface Timeout {
  * ```
  */
 export class Context {
+  /**
+   * @ignore First (and only) field structured cloning sees: `postMessage` or `structuredClone`
+   * of a Context (or of a job, whose `context` it is) throws a DataCloneError with this symbol's
+   * description as its message. It cloned as `{}`.
+   */
+  readonly _notCloneable: symbol = NOT_CLONEABLE;
   /** The context with no entries. */
   static readonly empty: Context = new Context(new Map());
 

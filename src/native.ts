@@ -63,11 +63,21 @@ const droppedCoroutines = new FinalizationRegistry<Dropped>((d) => {
   d.lib._symbolsToRelease.kc_coro_destroy(d.handle);
 });
 
+/** What a structured clone of a NativeCoroutine fails on (its `_notCloneable`): the message. */
+const NOT_CLONEABLE = Symbol(
+  "Cannot clone a NativeCoroutine: it runs on this isolate's calls; create it in the Worker",
+);
+
 /**
  * A native coroutine, named by a handle; `destroy()` (or `using`) frees it, as its garbage
  * collection does if neither ran, and, for one a Worker made, the Worker's end.
  */
 export class NativeCoroutine implements Disposable {
+  /**
+   * @ignore First of the fields structured cloning sees: `postMessage` or `structuredClone` of
+   * one throws a DataCloneError with this symbol's description as its message. It cloned as `{}`.
+   */
+  readonly _notCloneable: symbol = NOT_CLONEABLE;
   readonly #lib: Library;
   readonly #handle: number;
   #destroyed = false;

@@ -152,6 +152,12 @@ const droppedScopes = new FinalizationRegistry<Dropped>((d) => {
   }
 });
 
+/** What a structured clone of a NativeScope fails on (`NativeScope._notCloneable`): its message. */
+const NOT_CLONEABLE = Symbol(
+  "Cannot clone a NativeScope: it lives in its isolate; send its handle to native code, or make " +
+    "one in the Worker",
+);
+
 /**
  * A native scope (`kc_scope_*`): launches native coroutines as its children, cancels them all,
  * and waits for them. Make a free-standing one with {@linkcode NativeScope.create} (dispose it
@@ -173,6 +179,11 @@ const droppedScopes = new FinalizationRegistry<Dropped>((d) => {
  * ```
  */
 export class NativeScope implements AsyncDisposable {
+  /**
+   * @ignore First of the fields structured cloning sees: `postMessage` or `structuredClone` of
+   * one throws a DataCloneError with this symbol's description as its message. It cloned as `{}`.
+   */
+  readonly _notCloneable: symbol = NOT_CLONEABLE;
   readonly #lib: Library;
   readonly #handle: number;
   readonly #owner: JobSupport<unknown> | null;

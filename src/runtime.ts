@@ -406,11 +406,22 @@ function drainsOf(lib: Library): Set<DrainWait> {
 /** Only this module makes a {@linkcode Runtime}. */
 const MAKE: unique symbol = Symbol("kcoro.Runtime");
 
+/** What a structured clone of a Runtime fails on (`Runtime._notCloneable`): its message. */
+const NOT_CLONEABLE = Symbol(
+  "Cannot clone a Runtime: the scheduler is the process's; call runtime() in the Worker",
+);
+
 /**
  * The process-wide native scheduler, one run of it: from the {@linkcode runtime} call that
  * started it (or found it running) to its shutdown. Get it with {@linkcode runtime}.
  */
 export class Runtime {
+  /**
+   * @ignore First of the fields structured cloning sees: `postMessage` or `structuredClone` of
+   * one throws a DataCloneError with this symbol's description as its message. It cloned as
+   * `{ workers }`.
+   */
+  readonly _notCloneable: symbol = NOT_CLONEABLE;
   readonly #lib: Library;
   /** kc_sched_info's generation of the scheduler this Runtime stands for. */
   readonly #generation: bigint;
