@@ -1317,17 +1317,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * `COLLECT_BATCH` now, the rest a macrotask later (and so on), so that native code dropping
    * values faster than the hook takes them cannot hold this operation, and the event loop, for
    * as long as it goes on. The timer is not unref'd: values handed to a user hook must not be
-   * lost at exit, and it keeps the process alive only while a batch came full (README).
+   * lost at exit, and it keeps the process alive only while a batch came full (README). True if
+   * it took any (the hook ran, or will).
    */
-  #collect(): void {
-    if (!this.#keeps || !this.#lib.isOpen || this.#collectLater) return;
+  #collect(): boolean {
+    if (!this.#keeps || !this.#lib.isOpen || this.#collectLater) return false;
     const sym = this.#lib.symbols("collect undelivered values");
-    if (this.#takeUndelivered(sym, COLLECT_BATCH) < COLLECT_BATCH) return;
+    const taken = this.#takeUndelivered(sym, COLLECT_BATCH);
+    if (taken < COLLECT_BATCH) return taken > 0;
     this.#collectLater = true;
     setTimeout(() => {
       this.#collectLater = false;
       if (!this.#disposed) this.#collect();
     }, 0);
+    return true;
   }
 
   /** A `#collect` stopped at `COLLECT_BATCH` and set a timer for the rest. */
@@ -2216,6 +2219,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       signal = signalOf("receive", options);
       if (signal?.aborted) return Promise.reject(signal.reason);
       v = this.#poll(this.#sym("receive"));
+      // Before it waits, what the channel kept for this isolate's hook while open (a terminated
+      // Worker's queued send, withdrawn as its thread ended) goes to the hook: a drop policy's
+      // receives take it at every value (#poll), other channels took it only at a close, cancel
+      // or dispose, and a creator that went on receiving never saw it. Here, not per value: a
+      // wait costs far more than this one call, and only a channel with the hook makes it.
+      if (v === EMPTY && this.#keeps && !this.#dropping && !this._shared.local && this.#collect()) {
+        v = this.#poll(this.#sym("receive")); // the hook ran: it may have sent, closed, disposed
+      }
     } catch (e) {
       return Promise.reject(e);
     }
