@@ -1011,6 +1011,45 @@ bothModes(
   },
 );
 
+bothModes(
+  "values(): return() releases every next() still waiting, not only the last; none takes a value",
+  async () => {
+    // next() called again before the first settled (a race over it.next(), a merge of
+    // iterators): return() released only the latest receive, and the earlier one went on
+    // waiting and took the channel's next value, which nobody read.
+    using ch = chan<number>();
+    for (const waiting of [2, 3]) {
+      const it = ch.values();
+      const pending = Array.from({ length: waiting }, () => it.next());
+      await new Promise((r) => setTimeout(r, 0)); // waiting (natively when shared)
+      assert.deepEqual(await it.return!(), { value: undefined, done: true });
+      for (const p of pending) {
+        assert.deepEqual(await within(p, 5_000, "a released next()"), {
+          value: undefined,
+          done: true,
+        });
+      }
+      assert.equal(ch.trySend(1).state, "full", `${waiting} waiting: nobody waits any more`);
+    }
+    // Settled ones are not kept: a loop that always has two next() out ends with nothing taken
+    // after its return().
+    const it = ch.values();
+    let ahead = it.next();
+    for (let i = 0; i < 50; i++) {
+      const next = it.next();
+      await until(() => ch.trySend(i).state === "ok", "a receive to wait", 5_000);
+      assert.deepEqual(await ahead, { value: i, done: false });
+      ahead = next;
+    }
+    await it.return!();
+    assert.deepEqual(await within(ahead, 5_000, "the released next()"), {
+      value: undefined,
+      done: true,
+    });
+    assert.equal(ch.trySend(99).state, "full");
+  },
+);
+
 Deno.test("values({ signal }): a long loop, or many loops on one long-lived signal, do not grow the heap", async () => {
   // Each iterator combined the caller's signal with its own (AbortSignal.any), and Deno's
   // any() keeps every signal made from a source alive while the source lives: a task's
