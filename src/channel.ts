@@ -631,6 +631,12 @@ const inWorker = "WorkerGlobalScope" in globalThis;
 
 const SEND = 0, RECV = 1, RECV_CATCHING = 2, RECV_ITER = 3;
 
+/**
+ * The receives of a `values()` iterator that may still wait, for its `return()` to release:
+ * the latest, and (only once next() was called again before one settled) the earlier ones.
+ */
+type IterWaits = { waiter: Waiter | null; more: Waiter[] | null };
+
 /** What a receive of `kind` resolves with for a received value. */
 function received(kind: number, value: unknown): unknown {
   return kind === RECV
@@ -2211,7 +2217,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #receive(
     kind: number,
     options?: WaitOptions,
-    held?: { waiter: Waiter | null },
+    held?: IterWaits,
   ): Promise<unknown> {
     let v: unknown;
     let signal: AbortSignal | undefined;
@@ -2251,7 +2257,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     value: unknown,
     signal: AbortSignal | undefined,
     encoded?: Slot,
-    held?: { waiter: Waiter | null },
+    held?: IterWaits,
   ): Promise<never> {
     let w!: Waiter;
     // new Promise, not Promise.withResolvers: 10 ns less, and this is every wait's cost.
@@ -2268,7 +2274,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.slot = encoded;
       w.encoded = true;
     }
-    if (held !== undefined) held.waiter = w;
+    if (held !== undefined) {
+      const prev = held.waiter;
+      if (prev !== null && prev.state !== DONE) {
+        // Another next() of the iterator still waits (next() called again before it settled):
+        // return() releases it too. The settled ones go first, so the list stays as long as
+        // the receives waiting at once.
+        const more = held.more ??= [];
+        let n = 0;
+        for (const x of more) if (x.state !== DONE) more[n++] = x;
+        more.length = n;
+        more.push(prev);
+      }
+      held.waiter = w;
+    }
     const s = this._shared;
     (kind === SEND ? s.senders : s.receivers).push(w);
     if (!this.#tracked && s.local) this.#track(); // once per channel
@@ -2895,7 +2914,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
      * the iterator's own combined with the caller's: Deno's AbortSignal.any keeps each signal
      * it made alive while a source lives, ~900 bytes per loop over a task's long-lived signal.
      */
-    const held: { waiter: Waiter | null } = { waiter: null };
+    const held: IterWaits = { waiter: null, more: null };
     const whenReturned = (e: unknown) => {
       if (e === RETURNED) return ITER_DONE; // released by return(): nothing was taken
       throw e;
@@ -2910,9 +2929,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return: () => {
         ended = true;
         const w = held.waiter;
-        held.waiter = null;
+        const more = held.more;
+        held.waiter = held.more = null;
         // Withdrawn and rejected if still waiting; nothing if it took a value first (then
-        // delivered) or is done.
+        // delivered) or is done. Every next() still waiting, not only the last one: an earlier
+        // one left waiting took the channel's next value after the return, and nobody read it.
+        if (more !== null) { for (const x of more) this.#abandon(x, RETURNED); }
         if (w !== null) this.#abandon(w, RETURNED);
         return Promise.resolve(ITER_DONE);
       },
