@@ -437,6 +437,36 @@ Deno.test("produce: sends given signals of their own hold nothing once settled, 
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("produce: a send given its own signal and left unawaited reports its rejection as unhandled, as any send's", async () => {
+  // The send settled its signal listeners with handlers on the promise it returned, which made
+  // that promise's rejection handled: a producer's fire-and-forget send failed silently.
+  const unhandled: unknown[] = [];
+  const onUnhandled = (ev: PromiseRejectionEvent) => {
+    ev.preventDefault();
+    unhandled.push(ev.reason);
+  };
+  globalThis.addEventListener("unhandledrejection", onUnhandled);
+  try {
+    const own = new AbortController();
+    const reason = new Error("own abort");
+    await coroutineScope(async (scope) => {
+      let sending = false;
+      using ch = produce<number>(scope, async (out) => {
+        void out.send(1, { signal: own.signal }); // nobody receives: it waits until the abort
+        sending = true;
+        await untilAborted(own.signal).catch(() => {});
+      });
+      await until(() => sending, "the producer's send to wait", 5_000);
+      own.abort(reason);
+      await ch.receiveCatching();
+    });
+    await until(() => unhandled.length > 0, "the unhandled rejection", 5_000);
+    assert.deepEqual(unhandled, [reason]);
+  } finally {
+    globalThis.removeEventListener("unhandledrejection", onUnhandled);
+  }
+});
+
 Deno.test("produce: cancelling the channel cancels the producer, which is not a failure", async () => {
   let cancelled: unknown;
   await coroutineScope((scope) => {
