@@ -100,8 +100,18 @@ class ProducerChannel<T> extends Channel<T> {
       return Promise.reject(e);
     }
     const sent = super.send(value, merged);
-    if (unlisten !== null) sent.then(unlisten, unlisten);
-    return sent;
+    if (unlisten === null) return sent;
+    // The caller gets a promise that settles as `sent` does, not `sent` with handlers of ours
+    // on it: those made its rejection handled, so a send left unawaited failed silently, where
+    // any other send's rejection is reported as unhandled.
+    const done = unlisten;
+    return sent.then((v) => {
+      done();
+      return v;
+    }, (e) => {
+      done();
+      throw e;
+    });
   }
 
   override cancel(cause?: unknown): void {
