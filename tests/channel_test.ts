@@ -1952,6 +1952,50 @@ Deno.test("a wait queued by code a later close hook runs fails with LibraryClose
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a wait a later close hook queues and a native peer completes before the close is settled as completed", async () => {
+  // The bridge withdrew what waited when its close hook ran; a wait queued after that hook
+  // stayed queued until the ring was destroyed, once the library was closed, and was failed
+  // then whatever had happened to it: a send a native receiver took in between was reported
+  // a LibraryClosedError, yet delivered (a receive's value went back to the channel). Waits
+  // queued after the hook are withdrawn or settled as those before it are.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    const lib = library();
+    Bridge.of(lib); // its close hook comes first
+    const owner = new Channel(0, { codec: codecs.f64 });
+    const copy = Channel.from(owner.share());
+    const handle = owner.handle;
+    const sym = lib.symbols("test");
+    const slot = new Float64Array(1);
+    const ptr = Deno.UnsafePointer.of(slot);
+    const outcomes = [];
+    const natively = [];
+    lib.beforeClose(() => {
+      const name = (e) => e.name;
+      outcomes.push(select((s) => s.onSend(copy, 5, () => "sent")).then((v) => v, name));
+      natively.push(sym.kc_chan_try_recv(handle, ptr, 8), slot[0]); // takes the 5
+      outcomes.push(select((s) => s.onReceive(copy, (v) => "got " + v)).then((v) => v, name));
+      slot[0] = 42;
+      natively.push(sym.kc_chan_try_send(handle, ptr, 8)); // the receive takes it
+      // A wait nobody completes: withdrawn while the library is open, LibraryClosedError.
+      outcomes.push(select((s) => s.onSend(copy, 1, () => "sent")).then((v) => v, name));
+    });
+    closeLibrary();
+    const got = JSON.stringify({ natively, outcomes: await Promise.all(outcomes) });
+    const want = JSON.stringify({
+      natively: [0, 5, 0],
+      outcomes: ["sent", "got 42", "LibraryClosedError"],
+    });
+    if (got !== want) throw new Error(got);
+    copy[Symbol.dispose]();
+    owner[Symbol.dispose]();
+    const status = library().symbols("test").kc_chan_status(handle);
+    if (status !== -9) throw new Error("the channel is not destroyed: status " + status);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a channel disposed by its creator, or collected, after closeLibrary() is destroyed", async () => {
   const res = await evalScript(
     `
