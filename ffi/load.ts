@@ -119,12 +119,18 @@ export class Library {
     this.#closing = true;
     // While still open: what waits natively is withdrawn (or settled, if it completed first),
     // so that nothing is delivered after its operation was reported failed.
-    const before = this.#beforeClose;
-    this.#beforeClose = [];
+    // Hooks registered while these run (a bridge's second pass over what they began) run too,
+    // after them; they were dropped. A bound, so that hooks that each register another cannot
+    // keep the library open for ever.
     try {
-      runHooks(before);
+      for (let round = 0; round < MAX_CLOSE_ROUNDS && this.#beforeClose.length > 0; round++) {
+        const before = this.#beforeClose;
+        this.#beforeClose = [];
+        runHooks(before);
+      }
     } finally {
       this.#closing = false;
+      this.#beforeClose = [];
     }
     const lib = this.#lib;
     if (lib === null) return;
@@ -142,7 +148,7 @@ export class Library {
 
   /**
    * @ignore Runs `hook` when `close()` begins, while the library is still open (to withdraw
-   * what waits natively); once only.
+   * what waits natively); once only. One registered while `close()` runs these runs after them.
    */
   beforeClose(hook: () => void): void {
     // Checked here: a non-function failed only inside close(), reported as an uncaught
@@ -161,6 +167,12 @@ export class Library {
     else this.#onClose.push(hook);
   }
 }
+
+/**
+ * How many times `close()` runs the hooks registered while its hooks run (each round those the
+ * round before registered).
+ */
+const MAX_CLOSE_ROUNDS = 8;
 
 /** Runs each of `hooks`; one that throws is reported and the others still run. */
 function runHooks(hooks: (() => void)[]): void {

@@ -71,6 +71,7 @@ export class Bridge {
    * still delivered.
    */
   #closing(): void {
+    this.#closePassed = true;
     // Waits still due to be queued at the end of this turn: queued now, while the library is
     // open, so that they are withdrawn and failed the same way (they went to the closed
     // library afterwards, failing with InvalidHandleError and losing a send's value).
@@ -191,13 +192,37 @@ export class Bridge {
    */
   defer(op: { flush(): void }): void {
     this.#deferred.push(op);
+    if (this.#closePassed) this.#closeAgain();
     this.#schedule();
   }
 
   /** Starts watching a queued operation; starts the one wait if none is outstanding. */
   track(op: RingOp): void {
     this.#ops.set(op.ticket, op);
+    if (this.#closePassed) this.#closeAgain();
     if (!this.#waiting) this.#schedule();
+  }
+
+  /** `#closing` has run: the library is closing (its later hooks run) or closed. */
+  #closePassed = false;
+  /** A second `#closing` is registered to run after the close hooks registered so far. */
+  #closeQueued = false;
+
+  /**
+   * An operation begun after `#closing` (by a later close hook, or an "error" listener a
+   * hook's reportError calls) while the library is still open: `#closing` runs again once
+   * those hooks have, so that it is withdrawn, or settled if it completed first, as the
+   * operations before it were. Before, it stayed queued until `#closed` destroyed the ring,
+   * and one that completed in between (a send a native receiver took) was failed with a
+   * LibraryClosedError all the same: reported not sent, yet delivered.
+   */
+  #closeAgain(): void {
+    if (this.#closeQueued || !this.#lib.isOpen) return;
+    this.#closeQueued = true;
+    this.#lib.beforeClose(() => {
+      this.#closeQueued = false;
+      this.#closing();
+    });
   }
 
   #deferred: { flush(): void }[] = [];
