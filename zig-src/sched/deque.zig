@@ -9,6 +9,7 @@
 //! owns) and `len` on any thread. Capacity is a power of two fixed at compile time, so tests can
 //! shrink it and make the full/wrap-around races show. Size: capacity * 8 bytes + two lines.
 const std = @import("std");
+const builtin = @import("builtin");
 const assert = std.debug.assert;
 
 pub fn Deque(comptime T: type, comptime capacity: u32) type {
@@ -16,6 +17,16 @@ pub fn Deque(comptime T: type, comptime capacity: u32) type {
     return struct {
         const Self = @This();
         const mask = capacity - 1;
+
+        /// Tests: code run at fixed points of the race for the last item, to make its window
+        /// certain. Pinned to one CPU the stress test below almost never meets it: it passed 5
+        /// runs in 5 so with `pop`'s CAS replaced by a plain store (and failed 4 in 5 on two).
+        pub var test_hooks: if (builtin.is_test) struct {
+            /// In `steal`, between its read of the slot and its CAS of `top`.
+            steal_before_cas: ?*const fn () void = null,
+            /// In `pop`, taking the last item: between its read of `top` and its CAS.
+            pop_before_cas: ?*const fn () void = null,
+        } else struct {} = .{};
 
         /// Next index to consume. Advanced by CAS (acq_rel: the winner's read of the slot
         /// happens before the owner may overwrite it, which the owner learns by acquiring `top`).
@@ -62,6 +73,7 @@ pub fn Deque(comptime T: type, comptime capacity: u32) type {
             const item = q.slots[b & mask].load(.monotonic);
             if (n > 0) return item.?; // more than one left: no thief can reach this slot
             // The last item: race the thieves for it with the same CAS they use.
+            if (builtin.is_test) if (test_hooks.pop_before_cas) |f| f();
             const won = q.top.cmpxchgStrong(t, t +% 1, .seq_cst, .monotonic) == null;
             q.bottom.store(b +% 1, .release); // release: as for the undo above
 
@@ -78,6 +90,7 @@ pub fn Deque(comptime T: type, comptime capacity: u32) type {
                 const n: i32 = @bitCast(b -% t);
                 if (n <= 0) return null;
                 const item = q.slots[t & mask].load(.monotonic);
+                if (builtin.is_test) if (test_hooks.steal_before_cas) |f| f();
                 // Seq_cst: the CAS the owner's last-item pop races against.
                 if (q.top.cmpxchgWeak(t, t +% 1, .seq_cst, .monotonic) == null) return item.?;
             }
@@ -147,6 +160,69 @@ test "stealHalf moves half and returns one" {
     try testing.expectEqual(@as(u32, 3), a.len());
     try testing.expectEqual(@as(u32, 2), b.pop().?.*);
     try testing.expectEqual(@as(u32, 5), a.pop().?.*);
+}
+
+test "the last item raced by the owner's pop and a thief's steal goes to exactly one of them" {
+    // Both orders, made certain by the hooks (the stress test below leaves them to chance,
+    // which one CPU hardly ever gives): the thief has read the slot and stops before its CAS;
+    // then the owner's pop either stops before its own CAS while the thief's lands (the thief
+    // wins), or runs to its end (the owner wins). Each side must learn from its CAS who won.
+    const Q = Deque(u32, 4);
+    const S = struct {
+        var q: Q = .{};
+        var thief_waiting: std.atomic.Value(bool) = .init(false);
+        var thief_go: std.atomic.Value(bool) = .init(false);
+        var thief_done: std.atomic.Value(bool) = .init(false);
+        var stolen: ?*u32 = null;
+
+        fn waitFor(flag: *std.atomic.Value(bool)) void {
+            const deadline = std.time.nanoTimestamp() + 20 * std.time.ns_per_s;
+            // Acquire: pairs with the release store that set the flag (what the other thread
+            // did before it is seen, `stolen` included).
+            while (!flag.load(.acquire)) {
+                if (std.time.nanoTimestamp() > deadline) @panic("deque race test: no progress");
+                std.Thread.yield() catch {};
+            }
+        }
+        fn thiefStops() void {
+            Q.test_hooks.steal_before_cas = null; // once: a retry after a lost CAS runs on
+            thief_waiting.store(true, .release); // release: pairs with `waitFor`
+            waitFor(&thief_go);
+        }
+        fn ownerStops() void {
+            thief_go.store(true, .release); // the thief's CAS lands inside our window
+            waitFor(&thief_done);
+        }
+        fn thief() void {
+            stolen = q.steal();
+            thief_done.store(true, .release); // release: publishes `stolen`
+        }
+    };
+    var v: u32 = 7;
+    for ([_]bool{ true, false }) |thief_first| {
+        S.q = .{};
+        S.thief_waiting.store(false, .monotonic);
+        S.thief_go.store(false, .monotonic);
+        S.thief_done.store(false, .monotonic);
+        S.stolen = null;
+        try testing.expect(S.q.push(&v));
+        Q.test_hooks = .{
+            .steal_before_cas = S.thiefStops,
+            .pop_before_cas = if (thief_first) S.ownerStops else null,
+        };
+        defer Q.test_hooks = .{};
+        const t = try std.Thread.spawn(.{}, S.thief, .{});
+        S.waitFor(&S.thief_waiting);
+        const popped = S.q.pop();
+        S.thief_go.store(true, .release); // set already where the thief went first
+        t.join();
+        // Exactly one of them has it (where the thief went first, its CAS landed first, unless
+        // a weak CAS failed spuriously: then it saw the queue empty on its retry).
+        try testing.expect((popped == null) != (S.stolen == null));
+        if (!thief_first) try testing.expectEqual(@as(?*u32, &v), popped);
+        try testing.expectEqual(@as(u32, 0), S.q.len());
+        try testing.expect(S.q.pop() == null and S.q.steal() == null);
+    }
 }
 
 test "owner and thieves take every item exactly once" {
