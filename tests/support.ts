@@ -59,6 +59,15 @@ export async function until(cond: () => boolean, what: string, ms = 20_000): Pro
   }
 }
 
+/**
+ * How long a test waits for a Worker to start (its first message). `deno test` type-checks a
+ * Worker's module when the Worker is created, and with a cold DENO_DIR (a clean clone's, as
+ * CI's) that check is most of the start: 19 s on a loaded 2-CPU machine for the stress test's
+ * two Workers (which check their module at once), and over 20 s, its old bound, pinned to one
+ * CPU. What the Workers do once started keeps the test's own, shorter bounds.
+ */
+export const workerStartMs = 120_000;
+
 /** Rejects if `p` has not settled within `ms`. */
 export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;

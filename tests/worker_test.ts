@@ -3,7 +3,7 @@
 // consistent (its waiters gone, nothing delivered to the dead isolate, nothing lost).
 import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
-import { evalScript, prng, shutdownScheduler, until, within } from "./support.ts";
+import { evalScript, prng, shutdownScheduler, until, within, workerStartMs } from "./support.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import {
   type Chans,
@@ -967,7 +967,8 @@ async function stressShared(workers: number, seed: number, ms: number): Promise<
         start: { chans: shared, id: 2 + i, seed: seed + i + 1, victim: i === victim },
       })
     );
-    await bounded(Promise.all(boxes.map((b) => b("ready"))), "the Workers to start");
+    // Their start includes type-checking their module (`workerStartMs`).
+    await within(Promise.all(boxes.map((b) => b("ready"))), workerStartMs, "the Workers to start");
     step("ready");
 
     const start = Date.now(), deadline = start + ms;
