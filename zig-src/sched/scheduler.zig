@@ -1889,6 +1889,7 @@ test "drain, again and again while work moves between workers, returns only when
 test "shutdown releases a drain waiting on another thread" {
     const S = struct {
         var sched: *Scheduler = undefined;
+        var returned_at = std.atomic.Value(u64).init(0);
         fn sleeper(_: ?*anyopaque) callconv(.c) void {
             sched.sleep(3600 * std.time.ns_per_s) catch {};
         }
@@ -1896,20 +1897,30 @@ test "shutdown releases a drain waiting on another thread" {
             sched.drainFor(test_timeout) catch |e| {
                 result.* = e;
             };
+            returned_at.store(monotonicNs(), .release); // release: `result` is read after it
         }
     };
     var s: Scheduler = undefined;
     try startForTest(&s, 2);
     S.sched = &s;
+    S.returned_at.store(0, .monotonic);
     _ = try s.spawn(S.sleeper, null); // holds the count up (an armed timer) for an hour
     var result: ?anyerror = null;
     const t = try std.Thread.spawn(.{}, S.drainer, .{&result});
-    // Wait (bounded) until the drainer is waiting, so that shutdown meets it there.
-    var spins: u32 = 0;
-    while (s.drainers.load(.acquire) == 0 and spins < 10_000_000) : (spins += 1) std.atomic.spinLoopHint();
+    // Wait (bounded, yielding: pinned to one CPU the drainer runs only when this thread lets
+    // it; a spin of 10,000,000 hints could end before it ran) until the drainer is counted in,
+    // so that shutdown meets it there.
+    const counted_by = monotonicNs() + test_timeout;
+    while (s.drainers.load(.acquire) == 0 and monotonicNs() < counted_by) std.Thread.yield() catch {};
+    const counted = s.drainers.load(.acquire) > 0;
+    const shut_at = monotonicNs();
     s.shutdown(.cancel);
     t.join();
+    try testing.expect(counted);
     try testing.expectEqual(@as(?anyerror, error.Shutdown), result);
+    // Released by the shutdown, not by its own deadline a minute on: without the shutdown's
+    // ping the drain slept out its timed wait and then saw the state (Shutdown as well).
+    try testing.expect(S.returned_at.load(.acquire) - shut_at < test_timeout / 2);
 }
 
 test "a drain that counts itself in after a shutdown keeps its count across a restart" {
