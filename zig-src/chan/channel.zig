@@ -45,6 +45,13 @@ const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
 const coroutine = @import("../coro/coroutine.zig");
 const scheduler = @import("../sched/scheduler.zig");
+
+/// Tests: code run at fixed points, to make a race's window certain.
+pub var test_hooks: if (@import("builtin").is_test) struct {
+    /// In `selectLazy`, between its load of a still-queued clause's tag and the CAS that
+    /// re-arms it: where a completer may unlink that waiter (its `claim` finds it stale).
+    before_rearm: ?*const fn () void = null,
+} else struct {} = .{};
 const cancel_mod = @import("../sc/cancel.zig");
 const clock = @import("clock.zig");
 const ctx_mod = @import("../sc/context.zig");
@@ -2258,6 +2265,7 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
             // Read by a completer only once it claimed the clause (after seeing the CAS).
             w.refresh(clauses[i].elem, caller);
             const t = w.tag.load(.monotonic);
+            if (@import("builtin").is_test) if (test_hooks.before_rearm) |f| f();
             // Release: pairs with the claimant's acquire load of the tag (it then sees the
             // fields above and this generation armed). Fails if a completer unlinked it.
             if (t & 1 == 0 or w.tag.cmpxchgStrong(t, gen << 1 | 1, .release, .monotonic) != null) {
@@ -3572,6 +3580,78 @@ test "select on a coroutine: a losing clause stays queued but stale; unlinked by
     try testing.expect(!S.d.receivers.isEmpty());
     try sendU64Within(S.e, 0);
     try s.drainFor(limit);
+    for ([_]*Channel{ S.c, S.d, S.e }) |ch| try testing.expect(ch.receivers.isEmpty() and ch.senders.isEmpty());
+}
+
+test "select on a coroutine: a stale clause unlinked while its select re-arms it is queued again, not left armed in no queue" {
+    // The window between `selectLazy`'s load of a queued clause's tag and its re-arming CAS,
+    // made certain by a hook: a try-send there unlinks the stale waiter (its claim finds the
+    // old generation). The CAS must fail and the clause take the lock path. With the CAS
+    // replaced by a plain store the clause was armed in no queue and the select waited for a
+    // send that found no receiver; the senders-racing stress test above passed so, pinned to
+    // one CPU and on two, as the window is a few instructions wide.
+    const S = struct {
+        var c: *Channel = undefined;
+        var d: *Channel = undefined;
+        var e: *Channel = undefined;
+        var idx: [2]u32 = .{ 9, 9 };
+        var got: [2]u64 = .{ 0, 0 };
+        var hook_ran = std.atomic.Value(bool).init(false);
+        var hook_send: Error!void = {};
+        fn unlinkNow() void {
+            test_hooks.before_rearm = null; // once
+            hook_send = trySendU64(c, 2); // the stale waiter takes nothing: WouldBlock
+            hook_ran.store(true, .release); // release: publishes `hook_send`
+        }
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            var x: u64 = 0;
+            for (0..2) |round| {
+                const clauses = [_]Clause{
+                    .{ .ch = c, .kind = .receive, .elem = std.mem.asBytes(&x) },
+                    .{ .ch = d, .kind = .receive, .elem = std.mem.asBytes(&x) },
+                };
+                const r = select(&clauses, .{}) catch unreachable;
+                idx[round] = r.index;
+                got[round] = x;
+                _ = recvU64(e) catch unreachable; // parks between rounds
+            }
+        }
+    };
+    S.idx = .{ 9, 9 };
+    S.got = .{ 0, 0 };
+    S.hook_ran.store(false, .monotonic);
+    S.c = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.c.destroy();
+    S.d = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.d.destroy();
+    S.e = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.e.destroy();
+    var s: scheduler.Scheduler = undefined;
+    try s.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    defer s.shutdown(.cancel);
+    defer test_hooks.before_rearm = null;
+    _ = try s.spawn(S.selector, null);
+
+    // Round 1 wins on d; its clause on c stays queued, stale.
+    try awaitQueued(S.d, "receivers");
+    try sendU64Within(S.d, 1);
+    try awaitQueued(S.e, "receivers");
+    // Round 2 re-arms the clause on c in place (lazy); the hook unlinks it first.
+    test_hooks.before_rearm = S.unlinkNow;
+    try sendU64Within(S.e, 0);
+    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (!S.hook_ran.load(.acquire)) { // acquire: pairs with `unlinkNow`
+        try testing.expect(scheduler.monotonicNs() < deadline);
+        std.Thread.yield() catch {};
+    }
+    try testing.expectError(error.WouldBlock, S.hook_send);
+    try awaitQueued(S.c, "receivers"); // queued again, through the lock
+    try sendU64Within(S.c, 5);
+    try awaitQueued(S.e, "receivers");
+    try testing.expectEqual([2]u32{ 1, 0 }, S.idx);
+    try testing.expectEqual([2]u64{ 1, 5 }, S.got);
+    try sendU64Within(S.e, 0);
+    try s.drainFor(10 * std.time.ns_per_s);
     for ([_]*Channel{ S.c, S.d, S.e }) |ch| try testing.expect(ch.receivers.isEmpty() and ch.senders.isEmpty());
 }
 
