@@ -3115,10 +3115,13 @@ test "fast paths keep the lock-free answers exact: a completed send is seen, a f
 
         fn waitFor(c: *@This(), want: u32) void {
             const deadline = scheduler.monotonicNs() + 20 * std.time.ns_per_s;
+            // Spins a little, then yields: on one CPU the other thread runs only when this one
+            // lets it, and a pure spin made each of the 12,000 steps wait out a time slice.
+            var spins: u32 = 0;
             // Acquire: pairs with `advance`: the other thread's operation happened before.
-            while (c.step.load(.acquire) < want) {
+            while (c.step.load(.acquire) < want) : (spins +%= 1) {
                 if (scheduler.monotonicNs() > deadline) @panic("flags test: no progress");
-                std.atomic.spinLoopHint();
+                if (spins < 256) std.atomic.spinLoopHint() else std.Thread.yield() catch {};
             }
         }
         fn advance(c: *@This()) void {
