@@ -95,7 +95,7 @@ Deno.test("channels a Worker made native by a select and never disposed end with
         w.onerror = (e) => reject(e);
       });
       w.postMessage({ n: 40, how });
-      assert.equal(await within(said, 20_000, "the Worker's selects"), "done");
+      assert.equal(await within(said, workerStartMs, "the Worker's selects"), "done");
     } finally {
       if (how === "terminate") w.terminate();
     }
@@ -125,7 +125,7 @@ Deno.test("native coroutines and scopes a Worker made and never destroyed end wi
         w.onerror = (e) => reject(e);
       });
       w.postMessage({ n: 20, how, chan });
-      made = await within(said, 20_000, "the Worker's coroutines and scopes");
+      made = await within(said, workerStartMs, "the Worker's coroutines and scopes");
     } finally {
       if (how === "terminate") w.terminate();
     }

@@ -289,7 +289,7 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied s
           new TimeoutError("deadline", { cause: new CancellationError("inner", { cause: 4 }) }),
         );
       } else input.close(fn);
-      const got = await within(report, 20_000, `the Worker's report (${end})`);
+      const got = await within(report, workerStartMs, `the Worker's report (${end})`);
       if (end === "close") {
         assert.deepEqual(got, [1, {
           name: "RangeError",
@@ -340,7 +340,7 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied s
         assert.deepEqual(input.tryReceive(), { state: "closed", cause: fn }); // here it is kept
       }
       // And the other way: the Worker's cause reaches this isolate.
-      const r = await within(output.receiveCatching(), 20_000, "the Worker's close");
+      const r = await within(output.receiveCatching(), workerStartMs, "the Worker's close");
       assert.equal(r.state, "closed");
       const cause = (r as { cause?: unknown }).cause;
       assert.ok(
@@ -366,7 +366,7 @@ Deno.test("another copy of kcoro's module's CancellationError, a cancel's cause,
     w.postMessage({ input: input.share(), output: output.share() });
     await input.send(1);
     input.cancel(new copy.CancellationError("stop", { cause: new copy.TimeoutError("late") }));
-    const got = await within(report, 20_000, "the Worker's report");
+    const got = await within(report, workerStartMs, "the Worker's report");
     const { cause, ...rest } = got.at(-1) as { cause: Error };
     // The cancel's error itself, class and all (before: a plain Error named so, which the
     // Worker's channel wrapped in a CancellationError of its own, "Channel was cancelled").
@@ -390,7 +390,7 @@ Deno.test("a Worker closing its library leaves the process-wide runtime running 
     type: "module",
   });
   try {
-    assert.equal(await within(message<string>(w), 20_000, "the Worker"), "closed");
+    assert.equal(await within(message<string>(w), workerStartMs, "the Worker"), "closed");
   } finally {
     w.terminate();
   }
@@ -454,7 +454,7 @@ async function sharingWorker(): Promise<
   const w = new Worker(new URL("./fixtures/share_worker.ts", import.meta.url), { type: "module" });
   const m = await within(
     message<{ ch: SharedChannel; probe: SharedChannel; latest: SharedChannel<Uint8Array> }>(w),
-    20_000,
+    workerStartMs,
     "the Worker",
   );
   return { w, shared: m.ch, probe: m.probe, latest: m.latest };
@@ -656,7 +656,7 @@ Deno.test("a Worker's drain settles as the main isolate's shutdown of the runtim
       await until(() => said.length > 0, "the Worker to drain");
       assert.equal(said[0], "draining");
       await rt.shutdown(mode);
-      await within(two, 20_000, "the Worker's drain");
+      await within(two, workerStartMs, "the Worker's drain");
       // Before, the Worker's drain was a ShutdownError after either: it could not tell a
       // finish from a cancel.
       if (mode === "finish") {
@@ -681,7 +681,7 @@ Deno.test("a Worker's native coroutines write into native cells that outlive the
   try {
     const m = await within(
       message<{ refused: boolean; at: bigint }>(w),
-      20_000,
+      workerStartMs,
       "the Worker",
     );
     assert.equal(m.refused, true); // heap cells would die with the Worker
@@ -704,7 +704,7 @@ async function metricsJob<T>(mode: string, shared: SharedChannel, n = 0): Promis
   try {
     const got = message<T>(w);
     w.postMessage({ mode, ch: shared, n });
-    return await within(got, 20_000, "the Worker");
+    return await within(got, workerStartMs, "the Worker");
   } finally {
     w.terminate();
   }
@@ -725,14 +725,14 @@ Deno.test("a copy's send still waiting in JavaScript when the creator cancels: i
   try {
     const waiting = message<string>(w);
     w.postMessage({ objects: o.share(), numbers: n.share(), flag });
-    assert.equal(await within(waiting, 20_000, "the Worker's sends"), "waiting");
+    assert.equal(await within(waiting, workerStartMs, "the Worker's sends"), "waiting");
     // The Worker's thread is blocked: its sends still wait in its JavaScript, not natively.
     const report = message<{ woke: string; results: string[] }>(w);
     o.cancel();
     n.cancel();
     Atomics.store(flag, 0, 1);
     Atomics.notify(flag, 0);
-    const r = await within(report, 20_000, "the Worker's report");
+    const r = await within(report, workerStartMs, "the Worker's report");
     assert.notEqual(r.woke, "timed-out"); // "not-equal": set before it began to wait
     assert.deepEqual(r.results, ["cancelled", "cancelled"]);
     // Handed to the channels' undelivered path (counted as dropped), kept for this isolate's
@@ -760,14 +760,14 @@ Deno.test("a Worker's copies of channels the main isolate disposed answer as can
   try {
     const waiting = message<string>(w);
     w.postMessage({ rx: rx.share(), tx: tx.share() });
-    assert.equal(await within(waiting, 20_000, "the Worker's waits"), "waiting");
+    assert.equal(await within(waiting, workerStartMs, "the Worker's waits"), "waiting");
     const report = message<Record<string, string>>(w);
     // The creator's dispose ends the channels for everyone (queued natively or not yet).
     rx[Symbol.dispose]();
     tx[Symbol.dispose]();
     const cancelled = "threw CancellationError (pending's)";
     const closed = '{"state":"closed"} cause CancellationError (pending\'s)';
-    const { afterDispose, ...got } = await within(report, 20_000, "the Worker's report");
+    const { afterDispose, ...got } = await within(report, workerStartMs, "the Worker's report");
     // A wait queued natively learns of the cancel from its record (no cause: none was given);
     // one still waiting in JavaScript, from the end its queueing finds (the end's cause).
     assert.match(got["pending 1"], /^\{"state":"closed"\}( cause CancellationError)?$/);
@@ -811,7 +811,7 @@ Deno.test("stress: the main isolate disposes of a channel while a Worker's copy 
     try {
       const started = message<string>(w);
       w.postMessage({ ch: ch.share(), seed });
-      assert.equal(await within(started, 20_000, `the Worker (seed ${seed})`), "started");
+      assert.equal(await within(started, workerStartMs, `the Worker (seed ${seed})`), "started");
       const report = message<{ steps: number; wrong: string[] }>(w);
       // Not a synchronisation: a seeded moment for the end, between the Worker's operations.
       const receiving = (async () => {
@@ -950,7 +950,7 @@ async function stressShared(workers: number, seed: number, ms: number): Promise<
   const timers: ReturnType<typeof setTimeout>[] = [];
   const at = (when: number, fn: () => void) =>
     timers.push(setTimeout(fn, Math.max(0, when - Date.now())));
-  const bounded = <T>(p: Promise<T>, what: string) => within(p, 20_000, what);
+  const bounded = <T>(p: Promise<T>, what: string) => within(p, workerStartMs, what);
   const verbose = Deno.env.get("KCORO_STRESS_VERBOSE") !== undefined;
   const t0 = performance.now();
   const step = (what: string) => {
@@ -1159,7 +1159,7 @@ Deno.test("a terminated Worker's queued send reaches the creator's onUndelivered
     for (const v of [1, 2]) assert.equal(ch.trySend(v).state, "ok"); // full: the send waits
     const waiting = message<string>(w);
     w.postMessage({ ch: ch.share(), value: 3 });
-    assert.equal(await within(waiting, 20_000, "the Worker's send"), "waiting");
+    assert.equal(await within(waiting, workerStartMs, "the Worker's send"), "waiting");
     w.terminate();
     // The Worker's thread ends some time after terminate(): its ring's destroy withdraws the
     // send and hands 3 to the undelivered path, kept for this isolate's hook.
