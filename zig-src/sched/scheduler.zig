@@ -5,8 +5,8 @@
 //! Threads: `spawn`, `unpark` and `stats` may be called from any thread (workers, the
 //! JavaScript thread, other OS threads); `drain` and `shutdown` from any thread but this
 //! scheduler's workers (a coroutine's `drain` is InvalidArgument; its `shutdown` would join its
-//! own thread, which std.Thread answers with a panic, "reached unreachable code", in safe
-//! builds); `yield`, `park` and `sleep` only from a coroutine this scheduler runs.
+//! own thread: a panic that says so, in every mode); `yield`, `park` and `sleep` only from a
+//! coroutine this scheduler runs.
 //!
 //! Picking the next coroutine (a worker's "tick"):
 //! 1. every 61st tick, the inject queue first, so that outside submissions are never starved;
@@ -1219,10 +1219,21 @@ pub const Scheduler = struct {
     /// Stops the workers (joins them) and frees everything, the stacks of coroutines that never
     /// finished included (`.cancel`, or parked with no timer after `.finish` drained): they are
     /// abandoned, not unwound. Never from a coroutine of this scheduler: it would join its own
-    /// thread (see the file header; the C ABI refuses it with KC_EINVAL). A second call does
+    /// thread, so it panics at once, in every build mode, with a message that names the misuse
+    /// (the C ABI refuses it with KC_EINVAL). A panic rather than an error: `shutdown` is the
+    /// teardown that `defer` runs, where no error can go, and a coroutine has nothing to do
+    /// with one but stop; its own thread cannot be stopped from inside. A second call does
     /// nothing; a spawn after it is error.Shutdown (and there are no workers to `workerStats`).
     /// The scheduler at `s` may run again with `restart` (not `start`: see there).
     pub fn shutdown(s: *Scheduler, mode: ShutdownMode) void {
+        // Before the lock: a finishing shutdown on another thread holds it while it drains,
+        // and waits for this coroutine, which would wait on the lock for good.
+        if (thisWorker()) |w| if (w.sched == s) std.debug.panic(
+            "Cannot shut down a scheduler from one of its own coroutines: it would join the " ++
+                "thread running the call, received shutdown(.{s}) on worker {d}; call it from " ++
+                "a thread outside the scheduler",
+            .{ @tagName(mode), w.index },
+        );
         s.lifecycle.lock();
         defer s.lifecycle.unlock();
         if (s.state.load(.acquire) != .running) return;
@@ -2366,4 +2377,55 @@ test "scheduler: stress (many workers): spawn trees, timed parks racing unparks 
             for (S.ran[0..n], 0..) |*x, id| if (x.load(.monotonic) != 1) return report(round, "node {d} ran {d} times", .{ id, x.load(.monotonic) });
         }
     }
+}
+
+test "shutdown from one of the scheduler's own coroutines panics with a message that names the misuse, in every mode" {
+    // It would join the thread running it: std.Thread's join of itself was "reached unreachable
+    // code" in safe builds and undefined behaviour in ReleaseFast (the C ABI already refused it
+    // with KC_EINVAL). A panic, so in a child process; its stderr comes back through a pipe.
+    if (!forkedThreadsOk()) return error.SkipZigTest;
+    const fds = try std.posix.pipe();
+    const pid = try std.posix.fork();
+    if (pid == 0) {
+        std.posix.close(fds[0]);
+        std.posix.dup2(fds[1], 2) catch std.posix.exit(2);
+        const S = struct {
+            var sched: Scheduler = undefined;
+            fn stopper(_: ?*anyopaque) callconv(.c) void {
+                sched.shutdown(.cancel); // panics
+                std.posix.exit(3);
+            }
+        };
+        S.sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch std.posix.exit(2);
+        _ = S.sched.spawn(S.stopper, null) catch std.posix.exit(2);
+        S.sched.drainFor(test_timeout) catch {};
+        std.posix.exit(4); // the coroutine returned, or the drain timed out
+    }
+    std.posix.close(fds[1]);
+    defer std.posix.close(fds[0]);
+    // What the child wrote, until it ends (its end closes the pipe) or the bound passes.
+    var buf: [4096]u8 = undefined;
+    var len: usize = 0;
+    const deadline = monotonicNs() + test_timeout;
+    while (len < buf.len) {
+        const now = monotonicNs();
+        if (now >= deadline) {
+            std.posix.kill(pid, std.posix.SIG.KILL) catch {};
+            break;
+        }
+        var pfd = [_]std.posix.pollfd{.{ .fd = fds[0], .events = std.posix.POLL.IN, .revents = 0 }};
+        const ms: i32 = @intCast(@min((deadline - now) / std.time.ns_per_ms + 1, 1000));
+        if (try std.posix.poll(&pfd, ms) == 0) continue;
+        const n = try std.posix.read(fds[0], buf[len..]);
+        if (n == 0) break;
+        len += n;
+    }
+    const res = std.posix.waitpid(pid, 0);
+    const text = buf[0..len];
+    if (std.mem.indexOf(u8, text, "Cannot shut down a scheduler from one of its own coroutines") == null) {
+        std.debug.print("the child wrote: {s}\n", .{text[0..@min(len, 600)]});
+        return error.TestUnexpectedResult;
+    }
+    try testing.expect(std.mem.indexOf(u8, text, "received shutdown(.cancel) on worker 0") != null);
+    try testing.expect(std.posix.W.IFSIGNALED(res.status)); // a panic aborts
 }
