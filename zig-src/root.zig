@@ -1722,10 +1722,7 @@ export fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32 {
     defer held.drop();
     const sc = ScopeRegistry.objectOf(se);
     // A child of the scope, or of a scope below it, would wait for itself (as kc_sched_drain
-    // from a coroutine would): refused at once. Its scope and every scope above it are alive
-    // (a child holds its scope, a scope its parent).
-    var mine = kcoro.scope.current();
-    while (mine) |m| : (mine = m.parent) if (m == sc) return Status.invalid.code();
+    // from a coroutine would): `waitAll` refuses it at once with InvalidArgument (KC_EINVAL).
     if (coroutine.current()) |co| if (co.owner != null) {
         // A scheduled coroutine: a shutdown that abandons the children abandons it too.
         sc.waitAll(if (deadline_ns == 0) null else deadline_ns) catch |err| return fail(err);

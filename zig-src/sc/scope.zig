@@ -480,9 +480,14 @@ pub const Scope = struct {
     }
 
     /// Waits until every child has finished or `deadline` (monotonic ns) passes
-    /// (error.Timeout). A coroutine of the scope's scheduler parks; a thread blocks. A child
-    /// must not wait for its own scope (it would wait for itself).
-    pub fn waitAll(s: *Scope, deadline: ?u64) error{ Timeout, OutOfMemory }!void {
+    /// (error.Timeout). A coroutine of the scope's scheduler parks; a thread blocks. A child of
+    /// the scope or of a scope below it would wait for itself: error.InvalidArgument at once
+    /// (the C ABI's kc_scope_wait answers it with KC_EINVAL through here).
+    pub fn waitAll(s: *Scope, deadline: ?u64) error{ Timeout, OutOfMemory, InvalidArgument }!void {
+        // The caller's scope and every scope above it are alive (a child holds its scope, a
+        // scope its parent).
+        var mine = current();
+        while (mine) |m| : (mine = m.parent) if (m == s) return error.InvalidArgument;
         if (coroutine.current()) |co| {
             if (co.owner == @as(?*anyopaque, s.sched)) return s.waitAllParked(co, deadline);
         }
@@ -1145,4 +1150,60 @@ test "an orphaned scope's idle callback runs once, when its last child (or one b
     try testing.expectEqual(@as(u32, 3), S.finished.load(.monotonic));
     try sched.drainFor(10 * std.time.ns_per_s);
     // testing.allocator: both scopes were freed (by `idle`'s release and the children's).
+}
+
+test "waitAll from a child of the scope, or of a scope below it, is InvalidArgument at once; another scope's child still waits" {
+    // A child waiting for its own scope waits for itself: before, until the deadline
+    // (error.Timeout) or, with none, for ever. Only the C ABI's kc_scope_wait checked it.
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
+    defer sched.shutdown(.cancel);
+    const S = struct {
+        var outer: *Scope = undefined;
+        var inner: *Scope = undefined;
+        var other: *Scope = undefined;
+        var results: [3]?anyerror = .{ null, null, null };
+        var ran: std.atomic.Value(u32) = .init(0);
+        fn soon() u64 {
+            return scheduler.monotonicNs() + 2 * std.time.ns_per_s;
+        }
+        fn own(_: ?*anyopaque) callconv(.c) void {
+            outer.waitAll(soon()) catch |e| {
+                results[0] = e;
+            };
+            _ = ran.fetchAdd(1, .release);
+        }
+        fn below(_: ?*anyopaque) callconv(.c) void {
+            outer.waitAll(soon()) catch |e| {
+                results[1] = e;
+            };
+            _ = ran.fetchAdd(1, .release);
+        }
+        fn elsewhere(_: ?*anyopaque) callconv(.c) void {
+            inner.waitAll(soon()) catch |e| {
+                results[2] = e;
+            };
+            _ = ran.fetchAdd(1, .release);
+        }
+    };
+    S.results = .{ null, null, null };
+    S.outer = try Scope.create(testing.allocator, &sched, null);
+    defer S.outer.release();
+    S.inner = try Scope.create(testing.allocator, &sched, S.outer);
+    defer S.inner.release();
+    S.other = try Scope.create(testing.allocator, &sched, null);
+    defer S.other.release();
+    const started = scheduler.monotonicNs();
+    _ = try S.outer.launch(S.own, null, .{});
+    _ = try S.inner.launch(S.below, null, .{});
+    try S.outer.waitAll(scheduler.monotonicNs() + 10 * std.time.ns_per_s); // from a thread: fine
+    try testing.expectEqual(@as(?anyerror, error.InvalidArgument), S.results[0]);
+    try testing.expectEqual(@as(?anyerror, error.InvalidArgument), S.results[1]);
+    // At once, not at the 2 s deadline (a loaded machine gets most of a second).
+    try testing.expect(scheduler.monotonicNs() - started < std.time.ns_per_s);
+    // A child of another scope is no child of `inner`: it waits (here for no child: at once).
+    _ = try S.other.launch(S.elsewhere, null, .{});
+    try S.other.waitAll(scheduler.monotonicNs() + 10 * std.time.ns_per_s);
+    try testing.expectEqual(@as(?anyerror, null), S.results[2]);
+    try testing.expectEqual(@as(u32, 3), S.ran.load(.acquire));
 }
