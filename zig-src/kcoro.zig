@@ -10,8 +10,10 @@
 //! `fn (?*anyopaque) callconv(.c) void`, so a failure is the entry's to record (nothing is
 //! unwound or propagated; a child that fails cancels its scope if its siblings should stop).
 //! A blocking call parks a coroutine and blocks a plain thread; deadlines are absolute
-//! `scheduler.monotonicNs()` values. Values are copied in and out of channels as bytes
-//! (`std.mem.asBytes(&v)`), `elem_size` bytes each: the pointer must reach that many.
+//! `scheduler.monotonicNs()` values. Values are copied in and out of channels `elem_size`
+//! bytes at a time: `ch.sendValue(T, v, .{})` and `ch.receiveValue(T, .{})` take and return a
+//! `T` and are error.InvalidArgument when `@sizeOf(T)` is not `elem_size`; `send` and `receive`
+//! take a bare pointer (`std.mem.asBytes(&v)`) and cannot check that it reaches that many.
 
 /// The context switch (x86_64, AArch64): internal to `coroutine`.
 pub const arch = @import("coro/switch.zig");

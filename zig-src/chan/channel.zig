@@ -1546,16 +1546,41 @@ pub const Channel = struct {
         token: ?*Token = null,
     };
 
-    /// Sends the value at `elem` (elem_size bytes). `deadline` null = wait forever; `try_only`
-    /// = never wait (error.WouldBlock when it would). Any thread or coroutine (a hand-driven
-    /// one that would wait with a deadline: InvalidArgument, see the file header).
+    /// Sends the value at `elem` (elem_size bytes: nothing checks that it has that many;
+    /// `sendValue` does). `deadline` null = wait forever; `try_only` = never wait
+    /// (error.WouldBlock when it would). Any thread or coroutine (a hand-driven one that would
+    /// wait with a deadline: InvalidArgument, see the file header).
     pub fn send(ch: *Channel, elem: [*]const u8, deadline: ?u64, try_only: bool) Error!void {
         return ch.sendWith(elem, .{ .deadline = deadline, .try_only = try_only });
     }
 
-    /// Receives into `out` (elem_size bytes). Arguments as for `send`.
+    /// Receives into `out` (elem_size bytes, unchecked; `receiveValue` checks). Arguments as
+    /// for `send`.
     pub fn receive(ch: *Channel, out: [*]u8, deadline: ?u64, try_only: bool) Error!void {
         return ch.receiveWith(out, .{ .deadline = deadline, .try_only = try_only });
+    }
+
+    /// Sends `value`, a `T` of exactly the channel's `elem_size` bytes: error.InvalidArgument,
+    /// before anything is sent, when `@sizeOf(T)` is another size (`send`'s pointer carries no
+    /// length, so a shorter value was read past its end). Options as for `sendWith`.
+    pub fn sendValue(ch: *Channel, comptime T: type, value: T, opts: WaitOptions) Error!void {
+        try ch.checkValueSize(T);
+        return ch.sendWith(std.mem.asBytes(&value), opts);
+    }
+
+    /// Receives a `T` of exactly the channel's `elem_size` bytes (error.InvalidArgument, before
+    /// anything is taken, for another size; `receive` wrote past a shorter value's end).
+    /// Options as for `receiveWith`.
+    pub fn receiveValue(ch: *Channel, comptime T: type, opts: WaitOptions) Error!T {
+        try ch.checkValueSize(T);
+        var out: T = undefined;
+        try ch.receiveWith(std.mem.asBytes(&out), opts);
+        return out;
+    }
+
+    fn checkValueSize(ch: *const Channel, comptime T: type) Error!void {
+        // One compare of a field fixed for the channel's life, in every build mode.
+        if (@sizeOf(T) != ch.elem_size) return error.InvalidArgument;
     }
 
     /// `send` with every option. Any thread or coroutine.
@@ -4979,4 +5004,26 @@ test "channels: stress (many workers): every kind, selects, tokens, scopes, clos
             try ManyWorkers.epoch(&run, epoch_ns);
         }
     }
+}
+
+test "sendValue and receiveValue carry a T of the element size and refuse another size before touching the channel" {
+    // `send` takes a pointer without a length: a u32 sent on a channel of 8-byte elements was
+    // read 4 bytes past its end, silently. The typed calls check @sizeOf(T) in every mode.
+    const Pair = extern struct { a: u32, b: u32 };
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer ch.destroy();
+    try ch.sendValue(u64, 42, .{});
+    try ch.sendValue(Pair, .{ .a = 1, .b = 2 }, .{ .try_only = true });
+    try testing.expectError(error.InvalidArgument, ch.sendValue(u32, 7, .{}));
+    try testing.expectError(error.InvalidArgument, ch.sendValue([16]u8, @splat(0), .{}));
+    try testing.expectError(error.InvalidArgument, ch.receiveValue(u32, .{}));
+    try testing.expectEqual(@as(u64, 2), ch.snapshot().sends); // the refused ones sent nothing
+    try testing.expectEqual(@as(u64, 42), try ch.receiveValue(u64, .{}));
+    const p = try ch.receiveValue(Pair, .{ .try_only = true });
+    try testing.expectEqual(@as(u32, 1), p.a);
+    try testing.expectEqual(@as(u32, 2), p.b);
+    try testing.expectError(error.WouldBlock, ch.receiveValue(u64, .{ .try_only = true }));
+    _ = ch.close();
+    try testing.expectError(error.Closed, ch.sendValue(u64, 1, .{}));
+    try testing.expectError(error.Closed, ch.receiveValue(u64, .{}));
 }
