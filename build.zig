@@ -2,8 +2,9 @@
 //! safety checks on (Debug unless -Dtest-optimize says otherwise), and builds/runs the native
 //! bench executable (always ReleaseFast).
 //!
-//!   zig build                      -> zig-out/lib/libkcoro.so, zig-out/include/kcoro.h
-//!   as a dependency                -> dep.module("kcoro") (Zig API), dep.artifact("kcoro") (C ABI)
+//!   zig build                      -> zig-out/lib/libkcoro.so and libkcoro.a, zig-out/include/kcoro.h
+//!   as a dependency                -> dep.module("kcoro") (Zig API), dep.artifact("kcoro") (C ABI,
+//!                                     shared), dep.artifact("kcoro-static") (C ABI, static)
 //!   zig build test                 -> unit tests (add -Dtarget=aarch64-linux-musl -fqemu for ARM64)
 //!   zig build bench -- [args]      -> native benchmarks
 //!   zig build bench-exe            -> only builds them (zig-out/bin/kcoro-bench)
@@ -34,6 +35,23 @@ pub fn build(b: *std.Build) void {
     // dependency (`dep.artifact("kcoro")`).
     lib.installHeader(b.path("include/kcoro.h"), "kcoro.h");
     b.installArtifact(lib);
+
+    // The static library, zig-out/lib/libkcoro.a, for a C program linked without the shared
+    // one. Its own module (the same source and options) with position-independent code, so it
+    // links into the PIE executables compilers make by default. Named "kcoro-static": a second
+    // artifact named "kcoro" would make `dep.artifact("kcoro")` ambiguous (a panic in the
+    // dependent's build); installed under the usual file name.
+    const static_mod = b.createModule(.{
+        .root_source_file = b.path("zig-src/root.zig"),
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+        .pic = true,
+    });
+    static_mod.addIncludePath(b.path("include"));
+    const static_lib = b.addLibrary(.{ .linkage = .static, .name = "kcoro-static", .root_module = static_mod, .use_llvm = true });
+    static_lib.installHeader(b.path("include/kcoro.h"), "kcoro.h"); // for a dependent's include path
+    b.getInstallStep().dependOn(&b.addInstallArtifact(static_lib, .{ .dest_sub_path = "libkcoro.a" }).step);
 
     // The Zig API for Zig programs that take kcoro as a dependency: `dep.module("kcoro")`. Their
     // executables need the LLVM backend (`.use_llvm = true`), as the library and tests here do.

@@ -1,6 +1,6 @@
-// Every C example in the README compiles against include/kcoro.h, links libkcoro and prints what
-// the README says it prints: each ```c block must be followed by a ```text block holding its
-// exact standard output.
+// Every C example in the README compiles against include/kcoro.h, links libkcoro (the shared
+// library, then the static one) and prints what the README says it prints: each ```c block must
+// be followed by a ```text block holding its exact standard output.
 import assert from "node:assert/strict";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -39,6 +39,30 @@ for (const [i, [, source, expected]] of examples.entries()) {
       }).output();
       assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
       assert.equal(new TextDecoder().decode(run.stdout), expected);
+      // Linked statically against zig-out/lib/libkcoro.a, which `zig build` installs beside the
+      // shared library: it runs the same with no library path (there was no static library).
+      const staticBuild = await new Deno.Command(zig, {
+        args: [
+          "cc",
+          `${dir}/demo.c`,
+          `-I${root}include`,
+          `${root}zig-out/lib/libkcoro.a`,
+          "-o",
+          `${dir}/demo-static`,
+        ],
+        stderr: "piped",
+      }).output();
+      assert.ok(staticBuild.success, new TextDecoder().decode(staticBuild.stderr));
+      const env = { ...Deno.env.toObject() };
+      delete env.LD_LIBRARY_PATH;
+      const staticRun = await new Deno.Command(`${dir}/demo-static`, {
+        env,
+        clearEnv: true,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(staticRun.code, 0, new TextDecoder().decode(staticRun.stderr));
+      assert.equal(new TextDecoder().decode(staticRun.stdout), expected);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
