@@ -109,10 +109,11 @@ pub const Registry = struct {
         return co;
     }
 
-    /// Which coroutine `h` names: its object and generation (a stack reused for a later
-    /// coroutine has a later generation), for `destroyIfSame`. As `get` for errors.
+    /// A coroutine's object and generation (a stack reused for a later coroutine has a later
+    /// generation), for `destroyIfSame`.
     pub const Identity = struct { co: *Coroutine, gen: u32 };
 
+    /// Which coroutine `h` names now, as an `Identity`. As `get` for errors.
     pub fn identify(r: *Registry, h: Handle) Error!Identity {
         r.mutex.lock();
         defer r.mutex.unlock();
