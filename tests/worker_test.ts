@@ -1181,3 +1181,42 @@ Deno.test("a terminated Worker's queued send reaches the creator's onUndelivered
     w.terminate();
   }
 });
+
+Deno.test("values(): a return() that the creator's onUndeliveredElement hook makes while a next() hands it a terminated Worker's send ends that next(), which takes nothing", async () => {
+  // A next() that finds the channel empty first hands what the channel kept to the hook (see
+  // the test above); a hook that ends the loop (return()) ran inside that next(), which then
+  // went on to wait, after the return, where no return() releases it: it took the channel's
+  // next value, and the loop ran once more after its return().
+  const undelivered: number[] = [];
+  using ch = new Channel<number>(2, {
+    onUndeliveredElement: (v) => {
+      undelivered.push(v);
+      void it.return!(); // runs once `it` is made
+    },
+  });
+  const it = ch.values();
+  const w = new Worker(new URL("./fixtures/late_undelivered_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    for (const v of [1, 2]) assert.equal(ch.trySend(v).state, "ok"); // full: the send waits
+    const waiting = message<string>(w);
+    w.postMessage({ ch: ch.share(), value: 3 });
+    assert.equal(await within(waiting, workerStartMs, "the Worker's send"), "waiting");
+    w.terminate();
+    await until(() => ch.metrics().dropped === 1, "the Worker's send to be dropped");
+    assert.deepEqual(await within(it.next(), 10_000, "1"), { value: 1, done: false });
+    assert.deepEqual(await within(it.next(), 10_000, "2"), { value: 2, done: false });
+    const third = it.next(); // empty: the hook gets 3 and returns the iterator
+    assert.deepEqual(undelivered, [3]);
+    assert.equal(ch.trySend(4).state, "ok");
+    assert.deepEqual(await within(third, 10_000, "the next() the hook's return() ended"), {
+      value: undefined,
+      done: true,
+    });
+    // The value sent after the return() stays in the channel.
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 4 });
+  } finally {
+    w.terminate();
+  }
+});
