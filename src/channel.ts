@@ -633,9 +633,10 @@ const SEND = 0, RECV = 1, RECV_CATCHING = 2, RECV_ITER = 3;
 
 /**
  * The receives of a `values()` iterator that may still wait, for its `return()` to release:
- * the latest, and (only once next() was called again before one settled) the earlier ones.
+ * the latest, and (only once next() was called again before one settled) the earlier ones; and
+ * whether `return()` ran (`ended`), which a receive looks at again after running a hook.
  */
-type IterWaits = { waiter: Waiter | null; more: Waiter[] | null };
+type IterWaits = { waiter: Waiter | null; more: Waiter[] | null; ended: boolean };
 
 /** What a receive of `kind` resolves with for a received value. */
 function received(kind: number, value: unknown): unknown {
@@ -2231,7 +2232,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // or dispose, and a creator that went on receiving never saw it. Here, not per value: a
       // wait costs far more than this one call, and only a channel with the hook makes it.
       if (v === EMPTY && this.#keeps && !this.#dropping && !this._shared.local && this.#collect()) {
-        v = this.#poll(this.#sym("receive")); // the hook ran: it may have sent, closed, disposed
+        // The hook ran: it may have ended the iterator this next() is of (its return() has
+        // released what waited, and this receive would wait past it), sent, closed, disposed.
+        if (held?.ended) return Promise.resolve(ITER_DONE);
+        v = this.#poll(this.#sym("receive"));
       }
     } catch (e) {
       return Promise.reject(e);
@@ -2908,26 +2912,25 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   values(options?: { signal?: AbortSignal }): AsyncIterableIterator<T> {
     const signal = signalOf("iterate channel", options);
     const wait: WaitOptions | undefined = signal === undefined ? undefined : { signal };
-    let ended = false;
     /**
      * The receive waiting last, which `return()` abandons as an abort would. Not a signal of
      * the iterator's own combined with the caller's: Deno's AbortSignal.any keeps each signal
      * it made alive while a source lives, ~900 bytes per loop over a task's long-lived signal.
      */
-    const held: IterWaits = { waiter: null, more: null };
+    const held: IterWaits = { waiter: null, more: null, ended: false };
     const whenReturned = (e: unknown) => {
       if (e === RETURNED) return ITER_DONE; // released by return(): nothing was taken
       throw e;
     };
     const next = (): Promise<IteratorResult<T, undefined>> => {
-      if (ended) return Promise.resolve(ITER_DONE);
+      if (held.ended) return Promise.resolve(ITER_DONE);
       return (this.#receive(RECV_ITER, wait, held) as Promise<IteratorResult<T, undefined>>)
         .then(undefined, whenReturned);
     };
     const it: AsyncIterableIterator<T> = {
       next,
       return: () => {
-        ended = true;
+        held.ended = true;
         const w = held.waiter;
         const more = held.more;
         held.waiter = held.more = null;
