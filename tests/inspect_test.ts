@@ -1,0 +1,141 @@
+// How kcoro's objects print (console.log, Deno.inspect): each public class prints its name and a
+// few facts, not the `_notCloneable` field that makes structured cloning fail with advice (which
+// must stay an own enumerable field), and prints without throwing once disposed, destroyed or
+// after closeLibrary(). Before, Deno printed the fields: `Coroutine { _notCloneable:
+// Symbol("Cannot clone a job, ..."), context: Context { _notCloneable: ... } }`.
+import assert from "node:assert/strict";
+import {
+  actor,
+  Channel,
+  closeLibrary,
+  CompletableDeferred,
+  Context,
+  coroutineScope,
+  createContextKey,
+  createScope,
+  Deadline,
+  library,
+  NativeCoroutine,
+  NativeScope,
+  nativeScope,
+  produce,
+  runtime,
+  supervisorScope,
+  withTimeout,
+} from "../mod.ts";
+
+type Row = [label: string, value: unknown, name: string, facts: RegExp];
+
+/** Checks each row's print (plain and with colors) and that its advice field is still there. */
+function check(rows: Row[], when: string): void {
+  for (const [label, value, name, facts] of rows) {
+    for (const colors of [false, true]) {
+      const text = Deno.inspect(value, { colors });
+      // One line (a long path breaks the print over lines), without the color codes.
+      // deno-lint-ignore no-control-regex -- the escape that starts a color code
+      const plain = text.replace(/\x1b\[[0-9;]*m/g, "").replace(/\s+/g, " ");
+      assert.ok(plain.startsWith(`${name} {`), `${when}, ${label}: ${plain}`);
+      assert.match(plain, facts, `${when}, ${label}`);
+      assert.ok(!plain.includes("_notCloneable"), `${when}, ${label}: ${plain}`);
+      assert.ok(!plain.includes("Cannot clone"), `${when}, ${label}: ${plain}`);
+    }
+    // Nested in a plain object (console.log({ job })) too.
+    assert.match(Deno.inspect({ value }), new RegExp(`value: ${name} \\{`), `${when}, ${label}`);
+    // The advice stays an own enumerable field: structured cloning still refuses with it.
+    const own = Object.getOwnPropertyDescriptor(value, "_notCloneable");
+    assert.ok(own?.enumerable && typeof own.value === "symbol", `${when}, ${label}`);
+  }
+}
+
+Deno.test("each public kcoro object prints its class name and facts, not its _notCloneable field, also disposed and after closeLibrary()", async () => {
+  const key = createContextKey<string>("user");
+  const rows: Row[] = [
+    ["Context.empty", Context.empty, "Context", /keys: \[\]/],
+    ["a Context with a value", Context.empty.with(key, "ada"), "Context", /keys: \[ "user" \]/],
+    ["a context key", key, "ContextKey", /name: "user"/],
+    ["Deadline", Deadline, "ContextKey", /name: "deadline"/],
+    ["CompletableDeferred", new CompletableDeferred<number>(), "Job", /state: "active"/],
+    ["library()", library(), "Library", /abiVersion: \d+, open: true/],
+    ["runtime()", runtime(), "Runtime", /workers: \d+, running: true/],
+  ];
+  const co = NativeCoroutine.create("fib", { arg: 3 });
+  rows.push(["NativeCoroutine", co, "NativeCoroutine", /handle: \d+, state: "\w+"/]);
+  const ns = NativeScope.create();
+  rows.push(["NativeScope.create()", ns, "NativeScope", /owned: false, live: 0/]);
+  const free = createScope();
+  rows.push(["createScope()", free, "Job", /state: "active", children: 0/]);
+  const local = new Channel<number>(4);
+  rows.push([
+    "a local Channel",
+    local,
+    "Channel",
+    /capacity: 4, codec: "\w+", closed: false, native: false/,
+  ]);
+  const shared = new Channel<number>(2);
+  shared.share();
+  const copy = Channel.from<number>(shared.share());
+  rows.push(["a shared Channel", shared, "Channel", /closed: false, native: true/]);
+  rows.push(["its Channel.from copy", copy, "Channel", /native: true/]);
+  const closed = new Channel<number>(1);
+  closed.close();
+  rows.push(["a closed Channel", closed, "Channel", /closed: true, drained: true/]);
+  await coroutineScope(async (scope) => {
+    const job = scope.launch(() => Promise.resolve(), { lazy: true });
+    rows.push(["coroutineScope's scope", scope, "Job", /state: "active", children: \d/]);
+    rows.push(["its context", scope.context, "Context", /keys: /]);
+    rows.push(["launch's lazy job", job, "Job", /state: "new"/]);
+    rows.push(["async's deferred", scope.async(() => Promise.resolve(1)), "Job", /state: /]);
+    rows.push(["produce's channel", produce<number>(scope, () => {}), "Channel", /capacity: /]);
+    const a = actor<number>(scope, async (mailbox) => {
+      for await (const _ of mailbox);
+    });
+    rows.push(["actor", a, "Actor", /state: "active"/]);
+    rows.push(["nativeScope(scope)", nativeScope(scope), "NativeScope", /owned: true/]);
+    await supervisorScope((s) => rows.push(["supervisorScope's scope", s, "Job", /state: /]));
+    await withTimeout(60_000, (s) => {
+      rows.push(["its timed context", s.context, "Context", /keys: \[ "deadline" \]/]);
+    });
+    check(rows, "live");
+    a.close();
+    job.cancel();
+  });
+  assert.ok(rows.length >= 20, `rows: ${rows.length}`);
+
+  // Disposed or destroyed: each prints that, with no native read (which would throw).
+  const disposed: Row[] = [
+    ["a disposed Channel", local, "Channel", /^Channel \{ disposed: true \}$/],
+    ["a disposed shared Channel", shared, "Channel", /^Channel \{ disposed: true \}$/],
+    [
+      "a destroyed NativeCoroutine",
+      co,
+      "NativeCoroutine",
+      /^NativeCoroutine \{ destroyed: true \}$/,
+    ],
+    ["a disposed NativeScope", ns, "NativeScope", /^NativeScope \{ destroyed: true \}$/],
+  ];
+  local[Symbol.dispose]();
+  shared[Symbol.dispose]();
+  co.destroy();
+  await ns[Symbol.asyncDispose]();
+  await free[Symbol.asyncDispose]();
+  check(disposed, "disposed");
+
+  // After closeLibrary(): the objects still print, saying so where it matters.
+  const rt = runtime();
+  const lib = library();
+  using late = new Channel<number>(1);
+  late.share(); // a native channel, whose status is a native read
+  using lateCo = NativeCoroutine.create("fib", { arg: 3 });
+  await using lateScope = NativeScope.create();
+  closeLibrary();
+  check([
+    ["a closed Library", lib, "Library", /open: false/],
+    ["its Runtime", rt, "Runtime", /running: false/],
+    ["a native Channel", late, "Channel", /libraryClosed: true/],
+    ["a Channel.from copy", copy, "Channel", /capacity: /],
+    ["a NativeCoroutine", lateCo, "NativeCoroutine", /libraryClosed: true/],
+    ["a NativeScope", lateScope, "NativeScope", /libraryClosed: true/],
+    ["a finished scope", free, "Job", /state: "(completed|cancelled)"/],
+  ], "after closeLibrary()");
+  copy[Symbol.dispose]();
+});
