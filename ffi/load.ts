@@ -15,6 +15,7 @@
  * @module
  */
 import { type Symbols, symbols } from "./symbols.ts";
+import { customInspect, inspectAs } from "../src/inspect.ts";
 import {
   AbiMismatchError,
   checkFunction,
@@ -78,6 +79,15 @@ export class Library {
   /** True until `close()`. */
   get isOpen(): boolean {
     return this.#lib !== null;
+  }
+
+  /**
+   * @ignore How `console.log` / `Deno.inspect` print a library:
+   * `Library { path, abiVersion, open }` (JavaScript state only).
+   */
+  [customInspect](inspect: unknown, options: unknown): string {
+    const facts = { path: this.path, abiVersion: this.abiVersion, open: this.isOpen };
+    return inspectAs("Library", facts, inspect, options);
   }
 
   /**

@@ -38,6 +38,7 @@ import {
   signalOf,
 } from "./errors.ts";
 import { type Job, runCompletionHandler } from "./job.ts";
+import { customInspect, inspectAs } from "./inspect.ts";
 import type { CoroutineScope } from "./scope.ts";
 
 /** Options for {@linkcode actor}. */
@@ -145,6 +146,14 @@ class ActorImpl<M> implements Actor<M> {
 
   toString(): string {
     return `Actor(${this.job.state})`;
+  }
+
+  /**
+   * @ignore How `console.log` / `Deno.inspect` print an actor: `Actor { state: "active" }`, its
+   * job's state (JavaScript state only).
+   */
+  [customInspect](inspect: unknown, options: unknown): string {
+    return inspectAs("Actor", { state: this.job.state }, inspect, options);
   }
 }
 

@@ -34,6 +34,7 @@
 import { type Library, library } from "../ffi/load.ts";
 import { Bridge, type RingOp } from "./bridge.ts";
 import { isCancellation } from "./job.ts";
+import { customInspect, inspectAs } from "./inspect.ts";
 import {
   type Codec,
   codecByName,
@@ -2727,6 +2728,32 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     s.localDropped += dropped.length;
     for (const v of dropped) this.#undelivered(v);
+  }
+
+  /**
+   * @ignore How `console.log` / `Deno.inspect` print a channel: `Channel { capacity, codec,
+   * closed, native }` (`drained` too once closed: `isClosedForReceive`), or
+   * `Channel { disposed: true }`. Its status read never throws (a native status that is an error,
+   * or a closed library, leaves it out), and it marks nothing (`#status` may mark a copy's
+   * channel ended).
+   */
+  [customInspect](inspect: unknown, options: unknown): string {
+    if (this.#disposed) return inspectAs("Channel", { disposed: true }, inspect, options);
+    const s = this._shared;
+    const facts: Record<string, unknown> = { capacity: this.#capacity, codec: this.#codec.name };
+    let status = -1;
+    if (s.local) status = !s.closed ? 0 : s.count === 0 && s.senders.first === null ? 3 : 1;
+    else if (s.ended) status = 3;
+    else if (!this.#lib.isOpen) facts.libraryClosed = true;
+    else if (this.#handle !== 0) {
+      status = this.#lib.symbols("inspect channel").kc_chan_status(this.#handle);
+    }
+    if (status >= 0) {
+      facts.closed = (status & 1) !== 0;
+      if (facts.closed) facts.drained = (status & 2) !== 0;
+    }
+    facts.native = !s.local;
+    return inspectAs("Channel", facts, inspect, options);
   }
 
   /** True once closed (no send will succeed). */

@@ -13,6 +13,7 @@
  * @module
  */
 import { describe, refuseAsValue } from "./errors.ts";
+import { customInspect, inspectAs } from "./inspect.ts";
 
 declare const valueType: unique symbol;
 
@@ -54,6 +55,10 @@ class Key<V> implements ContextKey<V> {
   }
   toString(): string {
     return `ContextKey(${this.name})`;
+  }
+  /** @ignore How `console.log` / `Deno.inspect` print a key: `ContextKey { name: "user" }`. */
+  [customInspect](inspect: unknown, options: unknown): string {
+    return inspectAs("ContextKey", { name: this.name }, inspect, options);
   }
 }
 
@@ -233,6 +238,15 @@ export class Context {
   toString(): string {
     const parts = [...this.#entries].map(([k, v]) => `${k.name}=${describe(v)}`);
     return `Context(${parts.join(", ")})`;
+  }
+
+  /**
+   * @ignore How `console.log` / `Deno.inspect` print a context: `Context { keys: ["user"] }`,
+   * its keys' names (the values can be large; `get` reads them).
+   */
+  [customInspect](inspect: unknown, options: unknown): string {
+    const keys = [...this.#entries.keys()].map((k) => k.name);
+    return inspectAs("Context", { keys }, inspect, options);
   }
 }
 

@@ -44,6 +44,7 @@
  * @module
  */
 import { checkedContextKey, Context, type ContextKey } from "./context.ts";
+import { customInspect, inspectAs } from "./inspect.ts";
 import {
   CancellationError,
   checkFunction,
@@ -483,6 +484,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
 
   toString(): string {
     return `Job(${this.state})`;
+  }
+
+  /**
+   * @ignore How `console.log` / `Deno.inspect` print a job, deferred or scope:
+   * `Job { state: "active", children: 2 }` (JavaScript state only).
+   */
+  [customInspect](inspect: unknown, options: unknown): string {
+    const facts = { state: this.state, children: this.children.length };
+    return inspectAs("Job", facts, inspect, options);
   }
 
   // --- for subclasses ---------------------------------------------------------------------

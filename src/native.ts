@@ -12,6 +12,7 @@
 import { type Library, library } from "../ffi/load.ts";
 import { checkOptions, checkStackSize, describe, refuseAsValue, unwrap } from "./errors.ts";
 import { unwrapSpawn } from "./runtime.ts";
+import { customInspect, inspectAs } from "./inspect.ts";
 
 /** The states of a native coroutine (`KC_STATE_*`). */
 export type CoroutineState = "created" | "ready" | "running" | "suspended" | "parked" | "finished";
@@ -225,6 +226,22 @@ export class NativeCoroutine implements Disposable {
   /** `destroy()`, for `using`. */
   [Symbol.dispose](): void {
     this.destroy();
+  }
+
+  /**
+   * @ignore How `console.log` / `Deno.inspect` print a coroutine:
+   * `NativeCoroutine { handle, state: "suspended" }`, or `destroyed: true`. The state is a native
+   * read left out when it fails (a closed library, a stale handle); it never throws.
+   */
+  [customInspect](inspect: unknown, options: unknown): string {
+    if (this.#destroyed) return inspectAs("NativeCoroutine", { destroyed: true }, inspect, options);
+    const facts: Record<string, unknown> = { handle: this.#handle };
+    if (!this.#lib.isOpen) facts.libraryClosed = true;
+    else {
+      const s = this.#lib.symbols("inspect coroutine").kc_coro_state(this.#handle);
+      if (s >= 0 && s < stateNames.length) facts.state = stateNames[s];
+    }
+    return inspectAs("NativeCoroutine", facts, inspect, options);
   }
 }
 

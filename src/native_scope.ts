@@ -40,6 +40,7 @@ import {
 } from "./errors.ts";
 import { type Job, JobSupport, PARENTS_OWN, REPORTS_FAILURE } from "./job.ts";
 import { Context } from "./context.ts";
+import { customInspect, inspectAs } from "./inspect.ts";
 import {
   handleOut,
   nativeEntry,
@@ -503,6 +504,22 @@ export class NativeScope implements AsyncDisposable {
   /** @ignore */
   get _destroyed(): boolean {
     return this.#destroyed;
+  }
+
+  /**
+   * @ignore How `console.log` / `Deno.inspect` print a native scope:
+   * `NativeScope { handle, owned, live }`, or `destroyed: true`. `live` is a native read left out
+   * when it fails (a closed library, a stale handle); it never throws.
+   */
+  [customInspect](inspect: unknown, options: unknown): string {
+    if (this.#destroyed) return inspectAs("NativeScope", { destroyed: true }, inspect, options);
+    const facts: Record<string, unknown> = { handle: this.#handle, owned: this.#owner !== null };
+    if (!this.#lib.isOpen) facts.libraryClosed = true;
+    else {
+      const live = this.#lib.symbols("inspect native scope").kc_scope_live(this.#handle);
+      if (live >= 0) facts.live = live;
+    }
+    return inspectAs("NativeScope", facts, inspect, options);
   }
 }
 

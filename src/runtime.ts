@@ -18,6 +18,7 @@ import {
   unwrap,
 } from "./errors.ts";
 import { onResizable, typedBuffer, typedLength } from "./pack.ts";
+import { customInspect, inspectAs } from "./inspect.ts";
 
 /** How long one native wait of `drain()` may block before it looks again. */
 const DRAIN_SLICE_NS = 100_000_000n;
@@ -477,6 +478,15 @@ export class Runtime {
    */
   get isRunning(): boolean {
     return this.#lib.isOpen && this.#mine(schedInfo(this.#lib, "read runtime info", checkInfo));
+  }
+
+  /**
+   * @ignore How `console.log` / `Deno.inspect` print a runtime:
+   * `Runtime { workers: 4, running: true }` (`isRunning`, which a closed library answers false).
+   */
+  [customInspect](inspect: unknown, options: unknown): string {
+    const facts = { workers: this.workers, running: this.isRunning };
+    return inspectAs("Runtime", facts, inspect, options);
   }
 
   /**
