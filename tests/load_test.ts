@@ -331,13 +331,20 @@ Deno.test("the README's Zig-package build.zig lines and src/main.zig build and r
     const build = await Deno.readTextFile(`${dir}/pkg/build.zig`);
     assert.ok(build.includes(", .use_llvm = true"), "the snippet asks for LLVM");
     await Deno.writeTextFile(`${dir}/pkg/build.zig`, build.replace(", .use_llvm = true", ""));
-    const bare = await new Deno.Command(zig, {
-      args: ["build", "run", "--cache-dir", `${dir}/cache`, "-p", `${dir}/out`],
-      cwd: `${dir}/pkg`,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const why = new TextDecoder().decode(bare.stderr);
+    // Zig's own compiler process has died mid-build here once under load ("the following command
+    // terminated unexpectedly", no error of kcoro's or anyone's): that is retried, up to three
+    // builds; any build that reports errors is the one judged.
+    let bare: Deno.CommandOutput, why: string;
+    for (let attempt = 1;; attempt++) {
+      bare = await new Deno.Command(zig, {
+        args: ["build", "run", "--cache-dir", `${dir}/cache`, "-p", `${dir}/out`],
+        cwd: `${dir}/pkg`,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      why = new TextDecoder().decode(bare.stderr);
+      if (attempt === 3 || !why.includes("terminated unexpectedly")) break;
+    }
     assert.notEqual(bare.code, 0, why);
     const first = why.split("\n").find((l) => l.includes("error:")) ?? "";
     assert.match(
