@@ -28,6 +28,14 @@ import {
 /** The C ABI version this module is written against (`KC_ABI_VERSION` in include/kcoro.h). */
 export const ABI_VERSION = 18;
 
+/**
+ * This isolate is a Worker's: its thread ends with it, and its finalizers never run after (so
+ * what it made natively for its own use is held by its thread), while native coroutines it
+ * started may run on. Internal (mod.ts does not export it).
+ * @ignore
+ */
+export const inWorker: boolean = "WorkerGlobalScope" in globalThis;
+
 /** Only this module makes a {@linkcode Library}. */
 const MAKE: unique symbol = Symbol("kcoro.Library");
 

@@ -31,7 +31,7 @@
  *
  * @module
  */
-import { type Library, library } from "../ffi/load.ts";
+import { inWorker, type Library, library } from "../ffi/load.ts";
 import { Bridge, type RingOp } from "./bridge.ts";
 import { isCancellation } from "./job.ts";
 import { customInspect, inspectAs } from "./inspect.ts";
@@ -626,9 +626,6 @@ const orphans = new FinalizationRegistry<Shared>((s) => {
     reportError(e); // a finalizer must not throw; nothing here should
   }
 });
-
-/** This isolate is a Worker's: its thread ends with it, and its finalizers never run after. */
-const inWorker = "WorkerGlobalScope" in globalThis;
 
 const SEND = 0, RECV = 1, RECV_CATCHING = 2, RECV_ITER = 3;
 

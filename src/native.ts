@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { type Library, library } from "../ffi/load.ts";
+import { inWorker, type Library, library } from "../ffi/load.ts";
 import { checkOptions, checkStackSize, describe, refuseAsValue, unwrap } from "./errors.ts";
 import { unwrapSpawn } from "./runtime.ts";
 import { customInspect, inspectAs } from "./inspect.ts";
@@ -42,9 +42,6 @@ export interface NativeCoroutineOptions {
   /** Take the stack from a shared slab (canary check, no guard page) instead of its own mapping. */
   slabStack?: boolean;
 }
-
-/** This isolate is a Worker's: its thread ends with it, and its finalizers never run after. */
-const inWorker = "WorkerGlobalScope" in globalThis;
 
 /** A coroutine's native side, for the finaliser of one dropped undestroyed. */
 interface Dropped {

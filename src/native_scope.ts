@@ -24,7 +24,7 @@
  *
  * @module
  */
-import { type Library, library } from "../ffi/load.ts";
+import { inWorker, type Library, library } from "../ffi/load.ts";
 import {
   CancellationError,
   checkOptions,
@@ -101,9 +101,6 @@ function deadlineNs(now: bigint, ms: number): bigint {
   const at = now + BigInt(Math.max(1, Math.ceil(Math.max(0, ms) * 1e3))) * 1000n;
   return at < 2n ** 64n ? at : 0n;
 }
-
-/** This isolate is a Worker's: its thread ends with it, and its finalizers never run after. */
-const inWorker = "WorkerGlobalScope" in globalThis;
 
 /** The native scopes owned by TypeScript jobs. */
 const owned = new WeakMap<JobSupport<unknown>, NativeScope>();

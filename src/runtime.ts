@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Library, library } from "../ffi/load.ts";
+import { inWorker, type Library, library } from "../ffi/load.ts";
 import {
   checkStackSize,
   describe,
@@ -195,8 +195,6 @@ const FINISHED = 5;
 
 /** The buffers of cells made by `Runtime.cells`: native memory that is never freed. */
 const nativeCells = new WeakSet<ArrayBufferLike>();
-/** A Worker's heap dies with it, while the native coroutines it started may run on. */
-const inWorker = "WorkerGlobalScope" in globalThis;
 
 /**
  * The entry pointer and argument pointer for `entry` and `arg`, checked; `pin` is the array the
