@@ -380,4 +380,4 @@ export function closeLibrary(): void {
   if (shared === lib) shared = null;
 }
 
-refuseAsValue(Library, "a Library", "call `library()` where it is needed");
+refuseAsValue(Library, "a Library", "call `library()` where it is needed", NOT_CLONEABLE);

@@ -229,4 +229,4 @@ export function actor<M>(
   return a;
 }
 
-refuseAsValue(ActorImpl, "an actor", "send its messages where it runs");
+refuseAsValue(ActorImpl, "an actor", "send its messages where it runs", NOT_CLONEABLE);

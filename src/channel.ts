@@ -3235,4 +3235,9 @@ function open(
   return { lib, handle, codec, capacity: capacity + 0 }; // -0 as 0
 }
 
-refuseAsValue(Channel, "a Channel", "send its `share()` and open it with `Channel.from()` there");
+refuseAsValue(
+  Channel,
+  "a Channel",
+  "send its `share()` and open it with `Channel.from()` there",
+  NOT_CLONEABLE,
+);

@@ -27,7 +27,6 @@
  * @module
  */
 import v8 from "node:v8";
-import { types } from "node:util";
 import { markAsUntransferable } from "node:worker_threads";
 import type { Library } from "../ffi/load.ts";
 import {
@@ -38,6 +37,7 @@ import {
   CompletionHandlerError,
   describe,
   ownErrorKind,
+  refusedByClone,
   refusedClass,
   Status,
   TimeoutError,
@@ -681,19 +681,13 @@ function foreign(slot: Slot, sym: Sym, codec: string): never {
 
 function serialise(value: unknown, codec: string): Uint8Array {
   // One of kcoro's own objects, as the value, where `pack` gave up inside it (the first class
-  // instance in plain data) or anywhere after (`refusedInside`): node:v8 copies its fields into
-  // a plain object without its methods, which a receiver could only fail on later (a Channel in
-  // a message, Go's channel of channels; a CompletableDeferred as a reply, Kotlin's actor idiom).
+  // instance in plain data) or anywhere after (node:v8 refuses its `_notCloneable` symbol:
+  // `refusedByClone`, below): copied, it would be a plain object without its methods, which a
+  // receiver could only fail on later (a Channel in a message, Go's channel of channels; a
+  // CompletableDeferred as a reply, Kotlin's actor idiom).
   const top = refusedClass(value);
-  const refused = top ?? refusedClass(unpackedObject()) ?? refusedInside(value);
-  if (refused !== undefined) {
-    const [what, instead] = refused;
-    throw new CodecError(
-      codec,
-      `Cannot send: ${top === undefined ? "the value holds " : ""}${what}, which lives in ` +
-        `its isolate and cannot be copied (${instead}), received ${describe(value)}`,
-    );
-  }
+  const refused = top ?? refusedClass(unpackedObject());
+  if (refused !== undefined) throw refusedValue(codec, refused, top !== undefined, value);
   const platform = platformClass(value);
   if (platform !== undefined) {
     // node:v8 sees only own properties, and these keep their state elsewhere: the value would
@@ -707,6 +701,8 @@ function serialise(value: unknown, codec: string): Uint8Array {
   try {
     return serialize(value);
   } catch (e) {
+    const inside = refusedByClone(e);
+    if (inside !== undefined) throw refusedValue(codec, inside, false, value);
     throw new CodecError(
       codec,
       `Cannot send: the value cannot be structured-cloned, received ${describe(value)}`,
@@ -715,97 +711,18 @@ function serialise(value: unknown, codec: string): Uint8Array {
   }
 }
 
-const { isProxy } = types;
-const mapForEach = Map.prototype.forEach;
-const setForEach = Set.prototype.forEach;
-const isError = (Error as { isError?: (v: unknown) => boolean }).isError ??
-  ((v: unknown) => v instanceof Error);
-
-/**
- * Whether node:v8 writes `o` by its internal slots alone, not its own properties: a Date, a
- * RegExp, an ArrayBuffer or a boxed primitive (`instanceof` first: it costs less than asking).
- */
-function slotsOnly(o: object): boolean {
-  if (o instanceof Date) return types.isDate(o);
-  if (o instanceof RegExp) return types.isRegExp(o);
-  if (o instanceof ArrayBuffer || o instanceof SharedArrayBuffer) return types.isAnyArrayBuffer(o);
-  return (o instanceof Number || o instanceof String || o instanceof Boolean ||
-    o instanceof BigInt || o instanceof Symbol) && types.isBoxedPrimitive(o);
-}
-
-/** Visits an array's elements; false (having visited some) at the first hole. */
-function denseElements(a: unknown[], visit: (v: unknown) => void): boolean {
-  for (let i = 0; i < a.length; i++) {
-    const e = a[i];
-    if (e === undefined && !(i in a)) return false;
-    visit(e);
-  }
-  return true;
-}
-
-/**
- * What `refusedClass` says of the first of kcoro's objects that node:v8 would copy from inside
- * `value`, if any. `pack` meets those in plain data, but gives up at the first class instance
- * (or hole, or lone surrogate), and node:v8 then copies the whole value, kcoro's objects after
- * that point into lifeless plain objects. This walks what node:v8 writes: own enumerable
- * properties, array elements, a Map's keys and values, a Set's values, an Error's `cause`. It
- * reads an object's own properties by their descriptors, so an accessor is not run (and what it
- * answers not looked at: node:v8 runs it); it reads an array's elements as values (an element
- * made an accessor runs once more, as in `pack` and node:v8) and an array's named properties
- * only when it has a hole (`Object.keys` of a long array costs more than node:v8's copy). A Proxy is
- * not looked into (node:v8 refuses one; its traps are the caller's code), nor an object whose
- * own properties node:v8 does not copy (a view, Date, RegExp, ArrayBuffer, boxed primitive).
- * Only values `pack` left to node:v8 come here, whose copy costs several times this walk;
- * plain data never does.
- */
-function refusedInside(value: unknown): readonly [string, string] | undefined {
-  if (typeof value !== "object" || value === null) return undefined;
-  const seen = new Set<object>();
-  const todo: object[] = [value];
-  const visit = (v: unknown) => {
-    if (typeof v === "object" && v !== null && !seen.has(v)) todo.push(v);
-  };
-  try {
-    while (todo.length > 0) {
-      const o = todo.pop()!;
-      if (seen.has(o)) continue;
-      seen.add(o);
-      if (isProxy(o)) continue;
-      const proto = Object.getPrototypeOf(o);
-      if (proto !== Object.prototype && proto !== null) { // plain objects: their properties
-        const found = refusedClass(o);
-        if (found !== undefined) return found;
-        if (Array.isArray(o)) {
-          // A hole ends the fast loop (a sparse array's length may be 2^32 - 1): keys below.
-          if (denseElements(o, visit)) continue;
-        } else if (ArrayBuffer.isView(o) || slotsOnly(o)) continue;
-        if (o instanceof Map && types.isMap(o)) {
-          mapForEach.call(o, (v: unknown, k: unknown) => {
-            visit(k);
-            visit(v);
-          });
-          continue;
-        }
-        if (o instanceof Set && types.isSet(o)) {
-          setForEach.call(o, visit);
-          continue;
-        }
-        if (isError(o)) {
-          const cause = Object.getOwnPropertyDescriptor(o, "cause");
-          if (cause !== undefined && "value" in cause) visit(cause.value);
-          continue;
-        }
-      }
-      const keys = Object.keys(o);
-      for (let i = 0; i < keys.length; i++) {
-        const d = Object.getOwnPropertyDescriptor(o, keys[i]);
-        if (d !== undefined && "value" in d) visit(d.value);
-      }
-    }
-  } catch {
-    // An element's getter threw: node:v8 runs it too, and its CodecError says so.
-  }
-  return undefined;
+/** The CodecError for one of kcoro's objects, as the value (`top`) or inside it. */
+function refusedValue(
+  codec: string,
+  [what, instead]: readonly [string, string],
+  top: boolean,
+  value: unknown,
+): CodecError {
+  return new CodecError(
+    codec,
+    `Cannot send: ${top ? "" : "the value holds "}${what}, which lives in ` +
+      `its isolate and cannot be copied (${instead}), received ${describe(value)}`,
+  );
 }
 
 /** Deno's platform classes written in JavaScript, whose state node:v8 cannot see. */

@@ -280,4 +280,9 @@ export function checkedContextKey<V>(
   return new Key<V>(name, check);
 }
 
-refuseAsValue(Context, "a Context", "its keys compare by identity: send the values it holds");
+refuseAsValue(
+  Context,
+  "a Context",
+  "its keys compare by identity: send the values it holds",
+  NOT_CLONEABLE,
+);

@@ -479,11 +479,39 @@ Object.defineProperty(CodecError.prototype, ERROR_BRAND, { value: "CodecError" }
 const notValues = new Map<object, readonly [string, string]>();
 
 /**
- * @ignore Registers `cls` (by its prototype) as a class a codec refuses to copy: `what` names
- * one with its article ("a Channel"), `instead` says what to send.
+ * The same, by the description of the symbol in each object's `_notCloneable` field: node:v8
+ * refuses that symbol wherever it meets the object ("Symbol(<description>) could not be
+ * cloned."), which names the class for `refusedByClone`.
  */
-export function refuseAsValue(cls: { prototype: object }, what: string, instead: string): void {
+const notCloneables = new Map<string, readonly [string, string]>();
+
+/**
+ * @ignore Registers `cls` (by its prototype, and by `notCloneable`, the symbol its objects hold in
+ * their `_notCloneable` field) as a class a codec refuses to copy: `what` names one with its
+ * article ("a Channel"), `instead` says what to send.
+ */
+export function refuseAsValue(
+  cls: { prototype: object },
+  what: string,
+  instead: string,
+  notCloneable: symbol,
+): void {
   notValues.set(cls.prototype, [what, instead]);
+  if (notCloneable.description !== undefined) {
+    notCloneables.set(notCloneable.description, [what, instead]);
+  }
+}
+
+/**
+ * @ignore What `refusedClass` would say of the kcoro object that made node:v8's copy fail with
+ * `e` (the symbol of its `_notCloneable` field), wherever in the value it sat; undefined when
+ * something else did.
+ */
+export function refusedByClone(e: unknown): readonly [string, string] | undefined {
+  const m = e instanceof Error
+    ? /^Symbol\(([\s\S]*)\) could not be cloned\.$/.exec(e.message)
+    : null;
+  return m === null ? undefined : notCloneables.get(m[1]);
 }
 
 /**

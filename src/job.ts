@@ -799,4 +799,5 @@ refuseAsValue(
   JobSupport,
   "a job or deferred",
   "send a reply channel's `share()` for the result instead",
+  NOT_CLONEABLE,
 );

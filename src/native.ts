@@ -259,4 +259,9 @@ export function coroutineStats(): CoroutineStats {
   return { live: Number(out[0]), pooledStacks: Number(out[1]), mappings: Number(out[2]) };
 }
 
-refuseAsValue(NativeCoroutine, "a NativeCoroutine", "it runs on this isolate's calls");
+refuseAsValue(
+  NativeCoroutine,
+  "a NativeCoroutine",
+  "it runs on this isolate's calls",
+  NOT_CLONEABLE,
+);

@@ -643,4 +643,4 @@ export function nativeScope(scope: CoroutineScope): NativeScope {
   return ns;
 }
 
-refuseAsValue(NativeScope, "a NativeScope", "send its `handle` to native code");
+refuseAsValue(NativeScope, "a NativeScope", "send its `handle` to native code", NOT_CLONEABLE);

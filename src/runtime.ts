@@ -929,4 +929,4 @@ function whyUnresolved(libraryPath: string): string {
   return "the library has no such symbol";
 }
 
-refuseAsValue(Runtime, "a Runtime", "call `runtime()` where it is needed");
+refuseAsValue(Runtime, "a Runtime", "call `runtime()` where it is needed", NOT_CLONEABLE);

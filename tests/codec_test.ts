@@ -285,6 +285,13 @@ Deno.test("kcoro's own objects anywhere node:v8 would copy them are a CodecError
       [new Map<unknown, unknown>([[reply, 1]]), /holds a Channel,/], // a Map's key
       [new Set<unknown>([new Point(), new Holder(deferred)]), /holds a job or deferred,/],
       [new Error("failed", { cause: { reply } }), /holds a Channel,/], // an Error's cause
+      [{
+        p: new Point(),
+        get r() {
+          return reply;
+        },
+      }, /holds a Channel,/], // what a getter answers
+      [Object.assign([new Point()], { r: reply }), /holds a Channel,/], // an array's named property
     ];
     for (const [v, message] of cases) {
       assert.throws(() => ch.trySend(v), (e) => {
