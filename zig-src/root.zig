@@ -1237,7 +1237,9 @@ export fn kc_chan_try_recv_at(handle_word: ?*const u32, h: u32, out: ?*anyopaque
     return chanOpAt(handle_word, h, out, size, .receive);
 }
 
-fn chanOpAt(handle_word: ?*const u32, h: u32, elem: ?*anyopaque, size: u32, comptime kind: chan.ClauseKind) i32 {
+/// Inlined into each export: the try-operation's lean path (`Channel.tryLean`) then runs in the
+/// exported function itself, with no call and no frame.
+inline fn chanOpAt(handle_word: ?*const u32, h: u32, elem: ?*anyopaque, size: u32, comptime kind: chan.ClauseKind) i32 {
     const p = elem orelse return Status.invalid.code();
     const word = handle_word orelse return Status.invalid.code();
     const guard: *const std.atomic.Value(u32) = @fieldParentPtr("raw", word);

@@ -791,9 +791,14 @@ pub const Channel = struct {
         ch.tx.mutex.unlock();
     }
 
+    /// How `fastSend` and `fastReceive` are entered: `.general` from any path holding the side's
+    /// lock; `.lean` from `tryLean`, which found the element 8 or 32 bytes and the side's clock
+    /// word unchanged (no time to record), so that neither calls anything.
+    const FastPath = enum { general, lean };
+
     /// With `tx.mutex` alone held: a send that only puts the value in the buffer, if that is
     /// all it has to do (buffer not full, nobody waiting, open). False: take the whole channel.
-    fn fastSend(ch: *Channel, elem: [*]const u8) callconv(hot) bool {
+    fn fastSend(ch: *Channel, elem: [*]const u8, comptime path: FastPath) callconv(hot) bool {
         if (!ch.fast.load(.monotonic) or ch.closed or !ch.receivers.isEmpty() or !ch.senders.isEmpty()) return false;
         const tail = ch.tx.tail;
         const limit: u64 = if (ch.capacity == unlimited) ch.slots else ch.capacity;
@@ -803,9 +808,9 @@ pub const Channel = struct {
             ch.tx.head_seen = @atomicLoad(u64, &ch.rx.head, .acquire);
             if (tail - ch.tx.head_seen >= limit) return false;
         }
-        ch.touch(&ch.tx.stamp);
+        if (path == .general) ch.touch(&ch.tx.stamp);
         ch.track(elem);
-        ch.copy(ch.slot(tail), elem);
+        if (path == .general) ch.copy(ch.slot(tail), elem) else ch.copyFixed(ch.slot(tail), elem);
         ch.countBytesIn(elem);
         // Release: pairs with fastReceive's acquire load of `tail` (the value is in the slot
         // before a receive can see the position).
@@ -819,7 +824,7 @@ pub const Channel = struct {
 
     /// With `rx.mutex` alone held: a receive that only takes a value out of the buffer, if
     /// that is all it has to do (a value buffered, nobody waiting). False: take the channel.
-    fn fastReceive(ch: *Channel, out: [*]u8) callconv(hot) bool {
+    fn fastReceive(ch: *Channel, out: [*]u8, comptime path: FastPath) callconv(hot) bool {
         if (!ch.fast.load(.monotonic) or !ch.senders.isEmpty() or !ch.receivers.isEmpty()) return false;
         const head = ch.rx.head;
         if (ch.rx.tail_seen <= head) {
@@ -827,9 +832,9 @@ pub const Channel = struct {
             ch.rx.tail_seen = @atomicLoad(u64, &ch.tx.tail, .acquire);
             if (ch.rx.tail_seen <= head) return false;
         }
-        ch.touch(&ch.rx.stamp);
+        if (path == .general) ch.touch(&ch.rx.stamp);
         ch.untrack(ch.slot(head));
-        ch.copy(out, ch.slot(head));
+        if (path == .general) ch.copy(out, ch.slot(head)) else ch.copyFixed(out, ch.slot(head));
         ch.countBytesOut(out);
         // Release: pairs with fastSend's acquire load of `head` (our copy out of the slot
         // happens before the slot is reused).
@@ -1066,13 +1071,43 @@ pub const Channel = struct {
                 return error.WouldBlock;
             },
         };
+        if (ch.tryLean(kind, elem, size, guard, expected)) return;
+        return ch.tryGuardedLocked(kind, count_full, elem, size, guard, expected);
+    }
+
+    /// `tryGuarded`'s usual case in a few dozen instructions and no call, so that the C ABI's
+    /// try-operations need no stack frame of their own: `fastSend` or `fastReceive` under one
+    /// side's lock taken without a wait (`SpinLock.tryLockQuick`), for an element of 8 or 32
+    /// bytes (the TypeScript codecs' sizes, copied inline) while the counters' clock word is the
+    /// one this side saw last (a new one is recorded by a call). True: done. False: nothing
+    /// happened (a lock that would need `lock`, a handle that died, a wrong size, anything
+    /// the fast paths refuse), and `tryGuardedLocked` decides.
+    inline fn tryLean(ch: *Channel, comptime kind: ClauseKind, elem: [*]u8, size: u32, guard: *const std.atomic.Value(u32), expected: u32) bool {
+        if (size != 8 and size != 32) return false;
+        // Monotonic: a hint (`fast` is fixed for a channel's life; the guard, checked under the
+        // lock, says whether the memory still holds the same channel), read again under it.
+        if (!ch.fast.load(.monotonic)) return false;
+        const m = if (kind == .send) &ch.tx.mutex else &ch.rx.mutex;
+        const stamp = if (kind == .send) &ch.tx.stamp else &ch.rx.stamp;
+        if (!m.tryLockQuick()) return false;
+        // Monotonic guard load: as in `tryGuardedLocked`. `size` is the element's, so 8 or 32.
+        const done = guard.load(.monotonic) == expected and !ch.dead and size == ch.elem_size and
+            (!ch.count_metrics or clock.raw() == stamp.clock_seen) and
+            (if (kind == .send) ch.fastSend(elem, .lean) else ch.fastReceive(elem, .lean));
+        m.unlock();
+        return done;
+    }
+
+    /// `tryGuarded` past its lock-free answers, once `tryLean` did nothing: out of line, so
+    /// that its frame and calls stay off the lean path.
+    noinline fn tryGuardedLocked(ch: *Channel, comptime kind: ClauseKind, comptime count_full: bool, elem: [*]u8, size: u32, guard: *const std.atomic.Value(u32), expected: u32) (Error || error{Stale})!void {
         // The fast path first, under one side's lock. Monotonic guard loads: the handle slot
         // changes only before a retire or re-init, both under both locks, and we hold one.
         switch (kind) {
             .receive => if (ch.fast.load(.monotonic) and ch.senders.looksEmpty()) {
                 ch.rx.mutex.lock();
                 const done = guard.load(.monotonic) == expected and !ch.dead and
-                    size == ch.elem_size and ch.fastReceive(elem);
+                    size == ch.elem_size and ch.fastReceive(elem, .general);
                 ch.rx.mutex.unlock();
                 if (done) return;
             },
@@ -1087,7 +1122,7 @@ pub const Channel = struct {
             ch.tx.mutex.unlock();
             return error.InvalidArgument;
         }
-        if (kind == .send and ch.fastSend(elem)) {
+        if (kind == .send and ch.fastSend(elem, .general)) {
             ch.tx.mutex.unlock();
             return;
         }
@@ -1184,6 +1219,17 @@ pub const Channel = struct {
     /// Values in the buffer.
     inline fn bufLen(ch: *const Channel) u32 {
         return @intCast(ch.tx.tail - ch.rx.head);
+    }
+
+    /// `copy` for the two sizes `tryLean` takes (it checked that the element is one of them):
+    /// no memcpy call left in its code.
+    inline fn copyFixed(ch: *Channel, dst: [*]u8, src: [*]const u8) void {
+        if (ch.elem_size == 8) {
+            dst[0..8].* = src[0..8].*;
+        } else {
+            assert(ch.elem_size == 32);
+            dst[0..32].* = src[0..32].*;
+        }
     }
 
     inline fn copy(ch: *Channel, dst: [*]u8, src: [*]const u8) void {
@@ -1609,7 +1655,7 @@ pub const Channel = struct {
             return error.WouldBlock;
         }
         ch.tx.mutex.lock();
-        if (ch.fastSend(elem)) {
+        if (ch.fastSend(elem, .general)) {
             ch.tx.mutex.unlock();
             return;
         }
@@ -1642,7 +1688,7 @@ pub const Channel = struct {
         // Senders waiting: the fast path would refuse (their values go first); skip it.
         if (ch.fast.load(.monotonic) and ch.senders.looksEmpty()) {
             ch.rx.mutex.lock();
-            const done = ch.fastReceive(out);
+            const done = ch.fastReceive(out, .general);
             ch.rx.mutex.unlock();
             if (done) return;
         }
@@ -2762,6 +2808,34 @@ test "timestamps: the first operation's stays, the last one's follows the clock"
     const later = ch.snapshot();
     try testing.expectEqual(first.first_op_ns, later.first_op_ns);
     try testing.expect(later.last_op_ns > first.last_op_ns);
+}
+
+test "timestamps: guarded try-operations (the C ABI's, lean when they can be) follow the clock too" {
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer ch.destroy();
+    var guard: std.atomic.Value(u32) = .init(1);
+    var v: u64 = 7;
+    // Enough of them for both sides' locks to be biased to this thread (64 in a row), so that
+    // `tryLean` takes them where biasing is available.
+    for (0..100) |_| {
+        try ch.tryGuarded(.send, false, true, std.mem.asBytes(&v), 8, &guard, 1);
+        try ch.tryGuarded(.receive, false, true, std.mem.asBytes(&v), 8, &guard, 1);
+    }
+    var last = ch.snapshot().last_op_ns;
+    for ([_]ClauseKind{ .send, .receive }) |kind| {
+        // Wait (bounded) until the counters' clock has moved on, then operate again: the new
+        // time is recorded, whichever path the operation took.
+        const deadline = clock.preciseCoarse() + 10 * std.time.ns_per_s;
+        while (clock.now() <= last and clock.preciseCoarse() < deadline) std.Thread.yield() catch {};
+        switch (kind) {
+            .send => try ch.tryGuarded(.send, false, true, std.mem.asBytes(&v), 8, &guard, 1),
+            .receive => try ch.tryGuarded(.receive, false, true, std.mem.asBytes(&v), 8, &guard, 1),
+        }
+        const now = ch.snapshot().last_op_ns;
+        try testing.expect(now > last);
+        last = now;
+    }
+    try testing.expectEqual(@as(u64, 101), ch.snapshot().sends);
 }
 
 test "buffered channel: FIFO, full, empty" {

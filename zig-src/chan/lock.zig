@@ -80,6 +80,44 @@ pub const SpinLock = struct {
         l.lockOther();
     }
 
+    /// `lock` where that needs no wait and no call: the owner's path, or one exchange on a
+    /// lock that no bias can touch any more (revoked, or biasing off). False: nothing was
+    /// taken, `lock` must (a streak towards a bias, a revocation, a held lock). For callers
+    /// whose whole fast path must stay call-free, so that it needs no stack frame of its own
+    /// (`Channel.tryLean`).
+    pub inline fn tryLockQuick(l: *SpinLock) bool {
+        // Acquire: pairs with the release in `decide`, as in `biasAvailable` (0: undecided,
+        // which `lock` decides).
+        switch (bias_state.load(.acquire)) {
+            1 => {
+                const me = threadPointer();
+                // Acquire: as in `lock`.
+                const o = l.owner.load(.acquire);
+                if (o == me) {
+                    // As in `lock`: a monotonic store and a compiler barrier before the
+                    // re-read; a revoker's membarrier supplies the fence.
+                    l.busy.store(true, .monotonic);
+                    asm volatile ("" ::: .{ .memory = true });
+                    if (l.owner.load(.monotonic) == me) {
+                        l.held_biased = true;
+                        return true;
+                    }
+                    // Being revoked: step aside as `lock` does (release: pairs with the
+                    // revoker's acquire load of `busy`); `lock` waits for the revocation.
+                    l.busy.store(false, .release);
+                    return false;
+                }
+                if (o != revoked) return false;
+            },
+            2 => {},
+            else => return false,
+        }
+        // Acquire: pairs with the release in `unlock`, as in `lockSlow`.
+        if (l.locked.swap(true, .acquire)) return false;
+        l.held_biased = false;
+        return true;
+    }
+
     /// Everything but the owner's and the revoked paths: the ordinary lock while no thread
     /// owns the bias (claiming it after `bias_after` acquisitions in a row by one thread), and
     /// revoking another thread's bias.
@@ -369,4 +407,45 @@ test "a lock that two threads take turns on from the start is never biased" {
     Ctx.run(&l, &turn, 0);
     t.join();
     try std.testing.expectEqual(unowned, l.owner.load(.acquire)); // no revocation was needed
+}
+
+test "tryLockQuick takes only what needs no wait: the owner's bias or a free lock past biasing, never a streak's" {
+    const biased = biasAvailable();
+    var l: SpinLock = .{};
+    if (biased) {
+        // Unowned: the streak towards a bias is `lock`'s to count, so nothing is taken.
+        try std.testing.expect(!l.tryLockQuick());
+        try std.testing.expect(!l.locked.load(.monotonic) and !l.busy.load(.monotonic));
+        try std.testing.expectEqual(@as(u32, 0), l.streak);
+        for (0..bias_after) |_| {
+            l.lock();
+            l.unlock();
+        }
+        // Biased to this thread: taken through the bias, released by `unlock`.
+        try std.testing.expect(l.tryLockQuick());
+        try std.testing.expect(l.held_biased and l.busy.load(.monotonic));
+        try std.testing.expect(!l.locked.load(.monotonic));
+        l.unlock();
+        try std.testing.expect(!l.busy.load(.monotonic));
+        // Biased to another thread: that takes a revocation, which is `lock`'s.
+        const Other = struct {
+            fn run(lk: *SpinLock, out: *bool) void {
+                out.* = lk.tryLockQuick();
+            }
+        };
+        var got = true;
+        const t = try std.Thread.spawn(.{}, Other.run, .{ &l, &got });
+        t.join();
+        try std.testing.expect(!got);
+        try std.testing.expectEqual(threadPointer(), l.owner.load(.monotonic)); // still ours
+        l.revoke(l.owner.load(.acquire));
+        try std.testing.expect(l.isRevoked());
+    }
+    // Revoked (or biasing off): the ordinary lock, one exchange.
+    try std.testing.expect(l.tryLockQuick());
+    try std.testing.expect(!l.held_biased and l.locked.load(.monotonic));
+    // Held: no wait, nothing taken.
+    try std.testing.expect(!l.tryLockQuick());
+    l.unlock();
+    try std.testing.expect(!l.locked.load(.monotonic));
 }
