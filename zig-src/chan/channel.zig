@@ -1089,12 +1089,13 @@ pub const Channel = struct {
         if (!ch.fast.load(.monotonic)) return false;
         const m = if (kind == .send) &ch.tx.mutex else &ch.rx.mutex;
         const stamp = if (kind == .send) &ch.tx.stamp else &ch.rx.stamp;
-        if (!m.tryLockQuick()) return false;
+        const how = m.tryLockQuick();
+        if (how == .none) return false;
         // Monotonic guard load: as in `tryGuardedLocked`. `size` is the element's, so 8 or 32.
         const done = guard.load(.monotonic) == expected and !ch.dead and size == ch.elem_size and
             (!ch.count_metrics or clock.raw() == stamp.clock_seen) and
             (if (kind == .send) ch.fastSend(elem, .lean) else ch.fastReceive(elem, .lean));
-        m.unlock();
+        m.unlockQuick(how);
         return done;
     }
 

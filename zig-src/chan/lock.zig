@@ -80,12 +80,16 @@ pub const SpinLock = struct {
         l.lockOther();
     }
 
+    /// How `tryLockQuick` took the lock (`none`: it did not), for `unlockQuick`.
+    pub const Quick = enum { none, biased, ordinary };
+
     /// `lock` where that needs no wait and no call: the owner's path, or one exchange on a
-    /// lock that no bias can touch any more (revoked, or biasing off). False: nothing was
-    /// taken, `lock` must (a streak towards a bias, a revocation, a held lock). For callers
+    /// lock that no bias can touch any more (revoked, or biasing off). `none`: nothing was
+    /// taken, `lock` must (a streak towards a bias, a revocation, a held lock). Release it with
+    /// `unlockQuick(how)`, not `unlock`: `held_biased` is neither written nor read. For callers
     /// whose whole fast path must stay call-free, so that it needs no stack frame of its own
     /// (`Channel.tryLean`).
-    pub inline fn tryLockQuick(l: *SpinLock) bool {
+    pub inline fn tryLockQuick(l: *SpinLock) Quick {
         // Acquire: pairs with the release in `decide`, as in `biasAvailable` (0: undecided,
         // which `lock` decides).
         switch (bias_state.load(.acquire)) {
@@ -98,24 +102,31 @@ pub const SpinLock = struct {
                     // re-read; a revoker's membarrier supplies the fence.
                     l.busy.store(true, .monotonic);
                     asm volatile ("" ::: .{ .memory = true });
-                    if (l.owner.load(.monotonic) == me) {
-                        l.held_biased = true;
-                        return true;
-                    }
+                    if (l.owner.load(.monotonic) == me) return .biased;
                     // Being revoked: step aside as `lock` does (release: pairs with the
                     // revoker's acquire load of `busy`); `lock` waits for the revocation.
                     l.busy.store(false, .release);
-                    return false;
+                    return .none;
                 }
-                if (o != revoked) return false;
+                if (o != revoked) return .none;
             },
             2 => {},
-            else => return false,
+            else => return .none,
         }
-        // Acquire: pairs with the release in `unlock`, as in `lockSlow`.
-        if (l.locked.swap(true, .acquire)) return false;
-        l.held_biased = false;
-        return true;
+        // Acquire: pairs with the release in `unlockQuick`/`unlock`, as in `lockSlow`.
+        if (l.locked.swap(true, .acquire)) return .none;
+        return .ordinary;
+    }
+
+    /// Releases what `tryLockQuick` took as `how`, as `unlock` would.
+    pub inline fn unlockQuick(l: *SpinLock, how: Quick) void {
+        switch (how) {
+            // Release: pairs with a revoker's acquire load of `busy`, as in `unlock`.
+            .biased => l.busy.store(false, .release),
+            // Release: pairs with the acquire swap in `lockSlow` and `tryLockQuick`.
+            .ordinary => l.locked.store(false, .release),
+            .none => unreachable,
+        }
     }
 
     /// Everything but the owner's and the revoked paths: the ordinary lock while no thread
@@ -414,7 +425,7 @@ test "tryLockQuick takes only what needs no wait: the owner's bias or a free loc
     var l: SpinLock = .{};
     if (biased) {
         // Unowned: the streak towards a bias is `lock`'s to count, so nothing is taken.
-        try std.testing.expect(!l.tryLockQuick());
+        try std.testing.expectEqual(SpinLock.Quick.none, l.tryLockQuick());
         try std.testing.expect(!l.locked.load(.monotonic) and !l.busy.load(.monotonic));
         try std.testing.expectEqual(@as(u32, 0), l.streak);
         for (0..bias_after) |_| {
@@ -422,30 +433,29 @@ test "tryLockQuick takes only what needs no wait: the owner's bias or a free loc
             l.unlock();
         }
         // Biased to this thread: taken through the bias, released by `unlock`.
-        try std.testing.expect(l.tryLockQuick());
-        try std.testing.expect(l.held_biased and l.busy.load(.monotonic));
-        try std.testing.expect(!l.locked.load(.monotonic));
-        l.unlock();
+        try std.testing.expectEqual(SpinLock.Quick.biased, l.tryLockQuick());
+        try std.testing.expect(l.busy.load(.monotonic) and !l.locked.load(.monotonic));
+        l.unlockQuick(.biased);
         try std.testing.expect(!l.busy.load(.monotonic));
         // Biased to another thread: that takes a revocation, which is `lock`'s.
         const Other = struct {
-            fn run(lk: *SpinLock, out: *bool) void {
+            fn run(lk: *SpinLock, out: *SpinLock.Quick) void {
                 out.* = lk.tryLockQuick();
             }
         };
-        var got = true;
+        var got: SpinLock.Quick = .biased;
         const t = try std.Thread.spawn(.{}, Other.run, .{ &l, &got });
         t.join();
-        try std.testing.expect(!got);
+        try std.testing.expectEqual(SpinLock.Quick.none, got);
         try std.testing.expectEqual(threadPointer(), l.owner.load(.monotonic)); // still ours
         l.revoke(l.owner.load(.acquire));
         try std.testing.expect(l.isRevoked());
     }
     // Revoked (or biasing off): the ordinary lock, one exchange.
-    try std.testing.expect(l.tryLockQuick());
-    try std.testing.expect(!l.held_biased and l.locked.load(.monotonic));
+    try std.testing.expectEqual(SpinLock.Quick.ordinary, l.tryLockQuick());
+    try std.testing.expect(l.locked.load(.monotonic));
     // Held: no wait, nothing taken.
-    try std.testing.expect(!l.tryLockQuick());
-    l.unlock();
+    try std.testing.expectEqual(SpinLock.Quick.none, l.tryLockQuick());
+    l.unlockQuick(.ordinary);
     try std.testing.expect(!l.locked.load(.monotonic));
 }
