@@ -2,7 +2,8 @@
 //! safety checks on (Debug unless -Dtest-optimize says otherwise), and builds/runs the native
 //! bench executable (always ReleaseFast).
 //!
-//!   zig build                      -> zig-out/lib/libkcoro.so and libkcoro.a, zig-out/include/kcoro.h
+//!   zig build                      -> zig-out/lib/libkcoro.so and libkcoro.a, zig-out/include/kcoro.h,
+//!                                     zig-out/lib/kcoro_napi.node (Node-API companion, ffi/napi.ts)
 //!   as a dependency                -> dep.module("kcoro") (Zig API), dep.artifact("kcoro") (C ABI,
 //!                                     shared), dep.artifact("kcoro-static") (C ABI, static)
 //!   zig build test                 -> unit tests (add -Dtarget=aarch64-linux-musl -fqemu for ARM64)
@@ -52,6 +53,23 @@ pub fn build(b: *std.Build) void {
     const static_lib = b.addLibrary(.{ .linkage = .static, .name = "kcoro-static", .root_module = static_mod, .use_llvm = true });
     static_lib.installHeader(b.path("include/kcoro.h"), "kcoro.h"); // for a dependent's include path
     b.getInstallStep().dependOn(&b.addInstallArtifact(static_lib, .{ .dest_sub_path = "libkcoro.a" }).step);
+
+    // The Node-API companion, zig-out/lib/kcoro_napi.node (zig-src/napi/addon.zig): chunk
+    // buffers whose V8 backing-store deleter gives pool chunks back (ffi/napi.ts loads it next
+    // to the library). Built in the library's mode. Its napi_* symbols resolve against the deno
+    // executable at load time, and it finds libkcoro with dlopen (libc), so it links neither.
+    // Not for Windows (Node-API there needs an import library of the host).
+    if (target.result.os.tag != .windows) {
+        const napi_mod = b.createModule(.{
+            .root_source_file = b.path("zig-src/napi/addon.zig"),
+            .target = target,
+            .optimize = optimize,
+            .link_libc = true,
+        });
+        const napi = b.addLibrary(.{ .linkage = .dynamic, .name = "kcoro_napi", .root_module = napi_mod, .use_llvm = true });
+        napi.linker_allow_shlib_undefined = true;
+        b.getInstallStep().dependOn(&b.addInstallArtifact(napi, .{ .dest_sub_path = "kcoro_napi.node" }).step);
+    }
 
     // The Zig API for Zig programs that take kcoro as a dependency: `dep.module("kcoro")`. Their
     // executables need the LLVM backend (`.use_llvm = true`), as the library and tests here do.
