@@ -36,6 +36,20 @@ export const ABI_VERSION = 18;
  */
 export const inWorker: boolean = "WorkerGlobalScope" in globalThis;
 
+/**
+ * The file each Library's symbols object (the one `symbols()` returns) was opened from, for
+ * what must find the same loaded library natively (ffi/napi.ts binds its companion to it).
+ */
+const libraryPaths = new WeakMap<object, string>();
+
+/**
+ * @ignore The path the library whose `symbols()` object is `sym` was opened from (as given to
+ * `Deno.dlopen`), or undefined for any other object. Internal (mod.ts does not export it).
+ */
+export function libraryPathOf(sym: object): string | undefined {
+  return libraryPaths.get(sym);
+}
+
 /** Only this module makes a {@linkcode Library}. */
 const MAKE: unique symbol = Symbol("kcoro.Library");
 
@@ -77,6 +91,7 @@ export class Library {
     // A copy: a property read from Deno's own symbols object costs ~0.6 ns more per call
     // (measured on the try pair, bench/channel_bench.ts).
     this.#symbols = { ...lib.symbols };
+    libraryPaths.set(this.#symbols, path);
     this.path = path;
     this.abiVersion = abiVersion;
     // One more host of the process-wide scheduler (see close), counted out when this isolate's

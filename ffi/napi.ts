@@ -1,0 +1,149 @@
+/**
+ * kcoro's Node-API companion (`kcoro_napi.node`, built from zig-src/napi/addon.zig beside the
+ * library): ArrayBuffers over buffer-pool chunks that give the chunk back to the pool when no
+ * ArrayBuffer can reach its memory any more (a V8 backing-store deleter, which Deno exposes
+ * only through Node-API). Detaching such a buffer (`buffer.transfer(0)`) gives the chunk back
+ * at once; a user's same-length `transfer()` moves the chunk with the backing store, and it
+ * comes back when the moved buffer is garbage.
+ *
+ * Loaded lazily (first call) and once per isolate, with `process.dlopen`: it needs
+ * `--allow-ffi` and `--allow-read` (as the library does), and works in Workers. When it cannot
+ * be loaded (not built, no permission, another platform), {@linkcode chunkBuffers} is null and
+ * {@linkcode chunkBuffersProblem} says why. Internal (mod.ts does not export it).
+ *
+ * @module
+ */
+import process from "node:process";
+import { libraryPathOf } from "./load.ts";
+
+/** The companion's file name, installed next to the library (zig-out/lib). */
+export const ADDON_FILE_NAME = "kcoro_napi.node";
+
+/**
+ * Chunk buffers of one library's pool. `counts` is shared by every isolate of the process: add
+ * 1 to `counts[slot]` for each pooled value viewed through that slot's buffer (plain writes, from
+ * this isolate only, while the buffer is attached); when the buffer's backing store is freed,
+ * that many of the chunk's slices are given back (`kc_pool_release`) and the entry zeroed.
+ */
+export interface ChunkBuffers {
+  /**
+   * An ArrayBuffer over `[address, address + length)`, which must lie within one chunk of the
+   * pool, and its slot; null when the process-wide table of 65,536 slots is full (or the
+   * range is not in one chunk): make the buffer another way.
+   */
+  create(address: number, length: number): { buffer: ArrayBuffer; slot: number } | null;
+  /** Views counted per slot (65,536 entries, process-wide). */
+  readonly counts: Uint32Array;
+  /**
+   * Process-wide counters, for tests: [0] finaliser releases that succeeded, [1] releases the
+   * pool refused (a miscount), [2] finalisers run, [3] slots in use.
+   */
+  readonly stats: Uint32Array;
+}
+
+/** What the addon's module exports (zig-src/napi/addon.zig). */
+interface Addon {
+  bind(path: string): number;
+  create(address: number, length: number): ArrayBuffer | number;
+  counts: Uint32Array;
+  out: Int32Array;
+  stats: Uint32Array;
+}
+
+/** Per library path: this isolate's chunk buffers, or why there are none. */
+const byPath = new Map<string, ChunkBuffers | string>();
+let problem: string | null = null;
+
+/** `bind`'s negative results (BindError in addon.zig), as the reason. */
+const BIND_ERRORS: Record<number, string> = {
+  [-1]: "the library path is empty, too long or holds a NUL",
+  [-2]: "the library is not loaded in this process",
+  [-3]: "the library lacks kc_pool_release or kc_pool_info",
+  [-4]: "the library has no buffer pool",
+  [-5]: "this process bound the companion to another copy of the library already",
+};
+
+/**
+ * The chunk buffers of the library whose `symbols()` object is `sym` (see
+ * {@linkcode chunkBuffersFor}); null if it is not a library's or the companion is unavailable.
+ */
+export function chunkBuffers(sym: object): ChunkBuffers | null {
+  const path = libraryPathOf(sym);
+  if (path === undefined) {
+    problem = "kcoro: no chunk buffers: these symbols are not an open kcoro library's";
+    return null;
+  }
+  return chunkBuffersFor(path);
+}
+
+/**
+ * The chunk buffers of the library opened (`Deno.dlopen`, already) from `libraryPath`: the
+ * companion next to it, loaded into this isolate and bound to that library on the first call.
+ * Null, with the reason in {@linkcode chunkBuffersProblem}, when it cannot be loaded or bound.
+ */
+export function chunkBuffersFor(libraryPath: string): ChunkBuffers | null {
+  let got = byPath.get(libraryPath);
+  if (got === undefined) {
+    got = load(libraryPath);
+    byPath.set(libraryPath, got);
+  }
+  if (typeof got === "string") {
+    problem = got;
+    return null;
+  }
+  return got;
+}
+
+/** Why the last {@linkcode chunkBuffers} or {@linkcode chunkBuffersFor} call gave null. */
+export function chunkBuffersProblem(): string | null {
+  return problem;
+}
+
+/** The companion's path next to the library at `libraryPath`. */
+export function addonPathFor(libraryPath: string): string {
+  const cut = Math.max(libraryPath.lastIndexOf("/"), libraryPath.lastIndexOf("\\"));
+  return cut < 0 ? ADDON_FILE_NAME : libraryPath.slice(0, cut + 1) + ADDON_FILE_NAME;
+}
+
+function load(libraryPath: string): ChunkBuffers | string {
+  if (typeof libraryPath !== "string" || libraryPath === "") {
+    return `kcoro: no chunk buffers: the library path must be a non-empty string, received ${
+      typeof libraryPath === "string" ? '""' : typeof libraryPath
+    }`;
+  }
+  const file = addonPathFor(libraryPath);
+  const mod = { exports: {} as Partial<Addon> };
+  try {
+    // A path without a directory would make dlopen search the system's library paths.
+    process.dlopen(mod, file.includes("/") || file.includes("\\") ? file : `./${file}`);
+  } catch (e) {
+    return `kcoro: no chunk buffers: cannot load the Node-API companion ${file} ` +
+      `(built by \`zig build\` next to the library; needs --allow-ffi and --allow-read): ${
+        (e as Error)?.message ?? String(e)
+      }`;
+  }
+  const addon = mod.exports;
+  if (
+    typeof addon.bind !== "function" || typeof addon.create !== "function" ||
+    !(addon.counts instanceof Uint32Array) || !(addon.out instanceof Int32Array) ||
+    !(addon.stats instanceof Uint32Array)
+  ) {
+    return `kcoro: no chunk buffers: ${file} is not kcoro's Node-API companion (its exports ` +
+      `are ${Object.keys(addon).join(", ") || "none"})`;
+  }
+  const rc = addon.bind(libraryPath);
+  if (rc !== 0) {
+    return `kcoro: no chunk buffers: cannot bind ${file} to ${libraryPath}: ${
+      BIND_ERRORS[rc] ?? `error ${rc}`
+    }`;
+  }
+  const make = addon.create, out = addon.out;
+  return {
+    create(address: number, length: number): { buffer: ArrayBuffer; slot: number } | null {
+      const buffer = make(address, length);
+      return typeof buffer === "number" ? null : { buffer, slot: out[0] };
+    },
+    counts: addon.counts,
+    stats: addon.stats,
+  };
+}
