@@ -262,7 +262,7 @@ fn bindPath(env: Env, arg: Value) i32 {
         _ = std.c.dlclose(handle);
         return fail(.symbol_missing);
     }
-    const info_fn: *const fn (*[4]u64) callconv(.c) i32 = @ptrCast(pool_info.?);
+    const info_fn: *const fn (*[4]u64) callconv(.c) i32 = @ptrCast(@alignCast(pool_info.?));
     var out: [4]u64 = @splat(0);
     if (info_fn(&out) != 0 or out[2] == 0) {
         _ = std.c.dlclose(handle);
@@ -270,7 +270,7 @@ fn bindPath(env: Env, arg: Value) i32 {
     }
     binding_storage = .{
         .handle = handle,
-        .release = @ptrCast(release.?),
+        .release = @ptrCast(@alignCast(release.?)),
         .base = @intCast(out[0]),
         .len = @intCast(out[1]),
         .chunk = @intCast(out[2]),
