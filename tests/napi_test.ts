@@ -1,0 +1,314 @@
+// The Node-API companion (zig-src/napi/addon.zig, ffi/napi.ts): chunk buffers whose V8
+// backing-store deleter gives a pool chunk's counted views back exactly when no ArrayBuffer
+// reaches the chunk any more: at once on a detach (`transfer(0)`), only once a moved buffer is
+// garbage after a user's `transfer()`, and as a terminated Worker ends.
+import assert from "node:assert/strict";
+import { evalScript } from "./support.ts";
+import { library } from "../ffi/load.ts";
+import { addonPathFor, chunkBuffers, chunkBuffersFor, chunkBuffersProblem } from "../ffi/napi.ts";
+import { chunksInUse, FILL, fullChunk } from "./fixtures/napi_chunk.ts";
+
+const SLOTS = 65536;
+// stats words (ffi/napi.ts ChunkBuffers.stats)
+const RELEASED = 0, REFUSED = 1, FINALISED = 2, IN_USE = 3;
+
+function buffers() {
+  const sym = library().symbols("test");
+  const cb = chunkBuffers(sym);
+  assert.ok(cb !== null, chunkBuffersProblem() ?? "no reason");
+  return { sym, cb };
+}
+
+Deno.test("a chunk buffer detached with transfer(0) gives its chunk back at once, with the views counted", () => {
+  const { sym, cb } = buffers();
+  const full = fullChunk(sym);
+  assert.equal(full.values, 8); // 16 KiB values in a 128 KiB chunk
+  const made = cb.create(full.address, full.size);
+  assert.ok(made !== null);
+  assert.equal(made.buffer.byteLength, full.size);
+  const view = new Uint8Array(made.buffer, 0, 16);
+  assert.deepEqual([...view], new Array(16).fill(FILL)); // the chunk's own bytes
+  cb.counts[made.slot] += full.values; // one per value viewed, as the receiver counts
+  const before = chunksInUse(sym), released = cb.stats[RELEASED], slots = cb.stats[IN_USE];
+  made.buffer.transfer(0);
+  // Synchronously, inside transfer(0): the chunk is free again, its slot too.
+  assert.equal(chunksInUse(sym), before - 1);
+  assert.equal(cb.stats[RELEASED], released + 1);
+  assert.equal(cb.stats[REFUSED], 0);
+  assert.equal(cb.stats[IN_USE], slots - 1);
+  assert.equal(cb.counts[made.slot], 0);
+  assert.equal(view.length, 0); // every view of it reads empty
+});
+
+Deno.test("a chunk buffer with no views counted releases nothing when it goes; its slot comes back", () => {
+  const { sym, cb } = buffers();
+  const full = fullChunk(sym);
+  const made = cb.create(full.address, full.size)!;
+  const before = chunksInUse(sym);
+  const released = cb.stats[RELEASED], finalised = cb.stats[FINALISED];
+  made.buffer.transfer(0);
+  assert.equal(cb.stats[FINALISED], finalised + 1);
+  assert.equal(cb.stats[RELEASED], released); // no kc_pool_release(chunk, 0)
+  assert.equal(cb.stats[REFUSED], 0);
+  assert.equal(chunksInUse(sym), before);
+  // The values are still out: freed here, the chunk comes back.
+  assert.equal(
+    sym.kc_pool_release(Deno.UnsafePointer.create(BigInt(full.address)), full.values),
+    0,
+  );
+  assert.equal(chunksInUse(sym), before - 1);
+});
+
+Deno.test("create refuses a range outside one pool chunk (null), and the table's slots stay free", () => {
+  const { sym, cb } = buffers();
+  const info = new BigUint64Array(4);
+  sym.kc_pool_info(info);
+  const base = Number(info[0]), size = Number(info[2]);
+  const slots = cb.stats[IN_USE];
+  for (
+    const [at, len] of [
+      [base - 1, 16], // below the region
+      [base + Number(info[1]), 16], // past it
+      [base + size - 8, 16], // across two chunks
+      [base, size + 1], // longer than a chunk
+      [base, 0], // empty
+      [base + 0.5, 16], // not an address
+      [NaN, 16],
+      [-base, 16],
+      [base, Infinity],
+    ]
+  ) {
+    assert.equal(cb.create(at, len), null, `create(${at}, ${len})`);
+  }
+  // deno-lint-ignore no-explicit-any
+  const loose = cb.create as (...args: any[]) => unknown;
+  assert.equal(loose(String(base), 16), null);
+  assert.equal(loose(), null);
+  assert.equal(cb.stats[IN_USE], slots);
+});
+
+Deno.test("a full slot table: create gives null (the caller falls back) until a buffer goes, whose slot is reused", () => {
+  const { sym, cb } = buffers();
+  const info = new BigUint64Array(4);
+  sym.kc_pool_info(info);
+  const base = Number(info[0]);
+  const made: { buffer: ArrayBuffer; slot: number }[] = [];
+  const start = cb.stats[IN_USE];
+  try {
+    for (let i = 0; i <= SLOTS; i++) {
+      const m = cb.create(base, 16); // no views counted: nothing to release
+      if (m === null) break;
+      made.push(m);
+    }
+    assert.equal(made.length, SLOTS - start);
+    assert.equal(cb.stats[IN_USE], SLOTS);
+    assert.equal(new Set(made.map((m) => m.slot)).size, made.length, "each slot once");
+    assert.equal(cb.create(base, 16), null);
+    const gone = made.pop()!;
+    gone.buffer.transfer(0);
+    const again = cb.create(base, 16);
+    assert.ok(again !== null);
+    assert.equal(again.slot, gone.slot);
+    made.push(again);
+  } finally {
+    for (const m of made) m.buffer.transfer(0);
+  }
+  assert.equal(cb.stats[IN_USE], start);
+  assert.equal(cb.stats[REFUSED], 0);
+});
+
+Deno.test("a user's transfer() moves the chunk with the buffer: it comes back only once the moved buffer is garbage", async () => {
+  // In a process of its own, for --expose-gc.
+  const res = await evalScript(
+    `
+    import { library } from "./ffi/load.ts";
+    import { chunkBuffers } from "./ffi/napi.ts";
+    import { chunksInUse, FILL, fullChunk } from "./tests/fixtures/napi_chunk.ts";
+    const sym = library().symbols("test");
+    const cb = chunkBuffers(sym);
+    const full = fullChunk(sym);
+    const made = cb.create(full.address, full.size);
+    cb.counts[made.slot] += full.values;
+    const before = chunksInUse(sym), released = cb.stats[0];
+    let moved = made.buffer.transfer();
+    if (!made.buffer.detached || moved.byteLength !== full.size) throw new Error("not moved");
+    if (chunksInUse(sym) !== before || cb.stats[0] !== released) {
+      throw new Error("the chunk went back while the moved buffer still reaches it");
+    }
+    // More chunks carved and freed meanwhile never reuse the moved one's memory.
+    const desc = new BigUint64Array(4), data = new Uint8Array(16384).fill(1);
+    for (let i = 0; i < 64; i++) {
+      sym.kc_desc_make(data, data.length, 17, desc);
+      const at = Number(desc[0]);
+      if (at >= full.address && at < full.address + full.size) throw new Error("chunk reused");
+      sym.kc_buf_free(Deno.UnsafePointer.create(desc[0]));
+    }
+    const bytes = new Uint8Array(moved);
+    for (let i = 0; i < full.values * 16384; i++) {
+      if (bytes[i] !== FILL) throw new Error("moved bytes changed at " + i);
+    }
+    moved = null;
+    const deadline = Date.now() + 20000;
+    while (cb.stats[0] === released) {
+      if (Date.now() > deadline) throw new Error("the moved buffer's chunk never came back");
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    if (cb.stats[1] !== 0) throw new Error("a release was refused");
+    if (chunksInUse(sym) >= before) throw new Error("in use: " + chunksInUse(sym) + " >= " + before);
+    console.log("ok");
+    `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "ok", res.stderr);
+});
+
+Deno.test("a Worker terminated with live chunk buffers gives their chunks back as it ends", async () => {
+  // In a process of its own: the chunks in use are this process's alone.
+  const res = await evalScript(
+    `
+    import { library } from "./ffi/load.ts";
+    import { chunkBuffers } from "./ffi/napi.ts";
+    import { chunksInUse } from "./tests/fixtures/napi_chunk.ts";
+    const sym = library().symbols("test");
+    const cb = chunkBuffers(sym);
+    const w = new Worker(new URL("./tests/fixtures/napi_worker.ts", "file://" + Deno.cwd() + "/"), {
+      type: "module",
+    });
+    const chunks = 3;
+    const r = await new Promise((resolve, reject) => {
+      w.onmessage = (e) => resolve(e.data);
+      w.onerror = (e) => reject(e.message);
+      w.postMessage({ chunks });
+    });
+    if (r.error) throw new Error(r.error);
+    if (r.kept !== chunks) throw new Error("kept " + r.kept);
+    w.terminate();
+    const deadline = Date.now() + 20000;
+    while (chunksInUse(sym) > r.inUse - chunks || cb.stats[0] < r.released + chunks) {
+      if (Date.now() > deadline) {
+        throw new Error(chunksInUse(sym) + " chunks in use after the Worker ended, " + r.inUse +
+          " before; releases " + cb.stats[0] + ", " + r.released + " before");
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    if (cb.stats[1] !== 0) throw new Error("a release was refused");
+    console.log("ok");
+    `,
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "ok", res.stderr);
+});
+
+Deno.test("bind: the library Deno.dlopen'd only, once per process; each refusal named", async () => {
+  // A process of its own: binding is process-wide and done once.
+  const res = await evalScript(
+    `
+    import process from "node:process";
+    import { findLibrary } from "./ffi/load.ts";
+    import { addonPathFor, chunkBuffersFor, chunkBuffersProblem } from "./ffi/napi.ts";
+    const path = findLibrary();
+    const m = { exports: {} };
+    process.dlopen(m, addonPathFor(path));
+    const addon = m.exports;
+    const out = [];
+    out.push(["create before bind", addon.create(0, 16)]);
+    out.push(["empty", addon.bind("")]);
+    out.push(["number", addon.bind(42)]);
+    out.push(["none", addon.bind()]);
+    out.push(["nul", addon.bind(path + "\\0x")]);
+    out.push(["too long", addon.bind("/" + "x".repeat(5000))]);
+    out.push(["not loaded yet", addon.bind(path)]); // nothing Deno.dlopen'd it
+    out.push(["missing file", addon.bind("/nonexistent/libkcoro.so")]);
+    out.push(["no symbol", addon.bind("libc.so.6")]);
+    const lib = Deno.dlopen(path, { kc_abi_version: { parameters: [], result: "u32" } });
+    out.push(["bound", addon.bind(path)]);
+    out.push(["again", addon.bind(path)]);
+    const dir = path.slice(0, path.lastIndexOf("/"));
+    out.push(["same file, other name", addon.bind(dir + "/./" + path.slice(dir.length + 1))]);
+    const copy = Deno.makeTempFileSync({ suffix: ".so" });
+    Deno.copyFileSync(path, copy);
+    const other = Deno.dlopen(copy, { kc_abi_version: { parameters: [], result: "u32" } });
+    out.push(["another copy", addon.bind(copy)]);
+    // chunkBuffersFor loads the companion next to the library: beside the copy, a copy of
+    // it, with a table of its own, bound to the copy (each library's pool its own companion).
+    const mine = chunkBuffersFor(path);
+    Deno.copyFileSync(addonPathFor(path), addonPathFor(copy));
+    try {
+      const theirs = chunkBuffersFor(copy);
+      theirs.counts[7] = 1;
+      out.push(["beside the copy", theirs !== null, mine.counts[7], chunkBuffersProblem()]);
+      theirs.counts[7] = 0;
+    } finally {
+      Deno.removeSync(addonPathFor(copy));
+      Deno.removeSync(copy);
+    }
+    console.log(JSON.stringify(out));
+    lib.close();
+    other.close();
+    `,
+  );
+  assert.equal(res.code, 0, res.stderr);
+  const got = new Map(
+    (JSON.parse(res.stdout) as [string, unknown, string?][]).map(([k, ...v]) => [k, v]),
+  );
+  assert.deepEqual(got.get("create before bind"), [-2]);
+  for (const k of ["empty", "number", "none", "nul", "too long"]) {
+    assert.deepEqual(got.get(k), [-1], k);
+  }
+  assert.deepEqual(got.get("not loaded yet"), [-2]);
+  assert.deepEqual(got.get("missing file"), [-2]);
+  assert.deepEqual(got.get("no symbol"), [-3]);
+  assert.deepEqual(got.get("bound"), [0]);
+  assert.deepEqual(got.get("again"), [0]);
+  assert.deepEqual(got.get("same file, other name"), [0]);
+  assert.deepEqual(got.get("another copy"), [-5]);
+  assert.deepEqual(got.get("beside the copy"), [true, 0, null]);
+});
+
+Deno.test("chunkBuffers is null, with the reason, where the companion cannot be loaded", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    assert.equal(chunkBuffersFor(`${dir}/libkcoro.so`), null);
+    assert.match(
+      chunkBuffersProblem()!,
+      new RegExp(`^kcoro: no chunk buffers: cannot load the Node-API companion ${dir}/kcoro_napi`),
+    );
+    assert.equal(chunkBuffers({}), null);
+    assert.match(chunkBuffersProblem()!, /these symbols are not an open kcoro library's/);
+    assert.equal(addonPathFor("/a/b/libkcoro.so"), "/a/b/kcoro_napi.node");
+    assert.equal(addonPathFor("libkcoro.so"), "kcoro_napi.node");
+    // The one that works: the same object each call, in this isolate.
+    const sym = library().symbols("test");
+    assert.equal(chunkBuffers(sym), chunkBuffers(sym));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("without --allow-ffi the companion is not loaded and the reason says what it needs", async () => {
+  const root = new URL("../", import.meta.url).pathname;
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(
+      file,
+      `import { chunkBuffersFor, chunkBuffersProblem } from "${root}ffi/napi.ts";
+      console.log(chunkBuffersFor("${root}zig-out/lib/libkcoro.so"), chunkBuffersProblem());`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", "--no-prompt", "--allow-read", file],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.match(
+      text,
+      /^null kcoro: no chunk buffers: cannot load .*needs --allow-ffi.*: Requires ffi access/,
+    );
+  } finally {
+    await Deno.remove(file);
+  }
+});
