@@ -15,6 +15,7 @@
  */
 import process from "node:process";
 import { libraryPathOf } from "./load.ts";
+import { describe } from "../src/errors.ts";
 
 /** The companion's file name, installed next to the library (zig-out/lib). */
 export const ADDON_FILE_NAME = "kcoro_napi.node";
@@ -107,9 +108,8 @@ export function addonPathFor(libraryPath: string): string {
 
 function load(libraryPath: string): ChunkBuffers | string {
   if (typeof libraryPath !== "string" || libraryPath === "") {
-    return `kcoro: no chunk buffers: the library path must be a non-empty string, received ${
-      typeof libraryPath === "string" ? '""' : typeof libraryPath
-    }`;
+    return "kcoro: no chunk buffers: the library path must be a non-empty string, received " +
+      describe(libraryPath);
   }
   const file = addonPathFor(libraryPath);
   const mod = { exports: {} as Partial<Addon> };

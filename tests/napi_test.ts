@@ -275,6 +275,14 @@ Deno.test("chunkBuffers is null, with the reason, where the companion cannot be 
       chunkBuffersProblem()!,
       new RegExp(`^kcoro: no chunk buffers: cannot load the Node-API companion ${dir}/kcoro_napi`),
     );
+    // deno-lint-ignore no-explicit-any
+    assert.equal(chunkBuffersFor(42 as any), null);
+    assert.equal(
+      chunkBuffersProblem(),
+      "kcoro: no chunk buffers: the library path must be a non-empty string, received 42",
+    );
+    assert.equal(chunkBuffersFor(""), null);
+    assert.match(chunkBuffersProblem()!, /non-empty string, received ""/);
     assert.equal(chunkBuffers({}), null);
     assert.match(chunkBuffersProblem()!, /these symbols are not an open kcoro library's/);
     assert.equal(addonPathFor("/a/b/libkcoro.so"), "/a/b/kcoro_napi.node");
