@@ -201,6 +201,40 @@ Deno.test("a Worker terminated with live chunk buffers gives their chunks back a
   assert.equal(res.stdout.trim(), "ok", res.stderr);
 });
 
+Deno.test("slots from isolates and collector threads at once: each held by one holder at a time, all back after", async () => {
+  // In a process of its own (--expose-gc): four Workers make and drop chunk buffers in
+  // seeded rounds, by detach and by collection, while the main isolate collects.
+  const seed = 0x5107;
+  const res = await evalScript(
+    `
+    import { library } from "./ffi/load.ts";
+    import { chunkBuffers } from "./ffi/napi.ts";
+    const cb = chunkBuffers(library().symbols("test"));
+    const url = new URL("./tests/fixtures/napi_slots_worker.ts", "file://" + Deno.cwd() + "/");
+    const workers = [0, 1, 2, 3].map(() => new Worker(url, { type: "module" }));
+    const results = await Promise.all(workers.map((w, id) => new Promise((resolve, reject) => {
+      w.onmessage = (e) => resolve(e.data);
+      w.onerror = (e) => reject(e.message);
+      w.postMessage({ id, ops: 20000, seed: ${seed} + id });
+    })));
+    for (const w of workers) w.terminate();
+    for (const r of results) if (!r.ok) throw new Error(r.error);
+    // Buffers the Workers dropped are finalised by their collections or as they end.
+    const deadline = Date.now() + 20000;
+    while (cb.stats[3] !== 0) {
+      if (Date.now() > deadline) throw new Error(cb.stats[3] + " slots still in use");
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    if (cb.stats[1] !== 0) throw new Error("a release was refused");
+    console.log("ok", results.map((r) => r.made).join(","), cb.stats[2]);
+    `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.match(res.stdout, /^ok \d+,\d+,\d+,\d+ \d+/, res.stderr);
+});
+
 Deno.test("bind: the library Deno.dlopen'd only, once per process; each refusal named", async () => {
   // A process of its own: binding is process-wide and done once.
   const res = await evalScript(
