@@ -1160,6 +1160,34 @@ Deno.test("a copy used past its flag mapping answers closed (cancelled) once its
   }
 });
 
+Deno.test("a mapped codecs.f64 channel's try-operations do not pass a receive or send waiting in this isolate", async () => {
+  using ch = new Channel<number>(2, { codec: codecs.f64 });
+  ch.share();
+  // Past the 16th use the try-operations take their inlined native path (kc_chan_try_*_at),
+  // which only a channel with no waiter of this isolate may take.
+  for (let i = 0; i < 40; i++) {
+    assert.deepEqual(ch.trySend(i), { state: "ok" });
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: i });
+  }
+  // A receive waiting here (in JavaScript until the end of this turn) gets the next value:
+  // the tryReceive after the trySend finds nothing.
+  const r = ch.receive();
+  assert.deepEqual(ch.trySend(7), { state: "ok" });
+  assert.deepEqual(ch.tryReceive(), { state: "empty" });
+  assert.equal(await r, 7);
+  // A send waiting here on the full channel goes before a later trySend: the slot a receive
+  // frees is the waiting send's.
+  assert.deepEqual(ch.trySend(1), { state: "ok" });
+  assert.deepEqual(ch.trySend(2), { state: "ok" });
+  const s = ch.send(3);
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 });
+  assert.deepEqual(ch.trySend(4), { state: "full" });
+  await s;
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 });
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 3 });
+  assert.deepEqual(ch.tryReceive(), { state: "empty" });
+});
+
 Deno.test("Channel.from rejects forged objects with named errors", () => {
   using ch = new Channel<string>(1, { codec: codecs.string });
   const ok = ch.share();
