@@ -324,6 +324,9 @@ function cancelledError(s: Shared): unknown {
 /** The cause of a copy's channel that its creator ended, when no wait got one to reuse. */
 const ENDED = "Channel was cancelled: its creator disposed of it";
 
+/** `Shared.detour`'s bits. */
+const D_LOCAL = 1, D_ENDED = 2, D_SENDERS = 4, D_RECEIVERS = 8;
+
 /**
  * What every Channel object naming one native channel shares in this isolate: the close
  * cause and the operations waiting here (for same-isolate hand-offs).
@@ -336,18 +339,32 @@ class Shared {
   /** The native channel's close cause was looked for (`Channel.#lookCause`). */
   causeLooked = false;
   /**
+   * Why a try-operation may not take its inlined native path (`Channel.trySend`, `tryReceive`):
+   * the `D_LOCAL`, `D_ENDED`, `D_SENDERS` and `D_RECEIVERS` bits, 0 when none applies, so that
+   * path reads one field, not four (`local`, `ended` and both queues' `first`). `local` and
+   * `ended` are these bits; each WaitQueue keeps its own bit set while it holds a waiter (it is
+   * the only writer of its `first`).
+   */
+  detour = 0;
+  /**
    * The native channel was destroyed under this isolate's `Channel.from` copies (its creator's
    * dispose, or native code's `kc_chan_destroy`), which only a destroy can do to a channel they
    * hold: its handle is dead, and may name a later channel once its slot is reused. The copies
    * then answer as on a cancelled channel (`closed`, `cancelled`, and a cause) without a native
    * call (`Channel.#markEnded`). Before, each call threw InvalidHandleError, `close()` too.
+   * Set once, never cleared.
    */
-  ended = false;
+  get ended(): boolean {
+    return (this.detour & D_ENDED) !== 0;
+  }
+  set ended(yes: true) {
+    this.detour |= D_ENDED;
+  }
   /** The CancellationError a wait here last rejected with for a cancel without a cause. */
   lastCancel: unknown = undefined;
   /** Receivers and senders waiting in this isolate (in JavaScript or in the ring). */
-  readonly receivers = new WaitQueue();
-  readonly senders = new WaitQueue();
+  readonly receivers: WaitQueue = new WaitQueue(this, D_RECEIVERS);
+  readonly senders: WaitQueue = new WaitQueue(this, D_SENDERS);
   /**
    * The counts below are operations this isolate completed in JavaScript that the native
    * counters have not seen yet: `flushCounts` reports them (kc_chan_add_metrics), where every
@@ -390,8 +407,14 @@ class Shared {
    * escape moves them into the native channel (`Channel.#migrate`) and ends this for good.
    * Invariants while local (every waiter waits in JavaScript): receivers wait only while the
    * ring is empty; senders only while it is full (or the channel is a rendezvous).
+   * The `D_LOCAL` bit of `detour`.
    */
-  local = false;
+  get local(): boolean {
+    return (this.detour & D_LOCAL) !== 0;
+  }
+  set local(yes: boolean) {
+    this.detour = yes ? this.detour | D_LOCAL : this.detour & ~D_LOCAL;
+  }
   /** The local values, oldest at `head`, `count` of them (a power-of-two ring that grows). */
   ring: unknown[] = EMPTY_RING;
   head = 0;
@@ -519,6 +542,14 @@ class Shared {
  */
 class WaitQueue {
   first: Waiter | null = null;
+  /** The channel's state, whose `detour` has `bit` set while this queue holds a waiter. */
+  readonly #of: Shared;
+  readonly #bit: number;
+
+  constructor(of: Shared, bit: number) {
+    this.#of = of;
+    this.#bit = bit;
+  }
 
   push(w: Waiter): void {
     const f = this.first;
@@ -526,6 +557,7 @@ class WaitQueue {
     if (f === null) {
       w.prev = w;
       this.first = w;
+      this.#of.detour |= this.#bit;
     } else {
       const l = f.prev!;
       w.prev = l;
@@ -539,6 +571,7 @@ class WaitQueue {
     if (w === f) {
       this.first = n;
       if (n !== null) n.prev = p;
+      else this.#of.detour &= ~this.#bit;
     } else {
       p.next = n;
       if (n === null) f.prev = p;
@@ -811,6 +844,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * two (`kc_desc_make`, then `kc_chan_try_send`).
    */
   readonly #bytes: boolean;
+  /**
+   * `#f64` and not `#dropping`: trySend and tryReceive test this one field to take their
+   * inlined native path.
+   */
+  readonly #plainF64: boolean;
   readonly #onUndelivered: ((value: T) => void) | undefined;
   /**
    * @ignore Declared first of the fields structured cloning sees: `postMessage` or
@@ -879,6 +917,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#zeroCopy = o.codec.zeroCopy;
       this.#f64 = o.codec === (codecs.f64 as Codec<unknown>);
       this.#bytes = o.codec === (codecs.bytes as Codec<unknown>);
+      this.#plainF64 = this.#f64;
       this.#onUndelivered = undefined;
       // A holder: the channel lives on while this copy does, also after its owner's isolate
       // ended (a terminated Worker). A handle that died since open() checked it fails here.
@@ -968,6 +1007,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#zeroCopy = codec.zeroCopy;
     this.#f64 = codec === (codecs.f64 as Codec<unknown>);
     this.#bytes = codec === (codecs.bytes as Codec<unknown>);
+    this.#plainF64 = this.#f64 && !this.#dropping;
     this.#onUndelivered = onUndeliveredElement;
     const s = this._shared = new Shared();
     s.refs = 1;
@@ -1373,12 +1413,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   trySend(value: T): TrySendResult {
     const sym = this.#sym("send");
     const s = this._shared;
-    if (s.local) return this.#localSend(this.#pass(value));
     const at = this.#at;
     if (
-      at !== null && this.#f64 && typeof value === "number" && !this.#dropping &&
-      s.senders.first === null && s.receivers.first === null && this.#blocked![0] === 0 &&
-      !s.ended // (another copy saw the end: this one's word may hold a later channel's handle)
+      // Not local, no waiter of this isolate, and not ended (another copy saw the end: this
+      // one's word may hold a later channel's handle): `Shared.detour`.
+      s.detour === 0 && at !== null && this.#plainF64 && typeof value === "number" &&
+      this.#blocked![0] === 0
     ) {
       // A mapped codecs.f64 channel with no waiter of this isolate (a stream's sender): what
       // `#trySend` does then, in a function small enough for V8 to inline into the caller's
@@ -1387,6 +1427,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       const rc = sym.kc_chan_try_send_at(at, this.#handle, scratchPtr, this.#size);
       return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined);
     }
+    if (s.local) return this.#localSend(this.#pass(value));
     if (this.#bytes) return this.#trySendBytes(value, sym, s, at);
     return this.#trySend(value, undefined, sym);
   }
@@ -1398,10 +1439,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * codecs.f64 pair measured ~30% slower).
    */
   #trySendBytes(value: T, sym: Sym, s: Shared, at: Deno.PointerValue): TrySendResult {
-    if (
-      at !== null && !this.#dropping && s.senders.first === null &&
-      s.receivers.first === null && this.#blocked![0] === 0 && !s.ended // see trySend
-    ) {
+    if (s.detour === 0 && at !== null && !this.#dropping && this.#blocked![0] === 0) { // see trySend
       const rc = trySendBytes(value, scratch, sym, at, this.#handle);
       return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined);
     }
@@ -1811,26 +1849,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   tryReceive(): TryReceiveResult<T> {
     const sym = this.#sym("receive");
-    const s = this._shared;
-    // Not once a copy of this isolate saw the channel end (`Shared.ended`): the handle word
-    // this one mapped may hold a later channel's handle by now, of the same value (its slot's
-    // generation wrapped). `#poll` answers as cancelled instead.
-    const at = s.ended ? null : this.#at;
+    // Not local, no waiter of this isolate, and not once a copy of this isolate saw the channel
+    // end (`Shared.ended`): the handle word this one mapped may hold a later channel's handle
+    // by now, of the same value (its slot's generation wrapped). `#poll` answers as cancelled
+    // instead.
+    const at = this._shared.detour === 0 ? this.#at : null;
     let v: unknown;
-    if (
-      at !== null && this.#f64 && !this.#dropping && s.receivers.first === null &&
-      s.senders.first === null && this.#ready![0] !== 0
-    ) {
+    if (at !== null && this.#plainF64 && this.#ready![0] !== 0) {
       // A mapped codecs.f64 channel with no waiter of this isolate (a Worker's stream): what
       // `#poll` does then, in a function small enough for V8 to inline into the caller's loop
       // (through `#poll`, a call that returns the number boxed, 9 ns more per value).
       const rc = sym.kc_chan_try_recv_at(at, this.#handle, scratchPtr, this.#size);
       if (rc === 0) return { state: "ok", value: scratchF64[0] as T };
       v = rc === Status.EAGAIN ? EMPTY : this.#recvFailed(rc);
-    } else if (
-      at !== null && this.#bytes && !this.#dropping && s.receivers.first === null &&
-      s.senders.first === null && this.#ready![0] !== 0
-    ) {
+    } else if (at !== null && this.#bytes && !this.#dropping && this.#ready![0] !== 0) {
       // The same for a mapped codecs.bytes channel (a Worker's stream of buffers), its codec
       // called directly (see `#bytes`).
       const rc = sym.kc_chan_try_recv_at(at, this.#handle, scratchPtr, this.#size);
