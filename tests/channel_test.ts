@@ -1188,6 +1188,53 @@ Deno.test("a mapped codecs.f64 channel's try-operations do not pass a receive or
   assert.deepEqual(ch.tryReceive(), { state: "empty" });
 });
 
+Deno.test("a mapped codecs.f64 channel's try-operations throw once it is disposed or its library closed, as an unmapped one's do", async () => {
+  for (const copy of [false, true]) {
+    const ch = new Channel<number>(4, { codec: codecs.f64 });
+    const c = copy ? Channel.from<number>(ch.share()) : ch;
+    if (!copy) ch.share();
+    // Past the 16th use the try-operations take their inlined native path (kc_chan_try_*_at).
+    for (let i = 0; i < 40; i++) {
+      assert.deepEqual(c.trySend(i), { state: "ok" });
+      assert.deepEqual(c.tryReceive(), { state: "ok", value: i });
+    }
+    assert.deepEqual(c.trySend(1), { state: "ok" });
+    c[Symbol.dispose]();
+    assert.throws(() => c.trySend(2), InvalidHandleError);
+    assert.throws(() => c.tryReceive(), InvalidHandleError);
+    if (copy) {
+      assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }); // the owner's is unchanged
+      ch[Symbol.dispose]();
+    }
+  }
+  // Also a close begun by a hook of the library's own close (a beforeClose hook), and a
+  // channel whose flags are mapped for the first time while the library closes.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library, LibraryClosedError } from "./mod.ts";
+    const chans = [0, 1, 2].map(() => new Channel(4, { codec: codecs.f64 }));
+    for (const ch of chans) ch.share();
+    const warm = (ch, n) => {
+      for (let i = 0; i < n; i++) {
+        if (ch.trySend(i).state !== "ok") throw new Error("send " + i);
+        const r = ch.tryReceive();
+        if (r.state !== "ok" || r.value !== i) throw new Error("receive " + i);
+      }
+    };
+    warm(chans[0], 40);
+    warm(chans[1], 7); // 14 uses: mapped at the 16th, in the hook below
+    library().beforeClose(() => warm(chans[1], 20));
+    closeLibrary();
+    for (const ch of chans) {
+      for (const f of [() => ch.trySend(1), () => ch.tryReceive()]) {
+        try { f(); throw new Error("no error"); } catch (e) {
+          if (!(e instanceof LibraryClosedError)) throw e;
+        }
+      }
+    }
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("Channel.from rejects forged objects with named errors", () => {
   using ch = new Channel<string>(1, { codec: codecs.string });
   const ok = ch.share();
