@@ -42,7 +42,13 @@ export {
   type TrySendResult,
   type WaitOptions,
 } from "./src/channel.ts";
-export { type Codec, type CodecName, codecs } from "./src/codec.ts";
+export {
+  type Codec,
+  type CodecName,
+  codecs,
+  releaseBytes,
+  releaseUnavailable,
+} from "./src/codec.ts";
 export {
   type Builtin,
   type CoroutineState,

@@ -29,6 +29,7 @@
 import v8 from "node:v8";
 import { markAsUntransferable } from "node:worker_threads";
 import type { Library } from "../ffi/load.ts";
+import { type ChunkBuffers, chunkBuffers, chunkBuffersProblem } from "../ffi/napi.ts";
 import {
   CancellationError,
   ClosedReceiveError,
@@ -173,6 +174,18 @@ interface ChunkHold {
   index: number;
   views: number;
   pool: PoolView;
+  /**
+   * A releasable chunk buffer's (made by the Node-API companion once `releaseBytes` was called,
+   * see there): the companion's counts and this buffer's entry in them (its finaliser gives
+   * back what the entry counts), and over the chunk's 16-byte slots two bitmaps, the values
+   * received at each slot (words `0 .. n/2`) and those released (`n/2 .. n`). Null and -1 for
+   * a buffer the collector's `chunkHolds` finaliser gives back.
+   */
+  counts: Uint32Array | null;
+  slot: number;
+  bits: Uint32Array | null;
+  /** Views of a releasable buffer released (`releaseBytes`); when all are, it is retired. */
+  released: number;
 }
 
 const chunkHolds = new FinalizationRegistry<ChunkHold>((hold) => {
@@ -220,6 +233,12 @@ interface PoolView {
    * the table could not be made (the chunks are then stranded, as before it).
    */
   readonly counts: Uint32Array | null;
+  /**
+   * Where releasable chunk buffers come from once this isolate called `releaseBytes`: the
+   * Node-API companion bound to this pool's library (undefined: not loaded yet, null: it could
+   * not be, see `releaseUnavailable`).
+   */
+  releasable: ChunkBuffers | null | undefined;
   /** The chunk of the last value viewed (-1: none), its buffer and hold. */
   lastChunk: number;
   lastBuffer: ArrayBuffer | undefined;
@@ -250,6 +269,7 @@ function poolOf(sym: Sym): PoolView | null {
       holds: [],
       pinned: 0,
       counts: viewCounts(sym, Number(out[1]) / Number(out[2])),
+      releasable: undefined,
       lastChunk: -1,
       lastBuffer: undefined,
       lastHold: undefined,
@@ -293,21 +313,67 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
     if (buffer !== undefined && isDetached(buffer)) buffer = undefined;
     if (buffer === undefined) {
       const chunk = Deno.UnsafePointer.create(BigInt(pool.base + c * pool.chunk));
-      buffer = Deno.UnsafePointerView.getArrayBuffer(chunk!, pool.chunk);
-      // A transfer would move the chunk out from under its hold, which the finaliser of this
-      // (then detached) buffer releases: the moved one would alias the recycled chunk, other
-      // channels' values included. Refused instead (`transfer()` and postMessage throw).
-      markAsUntransferable(buffer);
-      hold = { sym, chunk, index: c, views: 0, pool };
-      chunkHolds.register(buffer, hold);
+      const made = releasing ? releasableBuffer(pool, sym, c) : null;
+      if (made !== null) {
+        // Releasable (see `releaseBytes`): the companion's finaliser, a deleter of the buffer's
+        // backing store, gives back what counts[slot] counts exactly when no ArrayBuffer can
+        // reach the chunk any more, so a transfer of it is safe (the moved buffer keeps the
+        // chunk). Neither `chunkHolds` nor the thread's table: the finaliser also runs as a
+        // Worker's thread ends, and would free a second time what the table counts.
+        buffer = made.buffer;
+        const bits = freeBits.pop() ?? new Uint32Array(pool.chunk >>> 8);
+        hold = {
+          sym,
+          chunk,
+          index: c,
+          views: 0,
+          pool,
+          counts: pool.releasable!.counts,
+          slot: made.slot,
+          bits,
+          released: 0,
+        };
+        releasableHolds.set(buffer, hold);
+      } else {
+        buffer = Deno.UnsafePointerView.getArrayBuffer(chunk!, pool.chunk);
+        // A transfer would move the chunk out from under its hold, which the finaliser of this
+        // (then detached) buffer releases: the moved one would alias the recycled chunk, other
+        // channels' values included. Refused instead (`transfer()` and postMessage throw).
+        markAsUntransferable(buffer);
+        hold = {
+          sym,
+          chunk,
+          index: c,
+          views: 0,
+          pool,
+          counts: null,
+          slot: -1,
+          bits: null,
+          released: 0,
+        };
+        chunkHolds.register(buffer, hold);
+      }
       pool.buffers[c] = new WeakRef(buffer);
       pool.holds[c] = hold;
     } else hold = pool.holds[c]!;
+    const prev = pool.lastHold, prevBuffer = pool.lastBuffer;
     pool.lastChunk = c;
     pool.lastBuffer = buffer;
     pool.lastHold = hold;
+    // The isolate moved on from a releasable chunk whose received values it all released.
+    if (
+      prev !== undefined && prev !== hold && prev.bits !== null && prev.views !== 0 &&
+      prev.released === prev.views
+    ) retire(prev, prevBuffer!);
   }
   if (counted) {
+    if (hold.bits !== null) {
+      // Releasable: the companion's finaliser gives its views back, whenever it runs (also in
+      // a loop that never yields), so it pins nothing `PINNED_MAX` counts.
+      hold.views++;
+      receivedAt(hold, off - c * pool.chunk);
+      return new Uint8Array(buffer, off - c * pool.chunk, len);
+    }
     if (hold.views === 0) {
       if (pool.pinned >= PINNED_MAX) {
         // A new chunk to pin, with PINNED_MAX pinned already: a copy in JavaScript memory
@@ -323,6 +389,179 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
     if (pool.counts !== null) pool.counts[c]++;
   }
   return new Uint8Array(buffer, off - c * pool.chunk, len);
+}
+
+// --- Explicit release of received pooled values (`releaseBytes`). ------------------------------
+
+/** This isolate called `releaseBytes`: chunk buffers made from now on are releasable. */
+let releasing = false;
+/** Each releasable chunk buffer's hold; null once `retire` detached it. */
+const releasableHolds = new WeakMap<ArrayBuffer, ChunkHold | null>();
+/** Bitmaps of retired holds, cleared, for the next releasable buffers. */
+const freeBits: Uint32Array[] = [];
+/** Why releasable chunk buffers cannot be made here (the companion's load error), or null. */
+let unavailable: string | null = null;
+
+/** Counts one more view of a releasable hold's buffer, the value at chunk offset `off`. */
+function receivedAt(hold: ChunkHold, off: number): void {
+  const s = off >>> 4;
+  hold.bits![s >>> 5] |= 1 << (s & 31);
+  hold.counts![hold.slot]++;
+}
+
+/** A releasable buffer over chunk `c` from the Node-API companion, or null (use the other). */
+function releasableBuffer(
+  pool: PoolView,
+  sym: Sym,
+  c: number,
+): { buffer: ArrayBuffer; slot: number } | null {
+  if (pool.releasable === undefined) loadReleasable(pool, sym);
+  if (pool.releasable === null) return null;
+  // Null when the companion's table of buffers is full: the collector's kind then.
+  return pool.releasable!.create(pool.base + c * pool.chunk, pool.chunk);
+}
+
+function loadReleasable(pool: PoolView, sym: Sym): void {
+  let made: ChunkBuffers | null = null;
+  try {
+    made = chunkBuffers(sym);
+  } catch (e) {
+    unavailable = e instanceof Error ? e.message : String(e);
+  }
+  if (made === null && unavailable === null) unavailable = chunkBuffersProblem() ?? "unknown";
+  pool.releasable = made;
+}
+
+/**
+ * Detaches a releasable chunk buffer whose received values were all released: the companion's
+ * finaliser runs inside `transfer(0)` and gives the chunk's views back at once (the chunk is
+ * carved again while its memory is still in cache). Every view of the buffer reads as empty
+ * from then on. A buffer the caller detached already (a `transfer()` of it) is only forgotten:
+ * the moved buffer's finaliser gives the views back when it is collected.
+ */
+function retire(hold: ChunkHold, buffer: ArrayBuffer): void {
+  const pool = hold.pool;
+  if (pool.holds[hold.index] === hold) {
+    pool.buffers[hold.index] = undefined;
+    pool.holds[hold.index] = undefined;
+  }
+  if (pool.lastHold === hold) {
+    pool.lastChunk = -1;
+    pool.lastBuffer = undefined;
+    pool.lastHold = undefined;
+  }
+  hold.views = 0;
+  hold.released = 0;
+  const bits = hold.bits!;
+  hold.bits = null;
+  bits.fill(0);
+  freeBits.push(bits);
+  if (isDetached(buffer)) {
+    releasableHolds.delete(buffer);
+    return;
+  }
+  releasableHolds.set(buffer, null);
+  buffer.transfer(0);
+}
+
+const typedArrayProto = Object.getPrototypeOf(Uint8Array.prototype);
+const typedTag = Object.getOwnPropertyDescriptor(typedArrayProto, Symbol.toStringTag)!.get!;
+const typedOffset = Object.getOwnPropertyDescriptor(typedArrayProto, "byteOffset")!.get!;
+
+/**
+ * Says that this isolate is done with `value`, a `Uint8Array` it received from a channel
+ * (`codecs.bytes`, or a `Uint8Array` through `codecs.default`), so that the pool chunk it shares
+ * with other received values can be carved again at once, while its memory is still in cache,
+ * instead of when the garbage collector finds the chunk's buffer unreachable (hundreds of
+ * chunks later in a stream).
+ *
+ * The first call switches this isolate to releasable chunk buffers (made by kcoro's Node-API
+ * companion library, `libkcoro_napi`, beside libkcoro; it needs `--allow-ffi` and
+ * `--allow-read`): values received from chunks mapped from then on can be released. Once every
+ * value this isolate received from a chunk buffer is released and a value from another chunk
+ * came since, that buffer is detached: every view of it, the released values included, reads as
+ * empty from then on. So release a value only once nothing reads it any more. A value never
+ * released keeps its chunk as before, until it is garbage.
+ *
+ * Returns true when `value` was released; false when it is not a value this isolate received
+ * from a releasable chunk: a copy (a value over 16 KiB, one received past the isolate's cap of
+ * pinned chunks, one from a local channel), an array the caller made, a view that does not start
+ * where a received value starts, a value from a chunk mapped before the first call, or any
+ * value when the companion cannot be loaded (then `releaseUnavailable()` says why). A view that
+ * starts where a received value starts counts as that value.
+ *
+ * A releasable chunk's buffer can be transferred (`value.buffer.transfer()`, a `postMessage`
+ * transfer): the moved buffer keeps the chunk until it is garbage, and this isolate's other
+ * values of that chunk read as empty (they were views of the transferred buffer).
+ *
+ * @throws {TypeError} `value` is not a Uint8Array.
+ * @throws {RangeError} `value` was released already.
+ * @example
+ * ```ts
+ * import { Channel, codecs, releaseBytes } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * using ch = new Channel<Uint8Array>(4, { codec: codecs.bytes });
+ * ch.share(); // a native channel (a local one hands over the value itself)
+ * releaseBytes(new Uint8Array(0)); // switches this isolate to releasable chunks: false
+ * ch.trySend(new Uint8Array([1, 2, 3]));
+ * const got = ch.tryReceive();
+ * assert.equal(got.state, "ok");
+ * if (got.state === "ok") {
+ *   assert.deepEqual([...got.value], [1, 2, 3]);
+ *   releaseBytes(got.value); // true where the companion library loads
+ * }
+ * ```
+ */
+export function releaseBytes(value: Uint8Array): boolean {
+  if (typeof value !== "object" || value === null || typedTag.call(value) !== "Uint8Array") {
+    throw new TypeError(
+      `Cannot release bytes: the value is not a Uint8Array, received ${describe(value)}`,
+    );
+  }
+  if (!releasing) {
+    releasing = true;
+    // The companion loaded now for the pool in use, so that `releaseUnavailable` can say why
+    // it cannot be; values received so far stay as they are.
+    if (lastPool !== null && lastPool.releasable === undefined) loadReleasable(lastPool, lastSym!);
+    return false;
+  }
+  const buffer = typedBuffer(value) as ArrayBuffer;
+  const hold = releasableHolds.get(buffer);
+  if (hold === undefined) return false;
+  if (hold === null) {
+    // Detached by `retire`: every value of the buffer was released.
+    throw new RangeError(
+      `Cannot release bytes: this value was released already, received ${describe(value)}`,
+    );
+  }
+  if (hold.bits === null || isDetached(buffer)) {
+    // The caller transferred the buffer: the moved one gives the chunk back when collected.
+    if (hold.bits !== null) retire(hold, buffer);
+    return false;
+  }
+  const off = typedOffset.call(value) as number;
+  if ((off & 15) !== 0) return false;
+  const s = off >>> 4, word = s >>> 5, bit = 1 << (s & 31), bits = hold.bits;
+  if ((bits[word] & bit) === 0) return false; // no received value starts here
+  const done = bits.length >>> 1;
+  if ((bits[done + word] & bit) !== 0) {
+    throw new RangeError(
+      `Cannot release bytes: this value was released already, received ${describe(value)}`,
+    );
+  }
+  bits[done + word] |= bit;
+  hold.released++;
+  if (hold.released === hold.views && hold !== hold.pool.lastHold) retire(hold, buffer);
+  return true;
+}
+
+/**
+ * Why `releaseBytes` cannot release values in this isolate (the Node-API companion library
+ * could not be loaded: not built beside libkcoro, or no `--allow-ffi`/`--allow-read`), or null
+ * when it can, or has not tried yet (it tries at its first call).
+ */
+export function releaseUnavailable(): string | null {
+  return unavailable;
 }
 
 /**
@@ -457,7 +696,8 @@ function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
     const hold = pool.lastHold;
     if (off >= 0 && off < pool.chunk && hold.views !== 0 && !isDetached(pool.lastBuffer!)) {
       hold.views++;
-      if (pool.counts !== null) pool.counts[pool.lastChunk]++;
+      if (hold.bits !== null) receivedAt(hold, off);
+      else if (pool.counts !== null) pool.counts[pool.lastChunk]++;
       return new Uint8Array(pool.lastBuffer!, off, slot.u32[2]);
     }
   }
