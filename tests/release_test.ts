@@ -1,0 +1,343 @@
+// releaseBytes: an explicit release of received pooled Uint8Arrays (src/codec.ts; README,
+// "Small buffers share pooled chunks"). This module's isolate switches to releasable chunk
+// buffers at its first line, before it receives anything: every chunk buffer it maps is one.
+import assert from "node:assert/strict";
+import {
+  CancellationError,
+  Channel,
+  codecs,
+  library,
+  releaseBytes,
+  releaseUnavailable,
+  select,
+} from "../mod.ts";
+import { intact, type ReleaseResult, seeded } from "./fixtures/release_worker.ts";
+import { evalScript, until } from "./support.ts";
+
+assert.equal(releaseBytes(new Uint8Array(0)), false); // the switch
+
+const sym = library().symbols("test");
+const info = new BigUint64Array(4);
+const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
+const CHUNK = (sym.kc_pool_info(info), Number(info[2]));
+
+/** A native (shared) zero-copy channel of this isolate. */
+function native(capacity = 64): Channel<Uint8Array> {
+  const ch = new Channel<Uint8Array>(capacity, { codec: codecs.bytes });
+  ch.share();
+  return ch;
+}
+
+/** Sends `v` through `ch` and receives it back (a pooled view for up to 16 KiB). */
+function roundTrip(ch: Channel<Uint8Array>, v: Uint8Array): Uint8Array {
+  assert.deepEqual(ch.trySend(v), { state: "ok" });
+  const r = ch.tryReceive();
+  assert.equal(r.state, "ok");
+  return (r as { value: Uint8Array }).value;
+}
+
+/** Values through `ch` until one comes from another chunk buffer than `v`'s; released. */
+function moveOn(ch: Channel<Uint8Array>, v: Uint8Array): void {
+  const buffer = v.buffer;
+  for (let i = 0; i < 2 * CHUNK / 16384 + 2; i++) {
+    const w = roundTrip(ch, new Uint8Array(16384));
+    const other = w.buffer !== buffer;
+    assert.equal(releaseBytes(w), true);
+    if (other) return;
+  }
+  throw new Error("no value from another chunk");
+}
+
+/** The Worker's report; a failed one cancels `ch`, which ends the sender's loop. */
+function reported(w: Worker, ch: Channel<Uint8Array>): Promise<ReleaseResult> {
+  return new Promise((resolve) =>
+    w.onmessage = (e: MessageEvent<ReleaseResult>) => {
+      if (!e.data.ok) ch.cancel(); // rejects a waiting send (a close lets it wait to deliver)
+      resolve(e.data);
+    }
+  );
+}
+
+/** Sends `n` seeded values; stops without an error when the channel was cancelled. */
+async function sendAll(ch: Channel<Uint8Array>, n: number, seed: number, len: number) {
+  try {
+    for (let i = 0; i < n; i++) await ch.send(seeded(seed, i, len));
+  } catch (e) {
+    if (!(e instanceof CancellationError)) throw e;
+  }
+}
+
+function worker(): Worker {
+  return new Worker(new URL("./fixtures/release_worker.ts", import.meta.url), { type: "module" });
+}
+
+/** Streams `n` seeded values of `len` bytes to a fresh Worker that checks (and releases) each. */
+async function stream(
+  opts: { n: number; len: number; seed: number; release: boolean; spin: boolean },
+): Promise<ReleaseResult> {
+  using ch = native(64);
+  const w = worker();
+  try {
+    const done = reported(w, ch);
+    w.postMessage({ ch: ch.share(), ...opts });
+    await sendAll(ch, opts.n, opts.seed, opts.len);
+    return await done;
+  } finally {
+    w.terminate();
+  }
+}
+
+Deno.test("the companion library loads here (the rest of this file needs it)", () => {
+  using ch = native();
+  const v = roundTrip(ch, new Uint8Array(100).fill(7));
+  assert.equal(releaseUnavailable(), null);
+  assert.equal(releaseBytes(v), true);
+});
+
+Deno.test("a stream released as it is received: every value intact, chunks in use stay few; without release they pile up", async () => {
+  const seed = 0x5eed;
+  const n = 20_000, len = 1000; // ~150 chunks' worth
+  const before = inUse();
+  const with_ = await stream({ n, len, seed, release: true, spin: true });
+  assert.ok(with_.ok, with_.error);
+  assert.equal(with_.released, n);
+  await until(() => inUse() <= before + 2, "the released stream's chunks to come back");
+  const without = await stream({ n, len, seed: seed + 1, release: false, spin: true });
+  assert.ok(without.ok, without.error);
+  // Released: the chunk the sender carves, the one the Worker reads, a few more in between.
+  assert.ok(with_.most <= before + 16, `${with_.most - before} chunks in use with release`);
+  // Not released, in a loop that never yields: every chunk stays pinned until it ends.
+  assert.ok(without.most >= before + 100, `${without.most - before} chunks in use without`);
+});
+
+Deno.test("a released value reads as empty once its chunk is retired; an unreleased one of that chunk keeps it", () => {
+  using ch = native();
+  const a = roundTrip(ch, new Uint8Array(1024).fill(1));
+  const b = roundTrip(ch, new Uint8Array(1024).fill(2));
+  assert.equal(a.buffer, b.buffer, "one chunk buffer");
+  assert.equal(releaseBytes(a), true);
+  moveOn(ch, b);
+  assert.equal(a.length, 1024, "b is not released: the chunk stays");
+  assert.ok(a.every((x) => x === 1));
+  assert.equal(releaseBytes(b), true); // the last of its chunk, and the isolate moved on
+  assert.equal(a.length, 0);
+  assert.equal(b.length, 0);
+  assert.equal(a.buffer.byteLength, 0, "detached");
+});
+
+Deno.test("the chunk is retired as the isolate moves on, once every value of it was released", () => {
+  using ch = native();
+  const a = roundTrip(ch, new Uint8Array(1024).fill(1));
+  assert.equal(releaseBytes(a), true);
+  assert.equal(a.length, 1024, "its chunk is still the isolate's current one");
+  moveOn(ch, a);
+  assert.equal(a.length, 0);
+});
+
+Deno.test("releasing a value twice is a RangeError, before and after its chunk is retired", () => {
+  using ch = native();
+  const a = roundTrip(ch, new Uint8Array(1024));
+  assert.equal(releaseBytes(a), true);
+  assert.throws(() => releaseBytes(a), {
+    name: "RangeError",
+    message:
+      "Cannot release bytes: this value was released already, received [object Uint8Array] of length 1024",
+  });
+  moveOn(ch, a);
+  assert.throws(() => releaseBytes(a), RangeError);
+});
+
+Deno.test("only received values are released: not copies, arrays the caller made, nor views that do not start at one", () => {
+  using ch = native();
+  assert.equal(releaseBytes(new Uint8Array(1024)), false, "made by the caller");
+  const a = roundTrip(ch, new Uint8Array(1024).fill(3));
+  const b = roundTrip(ch, new Uint8Array(1024).fill(4));
+  assert.equal(releaseBytes(a.subarray(16)), false, "a view inside a value");
+  assert.equal(releaseBytes(b.subarray(1)), false, "a view off the 16-byte grid");
+  assert.equal(releaseBytes(new Uint8Array(a.buffer, a.byteOffset + 512, 16)), false);
+  assert.equal(releaseBytes(a.slice()), false, "a copy");
+  const big = roundTrip(ch, new Uint8Array(16 * 1024 + 1));
+  assert.equal(releaseBytes(big), false, "over 16 KiB: a copy");
+  using local = new Channel<Uint8Array>(4, { codec: codecs.bytes });
+  local.trySend(new Uint8Array(1024));
+  const r = local.tryReceive();
+  assert.equal(r.state, "ok");
+  assert.equal(releaseBytes((r as { value: Uint8Array }).value), false, "a local channel");
+  // The values themselves still are, once each.
+  assert.equal(releaseBytes(a), true);
+  assert.equal(releaseBytes(b), true);
+});
+
+Deno.test("releaseBytes refuses what is not a Uint8Array with a TypeError", () => {
+  const bad: unknown[] = [
+    undefined,
+    null,
+    1024,
+    "bytes",
+    new ArrayBuffer(8),
+    new Uint16Array(4),
+    new DataView(new ArrayBuffer(8)),
+    Object.create(Uint8Array.prototype),
+    new Proxy(new Uint8Array(4), {}),
+    { buffer: new ArrayBuffer(8), byteOffset: 0 },
+  ];
+  for (const x of bad) {
+    assert.throws(() => releaseBytes(x as Uint8Array), (e: Error) => {
+      assert.ok(e instanceof TypeError, String(e));
+      assert.match(e.message, /^Cannot release bytes: the value is not a Uint8Array, received /);
+      return true;
+    });
+  }
+});
+
+Deno.test("values from tryReceiveMany, select and a values() iteration are releasable", async () => {
+  using ch = native();
+  for (let i = 0; i < 4; i++) ch.trySend(new Uint8Array(64).fill(i));
+  const many = ch.tryReceiveMany(4);
+  assert.equal(many.state, "ok");
+  for (const v of (many as { values: Uint8Array[] }).values) assert.equal(releaseBytes(v), true);
+  ch.trySend(new Uint8Array(64).fill(9));
+  const picked = await select<Uint8Array>((s) => s.onReceive(ch, (v) => v));
+  assert.equal(picked[0], 9);
+  assert.equal(releaseBytes(picked), true);
+  ch.trySend(new Uint8Array(64).fill(10));
+  for await (const v of ch.values()) {
+    assert.equal(v[0], 10);
+    assert.equal(releaseBytes(v), true);
+    break;
+  }
+});
+
+Deno.test("a releasable chunk buffer the caller transfers keeps its bytes while other chunks are recycled, and comes back once garbage", async () => {
+  // In a process of its own, for --expose-gc.
+  const res = await evalScript(
+    `
+    import { Channel, codecs, library, releaseBytes } from "./mod.ts";
+    import { intact, seeded } from "./tests/fixtures/release_worker.ts";
+    releaseBytes(new Uint8Array(0));
+    const sym = library().symbols("test");
+    const info = new BigUint64Array(4);
+    const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
+    const fail = (m) => { console.error(m); Deno.exit(1); };
+    const collect = async () => {
+      for (let i = 0; i < 3; i++) {
+        globalThis.gc();
+        await new Promise((r) => setTimeout(r, 0));
+      }
+    };
+    const ch = new Channel(64, { codec: codecs.bytes });
+    ch.share();
+    const rt = (v) => (ch.trySend(v), ch.tryReceive().value);
+    const before = inUse();
+    const len = 1000;
+    const a = rt(seeded(1, 0, len)), b = rt(seeded(1, 1, len));
+    if (a.buffer !== b.buffer) fail("a and b in two chunks");
+    if (releaseBytes(a) !== true) fail("a not released");
+    const at = [a.byteOffset, b.byteOffset];
+    let moved = a.buffer.transfer(); // the caller's: every view of the old buffer is empty now
+    if (a.length !== 0 || b.length !== 0) fail("views of the transferred buffer not empty");
+    if (releaseBytes(b) !== false) fail("b released after the transfer");
+    // A stream through the pool, released as it goes: its chunks are recycled many times.
+    for (let i = 0; i < 20000; i++) {
+      const v = rt(seeded(2, i, len));
+      if (!intact(v, 2, i, len)) fail("stream value " + i + " not intact");
+      if (releaseBytes(v) !== true) fail("stream value " + i + " not released");
+    }
+    if (!intact(new Uint8Array(moved, at[0], len), 1, 0, len)) fail("the moved buffer's a changed");
+    if (!intact(new Uint8Array(moved, at[1], len), 1, 1, len)) fail("the moved buffer's b changed");
+    if (inUse() < before + 1) fail("the moved buffer's chunk was given back while it lived");
+    const held = inUse();
+    moved = undefined;
+    const deadline = Date.now() + 20000;
+    while (inUse() >= held) {
+      if (Date.now() > deadline) fail(inUse() + " chunks in use, " + held + " with the moved buffer");
+      await collect();
+    }
+    console.log("ok");
+  `,
+    { v8Flags: ["--expose-gc"], timeoutMs: 120_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "ok");
+});
+
+Deno.test("a Worker terminated with releasable chunks it did not release gives them back", async () => {
+  const before = inUse();
+  using ch = native(1024);
+  const w = worker();
+  const n = 1000, len = 1000; // ~8 chunks held by the Worker
+  const started = reported(w, ch);
+  w.postMessage({ ch: ch.share(), n, len, seed: 3, release: true, spin: false, hang: true });
+  await sendAll(ch, n, 3, len);
+  const r = await started;
+  assert.ok(r.ok, r.error);
+  assert.ok(r.most >= before + 7, `${r.most - before} chunks held by the Worker`);
+  w.terminate();
+  await until(() => inUse() <= before + 1, "the terminated Worker's chunks to come back");
+});
+
+Deno.test("the main isolate and a Worker both releasing: every value intact, chunks in use stay few", async () => {
+  const n = 10_000, len = 1000;
+  const before = inUse();
+  using toWorker = native(64);
+  using self = native(64);
+  const w = worker();
+  try {
+    const done = reported(w, toWorker);
+    w.postMessage({ ch: toWorker.share(), n, len, seed: 4, release: true, spin: false });
+    let most = 0, released = 0;
+    for (let i = 0; i < n; i++) {
+      if (toWorker.isClosedForSend) break; // the Worker failed (cancelled): its report says why
+      await toWorker.send(seeded(4, i, len)).catch((e) => {
+        if (!(e instanceof CancellationError)) throw e;
+      });
+      const v = roundTrip(self, seeded(5, i, len));
+      assert.ok(intact(v, 5, i, len), `value ${i} here`);
+      if (releaseBytes(v)) released++;
+      if ((i & 255) === 0) most = Math.max(most, inUse());
+    }
+    const r = await done;
+    assert.ok(r.ok, r.error);
+    assert.equal(r.released, n);
+    assert.equal(released, n);
+    most = Math.max(most, r.most);
+    assert.ok(most <= before + 24, `${most - before} chunks in use`);
+  } finally {
+    w.terminate();
+  }
+});
+
+Deno.test("without the companion library releaseBytes releases nothing, says why, and values come as before", async () => {
+  // In a process of its own, with a copy of the library in a folder without the companion.
+  const res = await evalScript(
+    `
+    const dir = Deno.makeTempDirSync();
+    try {
+      Deno.copyFileSync("zig-out/lib/libkcoro.so", dir + "/libkcoro.so");
+      Deno.env.set("KCORO_LIB", dir + "/libkcoro.so");
+      const { Channel, codecs, library, releaseBytes, releaseUnavailable } = await import("./mod.ts");
+      const fail = (m) => { throw new Error(m); };
+      if (!library().path.startsWith(dir)) fail("opened " + library().path);
+      if (releaseBytes(new Uint8Array(0)) !== false) fail("the switch released");
+      const ch = new Channel(64, { codec: codecs.bytes });
+      ch.share();
+      for (let i = 0; i < 300; i++) {
+        ch.trySend(new Uint8Array(1000).fill(i & 255));
+        const v = ch.tryReceive().value;
+        if (v.length !== 1000 || v[999] !== (i & 255)) fail("value " + i);
+        if (releaseBytes(v) !== false) fail("value " + i + " released");
+        if (i === 299) {
+          let threw = false;
+          try { v.buffer.transfer(); } catch { threw = true; }
+          if (!threw) fail("a chunk buffer of the collector's kind was transferred");
+        }
+      }
+      console.log(releaseUnavailable());
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  `,
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.match(res.stdout, /cannot load the Node-API companion .*kcoro_napi\.node/);
+});
