@@ -345,6 +345,16 @@ export function rows(all: Map<string, Figure[]>): Row[] {
     post,
   );
   row(
+    "the same, each value released as received (`releaseBytes`)",
+    find(
+      "worker",
+      "channel stream: 1 KiB Uint8Array, main -> Worker, each released (releaseBytes)",
+      "postMessage",
+    ),
+    perValue,
+    post,
+  );
+  row(
     "its one copy: 1 KiB into native memory not in cache",
     find(
       "worker",

@@ -4,7 +4,8 @@
 // - stream of numbers (codecs.f64) and of 1 KiB Uint8Arrays (codecs.bytes): the main isolate
 //   sends N values (trySend, awaiting send only when the buffer is full), the Worker receives
 //   them (tryReceive, awaiting receive only when empty); time per value, from the first send to
-//   the Worker's report that it has all N. Peer: N postMessage calls of the same values, to a
+//   the Worker's report that it has all N. The 1 KiB stream also with each value released as it
+//   is received (releaseBytes), in a Worker of its own (the release switches its isolate). Peer: N postMessage calls of the same values, to a
 //   Worker of its own (each transport's receiver sees only its own traffic). After a warm-up
 //   round, each stream runs three times, the figures taking turns; each keeps its best.
 // - the number stream with the default codec (tagged descriptors: a zero-copy channel), and a
@@ -28,11 +29,12 @@
 // Run by `./task bench` (bench/run.ts, suite "worker"), or alone:
 //   deno run --allow-ffi --allow-read --allow-env bench/worker_bench.ts [--quick]
 /// <reference lib="deno.worker" />
-import { Channel, codecs, type SharedChannel } from "../mod.ts";
+import { Channel, codecs, releaseBytes, type SharedChannel } from "../mod.ts";
 import { library } from "../ffi/load.ts";
 
 type Msg =
   | { mode: "stream-chan"; ch: SharedChannel; n: number }
+  | { mode: "stream-chan-release"; ch: SharedChannel; n: number }
   | { mode: "stream-post"; n: number }
   | { mode: "drain-chan"; ch: SharedChannel; n: number }
   | { mode: "drain-bytes-pinned"; ch: SharedChannel; warm: number; n: number }
@@ -54,6 +56,25 @@ async function streamChan(shared: SharedChannel, n: number): Promise<void> {
   for (let i = 0; i < n; i++) {
     const r = ch.tryReceive();
     if (r.state !== "ok") await ch.receive();
+  }
+  self.postMessage("done");
+}
+
+/**
+ * The same stream of Uint8Arrays, each released as it is received (`releaseBytes`): its chunk
+ * goes back to the pool once the Worker moved on from it, not when the collector finds it.
+ */
+async function streamChanRelease(shared: SharedChannel, n: number): Promise<void> {
+  // The switch to releasable chunk buffers, in this Worker only: the other streams' Worker
+  // keeps the collector's kind.
+  releaseBytes(new Uint8Array(0));
+  self.postMessage("ready");
+  const ch = Channel.from<Uint8Array>(shared);
+  for (let i = 0; i < n; i++) {
+    const r = ch.tryReceive();
+    if (!releaseBytes(r.state === "ok" ? r.value : await ch.receive())) {
+      throw new Error("stream-chan-release: a value was not released");
+    }
   }
   self.postMessage("done");
 }
@@ -103,6 +124,9 @@ if ("WorkerGlobalScope" in globalThis) {
         break;
       case "stream-chan":
         await streamChan(m.ch, m.n);
+        break;
+      case "stream-chan-release":
+        await streamChanRelease(m.ch, m.n);
         break;
       case "stream-chan-many":
         await streamChanMany(m.ch, m.n);
@@ -187,6 +211,9 @@ async function main(): Promise<void> {
   // faster.
   const worker = new Worker(import.meta.url, { type: "module" });
   const peer = new Worker(import.meta.url, { type: "module" });
+  // The 1 KiB stream released as it is received: a Worker of its own, since the first
+  // releaseBytes switches its isolate's chunk buffers for good.
+  const releaser = new Worker(import.meta.url, { type: "module" });
   const nextFrom = (w: Worker) =>
     new Promise<unknown>((resolve) =>
       w.addEventListener("message", (e) => resolve(e.data), { once: true })
@@ -204,17 +231,19 @@ async function main(): Promise<void> {
     ch: Channel<unknown> | null,
     value: unknown,
     n: number,
-    batches: "none" | "receive" | "both" = "none",
+    batches: "none" | "receive" | "both" | "release" = "none",
   ): Promise<number> {
     if (ch === null) await askOn(peer, { mode: "stream-post", n });
-    else {
+    else if (batches === "release") {
+      await askOn(releaser, { mode: "stream-chan-release", ch: ch.share(), n });
+    } else {
       await ask({
         mode: batches === "none" ? "stream-chan" : "stream-chan-many",
         ch: ch.share(),
         n,
       });
     }
-    const done = ch === null ? nextFrom(peer) : next();
+    const done = ch === null ? nextFrom(peer) : batches === "release" ? nextFrom(releaser) : next();
     const t0 = performance.now();
     if (ch === null) {
       for (let i = 0; i < n; i++) peer.postMessage(value);
@@ -277,6 +306,10 @@ async function main(): Promise<void> {
         ],
         ["postMessage stream: numbers, main -> Worker", await stream(null, 1.5, nPost / div)],
         ["channel stream: 1 KiB Uint8Array, main -> Worker", await stream(b, kib, nBytes / div)],
+        [
+          "channel stream: 1 KiB Uint8Array, main -> Worker, each released (releaseBytes)",
+          await stream(b, kib, nBytes / div, "release"),
+        ],
         [
           "postMessage stream: 1 KiB Uint8Array, main -> Worker",
           await stream(null, kib, nPost / div),
@@ -432,4 +465,5 @@ async function main(): Promise<void> {
   }
   worker.terminate();
   peer.terminate();
+  releaser.terminate();
 }
