@@ -476,7 +476,7 @@ const typedOffset = Object.getOwnPropertyDescriptor(typedArrayProto, "byteOffset
  * chunks later in a stream).
  *
  * The first call switches this isolate to releasable chunk buffers (made by kcoro's Node-API
- * companion library, `libkcoro_napi`, beside libkcoro; it needs `--allow-ffi` and
+ * companion library, `kcoro_napi.node`, beside libkcoro; it needs `--allow-ffi` and
  * `--allow-read`): values received from chunks mapped from then on can be released. Once every
  * value this isolate received from a chunk buffer is released and a value from another chunk
  * came since, that buffer is detached: every view of it, the released values included, reads as
