@@ -321,7 +321,7 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
         // chunk). Neither `chunkHolds` nor the thread's table: the finaliser also runs as a
         // Worker's thread ends, and would free a second time what the table counts.
         buffer = made.buffer;
-        const bits = freeBits.pop() ?? new Uint32Array(pool.chunk >>> 8);
+        const bits = freeBits.pop() ?? staleBits(pool, c) ?? new Uint32Array(pool.chunk >>> 8);
         hold = {
           sym,
           chunk,
@@ -407,6 +407,19 @@ function receivedAt(hold: ChunkHold, off: number): void {
   const s = off >>> 4;
   hold.bits![s >>> 5] |= 1 << (s & 31);
   hold.counts![hold.slot]++;
+}
+
+/**
+ * The bitmaps of chunk `c`'s previous releasable hold if its buffer was collected (no value can
+ * reach them), cleared; else null. A hold stays in `pool.holds` until its chunk is mapped again,
+ * so this bounds the bitmaps of holds never released to one per chunk ever mapped.
+ */
+function staleBits(pool: PoolView, c: number): Uint32Array | null {
+  const old = pool.holds[c];
+  if (old === undefined || old.bits === null || pool.buffers[c]?.deref() !== undefined) return null;
+  const bits = old.bits;
+  old.bits = null;
+  return bits.fill(0);
 }
 
 /** A releasable buffer over chunk `c` from the Node-API companion, or null (use the other). */
