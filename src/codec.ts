@@ -539,7 +539,12 @@ export function releaseBytes(value: Uint8Array): boolean {
     return false;
   }
   const buffer = typedBuffer(value) as ArrayBuffer;
-  const hold = releasableHolds.get(buffer);
+  // Most values are released soon after their receive, while their chunk is the last mapped:
+  // its hold then without the WeakMap's lookup (a hash of the buffer, ~10 ns). A releasable
+  // hold's buffer is in `releasableHolds` with that hold while its bits are not null.
+  const pool = lastPool;
+  const last = pool !== null && buffer === pool.lastBuffer ? pool.lastHold! : undefined;
+  const hold = last !== undefined && last.bits !== null ? last : releasableHolds.get(buffer);
   if (hold === undefined) return false;
   if (hold === null) {
     // Detached by `retire`: every value of the buffer was released.
