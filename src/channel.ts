@@ -899,6 +899,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #sendAt: Sym["kc_chan_try_send_at"] | null = null;
   #recvAt: Sym["kc_chan_try_recv_at"] | null = null;
+  /**
+   * The library's symbols, taken when the channel is mapped: the inlined codecs.bytes receive
+   * passes them to its decode with no `#sym` (the disposed flag, the library and its closed
+   * check), valid while `#at` is not null (see there).
+   */
+  #symAt: Sym | null = null;
   #unmappedUses = 0;
 
   /** This isolate's completion ring for the channel's library. */
@@ -1883,9 +1889,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } else if (at !== null && this.#bytes && !this.#dropping && this.#ready![0] !== 0) {
       // The same for a mapped codecs.bytes channel (a Worker's stream of buffers), its codec
       // called directly (see `#bytes`).
-      const sym = this.#sym("receive");
-      const rc = sym.kc_chan_try_recv_at(at, this.#handle, scratchPtr, this.#size);
-      if (rc === 0) return { state: "ok", value: decodeBytes(scratch, sym) as T };
+      const rc = this.#recvAt!(at, this.#handle, scratchPtr, this.#size);
+      if (rc === 0) return { state: "ok", value: decodeBytes(scratch, this.#symAt!) as T };
       v = rc === Status.EAGAIN ? EMPTY : this.#recvFailed(rc);
     } else v = this.#poll(this.#sym("receive"));
     if (v === EMPTY) return EMPTY;
@@ -2194,6 +2199,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#at = word;
     this.#sendAt = sym.kc_chan_try_send_at;
     this.#recvAt = sym.kc_chan_try_recv_at;
+    this.#symAt = sym;
     unmapOnClose(this.#lib, this as Channel<unknown>);
     return this.#ready = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p, 1));
   }

@@ -1235,6 +1235,48 @@ Deno.test("a mapped codecs.f64 channel's try-operations throw once it is dispose
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a mapped codecs.bytes channel's tryReceive throws once it is disposed or its library closed, as an unmapped one's does", async () => {
+  for (const copy of [false, true]) {
+    const ch = new Channel<Uint8Array>(4, { codec: codecs.bytes });
+    const c = copy ? Channel.from<Uint8Array>(ch.share()) : ch;
+    if (!copy) ch.share();
+    // Past the 16th use tryReceive takes its inlined native path (kc_chan_try_recv_at).
+    for (let i = 0; i < 40; i++) {
+      assert.deepEqual(c.trySend(new Uint8Array([i])), { state: "ok" });
+      assert.deepEqual(c.tryReceive(), { state: "ok", value: new Uint8Array([i]) });
+    }
+    assert.deepEqual(c.trySend(new Uint8Array([1])), { state: "ok" });
+    c[Symbol.dispose]();
+    assert.throws(() => c.tryReceive(), InvalidHandleError);
+    if (copy) {
+      assert.deepEqual(ch.tryReceive(), { state: "ok", value: new Uint8Array([1]) });
+      ch[Symbol.dispose]();
+    }
+  }
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library, LibraryClosedError } from "./mod.ts";
+    const chans = [0, 1, 2].map(() => new Channel(4, { codec: codecs.bytes }));
+    for (const ch of chans) ch.share();
+    const warm = (ch, n) => {
+      for (let i = 0; i < n; i++) {
+        if (ch.trySend(new Uint8Array([i])).state !== "ok") throw new Error("send " + i);
+        const r = ch.tryReceive();
+        if (r.state !== "ok" || r.value[0] !== i) throw new Error("receive " + i);
+      }
+    };
+    warm(chans[0], 40);
+    warm(chans[1], 7); // 14 uses: mapped at the 16th, in the hook below
+    library().beforeClose(() => warm(chans[1], 20));
+    closeLibrary();
+    for (const ch of chans) {
+      try { ch.tryReceive(); throw new Error("no error"); } catch (e) {
+        if (!(e instanceof LibraryClosedError)) throw e;
+      }
+    }
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("Channel.from rejects forged objects with named errors", () => {
   using ch = new Channel<string>(1, { codec: codecs.string });
   const ok = ch.share();
