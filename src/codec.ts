@@ -172,6 +172,8 @@ interface ChunkHold {
   chunk: Deno.PointerValue;
   /** The chunk's index in the pool (its entry in `PoolView.counts`). */
   index: number;
+  /** The chunk's address as a number (`receiveAt` takes a value's offset in it). */
+  start: number;
   views: number;
   pool: PoolView;
   /**
@@ -326,6 +328,7 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
           sym,
           chunk,
           index: c,
+          start: pool.base + c * pool.chunk,
           views: 0,
           pool,
           counts: pool.releasable!.counts,
@@ -344,6 +347,7 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
           sym,
           chunk,
           index: c,
+          start: pool.base + c * pool.chunk,
           views: 0,
           pool,
           counts: null,
@@ -742,23 +746,39 @@ function withBytes<R>(slot: Slot, sym: Sym, use: (bytes: Uint8Array) => R): R {
 function receiveBytes(slot: Slot, sym: Sym): Uint8Array {
   const at = ptrOf(slot);
   if (at === 0) return new Uint8Array(0);
+  return receiveAt(slot, sym, at, slot.u32[2]);
+}
+
+/** `receiveBytes` of a buffer descriptor: `len` bytes at address `at` (not 0). */
+function receiveAt(slot: Slot, sym: Sym, at: number, len: number): Uint8Array {
   // The common case first, small enough for V8 to inline (`poolView` is not): a value in the
   // chunk of the one before it, a chunk its views pin already. The rest as `poolView` does.
   const pool = lastPool;
   if (sym === lastSym && pool !== null && pool.lastHold !== undefined) {
-    const off = at - pool.base - pool.lastChunk * pool.chunk;
     const hold = pool.lastHold;
-    if (off >= 0 && off < pool.chunk && hold.views !== 0 && !isDetached(pool.lastBuffer!)) {
-      hold.views++;
-      if (hold.bits !== null) receivedAt(hold, off);
-      else if (pool.counts !== null) pool.counts[pool.lastChunk]++;
-      return new Uint8Array(pool.lastBuffer!, off, slot.u32[2]);
+    const off = at - hold.start;
+    if (off >= 0 && off < pool.chunk && hold.views !== 0) {
+      // The view first, then the counts: its constructor's TypeError says that the caller
+      // transferred the buffer (detached), as `isDetached` did at ~3 ns more per value; the
+      // value then takes `poolView`'s path, which maps the chunk again.
+      let view: Uint8Array | undefined;
+      try {
+        view = new Uint8Array(pool.lastBuffer!, off, len);
+      } catch {
+        view = undefined;
+      }
+      if (view !== undefined) {
+        hold.views++;
+        if (hold.bits !== null) receivedAt(hold, off);
+        else if (pool.counts !== null) pool.counts[hold.index]++;
+        return view;
+      }
     }
   }
-  const pooled = poolView(sym, at, slot.u32[2], true);
+  const pooled = poolView(sym, at, len, true);
   if (pooled !== null) return pooled;
   const ptr = pointer(slot);
-  const copy = new Uint8Array(slot.u32[2]);
+  const copy = new Uint8Array(len);
   Deno.UnsafePointerView.copyInto(ptr!, copy);
   sym.kc_buf_free(ptr);
   return copy;
@@ -1192,10 +1212,16 @@ function refuseView(value: Uint8Array): never {
  * for one codec, which V8 inlines, not `#codec.decode`'s, shared by every codec of the isolate.
  */
 export function decodeBytes(slot: Slot, sym: Sym): Uint8Array {
-  if (ptrOf(slot) === 0 ? slot.u32[2] !== T_EMPTY_BYTES : slot.u32[6] !== T_BYTES) {
-    return foreign(slot, sym, "bytes");
+  // The descriptor's words read once, through one view (not `ptrOf` here and again in
+  // `receiveBytes`, each through the `u32` getter).
+  const w = slot.u32;
+  const at = w[0] + w[1] * 0x1_0000_0000;
+  if (at === 0) {
+    if (w[2] !== T_EMPTY_BYTES) return foreign(slot, sym, "bytes");
+    return new Uint8Array(0);
   }
-  return receiveBytes(slot, sym);
+  if (w[6] !== T_BYTES) return foreign(slot, sym, "bytes");
+  return receiveAt(slot, sym, at, w[2]);
 }
 
 /**

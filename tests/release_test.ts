@@ -134,6 +134,27 @@ Deno.test("the chunk is retired as the isolate moves on, once every value of it 
   assert.equal(a.length, 0);
 });
 
+Deno.test("a value of a chunk whose buffer the caller transferred comes whole, in a new buffer of that chunk", () => {
+  using ch = native();
+  const a = roundTrip(ch, seeded(3, 0, 1000));
+  const b = roundTrip(ch, seeded(3, 1, 1000));
+  assert.equal(a.buffer, b.buffer, "one chunk buffer");
+  const off = b.byteOffset;
+  const start = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b))) - off;
+  const moved = (b.buffer as ArrayBuffer).transfer(); // a and b read as empty now; b's chunk is still the last
+  assert.equal(b.length, 0);
+  // The receive's common case (a value of the last chunk) meets the detached buffer: the value
+  // must not be lost to the view's TypeError, nor read as empty.
+  const c = roundTrip(ch, seeded(3, 2, 1000));
+  const at = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(c)));
+  assert.ok(at >= start && at < start + CHUNK, "c from b's chunk");
+  assert.ok(intact(c, 3, 2, 1000));
+  assert.notEqual(c.buffer, moved);
+  assert.ok(intact(new Uint8Array(moved, off, 1000), 3, 1, 1000), "the moved buffer keeps b");
+  assert.equal(releaseBytes(c), true);
+  assert.equal(releaseBytes(a), false, "a view of the transferred buffer");
+});
+
 Deno.test("releasing a value twice is a RangeError, before and after its chunk is retired", () => {
   using ch = native();
   const a = roundTrip(ch, new Uint8Array(1024));
