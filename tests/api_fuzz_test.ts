@@ -43,6 +43,8 @@ import {
   nonCancellable,
   openLibrary,
   produce,
+  releaseBytes,
+  releaseUnavailable,
   resolveNative,
   runtime,
   select,
@@ -758,6 +760,37 @@ async function child(): Promise<void> {
     }, () => [pick([1 << 20, 0, -1, true, "u64", boom, garbage()])]],
     ["codec.check", (a) => pick(liveCodecs).check(a[0]), g(1)],
     ["codec.pass", (a) => pick(liveCodecs).pass(a[0]), () => [garbage()]],
+    // Explicit release of received bytes (the first call switches this isolate to releasable
+    // chunk buffers): garbage, and values received here or from a live channel, in any order,
+    // now and then twice (a RangeError) or after a transfer of their chunk's buffer.
+    ["releaseBytes", (a) => releaseBytes(a[0] as never), () => [garbage()]],
+    ["releaseBytes(received)", () => {
+      using ch = new Channel<unknown>(4, { codec: pick([codecs.bytes, codecs.default]) });
+      ch.share(); // native: pooled values are views of chunk buffers
+      const n = 1 + Math.floor(rnd() * 3);
+      for (let i = 0; i < n; i++) ch.trySend(new Uint8Array(pick([1, 100, 16_384, 20_000])));
+      const got: unknown[] = [];
+      for (let r = ch.tryReceive(); r.state === "ok"; r = ch.tryReceive()) got.push(r.value);
+      const other = any(channels)?.tryReceive();
+      if (other?.state === "ok") got.push(other.value);
+      const out: unknown[] = [];
+      while (got.length > 0) {
+        const v = got.splice(Math.floor(rnd() * got.length), 1)[0];
+        if (!(v instanceof Uint8Array)) continue;
+        if (rnd() < 0.1) {
+          try {
+            const b = v.buffer as ArrayBuffer;
+            structuredClone(b, { transfer: [b] });
+          } catch {
+            // Refused for a chunk buffer mapped before the switch (untransferable).
+          }
+        }
+        out.push(releaseBytes(v));
+        if (rnd() < 0.2) out.push(releaseBytes(v));
+      }
+      return out;
+    }, g(0)],
+    ["releaseUnavailable", () => releaseUnavailable(), g(0)],
     // The runtime.
     ["runtime", (a) => runtime(...(a as [])), () => rnd() < 0.5 ? [] : [garbage()]],
     ["runtime.cells", (a) => rt().cells(a[0] as never), () => [garbage()]],
