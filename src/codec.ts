@@ -545,7 +545,9 @@ const typedOffset = Object.getOwnPropertyDescriptor(typedArrayProto, "byteOffset
  *
  * A releasable chunk's buffer can be transferred (`value.buffer.transfer()`, a `postMessage`
  * transfer): the moved buffer keeps the chunk until it is garbage, and this isolate's other
- * values of that chunk read as empty (they were views of the transferred buffer).
+ * values of that chunk read as empty (they were views of the transferred buffer); releasing
+ * one of them then returns false, released before or not (a detached view no longer says
+ * where it started).
  *
  * @throws {TypeError} `value` is not a Uint8Array.
  * @throws {RangeError} `value` was released already.

@@ -168,6 +168,20 @@ Deno.test("releasing a value twice is a RangeError, before and after its chunk i
   assert.throws(() => releaseBytes(a), RangeError);
 });
 
+Deno.test("once the caller transferred a chunk's buffer, releasing its values is false, released before or not", () => {
+  using ch = native();
+  const a = roundTrip(ch, new Uint8Array(64).fill(1));
+  const b = roundTrip(ch, new Uint8Array(64).fill(2));
+  assert.equal(a.buffer, b.buffer, "one chunk buffer");
+  assert.equal(releaseBytes(a), true);
+  const at = b.byteOffset;
+  const moved = (b.buffer as ArrayBuffer).transfer();
+  // Both read as empty now, and a detached view no longer says where it started.
+  assert.equal(releaseBytes(a), false);
+  assert.equal(releaseBytes(b), false);
+  assert.ok(new Uint8Array(moved, at, 64).every((x) => x === 2), "the moved buffer keeps b");
+});
+
 Deno.test("only received values are released: not copies, arrays the caller made, nor views that do not start at one", () => {
   using ch = native();
   assert.equal(releaseBytes(new Uint8Array(1024)), false, "made by the caller");
