@@ -306,7 +306,9 @@ Deno.test("a Worker terminated with releasable chunks it did not release gives t
   await sendAll(ch, n, 3, len);
   const r = await started;
   assert.ok(r.ok, r.error);
-  assert.ok(r.most >= before + 7, `${r.most - before} chunks held by the Worker`);
+  // Counted by the Worker itself: the pool's count minus \`before\` also moves with chunks that
+  // earlier tests' garbage gives back meanwhile (it read 6 in 3 runs of 12).
+  assert.ok((r.chunks ?? 0) >= 7, `${r.chunks} chunks held by the Worker`);
   w.terminate();
   await until(() => inUse() <= before + 1, "the terminated Worker's chunks to come back");
 });
