@@ -214,7 +214,10 @@ const chunkHolds = new FinalizationRegistry<ChunkHold>((hold) => {
  * that never yields would otherwise pin every chunk it meets, then the whole pool, then malloc'd
  * buffers without end. Past this many, a received value is copied into JavaScript memory (a
  * view of a slab, `slabCopy`, which the collector frees by itself) and its slice freed at once.
- * A stream that yields now and then pins far fewer (tens to hundreds here).
+ * A stream that yields now and then pins far fewer (tens to hundreds here). Releasable chunk
+ * buffers count too, from their making to their retire or collection (`releasableHolds`): their
+ * finaliser runs on the collector's threads, but one that is dropped unreleased in a loop that
+ * never yields is not collected before the loop yields either.
  */
 const PINNED_MAX = 1024;
 
@@ -315,7 +318,11 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
     if (buffer !== undefined && isDetached(buffer)) buffer = undefined;
     if (buffer === undefined) {
       const chunk = Deno.UnsafePointer.create(BigInt(pool.base + c * pool.chunk));
-      const made = releasing ? releasableBuffer(pool, sym, c) : null;
+      // Past PINNED_MAX pinned, the collector's kind, which copies each value (see below): a
+      // releasable buffer no value was released from pins its chunk until it is collected,
+      // and in a loop that never yields that is never (a WeakRef's target, and a `deref()`'s,
+      // is kept alive to the end of the job, whatever else reaches it).
+      const made = releasing && pool.pinned < PINNED_MAX ? releasableBuffer(pool, sym, c) : null;
       if (made !== null) {
         // Releasable (see `releaseBytes`): the companion's finaliser, a deleter of the buffer's
         // backing store, gives back what counts[slot] counts exactly when no ArrayBuffer can
@@ -337,6 +344,9 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
           released: 0,
         };
         ReleasableHold.attach(buffer, hold);
+        // Pinned until `retire` gives the chunk back or the buffer is collected.
+        pool.pinned++;
+        releasableHolds.register(buffer, hold, hold);
       } else {
         buffer = Deno.UnsafePointerView.getArrayBuffer(chunk!, pool.chunk);
         // A transfer would move the chunk out from under its hold, which the finaliser of this
@@ -372,8 +382,8 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
   }
   if (counted) {
     if (hold.bits !== null) {
-      // Releasable: the companion's finaliser gives its views back, whenever it runs (also in
-      // a loop that never yields), so it pins nothing `PINNED_MAX` counts.
+      // Releasable: counted in `PINNED_MAX` from its buffer's making to its retire or collection
+      // (the companion's finaliser gives the views back whenever it runs).
       hold.views++;
       receivedAt(hold, off - c * pool.chunk);
       return new Uint8Array(buffer, off - c * pool.chunk, len);
@@ -437,6 +447,14 @@ class ReleasableHold extends Stamped {
     (buffer as unknown as ReleasableHold).#hold = hold;
   }
 }
+/**
+ * Releasable chunk buffers that may pin their chunk: each is one of `PoolView.pinned` until
+ * `retire` unregisters it or it is collected. Only the count: the companion's finaliser gives
+ * the chunk's views back.
+ */
+const releasableHolds = new FinalizationRegistry<ChunkHold>((hold) => {
+  hold.pool.pinned--;
+});
 /** Bitmaps of retired holds, cleared, for the next releasable buffers. */
 const freeBits: Uint32Array[] = [];
 /** Why releasable chunk buffers cannot be made here (the companion's load error), or null. */
@@ -503,6 +521,7 @@ function retire(hold: ChunkHold, buffer: ArrayBuffer): void {
     pool.lastBuffer = undefined;
     pool.lastHold = undefined;
   }
+  if (releasableHolds.unregister(hold)) pool.pinned--;
   hold.views = 0;
   hold.released = 0;
   const bits = hold.bits!;

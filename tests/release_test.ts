@@ -73,7 +73,14 @@ function worker(): Worker {
 
 /** Streams `n` seeded values of `len` bytes to a fresh Worker that checks (and releases) each. */
 async function stream(
-  opts: { n: number; len: number; seed: number; release: boolean; spin: boolean },
+  opts: {
+    n: number;
+    len: number;
+    seed: number;
+    release: boolean;
+    spin: boolean;
+    switched?: boolean;
+  },
 ): Promise<ReleaseResult> {
   using ch = native(64);
   const w = worker();
@@ -108,6 +115,24 @@ Deno.test("a stream released as it is received: every value intact, chunks in us
   assert.ok(with_.most <= before + 16, `${with_.most - before} chunks in use with release`);
   // Not released, in a loop that never yields: every chunk stays pinned until it ends.
   assert.ok(without.most >= before + 100, `${without.most - before} chunks in use without`);
+});
+
+Deno.test("a switched Worker that receives 200,000 values in a loop that never yields and releases none: chunks in use stay within PINNED_MAX, every value intact", async () => {
+  const n = 200_000, len = 1024; // ~1,600 chunks' worth
+  const PINNED_MAX = 1024; // src/codec.ts
+  const perChunk = CHUNK / len;
+  const before = inUse();
+  const r = await stream({ n, len, seed: 6, release: false, switched: true, spin: true });
+  assert.ok(r.ok, r.error); // each value checked byte for byte as it came
+  assert.equal(r.released, 0);
+  // Nothing the Worker dropped comes back while it spins (its chunk buffers are kept to the end
+  // of the job), so it may pin PINNED_MAX chunks; besides, the sender's chunk being carved and
+  // the channel's 64 values (a chunk or two). Without the cap on releasable chunks: ~1,563.
+  assert.ok(r.most <= before + PINNED_MAX + 4, `${r.most - before} chunks in use`);
+  // Past the cap values come as copies, the first PINNED_MAX chunks' values as views.
+  assert.ok(r.copies > 0, "no copies");
+  assert.ok(r.copies <= n - (PINNED_MAX - 4) * perChunk, `${r.copies} copies`);
+  await until(() => inUse() <= before + 2, "the Worker's chunks to come back");
 });
 
 Deno.test("a released value reads as empty once its chunk is retired; an unreleased one of that chunk keeps it", () => {
