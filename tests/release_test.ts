@@ -135,6 +135,58 @@ Deno.test("a switched Worker that receives 200,000 values in a loop that never y
   await until(() => inUse() <= before + 2, "the Worker's chunks to come back");
 });
 
+Deno.test("releasable chunks leave the pinned-chunk cap as they are retired or collected: a released stream past the cap stays views, and views resume once dropped ones are collected", async () => {
+  // In a process of its own, for --expose-gc and a count of pinned chunks of its own.
+  const res = await evalScript(
+    `
+    import { Channel, codecs, library, releaseBytes } from "./mod.ts";
+    import { intact, seeded } from "./tests/fixtures/release_worker.ts";
+    releaseBytes(new Uint8Array(0));
+    const sym = library().symbols("test");
+    const info = new BigUint64Array(4);
+    const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
+    const CHUNK = (sym.kc_pool_info(info), Number(info[2]));
+    const fail = (m) => { console.error(m); Deno.exit(1); };
+    const ch = new Channel(64, { codec: codecs.bytes });
+    ch.share();
+    const rt = (v) => (ch.trySend(v), ch.tryReceive().value);
+    const len = 1024, n = 200000; // ~1,600 chunks' worth, more than the cap's 1,024
+    const before = inUse();
+    // Released as received, never yielding: each chunk retired leaves the cap.
+    for (let i = 0; i < n; i++) {
+      const v = rt(seeded(1, i, len));
+      if (!intact(v, 1, i, len)) fail("released value " + i + " not intact");
+      if (v.buffer.byteLength !== CHUNK) fail("released value " + i + " is a copy");
+      if (releaseBytes(v) !== true) fail("released value " + i + " not released");
+    }
+    // Dropped unreleased, never yielding: the cap, then copies.
+    let copies = 0;
+    for (let i = 0; i < n; i++) {
+      const v = rt(seeded(2, i, len));
+      if (!intact(v, 2, i, len)) fail("dropped value " + i + " not intact");
+      if (v.buffer.byteLength !== CHUNK) copies++;
+    }
+    if (copies === 0) fail("no copies past the cap");
+    // Collected once the loop yields: they leave the cap, and values are views again.
+    const deadline = Date.now() + 20000;
+    while (inUse() > before + 2) {
+      if (Date.now() > deadline) fail(inUse() - before + " chunks still in use");
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    for (let i = 0; i < 4 * CHUNK / len; i++) {
+      const v = rt(seeded(3, i, len));
+      if (!intact(v, 3, i, len)) fail("value " + i + " after the yield not intact");
+      if (v.buffer.byteLength !== CHUNK) fail("value " + i + " after the yield is a copy");
+    }
+    console.log("ok", copies);
+  `,
+    { v8Flags: ["--expose-gc"], timeoutMs: 120_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.match(res.stdout, /^ok \d+/);
+});
+
 Deno.test("a released value reads as empty once its chunk is retired; an unreleased one of that chunk keeps it", () => {
   using ch = native();
   const a = roundTrip(ch, new Uint8Array(1024).fill(1));
