@@ -188,6 +188,8 @@ interface ChunkHold {
   bits: Uint32Array | null;
   /** Views of a releasable buffer released (`releaseBytes`); when all are, it is retired. */
   released: number;
+  /** A releasable buffer's hold registered in `releasableHolds` (the isolate moved on from it). */
+  watched: boolean;
 }
 
 const chunkHolds = new FinalizationRegistry<ChunkHold>((hold) => {
@@ -342,11 +344,12 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
           slot: made.slot,
           bits,
           released: 0,
+          watched: false,
         };
         ReleasableHold.attach(buffer, hold);
-        // Pinned until `retire` gives the chunk back or the buffer is collected.
+        // Pinned until `retire` gives the chunk back or the buffer is collected (watched from
+        // when the isolate moves on from it unretired: the last buffer is held by `pool`).
         pool.pinned++;
-        releasableHolds.register(buffer, hold, hold);
       } else {
         buffer = Deno.UnsafePointerView.getArrayBuffer(chunk!, pool.chunk);
         // A transfer would move the chunk out from under its hold, which the finaliser of this
@@ -364,6 +367,7 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
           slot: -1,
           bits: null,
           released: 0,
+          watched: false,
         };
         chunkHolds.register(buffer, hold);
       }
@@ -374,11 +378,15 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
     pool.lastChunk = c;
     pool.lastBuffer = buffer;
     pool.lastHold = hold;
-    // The isolate moved on from a releasable chunk whose received values it all released.
-    if (
-      prev !== undefined && prev !== hold && prev.bits !== null && prev.views !== 0 &&
-      prev.released === prev.views
-    ) retire(prev, prevBuffer!);
+    if (prev !== undefined && prev !== hold && prev.bits !== null) {
+      // The isolate moved on from a releasable chunk: retired if it released every value it
+      // received from it, else pinned until its buffer is collected.
+      if (prev.views !== 0 && prev.released === prev.views) retire(prev, prevBuffer!);
+      else if (!prev.watched) {
+        prev.watched = true;
+        releasableHolds.register(prevBuffer!, prev, prev);
+      }
+    }
   }
   if (counted) {
     if (hold.bits !== null) {
@@ -448,9 +456,10 @@ class ReleasableHold extends Stamped {
   }
 }
 /**
- * Releasable chunk buffers that may pin their chunk: each is one of `PoolView.pinned` until
- * `retire` unregisters it or it is collected. Only the count: the companion's finaliser gives
- * the chunk's views back.
+ * Releasable chunk buffers the isolate moved on from unretired: each is one of `PoolView.pinned`
+ * until `retire` or its collection. Only the count: the companion's finaliser gives the chunk's
+ * views back. Registered only then, so that a stream released as it goes, each chunk retired
+ * as the isolate moves on, registers none (a registration and its removal per chunk).
  */
 const releasableHolds = new FinalizationRegistry<ChunkHold>((hold) => {
   hold.pool.pinned--;
@@ -521,7 +530,11 @@ function retire(hold: ChunkHold, buffer: ArrayBuffer): void {
     pool.lastBuffer = undefined;
     pool.lastHold = undefined;
   }
-  if (releasableHolds.unregister(hold)) pool.pinned--;
+  pool.pinned--; // counted since its buffer was made (`poolView`)
+  if (hold.watched) {
+    hold.watched = false;
+    releasableHolds.unregister(hold);
+  }
   hold.views = 0;
   hold.released = 0;
   const bits = hold.bits!;
