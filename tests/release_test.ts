@@ -187,6 +187,57 @@ Deno.test("releasable chunks leave the pinned-chunk cap as they are retired or c
   assert.match(res.stdout, /^ok \d+/);
 });
 
+Deno.test("a releasable chunk released only after the isolate moved on from it leaves the pinned-chunk cap once, not again when its buffer is collected", async () => {
+  // In a process of its own, for --expose-gc and a count of pinned chunks of its own.
+  const res = await evalScript(
+    `
+    import { Channel, codecs, library, releaseBytes } from "./mod.ts";
+    import { intact, seeded } from "./tests/fixtures/release_worker.ts";
+    releaseBytes(new Uint8Array(0));
+    const sym = library().symbols("test");
+    const info = new BigUint64Array(4);
+    const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
+    const CHUNK = (sym.kc_pool_info(info), Number(info[2]));
+    const fail = (m) => { console.error(m); Deno.exit(1); };
+    const ch = new Channel(64, { codec: codecs.bytes });
+    ch.share();
+    const rt = (v) => (ch.trySend(v), ch.tryReceive().value);
+    const len = 1024, per = CHUNK / len, n = 200000;
+    const before = inUse();
+    // 300 chunks, each one's first value kept until a value of the next came, then released:
+    // each chunk is retired after the isolate moved on from it (watched for its collection).
+    let first = null;
+    for (let i = 0; i < 300 * per; i++) {
+      const v = rt(seeded(1, i, len));
+      if (!intact(v, 1, i, len)) fail("value " + i + " not intact");
+      if (first === null) first = v;
+      else if (v.buffer !== first.buffer) {
+        if (releaseBytes(first) !== true || first.length !== 0) fail("first value not retired");
+        first = v;
+      } else if (releaseBytes(v) !== true) fail("value " + i + " not released");
+    }
+    // Their buffers collected: counted out of the cap a second time, the cap would let more
+    // than 1,024 chunks be pinned below.
+    for (let round = 0; round < 5 || inUse() > before + 2; round++) {
+      if (round > 2000) fail(inUse() - before + " chunks still in use");
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    let copies = 0;
+    for (let i = 0; i < n; i++) {
+      const v = rt(seeded(2, i, len));
+      if (!intact(v, 2, i, len)) fail("dropped value " + i + " not intact");
+      if (v.buffer.byteLength !== CHUNK) copies++;
+    }
+    if (copies < n - 1028 * per) fail(copies + " copies: more than 1,028 chunks pinned");
+    console.log("ok", copies);
+  `,
+    { v8Flags: ["--expose-gc"], timeoutMs: 120_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.match(res.stdout, /^ok \d+/);
+});
+
 Deno.test("a released value reads as empty once its chunk is retired; an unreleased one of that chunk keeps it", () => {
   using ch = native();
   const a = roundTrip(ch, new Uint8Array(1024).fill(1));
