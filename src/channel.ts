@@ -3176,31 +3176,41 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 }
 
-/**
- * Local channels that had waiters or keep values for a hook, per library, held weakly: when
- * the library closes, `_libraryClosed` rejects what still waits in them and hands their values
- * to the hook (no completion can come for them any more). Dead entries are pruned whenever the
- * set doubles.
- */
-const locals = new Map<Library, { refs: Set<WeakRef<Channel<unknown>>>; pruneAt: number }>();
+/** Channels of one library, held weakly; dead entries are pruned whenever the set doubles. */
+interface WeakChannels {
+  refs: Set<WeakRef<Channel<unknown>>>;
+  pruneAt: number;
+}
 
 /**
- * Mapped channels (`Channel.#at`), per library, held weakly: when the library begins to close
+ * Local channels that had waiters or keep values for a hook, per library: when the library
+ * closes, `_libraryClosed` rejects what still waits in them and hands their values to the hook
+ * (no completion can come for them any more).
+ */
+const locals = new Map<Library, WeakChannels>();
+
+/**
+ * Mapped channels (`Channel.#at`), per library: when the library begins to close
  * (`beforeClose`, while it is still open), each is unmapped (`_unmap`), so that its
  * try-operations take their checked path, which throws LibraryClosedError once it is closed.
- * Dead entries are pruned whenever the set doubles.
  */
-const mapped = new Map<Library, { refs: Set<WeakRef<Channel<unknown>>>; pruneAt: number }>();
+const mapped = new Map<Library, WeakChannels>();
 
-function unmapOnClose(lib: Library, ch: Channel<unknown>): void {
-  let t = mapped.get(lib);
+/**
+ * Adds `ch`, weakly, to `lib`'s set in `table`; `first` (given the new set) registers the
+ * library hook that empties it, when `lib` had no set yet.
+ */
+function holdWeakly(
+  table: Map<Library, WeakChannels>,
+  lib: Library,
+  ch: Channel<unknown>,
+  first: (refs: Set<WeakRef<Channel<unknown>>>) => void,
+): void {
+  let t = table.get(lib);
   if (t === undefined) {
-    const entry = t = { refs: new Set<WeakRef<Channel<unknown>>>(), pruneAt: 64 };
-    mapped.set(lib, entry);
-    lib.beforeClose(() => {
-      mapped.delete(lib);
-      for (const ref of entry.refs) ref.deref()?._unmap();
-    });
+    t = { refs: new Set<WeakRef<Channel<unknown>>>(), pruneAt: 64 };
+    table.set(lib, t);
+    first(t.refs);
   }
   t.refs.add(new WeakRef(ch));
   if (t.refs.size >= t.pruneAt) {
@@ -3209,27 +3219,26 @@ function unmapOnClose(lib: Library, ch: Channel<unknown>): void {
   }
 }
 
+function unmapOnClose(lib: Library, ch: Channel<unknown>): void {
+  holdWeakly(mapped, lib, ch, (refs) =>
+    lib.beforeClose(() => {
+      mapped.delete(lib);
+      for (const ref of refs) ref.deref()?._unmap();
+    }));
+}
+
 function trackLocal(lib: Library, ch: Channel<unknown>): void {
-  let t = locals.get(lib);
-  if (t === undefined) {
-    const entry = t = { refs: new Set<WeakRef<Channel<unknown>>>(), pruneAt: 64 };
-    locals.set(lib, entry);
+  holdWeakly(locals, lib, ch, (refs) =>
     lib.onClose(() => {
       locals.delete(lib);
-      for (const ref of entry.refs) {
+      for (const ref of refs) {
         try {
           ref.deref()?._libraryClosed();
         } catch (e) {
           reportError(e);
         }
       }
-    });
-  }
-  t.refs.add(new WeakRef(ch));
-  if (t.refs.size >= t.pruneAt) {
-    for (const ref of t.refs) if (ref.deref() === undefined) t.refs.delete(ref);
-    t.pruneAt = Math.max(64, 2 * t.refs.size);
-  }
+    }));
 }
 
 const fromToken = Symbol("Channel.from");
