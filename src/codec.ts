@@ -325,6 +325,22 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
       // and in a loop that never yields that is never (a WeakRef's target, and a `deref()`'s,
       // is kept alive to the end of the job, whatever else reaches it).
       const made = releasing && pool.pinned < PINNED_MAX ? releasableBuffer(pool, sym, c) : null;
+      // One shape of hold for both kinds (a releasable one has counts, slot and bits).
+      hold = {
+        sym,
+        chunk,
+        index: c,
+        start: pool.base + c * pool.chunk,
+        views: 0,
+        pool,
+        counts: made === null ? null : pool.releasable!.counts,
+        slot: made === null ? -1 : made.slot,
+        bits: made === null
+          ? null
+          : freeBits.pop() ?? staleBits(pool, c) ?? new Uint32Array(pool.chunk >>> 8),
+        released: 0,
+        watched: false,
+      };
       if (made !== null) {
         // Releasable (see `releaseBytes`): the companion's finaliser, a deleter of the buffer's
         // backing store, gives back what counts[slot] counts exactly when no ArrayBuffer can
@@ -332,20 +348,6 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
         // chunk). Neither `chunkHolds` nor the thread's table: the finaliser also runs as a
         // Worker's thread ends, and would free a second time what the table counts.
         buffer = made.buffer;
-        const bits = freeBits.pop() ?? staleBits(pool, c) ?? new Uint32Array(pool.chunk >>> 8);
-        hold = {
-          sym,
-          chunk,
-          index: c,
-          start: pool.base + c * pool.chunk,
-          views: 0,
-          pool,
-          counts: pool.releasable!.counts,
-          slot: made.slot,
-          bits,
-          released: 0,
-          watched: false,
-        };
         ReleasableHold.attach(buffer, hold);
         // Pinned until `retire` gives the chunk back or the buffer is collected (watched from
         // when the isolate moves on from it unretired: the last buffer is held by `pool`).
@@ -356,19 +358,6 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
         // (then detached) buffer releases: the moved one would alias the recycled chunk, other
         // channels' values included. Refused instead (`transfer()` and postMessage throw).
         markAsUntransferable(buffer);
-        hold = {
-          sym,
-          chunk,
-          index: c,
-          start: pool.base + c * pool.chunk,
-          views: 0,
-          pool,
-          counts: null,
-          slot: -1,
-          bits: null,
-          released: 0,
-          watched: false,
-        };
         chunkHolds.register(buffer, hold);
       }
       pool.buffers[c] = new WeakRef(buffer);
