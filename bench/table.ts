@@ -355,6 +355,16 @@ export function rows(all: Map<string, Figure[]>): Row[] {
     post,
   );
   row(
+    "the same, released: median of the run's rounds (above: the best)",
+    find(
+      "worker",
+      "channel stream: 1 KiB Uint8Array, main -> Worker, each released (releaseBytes) (median of rounds)",
+      "postMessage",
+    ),
+    perValue,
+    post,
+  );
+  row(
     "its one copy: 1 KiB into native memory not in cache",
     find(
       "worker",
