@@ -319,49 +319,13 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
     // for the values to come, which would otherwise be lost to a TypeError.
     if (buffer !== undefined && isDetached(buffer)) buffer = undefined;
     if (buffer === undefined) {
-      const chunk = Deno.UnsafePointer.create(BigInt(pool.base + c * pool.chunk));
       // Past PINNED_MAX pinned, the collector's kind, which copies each value (see below): a
       // releasable buffer no value was released from pins its chunk until it is collected,
       // and in a loop that never yields that is never (a WeakRef's target, and a `deref()`'s,
       // is kept alive to the end of the job, whatever else reaches it).
       const made = releasing && pool.pinned < PINNED_MAX ? releasableBuffer(pool, sym, c) : null;
-      // One shape of hold for both kinds (a releasable one has counts, slot and bits).
-      hold = {
-        sym,
-        chunk,
-        index: c,
-        start: pool.base + c * pool.chunk,
-        views: 0,
-        pool,
-        counts: made === null ? null : pool.releasable!.counts,
-        slot: made === null ? -1 : made.slot,
-        bits: made === null
-          ? null
-          : freeBits.pop() ?? staleBits(pool, c) ?? new Uint32Array(pool.chunk >>> 8),
-        released: 0,
-        watched: false,
-      };
-      if (made !== null) {
-        // Releasable (see `releaseBytes`): the companion's finaliser, a deleter of the buffer's
-        // backing store, gives back what counts[slot] counts exactly when no ArrayBuffer can
-        // reach the chunk any more, so a transfer of it is safe (the moved buffer keeps the
-        // chunk). Neither `chunkHolds` nor the thread's table: the finaliser also runs as a
-        // Worker's thread ends, and would free a second time what the table counts.
-        buffer = made.buffer;
-        ReleasableHold.attach(buffer, hold);
-        // Pinned until `retire` gives the chunk back or the buffer is collected (watched from
-        // when the isolate moves on from it unretired: the last buffer is held by `pool`).
-        pool.pinned++;
-      } else {
-        buffer = Deno.UnsafePointerView.getArrayBuffer(chunk!, pool.chunk);
-        // A transfer would move the chunk out from under its hold, which the finaliser of this
-        // (then detached) buffer releases: the moved one would alias the recycled chunk, other
-        // channels' values included. Refused instead (`transfer()` and postMessage throw).
-        markAsUntransferable(buffer);
-        chunkHolds.register(buffer, hold);
-      }
-      pool.buffers[c] = new WeakRef(buffer);
-      pool.holds[c] = hold;
+      buffer = mapChunk(pool, sym, c, made);
+      hold = pool.holds[c]!;
     } else hold = pool.holds[c]!;
     const prev = pool.lastHold, prevBuffer = pool.lastBuffer;
     pool.lastChunk = c;
@@ -400,6 +364,59 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
     if (pool.counts !== null) pool.counts[c]++;
   }
   return new Uint8Array(buffer, off - c * pool.chunk, len);
+}
+
+/**
+ * Maps chunk `c` of `pool`: a new buffer over it and its hold, set in `pool.buffers[c]` and
+ * `pool.holds[c]`; returns the buffer. `made`: a releasable buffer from the companion, or null
+ * for one of the collector's kind.
+ */
+function mapChunk(
+  pool: PoolView,
+  sym: Sym,
+  c: number,
+  made: { buffer: ArrayBuffer; slot: number } | null,
+): ArrayBuffer {
+  const chunk = Deno.UnsafePointer.create(BigInt(pool.base + c * pool.chunk));
+  let buffer: ArrayBuffer;
+  // One shape of hold for both kinds (a releasable one has counts, slot and bits).
+  const hold: ChunkHold = {
+    sym,
+    chunk,
+    index: c,
+    start: pool.base + c * pool.chunk,
+    views: 0,
+    pool,
+    counts: made === null ? null : pool.releasable!.counts,
+    slot: made === null ? -1 : made.slot,
+    bits: made === null
+      ? null
+      : freeBits.pop() ?? staleBits(pool, c) ?? new Uint32Array(pool.chunk >>> 8),
+    released: 0,
+    watched: false,
+  };
+  if (made !== null) {
+    // Releasable (see `releaseBytes`): the companion's finaliser, a deleter of the buffer's
+    // backing store, gives back what counts[slot] counts exactly when no ArrayBuffer can
+    // reach the chunk any more, so a transfer of it is safe (the moved buffer keeps the
+    // chunk). Neither `chunkHolds` nor the thread's table: the finaliser also runs as a
+    // Worker's thread ends, and would free a second time what the table counts.
+    buffer = made.buffer;
+    ReleasableHold.attach(buffer, hold);
+    // Pinned until `retire` gives the chunk back or the buffer is collected (watched from
+    // when the isolate moves on from it unretired: the last buffer is held by `pool`).
+    pool.pinned++;
+  } else {
+    buffer = Deno.UnsafePointerView.getArrayBuffer(chunk!, pool.chunk);
+    // A transfer would move the chunk out from under its hold, which the finaliser of this
+    // (then detached) buffer releases: the moved one would alias the recycled chunk, other
+    // channels' values included. Refused instead (`transfer()` and postMessage throw).
+    markAsUntransferable(buffer);
+    chunkHolds.register(buffer, hold);
+  }
+  pool.buffers[c] = new WeakRef(buffer);
+  pool.holds[c] = hold;
+  return buffer;
 }
 
 // --- Explicit release of received pooled values (`releaseBytes`). ------------------------------
