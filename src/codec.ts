@@ -308,6 +308,7 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
   if (off < 0 || off >= pool.size) return null;
   const c = Math.floor(off / pool.chunk);
   let buffer: ArrayBuffer | undefined, hold: ChunkHold;
+  let mapped = false; // a new buffer over the chunk in this call
   if (c === pool.lastChunk && !isDetached(pool.lastBuffer!)) {
     // Most values follow one from the same chunk: its buffer is held until another chunk's
     // value comes (one chunk per isolate stays mapped a little longer).
@@ -326,6 +327,7 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
       const made = releasing && pool.pinned < PINNED_MAX ? releasableBuffer(pool, sym, c) : null;
       buffer = mapChunk(pool, sym, c, made);
       hold = pool.holds[c]!;
+      mapped = true;
     } else hold = pool.holds[c]!;
     const prev = pool.lastHold, prevBuffer = pool.lastBuffer;
     pool.lastChunk = c;
@@ -342,6 +344,26 @@ function poolView(sym: Sym, at: number, len: number, counted: boolean): Uint8Arr
     }
   }
   if (counted) {
+    if (
+      hold.views === 0 && hold.bits === null && releasing && !mapped && pool.pinned < PINNED_MAX
+    ) {
+      // A buffer of the collector's kind that no received value is a view of: met past the cap
+      // (its values so far came as copies, their slices freed) or by an uncounted read, in an
+      // isolate that asked for releasable values. It pins nothing and counts nothing (not in
+      // `pinned`, the thread's table or a finaliser's count: `chunkHolds`' does nothing for no
+      // views), so a releasable buffer over the whole chunk takes its place for this value and
+      // the chunk's next ones; offsets stay the chunk's, as for every chunk buffer. The old one
+      // is left to the collector (no value reaches it: copies are not its views). Without this,
+      // a chunk met past the cap that is still the current one when the count falls back
+      // under it gave ordinary views, which `releaseBytes` cannot release, to its end.
+      const made = releasableBuffer(pool, sym, c);
+      if (made !== null) {
+        buffer = mapChunk(pool, sym, c, made);
+        hold = pool.holds[c]!;
+        pool.lastBuffer = buffer;
+        pool.lastHold = hold;
+      }
+    }
     if (hold.bits !== null) {
       // Releasable: counted in `PINNED_MAX` from its buffer's making to its retire or collection
       // (the companion's finaliser gives the views back whenever it runs).
@@ -575,11 +597,17 @@ const typedOffset = Object.getOwnPropertyDescriptor(typedArrayProto, "byteOffset
  * released keeps its chunk as before, until it is garbage.
  *
  * Returns true when `value` was released; false when it is not a value this isolate received
- * from a releasable chunk: a copy (a value over 16 KiB, one received past the isolate's cap of
- * pinned chunks, one from a local channel), an array the caller made, a view that does not start
- * where a received value starts, a value from a chunk mapped before the first call, or any
- * value when the companion cannot be loaded (then `releaseUnavailable()` says why). A view that
- * starts where a received value starts counts as that value.
+ * as a view of a releasable chunk buffer:
+ * - a copy: a value over 16 KiB, one from a local channel, one that came while this isolate's
+ *   views pinned 1,024 chunks (the cap, see the README; once the count is back under it, even a
+ *   chunk met past it gives releasable views), a `slice()`;
+ * - an array the caller made, or a view that does not start where a received value starts (a
+ *   view that does counts as that value);
+ * - a value of a chunk buffer that held a received value before the first call (as do its
+ *   later values while that buffer lives: it is not replaced under values that use it), or one
+ *   made while the companion's table of 65,536 live buffers was full;
+ * - a view of a buffer the caller transferred (below);
+ * - any value when the companion cannot be loaded (then `releaseUnavailable()` says why).
  *
  * A releasable chunk's buffer can be transferred (`value.buffer.transfer()`, a `postMessage`
  * transfer): the moved buffer keeps the chunk until it is garbage, and this isolate's other

@@ -238,6 +238,78 @@ Deno.test("a releasable chunk released only after the isolate moved on from it l
   assert.match(res.stdout, /^ok \d+/);
 });
 
+Deno.test("a chunk first met past the pinned-chunk cap gives releasable values once the count falls back under it while the chunk is current", async () => {
+  // In a process of its own, for a count of pinned chunks of its own.
+  const res = await evalScript(
+    `
+    import { Channel, codecs, library, releaseBytes } from "./mod.ts";
+    import { chunkBuffers } from "./ffi/napi.ts";
+    import { intact, seeded } from "./tests/fixtures/release_worker.ts";
+    releaseBytes(new Uint8Array(0));
+    const sym = library().symbols("test");
+    const info = new BigUint64Array(4);
+    const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
+    const CHUNK = (sym.kc_pool_info(info), Number(info[2]));
+    const fail = (m) => { console.error(m); Deno.exit(1); };
+    const ch = new Channel(64, { codec: codecs.bytes });
+    ch.share();
+    const rt = (v) => (ch.trySend(v), ch.tryReceive().value);
+    const len = 16384, per = CHUNK / len; // 8 values a chunk
+    const before = inUse();
+    // Keeps each chunk's first value (\`first\`: one kept already) and releases the rest, so
+    // every chunk met stays pinned, until a value comes as a copy: the first of a chunk met
+    // with the cap reached. Returns the kept values and the seed's next index.
+    const fill = (seed, first) => {
+      const kept = first === undefined ? [] : [first];
+      for (let i = 0; i < 1100 * per; i++) {
+        const v = rt(seeded(seed, i, len));
+        if (!intact(v, seed, i, len)) fail("value " + i + " of seed " + seed + " not intact");
+        if (v.buffer.byteLength !== CHUNK) return { kept, next: i + 1 };
+        if (kept.length !== 0 && kept.at(-1).buffer === v.buffer) {
+          if (releaseBytes(v) !== true) fail("value " + i + " of seed " + seed + " not released");
+        } else kept.push(v);
+      }
+      fail("no copy past the cap");
+    };
+    const one = fill(1);
+    if (one.kept.length !== 1024) fail(one.kept.length + " chunks pinned before the first copy");
+    // Released: each kept chunk is retired (the isolate is past it) and leaves the cap, while
+    // the copied value's chunk is still the current one.
+    for (const k of one.kept) {
+      if (releaseBytes(k) !== true || k.length !== 0) fail("a kept value not retired");
+    }
+    // The rest of that chunk: views of one releasable buffer (ordinary views before).
+    const rest = [];
+    for (let i = one.next; i < one.next + per - 1; i++) {
+      const v = rt(seeded(1, i, len));
+      if (!intact(v, 1, i, len)) fail("value " + i + " after the cap not intact");
+      if (v.buffer.byteLength !== CHUNK) fail("value " + i + " after the cap is a copy");
+      if (rest.length !== 0 && v.buffer !== rest[0].buffer) fail("value " + i + " in another buffer");
+      if (releaseBytes(v) !== true) fail("value " + i + " after the cap not released");
+      rest.push(v);
+    }
+    // A value of the next chunk, kept: that chunk is retired as the isolate moves on.
+    const d = rt(seeded(1, one.next + per - 1, len));
+    if (d.buffer === rest[0].buffer) fail("no value of the next chunk");
+    if (rest.some((v) => v.length !== 0)) fail("the chunk after the cap not retired");
+    // The cap counted it exactly: again 1,024 chunks pinned (d's included) before a copy.
+    const two = fill(2, d);
+    if (two.kept.length !== 1024) fail(two.kept.length + " chunks pinned the second time");
+    for (const k of two.kept) {
+      if (releaseBytes(k) !== true || k.length !== 0) fail("a kept value not retired");
+    }
+    // Every chunk came back, each count given once (a miscount is a refused release).
+    if (inUse() > before + 2) fail(inUse() - before + " chunks still in use");
+    const refused = chunkBuffers(sym).stats[1];
+    if (refused !== 0) fail(refused + " releases refused");
+    console.log("ok");
+  `,
+    { timeoutMs: 120_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "ok");
+});
+
 Deno.test("a released value reads as empty once its chunk is retired; an unreleased one of that chunk keeps it", () => {
   using ch = native();
   const a = roundTrip(ch, new Uint8Array(1024).fill(1));
