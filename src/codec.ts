@@ -602,7 +602,7 @@ const typedOffset = Object.getOwnPropertyDescriptor(typedArrayProto, "byteOffset
  *   views pinned 1,024 chunks (the cap, see the README; once the count is back under it, even a
  *   chunk met past it gives releasable views), a `slice()`;
  * - an array the caller made, or a view that does not start where a received value starts (a
- *   view that does counts as that value);
+ *   view that does counts as that value) while kcoro has not detached its buffer (below);
  * - a value of a chunk buffer that held a received value before the first call (as do its
  *   later values while that buffer lives: it is not replaced under values that use it), or one
  *   made while the companion's table of 65,536 live buffers was full;
@@ -615,8 +615,14 @@ const typedOffset = Object.getOwnPropertyDescriptor(typedArrayProto, "byteOffset
  * one of them then returns false, released before or not (a detached view no longer says
  * where it started).
  *
+ * Once kcoro detached a chunk's buffer (every value received from it released), every view of
+ * that buffer, released value or not, is a RangeError: a view that never was a received value
+ * (false before) can no longer be told from one that was, as a detached view reads as empty at
+ * offset 0. Telling them apart would cost a mark on every value released.
+ *
  * @throws {TypeError} `value` is not a Uint8Array.
- * @throws {RangeError} `value` was released already.
+ * @throws {RangeError} `value` was released already, or is any view of a chunk buffer kcoro
+ * detached (every value received from it released).
  * @example
  * ```ts
  * import { Channel, codecs, releaseBytes } from "../mod.ts";
@@ -655,9 +661,11 @@ export function releaseBytes(value: Uint8Array): boolean {
   const hold = last !== undefined && last.bits !== null ? last : ReleasableHold.of(buffer);
   if (hold === undefined) return false;
   if (hold === null) {
-    // Detached by `retire`: every value of the buffer was released.
+    // Detached by `retire`: every value of the buffer was released. Its views read as empty and
+    // say nothing of where they started, so a view that never was a value (false before the
+    // retire) is answered as a released one: telling them apart would cost a mark per value.
     throw new RangeError(
-      `Cannot release bytes: this value was released already, received ${describe(value)}`,
+      `Cannot release bytes: every value of its chunk was released, received ${describe(value)}`,
     );
   }
   // An element read (no user code runs for a real Uint8Array, whatever its prototype or own

@@ -368,6 +368,31 @@ Deno.test("releasing a value twice is a RangeError, before and after its chunk i
   assert.throws(() => releaseBytes(a), RangeError);
 });
 
+Deno.test("once a chunk is retired, every view of its buffer is a RangeError, also one that never was a received value (false before the retire)", () => {
+  using ch = native();
+  const a = roundTrip(ch, new Uint8Array(1024).fill(1));
+  const b = roundTrip(ch, new Uint8Array(1024).fill(2));
+  assert.equal(a.buffer, b.buffer, "one chunk buffer");
+  // Never received values: views that start inside a and inside b.
+  const inside = a.subarray(16);
+  const other = new Uint8Array(b.buffer, b.byteOffset + 512, 16);
+  assert.equal(releaseBytes(inside), false);
+  assert.equal(releaseBytes(other), false);
+  assert.equal(releaseBytes(a), true);
+  assert.equal(releaseBytes(b), true);
+  moveOn(ch, b); // retired: the buffer is detached, its views read as empty
+  assert.equal(inside.length, 0);
+  const retired = {
+    name: "RangeError",
+    message:
+      "Cannot release bytes: every value of its chunk was released, received [object Uint8Array] of length 0",
+  };
+  // A detached view no longer says where it started: each is answered as a released value.
+  for (const v of [inside, other, a, b]) {
+    assert.throws(() => releaseBytes(v), retired);
+  }
+});
+
 Deno.test("once the caller transferred a chunk's buffer, releasing its values is false, released before or not", () => {
   using ch = native();
   const a = roundTrip(ch, new Uint8Array(64).fill(1));
