@@ -179,9 +179,9 @@ interface ChunkHold {
   /**
    * A releasable chunk buffer's (made by the Node-API companion once `releaseBytes` was called,
    * see there): the companion's counts and this buffer's entry in them (its finaliser gives
-   * back what the entry counts), and over the chunk's 16-byte slots two bitmaps, the values
-   * received at each slot (words `0 .. n/2`) and those released (`n/2 .. n`). Null and -1 for
-   * a buffer the collector's `chunkHolds` finaliser gives back.
+   * back what the entry counts), and over the chunk's 16-byte slots (`POOL_SLICE_ALIGN`) two
+   * bitmaps, the values received at each slot (words `0 .. n/2`) and those released
+   * (`n/2 .. n`). Null and -1 for a buffer the collector's `chunkHolds` finaliser gives back.
    */
   counts: Uint32Array | null;
   slot: number;
@@ -191,6 +191,15 @@ interface ChunkHold {
   /** A releasable buffer's hold registered in `releasableHolds` (the isolate moved on from it). */
   watched: boolean;
 }
+
+/**
+ * @ignore The buffer pool's slice alignment (zig-src/bridge/pool.zig `slice_align`, whose
+ * comptime assertion names this): every pooled value starts at a multiple of it in its chunk, so
+ * a releasable hold's bitmaps keep one bit per slot of this many bytes. The shifts by 4 in
+ * `receivedAt` and `releaseBytes` are its log2, literal there (`releaseBytes` stays small enough
+ * for V8 to inline). tests/release_test.ts compares it with the native step between two slices.
+ */
+export const POOL_SLICE_ALIGN = 16;
 
 const chunkHolds = new FinalizationRegistry<ChunkHold>((hold) => {
   if (hold.views === 0) return;
@@ -411,9 +420,10 @@ function mapChunk(
     pool,
     counts: made === null ? null : pool.releasable!.counts,
     slot: made === null ? -1 : made.slot,
+    // Two bitmaps of a bit per slot, in 32-bit words.
     bits: made === null
       ? null
-      : freeBits.pop() ?? staleBits(pool, c) ?? new Uint32Array(pool.chunk >>> 8),
+      : freeBits.pop() ?? staleBits(pool, c) ?? new Uint32Array(pool.chunk / POOL_SLICE_ALIGN / 16),
     released: 0,
     watched: false,
   };
@@ -499,7 +509,7 @@ let unavailable: string | null = null;
 
 /** Counts one more view of a releasable hold's buffer, the value at chunk offset `off`. */
 function receivedAt(hold: ChunkHold, off: number): void {
-  const s = off >>> 4;
+  const s = off >>> 4; // its slot (POOL_SLICE_ALIGN bytes)
   hold.bits![s >>> 5] |= 1 << (s & 31);
   hold.counts![hold.slot]++;
 }
@@ -679,7 +689,7 @@ export function releaseBytes(value: Uint8Array): boolean {
     if (hold.bits !== null) retire(hold, buffer);
     return false;
   }
-  if ((off & 15) !== 0) return false;
+  if ((off & 15) !== 0) return false; // POOL_SLICE_ALIGN - 1, and its log2 below
   const s = off >>> 4, word = s >>> 5, bit = 1 << (s & 31), bits = hold.bits;
   if ((bits[word] & bit) === 0) return false; // no received value starts here
   const done = bits.length >>> 1;

@@ -13,6 +13,7 @@ import {
 } from "../mod.ts";
 import { intact, type ReleaseResult, seeded } from "./fixtures/release_worker.ts";
 import { evalScript, until } from "./support.ts";
+import { POOL_SLICE_ALIGN } from "../src/codec.ts";
 
 assert.equal(releaseBytes(new Uint8Array(0)), false); // the switch
 
@@ -405,6 +406,31 @@ Deno.test("once the caller transferred a chunk's buffer, releasing its values is
   assert.equal(releaseBytes(a), false);
   assert.equal(releaseBytes(b), false);
   assert.ok(new Uint8Array(moved, at, 64).every((x) => x === 2), "the moved buffer keeps b");
+});
+
+Deno.test("the pool's slices start POOL_SLICE_ALIGN bytes apart, a bitmap slot each: adjacent 1-byte values release one by one", () => {
+  using ch = native(64);
+  // Sent in a row by this thread: consecutive slices of its stripe's chunk, each a 1-byte value
+  // rounded up to the native slice_align (zig-src/bridge/pool.zig), unless a chunk ends between.
+  for (let i = 0; i < 48; i++) assert.deepEqual(ch.trySend(new Uint8Array([i])), { state: "ok" });
+  const got: Uint8Array[] = [];
+  for (let i = 0; i < 48; i++) {
+    const r = ch.tryReceive();
+    assert.equal(r.state, "ok");
+    got.push((r as { value: Uint8Array }).value);
+  }
+  const at = got.map((v) => Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(v))));
+  let step = Infinity;
+  for (let i = 0; i < got.length; i++) {
+    assert.equal(got[i].buffer.byteLength, CHUNK, `value ${i} is a view of a chunk`);
+    assert.equal(got[i][0], i);
+    assert.equal(at[i] % POOL_SLICE_ALIGN, 0, `value ${i} starts on a slot`);
+    if (i > 0 && at[i] > at[i - 1]) step = Math.min(step, at[i] - at[i - 1]);
+  }
+  assert.equal(step, POOL_SLICE_ALIGN, "the native slice alignment is src/codec.ts's");
+  // One bit each: none is taken for another's (a shared bit would be "released already").
+  for (const v of got) assert.equal(releaseBytes(v), true);
+  for (const v of got) assert.throws(() => releaseBytes(v), RangeError);
 });
 
 Deno.test("only received values are released: not copies, arrays the caller made, nor views that do not start at one", () => {

@@ -30,8 +30,15 @@ const assert = std.debug.assert;
 pub const max_slice: usize = 16 * 1024;
 /// At most this much of the next slice is prefetched (`prefetchNext`).
 const prefetch_max: usize = 2048;
-/// Slices start on 16-byte boundaries.
+/// Slices start on 16-byte boundaries. src/codec.ts's `POOL_SLICE_ALIGN` is this number: a
+/// releasable chunk buffer's two bitmaps (the values received, and released, by `releaseBytes`)
+/// keep one bit per 16-byte slot of the chunk, which takes every slice to start in a slot of
+/// its own (with a smaller alignment two values would share a bit).
 const slice_align: usize = 16;
+comptime {
+    // tests/release_test.ts compares the native step between two slices with POOL_SLICE_ALIGN.
+    if (slice_align != 16) @compileError("slice_align changed: src/codec.ts's POOL_SLICE_ALIGN (one bitmap bit per 16-byte slot; the shifts by 4 in receivedAt and releaseBytes) says 16: change them together");
+}
 /// A chunk's word once its stripe let go of it (see the module comment).
 const retired: u32 = 1 << 31;
 const none: u32 = std.math.maxInt(u32);
