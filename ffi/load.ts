@@ -66,7 +66,11 @@ export class Library {
    * `{ path, abiVersion }`.
    */
   readonly _notCloneable: symbol = NOT_CLONEABLE;
-  /** The file it was opened from (README.md, "Permissions", says where it looks). */
+  /**
+   * The file it was opened from, absolute (a relative `KCORO_LIB` or `options.path` resolved
+   * against the current directory when it was opened; README.md, "Permissions", says where it
+   * looks).
+   */
   readonly path: string;
   /** The ABI version the library reported when it was opened (`kc_abi_version`). */
   readonly abiVersion: number;
@@ -266,6 +270,27 @@ function canRun(): boolean {
   }
 }
 
+/**
+ * `path` made absolute against the current directory, now: what is opened or run from it later
+ * must not depend on a `Deno.chdir` since (the Node-API companion is loaded from the library's
+ * directory at the first releaseBytes, ffi/napi.ts). `.` segments are dropped, `..` kept (the system resolves it through symbolic
+ * links, as it would have). Unchanged when the current directory cannot be read (without
+ * `--allow-read`, where nothing is found anyway).
+ */
+function absolutePath(path: string): string {
+  const windows = Deno.build.os === "windows";
+  if (windows ? /^([A-Za-z]:)?[\\/]/.test(path) : path.startsWith("/")) return path;
+  let cwd: string;
+  try {
+    cwd = Deno.cwd();
+  } catch {
+    return path;
+  }
+  const sep = windows ? "\\" : "/";
+  const dot = windows ? /^(\.[\\/]+)+|(?<=[\\/])(\.[\\/]+)+/g : /^(\.\/+)+|(?<=\/)(\.\/+)+/g;
+  return (cwd.endsWith(sep) ? cwd : cwd + sep) + path.replace(dot, "");
+}
+
 function findZig(): string {
   const fromEnv = envVar("KCORO_ZIG");
   if (fromEnv) return fromEnv;
@@ -307,18 +332,28 @@ function buildFromSource(tried: string[]): string | null {
 
 /** Returns the path of the library to open, building it if allowed; see the module doc. */
 export function findLibrary(options: OpenOptions = {}): string {
+  // A relative path is made absolute here, once: the library is opened from it, and the
+  // Node-API companion loaded from beside it later (a chdir since must not change which).
   if (options.path !== undefined) {
-    if (!isFile(options.path)) {
-      throw new LibraryNotFoundError(`kcoro: no library at ${options.path} (options.path)`);
+    const path = absolutePath(options.path);
+    if (!isFile(path)) {
+      throw new LibraryNotFoundError(
+        `kcoro: no library at ${path} (options.path${
+          path === options.path ? "" : ` ${options.path}`
+        })`,
+      );
     }
-    return options.path;
+    return path;
   }
   const tried: string[] = [];
   const fromEnv = envVar("KCORO_LIB");
   if (fromEnv !== undefined) {
-    if (isFile(fromEnv)) return fromEnv;
+    const path = absolutePath(fromEnv);
+    if (isFile(path)) return path;
     throw new LibraryNotFoundError(
-      `kcoro: KCORO_LIB is set to ${fromEnv}, but there is no file there; unset it or fix it`,
+      `kcoro: KCORO_LIB is set to ${fromEnv}, but there is no file there${
+        path === fromEnv ? "" : ` (${path})`
+      }; unset it or fix it`,
     );
   }
   tried.push("KCORO_LIB (unset or not readable without --allow-env)");

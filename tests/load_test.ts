@@ -207,6 +207,34 @@ Deno.test("KCORO_LIB overrides the search, and a wrong one is a named error", as
   }
 });
 
+Deno.test("a relative KCORO_LIB or options.path is made absolute when the library is opened: a chdir after it loses neither it nor the Node-API companion", async () => {
+  // The companion is loaded from the library's directory at the first chunk mapped after the
+  // switch to releasable buffers; a path relative to the directory the script started in
+  // found nothing there once it had moved (releaseBytes false, releaseUnavailable "Invalid path").
+  const code = `
+import { Channel, codecs, library, openLibrary, releaseBytes, releaseUnavailable } from "${root}mod.ts";
+const lib = library();
+const other = openLibrary({ path: "zig-out/lib/libkcoro.so" });
+Deno.chdir("/");
+console.log(lib.path);
+console.log(other.path);
+other.close();
+releaseBytes(new Uint8Array(0)); // the switch
+const ch = new Channel(64, { codec: codecs.bytes });
+ch.share();
+ch.trySend(new Uint8Array(100).fill(7));
+const v = ch.tryReceive().value;
+console.log(v[99], releaseBytes(v), releaseUnavailable());
+`;
+  const res = await runScript(code, { KCORO_LIB: "./zig-out/lib/libkcoro.so" }, [
+    "--allow-ffi",
+    "--allow-read",
+    "--allow-env",
+  ]);
+  const path = `${root}zig-out/lib/libkcoro.so`;
+  assert.deepEqual(res.stdout.trim().split("\n"), [path, path, "7 true null"], res.stderr);
+});
+
 Deno.test("without a build and without --allow-run the error says what to do", async () => {
   const dir = await Deno.makeTempDir();
   try {
