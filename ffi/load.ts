@@ -273,7 +273,7 @@ function canRun(): boolean {
 /**
  * `path` made absolute against the current directory, now: what is opened or run from it later
  * must not depend on a `Deno.chdir` since (the Node-API companion is loaded from the library's
- * directory at the first releaseBytes, ffi/napi.ts). `.` segments are dropped, `..` kept (the system resolves it through symbolic
+ * directory at the first releaseBytes, ffi/napi.ts; zig runs in the checkout). `.` segments are dropped, `..` kept (the system resolves it through symbolic
  * links, as it would have). Unchanged when the current directory cannot be read (without
  * `--allow-read`, where nothing is found anyway).
  */
@@ -293,7 +293,9 @@ function absolutePath(path: string): string {
 
 function findZig(): string {
   const fromEnv = envVar("KCORO_ZIG");
-  if (fromEnv) return fromEnv;
+  // A path (not a name looked up on PATH) from where the caller is: the build runs in the
+  // checkout, and a relative program path is taken from the new process's directory.
+  if (fromEnv) return /[\\/]/.test(fromEnv) ? absolutePath(fromEnv) : fromEnv;
   if (checkout !== null) {
     const pinned = `${checkout}.toolchain/zig/bin/zig`;
     if (isFile(pinned)) return pinned;

@@ -154,11 +154,16 @@ Deno.test("statusName and KcoroError name any value they are given: a symbol or 
   assert.equal(e.code, "KC_EUNKNOWN(Symbol(s))");
 });
 
-async function runScript(code: string, env: Record<string, string>, flags: string[]) {
+async function runScript(
+  code: string,
+  env: Record<string, string>,
+  flags: string[],
+  cwd = root,
+) {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", ...flags, "-"],
     env,
-    cwd: root,
+    cwd,
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
@@ -280,6 +285,42 @@ Deno.test("with --allow-run a checkout without a build builds from source", asyn
     assert.equal(res.stdout.trim(), `ok ${dir}/zig-out/lib/libkcoro.so 0,1,1`, res.stderr);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a relative KCORO_ZIG is taken from the current directory, not from the checkout the build runs in", async () => {
+  // A checkout without a build, and a "zig" (a script that installs a copy of the library)
+  // at bin/zig under another directory, the script's. Before, the build ran
+  // <checkout>/bin/zig, which is not there: LibraryNotFoundError.
+  const dir = await Deno.makeTempDir();
+  const here = await Deno.makeTempDir();
+  try {
+    for (const d of ["ffi", "src"]) {
+      await Deno.mkdir(`${dir}/${d}`);
+      for (const f of Deno.readDirSync(`${root}${d}`)) {
+        await Deno.copyFile(`${root}${d}/${f.name}`, `${dir}/${d}/${f.name}`);
+      }
+    }
+    await Deno.copyFile(`${root}mod.ts`, `${dir}/mod.ts`);
+    await Deno.writeTextFile(`${dir}/build.zig`, "");
+    await Deno.mkdir(`${here}/bin`);
+    const lib = `${root}zig-out/lib/libkcoro.so`;
+    await Deno.writeTextFile(
+      `${here}/bin/zig`,
+      `#!/bin/sh\nmkdir -p zig-out/lib && cp '${lib}' zig-out/lib/libkcoro.so\n`,
+      { mode: 0o755 },
+    );
+    const code = probe.replace(`${root}mod.ts`, `${dir}/mod.ts`);
+    const res = await runScript(code, { KCORO_ZIG: "bin/zig" }, [
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-env",
+      "--allow-run",
+    ], here);
+    assert.equal(res.stdout.trim(), `ok ${dir}/zig-out/lib/libkcoro.so 0,1,1`, res.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(here, { recursive: true });
   }
 });
 
