@@ -156,11 +156,19 @@ export class Library {
     this.#closing = true;
     // While still open: what waits natively is withdrawn (or settled, if it completed first),
     // so that nothing is delivered after its operation was reported failed.
-    // Hooks registered while these run (a bridge's second pass over what they began) run too,
-    // after them; they were dropped. A bound, so that hooks that each register another cannot
-    // keep the library open for ever.
+    // Hooks registered while these run (a bridge's second pass over what they began, the unmap
+    // of a channel a hook mapped first) run too, after them, round after round until a round
+    // registers none. A bound, so that hooks that each register another cannot keep the library
+    // open for ever: past it the close goes on and then throws, naming what kept registering
+    // (before, the hooks of a 9th round were dropped silently: such a channel stayed mapped,
+    // its try-operations reaching the closed library's code without a LibraryClosedError).
+    let left: CloseHook[] = [];
     try {
-      for (let round = 0; round < MAX_CLOSE_ROUNDS && this.#beforeClose.length > 0; round++) {
+      for (let round = 0; this.#beforeClose.length > 0; round++) {
+        if (round === MAX_CLOSE_ROUNDS) {
+          left = this.#beforeClose;
+          break;
+        }
         const before = this.#beforeClose;
         this.#beforeClose = [];
         runHooks(before);
@@ -177,21 +185,35 @@ export class Library {
     const hooks = this.#onClose;
     this.#onClose = [];
     runHooks(hooks);
+    if (left.length > 0) {
+      throw new RangeError(
+        `Cannot close the kcoro library cleanly: its close hooks kept registering new ones for ` +
+          `${MAX_CLOSE_ROUNDS} rounds (it is closed; the ${left.length} registered in the last ` +
+          `round did not run), received ${namesOf(left)}`,
+      );
+    }
   }
 
-  #onClose: (() => void)[] = [];
+  #onClose: CloseHook[] = [];
   #closing = false;
-  #beforeClose: (() => void)[] = [];
+  #beforeClose: CloseHook[] = [];
 
   /**
    * @ignore Runs `hook` when `close()` begins, while the library is still open (to withdraw
-   * what waits natively); once only. One registered while `close()` runs these runs after them.
+   * what waits natively); once only. One registered while `close()` runs these runs after them
+   * (in the next round; past `MAX_CLOSE_ROUNDS` rounds, close() throws a RangeError that names
+   * the hooks by `what`, else by their function's name).
    */
-  beforeClose(hook: () => void): void {
+  beforeClose(hook: () => void, what?: string): void {
     // Checked here: a non-function failed only inside close(), reported as an uncaught
     // "hook is not a function", which ends the process.
     checkFunction("register a close hook", "hook", hook);
-    if (this.#lib !== null) this.#beforeClose.push(hook);
+    if (what !== undefined && typeof what !== "string") {
+      throw new TypeError(
+        `Cannot register a close hook: what must be a string, received ${describe(what)}`,
+      );
+    }
+    if (this.#lib !== null) this.#beforeClose.push(what === undefined ? hook : { hook, what });
   }
 
   /**
@@ -206,20 +228,45 @@ export class Library {
 }
 
 /**
- * How many times `close()` runs the hooks registered while its hooks run (each round those the
- * round before registered).
+ * How many rounds of hooks `close()` runs at most before the library closes (each round those
+ * the round before registered). Each level of a chain of reactions to the close (a withdrawn
+ * send's value handed to an onUndeliveredElement that sends it on, whose wait is withdrawn in
+ * turn) takes a round: far more than any such chain, the bound stops only hooks that register
+ * another for ever.
  */
-const MAX_CLOSE_ROUNDS = 8;
+const MAX_CLOSE_ROUNDS = 1000;
+
+/** A close hook, with what registered it when it said (`beforeClose`'s `what`). */
+type CloseHook = (() => void) | { hook: () => void; what: string };
 
 /** Runs each of `hooks`; one that throws is reported and the others still run. */
-function runHooks(hooks: (() => void)[]): void {
-  for (const hook of hooks) {
+function runHooks(hooks: CloseHook[]): void {
+  for (const h of hooks) {
     try {
-      hook();
+      if (typeof h === "function") h();
+      else h.hook();
     } catch (e) {
       reportError(e);
     }
   }
+}
+
+/** `fn`'s name for an error, as it reads without running a caller's code (a getter). */
+function functionName(fn: () => void): string {
+  const d = Object.getOwnPropertyDescriptor(fn, "name");
+  const name = d !== undefined && "value" in d ? d.value : undefined;
+  return typeof name === "string" && name !== "" ? `hook ${name}` : "an anonymous hook";
+}
+
+/** What `hooks` are, for an error: each kind once, with its count, the first five kinds. */
+function namesOf(hooks: CloseHook[]): string {
+  const counts = new Map<string, number>();
+  for (const h of hooks) {
+    const name = typeof h === "function" ? functionName(h) : h.what;
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  const kinds = [...counts].map(([name, n]) => n === 1 ? name : `${name} (x${n})`);
+  return kinds.length <= 5 ? kinds.join(", ") : `${kinds.slice(0, 5).join(", ")}, ...`;
 }
 
 /** How to find and check the library. */
@@ -427,9 +474,12 @@ export function library(): Library {
 /** Closes the process-wide library, if open. Idempotent. */
 export function closeLibrary(): void {
   const lib = shared;
-  lib?.close();
-  // Unless a hook run by the close opened a new one (library()), which stays the shared one.
-  if (shared === lib) shared = null;
+  try {
+    lib?.close(); // closed also when it throws (close hooks that kept registering)
+  } finally {
+    // Unless a hook run by the close opened a new one (library()), which stays the shared one.
+    if (shared === lib) shared = null;
+  }
 }
 
 refuseAsValue(Library, "a Library", "call `library()` where it is needed", NOT_CLONEABLE);

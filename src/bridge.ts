@@ -59,7 +59,7 @@ export class Bridge {
     const rc = this.#sym.kc_ring_create(this.#out);
     if (rc !== 0) throw new Error(`Cannot create completion ring: status ${rc}`);
     this.#ring = this.#out[0];
-    lib.beforeClose(() => this.#closing());
+    lib.beforeClose(() => this.#closing(), "the withdrawal of the ring's waits");
     lib.onClose(() => this.#closed());
   }
 
@@ -222,7 +222,7 @@ export class Bridge {
     this.#lib.beforeClose(() => {
       this.#closeQueued = false;
       this.#closing();
-    });
+    }, "the withdrawal of waits begun during the close");
   }
 
   #deferred: { flush(): void }[] = [];

@@ -3224,7 +3224,7 @@ function unmapOnClose(lib: Library, ch: Channel<unknown>): void {
     lib.beforeClose(() => {
       mapped.delete(lib);
       for (const ref of refs) ref.deref()?._unmap();
-    }));
+    }, "the unmap of mapped channels"));
 }
 
 function trackLocal(lib: Library, ch: Channel<unknown>): void {

@@ -397,7 +397,7 @@ function drainsOf(lib: Library): Set<DrainWait> {
       if (set.size === 0) return;
       const info = schedInfo(lib, "drain runtime");
       for (const d of set) d.drained = info[3] === 1n && info[6] === d.generation && info[2] === 0n;
-    });
+    }, "the settling of waiting drains");
   }
   return drains;
 }

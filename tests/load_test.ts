@@ -483,6 +483,76 @@ Deno.test("Library.onClose and beforeClose refuse a hook that is not a function:
   }
 });
 
+Deno.test("close() runs the close hooks registered while its hooks run, however many rounds that takes: a 9th round's were dropped", () => {
+  const lib = openLibrary();
+  const ran: number[] = [];
+  const chain = (depth: number) => () => {
+    ran.push(depth);
+    if (depth < 20) lib.beforeClose(chain(depth + 1));
+  };
+  lib.beforeClose(chain(0));
+  lib.close();
+  assert.equal(ran.length, 21, `ran ${ran.join(",")}`);
+  assert.equal(lib.isOpen, false);
+});
+
+Deno.test("close hooks that register another for ever: close() closes the library, runs its onClose hooks, then throws a RangeError naming them", () => {
+  const lib = openLibrary();
+  let runs = 0, closed = 0;
+  lib.onClose(() => closed++);
+  lib.beforeClose(function again() {
+    runs++;
+    lib.beforeClose(again);
+  });
+  lib.beforeClose(() => lib.beforeClose(() => {}, "a labelled hook"), "the first");
+  assert.throws(() => lib.close(), {
+    name: "RangeError",
+    message: new RegExp(
+      "^Cannot close the kcoro library cleanly: its close hooks kept registering new ones for " +
+        "1000 rounds \\(it is closed; the 1 registered in the last round did not run\\), " +
+        "received hook again$",
+    ),
+  });
+  assert.equal(runs, 1000);
+  assert.equal(closed, 1);
+  assert.equal(lib.isOpen, false);
+  lib.close(); // idempotent, no second error
+  assert.throws(() => lib.beforeClose(() => {}, 7 as never), {
+    name: "TypeError",
+    message: "Cannot register a close hook: what must be a string, received 7",
+  });
+});
+
+Deno.test("a channel first mapped by a close hook of a late round is unmapped before the library closes: its try-operations throw LibraryClosedError", async () => {
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library, LibraryClosedError } from "./mod.ts";
+    const ch = new Channel(4, { codec: codecs.f64 });
+    ch.share();
+    const warm = (n) => {
+      for (let i = 0; i < n; i++) {
+        if (ch.trySend(i).state !== "ok") throw new Error("send " + i);
+        if (ch.tryReceive().value !== i) throw new Error("receive " + i);
+      }
+    };
+    warm(7); // 14 uses: mapped at the 16th, by the last hook of the chain below
+    const lib = library();
+    // Rounds 0 to 7: the 8th maps the channel, whose unmap hook is the 9th round's (dropped
+    // before, the channel then answering through the closed library's code).
+    const chain = (depth) => () => {
+      if (depth < 7) lib.beforeClose(chain(depth + 1));
+      else warm(20);
+    };
+    lib.beforeClose(chain(0));
+    closeLibrary();
+    for (const op of [() => ch.trySend(1), () => ch.tryReceive()]) {
+      try { op(); throw new Error("no error: " + op); } catch (e) {
+        if (!(e instanceof LibraryClosedError)) throw e;
+      }
+    }
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("openLibrary reads each option once: path, expectAbi and build were checked, then read again to find and check the library", () => {
   const reads: Record<string, number> = { path: 0, expectAbi: 0, build: 0 };
   const options = {};
