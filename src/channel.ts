@@ -1451,23 +1451,33 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       const rc = this.#sendAt!(at, this.#handle, scratchPtr, this.#size);
       return rc === 0 ? OK : this.#sendFailed(rc, this.#sym("send"), undefined);
     }
+    // A mapped codecs.bytes channel: its own path, which needs no `#sym` either (see `#at`).
+    if (at !== null && this.#bytes) return this.#trySendBytes(value, s, at);
     const sym = this.#sym("send");
     if (s.local) return this.#localSend(this.#pass(value));
-    if (this.#bytes) return this.#trySendBytes(value, sym, s, at);
     return this.#trySend(value, undefined, sym);
   }
 
   /**
-   * trySend on a codecs.bytes channel: mapped, with no waiter of this isolate (a stream of
-   * buffers), copied and sent in one native call (`trySendBytes`); else `#trySend`. A method of
-   * its own, so that trySend stays small enough for V8 to inline (with these lines in it, the
-   * codecs.f64 pair measured ~30% slower).
+   * trySend on a mapped codecs.bytes channel: with no waiter of this isolate (a stream of
+   * buffers), copied and sent in one native call (`trySendBytes`) through the symbols taken
+   * when it was mapped (`#symAt`), as the codecs.f64 path does: `at` (`#at`) not null says
+   * that no dispose began and the library is not closing; else as `trySend`'s checked path. A
+   * method of its own, so that trySend stays small enough for V8 to inline (with these lines in
+   * it, the codecs.f64 pair measured ~30% slower).
    */
-  #trySendBytes(value: T, sym: Sym, s: Shared, at: Deno.PointerValue): TrySendResult {
-    if (s.detour === 0 && at !== null && !this.#dropping && this.#blocked![0] === 0) { // see trySend
+  #trySendBytes(value: T, s: Shared, at: Deno.PointerObject): TrySendResult {
+    if (s.detour === 0 && !this.#dropping && this.#blocked![0] === 0) { // see trySend
+      // Also for the failure's discard of the copy: they stay valid (the library stays loaded)
+      // should the value's check run code that disposes the channel or closes the library (an
+      // own Symbol.hasInstance of Uint8Array's; a Proxy's trap ends in a CodecError before any
+      // call): a disposed channel's send then fails with KC_EBADH, an InvalidHandleError.
+      const sym = this.#symAt!;
       const rc = trySendBytes(value, scratch, sym, at, this.#handle);
       return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined);
     }
+    const sym = this.#sym("send");
+    if (s.local) return this.#localSend(this.#pass(value));
     return this.#trySend(value, undefined, sym);
   }
 

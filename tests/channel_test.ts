@@ -1277,6 +1277,117 @@ Deno.test("a mapped codecs.bytes channel's tryReceive throws once it is disposed
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a mapped codecs.bytes channel's trySend throws once it is disposed or its library closed mid-stream, as an unmapped one's does", async () => {
+  const rand = prng(0x25a);
+  const value = (i: number) => new Uint8Array([0, 1, 3, 700, 20000][i % 5]).fill(i & 255);
+  const same = (got: Uint8Array, i: number) => {
+    const want = value(i);
+    return got.length === want.length && got.every((b, k) => b === want[k]);
+  };
+  for (const copy of [false, true]) {
+    const ch = new Channel<Uint8Array>(8, { codec: codecs.bytes });
+    const c = copy ? Channel.from<Uint8Array>(ch.share()) : ch;
+    if (!copy) ch.share();
+    // A stream through the mapped path (past the 16th use: kc_chan_try_send_copy through
+    // #symAt), sends ahead of receives by a seeded amount, disposed at a seeded point.
+    const stop = 40 + Math.floor(rand() * 200);
+    let sent = 0, received = 0;
+    while (sent < stop) {
+      for (let k = Math.floor(rand() * 4); k >= 0 && sent - received < 8; k--) {
+        assert.deepEqual(c.trySend(value(sent)), { state: "ok" }, `send ${sent}`);
+        sent++;
+      }
+      for (let k = Math.floor(rand() * 4); k >= 0 && received < sent; k--) {
+        const r = c.tryReceive();
+        assert.ok(r.state === "ok" && same(r.value, received), `receive ${received}`);
+        received++;
+      }
+    }
+    c[Symbol.dispose]();
+    for (let i = 0; i < 5; i++) {
+      assert.throws(() => c.trySend(value(i)), {
+        name: "InvalidHandleError",
+        message: "Cannot send: the channel was disposed (KC_EBADH)",
+      });
+    }
+    assert.throws(() => c.tryReceive(), InvalidHandleError);
+    if (copy) {
+      // The owner's is unchanged: the values in flight, in order.
+      for (; received < sent; received++) {
+        const r = ch.tryReceive();
+        assert.ok(r.state === "ok" && same(r.value, received), `owner's receive ${received}`);
+      }
+      ch[Symbol.dispose]();
+    }
+  }
+  // Closed mid-stream: a channel mapped before the close, one mapped first by a hook of the
+  // close (beforeClose) through trySend alone, one never mapped; and a dispose or a close run
+  // by the value's check itself (an own Symbol.hasInstance of Uint8Array's), after the
+  // mapped path read #at: an answer, never a crash, and a named error from then on.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, InvalidHandleError, library, LibraryClosedError } from "./mod.ts";
+    const fail = (m) => { throw new Error(m); };
+    const chans = [0, 1, 2].map(() => new Channel(8, { codec: codecs.bytes }));
+    for (const ch of chans) ch.share();
+    const send = (ch, n) => {
+      for (let i = 0; i < n; i++) if (ch.trySend(new Uint8Array(100).fill(i)).state !== "ok") fail("send " + i);
+    };
+    const warm = (ch, n) => {
+      for (let i = 0; i < n; i++) {
+        send(ch, 1);
+        const r = ch.tryReceive();
+        if (r.state !== "ok" || r.value[99] !== 0) fail("receive " + i);
+      }
+    };
+    warm(chans[0], 40);
+    send(chans[0], 3);
+    warm(chans[1], 7); // 14 uses: mapped at the 16th, by a trySend in the hook below
+    library().beforeClose(() => send(chans[1], 5));
+    const expect = (f, kind, what) => {
+      try { f(); } catch (e) {
+        if (!(e instanceof kind)) throw e;
+        return;
+      }
+      fail("no error: " + what);
+    };
+    closeLibrary();
+    for (const [i, ch] of chans.entries()) {
+      for (const v of [new Uint8Array(0), new Uint8Array(5), new Uint8Array(20000)]) {
+        expect(() => ch.trySend(v), LibraryClosedError, i + " trySend of " + v.length);
+      }
+      expect(() => ch.tryReceive(), LibraryClosedError, i + " tryReceive");
+    }
+    let hook = null;
+    Object.defineProperty(Uint8Array, Symbol.hasInstance, {
+      configurable: true,
+      value(v) {
+        const h = hook;
+        hook = null;
+        h?.();
+        return Function.prototype[Symbol.hasInstance].call(this, v);
+      },
+    });
+    const a = new Channel(8, { codec: codecs.bytes });
+    a.share();
+    const b = Channel.from(a.share());
+    warm(a, 20);
+    warm(b, 20);
+    hook = () => a[Symbol.dispose](); // the creator's: the channel is destroyed
+    const got = [a, b].map((ch) => JSON.stringify(ch.trySend(new Uint8Array(10))));
+    expect(() => a.trySend(new Uint8Array(10)), InvalidHandleError, "a after its dispose");
+    const c = new Channel(8, { codec: codecs.bytes });
+    c.share();
+    warm(c, 20);
+    hook = () => closeLibrary(); // the send began first: it goes through
+    got.push(JSON.stringify(c.trySend(new Uint8Array(10))));
+    expect(() => c.trySend(new Uint8Array(10)), LibraryClosedError, "c after the close");
+    console.log(got.join("\\n"));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const closed = JSON.stringify({ state: "closed", cause: { name: "CancellationError" } });
+  assert.deepEqual(res.stdout.trim().split("\n"), [closed, closed, '{"state":"ok"}']);
+});
+
 Deno.test("Channel.from rejects forged objects with named errors", () => {
   using ch = new Channel<string>(1, { codec: codecs.string });
   const ok = ch.share();
