@@ -320,13 +320,14 @@ function canRun(): boolean {
 /**
  * `path` made absolute against the current directory, now: what is opened or run from it later
  * must not depend on a `Deno.chdir` since (the Node-API companion is loaded from the library's
- * directory at the first releaseBytes, ffi/napi.ts; zig runs in the checkout). `.` segments are dropped, `..` kept (the system resolves it through symbolic
- * links, as it would have). Unchanged when the current directory cannot be read (without
- * `--allow-read`, where nothing is found anyway).
+ * directory at the first releaseBytes, ffi/napi.ts; zig runs in the checkout). `.` segments
+ * are dropped, `..` kept (the system resolves it through symbolic links, as it would have).
+ * Unchanged when the current directory cannot be read (without `--allow-read`, where nothing
+ * is found anyway), and on Windows for a path with a drive letter (`C:lib.dll` too).
  */
 function absolutePath(path: string): string {
   const windows = Deno.build.os === "windows";
-  if (windows ? /^([A-Za-z]:)?[\\/]/.test(path) : path.startsWith("/")) return path;
+  if (windows ? /^([A-Za-z]:|[\\/])/.test(path) : path.startsWith("/")) return path;
   let cwd: string;
   try {
     cwd = Deno.cwd();
