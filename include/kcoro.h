@@ -98,7 +98,9 @@ int32_t kc_coro_create(kc_entry_fn entry, void *arg, uint32_t stack_size, uint32
                        uint32_t *out_handle);
 /* Runs the coroutine until it yields, parks or finishes; returns the KC_STATE_* it is then in.
  * KC_EBUSY if it is running, parked (not yet unparked) or finished; KC_EINVAL for a scheduled
- * coroutine's handle (kc_spawn's out_handle: the scheduler runs it). */
+ * coroutine's handle (kc_spawn's out_handle: the scheduler runs it). Safe against a
+ * kc_coro_destroy of the same handle on another thread (or the end of a thread that holds it):
+ * the one that reaches the coroutine first wins, and a resume that lost returns KC_EBADH. */
 int32_t kc_coro_resume(uint32_t handle);
 /* From inside a coroutine: back to the resumer (KC_ENOTCORO elsewhere). */
 int32_t kc_coro_yield(void);
@@ -112,7 +114,8 @@ int32_t kc_coro_unpark(uint32_t handle);
 int32_t kc_coro_state(uint32_t handle);
 /* Reads the coroutine's transfer word into *out. */
 int32_t kc_coro_transfer(uint32_t handle, uint64_t *out);
-/* Frees the coroutine and recycles its stack (KC_EBUSY while it runs). An unfinished coroutine
+/* Frees the coroutine and recycles its stack (KC_EBUSY while it runs, also when a resume on
+ * another thread started it first: the two may race). An unfinished coroutine
  * is abandoned without unwinding its stack. Stacks stay mapped for reuse (kc_coro_stats' third
  * value does not shrink): beyond 1,024 free ones of a size, their memory below the top page goes
  * back to the kernel. KC_EINVAL for a scheduled coroutine's handle (it is
@@ -122,8 +125,8 @@ int32_t kc_coro_destroy(uint32_t handle);
  * unless destroyed first (kc_coro_destroy on this thread forgets the hold). For a host whose
  * own way of destroying it dies with the thread: a JavaScript Worker's garbage collector, whose
  * finalizers never run once the Worker has ended. A coroutine running at that moment runs on
- * another thread, against kc_coro_destroy's rule (no call may race a destroy): it is left alive,
- * its stack in use. Holding it again is the same hold. KC_EBADH for a dead handle, KC_EINVAL for
+ * another thread (as with kc_coro_destroy, KC_EBUSY): it is left alive, its stack in use; a
+ * resume on another thread that comes after the destroy gets KC_EBADH. Holding it again is the same hold. KC_EBADH for a dead handle, KC_EINVAL for
  * a scheduled coroutine's and from a coroutine or a scheduler worker's thread (which ends at
  * kc_sched_shutdown), KC_ENOMEM. New in ABI 18. */
 int32_t kc_coro_hold(uint32_t handle);

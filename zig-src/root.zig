@@ -215,9 +215,10 @@ const ThreadRecord = struct {
         // still keep the scheduler up: a scope whose children run waits for them.
         var cit = rec.coros.iterator();
         while (cit.next()) |kv| {
-            // A coroutine running now runs on another thread (this one is ending), against
-            // kc_coro_destroy's rule: Busy, and it is left alive, its stack in use. One destroyed
-            // since (by another thread): BadHandle.
+            // A coroutine running now runs on another thread (this one is ending): Busy, and it
+            // is left alive, its stack in use; a resume there that comes after this destroy gets
+            // BadHandle (`Registry.resumeLive`). One destroyed since (by another thread):
+            // BadHandle.
             reg().destroyIfSame(kv.key_ptr.*, kv.value_ptr.*) catch {};
         }
         rec.coros.deinit(std.heap.c_allocator);
@@ -293,9 +294,14 @@ export fn kc_coro_create(
 }
 
 /// int32_t kc_coro_resume(uint32_t h): the state after the run (KC_STATE_*), or an error.
+/// Safe against a destroy of `h` on another thread (kc_coro_destroy, the end of a thread that
+/// holds it): whichever marks the coroutine first wins, and a resume that lost gets KC_EBADH,
+/// never the coroutine's stack after it went back to its pool (see coro/registry.zig).
 export fn kc_coro_resume(h: u32) callconv(.c) i32 {
-    const co = handDriven(h) catch |err| return fail(err);
-    const s = co.@"resume"() catch |err| return fail(err);
+    const found = reg().identifyLive(h);
+    if (@import("builtin").is_test) if (test_hooks.after_coro_lookup) |f| f();
+    const id = found catch |err| return fail(err);
+    const s = reg().resumeLive(h, id) catch |err| return fail(err);
     return @intFromEnum(s);
 }
 
@@ -303,7 +309,8 @@ export fn kc_coro_resume(h: u32) callconv(.c) i32 {
 /// resumes and frees it). Never reads a scheduled coroutine: it lives on its scheduler's stacks,
 /// which a shutdown unmaps once it freed every handle, and the handle may have been found just
 /// before; its handle's kind says what it is (`Registry.get`). A hand-driven one's stack stays
-/// mapped (its registry's pools keep every stack), so it is safe to use after.
+/// mapped (its registry's pools keep every stack), so it is safe to read after, though a destroy
+/// on another thread may have given it back (kc_coro_resume checks its generation).
 fn handDriven(h: u32) kcoro.registry.Error!*coroutine.Coroutine {
     const found = reg().get(h);
     if (@import("builtin").is_test) if (test_hooks.after_coro_lookup) |f| f();
@@ -3124,6 +3131,159 @@ test "C ABI: kc_coro_resume and kc_coro_destroy given a scheduled coroutine's ha
     const res = std.posix.waitpid(pid, 0);
     try testing.expect(std.posix.W.IFEXITED(res.status));
     try testing.expectEqual(@as(u32, 0), std.posix.W.EXITSTATUS(res.status));
+}
+
+test "C ABI: kc_coro_resume whose handle a destroy frees between its lookup and its run gets KC_EBADH, and never runs the stack's next coroutine" {
+    // A destroy by another thread (kc_coro_destroy, or the end of a thread that held the
+    // coroutine) and a create that reuses its stack, both between the resume's lookup and its
+    // start: before, the resume started whatever the stack carried then (the next coroutine, as
+    // if its handle were the stale one's) or answered KC_EBUSY for the destroyed one.
+    const S = struct {
+        var ran = std.atomic.Value(usize).init(0);
+        var victim: u32 = 0;
+        var next: u32 = 0;
+        var make_next = false;
+        var destroyed: i32 = 1;
+        fn entry(arg: ?*anyopaque) callconv(.c) void {
+            while (true) {
+                ran.store(@intFromPtr(arg), .release);
+                if (kc_coro_yield() != 0) return;
+            }
+        }
+        fn midLookup() void {
+            test_hooks.after_coro_lookup = null; // once (kc_coro_destroy runs it too)
+            destroyed = kc_coro_destroy(victim);
+            if (make_next) std.debug.assert(kc_coro_create(entry, @ptrFromInt(2), 0, 0, &next) == 0);
+        }
+    };
+    defer test_hooks.after_coro_lookup = null;
+    var stats: [3]u64 = undefined;
+    _ = kc_coro_stats(&stats, 3);
+    const live_before = stats[0];
+    // Fresh and suspended victims, with and without a later coroutine on their stack.
+    for ([_]bool{ false, true }) |suspended| for ([_]bool{ false, true }) |make_next| {
+        S.ran.store(0, .monotonic);
+        S.make_next = make_next;
+        S.next = 0;
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, @ptrFromInt(1), 0, 0, &S.victim));
+        const victim_co = try reg().get(S.victim);
+        if (suspended) {
+            try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.suspended)), kc_coro_resume(S.victim));
+            S.ran.store(0, .monotonic);
+        }
+        test_hooks.after_coro_lookup = S.midLookup;
+        try testing.expectEqual(Status.bad_handle.code(), kc_coro_resume(S.victim));
+        try testing.expectEqual(@as(i32, 0), S.destroyed);
+        try testing.expectEqual(@as(usize, 0), S.ran.load(.acquire)); // nothing ran
+        if (make_next) {
+            try testing.expectEqual(victim_co, try reg().get(S.next)); // the same stack, reused
+            try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.created)), kc_coro_state(S.next));
+            try testing.expectEqual(@as(i32, 0), kc_coro_destroy(S.next));
+        }
+    };
+    _ = kc_coro_stats(&stats, 3);
+    try testing.expectEqual(live_before, stats[0]);
+}
+
+test "C ABI: kc_coro_resume and kc_coro_destroy of one handle on two threads at once: the resume runs that coroutine or gets KC_EBADH, the destroy succeeds or gets KC_EBUSY while it runs (seeded stress)" {
+    // Each round: a fresh coroutine (half of them run to their first yield), resumed by one
+    // thread while the other destroys it, each after a seeded spin, and the next round's
+    // coroutine created (on the destroyed one's stack) before the resume may have run. Before,
+    // a resume that started it between the destroy's state check and its mark tripped
+    // `markAbandoned`'s assertion (or the coroutine ran on a stack back in its pool), and one
+    // that came after the next create ran that coroutine under the stale handle.
+    const seed: u64 = 0x25C1;
+    const S = struct {
+        var round = std.atomic.Value(u32).init(0);
+        var handle = std.atomic.Value(u32).init(0);
+        var done = std.atomic.Value(u32).init(0);
+        var ran = std.atomic.Value(usize).init(0);
+        var stop = std.atomic.Value(bool).init(false);
+        /// The first wrong answer the resumer saw: its round and code.
+        var wrong_round = std.atomic.Value(u32).init(0);
+        var wrong_rc: i32 = 0;
+        fn entry(arg: ?*anyopaque) callconv(.c) void {
+            while (true) {
+                ran.store(@intFromPtr(arg), .release);
+                if (kc_coro_yield() != 0) return;
+            }
+        }
+        fn spin(n: u32) void {
+            for (0..n) |_| std.atomic.spinLoopHint();
+        }
+        fn resumer(s: u64) void {
+            var prng_state = std.Random.DefaultPrng.init(s);
+            const prng = prng_state.random();
+            var seen: u32 = 0;
+            while (true) {
+                var r = round.load(.acquire);
+                var waited: u32 = 0;
+                while (r == seen) : (r = round.load(.acquire)) {
+                    if (stop.load(.acquire)) return;
+                    // Spinning first: a thread that sleeps comes back after the destroy.
+                    waited +%= 1;
+                    if (waited % 4096 == 0) std.Thread.yield() catch {} else std.atomic.spinLoopHint();
+                }
+                seen = r;
+                const h = handle.load(.monotonic); // stored before `round` (release)
+                spin(prng.uintLessThan(u32, 256));
+                const rc = kc_coro_resume(h);
+                const ok = if (rc >= 0)
+                    rc == @intFromEnum(coroutine.State.suspended) and ran.load(.acquire) == r
+                else
+                    rc == Status.bad_handle.code();
+                if (!ok and wrong_round.load(.monotonic) == 0) {
+                    wrong_rc = rc;
+                    wrong_round.store(r, .release);
+                }
+                done.store(r, .release);
+            }
+        }
+    };
+    var stats: [3]u64 = undefined;
+    _ = kc_coro_stats(&stats, 3);
+    const live_before = stats[0];
+    var prng_state = std.Random.DefaultPrng.init(seed);
+    const prng = prng_state.random();
+    const thread = try std.Thread.spawn(.{}, S.resumer, .{seed +% 1});
+    defer thread.join();
+    defer S.stop.store(true, .release);
+    const start = kc_now_ns();
+    const soft = start + 3 * std.time.ns_per_s; // rounds stop here, or at `max_rounds`
+    const hard = start + 60 * std.time.ns_per_s; // a wait for the other thread fails here
+    const max_rounds: u32 = 20_000;
+    var next: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, @ptrFromInt(1), 0, 0, &next));
+    var r: u32 = 1;
+    while (r <= max_rounds and (r <= 200 or kc_now_ns() < soft)) : (r += 1) {
+        const h = next;
+        if (prng.boolean()) {
+            try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.suspended)), kc_coro_resume(h));
+        }
+        S.handle.store(h, .monotonic);
+        S.round.store(r, .release);
+        S.spin(prng.uintLessThan(u32, 1024));
+        var rc = kc_coro_destroy(h);
+        while (rc == Status.busy.code()) : (rc = kc_coro_destroy(h)) {
+            // The resumer runs it: it yields soon.
+            try testing.expect(kc_now_ns() < hard);
+            std.Thread.yield() catch {};
+        }
+        try testing.expectEqual(@as(i32, 0), rc);
+        // The next round's coroutine, on this one's stack, while the resume may be to come.
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, @ptrFromInt(r + 1), 0, 0, &next));
+        while (S.done.load(.acquire) != r) {
+            try testing.expect(kc_now_ns() < hard);
+            std.Thread.yield() catch {};
+        }
+        if (S.wrong_round.load(.acquire) != 0) {
+            std.debug.print("round {d}: kc_coro_resume answered {d}\n", .{ S.wrong_round.load(.monotonic), S.wrong_rc });
+            return error.TestUnexpectedResult;
+        }
+    }
+    try testing.expectEqual(@as(i32, 0), kc_coro_destroy(next));
+    _ = kc_coro_stats(&stats, 3);
+    try testing.expectEqual(live_before, stats[0]);
 }
 
 test "C ABI: kc_sched_info's generation is that of the scheduler whose figures it reports, across a restart" {

@@ -221,7 +221,9 @@ pub const Coroutine = struct {
         co.stack = stack;
         co.prev = null;
         co.transfer = 0;
-        co.handle = 0;
+        // Atomic: a resume by a stale handle may read it at any time (`Registry.identifyLive`);
+        // monotonic, as the word's release store below publishes it.
+        @atomicStore(u32, &co.handle, 0, .monotonic);
         co.resumes = 0;
         co.pool_id = 0;
         co.epoch = 0;
@@ -310,17 +312,20 @@ pub const Coroutine = struct {
         }
     }
 
-    /// Marks a coroutine that will never run again (abandoned where it stands by its owner's
-    /// destroy) as finished, so that a late `unpark` through a `Ref` taken before returns false
-    /// instead of reporting a wake-up of a coroutine nobody will resume. Not while it runs.
-    pub fn markAbandoned(co: *Coroutine) void {
+    /// Marks a coroutine its owner's destroy abandons where it stands as finished, so that it
+    /// never runs again: a `resume` racing the destroy on another thread (a resume by handle)
+    /// either started it first, and this returns false (it runs: not to be destroyed), or finds
+    /// it finished; a late `unpark` through a `Ref` taken before returns false instead of
+    /// reporting a wake-up of a coroutine nobody will resume. True if it was marked: the caller
+    /// then owns what the coroutine left (its cleanups, its stack).
+    pub fn abandon(co: *Coroutine) bool {
         var w = co.load(.acquire);
         while (true) {
-            assert(w.state != .running);
+            if (w.state == .running) return false;
             var n = w;
             n.state = .finished;
             n.permit = false;
-            w = co.cas(w, n) orelse return;
+            w = co.cas(w, n) orelse return true;
         }
     }
 
@@ -368,6 +373,27 @@ pub const Coroutine = struct {
     pub fn resumeFromThread(co: *Coroutine, slot: *?*Coroutine) Error!State {
         try co.startRunning();
         return co.switchInFromThread(slot);
+    }
+
+    /// `resume`, but only of the coroutine of generation `gen` (`Stale` if the stack carries
+    /// another one now, or none): for a resume by handle that may race a destroy of the handle
+    /// and a create reusing its stack (`Registry.identifyLive`). The generation is checked in
+    /// the same CAS that starts it, so it never runs a later coroutine of this stack.
+    pub fn resumeGen(co: *Coroutine, gen: u32) (Error || error{Stale})!State {
+        var w = co.load(.acquire);
+        while (true) {
+            if (w.gen != gen) return error.Stale;
+            switch (w.state) {
+                .created, .ready, .suspended => {},
+                .running => return error.Running,
+                .parked => return error.NotRunnable,
+                .finished => return error.Finished,
+            }
+            var n = w;
+            n.state = .running;
+            w = co.cas(w, n) orelse break;
+        }
+        return co.switchIn();
     }
 
     fn startRunning(co: *Coroutine) Error!void {

@@ -9,8 +9,13 @@
 //! other.
 //!
 //! `create` and `destroy` serialise on one mutex (they touch the pools); `get`, and therefore
-//! resume/unpark by handle, take no lock. Destroying a coroutine must not race other calls on
-//! the same handle; every other combination is safe from any thread.
+//! resume/unpark by handle, take no lock. Every call by handle is safe against a destroy of the
+//! same handle on another thread (a thread that ends destroys the coroutines it holds): the
+//! stacks stay mapped while the registry lives, a lookup is generation-checked, and a destroy
+//! and a resume by handle (`identifyLive`, `Coroutine.resumeGen`) decide which of them wins in
+//! one CAS of the coroutine's word: the destroy gets `Busy` if the resume started it first,
+//! the resume `BadHandle` if the destroy marked it first. A `*Coroutine` taken from `get` and
+//! used without that check must not race a destroy.
 const std = @import("std");
 const assert = std.debug.assert;
 const handle_mod = @import("../handle.zig");
@@ -92,7 +97,9 @@ pub const Registry = struct {
             pool.release(st);
             return e;
         };
-        co.handle = h;
+        // Release: pairs with the acquire load in `identifyLive` and `lookupRef`, which may read
+        // it through a stale handle of this stack's previous coroutine at any time.
+        @atomicStore(u32, &co.handle, h, .release);
         co.pool_id = pool_id;
         return h;
     }
@@ -110,8 +117,40 @@ pub const Registry = struct {
     }
 
     /// A coroutine's object and generation (a stack reused for a later coroutine has a later
-    /// generation), for `destroyIfSame`.
+    /// generation), for `destroyIfSame` and `resumeLive`.
     pub const Identity = struct { co: *Coroutine, gen: u32 };
+
+    /// `identify` without the lock, for a call that may race a destroy of `h` (and a create
+    /// that reuses its stack) on another thread: the generation is that of the coroutine `h`
+    /// named, checked against the coroutine's own record of its handle. Pass it to
+    /// `resumeLive`, which acts only on that generation.
+    pub fn identifyLive(r: *Registry, h: Handle) Error!Identity {
+        const co = try r.get(h);
+        const gen = co.generation(); // acquire: pairs with `Coroutine.create`'s word store
+        // Acquire: pairs with `create`'s release store of the handle. Read after the
+        // generation: a stack reused since `get` shows its later generation with a handle of 0
+        // (`Coroutine.create`) or the later coroutine's, never `h`; a generation read before
+        // the reuse is checked again by `resumeGen`'s CAS.
+        if (@atomicLoad(u32, &co.handle, .acquire) != h) return error.BadHandle;
+        return .{ .co = co, .gen = gen };
+    }
+
+    /// Resumes the coroutine `id` (from `identifyLive(h)`) unless a destroy of `h` marked it
+    /// first (BadHandle, also once its stack carries a later coroutine). A destroy that comes
+    /// while it runs gets `Busy` (see the file header).
+    pub fn resumeLive(r: *Registry, h: Handle, id: Identity) (Error || Coroutine.Error)!coroutine.State {
+        return id.co.resumeGen(id.gen) catch |err| switch (err) {
+            error.Stale => error.BadHandle,
+            error.Finished => {
+                // Finished, or marked by a destroy that holds the lock until it has freed the
+                // handle: once we hold it, `h` is live only if the coroutine finished by itself.
+                r.mutex.lock();
+                defer r.mutex.unlock();
+                return if (r.table.get(h) == null) error.BadHandle else error.Finished;
+            },
+            else => |e| e,
+        };
+    }
 
     /// Which coroutine `h` names now, as an `Identity`. As `get` for errors.
     pub fn identify(r: *Registry, h: Handle) Error!Identity {
@@ -143,17 +182,19 @@ pub const Registry = struct {
     /// `destroy`, under `mutex`.
     fn destroyLocked(r: *Registry, h: Handle) Error!void {
         const co = try r.get(h); // a scheduled one's handle: InvalidArgument (it frees it)
-        if (co.getState() == .running) return error.Busy;
         if (coroutine.current()) |cur| {
             if (cur == co) return error.Busy;
         }
+        // First, in one CAS: a resume by handle on another thread either started it (Busy:
+        // it runs) or will find it finished and the handle freed (see the file header). A
+        // waker's late unpark (a stale `Ref`) wakes nobody from here on.
+        if (!co.abandon()) return error.Busy;
         assert(co.pool_id < r.pool_count);
         const pool = &r.pools[co.pool_id];
         const st = co.stack;
         _ = r.table.free(h);
         co.runCleanups(); // a wait it was parked in must not outlive its stack
         co.setContext(@import("../sc/context.zig").empty);
-        co.markAbandoned(); // a waker's late unpark (a stale `Ref`) then wakes nobody
         pool.release(st);
     }
 
