@@ -126,9 +126,10 @@ int32_t kc_coro_destroy(uint32_t handle);
  * own way of destroying it dies with the thread: a JavaScript Worker's garbage collector, whose
  * finalizers never run once the Worker has ended. A coroutine running at that moment runs on
  * another thread (as with kc_coro_destroy, KC_EBUSY): it is left alive, its stack in use; a
- * resume on another thread that comes after the destroy gets KC_EBADH. Holding it again is the same hold. KC_EBADH for a dead handle, KC_EINVAL for
- * a scheduled coroutine's and from a coroutine or a scheduler worker's thread (which ends at
- * kc_sched_shutdown), KC_ENOMEM. New in ABI 18. */
+ * resume on another thread that comes after the destroy gets KC_EBADH. Holding it again is the
+ * same hold. KC_EBADH for a dead handle, KC_EINVAL for a scheduled coroutine's and from a
+ * coroutine or a scheduler worker's thread (which ends at kc_sched_shutdown), KC_ENOMEM. New in
+ * ABI 18. */
 int32_t kc_coro_hold(uint32_t handle);
 /* Handle of the coroutine running on this thread, 0 outside one (never fails). */
 uint32_t kc_coro_current(void);
@@ -184,11 +185,15 @@ int32_t kc_sched_drain(void);
 int32_t kc_sched_drain_for(uint64_t timeout_ns);
 /* Stops and joins the workers, frees every stack (KC_SHUTDOWN_*). A second call does nothing.
  * Before it unmaps the stacks it waits for wakes of its coroutines under way on other threads
- * (a channel operation's, a token cancel's); a later wake of one of them does nothing. */
+ * (a channel operation's, a token cancel's); a later wake of one of them does nothing. With no
+ * host counted (kc_lib_release's 0, or none ever retained) it also ends and joins the counters'
+ * clock ticker (kc_clock_now), also when no scheduler ran: no thread of the library's own
+ * outlives its last host (the next use of the clock starts the ticker again). */
 int32_t kc_sched_shutdown(uint32_t mode);
 /* kc_sched_shutdown of the scheduler of one generation (kc_sched_info's seventh value, not 0:
  * KC_EINVAL) only: once that one is shut down and a later one started, even by another thread
- * while this call runs, it does nothing to the later one. */
+ * while this call runs, it does nothing to the later one (the clock ticker ends as with
+ * kc_sched_shutdown). */
 int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
 /* How the scheduler of one generation (kc_sched_info's seventh value) ended: KC_SHUTDOWN_FINISH
  * if a finishing shutdown ran it dry (nothing runnable, running or sleeping left: what a drain

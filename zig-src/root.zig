@@ -716,7 +716,22 @@ export fn kc_sched_drain_for(timeout_ns: u64) callconv(.c) i32 {
 /// int32_t kc_sched_shutdown(uint32_t mode): 0 = cancel the rest, 1 = finish the rest first.
 /// Joins the workers and frees every stack; a second call does nothing.
 export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
-    return shutdownOf(mode, null);
+    const rc = shutdownOf(mode, null);
+    if (rc == 0) stopUnusedThreads();
+    return rc;
+}
+
+/// After a shutdown with no host counted (the last one's: `threadEnded`, ffi/load.ts's close;
+/// or a C program's, which may count none): the library's threads that serve no scheduler end
+/// and are joined, so that none outlives its last host (a ticker running as the process exited
+/// kept its stack and glibc's TLS block, a "possibly lost" block for valgrind). Each starts
+/// again on its next use. Metrics pipes are not stopped: a pipe runs until its channels or
+/// kc_chan_pipe_stop end it, and a pipe thread that ends detaches itself (chan/pipe.zig).
+fn stopUnusedThreads() void {
+    // Monotonic: a count, as in `kc_lib_retain`; a host that comes meanwhile restarts the
+    // ticker on its first read of the clock.
+    if (hosts.load(.monotonic) != 0) return;
+    _ = kcoro.clock.stop();
 }
 
 /// int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation): kc_sched_shutdown of the
@@ -724,7 +739,9 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 /// started (by another thread, even while this call runs), it does nothing to the later one.
 export fn kc_sched_shutdown_gen(mode: u32, generation: u64) callconv(.c) i32 {
     if (generation == 0) return Status.invalid.code();
-    return shutdownOf(mode, generation);
+    const rc = shutdownOf(mode, generation);
+    if (rc == 0) stopUnusedThreads();
+    return rc;
 }
 
 /// kc_sched_shutdown of the scheduler of `generation` (null: whichever runs).
@@ -5364,6 +5381,78 @@ test "C ABI: kc_lib_retain/kc_lib_release count hosts; kc_clock_word follows kc_
         std.Thread.yield() catch {};
     }
     try testing.expect(kc_now_ns() + 50 * std.time.ns_per_ms >= kc_clock_now());
+}
+
+/// Threads of this process named `name` (/proc/self/task/*/comm), for tests.
+fn threadsNamed(name: []const u8) !usize {
+    var dir = try std.fs.openDirAbsolute("/proc/self/task", .{ .iterate = true });
+    defer dir.close();
+    var it = dir.iterate();
+    var n: usize = 0;
+    while (try it.next()) |entry| {
+        var path_buf: [64]u8 = undefined;
+        const path = try std.fmt.bufPrint(&path_buf, "{s}/comm", .{entry.name});
+        var buf: [32]u8 = undefined;
+        // A thread that ended since the listing: its entry is gone.
+        const comm = dir.readFile(path, &buf) catch continue;
+        if (std.mem.eql(u8, std.mem.trimRight(u8, comm, "\n"), name)) n += 1;
+    }
+    return n;
+}
+
+test "C ABI: a shutdown with no host left ends and joins the clock ticker; the clock and timeouts work after it" {
+    // Before, the ticker ended only after 100 ms unread and was never joined: one running as the
+    // process exited kept its stack and TLS block (valgrind: 288 bytes possibly lost).
+    if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
+    const deadline = kc_now_ns() + 30 * std.time.ns_per_s;
+    _ = kc_clock_now(); // starts the ticker
+    while (try threadsNamed("kcoro-clock") != 1) {
+        try testing.expect(kc_now_ns() < deadline);
+        std.Thread.yield() catch {};
+    }
+    // A host is counted: its shutdown leaves the ticker to it.
+    _ = kc_lib_retain();
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expect(kcoro.clock.running());
+    // The last one gone: the ticker is joined before the shutdown returns (its task entry may
+    // linger a moment after the join).
+    try testing.expectEqual(@as(i32, 0), kc_lib_release());
+    _ = kc_clock_now();
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0)); // no scheduler runs: all the same
+    try testing.expect(!kcoro.clock.running());
+    try testing.expectEqual(@as(u64, 1), kc_clock_word().*); // no ticker
+    while (try threadsNamed("kcoro-clock") != 0) {
+        try testing.expect(kc_now_ns() < deadline);
+        std.Thread.yield() catch {};
+    }
+    // The next read starts it again, and the time moves.
+    const t0 = kc_clock_now();
+    try testing.expect(kcoro.clock.running());
+    while (kc_clock_now() == t0) {
+        try testing.expect(kc_now_ns() < deadline);
+        std.Thread.yield() catch {};
+    }
+    // Timeouts after a restart: a receive on an empty channel, on a thread and in a coroutine.
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var ch: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &ch));
+    defer _ = kc_chan_destroy(ch);
+    var v: u64 = 0;
+    const before = kc_now_ns();
+    try testing.expectEqual(Status.timeout.code(), kc_chan_recv(ch, &v, 8, before + 20 * std.time.ns_per_ms, 0, 0));
+    try testing.expect(kc_now_ns() >= before + 20 * std.time.ns_per_ms);
+    const S = struct {
+        var rc = std.atomic.Value(i32).init(1);
+        fn sleeper(_: ?*anyopaque) callconv(.c) void {
+            rc.store(kc_park_until(kc_now_ns() + 20 * std.time.ns_per_ms), .release);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.sleeper, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
+    try testing.expectEqual(Status.timeout.code(), S.rc.load(.acquire));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expect(!kcoro.clock.running());
 }
 
 test "C ABI: kc_coro_hold/kc_scope_hold: what a thread holds goes when it ends; a scope once its children are done, not cancelled" {

@@ -5,7 +5,9 @@
 //! which a ticker thread refreshes once per tick: the coarse clock's own granularity (its
 //! `clock_getres`: 1 ms where the kernel ticks at 1000 Hz, 4 ms at 250 Hz), kept within 1-10 ms.
 //! The ticker starts on first use and ends after `idle_ns` (100 ms) of ticks in which no
-//! operation read the word; the next read then starts it again.
+//! operation read the word, or at once on `stop` (the C ABI's final shutdown: a ticker still
+//! running as the process exits kept its stack and glibc's TLS block, which valgrind reported as
+//! a possibly lost `_dl_allocate_tls` block); the next read then starts it again.
 //!
 //! Finding out whether anyone reads costs the readers as little as possible: most of the time
 //! the word holds an even time and a read is one load. Every `quiet_ns` (50 ms) of ticks the
@@ -25,6 +27,7 @@
 const std = @import("std");
 const builtin = @import("builtin");
 const Futex = std.Thread.Futex;
+const assert = std.debug.assert;
 
 /// How long a probe goes unanswered before the ticker ends.
 const idle_ns: u64 = 100 * std.time.ns_per_ms;
@@ -52,6 +55,14 @@ var exit_pause_ns: u64 = 0;
 var used: std.atomic.Value(bool) = .init(false);
 /// 0 idle, 1 running (or starting). CAS from 0 to 1 starts a ticker.
 var state: std.atomic.Value(u32) = .init(0);
+/// The ticker's handle, under `thread_mutex`, from its spawn until `stop` takes it to join it or
+/// the ticker, ending by itself, detaches itself. Only the ticker of `state` 1 has one: a next
+/// one can start only once this one has let go of its handle (`run`'s end).
+var thread: ?std.Thread = null;
+var thread_mutex: std.Thread.Mutex = .{};
+/// Bumped by `stop` (under `thread_mutex`); the ticker sleeps on it between ticks and ends when
+/// it differs from the value it was started with.
+var stops: std.atomic.Value(u32) = .init(0);
 
 /// Coarse monotonic time in ns (CLOCK_MONOTONIC_COARSE, as `preciseCoarse`).
 pub inline fn now() u64 {
@@ -134,15 +145,37 @@ fn start() void {
     // operations after an idle spell paid ~4% for it).
     // Only if no reader published first (see `nowOdd`): published times never go back.
     _ = cached.cmpxchgStrong(no_ticker, even(preciseCoarse()), .monotonic, .monotonic);
-    const t = std.Thread.spawn(.{ .stack_size = 16 * 1024 }, run, .{}) catch {
+    thread_mutex.lock();
+    defer thread_mutex.unlock();
+    assert(thread == null); // the last ticker let go of its handle before its state 0
+    // Monotonic: `stops` changes only under `thread_mutex`, which we hold.
+    thread = std.Thread.spawn(.{ .stack_size = 16 * 1024 }, run, .{stops.load(.monotonic)}) catch {
         cached.store(no_ticker, .monotonic);
         state.store(0, .release);
         return; // no ticker: readers keep reading the clock themselves
     };
-    t.detach();
 }
 
-fn run() void {
+/// Ends the ticker now, if one runs, and joins it; true if there was one. The next read starts
+/// one again, as after an idle end. Any thread but the ticker's; for the C ABI's final shutdown
+/// (no host is left to read the clock), so that no thread of ours outlives it.
+pub fn stop() bool {
+    const t = blk: {
+        thread_mutex.lock();
+        defer thread_mutex.unlock();
+        const t = thread orelse return false; // none, or one ending by itself (detached)
+        thread = null;
+        // Release: the ticker reads it with acquire after its wait; the futex wait returns at
+        // once if it changed before the ticker slept.
+        _ = stops.fetchAdd(1, .release);
+        Futex.wake(&stops, 1);
+        break :blk t;
+    };
+    t.join();
+    return true;
+}
+
+fn run(my_stops: u32) void {
     // Named, so that its CPU time shows as its own in per-thread figures (top -H,
     // /proc/<pid>/task; bench/wake_cpu.ts): unnamed, it took its starter's name (a Deno
     // Worker's, a blocking-pool thread's). Best effort.
@@ -153,10 +186,11 @@ fn run() void {
     var idle: u64 = 0;
     var quiet: u64 = 0;
     var probing = false; // the first tick runs because a reader just asked: it is in use
-    var dummy: std.atomic.Value(u32) = .init(0);
     var last: u64 = 0; // tests: the time this ticker found last
     while (true) {
-        Futex.timedWait(&dummy, 0, tick_ns) catch {};
+        Futex.timedWait(&stops, my_stops, tick_ns) catch {};
+        // Acquire: pairs with `stop`'s increment.
+        if (stops.load(.acquire) != my_stops) break;
         // Monotonic: a count for tests; nothing is published through it.
         _ = ticks.fetchAdd(1, .monotonic);
         const t = even(preciseCoarse());
@@ -184,6 +218,14 @@ fn run() void {
         }
         // Monotonic: a timestamp for statistics; nothing is published through it.
         cached.store(if (probing) t | 1 else t, .monotonic);
+    }
+    {
+        // Ended by itself: detach, so that its resources go as it ends (nobody joins it).
+        // Ended by `stop`: that took the handle, and joins it.
+        thread_mutex.lock();
+        defer thread_mutex.unlock();
+        if (thread) |t| t.detach();
+        thread = null;
     }
     // Monotonic: the swap of `state` below orders it before our look at `cached`.
     cached.store(no_ticker, .monotonic);
@@ -255,4 +297,24 @@ test "a read while the ticker is ending does not freeze the clock" {
         std.Thread.sleep(std.time.ns_per_ms);
     }
     try std.testing.expect(b > a);
+}
+
+test "stop ends and joins the ticker at once; the next read starts one again" {
+    _ = now(); // a ticker runs (or starts)
+    try std.testing.expect(running());
+    try std.testing.expect(stop());
+    try std.testing.expect(!running()); // joined: it ended inside `stop`
+    try std.testing.expect(!stop()); // none left
+    try std.testing.expectEqual(no_ticker, raw());
+    const a = now(); // starts one again
+    try std.testing.expect(running());
+    const until = preciseCoarse() + 5 * std.time.ns_per_s;
+    var b = now();
+    while (b == a and preciseCoarse() < until) : (b = now()) std.Thread.yield() catch {};
+    try std.testing.expect(b > a);
+    // A stop that comes before the new ticker's thread first ran ends it too.
+    try std.testing.expect(stop());
+    _ = now();
+    try std.testing.expect(stop());
+    try std.testing.expect(!running());
 }
