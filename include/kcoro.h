@@ -187,8 +187,9 @@ int32_t kc_sched_drain_for(uint64_t timeout_ns);
  * Before it unmaps the stacks it waits for wakes of its coroutines under way on other threads
  * (a channel operation's, a token cancel's); a later wake of one of them does nothing. With no
  * host counted (kc_lib_release's 0, or none ever retained) it also ends and joins the counters'
- * clock ticker (kc_clock_now), also when no scheduler ran: no thread of the library's own
- * outlives its last host (the next use of the clock starts the ticker again). */
+ * clock ticker (kc_clock_now), and ends the metrics pipes whose channels are gone, joining their
+ * thread once no pipe is left, also when no scheduler ran: no thread of the library's own
+ * outlives its last host (the next use of the clock or a new pipe starts one again). */
 int32_t kc_sched_shutdown(uint32_t mode);
 /* kc_sched_shutdown of the scheduler of one generation (kc_sched_info's seventh value, not 0:
  * KC_EINVAL) only: once that one is shut down and a later one started, even by another thread
@@ -373,7 +374,9 @@ int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len);
 int32_t kc_chan_add_metrics(uint32_t handle, const uint64_t *counts, uint32_t n);
 /* A metrics pipe: every interval_ns (>= 1 ms) a snapshot of `source` is try-sent into `target`,
  * whose element size must be sizeof(struct kc_chan_metrics) (a full target skips one; make it
- * conflated to keep the latest). Ends when target is closed, a channel is destroyed, or on stop. */
+ * conflated to keep the latest). Ends when target is closed, a channel is destroyed (noticed at
+ * its next tick, or at once by a kc_sched_shutdown with no host counted), or on stop. One thread
+ * serves all pipes while any runs. */
 int32_t kc_chan_pipe_metrics(uint32_t source, uint32_t target, uint64_t interval_ns,
                              uint32_t *out_id);
 /* 0, or KC_EBADH if the pipe ended already. */

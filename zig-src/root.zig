@@ -722,16 +722,19 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 }
 
 /// After a shutdown with no host counted (the last one's: `threadEnded`, ffi/load.ts's close;
-/// or a C program's, which may count none): the library's threads that serve no scheduler end
-/// and are joined, so that none outlives its last host (a ticker running as the process exited
-/// kept its stack and glibc's TLS block, a "possibly lost" block for valgrind). Each starts
-/// again on its next use. Metrics pipes are not stopped: a pipe runs until its channels or
-/// kc_chan_pipe_stop end it, and a pipe thread that ends detaches itself (chan/pipe.zig).
+/// or a C program's, which may count none): the library's threads that serve no scheduler and
+/// nothing else end and are joined, so that none outlives its last host (a thread running as
+/// the process exited kept its stack and glibc's TLS block, a "possibly lost" block for
+/// valgrind). Each starts again on its next use: the clock ticker; the metrics-pipe thread
+/// once no pipe is left, the pipes whose channels are gone (destroyed by their last holder's
+/// leaving) ended now, not at their next tick. A pipe between live channels runs on until they
+/// or kc_chan_pipe_stop end it (its thread then detaches itself).
 fn stopUnusedThreads() void {
     // Monotonic: a count, as in `kc_lib_retain`; a host that comes meanwhile restarts the
     // ticker on its first read of the clock.
     if (hosts.load(.monotonic) != 0) return;
     _ = kcoro.clock.stop();
+    _ = pipes.reap(HandlePipe.alive);
 }
 
 /// int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation): kc_sched_shutdown of the
@@ -1576,6 +1579,14 @@ const HandlePipe = struct {
         const d = ChanRegistry.channelOf(dst);
         if (s.serial != hp.source_serial or d.serial != hp.target_serial) return false;
         return kcoro.pipe.push(s, d);
+    }
+
+    /// Both channels are still the pipe's (`Pipes.reap`): what `tick` checks, without a push.
+    fn alive(ctx: *anyopaque) bool {
+        const hp: *HandlePipe = @ptrCast(@alignCast(ctx));
+        const src = serialOf(hp.source) catch return false;
+        const dst = serialOf(hp.target) catch return false;
+        return src == hp.source_serial and dst == hp.target_serial;
     }
 
     fn cleanup(ctx: *anyopaque) void {
@@ -5453,6 +5464,40 @@ test "C ABI: a shutdown with no host left ends and joins the clock ticker; the c
     try testing.expectEqual(Status.timeout.code(), S.rc.load(.acquire));
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
     try testing.expect(!kcoro.clock.running());
+}
+
+test "C ABI: a shutdown with no host left ends the metrics pipes whose channels are gone and joins their thread; a live pipe runs on" {
+    // Before, such a pipe ended at its next tick (an hour here), its thread running until then,
+    // past the process's exit.
+    if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
+    const hour = 3600 * std.time.ns_per_s;
+    var src: u32 = 0;
+    var dst: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &src));
+    defer _ = kc_chan_destroy(src);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(metrics_words * 8, 1, 0, 0, &dst));
+    var dead_dst: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(metrics_words * 8, 1, 0, 0, &dead_dst));
+    var live: u32 = 0;
+    var dead: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_pipe_metrics(src, dst, hour, &live));
+    try testing.expectEqual(@as(i32, 0), kc_chan_pipe_metrics(src, dead_dst, hour, &dead));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(dead_dst));
+    // One pipe's channels are there: it and its thread stay.
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_pipe_stop(dead)); // ended
+    try testing.expect(pipes.threadRunning());
+    // None left: the thread is joined before the shutdown returns.
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(dst));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expect(!pipes.threadRunning());
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_pipe_stop(live));
+    // A new pipe starts one again.
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(metrics_words * 8, 1, 0, 0, &dst));
+    defer _ = kc_chan_destroy(dst);
+    try testing.expectEqual(@as(i32, 0), kc_chan_pipe_metrics(src, dst, hour, &live));
+    try testing.expect(pipes.threadRunning());
+    try testing.expectEqual(@as(i32, 0), kc_chan_pipe_stop(live));
 }
 
 test "C ABI: kc_coro_hold/kc_scope_hold: what a thread holds goes when it ends; a scope once its children are done, not cancelled" {

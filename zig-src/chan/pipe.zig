@@ -5,8 +5,10 @@
 //! One thread serves every pipe of a `Pipes`, sleeping on a futex until the next one is due.
 //! It starts with the first pipe and ends when the last one goes: a pipe ends when its target
 //! is closed, when either channel is gone (its tick says so), or on `stop`. A thread that ends
-//! by itself (no pipe left) detaches itself; `deinit` stops and joins one still serving. No
-//! thread runs while no pipe exists.
+//! by itself (no pipe left) detaches itself; `deinit` stops and joins one still serving, and
+//! `reap` (the C ABI's final shutdown) ends the pipes whose channels are gone at once, not at
+//! their next tick, and joins the thread if no pipe is left. No thread runs while no pipe
+//! exists.
 //!
 //! Any thread may call `add`, `stop`, `activeCount` and `deinit` (the last one once, when no
 //! other call can follow). Ticks run on the pipe thread with the `Pipes` lock held: a tick must
@@ -34,6 +36,10 @@ pub const Pipes = struct {
     thread: ?std.Thread = null,
     running: bool = false,
     stopping: bool = false,
+    /// Which thread serves (under the lock): each is started with the value of its time, and
+    /// `reap` moves it on when it takes that thread's handle to join it, so that the thread
+    /// ends even if an `add` came meanwhile (which starts the next one).
+    serving: u32 = 0,
 
     /// Pushes one snapshot; false ends the pipe (its target closed, a channel gone).
     pub const TickFn = *const fn (ctx: *anyopaque) bool;
@@ -74,8 +80,8 @@ pub const Pipes = struct {
             .due_ns = scheduler.monotonicNs() +| interval_ns, // saturating: a huge interval never ticks
         });
         if (!p.running) {
-            assert(p.thread == null); // an ended thread detached itself
-            p.thread = std.Thread.spawn(.{ .stack_size = 64 * 1024 }, run, .{p}) catch {
+            assert(p.thread == null); // an ended thread detached itself, or `reap` joins it
+            p.thread = std.Thread.spawn(.{ .stack_size = 64 * 1024 }, run, .{ p, p.serving }) catch {
                 p.thread = null;
                 _ = p.pipes.pop();
                 return error.SystemResources;
@@ -114,6 +120,35 @@ pub const Pipes = struct {
         return p.running;
     }
 
+    /// Ends the pipes for which `alive(ctx)` is false now (their channels are gone: each would
+    /// end at its next tick, which may come after the process exited), then, if no pipe is
+    /// left, tells the thread to end and joins it; true if it joined one. A later `add` starts
+    /// a thread again. Not from a tick (it takes the lock).
+    pub fn reap(p: *Pipes, alive: *const fn (ctx: *anyopaque) bool) bool {
+        const t = blk: {
+            p.mutex.lock();
+            defer p.mutex.unlock();
+            assert(!p.stopping); // reap after deinit
+            var i: usize = 0;
+            while (i < p.pipes.items.len) {
+                if (alive(p.pipes.items[i].ctx)) {
+                    i += 1;
+                } else p.end(i); // swapRemove moved another pipe to i
+            }
+            if (p.pipes.items.len != 0 or !p.running) return false;
+            // Serving, and no pipe left: it is about to end by itself. Its handle is ours to
+            // join (it no longer detaches itself: `serving` moved on).
+            const t = p.thread.?;
+            p.thread = null;
+            p.running = false;
+            p.serving +%= 1;
+            p.bump();
+            break :blk t;
+        };
+        t.join();
+        return true;
+    }
+
     /// Ends every pipe and joins the thread if one still serves (one that ended detached itself).
     pub fn deinit(p: *Pipes) void {
         p.mutex.lock();
@@ -142,9 +177,9 @@ pub const Pipes = struct {
         Futex.wake(&p.seq, 1);
     }
 
-    fn run(p: *Pipes) void {
+    fn run(p: *Pipes, serving: u32) void {
         p.mutex.lock();
-        while (!p.stopping and p.pipes.items.len > 0) {
+        while (!p.stopping and p.serving == serving and p.pipes.items.len > 0) {
             const now = scheduler.monotonicNs();
             var next: u64 = std.math.maxInt(u64);
             var i: usize = 0;
@@ -168,13 +203,17 @@ pub const Pipes = struct {
             if (wait > 0) Futex.timedWait(&p.seq, seen, wait) catch {};
             p.mutex.lock();
         }
-        p.running = false;
-        if (!p.stopping) {
-            // Ended by itself: `add` spawned this thread and stored its handle under the lock
-            // before this thread could take it, and only `deinit` (stopping) takes it away.
-            p.thread.?.detach();
-            p.thread = null;
-        }
+        if (p.serving == serving) {
+            p.running = false;
+            if (!p.stopping) {
+                // Ended by itself: `add` spawned this thread and stored its handle under the
+                // lock before this thread could take it, and only `deinit` (stopping) and
+                // `reap` (which moved `serving` on) take it away.
+                p.thread.?.detach();
+                p.thread = null;
+            }
+        } // else `reap` joins it, and the state is a later thread's
+
         // After this unlock the thread touches `p` no more (a futex wake in the unlock only
         // names the address): `deinit` may free it at once.
         p.mutex.unlock();
@@ -308,4 +347,73 @@ test "a pipe with a huge interval never ticks (its due time saturates, it does n
     while (S.fast.load(.monotonic) < 20 and scheduler.monotonicNs() < deadline) std.Thread.yield() catch {};
     try testing.expect(S.fast.load(.monotonic) >= 20);
     try testing.expectEqual(@as(u32, 0), S.huge.load(.monotonic));
+}
+
+test "reap ends the pipes whose channels are gone at once and joins the thread once none is left; a later add starts one again" {
+    var pipes = Pipes.init(testing.allocator);
+    defer pipes.deinit();
+    const S = struct {
+        var cleaned: u32 = 0;
+        fn tick(_: *anyopaque) bool {
+            return true;
+        }
+        fn cleanup(_: *anyopaque) void {
+            cleaned += 1;
+        }
+        /// A pipe's context: a byte that says whether its channels are still there.
+        fn alive(ctx: *anyopaque) bool {
+            const b: *u8 = @ptrCast(ctx);
+            return b.* != 0;
+        }
+    };
+    var live: u8 = 1;
+    var gone: u8 = 0;
+    const hour = 3600 * std.time.ns_per_s; // no tick would end them before the test does
+    _ = try pipes.add(S.tick, S.cleanup, &live, hour);
+    _ = try pipes.add(S.tick, S.cleanup, &gone, hour);
+    // One pipe lives on: the thread serves it.
+    try testing.expect(!pipes.reap(S.alive));
+    try testing.expectEqual(@as(u32, 1), S.cleaned);
+    try testing.expectEqual(@as(usize, 1), pipes.activeCount());
+    try testing.expect(pipes.threadRunning());
+    // None left: joined before it returns.
+    live = 0;
+    try testing.expect(pipes.reap(S.alive));
+    try testing.expectEqual(@as(u32, 2), S.cleaned);
+    try testing.expect(!pipes.threadRunning());
+    try testing.expect(pipes.thread == null);
+    try testing.expect(!pipes.reap(S.alive)); // nothing to join
+    // A pipe added at once gets a thread of its own, which reap does not take while it serves.
+    live = 1;
+    const id = try pipes.add(S.tick, S.cleanup, &live, hour);
+    try testing.expect(pipes.threadRunning());
+    try testing.expect(!pipes.reap(S.alive));
+    try testing.expect(pipes.stop(id));
+    // The thread, finding no pipe, ends by itself and detaches itself.
+    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (pipes.threadRunning() and scheduler.monotonicNs() < deadline) std.Thread.yield() catch {};
+    try testing.expect(!pipes.threadRunning());
+    try testing.expect(!pipes.reap(S.alive));
+    // A reap racing an add: whichever comes first, the added pipe is served and no thread is
+    // joined while it serves one (seeded rounds, bounded).
+    var prng_state = std.Random.DefaultPrng.init(0x25C3);
+    const prng = prng_state.random();
+    S.cleaned = 0;
+    for (0..200) |_| {
+        gone = 0;
+        _ = try pipes.add(S.tick, S.cleanup, &gone, hour);
+        const Reaper = struct {
+            fn go(ps: *Pipes, spin: u32) void {
+                for (0..spin) |_| std.atomic.spinLoopHint();
+                _ = ps.reap(S.alive);
+            }
+        };
+        const t = try std.Thread.spawn(.{}, Reaper.go, .{ &pipes, prng.uintLessThan(u32, 2000) });
+        for (0..prng.uintLessThan(u32, 2000)) |_| std.atomic.spinLoopHint();
+        const a = try pipes.add(S.tick, S.cleanup, &live, hour);
+        t.join();
+        try testing.expect(pipes.threadRunning()); // the live pipe is served
+        try testing.expect(pipes.stop(a));
+    }
+    try testing.expectEqual(@as(u32, 400), S.cleaned);
 }
