@@ -433,7 +433,7 @@ Deno.test("the pool's slices start POOL_SLICE_ALIGN bytes apart, a bitmap slot e
   for (const v of got) assert.throws(() => releaseBytes(v), RangeError);
 });
 
-Deno.test("only received values are released: not copies, arrays the caller made, nor views that do not start at one", () => {
+Deno.test("only received values are released: not copies, arrays the caller made, nor views that do not start at one", async () => {
   using ch = native();
   assert.equal(releaseBytes(new Uint8Array(1024)), false, "made by the caller");
   const a = roundTrip(ch, new Uint8Array(1024).fill(3));
@@ -449,6 +449,17 @@ Deno.test("only received values are released: not copies, arrays the caller made
   const r = local.tryReceive();
   assert.equal(r.state, "ok");
   assert.equal(releaseBytes((r as { value: Uint8Array }).value), false, "a local channel");
+  // A send of this isolate meeting a receive of it that waits on the shared channel hands the
+  // value over in JavaScript (the codec's copy), within the turn or after the receive queued
+  // natively: not a view of a chunk.
+  for (const turns of [0, 1]) {
+    const waiting = ch.receive();
+    for (let i = 0; i < turns; i++) await new Promise((r) => setTimeout(r, 0));
+    assert.deepEqual(ch.trySend(new Uint8Array(64).fill(5)), { state: "ok" });
+    const handed = await waiting;
+    assert.deepEqual(handed, new Uint8Array(64).fill(5));
+    assert.equal(releaseBytes(handed), false, `a same-isolate hand-off (${turns} turns)`);
+  }
   // The values themselves still are, once each.
   assert.equal(releaseBytes(a), true);
   assert.equal(releaseBytes(b), true);
