@@ -584,8 +584,15 @@ function retire(hold: ChunkHold, buffer: ArrayBuffer): void {
     return;
   }
   ReleasableHold.set(buffer, null);
-  buffer.transfer(0);
+  // The engine's transfer, not the buffer's: the caller may have given the buffer (a received
+  // value's `.buffer`) another prototype, or patched ArrayBuffer.prototype.transfer; either
+  // made this throw in the receive that moved on (the value taken, then lost) or in
+  // releaseBytes, with the buffer left attached and its hold already cleared.
+  abTransfer.call(buffer, 0);
 }
+
+/** ArrayBuffer.prototype.transfer as the engine made it (see `retire`). */
+const abTransfer = ArrayBuffer.prototype.transfer;
 
 const typedArrayProto = Object.getPrototypeOf(Uint8Array.prototype);
 const typedTag = Object.getOwnPropertyDescriptor(typedArrayProto, Symbol.toStringTag)!.get!;

@@ -326,6 +326,38 @@ Deno.test("a released value reads as empty once its chunk is retired; an unrelea
   assert.equal(a.buffer.byteLength, 0, "detached");
 });
 
+Deno.test("a chunk buffer is detached by the engine's transfer, whatever the buffer's prototype or ArrayBuffer.prototype.transfer say", () => {
+  using ch = native();
+  // A buffer the caller gave another prototype: its retire, in the receive that moves on.
+  const a = roundTrip(ch, new Uint8Array(1024).fill(1));
+  Object.setPrototypeOf(a.buffer, null);
+  assert.equal(releaseBytes(a), true);
+  moveOn(ch, a); // threw "buffer.transfer is not a function" from tryReceive, the value lost
+  assert.equal(a.length, 0, "retired");
+  // A patched ArrayBuffer.prototype.transfer: the retire in releaseBytes itself.
+  const b = roundTrip(ch, new Uint8Array(1024).fill(2));
+  const c = roundTrip(ch, new Uint8Array(1024).fill(3));
+  assert.equal(releaseBytes(b), true);
+  moveOn(ch, c);
+  const transfer = Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, "transfer")!;
+  let called = 0;
+  Object.defineProperty(ArrayBuffer.prototype, "transfer", {
+    ...transfer,
+    value() {
+      called++;
+      throw new Error("a patched transfer");
+    },
+  });
+  try {
+    assert.equal(releaseBytes(c), true); // the last of its chunk: retired here
+  } finally {
+    Object.defineProperty(ArrayBuffer.prototype, "transfer", transfer);
+  }
+  assert.equal(called, 0);
+  assert.equal(b.length, 0, "retired");
+  assert.equal(c.length, 0, "retired");
+});
+
 Deno.test("the chunk is retired as the isolate moves on, once every value of it was released", () => {
   using ch = native();
   const a = roundTrip(ch, new Uint8Array(1024).fill(1));
