@@ -1255,8 +1255,8 @@ function checkBytes(value: unknown): Uint8Array {
 
 /**
  * What is wrong with a Uint8Array `realLength` refused, for the message: its buffer detached
- * (transferred), or a resizable buffer shrank below it; undefined for one the engine did not
- * make (a Proxy, an object that only inherits from Uint8Array).
+ * (transferred, or by `retire`), or a resizable buffer shrank below it; undefined for one the
+ * engine did not make (a Proxy, an object that only inherits from Uint8Array).
  */
 function viewTrouble(value: Uint8Array): string | undefined {
   let buffer: ArrayBufferLike;
@@ -1266,7 +1266,12 @@ function viewTrouble(value: Uint8Array): string | undefined {
     return undefined;
   }
   if (buffer instanceof ArrayBuffer && isDetached(buffer)) {
-    return "the Uint8Array's buffer was detached (transferred): it has no bytes to send";
+    // A releasable chunk buffer that `retire` detached keeps a null hold: the caller released
+    // every value of its chunk, and transferred nothing.
+    return ReleasableHold.of(buffer) === null
+      ? "the Uint8Array's buffer was detached as releaseBytes gave its chunk back (every value " +
+        "of the chunk was released): it has no bytes to send"
+      : "the Uint8Array's buffer was detached (transferred): it has no bytes to send";
   }
   return "the Uint8Array lies outside its buffer, which was resized below it";
 }

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import {
   CancellationError,
   Channel,
+  CodecError,
   codecs,
   library,
   releaseBytes,
@@ -356,6 +357,34 @@ Deno.test("a chunk buffer is detached by the engine's transfer, whatever the buf
   assert.equal(called, 0);
   assert.equal(b.length, 0, "retired");
   assert.equal(c.length, 0, "retired");
+});
+
+Deno.test("a released value sent once its chunk is retired is a CodecError that says releaseBytes detached it, not that it was transferred", async () => {
+  using ch = native();
+  const a = roundTrip(ch, new Uint8Array(1024).fill(1));
+  assert.equal(releaseBytes(a), true);
+  moveOn(ch, a);
+  assert.equal(a.length, 0, "retired");
+  const why =
+    /^Cannot send: the Uint8Array's buffer was detached as releaseBytes gave its chunk back \(every value of the chunk was released\): it has no bytes to send, received \[object Uint8Array\] of length 0$/;
+  for (const codec of [codecs.default, codecs.bytes]) {
+    for (const shared of [false, true]) {
+      using to = new Channel<unknown>(4, { codec: codec as never });
+      if (shared) to.share();
+      assert.throws(
+        () => to.trySend(a),
+        (e: Error) => e instanceof CodecError && why.test(e.message),
+      );
+      await assert.rejects(
+        to.send(a),
+        (e: Error) => e instanceof CodecError && why.test(e.message),
+      );
+    }
+  }
+  // A buffer the caller transferred is still said to be one.
+  const b = roundTrip(ch, new Uint8Array(1024).fill(2));
+  (b.buffer as ArrayBuffer).transfer();
+  assert.throws(() => ch.trySend(b), /detached \(transferred\)/);
 });
 
 Deno.test("the chunk is retired as the isolate moves on, once every value of it was released", () => {
