@@ -281,20 +281,30 @@ pub const Ring = struct {
         p.status = c.status;
         r.records.appendAssumeCapacity(c);
         // Release: pairs with the acquire load in `wait`; seq_cst also orders it before the
-        // load of `sleepers` in `wakeSleeper` (see there).
+        // load of `sleepers` in `mustWake` (see there).
         _ = r.signal.fetchAdd(1, .seq_cst);
+        // Decided before the unlock: from the unlock on, `deinit` (which waits for `completed`
+        // under the lock) may free the ring, so nothing of it may be read after. The wake-up
+        // itself only names the address (a futex wake on freed memory wakes nobody, or fails
+        // with EFAULT, which `Futex.wake` ignores).
+        const wake = r.mustWake();
         r.mutex.unlock();
-        r.wakeSleeper();
+        if (@import("builtin").is_test) if (test_after_push_unlock) |f| f(r);
+        if (wake) Futex.wake(&r.signal, 1);
     }
 
-    /// The wake-up after a bump of `signal`, when a waiter may be asleep on it. Seq_cst, with
-    /// the bump before it and `wait`'s increment of `sleepers` before its futex wait: either
-    /// this load sees the increment (and wakes), or the increment comes later in the single
-    /// order and the kernel's check of `signal` inside the futex wait sees the bump (and does
-    /// not sleep). A completion while the isolate's waiting thread is not asleep (it has not
-    /// started yet, or is draining) makes no system call: 144 ns saved here.
-    fn wakeSleeper(r: *Ring) void {
-        if (r.sleepers.load(.seq_cst) != 0) Futex.wake(&r.signal, 1);
+    /// Tests only: runs in `push` between its unlock and its wake-up, where `deinit` may free
+    /// the ring.
+    var test_after_push_unlock: ?*const fn (r: *Ring) void = null;
+
+    /// Whether the wake-up after a bump of `signal` must be made: a waiter may be asleep on it.
+    /// Seq_cst, with the bump before it and `wait`'s increment of `sleepers` before its futex
+    /// wait: either this load sees the increment (and wakes), or the increment comes later in
+    /// the single order and the kernel's check of `signal` inside the futex wait sees the bump
+    /// (and does not sleep). A completion while the isolate's waiting thread is not asleep (it
+    /// has not started yet, or is draining) makes no system call: 144 ns saved here.
+    fn mustWake(r: *Ring) bool {
+        return r.sleepers.load(.seq_cst) != 0;
     }
 
     /// Moves up to out.len records into `out`, oldest first; returns how many. Each drained
@@ -328,7 +338,7 @@ pub const Ring = struct {
             if (ready) return true;
             // Acquire: pairs with `interrupt`'s release store (no data rides on it).
             if (r.interrupted.swap(false, .acquire)) return false;
-            // Seq_cst: pairs with `wakeSleeper` (see there).
+            // Seq_cst: pairs with `mustWake` (see there).
             _ = r.sleepers.fetchAdd(1, .seq_cst);
             defer _ = r.sleepers.fetchSub(1, .monotonic); // only a hint to wakers
             if (deadline) |d| {
@@ -344,9 +354,9 @@ pub const Ring = struct {
         // Release, both: the flag before the bump, so a waiter that sees the bump sees the flag
         // (the acquire load of `signal` in `wait`).
         r.interrupted.store(true, .release);
-        // Seq_cst: as in `push` (pairs with `wakeSleeper`'s load and `wait`'s acquire load).
+        // Seq_cst: as in `push` (pairs with `mustWake`'s load and `wait`'s acquire load).
         _ = r.signal.fetchAdd(1, .seq_cst);
-        r.wakeSleeper();
+        if (r.mustWake()) Futex.wake(&r.signal, 1);
     }
 
     /// A spare `Pending` (with its wide-element buffer, if it kept one: first choice for an
@@ -1236,6 +1246,34 @@ test "a completion from another thread wakes the waiter whether or not it is asl
         try testing.expectEqual(@as(u64, i), out);
     }
     try testing.expectEqual(@as(u32, 0), ring.sleepers.load(.monotonic));
+}
+
+test "a completer reads nothing of the ring after its unlock: a deinit that the record lets through may free it at once" {
+    // `deinit` waits for a completed operation's record under the lock, then frees the ring:
+    // the completer's wake-up must not read the ring after its unlock. Before, it loaded
+    // `sleepers` there, from the freed ring (here: an unmapped page, a segmentation fault).
+    const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
+    defer ch.destroy();
+    const S = struct {
+        var freed = false;
+        fn freeRing(r: *Ring) void {
+            Ring.test_after_push_unlock = null; // once
+            r.deinit(); // the record landed: returns, the received value back to the channel
+            std.heap.page_allocator.destroy(r); // its own pages, unmapped
+            freed = true;
+        }
+    };
+    defer Ring.test_after_push_unlock = null;
+    const ring = try std.heap.page_allocator.create(Ring);
+    ring.* = Ring.init(testing.allocator);
+    var out: u64 = 0;
+    _ = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+    _ = ring.sleepers.fetchAdd(1, .monotonic); // as if its waiter slept: a wake-up is due
+    Ring.test_after_push_unlock = S.freeRing;
+    var v: u64 = 41;
+    try ch.send(std.mem.asBytes(&v), null, true); // completes the receive: `push`, then the hook
+    try testing.expect(S.freed);
+    try testing.expectEqual(@as(u64, 41), try recv(ch)); // given back by the deinit
 }
 
 test "a submit that fails (closed channel) frees its operation once" {
