@@ -193,8 +193,8 @@ int32_t kc_sched_drain_for(uint64_t timeout_ns);
 int32_t kc_sched_shutdown(uint32_t mode);
 /* kc_sched_shutdown of the scheduler of one generation (kc_sched_info's seventh value, not 0:
  * KC_EINVAL) only: once that one is shut down and a later one started, even by another thread
- * while this call runs, it does nothing to the later one (the clock ticker ends as with
- * kc_sched_shutdown). */
+ * while this call runs, it does nothing to the later one (with no host counted, the clock ticker
+ * and the metrics pipes whose channels are gone end as with kc_sched_shutdown). */
 int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
 /* How the scheduler of one generation (kc_sched_info's seventh value) ended: KC_SHUTDOWN_FINISH
  * if a finishing shutdown ran it dry (nothing runnable, running or sleeping left: what a drain
