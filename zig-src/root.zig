@@ -733,8 +733,10 @@ fn stopUnusedThreads() void {
     // Monotonic: a count, as in `kc_lib_retain`; a host that comes meanwhile restarts the
     // ticker on its first read of the clock.
     if (hosts.load(.monotonic) != 0) return;
-    _ = kcoro.clock.stop();
+    // The pipes first: a live pipe's tick reads the clock, which would start the ticker again
+    // right after its stop.
     _ = pipes.reap(HandlePipe.alive);
+    _ = kcoro.clock.stop();
 }
 
 /// int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation): kc_sched_shutdown of the
