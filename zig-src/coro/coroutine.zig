@@ -380,25 +380,24 @@ pub const Coroutine = struct {
     /// and a create reusing its stack (`Registry.identifyLive`). The generation is checked in
     /// the same CAS that starts it, so it never runs a later coroutine of this stack.
     pub fn resumeGen(co: *Coroutine, gen: u32) (Error || error{Stale})!State {
-        var w = co.load(.acquire);
-        while (true) {
-            if (w.gen != gen) return error.Stale;
-            switch (w.state) {
-                .created, .ready, .suspended => {},
-                .running => return error.Running,
-                .parked => return error.NotRunnable,
-                .finished => return error.Finished,
-            }
-            var n = w;
-            n.state = .running;
-            w = co.cas(w, n) orelse break;
-        }
+        try co.startRunningOf(gen);
         return co.switchIn();
     }
 
     fn startRunning(co: *Coroutine) Error!void {
+        co.startRunningOf(null) catch |err| switch (err) {
+            error.Stale => unreachable, // no generation to check
+            else => |e| return e,
+        };
+    }
+
+    /// Marks a runnable coroutine running in one CAS that also checks its generation, when
+    /// `gen` is given (`Stale` if the stack carries another one now).
+    fn startRunningOf(co: *Coroutine, gen: ?u32) (Error || error{Stale})!void {
+        // Acquire: pairs with the acq_rel CAS of the last transition (see `cas`).
         var w = co.load(.acquire);
         while (true) {
+            if (gen) |g| if (w.gen != g) return error.Stale;
             switch (w.state) {
                 .created, .ready, .suspended => {},
                 .running => return error.Running,
