@@ -10,7 +10,9 @@
  * otherwise a {@linkcode LibraryNotFoundError} that says what to do.
  *
  * Right after `dlopen` the library's ABI version is compared with {@linkcode ABI_VERSION};
- * a mismatch closes it again and throws {@linkcode AbiMismatchError}.
+ * a mismatch closes it again and throws {@linkcode AbiMismatchError}. Without `--allow-ffi` the
+ * first open throws a {@linkcode LibraryNotFoundError} that says so (importing needs no
+ * permission: modules defer their FFI work to it, `beforeFirstOpen`).
  *
  * @module
  */
@@ -443,6 +445,9 @@ export function openLibrary(options: OpenOptions = {}): Library {
   if (build !== undefined && typeof build !== "boolean") {
     throw new TypeError(`Cannot ${op}: build must be a boolean, received ${describe(build)}`);
   }
+  // Before the search: it needs --allow-ffi as dlopen does, so a script without it learns that
+  // here, not after a search (or a build) for a library it cannot open.
+  runFirstOpen();
   // What was checked, not `options` again: a getter answered undefined to the check and a
   // non-string path or a truthy "yes" for build (which ran a build) to a second read.
   const path = findLibrary({ path: given, expectAbi, build });
@@ -450,6 +455,9 @@ export function openLibrary(options: OpenOptions = {}): Library {
   try {
     lib = Deno.dlopen(path, symbols);
   } catch (e) {
+    // Revoked since this isolate's first open (Deno.permissions.revoke), which runFirstOpen
+    // checked; or a prompt answered no.
+    if (e instanceof Deno.errors.NotCapable) throw ffiRefused(e, ` for ${path}`);
     throw new LibraryNotFoundError(
       `kcoro: cannot open ${path}: ${(e as Error).message} (scripts need --allow-ffi)`,
       { cause: e },
@@ -462,6 +470,48 @@ export function openLibrary(options: OpenOptions = {}): Library {
     throw new AbiMismatchError(path, found, expected);
   }
   return new Library(MAKE, lib, path, found);
+}
+
+/**
+ * What modules deferred from their import to this isolate's first `openLibrary` (FFI work that
+ * needs `--allow-ffi`: taking a module-lifetime slot's address); null once they all ran.
+ */
+let firstOpen: (() => void)[] | null = [];
+
+/**
+ * @ignore Runs `hook` before this isolate first opens a library (at once if it did already),
+ * for FFI work that would make importing the module need `--allow-ffi` (Deno's NotCapable at
+ * load): nothing native can be called before a library is open. Until every hook ran without
+ * throwing, each open runs them all again, so a hook must be idempotent. Internal.
+ */
+export function beforeFirstOpen(hook: () => void): void {
+  if (firstOpen === null) hook();
+  else firstOpen.push(hook);
+}
+
+/** Runs the `beforeFirstOpen` hooks, once; a NotCapable from them names `--allow-ffi`. */
+function runFirstOpen(): void {
+  if (firstOpen === null) return;
+  try {
+    for (const hook of firstOpen) hook();
+  } catch (e) {
+    // Deno.UnsafePointer.of needs --allow-ffi for all paths: one scoped to the library's file
+    // (--allow-ffi=<path>) is refused here too.
+    if (e instanceof Deno.errors.NotCapable) {
+      throw ffiRefused(e, " (for all paths: --allow-ffi=<path> is not enough)");
+    }
+    throw e;
+  }
+  firstOpen = null;
+}
+
+/** The error for FFI refused by Deno's permissions (`e`, a NotCapable), `where` said after it. */
+function ffiRefused(e: Error, where: string): LibraryNotFoundError {
+  return new LibraryNotFoundError(
+    `Cannot open the kcoro library: --allow-ffi is not granted${where}, received ` +
+      `${e.name}: ${e.message}`,
+    { cause: e },
+  );
 }
 
 let shared: Library | null = null;

@@ -31,7 +31,7 @@
  *
  * @module
  */
-import { inWorker, type Library, library } from "../ffi/load.ts";
+import { beforeFirstOpen, inWorker, type Library, library } from "../ffi/load.ts";
 import { Bridge, type RingOp } from "./bridge.ts";
 import { isCancellation } from "./job.ts";
 import { customInspect, inspectAs } from "./inspect.ts";
@@ -265,9 +265,10 @@ const CLOSED: { state: "closed" } = Object.freeze({ state: "closed" });
 /**
  * One slot for synchronous operations (JavaScript runs one at a time per isolate), passed to the
  * try-operations by address: an ArrayBuffer's backing store never moves, and a pointer argument
- * keeps the call on V8's fast path.
+ * keeps the call on V8's fast path. Pinned (its address taken, which needs `--allow-ffi`) when
+ * the library is first opened, not at import (see `scratchPtr`).
  */
-const scratch = new Slot(new ArrayBuffer(32), true);
+const scratch = new Slot(new ArrayBuffer(32));
 /** The batches of the `…Many` operations that run no caller code meanwhile (grown as needed). */
 let batch = new Uint8Array(64 * 32);
 
@@ -302,7 +303,12 @@ function withReceived(e: unknown, values: unknown[]): unknown {
 const MAX_BATCH = 65_536;
 /** The most dropped values one operation hands to onUndeliveredElement (see `#collect`). */
 const COLLECT_BATCH = 65_536;
-const scratchPtr = scratch.ptr;
+/**
+ * `scratch`'s address, set before the isolate's first library is opened (`beforeFirstOpen`): no
+ * native call can be made before, and taking an address at import made importing this module
+ * need `--allow-ffi` (a NotCapable at load, also for a script using only scopes and jobs).
+ */
+let scratchPtr: Deno.PointerValue = null;
 /** `scratch` as a number (`codecs.f64`'s slot, written and read without a call to the codec). */
 const scratchF64 = scratch.f64;
 
@@ -600,8 +606,14 @@ function put(w: Uint32Array, i: number, x: number): void {
 // native cost. Nothing runs between a call and the read of what it wrote, except for `dropSlot`
 // (see #collect).
 const outWords = new Uint32Array(4);
-/** Where dropped values are taken (#collect, orphans). */
-const dropSlot = new Slot(new ArrayBuffer(32), true);
+/** Where dropped values are taken (#collect, orphans); pinned with `scratch`. */
+const dropSlot = new Slot(new ArrayBuffer(32));
+
+beforeFirstOpen(() => {
+  scratch.pin();
+  dropSlot.pin();
+  scratchPtr = scratch.ptr;
+});
 
 /** Where close causes are read from native memory (`kc_chan_cause`); grown as needed. */
 let causeBytes = new Uint8Array(256);

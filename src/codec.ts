@@ -102,11 +102,22 @@ export class Slot {
 
   constructor(buffer: ArrayBuffer = new ArrayBuffer(32), pinned = false) {
     this.u8 = new Uint8Array(buffer);
+    if (pinned) this.pin();
+  }
+
+  /**
+   * Takes the slot's address (`ptr`, `addr`) if it has none yet: needs `--allow-ffi` (a
+   * NotCapable without it), so a slot made at a module's load is pinned only once the library
+   * is first opened (`beforeFirstOpen` in ffi/load.ts), never at import.
+   */
+  pin(): void {
+    if (this.ptr !== null) return;
     // An ArrayBuffer's backing store never moves once it has been handed out by address.
-    if (pinned) {
-      this.ptr = Deno.UnsafePointer.of(this.u8);
-      this.addr = BigInt(Deno.UnsafePointer.value(this.ptr));
-    }
+    const ptr = Deno.UnsafePointer.of(this.u8);
+    const addr = BigInt(Deno.UnsafePointer.value(ptr));
+    // Set once, here: readonly to everything else.
+    (this as { addr: bigint }).addr = addr;
+    (this as { ptr: Deno.PointerValue | null }).ptr = ptr;
   }
 
   get u32(): Uint32Array<ArrayBuffer> {

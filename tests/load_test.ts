@@ -240,6 +240,41 @@ console.log(v[99], releaseBytes(v), releaseUnavailable());
   assert.deepEqual(res.stdout.trim().split("\n"), [path, path, "7 true null"], res.stderr);
 });
 
+Deno.test("without --allow-ffi mod.ts imports and structured concurrency works; what needs the library throws a LibraryNotFoundError naming the permission", async () => {
+  // Before, the import itself threw Deno's NotCapable: src/channel.ts took a slot's address
+  // (Deno.UnsafePointer.of) at load. Now that waits for the first open, which names the flag.
+  // A --allow-ffi scoped to the library's file does not cover taking addresses: the same.
+  const code = `
+import { Channel, Context, coroutineScope, createContextKey, delay, library, NativeCoroutine,
+  select, withTimeout } from "${root}mod.ts";
+const key = createContextKey("k");
+const got = await coroutineScope(async (scope) => {
+  const d = scope.async(async () => { await delay(1); return 6; });
+  const v = await select((b) => { b.onAwait(d, (x) => x + 1); });
+  return await withTimeout(60_000, async () => v + Context.empty.with(key, 1).get(key));
+});
+console.log("pure", got);
+const uses = [["channel", () => new Channel(1)], ["library", () => library()],
+  ["native", () => NativeCoroutine.create("fib", { arg: 3 })]];
+for (const [what, use] of uses) {
+  try { use(); console.log(what, "opened"); } catch (e) { console.log(what, e.name, e.message); }
+}
+`;
+  const message =
+    "LibraryNotFoundError Cannot open the kcoro library: --allow-ffi is not granted " +
+    "(for all paths: --allow-ffi=<path> is not enough), received NotCapable: Requires ffi access";
+  for (const ffi of [[], [`--allow-ffi=${root}zig-out/lib/libkcoro.so`]]) {
+    const res = await runScript(code, {}, ["--allow-read", ...ffi]);
+    assert.equal(res.code, 0, res.stderr);
+    const lines = res.stdout.trim().split("\n");
+    assert.equal(lines.length, 4, res.stdout);
+    assert.equal(lines[0], "pure 8");
+    for (const [i, what] of ["channel", "library", "native"].entries()) {
+      assert.ok(lines[i + 1].startsWith(`${what} ${message}`), lines[i + 1]);
+    }
+  }
+});
+
 Deno.test("without a build and without --allow-run the error says what to do", async () => {
   const dir = await Deno.makeTempDir();
   try {
