@@ -303,12 +303,27 @@ function envVar(name: string): string | undefined {
   }
 }
 
-function isFile(path: string): boolean {
+/**
+ * Whether there is a file at `path`: true or false, or, where that could not be told, why, for
+ * the error: `--allow-read` not granted for it (Deno's NotCapable), or the system refusing it
+ * (PermissionDenied). Before, both read as "no file" and the error listed the path as tried.
+ */
+function fileAt(path: string): boolean | string {
   try {
     return Deno.statSync(path).isFile;
-  } catch {
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) {
+      return `--allow-read is not granted for it, received NotCapable: ${e.message}`;
+    }
+    if (e instanceof Deno.errors.PermissionDenied) {
+      return `the system refused to read it, received PermissionDenied: ${e.message}`;
+    }
     return false;
   }
+}
+
+function isFile(path: string): boolean {
+  return fileAt(path) === true;
 }
 
 function canRun(): boolean {
@@ -354,7 +369,13 @@ function findZig(): string {
 }
 
 function buildFromSource(tried: string[]): string | null {
-  if (checkout === null || !isFile(`${checkout}build.zig`)) return null;
+  if (checkout === null) return null;
+  const source = fileAt(`${checkout}build.zig`);
+  if (typeof source === "string") {
+    tried.push(`build from source (skipped: cannot read ${checkout}build.zig: ${source})`);
+    return null;
+  }
+  if (!source) return null;
   if (!canRun()) {
     tried.push("build from source (skipped: needs --allow-run)");
     return null;
@@ -379,7 +400,9 @@ function buildFromSource(tried: string[]): string | null {
     return null;
   }
   const built = `${checkout}zig-out/lib/${libraryFileName()}`;
-  return isFile(built) ? built : null;
+  const found = fileAt(built);
+  if (typeof found === "string") tried.push(`${built}, built (cannot read it: ${found})`);
+  return found === true ? built : null;
 }
 
 /** Returns the path of the library to open, building it if allowed; see the module doc. */
@@ -388,11 +411,13 @@ export function findLibrary(options: OpenOptions = {}): string {
   // Node-API companion loaded from beside it later (a chdir since must not change which).
   if (options.path !== undefined) {
     const path = absolutePath(options.path);
-    if (!isFile(path)) {
+    const found = fileAt(path);
+    if (found !== true) {
+      const given = path === options.path ? "" : ` ${options.path}`;
       throw new LibraryNotFoundError(
-        `kcoro: no library at ${path} (options.path${
-          path === options.path ? "" : ` ${options.path}`
-        })`,
+        found === false
+          ? `kcoro: no library at ${path} (options.path${given})`
+          : `kcoro: cannot read ${path} (options.path${given}): ${found}`,
       );
     }
     return path;
@@ -401,18 +426,25 @@ export function findLibrary(options: OpenOptions = {}): string {
   const fromEnv = envVar("KCORO_LIB");
   if (fromEnv !== undefined) {
     const path = absolutePath(fromEnv);
-    if (isFile(path)) return path;
+    const found = fileAt(path);
+    if (found === true) return path;
+    const resolved = path === fromEnv ? "" : ` (${path})`;
     throw new LibraryNotFoundError(
-      `kcoro: KCORO_LIB is set to ${fromEnv}, but there is no file there${
-        path === fromEnv ? "" : ` (${path})`
-      }; unset it or fix it`,
+      found === false
+        ? `kcoro: KCORO_LIB is set to ${fromEnv}, but there is no file there${resolved}; ` +
+          `unset it or fix it`
+        : `kcoro: KCORO_LIB is set to ${fromEnv}, but it cannot be read${resolved}: ${found}`,
     );
   }
   tried.push("KCORO_LIB (unset or not readable without --allow-env)");
+  // Whether --allow-read was refused for the local build: the search could not look there.
+  let refused = false;
   if (checkout !== null) {
     const local = `${checkout}zig-out/lib/${libraryFileName()}`;
-    if (isFile(local)) return local;
-    tried.push(local);
+    const found = fileAt(local);
+    if (found === true) return local;
+    refused = typeof found === "string" && found.startsWith("--allow-read");
+    tried.push(found === false ? local : `${local} (cannot tell whether it is there: ${found})`);
   }
   if (options.build ?? true) {
     const built = buildFromSource(tried);
@@ -420,7 +452,8 @@ export function findLibrary(options: OpenOptions = {}): string {
   }
   throw new LibraryNotFoundError(
     `kcoro: cannot find libkcoro. Tried:\n  - ${tried.join("\n  - ")}\n` +
-      `Build it with \`./task build\` in the kcoro checkout, or set KCORO_LIB to its path ` +
+      (refused ? "Run with --allow-read (for the paths above), or b" : "B") +
+      `uild it with \`./task build\` in the kcoro checkout, or set KCORO_LIB to its path ` +
       `(and run with --allow-env).`,
   );
 }

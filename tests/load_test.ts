@@ -275,6 +275,43 @@ for (const [what, use] of uses) {
   }
 });
 
+Deno.test("without --allow-read the error says the read was refused for the path, with what Deno answered", async () => {
+  // Before, a refused read counted as no file: the local build listed as tried, options.path
+  // as "no library at", KCORO_LIB as "no file there".
+  const local = `${root}zig-out/lib/libkcoro.so`;
+  const code = `
+import { library, openLibrary } from "${root}mod.ts";
+Deno.env.delete("KCORO_LIB");
+const show = (f) => {
+  try { f(); console.log(JSON.stringify("opened")); }
+  catch (e) { console.log(JSON.stringify(e.name + " " + e.message)); }
+};
+show(() => library());
+show(() => openLibrary({ path: "${local}" }));
+Deno.env.set("KCORO_LIB", "${local}");
+show(() => library());
+`;
+  const res = await runScript(code, {}, ["--allow-ffi", "--allow-env"]);
+  assert.equal(res.code, 0, res.stderr);
+  const [search, path, env, ...rest] = res.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(rest, []);
+  const refused = `--allow-read is not granted for it, received NotCapable: ` +
+    `Requires read access to "${local}"`;
+  assert.ok(search.startsWith("LibraryNotFoundError kcoro: cannot find libkcoro. Tried:"), search);
+  assert.ok(search.includes(`\n  - ${local} (cannot tell whether it is there: ${refused}`), search);
+  assert.ok(search.includes("\nRun with --allow-read (for the paths above)"), search);
+  assert.ok(
+    path.startsWith(`LibraryNotFoundError kcoro: cannot read ${local} (options.path): ${refused}`),
+    path,
+  );
+  assert.ok(
+    env.startsWith(
+      `LibraryNotFoundError kcoro: KCORO_LIB is set to ${local}, but it cannot be read: ${refused}`,
+    ),
+    env,
+  );
+});
+
 Deno.test("without a build and without --allow-run the error says what to do", async () => {
   const dir = await Deno.makeTempDir();
   try {
