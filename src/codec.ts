@@ -89,8 +89,9 @@ export interface Codec<T> {
 export class Slot {
   readonly u8: Uint8Array<ArrayBuffer>;
   /**
-   * The slot's address, for a slot that lives as long as its module (`pinned`), else null: a
-   * typed array as an FFI argument costs ~20 ns per call, taking its address once ~0.4 µs.
+   * The slot's address, for a slot that lives as long as its module (`pinned`, or `pin()`
+   * later), else null: a typed array as an FFI argument costs ~20 ns per call, taking its
+   * address once ~0.4 µs.
    */
   readonly ptr: Deno.PointerValue | null = null;
   /** `ptr` as a number for a native struct field (0n when not pinned). */
