@@ -341,6 +341,8 @@ export const symbols = {
   kc_ring_abort: { parameters: ["u32", "u32"], result: "i32" },
   /** int32_t kc_ring_withdraw(uint32_t ring, uint32_t ticket) */
   kc_ring_withdraw: { parameters: ["u32", "u32"], result: "i32" },
+  /** int32_t kc_ring_give_back(uint32_t ring, uint32_t ticket) (ABI 19) */
+  kc_ring_give_back: { parameters: ["u32", "u32"], result: "i32" },
   /**
    * int32_t kc_chan_send_async(uint32_t handle, const void *elem, uint32_t size, uint32_t ring,
    *                            uint32_t *out_ticket)

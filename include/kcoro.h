@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 18
+#define KC_ABI_VERSION 19
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -564,6 +564,14 @@ int32_t kc_ring_drain(uint32_t ring, struct kc_completion *out, uint32_t max);
  * sends) and frees the ticket. With out NULL a received value is discarded as a dropped one is:
  * a zero-copy descriptor's release runs, another value goes to the channel's undelivered hook. */
 int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size);
+/* kc_ring_take for a host that will not deliver the value received (its wait was aborted and
+ * kc_ring_abort answered KC_EBUSY; ABI 19): after the ticket's record was drained, a received
+ * value goes back to its channel in front of the values buffered now (on a closed channel it
+ * stays receivable while values remain; a cancelled channel, one closed with nothing left and a
+ * full one with a drop policy hand it to the undelivered path instead); a zero-copy descriptor
+ * goes back as it is, its buffer not released. A send or a failed operation is freed as
+ * kc_ring_take frees it. Errors as kc_ring_take. */
+int32_t kc_ring_give_back(uint32_t ring, uint32_t ticket);
 /* Withdraws a pending operation: 0 (no record will come, nothing delivered) or KC_EBUSY (it
  * completed: take it). Counted as a cancelled failure in the channel's metrics; a select's on
  * each of its channels (ABI 14 counted none for a select). A take or abort of a ticket that

@@ -2180,6 +2180,18 @@ export fn kc_ring_take(ring: u32, ticket: u32, out: ?*anyopaque, size: u32) call
     return 0;
 }
 
+/// int32_t kc_ring_give_back(uint32_t ring, uint32_t ticket): kc_ring_take for a host that
+/// will not deliver the value received (its wait was aborted and kc_ring_abort answered
+/// KC_EBUSY): the value goes back to its channel, in front (`Ring.giveBack`); a zero-copy
+/// descriptor as it is. A send or a failed operation is freed as kc_ring_take frees it.
+export fn kc_ring_give_back(ring: u32, ticket: u32) callconv(.c) i32 {
+    const rr = rings();
+    const e = rr.acquire(ring) catch |err| return fail(err);
+    defer rr.release(e);
+    RingRegistry.objectOf(e).giveBack(ticket) catch |err| return fail(err);
+    return 0;
+}
+
 /// int32_t kc_ring_abort(uint32_t ring, uint32_t ticket): withdraws a pending operation: 0 (no
 /// record will come, nothing was delivered), or KC_EBUSY if it completed already (take it).
 export fn kc_ring_abort(ring: u32, ticket: u32) callconv(.c) i32 {

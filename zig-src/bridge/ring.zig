@@ -604,6 +604,21 @@ pub const Ring = struct {
         r.freePending(p);
     }
 
+    /// After `ticket`'s record was drained, `take` for a host that will not deliver what the
+    /// operation received (its wait was aborted, and the abort lost to this completion): a
+    /// received value goes back to its channel (`Channel.giveBack`: in front of the values
+    /// buffered now, receivable on a closed channel while values remain; refused, to its
+    /// undelivered path, on a cancelled channel, one closed with nothing left, or a full one
+    /// with a drop policy), a zero-copy descriptor as it is (its buffer is not released). A
+    /// send, or an operation that failed, has nothing to give back: freed as `take` frees it.
+    pub fn giveBack(r: *Ring, ticket: u32) error{ BadHandle, InvalidArgument }!void {
+        const p = try r.claim(ticket, true);
+        if (p.returnedTo()) |ch| ch.giveBack(p.returnedValue().ptr);
+        p.afterCompletion();
+        r.disown(p, false);
+        r.freePending(p);
+    }
+
     /// Withdraws a pending `ticket`: freed, no record will come (true); or false (error.Busy)
     /// when it completed already: its record is or will be on the ring. `counted`: a
     /// withdrawn operation counts as a cancelled failure in its channel's metrics (see
@@ -621,7 +636,7 @@ pub const Ring = struct {
 
 /// One operation (or select) waiting on behalf of JavaScript: owns the element storage and,
 /// once it completes, reports its ticket on its ring. Created by `Ring.submitOp` /
-/// `Ring.submitSelect`; freed by `Ring.take` (after its record), `Ring.abort`, or the ring's
+/// `Ring.submitSelect`; freed by `Ring.take` or `Ring.giveBack` (after its record), `Ring.abort`, or the ring's
 /// `deinit`.
 pub const Pending = struct {
     ring: *Ring,
@@ -1362,6 +1377,121 @@ test "a take without a buffer discards a received value as a dropped one: a zero
     try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
     try ring.take(t4, null);
     try testing.expectEqual(@as(usize, 7), Hook.dropped);
+}
+
+test "giveBack: a received value whose abort lost goes back to its channel in front, a descriptor as it is; a send or a drop policy as defined" {
+    const Hook = struct {
+        var dropped: u64 = 0;
+        fn undelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            dropped += std.mem.bytesToValue(u64, elem[0..8]);
+        }
+    };
+    const Case = struct {
+        /// A receive that took `first`, an abort that lost to it, `later` sent, then (if
+        /// `close`) the channel closed, the record drained and the value given back: the
+        /// channel's values in order, then its end.
+        fn run(opts: channel.Options, first: u64, later: []const u64, close: bool, want: []const u64) !void {
+            const ch = try channel.Channel.create(testing.allocator, opts);
+            defer ch.destroy();
+            var ring = Ring.init(testing.allocator);
+            defer ring.deinit();
+            var out: u64 = 0;
+            const t = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+            try testing.expectError(error.InvalidArgument, ring.giveBack(t)); // no record yet
+            var v = first;
+            try ch.send(std.mem.asBytes(&v), null, true); // completes the receive
+            try testing.expectError(error.Busy, ring.abort(t, true)); // the abort lost
+            for (later) |x| {
+                v = x;
+                try ch.send(std.mem.asBytes(&v), null, true);
+            }
+            if (close) _ = ch.close();
+            var rec: [2]Completion = undefined;
+            try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+            try ring.giveBack(t);
+            try testing.expectError(error.BadHandle, ring.giveBack(t)); // freed: once
+            try testing.expectError(error.BadHandle, ring.take(t, null));
+            for (want) |x| try testing.expectEqual(x, try recv(ch));
+            try testing.expectError(if (close) error.Closed else error.WouldBlock, recv(ch));
+        }
+    };
+    Hook.dropped = 0;
+    const hook: channel.Options = .{ .elem_size = 8, .capacity = 4, .on_undelivered = Hook.undelivered };
+    try Case.run(hook, 1, &.{}, false, &.{1});
+    try Case.run(hook, 1, &.{ 2, 3 }, false, &.{ 1, 2, 3 }); // in front of the later values
+    try Case.run(hook, 1, &.{ 2, 3 }, true, &.{ 1, 2, 3 }); // closed: still receivable
+    try Case.run(hook, 100, &.{ 2, 3, 4, 5 }, false, &.{ 100, 2, 3, 4, 5 }); // full
+    var rdv = hook;
+    rdv.capacity = 0;
+    try Case.run(rdv, 50, &.{}, false, &.{50}); // a rendezvous: waits as its first sender
+    try testing.expectEqual(@as(u64, 0), Hook.dropped);
+    var oldest = hook;
+    oldest.overflow = .drop_oldest;
+    try Case.run(oldest, 100, &.{ 2, 3, 4, 5 }, false, &.{ 2, 3, 4, 5 }); // full: the policy's
+    try testing.expectEqual(@as(u64, 100), Hook.dropped);
+    try Case.run(hook, 200, &.{}, true, &.{}); // closed and drained: not after the end
+    try testing.expectEqual(@as(u64, 300), Hook.dropped);
+
+    // A zero-copy descriptor goes back as it is: its buffer is not released, and the next
+    // receive gets the same buffer, then the values sent after it.
+    const zc = try channel.Channel.create(testing.allocator, .{ .elem_size = 0, .zero_copy = true, .capacity = 4 });
+    defer zc.destroy();
+    const copying = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4, .on_undelivered = Hook.undelivered });
+    defer copying.destroy();
+    var ring = Ring.init(testing.allocator);
+    defer ring.deinit();
+    var rec: [2]Completion = undefined;
+    TeardownHook.reset();
+    var d_out: channel.Descriptor = undefined;
+    const t1 = (try ring.submitOp(zc, .receive, std.mem.asBytes(&d_out), &.{})).pending;
+    const bufs = [2][]u8{ try std.heap.c_allocator.alloc(u8, 64), try std.heap.c_allocator.alloc(u8, 32) };
+    for (bufs) |b| {
+        var d: channel.Descriptor = .{ .ptr = b.ptr, .len = b.len, .release = TeardownHook.release };
+        try zc.send(std.mem.asBytes(&d), null, true);
+    }
+    try testing.expectError(error.Busy, ring.abort(t1, true));
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try ring.giveBack(t1);
+    try testing.expectEqual(@as(usize, 0), TeardownHook.released);
+    for (bufs) |b| {
+        var d: channel.Descriptor = undefined;
+        try zc.receive(std.mem.asBytes(&d), null, true);
+        try testing.expectEqual(@intFromPtr(b.ptr), @intFromPtr(d.ptr.?));
+        try testing.expectEqual(b.len, d.len);
+        std.heap.c_allocator.free(b);
+    }
+
+    // A select's receive clause that fired: its value goes back to that clause's channel.
+    var v_out: u64 = 0;
+    const clauses = [_]channel.Clause{
+        .{ .ch = zc, .kind = .receive, .elem = undefined },
+        .{ .ch = copying, .kind = .receive, .elem = undefined },
+    };
+    const values = [_][]u8{ std.mem.asBytes(&d_out), std.mem.asBytes(&v_out) };
+    const t2 = (try ring.submitSelect(&clauses, &values, null, &.{})).pending;
+    var v: u64 = 9;
+    try copying.send(std.mem.asBytes(&v), null, true);
+    v = 10;
+    try copying.send(std.mem.asBytes(&v), null, true);
+    try testing.expectError(error.Busy, ring.abort(t2, true));
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try testing.expectEqual(@as(u32, 1), rec[0].index);
+    try ring.giveBack(t2);
+    try testing.expectEqual(@as(u64, 9), try recv(copying));
+    try testing.expectEqual(@as(u64, 10), try recv(copying));
+    try testing.expectError(error.WouldBlock, zc.receive(std.mem.asBytes(&d_out), null, true));
+
+    // A send that completed has nothing to give back: delivered once, nothing dropped.
+    const dropped = Hook.dropped;
+    const rch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .on_undelivered = Hook.undelivered });
+    defer rch.destroy();
+    v = 12;
+    const t4 = (try ring.submitOp(rch, .send, std.mem.asBytes(&v), &.{})).pending;
+    try testing.expectEqual(@as(u64, 12), try recv(rch));
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try ring.giveBack(t4);
+    try testing.expectError(error.WouldBlock, recv(rch));
+    try testing.expectEqual(dropped, Hook.dropped);
 }
 
 test "a ring going away hands the values it was still sending to their channel's undelivered path" {
