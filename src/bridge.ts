@@ -292,6 +292,15 @@ export class Bridge {
     return this.#sym.kc_ring_take_at(this.#ring, op.ticket, out === null ? null : out.ptr, size);
   }
 
+  /**
+   * After a record, `take` for a receive that will not deliver its value (its wait was given
+   * up and the abort lost to this completion): the value goes back to its channel, in front of
+   * the values buffered there (`kc_ring_give_back`), and the ticket is freed.
+   */
+  giveBack(op: RingOp): number {
+    return this.#sym.kc_ring_give_back(this.#ring, op.ticket);
+  }
+
   async #loop(): Promise<void> {
     this.#waiting = true;
     let got = 0;

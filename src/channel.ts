@@ -89,7 +89,11 @@ export interface ChannelOptions<T> {
 
 /** Options of `send`, `receive`, `receiveCatching`. */
 export interface WaitOptions {
-  /** Aborting it rejects the operation with the signal's reason and leaves the channel intact. */
+  /**
+   * Aborting it rejects the operation with the signal's reason and leaves the channel intact: a
+   * receive that took a value natively as the abort came (its record not drained yet) gives it
+   * back to the channel, in front; a send delivered first resolves.
+   */
   signal?: AbortSignal;
 }
 
@@ -724,6 +728,14 @@ class Waiter implements RingOp {
   readonly reject: (e: unknown) => void;
   signal: AbortSignal | undefined = undefined;
   onAbort: (() => void) | undefined = undefined;
+  /**
+   * A receive given up (its signal aborted, `return()` of its iterator, its copy disposed) after
+   * it completed natively, its record not drained yet (COMPLETING): it rejects with
+   * `reason` when the record comes, and a value it took goes back to its channel
+   * (`Bridge.giveBack`) instead of resolving it.
+   */
+  gaveUp = false;
+  reason: unknown = undefined;
   /** Neighbours in its WaitQueue. */
   prev: Waiter | null = null;
   next: Waiter | null = null;
@@ -1220,6 +1232,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   _afterReceive(): void {
     if (this.#dropping) this.#collect();
+  }
+
+  /**
+   * @ignore For select, after a receive clause's value went back to the channel
+   * (`kc_ring_give_back`): one the channel refused (closed and drained, or full with a drop
+   * policy) goes to onUndeliveredElement.
+   */
+  _afterGiveBack(): void {
+    this.#collect();
   }
 
   /** @ignore Its library begins to close: no inlined try-path from here on (see `#at`). */
@@ -2402,16 +2423,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * A waiter gives up (its signal aborted, or its copy disposed): withdrawn if queued, and
    * rejected with `reason`; a send's value is never delivered (its encoding freed, not handed
-   * to a hook: the value stays the caller's). Nothing if it completed first (its record settles
-   * it) or is done.
+   * to a hook: the value stays the caller's). If it completed first, its record settles it: a
+   * send as delivered, a receive that took a value rejects with `reason` all the same and its
+   * value goes back to the channel (`gaveUp`, see `_completed`). Nothing if it is done.
    */
   #abandon(w: Waiter, reason: unknown): void {
     if (w.state === QUEUED) {
-      if (!this.#withdraw(w, false)) return;
+      if (!this.#withdraw(w, false)) {
+        this.#giveUp(w, reason); // if it completed first (not if the withdrawal failed)
+        return;
+      }
       if (w.kind === SEND && this.#lib.isOpen) {
         this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
       }
-    } else if (w.state !== LOCAL) return;
+    } else if (w.state === COMPLETING) return this.#giveUp(w, reason);
+    else if (w.state !== LOCAL) return;
     else {
       if (w.encoded && this.#lib.isOpen) {
         // Never queued, but encoded at the call: its native copy is freed.
@@ -2425,6 +2451,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     releaseSlot(w); // withdrawn (or never queued): nothing reads it any more
     w.detach();
     w.reject(reason);
+  }
+
+  /**
+   * A receive given up after it completed natively (COMPLETING: its abort lost, or a hand-off's
+   * withdrawal did before): the first reason is kept, its record settles it (`_completed`).
+   * A send's record settles it as delivered (or not) as before.
+   */
+  #giveUp(w: Waiter, reason: unknown): void {
+    if (w.state !== COMPLETING || w.kind === SEND || w.gaveUp) return;
+    w.gaveUp = true;
+    w.reason = reason;
   }
 
   /**
@@ -2625,6 +2662,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return;
     }
     const value = status === 0 && w.kind !== SEND;
+    if (value && w.gaveUp) {
+      // Given up after it took a value natively (`#abandon`): the value goes back to the
+      // channel, in front, and the receive rejects with the abort's reason. Before, it resolved
+      // with the value though its signal had aborted, and a caller that had moved on (a
+      // withTimeoutOrNull timed out) dropped the value, lost to every receiver.
+      bridge.giveBack(w);
+      releaseSlot(w);
+      this.#collect(); // refused (closed and drained, full with a drop policy): to the hook
+      w.reject(w.reason);
+      return;
+    }
     bridge.take(w, value ? w.slot! : null, value ? this.#size : 0);
     this.#settle(w, status, true);
   }
@@ -3042,8 +3090,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         const w = held.waiter;
         const more = held.more;
         held.waiter = held.more = null;
-        // Withdrawn and rejected if still waiting; nothing if it took a value first (then
-        // delivered) or is done. Every next() still waiting, not only the last one: an earlier
+        // Withdrawn and rejected if still waiting; one that took a value first, its record not
+        // drained yet, gives it back to the channel and ends as returned too (`#abandon`);
+        // nothing if it is done. Every next() still waiting, not only the last one: an earlier
         // one left waiting took the channel's next value after the return, and nobody read it.
         if (more !== null) { for (const x of more) this.#abandon(x, RETURNED); }
         if (w !== null) this.#abandon(w, RETURNED);

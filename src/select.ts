@@ -19,7 +19,9 @@
  * (src/bridge.ts); whoever completes a clause (a native coroutine, a thread, a Worker, a send
  * from this isolate) writes the record that settles the select. A JavaScript-side clause
  * (`onTimeout`, `onJoin`, `onAwait`) or an abort wins only after `kc_ring_abort` withdrew the
- * native select; when the abort answers KC_EBUSY a channel clause won first and is honoured.
+ * native select; when the abort answers KC_EBUSY a channel clause won first and is honoured,
+ * except that an abort (the signal) that lost to a receive clause still rejects the select, the
+ * value going back to its channel in front (`kc_ring_give_back`).
  * Every party in this isolate that waits on a channel is queued natively too, so a select meets
  * a plain `send`/`receive` of the same isolate (and they meet it) through the native channel.
  *
@@ -285,6 +287,13 @@ class Selection implements RingOp {
   queued = false;
   /** The ring said KC_EBUSY to an abort: a channel clause won, its record settles the select. */
   completing = false;
+  /**
+   * It was aborted (its signal, or a `Channel.from` copy disposed) and the abort lost to a
+   * channel clause: a receive clause that took a value gives it back to its channel and the
+   * select rejects with `reason` (`complete`); a send clause that fired is honoured.
+   */
+  gaveUp = false;
+  reason: unknown = undefined;
   done = false;
   resolve!: (v: unknown) => void;
   reject!: (e: unknown) => void;
@@ -554,6 +563,10 @@ class Selection implements RingOp {
       const rc = this.bridge!.abort(this, c !== undefined);
       if (rc === Status.EBUSY) {
         this.completing = true; // a channel clause won first: its record settles the select
+        if (c === undefined) {
+          this.gaveUp = true;
+          this.reason = reason ?? this.signal!.reason;
+        }
         return;
       }
       this.queued = false;
@@ -636,6 +649,23 @@ class Selection implements RingOp {
       return;
     }
     const value = status === 0 && c.kind !== SEND;
+    if (value && this.gaveUp) {
+      // Aborted after a receive clause took a value (`#jsWins`): the value goes back to its
+      // channel, in front, and the select rejects with the abort's reason, no clause fired.
+      // Before, the clause fired though the signal had aborted, and a caller that had moved on
+      // dropped the value.
+      this.bridge!.giveBack(this);
+      try {
+        this.#freeValues(-1); // the send clauses were not sent: their values stay the caller's
+      } finally {
+        this.#giveSlots();
+        this.done = true;
+        this.#cleanup();
+        c.ch!._afterGiveBack(); // refused (closed and drained, or full with a drop policy)
+        this.reject(this.reason);
+      }
+      return;
+    }
     this.bridge!.take(this, value ? c.slot! : null, value ? c.ch!.codec.elemSize : 0);
     this.#fireNative(index, status, true);
   }
