@@ -18,6 +18,7 @@ import {
   type Capacity,
   Channel,
   type ChannelMetrics,
+  ClosedReceiveError,
   codecs,
   InvalidHandleError,
   library,
@@ -25,6 +26,7 @@ import {
   select,
   type SharedChannel,
   TimeoutError,
+  withTimeoutOrNull,
 } from "../mod.ts";
 
 const workerUrl = new URL("./fixtures/select_worker.ts", import.meta.url);
@@ -261,6 +263,169 @@ Deno.test("stress: Workers terminated at many moments around native sends: every
     assert.equal(cells[3], BigInt(n));
   }
   assert.ok(rounds >= 5, `only ${rounds} rounds`);
+});
+
+/**
+ * Receives from `ch` until it closes, each receive given up after 1-2 ms (seeded) in one of five
+ * ways, racing the values a Worker sends: withTimeoutOrNull around receive, receiveCatching and
+ * a select's receive clause, an AbortController's timer, and a `values({ signal })` iterator's
+ * next(). Returns the indexes received, in order, and how many receives were given up.
+ */
+async function receiveGivingUp(
+  ch: Channel<number> | Channel<Uint8Array>,
+  index: (v: number | Uint8Array) => number,
+  seed: number,
+): Promise<{ got: number[]; gaveUp: number }> {
+  const random = prng(seed);
+  const got: number[] = [];
+  let gaveUp = 0;
+  const c = ch as Channel<unknown>;
+  const deadline = performance.now() + 60_000;
+  for (let i = 0; performance.now() < deadline; i++) {
+    const ms = 1 + Math.floor(random() * 2);
+    let r: { state: "ok"; value: unknown } | { state: "closed" } | null;
+    switch (i % 5) {
+      case 0:
+        try {
+          r = await withTimeoutOrNull(ms, async (task) => ({
+            state: "ok" as const,
+            value: await c.receive({ signal: task.signal }),
+          }));
+        } catch (e) {
+          if (!(e instanceof ClosedReceiveError)) throw e;
+          r = { state: "closed" };
+        }
+        break;
+      case 1:
+        r = await withTimeoutOrNull(ms, (task) => c.receiveCatching({ signal: task.signal }));
+        break;
+      case 2:
+        r = await withTimeoutOrNull(
+          ms,
+          (task) =>
+            select<{ state: "ok"; value: unknown } | { state: "closed" }>(
+              (s) => s.onReceiveCatching(c, (x) => x),
+              { signal: task.signal },
+            ),
+        );
+        break;
+      case 3: {
+        const ctl = new AbortController();
+        const timer = setTimeout(() => ctl.abort(new Error("late")), ms);
+        r = await c.receiveCatching({ signal: ctl.signal }).catch((e: Error) => {
+          assert.equal(e.message, "late");
+          return null;
+        }).finally(() => clearTimeout(timer));
+        break;
+      }
+      default: {
+        const ctl = new AbortController();
+        const timer = setTimeout(() => ctl.abort(new Error("late")), ms);
+        const it = c.values({ signal: ctl.signal });
+        r = await it.next().then(
+          (x) => x.done ? { state: "closed" as const } : { state: "ok" as const, value: x.value },
+          (e: Error) => {
+            assert.equal(e.message, "late");
+            return null;
+          },
+        ).finally(() => clearTimeout(timer));
+      }
+    }
+    if (r === null) gaveUp++;
+    else if (r.state === "closed") return { got, gaveUp };
+    else got.push(index(r.value as number | Uint8Array));
+  }
+  throw new Error(`timed out: ${got.length} values received`);
+}
+
+Deno.test("receives given up by timers as a Worker's values arrive: every value received once, in order (a value taken as the abort lost goes back to the channel, in front)", async () => {
+  // 30-45% of withTimeoutOrNull(1, (t) => ch.receive({ signal: t.signal })) that returned null
+  // had taken a value natively (the abort answered busy, the record not drained yet): the
+  // receive resolved with it and the timed-out block dropped it. Now it rejects with the
+  // signal's reason and the value goes back to the channel (kc_ring_give_back), in front: with
+  // one receiver, the order of a Worker's values is kept. The one exception: a value taken
+  // last, given back after the Worker closed the channel, finds it closed and drained (a
+  // receiver may have seen its end) and goes to onUndeliveredElement instead.
+  const n = 400;
+  const cases = [[7, false, 0], [11, false, 4], [13, true, 0], [17, true, 4]] as const;
+  for (const [seed, bytes, capacity] of cases) {
+    const w = new Worker(new URL("./fixtures/paced_sender_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    try {
+      const done = message<string>(w);
+      const dropped: number[] = [];
+      let got: number[], gaveUp: number;
+      if (bytes) {
+        const index = (v: number | Uint8Array) =>
+          new DataView((v as Uint8Array).buffer, (v as Uint8Array).byteOffset).getUint32(0, true);
+        using ch = new Channel<Uint8Array>(capacity, {
+          codec: codecs.bytes,
+          onUndeliveredElement: (v) => dropped.push(index(v)),
+        });
+        w.postMessage({ ch: ch.share(), n, seed, bytes });
+        ({ got, gaveUp } = await receiveGivingUp(ch, index, seed));
+      } else {
+        using ch = new Channel<number>(capacity, {
+          codec: codecs.f64,
+          onUndeliveredElement: (v) => dropped.push(v),
+        });
+        w.postMessage({ ch: ch.share(), n, seed, bytes });
+        ({ got, gaveUp } = await receiveGivingUp(ch, (v) => v as number, seed));
+      }
+      assert.equal(await within(done, workerStartMs, "the Worker"), "done");
+      const what = `seed ${seed}, ${bytes ? "bytes" : "f64"}, capacity ${capacity}`;
+      assert.ok(gaveUp > 0, `${what}: some receives were given up`);
+      // Received in order; at most the last value (given back after the close) went to the hook.
+      assert.deepEqual(
+        [...got, ...dropped],
+        Array.from({ length: n }, (_, i) => i),
+        `${what}: every value once, in order (dropped: ${dropped})`,
+      );
+      assert.ok(dropped.length <= 1, `${what}: dropped ${dropped}`);
+    } finally {
+      w.terminate();
+    }
+  }
+});
+
+Deno.test("a receive or select aborted after a native send completed it rejects with the reason; the value goes back in front (closed too), or to onUndeliveredElement once closed and drained", async () => {
+  const rt = runtime();
+  const cases = [
+    { count: 3, close: false, viaSelect: false, back: [0n, 1n, 2n], hook: [] },
+    { count: 3, close: true, viaSelect: false, back: [0n, 1n, 2n], hook: [] },
+    { count: 1, close: true, viaSelect: false, back: [], hook: [0n] },
+    { count: 2, close: false, viaSelect: true, back: [0n, 1n], hook: [] },
+  ];
+  for (const { count, close, viaSelect, back, hook } of cases) {
+    const what = `${count} sent, ${close ? "closed, " : ""}${viaSelect ? "select" : "receive"}`;
+    const dropped: bigint[] = [];
+    using ch = new Channel<bigint>(4, {
+      codec: codecs.u64,
+      onUndeliveredElement: (v) => dropped.push(v),
+    });
+    const ctl = new AbortController();
+    const reason = new Error("given up");
+    const waiting = viaSelect
+      ? select<bigint>((s) => s.onReceive(ch, (v) => v), { signal: ctl.signal })
+      : ch.receive({ signal: ctl.signal });
+    const handle = BigInt(ch.handle);
+    await new Promise((r) => setImmediate(r)); // queued natively at the end of its turn
+    const cells = rt.cells([handle, 0n, BigInt(count), 0n, 0n]);
+    rt.spawn("chanSender", cells);
+    // Spun, not awaited: the ring's record must not be drained before the abort.
+    const deadline = performance.now() + 20_000;
+    while (cells[4] !== 1n) {
+      if (performance.now() > deadline) throw new Error(`${what}: the native sender`);
+    }
+    assert.equal(cells[3], BigInt(count), `${what}: every value sent`);
+    if (close) ch.close();
+    ctl.abort(reason); // loses to the completion: its record is on the ring
+    await assert.rejects(waiting, (e) => e === reason, what);
+    for (const v of back) assert.deepEqual(ch.tryReceive(), { state: "ok", value: v }, what);
+    assert.deepEqual(ch.tryReceive().state, close ? "closed" : "empty", what);
+    assert.deepEqual(dropped, hook, what);
+  }
 });
 
 Deno.test("a close or cancel cause crosses isolates; one that cannot be copied stays in its own", async () => {
