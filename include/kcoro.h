@@ -569,8 +569,9 @@ int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size);
  * value goes back to its channel in front of the values buffered now (on a closed channel it
  * stays receivable while values remain; a cancelled channel, one closed with nothing left and a
  * full one with a drop policy hand it to the undelivered path instead); a zero-copy descriptor
- * goes back as it is, its buffer not released. A send or a failed operation is freed as
- * kc_ring_take frees it. Errors as kc_ring_take. */
+ * goes back as it is, its buffer not released. The channel's metrics then count it as never
+ * received (the receive is a cancelled failure) and not sent twice. A send or a failed operation
+ * is freed as kc_ring_take frees it. Errors as kc_ring_take. */
 int32_t kc_ring_give_back(uint32_t ring, uint32_t ticket);
 /* Withdraws a pending operation: 0 (no record will come, nothing delivered) or KC_EBUSY (it
  * completed: take it). Counted as a cancelled failure in the channel's metrics; a select's on

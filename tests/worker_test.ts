@@ -425,6 +425,13 @@ Deno.test("a receive or select aborted after a native send completed it rejects 
     for (const v of back) assert.deepEqual(ch.tryReceive(), { state: "ok", value: v }, what);
     assert.deepEqual(ch.tryReceive().state, close ? "closed" : "empty", what);
     assert.deepEqual(dropped, hook, what);
+    // Counted as the caller saw it: the given-up receive took nothing (a cancelled failure).
+    const m = ch.metrics();
+    assert.deepEqual(
+      [m.sends, m.receives, m.dropped, m.failures.cancelled],
+      [count, back.length, hook.length, 1],
+      what,
+    );
   }
 });
 

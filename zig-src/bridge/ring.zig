@@ -613,7 +613,7 @@ pub const Ring = struct {
     /// send, or an operation that failed, has nothing to give back: freed as `take` frees it.
     pub fn giveBack(r: *Ring, ticket: u32) error{ BadHandle, InvalidArgument }!void {
         const p = try r.claim(ticket, true);
-        if (p.returnedTo()) |ch| ch.giveBack(p.returnedValue().ptr);
+        if (p.returnedTo()) |ch| ch.giveBackUndelivered(p.returnedValue().ptr);
         p.afterCompletion();
         r.disown(p, false);
         r.freePending(p);
@@ -1413,6 +1413,14 @@ test "giveBack: a received value whose abort lost goes back to its channel in fr
             try testing.expectError(error.BadHandle, ring.take(t, null));
             for (want) |x| try testing.expectEqual(x, try recv(ch));
             try testing.expectError(if (close) error.Closed else error.WouldBlock, recv(ch));
+            // Counted as the caller saw them: each value sent once, received by `recv` only
+            // (the ring's receive, given back, uncounted), the rest dropped.
+            const m = ch.snapshot();
+            try testing.expectEqual(@as(u64, 1 + later.len), m.sends);
+            try testing.expectEqual(@as(u64, want.len), m.receives);
+            try testing.expectEqual(@as(u64, 1 + later.len - want.len), m.dropped);
+            try testing.expectEqual(@as(u64, want.len * 8), m.bytes_received);
+            try testing.expectEqual(@as(u64, 1), m.fail_cancelled); // the given-up receive
         }
     };
     Hook.dropped = 0;
@@ -1460,6 +1468,11 @@ test "giveBack: a received value whose abort lost goes back to its channel in fr
         try testing.expectEqual(b.len, d.len);
         std.heap.c_allocator.free(b);
     }
+    const zm = zc.snapshot();
+    try testing.expectEqual(@as(u64, 2), zm.sends);
+    try testing.expectEqual(@as(u64, 2), zm.receives);
+    try testing.expectEqual(@as(u64, 96), zm.bytes_sent);
+    try testing.expectEqual(@as(u64, 96), zm.bytes_received);
 
     // A select's receive clause that fired: its value goes back to that clause's channel.
     var v_out: u64 = 0;

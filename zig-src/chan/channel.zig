@@ -1298,6 +1298,21 @@ pub const Channel = struct {
     /// time, each going in front, they would come back reversed (a rendezvous channel's, and
     /// a buffer's). `elems` is a slice of pointers, or anything with `len` and `get(i)`.
     pub fn giveBackAll(ch: *Channel, elems: anytype) void {
+        ch.giveBackWith(elems, false);
+    }
+
+    /// `giveBack` for a value a host's receive took and will not deliver (its wait was given
+    /// up after it completed: `Ring.giveBack`): the counters then show it as never received,
+    /// and not sent twice (its receive, and the send its return counts again, uncounted), and
+    /// the receive as a cancelled failure, as a withdrawn one counts, so that they agree with
+    /// what the host's caller saw. Goes where `giveBack` sends it.
+    pub fn giveBackUndelivered(ch: *Channel, elem: [*]const u8) void {
+        const one = [1][*]const u8{elem};
+        ch.giveBackWith(&one, true);
+    }
+
+    /// `giveBackAll`; `uncount`: as `giveBackUndelivered` (`uncountReturn`).
+    fn giveBackWith(ch: *Channel, elems: anytype, uncount: bool) void {
         const n: usize = elems.len;
         if (n == 0) return;
         // Made before the lock (each may be needed; rare enough that spares freed unused cost
@@ -1324,12 +1339,14 @@ pub const Channel = struct {
                     const elem = returnedAt(elems, i);
                     const spare = spares;
                     const got = ch.giveBackLocked(elem, spare);
+                    if (uncount) ch.uncountReturn(elem, got != .refused);
                     if (got == .refused) ch.undelivered(elem);
                     if (got == .parked) spares = spare.?.next_spare;
                 }
                 ch.unlock();
                 break;
             }
+            if (uncount) ch.uncountReturn(returnedAt(elems, next), true);
             ch.unlock();
             if (wake) |info| Waiter.wake(info);
             next += 1;
@@ -1337,6 +1354,22 @@ pub const Channel = struct {
         while (spares) |r| {
             spares = r.next_spare;
             r.destroy();
+        }
+    }
+
+    /// With the lock held: a value given back by a host that did not deliver it is uncounted as
+    /// received (it was counted when its receive took it), and, `resent` (it went back in, to
+    /// a receiver, the buffer or the senders), as sent (going back in counts a send again, or
+    /// will as a parked one enters). Wrapping: `snapshot` adds the position counts to these.
+    fn uncountReturn(ch: *Channel, elem: [*]const u8, resent: bool) void {
+        ch.metrics.fail_cancelled += 1; // counted whatever `count_metrics` says, as `withdraw`
+        if (!ch.count_metrics) return;
+        ch.metrics.receives -%= 1;
+        if (resent) ch.metrics.sends -%= 1;
+        if (ch.zero_copy) {
+            const bytes = descriptorBytes(elem);
+            ch.metrics.bytes_received -%= bytes;
+            if (resent) ch.metrics.bytes_sent -%= bytes;
         }
     }
 
