@@ -59,6 +59,7 @@ import {
   describe,
   InvalidHandleError,
   LibraryClosedError,
+  LibraryNotFoundError,
   refuseAsValue,
   signalOf,
   Status,
@@ -266,13 +267,20 @@ const EMPTY: { state: "empty" } = Object.freeze({ state: "empty" });
 const HANDED = Symbol("handed");
 const CLOSED: { state: "closed" } = Object.freeze({ state: "closed" });
 
+/** This isolate's `--allow-ffi` (for all paths) as it was when this module loaded. */
+const ffiState: string = Deno.permissions.querySync({ name: "ffi" }).state;
+/** Whether module-lifetime slots may take their address at import (`scratchPtr`). */
+function ffiAtImport(): boolean {
+  return ffiState === "granted";
+}
+
 /**
  * One slot for synchronous operations (JavaScript runs one at a time per isolate), passed to the
  * try-operations by address: an ArrayBuffer's backing store never moves, and a pointer argument
  * keeps the call on V8's fast path. Pinned (its address taken, which needs `--allow-ffi`) when
  * the library is first opened, not at import (see `scratchPtr`).
  */
-const scratch = new Slot(new ArrayBuffer(32));
+const scratch = new Slot(new ArrayBuffer(32), ffiAtImport());
 /** The batches of the `…Many` operations that run no caller code meanwhile (grown as needed). */
 let batch = new Uint8Array(64 * 32);
 
@@ -308,11 +316,13 @@ const MAX_BATCH = 65_536;
 /** The most dropped values one operation hands to onUndeliveredElement (see `#collect`). */
 const COLLECT_BATCH = 65_536;
 /**
- * `scratch`'s address, set before the isolate's first library is opened (`beforeFirstOpen`): no
- * native call can be made before, and taking an address at import made importing this module
- * need `--allow-ffi` (a NotCapable at load, also for a script using only scopes and jobs).
+ * `scratch`'s address, a constant every try-operation passes: taken at import where `--allow-ffi`
+ * is granted then (a `let` set at the first open instead cost the shared try pair ~0.9 ns, 23.6
+ * -> 24.5 ns, `deno bench`), else null, and the first open refuses to go on (see below): without
+ * the permission nothing native can run, and taking an address at import made importing this
+ * module need it (a NotCapable at load, also for a script using only scopes and jobs).
  */
-let scratchPtr: Deno.PointerValue = null;
+const scratchPtr = scratch.ptr;
 /** `scratch` as a number (`codecs.f64`'s slot, written and read without a call to the codec). */
 const scratchF64 = scratch.f64;
 
@@ -614,9 +624,15 @@ const outWords = new Uint32Array(4);
 const dropSlot = new Slot(new ArrayBuffer(32));
 
 beforeFirstOpen(() => {
-  scratch.pin();
+  scratch.pin(); // without --allow-ffi a NotCapable, which the open names
   dropSlot.pin();
-  scratchPtr = scratch.ptr;
+  if (scratchPtr === null) {
+    throw new LibraryNotFoundError(
+      "Cannot open the kcoro library: --allow-ffi was not granted when kcoro was imported (it " +
+        "was since, by a prompt or a request); grant it when the process or Worker starts, " +
+        `received permission state ${ffiState} at import`,
+    );
+  }
 });
 
 /** Where close causes are read from native memory (`kc_chan_cause`); grown as needed. */
