@@ -982,13 +982,17 @@ test "a ring going away gives a value received for it back to the channel" {
     try testing.expectEqual(@as(u64, 42), try recv(ch));
 }
 
+/// An undelivered hook for the tests of `u64` channels: sums the values it is handed.
+const SumHook = struct {
+    var dropped: u64 = 0;
+    fn undelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+        dropped += std.mem.bytesToValue(u64, elem[0..8]);
+    }
+};
+
 test "a value given back goes in front of the values buffered after it, also on a closed or full channel; a drained one or a drop policy drops it" {
-    const Hook = struct {
-        var dropped: u64 = 0;
-        fn undelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
-            dropped += std.mem.bytesToValue(u64, elem[0..8]);
-        }
-    };
+    const Hook = SumHook;
+    Hook.dropped = 0;
     const Case = struct {
         /// A ring whose receive took `first`, then `later` sent, then (if `close`) the channel
         /// closed, then the ring gone: the channel's values in order, then its end.
@@ -1051,12 +1055,8 @@ test "a value given back goes in front of the values buffered after it, also on 
 }
 
 test "a value given back that waits as a sender: a blocked receive gets it first, a cancel or destroy drops it" {
-    const Hook = struct {
-        var dropped: u64 = 0;
-        fn undelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
-            dropped += std.mem.bytesToValue(u64, elem[0..8]);
-        }
-    };
+    const Hook = SumHook;
+    Hook.dropped = 0;
     const opts: channel.Options = .{ .elem_size = 8, .on_undelivered = Hook.undelivered };
     const S = struct {
         /// A rendezvous channel holding `v` given back by a dead ring, and a sender of `later`
@@ -1380,12 +1380,8 @@ test "a take without a buffer discards a received value as a dropped one: a zero
 }
 
 test "giveBack: a received value whose abort lost goes back to its channel in front, a descriptor as it is; a send or a drop policy as defined" {
-    const Hook = struct {
-        var dropped: u64 = 0;
-        fn undelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
-            dropped += std.mem.bytesToValue(u64, elem[0..8]);
-        }
-    };
+    const Hook = SumHook;
+    Hook.dropped = 0;
     const Case = struct {
         /// A receive that took `first`, an abort that lost to it, `later` sent, then (if
         /// `close`) the channel closed, the record drained and the value given back: the
@@ -1423,7 +1419,6 @@ test "giveBack: a received value whose abort lost goes back to its channel in fr
             try testing.expectEqual(@as(u64, 1), m.fail_cancelled); // the given-up receive
         }
     };
-    Hook.dropped = 0;
     const hook: channel.Options = .{ .elem_size = 8, .capacity = 4, .on_undelivered = Hook.undelivered };
     try Case.run(hook, 1, &.{}, false, &.{1});
     try Case.run(hook, 1, &.{ 2, 3 }, false, &.{ 1, 2, 3 }); // in front of the later values
