@@ -312,16 +312,21 @@ show(() => library());
   );
 });
 
+/** Copies the module's sources (mod.ts, ffi/, src/) into `dir`: a checkout without a build. */
+async function copyModule(dir: string): Promise<void> {
+  for (const d of ["ffi", "src"]) {
+    await Deno.mkdir(`${dir}/${d}`);
+    for (const f of Deno.readDirSync(`${root}${d}`)) {
+      await Deno.copyFile(`${root}${d}/${f.name}`, `${dir}/${d}/${f.name}`);
+    }
+  }
+  await Deno.copyFile(`${root}mod.ts`, `${dir}/mod.ts`);
+}
+
 Deno.test("without a build and without --allow-run the error says what to do", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    for (const d of ["ffi", "src"]) {
-      await Deno.mkdir(`${dir}/${d}`);
-      for (const f of Deno.readDirSync(`${root}${d}`)) {
-        await Deno.copyFile(`${root}${d}/${f.name}`, `${dir}/${d}/${f.name}`);
-      }
-    }
-    await Deno.copyFile(`${root}mod.ts`, `${dir}/mod.ts`);
+    await copyModule(dir);
     const code = probe.replace(`${root}mod.ts`, `${dir}/mod.ts`);
     const res = await runScript(code, {}, ["--allow-ffi", "--allow-read"]);
     assert.match(res.stdout, /^error LibraryNotFoundError kcoro: cannot find libkcoro/);
@@ -367,13 +372,7 @@ Deno.test("a relative KCORO_ZIG is taken from the current directory, not from th
   const dir = await Deno.makeTempDir();
   const here = await Deno.makeTempDir();
   try {
-    for (const d of ["ffi", "src"]) {
-      await Deno.mkdir(`${dir}/${d}`);
-      for (const f of Deno.readDirSync(`${root}${d}`)) {
-        await Deno.copyFile(`${root}${d}/${f.name}`, `${dir}/${d}/${f.name}`);
-      }
-    }
-    await Deno.copyFile(`${root}mod.ts`, `${dir}/mod.ts`);
+    await copyModule(dir);
     await Deno.writeTextFile(`${dir}/build.zig`, "");
     await Deno.mkdir(`${here}/bin`);
     const lib = `${root}zig-out/lib/libkcoro.so`;
