@@ -137,10 +137,12 @@ Deno.test("a switched Worker that receives 200,000 values in a loop that never y
   await until(() => inUse() <= before + 2, "the Worker's chunks to come back");
 });
 
-Deno.test("releasable chunks leave the pinned-chunk cap as they are retired or collected: a released stream past the cap stays views, and views resume once dropped ones are collected", async () => {
-  // In a process of its own, for --expose-gc and a count of pinned chunks of its own.
-  const res = await evalScript(
-    `
+/**
+ * The start of a pinned-chunk-cap script run in a process of its own (`evalScript`): the isolate
+ * switched to releasable chunks, the pool's chunks in use (`inUse`) and chunk size, and `rt`, a
+ * round trip through a shared bytes channel.
+ */
+const capProbe = `
     import { Channel, codecs, library, releaseBytes } from "./mod.ts";
     import { intact, seeded } from "./tests/fixtures/release_worker.ts";
     releaseBytes(new Uint8Array(0));
@@ -152,6 +154,12 @@ Deno.test("releasable chunks leave the pinned-chunk cap as they are retired or c
     const ch = new Channel(64, { codec: codecs.bytes });
     ch.share();
     const rt = (v) => (ch.trySend(v), ch.tryReceive().value);
+`;
+
+Deno.test("releasable chunks leave the pinned-chunk cap as they are retired or collected: a released stream past the cap stays views, and views resume once dropped ones are collected", async () => {
+  // In a process of its own, for --expose-gc and a count of pinned chunks of its own.
+  const res = await evalScript(
+    `${capProbe}
     const len = 1024, n = 200000; // ~1,600 chunks' worth, more than the cap's 1,024
     const before = inUse();
     // Released as received, never yielding: each chunk retired leaves the cap.
@@ -192,18 +200,7 @@ Deno.test("releasable chunks leave the pinned-chunk cap as they are retired or c
 Deno.test("a releasable chunk released only after the isolate moved on from it leaves the pinned-chunk cap once, not again when its buffer is collected", async () => {
   // In a process of its own, for --expose-gc and a count of pinned chunks of its own.
   const res = await evalScript(
-    `
-    import { Channel, codecs, library, releaseBytes } from "./mod.ts";
-    import { intact, seeded } from "./tests/fixtures/release_worker.ts";
-    releaseBytes(new Uint8Array(0));
-    const sym = library().symbols("test");
-    const info = new BigUint64Array(4);
-    const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
-    const CHUNK = (sym.kc_pool_info(info), Number(info[2]));
-    const fail = (m) => { console.error(m); Deno.exit(1); };
-    const ch = new Channel(64, { codec: codecs.bytes });
-    ch.share();
-    const rt = (v) => (ch.trySend(v), ch.tryReceive().value);
+    `${capProbe}
     const len = 1024, per = CHUNK / len, n = 200000;
     const before = inUse();
     // 300 chunks, each one's first value kept until a value of the next came, then released:
@@ -243,19 +240,8 @@ Deno.test("a releasable chunk released only after the isolate moved on from it l
 Deno.test("a chunk first met past the pinned-chunk cap gives releasable values once the count falls back under it while the chunk is current", async () => {
   // In a process of its own, for a count of pinned chunks of its own.
   const res = await evalScript(
-    `
-    import { Channel, codecs, library, releaseBytes } from "./mod.ts";
+    `${capProbe}
     import { chunkBuffers } from "./ffi/napi.ts";
-    import { intact, seeded } from "./tests/fixtures/release_worker.ts";
-    releaseBytes(new Uint8Array(0));
-    const sym = library().symbols("test");
-    const info = new BigUint64Array(4);
-    const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
-    const CHUNK = (sym.kc_pool_info(info), Number(info[2]));
-    const fail = (m) => { console.error(m); Deno.exit(1); };
-    const ch = new Channel(64, { codec: codecs.bytes });
-    ch.share();
-    const rt = (v) => (ch.trySend(v), ch.tryReceive().value);
     const len = 16384, per = CHUNK / len; // 8 values a chunk
     const before = inUse();
     // Keeps each chunk's first value (\`first\`: one kept already) and releases the rest, so
