@@ -267,12 +267,11 @@ const EMPTY: { state: "empty" } = Object.freeze({ state: "empty" });
 const HANDED = Symbol("handed");
 const CLOSED: { state: "closed" } = Object.freeze({ state: "closed" });
 
-/** This isolate's `--allow-ffi` (for all paths) as it was when this module loaded. */
+/**
+ * This isolate's `--allow-ffi` (for all paths) as it was when this module loaded: "granted" lets
+ * the module-lifetime slots take their address at import (`scratchPtr`).
+ */
 const ffiState: string = Deno.permissions.querySync({ name: "ffi" }).state;
-/** Whether module-lifetime slots may take their address at import (`scratchPtr`). */
-function ffiAtImport(): boolean {
-  return ffiState === "granted";
-}
 
 /**
  * One slot for synchronous operations (JavaScript runs one at a time per isolate), passed to the
@@ -280,7 +279,7 @@ function ffiAtImport(): boolean {
  * keeps the call on V8's fast path. Pinned (its address taken, which needs `--allow-ffi`) when
  * the library is first opened, not at import (see `scratchPtr`).
  */
-const scratch = new Slot(new ArrayBuffer(32), ffiAtImport());
+const scratch = new Slot(new ArrayBuffer(32), ffiState === "granted");
 /** The batches of the `…Many` operations that run no caller code meanwhile (grown as needed). */
 let batch = new Uint8Array(64 * 32);
 
