@@ -5616,3 +5616,27 @@ test "C ABI: kc_coro_hold/kc_scope_hold: what a thread holds goes when it ends; 
     try testing.expectEqual(Status.invalid.code(), S.rcs[0].load(.monotonic));
     try testing.expectEqual(@as(i32, 0), kc_scope_destroy(S.scope_h));
 }
+
+test "kc_ring_give_back: a dead ring, an unknown ticket, one with no record yet and one given back already are named errors" {
+    var ch: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &ch));
+    defer _ = kc_chan_destroy(ch);
+    var ring: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&ring));
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_give_back(0, 1));
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_give_back(ring, 12345));
+    var got: u64 = 0;
+    var ticket: u32 = 0;
+    try testing.expectEqual(@as(i32, 1), kc_chan_recv_async(ch, &got, 8, ring, &ticket));
+    try testing.expectEqual(Status.invalid.code(), kc_ring_give_back(ring, ticket)); // no record yet
+    var v: u64 = 7;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(ch, &v, 8, 0, 0, 0));
+    var recs: [2]kcoro.bridge.Completion = undefined;
+    try testing.expectEqual(@as(i32, 1), kc_ring_drain(ring, &recs, 2));
+    try testing.expectEqual(@as(i32, 0), kc_ring_give_back(ring, ticket)); // back in the channel
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_give_back(ring, ticket)); // once
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(ch, &got, 8));
+    try testing.expectEqual(@as(u64, 7), got);
+    try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_give_back(ring, ticket)); // dead ring
+}
