@@ -23,6 +23,7 @@ export {
   KcoroError,
   LibraryClosedError,
   LibraryNotFoundError,
+  LibraryPermissionError,
   ShutdownError,
   Status,
   statusName,

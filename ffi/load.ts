@@ -24,6 +24,7 @@ import {
   describe,
   LibraryClosedError,
   LibraryNotFoundError,
+  LibraryPermissionError,
   refuseAsValue,
 } from "../src/errors.ts";
 
@@ -304,26 +305,51 @@ function envVar(name: string): string | undefined {
 }
 
 /**
+ * Why whether a path is a file could not be told: `why` for the error, and `refused`, Deno's
+ * NotCapable when it was `--allow-read` not granted for it (a {@linkcode LibraryPermissionError}
+ * then), null when the system refused (PermissionDenied: no flag fixes that).
+ */
+interface Unreadable {
+  why: string;
+  refused: Error | null;
+}
+
+/**
  * Whether there is a file at `path`: true or false, or, where that could not be told, why, for
  * the error: `--allow-read` not granted for it (Deno's NotCapable), or the system refusing it
  * (PermissionDenied). Before, both read as "no file" and the error listed the path as tried.
  */
-function fileAt(path: string): boolean | string {
+function fileAt(path: string): boolean | Unreadable {
   try {
     return Deno.statSync(path).isFile;
   } catch (e) {
     if (e instanceof Deno.errors.NotCapable) {
-      return `--allow-read is not granted for it, received NotCapable: ${e.message}`;
+      return {
+        why: `--allow-read is not granted for it, received NotCapable: ${e.message}`,
+        refused: e,
+      };
     }
     if (e instanceof Deno.errors.PermissionDenied) {
-      return `the system refused to read it, received PermissionDenied: ${e.message}`;
+      return {
+        why: `the system refused to read it, received PermissionDenied: ${e.message}`,
+        refused: null,
+      };
     }
     return false;
   }
 }
 
-function isFile(path: string): boolean {
-  return fileAt(path) === true;
+/**
+ * The error for `path` (what it is in the search: `what`) that `--allow-read` does not cover:
+ * which flag to run with, and Deno's answer.
+ */
+function readRefused(path: string, what: string, refused: Error): LibraryPermissionError {
+  return new LibraryPermissionError(
+    "read",
+    `Cannot open the kcoro library: --allow-read is not granted for ${path} (${what}); run ` +
+      `with --allow-read (or --allow-read=${path}), received ${refused.name}: ${refused.message}`,
+    { cause: refused },
+  );
 }
 
 function canRun(): boolean {
@@ -363,7 +389,7 @@ function findZig(): string {
   if (fromEnv) return /[\\/]/.test(fromEnv) ? absolutePath(fromEnv) : fromEnv;
   if (checkout !== null) {
     const pinned = `${checkout}.toolchain/zig/bin/zig`;
-    if (isFile(pinned)) return pinned;
+    if (fileAt(pinned) === true) return pinned;
   }
   return "zig";
 }
@@ -371,8 +397,8 @@ function findZig(): string {
 function buildFromSource(tried: string[]): string | null {
   if (checkout === null) return null;
   const source = fileAt(`${checkout}build.zig`);
-  if (typeof source === "string") {
-    tried.push(`build from source (skipped: cannot read ${checkout}build.zig: ${source})`);
+  if (typeof source === "object") {
+    tried.push(`build from source (skipped: cannot read ${checkout}build.zig: ${source.why})`);
     return null;
   }
   if (!source) return null;
@@ -401,7 +427,7 @@ function buildFromSource(tried: string[]): string | null {
   }
   const built = `${checkout}zig-out/lib/${libraryFileName()}`;
   const found = fileAt(built);
-  if (typeof found === "string") tried.push(`${built}, built (cannot read it: ${found})`);
+  if (typeof found === "object") tried.push(`${built}, built (cannot read it: ${found.why})`);
   return found === true ? built : null;
 }
 
@@ -412,15 +438,11 @@ export function findLibrary(options: OpenOptions = {}): string {
   if (options.path !== undefined) {
     const path = absolutePath(options.path);
     const found = fileAt(path);
-    if (found !== true) {
-      const given = path === options.path ? "" : ` ${options.path}`;
-      throw new LibraryNotFoundError(
-        found === false
-          ? `kcoro: no library at ${path} (options.path${given})`
-          : `kcoro: cannot read ${path} (options.path${given}): ${found}`,
-      );
-    }
-    return path;
+    if (found === true) return path;
+    const what = `options.path${path === options.path ? "" : ` ${options.path}`}`;
+    if (found === false) throw new LibraryNotFoundError(`kcoro: no library at ${path} (${what})`);
+    if (found.refused !== null) throw readRefused(path, what, found.refused);
+    throw new LibraryNotFoundError(`kcoro: cannot read ${path} (${what}): ${found.why}`);
   }
   const tried: string[] = [];
   const fromEnv = envVar("KCORO_LIB");
@@ -428,34 +450,48 @@ export function findLibrary(options: OpenOptions = {}): string {
     const path = absolutePath(fromEnv);
     const found = fileAt(path);
     if (found === true) return path;
+    if (typeof found === "object" && found.refused !== null) {
+      throw readRefused(path, `KCORO_LIB${path === fromEnv ? "" : ` ${fromEnv}`}`, found.refused);
+    }
     const resolved = path === fromEnv ? "" : ` (${path})`;
     throw new LibraryNotFoundError(
       found === false
         ? `kcoro: KCORO_LIB is set to ${fromEnv}, but there is no file there${resolved}; ` +
           `unset it or fix it`
-        : `kcoro: KCORO_LIB is set to ${fromEnv}, but it cannot be read${resolved}: ${found}`,
+        : `kcoro: KCORO_LIB is set to ${fromEnv}, but it cannot be read${resolved}: ${found.why}`,
     );
   }
   tried.push("KCORO_LIB (unset or not readable without --allow-env)");
-  // Whether --allow-read was refused for the local build: the search could not look there.
-  let refused = false;
+  // Deno's NotCapable if --allow-read was refused for the local build: the search could not
+  // look there, and its error is a LibraryPermissionError.
+  let refused: { local: string; e: Error } | null = null;
   if (checkout !== null) {
     const local = `${checkout}zig-out/lib/${libraryFileName()}`;
     const found = fileAt(local);
     if (found === true) return local;
-    refused = typeof found === "string" && found.startsWith("--allow-read");
-    tried.push(found === false ? local : `${local} (cannot tell whether it is there: ${found})`);
+    if (typeof found === "object" && found.refused !== null) refused = { local, e: found.refused };
+    tried.push(
+      found === false ? local : `${local} (cannot tell whether it is there: ${found.why})`,
+    );
   }
   if (options.build ?? true) {
     const built = buildFromSource(tried);
     if (built !== null) return built;
   }
-  throw new LibraryNotFoundError(
-    `kcoro: cannot find libkcoro. Tried:\n  - ${tried.join("\n  - ")}\n` +
-      (refused ? "Run with --allow-read (for the paths above), or b" : "B") +
-      `uild it with \`./task build\` in the kcoro checkout, or set KCORO_LIB to its path ` +
-      `(and run with --allow-env).`,
-  );
+  const list = `Tried:\n  - ${tried.join("\n  - ")}\n`;
+  const build =
+    `uild it with \`./task build\` in the kcoro checkout, or set KCORO_LIB to its path ` +
+    `(and run with --allow-env).`;
+  if (refused !== null) {
+    throw new LibraryPermissionError(
+      "read",
+      `Cannot find the kcoro library: --allow-read is not granted for ${refused.local} (the ` +
+        `local build); run with --allow-read (for the paths below), received ${refused.e.name}: ` +
+        `${refused.e.message}. ${list}Or b${build}`,
+      { cause: refused.e },
+    );
+  }
+  throw new LibraryNotFoundError(`kcoro: cannot find libkcoro. ${list}B${build}`);
 }
 
 /** Opens a new instance of the library and checks its ABI version. */
@@ -539,10 +575,11 @@ function runFirstOpen(): void {
 }
 
 /** The error for FFI refused by Deno's permissions (`e`, a NotCapable), `where` said after it. */
-function ffiRefused(e: Error, where: string): LibraryNotFoundError {
-  return new LibraryNotFoundError(
-    `Cannot open the kcoro library: --allow-ffi is not granted${where}, received ` +
-      `${e.name}: ${e.message}`,
+function ffiRefused(e: Error, where: string): LibraryPermissionError {
+  return new LibraryPermissionError(
+    "ffi",
+    `Cannot open the kcoro library: --allow-ffi is not granted${where}; run with --allow-ffi, ` +
+      `received ${e.name}: ${e.message}`,
     { cause: e },
   );
 }

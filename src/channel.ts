@@ -59,7 +59,7 @@ import {
   describe,
   InvalidHandleError,
   LibraryClosedError,
-  LibraryNotFoundError,
+  LibraryPermissionError,
   refuseAsValue,
   signalOf,
   Status,
@@ -626,10 +626,11 @@ beforeFirstOpen(() => {
   scratch.pin(); // without --allow-ffi a NotCapable, which the open names
   dropSlot.pin();
   if (scratchPtr === null) {
-    throw new LibraryNotFoundError(
+    throw new LibraryPermissionError(
+      "ffi",
       "Cannot open the kcoro library: --allow-ffi was not granted when kcoro was imported (it " +
-        "was since, by a prompt or a request); grant it when the process or Worker starts, " +
-        `received permission state ${ffiState} at import`,
+        "was since, by a prompt or a request); run with --allow-ffi (granted when the process " +
+        `or Worker starts), received permission state ${ffiState} at import`,
     );
   }
 });

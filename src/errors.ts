@@ -248,6 +248,29 @@ export class LibraryNotFoundError extends Error {
   }
 }
 
+/**
+ * The library could not be opened or found because a Deno permission was not granted:
+ * `--allow-ffi` (to open it; Deno's `NotCapable`), or `--allow-read` for the path it would be
+ * read from. A {@linkcode LibraryNotFoundError}, so a check for that one catches it too. Named
+ * apart from Deno's own `Deno.errors.PermissionDenied` and `Deno.errors.NotCapable` (what Deno
+ * answered is the `cause`, and ends the message).
+ */
+export class LibraryPermissionError extends LibraryNotFoundError {
+  /** The permission not granted, as Deno names it (`Deno.permissions.query({ name })`). */
+  readonly permission: "ffi" | "read";
+
+  /**
+   * `message` says which flag to run with (`Cannot open the kcoro library: --allow-ffi is not
+   * granted ...; run with --allow-ffi, received NotCapable: ...`); `options.cause` is Deno's
+   * error, when there was one.
+   */
+  constructor(permission: "ffi" | "read", message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "LibraryPermissionError";
+    this.permission = permission;
+  }
+}
+
 /** The native library's ABI version is not the one this module was written against. */
 export class AbiMismatchError extends Error {
   /** ABI version the library reports. */
@@ -406,6 +429,7 @@ for (
     [KcoroError, "KcoroError"],
     [InvalidHandleError, "InvalidHandleError"],
     [LibraryNotFoundError, "LibraryNotFoundError"],
+    [LibraryPermissionError, "LibraryPermissionError"],
     [AbiMismatchError, "AbiMismatchError"],
     [LibraryClosedError, "LibraryClosedError"],
     [ShutdownError, "ShutdownError"],

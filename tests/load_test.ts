@@ -240,13 +240,15 @@ console.log(v[99], releaseBytes(v), releaseUnavailable());
   assert.deepEqual(res.stdout.trim().split("\n"), [path, path, "7 true null"], res.stderr);
 });
 
-Deno.test("without --allow-ffi mod.ts imports and structured concurrency works; what needs the library throws a LibraryNotFoundError naming the permission", async () => {
+Deno.test("without --allow-ffi mod.ts imports and structured concurrency works; what needs the library throws a LibraryPermissionError (a LibraryNotFoundError) naming the permission", async () => {
   // Before, the import itself threw Deno's NotCapable: src/channel.ts took a slot's address
   // (Deno.UnsafePointer.of) at load. Now that waits for the first open, which names the flag.
   // A --allow-ffi scoped to the library's file does not cover taking addresses: the same.
+  // Before LibraryPermissionError, a plain LibraryNotFoundError that did not say what to pass.
   const code = `
-import { Channel, Context, coroutineScope, createContextKey, delay, library, NativeCoroutine,
-  select, withTimeout } from "${root}mod.ts";
+import { Channel, Context, coroutineScope, createContextKey, delay, library,
+  LibraryNotFoundError, LibraryPermissionError, NativeCoroutine, select, withTimeout }
+  from "${root}mod.ts";
 const key = createContextKey("k");
 const got = await coroutineScope(async (scope) => {
   const d = scope.async(async () => { await delay(1); return 6; });
@@ -257,12 +259,16 @@ console.log("pure", got);
 const uses = [["channel", () => new Channel(1)], ["library", () => library()],
   ["native", () => NativeCoroutine.create("fib", { arg: 3 })]];
 for (const [what, use] of uses) {
-  try { use(); console.log(what, "opened"); } catch (e) { console.log(what, e.name, e.message); }
+  try { use(); console.log(what, "opened"); } catch (e) {
+    const kind = e instanceof LibraryPermissionError && e instanceof LibraryNotFoundError &&
+      e.cause instanceof Deno.errors.NotCapable;
+    console.log(what, kind, e.permission, e.name, e.message);
+  }
 }
 `;
-  const message =
-    "LibraryNotFoundError Cannot open the kcoro library: --allow-ffi is not granted " +
-    "(for all paths: --allow-ffi=<path> is not enough), received NotCapable: Requires ffi access";
+  const message = "true ffi LibraryPermissionError Cannot open the kcoro library: --allow-ffi " +
+    "is not granted (for all paths: --allow-ffi=<path> is not enough); run with --allow-ffi, " +
+    "received NotCapable: Requires ffi access";
   for (const ffi of [[], [`--allow-ffi=${root}zig-out/lib/libkcoro.so`]]) {
     const res = await runScript(code, {}, ["--allow-read", ...ffi]);
     assert.equal(res.code, 0, res.stderr);
@@ -275,16 +281,20 @@ for (const [what, use] of uses) {
   }
 });
 
-Deno.test("without --allow-read the error says the read was refused for the path, with what Deno answered", async () => {
+Deno.test("without --allow-read the error is a LibraryPermissionError (a LibraryNotFoundError) saying the read was refused for the path, what to pass, and what Deno answered", async () => {
   // Before, a refused read counted as no file: the local build listed as tried, options.path
-  // as "no library at", KCORO_LIB as "no file there".
+  // as "no library at", KCORO_LIB as "no file there". Then a plain LibraryNotFoundError.
   const local = `${root}zig-out/lib/libkcoro.so`;
   const code = `
-import { library, openLibrary } from "${root}mod.ts";
+import { library, LibraryNotFoundError, LibraryPermissionError, openLibrary } from "${root}mod.ts";
 Deno.env.delete("KCORO_LIB");
 const show = (f) => {
   try { f(); console.log(JSON.stringify("opened")); }
-  catch (e) { console.log(JSON.stringify(e.name + " " + e.message)); }
+  catch (e) {
+    const kind = e instanceof LibraryPermissionError && e instanceof LibraryNotFoundError &&
+      e.cause instanceof Deno.errors.NotCapable;
+    console.log(JSON.stringify(kind + " " + e.permission + " " + e.name + " " + e.message));
+  }
 };
 show(() => library());
 show(() => openLibrary({ path: "${local}" }));
@@ -295,21 +305,24 @@ show(() => library());
   assert.equal(res.code, 0, res.stderr);
   const [search, path, env, ...rest] = res.stdout.trim().split("\n").map((l) => JSON.parse(l));
   assert.deepEqual(rest, []);
-  const refused = `--allow-read is not granted for it, received NotCapable: ` +
-    `Requires read access to "${local}"`;
-  assert.ok(search.startsWith("LibraryNotFoundError kcoro: cannot find libkcoro. Tried:"), search);
-  assert.ok(search.includes(`\n  - ${local} (cannot tell whether it is there: ${refused}`), search);
-  assert.ok(search.includes("\nRun with --allow-read (for the paths above)"), search);
+  const deno = `received NotCapable: Requires read access to "${local}"`;
+  const refused = `--allow-read is not granted for it, ${deno}`;
+  const error = "true read LibraryPermissionError Cannot";
   assert.ok(
-    path.startsWith(`LibraryNotFoundError kcoro: cannot read ${local} (options.path): ${refused}`),
-    path,
-  );
-  assert.ok(
-    env.startsWith(
-      `LibraryNotFoundError kcoro: KCORO_LIB is set to ${local}, but it cannot be read: ${refused}`,
+    search.startsWith(
+      `${error} find the kcoro library: --allow-read is not granted for ${local} (the local ` +
+        `build); run with --allow-read (for the paths below), ${deno}`,
     ),
-    env,
+    search,
   );
+  assert.ok(search.split("\n")[0].endsWith(". Tried:"), search);
+  assert.ok(search.includes(`\n  - ${local} (cannot tell whether it is there: ${refused}`), search);
+  assert.ok(search.includes("\nOr build it with `./task build`"), search);
+  const open = `${error} open the kcoro library: --allow-read is not granted for ${local}`;
+  const flag = `run with --allow-read (or --allow-read=${local}), ${deno}`;
+  // Deno's message goes on ("run again with the --allow-read flag").
+  assert.ok(path.startsWith(`${open} (options.path); ${flag}`), path);
+  assert.ok(env.startsWith(`${open} (KCORO_LIB); ${flag}`), env);
 });
 
 /** Copies the module's sources (mod.ts, ffi/, src/) into `dir`: a checkout without a build. */
