@@ -6,7 +6,8 @@
  * 2. the `KCORO_LIB` environment variable (read only with `--allow-env`);
  * 3. the local build, `zig-out/lib/libkcoro.so` beside this module's checkout;
  * 4. a build from source with the pinned Zig (`KCORO_ZIG`, `.toolchain/zig/bin/zig`, or `zig`
- *    on PATH), which needs `--allow-run`;
+ *    on PATH if nothing is at that pinned path: one there that cannot be run is named in the
+ *    error instead), which needs `--allow-run`;
  * otherwise a {@linkcode LibraryNotFoundError} that says what to do.
  *
  * Right after `dlopen` the library's ABI version is compared with {@linkcode ABI_VERSION};
@@ -382,16 +383,60 @@ function absolutePath(path: string): string {
   return (cwd.endsWith(sep) ? cwd : cwd + sep) + path.replace(dot, "");
 }
 
-function findZig(): string {
+/**
+ * The Zig to build with: `KCORO_ZIG`, else the checkout's pinned `.toolchain/zig/bin/zig`, else
+ * `zig` on PATH, but only when nothing is at the pinned path: a pinned one that is there and
+ * cannot be run is `{ pinned, why }`, not skipped for PATH's (another version may build a
+ * library that does not match, or fail in ways that do not name the pinned one).
+ */
+function findZig(): string | { pinned: string; why: string } {
   const fromEnv = envVar("KCORO_ZIG");
   // A path (not a name looked up on PATH) from where the caller is: the build runs in the
   // checkout, and a relative program path is taken from the new process's directory.
   if (fromEnv) return /[\\/]/.test(fromEnv) ? absolutePath(fromEnv) : fromEnv;
   if (checkout !== null) {
     const pinned = `${checkout}.toolchain/zig/bin/zig`;
-    if (fileAt(pinned) === true) return pinned;
+    const why = unusable(pinned);
+    if (why === null) return pinned;
+    if (why !== ABSENT) return { pinned, why };
   }
   return "zig";
+}
+
+/** `unusable`'s answer for a path where nothing is (not even a link). */
+const ABSENT: unique symbol = Symbol("absent");
+
+/**
+ * Why the program at `path` cannot be run (for the error, with what Deno answered), null if it
+ * looks runnable (a file with an execute bit; where the system reports no mode, a file), or
+ * `ABSENT` if nothing is there. Unreadable (`--allow-read` not granted, or the system refusing),
+ * a link to nothing, not a file, or not executable: something is there, so not ABSENT.
+ */
+function unusable(path: string): string | null | typeof ABSENT {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      try {
+        Deno.lstatSync(path); // a link whose target is missing
+      } catch {
+        return ABSENT;
+      }
+      return `it is a symbolic link to nothing, received NotFound: ${e.message}`;
+    }
+    if (e instanceof Deno.errors.NotCapable) {
+      return `--allow-read is not granted for it, received NotCapable: ${e.message}`;
+    }
+    return `it cannot be read, received ${(e as Error).name}: ${(e as Error).message}`;
+  }
+  if (!info.isFile) {
+    return `it is not a file, received a ${info.isDirectory ? "directory" : "special file"}`;
+  }
+  if (info.mode !== null && (info.mode & 0o111) === 0) {
+    return `it is not executable, received mode 0${(info.mode & 0o7777).toString(8)}`;
+  }
+  return null;
 }
 
 function buildFromSource(tried: string[]): string | null {
@@ -407,6 +452,13 @@ function buildFromSource(tried: string[]): string | null {
     return null;
   }
   const zig = findZig();
+  if (typeof zig === "object") {
+    tried.push(
+      `build from source (skipped: the pinned Zig ${zig.pinned} cannot be used: ${zig.why}; ` +
+        `fix it, remove it to build with the zig on PATH, or set KCORO_ZIG to a Zig to use)`,
+    );
+    return null;
+  }
   let out: Deno.CommandOutput;
   try {
     out = new Deno.Command(zig, {

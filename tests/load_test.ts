@@ -408,6 +408,76 @@ Deno.test("a relative KCORO_ZIG is taken from the current directory, not from th
   }
 });
 
+Deno.test("a pinned .toolchain zig that is there but cannot be run is named in the error, not skipped for the zig on PATH", async () => {
+  // Before, a pinned zig that was not a file (a directory, a link to nothing) or could not be
+  // read (--deny-read) counted as absent and the build ran PATH's zig (which may be another
+  // version); one not executable failed to run with the system's bare "Permission denied".
+  // Here PATH's "zig" would install a copy of the library: the build must not get that far.
+  const dir = await Deno.makeTempDir();
+  const bin = await Deno.makeTempDir();
+  try {
+    await copyModule(dir);
+    await Deno.writeTextFile(`${dir}/build.zig`, "");
+    const lib = `${root}zig-out/lib/libkcoro.so`;
+    const install = `#!/bin/sh\nmkdir -p zig-out/lib && cp '${lib}' zig-out/lib/libkcoro.so\n`;
+    await Deno.writeTextFile(`${bin}/zig`, install, { mode: 0o755 });
+    const code = probe.replace(`${root}mod.ts`, `${dir}/mod.ts`);
+    const env = { PATH: `${bin}:${Deno.env.get("PATH") ?? ""}` };
+    const pinned = `${dir}/.toolchain/zig/bin/zig`;
+    const run = (flags: string[] = []) =>
+      runScript(code, env, ["--allow-ffi", "--allow-run", ...flags, "--allow-read"]);
+    const cases: [string, () => Promise<void>, string, string[]?][] = [
+      [
+        "not executable",
+        () => Deno.writeTextFile(pinned, install, { mode: 0o644 }),
+        "it is not executable, received mode 0644",
+      ],
+      ["a directory", () => Deno.mkdir(pinned), "it is not a file, received a directory"],
+      [
+        "a link to nothing",
+        () => Deno.symlink(`${dir}/nowhere`, pinned),
+        "it is a symbolic link to nothing, received NotFound: ",
+      ],
+      [
+        "not readable",
+        () => Deno.writeTextFile(pinned, install, { mode: 0o755 }),
+        `--allow-read is not granted for it, received NotCapable: Requires read access to "${pinned}"`,
+        [`--deny-read=${dir}/.toolchain`],
+      ],
+    ];
+    for (const [what, make, why, flags] of cases) {
+      await Deno.mkdir(`${dir}/.toolchain/zig/bin`, { recursive: true });
+      await make();
+      const res = await run(flags);
+      const skipped = `build from source (skipped: the pinned Zig ${pinned} cannot be used: ${why}`;
+      assert.ok(
+        res.stdout.startsWith("error LibraryNotFoundError kcoro: cannot find libkcoro"),
+        `${what}: ${res.stdout}${res.stderr}`,
+      );
+      assert.ok(res.stdout.includes(skipped), `${what}: ${res.stdout}`);
+      assert.ok(
+        res.stdout.includes("remove it to build with the zig on PATH, or set KCORO_ZIG"),
+        res.stdout,
+      );
+      await Deno.remove(`${dir}/.toolchain`, { recursive: true });
+      await Deno.remove(`${dir}/zig-out`, { recursive: true }).catch(() => {});
+    }
+    // Nothing at the pinned path: PATH's zig builds, as before.
+    const none = await run();
+    assert.equal(none.stdout.trim(), `ok ${dir}/zig-out/lib/libkcoro.so 0,1,1`, none.stderr);
+    await Deno.remove(`${dir}/zig-out`, { recursive: true });
+    // A pinned zig that runs is the one used: PATH's now fails.
+    await Deno.writeTextFile(`${bin}/zig`, "#!/bin/sh\nexit 3\n", { mode: 0o755 });
+    await Deno.mkdir(`${dir}/.toolchain/zig/bin`, { recursive: true });
+    await Deno.writeTextFile(pinned, install, { mode: 0o755 });
+    const good = await run();
+    assert.equal(good.stdout.trim(), `ok ${dir}/zig-out/lib/libkcoro.so 0,1,1`, good.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(bin, { recursive: true });
+  }
+});
+
 Deno.test("a Zig package takes kcoro as a dependency: the Zig API module and the C ABI with its header", async () => {
   // Before, build.zig exported no module (dep.module("kcoro") panicked) and installed no header.
   const dir = await Deno.makeTempDir();
