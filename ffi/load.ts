@@ -368,8 +368,11 @@ function canRun(): boolean {
  * are dropped, `..` kept (the system resolves it through symbolic links, as it would have).
  * Unchanged when the current directory cannot be read (without `--allow-read`, where nothing
  * is found anyway), and on Windows for a path with a drive letter (`C:lib.dll` too).
+ * Internal (ffi/napi.ts resolves a library path given to it the same way; mod.ts does not
+ * export it).
+ * @ignore
  */
-function absolutePath(path: string): string {
+export function absolutePath(path: string): string {
   const windows = Deno.build.os === "windows";
   if (windows ? /^([A-Za-z]:|[\\/])/.test(path) : path.startsWith("/")) return path;
   let cwd: string;

@@ -14,7 +14,7 @@
  * @module
  */
 import process from "node:process";
-import { libraryPathOf } from "./load.ts";
+import { absolutePath, libraryPathOf } from "./load.ts";
 import { describe } from "../src/errors.ts";
 
 /** The companion's file name, installed next to the library (zig-out/lib). */
@@ -80,13 +80,21 @@ export function chunkBuffers(sym: object): ChunkBuffers | null {
 /**
  * The chunk buffers of the library opened (`Deno.dlopen`, already) from `libraryPath`: the
  * companion next to it, loaded into this isolate and bound to that library on the first call.
+ * A relative `libraryPath` is taken from the current directory now, as `Library.path` is made
+ * absolute when the library is opened: the companion is loaded by an absolute path, and a
+ * `Deno.chdir` later makes the same string name another library, not this one's entry again.
  * Null, with the reason in {@linkcode chunkBuffersProblem}, when it cannot be loaded or bound.
  */
 export function chunkBuffersFor(libraryPath: string): ChunkBuffers | null {
-  let got = byPath.get(libraryPath);
+  // Before, "libkcoro.so" loaded "./kcoro_napi.node" from wherever the process was at the
+  // first call, and its entry answered for that string in any directory after.
+  const path = typeof libraryPath === "string" && libraryPath !== ""
+    ? absolutePath(libraryPath)
+    : libraryPath;
+  let got = byPath.get(path);
   if (got === undefined) {
-    got = load(libraryPath);
-    byPath.set(libraryPath, got);
+    got = load(path);
+    byPath.set(path, got);
   }
   if (typeof got === "string") {
     problem = got;
@@ -112,10 +120,15 @@ function load(libraryPath: string): ChunkBuffers | string {
       describe(libraryPath);
   }
   const file = addonPathFor(libraryPath);
+  if (!(Deno.build.os === "windows" ? /^([A-Za-z]:)?[\\/]/ : /^\//).test(file)) {
+    // absolutePath left it relative: the current directory could not be read. A relative one
+    // is resolved against wherever the process is when the system loads it, so refused.
+    return `kcoro: no chunk buffers: the library path must be absolute (the current directory ` +
+      `to resolve it against cannot be read), received ${describe(libraryPath)}`;
+  }
   const mod = { exports: {} as Partial<Addon> };
   try {
-    // A path without a directory would make dlopen search the system's library paths.
-    process.dlopen(mod, file.includes("/") || file.includes("\\") ? file : `./${file}`);
+    process.dlopen(mod, file);
   } catch (e) {
     return `kcoro: no chunk buffers: cannot load the Node-API companion ${file} ` +
       `(built by \`zig build\` next to the library; needs --allow-ffi and --allow-read): ${

@@ -354,3 +354,37 @@ Deno.test("without --allow-ffi the companion is not loaded and the reason says w
     await Deno.remove(file);
   }
 });
+
+Deno.test("a relative library path is taken from the current directory at the call: the companion is loaded by an absolute path, and a chdir later makes the same string name another library", async () => {
+  // Before, chunkBuffersFor("libkcoro.so") loaded "./kcoro_napi.node" from the directory of the
+  // first call, and its entry answered for that string wherever the process went after.
+  const res = await evalScript(`
+    import { library } from "./mod.ts";
+    import { chunkBuffersFor, chunkBuffersProblem } from "./ffi/napi.ts";
+    const lib = library();
+    Deno.chdir(lib.path.slice(0, lib.path.lastIndexOf("/")));
+    const here = chunkBuffersFor("libkcoro.so");
+    const out = [here !== null, chunkBuffersProblem()];
+    out.push(chunkBuffersFor(lib.path) === here); // one entry: the same library
+    Deno.chdir("/");
+    out.push(chunkBuffersFor("libkcoro.so"), chunkBuffersProblem());
+    // Where the current directory cannot be read (removed), nothing is loaded relative to it.
+    const gone = Deno.makeTempDirSync();
+    Deno.chdir(gone);
+    Deno.removeSync(gone);
+    out.push(chunkBuffersFor("libkcoro.so"), chunkBuffersProblem());
+    console.log(JSON.stringify(out));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const [found, none, same, there, why, gone, refused, ...rest] = JSON.parse(res.stdout);
+  assert.deepEqual([found, none, same, there, gone, rest], [true, null, true, null, null, []]);
+  assert.ok(
+    why.startsWith("kcoro: no chunk buffers: cannot load the Node-API companion /kcoro_napi.node "),
+    why,
+  );
+  assert.equal(
+    refused,
+    "kcoro: no chunk buffers: the library path must be absolute (the current directory to " +
+      'resolve it against cannot be read), received "libkcoro.so"',
+  );
+});
