@@ -17,6 +17,7 @@ export {
   CancellationError,
   ClosedReceiveError,
   ClosedSendError,
+  CloseHooksError,
   CodecError,
   CompletionHandlerError,
   InvalidHandleError,

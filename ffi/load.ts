@@ -22,6 +22,7 @@ import { customInspect, inspectAs } from "../src/inspect.ts";
 import {
   AbiMismatchError,
   checkFunction,
+  CloseHooksError,
   describe,
   LibraryClosedError,
   LibraryNotFoundError,
@@ -189,13 +190,7 @@ export class Library {
     const hooks = this.#onClose;
     this.#onClose = [];
     runHooks(hooks);
-    if (left.length > 0) {
-      throw new RangeError(
-        `Cannot close the kcoro library cleanly: its close hooks kept registering new ones for ` +
-          `${MAX_CLOSE_ROUNDS} rounds (it is closed; the ${left.length} registered in the last ` +
-          `round did not run), received ${namesOf(left)}`,
-      );
-    }
+    if (left.length > 0) throw new CloseHooksError(MAX_CLOSE_ROUNDS, left.length, namesOf(left));
   }
 
   #onClose: CloseHook[] = [];
@@ -205,8 +200,8 @@ export class Library {
   /**
    * @ignore Runs `hook` when `close()` begins, while the library is still open (to withdraw
    * what waits natively); once only. One registered while `close()` runs these runs after them
-   * (in the next round; past `MAX_CLOSE_ROUNDS` rounds, close() throws a RangeError that names
-   * the hooks by `what`, else by their function's name).
+   * (in the next round; past `MAX_CLOSE_ROUNDS` rounds, close() throws a
+   * {@linkcode CloseHooksError} that names the hooks by `what`, else by their function's name).
    */
   beforeClose(hook: () => void, what?: string): void {
     // Checked here: a non-function failed only inside close(), reported as an uncaught

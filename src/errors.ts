@@ -271,6 +271,35 @@ export class LibraryPermissionError extends LibraryNotFoundError {
   }
 }
 
+/**
+ * `Library.close()` (or `closeLibrary()`) closed the library, but its close hooks kept
+ * registering new ones (callbacks the close ran, an `onUndeliveredElement` that sends again
+ * each time, say) for as many rounds as it runs: those of the last round did not run. Not a bad
+ * argument, so not a plain RangeError as before; a subclass of one, so checks for that still
+ * hold. The message names what kept registering.
+ */
+export class CloseHooksError extends RangeError {
+  /** The rounds of hooks the close ran before it gave up (1,000). */
+  readonly rounds: number;
+  /** How many hooks the last round registered, which did not run. */
+  readonly notRun: number;
+
+  /**
+   * `Cannot close the kcoro library cleanly: its close hooks kept registering new ones for
+   * <rounds> rounds (...), received <what registered them>`.
+   */
+  constructor(rounds: number, notRun: number, names: string) {
+    super(
+      `Cannot close the kcoro library cleanly: its close hooks kept registering new ones for ` +
+        `${rounds} rounds (it is closed; the ${notRun} registered in the last round did not ` +
+        `run), received ${names}`,
+    );
+    this.name = "CloseHooksError";
+    this.rounds = rounds;
+    this.notRun = notRun;
+  }
+}
+
 /** The native library's ABI version is not the one this module was written against. */
 export class AbiMismatchError extends Error {
   /** ABI version the library reports. */
@@ -431,6 +460,7 @@ for (
     [LibraryNotFoundError, "LibraryNotFoundError"],
     [LibraryPermissionError, "LibraryPermissionError"],
     [AbiMismatchError, "AbiMismatchError"],
+    [CloseHooksError, "CloseHooksError"],
     [LibraryClosedError, "LibraryClosedError"],
     [ShutdownError, "ShutdownError"],
     [ClosedSendError, "ClosedSendError"],
