@@ -212,6 +212,14 @@ interface ChunkHold {
  * for V8 to inline). tests/release_test.ts compares it with the native step between two slices.
  */
 export const POOL_SLICE_ALIGN = 16;
+// The literal shifts and masks (4, 15) below are its log2 and its mask: a change to it alone
+// fails here, at load, instead of releasing the wrong slots.
+if (POOL_SLICE_ALIGN !== 1 << 4) {
+  throw new Error(
+    `kcoro: POOL_SLICE_ALIGN must be 1 << 4 as receivedAt and releaseBytes shift by 4, ` +
+      `received ${POOL_SLICE_ALIGN}`,
+  );
+}
 
 const chunkHolds = new FinalizationRegistry<ChunkHold>((hold) => {
   if (hold.views === 0) return;
@@ -743,14 +751,19 @@ const SLAB = 64 * 1024;
 let slab = new ArrayBuffer(0);
 let slabUsed = 0;
 
-/** A new Uint8Array of `len` bytes (at most a pooled slice's) in the current slab. */
-function slabCopy(len: number): Uint8Array {
+/**
+ * @ignore A new Uint8Array of `len` bytes (at most a pooled slice's) in the current slab, at an
+ * offset that is a multiple of `POOL_SLICE_ALIGN`, as a pooled value's is (a caller's
+ * Float64Array over the value's bytes works on a copy as on a view). Exported for tests only.
+ */
+export function slabCopy(len: number): Uint8Array {
   if (slabUsed + len > slab.byteLength) {
     slab = new ArrayBuffer(SLAB);
     slabUsed = 0;
   }
   const at = slabUsed;
-  slabUsed += (len + 15) & ~15; // 16-byte aligned, as the pool's slices are
+  // Rounded up to the pool's alignment (a power of two, checked at load).
+  slabUsed += (len + POOL_SLICE_ALIGN - 1) & -POOL_SLICE_ALIGN;
   return new Uint8Array(slab, at, len);
 }
 

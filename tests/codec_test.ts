@@ -20,7 +20,7 @@ import {
 } from "../mod.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import { evalScript, prng } from "./support.ts";
-import { decodeCause, encodeCause } from "../src/codec.ts";
+import { decodeCause, encodeCause, POOL_SLICE_ALIGN, slabCopy } from "../src/codec.ts";
 
 Deno.test("typed arrays inside node:v8 values are the receiver's own: pool reuse and frees leave them intact", () => {
   using ch = new Channel<unknown>(64);
@@ -571,5 +571,21 @@ Deno.test("a close cause cut short inside its heads is none, found by its own bo
     assert.equal(deserialized, 1);
   } finally {
     proto.readHeader = readHeader;
+  }
+});
+
+Deno.test("copies past the pinned-chunk cap (slabCopy) start on POOL_SLICE_ALIGN boundaries, as pooled values do, and never overlap", () => {
+  // The slab's rounding was a literal 16 beside POOL_SLICE_ALIGN; it is derived from it now.
+  const next = prng(0x51ab);
+  let prev: Uint8Array | null = null;
+  for (let i = 0; i < 2000; i++) {
+    const len = 1 + Math.floor(next() * 300);
+    const copy = slabCopy(len);
+    assert.equal(copy.length, len);
+    assert.equal(copy.byteOffset % POOL_SLICE_ALIGN, 0, `copy ${i} of ${len} bytes`);
+    if (prev !== null && prev.buffer === copy.buffer) {
+      assert.ok(prev.byteOffset + prev.length <= copy.byteOffset, `copy ${i} overlaps`);
+    }
+    prev = copy;
   }
 });
