@@ -642,6 +642,44 @@ export function library(): Library {
   return shared;
 }
 
+/**
+ * @ignore The process-wide library, for what lives in the library opened from `path` (a shared
+ * channel's, the sharing isolate's absolute `Library.path`): opened from `path` when this
+ * isolate has none open, instead of searching again (a relative `KCORO_LIB` is resolved against
+ * the directory current at the search: in a Worker started after a `Deno.chdir`, another
+ * directory). Null when the one open here is another file (its handles name nothing of that
+ * one's). A failure to open it names `path` as the channel's library. Internal.
+ */
+export function libraryAt(path: string, op: string): Library | null {
+  if (shared !== null && shared.isOpen) return sameFile(shared.path, path) ? shared : null;
+  try {
+    shared = openLibrary({ path });
+  } catch (e) {
+    if (!(e instanceof LibraryNotFoundError)) throw e;
+    const message = `Cannot ${op}: it lives in the library at ${path}, which this isolate ` +
+      `cannot open, received ${e.message}`;
+    throw e instanceof LibraryPermissionError
+      ? new LibraryPermissionError(e.permission, message, { cause: e })
+      : new LibraryNotFoundError(message, { cause: e });
+  }
+  return shared;
+}
+
+/**
+ * Whether `a` and `b` name the same file: the same string, or the same device and inode (a
+ * link, `..`); true where that cannot be told (no `--allow-read` for one), leaving the handle
+ * check to the library.
+ */
+function sameFile(a: string, b: string): boolean {
+  if (a === b) return true;
+  try {
+    const x = Deno.statSync(a), y = Deno.statSync(b);
+    return x.dev === y.dev && x.ino === y.ino && x.ino !== null;
+  } catch {
+    return true;
+  }
+}
+
 /** Closes the process-wide library, if open. Idempotent. */
 export function closeLibrary(): void {
   const lib = shared;

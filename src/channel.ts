@@ -31,7 +31,7 @@
  *
  * @module
  */
-import { beforeFirstOpen, inWorker, type Library, library } from "../ffi/load.ts";
+import { beforeFirstOpen, inWorker, type Library, library, libraryAt } from "../ffi/load.ts";
 import { Bridge, type RingOp } from "./bridge.ts";
 import { isCancellation } from "./job.ts";
 import { customInspect, inspectAs } from "./inspect.ts";
@@ -207,6 +207,13 @@ export interface SharedChannel<T = unknown> {
   readonly codec: CodecName;
   /** The capacity the channel was made with, in values (0: rendezvous; 2^32 - 1: unlimited). */
   readonly capacity: number;
+  /**
+   * The file of the library the channel lives in (`Library.path` where it was shared, absolute).
+   * An isolate that has not opened the library yet (a Worker) opens this file for
+   * `Channel.from`, instead of searching again; one that opened another file refuses the
+   * handle. Absent (objects made by hand): `Channel.from` uses `library()`.
+   */
+  readonly library?: string;
   /**
    * @ignore Never present: the element type `T`, for the type checker. A method's parameter, so
    * compared both ways (bivariant): `SharedChannel<number>` and `SharedChannel<unknown>` are
@@ -2996,6 +3003,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       zeroCopy: this.#codec.zeroCopy,
       codec: this.#codec.name,
       capacity: this.#capacity,
+      library: this.#lib.path,
     };
   }
 
@@ -3390,7 +3398,20 @@ function open(
   ) {
     return bad("capacity must be an integer");
   }
-  const lib = library();
+  const where = o.library;
+  if (where !== undefined && (typeof where !== "string" || where === "")) {
+    return bad("library must be the path of the library the channel lives in");
+  }
+  // The file it lives in, not a search of this isolate's own: a Worker's would resolve a
+  // relative KCORO_LIB against the directory current when it runs, maybe another one.
+  const lib = where === undefined ? library() : libraryAt(where, op);
+  if (lib === null) {
+    throw new InvalidHandleError(
+      `Cannot ${op}: handle ${handle} lives in the library at ${where}, not in ` +
+        `${library().path}, which this isolate opened (another copy: its handles name nothing ` +
+        `of this one's)`,
+    );
+  }
   const info = outWords;
   if (lib.symbols(op).kc_chan_info(handle, info) < 0) {
     throw new InvalidHandleError(

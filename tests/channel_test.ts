@@ -1399,6 +1399,7 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
     zeroCopy: true,
     codec: "string",
     capacity: 1,
+    library: library().path,
   });
   assert.equal(structuredClone(ok).handle, ch.handle);
   for (

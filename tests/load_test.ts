@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   ABI_VERSION,
   AbiMismatchError,
+  Channel,
   CloseHooksError,
   closeLibrary,
   KcoroError,
@@ -239,6 +240,98 @@ console.log(v[99], releaseBytes(v), releaseUnavailable());
   ]);
   const path = `${root}zig-out/lib/libkcoro.so`;
   assert.deepEqual(res.stdout.trim().split("\n"), [path, path, "7 true null"], res.stderr);
+});
+
+Deno.test("a Worker opening a shared channel opens the library the channel lives in: a relative KCORO_LIB is not resolved again after a chdir", async () => {
+  // Before, the Worker's Channel.from searched as library() does, and resolved KCORO_LIB
+  // against the directory current then ("/"): a LibraryNotFoundError.
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/worker.ts`,
+      `
+import { Channel, library } from "${root}mod.ts";
+self.onmessage = (e) => {
+  const said = [];
+  for (const shared of e.data) {
+    try {
+      using c = Channel.from(shared);
+      c.trySend(42);
+      said.push(library().path);
+    } catch (err) {
+      said.push(err.name + " " + err.message);
+    }
+  }
+  self.postMessage(said);
+};
+`,
+    );
+    const code = `
+import { Channel, codecs, library } from "${root}mod.ts";
+const ch = new Channel(4, { codec: codecs.f64 });
+const shared = ch.share();
+Deno.chdir("/");
+const w = new Worker("file://${dir}/worker.ts", { type: "module" });
+const said = await new Promise((resolve) => {
+  w.onmessage = (e) => resolve(e.data);
+  w.postMessage([{ ...shared, library: "/nonexistent/libkcoro.so" }, shared]);
+});
+w.terminate();
+console.log(JSON.stringify([shared.library, library().path, said, ch.tryReceive()]));
+`;
+    const res = await runScript(code, { KCORO_LIB: "./zig-out/lib/libkcoro.so" }, [
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-env",
+    ]);
+    assert.equal(res.code, 0, res.stderr);
+    const path = `${root}zig-out/lib/libkcoro.so`;
+    const [lib, main, [missing, found, ...more], got] = JSON.parse(res.stdout);
+    assert.deepEqual([lib, main, found, more, got], [path, path, path, [], {
+      state: "ok",
+      value: 42,
+    }]);
+    // The first (a library file that is not there) names it as the channel's.
+    assert.ok(
+      missing.startsWith(
+        "LibraryNotFoundError Cannot open shared channel: it lives in the library at " +
+          "/nonexistent/libkcoro.so, which this isolate cannot open, received kcoro: no library at",
+      ),
+      missing,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Channel.from refuses a share() whose library is another file than the one this isolate opened, and a library that is not a path", async () => {
+  using ch = new Channel(4);
+  const shared = ch.share();
+  assert.equal(shared.library, library().path);
+  const copy = await Deno.makeTempFile({ suffix: ".so" });
+  try {
+    await Deno.copyFile(library().path, copy);
+    assert.throws(() => Channel.from({ ...shared, library: copy }), {
+      name: "InvalidHandleError",
+      message: `Cannot open shared channel: handle ${shared.handle} lives in the library at ` +
+        `${copy}, not in ${library().path}, which this isolate opened (another copy: its ` +
+        `handles name nothing of this one's) (KC_EBADH)`,
+    });
+  } finally {
+    await Deno.remove(copy);
+  }
+  // The same file by another name is the same library.
+  const dir = library().path.slice(0, library().path.lastIndexOf("/"));
+  using same = Channel.from({ ...shared, library: `${dir}/../lib/libkcoro.so` });
+  same.trySend(1);
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 });
+  for (const bad of [42, "", null]) {
+    assert.throws(() => Channel.from({ ...shared, library: bad } as never), {
+      name: "TypeError",
+      message:
+        /^Cannot open shared channel: library must be the path of the library the channel lives in, received /,
+    });
+  }
 });
 
 Deno.test("without --allow-ffi mod.ts imports and structured concurrency works; what needs the library throws a LibraryPermissionError (a LibraryNotFoundError) naming the permission", async () => {

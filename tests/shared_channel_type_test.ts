@@ -46,6 +46,7 @@ Deno.test("SharedChannel<T> is a type-only brand: share() returns the same plain
     "elemSize",
     "handle",
     "kind",
+    "library",
     "version",
     "zeroCopy",
   ]);
