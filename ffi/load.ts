@@ -667,14 +667,15 @@ export function libraryAt(path: string, op: string): Library | null {
 
 /**
  * Whether `a` and `b` name the same file: the same string, or the same device and inode (a
- * link, `..`); true where that cannot be told (no `--allow-read` for one), leaving the handle
- * check to the library.
+ * link, `..`); true where that cannot be told (no `--allow-read` for one, a system that reports
+ * no inode), leaving the handle check to the library.
  */
 function sameFile(a: string, b: string): boolean {
   if (a === b) return true;
   try {
     const x = Deno.statSync(a), y = Deno.statSync(b);
-    return x.dev === y.dev && x.ino === y.ino && x.ino !== null;
+    if (x.ino === null || y.ino === null) return true;
+    return x.dev === y.dev && x.ino === y.ino;
   } catch {
     return true;
   }
