@@ -652,6 +652,14 @@ export function library(): Library {
  */
 export function libraryAt(path: string, op: string): Library | null {
   if (shared !== null && shared.isOpen) return sameFile(shared.path, path) ? shared : null;
+  // Opened from the path only when it is an absolute path to a file named as a kcoro library
+  // (`libkcoro.so`, `kcoro.dll`, `libkcoro-2.so`: "kcoro" in the name and the platform's
+  // extension): the path comes from message data, and opening a library runs its code before
+  // the ABI check could refuse it. Anything else searches, as an object without the field does.
+  if (!fromData(path)) {
+    const lib = library();
+    return sameFile(lib.path, path) ? lib : null;
+  }
   try {
     shared = openLibrary({ path });
   } catch (e) {
@@ -663,6 +671,14 @@ export function libraryAt(path: string, op: string): Library | null {
       : new LibraryNotFoundError(message, { cause: e });
   }
   return shared;
+}
+
+/** Whether `path` (from a shared channel's data) may be opened: see `libraryAt`. */
+function fromData(path: string): boolean {
+  const name = path.slice(Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\")) + 1);
+  const ext = libraryFileName().slice(libraryFileName().lastIndexOf("."));
+  const absolute = path.startsWith("/") || /^[A-Za-z]:[\\/]/.test(path);
+  return absolute && name.includes("kcoro") && name.includes(ext);
 }
 
 /**

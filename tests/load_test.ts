@@ -247,6 +247,7 @@ Deno.test("a Worker opening a shared channel opens the library the channel lives
   // against the directory current then ("/"): a LibraryNotFoundError.
   const dir = await Deno.makeTempDir();
   try {
+    await Deno.writeTextFile(`${dir}/evil.so`, "not a library");
     await Deno.writeTextFile(
       `${dir}/worker.ts`,
       `
@@ -274,7 +275,12 @@ Deno.chdir("/");
 const w = new Worker("file://${dir}/worker.ts", { type: "module" });
 const said = await new Promise((resolve) => {
   w.onmessage = (e) => resolve(e.data);
-  w.postMessage([{ ...shared, library: "/nonexistent/libkcoro.so" }, shared]);
+  w.postMessage([
+    { ...shared, library: "${dir}/evil.so" },
+    { ...shared, library: "zig-out/lib/libkcoro.so" },
+    { ...shared, library: "/nonexistent/libkcoro.so" },
+    shared,
+  ]);
 });
 w.terminate();
 console.log(JSON.stringify([shared.library, library().path, said, ch.tryReceive()]));
@@ -286,7 +292,15 @@ console.log(JSON.stringify([shared.library, library().path, said, ch.tryReceive(
     ]);
     assert.equal(res.code, 0, res.stderr);
     const path = `${root}zig-out/lib/libkcoro.so`;
-    const [lib, main, [missing, found, ...more], got] = JSON.parse(res.stdout);
+    const [lib, main, [evil, relative, missing, found, ...more], got] = JSON.parse(res.stdout);
+    // A file not named as a kcoro library, and a relative path, are not opened from message
+    // data (opening runs a library's code before any check): the Worker searches, as for an
+    // object without the field, and its search resolves KCORO_LIB against "/" here. Before,
+    // the Worker opened evil.so (a LibraryNotFoundError naming it as the channel's library).
+    for (const said of [evil, relative]) {
+      assert.ok(said.startsWith("LibraryNotFoundError kcoro: KCORO_LIB is set to ./zig-out"), said);
+      assert.ok(!said.includes("it lives in the library at"), said);
+    }
     assert.deepEqual([lib, main, found, more, got], [path, path, path, [], {
       state: "ok",
       value: 42,
