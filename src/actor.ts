@@ -77,6 +77,15 @@ const NOT_CLONEABLE = Symbol(
     "the actor",
 );
 
+/**
+ * Cancels an actor's mailbox as its task stops, unless the library was closed: the close
+ * rejected its waits already, and `cancel` would throw LibraryClosedError out of the abort
+ * listener or completion handler that stopped the task, uncaught (the process ended).
+ */
+function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
+  if (mailbox._lib.isOpen) mailbox.cancel(cause);
+}
+
 class ActorImpl<M> implements Actor<M> {
   /**
    * First of the fields structured cloning sees, so `postMessage` of an actor throws a
@@ -140,7 +149,7 @@ class ActorImpl<M> implements Actor<M> {
   /** The task ended: cancel the mailbox (senders waiting reject) and free it. */
   _finish(cause: unknown): void {
     this.#done = { cause };
-    this.#mailbox.cancel(cause);
+    cancelMailbox(this.#mailbox, cause);
     this.#mailbox[Symbol.dispose]();
   }
 
@@ -212,7 +221,7 @@ export function actor<M>(
     // ActorCoroutine cancels its channel on entering `cancelling`): a task that failed, or was
     // cancelled after its handler returned, waits for its children, and meanwhile its mailbox
     // took messages that nobody would ever receive.
-    const onAbort = () => mailbox.cancel(signal.reason);
+    const onAbort = () => cancelMailbox(mailbox, signal.reason);
     signal.addEventListener("abort", onAbort, { once: true });
     detach = () => signal.removeEventListener("abort", onAbort);
     await handler(mailbox, task);

@@ -119,6 +119,17 @@ class ProducerChannel<T> extends Channel<T> {
     this._job?.cancel(cause);
   }
 
+  /**
+   * @ignore Closes the channel as the producer's task ends (`cause` as `close`'s), unless its
+   * consumer disposed it or the library was closed: the close rejected its waits already, and
+   * `close` would throw LibraryClosedError out of the abort listener or completion handler that
+   * ended the task, uncaught (the process ended).
+   */
+  _end(cause: unknown): void {
+    if (this._gone || !this._lib.isOpen) return;
+    this.close(cause);
+  }
+
   override [Symbol.dispose](): void {
     if (this._gone) return;
     this._gone = true;
@@ -195,7 +206,7 @@ export function produce<T>(
       if (failed || out._gone) return;
       const job = task.job;
       const failure = JobSupport._is(job) ? job._failure : undefined;
-      out.close(failure !== undefined ? failure : signal.reason);
+      out._end(failure !== undefined ? failure : signal.reason);
     };
     signal.addEventListener("abort", onAbort, { once: true });
     detach = () => signal.removeEventListener("abort", onAbort);
@@ -212,7 +223,7 @@ export function produce<T>(
       // `onAbort` closes the channel with: closed with undefined, receivers saw a clean end.
       if (!isCancellation(e) && !out._gone && e !== undefined) {
         failed = true; // before the failure aborts the signal: close, do not cancel
-        out.close(e);
+        out._end(e);
       }
       throw e;
     }
@@ -221,8 +232,8 @@ export function produce<T>(
   job.invokeOnCompletion((cause) => {
     out._bound = null;
     detach?.();
-    if (out._gone || failed) return;
-    out.close(cause); // a cause: cancelled (before it could run, or past the block's end)
+    if (failed) return;
+    out._end(cause); // a cause: cancelled (before it could run, or past the block's end)
   });
   return out;
 }

@@ -931,3 +931,53 @@ Deno.test("produce and actor name themselves for a bad capacity (it said 'Cannot
   });
   assert.equal(await squares.receive(), 4);
 });
+
+Deno.test("produce and actor whose task ends after closeLibrary() settle their scope with the task's own outcome: the close or cancel of their channel threw LibraryClosedError out of an abort listener and ended the process", async () => {
+  // The producer's and the actor's abort listeners and completion handlers closed or cancelled
+  // their channel, which throws LibraryClosedError once the library is closed (as any
+  // operation on it does; its waits were rejected by the close): the scope's cancellation, a
+  // failing block or the task's end then threw it uncaught. A child process: closing the
+  // library in this one would close it under the other tests.
+  const res = await evalScript(`
+    import { actor, closeLibrary, coroutineScope, delay, produce } from "./mod.ts";
+    const reported = [];
+    globalThis.addEventListener("error", (e) => { reported.push(String(e.error)); e.preventDefault(); });
+    const outcome = (p) => p.then((v) => "resolved " + v, (e) => "rejected " + e.name + ": " + e.message);
+    const results = {};
+    for (const kind of ["produce", "actor"]) {
+      for (const shared of [false, true]) {
+        for (const end of ["cancel", "fail", "return"]) {
+          results[kind + (shared ? " shared " : " local ") + end] = await outcome(coroutineScope(async (scope) => {
+            let closed;
+            const gate = new Promise((r) => closed = r);
+            const body = async (ch, task) => {
+              if (shared) ch.share();
+              await gate;
+              if (end === "fail") throw new Error("the block's own");
+              if (end === "cancel") await delay(60_000, { signal: task.signal });
+            };
+            if (kind === "produce") produce(scope, (out, task) => body(out, task));
+            else actor(scope, (mailbox, task) => body(mailbox, task));
+            await delay(1);
+            closeLibrary();
+            closed();
+            if (end === "cancel") scope.cancel();
+            return end;
+          }));
+        }
+      }
+    }
+    await delay(10); // a report from a handler that runs later
+    console.log(JSON.stringify({ results, reported }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const { results, reported } = JSON.parse(res.stdout);
+  assert.deepEqual(reported, []);
+  for (const kind of ["produce", "actor"]) {
+    for (const where of ["local", "shared"]) {
+      assert.equal(results[`${kind} ${where} cancel`], "rejected CancellationError: Cancelled");
+      assert.equal(results[`${kind} ${where} fail`], "rejected Error: the block's own");
+      assert.equal(results[`${kind} ${where} return`], "resolved return");
+    }
+  }
+});
