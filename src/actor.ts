@@ -78,12 +78,13 @@ const NOT_CLONEABLE = Symbol(
 );
 
 /**
- * Cancels an actor's mailbox as its task stops, unless the library was closed: the close
- * rejected its waits already, and `cancel` would throw LibraryClosedError out of the abort
- * listener or completion handler that stopped the task, uncaught (the process ended).
+ * Cancels an actor's mailbox as its task stops, unless the handler disposed it (a `using`) or
+ * the library was closed: the dispose or the close ended its waits already, and `cancel` would
+ * throw (InvalidHandleError, LibraryClosedError) out of the abort listener or completion handler
+ * that stopped the task, uncaught (the process ended).
  */
 function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
-  if (mailbox._lib.isOpen) mailbox.cancel(cause);
+  if (!mailbox._disposed && mailbox._lib.isOpen) mailbox.cancel(cause);
 }
 
 class ActorImpl<M> implements Actor<M> {

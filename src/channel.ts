@@ -1215,6 +1215,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#lib;
   }
 
+  /** @ignore For actor: this object was disposed (every operation on it throws). */
+  get _disposed(): boolean {
+    return this.#disposed;
+  }
+
   /** @ignore For select: the rejection of a send that found the channel closed/cancelled. */
   _sendError(status: number): unknown {
     return this.#sendError(status);

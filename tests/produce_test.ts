@@ -981,3 +981,40 @@ Deno.test("produce and actor whose task ends after closeLibrary() settle their s
     }
   }
 });
+
+Deno.test("actor: a handler that disposes its mailbox (`using mailbox`) ends its task as it would otherwise: the task's end cancelled the disposed mailbox, and InvalidHandleError was reported (a CompletionHandlerError), ending the process", async () => {
+  // The mailbox is the handler's channel; disposing it (a `using`, as channels are) left the
+  // actor's abort listener and completion handler to cancel a disposed channel, which throws.
+  using reported = catchReported();
+  const outcome = (p: Promise<unknown>) =>
+    p.then((v) => `resolved ${v}`, (e) => `rejected ${e.name}: ${e.message}`);
+  const got: Record<string, string> = {};
+  for (const end of ["return", "cancel", "fail"]) {
+    got[end] = await outcome(coroutineScope(async (scope) => {
+      let disposed = false;
+      const a = actor<number>(scope, async (mailbox, task) => {
+        {
+          using mb = mailbox;
+          for await (const m of mb) if (m === 2) break;
+        }
+        disposed = true;
+        if (end === "fail") throw new Error("the handler's own");
+        if (end === "cancel") await untilAborted(task.signal);
+      });
+      await a.send(1);
+      await a.send(2);
+      await until(() => disposed, "the handler to dispose its mailbox", 5_000);
+      if (end === "cancel") scope.cancel();
+      await a.job.join();
+      await assert.rejects(a.send(4), ClosedSendError);
+      return end;
+    }));
+  }
+  await new Promise((r) => setTimeout(r, 10)); // a handler's report, one turn later
+  assert.deepEqual(got, {
+    return: "resolved return",
+    cancel: "rejected CancellationError: Cancelled",
+    fail: "rejected Error: the handler's own",
+  });
+  assert.deepEqual(reported.errors, []);
+});
