@@ -211,24 +211,28 @@ pub const Scope = struct {
 
     /// Drops a reference; the last one frees the scope.
     pub fn release(s: *Scope) void {
-        // Acq_rel: the last releaser sees every other holder's use completed before freeing.
-        const prev = s.refs.fetchSub(1, .acq_rel);
-        assert(prev > 0);
-        if (prev != 1) return;
-        // Monotonic: the acq_rel decrement above ordered every other holder's writes first.
-        assert(s.live.load(.monotonic) == 0);
-        assert(s.waiters.len == 0); // a listed waiter holds a reference
-        s.token.unregister(&s.cancel_link); // Token.deinit asserts that no link is left
-        s.token.deinit();
-        s.context.release();
-        while (s.free_launches) |l| {
-            s.free_launches = l.next;
-            s.allocator.destroy(l);
+        // The reference a freed scope held on its parent is dropped by this loop, not by a
+        // recursive call: a chain of nested scopes freed at once (by the end of the leaf's last
+        // child, on that child's 64 KiB stack) overflowed the stack past ~300 levels in Debug.
+        var next: ?*Scope = s;
+        while (next) |cur| {
+            // Acq_rel: the last releaser sees every other holder's use completed before freeing.
+            const prev = cur.refs.fetchSub(1, .acq_rel);
+            assert(prev > 0);
+            if (prev != 1) return;
+            // Monotonic: the acq_rel decrement above ordered every other holder's writes first.
+            assert(cur.live.load(.monotonic) == 0);
+            assert(cur.waiters.len == 0); // a listed waiter holds a reference
+            cur.token.unregister(&cur.cancel_link); // Token.deinit asserts that no link is left
+            cur.token.deinit();
+            cur.context.release();
+            while (cur.free_launches) |l| {
+                cur.free_launches = l.next;
+                cur.allocator.destroy(l);
+            }
+            next = cur.parent;
+            cur.allocator.destroy(cur);
         }
-        const parent = s.parent;
-        const allocator = s.allocator;
-        allocator.destroy(s);
-        if (parent) |p| p.release();
     }
 
     /// Cancels the scope and every scope below it: waits of its children end with Interrupted,
@@ -818,6 +822,32 @@ test "a scope waits for its descendants: a child scope's coroutines count in its
     try testing.expectEqual(Scope.WatchResult.done, try parent.watch(far));
     try testing.expectEqual(@as(u32, 0), child.liveCount());
     try testing.expect(!parent.wasAbandoned());
+}
+
+test "a chain of thousands of nested scopes freed by the end of the leaf's child, on its coroutine's 64 KiB stack (release recursed)" {
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    defer sched.shutdown(.cancel);
+    const S = struct {
+        var go: std.atomic.Value(u32) = .init(0);
+        fn held(_: ?*anyopaque) callconv(.c) void {
+            while (go.load(.acquire) == 0) std.Thread.yield() catch {};
+        }
+    };
+    // Debug overflowed past ~300 levels: each release of a scope released its parent from
+    // within its own frame, and the child's end (`childEnded`) began that on its stack.
+    const depth = 5000;
+    const scopes = try testing.allocator.alloc(*Scope, depth);
+    defer testing.allocator.free(scopes);
+    scopes[0] = try Scope.create(testing.allocator, &sched, null);
+    for (1..depth) |i| scopes[i] = try Scope.create(testing.allocator, &sched, scopes[i - 1]);
+    _ = try scopes[depth - 1].launch(S.held, null, .{});
+    // The owner lets go of every scope (as kc_scope_destroy after a cancel would, without the
+    // cancel): each lives on, held by the scope below it, the leaf by its child, so the child's
+    // end frees all of them.
+    for (scopes) |sc| sc.release();
+    S.go.store(1, .release);
+    try sched.drainFor(10 * std.time.ns_per_s); // the child has ended: testing.allocator checks
 }
 
 test "waitAll from a coroutine parks until the last child finishes" {
