@@ -134,6 +134,10 @@ class ProducerChannel<T> extends Channel<T> {
     if (this._gone) return;
     this._gone = true;
     super[Symbol.dispose]();
+    // Open, the dispose's `cancel()` (above) cancelled the producer; once the library is
+    // closed the dispose only releases the native side, and the producer ran on (a scope
+    // whose consumer disposed it with `using` waited for it for good).
+    this._job?.cancel();
   }
 }
 

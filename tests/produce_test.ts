@@ -1018,3 +1018,32 @@ Deno.test("actor: a handler that disposes its mailbox (`using mailbox`) ends its
   });
   assert.deepEqual(reported.errors, []);
 });
+
+Deno.test("produce: a consumer disposing the channel after closeLibrary() cancels the producer, as open: the dispose skipped the cancel, and a scope whose block returned waited for the producer for good", async () => {
+  // A creator's dispose cancels its channel, which for a produced channel cancels the producer
+  // (`ProducerChannel.cancel`); once the library is closed the dispose only releases the native
+  // side, so the producer ran on, and `using out = produce(...)` left the scope waiting.
+  const res = await evalScript(
+    `
+    import { closeLibrary, coroutineScope, produce } from "./mod.ts";
+    const results = [];
+    for (const shared of [false, true]) {
+      results.push(await coroutineScope(async (scope) => {
+        using out = produce(scope, async (o, task) => {
+          await o.send(1);
+          await new Promise((_, reject) => task.signal.addEventListener("abort", () => reject(task.signal.reason)));
+        });
+        if (shared) out.share();
+        await out.receive();
+        closeLibrary();
+        return "returned";
+      }).then((v) => v, (e) => "rejected " + e.name));
+    }
+    console.log(JSON.stringify(results));
+  `,
+    { timeoutMs: 30_000 },
+  );
+  assert.equal(res.signal, null, "the scope never settled: " + res.stderr);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), ["returned", "returned"]);
+});
