@@ -344,6 +344,11 @@ export const symbols = {
   /** int32_t kc_ring_give_back(uint32_t ring, uint32_t ticket) (ABI 19) */
   kc_ring_give_back: { parameters: ["u32", "u32"], result: "i32" },
   /**
+   * int32_t kc_ring_watch(uint32_t ring, uint32_t handle, uint32_t flags, uint32_t *out_ticket)
+   * (ABI 20)
+   */
+  kc_ring_watch: { parameters: ["u32", "u32", "u32", "buffer"], result: "i32" },
+  /**
    * int32_t kc_chan_send_async(uint32_t handle, const void *elem, uint32_t size, uint32_t ring,
    *                            uint32_t *out_ticket)
    */

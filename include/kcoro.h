@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 19
+#define KC_ABI_VERSION 20
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -584,6 +584,18 @@ int32_t kc_ring_abort(uint32_t ring, uint32_t ticket);
  * two of its own waiters and counts that as a hand-off): the same outcomes, but the channel's
  * metrics count no cancelled failure for it. */
 int32_t kc_ring_withdraw(uint32_t ring, uint32_t ticket);
+/* A close watch (ABI 20): tells the ring's isolate when channel `handle` ends, whoever ends it
+ * (another isolate, a thread, native code; kc_chan_destroy cancels). 1: queued, *out_ticket set;
+ * its record comes when the channel is closed (status KC_EPIPE) or cancelled (KC_ECANCELED); with
+ * KC_WATCH_CANCEL only when it is cancelled (a close leaves it queued). KC_EPIPE / KC_ECANCELED
+ * at once (nothing queued) when the channel has ended so already. A queued watch is withdrawn
+ * with kc_ring_abort (0, or KC_EBUSY: its record came; counts no failure in the metrics) and by
+ * kc_ring_destroy (a terminated Worker's ring too); after its record, kc_ring_take with out NULL
+ * frees it (KC_EINVAL with an out: it received nothing). It holds the channel as a queued
+ * operation does. KC_EBADH: the ring or the channel handle is gone (destroyed, stale); KC_EINVAL:
+ * out_ticket NULL, flags unknown. */
+#define KC_WATCH_CANCEL (1u << 0) /* kc_ring_watch flag: told of a cancel only */
+int32_t kc_ring_watch(uint32_t ring, uint32_t handle, uint32_t flags, uint32_t *out_ticket);
 /* The other way to wake an isolate than a blocked kc_ring_wait: a thread of the library's own
  * calls notify() whenever records arrived since its last call (spuriously too: at start, after
  * an interrupt); the host drains the ring there. The thread ends once the ring is destroyed and

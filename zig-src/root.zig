@@ -2215,6 +2215,40 @@ fn ringAbort(ring: u32, ticket: u32, counted: bool) i32 {
     return 0;
 }
 
+/// Flags of kc_ring_watch.
+const watch_cancel: u32 = 1;
+
+/// int32_t kc_ring_watch(uint32_t ring, uint32_t chan, uint32_t flags, uint32_t *out_ticket)
+/// (ABI 20): a close watch on the channel for the ring's isolate (`Ring.submitWatch`): 1 queued
+/// (*out_ticket), its record (status KC_EPIPE closed, KC_ECANCELED cancelled) coming when the
+/// channel is closed or cancelled, by anyone (with KC_WATCH_CANCEL: cancelled only); or
+/// KC_EPIPE / KC_ECANCELED at once when it has ended so already (nothing queued). Withdrawn with
+/// kc_ring_abort (KC_EBUSY: its record came), taken with kc_ring_take (out NULL). It holds the
+/// channel, as a queued operation does. KC_EBADH: the ring or the channel is gone; KC_EINVAL: no
+/// out_ticket, unknown flags.
+export fn kc_ring_watch(ring: u32, h: u32, flags: u32, out_ticket: ?*u32) callconv(.c) i32 {
+    const ot = out_ticket orelse return Status.invalid.code();
+    if (flags & ~watch_cancel != 0) return Status.invalid.code();
+    const rr = rings();
+    const re = rr.acquire(ring) catch |err| return fail(err);
+    defer rr.release(re);
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    const ch = ChanRegistry.channelOf(e);
+    const watched = RingRegistry.objectOf(re).submitWatch(ch, flags & watch_cancel != 0, &.{@intFromPtr(e)}) catch |err| {
+        r.release(e);
+        return fail(err);
+    };
+    switch (watched) {
+        // The ring released the channel reference.
+        .ended => |end| return (if (end == .cancelled) Status.cancelled else Status.closed).code(),
+        .pending => |t| {
+            ot.* = t;
+            return 1;
+        },
+    }
+}
+
 /// int32_t kc_ring_notify(uint32_t ring, void (*notify)(void), uint32_t *done): the other way
 /// to wake an isolate than a blocked kc_ring_wait: starts a thread of its own (never a
 /// scheduler worker) that calls notify() whenever records arrived on the ring since its last
@@ -5639,4 +5673,61 @@ test "kc_ring_give_back: a dead ring, an unknown ticket, one with no record yet 
     try testing.expectEqual(@as(u64, 7), got);
     try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
     try testing.expectEqual(Status.bad_handle.code(), kc_ring_give_back(ring, ticket)); // dead ring
+}
+
+test "kc_ring_watch: told of a close, of a cancel (kc_chan_destroy's too), at once when ended; withdrawn by abort and by a dying ring; bad input is a named status" {
+    var ring: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&ring));
+    var ch: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &ch));
+    var ticket: u32 = 0;
+    var recs: [4]kcoro.bridge.Completion = undefined;
+    // Bad input: no out_ticket, unknown flags, a dead ring, a channel handle that names nothing.
+    try testing.expectEqual(Status.invalid.code(), kc_ring_watch(ring, ch, 0, null));
+    try testing.expectEqual(Status.invalid.code(), kc_ring_watch(ring, ch, 2, &ticket));
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_watch(0, ch, 0, &ticket));
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_watch(ring, 0, 0, &ticket));
+    // A close: KC_EPIPE; the cancel-only watch waits for the cancel.
+    try testing.expectEqual(@as(i32, 1), kc_ring_watch(ring, ch, 0, &ticket));
+    var cancel_ticket: u32 = 0;
+    try testing.expectEqual(@as(i32, 1), kc_ring_watch(ring, ch, 1, &cancel_ticket));
+    try testing.expectEqual(@as(i32, 1), kc_chan_close(ch));
+    try testing.expectEqual(@as(i32, 1), kc_ring_drain(ring, &recs, 4));
+    try testing.expectEqual(ticket, recs[0].ticket);
+    try testing.expectEqual(Status.closed.code(), recs[0].status);
+    var out: u64 = 0;
+    try testing.expectEqual(Status.invalid.code(), kc_ring_take(ring, ticket, &out, 8)); // nothing received
+    try testing.expectEqual(@as(i32, 0), kc_ring_take(ring, ticket, null, 0));
+    try testing.expectEqual(Status.closed.code(), kc_ring_watch(ring, ch, 0, &ticket)); // ended: at once
+    // kc_chan_destroy cancels: the cancel-only watch is told, and then the handle is stale.
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(ch));
+    try testing.expectEqual(@as(i32, 1), kc_ring_drain(ring, &recs, 4));
+    try testing.expectEqual(cancel_ticket, recs[0].ticket);
+    try testing.expectEqual(Status.cancelled.code(), recs[0].status);
+    try testing.expectEqual(@as(i32, 0), kc_ring_take(ring, cancel_ticket, null, 0));
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_watch(ring, ch, 0, &ticket)); // stale
+    // Withdrawn by abort: no record at the cancel after.
+    var other: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &other));
+    try testing.expectEqual(@as(i32, 1), kc_ring_watch(ring, other, 0, &ticket));
+    try testing.expectEqual(@as(i32, 0), kc_ring_abort(ring, ticket));
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_abort(ring, ticket));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel(other));
+    try testing.expectEqual(@as(i32, 0), kc_ring_drain(ring, &recs, 4));
+    try testing.expectEqual(Status.cancelled.code(), kc_ring_watch(ring, other, 1, &ticket));
+    // A ring destroyed with a watch queued gives its hold on the channel back: the channel's
+    // destroy then frees it (before, nothing would).
+    var third: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &third));
+    try testing.expectEqual(@as(i32, 1), kc_ring_watch(ring, third, 0, &ticket));
+    const e = try chans().acquire(third);
+    const held = e.refs.load(.monotonic);
+    chans().release(e);
+    try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
+    const e2 = try chans().acquire(third);
+    try testing.expectEqual(held - 1, e2.refs.load(.monotonic));
+    chans().release(e2);
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_watch(ring, third, 0, &ticket)); // dead ring
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(other));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(third));
 }

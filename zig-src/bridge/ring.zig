@@ -451,7 +451,7 @@ pub const Ring = struct {
     fn freePending(r: *Ring, p: *Pending) void {
         if (r.release_ref) |f| for (p.refs[0..p.nrefs]) |ref| f(ref);
         switch (p.body) {
-            .op => {}, // its element is in `small` or `big`, which `recycle` keeps
+            .op, .watch => {}, // an element in `small` or `big`, which `recycle` keeps; none
             .select => |sel| r.freeSelect(sel),
         }
         r.recycle(p);
@@ -619,6 +619,34 @@ pub const Ring = struct {
         r.freePending(p);
     }
 
+    /// What `submitWatch` did: the channel had ended already (no ticket), or the watch is
+    /// queued under a ticket whose record comes when it ends.
+    pub const Watched = union(enum) { ended: channel.End, pending: u32 };
+
+    /// A close watch on `ch` for the isolate (`channel.Watch`): queued under a ticket whose
+    /// record comes when the channel is closed (status KC_EPIPE; not for `cancel_only`) or
+    /// cancelled (KC_ECANCELED; a destroy cancels), or `ended` at once when it is already. A
+    /// queued watch is withdrawn with `abort` like any operation (it counts nothing), and by
+    /// `deinit`; its record is `take`n with no `out` (it received nothing). `refs` as for
+    /// `submitOp` (handed back when it is freed; on an error the caller keeps them).
+    pub fn submitWatch(r: *Ring, ch: *channel.Channel, cancel_only: bool, refs: []const usize) error{OutOfMemory}!Watched {
+        var adopted = false;
+        const p = try r.newPending(0);
+        errdefer if (!adopted) r.recycle(p);
+        p.reset(r, .{ .watch = .{ .watch = .{ .cancel_only = cancel_only, .notify = Pending.watchNotify }, .ch = ch, .pending = p } });
+        p.setRefs(refs);
+        r.adopt(p) catch |err| return switch (err) {
+            error.OutOfMemory, error.TooManyObjects => error.OutOfMemory,
+        };
+        adopted = true;
+        if (ch.watch(&p.body.watch.watch)) |end| {
+            r.disown(p, true);
+            r.freePending(p);
+            return .{ .ended = end };
+        }
+        return .{ .pending = p.ticket };
+    }
+
     /// Withdraws a pending `ticket`: freed, no record will come (true); or false (error.Busy)
     /// when it completed already: its record is or will be on the ring. `counted`: a
     /// withdrawn operation counts as a cancelled failure in its channel's metrics (see
@@ -634,14 +662,14 @@ pub const Ring = struct {
     }
 };
 
-/// One operation (or select) waiting on behalf of JavaScript: owns the element storage and,
-/// once it completes, reports its ticket on its ring. Created by `Ring.submitOp` /
-/// `Ring.submitSelect`; freed by `Ring.take` or `Ring.giveBack` (after its record), `Ring.abort`, or the ring's
+/// One operation (or select, or close watch) waiting on behalf of JavaScript: owns the element
+/// storage and, once it completes, reports its ticket on its ring. Created by `Ring.submitOp` /
+/// `Ring.submitSelect` / `Ring.submitWatch`; freed by `Ring.take` or `Ring.giveBack` (after its record), `Ring.abort`, or the ring's
 /// `deinit`.
 pub const Pending = struct {
     ring: *Ring,
     ticket: u32 = 0,
-    body: union(enum) { op: Op, select: *Select },
+    body: union(enum) { op: Op, select: *Select, watch: WatchOp },
     /// Set (under the ring lock) once its record was pushed, with the clause that fired.
     completed: bool = false,
     /// Under the ring lock: a `take` or `abort` owns it now (`Ring.claim`).
@@ -667,6 +695,13 @@ pub const Pending = struct {
         ch: *channel.Channel,
         /// The value to send, or where a received value lands.
         elem: []u8,
+        pending: *Pending,
+    };
+
+    /// A close watch (`Ring.submitWatch`).
+    const WatchOp = struct {
+        watch: channel.Watch,
+        ch: *channel.Channel,
         pending: *Pending,
     };
 
@@ -719,17 +754,31 @@ pub const Pending = struct {
         s.pending.record(result, index);
     }
 
+    fn watchNotify(w: *channel.Watch, end: channel.End) void {
+        const o: *WatchOp = @fieldParentPtr("watch", w);
+        o.pending.record(if (end == .cancelled) error.Cancelled else error.Closed, 0);
+    }
+
     fn withdraw(p: *Pending, counted: bool) bool {
         return switch (p.body) {
             .op => |*o| o.ch.withdraw(&o.op, counted),
             .select => |s| s.sel.withdraw(counted),
+            .watch => |*o| blk: {
+                // Told already: its channel may be gone (a destroy tells a watch before it frees
+                // the memory), so it is not touched. Else the channel is alive: its end has not
+                // reached `notify` yet, whose record `deinit` waits for.
+                p.ring.mutex.lock();
+                const told = p.completed;
+                p.ring.mutex.unlock();
+                break :blk !told and o.ch.unwatch(&o.watch);
+            },
         };
     }
 
     /// After the record: a select unlinks its losing clauses.
     fn afterCompletion(p: *Pending) void {
         switch (p.body) {
-            .op => {},
+            .op, .watch => {},
             .select => |s| s.sel.cleanup(),
         }
     }
@@ -746,13 +795,14 @@ pub const Pending = struct {
                 const c = s.sel.clauses[p.fired];
                 break :blk if (c.kind == .receive) c.ch else null;
             },
+            .watch => null, // received nothing
         };
     }
 
     /// The value received (with `returnedTo`).
     fn returnedValue(p: *Pending) []u8 {
         return p.valueOf(switch (p.body) {
-            .op => 0,
+            .op, .watch => 0,
             .select => p.fired,
         }).?;
     }
@@ -765,6 +815,7 @@ pub const Pending = struct {
             .select => |s| for (s.sel.clauses[0..s.sel.n], 0..) |c, i| {
                 if (c.kind == .send) c.ch.dropUndeliverable(p.valueOf(@intCast(i)).?.ptr);
             },
+            .watch => {},
         }
     }
 
@@ -777,7 +828,7 @@ pub const Pending = struct {
     fn dropLosers(p: *Pending) void {
         assert(p.completed);
         switch (p.body) {
-            .op => {},
+            .op, .watch => {},
             .select => |s| for (s.sel.clauses[0..s.sel.n], 0..) |c, i| {
                 if (c.kind == .send and i != p.fired) c.ch.dropUndeliverable(p.valueOf(@intCast(i)).?.ptr);
             },
@@ -788,6 +839,7 @@ pub const Pending = struct {
     fn valueOf(p: *Pending, index: u32) ?[]u8 {
         switch (p.body) {
             .op => |*o| return if (index == 0) o.elem else null,
+            .watch => return null, // no element: a take with somewhere to put one is refused
             .select => |s| {
                 if (index >= s.sel.n) return null;
                 var off: usize = 0;
@@ -1815,4 +1867,126 @@ test "two threads taking (or aborting) one ticket: one wins, the other is told i
         try testing.expectEqual(@as(u32, 1), gone.load(.monotonic)); // BadHandle, no other error
         if (!aborting) try testing.expectEqual(@as(u64, round), out[0] + out[1]); // one got it
     }
+}
+
+test "a close watch: its record comes when the channel is closed or cancelled, by anyone; at once when it has ended; a cancel-only watch ignores a close" {
+    var ring = Ring.init(testing.allocator); // the leak check sees a Pending left behind
+    defer ring.deinit();
+    var rec: [4]Completion = undefined;
+    const closed_code = status_mod.Status.closed.code();
+    const cancelled_code = status_mod.Status.cancelled.code();
+
+    // Closed by a thread: an end watch gets KC_EPIPE; a cancel-only one stays queued until the
+    // cancel that follows.
+    const a = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 2 });
+    defer a.destroy();
+    const end = (try ring.submitWatch(a, false, &.{})).pending;
+    const cancel_only = (try ring.submitWatch(a, true, &.{})).pending;
+    try testing.expectEqual(@as(usize, 0), ring.drain(&rec)); // nothing until an end
+    const Closer = struct {
+        fn run(ch: *channel.Channel, cancel: bool) void {
+            if (cancel) _ = ch.cancel() else _ = ch.close();
+        }
+    };
+    var t = try std.Thread.spawn(.{}, Closer.run, .{ a, false });
+    t.join();
+    try testing.expect(ring.wait(scheduler.monotonicNs() + 5 * std.time.ns_per_s));
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try testing.expectEqual(end, rec[0].ticket);
+    try testing.expectEqual(closed_code, rec[0].status);
+    var out: u64 = 0;
+    try testing.expectError(error.InvalidArgument, ring.take(end, std.mem.asBytes(&out))); // received nothing
+    try ring.take(end, null);
+    try testing.expectEqual(@as(usize, 0), ring.drain(&rec)); // the cancel-only one: not a close
+    t = try std.Thread.spawn(.{}, Closer.run, .{ a, true });
+    t.join();
+    try testing.expect(ring.wait(scheduler.monotonicNs() + 5 * std.time.ns_per_s));
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try testing.expectEqual(cancel_only, rec[0].ticket);
+    try testing.expectEqual(cancelled_code, rec[0].status);
+    try ring.take(cancel_only, null);
+
+    // A cancel of an open channel tells both kinds, KC_ECANCELED.
+    const b = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer b.destroy();
+    const w1 = (try ring.submitWatch(b, false, &.{})).pending;
+    const w2 = (try ring.submitWatch(b, true, &.{})).pending;
+    _ = b.cancel();
+    try testing.expectEqual(@as(usize, 2), ring.drain(&rec));
+    for (rec[0..2]) |c| {
+        try testing.expect(c.ticket == w1 or c.ticket == w2);
+        try testing.expectEqual(cancelled_code, c.status);
+        try ring.take(c.ticket, null);
+    }
+
+    // Ended already: at once, nothing queued (no ticket, no record, nothing left to free).
+    try testing.expectEqual(Ring.Watched{ .ended = .cancelled }, try ring.submitWatch(b, false, &.{}));
+    try testing.expectEqual(Ring.Watched{ .ended = .cancelled }, try ring.submitWatch(b, true, &.{}));
+    const c = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
+    defer c.destroy();
+    var v: u64 = 3;
+    try c.send(std.mem.asBytes(&v), null, true);
+    _ = c.close(); // closed with a value still buffered: ended for an end watch all the same
+    try testing.expectEqual(Ring.Watched{ .ended = .closed }, try ring.submitWatch(c, false, &.{}));
+    const late = (try ring.submitWatch(c, true, &.{})).pending; // cancel-only: not yet
+    _ = c.cancel();
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try testing.expectEqual(late, rec[0].ticket);
+    try ring.take(late, null);
+    try testing.expectEqual(@as(usize, 0), ring.records.items.len);
+}
+
+test "a close watch is withdrawn by abort (then never told), answers busy once told, and many watches on one channel are all told past one pass's wake-ups" {
+    var ring = Ring.init(testing.allocator);
+    defer ring.deinit();
+    var rec: [64]Completion = undefined;
+    const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer ch.destroy();
+    const w = (try ring.submitWatch(ch, false, &.{})).pending;
+    try ring.abort(w, true);
+    try testing.expectError(error.BadHandle, ring.abort(w, true)); // gone
+    try testing.expect(ch.tx.watchers.isEmpty()); // unlinked: the close below tells nobody
+    const m0 = ch.snapshot();
+    try testing.expectEqual(@as(u64, 0), m0.fail_cancelled); // a watch is no failed operation
+    // More watches than one pass of the close wakes (`max_wakes`), and an abort that loses.
+    var tickets: [150]u32 = undefined;
+    for (&tickets) |*t| t.* = (try ring.submitWatch(ch, false, &.{})).pending;
+    _ = ch.close();
+    try testing.expectError(error.Busy, ring.abort(tickets[0], true)); // told already: take it
+    var told: usize = 0;
+    while (true) {
+        const n = ring.drain(&rec);
+        if (n == 0) break;
+        for (rec[0..n]) |c| {
+            try testing.expectEqual(status_mod.Status.closed.code(), c.status);
+            try ring.take(c.ticket, null);
+        }
+        told += n;
+    }
+    try testing.expectEqual(tickets.len, told);
+    try testing.expect(ch.tx.watchers.isEmpty());
+}
+
+test "a close watch on a channel destroyed without a cancel is told cancelled before the memory goes; a ring going away withdraws its watches" {
+    var ring = Ring.init(testing.allocator);
+    var rec: [4]Completion = undefined;
+    // Destroyed: told, and the ring touches the channel no more (deinit below, with the record
+    // untaken, must not withdraw it from freed memory: the leak-checking allocator frees it).
+    const gone = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    const w = (try ring.submitWatch(gone, true, &.{})).pending;
+    gone.destroy();
+    try testing.expectEqual(@as(usize, 1), ring.records.items.len);
+    try testing.expectEqual(w, ring.records.items[0].ticket);
+    try testing.expectEqual(status_mod.Status.cancelled.code(), ring.records.items[0].status);
+    try testing.expectError(error.Busy, ring.abort(w, true)); // told: not withdrawn from a freed channel
+    // A ring going away with a watch queued (a terminated Worker's): withdrawn, nothing leaks,
+    // and the channel's later close tells no one.
+    const live = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer live.destroy();
+    _ = (try ring.submitWatch(live, false, &.{})).pending;
+    _ = (try ring.submitWatch(live, true, &.{})).pending;
+    ring.deinit(); // the told one, untaken, is freed too
+    try testing.expect(live.tx.watchers.isEmpty());
+    _ = live.cancel();
+    _ = &rec;
 }

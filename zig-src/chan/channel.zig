@@ -549,6 +549,36 @@ pub const AsyncOp = struct {
     }
 };
 
+/// How a channel ended, as a `Watch` is told it.
+pub const End = enum { closed, cancelled };
+
+/// A watch on a channel's end (`Channel.watch`): told once, through `notify`, when the channel
+/// is closed (unless `cancel_only`) or cancelled (a destroy cancels too). The bridge's close
+/// watch (`Ring.submitWatch`): an isolate learns at once of a close or cancel made by another
+/// isolate, a thread or native code, without an operation of its own on the channel. Queued on
+/// the channel's `tx.watchers`, apart from its senders and receivers: no send or receive ever
+/// looks at it.
+pub const Watch = struct {
+    /// Told of a cancel only: a close leaves it queued (a cancel after the close then tells it).
+    cancel_only: bool = false,
+    /// Called once with the end, outside the channel lock (under it for a destroy: see
+    /// `Channel.freeStorage`). Must not block or call into this channel; it may free the watch.
+    notify: *const fn (w: *Watch, end: End) void,
+    /// Owned by the channel while queued.
+    waiter: Waiter = undefined,
+
+    fn onComplete(w: *Waiter, outcome: u32) void {
+        const watch = of(w);
+        watch.notify(watch, if (outcome == done_cancelled) .cancelled else .closed);
+    }
+
+    /// The watch `w` is: every waiter on `Channel.Tx.watchers` is one.
+    fn of(w: *Waiter) *Watch {
+        assert(w.notify == onComplete);
+        return @fieldParentPtr("waiter", w);
+    }
+};
+
 /// A value given back (`Channel.giveBack`) that found no room: no receiver waiting on a
 /// rendezvous channel, or a full buffer. It waits as the channel's own sender, queued ahead of
 /// every other, until a receive takes it; a cancel or a destroy drops it to the undelivered
@@ -711,6 +741,11 @@ pub const Channel = struct {
         bytes: u64 = 0,
         /// Times of fast sends and of operations under both locks.
         stamp: Stamp = .{},
+        /// Queued `Watch`es (`Channel.watch`), told by `closeFrom`, `cancel` and `freeStorage`.
+        /// Here, on the send side's second line, which has room: a field of the channel's own
+        /// made it a cache line longer (576 bytes, not 512). Only ever touched under `lock`
+        /// (close, cancel, watch, unwatch), never by a fast path.
+        watchers: WaitQueue = .{},
     };
 
     pub const Rx = struct {
@@ -956,6 +991,13 @@ pub const Channel = struct {
                 w.untag();
             }
         }
+        // Watches still queued (a channel destroyed without a cancel first: the registry's
+        // destroy cancels, which told them already) are told it ended cancelled, now, before the
+        // memory goes: their owners must not touch the channel after (`Watch.notify`).
+        while (ch.tx.watchers.head) |w| {
+            ch.tx.watchers.remove(w);
+            Waiter.wake(w.complete(done_cancelled));
+        }
         while (ch.bufLen() > 0) ch.dropOldest();
         if (track_ownership) {
             assert(ch.in_flight.count() == 0);
@@ -1174,7 +1216,8 @@ pub const Channel = struct {
     }
 
     /// Frees the channel. Nothing may wait on it or use it any more; buffered values are
-    /// handed to `on_undelivered`.
+    /// handed to `on_undelivered`. A `Watch` still queued is told `cancelled` (it ends as a
+    /// cancelled one does) before the memory goes.
     pub fn destroy(ch: *Channel) void {
         // Acquire: pairs with `unref`'s release, so a coroutine's last touch of the channel
         // (unlinking its select waiter) came before the free.
@@ -1916,7 +1959,8 @@ pub const Channel = struct {
                 const r = ch.receivers.pop() orelse break;
                 wakes[n] = r.complete(done_closed);
             }
-            const more = !ch.receivers.isEmpty();
+            const more_watches = ch.endWatches(&wakes, &n, done_closed);
+            const more = !ch.receivers.isEmpty() or more_watches;
             ch.unlock();
             for (wakes[0..n]) |info| Waiter.wake(info);
             if (!more) return prior.?;
@@ -1949,11 +1993,54 @@ pub const Channel = struct {
                     wakes[n] = r.complete(done_cancelled);
                 } else break;
             }
-            const more = !ch.senders.isEmpty() or !ch.receivers.isEmpty();
+            const more_watches = ch.endWatches(&wakes, &n, done_cancelled);
+            const more = !ch.senders.isEmpty() or !ch.receivers.isEmpty() or more_watches;
             ch.unlock();
             for (wakes[0..n]) |info| Waiter.wake(info);
             if (!more) return first;
         }
+    }
+
+    /// Under the lock, for `closeFrom` (`outcome` done_closed) and `cancel` (done_cancelled): the
+    /// queued watches that end tells (a close: those not `cancel_only`; a cancel: all), taken
+    /// out of `watchers` and completed into `wakes[n..]` while there is room (`n` counts
+    /// them). True when one that should be told is left (no room): the caller goes round again.
+    fn endWatches(ch: *Channel, wakes: *[max_wakes]Waiter.Wake, n: *usize, outcome: u32) bool {
+        var it = ch.tx.watchers.head;
+        while (it) |w| {
+            it = w.next;
+            if (outcome == done_closed and Watch.of(w).cancel_only) continue;
+            if (n.* == max_wakes) return true;
+            ch.tx.watchers.remove(w);
+            wakes[n.*] = w.complete(outcome);
+            n.* += 1;
+        }
+        return false;
+    }
+
+    /// Starts `w`: null when it is queued (`notify` runs once, later, on the thread that closes
+    /// or cancels the channel, or destroys it), else how the channel ended already (closed
+    /// ends a watch that is not `cancel_only`; `notify` will not run). The owner keeps `w`
+    /// alive until `notify` ran or `unwatch` returned true. Any thread.
+    pub fn watch(ch: *Channel, w: *Watch) ?End {
+        ch.lock();
+        defer ch.unlock();
+        if (ch.cancelled) return .cancelled;
+        if (ch.closed and !w.cancel_only) return .closed;
+        // `elem` is never read: no send or receive looks at `watchers`.
+        w.waiter = .{ .elem = undefined, .ref = null, .sched = null, .notify = Watch.onComplete };
+        ch.tx.watchers.push(&w.waiter);
+        return null;
+    }
+
+    /// Takes back a queued watch: true if it was still queued (`notify` will never run); false
+    /// if an end took it first (`notify` runs or ran). Any thread.
+    pub fn unwatch(ch: *Channel, w: *Watch) bool {
+        ch.lock();
+        defer ch.unlock();
+        if (!w.waiter.linked) return false;
+        ch.tx.watchers.remove(&w.waiter);
+        return true;
     }
 
     /// The queue where waiters of `kind` wait.
