@@ -37,6 +37,12 @@ export interface RingOp {
 /** How long one wait may block before the loop looks again (bounds exit after a lost wake-up). */
 const WAIT_NS = 250_000_000n;
 const BATCH = 64;
+/**
+ * While close watches are queued and no wait is outstanding, the ring is looked at this often
+ * (an unref'd timer: a watch keeps no isolate alive). A wait outstanding for an operation
+ * drains a watch's record at once.
+ */
+const WATCH_POLL_MS = 20;
 
 type Sym = ReturnType<Library["symbols"]>;
 
@@ -46,6 +52,15 @@ export class Bridge {
   readonly #sym: Sym;
   readonly #ring: number;
   readonly #ops = new Map<number, RingOp>();
+  /**
+   * Close watches queued (`kc_ring_watch`): settled by their records as `#ops` are, but not
+   * counted as pending (`pending`, `#loop`): an isolate whose channels are idle exits with a
+   * watch queued, since no `kc_ring_wait` stays outstanding for one. Their records are drained
+   * by a wait outstanding for an operation, else by an unref'd timer (`#pollWatches`).
+   */
+  readonly #watches = new Map<number, RingOp>();
+  /** The timer of `#pollWatches`, while it runs. */
+  #poll: ReturnType<typeof setInterval> | null = null;
   readonly #records = new Uint32Array(4 * BATCH);
   readonly #statuses = new Int32Array(this.#records.buffer);
   readonly #out = new Uint32Array(1);
@@ -103,6 +118,19 @@ export class Bridge {
         reportError(e);
       }
     }
+    for (const op of [...this.#watches.values()]) {
+      if (this.#watches.get(op.ticket) !== op) continue;
+      if (this.#sym.kc_ring_abort(this.#ring, op.ticket) === Status.EBUSY) {
+        busy.push(op.ticket);
+        continue;
+      }
+      this.#watches.delete(op.ticket);
+      try {
+        op.withdrawn();
+      } catch (e) {
+        reportError(e);
+      }
+    }
     try {
       this.#drain();
       // An abort that answered "busy" lost to a completion whose record may not be on the ring
@@ -110,7 +138,9 @@ export class Bridge {
       // wait for those records, or `#closed` would fail operations that took effect (a send
       // delivered and also handed to onUndeliveredElement).
       const deadline = performance.now() + 1000;
-      while (busy.some((t) => this.#ops.has(t)) && performance.now() < deadline) this.#drain();
+      while (
+        busy.some((t) => this.#ops.has(t) || this.#watches.has(t)) && performance.now() < deadline
+      ) this.#drain();
     } catch (e) {
       reportError(e);
     }
@@ -132,6 +162,16 @@ export class Bridge {
   #closed(): void {
     // The raw symbols outlive the close (`Library._symbolsToRelease`): `#sym` is those.
     this.#sym.kc_ring_destroy(this.#ring);
+    // A watch is told nothing more: its channel did not end, its library did.
+    const watches = [...this.#watches.values()];
+    this.#watches.clear();
+    for (const op of watches) {
+      try {
+        op.withdrawn();
+      } catch (e) {
+        reportError(e);
+      }
+    }
     const ops = [...this.#ops.values()];
     this.#ops.clear();
     for (const op of ops) {
@@ -178,6 +218,58 @@ export class Bridge {
     return recv
       ? this.#sym.kc_chan_recv_async_at(handle, slot.ptr, size, this.#ring, this.#outPtr)
       : this.#sym.kc_chan_send_async_at(handle, slot.ptr, size, this.#ring, this.#outPtr);
+  }
+
+  /**
+   * `kc_ring_watch`: a close watch on channel `handle` (told of a cancel only, with
+   * `cancelOnly`): 1 queued (`ticket` is set: pass it to `trackWatch`), KC_EPIPE / KC_ECANCELED
+   * when the channel has ended so already, or another negative status (KC_EBADH: gone).
+   */
+  watch(handle: number, cancelOnly: boolean): number {
+    return this.#sym.kc_ring_watch(this.#ring, handle, cancelOnly ? 1 : 0, this.#out);
+  }
+
+  /**
+   * Starts watching a queued close watch: its record settles `op` (`complete`, which must
+   * `take` it). It keeps nothing outstanding that holds the isolate alive (`#watches`).
+   */
+  trackWatch(op: RingOp): void {
+    this.#watches.set(op.ticket, op);
+    if (this.#closePassed) this.#closeAgain();
+    this.#pollWatches();
+  }
+
+  /**
+   * Withdraws a close watch (`kc_ring_abort`): no record will come. When its record came first
+   * (KC_EBUSY), it stays tracked: the record settles it (its `complete` takes it), as an
+   * operation's does.
+   */
+  unwatch(op: RingOp): void {
+    if (this.#watches.get(op.ticket) !== op) return;
+    const rc = this.#lib.isOpen ? this.#sym.kc_ring_abort(this.#ring, op.ticket) : 0;
+    if (rc === Status.EBUSY) return;
+    this.#watches.delete(op.ticket);
+  }
+
+  /**
+   * While watches are queued: drains the ring every `WATCH_POLL_MS` when no wait is outstanding
+   * (one that is drains their records as it wakes). The timer is unref'd: it runs while the
+   * isolate is alive for something else (a timer, a fetch, an operation) and does not keep it
+   * alive itself. Not a threadSafe callback from `kc_ring_notify`'s thread: unref'd, a process
+   * that exited while that thread was calling it ended with SIGSEGV in a trial.
+   */
+  #pollWatches(): void {
+    if (this.#poll !== null || this.#watches.size === 0) return;
+    const id = setInterval(() => {
+      if (this.#watches.size === 0 || !this.#lib.isOpen) {
+        clearInterval(id);
+        this.#poll = null;
+        return;
+      }
+      if (!this.#waiting) this.#drain();
+    }, WATCH_POLL_MS);
+    Deno.unrefTimer(id);
+    this.#poll = id;
   }
 
   /** The ticket of the last queued `submit`. */
@@ -334,9 +426,14 @@ export class Bridge {
     while (true) {
       while (this.#next < this.#count) {
         const i = this.#next++;
-        const op = this.#ops.get(this.#records[4 * i]);
-        if (op === undefined) continue;
-        this.#ops.delete(op.ticket);
+        const ticket = this.#records[4 * i];
+        let op = this.#ops.get(ticket);
+        if (op !== undefined) this.#ops.delete(ticket);
+        else {
+          op = this.#watches.get(ticket); // a close watch's record
+          if (op === undefined) continue;
+          this.#watches.delete(ticket);
+        }
         try {
           op.complete(this.#statuses[4 * i + 1], this.#records[4 * i + 2]);
         } catch (e) {

@@ -2540,6 +2540,61 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       s.scheduled = true;
       this.#bridge.defer(s);
     }
+    this._escaped();
+  }
+
+  /**
+   * @ignore Called once, when the channel escapes (its handle read or shared): from then on
+   * another isolate or native code may end it. `produce`'s channel starts watching for a cancel
+   * there (`_watchCancel`).
+   */
+  _escaped(): void {}
+
+  /**
+   * @ignore `onCancel` is called once when the native channel is cancelled by anyone (a
+   * `Channel.from` copy in another isolate, native code, this isolate), with its cancel cause as
+   * this isolate reads it (`kc_chan_cause`; undefined when it has none): a close watch on this
+   * isolate's ring (`kc_ring_watch`, KC_WATCH_CANCEL), which keeps the isolate alive no more
+   * than an idle channel does. A close does not call it. Returns the withdrawal (calling
+   * `onCancel` no more), or null when there is nothing to watch (not escaped, disposed, ended,
+   * the library closed). Cancelled already: `onCancel` runs in a microtask.
+   */
+  _watchCancel(onCancel: (cause: unknown) => void): (() => void) | null {
+    const s = this._shared;
+    if (!s.escaped || s.ended || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) {
+      return null;
+    }
+    const bridge = this.#bridge;
+    let done = false;
+    const tell = () => {
+      if (done) return;
+      done = true;
+      // By another isolate or native code, as `#closedBy` remembers it: a send then rejects
+      // with CancellationError. `closed` stays this isolate's to set, at its first native look.
+      s.cancelled = true;
+      if (!s.hasCause) this.#lookCause(s);
+      onCancel(s.hasCause ? s.cause : undefined);
+    };
+    const rc = bridge.watch(this.#handle, true);
+    if (rc === Status.ECANCELED) {
+      queueMicrotask(tell);
+      return () => done = true;
+    }
+    if (rc !== 1) return null; // gone (KC_EBADH): nothing will cancel it any more
+    const op: RingOp = {
+      ticket: bridge.ticket,
+      complete: (status) => {
+        bridge.take(op, null, 0);
+        if (status === Status.ECANCELED) tell();
+      },
+      withdrawn: () => done = true,
+    };
+    bridge.trackWatch(op);
+    return () => {
+      if (done) return;
+      done = true;
+      bridge.unwatch(op);
+    };
   }
 
   /**

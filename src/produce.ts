@@ -21,7 +21,10 @@
  *   with the cause; its value is not delivered), as Kotlin's suspending `send` is. Waits of its
  *   own (`select`, `delay`, a fetch) take `task.signal`, as every task's do.
  * - Cancelling the channel (or disposing it) cancels the producer task: buffered values are
- *   dropped, as `cancel` drops them.
+ *   dropped, as `cancel` drops them. Also a cancel from another isolate (a Worker's
+ *   `Channel.from` copy of its `share()`) or native code: while the task runs and the channel
+ *   has escaped, a close watch on this isolate's ring (`Channel._watchCancel`) cancels the task
+ *   at once, wherever it waits.
  *
  * The consumer owns the returned channel: dispose it (`using`) when done with it.
  *
@@ -58,6 +61,23 @@ class ProducerChannel<T> extends Channel<T> {
   _gone = false;
   /** @ignore `{ signal: task.signal }` while the block runs: its sends end with the task. */
   _bound: { signal: AbortSignal } | null = null;
+  /** @ignore The cancel watch's withdrawal, while the task runs and the channel has escaped. */
+  _unwatch: (() => void) | null = null;
+
+  /**
+   * @ignore While the task runs (`_bound`) and the channel has escaped: a cancel by anyone
+   * (a `Channel.from` copy in a Worker, native code) cancels the task at once, with the
+   * channel's cancel cause, as a cancel here does, where it may be waiting in a `delay` or a
+   * fetch, not only at its next `send` (Kotlin's `ReceiveChannel.cancel`).
+   */
+  _watch(): void {
+    if (this._bound === null || this._unwatch !== null || this._gone) return;
+    this._unwatch = this._watchCancel((cause) => this._job?.cancel(cause));
+  }
+
+  override _escaped(): void {
+    this._watch();
+  }
 
   override send(value: T, options?: WaitOptions): Promise<void> {
     const bound = this._bound;
@@ -218,6 +238,7 @@ export function produce<T>(
     // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
     // it, and one left waiting in a send nobody would take hung the scope.
     out._bound = { signal };
+    if (out._shared.escaped) out._watch(); // shared before the task began
     try {
       await block(out, task);
     } catch (e) {
@@ -235,6 +256,8 @@ export function produce<T>(
   out._job = job;
   job.invokeOnCompletion((cause) => {
     out._bound = null;
+    out._unwatch?.();
+    out._unwatch = null;
     detach?.();
     if (failed) return;
     out._end(cause); // a cause: cancelled (before it could run, or past the block's end)

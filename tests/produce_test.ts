@@ -15,6 +15,7 @@ import {
   type CoroutineScope,
   coroutineScope,
   createScope,
+  delay,
   produce,
   supervisorScope,
 } from "../mod.ts";
@@ -572,6 +573,91 @@ Deno.test("produce: cancelling the scope reaches a Worker-side receiver of the c
     worker.terminate();
   }
   assert.equal(live, 0);
+});
+
+Deno.test("produce: a Worker cancelling its copy of the channel cancels the producer at once, waiting in a delay or on task.signal, with the cause", async () => {
+  // Before, the cancel reached the producer only at its next send: one waiting elsewhere (a
+  // delay, a fetch) went on waiting, and its scope with it.
+  for (const wait of ["delay", "signal"] as const) {
+    const worker = new Worker(new URL("./fixtures/cancel_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    let caught: unknown = undefined;
+    let finallyRan = false;
+    let scopeRef: CoroutineScope | null = null;
+    let ch: Channel<number> | null = null;
+    let ended = false;
+    let done: Promise<void> | null = null;
+    try {
+      done = coroutineScope(async (scope) => {
+        scopeRef = scope;
+        ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>, task: CoroutineScope) => {
+            try {
+              await out.send(1);
+              if (wait === "delay") await delay(600_000, { signal: task.signal });
+              else await untilAborted(task.signal);
+            } catch (e) {
+              caught = e;
+              throw e;
+            } finally {
+              finallyRan = true;
+            }
+          }),
+        );
+        const reply = new Promise((resolve) => worker.onmessage = (e) => resolve(e.data));
+        worker.postMessage(ch.share());
+        assert.deepEqual(await reply, { first: 1, cancelled: true });
+        // Not disposed here: the consumer's own dispose cancels the producer too.
+      });
+      done.then(() => ended = true, () => ended = true);
+      await until(() => ended, `the scope to complete (producer in a ${wait})`, 10_000);
+      await done;
+      assert.ok(finallyRan, "the producer's finally ran");
+      assert.ok(caught instanceof CancellationError, String(caught));
+      const cause = (caught as CancellationError).cause;
+      assert.ok(cause instanceof RangeError, `the cause: ${String(cause)}`);
+      assert.equal((cause as RangeError).message, "consumer gone");
+    } finally {
+      if (!ended) {
+        (scopeRef as CoroutineScope | null)?.cancel(); // failed: end the producer
+        await (done as Promise<void> | null)?.catch(() => {});
+      }
+      (ch as Channel<number> | null)?.[Symbol.dispose]();
+      worker.terminate();
+    }
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("produce: a shared producer's cancel watch does not keep the process alive; the watch goes when the task ends", async () => {
+  // The producer waits on a promise nothing resolves (no timer, no operation): the process
+  // exits by itself with the watch queued, as with an idle channel. And a producer that ends
+  // withdraws its watch: a later cancel of its channel tells nothing (no error, exit 0).
+  const res = await evalScript(
+    `
+    import { coroutineScope, produce, Channel } from "./mod.ts";
+    void coroutineScope(async (scope) => {
+      const ch = produce(scope, async (out, task) => {
+        await new Promise(() => {});
+      });
+      ch.share();
+    });
+    let shared;
+    await coroutineScope(async (scope) => {
+      const ch = produce(scope, async (out) => { await out.send(1); }, { capacity: 1 });
+      shared = ch.share();
+    });
+    Channel.from(shared).cancel(); // after the task ended: its watch is gone
+    console.log("ended");
+  `,
+    { timeoutMs: 20_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.signal, null, "killed at the bound: the watch kept the process alive");
+  assert.equal(res.stdout.trim(), "ended");
+  assert.ok(res.ms < 20_000, `exited after ${res.ms} ms`);
 });
 
 // --- actor ------------------------------------------------------------------------------------
