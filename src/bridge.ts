@@ -131,6 +131,7 @@ export class Bridge {
         reportError(e);
       }
     }
+    this.#stopPoll();
     try {
       this.#drain();
       // An abort that answered "busy" lost to a completion whose record may not be on the ring
@@ -165,6 +166,7 @@ export class Bridge {
     // A watch is told nothing more: its channel did not end, its library did.
     const watches = [...this.#watches.values()];
     this.#watches.clear();
+    this.#stopPoll();
     for (const op of watches) {
       try {
         op.withdrawn();
@@ -249,6 +251,7 @@ export class Bridge {
     const rc = this.#lib.isOpen ? this.#sym.kc_ring_abort(this.#ring, op.ticket) : 0;
     if (rc === Status.EBUSY) return;
     this.#watches.delete(op.ticket);
+    this.#stopPoll();
   }
 
   /**
@@ -261,15 +264,18 @@ export class Bridge {
   #pollWatches(): void {
     if (this.#poll !== null || this.#watches.size === 0) return;
     const id = setInterval(() => {
-      if (this.#watches.size === 0 || !this.#lib.isOpen) {
-        clearInterval(id);
-        this.#poll = null;
-        return;
-      }
-      if (!this.#waiting) this.#drain();
+      if (this.#watches.size > 0 && this.#lib.isOpen && !this.#waiting) this.#drain();
+      this.#stopPoll();
     }, WATCH_POLL_MS);
     Deno.unrefTimer(id);
     this.#poll = id;
+  }
+
+  /** Stops `#pollWatches`'s timer once no watch is left (or the library closed). */
+  #stopPoll(): void {
+    if (this.#poll === null || (this.#watches.size > 0 && this.#lib.isOpen)) return;
+    clearInterval(this.#poll);
+    this.#poll = null;
   }
 
   /** The ticket of the last queued `submit`. */
@@ -433,6 +439,7 @@ export class Bridge {
           op = this.#watches.get(ticket); // a close watch's record
           if (op === undefined) continue;
           this.#watches.delete(ticket);
+          this.#stopPoll();
         }
         try {
           op.complete(this.#statuses[4 * i + 1], this.#records[4 * i + 2]);
