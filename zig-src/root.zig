@@ -2308,8 +2308,14 @@ fn notifierMain(ring: u32, notify: *const fn () callconv(.c) void, done: *u32) v
             notify();
             continue;
         }
+        // Counted as a sleeper, as `Ring.wait` counts itself: `push` and `interrupt` make the
+        // futex wake-up only for a counted one (16200aa), and this wait, uncounted, was woken by
+        // its bound alone: each record reached the host up to 100 ms late. Seq_cst: pairs with
+        // `Ring.mustWake` (either it sees the count and wakes, or the futex wait sees the bump).
+        _ = r.sleepers.fetchAdd(1, .seq_cst);
         // Bounded: a lost wake-up (none is expected) costs at most this long.
         std.Thread.Futex.timedWait(&r.signal, now, 100 * std.time.ns_per_ms) catch {};
+        _ = r.sleepers.fetchSub(1, .monotonic); // only a hint to wakers
         rr.release(e);
     }
 }
@@ -2939,6 +2945,7 @@ test "include/kcoro.h agrees with the exports" {
     const c = @cImport(@cInclude("kcoro.h"));
     try testing.expectEqual(abi_version, c.KC_ABI_VERSION);
     try testing.expectEqual(hold_forever, c.KC_CHAN_HOLD_FOREVER);
+    try testing.expectEqual(watch_cancel, c.KC_WATCH_CANCEL);
     try testing.expectEqual(@intFromEnum(kcoro.scheduler.ShutdownMode.cancel), c.KC_SHUTDOWN_CANCEL);
     try testing.expectEqual(@intFromEnum(kcoro.scheduler.ShutdownMode.finish), c.KC_SHUTDOWN_FINISH);
     inline for (@typeInfo(Status).@"enum".fields) |f| {
@@ -5730,4 +5737,29 @@ test "kc_ring_watch: told of a close, of a cancel (kc_chan_destroy's too), at on
     try testing.expectEqual(Status.bad_handle.code(), kc_ring_watch(ring, third, 0, &ticket)); // dead ring
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(other));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(third));
+}
+
+test "C ABI: kc_ring_notify's thread waits as a counted sleeper, so a record wakes it at once, not at its 100 ms bound" {
+    // Uncounted (it waited on the ring's futex word without the sleepers count `Ring.push`
+    // looks at), the notifier slept through every record until its bound.
+    const S = struct {
+        var calls: std.atomic.Value(u32) = .init(0);
+        fn notify() callconv(.c) void {
+            _ = calls.fetchAdd(1, .monotonic);
+        }
+    };
+    var ring: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&ring));
+    var done: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_ring_notify(ring, S.notify, &done));
+    defer joinTestNotifier(ring);
+    const e = try rings().acquire(ring);
+    defer rings().release(e);
+    const r = RingRegistry.objectOf(e);
+    // After its first call (records may predate it) the thread waits: counted, as a sleeper.
+    const deadline = kcoro.scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (S.calls.load(.monotonic) == 0 or r.sleepers.load(.seq_cst) == 0) {
+        if (kcoro.scheduler.monotonicNs() > deadline) return error.TestUnexpectedResult; // never counted
+        std.Thread.yield() catch {};
+    }
 }
