@@ -104,4 +104,5 @@ test {
     _ = chan_lock;
     _ = bridge;
     _ = buffer_pool;
+    _ = @import("test_wait.zig");
 }

@@ -1,0 +1,91 @@
+//! Bounded waits for tests that wait on another thread: the Zig test runner has no per-test
+//! timeout, so a wait that never ends (the other thread stuck because the code under test is
+//! wrong) hung the whole run until CI's 90-minute limit, instead of failing. Every such wait
+//! goes through a `Deadline`: past it, the test fails with `error.Timeout` and a line on stderr
+//! saying what it waited for.
+//!
+//!     const d = test_wait.Deadline.in(5 * std.time.ns_per_s, "the pipe thread to end");
+//!     while (pipes.threadRunning()) try d.wait();
+//!
+//! A thread the test started and must join goes through `Joiner` (the thread sets its flag as
+//! it returns): a thread that never ends cannot be joined, and cannot be left running either, on
+//! the test's stack frame or holding a lock later tests need, so `Joiner.join` panics past its
+//! deadline (the test binary ends at once, saying what hung) instead of returning.
+const std = @import("std");
+
+/// Default bound of a wait on another thread: generous for a loaded machine (qemu-user on a
+/// shared 2-vCPU host runs tests several times slower), short against a hang.
+pub const default_ns: u64 = 30 * std.time.ns_per_s;
+
+fn nowNs() u64 {
+    const ts = std.posix.clock_gettime(.MONOTONIC) catch return 0;
+    return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
+}
+
+pub const Deadline = struct {
+    end_ns: u64,
+    what: []const u8,
+
+    /// A deadline `ns` from now, for a wait on `what` (said when it passes; "" says nothing).
+    pub fn in(ns: u64, what: []const u8) Deadline {
+        return .{ .end_ns = nowNs() +| ns, .what = what };
+    }
+
+    /// One round of a wait loop: yields the CPU, or, once past the deadline, says what it
+    /// waited for and fails with `error.Timeout`.
+    pub fn wait(d: Deadline) error{Timeout}!void {
+        if (d.passed()) {
+            if (d.what.len != 0) std.debug.print("timed out waiting for {s}\n", .{d.what});
+            return error.Timeout;
+        }
+        std.Thread.yield() catch {};
+    }
+
+    pub fn passed(d: Deadline) bool {
+        return nowNs() >= d.end_ns;
+    }
+
+    /// Nanoseconds left (0 once past).
+    pub fn left(d: Deadline) u64 {
+        return d.end_ns -| nowNs();
+    }
+};
+
+/// A thread a test joins within a deadline: its function calls `done` as it returns (`defer`).
+pub const Joiner = struct {
+    finished: std.atomic.Value(bool) = .init(false),
+
+    /// The thread's last act.
+    pub fn done(j: *Joiner) void {
+        // Release: pairs with `join`'s acquire load; everything the thread did is seen after.
+        j.finished.store(true, .release);
+    }
+
+    /// Joins `t` once it called `done`; past `ns`, panics naming `what` (see the file header:
+    /// returning would leave the thread running on the caller's frame).
+    pub fn join(j: *Joiner, t: std.Thread, ns: u64, what: []const u8) void {
+        const d = Deadline.in(ns, what);
+        // Acquire: pairs with `done`.
+        while (!j.finished.load(.acquire)) {
+            if (d.passed()) std.debug.panic("timed out after {d} ms waiting for {s} to end (hung?)", .{ ns / std.time.ns_per_ms, what });
+            std.Thread.yield() catch {};
+        }
+        t.join(); // it is returning: a moment at most
+    }
+};
+
+test "a deadline fails a wait past it; a joiner joins a thread that ends" {
+    const d = Deadline.in(std.time.ns_per_ms, "");
+    var n: usize = 0;
+    const r = while (true) : (n += 1) d.wait() catch |err| break err;
+    try std.testing.expectEqual(error.Timeout, r);
+    try std.testing.expect(d.passed() and d.left() == 0);
+    var j: Joiner = .{};
+    const T = struct {
+        fn go(jj: *Joiner) void {
+            defer jj.done();
+        }
+    };
+    const t = try std.Thread.spawn(.{}, T.go, .{&j});
+    j.join(t, default_ns, "a thread that returns at once");
+}
