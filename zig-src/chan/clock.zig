@@ -7,7 +7,9 @@
 //! The ticker starts on first use and ends after `idle_ns` (100 ms) of ticks in which no
 //! operation read the word, or at once on `stop` (the C ABI's final shutdown: a ticker still
 //! running as the process exits kept its stack and glibc's TLS block, which valgrind reported as
-//! a possibly lost `_dl_allocate_tls` block); the next read then starts it again.
+//! a possibly lost `_dl_allocate_tls` block); the next read then starts it again. Its thread is
+//! never detached: one that ended by itself is joined by the next `start` or by `stop`, so that
+//! `stop` can wait for a ticker still on its way out.
 //!
 //! Finding out whether anyone reads costs the readers as little as possible: most of the time
 //! the word holds an even time and a read is one load. Every `quiet_ns` (50 ms) of ticks the
@@ -28,6 +30,7 @@ const std = @import("std");
 const builtin = @import("builtin");
 const Futex = std.Thread.Futex;
 const assert = std.debug.assert;
+const test_wait = @import("../test_wait.zig");
 
 /// How long a probe goes unanswered before the ticker ends.
 const idle_ns: u64 = 100 * std.time.ns_per_ms;
@@ -51,13 +54,22 @@ var ticks: std.atomic.Value(u64) = .init(0);
 var ticks_new: std.atomic.Value(u64) = .init(0);
 /// Tests only: a pause between the ticker's two exit stores, where a reader's `start` fails.
 var exit_pause_ns: u64 = 0;
+/// Tests only: ticker threads that have not returned from `run` yet (any `stop` or `start`
+/// may still have to join them).
+var live_tickers: std.atomic.Value(u32) = .init(0);
+/// Tests only: when not 0, the ticks of quiet before a probe and of an unanswered probe before
+/// the end (an idle end within a few ticks, for stress tests of ends racing stops and reads).
+var test_idle_ticks: u64 = 0;
 /// Set by a reader that sees a probe (when clear); cleared by the ticker.
 var used: std.atomic.Value(bool) = .init(false);
 /// 0 idle, 1 running (or starting). CAS from 0 to 1 starts a ticker.
 var state: std.atomic.Value(u32) = .init(0);
-/// The ticker's handle, under `thread_mutex`, from its spawn until `stop` takes it to join it or
-/// the ticker, ending by itself, detaches itself. Only the ticker of `state` 1 has one: a next
-/// one can start only once this one has let go of its handle (`run`'s end).
+/// The last ticker's handle, under `thread_mutex`, from its spawn until it is joined: by `stop`,
+/// or, once it ended by itself, by the next `start` (whose CAS of `state` from 0 came after that
+/// ticker's store of 0: the ticker only returns after it, taking no lock, so the join waits for
+/// its last instructions only). Never detached: a detached ticker is still running for a moment
+/// after it let go of its handle, and a `stop` then found nothing to join and returned while
+/// it ran (and, if a reader published meanwhile, before it started another one).
 var thread: ?std.Thread = null;
 var thread_mutex: std.Thread.Mutex = .{};
 /// Bumped by `stop` (under `thread_mutex`); the ticker sleeps on it between ticks and ends when
@@ -147,7 +159,13 @@ fn start() void {
     _ = cached.cmpxchgStrong(no_ticker, even(preciseCoarse()), .monotonic, .monotonic);
     thread_mutex.lock();
     defer thread_mutex.unlock();
-    assert(thread == null); // the last ticker let go of its handle before its state 0
+    // The last ticker, ended by itself (`stop` takes the handle of one it ends): past its store
+    // of state 0, it returns without a lock (its own CAS of `state` failed: ours won), so this
+    // join is short. Never our own thread: a ticker calls `start` only once `stop` took its
+    // handle, and then no other can be here (it held state 1 until then).
+    if (thread) |old| old.join();
+    thread = null;
+    assert(state.load(.monotonic) == 1); // ours (monotonic: we set it, in our CAS above)
     // Monotonic: `stops` changes only under `thread_mutex`, which we hold.
     thread = std.Thread.spawn(.{ .stack_size = 16 * 1024 }, run, .{stops.load(.monotonic)}) catch {
         cached.store(no_ticker, .monotonic);
@@ -156,14 +174,17 @@ fn start() void {
     };
 }
 
-/// Ends the ticker now, if one runs, and joins it; true if there was one. The next read starts
-/// one again, as after an idle end. Any thread but the ticker's; for the C ABI's final shutdown
-/// (no host is left to read the clock), so that no thread of ours outlives it.
+/// Ends the ticker now, if one runs, and joins it, also one that ended by itself and is still
+/// on its way out; true if it joined one. Once it returns no ticker thread runs, unless the
+/// clock was read meanwhile: a read during the stop counts as one after it, and starts a ticker
+/// again as every read that finds none does (so that the time it published moves on); that
+/// ticker is the next stop's to join. Any thread but the ticker's; for the C ABI's final
+/// shutdown (no host is left to read the clock), so that no thread of ours outlives it.
 pub fn stop() bool {
     const t = blk: {
         thread_mutex.lock();
         defer thread_mutex.unlock();
-        const t = thread orelse return false; // none, or one ending by itself (detached)
+        const t = thread orelse return false; // none since the last stop (or its spawn failed)
         thread = null;
         // Release: the ticker reads it with acquire after its wait; the futex wait returns at
         // once if it changed before the ticker slept.
@@ -176,13 +197,47 @@ pub fn stop() bool {
 }
 
 fn run(my_stops: u32) void {
+    if (builtin.is_test) _ = live_tickers.fetchAdd(1, .monotonic); // monotonic: a count for tests
+    // Release: a test that reads 0 with acquire after a join sees every store before it.
+    defer if (builtin.is_test) {
+        _ = live_tickers.fetchSub(1, .release);
+    };
     // Named, so that its CPU time shows as its own in per-thread figures (top -H,
     // /proc/<pid>/task; bench/wake_cpu.ts): unnamed, it took its starter's name (a Deno
     // Worker's, a blocking-pool thread's). Best effort.
     if (builtin.os.tag == .linux) _ = std.posix.prctl(.SET_NAME, .{@intFromPtr("kcoro-clock")}) catch {};
     const tick_ns = tickNs();
-    const idle_ticks = @max(1, idle_ns / tick_ns);
-    const quiet_ticks = @max(1, quiet_ns / tick_ns);
+    while (true) {
+        const stopped = tick(my_stops, tick_ns);
+        // Monotonic: the swap of `state` below orders it before our look at `cached`.
+        cached.store(no_ticker, .monotonic);
+        if (exit_pause_ns != 0) std.Thread.sleep(exit_pause_ns); // tests: widen the window below
+        // Pairs with `start`'s CAS (release), and with `nowOdd` (below). A swap, not a store: the
+        // store half of a Dekker pair, which qemu-user on an x86 host breaks for an ARM64 seq_cst
+        // store (stlr passes the later ldar; see `Deque.push` in sched/deque.zig).
+        _ = state.swap(0, .seq_cst);
+        // A reader that found no ticker while this one was ending (state still 1, so its `start`
+        // failed) may have published a time of its own: nobody would move it again. Seq_cst: the
+        // other half of `nowOdd`'s Dekker pair.
+        if (cached.load(.seq_cst) == no_ticker) return;
+        if (stopped) {
+            // `stop` took our handle and joins us: the reader's ticker is a thread of its own,
+            // whose handle `start` keeps for the next stop (the read came during this one).
+            start();
+            return;
+        }
+        // Ended by itself, our handle still in `thread`: tick on as the reader's ticker, unless
+        // a reader's `start` won first (it then joins us; we touch nothing more). Acq_rel: as
+        // `start`'s CAS. A `stop` that took our handle meanwhile changed `stops`: the first wait
+        // of `tick` returns at once and we end as stopped.
+        if (state.cmpxchgStrong(0, 1, .acq_rel, .monotonic) != null) return;
+    }
+}
+
+/// The ticker's loop: ticks until `stop` (true) or an idle end (false).
+fn tick(my_stops: u32, tick_ns: u64) bool {
+    const idle_ticks = if (builtin.is_test and test_idle_ticks != 0) test_idle_ticks else @max(1, idle_ns / tick_ns);
+    const quiet_ticks = if (builtin.is_test and test_idle_ticks != 0) test_idle_ticks else @max(1, quiet_ns / tick_ns);
     var idle: u64 = 0;
     var quiet: u64 = 0;
     var probing = false; // the first tick runs because a reader just asked: it is in use
@@ -190,7 +245,7 @@ fn run(my_stops: u32) void {
     while (true) {
         Futex.timedWait(&stops, my_stops, tick_ns) catch {};
         // Acquire: pairs with `stop`'s increment.
-        if (stops.load(.acquire) != my_stops) break;
+        if (stops.load(.acquire) != my_stops) return true;
         // Monotonic: a count for tests; nothing is published through it.
         _ = ticks.fetchAdd(1, .monotonic);
         const t = even(preciseCoarse());
@@ -207,7 +262,7 @@ fn run(my_stops: u32) void {
                 quiet = 0;
             } else {
                 idle += 1;
-                if (idle >= idle_ticks) break;
+                if (idle >= idle_ticks) return false;
             }
         } else {
             quiet += 1;
@@ -219,25 +274,6 @@ fn run(my_stops: u32) void {
         // Monotonic: a timestamp for statistics; nothing is published through it.
         cached.store(if (probing) t | 1 else t, .monotonic);
     }
-    {
-        // Ended by itself: detach, so that its resources go as it ends (nobody joins it).
-        // Ended by `stop`: that took the handle, and joins it.
-        thread_mutex.lock();
-        defer thread_mutex.unlock();
-        if (thread) |t| t.detach();
-        thread = null;
-    }
-    // Monotonic: the swap of `state` below orders it before our look at `cached`.
-    cached.store(no_ticker, .monotonic);
-    if (exit_pause_ns != 0) std.Thread.sleep(exit_pause_ns); // tests: widen the window below
-    // Pairs with `start`'s CAS (release), and with `nowOdd` (below). A swap, not a store: the
-    // store half of a Dekker pair, which qemu-user on an x86 host breaks for an ARM64 seq_cst
-    // store (stlr passes the later ldar; see `Deque.push` in sched/deque.zig).
-    _ = state.swap(0, .seq_cst);
-    // A reader that found no ticker while this one was ending (state still 1, so its `start`
-    // failed) may have published a time of its own: nobody would move it again. Seq_cst: the
-    // other half of `nowOdd`'s Dekker pair.
-    if (cached.load(.seq_cst) != no_ticker) start();
 }
 
 fn even(t: u64) u64 {
@@ -317,4 +353,73 @@ test "stop ends and joins the ticker at once; the next read starts one again" {
     _ = now();
     try std.testing.expect(stop());
     try std.testing.expect(!running());
+}
+
+test "stop joins a ticker that is ending by itself: no ticker thread runs once it returns" {
+    // Before, a ticker ending by itself detached itself before its last stores: a `stop` then
+    // found no handle, returned false and left it running (as the process exited, at the C
+    // ABI's final shutdown: its stack and TLS block), and one that restarted for a reader
+    // started another ticker after that stop.
+    exit_pause_ns = 50 * std.time.ns_per_ms; // widens its way out, where a stop now comes
+    defer exit_pause_ns = 0;
+    _ = stop(); // none left from an earlier test
+    try std.testing.expectEqual(@as(u32, 0), live_tickers.load(.acquire));
+    _ = now(); // starts one
+    // Unread, it ends by itself: it stored no_ticker and pauses before its state 0.
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the ticker to end by itself");
+    while (raw() != no_ticker) try d.wait();
+    try std.testing.expect(stop()); // it had a thread to join
+    try std.testing.expectEqual(@as(u32, 0), live_tickers.load(.acquire)); // and joined it
+    try std.testing.expect(!running());
+    try std.testing.expect(!stop());
+}
+
+test "stops racing reads and idle ends: once the readers are gone, a stop leaves no ticker, and the time never goes back (seeded)" {
+    // Idle ends within a few ticks, so that they fall between the stops and reads of the rounds.
+    test_idle_ticks = 1;
+    defer test_idle_ticks = 0;
+    // And a ticker's way out is wide enough for a stop or a read to fall in it now and then.
+    exit_pause_ns = std.time.ns_per_ms;
+    defer exit_pause_ns = 0;
+    var prng = std.Random.DefaultPrng.init(0xC10C_26);
+    const rand = prng.random();
+    const Reader = struct {
+        joiner: test_wait.Joiner = .{},
+        reads: u32,
+        pause: u32,
+        back: bool = false,
+
+        fn go(r: *@This()) void {
+            defer r.joiner.done();
+            var last: u64 = 0;
+            for (0..r.reads) |_| {
+                const t = now();
+                if (t < last) r.back = true;
+                last = t;
+                for (0..r.pause) |_| std.Thread.yield() catch {};
+            }
+        }
+    };
+    const until = test_wait.Deadline.in(10 * std.time.ns_per_s, "");
+    var rounds: usize = 0;
+    while (rounds < 300 and !until.passed()) : (rounds += 1) {
+        var r: Reader = .{ .reads = rand.uintLessThan(u32, 200), .pause = rand.uintLessThan(u32, 50) };
+        const t = try std.Thread.spawn(.{}, Reader.go, .{&r});
+        for (0..rand.uintLessThan(u32, 3)) |_| {
+            for (0..rand.uintLessThan(u32, 200)) |_| std.Thread.yield() catch {};
+            _ = stop(); // racing the reader: a ticker may run on after it, for the reader
+        }
+        r.joiner.join(t, test_wait.default_ns, "a clock reader");
+        try std.testing.expect(!r.back);
+        // A ticker may be ending by itself now (or have restarted itself for the reader's last
+        // read, on its way out): with nobody reading, a stop leaves none either way. A seeded
+        // delay of up to a few ticks first (not a synchronisation: any moment will do).
+        const later = preciseCoarse() + rand.uintLessThan(u64, 12 * std.time.ns_per_ms);
+        while (preciseCoarse() < later) std.Thread.yield() catch {};
+        _ = stop();
+        try std.testing.expectEqual(@as(u32, 0), live_tickers.load(.acquire));
+        try std.testing.expect(!running());
+        try std.testing.expectEqual(no_ticker, raw());
+    }
+    try std.testing.expect(rounds >= 10);
 }
