@@ -7,6 +7,7 @@
 //! bad handles, null out-pointers, unknown flags and out-of-range sizes are error codes.
 const std = @import("std");
 const kcoro = @import("kcoro.zig");
+const test_wait = @import("test_wait.zig");
 
 const Status = kcoro.status.Status;
 const Registry = kcoro.Registry;
@@ -2824,6 +2825,9 @@ test {
 }
 
 test "C ABI: a thread's exit destroys the rings it made, not a later one that got the handle of one it destroyed" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var stale = std.atomic.Value(u32).init(0);
         var exit_now = std.atomic.Value(bool).init(false);
@@ -2844,7 +2848,8 @@ test "C ABI: a thread's exit destroys the rings it made, not a later one that go
         S.exit_now.store(true, .release);
         t.join();
     };
-    while (S.stale.load(.acquire) == 0) std.Thread.yield() catch {};
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the thread to destroy its ring");
+    while (S.stale.load(.acquire) == 0) try d.wait();
     const stale = S.stale.load(.acquire);
     // Rings made and destroyed here until one gets that handle again (its slot's generation
     // wraps after 511 reuses; the slot is taken whenever it is free, `HandleTable.prefer`,
@@ -2886,6 +2891,9 @@ test "C ABI: a metrics pipe ends with its channel, not going on with a later cha
 }
 
 test "C ABI: kc_ring_notify calls back when a record arrives and ends with its ring; the echo built-in" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var calls: std.atomic.Value(u32) = .init(0);
         fn notify() callconv(.c) void {
@@ -3027,6 +3035,9 @@ test "C ABI: create, resume, transfer, destroy; bad handles are errors" {
 }
 
 test "C ABI: kc_coro_state, _transfer and _unpark from another thread racing a shutdown that unmaps the stacks answer, never fault" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     const S = struct {
         var handles: [256]u32 = undefined;
         var n = std.atomic.Value(u32).init(0);
@@ -3068,6 +3079,9 @@ test "C ABI: kc_coro_state, _transfer and _unpark from another thread racing a s
 }
 
 test "C ABI: restarts race spawns, drains and info from another thread without harm" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     const S = struct {
         var done = std.atomic.Value(bool).init(false);
         var spawned = std.atomic.Value(u32).init(0);
@@ -3269,6 +3283,9 @@ test "C ABI: kc_coro_resume whose handle a destroy frees between its lookup and 
 }
 
 test "C ABI: kc_coro_resume and kc_coro_destroy of one handle on two threads at once: the resume runs that coroutine or gets KC_EBADH, the destroy succeeds or gets KC_EBUSY while it runs (seeded stress)" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     // Each round: a fresh coroutine (half of them run to their first yield), resumed by one
     // thread while the other destroys it, each after a seeded spin, and the next round's
     // coroutine created (on the destroyed one's stack) before the resume may have run. Before,
@@ -3590,6 +3607,9 @@ test "C ABI: a scope belongs to the scheduler it was made on: after a restart no
 }
 
 test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutdown" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     try testing.expectEqual(Status.shutdown.code(), kc_spawn(@ptrCast(@alignCast(kc_builtin_entry(4))), null, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 32 * 1024, 0));
     try testing.expectEqual(Status.busy.code(), kc_sched_start(2, 0, 0));
@@ -3952,6 +3972,9 @@ test "C ABI: kc_chan_retry_send sends as kc_chan_try_send, but a full channel co
 }
 
 test "C ABI: tokens interrupt waits; zero-copy descriptors; the undelivered hook; hand-offs counted" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var tok: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_token_create(&tok));
     try testing.expectEqual(@as(i32, 0), kc_token_is_cancelled(tok));
@@ -4589,6 +4612,9 @@ test "C ABI: an undelivered hook may read or set other channels' causes while kc
 }
 
 test "C ABI: a thread's hold of a destroyed channel never touches a later channel of its handle value" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var h: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
     const T = struct {
@@ -4600,7 +4626,8 @@ test "C ABI: a thread's hold of a destroyed channel never touches a later channe
         } // the thread ends holding `ch`: its hold is given back then
     };
     const t = try std.Thread.spawn(.{}, T.holder, .{h});
-    while (T.go.load(.acquire) != 1) std.Thread.yield() catch {};
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the holding thread to hold the channel");
+    while (T.go.load(.acquire) != 1) try d.wait();
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h)); // the owner's dispose
     // A later channel with the same handle value; this thread holds it.
     const n = try createWithHandle(h, 8, 1, 0);
@@ -4770,6 +4797,9 @@ test "C ABI: thread-bound holds from a coroutine: a host count is kc_lib_retain'
 }
 
 test "C ABI: kc_scope_wait in a hand-driven coroutine says KC_ESHUTDOWN when a shutdown abandoned the children" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     const S = struct {
         var scope: u32 = 0;
@@ -4799,6 +4829,9 @@ test "C ABI: kc_scope_wait in a hand-driven coroutine says KC_ESHUTDOWN when a s
 }
 
 test "C ABI: a shutdown that abandons an actor or producer ends its channel as its return would: the produced channel closed, the mailbox cancelled" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var blocking: std.atomic.Value(u32) = .init(0);
         var handled: std.atomic.Value(u32) = .init(0);
@@ -4951,6 +4984,9 @@ test "C ABI: a shutdown ends an abandoned actor's or producer's channel after it
     try testing.expectEqual(@as(u64, 0), info[1]);
 }
 test "C ABI: an actor stops between queued messages when its scope is cancelled, and cancels its mailbox" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     defer _ = kc_sched_shutdown(0);
     const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
@@ -4998,6 +5034,9 @@ test "C ABI: an actor stops between queued messages when its scope is cancelled,
 }
 
 test "C ABI: kc_pool_views: what a thread still counts as viewed is freed when it ends" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var info: [4]u64 = undefined;
     try testing.expectEqual(@as(i32, 0), kc_pool_info(&info));
     const before = info[3];
@@ -5031,6 +5070,9 @@ test "C ABI: kc_pool_views: what a thread still counts as viewed is freed when i
 }
 
 test "C ABI: try-operations without references race destroy and re-creation safely" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     // Two threads hammer try-operations on whatever handle is current while this thread
     // destroys and re-creates channels (re-using the entries' memory): every call returns 0,
     // KC_EAGAIN, KC_EPIPE, KC_ECANCELED or KC_EBADH, and nothing crashes or leaks.
@@ -5294,6 +5336,9 @@ test "C ABI: kc_chan_try_recv_n receives what is there, in order, up to max; err
 }
 
 test "C ABI: kc_chan_hold/kc_chan_unhold: the last hold given back destroys the channel, also as its thread ends" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var h: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &h));
     try testing.expectEqual(@as(i32, 0), kc_chan_hold(h, 0));
@@ -5346,6 +5391,9 @@ test "C ABI: kc_chan_hold/kc_chan_unhold: the last hold given back destroys the 
 }
 
 test "C ABI: a channel that outlives the thread it kept dropped values for keeps no more, and what it kept is freed" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // A Worker made a channel with onUndeliveredElement (kc_chan_keep_undelivered), shared it
     // and ended while another isolate still holds it. Its drops used to be kept for the dead
     // host until the last holder let go: a conflated channel's every overwritten value, without
@@ -5412,6 +5460,9 @@ test "C ABI: a channel that outlives the thread it kept dropped values for keeps
 }
 
 test "C ABI: a thread's hosts (kc_lib_retain_thread) are counted out when it ends" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const base = kc_lib_retain(); // keeps the count above zero: no shutdown in this test
     defer _ = kc_lib_release();
     const T = struct {
@@ -5559,6 +5610,9 @@ test "C ABI: a shutdown with no host left ends the metrics pipes whose channels 
 }
 
 test "C ABI: kc_coro_hold/kc_scope_hold: what a thread holds goes when it ends; a scope once its children are done, not cancelled" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // A Worker's isolate destroys its coroutines and scopes through its garbage collector,
     // whose finalizers never run once the Worker has ended: without its thread's holds, each one
     // it dropped stayed (a coroutine's stack mapped) for the life of the process.

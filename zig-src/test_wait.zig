@@ -11,11 +11,25 @@
 //! it returns): a thread that never ends cannot be joined, and cannot be left running either, on
 //! the test's stack frame or holding a lock later tests need, so `Joiner.join` panics past its
 //! deadline (the test binary ends at once, saying what hung) instead of returning.
+//!
+//! Where the waits cannot all carry a deadline (joins of threads that block in the code under
+//! test, a scheduler's drain, a lock a deadlock would hold), a `Watchdog` bounds the test as a
+//! whole: started first and stopped by a `defer`, it panics, naming the test, if the test is
+//! still running when it expires. Not in a test that forks (qemu-user aborts a forked child
+//! whose parent has another thread: `forkedThreadsOk` in sched/scheduler.zig).
+//!
+//!     var wd: test_wait.Watchdog = .{};
+//!     try wd.start(@src(), test_wait.default_ns);
+//!     defer wd.stop();
 const std = @import("std");
 
 /// Default bound of a wait on another thread: generous for a loaded machine (qemu-user on a
 /// shared 2-vCPU host runs tests several times slower), short against a hang.
 pub const default_ns: u64 = 30 * std.time.ns_per_s;
+/// A `Watchdog`'s bound for a whole test, and for a stress test (many rounds, under qemu-user
+/// too): far above what they take, far below CI's 90 minutes.
+pub const test_ns: u64 = 120 * std.time.ns_per_s;
+pub const stress_ns: u64 = 600 * std.time.ns_per_s;
 
 fn nowNs() u64 {
     const ts = std.posix.clock_gettime(.MONOTONIC) catch return 0;
@@ -74,6 +88,43 @@ pub const Joiner = struct {
     }
 };
 
+/// Bounds a test as a whole (see the file header).
+pub const Watchdog = struct {
+    /// 0 while armed; `stop` sets it (a futex word the watchdog sleeps on).
+    stopped: std.atomic.Value(u32) = .init(0),
+    thread: ?std.Thread = null,
+    src: std.builtin.SourceLocation = undefined,
+    ns: u64 = 0,
+
+    /// Arms it for `ns`, naming the test at `src` (`@src()`) when it expires. `w` must stay put
+    /// until `stop`.
+    pub fn start(w: *Watchdog, src: std.builtin.SourceLocation, ns: u64) !void {
+        w.* = .{ .src = src, .ns = ns };
+        w.thread = try std.Thread.spawn(.{}, watch, .{w}); // the default stack: a panic's trace needs room
+    }
+
+    fn watch(w: *Watchdog) void {
+        const d = Deadline.in(w.ns, "");
+        // Acquire: pairs with `stop`'s release (nothing is published through it; tidy).
+        while (w.stopped.load(.acquire) == 0) {
+            const left = d.left();
+            if (left == 0) std.debug.panic("watchdog: {s} ({s}:{d}) still running after {d} ms (hung?)", .{
+                w.src.fn_name, w.src.file, w.src.line, w.ns / std.time.ns_per_ms,
+            });
+            std.Thread.Futex.timedWait(&w.stopped, 0, left) catch {};
+        }
+    }
+
+    /// Disarms it and joins its thread (at once: it sleeps on `stopped`).
+    pub fn stop(w: *Watchdog) void {
+        // Release: see `watch`.
+        w.stopped.store(1, .release);
+        std.Thread.Futex.wake(&w.stopped, 1);
+        w.thread.?.join();
+        w.thread = null;
+    }
+};
+
 test "a deadline fails a wait past it; a joiner joins a thread that ends" {
     const d = Deadline.in(std.time.ns_per_ms, "");
     var n: usize = 0;
@@ -88,4 +139,11 @@ test "a deadline fails a wait past it; a joiner joins a thread that ends" {
     };
     const t = try std.Thread.spawn(.{}, T.go, .{&j});
     j.join(t, default_ns, "a thread that returns at once");
+}
+
+test "a watchdog stopped in time does nothing" {
+    var wd: Watchdog = .{};
+    try wd.start(@src(), default_ns);
+    defer wd.stop();
+    std.Thread.yield() catch {};
 }

@@ -23,6 +23,7 @@
 //! unmapped while the library is loaded: an isolate's ArrayBuffer may outlive everything else.
 //! When the region is used up, or the reservation failed, callers fall back to malloc.
 const std = @import("std");
+const test_wait = @import("../test_wait.zig");
 const posix = std.posix;
 const assert = std.debug.assert;
 
@@ -344,6 +345,9 @@ test "pool: slices come from chunks, a chunk comes back once its slices are free
 }
 
 test "pool: threads allocate and free across each other; every chunk comes back" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     var t = try testPool(64, 14);
     defer testing.allocator.free(t.words);
     defer testing.allocator.free(t.links);

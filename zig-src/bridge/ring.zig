@@ -14,6 +14,7 @@
 //! select's clause storage go on the ring's spare lists, so an isolate that waits again and
 //! again allocates nothing once its rings have warmed up.
 const std = @import("std");
+const test_wait = @import("../test_wait.zig");
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
 const channel = @import("../chan/channel.zig");
@@ -1107,6 +1108,9 @@ test "a value given back goes in front of the values buffered after it, also on 
 }
 
 test "a value given back that waits as a sender: a blocked receive gets it first, a cancel or destroy drops it" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const Hook = SumHook;
     Hook.dropped = 0;
     const opts: channel.Options = .{ .elem_size = 8, .on_undelivered = Hook.undelivered };
@@ -1269,6 +1273,9 @@ test "an interrupt that comes before the wait is remembered: the wait returns at
 }
 
 test "a completion from another thread wakes the waiter whether or not it is asleep yet (the wake-up made only for a sleeper loses none)" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
     defer ch.destroy();
     var ring = Ring.init(testing.allocator);
@@ -1816,6 +1823,9 @@ test "a ticket already handled is not handed out again for about a million opera
 }
 
 test "two threads taking (or aborting) one ticket: one wins, the other is told it is gone" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var ring = Ring.init(testing.allocator);
     defer ring.deinit();
     const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });

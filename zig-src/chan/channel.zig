@@ -41,6 +41,7 @@
 //! through `bridge/`): the operation is queued like any waiter, and whoever completes it calls
 //! its `notify` function once, outside the lock.
 const std = @import("std");
+const test_wait = @import("../test_wait.zig");
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
 const coroutine = @import("../coro/coroutine.zig");
@@ -3091,6 +3092,9 @@ test "close is true the first time also with more receivers waiting than one pas
 }
 
 test "rendezvous across threads, close wakes a blocked receiver, deadline times out cleanly" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer ch.destroy();
     const S = struct {
@@ -3118,6 +3122,9 @@ test "rendezvous across threads, close wakes a blocked receiver, deadline times 
 }
 
 test "a sender already waiting when close happens still delivers" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer ch.destroy();
     const S = struct {
@@ -3142,6 +3149,9 @@ test "a sender already waiting when close happens still delivers" {
 }
 
 test "cancel drops buffered and waiting values exactly once and fails every waiter" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     Dropped.n = 0;
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 2, .on_undelivered = Dropped.hook });
     defer ch.destroy();
@@ -3357,6 +3367,9 @@ test "zero-copy channels take the fast paths too: descriptors stream between thr
 }
 
 test "fast paths keep the lock-free answers exact: a completed send is seen, a freed slot is used" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     // A fast send leaves `recv_ready` set and a fast receive leaves `send_blocked` clear;
     // a try-operation that starts after them must not answer from a stale flag.
     const rounds = 2_000;
@@ -3434,6 +3447,9 @@ test "fast paths keep the lock-free answers exact: a completed send is seen, a f
 }
 
 test "a receive that frees a slot moves the oldest waiting sender's value in before a later send" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
     defer ch.destroy();
     try sendU64(ch, 1); // full
@@ -3592,6 +3608,9 @@ test "select: biased picks the first ready clause; polling is the default clause
 }
 
 test "select: a ready clause completes without the locks of the other clauses' channels" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // Another thread holds b's locks for as long as it likes (a long critical section, or a
     // preempted holder): a select whose clause on `a` is ready must not wait for them.
     const a = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
@@ -3839,6 +3858,9 @@ test "select on a coroutine: a losing clause stays queued but stale; unlinked by
 }
 
 test "select on a coroutine: a stale clause unlinked while its select re-arms it is queued again, not left armed in no queue" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // The window between `selectLazy`'s load of a queued clause's tag and its re-arming CAS,
     // made certain by a hook: a try-send there unlinks the stale waiter (its claim finds the
     // old generation). The CAS must fail and the clause take the lock path. With the CAS
@@ -3911,6 +3933,9 @@ test "select on a coroutine: a stale clause unlinked while its select re-arms it
 }
 
 test "select on a coroutine: a send clause left queued on a channel closed since fails with closed, never waits there" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // The lazy re-arm skips probing a clause whose waiter is still queued. A close unlinks
     // receivers but leaves senders queued (they still deliver), so a stale send clause can stay
     // queued on a channel closed after `probeEach` looked at it. `selectLazy` is called
@@ -4070,6 +4095,9 @@ test "select on a coroutine: a channel destroyed under a stale clause keeps its 
 }
 
 test "select on coroutines: stale clauses re-armed while senders race them, every value exactly once" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     // ChanPopular's shape with traffic on the shared channel: selectors on (shared, own),
     // threads sending on the shared channel at any moment (unlinking stale clauses, racing
     // the re-arming CAS), a driver feeding every selector's own channel.
@@ -4146,6 +4174,9 @@ test "select on coroutines: stale clauses re-armed while senders race them, ever
 }
 
 test "select on coroutines: seeded random clause sets, orders, kinds and timeouts, every value exactly once" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     // Each select draws 1 to 5 clauses (5: the stack path, with leftovers of earlier selects
     // still queued), each a send or a receive on one of four channels, repeats allowed, and a
     // short deadline; threads send and receive on the same channels meanwhile. Clause indices,
@@ -4270,6 +4301,9 @@ fn awaitQueued(c: *Channel, comptime field: []const u8) error{NeverQueued}!void 
 }
 
 test "token: interrupts blocked threads and coroutines, the queues stay intact, an interrupted send is never delivered" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
     defer ch.destroy();
     // A token cancelled beforehand fails the operation before it does anything.
@@ -4358,6 +4392,9 @@ test "token: interrupts blocked threads and coroutines, the queues stay intact, 
 }
 
 test "token: a select gives up with Interrupted and leaves every queue intact" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const a = try Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer a.destroy();
     const b = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
@@ -4401,6 +4438,9 @@ const ZeroCopyTest = struct {
 };
 
 test "zero-copy: the receiver gets the sender's buffer itself, rendezvous and buffered; bytes and hand-offs counted" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var owner: ZeroCopyTest = .{};
     defer owner.released.deinit(testing.allocator);
     var bufs: [4][1024]u8 = undefined;
@@ -4444,6 +4484,9 @@ test "zero-copy: the receiver gets the sender's buffer itself, rendezvous and bu
 }
 
 test "zero-copy ownership under close and cancel: every undelivered buffer goes back to its owner exactly once" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var owner: ZeroCopyTest = .{};
     defer owner.released.deinit(testing.allocator);
     var bufs: [6][64]u8 = undefined;
@@ -4520,6 +4563,9 @@ test "zero-copy ownership under close and cancel: every undelivered buffer goes 
 }
 
 test "async ops: completed now, completed later by a sender, by close, withdrawn" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const Rec = struct {
         op: AsyncOp,
         value: u64 = 0,
@@ -4601,6 +4647,9 @@ test "try-send on a full channel fails without the lock and is still counted; co
 }
 
 test "a guarded try-send on a cancelled channel never reports Closed, even when the memory is re-initialised right after" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // Every incarnation of the channel below is only ever cancelled, never closed: a guarded
     // try-send that finds it closed must fail with Cancelled (or Stale once the guard moved).
     // `attempt` read `cancelled` after its unlock, when a retire and a `reinit` for the next
@@ -5203,6 +5252,9 @@ const ManyWorkers = struct {
 };
 
 test "channels: stress (many workers): every kind, selects, tokens, scopes, close and cancel mid-traffic, spawns, parks, steals" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     // Per seed: epochs of ~60 ms until ~0.7 s passed (2 CPUs, Debug: ~2.5 s for the three).
     const seeds = [_]u64{ 0x6b636f726f, 0x5eed_0001, 0xdead_beef_cafe };
     const epoch_ns = 60 * std.time.ns_per_ms;

@@ -24,6 +24,7 @@
 //! (looking at the lock every few microseconds, see `look_ns`) rather than sleeping in the kernel.
 const std = @import("std");
 const builtin = @import("builtin");
+const test_wait = @import("../test_wait.zig");
 const assert = std.debug.assert;
 
 /// `owner` values that are not threads (thread pointers are aligned, never 1 or 2).
@@ -350,6 +351,9 @@ fn heavyBarrier() void {
 }
 
 test "a lock biased after a streak is taken without the ordinary lock, and revoked by a second thread" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var l: SpinLock = .{};
     const biased = biasAvailable();
     for (0..bias_after) |_| {
@@ -401,6 +405,9 @@ test "a lock biased after a streak is taken without the ordinary lock, and revok
 }
 
 test "a lock that two threads take turns on from the start is never biased" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     if (!biasAvailable()) return;
     var l: SpinLock = .{};
     var turn: std.atomic.Value(u32) = .init(0);
@@ -421,6 +428,9 @@ test "a lock that two threads take turns on from the start is never biased" {
 }
 
 test "tryLockQuick takes only what needs no wait: the owner's bias or a free lock past biasing, never a streak's" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const biased = biasAvailable();
     var l: SpinLock = .{};
     if (biased) {

@@ -18,6 +18,7 @@ const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
 const channel = @import("channel.zig");
 const scheduler = @import("../sched/scheduler.zig");
+const test_wait = @import("../test_wait.zig");
 
 pub const Pipes = struct {
     allocator: std.mem.Allocator,
@@ -350,6 +351,9 @@ test "a pipe with a huge interval never ticks (its due time saturates, it does n
 }
 
 test "reap ends the pipes whose channels are gone at once and joins the thread once none is left; a later add starts one again" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var pipes = Pipes.init(testing.allocator);
     defer pipes.deinit();
     const S = struct {
@@ -403,15 +407,19 @@ test "reap ends the pipes whose channels are gone at once and joins the thread o
         gone = 0;
         _ = try pipes.add(S.tick, S.cleanup, &gone, hour);
         const Reaper = struct {
-            fn go(ps: *Pipes, spin: u32) void {
+            fn go(ps: *Pipes, spin: u32, j: *test_wait.Joiner) void {
+                defer j.done();
                 for (0..spin) |_| std.atomic.spinLoopHint();
                 _ = ps.reap(S.alive);
             }
         };
-        const t = try std.Thread.spawn(.{}, Reaper.go, .{ &pipes, prng.uintLessThan(u32, 2000) });
+        // Bounded: a reap that joins a thread serving the added pipe waits for good (it did
+        // without the serving check); this fails the run within seconds instead of hanging it.
+        var j: test_wait.Joiner = .{};
+        const t = try std.Thread.spawn(.{}, Reaper.go, .{ &pipes, prng.uintLessThan(u32, 2000), &j });
         for (0..prng.uintLessThan(u32, 2000)) |_| std.atomic.spinLoopHint();
         const a = try pipes.add(S.tick, S.cleanup, &live, hour);
-        t.join();
+        j.join(t, 10 * std.time.ns_per_s, "a reap racing an add (its join of the pipe thread)");
         try testing.expect(pipes.threadRunning()); // the live pipe is served
         try testing.expect(pipes.stop(a));
     }

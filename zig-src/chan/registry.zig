@@ -10,6 +10,7 @@
 //! fails to take a reference from a count of 0, or finds that the entry now belongs to another
 //! handle.
 const std = @import("std");
+const test_wait = @import("../test_wait.zig");
 const assert = std.debug.assert;
 const handle_mod = @import("../handle.zig");
 const channel = @import("channel.zig");
@@ -290,6 +291,9 @@ pub fn RefRegistry(
 const testing = std.testing;
 
 test "handles: operations, destroy while a receiver is blocked, stale handles" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var r = Registry.init(testing.allocator);
     defer r.deinit();
     const h = try r.create(.{ .elem_size = 8, .capacity = 1 });

@@ -45,6 +45,7 @@
 //! FP control state of whoever resumes it: it must restore any rounding-mode or exception-mask
 //! change it makes before it yields, parks or returns.
 const std = @import("std");
+const test_wait = @import("../test_wait.zig");
 const assert = std.debug.assert;
 const sw = @import("switch.zig");
 const stack_mod = @import("stack.zig");
@@ -709,6 +710,9 @@ test "an unpark during the park's switch makes the coroutine ready, not parked" 
 }
 
 test "park/unpark across threads loses no wake-up" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     var pool = try testPool();
     defer pool.deinit();
     // Fewer rounds on aarch64: the suite runs there under qemu-user, where a cross-thread

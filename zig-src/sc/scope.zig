@@ -19,6 +19,7 @@
 //! Any thread or coroutine may call `launch`, `cancel`, `isCancelled`, `liveCount`; `waitAll`
 //! parks a scheduled coroutine and blocks a thread; `watch` is for threads only.
 const std = @import("std");
+const test_wait = @import("../test_wait.zig");
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
 const coroutine = @import("../coro/coroutine.zig");
@@ -742,6 +743,9 @@ test "watch reports a cancel that lands between its two looks, and ends the chil
 }
 
 test "watch returns when the scope is cancelled or its last child finishes" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer sched.shutdown(.cancel);
@@ -792,6 +796,9 @@ test "watch returns when the scope is cancelled or its last child finishes" {
 }
 
 test "a scope waits for its descendants: a child scope's coroutines count in its parent" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer sched.shutdown(.cancel);
@@ -951,6 +958,9 @@ test "a shutdown that cancels abandons parked children: no waiter, link or scope
 }
 
 test "a shutdown that cancels counts out children that never started, and their launch records" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
     const S = struct {
@@ -971,7 +981,8 @@ test "a shutdown that cancels counts out children that never started, and their 
     const scope = try Scope.create(testing.allocator, &sched, null);
     const inner = try Scope.create(testing.allocator, &sched, scope);
     _ = try sched.spawn(S.blocker, null);
-    while (S.blocking.load(.acquire) == 0) std.Thread.yield() catch {};
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the blocker to run");
+    while (S.blocking.load(.acquire) == 0) try d.wait();
     // Queued behind the blocker: they never start.
     _ = try scope.launch(S.child, null, .{});
     _ = try inner.launchOwning(S.child, null, S.unstarted, .{});
@@ -987,6 +998,9 @@ test "a shutdown that cancels counts out children that never started, and their 
 }
 
 test "a child scope created while its parent's deadline changes reads a live context (it read the parent's unlocked, freed by the swap)" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
     defer sched.shutdown(.cancel);
@@ -1047,6 +1061,9 @@ test "a deadline set on a scope reaches the children of scopes made below it bef
 }
 
 test "a coroutine's repeated waits for a scope allocate nothing once warm" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // Before, each wait that parked appended to an ArrayList of waiters, which the last child
     // freed: one allocation per wait.
     const Counting = struct {
@@ -1130,6 +1147,9 @@ test "a coroutine's repeated waits for a scope allocate nothing once warm" {
 }
 
 test "an orphaned scope's idle callback runs once, when its last child (or one below it) ends, never cancelling them" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer sched.shutdown(.cancel);

@@ -10,6 +10,7 @@
 //! shrink it and make the full/wrap-around races show. Size: capacity * 8 bytes + two lines.
 const std = @import("std");
 const builtin = @import("builtin");
+const test_wait = @import("../test_wait.zig");
 const assert = std.debug.assert;
 
 pub fn Deque(comptime T: type, comptime capacity: u32) type {
@@ -163,6 +164,9 @@ test "stealHalf moves half and returns one" {
 }
 
 test "the last item raced by the owner's pop and a thief's steal goes to exactly one of them" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // Both orders, made certain by the hooks (the stress test below leaves them to chance,
     // which one CPU hardly ever gives): the thief has read the slot and stops before its CAS;
     // then the owner's pop either stops before its own CAS while the thief's lands (the thief
@@ -226,6 +230,9 @@ test "the last item raced by the owner's pop and a thief's steal goes to exactly
 }
 
 test "owner and thieves take every item exactly once" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     const cap = 16; // small, so the ring wraps and fills constantly
     const total = 200_000;
     const Q = Deque(u32, cap);

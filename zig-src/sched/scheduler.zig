@@ -49,6 +49,7 @@
 //! anything. A waker stalled across a shutdown and a restart at the same address finds another
 //! epoch and touches nothing. Workers need neither: a shutdown joins them first.
 const std = @import("std");
+const test_wait = @import("../test_wait.zig");
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
 const coroutine = @import("../coro/coroutine.zig");
@@ -1320,6 +1321,9 @@ const test_stack_size = 64 * 1024;
 const test_timeout = 60 * std.time.ns_per_s;
 
 test "the inject queue's count never runs below its list: pops racing pushes on several threads" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     // Before, a push counted its coroutine in after it let go of the lock: two pops that both
     // saw one entry counted could take that one and the uncounted one, counting out two,
     // wrapping the count below 0 until the push caught up (a spurious "work" to idle workers;
@@ -1380,6 +1384,9 @@ test "every spawned coroutine runs exactly once (2 and 4 workers)" {
 }
 
 test "park/unpark ping-pong pairs lose no wake-up (1,000,000 operations)" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     const pairs = 100;
     const rounds = 2_500; // pairs * rounds * 2 (park + unpark) * 2 sides = 1,000,000
     const Pair = struct {
@@ -1426,6 +1433,9 @@ test "park/unpark ping-pong pairs lose no wake-up (1,000,000 operations)" {
 }
 
 test "coroutines spawned by coroutines (a 10-ary tree) all run and join" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
         const Node = struct {
@@ -1472,6 +1482,9 @@ test "coroutines spawned by coroutines (a 10-ary tree) all run and join" {
 }
 
 test "a coroutine yielding in a loop does not starve the others on its worker" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var stop: std.atomic.Value(bool) = .init(false);
         var others: std.atomic.Value(u32) = .init(0);
@@ -1494,6 +1507,9 @@ test "a coroutine yielding in a loop does not starve the others on its worker" {
 }
 
 test "a ping-pong pair in the LIFO slot cannot starve the queue" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
         var stop: std.atomic.Value(bool) = .init(false);
@@ -1527,7 +1543,8 @@ test "a ping-pong pair in the LIFO slot cannot starve the queue" {
     _ = try s.spawn(S.side, @ptrFromInt(0));
     _ = try s.spawn(S.side, @ptrFromInt(1));
     // Let the pair get going, then queue the coroutine that stops them.
-    while (S.bounces.load(.monotonic) < 1000) std.Thread.yield() catch {};
+    const d = test_wait.Deadline.in(test_wait.default_ns, "1,000 ping-pong bounces");
+    while (S.bounces.load(.monotonic) < 1000) try d.wait();
     _ = try s.spawn(S.stopper, null);
     try s.drainFor(test_timeout);
     try testing.expect(S.stop.load(.acquire));
@@ -1621,6 +1638,9 @@ test "a worker stuck in one long run does not hold back its timers: the watchdog
 }
 
 test "timed waits woken early do not pile up in the timer heap; armed timers survive pruning" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     try timedWaitsPileUpCase(false);
     // Deadline maxInt ("forever", also what a saturating `now + ns` gives): the heap's earliest
     // entry publishes `never`, and pruning still runs (it was under the deadline check).
@@ -1858,6 +1878,9 @@ test "drain waits for sleeping coroutines; parked ones do not hold it" {
 }
 
 test "drain, again and again while work moves between workers, returns only when all of it is done" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // A ring of coroutines passes a token: each waits for its turn, sometimes sleeps (a timer),
     // and wakes the next one (often on the other worker). The first wake comes from this
     // thread (the count's outside share). Each drain must see the whole ring finished.
@@ -1898,6 +1921,9 @@ test "drain, again and again while work moves between workers, returns only when
 }
 
 test "shutdown releases a drain waiting on another thread" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
         var returned_at = std.atomic.Value(u64).init(0);
@@ -1935,6 +1961,9 @@ test "shutdown releases a drain waiting on another thread" {
 }
 
 test "a drain that counts itself in after a shutdown keeps its count across a restart" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // Through the Zig API (the C ABI's kc_sched_start waits for its drains first): a drain that
     // begins after the shutdown's wait for drains, then a restart before it looks at the state.
     // Before, the restart reset `drainers` to 0 under it: its count out then tripped the
@@ -2177,6 +2206,9 @@ pub fn stressWorkers() u32 {
 }
 
 test "scheduler: stress (many workers): spawn trees, timed parks racing unparks from coroutines and threads, sleeps, steals, drains" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     // Per round, until its deadline: trees of coroutines spawned by coroutines (and some from
     // this thread) with uneven work, so that idle workers steal; pairs where one side parks
     // with a timer (short: the timer races the partner's unpark; long: a lost wake-up holds
