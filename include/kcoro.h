@@ -315,7 +315,10 @@ const uint8_t *kc_chan_ready_flag(uint32_t handle, const uint32_t **handle_word)
  * word, answers a try-send with KC_EAGAIN without a call. */
 const uint8_t *kc_chan_blocked_flag(uint32_t handle);
 /* Sets (NULL clears) the hook given every value the channel drops. It runs with the channel
- * locked and must not use the channel. Zero-copy: elem is a struct kc_desc without a release. */
+ * locked and must not use the channel. Zero-copy: elem is a struct kc_desc without a release.
+ * It (and a descriptor's release) may create, resume and destroy hand-driven coroutines, but not
+ * resume or destroy one waiting on this channel (a send, receive or select of it): that coroutine
+ * takes the channel's lock as it goes on or gives its wait up, which this thread holds. */
 typedef void (*kc_undelivered_fn)(void *ctx, const void *elem);
 int32_t kc_chan_on_undelivered(uint32_t handle, kc_undelivered_fn hook, void *ctx);
 /* Closes: 1 the first time, 0 after. Buffered values stay receivable. (ABI 14 returned 0 also to

@@ -5287,6 +5287,75 @@ test "C ABI: destroying a hand-driven coroutine parked in a channel receive leav
     try testing.expectEqual(@as(u32, 0), e.refs.load(.acquire)); // its call's reference too
 }
 
+test "C ABI: an undelivered hook may create, resume and destroy coroutines while another thread destroys a coroutine parked on its channel" {
+    // Before, kc_coro_destroy ran the coroutine's cleanups under the coroutine registry's
+    // mutex: the one that unlinks its channel wait takes the channel's lock, which a cancel on
+    // another thread held while its undelivered hook (the host's code, run under that lock)
+    // called kc_coro_create, kc_coro_resume of a finished coroutine or kc_coro_destroy, each
+    // waiting for the registry's mutex: a deadlock, each holding what the other waited for.
+    // Bounded: a deadlock fails the run (the watchdog) instead of hanging it.
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), 20 * std.time.ns_per_s);
+    defer wd.stop();
+    const S = struct {
+        var ch: u32 = 0;
+        var finished: u32 = 0;
+        var destroying = std.atomic.Value(bool).init(false);
+        var in_hook = std.atomic.Value(bool).init(false);
+        var hook_calls: u32 = 0; // under the channel's lock
+        var rcs: [3]i32 = @splat(999);
+        fn nothing(_: ?*anyopaque) callconv(.c) void {}
+        fn sender(_: ?*anyopaque) callconv(.c) void {
+            const v: u64 = 2;
+            _ = kc_chan_send(ch, &v, 8, 0, 0, 0); // parks: the buffer is full
+        }
+        fn hook(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            hook_calls += 1;
+            if (hook_calls != 1) return;
+            in_hook.store(true, .release);
+            var h: u32 = 0;
+            rcs[0] = kc_coro_create(nothing, null, 0, 0, &h);
+            rcs[1] = kc_coro_resume(finished); // a finished one: it looks at the registry
+            rcs[2] = if (rcs[0] == 0) kc_coro_destroy(h) else rcs[0];
+        }
+        /// The destroy, its coroutine marked and its handle freed, waits until the hook runs
+        /// (on the cancelling thread, under the channel's lock) before its cleanups.
+        fn beforeCleanups() void {
+            destroying.store(true, .release);
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the undelivered hook to run");
+            while (!in_hook.load(.acquire)) d.wait() catch return;
+        }
+        fn canceller(j: *test_wait.Joiner) void {
+            defer j.done();
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the destroy to begin");
+            while (!destroying.load(.acquire)) d.wait() catch return;
+            _ = kc_chan_cancel(ch); // its hook runs for the buffered value, then the sender's
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.ch));
+    defer _ = kc_chan_destroy(S.ch);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.ch, S.hook, null));
+    const one: u64 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(S.ch, &one, 8));
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(S.nothing, null, 0, 0, &S.finished));
+    defer _ = kc_coro_destroy(S.finished);
+    try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(S.finished));
+    var co: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(S.sender, null, 0, 0, &co));
+    try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(co));
+    kcoro.registry.test_before_cleanups = S.beforeCleanups;
+    defer kcoro.registry.test_before_cleanups = null;
+    var j: test_wait.Joiner = .{};
+    const t = try std.Thread.spawn(.{}, S.canceller, .{&j});
+    const rc = kc_coro_destroy(co);
+    kcoro.registry.test_before_cleanups = null;
+    j.join(t, test_wait.default_ns, "the cancelling thread");
+    try testing.expectEqual(@as(i32, 0), rc);
+    try testing.expect(S.in_hook.load(.acquire));
+    try testing.expectEqual(@as(u32, 2), S.hook_calls); // the buffered value, the sender's
+    try testing.expectEqual([3]i32{ 0, Status.busy.code(), 0 }, S.rcs);
+}
+
 test "C ABI: kc_chan_try_send_n sends in order until the buffer is full; errors only when it sent none" {
     var h: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &h));

@@ -8,8 +8,9 @@
 //! the coroutine to find out; and a stale handle of one kind can never name a coroutine of the
 //! other.
 //!
-//! `create` and `destroy` serialise on one mutex (they touch the pools); `get`, and therefore
-//! resume/unpark by handle, take no lock. Every call by handle is safe against a destroy of the
+//! `create` and `destroy` serialise on one mutex (they touch the pools), which a destroy lets go
+//! of while the coroutine's cleanups run (they may reach the host's code: `finishDestroy`);
+//! `get`, and therefore resume/unpark by handle, take no lock. Every call by handle is safe against a destroy of the
 //! same handle on another thread (a thread that ends destroys the coroutines it holds): the
 //! stacks stay mapped while the registry lives, a lookup is generation-checked, and a destroy
 //! and a resume by handle (`identifyLive`, `Coroutine.resumeGen`) decide which of them wins in
@@ -36,6 +37,10 @@ pub const Flags = packed struct(u32) {
 pub const max_pools = 16;
 
 pub const Error = error{ InvalidArgument, OutOfMemory, TooManyObjects, BadHandle, Busy };
+
+/// Tests: called by a destroy (its coroutine marked, its handle freed) right before the
+/// coroutine's cleanups.
+pub var test_before_cleanups: ?*const fn () void = null;
 
 pub const Registry = struct {
     allocator: std.mem.Allocator,
@@ -164,23 +169,31 @@ pub const Registry = struct {
     /// otherwise: it was destroyed, and a later coroutine may have the handle value, its
     /// slot's generation having wrapped). Busy while it runs, as `destroy`.
     pub fn destroyIfSame(r: *Registry, h: Handle, id: Identity) Error!void {
-        r.mutex.lock();
-        defer r.mutex.unlock();
-        const co = r.get(h) catch return error.BadHandle;
-        if (co != id.co or co.generation() != id.gen) return error.BadHandle;
-        return r.destroyLocked(h);
+        const co = blk: {
+            r.mutex.lock();
+            defer r.mutex.unlock();
+            const co = r.get(h) catch return error.BadHandle;
+            if (co != id.co or co.generation() != id.gen) return error.BadHandle;
+            break :blk try r.detachLocked(h);
+        };
+        r.finishDestroy(co);
     }
 
     /// Frees the coroutine and returns its stack to the pool. A coroutine that is not finished
     /// is abandoned where it stands: its stack is reused without unwinding it.
     pub fn destroy(r: *Registry, h: Handle) Error!void {
-        r.mutex.lock();
-        defer r.mutex.unlock();
-        return r.destroyLocked(h);
+        const co = blk: {
+            r.mutex.lock();
+            defer r.mutex.unlock();
+            break :blk try r.detachLocked(h);
+        };
+        r.finishDestroy(co);
     }
 
-    /// `destroy`, under `mutex`.
-    fn destroyLocked(r: *Registry, h: Handle) Error!void {
+    /// The first half of `destroy`, under `mutex`: marks the coroutine finished and frees its
+    /// handle. Its stack is still out of the pool: nothing else can use it before
+    /// `finishDestroy`.
+    fn detachLocked(r: *Registry, h: Handle) Error!*Coroutine {
         const co = try r.get(h); // a scheduled one's handle: InvalidArgument (it frees it)
         if (coroutine.current()) |cur| {
             if (cur == co) return error.Busy;
@@ -190,12 +203,25 @@ pub const Registry = struct {
         // waker's late unpark (a stale `Ref`) wakes nobody from here on.
         if (!co.abandon()) return error.Busy;
         assert(co.pool_id < r.pool_count);
-        const pool = &r.pools[co.pool_id];
-        const st = co.stack;
         _ = r.table.free(h);
-        co.runCleanups(); // a wait it was parked in must not outlive its stack
+        return co;
+    }
+
+    /// The second half of `destroy`: the cleanups (a wait it was parked in must not outlive
+    /// its stack), then the stack back to its pool under `mutex`. The cleanups run without the
+    /// lock: they take channel locks (unlinking a waiter), and a channel's undelivered hook or
+    /// a descriptor's release runs the host's code under its channel's lock, which may create,
+    /// resume or destroy a coroutine (this mutex). Under the lock, a destroy of a coroutine
+    /// parked on a channel deadlocked with such a hook run on another thread (a cancel of that
+    /// channel): each held the lock the other waited for.
+    fn finishDestroy(r: *Registry, co: *Coroutine) void {
+        const st = co.stack;
+        if (@import("builtin").is_test) if (test_before_cleanups) |f| f();
+        co.runCleanups();
         co.setContext(@import("../sc/context.zig").empty);
-        pool.release(st);
+        r.mutex.lock();
+        defer r.mutex.unlock();
+        r.pools[co.pool_id].release(st);
     }
 
     /// Gives a handle to a coroutine created elsewhere (a scheduler's); `unregister` frees it.
