@@ -7,9 +7,9 @@
 //! The ticker starts on first use and ends after `idle_ns` (100 ms) of ticks in which no
 //! operation read the word, or at once on `stop` (the C ABI's final shutdown: a ticker still
 //! running as the process exits kept its stack and glibc's TLS block, which valgrind reported as
-//! a possibly lost `_dl_allocate_tls` block); the next read then starts it again. Its thread is
-//! never detached: one that ended by itself is joined by the next `start` or by `stop`, so that
-//! `stop` can wait for a ticker still on its way out.
+//! a possibly lost `_dl_allocate_tls` block); the next read then starts it again. A ticker that
+//! ends by itself detaches itself only as its very last act, so that a `stop` before that finds
+//! its handle and waits for it (see `thread`).
 //!
 //! Finding out whether anyone reads costs the readers as little as possible: most of the time
 //! the word holds an even time and a read is one load. Every `quiet_ns` (50 ms) of ticks the
@@ -54,8 +54,8 @@ var ticks: std.atomic.Value(u64) = .init(0);
 var ticks_new: std.atomic.Value(u64) = .init(0);
 /// Tests only: a pause between the ticker's two exit stores, where a reader's `start` fails.
 var exit_pause_ns: u64 = 0;
-/// Tests only: ticker threads that have not returned from `run` yet (any `stop` or `start`
-/// may still have to join them).
+/// Tests only: tickers not yet at their last act (`run`'s final critical section), whatever
+/// joins or detaches them.
 var live_tickers: std.atomic.Value(u32) = .init(0);
 /// Tests only: when not 0, the ticks of quiet before a probe and of an unanswered probe before
 /// the end (an idle end within a few ticks, for stress tests of ends racing stops and reads).
@@ -64,13 +64,15 @@ var test_idle_ticks: u64 = 0;
 var used: std.atomic.Value(bool) = .init(false);
 /// 0 idle, 1 running (or starting). CAS from 0 to 1 starts a ticker.
 var state: std.atomic.Value(u32) = .init(0);
-/// The last ticker's handle, under `thread_mutex`, from its spawn until it is joined: by `stop`,
-/// or, once it ended by itself, by the next `start` (whose CAS of `state` from 0 came after that
-/// ticker's store of 0: the ticker only returns after it, taking no lock, so the join waits for
-/// its last instructions only). Never detached: a detached ticker is still running for a moment
-/// after it let go of its handle, and a `stop` then found nothing to join and returned while
-/// it ran (and, if a reader published meanwhile, before it started another one).
+/// The last ticker's handle, under `thread_mutex`, from its spawn until `stop` or the next
+/// `start` takes it to join it, or the ticker, ending by itself, detaches itself in its last act
+/// (`run`'s final critical section), finding it still there. Before, it detached itself before
+/// its last stores (and a restart for a reader): a `stop` then found nothing to join and
+/// returned while it ran, and a ticker it started for a reader ran on after that stop.
 var thread: ?std.Thread = null;
+/// Which spawn `thread` is (under `thread_mutex`): each ticker is started with its own, and
+/// detaches itself at its end only if `thread` is still its handle.
+var thread_gen: u32 = 0;
 var thread_mutex: std.Thread.Mutex = .{};
 /// Bumped by `stop` (under `thread_mutex`); the ticker sleeps on it between ticks and ends when
 /// it differs from the value it was started with.
@@ -157,28 +159,34 @@ fn start() void {
     // operations after an idle spell paid ~4% for it).
     // Only if no reader published first (see `nowOdd`): published times never go back.
     _ = cached.cmpxchgStrong(no_ticker, even(preciseCoarse()), .monotonic, .monotonic);
-    thread_mutex.lock();
-    defer thread_mutex.unlock();
-    // The last ticker, ended by itself (`stop` takes the handle of one it ends): past its store
-    // of state 0, it returns without a lock (its own CAS of `state` failed: ours won), so this
-    // join is short. Never our own thread: a ticker calls `start` only once `stop` took its
-    // handle, and then no other can be here (it held state 1 until then).
-    if (thread) |old| old.join();
-    thread = null;
-    assert(state.load(.monotonic) == 1); // ours (monotonic: we set it, in our CAS above)
-    // Monotonic: `stops` changes only under `thread_mutex`, which we hold.
-    thread = std.Thread.spawn(.{ .stack_size = 16 * 1024 }, run, .{stops.load(.monotonic)}) catch {
-        cached.store(no_ticker, .monotonic);
-        state.store(0, .release);
-        return; // no ticker: readers keep reading the clock themselves
+    // The last ticker, ended by itself and still on its way out (it detaches itself only if
+    // it finds its handle in `thread`), taken to be joined. Not our own thread: a ticker calls
+    // `start` only once `stop` took its handle.
+    const old = blk: {
+        thread_mutex.lock();
+        defer thread_mutex.unlock();
+        const old = thread;
+        thread = null;
+        assert(state.load(.monotonic) == 1); // ours (monotonic: we set it, in our CAS above)
+        thread_gen +%= 1;
+        // Monotonic: `stops` changes only under `thread_mutex`, which we hold.
+        thread = std.Thread.spawn(.{ .stack_size = 16 * 1024 }, run, .{ stops.load(.monotonic), thread_gen }) catch {
+            cached.store(no_ticker, .monotonic);
+            state.store(0, .release);
+            break :blk old; // no ticker: readers keep reading the clock themselves
+        };
+        break :blk old;
     };
+    // Outside the lock, which it takes for its last act. It is past its store of state 0 (our
+    // CAS came after it, and its own CAS failed), so this join is short.
+    if (old) |t| t.join();
 }
 
 /// Ends the ticker now, if one runs, and joins it, also one that ended by itself and is still
-/// on its way out; true if it joined one. Once it returns no ticker thread runs, unless the
-/// clock was read meanwhile: a read during the stop counts as one after it, and starts a ticker
-/// again as every read that finds none does (so that the time it published moves on); that
-/// ticker is the next stop's to join. Any thread but the ticker's; for the C ABI's final
+/// on its way out; true if it joined one. Once it returns no ticker runs (one that detached
+/// itself was past its last act: it only returns), unless the clock was read meanwhile: a read
+/// during the stop counts as one after it, and starts a ticker again as every read that finds
+/// none does (so that the time it published moves on); that ticker is the next stop's to join. Any thread but the ticker's; for the C ABI's final
 /// shutdown (no host is left to read the clock), so that no thread of ours outlives it.
 pub fn stop() bool {
     const t = blk: {
@@ -196,12 +204,21 @@ pub fn stop() bool {
     return true;
 }
 
-fn run(my_stops: u32) void {
+fn run(my_stops: u32, my_gen: u32) void {
     if (builtin.is_test) _ = live_tickers.fetchAdd(1, .monotonic); // monotonic: a count for tests
-    // Release: a test that reads 0 with acquire after a join sees every store before it.
-    defer if (builtin.is_test) {
-        _ = live_tickers.fetchSub(1, .release);
-    };
+    defer {
+        // The last act. Ended by itself with nobody to join it (our handle still in `thread`):
+        // detach, so that its resources go as it ends (a host that never shuts down leaves no
+        // ended thread behind). Else `stop` or a `start` took the handle and joins us.
+        thread_mutex.lock();
+        defer thread_mutex.unlock();
+        // Release: a test that reads 0 with acquire sees every store before it.
+        if (builtin.is_test) _ = live_tickers.fetchSub(1, .release);
+        if (thread_gen == my_gen) if (thread) |t| {
+            t.detach();
+            thread = null;
+        };
+    }
     // Named, so that its CPU time shows as its own in per-thread figures (top -H,
     // /proc/<pid>/task; bench/wake_cpu.ts): unnamed, it took its starter's name (a Deno
     // Worker's, a blocking-pool thread's). Best effort.
@@ -226,9 +243,8 @@ fn run(my_stops: u32) void {
             start();
             return;
         }
-        // Ended by itself, our handle still in `thread`: tick on as the reader's ticker, unless
-        // a reader's `start` won first (it then joins us; we touch nothing more). Acq_rel: as
-        // `start`'s CAS. A `stop` that took our handle meanwhile changed `stops`: the first wait
+        // Ended by itself: tick on as the reader's ticker, unless a reader's `start` won first
+        // (it then takes our handle to join us). Acq_rel: as `start`'s CAS. A `stop` that took our handle meanwhile changed `stops`: the first wait
         // of `tick` returns at once and we end as stopped.
         if (state.cmpxchgStrong(0, 1, .acq_rel, .monotonic) != null) return;
     }
