@@ -4416,6 +4416,9 @@ test "C ABI: a scope's child waiting with a token of its own is still interrupte
 }
 
 test "C ABI: kc_scope_watch hears a native cancellation; the scope-aware built-ins report KC_EINTR" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     defer _ = kc_sched_shutdown(0);
     const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
