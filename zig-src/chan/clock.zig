@@ -54,6 +54,10 @@ var ticks: std.atomic.Value(u64) = .init(0);
 var ticks_new: std.atomic.Value(u64) = .init(0);
 /// Tests only: a pause between the ticker's two exit stores, where a reader's `start` fails.
 var exit_pause_ns: u64 = 0;
+/// Tests only: while set, a ticker on its way out stops there (`at_exit` set) until a `stop`
+/// comes (or the gate is cleared): a stop that finds it there, whatever the machine's load.
+var exit_gate: std.atomic.Value(bool) = .init(false);
+var at_exit: std.atomic.Value(bool) = .init(false);
 /// Tests only: tickers not yet at their last act (`run`'s final critical section), whatever
 /// joins or detaches them.
 var live_tickers: std.atomic.Value(u32) = .init(0);
@@ -229,6 +233,7 @@ fn run(my_stops: u32, my_gen: u32) void {
         // Monotonic: the swap of `state` below orders it before our look at `cached`.
         cached.store(no_ticker, .monotonic);
         if (exit_pause_ns != 0) std.Thread.sleep(exit_pause_ns); // tests: widen the window below
+        if (builtin.is_test) gate(my_stops);
         // Pairs with `start`'s CAS (release), and with `nowOdd` (below). A swap, not a store: the
         // store half of a Dekker pair, which qemu-user on an x86 host breaks for an ARM64 seq_cst
         // store (stlr passes the later ldar; see `Deque.push` in sched/deque.zig).
@@ -247,6 +252,18 @@ fn run(my_stops: u32, my_gen: u32) void {
         // (it then takes our handle to join us). Acq_rel: as `start`'s CAS. A `stop` that took our handle meanwhile changed `stops`: the first wait
         // of `tick` returns at once and we end as stopped.
         if (state.cmpxchgStrong(0, 1, .acq_rel, .monotonic) != null) return;
+    }
+}
+
+/// Tests only: waits at `exit_gate` while it is set, until a stop, in 1 ms slices (bounded).
+fn gate(my_stops: u32) void {
+    // Acquire/release: test flags, paired with the test's stores and loads.
+    if (!exit_gate.load(.acquire)) return;
+    at_exit.store(true, .release);
+    const d = test_wait.Deadline.in(test_wait.default_ns, "");
+    // Acquire: pairs with `stop`'s increment (which wakes the wait at once).
+    while (exit_gate.load(.acquire) and stops.load(.acquire) == my_stops and !d.passed()) {
+        Futex.timedWait(&stops, my_stops, std.time.ns_per_ms) catch {};
     }
 }
 
@@ -376,14 +393,18 @@ test "stop joins a ticker that is ending by itself: no ticker thread runs once i
     // found no handle, returned false and left it running (as the process exited, at the C
     // ABI's final shutdown: its stack and TLS block), and one that restarted for a reader
     // started another ticker after that stop.
-    exit_pause_ns = 50 * std.time.ns_per_ms; // widens its way out, where a stop now comes
-    defer exit_pause_ns = 0;
     _ = stop(); // none left from an earlier test
     try std.testing.expectEqual(@as(u32, 0), live_tickers.load(.acquire));
+    // Its way out is held open until a stop comes (without the gate, a loaded machine could
+    // let it end before the stop: the stop then finds no ticker, rightly).
+    at_exit.store(false, .release);
+    exit_gate.store(true, .release);
+    defer exit_gate.store(false, .release);
     _ = now(); // starts one
-    // Unread, it ends by itself: it stored no_ticker and pauses before its state 0.
+    // Unread, it ends by itself: it stored no_ticker and waits at the gate before its state 0.
     const d = test_wait.Deadline.in(test_wait.default_ns, "the ticker to end by itself");
-    while (raw() != no_ticker) try d.wait();
+    while (!at_exit.load(.acquire)) try d.wait();
+    try std.testing.expectEqual(no_ticker, raw());
     try std.testing.expect(stop()); // it had a thread to join
     try std.testing.expectEqual(@as(u32, 0), live_tickers.load(.acquire)); // and joined it
     try std.testing.expect(!running());
