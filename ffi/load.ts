@@ -678,7 +678,10 @@ function fromData(path: string): boolean {
   const name = path.slice(Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\")) + 1);
   const ext = libraryFileName().slice(libraryFileName().lastIndexOf("."));
   const absolute = path.startsWith("/") || /^[A-Za-z]:[\\/]/.test(path);
-  return absolute && name.includes("kcoro") && name.includes(ext);
+  // The extension last, or before a version (`libkcoro.so.1`): not `libkcoro.so.bak`.
+  const at = name.lastIndexOf(ext);
+  const version = name.slice(at + ext.length);
+  return absolute && name.includes("kcoro") && at > 0 && /^(\.[0-9]+)*$/.test(version);
 }
 
 /**

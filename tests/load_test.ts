@@ -248,6 +248,7 @@ Deno.test("a Worker opening a shared channel opens the library the channel lives
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${dir}/evil.so`, "not a library");
+    await Deno.writeTextFile(`${dir}/libkcoro.so.bak`, "not a library");
     await Deno.writeTextFile(
       `${dir}/worker.ts`,
       `
@@ -277,6 +278,7 @@ const said = await new Promise((resolve) => {
   w.onmessage = (e) => resolve(e.data);
   w.postMessage([
     { ...shared, library: "${dir}/evil.so" },
+    { ...shared, library: "${dir}/libkcoro.so.bak" },
     { ...shared, library: "zig-out/lib/libkcoro.so" },
     { ...shared, library: "/nonexistent/libkcoro.so" },
     shared,
@@ -292,12 +294,14 @@ console.log(JSON.stringify([shared.library, library().path, said, ch.tryReceive(
     ]);
     assert.equal(res.code, 0, res.stderr);
     const path = `${root}zig-out/lib/libkcoro.so`;
-    const [lib, main, [evil, relative, missing, found, ...more], got] = JSON.parse(res.stdout);
-    // A file not named as a kcoro library, and a relative path, are not opened from message
+    const [lib, main, [evil, bak, relative, missing, found, ...more], got] = JSON.parse(
+      res.stdout,
+    );
+    // A file not named as a kcoro library (the extension not last), and a relative path, are not opened from message
     // data (opening runs a library's code before any check): the Worker searches, as for an
     // object without the field, and its search resolves KCORO_LIB against "/" here. Before,
     // the Worker opened evil.so (a LibraryNotFoundError naming it as the channel's library).
-    for (const said of [evil, relative]) {
+    for (const said of [evil, bak, relative]) {
       assert.ok(said.startsWith("LibraryNotFoundError kcoro: KCORO_LIB is set to ./zig-out"), said);
       assert.ok(!said.includes("it lives in the library at"), said);
     }
