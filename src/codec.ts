@@ -30,6 +30,7 @@ import v8 from "node:v8";
 import { markAsUntransferable } from "node:worker_threads";
 import type { Library } from "../ffi/load.ts";
 import { type ChunkBuffers, chunkBuffers, chunkBuffersProblem } from "../ffi/napi.ts";
+import { customInspect, inspectAs } from "./inspect.ts";
 import {
   CancellationError,
   ClosedReceiveError,
@@ -38,6 +39,7 @@ import {
   CompletionHandlerError,
   describe,
   ownErrorKind,
+  refuseCloneOf,
   refusedByClone,
   refusedClass,
   Status,
@@ -1569,6 +1571,32 @@ const tagged: Codec<unknown> = {
 };
 
 /**
+ * What a structured clone of a codec fails on (each built-in's `_notCloneable`): its message.
+ * Without it the clone failed on `encode`, printing the function's source as the message.
+ */
+const NOT_CLONEABLE = Symbol(
+  "Cannot clone a codec: a channel knows its codec by identity; send the codec's name and take " +
+    "codecs[name] on the other side",
+);
+
+refuseCloneOf("a codec", "send its name and take `codecs[name]` there", NOT_CLONEABLE);
+
+/**
+ * `c` as one of `codecs`, frozen, its first field the `_notCloneable` symbol that structured
+ * cloning (postMessage, structuredClone, a structured value's node:v8 copy) fails on with advice
+ * (`NOT_CLONEABLE`); printed without that field (`Codec { name: "f64", ... }`).
+ */
+function builtin<T>(c: Codec<T>): Codec<T> {
+  const out = { _notCloneable: NOT_CLONEABLE, ...c };
+  Object.defineProperty(out, customInspect, {
+    value(inspect: unknown, options: unknown): string {
+      return inspectAs("Codec", { name: c.name }, inspect, options);
+    },
+  });
+  return Object.freeze(out);
+}
+
+/**
  * The built-in codecs. `default` tags each value; the typed ones skip the tag:
  * `f64` numbers, `u64` bigints, `bytes` Uint8Array, `string` strings, `structured` anything
  * `structuredClone` accepts.
@@ -1581,15 +1609,15 @@ export const codecs: {
   readonly string: Codec<string>;
   readonly structured: Codec<unknown>;
 } = Object.freeze({
-  // Each frozen too: a channel sizes its native element by `elemSize` and reads and writes
-  // its 32-byte slot with `encode` and `decode`, so `codecs.u64.elemSize = 1 << 20` made every
-  // native copy run past the slot (a segfault).
-  default: Object.freeze(tagged),
-  f64: Object.freeze(f64),
-  u64: Object.freeze(u64),
-  bytes: Object.freeze(bytes),
-  string: Object.freeze(string),
-  structured: Object.freeze(structured),
+  // Each frozen too (`builtin`): a channel sizes its native element by `elemSize` and reads and
+  // writes its 32-byte slot with `encode` and `decode`, so `codecs.u64.elemSize = 1 << 20` made
+  // every native copy run past the slot (a segfault).
+  default: builtin(tagged),
+  f64: builtin(f64),
+  u64: builtin(u64),
+  bytes: builtin(bytes),
+  string: builtin(string),
+  structured: builtin(structured),
 });
 
 /**

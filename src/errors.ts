@@ -551,6 +551,15 @@ export function refuseAsValue(
   notCloneable: symbol,
 ): void {
   notValues.set(cls.prototype, [what, instead]);
+  refuseCloneOf(what, instead, notCloneable);
+}
+
+/**
+ * @ignore `refuseAsValue` for objects without a class of their own (the built-in codecs, plain
+ * frozen objects): only by the description of `notCloneable`, the symbol in their
+ * `_notCloneable` field, which node:v8 fails on wherever it meets one (`refusedByClone`).
+ */
+export function refuseCloneOf(what: string, instead: string, notCloneable: symbol): void {
   if (notCloneable.description !== undefined) {
     notCloneables.set(notCloneable.description, [what, instead]);
   }

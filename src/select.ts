@@ -57,10 +57,12 @@ import {
   describe,
   InvalidHandleError,
   LibraryClosedError,
+  refuseAsValue,
   Status,
   statusError,
   unwrap,
 } from "./errors.ts";
+import { customInspect, inspectAs } from "./inspect.ts";
 import type { Deferred, Job } from "./job.ts";
 import { checkMs, timer } from "./time.ts";
 
@@ -128,7 +130,19 @@ interface Clause {
   encoded?: boolean;
 }
 
+/** What a structured clone of a select builder fails on (`Builder._notCloneable`): its message. */
+const NOT_CLONEABLE = Symbol(
+  "Cannot clone a select builder: it registers clauses for the select() call that made it; " +
+    "postMessage the channels' share() and build the select in the Worker",
+);
+
 class Builder implements SelectBuilder<unknown> {
+  /**
+   * First of the fields structured cloning sees: a DataCloneError with its description as the
+   * message. A builder cloned as `{ clauses: [], channels: 0, sealed: false }` before (its clauses,
+   * once added, failed on the first handler function or channel instead).
+   */
+  readonly _notCloneable: symbol = NOT_CLONEABLE;
   readonly clauses: Clause[] = [];
   channels = 0;
   sealed = false;
@@ -196,7 +210,19 @@ class Builder implements SelectBuilder<unknown> {
     }
     this.#add(op, { kind: AWAIT, job: deferred, fn });
   }
+
+  /** @ignore How `console.log` / `Deno.inspect` print a builder: `SelectBuilder { clauses: 2 }`. */
+  [customInspect](inspect: unknown, options: unknown): string {
+    return inspectAs("SelectBuilder", { clauses: this.clauses.length }, inspect, options);
+  }
 }
+
+refuseAsValue(
+  Builder,
+  "a select builder",
+  "build the select where its channels are received",
+  NOT_CLONEABLE,
+);
 
 function isJob(x: unknown): x is Job {
   return x !== null && typeof x === "object" &&

@@ -8,6 +8,8 @@ import assert from "node:assert/strict";
 import {
   actor,
   Channel,
+  CodecError,
+  codecs,
   CompletableDeferred,
   Context,
   CoroutineExceptionHandler,
@@ -22,6 +24,8 @@ import {
   nonCancellable,
   produce,
   runtime,
+  select,
+  type SelectBuilder,
   supervisorScope,
   withTimeout,
 } from "../mod.ts";
@@ -58,6 +62,8 @@ Deno.test("every public kcoro object refuses structured cloning with a DataClone
     ["library()", library(), /Cannot clone a Library: .*library\(\)/],
     ["runtime()", runtime(), /Cannot clone a Runtime: .*runtime\(\)/],
   );
+  const CODEC = /Cannot clone a codec: .*send the codec's name and take codecs\[name\]/;
+  for (const [name, codec] of Object.entries(codecs)) rows.push([`codecs.${name}`, codec, CODEC]);
   using co = NativeCoroutine.create("fib", { arg: 3 });
   rows.push(["NativeCoroutine", co, /Cannot clone a NativeCoroutine: /]);
   await using ns = NativeScope.create();
@@ -66,6 +72,13 @@ Deno.test("every public kcoro object refuses structured cloning with a DataClone
   rows.push(["createScope()", free, JOB]);
   using ch = new Channel<number>(1);
   rows.push(["Channel", ch, /Cannot clone a Channel: /]);
+  const BUILDER = /Cannot clone a select builder: .*share\(\) and build the select in the Worker/;
+  await ch.send(1);
+  await select<number>((s) => {
+    rows.push(["a select builder, empty", s, BUILDER]);
+    s.onReceive(ch, (v) => v);
+    rows.push(["a select builder with a clause", s, BUILDER]);
+  });
   await coroutineScope(async (scope) => {
     rows.push(["coroutineScope's scope", scope, JOB], ["its context", scope.context, /Context/]);
     const job = scope.launch(() => Promise.resolve(), { lazy: true }); // not started: its state only
@@ -87,4 +100,28 @@ Deno.test("every public kcoro object refuses structured cloning with a DataClone
     job.cancel();
   });
   assert.ok(rows.length >= 20, `rows: ${rows.length}`);
+});
+
+Deno.test("a codec or a select builder sent as a channel's value is a CodecError naming what to send instead", async () => {
+  using ch = new Channel<unknown>(4, { codec: codecs.structured });
+  const refused = (what: RegExp) => (e: unknown) => {
+    assert.ok(e instanceof CodecError, String(e));
+    assert.match(e.message, what);
+    return true;
+  };
+  await assert.rejects(
+    ch.send({ codec: codecs.f64 }),
+    refused(/Cannot send: the value holds a codec, .*send its name and take `codecs\[name\]`/),
+  );
+  let builder: SelectBuilder<number> | undefined;
+  await select<number>((s) => {
+    builder = s;
+    s.onTimeout(0, () => 0);
+  });
+  await assert.rejects(ch.send(builder), refused(/Cannot send: a select builder, /));
+  // The name travels, and names the same codec there.
+  await ch.send({ codec: codecs.f64.name });
+  const got = await ch.receive() as { codec: keyof typeof codecs };
+  assert.equal(codecs[got.codec], codecs.f64);
+  assert.equal(Deno.inspect(codecs.f64), 'Codec { name: "f64" }');
 });
