@@ -553,8 +553,7 @@ struct kc_completion {
 int32_t kc_ring_create(uint32_t *out_ring);
 /* The handle dies at once; pending operations are withdrawn; a blocked kc_ring_wait returns.
  * Values received for it but not yet taken go back to their channels, in front of the values
- * sent after them (to the undelivered hook when the channel is full, cancelled, closed and
- * drained, or a rendezvous with no receiver waiting). */
+ * sent after them, where kc_ring_give_back puts them, counted as it counts them. */
 int32_t kc_ring_destroy(uint32_t ring);
 /* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0). */
 int32_t kc_ring_wait(uint32_t ring, uint64_t timeout_ns);
@@ -573,7 +572,9 @@ int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size);
  * stays receivable while values remain; a cancelled channel, one closed with nothing left and a
  * full one with a drop policy hand it to the undelivered path instead); a zero-copy descriptor
  * goes back as it is, its buffer not released. The channel's metrics then count it as never
- * received (the receive is a cancelled failure) and not sent twice. A send or a failed operation
+ * received (the receive is a cancelled failure; a select's, one on each of its channels) and
+ * sent once, also while it waits as the channel's first sender (a rendezvous with no receiver,
+ * a full buffer's newest value). A send or a failed operation
  * is freed as kc_ring_take frees it. Errors as kc_ring_take. */
 int32_t kc_ring_give_back(uint32_t ring, uint32_t ticket);
 /* Withdraws a pending operation: 0 (no record will come, nothing delivered) or KC_EBUSY (it

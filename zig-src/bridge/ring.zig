@@ -152,14 +152,17 @@ pub const Ring = struct {
                     if (landed) break;
                     std.Thread.yield() catch {};
                 }
-                p.afterCompletion();
+                // A received value goes back (step 2): counted as given up, as `giveBack` counts.
+                if (p.returnedTo() != null) p.afterGiveBack() else p.afterCompletion();
                 p.dropLosers(); // its host, which would have freed them on the record, is gone
             } else p.dropUnsent(); // a value still waiting to be sent must not leak with us
         }
         // 2. No one will take the values received for us: they go back to their channels, not
-        // to die with us. Each channel's together, in the order they were received (records
-        // land in that order for one sender's values), so that they come back in that order:
-        // the slots (no longer used) sorted by channel, then by record.
+        // to die with us, uncounted as received and not counted as sent twice, each receive a
+        // cancelled failure (`giveBackAllUndelivered`), as `giveBack` counts one. Each
+        // channel's together, in the order they were received (records land in that order for
+        // one sender's values), so that they come back in that order: the slots (no longer
+        // used) sorted by channel, then by record.
         std.mem.sort(Slot, r.slots.items, {}, Slot.returnOrder);
         var i: usize = 0;
         while (i < r.slots.items.len) {
@@ -169,7 +172,7 @@ pub const Ring = struct {
                 const q = r.slots.items[end].p orelse break;
                 if (q.returnedTo() != ch) break;
             }
-            ch.giveBackAll(Returns{ .slots = r.slots.items[i..end], .len = end - i });
+            ch.giveBackAllUndelivered(Returns{ .slots = r.slots.items[i..end], .len = end - i });
             i = end;
         }
         for (r.slots.items) |slot| if (slot.p) |p| r.freePending(p);
@@ -614,8 +617,10 @@ pub const Ring = struct {
     /// send, or an operation that failed, has nothing to give back: freed as `take` frees it.
     pub fn giveBack(r: *Ring, ticket: u32) error{ BadHandle, InvalidArgument }!void {
         const p = try r.claim(ticket, true);
-        if (p.returnedTo()) |ch| ch.giveBackUndelivered(p.returnedValue().ptr);
-        p.afterCompletion();
+        if (p.returnedTo()) |ch| {
+            ch.giveBackUndelivered(p.returnedValue().ptr);
+            p.afterGiveBack();
+        } else p.afterCompletion();
         r.disown(p, false);
         r.freePending(p);
     }
@@ -781,6 +786,16 @@ pub const Pending = struct {
         switch (p.body) {
             .op, .watch => {},
             .select => |s| s.sel.cleanup(),
+        }
+    }
+
+    /// `afterCompletion` for an operation whose received value goes back (`returnedTo` not
+    /// null): a select also counts a cancelled failure on each of its other channels
+    /// (`AsyncSelect.cleanupGivenBack`), as a withdrawn one counts on each.
+    fn afterGiveBack(p: *Pending) void {
+        switch (p.body) {
+            .op, .watch => {}, // a watch received nothing (`returnedTo` is null for it)
+            .select => |s| s.sel.cleanupGivenBack(p.returnedTo().?),
         }
     }
 
@@ -1173,15 +1188,19 @@ test "a value given back that waits as a sender: a blocked receive gets it first
         try testing.expectEqual(@as(u64, 0), Hook.dropped);
     }
     {
-        // Cancelled: dropped once, and freed (the leak check); no one's operation failed.
+        // Cancelled: dropped once, and freed (the leak check); no one's operation failed but
+        // the dead ring's receive, which gave it back (one cancelled failure, as a withdrawn
+        // receive of that ring counts). Sent once, not received.
         const ch = try channel.Channel.create(testing.allocator, opts);
         defer ch.destroy();
         try S.given(ch, 10);
         _ = ch.cancel();
         try testing.expectEqual(@as(u64, 10), Hook.dropped);
         const m = ch.snapshot();
-        try testing.expectEqual(@as(u64, 0), m.fail_cancelled);
+        try testing.expectEqual(@as(u64, 1), m.fail_cancelled);
         try testing.expectEqual(@as(u64, 1), m.dropped);
+        try testing.expectEqual(@as(u64, 1), m.sends);
+        try testing.expectEqual(@as(u64, 0), m.receives);
     }
     {
         // Destroyed while it waits: dropped once, and freed.
@@ -1559,6 +1578,142 @@ test "giveBack: a received value whose abort lost goes back to its channel in fr
     try ring.giveBack(t4);
     try testing.expectError(error.WouldBlock, recv(rch));
     try testing.expectEqual(dropped, Hook.dropped);
+}
+
+test "a value given back counts as its channel saw it: sent once, not received, the receive (a select: each channel) a cancelled failure; also while it waits to go back in, and from a dying ring" {
+    var buf: [64]u8 = undefined; // the descriptors' bytes (never read)
+    const Z = struct {
+        fn desc(b: []u8, len: usize) channel.Descriptor {
+            return .{ .ptr = b.ptr, .len = len };
+        }
+        /// A descriptor of `len` bytes at `b[len..]`: each length its own address (a channel
+        /// refuses a buffer it holds already).
+        fn send(ch: *channel.Channel, b: []u8, len: usize) !void {
+            var d = desc(b[len..], len);
+            try ch.send(std.mem.asBytes(&d), null, true);
+        }
+        fn receive(ch: *channel.Channel) !usize {
+            var d: channel.Descriptor = undefined;
+            try ch.receive(std.mem.asBytes(&d), null, true);
+            return d.len;
+        }
+        fn expectCounts(ch: *channel.Channel, sends: u64, receives: u64, bytes_sent: u64, bytes_received: u64, cancelled: u64) !void {
+            const m = ch.snapshot();
+            try testing.expectEqual(sends, m.sends);
+            try testing.expectEqual(receives, m.receives);
+            try testing.expectEqual(bytes_sent, m.bytes_sent);
+            try testing.expectEqual(bytes_received, m.bytes_received);
+            try testing.expectEqual(cancelled, m.fail_cancelled);
+        }
+    };
+    var rec: [4]Completion = undefined;
+    {
+        // A rendezvous: the value waits as the channel's first sender until a receive comes;
+        // meanwhile it is sent once (it was one short: its resend uncounted, not counted yet).
+        const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 0, .zero_copy = true });
+        defer ch.destroy();
+        var ring = Ring.init(testing.allocator);
+        defer ring.deinit();
+        var out: channel.Descriptor = undefined;
+        const t = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+        try Z.send(ch, &buf, 10);
+        try testing.expectError(error.Busy, ring.abort(t, true));
+        try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+        try ring.giveBack(t);
+        try Z.expectCounts(ch, 1, 0, 10, 0, 1);
+        try testing.expectEqual(@as(usize, 10), try Z.receive(ch));
+        try Z.expectCounts(ch, 1, 1, 10, 10, 1);
+    }
+    {
+        // A full buffer: the value goes in front, the newest buffered one (13 bytes) waits as
+        // a sender until a receive makes room; both sent once all along.
+        const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 0, .zero_copy = true, .capacity = 2 });
+        defer ch.destroy();
+        var ring = Ring.init(testing.allocator);
+        defer ring.deinit();
+        var out: channel.Descriptor = undefined;
+        const t = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+        try Z.send(ch, &buf, 10); // taken by the ring's receive
+        try Z.send(ch, &buf, 11);
+        try Z.send(ch, &buf, 13);
+        try testing.expectError(error.Busy, ring.abort(t, true));
+        try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+        try ring.giveBack(t);
+        try Z.expectCounts(ch, 3, 0, 34, 0, 1);
+        for ([_]usize{ 10, 11, 13 }) |len| try testing.expectEqual(len, try Z.receive(ch));
+        try Z.expectCounts(ch, 3, 3, 34, 34, 1);
+    }
+    {
+        // An aborted select whose receive clause won: the value's channel counts it as above,
+        // and each other channel of the select a cancelled failure, as a withdrawn select
+        // counts one on each of its channels (it was the value's channel only).
+        const a = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 2 });
+        defer a.destroy();
+        const b = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 2 });
+        defer b.destroy();
+        const c = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 2 });
+        defer c.destroy();
+        var ring = Ring.init(testing.allocator);
+        defer ring.deinit();
+        var va: u64 = 0;
+        var vb: u64 = 0;
+        var vc: u64 = 5;
+        var va2: u64 = 0;
+        const clauses = [_]channel.Clause{
+            .{ .ch = a, .kind = .receive, .elem = undefined },
+            .{ .ch = b, .kind = .receive, .elem = undefined },
+            .{ .ch = c, .kind = .send, .elem = undefined },
+            .{ .ch = a, .kind = .receive, .elem = undefined },
+        };
+        const values = [_][]u8{ std.mem.asBytes(&va), std.mem.asBytes(&vb), std.mem.asBytes(&vc), std.mem.asBytes(&va2) };
+        var x: u64 = 7;
+        try c.send(std.mem.asBytes(&x), null, true);
+        try c.send(std.mem.asBytes(&x), null, true); // c full: the send clause waits
+        const t = (try ring.submitSelect(&clauses, &values, null, &.{})).pending;
+        x = 9;
+        try b.send(std.mem.asBytes(&x), null, true);
+        try testing.expectError(error.Busy, ring.abort(t, true));
+        try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+        try testing.expectEqual(@as(u32, 1), rec[0].index);
+        try ring.giveBack(t);
+        try testing.expectEqual(@as(u64, 1), b.snapshot().fail_cancelled);
+        try testing.expectEqual(@as(u64, 1), a.snapshot().fail_cancelled); // two clauses, once
+        try testing.expectEqual(@as(u64, 1), c.snapshot().fail_cancelled);
+        try testing.expectEqual(@as(u64, 1), b.snapshot().sends);
+        try testing.expectEqual(@as(u64, 0), b.snapshot().receives);
+        try testing.expectEqual(@as(u64, 9), try recv(b));
+        try testing.expect(a.receivers.isEmpty());
+        try testing.expect(c.senders.isEmpty());
+    }
+    {
+        // A dying ring gives back what it received and did not deliver, counted the same way
+        // (it counted the receive and the resend: received once and sent twice), a plain
+        // receive's and a select's; its withdrawn receive counts a cancelled failure too.
+        const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 0, .zero_copy = true, .capacity = 4 });
+        defer ch.destroy();
+        const other = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+        defer other.destroy();
+        var ring = Ring.init(testing.allocator);
+        var out: [2]channel.Descriptor = undefined;
+        var o: u64 = 0;
+        _ = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out[0]), &.{})).pending;
+        const clauses = [_]channel.Clause{
+            .{ .ch = other, .kind = .receive, .elem = undefined },
+            .{ .ch = ch, .kind = .receive, .elem = undefined },
+        };
+        const values = [_][]u8{ std.mem.asBytes(&o), std.mem.asBytes(&out[1]) };
+        _ = (try ring.submitSelect(&clauses, &values, null, &.{})).pending;
+        _ = (try ring.submitOp(other, .receive, std.mem.asBytes(&o), &.{})).pending; // withdrawn
+        try Z.send(ch, &buf, 20);
+        try Z.send(ch, &buf, 21);
+        try testing.expectEqual(@as(usize, 2), ring.drain(&rec)); // drained, never taken
+        ring.deinit();
+        try Z.expectCounts(ch, 2, 0, 41, 0, 2);
+        try testing.expectEqual(@as(u64, 2), other.snapshot().fail_cancelled); // select, receive
+        try testing.expectEqual(@as(usize, 20), try Z.receive(ch));
+        try testing.expectEqual(@as(usize, 21), try Z.receive(ch));
+        try Z.expectCounts(ch, 2, 2, 41, 41, 2);
+    }
 }
 
 test "a ring going away hands the values it was still sending to their channel's undelivered path" {

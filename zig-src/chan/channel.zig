@@ -590,6 +590,11 @@ const Returned = struct {
     elem: []u8,
     /// Made but not parked yet (`Channel.giveBackAll`'s spares).
     next_spare: ?*Returned = null,
+    /// Its value's send is counted already (a value a host gave back undelivered,
+    /// `Channel.giveBackUndelivered`, or the one it displaced): its entry (`recvLocked`) counts
+    /// a send as any waiting sender's does, and uncounts it (`uncountEntry`). The metrics then
+    /// show the value sent once also while it waits here, instead of one short until it enters.
+    counted: bool = false,
 
     /// Null when out of memory (the value is then dropped, as before there was this).
     fn create(allocator: std.mem.Allocator, size: usize) ?*Returned {
@@ -611,6 +616,7 @@ const Returned = struct {
     /// Queues it, holding a copy of `elem`, ahead of every waiting sender. Under the lock.
     fn park(r: *Returned, ch: *Channel, elem: [*]const u8) void {
         ch.copy(r.elem.ptr, elem);
+        r.counted = false;
         r.op.waiter = .{ .elem = r.elem.ptr, .ref = null, .sched = null, .notify = AsyncOp.onComplete };
         ch.senders.pushFront(&r.op.waiter);
     }
@@ -1355,6 +1361,12 @@ pub const Channel = struct {
         ch.giveBackWith(&one, true);
     }
 
+    /// `giveBackAll` for values a host's receives took and will not deliver (a ring going away
+    /// with their records: `Ring.deinit`), counted as `giveBackUndelivered` counts one.
+    pub fn giveBackAllUndelivered(ch: *Channel, elems: anytype) void {
+        ch.giveBackWith(elems, true);
+    }
+
     /// `giveBackAll`; `uncount`: as `giveBackUndelivered` (`uncountReturn`).
     fn giveBackWith(ch: *Channel, elems: anytype, uncount: bool) void {
         const n: usize = elems.len;
@@ -1383,14 +1395,14 @@ pub const Channel = struct {
                     const elem = returnedAt(elems, i);
                     const spare = spares;
                     const got = ch.giveBackLocked(elem, spare);
-                    if (uncount) ch.uncountReturn(elem, got != .refused);
+                    if (uncount) ch.uncountReturn(elem, got, spare);
                     if (got == .refused) ch.undelivered(elem);
-                    if (got == .parked) spares = spare.?.next_spare;
+                    if (got == .parked or got == .displaced) spares = spare.?.next_spare;
                 }
                 ch.unlock();
                 break;
             }
-            if (uncount) ch.uncountReturn(returnedAt(elems, next), true);
+            if (uncount) ch.uncountReturn(returnedAt(elems, next), .taken, null);
             ch.unlock();
             if (wake) |info| Waiter.wake(info);
             next += 1;
@@ -1402,19 +1414,46 @@ pub const Channel = struct {
     }
 
     /// With the lock held: a value given back by a host that did not deliver it is uncounted as
-    /// received (it was counted when its receive took it), and, `resent` (it went back in, to
-    /// a receiver, the buffer or the senders), as sent (going back in counts a send again, or
-    /// will as a parked one enters). Wrapping: `snapshot` adds the position counts to these.
-    fn uncountReturn(ch: *Channel, elem: [*]const u8, resent: bool) void {
+    /// received (it was counted when its receive took it), and its going back in (`got`, from
+    /// `giveBackLocked`; `.taken` for a hand-off) is not a second send. Taken (a receiver, the
+    /// buffer), that counted a send now: uncounted now. Parked, or displacing the newest
+    /// buffered value (`spare` waits as a sender holding it), nothing is counted until it
+    /// enters: the `Returned` is marked to uncount its entry then (`Returned.counted`), so a
+    /// snapshot in between shows the value sent once, not one short. Wrapping: `snapshot` adds
+    /// the position counts to these.
+    fn uncountReturn(ch: *Channel, elem: [*]const u8, got: GivenBack, spare: ?*Returned) void {
         ch.metrics.fail_cancelled += 1; // counted whatever `count_metrics` says, as `withdraw`
         if (!ch.count_metrics) return;
         ch.metrics.receives -%= 1;
-        if (resent) ch.metrics.sends -%= 1;
-        if (ch.zero_copy) {
-            const bytes = descriptorBytes(elem);
-            ch.metrics.bytes_received -%= bytes;
-            if (resent) ch.metrics.bytes_sent -%= bytes;
+        const bytes = if (ch.zero_copy) descriptorBytes(elem) else 0;
+        ch.metrics.bytes_received -%= bytes;
+        switch (got) {
+            .refused => {},
+            .taken => {
+                ch.metrics.sends -%= 1;
+                ch.metrics.bytes_sent -%= bytes;
+            },
+            .parked => spare.?.counted = true,
+            .displaced => {
+                // `elem` took the head's slot without a send counted (`tx.tail` unmoved) but
+                // its bytes counted in; the displaced value's bytes counted out: both undone,
+                // its entry counting them in again (and uncounting them, `counted`).
+                const r = spare.?;
+                ch.metrics.bytes_sent -%= bytes;
+                if (ch.zero_copy) ch.metrics.bytes_sent +%= descriptorBytes(r.elem.ptr);
+                r.counted = true;
+            },
         }
+    }
+
+    /// With the lock held: a waiting sender's value entered (`recvLocked`, counted there as
+    /// any sender's): uncounted when it is a value given back whose send was counted already
+    /// (`Returned.counted`). Not a `Returned`: nothing.
+    inline fn uncountEntry(ch: *Channel, s: *Waiter) void {
+        const r = Returned.of(s) orelse return;
+        if (!r.counted or !ch.count_metrics) return;
+        ch.metrics.sends -%= 1;
+        if (ch.zero_copy) ch.metrics.bytes_sent -%= descriptorBytes(s.elem);
     }
 
     inline fn returnedAt(elems: anytype, i: usize) [*]const u8 {
@@ -1433,9 +1472,10 @@ pub const Channel = struct {
         return true;
     }
 
-    const GivenBack = enum { taken, parked, refused };
+    const GivenBack = enum { taken, parked, displaced, refused };
 
-    /// `giveBack` with the lock held: `parked` when it queued `spare` (holding `elem`).
+    /// `giveBack` with the lock held: `parked` when it queued `spare` (holding `elem`),
+    /// `displaced` when `elem` went in front and `spare` holds the newest buffered value.
     /// No receiver waits (`giveBackAll` looked, under this lock).
     fn giveBackLocked(ch: *Channel, elem: [*]const u8, spare: ?*Returned) GivenBack {
         if (ch.cancelled) return .refused;
@@ -1485,7 +1525,7 @@ pub const Channel = struct {
         ch.copy(ch.slot(ch.rx.head), elem);
         if (displaced == null) ch.tx.tail += 1;
         ch.countBytesIn(elem);
-        return if (displaced != null) .parked else .taken;
+        return if (displaced != null) .displaced else .taken;
     }
 
     fn descriptorAt(elem: [*]const u8) Descriptor {
@@ -1656,6 +1696,7 @@ pub const Channel = struct {
             if (ch.senders.pop()) |s| {
                 ch.pushBuffer(s.elem) catch unreachable; // a slot was just freed
                 ch.countBytesIn(s.elem);
+                ch.uncountEntry(s);
                 wake.* = s.complete(done_ok);
             }
             return .done;
@@ -1665,6 +1706,7 @@ pub const Channel = struct {
             ch.assertNotHeld(s.elem);
             ch.copy(out, s.elem);
             ch.countHandoff(out);
+            ch.uncountEntry(s);
             wake.* = s.complete(done_ok);
             return .done;
         }
@@ -2670,6 +2712,21 @@ pub const AsyncSelect = struct {
     /// Unlinks the clauses still queued (losers). After `notify` ran.
     pub fn cleanup(as: *AsyncSelect) void {
         as.unlink(false);
+    }
+
+    /// `cleanup` for a select whose host gave back the value its receive clause took (an abort
+    /// that lost to it, `Ring.giveBack`; a ring going away): a cancelled failure on each of its
+    /// channels but `returned_to`, which counted one as the value went back
+    /// (`Channel.giveBackUndelivered`), as a withdrawn select counts one on each (`withdraw`):
+    /// the select was given up either way. Before, only `returned_to` counted it.
+    pub fn cleanupGivenBack(as: *AsyncSelect, returned_to: *Channel) void {
+        const locks = as.locks[0..as.nlocks];
+        lockAll(locks);
+        unlinkClauses(as.clauses[0..as.n], as.waiters[0..as.n]);
+        for (locks) |ch| {
+            if (ch != returned_to) ch.metrics.fail_cancelled += 1;
+        }
+        unlockAll(locks);
     }
 
     /// Unlinks the clauses still queued under every channel's lock, counting a cancelled
