@@ -392,22 +392,32 @@ Deno.test("receives given up by timers as a Worker's values arrive: every value 
 Deno.test("a receive or select aborted after a native send completed it rejects with the reason; the value goes back in front (closed too), or to onUndeliveredElement once closed and drained", async () => {
   const rt = runtime();
   const cases = [
-    { count: 3, close: false, viaSelect: false, back: [0n, 1n, 2n], hook: [] },
-    { count: 3, close: true, viaSelect: false, back: [0n, 1n, 2n], hook: [] },
-    { count: 1, close: true, viaSelect: false, back: [], hook: [0n] },
-    { count: 2, close: false, viaSelect: true, back: [0n, 1n], hook: [] },
+    { count: 3, capacity: 4, close: false, viaSelect: false, back: [0n, 1n, 2n], hook: [] },
+    { count: 3, capacity: 4, close: true, viaSelect: false, back: [0n, 1n, 2n], hook: [] },
+    { count: 1, capacity: 4, close: true, viaSelect: false, back: [], hook: [0n] },
+    { count: 2, capacity: 4, close: false, viaSelect: true, back: [0n, 1n], hook: [] },
+    // No room for it: it waits as the channel's first sender (a rendezvous), or in front while
+    // the newest buffered value waits (full).
+    { count: 1, capacity: 0, close: false, viaSelect: false, back: [0n], hook: [] },
+    { count: 5, capacity: 4, close: false, viaSelect: true, back: [0n, 1n, 2n, 3n, 4n], hook: [] },
   ];
-  for (const { count, close, viaSelect, back, hook } of cases) {
-    const what = `${count} sent, ${close ? "closed, " : ""}${viaSelect ? "select" : "receive"}`;
+  for (const { count, capacity, close, viaSelect, back, hook } of cases) {
+    const what = `${count} sent to ${capacity}, ${close ? "closed, " : ""}${
+      viaSelect ? "select" : "receive"
+    }`;
     const dropped: bigint[] = [];
-    using ch = new Channel<bigint>(4, {
+    using ch = new Channel<bigint>(capacity, {
       codec: codecs.u64,
       onUndeliveredElement: (v) => dropped.push(v),
     });
+    using other = new Channel<bigint>(1, { codec: codecs.u64 }); // the select's other clause
     const ctl = new AbortController();
     const reason = new Error("given up");
     const waiting = viaSelect
-      ? select<bigint>((s) => s.onReceive(ch, (v) => v), { signal: ctl.signal })
+      ? select<bigint>((s) => {
+        s.onReceive(other, (v) => v);
+        s.onReceive(ch, (v) => v);
+      }, { signal: ctl.signal })
       : ch.receive({ signal: ctl.signal });
     const handle = BigInt(ch.handle);
     await new Promise((r) => setImmediate(r)); // queued natively at the end of its turn
@@ -422,10 +432,16 @@ Deno.test("a receive or select aborted after a native send completed it rejects 
     if (close) ch.close();
     ctl.abort(reason); // loses to the completion: its record is on the ring
     await assert.rejects(waiting, (e) => e === reason, what);
+    // Counted as the caller saw it: the given-up receive took nothing (a cancelled failure),
+    // each value sent once, also while the given-back one waits to go back in (it was one
+    // short then). A select counts a cancelled failure on each of its channels, as a
+    // withdrawn one does (the other channel counted none).
+    const sent = ch.metrics();
+    assert.deepEqual([sent.sends, sent.receives], [count, 0], `${what}: before the receives`);
+    assert.equal(other.metrics().failures.cancelled, viaSelect ? 1 : 0, `${what}: other`);
     for (const v of back) assert.deepEqual(ch.tryReceive(), { state: "ok", value: v }, what);
     assert.deepEqual(ch.tryReceive().state, close ? "closed" : "empty", what);
     assert.deepEqual(dropped, hook, what);
-    // Counted as the caller saw it: the given-up receive took nothing (a cancelled failure).
     const m = ch.metrics();
     assert.deepEqual(
       [m.sends, m.receives, m.dropped, m.failures.cancelled],
