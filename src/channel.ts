@@ -127,14 +127,16 @@ export type ReceiveCatchingResult<T> = { state: "ok"; value: T } | {
 /** A snapshot of a channel's counters (`kc_chan_snapshot`: every isolate's operations). */
 export interface ChannelMetrics {
   /**
-   * Sends that succeeded, including those whose value a drop policy then dropped. A value that a
-   * terminated Worker's receive had taken and that went back to the channel (README.md, "Native
-   * channels", on the bridge) counts as a send again, so `sends` can exceed the values sent.
+   * Sends that succeeded, including those whose value a drop policy then dropped. A value that
+   * went back to the channel (a terminated Worker's receive had taken it, or an aborted receive's
+   * abort lost to it: README.md, "Native channels", on the bridge) counts as sent once, also
+   * while it waits to go back in.
    */
   sends: number;
   /**
-   * Receives that succeeded (values dropped from the buffer were never received), including the
-   * terminated Worker's receive of a value that went back to the channel (see `sends`).
+   * Receives that succeeded (values dropped from the buffer were never received). A receive
+   * whose value went back to the channel (see `sends`) is not one: it counts in
+   * `failures.cancelled`.
    */
   receives: number;
   /**
