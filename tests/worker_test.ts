@@ -7,11 +7,15 @@ import { evalScript, prng, shutdownScheduler, until, within, workerStartMs } fro
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import {
   type Chans,
+  got,
+  how,
   type Name,
   names,
   newTally,
   party,
   type Report,
+  showHow,
+  type Tally,
 } from "./fixtures/stress_party.ts";
 import {
   CancellationError,
@@ -1100,14 +1104,15 @@ Deno.test("stress: the main isolate, KCORO_STRESS_WORKERS Workers and native cor
   const workers = Number(Deno.env.get("KCORO_STRESS_WORKERS") ?? 2);
   assert.ok(Number.isInteger(workers) && workers >= 1, `KCORO_STRESS_WORKERS=${workers}`);
   const seed = Number(Deno.env.get("KCORO_STRESS_SEED") ?? 0x5eed17);
+  const ms = Number(Deno.env.get("KCORO_STRESS_MS") ?? 2_000);
   const t0 = performance.now();
   try {
-    await stressShared(workers, seed, Number(Deno.env.get("KCORO_STRESS_MS") ?? 2_000));
+    await stressShared(workers, seed, ms);
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e);
     throw new Error(
       `stress failed after ${Math.round(performance.now() - t0)} ms: replay with ` +
-        `KCORO_STRESS_SEED=${seed} KCORO_STRESS_WORKERS=${workers}: ${why}`,
+        `KCORO_STRESS_SEED=${seed} KCORO_STRESS_WORKERS=${workers} KCORO_STRESS_MS=${ms}: ${why}`,
       { cause: e },
     );
   }
@@ -1124,10 +1129,12 @@ async function stressShared(workers: number, seed: number, ms: number): Promise<
       onUndeliveredElement: (v) => undelivered.push([v, name]),
     });
   const conflated = rand() < 0.5;
+  const bCapacity = 1 + Math.floor(rand() * 8);
+  const cCapacity = conflated ? 0 : 2 + Math.floor(rand() * 3);
   const chans: Chans = {
     r: make("r", "rendezvous"),
-    b: make("b", 1 + Math.floor(rand() * 8)),
-    c: conflated ? make("c", "conflated") : make("c", 2 + Math.floor(rand() * 3), "drop-oldest"),
+    b: make("b", bCapacity),
+    c: conflated ? make("c", "conflated") : make("c", cCapacity, "drop-oldest"),
     u: make("u", "unlimited"),
     trap: make("trap", "rendezvous"),
     trapFull: make("trapFull", 1),
@@ -1150,6 +1157,7 @@ async function stressShared(workers: number, seed: number, ms: number): Promise<
     const fill = (1n << 40n) | (1n << 39n);
     assert.equal(chans.trapFull.trySend(fill).state, "ok"); // full: the victim's send waits
     mine.sent.push(fill);
+    mine.how.set(fill, how("the test's own", "trapFull"));
     const shared = Object.fromEntries(names.map((n) => [n, chans[n].share()]));
     ws.forEach((w, i) =>
       w.postMessage({
@@ -1209,6 +1217,7 @@ async function stressShared(workers: number, seed: number, ms: number): Promise<
     const trapSends = (async () => {
       for (let i = 0n; i < 100n; i++) {
         const x = (1n << 40n) | (1n << 38n) | i;
+        mine.how.set(x, how("the test's own", "trap"));
         await chans.trap.send(x);
         mine.sent.push(x);
       }
@@ -1217,7 +1226,7 @@ async function stressShared(workers: number, seed: number, ms: number): Promise<
       for (;;) {
         const r = await chans.trapFull.receiveCatching();
         if (r.state === "closed") return;
-        mine.received.push(r.value);
+        got(mine, r.value, "the test's own", "trapFull");
       }
     })();
     await terminated(ws[victim], v.probe!);
@@ -1260,8 +1269,21 @@ async function stressShared(workers: number, seed: number, ms: number): Promise<
     // Exactly once.
     const tallies = [mine, v.tally!, ...done.map((d) => d.tally!)];
     const sent = new Set<bigint>(), unsent = new Set<bigint>(maybe);
+    // Where a value came from, for the report: its party's record of the operation.
+    const byId = new Map<number, Tally>([[1, mine], [2 + victim, v.tally!]]);
+    done.forEach((d, k) => byId.set(2 + k, d.tally!)); // the Workers before the victim
+    const natives = ["r", "b", "u", "c"]; // the chanSenders' channels, by first - 200
+    const origin = (x: bigint): string => {
+      const id = Number(x >> 40n);
+      if (id === 210) return "a native chanSender into trap";
+      if (id >= 200) return `a native chanSender into ${natives[id - 200]}`;
+      if (maybe.includes(x)) return "the victim's last send to trapFull (a send or a select)";
+      const party = id === 1 ? "main" : id === 2 + victim ? "the victim" : `Worker ${id - 2}`;
+      return `${party}'s ${showHow(byId.get(id)?.how.get(x))}`;
+    };
+    const tag = (x: bigint) => `${show(x)} [${origin(x)}]`;
     const note = (set: Set<bigint>, x: bigint, what: string) => {
-      assert.ok(!set.has(x), `${show(x)} ${what} twice`);
+      assert.ok(!set.has(x), `${tag(x)} ${what} twice`);
       set.add(x);
     };
     for (const t of tallies) for (const x of t.sent) note(sent, x, "sent");
@@ -1274,9 +1296,9 @@ async function stressShared(workers: number, seed: number, ms: number): Promise<
     for (const x of maybe) sent.add(x), unsent.delete(x);
     const seen = new Map<bigint, string[]>();
     const see = (x: bigint, where: string) => seen.set(x, [...(seen.get(x) ?? []), where]);
+    const who = (i: number) => i === 0 ? "main" : i === 1 ? "the victim" : `Worker ${i - 2}`;
     tallies.forEach((t, i) => {
-      const who = i === 0 ? "main" : i === 1 ? "the victim" : `Worker ${i - 2}`;
-      for (const x of t.received) see(x, `received by ${who}`);
+      t.received.forEach((x, j) => see(x, `received by ${who(i)} (${showHow(t.receivedHow[j])})`));
     });
     for (const [x, n] of undelivered) see(x, `undelivered from ${n}`);
     const bad: string[] = [];
@@ -1284,7 +1306,7 @@ async function stressShared(workers: number, seed: number, ms: number): Promise<
     const refused = (x: bigint) => {
       note(sent, x, "refused");
       if (seen.get(x)?.some((w) => !w.startsWith("undelivered"))) {
-        bad.push(`${show(x)} refused, ${seen.get(x)!.join(", ")}`);
+        bad.push(`${tag(x)} refused, ${seen.get(x)!.join(", ")}`);
       }
     };
     for (const t of tallies) for (const x of t.refused) refused(x);
@@ -1292,18 +1314,30 @@ async function stressShared(workers: number, seed: number, ms: number): Promise<
       for (const pair of t.refusedOne) {
         const hit = pair.filter((x) => seen.has(x));
         if (hit.length !== 1) {
-          bad.push(`select of ${pair.map(show).join(", ")} refused ${hit.length}`);
+          bad.push(`select of ${pair.map(tag).join(", ")} refused ${hit.length}`);
         }
         for (const x of pair) x === hit[0] ? refused(x) : note(unsent, x, "unsent");
       }
     }
     for (const x of sent) {
       const w = seen.get(x);
-      if (w?.length !== 1) bad.push(`${show(x)} sent, ${w ? w.join(" and ") : "never seen"}`);
-      if (unsent.has(x)) bad.push(`${show(x)} both sent and not`);
+      if (w?.length !== 1) bad.push(`${tag(x)} sent, ${w ? w.join(" and ") : "never seen"}`);
+      if (unsent.has(x)) bad.push(`${tag(x)} both sent and not`);
     }
-    for (const [x, w] of seen) if (!sent.has(x)) bad.push(`${show(x)} not sent, ${w.join(", ")}`);
-    assert.deepEqual(bad.slice(0, 12), [], `${bad.length} wrong of ${sent.size} sent`);
+    for (const [x, w] of seen) if (!sent.has(x)) bad.push(`${tag(x)} not sent, ${w.join(", ")}`);
+    if (bad.length > 0) {
+      // All of it, for a failure that may not come again: each value's sender and operation,
+      // where it was seen, and the run's shapes and moments (ms after the start).
+      const moment = (t: number) => `${Math.round(t - start)} ms`;
+      assert.fail(
+        `${bad.length} wrong of ${sent.size} sent (b capacity ${bCapacity}, c ${
+          conflated ? "conflated" : `capacity ${cCapacity} drop-oldest`
+        }; b closed at ${moment(closeAt)}, u cancelled at ${moment(cancelAt)}, the victim ` +
+          `(Worker ${victim}) stopped at ${moment(stopAt)}, sends until ${ms} ms):\n  ` +
+          bad.slice(0, 50).join("\n  ") +
+          (bad.length > 50 ? `\n  and ${bad.length - 50} more` : ""),
+      );
+    }
 
     // The stress did what it is for: every party took part, every kind of operation ran.
     const ops: Record<string, number> = {};
