@@ -129,7 +129,16 @@ function runTimed<T>(
   return scope.await();
 }
 
+/**
+ * The TimeoutError of a timeout of `ms`. One of 0 or less never waited (the block does not run),
+ * and says so: "Timed out waiting for -1 ms" read as a wait that happened.
+ */
 function timedOut(ms: number): TimeoutError {
+  if (ms <= 0) {
+    return new TimeoutError(
+      `Timed out at once: a timeout of ${ms} ms (0 or less) expires before the block runs`,
+    );
+  }
   return new TimeoutError(`Timed out waiting for ${ms} ms`);
 }
 

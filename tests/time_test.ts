@@ -86,11 +86,14 @@ Deno.test("withTimeout rejects with TimeoutError, after its tasks have settled",
 Deno.test("withTimeout of 0 or less fails at once without running the block", async () => {
   for (const ms of [0, -1, -Infinity]) {
     let ran = false;
-    await assert.rejects(
-      withTimeout(ms, () => {
-        ran = true;
-      }),
-      TimeoutError,
+    const err = await withTimeout(ms, () => {
+      ran = true;
+    }).catch((e) => e);
+    assert.ok(err instanceof TimeoutError);
+    // It says that nothing waited, not "Timed out waiting for -1 ms".
+    assert.equal(
+      err.message,
+      `Timed out at once: a timeout of ${ms} ms (0 or less) expires before the block runs`,
     );
     assert.equal(ran, false);
   }
@@ -207,6 +210,10 @@ Deno.test("NaN times are RangeErrors; times not numbers, bad blocks and options 
   await assert.rejects(withTimeout(NaN, async () => {}), {
     name: "RangeError",
     message: "Cannot run withTimeout: ms must be a number of milliseconds, received NaN",
+  });
+  await assert.rejects(withTimeout("5" as never, async () => {}), {
+    name: "TypeError",
+    message: 'Cannot run withTimeout: ms must be a number of milliseconds, received "5"',
   });
   await assert.rejects(withTimeoutOrNull(NaN, async () => {}), RangeError);
   await assert.rejects(
