@@ -1240,9 +1240,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#undelivered(value);
   }
 
-  /** @ignore For select: `{ state: "closed", cause? }`. */
-  _closedResult(): { state: "closed"; cause?: unknown } {
-    return this.#closedResult();
+  /**
+   * @ignore For select: `{ state: "closed", cause? }`, its clause completed with `status`
+   * (KC_EPIPE or KC_ECANCELED; see `#closedResult`).
+   */
+  _closedResult(status?: number): { state: "closed"; cause?: unknown } {
+    return this.#closedResult(status);
   }
 
   /**
@@ -1384,9 +1387,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#collect();
   }
 
-  #closedResult(): { state: "closed"; cause?: unknown } {
+  /**
+   * The closed result of `receiveCatching`, a select's `onReceiveCatching` and the
+   * try-operations: its `cause` is what `receive` (or `send`) rejects with, as Kotlin's
+   * `receiveCatching` closed result carries what `receive` throws. Closed: the close cause, if
+   * any. Cancelled (here, or `status` KC_ECANCELED: by another isolate or native code, then
+   * remembered as `#closedBy` does): the cancel's CancellationError (`cancelledError`), the cause
+   * itself when it is one, else a CancellationError carrying it. Before, a cancel with a plain
+   * Error gave that Error here while `receive` rejected with the CancellationError wrapping it,
+   * and a cancel without a cause gave no cause here.
+   */
+  #closedResult(status?: number): { state: "closed"; cause?: unknown } {
     const s = this._shared;
+    if (status === Status.ECANCELED) s.cancelled = true;
     if (!s.hasCause) this.#lookCause(s);
+    if (s.cancelled) return { state: "closed", cause: cancelledError(s) };
     return s.hasCause ? { state: "closed", cause: s.cause } : CLOSED;
   }
 
@@ -2812,7 +2827,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (status === Status.EPIPE || status === Status.ECANCELED) {
       this.#ended();
-      if (w.kind === RECV_CATCHING) w.resolve(this.#closedResult());
+      if (w.kind === RECV_CATCHING) w.resolve(this.#closedResult(status));
       else if (w.kind === RECV_ITER && status === Status.EPIPE) {
         // Closed: the loop ends, or rethrows the close cause. Cancelled: CancellationError.
         const c = this.#closedResult();

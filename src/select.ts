@@ -764,7 +764,7 @@ class Selection implements RingOp {
       return;
     }
     if (status !== 0) {
-      if (c.kind === RECV_CATCHING) this.#call(c.fn, ch._closedResult());
+      if (c.kind === RECV_CATCHING) this.#call(c.fn, ch._closedResult(status));
       else this.reject(ch._receiveError(status));
       return;
     }

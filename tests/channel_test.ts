@@ -24,6 +24,7 @@ import {
   InvalidHandleError,
   library,
   runtime,
+  select,
   TimeoutError,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
@@ -1112,10 +1113,85 @@ Deno.test("a channel closed elsewhere with a cause: this isolate reads the cause
     if (cancel) assert.ok(err instanceof CancellationError);
     assert.ok(cause instanceof SyntaxError && cause.message === "elsewhere");
     assert.deepEqual((cause as Error).cause, [1, 2]);
-    assert.deepEqual(ch.trySend(2), { state: "closed", cause });
+    // A closed result carries what receive rejected with: the cause, or once cancelled a
+    // CancellationError carrying it.
+    const closedWith = (r: { state: string; cause?: unknown }) => {
+      assert.equal(r.state, "closed");
+      if (!cancel) return assert.equal(r.cause, cause);
+      assert.ok(r.cause instanceof CancellationError);
+      assert.equal(r.cause.cause, cause);
+    };
+    closedWith(ch.trySend(2));
     // This isolate's own close, later, neither wins nor replaces it.
     assert.equal(ch.close(new Error("late")), false);
-    assert.equal((ch.tryReceive() as { cause?: unknown }).cause, cause);
+    closedWith(ch.tryReceive());
+  }
+});
+
+Deno.test("a cancelled channel's closed results carry what receive rejects with (Kotlin's receiveCatching), local, shared and cancelled elsewhere: before, the plain Error given to cancel, or no cause", async () => {
+  const sym = library().symbols("test");
+  const cases = ["plain", "none", "cancellation"].flatMap((kind) =>
+    ["receiveCatching", "onReceiveCatching"].map((waiter) => [kind, waiter] as const)
+  );
+  for (const where of ["local", "shared", "elsewhere"] as const) {
+    for (const [kind, waiter] of cases) {
+      const what = `${where}, ${kind}`;
+      const given = kind === "plain"
+        ? new Error("x")
+        : kind === "cancellation"
+        ? new CancellationError("why")
+        : undefined;
+      using ch = new Channel<number>(1);
+      if (where !== "local") ch.share();
+      // Waiting when it is cancelled: a receiveCatching or a select's onReceiveCatching (one:
+      // the first settled marks the channel cancelled for the other).
+      const waiting = waiter === "receiveCatching"
+        ? ch.receiveCatching()
+        : select<unknown>((s) => s.onReceiveCatching(ch, (r) => r));
+      assert.equal(await settled(waiting), false, what);
+      if (where === "elsewhere") {
+        // Native code, standing for another isolate, cancels it (with the cause encoded).
+        const bytes = given === undefined ? null : encodeCause(given)!;
+        const rc = bytes === null
+          ? sym.kc_chan_cancel(ch.handle)
+          : sym.kc_chan_close_cause(ch.handle, bytes, bytes.length, 1);
+        assert.ok(rc >= 0, `${what}: cancelled, ${rc}`);
+      } else if (given === undefined) ch.cancel();
+      else ch.cancel(given);
+      // The wait first: settled by the cancel's record alone (elsewhere: before any call of
+      // this isolate has seen the channel cancelled).
+      const waited: [string, unknown] = [`a waiting ${waiter}`, await waiting];
+      const rejected = await ch.receive().then(() => assert.fail("resolved"), (e) => e);
+      // What receive rejects with: the cancel's CancellationError (the cause itself when it is
+      // one, another isolate's copy of it), else one carrying the cause, or none.
+      assert.ok(rejected instanceof CancellationError, `${what}: ${rejected}`);
+      if (kind === "cancellation" && where !== "elsewhere") assert.equal(rejected, given, what);
+      const results: [string, unknown][] = [
+        waited,
+        ["receiveCatching", await ch.receiveCatching()],
+        ["onReceiveCatching", await select<unknown>((s) => s.onReceiveCatching(ch, (r) => r))],
+        ["tryReceive", ch.tryReceive()],
+        ["tryReceiveMany", ch.tryReceiveMany(3)],
+        ["trySend", ch.trySend(1)],
+        ["trySendMany", ch.trySendMany([1, 2])],
+      ];
+      for (const [op, r] of results) {
+        const got = r as { state: string; cause?: unknown };
+        assert.equal(got.state, "closed", `${what}, ${op}`);
+        assert.ok("cause" in got, `${what}, ${op}: has a cause`);
+        const cause = got.cause as Error;
+        assert.ok(cause instanceof CancellationError, `${what}, ${op}: ${cause}`);
+        if (kind === "cancellation") {
+          assert.equal(cause, rejected, `${what}, ${op}: the cancel's own cause`);
+          continue;
+        }
+        // A wrapper as receive's: made per operation, so the same message and cause.
+        assert.equal(cause.message, rejected.message, `${what}, ${op}`);
+        assert.equal("cause" in cause, kind === "plain", `${what}, ${op}: a cause in it`);
+        assert.equal(cause.cause, rejected.cause, `${what}, ${op}: its cause`);
+        if (kind === "plain" && where !== "elsewhere") assert.equal(cause.cause, given, what);
+      }
+    }
   }
 });
 

@@ -147,7 +147,12 @@ class MChan {
     return q.filter((e) => !e.op.done).length;
   }
 
-  closedResult(): { state: "closed"; cause?: unknown } {
+  /**
+   * A closed result: its cause is what receive rejects with (Kotlin's receiveCatching), so once
+   * cancelled the cancel's CancellationError (`err`, checked as a rejection is).
+   */
+  closedResult(): { state: "closed"; cause?: unknown; err?: ErrSpec } {
+    if (this.cancelled) return { state: "closed", err: this.cancelErr() };
     return this.hasCause ? { state: "closed", cause: this.cause } : { state: "closed" };
   }
   cancelErr(): ErrSpec {
@@ -437,15 +442,24 @@ function checkValue(got: unknown, want: unknown, what: string): void {
       what,
     );
   } else if (want !== null && typeof want === "object" && "state" in want) {
-    const w = want as { state: string; value?: number; cause?: unknown };
+    const w = want as { state: string; value?: number; cause?: unknown; err?: ErrSpec };
     const g = got as { state: string; value?: unknown; cause?: unknown };
     assert.equal(g?.state, w.state, `${what}: state`);
     if (w.state === "ok") assert.equal(idOf(g.value), w.value, `${what}: value`);
-    else {
+    else if (w.err !== undefined) {
+      assert.ok("cause" in g, `${what}: has a cause`);
+      checkErr(g.cause, w.err, `${what}: cause`);
+    } else {
       assert.equal("cause" in g, "cause" in w, `${what}: has a cause`);
       assert.equal(g.cause, w.cause, `${what}: cause`);
     }
   } else assert.equal(got, want, `${what}: result`);
+}
+
+/** A try-operation's result: a closed one as `checkValue` checks it, the others as they are. */
+function checkTry(got: unknown, want: unknown, what: string): void {
+  if ((want as { state: string }).state === "closed") checkValue(got, want, what);
+  else assert.deepEqual(got, want, what);
 }
 
 function checkErr(got: unknown, want: ErrSpec, what: string): void {
@@ -749,7 +763,7 @@ class Run {
       }) as { state: string };
       if (want.state === "closed") m.closedFails++;
       if (want.state === "full") m.full++;
-      assert.deepEqual(got, want, `${who} trySend(${id})`);
+      checkTry(got, want, `${who} trySend(${id})`);
     } else if (r < 0.38) {
       const got = ch.tryReceive();
       this.log.push(`${who} tryReceive() -> ${got.state}`);
@@ -761,7 +775,7 @@ class Run {
         assert.equal(v, id, `${who} tryReceive: FIFO`);
       } else if (m.closed) {
         m.closedFails++;
-        assert.deepEqual(got, m.closedResult(), `${who} tryReceive`);
+        checkValue(got, m.closedResult(), `${who} tryReceive`);
       } else assert.deepEqual(got, { state: "empty" }, `${who} tryReceive`);
     } else if (r < 0.45) {
       const n = 1 + (this.rnd() < 0.2 ? this.int(70) : this.int(4));
@@ -783,7 +797,7 @@ class Run {
         want = sent === 0 ? { state: "full" } : { state: "ok", sent };
         if (sent < n) m.full++; // as trySend called until one is not ok
       }
-      assert.deepEqual(got, want, `${who} trySendMany(${n} values)`);
+      checkTry(got, want, `${who} trySendMany(${n} values)`);
     } else if (r < 0.52) {
       const max = 1 + (this.rnd() < 0.2 ? this.int(70) : this.int(4));
       const got = ch.tryReceiveMany(max);
@@ -799,7 +813,7 @@ class Run {
         assert.deepEqual(vs, ids, `${who} tryReceiveMany: FIFO`);
       } else if (m.closed) {
         m.closedFails++;
-        assert.deepEqual(got, m.closedResult(), `${who} tryReceiveMany`);
+        checkValue(got, m.closedResult(), `${who} tryReceiveMany`);
       } else assert.deepEqual(got, { state: "empty" }, `${who} tryReceiveMany`);
     } else if (r < 0.62) this.startWait(s, "send", who, this.rnd() < 0.4);
     else if (r < 0.7) this.startWait(s, "recv", who, this.rnd() < 0.4);
