@@ -58,13 +58,19 @@ export interface ActorOptions<M = unknown> {
 export interface Actor<M> {
   /**
    * Sends a message, waiting while the mailbox is full; rejects with ClosedSendError once the
-   * actor has finished, the message then going to onUndeliveredElement first (as a Channel's
-   * send on a closed channel).
+   * actor has finished or its handler disposed of its mailbox, the message then going to
+   * onUndeliveredElement first (as a Channel's send on a closed channel).
    */
   send(message: M, options?: WaitOptions): Promise<void>;
-  /** Sends without waiting: `ok`, `full`, or `closed` (closed, or the actor has finished). */
+  /**
+   * Sends without waiting: `ok`, `full`, or `closed` (closed, the actor has finished, or its
+   * handler disposed of its mailbox).
+   */
   trySend(message: M): TrySendResult;
-  /** Closes the mailbox: queued messages are still processed. True the first time only. */
+  /**
+   * Closes the mailbox: queued messages are still processed. True the first time only; false,
+   * doing nothing, once the actor has finished or its handler disposed of its mailbox.
+   */
   close(): boolean;
   /** The actor's task. */
   readonly job: Job;
@@ -106,8 +112,19 @@ class ActorImpl<M> implements Actor<M> {
     this.#onUndelivered = onUndelivered;
   }
 
+  /**
+   * The mailbox takes messages: the task has not ended, and its handler has not disposed of the
+   * mailbox (a `using mailbox`, which ends the channel while the task may run on).
+   */
+  #open(): boolean {
+    return this.#done === null && !this.#mailbox._disposed;
+  }
+
   #closedError(): ClosedSendError {
-    const cause = this.#done!.cause;
+    if (this.#done === null) {
+      return new ClosedSendError("Cannot send: the actor's handler disposed of its mailbox");
+    }
+    const cause = this.#done.cause;
     return new ClosedSendError(
       "Cannot send: the actor has finished",
       cause === undefined ? {} : { cause },
@@ -115,9 +132,11 @@ class ActorImpl<M> implements Actor<M> {
   }
 
   send(message: M, options?: WaitOptions): Promise<void> {
-    if (this.#done === null) return this.#mailbox.send(message, options);
-    // The mailbox is gone: refused as its send on a closed channel refuses (bad options and an
-    // aborted signal first, then Kotlin's onClosedSend: the message goes to the hook).
+    if (this.#open()) return this.#mailbox.send(message, options);
+    // The mailbox is gone (the task ended, or its handler disposed of it): refused as its send on
+    // a closed channel refuses (bad options and an aborted signal first, then Kotlin's
+    // onClosedSend: the message goes to the hook). Before, a send after the handler's dispose
+    // rejected with the disposed channel's InvalidHandleError.
     let signal: AbortSignal | undefined;
     try {
       signal = signalOf("send", options);
@@ -136,15 +155,19 @@ class ActorImpl<M> implements Actor<M> {
   }
 
   trySend(message: M): TrySendResult {
-    if (this.#done !== null) {
-      const cause = this.#done.cause;
+    if (!this.#open()) {
+      const cause = this.#done?.cause;
       return cause === undefined ? { state: "closed" } : { state: "closed", cause };
     }
     return this.#mailbox.trySend(message);
   }
 
+  /**
+   * False, doing nothing, once the mailbox is gone (the task ended, or its handler disposed of
+   * it: before, that threw the disposed channel's InvalidHandleError).
+   */
   close(): boolean {
-    return this.#done === null && this.#mailbox.close();
+    return this.#open() && this.#mailbox.close();
   }
 
   /** The task ended: cancel the mailbox (senders waiting reject) and free it. */

@@ -1105,6 +1105,47 @@ Deno.test("actor: a handler that disposes its mailbox (`using mailbox`) ends its
   assert.deepEqual(reported.errors, []);
 });
 
+Deno.test("actor: once its handler disposed of its mailbox, while the task runs on, send rejects with ClosedSendError (the message to the hook), trySend is closed and close() a no-op; before, InvalidHandleError", async () => {
+  for (const capacity of ["rendezvous", 4] as const) {
+    const undelivered: number[] = [];
+    const disposed = Promise.withResolvers<void>();
+    const gate = Promise.withResolvers<void>();
+    await coroutineScope(async (scope) => {
+      const a = actor<number>(scope, async (mailbox, task) => {
+        {
+          using mb = mailbox;
+          assert.equal(await mb.receive(), 1);
+        }
+        disposed.resolve();
+        // The task runs on without its mailbox (until the gate, or a failed check's cancel).
+        await Promise.race([gate.promise, untilAborted(task.signal)]);
+      }, { capacity, onUndeliveredElement: (m) => undelivered.push(m) });
+      await a.send(1);
+      await disposed.promise;
+      assert.equal(a.job.state, "active");
+      await assert.rejects(a.send(2), {
+        name: "ClosedSendError",
+        message: "Cannot send: the actor's handler disposed of its mailbox",
+      });
+      assert.deepEqual(undelivered, [2]); // as a send on a closed channel hands it
+      assert.deepEqual(a.trySend(3), { state: "closed" });
+      assert.equal(a.close(), false);
+      assert.equal(a.close(), false); // idempotent
+      // A bad signal is still refused as such, before the mailbox is looked at.
+      await assert.rejects(a.send(4, { signal: 1 as never }), TypeError);
+      gate.resolve();
+      await a.job.join();
+      // After the task's end: as for any finished actor.
+      await assert.rejects(a.send(5), {
+        name: "ClosedSendError",
+        message: "Cannot send: the actor has finished",
+      });
+      assert.equal(a.close(), false);
+    });
+    assert.deepEqual(undelivered, [2, 5]);
+  }
+});
+
 Deno.test("produce: a consumer disposing the channel after closeLibrary() cancels the producer, as open: the dispose skipped the cancel, and a scope whose block returned waited for the producer for good", async () => {
   // A creator's dispose cancels its channel, which for a produced channel cancels the producer
   // (`ProducerChannel.cancel`); once the library is closed the dispose only releases the native
