@@ -537,14 +537,18 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     return true;
   }
 
-  /** The body threw `error`: a cancellation cancels the job, anything else fails it. */
-  protected failBody(error: unknown): boolean {
+  /**
+   * The body threw `error`: a cancellation cancels the job, anything else fails it. `op` names
+   * what the caller did in the message of an `undefined` error's TypeError (a task's body, or
+   * CompletableDeferred's `completeExceptionally`).
+   */
+  protected failBody(error: unknown, op = "fail task"): boolean {
     if (this.#bodyDone) return false;
     // A cause of undefined means "completed" to completion handlers: a body that threw
     // undefined fails with an Error saying so.
     if (error === undefined) {
       error = new TypeError(
-        "Cannot fail task: its error must not be undefined (to completion handlers that means " +
+        `Cannot ${op}: its error must not be undefined (to completion handlers that means ` +
           "completed), received undefined",
       );
     }
@@ -789,9 +793,13 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
     return !this.isCancelled && this.completeBody(value);
   }
 
-  /** Fails with `error` (a CancellationError cancels instead); false if already settled. */
+  /**
+   * Fails with `error` (a CancellationError cancels instead); false if already settled. An
+   * `error` of `undefined` (which to completion handlers means completed) fails it with a
+   * TypeError saying so (`Cannot completeExceptionally: ...`).
+   */
   completeExceptionally(error: unknown): boolean {
-    return !this.isCancelled && this.failBody(error);
+    return !this.isCancelled && this.failBody(error, "completeExceptionally");
   }
 }
 

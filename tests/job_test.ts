@@ -364,6 +364,18 @@ Deno.test("CompletableDeferred: complete, completeExceptionally, cancel; first o
   await assert.rejects(d.await(), CancellationError);
 });
 
+Deno.test("completeExceptionally(undefined) fails with a TypeError naming completeExceptionally", async () => {
+  const d = new CompletableDeferred<void>();
+  assert.equal(d.completeExceptionally(undefined), true);
+  assert.equal(d.state, "cancelled");
+  // The operation the caller made, not the "fail task" of a task's body that threw undefined.
+  await assert.rejects(d.await(), {
+    name: "TypeError",
+    message: "Cannot completeExceptionally: its error must not be undefined (to completion " +
+      "handlers that means completed), received undefined",
+  });
+});
+
 Deno.test("a job that fails with a value whose prototype cannot be read still finishes", async () => {
   // A revoked proxy throws at `instanceof`: telling a cancellation from a failure used to throw
   // halfway through finishing, and the job (and any scope waiting for it) never finished.
