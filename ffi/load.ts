@@ -114,6 +114,16 @@ export class Library {
   }
 
   /**
+   * `Library`, the name it prints with (`[customInspect]`): `String(x)` and template literals say
+   * `[object Library]` instead of `[object Object]`, and so do error messages naming an argument of
+   * the wrong kind (`describe`). Only on an instance: an object made from the prototype
+   * (`Object.create`) stays `[object Object]`, so a message does not call it what it is not.
+   */
+  get [Symbol.toStringTag](): string | undefined {
+    return #lib in this ? "Library" : undefined;
+  }
+
+  /**
    * @ignore How `console.log` / `Deno.inspect` print a library:
    * `Library { path, abiVersion, open }` (JavaScript state only).
    */

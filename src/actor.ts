@@ -182,6 +182,17 @@ class ActorImpl<M> implements Actor<M> {
   }
 
   /**
+   * `Actor`, the name it prints with (`[customInspect]`): `Object.prototype.toString` says
+   * `[object Actor]` (`String(x)` is its `toString()`, `Actor(active)`), and so do error messages
+   * naming an argument of the wrong kind (`describe`). Only on an instance: an object made from the
+   * prototype (`Object.create`) stays `[object Object]`, so a message does not call it what it is
+   * not.
+   */
+  get [Symbol.toStringTag](): string | undefined {
+    return #mailbox in this ? "Actor" : undefined;
+  }
+
+  /**
    * @ignore How `console.log` / `Deno.inspect` print an actor: `Actor { state: "active" }`, its
    * job's state (JavaScript state only).
    */

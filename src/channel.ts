@@ -2960,6 +2960,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
+   * `Channel`, the name it prints with (`[customInspect]`): `String(x)` and template literals say
+   * `[object Channel]` instead of `[object Object]`, and so do error messages naming an argument of
+   * the wrong kind (`describe`). Only on an instance: an object made from the prototype
+   * (`Object.create`) stays `[object Object]`, so a message does not call it what it is not.
+   */
+  get [Symbol.toStringTag](): string | undefined {
+    return #disposed in this ? "Channel" : undefined;
+  }
+
+  /**
    * @ignore How `console.log` / `Deno.inspect` print a channel: `Channel { capacity, codec,
    * closed, native }` (`drained` too once closed: `isClosedForReceive`), or
    * `Channel { disposed: true }`. Its status read never throws (a native status that is an error,

@@ -49,6 +49,8 @@ class Key<V> implements ContextKey<V> {
   readonly _notCloneable: symbol = KEY_NOT_CLONEABLE;
   /** kcoro's own keys: what a value must be, checked by `Context.with` ("must be ..."). */
   readonly check: ((value: unknown) => string | null) | null;
+  /** A real key (see `[Symbol.toStringTag]`). */
+  readonly #brand = true;
   constructor(readonly name: string, check: ((value: unknown) => string | null) | null = null) {
     this.check = check;
     Object.freeze(this);
@@ -56,6 +58,17 @@ class Key<V> implements ContextKey<V> {
   toString(): string {
     return `ContextKey(${this.name})`;
   }
+  /**
+   * `ContextKey`, the name it prints with (`[customInspect]`): `Object.prototype.toString` says
+   * `[object ContextKey]` (`String(x)` is its `toString()`, `ContextKey(user)`), and so do error
+   * messages naming an argument of the wrong kind (`describe`). Only on an instance: an object made
+   * from the prototype (`Object.create`) stays `[object Object]`, so a message does not call it
+   * what it is not.
+   */
+  get [Symbol.toStringTag](): string | undefined {
+    return #brand in this ? "ContextKey" : undefined;
+  }
+
   /** @ignore How `console.log` / `Deno.inspect` print a key: `ContextKey { name: "user" }`. */
   [customInspect](inspect: unknown, options: unknown): string {
     return inspectAs("ContextKey", { name: this.name }, inspect, options);
@@ -238,6 +251,17 @@ export class Context {
   toString(): string {
     const parts = [...this.#entries].map(([k, v]) => `${k.name}=${describe(v)}`);
     return `Context(${parts.join(", ")})`;
+  }
+
+  /**
+   * `Context`, the name it prints with (`[customInspect]`): `Object.prototype.toString` says
+   * `[object Context]` (`String(x)` is its `toString()`, `Context(user="ada")`), and so do error
+   * messages naming an argument of the wrong kind (`describe`). Only on an instance: an object made
+   * from the prototype (`Object.create`) stays `[object Object]`, so a message does not call it
+   * what it is not.
+   */
+  get [Symbol.toStringTag](): string | undefined {
+    return #entries in this ? "Context" : undefined;
   }
 
   /**

@@ -487,6 +487,17 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   /**
+   * `Job`, the name it prints with (`[customInspect]`): `Object.prototype.toString` says
+   * `[object Job]` (`String(x)` is its `toString()`, `Job(active)`), and so do error messages
+   * naming an argument of the wrong kind (`describe`). Only on an instance: an object made from the
+   * prototype (`Object.create`) stays `[object Object]`, so a message does not call it what it is
+   * not.
+   */
+  get [Symbol.toStringTag](): string | undefined {
+    return #state in this ? "Job" : undefined;
+  }
+
+  /**
    * @ignore How `console.log` / `Deno.inspect` print a job, deferred or scope:
    * `Job { state: "active", children: 2 }` (JavaScript state only).
    */

@@ -226,6 +226,17 @@ export class NativeCoroutine implements Disposable {
   }
 
   /**
+   * `NativeCoroutine`, the name it prints with (`[customInspect]`): `String(x)` and template
+   * literals say `[object NativeCoroutine]` instead of `[object Object]`, and so do error messages
+   * naming an argument of the wrong kind (`describe`). Only on an instance: an object made from the
+   * prototype (`Object.create`) stays `[object Object]`, so a message does not call it what it is
+   * not.
+   */
+  get [Symbol.toStringTag](): string | undefined {
+    return #handle in this ? "NativeCoroutine" : undefined;
+  }
+
+  /**
    * @ignore How `console.log` / `Deno.inspect` print a coroutine:
    * `NativeCoroutine { handle, state: "suspended" }`, or `destroyed: true`. The state is a native
    * read left out when it fails (a closed library, a stale handle); it never throws.

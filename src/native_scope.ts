@@ -504,6 +504,16 @@ export class NativeScope implements AsyncDisposable {
   }
 
   /**
+   * `NativeScope`, the name it prints with (`[customInspect]`): `String(x)` and template literals
+   * say `[object NativeScope]` instead of `[object Object]`, and so do error messages naming an
+   * argument of the wrong kind (`describe`). Only on an instance: an object made from the prototype
+   * (`Object.create`) stays `[object Object]`, so a message does not call it what it is not.
+   */
+  get [Symbol.toStringTag](): string | undefined {
+    return #handle in this ? "NativeScope" : undefined;
+  }
+
+  /**
    * @ignore How `console.log` / `Deno.inspect` print a native scope:
    * `NativeScope { handle, owned, live }`, or `destroyed: true`. `live` is a native read left out
    * when it fails (a closed library, a stale handle); it never throws.

@@ -479,6 +479,16 @@ export class Runtime {
   }
 
   /**
+   * `Runtime`, the name it prints with (`[customInspect]`): `String(x)` and template literals say
+   * `[object Runtime]` instead of `[object Object]`, and so do error messages naming an argument of
+   * the wrong kind (`describe`). Only on an instance: an object made from the prototype
+   * (`Object.create`) stays `[object Object]`, so a message does not call it what it is not.
+   */
+  get [Symbol.toStringTag](): string | undefined {
+    return #lib in this ? "Runtime" : undefined;
+  }
+
+  /**
    * @ignore How `console.log` / `Deno.inspect` print a runtime:
    * `Runtime { workers: 4, running: true }` (`isRunning`, which a closed library answers false).
    */

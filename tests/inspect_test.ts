@@ -41,11 +41,59 @@ function check(rows: Row[], when: string): void {
     }
     // Nested in a plain object (console.log({ job })) too.
     assert.match(Deno.inspect({ value }), new RegExp(`value: ${name} \\{`), `${when}, ${label}`);
+    // Its Symbol.toStringTag is the same name: String() and template literals say it (a job,
+    // context, key or actor through its own toString(), `Job(active)`), not "[object Object]".
+    assert.equal(Object.prototype.toString.call(value), `[object ${name}]`, `${when}, ${label}`);
+    assert.ok(String(value).includes(name), `${when}, ${label}: ${String(value)}`);
+    assert.ok(`${value}`.includes(name), `${when}, ${label}: ${value}`);
     // The advice stays an own enumerable field: structured cloning still refuses with it.
     const own = Object.getOwnPropertyDescriptor(value, "_notCloneable");
     assert.ok(own?.enumerable && typeof own.value === "symbol", `${when}, ${label}`);
   }
 }
+
+Deno.test("String() and template literals of kcoro objects name their class, not [object Object]; an object made from a prototype is no instance and stays [object Object]", async () => {
+  using ch = new Channel<number>(1);
+  assert.equal(String(ch), "[object Channel]");
+  assert.equal(`${runtime()}`, "[object Runtime]");
+  await using ns = NativeScope.create();
+  assert.equal(String(ns), "[object NativeScope]");
+  assert.equal(String(library()), "[object Library]");
+  // An error message naming a wrong argument by its tag says which kcoro object it got.
+  assert.throws(
+    () => NativeScope.create({ parent: ch as never }),
+    /parent must be a NativeScope, received \[object Channel\]/,
+  );
+  // Built from a prototype, not constructed: no tag, as it is none of them.
+  const key = createContextKey<string>("user");
+  for (
+    const proto of [
+      Channel.prototype,
+      NativeScope.prototype,
+      NativeCoroutine.prototype,
+      CompletableDeferred.prototype,
+      Context.prototype,
+      Object.getPrototypeOf(key),
+      Object.getPrototypeOf(runtime()),
+      Object.getPrototypeOf(library()),
+    ]
+  ) {
+    const fake = Object.create(proto);
+    assert.equal(Object.prototype.toString.call(fake), "[object Object]", proto.constructor.name);
+  }
+  await coroutineScope((scope) => {
+    const a = actor<number>(scope, async (mailbox) => {
+      for await (const _ of mailbox);
+    });
+    assert.equal(String(a), "Actor(active)");
+    assert.equal(Object.prototype.toString.call(a), "[object Actor]");
+    assert.equal(
+      Object.prototype.toString.call(Object.create(Object.getPrototypeOf(a))),
+      "[object Object]",
+    );
+    a.close();
+  });
+});
 
 Deno.test("each public kcoro object prints its class name and facts, not its _notCloneable field, also disposed and after closeLibrary()", async () => {
   const key = createContextKey<string>("user");
