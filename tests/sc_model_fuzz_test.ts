@@ -52,7 +52,8 @@
 //   not run: tests/job_test.ts) is never drawn: the model's handlers do not dispose others;
 // - an actor whose mailbox was closed and which then fails or is cancelled: its mailbox keeps
 //   the close (no cause), and a send before the actor is final rejects with a fresh
-//   CancellationError ("Channel was cancelled"), the channel's rule for a cancel after a close.
+//   CancellationError ("Channel was cancelled"), the channel's rule for a cancel after a close;
+//   a trySend's closed result carries one too (a closed result carries what a send rejects with).
 import {
   actor,
   CancellationError,
@@ -1620,7 +1621,12 @@ class Run {
           this.fail(`trySend to ${t}: ${got.state}, model ${refused ? "closed" : "ok"}`);
         }
         if (refused) {
-          const w = matchErr(cause, got.cause);
+          // Its closed result carries what the send would reject with: before the actor is
+          // final, a cancelled mailbox's CancellationError (a fresh one after a close).
+          const want = !t.final && mb.mailboxCancelled
+            ? cause ?? new Sym("CE", "Channel was cancelled")
+            : cause;
+          const w = matchErr(want, got.cause);
           if (w !== null) this.fail(`trySend to ${t}: cause: ${w}`);
         }
         return;
