@@ -1,7 +1,9 @@
 // Seeded cross-isolate chaos on one shared channel (tests/fixtures/chaos.ts says what a seed
 // does and what it checks): every id received at most once; every successful send received
 // exactly once or handed to onUndeliveredElement (only when the channel drops or was
-// cancelled); a refused send's value to the hook only; nothing of a failed, aborted or
+// cancelled, or a receive that took it was given up by its signal once the channel was closed
+// with nothing left to receive: one such value per receive given up then, at most; or a
+// terminated Worker's); a refused send's value to the hook only; nothing of a failed, aborted or
 // unselected send seen; every promise settled within a deadline; no channel handle left; and a
 // process running a seed exits by itself.
 //
@@ -29,7 +31,7 @@ const workers = Number(Deno.env.get("KCORO_STRESS_WORKERS") ?? 2);
 Deno.test("chaos: main isolate, 2 Workers and native coroutines on one shared channel of a random kind, closed or cancelled by a random party mid-stream: every value accounted for", async () => {
   assert.ok(Number.isInteger(seeds) && seeds >= 1, `KCORO_STRESS_SEEDS=${seeds}`);
   const before = liveChannels();
-  const totals = { sent: 0, received: 0, undelivered: 0, lost: 0, terminated: 0 };
+  const totals = { sent: 0, received: 0, undelivered: 0, lost: 0, returned: 0, terminated: 0 };
   for (let seed = first; seed < first + seeds; seed++) {
     const o = await runSeed(seed, ms, workers).catch((e) => {
       throw new Error(
@@ -42,6 +44,7 @@ Deno.test("chaos: main isolate, 2 Workers and native coroutines on one shared ch
     totals.received += o.received;
     totals.undelivered += o.undelivered;
     totals.lost += o.lost.length;
+    totals.returned += o.returned.values;
     totals.terminated += o.terminated ? 1 : 0;
     if (Deno.env.get("KCORO_STRESS_VERBOSE")) console.log(seed, draw(seed, ms, workers), o);
   }
