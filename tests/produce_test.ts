@@ -660,6 +660,43 @@ Deno.test("produce: a shared producer's cancel watch does not keep the process a
   assert.ok(res.ms < 20_000, `exited after ${res.ms} ms`);
 });
 
+Deno.test("produce: a shared producer's cancel watch stops the bridge's poll timer as the task ends, not at the timer's next tick", async () => {
+  // The watch's poll timer (unref'd, every 20 ms) went only at its next tick after the last
+  // watch was withdrawn: a program or test ending right after its producer found an interval
+  // of kcoro's still running. Observed through the timer globals the bridge calls.
+  type Id = ReturnType<typeof setInterval>;
+  const started: Id[] = [];
+  const cleared = new Set<Id>();
+  const realSet = globalThis.setInterval;
+  const realClear = globalThis.clearInterval;
+  globalThis.setInterval = ((fn: () => void, ms?: number) => {
+    const id = realSet(fn, ms);
+    started.push(id);
+    return id;
+  }) as unknown as typeof setInterval;
+  globalThis.clearInterval = ((id?: Id) => {
+    if (id !== undefined) cleared.add(id);
+    realClear(id);
+  }) as unknown as typeof clearInterval;
+  let ch: Channel<number> | null = null;
+  try {
+    const gate = Promise.withResolvers<void>();
+    await coroutineScope((scope) => {
+      ch = produce<number>(scope, counted(async () => await gate.promise));
+      ch.share(); // escaped while the task runs: it watches for a cancel from elsewhere
+      assert.equal(started.length, 1, "the watch started the poll timer");
+      gate.resolve(); // the block returns: the task ends, withdrawing its watch
+    });
+    assert.deepEqual(started.filter((id) => !cleared.has(id)), [], "a poll timer still runs");
+  } finally {
+    globalThis.setInterval = realSet;
+    globalThis.clearInterval = realClear;
+    for (const id of started) realClear(id);
+    (ch as Channel<number> | null)?.[Symbol.dispose]();
+  }
+  assert.equal(live, 0);
+});
+
 // --- actor ------------------------------------------------------------------------------------
 
 Deno.test("actor: postMessage or structuredClone of one is a DataCloneError that says what to send instead", async () => {
