@@ -176,7 +176,9 @@ Deno.test("a value a terminated Worker's receive took comes back to a rendezvous
   // drop it (to the undelivered path: lost, the sender told it was delivered).
   const rt = runtime();
   let through = 0; // rounds whose value went through the dead Worker's receive
-  for (let round = 0; round < 4; round++) {
+  // Four rounds, and more (up to 40) while none went through: under heavy load the sender can
+  // lose the race to the Worker's thread end in every one of four (seen once at load 13).
+  for (let round = 0; round < 4 || (through === 0 && round < 40); round++) {
     using ch = new Channel<bigint>(0, { codec: codecs.u64 });
     await terminatedWhileReceiving(ch);
     const one = runtime().cells([BigInt(ch.handle), 7n, 1n, 0n, 0n]);
@@ -211,7 +213,7 @@ Deno.test("a value a terminated Worker's receive took comes back to a rendezvous
     assert.equal(one[3], 1n);
   }
   // Normally every round: the Worker's thread ends well after the send.
-  assert.ok(through > 0, "no round's value went through the Worker's receive");
+  assert.ok(through > 0, "no round's value went through the Worker's receive in 40");
 });
 
 Deno.test("stress: Workers terminated at many moments around native sends: every value reaches the main isolate once", async () => {
