@@ -17,7 +17,7 @@
 import { setImmediate } from "node:timers";
 import type { Library } from "../ffi/load.ts";
 import type { Slot } from "./codec.ts";
-import { Status } from "./errors.ts";
+import { KcoroError, Status } from "./errors.ts";
 
 /**
  * A queued operation: `complete` runs once its record is drained (it must `take` the ticket);
@@ -396,7 +396,18 @@ export class Bridge {
    * the values buffered there (`kc_ring_give_back`), and the ticket is freed.
    */
   giveBack(op: RingOp): number {
-    return this.#sym.kc_ring_give_back(this.#ring, op.ticket);
+    const rc = this.#sym.kc_ring_give_back(this.#ring, op.ticket);
+    if (rc < 0) {
+      // Not expected (the record was drained here, the ring is alive): the value cannot go
+      // back, so it is not lost silently.
+      reportError(
+        new KcoroError(
+          rc,
+          `Cannot give back the value an aborted receive took (ticket ${op.ticket}): it is lost`,
+        ),
+      );
+    }
+    return rc;
   }
 
   async #loop(): Promise<void> {

@@ -22,6 +22,7 @@ import {
   CodecError,
   codecs,
   InvalidHandleError,
+  KcoroError,
   library,
   runtime,
   select,
@@ -3294,3 +3295,22 @@ Deno.test("a hook that throws in the ring's drain is reported, and the records d
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
+
+Deno.test("a give-back the ring refuses (an unknown ticket) is reported, not silent: the value it would carry is lost", () => {
+  // Not expected in use (the ticket's record was drained, the ring alive); before, its status
+  // was ignored and the value would have vanished without a trace.
+  let rc = 0;
+  let seen: unknown[];
+  {
+    using reported = catchReported();
+    rc = Bridge.of(library()).giveBack({ ticket: 0x7fff_fff0 } as never);
+    seen = reported.errors;
+  }
+  assert.ok(rc < 0, `status ${rc}`);
+  assert.equal(seen.length, 1);
+  assert.ok(seen[0] instanceof KcoroError, String(seen[0]));
+  assert.match(
+    (seen[0] as Error).message,
+    /^Cannot give back the value an aborted receive took \(ticket 2147483632\): it is lost \(KC_/,
+  );
+});
