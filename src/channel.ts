@@ -1371,9 +1371,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * remembers it: a `send` then rejects with CancellationError, not ClosedSendError.
    */
   #closedBy(rc: number): { state: "closed"; cause?: unknown } {
-    if (rc === Status.ECANCELED) this._shared.cancelled = true;
     this.#ended();
-    return this.#closedResult();
+    return this.#closedResult(rc); // KC_ECANCELED remembered there
   }
 
   /**
@@ -1392,7 +1391,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * try-operations: its `cause` is what `receive` (or `send`) rejects with, as Kotlin's
    * `receiveCatching` closed result carries what `receive` throws. Closed: the close cause, if
    * any. Cancelled (here, or `status` KC_ECANCELED: by another isolate or native code, then
-   * remembered as `#closedBy` does): the cancel's CancellationError (`cancelledError`), the cause
+   * remembered): the cancel's CancellationError (`cancelledError`), the cause
    * itself when it is one, else a CancellationError carrying it. Before, a cancel with a plain
    * Error gave that Error here while `receive` rejected with the CancellationError wrapping it,
    * and a cancel without a cause gave no cause here.
