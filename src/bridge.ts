@@ -100,35 +100,25 @@ export class Bridge {
       }
     }
     const busy: number[] = [];
-    for (const op of [...this.#ops.values()]) {
-      // Settled since the list was taken: a hook that an earlier withdrawal ran (a send's
-      // onUndeliveredElement) took it over in this isolate (a tryReceive from its channel, whose
-      // `#takeFromSender` withdrew it and took its value). Before, its stale ticket made this
-      // abort fail (KC_EBADH) and it was withdrawn again: a send's slot, given back already,
-      // was read (a TypeError reported, which ends a process that has no "error" listener).
-      if (this.#ops.get(op.ticket) !== op) continue;
-      if (this.#sym.kc_ring_abort(this.#ring, op.ticket) === Status.EBUSY) {
-        busy.push(op.ticket);
-        continue;
-      }
-      this.#ops.delete(op.ticket);
-      try {
-        op.withdrawn();
-      } catch (e) {
-        reportError(e);
-      }
-    }
-    for (const op of [...this.#watches.values()]) {
-      if (this.#watches.get(op.ticket) !== op) continue;
-      if (this.#sym.kc_ring_abort(this.#ring, op.ticket) === Status.EBUSY) {
-        busy.push(op.ticket);
-        continue;
-      }
-      this.#watches.delete(op.ticket);
-      try {
-        op.withdrawn();
-      } catch (e) {
-        reportError(e);
+    // Operations, then close watches: each withdrawn, or left to its record.
+    for (const map of [this.#ops, this.#watches]) {
+      for (const op of [...map.values()]) {
+        // Settled since the list was taken: a hook that an earlier withdrawal ran (a send's
+        // onUndeliveredElement) took it over in this isolate (a tryReceive from its channel,
+        // whose `#takeFromSender` withdrew it and took its value). Before, its stale ticket made
+        // this abort fail (KC_EBADH) and it was withdrawn again: a send's slot, given back
+        // already, was read (a TypeError reported, which ends a process with no "error" listener).
+        if (map.get(op.ticket) !== op) continue;
+        if (this.#sym.kc_ring_abort(this.#ring, op.ticket) === Status.EBUSY) {
+          busy.push(op.ticket);
+          continue;
+        }
+        map.delete(op.ticket);
+        try {
+          op.withdrawn();
+        } catch (e) {
+          reportError(e);
+        }
       }
     }
     this.#stopPoll();
