@@ -64,7 +64,8 @@ export interface Actor<M> {
   send(message: M, options?: WaitOptions): Promise<void>;
   /**
    * Sends without waiting: `ok`, `full`, or `closed` (closed, the actor has finished, or its
-   * handler disposed of its mailbox).
+   * handler disposed of its mailbox), its `cause` the actor's failure or cancellation, else the
+   * {@linkcode ClosedSendError} a send rejects with.
    */
   trySend(message: M): TrySendResult;
   /**
@@ -156,8 +157,11 @@ class ActorImpl<M> implements Actor<M> {
 
   trySend(message: M): TrySendResult {
     if (!this.#open()) {
+      // The task's failure or cancellation, as Kotlin's mailbox closed with it answers; else
+      // the ClosedSendError a send rejects with (Kotlin's `closed(sendException)`), where it
+      // had no cause before.
       const cause = this.#done?.cause;
-      return cause === undefined ? { state: "closed" } : { state: "closed", cause };
+      return { state: "closed", cause: cause === undefined ? this.#closedError() : cause };
     }
     return this.#mailbox.trySend(message);
   }

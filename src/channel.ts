@@ -98,20 +98,27 @@ export interface WaitOptions {
   signal?: AbortSignal;
 }
 
-/** Result of `trySend`. */
+/**
+ * Result of `trySend`. `closed` carries what `send` rejects with: the close cause, the
+ * cancel's `CancellationError`, else a {@linkcode ClosedSendError} (Kotlin's `trySend` answers
+ * `closed(sendException)`).
+ */
 export type TrySendResult = { state: "ok" } | { state: "full" } | {
   state: "closed";
-  cause?: unknown;
+  cause: unknown;
 };
 /** Result of `tryReceive`. */
 export type TryReceiveResult<T> = { state: "ok"; value: T } | { state: "empty" } | {
   state: "closed";
   cause?: unknown;
 };
-/** Result of `trySendMany`: how many of the values, from the first, were sent (at least 1). */
+/**
+ * Result of `trySendMany`: how many of the values, from the first, were sent (at least 1).
+ * `closed` carries what `trySend`'s does.
+ */
 export type TrySendManyResult = { state: "ok"; sent: number } | { state: "full" } | {
   state: "closed";
-  cause?: unknown;
+  cause: unknown;
 };
 /** Result of `tryReceiveMany`: the values received, oldest first (never an empty list). */
 export type TryReceiveManyResult<T> = { state: "ok"; values: T[] } | { state: "empty" } | {
@@ -1375,6 +1382,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#closedResult(rc); // KC_ECANCELED remembered there
   }
 
+  /** `#closedBy` for a try-send: its cause as `#sendClosed`'s. */
+  #sendClosedBy(rc: number): { state: "closed"; cause: unknown } {
+    this.#ended();
+    return this.#sendClosed(rc);
+  }
+
   /**
    * The creator saw the channel closed or cancelled (by anyone): what it kept natively for the
    * hook goes to it now, not at its own cancel or dispose only. Another isolate's cancel drops
@@ -1394,7 +1407,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * remembered): the cancel's CancellationError (`cancelledError`), the cause
    * itself when it is one, else a CancellationError carrying it. Before, a cancel with a plain
    * Error gave that Error here while `receive` rejected with the CancellationError wrapping it,
-   * and a cancel without a cause gave no cause here.
+   * and a cancel without a cause gave no cause here. Closed without a cause: no cause, as
+   * Kotlin's receive results (`closed(closeCause)`); a try-send's is `#sendClosed`.
    */
   #closedResult(status?: number): { state: "closed"; cause?: unknown } {
     const s = this._shared;
@@ -1402,6 +1416,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (!s.hasCause) this.#lookCause(s);
     if (s.cancelled) return { state: "closed", cause: cancelledError(s) };
     return s.hasCause ? { state: "closed", cause: s.cause } : CLOSED;
+  }
+
+  /**
+   * The closed result of a try-send (`trySend`, `trySendMany`): its cause is what `send`
+   * rejects with (`#sendError`), closed without a cause a fresh {@linkcode ClosedSendError}, as
+   * Kotlin's `trySend` answers `closed(sendException)` (`closeCause ?:
+   * ClosedSendChannelException`). Before, it had no cause then.
+   */
+  #sendClosed(status?: number): { state: "closed"; cause: unknown } {
+    const r = this.#closedResult(status);
+    if (r === CLOSED) return { state: "closed", cause: new ClosedSendError() };
+    return r as { state: "closed"; cause: unknown }; // cancelled, or closed with a cause
   }
 
   /**
@@ -1573,7 +1599,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#at = null;
       if (keep !== undefined) this.#codec.encode(value, keep, sym); // for send, as closed
       else this.#reject(value, sym);
-      return this.#closedResult();
+      return this.#sendClosed();
     }
     // Senders of this isolate still waiting in JavaScript are ahead of this one.
     if (s.senders.first !== null && !pump(s.senders, sym)) {
@@ -1628,13 +1654,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #sendFailed(rc: number, sym: Sym, keep: Slot | undefined): TrySendResult {
     if (keep !== undefined) {
       if (rc === Status.EAGAIN) return FULL; // kept for the wait
-      if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc); // see send
-      if (this.#creatorEnded(rc)) return this.#closedResult(); // as closed: kept, for send
+      if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#sendClosedBy(rc); // see send
+      if (this.#creatorEnded(rc)) return this.#sendClosed(); // kept, for send
     }
     this.#codec.discard(keep ?? scratch, sym);
     if (rc === Status.EAGAIN) return FULL;
-    if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc);
-    if (this.#creatorEnded(rc)) return this.#closedResult();
+    if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#sendClosedBy(rc);
+    if (this.#creatorEnded(rc)) return this.#sendClosed();
     unwrap(rc, "send");
     return FULL;
   }
@@ -1659,7 +1685,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const s = this._shared;
     if (s.closed) {
       s.localClosed++;
-      return this.#closedResult();
+      return this.#sendClosed();
     }
     const r = s.receivers.first;
     if (r !== null) {
@@ -2068,8 +2094,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       this.#discardBatch(buf, 0, n, sym);
       if (rc === 0) return FULL;
-      if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc);
-      if (this.#creatorEnded(rc)) return this.#closedResult();
+      if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#sendClosedBy(rc);
+      if (this.#creatorEnded(rc)) return this.#sendClosed();
       unwrap(rc, op);
       return FULL;
     }

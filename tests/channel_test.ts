@@ -596,7 +596,7 @@ bothModes("close: true once; buffered values stay receivable; then closed errors
   assert.equal(ch.close(), false);
   assert.equal(ch.isClosedForSend, true);
   assert.equal(ch.isClosedForReceive, false);
-  assert.deepEqual(ch.trySend(2), { state: "closed" });
+  assert.deepEqual(ch.trySend(2), { state: "closed", cause: new ClosedSendError() });
   await assert.rejects(ch.send(2), ClosedSendError);
   assert.equal(await ch.receive(), 1);
   assert.equal(ch.isClosedForReceive, true);
@@ -611,6 +611,69 @@ bothModes("close: true once; buffered values stay receivable; then closed errors
   assert.deepEqual(withCause.tryReceive(), { state: "closed", cause });
 });
 
+bothModes(
+  "trySend and trySendMany on a channel closed without a cause answer closed with a ClosedSendError, what send rejects with (Kotlin's trySend: closed(sendException)); tryReceive's closed result keeps no cause (Kotlin's closed(closeCause))",
+  async () => {
+    // Before, the try-sends' closed result had no cause at all.
+    const sym = library().symbols("test");
+    for (const how of ["close()", "kc_chan_close", "a Channel.from copy"] as const) {
+      for (const capacity of [0, 2] as const) {
+        const what = `${how}, capacity ${capacity}`;
+        using ch = chan<number>(capacity);
+        if (how === "close()") ch.close();
+        else if (how === "kc_chan_close") assert.equal(sym.kc_chan_close(ch.handle), 1);
+        using copy = how === "a Channel.from copy" ? Channel.from<number>(ch.share()) : null;
+        if (copy !== null) copy.close();
+        const tries: [string, { state: string }][] = [
+          ["trySend", ch.trySend(1)],
+          ["trySendMany", ch.trySendMany([1, 2])],
+        ];
+        for (const [op, r] of tries) {
+          assert.equal(r.state, "closed", `${what}: ${op}`);
+          const cause = (r as { cause?: unknown }).cause;
+          assert.ok(cause instanceof ClosedSendError, `${what}: ${op}'s cause: ${String(cause)}`);
+          assert.equal(cause.message, "Channel was closed", what);
+        }
+        if (copy !== null) {
+          const r = copy.trySend(1) as { state: string; cause?: unknown };
+          assert.ok(r.cause instanceof ClosedSendError, `${what}: the copy's trySend`);
+        }
+        // What send rejects with, of the same class and message.
+        await assert.rejects(ch.send(1), {
+          name: "ClosedSendError",
+          message: "Channel was closed",
+        });
+        // Each call its own: a fresh error, as Kotlin's ClosedSendChannelException.
+        assert.notEqual(
+          (ch.trySend(1) as { cause: unknown }).cause,
+          (ch.trySend(1) as { cause: unknown }).cause,
+        );
+        assert.deepEqual(ch.tryReceive(), { state: "closed" }, `${what}: tryReceive`);
+        assert.deepEqual(ch.tryReceiveMany(2), { state: "closed" }, `${what}: tryReceiveMany`);
+        assert.deepEqual(
+          await ch.receiveCatching(),
+          { state: "closed" },
+          `${what}: receiveCatching`,
+        );
+        // A select's clauses as the plain operations: onSend rejects with a ClosedSendError,
+        // onReceiveCatching fires with no cause.
+        await assert.rejects(select((s) => s.onSend(ch, 1, () => 0)), ClosedSendError);
+        assert.deepEqual(
+          await select((s) => s.onReceiveCatching(ch, (r) => r)),
+          { state: "closed" },
+          `${what}: onReceiveCatching`,
+        );
+      }
+    }
+    // Closed with a cause, or cancelled: the cause, as before (what send rejects with).
+    using withCause = chan<number>(1);
+    const cause = new Error("done");
+    withCause.close(cause);
+    assert.deepEqual(withCause.trySend(1), { state: "closed", cause });
+    assert.deepEqual(withCause.trySendMany([1]), { state: "closed", cause });
+  },
+);
+
 Deno.test("closed or cancelled by native code (or another isolate), waiters of this isolate no longer meet in JavaScript", async () => {
   const sym = library().symbols("test");
   {
@@ -618,7 +681,7 @@ Deno.test("closed or cancelled by native code (or another isolate), waiters of t
     const waiting = ch.receive(); // waits in JavaScript until the end of this turn
     assert.equal(sym.kc_chan_close(ch.handle), 1);
     assert.equal(ch.isClosedForSend, true);
-    assert.deepEqual(ch.trySend(1), { state: "closed" });
+    assert.deepEqual(ch.trySend(1), { state: "closed", cause: new ClosedSendError() });
     await assert.rejects(waiting, ClosedReceiveError);
   }
   {

@@ -155,6 +155,13 @@ class MChan {
     if (this.cancelled) return { state: "closed", err: this.cancelErr() };
     return this.hasCause ? { state: "closed", cause: this.cause } : { state: "closed" };
   }
+  /**
+   * A try-send's closed result: its cause is what send rejects with (Kotlin's trySend answers
+   * `closed(sendException)`), so closed without a cause a ClosedSendError.
+   */
+  sendClosedResult(): { state: "closed"; err: ErrSpec } {
+    return { state: "closed", err: this.sendErr() };
+  }
   cancelErr(): ErrSpec {
     if (this.hasCause && isCancellation(this.cause)) return { is: this.cause };
     return { cls: "Cancellation", hasCause: this.hasCause, cause: this.cause };
@@ -758,7 +765,7 @@ class Run {
       const [id, v] = this.value(s);
       const got = ch.trySend(v);
       this.log.push(`${who} trySend(${id}) -> ${got.state}`);
-      const want = (m.closed ? m.closedResult() : m.offer(id) ? { state: "ok" } : {
+      const want = (m.closed ? m.sendClosedResult() : m.offer(id) ? { state: "ok" } : {
         state: "full",
       }) as { state: string };
       if (want.state === "closed") m.closedFails++;
@@ -790,7 +797,7 @@ class Run {
       let sent = 0;
       let want: unknown;
       if (m.closed) {
-        want = m.closedResult();
+        want = m.sendClosedResult();
         m.closedFails++;
       } else {
         while (sent < n && m.offer(ids[sent])) sent++;

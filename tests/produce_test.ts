@@ -1165,7 +1165,11 @@ Deno.test("actor: once its handler disposed of its mailbox, while the task runs 
         message: "Cannot send: the actor's handler disposed of its mailbox",
       });
       assert.deepEqual(undelivered, [2]); // as a send on a closed channel hands it
-      assert.deepEqual(a.trySend(3), { state: "closed" });
+      // Its cause what a send rejects with (before: no cause).
+      assert.deepEqual(a.trySend(3), {
+        state: "closed",
+        cause: new ClosedSendError("Cannot send: the actor's handler disposed of its mailbox"),
+      });
       assert.equal(a.close(), false);
       assert.equal(a.close(), false); // idempotent
       // A bad signal is still refused as such, before the mailbox is looked at.
@@ -1176,6 +1180,11 @@ Deno.test("actor: once its handler disposed of its mailbox, while the task runs 
       await assert.rejects(a.send(5), {
         name: "ClosedSendError",
         message: "Cannot send: the actor has finished",
+      });
+      // A trySend's closed result carries the same (before: no cause).
+      assert.deepEqual(a.trySend(6), {
+        state: "closed",
+        cause: new ClosedSendError("Cannot send: the actor has finished"),
       });
       assert.equal(a.close(), false);
     });

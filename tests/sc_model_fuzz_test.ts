@@ -53,7 +53,8 @@
 // - an actor whose mailbox was closed and which then fails or is cancelled: its mailbox keeps
 //   the close (no cause), and a send before the actor is final rejects with a fresh
 //   CancellationError ("Channel was cancelled"), the channel's rule for a cancel after a close;
-//   a trySend's closed result carries one too (a closed result carries what a send rejects with).
+//   a trySend's closed result carries one too (a closed result carries what a send rejects with;
+//   closed without a cause, a ClosedSendError).
 import {
   actor,
   CancellationError,
@@ -1622,10 +1623,12 @@ class Run {
         }
         if (refused) {
           // Its closed result carries what the send would reject with: before the actor is
-          // final, a cancelled mailbox's CancellationError (a fresh one after a close).
+          // final, a cancelled mailbox's CancellationError (a fresh one after a close), a
+          // closed one's ClosedSendError; once final, the actor's cause, else a
+          // ClosedSendError (Kotlin's trySend: `closed(closeCause ?: ClosedSendChannelException)`).
           const want = !t.final && mb.mailboxCancelled
             ? cause ?? new Sym("CE", "Channel was cancelled")
-            : cause;
+            : cause ?? new Sym("ClosedSend", "closed");
           const w = matchErr(want, got.cause);
           if (w !== null) this.fail(`trySend to ${t}: cause: ${w}`);
         }

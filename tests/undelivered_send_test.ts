@@ -156,7 +156,8 @@ Deno.test("a hook that throws, in every path that calls it: each value's error r
       closed.close();
       await assert.rejects(closed.send(6), ClosedSendError);
       await assert.rejects(select((s) => s.onSend(closed, 7, () => 0)), ClosedSendError);
-      assert.deepEqual(closed.trySend(8), { state: "closed" }); // no hook: the value is the caller's
+      // No hook: the value is the caller's.
+      assert.deepEqual(closed.trySend(8), { state: "closed", cause: new ClosedSendError() });
       assert.deepEqual(take(), ["hook 6", "hook 7"]);
     }
     const ch = open<number>(2);
