@@ -359,6 +359,9 @@ function cancelledError(s: Shared): unknown {
 /** The cause of a copy's channel that its creator ended, when no wait got one to reuse. */
 const ENDED = "Channel was cancelled: its creator disposed of it";
 
+/** What a watch of a channel that native code destroyed first tells (`_watchCancel`). */
+const DESTROYED = "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)";
+
 /** `Shared.detour`'s bits. */
 const D_LOCAL = 1, D_ENDED = 2, D_SENDERS = 4, D_RECEIVERS = 8;
 
@@ -2599,9 +2602,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * isolate's ring (`kc_ring_watch`, KC_WATCH_CANCEL), which keeps the isolate alive no more
    * than an idle channel does. A close does not call it. Returns the withdrawal (calling
    * `onCancel` no more), or null when there is nothing to watch (not escaped, disposed, ended,
-   * the library closed). Cancelled already: `onCancel` runs in a microtask.
+   * the library closed). Cancelled already: `onCancel` runs in a microtask. Destroyed already
+   * (native code's `kc_chan_destroy` of a handle it was given: the watch answers KC_EBADH),
+   * as a destroy cancels: `onCancel` runs in a microtask with a `CancellationError` that says
+   * so (`DESTROYED`) and `destroyed` true (the handle is dead: a close of it would throw).
+   * Before, that returned null and the watcher (a producer in a `delay`) learnt it only at its
+   * next operation on the channel, if it made one.
    */
-  _watchCancel(onCancel: (cause: unknown) => void): (() => void) | null {
+  _watchCancel(
+    onCancel: (cause: unknown, destroyed: boolean) => void,
+  ): (() => void) | null {
     const s = this._shared;
     if (!s.escaped || s.ended || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) {
       return null;
@@ -2615,14 +2625,27 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // with CancellationError. `closed` stays this isolate's to set, at its first native look.
       s.cancelled = true;
       if (!s.hasCause) this.#lookCause(s);
-      onCancel(s.hasCause ? s.cause : undefined);
+      onCancel(s.hasCause ? s.cause : undefined, false);
     };
     const rc = bridge.watch(this.#handle, true);
     if (rc === Status.ECANCELED) {
       queueMicrotask(tell);
       return () => done = true;
     }
-    if (rc !== 1) return null; // gone (KC_EBADH): nothing will cancel it any more
+    if (
+      rc === Status.EBADH &&
+      this.#lib.symbols("watch channel").kc_chan_status(this.#handle) === Status.EBADH
+    ) {
+      // The channel is gone (the ring is not: this isolate's, while the library is open), and
+      // only a destroy ends a channel whose creator holds it. A destroy cancels it first.
+      queueMicrotask(() => {
+        if (done) return;
+        done = true;
+        onCancel(new CancellationError(DESTROYED), true);
+      });
+      return () => done = true;
+    }
+    if (rc !== 1) return null;
     const op: RingOp = {
       ticket: bridge.ticket,
       complete: (status) => {

@@ -24,7 +24,8 @@
  *   dropped, as `cancel` drops them. Also a cancel from another isolate (a Worker's
  *   `Channel.from` copy of its `share()`) or native code: while the task runs and the channel
  *   has escaped, a close watch on this isolate's ring (`Channel._watchCancel`) cancels the task
- *   at once, wherever it waits.
+ *   at once, wherever it waits. So does native code's destroy of the channel (`kc_chan_destroy`),
+ *   also one made before the task began, which the watch finds as the handle gone.
  *
  * The consumer owns the returned channel: dispose it (`using`) when done with it.
  *
@@ -63,16 +64,27 @@ class ProducerChannel<T> extends Channel<T> {
   _bound: { signal: AbortSignal } | null = null;
   /** @ignore The cancel watch's withdrawal, while the task runs and the channel has escaped. */
   _unwatch: (() => void) | null = null;
+  /**
+   * @ignore Native code destroyed the channel (the watch found its handle gone): the producer's
+   * end has nothing left to close (a close would throw InvalidHandleError out of the abort
+   * listener or completion handler that ends the task).
+   */
+  _destroyed = false;
 
   /**
    * @ignore While the task runs (`_bound`) and the channel has escaped: a cancel by anyone
    * (a `Channel.from` copy in a Worker, native code) cancels the task at once, with the
    * channel's cancel cause, as a cancel here does, where it may be waiting in a `delay` or a
-   * fetch, not only at its next `send` (Kotlin's `ReceiveChannel.cancel`).
+   * fetch, not only at its next `send` (Kotlin's `ReceiveChannel.cancel`). So does native code's
+   * destroy of the channel before the task began (shared, or its handle read, first): the watch
+   * finds the handle gone and cancels the task with a CancellationError that says so.
    */
   _watch(): void {
     if (this._bound === null || this._unwatch !== null || this._gone) return;
-    this._unwatch = this._watchCancel((cause) => this._job?.cancel(cause));
+    this._unwatch = this._watchCancel((cause, destroyed) => {
+      if (destroyed) this._destroyed = true;
+      this._job?.cancel(cause);
+    });
   }
 
   override _escaped(): void {
@@ -146,7 +158,7 @@ class ProducerChannel<T> extends Channel<T> {
    * ended the task, uncaught (the process ended).
    */
   _end(cause: unknown): void {
-    if (this._gone || !this._lib.isOpen) return;
+    if (this._gone || this._destroyed || !this._lib.isOpen) return;
     this.close(cause);
   }
 

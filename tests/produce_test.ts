@@ -16,6 +16,7 @@ import {
   coroutineScope,
   createScope,
   delay,
+  library,
   produce,
   supervisorScope,
 } from "../mod.ts";
@@ -626,6 +627,64 @@ Deno.test("produce: a Worker cancelling its copy of the channel cancels the prod
       }
       (ch as Channel<number> | null)?.[Symbol.dispose]();
       worker.terminate();
+    }
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("produce: native code destroying the channel before the task began cancels the producer at once with a CancellationError saying so (its watch found the handle gone and watched nothing)", async () => {
+  // The handle escaped before the block ran (a scope of the caller's own that starts it later),
+  // and native code destroyed the channel meanwhile: the watch, set as the block begins, gets
+  // KC_EBADH. Before, it watched nothing: a producer waiting on its task's signal waited for
+  // good, and its scope with it (one sending would have learnt it from an InvalidHandleError).
+  const sym = library().symbols("test");
+  const gate = Promise.withResolvers<void>();
+  let caught: unknown = undefined;
+  let ch: Channel<number> | null = null;
+  let scopeRef: CoroutineScope | null = null;
+  let ended = false;
+  const done = coroutineScope((scope) => {
+    scopeRef = scope;
+    const later = {
+      context: scope.context,
+      launch: (block: (task: CoroutineScope) => unknown) =>
+        scope.launch(async (task) => {
+          await gate.promise;
+          return await block(task);
+        }),
+    } as unknown as CoroutineScope;
+    ch = produce<number>(
+      later,
+      counted(async (_out: Channel<number>, task: CoroutineScope) => {
+        try {
+          await untilAborted(task.signal);
+        } catch (e) {
+          caught = e;
+          throw e;
+        }
+      }),
+    );
+    assert.equal(sym.kc_chan_destroy(ch.handle), 0);
+    gate.resolve();
+  });
+  done.then(() => ended = true, () => ended = true);
+  try {
+    await until(() => ended, "the scope to complete (the producer cancelled)", 10_000);
+    await done; // a cancellation of the producer, not a failure of the scope
+    assert.ok(caught instanceof CancellationError, String(caught));
+    assert.equal(
+      (caught as Error).message,
+      "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)",
+    );
+  } finally {
+    if (!ended) {
+      (scopeRef as CoroutineScope | null)?.cancel(); // failed: end the producer
+      await done.catch(() => {});
+    }
+    try {
+      (ch as Channel<number> | null)?.[Symbol.dispose]();
+    } catch {
+      // Its owner's dispose of a destroyed handle throws InvalidHandleError (its cancel).
     }
   }
   assert.equal(live, 0);
