@@ -345,16 +345,32 @@ const scratchF64 = scratch.f64;
  * What an operation on a cancelled channel fails with, as Kotlin's `cancel(cause)` makes it: a
  * cause that is a {@linkcode CancellationError} (a TimeoutError too, or another copy of this
  * module's) is that very error, in every operation (another isolate's: its decoded copy, of the
- * same class, `encodeCause`); any other cause is wrapped in a fresh one, as its `cause`; none,
- * a fresh one. Before, a CancellationError cause was wrapped too ("Channel was cancelled"), so
- * an actor's handler saw its scope's cancellation only as the `cause` of another.
+ * same class, `encodeCause`); any other cause is wrapped in a CancellationError, as its
+ * `cause`; none, a CancellationError without one. Before, a CancellationError cause was wrapped
+ * too ("Channel was cancelled"), so an actor's handler saw its scope's cancellation only as the
+ * `cause` of another.
+ *
+ * The wrapper is one object per channel and isolate (`Shared.cancelError`), made at its first
+ * use, as Kotlin's operations all throw the channel's one close cause: a closed result's `cause`
+ * is the very error `receive` rejects with. Before, each call made one, equal but not the same.
+ * Made again only if the cause it wraps changed since (one read later from the native channel,
+ * `#lookCause`, where it had none). Never shared across isolates: each has its own `Shared`.
  */
 function cancelledError(s: Shared): unknown {
   if (s.hasCause && isCancellation(s.cause)) return s.cause;
-  const e = new CancellationError("Channel was cancelled", s.hasCause ? { cause: s.cause } : {});
+  const of = s.hasCause ? s.cause : NO_CAUSE;
+  let e = s.cancelError;
+  if (e === undefined || s.cancelErrorOf !== of) {
+    e = new CancellationError("Channel was cancelled", s.hasCause ? { cause: s.cause } : {});
+    s.cancelError = e;
+    s.cancelErrorOf = of;
+  }
   if (!s.hasCause) s.lastCancel = e; // an end by the creator reuses it (`Channel.#markEnded`)
   return e;
 }
+
+/** `Shared.cancelErrorOf` for a cancel without a cause. */
+const NO_CAUSE: unique symbol = Symbol("no cause");
 
 /** The cause of a copy's channel that its creator ended, when no wait got one to reuse. */
 const ENDED = "Channel was cancelled: its creator disposed of it";
@@ -400,6 +416,9 @@ class Shared {
   }
   /** The CancellationError a wait here last rejected with for a cancel without a cause. */
   lastCancel: unknown = undefined;
+  /** `cancelledError`'s wrapper, made once, and the cause it wraps (`NO_CAUSE`: none). */
+  cancelError: CancellationError | undefined = undefined;
+  cancelErrorOf: unknown = undefined;
   /** Receivers and senders waiting in this isolate (in JavaScript or in the ring). */
   readonly receivers: WaitQueue = new WaitQueue(this, D_RECEIVERS);
   readonly senders: WaitQueue = new WaitQueue(this, D_SENDERS);

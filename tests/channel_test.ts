@@ -797,7 +797,8 @@ bothModes(
         copy[Symbol.dispose]();
       }
     }
-    // Any other cause, or none, is still wrapped in a fresh CancellationError.
+    // Any other cause, or none, is still wrapped in a CancellationError: the channel's one,
+    // every operation's (before: a fresh one per operation).
     for (const cause of [new RangeError("why"), "a string", undefined]) {
       using ch = chan<number>();
       ch.cancel(cause);
@@ -812,7 +813,8 @@ bothModes(
         assert.equal(e.cause, cause);
         assert.equal("cause" in e, cause !== undefined);
       }
-      assert.notEqual(errs[0], errs[1]);
+      assert.equal(errs[0], errs[1]);
+      assert.equal(errs[1], errs[2]);
     }
   },
 );
@@ -1195,7 +1197,7 @@ Deno.test("a channel closed elsewhere with a cause: this isolate reads the cause
   }
 });
 
-Deno.test("a cancelled channel's closed results carry what receive rejects with (Kotlin's receiveCatching), local, shared and cancelled elsewhere: before, the plain Error given to cancel, or no cause", async () => {
+Deno.test("a cancelled channel's closed results carry what receive rejects with (Kotlin's receiveCatching), the very object, local, shared and cancelled elsewhere: before, the plain Error given to cancel, or no cause, then an equal wrapper per operation", async () => {
   const sym = library().symbols("test");
   const cases = ["plain", "none", "cancellation"].flatMap((kind) =>
     ["receiveCatching", "onReceiveCatching"].map((waiter) => [kind, waiter] as const)
@@ -1248,15 +1250,23 @@ Deno.test("a cancelled channel's closed results carry what receive rejects with 
         assert.ok("cause" in got, `${what}, ${op}: has a cause`);
         const cause = got.cause as Error;
         assert.ok(cause instanceof CancellationError, `${what}, ${op}: ${cause}`);
-        if (kind === "cancellation") {
-          assert.equal(cause, rejected, `${what}, ${op}: the cancel's own cause`);
-          continue;
-        }
-        // A wrapper as receive's: made per operation, so the same message and cause.
-        assert.equal(cause.message, rejected.message, `${what}, ${op}`);
+        // The very error receive rejected with: the cancel's own cause, or the channel's one
+        // wrapper (before: a wrapper per operation, equal but not the same object).
+        assert.equal(cause, rejected, `${what}, ${op}: the same object as receive's rejection`);
+        if (kind === "cancellation") continue;
         assert.equal("cause" in cause, kind === "plain", `${what}, ${op}: a cause in it`);
-        assert.equal(cause.cause, rejected.cause, `${what}, ${op}: its cause`);
         if (kind === "plain" && where !== "elsewhere") assert.equal(cause.cause, given, what);
+      }
+      // And so do a send, a later receive and a select's clauses.
+      const again: [string, Promise<unknown>][] = [
+        ["send", ch.send(1)],
+        ["receive", ch.receive()],
+        ["onReceive", select((s) => s.onReceive(ch, (v) => v))],
+        ["onSend", select((s) => s.onSend(ch, 1, () => 0))],
+      ];
+      for (const [op, p] of again) {
+        const e = await p.then(() => assert.fail(`${what}, ${op}: resolved`), (e) => e);
+        assert.equal(e, rejected, `${what}, ${op}: the same object as receive's rejection`);
       }
     }
   }
