@@ -58,8 +58,9 @@ export interface ActorOptions<M = unknown> {
 export interface Actor<M> {
   /**
    * Sends a message, waiting while the mailbox is full; rejects with ClosedSendError once the
-   * actor has finished or its handler disposed of its mailbox, the message then going to
-   * onUndeliveredElement first (as a Channel's send on a closed channel).
+   * actor has finished or its handler disposed of its mailbox (also one waiting at the dispose),
+   * the message then going to onUndeliveredElement first (as a Channel's send on a closed
+   * channel).
    */
   send(message: M, options?: WaitOptions): Promise<void>;
   /**
@@ -94,6 +95,33 @@ function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
   if (!mailbox._disposed && mailbox._lib.isOpen) mailbox.cancel(cause);
 }
 
+/**
+ * An actor's mailbox: a Channel that remembers what its dispose's cancel rejected the waits with
+ * when its handler disposed of it (a `using mailbox`), so that a send that was waiting then is
+ * told what a send after the dispose is told (`ActorImpl.send`).
+ */
+class Mailbox<M> extends Channel<M> {
+  /**
+   * @ignore The CancellationError a dispose while open and not cancelled rejected the waits with
+   * (the channel's one: `cancelledError`): a dispose by the handler, as the actor's own dispose,
+   * at its task's end, cancels the mailbox first.
+   */
+  _disposedWith: unknown = undefined;
+
+  override [Symbol.dispose](): void {
+    if (!this._disposed && this._lib.isOpen && !this._shared.cancelled) {
+      // The dispose's own cancel, made first: it rejects the waits with the channel's one
+      // CancellationError, which a closed result carries.
+      this.cancel();
+      this._disposedWith = this._closedResult().cause;
+    }
+    super[Symbol.dispose]();
+  }
+}
+
+/** What a send to an actor whose handler disposed of its mailbox rejects with. */
+const DISPOSED = "Cannot send: the actor's handler disposed of its mailbox";
+
 class ActorImpl<M> implements Actor<M> {
   /**
    * First of the fields structured cloning sees, so `postMessage` of an actor throws a
@@ -101,14 +129,14 @@ class ActorImpl<M> implements Actor<M> {
    * `{ job: { context: {} } }`, no error).
    */
   readonly _notCloneable: symbol = NOT_CLONEABLE;
-  readonly #mailbox: Channel<M>;
+  readonly #mailbox: Mailbox<M>;
   /** The mailbox's hook: a send refused once the mailbox is gone still hands its message here. */
   readonly #onUndelivered: ((message: M) => void) | undefined;
   /** Set when the task has ended and the mailbox is gone. */
   #done: { cause: unknown } | null = null;
   job!: Job;
 
-  constructor(mailbox: Channel<M>, onUndelivered: ((message: M) => void) | undefined) {
+  constructor(mailbox: Mailbox<M>, onUndelivered: ((message: M) => void) | undefined) {
     this.#mailbox = mailbox;
     this.#onUndelivered = onUndelivered;
   }
@@ -123,7 +151,7 @@ class ActorImpl<M> implements Actor<M> {
 
   #closedError(): ClosedSendError {
     if (this.#done === null) {
-      return new ClosedSendError("Cannot send: the actor's handler disposed of its mailbox");
+      return new ClosedSendError(DISPOSED);
     }
     const cause = this.#done.cause;
     return new ClosedSendError(
@@ -133,7 +161,19 @@ class ActorImpl<M> implements Actor<M> {
   }
 
   send(message: M, options?: WaitOptions): Promise<void> {
-    if (this.#open()) return this.#mailbox.send(message, options);
+    if (this.#open()) {
+      // A send still waiting when the handler disposes of the mailbox is rejected by the
+      // dispose's cancel: it gets the ClosedSendError a send after the dispose gets (its message
+      // went to the hook with the cancel, once), not that CancellationError, which read as the
+      // sender's own cancellation (a task catching cancellations as such went on as cancelled).
+      // Only that cancel's error, by identity: its own signal's reason, a failed or cancelled
+      // actor's CancellationError (the mailbox cancelled before the dispose) stay as they are.
+      const mailbox = this.#mailbox;
+      return mailbox.send(message, options).then(undefined, (e) => {
+        const disposed = mailbox._disposedWith;
+        throw disposed !== undefined && e === disposed ? new ClosedSendError(DISPOSED) : e;
+      });
+    }
     // The mailbox is gone (the task ended, or its handler disposed of it): refused as its send on
     // a closed channel refuses (bad options and an aborted signal first, then Kotlin's
     // onClosedSend: the message goes to the hook). Before, a send after the handler's dispose
@@ -246,7 +286,7 @@ export function actor<M>(
   // Under this call's name: the Channel's own check said "Cannot create channel", a call
   // nobody made.
   checkCapacity(op, capacity);
-  const mailbox = new Channel<M>(
+  const mailbox = new Mailbox<M>(
     capacity,
     onUndeliveredElement === undefined ? {} : { onUndeliveredElement },
   );

@@ -2,7 +2,7 @@
 // outlives its scope; cancellation reaching a Worker-side receiver of a produced channel. Tasks
 // wait on channels, gates or their signal, never on sleeps.
 import assert from "node:assert/strict";
-import { catchReported, evalScript, until, untilAborted } from "./support.ts";
+import { catchReported, evalScript, settled, until, untilAborted } from "./support.ts";
 import {
   actor,
   CancellationError,
@@ -1248,6 +1248,41 @@ Deno.test("actor: once its handler disposed of its mailbox, while the task runs 
       assert.equal(a.close(), false);
     });
     assert.deepEqual(undelivered, [2, 5]);
+  }
+});
+
+Deno.test("actor: a send waiting in a full mailbox when the handler disposes of it rejects with the ClosedSendError a later send gets, its message to the hook once; before, the dispose's CancellationError", async () => {
+  for (const capacity of ["rendezvous", 1] as const) {
+    for (const shared of [false, true]) {
+      const what = `capacity ${capacity}, ${shared ? "shared" : "local"}`;
+      const undelivered: number[] = [];
+      const start = Promise.withResolvers<void>();
+      const gate = Promise.withResolvers<void>();
+      await coroutineScope(async (scope) => {
+        const a = actor<number>(scope, async (mailbox, task) => {
+          if (shared) mailbox.share();
+          await start.promise;
+          {
+            using _mb = mailbox; // disposed here, a send waiting in it
+          }
+          await Promise.race([gate.promise, untilAborted(task.signal)]);
+        }, { capacity, onUndeliveredElement: (m) => undelivered.push(m) });
+        if (capacity === 1) await a.send(0); // the mailbox is full: the next send waits
+        const waiting = a.send(1);
+        assert.equal(await settled(waiting), false, `${what}: the send waits`);
+        start.resolve();
+        await assert.rejects(waiting, {
+          name: "ClosedSendError",
+          message: "Cannot send: the actor's handler disposed of its mailbox",
+        }, what);
+        // The waiting send's message once (and the queued one, dropped by the dispose's cancel).
+        assert.deepEqual(undelivered, capacity === 1 ? [0, 1] : [1], what);
+        await assert.rejects(a.send(2), ClosedSendError, what); // as a send after the dispose
+        assert.equal(a.job.state, "active", what);
+        gate.resolve();
+      });
+      assert.deepEqual(undelivered, capacity === 1 ? [0, 1, 2] : [1, 2], what);
+    }
   }
 });
 
