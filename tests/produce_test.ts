@@ -36,6 +36,17 @@ function counted<A extends unknown[]>(
   };
 }
 
+/**
+ * Lets what a task's end queued run before a test checks that nothing was reported: every abort
+ * listener and completion handler of kcoro's runs synchronously as its task ends, before its
+ * scope settles, so a report of theirs is made by then; a few turns of 0 ms timers (fired in the
+ * order set) also run what they queued (microtasks, 0 ms timers: a hook's later batch). A
+ * bounded number of event-loop turns, not a wait for time (it was a 10 ms timer).
+ */
+async function laterReports(): Promise<void> {
+  for (let i = 0; i < 3; i++) await new Promise((r) => setTimeout(r, 0));
+}
+
 async function drain<T>(ch: Channel<T>): Promise<T[]> {
   const got: T[] = [];
   for await (const v of ch) got.push(v);
@@ -1130,17 +1141,19 @@ Deno.test("produce and actor whose task ends after closeLibrary() settle their s
       for (const shared of [false, true]) {
         for (const end of ["cancel", "fail", "return"]) {
           results[kind + (shared ? " shared " : " local ") + end] = await outcome(coroutineScope(async (scope) => {
-            let closed;
+            let closed, started;
             const gate = new Promise((r) => closed = r);
+            const ready = new Promise((r) => started = r);
             const body = async (ch, task) => {
               if (shared) ch.share();
+              started();
               await gate;
               if (end === "fail") throw new Error("the block's own");
               if (end === "cancel") await delay(60_000, { signal: task.signal });
             };
             if (kind === "produce") produce(scope, (out, task) => body(out, task));
             else actor(scope, (mailbox, task) => body(mailbox, task));
-            await delay(1);
+            await ready; // the task runs, waiting at its gate (was a 1 ms timer)
             closeLibrary();
             closed();
             if (end === "cancel") scope.cancel();
@@ -1149,7 +1162,11 @@ Deno.test("produce and actor whose task ends after closeLibrary() settle their s
         }
       }
     }
-    await delay(10); // a report from a handler that runs later
+    // Nothing more to come: every abort listener and completion handler that could report ran
+    // synchronously, as its task ended, before its scope settled (awaited above). A few turns of
+    // 0 ms timers (fired in the order set) also run whatever those queued, microtasks and 0 ms
+    // timers, before the check: a bounded number of event-loop turns, not a wait for time.
+    for (let i = 0; i < 3; i++) await new Promise((r) => setTimeout(r, 0));
     console.log(JSON.stringify({ results, reported }));
   `);
   assert.equal(res.code, 0, res.stderr);
@@ -1192,7 +1209,9 @@ Deno.test("actor: a handler that disposes its mailbox (`using mailbox`) ends its
       return end;
     }));
   }
-  await new Promise((r) => setTimeout(r, 10)); // a handler's report, one turn later
+  // Nothing more to come (see `laterReports`): the reports checked below were made as each task
+  // ended, before its scope settled.
+  await laterReports();
   assert.deepEqual(got, {
     return: "resolved return",
     cancel: "rejected CancellationError: Cancelled",
