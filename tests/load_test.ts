@@ -381,7 +381,8 @@ for (const [what, use] of uses) {
   const message = "true ffi LibraryPermissionError Cannot open the kcoro library: --allow-ffi " +
     "is not granted (for all paths: --allow-ffi=<path> is not enough); run with --allow-ffi, " +
     "received NotCapable: Requires ffi access";
-  for (const ffi of [[], [`--allow-ffi=${root}zig-out/lib/libkcoro.so`]]) {
+  // Denied (--deny-ffi) as not granted.
+  for (const ffi of [[], [`--allow-ffi=${root}zig-out/lib/libkcoro.so`], ["--deny-ffi"]]) {
     const res = await runScript(code, {}, ["--allow-read", ...ffi]);
     assert.equal(res.code, 0, res.stderr);
     const lines = res.stdout.trim().split("\n");
@@ -391,6 +392,74 @@ for (const [what, use] of uses) {
       assert.ok(lines[i + 1].startsWith(`${what} ${message}`), lines[i + 1]);
     }
   }
+});
+
+Deno.test("--allow-ffi granted only after kcoro's import (a prompt or a request): the first open is refused with a LibraryPermissionError saying to grant it as the process starts", async () => {
+  // src/channel.ts takes its scratch slot's address at import only where --allow-ffi is
+  // granted then (the try-operations pass it as a constant); granted later, the address is
+  // missing, and the first open refuses rather than run with none. A test cannot answer a
+  // real prompt (Deno denies one without a terminal), so the import here sees the state a
+  // process started without the flag has ("prompt"), and the flag is granted: as a prompt
+  // answered yes after the import. Every open is refused, not only the first.
+  const code = `
+const real = Deno.permissions.querySync.bind(Deno.permissions);
+Deno.permissions.querySync = (d) => d.name === "ffi" ? { state: "prompt" } : real(d);
+const { Channel, library, LibraryNotFoundError, LibraryPermissionError, openLibrary } =
+  await import("${root}mod.ts");
+Deno.permissions.querySync = real;
+const uses = [["library", () => library()], ["channel", () => new Channel(1).share()],
+  ["again", () => openLibrary()]];
+for (const [what, use] of uses) {
+  try { use(); console.log(what, "opened"); } catch (e) {
+    const kind = e instanceof LibraryPermissionError && e instanceof LibraryNotFoundError;
+    console.log(what, kind, e.permission, e.name, e.message);
+  }
+}
+`;
+  const res = await runScript(code, {}, ["--allow-read", "--allow-ffi"]);
+  assert.equal(res.code, 0, res.stderr);
+  const message = "true ffi LibraryPermissionError Cannot open the kcoro library: --allow-ffi " +
+    "was not granted when kcoro was imported (it was since, by a prompt or a request); run " +
+    "with --allow-ffi (granted when the process or Worker starts), received permission state " +
+    "prompt at import";
+  assert.deepEqual(
+    res.stdout.trim().split("\n"),
+    ["library", "channel", "again"].map((what) => `${what} ${message}`),
+  );
+});
+
+Deno.test("--allow-ffi revoked after the library was opened: another open's dlopen is refused with a LibraryPermissionError naming the path and the flag; the open library still works", async () => {
+  // Deno.permissions.revoke after the first open: the hooks of the first open ran, so it is
+  // Deno.dlopen that Deno refuses (NotCapable), which the open names as the permission.
+  const code = `
+import { Channel, library, LibraryNotFoundError, LibraryPermissionError, openLibrary }
+  from "${root}mod.ts";
+const path = library().path;
+await Deno.permissions.revoke({ name: "ffi" });
+console.log(Deno.permissions.querySync({ name: "ffi" }).state);
+try { openLibrary({ path }); console.log("opened"); } catch (e) {
+  const kind = e instanceof LibraryPermissionError && e instanceof LibraryNotFoundError &&
+    e.cause instanceof Deno.errors.NotCapable;
+  console.log(kind, e.permission, e.name, JSON.stringify(e.message));
+}
+using ch = new Channel(1);
+ch.share();
+ch.trySend(7);
+console.log(JSON.stringify(ch.tryReceive()));
+console.log(path);
+`;
+  const res = await runScript(code, {}, ["--allow-read", "--allow-ffi"]);
+  assert.equal(res.code, 0, res.stderr);
+  const [state, refused, received, path, ...rest] = res.stdout.trim().split("\n");
+  assert.deepEqual(rest, []);
+  assert.equal(state, "prompt");
+  const message = `Cannot open the kcoro library: --allow-ffi is not granted for ${path}; run ` +
+    "with --allow-ffi, received NotCapable: ";
+  assert.ok(
+    refused.startsWith(`true ffi LibraryPermissionError ${JSON.stringify(message).slice(0, -1)}`),
+    refused,
+  );
+  assert.deepEqual(JSON.parse(received), { state: "ok", value: 7 });
 });
 
 Deno.test("without --allow-read the error is a LibraryPermissionError (a LibraryNotFoundError) saying the read was refused for the path, what to pass, and what Deno answered", async () => {
