@@ -22,6 +22,7 @@
  * @module
  */
 import {
+  _sentAtOnce,
   type Capacity,
   Channel,
   checkCapacity,
@@ -169,7 +170,9 @@ class ActorImpl<M> implements Actor<M> {
       // Only that cancel's error, by identity: its own signal's reason, a failed or cancelled
       // actor's CancellationError (the mailbox cancelled before the dispose) stay as they are.
       const mailbox = this.#mailbox;
-      return mailbox.send(message, options).then(undefined, (e) => {
+      const sent = mailbox.send(message, options);
+      if (_sentAtOnce(sent)) return sent; // delivered or queued at once: no promise more
+      return sent.then(undefined, (e) => {
         const disposed = mailbox._disposedWith;
         throw disposed !== undefined && e === disposed ? new ClosedSendError(DISPOSED) : e;
       });

@@ -3515,6 +3515,14 @@ const copyHolds = new FinalizationRegistry<{ lib: Library; handle: number; s: Sh
   },
 );
 
+/**
+ * @ignore Whether `p`, what a `send` returned, is the one promise a send that completed at once
+ * returns (for `actor`: nothing can reject it, so it needs no handler). Internal.
+ */
+export function _sentAtOnce(p: Promise<void>): boolean {
+  return p === RESOLVED;
+}
+
 /** @ignore For tests: how many channels this isolate keeps an entry for. */
 export function _sharedEntries(): number {
   return shared.size;
