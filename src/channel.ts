@@ -360,7 +360,7 @@ function cancelledError(s: Shared): unknown {
   if (s.hasCause && isCancellation(s.cause)) return s.cause;
   const of = s.hasCause ? s.cause : NO_CAUSE;
   let e = s.cancelError;
-  if (e === undefined || s.cancelErrorOf !== of) {
+  if (e === undefined || !Object.is(s.cancelErrorOf, of)) {
     e = new CancellationError("Channel was cancelled", s.hasCause ? { cause: s.cause } : {});
     s.cancelError = e;
     s.cancelErrorOf = of;
