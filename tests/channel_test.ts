@@ -799,7 +799,7 @@ bothModes(
     }
     // Any other cause, or none, is still wrapped in a CancellationError: the channel's one,
     // every operation's (before: a fresh one per operation).
-    for (const cause of [new RangeError("why"), "a string", undefined]) {
+    for (const cause of [new RangeError("why"), "a string", Number.NaN, undefined]) {
       using ch = chan<number>();
       ch.cancel(cause);
       const errs = [
