@@ -58,6 +58,10 @@ var exit_pause_ns: u64 = 0;
 /// comes (or the gate is cleared): a stop that finds it there, whatever the machine's load.
 var exit_gate: std.atomic.Value(bool) = .init(false);
 var at_exit: std.atomic.Value(bool) = .init(false);
+/// Tests only: while set, a ticker about to take `thread_mutex` for its last act stops there
+/// (`at_last` set) until it is cleared: a `start` that finds it there, whatever the load.
+var last_gate: std.atomic.Value(bool) = .init(false);
+var at_last: std.atomic.Value(bool) = .init(false);
 /// Tests only: tickers not yet at their last act (`run`'s final critical section), whatever
 /// joins or detaches them.
 var live_tickers: std.atomic.Value(u32) = .init(0);
@@ -164,26 +168,29 @@ fn start() void {
     // Only if no reader published first (see `nowOdd`): published times never go back.
     _ = cached.cmpxchgStrong(no_ticker, even(preciseCoarse()), .monotonic, .monotonic);
     // The last ticker, ended by itself and still on its way out (it detaches itself only if
-    // it finds its handle in `thread`), taken to be joined. Not our own thread: a ticker calls
-    // `start` only once `stop` took its handle.
-    const old = blk: {
-        thread_mutex.lock();
-        defer thread_mutex.unlock();
-        const old = thread;
-        thread = null;
-        assert(state.load(.monotonic) == 1); // ours (monotonic: we set it, in our CAS above)
-        thread_gen +%= 1;
-        // Monotonic: `stops` changes only under `thread_mutex`, which we hold.
-        thread = std.Thread.spawn(.{ .stack_size = 16 * 1024 }, run, .{ stops.load(.monotonic), thread_gen }) catch {
-            cached.store(no_ticker, .monotonic);
-            state.store(0, .release);
-            break :blk old; // no ticker: readers keep reading the clock themselves
-        };
-        break :blk old;
+    // it finds its handle in `thread`), taken to be joined by the new ticker as its first act.
+    // Not here: our caller may be a channel operation recording its time with the channel's
+    // spin locks held (`Channel.touch`), and a join there made every thread that wanted the
+    // channel spin until the old ticker, which may be off its CPU, got to its last act. Nor
+    // detached: a `stop` joins the new ticker, and so both, and none runs once it returns.
+    // Not our own thread: a ticker calls `start` only once `stop` took its handle.
+    thread_mutex.lock();
+    defer thread_mutex.unlock();
+    const old = thread;
+    thread = null;
+    assert(state.load(.monotonic) == 1); // ours (monotonic: we set it, in our CAS above)
+    thread_gen +%= 1;
+    // Monotonic: `stops` changes only under `thread_mutex`, which we hold.
+    thread = std.Thread.spawn(.{ .stack_size = 16 * 1024 }, run, .{ stops.load(.monotonic), thread_gen, old }) catch {
+        cached.store(no_ticker, .monotonic);
+        state.store(0, .release);
+        // No ticker: readers keep reading the clock themselves. The old one's handle goes back
+        // as if this start never came: it detaches itself in its last act (it finds its
+        // generation and handle), or the next `stop` or `start` takes it.
+        thread_gen -%= 1;
+        thread = old;
+        return;
     };
-    // Outside the lock, which it takes for its last act. It is past its store of state 0 (our
-    // CAS came after it, and its own CAS failed), so this join is short.
-    if (old) |t| t.join();
 }
 
 /// Ends the ticker now, if one runs, and joins it, also one that ended by itself and is still
@@ -208,12 +215,20 @@ pub fn stop() bool {
     return true;
 }
 
-fn run(my_stops: u32, my_gen: u32) void {
+/// A ticker: `prev` is the one before it, ended by itself and on its way out, whose handle
+/// `start` took (see there); joined first, outside every lock, on this thread.
+fn run(my_stops: u32, my_gen: u32, prev: ?std.Thread) void {
     if (builtin.is_test) _ = live_tickers.fetchAdd(1, .monotonic); // monotonic: a count for tests
+    // It is past its store of state 0 (the CAS of our `start` came after it, and its own CAS
+    // failed), so this join is short: it has its last act left, which takes `thread_mutex`,
+    // not held while anyone waits for us.
+    if (prev) |t| t.join();
     defer {
+        if (builtin.is_test) lastGate();
         // The last act. Ended by itself with nobody to join it (our handle still in `thread`):
         // detach, so that its resources go as it ends (a host that never shuts down leaves no
-        // ended thread behind). Else `stop` or a `start` took the handle and joins us.
+        // ended thread behind). Else `stop` or a `start` took the handle and joins us (a
+        // `start` through the ticker it spawned).
         thread_mutex.lock();
         defer thread_mutex.unlock();
         // Release: a test that reads 0 with acquire sees every store before it.
@@ -265,6 +280,15 @@ fn gate(my_stops: u32) void {
     while (exit_gate.load(.acquire) and stops.load(.acquire) == my_stops and !d.passed()) {
         Futex.timedWait(&stops, my_stops, std.time.ns_per_ms) catch {};
     }
+}
+
+/// Tests only: waits at `last_gate` while it is set, in 1 ms slices (bounded).
+fn lastGate() void {
+    // Acquire/release: test flags, paired with the test's stores and loads.
+    if (!last_gate.load(.acquire)) return;
+    at_last.store(true, .release);
+    const d = test_wait.Deadline.in(test_wait.test_ns, "");
+    while (last_gate.load(.acquire) and !d.passed()) std.Thread.sleep(std.time.ns_per_ms);
 }
 
 /// The ticker's loop: ticks until `stop` (true) or an idle end (false).
@@ -459,4 +483,48 @@ test "stops racing reads and idle ends: once the readers are gone, a stop leaves
         try std.testing.expectEqual(no_ticker, raw());
     }
     try std.testing.expect(rounds >= 10);
+}
+
+test "a read that starts a ticker while the last one is on its way out does not wait for it (it may hold a channel's spin locks)" {
+    // Before, `start` joined the ending ticker itself: called from a channel operation (its
+    // `touch`, with the channel's spin locks held), it made every thread that wanted the
+    // channel spin until the old ticker got its CPU back and finished. Now the new ticker joins
+    // it. The old one is held at its last act (the gate) until the read has returned.
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    _ = stop(); // none left from an earlier test
+    test_idle_ticks = 1; // it ends by itself within a few ticks
+    defer test_idle_ticks = 0;
+    at_last.store(false, .release);
+    last_gate.store(true, .release);
+    var gate_open = false;
+    defer if (!gate_open) last_gate.store(false, .release);
+    _ = now(); // starts one; unread, it ends by itself and stops at the gate
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the ticker to reach its last act");
+    while (!at_last.load(.acquire)) try d.wait();
+    try std.testing.expect(!running()); // past its state 0: a read starts another
+    const Reader = struct {
+        joiner: test_wait.Joiner = .{},
+        t: u64 = 0,
+        fn go(r: *@This()) void {
+            defer r.joiner.done();
+            r.t = now();
+        }
+    };
+    var r: Reader = .{};
+    const t = try std.Thread.spawn(.{}, Reader.go, .{&r});
+    // The read returns while the old ticker still waits at the gate (before: it waited too).
+    const rd = test_wait.Deadline.in(test_wait.default_ns, "a read starting a ticker while the last one is held at its last act");
+    const returned = while (!r.joiner.finished.load(.acquire)) rd.wait() catch break false else true;
+    last_gate.store(false, .release);
+    gate_open = true;
+    r.joiner.join(t, test_wait.default_ns, "the clock reader");
+    try std.testing.expect(returned);
+    try std.testing.expect(r.t > 0);
+    try std.testing.expect(running());
+    // The new ticker joined the old one; a stop joins the new one: none is left.
+    try std.testing.expect(stop());
+    try std.testing.expectEqual(@as(u32, 0), live_tickers.load(.acquire));
+    try std.testing.expect(!running());
 }
