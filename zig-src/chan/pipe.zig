@@ -215,8 +215,27 @@ pub const Pipes = struct {
             }
         } // else `reap` joins it, and the state is a later thread's
 
-        // After this unlock the thread touches `p` no more (a futex wake in the unlock only
-        // names the address): `deinit` may free it at once.
+        // After this unlock the thread touches `p` no more, so `deinit` (which finds no handle
+        // once we detached) may free it at once, and no flag for it to wait on is needed:
+        // - Every change above is made in this one critical section, so `deinit` and `reap`
+        //   see either a thread serving (`running`, its handle theirs to join) or none that is
+        //   theirs (detached, `thread` null): never a handle of a detached thread, nor no
+        //   handle for one that still serves.
+        // - `unlock`'s last access to `p` is its release swap of the lock word (Debug's
+        //   `Mutex` clears its owner before it). What follows, when a locker waits (`deinit`,
+        //   say), is a FUTEX_WAKE that only names the address: a private futex's key is the
+        //   address, not the memory, and std's Linux `Futex.wake` ignores EFAULT. If the
+        //   memory was freed and reused meanwhile, a waiter there wakes spuriously, which
+        //   every futex wait must allow (std's `Futex.wait` says so; ours loop and check),
+        //   just as for a pthread mutex destroyed at once after its unlock, which POSIX allows.
+        // - Then the thread only returns: std.Thread's start routine frees its own argument
+        //   block (its allocation, not ours) and the thread exits. The code it runs stays
+        //   mapped: the C ABI pins the library before its first pipe (`pin_once`), and a Zig
+        //   caller's code is its program's.
+        // What remains is a thread on its way out: `reap`'s "none to join" (false) may come a
+        // few microseconds before the OS has let it go, as for the clock ticker that detached
+        // itself. That touches nothing of ours; only an exit at that very moment could show
+        // its stack and TLS block as still there.
         p.mutex.unlock();
     }
 };
