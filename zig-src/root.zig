@@ -3112,6 +3112,9 @@ test "C ABI: restarts race spawns, drains and info from another thread without h
 }
 
 test "C ABI: a start that comes in between a shutdown's first steps and its lock is shut down with short calls kept out" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var started: i32 = -1;
         var stopping_then: ?bool = null;
@@ -3145,6 +3148,9 @@ test "C ABI: a start that comes in between a shutdown's first steps and its lock
 }
 
 test "C ABI: a shutdown of one generation leaves a later scheduler running, also one started while it ran" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
     var info: [7]u64 = undefined;
     _ = kc_sched_info(&info, 7);
@@ -3387,6 +3393,9 @@ test "C ABI: kc_coro_resume and kc_coro_destroy of one handle on two threads at 
 }
 
 test "C ABI: kc_sched_info's generation is that of the scheduler whose figures it reports, across a restart" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         fn restart() void {
             test_hooks.after_info = null; // once
@@ -3412,6 +3421,9 @@ test "C ABI: kc_sched_info's generation is that of the scheduler whose figures i
 }
 
 test "C ABI: kc_spawn_gen spawns onto its generation's scheduler only, also when a restart comes between the generation's read and the spawn" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var cells = [2]u64{ 0, 0 };
         fn restart() void {
@@ -3452,6 +3464,9 @@ test "C ABI: kc_spawn_gen spawns onto its generation's scheduler only, also when
 }
 
 test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dry, a cancel, a finish a cancel cut short" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         fn cancelDuringFinish() void {
             test_hooks.before_shutdown = null; // once
@@ -3506,6 +3521,9 @@ test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dr
 }
 
 test "C ABI: kc_scope_create_gen makes a scope on its generation's scheduler only, also when a restart comes between the generation's read and the create" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         fn restart() void {
             test_hooks.before_spawn = null; // once
@@ -3551,6 +3569,9 @@ test "C ABI: kc_scope_create_gen makes a scope on its generation's scheduler onl
 }
 
 test "C ABI: a scope belongs to the scheduler it was made on: after a restart nothing launches into it, nor a child scope made under it" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var ran: std.atomic.Value(u32) = .init(0);
         fn child(_: ?*anyopaque) callconv(.c) void {
@@ -4110,6 +4131,9 @@ test "C ABI: kc_select over channel handles" {
 }
 
 test "C ABI: native scopes, actors and producers; cancellation reaches sleeps, waits and grandchildren" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     defer _ = kc_sched_shutdown(0);
     const S = struct {
@@ -4187,6 +4211,9 @@ test "C ABI: native scopes, actors and producers; cancellation reaches sleeps, w
 }
 
 test "C ABI: a producer whose scope is cancelled closes its channel: what it sent stays receivable (Kotlin); its out_handle names it while it runs" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var out: u32 = 0;
         var done: std.atomic.Value(i32) = .init(999);
@@ -4227,6 +4254,9 @@ test "C ABI: a producer whose scope is cancelled closes its channel: what it sen
 }
 
 test "C ABI: a producer's on_done says what ended it: 0, or its channel closed (KC_EPIPE), cancelled or destroyed (KC_ECANCELED) under it" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const P = struct {
         out: u32 = 0,
         /// Sends 1..n (0: until a send fails).
@@ -4295,6 +4325,9 @@ fn expectReceivesThenClosed(h: u32, n: u64, deadline: u64) !void {
 }
 
 test "C ABI: kc_scope_wait from a child of the scope, or of a scope below it, is KC_EINVAL at once" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var outer: u32 = 0;
         var inner: u32 = 0;
@@ -4370,6 +4403,9 @@ test "C ABI: a hand-driven coroutine's receive or select with a deadline is KC_E
 }
 
 test "C ABI: a scope's child waiting with a token of its own is still interrupted when the scope is cancelled" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     defer _ = kc_sched_shutdown(0);
     const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
@@ -4772,6 +4808,9 @@ test "C ABI: kc_desc_make takes buffers of up to 16 KiB from the pool; kc_pool_r
 }
 
 test "C ABI: thread-bound holds from a coroutine: a host count is kc_lib_retain's, a channel hold KC_EINVAL; shutdown still returns" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     const S = struct {
         var ch: u32 = 0;
@@ -4900,6 +4939,9 @@ test "C ABI: a shutdown that abandons an actor or producer ends its channel as i
 }
 
 test "C ABI: a shutdown ends an abandoned actor's or producer's channel after it let go of the scheduler's lock: the channel's hooks may start or shut down a scheduler" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var out: u32 = 0; // the producer's
         var box: u32 = 0; // the actor's (rendezvous)
@@ -5117,6 +5159,9 @@ test "C ABI: try-operations without references race destroy and re-creation safe
 }
 
 test "C ABI: a scope's deadline reaches its children's context and bounds their waits" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     defer _ = kc_sched_shutdown(0);
     const S = struct {
@@ -5147,6 +5192,9 @@ test "C ABI: a scope's deadline reaches its children's context and bounds their 
 }
 
 test "C ABI: a shutdown abandoning parked coroutines leaves no waiter behind and drops their references" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var chs: [4]u32 = .{ 0, 0, 0, 0 }; // receive, select x2, mailbox
         var scope: u32 = 0;
@@ -5210,6 +5258,9 @@ test "C ABI: a shutdown abandoning parked coroutines leaves no waiter behind and
 }
 
 test "C ABI: a select clause left queued on a channel that is destroyed lets go of its memory when the coroutine ends" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var chs: [3]u32 = .{ 0, 0, 0 }; // shared, own, park
         var scope: u32 = 0;
@@ -5590,6 +5641,9 @@ fn threadsNamed(name: []const u8) !usize {
 }
 
 test "C ABI: a shutdown with no host left ends and joins the clock ticker; the clock and timeouts work after it" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // Before, the ticker ended only after 100 ms unread and was never joined: one running as the
     // process exited kept its stack and TLS block (valgrind: 288 bytes possibly lost).
     if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
@@ -5648,6 +5702,9 @@ test "C ABI: a shutdown with no host left ends and joins the clock ticker; the c
 }
 
 test "C ABI: a shutdown with no host left ends the metrics pipes whose channels are gone and joins their thread; a live pipe runs on" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // Before, such a pipe ended at its next tick (an hour here), its thread running until then,
     // past the process's exit.
     if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host

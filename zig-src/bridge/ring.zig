@@ -872,6 +872,9 @@ const testing = std.testing;
 const test_stack_size = 64 * 1024;
 
 test "JS-style waiters: completions from native coroutines land on the ring, batched; abort and close" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const ch2 = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer ch2.destroy(); // after the ring's deinit withdrew the receive left on it
     var ring = Ring.init(testing.allocator);
@@ -2035,6 +2038,9 @@ test "two threads taking (or aborting) one ticket: one wins, the other is told i
 }
 
 test "a close watch: its record comes when the channel is closed or cancelled, by anyone; at once when it has ended; a cancel-only watch ignores a close" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var ring = Ring.init(testing.allocator); // the leak check sees a Pending left behind
     defer ring.deinit();
     var rec: [4]Completion = undefined;

@@ -3551,6 +3551,9 @@ test "a receive that frees a slot moves the oldest waiting sender's value in bef
 }
 
 test "N producers x M consumers, every kind, scheduled coroutines: each value exactly once" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     const per_producer = 2_000;
     const Ctx = struct {
         ch: *Channel,
@@ -3769,6 +3772,9 @@ test "select: a timed-out select leaves every queue intact" {
 // offer a send clause to a third): every value is received exactly once, so no select ever
 // completed two clauses, and every queue ends empty.
 test "select: stress with plain operations on scheduled coroutines, each value exactly once" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     const per_sender = 3_000;
     const senders_per_chan = 2;
     const total = 2 * senders_per_chan * per_sender;
@@ -3869,6 +3875,9 @@ test "select: stress with plain operations on scheduled coroutines, each value e
 // in place; these pin down what that must never change.
 
 test "select on a coroutine: a losing clause stays queued but stale; unlinked by a send, it takes the lock path next time" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var c: *Channel = undefined;
         var d: *Channel = undefined;
@@ -4068,6 +4077,9 @@ test "select on a coroutine: a send clause left queued on a channel closed since
 }
 
 test "select on a coroutine: a stale send clause left on a closed channel does not keep it open for receive" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // A close leaves senders queued (they still deliver); a stale select clause among them
     // delivers nothing (a receive unlinks it and fails), so it must not count as a sender.
     const S = struct {
@@ -4118,6 +4130,9 @@ test "select on a coroutine: a stale send clause left on a closed channel does n
 }
 
 test "select on a coroutine: a channel destroyed under a stale clause keeps its memory until the coroutine lets go" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var c: *Channel = undefined;
         var d: *Channel = undefined;

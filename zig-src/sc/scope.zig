@@ -644,6 +644,9 @@ const test_stack_size = 64 * 1024;
 const channel = @import("../chan/channel.zig");
 
 test "a scope waits for its children, cancels them (channel waits and sleeps) and nests" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer sched.shutdown(.cancel);
@@ -703,6 +706,9 @@ test "a scope waits for its children, cancels them (channel waits and sleeps) an
 }
 
 test "watch reports a cancel that lands between its two looks, and ends the children, as cancelled" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // The watcher looked at the cancellation (none yet); then the scope is cancelled and its
     // only child, interrupted, finishes before the watcher looks at the children. Before, it
     // found none live and answered `.done` (seen once in the ARM64 ReleaseSafe run under qemu,
@@ -832,6 +838,9 @@ test "a scope waits for its descendants: a child scope's coroutines count in its
 }
 
 test "a chain of thousands of nested scopes freed by the end of the leaf's child, on its coroutine's 64 KiB stack (release recursed)" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
     defer sched.shutdown(.cancel);
@@ -858,6 +867,9 @@ test "a chain of thousands of nested scopes freed by the end of the leaf's child
 }
 
 test "waitAll from a coroutine parks until the last child finishes" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     defer sched.shutdown(.cancel);
@@ -885,6 +897,9 @@ test "waitAll from a coroutine parks until the last child finishes" {
 }
 
 test "a shutdown that cancels abandons parked children: no waiter, link or scope is left" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
     const S = struct {
@@ -1032,6 +1047,9 @@ test "a child scope created while its parent's deadline changes reads a live con
 }
 
 test "a deadline set on a scope reaches the children of scopes made below it before" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
     defer sched.shutdown(.cancel);
@@ -1203,6 +1221,9 @@ test "an orphaned scope's idle callback runs once, when its last child (or one b
 }
 
 test "waitAll from a child of the scope, or of a scope below it, is InvalidArgument at once; another scope's child still waits" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // A child waiting for its own scope waits for itself: before, until the deadline
     // (error.Timeout) or, with none, for ever. Only the C ABI's kc_scope_wait checked it.
     var sched: Scheduler = undefined;

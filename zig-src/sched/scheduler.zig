@@ -1364,6 +1364,9 @@ fn startForTest(s: *Scheduler, workers: u32) !void {
 }
 
 test "every spawned coroutine runs exactly once (2 and 4 workers)" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.stress_ns);
+    defer wd.stop();
     const n = 20_000;
     const S = struct {
         var ran: [n]std.atomic.Value(u8) = @splat(.init(0));
@@ -1597,6 +1600,9 @@ test "timers fire in deadline order and never early" {
 }
 
 test "a worker stuck in one long run does not hold back its timers: the watchdog fires them" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // The sleeper arms its timer on worker W and parks; W then runs the hog, which its LIFO
     // slot holds (no other worker can take it from there) and which spins until the sleeper
     // has woken, or for 5 s. Only the watchdog can fire the timer while W spins: the other
@@ -1719,6 +1725,9 @@ fn timedWaitsPileUpCase(forever: bool) !void {
 }
 
 test "drain and drainFor from one of the scheduler's coroutines are InvalidArgument at once" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
         var results: [2]?anyerror = .{ null, null };
@@ -1744,6 +1753,9 @@ test "drain and drainFor from one of the scheduler's coroutines are InvalidArgum
 }
 
 test "entries of timed waits woken early are counted out as they expire, not only by a prune" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // 30 waits with a 2 ms deadline that the partner beats (on a slow machine some time out
     // instead): up to 30 disarmed entries, fewer than a prune looks at. Side 0 then sleeps past
     // them all: they expire and leave the heap, in the pass that fires its timer, or in the
@@ -1787,6 +1799,9 @@ fn settledTimers(w: *Worker, timeout_ns: u64) struct { count: usize, disarmed: u
 }
 
 test "a disarm that the watchdog's pass drops the entry of before it is counted is counted out all the same" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // A coroutine woken early (here by a permit of its own) disarms its timer; the watchdog
     // fires the heap before the disarm is counted and drops the entry, counting it out of a
     // count that does not have it yet. Before, the count then stayed one high for good (below
@@ -1827,6 +1842,9 @@ test "a disarm that the watchdog's pass drops the entry of before it is counted 
 }
 
 test "a disarm between a prune's read of the count and its scan is counted out with its entry" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     // The owner prunes with the count it read under its lock; a coroutine woken early on
     // another worker disarms its timer (count in, then CAS: no lock) before the scan, which
     // then drops that entry too. Before, the prune counted out only what it had read: the
@@ -1854,6 +1872,9 @@ test "a disarm between a prune's read of the count and its scan is counted out w
 }
 
 test "drain waits for sleeping coroutines; parked ones do not hold it" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
         var woke: std.atomic.Value(bool) = .init(false);
@@ -2118,6 +2139,9 @@ test "a wake from outside under way when a shutdown begins is waited for before 
 }
 
 test "context: inherited at spawn, shadowed by a child, freed with abandoned coroutines" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
         var key: ctx_mod.Key = 0;
@@ -2157,6 +2181,9 @@ test "context: inherited at spawn, shadowed by a child, freed with abandoned cor
 }
 
 test "shutdown with work pending frees everything, in both modes" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
         var finished: std.atomic.Value(u32) = .init(0);
