@@ -3003,6 +3003,79 @@ test "include/kcoro.h agrees with the exports" {
     try testing.expect(checked >= 100);
 }
 
+test "C ABI: kc_select's token, once cancelled before it returns, wins over a close or cancel of its clause's channel, whichever came first; a value received wins over the token" {
+    // A hand-driven coroutine parks in kc_select; the test closes (or cancels) the channel and
+    // cancels the token while it is parked, in either order, then resumes it. Before, both
+    // orders gave KC_EPIPE (KC_ECANCELED): the close claimed the clause before the select,
+    // woken by the token, gave up, so a select woken by kc_token_cancel as its channel closed
+    // said KC_EPIPE or KC_EINTR by the timing of its wake-up.
+    const S = struct {
+        var clauses: [2]Clause = undefined;
+        var tok: u32 = 0;
+        var rc: i32 = 1;
+        var idx: u32 = 99;
+        fn entry(_: ?*anyopaque) callconv(.c) void {
+            rc = kc_select(&clauses, 2, 0, tok, 0, &idx);
+        }
+    };
+    const Ending = enum { close_then_cancel, cancel_then_close, chan_cancel_then_cancel, cancel_then_chan_cancel, value_then_cancel, close_alone };
+    for (std.enums.values(Ending)) |ending| {
+        var a: u32 = 0;
+        var b: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &a));
+        defer _ = kc_chan_destroy(a);
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &b));
+        defer _ = kc_chan_destroy(b);
+        try testing.expectEqual(@as(i32, 0), kc_token_create(&S.tok));
+        defer _ = kc_token_destroy(S.tok);
+        var x: u64 = 0;
+        var y: u64 = 0;
+        S.clauses = .{
+            .{ .handle = a, .kind = 1, .size = 8, .elem = &x },
+            .{ .handle = b, .kind = 1, .size = 8, .elem = &y },
+        };
+        S.rc = 1;
+        S.idx = 99;
+        var h: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, null, 0, 0, &h));
+        defer _ = kc_coro_destroy(h);
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(h));
+        var v: u64 = 42;
+        switch (ending) {
+            .close_then_cancel, .close_alone => try testing.expectEqual(@as(i32, 1), kc_chan_close(b)),
+            .chan_cancel_then_cancel => try testing.expectEqual(@as(i32, 0), kc_chan_cancel(b)),
+            .value_then_cancel => try testing.expectEqual(@as(i32, 0), kc_chan_send(b, &v, 8, 0, 0, 1)),
+            .cancel_then_close, .cancel_then_chan_cancel => try testing.expectEqual(@as(i32, 1), kc_token_cancel(S.tok)),
+        }
+        switch (ending) {
+            .close_then_cancel, .chan_cancel_then_cancel, .value_then_cancel => try testing.expectEqual(@as(i32, 1), kc_token_cancel(S.tok)),
+            .cancel_then_close => try testing.expectEqual(@as(i32, 1), kc_chan_close(b)),
+            .cancel_then_chan_cancel => try testing.expectEqual(@as(i32, 0), kc_chan_cancel(b)),
+            .close_alone => {},
+        }
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(h));
+        switch (ending) {
+            .value_then_cancel => {
+                // Received: it cannot be taken back, so the select says so.
+                try testing.expectEqual(@as(i32, 0), S.rc);
+                try testing.expectEqual(@as(u32, 1), S.idx);
+                try testing.expectEqual(@as(u64, 42), y);
+            },
+            .close_alone => {
+                try testing.expectEqual(Status.closed.code(), S.rc);
+                try testing.expectEqual(@as(u32, 1), S.idx);
+            },
+            else => {
+                testing.expectEqual(Status.interrupted.code(), S.rc) catch |err| {
+                    std.debug.print("{s}: kc_select returned {d}\n", .{ @tagName(ending), S.rc });
+                    return err;
+                };
+                try testing.expectEqual(@as(u32, 99), S.idx); // not written
+            },
+        }
+    }
+}
+
 test "C ABI: create, resume, transfer, destroy; bad handles are errors" {
     var h: u32 = 0;
     const fib = kc_builtin_entry(@intFromEnum(Builtin.fib));

@@ -2239,7 +2239,25 @@ pub const SelectError = error{ WouldBlock, Timeout, Interrupted, InvalidArgument
 /// Completes exactly one of 1 to `max_clauses` clauses (InvalidArgument otherwise), waiting until
 /// one can (see above): which one, and whether its channel was closed or cancelled instead.
 /// WouldBlock (`poll`), Timeout, Interrupted (the token or the scope's). Any thread or coroutine.
+///
+/// `options.token` against a close or cancel of a clause's channel: Interrupted whenever the
+/// token is cancelled before the select returns, unless a clause moved a value (a value sent
+/// or received cannot be taken back: the select returns it). A closed or cancelled outcome
+/// moved nothing, so the token wins over it whichever came first (the channel still counts
+/// the failure as closed). Before, a token that woke the select lost to a close that claimed
+/// its clause before the select gave up: kc_select said KC_EPIPE or KC_EINTR by the timing of
+/// its wake-up. A cancel of the scope's token only ends a wait, as before: a clause that
+/// completes first wins, closed too.
 pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selected {
+    const got = try selectAny(clauses, options);
+    if (got.closed or got.cancelled) {
+        @branchHint(.unlikely);
+        if (options.token) |t| if (t.isCancelled()) return error.Interrupted;
+    }
+    return got;
+}
+
+inline fn selectAny(clauses: []const Clause, options: SelectOptions) SelectError!Selected {
     if (clauses.len == 0 or clauses.len > max_clauses) return error.InvalidArgument;
     if (options.token) |t| if (t.isCancelled()) return error.Interrupted;
     const n: u32 = @intCast(clauses.len);
