@@ -453,11 +453,14 @@ pub const Ring = struct {
     }
 
     fn freePending(r: *Ring, p: *Pending) void {
-        if (r.release_ref) |f| for (p.refs[0..p.nrefs]) |ref| f(ref);
         switch (p.body) {
-            .op, .watch => {}, // an element in `small` or `big`, which `recycle` keeps; none
+            .op => {}, // an element in `small` or `big`, which `recycle` keeps
+            // `submitWatch`'s, before the registry references: while they hold the channel it
+            // is not retired, so the count we drop is the one we raised.
+            .watch => |*o| o.ch.releaseMemory(),
             .select => |sel| r.freeSelect(sel),
         }
+        if (r.release_ref) |f| for (p.refs[0..p.nrefs]) |ref| f(ref);
         r.recycle(p);
     }
 
@@ -645,6 +648,11 @@ pub const Ring = struct {
             error.OutOfMemory, error.TooManyObjects => error.OutOfMemory,
         };
         adopted = true;
+        // The channel's memory stays until the watch is freed (`freePending`): an `abort` or
+        // `deinit` that finds the watch not yet told unwatches it, and a `destroy` on another
+        // thread may tell it and go in between. The C ABI's watch holds a registry reference
+        // (`refs`) as well; a Zig caller need not hold one.
+        ch.retainMemory();
         if (ch.watch(&p.body.watch.watch)) |end| {
             r.disown(p, true);
             r.freePending(p);
@@ -765,17 +773,23 @@ pub const Pending = struct {
         o.pending.record(if (end == .cancelled) error.Cancelled else error.Closed, 0);
     }
 
+    /// Tests only: called by `withdraw` between its look at `completed` and its unwatch of a
+    /// close watch's channel (a destroy on another thread may fall there).
+    var test_before_unwatch: ?*const fn (ch: *channel.Channel) void = null;
+
     fn withdraw(p: *Pending, counted: bool) bool {
         return switch (p.body) {
             .op => |*o| o.ch.withdraw(&o.op, counted),
             .select => |s| s.sel.withdraw(counted),
             .watch => |*o| blk: {
-                // Told already: its channel may be gone (a destroy tells a watch before it frees
-                // the memory), so it is not touched. Else the channel is alive: its end has not
-                // reached `notify` yet, whose record `deinit` waits for.
+                // Told already: its channel may be destroyed (a destroy tells a watch first), so
+                // it is not touched. Else it is unwatched: a destroy that tells it after our
+                // look finds it unlinked, and the memory is still there, ours until
+                // `freePending` (`submitWatch`); its record `deinit` waits for.
                 p.ring.mutex.lock();
                 const told = p.completed;
                 p.ring.mutex.unlock();
+                if (@import("builtin").is_test) if (test_before_unwatch) |f| f(o.ch);
                 break :blk !told and o.ch.unwatch(&o.watch);
             },
         };
@@ -2141,8 +2155,8 @@ test "a close watch is withdrawn by abort (then never told), answers busy once t
 test "a close watch on a channel destroyed without a cancel is told cancelled before the memory goes; a ring going away withdraws its watches" {
     var ring = Ring.init(testing.allocator);
     var rec: [4]Completion = undefined;
-    // Destroyed: told, and the ring touches the channel no more (deinit below, with the record
-    // untaken, must not withdraw it from freed memory: the leak-checking allocator frees it).
+    // Destroyed: told, and the ring does not withdraw it (its memory, which the watch keeps
+    // until deinit below frees it with the record untaken, is the leak check's).
     const gone = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
     const w = (try ring.submitWatch(gone, true, &.{})).pending;
     gone.destroy();
@@ -2160,4 +2174,34 @@ test "a close watch on a channel destroyed without a cancel is told cancelled be
     try testing.expect(live.tx.watchers.isEmpty());
     _ = live.cancel();
     _ = &rec;
+}
+
+test "a close watch aborted as a destroy of its channel tells it: the abort finds it told, and the memory is still there until the watch goes (a Zig caller holds no reference)" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var ring = Ring.init(testing.allocator);
+    defer ring.deinit();
+    const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    const w = (try ring.submitWatch(ch, false, &.{})).pending;
+    // The watch holds the memory: before, nothing did, and a destroy between the abort's look
+    // (not told yet) and its unwatch freed it under the unwatch.
+    try testing.expectEqual(@as(u32, 2), ch.refs.load(.acquire));
+    const S = struct {
+        fn destroyNow(c: *channel.Channel) void {
+            Pending.test_before_unwatch = null; // once
+            c.destroy(); // tells the watch (cancelled), and leaves the memory to it
+        }
+    };
+    Pending.test_before_unwatch = S.destroyNow;
+    defer Pending.test_before_unwatch = null;
+    try testing.expectError(error.Busy, ring.abort(w, true)); // told in between: its record came
+    try testing.expectEqual(@as(usize, 1), ring.records.items.len);
+    try testing.expectEqual(w, ring.records.items[0].ticket);
+    try testing.expectEqual(status_mod.Status.cancelled.code(), ring.records.items[0].status);
+    try testing.expectEqual(@as(u32, 1), ch.refs.load(.acquire)); // the watch's, until it goes
+    // Taking the record frees the watch, and with it the channel's memory (the leak check).
+    var rec: [1]Completion = undefined;
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try ring.take(w, null);
 }

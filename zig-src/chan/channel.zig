@@ -708,9 +708,10 @@ pub const Channel = struct {
     /// opaque here, reported to whoever opens the channel by handle so that it can refuse to
     /// read values of another type with the same size (f64 and u64, say). Fixed for its life.
     type_tag: u8 = 0,
-    /// References to the channel's memory: the creator's (dropped by `destroy`), and one for
-    /// every coroutine select waiter that may be left queued here (`LazySlot`), so that the
-    /// memory outlives a destroy until each owner has unlinked its waiter (`unref`). Changed
+    /// References to the channel's memory: the creator's (dropped by `destroy`), one for every
+    /// coroutine select waiter that may be left queued here (`LazySlot`), and one for every
+    /// bridge close watch (`retainMemory`), so that the memory outlives a destroy until each
+    /// owner has unlinked its waiter or watch (`unref`). Changed
     /// under the lock, except by `unref`; kept by `reinit`.
     refs: std.atomic.Value(u32) = .init(1),
     zero_copy: bool = false,
@@ -1020,6 +1021,22 @@ pub const Channel = struct {
     /// Frees the memory of a retired channel.
     pub fn destroyRetired(ch: *Channel) void {
         assert(ch.dead);
+        ch.unref();
+    }
+
+    /// Takes a reference on the channel's memory (`refs`) for a holder that may touch it after
+    /// a `destroy` on another thread (the bridge's close watch: `Ring.submitWatch`), so that the
+    /// memory goes only when it lets go too (`releaseMemory`). The channel must be alive (not
+    /// destroyed) when this is called. Any thread.
+    pub fn retainMemory(ch: *Channel) void {
+        ch.lock();
+        defer ch.unlock();
+        // Monotonic: under the lock, as `refs` changes (`unref` orders the last drop).
+        _ = ch.refs.fetchAdd(1, .monotonic);
+    }
+
+    /// Lets go of a `retainMemory` reference; the last reference frees the memory.
+    pub fn releaseMemory(ch: *Channel) void {
         ch.unref();
     }
 
