@@ -5470,12 +5470,12 @@ test "C ABI: an undelivered hook may create, resume and destroy coroutines while
     var co: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_coro_create(S.sender, null, 0, 0, &co));
     try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(co));
-    kcoro.registry.test_before_cleanups = S.beforeCleanups;
-    defer kcoro.registry.test_before_cleanups = null;
+    kcoro.registry.test_hooks.before_cleanups = S.beforeCleanups;
+    defer kcoro.registry.test_hooks.before_cleanups = null;
     var j: test_wait.Joiner = .{};
     const t = try std.Thread.spawn(.{}, S.canceller, .{&j});
     const rc = kc_coro_destroy(co);
-    kcoro.registry.test_before_cleanups = null;
+    kcoro.registry.test_hooks.before_cleanups = null;
     j.join(t, test_wait.default_ns, "the cancelling thread");
     try testing.expectEqual(@as(i32, 0), rc);
     try testing.expect(S.in_hook.load(.acquire));

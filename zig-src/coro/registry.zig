@@ -38,9 +38,13 @@ pub const max_pools = 16;
 
 pub const Error = error{ InvalidArgument, OutOfMemory, TooManyObjects, BadHandle, Busy };
 
-/// Tests: called by a destroy (its coroutine marked, its handle freed) right before the
-/// coroutine's cleanups.
-pub var test_before_cleanups: ?*const fn () void = null;
+/// Tests: code run at fixed points, to make a race's window certain. Only in test builds (an
+/// empty struct otherwise): no caller of the library can set one.
+pub var test_hooks: if (@import("builtin").is_test) struct {
+    /// Called by a destroy (its coroutine marked, its handle freed) right before the
+    /// coroutine's cleanups.
+    before_cleanups: ?*const fn () void = null,
+} else struct {} = .{};
 
 pub const Registry = struct {
     allocator: std.mem.Allocator,
@@ -216,7 +220,7 @@ pub const Registry = struct {
     /// channel): each held the lock the other waited for.
     fn finishDestroy(r: *Registry, co: *Coroutine) void {
         const st = co.stack;
-        if (@import("builtin").is_test) if (test_before_cleanups) |f| f();
+        if (@import("builtin").is_test) if (test_hooks.before_cleanups) |f| f();
         co.runCleanups();
         co.setContext(@import("../sc/context.zig").empty);
         r.mutex.lock();
