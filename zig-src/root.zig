@@ -2802,13 +2802,21 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
 /// KC_BUILTIN_ECHO: `arg` -> u64[4] { in channel, out channel, echoed, done }. Receives each
 /// 8-byte value of `in` and sends it to `out`, counting it in `echoed`, until either fails
 /// (closed, cancelled, destroyed); then `done` = 1. A native partner for round-trip benchmarks.
+/// `echoed` counts the values `out` took. The value in hand when a send to `out` fails (it was
+/// taken from `in`, and cannot go back in front of values sent after it) goes to `out`'s
+/// undelivered path as a value meant for it that will never be sent (kc_chan_drop: counted as
+/// dropped there, to its hook if it has one; gone with `out` if it was destroyed): before, it
+/// vanished without a count. The values still in `in` stay there.
 fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
     const c: *[4]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
     const in = std.math.cast(u32, c[0].load(.monotonic)) orelse 0;
     const out = std.math.cast(u32, c[1].load(.monotonic)) orelse 0;
     var v: u64 = 0;
     while (kc_chan_recv(in, &v, 8, 0, 0, 0) == 0) {
-        if (kc_chan_send(out, &v, 8, 0, 0, 0) != 0) break;
+        if (kc_chan_send(out, &v, 8, 0, 0, 0) != 0) {
+            _ = kc_chan_drop(out, &v, 8); // KC_EBADH (destroyed) or 0 (no hook): nothing to do
+            break;
+        }
         // Monotonic: a count the host reads after `done` (whose release orders it).
         _ = c[2].fetchAdd(1, .monotonic);
     }
@@ -4796,6 +4804,37 @@ test "C ABI: kc_chan_free_undelivered frees what a zero-copy channel drops, keep
     try testing.expectEqual(Status.invalid.code(), kc_chan_free_undelivered(c)); // not zero-copy
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(c));
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_free_undelivered(c));
+}
+
+test "C ABI: KC_BUILTIN_ECHO hands the value in hand when out has ended to out's undelivered path, counted as dropped" {
+    // Before, the value it had received from `in` vanished: out's hook never saw it, no count.
+    var in: u32 = 0;
+    var out: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &in));
+    defer _ = kc_chan_destroy(in);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &out));
+    defer _ = kc_chan_destroy(out);
+    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(out));
+    for ([_]u64{ 5, 6 }) |x| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(in, &x, 8));
+    try testing.expectEqual(@as(i32, 1), kc_chan_close(out));
+    var cells: [4]u64 = .{ in, out, 0, 0 };
+    const echo = kc_builtin_entry(@intFromEnum(Builtin.echo));
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(@ptrCast(@alignCast(echo)), &cells, 0, 0, &h));
+    defer _ = kc_coro_destroy(h);
+    // Hand-driven: neither operation waits (a value buffered, `out` closed).
+    try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(h));
+    try testing.expectEqual(@as(u64, 0), cells[2]); // nothing echoed
+    try testing.expectEqual(@as(u64, 1), cells[3]); // done
+    var got: u64 = 0;
+    try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(out, &got, 8));
+    try testing.expectEqual(@as(u64, 5), got);
+    var snap: [13]u64 = undefined;
+    _ = kc_chan_snapshot(out, &snap, 13);
+    try testing.expectEqual(@as(u64, 1), snap[8]); // dropped
+    // The next value was never taken: still in `in`.
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(in, &got, 8));
+    try testing.expectEqual(@as(u64, 6), got);
 }
 
 test "C ABI: kc_chan_drop hands a value that will never be sent to the undelivered path, or back" {
