@@ -3533,8 +3533,10 @@ function open(
   x: unknown,
 ): { lib: Library; handle: number; codec: Codec<unknown>; capacity: number } {
   const op = "open shared channel";
-  const bad = (why: string): never => {
-    throw new TypeError(`Cannot ${op}: ${why}, received ${describe(x)}`);
+  // `got`: what was wrong, a field's own value where one field is (the whole object said
+  // "received [object Object]" for a forged handle, leaving the caller to guess which field).
+  const bad = (why: string, got: string = describe(x)): never => {
+    throw new TypeError(`Cannot ${op}: ${why}, received ${got}`);
   };
   if (x === null || typeof x !== "object") {
     return bad("expected the object channel.share() returns");
@@ -3547,22 +3549,30 @@ function open(
   if (
     typeof handle !== "number" || !Number.isInteger(handle) || handle <= 0 || handle > UNLIMITED
   ) {
-    return bad("handle must be a 32-bit channel handle");
+    return bad(`handle must be a 32-bit channel handle (1 to ${UNLIMITED})`, describe(handle));
   }
   const codec = codecByName(o.codec);
-  if (codec === undefined) return bad(`unknown codec ${describe(o.codec)}`);
+  if (codec === undefined) {
+    return bad(
+      `codec must be the name of one of codecs (${Object.keys(codecs).join(", ")})`,
+      describe(o.codec),
+    );
+  }
   if (elemSize !== codec.elemSize || zeroCopy !== codec.zeroCopy) {
-    return bad(`elemSize and zeroCopy do not match codec ${codec.name}`);
+    return bad(
+      `elemSize and zeroCopy must match codec ${codec.name} (${codec.elemSize} and ${codec.zeroCopy})`,
+      `${describe(elemSize)} and ${describe(zeroCopy)}`,
+    );
   }
   if (
     typeof capacity !== "number" || !Number.isInteger(capacity) || capacity < 0 ||
     capacity > UNLIMITED
   ) {
-    return bad("capacity must be an integer");
+    return bad(`capacity must be an integer from 0 to ${UNLIMITED}`, describe(capacity));
   }
   const where = o.library;
   if (where !== undefined && (typeof where !== "string" || where === "")) {
-    return bad("library must be the path of the library the channel lives in");
+    return bad("library must be the path of the library the channel lives in", describe(where));
   }
   // The file it lives in, not a search of this isolate's own: a Worker's would resolve a
   // relative KCORO_LIB against the directory current when it runs, maybe another one.

@@ -1570,6 +1570,43 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
   ) {
     assert.throws(() => Channel.from(forged as never), TypeError, JSON.stringify(forged));
   }
+  // A wrong field is named by its own value: each said "received [object Object]", the whole
+  // object, leaving the caller to find which of its fields was wrong.
+  for (
+    const [forged, message] of [
+      [
+        { ...ok, handle: -1 },
+        "handle must be a 32-bit channel handle (1 to 4294967295), received -1",
+      ],
+      [
+        { ...ok, handle: "7" },
+        'handle must be a 32-bit channel handle (1 to 4294967295), received "7"',
+      ],
+      [
+        { ...ok, handle: 2 ** 40 },
+        "handle must be a 32-bit channel handle (1 to 4294967295), received 1099511627776",
+      ],
+      [
+        { ...ok, codec: "evil" },
+        'codec must be the name of one of codecs (default, f64, u64, bytes, string, structured), received "evil"',
+      ],
+      [
+        { ...ok, elemSize: 8 },
+        "elemSize and zeroCopy must match codec string (32 and true), received 8 and true",
+      ],
+      [{ ...ok, capacity: "x" }, 'capacity must be an integer from 0 to 4294967295, received "x"'],
+      [{ ...ok, capacity: -1 }, "capacity must be an integer from 0 to 4294967295, received -1"],
+      [
+        { ...ok, library: 5 },
+        "library must be the path of the library the channel lives in, received 5",
+      ],
+    ] as const
+  ) {
+    assert.throws(() => Channel.from(forged as never), {
+      name: "TypeError",
+      message: `Cannot open shared channel: ${message}`,
+    }, JSON.stringify(forged));
+  }
   // The message names what was passed: `undefined` was reported as "[object Object]" (the
   // constructor's default parameter had made it `{}`).
   for (const [v, said] of [[undefined, "undefined"], [null, "null"], [42, "42"]] as const) {
