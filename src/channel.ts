@@ -1212,7 +1212,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * whoever holds the handle may still use it, so only the creator's `[Symbol.dispose]` ends it.
    */
   get handle(): number {
-    this.#escape(false);
+    this.#escape("get handle", false);
     this.#giveAway();
     if (!this.#pinned) {
       // Native code may keep it: no holder's leaving may end it now.
@@ -1227,7 +1227,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * (`select`): its waiters queue natively, but the handle is not given away.
    */
   get _handle(): number {
-    this.#escape();
+    this.#escape("select");
     return this.#handle;
   }
 
@@ -2577,7 +2577,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * into the native channel) and its waiters still waiting in JavaScript queue natively.
    */
   _flushLocal(): void {
-    this.#escape();
+    this.#escape("select");
     this._shared.flushNow();
   }
 
@@ -2589,12 +2589,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#owner) this._shared.orphanLib = null;
   }
 
-  /** Marks the channel as reachable from outside this isolate's JavaScript (`Shared.escaped`). */
-  /** `orphanable` false: the handle is given away right after (see #materialize). */
-  #escape(orphanable = true): void {
+  /**
+   * Marks the channel as reachable from outside this isolate's JavaScript (`Shared.escaped`).
+   * `op` names the caller's operation in a failure (a select's escape said "Cannot share
+   * channel"); `orphanable` false: the handle is given away right after (see #materialize).
+   */
+  #escape(op: string, orphanable = true): void {
     const s = this._shared;
     if (s.escaped) return;
-    this.#materialize("share channel", orphanable);
+    this.#materialize(op, orphanable);
     s.escaped = true;
     if (s.local) this.#migrate();
     // Its local history, for every isolate to see from now on.
@@ -3142,7 +3145,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   share(): SharedChannel<T> {
     const sym = this.#sym("share channel");
-    this.#escape(false);
+    this.#escape("share channel", false);
     this.#giveAway();
     if (this.#owner && !this.#held && !this.#pinned) {
       // The owner holds it from now on, so that copies keep it alive after its isolate ended.

@@ -1124,3 +1124,40 @@ Deno.test("onTimeout(0), the immediate default, fires without a turn of the even
     clearTimeout(timer);
   }
 });
+
+Deno.test("a select whose value's getter disposes its local channel, or closes the library, names the select in its error, and a disposed local channel's handle names the read: not a share the caller never made", async () => {
+  // Each makes the local channel native (a select after encoding its values): that step said
+  // "Cannot share channel: the channel was disposed".
+  const disposed = new Channel<number>(1);
+  disposed[Symbol.dispose]();
+  assert.throws(() => disposed.handle, {
+    name: "InvalidHandleError",
+    message: "Cannot get handle: the channel was disposed (KC_EBADH)",
+  });
+  const ch = new Channel<unknown>(1);
+  const value = {
+    get x() {
+      ch[Symbol.dispose]();
+      return 1;
+    },
+  };
+  await assert.rejects(select((s) => s.onSend(ch, value, () => "sent")), {
+    name: "InvalidHandleError",
+    message: "Cannot select: the channel was disposed (KC_EBADH)",
+  });
+  // In a process of its own: it closes the library.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, select } from "./mod.ts";
+    const ch = new Channel(1);
+    const value = { get x() { closeLibrary(); return 1; } };
+    await select((s) => s.onSend(ch, value, () => "sent")).then(
+      () => console.log("resolved"),
+      (e) => console.log(e.name + ": " + e.message),
+    );
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(
+    res.stdout.trim(),
+    "LibraryClosedError: Cannot select: the kcoro library is closed (KC_ESHUTDOWN)",
+  );
+});
