@@ -1683,8 +1683,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (rc === Status.EAGAIN) return FULL;
     if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#sendClosedBy(rc);
     if (this.#creatorEnded(rc)) return this.#sendClosed();
-    unwrap(rc, "send");
+    this.#fail(rc, "send");
     return FULL;
+  }
+
+  /**
+   * Throws for `rc`, a native call's failure: a channel disposed while the call ran the caller's
+   * code (a value's getter, as it was encoded) says so, as a call after the dispose does, not
+   * "the handle is stale, destroyed or not a kcoro handle".
+   */
+  #fail(rc: number, op: string): void {
+    if (rc === Status.EBADH) this.#sym(op); // throws once disposed
+    unwrap(rc, op);
   }
 
   /** Throws what encoding `value` would throw, copying it into native memory only if need be. */
@@ -2118,7 +2128,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (rc === 0) return FULL;
       if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#sendClosedBy(rc);
       if (this.#creatorEnded(rc)) return this.#sendClosed();
-      unwrap(rc, op);
+      this.#fail(rc, op);
       return FULL;
     }
     // One at a time: a local channel, a rendezvous, or waiters of this isolate in JavaScript.

@@ -3424,3 +3424,33 @@ Deno.test("a give-back the ring refuses (an unknown ticket) is reported, not sil
     /^Cannot give back the value an aborted receive took \(ticket 2147483632\): it is lost \(KC_/,
   );
 });
+
+Deno.test("a native channel disposed by a value's getter as trySend, send or trySendMany encodes it says it was disposed, as a call after the dispose does", async () => {
+  // Before: "Cannot send: the handle is stale, destroyed or not a kcoro handle", the native
+  // call's status as it found the handle, which hid that the caller's own dispose ended it.
+  for (const capacity of [0, 2]) {
+    for (const op of ["trySend", "send", "trySendMany"] as const) {
+      const ch = new Channel<unknown>(capacity);
+      ch.share(); // native
+      const value = {
+        get x() {
+          ch[Symbol.dispose]();
+          return 1;
+        },
+      };
+      const call = () =>
+        op === "trySend"
+          ? ch.trySend(value)
+          : op === "send"
+          ? ch.send(value)
+          : ch.trySendMany([1, value, 3]);
+      const expected = {
+        name: "InvalidHandleError",
+        message: "Cannot send: the channel was disposed (KC_EBADH)",
+      };
+      const where = `${op}, capacity ${capacity}`;
+      if (op === "send") await assert.rejects(call() as Promise<void>, expected, where);
+      else assert.throws(call, expected, where);
+    }
+  }
+});
