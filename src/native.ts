@@ -10,7 +10,16 @@
  * @module
  */
 import { inWorker, type Library, library } from "../ffi/load.ts";
-import { checkOptions, checkStackSize, describe, refuseAsValue, unwrap } from "./errors.ts";
+import {
+  checkOptions,
+  checkStackSize,
+  describe,
+  InvalidHandleError,
+  KcoroError,
+  refuseAsValue,
+  Status,
+  unwrap,
+} from "./errors.ts";
 import { unwrapSpawn } from "./runtime.ts";
 import { customInspect, inspectAs } from "./inspect.ts";
 
@@ -25,6 +34,8 @@ const stateNames: readonly CoroutineState[] = [
   "parked",
   "finished",
 ];
+const PARKED = stateNames.indexOf("parked");
+const FINISHED = stateNames.indexOf("finished");
 
 /** Built-in native entry functions (`KC_BUILTIN_*`). */
 export type Builtin = "fib" | "yield-loop" | "park-loop";
@@ -162,39 +173,52 @@ export class NativeCoroutine implements Disposable {
    * `InvalidHandleError` once destroyed.
    */
   resume(): CoroutineState {
-    const s = unwrap(
-      this.#lib.symbols("resume coroutine").kc_coro_resume(this.#handle),
-      "resume coroutine",
-    );
-    return stateNames[s];
+    const op = "resume coroutine";
+    const sym = this.#sym(op);
+    const rc = sym.kc_coro_resume(this.#handle);
+    if (rc === Status.EBUSY) {
+      // Why it cannot run: "not allowed in the object's current state" left the caller to
+      // find out which state that was.
+      const now = sym.kc_coro_state(this.#handle);
+      const why = now === FINISHED
+        ? "it has finished"
+        : now === PARKED
+        ? "it is parked until unpark() lets it continue"
+        : "it is running";
+      throw new KcoroError(rc, `Cannot ${op}: ${why}`);
+    }
+    return stateNames[unwrap(rc, op)];
   }
 
   /** Lets a parked coroutine continue; true if it was parked (it is now ready). */
   unpark(): boolean {
-    return unwrap(
-      this.#lib.symbols("unpark coroutine").kc_coro_unpark(this.#handle),
-      "unpark coroutine",
-    ) === 1;
+    const op = "unpark coroutine";
+    return unwrap(this.#sym(op).kc_coro_unpark(this.#handle), op) === 1;
   }
 
   /** The coroutine's current state. */
   get state(): CoroutineState {
-    return stateNames[
-      unwrap(
-        this.#lib.symbols("read coroutine state").kc_coro_state(this.#handle),
-        "read coroutine state",
-      )
-    ];
+    const op = "read coroutine state";
+    return stateNames[unwrap(this.#sym(op).kc_coro_state(this.#handle), op)];
   }
 
   /** The last word the coroutine yielded (its transfer word). */
   get value(): bigint {
+    const op = "read coroutine value";
     const u64 = NativeCoroutine.#u64;
-    unwrap(
-      this.#lib.symbols("read coroutine value").kc_coro_transfer(this.#handle, u64),
-      "read coroutine value",
-    );
+    unwrap(this.#sym(op).kc_coro_transfer(this.#handle, u64), op);
     return u64[0];
+  }
+
+  /**
+   * The library's symbols for `op`; once `destroy()` ran, an InvalidHandleError that says so
+   * (the native call said "the handle is stale, destroyed or not a kcoro handle").
+   */
+  #sym(op: string) {
+    if (this.#destroyed) {
+      throw new InvalidHandleError(`Cannot ${op}: the coroutine was destroyed`);
+    }
+    return this.#lib.symbols(op);
   }
 
   /** Resumes until the coroutine finishes, yielding each value it yields. */

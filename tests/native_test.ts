@@ -23,6 +23,39 @@ Deno.test("a native coroutine is driven through the C ABI", () => {
   );
 });
 
+Deno.test("a resume that cannot run says why (finished, parked), and a destroyed coroutine's calls say it was destroyed", () => {
+  // Before: "not allowed in the object's current state (KC_EBUSY)" for both, and "the handle is
+  // stale, destroyed or not a kcoro handle" once destroyed, leaving the caller to find out which.
+  using done = NativeCoroutine.create("fib", { arg: 1 });
+  assert.deepEqual([...done.values()], [0n]);
+  assert.throws(() => done.resume(), {
+    name: "KcoroError",
+    message: "Cannot resume coroutine: it has finished (KC_EBUSY)",
+  });
+  assert.throws(() => [...done.values()], { message: /: it has finished \(KC_EBUSY\)$/ });
+  using parked = NativeCoroutine.create("park-loop", { arg: 2 });
+  assert.equal(parked.resume(), "parked");
+  assert.throws(() => parked.resume(), {
+    name: "KcoroError",
+    message: "Cannot resume coroutine: it is parked until unpark() lets it continue (KC_EBUSY)",
+  });
+  const gone = NativeCoroutine.create("yield-loop");
+  gone.destroy();
+  for (
+    const [op, call] of [
+      ["resume coroutine", () => gone.resume()],
+      ["unpark coroutine", () => gone.unpark()],
+      ["read coroutine state", () => gone.state],
+      ["read coroutine value", () => gone.value],
+    ] as const
+  ) {
+    assert.throws(call, {
+      name: "InvalidHandleError",
+      message: `Cannot ${op}: the coroutine was destroyed (KC_EBADH)`,
+    });
+  }
+});
+
 Deno.test("park waits for unpark; an unpark before the park is not lost", () => {
   using co = NativeCoroutine.create("park-loop", { arg: 2 });
   assert.equal(co.resume(), "parked");
