@@ -1584,7 +1584,10 @@ refuseCloneOf("a codec", "send its name and take `codecs[name]` there", NOT_CLON
 /**
  * `c` as one of `codecs`, frozen, its first field the `_notCloneable` symbol that structured
  * cloning (postMessage, structuredClone, a structured value's node:v8 copy) fails on with advice
- * (`NOT_CLONEABLE`); printed without that field (`Codec { name: "f64", ... }`).
+ * (`NOT_CLONEABLE`); printed without that field (`Codec { name: "f64", ... }`), and tagged with
+ * that name (`Symbol.toStringTag`, not enumerable), so `String(codec)` and an error message naming
+ * a codec passed where something else belongs say `[object Codec]`, as kcoro's other objects do,
+ * not `[object Object]`.
  */
 function builtin<T>(c: Codec<T>): Codec<T> {
   const out = { _notCloneable: NOT_CLONEABLE, ...c };
@@ -1593,6 +1596,7 @@ function builtin<T>(c: Codec<T>): Codec<T> {
       return inspectAs("Codec", { name: c.name }, inspect, options);
     },
   });
+  Object.defineProperty(out, Symbol.toStringTag, { value: "Codec" });
   return Object.freeze(out);
 }
 

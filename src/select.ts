@@ -211,6 +211,16 @@ class Builder implements SelectBuilder<unknown> {
     this.#add(op, { kind: AWAIT, job: deferred, fn });
   }
 
+  /**
+   * `SelectBuilder`, the name it prints with (`[customInspect]`): `String(s)` and an error message
+   * naming a builder passed where something else belongs say `[object SelectBuilder]`, as kcoro's
+   * other objects do, not `[object Object]`. Only on an instance (a private brand check): an
+   * object made from the prototype stays `[object Object]`.
+   */
+  get [Symbol.toStringTag](): string | undefined {
+    return #add in this ? "SelectBuilder" : undefined;
+  }
+
   /** @ignore How `console.log` / `Deno.inspect` print a builder: `SelectBuilder { clauses: 2 }`. */
   [customInspect](inspect: unknown, options: unknown): string {
     return inspectAs("SelectBuilder", { clauses: this.clauses.length }, inspect, options);

@@ -8,6 +8,7 @@ import {
   actor,
   Channel,
   closeLibrary,
+  codecs,
   CompletableDeferred,
   Context,
   coroutineScope,
@@ -20,6 +21,7 @@ import {
   nativeScope,
   produce,
   runtime,
+  select,
   supervisorScope,
   withTimeout,
 } from "../mod.ts";
@@ -64,8 +66,27 @@ Deno.test("String() and template literals of kcoro objects name their class, not
     () => NativeScope.create({ parent: ch as never }),
     /parent must be a NativeScope, received \[object Channel\]/,
   );
+  // A codec or a select builder where something else belongs: named as such, not [object Object].
+  assert.equal(String(codecs.f64), "[object Codec]");
+  assert.throws(
+    () => new Channel(codecs.f64 as never),
+    /capacity must be a number, .*, received \[object Codec\]$/,
+  );
+  await select((s) => {
+    assert.equal(String(s), "[object SelectBuilder]");
+    assert.throws(
+      () => s.onReceive(s as never, () => {}),
+      /expected a Channel, received \[object SelectBuilder\]$/,
+    );
+    s.onTimeout(0, () => {});
+  });
   // Built from a prototype, not constructed: no tag, as it is none of them.
   const key = createContextKey<string>("user");
+  let builder: unknown;
+  await select((s) => {
+    builder = s;
+    s.onTimeout(0, () => {});
+  });
   for (
     const proto of [
       Channel.prototype,
@@ -76,6 +97,7 @@ Deno.test("String() and template literals of kcoro objects name their class, not
       Object.getPrototypeOf(key),
       Object.getPrototypeOf(runtime()),
       Object.getPrototypeOf(library()),
+      Object.getPrototypeOf(builder),
     ]
   ) {
     const fake = Object.create(proto);
@@ -106,6 +128,14 @@ Deno.test("each public kcoro object prints its class name and facts, not its _no
     ["library()", library(), "Library", /abiVersion: \d+, open: true/],
     ["runtime()", runtime(), "Runtime", /workers: \d+, running: true/],
   ];
+  // A codec and a select builder print as such and carry the tag too (they said [object Object]).
+  for (const [name, codec] of Object.entries(codecs)) {
+    rows.push([`codecs.${name}`, codec, "Codec", new RegExp(`name: "${name}"`)]);
+  }
+  await select((s) => {
+    s.onTimeout(0, () => {});
+    rows.push(["a select builder", s, "SelectBuilder", /clauses: 1/]);
+  });
   const co = NativeCoroutine.create("fib", { arg: 3 });
   rows.push(["NativeCoroutine", co, "NativeCoroutine", /handle: \d+, state: "\w+"/]);
   const ns = NativeScope.create();
