@@ -3061,8 +3061,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const s = this._shared;
     const facts: Record<string, unknown> = { capacity: this.#capacity, codec: this.#codec.name };
     let status = -1;
-    if (s.local) status = !s.closed ? 0 : s.count === 0 && s.senders.first === null ? 3 : 1;
-    else if (s.ended) status = 3;
+    // A local channel's too: every call on it throws LibraryClosedError from then on, and its
+    // JavaScript state (it printed `closed: false`) says nothing a caller could use.
+    if (s.local && this.#lib.isOpen) {
+      status = !s.closed ? 0 : s.count === 0 && s.senders.first === null ? 3 : 1;
+    } else if (s.ended) status = 3;
     else if (!this.#lib.isOpen) facts.libraryClosed = true;
     else if (this.#handle !== 0) {
       status = this.#lib.symbols("inspect channel").kc_chan_status(this.#handle);

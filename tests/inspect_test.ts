@@ -203,6 +203,8 @@ Deno.test("each public kcoro object prints its class name and facts, not its _no
   const lib = library();
   using late = new Channel<number>(1);
   late.share(); // a native channel, whose status is a native read
+  using lateLocal = new Channel<number>(1);
+  lateLocal.trySend(1); // used, never escaped
   using lateCo = NativeCoroutine.create("fib", { arg: 3 });
   await using lateScope = NativeScope.create();
   closeLibrary();
@@ -210,6 +212,8 @@ Deno.test("each public kcoro object prints its class name and facts, not its _no
     ["a closed Library", lib, "Library", /open: false/],
     ["its Runtime", rt, "Runtime", /running: false/],
     ["a native Channel", late, "Channel", /libraryClosed: true/],
+    // It printed `closed: false`, though every call on it throws LibraryClosedError.
+    ["a local Channel", lateLocal, "Channel", /libraryClosed: true, native: false/],
     ["a Channel.from copy", copy, "Channel", /capacity: /],
     ["a NativeCoroutine", lateCo, "NativeCoroutine", /libraryClosed: true/],
     ["a NativeScope", lateScope, "NativeScope", /libraryClosed: true/],
