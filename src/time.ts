@@ -43,15 +43,23 @@ function withDeadline(
 /** setTimeout's largest delay; longer ones are chained. */
 const MAX_TIMER = 2 ** 31 - 1;
 
+/** The cancel function of a timer that never fires. */
+const NEVER = () => {};
+
 /**
  * @ignore Calls `fn` after `ms` (any length, Infinity for never); returns the cancel
- * function. (setTimeout fires a delay past 2^31 - 1 ms at once.)
+ * function. (setTimeout fires a delay past 2^31 - 1 ms at once.) Infinity arms nothing: a
+ * timer that can never fire would only keep the process alive, so that a select with an
+ * `onTimeout(Infinity)` or a `withTimeout(Infinity, ...)` around a wait nothing can complete
+ * (a local channel's) hung for good where the wait alone ends the process (Deno reports the
+ * promise never resolved).
  */
 export function timer(ms: number, fn: () => void): () => void {
+  if (ms === Infinity) return NEVER;
   let id: ReturnType<typeof setTimeout>;
   const arm = (left: number) => {
     id = left > MAX_TIMER
-      ? setTimeout(() => arm(left === Infinity ? left : left - MAX_TIMER), MAX_TIMER)
+      ? setTimeout(() => arm(left - MAX_TIMER), MAX_TIMER)
       : setTimeout(fn, left);
   };
   arm(ms);

@@ -58,6 +58,36 @@ Deno.test("a long or infinite delay is cancellable and leaves no timer behind", 
   }
 });
 
+Deno.test("an infinite timeout arms no timer: a process whose only wait nothing can end exits (the promise never resolved) instead of hanging", async () => {
+  // Before, timer(Infinity) chained setTimeout(2^31 - 1 ms) for good: each of these kept the
+  // process alive for ever, where the wait alone ends it (a local channel's receive does).
+  for (
+    const [what, wait] of [
+      ["withTimeout(Infinity)", "withTimeout(Infinity, () => ch.receive())"],
+      ["withTimeoutOrNull(Infinity)", "withTimeoutOrNull(Infinity, () => ch.receive())"],
+      ["delay(Infinity)", "delay(Infinity)"],
+      [
+        "a select's onTimeout(Infinity)",
+        "select((s) => { s.onAwait(never, (v) => v); s.onTimeout(Infinity, () => 0); })",
+      ],
+    ]
+  ) {
+    const res = await evalScript(
+      `
+      import { Channel, CompletableDeferred, delay, select, withTimeout, withTimeoutOrNull } from "./mod.ts";
+      const ch = new Channel(); // local: nothing else can complete its receive
+      const never = new CompletableDeferred();
+      await ${wait};
+      console.log("settled");
+    `,
+      { timeoutMs: 30_000 },
+    );
+    assert.equal(res.signal, null, `${what}: killed at the bound, the process hung`);
+    assert.notEqual(res.code, 0, what);
+    assert.match(res.stderr, /never resolved/, what);
+  }
+});
+
 Deno.test("withTimeout returns the block's value when it finishes in time", async () => {
   assert.equal(await withTimeout(60_000, () => "done"), "done");
 });
