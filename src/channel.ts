@@ -993,8 +993,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * A channel of `capacity` values: `"rendezvous"` (the default; 0: a send waits for a
    * receiver), `"buffered"` (64), `"conflated"` (keeps the latest value only), `"unlimited"`, or
-   * an integer from 0 to 2^31. With a drop policy a rendezvous channel buffers one value, and an
-   * unlimited one ignores it. Opens the library if need be; the native channel is made only when
+   * an integer from 0 to 2^31. With a drop policy a rendezvous or `"buffered"` channel buffers
+   * one value (Kotlin's rule), and an unlimited one ignores it. Opens the library if need be; the native channel is made only when
    * the channel first escapes this isolate's JavaScript (`handle`, `share`, `select`). Throws a
    * TypeError or RangeError (`Cannot create channel: ...`) for a bad capacity or option.
    */
@@ -1061,7 +1061,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         cap = ov !== 0 ? 1 : 0; // as 0 below: rendezvous + a drop policy = a 1-slot buffer
         break;
       case "buffered":
-        cap = 64;
+        // Kotlin's factory: BUFFERED with a drop policy is a 1-slot buffer (its default
+        // capacity is for suspending senders), as a rendezvous with one is.
+        cap = ov !== 0 ? 1 : 64;
         break;
       case "unlimited":
         cap = UNLIMITED;

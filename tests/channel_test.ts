@@ -160,12 +160,15 @@ Deno.test("each named capacity behaves as its numeric twin under every overflow 
         ? trace(twin as Capacity, "drop-oldest", n)
         : twin === "itself"
         ? trace(name, "suspend", n)
+        : name === "buffered" && overflow !== "suspend"
+        ? trace(1, overflow, n) // Kotlin's factory: BUFFERED + a drop policy is one slot
         : trace(twin as Capacity, overflow, n);
       assert.deepEqual(got, want, `${name} with overflow ${overflow}`);
     }
   }
-  // What a rendezvous channel with a drop policy is: a 1-slot buffer, whichever form names it.
-  for (const capacity of ["rendezvous", 0] as Capacity[]) {
+  // What a rendezvous or "buffered" channel with a drop policy is: a 1-slot buffer, whichever
+  // form names it (Kotlin's Channel(BUFFERED, DROP_OLDEST) too: its 64 are for suspending).
+  for (const capacity of ["rendezvous", 0, "buffered"] as Capacity[]) {
     using ch = new Channel<number>(capacity, { overflow: "drop-oldest", codec: codecs.f64 });
     assert.deepEqual([ch.trySend(1), ch.trySend(2)], [{ state: "ok" }, { state: "ok" }]);
     assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 });

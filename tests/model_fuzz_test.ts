@@ -375,7 +375,8 @@ function effective(cfg: Config): { cap: number; drop: "none" | "oldest" | "lates
     : cfg.overflow === "drop-latest"
     ? "latest"
     : "none";
-  return { cap: drop !== "none" && n === 0 ? 1 : n, drop };
+  // A drop policy makes a rendezvous and a "buffered" channel (Kotlin's factory) one slot.
+  return { cap: drop !== "none" && (n === 0 || c === "buffered") ? 1 : n, drop };
 }
 
 function randomConfig(rnd: () => number): Config {
