@@ -460,9 +460,11 @@ struct kc_clause {
  * The token against a close or cancel: a `token` cancelled (kc_token_cancel) before kc_select
  * returns makes it return KC_EINTR (*out_index not written) instead of KC_EPIPE / KC_ECANCELED,
  * whichever came first, the cancel or the channel's end. Only a clause that moved a value wins
- * over it: 0, the value sent or received (it cannot be taken back). (Earlier builds returned
- * either, by the timing of the wake-up, when the token woke a select as its channel closed.) A
- * scope's cancellation only ends a wait: a clause that completes first, closed too, wins. */
+ * over it: 0, the value sent or received (it cannot be taken back), and KC_ECANCELED for a send
+ * clause (a cancel hands a waiting send's value to the undelivered path, as it does buffered
+ * values: not the caller's any more). (Earlier builds returned either, by the timing of the
+ * wake-up, when the token woke a select as its channel closed.) A scope's cancellation only ends
+ * a wait: a clause that completes first, closed too, wins. */
 int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
                   uint32_t token, uint32_t flags, uint32_t *out_index);
 

@@ -3084,6 +3084,58 @@ test "C ABI: kc_select's token, once cancelled before it returns, wins over a cl
     }
 }
 
+test "C ABI: kc_select's send clause whose value a cancel handed to the undelivered path stays KC_ECANCELED, its token cancelled too" {
+    // A cancel takes a waiting send's value (to the channel's undelivered path: its hook, its
+    // kept list, a zero-copy buffer freed): that cannot be taken back, any more than a value
+    // sent. Before, a token cancelled too made kc_select say KC_EINTR, which says the value is
+    // still the caller's (a caller freeing its descriptor then freed it twice).
+    const S = struct {
+        var clauses: [2]Clause = undefined;
+        var tok: u32 = 0;
+        var rc: i32 = 1;
+        var idx: u32 = 99;
+        fn entry(_: ?*anyopaque) callconv(.c) void {
+            rc = kc_select(&clauses, 2, 0, tok, 0, &idx);
+        }
+    };
+    for ([_]bool{ false, true }) |token_first| {
+        var a: u32 = 0;
+        var b: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &a));
+        defer _ = kc_chan_destroy(a);
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &b));
+        defer _ = kc_chan_destroy(b);
+        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(b));
+        try testing.expectEqual(@as(i32, 0), kc_token_create(&S.tok));
+        defer _ = kc_token_destroy(S.tok);
+        var x: u64 = 0;
+        var v: u64 = 42;
+        S.clauses = .{
+            .{ .handle = a, .kind = 1, .size = 8, .elem = &x },
+            .{ .handle = b, .kind = 0, .size = 8, .elem = &v },
+        };
+        S.rc = 1;
+        S.idx = 99;
+        var h: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, null, 0, 0, &h));
+        defer _ = kc_coro_destroy(h);
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(h));
+        if (token_first) try testing.expectEqual(@as(i32, 1), kc_token_cancel(S.tok));
+        try testing.expectEqual(@as(i32, 0), kc_chan_cancel(b));
+        if (!token_first) try testing.expectEqual(@as(i32, 1), kc_token_cancel(S.tok));
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(h));
+        // The value went to b's undelivered path: the select says so.
+        var got: u64 = 0;
+        try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(b, &got, 8));
+        try testing.expectEqual(@as(u64, 42), got);
+        testing.expectEqual(Status.cancelled.code(), S.rc) catch |err| {
+            std.debug.print("token_first={}: kc_select returned {d}\n", .{ token_first, S.rc });
+            return err;
+        };
+        try testing.expectEqual(@as(u32, 1), S.idx);
+    }
+}
+
 test "C ABI: create, resume, transfer, destroy; bad handles are errors" {
     var h: u32 = 0;
     const fib = kc_builtin_entry(@intFromEnum(Builtin.fib));

@@ -2259,17 +2259,22 @@ pub const SelectError = error{ WouldBlock, Timeout, Interrupted, InvalidArgument
 ///
 /// `options.token` against a close or cancel of a clause's channel: Interrupted whenever the
 /// token is cancelled before the select returns, unless a clause moved a value (a value sent
-/// or received cannot be taken back: the select returns it). A closed or cancelled outcome
-/// moved nothing, so the token wins over it whichever came first (the channel still counts
-/// the failure as closed). Before, a token that woke the select lost to a close that claimed
-/// its clause before the select gave up: kc_select said KC_EPIPE or KC_EINTR by the timing of
-/// its wake-up. A cancel of the scope's token only ends a wait, as before: a clause that
+/// or received cannot be taken back: the select returns it). A closed outcome, or a receive
+/// clause's cancelled one, moved nothing, so the token wins over it whichever came first (the
+/// channel still counts the failure as closed). A send clause's cancelled outcome is kept: a
+/// cancel hands a waiting send's value to the undelivered path (`cancel`: its descriptor's
+/// release, the hook, a kept list), which cannot be taken back either, and Interrupted would
+/// tell the caller the value is still its own (a caller freeing its descriptor then freed it
+/// twice). Before, a token that woke the select lost to a close that claimed its clause
+/// before the select gave up: kc_select said KC_EPIPE or KC_EINTR by the timing of its
+/// wake-up. A cancel of the scope's token only ends a wait, as before: a clause that
 /// completes first wins, closed too.
 pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selected {
     const got = try selectAny(clauses, options);
     if (got.closed or got.cancelled) {
         @branchHint(.unlikely);
-        if (options.token) |t| if (t.isCancelled()) return error.Interrupted;
+        const kept = got.cancelled and clauses[got.index].kind == .send; // see above
+        if (!kept) if (options.token) |t| if (t.isCancelled()) return error.Interrupted;
     }
     return got;
 }
