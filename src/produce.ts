@@ -159,7 +159,17 @@ class ProducerChannel<T> extends Channel<T> {
    */
   _end(cause: unknown): void {
     if (this._gone || this._destroyed || !this._lib.isOpen) return;
-    this.close(cause);
+    try {
+      this.close(cause);
+    } catch (e) {
+      // Native code destroyed the channel while the watch was on (its cancel told the watch,
+      // which cancelled the task, or a destroy from another thread not yet seen): the handle is
+      // dead, nothing is left to close. Not disposed (`_gone`) and the library open, an owner's
+      // close throws InvalidHandleError only then. Before, it escaped the abort listener
+      // (uncaught) and the completion handler (a CompletionHandlerError) that end the task.
+      if (e instanceof InvalidHandleError) return;
+      throw e;
+    }
   }
 
   override [Symbol.dispose](): void {

@@ -701,6 +701,67 @@ Deno.test("produce: native code destroying the channel before the task began can
   assert.equal(live, 0);
 });
 
+Deno.test("produce: native code destroying the channel while its watch is on cancels the producer, and the task's end closes nothing: no uncaught InvalidHandleError, no CompletionHandlerError", async () => {
+  // The handle is read while the block runs (the watch begins: `_escaped`), then native code
+  // destroys the channel: its cancel tells the watch, which cancels the task, whose end closed the
+  // dead handle (`_end`): an InvalidHandleError out of the abort listener, uncaught, and again
+  // out of the completion handler (a CompletionHandlerError). Both ends: cancelled, and failed
+  // by the block's own error after the cancel (that error still reaches the scope).
+  const sym = library().symbols("test");
+  for (const end of ["cancelled", "failed"] as const) {
+    using reported = catchReported();
+    const started = Promise.withResolvers<void>();
+    let caught: unknown = undefined;
+    let ch: Channel<number> | null = null;
+    let scopeRef: CoroutineScope | null = null;
+    let ended = false;
+    const done = coroutineScope(async (scope) => {
+      scopeRef = scope;
+      ch = produce<number>(
+        scope,
+        counted(async (_out: Channel<number>, task: CoroutineScope) => {
+          started.resolve();
+          try {
+            await untilAborted(task.signal);
+          } catch (e) {
+            caught = e;
+            if (end === "failed") throw new Error("the block's own");
+            throw e;
+          }
+        }),
+      );
+      await started.promise;
+      assert.equal(sym.kc_chan_destroy(ch.handle), 0, end); // reading the handle: the watch
+    });
+    let outcome: unknown = "resolved";
+    done.then(() => ended = true, (e) => {
+      outcome = e;
+      ended = true;
+    });
+    try {
+      await until(() => ended, `the scope to complete (${end})`, 10_000);
+      await laterReports();
+      assert.ok(caught instanceof CancellationError, `${end}: ${String(caught)}`);
+      if (end === "failed") {
+        assert.ok(outcome instanceof Error, `${end}: ${String(outcome)}`);
+        assert.equal((outcome as Error).message, "the block's own", end);
+      } else assert.equal(outcome, "resolved", end);
+      assert.deepEqual(reported.errors.map((e) => String(e)), [], `${end}: nothing reported`);
+    } finally {
+      if (!ended) {
+        (scopeRef as CoroutineScope | null)?.cancel(); // failed: end the producer
+        await done.catch(() => {});
+      }
+      try {
+        (ch as Channel<number> | null)?.[Symbol.dispose]();
+      } catch {
+        // Its owner's dispose of a destroyed handle throws InvalidHandleError (its cancel).
+      }
+    }
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: a shared producer's cancel watch does not keep the process alive; the watch goes when the task ends", async () => {
   // The producer waits on a promise nothing resolves (no timer, no operation): the process
   // exits by itself with the watch queued, as with an idle channel. And a producer that ends
