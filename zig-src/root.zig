@@ -2437,9 +2437,10 @@ const select_poll: u32 = 1;
 const select_unbiased: u32 = 2;
 
 /// int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
-///                   uint32_t flags, uint32_t *out_index): completes exactly one clause and
+///                   uint32_t token, uint32_t flags, uint32_t *out_index): completes exactly one clause and
 /// writes its index. 0: it sent or received; KC_EPIPE / KC_ECANCELED: that clause's channel is
-/// closed / cancelled; KC_EAGAIN: KC_SELECT_POLL and nothing was ready; KC_ETIME: deadline.
+/// closed / cancelled; KC_EAGAIN: KC_SELECT_POLL and nothing was ready; KC_ETIME: deadline;
+/// KC_EINTR: `token` was cancelled (it wins over a closed outcome; see include/kcoro.h).
 export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, token: u32, flags: u32, out_index: ?*u32) callconv(.c) i32 {
     const cs = clauses_ptr orelse return Status.invalid.code();
     const out = out_index orelse return Status.invalid.code();
