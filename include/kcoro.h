@@ -265,7 +265,14 @@ int32_t kc_chan_create(uint32_t elem_size, uint32_t capacity, uint32_t overflow,
  * KC_ECANCELED cancelled, KC_ETIME deadline, KC_EINTR token cancelled, KC_EAGAIN with
  * KC_CHAN_TRY when it would wait. From a scheduled coroutine it parks; from a plain thread it
  * blocks; a hand-driven coroutine parks until resumed, and with a deadline (its own or its
- * scope's) that it would have to wait for, gets KC_EINVAL (no timer can end its wait). */
+ * scope's) that it would have to wait for, gets KC_EINVAL (no timer can end its wait).
+ * The token against a close or cancel: a `token` cancelled (kc_token_cancel) before the call
+ * returns makes it return KC_EINTR instead of KC_EPIPE, and a receive's KC_ECANCELED, whichever
+ * came first, as kc_select. Only what moved wins over it: 0, the value sent or received (it
+ * cannot be taken back), and a send's KC_ECANCELED (a cancel that fails a waiting send drops its
+ * value to its release or the undelivered hook: no longer the caller's). (Earlier builds
+ * returned either, by the timing of the wake-up, when the token woke a receive as its channel
+ * closed.) A scope's cancellation only ends a wait: a close that came first wins. */
 int32_t kc_chan_send(uint32_t handle, const void *elem, uint32_t size, uint64_t deadline_ns,
                      uint32_t token, uint32_t flags);
 /* Receives into *out; as kc_chan_send. */

@@ -3137,6 +3137,100 @@ test "C ABI: kc_select's send clause whose value a cancel handed to the undelive
     }
 }
 
+test "C ABI: kc_chan_recv/kc_chan_send's token, once cancelled before they return, wins over a close or cancel that moved nothing, whichever came first; a value moved (or a send's value the cancel dropped) wins over the token; the metrics count as before" {
+    // A hand-driven coroutine parks in kc_chan_recv (kc_chan_send) on a rendezvous channel; the
+    // test ends the wait in each order while it is parked, then resumes it. Before, a close or
+    // cancel that took the waiter before it relocked won: KC_EPIPE / KC_ECANCELED where the
+    // token came first too, so the status depended on the timing of the wake-up (and kc_select,
+    // since bafe781, said KC_EINTR).
+    const S = struct {
+        var ch: u32 = 0;
+        var tok: u32 = 0;
+        var rc: i32 = 1;
+        var val: u64 = 0;
+        var dropped: u32 = 0;
+        var dropped_val: u64 = 0;
+        fn recvEntry(_: ?*anyopaque) callconv(.c) void {
+            rc = kc_chan_recv(ch, &val, 8, 0, tok, 0);
+        }
+        fn sendEntry(_: ?*anyopaque) callconv(.c) void {
+            rc = kc_chan_send(ch, &val, 8, 0, tok, 0);
+        }
+        fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            dropped += 1;
+            dropped_val = std.mem.readInt(u64, elem[0..8], .little);
+        }
+    };
+    const Ending = enum { close_then_cancel, cancel_then_close, chan_cancel_then_cancel, cancel_then_chan_cancel, value_then_cancel, close_alone, cancel_alone };
+    const Expect = struct { rc: i32, fail_closed: u64 = 0, fail_cancelled: u64 = 0, dropped: u64 = 0 };
+    for ([_]bool{ false, true }) |sending| for (std.enums.values(Ending)) |ending| {
+        if (sending and ending == .close_alone) continue; // a close leaves a waiting sender queued
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.ch));
+        defer _ = kc_chan_destroy(S.ch);
+        try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.ch, S.hook, null));
+        try testing.expectEqual(@as(i32, 0), kc_token_create(&S.tok));
+        defer _ = kc_token_destroy(S.tok);
+        S.rc = 1;
+        S.val = if (sending) 7 else 0;
+        S.dropped = 0;
+        var h: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(if (sending) S.sendEntry else S.recvEntry, null, 0, 0, &h));
+        defer _ = kc_coro_destroy(h);
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(h));
+        var v: u64 = 42;
+        switch (ending) {
+            .close_then_cancel, .close_alone => try testing.expectEqual(@as(i32, 1), kc_chan_close(S.ch)),
+            .chan_cancel_then_cancel => try testing.expectEqual(@as(i32, 0), kc_chan_cancel(S.ch)),
+            // The test's try-operation meets the parked one: a hand-off.
+            .value_then_cancel => try testing.expectEqual(@as(i32, 0), if (sending) kc_chan_recv(S.ch, &v, 8, 0, 0, chan_try) else kc_chan_send(S.ch, &v, 8, 0, 0, chan_try)),
+            .cancel_then_close, .cancel_then_chan_cancel, .cancel_alone => try testing.expectEqual(@as(i32, 1), kc_token_cancel(S.tok)),
+        }
+        switch (ending) {
+            .close_then_cancel, .chan_cancel_then_cancel, .value_then_cancel => try testing.expectEqual(@as(i32, 1), kc_token_cancel(S.tok)),
+            .cancel_then_close => try testing.expectEqual(@as(i32, 1), kc_chan_close(S.ch)),
+            .cancel_then_chan_cancel => try testing.expectEqual(@as(i32, 0), kc_chan_cancel(S.ch)),
+            .close_alone, .cancel_alone => {},
+        }
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(h));
+        const intr = Status.interrupted.code();
+        // fail_cancelled: counted by a channel cancel for each waiter it fails, or by the waiter
+        // that withdraws on its token; a close counts nothing for the waiters it fails.
+        const want: Expect = if (!sending) switch (ending) {
+            .close_then_cancel, .cancel_then_close => .{ .rc = intr },
+            .chan_cancel_then_cancel, .cancel_then_chan_cancel => .{ .rc = intr, .fail_cancelled = 1 },
+            .value_then_cancel => .{ .rc = 0 },
+            .close_alone => .{ .rc = Status.closed.code() },
+            .cancel_alone => .{ .rc = intr, .fail_cancelled = 1 },
+        } else switch (ending) {
+            // A close leaves a waiting sender queued (it may still deliver): the token ends it.
+            .close_then_cancel, .cancel_then_close, .cancel_alone => .{ .rc = intr, .fail_cancelled = 1 },
+            // The cancel dropped the sender's value (to the hook): it cannot be taken back, so
+            // the send says KC_ECANCELED, not "left the channel as it found it".
+            .chan_cancel_then_cancel, .cancel_then_chan_cancel => .{ .rc = Status.cancelled.code(), .fail_cancelled = 1, .dropped = 1 },
+            .value_then_cancel => .{ .rc = 0 },
+            .close_alone => unreachable,
+        };
+        var snap: [13]u64 = undefined;
+        try testing.expectEqual(@as(i32, 13), kc_chan_snapshot(S.ch, &snap, 13));
+        testing.expectEqual(want.rc, S.rc) catch |err| {
+            std.debug.print("{s} {s}: returned {d}\n", .{ if (sending) "kc_chan_send" else "kc_chan_recv", @tagName(ending), S.rc });
+            return err;
+        };
+        try testing.expectEqual(want.fail_closed, snap[5]);
+        try testing.expectEqual(want.fail_cancelled, snap[7]);
+        try testing.expectEqual(want.dropped, snap[8]);
+        try testing.expectEqual(@as(u32, @intCast(want.dropped)), S.dropped);
+        if (want.dropped == 1) try testing.expectEqual(@as(u64, 7), S.dropped_val);
+        if (ending == .value_then_cancel) {
+            // Moved: it cannot be taken back, so the operation says so.
+            try testing.expectEqual(@as(u64, 1), snap[1]);
+            try testing.expectEqual(@as(u64, if (sending) 7 else 42), if (sending) v else S.val);
+        } else {
+            try testing.expectEqual(@as(u64, 0), snap[1]);
+        }
+    };
+}
+
 test "C ABI: create, resume, transfer, destroy; bad handles are errors" {
     var h: u32 = 0;
     const fib = kc_builtin_entry(@intFromEnum(Builtin.fib));

@@ -27,7 +27,8 @@
 //! - A cancellation token (`cancel.Token`) on a blocking operation or select: if it is cancelled
 //!   the operation fails with `Interrupted` and, like a timed-out one, leaves the channel as it
 //!   found it (an interrupted send is never delivered). A token cancelled beforehand fails the
-//!   operation before it does anything.
+//!   operation before it does anything; one cancelled before it returns wins over a close or
+//!   cancel that moved nothing, whichever came first (`WaitOptions.token`, `select`).
 //!
 //! Zero-copy channels (`Options.zero_copy`) carry `Descriptor`s (pointer, length, the owner's
 //! release hook): the channel moves the 32-byte descriptor, never the bytes. Ownership moves
@@ -1753,7 +1754,13 @@ pub const Channel = struct {
         deadline: ?u64 = null,
         /// Never wait: error.WouldBlock when it would.
         try_only: bool = false,
-        /// Fail with error.Interrupted when this token is (or gets) cancelled.
+        /// Fail with error.Interrupted when this token is (or gets) cancelled. Cancelled before
+        /// the operation returns, it wins over Closed, and over a receive's Cancelled, whichever
+        /// came first: those moved nothing. A value sent or received wins over it (it cannot be
+        /// taken back), and so does a send's Cancelled: a cancel that fails a waiting send drops
+        /// its value to the undelivered path (Interrupted would say it is still the caller's).
+        /// As `select`'s token. A scope's cancellation (the caller's context) only ends a wait:
+        /// a close that came first wins.
         token: ?*Token = null,
     };
 
@@ -1794,7 +1801,8 @@ pub const Channel = struct {
         if (@sizeOf(T) != ch.elem_size) return error.InvalidArgument;
     }
 
-    /// `send` with every option. Any thread or coroutine.
+    /// `send` with every option (`WaitOptions.token`: how the token meets a close or cancel).
+    /// Any thread or coroutine.
     pub fn sendWith(ch: *Channel, elem: [*]const u8, opts: WaitOptions) Error!void {
         if (opts.token) |t| if (t.isCancelled()) return error.Interrupted;
         if (opts.try_only and ch.flags.send_blocked.load(.acquire)) {
@@ -1810,7 +1818,7 @@ pub const Channel = struct {
             return;
         }
         ch.lockRx();
-        if (try ch.attempt(.send, @constCast(elem))) return;
+        if (ch.attempt(.send, @constCast(elem)) catch |e| return ownTokenFirst(e, opts.token, false)) return;
         if (opts.try_only) {
             ch.metrics.fail_full += 1;
             ch.unlock();
@@ -1821,7 +1829,7 @@ pub const Channel = struct {
         return ch.block(&w, &ch.senders, opts);
     }
 
-    /// `receive` with every option. Any thread or coroutine.
+    /// `receive` with every option (as `sendWith`). Any thread or coroutine.
     pub inline fn receiveWith(ch: *Channel, out: [*]u8, opts: WaitOptions) Error!void {
         // Inlined into the caller: a try-receive of an empty channel costs a load and a branch
         // (ChanNonblocking), without entering the locked path's large frame.
@@ -1843,7 +1851,7 @@ pub const Channel = struct {
             if (done) return;
         }
         ch.lock();
-        if (try ch.attempt(.receive, out)) return;
+        if (ch.attempt(.receive, out) catch |e| return ownTokenFirst(e, opts.token, true)) return;
         if (opts.try_only) {
             ch.unlock();
             return error.WouldBlock;
@@ -1970,10 +1978,26 @@ pub const Channel = struct {
                 return if (timed_out) error.Timeout else error.Interrupted;
             }
             // A completer took it (and stored the outcome under the lock, over `interrupted`):
-            // honour the outcome.
+            // honour the outcome, but see below.
             ch.unlock();
         }
-        return outcomeError(w.own_status.load(.acquire));
+        outcomeError(w.own_status.load(.acquire)) catch |e| return ownTokenFirst(e, options.token, q == &ch.receivers);
+    }
+
+    /// `err` as the caller sees it: the caller's own `token`, cancelled before the operation
+    /// returns, wins over an outcome that moved nothing (`WaitOptions.token`), whichever came
+    /// first: Closed, and a receive's Cancelled. A send's Cancelled stands: a cancel that
+    /// fails a waiting send drops its value to the undelivered path, which cannot be taken
+    /// back (a close never fails a waiting send). Before, a wait's status depended on whether
+    /// the close or the token's wake came first, and disagreed with `select`'s. The channel
+    /// counted the failure already, as before (acquire in `isCancelled`: pairs with the
+    /// cancel's release).
+    fn ownTokenFirst(err: Error, token: ?*Token, receiving: bool) Error {
+        if (err == error.Closed or (err == error.Cancelled and receiving)) {
+            @branchHint(.unlikely);
+            if (token) |t| if (t.isCancelled()) return error.Interrupted;
+        }
+        return err;
     }
 
     /// What `block` undoes for a coroutine abandoned while it waits (`coroutine.Cleanup`).
