@@ -378,6 +378,12 @@ const ENDED = "Channel was cancelled: its creator disposed of it";
 /** What a watch of a channel that native code destroyed first tells (`_watchCancel`). */
 const DESTROYED = "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)";
 
+/**
+ * What an owner's call says once native code destroyed its channel (`kc_chan_destroy` through its
+ * `handle`): the handle is dead, the owner holds nothing (`Channel.#destroyedUnder`).
+ */
+const DESTROYED_UNDER = "the channel was destroyed by native code (kc_chan_destroy of its handle)";
+
 /** `Shared.detour`'s bits. */
 const D_LOCAL = 1, D_ENDED = 2, D_SENDERS = 4, D_RECEIVERS = 8;
 
@@ -1491,7 +1497,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       : sym.kc_chan_close(this.#handle);
     // Ended by its creator (a copy's): closed already, as a cancelled channel is.
     if (this.#creatorEnded(rc)) return 0;
-    unwrap(rc, op);
+    this.#unwrap(rc, op);
     return bytes === null && cancel ? -1 : rc;
   }
 
@@ -1696,8 +1702,37 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #fail(rc: number, op: string): void {
     if (rc === Status.EBADH) this.#sym(op); // throws once disposed
-    unwrap(rc, op);
+    this.#unwrap(rc, op);
   }
+
+  /**
+   * `unwrap(rc, op)`, except that an owner's KC_EBADH after native code destroyed its channel
+   * says so ("Cannot send: the channel was destroyed by native code ..."), not "the handle is
+   * stale, destroyed or not a kcoro handle", which left the caller to guess which.
+   */
+  #unwrap(rc: number, op: string): number {
+    if (rc === Status.EBADH && this.#destroyedUnder()) {
+      throw new InvalidHandleError(`Cannot ${op}: ${DESTROYED_UNDER}`);
+    }
+    return unwrap(rc, op);
+  }
+
+  /**
+   * True when native code destroyed this owner's channel (`kc_chan_destroy` through its
+   * `handle`): not disposed, the library open (so the ring and the table are), and
+   * `kc_chan_status` says the channel is gone. Only a destroy ends a channel its owner has not
+   * disposed of, as `_watchCancel` and a copy's `#creatorEnded` take it. Called on a KC_EBADH
+   * only: one status read, off every fast path.
+   */
+  #destroyedUnder(): boolean {
+    if (this.#destroyed) return true;
+    if (!this.#owner || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) return false;
+    const sym = this.#lib.symbols("read channel status");
+    return this.#destroyed = sym.kc_chan_status(this.#handle) === Status.EBADH;
+  }
+
+  /** Set once `#destroyedUnder` found the channel destroyed by native code: never cleared. */
+  #destroyed = false;
 
   /** Throws what encoding `value` would throw, copying it into native memory only if need be. */
   #reject(value: T, sym: Sym): void {
@@ -2232,7 +2267,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (rc === 0) return EMPTY;
       if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#closedBy(rc);
       if (this.#creatorEnded(rc)) return this.#closedResult();
-      unwrap(rc, op);
+      this.#unwrap(rc, op);
       return EMPTY;
     }
     // One at a time: a local channel, a rendezvous, or waiters of this isolate in JavaScript.
@@ -2299,7 +2334,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return CLOSED;
     }
     if (this.#creatorEnded(rc)) return CLOSED;
-    unwrap(rc, "receive");
+    this.#unwrap(rc, "receive");
     return EMPTY;
   }
 
@@ -2891,6 +2926,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.reject(
         status === Status.EPIPE || status === Status.ECANCELED
           ? this.#sendError(status)
+          : this.#destroyedUnder()
+          ? new InvalidHandleError(`Cannot send: ${DESTROYED_UNDER}`)
           : new InvalidHandleError(`Cannot send: status ${status}`),
       );
       return;
@@ -2919,7 +2956,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return;
     }
     try {
-      unwrap(status, "receive");
+      this.#unwrap(status, "receive");
     } catch (e) {
       w.reject(e);
     }
@@ -3103,7 +3140,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (s.ended) return 3;
     const rc = sym.kc_chan_status(this.#handle);
-    return this.#creatorEnded(rc) ? 3 : unwrap(rc, op);
+    return this.#creatorEnded(rc) ? 3 : this.#unwrap(rc, op);
   }
 
   /**
@@ -3119,7 +3156,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#handle !== 0 && !s.ended) {
       s.flushCounts(); // this isolate's, so that its own view is exact
       const rc = sym.kc_chan_snapshot(this.#handle, w, 13);
-      if (!this.#creatorEnded(rc)) unwrap(rc, "read channel metrics");
+      if (!this.#creatorEnded(rc)) this.#unwrap(rc, "read channel metrics");
     }
     if (this.#handle === 0 || s.ended) {
       // No native channel: only this isolate's counters. One not made yet (a local channel's),
@@ -3381,7 +3418,24 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } else {
       this.#giveAway();
       const sym = this.#lib.symbols("dispose channel");
-      this.cancel();
+      try {
+        this.cancel();
+      } catch (e) {
+        // Native code destroyed the channel under its owner (`kc_chan_destroy` through
+        // `handle`): it ended then (the destroy cancelled it, rejecting the waits queued
+        // natively), as its copies take it (`#creatorEnded`). Nothing is left to cancel,
+        // destroy or give back: ended here too (waits still in JavaScript fail as cancelled,
+        // the isolate's entry goes), then disposed below, reporting nothing. Before, the
+        // cancel's InvalidHandleError escaped the dispose (a `using` threw at its scope's end)
+        // and the object stayed undisposed, its entry in the isolate's table.
+        if (!(e instanceof InvalidHandleError) || !this.#destroyedUnder()) throw e;
+        const s = this._shared;
+        if (!s.hasCause && s.lastCancel === undefined) {
+          s.cause = new CancellationError(DESTROYED);
+          s.hasCause = true;
+        }
+        this.#markEnded();
+      }
       this.#disposed = true;
       if (this.#handle === 0) return; // it never had a native channel
       // Destroyed already (native code's kc_chan_destroy, seen by a copy of this isolate: its
@@ -3390,7 +3444,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Its hold is forgotten (the handle is dead: the call says KC_EBADH). Not once ended
       // before (its handle's value may name a later channel: see the copy's unhold above).
       if (this.#held && !this._shared.ended) sym.kc_chan_unhold(this.#handle);
-      this.#collect();
+      // Not once ended: the kept values went with the channel (its handle's value may name a
+      // later channel by now, whose values are not this hook's).
+      if (!this._shared.ended) this.#collect();
       // `Channel.from` copies of this isolate answer as on a cancelled channel from now on,
       // with no call on the dead handle (copies elsewhere learn it from their next call).
       if (this._shared.refs > 1) this.#markEnded();

@@ -13,7 +13,7 @@ import {
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { _sharedEntries } from "../src/channel.ts";
-import { evalScript, until, within } from "./support.ts";
+import { catchReported, evalScript, until, within } from "./support.ts";
 
 const outcome = (p: Promise<unknown>): Promise<string> =>
   p.then(
@@ -484,5 +484,67 @@ Deno.test("a Channel.from copy whose first call after its channel's destroy is c
       assert.notEqual((e as Error).cause, late, "the wait's error");
     }
     copy[Symbol.dispose]();
+  }
+});
+
+Deno.test("an owner whose channel native code destroyed through its handle: its dispose (a `using`) returns and reports nothing, ends the channel here (its entry gone, this isolate's copies cancelled); its other calls throw InvalidHandleError saying the channel was destroyed", async () => {
+  // Before, the dispose's cancel threw InvalidHandleError ('Cannot cancel channel: the handle is
+  // stale, destroyed or not a kcoro handle') out of the `using` at its block's end, and the
+  // object stayed undisposed, its entry in the isolate's table; its calls said the handle was
+  // "stale, destroyed or not a kcoro handle", leaving the caller to guess which.
+  const sym = library().symbols("test");
+  const bridge = Bridge.of(library());
+  const destroyed = (op: string) => (e: unknown) =>
+    e instanceof InvalidHandleError &&
+    e.message ===
+      `Cannot ${op}: the channel was destroyed by native code (kc_chan_destroy of its handle) ` +
+        "(KC_EBADH)";
+  for (const codec of [codecs.f64, codecs.bytes] as Codec<unknown>[]) {
+    for (const how of ["alone", "buffered, a hook", "a wait queued natively", "a copy"]) {
+      const label = `${codec.name}, ${how}`;
+      using reported = catchReported();
+      const value = codec === codecs.f64 ? 1 : new Uint8Array([1]);
+      const entries = _sharedEntries();
+      const before = bridge.pending;
+      let wait: Promise<string> | undefined;
+      let copy: Channel<unknown> | undefined;
+      {
+        using ch = new Channel<unknown>(
+          4,
+          how === "buffered, a hook" ? { codec, onUndeliveredElement: () => {} } : { codec },
+        );
+        const h = ch.handle; // escaped: native from here on, as native code's use makes it
+        if (how === "buffered, a hook") assert.deepEqual(ch.trySend(value), { state: "ok" });
+        if (how === "a wait queued natively") {
+          wait = outcome(ch.receive());
+          await until(() => bridge.pending > before, `${label}: queued natively`);
+        }
+        if (how === "a copy") copy = Channel.from<unknown>(ch.share());
+        assert.equal(sym.kc_chan_destroy(h), 0, label);
+        if (wait !== undefined) {
+          // The destroy cancelled it: its record says so.
+          assert.equal(
+            await within(wait, 10_000, label),
+            "CancellationError: Channel was cancelled",
+          );
+        }
+        assert.throws(() => ch.trySend(value), destroyed("send"), label);
+        assert.throws(() => ch.tryReceive(), destroyed("receive"), label);
+        assert.throws(() => ch.close(), destroyed("close channel"), label);
+        assert.throws(() => ch.cancel(), destroyed("cancel channel"), label);
+        assert.throws(() => ch.isClosedForSend, destroyed("read channel status"), label);
+        await assert.rejects(ch.receive(), destroyed("receive"), label);
+      } // the dispose: before, 'Cannot cancel channel: ...' thrown here
+      assert.equal(_sharedEntries(), entries, `${label}: the isolate's entry`);
+      assert.equal(bridge.pending, before, `${label}: nothing left on the ring`);
+      if (copy !== undefined) {
+        // Cancelled, as when its creator disposed of it (this isolate's copies know at once).
+        assert.equal(copy.trySend(value).state, "closed", label);
+        await assert.rejects(copy.receive(), CancellationError, label);
+        copy[Symbol.dispose]();
+      }
+      await new Promise((r) => setTimeout(r, 0)); // a report queued by the dispose, if any
+      assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+    }
   }
 });
