@@ -18,6 +18,10 @@
  *   goes to onUndeliveredElement first, as a closed Channel's send hands it), and
  *   `onDone(cause)` is called once: `undefined` when the handler returned, the
  *   CancellationError when cancelled, the error when it failed.
+ * - Native code's destroy of the mailbox (`kc_chan_destroy` of its `handle`) ends the actor as
+ *   cancelled, not failed: the handler's receive rejects (the destroy's CancellationError, or an
+ *   InvalidHandleError after it), which, let out, ends the task with a CancellationError that
+ *   says so; sends from then on are refused as once the actor has finished.
  *
  * @module
  */
@@ -30,10 +34,12 @@ import {
   type WaitOptions,
 } from "./channel.ts";
 import {
+  CancellationError,
   checkFunction,
   checkOptions,
   checkScope,
   ClosedSendError,
+  InvalidHandleError,
   launchChecked,
   refuseAsValue,
   signalOf,
@@ -59,20 +65,23 @@ export interface ActorOptions<M = unknown> {
 export interface Actor<M> {
   /**
    * Sends a message, waiting while the mailbox is full; rejects with ClosedSendError once the
-   * actor has finished or its handler disposed of its mailbox (also one waiting at the dispose),
-   * the message then going to onUndeliveredElement first (as a Channel's send on a closed
-   * channel).
+   * actor has finished or its handler disposed of its mailbox (also one waiting at the dispose)
+   * or native code destroyed it (`kc_chan_destroy`; one waiting at the destroy rejects with its
+   * CancellationError), the message then going to onUndeliveredElement first (as a Channel's
+   * send on a closed channel).
    */
   send(message: M, options?: WaitOptions): Promise<void>;
   /**
-   * Sends without waiting: `ok`, `full`, or `closed` (closed, the actor has finished, or its
-   * handler disposed of its mailbox), its `cause` the actor's failure or cancellation, else the
+   * Sends without waiting: `ok`, `full`, or `closed` (closed, the actor has finished, its
+   * handler disposed of its mailbox, or native code destroyed it), its `cause` the actor's
+   * failure or cancellation, else the
    * {@linkcode ClosedSendError} a send rejects with.
    */
   trySend(message: M): TrySendResult;
   /**
    * Closes the mailbox: queued messages are still processed. True the first time only; false,
-   * doing nothing, once the actor has finished or its handler disposed of its mailbox.
+   * doing nothing, once the actor has finished, its handler disposed of its mailbox or native
+   * code destroyed it.
    */
   close(): boolean;
   /** The actor's task. */
@@ -93,8 +102,25 @@ const NOT_CLONEABLE = Symbol(
  * that stopped the task, uncaught (the process ended).
  */
 function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
-  if (!mailbox._disposed && mailbox._lib.isOpen) mailbox.cancel(cause);
+  if (mailbox._disposed || !mailbox._lib.isOpen) return;
+  try {
+    mailbox.cancel(cause);
+  } catch (e) {
+    // Native code destroyed the mailbox (`kc_chan_destroy` through its `handle`): the destroy
+    // cancelled it, rejecting its waits; nothing is left to cancel. Before, the cancel's
+    // InvalidHandleError escaped the abort listener (uncaught) and the completion handler (a
+    // CompletionHandlerError).
+    if (e instanceof InvalidHandleError && mailbox._destroyedNatively) return;
+    throw e;
+  }
 }
+
+/** What an actor's task is cancelled with once native code destroyed its mailbox. */
+const MAILBOX_DESTROYED =
+  "Actor was cancelled: native code destroyed its mailbox (kc_chan_destroy of its handle)";
+
+/** What a send to an actor whose mailbox native code destroyed rejects with. */
+const DESTROYED = "Cannot send: native code destroyed the actor's mailbox (kc_chan_destroy)";
 
 /**
  * An actor's mailbox: a Channel that remembers what its dispose's cancel rejected the waits with
@@ -112,9 +138,16 @@ class Mailbox<M> extends Channel<M> {
   override [Symbol.dispose](): void {
     if (!this._disposed && this._lib.isOpen && !this._shared.cancelled) {
       // The dispose's own cancel, made first: it rejects the waits with the channel's one
-      // CancellationError, which a closed result carries.
-      this.cancel();
-      this._disposedWith = this._closedResult().cause;
+      // CancellationError, which a closed result carries. Not once native code destroyed it
+      // (its cancel throws InvalidHandleError): the Channel's dispose then only releases it.
+      let cancelled = true;
+      try {
+        this.cancel();
+      } catch (e) {
+        if (!(e instanceof InvalidHandleError && this._destroyedNatively)) throw e;
+        cancelled = false;
+      }
+      if (cancelled) this._disposedWith = this._closedResult().cause;
     }
     super[Symbol.dispose]();
   }
@@ -147,12 +180,13 @@ class ActorImpl<M> implements Actor<M> {
    * mailbox (a `using mailbox`, which ends the channel while the task may run on).
    */
   #open(): boolean {
-    return this.#done === null && !this.#mailbox._disposed;
+    const mailbox = this.#mailbox;
+    return this.#done === null && !mailbox._disposed && !mailbox._destroyedSeen;
   }
 
   #closedError(): ClosedSendError {
     if (this.#done === null) {
-      return new ClosedSendError(DISPOSED);
+      return new ClosedSendError(this.#mailbox._destroyedSeen ? DESTROYED : DISPOSED);
     }
     const cause = this.#done.cause;
     return new ClosedSendError(
@@ -174,7 +208,15 @@ class ActorImpl<M> implements Actor<M> {
       if (_sentAtOnce(sent)) return sent; // delivered or queued at once: no promise more
       return sent.then(undefined, (e) => {
         const disposed = mailbox._disposedWith;
-        throw disposed !== undefined && e === disposed ? new ClosedSendError(DISPOSED) : e;
+        if (disposed !== undefined && e === disposed) throw new ClosedSendError(DISPOSED);
+        // Native code destroyed the mailbox (`kc_chan_destroy` through its `handle`) before
+        // this send reached it: refused as after the actor finished (the message to the hook,
+        // a ClosedSendError), not the dead handle's InvalidHandleError. A send waiting at the
+        // destroy got its cancel's CancellationError.
+        if (e instanceof InvalidHandleError && mailbox._destroyedNatively) {
+          return this.#refuse(message);
+        }
+        throw e;
       });
     }
     // The mailbox is gone (the task ended, or its handler disposed of it): refused as its send on
@@ -188,6 +230,11 @@ class ActorImpl<M> implements Actor<M> {
       return Promise.reject(e);
     }
     if (signal?.aborted) return Promise.reject(signal.reason);
+    return this.#refuse(message);
+  }
+
+  /** A send the mailbox can no longer take: the message to the hook, a ClosedSendError. */
+  #refuse(message: M): Promise<void> {
     if (this.#onUndelivered !== undefined) {
       try {
         this.#onUndelivered(message);
@@ -206,7 +253,15 @@ class ActorImpl<M> implements Actor<M> {
       const cause = this.#done?.cause;
       return { state: "closed", cause: cause === undefined ? this.#closedError() : cause };
     }
-    return this.#mailbox.trySend(message);
+    try {
+      return this.#mailbox.trySend(message);
+    } catch (e) {
+      // Native code destroyed the mailbox: closed, as after the actor finished.
+      if (e instanceof InvalidHandleError && this.#mailbox._destroyedNatively) {
+        return { state: "closed", cause: this.#closedError() };
+      }
+      throw e;
+    }
   }
 
   /**
@@ -214,7 +269,14 @@ class ActorImpl<M> implements Actor<M> {
    * it: before, that threw the disposed channel's InvalidHandleError).
    */
   close(): boolean {
-    return this.#open() && this.#mailbox.close();
+    if (!this.#open()) return false;
+    try {
+      return this.#mailbox.close();
+    } catch (e) {
+      // Native code destroyed the mailbox: nothing to close, as after the actor finished.
+      if (e instanceof InvalidHandleError && this.#mailbox._destroyedNatively) return false;
+      throw e;
+    }
   }
 
   /** The task ended: cancel the mailbox (senders waiting reject) and free it. */
@@ -306,7 +368,18 @@ export function actor<M>(
     const onAbort = () => cancelMailbox(mailbox, signal.reason);
     signal.addEventListener("abort", onAbort, { once: true });
     detach = () => signal.removeEventListener("abort", onAbort);
-    await handler(mailbox, task);
+    try {
+      await handler(mailbox, task);
+    } catch (e) {
+      // Its receive failed as native code had destroyed the mailbox (`kc_chan_destroy` through
+      // its `handle`): the actor ends as cancelled, as a producer whose channel it destroyed
+      // (Kotlin's actor ends with its cancelled channel), not failed with the dead handle's
+      // InvalidHandleError, which failed its scope.
+      if (e instanceof InvalidHandleError && mailbox._destroyedNatively) {
+        throw new CancellationError(MAILBOX_DESTROYED, { cause: e });
+      }
+      throw e;
+    }
   }, () => mailbox[Symbol.dispose]());
   a.job.invokeOnCompletion((cause) => {
     detach?.();

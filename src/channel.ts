@@ -1734,6 +1734,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** Set once `#destroyedUnder` found the channel destroyed by native code: never cleared. */
   #destroyed = false;
 
+  /**
+   * @ignore For `actor`, on an InvalidHandleError from its mailbox (its handler's receive, a
+   * send, a cancel): true when native code destroyed the mailbox (`#destroyedUnder`), also
+   * once it is disposed since. One status read the first time only.
+   */
+  get _destroyedNatively(): boolean {
+    return this.#destroyedUnder();
+  }
+
+  /** @ignore `_destroyedNatively` as known without a native call (false until found). */
+  get _destroyedSeen(): boolean {
+    return this.#destroyed;
+  }
+
   /** Throws what encoding `value` would throw, copying it into native memory only if need be. */
   #reject(value: T, sym: Sym): void {
     if (this.#codec.check(value)) return;

@@ -2,7 +2,7 @@
 // outlives its scope; cancellation reaching a Worker-side receiver of a produced channel. Tasks
 // wait on channels, gates or their signal, never on sleeps.
 import assert from "node:assert/strict";
-import { catchReported, evalScript, settled, until, untilAborted } from "./support.ts";
+import { catchReported, evalScript, settled, until, untilAborted, within } from "./support.ts";
 import {
   actor,
   CancellationError,
@@ -20,6 +20,7 @@ import {
   produce,
   supervisorScope,
 } from "../mod.ts";
+import { Bridge } from "../src/bridge.ts";
 
 /** Live tasks: every producer and actor body in this file is wrapped by `counted`. */
 let live = 0;
@@ -1388,4 +1389,90 @@ Deno.test("produce: a consumer disposing the channel after closeLibrary() cancel
   assert.equal(res.signal, null, "the scope never settled: " + res.stderr);
   assert.equal(res.code, 0, res.stderr);
   assert.deepEqual(JSON.parse(res.stdout), ["returned", "returned"]);
+});
+
+Deno.test("actor: native code destroying its mailbox (the handle read by its handler) ends the actor as cancelled, nothing reported; its senders get a closed or cancelled answer, never a hang", async () => {
+  // Before: the handler's receive failed with the dead handle's InvalidHandleError, which failed
+  // the actor and its scope; the task's end cancelled the mailbox, an InvalidHandleError
+  // ('Cannot cancel channel') out of the abort listener (uncaught) and out of the completion
+  // handler (a CompletionHandlerError); a send after the destroy rejected with
+  // InvalidHandleError. Three ways: the handler destroys it and then receives; destroys it while
+  // its receive waits natively (from outside: the handle handed out); with `using mailbox`.
+  const sym = library().symbols("test");
+  for (const how of ["then receives", "while it waits", "using mailbox"] as const) {
+    using reported = catchReported();
+    const undelivered: number[] = [];
+    const done: unknown[] = [];
+    let caught: unknown = undefined;
+    let outcome: unknown = "pending";
+    let waitingSend: unknown = "pending";
+    const handle = Promise.withResolvers<number>();
+    const go = Promise.withResolvers<void>();
+    const bridge = Bridge.of(library());
+    const before = bridge.pending;
+    const finished = coroutineScope(async (scope) => {
+      const a = actor<number>(
+        scope,
+        counted(async (mailbox: Channel<number>) => {
+          using _m = how === "using mailbox" ? mailbox : undefined;
+          const h = mailbox.handle;
+          if (how === "while it waits") handle.resolve(h);
+          else {
+            await go.promise; // a send waits first
+            assert.equal(sym.kc_chan_destroy(h), 0, how);
+          }
+          try {
+            for await (const m of mailbox) undelivered.push(-m); // never: nothing arrives
+          } catch (e) {
+            caught = e;
+            throw e;
+          }
+        }),
+        {
+          capacity: 1,
+          onDone: (cause) => done.push(cause),
+          onUndeliveredElement: (m) => undelivered.push(m),
+        },
+      );
+      if (how === "while it waits") {
+        const h = await handle.promise;
+        await until(() => bridge.pending > before, `${how}: the receive queued natively`);
+        assert.equal(sym.kc_chan_destroy(h), 0, how);
+        // Before the actor has seen it (its receive's record comes later): refused as closed.
+        const early = a.send(5);
+        await assert.rejects(early, (e) =>
+          e instanceof ClosedSendError &&
+          e.message ===
+            "Cannot send: native code destroyed the actor's mailbox (kc_chan_destroy)");
+        assert.deepEqual(undelivered, [5], `${how}: the refused send's message to the hook`);
+        assert.equal(a.trySend(6).state, "closed", how);
+      } else {
+        // A send waiting at the destroy (the mailbox full), when the destroy is the handler's.
+        assert.deepEqual(a.trySend(1), { state: "ok" }, how);
+        const waiting = a.send(2).then(() => "delivered", (e) => e);
+        go.resolve();
+        waitingSend = await within(waiting, 10_000, `${how}: the waiting send`);
+      }
+      await a.job.join();
+      await assert.rejects(a.send(3), ClosedSendError, how);
+      assert.equal(a.trySend(4).state, "closed", how);
+      assert.equal(a.close(), false, how);
+    });
+    finished.then(() => outcome = "resolved", (e) => outcome = e);
+    await until(() => outcome !== "pending", `${how}: the scope to settle`, 10_000);
+    await laterReports();
+    assert.equal(outcome, "resolved", `${how}: ${String(outcome)}`);
+    assert.ok(caught instanceof CancellationError || caught instanceof Error, how);
+    assert.equal(done.length, 1, how);
+    assert.ok(done[0] instanceof CancellationError, `${how}: onDone(${String(done[0])})`);
+    if (how !== "while it waits") {
+      assert.ok(
+        waitingSend instanceof CancellationError || waitingSend instanceof ClosedSendError,
+        `${how}: the waiting send: ${String(waitingSend)}`,
+      );
+    }
+    assert.ok(undelivered.includes(3), `${how}: the refused send's message to the hook`);
+    assert.deepEqual(reported.errors.map(String), [], `${how}: nothing reported`);
+  }
+  assert.equal(live, 0);
 });
