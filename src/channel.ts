@@ -3458,9 +3458,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Its hold is forgotten (the handle is dead: the call says KC_EBADH). Not once ended
       // before (its handle's value may name a later channel: see the copy's unhold above).
       if (this.#held && !this._shared.ended) sym.kc_chan_unhold(this.#handle);
-      // Not once ended: the kept values went with the channel (its handle's value may name a
-      // later channel by now, whose values are not this hook's).
-      if (!this._shared.ended) this.#collect();
+      // What the channel dropped for the hook waits in its handle value's list, which outlives
+      // a destroy (kc_chan_take_undelivered), native code's too: the values buffered when it
+      // destroyed the channel go to the hook here, as after this dispose's own destroy. Not
+      // when a later channel has the handle's value (a status read says it is live): its
+      // kc_chan_create freed the values this channel kept, and what is there is its own.
+      if (
+        !this._shared.ended ||
+        (this.#keeps && sym.kc_chan_status(this.#handle) === Status.EBADH)
+      ) this.#collect();
       // `Channel.from` copies of this isolate answer as on a cancelled channel from now on,
       // with no call on the dead handle (copies elsewhere learn it from their next call).
       if (this._shared.refs > 1) this.#markEnded();

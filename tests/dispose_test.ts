@@ -508,12 +508,16 @@ Deno.test("an owner whose channel native code destroyed through its handle: its 
       const before = bridge.pending;
       let wait: Promise<string> | undefined;
       let copy: Channel<unknown> | undefined;
+      const dropped: unknown[] = [];
+      let h = 0;
       {
         using ch = new Channel<unknown>(
           4,
-          how === "buffered, a hook" ? { codec, onUndeliveredElement: () => {} } : { codec },
+          how === "buffered, a hook"
+            ? { codec, onUndeliveredElement: (v) => dropped.push(v) }
+            : { codec },
         );
-        const h = ch.handle; // escaped: native from here on, as native code's use makes it
+        h = ch.handle; // escaped: native from here on, as native code's use makes it
         if (how === "buffered, a hook") assert.deepEqual(ch.trySend(value), { state: "ok" });
         if (how === "a wait queued natively") {
           wait = outcome(ch.receive());
@@ -535,6 +539,10 @@ Deno.test("an owner whose channel native code destroyed through its handle: its 
         assert.throws(() => ch.isClosedForSend, destroyed("read channel status"), label);
         await assert.rejects(ch.receive(), destroyed("receive"), label);
       } // the dispose: before, 'Cannot cancel channel: ...' thrown here
+      // The value the destroy dropped went to the hook, not left in the handle's native list
+      // for good (the dispose took nothing through the dead handle before).
+      assert.deepEqual(dropped, how === "buffered, a hook" ? [value] : [], `${label}: hook`);
+      assert.equal(sym.kc_chan_take_undelivered(h, new Uint8Array(32), codec.elemSize), 0, label);
       assert.equal(_sharedEntries(), entries, `${label}: the isolate's entry`);
       assert.equal(bridge.pending, before, `${label}: nothing left on the ring`);
       if (copy !== undefined) {
@@ -546,5 +554,34 @@ Deno.test("an owner whose channel native code destroyed through its handle: its 
       await new Promise((r) => setTimeout(r, 0)); // a report queued by the dispose, if any
       assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
     }
+  }
+});
+
+Deno.test("an owner whose channel native code destroyed, seen first by a copy of its isolate: its dispose hands the values the destroy dropped to its onUndeliveredElement, leaving none kept natively", () => {
+  // Before, the dispose skipped its collect once the channel was marked ended (here by the
+  // copy's call): the buffered value stayed in the handle's native list for good, the hook
+  // never called.
+  const sym = library().symbols("test");
+  for (const codec of [codecs.f64, codecs.bytes] as Codec<unknown>[]) {
+    using reported = catchReported();
+    const value = codec === codecs.f64 ? 1 : new Uint8Array([1]);
+    const dropped: unknown[] = [];
+    let h = 0;
+    {
+      using ch = new Channel<unknown>(4, { codec, onUndeliveredElement: (v) => dropped.push(v) });
+      h = ch.handle;
+      assert.deepEqual(ch.trySend(value), { state: "ok" });
+      using copy = Channel.from<unknown>(ch.share());
+      assert.equal(sym.kc_chan_destroy(h), 0, codec.name);
+      assert.equal(copy.trySend(value).state, "closed", codec.name); // marks it ended here
+      assert.deepEqual(dropped, [], codec.name); // not the copy's to take
+    }
+    assert.deepEqual(dropped, [value], `${codec.name}: hook`);
+    assert.equal(
+      sym.kc_chan_take_undelivered(h, new Uint8Array(32), codec.elemSize),
+      0,
+      codec.name,
+    );
+    assert.deepEqual(reported.errors.map(String), [], `${codec.name}: nothing reported`);
   }
 });
