@@ -1472,6 +1472,13 @@ Deno.test("actor: native code destroying its mailbox (the handle read by its han
       );
     }
     assert.ok(undelivered.includes(3), `${how}: the refused send's message to the hook`);
+    // Each message once: the one buffered at the destroy and the waiting send's too (the
+    // destroy dropped both to the kept list; the buffered one stayed there for good before).
+    assert.deepEqual(
+      [...undelivered].sort(),
+      how === "while it waits" ? [3, 5] : [1, 2, 3],
+      `${how}: the hook`,
+    );
     assert.deepEqual(reported.errors.map(String), [], `${how}: nothing reported`);
   }
   assert.equal(live, 0);
