@@ -3438,8 +3438,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // Native code destroyed the channel under its owner (`kc_chan_destroy` through
         // `handle`): it ended then (the destroy cancelled it, rejecting the waits queued
         // natively), as its copies take it (`#creatorEnded`). Nothing is left to cancel,
-        // destroy or give back: ended here too (waits still in JavaScript fail as cancelled,
-        // the isolate's entry goes), then disposed below, reporting nothing. Before, the
+        // destroy or unhold: ended here too (the isolate's entry goes), then disposed below,
+        // reporting nothing, its dropped values collected. Waits of this isolate still in
+        // JavaScript were failed by the cancel's flush above, each with its submit's
+        // InvalidHandleError (as one begun after the destroy), not as cancelled: none is left
+        // for `#markEnded`. Before, the
         // cancel's InvalidHandleError escaped the dispose (a `using` threw at its scope's end)
         // and the object stayed undisposed, its entry in the isolate's table.
         if (!(e instanceof InvalidHandleError) || !this.#destroyedUnder()) throw e;
