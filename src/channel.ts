@@ -2608,8 +2608,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * A receive given up after it completed natively (COMPLETING: its abort lost, or a hand-off's
-   * withdrawal did before): the first reason is kept, its record settles it (`_completed`).
-   * A send's record settles it as delivered (or not) as before.
+   * withdrawal did before): the first reason is kept, its record settles it (`_completed`): a
+   * value goes back to the channel, and a closed or cancelled outcome (which moved nothing)
+   * rejects with the reason too. A send's record settles it as delivered (or not) as before.
    */
   #giveUp(w: Waiter, reason: unknown): void {
     if (w.state !== COMPLETING || w.kind === SEND || w.gaveUp) return;
@@ -2901,6 +2902,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       bridge.giveBack(w);
       releaseSlot(w);
       this.#collect(); // refused (closed and drained, full with a drop policy): to the hook
+      w.reject(w.reason);
+      return;
+    }
+    if (w.gaveUp && (status === Status.EPIPE || status === Status.ECANCELED)) {
+      // Given up after a close or cancel failed it natively, its record not drained yet: that
+      // outcome moved nothing, so the abort's reason wins, as a native wait's own token wins
+      // over a close (KC_EINTR) and as Kotlin's prompt cancellation throws the cancellation
+      // for a receive a close resumed. Before, it settled as closed, the abort ignored. (A
+      // send never gives up so: a close leaves a waiting send waiting, and a cancel that failed
+      // one dropped its value to the hook, an outcome that stands.)
+      bridge.take(w, null, 0);
+      this.#ended();
+      releaseSlot(w);
       w.reject(w.reason);
       return;
     }

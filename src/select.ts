@@ -702,6 +702,27 @@ class Selection implements RingOp {
       }
       return;
     }
+    if (
+      this.gaveUp && (status === Status.EPIPE || status === Status.ECANCELED) &&
+      !(c.kind === SEND && status === Status.ECANCELED)
+    ) {
+      // Aborted after a clause's channel closed or was cancelled (its record not drained yet):
+      // that outcome moved nothing, so the abort's reason wins, as a native select's own token
+      // wins over it (KC_EINTR) and Kotlin's prompt cancellation throws the cancellation.
+      // Before, the select settled as closed (onReceiveCatching's handler ran). A send clause
+      // that a cancel failed keeps its CancellationError: its value went to the hook.
+      this.bridge!.take(this, null, 0);
+      try {
+        this.#freeValues(-1); // no send clause was sent: their values stay the caller's
+      } finally {
+        this.#giveSlots();
+        this.done = true;
+        this.#cleanup();
+        c.ch!._ended();
+        this.reject(this.reason);
+      }
+      return;
+    }
     this.bridge!.take(this, value ? c.slot! : null, value ? c.ch!.codec.elemSize : 0);
     this.#fireNative(index, status, true);
   }

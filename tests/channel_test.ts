@@ -3457,3 +3457,65 @@ Deno.test("a native channel disposed by a value's getter as trySend, send or try
     }
   }
 });
+
+Deno.test("an aborted wait whose channel closed or was cancelled in the same turn, before its record drained, rejects with the abort's reason; a send a cancel failed keeps its CancellationError", async () => {
+  const bridge = Bridge.of(library());
+  for (const end of ["close", "cancel"] as const) {
+    for (const op of ["receive", "receiveCatching"] as const) {
+      for (const order of ["end first", "abort first"] as const) {
+        for (const mode of ["shared", "local"] as const) {
+          const what = `${op}, ${end}, ${order}, ${mode}`;
+          using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
+          if (mode === "shared") ch.share();
+          const before = bridge.pending;
+          const ac = new AbortController();
+          const p = ch[op]({ signal: ac.signal });
+          if (mode === "shared") {
+            await until(() => bridge.pending > before, `${what}: queued natively`);
+          }
+          const reason = new Error(`stop: ${what}`);
+          if (order === "end first") ch[end]();
+          ac.abort(reason);
+          if (order === "abort first") ch[end]();
+          const [got] = await Promise.allSettled([p]);
+          if (mode === "local" && order === "end first") {
+            // A local wait is settled by the close itself, before the abort (as a local
+            // hand-off resolves it with its value at once).
+            assert.equal(got.status, op === "receive" ? "rejected" : "fulfilled", what);
+            continue;
+          }
+          assert.equal(got.status, "rejected", what);
+          assert.equal((got as PromiseRejectedResult).reason, reason, what);
+        }
+      }
+    }
+  }
+  // A waiting send failed by a cancel had its value dropped to the hook: that stands.
+  for (const order of ["cancel first", "abort first"] as const) {
+    const dropped: number[] = [];
+    using ch = new Channel<number>(1, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => dropped.push(v),
+    });
+    ch.share();
+    await ch.send(1);
+    const before = bridge.pending;
+    const ac = new AbortController();
+    const p = ch.send(2, { signal: ac.signal });
+    await until(() => bridge.pending > before, `${order}: the send queued natively`);
+    const reason = new Error("stop");
+    if (order === "cancel first") ch.cancel();
+    ac.abort(reason);
+    if (order === "abort first") ch.cancel();
+    const [got] = await Promise.allSettled([p]);
+    assert.equal(got.status, "rejected", order);
+    const r = (got as PromiseRejectedResult).reason;
+    if (order === "cancel first") {
+      assert.ok(r instanceof CancellationError, `${order}: ${r}`);
+      assert.deepEqual(dropped.sort(), [1, 2], order);
+    } else {
+      assert.equal(r, reason, order);
+      assert.deepEqual(dropped, [1], `${order}: the withdrawn send's value stays the caller's`);
+    }
+  }
+});

@@ -1161,3 +1161,48 @@ Deno.test("a select whose value's getter disposes its local channel, or closes t
     "LibraryClosedError: Cannot select: the kcoro library is closed (KC_ESHUTDOWN)",
   );
 });
+
+Deno.test("an aborted select whose clause's channel closed or was cancelled in the same turn, before its record drained, rejects with the abort's reason; a send clause a cancel failed keeps its CancellationError", async () => {
+  const bridge = Bridge.of(library());
+  for (const end of ["close", "cancel"] as const) {
+    for (const clause of ["onReceive", "onReceiveCatching", "onSend"] as const) {
+      for (const order of ["end first", "abort first"] as const) {
+        for (const shared of [true, false]) {
+          const what = `${clause}, ${end}, ${order}, ${shared ? "shared" : "local"}`;
+          const dropped: number[] = [];
+          using ch = new Channel<number>(clause === "onSend" ? 1 : 0, {
+            codec: codecs.f64,
+            onUndeliveredElement: (v) => dropped.push(v),
+          });
+          if (shared) ch.share();
+          if (clause === "onSend") await ch.send(1);
+          const before = bridge.pending;
+          const ac = new AbortController();
+          const p = select((s) => {
+            if (clause === "onSend") s.onSend(ch, 2, () => "sent");
+            else if (clause === "onReceive") s.onReceive(ch, () => "received");
+            else s.onReceiveCatching(ch, (r) => r.state);
+          }, { signal: ac.signal });
+          await until(() => bridge.pending > before, `${what}: queued natively`);
+          const reason = new Error(`stop: ${what}`);
+          if (order === "end first") ch[end]();
+          ac.abort(reason);
+          if (order === "abort first") ch[end]();
+          const [got] = await Promise.allSettled([p]);
+          assert.equal(got.status, "rejected", what);
+          const r = (got as PromiseRejectedResult).reason;
+          if (clause === "onSend" && end === "cancel" && order === "end first") {
+            // The cancel dropped the clause's value to the hook: that outcome stands.
+            assert.ok(r instanceof CancellationError, `${what}: ${r}`);
+            assert.deepEqual(dropped.sort(), [1, 2], what);
+            continue;
+          }
+          assert.equal(r, reason, what);
+          // A send clause's value was not sent: it stays the caller's (not at the hook).
+          const expected = clause === "onSend" && end === "cancel" ? [1] : [];
+          assert.deepEqual(dropped, expected, what);
+        }
+      }
+    }
+  }
+});
