@@ -1587,7 +1587,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // A mapped codecs.bytes channel: its own path, which needs no `#sym` either (see `#at`).
     if (at !== null && this.#bytes) return this.#trySendBytes(value, s, at);
     const sym = this.#sym("send");
-    if (s.local) return this.#localSend(this.#pass(value));
+    if (s.local) return this.#localSend(this.#passLocal(value));
     return this.#trySend(value, undefined, sym);
   }
 
@@ -1610,7 +1610,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined);
     }
     const sym = this.#sym("send");
-    if (s.local) return this.#localSend(this.#pass(value));
+    if (s.local) return this.#localSend(this.#passLocal(value));
     return this.#trySend(value, undefined, sym);
   }
 
@@ -1635,6 +1635,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (s.senders.first !== null && !pump(s.senders, sym)) {
       if (keep !== undefined) this.#codec.encode(value, keep, sym);
       else this.#reject(value, sym); // still reject what the codec cannot carry
+      this.#afterCallerCode("send", keep && ((sym) => this.#codec.discard(keep, sym)));
       // Its own "full" failure: the retries of the senders ahead count none.
       s.fullFails++;
       if (!s.scheduled) this.#countLater(s);
@@ -1652,6 +1653,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // to be freed again (a sender retrying a full channel did that on every try).
       if (keep !== undefined) this.#codec.encode(value, keep, sym);
       else this.#reject(value, sym);
+      this.#afterCallerCode("send", keep && ((sym) => this.#codec.discard(keep, sym)));
       s.fullFails++; // the native side counts the ones it answers itself
       if (!s.scheduled) this.#countLater(s);
       return FULL;
@@ -1665,7 +1667,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       rc = trySendBytes(value, slot, sym, at, this.#handle);
     } else {
       if (this.#f64 && typeof value === "number") scratchF64[0] = value;
-      else this.#codec.encode(value, slot, sym); // also rejects what the codec cannot carry
+      else {
+        this.#codec.encode(value, slot, sym); // also rejects what the codec cannot carry
+        this.#afterCallerCode("send", (sym) => this.#codec.discard(slot, sym));
+      }
       rc = at !== null
         ? sym.kc_chan_try_send_at(at, this.#handle, slot.ptr, this.#size)
         : sym.kc_chan_try_send(this.#handle, slot.ptr, this.#size);
@@ -1748,6 +1753,22 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#destroyed;
   }
 
+  /**
+   * After the caller's code ran as a value was passed or encoded (a getter, a Proxy's trap):
+   * throws what a call after it throws if it disposed the channel ("Cannot <op>: the channel
+   * was disposed") or closed the library (LibraryClosedError), so that no call reports a value
+   * sent that went nowhere; `free` first frees what was encoded (with the symbols that outlive
+   * a close). Before, a local channel answered closed with a CancellationError, and a native
+   * one's send went on after closeLibrary() and answered ok or full.
+   */
+  #afterCallerCode(op: string, free?: (sym: Sym) => void): void {
+    const lib = this.#lib;
+    if (!this.#disposed && lib.isOpen) return;
+    if (free !== undefined) free(lib.isOpen ? lib.symbols(op) : lib._symbolsToRelease);
+    this.#sym(op); // InvalidHandleError once disposed
+    lib.symbols(op); // LibraryClosedError once closed
+  }
+
   /** Throws what encoding `value` would throw, copying it into native memory only if need be. */
   #reject(value: T, sym: Sym): void {
     if (this.#codec.check(value)) return;
@@ -1755,9 +1776,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#codec.discard(scratch, sym);
   }
 
-  /** `codec.pass(value)`, a number for `codecs.f64` without the call (see `#f64`). */
-  #pass(value: T): T {
-    return this.#f64 && typeof value === "number" ? value : this.#codec.pass(value);
+  /**
+   * `codec.pass(value)` for a local send, a number for `codecs.f64` without the call (see
+   * `#f64`): throws if the value's code disposed the channel or closed the library.
+   */
+  #passLocal(value: T): T {
+    if (this.#f64 && typeof value === "number") return value;
+    const v = this.#codec.pass(value);
+    this.#afterCallerCode("send");
+    return v;
   }
 
   /**
@@ -2136,6 +2163,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (this.#sendBlocked(sym)) {
         // Still reject what the codec cannot carry, anywhere in the batch (as when not full).
         for (let i = 0; i < n; i++) this.#reject(values[i], sym);
+        this.#afterCallerCode(op);
         s.fullFails++;
         if (!s.scheduled) this.#countLater(s);
         return FULL;
@@ -2169,6 +2197,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         this.#discardBatch(buf, 0, encoded, sym); // nothing was sent
         throw e;
       }
+      this.#afterCallerCode(op, (sym) => this.#discardBatch(buf, 0, n, sym)); // nothing sent
       const rc = sym.kc_chan_try_send_n(this.#handle, buf, size, n);
       if (rc > 0) {
         this.#discardBatch(buf, rc, n, sym); // the ones not sent
@@ -2190,6 +2219,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // again: an object's getters ran twice, and what was sent was their second answer.
     const passed: unknown[] = new Array(n); // `n`, read once: not `values.map`
     for (let i = 0; i < n; i++) passed[i] = this.#codec.pass(values[i]);
+    this.#afterCallerCode(op); // nothing sent yet
     let sent = 0;
     for (; sent < n; sent++) {
       const r = s.local ? this.#localSend(passed[sent]) : this.trySend(passed[sent] as T);
@@ -2416,7 +2446,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (this._shared.local) {
         // A waiting local send holds the value as passed (its copy is taken now).
         this.#sym("send");
-        const v = this.#pass(value);
+        const v = this.#passLocal(value);
         r = this.#localSend(v);
         if (r === OK) return RESOLVED;
         if (r.state === "closed") {

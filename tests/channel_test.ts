@@ -3519,3 +3519,51 @@ Deno.test("an aborted wait whose channel closed or was cancelled in the same tur
     }
   }
 });
+
+Deno.test("a value's getter that disposes the channel or closes the library as trySend, send or trySendMany takes it: local and native channels throw as a call after it does, and none reports the value sent", async () => {
+  // Before: a local channel answered { state: "closed" } (send: the dispose's
+  // CancellationError), and a native one's send went on after closeLibrary() and answered ok
+  // or full (a send resolved) for a value that went nowhere.
+  const script = (end: string) => `
+    import { Channel, closeLibrary } from "./mod.ts";
+    const out = [];
+    for (const native of [false, true]) {
+      for (const capacity of [0, 2]) {
+        for (const op of ["trySend", "send", "trySendMany"]) {
+          const ch = new Channel(capacity);
+          if (native) ch.share();
+          const value = { get x() { ${end}; return 1; } };
+          const where = (native ? "native" : "local") + ", capacity " + capacity + ", " + op;
+          try {
+            const r = op === "trySend" ? ch.trySend(value)
+              : op === "send" ? await ch.send(value)
+              : ch.trySendMany([1, value, 3]);
+            out.push([where, "returned " + JSON.stringify(r ?? "undefined")]);
+          } catch (e) {
+            out.push([where, e.name + ": " + e.message]);
+          }
+          try { ch[Symbol.dispose](); } catch { /* closed */ }
+        }
+      }
+    }
+    console.log(JSON.stringify(out));
+  `;
+  for (
+    const [end, expected] of [
+      [
+        "ch[Symbol.dispose]()",
+        "InvalidHandleError: Cannot send: the channel was disposed (KC_EBADH)",
+      ],
+      [
+        "closeLibrary()",
+        "LibraryClosedError: Cannot send: the kcoro library is closed (KC_ESHUTDOWN)",
+      ],
+    ]
+  ) {
+    const res = await evalScript(script(end));
+    assert.equal(res.code, 0, res.stderr);
+    const rows: [string, string][] = JSON.parse(res.stdout);
+    assert.equal(rows.length, 12, end);
+    for (const [where, got] of rows) assert.equal(got, expected, `${end}: ${where}`);
+  }
+});
