@@ -3251,10 +3251,22 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * Plain data naming this native channel, to `postMessage` to a Worker. From then on the
    * channel lives while this object or a `Channel.from` copy of it does (in any isolate), or
-   * until this object's dispose.
+   * until this object's dispose. A `Channel.from` copy whose creator ended the channel
+   * (disposed of it, or native code destroyed it) throws {@linkcode InvalidHandleError}: no copy
+   * could open what it would hand out.
    */
   share(): SharedChannel<T> {
     const sym = this.#sym("share channel");
+    if (
+      !this.#owner &&
+      (this._shared.ended || this.#creatorEnded(sym.kc_chan_status(this.#handle)))
+    ) {
+      // Before, it handed out an object naming the dead handle, which `Channel.from` refused
+      // ("handle ... names no live channel"), away from the call that made it.
+      throw new InvalidHandleError(
+        `Cannot share channel: its creator disposed of it or native code destroyed it, so handle ${this.#handle} names no live channel`,
+      );
+    }
     this.#escape("share channel", false);
     this.#giveAway();
     if (this.#owner && !this.#held && !this.#pinned) {

@@ -585,3 +585,28 @@ Deno.test("an owner whose channel native code destroyed, seen first by a copy of
     assert.deepEqual(reported.errors.map(String), [], `${codec.name}: nothing reported`);
   }
 });
+
+Deno.test("share() of a Channel.from copy whose creator ended the channel throws InvalidHandleError at once, instead of an object Channel.from refuses", () => {
+  for (const how of ["creator's dispose", "native kc_chan_destroy"] as const) {
+    const ch = new Channel<number>(2);
+    const handle = ch.handle;
+    const copy = Channel.from(ch.share());
+    if (how === "creator's dispose") ch[Symbol.dispose]();
+    else assert.equal(library().symbols("test").kc_chan_destroy(handle), 0, how);
+    // Before: share() returned { handle, ... }, and Channel.from of it threw "Cannot open
+    // shared channel: handle ... names no live channel".
+    assert.throws(() => copy.share(), {
+      name: "InvalidHandleError",
+      message:
+        `Cannot share channel: its creator disposed of it or native code destroyed it, so handle ${handle} names no live channel (KC_EBADH)`,
+    }, how);
+    // The copy still answers as a cancelled channel.
+    assert.equal(copy.trySend(1).state, "closed", how);
+    copy[Symbol.dispose]();
+    try {
+      ch[Symbol.dispose]();
+    } catch {
+      // destroyed natively: the creator's handle is dead
+    }
+  }
+});
