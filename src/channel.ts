@@ -739,7 +739,7 @@ const orphans = new FinalizationRegistry<Shared>((s) => {
 const SEND = 0, RECV = 1, RECV_CATCHING = 2, RECV_ITER = 3;
 
 /**
- * The receives of a `values()` iterator that may still wait, for its `return()` to release:
+ * The receives of a channel's iterator that may still wait, for its `return()` to release:
  * the latest, and (only once next() was called again before one settled) the earlier ones; and
  * whether `return()` ran (`ended`), which a receive looks at again after running a hook.
  */
@@ -755,7 +755,10 @@ function received(kind: number, value: unknown): unknown {
 }
 
 const ITER_DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
-/** The reason a `values()` iterator's `return()` aborts its pending receive with. */
+/**
+ * The reason an iterator's `return()` abandons its pending receive with: that `next()` then
+ * resolves done instead of rejecting (`Waiter.giveUp`).
+ */
 const RETURNED = Object.freeze({ returned: true });
 
 /**
@@ -820,6 +823,15 @@ class Waiter implements RingOp {
     this.state = DONE;
     (this.kind === SEND ? this.ch._shared.senders : this.ch._shared.receivers).remove(this);
     if (this.onAbort !== undefined) this.signal!.removeEventListener("abort", this.onAbort);
+  }
+
+  /**
+   * Settles it as given up with `reason`: rejected, except that an iterator's `return()`
+   * (`RETURNED`) resolves its pending `next()` done.
+   */
+  giveUp(reason: unknown): void {
+    if (reason === RETURNED) this.resolve(ITER_DONE);
+    else this.reject(reason);
   }
 
   /** Queues it natively if it still waits in JavaScript only. */
@@ -2633,7 +2645,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     releaseSlot(w); // withdrawn (or never queued): nothing reads it any more
     w.detach();
-    w.reject(reason);
+    w.giveUp(reason);
   }
 
   /**
@@ -2932,7 +2944,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       bridge.giveBack(w);
       releaseSlot(w);
       this.#collect(); // refused (closed and drained, full with a drop policy): to the hook
-      w.reject(w.reason);
+      w.giveUp(w.reason);
       return;
     }
     if (w.gaveUp && (status === Status.EPIPE || status === Status.ECANCELED)) {
@@ -2945,7 +2957,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       bridge.take(w, null, 0);
       this.#ended();
       releaseSlot(w);
-      w.reject(w.reason);
+      w.giveUp(w.reason);
       return;
     }
     bridge.take(w, value ? w.slot! : null, value ? this.#size : 0);
@@ -3319,24 +3331,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * iterator over the receive path, not an async generator (which costs a receive's time again).
    * Once `return()` ran (a `break` out of `for await`), `next()` answers done, as a generator's
    * does, and takes nothing from the channel; the channel itself stays open (Kotlin's iterator).
+   * A `return()` while a `next()` is pending settles after it, as an async generator's does: that
+   * `next()` resolves done, having taken nothing (the value stays in the channel).
    * Its receives take no signal: a loop that must end with its task iterates
    * {@linkcode Channel.values}`({ signal })` instead.
    */
   [Symbol.asyncIterator](): AsyncIterableIterator<T> {
-    let ended = false;
-    const next = () =>
-      ended
-        ? Promise.resolve(ITER_DONE)
-        : this.#receive(RECV_ITER) as Promise<IteratorResult<T, undefined>>;
-    const it: AsyncIterableIterator<T> = {
-      next,
-      return: () => {
-        ended = true;
-        return Promise.resolve(ITER_DONE);
-      },
-      [Symbol.asyncIterator]: () => it,
-    };
-    return it;
+    return this.#iterate(undefined);
   }
 
   /**
@@ -3370,22 +3371,33 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   values(options?: { signal?: AbortSignal }): AsyncIterableIterator<T> {
     const signal = signalOf("iterate channel", options);
-    const wait: WaitOptions | undefined = signal === undefined ? undefined : { signal };
+    return this.#iterate(signal === undefined ? undefined : { signal });
+  }
+
+  /**
+   * The iterator of `for await` (`wait` undefined) and of `values()`. Its `return()` releases
+   * every receive still waiting (that `next()` resolves done, having taken nothing; one that took
+   * a value natively gives it back to the channel) and settles after the last `next()` did, as an
+   * async generator queues a `return()` behind a pending `next()`. Before, the plain iterator's
+   * `return()` resolved done first and its pending `next()` still took the channel's next value
+   * afterwards; `values()`'s resolved before that `next()` answered done.
+   */
+  #iterate(wait: WaitOptions | undefined): AsyncIterableIterator<T> {
     /**
      * The receive waiting last, which `return()` abandons as an abort would. Not a signal of
      * the iterator's own combined with the caller's: Deno's AbortSignal.any keeps each signal
      * it made alive while a source lives, ~900 bytes per loop over a task's long-lived signal.
      */
     const held: IterWaits = { waiter: null, more: null, ended: false };
-    const whenReturned = (e: unknown) => {
-      if (e === RETURNED) return ITER_DONE; // released by return(): nothing was taken
-      throw e;
-    };
+    /** The promise the last `next()` returned, which `return()` settles after. */
+    let last: Promise<IteratorResult<T, undefined>> | null = null;
     const next = (): Promise<IteratorResult<T, undefined>> => {
       if (held.ended) return Promise.resolve(ITER_DONE);
-      return (this.#receive(RECV_ITER, wait, held) as Promise<IteratorResult<T, undefined>>)
-        .then(undefined, whenReturned);
+      return last = this.#receive(RECV_ITER, wait, held) as Promise<
+        IteratorResult<T, undefined>
+      >;
     };
+    const done = () => ITER_DONE;
     const it: AsyncIterableIterator<T> = {
       next,
       return: () => {
@@ -3399,7 +3411,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // one left waiting took the channel's next value after the return, and nobody read it.
         if (more !== null) { for (const x of more) this.#abandon(x, RETURNED); }
         if (w !== null) this.#abandon(w, RETURNED);
-        return Promise.resolve(ITER_DONE);
+        const l = last;
+        last = null;
+        return l === null ? Promise.resolve(ITER_DONE) : l.then(done, done);
       },
       [Symbol.asyncIterator]: () => it,
     };

@@ -3567,3 +3567,39 @@ Deno.test("a value's getter that disposes the channel or closes the library as t
     for (const [where, got] of rows) assert.equal(got, expected, `${end}: ${where}`);
   }
 });
+
+Deno.test("an iterator's return() while a next() is pending settles after it, as an async generator's does: that next() resolves done and the value stays in the channel", async () => {
+  const bridge = Bridge.of(library());
+  for (const capacity of [0, 2]) {
+    for (const shared of [false, true]) {
+      for (const iter of ["for await", "values()"] as const) {
+        for (const queued of shared ? [false, true] : [false]) {
+          const what = `capacity ${capacity}, ${shared ? "shared" : "local"}, ${iter}${
+            queued ? ", queued natively" : ""
+          }`;
+          using ch = new Channel<number>(capacity, { codec: codecs.f64 });
+          if (shared) ch.share();
+          const it = iter === "for await" ? ch[Symbol.asyncIterator]() : ch.values();
+          const before = bridge.pending;
+          const order: string[] = [];
+          const n = it.next();
+          if (queued) await until(() => bridge.pending > before, `${what}: queued`);
+          const r = it.return!();
+          n.then(() => order.push("next"));
+          r.then(() => order.push("return"));
+          const [got, ret] = await Promise.all([n, r]);
+          assert.deepEqual(order, ["next", "return"], what);
+          assert.deepEqual(got, { value: undefined, done: true }, what);
+          assert.deepEqual(ret, { value: undefined, done: true }, what);
+          // The abandoned next() waits no more: a value sent now stays in the channel.
+          if (capacity === 0) assert.deepEqual(ch.trySend(5), { state: "full" }, what);
+          else {
+            assert.deepEqual(ch.trySend(5), { state: "ok" }, what);
+            assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, what);
+          }
+          assert.deepEqual(await it.next(), { value: undefined, done: true }, what);
+        }
+      }
+    }
+  }
+});
