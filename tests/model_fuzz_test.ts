@@ -360,6 +360,8 @@ interface Slot {
   uses: Channel<unknown>[];
   hook: unknown[];
   iters: Map<Channel<unknown>, AsyncIterator<unknown>>;
+  /** The next() operations of each iterator in `iters`, which its return() releases. */
+  iterOps: Map<Channel<unknown>, MOp[]>;
   returned: Set<Channel<unknown>>;
   /** How many of `hook`'s values were checked already. */
   hookSeen: number;
@@ -424,6 +426,7 @@ function makeSlot(cfg: Config): Slot {
     uses,
     hook,
     iters: new Map(),
+    iterOps: new Map(),
     returned: new Set(),
     hookSeen: 0,
   };
@@ -649,6 +652,9 @@ class Run {
         this.track(op, p, `${what} next()#${op.id} after return`);
         return;
       }
+      const ops = s.iterOps.get(ch) ?? [];
+      s.iterOps.set(ch, ops);
+      ops.push(op);
     } else {
       p = kind === "recv" ? ch.receive(opts) : ch.receiveCatching(opts);
       this.log.push(`${what} ${kind === "recv" ? "receive" : "receiveCatching"}()#${op.id}`);
@@ -832,7 +838,16 @@ class Run {
       if (it !== undefined && !s.returned.has(ch)) {
         this.log.push(`${who} iterator return()`);
         s.returned.add(ch);
-        // A return while a next() waits: the waiting next still settles as the channel says.
+        // A return while a next() waits releases it, as an abort would (one cancelled failure),
+        // but it resolves done: it took nothing, and what it would have taken stays in the
+        // channel (README: the for-await paragraph).
+        for (const op of s.iterOps.get(ch) ?? []) {
+          if (op.done) continue;
+          op.done = true;
+          op.outcome = { ok: true, value: CLOSED };
+          s.model.cancelledFails++;
+        }
+        s.iterOps.delete(ch);
         void it.return?.();
       }
     } else if (r < 0.83) {
