@@ -366,7 +366,14 @@ int32_t kc_chan_status(uint32_t handle);
  * KC_CHAN_ZERO_COPY, KC_CHAN_NO_METRICS and KC_CHAN_TYPE(t) it was created with. 0, or KC_EBADH /
  * KC_EINVAL (out NULL). */
 int32_t kc_chan_info(uint32_t handle, uint32_t *out);
-/* A channel's counters, in the order kc_chan_snapshot writes them. */
+/* A channel's counters, in the order kc_chan_snapshot writes them. failed_full: a try-send that
+ * found no room (a blocking send that waits counts none). The other failures count one per failed
+ * operation, a kc_select's on the completed clause's channel: failed_closed each KC_EPIPE and
+ * failed_cancelled each KC_ECANCELED, whether the operation found the channel so or a close or
+ * cancel failed its wait (a wait a close ended used to count none, and one that found the channel
+ * cancelled counted failed_closed); failed_timeout each KC_ETIME; failed_cancelled also each wait
+ * its token gave up (KC_EINTR) and each withdrawn ring operation. A wait that a close or cancel
+ * failed keeps that count where its token then makes it KC_EINTR. */
 struct kc_chan_metrics {
   uint64_t sends, receives, bytes_sent, bytes_received;
   uint64_t failed_full, failed_closed, failed_timeout, failed_cancelled, dropped;

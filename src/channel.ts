@@ -157,10 +157,12 @@ export interface ChannelMetrics {
   /** Bytes of the values received, counted as `bytesSent` counts them. */
   bytesReceived: number;
   /**
-   * Failed operations by kind: full (a try-send that found no room; a `send` that waits counts
-   * the try it makes first, a native blocking send none), closed (an operation that found the
-   * channel closed; a wait that a close ended counts none), timeout, cancelled (a wait aborted
-   * by its signal, wherever it waited, or failed by a cancel).
+   * Failed operations by kind, one per failed operation (a select on its clause's channel):
+   * full (a try-send that found no room; a `send` that waits counts the try it makes first, a
+   * native blocking send none), closed (an operation that failed with the channel closed,
+   * whether it found it so or a close failed its wait), timeout, cancelled (one that failed
+   * with the channel cancelled, found so or failed waiting by a cancel, and a wait aborted by
+   * its signal, wherever it waited).
    */
   failures: { full: number; closed: number; timeout: number; cancelled: number };
   /**
@@ -1806,7 +1808,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #localSend(v: unknown): TrySendResult {
     const s = this._shared;
     if (s.closed) {
-      s.localClosed++;
+      // A closed or a cancelled failure, as the native channel counts what the caller gets.
+      if (s.cancelled) s.localCancelled++;
+      else s.localClosed++;
       return this.#sendClosed();
     }
     const r = s.receivers.first;
@@ -1874,7 +1878,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return w.value;
     }
     if (!s.closed) return EMPTY;
-    s.localClosed++;
+    if (s.cancelled) s.localCancelled++; // as #localSend
+    else s.localClosed++;
     return CLOSED;
   }
 
@@ -3049,8 +3054,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       // Receivers wait only on an empty ring with no sender waiting: they learn of the close.
       // Senders waiting on a full ring stay where they are: they still deliver.
+      // Each counts a closed failure, as the native close counts each waiter it fails.
       for (const w of waiting(s.receivers)) {
         w.detach();
+        s.localClosed++;
         this.#settle(w, Status.EPIPE, false);
       }
       return true;

@@ -3008,6 +3008,49 @@ Deno.test("a local channel's metrics carry operation times in the kc_now_ns cloc
   assert.ok(m.lastOpNs >= m.firstOpNs && m.lastOpNs <= after);
 });
 
+Deno.test("every operation that fails with the channel closed counts one closed failure, with it cancelled one cancelled failure, found so or failed waiting; a select on its clause's channel", async () => {
+  // Before, a close counted nothing for the waits it failed (local, or queued natively), and an
+  // operation that found the channel cancelled counted a closed failure. A select makes its
+  // channels native: the local case has none.
+  for (const where of ["local", "shared"] as const) {
+    for (const ending of ["close", "cancel"] as const) {
+      const what = `${where}, ${ending}`;
+      using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
+      using other = new Channel<number>("rendezvous", { codec: codecs.f64 });
+      const bridge = Bridge.of(library());
+      const before = bridge.pending;
+      const receive = ch.receive().then(() => "received", (e) => e);
+      let selected: Promise<string> | undefined;
+      if (where === "shared") {
+        ch.share();
+        other.share();
+        selected = select<string>((s) => {
+          s.onReceiveCatching(ch, (r) => r.state);
+          s.onReceive(other, () => "other");
+        });
+        await until(() => bridge.pending >= before + 2, `${what}: both waits queued natively`);
+      } else await Promise.resolve();
+      assert.equal(ch._shared.local, where === "local", `${what}: local`);
+      if (ending === "close") ch.close();
+      else ch.cancel();
+      assert.ok(await receive instanceof Error, `${what}: the receive failed`);
+      if (selected) assert.equal(await selected, "closed", `${what}: the select`);
+      // Found so at once.
+      assert.equal(ch.tryReceive().state, "closed");
+      assert.equal(ch.trySend(1).state, "closed");
+      const failed = where === "local" ? 3 : 4;
+      const f = ch.metrics().failures;
+      assert.deepEqual(
+        [f.closed, f.cancelled],
+        ending === "close" ? [failed, 0] : [0, failed],
+        `${what}: [closed, cancelled]`,
+      );
+      const o = other.metrics().failures;
+      assert.deepEqual([o.closed, o.cancelled], [0, 0], `${what}: the select's other channel`);
+    }
+  }
+});
+
 Deno.test("a wait queued natively and completed by this isolate's own partner counts no cancelled failure; an abort still does", async () => {
   for (const side of ["receive", "send"] as const) {
     using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });

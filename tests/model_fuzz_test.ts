@@ -13,8 +13,9 @@
 // seed, 1,500); a failure names its seed and the operations that led to it.
 //
 // Points the model had to settle: a copy's drops reach the creator's hook later, as README says
-// (`check`); a close counts no closed failure for the waiters it wakes, which the documentation
-// leaves open and the local and native paths agree on (`MChan.close`); an aborted send's value
+// (`check`); every operation that fails on a closed channel counts one closed failure, on a
+// cancelled one one cancelled failure, whether it found the channel so or a close or cancel
+// failed its wait (`MChan.failClosed`, `MChan.close`; ChannelMetrics.failures); an aborted send's value
 // never goes to the hook (README: "an aborted send is never delivered"; the hook's JSDoc lists
 // what does).
 import assert from "node:assert/strict";
@@ -254,6 +255,12 @@ class MChan {
     return false;
   }
 
+  /** An operation that found the channel closed: a cancelled failure if it was cancelled. */
+  failClosed(): void {
+    if (this.cancelled) this.cancelledFails++;
+    else this.closedFails++;
+  }
+
   /** A send (not a trySend) that fails on a closed channel hands its value to the hook. */
   refuse(v: number): void {
     this.undelivered.push(v);
@@ -268,10 +275,12 @@ class MChan {
       this.cause = cause;
     }
     // Receivers wait only on an empty channel with no sender: they learn of the close.
-    // They count no closed failure (the native channel counts an attempt that finds the
-    // channel closed, not a waiter the close wakes); a cancel counts each waiter it fails.
+    // Each counts a closed failure, as one that finds the channel closed does; a cancel
+    // counts a cancelled one for each waiter it fails.
     for (const e of this.receivers.splice(0)) {
-      if (!e.op.done) complete(e, this.closedOutcome(e.op.clauses[e.clause].kind));
+      if (e.op.done) continue;
+      this.closedFails++;
+      complete(e, this.closedOutcome(e.op.clauses[e.clause].kind));
     }
     return true;
   }
@@ -628,7 +637,7 @@ class Run {
       const p = ch.send(v, opts);
       if (m.closed) {
         m.refuse(id);
-        m.closedFails++;
+        m.failClosed();
         complete({ op, clause: 0 }, { ok: false, err: m.sendErr() });
       } else if (m.canOffer()) {
         m.offer(id);
@@ -662,7 +671,7 @@ class Run {
     if (m.canReceive()) {
       complete({ op, clause: 0 }, { ok: true, value: receivedAs(kind, m.take()) });
     } else if (m.closed) {
-      m.closedFails++;
+      m.failClosed();
       complete({ op, clause: 0 }, m.closedOutcome(kind));
     } else m.receivers.push({ op, clause: 0 });
     this.track(op, p, `${what} ${kind}#${op.id}`, kind === "iter" ? undefined : ctl);
@@ -731,7 +740,7 @@ class Run {
       if (c.kind === "send") {
         if (m.closed) {
           m.refuse(c.value!);
-          m.closedFails++;
+          m.failClosed();
           complete(e, { ok: false, err: m.sendErr() });
           fired = true;
         } else if (m.canOffer()) {
@@ -743,7 +752,7 @@ class Run {
         complete(e, { ok: true, value: receivedAs(c.kind, m.take()) });
         fired = true;
       } else if (m.closed) {
-        m.closedFails++;
+        m.failClosed();
         complete(e, m.closedOutcome(c.kind));
         fired = true;
       }
@@ -775,7 +784,7 @@ class Run {
       const want = (m.closed ? m.sendClosedResult() : m.offer(id) ? { state: "ok" } : {
         state: "full",
       }) as { state: string };
-      if (want.state === "closed") m.closedFails++;
+      if (want.state === "closed") m.failClosed();
       if (want.state === "full") m.full++;
       checkTry(got, want, `${who} trySend(${id})`);
     } else if (r < 0.38) {
@@ -788,7 +797,7 @@ class Run {
         this.out(v, `received by tryReceive`);
         assert.equal(v, id, `${who} tryReceive: FIFO`);
       } else if (m.closed) {
-        m.closedFails++;
+        m.failClosed();
         checkValue(got, m.closedResult(), `${who} tryReceive`);
       } else assert.deepEqual(got, { state: "empty" }, `${who} tryReceive`);
     } else if (r < 0.45) {
@@ -805,7 +814,7 @@ class Run {
       let want: unknown;
       if (m.closed) {
         want = m.sendClosedResult();
-        m.closedFails++;
+        m.failClosed();
       } else {
         while (sent < n && m.offer(ids[sent])) sent++;
         want = sent === 0 ? { state: "full" } : { state: "ok", sent };
@@ -819,14 +828,14 @@ class Run {
       const ids: number[] = [];
       while (ids.length < max && m.canReceive()) ids.push(m.take());
       // As tryReceive called until it is not ok: one that found the channel closed counts.
-      if (ids.length > 0 && ids.length < max && m.closed) m.closedFails++;
+      if (ids.length > 0 && ids.length < max && m.closed) m.failClosed();
       if (ids.length > 0) {
         assert.equal(got.state, "ok", `${who} tryReceiveMany: ok`);
         const vs = (got as { values: unknown[] }).values.map(idOf);
         for (const v of vs) this.out(v, "received by tryReceiveMany");
         assert.deepEqual(vs, ids, `${who} tryReceiveMany: FIFO`);
       } else if (m.closed) {
-        m.closedFails++;
+        m.failClosed();
         checkValue(got, m.closedResult(), `${who} tryReceiveMany`);
       } else assert.deepEqual(got, { state: "empty" }, `${who} tryReceiveMany`);
     } else if (r < 0.62) this.startWait(s, "send", who, this.rnd() < 0.4);

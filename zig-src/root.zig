@@ -3012,6 +3012,84 @@ test "include/kcoro.h agrees with the exports" {
     try testing.expect(checked >= 100);
 }
 
+test "C ABI metrics: every operation that fails with KC_EPIPE counts one failed_closed, every KC_ECANCELED one failed_cancelled, whether it found the channel so or a close or cancel failed its wait; a select on its clause's channel only" {
+    // Two hand-driven coroutines wait on rendezvous channel a: a kc_chan_recv and a kc_select
+    // of receives on a and b. The test closes (cancels) a, resumes both, then makes four
+    // operations that find a ended at once: a try-receive, a try-send, a blocking send and a
+    // kc_select. Before, a close counted nothing for the two waits it failed (2 closed
+    // failures, not 6), and an operation that found a cancelled counted a closed failure (4
+    // closed, 2 cancelled, not 6 cancelled).
+    const S = struct {
+        var a: u32 = 0;
+        var clauses: [2]Clause = undefined;
+        var rc_recv: i32 = 1;
+        var rc_sel: i32 = 1;
+        var idx: u32 = 99;
+        var x: u64 = 0;
+        fn recvEntry(_: ?*anyopaque) callconv(.c) void {
+            rc_recv = kc_chan_recv(a, &x, 8, 0, 0, 0);
+        }
+        fn selEntry(_: ?*anyopaque) callconv(.c) void {
+            rc_sel = kc_select(&clauses, 2, 0, 0, 0, &idx);
+        }
+    };
+    for ([_]bool{ false, true }) |cancelling| {
+        var b: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.a));
+        defer _ = kc_chan_destroy(S.a);
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &b));
+        defer _ = kc_chan_destroy(b);
+        var y: u64 = 0;
+        var z: u64 = 0;
+        S.clauses = .{
+            .{ .handle = S.a, .kind = 1, .size = 8, .elem = &y },
+            .{ .handle = b, .kind = 1, .size = 8, .elem = &z },
+        };
+        S.rc_recv = 1;
+        S.rc_sel = 1;
+        S.idx = 99;
+        var hr: u32 = 0;
+        var hs: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.recvEntry, null, 0, 0, &hr));
+        defer _ = kc_coro_destroy(hr);
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.selEntry, null, 0, 0, &hs));
+        defer _ = kc_coro_destroy(hs);
+        const parked: i32 = @intFromEnum(coroutine.State.parked);
+        const finished: i32 = @intFromEnum(coroutine.State.finished);
+        try testing.expectEqual(parked, kc_coro_resume(hr));
+        try testing.expectEqual(parked, kc_coro_resume(hs));
+        if (cancelling) {
+            try testing.expectEqual(@as(i32, 0), kc_chan_cancel(S.a));
+        } else {
+            try testing.expectEqual(@as(i32, 1), kc_chan_close(S.a));
+        }
+        try testing.expectEqual(finished, kc_coro_resume(hr));
+        try testing.expectEqual(finished, kc_coro_resume(hs));
+        const want = if (cancelling) Status.cancelled.code() else Status.closed.code();
+        try testing.expectEqual(want, S.rc_recv);
+        try testing.expectEqual(want, S.rc_sel);
+        try testing.expectEqual(@as(u32, 0), S.idx);
+        // Found ended at once.
+        var v: u64 = 5;
+        try testing.expectEqual(want, kc_chan_recv(S.a, &v, 8, 0, 0, chan_try));
+        try testing.expectEqual(want, kc_chan_try_send(S.a, &v, 8));
+        try testing.expectEqual(want, kc_chan_send(S.a, &v, 8, 0, 0, 0));
+        S.idx = 99;
+        try testing.expectEqual(want, kc_select(&S.clauses, 2, 0, 0, 0, &S.idx));
+        try testing.expectEqual(@as(u32, 0), S.idx);
+        var snap: [13]u64 = undefined;
+        try testing.expectEqual(@as(i32, 13), kc_chan_snapshot(S.a, &snap, 13));
+        testing.expectEqual([2]u64{ if (cancelling) 0 else 6, if (cancelling) 6 else 0 }, .{ snap[5], snap[7] }) catch |err| {
+            std.debug.print("{s}: failed_closed {d}, failed_cancelled {d}\n", .{ if (cancelling) "cancel" else "close", snap[5], snap[7] });
+            return err;
+        };
+        try testing.expectEqual(@as(u64, 0), snap[6]); // no timeout
+        // b: the selects' other clause failed nothing.
+        try testing.expectEqual(@as(i32, 13), kc_chan_snapshot(b, &snap, 13));
+        try testing.expectEqual([4]u64{ 0, 0, 0, 0 }, snap[4..8].*);
+    }
+}
+
 test "C ABI: kc_select's token, once cancelled before it returns, wins over a close or cancel of its clause's channel, whichever came first; a value received wins over the token" {
     // A hand-driven coroutine parks in kc_select; the test closes (or cancels) the channel and
     // cancels the token while it is parked, in either order, then resumes it. Before, both
@@ -3137,7 +3215,7 @@ test "C ABI: kc_select's send clause whose value a cancel handed to the undelive
     }
 }
 
-test "C ABI: kc_chan_recv/kc_chan_send's token, once cancelled before they return, wins over a close or cancel that moved nothing, whichever came first; a value moved (or a send's value the cancel dropped) wins over the token; the metrics count as before" {
+test "C ABI: kc_chan_recv/kc_chan_send's token, once cancelled before they return, wins over a close or cancel that moved nothing, whichever came first; a value moved (or a send's value the cancel dropped) wins over the token; each failure counts once, of the kind the channel failed it with" {
     // A hand-driven coroutine parks in kc_chan_recv (kc_chan_send) on a rendezvous channel; the
     // test ends the wait in each order while it is parked, then resumes it. Before, a close or
     // cancel that took the waiter before it relocked won: KC_EPIPE / KC_ECANCELED where the
@@ -3194,12 +3272,13 @@ test "C ABI: kc_chan_recv/kc_chan_send's token, once cancelled before they retur
         try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(h));
         const intr = Status.interrupted.code();
         // fail_cancelled: counted by a channel cancel for each waiter it fails, or by the waiter
-        // that withdraws on its token; a close counts nothing for the waiters it fails.
+        // that withdraws on its token; fail_closed by a close for each waiter it fails (the
+        // token's KC_EINTR, winning over it, changes no count).
         const want: Expect = if (!sending) switch (ending) {
-            .close_then_cancel, .cancel_then_close => .{ .rc = intr },
+            .close_then_cancel, .cancel_then_close => .{ .rc = intr, .fail_closed = 1 },
             .chan_cancel_then_cancel, .cancel_then_chan_cancel => .{ .rc = intr, .fail_cancelled = 1 },
             .value_then_cancel => .{ .rc = 0 },
-            .close_alone => .{ .rc = Status.closed.code() },
+            .close_alone => .{ .rc = Status.closed.code(), .fail_closed = 1 },
             .cancel_alone => .{ .rc = intr, .fail_cancelled = 1 },
         } else switch (ending) {
             // A close leaves a waiting sender queued (it may still deliver): the token ends it.

@@ -130,8 +130,14 @@ pub const Metrics = struct {
     bytes_sent: u64 = 0,
     bytes_received: u64 = 0,
     fail_full: u64 = 0,
+    /// Operations that failed with Closed (KC_EPIPE): one each, whether it found the channel
+    /// closed or a close failed it while it waited (a select on its clause's channel; such a
+    /// wait counts here even where its own token then makes it Interrupted, `ownTokenFirst`,
+    /// as a wait a cancel failed counts `fail_cancelled`).
     fail_closed: u64 = 0,
     fail_timeout: u64 = 0,
+    /// Operations that failed with Cancelled (KC_ECANCELED), found so or failed waiting by a
+    /// cancel, and waits their token or host gave up (Interrupted, KC_EINTR; a host's abort).
     fail_cancelled: u64 = 0,
     dropped: u64 = 0,
     first_op_ns: u64 = 0,
@@ -1228,7 +1234,9 @@ pub const Channel = struct {
                 return true;
             },
             .closed => {
-                ch.metrics.fail_closed += 1;
+                // One failure of the kind the caller gets: Cancelled counts a cancelled one,
+                // as a waiter that a cancel fails does (`cancel`), Closed a closed one.
+                if (ch.cancelled) ch.metrics.fail_cancelled += 1 else ch.metrics.fail_closed += 1;
                 // Read under the lock: once it is released, a guarded try-operation's channel
                 // (`tryGuarded`, no reference held) may be retired and re-initialised for the
                 // next handle, its `cancelled` cleared: Closed for a cancelled channel.
@@ -2028,7 +2036,8 @@ pub const Channel = struct {
     }
 
     /// Closes the channel; true the first time only. Waiting receivers fail with `Closed`
-    /// (there is nothing buffered when any wait); waiting senders still deliver.
+    /// (there is nothing buffered when any wait), each counted a closed failure; waiting
+    /// senders still deliver.
     pub fn close(ch: *Channel) bool {
         return ch.closeFrom() == .open;
     }
@@ -2054,6 +2063,10 @@ pub const Channel = struct {
             var n: usize = 0;
             while (n < max_wakes) : (n += 1) {
                 const r = ch.receivers.pop() orelse break;
+                // Its operation fails with Closed: a closed failure, as one that found the
+                // channel closed counts (`attempt`), and as `cancel` counts each it fails. A
+                // select counts on this clause's channel only (`pop` claimed it: once).
+                ch.metrics.fail_closed += 1;
                 wakes[n] = r.complete(done_closed);
             }
             const more_watches = ch.endWatches(&wakes, &n, done_closed);
@@ -2854,7 +2867,8 @@ fn probeLockedExcept(clauses: []const Clause, order: []const u8, locks: []const 
         };
         if (!done) continue;
         const cancelled = closed and c.ch.cancelled;
-        if (closed) c.ch.metrics.fail_closed += 1;
+        // Of the kind the select returns, as `attempt` counts a single operation's.
+        if (cancelled) c.ch.metrics.fail_cancelled += 1 else if (closed) c.ch.metrics.fail_closed += 1;
         unlockAll(locks);
         if (wake) |info| Waiter.wake(info);
         return .{ .index = i, .closed = closed and !cancelled, .cancelled = cancelled };
