@@ -272,7 +272,18 @@ int32_t kc_chan_create(uint32_t elem_size, uint32_t capacity, uint32_t overflow,
  * cannot be taken back), and a send's KC_ECANCELED (a cancel that fails a waiting send drops its
  * value to its release or the undelivered hook: no longer the caller's). (Earlier builds
  * returned either, by the timing of the wake-up, when the token woke a receive as its channel
- * closed.) A scope's cancellation only ends a wait: a close that came first wins. */
+ * closed.) A scope's cancellation only ends a wait: a close that came first wins.
+ * Whose value after a failed send: KC_EPIPE, KC_ETIME, KC_EINTR and KC_EAGAIN took nothing (a
+ * close never fails a waiting send): the value is still the caller's. KC_ECANCELED means either:
+ * a send that found the channel cancelled took nothing (the caller's, as every KC_CHAN_TRY send,
+ * kc_chan_try_send, kc_chan_retry_send and kc_chan_try_send_n); one a cancel failed while it
+ * waited had its value dropped as a buffered one is (the descriptor's release, else the
+ * undelivered hook or kc_chan_keep_undelivered's list): no longer the caller's. The status does not
+ * tell them apart; the drop does: it runs under the channel's lock before the send returns, and
+ * only for a value it took. So a zero-copy caller that must free its own buffer gives the
+ * descriptor a release that frees it (or notes in ctx that it ran), and after KC_ECANCELED frees
+ * the buffer only if release did not run. kc_chan_send_async tells them apart by where the status
+ * comes: returned at once (found cancelled: the caller's) or in a ring record (dropped). */
 int32_t kc_chan_send(uint32_t handle, const void *elem, uint32_t size, uint64_t deadline_ns,
                      uint32_t token, uint32_t flags);
 /* Receives into *out; as kc_chan_send. */
@@ -478,7 +489,12 @@ struct kc_clause {
  * clause (a cancel hands a waiting send's value to the undelivered path, as it does buffered
  * values: not the caller's any more). (Earlier builds returned either, by the timing of the
  * wake-up, when the token woke a select as its channel closed.) A scope's cancellation only ends
- * a wait: a clause that completes first, closed too, wins. */
+ * a wait: a clause that completes first, closed too, wins.
+ * A send clause's value after KC_ECANCELED is as kc_chan_send's: the caller's if the select found
+ * the channel cancelled, dropped (its release, else the hook or list) if a cancel failed the
+ * clause while the select waited, told apart by whether that drop ran before kc_select returned;
+ * every other clause's value, and every value after KC_EPIPE, KC_ETIME, KC_EINTR or KC_EAGAIN,
+ * stays the caller's. kc_select_async: returned at once, the caller's; in a record, dropped. */
 int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
                   uint32_t token, uint32_t flags, uint32_t *out_index);
 

@@ -3012,6 +3012,60 @@ test "include/kcoro.h agrees with the exports" {
     try testing.expect(checked >= 100);
 }
 
+test "C ABI: a zero-copy send's KC_ECANCELED: the descriptor's release ran before the call returned exactly when a cancel dropped it while it waited; a send that found the channel cancelled leaves it the caller's (kc_chan_send, kc_select, kc_chan_try_send)" {
+    // The rule kcoro.h gives at kc_chan_send and kc_select for telling the two KC_ECANCELED
+    // apart: a hand-driven coroutine parks in the send, the channel is cancelled, and its
+    // descriptor's release has run when the call returns; a send on the cancelled channel gets
+    // the same status with release not run (the buffer is still the caller's).
+    const S = struct {
+        var ch: u32 = 0;
+        var released: u32 = 0;
+        var rc: i32 = 1;
+        var idx: u32 = 99;
+        var released_at_return: u32 = 99;
+        var desc: chan.Descriptor = undefined;
+        var select: bool = false;
+        fn release(ctx: ?*anyopaque, _: ?*anyopaque, _: usize) callconv(.c) void {
+            const n: *u32 = @ptrCast(@alignCast(ctx.?));
+            n.* += 1;
+        }
+        fn send() i32 {
+            if (!select) return kc_chan_send(ch, &desc, @sizeOf(chan.Descriptor), 0, 0, 0);
+            const c = [1]Clause{.{ .handle = ch, .kind = 0, .size = @sizeOf(chan.Descriptor), .elem = &desc }};
+            return kc_select(&c, 1, 0, 0, 0, &idx);
+        }
+        fn entry(_: ?*anyopaque) callconv(.c) void {
+            rc = send();
+            released_at_return = released;
+        }
+    };
+    var buf: [4]u8 = .{ 1, 2, 3, 4 };
+    for ([_]bool{ false, true }) |select| {
+        S.select = select;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(chan.Descriptor), 0, 0, 1 << 1, &S.ch));
+        defer _ = kc_chan_destroy(S.ch);
+        S.released = 0;
+        S.released_at_return = 99;
+        S.desc = .{ .ptr = &buf, .len = buf.len, .release = S.release, .ctx = &S.released };
+        var h: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, null, 0, 0, &h));
+        defer _ = kc_coro_destroy(h);
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(h));
+        try testing.expectEqual(@as(i32, 0), kc_chan_cancel(S.ch));
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(h));
+        // Waited, then dropped by the cancel: released before the call returned, not the caller's.
+        try testing.expectEqual(Status.cancelled.code(), S.rc);
+        try testing.expectEqual(@as(u32, 1), S.released_at_return);
+        // Found cancelled: the same status, nothing released, the buffer still the caller's.
+        try testing.expectEqual(Status.cancelled.code(), S.send());
+        try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(S.ch, &S.desc, @sizeOf(chan.Descriptor)));
+        try testing.expectEqual(@as(u32, 1), S.released);
+        var snap: [13]u64 = undefined;
+        try testing.expectEqual(@as(i32, 13), kc_chan_snapshot(S.ch, &snap, 13));
+        try testing.expectEqual(@as(u64, 1), snap[8]); // dropped: the waiting one only
+    }
+}
+
 test "C ABI metrics: every operation that fails with KC_EPIPE counts one failed_closed, every KC_ECANCELED one failed_cancelled, whether it found the channel so or a close or cancel failed its wait; a select on its clause's channel only" {
     // Two hand-driven coroutines wait on rendezvous channel a: a kc_chan_recv and a kc_select
     // of receives on a and b. The test closes (cancels) a, resumes both, then makes four
