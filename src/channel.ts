@@ -1649,7 +1649,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (s.senders.first !== null && !pump(s.senders, sym)) {
       if (keep !== undefined) this.#codec.encode(value, keep, sym);
       else this.#reject(value, sym); // still reject what the codec cannot carry
-      this.#afterCallerCode("send", keep && ((sym) => this.#codec.discard(keep, sym)));
+      if (this.#callerEnded()) {
+        this.#afterCallerCode("send", keep && ((sym) => this.#codec.discard(keep, sym)));
+      }
       // Its own "full" failure: the retries of the senders ahead count none.
       s.fullFails++;
       if (!s.scheduled) this.#countLater(s);
@@ -1667,7 +1669,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // to be freed again (a sender retrying a full channel did that on every try).
       if (keep !== undefined) this.#codec.encode(value, keep, sym);
       else this.#reject(value, sym);
-      this.#afterCallerCode("send", keep && ((sym) => this.#codec.discard(keep, sym)));
+      if (this.#callerEnded()) {
+        this.#afterCallerCode("send", keep && ((sym) => this.#codec.discard(keep, sym)));
+      }
       s.fullFails++; // the native side counts the ones it answers itself
       if (!s.scheduled) this.#countLater(s);
       return FULL;
@@ -1683,7 +1687,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (this.#f64 && typeof value === "number") scratchF64[0] = value;
       else {
         this.#codec.encode(value, slot, sym); // also rejects what the codec cannot carry
-        this.#afterCallerCode("send", (sym) => this.#codec.discard(slot, sym));
+        // Guarded here so that the send's fast path makes no closure.
+        if (this.#callerEnded()) {
+          this.#afterCallerCode("send", (sym) => this.#codec.discard(slot, sym));
+        }
       }
       rc = at !== null
         ? sym.kc_chan_try_send_at(at, this.#handle, slot.ptr, this.#size)
@@ -1776,11 +1783,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * one's send went on after closeLibrary() and answered ok or full.
    */
   #afterCallerCode(op: string, free?: (sym: Sym) => void): void {
+    if (!this.#callerEnded()) return;
     const lib = this.#lib;
-    if (!this.#disposed && lib.isOpen) return;
     if (free !== undefined) free(lib.isOpen ? lib.symbols(op) : lib._symbolsToRelease);
     this.#sym(op); // InvalidHandleError once disposed
     lib.symbols(op); // LibraryClosedError once closed
+  }
+
+  /** Whether the channel was disposed or its library closed (by the caller's code, mid-call). */
+  #callerEnded(): boolean {
+    return this.#disposed || !this.#lib.isOpen;
   }
 
   /** Throws what encoding `value` would throw, copying it into native memory only if need be. */
@@ -1797,7 +1809,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #passLocal(value: T): T {
     if (this.#f64 && typeof value === "number") return value;
     const v = this.#codec.pass(value);
-    this.#afterCallerCode("send");
+    // Only an object's code (a getter, a Proxy's trap) can run in the pass: a primitive's
+    // send skips the check.
+    if (typeof value === "object" && value !== null) this.#afterCallerCode("send");
     return v;
   }
 
