@@ -1452,13 +1452,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * itself when it is one, else a CancellationError carrying it. Before, a cancel with a plain
    * Error gave that Error here while `receive` rejected with the CancellationError wrapping it,
    * and a cancel without a cause gave no cause here. Closed without a cause: no cause, as
-   * Kotlin's receive results (`closed(closeCause)`); a try-send's is `#sendClosed`.
+   * Kotlin's receive results (`closed(closeCause)`); a try-send's is `#sendClosed`. `status`
+   * KC_EPIPE (a wait's record: a close failed it) is closed even if cancelled since.
    */
   #closedResult(status?: number): { state: "closed"; cause?: unknown } {
     const s = this._shared;
     if (status === Status.ECANCELED) s.cancelled = true;
     if (!s.hasCause) this.#lookCause(s);
-    if (s.cancelled) return { state: "closed", cause: cancelledError(s) };
+    // A wait a close failed (its record's KC_EPIPE) is closed even when a cancel came after it,
+    // before its record was drained: it settles as the close left it, as `receive` does
+    // (`#receiveError`) and as a local channel's close settles it at once. Before, it answered
+    // the later cancel's CancellationError.
+    if (s.cancelled && status !== Status.EPIPE) {
+      return { state: "closed", cause: cancelledError(s) };
+    }
     return s.hasCause ? { state: "closed", cause: s.cause } : CLOSED;
   }
 
@@ -3038,7 +3045,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (w.kind === RECV_CATCHING) w.resolve(this.#closedResult(status));
       else if (w.kind === RECV_ITER && status === Status.EPIPE) {
         // Closed: the loop ends, or rethrows the close cause. Cancelled: CancellationError.
-        const c = this.#closedResult();
+        const c = this.#closedResult(status);
         if ("cause" in c) w.reject(c.cause);
         else w.resolve(ITER_DONE);
       } else w.reject(this.#receiveError(status));

@@ -3646,3 +3646,59 @@ Deno.test("an iterator's return() while a next() is pending settles after it, as
     }
   }
 });
+
+Deno.test("a wait that a close failed, the channel cancelled in the same turn before its record drained, settles as closed with the close's cause, as a local channel's does at the close", async () => {
+  const bridge = Bridge.of(library());
+  for (const op of ["receive", "receiveCatching", "for await", "values()", "onReceiveCatching"]) {
+    for (const withCause of [true, false]) {
+      for (const mode of ["shared", "local"] as const) {
+        const what = `${op}, ${withCause ? "close(cause)" : "close()"}, ${mode}`;
+        using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
+        if (mode === "shared") ch.share();
+        const before = bridge.pending;
+        const p = op === "receive" || op === "receiveCatching"
+          ? ch[op]()
+          : op === "for await"
+          ? ch[Symbol.asyncIterator]().next()
+          : op === "values()"
+          ? ch.values().next()
+          : select((s) => s.onReceiveCatching(ch, (r) => r));
+        if (mode === "shared") {
+          await until(() => bridge.pending > before, `${what}: queued natively`);
+        }
+        const cause = new RangeError(`close: ${what}`);
+        if (withCause) ch.close(cause);
+        else ch.close();
+        ch.cancel(new Error("cancelled after the close"));
+        const [got] = await Promise.allSettled([p]);
+        // Only the wait the close failed first: the channel is cancelled for what comes after.
+        const after = ch.tryReceive() as { state: string; cause?: unknown };
+        assert.equal(after.state, "closed", what);
+        assert.ok(after.cause instanceof CancellationError, `${what}: after, ${after.cause}`);
+        if (op === "receive" || op === "for await" || op === "values()") {
+          if (!withCause && op !== "receive") {
+            assert.deepEqual(
+              got,
+              { status: "fulfilled", value: { done: true, value: undefined } },
+              what,
+            );
+            continue;
+          }
+          assert.equal(got.status, "rejected", what);
+          const r = (got as PromiseRejectedResult).reason;
+          if (withCause) assert.equal(r, cause, what);
+          else assert.ok(r instanceof ClosedReceiveError, `${what}: ${r}`);
+        } else {
+          assert.deepEqual(
+            got,
+            {
+              status: "fulfilled",
+              value: withCause ? { state: "closed", cause } : { state: "closed" },
+            },
+            what,
+          );
+        }
+      }
+    }
+  }
+});
