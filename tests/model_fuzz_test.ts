@@ -10,14 +10,18 @@
 // errors, onUndeliveredElement calls, isClosedFor* and the counters. Every sent value is
 // received once or handed to the hook once, never both. Seeded (KCORO_MODEL_SEED=n for one
 // seed, a-b for a range), bounded in steps (KCORO_MODEL_STEPS, 400) and time (KCORO_MODEL_MS per
-// seed, 1,500); a failure names its seed and the operations that led to it.
+// seed, 1,500); a failure names its seed and the operations that led to it (the last 40, or
+// KCORO_MODEL_TAIL).
 //
 // Points the model had to settle: a copy's drops reach the creator's hook later, as README says
 // (`check`); every operation that fails on a closed channel counts one closed failure, on a
 // cancelled one one cancelled failure, whether it found the channel so or a close or cancel
 // failed its wait (`MChan.failClosed`, `MChan.close`; ChannelMetrics.failures); an aborted send's value
 // never goes to the hook (README: "an aborted send is never delivered"; the hook's JSDoc lists
-// what does).
+// what does); a receive that native code completed (a select, a receive of a channel a select
+// waits on, a close or cancel of a native channel: `nativeDone`) loses to an abort in the same
+// turn, before its record drains, and a value it took goes back to its channel (README's abort
+// and select paragraphs; `MChan.giveBack`), while a local channel settles it at once.
 import assert from "node:assert/strict";
 import {
   CancellationError,
@@ -133,6 +137,18 @@ class MChan {
   handoffs = 0;
   bytesSent = 0;
   bytesReceived = 0;
+  /**
+   * Native: share()d, or a local channel that escaped into a select (README: it becomes native
+   * when it escapes, for good). Its close and cancel fail its waiting receivers natively.
+   */
+  native = false;
+  /**
+   * The selects queued natively on this channel whose records were not drained yet (the
+   * runtime's `Shared.selects`): while there is one, this isolate's sends and receives on it go
+   * through the native queue too (where the select may be ahead), so a hand-off to a waiting
+   * receive is native.
+   */
+  selects = new Set<MOp>();
   constructor(
     readonly cap: number,
     readonly drop: "none" | "oldest" | "latest",
@@ -198,7 +214,7 @@ class MChan {
         // Room: the oldest waiting sender's value moves into the buffer (no hand-off).
         this.senders.shift();
         this.buf.push(s.op.clauses[s.clause].value!);
-        this.sent(s.op.clauses[s.clause].value!);
+        if (!RETURNED.has(s.op)) this.sent(s.op.clauses[s.clause].value!);
         complete(s, { ok: true, value: undefined });
       }
       return v;
@@ -206,7 +222,7 @@ class MChan {
     const s = this.live(this.senders)!;
     this.senders.shift();
     const v = s.op.clauses[s.clause].value!;
-    this.sent(v);
+    if (!RETURNED.has(s.op)) this.sent(v);
     this.received(v);
     this.handoffs++;
     complete(s, { ok: true, value: undefined });
@@ -223,14 +239,22 @@ class MChan {
     this.bytesReceived += this.bytesOf(v);
   }
 
-  /** Offers a value to an open channel: false if it is full (suspend). */
-  offer(v: number): boolean {
+  /**
+   * Offers a value to an open channel: false if it is full (suspend). `viaSelect`: a select's
+   * send clause offers it (natively).
+   */
+  offer(v: number, viaSelect = false): boolean {
     const r = this.live(this.receivers);
     if (r !== undefined) {
       this.receivers.shift();
       this.sent(v);
       this.received(v);
       this.handoffs++;
+      // A select waits natively, and so does every receive of this isolate while a select is
+      // queued on the channel (or when a select's clause meets it): completed natively.
+      if (viaSelect || r.op.isSelect || this.selects.size > 0) {
+        nativeDone.set(r.op, { ch: this, value: v });
+      }
       complete(r, { ok: true, value: receivedAs(r.op.clauses[r.clause].kind, v) });
       return true;
     }
@@ -280,6 +304,7 @@ class MChan {
     for (const e of this.receivers.splice(0)) {
       if (e.op.done) continue;
       this.closedFails++;
+      if (e.op.isSelect || this.native) nativeDone.set(e.op, { ch: this });
       complete(e, this.closedOutcome(e.op.clauses[e.clause].kind));
     }
     return true;
@@ -306,17 +331,85 @@ class MChan {
     for (const e of this.senders.splice(0)) {
       if (e.op.done) continue;
       dropped.push(e.op.clauses[e.clause].value!);
+      if (RETURNED.has(e.op)) continue; // no operation of anyone's fails
       this.cancelledFails++;
       complete(e, { ok: false, err: this.cancelErr() });
     }
     for (const e of this.receivers.splice(0)) {
       if (e.op.done) continue;
       this.cancelledFails++;
+      if (e.op.isSelect || this.native) nativeDone.set(e.op, { ch: this });
       complete(e, this.closedOutcome(e.op.clauses[e.clause].kind));
     }
     this.dropped += dropped.length;
     this.undelivered.push(...dropped);
   }
+
+  /**
+   * A value a receive took natively and gave back when its record drained, its abort having
+   * come first (README's abort paragraph; kc_ring_give_back, `giveBack` in
+   * zig-src/chan/channel.zig): uncounted as received, not counted as sent again. It goes to a
+   * receiver waiting on the empty channel, or in front of the buffered values, or waits as the
+   * first sender (no room: a rendezvous, or a full buffer's newest value makes room for it);
+   * to the hook when the channel is cancelled, closed with nothing left to receive, or full
+   * with a drop policy.
+   */
+  giveBack(v: number): void {
+    this.receives--;
+    this.bytesReceived -= this.bytesOf(v);
+    if (this.cancelled) return this.refuse(v);
+    if (this.buf.length === 0) {
+      if (!this.closed) {
+        const r = this.live(this.receivers);
+        if (r !== undefined) {
+          this.receivers.shift();
+          this.received(v);
+          this.handoffs++;
+          complete(r, { ok: true, value: receivedAs(r.op.clauses[r.clause].kind, v) });
+          return;
+        }
+        if (this.cap > 0) {
+          this.buf.push(v);
+          return;
+        }
+      } else if (this.live(this.senders) === undefined) return this.refuse(v);
+      this.senders.unshift(returnedSender(this, v));
+      return;
+    }
+    if (this.buf.length >= this.cap) {
+      if (this.drop !== "none") return this.refuse(v);
+      this.senders.unshift(returnedSender(this, this.buf.pop()!));
+    }
+    this.buf.unshift(v);
+  }
+}
+
+/**
+ * A receive-side completion that native code made this turn, its record not drained yet
+ * (README's abort paragraph and select paragraph): an abort before the record drains wins over
+ * it, and the value it took (`value`; none when a close or cancel failed it, which moved
+ * nothing) goes back to `ch`. A local channel has no such window: it settles the wait at once.
+ */
+interface NativeDone {
+  ch: MChan;
+  value?: number;
+}
+
+/** This turn's native completions (cleared by `Run.check`, when their records drained). */
+let nativeDone = new Map<MOp, NativeDone>();
+
+/** The pseudo-operations of values given back that wait as their channel's first sender. */
+const RETURNED = new WeakSet<MOp>();
+
+function returnedSender(ch: MChan, v: number): Entry {
+  const op: MOp = {
+    id: 0,
+    clauses: [{ ch, kind: "send", value: v }],
+    isSelect: false,
+    done: false,
+  };
+  RETURNED.add(op);
+  return { op, clause: 0 };
 }
 
 function isCancellation(e: unknown): boolean {
@@ -422,15 +515,17 @@ function makeSlot(cfg: Config): Slot {
     const shared = owner.share();
     if (cfg.mode === "from") uses.push(Channel.from<unknown>(shared));
   }
-  return {
-    cfg,
+  const model = new MChan(
+    cap,
+    drop,
     // f64: its 8-byte slot; bytes: the Uint8Array's length (makeValue); the default codec's
     // values count their encoding natively and less locally (README): not checked.
-    model: new MChan(
-      cap,
-      drop,
-      cfg.codec === "f64" ? () => 8 : cfg.codec === "bytes" ? (id) => 4 + id % 3 : () => 0,
-    ),
+    cfg.codec === "f64" ? () => 8 : cfg.codec === "bytes" ? (id) => 4 + id % 3 : () => 0,
+  );
+  model.native = cfg.mode !== "local";
+  return {
+    cfg,
+    model,
     owner,
     uses,
     hook,
@@ -574,9 +669,12 @@ class Run {
   unbiased: { op: MOp; ready: number[]; p: Pending } | undefined = undefined;
   nextOp = 1;
   settleCount = 0;
+  /** Values that aborted receives took natively this turn: back in their channels at `check`. */
+  givenBack: NativeDone[] = [];
 
   constructor(readonly seed: number) {
     this.rnd = prng(seed);
+    nativeDone = new Map();
     for (let i = 0; i < 3; i++) this.slots.push(makeSlot(randomConfig(this.rnd)));
     this.log.push(
       ...this.slots.map((s, i) => `ch${i}: ${describeConfig(s.cfg)}`),
@@ -709,6 +807,7 @@ class Run {
     const unbiased = this.rnd() < 0.25 && clauses.every((c) => !c.ch.closed) &&
       new Set(clauses.map((c) => c.ch)).size === clauses.length;
     const op = this.newOp(clauses, true);
+    for (const c of clauses) c.ch.native = true; // a select makes a local channel native
     const what = `select#${op.id}${unbiased ? " unbiased" : ""} [${desc.join(", ")}${
       timeout ? ", onTimeout(0)" : ""
     }]`;
@@ -744,7 +843,7 @@ class Run {
           complete(e, { ok: false, err: m.sendErr() });
           fired = true;
         } else if (m.canOffer()) {
-          m.offer(c.value!);
+          m.offer(c.value!, true);
           complete(e, { ok: true, value: undefined });
           fired = true;
         }
@@ -765,6 +864,7 @@ class Run {
     if (!fired) {
       clauses.forEach((c, k) => {
         (c.kind === "send" ? c.ch.senders : c.ch.receivers).push({ op, clause: k });
+        c.ch.selects.add(op);
       });
     }
     this.track(op, p, what, ctl);
@@ -851,6 +951,17 @@ class Run {
         // but it resolves done: it took nothing, and what it would have taken stays in the
         // channel (README: the for-await paragraph).
         for (const op of s.iterOps.get(ch) ?? []) {
+          const nd = nativeDone.get(op);
+          if (nd !== undefined) {
+            // Completed natively this turn, its record not drained: released as an abort
+            // releases it (resolves done; a value it took goes back to the channel).
+            nativeDone.delete(op);
+            op.outcome = { ok: true, value: CLOSED };
+            if (nd.value !== undefined) {
+              this.givenBack.push(nd);
+              s.model.cancelledFails++;
+            }
+          }
           if (op.done) continue;
           op.done = true;
           op.outcome = { ok: true, value: CLOSED };
@@ -866,11 +977,26 @@ class Run {
         const p = withCtl[this.int(withCtl.length)];
         const reason = new Error(`abort ${p.mop.id}`);
         this.log.push(`abort ${p.what}`);
+        const nd = nativeDone.get(p.mop);
         if (!p.mop.done) {
           p.mop.done = true;
           p.mop.outcome = { ok: false, err: { is: reason } };
           // One cancelled failure on each of its channels.
-          for (const c of new Set(p.mop.clauses.map((c) => c.ch))) c.cancelledFails++;
+          for (const c of new Set(p.mop.clauses.map((c) => c.ch))) {
+            c.cancelledFails++;
+            c.selects.delete(p.mop); // withdrawn: no longer queued
+          }
+        } else if (nd !== undefined) {
+          // A receive (or a select's receive clause) completed natively this turn, its record
+          // not drained yet: the abort wins, and what it took goes back to its channel when
+          // the record drains (README: the abort paragraph, the select paragraph; a local
+          // channel settles such a wait at once).
+          nativeDone.delete(p.mop);
+          p.mop.outcome = { ok: false, err: { is: reason } };
+          if (nd.value !== undefined) {
+            this.givenBack.push(nd);
+            for (const c of new Set(p.mop.clauses.map((c) => c.ch))) c.cancelledFails++;
+          }
         }
         p.ctl!.abort(reason);
       }
@@ -980,12 +1106,18 @@ class Run {
       assert.ok(u.ready.includes(k), `${u.p.what}: fired clause ${k}, one of ${u.ready}`);
       const c = u.op.clauses[k];
       if (c.kind === "send") {
-        assert.ok(c.ch.offer(c.value!), "model: the clause was ready");
+        assert.ok(c.ch.offer(c.value!, true), "model: the clause was ready");
         complete({ op: u.op, clause: k }, { ok: true, value: undefined });
       } else {complete({ op: u.op, clause: k }, {
           ok: true,
           value: receivedAs(c.kind, c.ch.take()),
         });}
+    }
+    // The records drain: the values aborted receives took go back, in the order of the aborts.
+    for (const { ch, value } of this.givenBack.splice(0)) ch.giveBack(value!);
+    nativeDone.clear();
+    for (const s of [...this.slots, ...this.retired]) {
+      for (const op of s.model.selects) if (op.done) s.model.selects.delete(op);
     }
     const ok = await drain(
       () => this.pending.every((p) => p.real.settled === p.mop.done) && this.hooksCaughtUp(final),
@@ -1011,7 +1143,12 @@ class Run {
         still.push(p);
         continue;
       }
-      checkOutcome(p.real, p.mop.outcome!, p.what);
+      try {
+        checkOutcome(p.real, p.mop.outcome!, p.what);
+      } catch (e) {
+        // With every operation's outcome, model and real: a mismatch often follows another's.
+        throw new Error(`${e instanceof Error ? e.message : String(e)}\n${state()}`, { cause: e });
+      }
       if (p.real.ok) this.noteReceived(p);
     }
     this.pending.splice(0, this.pending.length, ...still);
@@ -1091,7 +1228,11 @@ async function runSeed(seed: number, ms: number, maxSteps: number): Promise<numb
     }
     await run.finish();
   } catch (e) {
-    const tail = run.log.slice(0, 3).concat(["..."], run.log.slice(3).slice(-40));
+    // KCORO_MODEL_TAIL=n: the last n operations (40), for a failure whose cause is further back.
+    const tail = run.log.slice(0, 3).concat(
+      ["..."],
+      run.log.slice(3).slice(-Number(Deno.env.get("KCORO_MODEL_TAIL") ?? 40)),
+    );
     throw new Error(
       `model fuzz seed ${seed} (KCORO_MODEL_SEED=${seed}) failed after ${steps} steps:\n` +
         `${tail.join("\n")}\n${e instanceof Error ? e.stack : String(e)}`,
