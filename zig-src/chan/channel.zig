@@ -1998,14 +1998,23 @@ pub const Channel = struct {
     /// fails a waiting send drops its value to the undelivered path, which cannot be taken
     /// back (a close never fails a waiting send). Before, a wait's status depended on whether
     /// the close or the token's wake came first, and disagreed with `select`'s. The channel
-    /// counted the failure already, as before (acquire in `isCancelled`: pairs with the
-    /// cancel's release).
+    /// counted the failure already, as before.
     fn ownTokenFirst(err: Error, token: ?*Token, receiving: bool) Error {
-        if (err == error.Closed or (err == error.Cancelled and receiving)) {
+        const cancelled = err == error.Cancelled;
+        return if (tokenWins(err == error.Closed, cancelled, receiving, token)) error.Interrupted else err;
+    }
+
+    /// The rule of `ownTokenFirst` and `select`'s, in one place: whether `token`, cancelled by
+    /// now, wins over an outcome of the channel that moved nothing (closed, or cancelled for a
+    /// receive; a send's cancelled outcome dropped its value, so it stands). Acquire in
+    /// `isCancelled`: pairs with the cancel's release.
+    fn tokenWins(closed: bool, cancelled: bool, receiving: bool, token: ?*Token) bool {
+        if (closed or (cancelled and receiving)) {
             @branchHint(.unlikely);
-            if (token) |t| if (t.isCancelled()) return error.Interrupted;
+            const t = token orelse return false;
+            return t.isCancelled();
         }
-        return err;
+        return false;
     }
 
     /// What `block` undoes for a coroutine abandoned while it waits (`coroutine.Cleanup`).
@@ -2298,7 +2307,7 @@ pub const SelectError = error{ WouldBlock, Timeout, Interrupted, InvalidArgument
 /// token is cancelled before the select returns, unless a clause moved a value (a value sent
 /// or received cannot be taken back: the select returns it). A closed outcome, or a receive
 /// clause's cancelled one, moved nothing, so the token wins over it whichever came first (the
-/// channel still counts the failure as closed). A send clause's cancelled outcome is kept: a
+/// channel still counts the failure, as closed or cancelled). A send clause's cancelled outcome is kept: a
 /// cancel hands a waiting send's value to the undelivered path (`cancel`: its descriptor's
 /// release, the hook, a kept list), which cannot be taken back either, and Interrupted would
 /// tell the caller the value is still its own (a caller freeing its descriptor then freed it
@@ -2308,11 +2317,8 @@ pub const SelectError = error{ WouldBlock, Timeout, Interrupted, InvalidArgument
 /// completes first wins, closed too.
 pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selected {
     const got = try selectAny(clauses, options);
-    if (got.closed or got.cancelled) {
-        @branchHint(.unlikely);
-        const kept = got.cancelled and clauses[got.index].kind == .send; // see above
-        if (!kept) if (options.token) |t| if (t.isCancelled()) return error.Interrupted;
-    }
+    const receiving = clauses[got.index].kind != .send; // a send's cancelled outcome: see above
+    if (Channel.tokenWins(got.closed, got.cancelled, receiving, options.token)) return error.Interrupted;
     return got;
 }
 
