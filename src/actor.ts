@@ -101,6 +101,15 @@ const NOT_CLONEABLE = Symbol(
  * throw (InvalidHandleError, LibraryClosedError) out of the abort listener or completion handler
  * that stopped the task, uncaught (the process ended).
  */
+/**
+ * Whether `e`, thrown by a call on `mailbox`, says native code destroyed the mailbox
+ * (`kc_chan_destroy` through its `handle`): the one test behind each place below that takes that
+ * end as the mailbox gone.
+ */
+function destroyedUnder<M>(mailbox: Channel<M>, e: unknown): boolean {
+  return e instanceof InvalidHandleError && mailbox._destroyedNatively;
+}
+
 function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
   if (mailbox._disposed || !mailbox._lib.isOpen) return;
   try {
@@ -110,7 +119,7 @@ function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
     // cancelled it, rejecting its waits; nothing is left to cancel. Before, the cancel's
     // InvalidHandleError escaped the abort listener (uncaught) and the completion handler (a
     // CompletionHandlerError).
-    if (e instanceof InvalidHandleError && mailbox._destroyedNatively) return;
+    if (destroyedUnder(mailbox, e)) return;
     throw e;
   }
 }
@@ -144,7 +153,7 @@ class Mailbox<M> extends Channel<M> {
       try {
         this.cancel();
       } catch (e) {
-        if (!(e instanceof InvalidHandleError && this._destroyedNatively)) throw e;
+        if (!destroyedUnder(this, e)) throw e;
         cancelled = false;
       }
       if (cancelled) this._disposedWith = this._closedResult().cause;
@@ -213,7 +222,7 @@ class ActorImpl<M> implements Actor<M> {
         // this send reached it: refused as after the actor finished (the message to the hook,
         // a ClosedSendError), not the dead handle's InvalidHandleError. A send waiting at the
         // destroy got its cancel's CancellationError.
-        if (e instanceof InvalidHandleError && mailbox._destroyedNatively) {
+        if (destroyedUnder(mailbox, e)) {
           return this.#refuse(message);
         }
         throw e;
@@ -257,7 +266,7 @@ class ActorImpl<M> implements Actor<M> {
       return this.#mailbox.trySend(message);
     } catch (e) {
       // Native code destroyed the mailbox: closed, as after the actor finished.
-      if (e instanceof InvalidHandleError && this.#mailbox._destroyedNatively) {
+      if (destroyedUnder(this.#mailbox, e)) {
         return { state: "closed", cause: this.#closedError() };
       }
       throw e;
@@ -274,7 +283,7 @@ class ActorImpl<M> implements Actor<M> {
       return this.#mailbox.close();
     } catch (e) {
       // Native code destroyed the mailbox: nothing to close, as after the actor finished.
-      if (e instanceof InvalidHandleError && this.#mailbox._destroyedNatively) return false;
+      if (destroyedUnder(this.#mailbox, e)) return false;
       throw e;
     }
   }
@@ -375,7 +384,7 @@ export function actor<M>(
       // its `handle`): the actor ends as cancelled, as a producer whose channel it destroyed
       // (Kotlin's actor ends with its cancelled channel), not failed with the dead handle's
       // InvalidHandleError, which failed its scope.
-      if (e instanceof InvalidHandleError && mailbox._destroyedNatively) {
+      if (destroyedUnder(mailbox, e)) {
         throw new CancellationError(MAILBOX_DESTROYED, { cause: e });
       }
       throw e;
