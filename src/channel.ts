@@ -1552,7 +1552,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#collectLater = true;
     setTimeout(() => {
       this.#collectLater = false;
-      if (!this.#disposed) this.#collect();
+      if (!this.#disposed) this.#collect(); // a dispose took the rest (all of them)
     }, 0);
     return true;
   }
@@ -3564,10 +3564,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // destroyed the channel go to the hook here, as after this dispose's own destroy. Not
       // when a later channel has the handle's value (a status read says it is live): its
       // kc_chan_create freed the values this channel kept, and what is there is its own.
+      // All of them, not `#collect`'s batch of `COLLECT_BATCH`: the destroyed channel's list
+      // gets no more (nothing can drop into a dead handle), and the rest's timer stops once
+      // disposed (by then the handle's value may name a later channel), so a dispose of more
+      // than one batch, or a cancel's batch just before it, left the rest there for good.
       if (
-        !this._shared.ended ||
-        (this.#keeps && sym.kc_chan_status(this.#handle) === Status.EBADH)
-      ) this.#collect();
+        this.#keeps && this.#lib.isOpen &&
+        (!this._shared.ended || sym.kc_chan_status(this.#handle) === Status.EBADH)
+      ) this.#takeUndelivered(sym);
       // `Channel.from` copies of this isolate answer as on a cancelled channel from now on,
       // with no call on the dead handle (copies elsewhere learn it from their next call).
       if (this._shared.refs > 1) this.#markEnded();

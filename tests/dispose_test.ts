@@ -610,3 +610,40 @@ Deno.test("share() of a Channel.from copy whose creator ended the channel throws
     }
   }
 });
+
+Deno.test("an escaped channel's dispose hands every value it dropped to onUndeliveredElement, exactly once, however many: more than one batch of 65,536 included", async () => {
+  // A collect hands at most 65,536 kept values at once and the rest a macrotask later; its
+  // timer stopped once the channel was disposed, so a dispose (or a cancel then a dispose in
+  // the same turn) of more than 65,536 buffered values left the rest in the handle's native
+  // list for good, never at the hook.
+  const sym = library().symbols("test");
+  const n = 65_536 + 1_000;
+  for (const how of ["dispose", "cancel, then dispose", "native kc_chan_destroy, then dispose"]) {
+    using reported = catchReported();
+    const seen = new Uint8Array(n);
+    let got = 0;
+    let h = 0;
+    {
+      using ch = new Channel<number>(n, {
+        codec: codecs.f64,
+        onUndeliveredElement: (v) => {
+          seen[v]++;
+          got++;
+        },
+      });
+      h = ch.handle; // escaped: the values are kept natively
+      for (let i = 0; i < n; i++) assert.deepEqual(ch.trySend(i), { state: "ok" }, how);
+      if (how === "cancel, then dispose") ch.cancel();
+      if (how === "native kc_chan_destroy, then dispose") {
+        assert.equal(sym.kc_chan_destroy(h), 0, how);
+      }
+    }
+    await until(() => got >= n, `${how}: ${n} values at the hook (${got} so far)`, 10_000);
+    // A few more macrotasks: nothing comes twice.
+    for (let i = 0; i < 3; i++) await new Promise((r) => setTimeout(r, 0));
+    assert.equal(got, n, how);
+    assert.ok(seen.every((c) => c === 1), `${how}: each value once`);
+    assert.equal(sym.kc_chan_take_undelivered(h, new Uint8Array(8), 8), 0, `${how}: none left`);
+    assert.deepEqual(reported.errors.map(String), [], `${how}: nothing reported`);
+  }
+});
