@@ -112,16 +112,9 @@ function destroyedUnder<M>(mailbox: Channel<M>, e: unknown): boolean {
 
 function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
   if (mailbox._disposed || !mailbox._lib.isOpen) return;
-  try {
-    mailbox.cancel(cause);
-  } catch (e) {
-    // Native code destroyed the mailbox (`kc_chan_destroy` through its `handle`): the destroy
-    // cancelled it, rejecting its waits; nothing is left to cancel. Before, the cancel's
-    // InvalidHandleError escaped the abort listener (uncaught) and the completion handler (a
-    // CompletionHandlerError).
-    if (destroyedUnder(mailbox, e)) return;
-    throw e;
-  }
+  // A no-op once native code destroyed the mailbox (`kc_chan_destroy` through its `handle`),
+  // as on any cancelled channel: the destroy cancelled it, rejecting its waits.
+  mailbox.cancel(cause);
 }
 
 /** What an actor's task is cancelled with once native code destroyed its mailbox. */
@@ -148,15 +141,9 @@ class Mailbox<M> extends Channel<M> {
     if (!this._disposed && this._lib.isOpen && !this._shared.cancelled) {
       // The dispose's own cancel, made first: it rejects the waits with the channel's one
       // CancellationError, which a closed result carries. Not once native code destroyed it
-      // (its cancel throws InvalidHandleError): the Channel's dispose then only releases it.
-      let cancelled = true;
-      try {
-        this.cancel();
-      } catch (e) {
-        if (!destroyedUnder(this, e)) throw e;
-        cancelled = false;
-      }
-      if (cancelled) this._disposedWith = this._closedResult().cause;
+      // (its cancel does nothing then): the Channel's dispose then only releases it.
+      this.cancel();
+      if (!this._destroyedSeen) this._disposedWith = this._closedResult().cause;
     }
     super[Symbol.dispose]();
   }
@@ -279,13 +266,8 @@ class ActorImpl<M> implements Actor<M> {
    */
   close(): boolean {
     if (!this.#open()) return false;
-    try {
-      return this.#mailbox.close();
-    } catch (e) {
-      // Native code destroyed the mailbox: nothing to close, as after the actor finished.
-      if (destroyedUnder(this.#mailbox, e)) return false;
-      throw e;
-    }
+    // False too once native code destroyed the mailbox (as on any cancelled channel).
+    return this.#mailbox.close();
   }
 
   /** The task ended: cancel the mailbox (senders waiting reject) and free it. */

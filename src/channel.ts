@@ -1516,8 +1516,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       : cancel
       ? sym.kc_chan_cancel(this.#handle)
       : sym.kc_chan_close(this.#handle);
-    // Ended by its creator (a copy's): closed already, as a cancelled channel is.
-    if (this.#creatorEnded(rc)) return 0;
+    // Ended by its creator (a copy's): closed already, as a cancelled channel is. So is an
+    // owner's channel that native code destroyed (`#destroyedUnder`): the destroy cancelled it,
+    // so close() answers false and cancel() does nothing, as on any cancelled channel
+    // (Kotlin's), where both threw InvalidHandleError and the owner's dispose, actor and
+    // produce each caught it.
+    if (this.#creatorEnded(rc) || (rc === Status.EBADH && this.#destroyedUnder())) return 0;
     this.#unwrap(rc, op);
     return bytes === null && cancel ? -1 : rc;
   }
@@ -2757,12 +2761,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * the library closed). Cancelled already: `onCancel` runs in a microtask. Destroyed already
    * (native code's `kc_chan_destroy` of a handle it was given: the watch answers KC_EBADH),
    * as a destroy cancels: `onCancel` runs in a microtask with a `CancellationError` that says
-   * so (`DESTROYED`) and `destroyed` true (the handle is dead: a close of it would throw).
+   * so (`DESTROYED`); the owner's close() of the dead handle then answers false.
    * Before, that returned null and the watcher (a producer in a `delay`) learnt it only at its
    * next operation on the channel, if it made one.
    */
   _watchCancel(
-    onCancel: (cause: unknown, destroyed: boolean) => void,
+    onCancel: (cause: unknown) => void,
   ): (() => void) | null {
     const s = this._shared;
     if (!s.escaped || s.ended || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) {
@@ -2777,7 +2781,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // with CancellationError. `closed` stays this isolate's to set, at its first native look.
       s.cancelled = true;
       if (!s.hasCause) this.#lookCause(s);
-      onCancel(s.hasCause ? s.cause : undefined, false);
+      onCancel(s.hasCause ? s.cause : undefined);
     };
     const rc = bridge.watch(this.#handle, true);
     if (rc === Status.ECANCELED) {
@@ -2793,7 +2797,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       queueMicrotask(() => {
         if (done) return;
         done = true;
-        onCancel(new CancellationError(DESTROYED), true);
+        onCancel(new CancellationError(DESTROYED));
       });
       return () => done = true;
     }
@@ -3060,8 +3064,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * Closes the channel: true the first time, false after (and on a cancelled channel, a copy's
-   * whose creator disposed of it too). Buffered values stay receivable; receivers waiting on an
-   * empty channel are rejected (or resolved closed by receiveCatching).
+   * whose creator disposed of it and an owner's that native code destroyed too). Buffered values
+   * stay receivable; receivers waiting on an empty channel are rejected (or resolved closed by
+   * receiveCatching).
    */
   close(cause?: unknown): boolean {
     const sym = this.#sym("close channel");
@@ -3108,7 +3113,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * `cause` itself when it is one (a TimeoutError too), as Kotlin's `cancel(cause)` throws its
    * CancellationException as it is (other isolates get a copy of the same class, message and
    * cause); else a new `CancellationError("Channel was cancelled")` carrying `cause` (if given)
-   * as its `cause`. A channel closed already keeps its close cause.
+   * as its `cause`. A channel closed already keeps its close cause. Nothing to cancel on a
+   * cancelled channel: a copy's whose creator disposed of it, an owner's that native code
+   * destroyed (which hands the values the destroy dropped to onUndeliveredElement).
    */
   cancel(cause?: unknown): void {
     const sym = this.#sym("cancel channel");
@@ -3530,20 +3537,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } else {
       this.#giveAway();
       const sym = this.#lib.symbols("dispose channel");
-      try {
-        this.cancel();
-      } catch (e) {
+      this.cancel(); // a no-op once native code destroyed the channel (`#closeNative`)
+      if (this.#destroyed) {
         // Native code destroyed the channel under its owner (`kc_chan_destroy` through
-        // `handle`): it ended then (the destroy cancelled it, rejecting the waits queued
-        // natively), as its copies take it (`#creatorEnded`). Nothing is left to cancel,
-        // destroy or unhold: ended here too (the isolate's entry goes), then disposed below,
-        // reporting nothing, its dropped values collected. Waits of this isolate still in
-        // JavaScript were failed by the cancel's flush above, each with its submit's
-        // InvalidHandleError (as one begun after the destroy), not as cancelled: none is left
-        // for `#markEnded`. Before, the
-        // cancel's InvalidHandleError escaped the dispose (a `using` threw at its scope's end)
-        // and the object stayed undisposed, its entry in the isolate's table.
-        if (!(e instanceof InvalidHandleError) || !this.#destroyedUnder()) throw e;
+        // `handle`), as the cancel found: it ended then (the destroy cancelled it, rejecting
+        // the waits queued natively), as its copies take it (`#creatorEnded`). Nothing is left
+        // to cancel, destroy or unhold: ended here too (the isolate's entry goes), then
+        // disposed below, reporting nothing, its dropped values collected. Waits of this
+        // isolate still in JavaScript were failed by the cancel's flush, each with its
+        // submit's InvalidHandleError (as one begun after the destroy), not as cancelled: none
+        // is left for `#markEnded`. Before, the cancel's InvalidHandleError escaped the dispose
+        // (a `using` threw at its scope's end) and the object stayed undisposed, its entry in
+        // the isolate's table.
         const s = this._shared;
         if (!s.hasCause && s.lastCancel === undefined) {
           s.cause = new CancellationError(DESTROYED);

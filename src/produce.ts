@@ -65,13 +65,6 @@ class ProducerChannel<T> extends Channel<T> {
   /** @ignore The cancel watch's withdrawal, while the task runs and the channel has escaped. */
   _unwatch: (() => void) | null = null;
   /**
-   * @ignore Native code destroyed the channel (the watch found its handle gone): the producer's
-   * end has nothing left to close (a close would throw InvalidHandleError out of the abort
-   * listener or completion handler that ends the task).
-   */
-  _destroyed = false;
-
-  /**
    * @ignore While the task runs (`_bound`) and the channel has escaped: a cancel by anyone
    * (a `Channel.from` copy in a Worker, native code) cancels the task at once, with the
    * channel's cancel cause, as a cancel here does, where it may be waiting in a `delay` or a
@@ -81,10 +74,7 @@ class ProducerChannel<T> extends Channel<T> {
    */
   _watch(): void {
     if (this._bound === null || this._unwatch !== null || this._gone) return;
-    this._unwatch = this._watchCancel((cause, destroyed) => {
-      if (destroyed) this._destroyed = true;
-      this._job?.cancel(cause);
-    });
+    this._unwatch = this._watchCancel((cause) => this._job?.cancel(cause));
   }
 
   override _escaped(): void {
@@ -158,18 +148,12 @@ class ProducerChannel<T> extends Channel<T> {
    * ended the task, uncaught (the process ended).
    */
   _end(cause: unknown): void {
-    if (this._gone || this._destroyed || !this._lib.isOpen) return;
-    try {
-      this.close(cause);
-    } catch (e) {
-      // Native code destroyed the channel while the watch was on (its cancel told the watch,
-      // which cancelled the task, or a destroy from another thread not yet seen): the handle is
-      // dead, nothing is left to close. Not disposed (`_gone`) and the library open, an owner's
-      // close throws InvalidHandleError only then. Before, it escaped the abort listener
-      // (uncaught) and the completion handler (a CompletionHandlerError) that end the task.
-      if (e instanceof InvalidHandleError) return;
-      throw e;
-    }
+    if (this._gone || !this._lib.isOpen) return;
+    // Once native code destroyed the channel (before the task began, or while the watch was
+    // on), false and nothing else, as on any cancelled channel: it threw InvalidHandleError
+    // out of the abort listener (uncaught) and the completion handler (a
+    // CompletionHandlerError) that end the task.
+    this.close(cause);
   }
 
   override [Symbol.dispose](): void {

@@ -487,7 +487,7 @@ Deno.test("a Channel.from copy whose first call after its channel's destroy is c
   }
 });
 
-Deno.test("an owner whose channel native code destroyed through its handle: its dispose (a `using`) returns and reports nothing, ends the channel here (its entry gone, this isolate's copies cancelled); its other calls throw InvalidHandleError saying the channel was destroyed", async () => {
+Deno.test("an owner whose channel native code destroyed through its handle: its dispose (a `using`) returns and reports nothing, ends the channel here (its entry gone, this isolate's copies cancelled); its other calls but close() and cancel() throw InvalidHandleError saying the channel was destroyed", async () => {
   // Before, the dispose's cancel threw InvalidHandleError ('Cannot cancel channel: the handle is
   // stale, destroyed or not a kcoro handle') out of the `using` at its block's end, and the
   // object stayed undisposed, its entry in the isolate's table; its calls said the handle was
@@ -534,8 +534,9 @@ Deno.test("an owner whose channel native code destroyed through its handle: its 
         }
         assert.throws(() => ch.trySend(value), destroyed("send"), label);
         assert.throws(() => ch.tryReceive(), destroyed("receive"), label);
-        assert.throws(() => ch.close(), destroyed("close channel"), label);
-        assert.throws(() => ch.cancel(), destroyed("cancel channel"), label);
+        // As on a cancelled channel (the destroy cancelled it): the next test.
+        assert.equal(ch.close(), false, label);
+        ch.cancel();
         assert.throws(() => ch.isClosedForSend, destroyed("read channel status"), label);
         await assert.rejects(ch.receive(), destroyed("receive"), label);
       } // the dispose: before, 'Cannot cancel channel: ...' thrown here
@@ -554,6 +555,48 @@ Deno.test("an owner whose channel native code destroyed through its handle: its 
       await new Promise((r) => setTimeout(r, 0)); // a report queued by the dispose, if any
       assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
     }
+  }
+});
+
+Deno.test("an owner whose channel native code destroyed: close() answers false and cancel() does nothing, as on a cancelled channel (Kotlin's), whichever comes first; its other calls still throw, its copies answer cancelled", async () => {
+  // Before, both threw InvalidHandleError ('Cannot close channel: the channel was destroyed by
+  // native code ...'), so its dispose, actor and produce each caught it around them.
+  const sym = library().symbols("test");
+  const late = new Error("late");
+  for (const first of ["close", "cancel", "cancel(cause)"] as const) {
+    using reported = catchReported();
+    const dropped: number[] = [];
+    let h = 0;
+    {
+      using ch = new Channel<number>(4, { onUndeliveredElement: (v) => dropped.push(v) });
+      h = ch.handle;
+      assert.deepEqual(ch.trySend(1), { state: "ok" });
+      using copy = Channel.from<number>(ch.share());
+      assert.equal(sym.kc_chan_destroy(h), 0, first);
+      for (let i = 0; i < 2; i++) {
+        const calls = first === "close" ? ["close", "cancel"] : [first, "close"];
+        for (const call of calls) {
+          if (call === "close") assert.equal(ch.close(), false, `${first}: ${call}`);
+          else if (call === "cancel") assert.equal(ch.cancel(), undefined, `${first}: ${call}`);
+          else assert.equal(ch.cancel(late), undefined, `${first}: ${call}`);
+        }
+      }
+      // Its other calls still say what happened.
+      assert.throws(() => ch.trySend(2), /Cannot send: the channel was destroyed by native code/);
+      // A copy answers as on a cancelled channel, the late cause not the channel's.
+      assert.equal(copy.close(), false, first);
+      const r = copy.trySend(2);
+      assert.equal(r.state, "closed", first);
+      const cause = (r as { cause?: unknown }).cause;
+      assert.ok(cause instanceof CancellationError, first);
+      assert.notEqual(cause, late, first);
+      assert.notEqual(cause.cause, late, first);
+    } // the dispose
+    // The value the destroy dropped reached the hook once (a cancel's collect, or the dispose).
+    assert.deepEqual(dropped, [1], first);
+    assert.equal(sym.kc_chan_take_undelivered(h, new Uint8Array(8), 8), 0, first);
+    await new Promise((r) => setTimeout(r, 0)); // a report queued by the dispose, if any
+    assert.deepEqual(reported.errors.map(String), [], `${first}: nothing reported`);
   }
 });
 
