@@ -25,7 +25,9 @@
  *   `Channel.from` copy of its `share()`) or native code: while the task runs and the channel
  *   has escaped, a close watch on this isolate's ring (`Channel._watchCancel`) cancels the task
  *   at once, wherever it waits. So does native code's destroy of the channel (`kc_chan_destroy`),
- *   also one made before the task began, which the watch finds as the handle gone.
+ *   also one made before the task began, which the watch finds as the handle gone; a send that
+ *   meets the destroyed channel (the block letting its InvalidHandleError out) ends the task
+ *   cancelled too, whichever came first, not failed.
  *
  * The consumer owns the returned channel: dispose it (`using`) when done with it.
  *
@@ -33,6 +35,7 @@
  */
 import { type Capacity, Channel, checkCapacity, type WaitOptions } from "./channel.ts";
 import {
+  CancellationError,
   checkFunction,
   checkOptions,
   checkScope,
@@ -42,6 +45,10 @@ import {
 } from "./errors.ts";
 import { isCancellation, type Job, JobSupport } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
+
+/** What a producer is cancelled with when its send finds the channel native code destroyed. */
+const DESTROYED =
+  "Producer was cancelled: native code destroyed its channel (kc_chan_destroy of its handle)";
 
 /** Options for {@linkcode produce}. */
 export interface ProduceOptions<T = unknown> {
@@ -250,6 +257,13 @@ export function produce<T>(
     } catch (e) {
       // Sending into a channel its consumer disposed: the consumer cancelled this task.
       if (out._gone && e instanceof InvalidHandleError && signal.aborted) throw signal.reason;
+      // Sending into a channel native code destroyed (`kc_chan_destroy` through its `handle`):
+      // the destroy cancelled it, and so this task, as the watch does (its cancel may come
+      // first, or after this send met the dead handle): cancelled, not failed with the dead
+      // handle's InvalidHandleError, which failed the scope.
+      if (e instanceof InvalidHandleError && !out._gone && out._destroyedNatively) {
+        throw signal.aborted ? signal.reason : new CancellationError(DESTROYED, { cause: e });
+      }
       // A block that threw undefined fails with the TypeError the job makes of it, which
       // `onAbort` closes the channel with: closed with undefined, receivers saw a clean end.
       if (!isCancellation(e) && !out._gone && e !== undefined) {

@@ -758,6 +758,77 @@ Deno.test("produce: native code destroying the channel while its watch is on can
   assert.equal(live, 0);
 });
 
+Deno.test("produce: a send racing native code's destroy of the channel ends the producer as cancelled, whichever comes first (the send's failure or the watch's cancel): the scope resolves, nothing reported", async () => {
+  // The block reads the handle (the watch begins), native code destroys the channel, then the
+  // block sends: before the destroy's cancel reaches the watch, the send met the dead handle
+  // and its InvalidHandleError failed the block, and so the scope; once the watch has
+  // cancelled the task, a trySend (not bound to the task's signal) did the same.
+  const sym = library().symbols("test");
+  for (const order of ["send first", "watch first"] as const) {
+    for (const op of ["send", "trySend"] as const) {
+      const label = `${order}, ${op}`;
+      using reported = catchReported();
+      let ch: Channel<number> | null = null;
+      let caught: unknown = undefined;
+      let signalAborted: boolean | undefined;
+      let ended = false;
+      let scopeRef: CoroutineScope | null = null;
+      let jobCause: unknown = "not completed";
+      const done = coroutineScope((scope) => {
+        scopeRef = scope;
+        ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>, task: CoroutineScope) => {
+            assert.equal(sym.kc_chan_destroy(out.handle), 0, label); // the handle: the watch
+            if (order === "watch first") {
+              await until(() => task.signal.aborted, `${label}: the watch's cancel`, 10_000);
+            }
+            signalAborted = task.signal.aborted;
+            try {
+              if (op === "send") await out.send(1);
+              else out.trySend(1);
+            } catch (e) {
+              caught = e;
+              throw e;
+            }
+          }),
+        );
+        (ch as unknown as { _job: { invokeOnCompletion(h: (c: unknown) => void): void } })._job
+          .invokeOnCompletion((c) => jobCause = c);
+      });
+      let outcome: unknown = "resolved";
+      done.then(() => ended = true, (e) => {
+        outcome = e;
+        ended = true;
+      });
+      try {
+        await until(() => ended, `${label}: the scope to complete`, 10_000);
+        await laterReports();
+        assert.equal(signalAborted, order === "watch first", `${label}: the order`);
+        assert.ok(caught !== undefined, `${label}: the send failed`);
+        assert.equal(outcome, "resolved", `${label}: ${String(outcome)}`);
+        assert.ok(jobCause instanceof CancellationError, `${label}: ${String(jobCause)}`);
+        if (order === "send first") {
+          assert.equal(
+            (jobCause as Error).message,
+            "Producer was cancelled: native code destroyed its channel (kc_chan_destroy of its handle)",
+            label,
+          );
+          assert.equal((jobCause as Error).cause, caught, `${label}: its cause`);
+        }
+        assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+      } finally {
+        if (!ended) {
+          (scopeRef as CoroutineScope | null)?.cancel();
+          await done.catch(() => {});
+        }
+        (ch as Channel<number> | null)?.[Symbol.dispose]();
+      }
+    }
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: a shared producer's cancel watch does not keep the process alive; the watch goes when the task ends", async () => {
   // The producer waits on a promise nothing resolves (no timer, no operation): the process
   // exits by itself with the watch queued, as with an idle channel. And a producer that ends
