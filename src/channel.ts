@@ -1780,6 +1780,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#destroyedUnder();
   }
 
+  /**
+   * @ignore For select, whose native call with a clause on this channel said KC_EBADH and found
+   * no copy's end (`_creatorEnded`): throws the InvalidHandleError this owner's own operations
+   * throw once native code destroyed its channel ("Cannot <op>: the channel was destroyed by
+   * native code ..."); else returns.
+   */
+  _throwIfDestroyed(op: string): void {
+    if (this.#destroyedUnder()) throw new InvalidHandleError(`Cannot ${op}: ${DESTROYED_UNDER}`);
+  }
+
   /** @ignore `_destroyedNatively` as known without a native call (false until found). */
   get _destroyedSeen(): boolean {
     return this.#destroyed;

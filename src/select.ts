@@ -445,7 +445,9 @@ class Selection implements RingOp {
         // A channel ended by its creator since the probe: its clause is ready (`#firedEnded`).
         if (rc === Status.EBADH && this.#firedEnded(this.native.length)) return;
         // Ready after all (a partner arrived between the probe and now).
-        if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) unwrap(rc, "select");
+        if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) {
+          this.#fail(rc, this.native.length);
+        }
         this.#fireNative(outIndex[0], rc, false);
         return;
       }
@@ -511,9 +513,22 @@ class Selection implements RingOp {
       : sym.kc_select(clauseBuf, n, 0n, 0, KC_SELECT_POLL, outIndex);
     if (rc === Status.EAGAIN) return false;
     if (rc === Status.EBADH && this.#firedEnded(n)) return true;
-    if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) unwrap(rc, "select");
+    if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) this.#fail(rc, n);
     this.#fireNative(outIndex[0], rc, false);
     return true;
+  }
+
+  /**
+   * Throws for `rc`, the native select's failure on the first `n` channel clauses: a KC_EBADH
+   * from an owner's channel that native code destroyed says so, as that channel's own
+   * operations do (`Channel._throwIfDestroyed`), instead of "the handle is stale, destroyed or
+   * not a kcoro handle", which left the caller to guess which.
+   */
+  #fail(rc: number, n: number): void {
+    if (rc === Status.EBADH) {
+      for (let i = 0; i < n; i++) this.native[i].ch!._throwIfDestroyed("select");
+    }
+    unwrap(rc, "select");
   }
 
   /**

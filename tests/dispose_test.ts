@@ -600,6 +600,41 @@ Deno.test("an owner whose channel native code destroyed: close() answers false a
   }
 });
 
+Deno.test("a select on an owner's channel that native code destroyed rejects with the InvalidHandleError its own operations throw, saying so", async () => {
+  // Before: 'Cannot select: the handle is stale, destroyed or not a kcoro handle', which left
+  // the caller to guess which, where the channel's own calls say what happened.
+  const sym = library().symbols("test");
+  const message =
+    "Cannot select: the channel was destroyed by native code (kc_chan_destroy of its handle) " +
+    "(KC_EBADH)";
+  for (const clause of ["onReceive", "onReceiveCatching", "onSend", "second clause"] as const) {
+    using reported = catchReported();
+    using ch = new Channel<number>(2);
+    using other = new Channel<number>(0); // escaped, never ready
+    other.share();
+    assert.equal(sym.kc_chan_destroy(ch.handle), 0, clause);
+    // Its first call after the destroy: nothing learnt it yet.
+    const sel = select<unknown>((s) => {
+      if (clause === "onReceive") s.onReceive(ch, (v) => v);
+      else if (clause === "onReceiveCatching") s.onReceiveCatching(ch, (r) => r);
+      else if (clause === "onSend") s.onSend(ch, 1, () => "sent");
+      else {
+        s.onReceive(other, (v) => v);
+        s.onReceive(ch, (v) => v);
+      }
+    });
+    await assert.rejects(within(sel, 10_000, clause), (e) => {
+      assert.ok(e instanceof InvalidHandleError, `${clause}: ${String(e)}`);
+      assert.equal((e as Error).message, message, clause);
+      return true;
+    });
+    // Again, once the owner knows (its own call first).
+    assert.throws(() => ch.tryReceive(), /destroyed by native code/, clause);
+    await assert.rejects(select((s) => s.onReceive(ch, (v) => v)), { message }, clause);
+    assert.deepEqual(reported.errors.map(String), [], `${clause}: nothing reported`);
+  }
+});
+
 Deno.test("an owner whose channel native code destroyed, seen first by a copy of its isolate: its dispose hands the values the destroy dropped to its onUndeliveredElement, leaving none kept natively", () => {
   // Before, the dispose skipped its collect once the channel was marked ended (here by the
   // copy's call): the buffered value stayed in the handle's native list for good, the hook
