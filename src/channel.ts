@@ -377,6 +377,14 @@ const NO_CAUSE: unique symbol = Symbol("no cause");
 /** The cause of a copy's channel that its creator ended, when no wait got one to reuse. */
 const ENDED = "Channel was cancelled: its creator disposed of it";
 
+/**
+ * What a `Channel.from` copy that found the end itself says when it cannot tell who ended the
+ * channel (its creator is of another isolate, or C): its creator's dispose and native code's
+ * `kc_chan_destroy` both leave the handle dead (KC_EBADH, as `kc_chan_status` says too).
+ */
+const ENDED_EITHER =
+  "Channel was cancelled: its creator disposed of it or native code destroyed it (kc_chan_destroy)";
+
 /** What a watch of a channel that native code destroyed first tells (`_watchCancel`). */
 const DESTROYED = "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)";
 
@@ -424,6 +432,12 @@ class Shared {
   }
   /** The CancellationError a wait here last rejected with for a cancel without a cause. */
   lastCancel: unknown = undefined;
+  /**
+   * The channel's creator is of this isolate (its object made this entry). Its dispose marks
+   * the channel ended here itself (`Channel.#markEnded`), so a copy of this isolate that finds
+   * the handle dead first can only have met native code's destroy: its cause says so.
+   */
+  creatorHere = false;
   /** `cancelledError`'s wrapper, made once, and the cause it wraps (`NO_CAUSE`: none). */
   cancelError: CancellationError | undefined = undefined;
   cancelErrorOf: unknown = undefined;
@@ -1131,6 +1145,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#onUndelivered = onUndeliveredElement;
     const s = this._shared = new Shared();
     s.refs = 1;
+    s.creatorHere = true;
     s.local = true; // until its handle leaves it (#escape)
     // Its values must reach the hook if the library closes while they wait here.
     if (keeps) this.#track();
@@ -1355,7 +1370,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (rc !== Status.EBADH) return false;
     if (!this._shared.ended) {
       if (this.#owner || !this.#held || this.#disposed || !this.#lib.isOpen) return false;
-      this.#markEnded();
+      // Who ended it, where this copy can tell (see `Shared.creatorHere`).
+      this.#markEnded(this._shared.creatorHere ? DESTROYED : ENDED_EITHER);
     }
     this.#at = null; // no call through the mapped handle word any more (see `#ended`)
     return true;
@@ -1365,12 +1381,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * The channel was destroyed under this isolate's copies (`Shared.ended`): from now on they
    * answer as on a cancelled channel, with no native call. Its cause: the close cause this
    * isolate knew, else the CancellationError a wait here got from the destroy's cancel, else a
-   * new one that says the creator disposed of it. Waits of this isolate still waiting in
-   * JavaScript fail now, as on a cancelled channel (those queued natively got, or get, their
-   * record from the destroy's cancel). What this isolate counted and did not report yet is
-   * not reported: the channel's counters went with it.
+   * new one with `why` (the creator disposed of it, by default). Waits of this isolate still
+   * waiting in JavaScript fail now, as on a cancelled channel (those queued natively got, or
+   * get, their record from the destroy's cancel). What this isolate counted and did not report
+   * yet is not reported: the channel's counters went with it.
    */
-  #markEnded(): void {
+  #markEnded(why: string = ENDED): void {
     const s = this._shared;
     if (s.ended) return;
     s.ended = true;
@@ -1382,7 +1398,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     s.cancelled = true;
     s.causeLooked = true; // kc_chan_cause has nothing any more
     if (!s.hasCause) {
-      s.cause = s.lastCancel ?? new CancellationError(ENDED);
+      s.cause = s.lastCancel ?? new CancellationError(why);
       s.hasCause = true;
     }
     for (const w of [...waiting(s.senders), ...waiting(s.receivers)]) {

@@ -664,6 +664,52 @@ Deno.test("an owner whose channel native code destroyed, seen first by a copy of
   }
 });
 
+Deno.test("a Channel.from copy that finds its channel ended says what ended it where it can tell: native code's destroy when its creator is of this isolate and did not dispose of it, the creator's dispose when it did, else both", () => {
+  // Before, every copy that found the end first said "its creator disposed of it", also when
+  // native code had destroyed the channel under a creator that still held it.
+  const sym = library().symbols("test");
+  const expect = {
+    "creator here, native destroy": "Channel was cancelled: native code destroyed it " +
+      "(kc_chan_destroy: KC_EBADH)",
+    "creator here, its dispose": "Channel was cancelled: its creator disposed of it",
+    "creator elsewhere": "Channel was cancelled: its creator disposed of it or native code " +
+      "destroyed it (kc_chan_destroy)",
+  };
+  for (const [how, message] of Object.entries(expect)) {
+    let owner: Channel<number> | undefined;
+    let handle = 0;
+    if (how === "creator elsewhere") {
+      // Made by C (as by another isolate's creator): no creator in this isolate.
+      const out = new Uint32Array(1);
+      assert.equal(sym.kc_chan_create(8, 4, 0, 0, out), 0);
+      handle = out[0];
+    } else {
+      owner = new Channel<number>(4);
+      handle = owner.handle;
+    }
+    const copy = Channel.from<number>(
+      owner?.share() ?? {
+        kind: "kcoro.channel",
+        version: 1,
+        handle,
+        elemSize: 8,
+        zeroCopy: false,
+        codec: "f64",
+        capacity: 4,
+      },
+    );
+    if (how === "creator here, its dispose") owner![Symbol.dispose]();
+    else assert.equal(sym.kc_chan_destroy(handle), 0, how);
+    const r = copy.trySend(1); // its first call after the end
+    assert.equal(r.state, "closed", how);
+    const cause = (r as { cause?: unknown }).cause;
+    assert.ok(cause instanceof CancellationError, how);
+    assert.equal(cause.message, message, how);
+    copy[Symbol.dispose]();
+    if (how === "creator here, native destroy") owner![Symbol.dispose]();
+  }
+});
+
 Deno.test("share() of a Channel.from copy whose creator ended the channel throws InvalidHandleError at once, instead of an object Channel.from refuses", () => {
   for (const how of ["creator's dispose", "native kc_chan_destroy"] as const) {
     const ch = new Channel<number>(2);
