@@ -3816,8 +3816,13 @@ function open(
   }
   const info = outWords;
   if (lib.symbols(op).kc_chan_info(handle, info) < 0) {
+    // Most often a channel a Worker shared and then ended (closed or terminated) before any
+    // other isolate opened it: the message said only "stale, destroyed or forged", and a Worker
+    // that produced a few values and closed itself left its user nothing to go on.
     throw new InvalidHandleError(
-      `Cannot ${op}: handle ${handle} names no live channel (stale, destroyed or forged)`,
+      `Cannot ${op}: handle ${handle} names no live channel: its creator disposed of it (or ` +
+        "native code destroyed it), or it ended with the Worker that made it, which closed or " +
+        "was terminated before any other isolate opened it; else the object is stale or forged",
     );
   }
   // A handle copied into an object that describes another kind of channel: its codec would
