@@ -1520,9 +1520,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * Closes (or cancels) the native channel, storing `cause` with it for other isolates when it
-   * can be copied: 1 if this call closed it, 0 if it was closed already, -1 (a cancel without
-   * a cause to store) not known.
+   * Closes (or cancels) the native channel, storing `cause` with it for other isolates (its
+   * stand-in when it cannot be copied, `encodeCause`): 1 if this call closed it, 0 if it was
+   * closed already, -1 (a cancel without a cause to store) not known.
    */
   #closeNative(sym: Sym, cancel: boolean, cause: unknown, hasCause: boolean): number {
     const op = cancel ? "cancel channel" : "close channel";

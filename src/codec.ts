@@ -945,10 +945,12 @@ const CAUSE_CHAIN = 16;
  * (1 packed, 2 node:v8, 3 an Error, 4 an Error whose `cause` chain holds more) and the
  * encoding. Kinds 3 and 4 describe each Error down the chain (kind 3: the cause alone; kind 4: a
  * count byte first, up to `CAUSE_CHAIN`): which of kcoro's classes it is (0: none), its name's
- * length and UTF-8 bytes; then node:v8 of the whole. Null for a cause neither can copy (a
- * function, say), which then stays in its own isolate. An Error keeps its `name` (node:v8 keeps
- * only the built-in ones), and one of kcoro's own errors its class: a `CancellationError` cause
- * stays one in a Worker, and so does one in its cause chain (a cancelled channel's copy in
+ * length and UTF-8 bytes; then node:v8 of the whole. A cause neither can copy (a function, a
+ * symbol, an object holding one, an Error whose `cause` is one) is encoded as its stand-in
+ * (`standIn`), so other isolates still see a failure; null only if the stand-in cannot be
+ * encoded either, and the cause then stays in its own isolate. An Error keeps its `name` (node:v8
+ * keeps only the built-in ones), and one of kcoro's own errors its class: a `CancellationError`
+ * cause stays one in a Worker, and so does one in its cause chain (a cancelled channel's copy in
  * another isolate is the same error as its own: `Channel.cancel`). The class goes by its brand
  * (`ERROR_BRAND`, on the class's own prototype), not by name: another copy of this module's
  * CancellationError (imported by another URL, or another version) is one too (before, only
@@ -957,6 +959,48 @@ const CAUSE_CHAIN = 16;
  * cancellation, and so does a subclass of the caller's own (its brand is inherited).
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
+  return encodeExact(cause) ?? encodeExact(standIn(cause, 0));
+}
+
+/** What a cause that cannot be copied, or the part of one that cannot, says instead. */
+const NOT_COPIED = "cannot be copied to another isolate";
+
+/**
+ * What other isolates get for a close cause `encodeExact` cannot copy. Before, they got none,
+ * and a channel closed with it read there as closed cleanly: a Worker's `for await` over a
+ * failed producer's channel ended as if the stream were complete, its failure lost, when the
+ * producer threw `new Error("upstream failed", { cause: { retry: () => {} } })`. An Error
+ * keeps its class, name, message and stack, down its `cause` chain (`CAUSE_CHAIN` deep), where
+ * a `cause` that cannot be copied becomes a string saying what it was; anything else becomes
+ * an Error saying so. Never throws (a hostile cause: an Error saying that much).
+ */
+function standIn(cause: unknown, depth: number): unknown {
+  try {
+    if (!(cause instanceof Error)) {
+      return new Error(`The channel's close or cancel cause ${NOT_COPIED}: ${describe(cause)}`);
+    }
+    const copy = new Error(String(cause.message));
+    // Its class (the prototype errorHeads reads) and name, as the Error itself would carry them.
+    Object.setPrototypeOf(copy, Object.getPrototypeOf(cause));
+    const name = String(cause.name);
+    if (copy.name !== name) copy.name = name;
+    copy.stack = String(cause.stack);
+    if ("cause" in cause) {
+      const inner = cause.cause;
+      copy.cause = inner instanceof Error && depth + 1 < CAUSE_CHAIN
+        ? standIn(inner, depth + 1)
+        : encodeExact(inner) !== null
+        ? inner
+        : `${describe(inner)} (${NOT_COPIED})`;
+    }
+    return copy;
+  } catch {
+    return new Error(`The channel's close or cancel cause ${NOT_COPIED} (reading it threw)`);
+  }
+}
+
+/** `encodeCause` of a cause as it is: null when neither encoding can copy it. */
+function encodeExact(cause: unknown): Uint8Array | null {
   try {
     const n = pack(cause);
     if (n >= 0) return withKind(1, packed().subarray(0, n));

@@ -436,6 +436,55 @@ Deno.test("a close cause keeps kcoro's classes and every Error's name down its c
   assert.equal((cut.cause as Error).name, "Error");
 });
 
+Deno.test("a close cause that cannot be copied crosses as its stand-in: a failure still, classes and names kept, the uncopyable part described", () => {
+  // Before, encodeCause answered null for all of these, so other isolates saw the channel
+  // closed cleanly: a Worker's for-await over a failed producer ended as if complete.
+  const copy = (cause: unknown) => {
+    const bytes = encodeCause(cause);
+    assert.ok(bytes !== null, Deno.inspect(cause));
+    const got = decodeCause(bytes);
+    assert.ok(got.ok);
+    return got.cause;
+  };
+  const fn = () => 1;
+  const plain = copy(fn) as Error;
+  assert.equal(Object.getPrototypeOf(plain), Error.prototype);
+  assert.equal(
+    plain.message,
+    "The channel's close or cancel cause cannot be copied to another isolate: a function",
+  );
+  assert.match((copy(Symbol("s")) as Error).message, /cannot be copied .*: Symbol\(s\)$/);
+  assert.match((copy({ retry: fn }) as Error).message, /: \[object Object\]$/);
+  const chain = (e: unknown) => {
+    const out: unknown[] = [];
+    for (; e instanceof Error; e = e.cause) out.push([Object.getPrototypeOf(e), e.name, e.message]);
+    return [out, e];
+  };
+  const named = Object.assign(new Error("mine", { cause: Symbol("q") }), { name: "MyError" });
+  const top = new TimeoutError("outer", {
+    cause: new RangeError("range", { cause: new CancellationError("c", { cause: named }) }),
+  });
+  assert.deepEqual(chain(copy(top)), [[
+    [TimeoutError.prototype, "TimeoutError", "outer"],
+    [RangeError.prototype, "RangeError", "range"],
+    [CancellationError.prototype, "CancellationError", "c"],
+    [Error.prototype, "MyError", "mine"],
+  ], "Symbol(q) (cannot be copied to another isolate)"]);
+  // A copyable cause beside it stays as it is; the stack goes along.
+  const e = new Error("upstream failed", { cause: { retry: fn } });
+  const got = copy(e) as Error;
+  assert.equal(got.cause, "[object Object] (cannot be copied to another isolate)");
+  assert.equal(got.stack, e.stack);
+  assert.deepEqual((copy(new Error("x", { cause: [1, 2] })) as Error).cause, [1, 2]);
+  // One whose reads throw: an Error saying so, not a clean close.
+  const hostile = new Proxy(new Error("h"), {
+    get() {
+      throw new Error("trap");
+    },
+  });
+  assert.match((copy(hostile) as Error).message, /cannot be copied .*\(reading it threw\)$/);
+});
+
 Deno.test("garbled structured bytes (C code's, or another codec's) are a CodecError, freed; the channel goes on", () => {
   const sym = library().symbols("test");
   const out = new Uint32Array(1);

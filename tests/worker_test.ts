@@ -463,10 +463,18 @@ Deno.test("a receive or select aborted after a native send completed it rejects 
   }
 });
 
-Deno.test("a close or cancel cause crosses isolates; one that cannot be copied stays in its own", async () => {
+Deno.test("a close or cancel cause crosses isolates; one that cannot be copied arrives as its stand-in, still a failure", async () => {
   const url = new URL("./fixtures/cause_worker.ts", import.meta.url);
   for (
-    const end of ["close", "cancel", "uncopyable", "kcoro", "named", "cancelTimeout"] as const
+    const end of [
+      "close",
+      "cancel",
+      "uncopyable",
+      "uncopyableCause",
+      "kcoro",
+      "named",
+      "cancelTimeout",
+    ] as const
   ) {
     using input = new Channel<number>(4);
     using output = new Channel<number>(1);
@@ -488,6 +496,8 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied s
         input.cancel(
           new TimeoutError("deadline", { cause: new CancellationError("inner", { cause: 4 }) }),
         );
+      } else if (end === "uncopyableCause") {
+        input.close(new RangeError("upstream failed", { cause: { retry: fn } }));
       } else input.close(fn);
       const got = await within(report, workerStartMs, `the Worker's report (${end})`);
       if (end === "close") {
@@ -535,8 +545,26 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied s
         assert.equal(last.name, "CancellationError");
         assert.ok(last.cause instanceof RangeError && last.cause.message === "stopped");
         assert.deepEqual((last.cause as Error).cause, [2]);
+      } else if (end === "uncopyableCause") {
+        // The Error crosses; only its cause, which cannot, is a string saying what it was.
+        // Before, the whole failure stayed here and the Worker's loop ended as if complete.
+        assert.deepEqual(got, [1, {
+          name: "RangeError",
+          message: "upstream failed",
+          cause: "[object Object] (cannot be copied to another isolate)",
+          cancellation: false,
+          timeout: false,
+        }]);
       } else {
-        assert.deepEqual(got, [1, "ended"]); // closed, without a cause it could copy
+        // A failure all the same (before: [1, "ended"], a clean close), saying what it was.
+        assert.deepEqual(got, [1, {
+          name: "Error",
+          message: "The channel's close or cancel cause cannot be copied to another isolate: " +
+            "a function",
+          cause: undefined,
+          cancellation: false,
+          timeout: false,
+        }]);
         assert.deepEqual(input.tryReceive(), { state: "closed", cause: fn }); // here it is kept
       }
       // And the other way: the Worker's cause reaches this isolate.
