@@ -984,7 +984,8 @@ function standIn(cause: unknown, depth: number): unknown {
     Object.setPrototypeOf(copy, Object.getPrototypeOf(cause));
     const name = String(cause.name);
     if (copy.name !== name) copy.name = name;
-    copy.stack = String(cause.stack);
+    const stack = cause.stack;
+    if (typeof stack === "string") copy.stack = stack;
     if ("cause" in cause) {
       const inner = cause.cause;
       copy.cause = inner instanceof Error && depth + 1 < CAUSE_CHAIN
