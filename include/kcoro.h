@@ -63,7 +63,8 @@ extern "C" {
 #define KC_BUILTIN_ECHO 12 /* scheduled: uint64_t[4] {in chan, out chan, echoed, done}: sends each
                             * 8-byte value of `in` to `out` until either fails, then done = 1;
                             * the value in hand when its send to `out` fails goes to
-                            * out's undelivered path (kc_chan_drop) */
+                            * out's undelivered path once (a cancel failing the waiting
+                            * send hands it over; else the echo's kc_chan_drop) */
 #define KC_BUILTIN_CHAN_SENDER 10 /* scheduled: uint64_t[5] {chan, first, count, sent, done}: sends
                                   * u64 first..first+count-1 (sent += 1 each), then done += 1 */
 

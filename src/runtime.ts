@@ -65,7 +65,7 @@ export type ShutdownMode = "cancel" | "finish";
  *   for each, stopping if the channel closes; then adds 1 to `done`;
  * - `"echo"`: `[in channel, out channel, echoed, done]`: receives each value of `in` (8-byte
  *   elements) and sends it to `out`, adding 1 to `echoed`, until either fails; then `done` = 1.
- *   The value it holds when its send to `out` fails goes to `out`'s undelivered path
+ *   The value it holds when its send to `out` fails goes to `out`'s undelivered path once
  *   (counted as dropped there).
  */
 export type ScheduledBuiltin =

@@ -1125,7 +1125,9 @@ export fn kc_chan_create(elem_size: u32, capacity: u32, overflow: u32, flags: u3
     return 0;
 }
 
-fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, flags: u32, comptime is_send: bool) i32 {
+/// `dropped`: a send's `WaitOptions.dropped` (whether a KC_ECANCELED took its value), for the
+/// built-ins that must know; the exports pass null.
+fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, flags: u32, comptime is_send: bool, dropped: ?*bool) i32 {
     const p = elem orelse return Status.invalid.code();
     if (flags & ~chan_try != 0) return Status.invalid.code();
     const r = chans();
@@ -1151,6 +1153,7 @@ fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, fl
         .deadline = if (deadline_ns == 0) null else deadline_ns,
         .try_only = flags & chan_try != 0,
         .token = tokenOf(te),
+        .dropped = dropped,
     };
     const bytes: [*]u8 = @ptrCast(p);
     const result = if (is_send) ch.sendWith(bytes, opts) else ch.receiveWith(bytes, opts);
@@ -1162,20 +1165,20 @@ fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, fl
 ///                      uint32_t flags): deadline 0 = none (kc_now_ns clock); KC_CHAN_TRY never
 /// waits (KC_EAGAIN). KC_EPIPE closed, KC_ECANCELED cancelled, KC_ETIME deadline.
 export fn kc_chan_send(h: u32, elem: ?*const anyopaque, size: u32, deadline_ns: u64, token: u32, flags: u32) callconv(.c) i32 {
-    return chanOp(h, @constCast(elem), size, deadline_ns, token, flags, true);
+    return chanOp(h, @constCast(elem), size, deadline_ns, token, flags, true, null);
 }
 
 /// int32_t kc_chan_recv(uint32_t h, void *out, uint32_t size, uint64_t deadline_ns,
 ///                      uint32_t flags): as kc_chan_send.
 export fn kc_chan_recv(h: u32, out: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, flags: u32) callconv(.c) i32 {
-    return chanOp(h, out, size, deadline_ns, token, flags, false);
+    return chanOp(h, out, size, deadline_ns, token, flags, false, null);
 }
 
 /// int32_t kc_chan_try_send(uint32_t h, const void *elem, uint32_t size): kc_chan_send with
 /// KC_CHAN_TRY, no deadline, no token. Its arguments all fit 32 bits, so Deno's FFI calls it on
 /// V8's fast path (a u64 argument given a number takes the slow one: 260 ns against 7).
 export fn kc_chan_try_send(h: u32, elem: ?*const anyopaque, size: u32) callconv(.c) i32 {
-    return chanOp(h, @constCast(elem), size, 0, 0, chan_try, true);
+    return chanOp(h, @constCast(elem), size, 0, 0, chan_try, true, null);
 }
 
 /// int32_t kc_chan_retry_send(uint32_t h, const void *elem, uint32_t size): kc_chan_try_send for
@@ -1191,7 +1194,7 @@ export fn kc_chan_retry_send(h: u32, elem: ?*const anyopaque, size: u32) callcon
 
 /// int32_t kc_chan_try_recv(uint32_t h, void *out, uint32_t size): as kc_chan_try_send.
 export fn kc_chan_try_recv(h: u32, out: ?*anyopaque, size: u32) callconv(.c) i32 {
-    return chanOp(h, out, size, 0, 0, chan_try, false);
+    return chanOp(h, out, size, 0, 0, chan_try, false, null);
 }
 
 /// int32_t kc_chan_try_send_at(const uint32_t *handle_word, uint32_t h, const void *elem,
@@ -2805,17 +2808,23 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
 /// (closed, cancelled, destroyed); then `done` = 1. A native partner for round-trip benchmarks.
 /// `echoed` counts the values `out` took. The value in hand when a send to `out` fails (it was
 /// taken from `in`, and cannot go back in front of values sent after it) goes to `out`'s
-/// undelivered path as a value meant for it that will never be sent (kc_chan_drop: counted as
-/// dropped there, to its hook if it has one; gone with `out` if it was destroyed): before, it
-/// vanished without a count. The values still in `in` stay there.
+/// undelivered path as a value meant for it that will never be sent, once (counted as dropped
+/// there, to its hook if it has one; gone with `out` if it was destroyed): a cancel (or
+/// destroy) of `out` that fails the send while it waits hands it over itself; any other
+/// failure leaves it to the echo, which hands it to kc_chan_drop. The values still in `in`
+/// stay there.
 fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
     const c: *[4]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
     const in = std.math.cast(u32, c[0].load(.monotonic)) orelse 0;
     const out = std.math.cast(u32, c[1].load(.monotonic)) orelse 0;
     var v: u64 = 0;
     while (kc_chan_recv(in, &v, 8, 0, 0, 0) == 0) {
-        if (kc_chan_send(out, &v, 8, 0, 0, 0) != 0) {
-            _ = kc_chan_drop(out, &v, 8); // KC_EBADH (destroyed) or 0 (no hook): nothing to do
+        var dropped = false; // set when a cancel took `v` from the waiting send
+        if (chanOp(out, &v, 8, 0, 0, 0, true, &dropped) != 0) {
+            // The send's KC_ECANCELED does not say whether the cancel took `v` (then dropped
+            // already: a second drop ran the hook twice and counted 2) or found `out`
+            // cancelled. kc_chan_drop's KC_EBADH (destroyed) or 0 (no hook): nothing to do.
+            if (!dropped) _ = kc_chan_drop(out, &v, 8);
             break;
         }
         // Monotonic: a count the host reads after `done` (whose release orders it).
@@ -5115,6 +5124,51 @@ test "C ABI: KC_BUILTIN_ECHO hands the value in hand when out has ended to out's
     // The next value was never taken: still in `in`.
     try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(in, &got, 8));
     try testing.expectEqual(@as(u64, 6), got);
+}
+
+test "C ABI: KC_BUILTIN_ECHO's value that a cancel of out took while its send waited is dropped once, not again by the echo" {
+    // The cancel hands a waiting send's value to out's undelivered path itself; before, the
+    // echo then handed it to kc_chan_drop as well: the hook ran twice for one value and
+    // `dropped` counted 2. A send that finds out cancelled (or closed, the test above) took
+    // nothing: the echo drops that value itself, once.
+    for ([_]bool{ false, true }) |waits| {
+        var in: u32 = 0;
+        var out: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &in));
+        defer _ = kc_chan_destroy(in);
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &out)); // rendezvous
+        defer _ = kc_chan_destroy(out);
+        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(out));
+        for ([_]u64{ 5, 6 }) |x| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(in, &x, 8));
+        if (!waits) try testing.expectEqual(@as(i32, 0), kc_chan_cancel(out));
+        var cells: [4]u64 = .{ in, out, 0, 0 };
+        const echo = kc_builtin_entry(@intFromEnum(Builtin.echo));
+        var h: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(@ptrCast(@alignCast(echo)), &cells, 0, 0, &h));
+        defer _ = kc_coro_destroy(h);
+        const finished: i32 = @intFromEnum(coroutine.State.finished);
+        if (waits) {
+            // Hand-driven: it took 5 from `in` and parks in its send (nobody receives on out).
+            try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(h));
+            try testing.expectEqual(@as(i32, 0), kc_chan_cancel(out));
+        }
+        try testing.expectEqual(finished, kc_coro_resume(h));
+        try testing.expectEqual(@as(u64, 0), cells[2]); // nothing echoed
+        try testing.expectEqual(@as(u64, 1), cells[3]); // done
+        var got: u64 = 0;
+        try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(out, &got, 8));
+        try testing.expectEqual(@as(u64, 5), got);
+        testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(out, &got, 8)) catch |err| {
+            std.debug.print("waits={}: the value was kept twice\n", .{waits});
+            return err;
+        };
+        var snap: [13]u64 = undefined;
+        _ = kc_chan_snapshot(out, &snap, 13);
+        try testing.expectEqual(@as(u64, 1), snap[8]); // dropped
+        // The next value was never taken: still in `in`.
+        try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(in, &got, 8));
+        try testing.expectEqual(@as(u64, 6), got);
+    }
 }
 
 test "C ABI: kc_chan_drop hands a value that will never be sent to the undelivered path, or back" {

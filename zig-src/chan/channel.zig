@@ -1770,6 +1770,14 @@ pub const Channel = struct {
         /// As `select`'s token. A scope's cancellation (the caller's context) only ends a wait:
         /// a close that came first wins.
         token: ?*Token = null,
+        /// A send's only (a receive ignores it): when not null, set before the send returns to
+        /// whether its value went to the undelivered path, no longer the caller's. True only
+        /// with error.Cancelled from a cancel that failed the send while it waited: `cancel`
+        /// handed the value to a descriptor's `release` or the hook and counted it dropped
+        /// (with a destroy's cancel too). False for every other outcome, a Cancelled that found
+        /// the channel cancelled included: that value is still the caller's, to drop or free.
+        /// The status alone does not tell the two Cancelled apart (kc_chan_send's doc).
+        dropped: ?*bool = null,
     };
 
     /// Sends the value at `elem` (elem_size bytes: nothing checks that it has that many;
@@ -1812,6 +1820,7 @@ pub const Channel = struct {
     /// `send` with every option (`WaitOptions.token`: how the token meets a close or cancel).
     /// Any thread or coroutine.
     pub fn sendWith(ch: *Channel, elem: [*]const u8, opts: WaitOptions) Error!void {
+        if (opts.dropped) |d| d.* = false; // `block` sets it when a cancel took the value
         if (opts.token) |t| if (t.isCancelled()) return error.Interrupted;
         if (opts.try_only and ch.flags.send_blocked.load(.acquire)) {
             // Full (or rendezvous with nobody waiting) at some moment since the flag was set:
@@ -1989,7 +1998,13 @@ pub const Channel = struct {
             // honour the outcome, but see below.
             ch.unlock();
         }
-        outcomeError(w.own_status.load(.acquire)) catch |e| return ownTokenFirst(e, options.token, q == &ch.receivers);
+        const outcome = w.own_status.load(.acquire);
+        // Only `cancel` completes a queued sender with done_cancelled, after handing its value
+        // to `undelivered` (`freeStorage` finds no live waiter): the value is gone.
+        if (outcome == done_cancelled and q == &ch.senders) {
+            if (options.dropped) |d| d.* = true;
+        }
+        outcomeError(outcome) catch |e| return ownTokenFirst(e, options.token, q == &ch.receivers);
     }
 
     /// `err` as the caller sees it: the caller's own `token`, cancelled before the operation
