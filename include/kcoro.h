@@ -566,8 +566,10 @@ uint64_t kc_deadline(void);
  * processes what is queued after close, then ends; it stops at once when the scope is cancelled,
  * also between queued messages. Ended any other way than by close, it cancels its mailbox (what
  * is queued goes to the undelivered hook, later sends fail with KC_ECANCELED): the actor owns its
- * mailbox, so give each actor a mailbox of its own. on_done(ctx,
- * status) runs last: 0 (closed), KC_EINTR (scope cancelled), KC_ECANCELED. */
+ * mailbox, so give each actor a mailbox of its own. on_done(ctx, status) runs last: KC_EINTR
+ * whenever the scope was cancelled by the time the actor finished, whatever ended its wait (a
+ * close or a cancel of the mailbox too, before or after the scope's cancel: its mailbox is then
+ * cancelled); else 0 (closed), KC_ECANCELED (mailbox cancelled or destroyed). */
 int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, void *ctx,
                        kc_done_fn on_done, uint32_t *out_handle);
 /* A producer: a child of `scope` running entry(arg), which sends to `chan`; when it returns the

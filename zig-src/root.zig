@@ -1935,6 +1935,14 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
             };
             a.handler(a.ctx, buf.ptr);
         }
+        // A scope cancelled before the actor finished ended it, whatever its last receive said
+        // (Kotlin: a job whose scope was cancelled before it completed ends cancelled): a close
+        // or a cancel of the mailbox that took its waiter won over the token's wake, in either
+        // order, so on_done said 0 or KC_ECANCELED, or KC_EINTR when the actor ran between the
+        // two, by timing. Acquire in `isCancelled`: pairs with the scope cancel's release.
+        if (kcoro.scope.currentToken()) |t| if (t.isCancelled()) {
+            status = Status.interrupted.code();
+        };
     } else |_| status = Status.no_memory.code();
     // Ended before its mailbox was closed and emptied: nobody takes what is queued or comes
     // later, so the mailbox is cancelled (Kotlin's actor cancels its channel as it ends): queued
@@ -2006,8 +2014,9 @@ fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: corout
 ///                        kc_done_fn on_done, uint32_t *out_handle): a child of `scope` that
 /// receives every message of `mailbox` and calls handler(ctx, msg). It processes what is
 /// queued after the mailbox is closed, then ends; it stops at once when the scope is cancelled.
-/// on_done(ctx, status) runs last: 0 (closed), KC_EINTR (scope cancelled), KC_ECANCELED
-/// (mailbox cancelled).
+/// on_done(ctx, status) runs last: KC_EINTR whenever the scope was cancelled by the time the
+/// actor finished, whatever ended its wait (a close or a cancel of the mailbox too, before or
+/// after the scope's cancel); else 0 (closed), KC_ECANCELED (mailbox cancelled or destroyed).
 export fn kc_actor_spawn(scope: u32, mailbox: u32, handler: ?*const fn (ctx: ?*anyopaque, msg: [*]const u8) callconv(.c) void, ctx: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void, out_handle: ?*u32) callconv(.c) i32 {
     const h = handler orelse return Status.invalid.code();
     return launchWithChannel(scope, mailbox, .{ .mailbox = undefined, .handler = h, .ctx = ctx, .on_done = on_done }, actorMain, out_handle);
@@ -5522,6 +5531,94 @@ test "C ABI: an actor stops between queued messages when its scope is cancelled,
     try testing.expectEqual(Status.interrupted.code(), S.done_status.load(.acquire));
     try testing.expectEqual(@as(u32, 4), S.dropped.load(.monotonic));
     try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(mailbox, &v, 8));
+}
+
+test "C ABI: an actor whose scope was cancelled before it finished reports KC_EINTR, whatever ended its wait: a close or a cancel of its mailbox, before or after the scope's cancel" {
+    // One worker: the driver coroutine ends the actor's wait in two steps that the actor, parked
+    // in its receive, cannot run between (it runs when the driver has returned). Before, a
+    // close or mailbox cancel that took the actor's waiter won over the scope's cancel in
+    // either order (on_done 0 or KC_ECANCELED, the mailbox left closed), and KC_EINTR came
+    // only when the actor ran between the two: its status depended on the timing.
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    const Ending = enum { close_then_scope_cancel, scope_cancel_then_close, chan_cancel_then_scope_cancel, scope_cancel_then_chan_cancel, scope_cancel_alone, close_alone, chan_cancel_alone };
+    const S = struct {
+        var scope: u32 = 0;
+        var mailbox: u32 = 0;
+        var ending: Ending = .close_alone;
+        var driven: std.atomic.Value(bool) = .init(false);
+        var done_status: std.atomic.Value(i32) = .init(999);
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
+        fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
+            done_status.store(status, .release); // pairs with the test's acquire load
+        }
+        fn step(what: enum { close, chan_cancel, scope_cancel }) void {
+            _ = switch (what) {
+                .close => kc_chan_close(mailbox),
+                .chan_cancel => kc_chan_cancel(mailbox),
+                .scope_cancel => kc_scope_cancel(scope),
+            };
+        }
+        fn driver(_: ?*anyopaque) callconv(.c) void {
+            switch (ending) {
+                .close_then_scope_cancel => {
+                    step(.close);
+                    step(.scope_cancel);
+                },
+                .scope_cancel_then_close => {
+                    step(.scope_cancel);
+                    step(.close);
+                },
+                .chan_cancel_then_scope_cancel => {
+                    step(.chan_cancel);
+                    step(.scope_cancel);
+                },
+                .scope_cancel_then_chan_cancel => {
+                    step(.scope_cancel);
+                    step(.chan_cancel);
+                },
+                .scope_cancel_alone => step(.scope_cancel),
+                .close_alone => step(.close),
+                .chan_cancel_alone => step(.chan_cancel),
+            }
+            driven.store(true, .release); // pairs with the test's acquire load
+        }
+    };
+    const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+    for (std.enums.values(Ending)) |ending| {
+        S.ending = ending;
+        S.driven.store(false, .monotonic);
+        S.done_status.store(999, .monotonic);
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &S.mailbox));
+        defer _ = kc_chan_destroy(S.mailbox);
+        try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &S.scope));
+        defer _ = kc_scope_destroy(S.scope);
+        var ha: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_actor_spawn(S.scope, S.mailbox, S.handler, null, S.onDone, &ha));
+        // Parked in its receive of the empty mailbox (its only wait).
+        const parked: i32 = @intFromEnum(coroutine.State.parked);
+        while (kc_coro_state(ha) != parked and kc_now_ns() < deadline) std.Thread.yield() catch {};
+        try testing.expectEqual(parked, kc_coro_state(ha));
+        try testing.expectEqual(@as(i32, 0), kc_spawn(S.driver, null, 0, null));
+        try testing.expectEqual(@as(i32, 0), kc_scope_wait(S.scope, deadline));
+        try testing.expect(S.driven.load(.acquire));
+        const scope_cancelled = switch (ending) {
+            .close_alone, .chan_cancel_alone => false,
+            else => true,
+        };
+        const want: Status = if (scope_cancelled) .interrupted else if (ending == .close_alone) .ok else .cancelled;
+        testing.expectEqual(want.code(), S.done_status.load(.acquire)) catch |err| {
+            std.debug.print("{s}: on_done got {d}\n", .{ @tagName(ending), S.done_status.load(.acquire) });
+            return err;
+        };
+        // Ended any way but by close, it cancelled its mailbox.
+        const v: u64 = 1;
+        const mail: Status = if (ending == .close_alone) .closed else .cancelled;
+        try testing.expectEqual(mail.code(), kc_chan_try_send(S.mailbox, &v, 8));
+    }
 }
 
 test "C ABI: kc_pool_views: what a thread still counts as viewed is freed when it ends" {
