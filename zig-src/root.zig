@@ -3162,6 +3162,81 @@ test "C ABI metrics: every operation that fails with KC_EPIPE counts one failed_
     }
 }
 
+/// Tests: how a hand-driven token test ends the wait it parked a coroutine in, the steps on its
+/// channel and token in order (`HandDrivenWait.end`).
+const TokenEnding = enum {
+    close_then_cancel,
+    cancel_then_close,
+    chan_cancel_then_cancel,
+    cancel_then_chan_cancel,
+    /// The test's try-operation meets the parked one (a hand-off), then the token is cancelled.
+    value_then_cancel,
+    close_alone,
+    cancel_alone,
+
+    const Step = enum { close, chan_cancel, token_cancel, value };
+
+    fn steps(e: TokenEnding) []const Step {
+        return switch (e) {
+            .close_then_cancel => &.{ .close, .token_cancel },
+            .cancel_then_close => &.{ .token_cancel, .close },
+            .chan_cancel_then_cancel => &.{ .chan_cancel, .token_cancel },
+            .cancel_then_chan_cancel => &.{ .token_cancel, .chan_cancel },
+            .value_then_cancel => &.{ .value, .token_cancel },
+            .close_alone => &.{.close},
+            .cancel_alone => &.{.token_cancel},
+        };
+    }
+};
+
+/// Tests: a token and a hand-driven coroutine parked in the wait its entry makes with it, ended
+/// by the test (`end`) while it is parked, then resumed to its end.
+const HandDrivenWait = struct {
+    co: u32 = 0,
+    tok: u32 = 0,
+
+    /// Makes a token, its handle in `tok.*` for `entry` to read, and a coroutine running
+    /// `entry`, resumed until it parks in its wait. `deinit` frees both.
+    fn start(entry: coroutine.EntryFn, tok: *u32) !HandDrivenWait {
+        var w: HandDrivenWait = .{};
+        try testing.expectEqual(@as(i32, 0), kc_token_create(&w.tok));
+        errdefer _ = kc_token_destroy(w.tok);
+        tok.* = w.tok;
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(entry, null, 0, 0, &w.co));
+        errdefer _ = kc_coro_destroy(w.co);
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(w.co));
+        return w;
+    }
+
+    fn deinit(w: HandDrivenWait) void {
+        _ = kc_coro_destroy(w.co);
+        _ = kc_token_destroy(w.tok);
+    }
+
+    /// Takes `ending`'s steps on rendezvous channel `ch` (8-byte values) and the token, each
+    /// checked, then resumes the coroutine to its end. The value step is a try-operation that
+    /// meets the parked one: a try-receive when it `parked_sending`, else a try-send of 42. The
+    /// test's side of that value: what it received, or 42.
+    fn end(w: HandDrivenWait, ch: u32, ending: TokenEnding, parked_sending: bool) !u64 {
+        var v: u64 = 42;
+        for (ending.steps()) |step| switch (step) {
+            .close => try testing.expectEqual(@as(i32, 1), kc_chan_close(ch)),
+            .chan_cancel => try testing.expectEqual(@as(i32, 0), kc_chan_cancel(ch)),
+            .token_cancel => try testing.expectEqual(@as(i32, 1), kc_token_cancel(w.tok)),
+            .value => try testing.expectEqual(@as(i32, 0), if (parked_sending) kc_chan_recv(ch, &v, 8, 0, 0, chan_try) else kc_chan_send(ch, &v, 8, 0, 0, chan_try)),
+        };
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(w.co));
+        return v;
+    }
+};
+
+/// Tests: a rendezvous channel of 8-byte values.
+fn rendezvousChan() !u32 {
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &h));
+    return h;
+}
+
 test "C ABI: kc_select's token, once cancelled before it returns, wins over a close or cancel of its clause's channel, whichever came first; a value received wins over the token" {
     // A hand-driven coroutine parks in kc_select; the test closes (or cancels) the channel and
     // cancels the token while it is parked, in either order, then resumes it. Before, both
@@ -3177,16 +3252,12 @@ test "C ABI: kc_select's token, once cancelled before it returns, wins over a cl
             rc = kc_select(&clauses, 2, 0, tok, 0, &idx);
         }
     };
-    const Ending = enum { close_then_cancel, cancel_then_close, chan_cancel_then_cancel, cancel_then_chan_cancel, value_then_cancel, close_alone };
-    for (std.enums.values(Ending)) |ending| {
-        var a: u32 = 0;
-        var b: u32 = 0;
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &a));
+    for (std.enums.values(TokenEnding)) |ending| {
+        if (ending == .cancel_alone) continue; // the plain operations' test has it
+        const a = try rendezvousChan();
         defer _ = kc_chan_destroy(a);
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &b));
+        const b = try rendezvousChan();
         defer _ = kc_chan_destroy(b);
-        try testing.expectEqual(@as(i32, 0), kc_token_create(&S.tok));
-        defer _ = kc_token_destroy(S.tok);
         var x: u64 = 0;
         var y: u64 = 0;
         S.clauses = .{
@@ -3195,24 +3266,9 @@ test "C ABI: kc_select's token, once cancelled before it returns, wins over a cl
         };
         S.rc = 1;
         S.idx = 99;
-        var h: u32 = 0;
-        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, null, 0, 0, &h));
-        defer _ = kc_coro_destroy(h);
-        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(h));
-        var v: u64 = 42;
-        switch (ending) {
-            .close_then_cancel, .close_alone => try testing.expectEqual(@as(i32, 1), kc_chan_close(b)),
-            .chan_cancel_then_cancel => try testing.expectEqual(@as(i32, 0), kc_chan_cancel(b)),
-            .value_then_cancel => try testing.expectEqual(@as(i32, 0), kc_chan_send(b, &v, 8, 0, 0, 1)),
-            .cancel_then_close, .cancel_then_chan_cancel => try testing.expectEqual(@as(i32, 1), kc_token_cancel(S.tok)),
-        }
-        switch (ending) {
-            .close_then_cancel, .chan_cancel_then_cancel, .value_then_cancel => try testing.expectEqual(@as(i32, 1), kc_token_cancel(S.tok)),
-            .cancel_then_close => try testing.expectEqual(@as(i32, 1), kc_chan_close(b)),
-            .cancel_then_chan_cancel => try testing.expectEqual(@as(i32, 0), kc_chan_cancel(b)),
-            .close_alone => {},
-        }
-        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(h));
+        const w = try HandDrivenWait.start(S.entry, &S.tok);
+        defer w.deinit();
+        _ = try w.end(b, ending, false);
         switch (ending) {
             .value_then_cancel => {
                 // Received: it cannot be taken back, so the select says so.
@@ -3249,16 +3305,12 @@ test "C ABI: kc_select's send clause whose value a cancel handed to the undelive
             rc = kc_select(&clauses, 2, 0, tok, 0, &idx);
         }
     };
-    for ([_]bool{ false, true }) |token_first| {
-        var a: u32 = 0;
-        var b: u32 = 0;
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &a));
+    for ([_]TokenEnding{ .chan_cancel_then_cancel, .cancel_then_chan_cancel }) |ending| {
+        const a = try rendezvousChan();
         defer _ = kc_chan_destroy(a);
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &b));
+        const b = try rendezvousChan();
         defer _ = kc_chan_destroy(b);
         try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(b));
-        try testing.expectEqual(@as(i32, 0), kc_token_create(&S.tok));
-        defer _ = kc_token_destroy(S.tok);
         var x: u64 = 0;
         var v: u64 = 42;
         S.clauses = .{
@@ -3267,20 +3319,15 @@ test "C ABI: kc_select's send clause whose value a cancel handed to the undelive
         };
         S.rc = 1;
         S.idx = 99;
-        var h: u32 = 0;
-        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, null, 0, 0, &h));
-        defer _ = kc_coro_destroy(h);
-        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(h));
-        if (token_first) try testing.expectEqual(@as(i32, 1), kc_token_cancel(S.tok));
-        try testing.expectEqual(@as(i32, 0), kc_chan_cancel(b));
-        if (!token_first) try testing.expectEqual(@as(i32, 1), kc_token_cancel(S.tok));
-        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(h));
+        const w = try HandDrivenWait.start(S.entry, &S.tok);
+        defer w.deinit();
+        _ = try w.end(b, ending, true);
         // The value went to b's undelivered path: the select says so.
         var got: u64 = 0;
         try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(b, &got, 8));
         try testing.expectEqual(@as(u64, 42), got);
         testing.expectEqual(Status.cancelled.code(), S.rc) catch |err| {
-            std.debug.print("token_first={}: kc_select returned {d}\n", .{ token_first, S.rc });
+            std.debug.print("{s}: kc_select returned {d}\n", .{ @tagName(ending), S.rc });
             return err;
         };
         try testing.expectEqual(@as(u32, 1), S.idx);
@@ -3311,37 +3358,18 @@ test "C ABI: kc_chan_recv/kc_chan_send's token, once cancelled before they retur
             dropped_val = std.mem.readInt(u64, elem[0..8], .little);
         }
     };
-    const Ending = enum { close_then_cancel, cancel_then_close, chan_cancel_then_cancel, cancel_then_chan_cancel, value_then_cancel, close_alone, cancel_alone };
     const Expect = struct { rc: i32, fail_closed: u64 = 0, fail_cancelled: u64 = 0, dropped: u64 = 0 };
-    for ([_]bool{ false, true }) |sending| for (std.enums.values(Ending)) |ending| {
+    for ([_]bool{ false, true }) |sending| for (std.enums.values(TokenEnding)) |ending| {
         if (sending and ending == .close_alone) continue; // a close leaves a waiting sender queued
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.ch));
+        S.ch = try rendezvousChan();
         defer _ = kc_chan_destroy(S.ch);
         try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.ch, S.hook, null));
-        try testing.expectEqual(@as(i32, 0), kc_token_create(&S.tok));
-        defer _ = kc_token_destroy(S.tok);
         S.rc = 1;
         S.val = if (sending) 7 else 0;
         S.dropped = 0;
-        var h: u32 = 0;
-        try testing.expectEqual(@as(i32, 0), kc_coro_create(if (sending) S.sendEntry else S.recvEntry, null, 0, 0, &h));
-        defer _ = kc_coro_destroy(h);
-        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(h));
-        var v: u64 = 42;
-        switch (ending) {
-            .close_then_cancel, .close_alone => try testing.expectEqual(@as(i32, 1), kc_chan_close(S.ch)),
-            .chan_cancel_then_cancel => try testing.expectEqual(@as(i32, 0), kc_chan_cancel(S.ch)),
-            // The test's try-operation meets the parked one: a hand-off.
-            .value_then_cancel => try testing.expectEqual(@as(i32, 0), if (sending) kc_chan_recv(S.ch, &v, 8, 0, 0, chan_try) else kc_chan_send(S.ch, &v, 8, 0, 0, chan_try)),
-            .cancel_then_close, .cancel_then_chan_cancel, .cancel_alone => try testing.expectEqual(@as(i32, 1), kc_token_cancel(S.tok)),
-        }
-        switch (ending) {
-            .close_then_cancel, .chan_cancel_then_cancel, .value_then_cancel => try testing.expectEqual(@as(i32, 1), kc_token_cancel(S.tok)),
-            .cancel_then_close => try testing.expectEqual(@as(i32, 1), kc_chan_close(S.ch)),
-            .cancel_then_chan_cancel => try testing.expectEqual(@as(i32, 0), kc_chan_cancel(S.ch)),
-            .close_alone, .cancel_alone => {},
-        }
-        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(h));
+        const w = try HandDrivenWait.start(if (sending) S.sendEntry else S.recvEntry, &S.tok);
+        defer w.deinit();
+        const v = try w.end(S.ch, ending, sending);
         const intr = Status.interrupted.code();
         // fail_cancelled: counted by a channel cancel for each waiter it fails, or by the waiter
         // that withdraws on its token; fail_closed by a close for each waiter it fails (the
