@@ -3346,6 +3346,52 @@ test "cancel drops buffered and waiting values exactly once and fails every wait
     try testing.expectError(error.Cancelled, sendU64(ch, 9));
 }
 
+test "WaitOptions.dropped: true only for a send whose value a cancel took while it waited" {
+    // The two Cancelled outcomes of a send differ in whose the value is: taken by a cancel that
+    // failed the waiting send (at the undelivered path), or still the caller's (the channel
+    // found cancelled). The echo built-in drops a value it still holds and must not drop one
+    // taken (root.zig, echoBuiltin).
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    Dropped.n = 0;
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 0, .on_undelivered = Dropped.hook });
+    defer ch.destroy();
+    const S = struct {
+        var dropped = true; // written by every send below
+        var failed: ?Error = null;
+        fn sender(c: *Channel) void {
+            c.sendValue(u64, 3, .{ .dropped = &dropped }) catch |e| {
+                failed = e;
+            };
+        }
+    };
+    // A send that times out, and one whose token is cancelled: the value is still the caller's.
+    var v: u64 = 1;
+    S.dropped = true;
+    try testing.expectError(error.Timeout, ch.sendWith(std.mem.asBytes(&v), .{ .deadline = scheduler.monotonicNs(), .dropped = &S.dropped }));
+    try testing.expect(!S.dropped);
+    var tok: Token = .init;
+    _ = tok.cancel();
+    S.dropped = true;
+    try testing.expectError(error.Interrupted, ch.sendWith(std.mem.asBytes(&v), .{ .token = &tok, .dropped = &S.dropped }));
+    try testing.expect(!S.dropped);
+    // Waiting, then failed by a cancel: taken, at the hook.
+    S.dropped = false;
+    const t = try std.Thread.spawn(.{}, S.sender, .{ch});
+    awaitQueued(ch, "senders") catch return error.SenderNeverQueued;
+    _ = ch.cancel();
+    t.join();
+    try testing.expectEqual(@as(?Error, error.Cancelled), S.failed);
+    try testing.expect(S.dropped);
+    try testing.expectEqualSlices(u64, &.{3}, Dropped.vals[0..Dropped.n]);
+    // Found cancelled: the same error, nothing taken.
+    S.dropped = true;
+    try testing.expectError(error.Cancelled, ch.sendWith(std.mem.asBytes(&v), .{ .dropped = &S.dropped }));
+    try testing.expect(!S.dropped);
+    try testing.expectEqual(@as(usize, 1), Dropped.n);
+}
+
 // N producers x M consumers on coroutines of a scheduler: every value received exactly once.
 /// What the consumers of a two-producer stream saw (the stream tests below): how often each
 /// value arrived, and whether one producer's values ever arrived out of order.
