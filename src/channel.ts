@@ -3586,10 +3586,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (this.#handle === 0) return; // it never had a native channel
       // Destroyed already (native code's kc_chan_destroy, seen by a copy of this isolate: its
       // handle's value may name a later channel by now): nothing to destroy.
-      if (!this._shared.ended) sym.kc_chan_destroy(this.#handle);
+      const ended = this._shared.ended;
+      if (!ended) sym.kc_chan_destroy(this.#handle);
       // Its hold is forgotten (the handle is dead: the call says KC_EBADH). Not once ended
       // before (its handle's value may name a later channel: see the copy's unhold above).
-      if (this.#held && !this._shared.ended) sym.kc_chan_unhold(this.#handle);
+      if (this.#held && !ended) sym.kc_chan_unhold(this.#handle);
+      // `Channel.from` copies of this isolate answer as on a cancelled channel from now on,
+      // with no call on the dead handle (copies elsewhere learn it from their next call).
+      // Before the hook runs below (user code, which may call a copy): marked after it, a
+      // copy's call from the hook met the dead handle first and, its creator of this isolate
+      // (`Shared.creatorHere`), said native code destroyed the channel.
+      if (this._shared.refs > 1) this.#markEnded();
       // What the channel dropped for the hook waits in its handle value's list, which outlives
       // a destroy (kc_chan_take_undelivered), native code's too: the values buffered when it
       // destroyed the channel go to the hook here, as after this dispose's own destroy. Not
@@ -3601,11 +3608,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // than one batch, or a cancel's batch just before it, left the rest there for good.
       if (
         this.#keeps && this.#lib.isOpen &&
-        (!this._shared.ended || sym.kc_chan_status(this.#handle) === Status.EBADH)
+        (!ended || sym.kc_chan_status(this.#handle) === Status.EBADH)
       ) this.#takeUndelivered(sym);
-      // `Channel.from` copies of this isolate answer as on a cancelled channel from now on,
-      // with no call on the dead handle (copies elsewhere learn it from their next call).
-      if (this._shared.refs > 1) this.#markEnded();
     }
     this.#disposed = true;
     const s = this._shared;

@@ -710,6 +710,47 @@ Deno.test("a Channel.from copy that finds its channel ended says what ended it w
   }
 });
 
+Deno.test("a Channel.from copy called by its creator's onUndeliveredElement while the creator's dispose hands over what its destroy dropped says its creator disposed of it, not native code", () => {
+  // A dispose of more than one batch (65,536) of kept values hands the rest to the hook after
+  // its destroy. Before, the copies of its isolate were marked ended only after that: a copy's
+  // call from the hook met the dead handle first and, its creator of this isolate, said
+  // "native code destroyed it", which no native code did.
+  const n = 65_536 + 8;
+  const expected = "Channel was cancelled: its creator disposed of it";
+  for (const op of ["trySend", "tryReceive", "close"] as const) {
+    using reported = catchReported();
+    let copy: Channel<number> | undefined;
+    let calls = 0;
+    const seen: string[] = [];
+    {
+      using ch = new Channel<number>(n, {
+        codec: codecs.f64,
+        onUndeliveredElement: () => {
+          if (++calls !== n) return; // the last value: the dispose's, after its destroy
+          if (op === "close") {
+            seen.push(`close ${copy!.close()}`);
+            return;
+          }
+          const r = op === "trySend" ? copy!.trySend(1) : copy!.tryReceive();
+          seen.push(r.state === "closed" ? String((r as { cause?: unknown }).cause) : r.state);
+        },
+      });
+      copy = Channel.from<number>(ch.share());
+      for (let i = 0; i < n; i++) assert.deepEqual(ch.trySend(i), { state: "ok" }, op);
+    } // the dispose: a batch at its cancel, the rest after its destroy
+    assert.equal(calls, n, op);
+    const r = copy.trySend(2);
+    assert.equal(r.state, "closed", op);
+    const cause = (r as { cause?: unknown }).cause;
+    assert.ok(cause instanceof CancellationError, op);
+    assert.equal(cause.message, expected, op);
+    if (op !== "close") assert.deepEqual(seen, [`CancellationError: ${expected}`], op);
+    else assert.deepEqual(seen, ["close false"], op);
+    copy[Symbol.dispose]();
+    assert.deepEqual(reported.errors.map(String), [], `${op}: nothing reported`);
+  }
+});
+
 Deno.test("share() of a Channel.from copy whose creator ended the channel throws InvalidHandleError at once, instead of an object Channel.from refuses", () => {
   for (const how of ["creator's dispose", "native kc_chan_destroy"] as const) {
     const ch = new Channel<number>(2);
