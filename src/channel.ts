@@ -394,6 +394,16 @@ const DESTROYED = "Channel was cancelled: native code destroyed it (kc_chan_dest
  */
 const DESTROYED_UNDER = "the channel was destroyed by native code (kc_chan_destroy of its handle)";
 
+/**
+ * The channel whose own operation raised each InvalidHandleError about that channel (disposed,
+ * destroyed by native code, its handle dead): `Channel._raised` asks it, so that `produce` and
+ * `actor` take only their own channel's error as that channel's end, not one their block let
+ * out of another channel (a bug of the block's, which fails it). A WeakMap, not a field of the
+ * error: nothing shows it (the error's keys, its structured clone, a cause `encodeCause` sends
+ * to another isolate), and a copy of the error (another isolate's) names no channel.
+ */
+const raisedBy = new WeakMap<object, object>();
+
 /** `Shared.detour`'s bits. */
 const D_LOCAL = 1, D_ENDED = 2, D_SENDERS = 4, D_RECEIVERS = 8;
 
@@ -1187,7 +1197,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #materialize(op: string, orphanable = true): void {
     if (this.#handle !== 0) return;
-    if (this.#disposed) throw new InvalidHandleError(`Cannot ${op}: the channel was disposed`);
+    if (this.#disposed) {
+      throw this.#own(new InvalidHandleError(`Cannot ${op}: the channel was disposed`));
+    }
     const sym = this.#lib.symbols(op);
     unwrap(
       sym.kc_chan_create(
@@ -1253,7 +1265,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#giveAway();
     if (!this.#pinned) {
       // Native code may keep it: no holder's leaving may end it now.
-      unwrap(this.#sym("get handle").kc_chan_hold(this.#handle, HOLD_FOREVER), "get handle");
+      // Its own error (`#unwrap`): once native code destroyed the channel, one that says so.
+      this.#unwrap(
+        this.#sym("get handle").kc_chan_hold(this.#handle, HOLD_FOREVER),
+        "get handle",
+      );
       this.#pinned = true;
     }
     return this.#handle;
@@ -1354,9 +1370,26 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   #sym(op: string) {
     if (this.#disposed) {
-      throw new InvalidHandleError(`Cannot ${op}: the channel was disposed`);
+      throw this.#own(new InvalidHandleError(`Cannot ${op}: the channel was disposed`));
     }
     return this.#lib.symbols(op);
+  }
+
+  /** `e`, an InvalidHandleError about this channel that its own operation raises (`_raised`). */
+  #own(e: InvalidHandleError): InvalidHandleError {
+    raisedBy.set(e, this);
+    return e;
+  }
+
+  /**
+   * @ignore Whether `e` is an InvalidHandleError this channel's own operation raised about it
+   * (disposed, destroyed by native code), by identity: for `produce` and `actor`, which take
+   * such an error their block lets out as their channel's end. Any other, one from another
+   * channel (disposed, say) above all, is the block's own failure (Kotlin's: a coroutine being
+   * cancelled that fails with another exception reports it).
+   */
+  _raised(e: unknown): boolean {
+    return typeof e === "object" && e !== null && raisedBy.get(e) === this;
   }
 
   /**
@@ -1764,10 +1797,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * stale, destroyed or not a kcoro handle", which left the caller to guess which.
    */
   #unwrap(rc: number, op: string): number {
-    if (rc === Status.EBADH && this.#destroyedUnder()) {
-      throw new InvalidHandleError(`Cannot ${op}: ${DESTROYED_UNDER}`);
-    }
-    return unwrap(rc, op);
+    if (rc !== Status.EBADH) return unwrap(rc, op);
+    // This channel's own error (`_raised`), either way.
+    throw this.#own(
+      this.#destroyedUnder()
+        ? new InvalidHandleError(`Cannot ${op}: ${DESTROYED_UNDER}`)
+        : statusError(rc, op) as InvalidHandleError,
+    );
   }
 
   /**
@@ -1788,9 +1824,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #destroyed = false;
 
   /**
-   * @ignore For `actor`, on an InvalidHandleError from its mailbox (its handler's receive, a
-   * send, a cancel): true when native code destroyed the mailbox (`#destroyedUnder`), also
-   * once it is disposed since. One status read the first time only.
+   * @ignore For `produce` and `actor`, on an InvalidHandleError their channel raised
+   * (`_raised`: the block's send, the handler's receive): true when native code destroyed the
+   * channel (`#destroyedUnder`), also once it is disposed since. One status read the first time
+   * only.
    */
   get _destroyedNatively(): boolean {
     return this.#destroyedUnder();
@@ -1803,7 +1840,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * native code ..."); else returns.
    */
   _throwIfDestroyed(op: string): void {
-    if (this.#destroyedUnder()) throw new InvalidHandleError(`Cannot ${op}: ${DESTROYED_UNDER}`);
+    if (this.#destroyedUnder()) {
+      throw this.#own(new InvalidHandleError(`Cannot ${op}: ${DESTROYED_UNDER}`));
+    }
   }
 
   /** @ignore `_destroyedNatively` as known without a native call (false until found). */
@@ -3052,9 +3091,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.reject(
         status === Status.EPIPE || status === Status.ECANCELED
           ? this.#sendError(status)
-          : this.#destroyedUnder()
-          ? new InvalidHandleError(`Cannot send: ${DESTROYED_UNDER}`)
-          : new InvalidHandleError(`Cannot send: status ${status}`),
+          : this.#own(
+            this.#destroyedUnder()
+              ? new InvalidHandleError(`Cannot send: ${DESTROYED_UNDER}`)
+              : new InvalidHandleError(`Cannot send: status ${status}`),
+          ),
       );
       return;
     }
@@ -3629,7 +3670,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     for (const w of [...waiting(s.senders), ...waiting(s.receivers)]) {
       if (w.ch !== (this as Channel<unknown>)) continue;
       const op = w.kind === SEND ? "send" : "receive";
-      this.#abandon(w, new InvalidHandleError(`Cannot ${op}: the channel was disposed`));
+      this.#abandon(w, this.#own(new InvalidHandleError(`Cannot ${op}: the channel was disposed`)));
     }
     const selects = this.#selects;
     this.#selects = null;

@@ -558,6 +558,25 @@ Deno.test("an owner whose channel native code destroyed through its handle: its 
   }
 });
 
+Deno.test("an owner whose channel native code destroyed through a copy's handle: its own first read of `handle` throws the InvalidHandleError that says so, as its other calls do", () => {
+  // The owner shared the channel (held, its handle not read); a copy of its isolate read the
+  // handle, which native code destroyed. The owner's read takes its hold then, on the dead handle:
+  // before, 'Cannot get handle: the handle is stale, destroyed or not a kcoro handle', which
+  // left the caller to guess which (and `produce` took it for its block's own failure).
+  const sym = library().symbols("test");
+  using reported = catchReported();
+  using ch = new Channel<number>(1);
+  using copy = Channel.from<number>(ch.share());
+  assert.equal(sym.kc_chan_destroy(copy.handle), 0);
+  assert.throws(() => ch.handle, {
+    name: "InvalidHandleError",
+    message:
+      "Cannot get handle: the channel was destroyed by native code (kc_chan_destroy of its " +
+      "handle) (KC_EBADH)",
+  });
+  assert.deepEqual(reported.errors.map(String), []);
+});
+
 Deno.test("an owner whose channel native code destroyed: close() answers false and cancel() does nothing, as on a cancelled channel (Kotlin's), whichever comes first; its other calls still throw, its copies answer cancelled", async () => {
   // Before, both threw InvalidHandleError ('Cannot close channel: the channel was destroyed by
   // native code ...'), so its dispose, actor and produce each caught it around them.
