@@ -21,7 +21,9 @@
  * - Native code's destroy of the mailbox (`kc_chan_destroy` of its `handle`) ends the actor as
  *   cancelled, not failed: the handler's receive rejects (the destroy's CancellationError, or an
  *   InvalidHandleError after it), which, let out, ends the task with a CancellationError that
- *   says so; sends from then on are refused as once the actor has finished.
+ *   says so; sends from then on are refused as once the actor has finished. Only the mailbox's own
+ *   InvalidHandleError (`Channel._raised`): another channel's that the handler lets out is its
+ *   failure, as any.
  *
  * @module
  */
@@ -39,7 +41,6 @@ import {
   checkOptions,
   checkScope,
   ClosedSendError,
-  InvalidHandleError,
   launchChecked,
   refuseAsValue,
   signalOf,
@@ -96,20 +97,25 @@ const NOT_CLONEABLE = Symbol(
 );
 
 /**
+ * Whether `e` is the mailbox's own InvalidHandleError (`Channel._raised`: raised by an operation
+ * on `mailbox`, by identity) and native code destroyed the mailbox (`kc_chan_destroy` through
+ * its `handle`): the one test behind each place below that takes that end as the mailbox gone.
+ * Any other error, an InvalidHandleError of another channel's above all (a disposed one of the
+ * handler's, say), is what it is: the handler's failure, which fails the actor and reaches its
+ * scope (Kotlin's: a coroutine being cancelled that fails with another exception reports it).
+ * Before, any InvalidHandleError counted once the mailbox was destroyed, so such a bug ended
+ * the actor as cancelled, silently.
+ */
+function destroyedUnder<M>(mailbox: Channel<M>, e: unknown): boolean {
+  return mailbox._raised(e) && mailbox._destroyedNatively;
+}
+
+/**
  * Cancels an actor's mailbox as its task stops, unless the handler disposed it (a `using`) or
  * the library was closed: the dispose or the close ended its waits already, and `cancel` would
  * throw (InvalidHandleError, LibraryClosedError) out of the abort listener or completion handler
  * that stopped the task, uncaught (the process ended).
  */
-/**
- * Whether `e`, thrown by a call on `mailbox`, says native code destroyed the mailbox
- * (`kc_chan_destroy` through its `handle`): the one test behind each place below that takes that
- * end as the mailbox gone.
- */
-function destroyedUnder<M>(mailbox: Channel<M>, e: unknown): boolean {
-  return e instanceof InvalidHandleError && mailbox._destroyedNatively;
-}
-
 function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
   if (mailbox._disposed || !mailbox._lib.isOpen) return;
   // A no-op once native code destroyed the mailbox (`kc_chan_destroy` through its `handle`),

@@ -27,7 +27,8 @@
  *   at once, wherever it waits. So does native code's destroy of the channel (`kc_chan_destroy`),
  *   also one made before the task began, which the watch finds as the handle gone; a send that
  *   meets the destroyed channel (the block letting its InvalidHandleError out) ends the task
- *   cancelled too, whichever came first, not failed.
+ *   cancelled too, whichever came first, not failed. Only the channel's own InvalidHandleError
+ *   (`Channel._raised`): another channel's that the block lets out is its failure, as any.
  *
  * The consumer owns the returned channel: dispose it (`using`) when done with it.
  *
@@ -39,7 +40,6 @@ import {
   checkFunction,
   checkOptions,
   checkScope,
-  InvalidHandleError,
   isAbortSignal,
   launchChecked,
 } from "./errors.ts";
@@ -255,13 +255,18 @@ export function produce<T>(
     try {
       await block(out, task);
     } catch (e) {
+      // Only `out`'s own InvalidHandleError (`_raised`, by identity) is its end below: one the
+      // block let out of another channel (a disposed one of its own, say) is its failure, also
+      // once `out` ended, and fails the task and the scope, as Kotlin's coroutine being
+      // cancelled that fails with another exception reports it. Any InvalidHandleError counted
+      // before, so such a bug ended the producer as cancelled, silently.
       // Sending into a channel its consumer disposed: the consumer cancelled this task.
-      if (out._gone && e instanceof InvalidHandleError && signal.aborted) throw signal.reason;
+      if (out._gone && signal.aborted && out._raised(e)) throw signal.reason;
       // Sending into a channel native code destroyed (`kc_chan_destroy` through its `handle`):
       // the destroy cancelled it, and so this task, as the watch does (its cancel may come
       // first, or after this send met the dead handle): cancelled, not failed with the dead
       // handle's InvalidHandleError, which failed the scope.
-      if (e instanceof InvalidHandleError && !out._gone && out._destroyedNatively) {
+      if (!out._gone && out._raised(e) && out._destroyedNatively) {
         throw signal.aborted ? signal.reason : new CancellationError(DESTROYED, { cause: e });
       }
       // A block that threw undefined fails with the TypeError the job makes of it, which

@@ -6,7 +6,7 @@ import { catchReported, evalScript, settled, until, untilAborted, within } from 
 import {
   actor,
   CancellationError,
-  type Channel,
+  Channel,
   ClosedReceiveError,
   ClosedSendError,
   CompletionHandlerError,
@@ -16,8 +16,10 @@ import {
   coroutineScope,
   createScope,
   delay,
+  InvalidHandleError,
   library,
   produce,
+  select,
   supervisorScope,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
@@ -829,6 +831,179 @@ Deno.test("produce: a send racing native code's destroy of the channel ends the 
   assert.equal(live, 0);
 });
 
+/**
+ * An InvalidHandleError of a channel of the block's own, which it disposed (a bug of the block's):
+ * `other.trySend` on it throws "Cannot send: the channel was disposed".
+ */
+function foreignHandleError(): unknown {
+  const other = new Channel<number>(1);
+  other[Symbol.dispose]();
+  try {
+    other.trySend(1);
+  } catch (e) {
+    assert.ok(e instanceof InvalidHandleError, String(e));
+    return e;
+  }
+  assert.fail("a disposed channel's trySend threw nothing");
+}
+
+Deno.test("produce: an InvalidHandleError of another channel that the block lets out after native code destroyed its channel fails the producer and the scope with it, as any failure; its channel's own still ends it cancelled", async () => {
+  // Before, any InvalidHandleError the block let out once its channel was destroyed ended the
+  // producer as cancelled: a bug of the block's own (a disposed channel of its, here) went
+  // unreported, the scope resolved. Only one raised by an operation on `out` counts (Kotlin: a
+  // coroutine being cancelled that fails with another exception reports it). Both orders (the
+  // error before the destroy's cancel reached the watch, and after); `out`'s own by a trySend,
+  // a send and a select with a clause on it.
+  const sym = library().symbols("test");
+  for (const order of ["before the watch", "after the watch"] as const) {
+    for (const whose of ["another channel's", "trySend", "send", "select", "handle"] as const) {
+      const label = `${order}, ${whose}`;
+      using reported = catchReported();
+      let ch: Channel<number> | null = null;
+      let copy: Channel<number> | null = null;
+      let caught: unknown = undefined;
+      let signalAborted: boolean | undefined;
+      let ended = false;
+      let scopeRef: CoroutineScope | null = null;
+      let jobCause: unknown = "not completed";
+      const done = coroutineScope((scope) => {
+        scopeRef = scope;
+        ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>, task: CoroutineScope) => {
+            // The handle: the watch. For "handle", a copy's, so that `out`'s own read of it
+            // after the destroy asks for it natively.
+            if (whose === "handle") copy = Channel.from<number>(out.share());
+            const h = whose === "handle" ? copy!.handle : out.handle;
+            assert.equal(sym.kc_chan_destroy(h), 0, label);
+            if (order === "after the watch") {
+              await until(() => task.signal.aborted, `${label}: the watch's cancel`, 10_000);
+            }
+            signalAborted = task.signal.aborted;
+            try {
+              if (whose === "another channel's") throw foreignHandleError();
+              if (whose === "trySend") out.trySend(1);
+              else if (whose === "send") await out.send(1);
+              else if (whose === "handle") void out.handle;
+              else await select((s) => s.onSend(out, 1, () => "sent"));
+            } catch (e) {
+              caught = e;
+              throw e;
+            }
+            assert.fail(`${label}: nothing failed`);
+          }),
+        );
+        (ch as unknown as { _job: { invokeOnCompletion(h: (c: unknown) => void): void } })._job
+          .invokeOnCompletion((c) => jobCause = c);
+      });
+      let outcome: unknown = "resolved";
+      done.then(() => ended = true, (e) => {
+        outcome = e;
+        ended = true;
+      });
+      try {
+        await until(() => ended, `${label}: the scope to complete`, 10_000);
+        await laterReports();
+        assert.equal(signalAborted, order === "after the watch", `${label}: the order`);
+        assert.ok(caught !== undefined, `${label}: the block's error`);
+        if (whose === "another channel's") {
+          // That very error: the producer's failure, and so the scope's.
+          assert.equal(outcome, caught, `${label}: the scope: ${String(outcome)}`);
+          assert.equal(jobCause, caught, `${label}: the job: ${String(jobCause)}`);
+        } else {
+          // `out`'s own (a signal-bound send may reject with the cancel itself, watch first).
+          assert.ok(
+            caught instanceof InvalidHandleError || caught instanceof CancellationError,
+            `${label}: ${String(caught)}`,
+          );
+          assert.equal(outcome, "resolved", `${label}: ${String(outcome)}`);
+          assert.ok(jobCause instanceof CancellationError, `${label}: ${String(jobCause)}`);
+        }
+        assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+      } finally {
+        if (!ended) {
+          (scopeRef as CoroutineScope | null)?.cancel();
+          await done.catch(() => {});
+        }
+        (ch as Channel<number> | null)?.[Symbol.dispose]();
+        (copy as Channel<number> | null)?.[Symbol.dispose]();
+      }
+    }
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("produce: an InvalidHandleError of another channel that the block lets out after its consumer disposed its channel fails the scope with it; a send of its own into the disposed channel still ends it cancelled", async () => {
+  // Before, any InvalidHandleError the block let out once its consumer had disposed of the
+  // channel (the task cancelled) ended it as cancelled: the block's own bug went unreported.
+  for (const whose of ["another channel's", "out's own"] as const) {
+    using reported = catchReported();
+    const started = Promise.withResolvers<void>();
+    let caught: unknown = undefined;
+    let ch: Channel<number> | null = null;
+    let scopeRef: CoroutineScope | null = null;
+    let jobCause: unknown = "not completed";
+    let ended = false;
+    const done = coroutineScope(async (scope) => {
+      scopeRef = scope;
+      ch = produce<number>(
+        scope,
+        counted(async (out: Channel<number>, task: CoroutineScope) => {
+          started.resolve();
+          await untilAborted(task.signal).catch(() => {}); // the consumer's dispose
+          try {
+            if (whose === "another channel's") throw foreignHandleError();
+            out.trySend(1);
+          } catch (e) {
+            caught = e;
+            throw e;
+          }
+          assert.fail(`${whose}: nothing failed`);
+        }),
+      );
+      (ch as unknown as { _job: { invokeOnCompletion(h: (c: unknown) => void): void } })._job
+        .invokeOnCompletion((c) => jobCause = c);
+      await started.promise;
+      ch[Symbol.dispose]();
+    });
+    let outcome: unknown = "resolved";
+    done.then(() => ended = true, (e) => {
+      outcome = e;
+      ended = true;
+    });
+    try {
+      await until(() => ended, `${whose}: the scope to complete`, 10_000);
+      await laterReports();
+      assert.ok(caught instanceof InvalidHandleError, `${whose}: ${String(caught)}`);
+      if (whose === "another channel's") {
+        assert.equal(outcome, caught, `${whose}: the scope: ${String(outcome)}`);
+        assert.equal(jobCause, caught, `${whose}: the job: ${String(jobCause)}`);
+      } else {
+        assert.match((caught as Error).message, /Cannot send: the channel was disposed/, whose);
+        assert.equal(outcome, "resolved", `${whose}: ${String(outcome)}`);
+        assert.ok(jobCause instanceof CancellationError, `${whose}: ${String(jobCause)}`);
+      }
+      assert.deepEqual(reported.errors.map(String), [], `${whose}: nothing reported`);
+    } finally {
+      if (!ended) {
+        (scopeRef as CoroutineScope | null)?.cancel();
+        await done.catch(() => {});
+      }
+      (ch as Channel<number> | null)?.[Symbol.dispose]();
+    }
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("a channel's InvalidHandleError carries no more than any other: its origin (Channel._raised) shows in no key of it nor of its structured clone", () => {
+  // `Channel._raised` keeps the origin aside (a WeakMap in channel.ts), by the error's identity.
+  const e = foreignHandleError() as Error;
+  const plain = new InvalidHandleError("Cannot send: the channel was disposed");
+  assert.deepEqual(Reflect.ownKeys(e).sort(), Reflect.ownKeys(plain).sort());
+  const clone = structuredClone(e);
+  assert.deepEqual(Reflect.ownKeys(clone).sort(), Reflect.ownKeys(structuredClone(plain)).sort());
+});
+
 Deno.test("produce: a shared producer's cancel watch does not keep the process alive; the watch goes when the task ends", async () => {
   // The producer waits on a promise nothing resolves (no timer, no operation): the process
   // exits by itself with the watch queued, as with an idle channel. And a producer that ends
@@ -1552,5 +1727,96 @@ Deno.test("actor: native code destroying its mailbox (the handle read by its han
     );
     assert.deepEqual(reported.errors.map(String), [], `${how}: nothing reported`);
   }
+  assert.equal(live, 0);
+});
+
+Deno.test("actor: an InvalidHandleError of another channel that the handler lets out after native code destroyed its mailbox fails the actor and its scope with it (onDone gets it); its mailbox's own still ends it cancelled", async () => {
+  // Before, any InvalidHandleError the handler let out once its mailbox was destroyed ended the
+  // actor as cancelled: a bug of the handler's own (a disposed channel of its, here) went
+  // unreported, the scope resolved. Both before the handler saw the destroy and after (its
+  // receive rejected first); its mailbox's own by a trySend and a receive.
+  const sym = library().symbols("test");
+  for (const seen of ["unseen", "seen"] as const) {
+    for (const whose of ["another channel's", "trySend", "receive"] as const) {
+      const label = `${seen}, ${whose}`;
+      using reported = catchReported();
+      const done: unknown[] = [];
+      let caught: unknown = undefined;
+      let outcome: unknown = "pending";
+      const finished = coroutineScope((scope) => {
+        actor<number>(
+          scope,
+          counted(async (mailbox: Channel<number>) => {
+            assert.equal(sym.kc_chan_destroy(mailbox.handle), 0, label);
+            if (seen === "seen") {
+              await assert.rejects(mailbox.receive(), InvalidHandleError, label);
+              assert.ok(mailbox._destroyedSeen, label);
+            }
+            try {
+              if (whose === "another channel's") throw foreignHandleError();
+              if (whose === "trySend") mailbox.trySend(1);
+              else await mailbox.receive();
+            } catch (e) {
+              caught = e;
+              throw e;
+            }
+            assert.fail(`${label}: nothing failed`);
+          }),
+          { onDone: (cause) => done.push(cause) },
+        );
+      });
+      finished.then(() => outcome = "resolved", (e) => outcome = e);
+      await until(() => outcome !== "pending", `${label}: the scope to settle`, 10_000);
+      await laterReports();
+      assert.ok(caught instanceof InvalidHandleError, `${label}: ${String(caught)}`);
+      assert.equal(done.length, 1, label);
+      if (whose === "another channel's") {
+        assert.equal(outcome, caught, `${label}: the scope: ${String(outcome)}`);
+        assert.equal(done[0], caught, `${label}: onDone(${String(done[0])})`);
+      } else {
+        assert.equal(outcome, "resolved", `${label}: ${String(outcome)}`);
+        assert.ok(done[0] instanceof CancellationError, `${label}: onDone(${String(done[0])})`);
+      }
+      assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+    }
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("actor: a send whose signal was aborted with another channel's InvalidHandleError, just after native code destroyed the mailbox, rejects with that reason as any aborted send does, not refused as closed", async () => {
+  // Before, the send's rejection (the signal's reason, an InvalidHandleError) was taken for the
+  // destroyed mailbox's own: refused as closed (a ClosedSendError, the message to the hook).
+  const sym = library().symbols("test");
+  using reported = catchReported();
+  const undelivered: number[] = [];
+  const handle = Promise.withResolvers<number>();
+  const go = Promise.withResolvers<void>();
+  let outcome: unknown = "pending";
+  const finished = coroutineScope(async (scope) => {
+    const a = actor<number>(
+      scope,
+      counted(async (mailbox: Channel<number>) => {
+        handle.resolve(mailbox.handle);
+        await go.promise;
+        await mailbox.receive(); // the destroyed mailbox's own: the actor ends cancelled
+      }),
+      { onUndeliveredElement: (m) => undelivered.push(m) },
+    );
+    assert.equal(sym.kc_chan_destroy(await handle.promise), 0);
+    // In the same turn: nothing here has seen the destroy yet.
+    const reason = foreignHandleError();
+    const sent = a.send(5, { signal: AbortSignal.abort(reason) }).then(() => "sent", (e) => e);
+    go.resolve(); // the handler's receive: the actor ends, whatever the send answered
+    assert.equal(await sent, reason, "rejected with the signal's reason");
+    assert.deepEqual(undelivered, [], "nothing to the hook, as for any aborted send");
+    // Its own end still refuses as closed.
+    await a.job.join();
+    await assert.rejects(a.send(6), ClosedSendError);
+  });
+  finished.then(() => outcome = "resolved", (e) => outcome = e);
+  await until(() => outcome !== "pending", "the scope to settle", 10_000);
+  assert.equal(outcome, "resolved", String(outcome));
+  await laterReports();
+  assert.deepEqual(reported.errors.map(String), []);
   assert.equal(live, 0);
 });
