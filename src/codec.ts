@@ -981,9 +981,16 @@ function standIn(cause: unknown, depth: number): unknown {
     }
     const copy = new Error(String(cause.message));
     // Its class (the prototype errorHeads reads) and name, as the Error itself would carry them.
+    // The name is the copy's own: read through the class, a getter that checks it is given one
+    // of its real instances throws on the copy (a DOMException's name), and a DOMException
+    // with a cause it cannot copy became an Error saying reading it threw, its name and message
+    // lost. node:v8 reads the own name as it read the class's.
     Object.setPrototypeOf(copy, Object.getPrototypeOf(cause));
-    const name = String(cause.name);
-    if (copy.name !== name) copy.name = name;
+    Object.defineProperty(copy, "name", {
+      value: String(cause.name),
+      writable: true,
+      configurable: true,
+    });
     const stack = cause.stack;
     if (typeof stack === "string") copy.stack = stack;
     if ("cause" in cause) {

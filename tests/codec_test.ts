@@ -485,6 +485,26 @@ Deno.test("a close cause that cannot be copied crosses as its stand-in: a failur
   assert.match((copy(hostile) as Error).message, /cannot be copied .*\(reading it threw\)$/);
 });
 
+Deno.test("a DOMException whose cause cannot be copied crosses as its stand-in with its name and message", () => {
+  // Its class's name getter checks that it reads a real DOMException: read through the
+  // stand-in it threw, and the stand-in became an Error saying reading the cause threw, the
+  // AbortError's name and message lost (a DOMException is no hostile cause).
+  const fn = () => 1;
+  for (const name of ["AbortError", "TimeoutError"]) {
+    const bytes = encodeCause(Object.assign(new DOMException("the fetch was aborted", name), {
+      cause: { retry: fn },
+    }));
+    assert.ok(bytes !== null);
+    const got = decodeCause(bytes);
+    assert.ok(got.ok && got.cause instanceof Error);
+    assert.equal(got.cause.name, name);
+    assert.equal(got.cause.message, "the fetch was aborted");
+    assert.equal(got.cause.cause, "[object Object] (cannot be copied to another isolate)");
+    // Not kcoro's TimeoutError, a cancellation: a failure, as the DOMException itself crosses.
+    assert.ok(!(got.cause instanceof TimeoutError));
+  }
+});
+
 Deno.test("garbled structured bytes (C code's, or another codec's) are a CodecError, freed; the channel goes on", () => {
   const sym = library().symbols("test");
   const out = new Uint32Array(1);
