@@ -991,8 +991,11 @@ function standIn(cause: unknown, depth: number): unknown {
       writable: true,
       configurable: true,
     });
+    // Its stack when it has one (a string, as node:v8 copies it); else none, as the Error
+    // itself crosses: the copy's own (standIn's, in this module) read as where it was thrown.
     const stack = cause.stack;
     if (typeof stack === "string") copy.stack = stack;
+    else Reflect.deleteProperty(copy, "stack");
     if ("cause" in cause) {
       const inner = cause.cause;
       copy.cause = inner instanceof Error && depth + 1 < CAUSE_CHAIN

@@ -505,6 +505,22 @@ Deno.test("a DOMException whose cause cannot be copied crosses as its stand-in w
   }
 });
 
+Deno.test("a stand-in for an Error with no stack carries none, as a copyable one crosses", () => {
+  // Before, the stand-in kept the stack it was made with: codec.ts's standIn read in the other
+  // isolate as where the failure was thrown.
+  for (const stack of [undefined, 42]) {
+    const crossed = (cause: Error) => {
+      if (stack === undefined) delete cause.stack;
+      else Object.defineProperty(cause, "stack", { value: stack });
+      const got = decodeCause(encodeCause(cause)!);
+      assert.ok(got.ok && got.cause instanceof Error);
+      return got.cause.stack;
+    };
+    assert.equal(crossed(new Error("copyable")), undefined);
+    assert.equal(crossed(new Error("not copyable", { cause: () => 1 })), undefined, `${stack}`);
+  }
+});
+
 Deno.test("garbled structured bytes (C code's, or another codec's) are a CodecError, freed; the channel goes on", () => {
   const sym = library().symbols("test");
   const out = new Uint32Array(1);
