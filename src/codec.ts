@@ -959,7 +959,33 @@ const CAUSE_CHAIN = 16;
  * cancellation, and so does a subclass of the caller's own (its brand is inherited).
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
-  return encodeExact(cause) ?? encodeExact(standIn(cause, 0));
+  const exact = messagesOwn(cause) ? encodeExact(cause) : null;
+  return exact ?? encodeExact(standIn(cause, 0));
+}
+
+/**
+ * Whether every Error down `cause`'s chain (as `errorHeads` walks it) carries its message as
+ * its own data property, the only one node:v8 copies. A DOMException's comes from its class (a
+ * getter): it crossed with an empty message (`AbortSignal.timeout()`'s reason arrived as a
+ * TimeoutError saying ""), so such a chain goes as its stand-in, whose messages are its own.
+ * True when reading it throws: `encodeExact` and the stand-in see to that.
+ */
+function messagesOwn(cause: unknown): boolean {
+  const seen = new Set<unknown>();
+  try {
+    for (
+      let e = cause;
+      e instanceof Error && !seen.has(e) && seen.size < CAUSE_CHAIN;
+      e = e.cause
+    ) {
+      seen.add(e);
+      const own = Object.getOwnPropertyDescriptor(e, "message");
+      if ((own === undefined || !("value" in own)) && String(e.message) !== "") return false;
+    }
+  } catch {
+    // A hostile Error down the chain: as it is.
+  }
+  return true;
 }
 
 /** What a cause that cannot be copied, or the part of one that cannot, says instead. */

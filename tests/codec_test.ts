@@ -505,6 +505,38 @@ Deno.test("a DOMException whose cause cannot be copied crosses as its stand-in w
   }
 });
 
+Deno.test("a DOMException's message crosses isolates (its class's getter, which node:v8 does not copy)", async () => {
+  // Before, AbortSignal.timeout()'s reason reached a Worker as a TimeoutError saying "", and a
+  // cancel with an AbortError lost what the AbortError said.
+  const signal = AbortSignal.timeout(1);
+  await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
+  const crossed = (cause: unknown) => {
+    const got = decodeCause(encodeCause(cause)!);
+    assert.ok(got.ok);
+    return got.cause;
+  };
+  const timeout = crossed(signal.reason) as Error;
+  assert.equal(timeout.name, "TimeoutError");
+  assert.equal(timeout.message, (signal.reason as DOMException).message);
+  assert.notEqual(timeout.message, "");
+  // Down a cause chain too, the rest of it as it was.
+  const outer = crossed(
+    new CancellationError("stopped", { cause: new DOMException("user left", "AbortError") }),
+  ) as Error;
+  assert.ok(outer instanceof CancellationError);
+  assert.equal(outer.message, "stopped");
+  assert.ok(outer.cause instanceof Error);
+  assert.equal(outer.cause.name, "AbortError");
+  assert.equal(outer.cause.message, "user left");
+  // An Error whose message is its own crosses exactly as before.
+  const plain = crossed(new RangeError("own", { cause: [1] })) as Error;
+  assert.deepEqual([Object.getPrototypeOf(plain), plain.message, plain.cause], [
+    RangeError.prototype,
+    "own",
+    [1],
+  ]);
+});
+
 Deno.test("a stand-in for an Error with no stack carries none, as a copyable one crosses", () => {
   // Before, the stand-in kept the stack it was made with: codec.ts's standIn read in the other
   // isolate as where the failure was thrown.
