@@ -933,10 +933,12 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
   assert.equal(live, 0);
 });
 
-Deno.test("produce: an InvalidHandleError of another channel that the block lets out after its consumer disposed its channel fails the scope with it; a send of its own into the disposed channel still ends it cancelled", async () => {
+Deno.test("produce: an InvalidHandleError of another channel that the block lets out after its consumer disposed its channel fails the scope with it; a send or a `handle` read of its own on the disposed channel still ends it cancelled", async () => {
   // Before, any InvalidHandleError the block let out once its consumer had disposed of the
   // channel (the task cancelled) ended it as cancelled: the block's own bug went unreported.
-  for (const whose of ["another channel's", "out's own"] as const) {
+  // `out`'s own by a trySend and by a read of its `handle` (never read before: the channel,
+  // still local, is made native for it, and the disposed channel's error comes from there).
+  for (const whose of ["another channel's", "out's own", "out's handle"] as const) {
     using reported = catchReported();
     const started = Promise.withResolvers<void>();
     let caught: unknown = undefined;
@@ -953,7 +955,8 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
           await untilAborted(task.signal).catch(() => {}); // the consumer's dispose
           try {
             if (whose === "another channel's") throw foreignHandleError();
-            out.trySend(1);
+            if (whose === "out's handle") void out.handle;
+            else out.trySend(1);
           } catch (e) {
             caught = e;
             throw e;
@@ -979,7 +982,12 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
         assert.equal(outcome, caught, `${whose}: the scope: ${String(outcome)}`);
         assert.equal(jobCause, caught, `${whose}: the job: ${String(jobCause)}`);
       } else {
-        assert.match((caught as Error).message, /Cannot send: the channel was disposed/, whose);
+        const op = whose === "out's handle" ? "get handle" : "send";
+        assert.equal(
+          (caught as Error).message,
+          `Cannot ${op}: the channel was disposed (KC_EBADH)`,
+          whose,
+        );
         assert.equal(outcome, "resolved", `${whose}: ${String(outcome)}`);
         assert.ok(jobCause instanceof CancellationError, `${whose}: ${String(jobCause)}`);
       }
