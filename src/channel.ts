@@ -3366,8 +3366,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Plain data naming this native channel, to `postMessage` to a Worker. From then on the
    * channel lives while this object or a `Channel.from` copy of it does (in any isolate), or
    * until this object's dispose. A `Channel.from` copy whose creator ended the channel
-   * (disposed of it, or native code destroyed it) throws {@linkcode InvalidHandleError}: no copy
-   * could open what it would hand out.
+   * (disposed of it, or native code destroyed it), and a creator whose channel native code
+   * destroyed, throw {@linkcode InvalidHandleError}: no copy could open what it would hand out.
    */
   share(): SharedChannel<T> {
     const sym = this.#sym("share channel");
@@ -3381,6 +3381,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         `Cannot share channel: its creator disposed of it or native code destroyed it, so handle ${this.#handle} names no live channel`,
       );
     }
+    // An owner's channel native code destroyed (`kc_chan_destroy` of a handle it was given, or
+    // of a copy's): the InvalidHandleError its other calls throw, the channel's own
+    // (`_raised`), as a copy's throws above. Before, it handed out an object naming the dead
+    // handle, which `Channel.from` refused away from this call (and a producer that shared its
+    // channel after the destroy went on, its share lost). Only escaped channels can be
+    // destroyed so: one status read for those, none for a local channel's first share.
+    if (this.#owner && this._shared.escaped) this._throwIfDestroyed("share channel");
     this.#escape("share channel", false);
     this.#giveAway();
     if (this.#owner && !this.#held && !this.#pinned) {

@@ -539,6 +539,8 @@ Deno.test("an owner whose channel native code destroyed through its handle: its 
         ch.cancel();
         assert.throws(() => ch.isClosedForSend, destroyed("read channel status"), label);
         await assert.rejects(ch.receive(), destroyed("receive"), label);
+        // Before, an object naming the dead handle, which `Channel.from` refused.
+        assert.throws(() => ch.share(), destroyed("share channel"), label);
       } // the dispose: before, 'Cannot cancel channel: ...' thrown here
       // The value the destroy dropped went to the hook, not left in the handle's native list
       // for good (the dispose took nothing through the dead handle before).
@@ -572,6 +574,13 @@ Deno.test("an owner whose channel native code destroyed through a copy's handle:
     name: "InvalidHandleError",
     message:
       "Cannot get handle: the channel was destroyed by native code (kc_chan_destroy of its " +
+      "handle) (KC_EBADH)",
+  });
+  // Its share() too (it handed out an object naming the dead handle).
+  assert.throws(() => ch.share(), {
+    name: "InvalidHandleError",
+    message:
+      "Cannot share channel: the channel was destroyed by native code (kc_chan_destroy of its " +
       "handle) (KC_EBADH)",
   });
   assert.deepEqual(reported.errors.map(String), []);

@@ -856,7 +856,9 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
   // a send and a select with a clause on it.
   const sym = library().symbols("test");
   for (const order of ["before the watch", "after the watch"] as const) {
-    for (const whose of ["another channel's", "trySend", "send", "select", "handle"] as const) {
+    for (
+      const whose of ["another channel's", "trySend", "send", "select", "handle", "share"] as const
+    ) {
       const label = `${order}, ${whose}`;
       using reported = catchReported();
       let ch: Channel<number> | null = null;
@@ -885,6 +887,7 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
               if (whose === "trySend") out.trySend(1);
               else if (whose === "send") await out.send(1);
               else if (whose === "handle") void out.handle;
+              else if (whose === "share") out.share(); // handed out the dead handle before
               else await select((s) => s.onSend(out, 1, () => "sent"));
             } catch (e) {
               caught = e;
