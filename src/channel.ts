@@ -3376,9 +3376,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       (this._shared.ended || this.#creatorEnded(sym.kc_chan_status(this.#handle)))
     ) {
       // Before, it handed out an object naming the dead handle, which `Channel.from` refused
-      // ("handle ... names no live channel"), away from the call that made it.
-      throw new InvalidHandleError(
-        `Cannot share channel: its creator disposed of it or native code destroyed it, so handle ${this.#handle} names no live channel`,
+      // ("handle ... names no live channel"), away from the call that made it. The copy's own
+      // error (`_raised`), as its other calls' are.
+      throw this.#own(
+        new InvalidHandleError(
+          `Cannot share channel: its creator disposed of it or native code destroyed it, so handle ${this.#handle} names no live channel`,
+        ),
       );
     }
     // An owner's channel native code destroyed (`kc_chan_destroy` of a handle it was given, or

@@ -793,6 +793,16 @@ Deno.test("share() of a Channel.from copy whose creator ended the channel throws
       message:
         `Cannot share channel: its creator disposed of it or native code destroyed it, so handle ${handle} names no live channel (KC_EBADH)`,
     }, how);
+    // The copy's own error (Channel._raised), as every InvalidHandleError its calls raise about
+    // it; before, the one such error not recorded. Not its creator's.
+    let e: unknown;
+    try {
+      copy.share();
+    } catch (x) {
+      e = x;
+    }
+    assert.ok(copy._raised(e), `${how}: the copy's own`);
+    assert.ok(!ch._raised(e), `${how}: not its creator's`);
     // The copy still answers as a cancelled channel.
     assert.equal(copy.trySend(1).state, "closed", how);
     copy[Symbol.dispose]();
