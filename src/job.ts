@@ -80,7 +80,7 @@ export interface Job {
   readonly isCompleted: boolean;
   /** True in `cancelling` and `cancelled`, whether cancelled or failed. */
   readonly isCancelled: boolean;
-  /** The unfinished children, newest first. */
+  /** The unfinished children, oldest first (in the order they were attached, as Kotlin's). */
   readonly children: Job[];
   /** Starts a lazy (`new`) job; true if this call started it, false otherwise. */
   start(): boolean;
@@ -359,9 +359,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   get children(): Job[] {
+    // The list is newest first (attachTo pushes at the head, the cheapest for a launch): read
+    // off in reverse, so the hot path keeps its few writes and needs no tail pointer.
     const out: Job[] = [];
     for (let c = this.#head; c !== null; c = c.#next) out.push(c);
-    return out;
+    return out.reverse();
   }
 
   /**

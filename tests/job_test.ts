@@ -399,15 +399,26 @@ Deno.test("a job that fails with a value whose prototype cannot be read still fi
   assert.equal(job.state, "cancelled");
 });
 
-Deno.test("children lists the unfinished children", async () => {
+Deno.test("children lists the unfinished children, oldest first (Kotlin's attachment order)", async () => {
+  // Before, newest first (c, b, a). Compared by identity: deepEqual of two jobs compares their
+  // enumerable fields, which every job of a scope shares (it passed [b, a] for [a, b]).
   await using scope = createScope();
   const gate = Promise.withResolvers<void>();
+  const first = Promise.withResolvers<void>();
   const a = scope.launch(() => gate.promise);
-  const b = scope.launch(() => gate.promise);
-  assert.deepEqual(scope.children, [b, a]);
+  const b = scope.launch(() => first.promise);
+  const c = scope.async(() => gate.promise, { lazy: true }); // unstarted ones count too
+  const names = new Map<Job, string>([[a, "a"], [b, "b"], [c, "c"]]);
+  const children = () => scope.children.map((j) => names.get(j) ?? String(j));
+  assert.deepEqual(children(), ["a", "b", "c"]);
+  first.resolve();
+  await b.join();
+  assert.deepEqual(children(), ["a", "c"]); // a finished one leaves, the order stays
+  names.set(scope.launch(() => gate.promise), "d");
+  assert.deepEqual(children(), ["a", "c", "d"]);
   gate.resolve();
-  await Promise.all([a.join(), b.join()]);
-  assert.deepEqual(scope.children, []);
+  await Promise.all(scope.children.map((j) => j.join()));
+  assert.deepEqual(children(), []);
 });
 
 Deno.test("bad arguments are TypeErrors that say what was received", async () => {

@@ -19,7 +19,7 @@
 // run on; the exception handlers of some contexts throw.
 //
 // After each step the test settles microtasks in a bounded loop (no sleeps) and compares, for
-// every job: its state and flags, its children (newest first), the cause its completion handlers
+// every job: its state and flags, its children (oldest first), the cause its completion handlers
 // see, an async's await() (the same error object each time), the live handler count, a failure's
 // `suppressed` list; for every block: where it is, what each wait gave, the reason its signal
 // ended it with, whether its context has a Deadline; for every scope call: its outcome; for
@@ -1660,7 +1660,7 @@ class Run {
           return `${j}: flags ${job.isActive}/${job.isCompleted}/${job.isCancelled} in ${job.state}`;
         }
         const kids = job.children.map((k) => this.jobIds.get(k));
-        const want = [...j.children].reverse().map((k) => k.id);
+        const want = j.children.map((k) => k.id); // oldest first, as attached
         if (kids.join() !== want.join()) return `${j}: children [${kids}], model [${want}]`;
         if (!j.final && final) {
           const n = (job as unknown as { _handlerCount: number })._handlerCount;
