@@ -192,6 +192,28 @@ export class Context {
     return context.#entries.get(Deadline) as number | undefined;
   }
 
+  /**
+   * @ignore The context of a child that was given `own` under a parent whose context is `parent`
+   * (Kotlin's `parentContext + context`): the parent's entries, then `own`'s on top (its values
+   * win per key), but the {@linkcode Deadline} in force is the earlier of the two live ones, so a
+   * child never escapes its parent's timeout (a stale one, of a withTimeout already finished,
+   * counts as none). Keeps whichever Deadline it chose with the timeout that put it in.
+   */
+  static _child(parent: Context, own: Context): Context {
+    if (own === parent || own.#entries.size === 0) return parent;
+    if (parent.#entries.size === 0) return own;
+    const entries = new Map(parent.#entries);
+    for (const [k, v] of own.#entries) entries.set(k, v);
+    const p = Context._liveDeadline(parent), o = Context._liveDeadline(own);
+    let timeout: Timeout | null;
+    if (p !== undefined && !(o !== undefined && o < p)) {
+      entries.set(Deadline, p); // the parent's: own's is later, stale or absent
+      timeout = parent.#timeout;
+    } else if (own.#entries.has(Deadline)) timeout = own.#timeout; // own's, the earlier live one
+    else timeout = parent.#timeout; // the parent's stale one, or none at all
+    return new Context(entries, timeout);
+  }
+
   /** A context with every entry of this one and `key` set to `value`; this one is unchanged. */
   with<V>(key: ContextKey<V>, value: V): Context {
     checkKey("set context value", key);

@@ -46,7 +46,13 @@ export type Block<T> = (scope: CoroutineScope) => T | PromiseLike<T>;
 export interface LaunchOptions {
   /** Start in state `new`; `start()`, `join()` or `await()` starts it (Kotlin's `LAZY`). */
   lazy?: boolean;
-  /** The child's context (default: the scope's), e.g. `scope.context.with(key, value)`. */
+  /**
+   * Entries added to the child's context (Kotlin's `launch(context)`): it inherits the scope's
+   * context with these on top (their values win per key), e.g. `Context.empty.with(key, value)`.
+   * A key cannot be removed this way: given `scope.context.without(key)`, the child still has the
+   * scope's entry. Its {@linkcode Deadline} is the earlier of the scope's and this one's, so the
+   * child, and the native children it launches, never get a later one than the scope's timeout.
+   */
   context?: Context;
 }
 
@@ -181,7 +187,9 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       checkBoolean(op, "lazy", given);
       checkContext(op, own);
       lazy = given === true;
-      context = own ?? context;
+      // Added to the parent's (Kotlin's `launch(context)`), never in place of it: the child
+      // keeps the parent's other keys and, at the latest, its Deadline.
+      if (own !== undefined) context = Context._child(context, own);
     }
     const child = new Coroutine<R>(context, flags, block);
     child.attachTo(this);

@@ -113,3 +113,40 @@ Deno.test("bad keys and names are TypeErrors that say what was received", () => 
     /CoroutineExceptionHandler must be a function, received 42/,
   );
 });
+
+Deno.test("a child given a context adds its entries to the scope's: the others are inherited, the given ones win (Kotlin's launch(context))", async () => {
+  // Before, the given context replaced the scope's: a child given only `depth` lost `user` and
+  // the CoroutineExceptionHandler, so its failure under a supervisor went to reportError.
+  const reported: unknown[] = [];
+  const context = Context.empty.with(user, "ada").with(depth, 0)
+    .with(CoroutineExceptionHandler, (e) => reported.push(e));
+  const boom = new Error("a child given its own context");
+  await supervisorScope(async (scope) => {
+    const own = Context.empty.with(depth, 1);
+    const a = scope.async((task) => [task.context.get(user), task.context.get(depth)], {
+      context: own,
+    });
+    assert.deepEqual(await a.await(), ["ada", 1]);
+    // Its own children inherit the merged context.
+    const b = scope.launch((task) => {
+      const inner = task.async((t) => [t.context.get(user), t.context.get(depth)]);
+      return inner.await().then((v) => assert.deepEqual(v, ["ada", 1]));
+    }, { context: own });
+    await b.join();
+    assert.equal(b.state, "completed");
+    // The scope's keys first, in their order, then the given ones that are new.
+    const extra = createContextKey<string>("extra");
+    const keys = scope.async((t) => t.context.keys(), {
+      context: Context.empty.with(extra, "x").with(depth, 2),
+    });
+    assert.deepEqual(await keys.await(), [user, depth, CoroutineExceptionHandler, extra]);
+    // Given the empty context, the child's is the scope's own.
+    assert.equal(await scope.async((t) => t.context, { context: Context.empty }).await(), context);
+    // A failure under the supervisor reaches the scope's handler.
+    await scope.launch(() => {
+      throw boom;
+    }, { context: own }).join();
+    assert.equal(scope.context.get(depth), 0); // the scope's own is unchanged
+  }, { context });
+  assert.deepEqual(reported, [boom]);
+});

@@ -253,6 +253,36 @@ Deno.test("withTimeout's deadline reaches native children through the scope's na
   assert.equal(none[0], 0n);
 });
 
+Deno.test("a child given its own context under withTimeout gives its native children the timeout's deadline, never a later one", async () => {
+  // Before, the given context replaced the scope's: the native children of a task given
+  // Context.empty had no deadline, and those of one given a later Deadline got that.
+  const sym = library().symbols("test");
+  const before = sym.kc_now_ns();
+  const got: [string, BigUint64Array][] = [];
+  await withTimeout(60_000, async (scope) => {
+    const d = scope.context.get(Deadline)!;
+    for (
+      const [name, own] of [
+        ["empty", Context.empty],
+        ["a later Deadline", Context.empty.with(Deadline, d + 60_000)],
+      ] as const
+    ) {
+      const c = runtime().cells(3);
+      got.push([name, c]);
+      await scope.launch(async (task) => {
+        nativeScope(task).launch("read-deadline", c);
+        await nativeScope(task).wait();
+      }, { context: own }).join();
+    }
+  });
+  const after = sym.kc_now_ns();
+  for (const [name, c] of got) {
+    assert.equal(c[1], 1n, `done (${name})`);
+    assert.ok(c[0] >= before + 59_000_000_000n, `${name}: deadline ${c[0]} too early`);
+    assert.ok(c[0] <= after + 60_000_000_000n, `${name}: deadline ${c[0]} too late`);
+  }
+});
+
 Deno.test("a native scope ignores the Deadline of a finished withTimeout whose context its owner was given", async () => {
   // Before, the stale Deadline reached the native children: their channel waits ended with
   // KC_ETIME at the old timeout's end, although their own scope had no timeout or a later one.

@@ -10,7 +10,8 @@
 // CancellationError, rethrow what its last wait failed with, join or await a job, select over
 // onJoin/onAwait, run a nested scope, send on its produced channel, receive from its mailbox);
 // one block in ten returns or throws at once instead. From outside the test launches children
-// (eager or lazy, launch, async, produce, actor) into any scope it holds, final ones too, cancels
+// (eager or lazy, launch, async, produce, actor; a launch or async in five given a context: the
+// empty one or one with a handler of its own) into any scope it holds, final ones too, cancels
 // jobs with or without a cause, aborts a root's signal, starts lazy jobs, completes a
 // CompletableDeferred, adds and removes completion handlers (some throw, cancel or start a job
 // when they run), joins or disposes free-standing scopes, fires the timer of a withTimeout,
@@ -1092,11 +1093,25 @@ class Run {
   launchChild(parent: MJob) {
     const kind: Kind = this.pick(["launch", "launch", "async", "async", "produce", "actor"]);
     const lazy = (kind === "launch" || kind === "async") && this.chance(0.3);
-    const [j, rn] = this.newJob(kind, parent.ceh, false);
+    // One launch or async in five is given a context: the empty one, or one with a handler of
+    // its own. Either is added to the parent's (Kotlin's launch(context)): the child keeps the
+    // parent's handler unless given one, and always the parent's Deadline.
+    const given = (kind === "launch" || kind === "async") && this.chance(0.2)
+      ? (this.chance(0.5) ? "empty" : "ceh")
+      : undefined;
+    const ceh = given === "ceh" ? this.m.jobs.length : parent.ceh;
+    const [j, rn] = this.newJob(kind, ceh, false);
+    // Made before the model runs the block: whether its handler throws is drawn here.
+    const context = given === undefined
+      ? undefined
+      : given === "ceh"
+      ? this.contextFor(ceh)
+      : Context.empty;
     j.coop = kind === "actor" ? true : this.chance(0.5);
     if (kind === "launch" || kind === "async") this.maybeInstant(j);
     this.log(
       `#${j.id} = ${parent}.${kind}(${lazy ? "lazy, " : ""}${j.coop ? "coop" : "stubborn"}` +
+        `${given !== undefined ? `, context: ${given}` : ""}` +
         `${j.instant ? `, instant ${j.instant.err ?? j.instant.value}` : ""})`,
     );
     // the model
@@ -1107,8 +1122,9 @@ class Run {
     const scope = this.r[parent.id].scope!;
     const block = this.block(j);
     let job: Job;
-    if (kind === "launch") job = scope.launch(block, { lazy });
-    else if (kind === "async") job = scope.async(block, { lazy });
+    const options = context === undefined ? { lazy } : { lazy, context };
+    if (kind === "launch") job = scope.launch(block, options);
+    else if (kind === "async") job = scope.async(block, options);
     else if (kind === "produce") {
       const ch = produce<number>(scope, (out, task) => {
         rn.channel = out;

@@ -6,6 +6,7 @@ import {
   CancellationError,
   Channel,
   CompletableDeferred,
+  Context,
   coroutineScope,
   createContextKey,
   Deadline,
@@ -408,4 +409,54 @@ Deno.test("withTimeout given the context of a finished withTimeout ignores that 
     });
     assert.equal(inner, d);
   });
+});
+
+Deno.test("a child given a context under withTimeout keeps the timeout's Deadline: an empty one, a later one or a stale one does not lift it, an earlier one wins", async () => {
+  // A child's context is the scope's plus the given one (Kotlin's launch(context)). Before, the
+  // given context replaced the scope's: a child given Context.empty had no Deadline (nor had the
+  // native children it launched), and one given a later Deadline claimed that.
+  const key = createContextKey<string>("user");
+  const stale = await withTimeout(60, (scope) => scope.context);
+  await withTimeout(60_000, async (scope) => {
+    const d = scope.context.get(Deadline)!;
+    const later = Context.empty.with(Deadline, d + 60_000);
+    const earlier = Context.empty.with(Deadline, d - 30_000);
+    for (
+      const [name, own, want] of [
+        ["empty", Context.empty, d],
+        ["another key", Context.empty.with(key, "ada"), d],
+        ["a later Deadline", later, d],
+        ["a later Deadline and a key", later.with(key, "ada"), d],
+        ["a finished withTimeout's", stale, d],
+        ["an earlier Deadline", earlier, d - 30_000],
+      ] as const
+    ) {
+      const seen = await scope.async((t) => t.context.get(Deadline), { context: own }).await();
+      assert.equal(seen, want, name);
+      const launched: (number | undefined)[] = [];
+      await scope.launch((t) => {
+        launched.push(t.context.get(Deadline)); // and its own children's
+        return t.async((c) => c.context.get(Deadline)).await().then((v) => launched.push(v));
+      }, { context: own }).join();
+      assert.deepEqual(launched, [want, want], name);
+    }
+  });
+});
+
+Deno.test("a child given Context.empty under withTimeout times out with its scope, by its Deadline", async () => {
+  const seen: unknown[] = [];
+  let deadline: number | undefined;
+  await assert.rejects(
+    withTimeout(30, (scope) => {
+      deadline = scope.context.get(Deadline);
+      scope.launch(async (task) => {
+        seen.push(task.context.get(Deadline));
+        await untilAborted(task.signal).catch((e) => seen.push(e));
+      }, { context: Context.empty });
+    }),
+    TimeoutError,
+  );
+  assert.ok(deadline !== undefined);
+  assert.equal(seen[0], deadline); // before: undefined
+  assert.ok(seen[1] instanceof CancellationError, String(seen[1]));
 });
