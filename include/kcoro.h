@@ -371,7 +371,8 @@ int32_t kc_chan_hold(uint32_t h, uint32_t flags);
  * holders remain, KC_EINVAL if this thread holds none of h, KC_EBADH if the channel is gone
  * already (the hold is forgotten all the same). */
 int32_t kc_chan_unhold(uint32_t h);
-/* Bit 0: closed for send; bit 1: closed for receive (closed and drained). */
+/* Bit 0: closed for send; bit 1: closed for receive (closed and drained); bit 2: cancelled by the
+ * going away of the ring of a KC_WATCH_OWNED watch on it (kc_ring_watch). */
 int32_t kc_chan_status(uint32_t handle);
 /* What the channel was created as, in 4 words at out: element size, capacity as normalised (1
  * for a conflated channel, KC_CHAN_UNLIMITED for unlimited), overflow policy, and the flags
@@ -642,8 +643,13 @@ int32_t kc_ring_withdraw(uint32_t ring, uint32_t ticket);
  * kc_ring_destroy (a terminated Worker's ring too); after its record, kc_ring_take with out NULL
  * frees it (KC_EINVAL with an out: it received nothing). It holds the channel as a queued
  * operation does. KC_EBADH: the ring or the channel handle is gone (destroyed, stale); KC_EINVAL:
- * out_ticket NULL, flags unknown. */
+ * out_ticket NULL, flags unknown. With KC_WATCH_OWNED (the ring's isolate feeds the channel, as a
+ * `produce` does) the ring's destroy while the watch is still queued (kc_ring_destroy, or the exit
+ * of the thread that made the ring: a terminated Worker's) cancels the channel, unless it was
+ * closed or cancelled already: waiters in every isolate fail with KC_ECANCELED, buffered values
+ * are dropped as any cancel drops them, and kc_chan_status's bit 2 says why. */
 #define KC_WATCH_CANCEL (1u << 0) /* kc_ring_watch flag: told of a cancel only */
+#define KC_WATCH_OWNED (1u << 1) /* kc_ring_watch flag: the ring's going away cancels the channel */
 int32_t kc_ring_watch(uint32_t ring, uint32_t handle, uint32_t flags, uint32_t *out_ticket);
 /* The other way to wake an isolate than a blocked kc_ring_wait: a thread of the library's own
  * calls notify() whenever records arrived since its last call (spuriously too: at start, after

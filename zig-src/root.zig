@@ -1452,13 +1452,16 @@ export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
     return 0;
 }
 
-/// int32_t kc_chan_status(uint32_t h): bit 0 closed for send, bit 1 closed for receive.
+/// int32_t kc_chan_status(uint32_t h): bit 0 closed for send, bit 1 closed for receive, bit 2
+/// cancelled because the ring of an owned watch on it went away (KC_WATCH_OWNED: the isolate
+/// that fed it ended, or destroyed its ring, mid-task).
 export fn kc_chan_status(h: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
     const ch = ChanRegistry.channelOf(e);
-    return @as(i32, @intFromBool(ch.isClosedForSend())) | (@as(i32, @intFromBool(ch.isClosedForReceive())) << 1);
+    return @as(i32, @intFromBool(ch.isClosedForSend())) | (@as(i32, @intFromBool(ch.isClosedForReceive())) << 1) |
+        (@as(i32, @intFromBool(ch.ownerGone())) << 2);
 }
 
 /// int32_t kc_chan_info(uint32_t h, uint32_t *out): what channel `h` was created as, 4 words: element
@@ -2232,6 +2235,7 @@ fn ringAbort(ring: u32, ticket: u32, counted: bool) i32 {
 
 /// Flags of kc_ring_watch.
 const watch_cancel: u32 = 1;
+const watch_owned: u32 = 2;
 
 /// int32_t kc_ring_watch(uint32_t ring, uint32_t chan, uint32_t flags, uint32_t *out_ticket)
 /// (ABI 20): a close watch on the channel for the ring's isolate (`Ring.submitWatch`): 1 queued
@@ -2239,18 +2243,22 @@ const watch_cancel: u32 = 1;
 /// channel is closed or cancelled, by anyone (with KC_WATCH_CANCEL: cancelled only); or
 /// KC_EPIPE / KC_ECANCELED at once when it has ended so already (nothing queued). Withdrawn with
 /// kc_ring_abort (KC_EBUSY: its record came), taken with kc_ring_take (out NULL). It holds the
-/// channel, as a queued operation does. KC_EBADH: the ring or the channel is gone; KC_EINVAL: no
+/// channel, as a queued operation does. With KC_WATCH_OWNED (the ring's isolate feeds the
+/// channel: a `produce`), the ring's destroy while the watch is queued (kc_ring_destroy, or its
+/// thread's end: a terminated Worker) cancels the channel, unless it was closed or cancelled
+/// already, and kc_chan_status's bit 2 says so from then on (`Channel.cancelOwnerGone`); without
+/// it the watch is only withdrawn. KC_EBADH: the ring or the channel is gone; KC_EINVAL: no
 /// out_ticket, unknown flags.
 export fn kc_ring_watch(ring: u32, h: u32, flags: u32, out_ticket: ?*u32) callconv(.c) i32 {
     const ot = out_ticket orelse return Status.invalid.code();
-    if (flags & ~watch_cancel != 0) return Status.invalid.code();
+    if (flags & ~(watch_cancel | watch_owned) != 0) return Status.invalid.code();
     const rr = rings();
     const re = rr.acquire(ring) catch |err| return fail(err);
     defer rr.release(re);
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     const ch = ChanRegistry.channelOf(e);
-    const watched = RingRegistry.objectOf(re).submitWatch(ch, flags & watch_cancel != 0, &.{@intFromPtr(e)}) catch |err| {
+    const watched = RingRegistry.objectOf(re).submitWatch(ch, flags & watch_cancel != 0, flags & watch_owned != 0, &.{@intFromPtr(e)}) catch |err| {
         r.release(e);
         return fail(err);
     };
@@ -2983,6 +2991,7 @@ test "include/kcoro.h agrees with the exports" {
     try testing.expectEqual(abi_version, c.KC_ABI_VERSION);
     try testing.expectEqual(hold_forever, c.KC_CHAN_HOLD_FOREVER);
     try testing.expectEqual(watch_cancel, c.KC_WATCH_CANCEL);
+    try testing.expectEqual(watch_owned, c.KC_WATCH_OWNED);
     try testing.expectEqual(@intFromEnum(kcoro.scheduler.ShutdownMode.cancel), c.KC_SHUTDOWN_CANCEL);
     try testing.expectEqual(@intFromEnum(kcoro.scheduler.ShutdownMode.finish), c.KC_SHUTDOWN_FINISH);
     inline for (@typeInfo(Status).@"enum".fields) |f| {
@@ -6447,7 +6456,7 @@ test "kc_ring_watch: told of a close, of a cancel (kc_chan_destroy's too), at on
     var recs: [4]kcoro.bridge.Completion = undefined;
     // Bad input: no out_ticket, unknown flags, a dead ring, a channel handle that names nothing.
     try testing.expectEqual(Status.invalid.code(), kc_ring_watch(ring, ch, 0, null));
-    try testing.expectEqual(Status.invalid.code(), kc_ring_watch(ring, ch, 2, &ticket));
+    try testing.expectEqual(Status.invalid.code(), kc_ring_watch(ring, ch, 4, &ticket));
     try testing.expectEqual(Status.bad_handle.code(), kc_ring_watch(0, ch, 0, &ticket));
     try testing.expectEqual(Status.bad_handle.code(), kc_ring_watch(ring, 0, 0, &ticket));
     // A close: KC_EPIPE; the cancel-only watch waits for the cancel.
@@ -6493,6 +6502,57 @@ test "kc_ring_watch: told of a close, of a cancel (kc_chan_destroy's too), at on
     try testing.expectEqual(Status.bad_handle.code(), kc_ring_watch(ring, third, 0, &ticket)); // dead ring
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(other));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(third));
+}
+
+test "kc_ring_watch KC_WATCH_OWNED: the ring's destroy, or its thread's end (a terminated Worker's), cancels the channel and kc_chan_status's bit 2 says so; a closed channel keeps its values" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // kc_ring_destroy with an owned watch queued: cancelled (bits 0, 1 and 2).
+    var ring: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&ring));
+    var ch: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &ch));
+    var v: u64 = 5;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(ch, &v, 8));
+    var ticket: u32 = 0;
+    try testing.expectEqual(@as(i32, 1), kc_ring_watch(ring, ch, 1 | 2, &ticket));
+    try testing.expectEqual(@as(i32, 0), kc_chan_status(ch));
+    try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
+    try testing.expectEqual(@as(i32, 7), kc_chan_status(ch));
+    var got: u64 = 0;
+    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_recv(ch, &got, 8)); // dropped
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(ch));
+    // The thread that made the ring ends with the watch queued (a Worker's thread, terminated
+    // mid-produce): cancelled the same way. One closed first keeps its value, no bit 2; one
+    // watched without the flag stays open.
+    var fed: u32 = 0;
+    var closed: u32 = 0;
+    var plain: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &fed));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &closed));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &plain));
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(closed, &v, 8));
+    const S = struct {
+        fn worker(a: u32, b: u32, c: u32, rc: *i32) void {
+            var r: u32 = 0;
+            var t: u32 = 0;
+            rc.* = kc_ring_create(&r);
+            if (rc.* != 0) return;
+            rc.* = kc_ring_watch(r, a, 1 | 2, &t) + kc_ring_watch(r, b, 1 | 2, &t) + kc_ring_watch(r, c, 1, &t);
+            if (rc.* == 3) rc.* = kc_chan_close(b); // 1: closed by this call, before the end
+        }
+    };
+    var rc: i32 = -100;
+    const th = try std.Thread.spawn(.{}, S.worker, .{ fed, closed, plain, &rc });
+    th.join(); // the thread's key destructors ran: its ring is gone
+    try testing.expectEqual(@as(i32, 1), rc);
+    try testing.expectEqual(@as(i32, 7), kc_chan_status(fed));
+    try testing.expectEqual(@as(i32, 1), kc_chan_status(closed)); // closed, a value left, no bit 2
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(closed, &got, 8));
+    try testing.expectEqual(@as(u64, 5), got);
+    try testing.expectEqual(@as(i32, 0), kc_chan_status(plain));
+    for ([_]u32{ fed, closed, plain }) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
 }
 
 test "C ABI: kc_ring_notify's thread waits as a counted sleeper, so a record wakes it at once, not at its 100 ms bound" {

@@ -136,7 +136,8 @@ pub const Ring = struct {
     }
 
     /// Withdraws every pending operation (those that completed meanwhile are dropped with
-    /// their records) and frees everything. No other call on the ring may run or follow.
+    /// their records), cancels the channels of its owned watches (`submitWatch`) and frees
+    /// everything. No other call on the ring may run or follow.
     pub fn deinit(r: *Ring) void {
         // 1. Every operation withdrawn, or (completed) its record landed.
         for (r.slots.items) |slot| {
@@ -175,6 +176,21 @@ pub const Ring = struct {
             ch.giveBackAllUndelivered(Returns{ .slots = r.slots.items[i..end], .len = end - i });
             i = end;
         }
+        // 3. The channels this isolate fed (owned watches withdrawn in step 1, never told: their
+        // channels had not ended) are cancelled, after the values went back (a value given back
+        // to one of them is dropped with its buffer, to the undelivered path, as any cancel
+        // drops it). Waiters in every isolate wake with KC_ECANCELED; `ownerGone` tells why. The
+        // watch keeps the channel's memory (and a C caller's registry reference) until step 4.
+        for (r.slots.items) |slot| {
+            const p = slot.p orelse continue;
+            switch (p.body) {
+                .watch => |*o| if (o.owned and !p.completed) {
+                    _ = o.ch.cancelOwnerGone();
+                },
+                .op, .select => {},
+            }
+        }
+        // 4. Everything freed.
         for (r.slots.items) |slot| if (slot.p) |p| r.freePending(p);
         for ([_]*?*Pending{ &r.spares, &r.spares_big }) |list| while (list.*) |p| {
             list.* = p.next_spare;
@@ -636,13 +652,17 @@ pub const Ring = struct {
     /// record comes when the channel is closed (status KC_EPIPE; not for `cancel_only`) or
     /// cancelled (KC_ECANCELED; a destroy cancels), or `ended` at once when it is already. A
     /// queued watch is withdrawn with `abort` like any operation (it counts nothing), and by
-    /// `deinit`; its record is `take`n with no `out` (it received nothing). `refs` as for
-    /// `submitOp` (handed back when it is freed; on an error the caller keeps them).
-    pub fn submitWatch(r: *Ring, ch: *channel.Channel, cancel_only: bool, refs: []const usize) error{OutOfMemory}!Watched {
+    /// `deinit`; its record is `take`n with no `out` (it received nothing). `owned`: the
+    /// isolate feeds the channel (a `produce` task), so a `deinit` that finds the watch still
+    /// queued (the isolate went away mid-task: a terminated Worker) cancels the channel
+    /// (`Channel.cancelOwnerGone`) instead of only withdrawing the watch, and the consumers in
+    /// other isolates stop waiting for values that will never come. `refs` as for `submitOp`
+    /// (handed back when it is freed; on an error the caller keeps them).
+    pub fn submitWatch(r: *Ring, ch: *channel.Channel, cancel_only: bool, owned: bool, refs: []const usize) error{OutOfMemory}!Watched {
         var adopted = false;
         const p = try r.newPending(0);
         errdefer if (!adopted) r.recycle(p);
-        p.reset(r, .{ .watch = .{ .watch = .{ .cancel_only = cancel_only, .notify = Pending.watchNotify }, .ch = ch, .pending = p } });
+        p.reset(r, .{ .watch = .{ .watch = .{ .cancel_only = cancel_only, .notify = Pending.watchNotify }, .ch = ch, .owned = owned, .pending = p } });
         p.setRefs(refs);
         r.adopt(p) catch |err| return switch (err) {
             error.OutOfMemory, error.TooManyObjects => error.OutOfMemory,
@@ -716,6 +736,8 @@ pub const Pending = struct {
     const WatchOp = struct {
         watch: channel.Watch,
         ch: *channel.Channel,
+        /// The ring's going away cancels the channel (`submitWatch`).
+        owned: bool,
         pending: *Pending,
     };
 
@@ -2065,8 +2087,8 @@ test "a close watch: its record comes when the channel is closed or cancelled, b
     // cancel that follows.
     const a = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 2 });
     defer a.destroy();
-    const end = (try ring.submitWatch(a, false, &.{})).pending;
-    const cancel_only = (try ring.submitWatch(a, true, &.{})).pending;
+    const end = (try ring.submitWatch(a, false, false, &.{})).pending;
+    const cancel_only = (try ring.submitWatch(a, true, false, &.{})).pending;
     try testing.expectEqual(@as(usize, 0), ring.drain(&rec)); // nothing until an end
     const Closer = struct {
         fn run(ch: *channel.Channel, cancel: bool) void {
@@ -2094,8 +2116,8 @@ test "a close watch: its record comes when the channel is closed or cancelled, b
     // A cancel of an open channel tells both kinds, KC_ECANCELED.
     const b = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer b.destroy();
-    const w1 = (try ring.submitWatch(b, false, &.{})).pending;
-    const w2 = (try ring.submitWatch(b, true, &.{})).pending;
+    const w1 = (try ring.submitWatch(b, false, false, &.{})).pending;
+    const w2 = (try ring.submitWatch(b, true, false, &.{})).pending;
     _ = b.cancel();
     try testing.expectEqual(@as(usize, 2), ring.drain(&rec));
     for (rec[0..2]) |c| {
@@ -2105,15 +2127,15 @@ test "a close watch: its record comes when the channel is closed or cancelled, b
     }
 
     // Ended already: at once, nothing queued (no ticket, no record, nothing left to free).
-    try testing.expectEqual(Ring.Watched{ .ended = .cancelled }, try ring.submitWatch(b, false, &.{}));
-    try testing.expectEqual(Ring.Watched{ .ended = .cancelled }, try ring.submitWatch(b, true, &.{}));
+    try testing.expectEqual(Ring.Watched{ .ended = .cancelled }, try ring.submitWatch(b, false, false, &.{}));
+    try testing.expectEqual(Ring.Watched{ .ended = .cancelled }, try ring.submitWatch(b, true, false, &.{}));
     const c = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
     defer c.destroy();
     var v: u64 = 3;
     try c.send(std.mem.asBytes(&v), null, true);
     _ = c.close(); // closed with a value still buffered: ended for an end watch all the same
-    try testing.expectEqual(Ring.Watched{ .ended = .closed }, try ring.submitWatch(c, false, &.{}));
-    const late = (try ring.submitWatch(c, true, &.{})).pending; // cancel-only: not yet
+    try testing.expectEqual(Ring.Watched{ .ended = .closed }, try ring.submitWatch(c, false, false, &.{}));
+    const late = (try ring.submitWatch(c, true, false, &.{})).pending; // cancel-only: not yet
     _ = c.cancel();
     try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
     try testing.expectEqual(late, rec[0].ticket);
@@ -2127,7 +2149,7 @@ test "a close watch is withdrawn by abort (then never told), answers busy once t
     var rec: [64]Completion = undefined;
     const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer ch.destroy();
-    const w = (try ring.submitWatch(ch, false, &.{})).pending;
+    const w = (try ring.submitWatch(ch, false, false, &.{})).pending;
     try ring.abort(w, true);
     try testing.expectError(error.BadHandle, ring.abort(w, true)); // gone
     try testing.expect(ch.tx.watchers.isEmpty()); // unlinked: the close below tells nobody
@@ -2135,7 +2157,7 @@ test "a close watch is withdrawn by abort (then never told), answers busy once t
     try testing.expectEqual(@as(u64, 0), m0.fail_cancelled); // a watch is no failed operation
     // More watches than one pass of the close wakes (`max_wakes`), and an abort that loses.
     var tickets: [150]u32 = undefined;
-    for (&tickets) |*t| t.* = (try ring.submitWatch(ch, false, &.{})).pending;
+    for (&tickets) |*t| t.* = (try ring.submitWatch(ch, false, false, &.{})).pending;
     _ = ch.close();
     try testing.expectError(error.Busy, ring.abort(tickets[0], true)); // told already: take it
     var told: usize = 0;
@@ -2158,7 +2180,7 @@ test "a close watch on a channel destroyed without a cancel is told cancelled be
     // Destroyed: told, and the ring does not withdraw it (its memory, which the watch keeps
     // until deinit below frees it with the record untaken, is the leak check's).
     const gone = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
-    const w = (try ring.submitWatch(gone, true, &.{})).pending;
+    const w = (try ring.submitWatch(gone, true, false, &.{})).pending;
     gone.destroy();
     try testing.expectEqual(@as(usize, 1), ring.records.items.len);
     try testing.expectEqual(w, ring.records.items[0].ticket);
@@ -2168,12 +2190,63 @@ test "a close watch on a channel destroyed without a cancel is told cancelled be
     // and the channel's later close tells no one.
     const live = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer live.destroy();
-    _ = (try ring.submitWatch(live, false, &.{})).pending;
-    _ = (try ring.submitWatch(live, true, &.{})).pending;
+    _ = (try ring.submitWatch(live, false, false, &.{})).pending;
+    _ = (try ring.submitWatch(live, true, false, &.{})).pending;
     ring.deinit(); // the told one, untaken, is freed too
     try testing.expect(live.tx.watchers.isEmpty());
     _ = live.cancel();
     _ = &rec;
+}
+
+test "a ring going away with an owned watch queued cancels its channel: the other rings' waits end cancelled, the buffer is dropped, ownerGone says why; a closed or cancelled channel is left as it is" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // The consumer's isolate (another ring) waits on one fed channel; another holds a value.
+    var consumer = Ring.init(testing.allocator);
+    defer consumer.deinit();
+    var producer = Ring.init(testing.allocator);
+    const waited = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer waited.destroy();
+    const buffered = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer buffered.destroy();
+    var one: u64 = 1;
+    try buffered.send(std.mem.asBytes(&one), null, true);
+    // Ended before the ring goes: a close (its value stays receivable) and a cancel.
+    const closed = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer closed.destroy();
+    try closed.send(std.mem.asBytes(&one), null, true);
+    // Not owned: left open, as the existing withdrawal.
+    const plain = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer plain.destroy();
+    var out: u64 = 0;
+    const waiting = (try consumer.submitOp(waited, .receive, std.mem.asBytes(&out), &.{})).pending;
+    _ = (try producer.submitWatch(waited, true, true, &.{})).pending;
+    _ = (try producer.submitWatch(buffered, true, true, &.{})).pending;
+    _ = (try producer.submitWatch(closed, true, true, &.{})).pending; // a close leaves it queued
+    _ = (try producer.submitWatch(plain, true, false, &.{})).pending;
+    try testing.expect(closed.close());
+    producer.deinit(); // the Worker's thread ends
+    // The consumer's receive ends, cancelled.
+    try testing.expect(consumer.wait(scheduler.monotonicNs() + 10 * std.time.ns_per_s));
+    var rec: [2]Completion = undefined;
+    try testing.expectEqual(@as(usize, 1), consumer.drain(&rec));
+    try testing.expectEqual(Completion{ .ticket = waiting, .status = status_mod.Status.cancelled.code(), .index = 0 }, rec[0]);
+    try consumer.take(waiting, null);
+    try testing.expect(waited.cancelled and waited.ownerGone());
+    // Cancelled: the buffered value dropped, as any cancel drops it.
+    try testing.expect(buffered.cancelled and buffered.ownerGone());
+    try testing.expectEqual(@as(u64, 1), buffered.snapshot().dropped);
+    try testing.expectError(error.Cancelled, buffered.receive(std.mem.asBytes(&out), null, true));
+    // Closed first: still only closed, its value receivable.
+    try testing.expect(!closed.cancelled and !closed.ownerGone());
+    try closed.receive(std.mem.asBytes(&out), null, true);
+    try testing.expectEqual(@as(u64, 1), out);
+    // Not owned: still open.
+    try testing.expect(!plain.isClosedForSend() and !plain.ownerGone());
+    // An ordinary cancel is no owner's going away.
+    _ = plain.cancel();
+    try testing.expect(!plain.ownerGone());
 }
 
 test "a close watch aborted as a destroy of its channel tells it: the abort finds it told, and the memory is still there until the watch goes (a Zig caller holds no reference)" {
@@ -2183,7 +2256,7 @@ test "a close watch aborted as a destroy of its channel tells it: the abort find
     var ring = Ring.init(testing.allocator);
     defer ring.deinit();
     const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
-    const w = (try ring.submitWatch(ch, false, &.{})).pending;
+    const w = (try ring.submitWatch(ch, false, false, &.{})).pending;
     // The watch holds the memory: before, nothing did, and a destroy between the abort's look
     // (not told yet) and its unwatch freed it under the unwatch.
     try testing.expectEqual(@as(u32, 2), ch.refs.load(.acquire));

@@ -761,6 +761,10 @@ pub const Channel = struct {
         /// made it a cache line longer (576 bytes, not 512). Only ever touched under `lock`
         /// (close, cancel, watch, unwatch), never by a fast path.
         watchers: WaitQueue = .{},
+        /// Cancelled by `cancelOwnerGone` (the ring of the isolate whose task fed it went away:
+        /// a terminated Worker's produce), not by an ordinary cancel. Here for the same reason
+        /// as `watchers` (the channel stays 512 bytes); under `lock`, set once, never cleared.
+        owner_gone: bool = false,
     };
 
     pub const Rx = struct {
@@ -2105,11 +2109,38 @@ pub const Channel = struct {
     /// `on_undelivered`), and fails every waiter with `Cancelled`. True if this call closed it
     /// (it was open).
     pub fn cancel(ch: *Channel) bool {
+        return ch.cancelFor(false);
+    }
+
+    /// `cancel`, by the going away of the isolate whose task fed the channel (a close watch
+    /// with `owned`, `Ring.deinit`), and `ownerGone` says so from then on; nothing on a channel
+    /// closed or cancelled already (a close's buffered values stay receivable, Kotlin's close,
+    /// and an earlier cancel keeps its own story). True if this call closed it.
+    pub fn cancelOwnerGone(ch: *Channel) bool {
+        return ch.cancelFor(true);
+    }
+
+    /// Whether `cancelOwnerGone` cancelled the channel (for a host's message: the C ABI's
+    /// kc_chan_status bit 2).
+    pub fn ownerGone(ch: *Channel) bool {
+        ch.lock();
+        defer ch.unlock();
+        return ch.tx.owner_gone;
+    }
+
+    fn cancelFor(ch: *Channel, owner_gone: bool) bool {
         var wakes: [max_wakes]Waiter.Wake = undefined;
         var first = false;
         while (true) {
             ch.lock();
+            if (owner_gone and !first and ch.closed) {
+                // Ended already (its producer's close, whose values stay receivable, or any
+                // cancel): the owner's going away changes nothing.
+                ch.unlock();
+                return false;
+            }
             if (!ch.closed) first = true;
+            if (owner_gone) ch.tx.owner_gone = true;
             ch.cancelled = true;
             // Seq_cst: as in `close` (cancel unlinks the senders too, which is enough alone).
             @atomicStore(bool, &ch.closed, true, .seq_cst);
