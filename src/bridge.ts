@@ -214,11 +214,14 @@ export class Bridge {
 
   /**
    * `kc_ring_watch`: a close watch on channel `handle` (told of a cancel only, with
-   * `cancelOnly`): 1 queued (`ticket` is set: pass it to `trackWatch`), KC_EPIPE / KC_ECANCELED
-   * when the channel has ended so already, or another negative status (KC_EBADH: gone).
+   * `cancelOnly`; the ring's going away with it queued cancels the channel, with `owned`,
+   * KC_WATCH_OWNED): 1 queued (`ticket` is set: pass it to `trackWatch`), KC_EPIPE /
+   * KC_ECANCELED when the channel has ended so already, or another negative status (KC_EBADH:
+   * gone).
    */
-  watch(handle: number, cancelOnly: boolean): number {
-    return this.#sym.kc_ring_watch(this.#ring, handle, cancelOnly ? 1 : 0, this.#out);
+  watch(handle: number, cancelOnly: boolean, owned = false): number {
+    const flags = (cancelOnly ? 1 : 0) | (owned ? 2 : 0);
+    return this.#sym.kc_ring_watch(this.#ring, handle, flags, this.#out);
   }
 
   /**

@@ -385,6 +385,14 @@ const ENDED = "Channel was cancelled: its creator disposed of it";
 const ENDED_EITHER =
   "Channel was cancelled: its creator disposed of it or native code destroyed it (kc_chan_destroy)";
 
+/**
+ * The cause of a channel cancelled because the isolate whose `produce` fed it ended mid-task (a
+ * Worker terminated or closed: its ring went away with the producer's owned watch queued,
+ * `_watchCancel`), as each other isolate's copy reads it (`#lookCause`).
+ */
+const OWNER_GONE = "Channel was cancelled: the isolate running its producer ended (a Worker " +
+  "terminated or closed, or its library closed) while the producer ran";
+
 /** What a watch of a channel that native code destroyed first tells (`_watchCancel`). */
 const DESTROYED = "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)";
 
@@ -1540,7 +1548,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     s.causeLooked = true;
     const sym = this.#lib.symbols("read close cause");
     let n = sym.kc_chan_cause(this.#handle, causeBytes, causeBytes.length);
-    if (n <= 0) return;
+    if (n === 0) {
+      // None stored: a cancel by the end of the isolate that fed it (`produce`'s owned watch,
+      // kc_chan_status bit 2) has one to say so, made here: no isolate was left to store it.
+      const st = sym.kc_chan_status(this.#handle);
+      if (st >= 0 && (st & 4) !== 0) {
+        s.cause = new CancellationError(OWNER_GONE);
+        s.hasCause = true;
+      }
+      return;
+    }
+    if (n < 0) return;
     if (n > causeBytes.length) {
       causeBytes = new Uint8Array(n);
       n = sym.kc_chan_cause(this.#handle, causeBytes, n);
@@ -2829,9 +2847,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * so (`DESTROYED`); the owner's close() of the dead handle then answers false.
    * Before, that returned null and the watcher (a producer in a `delay`) learnt it only at its
    * next operation on the channel, if it made one.
+   *
+   * `owned` (`produce`, while its task runs): this isolate feeds the channel, so its end with
+   * the watch still queued (a Worker terminated or closed, its ring destroyed with its thread;
+   * or the library closed here) cancels the channel natively (`KC_WATCH_OWNED`), unless it was
+   * closed or cancelled already: the other isolates' consumers fail with a CancellationError
+   * that says so (`OWNER_GONE`) instead of waiting for ever, and buffered values are dropped
+   * as any cancel drops them. Before, the watch was only withdrawn and the channel stayed open.
    */
   _watchCancel(
     onCancel: (cause: unknown) => void,
+    owned = false,
   ): (() => void) | null {
     const s = this._shared;
     if (!s.escaped || s.ended || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) {
@@ -2848,7 +2874,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (!s.hasCause) this.#lookCause(s);
       onCancel(s.hasCause ? s.cause : undefined);
     };
-    const rc = bridge.watch(this.#handle, true);
+    const rc = bridge.watch(this.#handle, true, owned);
     if (rc === Status.ECANCELED) {
       queueMicrotask(tell);
       return () => done = true;

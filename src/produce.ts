@@ -29,6 +29,13 @@
  *   meets the destroyed channel (the block letting its InvalidHandleError out) ends the task
  *   cancelled too, whichever came first, not failed. Only the channel's own InvalidHandleError
  *   (`Channel._raised`): another channel's that the block lets out is its failure, as any.
+ * - The producer's isolate ending while the task runs (a Worker terminated, or ending by
+ *   `self.close()`, with the channel shared to another isolate) cancels the channel natively:
+ *   the watch is owned (`KC_WATCH_OWNED`), and the ring's going away with the thread honours it.
+ *   Consumers elsewhere then reject with a CancellationError whose message says the producer's
+ *   isolate ended, values still buffered are dropped (a cancel, not a clean end: a producer dying
+ *   mid-flight is a failure the consumer must learn), and a process waiting on it can exit. A
+ *   plain channel a Worker shared stays open when the Worker ends.
  *
  * The consumer owns the returned channel: dispose it (`using`) when done with it.
  *
@@ -81,7 +88,8 @@ class ProducerChannel<T> extends Channel<T> {
    */
   _watch(): void {
     if (this._bound === null || this._unwatch !== null || this._gone) return;
-    this._unwatch = this._watchCancel((cause) => this._job?.cancel(cause));
+    // Owned: this isolate's end mid-task (a terminated Worker) cancels the channel natively.
+    this._unwatch = this._watchCancel((cause) => this._job?.cancel(cause), true);
   }
 
   override _escaped(): void {

@@ -1830,4 +1830,78 @@ Deno.test("actor: a send whose signal was aborted with another channel's Invalid
   await laterReports();
   assert.deepEqual(reported.errors.map(String), []);
   assert.equal(live, 0);
+Deno.test("produce: a Worker whose producer runs when it ends (terminated, or self.close()) cancels the channel: the main isolate's consumer rejects with a CancellationError that says so, the buffer is dropped, the process exits, no handle is left", async () => {
+  // Before, the Worker's ring only withdrew the producer's watch: the channel stayed open, the
+  // consumer's for-await waited for ever, and its native wait kept the process alive.
+  const res = await evalScript(
+    `
+    import { CancellationError, Channel } from "./mod.ts";
+    import { liveChannels, until, within } from "./tests/support.ts";
+    const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
+    const OWNER_GONE = /^Channel was cancelled: the isolate running its producer ended/;
+    const check = (what, e) => {
+      if (!(e instanceof CancellationError) || !OWNER_GONE.test(e.message)) {
+        throw new Error(what + ": not the owner-gone CancellationError: " + (e?.stack ?? e));
+      }
+    };
+    let before = 0;
+    await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
+    for (const how of ["full", "close"]) {
+      const w = new Worker(url, { type: "module" });
+      // Its messages, in whichever order they come: { share } and (how "full") "full".
+      const said = [];
+      let wake = () => {};
+      w.onmessage = (e) => { said.push(e.data); wake(); };
+      const saying = (pred) => {
+        const i = said.findIndex(pred);
+        if (i >= 0) return Promise.resolve(said.splice(i, 1)[0]);
+        return new Promise((r) => wake = () => { if (said.some(pred)) r(saying(pred)); });
+      };
+      w.postMessage(how);
+      const { share } = await within(saying((m) => typeof m === "object"), 120_000, how + ": the share");
+      {
+        using c = Channel.from(share);
+        const got = [];
+        let err;
+        const consume = async () => {
+          try {
+            for await (const v of c) {
+              got.push(v);
+              if (how === "close" && got.length === 3) w.postMessage("end");
+            }
+          } catch (e) {
+            err = e;
+          }
+        };
+        if (how === "full") {
+          // The buffer full (0..3) and a send waiting: terminated there, nothing received.
+          await within(saying((m) => m === "full"), 20_000, "full: the buffer full");
+          w.terminate();
+          await until(() => c.isClosedForSend, "full: the channel cancelled", 20_000);
+          await within(consume(), 20_000, "full: the consumer's end");
+          if (got.length !== 0) throw new Error("full: buffered values received: " + got);
+        } else {
+          // The consumer waiting in its for-await when the Worker closes itself.
+          await within(consume(), 20_000, "close: the consumer's end");
+          if (got.join() !== got.map((_, i) => i).join() || got.length < 3) {
+            throw new Error("close: received " + got);
+          }
+        }
+        check(how + ": for await", err);
+        const again = await c.receive().then(() => "a value", (e) => e);
+        check(how + ": a receive after", again);
+        if (again !== err) throw new Error(how + ": not the channel's one error");
+        if (!c.isClosedForReceive) throw new Error(how + ": not closed for receive");
+      }
+    }
+    let now = -1;
+    await until(() => (now = liveChannels()) <= before, "channel handles back").catch(() => {});
+    if (now !== before) throw new Error("live channel handles: " + now + ", before " + before);
+    console.log("ok");
+  `,
+    { timeoutMs: 240_000 },
+  );
+  assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "ok", res.stderr);
 });
