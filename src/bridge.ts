@@ -32,6 +32,12 @@ export interface RingOp {
    * is still open) and a send's value to the channel's `onUndeliveredElement`.
    */
   withdrawn(): void;
+  /**
+   * A close watch queued with `owned` (KC_WATCH_OWNED): left queued by `#closing`, so that the
+   * ring's destroy at the close cancels its channel (the isolate that fed it can feed it no
+   * more); `withdrawn` is called after that destroy.
+   */
+  owned?: boolean;
 }
 
 /** How long one wait may block before the loop looks again (bounds exit after a lost wake-up). */
@@ -109,6 +115,7 @@ export class Bridge {
         // this abort fail (KC_EBADH) and it was withdrawn again: a send's slot, given back
         // already, was read (a TypeError reported, which ends a process with no "error" listener).
         if (map.get(op.ticket) !== op) continue;
+        if (op.owned) continue; // for the ring's destroy to cancel its channel (`#closed`)
         if (this.#sym.kc_ring_abort(this.#ring, op.ticket) === Status.EBUSY) {
           busy.push(op.ticket);
           continue;
@@ -153,7 +160,8 @@ export class Bridge {
   #closed(): void {
     // The raw symbols outlive the close (`Library._symbolsToRelease`): `#sym` is those.
     this.#sym.kc_ring_destroy(this.#ring);
-    // A watch is told nothing more: its channel did not end, its library did.
+    // A watch is told nothing more: its channel did not end, its library did (an owned one's
+    // channel was cancelled by the destroy: the producer that fed it can feed it no more).
     const watches = [...this.#watches.values()];
     this.#watches.clear();
     this.#stopPoll();

@@ -2900,6 +2900,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         if (status === Status.ECANCELED) tell();
       },
       withdrawn: () => done = true,
+      owned,
     };
     bridge.trackWatch(op);
     return () => {

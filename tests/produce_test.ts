@@ -1830,7 +1830,9 @@ Deno.test("actor: a send whose signal was aborted with another channel's Invalid
   await laterReports();
   assert.deepEqual(reported.errors.map(String), []);
   assert.equal(live, 0);
-Deno.test("produce: a Worker whose producer runs when it ends (terminated, or self.close()) cancels the channel: the main isolate's consumer rejects with a CancellationError that says so, the buffer is dropped, the process exits, no handle is left", async () => {
+});
+
+Deno.test("produce: a Worker whose producer runs when it ends (terminated, or self.close()) or closes the library cancels the channel: the main isolate's consumer rejects with a CancellationError that says so, the buffer is dropped, the process exits, no handle is left", async () => {
   // Before, the Worker's ring only withdrew the producer's watch: the channel stayed open, the
   // consumer's for-await waited for ever, and its native wait kept the process alive.
   const res = await evalScript(
@@ -1846,7 +1848,7 @@ Deno.test("produce: a Worker whose producer runs when it ends (terminated, or se
     };
     let before = 0;
     await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
-    for (const how of ["full", "close"]) {
+    for (const how of ["full", "close", "library"]) {
       const w = new Worker(url, { type: "module" });
       // Its messages, in whichever order they come: { share } and (how "full") "full".
       const said = [];
@@ -1867,7 +1869,9 @@ Deno.test("produce: a Worker whose producer runs when it ends (terminated, or se
           try {
             for await (const v of c) {
               got.push(v);
-              if (how === "close" && got.length === 3) w.postMessage("end");
+              if (how !== "full" && got.length === 3) {
+                w.postMessage(how === "close" ? "end" : "closeLibrary");
+              }
             }
           } catch (e) {
             err = e;
@@ -1881,10 +1885,10 @@ Deno.test("produce: a Worker whose producer runs when it ends (terminated, or se
           await within(consume(), 20_000, "full: the consumer's end");
           if (got.length !== 0) throw new Error("full: buffered values received: " + got);
         } else {
-          // The consumer waiting in its for-await when the Worker closes itself.
-          await within(consume(), 20_000, "close: the consumer's end");
+          // The consumer waiting in its for-await when the Worker closes itself (or the library).
+          await within(consume(), 20_000, how + ": the consumer's end");
           if (got.join() !== got.map((_, i) => i).join() || got.length < 3) {
-            throw new Error("close: received " + got);
+            throw new Error(how + ": received " + got);
           }
         }
         check(how + ": for await", err);
@@ -1893,6 +1897,7 @@ Deno.test("produce: a Worker whose producer runs when it ends (terminated, or se
         if (again !== err) throw new Error(how + ": not the channel's one error");
         if (!c.isClosedForReceive) throw new Error(how + ": not closed for receive");
       }
+      if (how === "library") w.terminate(); // it lives on after its closeLibrary()
     }
     let now = -1;
     await until(() => (now = liveChannels()) <= before, "channel handles back").catch(() => {});
