@@ -991,6 +991,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** @ignore */
   readonly _shared: Shared;
   #disposed = false;
+  /**
+   * No native call on this object's handle any more: disposed (`#disposed`), or an owner that
+   * learnt native code destroyed its channel (`#destroyed`). One field, so that `#sym`, on every
+   * checked path, reads one flag for both.
+   */
+  #noCalls = false;
   /** A dispose under way (`[Symbol.dispose]`). */
   #disposing = false;
   /** Selects waiting on this copy (`_watchDispose`). */
@@ -1377,9 +1383,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   #sym(op: string) {
-    if (this.#disposed) {
-      throw this.#own(new InvalidHandleError(`Cannot ${op}: the channel was disposed`));
-    }
+    if (this.#noCalls) this.#throwNoCalls(op);
     return this.#lib.symbols(op);
   }
 
@@ -1398,6 +1402,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   _raised(e: unknown): boolean {
     return typeof e === "object" && e !== null && raisedBy.get(e) === this;
+  }
+
+  /**
+   * `#sym`'s InvalidHandleError: disposed, or (an owner's) destroyed by native code, which it
+   * learnt (`#destroyedUnder`): its handle is dead, and once its slot's generation wraps (see
+   * zig-src/handle.zig) the handle's value names a later channel, so no call may be given it.
+   */
+  #throwNoCalls(op: string): never {
+    if (this.#disposed) {
+      throw this.#own(new InvalidHandleError(`Cannot ${op}: the channel was disposed`));
+    }
+    throw this.#own(new InvalidHandleError(`Cannot ${op}: ${DESTROYED_UNDER}`));
   }
 
   /**
@@ -1470,6 +1486,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   _creatorEnded(): boolean {
     if (this._shared.ended) return true;
+    if (this.#destroyed) return false; // an owner's: `_throwIfDestroyed` says it, with no call
     return this.#creatorEnded(this.#sym("select").kc_chan_status(this.#handle));
   }
 
@@ -1544,7 +1561,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * when the cause, if any, is there already (kc_chan_close_cause stores it with the close).
    */
   #lookCause(s: Shared): void {
-    if (s.causeLooked || s.local || this.#handle === 0 || !this.#lib.isOpen) return;
+    if (s.causeLooked || s.local || this.#handle === 0 || this.#destroyed || !this.#lib.isOpen) {
+      return;
+    }
     s.causeLooked = true;
     const sym = this.#lib.symbols("read close cause");
     let n = sym.kc_chan_cause(this.#handle, causeBytes, causeBytes.length);
@@ -1616,7 +1635,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * it took any (the hook ran, or will).
    */
   #collect(): boolean {
-    if (!this.#keeps || !this.#lib.isOpen || this.#collectLater) return false;
+    // Not once native code destroyed it (`#destroyedUnder` took all it dropped, and the
+    // handle's value may name a later channel since).
+    if (!this.#keeps || this.#destroyed || !this.#lib.isOpen || this.#collectLater) return false;
     const sym = this.#lib.symbols("collect undelivered values");
     const taken = this.#takeUndelivered(sym, COLLECT_BATCH);
     if (taken < COLLECT_BATCH) return taken > 0;
@@ -1830,12 +1851,28 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * `kc_chan_status` says the channel is gone. Only a destroy ends a channel its owner has not
    * disposed of, as `_watchCancel` and a copy's `#creatorEnded` take it. Called on a KC_EBADH
    * only: one status read, off every fast path.
+   *
+   * Once learnt, the owner makes no native call on its handle again (`#noCalls`; `#at` null, so
+   * no inlined try-path either): every call answers from what it knows (close() false, cancel()
+   * nothing, the others the InvalidHandleError saying so). The handle's slot is free, and once
+   * its generation wraps (511 reuses of it, ~523,000 channel frees: zig-src/handle.zig) the
+   * value names a later channel, which a close(), a cancel(), a send or cancel()'s take of the
+   * dropped values (the handle's native list) would have acted on. So what the destroy dropped
+   * for the hook goes to it now, all of it, while the status read has just said no channel has
+   * the value (before, a later cancel() took it through the handle, whatever channel had its
+   * value by then; the dispose looks once more, guarded by a status read: see there).
    */
   #destroyedUnder(): boolean {
     if (this.#destroyed) return true;
     if (!this.#owner || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) return false;
     const sym = this.#lib.symbols("read channel status");
-    return this.#destroyed = sym.kc_chan_status(this.#handle) === Status.EBADH;
+    if (sym.kc_chan_status(this.#handle) !== Status.EBADH) return false;
+    this.#destroyed = this.#noCalls = true;
+    this.#at = null;
+    this._shared.lib = null; // `flushCounts`: its counters went with it (as `#markEnded`)
+    this._shared.orphanLib = null; // nothing for `orphans` to destroy
+    if (this.#keeps) this.#takeUndelivered(sym);
+    return true;
   }
 
   /** Set once `#destroyedUnder` found the channel destroyed by native code: never cleared. */
@@ -2538,8 +2575,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #mapReady(sym: Sym): Uint8Array | null {
     if (++this.#unmappedUses !== MAP_AFTER) return null;
-    // Never once a dispose began or the library closed (see `#at`): that stays so.
-    if (this.#disposing || this.#disposed || !this.#lib.isOpen) return null;
+    // Never once a dispose began, the library closed (see `#at`) or an owner learnt native code
+    // destroyed the channel (`#noCalls`): that stays so.
+    if (this.#disposing || this.#noCalls || !this.#lib.isOpen) return null;
     const out = new BigUint64Array(1);
     const p = sym.kc_chan_ready_flag(this.#handle, out);
     const word = out[0] === 0n ? null : Deno.UnsafePointer.create(out[0]);
@@ -2874,14 +2912,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (!s.hasCause) this.#lookCause(s);
       onCancel(s.hasCause ? s.cause : undefined);
     };
-    const rc = bridge.watch(this.#handle, true, owned);
+    // An owner that learnt native code destroyed the channel: as the dead handle answers.
+    const rc = this.#destroyed ? Status.EBADH : bridge.watch(this.#handle, true, owned);
     if (rc === Status.ECANCELED) {
       queueMicrotask(tell);
       return () => done = true;
     }
     if (
       rc === Status.EBADH &&
-      this.#lib.symbols("watch channel").kc_chan_status(this.#handle) === Status.EBADH
+      (this.#destroyed ||
+        this.#lib.symbols("watch channel").kc_chan_status(this.#handle) === Status.EBADH)
     ) {
       // The channel is gone (the ring is not: this isolate's, while the library is open), and
       // only a destroy ends a channel whose creator holds it. A destroy cancels it first.
@@ -2983,7 +3023,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const slot = this.#slotFor(w, sym);
     if (slot === null) return;
     const bridge = this.#bridge;
-    const rc = bridge.submit(w.kind !== SEND, this.#handle, slot, this.#size);
+    // An owner that learnt native code destroyed the channel: what the dead handle would answer.
+    const rc = this.#destroyed
+      ? Status.EBADH
+      : bridge.submit(w.kind !== SEND, this.#handle, slot, this.#size);
     if (rc === 1) {
       w.ticket = bridge.ticket;
       w.state = QUEUED;
@@ -3007,7 +3050,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (slot === null) return true;
     // A send's retry counts no "full" failure: its first try (`trySend`) counted the one its
     // send makes. Before, each retry that found no room counted another.
-    const rc = w.kind === SEND
+    const rc = this.#destroyed // as in `_submit`
+      ? Status.EBADH
+      : w.kind === SEND
       ? sym.kc_chan_retry_send(this.#handle, slot.ptr, this.#size)
       : sym.kc_chan_try_recv(this.#handle, slot.ptr, this.#size);
     if (rc === Status.EAGAIN) {
@@ -3163,7 +3208,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * receiveCatching).
    */
   close(cause?: unknown): boolean {
-    const sym = this.#sym("close channel");
+    // An owner's channel that native code destroyed, as it learnt (`#destroyedUnder`): cancelled,
+    // so closed already (false below), with no call on its dead handle.
+    const destroyed = this.#destroyed && !this.#disposed;
+    const sym = destroyed ? undefined : this.#sym("close channel");
     const s = this._shared;
     if (s.local) {
       if (s.closed) return false;
@@ -3189,6 +3237,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // delivers, and every waiter learns of the close the one way (a ring record).
     flushAll(s.senders);
     flushAll(s.receivers);
+    if (sym === undefined) return false; // destroyed (each waiter above failed as at its queueing)
     const given = arguments.length > 0 && cause !== undefined;
     const first = this.#closeNative(sym, false, cause, given) === 1;
     if (first) {
@@ -3212,9 +3261,22 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * destroyed (which hands the values the destroy dropped to onUndeliveredElement).
    */
   cancel(cause?: unknown): void {
-    const sym = this.#sym("cancel channel");
+    // An owner's channel that native code destroyed, as it learnt: cancelled already, what it
+    // dropped handed to the hook then (`#destroyedUnder`); no call on its dead handle.
+    const destroyed = this.#destroyed && !this.#disposed;
+    const sym = destroyed ? undefined : this.#sym("cancel channel");
     const s = this._shared;
     if (s.ended) return; // a copy whose creator ended the channel: cancelled already
+    if (sym === undefined) {
+      // As the cancel of the dead handle did, less the calls: cancelled here (`cause` is not the
+      // channel's: the destroy came first), and waiters still in JavaScript fail as they queue
+      // (a send's message then refused: `actor` hands it to its hook).
+      s.closed = true;
+      s.cancelled = true;
+      flushAll(s.senders);
+      flushAll(s.receivers);
+      return;
+    }
     // A copy looks first whether it ended since its last call (a status read), before `cause`
     // becomes the channel's below: else the end, met by the native cancel, kept this late
     // cause as the channel's (and its waits' rejections carried it).
@@ -3305,7 +3367,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       status = !s.closed ? 0 : s.count === 0 && s.senders.first === null ? 3 : 1;
     } else if (s.ended) status = 3;
     else if (!this.#lib.isOpen) facts.libraryClosed = true;
-    else if (this.#handle !== 0) {
+    else if (this.#handle !== 0 && !this.#destroyed) {
       status = this.#lib.symbols("inspect channel").kc_chan_status(this.#handle);
     }
     if (status >= 0) {
@@ -3587,12 +3649,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Released as when open, without the operations: the library stays loaded once opened,
       // and the native channel with it (values and all), which nothing else would release.
       // What waited in this isolate was withdrawn when the library closed.
-      this.#disposed = true;
+      this.#disposed = this.#noCalls = true;
       this.#giveAway();
       const sym = this.#lib._symbolsToRelease;
       // Ended (destroyed under a copy): its hold is not given back, nor is it destroyed again
       // (its handle's value may name a later channel: see the open path's copy unhold below).
-      const ended = this._shared.ended;
+      // An owner's that learnt native code destroyed it (`#destroyed`) is ended too.
+      const ended = this._shared.ended || this.#destroyed;
       if (!this.#owner) {
         if (this.#held) {
           // A copy's hold, given back as `copyHolds` would (see there).
@@ -3604,8 +3667,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // Its creator's dispose ends it for everyone, as open (destroy cancels it natively).
         if (!ended) sym.kc_chan_destroy(this.#handle);
         if (this.#held && !ended) sym.kc_chan_unhold(this.#handle); // forgotten (see below)
-        // What it dropped and kept for this isolate's hook goes there, as open.
-        if (this.#keeps) this.#takeUndelivered(sym);
+        // What it dropped and kept for this isolate's hook goes there, as open (an owner's that
+        // learnt of a destroy: while no channel has the handle's value, as open).
+        if (
+          this.#keeps &&
+          (!this.#destroyed || sym.kc_chan_status(this.#handle) === Status.EBADH)
+        ) this.#takeUndelivered(sym);
       }
       const s = this._shared;
       if (--s.refs === 0 && shared.get(this.#handle) === s) shared.delete(this.#handle);
@@ -3616,7 +3683,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Disposable, `reportError`'s listeners) throws as after the dispose. Before, it began,
       // was queued natively with the other objects' waiters below and outlived the dispose.
       // Nothing below calls the symbols through `#sym`.
-      this.#disposed = true;
+      this.#disposed = this.#noCalls = true;
       this.#abandonAll();
     }
     // This isolate's counts go to the native channel while this object still holds it.
@@ -3660,7 +3727,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         }
         this.#markEnded();
       }
-      this.#disposed = true;
+      this.#disposed = this.#noCalls = true;
       if (this.#handle === 0) return; // it never had a native channel
       // Destroyed already (native code's kc_chan_destroy, seen by a copy of this isolate: its
       // handle's value may name a later channel by now): nothing to destroy.
@@ -3684,12 +3751,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // gets no more (nothing can drop into a dead handle), and the rest's timer stops once
       // disposed (by then the handle's value may name a later channel), so a dispose of more
       // than one batch, or a cancel's batch just before it, left the rest there for good.
+      // An owner that learnt of the destroy itself took them then (`#destroyedUnder`), but a
+      // destroy on another thread frees the handle before it cancels the channel (registry.zig's
+      // `destroy`), so what that cancel dropped may have come after: taken here too, the status
+      // read guarding it as above (the dispose's one call on the dead handle's value).
       if (
         this.#keeps && this.#lib.isOpen &&
         (!ended || sym.kc_chan_status(this.#handle) === Status.EBADH)
       ) this.#takeUndelivered(sym);
     }
-    this.#disposed = true;
+    this.#disposed = this.#noCalls = true;
     const s = this._shared;
     if (--s.refs === 0 && shared.get(this.#handle) === s) shared.delete(this.#handle);
   }

@@ -538,7 +538,11 @@ class Selection implements RingOp {
    * on such a copy received from, or sent to, that later channel.
    */
   #endedKnown(n: number): boolean {
-    for (let i = 0; i < n; i++) if (this.native[i].ch!._shared.ended) return true;
+    for (let i = 0; i < n; i++) {
+      // Or an owner's that learnt native code destroyed it (`#fail` then says so).
+      const ch = this.native[i].ch!;
+      if (ch._shared.ended || ch._destroyedSeen) return true;
+    }
     return false;
   }
 
@@ -562,6 +566,8 @@ class Selection implements RingOp {
 
   #addNative(c: Clause): void {
     const ch = c.ch!;
+    // An owner that knows native code destroyed its channel: the select's own message, no call.
+    if (ch._destroyedSeen) ch._throwIfDestroyed("select");
     const sym = ch._symbols(c.kind === SEND ? "select: send" : "select: receive");
     c.slot = takeSlot();
     if (c.kind === SEND) {

@@ -850,3 +850,80 @@ Deno.test("an escaped channel's dispose hands every value it dropped to onUndeli
     assert.deepEqual(reported.errors.map(String), [], `${how}: nothing reported`);
   }
 });
+
+Deno.test("an owner that learnt native code destroyed its channel makes no call on the dead handle: a later channel given the handle's value (its slot's generation wrapped) is not closed, cancelled, sent to, received from, collected from or selected on by it", async () => {
+  // Before, its close(), cancel(), sends, receives and selects called native code on the handle
+  // first and only then read KC_EBADH as the destroy: once a later channel had the handle's
+  // value, close() closed that channel (true), cancel() cancelled it and took the values it
+  // dropped, trySend sent into it, and a wait still in JavaScript queued on it.
+  const sym = library().symbols("test");
+  const dropped: number[] = [];
+  const a = new Channel<number>(4, { onUndeliveredElement: (v) => dropped.push(v) });
+  const ha = a.handle; // escaped, as native code's use makes it
+  for (let i = 0; i < 40; i++) { // past the 16th use: the mapped try-path
+    assert.deepEqual(a.trySend(i), { state: "ok" });
+    assert.deepEqual(a.tryReceive(), { state: "ok", value: i });
+  }
+  assert.deepEqual(a.trySend(1), { state: "ok" });
+  // A second owner with a receive still waiting in JavaScript (queued natively at the turn's
+  // end) when it learns of the destroy.
+  const w = new Channel<number>(4);
+  const hw = w.handle;
+  const pending = w.receive().then((v) => `resolved ${v}`, (e) => String(e));
+  assert.equal(sym.kc_chan_destroy(ha), 0);
+  assert.equal(sym.kc_chan_destroy(hw), 0);
+  // Its first call after the destroy learns it (a status read), and hands the value the destroy
+  // dropped to the hook then.
+  assert.throws(() => a.trySend(2), /Cannot send: the channel was destroyed by native code/);
+  assert.deepEqual(dropped, [1]);
+  assert.throws(() => w.isClosedForSend, /destroyed by native code/);
+  // Channels are made and destroyed until two get the dead handles' values (~523,000).
+  const laterDropped: number[] = [];
+  const later = new Map<number, Channel<number>>();
+  for (let i = 0; i < 1 << 21 && later.size < 2; i++) {
+    const c = new Channel<number>(4, { onUndeliveredElement: (v) => laterDropped.push(v) });
+    if (c._handle === ha || c._handle === hw) later.set(c._handle, c);
+    else c[Symbol.dispose]();
+  }
+  assert.equal(later.size, 2, "later channels got the handles' values");
+  using b = later.get(ha)!;
+  using bw = later.get(hw)!;
+  assert.deepEqual(b.trySend(10), { state: "ok" });
+  assert.deepEqual(b.trySend(11), { state: "ok" });
+  assert.deepEqual(bw.trySend(20), { state: "ok" });
+  const before = b.metrics();
+
+  const destroyed = /the channel was destroyed by native code \(kc_chan_destroy of its handle\)/;
+  assert.equal(a.close(), false, "close()");
+  assert.equal(a.close(new Error("late")), false, "close(cause)");
+  assert.equal(a.cancel(), undefined, "cancel()");
+  assert.equal(a.cancel(new Error("late")), undefined, "cancel(cause)");
+  assert.throws(() => a.trySend(3), destroyed, "trySend");
+  assert.throws(() => a.tryReceive(), destroyed, "tryReceive");
+  await assert.rejects(a.send(3), destroyed, "send");
+  await assert.rejects(a.receive(), destroyed, "receive");
+  await assert.rejects(a.receiveCatching(), destroyed, "receiveCatching");
+  await assert.rejects(a[Symbol.asyncIterator]().next(), destroyed, "for-await next()");
+  await assert.rejects(a.values().next(), destroyed, "values() next()");
+  await assert.rejects(select((s) => s.onReceive(a, (v) => v)), destroyed, "onReceive");
+  await assert.rejects(select((s) => s.onSend(a, 3, () => 0)), destroyed, "onSend");
+  assert.throws(() => a.isClosedForSend, destroyed, "isClosedForSend");
+  assert.throws(() => a.metrics(), destroyed, "metrics");
+  assert.throws(() => a.share(), destroyed, "share");
+  a[Symbol.dispose]();
+  // The wait begun before: failed as the destroy left it, not queued on the later channel.
+  assert.match(await within(pending, 10_000, "the pending receive"), destroyed);
+  w[Symbol.dispose]();
+
+  // The later channels are as they were: open, their values there, nothing dropped or counted.
+  assert.equal(b.isClosedForSend, false);
+  assert.deepEqual(laterDropped, []);
+  assert.deepEqual(b.tryReceive(), { state: "ok", value: 10 });
+  assert.deepEqual(b.tryReceive(), { state: "ok", value: 11 });
+  assert.deepEqual(b.tryReceive(), { state: "empty" });
+  assert.deepEqual(bw.tryReceive(), { state: "ok", value: 20 });
+  const after = b.metrics();
+  assert.equal(after.sends, before.sends);
+  assert.equal(after.failures.closed + after.failures.cancelled, 0);
+  assert.deepEqual(dropped, [1], "the destroyed owner's hook: its own value, once");
+});
