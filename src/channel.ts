@@ -1278,12 +1278,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#escape("get handle", false);
     this.#giveAway();
     if (!this.#pinned) {
+      const sym = this.#sym("get handle");
+      if (this._shared.ended) {
+        // A copy that knows its creator ended the channel: no hold on the dead handle, whose
+        // value may name a later channel by now (a hold forever there would keep that one for
+        // good). It threw the hold's "stale, destroyed or not a kcoro handle" before, or pinned
+        // the later channel.
+        throw this.#own(
+          new InvalidHandleError(
+            `Cannot get handle: its creator disposed of it or native code destroyed it, so handle ${this.#handle} names no live channel`,
+          ),
+        );
+      }
       // Native code may keep it: no holder's leaving may end it now.
       // Its own error (`#unwrap`): once native code destroyed the channel, one that says so.
-      this.#unwrap(
-        this.#sym("get handle").kc_chan_hold(this.#handle, HOLD_FOREVER),
-        "get handle",
-      );
+      this.#unwrap(sym.kc_chan_hold(this.#handle, HOLD_FOREVER), "get handle");
       this.#pinned = true;
     }
     return this.#handle;

@@ -387,6 +387,9 @@ Deno.test("a Channel.from copy whose creator disposed the channel never reaches 
       "closed",
     );
     await assert.rejects(select((s) => s.onSend(copy, value, () => 0)), CancellationError);
+    // No hold forever taken on the later channel (before: it was, or the dead handle's
+    // 'stale, destroyed or not a kcoro handle').
+    assert.throws(() => copy.handle, /Cannot get handle: .* names no live channel/);
     assert.deepEqual(later.tryReceive(), { state: "ok", value });
     assert.deepEqual(later.tryReceive(), { state: "empty" });
     later[Symbol.dispose]();
