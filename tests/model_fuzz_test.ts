@@ -4,10 +4,16 @@
 // them: drop policies, onUndeliveredElement, counters, receiveCatching, cancel(cause),
 // trySendMany/tryReceiveMany) runs beside three real channels of random kind, overflow policy,
 // codec and form (local, share()d, or a Channel.from copy of a share()d one, used through both
-// objects). Seeded random operations go to both; after each batch of operations (one turn of
-// the event loop) the test drains microtasks and macrotasks in a bounded loop until every
-// operation the model settled has settled for real (no sleeps), then compares outcomes, values,
-// errors, onUndeliveredElement calls, isClosedFor* and the counters. Every sent value is
+// objects; a local one may be share()d mid-run, and a copy disposed mid-run). The operations:
+// the try-operations and their batches, send/receive/receiveCatching with and without a signal,
+// the for-await iterator, values() and values({ signal }) with next() and return(), selects of
+// send, receive and receiveCatching clauses (biased or unbiased, with onTimeout(0) or, for one
+// that waits, onTimeout(1), and a signal), aborts, pre-aborted signals, close and cancel with
+// and without causes, values a codec cannot carry. Seeded random operations go to both; after
+// each batch of operations (one turn of the event loop) the test drains microtasks and
+// macrotasks in a bounded loop until every operation the model settled has settled for real
+// (no sleeps), then compares outcomes, values, errors, onUndeliveredElement calls,
+// isClosedFor* and the counters. Every sent value is
 // received once or handed to the hook once, never both. Seeded (KCORO_MODEL_SEED=n for one
 // seed, a-b for a range), bounded in steps (KCORO_MODEL_STEPS, 400) and time (KCORO_MODEL_MS per
 // seed, 1,500); a failure names its seed and the operations that led to it (the last 40, or
@@ -15,13 +21,16 @@
 //
 // Points the model had to settle: a copy's drops reach the creator's hook later, as README says
 // (`check`); every operation that fails on a closed channel counts one closed failure, on a
-// cancelled one one cancelled failure, whether it found the channel so or a close or cancel
-// failed its wait (`MChan.failClosed`, `MChan.close`; ChannelMetrics.failures); an aborted send's value
-// never goes to the hook (README: "an aborted send is never delivered"; the hook's JSDoc lists
-// what does); a receive that native code completed (a select, a receive of a channel a select
-// waits on, a close or cancel of a native channel: `nativeDone`) loses to an abort in the same
-// turn, before its record drains, and a value it took goes back to its channel (README's abort
-// and select paragraphs; `MChan.giveBack`), while a local channel settles it at once.
+// cancelled one one cancelled failure, whether it found the channel so or a close or cancel failed
+// its wait (`MChan.failClosed`, `MChan.close`; ChannelMetrics.failures); an aborted send's value
+// never goes to the hook (README: "an aborted send is never delivered"; the hook's JSDoc lists what
+// does); a receive that native code completed (a select, a receive of a channel a select waits on,
+// a close or cancel of a native channel: `nativeDone`) loses to an abort in the same turn, before
+// its record drains, and a value it took goes back to its channel (README's abort and select
+// paragraphs; `MChan.giveBack`), while a local channel settles it at once. A copy's dispose gives
+// up its waits as an abort does, with InvalidHandleError (`Run.disposeCopy`); an onTimeout(1) fires
+// in the drain of `check`, where a value an aborted receive gives back may reach its select first
+// (the real order decides: `check`).
 import assert from "node:assert/strict";
 import {
   CancellationError,
@@ -31,6 +40,7 @@ import {
   ClosedSendError,
   CodecError,
   codecs,
+  InvalidHandleError,
   type Overflow,
   select,
   TimeoutError,
@@ -84,7 +94,7 @@ function idOf(v: unknown): number {
 /** How an expected error is recognised. */
 type ErrSpec =
   | { is: unknown } // this very object (an abort reason, a close cause, a CancellationError cause)
-  | { cls: "ClosedSend" | "ClosedReceive" | "Codec" }
+  | { cls: "ClosedSend" | "ClosedReceive" | "Codec" | "Disposed" }
   | { cls: "Cancellation"; hasCause: boolean; cause: unknown };
 
 type Outcome =
@@ -132,6 +142,8 @@ class MChan {
   full = 0;
   closedFails = 0;
   cancelledFails = 0;
+  /** failures.timeout: a select's onTimeout that fired after it waited, one per channel. */
+  timeoutFails = 0;
   receives = 0;
   dropped = 0;
   handoffs = 0;
@@ -445,6 +457,8 @@ interface Pending {
   real: Real;
   ctl?: AbortController;
   what: string;
+  /** The channel objects it waits through (a `Channel.from` copy's dispose abandons it). */
+  via: Channel<unknown>[];
 }
 
 interface Config {
@@ -462,6 +476,8 @@ interface Slot {
   uses: Channel<unknown>[];
   hook: unknown[];
   iters: Map<Channel<unknown>, AsyncIterator<unknown>>;
+  /** The signal of an iterator in `iters` made by `values({ signal })`. */
+  iterCtl: Map<Channel<unknown>, AbortController>;
   /** The next() operations of each iterator in `iters`, which its return() releases. */
   iterOps: Map<Channel<unknown>, MOp[]>;
   returned: Set<Channel<unknown>>;
@@ -530,6 +546,7 @@ function makeSlot(cfg: Config): Slot {
     uses,
     hook,
     iters: new Map(),
+    iterCtl: new Map(),
     iterOps: new Map(),
     returned: new Set(),
     hookSeen: 0,
@@ -582,6 +599,11 @@ function checkErr(got: unknown, want: ErrSpec, what: string): void {
     assert.ok(got === want.is, `${what}: rejects with ${String(want.is)}, got ${String(got)}`);
   } else if (want.cls === "ClosedSend") {
     assert.ok(got instanceof ClosedSendError, `${what}: ClosedSendError, got ${String(got)}`);
+  } else if (want.cls === "Disposed") {
+    assert.ok(
+      got instanceof InvalidHandleError && /the channel was disposed/.test(got.message),
+      `${what}: InvalidHandleError (the channel was disposed), got ${String(got)}`,
+    );
   } else if (want.cls === "Codec") {
     assert.ok(got instanceof CodecError, `${what}: CodecError, got ${String(got)}`);
   } else if (want.cls === "ClosedReceive") {
@@ -616,6 +638,7 @@ function checkMetrics(s: Slot, what: string): void {
     full: got.failures.full,
     closed: got.failures.closed,
     cancelled: got.failures.cancelled,
+    timeout: got.failures.timeout,
     handoffs: got.handoffs,
     bytesSent: s.cfg.codec === "default" ? 0 : got.bytesSent,
     bytesReceived: s.cfg.codec === "default" ? 0 : got.bytesReceived,
@@ -626,6 +649,7 @@ function checkMetrics(s: Slot, what: string): void {
     full: m.full,
     closed: m.closedFails,
     cancelled: m.cancelledFails,
+    timeout: m.timeoutFails,
     handoffs: m.handoffs,
     bytesSent: m.bytesSent,
     bytesReceived: m.bytesReceived,
@@ -671,6 +695,8 @@ class Run {
   settleCount = 0;
   /** Values that aborted receives took natively this turn: back in their channels at `check`. */
   givenBack: NativeDone[] = [];
+  /** Selects waiting with onTimeout(1): their timers fire in the drain of the next `check`. */
+  timed: MOp[] = [];
 
   constructor(readonly seed: number) {
     this.rnd = prng(seed);
@@ -702,7 +728,13 @@ class Run {
     this.seen.set(id, how);
   }
 
-  track(mop: MOp, p: Promise<unknown>, what: string, ctl?: AbortController): void {
+  track(
+    mop: MOp,
+    p: Promise<unknown>,
+    what: string,
+    ctl?: AbortController,
+    via: Channel<unknown>[] = [],
+  ): void {
     const real: Real = { settled: false };
     p.then((v) => {
       real.settled = true;
@@ -715,17 +747,25 @@ class Run {
       real.value = e;
       real.order = this.settleCount++;
     });
-    this.pending.push({ mop, real, ctl, what });
+    this.pending.push({ mop, real, ctl, what, via });
   }
 
   newOp(clauses: MClause[], isSelect = false): MOp {
     return { id: this.nextOp++, clauses, isSelect, done: false };
   }
 
-  /** Starts a send, receive, receiveCatching or iterator step on slot s. */
-  startWait(s: Slot, kind: ClauseKind, what: string, withSignal: boolean): void {
+  /**
+   * Starts a send, receive, receiveCatching or iterator step on slot s through `ch` (the object
+   * `what` names; it drew another before, so a log could name the owner for a copy's wait).
+   */
+  startWait(
+    s: Slot,
+    ch: Channel<unknown>,
+    kind: ClauseKind,
+    what: string,
+    withSignal: boolean,
+  ): void {
     const m = s.model;
-    const ch = this.use(s);
     const ctl = withSignal ? new AbortController() : undefined;
     const opts = ctl ? { signal: ctl.signal } : undefined;
     if (kind === "send") {
@@ -744,19 +784,52 @@ class Run {
         m.full++; // the try a waiting send makes first
         m.senders.push({ op, clause: 0 });
       }
-      this.track(op, p, `${what} send(${id})#${op.id}`, ctl);
+      this.track(op, p, `${what} send(${id})#${op.id}`, ctl, [ch]);
       return;
     }
     const op = this.newOp([{ ch: m, kind }]);
     let p: Promise<unknown>;
+    let ictl: AbortController | undefined;
     if (kind === "iter") {
       let it = s.iters.get(ch);
-      if (it === undefined) s.iters.set(ch, it = ch[Symbol.asyncIterator]());
+      if (it !== undefined && (s.returned.has(ch) || s.iterCtl.get(ch)?.signal.aborted)) {
+        // A loop that ended (return(), an abort) now and then gives way to a fresh one.
+        if (this.rnd() < 0.5) {
+          it = undefined;
+          s.returned.delete(ch);
+          s.iterCtl.delete(ch);
+          s.iterOps.delete(ch);
+        }
+      }
+      if (it === undefined) {
+        // The plain for-await iterator, values(), or values({ signal }) (README's for-await
+        // paragraph: one iterator behind all three; the signal's abort rejects each waiting
+        // next() with its reason, having taken nothing, and every later one).
+        const form = this.int(3);
+        if (form === 2) s.iterCtl.set(ch, new AbortController());
+        it = form === 0
+          ? ch[Symbol.asyncIterator]()
+          : form === 1
+          ? ch.values()
+          : ch.values({ signal: s.iterCtl.get(ch)!.signal });
+        s.iters.set(ch, it);
+        this.log.push(
+          `${what} ${["[Symbol.asyncIterator]()", "values()", "values({ signal })"][form]}`,
+        );
+      }
+      ictl = s.iterCtl.get(ch);
       p = it.next();
       this.log.push(`${what} next()#${op.id}`);
       if (s.returned.has(ch)) {
         complete({ op, clause: 0 }, { ok: true, value: CLOSED });
         this.track(op, p, `${what} next()#${op.id} after return`);
+        return;
+      }
+      if (ictl?.signal.aborted) {
+        // Its signal aborted before: rejects with the reason at once, counting nothing, as a
+        // receive given an aborted signal does.
+        complete({ op, clause: 0 }, { ok: false, err: { is: ictl.signal.reason } });
+        this.track(op, p, `${what} next()#${op.id} after abort`);
         return;
       }
       const ops = s.iterOps.get(ch) ?? [];
@@ -772,7 +845,7 @@ class Run {
       m.failClosed();
       complete({ op, clause: 0 }, m.closedOutcome(kind));
     } else m.receivers.push({ op, clause: 0 });
-    this.track(op, p, `${what} ${kind}#${op.id}`, kind === "iter" ? undefined : ctl);
+    this.track(op, p, `${what} ${kind}#${op.id}`, kind === "iter" ? ictl : ctl, [ch]);
   }
 
   /** A select over 2-3 channels, biased, maybe with onTimeout(0) and a signal. */
@@ -799,7 +872,14 @@ class Run {
         desc.push(`${kind === "recv" ? "onReceive" : "onReceiveCatching"}(ch${i})`);
       }
     }
-    const timeout = this.rnd() < 0.3;
+    // onTimeout(0), the immediate default, now and then; and for a select that will wait (few
+    // do), onTimeout(1) now and then: its timer withdraws it natively in the drain of `check`
+    // (nothing else happens in this isolate meanwhile) unless a clause wins first.
+    const waits = clauses.every((c) =>
+      !c.ch.closed && !(c.kind === "send" ? c.ch.canOffer() : c.ch.canReceive())
+    );
+    const delay = waits && this.rnd() < 0.3 ? 1 : 0;
+    const timeout = delay === 1 || this.rnd() < 0.3;
     const ctl = this.rnd() < 0.3 ? new AbortController() : undefined;
     // Unbiased (Go) over open, distinct channels only: any ready clause may fire, a closed
     // one's rejection would not say which clause it was, and of two clauses of one channel
@@ -809,7 +889,7 @@ class Run {
     const op = this.newOp(clauses, true);
     for (const c of clauses) c.ch.native = true; // a select makes a local channel native
     const what = `select#${op.id}${unbiased ? " unbiased" : ""} [${desc.join(", ")}${
-      timeout ? ", onTimeout(0)" : ""
+      timeout ? `, onTimeout(${delay})` : ""
     }]`;
     this.log.push(what);
     const chans = order.map((i) => this.use(this.slots[i]));
@@ -819,7 +899,7 @@ class Run {
         else if (c.kind === "recv") b.onReceive(chans[k], (v) => [k, v]);
         else b.onReceiveCatching(chans[k], (r) => [k, r]);
       });
-      if (timeout) b.onTimeout(0, () => [-1, "timeout"]);
+      if (timeout) b.onTimeout(delay, () => [-1, "timeout"]);
     }, ctl ? { signal: ctl.signal, unbiased } : { unbiased });
     const ready = clauses.flatMap((c, k) =>
       (c.kind === "send" ? c.ch.canOffer() : c.ch.canReceive()) ? [k] : []
@@ -827,7 +907,7 @@ class Run {
     if (unbiased && ready.length > 0) {
       // Which one fired is known once it settles: the turn ends here, and `check` applies it.
       this.unbiased = { op, ready, p: undefined! };
-      this.track(op, p, what, ctl);
+      this.track(op, p, what, ctl, chans);
       this.unbiased.p = this.pending.at(-1)!;
       return;
     }
@@ -856,7 +936,7 @@ class Run {
         fired = true;
       }
     }
-    if (!fired && timeout) {
+    if (!fired && timeout && delay === 0) {
       op.done = true;
       op.outcome = { ok: true, value: [-1, "timeout"] };
       fired = true;
@@ -866,8 +946,9 @@ class Run {
         (c.kind === "send" ? c.ch.senders : c.ch.receivers).push({ op, clause: k });
         c.ch.selects.add(op);
       });
+      if (timeout) this.timed.push(op);
     }
-    this.track(op, p, what, ctl);
+    this.track(op, p, what, ctl, chans);
   }
 
   step(): void {
@@ -938,10 +1019,10 @@ class Run {
         m.failClosed();
         checkValue(got, m.closedResult(), `${who} tryReceiveMany`);
       } else assert.deepEqual(got, { state: "empty" }, `${who} tryReceiveMany`);
-    } else if (r < 0.62) this.startWait(s, "send", who, this.rnd() < 0.4);
-    else if (r < 0.7) this.startWait(s, "recv", who, this.rnd() < 0.4);
-    else if (r < 0.74) this.startWait(s, "catch", who, this.rnd() < 0.4);
-    else if (r < 0.78) this.startWait(s, "iter", who, false);
+    } else if (r < 0.62) this.startWait(s, ch, "send", who, this.rnd() < 0.4);
+    else if (r < 0.7) this.startWait(s, ch, "recv", who, this.rnd() < 0.4);
+    else if (r < 0.74) this.startWait(s, ch, "catch", who, this.rnd() < 0.4);
+    else if (r < 0.78) this.startWait(s, ch, "iter", who, false);
     else if (r < 0.79) {
       const it = s.iters.get(ch);
       if (it !== undefined && !s.returned.has(ch)) {
@@ -971,34 +1052,24 @@ class Run {
         void it.return?.();
       }
     } else if (r < 0.83) {
-      // Abort a waiting operation (or one that settled: nothing happens).
-      const withCtl = this.pending.filter((p) => p.ctl && !p.ctl.signal.aborted);
-      if (withCtl.length > 0) {
-        const p = withCtl[this.int(withCtl.length)];
-        const reason = new Error(`abort ${p.mop.id}`);
-        this.log.push(`abort ${p.what}`);
-        const nd = nativeDone.get(p.mop);
-        if (!p.mop.done) {
-          p.mop.done = true;
-          p.mop.outcome = { ok: false, err: { is: reason } };
-          // One cancelled failure on each of its channels.
-          for (const c of new Set(p.mop.clauses.map((c) => c.ch))) {
-            c.cancelledFails++;
-            c.selects.delete(p.mop); // withdrawn: no longer queued
-          }
-        } else if (nd !== undefined) {
-          // A receive (or a select's receive clause) completed natively this turn, its record
-          // not drained yet: the abort wins, and what it took goes back to its channel when
-          // the record drains (README: the abort paragraph, the select paragraph; a local
-          // channel settles such a wait at once).
-          nativeDone.delete(p.mop);
-          p.mop.outcome = { ok: false, err: { is: reason } };
-          if (nd.value !== undefined) {
-            this.givenBack.push(nd);
-            for (const c of new Set(p.mop.clauses.map((c) => c.ch))) c.cancelledFails++;
-          }
-        }
-        p.ctl!.abort(reason);
+      // Abort a waiting operation (or one that settled: nothing happens), or a values({ signal })
+      // iterator's signal: each of its next()s still pending, in the order they began (their
+      // abort listeners' order), and every later one.
+      const ctls = [
+        ...new Set([
+          ...this.pending.flatMap((p) => p.ctl && !p.ctl.signal.aborted ? [p.ctl] : []),
+          ...this.slots.flatMap((s) => [...s.iterCtl.values()].filter((c) => !c.signal.aborted)),
+        ]),
+      ];
+      if (ctls.length > 0) {
+        const ctl = ctls[this.int(ctls.length)];
+        const ps = this.pending.filter((p) => p.ctl === ctl);
+        const reason = new Error(`abort ${ps[0]?.mop.id ?? "iterator"}`);
+        this.log.push(
+          `abort ${ps.length > 0 ? ps.map((p) => p.what).join(", ") : "an iterator's signal"}`,
+        );
+        for (const p of ps) this.abandon(p, { is: reason });
+        ctl.abort(reason);
       }
     } else if (r < 0.89) this.startSelect();
     else if (r < 0.9) {
@@ -1032,9 +1103,83 @@ class Run {
       this.log.push(`${who} isClosedForSend/Receive`);
       assert.equal(ch.isClosedForSend, m.closed, `${who} isClosedForSend`);
       assert.equal(ch.isClosedForReceive, m.closedForReceive(), `${who} isClosedForReceive`);
-    } else {
+    } else if (r < 0.97) this.escape(s, i);
+    else {
       this.log.push(`${who} metrics()`);
       checkMetrics(s, `${who} metrics`);
+    }
+  }
+
+  /**
+   * share() of a local channel in the middle of its life, now and then with a Channel.from
+   * copy used from then on too: it escapes, its buffered values moving into the native channel
+   * oldest first and its waiters queueing natively at the end of the turn (README: "The first
+   * escape moves the ring's values into the native channel ... (and a close or cancel made
+   * meanwhile, after queueing the senders that still deliver)"). Nothing a caller sees changes,
+   * except that a close or cancel now fails its receivers natively (`MChan.native`).
+   */
+  escape(s: Slot, i: number): void {
+    if (s.uses.length > 1) return this.disposeCopy(s, i);
+    if (s.cfg.mode !== "local") return;
+    const copy = this.rnd() < 0.5;
+    this.log.push(`ch${i} share()${copy ? " and Channel.from" : ""}`);
+    const shared = s.owner.share();
+    s.model.native = true;
+    s.cfg.mode = "shared";
+    if (copy) {
+      s.uses.push(Channel.from<unknown>(shared));
+      s.cfg.mode = "from";
+    }
+  }
+
+  /**
+   * The dispose of a slot's `Channel.from` copy: it only detaches (README's share() paragraph):
+   * the copy's own waits still pending (a send, a receive, an iterator's next(), a select with
+   * a clause on the copy) reject with InvalidHandleError ("Cannot receive: the channel was
+   * disposed"), as a call after the dispose throws, and are given up as an abort gives them up
+   * (a send's value is not delivered and stays the caller's; a receive the copy's channel
+   * completed natively this turn gives its value back). The channel goes on for the owner.
+   * Plain waits first, then selects (`#abandonAll`).
+   */
+  disposeCopy(s: Slot, i: number): void {
+    const copy = s.uses[1];
+    this.log.push(`ch${i}' dispose`);
+    const mine = this.pending.filter((p) => p.via.includes(copy));
+    for (const p of mine) if (!p.mop.isSelect) this.abandon(p, { cls: "Disposed" });
+    for (const p of mine) if (p.mop.isSelect) this.abandon(p, { cls: "Disposed" });
+    copy[Symbol.dispose]();
+    s.uses.splice(1, 1);
+    s.iters.delete(copy);
+    s.iterCtl.delete(copy);
+    s.iterOps.delete(copy);
+    s.returned.delete(copy);
+  }
+
+  /**
+   * An operation given up (its signal aborted, or the `Channel.from` copy it waits through
+   * disposed: the runtime's `#abandon` and a select's `channelDisposed`) rejects with `err`.
+   */
+  abandon(p: Pending, err: ErrSpec): void {
+    const nd = nativeDone.get(p.mop);
+    if (!p.mop.done) {
+      p.mop.done = true;
+      p.mop.outcome = { ok: false, err };
+      // One cancelled failure on each of its channels.
+      for (const c of new Set(p.mop.clauses.map((c) => c.ch))) {
+        c.cancelledFails++;
+        c.selects.delete(p.mop); // withdrawn: no longer queued
+      }
+    } else if (nd !== undefined) {
+      // A receive (or a select's receive clause) completed natively this turn, its record
+      // not drained yet: the abort wins, and what it took goes back to its channel when
+      // the record drains (README: the abort paragraph, the select paragraph; a local
+      // channel settles such a wait at once).
+      nativeDone.delete(p.mop);
+      p.mop.outcome = { ok: false, err };
+      if (nd.value !== undefined) {
+        this.givenBack.push(nd);
+        for (const c of new Set(p.mop.clauses.map((c) => c.ch))) c.cancelledFails++;
+      }
     }
   }
 
@@ -1067,20 +1212,38 @@ class Run {
     }
   }
 
-  /** A send or receive whose signal is aborted already: rejects with its reason, does nothing. */
+  /**
+   * A send, receive, select or iterator step whose signal is aborted already: rejects with its
+   * reason, does nothing.
+   */
   preAborted(s: Slot, ch: Channel<unknown>, who: string): void {
     const reason = new Error("aborted before");
     const signal = AbortSignal.abort(reason);
     const op = this.newOp([]);
     op.done = true;
     op.outcome = { ok: false, err: { is: reason } };
-    const how = this.int(3);
-    this.log.push(`${who} ${["send", "receive", "receiveCatching"][how]}(aborted signal)#${op.id}`);
+    const how = this.int(5);
+    this.log.push(
+      `${who} ${
+        ["send", "receive", "receiveCatching", "select", "values().next"][how]
+      }(aborted signal)#${op.id}`,
+    );
+    // A select with such a signal settles before it looks at a clause: nothing is sent, no
+    // channel escapes (src/select.ts), nothing counts, as for a receive (README: "An aborted
+    // signal rejects with its reason and no clause fires: an onSend's value is never
+    // delivered"). So does a values({ signal }) iterator's next().
     const p = how === 0
       ? ch.send(this.value(s)[1], { signal })
       : how === 1
       ? ch.receive({ signal })
-      : ch.receiveCatching({ signal });
+      : how === 2
+      ? ch.receiveCatching({ signal })
+      : how === 3
+      ? select((b) => {
+        b.onSend(ch, this.value(s)[1], () => "sent");
+        b.onReceive(ch, (v) => v);
+      }, { signal })
+      : ch.values({ signal }).next();
     this.track(op, p, `${who} pre-aborted#${op.id}`);
   }
 
@@ -1113,8 +1276,23 @@ class Run {
           value: receivedAs(c.kind, c.ch.take()),
         });}
     }
+    // The timers of selects waiting with onTimeout(1) fire in the drains below, each withdrawing
+    // its select natively (unless a clause won first) and counting a timeout failure on each
+    // of its channels (README's select paragraph). The one thing that can still reach such a
+    // select before its timer is a value an aborted receive gives back as its record drains:
+    // whichever comes first wins, so the real order decides, the model following it.
+    const timed = this.timed.splice(0).filter((op) => !op.done);
+    if (timed.length > 0 && this.givenBack.length > 0) {
+      const ps = timed.map((op) => this.pending.find((p) => p.mop === op)!);
+      await drain(() => ps.every((p) => p.real.settled), 2_000);
+      timed.forEach((op, k) => {
+        const real = ps[k].real;
+        if (real.ok && (real.value as unknown[])[0] === -1) this.timeOut(op);
+      });
+    }
     // The records drain: the values aborted receives took go back, in the order of the aborts.
     for (const { ch, value } of this.givenBack.splice(0)) ch.giveBack(value!);
+    for (const op of timed) if (!op.done) this.timeOut(op);
     nativeDone.clear();
     for (const s of [...this.slots, ...this.retired]) {
       for (const op of s.model.selects) if (op.done) s.model.selects.delete(op);
@@ -1169,6 +1347,16 @@ class Run {
         );
       } else assert.deepEqual(got, s.model.undelivered, `ch${i}: onUndeliveredElement's values`);
     });
+  }
+
+  /** A select's onTimeout(1) fired: it was withdrawn, one timeout failure on each channel. */
+  timeOut(op: MOp): void {
+    op.done = true;
+    op.outcome = { ok: true, value: [-1, "timeout"] };
+    for (const c of new Set(op.clauses.map((c) => c.ch))) {
+      c.timeoutFails++;
+      c.selects.delete(op);
+    }
   }
 
   hooksCaughtUp(final: boolean): boolean {
