@@ -466,6 +466,8 @@ interface Config {
   overflow: Overflow | undefined;
   codec: CodecKind;
   mode: "local" | "shared" | "from";
+  /** Its onUndeliveredElement throws at each value of an even id (after taking it). */
+  hookThrows: boolean;
 }
 
 interface Slot {
@@ -510,11 +512,34 @@ function randomConfig(rnd: () => number): Config {
     overflow,
     codec: pick<CodecKind>(["default", "default", "f64", "bytes"]),
     mode: pick(["local", "shared", "from"] as const),
+    hookThrows: rnd() < 0.25,
   };
 }
 
 function describeConfig(c: Config): string {
-  return `${JSON.stringify(c.capacity)} ${c.overflow ?? "-"} ${c.codec} ${c.mode}`;
+  return `${JSON.stringify(c.capacity)} ${c.overflow ?? "-"} ${c.codec} ${c.mode}${
+    c.hookThrows ? " throwing-hook" : ""
+  }`;
+}
+
+/**
+ * What a throwing hook threw. README: a hook that throws never changes the outcome of the call
+ * that ran it, its error is reported with `reportError` (an "error" event), once per value, and
+ * the values after it still reach the hook.
+ */
+class HookError extends Error {
+  constructor(readonly id: number) {
+    super(`hook threw at value ${id}`);
+  }
+}
+
+/** The hooks' errors thrown and those the "error" event reported, this seed's. */
+const hookErrors = { thrown: [] as HookError[], reported: [] as HookError[] };
+
+function onHookError(e: ErrorEvent): void {
+  if (!(e.error instanceof HookError)) return;
+  e.preventDefault();
+  hookErrors.reported.push(e.error);
 }
 
 function makeSlot(cfg: Config): Slot {
@@ -524,7 +549,14 @@ function makeSlot(cfg: Config): Slot {
   const owner = new Channel<unknown>(cfg.capacity, {
     overflow: cfg.overflow,
     codec: codec as never,
-    onUndeliveredElement: (v) => hook.push(v),
+    onUndeliveredElement: (v) => {
+      hook.push(v);
+      if (cfg.hookThrows && idOf(v) % 2 === 0) {
+        const e = new HookError(idOf(v));
+        hookErrors.thrown.push(e);
+        throw e;
+      }
+    },
   });
   const uses = [owner];
   if (cfg.mode !== "local") {
@@ -1347,6 +1379,13 @@ class Run {
         );
       } else assert.deepEqual(got, s.model.undelivered, `ch${i}: onUndeliveredElement's values`);
     });
+    // Every error a hook threw was reported, once, by the call that ran the hook.
+    assert.deepEqual(
+      hookErrors.reported.map((e) => e.id),
+      hookErrors.thrown.map((e) => e.id),
+      "the hooks' errors, each reported once",
+    );
+    assert.ok(hookErrors.reported.every((e, k) => e === hookErrors.thrown[k]), "the same errors");
   }
 
   /** A select's onTimeout(1) fired: it was withdrawn, one timeout failure on each channel. */
@@ -1404,6 +1443,8 @@ class Run {
 }
 
 async function runSeed(seed: number, ms: number, maxSteps: number): Promise<number> {
+  hookErrors.thrown.length = hookErrors.reported.length = 0;
+  globalThis.addEventListener("error", onHookError);
   const run = new Run(seed);
   const deadline = performance.now() + ms;
   let steps = 0;
@@ -1430,6 +1471,7 @@ async function runSeed(seed: number, ms: number, maxSteps: number): Promise<numb
     for (const s of [...run.slots, ...run.retired]) {
       for (const c of s.uses.toReversed()) c[Symbol.dispose]();
     }
+    globalThis.removeEventListener("error", onHookError);
   }
   return steps;
 }
