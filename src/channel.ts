@@ -2516,7 +2516,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (s.receivers.first !== null && !pump(s.receivers, sym)) {
       return EMPTY;
     }
-    if (this.#capacity === 0 && s.senders.first !== null) {
+    // A rendezvous has no buffer: its senders of this isolate meet this receive in JavaScript
+    // (no call), unless the native channel may hold a sender that is ahead of them: the ready
+    // byte says so for another thread's or a value given back (`kc_ring_give_back`, in front),
+    // each queued before this isolate's sender began waiting (its try failed, and no native
+    // sender is ever behind a sender that waits here), and for this isolate's senders queued
+    // natively, which the native try takes in their order among the others. Before, this took
+    // the JavaScript sender first: a value given back, due first ("so the next receive gets
+    // it"), came after a send that began waiting later (the model fuzz's seed 547).
+    if (this.#capacity === 0 && s.senders.first !== null && !this.#mayReceive(sym)) {
       const got = this.#takeFromSender(sym);
       if (got !== EMPTY) return got;
     }

@@ -3702,3 +3702,53 @@ Deno.test("a wait that a close failed, the channel cancelled in the same turn be
     }
   }
 });
+
+Deno.test("a value given back to a rendezvous channel is received before a send of this isolate that began waiting after it, in JavaScript or queued natively", async () => {
+  // README's abort paragraph: a receive (here a select's clause) that an abort gave up after it
+  // took a value natively gives it back "in front ..., so the next receive gets it", as the
+  // channel's first sender where there is no room; with one receiver the order is kept. A
+  // rendezvous receive of this isolate took its own waiting sender first, past the value
+  // given back natively before that send began (found by the model fuzz, seed 547 of its
+  // extended run: 'ch1 tryReceiveMany: FIFO', 19 where 16 was due).
+  const bridge = Bridge.of(library());
+  for (const codec of ["f64", "default"] as const) {
+    for (const queued of [false, true]) {
+      for (const how of ["tryReceive", "tryReceiveMany", "receive"] as const) {
+        const what = `${codec}, the send ${queued ? "queued natively" : "in JavaScript"}, ${how}`;
+        using ch = new Channel<number>("rendezvous", {
+          codec: codec === "f64" ? codecs.f64 : undefined,
+        });
+        using other = new Channel<number>(1);
+        const ac = new AbortController();
+        const reason = new Error(`given up: ${what}`);
+        const sel = select<number>((s) => {
+          s.onReceive(ch, (v) => v);
+          s.onReceive(other, (v) => v);
+        }, { signal: ac.signal });
+        // The select waits natively: this send meets it there, and the abort in the same turn
+        // wins, so 16 goes back to the channel when the select's record drains.
+        const sent = ch.send(16);
+        ac.abort(reason);
+        await assert.rejects(sel, (e) => e === reason, what);
+        await sent; // delivered, then given back
+        const before = bridge.pending;
+        const later = ch.send(19); // nobody receives: it waits
+        if (queued) await until(() => bridge.pending > before, `${what}: the send queued`);
+        const first = how === "tryReceive"
+          ? ch.tryReceive()
+          : how === "tryReceiveMany"
+          ? ch.tryReceiveMany(1)
+          : { state: "ok", value: await ch.receive() };
+        assert.deepEqual(
+          first,
+          how === "tryReceiveMany" ? { state: "ok", values: [16] } : { state: "ok", value: 16 },
+          `${what}: the value given back first`,
+        );
+        assert.equal(await ch.receive(), 19, `${what}: then the later send's`);
+        await later;
+        const m = ch.metrics();
+        assert.deepEqual([m.sends, m.receives, m.dropped], [2, 2, 0], what);
+      }
+    }
+  }
+});
