@@ -485,6 +485,8 @@ interface Slot {
   returned: Set<Channel<unknown>>;
   /** How many of `hook`'s values were checked already. */
   hookSeen: number;
+  /** Its owner was disposed of (retired): no counters to read. */
+  disposed?: boolean;
 }
 
 function effective(cfg: Config): { cap: number; drop: "none" | "oldest" | "latest" } {
@@ -662,6 +664,7 @@ function checkOutcome(real: Real, want: Outcome, what: string): void {
 
 /** The counters the model keeps: all but bytes, times and hand-offs. */
 function checkMetrics(s: Slot, what: string): void {
+  if (s.disposed) return;
   const got = s.owner.metrics(), m = s.model;
   assert.deepEqual({
     sends: got.sends,
@@ -1106,10 +1109,18 @@ class Run {
     } else if (r < 0.89) this.startSelect();
     else if (r < 0.9) {
       // A closed channel is replaced by a fresh one now and then (cancelled first, so that
-      // every waiter settles), so that a run does not end with every channel closed.
-      if (m.closed) {
-        this.log.push(`ch${i} cancel() and replaced`);
-        s.owner.cancel();
+      // every waiter settles), so that a run does not end with every channel closed; an open
+      // one too, now and then. Or its owner disposes of it, which cancels it first (README:
+      // "The creator owns the channel: its dispose ends it for everyone ...: what waits on it
+      // then in its isolate ... rejects with CancellationError"; its buffered values and the
+      // waiting senders' go to the hook, as a cancel's do). Its counters go with it.
+      if (m.closed || this.rnd() < 0.3) {
+        const dispose = this.rnd() < 0.5;
+        this.log.push(`ch${i} ${dispose ? "owner's dispose" : "cancel()"} and replaced`);
+        if (dispose) {
+          s.owner[Symbol.dispose]();
+          s.disposed = true;
+        } else s.owner.cancel();
         m.cancel(undefined, false);
         this.retired.push(s);
         const fresh = makeSlot(randomConfig(this.rnd));
