@@ -26,9 +26,10 @@
  * A job is `new` only when launched lazily; `start()`, `join()` or `await()` starts it. Its
  * body finishing moves it to `completing` until every child has finished. Cancelling it, or a
  * failure (its body throwing anything but a {@linkcode CancellationError}, or a child failing),
- * moves it to `cancelling`: its `signal` aborts, every child is cancelled, and it becomes
- * `cancelled` once its body and children are done. A failed job is a cancelled job whose cause
- * is not a CancellationError (Kotlin: `isCancelled` is true for failed jobs too).
+ * moves it to `cancelling`: its `signal` aborts, every child is cancelled (oldest first, each
+ * one's subtree before the next, as Kotlin's), and it becomes `cancelled` once its body and
+ * children are done. A failed job is a cancelled job whose cause is not a CancellationError
+ * (Kotlin: `isCancelled` is true for failed jobs too).
  *
  * Failures travel up: a failing child cancels its parent (and so its siblings) unless the parent
  * is a supervisor. Cancellation travels down and is never a failure. A failure nobody handles
@@ -91,9 +92,10 @@ export interface Job {
    */
   join(options?: { signal?: AbortSignal }): Promise<void>;
   /**
-   * Cancels the job and its children. `cause` becomes the cancellation: a CancellationError is
-   * used as it is, anything else is wrapped in one (as its `cause`). Cancellation is never a
-   * failure. Does nothing once the job is cancelling or final.
+   * Cancels the job and its children: its signal aborts, then each child's subtree, oldest
+   * child first (Kotlin's order). `cause` becomes the cancellation: a CancellationError is used
+   * as it is, anything else is wrapped in one (as its `cause`). Cancellation is never a failure.
+   * Does nothing once the job is cancelling or final.
    */
   cancel(cause?: unknown): void;
   /**
@@ -315,9 +317,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   #handled = false;
   /** What children and the signal see when a failure cancels this job. */
   #cancelError: CancellationError | undefined = undefined;
-  // The unfinished children as an intrusive doubly linked list: no allocation per child.
+  // The unfinished children as an intrusive doubly linked list, oldest first (attachTo appends
+  // at the tail): no allocation per child, O(1) to attach and to leave, and `children` and the
+  // cancellation walk read it in Kotlin's order, the order the children were attached.
   #parent: JobSupport<unknown> | null = null;
   #head: JobSupport<unknown> | null = null;
+  #tail: JobSupport<unknown> | null = null;
   #prev: JobSupport<unknown> | null = null;
   #next: JobSupport<unknown> | null = null;
   #handlers: Set<{ h: CompletionHandler }> | null = null;
@@ -359,11 +364,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   get children(): Job[] {
-    // The list is newest first (attachTo pushes at the head, the cheapest for a launch): read
-    // off in reverse, so the hot path keeps its few writes and needs no tail pointer.
     const out: Job[] = [];
-    for (let c = this.#head; c !== null; c = c.#next) out.push(c);
-    return out.reverse();
+    for (let c = this.#head; c !== null; c = c.#next) out.push(c); // oldest first
+    return out;
   }
 
   /**
@@ -532,10 +535,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       return;
     }
     this.#parent = parent;
-    const head = parent.#head;
-    this.#next = head;
-    if (head !== null) head.#prev = this;
-    parent.#head = this;
+    const tail = parent.#tail;
+    this.#prev = tail;
+    if (tail !== null) tail.#next = this;
+    else parent.#head = this;
+    parent.#tail = this;
   }
 
   /** The body returned `value`. False if the body had already ended. */
@@ -631,8 +635,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
 
   /**
    * The downward half of cancelling a job that has just become `cancelling`: aborts its signal,
-   * cancels each child's subtree depth first, and finishes each job that can finish. With a
-   * stack of its own instead of recursion (see `#cancelWith`).
+   * cancels each child's subtree depth first, its children oldest first (Kotlin's order: a job
+   * notifies its children in the order they were attached, so their signals abort and their
+   * completion handlers run in that order), and finishes each job that can finish. With a stack
+   * of its own instead of recursion (see `#cancelWith`). No child attaches meanwhile (a job that
+   * is cancelling cancels a new child at once, unlinked), so the walk ends at the list's tail.
    */
   #cancelDown(): void {
     // deno-lint-ignore no-this-alias -- j walks down from this job
@@ -750,6 +757,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       if (prev !== null) prev.#next = next;
       else p.#head = next;
       if (next !== null) next.#prev = prev;
+      else p.#tail = prev;
       this.#prev = this.#next = this.#parent = null;
     }
     return p;

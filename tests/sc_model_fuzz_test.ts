@@ -435,7 +435,7 @@ class Model {
     const ce = this.childCancel(j);
     if (j.signalRead && j.abortReason === undefined) j.abortReason = ce;
     this.onAbort(j);
-    for (const c of [...j.children].reverse()) {
+    for (const c of [...j.children]) { // oldest first, each subtree before the next (Kotlin's)
       if (c.state >= CANCELLING) continue;
       const wasNew = c.state === NEW;
       c.state = CANCELLING;

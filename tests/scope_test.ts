@@ -174,17 +174,48 @@ Deno.test("cancelling a job cancels its whole subtree", async () => {
   assert.equal(live, 0);
 });
 
+Deno.test("cancelling a scope cancels its children oldest first, each subtree before the next", async () => {
+  // Kotlin's order: a job notifies its children in the order they were attached, and each
+  // child's cancellation reaches its own children before the next sibling's. Before, newest
+  // first (c, b, a, a2, a1; the lazy ones' handlers z, y, x).
+  const aborted: string[] = [];
+  const completed: string[] = [];
+  const watch = (name: string, t: CoroutineScope) => {
+    t.signal.addEventListener("abort", () => aborted.push(name), { once: true });
+    return untilAborted(t.signal);
+  };
+  await assert.rejects(
+    coroutineScope(counted(async (scope) => {
+      scope.launch(counted((a) => {
+        a.launch(counted((a1) => watch("a1", a1)));
+        a.launch(counted((a2) => watch("a2", a2)));
+        return watch("a", a);
+      }));
+      scope.launch(counted((b) => watch("b", b)));
+      for (const name of ["x", "y", "z"]) {
+        // Lazy, never started: cancelling one completes it at once, so its handler runs in
+        // the walk's order.
+        scope.launch(() => {}, { lazy: true }).invokeOnCompletion(() => completed.push(name));
+      }
+      scope.launch(counted((c) => watch("c", c)));
+      await null;
+      scope.cancel();
+    })),
+    CancellationError,
+  );
+  assert.deepEqual(aborted, ["a", "a1", "a2", "b", "c"]);
+  assert.deepEqual(completed, ["x", "y", "z"]);
+  assert.equal(live, 0);
+});
+
 Deno.test("cancelling reaches every child even when cancelling one finishes a sibling", async () => {
   // Cancelling a child runs code (a lazy child's completion handler, an abort listener) that
-  // may finish the sibling the walk was about to visit next.
+  // may finish the sibling the walk was about to visit next (the walk goes oldest first).
   for (const how of ["handler", "listener"] as const) {
-    let oldest = false;
+    let youngest = false;
     await assert.rejects(
       coroutineScope(async (scope) => {
-        scope.launch(async (t) => {
-          await untilAborted(t.signal).catch(() => oldest = true);
-        });
-        const lazy = scope.launch(() => {}, { lazy: true });
+        // The oldest finishes `lazy` (declared below, read only once the scope is cancelled).
         if (how === "handler") {
           scope.launch(() => {}, { lazy: true }).invokeOnCompletion(() => lazy.cancel());
         } else {
@@ -193,12 +224,16 @@ Deno.test("cancelling reaches every child even when cancelling one finishes a si
             return untilAborted(t.signal);
           });
         }
+        const lazy = scope.launch(() => {}, { lazy: true });
+        scope.launch(async (t) => {
+          await untilAborted(t.signal).catch(() => youngest = true);
+        });
         await null;
         scope.cancel();
       }),
       CancellationError,
     );
-    assert.ok(oldest, `${how}: the oldest child was cancelled`);
+    assert.ok(youngest, `${how}: the youngest child was cancelled`);
   }
 });
 
