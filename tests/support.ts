@@ -1,6 +1,26 @@
 // Helpers shared by the Deno tests (not a test file itself).
 
+import assert from "node:assert/strict";
 import { library, runtime } from "../mod.ts";
+
+/**
+ * Asserts that `actual` holds `expected`'s items, in order, each the same object (`Object.is`).
+ * For lists of jobs, context keys or errors, which `assert.deepEqual` compares by their fields:
+ * any two jobs of one scope, or two keys of one name, are deep-equal. A mismatch shows each item
+ * as the index it has in `expected` (`#i`), or inspected when it is not there.
+ */
+export function assertSameItems(
+  actual: readonly unknown[],
+  expected: readonly unknown[],
+  message?: string,
+): void {
+  const label = (x: unknown, i: number) => {
+    if (i < expected.length && Object.is(x, expected[i])) return `#${i}`;
+    const at = expected.findIndex((e) => Object.is(e, x));
+    return at >= 0 ? `#${at}` : `not expected: ${Deno.inspect(x)}`;
+  };
+  assert.deepEqual(actual.map(label), expected.map((_, i) => `#${i}`), message);
+}
 
 /** Rejects with the signal's reason when it aborts: a task that runs until cancelled. */
 export function untilAborted(signal: AbortSignal): Promise<never> {
