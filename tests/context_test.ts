@@ -149,5 +149,5 @@ Deno.test("a child given a context adds its entries to the scope's: the others a
     }, { context: own }).join();
     assert.equal(scope.context.get(depth), 0); // the scope's own is unchanged
   }, { context });
-  assert.deepEqual(reported, [boom]);
+  assertSameItems(reported, [boom]);
 });

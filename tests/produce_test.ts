@@ -2,7 +2,15 @@
 // outlives its scope; cancellation reaching a Worker-side receiver of a produced channel. Tasks
 // wait on channels, gates or their signal, never on sleeps.
 import assert from "node:assert/strict";
-import { catchReported, evalScript, settled, until, untilAborted, within } from "./support.ts";
+import {
+  assertSameItems,
+  catchReported,
+  evalScript,
+  settled,
+  until,
+  untilAborted,
+  within,
+} from "./support.ts";
 import {
   actor,
   CancellationError,
@@ -477,7 +485,7 @@ Deno.test("produce: a send given its own signal and left unawaited reports its r
       await ch.receiveCatching();
     });
     await until(() => unhandled.length > 0, "the unhandled rejection", 5_000);
-    assert.deepEqual(unhandled, [reason]);
+    assertSameItems(unhandled, [reason]);
   } finally {
     globalThis.removeEventListener("unhandledrejection", onUnhandled);
   }
@@ -547,7 +555,7 @@ Deno.test("produce: a failing producer under a supervisor still closes its chann
     using ch = produce<number>(scope, counted(() => Promise.reject(boom)));
     await assert.rejects(ch.receive(), (e) => e === boom);
   });
-  assert.deepEqual(reported, [boom]); // a launch failure nobody takes is reported
+  assertSameItems(reported, [boom]); // a launch failure nobody takes is reported
   assert.equal(live, 0);
 });
 
@@ -1180,7 +1188,7 @@ Deno.test("actor: a handler's failure fails the scope; onDone and later senders 
     }),
     (e) => e === boom,
   );
-  assert.deepEqual(done, [boom]);
+  assertSameItems(done, [boom]);
   await assert.rejects(a.send("late"), (e) => e instanceof ClosedSendError && e.cause === boom);
   assert.equal(live, 0);
 });
@@ -1341,7 +1349,7 @@ Deno.test("actor: a send after the actor finished hands its message to onUndeliv
   });
   await a.job.join();
   await assert.rejects(a.send(1), ClosedSendError);
-  assert.deepEqual(reported.errors, [hookError]);
+  assertSameItems(reported.errors, [hookError]);
   assert.equal(live, 0);
 });
 

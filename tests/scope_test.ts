@@ -1,7 +1,7 @@
 // Scopes and Kotlin's propagation rules, one test per rule, with every task counted so that
 // none outlives its scope. Tasks wait on gates or on their signal, never on sleeps.
 import assert from "node:assert/strict";
-import { untilAborted } from "./support.ts";
+import { assertSameItems, untilAborted } from "./support.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import {
   type Block,
@@ -308,7 +308,7 @@ Deno.test("the first failure wins; later ones are not reported twice", async () 
   assert.deepEqual(reported, []); // coroutineScope rethrows; nothing is left to report
   assert.equal(live, 0);
   // The later failure is not lost: it is the first's suppressed (as Kotlin's addSuppressed).
-  assert.deepEqual((first as Error & { suppressed?: unknown[] }).suppressed, [second]);
+  assertSameItems((first as Error & { suppressed?: unknown[] }).suppressed, [second]);
   assert.ok(!Object.keys(first).includes("suppressed")); // not enumerable
   // A first failure that cannot keep it (a string): the later one is reported instead.
   const other = collecting();
@@ -326,7 +326,7 @@ Deno.test("the first failure wins; later ones are not reported twice", async () 
     }, { context: other.context }),
     (e) => e === "first, a string",
   );
-  assert.deepEqual(other.reported, [second]);
+  assertSameItems(other.reported, [second]);
 });
 
 Deno.test("a long suppressed list keeps each later failure once, in order", async () => {
@@ -353,7 +353,7 @@ Deno.test("a long suppressed list keeps each later failure once, in order", asyn
   const thrown = [...errors.slice(0, 15), shared, errors[0], ...errors.slice(15)];
   const first = await failAll(thrown);
   assert.equal(first, errors[0]);
-  assert.deepEqual(first.suppressed, errors.slice(1));
+  assertSameItems(first.suppressed, errors.slice(1));
   assert.equal(live, 0);
 
   // A long list the first failure already had: its entries count as kept.
@@ -362,15 +362,15 @@ Deno.test("a long suppressed list keeps each later failure once, in order", asyn
   Object.defineProperty(head, "suppressed", { value: [...old], writable: true });
   const fresh = new Error("fresh");
   await failAll([head, old[3], fresh, old[9], fresh]);
-  assert.deepEqual(head.suppressed, [...old, fresh]);
+  assertSameItems(head.suppressed, [...old, fresh]);
 
   // A frozen long list: a failure it holds is kept already; one it does not is reported.
   const frozen: Error & { suppressed?: unknown[] } = new Error("frozen");
   Object.defineProperty(frozen, "suppressed", { value: Object.freeze([...old]) });
   const { context, reported } = collecting();
   await failAll([frozen, old[5], fresh], context);
-  assert.deepEqual(reported, [fresh]);
-  assert.deepEqual(frozen.suppressed, old);
+  assertSameItems(reported, [fresh]);
+  assertSameItems(frozen.suppressed, old);
 });
 
 Deno.test("a task that throws undefined fails (its handlers are not told it completed)", async () => {
@@ -448,7 +448,7 @@ Deno.test("supervisorScope: a failing launch leaves its siblings running and is 
     { context },
   );
   assert.equal(value, "still here");
-  assert.deepEqual(reported, [boom]);
+  assertSameItems(reported, [boom]);
   assert.equal(live, 0);
 });
 
@@ -496,7 +496,7 @@ Deno.test("a child of a supervisor's child is not supervised: it cancels its par
     await parent.join();
     assert.equal(parent.state, "cancelled");
   }, { context });
-  assert.deepEqual(reported, [boom]); // reported once, by the supervisor's direct child
+  assertSameItems(reported, [boom]); // reported once, by the supervisor's direct child
   assert.equal(live, 0);
 });
 
@@ -615,7 +615,7 @@ Deno.test("createScope(): a failed launch cancels the scope and is reported", as
   scope.launch(counted(() => Promise.reject(boom)));
   await other.join();
   assert.equal(scope.isCancelled, true);
-  assert.deepEqual(reported, [boom]);
+  assertSameItems(reported, [boom]);
 });
 
 Deno.test("createScope({ supervisor: true }): a failed launch cancels nothing", async () => {

@@ -10,10 +10,11 @@ import { library, runtime } from "../mod.ts";
  * as the index it has in `expected` (`#i`), or inspected when it is not there.
  */
 export function assertSameItems(
-  actual: readonly unknown[],
+  actual: readonly unknown[] | undefined,
   expected: readonly unknown[],
   message?: string,
 ): void {
+  assert.ok(Array.isArray(actual), `${message ?? "items"}: not a list, received ${actual}`);
   const label = (x: unknown, i: number) => {
     if (i < expected.length && Object.is(x, expected[i])) return `#${i}`;
     const at = expected.findIndex((e) => Object.is(e, x));
