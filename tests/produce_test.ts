@@ -1918,3 +1918,48 @@ Deno.test("produce: a Worker whose producer runs when it ends (terminated, or se
   assert.equal(res.code, 0, res.stderr);
   assert.equal(res.stdout.trim(), "ok", res.stderr);
 });
+
+Deno.test("produce: a Worker whose producer finished (its channel closed, values buffered) and then ends leaves the channel closed, not cancelled: the main isolate receives every value and a clean end", async () => {
+  // The owned watch goes with the task (and a ring's going away cancels no channel closed
+  // already): a finished producer's channel is what its close made it, whatever its Worker does
+  // after.
+  const res = await evalScript(
+    `
+    import { Channel } from "./mod.ts";
+    import { until, within } from "./tests/support.ts";
+    const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
+    const w = new Worker(url, { type: "module" });
+    const said = [];
+    let wake = () => {};
+    w.onmessage = (e) => { said.push(e.data); wake(); };
+    const saying = (pred) => {
+      const i = said.findIndex(pred);
+      if (i >= 0) return Promise.resolve(said.splice(i, 1)[0]);
+      return new Promise((r) => wake = () => { if (said.some(pred)) r(saying(pred)); });
+    };
+    w.postMessage("done");
+    const { share } = await within(saying((m) => m?.share !== undefined), 120_000, "the share");
+    const { marker } = await within(saying((m) => m?.marker !== undefined), 20_000, "the marker");
+    {
+      using c = Channel.from(share);
+      using mk = Channel.from(marker);
+      await within(saying((m) => m === "done"), 20_000, "the producer's end");
+      if (!c.isClosedForSend) throw new Error("not closed by its producer's end");
+      w.terminate();
+      // The marker's producer still ran: its channel is cancelled by the Worker's ring going away,
+      // in the same pass that would have cancelled the finished one's.
+      await until(() => mk.isClosedForSend, "the Worker's ring gone", 20_000);
+      const got = [];
+      for await (const v of c) got.push(v);
+      if (got.join() !== "0,1,2,3") throw new Error("received " + got);
+      const st = c.metrics();
+      if (st.dropped !== 0) throw new Error("dropped " + st.dropped);
+    }
+    console.log("ok");
+  `,
+    { timeoutMs: 180_000 },
+  );
+  assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "ok", res.stderr);
+});
