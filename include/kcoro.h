@@ -372,7 +372,8 @@ int32_t kc_chan_hold(uint32_t h, uint32_t flags);
  * already (the hold is forgotten all the same). */
 int32_t kc_chan_unhold(uint32_t h);
 /* Bit 0: closed for send; bit 1: closed for receive (closed and drained); bit 2: cancelled by the
- * going away of the ring of a KC_WATCH_OWNED watch on it (kc_ring_watch). */
+ * going away of the ring of a KC_WATCH_OWNED watch on it (kc_ring_watch). Read at one moment:
+ * bits 1 and 2 come only with bit 0. */
 int32_t kc_chan_status(uint32_t handle);
 /* What the channel was created as, in 4 words at out: element size, capacity as normalised (1
  * for a conflated channel, KC_CHAN_UNLIMITED for unlimited), overflow policy, and the flags

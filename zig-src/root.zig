@@ -1454,14 +1454,14 @@ export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
 
 /// int32_t kc_chan_status(uint32_t h): bit 0 closed for send, bit 1 closed for receive, bit 2
 /// cancelled because the ring of an owned watch on it went away (KC_WATCH_OWNED: the isolate
-/// that fed it ended, or destroyed its ring, mid-task).
+/// that fed it ended, or destroyed its ring, mid-task); read at one moment (`statusBits`), so
+/// bits 1 and 2 come only with bit 0.
 export fn kc_chan_status(h: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
     const ch = ChanRegistry.channelOf(e);
-    return @as(i32, @intFromBool(ch.isClosedForSend())) | (@as(i32, @intFromBool(ch.isClosedForReceive())) << 1) |
-        (@as(i32, @intFromBool(ch.ownerGone())) << 2);
+    return ch.statusBits(); // one lock: the bits agree
 }
 
 /// int32_t kc_chan_info(uint32_t h, uint32_t *out): what channel `h` was created as, 4 words: element
@@ -6553,6 +6553,46 @@ test "kc_ring_watch KC_WATCH_OWNED: the ring's destroy, or its thread's end (a t
     try testing.expectEqual(@as(u64, 5), got);
     try testing.expectEqual(@as(i32, 0), kc_chan_status(plain));
     for ([_]u32{ fed, closed, plain }) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+}
+
+test "kc_chan_status reads its bits at one moment: a reader racing a cancel by an owned watch's ring sees 0 or 7, never a mix (bit 2 or bit 1 without bit 0)" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // Each bit was read under its own lock: a cancel between the reads gave 2, 4 or 6. The reader
+    // spins from before the cancel to its end; rounds until a mix is seen or the time is up.
+    const S = struct {
+        started: std.atomic.Value(bool) = .init(false),
+        mixed: i32 = 0,
+        fn read(s: *@This(), h: u32) void {
+            // Release: pairs with the canceller's acquire spin, so the cancel comes after.
+            s.started.store(true, .release);
+            while (true) {
+                const st = kc_chan_status(h);
+                if (st == 7) return;
+                if (st != 0) {
+                    s.mixed = st;
+                    return;
+                }
+            }
+        }
+    };
+    const deadline = kcoro.scheduler.monotonicNs() + 2 * std.time.ns_per_s;
+    var rounds: usize = 0;
+    while (rounds < 2000 and kcoro.scheduler.monotonicNs() < deadline) : (rounds += 1) {
+        var h: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &h));
+        const e = try chans().acquire(h);
+        var s: S = .{};
+        const th = try std.Thread.spawn(.{}, S.read, .{ &s, h });
+        // Acquire: pairs with the reader's release store.
+        while (!s.started.load(.acquire)) std.atomic.spinLoopHint();
+        try testing.expect(ChanRegistry.channelOf(e).cancelOwnerGone());
+        th.join();
+        chans().release(e);
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+        try testing.expectEqual(@as(i32, 0), s.mixed);
+    }
 }
 
 test "C ABI: kc_ring_notify's thread waits as a counted sleeper, so a record wakes it at once, not at its 100 ms bound" {

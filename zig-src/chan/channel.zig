@@ -2208,6 +2208,18 @@ pub const Channel = struct {
         return true;
     }
 
+    /// The C ABI's kc_chan_status bits at one moment, under one lock: bit 0 `isClosedForSend`,
+    /// bit 1 `isClosedForReceive`, bit 2 `ownerGone`. Read one at a time, a cancel between the
+    /// reads gave a mix no channel is ever in (closed for receive, or cancelled by its owner's
+    /// going away, but not closed for send).
+    pub fn statusBits(ch: *Channel) u3 {
+        ch.lock();
+        defer ch.unlock();
+        const drained = ch.closed and ch.tx.tail == ch.rx.head and !ch.senders.hasLive();
+        return @as(u3, @intFromBool(ch.closed)) | (@as(u3, @intFromBool(drained)) << 1) |
+            (@as(u3, @intFromBool(ch.tx.owner_gone)) << 2);
+    }
+
     /// The queue where waiters of `kind` wait.
     inline fn queue(ch: *Channel, kind: ClauseKind) *WaitQueue {
         return switch (kind) {
