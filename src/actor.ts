@@ -24,6 +24,12 @@
  *   says so; sends from then on are refused as once the actor has finished. Only the mailbox's own
  *   InvalidHandleError (`Channel._raised`): another channel's that the handler lets out is its
  *   failure, as any.
+ * - The actor's isolate ending while its task runs (a Worker terminated, or ending by
+ *   `self.close()`, or its library closed, with the mailbox shared to another isolate) cancels
+ *   the mailbox natively: the task holds an owned watch on it while it runs and the mailbox has
+ *   escaped (`KC_WATCH_OWNED`), and the ring's going away with the thread honours it. Senders
+ *   elsewhere waiting on it then reject with a CancellationError whose message says the isolate
+ *   running the actor ended, later sends fail, and a process waiting on it can exit.
  *
  * @module
  */
@@ -142,6 +148,36 @@ class Mailbox<M> extends Channel<M> {
    * at its task's end, cancels the mailbox first.
    */
   _disposedWith: unknown = undefined;
+  /** @ignore The actor's task runs (from its start until it is final): `_watch` may watch. */
+  _running = false;
+  /** @ignore The owned watch's withdrawal, while the task runs and the mailbox has escaped. */
+  _unwatch: (() => void) | null = null;
+
+  /**
+   * @ignore While the task runs and the mailbox has escaped (the handler shared it, or read its
+   * `handle`): an owned close watch on this isolate's ring (`_watchCancel`, `KC_WATCH_OWNED`),
+   * so that this isolate's end mid-task (a Worker terminated, or ending by `self.close()`, or
+   * its library closed) cancels the mailbox natively, as Kotlin's actor that dies cancels its
+   * mailbox: senders in other isolates waiting on it reject with a CancellationError saying the
+   * isolate running its actor ended, and later sends fail, where they waited for ever (keeping
+   * the process alive) or went into a mailbox nobody would read. Told of a cancel, it does
+   * nothing: the handler's receive learns it, as before the watch.
+   */
+  _watch(): void {
+    if (!this._running || this._unwatch !== null || this._disposed) return;
+    this._unwatch = this._watchCancel(() => {}, true);
+  }
+
+  /** @ignore The task ended: the watch goes, before the mailbox is cancelled and freed. */
+  _stopWatching(): void {
+    this._running = false;
+    this._unwatch?.();
+    this._unwatch = null;
+  }
+
+  override _escaped(): void {
+    this._watch();
+  }
 
   override [Symbol.dispose](): void {
     if (!this._disposed && this._lib.isOpen && !this._shared.cancelled) {
@@ -365,6 +401,10 @@ export function actor<M>(
     const onAbort = () => cancelMailbox(mailbox, signal.reason);
     signal.addEventListener("abort", onAbort, { once: true });
     detach = () => signal.removeEventListener("abort", onAbort);
+    // Until the task is final: its end withdraws the owned watch before the mailbox is
+    // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
+    // watched, `_escaped`) after this, never before the task began as a producer's channel may.
+    mailbox._running = true;
     try {
       await handler(mailbox, task);
     } catch (e) {
@@ -379,6 +419,7 @@ export function actor<M>(
     }
   }, () => mailbox[Symbol.dispose]());
   a.job.invokeOnCompletion((cause) => {
+    mailbox._stopWatching();
     detach?.();
     a._finish(cause);
     // Reported as any completion handler's exception, also when the job was final already

@@ -386,12 +386,14 @@ const ENDED_EITHER =
   "Channel was cancelled: its creator disposed of it or native code destroyed it (kc_chan_destroy)";
 
 /**
- * The cause of a channel cancelled because the isolate whose `produce` fed it ended mid-task (a
- * Worker terminated or closed: its ring went away with the producer's owned watch queued,
- * `_watchCancel`), as each other isolate's copy reads it (`#lookCause`).
+ * The cause of a channel cancelled because the isolate whose `produce` fed it, or whose `actor`
+ * read it as its mailbox, ended mid-task (a Worker terminated or closed: its ring went away with
+ * the task's owned watch queued, `_watchCancel`), as each other isolate's copy reads it
+ * (`#lookCause`). Which of the two it was is not said: the native cancel stores no cause (no
+ * isolate is left to), and kc_chan_status's bit 2 is the same for both.
  */
-const OWNER_GONE = "Channel was cancelled: the isolate running its producer ended (a Worker " +
-  "terminated or closed, or its library closed) while the producer ran";
+const OWNER_GONE = "Channel was cancelled: the isolate running its producer or actor ended (a " +
+  "Worker terminated or closed, or its library closed) while it ran";
 
 /** What a watch of a channel that native code destroyed first tells (`_watchCancel`). */
 const DESTROYED = "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)";
@@ -1577,8 +1579,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const sym = this.#lib.symbols("read close cause");
     let n = sym.kc_chan_cause(this.#handle, causeBytes, causeBytes.length);
     if (n === 0) {
-      // None stored: a cancel by the end of the isolate that fed it (`produce`'s owned watch,
-      // kc_chan_status bit 2) has one to say so, made here: no isolate was left to store it.
+      // None stored: a cancel by the end of the isolate that fed or read it (`produce`'s or
+      // `actor`'s owned watch, kc_chan_status bit 2) has one to say so, made here: no isolate was left to store it.
       const st = sym.kc_chan_status(this.#handle);
       if (st >= 0 && (st & 4) !== 0) {
         s.cause = new CancellationError(OWNER_GONE);
@@ -2903,12 +2905,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Before, that returned null and the watcher (a producer in a `delay`) learnt it only at its
    * next operation on the channel, if it made one.
    *
-   * `owned` (`produce`, while its task runs): this isolate feeds the channel, so its end with
-   * the watch still queued (a Worker terminated or closed, its ring destroyed with its thread;
-   * or the library closed here) cancels the channel natively (`KC_WATCH_OWNED`), unless it was
-   * closed or cancelled already: the other isolates' consumers fail with a CancellationError
-   * that says so (`OWNER_GONE`) instead of waiting for ever, and buffered values are dropped
-   * as any cancel drops them. Before, the watch was only withdrawn and the channel stayed open.
+   * `owned` (`produce`, and `actor` for its mailbox, while its task runs): this isolate feeds
+   * the channel (an actor's, reads it), so its end with the watch still queued (a Worker
+   * terminated or closed, its ring destroyed with its thread; or the library closed here)
+   * cancels the channel natively (`KC_WATCH_OWNED`), unless it was closed or cancelled already:
+   * the other isolates' consumers and senders fail with a CancellationError that says so
+   * (`OWNER_GONE`) instead of waiting for ever, and buffered values are dropped as any cancel
+   * drops them. Before, the watch was only withdrawn and the channel stayed open.
    */
   _watchCancel(
     onCancel: (cause: unknown) => void,

@@ -1848,7 +1848,7 @@ Deno.test("produce: a Worker whose producer runs when it ends (terminated, or se
     import { CancellationError, Channel } from "./mod.ts";
     import { liveChannels, until, within } from "./tests/support.ts";
     const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
-    const OWNER_GONE = /^Channel was cancelled: the isolate running its producer ended/;
+    const OWNER_GONE = /^Channel was cancelled: the isolate running its producer or actor ended/;
     const check = (what, e) => {
       if (!(e instanceof CancellationError) || !OWNER_GONE.test(e.message)) {
         throw new Error(what + ": not the owner-gone CancellationError: " + (e?.stack ?? e));
@@ -1958,6 +1958,62 @@ Deno.test("produce: a Worker whose producer finished (its channel closed, values
     console.log("ok");
   `,
     { timeoutMs: 180_000 },
+  );
+  assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "ok", res.stderr);
+});
+
+Deno.test("actor: a Worker whose actor runs when it ends (terminated, self.close(), or its library closed) cancels the mailbox it shared: the main isolate's waiting send rejects with a CancellationError that says so, later sends fail, the process exits, no handle is left", async () => {
+  // Before, the actor held no watch on its mailbox: the Worker's end left it open, the main
+  // isolate's send waited for ever (its native wait keeping the process alive), and later sends
+  // went into a mailbox nobody would ever read.
+  const res = await evalScript(
+    `
+    import { CancellationError, Channel } from "./mod.ts";
+    import { liveChannels, settled, until, within } from "./tests/support.ts";
+    const url = new URL("./tests/fixtures/actor_owner_worker.ts", "file://" + Deno.cwd() + "/");
+    const OWNER_GONE = /^Channel was cancelled: the isolate running its producer or actor ended/;
+    const check = (what, e) => {
+      if (!(e instanceof CancellationError) || !OWNER_GONE.test(e.message)) {
+        throw new Error(what + ": not the owner-gone CancellationError: " + (e?.stack ?? e));
+      }
+    };
+    let before = 0;
+    await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
+    for (const how of ["terminate", "close", "library"]) {
+      const w = new Worker(url, { type: "module" });
+      const shared = new Promise((r) => w.onmessage = (e) => r(e.data.share));
+      w.postMessage(how);
+      const share = await within(shared, 120_000, how + ": the share");
+      {
+        using c = Channel.from(share);
+        // A 1-slot mailbox: its slot filled first; rendezvous: the handler never receives.
+        if (how === "terminate" && c.trySend(0).state !== "ok") {
+          throw new Error("terminate: the slot not free");
+        }
+        const sending = c.send(1).then(() => "delivered", (e) => e);
+        if (await settled(sending)) throw new Error(how + ": the send did not wait");
+        if (how === "terminate") w.terminate();
+        else w.postMessage(how === "close" ? "end" : "closeLibrary");
+        const err = await within(sending, 20_000, how + ": the waiting send's end");
+        check(how + ": the waiting send", err);
+        const again = await c.send(2).then(() => "delivered", (e) => e);
+        check(how + ": a send after", again);
+        if (again !== err) throw new Error(how + ": not the mailbox's one error");
+        const tried = c.trySend(3);
+        if (tried.state !== "closed" || tried.cause !== err) {
+          throw new Error(how + ": trySend after: " + tried.state);
+        }
+      }
+      if (how === "library") w.terminate(); // it lives on after its closeLibrary()
+    }
+    let now = -1;
+    await until(() => (now = liveChannels()) <= before, "channel handles back").catch(() => {});
+    if (now !== before) throw new Error("live channel handles: " + now + ", before " + before);
+    console.log("ok");
+  `,
+    { timeoutMs: 240_000 },
   );
   assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
   assert.equal(res.code, 0, res.stderr);
