@@ -29,7 +29,8 @@
  *   the mailbox natively: the task holds an owned watch on it while it runs and the mailbox has
  *   escaped (`KC_WATCH_OWNED`), and the ring's going away with the thread honours it. Senders
  *   elsewhere waiting on it then reject with a CancellationError whose message says the isolate
- *   running the actor ended, later sends fail, and a process waiting on it can exit.
+ *   running its producer or actor ended (a copy cannot tell which), later sends fail, and a
+ *   process waiting on it can exit.
  *
  * @module
  */
@@ -159,7 +160,7 @@ class Mailbox<M> extends Channel<M> {
    * so that this isolate's end mid-task (a Worker terminated, or ending by `self.close()`, or
    * its library closed) cancels the mailbox natively, as Kotlin's actor that dies cancels its
    * mailbox: senders in other isolates waiting on it reject with a CancellationError saying the
-   * isolate running its actor ended, and later sends fail, where they waited for ever (keeping
+   * isolate running its producer or actor ended (a copy cannot tell which), and later sends fail, where they waited for ever (keeping
    * the process alive) or went into a mailbox nobody would read. Told of a cancel, it does
    * nothing: the handler's receive learns it, as before the watch.
    */
