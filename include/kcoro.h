@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 20
+#define KC_ABI_VERSION 21
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -372,8 +372,8 @@ int32_t kc_chan_hold(uint32_t h, uint32_t flags);
  * already (the hold is forgotten all the same). */
 int32_t kc_chan_unhold(uint32_t h);
 /* Bit 0: closed for send; bit 1: closed for receive (closed and drained); bit 2: cancelled by the
- * going away of the ring of a KC_WATCH_OWNED watch on it (kc_ring_watch). Read at one moment:
- * bits 1 and 2 come only with bit 0. */
+ * going away of the ring of a KC_WATCH_OWNED watch on it (kc_ring_watch; ABI 21). Read at one
+ * moment: bits 1 and 2 come only with bit 0. */
 int32_t kc_chan_status(uint32_t handle);
 /* What the channel was created as, in 4 words at out: element size, capacity as normalised (1
  * for a conflated channel, KC_CHAN_UNLIMITED for unlimited), overflow policy, and the flags
@@ -644,9 +644,10 @@ int32_t kc_ring_withdraw(uint32_t ring, uint32_t ticket);
  * kc_ring_destroy (a terminated Worker's ring too); after its record, kc_ring_take with out NULL
  * frees it (KC_EINVAL with an out: it received nothing). It holds the channel as a queued
  * operation does. KC_EBADH: the ring or the channel handle is gone (destroyed, stale); KC_EINVAL:
- * out_ticket NULL, flags unknown. With KC_WATCH_OWNED (the ring's isolate feeds the channel, as a
- * `produce` does) the ring's destroy while the watch is still queued (kc_ring_destroy, or the exit
- * of the thread that made the ring: a terminated Worker's) cancels the channel, unless it was
+ * out_ticket NULL, flags unknown. With KC_WATCH_OWNED (ABI 21: ABI 20 refused it as unknown; the
+ * ring's isolate feeds the channel, as a `produce` or an `actor` does) the ring's destroy while
+ * the watch is still queued (kc_ring_destroy, or the exit of the thread that made the ring: a
+ * terminated Worker's) cancels the channel, unless it was
  * closed or cancelled already: waiters in every isolate fail with KC_ECANCELED, buffered values
  * are dropped as any cancel drops them, and kc_chan_status's bit 2 says why. */
 #define KC_WATCH_CANCEL (1u << 0) /* kc_ring_watch flag: told of a cancel only */
