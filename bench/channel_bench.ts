@@ -1,6 +1,7 @@
 // Channel<T> from TypeScript: the try-operation pair against the FFI floor, and a same-isolate
 // await send/receive ping-pong against a plain async call + await, the npm CSP library
-// `medium`, and the floor of any promise-based rendezvous, all measured in the same run.
+// `medium`, and an array-based minimal rendezvous (not the floor: bench/pingpong_floors.ts), all
+// measured in the same run.
 // Run by `./task bench` (bench/run.ts, suite "channel"), or alone:
 //   deno bench --allow-ffi --allow-read --allow-env bench/channel_bench.ts
 import { Channel, codecs, library, select } from "../mod.ts";

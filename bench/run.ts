@@ -551,7 +551,7 @@ console.log(
       pingPong.value <= 2 * asyncCall.value ? "met" : "MISSED"
     } (${(pingPong.value / asyncCall.value).toFixed(2)}x a round trip, ${
       (pingPong.value / 2 / asyncCall.value).toFixed(2)
-    }x an await; the floor of any promise rendezvous ` +
+    }x an await; an array-based minimal rendezvous ` +
     `is ${
       (rendezvousFloor.value / asyncCall.value).toFixed(2)
     }x a round trip), faster than medium: ${pingPong.value < medium.value ? "met" : "MISSED"}`,
