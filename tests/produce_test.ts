@@ -1846,7 +1846,7 @@ Deno.test("produce: a Worker whose producer runs when it ends (terminated, or se
   const res = await evalScript(
     `
     import { CancellationError, Channel } from "./mod.ts";
-    import { liveChannels, until, within } from "./tests/support.ts";
+    import { liveChannels, until, within, workerMessages } from "./tests/support.ts";
     const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
     const OWNER_GONE = /^Channel was cancelled: the isolate running its producer or actor ended/;
     const check = (what, e) => {
@@ -1859,14 +1859,7 @@ Deno.test("produce: a Worker whose producer runs when it ends (terminated, or se
     for (const how of ["full", "close", "library"]) {
       const w = new Worker(url, { type: "module" });
       // Its messages, in whichever order they come: { share } and (how "full") "full".
-      const said = [];
-      let wake = () => {};
-      w.onmessage = (e) => { said.push(e.data); wake(); };
-      const saying = (pred) => {
-        const i = said.findIndex(pred);
-        if (i >= 0) return Promise.resolve(said.splice(i, 1)[0]);
-        return new Promise((r) => wake = () => { if (said.some(pred)) r(saying(pred)); });
-      };
+      const saying = workerMessages(w);
       w.postMessage(how);
       const { share } = await within(saying((m) => typeof m === "object"), 120_000, how + ": the share");
       {
@@ -1926,17 +1919,10 @@ Deno.test("produce: a Worker whose producer finished (its channel closed, values
   const res = await evalScript(
     `
     import { Channel } from "./mod.ts";
-    import { until, within } from "./tests/support.ts";
+    import { until, within, workerMessages } from "./tests/support.ts";
     const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
     const w = new Worker(url, { type: "module" });
-    const said = [];
-    let wake = () => {};
-    w.onmessage = (e) => { said.push(e.data); wake(); };
-    const saying = (pred) => {
-      const i = said.findIndex(pred);
-      if (i >= 0) return Promise.resolve(said.splice(i, 1)[0]);
-      return new Promise((r) => wake = () => { if (said.some(pred)) r(saying(pred)); });
-    };
+    const saying = workerMessages(w);
     w.postMessage("done");
     const { share } = await within(saying((m) => m?.share !== undefined), 120_000, "the share");
     const { marker } = await within(saying((m) => m?.marker !== undefined), 20_000, "the marker");

@@ -98,6 +98,29 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * A Worker's messages in whichever order they come: `saying(pred)` resolves with (and takes) the
+ * first message `pred` accepts, one already come or the next that does. Sets `w.onmessage`.
+ */
+export function workerMessages(w: Worker): (pred: (m: unknown) => boolean) => Promise<unknown> {
+  const said: unknown[] = [];
+  let wake = () => {};
+  w.onmessage = (e) => {
+    said.push(e.data);
+    wake();
+  };
+  const saying = (pred: (m: unknown) => boolean): Promise<unknown> => {
+    const i = said.findIndex(pred);
+    if (i >= 0) return Promise.resolve(said.splice(i, 1)[0]);
+    return new Promise((r) =>
+      wake = () => {
+        if (said.some(pred)) r(saying(pred));
+      }
+    );
+  };
+  return saying;
+}
+
 /** A small seeded PRNG (mulberry32): a stress test replays the same schedule. */
 export function prng(seed: number): () => number {
   return () => {
