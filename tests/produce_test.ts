@@ -1845,15 +1845,10 @@ Deno.test("produce: a Worker whose producer runs when it ends (terminated, or se
   // consumer's for-await waited for ever, and its native wait kept the process alive.
   const res = await evalScript(
     `
-    import { CancellationError, Channel } from "./mod.ts";
-    import { liveChannels, until, within, workerMessages } from "./tests/support.ts";
+    import { Channel } from "./mod.ts";
+    import { assertOwnerGone, liveChannels, until, within, workerMessages } from "./tests/support.ts";
     const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
-    const OWNER_GONE = /^Channel was cancelled: the isolate running its producer or actor ended/;
-    const check = (what, e) => {
-      if (!(e instanceof CancellationError) || !OWNER_GONE.test(e.message)) {
-        throw new Error(what + ": not the owner-gone CancellationError: " + (e?.stack ?? e));
-      }
-    };
+    const check = assertOwnerGone;
     let before = 0;
     await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
     for (const how of ["full", "close", "library"]) {
@@ -1956,15 +1951,10 @@ Deno.test("actor: a Worker whose actor runs when it ends (terminated, self.close
   // went into a mailbox nobody would ever read.
   const res = await evalScript(
     `
-    import { CancellationError, Channel } from "./mod.ts";
-    import { liveChannels, settled, until, within } from "./tests/support.ts";
+    import { Channel } from "./mod.ts";
+    import { assertOwnerGone, liveChannels, settled, until, within } from "./tests/support.ts";
     const url = new URL("./tests/fixtures/actor_owner_worker.ts", "file://" + Deno.cwd() + "/");
-    const OWNER_GONE = /^Channel was cancelled: the isolate running its producer or actor ended/;
-    const check = (what, e) => {
-      if (!(e instanceof CancellationError) || !OWNER_GONE.test(e.message)) {
-        throw new Error(what + ": not the owner-gone CancellationError: " + (e?.stack ?? e));
-      }
-    };
+    const check = assertOwnerGone;
     let before = 0;
     await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
     for (const how of ["terminate", "close", "library"]) {

@@ -1,7 +1,7 @@
 // Helpers shared by the Deno tests (not a test file itself).
 
 import assert from "node:assert/strict";
-import { library, runtime } from "../mod.ts";
+import { CancellationError, library, runtime } from "../mod.ts";
 
 /**
  * Asserts that `actual` holds `expected`'s items, in order, each the same object (`Object.is`).
@@ -119,6 +119,19 @@ export function workerMessages(w: Worker): (pred: (m: unknown) => boolean) => Pr
     );
   };
   return saying;
+}
+
+/**
+ * Throws unless `e` is the CancellationError a copy answers once the isolate running a channel's
+ * producer or actor ended while it ran (KC_WATCH_OWNED: src/produce.ts, src/actor.ts).
+ */
+export function assertOwnerGone(what: string, e: unknown): void {
+  const ownerGone = /^Channel was cancelled: the isolate running its producer or actor ended/;
+  if (!(e instanceof CancellationError) || !ownerGone.test(e.message)) {
+    throw new Error(
+      `${what}: not the owner-gone CancellationError: ${(e as Error)?.stack ?? String(e)}`,
+    );
+  }
 }
 
 /** A small seeded PRNG (mulberry32): a stress test replays the same schedule. */
