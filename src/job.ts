@@ -325,6 +325,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   #tail: JobSupport<unknown> | null = null;
   #prev: JobSupport<unknown> | null = null;
   #next: JobSupport<unknown> | null = null;
+  /**
+   * While `#cancelDown` walks this job's children: the child it goes on with once the one it is
+   * in is done. A child leaving the list while it is this one moves it on to the child's next
+   * (`#finalize`), so the walk never has to find its place again; null outside the walk.
+   */
+  #walk: JobSupport<unknown> | null = null;
   #handlers: Set<{ h: CompletionHandler }> | null = null;
   #join: Promise<void> | null = null;
   #resolveJoin: (() => void) | null = null;
@@ -507,7 +513,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * `Job { state: "active", children: 2 }` (JavaScript state only).
    */
   [customInspect](inspect: unknown, options: unknown): string {
-    const facts = { state: this.state, children: this.children.length };
+    let children = 0; // counted on the list: the `children` getter would copy it to count it
+    for (let c = this.#head; c !== null; c = c.#next) children++;
+    const facts = { state: this.state, children };
     return inspectAs("Job", facts, inspect, options);
   }
 
@@ -640,6 +648,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * completion handlers run in that order), and finishes each job that can finish. With a stack
    * of its own instead of recursion (see `#cancelWith`). No child attaches meanwhile (a job that
    * is cancelling cancels a new child at once, unlinked), so the walk ends at the list's tail.
+   *
+   * Cancelling a child runs code (abort listeners, a lazy child's completion handlers) that may
+   * finish and unlink the sibling the walk goes on with: each job's `#walk` holds that sibling,
+   * and `#finalize` moves it past a child that leaves, so the walk is O(children) (it restarted
+   * from the head, skipping the children already cancelling: O(N^2) when each child's cancel
+   * finished the next one) and allocates nothing for it.
    */
   #cancelDown(): void {
     // deno-lint-ignore no-this-alias -- j walks down from this job
@@ -647,32 +661,30 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     let ce = j.#childCancel();
     j.#controller?.abort(ce);
     let c = j.#head;
-    // Per suspended level: the job, its CancellationError, the child to go on with.
-    let stack: (JobSupport<unknown> | CancellationError | null)[] | null = null;
+    // Per suspended level: the job and its CancellationError; the child to go on with is that
+    // job's `#walk`.
+    let stack: (JobSupport<unknown> | CancellationError)[] | null = null;
     for (;;) {
       if (c === null) {
+        j.#walk = null;
         j.#tryFinalize();
         if (stack === null || stack.length === 0) return;
-        const next = stack.pop() as JobSupport<unknown> | null;
         ce = stack.pop() as CancellationError;
         j = stack.pop() as JobSupport<unknown>;
-        // Cancelling the child ran code (abort listeners, a lazy child's completion handlers)
-        // that may have finished `next` and unlinked it: then walk again from the head,
-        // skipping the children already cancelling (each restart follows a child's removal).
-        c = next !== null && next.#parent !== j ? j.#head : next;
+        c = j.#walk;
         continue;
       }
-      const next = c.#next; // c may finish and unlink itself right here
       const s = c.#state;
       if (s >= CANCELLING) {
-        c = next !== null && next.#parent !== j ? j.#head : next;
+        c = c.#next; // nothing ran since c was reached: it is still linked
         continue;
       }
       c.#state = CANCELLING;
       c.#cause = ce;
       c.#failed = false;
       if (s === NEW || (c.#flags & CANCEL_COMPLETES) !== 0) c.#bodyDone = true;
-      (stack ??= []).push(j, ce, next);
+      j.#walk = c.#next; // cancelling c runs code that may unlink it, and the siblings after it
+      (stack ??= []).push(j, ce);
       j = c;
       ce = j.#childCancel();
       j.#controller?.abort(ce);
@@ -758,6 +770,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       else p.#head = next;
       if (next !== null) next.#prev = prev;
       else p.#tail = prev;
+      if (p.#walk === this) p.#walk = next; // the parent's cancel walk was to go on here
       this.#prev = this.#next = this.#parent = null;
     }
     return p;

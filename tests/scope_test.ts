@@ -237,6 +237,43 @@ Deno.test("cancelling reaches every child even when cancelling one finishes a si
   }
 });
 
+Deno.test("cancelling is linear in the children when each child's cancel finishes the next", async () => {
+  // Running children, each followed by a lazy one that its abort listener cancels: the walk's
+  // next child leaves the list under it every time. The walk restarted from the head then,
+  // skipping the running children already cancelling (they stay in the list until their
+  // bodies end): O(N^2), ~9 s for 40,000 pairs on a quiet machine against ~0.4 s now. The bound
+  // is far from both; the order and the count say the walk still reaches every child once.
+  const pairs = 60_000;
+  const aborted: number[] = [];
+  const lazies: Job[] = [];
+  let ms = 0;
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      for (let i = 0; i < pairs; i++) {
+        scope.launch((t) =>
+          new Promise<void>((resolve) => {
+            t.signal.addEventListener("abort", () => {
+              aborted.push(i);
+              lazies[i].cancel();
+              resolve();
+            }, { once: true });
+          })
+        );
+        lazies.push(scope.launch(() => {}, { lazy: true }));
+      }
+      await null;
+      const t0 = performance.now();
+      scope.cancel();
+      ms = performance.now() - t0;
+    }),
+    CancellationError,
+  );
+  assert.equal(aborted.length, pairs);
+  assert.ok(aborted.every((v, i) => v === i), "the running children aborted oldest first");
+  assert.ok(lazies.every((j) => j.state === "cancelled"));
+  assert.ok(ms < 6_000, `cancelling ${pairs * 2} children took ${Math.round(ms)} ms`);
+});
+
 Deno.test("a block returning a thenable whose then throws fails, never escaping launch", async () => {
   const bad = {
     then() {
