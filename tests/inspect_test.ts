@@ -221,3 +221,18 @@ Deno.test("each public kcoro object prints its class name and facts, not its _no
   ], "after closeLibrary()");
   copy[Symbol.dispose]();
 });
+
+Deno.test("a job prints the count of its unfinished children", async () => {
+  await coroutineScope((scope) => {
+    const gate = Promise.withResolvers<void>();
+    scope.launch(() => gate.promise);
+    scope.launch(() => {}, { lazy: true });
+    scope.launch(() => {}); // finished at once: not counted
+    assert.match(Deno.inspect(scope), /^Job \{ state: "active", children: 2 \}$/);
+    gate.resolve();
+    scope.cancel(); // the lazy one
+  }).catch(() => {});
+  const free = createScope();
+  assert.match(Deno.inspect(free), /children: 0/);
+  await free[Symbol.asyncDispose]();
+});
