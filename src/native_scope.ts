@@ -462,6 +462,13 @@ export class NativeScope implements AsyncDisposable {
    * closed it only destroys the handle (which cancels the scope natively): nothing can wait any
    * more, but the native scope outlives the close (the library stays loaded) and would stay
    * for good.
+   *
+   * Cleanup, so it does not reject because the children were abandoned: a runtime shutdown
+   * (also one that came while it waited, a later runtime started or not) or a library close
+   * while it waits leaves no child to wait for, and the dispose then only destroys the handle,
+   * as a Kotlin scope cancelled from outside completes cancelled without its cleanup rethrowing
+   * the cancellation. `wait()` still rejects (`ShutdownError`, `LibraryClosedError`) for a caller
+   * who must learn the work did not finish. Before, an `await using` block threw on leaving.
    */
   async [Symbol.asyncDispose](): Promise<void> {
     if (this.#destroyed) return;
@@ -469,9 +476,12 @@ export class NativeScope implements AsyncDisposable {
       this.#destroy();
       return;
     }
-    this.cancel();
     try {
+      this.cancel();
       await this.wait();
+    } catch (e) {
+      // Abandoned (the runtime gone, the library closed): nothing is left running to wait for.
+      if (!(e instanceof ShutdownError) && !(e instanceof LibraryClosedError)) throw e;
     } finally {
       this.#destroy();
     }

@@ -445,16 +445,15 @@ Deno.test("a native scope whose children a shutdown abandoned takes no new ones 
         throw new Error("launch said: " + e.message);
       }
     }
-    for (const [what, p] of [["wait", () => ns.wait()], ["dispose", () => ns[Symbol.asyncDispose]()]]) {
-      try {
-        await p();
-        throw new Error(what + " resolved on an abandoned scope");
-      } catch (e) {
-        if (!(e instanceof ShutdownError) || !/abandoned/.test(e.message)) {
-          throw new Error(what + " said: " + e);
-        }
+    try {
+      await ns.wait();
+      throw new Error("wait resolved on an abandoned scope");
+    } catch (e) {
+      if (!(e instanceof ShutdownError) || !/abandoned/.test(e.message)) {
+        throw new Error("wait said: " + e);
       }
     }
+    await ns[Symbol.asyncDispose](); // cleanup: resolves, the children being gone
     // A new scope works.
     const fresh = NativeScope.create();
     const cells = runtime().cells([1n, 0n, 0n]);
@@ -462,6 +461,42 @@ Deno.test("a native scope whose children a shutdown abandoned takes no new ones 
     await fresh.wait();
     if (cells[1] !== 1n) throw new Error("the new scope's child did not run");
     await runtime().shutdown();
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
+Deno.test("leaving an await using block of a NativeScope whose children a shutdown or a library close abandoned does not throw: the dispose is cleanup, wait() tells", async () => {
+  // Kotlin's scope cancelled from outside completes cancelled; its cleanup does not rethrow the
+  // cancellation. The dispose rejected with the wait's ShutdownError (or LibraryClosedError),
+  // so the block threw on its way out, after the work it guarded had ended.
+  const res = await evalScript(`
+    import { closeLibrary, LibraryClosedError, NativeScope, openLibrary, runtime, ShutdownError } from "./mod.ts";
+    const sleeper = () => runtime().cells([60000n, 0n, 0n]); // a minute, ended only by a cancel
+    for (const restart of [false, true]) {
+      let scope;
+      {
+        await using ns = NativeScope.create();
+        scope = ns;
+        ns.launch("cancellable-sleeper", sleeper());
+        await runtime().shutdown(); // abandons the sleeper
+        if (restart) runtime();
+        const waited = await ns.wait().then(() => "resolved", (e) => e);
+        if (!(waited instanceof ShutdownError)) throw new Error("wait: " + waited);
+      } // threw the same ShutdownError here before
+      if (!scope._destroyed) throw new Error("restart " + restart + ": not destroyed");
+    }
+    // The runtime gone, or the library closed, while the dispose waits (a child that ignores
+    // the cancel: the plain sleeper).
+    for (const end of ["shutdown", "closeLibrary"]) {
+      openLibrary();
+      const ns = NativeScope.create();
+      ns.launch("sleeper", runtime().cells([60000n, 0n]));
+      const disposed = ns[Symbol.asyncDispose]().then(() => "resolved", (e) => e);
+      setTimeout(() => end === "shutdown" ? runtime().shutdown() : closeLibrary(), 20);
+      const got = await disposed;
+      if (got !== "resolved") throw new Error(end + " during the dispose: " + got);
+      if (!ns._destroyed) throw new Error(end + ": not destroyed");
+    }
   `);
   assert.equal(res.code, 0, res.stderr);
 });
