@@ -58,6 +58,47 @@ Deno.test("job state completing: body done, a child still running, still active"
   });
 });
 
+Deno.test("job state after a cancel while completing: cancelling, then cancelled, the body's value dropped (Kotlin)", async () => {
+  // Kotlin's makeCancelling on a Finishing state not yet sealed: a job whose body returned but
+  // whose children still run is cancelled, ends cancelled, and await throws, not the value.
+  await coroutineScope(async (scope) => {
+    const gate = Promise.withResolvers<void>();
+    const causes: unknown[] = [];
+    const d = scope.async((task) => {
+      task.launch(() => gate.promise); // ignores its signal: keeps d completing, then cancelling
+      return 42;
+    });
+    d.invokeOnCompletion((cause) => causes.push(cause));
+    assert.deepEqual(flags(d), ["completing", true, false, false]);
+    d.cancel();
+    assert.deepEqual(flags(d), ["cancelling", false, false, true]);
+    assert.equal(d.start(), false);
+    gate.resolve();
+    await d.join();
+    assert.deepEqual(flags(d), ["cancelled", false, true, true]);
+    const thrown = await d.await().then(() => undefined, (e) => e);
+    assert.ok(thrown instanceof CancellationError);
+    assert.deepEqual(causes, [thrown]);
+    assert.equal(scope.isActive, true); // a cancelled child is no failure
+  });
+  // A child failing while its parent completes fails the parent with that error.
+  const boom = new Error("boom");
+  await supervisorScope(async (scope) => {
+    const gate = Promise.withResolvers<void>();
+    const d = scope.async((task) => {
+      task.launch(async () => {
+        await gate.promise;
+        throw boom;
+      });
+      return 42;
+    });
+    assert.equal(d.state, "completing");
+    gate.resolve();
+    await assert.rejects(d.await(), (e) => e === boom);
+    assert.deepEqual(flags(d), ["cancelled", false, true, true]);
+  });
+});
+
 Deno.test("job state completed: final, not active, not cancelled", async () => {
   await coroutineScope(async (scope) => {
     const job = scope.launch(async () => {});
@@ -300,6 +341,43 @@ Deno.test("handler exceptions surface as CompletionHandlerError; other handlers 
   assert.ok(reported[0] instanceof CompletionHandlerError);
   assert.equal((reported[0] as Error).cause, boom);
   assert.match((reported[0] as Error).message, /completion handler of Job\(completed\)/);
+});
+
+Deno.test("a supervisor's failing child: its failure, then its handler's exception, reach the handler; the supervisor and its other children go on (Kotlin)", async () => {
+  // Kotlin's order: handleJobException (the failure no parent takes) while finalizing, then the
+  // completion handlers, whose exception goes to handleCoroutineException; neither cancels the
+  // supervisor, and the handler sees the failure as its cause.
+  const reported: unknown[] = [];
+  const context = Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e));
+  const failure = new Error("child failed");
+  const bug = new Error("handler bug");
+  const causes: unknown[] = [];
+  const result = await supervisorScope(async (scope) => {
+    const gate = Promise.withResolvers<void>();
+    const sibling = scope.async(async () => {
+      await gate.promise;
+      return "sibling done";
+    });
+    const job = scope.launch(async () => {
+      await null;
+      throw failure;
+    });
+    job.invokeOnCompletion((cause) => {
+      causes.push(cause);
+      throw bug;
+    });
+    await job.join();
+    assert.equal(scope.isActive, true);
+    gate.resolve();
+    return sibling.await();
+  }, { context });
+  assert.equal(result, "sibling done");
+  assert.deepEqual(causes.length, 1);
+  assert.equal(causes[0], failure);
+  assert.equal(reported.length, 2);
+  assert.equal(reported[0], failure);
+  assert.ok(reported[1] instanceof CompletionHandlerError);
+  assert.equal((reported[1] as Error).cause, bug);
 });
 
 Deno.test("handler exceptions without an exception handler reach reportError (uncaught)", () => {

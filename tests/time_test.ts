@@ -180,6 +180,22 @@ Deno.test("withTimeoutOrNull rethrows an inner withTimeout's TimeoutError (not i
   );
 });
 
+Deno.test("a timeout that fired stays the cause when the block then throws another timeout's TimeoutError: withTimeoutOrNull null, withTimeout its own (Kotlin's first cancellation wins)", async () => {
+  // The block catches its own timeout's cancellation and throws some other TimeoutError (an
+  // inner withTimeout's, one it kept): a cancellation after the first does not replace it, as
+  // Kotlin's root cause is the first CancellationException unless a real failure comes.
+  const foreign = new TimeoutError("someone else's");
+  const block = async (scope: { signal: AbortSignal }) => {
+    await untilAborted(scope.signal).catch(() => {});
+    throw foreign;
+  };
+  assert.equal(await withTimeoutOrNull(5, block), null);
+  await assert.rejects(
+    withTimeout(5, block),
+    (e) => e instanceof TimeoutError && e !== foreign && /5 ms/.test(e.message),
+  );
+});
+
 Deno.test("withTimeoutOrNull rethrows failures and outside cancellations", async () => {
   const boom = new Error("boom");
   await assert.rejects(withTimeoutOrNull(60_000, () => Promise.reject(boom)), (e) => e === boom);
