@@ -410,6 +410,33 @@ Deno.test("a long suppressed list keeps each later failure once, in order", asyn
   assertSameItems(frozen.suppressed, old);
 });
 
+Deno.test("a first failure that is a SuppressedError keeps its suppressed error; a later failure is reported instead", async () => {
+  // A `using` block whose dispose throws while an error is in flight throws a SuppressedError,
+  // whose own `suppressed` is the error it replaced: adding to it as a list would lose that.
+  const { context, reported } = collecting();
+  const second = new Error("second");
+  let first: unknown;
+  await coroutineScope((scope) => {
+    scope.launch(counted(async () => {
+      await null;
+      await using _resource = {
+        [Symbol.asyncDispose]: () => Promise.reject(new Error("dispose failed")),
+      };
+      throw new Error("body failed");
+    }));
+    scope.launch(counted(async (task) => {
+      await untilAborted(task.signal).catch(() => {}); // fails once the first failure cancels it
+      throw second;
+    }));
+    return Promise.resolve();
+  }, { context }).catch((e) => first = e);
+  assert.ok(first instanceof SuppressedError, `the first failure: ${first}`);
+  assert.equal((first.suppressed as Error).message, "body failed");
+  assert.equal((first.error as Error).message, "dispose failed");
+  assertSameItems(reported, [second]);
+  assert.equal(live, 0);
+});
+
 Deno.test("a task that throws undefined fails (its handlers are not told it completed)", async () => {
   const causes: unknown[] = [];
   await supervisorScope(async (scope) => {
