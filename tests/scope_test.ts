@@ -237,16 +237,17 @@ Deno.test("cancelling reaches every child even when cancelling one finishes a si
   }
 });
 
-Deno.test("cancelling is linear in the children when each child's cancel finishes the next", async () => {
+Deno.test("cancelling reaches every child once, in order, when each child's cancel finishes the next", async () => {
   // Running children, each followed by a lazy one that its abort listener cancels: the walk's
-  // next child leaves the list under it every time. The walk restarted from the head then,
-  // skipping the running children already cancelling (they stay in the list until their
-  // bodies end): O(N^2), ~9 s for 40,000 pairs on a quiet machine against ~0.4 s now. The bound
-  // is far from both; the order and the count say the walk still reaches every child once.
-  const pairs = 60_000;
+  // next child leaves the list under it every time. The walk used to restart from the head then
+  // (O(N^2), ~9 s for 40,000 pairs against ~0.4 s now); it keeps its place through #walk, which
+  // #finalize moves past a leaving child. Speed is not asserted here (the brief keeps speed in
+  // benchmarks); the order and the count say the walk still reaches every child once, and
+  // "cancelling reaches every child even when cancelling one finishes a sibling" above fails
+  // without the move.
+  const pairs = 4_000;
   const aborted: number[] = [];
   const lazies: Job[] = [];
-  let ms = 0;
   await assert.rejects(
     coroutineScope(async (scope) => {
       for (let i = 0; i < pairs; i++) {
@@ -262,16 +263,13 @@ Deno.test("cancelling is linear in the children when each child's cancel finishe
         lazies.push(scope.launch(() => {}, { lazy: true }));
       }
       await null;
-      const t0 = performance.now();
       scope.cancel();
-      ms = performance.now() - t0;
     }),
     CancellationError,
   );
   assert.equal(aborted.length, pairs);
   assert.ok(aborted.every((v, i) => v === i), "the running children aborted oldest first");
   assert.ok(lazies.every((j) => j.state === "cancelled"));
-  assert.ok(ms < 6_000, `cancelling ${pairs * 2} children took ${Math.round(ms)} ms`);
 });
 
 Deno.test("a block returning a thenable whose then throws fails, never escaping launch", async () => {
