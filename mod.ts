@@ -35,6 +35,7 @@ export {
   Channel,
   type ChannelMetrics,
   type ChannelOptions,
+  type ChannelRole,
   type Overflow,
   type ReceiveCatchingResult,
   type SharedChannel,

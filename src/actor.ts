@@ -29,8 +29,8 @@
  *   the mailbox natively: the task holds an owned watch on it while it runs and the mailbox has
  *   escaped (`KC_WATCH_OWNED`), and the ring's going away with the thread honours it. Senders
  *   elsewhere waiting on it then reject with a CancellationError whose message says the isolate
- *   running its producer or actor ended (a copy cannot tell which), later sends fail, and a
- *   process waiting on it can exit.
+ *   running its actor ended (the `role` of the `share()` object names it), later sends fail, and
+ *   a process waiting on it can exit.
  *
  * @module
  */
@@ -160,9 +160,9 @@ class Mailbox<M> extends Channel<M> {
    * so that this isolate's end mid-task (a Worker terminated, or ending by `self.close()`, or
    * its library closed) cancels the mailbox natively, as Kotlin's actor that dies cancels its
    * mailbox: senders in other isolates waiting on it reject with a CancellationError saying the
-   * isolate running its producer or actor ended (a copy cannot tell which), and later sends fail, where they waited for ever (keeping
-   * the process alive) or went into a mailbox nobody would read. Told of a cancel, it does
-   * nothing: the handler's receive learns it, as before the watch.
+   * isolate running its actor ended (`SharedChannel.role`), and later sends fail, where they
+   * waited for ever (keeping the process alive) or went into a mailbox nobody would read. Told
+   * of a cancel, it does nothing: the handler's receive learns it, as before the watch.
    */
   _watch(): void {
     if (!this._running || this._unwatch !== null || this._disposed) return;
@@ -389,6 +389,8 @@ export function actor<M>(
     capacity,
     onUndeliveredElement === undefined ? {} : { onUndeliveredElement },
   );
+  // Named in its share(): a copy whose actor's isolate ended says "its actor".
+  mailbox._shared.role = "actor";
   const a = new ActorImpl(mailbox, onUndeliveredElement);
   let detach: (() => void) | null = null;
   // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.

@@ -193,6 +193,9 @@ const NOT_CLONEABLE = Symbol(
     "Channel.from() in the Worker",
 );
 
+/** What a shared channel is to the task that owns it: see {@linkcode SharedChannel.role}. */
+export type ChannelRole = "producer" | "actor";
+
 /** Type only (declared, never made): the key of {@linkcode SharedChannel}'s element brand. */
 declare const elementType: unique symbol;
 
@@ -225,6 +228,15 @@ export interface SharedChannel<T = unknown> {
    * handle. Absent (objects made by hand): `Channel.from` uses `library()`.
    */
   readonly library?: string;
+  /**
+   * What the channel is to the task that owns it, when `share()` was called on the channel of a
+   * `produce` (`"producer"`) or on an actor's mailbox (`"actor"`); absent for any other channel.
+   * It names that task in the CancellationError a copy answers once the isolate running it
+   * ended mid-task (`KC_WATCH_OWNED`: "the isolate running its producer ended ..."); nothing
+   * else reads it. `Channel.from` refuses any other value; absent (objects made by hand, or
+   * from a plain channel), the message says "its producer or actor".
+   */
+  readonly role?: ChannelRole;
   /**
    * @ignore Never present: the element type `T`, for the type checker. A method's parameter, so
    * compared both ways (bivariant): `SharedChannel<number>` and `SharedChannel<unknown>` are
@@ -389,11 +401,15 @@ const ENDED_EITHER =
  * The cause of a channel cancelled because the isolate whose `produce` fed it, or whose `actor`
  * read it as its mailbox, ended mid-task (a Worker terminated or closed: its ring went away with
  * the task's owned watch queued, `_watchCancel`), as each other isolate's copy reads it
- * (`#lookCause`). Which of the two it was is not said: the native cancel stores no cause (no
- * isolate is left to), and kc_chan_status's bit 2 is the same for both.
+ * (`#lookCause`). The native cancel stores no cause (no isolate is left to) and kc_chan_status's
+ * bit 2 is the same for both, so which of the two it was comes from the `share()` object the
+ * copy was opened from (`SharedChannel.role`, `Shared.role`); without one it says both.
  */
-const OWNER_GONE = "Channel was cancelled: the isolate running its producer or actor ended (a " +
-  "Worker terminated or closed, or its library closed) while it ran";
+function ownerGone(role: ChannelRole | undefined): string {
+  return `Channel was cancelled: the isolate running its ${
+    role ?? "producer or actor"
+  } ended (a Worker terminated or closed, or its library closed) while it ran`;
+}
 
 /** What a watch of a channel that native code destroyed first tells (`_watchCancel`). */
 const DESTROYED = "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)";
@@ -452,6 +468,12 @@ class Shared {
   }
   /** The CancellationError a wait here last rejected with for a cancel without a cause. */
   lastCancel: unknown = undefined;
+  /**
+   * What the channel is to the task that owns it (`SharedChannel.role`): set by `produce` and
+   * `actor` on their channel's entry, and by the first `Channel.from` here given a `role`.
+   * `share()` passes it on; `ownerGone` names it.
+   */
+  role: ChannelRole | undefined = undefined;
   /**
    * The channel's creator is of this isolate (its object made this entry). Its dispose marks
    * the channel ended here itself (`Channel.#markEnded`), so a copy of this isolate that finds
@@ -1088,6 +1110,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Its owner (if in this isolate) was escaped by the share() or handle that named it: its
       // values are native already.
       this._shared.escaped = true; // another isolate (or this one, through share) has it
+      this._shared.role ??= o.role;
       return;
     }
     const op = "create channel";
@@ -1583,7 +1606,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // `actor`'s owned watch, kc_chan_status bit 2) has one to say so, made here: no isolate was left to store it.
       const st = sym.kc_chan_status(this.#handle);
       if (st >= 0 && (st & 4) !== 0) {
-        s.cause = new CancellationError(OWNER_GONE);
+        s.cause = new CancellationError(ownerGone(s.role));
         s.hasCause = true;
       }
       return;
@@ -2910,7 +2933,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * terminated or closed, its ring destroyed with its thread; or the library closed here)
    * cancels the channel natively (`KC_WATCH_OWNED`), unless it was closed or cancelled already:
    * the other isolates' consumers and senders fail with a CancellationError that says so
-   * (`OWNER_GONE`) instead of waiting for ever, and buffered values are dropped as any cancel
+   * (`ownerGone`) instead of waiting for ever, and buffered values are dropped as any cancel
    * drops them. Before, the watch was only withdrawn and the channel stayed open.
    */
   _watchCancel(
@@ -3516,6 +3539,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       codec: this.#codec.name,
       capacity: this.#capacity,
       library: this.#lib.path,
+      ...(this._shared.role === undefined ? {} : { role: this._shared.role }),
     };
   }
 
@@ -3935,7 +3959,13 @@ export function _sharedEntries(): number {
 /** Checks a `share()` object and the handle it names. */
 function open(
   x: unknown,
-): { lib: Library; handle: number; codec: Codec<unknown>; capacity: number } {
+): {
+  lib: Library;
+  handle: number;
+  codec: Codec<unknown>;
+  capacity: number;
+  role: ChannelRole | undefined;
+} {
   const op = "open shared channel";
   // `got`: what was wrong, a field's own value where one field is (the whole object said
   // "received [object Object]" for a forged handle, leaving the caller to guess which field).
@@ -3977,6 +4007,15 @@ function open(
   const where = o.library;
   if (where !== undefined && (typeof where !== "string" || where === "")) {
     return bad("library must be the path of the library the channel lives in", describe(where));
+  }
+  // Only the names share() writes: a forged one is refused as any forged field is, so a copy's
+  // owner-gone message never carries text of the sender's making.
+  const role = o.role;
+  if (role !== undefined && role !== "producer" && role !== "actor") {
+    return bad(
+      'role must be "producer" or "actor" (from share() of a produce or actor channel)',
+      describe(role),
+    );
   }
   // The file it lives in, not a search of this isolate's own: a Worker's would resolve a
   // relative KCORO_LIB against the directory current when it runs, maybe another one.
@@ -4020,7 +4059,7 @@ function open(
         `values, not of codecs.${codec.name} as described (forged, or from another channel)`,
     );
   }
-  return { lib, handle, codec, capacity: capacity + 0 }; // -0 as 0
+  return { lib, handle, codec, capacity: capacity + 0, role }; // -0 as 0
 }
 
 refuseAsValue(

@@ -33,9 +33,10 @@
  *   `self.close()`, with the channel shared to another isolate) cancels the channel natively:
  *   the watch is owned (`KC_WATCH_OWNED`), and the ring's going away with the thread honours it.
  *   Consumers elsewhere then reject with a CancellationError whose message says the producer's
- *   isolate ended, values still buffered are dropped (a cancel, not a clean end: a producer dying
- *   mid-flight is a failure the consumer must learn), and a process waiting on it can exit. A
- *   plain channel a Worker shared stays open when the Worker ends.
+ *   isolate ended (the `role` of the `share()` object names it), values still buffered are
+ *   dropped (a cancel, not a clean end: a producer dying mid-flight is a failure the consumer
+ *   must learn), and a process waiting on it can exit. A plain channel a Worker shared stays
+ *   open when the Worker ends.
  *
  * The consumer owns the returned channel: dispose it (`using`) when done with it.
  *
@@ -234,6 +235,8 @@ export function produce<T>(
     capacity,
     onUndeliveredElement === undefined ? {} : { onUndeliveredElement },
   );
+  // Named in its share(): a copy whose producer's isolate ended says "its producer".
+  out._shared.role = "producer";
   let failed = false;
   let detach: (() => void) | null = null;
   // A CoroutineScope of the caller's own may throw or return anything: the channel is freed.

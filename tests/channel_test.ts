@@ -1603,6 +1603,14 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
         { ...ok, library: 5 },
         "library must be the path of the library the channel lives in, received 5",
       ],
+      [
+        { ...ok, role: "evil" },
+        'role must be "producer" or "actor" (from share() of a produce or actor channel), received "evil"',
+      ],
+      [
+        { ...ok, role: null },
+        'role must be "producer" or "actor" (from share() of a produce or actor channel), received null',
+      ],
     ] as const
   ) {
     assert.throws(() => Channel.from(forged as never), {

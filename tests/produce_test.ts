@@ -1848,7 +1848,7 @@ Deno.test("produce: a Worker whose producer runs when it ends (terminated, or se
     import { Channel } from "./mod.ts";
     import { assertOwnerGone, liveChannels, until, within, workerMessages } from "./tests/support.ts";
     const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
-    const check = assertOwnerGone;
+    const check = (what, e) => assertOwnerGone(what, e, "producer");
     let before = 0;
     await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
     for (const how of ["full", "close", "library"]) {
@@ -1954,7 +1954,7 @@ Deno.test("actor: a Worker whose actor runs when it ends (terminated, self.close
     import { Channel } from "./mod.ts";
     import { assertOwnerGone, liveChannels, settled, until, within } from "./tests/support.ts";
     const url = new URL("./tests/fixtures/actor_owner_worker.ts", "file://" + Deno.cwd() + "/");
-    const check = assertOwnerGone;
+    const check = (what, e) => assertOwnerGone(what, e, "actor");
     let before = 0;
     await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
     for (const how of ["terminate", "close", "library"]) {
@@ -1994,4 +1994,26 @@ Deno.test("actor: a Worker whose actor runs when it ends (terminated, self.close
   assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
   assert.equal(res.code, 0, res.stderr);
   assert.equal(res.stdout.trim(), "ok", res.stderr);
+});
+
+Deno.test("produce and actor name their role in share() (SharedChannel.role), and a copy's share() passes it on; a plain channel's has none", async () => {
+  // The owner-gone CancellationError of a copy names it (the Worker tests above): one status bit
+  // cannot say producer or actor, and said both.
+  await coroutineScope(async (scope) => {
+    using out = produce<number>(scope, () => {}, { capacity: 1 });
+    const shared = out.share();
+    assert.equal(shared.role, "producer");
+    {
+      using copy = Channel.from(structuredClone(shared));
+      assert.equal(copy.share().role, "producer");
+    }
+    const got = Promise.withResolvers<unknown>();
+    const a = actor<number>(scope, (mailbox) => {
+      got.resolve(mailbox.share().role);
+    });
+    assert.equal(await got.promise, "actor");
+    await a.job.join();
+  });
+  using plain = new Channel<number>(1);
+  assert.equal(Object.hasOwn(plain.share(), "role"), false);
 });

@@ -123,11 +123,17 @@ export function workerMessages(w: Worker): (pred: (m: unknown) => boolean) => Pr
 
 /**
  * Throws unless `e` is the CancellationError a copy answers once the isolate running a channel's
- * producer or actor ended while it ran (KC_WATCH_OWNED: src/produce.ts, src/actor.ts).
+ * producer or actor ended while it ran (KC_WATCH_OWNED: src/produce.ts, src/actor.ts), naming
+ * `role`, as the copy's `share()` object said (`SharedChannel.role`; none: "producer or actor").
  */
-export function assertOwnerGone(what: string, e: unknown): void {
-  const ownerGone = /^Channel was cancelled: the isolate running its producer or actor ended/;
-  if (!(e instanceof CancellationError) || !ownerGone.test(e.message)) {
+export function assertOwnerGone(
+  what: string,
+  e: unknown,
+  role: "producer" | "actor" | "producer or actor",
+): void {
+  const ownerGone = `Channel was cancelled: the isolate running its ${role} ended (a Worker ` +
+    "terminated or closed, or its library closed) while it ran";
+  if (!(e instanceof CancellationError) || e.message !== ownerGone) {
     throw new Error(
       `${what}: not the owner-gone CancellationError: ${(e as Error)?.stack ?? String(e)}`,
     );
