@@ -2953,6 +2953,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // with CancellationError. `closed` stays this isolate's to set, at its first native look.
       s.cancelled = true;
       if (!s.hasCause) this.#lookCause(s);
+      // A cancel with no cause that native code's destroy made (an owner's handle dead: a
+      // producer's watch taken at its share, before its task ran): told as a watch taken after
+      // the destroy tells it, not as a plain cancel.
+      if (!s.hasCause && this.#owner && this.#destroyedUnder()) {
+        onCancel(new CancellationError(DESTROYED));
+        return;
+      }
       onCancel(s.hasCause ? s.cause : undefined);
     };
     // An owner that learnt native code destroyed the channel: as the dead handle answers.

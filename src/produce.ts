@@ -29,14 +29,18 @@
  *   meets the destroyed channel (the block letting its InvalidHandleError out) ends the task
  *   cancelled too, whichever came first, not failed. Only the channel's own InvalidHandleError
  *   (`Channel._raised`): another channel's that the block lets out is its failure, as any.
- * - The producer's isolate ending while the task runs (a Worker terminated, or ending by
+ * - The producer's isolate ending while the task lives (a Worker terminated, or ending by
  *   `self.close()`, with the channel shared to another isolate) cancels the channel natively:
  *   the watch is owned (`KC_WATCH_OWNED`), and the ring's going away with the thread honours it.
- *   Consumers elsewhere then reject with a CancellationError whose message says the producer's
- *   isolate ended (the `role` of the `share()` object names it), values still buffered are
- *   dropped (a cancel, not a clean end: a producer dying mid-flight is a failure the consumer
- *   must learn), and a process waiting on it can exit. A plain channel a Worker shared stays
- *   open when the Worker ends.
+ *   It is taken at the channel's escape (its `share()`), also before the task first ran (a
+ *   scope of the caller's own whose launch is lazy or defers it), and held until the task is
+ *   complete: also after the block returned while children of the task still run, when the end
+ *   cancels the channel, not closes it (Kotlin's producer is not complete until its children
+ *   are). Consumers elsewhere then reject with a CancellationError whose message says the
+ *   isolate running its producer ended (the `role` of the `share()` object names it), values
+ *   still buffered are dropped (a cancel, not a clean end: a producer dying mid-flight is a
+ *   failure the consumer must learn), and a process waiting on it can exit. A plain channel a
+ *   Worker shared stays open when the Worker ends.
  *
  * The consumer owns the returned channel: dispose it (`using`) when done with it.
  *
@@ -77,18 +81,29 @@ class ProducerChannel<T> extends Channel<T> {
   _gone = false;
   /** @ignore `{ signal: task.signal }` while the block runs: its sends end with the task. */
   _bound: { signal: AbortSignal } | null = null;
-  /** @ignore The cancel watch's withdrawal, while the task runs and the channel has escaped. */
+  /** @ignore The cancel watch's withdrawal, while the task lives and the channel has escaped. */
   _unwatch: (() => void) | null = null;
   /**
-   * @ignore While the task runs (`_bound`) and the channel has escaped: a cancel by anyone
+   * @ignore The task was launched and is not final yet: from `produce`'s launch, before its
+   * block first ran too, until its completion (`_bound` is set only once it runs).
+   */
+  _live = false;
+  /**
+   * @ignore While the task lives (`_live`: launched, not final) and the channel has escaped: a
+   * cancel by anyone
    * (a `Channel.from` copy in a Worker, native code) cancels the task at once, with the
    * channel's cancel cause, as a cancel here does, where it may be waiting in a `delay` or a
    * fetch, not only at its next `send` (Kotlin's `ReceiveChannel.cancel`). So does native code's
    * destroy of the channel before the task began (shared, or its handle read, first): the watch
    * finds the handle gone and cancels the task with a CancellationError that says so.
+   * Taken at the escape (`share()`, a `handle` read) also when the task has not run yet (a
+   * scope whose launch defers or is lazy, the start put off to a microtask by deep nesting):
+   * the isolate ending before the block first ran cancels the channel too, where it was watched
+   * only from the task's start, so a Worker terminated in between left the channel open and
+   * consumers elsewhere waiting for ever.
    */
   _watch(): void {
-    if (this._bound === null || this._unwatch !== null || this._gone) return;
+    if (!this._live || this._unwatch !== null || this._gone) return;
     // Owned: this isolate's end mid-task (a terminated Worker) cancels the channel natively.
     this._unwatch = this._watchCancel((cause) => this._job?.cancel(cause), true);
   }
@@ -237,6 +252,8 @@ export function produce<T>(
   );
   // Named in its share(): a copy whose producer's isolate ended says "its producer".
   out._shared.role = "producer";
+  // Watched from its escape on, before the task first runs too (`_watch`).
+  out._live = true;
   let failed = false;
   let detach: (() => void) | null = null;
   // A CoroutineScope of the caller's own may throw or return anything: the channel is freed.
@@ -262,7 +279,7 @@ export function produce<T>(
     // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
     // it, and one left waiting in a send nobody would take hung the scope.
     out._bound = { signal };
-    if (out._shared.escaped) out._watch(); // shared before the task began
+    // Shared before the task began: watched since that share (`_live`, `_escaped`).
     try {
       await block(out, task);
     } catch (e) {
@@ -291,6 +308,7 @@ export function produce<T>(
   }, () => out[Symbol.dispose]());
   out._job = job;
   job.invokeOnCompletion((cause) => {
+    out._live = false;
     out._bound = null;
     out._unwatch?.();
     out._unwatch = null;

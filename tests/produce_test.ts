@@ -1945,6 +1945,78 @@ Deno.test("produce: a Worker whose producer finished (its channel closed, values
   assert.equal(res.stdout.trim(), "ok", res.stderr);
 });
 
+Deno.test("produce: a Worker that ends after share() but before the producer's task first ran (a lazy launch, never started) cancels the channel: the main isolate's waiting receive rejects with the owner-gone CancellationError, the process exits", async () => {
+  // The watch was taken only once the task ran: a Worker terminated (or closing itself) between
+  // the share and the task's start left the channel open, and the main isolate's receive waited
+  // for ever, its native wait keeping the process alive.
+  const res = await evalScript(
+    `
+    import { Channel } from "./mod.ts";
+    import { assertOwnerGone, settled, within, workerMessages } from "./tests/support.ts";
+    const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
+    for (const end of ["terminate", "close"]) {
+      const w = new Worker(url, { type: "module" });
+      const saying = workerMessages(w);
+      w.postMessage("lazy");
+      const { share } = await within(saying((m) => m?.share !== undefined), 120_000, end + ": the share");
+      {
+        using c = Channel.from(share);
+        const receiving = c.receive().then(() => "a value", (e) => e);
+        if (await settled(receiving)) throw new Error(end + ": the receive did not wait");
+        if (end === "terminate") w.terminate();
+        else w.postMessage("end");
+        const err = await within(receiving, 20_000, end + ": the waiting receive's end");
+        assertOwnerGone(end + ": the waiting receive", err, "producer");
+        if (!c.isClosedForSend) throw new Error(end + ": not closed for send");
+      }
+      // Its messages come in order: "ran" would have come before the share.
+      if (await settled(saying((m) => m === "ran"))) throw new Error(end + ": the lazy task ran");
+    }
+    console.log("ok");
+  `,
+    { timeoutMs: 240_000 },
+  );
+  assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "ok", res.stderr);
+});
+
+Deno.test("produce: a Worker terminated after the producer's block returned while a child of its task still runs cancels the channel, not closes it: the task is not complete until its children are (Kotlin's), so the consumer gets the owner-gone CancellationError, the buffer dropped", async () => {
+  const res = await evalScript(
+    `
+    import { Channel } from "./mod.ts";
+    import { assertOwnerGone, until, within, workerMessages } from "./tests/support.ts";
+    const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
+    const w = new Worker(url, { type: "module" });
+    const saying = workerMessages(w);
+    w.postMessage("children");
+    const { share } = await within(saying((m) => m?.share !== undefined), 120_000, "the share");
+    {
+      using c = Channel.from(share);
+      await within(saying((m) => m === "returned"), 20_000, "the block's return");
+      if (c.isClosedForSend) throw new Error("closed while a child of the task runs");
+      w.terminate();
+      await until(() => c.isClosedForSend, "the channel cancelled", 20_000);
+      const got = [];
+      let err;
+      try {
+        for await (const v of c) got.push(v);
+      } catch (e) {
+        err = e;
+      }
+      assertOwnerGone("for await", err, "producer");
+      if (got.length !== 0) throw new Error("received " + got);
+      if (c.metrics().dropped !== 1) throw new Error("dropped " + c.metrics().dropped);
+    }
+    console.log("ok");
+  `,
+    { timeoutMs: 180_000 },
+  );
+  assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "ok", res.stderr);
+});
+
 Deno.test("actor: a Worker whose actor runs when it ends (terminated, self.close(), or its library closed) cancels the mailbox it shared: the main isolate's waiting send rejects with a CancellationError that says so, later sends fail, the process exits, no handle is left", async () => {
   // Before, the actor held no watch on its mailbox: the Worker's end left it open, the main
   // isolate's send waited for ever (its native wait keeping the process alive), and later sends
