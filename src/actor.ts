@@ -24,6 +24,11 @@
  *   says so; sends from then on are refused as once the actor has finished. Only the mailbox's own
  *   InvalidHandleError (`Channel._raised`): another channel's that the handler lets out is its
  *   failure, as any.
+ * - Cancelling the mailbox cancels the actor (Kotlin's actor is a ChannelCoroutine): the
+ *   handler's `mailbox.cancel()`, a `Channel.from` copy's in any isolate (its `share()`), native
+ *   code's `kc_chan_cancel`. The task's signal aborts with the mailbox's CancellationError,
+ *   wherever the handler waits (busy elsewhere, not receiving), and the actor ends cancelled,
+ *   `onDone` getting that error. The handler's dispose of its mailbox is not such a cancel.
  * - The actor's isolate ending while its task runs (a Worker terminated, or ending by
  *   `self.close()`, or its library closed, with the mailbox shared to another isolate) cancels
  *   the mailbox natively: the task holds an owned watch on it while it runs and the mailbox has
@@ -52,7 +57,7 @@ import {
   refuseAsValue,
   signalOf,
 } from "./errors.ts";
-import { type Job, runCompletionHandler } from "./job.ts";
+import { type Job, JobSupport, runCompletionHandler } from "./job.ts";
 import { customInspect, inspectAs } from "./inspect.ts";
 import type { CoroutineScope } from "./scope.ts";
 
@@ -153,6 +158,10 @@ class Mailbox<M> extends Channel<M> {
   _running = false;
   /** @ignore The owned watch's withdrawal, while the task runs and the mailbox has escaped. */
   _unwatch: (() => void) | null = null;
+  /** @ignore The actor's task, which a cancel of the mailbox cancels (`_cancelTask`). */
+  _job: Job | null = null;
+  /** @ignore In the dispose: its own cancel is the mailbox's end, not the actor's. */
+  _inDispose = false;
 
   /**
    * @ignore While the task runs and the mailbox has escaped (the handler shared it, or read its
@@ -162,11 +171,38 @@ class Mailbox<M> extends Channel<M> {
    * mailbox: senders in other isolates waiting on it reject with a CancellationError saying the
    * isolate running its actor ended (`SharedChannel.role`), and later sends fail, where they
    * waited for ever (keeping the process alive) or went into a mailbox nobody would read. Told
-   * of a cancel, it does nothing: the handler's receive learns it, as before the watch.
+   * of a cancel (a `Channel.from` copy's in any isolate, native code's `kc_chan_cancel` or
+   * destroy), it cancels the actor's task, as a cancel here does (`cancel`): before, a handler
+   * busy elsewhere, not receiving, ran on.
    */
   _watch(): void {
     if (!this._running || this._unwatch !== null || this._disposed) return;
-    this._unwatch = this._watchCancel(() => {}, true);
+    this._unwatch = this._watchCancel((told) => this._cancelTask(told), true);
+  }
+
+  /**
+   * @ignore Cancelling the mailbox cancels the actor (Kotlin's actor is a ChannelCoroutine: its
+   * channel's `cancel` cancels the coroutine), here or from another isolate (the watch above):
+   * its signal aborts, wherever the handler waits, and the actor ends cancelled. Not the
+   * handler's dispose of its mailbox (`using mailbox`), which ends only the mailbox.
+   */
+  override cancel(cause?: unknown): void {
+    super.cancel(cause);
+    if (!this._inDispose) this._cancelTask(undefined);
+  }
+
+  /**
+   * @ignore Cancels the task with the mailbox's own CancellationError (the cancel's `cause`
+   * itself when it is one, else the one its waits reject with), so the handler's receive, its
+   * signal's reason and `onDone` get one error; with what the watch `told` where native code
+   * destroyed the mailbox (its "Channel was cancelled: native code destroyed it"). Nothing once
+   * the task is cancelling or final (its own end cancels the mailbox: `cancelMailbox`).
+   */
+  _cancelTask(told: unknown): void {
+    const job = this._job;
+    if (job === null) return;
+    const own = this._shared.cancelled && !this._destroyedSeen;
+    job.cancel(own ? this._closedResult().cause : told);
   }
 
   /** @ignore The task ended: the watch goes, before the mailbox is cancelled and freed. */
@@ -181,14 +217,22 @@ class Mailbox<M> extends Channel<M> {
   }
 
   override [Symbol.dispose](): void {
-    if (!this._disposed && this._lib.isOpen && !this._shared.cancelled) {
-      // The dispose's own cancel, made first: it rejects the waits with the channel's one
-      // CancellationError, which a closed result carries. Not once native code destroyed it
-      // (its cancel does nothing then): the Channel's dispose then only releases it.
-      this.cancel();
-      if (!this._destroyedSeen) this._disposedWith = this._closedResult().cause;
+    if (this._inDispose) return; // a hook of its own disposing it again: the first one ends it
+    this._inDispose = true;
+    try {
+      // The watch goes first: the dispose's cancel, told to it, would cancel the actor.
+      if (!this._disposed) this._stopWatching();
+      if (!this._disposed && this._lib.isOpen && !this._shared.cancelled) {
+        // The dispose's own cancel, made first: it rejects the waits with the channel's one
+        // CancellationError, which a closed result carries. Not once native code destroyed it
+        // (its cancel does nothing then): the Channel's dispose then only releases it.
+        this.cancel();
+        if (!this._destroyedSeen) this._disposedWith = this._closedResult().cause;
+      }
+      super[Symbol.dispose]();
+    } finally {
+      this._inDispose = false;
     }
-    super[Symbol.dispose]();
   }
 }
 
@@ -408,6 +452,9 @@ export function actor<M>(
     // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
     // watched, `_escaped`) after this, never before the task began as a producer's channel may.
     mailbox._running = true;
+    // Its task, for a cancel of the mailbox (`Mailbox.cancel`), from the start: the handler may
+    // cancel it before its first await, before `launch` returned the job.
+    if (JobSupport._is(task.job)) mailbox._job = task.job;
     try {
       await handler(mailbox, task);
     } catch (e) {
@@ -421,6 +468,7 @@ export function actor<M>(
       throw e;
     }
   }, () => mailbox[Symbol.dispose]());
+  mailbox._job ??= a.job;
   a.job.invokeOnCompletion((cause) => {
     mailbox._stopWatching();
     detach?.();

@@ -17,6 +17,7 @@ import {
   Channel,
   ClosedReceiveError,
   ClosedSendError,
+  codecs,
   CompletionHandlerError,
   Context,
   CoroutineExceptionHandler,
@@ -1170,6 +1171,105 @@ Deno.test("actor: stops at once when its scope is cancelled; queued messages are
   assert.equal(live, 0);
 });
 
+Deno.test("actor: cancelling its mailbox (the handler's object, a Channel.from copy of its share(), or the handler itself at its start) cancels the actor while its handler is busy elsewhere: its signal aborts with the mailbox's CancellationError, onDone gets that one error, the scope resolves (Kotlin's actor is a ChannelCoroutine)", async () => {
+  // Before, only the mailbox ended: a handler not receiving (busy on its signal, a delay, a
+  // fetch) ran on, the actor never ended and its scope waited for good.
+  for (const how of ["cancel(cause)", "cancel()", "copy", "self"] as const) {
+    using reported = catchReported();
+    const given = new CancellationError("stop");
+    const started = Promise.withResolvers<Channel<number>>();
+    const done: unknown[] = [];
+    let reason: unknown = undefined;
+    let a!: ReturnType<typeof actor<number>>;
+    let waiting: Promise<unknown> | null = null;
+    await coroutineScope(async (scope) => {
+      a = actor<number>(
+        scope,
+        counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
+          if (how === "self") mailbox.cancel(given); // before its first await
+          started.resolve(mailbox);
+          try {
+            await untilAborted(task.signal); // busy, not receiving
+          } catch (e) {
+            reason = e;
+            throw e;
+          }
+        }),
+        { capacity: 2, onDone: (cause) => done.push(cause) },
+      );
+      const box = await started.promise;
+      if (how !== "self") {
+        for (const m of [1, 2]) assert.equal(a.trySend(m).state, "ok", how);
+        waiting = a.send(3).then(() => "delivered", (e) => e); // the mailbox full: it waits
+        assert.equal(await settled(waiting), false, `${how}: the send did not wait`);
+      }
+      if (how === "cancel(cause)") box.cancel(given);
+      else if (how === "cancel()") box.cancel();
+      else if (how === "copy") {
+        using copy = Channel.from(box.share()); // as a Worker's would, through the watch
+        copy.cancel(given);
+      }
+      await within(a.job.join(), 10_000, `${how}: the actor's end`);
+    }); // resolves: a cancelled actor is no failure
+    assert.ok(reason instanceof CancellationError, `${how}: ${String(reason)}`);
+    if (how === "cancel()") {
+      assert.equal(reason, await waiting, `${how}: the waiting send's error`);
+    } else {
+      assert.equal(reason, given, how);
+      if (waiting !== null) assert.equal(await waiting, given, `${how}: the waiting send`);
+    }
+    assertSameItems(done, [reason], `${how}: onDone`);
+    assert.equal(a.job.state, "cancelled", how);
+    assert.equal(a.trySend(4).state, "closed", how);
+    await laterReports();
+    assert.deepEqual(reported.errors, [], `${how}: nothing reported`);
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("actor: a handler disposing its escaped mailbox (`using mailbox`) does not cancel the actor: its task runs on and ends as it would otherwise", async () => {
+  // The mailbox's own cancel (the dispose's) is not a cancel of the actor, nor is the owned
+  // watch's report of it: withdrawn before the dispose cancels. The handler then waits natively
+  // on another channel, which native code then sends into: the ring's records are taken in
+  // order, so a report of the watch would have cancelled the task before that receive resolved.
+  const sym = library().symbols("test");
+  using other = new Channel<number>(0, { codec: codecs.f64 });
+  const h = other.handle; // escaped: its receive waits natively
+  const bridge = Bridge.of(library());
+  const before = bridge.pending;
+  const done: unknown[] = [];
+  const disposed = Promise.withResolvers<void>();
+  let abortedAfter: boolean | null = null;
+  let a!: ReturnType<typeof actor<number>>;
+  await coroutineScope(async (scope) => {
+    a = actor<number>(
+      scope,
+      counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
+        {
+          using _m = mailbox;
+          mailbox.share(); // escaped: the owned watch is on
+        }
+        disposed.resolve();
+        assert.equal(await other.receive({ signal: task.signal }), 7);
+        abortedAfter = task.signal.aborted;
+      }),
+      { onDone: (cause) => done.push(cause) },
+    );
+    await disposed.promise;
+    // Or the actor ended (cancelled: what this test is against) before its receive queued.
+    const queued = () => bridge.pending > before || a.job.state !== "active";
+    await until(queued, "the handler's receive queued natively");
+    const seven = new Float64Array([7]);
+    if (a.job.state === "active") {
+      assert.equal(sym.kc_chan_try_send(h, Deno.UnsafePointer.of(seven), 8), 0);
+    }
+  });
+  assert.deepEqual(done.map(String), ["undefined"], "onDone: the handler returned");
+  assert.equal(abortedAfter, false);
+  assert.equal(a.job.state, "completed");
+  assert.equal(live, 0);
+});
+
 Deno.test("actor: a handler's failure fails the scope; onDone and later senders get the error", async () => {
   const boom = new Error("bad message");
   const done: unknown[] = [];
@@ -2062,6 +2162,39 @@ Deno.test("actor: a Worker whose actor runs when it ends (terminated, self.close
     console.log("ok");
   `,
     { timeoutMs: 240_000 },
+  );
+  assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "ok", res.stderr);
+});
+
+Deno.test("actor: the main isolate cancelling its copy of a Worker's mailbox cancels the Worker's busy actor: its signal aborts with the cause, onDone gets that one error, the Worker's scope resolves", async () => {
+  // Before, the cancel ended the mailbox only: the handler, busy and not receiving, ran on, and
+  // the Worker's actor and scope never ended.
+  const res = await evalScript(
+    `
+    import { CancellationError, Channel } from "./mod.ts";
+    import { within, workerMessages } from "./tests/support.ts";
+    const url = new URL("./tests/fixtures/actor_owner_worker.ts", "file://" + Deno.cwd() + "/");
+    const w = new Worker(url, { type: "module" });
+    const saying = workerMessages(w);
+    w.postMessage("cancel");
+    const { share } = await within(saying((m) => m?.share !== undefined), 120_000, "the share");
+    {
+      using c = Channel.from(share);
+      c.cancel(new CancellationError("stop from main"));
+    }
+    const { aborted } = await within(saying((m) => m?.aborted !== undefined), 20_000, "the abort");
+    const { done } = await within(saying((m) => m?.done !== undefined), 20_000, "onDone");
+    const { scope } = await within(saying((m) => m?.scope !== undefined), 20_000, "the scope");
+    w.terminate();
+    const expect = JSON.stringify({ name: "CancellationError", message: "stop from main", same: true });
+    if (JSON.stringify(aborted) !== expect) throw new Error("aborted: " + JSON.stringify(aborted));
+    if (JSON.stringify(done) !== expect) throw new Error("onDone: " + JSON.stringify(done));
+    if (scope !== "resolved") throw new Error("scope: " + JSON.stringify(scope));
+    console.log("ok");
+  `,
+    { timeoutMs: 180_000 },
   );
   assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
   assert.equal(res.code, 0, res.stderr);
