@@ -90,14 +90,13 @@ class ProducerChannel<T> extends Channel<T> {
   _live = false;
   /**
    * @ignore While the task lives (`_live`: launched, not final) and the channel has escaped: a
-   * cancel by anyone
-   * (a `Channel.from` copy in a Worker, native code) cancels the task at once, with the
-   * channel's cancel cause, as a cancel here does, where it may be waiting in a `delay` or a
-   * fetch, not only at its next `send` (Kotlin's `ReceiveChannel.cancel`). So does native code's
-   * destroy of the channel before the task began (shared, or its handle read, first): the watch
-   * finds the handle gone and cancels the task with a CancellationError that says so.
-   * Taken at the escape (`share()`, a `handle` read) also when the task has not run yet (a
-   * scope whose launch defers or is lazy, the start put off to a microtask by deep nesting):
+   * cancel by anyone (a `Channel.from` copy in a Worker, native code) cancels the task at once,
+   * with the channel's cancel cause, as a cancel here does, where it may be waiting in a `delay`
+   * or a fetch, not only at its next `send` (Kotlin's `ReceiveChannel.cancel`). So does native
+   * code's destroy of the channel, also before the task began: the watch cancels the task with a
+   * CancellationError that says so (it finds the handle gone, or is told of the destroy's
+   * cancel). Taken at the escape (`share()`, a `handle` read) also when the task has not run yet
+   * (a scope whose launch defers or is lazy, the start put off to a microtask by deep nesting):
    * the isolate ending before the block first ran cancels the channel too, where it was watched
    * only from the task's start, so a Worker terminated in between left the channel open and
    * consumers elsewhere waiting for ever.
