@@ -242,6 +242,8 @@ export const symbols = {
   kc_chan_free_undelivered: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_drop(uint32_t handle, const void *elem, uint32_t size) */
   kc_chan_drop: { parameters: ["u32", "pointer", "u32"], result: "i32" },
+  /** uint64_t kc_undelivered_lost(void) */
+  kc_undelivered_lost: { parameters: [], result: "u64" },
   /**
    * int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
    *                   uint32_t token, uint32_t flags, uint32_t *out_index)

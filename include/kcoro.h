@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 21
+#define KC_ABI_VERSION 22
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -466,8 +466,19 @@ int32_t kc_chan_free_undelivered(uint32_t handle);
  * channel has no hook for it: counted as dropped either way, and after a 0 the value is still the
  * caller's, to free. KC_EBADH for a dead handle, KC_EINVAL for a NULL elem or a wrong size: nothing
  * counted, and the value is still the caller's. New in ABI 16 (before, a host that was not the
- * creator had to free such a value, and the creator's hook never saw it). */
+ * creator had to free such a value, and the creator's hook never saw it). KC_EBADH too (ABI 22)
+ * when the call looked the channel up before another thread destroyed it and drops after the
+ * destroy, on a channel that keeps its values (kc_chan_keep_undelivered): the destroy seals the
+ * kept list, which its owner takes once after it, so the value stays the caller's instead of
+ * waiting there unseen. */
 int32_t kc_chan_drop(uint32_t handle, const void *elem, uint32_t size);
+/* Values that channels keeping their dropped values (kc_chan_keep_undelivered) dropped after
+ * their destroy sealed the list, in this process: a call on another thread that looked the
+ * channel up before the destroy and dropped after it (a dead isolate's ring giving back a value
+ * it had received, or dropping one it was sending). None can reach the owner, who takes the list
+ * once after the destroy: each is freed (a zero-copy buffer too) and counted here. New in ABI 22
+ * (before, such a value stayed in the list until a later channel got the handle's value). */
+uint64_t kc_undelivered_lost(void);
 
 /* Select: completes exactly one clause. */
 #define KC_CLAUSE_SEND 0

@@ -3799,8 +3799,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // when a later channel has the handle's value (a status read says it is live): its
       // kc_chan_create freed the values this channel kept, and what is there is its own.
       // All of them, not `#collect`'s batch of `COLLECT_BATCH`: the destroyed channel's list
-      // gets no more but a late drop (a call on another thread that looked the channel up before
-      // the destroy: README, the 65,536 paragraph), and the rest's timer stops once
+      // gets no more (the destroy sealed it after its cancel: a late drop, by a call on another
+      // thread that looked the channel up before the destroy, is refused or freed and counted
+      // natively, kc_undelivered_lost; README, the 65,536 paragraph), and the rest's timer stops once
       // disposed (by then the handle's value may name a later channel), so a dispose of more
       // than one batch, or a cancel's batch just before it, left the rest there for good.
       // An owner that learnt of the destroy itself took them then (`#destroyedUnder`), but a

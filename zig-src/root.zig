@@ -454,6 +454,8 @@ var test_hooks: if (@import("builtin").is_test) struct {
     after_coro_lookup: ?*const fn () void = null,
     /// In a last `unhold`, after it let go of the channel, before it destroys it.
     after_unhold_release: ?*const fn () void = null,
+    /// In `kc_chan_drop`, after its lookup took a reference, before it drops the value.
+    after_drop_lookup: ?*const fn () void = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -2614,6 +2616,9 @@ var undelivered_mutex: std.Thread.Mutex = .{};
 var undelivered_queues: std.AutoHashMapUnmanaged(u32, KeptQueue) = .empty;
 /// How many values the queues hold (read without the lock for the empty check).
 var undelivered_count: std.atomic.Value(usize) = .init(0);
+/// The kept values' copies (`Undelivered.bytes`): the test allocator in tests, which reports a
+/// value a test left in a list (nobody would ever take it) as a leak.
+const kept_allocator = if (@import("builtin").is_test) testing.allocator else std.heap.c_allocator;
 
 /// The hook kc_chan_keep_undelivered installs: ctx holds the channel's handle (bits 0-31),
 /// element size (bits 32-62) and whether it is zero-copy (bit 63). Runs with the channel
@@ -2623,16 +2628,16 @@ fn keepUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
     const h: u32 = @truncate(word);
     const size: usize = @intCast((word >> 32) & 0x7fff_ffff);
     const a = std.heap.c_allocator;
-    const copy = a.dupe(u8, elem[0..size]) catch return; // lost: no memory
+    const copy = kept_allocator.dupe(u8, elem[0..size]) catch return; // lost: no memory
     undelivered_mutex.lock();
     defer undelivered_mutex.unlock();
     const q = undelivered_queues.getOrPut(a, h) catch {
-        a.free(copy);
+        kept_allocator.free(copy);
         return;
     };
     if (!q.found_existing) q.value_ptr.* = .{};
     q.value_ptr.items.append(a, .{ .bytes = copy, .zero_copy = word >> 63 != 0 }) catch {
-        a.free(copy);
+        kept_allocator.free(copy);
         if (q.value_ptr.items.items.len == 0) _ = undelivered_queues.remove(h);
         return;
     };
@@ -2666,8 +2671,43 @@ export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
         rec.keeps.put(std.heap.c_allocator, h, ch.serial) catch return Status.no_memory.code();
     }
     const word = @as(u64, @intFromBool(ch.zero_copy)) << 63 | @as(u64, ch.elem_size) << 32 | h;
-    ch.setUndelivered(keepUndelivered, @ptrFromInt(word));
+    // Sealed by the destroy (`Channel.seal`, after its cancel): what comes later goes to
+    // `lateUndelivered`, not to a list its owner took the last of already.
+    ch.setUndeliveredSealing(keepUndelivered, @ptrFromInt(word), lateUndelivered);
     return 0;
+}
+
+/// Values dropped into a channel's kept list after its destroy sealed it (`lateUndelivered`):
+/// freed there, never handed to the owner. kc_undelivered_lost reads it.
+var undelivered_lost: std.atomic.Value(u64) = .init(0);
+
+/// The hook a destroy puts in place of `keepUndelivered` (`Channel.seal`): a drop that comes
+/// after the destroy's cancel (a call on another thread that looked the channel up before the
+/// destroy: a dead isolate's ring giving back or dropping a value) would land in the list after
+/// its owner's last take (the dispose takes once, right after its destroy), where nobody takes
+/// it and it waited for a later channel of the handle's value to free it. No owner can take it
+/// now: freed (a zero-copy descriptor's kc_desc_make buffer too) and counted as lost.
+/// kc_chan_drop's values never come here: it refuses them (KC_EBADH, still the caller's).
+/// Runs with the channel locked; never calls out.
+fn lateUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+    const word: u64 = @intFromPtr(ctx);
+    if (word >> 63 != 0) {
+        const d = std.mem.bytesToValue(chan.Descriptor, elem[0..@sizeOf(chan.Descriptor)]);
+        _ = kc_buf_free(d.ptr); // kc_desc_make's buffer, as `dropKept` frees a kept one
+    }
+    // Monotonic: a count, read on its own (kc_undelivered_lost); nothing is published with it.
+    _ = undelivered_lost.fetchAdd(1, .monotonic);
+}
+
+/// uint64_t kc_undelivered_lost(void): how many values channels that keep their dropped values
+/// (kc_chan_keep_undelivered) dropped after their destroy, in this process: a call on another
+/// thread that looked the channel up before the destroy and dropped a value after it (a dead
+/// isolate's ring giving back a value it received, or dropping one it was sending). Its owner
+/// took the channel's list once, after the destroy, so none of these can reach its hook: each is
+/// freed (a zero-copy buffer too) and counted here, never left in the list. kc_chan_drop's are
+/// not counted: it refuses them with KC_EBADH, the value still the caller's. New in ABI 22.
+export fn kc_undelivered_lost() callconv(.c) u64 {
+    return undelivered_lost.load(.monotonic); // a count (see `undelivered_lost`)
 }
 
 /// The host that channel `h` (of `serial`) kept its dropped values for has ended (its thread's
@@ -2718,15 +2758,23 @@ export fn kc_chan_free_undelivered(h: u32) callconv(.c) i32 {
 /// kc_chan_keep_undelivered, the freeing of kc_chan_free_undelivered). 1 if taken; 0 if the
 /// channel has no hook for it: counted as dropped either way, and after a 0 the value is still
 /// the caller's, to free. KC_EBADH for a dead handle, KC_EINVAL for a NULL elem or a wrong size:
-/// nothing counted, and the value is still the caller's.
+/// nothing counted, and the value is still the caller's. KC_EBADH too for a call that looked
+/// the channel up before another thread destroyed it and drops after the destroy, on a channel
+/// that keeps its values (kc_chan_keep_undelivered): its owner takes the kept list once after
+/// the destroy, so the value, refused, stays the caller's rather than wait there unseen.
 export fn kc_chan_drop(h: u32, elem: ?*const anyopaque, size: u32) callconv(.c) i32 {
     const p: [*]const u8 = @ptrCast(elem orelse return Status.invalid.code());
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
+    if (@import("builtin").is_test) if (test_hooks.after_drop_lookup) |f| f();
     const ch = ChanRegistry.channelOf(e);
     if (size != ch.elem_size) return Status.invalid.code();
-    return @intFromBool(ch.dropOffered(p));
+    return switch (ch.dropOffered(p)) {
+        .taken => 1,
+        .untaken => 0,
+        .refused => Status.bad_handle.code(), // destroyed (and sealed) after our lookup
+    };
 }
 
 /// Frees the values channel `h` kept (kc_chan_keep_undelivered), when nobody can take them any
@@ -2743,7 +2791,7 @@ fn dropKept(h: u32) void {
             const d = std.mem.bytesToValue(chan.Descriptor, u.bytes[0..@sizeOf(chan.Descriptor)]);
             _ = kc_buf_free(d.ptr); // kc_desc_make's buffer
         }
-        std.heap.c_allocator.free(u.bytes);
+        kept_allocator.free(u.bytes);
     }
     _ = undelivered_count.fetchSub(kept.len, .release);
     kv.value.items.deinit(std.heap.c_allocator);
@@ -2761,7 +2809,7 @@ export fn kc_chan_take_undelivered(h: u32, out: ?*anyopaque, size: u32) callconv
     const u = q.items.items[q.head]; // an entry is never empty
     if (u.bytes.len != size) return Status.invalid.code();
     @memcpy(o[0..size], u.bytes);
-    std.heap.c_allocator.free(u.bytes);
+    kept_allocator.free(u.bytes);
     q.head += 1;
     _ = undelivered_count.fetchSub(1, .release);
     const len = q.items.items.len;
@@ -5255,6 +5303,77 @@ test "C ABI: kc_chan_drop hands a value that will never be sent to the undeliver
     try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(z, &dg, 32)); // none kept
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(z));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+}
+
+test "C ABI: a kc_chan_drop that looked the channel up before its destroy and drops after the owner's last take is refused, never left in the list" {
+    // The order of README's 65,536 paragraph, forced: a drop on another thread takes its
+    // reference, then (the hook) the owner destroys the channel and takes what it kept, then the
+    // drop goes on. It landed in the dead handle's list after that take: nobody took it (the test
+    // allocator reports the copy left there as a leak) until a later channel got the handle.
+    const S = struct {
+        var h: u32 = 0;
+        var taken: [4]u64 = undefined;
+        var ntaken: usize = 0;
+        fn destroyAndTake() void {
+            test_hooks.after_drop_lookup = null; // once
+            _ = kc_chan_destroy(h);
+            var got: u64 = 0;
+            while (kc_chan_take_undelivered(h, &got, 8) == 1) : (ntaken += 1) taken[ntaken] = got;
+        }
+    };
+    const lost_before = kc_undelivered_lost();
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &S.h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(S.h));
+    var v: u64 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(S.h, &v, 8, 0, 0, 0)); // the destroy drops it
+    test_hooks.after_drop_lookup = S.destroyAndTake;
+    defer test_hooks.after_drop_lookup = null;
+    v = 2;
+    // Refused: the value is still the caller's, as for a drop that came after the destroy.
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_drop(S.h, &v, 8));
+    try testing.expectEqual(@as(usize, 1), S.ntaken);
+    try testing.expectEqual(@as(u64, 1), S.taken[0]);
+    var got: u64 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(S.h, &got, 8)); // nothing left
+    try testing.expectEqual(lost_before, kc_undelivered_lost()); // refused, not lost
+    // A drop after the destroy with its lookup after it too: as before.
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_drop(S.h, &v, 8));
+}
+
+test "C ABI: a value a dead isolate gives back or drops into a destroyed channel after its owner's last take is freed and counted lost, never left in the list" {
+    // What a ring does with a reference it took before the destroy (`Ring.deinit`'s give-back,
+    // `dropUnsent`): the value goes to the channel's undelivered path after the owner's take.
+    const lost_before = kc_undelivered_lost();
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h));
+    var z: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(32, 1, 0, chan_zero_copy, &z));
+    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(z));
+    const eh = try chans().acquire(h); // the ring's references
+    const ez = try chans().acquire(z);
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(z));
+    var got: u64 = 0;
+    var dg: chan.Descriptor = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &got, 8)); // the owner's take
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(z, &dg, 32));
+    var v: u64 = 9;
+    ChanRegistry.channelOf(eh).giveBackUndelivered(std.mem.asBytes(&v)); // refused: cancelled
+    ChanRegistry.channelOf(eh).dropUndeliverable(std.mem.asBytes(&v));
+    // A pool buffer: its chunk's word counts the frees (bridge/pool.zig), so the free shows.
+    var d: chan.Descriptor = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_desc_make("late", 4, 1, &d));
+    const pool = buffer_pool.global().?;
+    const c = pool.chunkOf(d.ptr.?).?;
+    const frees = pool.words[c].load(.acquire);
+    ChanRegistry.channelOf(ez).dropUndeliverable(std.mem.asBytes(&d)); // its buffer freed there
+    try testing.expectEqual(frees +% 1, pool.words[c].load(.acquire));
+    chans().release(eh);
+    chans().release(ez);
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &got, 8)); // not kept
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(z, &dg, 32));
+    try testing.expectEqual(lost_before + 3, kc_undelivered_lost());
 }
 
 test "C ABI: kc_desc_make takes buffers of up to 16 KiB from the pool; kc_pool_release frees a chunk's views at once" {

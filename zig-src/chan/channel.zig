@@ -765,6 +765,14 @@ pub const Channel = struct {
         /// a terminated Worker's produce), not by an ordinary cancel. Here for the same reason
         /// as `watchers` (the channel stays 512 bytes); under `lock`, set once, never cleared.
         owner_gone: bool = false,
+        /// The hook that `seal` puts in place of `on_undelivered` (`setUndeliveredSealing`: a
+        /// host's kept list, which its owner empties once after the destroy, takes no value
+        /// after the seal). Under `lock`; cleared by any other hook's setting. Here for the same
+        /// reason as `watchers`.
+        seal_to: ?UndeliveredFn = null,
+        /// Sealed (`seal`): `dropOffered` refuses a value the hook would take. Under `lock`, set
+        /// once, never cleared (a later channel in this memory starts over: `reinit`).
+        sealed: bool = false,
     };
 
     pub const Rx = struct {
@@ -1278,6 +1286,36 @@ pub const Channel = struct {
         defer ch.unlock();
         ch.on_undelivered = f;
         ch.undelivered_ctx = ctx;
+        ch.tx.seal_to = null;
+    }
+
+    /// `setUndelivered(f, ctx)`, and the channel's destroy (`seal`, after the destroy's cancel)
+    /// replaces `f` with `late` (same `ctx`): for a hook that keeps values for an owner who
+    /// takes them once after the destroy (the C ABI's kc_chan_keep_undelivered). A drop that
+    /// comes later (a call on another thread that looked the channel up before the destroy)
+    /// would otherwise land after that take, where nobody takes it.
+    pub fn setUndeliveredSealing(ch: *Channel, f: UndeliveredFn, ctx: ?*anyopaque, late: UndeliveredFn) void {
+        ch.lock();
+        defer ch.unlock();
+        ch.on_undelivered = f;
+        ch.undelivered_ctx = ctx;
+        ch.tx.seal_to = late;
+    }
+
+    /// The destroy's last word on dropped values, after its cancel (the registry's retire): a
+    /// hook set by `setUndeliveredSealing` gives way to its `late` one, and `dropOffered`
+    /// refuses from now on what that hook would have taken. Under the lock, so every drop is
+    /// either before (the kept hook took it) or after (the late one, or refused). True if it
+    /// sealed a hook.
+    pub fn seal(ch: *Channel) bool {
+        ch.lock();
+        defer ch.unlock();
+        assert(ch.cancelled); // the destroy cancelled it first: nothing new is queued now
+        const late = ch.tx.seal_to orelse return false;
+        ch.on_undelivered = late;
+        ch.tx.seal_to = null;
+        ch.tx.sealed = true;
+        return true;
     }
 
     /// `setUndelivered(f, ctx)` only while the hook is still `expected`: true if it was. Under
@@ -1288,6 +1326,7 @@ pub const Channel = struct {
         if (ch.on_undelivered != expected) return false;
         ch.on_undelivered = f;
         ch.undelivered_ctx = ctx;
+        ch.tx.seal_to = null;
         return true;
     }
 
@@ -1361,14 +1400,21 @@ pub const Channel = struct {
     /// and counts as dropped. True if something took it (a descriptor's own `release`, or the
     /// undelivered hook); false if the channel has neither, and the value is still the caller's
     /// (to free). Any thread.
-    pub fn dropOffered(ch: *Channel, elem: [*]const u8) bool {
+    /// Refused once the destroy sealed the channel (`seal`) when its hook would take it (not a
+    /// descriptor with a `release` of its own): the drop then comes after the destroy, and
+    /// the value stays the caller's, nothing counted, as with a dead handle.
+    pub fn dropOffered(ch: *Channel, elem: [*]const u8) Offered {
         ch.lock();
         defer ch.unlock();
-        const taken = ch.on_undelivered != null or
-            (ch.zero_copy and descriptorAt(elem).release != null);
+        const released = ch.zero_copy and descriptorAt(elem).release != null;
+        if (ch.tx.sealed and !released) return .refused;
+        const taken = ch.on_undelivered != null or released;
         ch.undelivered(elem);
-        return taken;
+        return if (taken) .taken else .untaken;
     }
+
+    /// What `dropOffered` did with a value.
+    pub const Offered = enum { taken, untaken, refused };
 
     /// Gives back a value received on behalf of a party that can no longer take it (an isolate
     /// that died with the record on its ring). It was taken before every value buffered now, so

@@ -24,6 +24,9 @@ fn freeChannel(ch: *Channel, _: std.mem.Allocator) void {
 
 fn retireChannel(ch: *Channel) void {
     _ = ch.cancel();
+    // After the cancel's drops, under the table's reference: a drop by a call that looked the
+    // channel up before the destroy and comes after it finds the hook sealed (`Channel.seal`).
+    _ = ch.seal();
 }
 
 fn freeToken(t: *channel.Token, allocator: std.mem.Allocator) void {
