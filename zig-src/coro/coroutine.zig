@@ -154,6 +154,9 @@ pub const Coroutine = struct {
     word: std.atomic.Value(u64),
     exit: Exit,
     fp_control: bool,
+    /// Counted as finished by its scheduler already (`Scheduler.countFinishedNow`), before its
+    /// entry returned: its worker does not count it again. False in a new coroutine.
+    finish_counted: bool,
     entry: EntryFn,
     arg: ?*anyopaque,
     stack: Stack,
@@ -217,6 +220,7 @@ pub const Coroutine = struct {
         co.switch_fn = if (options.fp_control) sw.switch_fp else sw.switch_plain;
         co.exit = .none;
         co.fp_control = options.fp_control;
+        co.finish_counted = false;
         co.entry = entry;
         co.arg = arg;
         co.stack = stack;

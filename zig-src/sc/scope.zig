@@ -415,6 +415,10 @@ pub const Scope = struct {
         l.entry(l.arg);
         coroutine.popCleanup(&l.guard); // pushed by `guardChild`; every later one was popped
         s.recycle(l);
+        // Out of the scheduler's live count before the scope's: a waiter that sees the scope
+        // done (kc_scope_wait, a TypeScript scope) and then reads kc_sched_info's live count
+        // counted this child there still, its worker counting it out only after it returned.
+        Scheduler.countFinishedNow();
         s.childDone();
     }
 
@@ -799,6 +803,38 @@ test "watch returns when the scope is cancelled or its last child finishes" {
     try testing.expect(parent.cancel());
     try testing.expectEqual(Scope.WatchResult.cancelled, try child.watch(far));
     try child.waitAll(far);
+}
+
+test "a child is out of its scheduler's live count by the time a waiter sees its scope done" {
+    // The worker counts a finished coroutine out after its entry returned, which for a scope's
+    // child comes after the scope's `live` dropped: held there (the hook), a waiter that saw
+    // the scope done read the child as live (kc_sched_info: a TypeScript `coroutineScope`
+    // resolved, then `runtime().stats().live` counted its native child).
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    defer sched.shutdown(.cancel);
+    const S = struct {
+        var checked = std.atomic.Value(bool).init(false);
+        fn child(_: ?*anyopaque) callconv(.c) void {}
+        /// Holds the worker until the waiter looked (bounded: it proceeds after 2 s).
+        fn hold() void {
+            scheduler.test_hooks.before_count_out = null; // once
+            const give_up = scheduler.monotonicNs() + 2 * std.time.ns_per_s;
+            while (!checked.load(.acquire) and scheduler.monotonicNs() < give_up) std.Thread.yield() catch {};
+        }
+    };
+    scheduler.test_hooks.before_count_out = S.hold;
+    defer scheduler.test_hooks.before_count_out = null;
+    const scope = try Scope.create(testing.allocator, &sched, null);
+    defer scope.release();
+    _ = try scope.launch(S.child, null, .{});
+    try scope.waitAll(scheduler.monotonicNs() + 10 * std.time.ns_per_s);
+    const live = sched.liveCount();
+    S.checked.store(true, .release); // pairs with the hook's acquire load
+    try testing.expectEqual(@as(u64, 0), live);
 }
 
 test "a scope waits for its descendants: a child scope's coroutines count in its parent" {

@@ -165,6 +165,9 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     after_disarm: ?*const fn () void = null,
     /// In `drainUntil`, counted in `drainers`, before it looks at the state.
     drain_counted: ?*const fn () void = null,
+    /// In `Worker.run`, once a coroutine finished there, before the worker counts it out of
+    /// `liveCount` (unless it counted itself out: `countFinishedNow`).
+    before_count_out: ?*const fn () void = null,
 } else struct {} = .{};
 
 /// The worker running this thread. Coroutine code must read it through here, never cache it:
@@ -404,8 +407,10 @@ const Worker = struct {
             .finished => {
                 if (s.finish_hook) |hook| hook(co);
                 co.setContext(ctx_mod.empty);
+                const counted = co.finish_counted; // read before its stack (where it lives) goes
                 w.releaseStack(co.stack);
-                bump(&w.finished);
+                if (@import("builtin").is_test) if (test_hooks.before_count_out) |f| f();
+                if (!counted) bump(&w.finished);
                 w.busyDone();
             },
             .created, .running => unreachable, // resume never returns these
@@ -1188,11 +1193,32 @@ pub const Scheduler = struct {
         return false;
     }
 
-    /// Coroutines spawned and not finished (a snapshot; exact when nothing runs).
+    /// Coroutines spawned and not finished (a snapshot; exact when nothing runs). One that
+    /// tells others it ended (a scope's child, `countFinishedNow`) is counted out before they
+    /// can learn it: whoever saw its end sees it gone from here too.
     pub fn liveCount(s: *Scheduler) u64 {
         var n = s.live.load(.monotonic);
         for (s.workers) |*w| n +%= w.spawned.load(.monotonic) -% w.finished.load(.monotonic);
         return n;
+    }
+
+    /// Called by a coroutine of a scheduler as the last thing it does that others can see,
+    /// right before it tells them it ended (a scope's child, before its scope's `live` drops,
+    /// which a waiter of the scope, a TypeScript `coroutineScope` among them, acts on): counts
+    /// it finished now, so that `liveCount` no longer counts it by the time anyone learns of
+    /// its end. Its worker, which counts a coroutine out after its entry returned, then does
+    /// not count it again. The coroutine must not park after this (it would be counted out
+    /// while it could still run); nothing for code that is not a scheduled coroutine. One
+    /// owner-written store on the worker's own counter, as the worker's count is.
+    pub fn countFinishedNow() void {
+        const co = coroutine.current() orelse return;
+        const w = thisWorker() orelse return;
+        if (co.owner != @as(?*anyopaque, w.sched)) return; // a hand-driven one resumed here
+        assert(!co.finish_counted);
+        co.finish_counted = true;
+        // Monotonic (`bump`): the caller's next step publishes it (the scope's seq_cst
+        // decrement of `live`, which a waiter reads with acquire before it reads the counters).
+        bump(&w.finished);
     }
 
     /// Worker threads (`Options.workers`, one per CPU if that was 0).
