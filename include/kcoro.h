@@ -451,8 +451,10 @@ int32_t kc_pool_views(uint32_t **out);
  * moves the oldest kept value into out: 1, or 0 when none is left (works after destroy too). The
  * list is kept for the calling thread: when it ends, a channel that lives on stops keeping (a
  * zero-copy one frees what it drops, as with kc_chan_free_undelivered) and what it kept is freed
- * (not so for a call from a coroutine: kept until the channel ends). KC_ENOMEM if the thread's
- * record could not grow. */
+ * (not so for a call from a coroutine: kept until the channel ends). The destroy seals the list
+ * once its cancel dropped what the channel held (ABI 22): take it after the destroy, and nothing
+ * comes later (a late drop on another thread is refused, kc_chan_drop, or freed and counted,
+ * kc_undelivered_lost). KC_ENOMEM if the thread's record could not grow. */
 int32_t kc_chan_keep_undelivered(uint32_t handle);
 int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size);
 /* Frees the buffer of every descriptor the zero-copy channel drops without a release of its own

@@ -2650,7 +2650,9 @@ fn keepUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
 /// int32_t kc_chan_keep_undelivered(uint32_t handle): from now on every value the channel
 /// drops (cancel, destroy, drop policies; for zero-copy channels the descriptors without a
 /// release of their own) is kept, in order, for kc_chan_take_undelivered, even after destroy.
-/// Replaces any kc_chan_on_undelivered hook.
+/// Replaces any kc_chan_on_undelivered hook. The destroy seals the list after its cancel
+/// (`Channel.seal`): a drop after it never lands there (`lateUndelivered`, kc_chan_drop's
+/// KC_EBADH), so a take after the destroy is the last one needed.
 ///
 /// The list is for the calling thread's host: when that thread ends (a Worker's isolate, also a
 /// terminated one), the channel, if it lives on, keeps nothing more (a zero-copy channel frees

@@ -1397,12 +1397,12 @@ pub const Channel = struct {
 
     /// A value meant for this channel that will never be sent (a host's send that a cancel failed
     /// before it was queued), handed over by its sender: it goes where every dropped value goes
-    /// and counts as dropped. True if something took it (a descriptor's own `release`, or the
-    /// undelivered hook); false if the channel has neither, and the value is still the caller's
-    /// (to free). Any thread.
-    /// Refused once the destroy sealed the channel (`seal`) when its hook would take it (not a
-    /// descriptor with a `release` of its own): the drop then comes after the destroy, and
-    /// the value stays the caller's, nothing counted, as with a dead handle.
+    /// and counts as dropped. `.taken` if something took it (a descriptor's own `release`, or
+    /// the undelivered hook); `.untaken` if the channel has neither, and the value is still the
+    /// caller's (to free). Any thread. `.refused` once the destroy sealed the channel (`seal`)
+    /// when its hook would take it (not a descriptor with a `release` of its own): the drop then
+    /// comes after the destroy, and the value stays the caller's, nothing counted, as with a
+    /// dead handle.
     pub fn dropOffered(ch: *Channel, elem: [*]const u8) Offered {
         ch.lock();
         defer ch.unlock();
