@@ -941,6 +941,15 @@ const ERROR_CLASSES: readonly { prototype: Error }[] = [
 const CAUSE_CHAIN = 16;
 
 /**
+ * How many Errors down a cause's `cause` chain `node:v8` is given to copy as they are. Its
+ * serializer recurses once per Error: a chain of ~10,000 overflowed the stack, and Deno printed a
+ * "Failed to create JsStackFrame" warning for each frame of the RangeError (twice per cause: the
+ * stand-in tried the rest of the chain again). A longer chain crosses as its stand-in, whose
+ * `CAUSE_CHAIN` Errors are followed by a string saying how deep it was (`standIn`).
+ */
+const CAUSE_DEPTH = 1_000;
+
+/**
  * @ignore A close cause as bytes other isolates can read (kc_chan_close_cause): a kind byte
  * (1 packed, 2 node:v8, 3 an Error, 4 an Error whose `cause` chain holds more) and the
  * encoding. Kinds 3 and 4 describe each Error down the chain (kind 3: the cause alone; kind 4: a
@@ -959,33 +968,45 @@ const CAUSE_CHAIN = 16;
  * cancellation, and so does a subclass of the caller's own (its brand is inherited).
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
-  const exact = messagesOwn(cause) ? encodeExact(cause) : null;
+  const exact = ownData(cause) ? encodeExact(cause) : null;
   return exact ?? encodeExact(standIn(cause, 0));
 }
 
 /**
- * Whether every Error down `cause`'s chain (as `errorHeads` walks it) carries its message as
- * its own data property, the only one node:v8 copies. A DOMException's comes from its class (a
- * getter): it crossed with an empty message (`AbortSignal.timeout()`'s reason arrived as a
- * TimeoutError saying ""), so such a chain goes as its stand-in, whose messages are its own.
- * True when reading it throws: `encodeExact` and the stand-in see to that.
+ * Whether every Error down `cause`'s chain (as `errorHeads` walks it, `CAUSE_DEPTH` deep at
+ * most) carries its message and its cause as its own data properties, the only ones node:v8
+ * copies. A DOMException's message comes from its class (a getter): it crossed with an empty
+ * message (`AbortSignal.timeout()`'s reason arrived as a TimeoutError saying ""); a `cause` that
+ * is a getter (an Error class's `get cause()`) crossed as no cause at all, the rest of the chain
+ * lost. Such a chain goes as its stand-in, whose messages and causes are its own, and so does
+ * one deeper than `CAUSE_DEPTH`. True when reading it throws: `encodeExact` and the stand-in
+ * see to that.
  */
-function messagesOwn(cause: unknown): boolean {
+function ownData(cause: unknown): boolean {
   const seen = new Set<unknown>();
   try {
-    for (
-      let e = cause;
-      e instanceof Error && !seen.has(e) && seen.size < CAUSE_CHAIN;
-      e = e.cause
-    ) {
+    for (let e = cause; e instanceof Error && !seen.has(e); e = e.cause) {
+      if (seen.size === CAUSE_DEPTH) return false;
       seen.add(e);
       const own = Object.getOwnPropertyDescriptor(e, "message");
       if ((own === undefined || !("value" in own)) && String(e.message) !== "") return false;
+      const inner = Object.getOwnPropertyDescriptor(e, "cause");
+      if ((inner === undefined || !("value" in inner)) && "cause" in e) return false;
     }
   } catch {
     // A hostile Error down the chain: as it is.
   }
   return true;
+}
+
+/** Whether `cause`'s chain holds more than `CAUSE_DEPTH` Errors (a cycle counts each once). */
+function tooDeep(cause: unknown): boolean {
+  const seen = new Set<unknown>();
+  for (let e = cause; e instanceof Error && !seen.has(e); e = e.cause) {
+    if (seen.size === CAUSE_DEPTH) return true;
+    seen.add(e);
+  }
+  return false;
 }
 
 /** What a cause that cannot be copied, or the part of one that cannot, says instead. */
@@ -1019,21 +1040,35 @@ function standIn(cause: unknown, depth: number): unknown {
     });
     // Its stack when it has one (a string, as node:v8 copies it); else none, as the Error
     // itself crosses: the copy's own (standIn's, in this module) read as where it was thrown.
+    // Own data properties, defined, not assigned: with the class's prototype, an assignment
+    // meets a getter of the class's (`get cause()`, `get stack()`) and throws when it has no
+    // setter, and such a cause became an Error saying reading it threw. node:v8 copies only
+    // own data properties.
     const stack = cause.stack;
-    if (typeof stack === "string") copy.stack = stack;
+    if (typeof stack === "string") ownValue(copy, "stack", stack);
     else Reflect.deleteProperty(copy, "stack");
     if ("cause" in cause) {
       const inner = cause.cause;
-      copy.cause = inner instanceof Error && depth + 1 < CAUSE_CHAIN
-        ? standIn(inner, depth + 1)
-        : encodeExact(inner) !== null
-        ? inner
-        : `${describe(inner)} (${NOT_COPIED})`;
+      ownValue(
+        copy,
+        "cause",
+        inner instanceof Error && depth + 1 < CAUSE_CHAIN
+          ? standIn(inner, depth + 1)
+          : inner instanceof Error && tooDeep(inner)
+          ? `${describe(inner)} (a cause chain over ${CAUSE_DEPTH} Errors deep: ${NOT_COPIED})`
+          : encodeExact(inner) !== null
+          ? inner
+          : `${describe(inner)} (${NOT_COPIED})`,
+      );
     }
     return copy;
   } catch {
     return new Error(`The channel's close or cancel cause ${NOT_COPIED} (reading it threw)`);
   }
+}
+
+function ownValue(target: object, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, writable: true, configurable: true });
 }
 
 /** `encodeCause` of a cause as it is: null when neither encoding can copy it. */

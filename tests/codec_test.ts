@@ -505,6 +505,86 @@ Deno.test("a DOMException whose cause cannot be copied crosses as its stand-in w
   }
 });
 
+Deno.test("an Error whose cause is its class's getter crosses with that cause, down the chain", () => {
+  // Before, node:v8 (which copies only an own data `cause`) sent such an Error with no cause,
+  // the rest of its chain lost; and where the chain went as its stand-in (a DOMException in
+  // it), the stand-in's `copy.cause = ...` met the getter, which has no setter, and threw: the
+  // whole cause became an Error saying reading it threw.
+  class Wrapped extends Error {
+    readonly #inner: unknown;
+    constructor(message: string, inner: unknown) {
+      super(message);
+      this.name = "Wrapped";
+      this.#inner = inner;
+    }
+    override get cause(): unknown {
+      return this.#inner;
+    }
+  }
+  const crossed = (cause: unknown) => {
+    const got = decodeCause(encodeCause(cause)!);
+    assert.ok(got.ok && got.cause instanceof Error);
+    return got.cause;
+  };
+  const chain = (e: unknown) => {
+    const out: unknown[] = [];
+    for (; e instanceof Error; e = e.cause) out.push([e.name, e.message]);
+    return [out, e];
+  };
+  assert.deepEqual(chain(crossed(new Wrapped("outer", new RangeError("inner")))), [
+    [["Wrapped", "outer"], ["RangeError", "inner"]],
+    undefined,
+  ]);
+  assert.deepEqual(chain(crossed(new Wrapped("outer", [1, 2]))), [[["Wrapped", "outer"]], [1, 2]]);
+  assert.deepEqual(
+    chain(crossed(new Wrapped("outer", new DOMException("user left", "AbortError")))),
+    [[["Wrapped", "outer"], ["AbortError", "user left"]], undefined],
+  );
+  assert.deepEqual(chain(crossed(new Wrapped("outer", { retry: () => 1 }))), [
+    [["Wrapped", "outer"]],
+    "[object Object] (cannot be copied to another isolate)",
+  ]);
+  // An own getter, and one inside a chain of plain Errors.
+  const own = new Error("own");
+  Object.defineProperty(own, "cause", { get: () => new TypeError("through a getter") });
+  assert.deepEqual(chain(crossed(new Error("top", { cause: own }))), [
+    [["Error", "top"], ["Error", "own"], ["TypeError", "through a getter"]],
+    undefined,
+  ]);
+});
+
+Deno.test("a very deep cause chain crosses as its first Errors and a string saying how deep it was, with no stack overflow", async () => {
+  // Before, node:v8's serializer recursed down the whole chain and overflowed the stack (twice:
+  // the stand-in tried the rest again), and Deno printed a "Failed to create JsStackFrame"
+  // warning for each frame of that RangeError.
+  const res = await evalScript(`
+    import { decodeCause, encodeCause } from "./src/codec.ts";
+    let e = new Error("leaf");
+    for (let i = 0; i < 100_000; i++) e = new Error("e" + i, { cause: e });
+    const got = decodeCause(encodeCause(e));
+    const names = [];
+    let x = got.cause;
+    for (; x instanceof Error; x = x.cause) names.push(x.message);
+    console.log(JSON.stringify({ ok: got.ok, names, rest: x }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stderr, "");
+  const out = JSON.parse(res.stdout);
+  assert.deepEqual(out.names, Array.from({ length: 16 }, (_, i) => "e" + (99_999 - i)));
+  assert.equal(
+    out.rest,
+    "[object Error] (a cause chain over 1000 Errors deep: cannot be copied to another isolate)",
+  );
+  // Up to 1,000 Errors the chain crosses as it is.
+  let e = new Error("leaf");
+  for (let i = 0; i < 998; i++) e = new Error("e" + i, { cause: e });
+  let depth = 0;
+  for (let x = decodeCause(encodeCause(e)!); x.ok && x.cause instanceof Error; depth++) {
+    x = { ok: true, cause: x.cause.cause };
+  }
+  assert.equal(depth, 999);
+});
+
 Deno.test("a DOMException's message crosses isolates (its class's getter, which node:v8 does not copy)", async () => {
   // Before, AbortSignal.timeout()'s reason reached a Worker as a TimeoutError saying "", and a
   // cancel with an AbortError lost what the AbortError said.
