@@ -118,6 +118,9 @@ const NOT_CLONEABLE = Symbol(
     "in the Worker",
 );
 
+/** The key only this module holds (Context's constructor's guard). */
+const MAKE: unique symbol = Symbol("kcoro.Context");
+
 /**
  * An immutable, persistent map from {@linkcode ContextKey}s to values. Start from
  * {@linkcode Context.empty}; `with` and `without` return new contexts and never change the one
@@ -148,7 +151,7 @@ export class Context {
    */
   readonly _notCloneable: symbol = NOT_CLONEABLE;
   /** The context with no entries. */
-  static readonly empty: Context = new Context(new Map());
+  static readonly empty: Context = new Context(MAKE, new Map());
 
   readonly #entries: ReadonlyMap<ContextKey<unknown>, unknown>;
   /**
@@ -159,9 +162,17 @@ export class Context {
   readonly #timeout: Timeout | null;
 
   private constructor(
+    key: typeof MAKE,
     entries: ReadonlyMap<ContextKey<unknown>, unknown>,
     timeout: Timeout | null = null,
   ) {
+    // Made by this class only: a `new Context()` from JavaScript (the constructor is private to
+    // the type checker only) made a context whose every read threw the engine's errors.
+    if (key !== MAKE) {
+      throw new TypeError(
+        `Cannot construct Context: use Context.empty and its with(), received ${describe(key)}`,
+      );
+    }
     this.#entries = entries;
     this.#timeout = timeout;
     Object.freeze(this);
@@ -180,7 +191,7 @@ export class Context {
   static _timed(context: Context, deadline: number, timeout: Timeout): Context {
     const entries = new Map(context.#entries);
     entries.set(Deadline, deadline);
-    return new Context(entries, timeout);
+    return new Context(MAKE, entries, timeout);
   }
 
   /**
@@ -211,7 +222,7 @@ export class Context {
       timeout = parent.#timeout;
     } else if (own.#entries.has(Deadline)) timeout = own.#timeout; // own's, the earlier live one
     else timeout = parent.#timeout; // the parent's stale one, or none at all
-    return new Context(entries, timeout);
+    return new Context(MAKE, entries, timeout);
   }
 
   /** A context with every entry of this one and `key` set to `value`; this one is unchanged. */
@@ -231,7 +242,7 @@ export class Context {
     ) return this;
     const entries = new Map(this.#entries);
     entries.set(key, value);
-    return new Context(entries, timeout);
+    return new Context(MAKE, entries, timeout);
   }
 
   /** The value under `key`, or undefined when there is none. */
@@ -253,7 +264,7 @@ export class Context {
     const entries = new Map(this.#entries);
     entries.delete(key);
     const timeout = key === Deadline ? null : this.#timeout;
-    return entries.size === 0 ? Context.empty : new Context(entries, timeout);
+    return entries.size === 0 ? Context.empty : new Context(MAKE, entries, timeout);
   }
 
   /** How many entries this context holds. */

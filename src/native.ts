@@ -60,6 +60,9 @@ interface Dropped {
   handle: number;
 }
 
+/** The key only this module's create() holds (the constructor's guard). */
+const MAKE: unique symbol = Symbol("kcoro.NativeCoroutine");
+
 /**
  * Destroys a coroutine whose object was collected without `destroy()`: it held its handle and
  * its stack (a guarded stack: two of `vm.max_map_count`'s mappings) for good, so one created per
@@ -92,7 +95,15 @@ export class NativeCoroutine implements Disposable {
   #destroyed = false;
   static readonly #u64 = new BigUint64Array(1);
 
-  private constructor(lib: Library, handle: number) {
+  private constructor(key: typeof MAKE, lib: Library, handle: number) {
+    // Made by create() only: a `new NativeCoroutine()` from JavaScript (the constructor is
+    // private to the type checker only) threw the engine's errors at its first call, and its
+    // garbage collection threw an uncaught TypeError from the finalizer (no library).
+    if (key !== MAKE) {
+      throw new TypeError(
+        `Cannot construct NativeCoroutine: use NativeCoroutine.create(), received ${describe(key)}`,
+      );
+    }
     this.#lib = lib;
     this.#handle = handle;
     droppedCoroutines.register(this, { lib, handle }, this);
@@ -159,7 +170,7 @@ export class NativeCoroutine implements Disposable {
         unwrap(hrc, "create coroutine");
       }
     }
-    return new NativeCoroutine(lib, out[0]);
+    return new NativeCoroutine(MAKE, lib, out[0]);
   }
 
   /** The native handle (for diagnostics and tests). */

@@ -156,6 +156,9 @@ const NOT_CLONEABLE = Symbol(
     "one in the Worker",
 );
 
+/** The key only this module holds (NativeScope's constructor's guard). */
+const MAKE: unique symbol = Symbol("kcoro.NativeScope");
+
 /**
  * A native scope (`kc_scope_*`): launches native coroutines as its children, cancels them all,
  * and waits for them. Make a free-standing one with {@linkcode NativeScope.create} (dispose it
@@ -190,11 +193,19 @@ export class NativeScope implements AsyncDisposable {
   #children: NativeChildren | null = null;
 
   private constructor(
+    key: typeof MAKE,
     lib: Library,
     handle: number,
     owner: JobSupport<unknown> | null,
     parent: NativeScope | null,
   ) {
+    // Made by create() (or a scope's own) only: a `new NativeScope()` from JavaScript (the
+    // constructor is private to the type checker only) threw the engine's errors at each call.
+    if (key !== MAKE) {
+      throw new TypeError(
+        `Cannot construct NativeScope: use NativeScope.create(), received ${describe(key)}`,
+      );
+    }
     this.#lib = lib;
     this.#handle = handle;
     this.#owner = owner;
@@ -268,7 +279,7 @@ export class NativeScope implements AsyncDisposable {
         unwrap(hrc, op);
       }
     }
-    const ns = new NativeScope(lib, out[0], owner, parent);
+    const ns = new NativeScope(MAKE, lib, out[0], owner, parent);
     // A free-standing scope dropped without dispose is destroyed once collected and idle, as a
     // dropped Channel is: 80,000 such scopes held 40 MB and counted towards the handle table's
     // limit for good. An owned one goes with its owner.

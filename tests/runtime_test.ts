@@ -2,8 +2,11 @@ import assert from "node:assert/strict";
 import {
   Channel,
   codecs,
+  Context,
   KcoroError,
   library,
+  NativeCoroutine,
+  NativeScope,
   resolveNative,
   Runtime,
   runtime,
@@ -154,6 +157,42 @@ Deno.test("runtime: a Runtime is made by runtime() only: new Runtime(...) is a n
       (e) => e instanceof TypeError && /^Cannot construct Runtime: use runtime\(\)/.test(e.message),
     );
   }
+});
+
+Deno.test("NativeCoroutine, NativeScope and Context are made by their factories only: a constructor call is a named TypeError", async () => {
+  // Their constructors are private to the type checker only. Before, JavaScript's
+  // `new NativeScope()` made an object whose every call threw the engine's "Cannot read
+  // properties of undefined (reading 'symbols')", a `new Context()` one whose reads threw, and a
+  // `new NativeCoroutine()` one whose garbage collection threw an uncaught TypeError from its
+  // finalizer.
+  const made: [string, new (...a: unknown[]) => unknown, RegExp][] = [
+    ["NativeCoroutine", NativeCoroutine as never, /use NativeCoroutine\.create\(\)/],
+    ["NativeScope", NativeScope as never, /use NativeScope\.create\(\)/],
+    ["Context", Context as never, /use Context\.empty and its with\(\)/],
+  ];
+  for (const [name, C, how] of made) {
+    for (const key of [undefined, {}, Symbol(`kcoro.${name}`)]) {
+      assert.throws(
+        () => new C(key, library(), 1, null, null),
+        (e) =>
+          e instanceof TypeError && e.message.startsWith(`Cannot construct ${name}: `) &&
+          how.test(e.message) && e.message.includes(", received "),
+      );
+    }
+  }
+  // The finalizer of one made so (collected in a child process, which must end cleanly).
+  const res = await evalScript(
+    `
+    import { NativeCoroutine } from "./mod.ts";
+    try { new NativeCoroutine(); } catch {}
+    for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 10)); }
+    console.log("done");
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout, "done\n");
+  assert.equal(res.stderr, "");
 });
 
 Deno.test("runtime: cells(values) stores the values it checked, each read once", () => {
