@@ -47,6 +47,7 @@ import {
 } from "./errors.ts";
 import {
   bytesLength,
+  decodeUtf8,
   isDetached,
   pack,
   packed,
@@ -172,9 +173,25 @@ const T_STRING = 16, T_BYTES = 17, T_STRUCTURED = 18, T_PACKED = 19;
 const I64_MIN = -(2n ** 63n), I64_MAX = 2n ** 63n - 1n, U64_MAX = 2n ** 64n - 1n;
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-/** One function for every string receive (a closure per call would be made each time). */
-const decodeText = (b: Uint8Array): string => decoder.decode(b);
+/**
+ * One function per codec for every string receive (a closure per call would be made each
+ * time). Past the engine's longest string a CodecError, not its RangeError (C code's bytes: a
+ * string sent from JavaScript decodes, `decodeUtf8`).
+ */
+const decodeText = (codec: string) => (b: Uint8Array): string => {
+  try {
+    return decodeUtf8(b);
+  } catch (e) {
+    throw new CodecError(
+      codec,
+      `Cannot receive: the string's UTF-8 bytes make a longer string than the engine holds (${
+        e instanceof Error ? e.message : String(e)
+      }), received ${b.length} bytes`,
+      { cause: e },
+    );
+  }
+};
+const decodeString = decodeText("string"), decodeDefault = decodeText("default");
 
 /**
  * An isolate's ArrayBuffer over one chunk of the library's buffer pool (`kc_pool_info`), and
@@ -1550,7 +1567,7 @@ const string: Codec<string> = {
       return slot.u32[2] === T_EMPTY_STRING ? "" : foreign(slot, sym, "string");
     }
     if (slot.u32[6] !== T_STRING) return foreign(slot, sym, "string");
-    return withBytes(slot, sym, decodeText);
+    return withBytes(slot, sym, decodeString);
   },
   discard: freeSlot,
   pass: checkString,
@@ -1639,7 +1656,7 @@ const tagged: Codec<unknown> = {
     }
     switch (slot.u32[6]) {
       case T_STRING:
-        return withBytes(slot, sym, decodeText);
+        return withBytes(slot, sym, decodeDefault);
       case T_BYTES:
         return receiveBytes(slot, sym);
       case T_STRUCTURED:

@@ -125,6 +125,31 @@ const ids = new Map<object, number>();
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/**
+ * The most bytes one `TextDecoder.decode` call takes: V8's longest string (2^29 - 24 units on
+ * 64-bit), which Deno's decode checks the input's byte length against ("buffer exceeds maximum
+ * length"). A string of two-byte UTF-8 characters half that long encodes to more.
+ */
+const DECODE_MAX = 2 ** 29 - 24;
+
+/**
+ * @ignore UTF-8 bytes as a string, in pieces of `DECODE_MAX` when there are more (a streaming
+ * decoder joins a character split between two). Before, a string whose UTF-8 encoding was longer
+ * than that (268,435,445 "é"s: 536,870,890 bytes) was sent, and every receive of it threw the
+ * engine's TypeError, the value lost; a local channel's structured value holding one failed its
+ * send so. Bytes that decode to a longer string than the engine holds (C code's) throw its
+ * RangeError, which the caller names.
+ */
+export function decodeUtf8(b: Uint8Array): string {
+  if (b.length <= DECODE_MAX) return decoder.decode(b);
+  const pieces = new TextDecoder();
+  let s = "";
+  for (let at = 0; at < b.length; at += DECODE_MAX) {
+    s += pieces.decode(b.subarray(at, at + DECODE_MAX), { stream: at + DECODE_MAX < b.length });
+  }
+  return s;
+}
+
 function room(n: number): void {
   if (pos + n <= buf.length) return;
   const bigger = new Uint8Array(Math.max(2 * buf.length, pos + n));
@@ -476,7 +501,7 @@ function getText(): string {
     for (let i = 0; i < len; i++) high |= b[at + i];
     if (high < 0x80) return ascii(b, at, len);
   }
-  return decoder.decode(rbuf.subarray(at, at + len));
+  return decodeUtf8(rbuf.subarray(at, at + len));
 }
 
 /**
