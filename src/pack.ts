@@ -138,14 +138,15 @@ const DECODE_MAX = 2 ** 29 - 24;
  * than that (268,435,445 "é"s: 536,870,890 bytes) was sent, and every receive of it threw the
  * engine's TypeError, the value lost; a local channel's structured value holding one failed its
  * send so. Bytes that decode to a longer string than the engine holds (C code's) throw its
- * RangeError, which the caller names.
+ * RangeError, which the caller names. `piece` is for tests (tests/pack_test.ts decodes in small
+ * pieces what would otherwise take a 256 MiB string).
  */
-export function decodeUtf8(b: Uint8Array): string {
-  if (b.length <= DECODE_MAX) return decoder.decode(b);
+export function decodeUtf8(b: Uint8Array, piece: number = DECODE_MAX): string {
+  if (b.length <= piece) return decoder.decode(b);
   const pieces = new TextDecoder();
   let s = "";
-  for (let at = 0; at < b.length; at += DECODE_MAX) {
-    s += pieces.decode(b.subarray(at, at + DECODE_MAX), { stream: at + DECODE_MAX < b.length });
+  for (let at = 0; at < b.length; at += piece) {
+    s += pieces.decode(b.subarray(at, at + piece), { stream: at + piece < b.length });
   }
   return s;
 }

@@ -1,7 +1,7 @@
 // The packed encoding of plain data (src/pack.ts): what it copies matches structured clone,
 // references stay shared, anything else is left to node:v8, and malformed bytes are errors.
 import assert from "node:assert/strict";
-import { pack, packed, unpack } from "../src/pack.ts";
+import { decodeUtf8, pack, packed, unpack } from "../src/pack.ts";
 import { Channel, CodecError, codecs, library } from "../mod.ts";
 import { evalScript, prng } from "./support.ts";
 
@@ -380,6 +380,31 @@ Deno.test("unpack: keys that Object.prototype has become data properties, not as
     if (got !== '[["toString",3],["valueOf",4],["plain",5]]') throw new Error(got);
   `);
   assert.equal(res.code, 0, res.stderr);
+});
+
+Deno.test("decodeUtf8: bytes longer than one TextDecoder call takes decode in pieces, characters split between two joined", () => {
+  // Deno's TextDecoder.decode refuses more bytes than V8's longest string (2^29 - 24): a string
+  // of two-byte characters half that long encodes to more, and every receive of it threw the
+  // engine's TypeError, the value lost (codecs.string, the default codec, packed strings all
+  // decode through decodeUtf8). Here the pieces are small, so that 1-, 2-, 3- and 4-byte
+  // characters fall across every boundary without a 256 MiB string.
+  const chars = ["a", "\u00e9", "\u20ac", "\u{1F600}"];
+  const rand = prng(0x5EED_0008);
+  const encoder = new TextEncoder();
+  for (let round = 0; round < 200; round++) {
+    let s = "";
+    const n = 1 + Math.floor(rand() * 300);
+    for (let i = 0; i < n; i++) s += chars[Math.floor(rand() * chars.length)];
+    const bytes = encoder.encode(s);
+    for (const piece of [1, 2, 3, 5, 7, 64]) {
+      assert.equal(decodeUtf8(bytes, piece), s, `round ${round}, pieces of ${piece} bytes`);
+    }
+  }
+  // Malformed bytes decode as one TextDecoder would, replacement characters included.
+  const bad = new Uint8Array([0x61, 0xe2, 0x82, 0x62, 0xff, 0xf0, 0x9f]);
+  for (const piece of [1, 2, 3]) {
+    assert.equal(decodeUtf8(bad, piece), new TextDecoder().decode(bad), `pieces of ${piece}`);
+  }
 });
 
 Deno.test("pack: seeded random data matches structured clone (seeds 1..300)", () => {
