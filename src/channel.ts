@@ -947,6 +947,12 @@ function waiting(q: WaitQueue): Waiter[] {
   return list;
 }
 
+/** Whether a waiter of `q` is queued natively (not completed there yet). */
+function anyQueued(q: WaitQueue): boolean {
+  for (let w = q.first; w !== null; w = w.next) if (w.state === QUEUED) return true;
+  return false;
+}
+
 /** Queues natively every waiter of `q` still waiting in JavaScript, oldest first. */
 function flushAll(q: WaitQueue): void {
   for (const w of waiting(q)) w.flush(); // only those still in JavaScript (LOCAL) queue
@@ -2172,6 +2178,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       flushAll(s.receivers);
       return EMPTY;
     }
+    if (this.#capacity === 0 && this.#receiverMayWaitNatively(sym) && !anyQueued(s.receivers)) {
+      // A rendezvous whose blocked byte says a receiver is queued natively, and none of this
+      // isolate's is: another thread's or isolate's, queued before these receivers began waiting
+      // in JavaScript (one waits here only within the turn it began), so ahead of them. They
+      // queue natively behind it, and the native try-send meets it. Before, the send handed the
+      // value to this isolate's receiver, past one that waited longer (the mirror of `#poll`'s
+      // rendezvous rule, seed 547's). With the byte set (no receiver queued natively) they meet
+      // here, with no call. Where a receiver of this isolate is queued natively too (an earlier
+      // turn's) it is withdrawn and handed the value as before: the byte cannot say whether
+      // another's is ahead of it, and a native completion of it would let an abort in the same
+      // turn take the value back from a send that resolved (README's abort paragraph).
+      flushAll(s.receivers);
+      return EMPTY;
+    }
     // A buffer may hold values sent (from elsewhere) since these receivers began waiting in
     // JavaScript: those come first. A rendezvous channel has none to offer.
     if (this.#capacity !== 0 && this.#mayReceive(sym)) pump(s.receivers, sym);
@@ -2617,6 +2637,23 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #mapReady(sym: Sym): Uint8Array | null {
     if (++this.#unmappedUses !== MAP_AFTER) return null;
+    return this.#map(sym);
+  }
+
+  /**
+   * A rendezvous send meeting receivers of this isolate that wait in JavaScript: false when the
+   * blocked byte says no receiver was queued natively at some moment since it was written (so
+   * none is ahead of them), true when one may be (or the byte cannot be read: the native
+   * try-send then decides). Maps the bytes now if not yet (`#map`): a same-turn hand-off before
+   * the `MAP_AFTER`th use would otherwise cost the receivers a native queueing each.
+   */
+  #receiverMayWaitNatively(sym: Sym): boolean {
+    const ready = this.#ready ?? this.#map(sym);
+    return ready === null || this.#blocked![0] === 0 || this.#word![0] !== this.#handle;
+  }
+
+  /** Maps the bytes (see `#mapReady`): the ready byte, or null if they cannot be. */
+  #map(sym: Sym): Uint8Array | null {
     // Never once a dispose began, the library closed (see `#at`) or an owner learnt native code
     // destroyed the channel (`#noCalls`): that stays so.
     if (this.#disposing || this.#noCalls || !this.#lib.isOpen) return null;

@@ -3760,3 +3760,43 @@ Deno.test("a value given back to a rendezvous channel is received before a send 
     }
   }
 });
+
+/** The byte at `p` (a channel's ready or blocked byte), read as another thread left it. */
+function flagByte(p: Deno.PointerValue): number {
+  assert.ok(p !== null, "the channel's flag byte");
+  return new Deno.UnsafePointerView(p).getUint8();
+}
+
+Deno.test("a rendezvous send reaches a receiver queued natively on another thread before a receive of this isolate began waiting in JavaScript", async () => {
+  // DESIGN.md section 5: FIFO per channel, waiters included (Kotlin's channels are fair). A
+  // send of this isolate handed the value to its own receive waiting in JavaScript, past a
+  // native coroutine's receive queued before it began: the mirror of the receive side's rule
+  // (seed 547's commit). A receive of this isolate queued natively in an earlier turn is handed
+  // the value as before (README's order bullet): not tested here as an order.
+  const sym = library().symbols("test");
+  for (const how of ["trySend", "send", "trySendMany"] as const) {
+    for (const fresh of [true, false]) {
+      const what = `${how}, ${fresh ? "a fresh channel" : "flags mapped"}`;
+      using ch = new Channel<bigint>("rendezvous", { codec: codecs.u64 });
+      if (!fresh) { // used past MAP_AFTER: the try-paths read the mapped flags
+        for (let i = 0; i < 20; i++) assert.deepEqual(ch.trySend(0n), { state: "full" }, what);
+      }
+      const cells = runtime().cells([BigInt(ch.handle), 0n, 0n]);
+      runtime().spawn("receiver", cells); // receives one value on a scheduler thread
+      // Queued natively: a rendezvous's blocked byte clears once a receiver waits there.
+      const blocked = sym.kc_chan_blocked_flag(ch.handle);
+      await until(() => flagByte(blocked) === 0, `${what}: the native receiver queued`);
+      const local = ch.receive(); // waits in JavaScript
+      if (how === "trySend") assert.deepEqual(ch.trySend(1n), { state: "ok" }, what);
+      else if (how === "send") await ch.send(1n);
+      else assert.deepEqual(ch.trySendMany([1n]), { state: "ok", sent: 1 }, what);
+      assert.equal(await settled(local), false, `${what}: the local receive took the value`);
+      await until(() => cells[1] === 1n, `${what}: the native receiver's value`, 5_000);
+      assert.equal(cells[2], 0n, what);
+      assert.deepEqual(ch.trySend(2n), { state: "ok" }, what); // then the local receive's turn
+      assert.equal(await local, 2n, `${what}: then the local receive`);
+      const m = ch.metrics();
+      assert.deepEqual([m.sends, m.receives, m.dropped], [2, 2, 0], what);
+    }
+  }
+});
