@@ -3800,3 +3800,38 @@ Deno.test("a rendezvous send reaches a receiver queued natively on another threa
     }
   }
 });
+
+Deno.test("a rendezvous receive takes a sender queued natively on another thread before a send of this isolate began waiting, in JavaScript or queued natively", async () => {
+  // The receive side of the test above (seed 547's fix, 'a value given back ...' above, tested
+  // it with a value given back; this is another thread's sender).
+  const sym = library().symbols("test");
+  const bridge = Bridge.of(library());
+  for (const queued of [false, true]) {
+    for (const how of ["tryReceive", "tryReceiveMany", "receive"] as const) {
+      const what = `the local send ${queued ? "queued natively" : "in JavaScript"}, ${how}`;
+      using ch = new Channel<bigint>("rendezvous", { codec: codecs.u64 });
+      const cells = runtime().cells([BigInt(ch.handle), 7n, 1n, 0n, 0n]);
+      runtime().spawn("chanSender", cells); // sends 7 on a scheduler thread
+      // Queued natively: a rendezvous's ready byte sets once a sender waits there.
+      const ready = sym.kc_chan_ready_flag(ch.handle, null);
+      await until(() => flagByte(ready) !== 0, `${what}: the native sender queued`);
+      const before = bridge.pending;
+      const later = ch.send(19n);
+      if (queued) await until(() => bridge.pending > before, `${what}: the send queued`);
+      const first = how === "tryReceive"
+        ? ch.tryReceive()
+        : how === "tryReceiveMany"
+        ? ch.tryReceiveMany(1)
+        : { state: "ok", value: await ch.receive() };
+      assert.deepEqual(
+        first,
+        how === "tryReceiveMany" ? { state: "ok", values: [7n] } : { state: "ok", value: 7n },
+        `${what}: the native sender's value first`,
+      );
+      await until(() => cells[4] === 1n, `${what}: the native sender's end`, 5_000);
+      assert.equal(cells[3], 1n, what);
+      assert.equal(await ch.receive(), 19n, `${what}: then the local send's`);
+      await later;
+    }
+  }
+});
