@@ -9,7 +9,12 @@
 // the for-await iterator, values() and values({ signal }) with next() and return(), selects of
 // send, receive and receiveCatching clauses (biased or unbiased, with onTimeout(0) or, for one
 // that waits, onTimeout(1), and a signal), aborts, pre-aborted signals, close and cancel with
-// and without causes, values a codec cannot carry. Seeded random operations go to both; after
+// and without causes, values a codec cannot carry; and, at the start of a turn, another
+// thread's operation on a native codecs.f64 channel through the C ABI (a try-send, a
+// try-receive, or a send or receive queued on a ring of the test's own, as a Worker's waits
+// queue: `Run.foreign`), so that waiters of this isolate and of another meet in one native
+// queue (README's order bullet: FIFO across them, where the channel's bytes can tell; the
+// model says where they cannot, `MChan.offer`). Seeded random operations go to both; after
 // each batch of operations (one turn of the event loop) the test drains microtasks and
 // macrotasks in a bounded loop until every operation the model settled has settled for real
 // (no sleeps), then compares outcomes, values, errors, onUndeliveredElement calls,
@@ -41,8 +46,10 @@ import {
   CodecError,
   codecs,
   InvalidHandleError,
+  library,
   type Overflow,
   select,
+  Status,
   TimeoutError,
 } from "../mod.ts";
 import { prng } from "./support.ts";
@@ -121,11 +128,18 @@ interface MOp {
   isSelect: boolean;
   done: boolean;
   outcome?: Outcome;
+  /** Another thread's operation (`Run.foreign`): queued natively from the start. */
+  foreign?: boolean;
 }
 
 interface Entry {
   op: MOp;
   clause: number;
+  /**
+   * This isolate's wait, queued natively: at the end of the turn it began in (`Run.check`), or
+   * earlier when a send made it queue (`MChan.offer`), a select, close or cancel.
+   */
+  queued?: boolean;
 }
 
 class MChan {
@@ -255,16 +269,31 @@ class MChan {
    * Offers a value to an open channel: false if it is full (suspend). `viaSelect`: a select's
    * send clause offers it (natively).
    */
-  offer(v: number, viaSelect = false): boolean {
-    const r = this.live(this.receivers);
+  offer(v: number, viaSelect = false, foreign = false): boolean {
+    let r = this.live(this.receivers);
     if (r !== undefined) {
-      this.receivers.shift();
+      if (
+        !viaSelect && !foreign && this.selects.size === 0 && this.cap === 0 && this.native &&
+        this.receivers.some((e) => !e.op.done && e.op.foreign)
+      ) {
+        // A rendezvous send of this isolate with another thread's receive queued natively
+        // (README's order bullet): with a receive of this isolate queued natively too, the
+        // oldest of this isolate's is handed the value (the channel's blocked byte cannot tell
+        // whose is first); with none, this isolate's receives waiting in JavaScript queue
+        // natively behind the other thread's, which the native send meets (in order: they
+        // began this turn, after it queued).
+        r = this.receivers.find((e) => !e.op.done && !e.op.foreign && e.queued) ??
+          (this.queueAll(), r);
+      } else if (!viaSelect && !foreign && this.selects.size > 0) this.queueAll();
+      this.receivers.splice(this.receivers.indexOf(r), 1);
       this.sent(v);
       this.received(v);
       this.handoffs++;
       // A select waits natively, and so does every receive of this isolate while a select is
-      // queued on the channel (or when a select's clause meets it): completed natively.
-      if (viaSelect || r.op.isSelect || this.selects.size > 0) {
+      // queued on the channel (or when a select's clause meets it, or another thread's send,
+      // or this isolate's send that found another thread's receive queued first): completed
+      // natively.
+      if (viaSelect || r.op.isSelect || this.selects.size > 0 || foreign) {
         nativeDone.set(r.op, { ch: this, value: v });
       }
       complete(r, { ok: true, value: receivedAs(r.op.clauses[r.clause].kind, v) });
@@ -291,6 +320,11 @@ class MChan {
     return false;
   }
 
+  /** This isolate's waits on the channel queue natively (the runtime's `flushAll`). */
+  queueAll(): void {
+    for (const e of [...this.senders, ...this.receivers]) e.queued = true;
+  }
+
   /** An operation that found the channel closed: a cancelled failure if it was cancelled. */
   failClosed(): void {
     if (this.cancelled) this.cancelledFails++;
@@ -305,6 +339,7 @@ class MChan {
 
   close(cause: unknown, given: boolean): boolean {
     if (this.closed) return false;
+    this.queueAll(); // senders still deliver: queued natively (README's order bullet)
     this.closed = true;
     if (given && cause !== undefined) {
       this.hasCause = true;
@@ -459,6 +494,36 @@ interface Pending {
   what: string;
   /** The channel objects it waits through (a `Channel.from` copy's dispose abandons it). */
   via: Channel<unknown>[];
+  /** Another thread's wait (`Run.foreign`): its ticket on `foreignRing`, its value's buffer. */
+  foreign?: { ticket: number; buf: Float64Array; recv: boolean };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Another thread: operations made through the C ABI on the channel's handle, as native code on
+// another thread makes them (the try-operations and the waits of another isolate's ring: a
+// Worker's, here a ring of this test's own, drained by `Run.pollForeign`).
+
+const TRY = 1;
+let foreignSym: ReturnType<ReturnType<typeof library>["symbols"]> | undefined;
+let foreignRing = 0;
+
+function foreignSymbols(): ReturnType<ReturnType<typeof library>["symbols"]> {
+  if (foreignSym === undefined) {
+    foreignSym = library().symbols("test");
+    const out = new Uint32Array(1);
+    assert.equal(foreignSym.kc_ring_create(out), 0, "the other thread's ring");
+    foreignRing = out[0];
+  }
+  return foreignSym;
+}
+
+/** What another thread's operation got: the model's outcome as a status (and value). */
+function foreignStatus(o: Outcome): number[] {
+  if (o.ok) return [0];
+  const e = o.err;
+  if ("cls" in e && e.cls === "Cancellation") return [Status.ECANCELED];
+  if ("cls" in e) return [Status.EPIPE];
+  return [Status.EPIPE, Status.ECANCELED]; // a cause: either (the native side has none)
 }
 
 interface Config {
@@ -485,6 +550,12 @@ interface Slot {
   returned: Set<Channel<unknown>>;
   /** How many of `hook`'s values were checked already. */
   hookSeen: number;
+  /**
+   * Another thread's send met its drop policy: what it dropped reaches the owner's hook later,
+   * as a copy's drops do (README: the owner's next send or receive on a dropping channel, a
+   * close or cancel seen, its dispose).
+   */
+  foreignDrops?: boolean;
   /** Its owner was disposed of (retired): no counters to read. */
   disposed?: boolean;
 }
@@ -732,9 +803,13 @@ class Run {
   givenBack: NativeDone[] = [];
   /** Selects waiting with onTimeout(1): their timers fire in the drain of the next `check`. */
   timed: MOp[] = [];
+  /** Its own generator: the other thread's operations leave the rest of a seed's draws as they were. */
+  readonly frnd: () => number;
+  readonly records = new Uint32Array(4 * 64);
 
   constructor(readonly seed: number) {
     this.rnd = prng(seed);
+    this.frnd = prng(seed * 7919 + 17);
     nativeDone = new Map();
     for (let i = 0; i < 3; i++) this.slots.push(makeSlot(randomConfig(this.rnd)));
     this.log.push(
@@ -922,7 +997,10 @@ class Run {
     const unbiased = this.rnd() < 0.25 && clauses.every((c) => !c.ch.closed) &&
       new Set(clauses.map((c) => c.ch)).size === clauses.length;
     const op = this.newOp(clauses, true);
-    for (const c of clauses) c.ch.native = true; // a select makes a local channel native
+    for (const c of clauses) {
+      c.ch.native = true; // a select makes a local channel native
+      c.ch.queueAll(); // and queues the isolate's waits there first (README's order bullet)
+    }
     const what = `select#${op.id}${unbiased ? " unbiased" : ""} [${desc.join(", ")}${
       timeout ? `, onTimeout(${delay})` : ""
     }]`;
@@ -1154,6 +1232,143 @@ class Run {
   }
 
   /**
+   * Another thread's operation at the start of a turn, on a native codecs.f64 channel, through
+   * the C ABI: a try-send or try-receive (`kc_chan_send`/`kc_chan_recv` with KC_CHAN_TRY), or a
+   * send or receive that waits (`kc_chan_send_async`/`_recv_async` on a ring of its own, as a
+   * Worker's waits are queued). At the start of a turn every wait of this isolate is queued
+   * natively (at the end of the turn it began), so the native queue's order is the model's.
+   * Waiting receives only on a rendezvous: on a buffered channel a send of this isolate still
+   * hands its value to its own receive waiting in JavaScript, past another thread's queued
+   * before it (left: the channel's bytes cannot tell that a receiver waits there).
+   */
+  foreign(): void {
+    const ok = this.slots.flatMap((s, i) =>
+      s.model.native && s.cfg.codec === "f64" && !s.disposed ? [i] : []
+    );
+    if (ok.length === 0) return;
+    const i = ok[Math.floor(this.frnd() * ok.length)];
+    const s = this.slots[i], m = s.model;
+    const sym = foreignSymbols();
+    const h = s.owner.handle;
+    const how = Math.floor(this.frnd() * 4);
+    const what = `other thread ch${i}`;
+    if (m.drop !== "none" && (how === 0 || how === 2)) s.foreignDrops = true;
+    if (how === 0) {
+      const [id] = this.value(s);
+      const rc = sym.kc_chan_send(h, new Float64Array([id]), 8, 0n, 0, TRY);
+      this.log.push(`${what} try-send(${id}) -> ${rc}`);
+      let want: number;
+      if (m.closed) {
+        m.failClosed();
+        want = m.cancelled ? Status.ECANCELED : Status.EPIPE;
+      } else if (m.offer(id, false, true)) want = 0;
+      else {
+        m.full++;
+        want = Status.EAGAIN;
+      }
+      assert.equal(rc, want, `${what} try-send(${id})`);
+      return;
+    }
+    if (how === 1) {
+      const out = new Float64Array(1);
+      const rc = sym.kc_chan_recv(h, out, 8, 0n, 0, TRY);
+      this.log.push(`${what} try-receive -> ${rc}${rc === 0 ? ` ${out[0]}` : ""}`);
+      if (m.canReceive()) {
+        const id = m.take();
+        assert.equal(rc, 0, `${what} try-receive: ok with ${id}`);
+        this.out(out[0], `received by ${what} try-receive`);
+        assert.equal(out[0], id, `${what} try-receive: FIFO`);
+      } else if (m.closed) {
+        m.failClosed();
+        assert.equal(rc, m.cancelled ? Status.ECANCELED : Status.EPIPE, `${what} try-receive`);
+      } else assert.equal(rc, Status.EAGAIN, `${what} try-receive`);
+      return;
+    }
+    if (how === 3 && m.cap !== 0) return; // see above
+    const recv = how === 3;
+    const [id] = recv ? [0] : this.value(s);
+    const op = this.newOp([{ ch: m, kind: recv ? "recv" : "send", value: recv ? undefined : id }]);
+    op.foreign = true;
+    const buf = new Float64Array([id]);
+    const ticket = new Uint32Array(1);
+    const rc = recv
+      ? sym.kc_chan_recv_async(h, buf, 8, foreignRing, ticket)
+      : sym.kc_chan_send_async(h, buf, 8, foreignRing, ticket);
+    const desc = `${what} ${recv ? "receive" : `send(${id})`}#${op.id}`;
+    this.log.push(`${desc} -> ${rc}`);
+    const e = { op, clause: 0 };
+    if (recv) {
+      if (m.canReceive()) {
+        const want = m.take();
+        assert.equal(rc, 0, `${desc}: received at once`);
+        this.out(buf[0], `received by ${desc}`);
+        assert.equal(buf[0], want, `${desc}: FIFO`);
+        return;
+      }
+      if (m.closed) {
+        m.failClosed();
+        assert.equal(rc, m.cancelled ? Status.ECANCELED : Status.EPIPE, desc);
+        return;
+      }
+      assert.equal(rc, 1, `${desc}: queued`);
+      m.receivers.push(e);
+    } else {
+      if (m.closed) {
+        m.failClosed();
+        assert.equal(rc, m.cancelled ? Status.ECANCELED : Status.EPIPE, desc);
+        return;
+      }
+      if (m.offer(id, false, true)) {
+        assert.equal(rc, 0, `${desc}: sent at once`);
+        return;
+      }
+      assert.equal(rc, 1, `${desc}: queued`);
+      m.senders.push(e);
+    }
+    const real: Real = { settled: false };
+    this.pending.push({
+      mop: op,
+      real,
+      what: desc,
+      via: [],
+      foreign: { ticket: ticket[0], buf, recv },
+    });
+  }
+
+  /** Settles the other thread's waits whose records came on its ring. */
+  pollForeign(): void {
+    if (foreignSym === undefined) return;
+    const sym = foreignSym;
+    for (;;) {
+      const n = sym.kc_ring_drain(foreignRing, this.records, 64);
+      assert.ok(n >= 0, `the other thread's ring drains (${n})`);
+      const statuses = new Int32Array(this.records.buffer);
+      for (let k = 0; k < n; k++) {
+        const ticket = this.records[4 * k], status = statuses[4 * k + 1];
+        const p = this.pending.find((p) => p.foreign?.ticket === ticket && !p.real.settled);
+        assert.ok(p !== undefined, `a record of the other thread's ticket ${ticket}`);
+        const f = p.foreign!;
+        const out = new Float64Array(1);
+        assert.equal(
+          sym.kc_ring_take(
+            foreignRing,
+            ticket,
+            f.recv && status === 0 ? out : null,
+            f.recv ? 8 : 0,
+          ),
+          0,
+          `${p.what}: taken`,
+        );
+        p.real.settled = true;
+        p.real.ok = status === 0;
+        p.real.value = status === 0 ? (f.recv ? out[0] : undefined) : status;
+        p.real.order = this.settleCount++;
+      }
+      if (n < 64) return;
+    }
+  }
+
+  /**
    * share() of a local channel in the middle of its life, now and then with a Channel.from
    * copy used from then on too: it escapes, its buffered values moving into the native channel
    * oldest first and its waiters queueing natively at the end of the turn (README: "The first
@@ -1341,7 +1556,11 @@ class Run {
       for (const op of s.model.selects) if (op.done) s.model.selects.delete(op);
     }
     const ok = await drain(
-      () => this.pending.every((p) => p.real.settled === p.mop.done) && this.hooksCaughtUp(final),
+      () => {
+        this.pollForeign();
+        return this.pending.every((p) => p.real.settled === p.mop.done) &&
+          this.hooksCaughtUp(final);
+      },
       final ? 5_000 : 2_000,
     );
     const state = () =>
@@ -1365,7 +1584,14 @@ class Run {
         continue;
       }
       try {
-        checkOutcome(p.real, p.mop.outcome!, p.what);
+        if (p.foreign !== undefined) {
+          const want = foreignStatus(p.mop.outcome!);
+          const got = p.real.ok ? 0 : p.real.value as number;
+          assert.ok(want.includes(got), `${p.what}: status ${got}, want ${want.join(" or ")}`);
+          if (p.real.ok && p.foreign.recv) {
+            checkValue(p.real.value, p.mop.outcome!.ok && p.mop.outcome!.value, p.what);
+          }
+        } else checkOutcome(p.real, p.mop.outcome!, p.what);
       } catch (e) {
         // With every operation's outcome, model and real: a mismatch often follows another's.
         throw new Error(`${e instanceof Error ? e.message : String(e)}\n${state()}`, { cause: e });
@@ -1373,13 +1599,15 @@ class Run {
       if (p.real.ok) this.noteReceived(p);
     }
     this.pending.splice(0, this.pending.length, ...still);
+    // The turn ended: this isolate's waits still pending on a native channel are queued there.
+    for (const s of [...this.slots, ...this.retired]) if (s.model.native) s.model.queueAll();
     this.slots.forEach((s, i) => checkMetrics(s, `ch${i}: metrics after the turn`));
     [...this.slots, ...this.retired].forEach((s, k) => {
       const i = k < 3 ? `${k}` : `${k - 3} (retired)`;
       const got = s.hook.map(idOf);
       for (const id of got.slice(s.hookSeen)) this.out(id, `handed to ch${i}'s hook`);
       s.hookSeen = got.length;
-      if (s.cfg.mode === "from" && !final) {
+      if ((s.cfg.mode === "from" || s.foreignDrops) && !final) {
         // A copy's drops reach the creator's hook when the creator next empties the native
         // list (README: its next send or receive on a dropping channel, a close or cancel seen,
         // its dispose), not at the copy's operation: in order, maybe later.
@@ -1411,7 +1639,8 @@ class Run {
 
   hooksCaughtUp(final: boolean): boolean {
     return [...this.slots, ...this.retired].every((s) =>
-      s.cfg.mode === "from" && !final || s.hook.length >= s.model.undelivered.length
+      (s.cfg.mode === "from" || s.foreignDrops) && !final ||
+      s.hook.length >= s.model.undelivered.length
     );
   }
 
@@ -1429,6 +1658,10 @@ class Run {
       return;
     }
     const c = p.mop.clauses[0];
+    if (p.foreign !== undefined) {
+      if (p.foreign.recv) out(v);
+      return;
+    }
     if (c.kind === "recv") out(v);
     else if (c.kind === "catch" && (v as { state: string }).state === "ok") {
       out((v as { value: unknown }).value);
@@ -1463,6 +1696,7 @@ async function runSeed(seed: number, ms: number, maxSteps: number): Promise<numb
     while (steps < maxSteps && performance.now() < deadline) {
       // A batch of operations in one turn, then the settle points.
       const n = 1 + run.int(3);
+      if (run.frnd() < 0.5) run.foreign(); // another thread's, first in the turn
       for (let k = 0; k < n && run.unbiased === undefined; k++, steps++) run.step();
       await run.check();
     }
@@ -1481,6 +1715,17 @@ async function runSeed(seed: number, ms: number, maxSteps: number): Promise<numb
   } finally {
     for (const s of [...run.slots, ...run.retired]) {
       for (const c of s.uses.toReversed()) c[Symbol.dispose]();
+    }
+    // The other thread's waits a failed seed left: withdrawn, or their records taken, so that
+    // none reaches the next seed.
+    for (const p of run.pending) {
+      if (p.foreign === undefined || p.real.settled || foreignSym === undefined) continue;
+      if (foreignSym.kc_ring_abort(foreignRing, p.foreign.ticket) === Status.EBUSY) {
+        const n = foreignSym.kc_ring_drain(foreignRing, run.records, 64);
+        for (let k = 0; k < n; k++) {
+          foreignSym.kc_ring_take(foreignRing, run.records[4 * k], null, 0);
+        }
+      }
     }
     globalThis.removeEventListener("error", onHookError);
   }
