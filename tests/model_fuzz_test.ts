@@ -12,14 +12,14 @@
 // and without causes, values a codec cannot carry; and, at the start of a turn, another
 // thread's operation on a native codecs.f64 channel through the C ABI (a try-send, a
 // try-receive, or a send or receive queued on a ring of the test's own, as a Worker's waits
-// queue: `Run.foreign`), so that waiters of this isolate and of another meet in one native
-// queue (README's order bullet: FIFO across them, where the channel's bytes can tell; the
-// model says where they cannot, `MChan.offer`). Seeded random operations go to both; after
-// each batch of operations (one turn of the event loop) the test drains microtasks and
-// macrotasks in a bounded loop until every operation the model settled has settled for real
+// queue, or a close or cancel: `Run.foreign`), so that waiters of this isolate and of another
+// meet in one native queue (README's order bullet: FIFO across them, where the channel's bytes
+// can tell; the model says where they cannot, `MChan.offer`). Seeded random operations go to
+// both; after each batch of operations (one turn of the event loop) the test drains microtasks
+// and macrotasks in a bounded loop until every operation the model settled has settled for real
 // (no sleeps), then compares outcomes, values, errors, onUndeliveredElement calls,
-// isClosedFor* and the counters. Every sent value is
-// received once or handed to the hook once, never both. Seeded (KCORO_MODEL_SEED=n for one
+// isClosedFor* and the counters. Every sent value is received once or handed to the hook once,
+// never both. Seeded (KCORO_MODEL_SEED=n for one
 // seed, a-b for a range), bounded in steps (KCORO_MODEL_STEPS, 400) and time (KCORO_MODEL_MS per
 // seed, 1,500); a failure names its seed and the operations that led to it (the last 40, or
 // KCORO_MODEL_TAIL).
@@ -1235,11 +1235,12 @@ class Run {
    * Another thread's operation at the start of a turn, on a native codecs.f64 channel, through
    * the C ABI: a try-send or try-receive (`kc_chan_send`/`kc_chan_recv` with KC_CHAN_TRY), or a
    * send or receive that waits (`kc_chan_send_async`/`_recv_async` on a ring of its own, as a
-   * Worker's waits are queued). At the start of a turn every wait of this isolate is queued
-   * natively (at the end of the turn it began), so the native queue's order is the model's.
-   * Waiting receives only on a rendezvous: on a buffered channel a send of this isolate still
-   * hands its value to its own receive waiting in JavaScript, past another thread's queued
-   * before it (left: the channel's bytes cannot tell that a receiver waits there).
+   * Worker's waits are queued), now and then a close or cancel (`kc_chan_close`/`_cancel`). At
+   * the start of a turn every wait of this isolate is queued natively (at the end of the turn it
+   * began), so the native queue's order is the model's. Waiting receives only on a rendezvous:
+   * on a buffered channel a send of this isolate still hands its value to its own receive
+   * waiting in JavaScript, past another thread's queued before it (README's order bullet: the
+   * channel's bytes cannot tell that a receiver waits there).
    */
   foreign(): void {
     const ok = this.slots.flatMap((s, i) =>
@@ -1250,8 +1251,22 @@ class Run {
     const s = this.slots[i], m = s.model;
     const sym = foreignSymbols();
     const h = s.owner.handle;
-    const how = Math.floor(this.frnd() * 4);
     const what = `other thread ch${i}`;
+    if (this.frnd() < 0.06) {
+      // Native code closes or cancels it (no cause: kc_chan_close, kc_chan_cancel). This
+      // isolate's waits, all queued natively now, fail there (a receive's completion is native:
+      // `MChan.close`), and a cancel's dropped values reach the owner's hook later, as a copy's
+      // do (README's cancel paragraph).
+      const cancel = this.frnd() < 0.5;
+      this.log.push(`${what} ${cancel ? "kc_chan_cancel" : "kc_chan_close"}`);
+      if (cancel) {
+        assert.equal(sym.kc_chan_cancel(h), 0, `${what} kc_chan_cancel`);
+        m.cancel(undefined, false);
+        s.foreignDrops = true;
+      } else assert.equal(sym.kc_chan_close(h), m.close(undefined, false) ? 1 : 0, what);
+      return;
+    }
+    const how = Math.floor(this.frnd() * 4);
     if (m.drop !== "none" && (how === 0 || how === 2)) s.foreignDrops = true;
     if (how === 0) {
       const [id] = this.value(s);
