@@ -517,10 +517,14 @@ function foreignSymbols(): ReturnType<ReturnType<typeof library>["symbols"]> {
   return foreignSym;
 }
 
+/** Another thread's wait that it withdrew (`kc_ring_abort`): settled so, no record. */
+const FOREIGN_ABORT = -1;
+
 /** What another thread's operation got: the model's outcome as a status (and value). */
 function foreignStatus(o: Outcome): number[] {
   if (o.ok) return [0];
   const e = o.err;
+  if ("is" in e && e.is === FOREIGN_ABORT) return [FOREIGN_ABORT];
   if ("cls" in e && e.cls === "Cancellation") return [Status.ECANCELED];
   if ("cls" in e) return [Status.EPIPE];
   return [Status.EPIPE, Status.ECANCELED]; // a cause: either (the native side has none)
@@ -1235,12 +1239,13 @@ class Run {
    * Another thread's operation at the start of a turn, on a native codecs.f64 channel, through
    * the C ABI: a try-send or try-receive (`kc_chan_send`/`kc_chan_recv` with KC_CHAN_TRY), or a
    * send or receive that waits (`kc_chan_send_async`/`_recv_async` on a ring of its own, as a
-   * Worker's waits are queued), now and then a close or cancel (`kc_chan_close`/`_cancel`). At
-   * the start of a turn every wait of this isolate is queued natively (at the end of the turn it
-   * began), so the native queue's order is the model's. Waiting receives only on a rendezvous:
-   * on a buffered channel a send of this isolate still hands its value to its own receive
-   * waiting in JavaScript, past another thread's queued before it (README's order bullet: the
-   * channel's bytes cannot tell that a receiver waits there).
+   * Worker's waits are queued), now and then a close or cancel (`kc_chan_close`/`_cancel`) or
+   * the withdrawal of one of its waits (`kc_ring_abort`). At the start of a turn every wait of
+   * this isolate is queued natively (at the end of the turn it began), so the native queue's
+   * order is the model's. Waiting receives only on a rendezvous: on a buffered channel a send of
+   * this isolate still hands its value to its own receive waiting in JavaScript, past another
+   * thread's queued before it (README's order bullet: the channel's bytes cannot tell that a
+   * receiver waits there).
    */
   foreign(): void {
     const ok = this.slots.flatMap((s, i) =>
@@ -1264,6 +1269,22 @@ class Run {
         m.cancel(undefined, false);
         s.foreignDrops = true;
       } else assert.equal(sym.kc_chan_close(h), m.close(undefined, false) ? 1 : 0, what);
+      return;
+    }
+    const waits = this.pending.filter((p) => p.foreign !== undefined && !p.mop.done);
+    if (waits.length > 0 && this.frnd() < 0.4) {
+      // One of its waits withdrawn (`kc_ring_abort`, as a Worker's aborted wait): none has
+      // completed (`check` drained every record), so it goes, with a cancelled failure, its
+      // value never delivered, and the queue goes on without it.
+      const p = waits[Math.floor(this.frnd() * waits.length)];
+      const rc = sym.kc_ring_abort(foreignRing, p.foreign!.ticket);
+      this.log.push(`${p.what} kc_ring_abort -> ${rc}`);
+      assert.equal(rc, 0, `${p.what}: withdrawn`);
+      p.mop.done = true;
+      p.mop.outcome = { ok: false, err: { is: FOREIGN_ABORT } };
+      p.mop.clauses[0].ch.cancelledFails++;
+      Object.assign(p.real, { settled: true, ok: false, value: FOREIGN_ABORT });
+      p.real.order = this.settleCount++;
       return;
     }
     const how = Math.floor(this.frnd() * 4);
