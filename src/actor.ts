@@ -19,11 +19,12 @@
  *   `onDone(cause)` is called once: `undefined` when the handler returned, the
  *   CancellationError when cancelled, the error when it failed.
  * - Native code's destroy of the mailbox (`kc_chan_destroy` of its `handle`) ends the actor as
- *   cancelled, not failed: the handler's receive rejects (the destroy's CancellationError, or an
- *   InvalidHandleError after it), which, let out, ends the task with a CancellationError that
- *   says so; sends from then on are refused as once the actor has finished. Only the mailbox's own
- *   InvalidHandleError (`Channel._raised`): another channel's that the handler lets out is its
- *   failure, as any.
+ *   cancelled, not failed: the mailbox reads as cancelled from then on, so the handler's receive
+ *   rejects with a CancellationError (the destroy's, or one saying native code destroyed it),
+ *   which, let out, ends the task cancelled; sends from then on are refused as once the actor
+ *   has finished. The mailbox's `share()` and `handle` then throw InvalidHandleError (no live
+ *   channel to hand out): the mailbox's own (`Channel._raised`), let out, ends it cancelled too;
+ *   another channel's that the handler lets out is its failure, as any.
  * - Cancelling the mailbox cancels the actor (Kotlin's actor is a ChannelCoroutine): the
  *   handler's `mailbox.cancel()`, a `Channel.from` copy's in any isolate (its `share()`), native
  *   code's `kc_chan_cancel`. The task's signal aborts with the mailbox's CancellationError,
@@ -110,16 +111,15 @@ const NOT_CLONEABLE = Symbol(
 
 /**
  * Whether `e` is the mailbox's own InvalidHandleError (`Channel._raised`: raised by an operation
- * on `mailbox`, by identity) and native code destroyed the mailbox (`kc_chan_destroy` through
- * its `handle`): the one test behind each place below that takes that end as the mailbox gone.
- * Any other error, an InvalidHandleError of another channel's above all (a disposed one of the
- * handler's, say), is what it is: the handler's failure, which fails the actor and reaches its
- * scope (Kotlin's: a coroutine being cancelled that fails with another exception reports it).
- * Before, any InvalidHandleError counted once the mailbox was destroyed, so such a bug ended
- * the actor as cancelled, silently.
+ * on `mailbox`, by identity: its `share()` or `handle`, the only ones that throw so once native
+ * code destroyed it, the others answering as on a cancelled channel) and native code destroyed
+ * the mailbox (`kc_chan_destroy` through its `handle`). Any other error, an InvalidHandleError
+ * of another channel's above all (a disposed one of the handler's, say), is what it is: the
+ * handler's failure, which fails the actor and reaches its scope (Kotlin's: a coroutine being
+ * cancelled that fails with another exception reports it).
  */
 function destroyedUnder<M>(mailbox: Channel<M>, e: unknown): boolean {
-  return mailbox._raised(e) && mailbox._destroyedNatively;
+  return mailbox._raised(e) && mailbox._destroyedSeen;
 }
 
 /**
@@ -135,7 +135,10 @@ function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
   mailbox.cancel(cause);
 }
 
-/** What an actor's task is cancelled with once native code destroyed its mailbox. */
+/**
+ * What an actor's task is cancelled with when its handler lets out the InvalidHandleError of
+ * its mailbox's `share()` or `handle` after native code destroyed the mailbox.
+ */
 const MAILBOX_DESTROYED =
   "Actor was cancelled: native code destroyed its mailbox (kc_chan_destroy of its handle)";
 
@@ -289,16 +292,19 @@ class ActorImpl<M> implements Actor<M> {
       const mailbox = this.#mailbox;
       const sent = mailbox.send(message, options);
       if (_sentAtOnce(sent)) return sent; // delivered or queued at once: no promise more
+      if (mailbox._destroyedSeen) {
+        // Native code destroyed the mailbox (`kc_chan_destroy` through its `handle`) before
+        // this send reached it, which learnt it (`#open()` did not know): refused as after the
+        // actor finished, a ClosedSendError, not the cancelled channel's CancellationError, which
+        // read as the sender's own cancellation. The mailbox's send handed the message to the
+        // hook (as on a cancelled channel), once. A send waiting at the destroy gets its
+        // cancel's CancellationError.
+        sent.catch(() => {});
+        return Promise.reject(this.#closedError());
+      }
       return sent.then(undefined, (e) => {
         const disposed = mailbox._disposedWith;
         if (disposed !== undefined && e === disposed) throw new ClosedSendError(DISPOSED);
-        // Native code destroyed the mailbox (`kc_chan_destroy` through its `handle`) before
-        // this send reached it: refused as after the actor finished (the message to the hook,
-        // a ClosedSendError), not the dead handle's InvalidHandleError. A send waiting at the
-        // destroy got its cancel's CancellationError.
-        if (destroyedUnder(mailbox, e)) {
-          return this.#refuse(message);
-        }
         throw e;
       });
     }
@@ -336,15 +342,14 @@ class ActorImpl<M> implements Actor<M> {
       const cause = this.#done?.cause;
       return { state: "closed", cause: cause === undefined ? this.#closedError() : cause };
     }
-    try {
-      return this.#mailbox.trySend(message);
-    } catch (e) {
-      // Native code destroyed the mailbox: closed, as after the actor finished.
-      if (destroyedUnder(this.#mailbox, e)) {
-        return { state: "closed", cause: this.#closedError() };
-      }
-      throw e;
+    const r = this.#mailbox.trySend(message);
+    // Native code destroyed the mailbox, as this call learnt: closed, as after the actor
+    // finished, its cause the ClosedSendError a send rejects with (the mailbox answers as a
+    // cancelled channel, its CancellationError).
+    if (r.state === "closed" && this.#mailbox._destroyedSeen) {
+      return { state: "closed", cause: this.#closedError() };
     }
+    return r;
   }
 
   /**
@@ -458,10 +463,11 @@ export function actor<M>(
     try {
       await handler(mailbox, task);
     } catch (e) {
-      // Its receive failed as native code had destroyed the mailbox (`kc_chan_destroy` through
-      // its `handle`): the actor ends as cancelled, as a producer whose channel it destroyed
-      // (Kotlin's actor ends with its cancelled channel), not failed with the dead handle's
-      // InvalidHandleError, which failed its scope.
+      // Native code destroyed the mailbox (`kc_chan_destroy` through its `handle`): its receive
+      // rejects with a CancellationError, which ends the task cancelled as any, but its
+      // `share()` or `handle` throw its InvalidHandleError (no live channel to hand out): the
+      // actor ends as cancelled then too, as a producer whose channel it destroyed (Kotlin's
+      // actor ends with its cancelled channel), not failed with it.
       if (destroyedUnder(mailbox, e)) {
         throw new CancellationError(MAILBOX_DESTROYED, { cause: e });
       }

@@ -415,14 +415,8 @@ function ownerGone(role: ChannelRole | undefined): string {
 const DESTROYED = "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)";
 
 /**
- * What an owner's call says once native code destroyed its channel (`kc_chan_destroy` through its
- * `handle`): the handle is dead, the owner holds nothing (`Channel.#destroyedUnder`).
- */
-const DESTROYED_UNDER = "the channel was destroyed by native code (kc_chan_destroy of its handle)";
-
-/**
- * The channel whose own operation raised each InvalidHandleError about that channel (disposed,
- * destroyed by native code, its handle dead): `Channel._raised` asks it, so that `produce` and
+ * The channel whose own operation raised each InvalidHandleError about that channel (disposed; its
+ * handle dead, for `handle` and `share()`): `Channel._raised` asks it, so that `produce` and
  * `actor` take only their own channel's error as that channel's end, not one their block let
  * out of another channel (a bug of the block's, which fails it). A WeakMap, not a field of the
  * error: nothing shows it (the error's keys, its structured clone, a cause `encodeCause` sends
@@ -1020,13 +1014,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   readonly _notCloneable: symbol = NOT_CLONEABLE;
   /** @ignore */
   readonly _shared: Shared;
-  #disposed = false;
   /**
-   * No native call on this object's handle any more: disposed (`#disposed`), or an owner that
-   * learnt native code destroyed its channel (`#destroyed`). One field, so that `#sym`, on every
-   * checked path, reads one flag for both.
+   * No native call on this object's handle any more (`#sym` throws). An owner that learnt native
+   * code destroyed its channel is not disposed: it answers as on a cancelled channel, with no
+   * call either (`Shared.ended`, `#destroyedUnder`).
    */
-  #noCalls = false;
+  #disposed = false;
   /** A dispose under way (`[Symbol.dispose]`). */
   #disposing = false;
   /** Selects waiting on this copy (`_watchDispose`). */
@@ -1304,26 +1297,23 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * (at the end of each turn), where native code can complete them, and the channel is no
    * longer destroyed when this object is garbage collected or its holders leave (see `share`):
    * whoever holds the handle may still use it, so only the creator's `[Symbol.dispose]` ends it.
+   *
+   * Throws {@linkcode InvalidHandleError}, when it was never read before, once this object is
+   * disposed or the channel ended under it (native code destroyed it; a copy's creator disposed
+   * of it): no hold may be taken on the dead handle.
    */
   get handle(): number {
     this.#escape("get handle", false);
     this.#giveAway();
     if (!this.#pinned) {
       const sym = this.#sym("get handle");
-      if (this._shared.ended) {
-        // A copy that knows its creator ended the channel: no hold on the dead handle, whose
-        // value may name a later channel by now (a hold forever there would keep that one for
-        // good). It threw the hold's "stale, destroyed or not a kcoro handle" before, or pinned
-        // the later channel.
-        throw this.#own(
-          new InvalidHandleError(
-            `Cannot get handle: its creator disposed of it or native code destroyed it, so handle ${this.#handle} names no live channel`,
-          ),
-        );
-      }
+      // Ended (known, or its hold says so now): no hold on the dead handle, whose value may name
+      // a later channel by now (a hold forever there would keep that one for good). It threw
+      // the hold's "stale, destroyed or not a kcoro handle" before, or pinned the later channel.
+      const rc = this._shared.ended ? Status.EBADH : sym.kc_chan_hold(this.#handle, HOLD_FOREVER);
+      if (this.#creatorEnded(rc)) throw this.#deadHandle("get handle");
       // Native code may keep it: no holder's leaving may end it now.
-      // Its own error (`#unwrap`): once native code destroyed the channel, one that says so.
-      this.#unwrap(sym.kc_chan_hold(this.#handle, HOLD_FOREVER), "get handle");
+      this.#unwrap(rc, "get handle");
       this.#pinned = true;
     }
     return this.#handle;
@@ -1423,7 +1413,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   #sym(op: string) {
-    if (this.#noCalls) this.#throwNoCalls(op);
+    if (this.#disposed) this.#throwNoCalls(op);
     return this.#lib.symbols(op);
   }
 
@@ -1445,28 +1435,45 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * `#sym`'s InvalidHandleError: disposed, or (an owner's) destroyed by native code, which it
-   * learnt (`#destroyedUnder`): its handle is dead, and once its slot's generation wraps (see
-   * zig-src/handle.zig) the handle's value names a later channel, so no call may be given it.
+   * `#sym`'s InvalidHandleError, once disposed: its handle is dead, and once its slot's generation
+   * wraps (see zig-src/handle.zig) the handle's value names a later channel, so no call may be
+   * given it.
    */
   #throwNoCalls(op: string): never {
-    if (this.#disposed) {
-      throw this.#own(new InvalidHandleError(`Cannot ${op}: the channel was disposed`));
-    }
-    throw this.#own(new InvalidHandleError(`Cannot ${op}: ${DESTROYED_UNDER}`));
+    throw this.#own(new InvalidHandleError(`Cannot ${op}: the channel was disposed`));
   }
 
   /**
-   * True when `rc`, a native call's status on this channel, says that its creator ended it
-   * (marked: `#markEnded`), or it was marked so before: a `Channel.from` copy, not disposed,
-   * holds the channel while the library is open, so the channel can be gone (KC_EBADH) only
-   * because it was destroyed. Anything else (an owner's, a disposed copy's, after
-   * `closeLibrary()`) stays what it was: false.
+   * What `handle` and `share()` throw once the channel ended under this object (`Shared.ended`:
+   * a copy's creator disposed of it, or native code destroyed it): no hold may be taken on the
+   * dead handle, nor an object handed out naming it, whose value may name a later channel by
+   * now. An owner (not disposed) can only have met native code's destroy.
+   */
+  #deadHandle(op: string): InvalidHandleError {
+    const who = this.#owner
+      ? "native code destroyed it (kc_chan_destroy)"
+      : "its creator disposed of it or native code destroyed it";
+    return this.#own(
+      new InvalidHandleError(
+        `Cannot ${op}: ${who}, so handle ${this.#handle} names no live channel`,
+      ),
+    );
+  }
+
+  /**
+   * True when `rc`, a native call's status on this channel, says that the channel was destroyed
+   * under this object (marked: `#markEnded`), or it was marked so before: a `Channel.from` copy,
+   * not disposed, holds the channel while the library is open, so the channel can be gone
+   * (KC_EBADH) only because it was destroyed (its creator's dispose, or native code); an owner
+   * not disposed can have met only native code's destroy, which a status read confirms
+   * (`#destroyedUnder`). Either then answers as on a cancelled channel, with no native call any
+   * more. Anything else (a disposed object's, after `closeLibrary()`) stays what it was: false.
    */
   #creatorEnded(rc: number): boolean {
     if (rc !== Status.EBADH) return false;
     if (!this._shared.ended) {
-      if (this.#owner || !this.#held || this.#disposed || !this.#lib.isOpen) return false;
+      if (this.#owner) return this.#destroyedUnder();
+      if (!this.#held || this.#disposed || !this.#lib.isOpen) return false;
       // Who ended it, where this copy can tell (see `Shared.creatorHere`).
       this.#markEnded(this._shared.creatorHere ? DESTROYED : ENDED_EITHER);
     }
@@ -1483,7 +1490,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * get, their record from the destroy's cancel). What this isolate counted and did not report
    * yet is not reported: the channel's counters went with it.
    */
-  #markEnded(why: string = ENDED): void {
+  #markEnded(why: string = ENDED, then?: () => void): void {
     const s = this._shared;
     if (s.ended) return;
     s.ended = true;
@@ -1498,6 +1505,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       s.cause = s.lastCancel ?? new CancellationError(why);
       s.hasCause = true;
     }
+    // Marked before any user code runs (an owner's hook, `then`): a call it makes answers
+    // as on the cancelled channel, with no call on the dead handle.
+    then?.();
     for (const w of [...waiting(s.senders), ...waiting(s.receivers)]) {
       if (w.state === LOCAL) w.ch.#failEnded(w);
     }
@@ -1505,14 +1515,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * A wait of this isolate still waiting in JavaScript on a channel that ended (`#markEnded`):
-   * a send's value was not delivered and stays the caller's (its native copy, if it was made,
-   * freed: no hook can take it, the creator's ended with its dispose); a receive fails as on a
-   * cancelled channel (`receiveCatching`: closed).
+   * a send's value was not delivered; a receive fails as on a cancelled channel
+   * (`receiveCatching`: closed). A copy's send value stays the caller's (its native copy, if it
+   * was made, freed: no hook can take it, the creator's ended with its dispose); an owner's
+   * whose channel native code destroyed goes to its onUndeliveredElement, as a cancel drops a
+   * waiting sender's value (`#refused`).
    */
   #failEnded(w: Waiter): void {
     w.detach();
     try {
-      if (w.kind === SEND && w.encoded) this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);
+      if (w.kind === SEND && this.#owner && this.#destroyed) {
+        this.#refused(w.value, w.encoded ? w.slot! : undefined);
+      } else if (w.kind === SEND && w.encoded) {
+        this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);
+      }
     } finally {
       releaseSlot(w);
       if (w.kind === RECV_CATCHING) w.resolve(this.#closedResult());
@@ -1521,12 +1537,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore For select, whose native call on this channel said KC_EBADH: true when its creator
-   * ended it (then its clause is ready as on a cancelled channel), else false.
+   * @ignore For select, whose native call on this channel said KC_EBADH: true when the channel
+   * was destroyed under this object (a copy's creator ended it, or native code destroyed an
+   * owner's: then its clause is ready as on a cancelled channel), else false.
    */
   _creatorEnded(): boolean {
     if (this._shared.ended) return true;
-    if (this.#destroyed) return false; // an owner's: `_throwIfDestroyed` says it, with no call
     return this.#creatorEnded(this.#sym("select").kc_chan_status(this.#handle));
   }
 
@@ -1647,7 +1663,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // so close() answers false and cancel() does nothing, as on any cancelled channel
     // (Kotlin's), where both threw InvalidHandleError and the owner's dispose, actor and
     // produce each caught it.
-    if (this.#creatorEnded(rc) || (rc === Status.EBADH && this.#destroyedUnder())) return 0;
+    if (this.#creatorEnded(rc)) return 0;
     this.#unwrap(rc, op);
     return bytes === null && cancel ? -1 : rc;
   }
@@ -1675,9 +1691,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * it took any (the hook ran, or will).
    */
   #collect(): boolean {
-    // Not once native code destroyed it (`#destroyedUnder` took all it dropped, and the
-    // handle's value may name a later channel since).
-    if (!this.#keeps || this.#destroyed || !this.#lib.isOpen || this.#collectLater) return false;
+    // Not once it ended (native code destroyed it: `#destroyedUnder` took all it dropped; or a
+    // copy of this isolate found that first: the dispose takes them), as the handle's value may
+    // name a later channel since.
+    if (!this.#keeps || this._shared.ended || !this.#lib.isOpen || this.#collectLater) {
+      return false;
+    }
     const sym = this.#lib.symbols("collect undelivered values");
     const taken = this.#takeUndelivered(sym, COLLECT_BATCH);
     if (taken < COLLECT_BATCH) return taken > 0;
@@ -1871,18 +1890,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * `unwrap(rc, op)`, except that an owner's KC_EBADH after native code destroyed its channel
-   * says so ("Cannot send: the channel was destroyed by native code ..."), not "the handle is
-   * stale, destroyed or not a kcoro handle", which left the caller to guess which.
+   * `unwrap(rc, op)`, a KC_EBADH this channel's own error (`_raised`). Each caller asks
+   * `#creatorEnded(rc)` first: a channel destroyed under this object answers as cancelled, so
+   * a KC_EBADH here is a disposed object's (said so) or not expected.
    */
   #unwrap(rc: number, op: string): number {
     if (rc !== Status.EBADH) return unwrap(rc, op);
-    // This channel's own error (`_raised`), either way.
-    throw this.#own(
-      this.#destroyedUnder()
-        ? new InvalidHandleError(`Cannot ${op}: ${DESTROYED_UNDER}`)
-        : statusError(rc, op) as InvalidHandleError,
-    );
+    if (this.#disposed) this.#throwNoCalls(op);
+    throw this.#own(statusError(rc, op) as InvalidHandleError);
   }
 
   /**
@@ -1890,59 +1905,59 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * `handle`): not disposed, the library open (so the ring and the table are), and
    * `kc_chan_status` says the channel is gone. Only a destroy ends a channel its owner has not
    * disposed of, as `_watchCancel` and a copy's `#creatorEnded` take it. Called on a KC_EBADH
-   * only: one status read, off every fast path.
+   * only (`#creatorEnded`): one status read, off every fast path.
    *
-   * Once learnt, the owner makes no native call on its handle again (`#noCalls`; `#at` null, so
-   * no inlined try-path either): every call answers from what it knows (close() false, cancel()
-   * nothing, the others the InvalidHandleError saying so). The handle's slot is free, and once
-   * its generation wraps (511 reuses of it, ~523,000 channel frees: zig-src/handle.zig) the
-   * value names a later channel, which a close(), a cancel(), a send or cancel()'s take of the
-   * dropped values (the handle's native list) would have acted on. So what the destroy dropped
-   * for the hook goes to it now, all of it, while the status read has just said no channel has
-   * the value (before, a later cancel() took it through the handle, whatever channel had its
-   * value by then; the dispose looks once more, guarded by a status read: see there).
+   * Once learnt, the channel is ended here (`#markEnded`, its cause "Channel was cancelled:
+   * native code destroyed it", as a copy of this isolate that finds it first says): the owner
+   * answers as on a cancelled channel, as its copies do (close() false, cancel() nothing, the
+   * try-operations `closed`, sends, receives and iteration a CancellationError, a select clause
+   * ready as cancelled), and makes no native call on its handle again (`Shared.ended`; `#at`
+   * null, so no inlined try-path either). Before, its calls threw InvalidHandleError, where its
+   * copies answered cancelled, and `produce` and `actor` had to tell the channel's own such
+   * error from another channel's. The handle's slot is free, and once its generation wraps (511
+   * reuses of it, ~523,000 channel frees: zig-src/handle.zig) the value names a later channel,
+   * which a close(), a cancel(), a send or cancel()'s take of the dropped values (the handle's
+   * native list) would have acted on. So what the destroy dropped for the hook goes to it now,
+   * all of it, while the status read has just said no channel has the value (before, a later
+   * cancel() took it through the handle, whatever channel had its value by then; the dispose
+   * looks once more, guarded by a status read: see there), and so do the values of this
+   * owner's sends still waiting in JavaScript (`#failEnded`), after those.
    */
   #destroyedUnder(): boolean {
     if (this.#destroyed) return true;
     if (!this.#owner || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) return false;
     const sym = this.#lib.symbols("read channel status");
     if (sym.kc_chan_status(this.#handle) !== Status.EBADH) return false;
-    this.#destroyed = this.#noCalls = true;
+    this.#destroyed = true;
     this.#at = null;
-    this._shared.lib = null; // `flushCounts`: its counters went with it (as `#markEnded`)
     this._shared.orphanLib = null; // nothing for `orphans` to destroy
-    if (this.#keeps) this.#takeUndelivered(sym);
+    this.#markEnded(DESTROYED, () => {
+      if (this.#keeps) this.#takeUndelivered(sym);
+    });
+    // In a microtask: not amid the call that learnt it (a select's clauses, a flush of waits).
+    const cause = this._shared.cause;
+    queueMicrotask(() => this._learntDestroyed(cause));
     return true;
   }
+
+  /**
+   * @ignore Called once, in a microtask, after this owner learnt native code destroyed its
+   * channel (`#destroyedUnder`), with the channel's cause: `produce` cancels its task there, as
+   * its watch does.
+   */
+  _learntDestroyed(_cause: unknown): void {}
 
   /** Set once `#destroyedUnder` found the channel destroyed by native code: never cleared. */
   #destroyed = false;
 
   /**
-   * @ignore For `produce` and `actor`, on an InvalidHandleError their channel raised
-   * (`_raised`: the block's send, the handler's receive): true when native code destroyed the
-   * channel (`#destroyedUnder`), also once it is disposed since. One status read the first time
-   * only.
+   * @ignore For `produce` and `actor`: true when native code destroyed this owner's channel, as
+   * known without a native call: it learnt so itself (`#destroyedUnder`, also once disposed
+   * since), or a copy of its isolate found it first (an owner not disposed sees its channel
+   * ended only so).
    */
-  get _destroyedNatively(): boolean {
-    return this.#destroyedUnder();
-  }
-
-  /**
-   * @ignore For select, whose native call with a clause on this channel said KC_EBADH and found
-   * no copy's end (`_creatorEnded`): throws the InvalidHandleError this owner's own operations
-   * throw once native code destroyed its channel ("Cannot <op>: the channel was destroyed by
-   * native code ..."); else returns.
-   */
-  _throwIfDestroyed(op: string): void {
-    if (this.#destroyedUnder()) {
-      throw this.#own(new InvalidHandleError(`Cannot ${op}: ${DESTROYED_UNDER}`));
-    }
-  }
-
-  /** @ignore `_destroyedNatively` as known without a native call (false until found). */
   get _destroyedSeen(): boolean {
-    return this.#destroyed;
+    return this.#destroyed || (this.#owner && !this.#disposed && this._shared.ended);
   }
 
   /**
@@ -2654,9 +2669,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /** Maps the bytes (see `#mapReady`): the ready byte, or null if they cannot be. */
   #map(sym: Sym): Uint8Array | null {
-    // Never once a dispose began, the library closed (see `#at`) or an owner learnt native code
-    // destroyed the channel (`#noCalls`): that stays so.
-    if (this.#disposing || this.#noCalls || !this.#lib.isOpen) return null;
+    // Never once a dispose began, the library closed (see `#at`) or the channel ended under this
+    // object (`Shared.ended`: native code destroyed an owner's, say): that stays so.
+    if (this.#disposing || this.#disposed || this._shared.ended || !this.#lib.isOpen) return null;
     const out = new BigUint64Array(1);
     const p = sym.kc_chan_ready_flag(this.#handle, out);
     const word = out[0] === 0n ? null : Deno.UnsafePointer.create(out[0]);
@@ -2957,11 +2972,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * this isolate reads it (`kc_chan_cause`; undefined when it has none): a close watch on this
    * isolate's ring (`kc_ring_watch`, KC_WATCH_CANCEL), which keeps the isolate alive no more
    * than an idle channel does. A close does not call it. Returns the withdrawal (calling
-   * `onCancel` no more), or null when there is nothing to watch (not escaped, disposed, ended,
-   * the library closed). Cancelled already: `onCancel` runs in a microtask. Destroyed already
-   * (native code's `kc_chan_destroy` of a handle it was given: the watch answers KC_EBADH),
-   * as a destroy cancels: `onCancel` runs in a microtask with a `CancellationError` that says
-   * so (`DESTROYED`); the owner's close() of the dead handle then answers false.
+   * `onCancel` no more), or null when there is nothing to watch (not escaped, disposed, the
+   * library closed). Cancelled already: `onCancel` runs in a microtask. Destroyed already
+   * (native code's `kc_chan_destroy` of a handle it was given: the watch answers KC_EBADH, or
+   * this isolate knew it: `Shared.ended`), as a destroy cancels: `onCancel` runs in a microtask
+   * with the channel's cause, a `CancellationError` that says so (`DESTROYED`); the owner's
+   * close() then answers false, as on any cancelled channel.
    * Before, that returned null and the watcher (a producer in a `delay`) learnt it only at its
    * next operation on the channel, if it made one.
    *
@@ -2978,9 +2994,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     owned = false,
   ): (() => void) | null {
     const s = this._shared;
-    if (!s.escaped || s.ended || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) {
-      return null;
-    }
+    if (!s.escaped || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) return null;
     const bridge = this.#bridge;
     let done = false;
     const tell = () => {
@@ -2999,23 +3013,22 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       onCancel(s.hasCause ? s.cause : undefined);
     };
-    // An owner that learnt native code destroyed the channel: as the dead handle answers.
-    const rc = this.#destroyed ? Status.EBADH : bridge.watch(this.#handle, true, owned);
+    // Ended under this object, as known (an owner that learnt native code destroyed the
+    // channel, or a copy of this isolate found it first): as the dead handle answers, no call.
+    const rc = s.ended ? Status.EBADH : bridge.watch(this.#handle, true, owned);
     if (rc === Status.ECANCELED) {
       queueMicrotask(tell);
       return () => done = true;
     }
-    if (
-      rc === Status.EBADH &&
-      (this.#destroyed ||
-        this.#lib.symbols("watch channel").kc_chan_status(this.#handle) === Status.EBADH)
-    ) {
+    if (rc === Status.EBADH && this.#creatorEnded(rc)) {
       // The channel is gone (the ring is not: this isolate's, while the library is open), and
-      // only a destroy ends a channel whose creator holds it. A destroy cancels it first.
+      // only a destroy ends a channel its creator has not disposed of. A destroy cancels it
+      // first: told with the channel's cause as it ended here (`#markEnded`: "Channel was
+      // cancelled: native code destroyed it", unless a wait got the destroy's cancel first).
       queueMicrotask(() => {
         if (done) return;
         done = true;
-        onCancel(new CancellationError(DESTROYED));
+        onCancel(s.cause);
       });
       return () => done = true;
     }
@@ -3110,10 +3123,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const slot = this.#slotFor(w, sym);
     if (slot === null) return;
     const bridge = this.#bridge;
-    // An owner that learnt native code destroyed the channel: what the dead handle would answer.
-    const rc = this.#destroyed
-      ? Status.EBADH
-      : bridge.submit(w.kind !== SEND, this.#handle, slot, this.#size);
+    const rc = bridge.submit(w.kind !== SEND, this.#handle, slot, this.#size);
     if (rc === 1) {
       w.ticket = bridge.ticket;
       w.state = QUEUED;
@@ -3133,13 +3143,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * it, false when it must go on waiting.
    */
   _tryNow(w: Waiter, sym: Sym): boolean {
+    // Ended (its waits still in JavaScript failed then: none is left to try), as in `_submit`.
+    if (this._shared.ended) {
+      this.#failEnded(w);
+      return true;
+    }
     const slot = this.#slotFor(w, sym);
     if (slot === null) return true;
     // A send's retry counts no "full" failure: its first try (`trySend`) counted the one its
     // send makes. Before, each retry that found no room counted another.
-    const rc = this.#destroyed // as in `_submit`
-      ? Status.EBADH
-      : w.kind === SEND
+    const rc = w.kind === SEND
       ? sym.kc_chan_retry_send(this.#handle, slot.ptr, this.#size)
       : sym.kc_chan_try_recv(this.#handle, slot.ptr, this.#size);
     if (rc === Status.EAGAIN) {
@@ -3250,11 +3263,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.reject(
         status === Status.EPIPE || status === Status.ECANCELED
           ? this.#sendError(status)
-          : this.#own(
-            this.#destroyedUnder()
-              ? new InvalidHandleError(`Cannot send: ${DESTROYED_UNDER}`)
-              : new InvalidHandleError(`Cannot send: status ${status}`),
-          ),
+          : this.#own(new InvalidHandleError(`Cannot send: status ${status}`)),
       );
       return;
     }
@@ -3295,10 +3304,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * receiveCatching).
    */
   close(cause?: unknown): boolean {
-    // An owner's channel that native code destroyed, as it learnt (`#destroyedUnder`): cancelled,
-    // so closed already (false below), with no call on its dead handle.
-    const destroyed = this.#destroyed && !this.#disposed;
-    const sym = destroyed ? undefined : this.#sym("close channel");
+    const sym = this.#sym("close channel");
     const s = this._shared;
     if (s.local) {
       if (s.closed) return false;
@@ -3317,14 +3323,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       return true;
     }
-    // A copy whose creator ended the channel: cancelled, so closed already (Kotlin's close on
-    // a cancelled channel returns false).
+    // Destroyed under this object (a copy's creator ended the channel, or native code destroyed
+    // an owner's, as it learnt: `#destroyedUnder`): cancelled, so closed already (Kotlin's close
+    // on a cancelled channel returns false), with no call on the dead handle.
     if (s.ended) return false;
     // Waiters still waiting in JavaScript queue natively first: a sender already waiting still
     // delivers, and every waiter learns of the close the one way (a ring record).
     flushAll(s.senders);
     flushAll(s.receivers);
-    if (sym === undefined) return false; // destroyed (each waiter above failed as at its queueing)
     const given = arguments.length > 0 && cause !== undefined;
     const first = this.#closeNative(sym, false, cause, given) === 1;
     if (first) {
@@ -3348,26 +3354,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * destroyed (which hands the values the destroy dropped to onUndeliveredElement).
    */
   cancel(cause?: unknown): void {
-    // An owner's channel that native code destroyed, as it learnt: cancelled already, what it
-    // dropped handed to the hook then (`#destroyedUnder`); no call on its dead handle.
-    const destroyed = this.#destroyed && !this.#disposed;
-    const sym = destroyed ? undefined : this.#sym("cancel channel");
+    const sym = this.#sym("cancel channel");
     const s = this._shared;
-    if (s.ended) return; // a copy whose creator ended the channel: cancelled already
-    if (sym === undefined) {
-      // As the cancel of the dead handle did, less the calls: cancelled here (`cause` is not the
-      // channel's: the destroy came first), and waiters still in JavaScript fail as they queue
-      // (a send's message then refused: `actor` hands it to its hook).
-      s.closed = true;
-      s.cancelled = true;
-      flushAll(s.senders);
-      flushAll(s.receivers);
-      return;
-    }
-    // A copy looks first whether it ended since its last call (a status read), before `cause`
+    // Destroyed under this object (a copy's creator ended the channel, or native code destroyed
+    // an owner's, as it learnt: what it dropped went to the hook then, `#destroyedUnder`):
+    // cancelled already, with no call on the dead handle.
+    if (s.ended) return;
+    // It looks first whether it ended since its last call (a status read), before `cause`
     // becomes the channel's below: else the end, met by the native cancel, kept this late
-    // cause as the channel's (and its waits' rejections carried it).
-    if (!this.#owner && this.#creatorEnded(sym.kc_chan_status(this.#handle))) return;
+    // cause as the channel's (and its waits' rejections carried it). An owner's only once
+    // escaped: native code can destroy only a channel whose handle it was given.
+    if (
+      (!this.#owner || s.escaped) &&
+      this.#creatorEnded(sym.kc_chan_status(this.#handle))
+    ) return;
     const given = !s.closed && cause !== undefined;
     if (given) {
       s.cause = cause;
@@ -3454,7 +3454,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       status = !s.closed ? 0 : s.count === 0 && s.senders.first === null ? 3 : 1;
     } else if (s.ended) status = 3;
     else if (!this.#lib.isOpen) facts.libraryClosed = true;
-    else if (this.#handle !== 0 && !this.#destroyed) {
+    else if (this.#handle !== 0) {
       status = this.#lib.symbols("inspect channel").kc_chan_status(this.#handle);
     }
     if (status >= 0) {
@@ -3543,30 +3543,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * channel lives while this object or a `Channel.from` copy of it does (in any isolate), or
    * until this object's dispose. A `Channel.from` copy whose creator ended the channel
    * (disposed of it, or native code destroyed it), and a creator whose channel native code
-   * destroyed, throw {@linkcode InvalidHandleError}: no copy could open what it would hand out.
+   * destroyed, throw {@linkcode InvalidHandleError}: no copy could open what it would hand out
+   * (their other calls answer as on a cancelled channel).
    */
   share(): SharedChannel<T> {
     const sym = this.#sym("share channel");
+    const s = this._shared;
+    // Ended under this object (a copy's creator disposed of it; native code destroyed it, an
+    // owner's too): the object would name the dead handle. Before, it was handed out, and
+    // `Channel.from` refused it ("handle ... names no live channel") away from the call that
+    // made it (a producer that shared its channel after the destroy went on, its share lost).
+    // The channel's own error (`_raised`). Only escaped channels can be destroyed so: one
+    // status read for those (a copy's always are), none for a local channel's first share.
     if (
-      !this.#owner &&
-      (this._shared.ended || this.#creatorEnded(sym.kc_chan_status(this.#handle)))
-    ) {
-      // Before, it handed out an object naming the dead handle, which `Channel.from` refused
-      // ("handle ... names no live channel"), away from the call that made it. The copy's own
-      // error (`_raised`), as its other calls' are.
-      throw this.#own(
-        new InvalidHandleError(
-          `Cannot share channel: its creator disposed of it or native code destroyed it, so handle ${this.#handle} names no live channel`,
-        ),
-      );
-    }
-    // An owner's channel native code destroyed (`kc_chan_destroy` of a handle it was given, or
-    // of a copy's): the InvalidHandleError its other calls throw, the channel's own
-    // (`_raised`), as a copy's throws above. Before, it handed out an object naming the dead
-    // handle, which `Channel.from` refused away from this call (and a producer that shared its
-    // channel after the destroy went on, its share lost). Only escaped channels can be
-    // destroyed so: one status read for those, none for a local channel's first share.
-    if (this.#owner && this._shared.escaped) this._throwIfDestroyed("share channel");
+      s.ended || (s.escaped && this.#creatorEnded(sym.kc_chan_status(this.#handle)))
+    ) throw this.#deadHandle("share channel");
     this.#escape("share channel", false);
     this.#giveAway();
     if (this.#owner && !this.#held && !this.#pinned) {
@@ -3737,13 +3728,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Released as when open, without the operations: the library stays loaded once opened,
       // and the native channel with it (values and all), which nothing else would release.
       // What waited in this isolate was withdrawn when the library closed.
-      this.#disposed = this.#noCalls = true;
+      this.#disposed = true;
       this.#giveAway();
       const sym = this.#lib._symbolsToRelease;
       // Ended (destroyed under a copy): its hold is not given back, nor is it destroyed again
       // (its handle's value may name a later channel: see the open path's copy unhold below).
-      // An owner's that learnt native code destroyed it (`#destroyed`) is ended too.
-      const ended = this._shared.ended || this.#destroyed;
+      // An owner's that learnt native code destroyed it is ended too (`#destroyedUnder`).
+      const ended = this._shared.ended;
       if (!this.#owner) {
         if (this.#held) {
           // A copy's hold, given back as `copyHolds` would (see there).
@@ -3755,11 +3746,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // Its creator's dispose ends it for everyone, as open (destroy cancels it natively).
         if (!ended) sym.kc_chan_destroy(this.#handle);
         if (this.#held && !ended) sym.kc_chan_unhold(this.#handle); // forgotten (see below)
-        // What it dropped and kept for this isolate's hook goes there, as open (an owner's that
-        // learnt of a destroy: while no channel has the handle's value, as open).
+        // What it dropped and kept for this isolate's hook goes there, as open (ended, by a
+        // destroy: while no channel has the handle's value, as open).
         if (
-          this.#keeps &&
-          (!this.#destroyed || sym.kc_chan_status(this.#handle) === Status.EBADH)
+          this.#keeps && (!ended || sym.kc_chan_status(this.#handle) === Status.EBADH)
         ) this.#takeUndelivered(sym);
       }
       const s = this._shared;
@@ -3771,7 +3761,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Disposable, `reportError`'s listeners) throws as after the dispose. Before, it began,
       // was queued natively with the other objects' waiters below and outlived the dispose.
       // Nothing below calls the symbols through `#sym`.
-      this.#disposed = this.#noCalls = true;
+      this.#disposed = true;
       this.#abandonAll();
     }
     // This isolate's counts go to the native channel while this object still holds it.
@@ -3796,26 +3786,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } else {
       this.#giveAway();
       const sym = this.#lib.symbols("dispose channel");
-      this.cancel(); // a no-op once native code destroyed the channel (`#closeNative`)
-      if (this.#destroyed) {
-        // Native code destroyed the channel under its owner (`kc_chan_destroy` through
-        // `handle`), as the cancel found: it ended then (the destroy cancelled it, rejecting
-        // the waits queued natively), as its copies take it (`#creatorEnded`). Nothing is left
-        // to cancel, destroy or unhold: ended here too (the isolate's entry goes), then
-        // disposed below, reporting nothing, its dropped values collected. Waits of this
-        // isolate still in JavaScript were failed by the cancel's flush, each with its
-        // submit's InvalidHandleError (as one begun after the destroy), not as cancelled: none
-        // is left for `#markEnded`. Before, the cancel's InvalidHandleError escaped the dispose
-        // (a `using` threw at its scope's end) and the object stayed undisposed, its entry in
-        // the isolate's table.
-        const s = this._shared;
-        if (!s.hasCause && s.lastCancel === undefined) {
-          s.cause = new CancellationError(DESTROYED);
-          s.hasCause = true;
-        }
-        this.#markEnded();
-      }
-      this.#disposed = this.#noCalls = true;
+      // A no-op once native code destroyed the channel, which it may learn here (its status
+      // read: `#destroyedUnder`): ended then, as its copies take it, its waits still in
+      // JavaScript failed as cancelled. Nothing is left to cancel, destroy or unhold, and the
+      // dispose reports nothing, its dropped values collected. Before, the cancel's
+      // InvalidHandleError escaped the dispose (a `using` threw at its scope's end) and the
+      // object stayed undisposed, its entry in the isolate's table.
+      this.cancel();
+      this.#disposed = true;
       if (this.#handle === 0) return; // it never had a native channel
       // Destroyed already (native code's kc_chan_destroy, seen by a copy of this isolate: its
       // handle's value may name a later channel by now): nothing to destroy.
@@ -3850,7 +3828,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         (!ended || sym.kc_chan_status(this.#handle) === Status.EBADH)
       ) this.#takeUndelivered(sym);
     }
-    this.#disposed = this.#noCalls = true;
+    this.#disposed = true;
     const s = this._shared;
     if (--s.refs === 0 && shared.get(this.#handle) === s) shared.delete(this.#handle);
   }

@@ -25,10 +25,12 @@
  *   `Channel.from` copy of its `share()`) or native code: while the task runs and the channel
  *   has escaped, a close watch on this isolate's ring (`Channel._watchCancel`) cancels the task
  *   at once, wherever it waits. So does native code's destroy of the channel (`kc_chan_destroy`),
- *   also one made before the task began, which the watch finds as the handle gone; a send that
- *   meets the destroyed channel (the block letting its InvalidHandleError out) ends the task
- *   cancelled too, whichever came first, not failed. Only the channel's own InvalidHandleError
- *   (`Channel._raised`): another channel's that the block lets out is its failure, as any.
+ *   also one made before the task began, which the watch finds as the handle gone. A send that
+ *   meets the destroyed channel, before the watch's cancel or after, rejects as on a cancelled
+ *   channel (a CancellationError), which the block or a child of the task lets out as its
+ *   cancellation, not a failure. Only `share()` and `handle` then throw InvalidHandleError (no
+ *   live channel to hand out): the channel's own (`Channel._raised`) ends the task cancelled
+ *   too; another channel's that the block lets out is its failure, as any.
  * - The producer's isolate ending while the task lives (a Worker terminated, or ending by
  *   `self.close()`, with the channel shared to another isolate) cancels the channel natively:
  *   the watch is owned (`KC_WATCH_OWNED`), and the ring's going away with the thread honours it.
@@ -58,7 +60,10 @@ import {
 import { isCancellation, type Job, JobSupport } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
 
-/** What a producer is cancelled with when its send finds the channel native code destroyed. */
+/**
+ * What a producer is cancelled with when its block lets out the InvalidHandleError of its
+ * channel's `share()` or `handle` after native code destroyed the channel.
+ */
 const DESTROYED =
   "Producer was cancelled: native code destroyed its channel (kc_chan_destroy of its handle)";
 
@@ -109,6 +114,16 @@ class ProducerChannel<T> extends Channel<T> {
 
   override _escaped(): void {
     this._watch();
+  }
+
+  /**
+   * @ignore This object learnt native code destroyed the channel (its own call met the dead
+   * handle): the task is cancelled with the channel's cause, as the watch's cancel does (its
+   * record may come later, or never once the task completed first: a child of the task whose
+   * send met the destroy ends cancelled, and the task with it, not completed).
+   */
+  override _learntDestroyed(cause: unknown): void {
+    if (this._bound !== null && !this._gone) this._job?.cancel(cause);
   }
 
   override send(value: T, options?: WaitOptions): Promise<void> {
@@ -289,11 +304,12 @@ export function produce<T>(
       // before, so such a bug ended the producer as cancelled, silently.
       // Sending into a channel its consumer disposed: the consumer cancelled this task.
       if (out._gone && signal.aborted && out._raised(e)) throw signal.reason;
-      // Sending into a channel native code destroyed (`kc_chan_destroy` through its `handle`):
-      // the destroy cancelled it, and so this task, as the watch does (its cancel may come
-      // first, or after this send met the dead handle): cancelled, not failed with the dead
-      // handle's InvalidHandleError, which failed the scope.
-      if (!out._gone && out._raised(e) && out._destroyedNatively) {
+      // Native code destroyed the channel (`kc_chan_destroy` through its `handle`): its sends
+      // answer as on a cancelled channel (a CancellationError, which ends the task as
+      // cancelled below as any), but `share()` and `handle` have no live channel to hand out
+      // and throw its InvalidHandleError: cancelled too, as the watch's cancel (which may come
+      // first, or after) would, not failed with it.
+      if (!out._gone && out._raised(e) && out._destroyedSeen) {
         throw signal.aborted ? signal.reason : new CancellationError(DESTROYED, { cause: e });
       }
       // A block that threw undefined fails with the TypeError the job makes of it, which

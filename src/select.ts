@@ -446,7 +446,7 @@ class Selection implements RingOp {
         if (rc === Status.EBADH && this.#firedEnded(this.native.length)) return;
         // Ready after all (a partner arrived between the probe and now).
         if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) {
-          this.#fail(rc, this.native.length);
+          unwrap(rc, "select");
         }
         this.#fireNative(outIndex[0], rc, false);
         return;
@@ -513,43 +513,29 @@ class Selection implements RingOp {
       : sym.kc_select(clauseBuf, n, 0n, 0, KC_SELECT_POLL, outIndex);
     if (rc === Status.EAGAIN) return false;
     if (rc === Status.EBADH && this.#firedEnded(n)) return true;
-    if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) this.#fail(rc, n);
+    // A channel destroyed under its object never fails it here: `#firedEnded` fired its clause.
+    if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) unwrap(rc, "select");
     this.#fireNative(outIndex[0], rc, false);
     return true;
   }
 
   /**
-   * Throws for `rc`, the native select's failure on the first `n` channel clauses: a KC_EBADH
-   * from an owner's channel that native code destroyed says so, as that channel's own
-   * operations do (`Channel._throwIfDestroyed`), instead of "the handle is stale, destroyed or
-   * not a kcoro handle", which left the caller to guess which.
-   */
-  #fail(rc: number, n: number): void {
-    if (rc === Status.EBADH) {
-      for (let i = 0; i < n; i++) this.native[i].ch!._throwIfDestroyed("select");
-    }
-    unwrap(rc, "select");
-  }
-
-  /**
    * True when one of the first `n` channel clauses is on a channel this isolate knows ended
-   * (`Channel._creatorEnded`): its handle is dead, and its value may name a later channel by
-   * now (its slot's generation wrapped), so no native select may be given it. Before, a select
-   * on such a copy received from, or sent to, that later channel.
+   * (`Channel._creatorEnded`: a copy's creator ended it, or native code destroyed an owner's):
+   * its handle is dead, and its value may name a later channel by now (its slot's generation
+   * wrapped), so no native select may be given it. Before, a select on such a copy received
+   * from, or sent to, that later channel.
    */
   #endedKnown(n: number): boolean {
-    for (let i = 0; i < n; i++) {
-      // Or an owner's that learnt native code destroyed it (`#fail` then says so).
-      const ch = this.native[i].ch!;
-      if (ch._shared.ended || ch._destroyedSeen) return true;
-    }
+    for (let i = 0; i < n; i++) if (this.native[i].ch!._shared.ended) return true;
     return false;
   }
 
   /**
-   * The native select of the first `n` channel clauses said KC_EBADH: a clause on a
-   * `Channel.from` copy whose creator ended the channel (`Channel._creatorEnded`) is ready, as
-   * on a cancelled channel. The clauses before the first such one are probed first (the order
+   * The native select of the first `n` channel clauses said KC_EBADH: a clause on a channel
+   * destroyed under its object (`Channel._creatorEnded`: a `Channel.from` copy whose creator
+   * ended the channel, an owner whose channel native code destroyed) is ready, as on a
+   * cancelled channel. The clauses before the first such one are probed first (the order
    * the native select probes in); if none of them fires, it fires with KC_ECANCELED (a send
    * clause rejects with the CancellationError, its value not delivered; `onReceiveCatching`
    * gets `closed`). True once a clause fired; false when no clause's channel ended (the
@@ -566,8 +552,6 @@ class Selection implements RingOp {
 
   #addNative(c: Clause): void {
     const ch = c.ch!;
-    // An owner that knows native code destroyed its channel: the select's own message, no call.
-    if (ch._destroyedSeen) ch._throwIfDestroyed("select");
     const sym = ch._symbols(c.kind === SEND ? "select: send" : "select: receive");
     c.slot = takeSlot();
     if (c.kind === SEND) {

@@ -490,18 +490,13 @@ Deno.test("a Channel.from copy whose first call after its channel's destroy is c
   }
 });
 
-Deno.test("an owner whose channel native code destroyed through its handle: its dispose (a `using`) returns and reports nothing, ends the channel here (its entry gone, this isolate's copies cancelled); its other calls but close() and cancel() throw InvalidHandleError saying the channel was destroyed", async () => {
+Deno.test("an owner whose channel native code destroyed through its handle: its dispose (a `using`) returns and reports nothing, ends the channel here (its entry gone, this isolate's copies cancelled); its calls answer as on a cancelled channel, share() throws InvalidHandleError", async () => {
   // Before, the dispose's cancel threw InvalidHandleError ('Cannot cancel channel: the handle is
   // stale, destroyed or not a kcoro handle') out of the `using` at its block's end, and the
   // object stayed undisposed, its entry in the isolate's table; its calls said the handle was
   // "stale, destroyed or not a kcoro handle", leaving the caller to guess which.
   const sym = library().symbols("test");
   const bridge = Bridge.of(library());
-  const destroyed = (op: string) => (e: unknown) =>
-    e instanceof InvalidHandleError &&
-    e.message ===
-      `Cannot ${op}: the channel was destroyed by native code (kc_chan_destroy of its handle) ` +
-        "(KC_EBADH)";
   for (const codec of [codecs.f64, codecs.bytes] as Codec<unknown>[]) {
     for (const how of ["alone", "buffered, a hook", "a wait queued natively", "a copy"]) {
       const label = `${codec.name}, ${how}`;
@@ -509,7 +504,7 @@ Deno.test("an owner whose channel native code destroyed through its handle: its 
       const value = codec === codecs.f64 ? 1 : new Uint8Array([1]);
       const entries = _sharedEntries();
       const before = bridge.pending;
-      let wait: Promise<string> | undefined;
+      let wait: Promise<unknown> | undefined;
       let copy: Channel<unknown> | undefined;
       const dropped: unknown[] = [];
       let h = 0;
@@ -523,27 +518,43 @@ Deno.test("an owner whose channel native code destroyed through its handle: its 
         h = ch.handle; // escaped: native from here on, as native code's use makes it
         if (how === "buffered, a hook") assert.deepEqual(ch.trySend(value), { state: "ok" });
         if (how === "a wait queued natively") {
-          wait = outcome(ch.receive());
+          wait = ch.receive().then(() => assert.fail(`${label}: a value`), (e) => e);
           await until(() => bridge.pending > before, `${label}: queued natively`);
         }
         if (how === "a copy") copy = Channel.from<unknown>(ch.share());
         assert.equal(sym.kc_chan_destroy(h), 0, label);
+        // The channel's one cause: the CancellationError its wait got from the destroy's cancel
+        // (its record says so), else one saying native code destroyed it.
+        let cause: unknown = undefined;
         if (wait !== undefined) {
-          // The destroy cancelled it: its record says so.
+          cause = await within(wait, 10_000, label);
+          assert.ok(cause instanceof CancellationError, `${label}: ${String(cause)}`);
+          assert.equal(cause.message, "Channel was cancelled", label);
+        }
+        const r = ch.trySend(value);
+        assert.equal(r.state, "closed", label);
+        cause ??= (r as { cause: unknown }).cause;
+        if (wait === undefined) {
+          assert.ok(cause instanceof CancellationError, `${label}: ${String(cause)}`);
           assert.equal(
-            await within(wait, 10_000, label),
-            "CancellationError: Channel was cancelled",
+            cause.message,
+            "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)",
+            label,
           );
         }
-        assert.throws(() => ch.trySend(value), destroyed("send"), label);
-        assert.throws(() => ch.tryReceive(), destroyed("receive"), label);
-        // As on a cancelled channel (the destroy cancelled it): the next test.
+        assert.deepEqual(r, { state: "closed", cause }, label);
+        assert.deepEqual(ch.tryReceive(), { state: "closed", cause }, label);
         assert.equal(ch.close(), false, label);
         ch.cancel();
-        assert.throws(() => ch.isClosedForSend, destroyed("read channel status"), label);
-        await assert.rejects(ch.receive(), destroyed("receive"), label);
+        assert.equal(ch.isClosedForSend, true, label);
+        await assert.rejects(ch.receive(), (e) => e === cause, label);
         // Before, an object naming the dead handle, which `Channel.from` refused.
-        assert.throws(() => ch.share(), destroyed("share channel"), label);
+        assert.throws(() => ch.share(), {
+          name: "InvalidHandleError",
+          message:
+            `Cannot share channel: native code destroyed it (kc_chan_destroy), so handle ${h} ` +
+            "names no live channel (KC_EBADH)",
+        }, label);
       } // the dispose: before, 'Cannot cancel channel: ...' thrown here
       // The value the destroy dropped went to the hook, not left in the handle's native list
       // for good (the dispose took nothing through the dead handle before).
@@ -563,7 +574,133 @@ Deno.test("an owner whose channel native code destroyed through its handle: its 
   }
 });
 
-Deno.test("an owner whose channel native code destroyed through a copy's handle: its own first read of `handle` throws the InvalidHandleError that says so, as its other calls do", () => {
+Deno.test("an owner whose channel native code destroyed answers each call as on a cancelled channel, as its copies do, whichever call learns it first: one cause saying so, the values the destroy dropped to its hook once, a send's value too, share() an InvalidHandleError", async () => {
+  // Before, every call of the owner's (but close() and cancel()) threw InvalidHandleError
+  // ("Cannot send: the channel was destroyed by native code ..."), where its `Channel.from`
+  // copies answered as on a cancelled channel: `produce` and `actor` had to tell the channel's
+  // own such error from another channel's, and a producer's child task whose send met the
+  // destroy failed its scope.
+  const sym = library().symbols("test");
+  const CAUSE = "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)";
+  type Call = (ch: Channel<number>, h: number, isCause: (e: unknown) => boolean) => unknown;
+  const closed = (r: unknown, isCause: (e: unknown) => boolean) => {
+    assert.equal((r as { state: string }).state, "closed");
+    assert.ok(isCause((r as { cause: unknown }).cause), String((r as { cause: unknown }).cause));
+  };
+  // Each call, with what it answers; `sends`, how many values it hands the hook (refused).
+  const calls: Record<string, { call: Call; sends?: number; learns?: false }> = {
+    isClosedForSend: { call: (ch) => assert.equal(ch.isClosedForSend, true) },
+    isClosedForReceive: { call: (ch) => assert.equal(ch.isClosedForReceive, true) },
+    trySend: { call: (ch, _, is) => closed(ch.trySend(7), is) },
+    trySendMany: { call: (ch, _, is) => closed(ch.trySendMany([7, 8]), is) },
+    tryReceive: { call: (ch, _, is) => closed(ch.tryReceive(), is) },
+    tryReceiveMany: { call: (ch, _, is) => closed(ch.tryReceiveMany(4), is) },
+    send: { call: (ch, _, is) => assert.rejects(ch.send(7), is), sends: 1 },
+    "send of an object": {
+      call: (ch, _, is) => assert.rejects((ch as Channel<unknown>).send({ n: 7 }), is),
+      sends: 1,
+    },
+    receive: { call: (ch, _, is) => assert.rejects(ch.receive(), is) },
+    receiveCatching: { call: async (ch, _, is) => closed(await ch.receiveCatching(), is) },
+    "for await": {
+      call: (ch, _, is) =>
+        assert.rejects(async () => {
+          for await (const v of ch) assert.fail(`received ${v}`);
+        }, is),
+    },
+    "values()": { call: (ch, _, is) => assert.rejects(ch.values().next(), is) },
+    onReceive: {
+      call: (ch, _, is) => assert.rejects(select((s) => s.onReceive(ch, (v) => v)), is),
+    },
+    onReceiveCatching: {
+      call: async (ch, _, is) => closed(await select((s) => s.onReceiveCatching(ch, (r) => r)), is),
+    },
+    onSend: {
+      call: (ch, _, is) => assert.rejects(select((s) => s.onSend(ch, 7, () => 0)), is),
+      sends: 1,
+    },
+    close: {
+      call: (ch) => {
+        assert.equal(ch.close(), false);
+        assert.equal(ch.close(new Error("late")), false);
+      },
+    },
+    cancel: { call: (ch) => assert.equal(ch.cancel(new Error("late")), undefined) },
+    metrics: {
+      call: (ch) => {
+        const m = ch.metrics();
+        assert.equal(m.sends, 0); // the counters went with the channel
+        assert.ok(m.takenNs > 0);
+      },
+    },
+    share: {
+      call: (ch, h) =>
+        assert.throws(() => ch.share(), {
+          name: "InvalidHandleError",
+          message: `Cannot share channel: native code destroyed it (kc_chan_destroy), so handle ` +
+            `${h} names no live channel (KC_EBADH)`,
+        }),
+    },
+    // Read before the destroy (for it): kept, as a copy's read before its channel ended.
+    handle: { call: (ch, h) => assert.equal(ch.handle, h), learns: false },
+    // Prints what it knows, learning nothing (its status read marks nothing).
+    inspect: {
+      call: (ch) => assert.match(Deno.inspect(ch), /closed: true,\s+drained: true/),
+      learns: false,
+    },
+  };
+  for (const [firstName, first] of Object.entries(calls)) {
+    if (first.learns === false) continue;
+    const label = `${firstName} first`;
+    using reported = catchReported();
+    const dropped: unknown[] = [];
+    let h = 0;
+    let size = 0;
+    {
+      using ch = new Channel<number>(4, { onUndeliveredElement: (v) => dropped.push(v) });
+      h = ch.handle; // escaped: native code's to destroy
+      size = ch.codec.elemSize;
+      assert.deepEqual(ch.trySend(1), { state: "ok" }, label);
+      assert.equal(sym.kc_chan_destroy(h), 0, label);
+      // The call that learns it (a status read), then every call: one cause, the same each time.
+      let cause: unknown = undefined;
+      const isCause = (e: unknown) => {
+        cause ??= e;
+        return e === cause && e instanceof CancellationError && e.message === CAUSE;
+      };
+      let sends = 0;
+      for (const [name, c] of [[firstName, first], ...Object.entries(calls)] as const) {
+        try {
+          await c.call(ch, h, isCause);
+        } catch (e) {
+          throw new Error(`${label}, then ${name}: ${String(e)}`, { cause: e });
+        }
+        sends += c.sends ?? 0;
+        // The value the destroy dropped went to the hook as the first call learnt it, once.
+        assert.deepEqual(dropped[0], 1, `${label}, then ${name}: the hook`);
+      }
+      // Then a refused send's each (7, an object's { n: 7 }), as on any cancelled channel.
+      assert.equal(dropped.length, 1 + sends, label);
+      assert.ok(
+        dropped.slice(1).every((v) => v === 7 || (v as { n: number }).n === 7),
+        `${label}: ${Deno.inspect(dropped)}`,
+      );
+    } // the dispose: nothing more to the hook, nothing thrown
+    assert.equal(
+      dropped.length,
+      1 + [first, ...Object.values(calls)].reduce(
+        (n, c) => n + (c.sends ?? 0),
+        0,
+      ),
+      `${label}: the dispose`,
+    );
+    assert.equal(sym.kc_chan_take_undelivered(h, new Uint8Array(size), size), 0, label);
+    await new Promise((r) => setTimeout(r, 0)); // a report queued by the dispose, if any
+    assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+  }
+});
+
+Deno.test("an owner whose channel native code destroyed through a copy's handle: its own first read of `handle` throws the InvalidHandleError that says so, as its share() does", () => {
   // The owner shared the channel (held, its handle not read); a copy of its isolate read the
   // handle, which native code destroyed. The owner's read takes its hold then, on the dead handle:
   // before, 'Cannot get handle: the handle is stale, destroyed or not a kcoro handle', which
@@ -573,23 +710,26 @@ Deno.test("an owner whose channel native code destroyed through a copy's handle:
   using ch = new Channel<number>(1);
   using copy = Channel.from<number>(ch.share());
   assert.equal(sym.kc_chan_destroy(copy.handle), 0);
+  const h = copy.handle;
   assert.throws(() => ch.handle, {
     name: "InvalidHandleError",
     message:
-      "Cannot get handle: the channel was destroyed by native code (kc_chan_destroy of its " +
-      "handle) (KC_EBADH)",
+      `Cannot get handle: native code destroyed it (kc_chan_destroy), so handle ${h} names no ` +
+      "live channel (KC_EBADH)",
   });
   // Its share() too (it handed out an object naming the dead handle).
   assert.throws(() => ch.share(), {
     name: "InvalidHandleError",
     message:
-      "Cannot share channel: the channel was destroyed by native code (kc_chan_destroy of its " +
-      "handle) (KC_EBADH)",
+      `Cannot share channel: native code destroyed it (kc_chan_destroy), so handle ${h} names ` +
+      "no live channel (KC_EBADH)",
   });
+  // Its other calls answer as on a cancelled channel.
+  assert.equal(ch.isClosedForSend, true);
   assert.deepEqual(reported.errors.map(String), []);
 });
 
-Deno.test("an owner whose channel native code destroyed: close() answers false and cancel() does nothing, as on a cancelled channel (Kotlin's), whichever comes first; its other calls still throw, its copies answer cancelled", async () => {
+Deno.test("an owner whose channel native code destroyed: close() answers false and cancel() does nothing, as on a cancelled channel (Kotlin's), whichever comes first, the late cause not the channel's; its other calls and its copies answer cancelled", async () => {
   // Before, both threw InvalidHandleError ('Cannot close channel: the channel was destroyed by
   // native code ...'), so its dispose, actor and produce each caught it around them.
   const sym = library().symbols("test");
@@ -612,9 +752,17 @@ Deno.test("an owner whose channel native code destroyed: close() answers false a
           else assert.equal(ch.cancel(late), undefined, `${first}: ${call}`);
         }
       }
-      // Its other calls still say what happened.
-      assert.throws(() => ch.trySend(2), /Cannot send: the channel was destroyed by native code/);
-      // A copy answers as on a cancelled channel, the late cause not the channel's.
+      // Its other calls answer as on a cancelled channel, the late cause not the channel's.
+      const own = ch.trySend(2);
+      assert.equal(own.state, "closed", first);
+      const ownCause = (own as { cause?: unknown }).cause;
+      assert.ok(ownCause instanceof CancellationError, first);
+      assert.equal(
+        ownCause.message,
+        "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)",
+        first,
+      );
+      // So does a copy, the same cause.
       assert.equal(copy.close(), false, first);
       const r = copy.trySend(2);
       assert.equal(r.state, "closed", first);
@@ -622,6 +770,7 @@ Deno.test("an owner whose channel native code destroyed: close() answers false a
       assert.ok(cause instanceof CancellationError, first);
       assert.notEqual(cause, late, first);
       assert.notEqual(cause.cause, late, first);
+      assert.equal(cause, ownCause, first);
     } // the dispose
     // The value the destroy dropped reached the hook once (a cancel's collect, or the dispose).
     assert.deepEqual(dropped, [1], first);
@@ -631,38 +780,46 @@ Deno.test("an owner whose channel native code destroyed: close() answers false a
   }
 });
 
-Deno.test("a select on an owner's channel that native code destroyed rejects with the InvalidHandleError its own operations throw, saying so", async () => {
-  // Before: 'Cannot select: the handle is stale, destroyed or not a kcoro handle', which left
-  // the caller to guess which, where the channel's own calls say what happened.
+Deno.test("a select on an owner's channel that native code destroyed: its clause is ready as on a cancelled channel, as a copy's is, whether the select or the owner learns it first", async () => {
+  // Before: the select rejected with InvalidHandleError ("Cannot select: the channel was
+  // destroyed by native code ..."), where a clause on a copy whose channel ended is ready as on
+  // a cancelled channel.
   const sym = library().symbols("test");
-  const message =
-    "Cannot select: the channel was destroyed by native code (kc_chan_destroy of its handle) " +
-    "(KC_EBADH)";
-  for (const clause of ["onReceive", "onReceiveCatching", "onSend", "second clause"] as const) {
-    using reported = catchReported();
-    using ch = new Channel<number>(2);
-    using other = new Channel<number>(0); // escaped, never ready
-    other.share();
-    assert.equal(sym.kc_chan_destroy(ch.handle), 0, clause);
-    // Its first call after the destroy: nothing learnt it yet.
-    const sel = select<unknown>((s) => {
-      if (clause === "onReceive") s.onReceive(ch, (v) => v);
-      else if (clause === "onReceiveCatching") s.onReceiveCatching(ch, (r) => r);
-      else if (clause === "onSend") s.onSend(ch, 1, () => "sent");
-      else {
-        s.onReceive(other, (v) => v);
-        s.onReceive(ch, (v) => v);
-      }
-    });
-    await assert.rejects(within(sel, 10_000, clause), (e) => {
-      assert.ok(e instanceof InvalidHandleError, `${clause}: ${String(e)}`);
-      assert.equal((e as Error).message, message, clause);
-      return true;
-    });
-    // Again, once the owner knows (its own call first).
-    assert.throws(() => ch.tryReceive(), /destroyed by native code/, clause);
-    await assert.rejects(select((s) => s.onReceive(ch, (v) => v)), { message }, clause);
-    assert.deepEqual(reported.errors.map(String), [], `${clause}: nothing reported`);
+  const CAUSE = "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)";
+  for (const learns of ["the select", "the owner"] as const) {
+    for (const clause of ["onReceive", "onReceiveCatching", "onSend", "second clause"] as const) {
+      const label = `${learns} first, ${clause}`;
+      using reported = catchReported();
+      const dropped: number[] = [];
+      using ch = new Channel<number>(2, { onUndeliveredElement: (v) => dropped.push(v) });
+      using other = new Channel<number>(0); // escaped, never ready
+      other.share();
+      assert.equal(sym.kc_chan_destroy(ch.handle), 0, label);
+      if (learns === "the owner") assert.equal(ch.isClosedForReceive, true, label);
+      const sel = select<unknown>((s) => {
+        if (clause === "onReceive") s.onReceive(ch, (v) => v);
+        else if (clause === "onReceiveCatching") s.onReceiveCatching(ch, (r) => r);
+        else if (clause === "onSend") s.onSend(ch, 1, () => "sent");
+        else {
+          s.onReceive(other, (v) => v);
+          s.onReceive(ch, (v) => v);
+        }
+      });
+      const got = await within(sel.then((v) => ({ v }), (e) => ({ e })), 10_000, label);
+      const cause = clause === "onReceiveCatching"
+        ? ("v" in got ? (got.v as { cause?: unknown }).cause : got.e)
+        : "e" in got
+        ? got.e
+        : got.v;
+      assert.ok(cause instanceof CancellationError, `${label}: ${String(cause)}`);
+      assert.equal(cause.message, CAUSE, label);
+      if (clause === "onReceiveCatching") assert.deepEqual(got, { v: { state: "closed", cause } });
+      // A send clause's value, not sent, goes to the hook, as a send's on a cancelled channel.
+      assert.deepEqual(dropped, clause === "onSend" ? [1] : [], label);
+      // The owner's own calls say the same.
+      assert.deepEqual(ch.tryReceive(), { state: "closed", cause }, label);
+      assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+    }
   }
 });
 
@@ -876,10 +1033,15 @@ Deno.test("an owner that learnt native code destroyed its channel makes no call 
   assert.equal(sym.kc_chan_destroy(ha), 0);
   assert.equal(sym.kc_chan_destroy(hw), 0);
   // Its first call after the destroy learns it (a status read), and hands the value the destroy
-  // dropped to the hook then.
-  assert.throws(() => a.trySend(2), /Cannot send: the channel was destroyed by native code/);
+  // dropped to the hook then; from then on it answers as on a cancelled channel.
+  const CAUSE = "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)";
+  const first = a.trySend(2);
+  assert.equal(first.state, "closed");
+  const cause = (first as { cause: unknown }).cause;
+  assert.ok(cause instanceof CancellationError);
+  assert.equal(cause.message, CAUSE);
   assert.deepEqual(dropped, [1]);
-  assert.throws(() => w.isClosedForSend, /destroyed by native code/);
+  assert.equal(w.isClosedForSend, true);
   // Channels are made and destroyed until two get the dead handles' values (~523,000).
   const laterDropped: number[] = [];
   const later = new Map<number, Channel<number>>();
@@ -896,26 +1058,32 @@ Deno.test("an owner that learnt native code destroyed its channel makes no call 
   assert.deepEqual(bw.trySend(20), { state: "ok" });
   const before = b.metrics();
 
-  const destroyed = /the channel was destroyed by native code \(kc_chan_destroy of its handle\)/;
+  const closed = { state: "closed", cause };
+  const isCause = (e: unknown) => e === cause;
   assert.equal(a.close(), false, "close()");
   assert.equal(a.close(new Error("late")), false, "close(cause)");
   assert.equal(a.cancel(), undefined, "cancel()");
   assert.equal(a.cancel(new Error("late")), undefined, "cancel(cause)");
-  assert.throws(() => a.trySend(3), destroyed, "trySend");
-  assert.throws(() => a.tryReceive(), destroyed, "tryReceive");
-  await assert.rejects(a.send(3), destroyed, "send");
-  await assert.rejects(a.receive(), destroyed, "receive");
-  await assert.rejects(a.receiveCatching(), destroyed, "receiveCatching");
-  await assert.rejects(a[Symbol.asyncIterator]().next(), destroyed, "for-await next()");
-  await assert.rejects(a.values().next(), destroyed, "values() next()");
-  await assert.rejects(select((s) => s.onReceive(a, (v) => v)), destroyed, "onReceive");
-  await assert.rejects(select((s) => s.onSend(a, 3, () => 0)), destroyed, "onSend");
-  assert.throws(() => a.isClosedForSend, destroyed, "isClosedForSend");
-  assert.throws(() => a.metrics(), destroyed, "metrics");
-  assert.throws(() => a.share(), destroyed, "share");
+  assert.deepEqual(a.trySend(3), closed, "trySend");
+  assert.deepEqual(a.tryReceive(), closed, "tryReceive");
+  assert.deepEqual(a.trySendMany([3, 4]), closed, "trySendMany");
+  assert.deepEqual(a.tryReceiveMany(4), closed, "tryReceiveMany");
+  await assert.rejects(a.send(3), isCause, "send");
+  await assert.rejects(a.receive(), isCause, "receive");
+  assert.deepEqual(await a.receiveCatching(), closed, "receiveCatching");
+  await assert.rejects(a[Symbol.asyncIterator]().next(), isCause, "for-await next()");
+  await assert.rejects(a.values().next(), isCause, "values() next()");
+  await assert.rejects(select((s) => s.onReceive(a, (v) => v)), isCause, "onReceive");
+  await assert.rejects(select((s) => s.onSend(a, 3, () => 0)), isCause, "onSend");
+  assert.equal(a.isClosedForSend, true, "isClosedForSend");
+  assert.equal(a.metrics().sends, 0, "metrics");
+  assert.throws(() => a.share(), InvalidHandleError, "share");
   a[Symbol.dispose]();
-  // The wait begun before: failed as the destroy left it, not queued on the later channel.
-  assert.match(await within(pending, 10_000, "the pending receive"), destroyed);
+  // The wait begun before: failed as on the cancelled channel, not queued on the later channel.
+  assert.equal(
+    await within(pending, 10_000, "the pending receive"),
+    `CancellationError: ${CAUSE}`,
+  );
   w[Symbol.dispose]();
 
   // The later channels are as they were: open, their values there, nothing dropped or counted.
@@ -928,5 +1096,7 @@ Deno.test("an owner that learnt native code destroyed its channel makes no call 
   const after = b.metrics();
   assert.equal(after.sends, before.sends);
   assert.equal(after.failures.closed + after.failures.cancelled, 0);
-  assert.deepEqual(dropped, [1], "the destroyed owner's hook: its own value, once");
+  // The destroyed owner's hook: its own value, once, and the two sends' values (refused as on a
+  // cancelled channel), none of the later channel's.
+  assert.deepEqual(dropped, [1, 3, 3], "the destroyed owner's hook");
 });

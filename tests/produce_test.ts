@@ -773,7 +773,9 @@ Deno.test("produce: a send racing native code's destroy of the channel ends the 
   // The block reads the handle (the watch begins), native code destroys the channel, then the
   // block sends: before the destroy's cancel reaches the watch, the send met the dead handle
   // and its InvalidHandleError failed the block, and so the scope; once the watch has
-  // cancelled the task, a trySend (not bound to the task's signal) did the same.
+  // cancelled the task, a trySend (not bound to the task's signal) did the same. Now the send
+  // rejects as on a cancelled channel (the trySend answers `closed` with that cause, which the
+  // block throws), a CancellationError saying native code destroyed it, which ends the task.
   const sym = library().symbols("test");
   for (const order of ["send first", "watch first"] as const) {
     for (const op of ["send", "trySend"] as const) {
@@ -797,7 +799,11 @@ Deno.test("produce: a send racing native code's destroy of the channel ends the 
             signalAborted = task.signal.aborted;
             try {
               if (op === "send") await out.send(1);
-              else out.trySend(1);
+              else {
+                const r = out.trySend(1);
+                assert.equal(r.state, "closed", label);
+                throw (r as { cause: unknown }).cause;
+              }
             } catch (e) {
               caught = e;
               throw e;
@@ -820,12 +826,13 @@ Deno.test("produce: a send racing native code's destroy of the channel ends the 
         assert.equal(outcome, "resolved", `${label}: ${String(outcome)}`);
         assert.ok(jobCause instanceof CancellationError, `${label}: ${String(jobCause)}`);
         if (order === "send first") {
+          // The send's own error, the channel's cause: the task ends with it.
           assert.equal(
             (jobCause as Error).message,
-            "Producer was cancelled: native code destroyed its channel (kc_chan_destroy of its handle)",
+            "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)",
             label,
           );
-          assert.equal((jobCause as Error).cause, caught, `${label}: its cause`);
+          assert.equal(jobCause, caught, `${label}: the send's error`);
         }
         assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
       } finally {
@@ -893,7 +900,8 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
             signalAborted = task.signal.aborted;
             try {
               if (whose === "another channel's") throw foreignHandleError();
-              if (whose === "trySend") out.trySend(1);
+              // Closed, as on a cancelled channel: its cause let out.
+              if (whose === "trySend") throw (out.trySend(1) as { cause: unknown }).cause;
               else if (whose === "send") await out.send(1);
               else if (whose === "handle") void out.handle;
               else if (whose === "share") out.share(); // handed out the dead handle before
@@ -940,6 +948,82 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
         (ch as Channel<number> | null)?.[Symbol.dispose]();
         (copy as Channel<number> | null)?.[Symbol.dispose]();
       }
+    }
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("produce: a child task of the producer whose send meets native code's destroy of the channel ends cancelled, not failed, and the scope resolves; another channel's InvalidHandleError the child lets out still fails it", async () => {
+  // Kotlin: a cancelled channel's send throws a CancellationException, which ends the child
+  // coroutine cancelled (its parent and scope go on). Before, the child's send rejected with the
+  // channel's InvalidHandleError, which only the block's own catch took as the channel's end
+  // (`Channel._raised`): a child letting it out failed, and so did the producer and the scope.
+  // The child sends right after the destroy, before the destroy's cancel reaches the watch
+  // (which then cancels the producer), and once more after.
+  const sym = library().symbols("test");
+  const CAUSE = "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)";
+  for (const whose of ["send", "trySend", "another channel's"] as const) {
+    const label = whose;
+    using reported = catchReported();
+    let ch: Channel<number> | null = null;
+    let caught: unknown = undefined;
+    let childCause: unknown = "not completed";
+    let jobCause: unknown = "not completed";
+    let scopeRef: CoroutineScope | null = null;
+    let ended = false;
+    const done = coroutineScope((scope) => {
+      scopeRef = scope;
+      ch = produce<number>(
+        scope,
+        counted((out: Channel<number>, task: CoroutineScope) => {
+          const child = task.launch(counted(async () => {
+            assert.equal(sym.kc_chan_destroy(out.handle), 0, label); // the handle: the watch
+            try {
+              if (whose === "another channel's") throw foreignHandleError();
+              if (whose === "send") await out.send(1);
+              else throw (out.trySend(1) as { cause: unknown }).cause;
+            } catch (e) {
+              caught = e;
+              throw e;
+            }
+          }));
+          child.invokeOnCompletion((c) => childCause = c);
+        }),
+      );
+      (ch as unknown as { _job: { invokeOnCompletion(h: (c: unknown) => void): void } })._job
+        .invokeOnCompletion((c) => jobCause = c);
+    });
+    let outcome: unknown = "resolved";
+    done.then(() => ended = true, (e) => {
+      outcome = e;
+      ended = true;
+    });
+    try {
+      await until(() => ended, `${label}: the scope to complete`, 10_000);
+      await laterReports();
+      assert.ok(caught !== undefined, `${label}: the child's error`);
+      if (whose === "another channel's") {
+        // That very error: the child's failure, and so the producer's and the scope's.
+        assert.equal(childCause, caught, `${label}: the child: ${String(childCause)}`);
+        assert.equal(outcome, caught, `${label}: the scope: ${String(outcome)}`);
+      } else {
+        // The channel's cause, which ends the child cancelled; the producer is cancelled (by
+        // the watch, or as its child ended so), the scope resolves.
+        assert.ok(caught instanceof CancellationError, `${label}: ${String(caught)}`);
+        assert.equal((caught as Error).message, CAUSE, label);
+        assert.equal(childCause, caught, `${label}: the child`);
+        assert.equal(outcome, "resolved", `${label}: the scope: ${String(outcome)}`);
+        assert.ok(jobCause instanceof CancellationError, `${label}: ${String(jobCause)}`);
+        // The consumer's receive: the cancelled channel's cause.
+        await assert.rejects(ch!.receive(), (e) => e === caught, label);
+      }
+      assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+    } finally {
+      if (!ended) {
+        (scopeRef as CoroutineScope | null)?.cancel();
+        await done.catch(() => {});
+      }
+      (ch as Channel<number> | null)?.[Symbol.dispose]();
     }
   }
   assert.equal(live, 0);
@@ -1853,10 +1937,12 @@ Deno.test("actor: an InvalidHandleError of another channel that the handler lets
   // Before, any InvalidHandleError the handler let out once its mailbox was destroyed ended the
   // actor as cancelled: a bug of the handler's own (a disposed channel of its, here) went
   // unreported, the scope resolved. Both before the handler saw the destroy and after (its
-  // receive rejected first); its mailbox's own by a trySend and a receive.
+  // receive rejected first); its mailbox's own: a trySend's closed cause and a receive's
+  // rejection (the cancelled mailbox's CancellationError), and its share()'s InvalidHandleError
+  // (no live channel to hand out).
   const sym = library().symbols("test");
   for (const seen of ["unseen", "seen"] as const) {
-    for (const whose of ["another channel's", "trySend", "receive"] as const) {
+    for (const whose of ["another channel's", "trySend", "receive", "share"] as const) {
       const label = `${seen}, ${whose}`;
       using reported = catchReported();
       const done: unknown[] = [];
@@ -1868,12 +1954,13 @@ Deno.test("actor: an InvalidHandleError of another channel that the handler lets
           counted(async (mailbox: Channel<number>) => {
             assert.equal(sym.kc_chan_destroy(mailbox.handle), 0, label);
             if (seen === "seen") {
-              await assert.rejects(mailbox.receive(), InvalidHandleError, label);
+              await assert.rejects(mailbox.receive(), CancellationError, label);
               assert.ok(mailbox._destroyedSeen, label);
             }
             try {
               if (whose === "another channel's") throw foreignHandleError();
-              if (whose === "trySend") mailbox.trySend(1);
+              if (whose === "trySend") throw (mailbox.trySend(1) as { cause: unknown }).cause;
+              else if (whose === "share") mailbox.share();
               else await mailbox.receive();
             } catch (e) {
               caught = e;
@@ -1887,7 +1974,12 @@ Deno.test("actor: an InvalidHandleError of another channel that the handler lets
       finished.then(() => outcome = "resolved", (e) => outcome = e);
       await until(() => outcome !== "pending", `${label}: the scope to settle`, 10_000);
       await laterReports();
-      assert.ok(caught instanceof InvalidHandleError, `${label}: ${String(caught)}`);
+      assert.ok(
+        whose === "trySend" || whose === "receive"
+          ? caught instanceof CancellationError
+          : caught instanceof InvalidHandleError,
+        `${label}: ${String(caught)}`,
+      );
       assert.equal(done.length, 1, label);
       if (whose === "another channel's") {
         assert.equal(outcome, caught, `${label}: the scope: ${String(outcome)}`);
