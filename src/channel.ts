@@ -1298,11 +1298,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * longer destroyed when this object is garbage collected or its holders leave (see `share`):
    * whoever holds the handle may still use it, so only the creator's `[Symbol.dispose]` ends it.
    *
-   * Throws {@linkcode InvalidHandleError}, when it was never read before, once this object is
-   * disposed or the channel ended under it (native code destroyed it; a copy's creator disposed
+   * Throws {@linkcode InvalidHandleError} once this object is disposed, also when it was read
+   * before (the value names no channel of this object's any more), and, when it was never read
+   * before, once the channel ended under it (native code destroyed it; a copy's creator disposed
    * of it): no hold may be taken on the dead handle.
    */
   get handle(): number {
+    // Before, a handle read before the dispose was returned after it, dead, as if still live.
+    if (this.#disposed) this.#throwNoCalls("get handle");
     this.#escape("get handle", false);
     this.#giveAway();
     if (!this.#pinned) {

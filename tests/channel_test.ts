@@ -3835,3 +3835,18 @@ Deno.test("a rendezvous receive takes a sender queued natively on another thread
     }
   }
 });
+
+Deno.test("`handle` read before the channel's dispose throws after it, as every other call does: not the dead number, as if still live", () => {
+  // Before, a handle read before the dispose (pinned) was returned after it, whatever channel
+  // its value names by then.
+  for (const who of ["an owner", "a from() copy"] as const) {
+    using ch = new Channel<number>(1);
+    const obj = who === "an owner" ? ch : Channel.from<number>(ch.share());
+    assert.equal(typeof obj.handle, "number", who);
+    obj[Symbol.dispose]();
+    assert.throws(() => obj.handle, {
+      name: "InvalidHandleError",
+      message: "Cannot get handle: the channel was disposed (KC_EBADH)",
+    }, who);
+  }
+});
