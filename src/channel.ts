@@ -58,6 +58,7 @@ import {
   ClosedSendError,
   describe,
   InvalidHandleError,
+  KcoroError,
   LibraryClosedError,
   LibraryPermissionError,
   refuseAsValue,
@@ -3243,6 +3244,29 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
   }
 
+  /**
+   * What a wait of a send rejects with for a native status that is neither a completion nor a
+   * close or cancel: a KC_EBADH that `#creatorEnded` did not take (this object disposed, said
+   * so: the channel's own InvalidHandleError), else a {@linkcode KcoroError} naming the status
+   * as an internal error (no native send answers another: an out-of-memory in the native
+   * queueing, say). Before, every one was an `InvalidHandleError("Cannot send: status N")`,
+   * which named neither the status nor what was wrong.
+   */
+  #sendFailure(status: number): unknown {
+    if (status === Status.EBADH) {
+      try {
+        this.#unwrap(status, "send");
+      } catch (e) {
+        return e;
+      }
+    }
+    return new KcoroError(
+      status,
+      `Cannot send: internal error, the native send answered status ${status}, which no send ` +
+        "expects",
+    );
+  }
+
   #settleWith(w: Waiter, status: number, queued: boolean): void {
     const sym = this.#lib.symbols("complete");
     const slot = w.slot!;
@@ -3266,7 +3290,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.reject(
         status === Status.EPIPE || status === Status.ECANCELED
           ? this.#sendError(status)
-          : this.#own(new InvalidHandleError(`Cannot send: status ${status}`)),
+          : this.#sendFailure(status),
       );
       return;
     }

@@ -26,6 +26,7 @@ import {
   library,
   runtime,
   select,
+  Status,
   TimeoutError,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
@@ -3849,4 +3850,35 @@ Deno.test("`handle` read before the channel's dispose throws after it, as every 
       message: "Cannot get handle: the channel was disposed (KC_EBADH)",
     }, who);
   }
+});
+
+Deno.test("a send waiting natively whose queueing answers a status no send expects rejects with a KcoroError saying it is an internal error and naming the status, not an InvalidHandleError", async () => {
+  // Before: InvalidHandleError("Cannot send: status -12"), which named no status and blamed a
+  // handle. The native queueing is made to answer KC_ENOMEM (no test can exhaust its memory).
+  using reported = catchReported();
+  using ch = new Channel<number>(1);
+  ch.share(); // escaped: a wait queues natively at the end of its turn
+  assert.deepEqual(ch.trySend(1), { state: "ok" });
+  const proto = Bridge.prototype;
+  const submit = proto.submit;
+  proto.submit = function (this: Bridge, recv, handle, slot, size) {
+    return recv ? submit.call(this, recv, handle, slot, size) : Status.ENOMEM;
+  };
+  let e: unknown;
+  try {
+    e = await within(ch.send(2).then(() => "resolved", (e) => e), 10_000, "the send");
+  } finally {
+    proto.submit = submit;
+  }
+  assert.ok(e instanceof KcoroError && !(e instanceof InvalidHandleError), String(e));
+  assert.equal(
+    e.message,
+    `Cannot send: internal error, the native send answered status ${Status.ENOMEM}, which no ` +
+      "send expects (KC_ENOMEM)",
+  );
+  assert.equal(e.status, Status.ENOMEM);
+  // The channel is as it was: its value there, the refused one not sent.
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 });
+  assert.deepEqual(ch.tryReceive(), { state: "empty" });
+  assert.deepEqual(reported.errors.map(String), []);
 });
