@@ -450,9 +450,11 @@ class Shared {
   /**
    * The native channel was destroyed under this isolate's `Channel.from` copies (its creator's
    * dispose, or native code's `kc_chan_destroy`), which only a destroy can do to a channel they
-   * hold: its handle is dead, and may name a later channel once its slot is reused. The copies
-   * then answer as on a cancelled channel (`closed`, `cancelled`, and a cause) without a native
-   * call (`Channel.#markEnded`). Before, each call threw InvalidHandleError, `close()` too.
+   * hold, or under its creator not disposed (native code's destroy, as it learnt:
+   * `Channel.#destroyedUnder`): its handle is dead, and may name a later channel once its slot is
+   * reused. They then answer as on a cancelled channel (`closed`, `cancelled`, and a cause)
+   * without a native call (`Channel.#markEnded`). Before, each call threw InvalidHandleError,
+   * `close()` too (a creator's each but close() and cancel()).
    * Set once, never cleared.
    */
   get ended(): boolean {
@@ -1429,10 +1431,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * @ignore Whether `e` is an InvalidHandleError this channel's own operation raised about it
-   * (disposed, destroyed by native code), by identity: for `produce` and `actor`, which take
-   * such an error their block lets out as their channel's end. Any other, one from another
-   * channel (disposed, say) above all, is the block's own failure (Kotlin's: a coroutine being
-   * cancelled that fails with another exception reports it).
+   * (disposed; `share()` or `handle` once destroyed by native code), by identity: for `produce`
+   * and `actor`, which take such an error their block lets out as their channel's end. Any other,
+   * one from another channel (disposed, say) above all, is the block's own failure (Kotlin's: a
+   * coroutine being cancelled that fails with another exception reports it).
    */
   _raised(e: unknown): boolean {
     return typeof e === "object" && e !== null && raisedBy.get(e) === this;

@@ -700,6 +700,29 @@ Deno.test("an owner whose channel native code destroyed answers each call as on 
   }
 });
 
+Deno.test("an owner whose channel native code destroyed, learning it while its sends still wait in JavaScript: each rejects as cancelled and its value goes to onUndeliveredElement once, after the values the destroy dropped", async () => {
+  // A cancel hands a waiting sender's value to the hook (Kotlin's onUndeliveredElement); so
+  // does the destroy's, for the owner's sends not queued natively yet (they wait in JavaScript
+  // until the end of their turn). A copy's stay the caller's (no hook of its own).
+  const sym = library().symbols("test");
+  using reported = catchReported();
+  const dropped: unknown[] = [];
+  using ch = new Channel<unknown>(1, { onUndeliveredElement: (v) => dropped.push(v) });
+  const h = ch.handle;
+  assert.deepEqual(ch.trySend(1), { state: "ok" });
+  const waits = [ch.send(2), ch.send({ n: 3 })].map((p) =>
+    p.then(() => "resolved", (e: unknown) => e)
+  );
+  assert.equal(sym.kc_chan_destroy(h), 0);
+  assert.equal(ch.isClosedForSend, true); // learns it, in the waits' turn
+  assert.deepEqual(dropped, [1, 2, { n: 3 }]);
+  const cause = (ch.trySend(4) as { cause: unknown }).cause;
+  assert.ok(cause instanceof CancellationError, String(cause));
+  for (const e of await Promise.all(waits)) assert.equal(e, cause);
+  assert.deepEqual(dropped, [1, 2, { n: 3 }], "once");
+  assert.deepEqual(reported.errors.map(String), []);
+});
+
 Deno.test("an owner whose channel native code destroyed through a copy's handle: its own first read of `handle` throws the InvalidHandleError that says so, as its share() does", () => {
   // The owner shared the channel (held, its handle not read); a copy of its isolate read the
   // handle, which native code destroyed. The owner's read takes its hold then, on the dead handle:
