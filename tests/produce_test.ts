@@ -612,6 +612,7 @@ Deno.test("produce: a Worker cancelling its copy of the channel cancels the prod
     let ch: Channel<number> | null = null;
     let ended = false;
     let done: Promise<void> | null = null;
+    let replied = false;
     try {
       done = coroutineScope(async (scope) => {
         scopeRef = scope;
@@ -632,10 +633,15 @@ Deno.test("produce: a Worker cancelling its copy of the channel cancels the prod
         );
         const reply = new Promise((resolve) => worker.onmessage = (e) => resolve(e.data));
         worker.postMessage(ch.share());
-        assert.deepEqual(await reply, { first: 1, cancelled: true });
+        const got = await reply;
+        replied = true;
+        assert.deepEqual(got, { first: 1, cancelled: true });
         // Not disposed here: the consumer's own dispose cancels the producer too.
       });
       done.then(() => ended = true, () => ended = true);
+      // The Worker's start (its module type-checked on first use: ~10 s on a loaded host) is not
+      // bounded here; the scope's end after the Worker's cancel is.
+      await until(() => replied || ended, `the Worker's reply (producer in a ${wait})`, 120_000);
       await until(() => ended, `the scope to complete (producer in a ${wait})`, 10_000);
       await done;
       assert.ok(finallyRan, "the producer's finally ran");
