@@ -78,7 +78,9 @@ export class Bridge {
     this.#lib = lib;
     this.#sym = lib.symbols("create completion ring");
     const rc = this.#sym.kc_ring_create(this.#out);
-    if (rc !== 0) throw new Error(`Cannot create completion ring: status ${rc}`);
+    // A named error with the status's name (KC_ENOMEM: out of memory or ring slots), not a bare
+    // Error saying "status N".
+    if (rc !== 0) throw new KcoroError(rc, "Cannot create completion ring");
     this.#ring = this.#out[0];
     lib.beforeClose(() => this.#closing(), "the withdrawal of the ring's waits");
     lib.onClose(() => this.#closed());

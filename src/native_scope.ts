@@ -31,6 +31,7 @@ import {
   checkSignal,
   describe,
   InvalidHandleError,
+  KcoroError,
   LibraryClosedError,
   refuseAsValue,
   ShutdownError,
@@ -618,7 +619,12 @@ class NativeChildren extends JobSupport<void> {
     if (error === undefined) {
       try {
         unwrap(rc, "wait for native children");
-        error = new InvalidHandleError(`Cannot wait for native children: status ${rc}`);
+        // A positive answer no wait gives: the library's fault, named as such (it was an
+        // InvalidHandleError saying only "status N", about no handle).
+        error = new KcoroError(
+          rc,
+          "Cannot wait for native children: internal error, the native wait answered a result no wait gives",
+        );
       } catch (e) {
         error = e;
       }
