@@ -1166,7 +1166,7 @@ export function decodeCause(bytes: Uint8Array): { ok: true; cause: unknown } | {
         if (at + 2 > bytes.length) return { ok: false };
         const end = at + 2 + bytes[at + 1];
         if (end > bytes.length) return { ok: false };
-        heads.push({ cls: bytes[at], name: new TextDecoder().decode(bytes.subarray(at + 2, end)) });
+        heads.push({ cls: bytes[at], name: decodeUtf8(bytes.subarray(at + 2, end)) });
         at = end;
       }
       const cause = deserialize(bytes.subarray(at));

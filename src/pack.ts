@@ -123,7 +123,13 @@ const KEEP = 1 << 20;
 /** Objects (of every kind REF names) met so far in this value: their indices, for REF. */
 const ids = new Map<object, number>();
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+/**
+ * `ignoreBOM`: a string that begins with U+FEFF keeps it. TextEncoder writes it as EF BB BF, and
+ * a decoder that does not ignore the BOM takes those bytes for one and drops them: such a string
+ * sent on a shared channel (codecs.string, the default codec, a packed string) arrived without
+ * its first character.
+ */
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /**
  * The most bytes one `TextDecoder.decode` call takes: V8's longest string (2^29 - 24 units on
@@ -143,7 +149,7 @@ const DECODE_MAX = 2 ** 29 - 24;
  */
 export function decodeUtf8(b: Uint8Array, piece: number = DECODE_MAX): string {
   if (b.length <= piece) return decoder.decode(b);
-  const pieces = new TextDecoder();
+  const pieces = new TextDecoder("utf-8", { ignoreBOM: true });
   let s = "";
   for (let at = 0; at < b.length; at += piece) {
     s += pieces.decode(b.subarray(at, at + piece), { stream: at + piece < b.length });

@@ -407,6 +407,30 @@ Deno.test("decodeUtf8: bytes longer than one TextDecoder call takes decode in pi
   }
 });
 
+Deno.test("a string that begins with U+FEFF keeps it through a shared channel: the string codec, the default codec, a packed string", () => {
+  // TextEncoder writes U+FEFF as EF BB BF; a TextDecoder that does not ignore the BOM drops
+  // those bytes at the start, and the string arrived one character short.
+  const s = "\uFEFFb\u00e9";
+  const bytes = encoder.encode(s);
+  assert.equal(decodeUtf8(bytes), s);
+  for (const piece of [1, 2, 4]) assert.equal(decodeUtf8(bytes, piece), s, `pieces of ${piece}`);
+  library();
+  {
+    using ch = new Channel<string>(4, { codec: codecs.string });
+    ch.share();
+    ch.trySend(s);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: s });
+  }
+  {
+    using ch = new Channel<unknown>(4);
+    ch.share();
+    ch.trySend(s);
+    ch.trySend({ s, list: ["\uFEFF", s] });
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: s });
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: { s, list: ["\uFEFF", s] } });
+  }
+});
+
 Deno.test("pack: seeded random data matches structured clone (seeds 1..300)", () => {
   for (let seed = 1; seed <= 300; seed++) {
     const v = randomValue(prng(seed), 4);
