@@ -1035,15 +1035,20 @@ const NOT_COPIED = "cannot be copied to another isolate";
  * failed producer's channel ended as if the stream were complete, its failure lost, when the
  * producer threw `new Error("upstream failed", { cause: { retry: () => {} } })`. An Error
  * keeps its class, name, message and stack, down its `cause` chain (`CAUSE_CHAIN` deep), where
- * a `cause` that cannot be copied becomes a string saying what it was; anything else becomes
- * an Error saying so. Never throws (a hostile cause: an Error saying that much).
+ * a `cause` that cannot be copied (or whose read throws) becomes a string saying what it was;
+ * anything else becomes an Error saying so. `copies`: each Error copied so far in this chain, its
+ * copy's. Never throws (a hostile cause: an Error saying that much).
  */
-function standIn(cause: unknown, depth: number): unknown {
+function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()): unknown {
   try {
     if (!(cause instanceof Error)) {
       return new Error(`The channel's close or cancel cause ${NOT_COPIED}: ${describe(cause)}`);
     }
     const copy = new Error(String(cause.message));
+    // A cycle down the chain (an Error that is its own cause, or a getter answering with an
+    // Error met already) is one in the copy too, as node:v8 copies one: unrolled, the chain
+    // went as CAUSE_CHAIN copies of the same Errors.
+    copies.set(cause, copy);
     // Its class (the prototype errorHeads reads) and name, as the Error itself would carry them.
     // The name is the copy's own: read through the class, a getter that checks it is given one
     // of its real instances throws on the copy (a DOMException's name), and a DOMException
@@ -1065,12 +1070,23 @@ function standIn(cause: unknown, depth: number): unknown {
     if (typeof stack === "string") ownValue(copy, "stack", stack);
     else Reflect.deleteProperty(copy, "stack");
     if ("cause" in cause) {
-      const inner = cause.cause;
+      // A `get cause()` that throws takes only the cause: the Error itself, whose message
+      // node:v8 alone would copy, became an Error saying reading it threw.
+      let inner: unknown;
+      try {
+        inner = cause.cause;
+      } catch {
+        ownValue(copy, "cause", `a cause whose read threw (${NOT_COPIED})`);
+        return copy;
+      }
+      const met = inner instanceof Error ? copies.get(inner) : undefined;
       ownValue(
         copy,
         "cause",
-        inner instanceof Error && depth + 1 < CAUSE_CHAIN
-          ? standIn(inner, depth + 1)
+        met !== undefined
+          ? met
+          : inner instanceof Error && depth + 1 < CAUSE_CHAIN
+          ? standIn(inner, depth + 1, copies)
           : inner instanceof Error && tooDeep(inner)
           ? `${describe(inner)} (a cause chain over ${CAUSE_DEPTH} Errors deep: ${NOT_COPIED})`
           : encodeExact(inner) !== null

@@ -553,6 +553,52 @@ Deno.test("an Error whose cause is its class's getter crosses with that cause, d
   ]);
 });
 
+Deno.test("a cause getter that throws takes only the cause with it, and a getter's cycle crosses as a cycle", () => {
+  const crossed = (cause: unknown) => {
+    const got = decodeCause(encodeCause(cause)!);
+    assert.ok(got.ok && got.cause instanceof Error);
+    return got.cause;
+  };
+  // Before, the stand-in read the getter outside any guard of its own: the whole cause became
+  // an Error saying reading it threw, its name and message lost (node:v8 alone keeps them).
+  class Throwing extends Error {
+    override name = "Throwing";
+    override get cause(): unknown {
+      throw new Error("not here");
+    }
+  }
+  const top = crossed(new Throwing("outer"));
+  assert.deepEqual([top.name, top.message, top.cause], [
+    "Throwing",
+    "outer",
+    "a cause whose read threw (cannot be copied to another isolate)",
+  ]);
+  const inner = crossed(new Error("top", { cause: new Throwing("inner") }));
+  assert.ok(inner.cause instanceof Error);
+  assert.deepEqual([inner.message, inner.cause.name, inner.cause.message], [
+    "top",
+    "Throwing",
+    "inner",
+  ]);
+  // A getter answering with the Error itself, or with an Error met before: the copy's chain
+  // closes on the same copy (before: CAUSE_CHAIN copies of it, then the Error as it is).
+  class Self extends Error {
+    override get cause(): unknown {
+      return this;
+    }
+  }
+  const self = crossed(new Self("me"));
+  assert.equal(self.message, "me");
+  assert.equal(self.cause, self);
+  const a = new DOMException("a", "AbortError");
+  const b = new Error("b", { cause: a });
+  Object.defineProperty(a, "cause", { value: b });
+  const cyc = crossed(b);
+  assert.ok(cyc.cause instanceof Error);
+  assert.deepEqual([cyc.message, cyc.cause.name, cyc.cause.message], ["b", "AbortError", "a"]);
+  assert.equal(cyc.cause.cause, cyc);
+});
+
 Deno.test("a very deep cause chain crosses as its first Errors and a string saying how deep it was, with no stack overflow", async () => {
   // Before, node:v8's serializer recursed down the whole chain and overflowed the stack (twice:
   // the stand-in tried the rest again), and Deno printed a "Failed to create JsStackFrame"
