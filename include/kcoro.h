@@ -259,7 +259,8 @@ struct kc_desc {
  * KC_CHAN_CONFLATED makes it 1 slot whatever capacity says, and drop-oldest: overflow
  * KC_OVERFLOW_SUSPEND (0, the default) or KC_OVERFLOW_DROP_OLDEST; KC_OVERFLOW_DROP_LATEST
  * contradicts it (KC_EINVAL). KC_EINVAL for a capacity above 2^31 (but KC_CHAN_UNLIMITED): no
- * power-of-two buffer holds it. */
+ * power-of-two buffer holds it. A buffer of more than 1 MiB starts at 1 MiB and doubles as it
+ * fills, as an unlimited one does (a send may then find no memory, as there). */
 int32_t kc_chan_create(uint32_t elem_size, uint32_t capacity, uint32_t overflow, uint32_t flags,
                        uint32_t *out_handle);
 /* Sends *elem. deadline_ns 0 = none (kc_now_ns clock); token 0 = none. KC_EPIPE closed,

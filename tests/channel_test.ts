@@ -98,6 +98,23 @@ Deno.test("constructor: bad arguments are RangeError/TypeError naming what was r
   assert.equal(zero.share().capacity, 0);
 });
 
+Deno.test("the largest capacities work shared as they did local: the native buffer grows as it fills", () => {
+  // Before, the native buffer was allocated whole when the channel went native: 2^31 slots of
+  // 32 bytes (64 GiB) failed with KcoroError "Cannot share channel: out of memory or handles
+  // (KC_ENOMEM)", a channel that had worked while local.
+  for (const capacity of [2 ** 31, 2 ** 31 - 1, 300_000]) {
+    for (const codec of [undefined, codecs.f64]) {
+      using ch = new Channel<number>(capacity, { codec });
+      ch.trySend(1);
+      ch.share();
+      for (let v = 2; v <= 40_000; v++) assert.deepEqual(ch.trySend(v), { state: "ok" });
+      for (let v = 1; v <= 40_000; v++) {
+        assert.deepEqual(ch.tryReceive(), { state: "ok", value: v }, `capacity ${capacity}`);
+      }
+      assert.deepEqual(ch.tryReceive(), { state: "empty" });
+    }
+  }
+});
 Deno.test("postMessage or structuredClone of a Channel is a DataCloneError that says to send its share()", () => {
   // A Worker user's first mistake: postMessage({ ch }). A local channel used to arrive as a
   // plain object without an error, and a shared one failed on its codec's encode function,

@@ -690,8 +690,9 @@ pub const Channel = struct {
     /// `buf` lies in the channel's own allocation, after the struct (`create`, small bounded
     /// buffers): it is freed with the channel, never on its own.
     buf_inline: bool = false,
-    /// Slots allocated in `buf`: 0 or a power of two (at least the capacity; `unlimited`
-    /// doubles them as it grows), so that a position maps to its slot with a mask.
+    /// Slots allocated in `buf`: 0 or a power of two, so that a position maps to its slot with a
+    /// mask. At least the capacity, but where that is more than `eager_buf_max` bytes: such a
+    /// buffer starts smaller and doubles as it fills (`grow`), as `unlimited`'s does.
     slots: u32 = 0,
     buffer_drops: u64 = 0,
     /// The channel has the fast paths (buffered, not zero-copy) and `lock` takes `rx.mutex`
@@ -863,7 +864,9 @@ pub const Channel = struct {
     fn fastSend(ch: *Channel, elem: [*]const u8, comptime path: FastPath) callconv(hot) bool {
         if (!ch.fast.load(.monotonic) or ch.closed or !ch.receivers.isEmpty() or !ch.senders.isEmpty()) return false;
         const tail = ch.tx.tail;
-        const limit: u64 = if (ch.capacity == unlimited) ch.slots else ch.capacity;
+        // The capacity, or the slots while a buffer still grows (`unlimited`'s is maxInt): the
+        // send that would need more takes the whole channel, which grows it.
+        const limit: u64 = @min(ch.capacity, ch.slots);
         if (tail - ch.tx.head_seen >= limit) {
             // Acquire: pairs with fastReceive's release store of `head`, so that its copy out
             // of the slot we may now overwrite happened before.
@@ -937,7 +940,7 @@ pub const Channel = struct {
     pub fn create(allocator: std.mem.Allocator, options: Options) Error!*Channel {
         const sh = try shape(options);
         const bytes = @as(usize, sh.slots) * sh.elem_size;
-        const buf_inline = sh.slots > 0 and sh.capacity != unlimited and bytes <= inline_buf_max;
+        const buf_inline = sh.slots > 0 and sh.capacity != unlimited and sh.slots >= sh.capacity and bytes <= inline_buf_max;
         const extra: usize = if (buf_inline) bytes else 0;
         const mem = try allocator.alignedAlloc(u8, .fromByteUnits(natural_align), mem_len + extra);
         const ch: *Channel = @ptrFromInt(std.mem.alignForward(usize, @intFromPtr(mem.ptr), @alignOf(Channel)));
@@ -957,6 +960,13 @@ pub const Channel = struct {
     /// Bounded buffers up to this many bytes live in the channel's own allocation (`create`):
     /// a channel then costs one malloc and one free, not two (ChanCreation: ~10 ns of ~45).
     const inline_buf_max = 256;
+
+    /// Bounded buffers up to this many bytes are allocated whole at the start; a larger one
+    /// starts at the most slots this many bytes hold and doubles as it fills, up to its capacity.
+    /// Before, a capacity of 2^31 (16 GiB of 8-byte slots, 64 GiB of descriptors) was allocated
+    /// at once and failed (OutOfMemory) on a host without that much memory, so a JavaScript
+    /// channel that worked while local failed when it went native (`share`, `select`).
+    const eager_buf_max = 1 << 20;
 
     fn freeMemory(ch: *Channel) void {
         const mem = ch.mem;
@@ -1093,9 +1103,13 @@ pub const Channel = struct {
             16
         else if (capacity == 0)
             0
-        else
+        else slots: {
             // Past 2^31 no power of two of slots holds it: a capacity no buffer can have.
-            std.math.ceilPowerOfTwo(u32, capacity) catch return error.InvalidArgument;
+            const full = std.math.ceilPowerOfTwo(u32, capacity) catch return error.InvalidArgument;
+            if (@as(usize, full) * elem_size <= eager_buf_max) break :slots full;
+            // `elem_size` is at most 1 MiB (above): at least one slot.
+            break :slots std.math.floorPowerOfTwo(u32, @intCast(eager_buf_max / elem_size));
+        };
         return .{ .elem_size = elem_size, .capacity = capacity, .overflow = overflow, .slots = slots };
     }
 
@@ -1601,7 +1615,7 @@ pub const Channel = struct {
             r.park(ch, newest);
             if (ch.zero_copy and ch.count_metrics) ch.tx.bytes -= descriptorBytes(newest);
             displaced = r;
-        } else if (ch.bufLen() == ch.slots) ch.grow() catch return .refused; // unlimited, no room left
+        } else if (ch.bufLen() == ch.slots) ch.grow() catch return .refused; // not full, but no room left yet
         // Every buffered value moves one position toward the tail, and `elem` takes the head's
         // slot. Both locks are held, so neither fast path is between its reads of the other
         // side's position and its copy; the positions stay monotonic (`tx.tail` counts it as a
@@ -1707,7 +1721,7 @@ pub const Channel = struct {
 
     inline fn pushBuffer(ch: *Channel, elem: [*]const u8) error{OutOfMemory}!void {
         if (ch.bufLen() == ch.slots) {
-            assert(ch.capacity == unlimited);
+            assert(ch.bufLen() < ch.capacity); // unlimited, or a large buffer still growing
             try ch.grow();
         }
         ch.track(elem);
@@ -1723,8 +1737,11 @@ pub const Channel = struct {
     }
 
     fn grow(ch: *Channel) error{OutOfMemory}!void {
-        assert(!ch.buf_inline); // only unlimited channels grow, and their buffers are never inline
+        // Only unlimited channels and bounded ones past `eager_buf_max` grow, and neither has
+        // an inline buffer; a bounded one never past the power of two that holds its capacity.
+        assert(!ch.buf_inline);
         const new_slots = std.math.mul(u32, ch.slots, 2) catch return error.OutOfMemory;
+        assert(ch.capacity == unlimited or new_slots / 2 < ch.capacity);
         const nb = try ch.allocator.alloc(u8, @as(usize, new_slots) * ch.elem_size);
         // Positions stay; each value moves to its slot under the wider mask.
         var pos = ch.rx.head;
@@ -3308,6 +3325,36 @@ test "unlimited grows without bound and keeps FIFO" {
     defer ch.destroy();
     for (0..10_000) |v| try trySendU64(ch, v);
     for (0..10_000) |v| try testing.expectEqual(@as(u64, v), try tryRecvU64(ch));
+}
+
+test "a bounded buffer past eager_buf_max starts smaller and grows as it fills, up to its capacity" {
+    // Before, 2^31 slots of 32 bytes (64 GiB) were allocated at create: OutOfMemory.
+    {
+        const big = try Channel.create(testing.allocator, .{ .elem_size = 32, .capacity = 1 << 31 });
+        defer big.destroy();
+        try testing.expect(big.buf.len <= Channel.eager_buf_max);
+        var v: [32]u8 = @splat(7);
+        try big.send(&v, null, true);
+        var out: [32]u8 = undefined;
+        try big.receive(&out, null, true);
+        try testing.expectEqualSlices(u8, &v, &out);
+    }
+    const cap = 200_000; // 262,144 slots of 8 bytes (2 MiB) once grown
+    const first = Channel.eager_buf_max / 8;
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = cap });
+    defer ch.destroy();
+    try testing.expectEqual(@as(u32, first), ch.slots);
+    try testing.expect(!ch.buf_inline);
+    // Fill the first buffer, wrap its ring, then grow with the oldest value mid-ring.
+    for (0..first) |v| try trySendU64(ch, v);
+    for (0..1000) |v| try testing.expectEqual(@as(u64, v), try tryRecvU64(ch));
+    for (first..cap + 1000) |v| try trySendU64(ch, v);
+    try testing.expectEqual(@as(u32, 262_144), ch.slots);
+    // Full at its capacity, not at its slots.
+    try testing.expectError(error.WouldBlock, trySendU64(ch, 0));
+    for (1000..cap + 1000) |v| try testing.expectEqual(@as(u64, v), try tryRecvU64(ch));
+    try testing.expectError(error.WouldBlock, tryRecvU64(ch));
+    try testing.expectEqual(@as(u32, 262_144), ch.slots);
 }
 
 test "close: buffered values stay receivable, then Closed; close is true once" {
