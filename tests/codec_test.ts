@@ -148,6 +148,38 @@ Deno.test("a SharedArrayBuffer is refused by a local channel too, not lost when 
   assert.deepEqual(ch.tryReceive(), { state: "empty" });
 });
 
+Deno.test("a Uint8Array over a SharedArrayBuffer: its bytes copied as the value itself, refused inside a structured value", () => {
+  // README's codec paragraph says exactly this; the two differ on purpose: the byte codecs copy
+  // bytes (a view's buffer is never sent), while a structured value would need node:v8 to copy
+  // the SharedArrayBuffer, which it cannot.
+  const view = new Uint8Array(new SharedArrayBuffer(4));
+  view.set([1, 2, 3, 4]);
+  for (const shared of [false, true]) {
+    for (const codec of [undefined, codecs.bytes]) {
+      using ch = new Channel<unknown>(4, { codec: codec as never });
+      if (shared) ch.share();
+      ch.trySend(view);
+      view[0] = 9; // after the send: not seen, the bytes were copied
+      const got = ch.tryReceive();
+      assert.ok(got.state === "ok" && got.value instanceof Uint8Array);
+      assert.deepEqual([...got.value], [1, 2, 3, 4]);
+      assert.ok(got.value.buffer instanceof ArrayBuffer);
+      view[0] = 1;
+    }
+    using ch = new Channel<unknown>(4);
+    if (shared) ch.share();
+    for (const value of [[view], { view }, new Int32Array(view.buffer)]) {
+      assert.throws(() => ch.trySend(value), {
+        name: "CodecError",
+        message: /^Cannot send: the value cannot be structured-cloned, received /,
+      });
+    }
+    using structured = new Channel<unknown>(4, { codec: codecs.structured });
+    if (shared) structured.share();
+    assert.throws(() => structured.trySend(view), { name: "CodecError" });
+  }
+});
+
 Deno.test("an empty Uint8Array subclass is sent by codecs.bytes without running its code", () => {
   // The detached-view probe once used `slice`, which builds its result through the value's own
   // constructor: a constructor that takes no number threw, and a valid empty value was refused.
