@@ -272,6 +272,10 @@ export function produce<T>(
   let detach: (() => void) | null = null;
   // A CoroutineScope of the caller's own may throw or return anything: the channel is freed.
   const job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
+    // Its task, for a cancel of the channel (`ProducerChannel.cancel`, its dispose), from the
+    // start: the block may cancel `out` before its first await, before `launch` returned the job
+    // (a scope's launch runs the block at once), which cancelled the channel and not the task.
+    if (JobSupport._is(task.job)) out._job = task.job;
     const signal = task.signal;
     // Closed, not cancelled: what was sent stays receivable (Kotlin closes with the cause).
     // Listened to until the task is final, not only while the block runs: a task cancelled
@@ -321,7 +325,7 @@ export function produce<T>(
       throw e;
     }
   }, () => out[Symbol.dispose]());
-  out._job = job;
+  out._job ??= job;
   job.invokeOnCompletion((cause) => {
     out._live = false;
     out._bound = null;

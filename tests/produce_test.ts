@@ -513,6 +513,45 @@ Deno.test("produce: cancelling the channel cancels the producer, which is not a 
   assert.equal(live, 0);
 });
 
+Deno.test("produce: a block cancelling (or disposing) its own channel before its first await cancels its task too: the task is known from its start, not only once launch returned", async () => {
+  // The scope's launch runs the block at once, and the producer's job was set only after launch
+  // returned: the block's cancel before its first await cancelled the channel and not the task,
+  // which, busy elsewhere, ran on, and the scope waited for it for good.
+  for (const how of ["cancel(cause)", "cancel()", "dispose"] as const) {
+    const given = new CancellationError("stop");
+    let reason: unknown = undefined;
+    let ch!: Channel<number>;
+    await within(
+      coroutineScope((scope) => {
+        ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>, task: CoroutineScope) => {
+            if (how === "cancel(cause)") out.cancel(given);
+            else if (how === "cancel()") out.cancel();
+            else out[Symbol.dispose]();
+            try {
+              await untilAborted(task.signal); // busy, not sending
+            } catch (e) {
+              reason = e;
+              throw e;
+            }
+          }),
+          { capacity: 1 },
+        );
+      }),
+      10_000,
+      `${how}: the producer's end`,
+    ); // resolves: a cancelled producer is no failure
+    assert.ok(reason instanceof CancellationError, `${how}: ${String(reason)}`);
+    if (how === "cancel(cause)") assert.equal(reason, given, how);
+    if (how !== "dispose") {
+      assert.equal(ch.isClosedForReceive, true, how);
+      ch[Symbol.dispose]();
+    }
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: disposing the channel cancels a producer still sending, without failing the scope", async () => {
   let sent = 0;
   const first = await coroutineScope(async (scope) => {
