@@ -22,15 +22,16 @@
  *   own (`select`, `delay`, a fetch) take `task.signal`, as every task's do.
  * - Cancelling the channel (or disposing it) cancels the producer task: buffered values are
  *   dropped, as `cancel` drops them. Also a cancel from another isolate (a Worker's
- *   `Channel.from` copy of its `share()`) or native code: while the task runs and the channel
- *   has escaped, a close watch on this isolate's ring (`Channel._watchCancel`) cancels the task
- *   at once, wherever it waits. So does native code's destroy of the channel (`kc_chan_destroy`),
- *   also one made before the task began, which the watch finds as the handle gone. A send that
- *   meets the destroyed channel, before the watch's cancel or after, rejects as on a cancelled
- *   channel (a CancellationError), which the block or a child of the task lets out as its
- *   cancellation, not a failure. Only `share()` and `handle` then throw InvalidHandleError (no
- *   live channel to hand out): the channel's own (`Channel._raised`) ends the task cancelled
- *   too; another channel's that the block lets out is its failure, as any.
+ *   `Channel.from` copy of its `share()`) or native code: while the task lives (launched, not
+ *   complete) and the channel has escaped, a close watch on this isolate's ring
+ *   (`Channel._watchCancel`) cancels the task at once, wherever it waits. So does native code's
+ *   destroy of the channel (`kc_chan_destroy`), also one made before the task began, which the
+ *   watch is told of (or finds as the handle gone, taken after it). A send that meets the
+ *   destroyed channel, before the watch's cancel or after, rejects as on a cancelled channel (a
+ *   CancellationError), which the block or a child of the task lets out as its cancellation, not
+ *   a failure. Only `share()` and `handle` then throw InvalidHandleError (no live channel to hand
+ *   out): the channel's own (`Channel._raised`) ends the task cancelled too; another channel's
+ *   that the block lets out is its failure, as any.
  * - The producer's isolate ending while the task lives (a Worker terminated, or ending by
  *   `self.close()`, with the channel shared to another isolate) cancels the channel natively:
  *   the watch is owned (`KC_WATCH_OWNED`), and the ring's going away with the thread honours it.
