@@ -29,7 +29,8 @@
  *   handler's `mailbox.cancel()`, a `Channel.from` copy's in any isolate (its `share()`), native
  *   code's `kc_chan_cancel`. The task's signal aborts with the mailbox's CancellationError,
  *   wherever the handler waits (busy elsewhere, not receiving), and the actor ends cancelled,
- *   `onDone` getting that error. The handler's dispose of its mailbox is not such a cancel.
+ *   `onDone` getting that error. The handler's dispose of its mailbox is not such a cancel (one
+ *   made elsewhere just before it, its report not taken yet, still is).
  * - The actor's isolate ending while its task runs (a Worker terminated, or ending by
  *   `self.close()`, or its library closed, with the mailbox shared to another isolate) cancels
  *   the mailbox natively: the task holds an owned watch on it while it runs and the mailbox has
@@ -142,6 +143,9 @@ function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
 const MAILBOX_DESTROYED =
   "Actor was cancelled: native code destroyed its mailbox (kc_chan_destroy of its handle)";
 
+/** `Mailbox`'s dispose found no cancel made before it (a cause may be undefined). */
+const NOT_CANCELLED = Symbol("not cancelled");
+
 /** What a send to an actor whose mailbox native code destroyed rejects with. */
 const DESTROYED = "Cannot send: native code destroyed the actor's mailbox (kc_chan_destroy)";
 
@@ -160,7 +164,7 @@ class Mailbox<M> extends Channel<M> {
   /** @ignore The actor's task runs (from its start until it is final): `_watch` may watch. */
   _running = false;
   /** @ignore The owned watch's withdrawal, while the task runs and the mailbox has escaped. */
-  _unwatch: (() => void) | null = null;
+  _unwatch: (() => boolean) | null = null;
   /** @ignore The actor's task, which a cancel of the mailbox cancels (`_cancelTask`). */
   _job: Job | null = null;
   /** @ignore In the dispose: its own cancel is the mailbox's end, not the actor's. */
@@ -208,11 +212,16 @@ class Mailbox<M> extends Channel<M> {
     job.cancel(own ? this._closedResult().cause : told);
   }
 
-  /** @ignore The task ended: the watch goes, before the mailbox is cancelled and freed. */
-  _stopWatching(): void {
+  /**
+   * @ignore The task ended, or the handler disposes of the mailbox: the watch goes, before the
+   * mailbox is cancelled and freed. True when a cancel made elsewhere (a copy's, here or in
+   * another isolate; native code's) came first and the watch had not told it yet.
+   */
+  _stopWatching(): boolean {
     this._running = false;
-    this._unwatch?.();
+    const untold = this._unwatch?.() ?? false;
     this._unwatch = null;
+    return untold;
   }
 
   override _escaped(): void {
@@ -222,9 +231,13 @@ class Mailbox<M> extends Channel<M> {
   override [Symbol.dispose](): void {
     if (this._inDispose) return; // a hook of its own disposing it again: the first one ends it
     this._inDispose = true;
+    // A cancel made elsewhere before this dispose, which the withdrawn watch had not told yet:
+    // the actor is cancelled with it after, as the watch would have (`_cancelTask`).
+    let cancelledFirst: unknown = NOT_CANCELLED;
     try {
-      // The watch goes first: the dispose's cancel, told to it, would cancel the actor.
-      if (!this._disposed) this._stopWatching();
+      // The watch goes first: the dispose's cancel, told to it, would cancel the actor. A cancel
+      // that came before it still does (below): the watch answers that it came untold.
+      const untold = !this._disposed && this._stopWatching();
       if (!this._disposed && this._lib.isOpen && !this._shared.cancelled) {
         // The dispose's own cancel, made first: it rejects the waits with the channel's one
         // CancellationError, which a closed result carries. Not once native code destroyed it
@@ -232,10 +245,16 @@ class Mailbox<M> extends Channel<M> {
         this.cancel();
         if (!this._destroyedSeen) this._disposedWith = this._closedResult().cause;
       }
+      if (untold && this._lib.isOpen) {
+        cancelledFirst = this._destroyedNatively
+          ? new CancellationError(MAILBOX_DESTROYED)
+          : this._closedResult().cause;
+      }
       super[Symbol.dispose]();
     } finally {
       this._inDispose = false;
     }
+    if (cancelledFirst !== NOT_CANCELLED) this._job?.cancel(cancelledFirst);
   }
 }
 

@@ -247,14 +247,16 @@ export class Bridge {
   /**
    * Withdraws a close watch (`kc_ring_abort`): no record will come. When its record came first
    * (KC_EBUSY), it stays tracked: the record settles it (its `complete` takes it), as an
-   * operation's does.
+   * operation's does, and the answer is true (what it watched for happened before the
+   * withdrawal, not yet drained); else false.
    */
-  unwatch(op: RingOp): void {
-    if (this.#watches.get(op.ticket) !== op) return;
+  unwatch(op: RingOp): boolean {
+    if (this.#watches.get(op.ticket) !== op) return false;
     const rc = this.#lib.isOpen ? this.#sym.kc_ring_abort(this.#ring, op.ticket) : 0;
-    if (rc === Status.EBUSY) return;
+    if (rc === Status.EBUSY) return true;
     this.#watches.delete(op.ticket);
     this.#stopPoll();
+    return false;
   }
 
   /**

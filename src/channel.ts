@@ -2977,13 +2977,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * `Channel.from` copy in another isolate, native code, this isolate), with its cancel cause as
    * this isolate reads it (`kc_chan_cause`; undefined when it has none): a close watch on this
    * isolate's ring (`kc_ring_watch`, KC_WATCH_CANCEL), which keeps the isolate alive no more
-   * than an idle channel does. A close does not call it. Returns the withdrawal (calling
-   * `onCancel` no more), or null when there is nothing to watch (not escaped, disposed, the
-   * library closed). Cancelled already: `onCancel` runs in a microtask. Destroyed already
-   * (native code's `kc_chan_destroy` of a handle it was given: the watch answers KC_EBADH, or
-   * this isolate knew it: `Shared.ended`), as a destroy cancels: `onCancel` runs in a microtask
-   * with the channel's cause, a `CancellationError` that says so (`DESTROYED`); the owner's
-   * close() then answers false, as on any cancelled channel.
+   * than an idle channel does. A close does not call it. Returns the withdrawal, or null when
+   * there is nothing to watch (not escaped, disposed, the library closed); the withdrawal calls
+   * `onCancel` no more and answers true when the cancel came before it and was not told yet (its
+   * record not drained), so that the withdrawer can tell a cancel made before from its own made
+   * after (`actor`'s dispose of its mailbox). Cancelled already: `onCancel` runs in a microtask.
+   * Destroyed already (native code's `kc_chan_destroy` of a handle it was given: the watch answers
+   * KC_EBADH, or this isolate knew it: `Shared.ended`), as a destroy cancels: `onCancel` runs in a
+   * microtask with the channel's cause, a `CancellationError` that says so (`DESTROYED`); the
+   * owner's close() then answers false, as on any cancelled channel.
    * Before, that returned null and the watcher (a producer in a `delay`) learnt it only at its
    * next operation on the channel, if it made one.
    *
@@ -2998,11 +3000,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   _watchCancel(
     onCancel: (cause: unknown) => void,
     owned = false,
-  ): (() => void) | null {
+  ): (() => boolean) | null {
     const s = this._shared;
     if (!s.escaped || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) return null;
     const bridge = this.#bridge;
     let done = false;
+    /** A withdrawal before the queued tell ran: the cancel (or destroy) came first, untold. */
+    const untold = () => {
+      const first = !done;
+      done = true;
+      return first;
+    };
     const tell = () => {
       if (done) return;
       done = true;
@@ -3024,7 +3032,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const rc = s.ended ? Status.EBADH : bridge.watch(this.#handle, true, owned);
     if (rc === Status.ECANCELED) {
       queueMicrotask(tell);
-      return () => done = true;
+      return untold;
     }
     if (rc === Status.EBADH && this.#creatorEnded(rc)) {
       // The channel is gone (the ring is not: this isolate's, while the library is open), and
@@ -3036,7 +3044,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         done = true;
         onCancel(s.cause);
       });
-      return () => done = true;
+      return untold;
     }
     if (rc !== 1) return null;
     const op: RingOp = {
@@ -3050,9 +3058,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     };
     bridge.trackWatch(op);
     return () => {
-      if (done) return;
+      if (done) return false;
       done = true;
-      bridge.unwatch(op);
+      return bridge.unwatch(op); // its record came first: a cancel before this withdrawal
     };
   }
 

@@ -1399,6 +1399,50 @@ Deno.test("actor: a handler disposing its escaped mailbox (`using mailbox`) does
   assert.equal(live, 0);
 });
 
+Deno.test("actor: a cancel of its mailbox made elsewhere (a copy's, native code's) just before the handler disposes of it still cancels the actor: the dispose withdraws the watch, but not a cancel it had not told yet", async () => {
+  // The dispose withdraws the owned watch so that its own cancel does not cancel the actor. A
+  // cancel made before it (here in the same turn: its record is in the ring, not drained) was
+  // dropped with the watch, and the handler, busy elsewhere, ran on and its scope waited for
+  // good.
+  const sym = library().symbols("test");
+  for (const how of ["copy", "native"] as const) {
+    const given = new CancellationError("stop");
+    const done: unknown[] = [];
+    let reason: unknown = undefined;
+    let a!: ReturnType<typeof actor<number>>;
+    await within(
+      coroutineScope((scope) => {
+        a = actor<number>(
+          scope,
+          counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
+            if (how === "copy") {
+              using copy = Channel.from(mailbox.share()); // the watch is on from here
+              copy.cancel(given);
+            } else {
+              assert.equal(sym.kc_chan_cancel(mailbox.handle), 0); // the same, by its handle
+            }
+            mailbox[Symbol.dispose]();
+            try {
+              await untilAborted(task.signal); // busy, not receiving
+            } catch (e) {
+              reason = e;
+              throw e;
+            }
+          }),
+          { onDone: (cause) => done.push(cause) },
+        );
+      }),
+      10_000,
+      `${how}: the actor's end`,
+    ); // resolves: a cancelled actor is no failure
+    assert.ok(reason instanceof CancellationError, `${how}: ${String(reason)}`);
+    if (how === "copy") assert.equal(reason, given, how);
+    assertSameItems(done, [reason], `${how}: onDone`);
+    assert.equal(a.job.state, "cancelled", how);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("actor: a handler's failure fails the scope; onDone and later senders get the error", async () => {
   const boom = new Error("bad message");
   const done: unknown[] = [];
