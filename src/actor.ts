@@ -246,7 +246,7 @@ class Mailbox<M> extends Channel<M> {
         if (!this._destroyedSeen) this._disposedWith = this._closedResult().cause;
       }
       if (untold && this._lib.isOpen) {
-        cancelledFirst = this._destroyedNatively
+        cancelledFirst = this._destroyedSeen
           ? new CancellationError(MAILBOX_DESTROYED)
           : this._closedResult().cause;
       }
