@@ -477,8 +477,9 @@ int32_t kc_chan_free_undelivered(uint32_t handle);
 int32_t kc_chan_drop(uint32_t handle, const void *elem, uint32_t size);
 /* Values that channels keeping their dropped values (kc_chan_keep_undelivered) dropped after
  * their destroy sealed the list, in this process: a call on another thread that looked the
- * channel up before the destroy and dropped after it (a dead isolate's ring giving back a value
- * it had received, or dropping one it was sending). None can reach the owner, who takes the list
+ * channel up before the destroy and dropped after it (an isolate's ring giving back a value it
+ * had received and will not deliver, its isolate ended or its wait given up, or dropping one it
+ * was sending). None can reach the owner, who takes the list
  * once after the destroy: each is freed (a zero-copy buffer too) and counted here. New in ABI 22
  * (before, such a value stayed in the list until a later channel got the handle's value). */
 uint64_t kc_undelivered_lost(void);

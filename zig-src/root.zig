@@ -2685,7 +2685,7 @@ var undelivered_lost: std.atomic.Value(u64) = .init(0);
 
 /// The hook a destroy puts in place of `keepUndelivered` (`Channel.seal`): a drop that comes
 /// after the destroy's cancel (a call on another thread that looked the channel up before the
-/// destroy: a dead isolate's ring giving back or dropping a value) would land in the list after
+/// destroy: an isolate's ring giving back or dropping a value) would land in the list after
 /// its owner's last take (the dispose takes once, right after its destroy), where nobody takes
 /// it and it waited for a later channel of the handle's value to free it. No owner can take it
 /// now: freed (a zero-copy descriptor's kc_desc_make buffer too) and counted as lost.
@@ -2703,8 +2703,9 @@ fn lateUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
 
 /// uint64_t kc_undelivered_lost(void): how many values channels that keep their dropped values
 /// (kc_chan_keep_undelivered) dropped after their destroy, in this process: a call on another
-/// thread that looked the channel up before the destroy and dropped a value after it (a dead
-/// isolate's ring giving back a value it received, or dropping one it was sending). Its owner
+/// thread that looked the channel up before the destroy and dropped a value after it (an
+/// isolate's ring giving back a value it received and will not deliver, its isolate ended or its
+/// wait given up, or dropping one it was sending). Its owner
 /// took the channel's list once, after the destroy, so none of these can reach its hook: each is
 /// freed (a zero-copy buffer too) and counted here, never left in the list. kc_chan_drop's are
 /// not counted: it refuses them with KC_EBADH, the value still the caller's. New in ABI 22.
