@@ -43,6 +43,7 @@ export {
   type TryReceiveResult,
   type TrySendManyResult,
   type TrySendResult,
+  undeliveredLost,
   type WaitOptions,
 } from "./src/channel.ts";
 export {

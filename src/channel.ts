@@ -4011,6 +4011,28 @@ export function _sentAtOnce(p: Promise<void>): boolean {
   return p === RESOLVED;
 }
 
+/**
+ * How many dropped values of shared channels with an `onUndeliveredElement` hook never reached
+ * the hook, in this process (every isolate's channels together; `kc_undelivered_lost`). A value
+ * counts here when it is dropped after its owner disposed of the channel: another isolate's
+ * pending operation took it or was still sending it and ends after the dispose (a Worker that
+ * ended with a received value it had not taken yet, or with a select whose send clause lost; a
+ * receive whose wait was given up, an abort, just as it completed). The dispose hands its hook
+ * every value dropped before, and nothing can reach the hook after, so such a value is freed
+ * natively (a zero-copy buffer too) and counted. Stays 0 while every channel outlives the
+ * isolates that use it. Opens the library if it is not open yet.
+ *
+ * @example
+ * ```ts
+ * import { undeliveredLost } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * assert.equal(typeof undeliveredLost(), "number");
+ * ```
+ */
+export function undeliveredLost(): number {
+  return Number(library().symbols("read lost undelivered values").kc_undelivered_lost());
+}
+
 /** @ignore For tests: how many channels this isolate keeps an entry for. */
 export function _sharedEntries(): number {
   return shared.size;

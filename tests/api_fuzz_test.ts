@@ -50,6 +50,7 @@ import {
   select,
   statusName,
   supervisorScope,
+  undeliveredLost,
   withTimeout,
   withTimeoutOrNull,
 } from "../mod.ts";
@@ -812,6 +813,7 @@ async function child(): Promise<void> {
       pick(["getpid", "", "no_such_symbol", garbage()]),
     ]],
     ["coroutineStats", () => coroutineStats(), g(0)],
+    ["undeliveredLost", () => undeliveredLost(), g(0)],
     // Hand-driven coroutines.
     ["NativeCoroutine.create", (a) => {
       coros.push(NativeCoroutine.create(a[0] as never, a[1] as never));

@@ -35,6 +35,7 @@ import {
   select,
   type SharedChannel,
   TimeoutError,
+  undeliveredLost,
   withTimeoutOrNull,
 } from "../mod.ts";
 
@@ -1557,6 +1558,42 @@ Deno.test("values(): a return() that the creator's onUndeliveredElement hook mak
     // The value sent after the return() stays in the channel.
     assert.deepEqual(ch.tryReceive(), { state: "ok", value: 4 });
   } finally {
+    w.terminate();
+  }
+});
+
+Deno.test("undeliveredLost(): a value a closing Worker's receive took, given back after its owner disposed of the channel, is counted there, never handed to onUndeliveredElement", async () => {
+  // The Worker's receive is queued natively and its thread held (Atomics.wait), so the value
+  // this isolate sends completes that receive on the Worker's ring and stays there, untaken.
+  // The owner's dispose then takes what the channel kept (nothing: the value is on the ring);
+  // told to go on, the Worker closes itself at once, and its ring, torn down as its thread
+  // ends, gives the value back to the destroyed channel: sealed (ABI 22), its kept list takes
+  // nothing more, so the value is freed natively and counted by kc_undelivered_lost. Before the
+  // seal it waited in the dead handle's list, unseen, until a later channel got the handle.
+  const undelivered: bigint[] = [];
+  const ch = new Channel<bigint>(0, {
+    codec: codecs.u64,
+    onUndeliveredElement: (v) => undelivered.push(v),
+  });
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  const w = new Worker(workerUrl, { type: "module" });
+  try {
+    const before = undeliveredLost();
+    const waiting = message<string>(w);
+    w.postMessage({ mode: "hold", input: ch.share(), flag });
+    assert.equal(await within(waiting, workerStartMs, "the Worker's receive"), "waiting");
+    // A rendezvous: the send completes only into the Worker's queued receive.
+    await within(ch.send(7n), 10_000, "the send into the held Worker's receive");
+    ch[Symbol.dispose]();
+    assert.deepEqual(undelivered, []); // the value is on the Worker's ring, not in the channel
+    Atomics.store(flag, 0, 1);
+    Atomics.notify(flag, 0);
+    await until(() => undeliveredLost() > before, "the value given back after the dispose, lost");
+    assert.equal(undeliveredLost(), before + 1);
+    assert.deepEqual(undelivered, []);
+  } finally {
+    Atomics.store(flag, 0, 1);
+    Atomics.notify(flag, 0);
     w.terminate();
   }
 });
