@@ -477,6 +477,13 @@ class Shared {
    * the handle dead first can only have met native code's destroy: its cause says so.
    */
   creatorHere = false;
+  /**
+   * The creator's object, set by its first `share()` (only a share makes a `Channel.from` copy
+   * of this isolate): a copy that finds native code's destroy first makes the creator learn it
+   * (`Channel.#destroyedUnder`), as its own call would. Weak: a copy does not keep the creator
+   * from its collection (`orphans`).
+   */
+  creator: WeakRef<Channel<unknown>> | undefined = undefined;
   /** `cancelledError`'s wrapper, made once, and the cause it wraps (`NO_CAUSE`: none). */
   cancelError: CancellationError | undefined = undefined;
   cancelErrorOf: unknown = undefined;
@@ -1480,7 +1487,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (!this._shared.ended) {
       if (this.#owner) return this.#destroyedUnder();
       if (!this.#held || this.#disposed || !this.#lib.isOpen) return false;
-      // Who ended it, where this copy can tell (see `Shared.creatorHere`).
+      // Native code's destroy under a creator of this isolate (see `Shared.creatorHere`): the
+      // creator learns it, as its own call would, so that what the destroy dropped and the
+      // values of its sends still waiting in JavaScript go to its onUndeliveredElement (in
+      // that order), and `produce` hears of it (`_learntDestroyed`). Before, the copy's mark
+      // failed those sends with their values freed, never handed to the hook, and what the
+      // destroy dropped reached it only at the creator's dispose.
+      const creator = this._shared.creatorHere ? this._shared.creator?.deref() : undefined;
+      if (creator !== undefined) creator.#destroyedUnder();
+      // Who ended it, where this copy can tell (a no-op once the creator marked it above).
       this.#markEnded(this._shared.creatorHere ? DESTROYED : ENDED_EITHER);
     }
     this.#at = null; // no call through the mapped handle word any more (see `#ended`)
@@ -3597,6 +3612,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     ) throw this.#deadHandle("share channel");
     this.#escape("share channel", false);
     this.#giveAway();
+    if (this.#owner) s.creator ??= new WeakRef(this as Channel<unknown>);
     if (this.#owner && !this.#held && !this.#pinned) {
       // The owner holds it from now on, so that copies keep it alive after its isolate ended.
       unwrap(sym.kc_chan_hold(this.#handle, 0), "share channel");

@@ -723,6 +723,31 @@ Deno.test("an owner whose channel native code destroyed, learning it while its s
   assert.deepEqual(reported.errors.map(String), []);
 });
 
+Deno.test("an owner whose channel native code destroyed, seen first by a copy of its isolate while the owner's sends still wait in JavaScript: each value goes to the owner's onUndeliveredElement once, after the values the destroy dropped, as when the owner learns it itself", async () => {
+  // The copy's call marks the channel ended for the isolate; the owner's waits still in
+  // JavaScript fail then. Before, their values were freed there, never handed to the hook
+  // (the owner's own learning hands them over), and what the destroy dropped reached the hook
+  // only at the owner's dispose, after a later send's value.
+  const sym = library().symbols("test");
+  using reported = catchReported();
+  const dropped: unknown[] = [];
+  using ch = new Channel<unknown>(1, { onUndeliveredElement: (v) => dropped.push(v) });
+  using copy = Channel.from<unknown>(ch.share());
+  assert.deepEqual(ch.trySend(1), { state: "ok" });
+  const waits = [ch.send(2), ch.send({ n: 3 })].map((p) =>
+    p.then(() => "resolved", (e: unknown) => e)
+  );
+  assert.equal(sym.kc_chan_destroy(copy.handle), 0);
+  assert.equal(copy.isClosedForSend, true); // the copy learns it, in the waits' turn
+  assert.deepEqual(dropped, [1, 2, { n: 3 }]);
+  const cause = (ch.trySend(4) as { cause: unknown }).cause;
+  assert.ok(cause instanceof CancellationError, String(cause));
+  for (const e of await Promise.all(waits)) assert.equal(e, cause);
+  await assert.rejects(ch.send(5), (e) => e === cause);
+  assert.deepEqual(dropped, [1, 2, { n: 3 }, 5], "once each");
+  assert.deepEqual(reported.errors.map(String), []);
+});
+
 Deno.test("an owner whose channel native code destroyed through a copy's handle: its own first read of `handle` throws the InvalidHandleError that says so, as its share() does", () => {
   // The owner shared the channel (held, its handle not read); a copy of its isolate read the
   // handle, which native code destroyed. The owner's read takes its hold then, on the dead handle:
@@ -846,10 +871,11 @@ Deno.test("a select on an owner's channel that native code destroyed: its clause
   }
 });
 
-Deno.test("an owner whose channel native code destroyed, seen first by a copy of its isolate: its dispose hands the values the destroy dropped to its onUndeliveredElement, leaving none kept natively", () => {
+Deno.test("an owner whose channel native code destroyed, seen first by a copy of its isolate: the values the destroy dropped go to its onUndeliveredElement once, leaving none kept natively", () => {
   // Before, the dispose skipped its collect once the channel was marked ended (here by the
   // copy's call): the buffered value stayed in the handle's native list for good, the hook
-  // never called.
+  // never called. The copy's call now makes the owner learn it, which takes them then; the
+  // dispose finds none left.
   const sym = library().symbols("test");
   for (const codec of [codecs.f64, codecs.bytes] as Codec<unknown>[]) {
     using reported = catchReported();
@@ -863,9 +889,9 @@ Deno.test("an owner whose channel native code destroyed, seen first by a copy of
       using copy = Channel.from<unknown>(ch.share());
       assert.equal(sym.kc_chan_destroy(h), 0, codec.name);
       assert.equal(copy.trySend(value).state, "closed", codec.name); // marks it ended here
-      assert.deepEqual(dropped, [], codec.name); // not the copy's to take
+      assert.deepEqual(dropped, [value], codec.name); // the owner learnt it, took them
     }
-    assert.deepEqual(dropped, [value], `${codec.name}: hook`);
+    assert.deepEqual(dropped, [value], `${codec.name}: hook, once`);
     assert.equal(
       sym.kc_chan_take_undelivered(h, new Uint8Array(32), codec.elemSize),
       0,
