@@ -202,8 +202,10 @@ class Mailbox<M> extends Channel<M> {
    * @ignore Cancels the task with the mailbox's own CancellationError (the cancel's `cause`
    * itself when it is one, else the one its waits reject with), so the handler's receive, its
    * signal's reason and `onDone` get one error; with what the watch `told` where native code
-   * destroyed the mailbox (its "Channel was cancelled: native code destroyed it"). Nothing once
-   * the task is cancelling or final (its own end cancels the mailbox: `cancelMailbox`).
+   * destroyed the mailbox: the mailbox's cause as it ended, the one its waits reject with too
+   * (the destroy's cancel's CancellationError, else one saying "Channel was cancelled: native
+   * code destroyed it"). Nothing once the task is cancelling or final (its own end cancels the
+   * mailbox: `cancelMailbox`).
    */
   _cancelTask(told: unknown): void {
     const job = this._job;

@@ -3035,9 +3035,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (!s.hasCause) this.#lookCause(s);
       // A cancel with no cause that native code's destroy made (an owner's handle dead: a
       // producer's watch taken at its share, before its task ran): told as a watch taken after
-      // the destroy tells it, not as a plain cancel.
+      // the destroy tells it, not as a plain cancel: with the channel's cause as it ended here
+      // (`#markEnded`: the CancellationError a wait here got from the destroy's cancel, else
+      // one saying native code destroyed it), the one its waits reject with. Before, a new
+      // CancellationError each time: an actor's `onDone` and its task's signal got another
+      // error than the one its handler's receive rejected with and let out.
       if (!s.hasCause && this.#owner && this.#destroyedUnder()) {
-        onCancel(new CancellationError(DESTROYED));
+        onCancel(s.cause);
         return;
       }
       onCancel(s.hasCause ? s.cause : undefined);

@@ -2022,6 +2022,59 @@ Deno.test("actor: native code destroying its mailbox (the handle read by its han
   assert.equal(live, 0);
 });
 
+Deno.test("actor: native code's destroy of its mailbox, told by the watch, cancels the task with the mailbox's one CancellationError: the handler's receive, its task's signal and onDone get the same error, whether the receive waited natively or began after", async () => {
+  // Before, the watch told a new CancellationError saying native code destroyed the mailbox:
+  // the task's signal and `onDone` got it, the handler's receive the mailbox's own (the
+  // destroy's cancel's, "Channel was cancelled", when it waited natively), two errors for one
+  // end, where README says `onDone` gets the one the handler lets out.
+  const sym = library().symbols("test");
+  for (const how of ["receive waits natively", "busy, then receives"] as const) {
+    using reported = catchReported();
+    const done: unknown[] = [];
+    let caught: unknown = "none";
+    let reason: unknown = "none";
+    const handle = Promise.withResolvers<number>();
+    const bridge = Bridge.of(library());
+    const before = bridge.pending;
+    await within(
+      coroutineScope(async (scope) => {
+        const a = actor<number>(
+          scope,
+          counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
+            handle.resolve(mailbox.handle); // escaped: the watch is on
+            try {
+              if (how === "busy, then receives") {
+                await untilAborted(task.signal).catch(() => {}); // cancelled by the watch
+              }
+              await mailbox.receive();
+            } catch (e) {
+              caught = e;
+              throw e;
+            } finally {
+              reason = task.signal.reason;
+            }
+          }),
+          { onDone: (cause) => done.push(cause) },
+        );
+        const h = await handle.promise;
+        if (how === "receive waits natively") {
+          await until(() => bridge.pending > before, `${how}: the receive queued natively`);
+        }
+        assert.equal(sym.kc_chan_destroy(h), 0, how);
+        await a.job.join();
+      }),
+      10_000,
+      how,
+    );
+    await laterReports();
+    assert.ok(caught instanceof CancellationError, `${how}: ${String(caught)}`);
+    assert.equal(reason, caught, `${how}: the signal's reason: ${String(reason)}`);
+    assert.deepEqual(done, [caught], `${how}: onDone(${String(done[0])})`);
+    assert.deepEqual(reported.errors.map(String), [], `${how}: nothing reported`);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("actor: an InvalidHandleError of another channel that the handler lets out after native code destroyed its mailbox fails the actor and its scope with it (onDone gets it); its mailbox's own still ends it cancelled", async () => {
   // Before, any InvalidHandleError the handler let out once its mailbox was destroyed ended the
   // actor as cancelled: a bug of the handler's own (a disposed channel of its, here) went
