@@ -201,17 +201,18 @@ class Mailbox<M> extends Channel<M> {
   /**
    * @ignore Cancels the task with the mailbox's own CancellationError (the cancel's `cause`
    * itself when it is one, else the one its waits reject with), so the handler's receive, its
-   * signal's reason and `onDone` get one error; with what the watch `told` where native code
-   * destroyed the mailbox: the mailbox's cause as it ended, the one its waits reject with too
-   * (the destroy's cancel's CancellationError, else one saying "Channel was cancelled: native
-   * code destroyed it"). Nothing once the task is cancelling or final (its own end cancels the
+   * signal's reason and `onDone` get one error. So where native code destroyed the mailbox:
+   * its cause as it ended (the destroy's cancel's CancellationError its waits got, else one
+   * saying "Channel was cancelled: native code destroyed it"), told by the watch or found by
+   * the handler's own `mailbox.cancel()` (a no-op on the mailbox then). Before, that cancel
+   * cancelled the task with no cause (a CancellationError of the job's own), the watch with
+   * what it `told`. Nothing once the task is cancelling or final (its own end cancels the
    * mailbox: `cancelMailbox`).
    */
   _cancelTask(told: unknown): void {
     const job = this._job;
     if (job === null) return;
-    const own = this._shared.cancelled && !this._destroyedSeen;
-    job.cancel(own ? this._closedResult().cause : told);
+    job.cancel(this._shared.cancelled ? this._closedResult().cause : told);
   }
 
   /**

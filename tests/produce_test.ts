@@ -2075,6 +2075,45 @@ Deno.test("actor: native code's destroy of its mailbox, told by the watch, cance
   assert.equal(live, 0);
 });
 
+Deno.test("actor: the handler's mailbox.cancel() once it learnt native code destroyed the mailbox cancels the actor with the mailbox's CancellationError, the one its receive rejects with: onDone gets that one", async () => {
+  // Before, the cancel (a no-op on the destroyed mailbox) cancelled the task with no cause: its
+  // signal's reason and `onDone` got a CancellationError of the job's own, not the mailbox's,
+  // which its receive rejected with and the handler let out.
+  const sym = library().symbols("test");
+  using reported = catchReported();
+  const done: unknown[] = [];
+  let caught: unknown = "none";
+  let reason: unknown = "none";
+  await within(
+    coroutineScope((scope) => {
+      actor<number>(
+        scope,
+        counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
+          assert.equal(sym.kc_chan_destroy(mailbox.handle), 0);
+          assert.equal(mailbox.trySend(1).state, "closed"); // learns it
+          mailbox.cancel(); // nothing to cancel: the actor only
+          reason = task.signal.reason;
+          try {
+            await mailbox.receive();
+          } catch (e) {
+            caught = e;
+            throw e;
+          }
+        }),
+        { onDone: (cause) => done.push(cause) },
+      );
+    }),
+    10_000,
+    "the scope",
+  );
+  await laterReports();
+  assert.ok(caught instanceof CancellationError, String(caught));
+  assert.equal(reason, caught, `the signal's reason: ${String(reason)}`);
+  assert.deepEqual(done, [caught], `onDone(${String(done[0])})`);
+  assert.deepEqual(reported.errors.map(String), []);
+  assert.equal(live, 0);
+});
+
 Deno.test("actor: an InvalidHandleError of another channel that the handler lets out after native code destroyed its mailbox fails the actor and its scope with it (onDone gets it); its mailbox's own still ends it cancelled", async () => {
   // Before, any InvalidHandleError the handler let out once its mailbox was destroyed ended the
   // actor as cancelled: a bug of the handler's own (a disposed channel of its, here) went
