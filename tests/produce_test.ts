@@ -2114,6 +2114,48 @@ Deno.test("actor: the handler's mailbox.cancel() once it learnt native code dest
   assert.equal(live, 0);
 });
 
+Deno.test("actor: a trySend that learns native code destroyed the mailbox answers closed with the ClosedSendError a send rejects with, not the mailbox's CancellationError; later ones too", async () => {
+  // The first call to meet the destroy is the trySend (nothing here knew of it): its mailbox's
+  // try-send answers closed with the cancelled channel's CancellationError, which read as the
+  // sender's own cancellation. Nothing covered it (the other tests' trySend came after a send
+  // had learnt it).
+  const sym = library().symbols("test");
+  using reported = catchReported();
+  const handle = Promise.withResolvers<number>();
+  const go = Promise.withResolvers<void>();
+  const undelivered: number[] = [];
+  const DESTROYED = "Cannot send: native code destroyed the actor's mailbox (kc_chan_destroy)";
+  await within(
+    coroutineScope(async (scope) => {
+      const a = actor<number>(
+        scope,
+        counted(async (mailbox: Channel<number>) => {
+          handle.resolve(mailbox.handle);
+          await go.promise;
+          await mailbox.receive(); // the destroyed mailbox's: the actor ends cancelled
+        }),
+        { capacity: 4, onUndeliveredElement: (m) => undelivered.push(m) },
+      );
+      assert.equal(sym.kc_chan_destroy(await handle.promise), 0);
+      const got = [a.trySend(1), a.trySend(2)]; // the first learns it
+      go.resolve();
+      for (const [i, r] of got.entries()) {
+        assert.equal(r.state, "closed", `${i}`);
+        const cause = (r as { cause: unknown }).cause;
+        assert.ok(cause instanceof ClosedSendError, `${i}: ${String(cause)}`);
+        assert.equal(cause.message, DESTROYED, `${i}`);
+      }
+      assert.deepEqual(undelivered, [], "a trySend's message stays the caller's");
+      await a.job.join();
+    }),
+    10_000,
+    "the scope",
+  );
+  await laterReports();
+  assert.deepEqual(reported.errors.map(String), []);
+  assert.equal(live, 0);
+});
+
 Deno.test("actor: an InvalidHandleError of another channel that the handler lets out after native code destroyed its mailbox fails the actor and its scope with it (onDone gets it); its mailbox's own still ends it cancelled", async () => {
   // Before, any InvalidHandleError the handler let out once its mailbox was destroyed ended the
   // actor as cancelled: a bug of the handler's own (a disposed channel of its, here) went
