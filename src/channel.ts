@@ -3387,6 +3387,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // delivers, and every waiter learns of the close the one way (a ring record).
     flushAll(s.senders);
     flushAll(s.receivers);
+    // A queueing there may have met the dead handle and learnt the channel ended (`_submit`):
+    // no close call on it then, whose value may name a later channel. Before, the close went
+    // on, answering false only from its KC_EBADH.
+    if (s.ended) return false;
     const given = arguments.length > 0 && cause !== undefined;
     const first = this.#closeNative(sym, false, cause, given) === 1;
     if (first) {

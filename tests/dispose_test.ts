@@ -748,6 +748,43 @@ Deno.test("an owner whose channel native code destroyed, seen first by a copy of
   assert.deepEqual(reported.errors.map(String), []);
 });
 
+Deno.test("close() that learns of native code's destroy from its flush of the waits still in JavaScript makes no close call on the dead handle: an owner's and a Channel.from copy's", async () => {
+  // close() queues the waits still in JavaScript natively first; the first one's queueing meets
+  // the dead handle, and the owner (or copy) learns of the destroy there. Before, close() then
+  // called kc_chan_close with the dead handle all the same (a later channel given the handle's
+  // value would have been closed), answering false only from its KC_EBADH.
+  const sym = library().symbols("test");
+  // The library's one symbols object (every call site reads it): its close, counted.
+  const patchable = sym as { kc_chan_close: (h: number) => number };
+  const realClose = sym.kc_chan_close;
+  for (const who of ["owner", "copy"] as const) {
+    using reported = catchReported();
+    const dropped: unknown[] = [];
+    using ch = new Channel<number>(1, { onUndeliveredElement: (v) => dropped.push(v) });
+    using copy = Channel.from<number>(ch.share());
+    const caller = who === "owner" ? ch : copy;
+    assert.deepEqual(ch.trySend(1), { state: "ok" });
+    const waiting = caller.send(2).then(() => "resolved", (e: unknown) => e);
+    assert.equal(sym.kc_chan_destroy(ch.handle), 0, who);
+    const calls: number[] = [];
+    patchable.kc_chan_close = (h: number) => {
+      calls.push(h);
+      return realClose(h);
+    };
+    try {
+      assert.equal(caller.close(), false, who);
+    } finally {
+      patchable.kc_chan_close = realClose;
+    }
+    assert.deepEqual(calls, [], `${who}: no kc_chan_close on the dead handle`);
+    const e = await waiting;
+    assert.ok(e instanceof CancellationError, `${who}: ${String(e)}`);
+    assert.equal(ch.isClosedForSend, true, who);
+    assert.deepEqual(dropped, who === "owner" ? [1, 2] : [1], who);
+    assert.deepEqual(reported.errors.map(String), [], `${who}: nothing reported`);
+  }
+});
+
 Deno.test("an owner whose channel native code destroyed through a copy's handle: its own first read of `handle` throws the InvalidHandleError that says so, as its share() does", () => {
   // The owner shared the channel (held, its handle not read); a copy of its isolate read the
   // handle, which native code destroyed. The owner's read takes its hold then, on the dead handle:
