@@ -1817,24 +1817,24 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #trySend(value: T, keep: Slot | undefined, sym: Sym): TrySendResult {
     const s = this._shared;
-    if (s.ended) {
-      // As a cancelled channel answers (the value checked by its codec first), with no call.
-      this.#at = null;
-      if (keep !== undefined) this.#codec.encode(value, keep, sym); // for send, as closed
-      else this.#reject(value, sym);
-      return this.#sendClosed();
-    }
+    if (s.ended) return this.#sendEnded(value, keep, sym);
     // Senders of this isolate still waiting in JavaScript are ahead of this one.
-    if (s.senders.first !== null && !pump(s.senders, sym)) {
-      if (keep !== undefined) this.#codec.encode(value, keep, sym);
-      else this.#reject(value, sym); // still reject what the codec cannot carry
-      if (this.#callerEnded()) {
-        this.#afterCallerCode("send", keep && ((sym) => this.#codec.discard(keep, sym)));
+    if (s.senders.first !== null) {
+      if (!pump(s.senders, sym)) {
+        if (keep !== undefined) this.#codec.encode(value, keep, sym);
+        else this.#reject(value, sym); // still reject what the codec cannot carry
+        if (this.#callerEnded()) {
+          this.#afterCallerCode("send", keep && ((sym) => this.#codec.discard(keep, sym)));
+        }
+        // Its own "full" failure: the retries of the senders ahead count none.
+        s.fullFails++;
+        if (!s.scheduled) this.#countLater(s);
+        return FULL;
       }
-      // Its own "full" failure: the retries of the senders ahead count none.
-      s.fullFails++;
-      if (!s.scheduled) this.#countLater(s);
-      return FULL;
+      // A retry there met the dead handle and learnt the channel ended (`_tryNow`): no try of
+      // its own on it, whose value may name a later channel. Before, it went on to the native
+      // try-send with the handle, answering closed only from its KC_EBADH.
+      if (s.ended) return this.#sendEnded(value, keep, sym);
     }
     if (s.receivers.first !== null) {
       const h = this.#handOff(value, sym);
@@ -1880,6 +1880,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return OK;
     }
     return this.#sendFailed(rc, sym, keep);
+  }
+
+  /** `#trySend` once the channel ended under this object (`Shared.ended`). */
+  #sendEnded(value: T, keep: Slot | undefined, sym: Sym): TrySendResult {
+    // As a cancelled channel answers (the value checked by its codec first), with no call.
+    this.#at = null;
+    if (keep !== undefined) this.#codec.encode(value, keep, sym); // for send, as closed
+    else this.#reject(value, sym);
+    return this.#sendClosed();
   }
 
   /**
@@ -2594,8 +2603,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return CLOSED; // as a cancelled channel answers, with no call
     }
     // Receivers of this isolate still waiting in JavaScript are ahead of this one.
-    if (s.receivers.first !== null && !pump(s.receivers, sym)) {
-      return EMPTY;
+    if (s.receivers.first !== null) {
+      if (!pump(s.receivers, sym)) return EMPTY;
+      // A try there met the dead handle and learnt the channel ended (`_tryNow`): no try of its
+      // own on it, as in `#trySend`.
+      if (s.ended) return CLOSED;
     }
     // A rendezvous has no buffer: its senders of this isolate meet this receive in JavaScript
     // (no call), unless the native channel may hold a sender that is ahead of them: the ready

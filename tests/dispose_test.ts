@@ -785,6 +785,64 @@ Deno.test("close() that learns of native code's destroy from its flush of the wa
   }
 });
 
+Deno.test("a try-operation that learns of the channel's end from the waits still in JavaScript ahead of it makes no call of its own on the dead handle: an owner's and a Channel.from copy's trySend and tryReceive", async () => {
+  // The waits ahead of it try natively first (oldest first); the first one's try meets the dead
+  // handle and the object learns of the end there. Before, the try-operation then made its own
+  // native try with the dead handle all the same (a later channel given the handle's value
+  // would have been sent to or received from), answering closed only from its KC_EBADH.
+  const sym = library().symbols("test");
+  // The library's one symbols object (every call site reads it): its try-operations, counted.
+  type Fn = (...args: never[]) => number;
+  const patchable = sym as unknown as Record<string, Fn>;
+  const names = [
+    "kc_chan_try_send",
+    "kc_chan_try_send_at",
+    "kc_chan_try_recv",
+    "kc_chan_try_recv_at",
+  ];
+  for (const op of ["trySend", "tryReceive"] as const) {
+    for (const who of ["owner", "copy"] as const) {
+      const label = `${who}'s ${op}`;
+      using reported = catchReported();
+      using ch = new Channel<number>(1);
+      using copy = Channel.from<number>(ch.share());
+      const caller = who === "owner" ? ch : copy;
+      for (let i = 0; i < 40; i++) { // past the 16th use: the mapped try-path too
+        assert.deepEqual(caller.trySend(i), { state: "ok" }, label);
+        assert.deepEqual(caller.tryReceive(), { state: "ok", value: i }, label);
+      }
+      if (op === "trySend") assert.deepEqual(ch.trySend(1), { state: "ok" }, label); // full
+      // Waits ahead of it, in JavaScript until the turn's end.
+      const waiting = (op === "trySend" ? caller.send(2) : caller.receive()).then(
+        () => "resolved",
+        (e: unknown) => e,
+      );
+      assert.equal(sym.kc_chan_destroy(ch.handle), 0, label);
+      const calls: string[] = [];
+      const real = names.map((n) => patchable[n]);
+      names.forEach((n, i) => {
+        patchable[n] = (...args: never[]) => {
+          calls.push(n);
+          return real[i](...args);
+        };
+      });
+      let r: { state: string };
+      try {
+        r = op === "trySend" ? caller.trySend(3) : caller.tryReceive();
+      } finally {
+        names.forEach((n, i) => patchable[n] = real[i]);
+      }
+      assert.equal(r.state, "closed", label);
+      // The wait's own try (a receive's is a try-receive), which learns it; none after it.
+      const learning = op === "tryReceive" ? ["kc_chan_try_recv"] : [];
+      assert.deepEqual(calls, learning, `${label}: no try of its own on the dead handle`);
+      const e = await waiting;
+      assert.ok(e instanceof CancellationError, `${label}: ${String(e)}`);
+      assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+    }
+  }
+});
+
 Deno.test("an owner whose channel native code destroyed through a copy's handle: its own first read of `handle` throws the InvalidHandleError that says so, as its share() does", () => {
   // The owner shared the channel (held, its handle not read); a copy of its isolate read the
   // handle, which native code destroyed. The owner's read takes its hold then, on the dead handle:
