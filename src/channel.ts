@@ -1870,6 +1870,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         if (this.#callerEnded()) {
           this.#afterCallerCode("send", (sym) => this.#codec.discard(slot, sym));
         }
+        // The caller's code the encoding ran (a getter) may have learnt the channel ended (its
+        // call met the dead handle): closed, with no try-send on it, whose value may name a
+        // later channel. `keep` holds the encoding for send, as a closed answer leaves it.
+        if (s.ended) {
+          if (keep === undefined) this.#codec.discard(slot, sym);
+          this.#at = null;
+          return this.#sendClosed();
+        }
       }
       rc = at !== null
         ? sym.kc_chan_try_send_at(at, this.#handle, slot.ptr, this.#size)
@@ -2459,6 +2467,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         throw e;
       }
       this.#afterCallerCode(op, (sym) => this.#discardBatch(buf, 0, n, sym)); // nothing sent
+      // Ended as the encoding ran the caller's code (as in `#trySend`): no call on the dead
+      // handle.
+      if (s.ended) {
+        this.#discardBatch(buf, 0, n, sym);
+        this.#at = null;
+        return this.#sendClosed();
+      }
       const rc = sym.kc_chan_try_send_n(this.#handle, buf, size, n);
       if (rc > 0) {
         this.#discardBatch(buf, rc, n, sym); // the ones not sent

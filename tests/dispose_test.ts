@@ -843,6 +843,50 @@ Deno.test("a try-operation that learns of the channel's end from the waits still
   }
 });
 
+Deno.test("a trySend whose value's getter, run as the value is encoded, learns of native code's destroy makes no try-send on the dead handle: trySend and trySendMany answer closed", () => {
+  // Encoding an object runs the caller's code (its getters), which may call the channel: here
+  // the owner's isClosedForSend, its first call after the destroy, which learns it. Before, the
+  // try-send went on to native code with the dead handle all the same, answering closed only
+  // from its KC_EBADH (a later channel given the handle's value would have been sent to).
+  const sym = library().symbols("test");
+  type Fn = (...args: never[]) => number;
+  const patchable = sym as unknown as Record<string, Fn>;
+  const names = ["kc_chan_try_send", "kc_chan_try_send_at", "kc_chan_try_send_n"];
+  for (const op of ["trySend", "trySendMany"] as const) {
+    using reported = catchReported();
+    const dropped: unknown[] = [];
+    using ch = new Channel<unknown>(4, { onUndeliveredElement: (v) => dropped.push(v) });
+    const h = ch.handle;
+    assert.equal(sym.kc_chan_destroy(h), 0, op);
+    let learnt: boolean | undefined;
+    const value = {
+      get n() {
+        learnt ??= ch.isClosedForSend;
+        return 1;
+      },
+    };
+    const calls: string[] = [];
+    const real = names.map((n) => patchable[n]);
+    names.forEach((n, i) => {
+      patchable[n] = (...args: never[]) => {
+        calls.push(n);
+        return real[i](...args);
+      };
+    });
+    let r: { state: string };
+    try {
+      r = op === "trySend" ? ch.trySend(value) : ch.trySendMany([value, 2]);
+    } finally {
+      names.forEach((n, i) => patchable[n] = real[i]);
+    }
+    assert.equal(learnt, true, `${op}: the getter learnt it`);
+    assert.equal(r.state, "closed", op);
+    assert.deepEqual(calls, [], `${op}: no try-send on the dead handle`);
+    assert.deepEqual(dropped, [], `${op}: a try-send's value stays the caller's`);
+    assert.deepEqual(reported.errors.map(String), [], `${op}: nothing reported`);
+  }
+});
+
 Deno.test("an owner whose channel native code destroyed through a copy's handle: its own first read of `handle` throws the InvalidHandleError that says so, as its share() does", () => {
   // The owner shared the channel (held, its handle not read); a copy of its isolate read the
   // handle, which native code destroyed. The owner's read takes its hold then, on the dead handle:
