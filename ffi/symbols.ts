@@ -168,6 +168,8 @@ export const symbols = {
   kc_chan_ready_flag: { parameters: ["u32", "buffer"], result: "pointer" },
   /** const uint8_t *kc_chan_blocked_flag(uint32_t handle) */
   kc_chan_blocked_flag: { parameters: ["u32"], result: "pointer" },
+  /** const uint8_t *kc_chan_waiting_flag(uint32_t handle) (ABI 22) */
+  kc_chan_waiting_flag: { parameters: ["u32"], result: "pointer" },
   /**
    * int32_t kc_chan_on_undelivered(uint32_t handle, void (*hook)(void *ctx, const void *elem),
    *                                void *ctx)

@@ -336,6 +336,11 @@ const uint8_t *kc_chan_ready_flag(uint32_t handle, const uint32_t **handle_word)
  * moment since; it may stay 0 after a send filled the buffer. Reading nonzero, then the handle
  * word, answers a try-send with KC_EAGAIN without a call. */
 const uint8_t *kc_chan_blocked_flag(uint32_t handle);
+/* The channel's "a receiver is queued" byte; NULL for a bad handle. Nonzero only if a receiver
+ * (a receive or a select's receive clause, of any thread, coroutine or ring) was queued on the
+ * channel at some moment since, 0 only if none was. Read it, then the handle word (both
+ * acquire), as the ready byte. New in ABI 22. */
+const uint8_t *kc_chan_waiting_flag(uint32_t handle);
 /* Sets (NULL clears) the hook given every value the channel drops. It runs with the channel
  * locked and must not use the channel. Zero-copy: elem is a struct kc_desc without a release.
  * It (and a descriptor's release) may create, resume and destroy hand-driven coroutines, but not

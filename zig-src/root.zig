@@ -1319,6 +1319,18 @@ export fn kc_chan_blocked_flag(h: u32) callconv(.c) ?*const u8 {
     return @ptrCast(&peeked.ch.flags.send_blocked.raw);
 }
 
+/// const uint8_t *kc_chan_waiting_flag(uint32_t h): the channel's "a receiver is queued" byte;
+/// NULL for a bad handle. It is nonzero only if a receiver (a receive or a select's receive
+/// clause, of any thread, coroutine or ring) was queued on the channel at some moment since it
+/// was written, and 0 only if none was; set at every unlock of the channel. As
+/// `kc_chan_ready_flag`: read it (acquire), then the handle word, to know it is this channel's.
+/// A host whose own receivers wait outside the channel reads 0 to know, without a call, that
+/// no receiver queued here is ahead of them. New in ABI 22.
+export fn kc_chan_waiting_flag(h: u32) callconv(.c) ?*const u8 {
+    const peeked = chans().peek(h) orelse return null;
+    return @ptrCast(&peeked.ch.flags.recv_waiting.raw);
+}
+
 /// int32_t kc_chan_on_undelivered(uint32_t h, void (*hook)(void *ctx, const void *elem),
 ///                                void *ctx): sets (NULL: clears) the hook that receives every
 /// value the channel drops: cancel, destroy with values buffered, drop policies. It runs with
@@ -4423,6 +4435,43 @@ test "C ABI: kc_chan_try_send/recv; the ready byte and handle word follow the ch
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_try_recv(h, &out, 8));
     try testing.expectEqual(@as(?*const u8, null), kc_chan_ready_flag(h, null));
     try testing.expectEqual(@as(?*const u8, null), kc_chan_blocked_flag(h));
+}
+
+test "C ABI: the waiting byte is set while a receiver is queued, cleared once none is" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &h));
+    const waiting = kc_chan_waiting_flag(h).?;
+    try testing.expectEqual(@as(u8, 0), @atomicLoad(u8, waiting, .acquire)); // none yet
+    const S = struct {
+        var got: u64 = 0;
+        fn receiver(ch: u32) void {
+            _ = kc_chan_recv(ch, &got, 8, 0, 0, 0);
+        }
+    };
+    const t = try std.Thread.spawn(.{}, S.receiver, .{h});
+    // Bounded: the receiver queues on the empty buffer (the watchdog ends a hang).
+    while (@atomicLoad(u8, waiting, .acquire) == 0) std.Thread.yield() catch {};
+    // Acquire above pairs with publishFlags' release store: the receiver is queued now.
+    const e = try chans().acquire(h);
+    const ch = ChanRegistry.channelOf(e);
+    ch.lock();
+    try testing.expect(ch.receivers.head != null);
+    ch.unlock();
+    chans().release(e);
+    // The buffered try-send hands the value to it: dequeued, the byte clear again.
+    var v: u64 = 42;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
+    t.join();
+    try testing.expectEqual(@as(u64, 42), S.got);
+    try testing.expectEqual(@as(u8, 0), @atomicLoad(u8, waiting, .acquire));
+    // A buffered value and no receiver: still clear (the fast paths leave it so).
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
+    try testing.expectEqual(@as(u8, 0), @atomicLoad(u8, waiting, .acquire));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    try testing.expectEqual(@as(?*const u8, null), kc_chan_waiting_flag(h));
 }
 
 test "C ABI: kc_chan_retry_send sends as kc_chan_try_send, but a full channel counts no failure" {

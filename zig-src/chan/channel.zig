@@ -687,9 +687,6 @@ pub const Channel = struct {
     on_undelivered: ?UndeliveredFn,
     undelivered_ctx: ?*anyopaque,
     buf: []u8 = &.{},
-    /// `buf` lies in the channel's own allocation, after the struct (`create`, small bounded
-    /// buffers): it is freed with the channel, never on its own.
-    buf_inline: bool = false,
     /// Slots allocated in `buf`: 0 or a power of two, so that a position maps to its slot with a
     /// mask. At least the capacity, but where that is more than `eager_buf_max` bytes: such a
     /// buffer starts smaller and doubles as it fills (`grow`), as `unlimited`'s does.
@@ -800,6 +797,13 @@ pub const Channel = struct {
         /// without a lock. Set exactly at every `unlock`; a fast receive clears it when it finds
         /// it set; a fast send that fills the buffer leaves it clear.
         send_blocked: std.atomic.Value(bool) = .init(true),
+        /// True only when a receiver (a receive or a select's receive clause, of any thread or
+        /// ring) was queued on the channel as of some moment since: lets a host whose own
+        /// receivers wait outside the channel tell, without a call, that none queued here is
+        /// ahead of them (the TypeScript binding's buffered hand-off). Set exactly at every
+        /// `unlock`, as the receivers are queued and dequeued only under both locks; the fast
+        /// paths run only with no receiver queued, and leave it so.
+        recv_waiting: std.atomic.Value(bool) = .init(false),
     };
 
     /// Takes the whole channel: `tx.mutex`, then (a channel with fast paths) `rx.mutex`.
@@ -826,19 +830,25 @@ pub const Channel = struct {
     /// those that change (the fast paths read their line on every operation).
     fn publishFlags(ch: *Channel) callconv(hot) void {
         const ready = ch.tx.tail != ch.rx.head or !ch.senders.isEmpty() or ch.closed;
+        const waiting = !ch.receivers.isEmpty();
         const blocked = !ch.closed and ch.overflow == .@"suspend" and
-            (ch.slots == 0 or ch.isFull()) and ch.receivers.isEmpty();
+            (ch.slots == 0 or ch.isFull()) and !waiting;
         // Release stores: pair with the acquire loads on the try-paths (they see the state the
         // flag says). Without fast paths nobody reads the flags on every operation, and plain
         // stores cost less than comparing first (ChanSync: 2 ns of 57).
         if (!ch.fast.load(.monotonic)) {
             ch.flags.recv_ready.store(ready, .release);
             ch.flags.send_blocked.store(blocked, .release);
+            ch.flags.recv_waiting.store(waiting, .release);
             return;
         }
         // Monotonic loads: the flags' writers hold one of our locks.
         if (ch.flags.recv_ready.load(.monotonic) != ready) ch.flags.recv_ready.store(ready, .release);
         if (ch.flags.send_blocked.load(.monotonic) != blocked) ch.flags.send_blocked.store(blocked, .release);
+        // Written only here (under both locks): the fast paths neither queue nor dequeue a
+        // receiver. Release: pairs with the acquire load of a host reading the mapped byte
+        // (`kc_chan_waiting_flag`), which then sees the receiver queued.
+        if (ch.flags.recv_waiting.load(.monotonic) != waiting) ch.flags.recv_waiting.store(waiting, .release);
     }
 
     /// Both locks whatever the channel's kind: for changing what kind it is (`reinit`,
@@ -1041,9 +1051,8 @@ pub const Channel = struct {
             ch.in_flight.deinit(ch.allocator);
             ch.in_flight = .empty;
         }
-        if (!ch.buf_inline) ch.allocator.free(ch.buf);
+        if (!ch.bufInline()) ch.allocator.free(ch.buf);
         ch.buf = &.{};
-        ch.buf_inline = false;
         ch.slots = 0;
     }
 
@@ -1134,10 +1143,22 @@ pub const Channel = struct {
             // Only a rendezvous channel starts unable to take a send.
             .flags = .{ .send_blocked = .init(sh.capacity == 0) },
             .buf = storage,
-            .buf_inline = buf != null,
             .slots = sh.slots,
             .fast = .init(sh.slots > 0 and fastPathsOn()),
         };
+    }
+
+    /// `buf` lies in the channel's own allocation, right after the struct (`create`, small
+    /// bounded buffers): it is freed with the channel, never on its own. Told from the address
+    /// (a buffer allocated apart cannot lie inside the channel's live allocation) rather than
+    /// kept in a field: the struct had no byte to spare for `Flags.recv_waiting` (README's 512).
+    fn bufInline(ch: *const Channel) bool {
+        // Inside the channel's own allocation (`mem`, empty for a `build`): a buffer allocated on
+        // its own never lies there, where one could start right at `ch` + @sizeOf(Channel) when
+        // `ch` sits at the end of `mem`'s alignment slack and the allocator packs blocks
+        // without headers.
+        const p = @intFromPtr(ch.buf.ptr);
+        return ch.buf.len != 0 and p >= @intFromPtr(ch.mem.ptr) and p < @intFromPtr(ch.mem.ptr) + ch.mem.len;
     }
 
     /// The fields of a new channel (lock unlocked), with its buffer allocated (never inline).
@@ -1739,7 +1760,7 @@ pub const Channel = struct {
     fn grow(ch: *Channel) error{OutOfMemory}!void {
         // Only unlimited channels and bounded ones past `eager_buf_max` grow, and neither has
         // an inline buffer; a bounded one never past the power of two that holds its capacity.
-        assert(!ch.buf_inline);
+        assert(!ch.bufInline());
         const new_slots = std.math.mul(u32, ch.slots, 2) catch return error.OutOfMemory;
         assert(ch.capacity == unlimited or new_slots / 2 < ch.capacity);
         const nb = try ch.allocator.alloc(u8, @as(usize, new_slots) * ch.elem_size);
@@ -3102,7 +3123,7 @@ test "a small bounded buffer lives in the channel's own allocation; larger, unli
     };
     for (cases) |c| {
         const ch = try Channel.create(testing.allocator, c.opts);
-        try testing.expectEqual(c.in_place, ch.buf_inline);
+        try testing.expectEqual(c.in_place, ch.bufInline());
         if (c.in_place) {
             // Right after the struct, inside the one allocation.
             try testing.expectEqual(@intFromPtr(ch) + @sizeOf(Channel), @intFromPtr(ch.buf.ptr));
@@ -3120,10 +3141,10 @@ test "a small bounded buffer lives in the channel's own allocation; larger, unli
     // Retired and built again in the same memory (the handle registry's re-use): its own
     // buffer, freed on its own.
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
-    try testing.expect(ch.buf_inline);
+    try testing.expect(ch.bufInline());
     ch.retire();
     try ch.reinit(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
-    try testing.expect(!ch.buf_inline);
+    try testing.expect(!ch.bufInline());
     try trySendU64(ch, 7);
     try testing.expectEqual(@as(u64, 7), try tryRecvU64(ch));
     ch.retire();
@@ -3344,7 +3365,7 @@ test "a bounded buffer past eager_buf_max starts smaller and grows as it fills, 
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = cap });
     defer ch.destroy();
     try testing.expectEqual(@as(u32, first), ch.slots);
-    try testing.expect(!ch.buf_inline);
+    try testing.expect(!ch.bufInline());
     // Fill the first buffer, wrap its ring, then grow with the oldest value mid-ring.
     for (0..first) |v| try trySendU64(ch, v);
     for (0..1000) |v| try testing.expectEqual(@as(u64, v), try tryRecvU64(ch));
