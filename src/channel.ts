@@ -1045,12 +1045,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #pinned = false;
   #bridgeOf: Bridge | undefined = undefined;
   /**
-   * kc_chan_ready_flag's and kc_chan_blocked_flag's bytes and the handle word, mapped once the
-   * channel has been used `MAP_AFTER` times (null until then, or if unavailable): mapping costs
-   * two calls and three ArrayBuffers, more than a channel used a few times ever saves.
+   * kc_chan_ready_flag's, kc_chan_blocked_flag's and kc_chan_waiting_flag's bytes and the
+   * handle word, mapped once the channel has been used `MAP_AFTER` times (null until then, or if
+   * unavailable): mapping costs three calls and four ArrayBuffers, more than a channel used a
+   * few times ever saves.
    */
   #ready: Uint8Array | null = null;
   #blocked: Uint8Array | undefined = undefined;
+  #waiting: Uint8Array | undefined = undefined;
   #word: Uint32Array | undefined = undefined;
   /**
    * The handle word's address, once mapped: the try-operations then skip the handle table.
@@ -2231,14 +2233,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       flushAll(s.receivers);
       return EMPTY;
     }
-    if (this.#capacity === 0 && this.#receiverMayWaitNatively(sym) && !anyQueued(s.receivers)) {
-      // A rendezvous whose blocked byte says a receiver is queued natively, and none of this
-      // isolate's is: another thread's or isolate's, queued before these receivers began waiting
-      // in JavaScript (one waits here only within the turn it began), so ahead of them. They
+    if (this.#receiverMayWaitNatively(sym) && !anyQueued(s.receivers)) {
+      // The waiting byte says a receiver is queued natively, and none of this isolate's is:
+      // another thread's or isolate's, queued before these receivers began waiting in
+      // JavaScript (one waits here only within the turn it began), so ahead of them. They
       // queue natively behind it, and the native try-send meets it. Before, the send handed the
       // value to this isolate's receiver, past one that waited longer (the mirror of `#poll`'s
-      // rendezvous rule, seed 547's). With the byte set (no receiver queued natively) they meet
-      // here, with no call. Where a receiver of this isolate is queued natively too (an earlier
+      // rendezvous rule, seed 547's): on a rendezvous channel until 20144ae, on a buffered one
+      // (an empty buffer) until the waiting byte. With the byte clear (no receiver queued
+      // natively) they meet here, with no call. Where a receiver of this isolate is queued natively too (an earlier
       // turn's) it is withdrawn and handed the value as before: the byte cannot say whether
       // another's is ahead of it, and a native completion of it would let an abort in the same
       // turn take the value back from a send that resolved (README's abort paragraph).
@@ -2704,15 +2707,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * A rendezvous send meeting receivers of this isolate that wait in JavaScript: false when the
-   * blocked byte says no receiver was queued natively at some moment since it was written (so
-   * none is ahead of them), true when one may be (or the byte cannot be read: the native
-   * try-send then decides). Maps the bytes now if not yet (`#map`): a same-turn hand-off before
-   * the `MAP_AFTER`th use would otherwise cost the receivers a native queueing each.
+   * A send meeting receivers of this isolate that wait in JavaScript: false when the waiting
+   * byte (kc_chan_waiting_flag) says no receiver was queued natively at some moment since it was
+   * written (so none is ahead of them), true when one may be (or the byte cannot be read: the
+   * native try-send then decides). The blocked byte cannot say it on a buffered channel: on an
+   * empty buffer it is clear whether or not a receiver waits. Maps the bytes now if not yet
+   * (`#map`): a same-turn hand-off before the `MAP_AFTER`th use would otherwise cost the
+   * receivers a native queueing each. Plain loads, as #mayReceive's.
    */
   #receiverMayWaitNatively(sym: Sym): boolean {
     const ready = this.#ready ?? this.#map(sym);
-    return ready === null || this.#blocked![0] === 0 || this.#word![0] !== this.#handle;
+    return ready === null || this.#waiting![0] !== 0 || this.#word![0] !== this.#handle;
   }
 
   /** Maps the bytes (see `#mapReady`): the ready byte, or null if they cannot be. */
@@ -2724,9 +2729,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const p = sym.kc_chan_ready_flag(this.#handle, out);
     const word = out[0] === 0n ? null : Deno.UnsafePointer.create(out[0]);
     const b = sym.kc_chan_blocked_flag(this.#handle);
-    if (p === null || word === null || b === null) return null;
+    const w = sym.kc_chan_waiting_flag(this.#handle);
+    if (p === null || word === null || b === null || w === null) return null;
     this.#word = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(word, 4));
     this.#blocked = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(b, 1));
+    this.#waiting = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(w, 1));
     this.#at = word;
     this.#sendAt = sym.kc_chan_try_send_at;
     this.#recvAt = sym.kc_chan_try_recv_at;

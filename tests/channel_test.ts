@@ -3898,3 +3898,37 @@ Deno.test("a send waiting natively whose queueing answers a status no send expec
   assert.deepEqual(ch.tryReceive(), { state: "empty" });
   assert.deepEqual(reported.errors.map(String), []);
 });
+
+Deno.test("a buffered send reaches a receiver queued natively on another thread before a receive of this isolate began waiting in JavaScript", async () => {
+  // As the rendezvous test above, on an empty buffer: there the ready and blocked bytes are
+  // both clear whether or not a receiver waits natively, so the send handed the value to its
+  // own receive waiting in JavaScript, past the native coroutine's queued before it. The
+  // waiting byte (kc_chan_waiting_flag) tells.
+  const sym = library().symbols("test");
+  for (const how of ["trySend", "send", "trySendMany"] as const) {
+    for (const fresh of [true, false]) {
+      const what = `buffered ${how}, ${fresh ? "a fresh channel" : "flags mapped"}`;
+      using ch = new Channel<bigint>(4, { codec: codecs.u64 });
+      if (!fresh) { // used past MAP_AFTER: the try-paths read the mapped flags
+        for (let i = 0; i < 20; i++) assert.deepEqual(ch.tryReceive(), { state: "empty" }, what);
+      }
+      const cells = runtime().cells([BigInt(ch.handle), 0n, 0n]);
+      runtime().spawn("receiver", cells); // receives one value on a scheduler thread
+      const waiting = sym.kc_chan_waiting_flag(ch.handle);
+      await until(() => flagByte(waiting) !== 0, `${what}: the native receiver queued`);
+      const local = ch.receive(); // waits in JavaScript
+      if (how === "trySend") assert.deepEqual(ch.trySend(1n), { state: "ok" }, what);
+      else if (how === "send") await ch.send(1n);
+      else assert.deepEqual(ch.trySendMany([1n]), { state: "ok", sent: 1 }, what);
+      assert.equal(await settled(local), false, `${what}: the local receive took the value`);
+      await until(() => cells[1] === 1n, `${what}: the native receiver's value`, 5_000);
+      assert.equal(cells[2], 0n, what);
+      assert.equal(flagByte(waiting), 1, `${what}: this isolate's receive queued natively`);
+      assert.deepEqual(ch.trySend(2n), { state: "ok" }, what); // then the local receive's turn
+      assert.equal(await local, 2n, `${what}: then the local receive`);
+      assert.equal(flagByte(waiting), 0, `${what}: no receiver queued`);
+      const m = ch.metrics();
+      assert.deepEqual([m.sends, m.receives, m.dropped], [2, 2, 0], what);
+    }
+  }
+});
