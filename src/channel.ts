@@ -2241,10 +2241,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // value to this isolate's receiver, past one that waited longer (the mirror of `#poll`'s
       // rendezvous rule, seed 547's): on a rendezvous channel until 20144ae, on a buffered one
       // (an empty buffer) until the waiting byte. With the byte clear (no receiver queued
-      // natively) they meet here, with no call. Where a receiver of this isolate is queued natively too (an earlier
-      // turn's) it is withdrawn and handed the value as before: the byte cannot say whether
-      // another's is ahead of it, and a native completion of it would let an abort in the same
-      // turn take the value back from a send that resolved (README's abort paragraph).
+      // natively) they meet here, with no call. Where a receiver of this isolate is queued
+      // natively too (an earlier turn's) it is withdrawn and handed the value as before: the
+      // byte cannot say whether another's is ahead of it, and a native completion of it would
+      // let an abort in the same turn take the value back from a send that resolved (README's
+      // abort paragraph).
       flushAll(s.receivers);
       return EMPTY;
     }

@@ -800,9 +800,9 @@ pub const Channel = struct {
         /// True only when a receiver (a receive or a select's receive clause, of any thread or
         /// ring) was queued on the channel as of some moment since: lets a host whose own
         /// receivers wait outside the channel tell, without a call, that none queued here is
-        /// ahead of them (the TypeScript binding's buffered hand-off). Set exactly at every
-        /// `unlock`, as the receivers are queued and dequeued only under both locks; the fast
-        /// paths run only with no receiver queued, and leave it so.
+        /// ahead of them (the TypeScript binding's hand-off). Set exactly at every `unlock`, as
+        /// receivers are queued and dequeued only with the whole channel locked (`lock`); the
+        /// fast paths run only with no receiver queued, and leave it so.
         recv_waiting: std.atomic.Value(bool) = .init(false),
     };
 
@@ -845,8 +845,8 @@ pub const Channel = struct {
         // Monotonic loads: the flags' writers hold one of our locks.
         if (ch.flags.recv_ready.load(.monotonic) != ready) ch.flags.recv_ready.store(ready, .release);
         if (ch.flags.send_blocked.load(.monotonic) != blocked) ch.flags.send_blocked.store(blocked, .release);
-        // Written only here (under both locks): the fast paths neither queue nor dequeue a
-        // receiver. Release: pairs with the acquire load of a host reading the mapped byte
+        // Written only here (the whole channel locked): the fast paths neither queue nor
+        // dequeue a receiver. Release: pairs with the acquire load of a host reading the mapped byte
         // (`kc_chan_waiting_flag`), which then sees the receiver queued.
         if (ch.flags.recv_waiting.load(.monotonic) != waiting) ch.flags.recv_waiting.store(waiting, .release);
     }
