@@ -6790,3 +6790,43 @@ test "C ABI: kc_ring_notify's thread waits as a counted sleeper, so a record wak
         std.Thread.yield() catch {};
     }
 }
+
+test "C ABI: try-operations on another thread stream through a bounded buffer as it grows, in order" {
+    // The lean paths (`tryLean`: `fastSend`, `fastReceive` under one side's lock) against the
+    // locked send that grows a buffer past `eager_buf_max` (both locks): the receiver starts
+    // just before the first 131,072 slots are full, so the grow often comes while it takes
+    // values. Each value once, in order.
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 300_000, 0, 0, &h));
+    const N: u64 = 400_000;
+    const S = struct {
+        var sent: std.atomic.Value(u64) = .init(0);
+        fn producer(ch: u32) void {
+            var v: u64 = 0;
+            while (v < N) {
+                if (kc_chan_try_send(ch, &v, 8) == 0) {
+                    v += 1;
+                    _ = sent.fetchAdd(1, .monotonic);
+                } else std.atomic.spinLoopHint();
+            }
+        }
+    };
+    const t = try std.Thread.spawn(.{}, S.producer, .{h});
+    while (S.sent.load(.monotonic) < 131_072 - 16) std.atomic.spinLoopHint();
+    var want: u64 = 0;
+    var out: u64 = 0;
+    var disorder: u64 = 0; // counted, not returned on: the producer is joined first
+    while (want < N) {
+        if (kc_chan_try_recv(h, &out, 8) == 0) {
+            if (out != want) disorder += 1;
+            want += 1;
+        } else std.atomic.spinLoopHint();
+    }
+    t.join();
+    try testing.expectEqual(@as(u64, 0), disorder);
+    try testing.expectEqual(@as(i32, Status.again.code()), kc_chan_try_recv(h, &out, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+}

@@ -3378,6 +3378,43 @@ test "a bounded buffer past eager_buf_max starts smaller and grows as it fills, 
     try testing.expectEqual(@as(u32, 262_144), ch.slots);
 }
 
+test "a growing bounded buffer: drop policies drop at its capacity, not at its slots; a value given back grows it" {
+    // `isFull` is the capacity: a buffer still growing (slots < capacity) takes the value and
+    // grows (`pushBuffer`, `giveBackLocked`) rather than dropping or refusing one.
+    const cap = 200_000;
+    const first = Channel.eager_buf_max / 8;
+    const Hook = struct {
+        var n: u64 = 0;
+        fn f(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            n += 1;
+        }
+    };
+    for ([_]Overflow{ .drop_oldest, .drop_latest }) |ov| {
+        Hook.n = 0;
+        const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = cap, .overflow = ov, .on_undelivered = Hook.f });
+        defer ch.destroy();
+        try testing.expectEqual(@as(u32, first), ch.slots);
+        for (0..cap + 10) |v| try trySendU64(ch, v);
+        try testing.expectEqual(@as(u64, 10), Hook.n); // only past the capacity
+        try testing.expectEqual(@as(u32, 262_144), ch.slots);
+        const base: u64 = if (ov == .drop_oldest) 10 else 0;
+        for (0..cap) |i| try testing.expectEqual(base + i, try tryRecvU64(ch));
+        try testing.expectError(error.WouldBlock, tryRecvU64(ch));
+        const m = ch.snapshot();
+        try testing.expectEqual(@as(u64, cap + 10), m.sends);
+        try testing.expectEqual(@as(u64, cap), m.receives);
+    }
+    // Given back with every slot taken, below the capacity: it grows, and the value goes first.
+    const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = cap });
+    defer ch.destroy();
+    for (1..first + 1) |v| try trySendU64(ch, v);
+    try testing.expectEqual(@as(u32, first), ch.slots);
+    var z: u64 = 0;
+    ch.giveBack(std.mem.asBytes(&z));
+    try testing.expectEqual(@as(u32, 2 * first), ch.slots);
+    for (0..first + 1) |v| try testing.expectEqual(@as(u64, v), try tryRecvU64(ch));
+}
+
 test "close: buffered values stay receivable, then Closed; close is true once" {
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
     defer ch.destroy();
@@ -3656,6 +3693,79 @@ test "fast paths: streams between threads keep FIFO per producer, lose nothing, 
         try testing.expectEqual(@as(u64, total), m.receives);
         try testing.expectEqual(@as(u64, total * 8), m.bytes_received);
         try testing.expect(m.first_op_ns != 0 and m.last_op_ns >= m.first_op_ns);
+    }
+}
+
+test "fast paths: a bounded buffer growing under streams between threads keeps FIFO per producer, loses nothing" {
+    // `grow` (both locks) against `fastSend` and `fastReceive` (one lock each), which read
+    // `slots` and `buf`: 4 KiB elements, so the buffer starts at 256 slots and doubles while
+    // the consumers take values (each waits for a third of the capacity sent first).
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const per_producer = 20_000;
+    const E = 4096; // first slots: 256
+    const Ctx = struct {
+        ch: *Channel,
+        tally: StreamTally,
+        producers_left: std.atomic.Value(u32) = .init(2),
+        sent: std.atomic.Value(u64) = .init(0),
+        gate: u64,
+    };
+    const S = struct {
+        fn producer(ctx: *Ctx, id: u64) void {
+            var rng = std.Random.DefaultPrng.init(0x5eed + id);
+            var buf: [E]u8 = undefined;
+            for (0..per_producer) |i| {
+                const v = id * per_producer + i;
+                std.mem.writeInt(u64, buf[0..8], v, .little);
+                if (rng.random().boolean()) {
+                    while (true) {
+                        ctx.ch.send(&buf, null, true) catch |e| switch (e) {
+                            error.WouldBlock => {
+                                std.atomic.spinLoopHint();
+                                continue;
+                            },
+                            else => unreachable,
+                        };
+                        break;
+                    }
+                } else ctx.ch.send(&buf, null, false) catch unreachable;
+                _ = ctx.sent.fetchAdd(1, .monotonic);
+            }
+            if (ctx.producers_left.fetchSub(1, .acq_rel) == 1) _ = ctx.ch.close();
+        }
+        fn consumer(ctx: *Ctx, seed: u64) void {
+            var rng = std.Random.DefaultPrng.init(seed);
+            var order: StreamTally.Order = .{};
+            var buf: [E]u8 = undefined;
+            // Let the buffer fill before receiving (bounded: the producers end).
+            while (ctx.sent.load(.monotonic) < ctx.gate * seed and ctx.producers_left.load(.monotonic) != 0) std.atomic.spinLoopHint();
+            while (true) {
+                const r = ctx.ch.receive(&buf, null, rng.random().boolean());
+                r catch |e| switch (e) {
+                    error.WouldBlock => {
+                        std.atomic.spinLoopHint();
+                        continue;
+                    },
+                    error.Closed => return,
+                    else => unreachable,
+                };
+                ctx.tally.record(&order, std.mem.readInt(u64, buf[0..8], .little));
+            }
+        }
+    };
+    const total = 2 * per_producer;
+    const seen = try testing.allocator.alloc(std.atomic.Value(u8), total);
+    defer testing.allocator.free(seen);
+    for ([_]u32{ 30_000, 1000, 300 }) |cap| {
+        for (seen) |*x| x.* = .init(0);
+        const ch = try Channel.create(testing.allocator, .{ .elem_size = E, .capacity = cap });
+        defer ch.destroy();
+        try testing.expectEqual(@as(u32, 256), ch.slots);
+        var ctx: Ctx = .{ .ch = ch, .tally = .{ .seen = seen, .per_producer = per_producer }, .gate = cap / 3 };
+        try runTwoByTwo(S, &ctx);
+        try ctx.tally.expectEachOnceInOrder();
     }
 }
 
