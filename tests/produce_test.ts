@@ -33,6 +33,15 @@ import {
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 
+/** A child process (evalScript) that exited by itself, with status 0, having printed "ok". */
+function assertPrintedOk(
+  res: { signal: string | null; code: number; stdout: string; stderr: string },
+) {
+  assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "ok", res.stderr);
+}
+
 /** Live tasks: every producer and actor body in this file is wrapped by `counted`. */
 let live = 0;
 function counted<A extends unknown[]>(
@@ -2317,9 +2326,7 @@ Deno.test("produce: a Worker whose producer runs when it ends (terminated, or se
   `,
     { timeoutMs: 240_000 },
   );
-  assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
-  assert.equal(res.code, 0, res.stderr);
-  assert.equal(res.stdout.trim(), "ok", res.stderr);
+  assertPrintedOk(res);
 });
 
 Deno.test("produce: a Worker whose producer finished (its channel closed, values buffered) and then ends leaves the channel closed, not cancelled: the main isolate receives every value and a clean end", async () => {
@@ -2355,9 +2362,7 @@ Deno.test("produce: a Worker whose producer finished (its channel closed, values
   `,
     { timeoutMs: 180_000 },
   );
-  assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
-  assert.equal(res.code, 0, res.stderr);
-  assert.equal(res.stdout.trim(), "ok", res.stderr);
+  assertPrintedOk(res);
 });
 
 Deno.test("produce: a Worker that ends after share() but before the producer's task first ran (a lazy launch, never started) cancels the channel: the main isolate's waiting receive rejects with the owner-gone CancellationError, the process exits", async () => {
@@ -2391,9 +2396,7 @@ Deno.test("produce: a Worker that ends after share() but before the producer's t
   `,
     { timeoutMs: 240_000 },
   );
-  assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
-  assert.equal(res.code, 0, res.stderr);
-  assert.equal(res.stdout.trim(), "ok", res.stderr);
+  assertPrintedOk(res);
 });
 
 Deno.test("produce: a Worker terminated after the producer's block returned while a child of its task still runs cancels the channel, not closes it: the task is not complete until its children are (Kotlin's), so the consumer gets the owner-gone CancellationError, the buffer dropped", async () => {
@@ -2427,9 +2430,7 @@ Deno.test("produce: a Worker terminated after the producer's block returned whil
   `,
     { timeoutMs: 180_000 },
   );
-  assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
-  assert.equal(res.code, 0, res.stderr);
-  assert.equal(res.stdout.trim(), "ok", res.stderr);
+  assertPrintedOk(res);
 });
 
 Deno.test("actor: a Worker whose actor runs when it ends (terminated, self.close(), or its library closed) cancels the mailbox it shared: the main isolate's waiting send rejects with a CancellationError that says so, later sends fail, the process exits, no handle is left", async () => {
@@ -2478,9 +2479,7 @@ Deno.test("actor: a Worker whose actor runs when it ends (terminated, self.close
   `,
     { timeoutMs: 240_000 },
   );
-  assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
-  assert.equal(res.code, 0, res.stderr);
-  assert.equal(res.stdout.trim(), "ok", res.stderr);
+  assertPrintedOk(res);
 });
 
 Deno.test("actor: the main isolate cancelling its copy of a Worker's mailbox cancels the Worker's busy actor: its signal aborts with the cause, onDone gets that one error, the Worker's scope resolves", async () => {
@@ -2511,9 +2510,7 @@ Deno.test("actor: the main isolate cancelling its copy of a Worker's mailbox can
   `,
     { timeoutMs: 180_000 },
   );
-  assert.equal(res.signal, null, `the process did not exit by itself: ${res.stderr}`);
-  assert.equal(res.code, 0, res.stderr);
-  assert.equal(res.stdout.trim(), "ok", res.stderr);
+  assertPrintedOk(res);
 });
 
 Deno.test("produce and actor name their role in share() (SharedChannel.role), and a copy's share() passes it on; a plain channel's has none", async () => {
