@@ -47,6 +47,8 @@ import {
 } from "./errors.ts";
 import {
   bytesLength,
+  DECODE_MAX,
+  decoder as utf8,
   decodeUtf8,
   isDetached,
   pack,
@@ -175,10 +177,15 @@ const I64_MIN = -(2n ** 63n), I64_MAX = 2n ** 63n - 1n, U64_MAX = 2n ** 64n - 1n
 const encoder = new TextEncoder();
 /**
  * One function per codec for every string receive (a closure per call would be made each
- * time). Past the engine's longest string a CodecError, not its RangeError (C code's bytes: a
- * string sent from JavaScript decodes, `decodeUtf8`).
+ * time): up to `DECODE_MAX` bytes one `TextDecoder` call, with no try and no further call on
+ * the common path. Longer bytes go in pieces (`decodeUtf8`); past the engine's longest string a
+ * CodecError, not its RangeError (C code's bytes: a string sent from JavaScript decodes).
  */
-const decodeText = (codec: string) => (b: Uint8Array): string => {
+const decodeText = (codec: string) => (b: Uint8Array): string =>
+  b.length <= DECODE_MAX ? utf8.decode(b) : decodeLong(codec, b);
+
+/** `decodeText`'s bytes longer than one `TextDecoder` call takes. */
+function decodeLong(codec: string, b: Uint8Array): string {
   try {
     return decodeUtf8(b);
   } catch (e) {
@@ -190,7 +197,7 @@ const decodeText = (codec: string) => (b: Uint8Array): string => {
       { cause: e },
     );
   }
-};
+}
 const decodeString = decodeText("string"), decodeDefault = decodeText("default");
 
 /**

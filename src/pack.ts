@@ -129,14 +129,15 @@ const encoder = new TextEncoder();
  * sent on a shared channel (codecs.string, the default codec, a packed string) arrived without
  * its first character.
  */
-const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+/** @ignore UTF-8 decoding for every string receive; keeps a leading U+FEFF (`ignoreBOM`). */
+export const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /**
  * The most bytes one `TextDecoder.decode` call takes: V8's longest string (2^29 - 24 units on
  * 64-bit), which Deno's decode checks the input's byte length against ("buffer exceeds maximum
  * length"). A string of two-byte UTF-8 characters half that long encodes to more.
  */
-const DECODE_MAX = 2 ** 29 - 24;
+export const DECODE_MAX = 2 ** 29 - 24;
 
 /**
  * @ignore UTF-8 bytes as a string, in pieces of `DECODE_MAX` when there are more (a streaming
