@@ -785,6 +785,25 @@ Deno.test("close() that learns of native code's destroy from its flush of the wa
   }
 });
 
+/**
+ * Wraps `names` of the library's symbols object so that each call is pushed to `calls` by name;
+ * the returned object's dispose puts the real functions back.
+ */
+function recordCalls(
+  patchable: Record<string, (...args: never[]) => unknown>,
+  names: readonly string[],
+  calls: string[],
+): Disposable {
+  const real = names.map((n) => patchable[n]);
+  names.forEach((n, i) => {
+    patchable[n] = (...args: never[]) => {
+      calls.push(n);
+      return real[i](...args);
+    };
+  });
+  return { [Symbol.dispose]: () => names.forEach((n, i) => patchable[n] = real[i]) };
+}
+
 Deno.test("a try-operation that learns of the channel's end from the waits still in JavaScript ahead of it makes no call of its own on the dead handle: an owner's and a Channel.from copy's trySend and tryReceive", async () => {
   // The waits ahead of it try natively first (oldest first); the first one's try meets the dead
   // handle and the object learns of the end there. Before, the try-operation then made its own
@@ -819,18 +838,10 @@ Deno.test("a try-operation that learns of the channel's end from the waits still
       );
       assert.equal(sym.kc_chan_destroy(ch.handle), 0, label);
       const calls: string[] = [];
-      const real = names.map((n) => patchable[n]);
-      names.forEach((n, i) => {
-        patchable[n] = (...args: never[]) => {
-          calls.push(n);
-          return real[i](...args);
-        };
-      });
       let r: { state: string };
-      try {
+      {
+        using _ = recordCalls(patchable, names, calls);
         r = op === "trySend" ? caller.trySend(3) : caller.tryReceive();
-      } finally {
-        names.forEach((n, i) => patchable[n] = real[i]);
       }
       assert.equal(r.state, "closed", label);
       // The wait's own try (a receive's is a try-receive), which learns it; none after it.
@@ -866,18 +877,10 @@ Deno.test("a trySend whose value's getter, run as the value is encoded, learns o
       },
     };
     const calls: string[] = [];
-    const real = names.map((n) => patchable[n]);
-    names.forEach((n, i) => {
-      patchable[n] = (...args: never[]) => {
-        calls.push(n);
-        return real[i](...args);
-      };
-    });
     let r: { state: string };
-    try {
+    {
+      using _ = recordCalls(patchable, names, calls);
       r = op === "trySend" ? ch.trySend(value) : ch.trySendMany([value, 2]);
-    } finally {
-      names.forEach((n, i) => patchable[n] = real[i]);
     }
     assert.equal(learnt, true, `${op}: the getter learnt it`);
     assert.equal(r.state, "closed", op);
