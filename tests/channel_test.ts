@@ -3760,11 +3760,7 @@ Deno.test("a value given back to a rendezvous channel is received before a send 
         const before = bridge.pending;
         const later = ch.send(19); // nobody receives: it waits
         if (queued) await until(() => bridge.pending > before, `${what}: the send queued`);
-        const first = how === "tryReceive"
-          ? ch.tryReceive()
-          : how === "tryReceiveMany"
-          ? ch.tryReceiveMany(1)
-          : { state: "ok", value: await ch.receive() };
+        const first = await receiveBy(ch, how);
         assert.deepEqual(
           first,
           how === "tryReceiveMany" ? { state: "ok", values: [16] } : { state: "ok", value: 16 },
@@ -3778,6 +3774,16 @@ Deno.test("a value given back to a rendezvous channel is received before a send 
     }
   }
 });
+
+/** One value taken as `how` says: a try-receive's result, or a receive's value as an ok one. */
+async function receiveBy<T>(
+  ch: Channel<T>,
+  how: "tryReceive" | "tryReceiveMany" | "receive",
+): Promise<unknown> {
+  if (how === "tryReceive") return ch.tryReceive();
+  if (how === "tryReceiveMany") return ch.tryReceiveMany(1);
+  return { state: "ok", value: await ch.receive() };
+}
 
 /** The byte at `p` (a channel's ready or blocked byte), read as another thread left it. */
 function flagByte(p: Deno.PointerValue): number {
@@ -3836,11 +3842,7 @@ Deno.test("a rendezvous receive takes a sender queued natively on another thread
       const before = bridge.pending;
       const later = ch.send(19n);
       if (queued) await until(() => bridge.pending > before, `${what}: the send queued`);
-      const first = how === "tryReceive"
-        ? ch.tryReceive()
-        : how === "tryReceiveMany"
-        ? ch.tryReceiveMany(1)
-        : { state: "ok", value: await ch.receive() };
+      const first = await receiveBy(ch, how);
       assert.deepEqual(
         first,
         how === "tryReceiveMany" ? { state: "ok", values: [7n] } : { state: "ok", value: 7n },
