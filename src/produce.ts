@@ -20,8 +20,9 @@
  *   producer or a child of it waiting in `send` is woken by the task's cancellation (it rejects
  *   with the cause; its value is not delivered), as Kotlin's suspending `send` is. Waits of its
  *   own (`select`, `delay`, a fetch) take `task.signal`, as every task's do.
- * - Cancelling the channel (or disposing it) cancels the producer task: buffered values are
- *   dropped, as `cancel` drops them. Also a cancel from another isolate (a Worker's
+ * - Cancelling the channel (or disposing it) cancels the producer task, with the channel's own
+ *   CancellationError, the very one its receivers get (Kotlin's `ProducerCoroutine` is a
+ *   ChannelCoroutine, as an actor is): buffered values are dropped, as `cancel` drops them. Also a cancel from another isolate (a Worker's
  *   `Channel.from` copy of its `share()`) or native code: while the task lives (launched, not
  *   complete) and the channel has escaped, a close watch on this isolate's ring
  *   (`Channel._watchCancel`) cancels the task at once, wherever it waits. So does native code's
@@ -110,7 +111,23 @@ class ProducerChannel<T> extends Channel<T> {
   _watch(): void {
     if (!this._live || this._unwatch !== null || this._gone) return;
     // Owned: this isolate's end mid-task (a terminated Worker) cancels the channel natively.
-    this._unwatch = this._watchCancel((cause) => this._job?.cancel(cause), true);
+    this._unwatch = this._watchCancel((told) => this._cancelTask(told), true);
+  }
+
+  /**
+   * @ignore Cancels the task with the channel's own CancellationError (the cancel's `cause`
+   * itself when it is one, else the one its receivers reject with, `_closedResult`), so the
+   * producer and the channel's receivers get one error object, as Kotlin's `ProducerCoroutine`
+   * (a ChannelCoroutine) is cancelled with its channel's cancellation exception, and as an
+   * actor's task is (`Mailbox._cancelTask`). `told` (the watch's cause) only where the channel
+   * does not read as cancelled here. Before, the task was cancelled with the raw cause: a
+   * `cancel()` without one, or with a plain Error, gave the producer the job's own
+   * "CancellationError: Cancelled[: cause]" while receivers got "Channel was cancelled".
+   */
+  _cancelTask(told: unknown): void {
+    const job = this._job;
+    if (job === null) return;
+    job.cancel(this._shared.cancelled ? this._closedResult().cause : told);
   }
 
   override _escaped(): void {
@@ -184,7 +201,7 @@ class ProducerChannel<T> extends Channel<T> {
 
   override cancel(cause?: unknown): void {
     super.cancel(cause);
-    this._job?.cancel(cause);
+    this._cancelTask(cause);
   }
 
   /**

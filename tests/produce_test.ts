@@ -502,6 +502,9 @@ Deno.test("produce: a send given its own signal and left unawaited reports its r
 });
 
 Deno.test("produce: cancelling the channel cancels the producer, which is not a failure", async () => {
+  // The producer gets the channel's CancellationError, which carries a cause that is not one
+  // (its receivers' error: the next test), not a job-made "Cancelled: consumer is done".
+  const cause = new Error("consumer is done");
   let cancelled: unknown;
   await coroutineScope((scope) => {
     const ch = produce<number>(
@@ -515,10 +518,69 @@ Deno.test("produce: cancelling the channel cancels the producer, which is not a 
         }
       }),
     );
-    ch.cancel(new Error("consumer is done"));
+    ch.cancel(cause);
   }); // resolves: the producer's cancellation does not fail the scope
   assert.ok(cancelled instanceof CancellationError);
-  assert.match((cancelled as Error).message, /consumer is done/);
+  assert.equal((cancelled as Error).message, "Channel was cancelled");
+  assert.equal((cancelled as Error).cause, cause);
+  assert.equal(live, 0);
+});
+
+Deno.test("produce: a cancel of its channel cancels the producer with the very error the channel's receivers get, with or without a cause, by its consumer or a copy's cancel (the watch)", async () => {
+  // Kotlin's ProducerCoroutine is cancelled with its channel's cancellation exception, as an
+  // actor's task is with its mailbox's. Before, the task was cancelled with the raw cause: a
+  // cancel() without one gave the producer "Cancelled" and one with a plain Error "Cancelled:
+  // <message>", while receivers got "Channel was cancelled".
+  const hows = ["cancel()", "cancel(Error)", "cancel(CancellationError)", "copy.cancel()"];
+  for (const how of hows) {
+    const given = how === "cancel(Error)"
+      ? new Error("consumer is done")
+      : new CancellationError("stop");
+    let reason: unknown = undefined;
+    let signalReason: unknown = undefined;
+    let received: unknown = undefined;
+    let receivedByCopy: unknown = undefined;
+    await within(
+      coroutineScope(async (scope) => {
+        let ready = false;
+        using ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>, task: CoroutineScope) => {
+            if (how === "copy.cancel()") out.share(); // escaped: watched from here on
+            ready = true;
+            try {
+              await untilAborted(task.signal); // busy, not sending
+            } catch (e) {
+              reason = e;
+              signalReason = task.signal.reason;
+              throw e;
+            }
+          }),
+          { capacity: 1 },
+        );
+        await until(() => ready, `${how}: the producer's start`, 10_000);
+        // A receive waiting at the cancel, and one after it: both get the channel's one error.
+        const waiting = ch.receive().then(() => "received", (e) => e);
+        if (how === "copy.cancel()") {
+          using copy = Channel.from(ch.share());
+          copy.cancel();
+          receivedByCopy = await copy.receive().then(() => "received", (e) => e);
+        } else if (how === "cancel()") ch.cancel();
+        else ch.cancel(given);
+        received = await waiting;
+        const after = await ch.receive().then(() => "received", (e) => e);
+        assert.equal(after, received, `${how}: a receive after the cancel`);
+      }),
+      20_000,
+      `${how}: the scope`,
+    ); // resolves: a cancelled producer is no failure
+    assert.ok(received instanceof CancellationError, `${how}: ${String(received)}`);
+    assert.equal(reason, received, `${how}: the producer's error is the receivers' one`);
+    assert.equal(signalReason, received, `${how}: the task's signal's reason`);
+    if (how === "copy.cancel()") assert.equal(receivedByCopy, received, how);
+    if (how === "cancel(CancellationError)") assert.equal(received, given, how);
+    if (how === "cancel(Error)") assert.equal((received as Error).cause, given, how);
+  }
   assert.equal(live, 0);
 });
 
