@@ -495,7 +495,16 @@ export function actor<M>(
       }
       throw e;
     }
-  }, () => mailbox[Symbol.dispose]());
+  }, () => {
+    // The scope's launch threw or returned no Job, maybe after running the handler at once (to
+    // its first await): its task, known from its start (`_job`), is cancelled with the
+    // mailbox's CancellationError (`Mailbox.cancel`), as produce's cleanup cancels its producer.
+    // Before, the mailbox was only disposed of, which is no cancel of the actor: a handler busy
+    // elsewhere ran on, and the scope under that launch waited for it.
+    cancelMailbox(mailbox, undefined);
+    mailbox[Symbol.dispose]();
+    mailbox._job?.cancel(); // where the cancel could not be made (the library closed)
+  });
   mailbox._job ??= a.job;
   a.job.invokeOnCompletion((cause) => {
     mailbox._stopWatching();

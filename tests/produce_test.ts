@@ -1757,6 +1757,55 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose launc
   assert.throws(() => actor(throwing, () => {}), (e) => e === own);
 });
 
+Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch runs the block at once and then throws or returns no Job cancel the task it started: it does not run on", async () => {
+  // The actor's cleanup only disposed of its mailbox, whose dispose is not a cancel of the actor:
+  // a handler busy elsewhere ran on, and the scope under the caller's launch waited for it for
+  // good. The producer's dispose cancels its task (`task.job`, known from its start).
+  const own = new Error("the caller's launch");
+  for (const how of ["throws", "returns no Job"] as const) {
+    for (const which of ["produce", "actor"] as const) {
+      const what = `${which}, launch ${how}`;
+      let signal: AbortSignal | null = null;
+      let reason: unknown = undefined;
+      await within(
+        coroutineScope((real) => {
+          const scope = {
+            context: real.context,
+            launch: (block: (task: CoroutineScope) => unknown) => {
+              real.launch(block); // runs the block at once, to its first await
+              if (how === "throws") throw own;
+              return 1;
+            },
+          } as unknown as CoroutineScope;
+          const body = counted(async (_ch: Channel<number>, task: CoroutineScope) => {
+            signal = task.signal;
+            try {
+              await untilAborted(task.signal); // busy, not receiving or sending
+            } catch (e) {
+              reason = e;
+              throw e;
+            }
+          });
+          assert.throws(
+            () => which === "produce" ? produce<number>(scope, body) : actor<number>(scope, body),
+            how === "throws" ? (e) => e === own : {
+              name: "TypeError",
+              message: /^Cannot (produce|start actor): scope.launch must return a Job, received 1/,
+            },
+            what,
+          );
+          assert.ok(signal !== null, `${what}: the block began`);
+          assert.equal((signal as AbortSignal).aborted, true, `${what}: the task was cancelled`);
+        }),
+        10_000,
+        `${what}: the real scope's end (the task started under it cancelled)`,
+      ); // resolves: the task was cancelled, no failure
+      assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
+    }
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor name themselves for a bad capacity (it said 'Cannot create channel', a call the caller never made), and start no task", async () => {
   await using scope = createScope();
   const cases: [unknown, string, string][] = [
