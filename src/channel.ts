@@ -235,7 +235,8 @@ export interface SharedChannel<T = unknown> {
    * It names that task in the CancellationError a copy answers once the isolate running it
    * ended mid-task (`KC_WATCH_OWNED`: "the isolate running its producer ended ..."); nothing
    * else reads it. `Channel.from` refuses any other value; absent (objects made by hand, or
-   * from a plain channel), the message says "its producer or actor".
+   * from a plain channel), the message says "its producer or actor", until a copy of the same
+   * isolate is opened with the role: reads from then on name it (`Shared.learnRole`).
    */
   readonly role?: ChannelRole;
   /**
@@ -471,6 +472,32 @@ class Shared {
    * `share()` passes it on; `ownerGone` names it.
    */
   role: ChannelRole | undefined = undefined;
+  /**
+   * `cause` when `#lookCause` made it for the end of the isolate running the channel's producer
+   * or actor (`ownerGone`), before the role was known (its message says "its producer or
+   * actor"): `learnRole` makes it again naming the role.
+   */
+  ownerGoneUnnamed: CancellationError | undefined = undefined;
+
+  /**
+   * A `Channel.from` copy here was given the channel's `role` (`SharedChannel.role`): the first
+   * one known is kept. An owner-gone cause read before any was known, which says "its producer
+   * or actor", is made again naming it, so that every read from now on (a receive, a closed
+   * result, the copies opened before this one too) says what it is known to be, as a copy
+   * opened with the role from the start says. The errors handed out before keep theirs (an
+   * error a caller holds is not changed under it). Before, the message made at the first look
+   * stayed the channel's whatever a later copy told.
+   */
+  learnRole(role: ChannelRole | undefined): void {
+    if (role === undefined || this.role !== undefined) return;
+    this.role = role;
+    const unnamed = this.ownerGoneUnnamed;
+    if (unnamed === undefined) return;
+    this.ownerGoneUnnamed = undefined;
+    if (this.hasCause && this.cause === unnamed) {
+      this.cause = new CancellationError(ownerGone(role));
+    }
+  }
   /**
    * The channel's creator is of this isolate (its object made this entry). Its dispose marks
    * the channel ended here itself (`Channel.#markEnded`), so a copy of this isolate that finds
@@ -1121,7 +1148,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Its owner (if in this isolate) was escaped by the share() or handle that named it: its
       // values are native already.
       this._shared.escaped = true; // another isolate (or this one, through share) has it
-      this._shared.role ??= o.role;
+      this._shared.learnRole(o.role);
       return;
     }
     const op = "create channel";
@@ -1651,8 +1678,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // `actor`'s owned watch, kc_chan_status bit 2) has one to say so, made here: no isolate was left to store it.
       const st = sym.kc_chan_status(this.#handle);
       if (st >= 0 && (st & 4) !== 0) {
-        s.cause = new CancellationError(ownerGone(s.role));
+        const gone = new CancellationError(ownerGone(s.role));
+        s.cause = gone;
         s.hasCause = true;
+        // No role known yet: a copy opened later with one names it (`Shared.learnRole`).
+        if (s.role === undefined) s.ownerGoneUnnamed = gone;
       }
       return;
     }

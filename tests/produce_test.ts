@@ -2624,6 +2624,47 @@ Deno.test("actor: the main isolate cancelling its copy of a Worker's mailbox can
   assertPrintedOk(res);
 });
 
+Deno.test("produce: the owner-gone message follows the role known when it is read: a copy opened without a role says 'producer or actor', and once a copy of the same isolate is opened from share() with its role, every read says 'producer' (the errors handed out before keep theirs)", async () => {
+  // The message was made at the first look and kept: a copy given the role later (the same
+  // isolate's entry) still answered "its producer or actor".
+  const res = await evalScript(
+    `
+    import { Channel } from "./mod.ts";
+    import { assertOwnerGone, until, within, workerMessages } from "./tests/support.ts";
+    const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
+    const w = new Worker(url, { type: "module" });
+    const saying = workerMessages(w);
+    w.postMessage("full");
+    const { share } = await within(saying((m) => typeof m === "object"), 120_000, "the share");
+    if (share.role !== "producer") throw new Error("role: " + share.role);
+    const { role: _, ...bare } = share; // made by hand: no role
+    {
+      using first = Channel.from(bare);
+      await within(saying((m) => m === "full"), 20_000, "the buffer full");
+      w.terminate();
+      await until(() => first.isClosedForSend, "the channel cancelled", 20_000);
+      const before = await first.receive().then(() => "a value", (e) => e);
+      assertOwnerGone("the first copy, no role known", before, "producer or actor");
+      {
+        using second = Channel.from(share); // the role, learnt now
+        const after = await second.receive().then(() => "a value", (e) => e);
+        assertOwnerGone("a copy opened with the role", after, "producer");
+        const again = await first.receive().then(() => "a value", (e) => e);
+        assertOwnerGone("the first copy, the role known", again, "producer");
+        if (again !== after) throw new Error("not the channel's one error from now on");
+        const tried = first.tryReceive();
+        if (tried.state !== "closed" || tried.cause !== after) throw new Error("tryReceive: " + tried.state);
+        if (second.share().role !== "producer") throw new Error("the copy's share() lost the role");
+      }
+      assertOwnerGone("the error handed out before keeps its message", before, "producer or actor");
+    }
+    console.log("ok");
+  `,
+    { timeoutMs: 180_000 },
+  );
+  assertPrintedOk(res);
+});
+
 Deno.test("produce and actor name their role in share() (SharedChannel.role), and a copy's share() passes it on; a plain channel's has none", async () => {
   // The owner-gone CancellationError of a copy names it (the Worker tests above): one status bit
   // cannot say producer or actor, and said both.
