@@ -121,6 +121,20 @@ const NOT_CLONEABLE = Symbol(
 /** The key only this module holds (Context's constructor's guard). */
 const MAKE: unique symbol = Symbol("kcoro.Context");
 
+/** Set by Context's static block: `timedContext`'s body, which reads its private fields. */
+let makeTimed: (context: Context, deadline: number, timeout: Timeout) => Context;
+
+/**
+ * @ignore `context` with `deadline` as the Deadline of the running timeout `timeout`
+ * (`withTimeout`'s scope context, src/time.ts). A function of this module that mod.ts does not
+ * export, not a static of Context: as `Context._timed` it was reachable from any caller, and built
+ * a Context with any value as its Deadline (past `with`'s check) and a timeout record of the
+ * caller's own.
+ */
+export function timedContext(context: Context, deadline: number, timeout: Timeout): Context {
+  return makeTimed(context, deadline, timeout);
+}
+
 /**
  * An immutable, persistent map from {@linkcode ContextKey}s to values. Start from
  * {@linkcode Context.empty}; `with` and `without` return new contexts and never change the one
@@ -187,11 +201,13 @@ export class Context {
     return typeof x === "object" && x !== null && #entries in x;
   }
 
-  /** @ignore `context` with `deadline` as the Deadline of the running timeout `timeout`. */
-  static _timed(context: Context, deadline: number, timeout: Timeout): Context {
-    const entries = new Map(context.#entries);
-    entries.set(Deadline, deadline);
-    return new Context(MAKE, entries, timeout);
+  // `timedContext`'s body: inside the class for its private fields, not a static of it.
+  static {
+    makeTimed = (context, deadline, timeout) => {
+      const entries = new Map(context.#entries);
+      entries.set(Deadline, deadline);
+      return new Context(MAKE, entries, timeout);
+    };
   }
 
   /**

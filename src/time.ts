@@ -18,7 +18,7 @@ import {
   rootScope,
   type ScopeOptions,
 } from "./scope.ts";
-import { Context, type Timeout } from "./context.ts";
+import { Context, timedContext, type Timeout } from "./context.ts";
 
 /**
  * `options` with the timeout's deadline in its context (an earlier outer deadline wins, unless
@@ -37,7 +37,7 @@ function withDeadline(
   const outer = Context._liveDeadline(context);
   if (outer !== undefined && outer <= deadline) return { options: checked, timeout: null };
   const timeout: Timeout = { done: false };
-  return { options: { ...checked, context: Context._timed(context, deadline, timeout) }, timeout };
+  return { options: { ...checked, context: timedContext(context, deadline, timeout) }, timeout };
 }
 
 /** setTimeout's largest delay; longer ones are chained. */

@@ -28,6 +28,33 @@ Deno.test("Context is immutable: with/without return new contexts, the old one u
   }, TypeError);
 });
 
+Deno.test("user code cannot build a Context through a static of the class: no static makes one from arguments it does not check (Context._timed made one with any Deadline and timeout)", () => {
+  // `Context._timed(context, deadline, timeout)`, public to JavaScript (its @ignore hid it from
+  // the docs only), set any value as the Deadline, past `with`'s check ("must be a number"),
+  // with a timeout record of the caller's own that decided whether the Deadline was in force.
+  assert.equal(Object.hasOwn(Context, "_timed"), false);
+  assert.equal((Context as unknown as Record<string, unknown>)._timed, undefined);
+  const odd = "not a number";
+  const timeout = { done: false };
+  for (const name of Object.getOwnPropertyNames(Context)) {
+    const f = (Context as unknown as Record<string, unknown>)[name];
+    if (typeof f !== "function" || name === "prototype") continue;
+    let made: unknown = undefined;
+    try {
+      made = (f as (...a: unknown[]) => unknown).call(Context, Context.empty, odd, timeout);
+    } catch {
+      continue; // refused: nothing made
+    }
+    if (!(made instanceof Context)) continue;
+    assert.notEqual(made.get(Deadline), odd, `Context.${name} set an unchecked Deadline`);
+  }
+  // The checked way still refuses it, named.
+  assert.throws(() => Context.empty.with(Deadline, odd as never), {
+    name: "TypeError",
+    message: /^Cannot set context value: deadline must be a number/,
+  });
+});
+
 Deno.test("Context is persistent: every version stays readable after later changes", () => {
   const versions = [Context.empty];
   for (let i = 0; i < 100; i++) versions.push(versions[i].with(depth, i));
