@@ -695,8 +695,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   /**
    * A failure after the one this job fails with (Kotlin's suppressed exceptions): kept in the
    * first's `suppressed` list (a non-enumerable own property, as Java's `getSuppressed()`) when
-   * it is an object that takes one; else reported, never silently lost: a primitive, a frozen
-   * object, or one whose `suppressed` is no array (a `SuppressedError`'s is the one error it
+   * it is an object that takes one; else reported, never silently lost: a primitive, an object
+   * that is not extensible (`Object.preventExtensions`, sealed or frozen, whatever `suppressed`
+   * it has), or one whose `suppressed` is no array (a `SuppressedError`'s is the one error it
    * replaced, which an array there would lose).
    */
   #suppress(later: unknown): void {

@@ -364,6 +364,37 @@ Deno.test("the first failure wins; later ones are not reported twice", async () 
   assertSameItems(other.reported, [second]);
 });
 
+Deno.test("a first failure that is not extensible (Object.preventExtensions, not frozen) keeps no suppressed list: a later failure is reported instead", async () => {
+  // The rule is extensibility (Object.isExtensible), not frozenness: README said "frozen", and an
+  // error only made non-extensible, its own properties still writable, was no exception there.
+  for (const how of ["preventExtensions", "seal"] as const) {
+    const { context, reported } = collecting();
+    const first = new Error(`first, ${how}`);
+    if (how === "seal") Object.seal(first);
+    else Object.preventExtensions(first);
+    assert.equal(Object.isFrozen(first), false, how); // its message is still writable
+    const second = new Error("second");
+    await assert.rejects(
+      coroutineScope((scope) => {
+        scope.launch(counted(async (task: CoroutineScope) => {
+          await untilAborted(task.signal).catch(() => {});
+          throw second;
+        }));
+        scope.launch(counted(async () => {
+          await null;
+          throw first;
+        }));
+        return Promise.resolve();
+      }, { context }),
+      (e) => e === first,
+      how,
+    );
+    assertSameItems(reported, [second]);
+    assert.equal(Object.hasOwn(first, "suppressed"), false, how);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("a long suppressed list keeps each later failure once, in order", async () => {
   // Past a few entries the duplicate check uses a Set beside the list (a scan per failure was
   // quadratic); what the list holds, and in which order, must not change.
