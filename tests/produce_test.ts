@@ -709,7 +709,7 @@ Deno.test("produce: cancelling the scope reaches a Worker-side receiver of the c
   assert.equal(live, 0);
 });
 
-Deno.test("produce: a Worker cancelling its copy of the channel cancels the producer at once, waiting in a delay or on task.signal, with the cause", async () => {
+Deno.test("produce: a Worker cancelling its copy of the channel cancels the producer at once, waiting in a delay or on task.signal, with the channel's CancellationError carrying the cause: the one a receive there rejects with, and like the Worker's (name, message, cause)", async () => {
   // Before, the cancel reached the producer only at its next send: one waiting elsewhere (a
   // delay, a fetch) went on waiting, and its scope with it.
   for (const wait of ["delay", "signal"] as const) {
@@ -745,7 +745,15 @@ Deno.test("produce: a Worker cancelling its copy of the channel cancels the prod
         worker.postMessage(ch.share());
         const got = await reply;
         replied = true;
-        assert.deepEqual(got, { first: 1, cancelled: true });
+        assert.deepEqual(got, {
+          first: 1,
+          cancelled: true,
+          after: {
+            name: "CancellationError",
+            message: "Channel was cancelled",
+            cause: ["RangeError", "consumer gone"],
+          },
+        });
         // Not disposed here: the consumer's own dispose cancels the producer too.
       });
       done.then(() => ended = true, () => ended = true);
@@ -756,9 +764,15 @@ Deno.test("produce: a Worker cancelling its copy of the channel cancels the prod
       await done;
       assert.ok(finallyRan, "the producer's finally ran");
       assert.ok(caught instanceof CancellationError, String(caught));
+      // The channel's CancellationError, as the Worker's receive got it (name, message, cause),
+      // and the very object a receive here rejects with: before, the job's own "Cancelled:
+      // consumer gone" (the watch cancelled the task with the raw cause).
+      assert.equal((caught as CancellationError).message, "Channel was cancelled");
       const cause = (caught as CancellationError).cause;
       assert.ok(cause instanceof RangeError, `the cause: ${String(cause)}`);
       assert.equal((cause as RangeError).message, "consumer gone");
+      const here = await (ch as Channel<number> | null)!.receive().then(() => "a value", (e) => e);
+      assert.equal(here, caught, "a receive in the producer's isolate");
     } finally {
       if (!ended) {
         (scopeRef as CoroutineScope | null)?.cancel(); // failed: end the producer
