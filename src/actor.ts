@@ -464,6 +464,9 @@ export function actor<M>(
   mailbox._shared.role = "actor";
   const a = new ActorImpl(mailbox, onUndeliveredElement);
   let detach: (() => void) | null = null;
+  // The scope's launch threw or returned no Job (its cleanup below): the mailbox was freed under
+  // a handler it may have started.
+  let abandoned = false;
   // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
   a.job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
     const signal = task.signal;
@@ -485,6 +488,11 @@ export function actor<M>(
     try {
       await handler(mailbox, task);
     } catch (e) {
+      // Its mailbox freed by the cleanup of a launch that threw or returned no Job, which
+      // cancelled this task first: the handler, busy elsewhere then, met the freed mailbox
+      // after (its own InvalidHandleError, `_raised`), and ends cancelled, as a producer sending
+      // into the channel its consumer disposed does. Before, that error failed the scope.
+      if (abandoned && signal.aborted && mailbox._raised(e)) throw signal.reason;
       // Native code destroyed the mailbox (`kc_chan_destroy` through its `handle`): its receive
       // rejects with a CancellationError, which ends the task cancelled as any, but its
       // `share()` or `handle` throw its InvalidHandleError (no live channel to hand out): the
@@ -501,6 +509,7 @@ export function actor<M>(
     // mailbox's CancellationError (`Mailbox.cancel`), as produce's cleanup cancels its producer.
     // Before, the mailbox was only disposed of, which is no cancel of the actor: a handler busy
     // elsewhere ran on, and the scope under that launch waited for it.
+    abandoned = true;
     cancelMailbox(mailbox, undefined);
     mailbox[Symbol.dispose]();
     mailbox._job?.cancel(); // where the cancel could not be made (the library closed)

@@ -1820,6 +1820,51 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose launc
   assert.equal(live, 0);
 });
 
+Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch runs the block at once and then throws: a block that did not watch its signal and then uses its channel (freed by that cleanup) ends cancelled, not failed with the freed channel's InvalidHandleError", async () => {
+  // The cleanup cancels the task and frees the channel while the block still runs. A producer's
+  // send on it then ended the task as cancelled (its consumer's dispose rule), but an actor's
+  // receive let out "Cannot receive: the channel was disposed", which failed the real scope.
+  const own = new Error("the caller's launch");
+  for (const which of ["produce", "actor"] as const) {
+    const gate = Promise.withResolvers<void>();
+    let signal: AbortSignal | null = null;
+    let used: unknown = undefined;
+    await within(
+      coroutineScope((real) => {
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) => {
+            real.launch(block); // runs the block at once, to its first await
+            throw own;
+          },
+        } as unknown as CoroutineScope;
+        const body = counted(async (ch: Channel<number>, task: CoroutineScope) => {
+          signal = task.signal;
+          await gate.promise; // busy elsewhere, its signal not watched
+          try {
+            if (which === "produce") await ch.send(1);
+            else await ch.receive();
+          } catch (e) {
+            used = e;
+            throw e;
+          }
+        });
+        assert.throws(
+          () => which === "produce" ? produce<number>(scope, body) : actor<number>(scope, body),
+          (e) => e === own,
+          which,
+        );
+        assert.equal((signal as AbortSignal | null)?.aborted, true, `${which}: cancelled`);
+        gate.resolve();
+      }),
+      10_000,
+      `${which}: the real scope's end`,
+    ); // resolves: the task ended cancelled, no failure
+    assert.ok(used instanceof Error, `${which}: the channel's operation failed: ${String(used)}`);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor name themselves for a bad capacity (it said 'Cannot create channel', a call the caller never made), and start no task", async () => {
   await using scope = createScope();
   const cases: [unknown, string, string][] = [
