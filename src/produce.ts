@@ -136,12 +136,14 @@ class ProducerChannel<T> extends Channel<T> {
 
   /**
    * @ignore This object learnt native code destroyed the channel (its own call met the dead
-   * handle): the task is cancelled with the channel's cause, as the watch's cancel does (its
-   * record may come later, or never once the task completed first: a child of the task whose
-   * send met the destroy ends cancelled, and the task with it, not completed).
+   * handle): the task is cancelled with the channel's CancellationError (`_cancelTask`), as the
+   * watch's cancel does (its record may come later, or never once the task completed first: a
+   * child of the task whose send met the destroy ends cancelled, and the task with it, not
+   * completed). Before, with the raw cause: a channel the producer had closed with an Error
+   * gave it the job's "Cancelled: <message>" while its receivers got "Channel was cancelled".
    */
   override _learntDestroyed(cause: unknown): void {
-    if (this._bound !== null && !this._gone) this._job?.cancel(cause);
+    if (this._bound !== null && !this._gone) this._cancelTask(cause);
   }
 
   override send(value: T, options?: WaitOptions): Promise<void> {

@@ -977,6 +977,53 @@ Deno.test("produce: a send racing native code's destroy of the channel ends the 
   assert.equal(live, 0);
 });
 
+Deno.test("produce: native code destroying the channel its producer closed with a cause, learnt by the producer's own call, cancels the producer with the channel's CancellationError, the one its receivers and that call get: not the job's 'Cancelled: <cause>'", async () => {
+  // The producer's own call meeting the dead handle (`_learntDestroyed`, a microtask after it,
+  // before the watch could tell anything) cancelled the task with the channel's raw cause: a
+  // close cause that is no CancellationError gave the producer the job's "Cancelled: C", while
+  // the call and every receive got "Channel was cancelled" carrying C.
+  const sym = library().symbols("test");
+  for (const given of [new Error("C"), undefined]) {
+    const what = given === undefined ? "closed without a cause" : "closed with an Error";
+    let reason: unknown = undefined;
+    let tried: unknown = undefined;
+    let received: unknown = undefined;
+    await within(
+      coroutineScope(async (scope) => {
+        using ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>, task: CoroutineScope) => {
+            const handle = out.handle; // escaped: watched
+            out.close(given);
+            assert.equal(sym.kc_chan_destroy(handle), 0, what);
+            const r = out.trySend(1); // meets the dead handle: learns the destroy
+            assert.equal(r.state, "closed", what);
+            tried = (r as { cause: unknown }).cause;
+            try {
+              await untilAborted(task.signal);
+            } catch (e) {
+              reason = e;
+              throw e;
+            }
+          }),
+          { capacity: 4 },
+        );
+        received = await ch.receive().then(() => "a value", (e) => e);
+      }),
+      10_000,
+      `${what}: the scope`,
+    ); // resolves: a cancelled producer is no failure
+    assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
+    assert.equal(reason, received, `${what}: the producer's error is the receivers' one`);
+    assert.equal(tried, received, `${what}: the trySend's cause`);
+    if (given !== undefined) {
+      assert.equal((received as Error).message, "Channel was cancelled", what);
+      assert.equal((received as Error).cause, given, what);
+    }
+  }
+  assert.equal(live, 0);
+});
+
 /**
  * An InvalidHandleError of a channel of the block's own, which it disposed (a bug of the block's):
  * `other.trySend` on it throws "Cannot send: the channel was disposed".
