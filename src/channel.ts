@@ -430,6 +430,15 @@ const raisedBy = new WeakMap<object, object>();
 const D_LOCAL = 1, D_ENDED = 2, D_SENDERS = 4, D_RECEIVERS = 8;
 
 /**
+ * The handle a native call on a channel that ended under its object is given instead of the
+ * dead one (`Channel.#handle`): kind 0 and generation 0, which no handle table ever hands out
+ * (zig-src/handle.zig), and never the value of a channel's handle word (0 while free, else a
+ * live channel's handle), so every call answers KC_EBADH, the mapped `_at` ones too (their word
+ * compare fails), and acts on no channel.
+ */
+const ENDED_HANDLE = 1;
+
+/**
  * What every Channel object naming one native channel shares in this isolate: the close
  * cause and the operations waiting here (for same-isolate hand-offs).
  */
@@ -1007,8 +1016,30 @@ function flushAll(q: WaitQueue): void {
  */
 export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable {
   readonly #lib: Library;
-  /** 0 until the native channel exists (a local channel makes it when it escapes). */
-  #handle: number;
+  /**
+   * The native channel's handle: 0 until it exists (a local channel makes it when it escapes).
+   * Native calls are given `#handle`, never this, but where they must reach the dead handle's
+   * value itself (`#takeUndelivered`, the dispose's status read that guards it).
+   */
+  #handleValue: number;
+
+  /**
+   * The handle every native call on this channel is given: the one gate that keeps them off a
+   * dead handle. Once the channel ended under this object (`Shared.ended`: a copy's creator
+   * disposed of it, native code destroyed it), the handle's value may name a later channel
+   * (once its slot's generation wraps: zig-src/handle.zig), so from then on it is
+   * `ENDED_HANDLE`, which every call answers with KC_EBADH, as the dead handle did: the call's
+   * path takes its "ended under this object" branch (`#creatorEnded`), however it learnt the end
+   * (mid-call too: a value's or a cause's getter, a queueing of waits, another thread's
+   * destroy). Read as each call's argument, after whatever caller code the call runs first
+   * (an encoding). Before, each path that could learn the end re-checked `Shared.ended` before
+   * its next call, and a path that did not (`cancel()` after its flush, a close or cancel whose
+   * cause's getter learnt it) called with the dead handle. The inlined try-paths pass
+   * `#handleValue`: their `Shared.detour` test is this one (`D_ENDED` is one of its bits).
+   */
+  get #handle(): number {
+    return this._shared.ended ? ENDED_HANDLE : this.#handleValue;
+  }
   /** kc_chan_create's overflow and flags arguments, for `#materialize`. */
   readonly #createOverflow: number;
   readonly #createFlags: number;
@@ -1122,7 +1153,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if ((capacity as unknown) === fromToken) {
       const o = open(options as unknown);
       this.#lib = o.lib;
-      this.#handle = o.handle;
+      this.#handleValue = o.handle;
       this.#createOverflow = 0;
       this.#createFlags = 0;
       this.#codec = o.codec as Codec<T>;
@@ -1215,7 +1246,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // zero-copy value's native buffer is freed where it is dropped (#materialize).
     const keeps = onUndeliveredElement !== undefined;
     this.#lib = lib;
-    this.#handle = 0;
+    this.#handleValue = 0;
     this.#createOverflow = ov;
     this.#createFlags = flags;
     this.#codec = codec;
@@ -1315,7 +1346,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       this.#held = true; // `share` takes no second hold; dispose forgets this one
     }
-    this.#handle = handle;
+    this.#handleValue = handle;
     const s = this._shared;
     shared.set(handle, s); // a Channel.from of it in this isolate shares the entry
     s.lib = this.#lib;
@@ -1349,16 +1380,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#giveAway();
     if (!this.#pinned) {
       const sym = this.#sym("get handle");
-      // Ended (known, or its hold says so now): no hold on the dead handle, whose value may name
-      // a later channel by now (a hold forever there would keep that one for good). It threw
-      // the hold's "stale, destroyed or not a kcoro handle" before, or pinned the later channel.
-      const rc = this._shared.ended ? Status.EBADH : sym.kc_chan_hold(this.#handle, HOLD_FOREVER);
+      // Ended (known: `#handle` then answers KC_EBADH; or its hold says so now): no hold on the
+      // dead handle, whose value may name a later channel by now (a hold forever there would
+      // keep that one for good). It threw the hold's "stale, destroyed or not a kcoro handle"
+      // before, or pinned the later channel.
+      const rc = sym.kc_chan_hold(this.#handle, HOLD_FOREVER);
       if (this.#creatorEnded(rc)) throw this.#deadHandle("get handle");
       // Native code may keep it: no holder's leaving may end it now.
       this.#unwrap(rc, "get handle");
       this.#pinned = true;
     }
-    return this.#handle;
+    return this.#handleValue; // read before (pinned): the value it was, ended since or not
   }
 
   /**
@@ -1497,7 +1529,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       : "its creator disposed of it or native code destroyed it";
     return this.#own(
       new InvalidHandleError(
-        `Cannot ${op}: ${who}, so handle ${this.#handle} names no live channel`,
+        `Cannot ${op}: ${who}, so handle ${this.#handleValue} names no live channel`,
       ),
     );
   }
@@ -1705,6 +1737,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #closeNative(sym: Sym, cancel: boolean, cause: unknown, hasCause: boolean): number {
     const op = cancel ? "cancel channel" : "close channel";
+    // Runs the caller's code (the cause's getters), which may learn the channel ended: the
+    // call below is given `ENDED_HANDLE` then (`#handle`, read after it), answering KC_EBADH.
     const bytes = hasCause ? encodeCause(cause) : null;
     const rc = bytes !== null
       ? sym.kc_chan_close_cause(this.#handle, bytes, bytes.length, cancel ? 1 : 0)
@@ -1774,7 +1808,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // loop takes the next.
     const slot = dropSlot;
     let taken = 0;
-    while (taken < most && sym.kc_chan_take_undelivered(this.#handle, slot.u8, this.#size) === 1) {
+    // The handle's value, past the gate (`#handle`): the list outlives the destroy, kept by
+    // value, and each caller takes it only while no later channel has the value (not ended; or
+    // a status read on the value has just said KC_EBADH: `#destroyedUnder`, the dispose).
+    const h = this.#handleValue;
+    while (taken < most && sym.kc_chan_take_undelivered(h, slot.u8, this.#size) === 1) {
       taken++;
       if (this.#onUndelivered === undefined) {
         this.#codec.discard(slot, sym);
@@ -1806,7 +1844,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // `#trySend` does then, in a function small enough for V8 to inline into the caller's
       // loop (as is a local channel's path).
       scratchF64[0] = value;
-      const rc = this.#sendAt!(at, this.#handle, scratchPtr, this.#size);
+      // Past the gate (`#handle`): `detour` 0 says not ended, and no caller code ran since.
+      const rc = this.#sendAt!(at, this.#handleValue, scratchPtr, this.#size);
       return rc === 0 ? OK : this.#sendFailed(rc, this.#sym("send"), undefined);
     }
     // A mapped codecs.bytes channel: its own path, which needs no `#sym` either (see `#at`).
@@ -1863,10 +1902,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         if (!s.scheduled) this.#countLater(s);
         return FULL;
       }
-      // A retry there met the dead handle and learnt the channel ended (`_tryNow`): no try of
-      // its own on it, whose value may name a later channel. Before, it went on to the native
-      // try-send with the handle, answering closed only from its KC_EBADH.
-      if (s.ended) return this.#sendEnded(value, keep, sym);
+      // A retry there may have met the dead handle and learnt the channel ended (`_tryNow`): its
+      // own try below is given `ENDED_HANDLE` then (`#handle`) and answers closed.
     }
     if (s.receivers.first !== null) {
       const h = this.#handOff(value, sym);
@@ -1902,14 +1939,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         if (this.#callerEnded()) {
           this.#afterCallerCode("send", (sym) => this.#codec.discard(slot, sym));
         }
-        // The caller's code the encoding ran (a getter) may have learnt the channel ended (its
-        // call met the dead handle): closed, with no try-send on it, whose value may name a
-        // later channel. `keep` holds the encoding for send, as a closed answer leaves it.
-        if (s.ended) {
-          if (keep === undefined) this.#codec.discard(slot, sym);
-          this.#at = null;
-          return this.#sendClosed();
-        }
+        // The caller's code the encoding ran (a getter) may have learnt the channel ended: the
+        // try-send below is given `ENDED_HANDLE` then (`#handle`, read after the encoding) and
+        // answers closed, `keep` holding the encoding for send (`#sendFailed`).
       }
       rc = at !== null
         ? sym.kc_chan_try_send_at(at, this.#handle, slot.ptr, this.#size)
@@ -2409,13 +2441,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // A mapped codecs.f64 channel with no waiter of this isolate (a Worker's stream): what
       // `#poll` does then, in a function small enough for V8 to inline into the caller's loop
       // (through `#poll`, a call that returns the number boxed, 9 ns more per value).
-      const rc = this.#recvAt!(at, this.#handle, scratchPtr, this.#size);
+      // Past the gate (`#handle`): `detour` 0 says not ended.
+      const rc = this.#recvAt!(at, this.#handleValue, scratchPtr, this.#size);
       if (rc === 0) return { state: "ok", value: scratchF64[0] as T };
       v = rc === Status.EAGAIN ? EMPTY : this.#recvFailed(rc);
     } else if (at !== null && this.#bytes && !this.#dropping && this.#ready![0] !== 0) {
       // The same for a mapped codecs.bytes channel (a Worker's stream of buffers), its codec
       // called directly (see `#bytes`).
-      const rc = this.#recvAt!(at, this.#handle, scratchPtr, this.#size);
+      const rc = this.#recvAt!(at, this.#handleValue, scratchPtr, this.#size); // as above
       if (rc === 0) return { state: "ok", value: decodeBytes(scratch, this.#symAt!) as T };
       v = rc === Status.EAGAIN ? EMPTY : this.#recvFailed(rc);
     } else v = this.#poll(this.#sym("receive"));
@@ -2501,13 +2534,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         throw e;
       }
       this.#afterCallerCode(op, (sym) => this.#discardBatch(buf, 0, n, sym)); // nothing sent
-      // Ended as the encoding ran the caller's code (as in `#trySend`): no call on the dead
-      // handle.
-      if (s.ended) {
-        this.#discardBatch(buf, 0, n, sym);
-        this.#at = null;
-        return this.#sendClosed();
-      }
+      // Ended as the encoding ran the caller's code (as in `#trySend`): given `ENDED_HANDLE`
+      // then (`#handle`), the call answers KC_EBADH, closed below.
       const rc = sym.kc_chan_try_send_n(this.#handle, buf, size, n);
       if (rc > 0) {
         this.#discardBatch(buf, rc, n, sym); // the ones not sent
@@ -2652,12 +2680,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return CLOSED; // as a cancelled channel answers, with no call
     }
     // Receivers of this isolate still waiting in JavaScript are ahead of this one.
-    if (s.receivers.first !== null) {
-      if (!pump(s.receivers, sym)) return EMPTY;
-      // A try there met the dead handle and learnt the channel ended (`_tryNow`): no try of its
-      // own on it, as in `#trySend`.
-      if (s.ended) return CLOSED;
-    }
+    // A try there may meet the dead handle and learn the channel ended (`_tryNow`): this one's
+    // own try below is given `ENDED_HANDLE` then (`#handle`) and answers closed.
+    if (s.receivers.first !== null && !pump(s.receivers, sym)) return EMPTY;
     // A rendezvous has no buffer: its senders of this isolate meet this receive in JavaScript
     // (no call), unless the native channel may hold a sender that is ahead of them: the ready
     // byte says so for another thread's or a value given back (`kc_ring_give_back`, in front),
@@ -3112,8 +3137,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       onCancel(s.hasCause ? s.cause : undefined);
     };
     // Ended under this object, as known (an owner that learnt native code destroyed the
-    // channel, or a copy of this isolate found it first): as the dead handle answers, no call.
-    const rc = s.ended ? Status.EBADH : bridge.watch(this.#handle, true, owned);
+    // channel, or a copy of this isolate found it first): KC_EBADH (`#handle`).
+    const rc = bridge.watch(this.#handle, true, owned);
     if (rc === Status.ECANCELED) {
       queueMicrotask(tell);
       return untold;
@@ -3453,9 +3478,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     flushAll(s.senders);
     flushAll(s.receivers);
     // A queueing there may have met the dead handle and learnt the channel ended (`_submit`):
-    // no close call on it then, whose value may name a later channel. Before, the close went
-    // on, answering false only from its KC_EBADH.
-    if (s.ended) return false;
+    // the close call is given `ENDED_HANDLE` then (`#handle`) and answers false, as on any
+    // cancelled channel.
     const given = arguments.length > 0 && cause !== undefined;
     const first = this.#closeNative(sym, false, cause, given) === 1;
     if (first) {
@@ -3503,6 +3527,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (s.local) return this.#localCancel();
     // Waiters still waiting in JavaScript queue natively first: senders' values are then dropped
     // (to onUndeliveredElement) and every waiter is rejected the one way (a ring record).
+    // Another thread's destroy since the status read: the first queueing meets the dead handle
+    // and the channel ends here (`_submit`), so the cancel call is given `ENDED_HANDLE`
+    // (`#handle`) and does nothing, as on any cancelled channel; `cause` stays the channel's.
     flushAll(s.senders);
     flushAll(s.receivers);
     if (this.#closeNative(sym, true, cause, given) === 0 && given && !s.ended) {
@@ -3875,11 +3902,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // What it dropped and kept for this isolate's hook goes there, as open (ended, by a
         // destroy: while no channel has the handle's value, as open).
         if (
-          this.#keeps && (!ended || sym.kc_chan_status(this.#handle) === Status.EBADH)
+          this.#keeps && (!ended || sym.kc_chan_status(this.#handleValue) === Status.EBADH)
         ) this.#takeUndelivered(sym);
       }
       const s = this._shared;
-      if (--s.refs === 0 && shared.get(this.#handle) === s) shared.delete(this.#handle);
+      const h = this.#handleValue;
+      if (--s.refs === 0 && shared.get(h) === s) shared.delete(h);
       return;
     }
     if (!this.#owner) {
@@ -3948,15 +3976,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // An owner that learnt of the destroy itself took them then (`#destroyedUnder`), but a
       // destroy on another thread frees the handle before it cancels the channel (registry.zig's
       // `destroy`), so what that cancel dropped may have come after: taken here too, the status
-      // read guarding it as above (the dispose's one call on the dead handle's value).
+      // read guarding it as above (the dispose's one call on the dead handle's value, past the
+      // gate: `#handleValue`).
       if (
         this.#keeps && this.#lib.isOpen &&
-        (!ended || sym.kc_chan_status(this.#handle) === Status.EBADH)
+        (!ended || sym.kc_chan_status(this.#handleValue) === Status.EBADH)
       ) this.#takeUndelivered(sym);
     }
     this.#disposed = true;
     const s = this._shared;
-    if (--s.refs === 0 && shared.get(this.#handle) === s) shared.delete(this.#handle);
+    const h = this.#handleValue;
+    if (--s.refs === 0 && shared.get(h) === s) shared.delete(h);
   }
 
   /**

@@ -755,8 +755,7 @@ Deno.test("close() that learns of native code's destroy from its flush of the wa
   // value would have been closed), answering false only from its KC_EBADH.
   const sym = library().symbols("test");
   // The library's one symbols object (every call site reads it): its close, counted.
-  const patchable = sym as { kc_chan_close: (h: number) => number };
-  const realClose = sym.kc_chan_close;
+  const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   for (const who of ["owner", "copy"] as const) {
     using reported = catchReported();
     const dropped: unknown[] = [];
@@ -765,16 +764,12 @@ Deno.test("close() that learns of native code's destroy from its flush of the wa
     const caller = who === "owner" ? ch : copy;
     assert.deepEqual(ch.trySend(1), { state: "ok" });
     const waiting = caller.send(2).then(() => "resolved", (e: unknown) => e);
-    assert.equal(sym.kc_chan_destroy(ch.handle), 0, who);
-    const calls: number[] = [];
-    patchable.kc_chan_close = (h: number) => {
-      calls.push(h);
-      return realClose(h);
-    };
-    try {
+    const h = ch.handle;
+    assert.equal(sym.kc_chan_destroy(h), 0, who);
+    const calls: string[] = [];
+    {
+      using _ = recordCalls(patchable, ["kc_chan_close"], h, calls);
       assert.equal(caller.close(), false, who);
-    } finally {
-      patchable.kc_chan_close = realClose;
     }
     assert.deepEqual(calls, [], `${who}: no kc_chan_close on the dead handle`);
     const e = await waiting;
@@ -786,18 +781,21 @@ Deno.test("close() that learns of native code's destroy from its flush of the wa
 });
 
 /**
- * Wraps `names` of the library's symbols object so that each call is pushed to `calls` by name;
- * the returned object's dispose puts the real functions back.
+ * Wraps `names` of the library's symbols object so that each call given the handle `dead` (as
+ * any argument) is pushed to `calls` by name; the returned object's dispose puts the real
+ * functions back. A call given another handle is not recorded: a Channel passes
+ * `ENDED_HANDLE`, which names no channel, once it knows its channel ended.
  */
 function recordCalls(
   patchable: Record<string, (...args: never[]) => unknown>,
   names: readonly string[],
+  dead: number,
   calls: string[],
 ): Disposable {
   const real = names.map((n) => patchable[n]);
   names.forEach((n, i) => {
     patchable[n] = (...args: never[]) => {
-      calls.push(n);
+      if ((args as unknown[]).includes(dead)) calls.push(n);
       return real[i](...args);
     };
   });
@@ -836,11 +834,12 @@ Deno.test("a try-operation that learns of the channel's end from the waits still
         () => "resolved",
         (e: unknown) => e,
       );
-      assert.equal(sym.kc_chan_destroy(ch.handle), 0, label);
+      const h = ch.handle;
+      assert.equal(sym.kc_chan_destroy(h), 0, label);
       const calls: string[] = [];
       let r: { state: string };
       {
-        using _ = recordCalls(patchable, names, calls);
+        using _ = recordCalls(patchable, names, h, calls);
         r = op === "trySend" ? caller.trySend(3) : caller.tryReceive();
       }
       assert.equal(r.state, "closed", label);
@@ -879,7 +878,7 @@ Deno.test("a trySend whose value's getter, run as the value is encoded, learns o
     const calls: string[] = [];
     let r: { state: string };
     {
-      using _ = recordCalls(patchable, names, calls);
+      using _ = recordCalls(patchable, names, h, calls);
       r = op === "trySend" ? ch.trySend(value) : ch.trySendMany([value, 2]);
     }
     assert.equal(learnt, true, `${op}: the getter learnt it`);
@@ -887,6 +886,105 @@ Deno.test("a trySend whose value's getter, run as the value is encoded, learns o
     assert.deepEqual(calls, [], `${op}: no try-send on the dead handle`);
     assert.deepEqual(dropped, [], `${op}: a try-send's value stays the caller's`);
     assert.deepEqual(reported.errors.map(String), [], `${op}: nothing reported`);
+  }
+});
+
+Deno.test("a close(cause) or cancel(cause) whose cause's getter, run as the cause is encoded for other isolates, learns of native code's destroy makes no close or cancel call on the dead handle: an owner's and a Channel.from copy's", async () => {
+  // Encoding the cause runs the caller's code (its getters): here one that destroys the channel
+  // natively, as another thread's kc_chan_destroy could, then reads a copy's isClosedForSend,
+  // which meets the destroy. Before, the close or cancel went on to kc_chan_close_cause with
+  // the dead handle all the same (a later channel given the handle's value would have been
+  // closed or cancelled, this cause stored as its), answering as cancelled only from its
+  // KC_EBADH.
+  const sym = library().symbols("test");
+  const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
+  const names = ["kc_chan_close_cause", "kc_chan_close", "kc_chan_cancel"];
+  for (const op of ["close", "cancel"] as const) {
+    for (const who of ["owner", "copy"] as const) {
+      const label = `${who}'s ${op}(cause)`;
+      using reported = catchReported();
+      using ch = new Channel<number>(1);
+      using copy = Channel.from<number>(ch.share());
+      const other = Channel.from<number>(ch.share()); // the one whose call learns it
+      const caller = who === "owner" ? ch : copy;
+      const h = ch.handle;
+      let learnt: boolean | undefined;
+      const cause = new Error("why");
+      Object.defineProperty(cause, "message", {
+        get() {
+          if (learnt === undefined) {
+            assert.equal(sym.kc_chan_destroy(h), 0, label);
+            learnt = other.isClosedForSend;
+          }
+          return "why";
+        },
+      });
+      const calls: string[] = [];
+      {
+        using _ = recordCalls(patchable, names, h, calls);
+        if (op === "close") assert.equal(caller.close(cause), false, label);
+        else assert.equal(caller.cancel(cause), undefined, label);
+      }
+      assert.equal(learnt, true, `${label}: the getter learnt it`);
+      assert.deepEqual(calls, [], `${label}: no close or cancel call on the dead handle`);
+      // Cancelled, as any channel destroyed under its objects.
+      const r = caller.trySend(1);
+      assert.equal(r.state, "closed", label);
+      assert.ok((r as { cause?: unknown }).cause instanceof CancellationError, label);
+      other[Symbol.dispose]();
+      assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+    }
+  }
+  await Promise.resolve();
+});
+
+Deno.test("cancel() that meets another thread's destroy between its status read and its flush of the waits still in JavaScript makes no cancel call on the dead handle: an owner's and a Channel.from copy's, with a cause and without", async () => {
+  // cancel() reads the channel's status first (has it ended?), then queues the waits still in
+  // JavaScript natively; a destroy in between (made certain here: kc_chan_status patched to
+  // destroy the channel right after its read, as another thread could) is met by the first
+  // queueing, and the object learns the end there. Before, cancel() went on to kc_chan_cancel
+  // (kc_chan_close_cause with a cause) with the dead handle all the same: once its slot is
+  // reused, that cancels whatever later channel has the handle's value.
+  const sym = library().symbols("test");
+  const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
+  const names = ["kc_chan_cancel", "kc_chan_close_cause", "kc_chan_close"];
+  const realStatus = sym.kc_chan_status;
+  for (const withCause of [false, true]) {
+    for (const who of ["owner", "copy"] as const) {
+      const label = `${who}'s cancel(${withCause ? "cause" : ""})`;
+      using reported = catchReported();
+      const dropped: unknown[] = [];
+      using ch = new Channel<number>(1, { onUndeliveredElement: (v) => dropped.push(v) });
+      using copy = Channel.from<number>(ch.share());
+      const caller = who === "owner" ? ch : copy;
+      assert.deepEqual(ch.trySend(1), { state: "ok" }, label);
+      // A send waiting in JavaScript (the buffer is full) until the turn's end.
+      const waiting = caller.send(2).then(() => "resolved", (e: unknown) => e);
+      const h = ch.handle;
+      let destroyed = false;
+      const calls: string[] = [];
+      try {
+        patchable.kc_chan_status = (x: number) => {
+          const rc = realStatus(x);
+          if (x === h && !destroyed) {
+            destroyed = true;
+            assert.equal(sym.kc_chan_destroy(h), 0, label);
+          }
+          return rc;
+        };
+        using _ = recordCalls(patchable, names, h, calls);
+        assert.equal(caller.cancel(withCause ? new Error("late") : undefined), undefined, label);
+      } finally {
+        patchable.kc_chan_status = realStatus;
+      }
+      assert.equal(destroyed, true, `${label}: destroyed after the status read`);
+      assert.deepEqual(calls, [], `${label}: no cancel call on the dead handle`);
+      const e = await waiting;
+      assert.ok(e instanceof CancellationError, `${label}: ${String(e)}`);
+      assert.equal(caller.isClosedForSend, true, label);
+      assert.equal(copy.trySend(3).state, "closed", label);
+      assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+    }
   }
 });
 
