@@ -45,6 +45,7 @@ import {
   descBytes,
   encodeCause,
   giveSlot,
+  sendLength,
   Slot,
   takeSlot,
   trySendBytes,
@@ -1870,7 +1871,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // own Symbol.hasInstance of Uint8Array's; a Proxy's trap ends in a CodecError before any
       // call): a disposed channel's send then fails with KC_EBADH, an InvalidHandleError.
       const sym = this.#symAt!;
-      const rc = trySendBytes(value, scratch, sym, at, this.#handle);
+      // The length first: its check may run the caller's code, which may learn the channel
+      // ended, so the handle (`#handle`, the gate) is read after it.
+      const n = sendLength(value);
+      const rc = trySendBytes(value, n, scratch, sym, at, this.#handle);
       return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined);
     }
     const sym = this.#sym("send");
@@ -1930,7 +1934,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#bytes) {
       // Encoded and sent in one native call (see `#bytes`); a failure leaves it encoded in
       // `slot`, as below.
-      rc = trySendBytes(value, slot, sym, at, this.#handle);
+      const n = sendLength(value); // before `#handle` is read (see `#trySendBytes`)
+      rc = trySendBytes(value, n, slot, sym, at, this.#handle);
     } else {
       if (this.#f64 && typeof value === "number") scratchF64[0] = value;
       else {

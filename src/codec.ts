@@ -1511,20 +1511,30 @@ export function decodeBytes(slot: Slot, sym: Sym): Uint8Array {
 }
 
 /**
+ * @ignore `trySendBytes`'s first step: `value`'s byte length, or -1 when it is no Uint8Array
+ * (or a view that reads as none: see `realLength`). Its `instanceof` may run the caller's code
+ * (an own `Symbol.hasInstance` of Uint8Array's), which may learn that the channel ended: the
+ * caller reads the handle it passes to `trySendBytes` after this (`Channel.#handle`).
+ */
+export function sendLength(value: unknown): number {
+  return value instanceof Uint8Array ? realLength(value) : -1;
+}
+
+/**
  * @ignore `codecs.bytes`'s encode and a try-send of the result in one native call
  * (`kc_chan_try_send_copy`), for a channel's try-send to call directly: the status of the send.
- * Throws what encode throws. A failed send (any status but 0) leaves the value encoded in `slot`
- * (pinned), the caller's to discard or keep, as encode then a try-send of `slot` did; an empty
- * value is sent as encode makes it (inline), with `kc_chan_try_send(_at)`.
+ * `n` is `sendLength(value)`. Throws what encode throws. A failed send (any status but 0) leaves
+ * the value encoded in `slot` (pinned), the caller's to discard or keep, as encode then a try-send
+ * of `slot` did; an empty value is sent as encode makes it (inline), with `kc_chan_try_send(_at)`.
  */
 export function trySendBytes(
   value: unknown,
+  n: number,
   slot: Slot,
   sym: Sym,
   at: Deno.PointerValue,
   handle: number,
 ): number {
-  const n = value instanceof Uint8Array ? realLength(value) : -1;
   if (n < 0) checkBytes(value); // throws the CodecError
   if (n === 0) {
     putInline(slot, T_EMPTY_BYTES);

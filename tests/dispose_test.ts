@@ -889,6 +889,51 @@ Deno.test("a trySend whose value's getter, run as the value is encoded, learns o
   }
 });
 
+Deno.test("a codecs.bytes trySend whose value's check runs the caller's code (an own Symbol.hasInstance of Uint8Array's) that learns of native code's destroy makes no try-send on the dead handle: mapped and not", () => {
+  // The bytes path copies and sends in one call (kc_chan_try_send_copy), its value checked by
+  // `instanceof Uint8Array` first, which runs an own Symbol.hasInstance of Uint8Array's: here one
+  // that reads another copy's isClosedForSend, its first call after the destroy. Before, the
+  // handle was read for that call before the check ran, and the send went to the dead handle.
+  const sym = library().symbols("test");
+  const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
+  const names = ["kc_chan_try_send_copy", "kc_chan_try_send", "kc_chan_try_send_at"];
+  const realHasInstance = Function.prototype[Symbol.hasInstance];
+  for (const mapped of [false, true]) {
+    const label = mapped ? "mapped" : "not mapped";
+    using reported = catchReported();
+    using ch = new Channel<Uint8Array>(1, { codec: codecs.bytes });
+    const other = Channel.from<Uint8Array>(ch.share());
+    const h = ch.handle;
+    // Past the 16th use: the mapped try-path (its handle word read).
+    for (let i = 0; mapped && i < 40; i++) {
+      assert.equal(ch.trySend(new Uint8Array([i])).state, "ok", label);
+      assert.equal(ch.tryReceive().state, "ok", label);
+    }
+    assert.equal(sym.kc_chan_destroy(h), 0, label);
+    let learnt: boolean | undefined;
+    const calls: string[] = [];
+    let r: { state: string };
+    Object.defineProperty(Uint8Array, Symbol.hasInstance, {
+      configurable: true,
+      value(v: unknown) {
+        learnt ??= other.isClosedForSend;
+        return realHasInstance.call(this, v);
+      },
+    });
+    try {
+      using _ = recordCalls(patchable, names, h, calls);
+      r = ch.trySend(new Uint8Array([1, 2, 3]));
+    } finally {
+      delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance];
+    }
+    assert.equal(learnt, true, `${label}: the check learnt it`);
+    assert.equal(r.state, "closed", label);
+    assert.deepEqual(calls, [], `${label}: no try-send on the dead handle`);
+    other[Symbol.dispose]();
+    assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+  }
+});
+
 Deno.test("a close(cause) or cancel(cause) whose cause's getter, run as the cause is encoded for other isolates, learns of native code's destroy makes no close or cancel call on the dead handle: an owner's and a Channel.from copy's", async () => {
   // Encoding the cause runs the caller's code (its getters): here one that destroys the channel
   // natively, as another thread's kc_chan_destroy could, then reads a copy's isClosedForSend,
