@@ -435,7 +435,7 @@ const D_LOCAL = 1, D_ENDED = 2, D_SENDERS = 4, D_RECEIVERS = 8;
  * dead one (`Channel.#handle`): kind 0 and generation 0, which no handle table ever hands out
  * (zig-src/handle.zig), and never the value of a channel's handle word (0 while free, else a
  * live channel's handle), so every call answers KC_EBADH, the mapped `_at` ones too (their word
- * compare fails), and acts on no channel.
+ * compare fails), and acts on no channel (tests/dispose_test.ts pins that).
  */
 const ENDED_HANDLE = 1;
 
@@ -4156,6 +4156,9 @@ export function _sentAtOnce(p: Promise<void>): boolean {
 export function undeliveredLost(): number {
   return Number(library().symbols("read lost undelivered values").kc_undelivered_lost());
 }
+
+/** @ignore For tests: the handle a channel's native calls are given once it ended (see there). */
+export const _ENDED_HANDLE = ENDED_HANDLE;
 
 /** @ignore For tests: how many channels this isolate keeps an entry for. */
 export function _sharedEntries(): number {

@@ -12,7 +12,8 @@ import {
   select,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-import { _sharedEntries } from "../src/channel.ts";
+import { _ENDED_HANDLE, _sharedEntries } from "../src/channel.ts";
+import { Status } from "../src/errors.ts";
 import { catchReported, evalScript, until, within } from "./support.ts";
 
 const outcome = (p: Promise<unknown>): Promise<string> =>
@@ -887,6 +888,55 @@ Deno.test("a trySend whose value's getter, run as the value is encoded, learns o
     assert.deepEqual(dropped, [], `${op}: a try-send's value stays the caller's`);
     assert.deepEqual(reported.errors.map(String), [], `${op}: nothing reported`);
   }
+});
+
+Deno.test("the handle a channel's native calls are given once it ended under its object is refused by every channel call with KC_EBADH: the mapped ones too, given the word of a live channel or of a destroyed one", () => {
+  // What the gate (`Channel.#handle`) relies on: no handle table hands out its value, and no
+  // channel's handle word holds it (a destroyed one's holds 0: its `dead` flag refuses a call
+  // given 0 there too, but with this value the word's compare fails first). A pin on the native
+  // side's rules, which the gate's tests above do not reach: they record the calls given the
+  // dead handle, not what the calls given this one answer.
+  const sym = library().symbols("test");
+  const E = _ENDED_HANDLE;
+  const buf = new Uint8Array(64);
+  const p = Deno.UnsafePointer.of(buf);
+  const words = new BigUint64Array(2);
+  const answers = (label: string) => {
+    const rcs = {
+      status: sym.kc_chan_status(E),
+      close: sym.kc_chan_close(E),
+      cancel: sym.kc_chan_cancel(E),
+      closeCause: sym.kc_chan_close_cause(E, buf, 1, 0),
+      hold: sym.kc_chan_hold(E, 0),
+      trySend: sym.kc_chan_try_send(E, p, 8),
+      retrySend: sym.kc_chan_retry_send(E, p, 8),
+      tryRecv: sym.kc_chan_try_recv(E, p, 8),
+      trySendN: sym.kc_chan_try_send_n(E, buf, 8, 1),
+      tryRecvN: sym.kc_chan_try_recv_n(E, buf, 8, 1),
+      cause: sym.kc_chan_cause(E, buf, 8),
+      snapshot: sym.kc_chan_snapshot(E, words, 1),
+    };
+    for (const [call, rc] of Object.entries(rcs)) {
+      assert.equal(rc, Status.EBADH, `${label}: ${call}`);
+    }
+    assert.equal(sym.kc_chan_ready_flag(E, null), null, label);
+    assert.equal(sym.kc_chan_blocked_flag(E), null, label);
+    assert.equal(sym.kc_chan_waiting_flag(E), null, label);
+  };
+  answers("no channel");
+  using ch = new Channel<number>(4, { codec: codecs.f64 });
+  const h = ch.handle;
+  assert.notEqual(sym.kc_chan_ready_flag(h, new Uint8Array(words.buffer)), null);
+  const word = Deno.UnsafePointer.create(words[0]);
+  new Float64Array(buf.buffer, 0, 1)[0] = 7;
+  assert.equal(sym.kc_chan_try_send(h, p, 8), 0); // one value, for a receive to find
+  for (const label of ["live", "destroyed"]) {
+    if (label === "destroyed") assert.equal(sym.kc_chan_destroy(h), 0);
+    answers(label);
+    assert.equal(sym.kc_chan_try_send_at(word, E, p, 8), Status.EBADH, `${label}: send at`);
+    assert.equal(sym.kc_chan_try_recv_at(word, E, p, 8), Status.EBADH, `${label}: recv at`);
+  }
+  assert.equal(ch.close(), false); // the owner learns of the destroy: cancelled
 });
 
 Deno.test("a codecs.bytes trySend whose value's check runs the caller's code (an own Symbol.hasInstance of Uint8Array's) that learns of native code's destroy makes no try-send on the dead handle: mapped and not", () => {
