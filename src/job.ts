@@ -731,14 +731,30 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   /**
    * Finishes this job if its body and children are done, then each parent that this lets
    * finish: a loop, not recursion (a chain of 10,000 nested tasks ending at once overflowed).
+   *
+   * A cancelling job's signal aborts before it becomes `cancelled`, as Kotlin notifies a job's
+   * cancelling before its completion (`notifyCancelling` runs as the job becomes cancelling).
+   * Its own `#cancelDown` aborts it first as a rule, but when several ancestors start
+   * cancelling at once (`#cancelWith`), an outer one's walk runs code (abort listeners) that
+   * can finish an inner one before that one's walk: it completed, its completion handlers ran,
+   * and its signal aborted only afterwards.
    */
   #tryFinalize(): void {
     // deno-lint-ignore no-this-alias -- j walks up from this job
     for (let j: JobSupport<unknown> | null = this; j !== null;) {
       if (!j.#bodyDone || j.#head !== null) return;
       if (j.#state === COMPLETING) j = j.#finalize(COMPLETED);
-      else if (j.#state === CANCELLING) j = j.#finalize(CANCELLED);
-      else return;
+      else if (j.#state === CANCELLING) {
+        const c = j.#controller;
+        if (c !== null && !c.signal.aborted) {
+          // Its walk has not run yet. The abort runs listeners, which may finish it themselves
+          // (through a child, or another path here): look at it again rather than finalize it
+          // a second time.
+          c.abort(j.#childCancel());
+          continue;
+        }
+        j = j.#finalize(CANCELLED);
+      } else return;
     }
   }
 

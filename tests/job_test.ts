@@ -568,3 +568,43 @@ Deno.test("a later failure while the first cannot be looked at is reported, not 
   assert.equal(await failing.then(() => false, (e) => e === proxy), true);
   assertSameItems(reported, [second]);
 });
+
+Deno.test("a job that finishes during an ancestor's cancel walk aborts its signal before it completes (Kotlin notifies cancelling first)", async () => {
+  // A child `c` fails: its parent `p` (whose body returned: completing) and the root `g` start
+  // cancelling at once, and the root's walk runs first. A listener on the root's signal
+  // cancels `c`'s lazy child `d`, the last thing `c` and then `p` waited for, so both finish
+  // inside the root's walk, before their own walks run. Their signals must abort before they
+  // complete, as every cancelled job's do. Before, each completed first and its signal aborted
+  // later, when its own walk came: a task saw its job cancelled with its signal not aborted.
+  const seen: string[] = [];
+  const watch = (name: string, job: Job, signal: AbortSignal) => {
+    signal.addEventListener("abort", () => seen.push(`${name} abort (${job.state})`));
+    job.invokeOnCompletion(() => seen.push(`${name} done (aborted: ${signal.aborted})`));
+  };
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  const failure = new Error("boom");
+  await assert.rejects(
+    coroutineScope((g) => {
+      let d: Job | undefined;
+      g.signal.addEventListener("abort", () => d!.cancel());
+      g.launch((p) => {
+        watch("p", p.job, p.signal);
+        p.launch(async (c) => {
+          watch("c", c.job, c.signal);
+          d = c.launch(() => {}, { lazy: true });
+          await gate;
+          throw failure;
+        });
+      }); // p's body returned: p is completing, waiting for c
+      release();
+    }),
+    (e) => e === failure,
+  );
+  assert.deepEqual(seen, [
+    "c abort (cancelling)",
+    "c done (aborted: true)",
+    "p abort (cancelling)",
+    "p done (aborted: true)",
+  ]);
+});
