@@ -347,6 +347,8 @@ function withReceived(e: unknown, values: unknown[]): unknown {
 const MAX_BATCH = 65_536;
 /** The most dropped values one operation hands to onUndeliveredElement (see `#collect`). */
 const COLLECT_BATCH = 65_536;
+/** The most values dropped while the hook ran that one call hands it (`#undelivered`). */
+const HOOK_BATCH = 65_536;
 /**
  * `scratch`'s address, a constant every try-operation passes: taken at import where `--allow-ffi`
  * is granted then (a `let` set at the first open instead cost the shared try pair ~0.9 ns, 23.6
@@ -1819,11 +1821,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         this.#codec.discard(slot, sym);
         continue;
       }
+      let v: unknown;
       try {
-        this.#onUndelivered(this.#codec.decode(slot, sym));
+        v = this.#codec.decode(slot, sym);
       } catch (e) {
         reportError(e);
+        continue;
       }
+      this.#undelivered(v); // waits its turn if the hook is running (a re-send in it)
     }
     return taken;
   }
@@ -2275,14 +2280,69 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#refused(value, slot);
   }
 
-  /** Hands a value the channel drops to onUndeliveredElement (errors to reportError). */
+  /**
+   * Hands a value the channel drops to onUndeliveredElement (errors to reportError). Never from
+   * inside the hook itself: a value dropped while it runs (its own `trySend` into this
+   * drop-oldest channel dropping the one buffered, or a cancel it makes) waits in `#deferred`
+   * and reaches it once it returned, in the order they were dropped. Before, the hook was called
+   * inside itself, as deep as such a chain went: a hook that re-sends every value it gets
+   * overflowed the stack, and on a shared channel the RangeError reached reportError, an
+   * uncaught error that ends the process. A call hands at most `HOOK_BATCH` values; the rest go
+   * in later macrotasks (values dropped meanwhile queue behind them), so even a hook that
+   * re-sends for ever holds no turn of the event loop for long, and a cancel can end it. As in
+   * `#collect`, the timer is not unref'd: values handed to a user hook are not lost at exit.
+   */
   #undelivered(v: unknown): void {
     const hook = this.#onUndelivered;
     if (hook === undefined) return;
+    if (this.#hooking || this.#deferred !== null) {
+      (this.#deferred ??= []).push(v);
+      return;
+    }
+    this.#hooking = true;
     try {
       hook(v as T);
     } catch (e) {
       reportError(e);
+    } finally {
+      this.#hooking = false;
+    }
+    if (this.#deferred !== null) this.#drainDeferred(hook, HOOK_BATCH - 1);
+  }
+
+  /** The hook is running (`#undelivered`): a value dropped now waits in `#deferred`. */
+  #hooking = false;
+  /** Values dropped while the hook ran (or past a batch), oldest at `#deferredAt`; else null. */
+  #deferred: unknown[] | null = null;
+  #deferredAt = 0;
+
+  /** Hands `#deferred` to `hook`, at most `budget` values now, the rest a macrotask later. */
+  #drainDeferred(hook: (value: T) => void, budget: number): void {
+    const q = this.#deferred!;
+    this.#hooking = true;
+    try {
+      while (this.#deferredAt < q.length) {
+        if (budget-- <= 0) {
+          setTimeout(() => {
+            const rest = this.#deferred!; // kept while a drain is due: later drops queue here
+            this.#deferred = rest.slice(this.#deferredAt);
+            this.#deferredAt = 0;
+            this.#drainDeferred(hook, HOOK_BATCH);
+          }, 0);
+          return;
+        }
+        const v = q[this.#deferredAt];
+        q[this.#deferredAt++] = undefined; // not kept alive by the queue once handed over
+        try {
+          hook(v as T);
+        } catch (e) {
+          reportError(e);
+        }
+      }
+      this.#deferred = null;
+      this.#deferredAt = 0;
+    } finally {
+      this.#hooking = false;
     }
   }
 

@@ -3934,3 +3934,61 @@ Deno.test("a buffered send reaches a receiver queued natively on another thread 
     }
   }
 });
+
+for (const shared of [false, true]) {
+  const kind = shared ? "shared" : "local";
+  Deno.test(`${kind}: an onUndeliveredElement hook that sends into its own drop-oldest channel does not recurse`, () => {
+    using reported = catchReported();
+    // Each re-send drops the value buffered, which comes back to the hook: called from inside
+    // itself, that nested as deep as the chain was long. Now a value dropped while the hook runs
+    // waits until it returns: the hook is never entered twice, and gets every value in order.
+    const got: number[] = [];
+    let depth = 0, deepest = 0;
+    const ch = new Channel<number>(1, {
+      overflow: "drop-oldest",
+      onUndeliveredElement: (v) => {
+        deepest = Math.max(deepest, ++depth);
+        got.push(v);
+        if (got.length < 2_000) assert.equal(ch.trySend(v + 10).state, "ok");
+        depth--;
+      },
+    });
+    if (shared) ch.share();
+    ch.trySend(0);
+    ch.trySend(1); // drops 0: 0, then 1 (dropped by 10), 10 (by 11), 11, ...
+    assert.equal(deepest, 1, "the hook ran inside itself");
+    assert.equal(got.length, 2_000);
+    assert.deepEqual(got.slice(0, 4), [0, 1, 10, 11]);
+    for (let i = 2; i < got.length; i++) assert.equal(got[i], got[i - 2] + 10);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: got[got.length - 2] + 10 });
+    ch[Symbol.dispose]();
+    assert.deepEqual(reported.errors, []);
+  });
+
+  Deno.test(`${kind}: a hook that re-sends every value for ever keeps the turn bounded; a cancel ends it`, async () => {
+    using reported = catchReported();
+    // A stack overflow before (reported: on a shared channel the RangeError reached
+    // reportError, an uncaught error that ends the process). Now each call hands at most a
+    // batch of values to the hook, the rest in later macrotasks, so the program goes on.
+    let calls = 0;
+    const ch = new Channel<number>(1, {
+      overflow: "drop-oldest",
+      onUndeliveredElement: (v) => {
+        calls++;
+        ch.trySend(v); // closed once cancelled: nothing dropped, the chain ends
+      },
+    });
+    if (shared) ch.share();
+    ch.trySend(0);
+    ch.trySend(1);
+    assert.ok(calls > 1);
+    await new Promise((r) => setTimeout(r, 0)); // one later batch ran too
+    ch.cancel();
+    const seen = calls;
+    await new Promise((r) => setTimeout(r, 0));
+    await new Promise((r) => setTimeout(r, 0));
+    assert.ok(calls <= seen + 2, `the hook ran on after the cancel: ${calls - seen} calls`);
+    ch[Symbol.dispose]();
+    assert.deepEqual(reported.errors, []);
+  });
+}
