@@ -2260,6 +2260,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (slot !== undefined) this.#codec.discard(slot, this.#lib._symbolsToRelease);
       s.localDropped++;
       if (!s.local && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
+      // What was dropped natively before it (a copy's refused values, kept for this creator)
+      // reaches the hook first, in drop order: a select's losing clause on a channel still
+      // open comes here with nothing else having emptied the list.
+      if (!s.local) this.#collect();
       this.#undelivered(value);
       return;
     }

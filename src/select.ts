@@ -83,7 +83,8 @@ export interface SelectBuilder<R> {
   ): void;
   /**
    * Sends `value` to `ch`; a closed channel rejects the select (the value goes to its
-   * onUndeliveredElement, as a failed `send`'s does). Unless it fires, nothing is sent.
+   * onUndeliveredElement, as a failed `send`'s does, and so do the other onSend clauses' values,
+   * each to its own channel's). Unless it fires, nothing is sent.
    */
   onSend<T>(ch: Channel<T>, value: T, fn: () => SelectResult<R>): void;
   /**
@@ -778,8 +779,32 @@ class Selection implements RingOp {
 
   #settleNative(index: number, status: number, queued: boolean): void {
     const c = this.native[index];
+    // A clause that its channel's close or cancel failed rejects the select, no handler run
+    // (onReceiveCatching fires instead): then every other send clause's value goes to its own
+    // channel's undelivered path too (`#freeValues`' `refused`), once its own went (the same
+    // channel's in clause order). Kotlin's select disposes its other clauses, each onSend handing
+    // its element to its channel's onUndeliveredElement (BufferedChannel's
+    // SenderWithOnUndeliveredElementCancellationHandler); kcoro does that only here, where the
+    // caller learns of no clause: told "cancelled" by one of two channels cancelled in a turn, it
+    // could not know which value a hook had (the other's was freed, reaching no hook). A win or
+    // the caller's abort leaves them the caller's, as an aborted send's value is.
+    const failed = (status === Status.EPIPE || status === Status.ECANCELED) &&
+      c.kind !== RECV_CATCHING;
+    if (!failed) {
+      this.#freeValues(index);
+      this.#settleClause(c, status, queued);
+      return;
+    }
+    c.encoded = false; // a send clause's own value is settled in #settleClause
+    try {
+      this.#settleClause(c, status, queued);
+    } finally {
+      this.#freeValues(-1, false, true);
+    }
+  }
+
+  #settleClause(c: Clause, status: number, queued: boolean): void {
     const ch = c.ch!;
-    this.#freeValues(index);
     this.done = true;
     this.#cleanup();
     const sym = ch._lib.symbols("select");
@@ -847,14 +872,21 @@ class Selection implements RingOp {
    * `undelivered`, or where the library closed before the select was queued (a value's getter
    * or a lazy job's start closed it), each value also goes to its channel's
    * onUndeliveredElement, as a plain send's wait failed by the close does (`#failClosed`).
+   * With `refused` (a channel's end failed the select: `#settleNative`), each goes to its
+   * channel's undelivered path as a send refused by a closed channel's does (`_refused`:
+   * counted as dropped, a copy's to the creator's hook).
    * Before, a closed library's copies were not freed at all (the library stays loaded: they
    * leaked) and no hook saw the values.
    */
-  #freeValues(keep: number, undelivered = false): void {
+  #freeValues(keep: number, undelivered = false, refused = false): void {
     for (let i = 0; i < this.native.length; i++) {
       const c = this.native[i];
       if (i === keep || !c.encoded) continue;
       c.encoded = false;
+      if (refused) {
+        c.ch!._refused(c.value, c.slot!); // frees the encoding, counts it dropped, to the hook
+        continue;
+      }
       const lib = c.ch!._lib;
       const open = lib.isOpen;
       c.ch!.codec.discard(c.slot!, open ? lib.symbols("select") : lib._symbolsToRelease);

@@ -353,6 +353,7 @@ class MChan {
       this.closedFails++;
       if (e.op.isSelect || this.native) nativeDone.set(e.op, { ch: this });
       complete(e, this.closedOutcome(e.op.clauses[e.clause].kind));
+      endedLater(e);
     }
     return true;
   }
@@ -381,12 +382,14 @@ class MChan {
       if (RETURNED.has(e.op)) continue; // no operation of anyone's fails
       this.cancelledFails++;
       complete(e, { ok: false, err: this.cancelErr() });
+      endedLater(e);
     }
     for (const e of this.receivers.splice(0)) {
       if (e.op.done) continue;
       this.cancelledFails++;
       if (e.op.isSelect || this.native) nativeDone.set(e.op, { ch: this });
       complete(e, this.closedOutcome(e.op.clauses[e.clause].kind));
+      endedLater(e);
     }
     this.dropped += dropped.length;
     this.undelivered.push(...dropped);
@@ -444,6 +447,27 @@ interface NativeDone {
 
 /** This turn's native completions (cleared by `Run.check`, when their records drained). */
 let nativeDone = new Map<MOp, NativeDone>();
+
+/**
+ * Queued selects that a close or cancel failed this turn, with that outcome: when their records
+ * drain (`Run.check`), each other send clause's value goes to its channel's hook (a select
+ * that a channel's end fails hands every onSend value over: README's select section), unless
+ * an abort replaced the outcome first (its values stay the caller's).
+ */
+let endedSelects: { e: Entry; outcome: Outcome }[] = [];
+
+/** `complete` just failed `e` by its channel's end: a select's other send clauses, later. */
+function endedLater(e: Entry): void {
+  const o = e.op.outcome!;
+  if (e.op.isSelect && !o.ok) endedSelects.push({ e, outcome: o });
+}
+
+/** A select that a channel's end failed: its other send clauses' values to their hooks. */
+function refuseOthers(e: Entry): void {
+  e.op.clauses.forEach((c, k) => {
+    if (k !== e.clause && c.kind === "send") c.ch.refuse(c.value!);
+  });
+}
 
 /** The pseudo-operations of values given back that wait as their channel's first sender. */
 const RETURNED = new WeakSet<MOp>();
@@ -815,6 +839,7 @@ class Run {
     this.rnd = prng(seed);
     this.frnd = prng(seed * 7919 + 17);
     nativeDone = new Map();
+    endedSelects = [];
     for (let i = 0; i < 3; i++) this.slots.push(makeSlot(randomConfig(this.rnd)));
     this.log.push(
       ...this.slots.map((s, i) => `ch${i}: ${describeConfig(s.cfg)}`),
@@ -1038,6 +1063,7 @@ class Run {
           m.refuse(c.value!);
           m.failClosed();
           complete(e, { ok: false, err: m.sendErr() });
+          refuseOthers(e);
           fired = true;
         } else if (m.canOffer()) {
           m.offer(c.value!, true);
@@ -1050,6 +1076,7 @@ class Run {
       } else if (m.closed) {
         m.failClosed();
         complete(e, m.closedOutcome(c.kind));
+        if (!op.outcome!.ok) refuseOthers(e);
         fired = true;
       }
     }
@@ -1584,6 +1611,9 @@ class Run {
     // The records drain: the values aborted receives took go back, in the order of the aborts.
     for (const { ch, value } of this.givenBack.splice(0)) ch.giveBack(value!);
     for (const op of timed) if (!op.done) this.timeOut(op);
+    for (const { e, outcome } of endedSelects.splice(0)) {
+      if (e.op.outcome === outcome) refuseOthers(e);
+    }
     nativeDone.clear();
     for (const s of [...this.slots, ...this.retired]) {
       for (const op of s.model.selects) if (op.done) s.model.selects.delete(op);

@@ -1206,3 +1206,97 @@ Deno.test("an aborted select whose clause's channel closed or was cancelled in t
     }
   }
 });
+
+/** A channel whose onUndeliveredElement records what it gets. */
+function hooked(capacity: number) {
+  const got: unknown[] = [];
+  const ch = new Channel<unknown>(capacity, { onUndeliveredElement: (v) => got.push(v) });
+  return { ch, got };
+}
+
+Deno.test("a select that a channel's end fails hands every onSend clause's value to its own channel's hook, once (Kotlin disposes the other clauses)", async () => {
+  // Both channels cancelled while the select waits, in one turn: the first cancel fails the
+  // select (its clause's value to its hook), the second finds it completed. Before, the second
+  // clause's value was freed and reached no hook: the caller, told only "cancelled", could not
+  // know which of its values a hook had.
+  {
+    const a = hooked(0), b = hooked(0);
+    const waiting = select((s) => {
+      s.onSend(a.ch, "A", () => "a");
+      s.onSend(b.ch, "B", () => "b");
+      s.onSend(a.ch, "A2", () => "a again");
+    });
+    assert.equal(await settled(waiting), false);
+    a.ch.cancel();
+    b.ch.cancel();
+    await assert.rejects(waiting, CancellationError);
+    assert.deepEqual([a.got, b.got], [["A", "A2"], ["B"]], "both cancelled, in clause order");
+    a.ch[Symbol.dispose]();
+    b.ch[Symbol.dispose]();
+    assert.deepEqual([a.got, b.got], [["A", "A2"], ["B"]], "once");
+  }
+  // Only one cancelled: the other clause's value goes to its (open) channel's hook too, not
+  // to its receivers.
+  {
+    const a = hooked(0), b = hooked(1);
+    b.ch.trySend("full");
+    const waiting = select((s) => {
+      s.onSend(a.ch, { n: 1 }, () => "a");
+      s.onSend(b.ch, { n: 2 }, () => "b");
+      s.onSend(b.ch, { n: 3 }, () => "b again");
+    });
+    assert.equal(await settled(waiting), false);
+    a.ch.cancel();
+    await assert.rejects(waiting, CancellationError);
+    assert.deepEqual([a.got, b.got], [[{ n: 1 }], [{ n: 2 }, { n: 3 }]], "one cancelled");
+    assert.deepEqual(b.ch.tryReceive(), { state: "ok", value: "full" });
+    assert.deepEqual(b.ch.tryReceive(), { state: "empty" });
+    a.ch[Symbol.dispose]();
+    b.ch[Symbol.dispose]();
+    assert.deepEqual(b.got, [{ n: 2 }, { n: 3 }]);
+  }
+  // Found ended at once (the probe), and a receive clause's closed channel: the same.
+  {
+    const a = hooked(0), b = hooked(0);
+    a.ch.close();
+    await assert.rejects(
+      select((s) => {
+        s.onSend(a.ch, "A", () => "a");
+        s.onSend(b.ch, "B", () => "b");
+      }),
+      ClosedSendError,
+    );
+    assert.deepEqual([a.got, b.got], [["A"], ["B"]], "found closed");
+    using r = new Channel<number>();
+    r.close();
+    await assert.rejects(
+      select((s) => {
+        s.onSend(b.ch, "B2", () => "b");
+        s.onReceive(r, () => "r");
+      }),
+      ClosedReceiveError,
+    );
+    assert.deepEqual(b.got, ["B", "B2"], "a receive clause's channel closed");
+    a.ch[Symbol.dispose]();
+    b.ch[Symbol.dispose]();
+  }
+  // Unchanged: a select that a clause won, or that its signal aborted, hands no value of a
+  // losing clause to a hook (they stay the caller's, as an aborted send's).
+  {
+    const a = hooked(0), b = hooked(1);
+    const got = select<string>((s) => {
+      s.onSend(a.ch, "A", () => "a");
+      s.onSend(b.ch, "B", () => "b");
+    });
+    assert.equal(await got, "b");
+    const ac = new AbortController();
+    const aborted = select((s) => s.onSend(a.ch, "A2", () => "a"), { signal: ac.signal });
+    ac.abort("stop");
+    await assert.rejects(aborted, (e) => e === "stop");
+    assert.deepEqual([a.got, b.got], [[], []]);
+    a.ch[Symbol.dispose]();
+    b.ch[Symbol.dispose]();
+    assert.deepEqual([a.got, b.got], [[], ["B"]]); // b's buffered value, at its dispose
+  }
+  assert.equal(pending(), 0);
+});
