@@ -47,7 +47,7 @@ import {
 } from "./errors.ts";
 import {
   bytesLength,
-  DECODE_MAX,
+  decodePiece,
   decoder as utf8,
   decodeUtf8,
   isDetached,
@@ -177,12 +177,13 @@ const I64_MIN = -(2n ** 63n), I64_MAX = 2n ** 63n - 1n, U64_MAX = 2n ** 64n - 1n
 const encoder = new TextEncoder();
 /**
  * One function per codec for every string receive (a closure per call would be made each
- * time): up to `DECODE_MAX` bytes one `TextDecoder` call, with no try and no further call on
- * the common path. Longer bytes go in pieces (`decodeUtf8`); past the engine's longest string a
- * CodecError, not its RangeError (C code's bytes: a string sent from JavaScript decodes).
+ * time): up to `decodePiece` bytes (pack.ts's `DECODE_MAX`; tests lower it) one `TextDecoder`
+ * call, with no try and no further call on the common path. Longer bytes go in pieces
+ * (`decodeUtf8`); past the engine's longest string a CodecError, not its RangeError (C code's
+ * bytes: a string sent from JavaScript decodes).
  */
 const decodeText = (codec: string) => (b: Uint8Array): string =>
-  b.length <= DECODE_MAX ? utf8.decode(b) : decodeLong(codec, b);
+  b.length <= decodePiece ? utf8.decode(b) : decodeLong(codec, b);
 
 /** `decodeText`'s bytes longer than one `TextDecoder` call takes. */
 function decodeLong(codec: string, b: Uint8Array): string {

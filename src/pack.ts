@@ -140,6 +140,28 @@ export const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 export const DECODE_MAX = 2 ** 29 - 24;
 
 /**
+ * @ignore The byte length past which a string receive decodes in pieces, and the pieces' size:
+ * `DECODE_MAX`, lowered only by tests (`setDecodePiece`), so that a channel receive takes the
+ * long-string path (`decodeUtf8` in pieces, codec.ts's `decodeLong`) without gigabytes.
+ */
+export let decodePiece: number = DECODE_MAX;
+
+/**
+ * @ignore For tests: sets `decodePiece` (a positive integer up to `DECODE_MAX`; a larger one
+ * would let one `TextDecoder` call meet bytes it refuses) and returns what it was.
+ */
+export function setDecodePiece(n: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > DECODE_MAX) {
+    throw new RangeError(
+      `Cannot set the decode piece: it must be an integer from 1 to ${DECODE_MAX}, received ${n}`,
+    );
+  }
+  const was = decodePiece;
+  decodePiece = n;
+  return was;
+}
+
+/**
  * @ignore UTF-8 bytes as a string, in pieces of `DECODE_MAX` when there are more (a streaming
  * decoder joins a character split between two). Before, a string whose UTF-8 encoding was longer
  * than that (268,435,445 "é"s: 536,870,890 bytes) was sent, and every receive of it threw the
@@ -148,7 +170,7 @@ export const DECODE_MAX = 2 ** 29 - 24;
  * RangeError, which the caller names. `piece` is for tests (tests/pack_test.ts decodes in small
  * pieces what would otherwise take a 256 MiB string).
  */
-export function decodeUtf8(b: Uint8Array, piece: number = DECODE_MAX): string {
+export function decodeUtf8(b: Uint8Array, piece: number = decodePiece): string {
   if (b.length <= piece) return decoder.decode(b);
   const pieces = new TextDecoder("utf-8", { ignoreBOM: true });
   let s = "";

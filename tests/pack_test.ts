@@ -1,7 +1,7 @@
 // The packed encoding of plain data (src/pack.ts): what it copies matches structured clone,
 // references stay shared, anything else is left to node:v8, and malformed bytes are errors.
 import assert from "node:assert/strict";
-import { decodeUtf8, pack, packed, unpack } from "../src/pack.ts";
+import { decodeUtf8, pack, packed, setDecodePiece, unpack } from "../src/pack.ts";
 import { Channel, CodecError, codecs, library } from "../mod.ts";
 import { evalScript, prng } from "./support.ts";
 
@@ -429,6 +429,49 @@ Deno.test("a string that begins with U+FEFF keeps it through a shared channel: t
     assert.deepEqual(ch.tryReceive(), { state: "ok", value: s });
     assert.deepEqual(ch.tryReceive(), { state: "ok", value: { s, list: ["\uFEFF", s] } });
   }
+});
+
+Deno.test("a channel receive of a string longer than one TextDecoder call takes decodes it in pieces: the string codec, the default codec, a packed string, one by one and in a batch", async () => {
+  // codec.ts's decodeText sends bytes over DECODE_MAX (2^29 - 24) to decodeLong, which decodes
+  // them in pieces; a real one would take a 512 MiB string, so the test lowers the piece to a
+  // few bytes (setDecodePiece) and sends strings whose 1- to 4-byte characters, a leading
+  // U+FEFF among them, fall across every piece boundary, each through a native receive.
+  library();
+  const chars = ["a", "\u00e9", "\u20ac", "\u{1F600}", "\uFEFF"];
+  const rand = prng(0x5EED_0009);
+  const strings = ["\uFEFF\u{1F600}abc\u00e9", "abcdef"];
+  for (let i = 0; i < 30; i++) {
+    let s = "";
+    const n = 2 + Math.floor(rand() * 40);
+    for (let j = 0; j < n; j++) s += chars[Math.floor(rand() * chars.length)];
+    strings.push(s);
+  }
+  const was = setDecodePiece(5);
+  try {
+    {
+      using ch = new Channel<string>(strings.length, { codec: codecs.string });
+      ch.share(); // native: each receive decodes the value's UTF-8 bytes
+      for (const s of strings) assert.equal(ch.trySend(s).state, "ok");
+      for (const s of strings) assert.equal(await ch.receive(), s);
+      for (const s of strings) ch.trySend(s);
+      assert.deepEqual(ch.tryReceiveMany(strings.length), { state: "ok", values: strings });
+    }
+    {
+      using ch = new Channel<unknown>(2 * strings.length);
+      ch.share();
+      for (const s of strings) {
+        ch.trySend(s);
+        ch.trySend({ s, list: [s, "\uFEFF"] }); // packed: its strings decode through decodeUtf8
+      }
+      for (const s of strings) {
+        assert.equal(await ch.receive(), s);
+        assert.deepEqual(await ch.receive(), { s, list: [s, "\uFEFF"] });
+      }
+    }
+  } finally {
+    setDecodePiece(was);
+  }
+  assert.throws(() => setDecodePiece(0), RangeError);
 });
 
 Deno.test("pack: seeded random data matches structured clone (seeds 1..300)", () => {
