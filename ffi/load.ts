@@ -567,7 +567,9 @@ export function openLibrary(options: OpenOptions = {}): Library {
     );
   }
   if (expectAbi !== undefined && (!Number.isInteger(expectAbi) || expectAbi < 0)) {
-    throw new TypeError(
+    // Not a number at all ("12"): a TypeError; a number out of range (-1, 1.5, NaN): a
+    // RangeError, as every other numeric option says (it was a TypeError for both).
+    throw new (typeof expectAbi === "number" ? RangeError : TypeError)(
       `Cannot ${op}: expectAbi must be a non-negative integer, received ${describe(expectAbi)}`,
     );
   }

@@ -126,6 +126,14 @@ Deno.test("openLibrary's options are checked, and statusName knows only status c
   for (const [options, message] of cases) {
     assert.throws(() => openLibrary(options as never), { name: "TypeError", message });
   }
+  // A number out of range is a RangeError, as a capacity's or a worker count's is (a
+  // TypeError before, as for a string).
+  for (const [v, shown] of [[-1, "-1"], [1.5, "1.5"], [NaN, "NaN"], [-0.5, "-0.5"]] as const) {
+    assert.throws(() => openLibrary({ expectAbi: v }), {
+      name: "RangeError",
+      message: `Cannot open library: expectAbi must be a non-negative integer, received ${shown}`,
+    });
+  }
   assert.equal(statusName(-9), "KC_EBADH");
   assert.equal(statusName("toString" as never), "KC_EUNKNOWN(toString)");
   // A positive result is a success, named as kc_status_name names it (before: KC_EUNKNOWN(1)).
