@@ -500,9 +500,22 @@ export function findLibrary(options: OpenOptions = {}): string {
     const found = fileAt(path);
     if (found === true) return path;
     const what = `options.path${path === options.path ? "" : ` ${options.path}`}`;
-    if (found === false) throw new LibraryNotFoundError(`kcoro: no library at ${path} (${what})`);
+    // Named as every bad argument is ("Cannot <op>: <reason>, received <x>"): it said
+    // "kcoro: no library at <path> (options.path)", and a directory or device there the same.
+    if (found === false) {
+      const resolved = path === options.path
+        ? ""
+        : ` (resolved against the current directory: ${path})`;
+      throw new LibraryNotFoundError(
+        `Cannot open library: options.path names no file${resolved}, received ${
+          describe(options.path)
+        }`,
+      );
+    }
     if (found.refused !== null) throw readRefused(path, what, found.refused);
-    throw new LibraryNotFoundError(`kcoro: cannot read ${path} (${what}): ${found.why}`);
+    throw new LibraryNotFoundError(
+      `Cannot open library: options.path ${path} cannot be read: ${found.why}`,
+    );
   }
   const tried: string[] = [];
   const fromEnv = envVar("KCORO_LIB");

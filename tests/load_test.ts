@@ -111,7 +111,21 @@ Deno.test("closeLibrary() called again by a hook while the library closes: every
   ]);
 });
 
-Deno.test("a missing options.path is a LibraryNotFoundError", () => {
+Deno.test("a missing options.path is a LibraryNotFoundError named as a bad argument is, saying what it was resolved to", () => {
+  // It said "kcoro: no library at /nonexistent/libkcoro.so (options.path)".
+  assert.throws(() => openLibrary({ path: "/nonexistent/libkcoro.so" }), {
+    name: "LibraryNotFoundError",
+    message: 'Cannot open library: options.path names no file, received "/nonexistent/libkcoro.so"',
+  });
+  assert.throws(() => openLibrary({ path: "/" }), {
+    name: "LibraryNotFoundError",
+    message: 'Cannot open library: options.path names no file, received "/"',
+  });
+  assert.throws(() => openLibrary({ path: "no-such-dir/libkcoro.so" }), {
+    name: "LibraryNotFoundError",
+    message: "Cannot open library: options.path names no file (resolved against the current " +
+      `directory: ${Deno.cwd()}/no-such-dir/libkcoro.so), received "no-such-dir/libkcoro.so"`,
+  });
   assert.throws(() => openLibrary({ path: "/nonexistent/libkcoro.so" }), LibraryNotFoundError);
 });
 
@@ -321,7 +335,8 @@ console.log(JSON.stringify([shared.library, library().path, said, ch.tryReceive(
     assert.ok(
       missing.startsWith(
         "LibraryNotFoundError Cannot open shared channel: it lives in the library at " +
-          "/nonexistent/libkcoro.so, which this isolate cannot open, received kcoro: no library at",
+          "/nonexistent/libkcoro.so, which this isolate cannot open, received Cannot open " +
+          'library: options.path names no file, received "/nonexistent/libkcoro.so"',
       ),
       missing,
     );
