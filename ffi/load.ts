@@ -602,8 +602,14 @@ export function openLibrary(options: OpenOptions = {}): Library {
     // Revoked since this isolate's first open (Deno.permissions.revoke), which runFirstOpen
     // checked; or a prompt answered no.
     if (e instanceof Deno.errors.NotCapable) throw ffiRefused(e, ` for ${path}`);
+    // A file that is no library, or another library (no kc_* symbols), or one whose own
+    // dependencies do not load. It said "(scripts need --allow-ffi)" here, which a script
+    // without the flag never reaches (NotCapable above): the advice sent users after a flag
+    // they had given.
     throw new LibraryNotFoundError(
-      `kcoro: cannot open ${path}: ${(e as Error).message} (scripts need --allow-ffi)`,
+      `Cannot open library: ${path} does not load as the kcoro library, received ${
+        (e as Error).name
+      }: ${(e as Error).message}`,
       { cause: e },
     );
   }

@@ -129,6 +129,28 @@ Deno.test("a missing options.path is a LibraryNotFoundError named as a bad argum
   assert.throws(() => openLibrary({ path: "/nonexistent/libkcoro.so" }), LibraryNotFoundError);
 });
 
+Deno.test("an options.path that is no kcoro library is named as a bad argument, with what dlopen answered and no advice to pass a flag the script has", async () => {
+  // It said "kcoro: cannot open <path>: ... (scripts need --allow-ffi)", also with the flag given
+  // (a script without it is refused before dlopen, by a LibraryPermissionError).
+  const notElf = await Deno.makeTempFile({ prefix: "not-a-library", suffix: ".so" });
+  try {
+    await Deno.writeTextFile(notElf, "not an ELF file at all, just text\n".repeat(8));
+    for (const path of [notElf, Deno.execPath()]) {
+      assert.throws(
+        () => openLibrary({ path }),
+        (e: unknown) =>
+          e instanceof LibraryNotFoundError &&
+          e.message.startsWith(
+            `Cannot open library: ${path} does not load as the kcoro library, received Error: `,
+          ) && !e.message.includes("--allow-ffi") && e.cause instanceof Error,
+        path,
+      );
+    }
+  } finally {
+    await Deno.remove(notElf);
+  }
+});
+
 Deno.test("openLibrary's options are checked, and statusName knows only status codes", () => {
   const cases: [unknown, RegExp][] = [
     [null, /options must be an object, received null/],
