@@ -232,7 +232,12 @@ export class NativeCoroutine implements Disposable {
     return this.#lib.symbols(op);
   }
 
-  /** Resumes until the coroutine finishes, yielding each value it yields. */
+  /**
+   * Resumes the coroutine while it yields, yielding each value it yields (`value` after each
+   * resume). It ends when the coroutine finishes, and also when it parks (`"park-loop"`): then
+   * `state` is `"parked"`, and after `unpark()` another `values()` goes on. Over a coroutine
+   * that finished already it throws what `resume()` throws (a `KcoroError`, `KC_EBUSY`).
+   */
   *values(): Generator<bigint, void, void> {
     while (this.resume() === "suspended") yield this.value;
   }
