@@ -248,6 +248,22 @@ const outIndex = new Uint32Array(1);
 const outTicket = new Uint32Array(1);
 
 /**
+ * Whether `value` is a thenable (a getter or proxy that throws counts as none); if so, its
+ * rejection is handled, so that it cannot end the process as an unhandled rejection.
+ */
+function handleThenable(value: unknown): boolean {
+  if (value === null || (typeof value !== "object" && typeof value !== "function")) return false;
+  try {
+    const then = (value as { then?: unknown }).then;
+    if (typeof then !== "function") return false;
+    then.call(value, undefined, () => {});
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Waits for the first clause `build` registers to fire and resolves with its handler's result;
  * the rules are in README.md, "Select from TypeScript". Rejects with a TypeError for a select without
  * clauses.
@@ -286,10 +302,21 @@ export function select<R>(
       );
     }
     const b = new Builder();
-    build(b as SelectBuilder<unknown> as SelectBuilder<R>);
+    const built: unknown = build(b as SelectBuilder<unknown> as SelectBuilder<R>);
     b.sealed = true;
     const clauses = b.clauses;
     if (clauses.length === 0) {
+      // An async builder that awaited before its first clause: its clauses come after the
+      // select was built, each a TypeError ("built already") rejecting the builder's promise,
+      // which nobody awaited, so Deno ended the process with it, while the select rejected
+      // saying no clause was added at all. That promise is handled here (its late clauses were
+      // refused: what this error reports), and the error says what went wrong.
+      if (handleThenable(built)) {
+        throw new TypeError(
+          `Cannot ${op}: build must add its clauses before it returns (an async builder's ` +
+            `clauses after its first await come too late), received a promise and no clause`,
+        );
+      }
       throw new TypeError(`Cannot ${op}: a select needs at least one clause, received none`);
     }
     if (signal?.aborted) return Promise.reject(signal.reason);

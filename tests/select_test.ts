@@ -18,6 +18,50 @@ import { Bridge } from "../src/bridge.ts";
 
 const pending = () => Bridge.of(library()).pending;
 
+Deno.test("an async builder that awaits before its first clause: the select rejects saying so, and the late clause's TypeError does not end the process", async () => {
+  // Its clause came after the select was built: the select rejected saying no clause was
+  // added ("received none"), and the late onReceive's TypeError rejected the builder's promise,
+  // which nobody awaited: an unhandled rejection, which ends a Deno process (here, the test).
+  using ch = new Channel<number>(1);
+  ch.trySend(1);
+  const late = new CompletableDeferred<unknown>();
+  await assert.rejects(
+    select<number>(async (s) => {
+      await null;
+      try {
+        s.onReceive(ch, (v) => v);
+      } catch (e) {
+        late.complete(e);
+        throw e;
+      }
+    }),
+    {
+      name: "TypeError",
+      message: "Cannot select: build must add its clauses before it returns (an async " +
+        "builder's clauses after its first await come too late), received a promise and no clause",
+    },
+  );
+  assert.match(String(await late.await()), /the select was built already/);
+  await new Promise((r) => setTimeout(r, 0)); // an unhandled rejection would surface by now
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }); // the late clause took nothing
+  // A builder that adds its clauses first and only then awaits still selects, as before; one
+  // returning something else, or nothing, and adding none is the plain error.
+  assert.equal(
+    await select<number>(async (s) => {
+      s.onTimeout(0, () => 7);
+      await null;
+    }),
+    7,
+  );
+  await assert.rejects(select(() => 5 as never), /a select needs at least one clause/);
+  const badThen = {
+    get then() {
+      throw new Error("then");
+    },
+  };
+  await assert.rejects(select(() => badThen as never), /a select needs at least one clause/);
+});
+
 Deno.test("bad arguments reject with TypeError/RangeError naming what was received", async () => {
   await assert.rejects(select(() => {}), {
     name: "TypeError",
