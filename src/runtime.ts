@@ -918,7 +918,11 @@ export function resolveNative(libraryPath: string, symbol: string): NativeFuncti
   if (pointer === null) {
     throw new KcoroError(
       Status.EINVAL,
-      `Cannot resolve native function ${symbol} in ${libraryPath}: ${whyUnresolved(libraryPath)}`,
+      // In the form of every other bad argument (it said "Cannot resolve native function f in
+      // lib.so: ...", with no "received").
+      `Cannot resolve native function: ${whyUnresolved(libraryPath)}, received library ${
+        describe(libraryPath)
+      } and symbol ${describe(symbol)}`,
     );
   }
   return { library: libraryPath, symbol, pointer: pointer! };

@@ -146,7 +146,8 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
     () => resolveNative("/nonexistent/lib.so", "f"),
     (e: unknown) =>
       e instanceof KcoroError && e.code === "KC_EINVAL" &&
-      /in \/nonexistent\/lib\.so: the library does not load \(.*No such file/.test(e.message),
+      /^Cannot resolve native function: the library does not load \(.*No such file.*\), received library "\/nonexistent\/lib\.so" and symbol "f" \(KC_EINVAL\)$/
+        .test(e.message),
   );
 });
 
@@ -279,7 +280,10 @@ void add_one(void *arg) { __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RE
     assert.throws(
       () => resolveNative(`${dir}/libplugin.so`, "missing"),
       (e: unknown) =>
-        e instanceof KcoroError && /missing in .*: the library has no such symbol/.test(e.message),
+        e instanceof KcoroError &&
+        e.message.startsWith(
+          `Cannot resolve native function: the library has no such symbol, received library "${dir}/libplugin.so" and symbol "missing"`,
+        ),
     );
     const rt = runtime();
     const cells = runtime().cells(2);
