@@ -277,3 +277,40 @@ Deno.test("a refused send counts as dropped whether or not a hook takes its valu
     }
   }
 });
+
+Deno.test("a hook that uses its own channel runs once per value, one call after the other, as a plain function: local and shared channels alike, on cancel, drop-oldest and dispose", () => {
+  // A shared channel's hook that sent, received or closed on its channel took the next kept value
+  // inside that call, so its calls nested (the last value's finishing first), and it ran with the
+  // Channel as `this`; a local channel's calls follow one another, `this` undefined.
+  for (const how of ["cancel", "drop-oldest", "dispose"] as const) {
+    const logs: string[][] = [];
+    for (const shared of [false, true]) {
+      const log: string[] = [];
+      const ch: Channel<number> = new Channel<number>(3, {
+        overflow: how === "drop-oldest" ? "drop-oldest" : "suspend",
+        onUndeliveredElement: function (this: unknown, v) {
+          log.push(`start ${v} ${this === undefined ? "plain" : typeof this}`);
+          if (how !== "dispose") {
+            ch.close(); // first: a drop-oldest send would drop again, for ever
+            ch.trySend(100 + v); // closed: the value stays the hook's, which drops it
+            ch.tryReceive();
+          }
+          log.push(`end ${v}`);
+        },
+      });
+      if (shared) ch.share();
+      for (let i = 1; i <= 3; i++) ch.trySend(i);
+      if (how === "cancel") ch.cancel();
+      if (how === "drop-oldest") ch.trySend(4);
+      if (how === "dispose") ch[Symbol.dispose]();
+      else ch[Symbol.dispose]();
+      logs.push(log);
+    }
+    const [local, native] = logs;
+    assert.deepEqual(native, local, how);
+    for (let i = 0; i < local.length; i += 2) {
+      assert.match(local[i], /^start \d+ plain$/, `${how}: ${local}`);
+      assert.equal(local[i + 1], `end ${local[i].split(" ")[1]}`, `${how}: ${local}`);
+    }
+  }
+});
