@@ -537,7 +537,9 @@ export class Runtime {
     if (values !== null) {
       for (const v of values) {
         if (typeof v !== "bigint" || v < 0n || v >= 1n << 64n) {
-          throw new TypeError(
+          // Not a bigint (1, "1"): a TypeError; a bigint out of range (-1n, 2n ** 64n): a
+          // RangeError, as the count's (both were TypeErrors).
+          throw new (typeof v === "bigint" ? RangeError : TypeError)(
             `Cannot ${op}: each value must be a bigint from 0 to 2^64 - 1, received ${describe(v)}`,
           );
         }

@@ -99,11 +99,16 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
   );
   const shared = new BigUint64Array(new SharedArrayBuffer(16));
   rt.spawn("sleeper", shared); // 0 ms
-  assert.throws(
-    () => rt.cells([1n, -1n]),
-    /each value must be a bigint from 0 to 2\^64 - 1, received -1n/,
-  );
-  assert.throws(() => rt.cells([1] as never), /received 1/);
+  // A bigint out of range is a RangeError (as the count's), a value of another type a TypeError:
+  // both were TypeErrors.
+  for (const [v, shown] of [[-1n, "-1n"], [1n << 64n, "18446744073709551616n"]] as const) {
+    assert.throws(() => rt.cells([1n, v]), {
+      name: "RangeError",
+      message:
+        `Cannot allocate cells: each value must be a bigint from 0 to 2^64 - 1, received ${shown}`,
+    });
+  }
+  assert.throws(() => rt.cells([1] as never), { name: "TypeError", message: /received 1$/ });
   assert.throws(() => rt.cells([]), /received \[object Array\]/);
   assert.deepEqual([...rt.cells([3n, 4n])], [3n, 4n]);
   for (const n of [0, -1, 1.5, 2 ** 21]) {
