@@ -219,8 +219,12 @@ export function nativeEntry(
     }
     const [id, cells] = builtinIds[entry];
     // The engine's length: the built-in writes `cells` cells, whatever `length` says.
-    if (!(arg instanceof BigUint64Array) || !isReal(arg) || typedLength(arg) < cells) {
-      throw new TypeError(
+    const real = arg instanceof BigUint64Array && isReal(arg);
+    if (!real || typedLength(arg) < cells) {
+      // Too few cells in a real BigUint64Array: a length out of range, a RangeError (as an
+      // empty `cells([])` and `trySendMany([])` are); anything else a TypeError. Both were
+      // TypeErrors.
+      throw new (real ? RangeError : TypeError)(
         `Cannot ${op}: "${entry}" needs a BigUint64Array of ${cells} cells, received ${
           describe(arg)
         }`,

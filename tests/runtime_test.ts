@@ -62,12 +62,19 @@ Deno.test("runtime: spawn built-ins, drain, stats", async () => {
 Deno.test("runtime: bad arguments are named errors that say what was received", () => {
   const rt = runtime();
   // Lengths are named: "[object BigUint64Array]" alone did not say how many cells it had.
-  assert.throws(
-    () => rt.spawn("sleeper", new BigUint64Array(1)),
-    /needs a BigUint64Array of 2 cells, received \[object BigUint64Array\] of length 1/,
-  );
+  // Too few cells is a length out of range: a RangeError (it was a TypeError), as rt.cells([]).
+  assert.throws(() => rt.spawn("sleeper", new BigUint64Array(1)), {
+    name: "RangeError",
+    message:
+      'Cannot spawn coroutine: "sleeper" needs a BigUint64Array of 2 cells, received [object BigUint64Array] of length 1',
+  });
+  assert.throws(() => rt.spawn("skynet", rt.cells(1)), RangeError);
+  assert.throws(() => rt.spawn("sleeper", new Float64Array(2) as never), TypeError);
   assert.throws(() => rt.spawn("nope" as "sleeper", new BigUint64Array(2)), TypeError);
-  assert.throws(() => rt.spawn("sleeper"), /needs a BigUint64Array of 2 cells, received undefined/);
+  assert.throws(() => rt.spawn("sleeper"), {
+    name: "TypeError",
+    message: /needs a BigUint64Array of 2 cells, received undefined/,
+  });
   assert.throws(
     () => rt.spawn("sleeper", new BigUint64Array(1)),
     /received \[object BigUint64Array\]/,
@@ -85,9 +92,15 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
   // The engine's length and buffer count, not properties the caller shadowed or a Proxy's.
   const short = rt.cells(1);
   Object.defineProperty(short, "length", { value: 3 });
-  assert.throws(() => rt.spawn("sleeper", short), /needs a BigUint64Array of 2 cells/);
+  assert.throws(() => rt.spawn("sleeper", short), {
+    name: "RangeError",
+    message: /needs a BigUint64Array of 2 cells/,
+  });
   const proxy = new Proxy(rt.cells(2), {});
-  assert.throws(() => rt.spawn("sleeper", proxy), /needs a BigUint64Array of 2 cells/);
+  assert.throws(() => rt.spawn("sleeper", proxy), {
+    name: "TypeError",
+    message: /needs a BigUint64Array of 2 cells/,
+  });
   assert.throws(() => rt.spawn({ pointer: Deno.UnsafePointer.create(1n) } as never, proxy));
   // Memory JavaScript could free or move under the coroutine (a transfer after the spawn freed
   // the cells it went on writing into) is refused; native cells and SharedArrayBuffers are not.
