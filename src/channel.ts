@@ -2279,8 +2279,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (sym.kc_chan_drop(this.#handle, enc.ptr, this.#size) !== 1) this.#codec.discard(enc, sym);
   }
 
-  /** @ignore For select: a send clause's value not sent, the channel closed or cancelled. */
-  _refused(value: unknown, slot: Slot): void {
+  /**
+   * @ignore For select: a send clause's value not sent, the channel closed or cancelled; for a
+   * producer's send made after its task was cancelled (`slot` undefined: never encoded).
+   */
+  _refused(value: unknown, slot?: Slot): void {
     this.#refused(value, slot);
   }
 

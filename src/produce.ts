@@ -149,7 +149,10 @@ class ProducerChannel<T> extends Channel<T> {
   override send(value: T, options?: WaitOptions): Promise<void> {
     const bound = this._bound;
     if (bound === null) return super.send(value, options);
-    if (options === undefined) return super.send(value, bound);
+    if (options === undefined) {
+      if (bound.signal.aborted) return this.#afterCancel(value, bound.signal.reason);
+      return super.send(value, bound);
+    }
     // The caller's own signal counts too; anything malformed is super.send's to reject.
     if (typeof options !== "object" || options === null) return super.send(value, options);
     let merged: WaitOptions;
@@ -168,6 +171,7 @@ class ProducerChannel<T> extends Channel<T> {
         // (one per send) until the macrotask ended, which a producer and its consumer trading
         // values in microtasks never did.
         const task = bound.signal;
+        if (task.aborted && !own.aborted) return this.#afterCancel(value, task.reason);
         if (task.aborted || own.aborted) {
           merged = { ...options, signal: task.aborted ? task : own };
         } else {
@@ -199,6 +203,24 @@ class ProducerChannel<T> extends Channel<T> {
       done();
       throw e;
     });
+  }
+
+  /**
+   * A send the producer (or a child of its task) makes once its task was cancelled: the task's
+   * end closed or cancelled the channel, or its consumer disposed of it, so the value is handed
+   * to onUndeliveredElement (counted as dropped), as a send refused by a closed or cancelled
+   * channel hands it (Kotlin's `onClosedSend`), and the send rejects with the cancellation.
+   * Before, the task's aborted signal rejected it first and the value reached no hook: a
+   * producer that sent again right after its consumer's `break` and dispose (the turn before it
+   * learnt of its cancellation) lost that value to its resource-releasing hook.
+   */
+  #afterCancel(value: T, reason: unknown): Promise<void> {
+    try {
+      this._refused(value);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return Promise.reject(reason);
   }
 
   override cancel(cause?: unknown): void {

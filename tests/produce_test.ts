@@ -18,6 +18,7 @@ import {
   ClosedReceiveError,
   ClosedSendError,
   codecs,
+  CompletableDeferred,
   CompletionHandlerError,
   Context,
   CoroutineExceptionHandler,
@@ -2791,4 +2792,48 @@ Deno.test("produce and actor name their role in share() (SharedChannel.role), an
   });
   using plain = new Channel<number>(1);
   assert.equal(Object.hasOwn(plain.share(), "role"), false);
+});
+
+Deno.test("a send the producer makes once its task was cancelled hands its value to onUndeliveredElement, as a send into a closed or cancelled channel does: consumer's dispose, cancel, the scope's cancel; local and shared, with a signal of its own too", async () => {
+  // The producer sent again in the turn after its consumer's `break` and dispose, before it
+  // learnt of its cancellation: the task's aborted signal rejected that send first, and its
+  // value reached no hook (every other value of the producer did: buffered ones at the cancel).
+  for (const shared of [false, true]) {
+    for (const how of ["dispose", "cancel", "scope cancel"] as const) {
+      for (const ownSignal of [false, true]) {
+        const label = `${shared ? "shared" : "local"}, ${how}, ${ownSignal ? "own signal" : ""}`;
+        const hooked: number[] = [];
+        const gate = new CompletableDeferred<void>();
+        let late: unknown = "not sent";
+        await coroutineScope(async (scope) => {
+          const out = produce<number>(scope, async (out) => {
+            await out.send(1);
+            await out.send(2); // buffered at the cancel (to the hook) or close (receivable)
+            await gate.await();
+            try {
+              await (ownSignal
+                ? out.send(3, { signal: new AbortController().signal })
+                : out.send(3));
+              late = "sent";
+            } catch (e) {
+              late = e;
+              throw e;
+            }
+          }, { capacity: 4, onUndeliveredElement: (v) => hooked.push(v) });
+          if (shared) out.share();
+          assert.equal(await out.receive(), 1);
+          if (how === "dispose") out[Symbol.dispose]();
+          if (how === "cancel") out.cancel();
+          if (how === "scope cancel") scope.cancel();
+          gate.complete();
+        }).catch((e) => assert.ok(e instanceof CancellationError, label));
+        assert.ok(late instanceof CancellationError, `${label}: ${late}`);
+        assert.ok(
+          hooked.includes(3),
+          `${label}: the late send's value reached the hook: ${hooked}`,
+        );
+        assert.equal(hooked.filter((v) => v === 3).length, 1, label);
+      }
+    }
+  }
 });
