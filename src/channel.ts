@@ -4045,11 +4045,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // natively, kc_undelivered_lost; README, the 65,536 paragraph), and the rest's timer stops once
       // disposed (by then the handle's value may name a later channel), so a dispose of more
       // than one batch, or a cancel's batch just before it, left the rest there for good.
-      // An owner that learnt of the destroy itself took them then (`#destroyedUnder`), but a
-      // destroy on another thread frees the handle before it cancels the channel (registry.zig's
-      // `destroy`), so what that cancel dropped may have come after: taken here too, the status
-      // read guarding it as above (the dispose's one call on the dead handle's value, past the
-      // gate: `#handleValue`).
+      // An owner that learnt of the destroy itself took them then (`#destroyedUnder`), and finds
+      // none here; one whose copy learnt it first (`#markEnded` by the copy) takes them here, the
+      // status read guarding it as above (the dispose's one call on the dead handle's value,
+      // past the gate: `#handleValue`).
+      // Either take sees all of them: kc_chan_destroy cancels and seals the channel before its
+      // handle dies, so a call that finds the handle dead finds what it dropped in the list.
+      // Before, another thread's destroy freed the handle first and cancelled after: a take in
+      // between found nothing, and the values waited there for a later channel of the value.
       if (
         this.#keeps && this.#lib.isOpen &&
         (!ended || sym.kc_chan_status(this.#handleValue) === Status.EBADH)

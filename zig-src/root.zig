@@ -162,7 +162,7 @@ fn unhold(h: u32, serial: u64) i32 {
     r.destroyIf(h, serial, sameSerial) catch |err| return fail(err);
     // Its creator's isolate is gone (its hold was given back), so nobody takes what the channel
     // kept for it (kc_chan_keep_undelivered).
-    dropKept(h);
+    dropKept(h, serial);
     dropCause(h);
     return 1;
 }
@@ -1121,7 +1121,7 @@ export fn kc_chan_create(elem_size: u32, capacity: u32, overflow: u32, flags: u3
     }) catch |err| return fail(err);
     // Values an earlier channel of this handle number kept that nobody took (a ring gave one
     // back to it after its owner's last take): never this channel's. The same for a cause.
-    dropKept(h);
+    dropKept(h, null);
     dropCause(h);
     out.* = h;
     return 0;
@@ -1453,8 +1453,25 @@ export fn kc_chan_cancel(h: u32) callconv(.c) i32 {
 }
 
 /// int32_t kc_chan_destroy(uint32_t h): cancels the channel and frees it once no call uses it.
+/// The cancel, and the seal of a kept list (kc_chan_keep_undelivered), come before the handle
+/// dies: whoever finds the handle dead (KC_EBADH) finds what the destroy dropped in the list.
 export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
-    chans().destroy(h) catch |err| return fail(err);
+    const r = chans();
+    {
+        const e = r.acquire(h) catch |err| return fail(err);
+        defer r.release(e);
+        // The registry's destroy frees the handle and then retires (cancels and seals) the
+        // channel. Another thread's destroy raced its owner's dispose so: the owner's own destroy
+        // failed on the dead handle, its take of the kept values came before this cancel dropped
+        // the buffered ones, and those waited in the list until a later channel was given the
+        // handle's value. Both are idempotent: the retire repeats them, changing nothing.
+        const ch = ChanRegistry.channelOf(e);
+        _ = ch.cancel();
+        _ = ch.seal();
+    }
+    // After the seal, in this thread's order; a lookup that fails on the freed handle sees both
+    // (the table's release store of the slot's generation pairs with its acquire load).
+    r.destroy(h) catch |err| return fail(err);
     dropCause(h);
     // Its creator's dispose, on the thread it keeps dropped values for, mostly: nothing is left
     // to stop keeping when the thread ends (a Worker making channels for its whole life would
@@ -2622,6 +2639,27 @@ const Undelivered = struct {
 const KeptQueue = struct {
     items: std.ArrayListUnmanaged(Undelivered) = .empty,
     head: usize = 0,
+    /// Whose values they are (`Channel.serial`): a handle value outlives its channel, and a
+    /// later channel may be given it (`stopKeeping` frees a dead channel's list by it).
+    serial: u64,
+
+    /// Frees the values not taken (a zero-copy descriptor's kc_desc_make buffer too) and the
+    /// list. Under `undelivered_mutex`, the queue out of `undelivered_queues` or about to be.
+    fn free(q: *KeptQueue) void {
+        const kept = q.items.items[q.head..];
+        for (kept) |u| {
+            if (u.zero_copy) {
+                std.debug.assert(u.bytes.len == @sizeOf(chan.Descriptor));
+                const d = std.mem.bytesToValue(chan.Descriptor, u.bytes[0..@sizeOf(chan.Descriptor)]);
+                _ = kc_buf_free(d.ptr); // kc_desc_make's buffer
+            }
+            kept_allocator.free(u.bytes);
+        }
+        // Release: as every change of it (see `keepUndelivered`).
+        _ = undelivered_count.fetchSub(kept.len, .release);
+        q.items.deinit(std.heap.c_allocator);
+        q.* = .{ .serial = q.serial };
+    }
 };
 var undelivered_mutex: std.Thread.Mutex = .{};
 /// By channel handle; a channel's entry goes once it is empty (or `dropKept`).
@@ -2632,23 +2670,29 @@ var undelivered_count: std.atomic.Value(usize) = .init(0);
 /// value a test left in a list (nobody would ever take it) as a leak.
 const kept_allocator = if (@import("builtin").is_test) testing.allocator else std.heap.c_allocator;
 
-/// The hook kc_chan_keep_undelivered installs: ctx holds the channel's handle (bits 0-31),
-/// element size (bits 32-62) and whether it is zero-copy (bit 63). Runs with the channel
-/// locked, possibly on a scheduler worker: copies the element, never calls out.
+/// The hook kc_chan_keep_undelivered installs: ctx is the channel, whose values go to the list
+/// of its handle (`Tx.kept_handle`), marked with its `serial`. Runs with the channel locked,
+/// possibly on a scheduler worker: copies the element, never calls out.
 fn keepUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
-    const word: u64 = @intFromPtr(ctx);
-    const h: u32 = @truncate(word);
-    const size: usize = @intCast((word >> 32) & 0x7fff_ffff);
+    const ch: *chan.Channel = @ptrCast(@alignCast(ctx.?));
+    const h = ch.tx.kept_handle; // under the channel's lock, as set
     const a = std.heap.c_allocator;
-    const copy = kept_allocator.dupe(u8, elem[0..size]) catch return; // lost: no memory
+    const copy = kept_allocator.dupe(u8, elem[0..ch.elem_size]) catch return; // lost: no memory
     undelivered_mutex.lock();
     defer undelivered_mutex.unlock();
     const q = undelivered_queues.getOrPut(a, h) catch {
         kept_allocator.free(copy);
         return;
     };
-    if (!q.found_existing) q.value_ptr.* = .{};
-    q.value_ptr.items.append(a, .{ .bytes = copy, .zero_copy = word >> 63 != 0 }) catch {
+    if (!q.found_existing) {
+        q.value_ptr.* = .{ .serial = ch.serial };
+    } else if (q.value_ptr.serial != ch.serial) {
+        // An earlier channel's of this handle value, which kc_chan_create freed before this
+        // channel could keep anything: never this channel's.
+        q.value_ptr.free();
+        q.value_ptr.serial = ch.serial;
+    }
+    q.value_ptr.items.append(a, .{ .bytes = copy, .zero_copy = ch.zero_copy }) catch {
         kept_allocator.free(copy);
         if (q.value_ptr.items.items.len == 0) _ = undelivered_queues.remove(h);
         return;
@@ -2684,10 +2728,9 @@ export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
         const rec = ThreadRecord.mine(true) orelse return Status.no_memory.code();
         rec.keeps.put(std.heap.c_allocator, h, ch.serial) catch return Status.no_memory.code();
     }
-    const word = @as(u64, @intFromBool(ch.zero_copy)) << 63 | @as(u64, ch.elem_size) << 32 | h;
     // Sealed by the destroy (`Channel.seal`, after its cancel): what comes later goes to
     // `lateUndelivered`, not to a list its owner took the last of already.
-    ch.setUndeliveredSealing(keepUndelivered, @ptrFromInt(word), lateUndelivered);
+    ch.setUndeliveredSealing(keepUndelivered, lateUndelivered, h);
     return 0;
 }
 
@@ -2704,8 +2747,8 @@ var undelivered_lost: std.atomic.Value(u64) = .init(0);
 /// kc_chan_drop's values never come here: it refuses them (KC_EBADH, still the caller's).
 /// Runs with the channel locked; never calls out.
 fn lateUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
-    const word: u64 = @intFromPtr(ctx);
-    if (word >> 63 != 0) {
+    const ch: *chan.Channel = @ptrCast(@alignCast(ctx.?));
+    if (ch.zero_copy) {
         const d = std.mem.bytesToValue(chan.Descriptor, elem[0..@sizeOf(chan.Descriptor)]);
         _ = kc_buf_free(d.ptr); // kc_desc_make's buffer, as `dropKept` frees a kept one
     }
@@ -2728,12 +2771,15 @@ export fn kc_undelivered_lost() callconv(.c) u64 {
 /// The host that channel `h` (of `serial`) kept its dropped values for has ended (its thread's
 /// `threadEnded`): if the channel lives on and still keeps them (no other hook set since), it
 /// stops, freeing a zero-copy descriptor's buffer where it drops it (as kc_chan_free_undelivered)
-/// or keeping nothing, and what it kept is freed. A channel gone, or a later one of its handle
-/// value, is left alone: its destroy or last unhold saw to its list, and the later channel's
-/// list is another host's.
+/// or keeping nothing, and what it kept is freed. A channel destroyed already (native code's
+/// kc_chan_destroy on another thread, which the host never learnt of) has its list freed too:
+/// that destroy dropped what it buffered there before its handle died (`kc_chan_destroy`), for
+/// a take that will never come now. Before, it waited there until a later channel was given the
+/// handle's value. A later channel of the value keeps its own list (another host's): left alone
+/// (`dropKept` by `serial`).
 fn stopKeeping(h: u32, serial: u64) void {
     const r = chans();
-    const e = r.acquire(h) catch return;
+    const e = r.acquire(h) catch return dropKept(h, serial);
     defer r.release(e); // held across dropKept: the handle value names this channel till then
     const ch = ChanRegistry.channelOf(e);
     if (ch.serial != serial) return;
@@ -2741,7 +2787,7 @@ fn stopKeeping(h: u32, serial: u64) void {
     // After this, no drop adds to the list (the hook runs under the channel's lock, which the
     // replacement takes), so dropKept frees everything kept.
     if (!ch.replaceUndelivered(keepUndelivered, next, null)) return;
-    dropKept(h);
+    dropKept(h, serial);
 }
 
 /// The hook kc_chan_free_undelivered installs: frees a dropped descriptor's buffer as
@@ -2793,23 +2839,17 @@ export fn kc_chan_drop(h: u32, elem: ?*const anyopaque, size: u32) callconv(.c) 
 }
 
 /// Frees the values channel `h` kept (kc_chan_keep_undelivered), when nobody can take them any
-/// more; a zero-copy channel's buffers too (kc_desc_make's, as kc_buf_free frees them).
-fn dropKept(h: u32) void {
+/// more; a zero-copy channel's buffers too (kc_desc_make's, as kc_buf_free frees them). Only
+/// those of the channel `serial` names, if given: a later channel given the handle's value
+/// (its slot's generation wraps) files its own under it.
+fn dropKept(h: u32, serial: ?u64) void {
     if (undelivered_count.load(.acquire) == 0) return;
     undelivered_mutex.lock();
     defer undelivered_mutex.unlock();
-    var kv = undelivered_queues.fetchRemove(h) orelse return;
-    const kept = kv.value.items.items[kv.value.head..];
-    for (kept) |u| {
-        if (u.zero_copy) {
-            std.debug.assert(u.bytes.len == @sizeOf(chan.Descriptor));
-            const d = std.mem.bytesToValue(chan.Descriptor, u.bytes[0..@sizeOf(chan.Descriptor)]);
-            _ = kc_buf_free(d.ptr); // kc_desc_make's buffer
-        }
-        kept_allocator.free(u.bytes);
-    }
-    _ = undelivered_count.fetchSub(kept.len, .release);
-    kv.value.items.deinit(std.heap.c_allocator);
+    const q = undelivered_queues.getPtr(h) orelse return;
+    if (serial) |s| if (q.serial != s) return;
+    q.free();
+    _ = undelivered_queues.remove(h);
 }
 
 /// int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size): moves the
@@ -5390,6 +5430,108 @@ test "C ABI: a kc_chan_drop that looked the channel up before its destroy and dr
     try testing.expectEqual(lost_before, kc_undelivered_lost()); // refused, not lost
     // A drop after the destroy with its lookup after it too: as before.
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_drop(S.h, &v, 8));
+}
+
+test "C ABI: an owner's dispose that finds its channel destroyed by another thread takes every value that destroy dropped" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // The race, forced: native code's kc_chan_destroy (this thread) has freed the handle, and the
+    // owner's dispose (the hook) destroys too (KC_EBADH) and takes its kept list. The destroy
+    // freed the handle before its cancel dropped the buffered values: the take found nothing,
+    // and they waited in the dead handle's list (the test allocator reports them as a leak)
+    // until a later channel was given its value.
+    for ([_]bool{ false, true }) |zc| {
+        const S = struct {
+            var h: u32 = 0;
+            var zero_copy = false;
+            var rc: i32 = 0;
+            var ntaken: usize = 0;
+            var taken: [2]u64 = undefined;
+            fn ownerDispose() void {
+                kcoro.channel_registry.test_after_free = null; // once
+                rc = kc_chan_destroy(h);
+                var buf: [32]u8 align(8) = undefined;
+                while (kc_chan_take_undelivered(h, &buf, if (zero_copy) 32 else 8) == 1) : (ntaken += 1) {
+                    if (zero_copy) {
+                        const d = std.mem.bytesToValue(chan.Descriptor, buf[0..32]);
+                        taken[ntaken] = d.len;
+                        _ = kc_buf_free(d.ptr);
+                    } else taken[ntaken] = std.mem.bytesToValue(u64, buf[0..8]);
+                }
+            }
+        };
+        S.zero_copy = zc;
+        S.ntaken = 0;
+        const lost_before = kc_undelivered_lost();
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(if (zc) 32 else 8, 2, 0, if (zc) chan_zero_copy else 0, &S.h));
+        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(S.h));
+        for ([_]u64{ 1, 2 }) |v| {
+            if (zc) {
+                var d: chan.Descriptor = undefined;
+                try testing.expectEqual(@as(i32, 0), kc_desc_make("buffered", @intCast(v), 0, &d));
+                try testing.expectEqual(@as(i32, 0), kc_chan_try_send(S.h, &d, 32));
+            } else try testing.expectEqual(@as(i32, 0), kc_chan_try_send(S.h, &v, 8));
+        }
+        kcoro.channel_registry.test_after_free = S.ownerDispose;
+        defer kcoro.channel_registry.test_after_free = null;
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.h)); // native code's
+        try testing.expectEqual(Status.bad_handle.code(), S.rc); // the owner's found it dead
+        try testing.expectEqual(@as(usize, 2), S.ntaken);
+        try testing.expectEqual([2]u64{ 1, 2 }, S.taken);
+        var buf: [32]u8 = undefined;
+        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(S.h, &buf, if (zc) 32 else 8));
+        try testing.expectEqual(lost_before, kc_undelivered_lost());
+    }
+}
+
+test "C ABI: what a channel kept for a thread that ended after native code destroyed the channel is freed, not left in the list" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // A Worker made a channel with onUndeliveredElement and gave its handle to native code,
+    // which destroyed it; the Worker ended before it learnt of that. The destroy's drops (and
+    // an earlier drop policy's) waited in the dead handle's list, its thread's end skipping a
+    // dead handle (`stopKeeping`), until a later channel was given the handle's value.
+    for ([_]bool{ false, true }) |zc| {
+        const T = struct {
+            h: u32 = 0,
+            zero_copy: bool,
+            made: std.Thread.ResetEvent = .{},
+            destroyed: std.Thread.ResetEvent = .{},
+
+            fn size(t: *const @This()) u32 {
+                return if (t.zero_copy) 32 else 8;
+            }
+            fn creator(t: *@This()) void {
+                var h: u32 = 0;
+                std.debug.assert(kc_chan_create(t.size(), 1, @intFromEnum(chan.Overflow.drop_oldest), if (t.zero_copy) chan_zero_copy else 0, &h) == 0);
+                std.debug.assert(kc_chan_keep_undelivered(h) == 0);
+                // Two sends: the first is dropped (kept), the second buffered (the destroy's).
+                for (0..2) |_| {
+                    if (!t.zero_copy) {
+                        const v: u64 = 7;
+                        std.debug.assert(kc_chan_try_send(h, &v, 8) == 0);
+                    } else {
+                        var d: chan.Descriptor = undefined;
+                        std.debug.assert(kc_desc_make("kept", 4, 0, &d) == 0);
+                        std.debug.assert(kc_chan_try_send(h, &d, 32) == 0);
+                    }
+                }
+                t.h = h;
+                t.made.set();
+                t.destroyed.wait(); // ends without a take
+            }
+        };
+        var t: T = .{ .zero_copy = zc };
+        const thread = try std.Thread.spawn(.{}, T.creator, .{&t});
+        t.made.wait();
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(t.h)); // native code's, not the owner's thread
+        t.destroyed.set();
+        thread.join();
+        var buf: [32]u8 = undefined;
+        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(t.h, &buf, t.size()));
+    }
 }
 
 test "C ABI: a value a dead isolate gives back or drops into a destroyed channel after its owner's last take is freed and counted lost, never left in the list" {

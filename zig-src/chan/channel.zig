@@ -771,6 +771,11 @@ pub const Channel = struct {
         /// Sealed (`seal`): `dropOffered` refuses a value the hook would take. Under `lock`, set
         /// once, never cleared (a later channel in this memory starts over: `reinit`).
         sealed: bool = false,
+        /// The handle that a hook set by `setUndeliveredSealing` files this channel's values
+        /// under (the C ABI's kept lists are by handle; its hook reads it, with the channel's
+        /// `serial`, from the channel it is given). Under `lock`, set with that hook. Here for
+        /// the same reason as `watchers`.
+        kept_handle: u32 = 0,
     };
 
     pub const Rx = struct {
@@ -1324,17 +1329,19 @@ pub const Channel = struct {
         ch.tx.seal_to = null;
     }
 
-    /// `setUndelivered(f, ctx)`, and the channel's destroy (`seal`, after the destroy's cancel)
-    /// replaces `f` with `late` (same `ctx`): for a hook that keeps values for an owner who
-    /// takes them once after the destroy (the C ABI's kc_chan_keep_undelivered). A drop that
-    /// comes later (a call on another thread that looked the channel up before the destroy)
-    /// would otherwise land after that take, where nobody takes it.
-    pub fn setUndeliveredSealing(ch: *Channel, f: UndeliveredFn, ctx: ?*anyopaque, late: UndeliveredFn) void {
+    /// `setUndelivered(f, ch)`, and the channel's destroy (`seal`, after the destroy's cancel)
+    /// replaces `f` with `late` (same ctx, the channel): for a hook that keeps values for an
+    /// owner who takes them once after the destroy (the C ABI's kc_chan_keep_undelivered), filed
+    /// under `handle` (`Tx.kept_handle`). A drop that comes later (a call on another thread that
+    /// looked the channel up before the destroy) would otherwise land after that take, where
+    /// nobody takes it. Sealed already (a destroy in progress): `late` at once.
+    pub fn setUndeliveredSealing(ch: *Channel, f: UndeliveredFn, late: UndeliveredFn, handle: u32) void {
         ch.lock();
         defer ch.unlock();
-        ch.on_undelivered = f;
-        ch.undelivered_ctx = ctx;
-        ch.tx.seal_to = late;
+        ch.on_undelivered = if (ch.tx.sealed) late else f;
+        ch.undelivered_ctx = ch;
+        ch.tx.seal_to = if (ch.tx.sealed) null else late;
+        ch.tx.kept_handle = handle;
     }
 
     /// The destroy's last word on dropped values, after its cancel (the registry's retire): a

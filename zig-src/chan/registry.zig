@@ -29,6 +29,11 @@ fn retireChannel(ch: *Channel) void {
     _ = ch.seal();
 }
 
+/// Tests: run by a channel's destroy once its handle died, before the retire (to make a race's
+/// window certain).
+pub var test_after_free: if (@import("builtin").is_test) ?*const fn () void else void =
+    if (@import("builtin").is_test) null else {};
+
 fn freeToken(t: *channel.Token, allocator: std.mem.Allocator) void {
     allocator.destroy(t);
 }
@@ -285,6 +290,7 @@ pub fn RefRegistry(
         /// The rest of a destroy, once `e`'s handle is freed.
         fn retireFreed(r: *Self, e: *Entry) void {
             e.handle.store(0, .release);
+            if (@import("builtin").is_test and T == Channel) if (test_after_free) |f| f();
             retire(e.obj.?);
             r.release(e); // the table's reference
         }
