@@ -69,11 +69,21 @@ pub fn entry(b: Builtin) *const anyopaque {
     };
 }
 
+/// Called by a scheduled built-in right before it writes its `done` cell, its last step: it is
+/// counted out of its scheduler's live count (kc_sched_info, `runtime().stats().live`) now, so
+/// that whoever saw `done` move sees it gone from there too. Before, its worker counted it out
+/// only after its entry returned, and a host that saw `done` and then read the count found it
+/// still live. The `done` write (release) publishes the count (see `countFinishedNow`).
+pub fn countedOut() void {
+    scheduler.Scheduler.countFinishedNow();
+}
+
 /// Stores `status` in cell 2, then sets `done` (cell 1) for the three-cell built-ins.
 pub fn finish(c: *[3]std.atomic.Value(u64), status: i32) void {
     c[2].store(@bitCast(@as(i64, status)), .monotonic);
+    countedOut();
     // Release: pairs with the reader's acquire of `done` (or the scope wait that precedes its
-    // read), which then sees `status`.
+    // read), which then sees `status` and the count-out.
     c[1].store(1, .release);
 }
 
@@ -142,6 +152,7 @@ fn sleeper(arg: ?*anyopaque) callconv(.c) void {
     const s = scheduler.currentScheduler() orelse return;
     // Saturating: a huge number of milliseconds sleeps for ever, not for the wrapped rest.
     s.sleep(c[0].load(.monotonic) *| std.time.ns_per_ms) catch {};
+    countedOut();
     // Release: pairs with the reader's acquire (or the drain that precedes its read).
     _ = c[1].fetchAdd(1, .release);
 }
@@ -163,6 +174,8 @@ pub fn spinWork(rounds: u64) u64 {
 fn spin(arg: ?*anyopaque) callconv(.c) void {
     const c = cells(arg);
     std.mem.doNotOptimizeAway(spinWork(c[0].load(.monotonic)));
+    countedOut();
+    // Release: pairs with the reader's acquire (or the drain that precedes its read).
     _ = c[1].fetchAdd(1, .release);
 }
 
@@ -181,6 +194,7 @@ fn chanSender(arg: ?*anyopaque) callconv(.c) void {
         if (kc_chan_send(handle, &v, @sizeOf(u64), 0, 0, 0) != 0) break;
         _ = c[3].fetchAdd(1, .monotonic);
     }
+    countedOut();
     // Release: pairs with the reader's acquire; `sent` is final before `done` moves.
     _ = c[4].fetchAdd(1, .release);
 }
@@ -221,6 +235,7 @@ pub fn skynetNode(arg: ?*anyopaque) callconv(.c) void {
         // Acq_rel: publishes our sum to the parent; the last child wakes it.
         if (p.pending.fetchSub(1, .acq_rel) == 1) _ = s.unpark(p.ref);
     } else if (me.out) |out| {
+        countedOut(); // the root, the spawned coroutine: `result` is its `done`
         out.store(result, .release);
     }
 }

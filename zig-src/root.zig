@@ -2952,6 +2952,7 @@ fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
         // Monotonic: a count the host reads after `done` (whose release orders it).
         _ = c[2].fetchAdd(1, .monotonic);
     }
+    builtins.countedOut();
     c[3].store(1, .release); // pairs with the host's acquire load of `done`
 }
 
@@ -3982,6 +3983,48 @@ test "C ABI: kc_spawn_gen spawns onto its generation's scheduler only, also when
     try testing.expect(h != 0);
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
     try testing.expectEqual(@as(u64, 1), @atomicLoad(u64, &ran[1], .acquire));
+}
+
+test "C ABI: a built-in spawned with kc_spawn is out of kc_sched_info's live count by the time its done cell shows" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // Its worker counted it out after its entry returned, which comes after it wrote `done`:
+    // held there (the hook), a host that saw `done` read it as live (`runtime().stats().live`
+    // after `cells[1]` moved).
+    const S = struct {
+        var checked = std.atomic.Value(bool).init(false);
+        /// Holds the worker until the test looked (bounded: it goes on after 2 s).
+        fn hold() void {
+            kcoro.scheduler.test_hooks.before_count_out = null; // once
+            const give_up = kcoro.scheduler.monotonicNs() + 2 * std.time.ns_per_s;
+            while (!checked.load(.acquire) and kcoro.scheduler.monotonicNs() < give_up) std.Thread.yield() catch {};
+        }
+    };
+    defer kcoro.scheduler.test_hooks.before_count_out = null;
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    // One that adds to `done` (cell 1 of two) and one that stores it (cell 1 of three: `finish`).
+    for ([_]Builtin{ .sleeper, .spin, .read_deadline }) |b| {
+        S.checked.store(false, .monotonic);
+        kcoro.scheduler.test_hooks.before_count_out = S.hold;
+        const entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(b)).?));
+        var cells = [3]u64{ 0, 0, 0 }; // 0 ms, 0 rounds, a deadline's cell
+        try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &cells, 0, null));
+        const d = test_wait.Deadline.in(test_wait.default_ns, "the built-in's done");
+        while (@atomicLoad(u64, &cells[1], .acquire) == 0) try d.wait();
+        var info: [7]u64 = undefined;
+        _ = kc_sched_info(&info, 7);
+        S.checked.store(true, .release); // pairs with the hook's acquire load
+        testing.expectEqual(@as(u64, 0), info[1]) catch |err| {
+            std.debug.print("{s}: live after done\n", .{@tagName(b)});
+            return err;
+        };
+        // Once its worker is done with it: still 0, counted out once (not again by the worker).
+        try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(10 * std.time.ns_per_s));
+        _ = kc_sched_info(&info, 7);
+        try testing.expectEqual(@as(u64, 0), info[1]);
+    }
 }
 
 test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dry, a cancel, a finish a cancel cut short" {

@@ -1208,16 +1208,18 @@ pub const Scheduler = struct {
     /// it finished now, so that `liveCount` no longer counts it by the time anyone learns of
     /// its end. Its worker, which counts a coroutine out after its entry returned, then does
     /// not count it again. The coroutine must not park after this (it would be counted out
-    /// while it could still run); nothing for code that is not a scheduled coroutine. One
-    /// owner-written store on the worker's own counter, as the worker's count is.
+    /// while it could still run); nothing for code that is not a scheduled coroutine, nor a
+    /// second time (a built-in that counted itself out before its `done` cell, then its scope's
+    /// `main`). One owner-written store on the worker's own counter, as the worker's count is.
     pub fn countFinishedNow() void {
         const co = coroutine.current() orelse return;
         const w = thisWorker() orelse return;
         if (co.owner != @as(?*anyopaque, w.sched)) return; // a hand-driven one resumed here
-        assert(!co.finish_counted);
+        if (co.finish_counted) return; // counted out already
         co.finish_counted = true;
         // Monotonic (`bump`): the caller's next step publishes it (the scope's seq_cst
-        // decrement of `live`, which a waiter reads with acquire before it reads the counters).
+        // decrement of `live`, or a built-in's release write of its `done` cell, which a waiter
+        // reads with acquire before it reads the counters).
         bump(&w.finished);
     }
 
