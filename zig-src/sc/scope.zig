@@ -1013,6 +1013,42 @@ test "a shutdown that cancels abandons parked children: no waiter, link or scope
     scope.release(); // the last reference: the testing allocator reports anything left
 }
 
+test "a child a shutdown abandons is out of its scheduler's live count by the time a thread waiting for its scope returns" {
+    // The shutdown counted nothing out for an abandoned coroutine: once the workers were gone
+    // the count was `live` alone, every spawn from outside ever made, so the waiter that the
+    // abandoned child woke (`abandonChild`) read it (and the finished one) as live.
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    const S = struct {
+        var seen = std.atomic.Value(u64).init(std.math.maxInt(u64));
+        fn quick(_: ?*anyopaque) callconv(.c) void {}
+        fn sleeper(arg: ?*anyopaque) callconv(.c) void {
+            const sch: *Scheduler = @ptrCast(@alignCast(arg.?));
+            sleepUntil(sch, scheduler.monotonicNs() + 600 * std.time.ns_per_s, null) catch {};
+        }
+        fn waiter(sc: *Scope, sch: *Scheduler) void {
+            sc.waitAll(null) catch {};
+            seen.store(sch.liveCount(), .release); // pairs with the test's acquire (after join)
+        }
+    };
+    const scope = try Scope.create(testing.allocator, &sched, null);
+    _ = try scope.launch(S.quick, null, .{});
+    _ = try scope.launch(S.sleeper, &sched, .{});
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the quick child to finish");
+    while (scope.liveCount() != 1) try d.wait();
+    try testing.expectEqual(@as(u64, 1), sched.liveCount()); // the sleeper
+    const t = try std.Thread.spawn(.{}, S.waiter, .{ scope, &sched });
+    sched.shutdown(.cancel);
+    t.join();
+    try testing.expectEqual(@as(u64, 0), S.seen.load(.acquire));
+    try testing.expectEqual(@as(u64, 0), sched.liveCount());
+    try testing.expect(scope.wasAbandoned());
+    scope.release();
+}
+
 test "a shutdown that cancels counts out children that never started, and their launch records" {
     var wd: test_wait.Watchdog = .{};
     try wd.start(@src(), test_wait.test_ns);

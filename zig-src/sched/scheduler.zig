@@ -1194,8 +1194,9 @@ pub const Scheduler = struct {
     }
 
     /// Coroutines spawned and not finished (a snapshot; exact when nothing runs). One that
-    /// tells others it ended (a scope's child, `countFinishedNow`) is counted out before they
-    /// can learn it: whoever saw its end sees it gone from here too.
+    /// tells others it ended (a scope's child, `countFinishedNow`; a built-in, before its `done`
+    /// cell) is counted out before they can learn it: whoever saw its end sees it gone from here
+    /// too. So is one a shutdown abandons (`releaseAbandoned`): 0 once it returned.
     pub fn liveCount(s: *Scheduler) u64 {
         var n = s.live.load(.monotonic);
         for (s.workers) |*w| n +%= w.spawned.load(.monotonic) -% w.finished.load(.monotonic);
@@ -1305,12 +1306,20 @@ pub const Scheduler = struct {
         // leave before they are freed.
         s.pingDrain();
         while (s.drainers.load(.acquire) > 0) std.Thread.yield() catch {};
-        // No thread runs a coroutine any more: free everything, finished or not.
+        // No thread runs a coroutine any more: free everything, finished or not. The workers'
+        // shares of `liveCount` first go to `live`, which then counts every coroutine that never
+        // finished, each counted out as it is abandoned below (`releaseAbandoned`). Before, the
+        // count read `live` alone from here on, outside spawns ever made, finished or not, and a
+        // thread that its abandoned scope child woke (`abandonChild`) read them live.
+        // Monotonic: the workers were joined, which ordered their counts before these loads.
+        s.live.store(s.liveCount(), .monotonic);
         for (s.workers) |*w| w.timers.deinit();
         s.allocator.free(s.workers);
         s.workers = &.{};
         // Coroutines that never finished still hold their contexts: find them on the stacks.
         s.pool.forEachStack(s, releaseAbandoned);
+        // Every one that never finished was counted out there: none is live.
+        assert(s.live.load(.monotonic) == 0);
         if (s.unmap_hook) |hook| hook();
         s.pool.deinitAbandoning();
         s.state.store(.stopped, .release);
@@ -1319,6 +1328,14 @@ pub const Scheduler = struct {
     fn releaseAbandoned(s: *Scheduler, st: Stack) void {
         if (!Coroutine.isUnfinishedAt(st)) return;
         const co = Coroutine.at(st);
+        // Out of `liveCount` before its cleanups tell anyone it ended (a scope's child: its
+        // scope's `live` drops, `abandonChild`, and a thread waiting for the scope returns), as
+        // a child that finishes is (`countFinishedNow`). One counted out so cannot be unfinished
+        // (it never parks after that, and its worker ran it to its end before it was joined).
+        // Monotonic: the cleanup's seq_cst decrement of the scope's `live` publishes it (the
+        // waiter reads that with acquire before it reads the count).
+        assert(!co.finish_counted);
+        _ = s.live.fetchSub(1, .monotonic);
         // First what its waits registered elsewhere (waiters, token links, references), while
         // the handle and context it may name are still there.
         co.runCleanups();
