@@ -362,7 +362,9 @@ int32_t kc_chan_close_cause(uint32_t handle, const void *cause, uint32_t len, ui
 /* The close cause's length, copying up to cap bytes of it into out; 0 if none; KC_EBADH once
  * the channel is destroyed. */
 int32_t kc_chan_cause(uint32_t handle, void *out, uint32_t cap);
-/* Cancels and frees the channel once no call uses it; the handle is dead at once. */
+/* Cancels the channel (sealing a kc_chan_keep_undelivered list) and kills its handle, then frees
+ * it once no call uses it. The cancel comes before the handle dies: a call that finds the handle
+ * dead (KC_EBADH) finds what the destroy dropped in the kept list already. */
 int32_t kc_chan_destroy(uint32_t handle);
 /* One more holder of the channel on the calling thread (a JavaScript isolate's Channel object).
  * A channel that was ever held is destroyed when its last hold is given back (kc_chan_unhold, or
@@ -456,8 +458,9 @@ int32_t kc_pool_views(uint32_t **out);
  * without a release) in a list, replacing the kc_chan_on_undelivered hook; kc_chan_take_undelivered
  * moves the oldest kept value into out: 1, or 0 when none is left (works after destroy too). The
  * list is kept for the calling thread: when it ends, a channel that lives on stops keeping (a
- * zero-copy one frees what it drops, as with kc_chan_free_undelivered) and what it kept is freed
- * (not so for a call from a coroutine: kept until the channel ends). The destroy seals the list
+ * zero-copy one frees what it drops, as with kc_chan_free_undelivered) and what it kept is freed,
+ * a channel's destroyed meanwhile (by another thread) too (not so for a call from a coroutine:
+ * kept until the channel ends). The destroy seals the list
  * once its cancel dropped what the channel held (ABI 22): take it after the destroy, and nothing
  * comes later (a late drop on another thread is refused, kc_chan_drop, or freed and counted,
  * kc_undelivered_lost). KC_ENOMEM if the thread's record could not grow. */
