@@ -1344,3 +1344,34 @@ Deno.test("a select that a channel's end fails hands every onSend clause's value
   }
   assert.equal(pending(), 0);
 });
+
+Deno.test("a losing onSend value refused on a channel still open reaches its hook after what a copy dropped there before it", async () => {
+  // The copy's drop-oldest trySend drops 1 natively, kept for the creator's hook; nothing of the
+  // creator's looks at that list before the select. The select fails on `a` (closed, first in
+  // clause order), and its clause on `b` is refused: `b`'s hook must get 1 before "B", in drop
+  // order. Before (without `#refused` emptying the kept list first), "B" came first and 1 only
+  // at `b`'s next operation or dispose.
+  const got: unknown[] = [];
+  const b = new Channel<unknown>(1, {
+    overflow: "drop-oldest",
+    onUndeliveredElement: (v) => got.push(v),
+  });
+  const copy = Channel.from(b.share());
+  using a = new Channel<unknown>(0);
+  a.close();
+  assert.equal(copy.trySend(1).state, "ok");
+  assert.equal(copy.trySend(2).state, "ok"); // drops 1, kept natively for b's hook
+  assert.deepEqual(got, []);
+  await assert.rejects(
+    select((s) => {
+      s.onSend(a, "A", () => "a");
+      s.onSend(b, "B", () => "b");
+    }),
+    ClosedSendError,
+  );
+  assert.deepEqual(got, [1, "B"]);
+  copy[Symbol.dispose]();
+  b[Symbol.dispose]();
+  assert.deepEqual(got, [1, "B", 2]); // the value buffered, at the creator's dispose
+  assert.equal(pending(), 0);
+});
