@@ -1375,3 +1375,33 @@ Deno.test("a losing onSend value refused on a channel still open reaches its hoo
   assert.deepEqual(got, [1, "B", 2]); // the value buffered, at the creator's dispose
   assert.equal(pending(), 0);
 });
+
+Deno.test("a select that a channel clause fails at once does not reach an onSend clause after an onAwait or onJoin whose job is complete or lazy: its value stays the caller's", async () => {
+  // The select stops at the failing clause (Kotlin registers no clause after a selected one):
+  // the clauses after the job's are not looked at, so no hook gets their values (README).
+  for (const job of ["complete", "lazy"] as const) {
+    const a = hooked(0), b = hooked(0);
+    a.ch.close();
+    await coroutineScope(async (scope) => {
+      const lazy = scope.launch(() => {}, { lazy: true });
+      const done = new CompletableDeferred<number>();
+      done.complete(1);
+      await assert.rejects(
+        select((s) => {
+          s.onSend(a.ch, "A", () => "a");
+          if (job === "lazy") s.onJoin(lazy, () => "joined");
+          else s.onAwait(done, () => "awaited");
+          s.onSend(b.ch, "B", () => "b");
+        }),
+        ClosedSendError,
+      );
+      assert.equal(lazy.state, "new", `${job}: the lazy job was not started`);
+      lazy.cancel();
+    });
+    assert.deepEqual([a.got, b.got], [["A"], []], job);
+    a.ch[Symbol.dispose]();
+    b.ch[Symbol.dispose]();
+    assert.deepEqual(b.got, [], job);
+  }
+  assert.equal(pending(), 0);
+});
