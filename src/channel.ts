@@ -1782,11 +1782,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #collect(): boolean {
     // Not once it ended (native code destroyed it: `#destroyedUnder` took all it dropped; or a
-    // copy of this isolate found that first: the dispose takes them), as the handle's value may
-    // name a later channel since.
-    if (!this.#keeps || this._shared.ended || !this.#lib.isOpen || this.#collectLater) {
-      return false;
-    }
+    // copy of this isolate found that first: the dispose takes them), nor once disposed (the
+    // dispose took them all, its destroy sealed the list), as the handle's value may name a
+    // later channel since. A select's losing send clause is refused on its channel after user
+    // code ran (a hook, a job's Disposable) that may have disposed it: before, that took from
+    // the dead handle's list (`#refused`).
+    if (
+      !this.#keeps || this._shared.ended || this.#disposed || !this.#lib.isOpen ||
+      this.#collectLater
+    ) return false;
     const sym = this.#lib.symbols("collect undelivered values");
     const taken = this.#takeUndelivered(sym, COLLECT_BATCH);
     if (taken < COLLECT_BATCH) return taken > 0;
@@ -2259,7 +2263,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // value's encoding was never freed nor the value handed to the hook.
       if (slot !== undefined) this.#codec.discard(slot, this.#lib._symbolsToRelease);
       s.localDropped++;
-      if (!s.local && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
+      // Not once disposed (a select's losing clause, refused after a hook disposed its
+      // channel): the counters went with the channel, and the flush would call its dead handle.
+      if (!s.local && !s.scheduled && this.#lib.isOpen && !this.#disposed) this.#countLater(s);
       // What was dropped natively before it (a copy's refused values, kept for this creator)
       // reaches the hook first, in drop order: a select's losing clause on a channel still
       // open comes here with nothing else having emptied the list.

@@ -1405,3 +1405,48 @@ Deno.test("a select that a channel clause fails at once does not reach an onSend
   }
   assert.equal(pending(), 0);
 });
+
+Deno.test("a losing onSend value refused on a channel a hook disposed meanwhile reaches its hook with no call on the dead handle", async () => {
+  // `a`'s cancel fails the waiting select; `a`'s hook (run by that cancel, before the select's
+  // record drains) disposes `b`. The losing clause on `b` is then refused: its value goes to
+  // `b`'s hook, and nothing may call `b`'s dead handle, whose value a later channel may have
+  // by then. Before, the refusal took from its undelivered list (kc_chan_take_undelivered) and
+  // counted the drop on it (kc_chan_add_metrics at the end of the turn).
+  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const names = ["kc_chan_take_undelivered", "kc_chan_add_metrics", "kc_chan_drop"];
+  const saved = names.map((n) => sym[n]);
+  const onDead: string[] = [];
+  let dead = -1;
+  names.forEach((n, i) =>
+    sym[n] = (...args: unknown[]) => {
+      if (args[0] === dead) onDead.push(n);
+      return saved[i](...args);
+    }
+  );
+  try {
+    const b = hooked(0);
+    const handle = b.ch.share().handle;
+    const gotA: unknown[] = [];
+    using a = new Channel<unknown>(0, {
+      onUndeliveredElement: (v) => {
+        gotA.push(v);
+        b.ch[Symbol.dispose]();
+        dead = handle;
+      },
+    });
+    a.share();
+    const waiting = select((s) => {
+      s.onSend(a, "A", () => "a");
+      s.onSend(b.ch, "B", () => "b");
+    });
+    assert.equal(await settled(waiting), false);
+    a.cancel();
+    await assert.rejects(waiting, CancellationError);
+    assert.deepEqual([gotA, b.got], [["A"], ["B"]]);
+    await new Promise((r) => setTimeout(r, 0)); // the end of the turn's count flush
+    assert.deepEqual(onDead, [], "calls on b's dead handle");
+  } finally {
+    names.forEach((n, i) => sym[n] = saved[i]);
+  }
+  assert.equal(pending(), 0);
+});
