@@ -3992,3 +3992,65 @@ for (const shared of [false, true]) {
     assert.deepEqual(reported.errors, []);
   });
 }
+
+for (const shared of [false, true]) {
+  const kind = shared ? "shared" : "local";
+  Deno.test(`${kind}: values a hook's own drops left for later macrotasks reach it once, in order, across a dispose`, async () => {
+    using reported = catchReported();
+    // The hook's first call re-sends 100,000 values into its own drop-oldest channel: each drops
+    // the one buffered, queued while the hook runs, 65,536 handed over at its return, the rest
+    // a macrotask later. The dispose comes while they wait: the value it drops (the last one
+    // buffered) queues behind them, and none is lost or handed over twice. Before, each was
+    // handed over at once, inside the hook's own call (nested), all 100,001 in that turn.
+    const N = 100_000;
+    const got: number[] = [];
+    let depth = 0, deepest = 0;
+    const ch = new Channel<number>(1, {
+      overflow: "drop-oldest",
+      onUndeliveredElement: (v) => {
+        deepest = Math.max(deepest, ++depth);
+        got.push(v);
+        if (v === -2) { for (let i = 1; i <= N; i++) ch.trySend(i); }
+        depth--;
+      },
+    });
+    if (shared) ch.share();
+    ch.trySend(-2);
+    ch.trySend(-1); // drops -2: the hook sends 1..N, dropping -1, 1, ..., N - 1
+    assert.ok(got.length < N + 1, `a batch at most now: ${got.length}`);
+    ch[Symbol.dispose](); // drops N, behind the rest
+    await until(() => got.length >= N + 2, "the later batches");
+    assert.equal(got.length, N + 2);
+    assert.deepEqual(got.slice(0, 3), [-2, -1, 1]);
+    for (let i = 2; i < got.length; i++) if (got[i] !== i - 1) assert.fail(`got[${i}] = ${got[i]}`);
+    assert.equal(deepest, 1, "the hook ran inside itself");
+    assert.deepEqual(reported.errors, []);
+  });
+}
+
+Deno.test("values a hook's own drops left for later macrotasks still reach it after closeLibrary(), and keep the process alive until then", async () => {
+  // In a process of its own: it closes the library. The values wait as JavaScript values
+  // (decoded when taken), so the close takes nothing from them; the drain's timer keeps the
+  // process alive until the last one is handed over.
+  const res = await evalScript(`
+    import { Channel, closeLibrary } from "./mod.ts";
+    const N = 100_000;
+    const got = [];
+    const ch = new Channel(1, { overflow: "drop-oldest", onUndeliveredElement: (v) => {
+      got.push(v);
+      if (v === -2) for (let i = 1; i <= N; i++) ch.trySend(i);
+    } });
+    ch.share();
+    ch.trySend(-2);
+    ch.trySend(-1);
+    const now = got.length;
+    closeLibrary();
+    ch[Symbol.dispose]();
+    globalThis.addEventListener("unload", () => {
+      const inOrder = got.every((v, i) => i < 2 || v === i - 1);
+      console.log(now < N + 1, got.length, inOrder);
+    });
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "true 100002 true");
+});
