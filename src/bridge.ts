@@ -283,6 +283,18 @@ export class Bridge {
     this.#poll = null;
   }
 
+  /**
+   * Settles now every record already on the ring. For a send of this isolate that met its own
+   * receive queued natively (`Channel`'s `#handOff`): its native try-send completed the receive
+   * on this thread, so the record is there, and the receive settles before the send returns, as
+   * a hand-off in JavaScript settles it (no window in which an abort takes the value back from
+   * a send that resolved). The outstanding `kc_ring_wait`, woken by that record, then finds
+   * nothing to drain.
+   */
+  settleNow(): void {
+    if (this.#lib.isOpen) this.#drain();
+  }
+
   /** The ticket of the last queued `submit`. */
   get ticket(): number {
     return this.#out[0];

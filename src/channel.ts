@@ -298,6 +298,11 @@ const FULL: { state: "full" } = Object.freeze({ state: "full" });
 const EMPTY: { state: "empty" } = Object.freeze({ state: "empty" });
 /** `#handOff`: a receiver of this isolate took the value. */
 const HANDED = Symbol("handed");
+/**
+ * `#handOff`: the native try-send decides (a receiver may be queued natively ahead of this
+ * isolate's), and receivers of this isolate are queued natively: it may complete one of them.
+ */
+const VIA_RING = Symbol("via the ring");
 const CLOSED: { state: "closed" } = Object.freeze({ state: "closed" });
 
 /**
@@ -988,12 +993,6 @@ function waiting(q: WaitQueue): Waiter[] {
   const list: Waiter[] = [];
   for (let w = q.first; w !== null; w = w.next) list.push(w);
   return list;
-}
-
-/** Whether a waiter of `q` is queued natively (not completed there yet). */
-function anyQueued(q: WaitQueue): boolean {
-  for (let w = q.first; w !== null; w = w.next) if (w.state === QUEUED) return true;
-  return false;
 }
 
 /** Queues natively every waiter of `q` still waiting in JavaScript, oldest first. */
@@ -1918,12 +1917,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // A retry there may have met the dead handle and learnt the channel ended (`_tryNow`): its
       // own try below is given `ENDED_HANDLE` then (`#handle`) and answers closed.
     }
+    let settle = false;
     if (s.receivers.first !== null) {
       const h = this.#handOff(value, sym);
       if (h === HANDED) return OK;
+      // A receive of this isolate queued natively may be the one the try-send completes.
+      if (h === VIA_RING) settle = true;
       // Passed, but no receiver could take it (each completed natively first): the copy is
       // what is sent, not a second read of the value.
-      if (h !== EMPTY) value = h as T;
+      else if (h !== EMPTY) value = h as T;
     }
     if (this.#sendBlocked(sym)) {
       // Full as the blocked byte says: the value is checked, not copied into native memory only
@@ -1962,6 +1964,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         : sym.kc_chan_try_send(this.#handle, slot.ptr, this.#size);
     }
     if (rc === 0) {
+      if (settle) this.#bridge.settleNow(); // see `#handOff`
       if (this.#dropping) this.#collect();
       return OK;
     }
@@ -2360,9 +2363,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * Gives `value` to a receiver waiting in this isolate: HANDED; else EMPTY when none could take
-   * it, or the copy `codec.pass` made when each receiver tried had completed natively first
-   * (the value was read: the send goes on with that copy).
+   * Gives `value` to a receiver waiting in this isolate: HANDED; VIA_RING when the native
+   * try-send must decide and may complete one of this isolate's receivers queued natively;
+   * else EMPTY when none could take it, or the copy `codec.pass` made when each receiver tried
+   * had completed natively first (the value was read: the send goes on with that copy).
    */
   #handOff(value: T, sym: Sym): unknown {
     const s = this._shared;
@@ -2373,21 +2377,25 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       flushAll(s.receivers);
       return EMPTY;
     }
-    if (this.#receiverMayWaitNatively(sym) && !anyQueued(s.receivers)) {
-      // The waiting byte says a receiver is queued natively, and none of this isolate's is:
-      // another thread's or isolate's, queued before these receivers began waiting in
-      // JavaScript (one waits here only within the turn it began), so ahead of them. They
-      // queue natively behind it, and the native try-send meets it. Before, the send handed the
-      // value to this isolate's receiver, past one that waited longer (the mirror of `#poll`'s
-      // rendezvous rule, seed 547's): on a rendezvous channel until 20144ae, on a buffered one
-      // (an empty buffer) until the waiting byte. With the byte clear (no receiver queued
-      // natively) they meet here, with no call. Where a receiver of this isolate is queued
-      // natively too (an earlier turn's) it is withdrawn and handed the value as before: the
-      // byte cannot say whether another's is ahead of it, and a native completion of it would
-      // let an abort in the same turn take the value back from a send that resolved (README's
-      // abort paragraph).
+    if (this.#receiverMayWaitNatively(sym)) {
+      // The waiting byte says a receiver may be queued natively: another thread's or isolate's,
+      // queued before these receivers began waiting in JavaScript (one waits here only within
+      // the turn it began), so ahead of them; or one of this isolate's, queued in an earlier
+      // turn, which may itself be behind another's. They queue natively behind it, and the
+      // native try-send meets the oldest, whoever's it is: FIFO across them all. Before, the
+      // send handed the value to this isolate's receiver, past one that waited longer (the
+      // mirror of `#poll`'s rendezvous rule, seed 547's): on a rendezvous channel until
+      // 20144ae, on a buffered one (an empty buffer) until the waiting byte; and, where a
+      // receive of this isolate was queued natively too, it withdrew the oldest of those and
+      // handed it the value, past another thread's queued before it (the byte cannot say whose
+      // is first). With the byte clear (no receiver queued natively) they meet here, with no
+      // call.
       flushAll(s.receivers);
-      return EMPTY;
+      // Receivers of this isolate queued natively now: the try-send may complete one of them.
+      // `#trySend` then settles its record before it returns (`Bridge.settleNow`), as a
+      // hand-off here would settle it: one call more than the withdrawal it made before, and
+      // only with a receive of this isolate queued natively.
+      return s.receivers.first !== null ? VIA_RING : EMPTY;
     }
     // A buffer may hold values sent (from elsewhere) since these receivers began waiting in
     // JavaScript: those come first. A rendezvous channel has none to offer.

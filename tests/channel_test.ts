@@ -3795,8 +3795,8 @@ Deno.test("a rendezvous send reaches a receiver queued natively on another threa
   // DESIGN.md section 5: FIFO per channel, waiters included (Kotlin's channels are fair). A
   // send of this isolate handed the value to its own receive waiting in JavaScript, past a
   // native coroutine's receive queued before it began: the mirror of the receive side's rule
-  // (seed 547's commit). A receive of this isolate queued natively in an earlier turn is handed
-  // the value as before (README's order bullet): not tested here as an order.
+  // (seed 547's commit). With a receive of this isolate queued natively in an earlier turn too,
+  // the oldest is met: the test 'a send meets the oldest receiver queued natively ...' below.
   const sym = library().symbols("test");
   for (const how of ["trySend", "send", "trySendMany"] as const) {
     for (const fresh of [true, false]) {
@@ -3853,6 +3853,85 @@ Deno.test("a rendezvous receive takes a sender queued natively on another thread
       assert.equal(await ch.receive(), 19n, `${what}: then the local send's`);
       await later;
     }
+  }
+});
+
+Deno.test("a send meets the oldest receiver queued natively, another isolate's or a receive of this isolate queued in an earlier turn, whichever came first", async () => {
+  // DESIGN.md section 5: FIFO per channel, waiters included. With a receive of this isolate
+  // queued natively in an earlier turn, a send of this isolate withdrew it and handed it the
+  // value, past another isolate's receive queued natively before it (the waiting byte cannot
+  // say whose is first): the exception README's Status listed. Now the native try-send meets
+  // the oldest. The other order too: this isolate's receive, queued first, is met first. The
+  // other isolate's receive is queued on a ring of the test's own (as a Worker's is).
+  const sym = library().symbols("test");
+  const bridge = Bridge.of(library());
+  const out = new Uint32Array(1);
+  assert.equal(sym.kc_ring_create(out), 0);
+  const ring = out[0];
+  const records = new Uint32Array(8);
+  try {
+    for (const capacity of ["rendezvous", 4] as const) {
+      for (const how of ["trySend", "send", "trySendMany"] as const) {
+        for (const otherFirst of [true, false]) {
+          const what = `${capacity} ${how}, ${
+            otherFirst ? "the other isolate's" : "this isolate's"
+          } receive first`;
+          using ch = new Channel<bigint>(capacity, { codec: codecs.u64 });
+          const h = ch.handle; // escaped: native from here on
+          const value = new BigUint64Array(1);
+          const ticket = new Uint32Array(1);
+          const queueOther = () =>
+            assert.equal(sym.kc_chan_recv_async(h, value, 8, ring, ticket), 1, what);
+          /** The other isolate's receive: its value, or undefined while it waits. */
+          const otherGot = () => {
+            const n = sym.kc_ring_drain(ring, records, 2);
+            if (n === 0) return undefined;
+            assert.deepEqual([n, records[0], records[1]], [1, ticket[0], 0], what);
+            assert.equal(sym.kc_ring_take(ring, ticket[0], value, 8), 0, what);
+            return value[0];
+          };
+          const ctl = new AbortController();
+          const queueLocal = async () => {
+            const before = bridge.pending;
+            // Waits in JavaScript, then queues natively at the turn's end.
+            const p = ch.receive({ signal: ctl.signal });
+            await until(() => bridge.pending > before, `${what}: this isolate's receive queued`);
+            return { p }; // not the promise itself: `await` would wait for it
+          };
+          let local: Promise<bigint>;
+          if (otherFirst) {
+            queueOther();
+            local = (await queueLocal()).p;
+          } else {
+            local = (await queueLocal()).p;
+            queueOther();
+          }
+          if (how === "trySend") assert.deepEqual(ch.trySend(1n), { state: "ok" }, what);
+          else if (how === "send") await ch.send(1n);
+          else assert.deepEqual(ch.trySendMany([1n]), { state: "ok", sent: 1 }, what);
+          // A send that completes this isolate's receive natively settles it before it returns,
+          // as a hand-off in JavaScript does: an abort after it comes too late (README's abort
+          // paragraph: a send of this isolate leaves no window for one).
+          if (otherFirst) {
+            assert.equal(otherGot(), 1n, `${what}: the other isolate's receive took the value`);
+            assert.equal(await settled(local), false, `${what}: this isolate's took it`);
+            assert.deepEqual(ch.trySend(2n), { state: "ok" }, what); // then this isolate's turn
+            ctl.abort("too late");
+            assert.equal(await local, 2n, `${what}: then this isolate's receive`);
+          } else {
+            ctl.abort("too late");
+            assert.equal(otherGot(), undefined, `${what}: the other isolate's receive took it`);
+            assert.equal(await local, 1n, `${what}: this isolate's receive first`);
+            assert.deepEqual(ch.trySend(2n), { state: "ok" }, what);
+            assert.equal(otherGot(), 2n, `${what}: then the other isolate's`);
+          }
+          const m = ch.metrics();
+          assert.deepEqual([m.sends, m.receives, m.dropped], [2, 2, 0], what);
+        }
+      }
+    }
+  } finally {
+    assert.equal(sym.kc_ring_destroy(ring), 0);
   }
 });
 

@@ -270,29 +270,25 @@ class MChan {
    * send clause offers it (natively).
    */
   offer(v: number, viaSelect = false, foreign = false): boolean {
-    let r = this.live(this.receivers);
+    const r = this.live(this.receivers);
     if (r !== undefined) {
-      if (
-        !viaSelect && !foreign && this.selects.size === 0 && this.native &&
-        this.receivers.some((e) => !e.op.done && e.op.foreign)
-      ) {
-        // A send of this isolate with another thread's receive queued natively (README's order
-        // bullet; on a buffered channel the buffer is empty then): with a receive of this
-        // isolate queued natively too, the oldest of this isolate's is handed the value (the
-        // channel's waiting byte cannot tell whose is first); with none, this isolate's receives waiting in JavaScript queue
-        // natively behind the other thread's, which the native send meets (in order: they
-        // began this turn, after it queued).
-        r = this.receivers.find((e) => !e.op.done && !e.op.foreign && e.queued) ??
-          (this.queueAll(), r);
-      } else if (!viaSelect && !foreign && this.selects.size > 0) this.queueAll();
+      // A send of this isolate meets its receives in JavaScript only while no receiver is
+      // queued natively (the channel's waiting byte, README's order bullet); with one queued
+      // (another thread's, or one of this isolate's queued in an earlier turn), this isolate's
+      // receives still in JavaScript queue natively behind it, and the native send meets the
+      // oldest, whoever's it is (in order: those in JavaScript began this turn, after it
+      // queued), settling this isolate's before the send returns.
+      const native = !viaSelect && !foreign && this.selects.size === 0 && this.native &&
+        this.receivers.some((e) => !e.op.done && (e.op.foreign || e.queued));
+      if (native || (!viaSelect && !foreign && this.selects.size > 0)) this.queueAll();
       this.receivers.splice(this.receivers.indexOf(r), 1);
       this.sent(v);
       this.received(v);
       this.handoffs++;
       // A select waits natively, and so does every receive of this isolate while a select is
-      // queued on the channel (or when a select's clause meets it, or another thread's send,
-      // or this isolate's send that found another thread's receive queued first): completed
-      // natively.
+      // queued on the channel (or when a select's clause meets it, or another thread's send):
+      // completed natively. One that this isolate's send completed natively (found a receive
+      // queued natively) settles before the send returns, as a hand-off in JavaScript does.
       if (viaSelect || r.op.isSelect || this.selects.size > 0 || foreign) {
         nativeDone.set(r.op, { ch: this, value: v });
       }
@@ -1811,7 +1807,10 @@ const SEEDS = range
   // step 64 ('other thread ch0 receive#26: should have settled'). 44 meets the send rule on a
   // buffered channel: with the waiting byte's rule kept to rendezvous channels (`#handOff`) it
   // fails at step 190 ('other thread ch1 receive#73: model {"ok":true,"value":283}, real value
-  // 284').
+  // 284'). 20 also meets the send rule with a receive of this isolate queued natively in an
+  // earlier turn behind the other thread's: with that receive withdrawn and handed the value
+  // (`#handOff` before the native try-send met the oldest) it fails at step 121 ('other thread
+  // ch2 receive#48: should have settled').
   : [3, 7, 11, 14, 20, 21, 31, 44, 192];
 
 for (const seed of SEEDS) {
