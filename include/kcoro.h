@@ -339,7 +339,9 @@ const uint8_t *kc_chan_blocked_flag(uint32_t handle);
 /* The channel's "a receiver is queued" byte; NULL for a bad handle. Nonzero only if a receiver
  * (a receive or a select's receive clause, of any thread, coroutine or ring) was queued on the
  * channel at some moment since, 0 only if none was. Read it, then the handle word (both
- * acquire), as the ready byte. New in ABI 22. */
+ * acquire), as the ready byte. Once this was called, a coroutine's select that completes
+ * unlinks its losing receive clause here, so that clause does not keep the byte set. New in
+ * ABI 22. */
 const uint8_t *kc_chan_waiting_flag(uint32_t handle);
 /* Sets (NULL clears) the hook given every value the channel drops. It runs with the channel
  * locked and must not use the channel. Zero-copy: elem is a struct kc_desc without a release.

@@ -1325,9 +1325,14 @@ export fn kc_chan_blocked_flag(h: u32) callconv(.c) ?*const u8 {
 /// was written, and 0 only if none was; set at every unlock of the channel. As
 /// `kc_chan_ready_flag`: read it (acquire), then the handle word, to know it is this channel's.
 /// A host whose own receivers wait outside the channel reads 0 to know, without a call, that
-/// no receiver queued here is ahead of them. New in ABI 22.
+/// no receiver queued here is ahead of them. From this call on, a coroutine's select that
+/// completes unlinks its losing receive clause here (`Tx.waiting_mapped`), so that clause does
+/// not keep the byte set. New in ABI 22.
 export fn kc_chan_waiting_flag(h: u32) callconv(.c) ?*const u8 {
     const peeked = chans().peek(h) orelse return null;
+    // Monotonic: a hint for coroutine selects (`Tx.waiting_mapped`); one that misses it
+    // leaves the byte set, which is always a safe answer.
+    peeked.ch.tx.waiting_mapped.store(true, .monotonic);
     return @ptrCast(&peeked.ch.flags.recv_waiting.raw);
 }
 

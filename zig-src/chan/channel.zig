@@ -776,6 +776,13 @@ pub const Channel = struct {
         /// `serial`, from the channel it is given). Under `lock`, set with that hook. Here for
         /// the same reason as `watchers`.
         kept_handle: u32 = 0,
+        /// A host maps `flags.recv_waiting` (`kc_chan_waiting_flag`): a coroutine's select that
+        /// wins elsewhere then unlinks its losing receive clause here instead of leaving it
+        /// queued, stale, which would keep that byte set until the coroutine selects again or
+        /// ends (`LazySlot.dropLosingReceives`). Set once (a later channel in this memory
+        /// starts over: `reinit`), read without a lock as a hint. Here for the same reason as
+        /// `watchers`.
+        waiting_mapped: std.atomic.Value(bool) = .init(false),
     };
 
     pub const Rx = struct {
@@ -2667,6 +2674,38 @@ const LazySlot = struct {
         ch.unref();
     }
 
+    /// After this coroutine's select of `clauses` was won by clause `winner`: each losing
+    /// receive clause still queued on a channel whose waiting byte a host maps
+    /// (`Tx.waiting_mapped`) and reads set is unlinked under that channel's lock, whose unlock
+    /// then writes the byte anew (`publishFlags`). Left queued, stale, it kept the byte set
+    /// until this coroutine selected again or ended, and the host's hand-offs between its own
+    /// waiters on the channel went through the native queue meanwhile (correct, slower). Other
+    /// channels keep the clause queued for the next select to re-arm without a lock
+    /// (ChanPopular's). The clause's `chans[i]` and its reference stay: the next select queues
+    /// it again through the lock (`stillQueued` reads its tag clear).
+    fn dropLosingReceives(slot: *LazySlot, clauses: []const Clause, winner: u8) void {
+        assert(winner < clauses.len);
+        assert(clauses.len <= max);
+        for (clauses, 0..) |c, i| {
+            if (i == winner or c.kind != .receive) continue;
+            // Not this clause's waiter: a win while the select armed its clauses (`won_early`)
+            // left the rest as they were, maybe another channel's (its next select reclaims it).
+            if (slot.chans[i] != c.ch or slot.kinds[i] != .receive) continue;
+            // Monotonic: a hint. Missing a host's first mapping only leaves the byte set, the
+            // answer that is always safe; the lock below decides the rest.
+            if (!c.ch.tx.waiting_mapped.load(.monotonic)) continue;
+            // Monotonic: this thread queued the waiter and then unlocked, publishing the byte
+            // set (release, `publishFlags`), so it reads that store or a later one; clear
+            // means nobody waits here now (a completer unlinked this waiter under the lock).
+            if (!c.ch.flags.recv_waiting.load(.monotonic)) continue;
+            // Monotonic: a hint that a completer may have unlinked it; the lock decides.
+            if (slot.waiters[i].tag.load(.monotonic) & 1 == 0) continue;
+            c.ch.lock();
+            slot.unlinkLocked(i);
+            c.ch.unlock();
+        }
+    }
+
     fn onFinish(c: *coroutine.Cleanup) void {
         const slot: *LazySlot = @fieldParentPtr("finish", c);
         // An abandoned coroutine may be parked in a select: give it up first, so that no clause
@@ -2849,6 +2888,7 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
         winner = slot.state.winnerOf(gen);
     }
     assert(winner < n);
+    slot.dropLosingReceives(clauses, winner);
     return selectedOf(winner, slot.state.status.load(.acquire));
 }
 
@@ -4353,6 +4393,75 @@ test "select on a coroutine: a losing clause stays queued but stale; unlinked by
     try sendU64Within(S.e, 0);
     try s.drainFor(limit);
     for ([_]*Channel{ S.c, S.d, S.e }) |ch| try testing.expect(ch.receivers.isEmpty() and ch.senders.isEmpty());
+}
+
+test "select on a coroutine: a losing receive clause on a channel whose waiting byte a host maps is unlinked when the select completes, and the byte clears" {
+    // Left queued, stale, it kept `recv_waiting` set until the coroutine selected again or
+    // ended: a host (TypeScript's hand-off) read a receiver queued where none could take a
+    // value. Where no host maps the byte the clause stays queued (the test above).
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var c: *Channel = undefined;
+        var d: *Channel = undefined;
+        var e: *Channel = undefined;
+        var idx: [2]u32 = .{ 9, 9 };
+        var got: [2]u64 = .{ 0, 0 };
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            var x: u64 = 0;
+            for (0..2) |round| {
+                const clauses = [_]Clause{
+                    .{ .ch = c, .kind = .receive, .elem = std.mem.asBytes(&x) },
+                    .{ .ch = d, .kind = .receive, .elem = std.mem.asBytes(&x) },
+                };
+                const r = select(&clauses, .{}) catch unreachable;
+                idx[round] = r.index;
+                got[round] = x;
+                _ = recvU64(e) catch unreachable; // parks between rounds
+            }
+        }
+    };
+    for ([_]u32{ 0, 4 }) |capacity| {
+        S.idx = .{ 9, 9 };
+        S.got = .{ 0, 0 };
+        S.c = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = capacity });
+        defer S.c.destroy();
+        S.d = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+        defer S.d.destroy();
+        S.e = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+        defer S.e.destroy();
+        S.c.tx.waiting_mapped.store(true, .monotonic); // as kc_chan_waiting_flag does
+        var s: scheduler.Scheduler = undefined;
+        try s.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+        defer s.shutdown(.cancel);
+        _ = try s.spawn(S.selector, null);
+
+        // Round 1 queues on both (the byte of c set), then wins on d.
+        try awaitQueued(S.d, "receivers");
+        try testing.expect(S.c.flags.recv_waiting.load(.acquire));
+        try sendU64Within(S.d, 1);
+        try awaitQueued(S.e, "receivers"); // the select returned
+        // Acquire: pairs with the release store of the unlock that unlinked the clause.
+        try testing.expect(!S.c.flags.recv_waiting.load(.acquire));
+        S.c.lock();
+        try testing.expect(S.c.receivers.isEmpty());
+        S.c.unlock();
+
+        // Round 2 queues on c again (through the lock) and takes its send.
+        try sendU64Within(S.e, 0);
+        try awaitQueued(S.c, "receivers");
+        try testing.expect(S.c.flags.recv_waiting.load(.acquire));
+        try sendU64Within(S.c, 5);
+        try awaitQueued(S.e, "receivers");
+        try testing.expectEqual([2]u32{ 1, 0 }, S.idx);
+        try testing.expectEqual([2]u64{ 1, 5 }, S.got);
+        // The clause that lost on d stays queued: no host maps d's byte.
+        try testing.expect(!S.d.receivers.isEmpty());
+        try sendU64Within(S.e, 0);
+        try s.drainFor(10 * std.time.ns_per_s);
+        for ([_]*Channel{ S.c, S.d, S.e }) |ch| try testing.expect(ch.receivers.isEmpty() and ch.senders.isEmpty());
+    }
 }
 
 test "select on a coroutine: a stale clause unlinked while its select re-arms it is queued again, not left armed in no queue" {
