@@ -284,16 +284,62 @@ export class Bridge {
   }
 
   /**
-   * Settles now every record already on the ring. For a send of this isolate that met its own
-   * receive queued natively (`Channel`'s `#handOff`): its native try-send completed the receive
-   * on this thread, so the record is there, and the receive settles before the send returns, as
-   * a hand-off in JavaScript settles it (no window in which an abort takes the value back from
-   * a send that resolved). The outstanding `kc_ring_wait`, woken by that record, then finds
-   * nothing to drain.
+   * Drains the ring now and settles the records of the operations `pick` chooses; the others'
+   * are held, and settled first by the next `#drain` (at the latest in the next turn of the
+   * event loop: the outstanding `kc_ring_wait` finds the ring empty). For a send of this isolate
+   * that met its own receive queued natively (`Channel`'s `#handOff`): its native try-send
+   * completed the receive on this thread, so the record is there, and the receive settles
+   * before the send returns, as a hand-off in JavaScript settles it (no window in which an abort
+   * takes the value back from a send that resolved). The other operations settle when they
+   * would have: draining them all here let a send on one channel close the abort window of a
+   * receive another thread completed on another channel (the model fuzz's seed 55, with the
+   * other thread acting mid-turn). False if the ring cannot be drained (gone: destroyed by
+   * hand, as a test does), true otherwise.
    */
-  settleNow(): void {
-    if (this.#lib.isOpen) this.#drain();
+  settleWhere(pick: (op: RingOp) => boolean): boolean {
+    if (!this.#lib.isOpen) return true;
+    const records = this.#early, statuses = new Int32Array(records.buffer);
+    const picked: [RingOp, number, number][] = [];
+    let n: number;
+    do {
+      n = this.#sym.kc_ring_drain(this.#ring, records, BATCH);
+      if (n < 0) return false;
+      for (let i = 0; i < n; i++) {
+        const ticket = records[4 * i], status = statuses[4 * i + 1], index = records[4 * i + 2];
+        const op = this.#ops.get(ticket);
+        if (op !== undefined && pick(op)) {
+          this.#ops.delete(ticket);
+          picked.push([op, status, index]);
+        } else this.#held.push(ticket, status, index);
+      }
+    } while (n === BATCH);
+    if (this.#held.length > 0 && !this.#heldDue) {
+      this.#heldDue = true;
+      setImmediate(() => {
+        this.#heldDue = false;
+        if (this.#lib.isOpen) this.#drain();
+      });
+    }
+    if (this.#ops.size === 0 && this.#waiting) {
+      this.#maybeIdle = true; // as `abort`: let the idle isolate exit (`#start`)
+      this.#schedule();
+    }
+    for (const [op, status, index] of picked) {
+      try {
+        op.complete(status, index);
+      } catch (e) {
+        reportError(e);
+      }
+    }
+    return true;
   }
+
+  /** Records `settleWhere` drained and held, as (ticket, status, index) triples, oldest first. */
+  #held: number[] = [];
+  /** A `#drain` of the held records is scheduled. */
+  #heldDue = false;
+  /** `settleWhere`'s batch (not `#records`, which a drain in progress may still be settling). */
+  readonly #early = new Uint32Array(4 * BATCH);
 
   /** The ticket of the last queued `submit`. */
   get ticket(): number {
@@ -441,6 +487,23 @@ export class Bridge {
     }
   }
 
+  /** Settles the operation or close watch of one record drained (none: withdrawn meanwhile). */
+  #settle(ticket: number, status: number, index: number): void {
+    let op = this.#ops.get(ticket);
+    if (op !== undefined) this.#ops.delete(ticket);
+    else {
+      op = this.#watches.get(ticket); // a close watch's record
+      if (op === undefined) return;
+      this.#watches.delete(ticket);
+      this.#stopPoll();
+    }
+    try {
+      op.complete(status, index);
+    } catch (e) {
+      reportError(e);
+    }
+  }
+
   /** Records in `#records` (the last batch drained), and the next of them to settle. */
   #count = 0;
   #next = 0;
@@ -460,20 +523,13 @@ export class Bridge {
     while (true) {
       while (this.#next < this.#count) {
         const i = this.#next++;
-        const ticket = this.#records[4 * i];
-        let op = this.#ops.get(ticket);
-        if (op !== undefined) this.#ops.delete(ticket);
-        else {
-          op = this.#watches.get(ticket); // a close watch's record
-          if (op === undefined) continue;
-          this.#watches.delete(ticket);
-          this.#stopPoll();
-        }
-        try {
-          op.complete(this.#statuses[4 * i + 1], this.#records[4 * i + 2]);
-        } catch (e) {
-          reportError(e);
-        }
+        this.#settle(this.#records[4 * i], this.#statuses[4 * i + 1], this.#records[4 * i + 2]);
+      }
+      if (this.#held.length > 0) {
+        // Drained by `settleWhere` after this batch, before what the ring holds now.
+        const [ticket, status, index] = this.#held.splice(0, 3);
+        this.#settle(ticket, status, index);
+        continue;
       }
       if (!more || !this.#lib.isOpen) return; // closed by a callback: its ring is gone
       const n = this.#sym.kc_ring_drain(this.#ring, this.#records, BATCH);

@@ -1964,10 +1964,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         : sym.kc_chan_try_send(this.#handle, slot.ptr, this.#size);
     }
     if (rc === 0) {
-      if (settle) this.#bridge.settleNow(); // see `#handOff`
+      if (settle) this.#settleReceivers(s); // see `#handOff`
       if (this.#dropping) this.#collect();
       return OK;
     }
+    // Failed though the waiting byte said a receiver was queued: this isolate's may be on a
+    // ring that is gone (destroyed by hand; its waiters leave the queues at its teardown), and
+    // they fail now (`#settleReceivers`), as the withdrawal before the try-send failed them.
+    if (settle) this.#settleReceivers(s);
     return this.#sendFailed(rc, sym, keep);
   }
 
@@ -2392,7 +2396,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // call.
       flushAll(s.receivers);
       // Receivers of this isolate queued natively now: the try-send may complete one of them.
-      // `#trySend` then settles its record before it returns (`Bridge.settleNow`), as a
+      // `#trySend` then settles its record before it returns (`#settleReceivers`), as a
       // hand-off here would settle it: one call more than the withdrawal it made before, and
       // only with a receive of this isolate queued natively.
       return s.receivers.first !== null ? VIA_RING : EMPTY;
@@ -2426,6 +2430,23 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return HANDED;
     }
     return have ? passed : EMPTY;
+  }
+
+  /**
+   * After a native try-send that may have completed a receiver of this isolate queued natively
+   * (`#handOff`'s VIA_RING): the records of this channel's receivers of this isolate settle now
+   * (`Bridge.settleWhere`), before the send returns, as a hand-off in JavaScript settles the
+   * receiver; those of other operations when they would have. Not one given up (its record
+   * gives its value back, when the ring is drained as usual). Where the ring cannot be drained
+   * (gone), the receivers still queued natively fail with that status's error, as `#handOff`'s
+   * withdrawal failed them (`#lost`): no record will come for them.
+   */
+  #settleReceivers(s: Shared): void {
+    const drained = this.#bridge.settleWhere((op) =>
+      op instanceof Waiter && op.kind !== SEND && op.ch._shared === s && !op.gaveUp
+    );
+    if (drained) return;
+    for (const w of waiting(s.receivers)) if (w.state === QUEUED) this.#withdraw(w, true);
   }
 
   /**
