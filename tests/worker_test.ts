@@ -1352,15 +1352,6 @@ async function stressShared(workers: number, seed: number, ms: number): Promise<
       }
     };
     for (const t of tallies) for (const x of t.refused) refused(x);
-    for (const t of tallies) {
-      for (const pair of t.refusedOne) {
-        const hit = pair.filter((x) => seen.has(x));
-        if (hit.length !== 1) {
-          bad.push(`select of ${pair.map(tag).join(", ")} refused ${hit.length}`);
-        }
-        for (const x of pair) x === hit[0] ? refused(x) : note(unsent, x, "unsent");
-      }
-    }
     for (const x of sent) {
       const w = seen.get(x);
       if (w?.length !== 1) bad.push(`${tag(x)} sent, ${w ? w.join(" and ") : "never seen"}`);
