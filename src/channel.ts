@@ -3323,17 +3323,34 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * the codec rejected the value (the waiter is then settled with that error).
    */
   #slotFor(w: Waiter, sym: Sym): Slot | null {
-    const slot = w.slot ??= takeSlot();
-    if (w.kind !== SEND || w.encoded) return slot;
+    if (w.kind !== SEND || w.encoded) return w.slot ??= takeSlot();
+    // The encoding may run the caller's code (an own Symbol.hasInstance of Uint8Array's, for
+    // codecs.bytes), which may settle `w`: it learns that the channel ended (`#failEnded`), aborts
+    // its signal, disposes the channel (its waits fail, or queue natively, `flush`), closes the
+    // library. So the slot is not `w`'s while it is being encoded, nor after, unless `w` still
+    // waits here: else the copy it holds is freed and the slot given back, and `w` is neither
+    // tried nor queued (null, settled). Before, such a settling gave `w`'s slot back for other
+    // waits while the encoding went on into it (a send that took it then delivered this value,
+    // its own copy and this one's leaked), or an aborted send was queued natively all the same.
+    const slot = w.slot ?? takeSlot();
+    w.slot = undefined;
     try {
       this.#codec.encode(w.value as T, slot, sym);
-      return slot;
     } catch (e) {
-      releaseSlot(w); // nothing was encoded into it
-      w.detach();
-      w.reject(e);
+      giveSlot(slot); // nothing was encoded into it
+      if (w.state === LOCAL) {
+        w.detach();
+        w.reject(e);
+      }
       return null;
     }
+    if (w.state !== LOCAL) {
+      this.#codec.discard(slot, this.#lib._symbolsToRelease); // the library may be closed
+      giveSlot(slot);
+      return null;
+    }
+    w.slot = slot;
+    return slot;
   }
 
   /** @ignore Queues a waiter natively (at the end of the turn it began waiting in). */

@@ -1083,6 +1083,83 @@ Deno.test("cancel() that meets another thread's destroy between its status read 
   }
 });
 
+Deno.test("a send waiting in JavaScript whose value's encoding at its native queueing or try runs the caller's code (an own Symbol.hasInstance of Uint8Array's) that settles it: its native copy is freed, its slot not written once given back, and it is neither queued nor delivered", async () => {
+  // A local channel's send waits holding its value as passed, encoded only when it queues
+  // natively at the turn's end (`_submit`) or tries natively (`_tryNow`, a trySend behind it),
+  // once the channel escaped. A codecs.bytes encoding checks the value with `instanceof
+  // Uint8Array`, which runs an own Symbol.hasInstance of Uint8Array's: here one that settles
+  // that send. (1) It learns of native code's destroy (another copy's isClosedForSend): the send
+  // fails (its value to the owner's hook) and its slot is given back mid-encoding; a send on
+  // another channel that must wait takes that slot for its own encoded value. Before, the
+  // encoding went on into the slot: that send delivered the first one's bytes, its own copy
+  // leaked, and so did the first one's. (2) It aborts the send's signal: the send rejects with
+  // the abort's reason. Before, it was queued natively all the same, and a receive took its value.
+  const sym = library().symbols("test");
+  const realHasInstance = Function.prototype[Symbol.hasInstance];
+  const isValue = (v: unknown) =>
+    realHasInstance.call(Uint8Array, v) && (v as Uint8Array).length === 3 &&
+    (v as Uint8Array)[0] === 1;
+  for (const at of ["queueing", "try"] as const) {
+    for (const by of ["end", "abort"] as const) {
+      const label = `${by} at its ${at}`;
+      using reported = catchReported();
+      const dropped: unknown[] = [];
+      using ch = new Channel<Uint8Array>(1, {
+        codec: codecs.bytes,
+        onUndeliveredElement: (v) => dropped.push([...v]),
+      });
+      using b = new Channel<Uint8Array>(1, { codec: codecs.bytes });
+      assert.deepEqual(ch.trySend(new Uint8Array([0])), { state: "ok" }, label);
+      const ac = new AbortController();
+      // Waits in JavaScript (the local buffer is full), its value not encoded.
+      const sent = ch.send(new Uint8Array([1, 2, 3]), { signal: ac.signal }).then(
+        () => "resolved",
+        (e: unknown) => e,
+      );
+      const other = Channel.from<Uint8Array>(ch.share()); // escapes: native from now on
+      assert.deepEqual(b.trySend(new Uint8Array([8])), { state: "ok" }, label);
+      b.share(); // native too: a send that must wait holds its value encoded in a slot
+      let bSent: Promise<unknown> | undefined;
+      let acted = false;
+      if (by === "end") assert.equal(sym.kc_chan_destroy(ch.handle), 0, label);
+      Object.defineProperty(Uint8Array, Symbol.hasInstance, {
+        configurable: true,
+        value(v: unknown) {
+          if (!acted && isValue(v)) {
+            acted = true;
+            if (by === "end") assert.equal(other.isClosedForSend, true, label);
+            else ac.abort();
+            bSent = b.send(new Uint8Array([9])).then(() => "resolved", (e: unknown) => e);
+          }
+          return realHasInstance.call(this, v);
+        },
+      });
+      try {
+        if (at === "try") ch.trySend(new Uint8Array([5]));
+        else await Promise.resolve(); // its queueing, at the end of this turn
+        await until(() => acted, `${label}: the encoding ran`);
+      } finally {
+        delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance];
+      }
+      const e = await sent;
+      if (by === "end") {
+        assert.ok(e instanceof CancellationError, `${label}: ${String(e)}`);
+        // The buffered value the destroy dropped, then the send's: once each.
+        assert.deepEqual(dropped, [[0], [1, 2, 3]], `${label}: its value to the hook, once`);
+      } else {
+        assert.equal(e, ac.signal.reason, `${label}: ${String(e)}`);
+        assert.deepEqual(ch.tryReceive().state, "ok", `${label}: the buffered 0`);
+        assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${label}: the aborted send's value`);
+      }
+      assert.deepEqual([...await b.receive()], [8], label);
+      assert.deepEqual([...await b.receive()], [9], `${label}: the other send's own value`);
+      assert.equal(await bSent, "resolved", label);
+      other[Symbol.dispose]();
+      assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+    }
+  }
+});
+
 Deno.test("an owner whose channel native code destroyed through a copy's handle: its own first read of `handle` throws the InvalidHandleError that says so, as its share() does", () => {
   // The owner shared the channel (held, its handle not read); a copy of its isolate read the
   // handle, which native code destroyed. The owner's read takes its hold then, on the dead handle:
