@@ -1036,11 +1036,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * destroy). Read as each call's argument, after whatever caller code the call runs first
    * (an encoding). Before, each path that could learn the end re-checked `Shared.ended` before
    * its next call, and a path that did not (`cancel()` after its flush, a close or cancel whose
-   * cause's getter learnt it) called with the dead handle. The inlined try-paths pass
-   * `#handleValue`: their `Shared.detour` test is this one (`D_ENDED` is one of its bits).
+   * cause's getter learnt it) called with the dead handle. Once this object is disposed too
+   * (`#disposed`): every entry throws then (`#sym`), so only a call whose caller's code (a
+   * value's or a cause's getter) disposed it midway reads this, and it answers KC_EBADH, thrown
+   * as the dispose's InvalidHandleError. An owner with no copy does not mark its channel ended
+   * at its dispose, and a copy's dispose leaves it live for its other holders: before, such a
+   * call went on to the handle (a close or a try-send to the channel the owner's dispose had
+   * destroyed, a copy's close to the channel it no longer held). The inlined try-paths pass
+   * `#handleValue`: their `Shared.detour` test is this one (`D_ENDED` is one of its bits), and
+   * `#at` is null once a dispose began. A dispose's own calls pass `#handleValue` too.
    */
   get #handle(): number {
-    return this._shared.ended ? ENDED_HANDLE : this.#handleValue;
+    return this._shared.ended || this.#disposed ? ENDED_HANDLE : this.#handleValue;
   }
   /** kc_chan_create's overflow and flags arguments, for `#materialize`. */
   readonly #createOverflow: number;
@@ -1735,13 +1742,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * Closes (or cancels) the native channel, storing `cause` with it for other isolates (its
    * stand-in when it cannot be copied, `encodeCause`): 1 if this call closed it, 0 if it was
-   * closed already, -1 (a cancel without a cause to store) not known.
+   * closed already, -1 (a cancel without a cause to store) not known. `bytes`, when given, is
+   * the cause encoded already (`cancel`).
    */
-  #closeNative(sym: Sym, cancel: boolean, cause: unknown, hasCause: boolean): number {
+  #closeNative(
+    sym: Sym,
+    cancel: boolean,
+    cause: unknown,
+    hasCause: boolean,
+    bytes: Uint8Array | null = hasCause ? encodeCause(cause) : null,
+  ): number {
     const op = cancel ? "cancel channel" : "close channel";
-    // Runs the caller's code (the cause's getters), which may learn the channel ended: the
-    // call below is given `ENDED_HANDLE` then (`#handle`, read after it), answering KC_EBADH.
-    const bytes = hasCause ? encodeCause(cause) : null;
+    // Encoding the cause ran the caller's code (its getters), which may have learnt the channel
+    // ended or disposed this object: the call below is given `ENDED_HANDLE` then (`#handle`,
+    // read after it), answering KC_EBADH.
     const rc = bytes !== null
       ? sym.kc_chan_close_cause(this.#handle, bytes, bytes.length, cancel ? 1 : 0)
       : cancel
@@ -1877,7 +1891,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Also for the failure's discard of the copy: they stay valid (the library stays loaded)
       // should the value's check run code that disposes the channel or closes the library (an
       // own Symbol.hasInstance of Uint8Array's; a Proxy's trap ends in a CodecError before any
-      // call): a disposed channel's send then fails with KC_EBADH, an InvalidHandleError.
+      // call): a disposed channel's send is then given `ENDED_HANDLE` (`#handle`) and fails
+      // with KC_EBADH, an InvalidHandleError.
       const sym = this.#symAt!;
       // The length first: its check may run the caller's code, which may learn the channel
       // ended, so the handle (`#handle`, the gate) is read after it.
@@ -3642,6 +3657,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#creatorEnded(sym.kc_chan_status(this.#handle))
     ) return;
     const given = !s.closed && cause !== undefined;
+    // The cause encoded for other isolates first, before anything here changes: its getters
+    // (the caller's code) may learn that the channel ended (cancelled already: nothing to do,
+    // this late cause not the channel's) or dispose this object (what a call after it throws,
+    // with no native call: `#handle`). Before, the cancel was this isolate's already (closed,
+    // cancelled, the cause its) when a copy's getter disposed it, and its cancel call went on
+    // to the channel it no longer held.
+    const bytes = given && !s.local ? encodeCause(cause) : null;
+    if (s.ended) return;
+    if (this.#disposed) this.#throwNoCalls("cancel channel");
     if (given) {
       s.cause = cause;
       s.hasCause = true;
@@ -3656,7 +3680,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // (`#handle`) and does nothing, as on any cancelled channel; `cause` stays the channel's.
     flushAll(s.senders);
     flushAll(s.receivers);
-    if (this.#closeNative(sym, true, cause, given) === 0 && given && !s.ended) {
+    if (this.#closeNative(sym, true, cause, given, bytes) === 0 && given && !s.ended) {
       // Closed already by another isolate or native code: its cause (if any) is the cause.
       s.cause = undefined;
       s.hasCause = false;
@@ -4012,25 +4036,27 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // (its handle's value may name a later channel: see the open path's copy unhold below).
       // An owner's that learnt native code destroyed it is ended too (`#destroyedUnder`).
       const ended = this._shared.ended;
+      // Disposed already: `#handle` is `ENDED_HANDLE`; these calls, made while the channel
+      // has not ended (the hold still this object's), are given the handle's value.
+      const h = this.#handleValue;
       if (!this.#owner) {
         if (this.#held) {
           // A copy's hold, given back as `copyHolds` would (see there).
           copyHolds.unregister(this);
           this.#held = false;
-          if (!ended) sym.kc_chan_unhold(this.#handle);
+          if (!ended) sym.kc_chan_unhold(h);
         }
-      } else if (this.#handle !== 0) {
+      } else if (h !== 0) {
         // Its creator's dispose ends it for everyone, as open (destroy cancels it natively).
-        if (!ended) sym.kc_chan_destroy(this.#handle);
-        if (this.#held && !ended) sym.kc_chan_unhold(this.#handle); // forgotten (see below)
+        if (!ended) sym.kc_chan_destroy(h);
+        if (this.#held && !ended) sym.kc_chan_unhold(h); // forgotten (see below)
         // What it dropped and kept for this isolate's hook goes there, as open (ended, by a
         // destroy: while no channel has the handle's value, as open).
         if (
-          this.#keeps && (!ended || sym.kc_chan_status(this.#handleValue) === Status.EBADH)
+          this.#keeps && (!ended || sym.kc_chan_status(h) === Status.EBADH)
         ) this.#takeUndelivered(sym);
       }
       const s = this._shared;
-      const h = this.#handleValue;
       if (--s.refs === 0 && shared.get(h) === s) shared.delete(h);
       return;
     }
@@ -4057,8 +4083,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // and a later channel given the value replaced it there; this unhold then gave back
         // one of that channel's holds (its last holder's leaving destroyed it under its owner).
         // The ended one's record is dropped by that replacement or at the thread's end.
+        // Given the handle's value: disposed already, `#handle` is `ENDED_HANDLE`.
         if (!this._shared.ended) {
-          this.#lib.symbols("dispose channel").kc_chan_unhold(this.#handle);
+          this.#lib.symbols("dispose channel").kc_chan_unhold(this.#handleValue);
         }
       }
     } else {
@@ -4072,14 +4099,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // object stayed undisposed, its entry in the isolate's table.
       this.cancel();
       this.#disposed = true;
-      if (this.#handle === 0) return; // it never had a native channel
+      // The handle's value from here on: disposed, `#handle` is `ENDED_HANDLE`.
+      const h = this.#handleValue;
+      if (h === 0) return; // it never had a native channel
       // Destroyed already (native code's kc_chan_destroy, seen by a copy of this isolate: its
       // handle's value may name a later channel by now): nothing to destroy.
       const ended = this._shared.ended;
-      if (!ended) sym.kc_chan_destroy(this.#handle);
+      if (!ended) sym.kc_chan_destroy(h);
       // Its hold is forgotten (the handle is dead: the call says KC_EBADH). Not once ended
       // before (its handle's value may name a later channel: see the copy's unhold above).
-      if (this.#held && !ended) sym.kc_chan_unhold(this.#handle);
+      if (this.#held && !ended) sym.kc_chan_unhold(h);
       // `Channel.from` copies of this isolate answer as on a cancelled channel from now on,
       // with no call on the dead handle (copies elsewhere learn it from their next call).
       // Before the hook runs below (user code, which may call a copy): marked after it, a
@@ -4107,7 +4136,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // between found nothing, and the values waited there for a later channel of the value.
       if (
         this.#keeps && this.#lib.isOpen &&
-        (!ended || sym.kc_chan_status(this.#handleValue) === Status.EBADH)
+        (!ended || sym.kc_chan_status(h) === Status.EBADH)
       ) this.#takeUndelivered(sym);
     }
     this.#disposed = true;

@@ -1083,6 +1083,116 @@ Deno.test("cancel() that meets another thread's destroy between its status read 
   }
 });
 
+Deno.test("a close(cause) or cancel(cause) whose cause's getter disposes the object it is called on makes no close or cancel call with its handle: an owner with no copies (its dispose destroyed the channel), and a Channel.from copy (the channel stays as it was)", () => {
+  // Encoding the cause runs the caller's code (its getters): here one that disposes the caller.
+  // An owner with no copies: its dispose cancels and destroys the channel, and (no copy to tell)
+  // does not mark it ended (`Shared.ended`), so the close or cancel went on to
+  // kc_chan_close_cause with the dead handle (a later channel given its value would have been
+  // closed or cancelled). A copy: its dispose gave its hold back, and the close or cancel then
+  // acted on a channel it no longer held. Each throws what a call after the dispose throws.
+  const sym = library().symbols("test");
+  const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
+  const names = ["kc_chan_close_cause", "kc_chan_close", "kc_chan_cancel"];
+  for (const op of ["close", "cancel"] as const) {
+    for (const who of ["owner", "copy"] as const) {
+      const label = `${who}'s ${op}(cause)`;
+      using reported = catchReported();
+      using ch = new Channel<number>(1);
+      const caller = who === "owner" ? ch : Channel.from<number>(ch.share());
+      const h = ch.handle; // native (escaped); the owner has no copy
+      let disposed = false;
+      const calls: string[] = [];
+      const cause = new Error("why");
+      Object.defineProperty(cause, "message", {
+        get() {
+          if (!disposed) {
+            disposed = true;
+            caller[Symbol.dispose]();
+            calls.length = 0; // the dispose's own (its cancel, while the channel was live)
+          }
+          return "why";
+        },
+      });
+      let thrown: unknown;
+      {
+        using _ = recordCalls(patchable, names, h, calls);
+        try {
+          if (op === "close") caller.close(cause);
+          else caller.cancel(cause);
+        } catch (e) {
+          thrown = e;
+        }
+      }
+      assert.equal(disposed, true, `${label}: the getter disposed it`);
+      assert.deepEqual(calls, [], `${label}: no close or cancel call with the handle`);
+      assert.ok(thrown instanceof InvalidHandleError, `${label}: ${String(thrown)}`);
+      assert.match(thrown.message, new RegExp(`^Cannot ${op} channel: the channel was disposed`));
+      if (who === "copy") {
+        // Not closed nor cancelled by the disposed copy: the owner's channel is as it was.
+        assert.equal(ch.isClosedForSend, false, label);
+        assert.deepEqual(ch.trySend(1), { state: "ok" }, label);
+        assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, label);
+        // Nor does this isolate take it as closed or cancelled: the owner's cancel is the
+        // first, its cause the channel's.
+        const mine = new Error("mine");
+        ch.cancel(mine);
+        const r = ch.trySend(1) as { state: string; cause?: unknown };
+        assert.equal(r.state, "closed", label);
+        assert.ok(r.cause instanceof CancellationError, `${label}: ${String(r.cause)}`);
+        assert.equal(r.cause.cause, mine, label);
+      }
+      assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+    }
+  }
+});
+
+Deno.test("a codecs.bytes trySend whose value's check (an own Symbol.hasInstance of Uint8Array's) disposes the channel makes no try-send with its handle: an owner with no copies, mapped and not", () => {
+  // The check runs before the handle is read (`sendLength`); the dispose destroyed the channel
+  // and (no copy to tell) did not mark it ended. Before, the try-send went to the dead handle
+  // (kc_chan_try_send_copy), answering KC_EBADH, thrown as the dispose's InvalidHandleError.
+  const sym = library().symbols("test");
+  const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
+  const names = ["kc_chan_try_send_copy", "kc_chan_try_send", "kc_chan_try_send_at"];
+  const realHasInstance = Function.prototype[Symbol.hasInstance];
+  for (const mapped of [false, true]) {
+    const label = mapped ? "mapped" : "not mapped";
+    using reported = catchReported();
+    using ch = new Channel<Uint8Array>(1, { codec: codecs.bytes });
+    const h = ch.handle; // native (escaped), no copy
+    // Past the 16th use: the mapped try-path (its handle word read).
+    for (let i = 0; mapped && i < 40; i++) {
+      assert.equal(ch.trySend(new Uint8Array([i])).state, "ok", label);
+      assert.equal(ch.tryReceive().state, "ok", label);
+    }
+    let disposed = false;
+    const calls: string[] = [];
+    let thrown: unknown;
+    Object.defineProperty(Uint8Array, Symbol.hasInstance, {
+      configurable: true,
+      value(v: unknown) {
+        if (!disposed) {
+          disposed = true;
+          ch[Symbol.dispose]();
+        }
+        return realHasInstance.call(this, v);
+      },
+    });
+    try {
+      using _ = recordCalls(patchable, names, h, calls);
+      ch.trySend(new Uint8Array([1, 2, 3]));
+    } catch (e) {
+      thrown = e;
+    } finally {
+      delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance];
+    }
+    assert.equal(disposed, true, `${label}: the check disposed it`);
+    assert.deepEqual(calls, [], `${label}: no try-send with the handle`);
+    assert.ok(thrown instanceof InvalidHandleError, `${label}: ${String(thrown)}`);
+    assert.match(thrown.message, /^Cannot send: the channel was disposed/, label);
+    assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+  }
+});
+
 Deno.test("a send waiting in JavaScript whose value's encoding at its native queueing or try runs the caller's code (an own Symbol.hasInstance of Uint8Array's) that settles it: its native copy is freed, its slot not written once given back, and it is neither queued nor delivered", async () => {
   // A local channel's send waits holding its value as passed, encoded only when it queues
   // natively at the turn's end (`_submit`) or tries natively (`_tryNow`, a trySend behind it),
