@@ -1797,9 +1797,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // Not once it ended (native code destroyed it: `#destroyedUnder` took all it dropped; or a
     // copy of this isolate found that first: the dispose takes them), nor once disposed (the
     // dispose took them all, its destroy sealed the list), as the handle's value may name a
-    // later channel since. A select's losing send clause is refused on its channel after user
-    // code ran (a hook, a job's Disposable) that may have disposed it: before, that took from
-    // the dead handle's list (`#refused`).
+    // later channel since. Before, a select's losing send clause refused on its channel after
+    // user code ran (a hook, a job's Disposable) that may have disposed it, or a send's record
+    // drained after the dispose (its queued wait failed by the dispose's cancel), took from the
+    // dead handle's list (`#refused`; `#handleValue`, past the gate).
     if (
       !this.#keeps || this._shared.ended || this.#disposed || !this.#lib.isOpen ||
       this.#collectLater

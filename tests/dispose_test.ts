@@ -1193,6 +1193,35 @@ Deno.test("a codecs.bytes trySend whose value's check (an own Symbol.hasInstance
   }
 });
 
+Deno.test("an owner's dispose with a send queued natively: the send's record, drained after the dispose, makes no call with the dead handle (no take of the dropped values, which the dispose took)", async () => {
+  // The dispose cancels (the queued send's value dropped to the kept list), destroys, and takes
+  // every value kept for the hook. The send's record comes after, and settling a send a cancel
+  // failed collects the kept values: before, through the dead handle's value
+  // (kc_chan_take_undelivered), which names a later channel once its slot is reused, whose
+  // kept values this disposed owner's hook would then have taken.
+  const sym = library().symbols("test");
+  const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
+  const names = ["kc_chan_take_undelivered", "kc_chan_cause", "kc_chan_status"];
+  using reported = catchReported();
+  const dropped: unknown[] = [];
+  const ch = new Channel<number>(1, { onUndeliveredElement: (v) => dropped.push(v) });
+  const h = ch.handle; // native (escaped), no copy
+  assert.deepEqual(ch.trySend(1), { state: "ok" });
+  // Waits (full): the dispose's cancel queues it natively first, then fails it there.
+  const sent = ch.send(2).then(() => "resolved", (e: unknown) => e);
+  const calls: string[] = [];
+  {
+    using _ = recordCalls(patchable, names, h, calls);
+    ch[Symbol.dispose]();
+    calls.length = 0; // the dispose's own (its cancel, its status read guarding its take)
+    const e = await sent;
+    assert.ok(e instanceof CancellationError, String(e));
+  }
+  assert.deepEqual(calls, [], "no call with the dead handle after the dispose");
+  assert.deepEqual(dropped, [1, 2], "each value to the hook, once");
+  assert.deepEqual(reported.errors.map(String), [], "nothing reported");
+});
+
 Deno.test("a send waiting in JavaScript whose value's encoding at its native queueing or try runs the caller's code (an own Symbol.hasInstance of Uint8Array's) that settles it: its native copy is freed, its slot not written once given back, and it is neither queued nor delivered", async () => {
   // A local channel's send waits holding its value as passed, encoded only when it queues
   // natively at the turn's end (`_submit`) or tries natively (`_tryNow`, a trySend behind it),
