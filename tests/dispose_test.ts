@@ -12,6 +12,7 @@ import {
   select,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
+import { giveSlot, takeSlot } from "../src/codec.ts";
 import { _ENDED_HANDLE, _sharedEntries } from "../src/channel.ts";
 import { Status } from "../src/errors.ts";
 import { catchReported, evalScript, until, within } from "./support.ts";
@@ -901,6 +902,8 @@ Deno.test("the handle a channel's native calls are given once it ended under its
   const buf = new Uint8Array(64);
   const p = Deno.UnsafePointer.of(buf);
   const words = new BigUint64Array(2);
+  const bridge = Bridge.of(library());
+  const slot = takeSlot();
   const answers = (label: string) => {
     const rcs = {
       status: sym.kc_chan_status(E),
@@ -915,6 +918,13 @@ Deno.test("the handle a channel's native calls are given once it ended under its
       tryRecvN: sym.kc_chan_try_recv_n(E, buf, 8, 1),
       cause: sym.kc_chan_cause(E, buf, 8),
       snapshot: sym.kc_chan_snapshot(E, words, 1),
+      // A codecs.bytes try-send unmapped, a copy's refused value, a wait's queueing (send and
+      // receive) and a close watch: the calls the gate's paths also make with `#handle`.
+      trySendCopy: sym.kc_chan_try_send_copy(null, E, buf, 3, 17, p),
+      drop: sym.kc_chan_drop(E, p, 8),
+      sendAsync: bridge.submit(false, E, slot, 8),
+      recvAsync: bridge.submit(true, E, slot, 8),
+      watch: bridge.watch(E, true),
     };
     for (const [call, rc] of Object.entries(rcs)) {
       assert.equal(rc, Status.EBADH, `${label}: ${call}`);
@@ -935,7 +945,13 @@ Deno.test("the handle a channel's native calls are given once it ended under its
     answers(label);
     assert.equal(sym.kc_chan_try_send_at(word, E, p, 8), Status.EBADH, `${label}: send at`);
     assert.equal(sym.kc_chan_try_recv_at(word, E, p, 8), Status.EBADH, `${label}: recv at`);
+    assert.equal(
+      sym.kc_chan_try_send_copy(word, E, buf, 3, 17, p),
+      Status.EBADH,
+      `${label}: send copy at`,
+    );
   }
+  giveSlot(slot);
   assert.equal(ch.close(), false); // the owner learns of the destroy: cancelled
 });
 
