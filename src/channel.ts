@@ -1708,9 +1708,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * when the cause, if any, is there already (kc_chan_close_cause stores it with the close).
    */
   #lookCause(s: Shared): void {
-    if (s.causeLooked || s.local || this.#handle === 0 || this.#destroyed || !this.#lib.isOpen) {
-      return;
-    }
+    // Not by a disposed object (a record of its send drained after its dispose): it makes no
+    // native call (`#handle`), and the look stays for this isolate's other objects to make
+    // (else marked made with nothing read, their answers lost the cause).
+    if (
+      s.causeLooked || s.local || this.#handleValue === 0 || this.#destroyed || this.#disposed ||
+      !this.#lib.isOpen
+    ) return;
     s.causeLooked = true;
     const sym = this.#lib.symbols("read close cause");
     let n = sym.kc_chan_cause(this.#handle, causeBytes, causeBytes.length);

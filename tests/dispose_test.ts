@@ -12,7 +12,7 @@ import {
   select,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-import { giveSlot, takeSlot } from "../src/codec.ts";
+import { encodeCause, giveSlot, takeSlot } from "../src/codec.ts";
 import { _ENDED_HANDLE, _sharedEntries } from "../src/channel.ts";
 import { Status } from "../src/errors.ts";
 import { catchReported, evalScript, until, within } from "./support.ts";
@@ -1235,6 +1235,34 @@ Deno.test("an owner's dispose with a send queued natively: the send's record, dr
   }
   assert.deepEqual(calls, [], "no call with the dead handle after the dispose");
   assert.deepEqual(dropped, [1, 2], "each value to the hook, once");
+  assert.deepEqual(reported.errors.map(String), [], "nothing reported");
+});
+
+Deno.test("a Channel.from copy's send settled by its record drained after the copy's dispose leaves the channel's cause unread for this isolate's other objects: the owner's next call reads the cause native code cancelled it with", async () => {
+  // Native code cancels the channel with a cause while the copy's send is queued natively, and
+  // the copy is disposed before the record is drained: its withdrawal fails (the record came),
+  // and the record settles the send after the dispose. Its rejection looks for the close cause
+  // (`#lookCause`), which a disposed object does not read (no native call on its handle): the
+  // look must stay to be made, else this isolate's entry says it was made and the owner's
+  // answers lose the cause.
+  const sym = library().symbols("test");
+  const bridge = Bridge.of(library());
+  using reported = catchReported();
+  using ch = new Channel<number>(1);
+  const copy = Channel.from<number>(ch.share());
+  assert.deepEqual(ch.trySend(1), { state: "ok" });
+  const before = bridge.pending;
+  const sent = copy.send(2).then(() => "resolved", (e: unknown) => e);
+  await until(() => bridge.pending > before, "the copy's send queued natively");
+  const bytes = encodeCause(new Error("native's"))!;
+  assert.equal(sym.kc_chan_close_cause(ch.handle, bytes, bytes.length, 1), 1);
+  copy[Symbol.dispose]();
+  const e = await sent;
+  assert.ok(e instanceof CancellationError, String(e));
+  const r = ch.trySend(3) as { state: string; cause?: { cause?: unknown } };
+  assert.equal(r.state, "closed");
+  assert.ok(r.cause instanceof CancellationError, String(r.cause));
+  assert.equal(String(r.cause.cause), "Error: native's", "the cause native code stored");
   assert.deepEqual(reported.errors.map(String), [], "nothing reported");
 });
 
