@@ -1099,7 +1099,7 @@ Deno.test("cancel() that meets another thread's destroy between its status read 
   }
 });
 
-Deno.test("a close(cause) or cancel(cause) whose cause's getter disposes the object it is called on makes no close or cancel call with its handle: an owner with no copies (its dispose destroyed the channel), and a Channel.from copy (the channel stays as it was)", () => {
+Deno.test("a close(cause) or cancel(cause) whose cause's getter disposes the object it is called on makes no close or cancel call with its handle: an owner with no copies (its dispose destroyed the channel), and a Channel.from copy (the channel stays as it was); an owner with copies answers as on the cancelled channel", () => {
   // Encoding the cause runs the caller's code (its getters): here one that disposes the caller.
   // An owner with no copies: its dispose cancels and destroys the channel, and (no copy to tell)
   // does not mark it ended (`Shared.ended`), so the close or cancel went on to
@@ -1110,12 +1110,13 @@ Deno.test("a close(cause) or cancel(cause) whose cause's getter disposes the obj
   const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   const names = ["kc_chan_close_cause", "kc_chan_close", "kc_chan_cancel"];
   for (const op of ["close", "cancel"] as const) {
-    for (const who of ["owner", "copy"] as const) {
+    for (const who of ["owner", "copy", "owner with a copy"] as const) {
       const label = `${who}'s ${op}(cause)`;
       using reported = catchReported();
       using ch = new Channel<number>(1);
-      const caller = who === "owner" ? ch : Channel.from<number>(ch.share());
-      const h = ch.handle; // native (escaped); the owner has no copy
+      const copy = who === "owner" ? undefined : Channel.from<number>(ch.share());
+      const caller = who === "copy" ? copy! : ch;
+      const h = ch.handle; // native (escaped)
       let disposed = false;
       const calls: string[] = [];
       const cause = new Error("why");
@@ -1133,7 +1134,7 @@ Deno.test("a close(cause) or cancel(cause) whose cause's getter disposes the obj
       {
         using _ = recordCalls(patchable, names, h, calls);
         try {
-          if (op === "close") caller.close(cause);
+          if (op === "close") assert.equal(caller.close(cause), false, label);
           else caller.cancel(cause);
         } catch (e) {
           thrown = e;
@@ -1141,6 +1142,14 @@ Deno.test("a close(cause) or cancel(cause) whose cause's getter disposes the obj
       }
       assert.equal(disposed, true, `${label}: the getter disposed it`);
       assert.deepEqual(calls, [], `${label}: no close or cancel call with the handle`);
+      if (who === "owner with a copy") {
+        // Its dispose ended the channel for its copies (`Shared.ended`): cancelled, so closed
+        // already, as the call answers on any cancelled channel.
+        assert.equal(thrown, undefined, `${label}: ${String(thrown)}`);
+        assert.equal(copy!.trySend(1).state, "closed", label);
+        copy![Symbol.dispose]();
+        continue;
+      }
       assert.ok(thrown instanceof InvalidHandleError, `${label}: ${String(thrown)}`);
       assert.match(thrown.message, new RegExp(`^Cannot ${op} channel: the channel was disposed`));
       if (who === "copy") {
