@@ -904,6 +904,12 @@ Deno.test("the handle a channel's native calls are given once it ended under its
   const words = new BigUint64Array(2);
   const bridge = Bridge.of(library());
   const slot = takeSlot();
+  // It copies the value first (a failed send leaves the copy the caller's): freed at once.
+  const sendCopy = (at: Deno.PointerValue) => {
+    const rc = sym.kc_chan_try_send_copy(at, E, buf, 3, 17, p);
+    sym.kc_desc_free(p);
+    return rc;
+  };
   const answers = (label: string) => {
     const rcs = {
       status: sym.kc_chan_status(E),
@@ -920,7 +926,7 @@ Deno.test("the handle a channel's native calls are given once it ended under its
       snapshot: sym.kc_chan_snapshot(E, words, 1),
       // A codecs.bytes try-send unmapped, a copy's refused value, a wait's queueing (send and
       // receive) and a close watch: the calls the gate's paths also make with `#handle`.
-      trySendCopy: sym.kc_chan_try_send_copy(null, E, buf, 3, 17, p),
+      trySendCopy: sendCopy(null),
       drop: sym.kc_chan_drop(E, p, 8),
       sendAsync: bridge.submit(false, E, slot, 8),
       recvAsync: bridge.submit(true, E, slot, 8),
@@ -945,11 +951,7 @@ Deno.test("the handle a channel's native calls are given once it ended under its
     answers(label);
     assert.equal(sym.kc_chan_try_send_at(word, E, p, 8), Status.EBADH, `${label}: send at`);
     assert.equal(sym.kc_chan_try_recv_at(word, E, p, 8), Status.EBADH, `${label}: recv at`);
-    assert.equal(
-      sym.kc_chan_try_send_copy(word, E, buf, 3, 17, p),
-      Status.EBADH,
-      `${label}: send copy at`,
-    );
+    assert.equal(sendCopy(word), Status.EBADH, `${label}: send copy at`);
   }
   giveSlot(slot);
   assert.equal(ch.close(), false); // the owner learns of the destroy: cancelled
