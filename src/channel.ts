@@ -3101,23 +3101,29 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * A waiter gives up (its signal aborted, or its copy disposed): withdrawn if queued, and
    * rejected with `reason`; a send's value is never delivered (its encoding freed, not handed
-   * to a hook: the value stays the caller's). If it completed first, its record settles it: a
-   * send as delivered, a receive that took a value rejects with `reason` all the same and its
-   * value goes back to the channel (`gaveUp`, see `_completed`). Nothing if it is done.
+   * to a hook: the value stays the caller's), except a producer's send that its task's
+   * cancellation woke (`_abortDrops`): its value goes to the undelivered path, as a cancel's
+   * waiting sender's does. If it completed first, its record settles it: a send as delivered,
+   * a receive that took a value rejects with `reason` all the same and its value goes back to
+   * the channel (`gaveUp`, see `_completed`). Nothing if it is done.
    */
   #abandon(w: Waiter, reason: unknown): void {
+    const drop = w.kind === SEND && this._abortDrops();
+    // Where the value is encoded: a queued send's slot always, a local one's if taken at the call.
+    let encoded = w.encoded;
     if (w.state === QUEUED) {
       if (!this.#withdraw(w, false)) {
         this.#giveUp(w, reason); // if it completed first (not if the withdrawal failed)
         return;
       }
-      if (w.kind === SEND && this.#lib.isOpen) {
+      encoded = w.kind === SEND;
+      if (w.kind === SEND && !drop && this.#lib.isOpen) {
         this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
       }
     } else if (w.state === COMPLETING) return this.#giveUp(w, reason);
     else if (w.state !== LOCAL) return;
     else {
-      if (w.encoded && this.#lib.isOpen) {
+      if (w.encoded && !drop && this.#lib.isOpen) {
         // Never queued, but encoded at the call: its native copy is freed.
         this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
       }
@@ -3126,9 +3132,32 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       s.localCancelled++;
       if (s.escaped && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
     }
+    if (drop) {
+      // Out of the queues before the hook (user code) runs; its encoding freed by `#refused`.
+      w.detach();
+      try {
+        this.#refused(w.value, encoded ? w.slot : undefined);
+      } catch (e) {
+        reportError(e); // an encoding's release failing: not expected (the hook's own are caught)
+      } finally {
+        releaseSlot(w);
+      }
+      w.giveUp(reason);
+      return;
+    }
     releaseSlot(w); // withdrawn (or never queued): nothing reads it any more
     w.detach();
     w.giveUp(reason);
+  }
+
+  /**
+   * @ignore Whether a send that its signal's abort gives up now hands its value to the
+   * undelivered path rather than leaving it the caller's: never for a Channel; a producer's
+   * channel says so while its task is cancelled (src/produce.ts), whose waiting send is a
+   * cancelled send, not one the caller aborted (Kotlin calls onUndeliveredElement for it).
+   */
+  _abortDrops(): boolean {
+    return false;
   }
 
   /**

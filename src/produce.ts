@@ -18,7 +18,8 @@
  *   `CancellationError`.
  * - While the task runs (its block, then its children), `out.send` is bound to the task: a
  *   producer or a child of it waiting in `send` is woken by the task's cancellation (it rejects
- *   with the cause; its value is not delivered), as Kotlin's suspending `send` is. Waits of its
+ *   with the cause; its value goes to onUndeliveredElement, as a send's made after the cancel
+ *   does), as Kotlin's suspending `send` is. Waits of its
  *   own (`select`, `delay`, a fetch) take `task.signal`, as every task's do.
  * - Cancelling the channel (or disposing it) cancels the producer task, with the channel's own
  *   CancellationError, the very one its receivers get (Kotlin's `ProducerCoroutine` is a
@@ -75,7 +76,8 @@ export interface ProduceOptions<T = unknown> {
   capacity?: Capacity;
   /**
    * Called with every value the channel drops (the consumer cancelling or disposing it with
-   * values buffered, a waiting send failed by that cancel), as a Channel's own.
+   * values buffered, a waiting send failed by that cancel), as a Channel's own, and with the value
+   * of every send that the task's cancellation ends (one waiting then, or made after).
    */
   onUndeliveredElement?: (value: T) => void;
 }
@@ -171,10 +173,11 @@ class ProducerChannel<T> extends Channel<T> {
         // (one per send) until the macrotask ended, which a producer and its consumer trading
         // values in microtasks never did.
         const task = bound.signal;
-        if (task.aborted && !own.aborted) return this.#afterCancel(value, task.reason);
-        if (task.aborted || own.aborted) {
-          merged = { ...options, signal: task.aborted ? task : own };
-        } else {
+        // Once the task was cancelled, the send is one made after (its own signal aborted too
+        // or not): hooked, as the one without a signal of its own is.
+        if (task.aborted) return this.#afterCancel(value, task.reason);
+        if (own.aborted) merged = { ...options, signal: own };
+        else {
           const either = new AbortController();
           const onTask = () => either.abort(task.reason);
           const onOwn = () => either.abort(own.reason);
@@ -221,6 +224,19 @@ class ProducerChannel<T> extends Channel<T> {
       return Promise.reject(e);
     }
     return Promise.reject(reason);
+  }
+
+  /**
+   * @ignore A send of the producer's waiting when its task is cancelled (its scope cancelled, a
+   * sibling or child failing, the consumer's cancel: that one refused it first) is a cancelled
+   * send: its value goes to onUndeliveredElement, as Kotlin's cancelled `send` hands it, and as
+   * a send made once the task was cancelled hands it (`#afterCancel`). A send whose own signal
+   * aborted while the task runs keeps its value, as any aborted send. Before, a send the task's
+   * cancellation woke kept its value while one made a turn later was hooked: the block, told
+   * the same CancellationError by both, could not know whether to release the value itself.
+   */
+  override _abortDrops(): boolean {
+    return this._bound !== null && this._bound.signal.aborted;
   }
 
   override cancel(cause?: unknown): void {

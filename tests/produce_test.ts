@@ -2800,8 +2800,10 @@ Deno.test("a send the producer makes once its task was cancelled hands its value
   // value reached no hook (every other value of the producer did: buffered ones at the cancel).
   for (const shared of [false, true]) {
     for (const how of ["dispose", "cancel", "scope cancel"] as const) {
-      for (const ownSignal of [false, true]) {
-        const label = `${shared ? "shared" : "local"}, ${how}, ${ownSignal ? "own signal" : ""}`;
+      // An own signal aborted too still makes a send after the cancel (it was rejected with the
+      // task's cancellation and kept its value).
+      for (const ownSignal of ["", "own signal", "own signal aborted"]) {
+        const label = `${shared ? "shared" : "local"}, ${how}, ${ownSignal}`;
         const hooked: number[] = [];
         const gate = new CompletableDeferred<void>();
         let late: unknown = "not sent";
@@ -2811,9 +2813,11 @@ Deno.test("a send the producer makes once its task was cancelled hands its value
             await out.send(2); // buffered at the cancel (to the hook) or close (receivable)
             await gate.await();
             try {
-              await (ownSignal
-                ? out.send(3, { signal: new AbortController().signal })
-                : out.send(3));
+              await (ownSignal === "" ? out.send(3) : out.send(3, {
+                signal: ownSignal === "own signal"
+                  ? new AbortController().signal
+                  : AbortSignal.abort(new Error("mine")),
+              }));
               late = "sent";
             } catch (e) {
               late = e;
@@ -2833,6 +2837,54 @@ Deno.test("a send the producer makes once its task was cancelled hands its value
           `${label}: the late send's value reached the hook: ${hooked}`,
         );
         assert.equal(hooked.filter((v) => v === 3).length, 1, label);
+      }
+    }
+  }
+});
+
+Deno.test("a producer's send waiting when its task is cancelled hands its value to onUndeliveredElement, once, as a send made after the cancel does; one its own signal aborts keeps it: local and shared, waiting in JavaScript or queued natively", async () => {
+  // The send the task's cancellation woke rejected with the same CancellationError as one made
+  // a turn later, but kept its value where that one's went to the hook: the block could not tell
+  // whether to release the value itself (Kotlin's cancelled send hands it to the hook).
+  const pending = () => Bridge.of(library()).pending;
+  const hows = ["scope cancel", "scope cancel, own signal", "consumer cancel", "own abort"];
+  for (const shared of [false, true]) {
+    for (const queued of [false, true]) {
+      for (const how of hows) {
+        const label = `${shared ? "shared" : "local"}, ${queued ? "queued" : "at once"}, ${how}`;
+        const hooked: number[] = [];
+        const own = new AbortController();
+        let waiting = false;
+        let outcome: unknown = "pending";
+        await coroutineScope(async (scope) => {
+          const out = produce<number>(scope, async (out) => {
+            waiting = true;
+            try {
+              await (how.includes("own") ? out.send(7, { signal: own.signal }) : out.send(7));
+              outcome = "sent";
+            } catch (e) {
+              outcome = e;
+              if (how !== "own abort") throw e;
+            }
+          }, { onUndeliveredElement: (v) => hooked.push(v) }); // rendezvous: nobody receives
+          if (shared) out.share();
+          const before = pending();
+          for (let i = 0; i < 100 && !waiting; i++) await null; // the block's first turn
+          assert.ok(waiting, label);
+          if (queued && shared) {
+            await until(() => pending() > before, `${label}: the send queued natively`);
+          }
+          if (how.startsWith("scope cancel")) scope.cancel();
+          if (how === "consumer cancel") out.cancel();
+          if (how === "own abort") own.abort(new Error("mine"));
+        }).catch((e) => assert.ok(e instanceof CancellationError, `${label}: ${e}`));
+        if (how === "own abort") {
+          assert.match(String(outcome), /mine/, label);
+          assert.deepEqual(hooked, [], `${label}: an aborted send keeps its value`);
+        } else {
+          assert.ok(outcome instanceof CancellationError, `${label}: ${outcome}`);
+          assert.deepEqual(hooked, [7], `${label}: the cancelled send's value, hooked once`);
+        }
       }
     }
   }
