@@ -2289,14 +2289,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // values dropped before, say, called closeLibrary). Before, `symbols` threw there, and the
       // value's encoding was never freed nor the value handed to the hook.
       if (slot !== undefined) this.#codec.discard(slot, this.#lib._symbolsToRelease);
-      s.localDropped++;
-      // Not once disposed (a select's losing clause, refused after a hook disposed its
-      // channel): the counters went with the channel, and the flush would call its dead handle.
-      if (!s.local && !s.scheduled && this.#lib.isOpen && !this.#disposed) this.#countLater(s);
-      // What was dropped natively before it (a copy's refused values, kept for this creator)
-      // reaches the hook first, in drop order: a select's losing clause on a channel still
-      // open comes here with nothing else having emptied the list.
-      if (!s.local) this.#collect();
+      // Once disposed (a producer's send after its consumer's dispose: src/produce.ts; a
+      // select's losing clause, refused after a hook disposed its channel) the handle is dead,
+      // its value maybe a later channel's: the value goes to the hook with no count and no look
+      // at the kept list (the dispose took it all). Before, both were made with the dead handle.
+      if (!this.#disposed) {
+        s.localDropped++;
+        if (!s.local && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
+        // What was dropped natively before it (a copy's refused values, kept for this creator)
+        // reaches the hook first, in drop order: a select's losing clause on a channel still
+        // open comes here with nothing else having emptied the list.
+        if (!s.local) this.#collect();
+      }
       this.#undelivered(value);
       return;
     }

@@ -2889,3 +2889,54 @@ Deno.test("a producer's send waiting when its task is cancelled hands its value 
     }
   }
 });
+
+Deno.test("a producer's send made after its consumer disposed the shared channel hands its value to the hook with no native call on the dead handle", async () => {
+  // The value went through the channel's undelivered path as a live channel's does: it read the
+  // native kept list (kc_chan_take_undelivered) and reported its count (kc_chan_add_metrics) with
+  // the disposed channel's handle, whose value a later channel may hold by then.
+  const sym = library().symbols("test");
+  type Fn = (...args: never[]) => unknown;
+  const patchable = sym as unknown as Record<string, Fn>;
+  const names = Object.keys(patchable).filter((n) => typeof patchable[n] === "function");
+  const real = new Map(names.map((n) => [n, patchable[n]]));
+  using reported = catchReported();
+  const hooked: number[] = [];
+  const calls: string[] = [];
+  const gate = new CompletableDeferred<void>();
+  let late: unknown = "not sent";
+  await coroutineScope(async (scope) => {
+    const out = produce<number>(scope, async (out) => {
+      await out.send(1);
+      await gate.await();
+      try {
+        await out.send(2);
+        late = "sent";
+      } catch (e) {
+        late = e;
+        throw e;
+      }
+    }, { capacity: 4, onUndeliveredElement: (v) => hooked.push(v) });
+    out.share();
+    assert.equal(await out.receive(), 1);
+    const h = out.handle;
+    out[Symbol.dispose]();
+    for (const n of names) {
+      patchable[n] = (...args: never[]) => {
+        if ((args as unknown[]).includes(h)) calls.push(n);
+        return real.get(n)!(...args);
+      };
+    }
+    try {
+      gate.complete();
+      for (let i = 0; i < 100 && late === "not sent"; i++) await null;
+      // The end of the turn, where a count made now is reported (kc_chan_add_metrics).
+      await new Promise((r) => setTimeout(r, 0));
+    } finally {
+      for (const n of names) patchable[n] = real.get(n)!;
+    }
+  }).catch((e) => assert.ok(e instanceof CancellationError, String(e)));
+  assert.ok(late instanceof CancellationError, String(late));
+  assert.deepEqual(hooked, [2]);
+  assert.deepEqual(calls, [], "no call on the dead handle");
+  assert.deepEqual(reported.errors.map(String), []);
+});
