@@ -249,14 +249,15 @@ const outTicket = new Uint32Array(1);
 
 /**
  * Whether `value` is a thenable (a getter or proxy that throws counts as none); if so, its
- * rejection is handled, so that it cannot end the process as an unhandled rejection.
+ * rejection is handled (given to `onRejected`), so that it cannot end the process as an
+ * unhandled rejection.
  */
-function handleThenable(value: unknown): boolean {
+function handleThenable(value: unknown, onRejected: (e: unknown) => void = () => {}): boolean {
   if (value === null || (typeof value !== "object" && typeof value !== "function")) return false;
   try {
     const then = (value as { then?: unknown }).then;
     if (typeof then !== "function") return false;
-    then.call(value, undefined, () => {});
+    then.call(value, undefined, onRejected);
     return true;
   } catch {
     return false;
@@ -319,9 +320,21 @@ export function select<R>(
       }
       throw new TypeError(`Cannot ${op}: a select needs at least one clause, received none`);
     }
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (signal?.aborted) {
+      handleThenable(built); // its late clauses' errors: the select rejected already
+      return Promise.reject(signal.reason);
+    }
     if (unbiased) shuffle(clauses);
-    return new Selection(clauses, b.channels, signal).run() as Promise<R>;
+    const selection = new Selection(clauses, b.channels, signal);
+    const result = selection.run() as Promise<R>;
+    // An async builder that adds a clause after an await (or fails after it): its promise
+    // rejects ("built already"), which nobody awaited, an unhandled rejection that ended the
+    // process, also when the clauses before the await had made a select. The select, if still
+    // waiting, rejects with that error as an aborted one does (a receive clause's value taken
+    // meanwhile goes back); once settled, a clause won and the late clause could never have
+    // been added: the rejection is dropped.
+    handleThenable(built, (e) => selection.buildFailed(e));
+    return result;
   } catch (e) {
     return Promise.reject(e);
   }
@@ -615,6 +628,19 @@ class Selection implements RingOp {
    * A `Channel.from` copy one of its clauses waits on was disposed: it ends as if aborted, with
    * the InvalidHandleError a select begun after the dispose throws.
    */
+  /**
+   * The builder's promise (an async builder) rejected after the select began: it ends as if
+   * aborted, with that error (nothing once it settled).
+   */
+  buildFailed(e: unknown): void {
+    // `undefined` would read as "the signal's reason" (`#jsWins`), which a select without a
+    // signal has none of.
+    const reason = e !== undefined ? e : new TypeError(
+      "Cannot select: build's promise rejected with no reason, received undefined",
+    );
+    this.#jsWins(undefined, reason);
+  }
+
   channelDisposed(): void {
     this.#jsWins(undefined, new InvalidHandleError("Cannot select: the channel was disposed"));
   }

@@ -62,6 +62,68 @@ Deno.test("an async builder that awaits before its first clause: the select reje
   await assert.rejects(select(() => badThen as never), /a select needs at least one clause/);
 });
 
+Deno.test("an async builder that adds a clause after an await, having added others before: the select, still waiting, rejects with the late clause's TypeError, its clauses withdrawn; once a clause won, the late one's error does not end the process", async () => {
+  // The builder's promise rejected with the late clause's "built already", which nobody awaited
+  // (only a select with no clause at all handled it): an unhandled rejection, which ends a Deno
+  // process (here, the test) while the select waited on, or had resolved with, its first clause.
+  using reported = catchReported();
+  for (const shared of [false, true]) {
+    for (const queued of [false, true]) {
+      const label = `${shared ? "shared" : "local"}, ${queued ? "queued natively" : "at once"}`;
+      using ch = new Channel<number>(1);
+      using other = new Channel<number>(1);
+      if (shared) ch.share();
+      const before = pending();
+      const waited = select<number>(async (s) => {
+        s.onReceive(ch, (v) => v);
+        // A macrotask: the select's channel clause queues natively meanwhile (shared).
+        if (queued) await new Promise((r) => setTimeout(r, 0));
+        else await null;
+        if (shared && queued) assert.ok(pending() > before, `${label}: queued natively`);
+        s.onReceive(other, (v) => v + 100);
+      });
+      await assert.rejects(waited, {
+        name: "TypeError",
+        message: /Cannot add onReceive clause: the select was built already/,
+      }, label);
+      // Withdrawn: the next value is the channel's, not a rejected select's.
+      assert.deepEqual(ch.trySend(1), { state: "ok" }, label);
+      assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, label);
+      // Ready at once: the select resolves, and the late clause's rejection is dropped.
+      ch.trySend(2);
+      assert.equal(
+        await select<number>(async (s) => {
+          s.onReceive(ch, (v) => v);
+          await null;
+          s.onReceive(other, (v) => v + 100);
+        }),
+        2,
+        label,
+      );
+    }
+  }
+  // Failing after its await for a reason of its own, or none, rejects the waiting select too.
+  using idle = new Channel<number>(1);
+  await assert.rejects(
+    select<number>(async (s) => {
+      s.onReceive(idle, (v) => v);
+      await null;
+      throw new Error("builder failed");
+    }),
+    /builder failed/,
+  );
+  await assert.rejects(
+    select<number>(async (s) => {
+      s.onReceive(idle, (v) => v);
+      await null;
+      throw undefined;
+    }),
+    { name: "TypeError", message: /build's promise rejected with no reason, received undefined/ },
+  );
+  await new Promise((r) => setTimeout(r, 0)); // an unhandled rejection would surface by now
+  assert.deepEqual(reported.errors.map(String), []);
+});
+
 Deno.test("bad arguments reject with TypeError/RangeError naming what was received", async () => {
   await assert.rejects(select(() => {}), {
     name: "TypeError",
