@@ -120,6 +120,15 @@ Deno.test("an async builder that adds a clause after an await, having added othe
     }),
     { name: "TypeError", message: /build's promise rejected with no reason, received undefined/ },
   );
+  // A signal aborted already: the select rejects with its reason, the late clause's error handled.
+  await assert.rejects(
+    select<number>(async (s) => {
+      s.onReceive(idle, (v) => v);
+      await null;
+      s.onReceive(idle, (v) => v);
+    }, { signal: AbortSignal.abort(new Error("gone")) }),
+    /gone/,
+  );
   await new Promise((r) => setTimeout(r, 0)); // an unhandled rejection would surface by now
   assert.deepEqual(reported.errors.map(String), []);
 });
