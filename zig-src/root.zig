@@ -456,6 +456,8 @@ var test_hooks: if (@import("builtin").is_test) struct {
     after_unhold_release: ?*const fn () void = null,
     /// In `kc_chan_drop`, after its lookup took a reference, before it drops the value.
     after_drop_lookup: ?*const fn () void = null,
+    /// In `kc_chan_destroy`, after its cancel and seal, before the handle dies.
+    after_destroy_seal: ?*const fn () void = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -1474,6 +1476,7 @@ export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
         _ = ch.cancel();
         _ = ch.seal();
     }
+    if (@import("builtin").is_test) if (test_hooks.after_destroy_seal) |f| f();
     // After the seal, in this thread's order; a lookup that fails on the freed handle sees both
     // (the table's release store of the slot's generation pairs with its acquire load).
     r.destroy(h) catch |err| return fail(err);
@@ -2780,8 +2783,9 @@ export fn kc_undelivered_lost() callconv(.c) u64 {
 /// kc_chan_destroy on another thread, which the host never learnt of) has its list freed too:
 /// that destroy dropped what it buffered there before its handle died (`kc_chan_destroy`), for
 /// a take that will never come now. Before, it waited there until a later channel was given the
-/// handle's value. A later channel of the value keeps its own list (another host's): left alone
-/// (`dropKept` by `serial`).
+/// handle's value. So has one whose destroy is under way (sealed, its handle still alive). A
+/// later channel of the value keeps its own list (another host's): left alone (`dropKept` by
+/// `serial`).
 fn stopKeeping(h: u32, serial: u64) void {
     const r = chans();
     const e = r.acquire(h) catch return dropKept(h, serial);
@@ -2791,7 +2795,14 @@ fn stopKeeping(h: u32, serial: u64) void {
     const next: ?chan.UndeliveredFn = if (ch.zero_copy) freeUndelivered else null;
     // After this, no drop adds to the list (the hook runs under the channel's lock, which the
     // replacement takes), so dropKept frees everything kept.
-    if (!ch.replaceUndelivered(keepUndelivered, next, null)) return;
+    if (!ch.replaceUndelivered(keepUndelivered, next, null)) {
+        // Sealed by a destroy under way (kc_chan_destroy seals before the handle dies, and
+        // only a seal puts `lateUndelivered` here): nothing more comes to the list, and the host
+        // that would take it has ended, so it is freed as for a dead handle. Before, it was left
+        // for a take that never comes. Another hook set since: not ours to free.
+        if (ch.undeliveredIs(lateUndelivered)) dropKept(h, serial);
+        return;
+    }
     dropKept(h, serial);
 }
 
@@ -5579,6 +5590,65 @@ test "C ABI: what a channel kept for a thread that ended after native code destr
         thread.join();
         var buf: [32]u8 = undefined;
         try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(t.h, &buf, t.size()));
+    }
+}
+
+test "C ABI: what a channel kept for a thread that ends while native code's destroy of it is under way (sealed, handle alive) is freed, not left in the list" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // kc_chan_destroy cancels and seals before its handle dies. A keeper thread ending in
+    // between finds the handle alive but its hook sealed (`lateUndelivered`, not
+    // `keepUndelivered`): `stopKeeping` gave up there, and what the cancel dropped into the list
+    // stayed for a take that never comes (the test allocator reports it as a leak), till a later
+    // channel was given the handle's value.
+    for ([_]bool{ false, true }) |zc| {
+        const T = struct {
+            var h: u32 = 0;
+            var zero_copy = false;
+            var made: std.Thread.ResetEvent = .{};
+            var go: std.Thread.ResetEvent = .{};
+            var thread: std.Thread = undefined;
+
+            fn size() u32 {
+                return if (zero_copy) 32 else 8;
+            }
+            fn creator() void {
+                var ch: u32 = 0;
+                std.debug.assert(kc_chan_create(size(), 2, 0, if (zero_copy) chan_zero_copy else 0, &ch) == 0);
+                std.debug.assert(kc_chan_keep_undelivered(ch) == 0);
+                for (0..2) |_| { // buffered: the destroy's cancel drops them into the list
+                    if (!zero_copy) {
+                        const v: u64 = 7;
+                        std.debug.assert(kc_chan_try_send(ch, &v, 8) == 0);
+                    } else {
+                        var d: chan.Descriptor = undefined;
+                        std.debug.assert(kc_desc_make("kept", 4, 0, &d) == 0);
+                        std.debug.assert(kc_chan_try_send(ch, &d, 32) == 0);
+                    }
+                }
+                h = ch;
+                made.set();
+                go.wait(); // ends without a take
+            }
+            /// Native code's destroy, sealed, its handle alive: the keeper thread ends now.
+            fn endKeeper() void {
+                test_hooks.after_destroy_seal = null; // once
+                go.set();
+                thread.join();
+            }
+        };
+        T.zero_copy = zc;
+        T.made.reset();
+        T.go.reset();
+        T.thread = try std.Thread.spawn(.{}, T.creator, .{});
+        T.made.wait();
+        test_hooks.after_destroy_seal = T.endKeeper;
+        defer test_hooks.after_destroy_seal = null;
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(T.h)); // native code's, not the keeper's thread
+        try testing.expect(test_hooks.after_destroy_seal == null); // the keeper ended in the window
+        var buf: [32]u8 = undefined;
+        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &buf, T.size()));
     }
 }
 

@@ -1379,6 +1379,13 @@ pub const Channel = struct {
         return true;
     }
 
+    /// Whether the hook is `f` now (read under the lock, as every change of it is made).
+    pub fn undeliveredIs(ch: *Channel, f: UndeliveredFn) bool {
+        ch.lock();
+        defer ch.unlock();
+        return ch.on_undelivered == f;
+    }
+
     /// The slot of buffer position `pos` (`slots` is a power of two).
     inline fn slot(ch: *Channel, pos: u64) [*]u8 {
         assert(ch.slots > 0 and ch.slots & (ch.slots - 1) == 0);
