@@ -542,6 +542,10 @@ pub const Coroutine = struct {
     fn suspendTo(co: *Coroutine, why: Exit) void {
         assert(getCurrent() == co);
         assert(co.getState() == .running);
+        // Counted out of its scheduler's live count already (`Scheduler.countFinishedNow`,
+        // which a second call leaves alone: a built-in's, then its scope's `main`): it must not
+        // park or yield after that, where it would run again while counted finished.
+        assert(!co.finish_counted);
         co.exit = why;
         co.switch_fn(&co.ctx, &co.caller);
         // Resumed: `resume` set us running again (or `resumeYielded` kept us running).
