@@ -4043,6 +4043,61 @@ test "C ABI: a built-in spawned with kc_spawn is out of kc_sched_info's live cou
     }
 }
 
+test "C ABI: every other scheduled built-in is out of kc_sched_info's live count by the time its done cell shows" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // As the test above, for the built-ins whose `done` is another cell, or whose status comes
+    // from a channel or a scope: each counts itself out before that write (`countedOut`).
+    const S = struct {
+        var checked = std.atomic.Value(bool).init(false);
+        var done: *const u64 = undefined;
+        /// Holds the built-in's worker (not a skynet child's: its `done` shows first).
+        fn hold() void {
+            if (@atomicLoad(u64, done, .acquire) == 0) return; // pairs with its release write
+            kcoro.scheduler.test_hooks.before_count_out = null; // once
+            const give_up = kcoro.scheduler.monotonicNs() + 2 * std.time.ns_per_s;
+            while (!checked.load(.acquire) and kcoro.scheduler.monotonicNs() < give_up) std.Thread.yield() catch {};
+        }
+    };
+    defer kcoro.scheduler.test_hooks.before_count_out = null;
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    var closed: u32 = 0; // sends and receives on it fail at once
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &closed));
+    defer _ = kc_chan_destroy(closed);
+    try testing.expect(kc_chan_close(closed) >= 0);
+    const Case = struct { b: Builtin, cells: [5]u64, done: usize };
+    const cases = [_]Case{
+        .{ .b = .cancellable_sleeper, .cells = .{ 0, 0, 0, 0, 0 }, .done = 1 },
+        .{ .b = .cancel_scope, .cells = .{ 0, 0, 0, 0, 0 }, .done = 1 }, // outside a scope: KC_EINVAL
+        .{ .b = .receiver, .cells = .{ closed, 0, 0, 0, 0 }, .done = 1 },
+        .{ .b = .chan_sender, .cells = .{ closed, 1, 1, 0, 0 }, .done = 4 },
+        .{ .b = .echo, .cells = .{ closed, closed, 0, 0, 0 }, .done = 3 },
+        .{ .b = .skynet, .cells = .{ 10, 0, 0, 0, 0 }, .done = 1 }, // its result, 45
+    };
+    for (cases) |c| {
+        S.checked.store(false, .monotonic);
+        const entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(c.b)).?));
+        var cells = c.cells;
+        S.done = &cells[c.done];
+        kcoro.scheduler.test_hooks.before_count_out = S.hold;
+        try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &cells, 0, null));
+        const d = test_wait.Deadline.in(test_wait.default_ns, "the built-in's done");
+        while (@atomicLoad(u64, &cells[c.done], .acquire) == 0) try d.wait();
+        var info: [7]u64 = undefined;
+        _ = kc_sched_info(&info, 7);
+        S.checked.store(true, .release); // pairs with the hook's acquire load
+        testing.expectEqual(@as(u64, 0), info[1]) catch |err| {
+            std.debug.print("{s}: live after done\n", .{@tagName(c.b)});
+            return err;
+        };
+        try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(10 * std.time.ns_per_s));
+        _ = kc_sched_info(&info, 7);
+        try testing.expectEqual(@as(u64, 0), info[1]);
+    }
+}
+
 test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dry, a cancel, a finish a cancel cut short" {
     var wd: test_wait.Watchdog = .{};
     try wd.start(@src(), test_wait.test_ns);
