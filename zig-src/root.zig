@@ -5599,6 +5599,80 @@ test "C ABI: an owner's dispose that finds its channel destroyed by another thre
     }
 }
 
+test "C ABI: two racing destroys of one channel, or a destroy and its last unhold: exactly one wins, and the kept list has every value or none" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // kc_chan_destroy takes a reference, cancels and seals, lets go, then frees the handle: a
+    // second destroy, or a last unhold's `destroyIf`, may come anywhere in between. The winner's
+    // cancel or the loser's drops the buffered values before either seals; a destroy's win
+    // leaves them for the owner's take, an unhold's frees them (its creator is gone). Nothing
+    // is lost, left over (the test allocator) or dropped twice.
+    const rounds = 40;
+    const T = struct {
+        var h: u32 = 0;
+        var go = std.atomic.Value(u32).init(0);
+        var rc_destroy: i32 = 0;
+        var rc_other: i32 = 0;
+        var by_unhold = false;
+        var held: std.Thread.ResetEvent = .{};
+
+        /// Both start together (bounded spin: each sees the other's increment).
+        fn meet() void {
+            _ = go.fetchAdd(1, .acq_rel); // acq_rel: pairs with the other's load below
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the other racer");
+            while (go.load(.acquire) < 2) d.wait() catch return;
+        }
+        fn destroyer() void {
+            meet();
+            rc_destroy = kc_chan_destroy(h);
+        }
+        fn other() void {
+            if (by_unhold) {
+                std.debug.assert(kc_chan_hold(h, 0) == 0);
+                held.set();
+            }
+            meet();
+            rc_other = if (by_unhold) kc_chan_unhold(h) else kc_chan_destroy(h);
+        }
+    };
+    for (0..rounds) |round| {
+        T.by_unhold = round % 2 == 1;
+        T.go.store(0, .monotonic);
+        T.held.reset();
+        const lost_before = kc_undelivered_lost();
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &T.h));
+        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(T.h));
+        for (0..4) |i| {
+            const v: u64 = i + 1;
+            try testing.expectEqual(@as(i32, 0), kc_chan_try_send(T.h, &v, 8));
+        }
+        const a = try std.Thread.spawn(.{}, T.other, .{});
+        if (T.by_unhold) T.held.wait(); // its hold before the destroy can come
+        const b = try std.Thread.spawn(.{}, T.destroyer, .{});
+        a.join();
+        b.join();
+        const destroy_won = T.rc_destroy == 0;
+        if (T.by_unhold) {
+            // 1: the last hold, it destroyed the channel; KC_EBADH: the destroy came first.
+            try testing.expectEqual(@as(i32, if (destroy_won) Status.bad_handle.code() else 1), T.rc_other);
+        } else {
+            try testing.expectEqual(@as(i32, if (destroy_won) Status.bad_handle.code() else 0), T.rc_other);
+        }
+        if (!destroy_won) try testing.expectEqual(Status.bad_handle.code(), T.rc_destroy);
+        var taken: u64 = 0;
+        var sum: u64 = 0;
+        var buf: [8]u8 align(8) = undefined;
+        while (kc_chan_take_undelivered(T.h, &buf, 8) == 1) : (taken += 1) sum += std.mem.bytesToValue(u64, &buf);
+        // A destroy's win (either one, with two): the owner takes all four; an unhold's: none.
+        const all = !T.by_unhold or destroy_won;
+        try testing.expectEqual(@as(u64, if (all) 4 else 0), taken);
+        try testing.expectEqual(@as(u64, if (all) 10 else 0), sum);
+        try testing.expectEqual(lost_before, kc_undelivered_lost());
+        try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(T.h));
+    }
+}
+
 test "C ABI: what a channel kept for a thread that ended after native code destroyed the channel is freed, not left in the list" {
     var wd: test_wait.Watchdog = .{};
     try wd.start(@src(), test_wait.test_ns);
