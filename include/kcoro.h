@@ -366,7 +366,9 @@ int32_t kc_chan_close_cause(uint32_t handle, const void *cause, uint32_t len, ui
 int32_t kc_chan_cause(uint32_t handle, void *out, uint32_t cap);
 /* Cancels the channel (sealing a kc_chan_keep_undelivered list) and kills its handle, then frees
  * it once no call uses it. The cancel comes before the handle dies: a call that finds the handle
- * dead (KC_EBADH) finds what the destroy dropped in the kept list already. */
+ * dead (KC_EBADH) finds what the destroy dropped in the kept list already. 0, or KC_EBADH for a
+ * dead handle: of two racing destroys (or a destroy and the last kc_chan_unhold) one kills it,
+ * and the other returns KC_EBADH (the channel cancelled all the same). */
 int32_t kc_chan_destroy(uint32_t handle);
 /* One more holder of the channel on the calling thread (a JavaScript isolate's Channel object).
  * A channel that was ever held is destroyed when its last hold is given back (kc_chan_unhold, or
