@@ -5621,7 +5621,7 @@ test "C ABI: two racing destroys of one channel, or a destroy and its last unhol
         fn meet() void {
             _ = go.fetchAdd(1, .acq_rel); // acq_rel: pairs with the other's load below
             const d = test_wait.Deadline.in(test_wait.default_ns, "the other racer");
-            while (go.load(.acquire) < 2) d.wait() catch return;
+            while (go.load(.acquire) < 2) d.wait() catch return; // pairs with the other's fetchAdd
         }
         fn destroyer() void {
             meet();
@@ -5638,7 +5638,7 @@ test "C ABI: two racing destroys of one channel, or a destroy and its last unhol
     };
     for (0..rounds) |round| {
         T.by_unhold = round % 2 == 1;
-        T.go.store(0, .monotonic);
+        T.go.store(0, .monotonic); // before the spawns, which publish it
         T.held.reset();
         const lost_before = kc_undelivered_lost();
         try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &T.h));
