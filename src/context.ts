@@ -220,6 +220,14 @@ export class Context {
   }
 
   /**
+   * @ignore True if the Deadline in force was set by hand (`with(Deadline, d)`): no withTimeout
+   * put it in, so none arms a timer for it (`withTimeout` given the context enforces it).
+   */
+  static _handSetDeadline(context: Context): boolean {
+    return context.#timeout === null && context.#entries.has(Deadline);
+  }
+
+  /**
    * @ignore The context of a child that was given `own` under a parent whose context is `parent`
    * (Kotlin's `parentContext + context`): the parent's entries, then `own`'s on top (its values
    * win per key), but the {@linkcode Deadline} in force is the earlier of the two live ones, so a
@@ -327,10 +335,19 @@ export class Context {
  * The deadline `withTimeout` / `withTimeoutOrNull` put in their scope's context, on the
  * `performance.now()` clock (ms); the earliest of nested timeouts wins. A context can outlive its
  * scope: once the withTimeout that put a Deadline in has finished, a later timeout or native scope
- * given that context (or one derived from it) ignores its Deadline; one set by hand with
- * `Context.with` stays in force. A native scope owned by a
- * scope (`nativeScope`) gives it to its native children (`kc_scope_set_deadline`), whose
- * channel waits then end by it (`KC_ETIME`) and which read it with `kc_deadline`.
+ * given that context (or one derived from it) ignores its Deadline.
+ *
+ * One set by hand (`context.with(Deadline, performance.now() + 30)`) stays in force, and is
+ * enforced by what reads it: a `withTimeout` / `withTimeoutOrNull` given that context (or one
+ * derived from it, a task's) whose own timeout ends later times out at that Deadline instead,
+ * with its own TimeoutError (or null), and at once without running its block if the Deadline has
+ * passed, as Go's `context.WithTimeout` keeps a parent's earlier deadline. A `coroutineScope`,
+ * `launch` or `delay` arms no timer for it: a scope given it is not cancelled by it, and only
+ * reads it (its tasks through `scope.context`).
+ *
+ * A native scope owned by a scope (`nativeScope`) gives the Deadline in force, timed or hand-set,
+ * to its native children (`kc_scope_set_deadline`), whose channel waits then end by it
+ * (`KC_ETIME`) and which read it with `kc_deadline`.
  *
  * @example
  * ```ts

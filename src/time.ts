@@ -20,24 +20,65 @@ import {
 } from "./scope.ts";
 import { Context, timedContext, type Timeout } from "./context.ts";
 
+/** What `withDeadline` makes of a timeout's arguments. */
+interface Timed {
+  /** The options to run the scope with: its Deadline in the context, when it has one. */
+  options: ScopeOptions | undefined;
+  /** The record `runTimed` marks done when the scope finishes; null: no Deadline of its own. */
+  timeout: Timeout | null;
+  /** How long to wait: `ms`, or less where a hand-set Deadline comes first (0 or less: at once). */
+  ms: number;
+  /** What the scope is cancelled with when that wait is over. */
+  error: TimeoutError;
+}
+
 /**
- * `options` with the timeout's deadline in its context (an earlier outer deadline wins, unless
- * the withTimeout that set it has finished: a context can outlive its scope), and the
- * {@linkcode Timeout} that `runTimed` marks done when the scope finishes.
+ * The scope of a timeout of `ms`: `options` with the timeout's deadline in its context, and the
+ * {@linkcode Timeout} that `runTimed` marks done when the scope finishes. An earlier live
+ * Deadline wins (one of a withTimeout already finished is stale: a context can outlive its
+ * scope). If a running withTimeout put it in, that one's timer enforces it (it cancels the
+ * scopes nested in it, as Kotlin's does, with its own TimeoutError); one set by hand
+ * (`Context.with`) has no timer of its own, so this timeout takes it as its own, as Go's
+ * `context.WithTimeout` takes an earlier parent deadline: it waits only until then, fails with
+ * its own kind of TimeoutError (`withTimeoutOrNull` resolves null), and at once, without running
+ * the block, where that Deadline has passed.
  */
-function withDeadline(
-  op: string,
-  options: ScopeOptions | undefined,
-  ms: number,
-): { options: ScopeOptions | undefined; timeout: Timeout | null } {
+function withDeadline(op: string, options: ScopeOptions | undefined, ms: number): Timed {
   const checked = checkScopeOptions(op, options); // what it read, once
-  if (!(ms > 0)) return { options: checked, timeout: null };
+  if (!(ms > 0)) return { options: checked, timeout: null, ms, error: timedOut(ms) };
   const context = checked?.context ?? Context.empty;
-  const deadline = performance.now() + ms;
+  const now = performance.now();
+  const deadline = now + ms;
   const outer = Context._liveDeadline(context);
-  if (outer !== undefined && outer <= deadline) return { options: checked, timeout: null };
+  if (outer === undefined || outer > deadline) {
+    const timeout: Timeout = { done: false };
+    const timedOptions = { ...checked, context: timedContext(context, deadline, timeout) };
+    return { options: timedOptions, timeout, ms, error: timedOut(ms) };
+  }
+  // An earlier live Deadline of a running withTimeout: that one's timer enforces it.
+  if (!Context._handSetDeadline(context)) {
+    return { options: checked, timeout: null, ms, error: timedOut(ms) };
+  }
+  const left = outer - now;
+  if (!(left > 0)) {
+    const error = new TimeoutError(
+      `Timed out at once: the Deadline of its context passed ${
+        Math.round(-left)
+      } ms ago, before its ` +
+        `timeout of ${ms} ms; the block does not run`,
+    );
+    return { options: checked, timeout: null, ms: 0, error };
+  }
+  // Taken as this timeout's own, so that timeouts nested in this one leave it to this one's timer.
   const timeout: Timeout = { done: false };
-  return { options: { ...checked, context: timedContext(context, deadline, timeout) }, timeout };
+  const error = new TimeoutError(
+    `Timed out waiting for ${
+      Math.round(left)
+    } ms: the Deadline of its context came before its timeout of ` +
+      `${ms} ms`,
+  );
+  const timedOptions = { ...checked, context: timedContext(context, outer, timeout) };
+  return { options: timedOptions, timeout, ms: left, error };
 }
 
 /** setTimeout's largest delay; longer ones are chained. */
@@ -155,6 +196,13 @@ function timedOut(ms: number): TimeoutError {
  * finished after `ms` milliseconds; then rejects with a {@linkcode TimeoutError} once the block
  * and its tasks have finished. `ms` of 0 or less rejects at once without running the block.
  *
+ * A `Deadline` set by hand in `options.context` (`Context.with`) that comes before
+ * `ms` is over is this timeout's instead: it times out then, with the same TimeoutError, and at
+ * once without running the block if that Deadline has passed (as Go's `context.WithTimeout` under
+ * a parent with an earlier deadline). An earlier Deadline of a `withTimeout` still running around
+ * it is left to that one, whose TimeoutError cancels this scope too when given its
+ * `{ signal, context }`.
+ *
  * @example
  * ```ts
  * import { delay, TimeoutError, withTimeout } from "../mod.ts";
@@ -168,26 +216,27 @@ function timedOut(ms: number): TimeoutError {
  */
 export function withTimeout<T>(ms: number, block: Block<T>, options?: ScopeOptions): Promise<T> {
   const op = "run withTimeout";
-  let timed: ReturnType<typeof withDeadline>;
+  let timed: Timed;
   let scope: Coroutine<T> | Error;
   try {
     checkMs(op, ms);
+    timed = withDeadline(op, options, ms);
     // No scope at all for 0 or less: one never started would keep its listener on the
     // caller's signal.
-    if (ms <= 0) {
-      scope = checkRoot(op, block, withDeadline(op, options, ms).options) ?? timedOut(ms);
-    } else scope = rootScope(op, block, (timed = withDeadline(op, options, ms)).options, false);
+    if (timed.ms <= 0) scope = checkRoot(op, block, timed.options) ?? timed.error;
+    else scope = rootScope(op, block, timed.options, false);
   } catch (e) {
     return Promise.reject(e); // bad arguments reject, as every wait's do
   }
   if (scope instanceof Error) return Promise.reject(scope);
-  return runTimed(scope, ms, timedOut(ms), timed!.timeout);
+  return runTimed(scope, timed.ms, timed.error, timed.timeout);
 }
 
 /**
- * Like {@linkcode withTimeout}, but resolves with `null` when its own timeout expires. Any other
- * error, including a TimeoutError from an inner `withTimeout`, is rethrown. `ms` of 0 or less
- * resolves null at once without running the block.
+ * Like {@linkcode withTimeout}, but resolves with `null` when its own timeout expires (a hand-set
+ * `Deadline` in `options.context` that comes first counts as its own). Any other
+ * error, including a TimeoutError from an inner `withTimeout` or an outer one, is rethrown. `ms`
+ * of 0 or less (or a hand-set Deadline passed) resolves null at once without running the block.
  *
  * @example
  * ```ts
@@ -203,20 +252,21 @@ export function withTimeoutOrNull<T>(
   options?: ScopeOptions,
 ): Promise<T | null> {
   const op = "run withTimeoutOrNull";
-  let timed: ReturnType<typeof withDeadline>;
+  let timed: Timed;
   let scope: Coroutine<T> | Error | null;
   try {
     checkMs(op, ms);
+    timed = withDeadline(op, options, ms);
     // As withTimeout: no scope at all for 0 or less.
-    if (ms <= 0) scope = checkRoot(op, block, withDeadline(op, options, ms).options);
-    else scope = rootScope(op, block, (timed = withDeadline(op, options, ms)).options, false);
+    if (timed.ms <= 0) scope = checkRoot(op, block, timed.options);
+    else scope = rootScope(op, block, timed.options, false);
   } catch (e) {
     return Promise.reject(e); // bad arguments reject, as every wait's do
   }
   if (scope === null) return Promise.resolve(null);
   if (scope instanceof Error) return Promise.reject(scope);
-  const timeout = timedOut(ms);
-  return runTimed(scope, ms, timeout, timed!.timeout).catch((e) => {
+  const timeout = timed.error;
+  return runTimed(scope, timed.ms, timeout, timed.timeout).catch((e) => {
     if (e === timeout) return null;
     throw e;
   });

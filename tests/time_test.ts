@@ -412,7 +412,7 @@ Deno.test("withTimeout given the context of a finished withTimeout ignores that 
     assert.ok(n !== null && n !== undefined && n >= before + 60_000, `deadline ${n}`);
   }
   // A Deadline put in by hand is kept, as is that of a withTimeout still running around it.
-  const own = performance.now() + 30;
+  const own = performance.now() + 30_000;
   const kept = await withTimeout(60_000, (scope) => scope.context.get(Deadline), {
     context: stale.with(Deadline, own),
   });
@@ -425,6 +425,84 @@ Deno.test("withTimeout given the context of a finished withTimeout ignores that 
     });
     assert.equal(inner, d);
   });
+});
+
+Deno.test("withTimeout given a hand-set Deadline that has passed times out at once without running the block", async () => {
+  // Go's context.WithTimeout keeps a parent's earlier deadline. Before, a Deadline set by hand with
+  // Context.with was only read: withTimeout(60_000, block, { context }) ran the block for its full
+  // time although the Deadline its context carried, and gave its native children, had passed.
+  let ran = 0;
+  const block = () => {
+    ran++;
+    return "ran";
+  };
+  for (const at of [performance.now() - 1, -Infinity]) {
+    const context = Context.empty.with(Deadline, at);
+    for (const ms of [60_000, Infinity]) {
+      await assert.rejects(withTimeout(ms, block, { context }), (e) => {
+        assert.ok(e instanceof TimeoutError, String(e));
+        assert.match(e.message, /Timed out at once: the Deadline of its context passed/);
+        return true;
+      });
+      assert.equal(await withTimeoutOrNull(ms, block, { context }), null);
+    }
+    // An aborted signal still wins, as it does over a timeout of 0 or less.
+    const signal = AbortSignal.abort(new Error("stop"));
+    await assert.rejects(withTimeout(60_000, block, { context, signal }), CancellationError);
+    await assert.rejects(withTimeoutOrNull(60_000, block, { context, signal }), CancellationError);
+  }
+  assert.equal(ran, 0);
+  // A hand-set Deadline later than the timeout is not the timeout's: its own wins.
+  const later = Context.empty.with(Deadline, performance.now() + 120_000);
+  await assert.rejects(withTimeout(5, (t) => untilAborted(t.signal), { context: later }), {
+    name: "TimeoutError",
+    message: "Timed out waiting for 5 ms",
+  });
+});
+
+Deno.test("withTimeout given a hand-set Deadline ahead of its own times out at it, with its own TimeoutError, and owns it for timeouts nested in it", async () => {
+  // No timed assertion: the timeouts' own times are Infinity or a minute, so only the Deadline
+  // can end them. Before, withTimeout(Infinity) waited here for good. Each Deadline is made just
+  // before the call, synchronously, 100 ms ahead: it has not passed when the call reads it.
+  const at = performance.now() + 100;
+  const context = Context.empty.with(Deadline, at);
+  let seen: number | undefined;
+  let inner: unknown = "not settled";
+  await assert.rejects(
+    withTimeout(Infinity, async (scope) => {
+      seen = scope.context.get(Deadline);
+      // Nested in it: the outer timeout enforces the Deadline (as an outer withTimeout's), so
+      // the inner withTimeoutOrNull rethrows the outer's TimeoutError rather than racing it to
+      // a null of its own.
+      inner = await withTimeoutOrNull(60_000, (t) => untilAborted(t.signal), {
+        signal: scope.signal,
+        context: scope.context,
+      });
+    }, { context }),
+    (e) => {
+      assert.ok(e instanceof TimeoutError, String(e));
+      assert.match(e.message, /the Deadline of its context came before its timeout of Infinity ms/);
+      return true;
+    },
+  );
+  assert.equal(seen, at);
+  assert.equal(inner, "not settled");
+  // withTimeoutOrNull counts it as its own: null. So does one in a task of a coroutineScope given
+  // the context (the scope itself arms no timer for it).
+  const ahead = () => Context.empty.with(Deadline, performance.now() + 100);
+  assert.equal(
+    await withTimeoutOrNull(60_000, (t) => untilAborted(t.signal), { context: ahead() }),
+    null,
+  );
+  const got = await coroutineScope(
+    (task) =>
+      withTimeoutOrNull(Infinity, (t) => untilAborted(t.signal), {
+        signal: task.signal,
+        context: task.context,
+      }),
+    { context: ahead().with(createContextKey<string>("user"), "ada") },
+  );
+  assert.equal(got, null);
 });
 
 Deno.test("a child given a context under withTimeout keeps the timeout's Deadline: an empty one, a later one or a stale one does not lift it, an earlier one wins", async () => {
