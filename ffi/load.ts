@@ -526,12 +526,15 @@ export function findLibrary(options: OpenOptions = {}): string {
     if (typeof found === "object" && found.refused !== null) {
       throw readRefused(path, `KCORO_LIB${path === fromEnv ? "" : ` ${fromEnv}`}`, found.refused);
     }
-    const resolved = path === fromEnv ? "" : ` (${path})`;
+    // The house form, as options.path's errors above (it said "kcoro: KCORO_LIB is set to ...").
+    const resolved = path === fromEnv ? "" : ` (resolved against the current directory: ${path})`;
     throw new LibraryNotFoundError(
       found === false
-        ? `kcoro: KCORO_LIB is set to ${fromEnv}, but there is no file there${resolved}; ` +
-          `unset it or fix it`
-        : `kcoro: KCORO_LIB is set to ${fromEnv}, but it cannot be read${resolved}: ${found.why}`,
+        ? `Cannot open library: KCORO_LIB names no file${resolved}; unset it or set it to the ` +
+          `library's path, received ${describe(fromEnv)}`
+        : `Cannot open library: KCORO_LIB cannot be read${resolved} (${found.why}), received ${
+          describe(fromEnv)
+        }`,
     );
   }
   tried.push("KCORO_LIB (unset or not readable without --allow-env)");
@@ -564,7 +567,10 @@ export function findLibrary(options: OpenOptions = {}): string {
       { cause: refused.e },
     );
   }
-  throw new LibraryNotFoundError(`kcoro: cannot find libkcoro. ${list}B${build}`);
+  // As the LibraryPermissionError above says it (it said "kcoro: cannot find libkcoro").
+  throw new LibraryNotFoundError(
+    `Cannot find the kcoro library: no file at any place searched. ${list}B${build}`,
+  );
 }
 
 /** Opens a new instance of the library and checks its ABI version. */

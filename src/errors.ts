@@ -312,9 +312,11 @@ export class AbiMismatchError extends Error {
    * message says how to rebuild it or point `KCORO_LIB` at a matching build.
    */
   constructor(path: string, found: number, expected: number) {
+    // The house form, "Cannot <op>: <reason>, received <x>" (it said "kcoro: ABI mismatch: ...").
     super(
-      `kcoro: ABI mismatch: ${path} has ABI version ${found}, this module expects ${expected}; ` +
-        `rebuild the library with \`./task build\` or point KCORO_LIB at a matching build`,
+      `Cannot open library: this module expects ABI version ${expected}; rebuild the library ` +
+        `with \`./task build\` or point KCORO_LIB at a matching build, received ${path} with ` +
+        `ABI version ${found}`,
     );
     this.name = "AbiMismatchError";
     this.found = found;

@@ -33,7 +33,12 @@ Deno.test("the handshake rejects a mismatched ABI and closes the library", () =>
     () => openLibrary({ expectAbi: ABI_VERSION + 1 }),
     (e: unknown) =>
       e instanceof AbiMismatchError && e.found === ABI_VERSION && e.expected === ABI_VERSION + 1 &&
-      /\.\/task build/.test(e.message),
+      // The house form; it said "kcoro: ABI mismatch: <path> has ABI version ...".
+      e.message.startsWith(
+        `Cannot open library: this module expects ABI version ${ABI_VERSION + 1}; `,
+      ) &&
+      /\.\/task build/.test(e.message) &&
+      e.message.endsWith(`, received ${library().path} with ABI version ${ABI_VERSION}`),
   );
 });
 
@@ -252,7 +257,12 @@ Deno.test("KCORO_LIB overrides the search, and a wrong one is a named error", as
       "--allow-read",
       "--allow-env",
     ]);
-    assert.match(bad.stdout, /^error LibraryNotFoundError .*KCORO_LIB is set to \/nonexistent\.so/);
+    // The house form ("Cannot <op>: <reason>, received <x>"); it said "kcoro: KCORO_LIB is set to".
+    assert.equal(
+      bad.stdout.trim(),
+      "error LibraryNotFoundError Cannot open library: KCORO_LIB names no file; unset it or set " +
+        'it to the library\'s path, received "/nonexistent.so"',
+    );
   } finally {
     await Deno.remove(copy);
   }
@@ -346,7 +356,14 @@ console.log(JSON.stringify([shared.library, library().path, said, ch.tryReceive(
     // object without the field, and its search resolves KCORO_LIB against "/" here. Before,
     // the Worker opened evil.so (a LibraryNotFoundError naming it as the channel's library).
     for (const said of [evil, bak, relative]) {
-      assert.ok(said.startsWith("LibraryNotFoundError kcoro: KCORO_LIB is set to ./zig-out"), said);
+      assert.ok(
+        said.startsWith(
+          "LibraryNotFoundError Cannot open library: KCORO_LIB names no file (resolved against " +
+            "the current directory: /zig-out/",
+        ),
+        said,
+      );
+      assert.ok(said.endsWith(', received "./zig-out/lib/libkcoro.so"'), said);
       assert.ok(!said.includes("it lives in the library at"), said);
     }
     assert.deepEqual([lib, main, found, more, got], [path, path, path, [], {
@@ -568,7 +585,10 @@ Deno.test("without a build and without --allow-run the error says what to do", a
     await copyModule(dir);
     const code = probe.replace(`${root}mod.ts`, `${dir}/mod.ts`);
     const res = await runScript(code, {}, ["--allow-ffi", "--allow-read"]);
-    assert.match(res.stdout, /^error LibraryNotFoundError kcoro: cannot find libkcoro/);
+    assert.match(
+      res.stdout,
+      /^error LibraryNotFoundError Cannot find the kcoro library: no file at any place searched\. Tried:/,
+    );
     assert.match(res.stdout, /\.\/task build/);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -677,7 +697,9 @@ Deno.test("a pinned .toolchain zig that is there but cannot be run is named in t
       const res = await run(flags);
       const skipped = `build from source (skipped: the pinned Zig ${pinned} cannot be used: ${why}`;
       assert.ok(
-        res.stdout.startsWith("error LibraryNotFoundError kcoro: cannot find libkcoro"),
+        res.stdout.startsWith(
+          "error LibraryNotFoundError Cannot find the kcoro library: no file at",
+        ),
         `${what}: ${res.stdout}${res.stderr}`,
       );
       assert.ok(res.stdout.includes(skipped), `${what}: ${res.stdout}`);
