@@ -468,6 +468,41 @@ Deno.test("a close cause keeps kcoro's classes and every Error's name down its c
   assert.equal((cut.cause as Error).name, "Error");
 });
 
+Deno.test("a close cause crosses with its name, message, stack and cause only: an AggregateError's errors and other properties stay behind, as README says", () => {
+  // node:v8 copies an Error's message, stack and cause and no other property; kcoro adds its name
+  // (and its class, for kcoro's own). README ("A close or cancel cause crosses isolates") says
+  // what stays behind; this pins it, so a change to either is made to both.
+  const copy = (cause: unknown) => {
+    const got = decodeCause(encodeCause(cause)!);
+    assert.ok(got.ok);
+    return got.cause as Error & Record<string, unknown>;
+  };
+  const parts = [new Error("a"), new CancellationError("b")];
+  const aggregate = new AggregateError(parts, "2 failed", { cause: new TypeError("first") });
+  const kept = Object.assign(aggregate, { code: "E_BOTH" });
+  Object.defineProperty(kept, "suppressed", { value: [new Error("later")], writable: true });
+  for (const got of [copy(kept), copy(new Error("outer", { cause: kept })).cause as Error]) {
+    const e = got as Error & Record<string, unknown>;
+    assert.equal(e instanceof AggregateError, false);
+    assert.equal(Object.getPrototypeOf(e), Error.prototype);
+    assert.deepEqual([e.name, e.message, e.stack], ["AggregateError", "2 failed", aggregate.stack]);
+    assert.ok(e.cause instanceof TypeError && e.cause.message === "first");
+    assert.deepEqual([e.errors, e.code, e.suppressed], [undefined, undefined, undefined]);
+  }
+  const suppressedError = copy(
+    new SuppressedError(new Error("dispose"), new Error("body"), "both"),
+  );
+  assert.deepEqual(
+    [
+      suppressedError.name,
+      suppressedError.message,
+      suppressedError.error,
+      suppressedError.suppressed,
+    ],
+    ["SuppressedError", "both", undefined, undefined],
+  );
+});
+
 Deno.test("a close cause that cannot be copied crosses as its stand-in: a failure still, classes and names kept, the uncopyable part described", () => {
   // Before, encodeCause answered null for all of these, so other isolates saw the channel
   // closed cleanly: a Worker's for-await over a failed producer ended as if complete.
