@@ -60,7 +60,11 @@ export interface LaunchOptions {
 export interface ScopeOptions {
   /** Aborting it cancels the scope; an aborted one fails at once without running the block. */
   signal?: AbortSignal;
-  /** The scope's context (default: {@linkcode Context.empty}); its tasks inherit it. */
+  /**
+   * The scope's context (default: {@linkcode Context.empty}); its tasks inherit it. A
+   * {@linkcode Deadline} set in it by hand ends a `withTimeout` / `withTimeoutOrNull` given it
+   * when it comes first; a `coroutineScope` or `supervisorScope` arms no timer for it.
+   */
   context?: Context;
 }
 
