@@ -85,7 +85,13 @@ pub fn finish(c: *[3]std.atomic.Value(u64), status: i32) void {
     // Release: pairs with the reader's acquire of `done` (or the scope wait that precedes its
     // read), which then sees `status` and the count-out.
     c[1].store(1, .release);
+    if (@import("builtin").is_test) if (test_after_done) |f| f(c);
 }
+
+/// Tests: run by `finish` right after its `done` store, on the built-in's thread: what a host
+/// that sees `done` may find at once (a built-in must hold nothing by then).
+pub var test_after_done: if (@import("builtin").is_test) ?*const fn (*[3]std.atomic.Value(u64)) void else void =
+    if (@import("builtin").is_test) null else {};
 
 fn cells3(arg: ?*anyopaque) *[3]std.atomic.Value(u64) {
     return @ptrCast(@alignCast(arg.?));

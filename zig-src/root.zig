@@ -2926,19 +2926,25 @@ export fn kc_builtin_entry(id: u32) callconv(.c) ?*const anyopaque {
 /// KC_BUILTIN_RECEIVER: `arg` -> u64[3] { channel handle, done, status }. Receives one value
 /// (discarded; the channel must not be zero-copy) with no token, so inside a native scope the
 /// wait ends with KC_EINTR when the scope is cancelled. Here, not in builtins.zig: it needs the
-/// channel handle table.
+/// channel handle table. Its reference to the channel is given back before `done` shows, on
+/// every path: a host that sees `done` and then destroys the channel, or gives back the last
+/// hold on it, expecting that to end it, finds no reference of ours keeping it.
 fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
     const c: *[3]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
     const h = std.math.cast(u32, c[0].load(.monotonic)) orelse 0;
     var buf: [64]u8 align(8) = undefined;
-    const size: u32 = blk: {
-        const e = chans().acquire(h) catch |err| return builtins.finish(c, fail(err));
+    // The size, or the status to finish with: the block's `defer` releases the reference
+    // before `finish` runs (a `return builtins.finish(...)` inside it stored `done` first, and
+    // the channel stayed referenced, so not retired, for a moment after the host saw it).
+    const size: i32 = blk: {
+        const e = chans().acquire(h) catch |err| break :blk fail(err);
         defer chans().release(e);
         const ch = ChanRegistry.channelOf(e);
-        if (ch.zero_copy or ch.elem_size > buf.len) return builtins.finish(c, Status.invalid.code());
-        break :blk ch.elem_size;
+        if (ch.zero_copy or ch.elem_size > buf.len) break :blk Status.invalid.code();
+        break :blk @intCast(ch.elem_size); // at most buf.len
     };
-    builtins.finish(c, kc_chan_recv(h, &buf, size, 0, 0, 0));
+    if (size < 0) return builtins.finish(c, size);
+    builtins.finish(c, kc_chan_recv(h, &buf, @intCast(size), 0, 0, 0));
 }
 
 /// KC_BUILTIN_ECHO: `arg` -> u64[4] { in channel, out channel, echoed, done }. Receives each
@@ -2979,6 +2985,34 @@ const testing = std.testing;
 
 test {
     _ = kcoro;
+}
+
+test "KC_BUILTIN_RECEIVER: a channel it refuses is no longer referenced by it once done shows" {
+    const S = struct {
+        var h: u32 = 0;
+        var refs_at_done: u32 = 0;
+        /// Run right after the `done` store (`builtins.test_after_done`): what a host that saw
+        /// `done` may find at once.
+        fn atDone(_: *[3]std.atomic.Value(u64)) void {
+            const e = chans().acquire(h) catch return;
+            defer chans().release(e);
+            // Monotonic: read on the thread that made every change of it in this test.
+            refs_at_done = e.refs.load(.monotonic);
+        }
+    };
+    var h: u32 = 0;
+    // Elements larger than the receiver's buffer: refused (KC_EINVAL) after its lookup.
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(128, 1, 0, 0, &h));
+    S.h = h;
+    builtins.test_after_done = S.atDone;
+    defer builtins.test_after_done = null;
+    var cells = [3]std.atomic.Value(u64){ .init(h), .init(0), .init(0) };
+    receiverBuiltin(&cells); // run on this thread (outside a scheduler it counts nothing out)
+    try testing.expectEqual(@as(u64, 1), cells[1].load(.monotonic));
+    try testing.expectEqual(Status.invalid.code(), @as(i32, @truncate(@as(i64, @bitCast(cells[2].load(.monotonic))))));
+    // The table's reference and the check's own: the built-in's was given back before `done`.
+    try testing.expectEqual(@as(u32, 2), S.refs_at_done);
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
 }
 
 test "C ABI: a thread's exit destroys the rings it made, not a later one that got the handle of one it destroyed" {
