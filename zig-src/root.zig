@@ -1479,16 +1479,19 @@ export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
     if (@import("builtin").is_test) if (test_hooks.after_destroy_seal) |f| f();
     // After the seal, in this thread's order; a lookup that fails on the freed handle sees both
     // (the table's release store of the slot's generation pairs with its acquire load).
-    r.destroy(h) catch |err| return fail(err);
-    dropCause(h);
+    const won = if (r.destroy(h)) |_| true else |_| false;
+    if (won) dropCause(h); // a destroy that lost leaves it to the winner
     // Its creator's dispose, on the thread it keeps dropped values for, mostly: nothing is left
     // to stop keeping when the thread ends (a Worker making channels for its whole life would
     // pile up records of dead ones otherwise). An entry of this handle value names this channel
-    // or an earlier one, dead too.
+    // or an earlier one, dead too. So also for a destroy that lost a race with another (the
+    // handle died between our lookup and our destroy): the channel is dead all the same, and
+    // its record stayed until the thread ended, one more for each race lost.
     if (onHostThread()) if (ThreadRecord.mine(false)) |rec| {
         _ = rec.keeps.remove(h);
     };
-    return 0;
+    // Only a destroy of the handle fails (BadHandle: another destroy, or the last unhold, won).
+    return if (won) 0 else Status.bad_handle.code();
 }
 
 /// int32_t kc_chan_status(uint32_t h): bit 0 closed for send, bit 1 closed for receive, bit 2
@@ -5813,6 +5816,38 @@ test "C ABI: what a channel kept for a thread that ends while native code's dest
         var buf: [32]u8 = undefined;
         try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &buf, T.size()));
     }
+}
+
+test "C ABI: a kc_chan_destroy that loses a race with another still forgets its thread's keep record of the channel" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const T = struct {
+        var h: u32 = 0;
+        var other: i32 = 1;
+        fn destroy() void {
+            other = kc_chan_destroy(h);
+        }
+        /// In this thread's destroy, sealed, its handle alive: another thread's destroy wins.
+        fn race() void {
+            test_hooks.after_destroy_seal = null; // once
+            const t = std.Thread.spawn(.{}, destroy, .{}) catch @panic("spawn");
+            t.join();
+        }
+    };
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h)); // this (host) thread's record
+    const rec = ThreadRecord.mine(false) orelse return error.NoRecord;
+    try testing.expect(rec.keeps.contains(h));
+    T.h = h;
+    test_hooks.after_destroy_seal = T.race;
+    defer test_hooks.after_destroy_seal = null;
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_destroy(h)); // lost
+    try testing.expect(test_hooks.after_destroy_seal == null); // the race ran in the window
+    try testing.expectEqual(@as(i32, 0), T.other); // the other thread's won
+    // Forgotten now, not when this thread ends (a Worker losing such races piled them up).
+    try testing.expect(!rec.keeps.contains(h));
 }
 
 test "C ABI: a value a dead isolate gives back or drops into a destroyed channel after its owner's last take is freed and counted lost, never left in the list" {
