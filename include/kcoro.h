@@ -467,7 +467,10 @@ int32_t kc_pool_views(uint32_t **out);
  * kept until the channel ends). The destroy seals the list
  * once its cancel dropped what the channel held (ABI 22): take it after the destroy, and nothing
  * comes later (a late drop on another thread is refused, kc_chan_drop, or freed and counted,
- * kc_undelivered_lost). KC_ENOMEM if the thread's record could not grow. */
+ * kc_undelivered_lost). Called again, on any thread, the list (what it holds already too) is the
+ * latest caller's: an earlier caller's thread that ends leaves it and the keeping alone; the
+ * latest caller's end stops them as above (its call from a coroutine: none does). KC_ENOMEM if
+ * the thread's record could not grow. */
 int32_t kc_chan_keep_undelivered(uint32_t handle);
 int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size);
 /* Frees the buffer of every descriptor the zero-copy channel drops without a release of its own

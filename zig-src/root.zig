@@ -162,7 +162,7 @@ fn unhold(h: u32, serial: u64) i32 {
     r.destroyIf(h, serial, sameSerial) catch |err| return fail(err);
     // Its creator's isolate is gone (its hold was given back), so nobody takes what the channel
     // kept for it (kc_chan_keep_undelivered).
-    dropKept(h, serial);
+    dropKept(h, serial, null);
     dropCause(h);
     return 1;
 }
@@ -181,8 +181,8 @@ const ThreadRecord = struct {
     /// Holds by handle value, with how many and of which channel (`Channel.serial`).
     holds: std.AutoHashMapUnmanaged(u32, Held) = .empty,
     /// Channels that keep their dropped values for this thread's host
-    /// (kc_chan_keep_undelivered), by handle value, with which channel (`Channel.serial`).
-    keeps: std.AutoHashMapUnmanaged(u32, u64) = .empty,
+    /// (kc_chan_keep_undelivered), by handle value, with which channel and which call.
+    keeps: std.AutoHashMapUnmanaged(u32, Keep) = .empty,
     /// Hand-driven coroutines this thread holds (kc_coro_hold), by handle value, with which
     /// coroutine: destroyed when the thread ends, unless destroyed first.
     coros: std.AutoHashMapUnmanaged(u32, kcoro.registry.Registry.Identity) = .empty,
@@ -191,6 +191,10 @@ const ThreadRecord = struct {
     scopes: std.AutoHashMapUnmanaged(u32, u64) = .empty,
 
     const Held = struct { count: u32, serial: u64 };
+    /// A kc_chan_keep_undelivered call of this thread: the channel (`Channel.serial`) and the
+    /// call's ticket (`next_keep_ticket`, never 0), which says whether the list is still ours
+    /// or a later call's (`stopKeeping`).
+    const Keep = struct { serial: u64, ticket: u64 };
 
     /// The calling thread's record; made if `make` (null if it could not be).
     fn mine(make: bool) ?*ThreadRecord {
@@ -1123,7 +1127,7 @@ export fn kc_chan_create(elem_size: u32, capacity: u32, overflow: u32, flags: u3
     }) catch |err| return fail(err);
     // Values an earlier channel of this handle number kept that nobody took (a ring gave one
     // back to it after its owner's last take): never this channel's. The same for a cause.
-    dropKept(h, null);
+    dropKept(h, null, null);
     dropCause(h);
     out.* = h;
     return 0;
@@ -2653,6 +2657,10 @@ const KeptQueue = struct {
     /// Whose values they are (`Channel.serial`): a handle value outlives its channel, and a
     /// later channel may be given it (`stopKeeping` frees a dead channel's list by it).
     serial: u64,
+    /// For whom: the ticket of the kc_chan_keep_undelivered call that set the channel's hook
+    /// (`Tx.kept_ticket`; 0 for a call from a coroutine or a worker thread, no host's), the
+    /// latest call's. A thread whose call was earlier leaves the list alone when it ends.
+    ticket: u64,
 
     /// Frees the values not taken (a zero-copy descriptor's kc_desc_make buffer too) and the
     /// list. Under `undelivered_mutex`, the queue out of `undelivered_queues` or about to be.
@@ -2669,7 +2677,7 @@ const KeptQueue = struct {
         // Release: as every change of it (see `keepUndelivered`).
         _ = undelivered_count.fetchSub(kept.len, .release);
         q.items.deinit(std.heap.c_allocator);
-        q.* = .{ .serial = q.serial };
+        q.* = .{ .serial = q.serial, .ticket = q.ticket };
     }
 };
 var undelivered_mutex: std.Thread.Mutex = .{};
@@ -2696,13 +2704,16 @@ fn keepUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
         return;
     };
     if (!q.found_existing) {
-        q.value_ptr.* = .{ .serial = ch.serial };
+        q.value_ptr.* = .{ .serial = ch.serial, .ticket = ch.tx.kept_ticket };
     } else if (q.value_ptr.serial != ch.serial) {
         // An earlier channel's of this handle value, which kc_chan_create freed before this
         // channel could keep anything: never this channel's.
         q.value_ptr.free();
         q.value_ptr.serial = ch.serial;
     }
+    // The latest keeper's (read under the channel's lock, where kc_chan_keep_undelivered sets
+    // it): a list made before that call is handed over by the call itself, or here.
+    q.value_ptr.ticket = ch.tx.kept_ticket;
     q.value_ptr.items.append(a, .{ .bytes = copy, .zero_copy = ch.zero_copy }) catch {
         kept_allocator.free(copy);
         if (q.value_ptr.items.items.len == 0) _ = undelivered_queues.remove(h);
@@ -2728,6 +2739,11 @@ fn keepUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
 /// isolate (a Worker's, shared) kept every value its drop policy dropped until its last holder
 /// let go of it: a conflated channel, without bound. Not from a coroutine or a scheduler's
 /// worker thread (no host lives there): the list then stays until the channel ends.
+///
+/// Called again (on this thread or another), the list, and what it holds already, is the
+/// latest caller's: an earlier caller's thread that ends leaves it alone (it freed the list,
+/// and stopped the keeping, while the latest caller still lived to take it); the latest
+/// caller's thread's end ends it as above.
 /// KC_ENOMEM if the thread's record could not grow.
 export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
     const r = chans();
@@ -2735,15 +2751,36 @@ export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
     defer r.release(e);
     const ch = ChanRegistry.channelOf(e);
     std.debug.assert(ch.elem_size < 1 << 31);
-    if (onHostThread()) {
+    // One call at a time, and none while an ended keeper's `stopKeeping` decides whether the
+    // list is still its own: the ticket it reads back is the latest call's.
+    keep_mutex.lock();
+    defer keep_mutex.unlock();
+    const ticket: u64 = if (onHostThread()) blk: {
         const rec = ThreadRecord.mine(true) orelse return Status.no_memory.code();
-        rec.keeps.put(std.heap.c_allocator, h, ch.serial) catch return Status.no_memory.code();
-    }
+        const t = next_keep_ticket + 1; // under `keep_mutex`: a plain counter
+        rec.keeps.put(std.heap.c_allocator, h, .{ .serial = ch.serial, .ticket = t }) catch return Status.no_memory.code();
+        next_keep_ticket = t;
+        break :blk t;
+    } else 0; // no host's thread: none ends it
     // Sealed by the destroy (`Channel.seal`, after its cancel): what comes later goes to
     // `lateUndelivered`, not to a list its owner took the last of already.
-    ch.setUndeliveredSealing(keepUndelivered, lateUndelivered, h);
+    ch.setUndeliveredSealing(keepUndelivered, lateUndelivered, h, ticket);
+    // What the channel kept before this call is this caller's now too. A drop between the
+    // hook's setting and this sets the same ticket (`keepUndelivered` reads it under the
+    // channel's lock, after our setting); no other call sets one meanwhile (`keep_mutex`).
+    undelivered_mutex.lock();
+    defer undelivered_mutex.unlock();
+    if (undelivered_queues.getPtr(h)) |q| if (q.serial == ch.serial) {
+        q.ticket = ticket;
+    };
     return 0;
 }
+
+/// Orders kc_chan_keep_undelivered calls and the `stopKeeping` of an ended keeper's thread
+/// (taken before a channel's lock and `undelivered_mutex`, never under them).
+var keep_mutex: std.Thread.Mutex = .{};
+/// The last ticket a host thread's kc_chan_keep_undelivered drew (under `keep_mutex`).
+var next_keep_ticket: u64 = 0;
 
 /// Values dropped into a channel's kept list after its destroy sealed it (`lateUndelivered`):
 /// freed there, never handed to the owner. kc_undelivered_lost reads it.
@@ -2788,13 +2825,18 @@ export fn kc_undelivered_lost() callconv(.c) u64 {
 /// a take that will never come now. Before, it waited there until a later channel was given the
 /// handle's value. So has one whose destroy is under way (sealed, its handle still alive). A
 /// later channel of the value keeps its own list (another host's): left alone (`dropKept` by
-/// `serial`).
-fn stopKeeping(h: u32, serial: u64) void {
+/// `serial`). So is a list a later kc_chan_keep_undelivered call made its own caller's (by
+/// `ticket`): that caller may live on to take it.
+fn stopKeeping(h: u32, keep: ThreadRecord.Keep) void {
+    const serial = keep.serial;
+    keep_mutex.lock(); // no kc_chan_keep_undelivered hands the list over meanwhile
+    defer keep_mutex.unlock();
     const r = chans();
-    const e = r.acquire(h) catch return dropKept(h, serial);
+    const e = r.acquire(h) catch return dropKept(h, serial, keep.ticket);
     defer r.release(e); // held across dropKept: the handle value names this channel till then
     const ch = ChanRegistry.channelOf(e);
     if (ch.serial != serial) return;
+    if (ch.keptTicket() != keep.ticket) return; // a later call's (another thread's, a coroutine's)
     const next: ?chan.UndeliveredFn = if (ch.zero_copy) freeUndelivered else null;
     // After this, no drop adds to the list (the hook runs under the channel's lock, which the
     // replacement takes), so dropKept frees everything kept.
@@ -2803,10 +2845,10 @@ fn stopKeeping(h: u32, serial: u64) void {
         // only a seal puts `lateUndelivered` here): nothing more comes to the list, and the host
         // that would take it has ended, so it is freed as for a dead handle. Before, it was left
         // for a take that never comes. Another hook set since: not ours to free.
-        if (ch.undeliveredIs(lateUndelivered)) dropKept(h, serial);
+        if (ch.undeliveredIs(lateUndelivered)) dropKept(h, serial, keep.ticket);
         return;
     }
-    dropKept(h, serial);
+    dropKept(h, serial, keep.ticket);
 }
 
 /// The hook kc_chan_free_undelivered installs: frees a dropped descriptor's buffer as
@@ -2860,13 +2902,15 @@ export fn kc_chan_drop(h: u32, elem: ?*const anyopaque, size: u32) callconv(.c) 
 /// Frees the values channel `h` kept (kc_chan_keep_undelivered), when nobody can take them any
 /// more; a zero-copy channel's buffers too (kc_desc_make's, as kc_buf_free frees them). Only
 /// those of the channel `serial` names, if given: a later channel given the handle's value
-/// (its slot's generation wraps) files its own under it.
-fn dropKept(h: u32, serial: ?u64) void {
+/// (its slot's generation wraps) files its own under it. Only a list kept for the
+/// kc_chan_keep_undelivered call `ticket` names, if given (`KeptQueue.ticket`).
+fn dropKept(h: u32, serial: ?u64, ticket: ?u64) void {
     if (undelivered_count.load(.acquire) == 0) return;
     undelivered_mutex.lock();
     defer undelivered_mutex.unlock();
     const q = undelivered_queues.getPtr(h) orelse return;
     if (serial) |s| if (q.serial != s) return;
+    if (ticket) |t| if (q.ticket != t) return;
     q.free();
     _ = undelivered_queues.remove(h);
 }
@@ -5848,6 +5892,76 @@ test "C ABI: a kc_chan_destroy that loses a race with another still forgets its 
     try testing.expectEqual(@as(i32, 0), T.other); // the other thread's won
     // Forgotten now, not when this thread ends (a Worker losing such races piled them up).
     try testing.expect(!rec.keeps.contains(h));
+}
+
+test "C ABI: kc_chan_keep_undelivered called on two threads: the list is the latest caller's, whichever thread ends first" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const T = struct {
+        var h: u32 = 0;
+        var kept: std.Thread.ResetEvent = .{};
+        var end: std.Thread.ResetEvent = .{};
+        /// Another host's thread (a Worker's isolate) that keeps `h`'s dropped values too, then
+        /// ends when told.
+        fn keeper() void {
+            std.debug.assert(kc_chan_keep_undelivered(h) == 0);
+            kept.set();
+            end.wait();
+        }
+        fn start() !std.Thread {
+            kept.reset();
+            end.reset();
+            const t = try std.Thread.spawn(.{}, keeper, .{});
+            kept.wait();
+            return t;
+        }
+        /// Two values buffered, then dropped into the list by a cancel (`destroy`: by a destroy).
+        fn dropTwo(destroy: bool) !void {
+            for ([_]u64{ 1, 2 }) |v| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
+            if (destroy) {
+                try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+            } else {
+                try testing.expectEqual(@as(i32, 0), kc_chan_cancel(h));
+            }
+        }
+    };
+    // The other thread keeps first, this thread later: the other's end leaves this thread's
+    // list (values kept before its end, or dropped by a destroy before it) and the keeping
+    // alone. Before, it froze the keeping and freed the list: this thread took nothing.
+    for ([_]bool{ false, true }) |destroy| {
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &T.h));
+        const t = try T.start();
+        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(T.h)); // the latest
+        try T.dropTwo(destroy);
+        T.end.set();
+        t.join();
+        var v: u64 = 0;
+        for ([_]u64{ 1, 2 }) |want| {
+            try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(T.h, &v, 8));
+            try testing.expectEqual(want, v);
+        }
+        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &v, 8));
+        if (!destroy) try testing.expectEqual(@as(i32, 0), kc_chan_destroy(T.h));
+    }
+    // This thread first, the other later: the list is the other's, and its end ends the
+    // keeping (nothing more is kept for anyone) and frees what was kept.
+    {
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &T.h));
+        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(T.h));
+        const t = try T.start(); // the latest
+        const one: u64 = 1;
+        try testing.expectEqual(@as(i32, 0), kc_chan_try_send(T.h, &one, 8));
+        try testing.expectEqual(@as(i32, 0), kc_chan_cancel(T.h)); // kept for the other
+        T.end.set();
+        t.join(); // freed it (the test allocator would report a value left behind)
+        var v: u64 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &v, 8));
+        const e = try chans().acquire(T.h);
+        defer chans().release(e);
+        try testing.expect(!ChanRegistry.channelOf(e).undeliveredIs(keepUndelivered));
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(T.h));
+    }
 }
 
 test "C ABI: a value a dead isolate gives back or drops into a destroyed channel after its owner's last take is freed and counted lost, never left in the list" {

@@ -776,6 +776,10 @@ pub const Channel = struct {
         /// `serial`, from the channel it is given). Under `lock`, set with that hook. Here for
         /// the same reason as `watchers`.
         kept_handle: u32 = 0,
+        /// Which setting of that hook this is (the C ABI's ticket of the kc_chan_keep_undelivered
+        /// call that set it: the kept list is that caller's). Under `lock`, set with the hook.
+        /// Here for the same reason as `watchers`.
+        kept_ticket: u64 = 0,
         /// A host maps `flags.recv_waiting` (`kc_chan_waiting_flag`): a coroutine's select that
         /// wins elsewhere then unlinks its losing receive clause here instead of leaving it
         /// queued, stale, which would keep that byte set until the coroutine selects again or
@@ -1341,14 +1345,23 @@ pub const Channel = struct {
     /// owner who takes them once after the destroy (the C ABI's kc_chan_keep_undelivered), filed
     /// under `handle` (`Tx.kept_handle`). A drop that comes later (a call on another thread that
     /// looked the channel up before the destroy) would otherwise land after that take, where
-    /// nobody takes it. Sealed already (a destroy in progress): `late` at once.
-    pub fn setUndeliveredSealing(ch: *Channel, f: UndeliveredFn, late: UndeliveredFn, handle: u32) void {
+    /// nobody takes it. Sealed already (a destroy in progress): `late` at once. `ticket` names
+    /// this setting (`Tx.kept_ticket`, read back with `keptTicket`).
+    pub fn setUndeliveredSealing(ch: *Channel, f: UndeliveredFn, late: UndeliveredFn, handle: u32, ticket: u64) void {
         ch.lock();
         defer ch.unlock();
         ch.on_undelivered = if (ch.tx.sealed) late else f;
         ch.undelivered_ctx = ch;
         ch.tx.seal_to = if (ch.tx.sealed) null else late;
         ch.tx.kept_handle = handle;
+        ch.tx.kept_ticket = ticket;
+    }
+
+    /// The ticket of the last `setUndeliveredSealing` (0 if none), read under the lock.
+    pub fn keptTicket(ch: *Channel) u64 {
+        ch.lock();
+        defer ch.unlock();
+        return ch.tx.kept_ticket;
     }
 
     /// The destroy's last word on dropped values, after its cancel (the registry's retire): a
