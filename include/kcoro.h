@@ -136,7 +136,13 @@ int32_t kc_coro_destroy(uint32_t handle);
 int32_t kc_coro_hold(uint32_t handle);
 /* Handle of the coroutine running on this thread, 0 outside one (never fails). */
 uint32_t kc_coro_current(void);
-/* Fills up to len of [live coroutines, pooled free stacks, stack mappings]; returns count. */
+/* Fills up to len of [live coroutine handles, pooled free stacks, stack mappings]; returns count.
+ * The first counts handles, not coroutines still running: a hand-driven coroutine's until
+ * kc_coro_destroy, a scheduled one's (spawned or launched with out_handle; one without is never
+ * counted here) until its worker frees it, after its entry returned (at a shutdown, after its
+ * cleanups). So a built-in whose done cell shows, or a scope's child once its scope is seen done,
+ * may still count here a moment longer, kc_coro_state answering for its handle meanwhile, while
+ * kc_sched_info's live count (coroutines not yet finished) counted it out before that. */
 int32_t kc_coro_stats(uint64_t *out, uint32_t len);
 /* A built-in entry function (KC_BUILTIN_*), or NULL (never fails). */
 const void *kc_builtin_entry(uint32_t id);
@@ -211,7 +217,10 @@ int32_t kc_sched_ended(uint64_t generation);
 /* Fills up to len of [workers, live coroutines, busy count, running 0/1, stack size, the
  * kc_sched_start flags it was started with, generation]; returns count. The first six are 0 when
  * none runs (also while one shuts down); the generation is how many schedulers the process has
- * started (the running or stopping one is the latest), to tell one from a later one. */
+ * started (the running or stopping one is the latest), to tell one from a later one. Live counts
+ * this scheduler's coroutines not yet finished, handle or not: a built-in is counted out before it
+ * writes its done cell, a native scope's child before its scope can be seen done, a C function's
+ * coroutine just after its entry returns (kc_coro_stats' count of handles drops later). */
 int32_t kc_sched_info(uint64_t *out, uint32_t len);
 /* Fills up to len of [runs, steals, parks, queue depth] of one worker; returns count. */
 int32_t kc_sched_stats(uint32_t worker, uint64_t *out, uint32_t len);

@@ -295,7 +295,13 @@ export class NativeCoroutine implements Disposable {
 
 /** Process-wide counts of native coroutine resources. */
 export interface CoroutineStats {
-  /** Coroutines created and not yet destroyed. */
+  /**
+   * Native coroutine handles not yet freed: hand-driven coroutines until destroyed, built-ins from
+   * `Runtime.spawn` until their worker frees the handle after their entry returned (a C function
+   * spawned there has none: never counted here). Not the running count: a built-in whose `done`
+   * shows may still count here a moment longer, while `runtime().stats().live` counted it out
+   * before its `done`.
+   */
   live: number;
   /** Free stacks kept for reuse. */
   pooledStacks: number;

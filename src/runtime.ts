@@ -348,7 +348,11 @@ export interface WorkerStats {
 export interface RuntimeStats {
   /** One entry per worker thread, in worker order. */
   workers: WorkerStats[];
-  /** Spawned coroutines that have not finished. */
+  /**
+   * Spawned coroutines that have not finished: a built-in is counted out before it writes `done`,
+   * a native scope's child before the scope can be seen done (unlike `coroutineStats().live`,
+   * which counts handles, freed a moment later).
+   */
   live: number;
   /** Runnable + running coroutines + armed timers (0 when drained). */
   busy: number;

@@ -426,7 +426,12 @@ export fn kc_coro_current() callconv(.c) u32 {
 }
 
 /// int32_t kc_coro_stats(uint64_t *out, uint32_t len): fills up to `len` of
-/// [live coroutines, pooled free stacks, stack mappings]; returns how many it wrote.
+/// [live coroutine handles, pooled free stacks, stack mappings]; returns how many it wrote. The
+/// first counts the registry's handles (hand-driven coroutines until destroyed, scheduled ones
+/// given a handle until `freeHandle` runs after their entry returned), not kc_sched_info's
+/// coroutines not yet finished (`countFinishedNow` counts a built-in out before its `done`):
+/// making them agree would cost a counter on every finish, and kc_coro_state still answers for
+/// such a handle.
 export fn kc_coro_stats(out: ?[*]u64, len: u32) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
     const s = reg().stats();
@@ -4122,6 +4127,47 @@ test "C ABI: a built-in spawned with kc_spawn is out of kc_sched_info's live cou
         _ = kc_sched_info(&info, 7);
         try testing.expectEqual(@as(u64, 0), info[1]);
     }
+}
+
+test "C ABI: once a built-in's done shows, kc_sched_info's live count is without it, kc_coro_stats' (handles) still has it until its entry returned" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // The two counts say different things (kcoro.h): kc_sched_info's, the scheduler's
+    // coroutines not yet finished; kc_coro_stats', coroutine handles, which a scheduled
+    // coroutine's worker frees only after its entry returned. The window between is held open.
+    const S = struct {
+        var checked = std.atomic.Value(bool).init(false);
+        /// Right after the built-in's `done` store, on its worker, its entry not yet returned.
+        fn hold(_: *[3]std.atomic.Value(u64)) void {
+            builtins.test_after_done = null; // once
+            const give_up = kcoro.scheduler.monotonicNs() + 2 * std.time.ns_per_s;
+            while (!checked.load(.acquire) and kcoro.scheduler.monotonicNs() < give_up) std.Thread.yield() catch {};
+        }
+    };
+    defer builtins.test_after_done = null;
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    var stats: [3]u64 = undefined;
+    _ = kc_coro_stats(&stats, 3);
+    const before = stats[0]; // other tests' hand-driven coroutines, if any are left
+    S.checked.store(false, .monotonic);
+    builtins.test_after_done = S.hold;
+    var cells = [3]u64{ 0, 0, 0 };
+    const entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.read_deadline)).?));
+    var h: u32 = 0; // given a handle: counted in kc_coro_stats (one spawned without is not)
+    try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &cells, 0, &h));
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the built-in's done");
+    while (@atomicLoad(u64, &cells[1], .acquire) == 0) try d.wait(); // pairs with its release store
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    _ = kc_coro_stats(&stats, 3);
+    S.checked.store(true, .release); // pairs with the hook's acquire load
+    try testing.expectEqual(@as(u64, 0), info[1]); // counted out before `done`
+    try testing.expectEqual(before + 1, stats[0]); // its handle: the worker frees it later
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(10 * std.time.ns_per_s));
+    _ = kc_coro_stats(&stats, 3);
+    try testing.expectEqual(before, stats[0]); // freed once the entry returned
 }
 
 test "C ABI: every other scheduled built-in is out of kc_sched_info's live count by the time its done cell shows" {
