@@ -272,15 +272,12 @@ class ActorImpl<M> implements Actor<M> {
    */
   readonly _notCloneable: symbol = NOT_CLONEABLE;
   readonly #mailbox: Mailbox<M>;
-  /** The mailbox's hook: a send refused once the mailbox is gone still hands its message here. */
-  readonly #onUndelivered: ((message: M) => void) | undefined;
   /** Set when the task has ended and the mailbox is gone. */
   #done: { cause: unknown } | null = null;
   job!: Job;
 
-  constructor(mailbox: Mailbox<M>, onUndelivered: ((message: M) => void) | undefined) {
+  constructor(mailbox: Mailbox<M>) {
     this.#mailbox = mailbox;
-    this.#onUndelivered = onUndelivered;
   }
 
   /**
@@ -344,15 +341,16 @@ class ActorImpl<M> implements Actor<M> {
     return this.#refuse(message);
   }
 
-  /** A send the mailbox can no longer take: the message to the hook, a ClosedSendError. */
+  /**
+   * A send the mailbox can no longer take: the message to the hook, a ClosedSendError. The
+   * mailbox's own path hands it (`_undelivered`), so the hook is called as a Channel's: a plain
+   * call (`this` undefined), its errors reported, never from inside itself (a message refused
+   * while it runs, its own send to this actor say, waits its turn with what the mailbox drops).
+   * Before, it was called here as a method (`this` the Actor), inside itself as deep as a hook
+   * that re-sent went.
+   */
   #refuse(message: M): Promise<void> {
-    if (this.#onUndelivered !== undefined) {
-      try {
-        this.#onUndelivered(message);
-      } catch (e) {
-        reportError(e); // as the mailbox reports its hook's errors
-      }
-    }
+    this.#mailbox._undelivered(message);
     return Promise.reject(this.#closedError());
   }
 
@@ -462,7 +460,7 @@ export function actor<M>(
   );
   // Named in its share(): a copy whose actor's isolate ended says "its actor".
   mailbox._shared.role = "actor";
-  const a = new ActorImpl(mailbox, onUndeliveredElement);
+  const a = new ActorImpl(mailbox);
   let detach: (() => void) | null = null;
   // The scope's launch threw or returned no Job (its cleanup below): the mailbox was freed under
   // a handler it may have started.

@@ -2042,6 +2042,31 @@ Deno.test("actor: a handler that disposes its mailbox (`using mailbox`) ends its
   assert.deepEqual(reported.errors, []);
 });
 
+Deno.test("actor: a send refused once the actor finished calls onUndeliveredElement as a Channel does: a plain call (this undefined), never from inside itself (a send the hook makes waits its turn)", async () => {
+  // Before, the actor called its hook as a method (`this` the Actor), and a hook that sent to
+  // the finished actor again was called inside itself, as deep as that chain went.
+  await using scope = createScope();
+  const got: number[] = [];
+  const thisSeen: unknown[] = [];
+  let depth = 0;
+  let deepest = 0;
+  const a = actor<number>(scope, counted(() => {}), {
+    onUndeliveredElement: function (this: unknown, m: number) {
+      thisSeen.push(this);
+      deepest = Math.max(deepest, ++depth);
+      got.push(m);
+      // The refused send's hook call waits until this one returned.
+      if (m < 3) a.send(m + 1).catch(() => {});
+      depth--;
+    },
+  });
+  await a.job.join();
+  await assert.rejects(a.send(1), ClosedSendError);
+  assert.deepEqual(got, [1, 2, 3]);
+  assert.equal(deepest, 1, "never called from inside itself");
+  assert.deepEqual(thisSeen, [undefined, undefined, undefined]);
+});
+
 Deno.test("actor: once its handler disposed of its mailbox, while the task runs on, send rejects with ClosedSendError (the message to the hook), trySend is closed and close() a no-op; before, InvalidHandleError", async () => {
   for (const capacity of ["rendezvous", 4] as const) {
     const undelivered: number[] = [];
