@@ -2325,6 +2325,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
+   * @ignore For a producer's send made after its task was cancelled: throws what a send into a
+   * closed channel throws for a value its codec cannot carry (the TypeError or CodecError), so
+   * such a value never reaches onUndeliveredElement. Without native memory: the codec's cheap
+   * check, else its `pass` (a local send's own check: a structured value cloned in JavaScript).
+   */
+  _checkValue(value: T): void {
+    if (this.#f64 && typeof value === "number") return;
+    if (!this.#codec.check(value)) this.#codec.pass(value);
+  }
+
+  /**
    * Hands a value the channel drops to onUndeliveredElement (errors to reportError). Never from
    * inside the hook itself: a value dropped while it runs (its own `trySend` into this
    * drop-oldest channel dropping the one buffered, or a cancel it makes) waits in `#deferred`

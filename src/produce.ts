@@ -215,10 +215,13 @@ class ProducerChannel<T> extends Channel<T> {
    * channel hands it (Kotlin's `onClosedSend`), and the send rejects with the cancellation.
    * Before, the task's aborted signal rejected it first and the value reached no hook: a
    * producer that sent again right after its consumer's `break` and dispose (the turn before it
-   * learnt of its cancellation) lost that value to its resource-releasing hook.
+   * learnt of its cancellation) lost that value to its resource-releasing hook. The value is
+   * checked by the codec first, as a send into a closed channel checks it: one it cannot carry
+   * (a function, say) rejects with that CodecError and is not hooked (it reached the hook).
    */
   #afterCancel(value: T, reason: unknown): Promise<void> {
     try {
+      this._checkValue(value);
       this._refused(value);
     } catch (e) {
       return Promise.reject(e);

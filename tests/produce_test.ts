@@ -17,6 +17,7 @@ import {
   Channel,
   ClosedReceiveError,
   ClosedSendError,
+  CodecError,
   codecs,
   CompletableDeferred,
   CompletionHandlerError,
@@ -2863,6 +2864,40 @@ Deno.test("a send the producer makes once its task was cancelled hands its value
         );
         assert.equal(hooked.filter((v) => v === 3).length, 1, label);
       }
+    }
+  }
+});
+
+Deno.test("a send the producer makes once its task was cancelled checks its value by the codec first, as a send into a closed channel does: a value it cannot carry rejects with the codec's error and never reaches onUndeliveredElement", async () => {
+  // Before, the value went to the hook unchecked (a function, which a produce channel's default
+  // codec cannot clone) and the send rejected with the cancellation, where a send into a closed
+  // channel rejects with the CodecError.
+  using closed = new Channel<unknown>(1);
+  closed.close();
+  const expected = await closed.send(() => 1).then(() => null, (e) => e);
+  assert.ok(expected instanceof CodecError, `${expected}`);
+  for (const shared of [false, true]) {
+    for (const how of ["dispose", "cancel"] as const) {
+      const label = `${shared ? "shared" : "local"}, ${how}`;
+      const hooked: unknown[] = [];
+      const gate = new CompletableDeferred<void>();
+      let late: unknown = "not sent";
+      await coroutineScope(async (scope) => {
+        const out = produce<unknown>(scope, async (out) => {
+          await out.send(1);
+          await gate.await();
+          late = await out.send(() => 1).then(() => "sent", (e) => e);
+          await out.send(2).catch(() => {}); // one it can carry still reaches the hook
+        }, { capacity: 4, onUndeliveredElement: (v) => hooked.push(v) });
+        if (shared) out.share();
+        assert.equal(await out.receive(), 1);
+        if (how === "dispose") out[Symbol.dispose]();
+        else out.cancel();
+        gate.complete();
+      }).catch((e) => assert.ok(e instanceof CancellationError, label));
+      assert.ok(late instanceof CodecError, `${label}: ${late}`);
+      assert.equal((late as Error).message, expected.message, label);
+      assert.deepEqual(hooked, [2], label);
     }
   }
 });
