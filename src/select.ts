@@ -930,22 +930,33 @@ class Selection implements RingOp {
    * counted as dropped, a copy's to the creator's hook).
    * Before, a closed library's copies were not freed at all (the library stays loaded: they
    * leaked) and no hook saw the values.
+   * A clause whose release throws (nothing does in practice) does not stop the loop: the later
+   * clauses' values are still freed (each `encoded` flag is cleared before its release) and
+   * the first error is thrown once all are done. Before, they were left encoded, never freed.
    */
   #freeValues(keep: number, undelivered = false, refused = false): void {
+    let failed = false;
+    let error: unknown;
     for (let i = 0; i < this.native.length; i++) {
       const c = this.native[i];
       if (i === keep || !c.encoded) continue;
       c.encoded = false;
-      if (refused) {
-        c.ch!._refused(c.value, c.slot!); // frees the encoding, counts it dropped, to the hook
-        continue;
+      try {
+        if (refused) {
+          c.ch!._refused(c.value, c.slot!); // frees the encoding, counts it dropped, to the hook
+          continue;
+        }
+        const lib = c.ch!._lib;
+        const open = lib.isOpen;
+        c.ch!.codec.discard(c.slot!, open ? lib.symbols("select") : lib._symbolsToRelease);
+        if (undelivered || !open) c.ch!._undelivered(c.value);
+      } catch (e) {
+        if (!failed) error = e;
+        failed = true;
       }
-      const lib = c.ch!._lib;
-      const open = lib.isOpen;
-      c.ch!.codec.discard(c.slot!, open ? lib.symbols("select") : lib._symbolsToRelease);
-      if (undelivered || !open) c.ch!._undelivered(c.value);
     }
     if (keep >= 0) this.native[keep].encoded = false;
+    if (failed) throw error;
   }
 
   /** Gives the channel clauses' slots back for the next select (or wait). */

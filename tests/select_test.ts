@@ -1416,6 +1416,33 @@ Deno.test("a select that a channel's end fails hands every onSend clause's value
   assert.equal(pending(), 0);
 });
 
+Deno.test("a select failed by a channel's end still refuses every later onSend clause's value when one clause's refusal throws: none left encoded, none lost to its hook", async () => {
+  // Nothing throws there in practice; patched to. Before, the loop stopped at the throwing
+  // clause, the later ones' `encoded` flags already cleared: their values leaked natively and
+  // reached no hook.
+  using reported = catchReported();
+  const a = hooked(0), b = hooked(0), c = hooked(0);
+  for (const x of [a, b, c]) x.ch.share(); // the select waits natively
+  const boom = new Error("refusal failed");
+  (b.ch as unknown as { _refused: () => void })._refused = () => {
+    throw boom;
+  };
+  const waiting = select((s) => {
+    s.onSend(a.ch, "A", () => "a");
+    s.onSend(b.ch, "B", () => "b");
+    s.onSend(c.ch, "C", () => "c");
+  });
+  assert.equal(await settled(waiting), false);
+  a.ch.cancel();
+  await assert.rejects(waiting, CancellationError);
+  await until(() => reported.errors.length > 0, "the refusal's error reported");
+  assert.deepEqual(reported.errors, [boom]);
+  assert.deepEqual([a.got, b.got, c.got], [["A"], [], ["C"]]);
+  for (const x of [a, b, c]) x.ch[Symbol.dispose]();
+  assert.deepEqual(c.got, ["C"], "once");
+  assert.equal(pending(), 0);
+});
+
 Deno.test("a losing onSend value refused on a channel still open reaches its hook after what a copy dropped there before it", async () => {
   // The copy's drop-oldest trySend drops 1 natively, kept for the creator's hook; nothing of the
   // creator's looks at that list before the select. The select fails on `a` (closed, first in
