@@ -83,8 +83,10 @@ export interface SelectBuilder<R> {
   ): void;
   /**
    * Sends `value` to `ch`; a closed channel rejects the select (the value goes to its
-   * onUndeliveredElement, as a failed `send`'s does, and so do the other onSend clauses' values,
-   * each to its own channel's). Unless it fires, nothing is sent.
+   * onUndeliveredElement, as a failed `send`'s does, and so do the values of the other onSend
+   * clauses the select reached, each to its own channel's: one after an onJoin or onAwait whose
+   * job was complete or lazy, when a channel clause before it failed at once, was not reached and
+   * its value stays the caller's). Unless it fires, nothing is sent.
    */
   onSend<T>(ch: Channel<T>, value: T, fn: () => SelectResult<R>): void;
   /**
