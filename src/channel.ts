@@ -1100,7 +1100,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** A dispose under way (`[Symbol.dispose]`). */
   #disposing = false;
   /** Selects waiting on this copy (`_watchDispose`). */
-  #selects: Set<{ channelDisposed(): void }> | null = null;
+  #selects: Set<{ channelDisposed(ch: Channel<unknown>): boolean }> | null = null;
+  /**
+   * Selects that this copy's dispose found completing with a send clause's value encoded for it
+   * (`#abandonAll`): the copy's hold is given back once the last of them settled
+   * (`_releaseHeld`), not at the dispose, so that such a value refused then (`#refused`: the
+   * select failed by another channel's end) still reaches the channel through a live handle.
+   */
+  #keptHeld = 0;
   /**
    * This object holds the native channel (kc_chan_hold): a copy from `Channel.from`, or an owner
    * whose handle went to another isolate (`share`). The channel ends when its last holder lets
@@ -2313,7 +2320,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const sym = this.#lib.symbols("send");
     const enc = slot ?? scratch;
     if (slot === undefined) this.#codec.encode(value as T, enc, sym);
-    if (sym.kc_chan_drop(this.#handle, enc.ptr, this.#size) !== 1) this.#codec.discard(enc, sym);
+    // A copy disposed while a select's clause on it settled still holds the channel for that
+    // select (`#keptHeld`): its handle is live, and the value goes to the creator's hook through
+    // it. Before, the dispose had given the hold back and this call was given the ended-handle
+    // marker, which refused it: the value was freed, reaching no hook and counted nowhere.
+    const h = this.#disposed && this.#held ? this.#handleValue : this.#handle;
+    if (sym.kc_chan_drop(h, enc.ptr, this.#size) !== 1) this.#codec.discard(enc, sym);
   }
 
   /**
@@ -4124,9 +4136,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // natively now.
       flushAll(this._shared.senders);
       flushAll(this._shared.receivers);
-      if (this.#held) {
-        // The last holder to leave ends the channel (its owner's isolate may be gone).
-        copyHolds.unregister(this);
+      // The last holder to leave ends the channel (its owner's isolate may be gone). Kept for
+      // a select still settling with a value for it (`#keptHeld`): given back by the last of
+      // them (`_releaseHeld`), which reach this object until then (no finalizer is needed).
+      if (this.#held) copyHolds.unregister(this);
+      if (this.#held && this.#keptHeld === 0) {
         this.#held = false;
         // Not once the channel ended: the hold's native record is per thread and handle value,
         // and a later channel given the value replaced it there; this unhold then gave back
@@ -4211,15 +4225,30 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     const selects = this.#selects;
     this.#selects = null;
-    if (selects !== null) { for (const op of selects) op.channelDisposed(); }
+    if (selects !== null) {
+      for (const op of selects) if (op.channelDisposed(this as Channel<unknown>)) this.#keptHeld++;
+    }
   }
 
   /**
-   * @ignore For select, waiting natively on this channel: `op.channelDisposed()` runs at this
-   * copy's dispose (`#abandonAll`), until the Disposable returned is disposed. Undefined for an
-   * owner: its dispose cancels the channel, which the select sees natively.
+   * @ignore For select: one that this copy's dispose found completing (`channelDisposed`
+   * answered true) has settled. The last such gives the copy's hold back, as its dispose would
+   * have (not once the channel ended: see there).
    */
-  _watchDispose(op: { channelDisposed(): void }): Disposable | undefined {
+  _releaseHeld(): void {
+    if (this.#keptHeld === 0) return; // never: each true answer is released once
+    if (--this.#keptHeld > 0 || !this.#held) return;
+    this.#held = false;
+    if (!this._shared.ended) this.#lib._symbolsToRelease.kc_chan_unhold(this.#handleValue);
+  }
+
+  /**
+   * @ignore For select, waiting natively on this channel: `op.channelDisposed(this)` runs at this
+   * copy's dispose (`#abandonAll`), until the Disposable returned is disposed. Undefined for an
+   * owner: its dispose cancels the channel, which the select sees natively. True from it keeps
+   * the copy's hold for the select until it calls `_releaseHeld()`.
+   */
+  _watchDispose(op: { channelDisposed(ch: Channel<unknown>): boolean }): Disposable | undefined {
     if (this.#owner) return undefined;
     const selects = this.#selects ??= new Set();
     selects.add(op);

@@ -380,6 +380,8 @@ class Selection implements RingOp {
   readonly timers: (() => void)[] = [];
   readonly disposers: Disposable[] = [];
   onAbort: (() => void) | undefined = undefined;
+  /** Copies disposed while it completed, whose holds it gives back once settled. */
+  keptHolds: Channel<unknown>[] = [];
   /** The channels' `_shared` that count this select as queued on them (`Shared.selects`). */
   readonly counted: Channel<unknown>["_shared"][] = [];
 
@@ -627,10 +629,6 @@ class Selection implements RingOp {
   }
 
   /**
-   * A `Channel.from` copy one of its clauses waits on was disposed: it ends as if aborted, with
-   * the InvalidHandleError a select begun after the dispose throws.
-   */
-  /**
    * The builder's promise (an async builder) rejected after the select began: it ends as if
    * aborted, with that error (nothing once it settled).
    */
@@ -643,8 +641,22 @@ class Selection implements RingOp {
     this.#jsWins(undefined, reason);
   }
 
-  channelDisposed(): void {
+  /**
+   * A `Channel.from` copy one of its clauses waits on was disposed: it ends as if aborted, with
+   * the InvalidHandleError a select begun after the dispose throws. True when it keeps the
+   * copy's hold until it settled (below).
+   */
+  channelDisposed(ch: Channel<unknown>): boolean {
     this.#jsWins(undefined, new InvalidHandleError("Cannot select: the channel was disposed"));
+    // Completed natively first (its record still to come) with a send clause's value encoded
+    // for `ch`: a channel's end that failed the select refuses that value through `ch`
+    // (`#freeValues`), which needs the channel live. The copy's hold stays until the select
+    // settled (`#giveSlots` gives it back): before, the dispose gave it back at once, and the
+    // refusal, given the ended-handle marker, freed the value unseen.
+    if (!this.completing || this.done) return false;
+    if (!this.native.some((c) => c.ch === ch && c.encoded)) return false;
+    this.keptHolds.push(ch);
+    return true;
   }
 
   /**
@@ -961,11 +973,20 @@ class Selection implements RingOp {
     if (failed) throw error;
   }
 
-  /** Gives the channel clauses' slots back for the next select (or wait). */
+  /**
+   * Gives the channel clauses' slots back for the next select (or wait), and the holds of the
+   * copies disposed while it completed (`channelDisposed`): every way a select ends comes here,
+   * after its values were refused or freed.
+   */
   #giveSlots(): void {
     for (const c of this.native) {
       if (c.slot !== undefined) giveSlot(c.slot);
       c.slot = undefined;
+    }
+    const kept = this.keptHolds;
+    if (kept.length > 0) {
+      this.keptHolds = [];
+      for (const ch of kept) ch._releaseHeld();
     }
   }
 

@@ -15,6 +15,7 @@ import {
   select,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
+import { _ENDED_HANDLE } from "../src/channel.ts";
 
 const pending = () => Bridge.of(library()).pending;
 
@@ -1471,6 +1472,52 @@ Deno.test("a losing onSend value refused on a channel still open reaches its hoo
   copy[Symbol.dispose]();
   b[Symbol.dispose]();
   assert.deepEqual(got, [1, "B", 2]); // the value buffered, at the creator's dispose
+  assert.equal(pending(), 0);
+});
+
+Deno.test("a losing onSend value refused on a Channel.from copy a hook disposed meanwhile reaches the creator's hook: the copy's hold is given back only once the select settled", async () => {
+  // `a`'s cancel fails the waiting select; `a`'s hook (run by that cancel, before the select's
+  // record drains) disposes the copy `bc`. The losing clause on `bc` is then refused through
+  // it. Before, the dispose had given the copy's hold back (its handle dead if it was the last
+  // holder): the refusal called kc_chan_drop on the ended-handle marker, which refused it, and
+  // the value was freed, reaching no hook and counted nowhere.
+  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const names = ["kc_chan_drop", "kc_chan_unhold"];
+  const saved = names.map((n) => sym[n]);
+  const calls: string[] = [];
+  let handle = -1;
+  names.forEach((n, i) =>
+    sym[n] = (...args: unknown[]) => {
+      if (args[0] === handle) calls.push(n);
+      if (args[0] === _ENDED_HANDLE) calls.push(`${n} (ended)`);
+      return saved[i](...args);
+    }
+  );
+  try {
+    const b = hooked(0);
+    handle = b.ch.share().handle;
+    const bc = Channel.from(b.ch.share());
+    const gotA: unknown[] = [];
+    using a = new Channel<unknown>(0, {
+      onUndeliveredElement: (v) => {
+        gotA.push(v);
+        bc[Symbol.dispose]();
+      },
+    });
+    a.share();
+    const waiting = select((s) => {
+      s.onSend(a, "A", () => "a");
+      s.onSend(bc, "B", () => "b");
+    });
+    assert.equal(await settled(waiting), false);
+    a.cancel();
+    await assert.rejects(waiting, CancellationError);
+    assert.deepEqual(calls, ["kc_chan_drop", "kc_chan_unhold"], "dropped while still held");
+    b.ch[Symbol.dispose](); // what the copy dropped, kept natively, goes to the hook
+    assert.deepEqual([gotA, b.got], [["A"], ["B"]]);
+  } finally {
+    names.forEach((n, i) => sym[n] = saved[i]);
+  }
   assert.equal(pending(), 0);
 });
 
