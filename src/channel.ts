@@ -1907,8 +1907,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // with KC_EBADH, an InvalidHandleError.
       const sym = this.#symAt!;
       // The length first: its check may run the caller's code, which may learn the channel
-      // ended, so the handle (`#handle`, the gate) is read after it.
+      // ended, so the handle (`#handle`, the gate) is read after it. Code that disposed the
+      // channel or closed the library makes the call throw what a call after it throws,
+      // nothing sent, as an encoding's getter does (`#trySend`). Before, an owner with copies
+      // answered as on the cancelled channel its dispose ended, any other object threw, and a
+      // send after the close went through.
       const n = sendLength(value);
+      if (this.#callerEnded()) this.#afterCallerCode("send");
       const rc = trySendBytes(value, n, scratch, sym, at, this.#handle);
       return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined);
     }
@@ -1973,6 +1978,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Encoded and sent in one native call (see `#bytes`); a failure leaves it encoded in
       // `slot`, as below.
       const n = sendLength(value); // before `#handle` is read (see `#trySendBytes`)
+      if (this.#callerEnded()) this.#afterCallerCode("send"); // as there
       rc = trySendBytes(value, n, slot, sym, at, this.#handle);
     } else {
       if (this.#f64 && typeof value === "number") scratchF64[0] = value;
