@@ -34,14 +34,16 @@ const statusNames: Record<number, string> = Object.assign(
 );
 
 /**
- * How an error message names a received value: strings quoted, bigints with `n`, objects by
- * their tag. Internal (not re-exported from mod.ts).
+ * How an error message names a received value: strings quoted, bigints with `n`, -0 as `-0`,
+ * objects by their tag. Internal (not re-exported from mod.ts).
  */
 export function describe(x: unknown): string {
   if (typeof x === "string") return JSON.stringify(x);
   if (typeof x === "bigint") return `${x}n`;
   // A function's own toString may be anything (its whole source, or a throw): its kind only.
   if (typeof x === "function") return "a function";
+  // -0 as written: String(-0) is "0", which read as a value the check accepts (a count of 0).
+  if (Object.is(x, -0)) return "-0";
   if (x === null || typeof x !== "object") return String(x);
   let tag: string;
   try {

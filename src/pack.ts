@@ -27,6 +27,8 @@
  * @module
  */
 
+import { describe } from "./errors.ts";
+
 const UNDEF = 0, NUL = 1, TRUE = 2, FALSE = 3, INT = 4, DBL = 5, STR = 6, OBJ = 7, ARR = 8;
 const BIG = 9, DATE = 10, REF = 11, REGEXP = 12, MAP = 13, SET = 14, ABUF = 15, VIEW = 16;
 
@@ -153,7 +155,9 @@ export let decodePiece: number = DECODE_MAX;
 export function setDecodePiece(n: number): number {
   if (!Number.isInteger(n) || n < 1 || n > DECODE_MAX) {
     throw new RangeError(
-      `Cannot set the decode piece: it must be an integer from 1 to ${DECODE_MAX}, received ${n}`,
+      `Cannot set the decode piece: it must be an integer from 1 to ${DECODE_MAX}, received ${
+        describe(n)
+      }`,
     );
   }
   const was = decodePiece;

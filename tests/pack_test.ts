@@ -472,6 +472,15 @@ Deno.test("a channel receive of a string longer than one TextDecoder call takes 
     setDecodePiece(was);
   }
   assert.throws(() => setDecodePiece(0), RangeError);
+  // The value named as every message names one (`describe`): a string quoted, -0 as -0. Before,
+  // interpolated: "5" read as the number 5 the check accepts, -0 as 0.
+  const limit = "Cannot set the decode piece: it must be an integer from 1 to 536870888";
+  assert.throws(() => setDecodePiece("5" as never), {
+    name: "RangeError",
+    message: `${limit}, received "5"`,
+  });
+  assert.throws(() => setDecodePiece(-0), { name: "RangeError", message: `${limit}, received -0` });
+  assert.equal(setDecodePiece(was), was, "unchanged by the refusals");
 });
 
 Deno.test("pack: seeded random data matches structured clone (seeds 1..300)", () => {
