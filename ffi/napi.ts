@@ -71,7 +71,9 @@ const BIND_ERRORS: Record<number, string> = {
 export function chunkBuffers(sym: object): ChunkBuffers | null {
   const path = libraryPathOf(sym);
   if (path === undefined) {
-    problem = "kcoro: no chunk buffers: these symbols are not an open kcoro library's";
+    // The house form, "Cannot <op>: <reason>, received <x>" (it said "kcoro: no chunk buffers: ...").
+    problem = "Cannot make chunk buffers: these symbols are not an open kcoro library's, " +
+      `received ${describe(sym)}`;
     return null;
   }
   return chunkBuffersFor(path);
@@ -116,24 +118,23 @@ export function addonPathFor(libraryPath: string): string {
 
 function load(libraryPath: string): ChunkBuffers | string {
   if (typeof libraryPath !== "string" || libraryPath === "") {
-    return "kcoro: no chunk buffers: the library path must be a non-empty string, received " +
+    return "Cannot make chunk buffers: the library path must be a non-empty string, received " +
       describe(libraryPath);
   }
   const file = addonPathFor(libraryPath);
   if (!(Deno.build.os === "windows" ? /^([A-Za-z]:)?[\\/]/ : /^\//).test(file)) {
     // absolutePath left it relative: the current directory could not be read. A relative one
     // is resolved against wherever the process is when the system loads it, so refused.
-    return `kcoro: no chunk buffers: the library path must be absolute (the current directory ` +
+    return `Cannot make chunk buffers: the library path must be absolute (the current directory ` +
       `to resolve it against cannot be read), received ${describe(libraryPath)}`;
   }
   const mod = { exports: {} as Partial<Addon> };
   try {
     process.dlopen(mod, file);
   } catch (e) {
-    return `kcoro: no chunk buffers: cannot load the Node-API companion ${file} ` +
-      `(built by \`zig build\` next to the library; needs --allow-ffi and --allow-read): ${
-        (e as Error)?.message ?? String(e)
-      }`;
+    return `Cannot make chunk buffers: cannot load the Node-API companion ${file} ` +
+      `(built by \`zig build\` next to the library; needs --allow-ffi and --allow-read), ` +
+      `received ${e instanceof Error ? `${e.name}: ${e.message}` : describe(e)}`;
   }
   const addon = mod.exports;
   if (
@@ -141,14 +142,14 @@ function load(libraryPath: string): ChunkBuffers | string {
     !(addon.counts instanceof Uint32Array) || !(addon.out instanceof Int32Array) ||
     !(addon.stats instanceof Uint32Array)
   ) {
-    return `kcoro: no chunk buffers: ${file} is not kcoro's Node-API companion (its exports ` +
-      `are ${Object.keys(addon).join(", ") || "none"})`;
+    return `Cannot make chunk buffers: ${file} is not kcoro's Node-API companion, received ` +
+      `exports ${Object.keys(addon).join(", ") || "none"}`;
   }
   const rc = addon.bind(libraryPath);
   if (rc !== 0) {
-    return `kcoro: no chunk buffers: cannot bind ${file} to ${libraryPath}: ${
-      BIND_ERRORS[rc] ?? `error ${rc}`
-    }`;
+    return `Cannot make chunk buffers: cannot bind ${file} to ${libraryPath}: ${
+      BIND_ERRORS[rc] ?? "an error bind does not name"
+    }, received ${describe(rc)}`;
   }
   const make = addon.create, out = addon.out;
   return {

@@ -324,18 +324,27 @@ Deno.test("chunkBuffers is null, with the reason, where the companion cannot be 
     assert.equal(chunkBuffersFor(`${dir}/libkcoro.so`), null);
     assert.match(
       chunkBuffersProblem()!,
-      new RegExp(`^kcoro: no chunk buffers: cannot load the Node-API companion ${dir}/kcoro_napi`),
+      // The house form ("Cannot <op>: <reason>, received <x>"); it said "kcoro: no chunk buffers:".
+      new RegExp(
+        `^Cannot make chunk buffers: cannot load the Node-API companion ${dir}/kcoro_napi\\.node ` +
+          "\\(built by `zig build` next to the library; needs --allow-ffi and --allow-read\\), " +
+          "received [A-Za-z]+: ",
+      ),
     );
     // deno-lint-ignore no-explicit-any
     assert.equal(chunkBuffersFor(42 as any), null);
     assert.equal(
       chunkBuffersProblem(),
-      "kcoro: no chunk buffers: the library path must be a non-empty string, received 42",
+      "Cannot make chunk buffers: the library path must be a non-empty string, received 42",
     );
     assert.equal(chunkBuffersFor(""), null);
     assert.match(chunkBuffersProblem()!, /non-empty string, received ""/);
     assert.equal(chunkBuffers({}), null);
-    assert.match(chunkBuffersProblem()!, /these symbols are not an open kcoro library's/);
+    assert.equal(
+      chunkBuffersProblem(),
+      "Cannot make chunk buffers: these symbols are not an open kcoro library's, received " +
+        "[object Object]",
+    );
     assert.equal(addonPathFor("/a/b/libkcoro.so"), "/a/b/kcoro_napi.node");
     assert.equal(addonPathFor("libkcoro.so"), "kcoro_napi.node");
     // The one that works: the same object each call, in this isolate.
@@ -365,7 +374,7 @@ Deno.test("without --allow-ffi the companion is not loaded and the reason says w
     assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
     assert.match(
       text,
-      /^null kcoro: no chunk buffers: cannot load .*needs --allow-ffi.*: Requires ffi access/,
+      /^null Cannot make chunk buffers: cannot load .*needs --allow-ffi.*, received NotCapable: Requires ffi access/,
     );
   } finally {
     await Deno.remove(file);
@@ -396,12 +405,14 @@ Deno.test("a relative library path is taken from the current directory at the ca
   const [found, none, same, there, why, gone, refused, ...rest] = JSON.parse(res.stdout);
   assert.deepEqual([found, none, same, there, gone, rest], [true, null, true, null, null, []]);
   assert.ok(
-    why.startsWith("kcoro: no chunk buffers: cannot load the Node-API companion /kcoro_napi.node "),
+    why.startsWith(
+      "Cannot make chunk buffers: cannot load the Node-API companion /kcoro_napi.node ",
+    ),
     why,
   );
   assert.equal(
     refused,
-    "kcoro: no chunk buffers: the library path must be absolute (the current directory to " +
+    "Cannot make chunk buffers: the library path must be absolute (the current directory to " +
       'resolve it against cannot be read), received "libkcoro.so"',
   );
 });
