@@ -263,6 +263,19 @@ Deno.test("KCORO_LIB overrides the search, and a wrong one is a named error", as
       "error LibraryNotFoundError Cannot open library: KCORO_LIB names no file; unset it or set " +
         'it to the library\'s path, received "/nonexistent.so"',
     );
+    // One naming a directory: something there, but no file (it said "kcoro: KCORO_LIB is set to
+    // <dir>, but there is no file there").
+    const dir = copy.slice(0, copy.lastIndexOf("/"));
+    const notFile = await runScript(probe, { KCORO_LIB: dir }, [
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-env",
+    ]);
+    assert.equal(
+      notFile.stdout.trim(),
+      "error LibraryNotFoundError Cannot open library: KCORO_LIB names no file; unset it or set " +
+        `it to the library's path, received ${JSON.stringify(dir)}`,
+    );
   } finally {
     await Deno.remove(copy);
   }
