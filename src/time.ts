@@ -61,11 +61,11 @@ function withDeadline(op: string, options: ScopeOptions | undefined, ms: number)
   }
   const left = outer - now;
   if (!(left > 0)) {
+    // A Deadline of -Infinity passed no number of ms ago: "passed Infinity ms ago" misread.
+    const when = Number.isFinite(left) ? `${Math.round(-left)} ms ago` : `(it is ${outer})`;
     const error = new TimeoutError(
-      `Timed out at once: the Deadline of its context passed ${
-        Math.round(-left)
-      } ms ago, before its ` +
-        `timeout of ${ms} ms; the block does not run`,
+      `Timed out at once: the Deadline of its context passed ${when}, before its timeout of ` +
+        `${ms} ms; the block does not run`,
     );
     return { options: checked, timeout: null, ms: 0, error };
   }

@@ -442,6 +442,14 @@ Deno.test("withTimeout given a hand-set Deadline that has passed times out at on
       await assert.rejects(withTimeout(ms, block, { context }), (e) => {
         assert.ok(e instanceof TimeoutError, String(e));
         assert.match(e.message, /Timed out at once: the Deadline of its context passed/);
+        // -Infinity is named as it is: it said "passed Infinity ms ago".
+        if (at === -Infinity) {
+          assert.equal(
+            e.message,
+            "Timed out at once: the Deadline of its context passed (it is -Infinity), before " +
+              `its timeout of ${ms} ms; the block does not run`,
+          );
+        }
         return true;
       });
       assert.equal(await withTimeoutOrNull(ms, block, { context }), null);
