@@ -110,6 +110,11 @@ function checkKey(op: string, key: unknown): asserts key is Key<unknown> {
 /** @ignore A running `withTimeout`, as its contexts see it: `done` once its scope has finished. */
 export interface Timeout {
   done: boolean;
+  /**
+   * True where the Deadline was set by hand and this timeout took it on as its own (it came
+   * first): once `done` it is in force again as hand-set, not stale, since no timeout put it in.
+   */
+  adopted?: boolean;
 }
 
 /** What a structured clone of a Context fails on (`Context._notCloneable`): its message. */
@@ -215,7 +220,8 @@ export class Context {
    * context outlived its scope), else the Deadline entry.
    */
   static _liveDeadline(context: Context): number | undefined {
-    if (context.#timeout?.done === true) return undefined;
+    // One a withTimeout took on from a hand-set Deadline stays in force after it (it was hand-set).
+    if (context.#timeout?.done === true && context.#timeout.adopted !== true) return undefined;
     return context.#entries.get(Deadline) as number | undefined;
   }
 
@@ -224,7 +230,9 @@ export class Context {
    * put it in, so none arms a timer for it (`withTimeout` given the context enforces it).
    */
   static _handSetDeadline(context: Context): boolean {
-    return context.#timeout === null && context.#entries.has(Deadline);
+    const timeout = context.#timeout;
+    return context.#entries.has(Deadline) &&
+      (timeout === null || (timeout.done && timeout.adopted === true));
   }
 
   /**
@@ -341,7 +349,8 @@ export class Context {
  * enforced by what reads it: a `withTimeout` / `withTimeoutOrNull` given that context (or one
  * derived from it, a task's) whose own timeout ends later times out at that Deadline instead,
  * with its own TimeoutError (or null), and at once without running its block if the Deadline has
- * passed, as Go's `context.WithTimeout` keeps a parent's earlier deadline. A `coroutineScope`,
+ * passed, as Go's `context.WithTimeout` keeps a parent's earlier deadline; once that timeout has
+ * finished it is in force again, hand-set, in the contexts of its scope. A `coroutineScope`,
  * `launch` or `delay` arms no timer for it: a scope given it is not cancelled by it, and only
  * reads it (its tasks through `scope.context`).
  *

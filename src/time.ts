@@ -69,8 +69,10 @@ function withDeadline(op: string, options: ScopeOptions | undefined, ms: number)
     );
     return { options: checked, timeout: null, ms: 0, error };
   }
-  // Taken as this timeout's own, so that timeouts nested in this one leave it to this one's timer.
-  const timeout: Timeout = { done: false };
+  // Taken as this timeout's own, so that timeouts nested in this one leave it to this one's timer;
+  // `adopted`: once this one is over, contexts derived from its scope's keep it as hand-set (it
+  // went stale with this timeout, so a nativeScope or timeout given such a context dropped it).
+  const timeout: Timeout = { done: false, adopted: true };
   const error = new TimeoutError(
     `Timed out waiting for ${
       Math.round(left)

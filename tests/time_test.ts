@@ -513,6 +513,31 @@ Deno.test("withTimeout given a hand-set Deadline ahead of its own times out at i
   assert.equal(got, null);
 });
 
+Deno.test("a hand-set Deadline a withTimeout took on stays in force in the contexts of its scope after it finished: it was set by hand, not put in by that timeout", async () => {
+  // No timed assertion: the Deadline is a minute ahead, and only which Deadline each scope sees is
+  // asserted. Before, the end of the withTimeout that took it on made it stale in every context
+  // derived from its scope's, as if that timeout had put it in: a later timeout given one ran to
+  // its own time (Infinity here: no Deadline at all), and a nativeScope gave its children none.
+  const at = performance.now() + 60_000;
+  const user = createContextKey<string>("user");
+  const kept = await withTimeout(120_000, (scope) => scope.context.with(user, "ada"), {
+    context: Context.empty.with(Deadline, at),
+  });
+  assert.equal(kept.get(Deadline), at);
+  const seen = (scope: { context: Context }) => scope.context.get(Deadline);
+  assert.equal(await withTimeout(Infinity, seen, { context: kept }), at);
+  assert.equal(await withTimeoutOrNull(120_000, seen, { context: kept }), at);
+  // And in a task's context derived from it, as a hand-set one is.
+  const inTask = await coroutineScope(
+    (task) => withTimeout(Infinity, seen, { signal: task.signal, context: task.context }),
+    { context: kept },
+  );
+  assert.equal(inTask, at);
+  // A Deadline a withTimeout put in itself still goes stale with it.
+  const own = await withTimeout(60_000, (scope) => scope.context);
+  assert.equal(await withTimeout(Infinity, seen, { context: own }), Infinity);
+});
+
 Deno.test("a child given a context under withTimeout keeps the timeout's Deadline: an empty one, a later one or a stale one does not lift it, an earlier one wins", async () => {
   // A child's context is the scope's plus the given one (Kotlin's launch(context)). Before, the
   // given context replaced the scope's: a child given Context.empty had no Deadline (nor had the
