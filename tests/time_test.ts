@@ -471,8 +471,9 @@ Deno.test("withTimeout given a hand-set Deadline that has passed times out at on
 Deno.test("withTimeout given a hand-set Deadline ahead of its own times out at it, with its own TimeoutError, and owns it for timeouts nested in it", async () => {
   // No timed assertion: the timeouts' own times are Infinity or a minute, so only the Deadline
   // can end them. Before, withTimeout(Infinity) waited here for good. Each Deadline is made just
-  // before the call, synchronously, 100 ms ahead: it has not passed when the call reads it.
-  const at = performance.now() + 100;
+  // before the call, synchronously, a second ahead: it has not passed when the call reads it,
+  // even on a host so loaded that the process stalls between two lines (100 ms could).
+  const at = performance.now() + 1_000;
   const context = Context.empty.with(Deadline, at);
   let seen: number | undefined;
   let inner: unknown = "not settled";
@@ -497,7 +498,7 @@ Deno.test("withTimeout given a hand-set Deadline ahead of its own times out at i
   assert.equal(inner, "not settled");
   // withTimeoutOrNull counts it as its own: null. So does one in a task of a coroutineScope given
   // the context (the scope itself arms no timer for it).
-  const ahead = () => Context.empty.with(Deadline, performance.now() + 100);
+  const ahead = () => Context.empty.with(Deadline, performance.now() + 1_000);
   assert.equal(
     await withTimeoutOrNull(60_000, (t) => untilAborted(t.signal), { context: ahead() }),
     null,
