@@ -6010,6 +6010,40 @@ test "C ABI: kc_chan_keep_undelivered called on two threads: the list is the lat
     }
 }
 
+test "C ABI: a list made before a later kc_chan_keep_undelivered call is the later caller's: the earlier caller's end after the destroy leaves it" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const T = struct {
+        var h: u32 = 0;
+        var kept: std.Thread.ResetEvent = .{};
+        var end: std.Thread.ResetEvent = .{};
+        /// Another host's thread that keeps `h`'s dropped values first, then ends when told.
+        fn keeper() void {
+            std.debug.assert(kc_chan_keep_undelivered(h) == 0);
+            kept.set();
+            end.wait();
+        }
+    };
+    T.kept.reset();
+    T.end.reset();
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &T.h));
+    const t = try std.Thread.spawn(.{}, T.keeper, .{});
+    T.kept.wait();
+    const one: u64 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(T.h, &one, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel(T.h)); // kept for the other thread's call
+    // This call makes the list, with what it holds, this thread's; the destroy drops nothing more.
+    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(T.h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(T.h));
+    T.end.set();
+    t.join(); // its end finds the channel dead: it frees only a list still its call's
+    var v: u64 = 0;
+    try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(T.h, &v, 8));
+    try testing.expectEqual(one, v);
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &v, 8));
+}
+
 test "C ABI: a value a dead isolate gives back or drops into a destroyed channel after its owner's last take is freed and counted lost, never left in the list" {
     // What a ring does with a reference it took before the destroy (`Ring.deinit`'s give-back,
     // `dropUnsent`): the value goes to the channel's undelivered path after the owner's take.
