@@ -383,7 +383,10 @@ int32_t kc_chan_destroy(uint32_t handle);
  * A channel that was ever held is destroyed when its last hold is given back (kc_chan_unhold, or
  * the holding thread ending), unless a hold was taken with KC_CHAN_HOLD_FOREVER (its handle went
  * to code that does not count itself). The values it kept for kc_chan_take_undelivered are freed
- * then (zero-copy buffers with kc_buf_free): the holders' leaving means its creator is gone.
+ * then (zero-copy buffers with kc_buf_free): the holders' leaving means its creator is gone. Not
+ * when the thread giving back the last hold called kc_chan_keep_undelivered on it and a later call
+ * on another host thread made the list that caller's: it stays for that caller's take (its
+ * thread's end frees it).
  * KC_EINVAL from a coroutine or a worker's thread unless KC_CHAN_HOLD_FOREVER: a worker's thread
  * ends at kc_sched_shutdown, which would give the hold back for it. */
 #define KC_CHAN_HOLD_FOREVER 1u

@@ -102,8 +102,9 @@ const hold_forever: u32 = 1;
 /// calling thread (a JavaScript isolate's Channel object). A channel that was ever held is
 /// destroyed when its last hold is given back (kc_chan_unhold, or its thread ending), unless a
 /// hold was taken with KC_CHAN_HOLD_FOREVER (its handle went to code that is not counted).
-/// The values it kept for kc_chan_take_undelivered are freed then (`dropKept`).
-/// KC_EBADH for a dead handle, KC_ENOMEM if the thread's record could not grow.
+/// The values it kept for kc_chan_take_undelivered are freed then (`dropKeptOfLastHold`), unless
+/// that thread's own kc_chan_keep_undelivered call was superseded by a later one on another host
+/// thread, whose list they are. KC_EBADH for a dead handle, KC_ENOMEM if the thread's record could not grow.
 export fn kc_chan_hold(h: u32, flags: u32) callconv(.c) i32 {
     if (flags & ~hold_forever != 0) return Status.invalid.code();
     const r = chans();
@@ -137,13 +138,14 @@ export fn kc_chan_unhold(h: u32) callconv(.c) i32 {
     const serial = held.serial;
     held.count -= 1;
     if (held.count == 0) _ = rec.holds.remove(h);
-    return unhold(h, serial);
+    return unhold(h, serial, rec.keepTicket(h, serial));
 }
 
 /// One hold fewer on `h`, if it is still the channel `serial` names (else KC_EBADH: that one is
 /// gone, and a later channel reuses its handle value); the last one destroys the channel (see
-/// kc_chan_hold).
-fn unhold(h: u32, serial: u64) i32 {
+/// kc_chan_hold). `own`: the ticket of the unholding thread's kc_chan_keep_undelivered call on
+/// it (`ThreadRecord.keepTicket`), 0 if none.
+fn unhold(h: u32, serial: u64, own: u64) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     const ch = ChanRegistry.channelOf(e);
@@ -161,8 +163,8 @@ fn unhold(h: u32, serial: u64) i32 {
     // after 511 reuses), which is not ours to destroy.
     r.destroyIf(h, serial, sameSerial) catch |err| return fail(err);
     // Its creator's isolate is gone (its hold was given back), so nobody takes what the channel
-    // kept for it (kc_chan_keep_undelivered).
-    dropKept(h, serial, null);
+    // kept for it (kc_chan_keep_undelivered), unless a later call superseded ours.
+    dropKeptOfLastHold(h, serial, own);
     dropCause(h);
     return 1;
 }
@@ -195,6 +197,13 @@ const ThreadRecord = struct {
     /// call's ticket (`next_keep_ticket`, never 0), which says whether the list is still ours
     /// or a later call's (`stopKeeping`).
     const Keep = struct { serial: u64, ticket: u64 };
+
+    /// The ticket of this thread's kc_chan_keep_undelivered call on channel `serial` at `h`, 0
+    /// if it made none (or one on an earlier channel of the handle value).
+    fn keepTicket(rec: *const ThreadRecord, h: u32, serial: u64) u64 {
+        const k = rec.keeps.get(h) orelse return 0;
+        return if (k.serial == serial) k.ticket else 0;
+    }
 
     /// The calling thread's record; made if `make` (null if it could not be).
     fn mine(make: bool) ?*ThreadRecord {
@@ -243,12 +252,15 @@ const ThreadRecord = struct {
         // more for the host that ended, and what it kept is freed (`stopKeeping`).
         var kit = rec.keeps.iterator();
         while (kit.next()) |kv| stopKeeping(kv.key_ptr.*, kv.value_ptr.*);
-        rec.keeps.deinit(std.heap.c_allocator);
         var it = rec.holds.iterator();
         while (it.next()) |kv| {
-            for (0..kv.value_ptr.count) |_| _ = unhold(kv.key_ptr.*, kv.value_ptr.serial);
+            // With its keep's ticket: a list a later call on another thread made its caller's
+            // (`stopKeeping` left it) stays that caller's when this last hold destroys the channel.
+            const own = rec.keepTicket(kv.key_ptr.*, kv.value_ptr.serial);
+            for (0..kv.value_ptr.count) |_| _ = unhold(kv.key_ptr.*, kv.value_ptr.serial, own);
         }
         rec.holds.deinit(std.heap.c_allocator);
+        rec.keeps.deinit(std.heap.c_allocator);
         while (rec.hosts > 0) : (rec.hosts -= 1) {
             // The last host gone: nobody is left to close the scheduler, so its threads would
             // idle until the process ends.
@@ -2781,8 +2793,9 @@ export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
     return 0;
 }
 
-/// Orders kc_chan_keep_undelivered calls and the `stopKeeping` of an ended keeper's thread
-/// (taken before a channel's lock and `undelivered_mutex`, never under them).
+/// Orders kc_chan_keep_undelivered calls, the `stopKeeping` of an ended keeper's thread and the
+/// last hold's `dropKeptOfLastHold` (taken before a channel's lock and `undelivered_mutex`,
+/// never under them).
 var keep_mutex: std.Thread.Mutex = .{};
 /// The last ticket a host thread's kc_chan_keep_undelivered drew (under `keep_mutex`).
 var next_keep_ticket: u64 = 0;
@@ -2849,8 +2862,11 @@ fn stopKeeping(h: u32, keep: ThreadRecord.Keep) void {
         // Sealed by a destroy under way (kc_chan_destroy seals before the handle dies, and
         // only a seal puts `lateUndelivered` here): nothing more comes to the list, and the host
         // that would take it has ended, so it is freed as for a dead handle. Before, it was left
-        // for a take that never comes. Another hook set since: not ours to free.
-        if (ch.undeliveredIs(lateUndelivered)) dropKept(h, serial, keep.ticket);
+        // for a take that never comes. Another hook set since: not ours to free, but no host's
+        // any more (ticket 0, as a coroutine's call leaves it): the last hold's destroy frees it,
+        // also one an earlier keeper gives back (`dropKeptOfLastHold`), which leaves a list with
+        // a live later keeper's ticket.
+        if (ch.undeliveredIs(lateUndelivered)) dropKept(h, serial, keep.ticket) else disownKept(h, serial, keep.ticket);
         return;
     }
     dropKept(h, serial, keep.ticket);
@@ -2918,6 +2934,35 @@ fn dropKept(h: u32, serial: ?u64, ticket: ?u64) void {
     if (ticket) |t| if (q.ticket != t) return;
     q.free();
     _ = undelivered_queues.remove(h);
+}
+
+/// `stopKeeping`'s list that it leaves (another hook set since): no host thread keeps it any more
+/// (ticket 0). Under `keep_mutex`.
+fn disownKept(h: u32, serial: u64, ticket: u64) void {
+    undelivered_mutex.lock();
+    defer undelivered_mutex.unlock();
+    const q = undelivered_queues.getPtr(h) orelse return;
+    if (q.serial == serial and q.ticket == ticket) q.ticket = 0;
+}
+
+/// `unhold`'s last hold destroyed channel `serial` at `h`: what it kept is freed (its holders are
+/// gone, so its creator is), unless the unholding thread kept values of it itself (`own`, its
+/// call's ticket) and a later call on another host thread made the list that caller's: that
+/// thread lives (a keeper's end frees its list, or marks it no host's, ticket 0: `stopKeeping`),
+/// and takes it, or its end frees it (`stopKeeping` on the dead handle). Before, the earlier
+/// keeper's last hold freed it, and the later keeper, alive, took nothing.
+fn dropKeptOfLastHold(h: u32, serial: u64, own: u64) void {
+    // No keeper's end decides about the list meanwhile: one before us freed it or marked it no
+    // host's, one after us finds the channel dead and frees it by its ticket.
+    keep_mutex.lock();
+    defer keep_mutex.unlock();
+    if (own != 0) {
+        undelivered_mutex.lock();
+        const q = undelivered_queues.get(h);
+        undelivered_mutex.unlock();
+        if (q) |k| if (k.serial == serial and k.ticket != 0 and k.ticket != own) return;
+    }
+    dropKept(h, serial, null);
 }
 
 /// int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size): moves the
@@ -6041,6 +6086,94 @@ test "C ABI: a list made before a later kc_chan_keep_undelivered call is the lat
     var v: u64 = 0;
     try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(T.h, &v, 8));
     try testing.expectEqual(one, v);
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &v, 8));
+}
+
+test "C ABI: the last hold given back by an earlier kc_chan_keep_undelivered caller leaves the list to the later caller, alive on another thread" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const T = struct {
+        var h: u32 = 0;
+        var by_end = false;
+        var unholds: i32 = 0;
+        var kept: std.Thread.ResetEvent = .{};
+        var end: std.Thread.ResetEvent = .{};
+        /// Another host's thread (a Worker's isolate) that keeps `h`'s dropped values first and
+        /// holds the channel, the only hold: its unhold, or its end, destroys the channel.
+        fn keeper() void {
+            std.debug.assert(kc_chan_keep_undelivered(h) == 0);
+            std.debug.assert(kc_chan_hold(h, 0) == 0);
+            kept.set();
+            end.wait();
+            if (!by_end) unholds = kc_chan_unhold(h);
+        }
+    };
+    for ([_]bool{ false, true }) |by_end| {
+        T.by_end = by_end;
+        T.unholds = 0;
+        T.kept.reset();
+        T.end.reset();
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &T.h));
+        const t = try std.Thread.spawn(.{}, T.keeper, .{});
+        T.kept.wait();
+        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(T.h)); // the latest: ours
+        for ([_]u64{ 1, 2 }) |v| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(T.h, &v, 8));
+        T.end.set();
+        t.join(); // the last hold given back: the destroy drops both values into our list
+        if (!by_end) try testing.expectEqual(@as(i32, 1), T.unholds);
+        try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(T.h));
+        // Ours to take: before, the unhold freed them as if no keeper were left.
+        var v: u64 = 0;
+        for ([_]u64{ 1, 2 }) |want| {
+            try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(T.h, &v, 8));
+            try testing.expectEqual(want, v);
+        }
+        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &v, 8));
+    }
+}
+
+test "C ABI: a list its latest keeper's end leaves (another hook set since) is freed by the last hold an earlier keeper gives back" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const T = struct {
+        var h: u32 = 0;
+        var kept: std.Thread.ResetEvent = .{};
+        var end: std.Thread.ResetEvent = .{};
+        var later_kept: std.Thread.ResetEvent = .{};
+        var later_end: std.Thread.ResetEvent = .{};
+        /// The earlier keeper, and the channel's only holder.
+        fn holder() void {
+            std.debug.assert(kc_chan_keep_undelivered(h) == 0);
+            std.debug.assert(kc_chan_hold(h, 0) == 0);
+            kept.set();
+            end.wait();
+        }
+        /// The later keeper: the list is its.
+        fn later() void {
+            std.debug.assert(kc_chan_keep_undelivered(h) == 0);
+            later_kept.set();
+            later_end.wait();
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &T.h));
+    const a = try std.Thread.spawn(.{}, T.holder, .{});
+    T.kept.wait();
+    const b = try std.Thread.spawn(.{}, T.later, .{});
+    T.later_kept.wait();
+    const one: u64 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(T.h, &one, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel(T.h)); // kept for the later keeper
+    // Another hook in place of the keeping: the later keeper's end leaves the list (not its
+    // to free), so nobody who would take it is left.
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(T.h, null, null));
+    T.later_end.set();
+    b.join();
+    T.end.set();
+    a.join(); // the last hold: what is kept is freed, as for a list no host keeps
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(T.h));
+    var v: u64 = 0;
     try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &v, 8));
 }
 
