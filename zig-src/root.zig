@@ -3105,6 +3105,7 @@ test "KC_BUILTIN_RECEIVER: a channel it refuses is no longer referenced by it on
     defer builtins.test_after_done = null;
     var cells = [3]std.atomic.Value(u64){ .init(h), .init(0), .init(0) };
     receiverBuiltin(&cells); // run on this thread (outside a scheduler it counts nothing out)
+    // Monotonic: both cells were written on this thread (the built-in ran on it).
     try testing.expectEqual(@as(u64, 1), cells[1].load(.monotonic));
     try testing.expectEqual(Status.invalid.code(), @as(i32, @truncate(@as(i64, @bitCast(cells[2].load(.monotonic))))));
     // The table's reference and the check's own: the built-in's was given back before `done`.
@@ -4186,8 +4187,11 @@ test "C ABI: once a built-in's done shows, kc_sched_info's live count is without
         /// Right after the built-in's `done` store, on its worker, its entry not yet returned.
         fn hold(_: *[3]std.atomic.Value(u64)) void {
             builtins.test_after_done = null; // once
-            const give_up = kcoro.scheduler.monotonicNs() + 2 * std.time.ns_per_s;
-            while (!checked.load(.acquire) and kcoro.scheduler.monotonicNs() < give_up) std.Thread.yield() catch {};
+            // Bounded against a hang only: a give-up after 2 s freed the handle before a test
+            // thread the loaded host held back that long read the count, failing it.
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the test's count reads");
+            // Acquire: pairs with the test's release store of `checked`.
+            while (!checked.load(.acquire)) d.wait() catch return;
         }
     };
     defer builtins.test_after_done = null;
@@ -4196,8 +4200,10 @@ test "C ABI: once a built-in's done shows, kc_sched_info's live count is without
     var stats: [3]u64 = undefined;
     _ = kc_coro_stats(&stats, 3);
     const before = stats[0]; // other tests' hand-driven coroutines, if any are left
-    S.checked.store(false, .monotonic);
+    S.checked.store(false, .monotonic); // before the spawn, which publishes it
     builtins.test_after_done = S.hold;
+    // A check that fails before the reads lets the built-in go at once, not at the deadline.
+    errdefer S.checked.store(true, .release); // pairs with the hook's acquire load
     var cells = [3]u64{ 0, 0, 0 };
     const entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.read_deadline)).?));
     var h: u32 = 0; // given a handle: counted in kc_coro_stats (one spawned without is not)
