@@ -2455,8 +2455,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return s.receivers.first !== null ? VIA_RING : EMPTY;
     }
     // A buffer may hold values sent (from elsewhere) since these receivers began waiting in
-    // JavaScript: those come first. A rendezvous channel has none to offer.
-    if (this.#capacity !== 0 && this.#mayReceive(sym)) pump(s.receivers, sym);
+    // JavaScript: those come first. On a rendezvous channel, the ready byte says a sender may be
+    // queued natively: another thread's or isolate's, queued since these receivers began
+    // waiting here (their tries found none), so before this send: senders are served oldest
+    // first, and it meets them first. Before, the send handed its value to this isolate's
+    // receiver in JavaScript and that older sender went on waiting, though the one receiver
+    // was the one it waited for. A plain byte read (no call) while none is queued.
+    if (this.#mayReceive(sym)) pump(s.receivers, sym);
     let passed: T | undefined;
     let have = false;
     for (let r = s.receivers.first, next: Waiter | null; r !== null; r = next) {

@@ -3939,6 +3939,59 @@ Deno.test("a send meets the oldest receiver queued natively, another isolate's o
   }
 });
 
+Deno.test("a send of this isolate does not pass another isolate's sender queued natively mid-turn, while a receive of this isolate waits in JavaScript", async () => {
+  // DESIGN.md section 5: FIFO per channel, senders too. A receive of this isolate waits in
+  // JavaScript (its try found no sender); another isolate's send queues natively in the same
+  // turn (it cannot see that receive); then a send of this isolate, later than it: the one
+  // receiver is the older sender's. Before, the send handed its value to the receive in
+  // JavaScript (a rendezvous has no buffer, so `#handOff` looked at nothing native) and the
+  // other isolate's send went on waiting, passed over. The other isolate's send is queued on a
+  // ring of the test's own, as a Worker's is.
+  const sym = library().symbols("test");
+  const out = new Uint32Array(1);
+  assert.equal(sym.kc_ring_create(out), 0);
+  const ring = out[0];
+  const records = new Uint32Array(8);
+  try {
+    for (const how of ["trySend", "send", "trySendMany"] as const) {
+      for (const fresh of [true, false]) {
+        const what = `${how}, ${fresh ? "a fresh channel" : "flags mapped"}`;
+        using ch = new Channel<bigint>("rendezvous", { codec: codecs.u64 });
+        const h = ch.handle; // escaped: native from here on
+        if (!fresh) { // used past MAP_AFTER: the try-paths read the mapped flags
+          for (let i = 0; i < 20; i++) assert.deepEqual(ch.trySend(0n), { state: "full" }, what);
+        }
+        const local = ch.receive(); // waits in JavaScript this turn
+        const ticket = new Uint32Array(1);
+        assert.equal(
+          sym.kc_chan_send_async(h, new BigUint64Array([7n]), 8, ring, ticket),
+          1,
+          `${what}: the other isolate's send queued`,
+        );
+        let later: Promise<void> | undefined;
+        if (how === "trySend") {
+          assert.deepEqual(ch.trySend(1n), { state: "full" }, `${what}: the receiver was taken`);
+        } else if (how === "send") later = ch.send(1n);
+        else {
+          assert.deepEqual(ch.trySendMany([1n]), { state: "full" }, what);
+        }
+        assert.equal(await local, 7n, `${what}: the receive took the older send's value`);
+        assert.equal(sym.kc_ring_drain(ring, records, 2), 1, `${what}: the other send's record`);
+        assert.deepEqual([records[0], records[1]], [ticket[0], 0], `${what}: it was received`);
+        if (later !== undefined) {
+          assert.equal(await ch.receive(), 1n, `${what}: then this isolate's send`);
+          await later;
+        }
+        const m = ch.metrics();
+        const n = later !== undefined ? 2 : 1;
+        assert.deepEqual([m.sends, m.receives, m.dropped], [n, n, 0], what);
+      }
+    }
+  } finally {
+    assert.equal(sym.kc_ring_destroy(ring), 0);
+  }
+});
+
 Deno.test("`handle` read before the channel's dispose throws after it, as every other call does: not the dead number, as if still live", () => {
   // Before, a handle read before the dispose (pinned) was returned after it, whatever channel
   // its value names by then.
