@@ -2554,6 +2554,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       flushAll(s.senders);
       return EMPTY;
     }
+    // The waiting byte says a receiver may be queued natively: another thread's or isolate's,
+    // queued since these senders began waiting here (their tries met none), so before this
+    // receive: receivers are served oldest first. These senders try natively first, oldest
+    // first (`pump`), and meet it; one that finds none (the byte is stale, or the receivers
+    // queued there were served) stays here for this receive. Where one moved (met a receiver,
+    // went into a buffer with room now, or failed on a close), this receive starts over: a
+    // value buffered so comes before the senders still here. Before, this receive took this
+    // isolate's sender in JavaScript, past the older receiver, which went on waiting. A plain
+    // byte read (no call) while none is queued.
+    if (this.#receiverMayWaitNatively(sym)) {
+      const first = s.senders.first;
+      pump(s.senders, sym);
+      if (s.senders.first !== first) return this.#poll(sym); // each time one sender fewer
+    }
     for (let w: Waiter | null = s.senders.first; w !== null; w = w.next) {
       if (w.state === COMPLETING) continue;
       const queued = w.state === QUEUED;

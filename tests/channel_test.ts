@@ -3992,6 +3992,72 @@ Deno.test("a send of this isolate does not pass another isolate's sender queued 
   }
 });
 
+Deno.test("a receive of this isolate does not pass another isolate's receiver queued natively mid-turn, while a send of this isolate waits in JavaScript", async () => {
+  // The mirror of the test above: receivers are served oldest first. A send of this isolate
+  // waits in JavaScript (its try found no receiver, or no room); another isolate's receive
+  // queues natively in the same turn; then a receive of this isolate, later than it: the
+  // waiting send's value is the older receiver's. Before, the receive took this isolate's
+  // sender in JavaScript (`#takeFromSender` read no byte) and the other isolate's receive went
+  // on waiting, passed over. The waiting byte (kc_chan_waiting_flag) tells. On a buffered
+  // channel the buffer is full at the send, and the other isolate empties it first.
+  const sym = library().symbols("test");
+  const out = new Uint32Array(1);
+  assert.equal(sym.kc_ring_create(out), 0);
+  const ring = out[0];
+  const records = new Uint32Array(8);
+  try {
+    for (const capacity of ["rendezvous", 1] as const) {
+      for (const how of ["tryReceive", "tryReceiveMany", "receive"] as const) {
+        for (const fresh of [true, false]) {
+          const what = `${capacity} ${how}, ${fresh ? "a fresh channel" : "flags mapped"}`;
+          using ch = new Channel<bigint>(capacity, { codec: codecs.u64 });
+          const h = ch.handle;
+          if (!fresh) {
+            for (let i = 0; i < 20; i++) assert.deepEqual(ch.tryReceive(), { state: "empty" });
+          }
+          if (capacity === 1) assert.deepEqual(ch.trySend(5n), { state: "ok" }, what);
+          const sent = ch.send(1n); // waits in JavaScript this turn
+          const value = new BigUint64Array(1);
+          const ticket = new Uint32Array(1);
+          if (capacity === 1) { // the other isolate empties the buffer first
+            assert.equal(sym.kc_chan_recv_async(h, value, 8, ring, ticket), 0, what);
+            assert.equal(value[0], 5n, what);
+          }
+          assert.equal(
+            sym.kc_chan_recv_async(h, value, 8, ring, ticket),
+            1,
+            `${what}: the other isolate's receive queued`,
+          );
+          let mine: Promise<bigint> | undefined;
+          if (how === "receive") mine = ch.receive();
+          else {
+            assert.deepEqual(
+              how === "tryReceive" ? ch.tryReceive() : ch.tryReceiveMany(1),
+              { state: "empty" },
+              `${what}: the waiting send was the other's`,
+            );
+          }
+          await sent;
+          assert.equal(sym.kc_ring_drain(ring, records, 2), 1, `${what}: the other's record`);
+          assert.deepEqual([records[0], records[1]], [ticket[0], 0], what);
+          assert.equal(sym.kc_ring_take(ring, ticket[0], value, 8), 0, what);
+          assert.equal(value[0], 1n, `${what}: the other isolate's receive took the value`);
+          if (mine !== undefined) {
+            assert.equal(await settled(mine), false, `${what}: this isolate's receive took it`);
+            assert.deepEqual(ch.trySend(2n), { state: "ok" }, what);
+            assert.equal(await mine, 2n, `${what}: then this isolate's receive`);
+          }
+          const m = ch.metrics();
+          const n = (capacity === 1 ? 2 : 1) + (mine !== undefined ? 1 : 0);
+          assert.deepEqual([m.sends, m.receives, m.dropped], [n, n, 0], what);
+        }
+      }
+    }
+  } finally {
+    assert.equal(sym.kc_ring_destroy(ring), 0);
+  }
+});
+
 Deno.test("`handle` read before the channel's dispose throws after it, as every other call does: not the dead number, as if still live", () => {
   // Before, a handle read before the dispose (pinned) was returned after it, whatever channel
   // its value names by then.
