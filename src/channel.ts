@@ -2430,9 +2430,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (s.closed || this.#closedNatively(sym)) return EMPTY; // the native try-send says closed
     if (s.selects !== 0) {
       // A select of this isolate may be queued ahead of these receivers: they queue natively
-      // too, and the native try-send meets whichever came first (see `Shared.selects`).
+      // too, and the native try-send meets whichever came first (see `Shared.selects`). One of
+      // them it completes settles before the send returns (VIA_RING), as below. Before, its
+      // record settled it in a later turn, and an abort in this turn took the value back:
+      // handed over, as a hand-off in JavaScript is, only with no select on the channel.
       flushAll(s.receivers);
-      return EMPTY;
+      return s.receivers.first !== null ? VIA_RING : EMPTY;
     }
     if (this.#receiverMayWaitNatively(sym)) {
       // The waiting byte says a receiver may be queued natively: another thread's or isolate's,

@@ -4058,6 +4058,40 @@ Deno.test("a receive of this isolate does not pass another isolate's receiver qu
   }
 });
 
+Deno.test("a send that completes a receive of this isolate natively while a select of this isolate waits on the channel settles it before it returns: a same-turn abort comes too late", async () => {
+  // README's abort paragraph: a send of this isolate leaves no window for an abort of the
+  // receive it hands its value to. While a select of this isolate is queued on the channel, a
+  // send goes through the native queue (the select may be ahead of this isolate's receives),
+  // and there it met a receive of this isolate queued in an earlier turn, before the select:
+  // its record settled it in a later turn, and an abort in this turn won, the value going
+  // back to the channel (to the select). With no select, the send settles it before it
+  // returns (`#settleReceivers`, the test 'a send meets the oldest receiver ...' above): so now
+  // with one too.
+  const bridge = Bridge.of(library());
+  for (const capacity of ["rendezvous", 4] as const) {
+    for (const how of ["trySend", "send", "trySendMany"] as const) {
+      const what = `${capacity} ${how}`;
+      using ch = new Channel<bigint>(capacity, { codec: codecs.u64 });
+      ch.handle; // escaped: native from here on
+      const ctl = new AbortController();
+      const before = bridge.pending;
+      const local = ch.receive({ signal: ctl.signal });
+      await until(() => bridge.pending > before, `${what}: this isolate's receive queued`);
+      const selected = select<bigint>((s) => s.onReceive(ch, (v) => v)); // queued behind it
+      if (how === "trySend") assert.deepEqual(ch.trySend(1n), { state: "ok" }, what);
+      else if (how === "send") await ch.send(1n);
+      else assert.deepEqual(ch.trySendMany([1n]), { state: "ok", sent: 1 }, what);
+      ctl.abort("too late");
+      assert.equal(await local, 1n, `${what}: the receive took the value before the abort`);
+      assert.equal(await settled(selected), false, `${what}: the select took it`);
+      assert.deepEqual(ch.trySend(2n), { state: "ok" }, what);
+      assert.equal(await selected, 2n, `${what}: then the select`);
+      const m = ch.metrics();
+      assert.deepEqual([m.sends, m.receives, m.dropped], [2, 2, 0], what);
+    }
+  }
+});
+
 Deno.test("`handle` read before the channel's dispose throws after it, as every other call does: not the dead number, as if still live", () => {
   // Before, a handle read before the dispose (pinned) was returned after it, whatever channel
   // its value names by then.

@@ -282,9 +282,12 @@ class MChan {
       // receives still in JavaScript queue natively behind it, and the native send meets the
       // oldest, whoever's it is (in order: those in JavaScript began this turn, after it
       // queued), settling this isolate's before the send returns.
-      const native = !viaSelect && !foreign && this.selects.size === 0 && this.native &&
-        this.receivers.some((e) => !e.op.done && (e.op.foreign || e.queued));
-      if (native || (!viaSelect && !foreign && this.selects.size > 0)) this.queueAll();
+      // While a select of this isolate is queued on the channel, too: its send goes through
+      // the native queue, and settles the receives of this isolate it completes there as well.
+      const native = !viaSelect && !foreign &&
+        (this.selects.size > 0 ||
+          this.native && this.receivers.some((e) => !e.op.done && (e.op.foreign || e.queued)));
+      if (native) this.queueAll();
       this.receivers.splice(this.receivers.indexOf(r), 1);
       this.sent(v);
       this.received(v);
@@ -292,10 +295,9 @@ class MChan {
       // A select waits natively, and so does every receive of this isolate while a select is
       // queued on the channel (or when a select's clause meets it, or another thread's send):
       // completed natively. One that this isolate's send completed natively (found a receive
-      // queued natively) settles before the send returns, as a hand-off in JavaScript does.
-      if (viaSelect || r.op.isSelect || this.selects.size > 0 || foreign) {
-        nativeDone.set(r.op, { ch: this, value: v });
-      }
+      // queued natively, or a select queued on the channel) settles before the send returns,
+      // as a hand-off in JavaScript does; a select's clause settles when its record drains.
+      if (viaSelect || r.op.isSelect || foreign) nativeDone.set(r.op, { ch: this, value: v });
       complete(r, { ok: true, value: receivedAs(r.op.clauses[r.clause].kind, v) });
       if (native) {
         // The records of this isolate's receives on the channel settle before the send
