@@ -18,7 +18,9 @@
 // operations of a turn, another thread's operation of those kinds but a close or cancel, where
 // this isolate's waits still in JavaScript are not in the native queue yet: another thread's
 // wait queues ahead of them (`MChan.enqueueForeign`), and its sends meet no receiver of this
-// isolate waiting there, nor its receives a sender (those are left out: `Run.foreign`). Seeded random operations go to
+// isolate waiting there, nor its receives a sender; what it leaves (a value buffered, a wait
+// queued) is theirs once they meet the native queue, at this isolate's next operation on the
+// channel or the turn's end (`MChan.catchUp`). Seeded random operations go to
 // both; after each batch of operations (one turn of the event loop) the test drains microtasks
 // and macrotasks in a bounded loop until every operation the model settled has settled for real
 // (no sleeps), then compares outcomes, values, errors, onUndeliveredElement calls,
@@ -234,15 +236,21 @@ class MChan {
       this.drop !== "none";
   }
 
-  /** Takes the next value; canReceive() holds. */
-  take(): number {
+  /**
+   * Takes the next value; canReceive() holds (canReceiveForeign(), `foreign`: another thread
+   * takes it, and the room it makes is not filled by a send of this isolate still waiting in
+   * JavaScript, which moves in when it meets the native queue: `catchUp`).
+   */
+  take(foreign = false): number {
     if (this.buf.length > 0) {
       const v = this.buf.shift()!;
       this.received(v);
-      const s = this.live(this.senders);
+      const s = foreign
+        ? this.senders.find((e) => !e.op.done && !this.inJs(e))
+        : this.live(this.senders);
       if (s !== undefined) {
         // Room: the oldest waiting sender's value moves into the buffer (no hand-off).
-        this.senders.shift();
+        this.senders.splice(this.senders.indexOf(s), 1);
         this.buf.push(s.op.clauses[s.clause].value!);
         if (!RETURNED.has(s.op)) this.sent(s.op.clauses[s.clause].value!);
         complete(s, { ok: true, value: undefined });
@@ -274,7 +282,11 @@ class MChan {
    * send clause offers it (natively).
    */
   offer(v: number, viaSelect = false, foreign = false): boolean {
-    const r = this.live(this.receivers);
+    // Another thread's send meets only what the native queue holds: not this isolate's
+    // receives still waiting in JavaScript (behind every wait queued natively: `inJs`).
+    const r = foreign
+      ? this.receivers.find((e) => !e.op.done && !this.inJs(e))
+      : this.live(this.receivers);
     if (r !== undefined) {
       // A send of this isolate meets its receives in JavaScript only while no receiver is
       // queued natively (the channel's waiting byte, README's order bullet); with one queued
@@ -349,6 +361,45 @@ class MChan {
     const k = q.findIndex((x) => this.inJs(x));
     if (k < 0) q.push(e);
     else q.splice(k, 0, e);
+  }
+
+  /**
+   * Another thread's receive would take a value now: a buffered one, or a sender's the native
+   * queue holds (not a send of this isolate still waiting in JavaScript: `inJs`).
+   */
+  canReceiveForeign(): boolean {
+    return this.buf.length > 0 || this.senders.some((e) => !e.op.done && !this.inJs(e));
+  }
+
+  /**
+   * This isolate's waits still in JavaScript meet the native queue, oldest first, and take what
+   * another thread's operation left there since they began waiting (`Run.foreign` mid-turn):
+   * its value buffered or its send queued, for this isolate's receives; its receive queued or
+   * the room its receive made, for its sends. They do at this isolate's next operation on the
+   * channel (a send or receive tries them first, `pump`; a select, close, cancel or dispose
+   * queues them, `flushAll`) or at the turn's end (`Shared.flush`), not at an abort (which
+   * withdraws one still in JavaScript) nor at a look that moves nothing (metrics, isClosedFor*).
+   */
+  catchUp(): void {
+    if (!this.native) return; // a local channel's waiters meet each other in JavaScript
+    for (;;) {
+      const r = this.receivers.find((e) => this.inJs(e));
+      if (r === undefined || !this.canReceive()) break;
+      this.receivers.splice(this.receivers.indexOf(r), 1);
+      complete(r, { ok: true, value: receivedAs(r.op.clauses[r.clause].kind, this.take()) });
+    }
+    for (;;) {
+      const w = this.senders.find((e) => this.inJs(e));
+      if (w === undefined || this.closed) break;
+      // A receiver queued natively, or room in the buffer (its retry, `pump`).
+      const k = this.senders.indexOf(w);
+      this.senders.splice(k, 1);
+      if (!this.offer(w.op.clauses[w.clause].value!, false, true)) {
+        this.senders.splice(k, 0, w); // waits on, where it was
+        break;
+      }
+      complete(w, { ok: true, value: undefined });
+    }
   }
 
   /** This isolate's waits on the channel queue natively (the runtime's `flushAll`). */
@@ -946,6 +997,7 @@ class Run {
       const op = this.newOp([{ ch: m, kind, value: id }]);
       this.log.push(`${what} send(${id})#${op.id}`);
       const p = ch.send(v, opts);
+      m.catchUp(); // the send meets the native queue first (`MChan.catchUp`)
       if (m.closed) {
         m.refuse(id);
         m.failClosed();
@@ -1012,6 +1064,7 @@ class Run {
       p = kind === "recv" ? ch.receive(opts) : ch.receiveCatching(opts);
       this.log.push(`${what} ${kind === "recv" ? "receive" : "receiveCatching"}()#${op.id}`);
     }
+    m.catchUp(); // the receive meets the native queue first (`MChan.catchUp`)
     if (m.canReceive()) {
       complete({ op, clause: 0 }, { ok: true, value: receivedAs(kind, m.take()) });
     } else if (m.closed) {
@@ -1028,6 +1081,8 @@ class Run {
     const order = this.rnd() < 0.2
       ? Array.from({ length: 2 + this.int(2) }, () => this.int(3))
       : [0, 1, 2].sort(() => this.rnd() - 0.5).slice(0, 2 + this.int(2));
+    // Its channels' waits still in JavaScript queue natively first (`MChan.catchUp`).
+    for (const i of new Set(order)) this.slots[i].model.catchUp();
     const clauses: MClause[] = [];
     const values: unknown[] = [];
     const desc: string[] = [];
@@ -1136,6 +1191,8 @@ class Run {
     const m = s.model;
     const ch = this.use(s);
     const who = `ch${i}${ch === s.owner ? "" : "'"}`;
+    // A try-operation meets the native queue first (`MChan.catchUp`).
+    if (r < 0.52) m.catchUp();
     if (r < 0.2) {
       const [id, v] = this.value(s);
       const got = ch.trySend(v);
@@ -1264,6 +1321,7 @@ class Run {
           s.owner[Symbol.dispose]();
           s.disposed = true;
         } else s.owner.cancel();
+        m.catchUp(); // its waits still in JavaScript queue natively first
         m.cancel(undefined, false);
         this.retired.push(s);
         const fresh = makeSlot(randomConfig(this.rnd));
@@ -1275,6 +1333,7 @@ class Run {
       const cause = withCause ? this.cause() : undefined;
       this.log.push(`${who} close(${withCause ? String(cause) : ""})`);
       const got = withCause ? ch.close(cause) : ch.close();
+      m.catchUp(); // its waits still in JavaScript queue natively first
       assert.equal(got, m.close(cause, withCause), `${who} close() returns`);
     } else if (r < 0.915) {
       const withCause = this.rnd() < 0.5;
@@ -1282,6 +1341,7 @@ class Run {
       this.log.push(`${who} cancel(${withCause ? String(cause) : ""})`);
       if (withCause) ch.cancel(cause);
       else ch.cancel();
+      m.catchUp(); // its waits still in JavaScript queue natively first
       m.cancel(cause, withCause);
     } else if (r < 0.935) this.badValue(s, ch, who);
     else if (r < 0.945) this.preAborted(s, ch, who);
@@ -1357,12 +1417,11 @@ class Run {
     }
     const how = Math.floor(rnd() * 4);
     // Mid-turn, this isolate's waits still in JavaScript are not in the native queue: another
-    // thread's send does not meet its receivers there, nor its receive its senders (each
-    // would queue, or fail, where the model would pair them). Those are left out; the rest
-    // meet the native queue as at the start of a turn, another thread's wait joining it ahead
-    // of this isolate's still in JavaScript (`MChan.enqueueForeign`).
-    const sends = how === 0 || how === 2;
-    if (midTurn && (sends ? m.receivers : m.senders).some((e) => m.inJs(e))) return;
+    // thread's send does not meet its receivers there, nor its receive its senders (`offer`
+    // and `take` given `foreign`); its value buffered, or its wait queued (ahead of this
+    // isolate's still in JavaScript: `MChan.enqueueForeign`), is theirs when they meet the
+    // native queue (`MChan.catchUp`: this isolate's next operation on the channel, or the
+    // turn's end), ahead of any later operation of this isolate.
     if (m.drop !== "none" && (how === 0 || how === 2)) s.foreignDrops = true;
     if (how === 0) {
       const [id] = this.value(s);
@@ -1384,8 +1443,8 @@ class Run {
       const out = new Float64Array(1);
       const rc = sym.kc_chan_recv(h, out, 8, 0n, 0, TRY);
       this.log.push(`${what} try-receive -> ${rc}${rc === 0 ? ` ${out[0]}` : ""}`);
-      if (m.canReceive()) {
-        const id = m.take();
+      if (m.canReceiveForeign()) {
+        const id = m.take(true);
         assert.equal(rc, 0, `${what} try-receive: ok with ${id}`);
         this.out(out[0], `received by ${what} try-receive`);
         assert.equal(out[0], id, `${what} try-receive: FIFO`);
@@ -1408,8 +1467,8 @@ class Run {
     this.log.push(`${desc} -> ${rc}`);
     const e = { op, clause: 0 };
     if (recv) {
-      if (m.canReceive()) {
-        const want = m.take();
+      if (m.canReceiveForeign()) {
+        const want = m.take(true);
         assert.equal(rc, 0, `${desc}: received at once`);
         this.out(buf[0], `received by ${desc}`);
         assert.equal(buf[0], want, `${desc}: FIFO`);
@@ -1516,6 +1575,7 @@ class Run {
     for (const p of mine) if (!p.mop.isSelect) this.abandon(p, { cls: "Disposed" });
     for (const p of mine) if (p.mop.isSelect) this.abandon(p, { cls: "Disposed" });
     copy[Symbol.dispose]();
+    s.model.catchUp(); // the other objects' waits still in JavaScript queue natively
     s.uses.splice(1, 1);
     s.iters.delete(copy);
     s.iterCtl.delete(copy);
@@ -1644,6 +1704,10 @@ class Run {
           value: receivedAs(c.kind, c.ch.take()),
         });}
     }
+    // The turn's end: this isolate's waits still in JavaScript queue natively, and meet there
+    // what another thread's operation mid-turn left for them, where no later operation of this
+    // isolate on the channel took them there (`MChan.catchUp`).
+    for (const s of [...this.slots, ...this.retired]) if (s.model.native) s.model.catchUp();
     // The timers of selects waiting with onTimeout(1) fire in the drains below, each withdrawing
     // its select natively (unless a clause won first) and counting a timeout failure on each
     // of its channels (README's select paragraph). The one thing that can still reach such a
@@ -1873,8 +1937,12 @@ const SEEDS = range
   // mid-turn operations). The steps of the seeds above were counted before those. 55 meets the other thread's operations mid-turn: a
   // send of this isolate that settled its own receive by draining the whole ring settled
   // another channel's receive that the other thread completed, whose abort then came too late
-  // (fails at step 12, "ch0' iter#3: rejects, got value").
-  : [3, 7, 11, 14, 20, 21, 31, 44, 55, 192];
+  // (fails at step 12, "ch0' iter#3: rejects, got value"). 121 meets another thread's send
+  // mid-turn while a receive of this isolate waits in JavaScript on a rendezvous channel: with
+  // a send of this isolate handing its value to that receive past the other thread's (`#handOff`
+  // before the ready byte's rule), it fails at step 10 ("ch1 recv#2: model {"ok":true,"value":7},
+  // real value 8").
+  : [3, 7, 11, 14, 20, 21, 31, 44, 55, 121, 192];
 
 for (const seed of SEEDS) {
   Deno.test(`channels and select agree with the reference model (seed ${seed})`, async () => {
