@@ -1103,9 +1103,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #selects: Set<{ channelDisposed(ch: Channel<unknown>): boolean }> | null = null;
   /**
    * Selects that this copy's dispose found completing with a send clause's value encoded for it
-   * (`#abandonAll`): the copy's hold is given back once the last of them settled
-   * (`_releaseHeld`), not at the dispose, so that such a value refused then (`#refused`: the
-   * select failed by another channel's end) still reaches the channel through a live handle.
+   * (`#abandonAll`), or that are refusing such a value as they settle (`_keepHeld`): the copy's
+   * hold is given back once the last of them settled (`_releaseHeld`), not at the dispose, so
+   * that such a value refused then (`#refused`: the select failed by another channel's end)
+   * still reaches the channel through a live handle.
    */
   #keptHeld = 0;
   /**
@@ -4265,9 +4266,23 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   _releaseHeld(): void {
     if (this.#keptHeld === 0) return; // never: each true answer is released once
-    if (--this.#keptHeld > 0 || !this.#held) return;
+    // Not disposed (kept by `_keepHeld` and never disposed since): the hold stays its own.
+    if (--this.#keptHeld > 0 || !this.#held || !this.#disposed) return;
     this.#held = false;
     if (!this._shared.ended) this.#lib._symbolsToRelease.kc_chan_unhold(this.#handleValue);
+  }
+
+  /**
+   * @ignore For select, about to refuse its send clauses' values (`#settleNative`): a copy's
+   * hold is kept until `_releaseHeld()`, so that a dispose meanwhile (by a hook that one of those
+   * refusals runs) leaves the channel live for the refusal through this copy. False, nothing
+   * kept, for an owner (its dispose destroys the channel anyway), a copy disposed already (a
+   * select kept its hold: `channelDisposed`) or one that holds nothing.
+   */
+  _keepHeld(): boolean {
+    if (this.#owner || this.#disposed || !this.#held) return false;
+    this.#keptHeld++;
+    return true;
   }
 
   /**

@@ -380,7 +380,10 @@ class Selection implements RingOp {
   readonly timers: (() => void)[] = [];
   readonly disposers: Disposable[] = [];
   onAbort: (() => void) | undefined = undefined;
-  /** Copies disposed while it completed, whose holds it gives back once settled. */
+  /**
+   * Copies whose holds it keeps until it settled (`#giveSlots` gives them back): disposed while
+   * it completed (`channelDisposed`), or with a value to refuse as it settles (`#settleNative`).
+   */
   keptHolds: Channel<unknown>[] = [];
   /** The channels' `_shared` that count this select as queued on them (`Shared.selects`). */
   readonly counted: Channel<unknown>["_shared"][] = [];
@@ -861,6 +864,14 @@ class Selection implements RingOp {
       this.#freeValues(index);
       this.#settleClause(c, status, queued);
       return;
+    }
+    // A hook that the refusals below run (the failing channel's, or an earlier clause's) may
+    // dispose a `Channel.from` copy whose clause's value is still to be refused: each copy with
+    // one keeps its hold until the select settled (`#giveSlots`), as a copy disposed before the
+    // record does (`channelDisposed`). Before, that dispose (the select no longer watching) gave
+    // the hold back, and the value, refused through the ended-handle marker, reached no hook.
+    for (const x of this.native) {
+      if (x.encoded && x.ch!._keepHeld()) this.keptHolds.push(x.ch!);
     }
     c.encoded = false; // a send clause's own value is settled in #settleClause
     try {

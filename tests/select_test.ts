@@ -1521,6 +1521,82 @@ Deno.test("a losing onSend value refused on a Channel.from copy a hook disposed 
   assert.equal(pending(), 0);
 });
 
+Deno.test("a losing onSend value refused on a Channel.from copy that a hook the select's own settling ran disposed reaches the creator's hook: the hold is kept until the select settled", async () => {
+  // `f` is closed before the select (it fails at once) or cancelled under it (it waits): settling,
+  // the select refuses the other clauses' values in clause order, and `a`'s hook, run by the
+  // refusal of `a`'s, disposes the copy `bc` before its clause's value is refused. Before, no
+  // select kept the hold (the settling one had stopped watching `bc`, or never watched it) and
+  // the dispose gave it back: the refusal was given the ended-handle marker, and the value was
+  // freed, reaching no hook.
+  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const names = ["kc_chan_drop", "kc_chan_unhold"];
+  const saved = names.map((n) => sym[n]);
+  const calls: string[] = [];
+  let handle = -1;
+  names.forEach((n, i) =>
+    sym[n] = (...args: unknown[]) => {
+      if (args[0] === handle) calls.push(n);
+      if (args[0] === _ENDED_HANDLE) calls.push(`${n} (ended)`);
+      return saved[i](...args);
+    }
+  );
+  try {
+    for (const how of ["closed before", "cancelled while it waits"] as const) {
+      calls.length = 0;
+      const b = hooked(0);
+      handle = b.ch.share().handle;
+      const bc = Channel.from(b.ch.share());
+      const f = hooked(0);
+      f.ch.share();
+      const gotA: unknown[] = [];
+      using a = new Channel<unknown>(0, {
+        onUndeliveredElement: (v) => {
+          gotA.push(v);
+          bc[Symbol.dispose]();
+        },
+      });
+      a.share();
+      if (how === "closed before") f.ch.close();
+      const waiting = select((s) => {
+        s.onSend(f.ch, "F", () => "f");
+        s.onSend(a, "A", () => "a");
+        s.onSend(bc, "B", () => "b");
+      });
+      if (how === "cancelled while it waits") {
+        assert.equal(await settled(waiting), false, how);
+        f.ch.cancel();
+      }
+      await assert.rejects(waiting, how === "closed before" ? ClosedSendError : CancellationError);
+      // Dropped while still held, and the hold given back once (after the drop).
+      assert.deepEqual(calls, ["kc_chan_drop", "kc_chan_unhold"], how);
+      f.ch[Symbol.dispose]();
+      b.ch[Symbol.dispose](); // what the copy dropped, kept natively, goes to the hook
+      assert.deepEqual([f.got, gotA, b.got], [["F"], ["A"], ["B"]], how);
+    }
+    // A copy that no hook disposed keeps its own hold past the select: nothing given back.
+    calls.length = 0;
+    const b = hooked(1);
+    handle = b.ch.share().handle;
+    using bc = Channel.from(b.ch.share());
+    using f = new Channel<unknown>(0);
+    f.close();
+    await assert.rejects(
+      select((s) => {
+        s.onSend(f, "F", () => "f");
+        s.onSend(bc, "B", () => "b");
+      }),
+      ClosedSendError,
+    );
+    assert.deepEqual(calls, ["kc_chan_drop"], "not disposed");
+    assert.deepEqual(bc.trySend("C"), { state: "ok" }, "the copy still holds the channel");
+    b.ch[Symbol.dispose]();
+    assert.deepEqual(b.got, ["B", "C"]);
+  } finally {
+    names.forEach((n, i) => sym[n] = saved[i]);
+  }
+  assert.equal(pending(), 0);
+});
+
 Deno.test("a select that a channel clause fails at once does not reach an onSend clause after an onAwait or onJoin whose job is complete or lazy: its value stays the caller's", async () => {
   // The select stops at the failing clause (Kotlin registers no clause after a selected one):
   // the clauses after the job's are not looked at, so no hook gets their values (README).
