@@ -347,9 +347,17 @@ class ActorImpl<M> implements Actor<M> {
    * call (`this` undefined), its errors reported, never from inside itself (a message refused
    * while it runs, its own send to this actor say, waits its turn with what the mailbox drops).
    * Before, it was called here as a method (`this` the Actor), inside itself as deep as a hook
-   * that re-sent went.
+   * that re-sent went. The message is checked by the mailbox's codec first, as a send into the
+   * closed mailbox checks it (and a producer's send after its cancel, src/produce.ts): one it
+   * cannot carry (a function) rejects with that CodecError and is not hooked. Before, the hook
+   * got it.
    */
   #refuse(message: M): Promise<void> {
+    try {
+      this.#mailbox._checkValue(message);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     this.#mailbox._undelivered(message);
     return Promise.reject(this.#closedError());
   }

@@ -2068,6 +2068,47 @@ Deno.test("actor: a send refused once the actor finished calls onUndeliveredElem
   assert.deepEqual(thisSeen, [undefined, undefined, undefined]);
 });
 
+Deno.test("actor: a send refused once the actor finished, or once its handler disposed of its mailbox, checks its message by the codec first, as a send into the closed mailbox does: one it cannot carry rejects with the CodecError and never reaches onUndeliveredElement", async () => {
+  // Before, the message went to the hook unchecked (a function, which the mailbox's codec cannot
+  // clone) and the send rejected with ClosedSendError, where a send into the closed mailbox of a
+  // running actor rejects with the CodecError (as a producer's send after its cancel does).
+  await using scope = createScope();
+  const hooked: unknown[] = [];
+  const closedErr = await (async () => {
+    const gate = new CompletableDeferred<void>();
+    const running = actor<unknown>(scope, () => gate.await());
+    running.close();
+    const e = await running.send(() => 1).then(() => null, (e) => e);
+    gate.complete();
+    await running.job.join();
+    return e;
+  })();
+  assert.ok(closedErr instanceof CodecError, `${closedErr}`);
+  for (const how of ["finished", "disposed"] as const) {
+    const gate = new CompletableDeferred<void>();
+    const disposed = new CompletableDeferred<void>();
+    const a = actor<unknown>(scope, async (mailbox) => {
+      if (how === "disposed") {
+        mailbox[Symbol.dispose]();
+        disposed.complete();
+      }
+      await gate.await();
+    }, { onUndeliveredElement: (m) => hooked.push(m) });
+    if (how === "finished") {
+      gate.complete();
+      await a.job.join();
+    } else await disposed.await();
+    const late = await a.send(() => 1).then(() => "sent", (e) => e);
+    assert.ok(late instanceof CodecError, `${how}: ${late}`);
+    assert.equal((late as Error).message, (closedErr as Error).message, how);
+    await assert.rejects(a.send(2), ClosedSendError); // one it can carry still reaches the hook
+    assert.deepEqual(hooked, [2], how);
+    hooked.length = 0;
+    gate.complete();
+    await a.job.join();
+  }
+});
+
 Deno.test("actor: once its handler disposed of its mailbox, while the task runs on, send rejects with ClosedSendError (the message to the hook), trySend is closed and close() a no-op; before, InvalidHandleError", async () => {
   for (const capacity of ["rendezvous", 4] as const) {
     const undelivered: number[] = [];
