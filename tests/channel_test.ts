@@ -1566,6 +1566,55 @@ Deno.test("a mapped codecs.bytes channel's trySend throws once it is disposed or
   assert.deepEqual(res.stdout.trim().split("\n"), [closed]);
 });
 
+Deno.test("a codecs.bytes send() whose value's check disposes the channel or closes the library rejects with what a call after it throws, nothing sent, as trySend's mapped path does", async () => {
+  // send() takes `#trySend`'s own codecs.bytes path (encoded and sent in one native call), not
+  // trySend's mapped one. Before, an owner with a copy that the check disposed rejected with the
+  // cancelled channel's CancellationError, and a send whose check closed the library went
+  // through, resolving.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, InvalidHandleError, LibraryClosedError } from "./mod.ts";
+    let hook = null;
+    Object.defineProperty(Uint8Array, Symbol.hasInstance, {
+      configurable: true,
+      value(v) {
+        const h = hook;
+        hook = null;
+        h?.();
+        return Function.prototype[Symbol.hasInstance].call(this, v);
+      },
+    });
+    const out = [];
+    const outcome = (p) => p.then(() => "sent", (e) => e.name);
+    const a = new Channel(8, { codec: codecs.bytes });
+    a.share();
+    const b = Channel.from(a.share());
+    hook = () => b[Symbol.dispose]();
+    out.push(await outcome(b.send(new Uint8Array(10))));
+    out.push(JSON.stringify(a.tryReceive())); // nothing sent
+    hook = () => a[Symbol.dispose](); // the creator's, with no copy left
+    out.push(await outcome(a.send(new Uint8Array(10))));
+    const c = new Channel(8, { codec: codecs.bytes });
+    c.share();
+    const d = Channel.from(c.share());
+    hook = () => c[Symbol.dispose](); // the creator's, its copy still there
+    out.push(await outcome(c.send(new Uint8Array(10))));
+    d[Symbol.dispose]();
+    const e = new Channel(8, { codec: codecs.bytes });
+    e.share();
+    hook = () => closeLibrary();
+    out.push(await outcome(e.send(new Uint8Array(10))));
+    console.log(out.join("\\n"));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(res.stdout.trim().split("\n"), [
+    "InvalidHandleError",
+    JSON.stringify({ state: "empty" }),
+    "InvalidHandleError",
+    "InvalidHandleError",
+    "LibraryClosedError",
+  ]);
+});
+
 Deno.test("Channel.from rejects forged objects with named errors", () => {
   using ch = new Channel<string>(1, { codec: codecs.string });
   const ok = ch.share();
