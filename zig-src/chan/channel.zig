@@ -4457,8 +4457,11 @@ test "select on a coroutine: a losing receive clause on a channel whose waiting 
         defer s.shutdown(.cancel);
         _ = try s.spawn(S.selector, null);
 
-        // Round 1 queues on both (the byte of c set), then wins on d.
+        // Round 1 queues on both (the byte of c set), then wins on d. Both queued, not only d:
+        // the select may unlock d before c (it published c's byte at c's unlock), so a test
+        // that saw d queued could read c's byte first (it failed so under qemu on a loaded host).
         try awaitQueued(S.d, "receivers");
+        try awaitQueued(S.c, "receivers");
         try testing.expect(S.c.flags.recv_waiting.load(.acquire));
         try sendU64Within(S.d, 1);
         try awaitQueued(S.e, "receivers"); // the select returned
