@@ -2517,6 +2517,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * They learn of the close when they queue natively, at the end of the turn.
    */
   #closedNatively(sym: Sym): boolean {
+    // The ready byte read 0, and the handle word still this channel's: open at some moment
+    // since the byte was written (a close sets it at its unlock), as `#mayReceive` reads it,
+    // so no call. That is the common case of a hand-off here (a rendezvous with no sender
+    // queued natively, an empty buffer). Before, every hand-off between waits of this isolate
+    // called kc_chan_status, the one native call of a same-isolate ping-pong.
+    const ready = this.#ready;
+    if (ready !== null && ready[0] === 0 && this.#word![0] === this.#handle) return false;
     const rc = sym.kc_chan_status(this.#handle);
     return rc > 0 && (rc & 1) !== 0; // a bad handle is for the native call that follows
   }

@@ -4141,6 +4141,70 @@ Deno.test("a send that completes a receive of this isolate natively while a sele
   }
 });
 
+Deno.test("a hand-off between waits of this isolate on a native channel makes no native call from the second on (the first maps its bytes): the order and close checks read bytes", async () => {
+  // The order rules (a send passes no sender queued natively, a receive no receiver, neither a
+  // close made elsewhere) are byte reads while nothing is queued natively: a same-isolate
+  // ping-pong, either side waiting, or a receive waiting on an empty buffer and met by a send,
+  // costs no call. Before, the close check (`#closedNatively`) called kc_chan_status on every
+  // hand-off. Every symbol is counted (but the clock's, below), so any check that calls fails
+  // this.
+  for (const capacity of ["rendezvous", 4] as const) {
+    for (const waits of ["receive", "send"] as const) {
+      if (capacity === 4 && waits === "send") continue; // a full buffer's values move natively
+      const what = `${capacity}, the ${waits} waiting`;
+      using ch = new Channel<number>(capacity, { codec: codecs.f64 });
+      ch.handle; // escaped: native from here on
+      const round = async (i: number) => {
+        if (waits === "receive") {
+          const r = ch.receive();
+          assert.deepEqual(ch.trySend(i), { state: "ok" }, what);
+          assert.equal(await r, i, what);
+        } else {
+          const sent = ch.send(i);
+          assert.deepEqual(ch.tryReceive(), { state: "ok", value: i }, what);
+          await sent;
+        }
+      };
+      await round(-1); // the first hand-off maps the bytes (`#receiverMayWaitNatively`)
+      const sym = library().symbols("test") as unknown as Record<string, unknown>;
+      // All but the clock read that records an operation's time once a tick of the counters'
+      // clock (`#stamp`, as a native hand-off records one): when it comes is the host's timing.
+      const names = Object.keys(sym).filter((n) =>
+        typeof sym[n] === "function" && n !== "kc_clock_now"
+      );
+      const saved = names.map((n) => sym[n] as (...a: unknown[]) => unknown);
+      const calls: string[] = [];
+      names.forEach((n, i) =>
+        sym[n] = (...a: unknown[]) => {
+          calls.push(n);
+          return saved[i](...a);
+        }
+      );
+      try {
+        for (let i = 0; i < 100; i++) await round(i);
+      } finally {
+        names.forEach((n, i) => sym[n] = saved[i]);
+      }
+      assert.deepEqual([...new Set(calls)], [], `${what}: ${calls.length} native calls`);
+      const m = ch.metrics();
+      assert.deepEqual([m.sends, m.receives], [101, 101], what);
+      // The byte still tells a close made elsewhere: these waits no longer meet in JavaScript
+      // (the test 'closed or cancelled by native code ...', there on unmapped bytes).
+      if (waits === "receive") {
+        const waiting = ch.receive();
+        assert.equal(library().symbols("test").kc_chan_close(ch.handle), 1, what);
+        assert.deepEqual(ch.trySend(1), { state: "closed", cause: new ClosedSendError() }, what);
+        await assert.rejects(waiting, ClosedReceiveError, what);
+      } else {
+        const sending = ch.send(1);
+        assert.equal(library().symbols("test").kc_chan_close(ch.handle), 1, what);
+        assert.equal(ch.tryReceive().state, "closed", what);
+        await assert.rejects(sending, ClosedSendError, what);
+      }
+    }
+  }
+});
+
 Deno.test("`handle` read before the channel's dispose throws after it, as every other call does: not the dead number, as if still live", () => {
   // Before, a handle read before the dispose (pinned) was returned after it, whatever channel
   // its value names by then.
