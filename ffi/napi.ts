@@ -71,7 +71,8 @@ const BIND_ERRORS: Record<number, string> = {
 export function chunkBuffers(sym: object): ChunkBuffers | null {
   const path = libraryPathOf(sym);
   if (path === undefined) {
-    // The house form, "Cannot <op>: <reason>, received <x>" (it said "kcoro: no chunk buffers: ...").
+    // The house form, "Cannot <op>: <reason>, received <x>" (it said "kcoro: no chunk
+    // buffers: ...").
     problem = "Cannot make chunk buffers: these symbols are not an open kcoro library's, " +
       `received ${describe(sym)}`;
     return null;

@@ -23,7 +23,8 @@
  *   own (`select`, `delay`, a fetch) take `task.signal`, as every task's do.
  * - Cancelling the channel (or disposing it) cancels the producer task, with the channel's own
  *   CancellationError, the very one its receivers get (Kotlin's `ProducerCoroutine` is a
- *   ChannelCoroutine, as an actor is): buffered values are dropped, as `cancel` drops them. Also a cancel from another isolate (a Worker's
+ *   ChannelCoroutine, as an actor is): buffered values are dropped, as `cancel` drops them.
+ *   Also a cancel from another isolate (a Worker's
  *   `Channel.from` copy of its `share()`) or native code: while the task lives (launched, not
  *   complete) and the channel has escaped, a close watch on this isolate's ring
  *   (`Channel._watchCancel`) cancels the task at once, wherever it waits. So does native code's
