@@ -15,7 +15,7 @@ import { Bridge } from "../src/bridge.ts";
 import { encodeCause, giveSlot, takeSlot } from "../src/codec.ts";
 import { _ENDED_HANDLE, _sharedEntries } from "../src/channel.ts";
 import { Status } from "../src/errors.ts";
-import { catchReported, evalScript, until, within } from "./support.ts";
+import { catchReported, evalScript, spyCalls, until, within } from "./support.ts";
 
 const outcome = (p: Promise<unknown>): Promise<string> =>
   p.then(
@@ -794,14 +794,9 @@ function recordCalls(
   dead: number,
   calls: string[],
 ): Disposable {
-  const real = names.map((n) => patchable[n]);
-  names.forEach((n, i) => {
-    patchable[n] = (...args: never[]) => {
-      if ((args as unknown[]).includes(dead)) calls.push(n);
-      return real[i](...args);
-    };
+  return spyCalls(patchable, names, (n, args) => {
+    if (args.includes(dead)) calls.push(n);
   });
-  return { [Symbol.dispose]: () => names.forEach((n, i) => patchable[n] = real[i]) };
 }
 
 Deno.test("a try-operation that learns of the channel's end from the waits still in JavaScript ahead of it makes no call of its own on the dead handle: an owner's and a Channel.from copy's trySend and tryReceive", async () => {

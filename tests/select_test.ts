@@ -2,7 +2,7 @@
 // fairness, at most one clause firing, a seeded stress mixed with plain sends and receives,
 // abort signals and timeouts.
 import assert from "node:assert/strict";
-import { catchReported, evalScript, prng, settled, until, within } from "./support.ts";
+import { catchReported, evalScript, prng, settled, spyCalls, until, within } from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -1481,43 +1481,33 @@ Deno.test("a losing onSend value refused on a Channel.from copy a hook disposed 
   // it. Before, the dispose had given the copy's hold back (its handle dead if it was the last
   // holder): the refusal called kc_chan_drop on the ended-handle marker, which refused it, and
   // the value was freed, reaching no hook and counted nowhere.
-  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
-  const names = ["kc_chan_drop", "kc_chan_unhold"];
-  const saved = names.map((n) => sym[n]);
   const calls: string[] = [];
   let handle = -1;
-  names.forEach((n, i) =>
-    sym[n] = (...args: unknown[]) => {
-      if (args[0] === handle) calls.push(n);
-      if (args[0] === _ENDED_HANDLE) calls.push(`${n} (ended)`);
-      return saved[i](...args);
-    }
-  );
-  try {
-    const b = hooked(0);
-    handle = b.ch.share().handle;
-    const bc = Channel.from(b.ch.share());
-    const gotA: unknown[] = [];
-    using a = new Channel<unknown>(0, {
-      onUndeliveredElement: (v) => {
-        gotA.push(v);
-        bc[Symbol.dispose]();
-      },
-    });
-    a.share();
-    const waiting = select((s) => {
-      s.onSend(a, "A", () => "a");
-      s.onSend(bc, "B", () => "b");
-    });
-    assert.equal(await settled(waiting), false);
-    a.cancel();
-    await assert.rejects(waiting, CancellationError);
-    assert.deepEqual(calls, ["kc_chan_drop", "kc_chan_unhold"], "dropped while still held");
-    b.ch[Symbol.dispose](); // what the copy dropped, kept natively, goes to the hook
-    assert.deepEqual([gotA, b.got], [["A"], ["B"]]);
-  } finally {
-    names.forEach((n, i) => sym[n] = saved[i]);
-  }
+  using _ = spyCalls(library().symbols("test"), ["kc_chan_drop", "kc_chan_unhold"], (n, args) => {
+    if (args[0] === handle) calls.push(n);
+    if (args[0] === _ENDED_HANDLE) calls.push(`${n} (ended)`);
+  });
+  const b = hooked(0);
+  handle = b.ch.share().handle;
+  const bc = Channel.from(b.ch.share());
+  const gotA: unknown[] = [];
+  using a = new Channel<unknown>(0, {
+    onUndeliveredElement: (v) => {
+      gotA.push(v);
+      bc[Symbol.dispose]();
+    },
+  });
+  a.share();
+  const waiting = select((s) => {
+    s.onSend(a, "A", () => "a");
+    s.onSend(bc, "B", () => "b");
+  });
+  assert.equal(await settled(waiting), false);
+  a.cancel();
+  await assert.rejects(waiting, CancellationError);
+  assert.deepEqual(calls, ["kc_chan_drop", "kc_chan_unhold"], "dropped while still held");
+  b.ch[Symbol.dispose](); // what the copy dropped, kept natively, goes to the hook
+  assert.deepEqual([gotA, b.got], [["A"], ["B"]]);
   assert.equal(pending(), 0);
 });
 
@@ -1528,72 +1518,62 @@ Deno.test("a losing onSend value refused on a Channel.from copy that a hook the 
   // select kept the hold (the settling one had stopped watching `bc`, or never watched it) and
   // the dispose gave it back: the refusal was given the ended-handle marker, and the value was
   // freed, reaching no hook.
-  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
-  const names = ["kc_chan_drop", "kc_chan_unhold"];
-  const saved = names.map((n) => sym[n]);
   const calls: string[] = [];
   let handle = -1;
-  names.forEach((n, i) =>
-    sym[n] = (...args: unknown[]) => {
-      if (args[0] === handle) calls.push(n);
-      if (args[0] === _ENDED_HANDLE) calls.push(`${n} (ended)`);
-      return saved[i](...args);
-    }
-  );
-  try {
-    for (const how of ["closed before", "cancelled while it waits"] as const) {
-      calls.length = 0;
-      const b = hooked(0);
-      handle = b.ch.share().handle;
-      const bc = Channel.from(b.ch.share());
-      const f = hooked(0);
-      f.ch.share();
-      const gotA: unknown[] = [];
-      using a = new Channel<unknown>(0, {
-        onUndeliveredElement: (v) => {
-          gotA.push(v);
-          bc[Symbol.dispose]();
-        },
-      });
-      a.share();
-      if (how === "closed before") f.ch.close();
-      const waiting = select((s) => {
-        s.onSend(f.ch, "F", () => "f");
-        s.onSend(a, "A", () => "a");
-        s.onSend(bc, "B", () => "b");
-      });
-      if (how === "cancelled while it waits") {
-        assert.equal(await settled(waiting), false, how);
-        f.ch.cancel();
-      }
-      await assert.rejects(waiting, how === "closed before" ? ClosedSendError : CancellationError);
-      // Dropped while still held, and the hold given back once (after the drop).
-      assert.deepEqual(calls, ["kc_chan_drop", "kc_chan_unhold"], how);
-      f.ch[Symbol.dispose]();
-      b.ch[Symbol.dispose](); // what the copy dropped, kept natively, goes to the hook
-      assert.deepEqual([f.got, gotA, b.got], [["F"], ["A"], ["B"]], how);
-    }
-    // A copy that no hook disposed keeps its own hold past the select: nothing given back.
+  using _ = spyCalls(library().symbols("test"), ["kc_chan_drop", "kc_chan_unhold"], (n, args) => {
+    if (args[0] === handle) calls.push(n);
+    if (args[0] === _ENDED_HANDLE) calls.push(`${n} (ended)`);
+  });
+  for (const how of ["closed before", "cancelled while it waits"] as const) {
     calls.length = 0;
-    const b = hooked(1);
+    const b = hooked(0);
     handle = b.ch.share().handle;
-    using bc = Channel.from(b.ch.share());
-    using f = new Channel<unknown>(0);
-    f.close();
-    await assert.rejects(
-      select((s) => {
-        s.onSend(f, "F", () => "f");
-        s.onSend(bc, "B", () => "b");
-      }),
-      ClosedSendError,
-    );
-    assert.deepEqual(calls, ["kc_chan_drop"], "not disposed");
-    assert.deepEqual(bc.trySend("C"), { state: "ok" }, "the copy still holds the channel");
-    b.ch[Symbol.dispose]();
-    assert.deepEqual(b.got, ["B", "C"]);
-  } finally {
-    names.forEach((n, i) => sym[n] = saved[i]);
+    const bc = Channel.from(b.ch.share());
+    const f = hooked(0);
+    f.ch.share();
+    const gotA: unknown[] = [];
+    using a = new Channel<unknown>(0, {
+      onUndeliveredElement: (v) => {
+        gotA.push(v);
+        bc[Symbol.dispose]();
+      },
+    });
+    a.share();
+    if (how === "closed before") f.ch.close();
+    const waiting = select((s) => {
+      s.onSend(f.ch, "F", () => "f");
+      s.onSend(a, "A", () => "a");
+      s.onSend(bc, "B", () => "b");
+    });
+    if (how === "cancelled while it waits") {
+      assert.equal(await settled(waiting), false, how);
+      f.ch.cancel();
+    }
+    await assert.rejects(waiting, how === "closed before" ? ClosedSendError : CancellationError);
+    // Dropped while still held, and the hold given back once (after the drop).
+    assert.deepEqual(calls, ["kc_chan_drop", "kc_chan_unhold"], how);
+    f.ch[Symbol.dispose]();
+    b.ch[Symbol.dispose](); // what the copy dropped, kept natively, goes to the hook
+    assert.deepEqual([f.got, gotA, b.got], [["F"], ["A"], ["B"]], how);
   }
+  // A copy that no hook disposed keeps its own hold past the select: nothing given back.
+  calls.length = 0;
+  const b = hooked(1);
+  handle = b.ch.share().handle;
+  using bc = Channel.from(b.ch.share());
+  using f = new Channel<unknown>(0);
+  f.close();
+  await assert.rejects(
+    select((s) => {
+      s.onSend(f, "F", () => "f");
+      s.onSend(bc, "B", () => "b");
+    }),
+    ClosedSendError,
+  );
+  assert.deepEqual(calls, ["kc_chan_drop"], "not disposed");
+  assert.deepEqual(bc.trySend("C"), { state: "ok" }, "the copy still holds the channel");
+  b.ch[Symbol.dispose]();
+  assert.deepEqual(b.got, ["B", "C"]);
   assert.equal(pending(), 0);
 });
 
@@ -1633,41 +1613,32 @@ Deno.test("a losing onSend value refused on a channel a hook disposed meanwhile 
   // `b`'s hook, and nothing may call `b`'s dead handle, whose value a later channel may have
   // by then. Before, the refusal took from its undelivered list (kc_chan_take_undelivered) and
   // counted the drop on it (kc_chan_add_metrics at the end of the turn).
-  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
   const names = ["kc_chan_take_undelivered", "kc_chan_add_metrics", "kc_chan_drop"];
-  const saved = names.map((n) => sym[n]);
   const onDead: string[] = [];
   let dead = -1;
-  names.forEach((n, i) =>
-    sym[n] = (...args: unknown[]) => {
-      if (args[0] === dead) onDead.push(n);
-      return saved[i](...args);
-    }
-  );
-  try {
-    const b = hooked(0);
-    const handle = b.ch.share().handle;
-    const gotA: unknown[] = [];
-    using a = new Channel<unknown>(0, {
-      onUndeliveredElement: (v) => {
-        gotA.push(v);
-        b.ch[Symbol.dispose]();
-        dead = handle;
-      },
-    });
-    a.share();
-    const waiting = select((s) => {
-      s.onSend(a, "A", () => "a");
-      s.onSend(b.ch, "B", () => "b");
-    });
-    assert.equal(await settled(waiting), false);
-    a.cancel();
-    await assert.rejects(waiting, CancellationError);
-    assert.deepEqual([gotA, b.got], [["A"], ["B"]]);
-    await new Promise((r) => setTimeout(r, 0)); // the end of the turn's count flush
-    assert.deepEqual(onDead, [], "calls on b's dead handle");
-  } finally {
-    names.forEach((n, i) => sym[n] = saved[i]);
-  }
+  using _ = spyCalls(library().symbols("test"), names, (n, args) => {
+    if (args[0] === dead) onDead.push(n);
+  });
+  const b = hooked(0);
+  const handle = b.ch.share().handle;
+  const gotA: unknown[] = [];
+  using a = new Channel<unknown>(0, {
+    onUndeliveredElement: (v) => {
+      gotA.push(v);
+      b.ch[Symbol.dispose]();
+      dead = handle;
+    },
+  });
+  a.share();
+  const waiting = select((s) => {
+    s.onSend(a, "A", () => "a");
+    s.onSend(b.ch, "B", () => "b");
+  });
+  assert.equal(await settled(waiting), false);
+  a.cancel();
+  await assert.rejects(waiting, CancellationError);
+  assert.deepEqual([gotA, b.got], [["A"], ["B"]]);
+  await new Promise((r) => setTimeout(r, 0)); // the end of the turn's count flush
+  assert.deepEqual(onDead, [], "calls on b's dead handle");
   assert.equal(pending(), 0);
 });

@@ -204,3 +204,24 @@ export function liveChannels(): number {
   }
   return live;
 }
+
+/**
+ * Wraps the functions `names` of `sym` (the library's one symbols object, which every call site
+ * reads) so that each call is shown to `onCall` (its name and arguments) before it runs; the
+ * Disposable puts the real functions back.
+ */
+export function spyCalls(
+  sym: object,
+  names: readonly string[],
+  onCall: (name: string, args: readonly unknown[]) => void,
+): Disposable {
+  const table = sym as Record<string, (...args: unknown[]) => unknown>;
+  const real = names.map((n) => table[n]);
+  names.forEach((n, i) => {
+    table[n] = (...args: unknown[]) => {
+      onCall(n, args);
+      return real[i](...args);
+    };
+  });
+  return { [Symbol.dispose]: () => names.forEach((n, i) => table[n] = real[i]) };
+}
