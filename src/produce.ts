@@ -23,7 +23,11 @@
  *   own (`select`, `delay`, a fetch) take `task.signal`, as every task's do.
  * - Cancelling the channel (or disposing it) cancels the producer task, with the channel's own
  *   CancellationError, the very one its receivers get (Kotlin's `ProducerCoroutine` is a
- *   ChannelCoroutine, as an actor is): buffered values are dropped, as `cancel` drops them.
+ *   ChannelCoroutine, as an actor is): buffered values are dropped, as `cancel` drops them. A
+ *   channel closed before the cancel (by the producer, or with a cause) keeps its close's cause
+ *   for receivers, and the task gets the cancel's own cause (the cause itself when it is a
+ *   CancellationError, else a "Channel was cancelled" carrying it, or none), as Kotlin's
+ *   `ChannelCoroutine.cancel(cause)` cancels the coroutine with it.
  *   Also a cancel from another isolate (a Worker's
  *   `Channel.from` copy of its `share()`) or native code: while the task lives (launched, not
  *   complete) and the channel has escaped, a close watch on this isolate's ring
@@ -243,9 +247,34 @@ class ProducerChannel<T> extends Channel<T> {
     return this._bound !== null && this._bound.signal.aborted;
   }
 
+  /**
+   * Cancels the channel and the producer's task (Kotlin's `ChannelCoroutine.cancel(cause)`:
+   * `cancelInternal`, the channel's cancel and the coroutine's). The task gets the channel's own
+   * CancellationError (`_cancelTask`) where this cancel made it, or the channel read as cancelled
+   * before (an earlier cancel, native code's destroy: the task got or gets that one). Where the
+   * channel was closed before (by the producer, with a cause or without, here or by another
+   * isolate), its receivers keep what that close left (its cause wrapped, `cancelledError`), but
+   * the task gets this cancel's cause, as Kotlin's coroutine does: the cause itself when it is a
+   * CancellationError, else a "Channel was cancelled" carrying it, or none. Before, the task got
+   * the receivers' error: the close cause wrapped, the consumer's cause lost.
+   */
   override cancel(cause?: unknown): void {
+    const before = this._shared.cancelled;
     super.cancel(cause);
-    this._cancelTask(cause);
+    const job = this._job;
+    if (job === null) return;
+    const s = this._shared;
+    if (before || !s.cancelled) return this._cancelTask(cause);
+    const own = this._closedResult().cause; // looks the cause up where another isolate closed it
+    // This cancel's cause is the channel's: it was open, and the receivers' error is the task's.
+    if (cause === undefined ? !s.hasCause : s.hasCause && Object.is(s.cause, cause)) {
+      return job.cancel(own);
+    }
+    job.cancel(
+      isCancellation(cause)
+        ? cause
+        : new CancellationError("Channel was cancelled", cause === undefined ? {} : { cause }),
+    );
   }
 
   /**

@@ -586,6 +586,83 @@ Deno.test("produce: a cancel of its channel cancels the producer with the very e
   assert.equal(live, 0);
 });
 
+Deno.test("produce: a cancel of a channel closed before (by its producer, with a cause or not, locally, shared, or by a copy) cancels the producer with the consumer's cause, as Kotlin's ChannelCoroutine.cancel does; receivers keep the close's cause", async () => {
+  // Kotlin's `ChannelCoroutine.cancel(cause)` cancels the coroutine with the consumer's cause
+  // whatever the channel's state (`cancelInternal`). Before, a channel closed first gave the
+  // producer the receivers' error: the close cause wrapped (or none), the consumer's cause lost.
+  const closes = ["close()", "close(Error)", "close(CancellationError)", "copy.close(Error)"];
+  const cancels = ["cancel()", "cancel(Error)", "cancel(CancellationError)"];
+  for (const shared of [false, true]) {
+    for (const closing of closes) {
+      if (closing === "copy.close(Error)" && !shared) continue;
+      for (const cancelling of cancels) {
+        const what = `${shared ? "shared" : "local"}, ${closing} then ${cancelling}`;
+        const closeCause = closing === "close()"
+          ? undefined
+          : closing === "close(CancellationError)"
+          ? new CancellationError("producer stops")
+          : new Error("producer is done");
+        const cancelCause = cancelling === "cancel()"
+          ? undefined
+          : cancelling === "cancel(Error)"
+          ? new Error("consumer is done")
+          : new CancellationError("consumer stops");
+        let reason: unknown = undefined;
+        let signalReason: unknown = undefined;
+        let received: unknown = undefined;
+        await within(
+          coroutineScope(async (scope) => {
+            let closed = false;
+            using ch = produce<number>(
+              scope,
+              counted(async (out: Channel<number>, task: CoroutineScope) => {
+                if (closing === "copy.close(Error)") {
+                  using copy = Channel.from<number>(out.share());
+                  copy.close(closeCause);
+                } else {
+                  if (shared) out.share(); // escaped: a native channel, watched
+                  out.close(closeCause);
+                }
+                closed = true;
+                try {
+                  await untilAborted(task.signal); // busy after its close, not sending
+                } catch (e) {
+                  reason = e;
+                  signalReason = task.signal.reason;
+                  throw e;
+                }
+              }),
+              { capacity: 1 },
+            );
+            await until(() => closed, `${what}: the producer's close`, 10_000);
+            ch.cancel(cancelCause);
+            received = await ch.receive().then(() => "received", (e) => e);
+          }),
+          20_000,
+          `${what}: the scope`,
+        ); // resolves: a cancelled producer is no failure
+        assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
+        assert.equal(signalReason, reason, `${what}: the task's signal's reason`);
+        // The consumer's cause: itself when a CancellationError, else carried.
+        if (cancelCause instanceof CancellationError) assert.equal(reason, cancelCause, what);
+        else {
+          assert.equal((reason as Error).message, "Channel was cancelled", what);
+          assert.equal((reason as Error).cause, cancelCause, what);
+        }
+        // Receivers keep what the close left: its cause (itself, or carried), or none.
+        assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
+        if (closeCause instanceof CancellationError) assert.equal(received, closeCause, what);
+        else assert.equal((received as Error).cause, closeCause, what);
+        // Closed without a cause and cancelled without one: the one error, the receivers'.
+        if (closeCause === undefined && cancelCause === undefined) {
+          assert.equal(reason, received, what);
+        }
+      }
+    }
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: a block cancelling (or disposing) its own channel before its first await cancels its task too: the task is known from its start, not only once launch returned", async () => {
   // The scope's launch runs the block at once, and the producer's job was set only after launch
   // returned: the block's cancel before its first await cancelled the channel and not the task,
