@@ -17,7 +17,10 @@
  *   with ClosedSendError (its `cause` is the actor's failure or cancellation, if any; the message
  *   goes to onUndeliveredElement first, as a closed Channel's send hands it), and
  *   `onDone(cause)` is called once: `undefined` when the handler returned, the
- *   CancellationError when cancelled, the error when it failed.
+ *   CancellationError when cancelled, the error when it failed. Also on a scope of the caller's
+ *   own whose `launch` throws or returns no Job (`actor()` throws): the task it started is
+ *   cancelled and `onDone` runs as it ends; one whose start it deferred ends cancelled as it
+ *   starts, its handler never run (Kotlin's `onCompletion` runs however the actor completes).
  * - Native code's destroy of the mailbox (`kc_chan_destroy` of its `handle`) ends the actor as
  *   cancelled, not failed: the mailbox reads as cancelled from then on, so the handler's receive
  *   rejects with a CancellationError (the destroy's, or one saying native code destroyed it),
@@ -142,6 +145,12 @@ function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
  */
 const MAILBOX_DESTROYED =
   "Actor was cancelled: native code destroyed its mailbox (kc_chan_destroy of its handle)";
+
+/**
+ * What an actor's task ends with when the launch that deferred its start threw or returned no
+ * Job before it began: its mailbox was freed, so its handler never runs.
+ */
+const ABANDONED = "Actor was cancelled: the scope's launch of it failed before it began";
 
 /** `Mailbox`'s dispose found no cancel made before it (a cause may be undefined). */
 const NOT_CANCELLED = Symbol("not cancelled");
@@ -473,6 +482,24 @@ export function actor<M>(
   // The scope's launch threw or returned no Job (its cleanup below): the mailbox was freed under
   // a handler it may have started.
   let abandoned = false;
+  // The actor's end, once: the watch goes, the mailbox ends, and `onDone` runs with the task's
+  // cause. On the job `launch` returned; where the launch threw or returned no Job, on the task
+  // it started (`_job`) instead, as Kotlin's `onCompletion` runs however the actor completes,
+  // exceptionally too. Before, `actor()` threw before attaching it: the task was cancelled and
+  // `onDone` never ran, so what it released (a connection the handler held, say) leaked.
+  let finished = false;
+  const finish = (cause: unknown) => {
+    if (finished) return;
+    finished = true;
+    mailbox._stopWatching();
+    detach?.();
+    a._finish(cause);
+    // Reported as any completion handler's exception, also when the job was final already
+    // (a cancelled scope) and this runs inside actor() itself.
+    if (onDone !== undefined) {
+      runCompletionHandler(scope.context, "an actor's onDone", onDone, cause);
+    }
+  };
   // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
   a.job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
     const signal = task.signal;
@@ -491,6 +518,14 @@ export function actor<M>(
     // Its task, for a cancel of the mailbox (`Mailbox.cancel`), from the start: the handler may
     // cancel it before its first await, before `launch` returned the job.
     if (JobSupport._is(task.job)) mailbox._job = task.job;
+    // A launch that deferred the start (a scope of the caller's own), then threw or returned no
+    // Job: its cleanup ended the mailbox before the handler began, so the handler never runs and
+    // the task ends cancelled, `onDone` with it. Before, the handler ran on the freed mailbox,
+    // and its first receive's InvalidHandleError failed the scope.
+    if (abandoned) {
+      mailbox._job?.invokeOnCompletion(finish);
+      throw new CancellationError(ABANDONED);
+    }
     try {
       await handler(mailbox, task);
     } catch (e) {
@@ -519,18 +554,12 @@ export function actor<M>(
     cancelMailbox(mailbox, undefined);
     mailbox[Symbol.dispose]();
     mailbox._job?.cancel(); // where the cancel could not be made (the library closed)
+    // Its task, started, ends with that cancel: `onDone` runs then (`finish`), as the job
+    // `launch` did not return would have run it. One not started yet attaches it as it starts.
+    mailbox._job?.invokeOnCompletion(finish);
   });
   mailbox._job ??= a.job;
-  a.job.invokeOnCompletion((cause) => {
-    mailbox._stopWatching();
-    detach?.();
-    a._finish(cause);
-    // Reported as any completion handler's exception, also when the job was final already
-    // (a cancelled scope) and this runs inside actor() itself.
-    if (onDone !== undefined) {
-      runCompletionHandler(scope.context, "an actor's onDone", onDone, cause);
-    }
-  });
+  a.job.invokeOnCompletion(finish);
   return a;
 }
 

@@ -1946,6 +1946,65 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose launc
   assert.equal(live, 0);
 });
 
+Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or returns no Job runs onDone once, with the task's cancellation, as Kotlin's onCompletion runs however the actor completes: started at once, or deferred (its handler then never runs)", async () => {
+  // actor() threw before attaching onDone to the job launch returned: the started task was
+  // cancelled and onDone never ran. A deferred start ran the handler on the freed mailbox, and
+  // its receive's InvalidHandleError failed the real scope.
+  const own = new Error("the caller's launch");
+  for (const start of ["at once", "deferred"] as const) {
+    for (const how of ["throws", "returns no Job"] as const) {
+      const what = `start ${start}, launch ${how}`;
+      const done: unknown[] = [];
+      let reason: unknown = undefined;
+      let ran = false;
+      await within(
+        coroutineScope(async (real) => {
+          let deferred: ((task: CoroutineScope) => unknown) | null = null;
+          const scope = {
+            context: real.context,
+            launch: (block: (task: CoroutineScope) => unknown) => {
+              if (start === "at once") real.launch(block); // runs the block to its first await
+              else deferred = block;
+              if (how === "throws") throw own;
+              return 1;
+            },
+          } as unknown as CoroutineScope;
+          const handler = counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
+            ran = true;
+            try {
+              await untilAborted(task.signal); // busy, not receiving
+            } catch (e) {
+              reason = e;
+              throw e;
+            }
+            await mailbox.receive();
+          });
+          assert.throws(
+            () => actor<number>(scope, handler, { onDone: (cause) => done.push(cause) }),
+            how === "throws" ? (e) => e === own : { name: "TypeError" },
+            what,
+          );
+          assert.equal(done.length, 0, `${what}: onDone runs as the task ends, not before`);
+          if (deferred !== null) {
+            const job = real.launch(deferred); // the caller's launch starts it late
+            await job.join();
+            assert.equal(job.isCancelled, true, `${what}: the task ended cancelled`);
+          }
+        }),
+        10_000,
+        `${what}: the real scope's end`,
+      ); // resolves: the task was cancelled, no failure
+      assert.equal(done.length, 1, `${what}: onDone ran once: ${done.length}`);
+      assert.ok(done[0] instanceof CancellationError, `${what}: ${String(done[0])}`);
+      if (start === "at once") {
+        assert.equal(ran, true, `${what}: the handler began`);
+        assert.equal(done[0], reason, `${what}: onDone gets the task's cancellation`);
+      } else assert.equal(ran, false, `${what}: the handler never ran on the freed mailbox`);
+    }
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch runs the block at once and then throws: a block that did not watch its signal and then uses its channel (freed by that cleanup) ends cancelled, not failed with the freed channel's InvalidHandleError", async () => {
   // The cleanup cancels the task and frees the channel while the block still runs. A producer's
   // send on it then ended the task as cancelled (its consumer's dispose rule), but an actor's
