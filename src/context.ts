@@ -128,6 +128,14 @@ const MAKE: unique symbol = Symbol("kcoro.Context");
 
 /** Set by Context's static block: `timedContext`'s body, which reads its private fields. */
 let makeTimed: (context: Context, deadline: number, timeout: Timeout) => Context;
+/** Set by Context's static block: `isContext`'s body. */
+let brand: (x: unknown) => x is Context;
+/** Set by Context's static block: `liveDeadline`'s body. */
+let deadlineInForce: (context: Context) => number | undefined;
+/** Set by Context's static block: `handSetDeadline`'s body. */
+let handSet: (context: Context) => boolean;
+/** Set by Context's static block: `childContext`'s body. */
+let makeChild: (parent: Context, own: Context) => Context;
 
 /**
  * @ignore `context` with `deadline` as the Deadline of the running timeout `timeout`
@@ -138,6 +146,45 @@ let makeTimed: (context: Context, deadline: number, timeout: Timeout) => Context
  */
 export function timedContext(context: Context, deadline: number, timeout: Timeout): Context {
   return makeTimed(context, deadline, timeout);
+}
+
+/**
+ * @ignore True if `x` is a Context this module made: by its private field, not `instanceof`,
+ * which `Object.create(Context.prototype)` passes (its every read then threw the engine's
+ * "Cannot read private member", inside a scope's machinery: a supervisorScope never settled).
+ * Functions of this module that mod.ts does not export, as `timedContext`, not statics of Context
+ * (`Context._is` and the others below were public to any caller, and threw the engine's error
+ * given anything but a Context).
+ */
+export function isContext(x: unknown): x is Context {
+  return brand(x);
+}
+
+/**
+ * @ignore The Deadline in force: none when the withTimeout that put it in has finished (the
+ * context outlived its scope), else the Deadline entry.
+ */
+export function liveDeadline(context: Context): number | undefined {
+  return deadlineInForce(context);
+}
+
+/**
+ * @ignore True if the Deadline in force was set by hand (`with(Deadline, d)`): no withTimeout
+ * put it in, so none arms a timer for it (`withTimeout` given the context enforces it).
+ */
+export function handSetDeadline(context: Context): boolean {
+  return handSet(context);
+}
+
+/**
+ * @ignore The context of a child that was given `own` under a parent whose context is `parent`
+ * (Kotlin's `parentContext + context`): the parent's entries, then `own`'s on top (its values
+ * win per key), but the {@linkcode Deadline} in force is the earlier of the two live ones, so a
+ * child never escapes its parent's timeout (a stale one, of a withTimeout already finished,
+ * counts as none). Keeps whichever Deadline it chose with the timeout that put it in.
+ */
+export function childContext(parent: Context, own: Context): Context {
+  return makeChild(parent, own);
 }
 
 /**
@@ -197,64 +244,43 @@ export class Context {
     Object.freeze(this);
   }
 
-  /**
-   * @ignore True if `x` is a Context this module made: by its private field, not `instanceof`,
-   * which `Object.create(Context.prototype)` passes (its every read then threw the engine's
-   * "Cannot read private member", inside a scope's machinery: a supervisorScope never settled).
-   */
-  static _is(x: unknown): x is Context {
-    return typeof x === "object" && x !== null && #entries in x;
-  }
-
-  // `timedContext`'s body: inside the class for its private fields, not a static of it.
+  // The bodies of this module's functions that read its private fields (`timedContext`,
+  // `isContext`, `liveDeadline`, `handSetDeadline`, `childContext`): inside the class for those
+  // fields, not statics of it. As public statics (`Context._is`, `_liveDeadline`,
+  // `_handSetDeadline`, `_child`; an @ignore hid them from the docs only) they were reachable from
+  // any caller, and given anything but a Context threw the engine's "Cannot read private member".
   static {
     makeTimed = (context, deadline, timeout) => {
       const entries = new Map(context.#entries);
       entries.set(Deadline, deadline);
       return new Context(MAKE, entries, timeout);
     };
-  }
-
-  /**
-   * @ignore The Deadline in force: none when the withTimeout that put it in has finished (the
-   * context outlived its scope), else the Deadline entry.
-   */
-  static _liveDeadline(context: Context): number | undefined {
-    // One a withTimeout took on from a hand-set Deadline stays in force after it (it was hand-set).
-    if (context.#timeout?.done === true && context.#timeout.adopted !== true) return undefined;
-    return context.#entries.get(Deadline) as number | undefined;
-  }
-
-  /**
-   * @ignore True if the Deadline in force was set by hand (`with(Deadline, d)`): no withTimeout
-   * put it in, so none arms a timer for it (`withTimeout` given the context enforces it).
-   */
-  static _handSetDeadline(context: Context): boolean {
-    const timeout = context.#timeout;
-    return context.#entries.has(Deadline) &&
-      (timeout === null || (timeout.done && timeout.adopted === true));
-  }
-
-  /**
-   * @ignore The context of a child that was given `own` under a parent whose context is `parent`
-   * (Kotlin's `parentContext + context`): the parent's entries, then `own`'s on top (its values
-   * win per key), but the {@linkcode Deadline} in force is the earlier of the two live ones, so a
-   * child never escapes its parent's timeout (a stale one, of a withTimeout already finished,
-   * counts as none). Keeps whichever Deadline it chose with the timeout that put it in.
-   */
-  static _child(parent: Context, own: Context): Context {
-    if (own === parent || own.#entries.size === 0) return parent;
-    if (parent.#entries.size === 0) return own;
-    const entries = new Map(parent.#entries);
-    for (const [k, v] of own.#entries) entries.set(k, v);
-    const p = Context._liveDeadline(parent), o = Context._liveDeadline(own);
-    let timeout: Timeout | null;
-    if (p !== undefined && !(o !== undefined && o < p)) {
-      entries.set(Deadline, p); // the parent's: own's is later, stale or absent
-      timeout = parent.#timeout;
-    } else if (own.#entries.has(Deadline)) timeout = own.#timeout; // own's, the earlier live one
-    else timeout = parent.#timeout; // the parent's stale one, or none at all
-    return new Context(MAKE, entries, timeout);
+    brand = (x: unknown): x is Context => typeof x === "object" && x !== null && #entries in x;
+    deadlineInForce = (context) => {
+      // One a withTimeout took on from a hand-set Deadline stays in force after it (it was
+      // hand-set).
+      if (context.#timeout?.done === true && context.#timeout.adopted !== true) return undefined;
+      return context.#entries.get(Deadline) as number | undefined;
+    };
+    handSet = (context) => {
+      const timeout = context.#timeout;
+      return context.#entries.has(Deadline) &&
+        (timeout === null || (timeout.done && timeout.adopted === true));
+    };
+    makeChild = (parent, own) => {
+      if (own === parent || own.#entries.size === 0) return parent;
+      if (parent.#entries.size === 0) return own;
+      const entries = new Map(parent.#entries);
+      for (const [k, v] of own.#entries) entries.set(k, v);
+      const p = deadlineInForce(parent), o = deadlineInForce(own);
+      let timeout: Timeout | null;
+      if (p !== undefined && !(o !== undefined && o < p)) {
+        entries.set(Deadline, p); // the parent's: own's is later, stale or absent
+        timeout = parent.#timeout;
+      } else if (own.#entries.has(Deadline)) timeout = own.#timeout; // own's, the earlier live one
+      else timeout = parent.#timeout; // the parent's stale one, or none at all
+      return new Context(MAKE, entries, timeout);
+    };
   }
 
   /** A context with every entry of this one and `key` set to `value`; this one is unchanged. */

@@ -44,7 +44,7 @@
  *
  * @module
  */
-import { checkedContextKey, Context, type ContextKey } from "./context.ts";
+import { checkedContextKey, Context, type ContextKey, isContext } from "./context.ts";
 import { customInspect, inspectAs } from "./inspect.ts";
 import {
   CancellationError,
@@ -830,7 +830,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
       );
     }
     const context = options.context ?? Context.empty;
-    if (!Context._is(context)) {
+    if (!isContext(context)) {
       throw new TypeError(
         `Cannot create CompletableDeferred: context must be a Context, received ${
           describe(context)

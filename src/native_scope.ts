@@ -40,7 +40,7 @@ import {
   unwrap,
 } from "./errors.ts";
 import { type Job, JobSupport, PARENTS_OWN, REPORTS_FAILURE } from "./job.ts";
-import { Context } from "./context.ts";
+import { liveDeadline } from "./context.ts";
 import { customInspect, inspectAs } from "./inspect.ts";
 import {
   handleOut,
@@ -293,7 +293,7 @@ export class NativeScope implements AsyncDisposable {
     const ns = NativeScope.#make("get native scope", null, owner);
     // The owner's deadline (withTimeout) goes into the native children's context.
     // Not that of a withTimeout already finished, whose context the owner was given.
-    const deadline = Context._liveDeadline(owner.context);
+    const deadline = liveDeadline(owner.context);
     if (deadline !== undefined) {
       const sym = ns.#lib.symbols("get native scope");
       const at = deadlineNs(sym.kc_now_ns(), deadline - performance.now());

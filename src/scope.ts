@@ -26,7 +26,7 @@
  *
  * @module
  */
-import { Context, Deadline } from "./context.ts";
+import { childContext, Context, Deadline, isContext } from "./context.ts";
 import { CancellationError, checkFunction, checkSignal, describe, signalOf } from "./errors.ts";
 import {
   CANCEL_COMPLETES,
@@ -120,7 +120,7 @@ function checkObject(op: string, options: unknown): void {
 }
 
 function checkContext(op: string, context: unknown): void {
-  if (context !== undefined && !Context._is(context)) {
+  if (context !== undefined && !isContext(context)) {
     throw new TypeError(`Cannot ${op}: context must be a Context, received ${describe(context)}`);
   }
 }
@@ -193,7 +193,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       lazy = given === true;
       // Added to the parent's (Kotlin's `launch(context)`), never in place of it: the child
       // keeps the parent's other keys and, at the latest, its Deadline.
-      if (own !== undefined) context = Context._child(context, own);
+      if (own !== undefined) context = childContext(context, own);
     }
     const child = new Coroutine<R>(context, flags, block);
     child.attachTo(this);

@@ -18,7 +18,7 @@ import {
   rootScope,
   type ScopeOptions,
 } from "./scope.ts";
-import { Context, timedContext, type Timeout } from "./context.ts";
+import { Context, handSetDeadline, liveDeadline, timedContext, type Timeout } from "./context.ts";
 
 /** What `withDeadline` makes of a timeout's arguments. */
 interface Timed {
@@ -49,14 +49,14 @@ function withDeadline(op: string, options: ScopeOptions | undefined, ms: number)
   const context = checked?.context ?? Context.empty;
   const now = performance.now();
   const deadline = now + ms;
-  const outer = Context._liveDeadline(context);
+  const outer = liveDeadline(context);
   if (outer === undefined || outer > deadline) {
     const timeout: Timeout = { done: false };
     const timedOptions = { ...checked, context: timedContext(context, deadline, timeout) };
     return { options: timedOptions, timeout, ms, error: timedOut(ms) };
   }
   // An earlier live Deadline of a running withTimeout: that one's timer enforces it.
-  if (!Context._handSetDeadline(context)) {
+  if (!handSetDeadline(context)) {
     return { options: checked, timeout: null, ms, error: timedOut(ms) };
   }
   const left = outer - now;

@@ -55,6 +55,32 @@ Deno.test("user code cannot build a Context through a static of the class: no st
   });
 });
 
+Deno.test("Context has no internal statics: given anything but a Context none throws the engine's 'Cannot read private member' (Context._is, _liveDeadline, _handSetDeadline and _child are module functions mod.ts does not export)", () => {
+  // Public to JavaScript (an @ignore hid them from the docs only): `Context._liveDeadline({})`
+  // threw "Cannot read private member #timeout from an object whose class did not declare it".
+  const gone = ["_is", "_liveDeadline", "_handSetDeadline", "_child"];
+  for (const name of gone) {
+    assert.equal(Object.hasOwn(Context, name), false, `Context.${name}`);
+    assert.equal((Context as unknown as Record<string, unknown>)[name], undefined, name);
+  }
+  const fakes: unknown[] = [undefined, null, 1, "ctx", {}, Object.create(Context.prototype)];
+  for (const name of Object.getOwnPropertyNames(Context)) {
+    const f = (Context as unknown as Record<string, unknown>)[name];
+    if (typeof f !== "function" || name === "prototype") continue;
+    for (const fake of fakes) {
+      for (const args of [[fake], [fake, fake], [Context.empty, fake], [fake, Context.empty]]) {
+        try {
+          (f as (...a: unknown[]) => unknown).apply(Context, args);
+        } catch (e) {
+          // Refused, named as the house form says, never with the engine's brand error.
+          assert.doesNotMatch(String(e), /private member/, `Context.${name}`);
+          assert.match((e as Error).message, /^Cannot /, `Context.${name}: ${String(e)}`);
+        }
+      }
+    }
+  }
+});
+
 Deno.test("Context is persistent: every version stays readable after later changes", () => {
   const versions = [Context.empty];
   for (let i = 0; i < 100; i++) versions.push(versions[i].with(depth, i));
