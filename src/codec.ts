@@ -975,10 +975,14 @@ const CAUSE_CHAIN = 16;
 const CAUSE_DEPTH = 1_000;
 
 /**
- * @ignore A close cause as bytes other isolates can read (kc_chan_close_cause): a kind byte
- * (1 packed, 2 node:v8, 3 an Error, 4 an Error whose `cause` chain holds more) and the
- * encoding. Kinds 3 and 4 describe each Error down the chain (kind 3: the cause alone; kind 4: a
- * count byte first, up to `CAUSE_CHAIN`): which of kcoro's classes it is (0: none), its name's
+ * @ignore A close cause as bytes other isolates can read (kc_chan_close_cause, which keeps them
+ * as they are): a kind byte (1 packed, 2 node:v8, 3 an Error, 4 an Error whose `cause` chain
+ * holds more, 5 an Error with more than node:v8 copies, `encodeRich`) and the encoding. Kind 5
+ * is taken only for an Error down whose chain is an AggregateError, a SuppressedError or an own
+ * field node:v8 leaves behind (`needsRich`): any other cause is written as before it existed,
+ * and a decoder reads every kind (an older copy of this module reads a kind 5 as no cause).
+ * Kinds 3 and 4 describe each Error down the chain (kind 3: the cause alone; kind 4: a count
+ * byte first, up to `CAUSE_CHAIN`): which of kcoro's classes it is (0: none), its name's
  * length and UTF-8 bytes; then node:v8 of the whole. A cause neither can copy (a function, a
  * symbol, an object holding one, an Error whose `cause` is one) is encoded as its stand-in
  * (`standIn`), so other isolates still see a failure; null only if the stand-in cannot be
@@ -993,8 +997,260 @@ const CAUSE_DEPTH = 1_000;
  * cancellation, and so does a subclass of the caller's own (its brand is inherited).
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
+  const rich = cause instanceof Error && needsRich(cause) ? encodeRich(cause) : null;
+  if (rich !== null) return rich;
   const exact = ownData(cause) ? encodeExact(cause) : null;
   return exact ?? encodeExact(standIn(cause, 0));
+}
+
+/** The rich encoding's version, its second byte (`encodeRich`): a decoder reads no other. */
+const RICH_VERSION = 1;
+
+/**
+ * Own properties of an Error that the rich encoding carries even when not enumerable: an
+ * AggregateError's `errors`, a SuppressedError's `error` and `suppressed`, and the `suppressed`
+ * list a job or scope keeps on its first failure (src/job.ts), all defined so.
+ */
+const CARRIED = new Set(["errors", "error", "suppressed"]);
+
+/** Own properties each Error's record carries already (or, `stack`, reads through a getter). */
+const RECORDED = new Set(["name", "message", "stack", "cause"]);
+
+/** The classes node:v8 keeps, by an Error's name, as its deserializer makes them. */
+const V8_CLASSES = new Set([
+  "Error",
+  "EvalError",
+  "RangeError",
+  "ReferenceError",
+  "SyntaxError",
+  "TypeError",
+  "URIError",
+]);
+
+/** `SuppressedError` where the engine has one (V8 12.x and later); else undefined. */
+const suppressedClass:
+  | (new (error: unknown, suppressed: unknown, message?: string) => Error)
+  | undefined =
+    (globalThis as { SuppressedError?: new (e: unknown, s: unknown, m?: string) => Error })
+      .SuppressedError;
+
+/**
+ * The built-in class an Error crosses as: AggregateError or SuppressedError by `instanceof` (a
+ * subclass of the caller's own too: its `errors` mean what they meant), else the one node:v8
+ * would make, by its name (a `RangeError`-named Error is one there; "MyError", an Error).
+ */
+function builtinOf(e: Error): string {
+  if (e instanceof AggregateError) return "AggregateError";
+  if (suppressedClass !== undefined && e instanceof suppressedClass) return "SuppressedError";
+  const name = String(e.name);
+  return V8_CLASSES.has(name) ? name : "Error";
+}
+
+/**
+ * The own properties of `e` that node:v8 leaves behind and the rich encoding carries: its data
+ * properties `CARRIED` names, and every other enumerable string-keyed data property (a `code`),
+ * not those `RECORDED` names. An accessor is not read (a getter of the caller's may throw, or
+ * answer differently each time), as structured clone copies none.
+ */
+function extraKeys(e: Error): string[] {
+  const keys: string[] = [];
+  for (const key of Object.getOwnPropertyNames(e)) {
+    if (RECORDED.has(key)) continue;
+    const d = Object.getOwnPropertyDescriptor(e, key);
+    if (d !== undefined && "value" in d && (d.enumerable || CARRIED.has(key))) keys.push(key);
+  }
+  return keys;
+}
+
+/**
+ * Whether an Error down `cause`'s chain (`CAUSE_DEPTH` of them at most, a cycle's once) has
+ * what node:v8 would lose and the rich encoding carries: a class of AggregateError or
+ * SuppressedError, or `extraKeys`. False when reading it throws: the other encodings see to it.
+ */
+function needsRich(cause: Error): boolean {
+  const seen = new Set<unknown>();
+  try {
+    for (let e: unknown = cause; e instanceof Error && !seen.has(e); e = e.cause) {
+      if (seen.size === CAUSE_DEPTH) return false;
+      seen.add(e);
+      const b = builtinOf(e);
+      if (b === "AggregateError" || b === "SuppressedError" || extraKeys(e).length > 0) {
+        return true;
+      }
+    }
+  } catch {
+    // A hostile Error down the chain: the stand-in's encoding.
+  }
+  return false;
+}
+
+/**
+ * What the rich encoding refers to: an Error by its index in the records, any other value by
+ * its own encoding (`encodeExact`: never kind 5).
+ */
+type RichRef = number | Uint8Array;
+
+/**
+ * One Error of the rich encoding: its class of kcoro's (`c`, as a head's class byte), built-in
+ * class (`b`, `builtinOf`), name, message (`m`, absent if it has none), stack (`s`, absent if
+ * no string), cause (`k`, absent if it has none) and its `extraKeys` (`f`: each key, its flags
+ * (1 enumerable, 2 an array of refs, one per element) and what it holds).
+ */
+type RichRecord = {
+  c: number;
+  b: string;
+  n: string;
+  m?: string;
+  s?: string;
+  k?: RichRef;
+  f: [string, number, RichRef | RichRef[]][];
+};
+
+/**
+ * Kind 5 of `encodeCause`: an Error some of which node:v8 would lose (`needsRich`), as a
+ * version byte (`RICH_VERSION`) and node:v8 of `{ r, e }`: `r` refers to the cause, `e` holds a
+ * record for each Error it reaches (`RichRecord`), through a `cause`, an `errors`, `error` or
+ * `suppressed`, an element of a property's array, or any other own field, so that an
+ * AggregateError's errors keep their classes, names and fields as the cause does. Walked
+ * breadth first, each Error once (a cycle refers back to its record), `CAUSE_DEPTH` Errors at
+ * most (one past those is a string saying so), so neither a cycle nor a deep graph recurses or
+ * hangs. A value that cannot be copied (a function) is left out where it is a field of the
+ * caller's own, as node:v8 leaves out all of them, and is a string saying what it was where it
+ * is a cause, an `error`, or an element of `errors` or `suppressed` (an element's place kept).
+ * An array up to `CAUSE_DEPTH` long is carried element by element (`errors: [e1, e2]`: each
+ * Error its record); a longer one, as it is. Null when reading the cause throws (a hostile
+ * proxy): `encodeCause` goes on to its other encodings, which never throw.
+ */
+function encodeRich(cause: Error): Uint8Array | null {
+  try {
+    const index = new Map<Error, number>();
+    const queue: Error[] = [];
+    const text = (s: string) => encodeExact(s)!;
+    const ref = (v: unknown, keep: boolean): RichRef | undefined => {
+      if (v instanceof Error) {
+        const at = index.get(v);
+        if (at !== undefined) return at;
+        if (queue.length === CAUSE_DEPTH) {
+          return text(`${describe(v)} (past ${CAUSE_DEPTH} Errors in one cause: ${NOT_COPIED})`);
+        }
+        index.set(v, queue.length);
+        queue.push(v);
+        return queue.length - 1;
+      }
+      const bytes = encodeExact(v);
+      if (bytes !== null) return bytes;
+      return keep ? text(`${describe(v)} (${NOT_COPIED})`) : undefined;
+    };
+    const root = ref(cause, true)!;
+    const records: RichRecord[] = [];
+    for (let i = 0; i < queue.length; i++) {
+      const e = queue[i];
+      const kind = ownErrorKind(Object.getPrototypeOf(e));
+      const record: RichRecord = {
+        c: kind === undefined
+          ? 0
+          : ERROR_CLASSES.findIndex((c) => ownErrorKind(c.prototype) === kind) + 1,
+        b: builtinOf(e),
+        n: String(e.name),
+        f: [],
+      };
+      const message = String(e.message);
+      if (Object.hasOwn(e, "message") || message !== "") record.m = message;
+      const stack = e.stack;
+      if (typeof stack === "string") record.s = stack;
+      if ("cause" in e) {
+        let inner: unknown;
+        let threw = false;
+        try {
+          inner = e.cause;
+        } catch {
+          threw = true;
+        }
+        record.k = threw ? text(`a cause whose read threw (${NOT_COPIED})`) : ref(inner, true);
+      }
+      for (const key of extraKeys(e)) {
+        const d = Object.getOwnPropertyDescriptor(e, key)!;
+        const keep = CARRIED.has(key);
+        const flags = d.enumerable ? 1 : 0;
+        const v: unknown = d.value;
+        if (
+          Array.isArray(v) && Object.getPrototypeOf(v) === Array.prototype &&
+          v.length <= CAUSE_DEPTH
+        ) {
+          const refs: RichRef[] = [];
+          for (let j = 0; j < v.length; j++) refs.push(ref(v[j], true)!);
+          record.f.push([key, flags | 2, refs]);
+        } else {
+          const r = ref(v, keep);
+          if (r !== undefined) record.f.push([key, flags, r]);
+        }
+      }
+      records.push(record);
+    }
+    const body = serialize({ r: root, e: records });
+    const out = new Uint8Array(2 + body.length);
+    out[0] = 5;
+    out[1] = RICH_VERSION;
+    out.set(body, 2);
+    return out;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * `encodeRich`'s body back into the cause: every Error made first (its class, name, message
+ * and stack), then each one's cause and fields filled in, so that a cycle closes on the same
+ * copies. Throws for bytes that are not one (`decodeCause` answers none for them).
+ */
+function decodeRich(body: Uint8Array): unknown {
+  const { r, e: records } = deserialize(body) as { r: RichRef; e: RichRecord[] };
+  if (!Array.isArray(records)) throw new TypeError("not a rich cause");
+  const made = records.map((rec) => richError(rec));
+  const value = (x: RichRef): unknown => {
+    if (typeof x === "number") {
+      if (!Number.isInteger(x) || x < 0 || x >= made.length) throw new RangeError("bad ref");
+      return made[x];
+    }
+    if (!(x instanceof Uint8Array) || x[0] === 5) throw new TypeError("bad ref");
+    const got = decodeCause(x);
+    if (!got.ok) throw new TypeError("bad ref");
+    return got.cause;
+  };
+  records.forEach((rec, i) => {
+    const e = made[i];
+    if ("k" in rec) ownValue(e, "cause", value(rec.k!));
+    for (const [key, flags, held] of rec.f) {
+      Object.defineProperty(e, String(key), {
+        value: (flags & 2) !== 0 ? (held as RichRef[]).map(value) : value(held as RichRef),
+        writable: true,
+        configurable: true,
+        enumerable: (flags & 1) !== 0,
+      });
+    }
+  });
+  return value(r);
+}
+
+/** A record's Error (`RichRecord`), without its cause and fields. */
+function richError(rec: RichRecord): Error {
+  const m = rec.m === undefined ? undefined : String(rec.m);
+  const e = rec.b === "AggregateError"
+    ? new AggregateError([], m)
+    : rec.b === "SuppressedError" && suppressedClass !== undefined
+    ? new suppressedClass(undefined, undefined, m)
+    : new (V8_CLASSES.has(rec.b)
+      ? (globalThis as unknown as Record<string, ErrorConstructor>)[rec.b]
+      : Error)(m);
+  // Only the fields the record carries: a SuppressedError is made with both of its own.
+  for (const key of CARRIED) Reflect.deleteProperty(e, key);
+  if (typeof rec.s === "string") ownValue(e, "stack", rec.s);
+  else Reflect.deleteProperty(e, "stack");
+  const c = ERROR_CLASSES[rec.c - 1];
+  if (c !== undefined) Object.setPrototypeOf(e, c.prototype);
+  const name = String(rec.n);
+  if (e.name !== name) e.name = name;
+  return e;
 }
 
 /**
@@ -1180,6 +1436,9 @@ export function decodeCause(bytes: Uint8Array): { ok: true; cause: unknown } | {
   try {
     if (bytes[0] === 1) return { ok: true, cause: unpack(bytes.subarray(1)) };
     if (bytes[0] === 2) return { ok: true, cause: deserialize(bytes.subarray(1)) };
+    if (bytes[0] === 5 && bytes[1] === RICH_VERSION) {
+      return { ok: true, cause: decodeRich(bytes.subarray(2)) };
+    }
     if ((bytes[0] === 3 || bytes[0] === 4) && bytes.length >= 3) {
       let at = 1;
       const count = bytes[0] === 3 ? 1 : bytes[at++];

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
 import { evalScript, prng, shutdownScheduler, until, within, workerStartMs } from "./support.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
+import { type ErrorTree, errorTree } from "./fixtures/error_tree.ts";
 import {
   type Chans,
   got,
@@ -611,6 +612,82 @@ Deno.test("another copy of kcoro's module's CancellationError, a cancel's cause,
   } finally {
     w.terminate();
   }
+});
+
+/** Closes a shared channel with `cause`; the tree of what a Worker's receive fails with. */
+async function crossedTree(cause: unknown, what: string): Promise<unknown> {
+  using input = new Channel<number>(1);
+  const w = new Worker(new URL("./fixtures/cause_tree_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    const report = message<unknown>(w);
+    w.postMessage(input.share());
+    assert.equal(input.close(cause), true, what);
+    return await within(report, workerStartMs, `the Worker's report (${what})`);
+  } finally {
+    w.terminate();
+  }
+}
+
+Deno.test("a close cause reaches a Worker with an AggregateError's errors, a SuppressedError's error and suppressed, and fields of its own", async () => {
+  // Before, node:v8 alone carried an Error's name, message, stack and cause only: the Worker saw
+  // an Error named AggregateError without its errors, and no `code`.
+  const aggregate = new AggregateError(
+    [new RangeError("a"), Object.assign(new CancellationError("b"), { code: "E_B" })],
+    "2 failed",
+    { cause: new TypeError("first") },
+  );
+  const coded = Object.assign(new Error("coded", { cause: aggregate }), {
+    code: "E_OUTER",
+    retry: () => "left out: a function cannot be copied",
+  });
+  const causes: [string, Error][] = [["aggregate", aggregate], ["coded", coded]];
+  if (typeof SuppressedError === "function") {
+    causes.push([
+      "suppressed",
+      new SuppressedError(new Error("dispose"), new Error("body"), "both"),
+    ]);
+  }
+  for (const [what, cause] of causes) {
+    const got = await crossedTree(cause, what) as ErrorTree;
+    const want = errorTree(cause) as ErrorTree;
+    // A function field is left out, as structured clone leaves it out; the rest is equal.
+    delete want.own.retry;
+    assert.deepEqual(got, want, what);
+    if (what === "coded") {
+      assert.deepEqual(got.own, { code: { enumerable: true, value: "E_OUTER" } });
+      assert.equal((got.cause as ErrorTree).class, "AggregateError");
+    } else if (what === "aggregate") {
+      assert.equal(got.class, "AggregateError");
+      const errors = got.own.errors.value as ErrorTree[];
+      assert.deepEqual(errors.map((e) => e.class), ["RangeError", "CancellationError"]);
+      assert.deepEqual(errors[1].own, { code: { enumerable: true, value: "E_B" } });
+    } else {
+      assert.equal(got.class, "SuppressedError");
+      assert.deepEqual(Object.keys(got.own), ["error", "suppressed"]);
+      assert.equal((got.own.error.value as ErrorTree).message, "dispose");
+    }
+  }
+});
+
+Deno.test("a close cause whose errors array holds itself, or its AggregateError, closes at once and reaches a Worker", async () => {
+  // Cycles through `errors`: close() neither hangs nor throws, and the Worker gets the cycle.
+  const self = new AggregateError([], "holds itself");
+  self.errors.push(self);
+  const got = await crossedTree(self, "an AggregateError in its own errors") as ErrorTree;
+  assert.equal(got.class, "AggregateError");
+  assert.deepEqual(
+    got.own.errors.value,
+    [{ cycle: 0 }],
+    "its errors hold the Worker's copy itself",
+  );
+  const array = new AggregateError([], "array holds itself");
+  array.errors.push(array.errors);
+  const arrayGot = await crossedTree(array, "an errors array in itself") as typeof got;
+  // The element is the array's structured clone (the errors list itself is a new array): a
+  // copy that holds itself, as the original did.
+  assert.deepEqual(arrayGot.own.errors.value, [[{ cycle: 2 }]]);
 });
 
 Deno.test("a Worker closing its library leaves the process-wide runtime running for the others", async () => {
