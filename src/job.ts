@@ -28,8 +28,11 @@
  * failure (its body throwing anything but a {@linkcode CancellationError}, or a child failing),
  * moves it to `cancelling`: its `signal` aborts, every child is cancelled (oldest first, each
  * one's subtree before the next, as Kotlin's), and it becomes `cancelled` once its body and
- * children are done. A failed job is a cancelled job whose cause is not a CancellationError
- * (Kotlin: `isCancelled` is true for failed jobs too).
+ * children are done. A failure that cancels its parents too cancels them innermost first (the
+ * failing job's subtree, then its parent's signal and other children, and so on up, Kotlin's
+ * `notifyCancelling` order), and none of them completes before all are cancelling. A failed job
+ * is a cancelled job whose cause is not a CancellationError (Kotlin: `isCancelled` is true for
+ * failed jobs too).
  *
  * Failures travel up: a failing child cancels its parent (and so its siblings) unless the parent
  * is a supervisor. Cancellation travels down and is never a failure. A failure nobody handles
@@ -331,6 +334,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * (`#finalize`), so the walk never has to find its place again; null outside the walk.
    */
   #walk: JobSupport<unknown> | null = null;
+  /**
+   * Started cancelling together with others (a failure going up) whose walks have not all run:
+   * `#tryFinalize` leaves it unfinished until `#cancelWith` lets go.
+   */
+  #holdFinal = false;
   #handlers: Set<{ h: CompletionHandler }> | null = null;
   #join: Promise<void> | null = null;
   #resolveJoin: (() => void) | null = null;
@@ -599,8 +607,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * Cancels this job with `cause` (a failure when `failure`). Loops instead of recursing, so a
    * chain of 10,000 nested tasks does not overflow the stack (the recursion did, leaving the
    * jobs half-cancelled and a RangeError unhandled): first up, handing a failure to each parent
-   * that takes it, then down, each job that started cancelling here outermost first, the order
-   * the recursion had.
+   * that takes it, then down, each job that started cancelling here innermost first, as Kotlin's
+   * `notifyCancelling` cancels a job's own children before it tells its parent (`cancelParent`):
+   * the failing job's subtree, then its parent's signal and other children, and so on up. (It
+   * walked outermost first: the root's subtree was cancelled before the failing job's.)
+   *
+   * None of those jobs completes before all of them are cancelling (`#holdFinal`), as Kotlin
+   * completes a job only after its `notifyCancelling`, parents included, has returned: then each
+   * that can finish does, innermost first. Without the hold the failing job (its body over, its
+   * children gone) completed at the end of its own walk, before its parent's signal aborted.
    */
   #cancelWith(cause: unknown, failure: boolean): void {
     let first: JobSupport<unknown> | null = null; // the jobs that start cancelling here
@@ -637,8 +652,25 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       j.#handled = (p.#flags & HANDLES_CHILD_FAILURE) !== 0;
       j = p;
     }
-    if (more !== null) { for (let i = more.length - 1; i >= 0; i--) more[i].#cancelDown(); }
-    if (first !== null) first.#cancelDown();
+    if (first === null) return;
+    if (more === null) {
+      // One job: its walk's last step is its own #tryFinalize, so nothing to hold.
+      first.#cancelDown();
+      return;
+    }
+    first.#holdFinal = true;
+    for (let i = 0; i < more.length; i++) more[i].#holdFinal = true;
+    try {
+      first.#cancelDown();
+      // A walk runs code (abort listeners) but cannot finish a held job: each is still
+      // cancelling, its signal not aborted, when its own walk comes.
+      for (let i = 0; i < more.length; i++) more[i].#cancelDown();
+    } finally {
+      first.#holdFinal = false;
+      for (let i = 0; i < more.length; i++) more[i].#holdFinal = false;
+      first.#tryFinalize(); // goes on up to each parent this lets finish
+      for (let i = 0; i < more.length; i++) more[i].#tryFinalize(); // one that did: a no-op
+    }
   }
 
   /**
@@ -734,15 +766,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    *
    * A cancelling job's signal aborts before it becomes `cancelled`, as Kotlin notifies a job's
    * cancelling before its completion (`notifyCancelling` runs as the job becomes cancelling).
-   * Its own `#cancelDown` aborts it first as a rule, but when several ancestors start
-   * cancelling at once (`#cancelWith`), an outer one's walk runs code (abort listeners) that
-   * can finish an inner one before that one's walk: it completed, its completion handlers ran,
-   * and its signal aborted only afterwards.
+   * Its own `#cancelDown` aborts it first as a rule, and a job waiting for its walk while
+   * another one's runs code (abort listeners) is held (`#holdFinal`); the abort below is the
+   * rule's backstop: before the hold, an outer job's walk could finish an inner one before that
+   * one's walk, which completed it with its signal not aborted yet.
    */
   #tryFinalize(): void {
     // deno-lint-ignore no-this-alias -- j walks up from this job
     for (let j: JobSupport<unknown> | null = this; j !== null;) {
-      if (!j.#bodyDone || j.#head !== null) return;
+      if (!j.#bodyDone || j.#head !== null || j.#holdFinal) return;
       if (j.#state === COMPLETING) j = j.#finalize(COMPLETED);
       else if (j.#state === CANCELLING) {
         const c = j.#controller;

@@ -8,6 +8,7 @@ import {
   CompletionHandlerError,
   Context,
   CoroutineExceptionHandler,
+  type CoroutineScope,
   coroutineScope,
   createScope,
   type Job,
@@ -569,13 +570,15 @@ Deno.test("a later failure while the first cannot be looked at is reported, not 
   assertSameItems(reported, [second]);
 });
 
-Deno.test("a job that finishes during an ancestor's cancel walk aborts its signal before it completes (Kotlin notifies cancelling first)", async () => {
-  // A child `c` fails: its parent `p` (whose body returned: completing) and the root `g` start
-  // cancelling at once, and the root's walk runs first. A listener on the root's signal
-  // cancels `c`'s lazy child `d`, the last thing `c` and then `p` waited for, so both finish
-  // inside the root's walk, before their own walks run. Their signals must abort before they
-  // complete, as every cancelled job's do. Before, each completed first and its signal aborted
-  // later, when its own walk came: a task saw its job cancelled with its signal not aborted.
+Deno.test("jobs cancelling together complete only once all are cancelling, innermost first (Kotlin completes after notifyCancelling)", async () => {
+  // A child `c` fails: it, its parent `p` (whose body returned: completing) and the root `g`
+  // start cancelling together. `c`'s walk comes first and cancels its lazy child `d`, the last
+  // thing `c` waited for, and `c` then waited only for `p`'s and `g`'s cancel. Kotlin completes
+  // a job after its notifyCancelling returns, which tells its parent first (cancelParent), so
+  // `p`'s signal aborts before `c` completes. Before, walked outermost first, the root's walk (a
+  // listener on its signal cancelling `d`) finished `c` and `p` before their own walks, their
+  // signals aborting only then; walked innermost first without holding them, `c` completed
+  // before `p`'s signal aborted.
   const seen: string[] = [];
   const watch = (name: string, job: Job, signal: AbortSignal) => {
     signal.addEventListener("abort", () => seen.push(`${name} abort (${job.state})`));
@@ -593,6 +596,7 @@ Deno.test("a job that finishes during an ancestor's cancel walk aborts its signa
         p.launch(async (c) => {
           watch("c", c.job, c.signal);
           d = c.launch(() => {}, { lazy: true });
+          watch("d", d, new AbortController().signal);
           await gate;
           throw failure;
         });
@@ -603,8 +607,103 @@ Deno.test("a job that finishes during an ancestor's cancel walk aborts its signa
   );
   assert.deepEqual(seen, [
     "c abort (cancelling)",
-    "c done (aborted: true)",
+    "d done (aborted: false)", // its own signal was never read: d is cancelled in c's walk
     "p abort (cancelling)",
+    "c done (aborted: true)",
     "p done (aborted: true)",
+  ]);
+});
+
+Deno.test("a failure cancels innermost first: the failing job's subtree, then its parent's other children, up to the root (Kotlin's notifyCancelling)", async () => {
+  // root ── a ── a1 ── f (fails), a1s, a1z (lazy)
+  //      │    └─ a2
+  //      └─ b ── b1, bz (lazy)
+  // Kotlin's notifyCancelling cancels a job's own children before it tells its parent
+  // (cancelParent), so the failing `f`'s subtree goes first, then `a1`'s other children, then
+  // `a`'s, then the root's: the path from `f` up, each job's signal, then its other children
+  // oldest first, each one's subtree before the next. Jobs on that path complete only once every
+  // one of them is cancelling (Kotlin completes a job after its notifyCancelling returns),
+  // innermost first. Before, the root's walk ran first and the failing job's last: outermost
+  // first, so signals aborted, `finally` blocks ran and subtrees completed in the reverse order.
+  const log: string[] = [];
+  const watch = (name: string, task: CoroutineScope) => {
+    task.signal.addEventListener("abort", () => log.push(`abort ${name}`));
+    task.job.invokeOnCompletion(() => log.push(`done ${name}`));
+  };
+  const lazy = (task: CoroutineScope, name: string) =>
+    task.launch(() => {}, { lazy: true }).invokeOnCompletion(() => log.push(`done ${name}`));
+  const wait = async (name: string, task: CoroutineScope) => {
+    try {
+      await untilAborted(task.signal);
+    } finally {
+      log.push(`finally ${name}`);
+    }
+  };
+  const go = new CompletableDeferred<void>();
+  const failure = new Error("boom");
+  await assert.rejects(
+    coroutineScope((root) => {
+      watch("root", root);
+      root.launch((a) => {
+        watch("a", a);
+        a.launch((a1) => {
+          watch("a1", a1);
+          a1.launch(async (f) => {
+            watch("f", f);
+            await go.await();
+            throw failure;
+          });
+          a1.launch((a1s) => (watch("a1s", a1s), wait("a1s", a1s)));
+          lazy(a1, "a1z");
+          return wait("a1", a1);
+        });
+        a.launch((a2) => (watch("a2", a2), wait("a2", a2)));
+        return wait("a", a);
+      });
+      root.launch((b) => {
+        watch("b", b);
+        b.launch((b1) => (watch("b1", b1), wait("b1", b1)));
+        lazy(b, "bz");
+        return wait("b", b);
+      });
+      go.complete();
+      return wait("root", root);
+    }),
+    (e) => e === failure,
+  );
+  const walk = [
+    "abort f",
+    "abort a1",
+    "abort a1s",
+    "done a1z",
+    "abort a",
+    "abort a2",
+    "abort root",
+    "abort b",
+    "abort b1",
+    "done bz",
+  ];
+  // f's body had ended (it threw): it completes as soon as every job on its path is cancelling.
+  assert.deepEqual(log.slice(0, walk.length + 1), [...walk, "done f"]);
+  // Each `finally` runs a microtask after its signal's abort, so in the same order; then each
+  // job completes once its body and children have, innermost first.
+  assert.deepEqual(log.filter((s) => s.startsWith("finally")), [
+    "finally a1",
+    "finally a1s",
+    "finally a",
+    "finally a2",
+    "finally root",
+    "finally b",
+    "finally b1",
+  ]);
+  assert.deepEqual(log.filter((s) => s.startsWith("done") && !s.endsWith("z")), [
+    "done f",
+    "done a1s",
+    "done a1",
+    "done a2",
+    "done a",
+    "done b1",
+    "done b",
+    "done root",
   ]);
 });
