@@ -955,13 +955,15 @@ class Selection implements RingOp {
    * counted as dropped, a copy's to the creator's hook).
    * Before, a closed library's copies were not freed at all (the library stays loaded: they
    * leaked) and no hook saw the values.
-   * A clause whose release throws (nothing does in practice) does not stop the loop: the later
-   * clauses' values are still freed (each `encoded` flag is cleared before its release) and
-   * the first error is thrown once all are done. Before, they were left encoded, never freed.
+   * A clause whose release throws (nothing does in practice: the codecs are the library's own,
+   * and onUndeliveredElement's errors are reported where it is called) does not stop the loop:
+   * the later clauses' values are still freed (each `encoded` flag is cleared before its
+   * release; before, they were left encoded, never freed), and each error goes to reportError,
+   * as a hook's does. Never thrown: called before the select settles (a JavaScript clause's win,
+   * an abort, a failed start, a channel clause's win), a throw cut the settling off, and the
+   * select stayed pending for ever or rejected with the release's error instead.
    */
   #freeValues(keep: number, undelivered = false, refused = false): void {
-    let failed = false;
-    let error: unknown;
     for (let i = 0; i < this.native.length; i++) {
       const c = this.native[i];
       if (i === keep || !c.encoded) continue;
@@ -976,12 +978,10 @@ class Selection implements RingOp {
         c.ch!.codec.discard(c.slot!, open ? lib.symbols("select") : lib._symbolsToRelease);
         if (undelivered || !open) c.ch!._undelivered(c.value);
       } catch (e) {
-        if (!failed) error = e;
-        failed = true;
+        reportError(e);
       }
     }
     if (keep >= 0) this.native[keep].encoded = false;
-    if (failed) throw error;
   }
 
   /**

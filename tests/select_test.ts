@@ -1642,3 +1642,95 @@ Deno.test("a losing onSend value refused on a channel a hook disposed meanwhile 
   assert.deepEqual(onDead, [], "calls on b's dead handle");
   assert.equal(pending(), 0);
 });
+
+Deno.test("a send clause's value whose release throws as the select ends: the select settles as it would have, the error reported", async () => {
+  // `#freeValues` frees the send clauses' values that were not sent, and threw the first error
+  // a release threw once all were freed. Where it ran before the select settled, the throw cut
+  // the settling off: an immediate default lost to the error (the select rejected with it), a
+  // channel clause that had sent did too, its handler never run, a start that failed rejected
+  // with the release's error rather than its own, and an abort left the select pending for
+  // ever (the error thrown into the abort listener). No release throws in practice (the
+  // codecs are the library's own and onUndeliveredElement's errors are reported): one is made
+  // to here, the native free throwing once after it freed.
+  using reported = catchReported();
+  const lib = library();
+  const table = lib.symbols("test") as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const names = ["kc_desc_free", "kc_buf_free"];
+  const real = names.map((n) => table[n]);
+  let armed = false;
+  const boom = new Error("release failed");
+  names.forEach((n, i) => {
+    table[n] = (...args: unknown[]) => {
+      const r = real[i](...args);
+      if (armed) {
+        armed = false;
+        throw boom;
+      }
+      return r;
+    };
+  });
+  try {
+    const bytes = () => new Channel<Uint8Array>(0, { codec: codecs.bytes });
+    const value = new Uint8Array(64).fill(7);
+
+    // An immediate default wins: the send clause's value is freed before it fires.
+    {
+      using ch = bytes();
+      armed = true;
+      const got = await select((s) => {
+        s.onSend(ch, value, () => "sent");
+        s.onTimeout(0, () => "default");
+      });
+      assert.equal(got, "default", "default");
+      assert.equal(armed, false, "default: a release ran");
+    }
+
+    // A channel clause wins at once: the other send clause's value is freed before it fires.
+    {
+      using full = bytes();
+      using room = new Channel<Uint8Array>(1, { codec: codecs.bytes });
+      armed = true;
+      const got = await select((s) => {
+        s.onSend(full, value, () => "full");
+        s.onSend(room, value, () => "room");
+      });
+      assert.equal(got, "room", "channel win");
+      assert.equal(armed, false, "channel win: a release ran");
+      assert.deepEqual(room.tryReceive(), { state: "ok", value }, "channel win: sent");
+    }
+
+    // Its start fails (a later clause's value cannot be encoded): the earlier value is freed.
+    {
+      using ch = bytes();
+      using f64 = new Channel<number>(0, { codec: codecs.f64 });
+      armed = true;
+      await assert.rejects(
+        select((s) => {
+          s.onSend(ch, value, () => "sent");
+          s.onSend(f64, "not a number" as unknown as number, () => "f64");
+        }),
+        (e) => e !== boom && e instanceof TypeError,
+        "start failed",
+      );
+      assert.equal(armed, false, "start failed: a release ran");
+    }
+
+    // Aborted while it waits: its value is freed, and it rejects with the signal's reason.
+    {
+      using ch = bytes();
+      const abort = new AbortController();
+      const waiting = select((s) => s.onSend(ch, value, () => "sent"), { signal: abort.signal });
+      assert.equal(await settled(waiting), false, "aborted: waits");
+      armed = true;
+      const reason = new Error("stop");
+      abort.abort(reason);
+      assert.equal(await within(waiting.catch((e) => e), 10_000, "aborted select"), reason);
+      assert.equal(armed, false, "aborted: a release ran");
+    }
+  } finally {
+    armed = false;
+    names.forEach((n, i) => table[n] = real[i]);
+  }
+  assert.deepEqual(reported.errors, [boom, boom, boom, boom]);
+  assert.equal(pending(), 0);
+});
