@@ -352,7 +352,10 @@ function withReceived(e: unknown, values: unknown[]): unknown {
 const MAX_BATCH = 65_536;
 /** The most dropped values one operation hands to onUndeliveredElement (see `#collect`). */
 const COLLECT_BATCH = 65_536;
-/** The most values dropped while the hook ran that one call hands it (`#undelivered`). */
+/**
+ * The most values dropped while the hook ran that one call hands it (`#undelivered`, after the
+ * value it was called for; each later macrotask's drain too), as README says.
+ */
 const HOOK_BATCH = 65_536;
 /**
  * `scratch`'s address, a constant every try-operation passes: taken at import where `--allow-ffi`
@@ -2361,10 +2364,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * and reaches it once it returned, in the order they were dropped. Before, the hook was called
    * inside itself, as deep as such a chain went: a hook that re-sends every value it gets
    * overflowed the stack, and on a shared channel the RangeError reached reportError, an
-   * uncaught error that ends the process. A call hands at most `HOOK_BATCH` values; the rest go
-   * in later macrotasks (values dropped meanwhile queue behind them), so even a hook that
-   * re-sends for ever holds no turn of the event loop for long, and a cancel can end it. As in
-   * `#collect`, the timer is not unref'd: values handed to a user hook are not lost at exit.
+   * uncaught error that ends the process. A call hands it `v`, then at most `HOOK_BATCH` of the
+   * values dropped meanwhile; the rest go in later macrotasks, `HOOK_BATCH` each (values dropped
+   * meanwhile queue behind them), so even a hook that re-sends for ever holds no turn of the
+   * event loop for long, and a cancel can end it. As in `#collect`, the timer is not unref'd:
+   * values handed to a user hook are not lost at exit.
    */
   #undelivered(v: unknown): void {
     const hook = this.#onUndelivered;
@@ -2381,7 +2385,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } finally {
       this.#hooking = false;
     }
-    if (this.#deferred !== null) this.#drainDeferred(hook, HOOK_BATCH - 1);
+    // HOOK_BATCH, as README says and each later drain hands: it handed one less (`- 1` counted
+    // `v`'s call), so README's "at most 65,536 such values" was 65,535 in the first call.
+    if (this.#deferred !== null) this.#drainDeferred(hook, HOOK_BATCH);
   }
 
   /** The hook is running (`#undelivered`): a value dropped now waits in `#deferred`. */
