@@ -92,8 +92,9 @@ export interface Actor<M> {
   /**
    * Sends without waiting: `ok`, `full`, or `closed` (closed, the actor has finished, its
    * handler disposed of its mailbox, or native code destroyed it), its `cause` the actor's
-   * failure or cancellation, else the
-   * {@linkcode ClosedSendError} a send rejects with.
+   * failure or cancellation, else the {@linkcode ClosedSendError} a send rejects with. Throws
+   * `CodecError` for a message the mailbox's codec cannot carry, closed or not (as a
+   * Channel's trySend).
    */
   trySend(message: M): TrySendResult;
   /**
@@ -373,6 +374,10 @@ class ActorImpl<M> implements Actor<M> {
 
   trySend(message: M): TrySendResult {
     if (!this.#open()) {
+      // The message is checked by the mailbox's codec first, as a closed Channel's trySend
+      // checks it (and as `#refuse` does for a send): one it cannot carry (a function) throws
+      // that CodecError, the caller's bug, where it answered `closed` before.
+      this.#mailbox._checkValue(message);
       // The task's failure or cancellation, as Kotlin's mailbox closed with it answers; else
       // the ClosedSendError a send rejects with (Kotlin's `closed(sendException)`), where it
       // had no cause before.

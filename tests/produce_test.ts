@@ -2245,6 +2245,63 @@ Deno.test("actor: a send refused once the actor finished, or once its handler di
   }
 });
 
+Deno.test("actor: trySend once the actor finished (done, failed or cancelled), or once its handler disposed of its mailbox, checks its message by the codec first, as a closed Channel's trySend does: one it cannot carry throws the CodecError; one it can answers closed", async () => {
+  // Before, it answered `closed` for any message there, where the closed mailbox of a running
+  // actor (a Channel's trySend) throws the CodecError for a function.
+  await using scope = createScope();
+  const gate = new CompletableDeferred<void>();
+  const running = actor<unknown>(scope, () => gate.await());
+  running.close();
+  const closedErr = (() => {
+    try {
+      running.trySend(() => 1);
+    } catch (e) {
+      return e;
+    }
+  })();
+  gate.complete();
+  await running.job.join();
+  assert.ok(closedErr instanceof CodecError, `${closedErr}`);
+  for (const how of ["finished", "failed", "cancelled", "disposed"] as const) {
+    const gate = new CompletableDeferred<void>();
+    const disposed = new CompletableDeferred<void>();
+    const hooked: unknown[] = [];
+    const reported: unknown[] = []; // the failed actor's error, its scope's to report
+    await using child = createScope({
+      context: Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e)),
+    });
+    const a = actor<unknown>(child, async (mailbox) => {
+      if (how === "disposed") {
+        mailbox[Symbol.dispose]();
+        disposed.complete();
+      }
+      await gate.await();
+      if (how === "failed") throw new Error("boom");
+    }, { onUndeliveredElement: (m) => hooked.push(m) });
+    if (how === "disposed") await disposed.await();
+    else {
+      if (how === "cancelled") child.cancel();
+      gate.complete();
+      await a.job.join();
+      assert.equal(reported.length, how === "failed" ? 1 : 0, how);
+    }
+    assert.equal(
+      a.job.state,
+      how === "disposed" ? "active" : how === "finished" ? "completed" : "cancelled",
+      how,
+    );
+    assert.throws(
+      () => a.trySend(() => 1),
+      (e: unknown) => e instanceof CodecError && e.message === (closedErr as Error).message,
+      how,
+    );
+    assert.equal(a.trySend(2).state, "closed", how);
+    assert.deepEqual(hooked, [], `${how}: a trySend's message stays the caller's`);
+    gate.complete();
+    await a.job.join();
+  }
+});
+
 Deno.test("actor: once its handler disposed of its mailbox, while the task runs on, send rejects with ClosedSendError (the message to the hook), trySend is closed and close() a no-op; before, InvalidHandleError", async () => {
   for (const capacity of ["rendezvous", 4] as const) {
     const undelivered: number[] = [];
