@@ -2012,12 +2012,27 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#sendFailed(rc, sym, keep);
   }
 
-  /** `#trySend` once the channel ended under this object (`Shared.ended`). */
+  /**
+   * `#trySend` once the channel ended under this object (`Shared.ended`): as a cancelled channel
+   * answers, with no call. The value is checked by its codec first: one it cannot carry throws
+   * that CodecError (the caller's bug, whatever the channel's state). A check that ran the
+   * caller's code (a getter, a Proxy's trap, an own `Symbol.hasInstance` of Uint8Array's) that
+   * disposed this object or closed the library makes the call throw what a call after it
+   * throws, as on a channel that did not end (`#trySend`, `#passLocal`), `keep` freed. Before,
+   * that answered `closed` (a send's value went to the hook), where the same value on a live
+   * channel threw the dispose's InvalidHandleError.
+   */
   #sendEnded(value: T, keep: Slot | undefined, sym: Sym): TrySendResult {
-    // As a cancelled channel answers (the value checked by its codec first), with no call.
     this.#at = null;
-    if (keep !== undefined) this.#codec.encode(value, keep, sym); // for send, as closed
-    else this.#reject(value, sym);
+    if (keep !== undefined) {
+      this.#codec.encode(value, keep, sym); // for send, as closed
+      if (this.#callerEnded()) {
+        this.#afterCallerCode("send", (sym) => this.#codec.discard(keep, sym));
+      }
+    } else {
+      this.#reject(value, sym);
+      this.#afterCallerCode("send");
+    }
     return this.#sendClosed();
   }
 

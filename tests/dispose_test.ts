@@ -6,6 +6,7 @@ import {
   CancellationError,
   Channel,
   type Codec,
+  CodecError,
   codecs,
   InvalidHandleError,
   library,
@@ -1213,6 +1214,96 @@ Deno.test("a codecs.bytes trySend whose value's check (an own Symbol.hasInstance
     assert.match(thrown.message, /^Cannot send: the channel was disposed/, label);
     assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
   }
+});
+
+Deno.test("a Channel.from copy whose channel ended: a send or trySend whose value's check disposes the copy throws what a call after the dispose throws, as on a live channel; a value the codec cannot carry throws its CodecError", async () => {
+  // The ended path (`#sendEnded`) checks the value by its codec with no native call. Before, a
+  // check that ran the caller's code disposing the copy (a getter; an own Symbol.hasInstance of
+  // Uint8Array's for codecs.bytes) answered `closed` (send: the cancelled channel's
+  // CancellationError), where the same value on a channel that had not ended threw the
+  // dispose's InvalidHandleError.
+  const realHasInstance = Function.prototype[Symbol.hasInstance];
+  for (const codec of [codecs.default, codecs.structured, codecs.bytes] as Codec<unknown>[]) {
+    for (const op of ["trySend", "send"] as const) {
+      for (const ended of [false, true]) {
+        const label = `${codec.name} ${op}, ${ended ? "ended" : "live"}`;
+        using reported = catchReported();
+        const owner = new Channel<unknown>(0, { codec });
+        const copy = Channel.from<unknown>(owner.share());
+        const bad = Channel.from<unknown>(owner.share());
+        if (ended) owner[Symbol.dispose]();
+        let disposed = 0;
+        let value: unknown = {
+          get x() {
+            disposed++;
+            copy[Symbol.dispose]();
+            return 1;
+          },
+        };
+        if (codec === codecs.bytes) {
+          value = new Uint8Array([1, 2, 3]);
+          Object.defineProperty(Uint8Array, Symbol.hasInstance, {
+            configurable: true,
+            value(v: unknown) {
+              if (disposed++ === 0) copy[Symbol.dispose]();
+              return realHasInstance.call(this, v);
+            },
+          });
+        }
+        let thrown: unknown;
+        try {
+          if (op === "trySend") thrown = copy.trySend(value);
+          else await copy.send(value).then((v) => thrown = v, (e) => thrown = e);
+        } catch (e) {
+          thrown = e;
+        } finally {
+          delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance];
+        }
+        assert.ok(disposed > 0, `${label}: the check disposed the copy`);
+        assert.ok(thrown instanceof InvalidHandleError, `${label}: ${String(thrown)}`);
+        assert.match(thrown.message, /^Cannot send: the channel was disposed/, label);
+        // A value the codec cannot carry: its CodecError, whatever the channel's state.
+        const fn = () => 1;
+        if (op === "trySend") assert.throws(() => bad.trySend(fn), CodecError, label);
+        else await assert.rejects(bad.send(fn), CodecError, label);
+        assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+        bad[Symbol.dispose]();
+        if (!ended) owner[Symbol.dispose]();
+      }
+    }
+  }
+});
+
+Deno.test("a Channel.from copy whose channel ended: a send or trySend whose value's getter closes the library throws LibraryClosedError, as on a live channel", async () => {
+  // The library closed in a child process: this one's stays open for the other tests. Before,
+  // trySend answered `closed` and send rejected with the cancelled channel's CancellationError.
+  const res = await evalScript(`
+    import { Channel, closeLibrary } from "./mod.ts";
+    const out = [];
+    for (const op of ["trySend", "send"]) {
+      for (const ended of [false, true]) {
+        const owner = new Channel(0);
+        const copy = Channel.from(owner.share());
+        if (ended) owner[Symbol.dispose]();
+        const value = { get x() { closeLibrary(); return 1; } };
+        let got;
+        try {
+          got = op === "trySend" ? copy.trySend(value).state : await copy.send(value);
+        } catch (e) {
+          got = e.name;
+        }
+        out.push(op + " " + ended + " " + got);
+      }
+    }
+    console.log(out.join("\\n"));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(res.stdout.trim().split("\n"), [
+    "trySend false LibraryClosedError",
+    "trySend true LibraryClosedError",
+    "send false LibraryClosedError",
+    "send true LibraryClosedError",
+  ]);
 });
 
 Deno.test("an owner's dispose with a send queued natively: the send's record, drained after the dispose, makes no call with the dead handle (no take of the dropped values, which the dispose took)", async () => {
