@@ -311,13 +311,43 @@ function envVar(name: string): string | undefined {
 }
 
 /**
- * Why whether a path is a file could not be told: `why` for the error, and `refused`, Deno's
- * NotCapable when it was `--allow-read` not granted for it (a {@linkcode LibraryPermissionError}
- * then), null when the system refused (PermissionDenied: no flag fixes that).
+ * Why whether a path is a file could not be told: `why` for a list of places tried (`reason`,
+ * then Deno's error as received), `reason` and `error` apart for a message that ends with the
+ * path received (the house form says "received" once), and `refused`, Deno's NotCapable when it
+ * was `--allow-read` not granted for it (a {@linkcode LibraryPermissionError} then), null when
+ * the system refused (PermissionDenied: no flag fixes that).
  */
 interface Unreadable {
   why: string;
+  reason: string;
+  error: Error;
   refused: Error | null;
+}
+
+/** `fileAt`'s answer when `stat` threw `error`: `reason` why, for the error. */
+function unreadable(reason: string, error: Error, refused: Error | null): Unreadable {
+  return { why: `${reason}, received ${error.name}: ${error.message}`, reason, error, refused };
+}
+
+/**
+ * @ignore The error for a path given by `what` (`options.path` or `KCORO_LIB`, as `given`,
+ * `path` once made absolute) that the system refused to stat (PermissionDenied: a directory on
+ * its way without search permission), in the house form, "received" once: the path as given.
+ * Before, KCORO_LIB's said "received" twice (Deno's error, then the path), and options.path's
+ * ended with Deno's error, not the path. Exported for tests/load_test.ts.
+ */
+export function unreadableError(
+  what: string,
+  given: string,
+  path: string,
+  found: { reason: string; error: Error },
+): LibraryNotFoundError {
+  const resolved = path === given ? "" : ` (resolved against the current directory: ${path})`;
+  return new LibraryNotFoundError(
+    `Cannot open library: ${what} cannot be read${resolved}: ${found.reason} ` +
+      `(${found.error.name}: ${found.error.message}), received ${describe(given)}`,
+    { cause: found.error },
+  );
 }
 
 /**
@@ -330,16 +360,10 @@ function fileAt(path: string): boolean | Unreadable {
     return Deno.statSync(path).isFile;
   } catch (e) {
     if (e instanceof Deno.errors.NotCapable) {
-      return {
-        why: `--allow-read is not granted for it, received NotCapable: ${e.message}`,
-        refused: e,
-      };
+      return unreadable("--allow-read is not granted for it", e, e);
     }
     if (e instanceof Deno.errors.PermissionDenied) {
-      return {
-        why: `the system refused to read it, received PermissionDenied: ${e.message}`,
-        refused: null,
-      };
+      return unreadable("the system refused to read it", e, null);
     }
     return false;
   }
@@ -513,9 +537,7 @@ export function findLibrary(options: OpenOptions = {}): string {
       );
     }
     if (found.refused !== null) throw readRefused(path, what, found.refused);
-    throw new LibraryNotFoundError(
-      `Cannot open library: options.path ${path} cannot be read: ${found.why}`,
-    );
+    throw unreadableError("options.path", options.path, path, found);
   }
   const tried: string[] = [];
   const fromEnv = envVar("KCORO_LIB");
@@ -528,13 +550,10 @@ export function findLibrary(options: OpenOptions = {}): string {
     }
     // The house form, as options.path's errors above (it said "kcoro: KCORO_LIB is set to ...").
     const resolved = path === fromEnv ? "" : ` (resolved against the current directory: ${path})`;
+    if (found !== false) throw unreadableError("KCORO_LIB", fromEnv, path, found);
     throw new LibraryNotFoundError(
-      found === false
-        ? `Cannot open library: KCORO_LIB names no file${resolved}; unset it or set it to the ` +
-          `library's path, received ${describe(fromEnv)}`
-        : `Cannot open library: KCORO_LIB cannot be read${resolved} (${found.why}), received ${
-          describe(fromEnv)
-        }`,
+      `Cannot open library: KCORO_LIB names no file${resolved}; unset it or set it to the ` +
+        `library's path, received ${describe(fromEnv)}`,
     );
   }
   tried.push("KCORO_LIB (unset or not readable without --allow-env)");

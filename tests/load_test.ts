@@ -281,6 +281,82 @@ Deno.test("KCORO_LIB overrides the search, and a wrong one is a named error", as
   }
 });
 
+/**
+ * How to run a child that the system refuses to stat a path in a directory without search
+ * permission: as it is when not root; as root, under setpriv without the two capabilities that
+ * let root past file modes (null when setpriv is missing: the test cannot make the refusal).
+ */
+const deniedRunner = ((): string[] | null => {
+  if (Deno.uid() !== 0) return [];
+  try {
+    const ok = new Deno.Command("setpriv", { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+    return ok ? ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] : null;
+  } catch {
+    return null;
+  }
+})();
+
+Deno.test({
+  name:
+    "KCORO_LIB or options.path naming a file the system refuses to stat (PermissionDenied) is a LibraryNotFoundError in the house form, received once: the path as given",
+  ignore: deniedRunner === null,
+  fn: async () => {
+    // Before, KCORO_LIB's said "received" twice ("(the system refused to read it, received
+    // PermissionDenied: ...), received <path>"), and options.path's ended with Deno's error.
+    const dir = await Deno.makeTempDir();
+    const locked = `${dir}/locked`;
+    await Deno.mkdir(locked);
+    await Deno.writeTextFile(`${locked}/libkcoro.so`, "not a library");
+    await Deno.chmod(locked, 0o000); // no search permission: stat below it is refused
+    try {
+      const code = `
+import { library, openLibrary } from "${root}mod.ts";
+for (const f of [() => library(), () => openLibrary({ path: "${locked}/libkcoro.so" })]) {
+  try {
+    f();
+    console.log(JSON.stringify("opened"));
+  } catch (e) {
+    const cause = e.cause instanceof Deno.errors.PermissionDenied;
+    console.log(JSON.stringify(e.name + " " + cause + " " + e.message));
+  }
+}
+`;
+      const [cmd, ...pre] = [...deniedRunner!, Deno.execPath()];
+      const child = new Deno.Command(cmd, {
+        args: [...pre, "run", "--allow-ffi", "--allow-read", "--allow-env", "-"],
+        env: { KCORO_LIB: "locked/libkcoro.so" }, // relative: resolved against cwd
+        cwd: dir,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const w = child.stdin.getWriter();
+      await w.write(new TextEncoder().encode(code));
+      await w.close();
+      const res = await child.output();
+      const stderr = new TextDecoder().decode(res.stderr);
+      assert.equal(res.code, 0, stderr);
+      const lines = new TextDecoder().decode(res.stdout).trim().split("\n").map((l) =>
+        JSON.parse(l) as string
+      );
+      const deno =
+        `(PermissionDenied: Permission denied (os error 13): stat '${locked}/libkcoro.so')`;
+      assert.deepEqual(lines, [
+        "LibraryNotFoundError true Cannot open library: KCORO_LIB cannot be read (resolved " +
+        `against the current directory: ${locked}/libkcoro.so): the system refused to read it ` +
+        `${deno}, received "locked/libkcoro.so"`,
+        "LibraryNotFoundError true Cannot open library: options.path cannot be read: the system " +
+        `refused to read it ${deno}, received "${locked}/libkcoro.so"`,
+      ]);
+      for (const l of lines) assert.equal(l.split("received").length, 2, l);
+    } finally {
+      await Deno.chmod(locked, 0o700);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("a relative KCORO_LIB or options.path is made absolute when the library is opened: a chdir after it loses neither it nor the Node-API companion", async () => {
   // The companion is loaded from the library's directory at the first chunk mapped after the
   // switch to releasable buffers; a path relative to the directory the script started in
