@@ -43,7 +43,7 @@ export interface ChunkBuffers {
 }
 
 /** What the addon's module exports (zig-src/napi/addon.zig). */
-interface Addon {
+export interface Addon {
   bind(path: string): number;
   create(address: number, length: number): ArrayBuffer | number;
   counts: Uint32Array;
@@ -137,20 +137,37 @@ function load(libraryPath: string): ChunkBuffers | string {
       `(built by \`zig build\` next to the library; needs --allow-ffi and --allow-read), ` +
       `received ${e instanceof Error ? `${e.name}: ${e.message}` : describe(e)}`;
   }
-  const addon = mod.exports;
+  return bindAddon(file, libraryPath, mod.exports);
+}
+
+/**
+ * @ignore The chunk buffers of `addon`, the exports of the module loaded from `file`, bound to
+ * the library at `libraryPath`; else why not, in the house form: a module that is not kcoro's
+ * companion (its exports named), or a bind it refused (its status named). Apart from `load` so
+ * that tests/napi_test.ts can give it exports no real module has.
+ */
+export function bindAddon(
+  file: string,
+  libraryPath: string,
+  addon: Partial<Addon>,
+): ChunkBuffers | string {
   if (
     typeof addon.bind !== "function" || typeof addon.create !== "function" ||
     !(addon.counts instanceof Uint32Array) || !(addon.out instanceof Int32Array) ||
     !(addon.stats instanceof Uint32Array)
   ) {
-    return `Cannot make chunk buffers: ${file} is not kcoro's Node-API companion, received ` +
-      `exports ${Object.keys(addon).join(", ") || "none"}`;
+    // What was received is the module: named by its exports (it said "received exports a, b").
+    return `Cannot make chunk buffers: ${file} is not kcoro's Node-API companion (it lacks ` +
+      `bind, create, counts, out or stats), received a module exporting ${
+        Object.keys(addon).join(", ") || "nothing"
+      }`;
   }
   const rc = addon.bind(libraryPath);
   if (rc !== 0) {
-    return `Cannot make chunk buffers: cannot bind ${file} to ${libraryPath}: ${
-      BIND_ERRORS[rc] ?? "an error bind does not name"
-    }, received ${describe(rc)}`;
+    // Own keys only: a status is no key of Object.prototype's ("constructor").
+    const why = Object.hasOwn(BIND_ERRORS, rc) ? BIND_ERRORS[rc] : "an error bind does not name";
+    return `Cannot make chunk buffers: cannot bind ${file} to ${libraryPath}: ${why}, ` +
+      `received bind status ${describe(rc)}`;
   }
   const make = addon.create, out = addon.out;
   return {

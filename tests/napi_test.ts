@@ -5,7 +5,13 @@
 import assert from "node:assert/strict";
 import { evalScript } from "./support.ts";
 import { library } from "../ffi/load.ts";
-import { addonPathFor, chunkBuffers, chunkBuffersFor, chunkBuffersProblem } from "../ffi/napi.ts";
+import {
+  addonPathFor,
+  bindAddon,
+  chunkBuffers,
+  chunkBuffersFor,
+  chunkBuffersProblem,
+} from "../ffi/napi.ts";
 import { chunksInUse, FILL, fullChunk } from "./fixtures/napi_chunk.ts";
 
 const SLOTS = 65536;
@@ -353,6 +359,72 @@ Deno.test("chunkBuffers is null, with the reason, where the companion cannot be 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a module that is not kcoro's companion, or a bind the companion refuses, is null with the reason in the house form: the module's exports, the bind's status", async () => {
+  // Unit-level: no real module exports these. Before, these two messages were untested, and
+  // said "received exports a, b" (what was received is the module) and "received -2".
+  const file = "/x/kcoro_napi.node", lib = "/x/libkcoro.so";
+  const fake = (bind: unknown) => ({
+    bind,
+    create: () => 0,
+    counts: new Uint32Array(1),
+    out: new Int32Array(1),
+    stats: new Uint32Array(4),
+  });
+  const not = `Cannot make chunk buffers: ${file} is not kcoro's Node-API companion (it lacks ` +
+    "bind, create, counts, out or stats), received a module exporting ";
+  assert.equal(bindAddon(file, lib, {}), `${not}nothing`);
+  assert.equal(bindAddon(file, lib, { hello: 1 } as never), `${not}hello`);
+  assert.equal(
+    bindAddon(file, lib, { ...fake(() => 0), out: new Uint32Array(1) } as never),
+    `${not}bind, create, counts, out, stats`,
+  );
+  const cannot = `Cannot make chunk buffers: cannot bind ${file} to ${lib}: `;
+  assert.equal(
+    bindAddon(file, lib, fake(() => -2) as never),
+    `${cannot}the library is not loaded in this process, received bind status -2`,
+  );
+  assert.equal(
+    bindAddon(file, lib, fake(() => -5) as never),
+    `${cannot}this process bound the companion to another copy of the library already, ` +
+      "received bind status -5",
+  );
+  assert.equal(
+    bindAddon(file, lib, fake(() => 7) as never),
+    `${cannot}an error bind does not name, received bind status 7`,
+  );
+  // Only bind's own statuses name one: not a key Object.prototype has.
+  assert.equal(
+    bindAddon(file, lib, fake(() => "constructor") as never),
+    `${cannot}an error bind does not name, received bind status "constructor"`,
+  );
+  const bound: string[] = [];
+  const ok = bindAddon(file, lib, fake((p: string) => (bound.push(p), 0)) as never);
+  assert.ok(typeof ok === "object" && ok.counts.length === 1, String(ok));
+  assert.deepEqual(bound, [lib]);
+
+  // The real companion, beside a library path this process has not loaded: bind refuses it
+  // (-2), as chunkBuffersProblem says. A process of its own: the companion's copy stays loaded.
+  const res = await evalScript(`
+    import { findLibrary } from "./ffi/load.ts";
+    import { addonPathFor, chunkBuffersFor, chunkBuffersProblem } from "./ffi/napi.ts";
+    const dir = Deno.makeTempDirSync();
+    try {
+      Deno.copyFileSync(addonPathFor(findLibrary()), dir + "/kcoro_napi.node");
+      console.log(JSON.stringify([dir, chunkBuffersFor(dir + "/libkcoro.so"), chunkBuffersProblem()]));
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const [dir, got, problem] = JSON.parse(res.stdout) as [string, unknown, string];
+  assert.equal(got, null);
+  assert.equal(
+    problem,
+    `Cannot make chunk buffers: cannot bind ${dir}/kcoro_napi.node to ${dir}/libkcoro.so: the ` +
+      "library is not loaded in this process, received bind status -2",
+  );
 });
 
 Deno.test("without --allow-ffi the companion is not loaded and the reason says what it needs", async () => {
