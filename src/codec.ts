@@ -239,14 +239,22 @@ interface ChunkHold {
  * for V8 to inline). tests/release_test.ts compares it with the native step between two slices.
  */
 export const POOL_SLICE_ALIGN = 16;
-// The literal shifts and masks (4, 15) below are its log2 and its mask: a change to it alone
-// fails here, at load, instead of releasing the wrong slots.
-if (POOL_SLICE_ALIGN !== 1 << 4) {
-  throw new Error(
-    `kcoro: POOL_SLICE_ALIGN must be 1 << 4 as receivedAt and releaseBytes shift by 4, ` +
-      `received ${POOL_SLICE_ALIGN}`,
+
+/**
+ * @ignore Throws unless `align` is what the literal shifts and masks (4, 15) below take it to
+ * be: their log2 and mask. Run on `POOL_SLICE_ALIGN` at load, so that a change to it alone fails
+ * there instead of releasing the wrong slots. In the house form ("Cannot <op>: <reason>,
+ * received <x>"); it said "kcoro: POOL_SLICE_ALIGN must be ...". Exported for
+ * tests/release_test.ts.
+ */
+export function checkSliceAlign(align: number): void {
+  if (align === 1 << 4) return;
+  throw new RangeError(
+    "Cannot load kcoro's codecs: POOL_SLICE_ALIGN must be 16 (1 << 4), as receivedAt and " +
+      `releaseBytes shift by 4, received ${describe(align)}`,
   );
 }
+checkSliceAlign(POOL_SLICE_ALIGN);
 
 const chunkHolds = new FinalizationRegistry<ChunkHold>((hold) => {
   if (hold.views === 0) return;

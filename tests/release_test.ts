@@ -14,7 +14,7 @@ import {
 } from "../mod.ts";
 import { intact, type ReleaseResult, seeded } from "./fixtures/release_worker.ts";
 import { evalScript, until } from "./support.ts";
-import { POOL_SLICE_ALIGN } from "../src/codec.ts";
+import { checkSliceAlign, POOL_SLICE_ALIGN } from "../src/codec.ts";
 
 assert.equal(releaseBytes(new Uint8Array(0)), false); // the switch
 
@@ -453,6 +453,19 @@ Deno.test("once the caller transferred a chunk's buffer, releasing its values is
   assert.equal(releaseBytes(a), false);
   assert.equal(releaseBytes(b), false);
   assert.ok(new Uint8Array(moved, at, 64).every((x) => x === 2), "the moved buffer keeps b");
+});
+
+Deno.test("POOL_SLICE_ALIGN's load-time check: 16 passes, any other alignment is a RangeError in the house form", () => {
+  // Before, it said "kcoro: POOL_SLICE_ALIGN must be 1 << 4 as ..." (a plain Error).
+  checkSliceAlign(POOL_SLICE_ALIGN);
+  checkSliceAlign(16);
+  for (const [align, shown] of [[32, "32"], [8, "8"], [NaN, "NaN"]] as const) {
+    assert.throws(() => checkSliceAlign(align), {
+      name: "RangeError",
+      message: "Cannot load kcoro's codecs: POOL_SLICE_ALIGN must be 16 (1 << 4), as " +
+        `receivedAt and releaseBytes shift by 4, received ${shown}`,
+    });
+  }
 });
 
 Deno.test("the pool's slices start POOL_SLICE_ALIGN bytes apart, a bitmap slot each: adjacent 1-byte values release one by one", () => {
