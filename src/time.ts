@@ -62,7 +62,7 @@ function withDeadline(op: string, options: ScopeOptions | undefined, ms: number)
   const left = outer - now;
   if (!(left > 0)) {
     // A Deadline of -Infinity passed no number of ms ago: "passed Infinity ms ago" misread.
-    const when = Number.isFinite(left) ? `${Math.round(-left)} ms ago` : `(it is ${outer})`;
+    const when = Number.isFinite(left) ? `${msText(-left)} ago` : `(it is ${outer})`;
     const error = new TimeoutError(
       `Timed out at once: the Deadline of its context passed ${when}, before its timeout of ` +
         `${ms} ms; the block does not run`,
@@ -74,13 +74,21 @@ function withDeadline(op: string, options: ScopeOptions | undefined, ms: number)
   // went stale with this timeout, so a nativeScope or timeout given such a context dropped it).
   const timeout: Timeout = { done: false, adopted: true };
   const error = new TimeoutError(
-    `Timed out waiting for ${
-      Math.round(left)
-    } ms: the Deadline of its context came before its timeout of ` +
-      `${ms} ms`,
+    `Timed out waiting for ${msText(left)}: the Deadline of its context came before its ` +
+      `timeout of ${ms} ms`,
   );
   const timedOptions = { ...checked, context: timedContext(context, outer, timeout) };
   return { options: timedOptions, timeout, ms: left, error };
+}
+
+/**
+ * @ignore A time measured here (0 or more, finite) for a message: whole milliseconds, "<1 ms"
+ * below one. Before, `Math.round` said "Timed out waiting for 0 ms" for a wait of 0.3 ms (a
+ * hand-set Deadline just ahead) and "passed 0 ms ago" for one just passed. Exported for
+ * tests/time_test.ts.
+ */
+export function msText(ms: number): string {
+  return ms < 1 ? "<1 ms" : `${Math.round(ms)} ms`;
 }
 
 /** setTimeout's largest delay; longer ones are chained. */

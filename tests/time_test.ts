@@ -16,6 +16,7 @@ import {
   withTimeout,
   withTimeoutOrNull,
 } from "../mod.ts";
+import { msText } from "../src/time.ts";
 
 Deno.test("delay resolves after at least its time", async () => {
   const t0 = performance.now();
@@ -587,4 +588,46 @@ Deno.test("a child given Context.empty under withTimeout times out with its scop
   assert.ok(deadline !== undefined);
   assert.equal(seen[0], deadline); // before: undefined
   assert.ok(seen[1] instanceof CancellationError, String(seen[1]));
+});
+
+Deno.test("a hand-set Deadline less than 1 ms ahead or past is said as <1 ms, never 0 ms", async () => {
+  // Before, Math.round said "Timed out waiting for 0 ms" for a Deadline 0.3 ms ahead, and
+  // "passed 0 ms ago" for one just passed.
+  assert.equal(msText(0), "<1 ms");
+  assert.equal(msText(0.3), "<1 ms");
+  assert.equal(msText(0.999), "<1 ms");
+  assert.equal(msText(1), "1 ms");
+  assert.equal(msText(1.4), "1 ms");
+  assert.equal(msText(2.5), "3 ms");
+  assert.equal(msText(60_000), "60000 ms");
+  // Through withTimeout, its clock (performance.now) held still while the call reads the
+  // Deadline: the Deadline is exactly 0.3 ms ahead, or now; only what the messages say is
+  // asserted, no timing.
+  const realNow = performance.now;
+  const frozen = (ahead: number): Promise<unknown> => {
+    const now = realNow.call(performance);
+    performance.now = () => now; // an own property, over Performance.prototype's
+    try {
+      const context = Context.empty.with(Deadline, now + ahead);
+      return withTimeout(60_000, (t) => untilAborted(t.signal), { context });
+    } finally {
+      delete (performance as { now?: unknown }).now;
+    }
+  };
+  const settled = (p: Promise<unknown>) => p.then(() => "resolved", (e: unknown) => e);
+  const soon = await settled(frozen(0.3));
+  assert.ok(soon instanceof TimeoutError, String(soon));
+  assert.equal(
+    soon.message,
+    "Timed out waiting for <1 ms: the Deadline of its context came before its timeout of " +
+      "60000 ms",
+  );
+  const passed = await settled(frozen(0));
+  assert.ok(passed instanceof TimeoutError, String(passed));
+  assert.equal(
+    passed.message,
+    "Timed out at once: the Deadline of its context passed <1 ms ago, before its timeout of " +
+      "60000 ms; the block does not run",
+  );
+  assert.equal(performance.now, realNow, "the clock given back");
 });
