@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { describe, refuseAsValue } from "./errors.ts";
+import { describe, refuseAsValue, type TimeoutError } from "./errors.ts";
 import { customInspect, inspectAs } from "./inspect.ts";
 
 declare const valueType: unique symbol;
@@ -107,9 +107,32 @@ function checkKey(op: string, key: unknown): asserts key is Key<unknown> {
   }
 }
 
+/**
+ * @ignore A scope a {@linkcode Timeout} ends: a timeout given one of its contexts (a Coroutine of
+ * src/scope.ts; this module imports nothing of it).
+ */
+export interface TimedScope {
+  cancel(cause: unknown): void;
+  addFinalizer(fn: () => void): void;
+}
+
 /** @ignore A running `withTimeout`, as its contexts see it: `done` once its scope has finished. */
 export interface Timeout {
   done: boolean;
+  /** Its Deadline (the `performance.now()` clock). */
+  readonly at: number;
+  /** What its scope is cancelled with at the Deadline, and so is each of `nested`. */
+  readonly error: TimeoutError;
+  /** Set as its timer fires: a timeout given one of its contexts from then on fails at once. */
+  fired: boolean;
+  /**
+   * The running timeouts given one of its contexts whose own time ends later (Go's
+   * `WithDeadline` under an earlier parent deadline is the parent's child, with no timer of its
+   * own): its timer cancels them with `error` right after its own scope, with or without that
+   * scope's signal; each leaves the set as it finishes. If this one finishes first (not fired),
+   * each still running gets a timer of its own for the rest of the time to `at`.
+   */
+  readonly nested: Set<TimedScope>;
   /**
    * True where the Deadline was set by hand and this timeout took it on as its own (it came
    * first): once `done` it is in force again as hand-set, not stale, since no timeout put it in.
@@ -132,8 +155,8 @@ let makeTimed: (context: Context, deadline: number, timeout: Timeout) => Context
 let brand: (x: unknown) => x is Context;
 /** Set by Context's static block: `liveDeadline`'s body. */
 let deadlineInForce: (context: Context) => number | undefined;
-/** Set by Context's static block: `handSetDeadline`'s body. */
-let handSet: (context: Context) => boolean;
+/** Set by Context's static block: `runningTimeout`'s body. */
+let running: (context: Context) => Timeout | null;
 /** Set by Context's static block: `childContext`'s body. */
 let makeChild: (parent: Context, own: Context) => Context;
 
@@ -169,11 +192,12 @@ export function liveDeadline(context: Context): number | undefined {
 }
 
 /**
- * @ignore True if the Deadline in force was set by hand (`with(Deadline, d)`): no withTimeout
- * put it in, so none arms a timer for it (`withTimeout` given the context enforces it).
+ * @ignore The running withTimeout whose Deadline is in force in `context` (it put it in, or
+ * took on a hand-set one), or null: no Deadline, one set by hand, or one a finished timeout put
+ * in (stale) or took on (hand-set again).
  */
-export function handSetDeadline(context: Context): boolean {
-  return handSet(context);
+export function runningTimeout(context: Context): Timeout | null {
+  return running(context);
 }
 
 /**
@@ -245,7 +269,7 @@ export class Context {
   }
 
   // The bodies of this module's functions that read its private fields (`timedContext`,
-  // `isContext`, `liveDeadline`, `handSetDeadline`, `childContext`): inside the class for those
+  // `isContext`, `liveDeadline`, `runningTimeout`, `childContext`): inside the class for those
   // fields, not statics of it. As public statics (`Context._is`, `_liveDeadline`,
   // `_handSetDeadline`, `_child`; an @ignore hid them from the docs only) they were reachable from
   // any caller, and given anything but a Context threw the engine's "Cannot read private member".
@@ -262,10 +286,9 @@ export class Context {
       if (context.#timeout?.done === true && context.#timeout.adopted !== true) return undefined;
       return context.#entries.get(Deadline) as number | undefined;
     };
-    handSet = (context) => {
+    running = (context) => {
       const timeout = context.#timeout;
-      return context.#entries.has(Deadline) &&
-        (timeout === null || (timeout.done && timeout.adopted === true));
+      return timeout !== null && !timeout.done && context.#entries.has(Deadline) ? timeout : null;
     };
     makeChild = (parent, own) => {
       if (own === parent || own.#entries.size === 0) return parent;
@@ -367,9 +390,12 @@ export class Context {
 
 /**
  * The deadline `withTimeout` / `withTimeoutOrNull` put in their scope's context, on the
- * `performance.now()` clock (ms); the earliest of nested timeouts wins. A context can outlive its
- * scope: once the withTimeout that put a Deadline in has finished, a later timeout or native scope
- * given that context (or one derived from it) ignores its Deadline.
+ * `performance.now()` clock (ms); the earliest of nested timeouts wins. While that withTimeout
+ * runs, a timeout given its context (or one derived from it), even without its scope's signal,
+ * ends by that Deadline too, with that withTimeout's TimeoutError (Go's context carries its
+ * deadline alone). A context can outlive its scope: once the withTimeout that put a Deadline in
+ * has finished, a later timeout or native scope given that context (or one derived from it)
+ * ignores its Deadline.
  *
  * One set by hand (`context.with(Deadline, performance.now() + 30)`) stays in force, and is
  * enforced by what reads it: a `withTimeout` / `withTimeoutOrNull` given that context (or one

@@ -18,17 +18,25 @@ import {
   rootScope,
   type ScopeOptions,
 } from "./scope.ts";
-import { Context, handSetDeadline, liveDeadline, timedContext, type Timeout } from "./context.ts";
+import { Context, liveDeadline, runningTimeout, timedContext, type Timeout } from "./context.ts";
 
 /** What `withDeadline` makes of a timeout's arguments. */
 interface Timed {
   /** The options to run the scope with: its Deadline in the context, when it has one. */
   options: ScopeOptions | undefined;
-  /** The record `runTimed` marks done when the scope finishes; null: no Deadline of its own. */
+  /**
+   * The record of its own Deadline, which `runTimed` arms the timer of and marks done when the
+   * scope finishes; null: no Deadline of its own (`ms` 0 or less, or `under`'s came first).
+   */
   timeout: Timeout | null;
-  /** How long to wait: `ms`, or less where a hand-set Deadline comes first (0 or less: at once). */
+  /**
+   * The running withTimeout whose Deadline, in the context, comes before this one's would: its
+   * timer cancels this scope too (`runTimed` puts it in `nested`); null where there is none.
+   */
+  under: Timeout | null;
+  /** How long to wait (0 or less: at once; Infinity: no timer of its own). */
   ms: number;
-  /** What the scope is cancelled with when that wait is over. */
+  /** What the scope is cancelled with when that wait is over (`under`'s error under it). */
   error: TimeoutError;
 }
 
@@ -36,28 +44,33 @@ interface Timed {
  * The scope of a timeout of `ms`: `options` with the timeout's deadline in its context, and the
  * {@linkcode Timeout} that `runTimed` marks done when the scope finishes. An earlier live
  * Deadline wins (one of a withTimeout already finished is stale: a context can outlive its
- * scope). If a running withTimeout put it in, that one's timer enforces it (it cancels the
- * scopes nested in it, as Kotlin's does, with its own TimeoutError); one set by hand
- * (`Context.with`) has no timer of its own, so this timeout takes it as its own, as Go's
- * `context.WithTimeout` takes an earlier parent deadline: it waits only until then, fails with
- * its own kind of TimeoutError (`withTimeoutOrNull` resolves null), and at once, without running
- * the block, where that Deadline has passed.
+ * scope), as Go's `context.WithTimeout` keeps a parent's earlier deadline. If a running
+ * withTimeout put it in (or took it on), this timeout is nested in that one, as Go's is in its
+ * parent: that one's timer cancels this scope too, with that one's TimeoutError (which
+ * `withTimeoutOrNull` rethrows), given that one's signal or not (the context alone carries the
+ * deadline, as Go's does), and it fails so at once, without running the block, if that timer has
+ * fired (that one's block went on after it). One set by hand (`Context.with`) has no timer of its
+ * own, so this timeout takes it as its own: it waits only until then, fails with its own kind of
+ * TimeoutError (`withTimeoutOrNull` resolves null), and at once if that Deadline has passed.
  */
 function withDeadline(op: string, options: ScopeOptions | undefined, ms: number): Timed {
   const checked = checkScopeOptions(op, options); // what it read, once
-  if (!(ms > 0)) return { options: checked, timeout: null, ms, error: timedOut(ms) };
+  if (!(ms > 0)) return { options: checked, timeout: null, under: null, ms, error: timedOut(ms) };
   const context = checked?.context ?? Context.empty;
   const now = performance.now();
   const deadline = now + ms;
   const outer = liveDeadline(context);
   if (outer === undefined || outer > deadline) {
-    const timeout: Timeout = { done: false };
+    const timeout = newTimeout(deadline, timedOut(ms), false);
     const timedOptions = { ...checked, context: timedContext(context, deadline, timeout) };
-    return { options: timedOptions, timeout, ms, error: timedOut(ms) };
+    return { options: timedOptions, timeout, under: null, ms, error: timeout.error };
   }
-  // An earlier live Deadline of a running withTimeout: that one's timer enforces it.
-  if (!handSetDeadline(context)) {
-    return { options: checked, timeout: null, ms, error: timedOut(ms) };
+  // An earlier Deadline of a running withTimeout: nested in that one, no timer of its own. Its
+  // context keeps that Deadline, and that timeout, for the timeouts nested in this one.
+  const under = runningTimeout(context);
+  if (under !== null) {
+    const wait = under.fired ? 0 : Infinity;
+    return { options: checked, timeout: null, under, ms: wait, error: under.error };
   }
   const left = outer - now;
   if (!(left > 0)) {
@@ -67,18 +80,23 @@ function withDeadline(op: string, options: ScopeOptions | undefined, ms: number)
       `Timed out at once: the Deadline of its context passed ${when}, before its timeout of ` +
         `${ms} ms; the block does not run`,
     );
-    return { options: checked, timeout: null, ms: 0, error };
+    return { options: checked, timeout: null, under: null, ms: 0, error };
   }
-  // Taken as this timeout's own, so that timeouts nested in this one leave it to this one's timer;
+  // Taken as this timeout's own, so that timeouts nested in this one end with this one's error;
   // `adopted`: once this one is over, contexts derived from its scope's keep it as hand-set (it
   // went stale with this timeout, so a nativeScope or timeout given such a context dropped it).
-  const timeout: Timeout = { done: false, adopted: true };
   const error = new TimeoutError(
     `Timed out waiting for ${msText(left)}: the Deadline of its context came before its ` +
       `timeout of ${ms} ms`,
   );
+  const timeout = newTimeout(outer, error, true);
   const timedOptions = { ...checked, context: timedContext(context, outer, timeout) };
-  return { options: timedOptions, timeout, ms: left, error };
+  return { options: timedOptions, timeout, under: null, ms: left, error };
+}
+
+/** The record of a timeout's own Deadline `at` (`adopted`: one set by hand that it took on). */
+function newTimeout(at: number, error: TimeoutError, adopted: boolean): Timeout {
+  return { done: false, at, error, fired: false, nested: new Set(), adopted };
 }
 
 /**
@@ -172,17 +190,38 @@ export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<v
   });
 }
 
-/** Starts `scope` with a timer that cancels it with `timeout` after `ms`. */
-function runTimed<T>(
-  scope: Coroutine<T>,
-  ms: number,
-  timeout: TimeoutError,
-  deadline: Timeout | null,
-): Promise<T> {
-  const cancel = timer(ms, () => scope.cancel(timeout));
+/**
+ * Starts `scope` with a timer that cancels it with `timed.error` after `timed.ms` (Infinity: no
+ * timer), then also the timeouts nested in it (`timed.timeout`'s); under a running timeout
+ * (`timed.under`), nested in that one's until it finishes.
+ */
+function runTimed<T>(scope: Coroutine<T>, timed: Timed): Promise<T> {
+  const { timeout, under, error } = timed;
+  const cancel = timer(timed.ms, () => {
+    if (timeout === null) { // not armed (Infinity): a nested one has no timer of its own
+      scope.cancel(error);
+      return;
+    }
+    timeout.fired = true; // before the cancels: none nests in it from now on
+    // Its own scope first, as its signal cancels the scopes following it. A nested one that a
+    // cancel here finishes leaves the set (its finalizer), and none joins it meanwhile (fired);
+    // the scope finishing here (a lazy child was all it waited for) leaves the set to this loop.
+    scope.cancel(error);
+    for (const nested of timeout.nested) nested.cancel(error);
+    timeout.nested.clear();
+  });
+  if (under !== null) under.nested.add(scope);
   scope.addFinalizer(() => {
     cancel();
-    if (deadline !== null) deadline.done = true; // its Deadline is stale from now on
+    under?.nested.delete(scope);
+    if (timeout === null) return;
+    timeout.done = true; // its Deadline is stale from now on (hand-set again where adopted)
+    if (timeout.fired) return; // the timer's loop cancels the nested ones
+    // Nested timeouts that outlive it (given its context, not awaited) still end by its Deadline.
+    for (const nested of timeout.nested) {
+      nested.addFinalizer(timer(timeout.at - performance.now(), () => nested.cancel(error)));
+    }
+    timeout.nested.clear();
   });
   scope.start();
   return scope.await();
@@ -209,9 +248,11 @@ function timedOut(ms: number): TimeoutError {
  * A `Deadline` set by hand in `options.context` (`Context.with`) that comes before
  * `ms` is over is this timeout's instead: it times out then, with the same TimeoutError, and at
  * once without running the block if that Deadline has passed (as Go's `context.WithTimeout` under
- * a parent with an earlier deadline). An earlier Deadline of a `withTimeout` still running around
- * it is left to that one, whose TimeoutError cancels this scope too when given its
- * `{ signal, context }`.
+ * a parent with an earlier deadline). Under an earlier Deadline of a `withTimeout` still running
+ * (its scope's context, or a task's in it, is `options.context`) this one is nested in that one:
+ * that one's timer ends it too, with that one's TimeoutError (at once if it has fired). The
+ * context alone is enough, as in Go (pass the outer's `signal` too, so that its other
+ * cancellations reach this scope).
  *
  * @example
  * ```ts
@@ -239,14 +280,15 @@ export function withTimeout<T>(ms: number, block: Block<T>, options?: ScopeOptio
     return Promise.reject(e); // bad arguments reject, as every wait's do
   }
   if (scope instanceof Error) return Promise.reject(scope);
-  return runTimed(scope, timed.ms, timed.error, timed.timeout);
+  return runTimed(scope, timed);
 }
 
 /**
  * Like {@linkcode withTimeout}, but resolves with `null` when its own timeout expires (a hand-set
  * `Deadline` in `options.context` that comes first counts as its own). Any other
- * error, including a TimeoutError from an inner `withTimeout` or an outer one, is rethrown. `ms`
- * of 0 or less (or a hand-set Deadline passed) resolves null at once without running the block.
+ * error, including a TimeoutError from an inner `withTimeout` or an outer one (also one whose
+ * earlier Deadline, in `options.context`, ended this one), is rethrown. `ms` of 0 or less (or a
+ * hand-set Deadline passed) resolves null at once without running the block.
  *
  * @example
  * ```ts
@@ -273,11 +315,13 @@ export function withTimeoutOrNull<T>(
   } catch (e) {
     return Promise.reject(e); // bad arguments reject, as every wait's do
   }
-  if (scope === null) return Promise.resolve(null);
+  // Null for its own timeout only: that of an outer withTimeout it is nested in is rethrown.
+  const own = timed.under === null;
+  if (scope === null) return own ? Promise.resolve(null) : Promise.reject(timed.error);
   if (scope instanceof Error) return Promise.reject(scope);
   const timeout = timed.error;
-  return runTimed(scope, timed.ms, timeout, timed.timeout).catch((e) => {
-    if (e === timeout) return null;
+  return runTimed(scope, timed).catch((e) => {
+    if (e === timeout && own) return null;
     throw e;
   });
 }

@@ -254,7 +254,17 @@ class MJob {
   owner: MJob | null = null; // the block a nested scope runs in
   following: MJob | null = null;
   timer = false; // a fake timer armed
-  timeout: Sym | undefined = undefined;
+  timeout: Sym | undefined = undefined; // its own timeout's error (withTimeoutOrNull: null)
+  /**
+   * The withTimeout whose Deadline record its context holds (launches inherit it; nonCancellable
+   * drops it): one still running ends the timeouts nested in it.
+   */
+  timedBy: MJob | null = null;
+  /** A withTimeout whose Deadline came first: it ends this one (nested under it), or null. */
+  under: MJob | null = null;
+  /** A withTimeout's: the running timeouts nested under it, in the order they came. */
+  nested: MJob[] = [];
+  fired = false; // a withTimeout's timer fired
   outcome: Outcome | undefined = undefined; // a scope call's, once settled
   refused = false; // never made a job (timeout <= 0, signal aborted)
   // free-standing scopes: join() / asyncDispose() calls, resolved once final
@@ -508,8 +518,13 @@ class Model {
     j.state = state;
     const cause = j.finalCause();
     if (j.failed && !j.handled && j.reports) this.report(j.ceh, cause!);
-    // onFinal: a root's timer is cleared, it stops following its owner's signal.
+    // onFinal: a root's timer is cleared, it stops following its owner's signal, it leaves the
+    // nested set of the timeout it was under, and its own nested ones leave its (their own
+    // timers for the rest of its Deadline, armed then, are a quarter of an hour away).
     j.timer = false;
+    if (j.under !== null) j.under.nested = j.under.nested.filter((n) => n !== j);
+    if (!j.fired) j.nested = []; // fired: the timer's cancels run after its own scope's
+
     if (j.following !== null) {
       j.following.followers = j.following.followers.filter((f) => f !== j);
       j.following = null;
@@ -1034,6 +1049,10 @@ class Run {
     j.deadline = kind === "nonCancellable"
       ? false
       : (timed && ms > 0) || (owner?.deadline ?? false);
+    j.timedBy = kind === "nonCancellable" ? null : owner?.timedBy ?? null;
+    // A withTimeout still running around it (its Deadline, an equal time earlier, comes first):
+    // nested under it, no timer of its own; one finished is stale.
+    const under = timed && ms > 0 && j.timedBy !== null && !j.timedBy.final ? j.timedBy : null;
     if (reason !== undefined) {
       j.refused = true;
       j.outcome = { ok: false, err: reason };
@@ -1042,10 +1061,18 @@ class Run {
       j.outcome = kind === "withTimeout"
         ? { ok: false, err: new Sym("Timeout", `${ms}`) }
         : { ok: true, value: null };
+    } else if (under?.fired) {
+      // Its timer fired (its block went on): at once, with its TimeoutError, rethrown by OrNull.
+      j.refused = true;
+      j.outcome = { ok: false, err: under.timeout! };
     } else {
-      if (timed) {
+      if (under !== null) {
+        j.under = under;
+        under.nested.push(j);
+      } else if (timed) {
         j.timer = true;
         j.timeout = new Sym("Timeout", `${ms}`);
+        j.timedBy = j;
       }
       if (follows) {
         j.following = owner;
@@ -1116,6 +1143,7 @@ class Run {
     );
     // the model
     j.deadline = parent.deadline;
+    j.timedBy = parent.timedBy;
     this.m.attach(j, parent);
     if (!lazy) this.m.start(j);
     // the real one
@@ -1499,7 +1527,12 @@ class Run {
         const t = this.pick(timed);
         this.log(`fire ${t}'s timer`);
         t.timer = false;
+        t.fired = true;
         m.cancel(t, t.timeout);
+        // Then the timeouts nested under it, oldest first (one a cancel here finished has left),
+        // also when that cancel finished t itself.
+        for (const n of [...t.nested]) if (t.nested.includes(n)) m.cancel(n, t.timeout);
+        t.nested = [];
         m.dirty = true;
         const ids = (this.r[t.id] as RNode & { timers?: number[] }).timers ?? [];
         const id = ids.find((k) => fakeTimers.has(k));

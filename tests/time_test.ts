@@ -631,3 +631,115 @@ Deno.test("a hand-set Deadline less than 1 ms ahead or past is said as <1 ms, ne
   );
   assert.equal(performance.now, realNow, "the clock given back");
 });
+
+Deno.test("withTimeout given only the context of a running withTimeout that timed out fails at once with that one's TimeoutError, without running its block", async () => {
+  // Go's context alone carries its deadline. Before, a withTimeout given the context (no signal)
+  // of an outer one that had timed out ran its block for its own time (here it returned "ran"),
+  // although the Deadline that context showed had passed. No timed assertion: the outer block
+  // goes on after its cancellation, so its timer has fired before the inner ones are called.
+  let ran = 0;
+  const block = () => {
+    ran++;
+    return "ran";
+  };
+  const inner: unknown[] = [];
+  const outerErr = await withTimeout(20, async (outer) => {
+    await untilAborted(outer.signal).catch(() => {}); // timed out: its Deadline has passed
+    const context = outer.context;
+    for (const ms of [60_000, Infinity]) {
+      inner.push(await withTimeout(ms, block, { context }).catch((e) => e));
+      // Not its own timeout: rethrown, not null.
+      inner.push(await withTimeoutOrNull(ms, block, { context }).catch((e) => e));
+    }
+    // A context derived from it (a key added) carries it too.
+    const derived = context.with(createContextKey<string>("user"), "ada");
+    inner.push(await withTimeout(60_000, block, { context: derived }).catch((e) => e));
+  }).catch((e) => e);
+  assert.ok(outerErr instanceof TimeoutError, String(outerErr));
+  assert.equal(ran, 0);
+  assert.equal(inner.length, 5);
+  for (const e of inner) assert.equal(e, outerErr);
+});
+
+Deno.test("withTimeout given only the context of a running withTimeout ends at that one's Deadline, with its TimeoutError", async () => {
+  // No timed assertion: the inner timeouts' own times are Infinity or a minute, and their blocks
+  // wait (bounded, 20 s) for a cancellation only the outer's Deadline can bring. Before, with no
+  // signal from the outer, they ran to their own time: each block returned "not cancelled".
+  const wait = (t: { signal: AbortSignal }) =>
+    delay(20_000, { signal: t.signal }).then(() => "not cancelled");
+  const inner: unknown[] = [];
+  const outerErr = await withTimeout(50, async (outer) => {
+    const context = outer.context;
+    const settled = await Promise.allSettled([
+      withTimeout(Infinity, wait, { context }),
+      withTimeoutOrNull(60_000, wait, { context }),
+      // Nested twice: the middle one has no Deadline of its own to give, the outer's still ends both.
+      withTimeout(Infinity, (mid) => withTimeoutOrNull(Infinity, wait, { context: mid.context }), {
+        context,
+      }),
+    ]);
+    for (const s of settled) inner.push(s.status === "rejected" ? s.reason : s.value);
+    // Their timers may fire before the outer's own: wait for it, so the outer rejects too.
+    await untilAborted(outer.signal);
+  }).catch((e) => e);
+  assert.ok(outerErr instanceof TimeoutError, String(outerErr));
+  assert.match(outerErr.message, /Timed out waiting for 50 ms/);
+  assert.equal(inner.length, 3);
+  for (const e of inner) assert.equal(e, outerErr);
+});
+
+Deno.test("withTimeoutOrNull given only the context of a withTimeout that took on a hand-set Deadline rethrows that one's TimeoutError", async () => {
+  // The outer took the Deadline on as its own: the inner ends by it with the outer's error, not a
+  // null of its own. Before, it ran to its own time (a minute; its block returned at 20 s).
+  const at = performance.now() + 1_000;
+  let inner: unknown = "not settled";
+  const outerErr = await withTimeout(Infinity, async (scope) => {
+    inner = await withTimeoutOrNull(
+      60_000,
+      (t) => delay(20_000, { signal: t.signal }).then(() => "not cancelled"),
+      { context: scope.context },
+    ).catch((e) => e);
+  }, { context: Context.empty.with(Deadline, at) }).catch((e) => e);
+  assert.ok(outerErr instanceof TimeoutError, String(outerErr));
+  assert.match(outerErr.message, /the Deadline of its context came before its timeout/);
+  assert.equal(inner, outerErr);
+});
+
+Deno.test("a withTimeout given only the context of a running withTimeout that it outlives still ends by that one's Deadline", async () => {
+  // Not awaited by the outer block, the inner one outlives the outer scope, which finishes at
+  // once, long before its Deadline: the inner one still ends by it, with the outer's kind of
+  // TimeoutError. No timed assertion: its own time is Infinity and its block waits (bounded,
+  // 20 s) for a cancellation only that Deadline can bring. Before, it returned "not cancelled".
+  let inner: Promise<unknown> | undefined;
+  const context = await withTimeout(50, (outer) => {
+    inner = withTimeout(
+      Infinity,
+      (t) => delay(20_000, { signal: t.signal }).then(() => "not cancelled"),
+      { context: outer.context },
+    ).catch((e) => e);
+    return outer.context;
+  });
+  const err = await inner;
+  assert.ok(err instanceof TimeoutError, String(err));
+  assert.equal(err.message, "Timed out waiting for 50 ms");
+  // The outer's Deadline is stale now: a timeout given its context later runs to its own time.
+  assert.equal(await withTimeout(60_000, () => "own time", { context }), "own time");
+});
+
+Deno.test("a withTimeout that finishes inside its own timer's cancel still ends the timeouts nested in it", async () => {
+  // The outer block returns at once, leaving a nested timeout running (given only its context)
+  // and a lazy child nobody starts: the timer's cancel ends that child at once and with it the
+  // outer scope, inside the cancel. Before the nested ones were cancelled after the scope, its
+  // finishing emptied their set first: the inner one ran on (its block returned at 20 s).
+  let inner: Promise<unknown> | undefined;
+  const outerErr = await withTimeout(50, (outer) => {
+    inner = withTimeout(
+      Infinity,
+      (t) => delay(20_000, { signal: t.signal }).then(() => "not cancelled"),
+      { context: outer.context },
+    ).catch((e) => e);
+    outer.launch(() => {}, { lazy: true });
+  }).catch((e) => e);
+  assert.ok(outerErr instanceof TimeoutError, String(outerErr));
+  assert.equal(await inner, outerErr);
+});
