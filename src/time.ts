@@ -5,7 +5,8 @@
  * with a {@linkcode TimeoutError} (a CancellationError) when the time is up, so the block sees it
  * through `scope.signal` like any other cancellation, and the call settles only once the block
  * and its tasks have finished. Timeouts of 0 or less fail at once without running the block.
- * Times are milliseconds; `Infinity` means no timeout.
+ * Times are milliseconds; `Infinity` means no timeout, and so does 2^64 ns (about 584 years) or
+ * more, which arms no timer either.
  *
  * @module
  */
@@ -112,19 +113,29 @@ export function msText(ms: number): string {
 /** setTimeout's largest delay; longer ones are chained. */
 const MAX_TIMER = 2 ** 31 - 1;
 
+/**
+ * The shortest delay that arms nothing, as Infinity: 2^64 ns, about 584 years, past which a
+ * native scope's children get no deadline either (native_scope's `deadlineNs`). Such a timer
+ * cannot fire while the process lives, and would only keep it alive: a withTimeout(1e300), or a
+ * withTimeout(Infinity) given a hand-set Deadline that far ahead, re-armed 2^31 - 1 ms for good
+ * (1e300 - 2^31 is 1e300), and a wait nothing can end hung the process. Below it the chain is at
+ * most 8,192 timers, one each 24.8 days.
+ */
+const NEVER_MS = 2 ** 64 / 1e6;
+
 /** The cancel function of a timer that never fires. */
 const NEVER = () => {};
 
 /**
  * @ignore Calls `fn` after `ms` (any length, Infinity for never); returns the cancel
- * function. (setTimeout fires a delay past 2^31 - 1 ms at once.) Infinity arms nothing: a
- * timer that can never fire would only keep the process alive, so that a select with an
- * `onTimeout(Infinity)` or a `withTimeout(Infinity, ...)` around a wait nothing can complete
- * (a local channel's) hung for good where the wait alone ends the process (Deno reports the
- * promise never resolved).
+ * function. (setTimeout fires a delay past 2^31 - 1 ms at once.) Infinity, or `NEVER_MS` and
+ * more, arms nothing: a timer that can never fire would only keep the process alive, so that a
+ * select with an `onTimeout(Infinity)` or a `withTimeout(Infinity, ...)` around a wait nothing
+ * can complete (a local channel's) hung for good where the wait alone ends the process (Deno
+ * reports the promise never resolved).
  */
 export function timer(ms: number, fn: () => void): () => void {
-  if (ms === Infinity) return NEVER;
+  if (ms >= NEVER_MS) return NEVER;
   let id: ReturnType<typeof setTimeout>;
   const arm = (left: number) => {
     id = left > MAX_TIMER

@@ -90,6 +90,57 @@ Deno.test("an infinite timeout arms no timer: a process whose only wait nothing 
   }
 });
 
+Deno.test("a timeout of 2^64 ns or more arms no timer, as Infinity: a process whose only wait nothing can end exits instead of hanging", async () => {
+  // Before, withTimeout(1e300) re-armed setTimeout(2^31 - 1 ms) for good (1e300 - 2^31 is 1e300,
+  // so it could never fire), and so did a withTimeout(Infinity) given a hand-set Deadline that
+  // far ahead: each kept the process alive for ever, where the wait alone ends it.
+  for (
+    const [what, wait] of [
+      ["withTimeout(1e300)", "withTimeout(1e300, () => ch.receive())"],
+      [
+        "withTimeout(Infinity) given a Deadline 1e300 ms ahead",
+        "withTimeout(Infinity, () => ch.receive(), " +
+        "{ context: Context.empty.with(Deadline, performance.now() + 1e300) })",
+      ],
+      ["delay(2 ** 64 / 1e6)", "delay(2 ** 64 / 1e6)"],
+    ]
+  ) {
+    const res = await evalScript(
+      `
+      import { Channel, Context, Deadline, delay, withTimeout } from "./mod.ts";
+      const ch = new Channel(); // local: nothing else can complete its receive
+      await ${wait};
+      console.log("settled");
+    `,
+      { timeoutMs: 30_000 },
+    );
+    assert.equal(res.signal, null, `${what}: killed at the bound, the process hung`);
+    assert.notEqual(res.code, 0, what);
+    assert.match(res.stderr, /never resolved/, what);
+  }
+});
+
+Deno.test("a delay just short of 2^64 ns arms a timer (chained past setTimeout's limit); one of 2^64 ns arms none", async () => {
+  // The timers armed are seen through setTimeout, restored before anything is awaited.
+  const armed: (number | undefined)[] = [];
+  const realSetTimeout = globalThis.setTimeout;
+  const ms = 2 ** 64 / 1e6;
+  const controller = new AbortController();
+  let waits: Promise<unknown>[];
+  globalThis.setTimeout = ((fn: () => void, delay?: number) => {
+    armed.push(delay);
+    return realSetTimeout(fn, delay);
+  }) as typeof setTimeout;
+  try {
+    waits = [ms - 1, ms, 1e300].map((d) => delay(d, { signal: controller.signal }).catch(() => d));
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+  assert.deepEqual(armed, [2 ** 31 - 1]); // the first link of the chain, for ms - 1 only
+  controller.abort(); // clears it
+  assert.deepEqual(await Promise.all(waits), [ms - 1, ms, 1e300]);
+});
+
 Deno.test("withTimeout returns the block's value when it finishes in time", async () => {
   assert.equal(await withTimeout(60_000, () => "done"), "done");
 });
