@@ -32,7 +32,10 @@
  *   handler's `mailbox.cancel()`, a `Channel.from` copy's in any isolate (its `share()`), native
  *   code's `kc_chan_cancel`. The task's signal aborts with the mailbox's CancellationError,
  *   wherever the handler waits (busy elsewhere, not receiving), and the actor ends cancelled,
- *   `onDone` getting that error. The handler's dispose of its mailbox is not such a cancel (one
+ *   `onDone` getting that error. On a mailbox closed before (by the handler or `Actor.close()`),
+ *   the handler's `mailbox.cancel(cause)` gives the task its own cause (itself when a
+ *   CancellationError, else a "Channel was cancelled" carrying it, or none), the mailbox's
+ *   receivers keeping the close's. The handler's dispose of its mailbox is not such a cancel (one
  *   made elsewhere just before it, its report not taken yet, still is).
  * - The actor's isolate ending while its task runs (a Worker terminated, or ending by
  *   `self.close()`, or its library closed, with the mailbox shared to another isolate) cancels
@@ -62,7 +65,7 @@ import {
   refuseAsValue,
   signalOf,
 } from "./errors.ts";
-import { type Job, JobSupport, runCompletionHandler } from "./job.ts";
+import { isCancellation, type Job, JobSupport, runCompletionHandler } from "./job.ts";
 import { customInspect, inspectAs } from "./inspect.ts";
 import type { CoroutineScope } from "./scope.ts";
 
@@ -202,10 +205,34 @@ class Mailbox<M> extends Channel<M> {
    * channel's `cancel` cancels the coroutine), here or from another isolate (the watch above):
    * its signal aborts, wherever the handler waits, and the actor ends cancelled. Not the
    * handler's dispose of its mailbox (`using mailbox`), which ends only the mailbox.
+   *
+   * The task gets the mailbox's own CancellationError (`_cancelTask`) where this cancel made it,
+   * or the mailbox read as cancelled before (an earlier cancel, native code's destroy). Where it
+   * was closed before (by the handler, with a cause or without, or by `Actor.close()`), its
+   * receivers keep what that close left, but the task gets this cancel's cause, as Kotlin's
+   * `ChannelCoroutine.cancel(cause)` cancels the coroutine with it whatever its channel's state
+   * (as `produce`'s channel does, `ProducerChannel.cancel`): the cause itself when it is a
+   * CancellationError, else a "Channel was cancelled" carrying it, or none. Before, the task got
+   * the receivers' error: the close's cause wrapped, this cancel's cause lost.
    */
   override cancel(cause?: unknown): void {
+    const s = this._shared;
+    const before = s.cancelled;
     super.cancel(cause);
-    if (!this._inDispose) this._cancelTask(undefined);
+    if (this._inDispose) return;
+    const job = this._job;
+    if (job === null) return;
+    if (before || !s.cancelled) return this._cancelTask(undefined);
+    const own = this._closedResult().cause; // looks the cause up where another isolate closed it
+    // This cancel's cause is the mailbox's: it was open, and the receivers' error is the task's.
+    if (cause === undefined ? !s.hasCause : s.hasCause && Object.is(s.cause, cause)) {
+      return job.cancel(own);
+    }
+    job.cancel(
+      isCancellation(cause)
+        ? cause
+        : new CancellationError("Channel was cancelled", cause === undefined ? {} : { cause }),
+    );
   }
 
   /**

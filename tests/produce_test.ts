@@ -1567,6 +1567,87 @@ Deno.test("actor: cancelling its mailbox (the handler's object, a Channel.from c
   assert.equal(live, 0);
 });
 
+Deno.test("actor: a cancel of its mailbox closed before (by the handler, with a cause or not, or by actor.close(), locally or shared) cancels the actor with the cancel's cause, as Kotlin's ChannelCoroutine.cancel does; the mailbox's receivers keep the close's cause", async () => {
+  // Kotlin's actor is a ChannelCoroutine: `cancel(cause)` cancels the coroutine with the cause
+  // whatever its channel's state (`cancelInternal`), as `produce`'s does. Before, a mailbox
+  // closed first gave the task the mailbox's error: the close cause wrapped (or none), the
+  // cancel's cause lost.
+  const closes = ["close()", "close(Error)", "close(CancellationError)", "actor.close()"];
+  const cancels = ["cancel()", "cancel(Error)", "cancel(CancellationError)"];
+  for (const shared of [false, true]) {
+    for (const closing of closes) {
+      for (const cancelling of cancels) {
+        const what = `${shared ? "shared" : "local"}, ${closing} then ${cancelling}`;
+        using reported = catchReported();
+        const closeCause = closing === "close(Error)"
+          ? new Error("handler is done")
+          : closing === "close(CancellationError)"
+          ? new CancellationError("handler stops")
+          : undefined;
+        const cancelCause = cancelling === "cancel()"
+          ? undefined
+          : cancelling === "cancel(Error)"
+          ? new Error("stop the actor")
+          : new CancellationError("actor stops");
+        const started = Promise.withResolvers<Channel<number>>();
+        const done: unknown[] = [];
+        let reason: unknown = undefined;
+        let signalReason: unknown = undefined;
+        let received: unknown = undefined;
+        let a!: ReturnType<typeof actor<number>>;
+        await within(
+          coroutineScope(async (scope) => {
+            a = actor<number>(
+              scope,
+              counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
+                if (shared) mailbox.share(); // escaped: a native channel, watched
+                if (closing !== "actor.close()") mailbox.close(closeCause);
+                started.resolve(mailbox);
+                try {
+                  await untilAborted(task.signal); // busy, not receiving
+                } catch (e) {
+                  reason = e;
+                  signalReason = task.signal.reason;
+                  throw e;
+                }
+              }),
+              { capacity: 2, onDone: (cause) => done.push(cause) },
+            );
+            const box = await started.promise;
+            if (closing === "actor.close()") assert.equal(a.close(), true, what);
+            box.cancel(cancelCause);
+            received = await box.receive().then(() => "received", (e) => e);
+            await a.job.join();
+          }),
+          20_000,
+          `${what}: the scope`,
+        ); // resolves: a cancelled actor is no failure
+        assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
+        assert.equal(signalReason, reason, `${what}: the task's signal's reason`);
+        // The cancel's cause: itself when a CancellationError, else carried.
+        if (cancelCause instanceof CancellationError) assert.equal(reason, cancelCause, what);
+        else {
+          assert.equal((reason as Error).message, "Channel was cancelled", what);
+          assert.equal((reason as Error).cause, cancelCause, what);
+        }
+        assertSameItems(done, [reason], `${what}: onDone`);
+        assert.equal(a.job.state, "cancelled", what);
+        // The mailbox's receivers keep what the close left: its cause (itself, or carried).
+        assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
+        if (closeCause instanceof CancellationError) assert.equal(received, closeCause, what);
+        else assert.equal((received as Error).cause, closeCause, what);
+        // Closed without a cause and cancelled without one: the one error, the receivers'.
+        if (closeCause === undefined && cancelCause === undefined) {
+          assert.equal(reason, received, what);
+        }
+        await laterReports();
+        assert.deepEqual(reported.errors, [], `${what}: nothing reported`);
+      }
+    }
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("actor: a handler disposing its escaped mailbox (`using mailbox`) does not cancel the actor: its task runs on and ends as it would otherwise", async () => {
   // The mailbox's own cancel (the dispose's) is not a cancel of the actor, nor is the owned
   // watch's report of it: withdrawn before the dispose cancels. The handler then waits natively
