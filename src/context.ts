@@ -268,6 +268,22 @@ export class Context {
     Object.freeze(this);
   }
 
+  /**
+   * The entries of `x`, the receiver of a method of this class (`this`), refused with the house
+   * TypeError when it is no Context this module made: `Context.prototype.get.call({}, key)`, or
+   * a method of `Object.create(Context.prototype)`, threw the engine's "Cannot read private
+   * member #entries from an object whose class did not declare it". The field read's own brand
+   * check is the test, its error caught: nothing is added to a Context's call (a `#entries in x`
+   * check before the read was one more per call).
+   */
+  static #entriesOf(x: unknown, op: string): ReadonlyMap<ContextKey<unknown>, unknown> {
+    try {
+      return (x as Context).#entries;
+    } catch {
+      throw new TypeError(`Cannot ${op}: this must be a Context, received ${describe(x)}`);
+    }
+  }
+
   // The bodies of this module's functions that read its private fields (`timedContext`,
   // `isContext`, `liveDeadline`, `runningTimeout`, `childContext`): inside the class for those
   // fields, not statics of it. As public statics (`Context._is`, `_liveDeadline`,
@@ -308,6 +324,7 @@ export class Context {
 
   /** A context with every entry of this one and `key` set to `value`; this one is unchanged. */
   with<V>(key: ContextKey<V>, value: V): Context {
+    const own = Context.#entriesOf(this, "set context value");
     checkKey("set context value", key);
     const wrong = key.check?.(value);
     if (wrong) {
@@ -317,32 +334,32 @@ export class Context {
     }
     // A Deadline set by hand is nobody's timeout: it stays in force.
     const timeout = key === Deadline ? null : this.#timeout;
-    if (
-      this.#entries.has(key) && Object.is(this.#entries.get(key), value) &&
-      timeout === this.#timeout
-    ) return this;
-    const entries = new Map(this.#entries);
+    if (own.has(key) && Object.is(own.get(key), value) && timeout === this.#timeout) return this;
+    const entries = new Map(own);
     entries.set(key, value);
     return new Context(MAKE, entries, timeout);
   }
 
   /** The value under `key`, or undefined when there is none. */
   get<V>(key: ContextKey<V>): V | undefined {
+    const own = Context.#entriesOf(this, "get context value");
     checkKey("get context value", key);
-    return this.#entries.get(key) as V | undefined;
+    return own.get(key) as V | undefined;
   }
 
   /** Whether `key` has an entry (an entry may hold `undefined`). */
   has(key: ContextKey<unknown>): boolean {
+    const own = Context.#entriesOf(this, "look up context key");
     checkKey("look up context key", key);
-    return this.#entries.has(key);
+    return own.has(key);
   }
 
   /** A context with every entry of this one except `key`'s; this one is unchanged. */
   without(key: ContextKey<unknown>): Context {
+    const own = Context.#entriesOf(this, "remove context value");
     checkKey("remove context value", key);
-    if (!this.#entries.has(key)) return this;
-    const entries = new Map(this.#entries);
+    if (!own.has(key)) return this;
+    const entries = new Map(own);
     entries.delete(key);
     const timeout = key === Deadline ? null : this.#timeout;
     return entries.size === 0 ? Context.empty : new Context(MAKE, entries, timeout);
@@ -350,12 +367,12 @@ export class Context {
 
   /** How many entries this context holds. */
   get size(): number {
-    return this.#entries.size;
+    return Context.#entriesOf(this, "read context size").size;
   }
 
   /** The keys with an entry, in the order they were first set. */
   keys(): ContextKey<unknown>[] {
-    return [...this.#entries.keys()];
+    return [...Context.#entriesOf(this, "list context keys").keys()];
   }
 
   /**
@@ -363,7 +380,9 @@ export class Context {
    * its value in short form (a string quoted, an object by its tag only).
    */
   toString(): string {
-    const parts = [...this.#entries].map(([k, v]) => `${k.name}=${describe(v)}`);
+    const parts = [...Context.#entriesOf(this, "print context")].map(([k, v]) =>
+      `${k.name}=${describe(v)}`
+    );
     return `Context(${parts.join(", ")})`;
   }
 
@@ -383,7 +402,7 @@ export class Context {
    * its keys' names (the values can be large; `get` reads them).
    */
   [customInspect](inspect: unknown, options: unknown): string {
-    const keys = [...this.#entries.keys()].map((k) => k.name);
+    const keys = [...Context.#entriesOf(this, "inspect context").keys()].map((k) => k.name);
     return inspectAs("Context", { keys }, inspect, options);
   }
 }

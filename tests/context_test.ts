@@ -81,6 +81,52 @@ Deno.test("Context has no internal statics: given anything but a Context none th
   }
 });
 
+Deno.test("Context's methods called on anything but a Context (Context.prototype.get.call({}, key), an object made from its prototype) throw a named TypeError, never the engine's 'Cannot read private member'", () => {
+  // Each read `this.#entries`: given another receiver they threw "Cannot read private member
+  // #entries (or #timeout) from an object whose class did not declare it"; so did printing an
+  // object made from the prototype (`String(x)`, `Deno.inspect(x)`).
+  const proto = Context.prototype as unknown as Record<string | symbol, unknown>;
+  const inspect = Symbol.for("Deno.customInspect");
+  const calls: [string, string, (self: unknown) => unknown][] = [
+    ["with", "set context value", (self) => Context.prototype.with.call(self, user, "ada")],
+    ["get", "get context value", (self) => Context.prototype.get.call(self, user)],
+    ["has", "look up context key", (self) => Context.prototype.has.call(self, user)],
+    ["without", "remove context value", (self) => Context.prototype.without.call(self, user)],
+    ["size", "read context size", (self) => Reflect.get(Context.prototype, "size", self)],
+    ["keys", "list context keys", (self) => Context.prototype.keys.call(self)],
+    ["toString", "print context", (self) => Context.prototype.toString.call(self)],
+    ["customInspect", "inspect context", (self) => (proto[inspect] as () => unknown).call(self)],
+  ];
+  const fakes: unknown[] = [
+    {},
+    Object.create(Context.prototype),
+    new Proxy(Context.empty, {}),
+    1,
+    "ctx",
+    null,
+    undefined,
+  ];
+  for (const [name, op, call] of calls) {
+    for (const fake of fakes) {
+      assert.throws(() => call(fake), (e: unknown) => {
+        assert.ok(e instanceof TypeError, `${name}: ${String(e)}`);
+        assert.match(
+          e.message,
+          new RegExp(`^Cannot ${op}: this must be a Context, received `),
+          `${name}: ${e.message}`,
+        );
+        return true;
+      });
+    }
+    // A Context's own call is unchanged.
+    call(Context.empty.with(user, "ada"));
+  }
+  // Printing an object made from the prototype names what it is not.
+  assert.throws(() => String(Object.create(Context.prototype)), /^TypeError: Cannot print context/);
+  // The key is checked after the receiver, as before on a Context.
+  assert.throws(() => Context.empty.get({} as never), /^TypeError: Cannot get context value: key/);
+});
+
 Deno.test("Context is persistent: every version stays readable after later changes", () => {
   const versions = [Context.empty];
   for (let i = 0; i < 100; i++) versions.push(versions[i].with(depth, i));
