@@ -214,10 +214,21 @@ class Mailbox<M> extends Channel<M> {
    * (as `produce`'s channel does, `ProducerChannel.cancel`): the cause itself when it is a
    * CancellationError, else a "Channel was cancelled" carrying it, or none. Before, the task got
    * the receivers' error: the close's cause wrapped, this cancel's cause lost.
+   *
+   * A cancel made elsewhere (another isolate's copy, native code's `kc_chan_cancel`) that the
+   * watch has not told yet (its record in the ring) is an earlier cancel too: the watch is
+   * withdrawn first, and its answer says so (the native cancel answers 0 to a closed channel and
+   * a cancelled one alike), as `ProducerChannel.cancel` does.
    */
   override cancel(cause?: unknown): void {
     const s = this._shared;
-    const before = s.cancelled;
+    let before = s.cancelled;
+    const unwatch = this._unwatch;
+    if (!before && !this._inDispose && unwatch !== null) {
+      // Once cancelled here, the watch has nothing left to tell: the task is cancelled below.
+      this._unwatch = null;
+      before = unwatch();
+    }
     super.cancel(cause);
     if (this._inDispose) return;
     const job = this._job;

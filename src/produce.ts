@@ -95,8 +95,11 @@ class ProducerChannel<T> extends Channel<T> {
   _gone = false;
   /** @ignore `{ signal: task.signal }` while the block runs: its sends end with the task. */
   _bound: { signal: AbortSignal } | null = null;
-  /** @ignore The cancel watch's withdrawal, while the task lives and the channel has escaped. */
-  _unwatch: (() => void) | null = null;
+  /**
+   * @ignore The cancel watch's withdrawal, while the task lives and the channel has escaped: true
+   * when a cancel made elsewhere came first and the watch had not told it yet.
+   */
+  _unwatch: (() => boolean) | null = null;
   /**
    * @ignore The task was launched and is not final yet: from `produce`'s launch, before its
    * block first ran too, until its completion (`_bound` is set only once it runs).
@@ -257,13 +260,25 @@ class ProducerChannel<T> extends Channel<T> {
    * the task gets this cancel's cause, as Kotlin's coroutine does: the cause itself when it is a
    * CancellationError, else a "Channel was cancelled" carrying it, or none. Before, the task got
    * the receivers' error: the close cause wrapped, the consumer's cause lost.
+   *
+   * A cancel made elsewhere (another isolate's copy, native code's `kc_chan_cancel`) that the
+   * watch has not told yet (its record in the ring) is an earlier cancel too: the watch is
+   * withdrawn first, and its answer says so. Else this cancel read the channel as closed only
+   * (the native cancel answers 0 to both) and gave the task the consumer's cause while its
+   * receivers got the first cancel's error, where Kotlin's coroutine keeps its first cancel.
    */
   override cancel(cause?: unknown): void {
-    const before = this._shared.cancelled;
+    const s = this._shared;
+    let before = s.cancelled;
+    const unwatch = this._unwatch;
+    if (!before && unwatch !== null) {
+      // Once cancelled here, the watch has nothing left to tell: the task is cancelled below.
+      this._unwatch = null;
+      before = unwatch();
+    }
     super.cancel(cause);
     const job = this._job;
     if (job === null) return;
-    const s = this._shared;
     if (before || !s.cancelled) return this._cancelTask(cause);
     const own = this._closedResult().cause; // looks the cause up where another isolate closed it
     // This cancel's cause is the channel's: it was open, and the receivers' error is the task's.
