@@ -75,6 +75,12 @@ import type { CoroutineScope } from "./scope.ts";
 const DESTROYED =
   "Producer was cancelled: native code destroyed its channel (kc_chan_destroy of its handle)";
 
+/**
+ * What a producer's task ends with when the launch that deferred its start threw or returned no
+ * Job before it began: its channel was freed, so its block never runs.
+ */
+const ABANDONED = "Producer was cancelled: the scope's launch of it failed before it began";
+
 /** Options for {@linkcode produce}. */
 export interface ProduceOptions<T = unknown> {
   /** The channel's capacity (default `"rendezvous"`, as Kotlin's). */
@@ -376,12 +382,19 @@ export function produce<T>(
   out._live = true;
   let failed = false;
   let detach: (() => void) | null = null;
+  // The scope's launch threw or returned no Job (its cleanup below): the channel was freed.
+  let abandoned = false;
   // A CoroutineScope of the caller's own may throw or return anything: the channel is freed.
   const job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
     // Its task, for a cancel of the channel (`ProducerChannel.cancel`, its dispose), from the
     // start: the block may cancel `out` before its first await, before `launch` returned the job
     // (a scope's launch runs the block at once), which cancelled the channel and not the task.
     if (JobSupport._is(task.job)) out._job = task.job;
+    // A launch that deferred the start (a scope of the caller's own), then threw or returned no
+    // Job: its cleanup freed the channel before the block began, so the block never runs and the
+    // task ends cancelled, as an actor's (`ABANDONED` in src/actor.ts). Before, the block ran on
+    // the freed channel, and its first send's InvalidHandleError failed the scope.
+    if (abandoned) throw new CancellationError(ABANDONED);
     const signal = task.signal;
     // Closed, not cancelled: what was sent stays receivable (Kotlin closes with the cause).
     // Listened to until the task is final, not only while the block runs: a task cancelled
@@ -430,7 +443,10 @@ export function produce<T>(
       }
       throw e;
     }
-  }, () => out[Symbol.dispose]());
+  }, () => {
+    abandoned = true;
+    out[Symbol.dispose]();
+  });
   out._job ??= job;
   job.invokeOnCompletion((cause) => {
     out._live = false;

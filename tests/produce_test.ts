@@ -2140,6 +2140,49 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose launc
   assert.equal(live, 0);
 });
 
+Deno.test("produce on a CoroutineScope of the caller's own whose launch defers the start and then throws or returns no Job: the block never runs on the freed channel, the task ends cancelled, the real scope does not fail", async () => {
+  // produce()'s cleanup disposed of the channel, and the start the caller made later ran the
+  // block on it: its first send's InvalidHandleError failed the real scope (as an actor's
+  // handler did, 769b7e5).
+  const own = new Error("the caller's launch");
+  for (const how of ["throws", "returns no Job"] as const) {
+    let ran = false;
+    let job!: ReturnType<CoroutineScope["launch"]>;
+    await within(
+      coroutineScope(async (real) => {
+        let deferred: ((task: CoroutineScope) => unknown) | null = null;
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) => {
+            deferred = block;
+            if (how === "throws") throw own;
+            return 1;
+          },
+        } as unknown as CoroutineScope;
+        assert.throws(
+          () =>
+            produce<number>(
+              scope,
+              counted(async (out: Channel<number>) => {
+                ran = true;
+                await out.send(1);
+              }),
+            ),
+          how === "throws" ? (e) => e === own : { name: "TypeError" },
+          how,
+        );
+        job = real.launch(deferred!); // the caller's launch starts it late
+        await job.join();
+      }),
+      10_000,
+      `${how}: the real scope's end`,
+    ); // resolves: the task was cancelled, no failure
+    assert.equal(ran, false, `${how}: the block never ran on the freed channel`);
+    assert.equal(job.state, "cancelled", how);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or returns no Job runs onDone once, with the task's cancellation, as Kotlin's onCompletion runs however the actor completes: started at once, or deferred (its handler then never runs)", async () => {
   // actor() threw before attaching onDone to the job launch returned: the started task was
   // cancelled and onDone never ran. A deferred start ran the handler on the freed mailbox, and
