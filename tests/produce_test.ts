@@ -663,13 +663,13 @@ Deno.test("produce: a cancel of a channel closed before (by its producer, with a
   assert.equal(live, 0);
 });
 
-Deno.test("produce: a cancel made elsewhere (native code's kc_chan_cancel) that the watch has not told yet, before the consumer's cancel, is the first: the producer gets the channel's error, its receivers' one; native code's close before it is no cancel, and the producer gets the consumer's cause", async () => {
+Deno.test("produce: a cancel made elsewhere (native code's kc_chan_cancel or kc_chan_destroy) that the watch has not told yet, before the consumer's cancel, is the first: the producer gets the channel's error, its receivers' one; native code's close before it is no cancel, and the producer gets the consumer's cause", async () => {
   // Kotlin's coroutine is cancelled by the first cancel of its channel; a later cancel(cause) does
   // nothing. The consumer's cancel in the same turn as native code's (its record in the ring, not
   // drained) read the channel as closed only, and gave the producer the consumer's cause while
   // its receivers got the native cancel's error.
   const sym = library().symbols("test");
-  for (const native of ["kc_chan_cancel", "kc_chan_close"] as const) {
+  for (const native of ["kc_chan_cancel", "kc_chan_destroy", "kc_chan_close"] as const) {
     for (const cancelling of ["cancel()", "cancel(Error)", "cancel(CancellationError)"]) {
       const what = `${native} then ${cancelling}`;
       const cancelCause = cancelling === "cancel()"
@@ -698,6 +698,7 @@ Deno.test("produce: a cancel made elsewhere (native code's kc_chan_cancel) that 
           await ready.promise;
           const h = ch.handle; // escaped: native, watched
           if (native === "kc_chan_cancel") assert.equal(sym.kc_chan_cancel(h), 0, what);
+          else if (native === "kc_chan_destroy") assert.equal(sym.kc_chan_destroy(h), 0, what);
           else assert.equal(sym.kc_chan_close(h), 1, what);
           ch.cancel(cancelCause); // the same turn: the watch has not told it yet
           received = await ch.receive().then(() => "received", (e) => e);
@@ -707,7 +708,7 @@ Deno.test("produce: a cancel made elsewhere (native code's kc_chan_cancel) that 
       ); // resolves: a cancelled producer is no failure
       assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
       assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
-      if (native === "kc_chan_cancel") {
+      if (native !== "kc_chan_close") {
         // The first cancel's error, the receivers' (native code stored no cause).
         assert.equal(reason, received, what);
         assert.equal((received as Error).cause, undefined, what);
@@ -1706,11 +1707,11 @@ Deno.test("actor: a cancel of its mailbox closed before (by the handler, with a 
   assert.equal(live, 0);
 });
 
-Deno.test("actor: a cancel made elsewhere (native code's kc_chan_cancel) that the watch has not told yet, before the handler's mailbox.cancel(cause), is the first: the task gets the mailbox's error, its receivers' one; native code's close before it is no cancel, and the task gets the cause", async () => {
+Deno.test("actor: a cancel made elsewhere (native code's kc_chan_cancel or kc_chan_destroy) that the watch has not told yet, before the handler's mailbox.cancel(cause), is the first: the task gets the mailbox's error, its receivers' one; native code's close before it is no cancel, and the task gets the cause", async () => {
   // As a producer's (Kotlin's coroutine keeps its first cancel): the handler's cancel in the
   // same turn as native code's read the mailbox as closed only.
   const sym = library().symbols("test");
-  for (const native of ["kc_chan_cancel", "kc_chan_close"] as const) {
+  for (const native of ["kc_chan_cancel", "kc_chan_destroy", "kc_chan_close"] as const) {
     for (const cancelling of ["cancel()", "cancel(Error)", "cancel(CancellationError)"]) {
       const what = `${native} then ${cancelling}`;
       const cancelCause = cancelling === "cancel()"
@@ -1728,6 +1729,7 @@ Deno.test("actor: a cancel made elsewhere (native code's kc_chan_cancel) that th
             counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
               const h = mailbox.handle; // escaped: native, watched
               if (native === "kc_chan_cancel") assert.equal(sym.kc_chan_cancel(h), 0, what);
+              else if (native === "kc_chan_destroy") assert.equal(sym.kc_chan_destroy(h), 0, what);
               else assert.equal(sym.kc_chan_close(h), 1, what);
               mailbox.cancel(cancelCause); // the same turn: the watch has not told it yet
               received = await mailbox.receive().then(() => "received", (e) => e);
@@ -1747,7 +1749,7 @@ Deno.test("actor: a cancel made elsewhere (native code's kc_chan_cancel) that th
       assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
       assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
       assertSameItems(done, [reason], `${what}: onDone`);
-      if (native === "kc_chan_cancel") {
+      if (native !== "kc_chan_close") {
         // The first cancel's error, the receivers' (native code stored no cause).
         assert.equal(reason, received, what);
         assert.equal((received as Error).cause, undefined, what);
