@@ -5388,11 +5388,8 @@ test "C ABI: native buffers in descriptors; kept undelivered values outlive dest
 }
 
 test "C ABI: values kept for a dead channel never reach the next channel of its handle number" {
-    var h: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 1, 0, &h)); // drop-oldest
-    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h));
-    const stale: u64 = 42;
-    try testing.expectEqual(@as(i32, 0), kc_chan_send(h, &stale, 8, 0, 0, chan_try));
+    const h = try createKept(false, 1, .drop_oldest);
+    try sendKept(h, false, &.{42});
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h)); // keeps 42; nobody takes it
     const n = try createWithHandle(h, 32, 1, 1);
     try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(n));
@@ -5418,6 +5415,109 @@ fn createWithHandle(h: u32, elem_size: u32, capacity: u32, overflow: u32) !u32 {
     }
     return error.HandleNotReused;
 }
+
+/// Tests of kept lists (kc_chan_keep_undelivered): the element size of their channels, u64
+/// values or descriptors (`zero_copy`).
+fn keptSize(zero_copy: bool) u32 {
+    return if (zero_copy) @sizeOf(chan.Descriptor) else 8;
+}
+
+/// Tests of kept lists: a channel of u64 values, or of descriptors (`zero_copy`).
+fn createKeptChan(zero_copy: bool, capacity: u32, overflow: chan.Overflow) !u32 {
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(keptSize(zero_copy), capacity, @intFromEnum(overflow), if (zero_copy) chan_zero_copy else 0, &h));
+    return h;
+}
+
+/// Tests of kept lists: `createKeptChan`, keeping its dropped values for the calling thread.
+fn createKept(zero_copy: bool, capacity: u32, overflow: chan.Overflow) !u32 {
+    const h = try createKeptChan(zero_copy, capacity, overflow);
+    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h));
+    return h;
+}
+
+/// Tests of kept lists: try-sends each of `values` into `h`, each sent or dropped (a zero-copy
+/// channel's: a descriptor of a new kc_desc_make buffer tagged with the value).
+fn sendKept(h: u32, zero_copy: bool, values: []const u64) !void {
+    for (values) |v| {
+        if (!zero_copy) {
+            try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
+            continue;
+        }
+        var d: chan.Descriptor = undefined;
+        try testing.expectEqual(@as(i32, 0), kc_desc_make(&v, 8, @intCast(v), &d));
+        try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &d, @sizeOf(chan.Descriptor)));
+    }
+}
+
+/// Tests of kept lists: the oldest value kept at `h`, taken (a descriptor's tag, its buffer
+/// freed), or null if none is left.
+fn takeKept(h: u32, zero_copy: bool) !?u64 {
+    var buf: [@sizeOf(chan.Descriptor)]u8 align(8) = undefined;
+    const rc = kc_chan_take_undelivered(h, &buf, keptSize(zero_copy));
+    if (rc == 0) return null;
+    try testing.expectEqual(@as(i32, 1), rc);
+    if (!zero_copy) return std.mem.bytesToValue(u64, buf[0..8]);
+    const d = std.mem.bytesToValue(chan.Descriptor, &buf);
+    _ = kc_buf_free(d.ptr);
+    return @intFromPtr(d.ctx);
+}
+
+/// Tests of kept lists: takes what `h` kept, expecting `want` in order and nothing more (the
+/// test allocator reports a value left in a list as a leak).
+fn expectKept(h: u32, zero_copy: bool, want: []const u64) !void {
+    for (want) |w| try testing.expectEqual(@as(?u64, w), try takeKept(h, zero_copy));
+    try testing.expectEqual(@as(?u64, null), try takeKept(h, zero_copy));
+}
+
+/// Tests of kept lists: another host's thread (a Worker's isolate) that keeps the dropped
+/// values of channel `h` (kc_chan_keep_undelivered; `make`: of one it makes), holds it if
+/// `hold`, then lives until `stop`, running `at_end` (its unhold, destroy, take) as it ends.
+const TestKeeper = struct {
+    h: u32 = 0,
+    /// The thread makes the channel (`createKept`) and try-sends `sends` into it (`sendKept`).
+    make: ?struct {
+        zero_copy: bool = false,
+        capacity: u32 = 2,
+        overflow: chan.Overflow = .@"suspend",
+        sends: []const u64 = &.{},
+    } = null,
+    hold: bool = false,
+    at_end: ?*const fn (*TestKeeper) void = null,
+    /// What `at_end` stored (`unhold`: kc_chan_unhold's status).
+    rc: i32 = 0,
+    kept: std.Thread.ResetEvent = .{},
+    end: std.Thread.ResetEvent = .{},
+    thread: std.Thread = undefined,
+
+    /// Starts the thread; returns once it kept (held, made and sent: `h` is set).
+    fn start(k: *TestKeeper) !void {
+        k.thread = try std.Thread.spawn(.{}, run, .{k});
+        k.kept.wait();
+    }
+    /// Tells the thread to end, and joins it.
+    fn stop(k: *TestKeeper) void {
+        k.end.set();
+        k.thread.join();
+    }
+    /// An `at_end`: gives back the thread's hold.
+    fn unhold(k: *TestKeeper) void {
+        k.rc = kc_chan_unhold(k.h);
+    }
+    fn run(k: *TestKeeper) void {
+        k.setUp() catch |err| std.debug.panic("TestKeeper: {s}", .{@errorName(err)});
+        k.kept.set();
+        k.end.wait();
+        if (k.at_end) |f| f(k);
+    }
+    fn setUp(k: *TestKeeper) !void {
+        if (k.make) |m| {
+            k.h = try createKept(m.zero_copy, m.capacity, m.overflow);
+            try sendKept(k.h, m.zero_copy, m.sends);
+        } else try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(k.h));
+        if (k.hold) try testing.expectEqual(@as(i32, 0), kc_chan_hold(k.h, 0));
+    }
+};
 
 test "C ABI: a close cause is the first closer's, readable by every host until destroy" {
     var h: u32 = 0;
@@ -5743,36 +5843,21 @@ test "C ABI: an owner's dispose that finds its channel destroyed by another thre
             fn ownerDispose() void {
                 kcoro.channel_registry.test_after_free = null; // once
                 rc = kc_chan_destroy(h);
-                var buf: [32]u8 align(8) = undefined;
-                while (kc_chan_take_undelivered(h, &buf, if (zero_copy) 32 else 8) == 1) : (ntaken += 1) {
-                    if (zero_copy) {
-                        const d = std.mem.bytesToValue(chan.Descriptor, buf[0..32]);
-                        taken[ntaken] = d.len;
-                        _ = kc_buf_free(d.ptr);
-                    } else taken[ntaken] = std.mem.bytesToValue(u64, buf[0..8]);
-                }
+                while (takeKept(h, zero_copy) catch null) |v| : (ntaken += 1) taken[ntaken] = v;
             }
         };
         S.zero_copy = zc;
         S.ntaken = 0;
         const lost_before = kc_undelivered_lost();
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(if (zc) 32 else 8, 2, 0, if (zc) chan_zero_copy else 0, &S.h));
-        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(S.h));
-        for ([_]u64{ 1, 2 }) |v| {
-            if (zc) {
-                var d: chan.Descriptor = undefined;
-                try testing.expectEqual(@as(i32, 0), kc_desc_make("buffered", @intCast(v), 0, &d));
-                try testing.expectEqual(@as(i32, 0), kc_chan_try_send(S.h, &d, 32));
-            } else try testing.expectEqual(@as(i32, 0), kc_chan_try_send(S.h, &v, 8));
-        }
+        S.h = try createKept(zc, 2, .@"suspend");
+        try sendKept(S.h, zc, &.{ 1, 2 });
         kcoro.channel_registry.test_after_free = S.ownerDispose;
         defer kcoro.channel_registry.test_after_free = null;
         try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.h)); // native code's
         try testing.expectEqual(Status.bad_handle.code(), S.rc); // the owner's found it dead
         try testing.expectEqual(@as(usize, 2), S.ntaken);
         try testing.expectEqual([2]u64{ 1, 2 }, S.taken);
-        var buf: [32]u8 = undefined;
-        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(S.h, &buf, if (zc) 32 else 8));
+        try expectKept(S.h, zc, &.{});
         try testing.expectEqual(lost_before, kc_undelivered_lost());
     }
 }
@@ -5819,12 +5904,8 @@ test "C ABI: two racing destroys of one channel, or a destroy and its last unhol
         T.go.store(0, .monotonic); // before the spawns, which publish it
         T.held.reset();
         const lost_before = kc_undelivered_lost();
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &T.h));
-        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(T.h));
-        for (0..4) |i| {
-            const v: u64 = i + 1;
-            try testing.expectEqual(@as(i32, 0), kc_chan_try_send(T.h, &v, 8));
-        }
+        T.h = try createKept(false, 4, .@"suspend");
+        try sendKept(T.h, false, &.{ 1, 2, 3, 4 });
         const a = try std.Thread.spawn(.{}, T.other, .{});
         if (T.by_unhold) T.held.wait(); // its hold before the destroy can come
         const b = try std.Thread.spawn(.{}, T.destroyer, .{});
@@ -5840,8 +5921,7 @@ test "C ABI: two racing destroys of one channel, or a destroy and its last unhol
         if (!destroy_won) try testing.expectEqual(Status.bad_handle.code(), T.rc_destroy);
         var taken: u64 = 0;
         var sum: u64 = 0;
-        var buf: [8]u8 align(8) = undefined;
-        while (kc_chan_take_undelivered(T.h, &buf, 8) == 1) : (taken += 1) sum += std.mem.bytesToValue(u64, &buf);
+        while (try takeKept(T.h, false)) |v| : (taken += 1) sum += v;
         // A destroy's win (either one, with two): the owner takes all four; an unhold's: none.
         const all = !T.by_unhold or destroy_won;
         try testing.expectEqual(@as(u64, if (all) 4 else 0), taken);
@@ -5860,43 +5940,12 @@ test "C ABI: what a channel kept for a thread that ended after native code destr
     // an earlier drop policy's) waited in the dead handle's list, its thread's end skipping a
     // dead handle (`stopKeeping`), until a later channel was given the handle's value.
     for ([_]bool{ false, true }) |zc| {
-        const T = struct {
-            h: u32 = 0,
-            zero_copy: bool,
-            made: std.Thread.ResetEvent = .{},
-            destroyed: std.Thread.ResetEvent = .{},
-
-            fn size(t: *const @This()) u32 {
-                return if (t.zero_copy) 32 else 8;
-            }
-            fn creator(t: *@This()) void {
-                var h: u32 = 0;
-                std.debug.assert(kc_chan_create(t.size(), 1, @intFromEnum(chan.Overflow.drop_oldest), if (t.zero_copy) chan_zero_copy else 0, &h) == 0);
-                std.debug.assert(kc_chan_keep_undelivered(h) == 0);
-                // Two sends: the first is dropped (kept), the second buffered (the destroy's).
-                for (0..2) |_| {
-                    if (!t.zero_copy) {
-                        const v: u64 = 7;
-                        std.debug.assert(kc_chan_try_send(h, &v, 8) == 0);
-                    } else {
-                        var d: chan.Descriptor = undefined;
-                        std.debug.assert(kc_desc_make("kept", 4, 0, &d) == 0);
-                        std.debug.assert(kc_chan_try_send(h, &d, 32) == 0);
-                    }
-                }
-                t.h = h;
-                t.made.set();
-                t.destroyed.wait(); // ends without a take
-            }
-        };
-        var t: T = .{ .zero_copy = zc };
-        const thread = try std.Thread.spawn(.{}, T.creator, .{&t});
-        t.made.wait();
-        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(t.h)); // native code's, not the owner's thread
-        t.destroyed.set();
-        thread.join();
-        var buf: [32]u8 = undefined;
-        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(t.h, &buf, t.size()));
+        // Two sends: the first is dropped (kept), the second buffered (the destroy's).
+        var k: TestKeeper = .{ .make = .{ .zero_copy = zc, .capacity = 1, .overflow = .drop_oldest, .sends = &.{ 7, 7 } } };
+        try k.start();
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(k.h)); // native code's, not the owner's thread
+        k.stop(); // ends without a take
+        try expectKept(k.h, zc, &.{});
     }
 }
 
@@ -5910,52 +5959,23 @@ test "C ABI: what a channel kept for a thread that ends while native code's dest
     // stayed for a take that never comes (the test allocator reports it as a leak), till a later
     // channel was given the handle's value.
     for ([_]bool{ false, true }) |zc| {
-        const T = struct {
-            var h: u32 = 0;
-            var zero_copy = false;
-            var made: std.Thread.ResetEvent = .{};
-            var go: std.Thread.ResetEvent = .{};
-            var thread: std.Thread = undefined;
-
-            fn size() u32 {
-                return if (zero_copy) 32 else 8;
-            }
-            fn creator() void {
-                var ch: u32 = 0;
-                std.debug.assert(kc_chan_create(size(), 2, 0, if (zero_copy) chan_zero_copy else 0, &ch) == 0);
-                std.debug.assert(kc_chan_keep_undelivered(ch) == 0);
-                for (0..2) |_| { // buffered: the destroy's cancel drops them into the list
-                    if (!zero_copy) {
-                        const v: u64 = 7;
-                        std.debug.assert(kc_chan_try_send(ch, &v, 8) == 0);
-                    } else {
-                        var d: chan.Descriptor = undefined;
-                        std.debug.assert(kc_desc_make("kept", 4, 0, &d) == 0);
-                        std.debug.assert(kc_chan_try_send(ch, &d, 32) == 0);
-                    }
-                }
-                h = ch;
-                made.set();
-                go.wait(); // ends without a take
-            }
+        const S = struct {
+            var keeper: *TestKeeper = undefined;
             /// Native code's destroy, sealed, its handle alive: the keeper thread ends now.
             fn endKeeper() void {
                 test_hooks.after_destroy_seal = null; // once
-                go.set();
-                thread.join();
+                keeper.stop(); // ends without a take
             }
         };
-        T.zero_copy = zc;
-        T.made.reset();
-        T.go.reset();
-        T.thread = try std.Thread.spawn(.{}, T.creator, .{});
-        T.made.wait();
-        test_hooks.after_destroy_seal = T.endKeeper;
+        // Buffered: the destroy's cancel drops them into the list.
+        var k: TestKeeper = .{ .make = .{ .zero_copy = zc, .sends = &.{ 7, 7 } } };
+        try k.start();
+        S.keeper = &k;
+        test_hooks.after_destroy_seal = S.endKeeper;
         defer test_hooks.after_destroy_seal = null;
-        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(T.h)); // native code's, not the keeper's thread
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(k.h)); // native code's, not the keeper's thread
         try testing.expect(test_hooks.after_destroy_seal == null); // the keeper ended in the window
-        var buf: [32]u8 = undefined;
-        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &buf, T.size()));
+        try expectKept(k.h, zc, &.{});
     }
 }
 
@@ -5976,9 +5996,7 @@ test "C ABI: a kc_chan_destroy that loses a race with another still forgets its 
             t.join();
         }
     };
-    var h: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
-    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h)); // this (host) thread's record
+    const h = try createKept(false, 1, .@"suspend"); // this (host) thread's record
     const rec = ThreadRecord.mine(false) orelse return error.NoRecord;
     try testing.expect(rec.keeps.contains(h));
     T.h = h;
@@ -5995,69 +6013,36 @@ test "C ABI: kc_chan_keep_undelivered called on two threads: the list is the lat
     var wd: test_wait.Watchdog = .{};
     try wd.start(@src(), test_wait.test_ns);
     defer wd.stop();
-    const T = struct {
-        var h: u32 = 0;
-        var kept: std.Thread.ResetEvent = .{};
-        var end: std.Thread.ResetEvent = .{};
-        /// Another host's thread (a Worker's isolate) that keeps `h`'s dropped values too, then
-        /// ends when told.
-        fn keeper() void {
-            std.debug.assert(kc_chan_keep_undelivered(h) == 0);
-            kept.set();
-            end.wait();
-        }
-        fn start() !std.Thread {
-            kept.reset();
-            end.reset();
-            const t = try std.Thread.spawn(.{}, keeper, .{});
-            kept.wait();
-            return t;
-        }
-        /// Two values buffered, then dropped into the list by a cancel (`destroy`: by a destroy).
-        fn dropTwo(destroy: bool) !void {
-            for ([_]u64{ 1, 2 }) |v| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
-            if (destroy) {
-                try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
-            } else {
-                try testing.expectEqual(@as(i32, 0), kc_chan_cancel(h));
-            }
-        }
-    };
-    // The other thread keeps first, this thread later: the other's end leaves this thread's
-    // list (values kept before its end, or dropped by a destroy before it) and the keeping
-    // alone. Before, it froze the keeping and freed the list: this thread took nothing.
+    // The other thread (a Worker's isolate) keeps first, this thread later: the other's end
+    // leaves this thread's list (values kept before its end, or dropped by a destroy before it)
+    // and the keeping alone. Before, it froze the keeping and freed the list: this thread took
+    // nothing.
     for ([_]bool{ false, true }) |destroy| {
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &T.h));
-        const t = try T.start();
-        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(T.h)); // the latest
-        try T.dropTwo(destroy);
-        T.end.set();
-        t.join();
-        var v: u64 = 0;
-        for ([_]u64{ 1, 2 }) |want| {
-            try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(T.h, &v, 8));
-            try testing.expectEqual(want, v);
-        }
-        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &v, 8));
-        if (!destroy) try testing.expectEqual(@as(i32, 0), kc_chan_destroy(T.h));
+        const h = try createKeptChan(false, 2, .@"suspend");
+        var other: TestKeeper = .{ .h = h };
+        try other.start();
+        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h)); // the latest
+        // Two values buffered, then dropped into the list by a cancel (or by a destroy).
+        try sendKept(h, false, &.{ 1, 2 });
+        try testing.expectEqual(@as(i32, 0), if (destroy) kc_chan_destroy(h) else kc_chan_cancel(h));
+        other.stop();
+        try expectKept(h, false, &.{ 1, 2 });
+        if (!destroy) try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
     }
     // This thread first, the other later: the list is the other's, and its end ends the
     // keeping (nothing more is kept for anyone) and frees what was kept.
     {
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &T.h));
-        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(T.h));
-        const t = try T.start(); // the latest
-        const one: u64 = 1;
-        try testing.expectEqual(@as(i32, 0), kc_chan_try_send(T.h, &one, 8));
-        try testing.expectEqual(@as(i32, 0), kc_chan_cancel(T.h)); // kept for the other
-        T.end.set();
-        t.join(); // freed it (the test allocator would report a value left behind)
-        var v: u64 = 0;
-        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &v, 8));
-        const e = try chans().acquire(T.h);
+        const h = try createKept(false, 2, .@"suspend");
+        var other: TestKeeper = .{ .h = h };
+        try other.start(); // the latest
+        try sendKept(h, false, &.{1});
+        try testing.expectEqual(@as(i32, 0), kc_chan_cancel(h)); // kept for the other
+        other.stop(); // freed it (the test allocator would report a value left behind)
+        try expectKept(h, false, &.{});
+        const e = try chans().acquire(h);
         defer chans().release(e);
         try testing.expect(!ChanRegistry.channelOf(e).undeliveredIs(keepUndelivered));
-        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(T.h));
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
     }
 }
 
@@ -6065,77 +6050,35 @@ test "C ABI: a list made before a later kc_chan_keep_undelivered call is the lat
     var wd: test_wait.Watchdog = .{};
     try wd.start(@src(), test_wait.test_ns);
     defer wd.stop();
-    const T = struct {
-        var h: u32 = 0;
-        var kept: std.Thread.ResetEvent = .{};
-        var end: std.Thread.ResetEvent = .{};
-        /// Another host's thread that keeps `h`'s dropped values first, then ends when told.
-        fn keeper() void {
-            std.debug.assert(kc_chan_keep_undelivered(h) == 0);
-            kept.set();
-            end.wait();
-        }
-    };
-    T.kept.reset();
-    T.end.reset();
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &T.h));
-    const t = try std.Thread.spawn(.{}, T.keeper, .{});
-    T.kept.wait();
-    const one: u64 = 1;
-    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(T.h, &one, 8));
-    try testing.expectEqual(@as(i32, 0), kc_chan_cancel(T.h)); // kept for the other thread's call
+    const h = try createKeptChan(false, 2, .@"suspend");
+    var other: TestKeeper = .{ .h = h }; // another host's thread that keeps first
+    try other.start();
+    try sendKept(h, false, &.{1});
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel(h)); // kept for the other thread's call
     // This call makes the list, with what it holds, this thread's; the destroy drops nothing more.
-    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(T.h));
-    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(T.h));
-    T.end.set();
-    t.join(); // its end finds the channel dead: it frees only a list still its call's
-    var v: u64 = 0;
-    try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(T.h, &v, 8));
-    try testing.expectEqual(one, v);
-    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &v, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    other.stop(); // its end finds the channel dead: it frees only a list still its call's
+    try expectKept(h, false, &.{1});
 }
 
 test "C ABI: the last hold given back by an earlier kc_chan_keep_undelivered caller leaves the list to the later caller, alive on another thread" {
     var wd: test_wait.Watchdog = .{};
     try wd.start(@src(), test_wait.test_ns);
     defer wd.stop();
-    const T = struct {
-        var h: u32 = 0;
-        var by_end = false;
-        var unholds: i32 = 0;
-        var kept: std.Thread.ResetEvent = .{};
-        var end: std.Thread.ResetEvent = .{};
-        /// Another host's thread (a Worker's isolate) that keeps `h`'s dropped values first and
-        /// holds the channel, the only hold: its unhold, or its end, destroys the channel.
-        fn keeper() void {
-            std.debug.assert(kc_chan_keep_undelivered(h) == 0);
-            std.debug.assert(kc_chan_hold(h, 0) == 0);
-            kept.set();
-            end.wait();
-            if (!by_end) unholds = kc_chan_unhold(h);
-        }
-    };
     for ([_]bool{ false, true }) |by_end| {
-        T.by_end = by_end;
-        T.unholds = 0;
-        T.kept.reset();
-        T.end.reset();
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &T.h));
-        const t = try std.Thread.spawn(.{}, T.keeper, .{});
-        T.kept.wait();
-        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(T.h)); // the latest: ours
-        for ([_]u64{ 1, 2 }) |v| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(T.h, &v, 8));
-        T.end.set();
-        t.join(); // the last hold given back: the destroy drops both values into our list
-        if (!by_end) try testing.expectEqual(@as(i32, 1), T.unholds);
-        try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(T.h));
+        const h = try createKeptChan(false, 2, .@"suspend");
+        // Another host's thread (a Worker's isolate) that keeps first and holds the channel, the
+        // only hold: its unhold, or its end, destroys the channel.
+        var earlier: TestKeeper = .{ .h = h, .hold = true, .at_end = if (by_end) null else &TestKeeper.unhold };
+        try earlier.start();
+        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h)); // the latest: ours
+        try sendKept(h, false, &.{ 1, 2 });
+        earlier.stop(); // the last hold given back: the destroy drops both values into our list
+        if (!by_end) try testing.expectEqual(@as(i32, 1), earlier.rc);
+        try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(h));
         // Ours to take: before, the unhold freed them as if no keeper were left.
-        var v: u64 = 0;
-        for ([_]u64{ 1, 2 }) |want| {
-            try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(T.h, &v, 8));
-            try testing.expectEqual(want, v);
-        }
-        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &v, 8));
+        try expectKept(h, false, &.{ 1, 2 });
     }
 }
 
@@ -6143,44 +6086,20 @@ test "C ABI: a list its latest keeper's end leaves (another hook set since) is f
     var wd: test_wait.Watchdog = .{};
     try wd.start(@src(), test_wait.test_ns);
     defer wd.stop();
-    const T = struct {
-        var h: u32 = 0;
-        var kept: std.Thread.ResetEvent = .{};
-        var end: std.Thread.ResetEvent = .{};
-        var later_kept: std.Thread.ResetEvent = .{};
-        var later_end: std.Thread.ResetEvent = .{};
-        /// The earlier keeper, and the channel's only holder.
-        fn holder() void {
-            std.debug.assert(kc_chan_keep_undelivered(h) == 0);
-            std.debug.assert(kc_chan_hold(h, 0) == 0);
-            kept.set();
-            end.wait();
-        }
-        /// The later keeper: the list is its.
-        fn later() void {
-            std.debug.assert(kc_chan_keep_undelivered(h) == 0);
-            later_kept.set();
-            later_end.wait();
-        }
-    };
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &T.h));
-    const a = try std.Thread.spawn(.{}, T.holder, .{});
-    T.kept.wait();
-    const b = try std.Thread.spawn(.{}, T.later, .{});
-    T.later_kept.wait();
-    const one: u64 = 1;
-    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(T.h, &one, 8));
-    try testing.expectEqual(@as(i32, 0), kc_chan_cancel(T.h)); // kept for the later keeper
+    const h = try createKeptChan(false, 2, .@"suspend");
+    var earlier: TestKeeper = .{ .h = h, .hold = true }; // and the channel's only holder
+    try earlier.start();
+    var later: TestKeeper = .{ .h = h }; // the list is its
+    try later.start();
+    try sendKept(h, false, &.{1});
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel(h)); // kept for the later keeper
     // Another hook in place of the keeping: the later keeper's end leaves the list (not its
     // to free), so nobody who would take it is left.
-    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(T.h, null, null));
-    T.later_end.set();
-    b.join();
-    T.end.set();
-    a.join(); // the last hold: what is kept is freed, as for a list no host keeps
-    try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(T.h));
-    var v: u64 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(T.h, &v, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(h, null, null));
+    later.stop();
+    earlier.stop(); // the last hold: what is kept is freed, as for a list no host keeps
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(h));
+    try expectKept(h, false, &.{});
 }
 
 test "C ABI: a value a dead isolate gives back or drops into a destroyed channel after its owner's last take is freed and counted lost, never left in the list" {
@@ -7043,17 +6962,11 @@ test "C ABI: kc_chan_hold/kc_chan_unhold: the last hold given back destroys the 
 
     // What it kept for its creator (kc_chan_keep_undelivered) goes with it: nobody can take it.
     for ([_]bool{ false, true }) |zc| {
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(if (zc) 32 else 8, 4, 0, if (zc) chan_zero_copy else 0, &h));
-        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h));
-        var d: chan.Descriptor = undefined;
-        if (zc) {
-            const bytes = "buffered";
-            try testing.expectEqual(@as(i32, 0), kc_desc_make(bytes, bytes.len, 0, &d));
-            try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &d, 32));
-        } else try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
+        h = try createKept(zc, 4, .@"suspend");
+        try sendKept(h, zc, &.{1});
         try testing.expectEqual(@as(i32, 0), kc_chan_hold(h, 0));
         try testing.expectEqual(@as(i32, 1), kc_chan_unhold(h));
-        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &d, if (zc) 32 else 8));
+        try expectKept(h, zc, &.{});
     }
 }
 
@@ -7066,54 +6979,22 @@ test "C ABI: a channel that outlives the thread it kept dropped values for keeps
     // host until the last holder let go: a conflated channel's every overwritten value, without
     // bound (pool buffers included).
     for ([_]bool{ false, true }) |zc| {
-        const T = struct {
-            h: u32 = 0,
-            zero_copy: bool,
-            made: std.Thread.ResetEvent = .{},
-            held: std.Thread.ResetEvent = .{},
-
-            fn size(t: *const @This()) u32 {
-                return if (t.zero_copy) 32 else 8;
-            }
-            fn creator(t: *@This()) void {
-                var h: u32 = 0;
-                std.debug.assert(kc_chan_create(t.size(), 1, @intFromEnum(chan.Overflow.drop_oldest), if (t.zero_copy) chan_zero_copy else 0, &h) == 0);
-                std.debug.assert(kc_chan_keep_undelivered(h) == 0);
-                std.debug.assert(kc_chan_hold(h, 0) == 0); // shared: the creator's hold
-                // Two sends: the first value is dropped and kept for this thread's host.
-                for (0..2) |_| std.debug.assert(t.sendOne(h) == 0);
-                t.h = h;
-                t.made.set();
-                t.held.wait(); // the other holder has it: the channel outlives this thread
-            }
-            fn sendOne(t: *const @This(), h: u32) i32 {
-                if (!t.zero_copy) {
-                    const v: u64 = 7;
-                    return kc_chan_try_send(h, &v, 8);
-                }
-                var d: chan.Descriptor = undefined;
-                const bytes = "dropped";
-                std.debug.assert(kc_desc_make(bytes, bytes.len, 0, &d) == 0);
-                return kc_chan_try_send(h, &d, 32);
-            }
-        };
-        var t: T = .{ .zero_copy = zc };
-        const thread = try std.Thread.spawn(.{}, T.creator, .{&t});
-        t.made.wait();
-        const h = t.h;
+        // Two sends: the first value is dropped and kept for the thread's host; the thread's
+        // hold shares the channel.
+        var k: TestKeeper = .{ .make = .{ .zero_copy = zc, .capacity = 1, .overflow = .drop_oldest, .sends = &.{ 7, 7 } }, .hold = true };
+        try k.start();
+        const h = k.h;
         try testing.expectEqual(@as(i32, 0), kc_chan_hold(h, 0));
-        t.held.set();
-        thread.join();
-        var buf: [32]u8 = undefined;
+        k.stop(); // the other holder has it: the channel outlives this thread
         // What it kept for the ended thread is gone (freed), not waiting for a take.
-        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &buf, t.size()));
+        try expectKept(h, zc, &.{});
         // A later drop is not kept either: freed where it happens (zero-copy) or just dropped.
-        try testing.expectEqual(@as(i32, 0), t.sendOne(h));
-        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &buf, t.size()));
+        try sendKept(h, zc, &.{8});
+        try expectKept(h, zc, &.{});
         // A value offered for the undelivered path: a zero-copy one is freed there (taken), any
         // other stays the caller's (no hook).
-        var d: chan.Descriptor = undefined;
         if (zc) {
+            var d: chan.Descriptor = undefined;
             const bytes = "offered";
             try testing.expectEqual(@as(i32, 0), kc_desc_make(bytes, bytes.len, 0, &d));
             try testing.expectEqual(@as(i32, 1), kc_chan_drop(h, &d, 32));
@@ -7121,7 +7002,7 @@ test "C ABI: a channel that outlives the thread it kept dropped values for keeps
             const v: u64 = 9;
             try testing.expectEqual(@as(i32, 0), kc_chan_drop(h, &v, 8));
         }
-        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &buf, t.size()));
+        try expectKept(h, zc, &.{});
         try testing.expectEqual(@as(i32, 1), kc_chan_unhold(h)); // the last holder: destroyed
     }
 }
