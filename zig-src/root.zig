@@ -479,6 +479,8 @@ var test_hooks: if (@import("builtin").is_test) struct {
     after_drop_lookup: ?*const fn () void = null,
     /// In `kc_chan_destroy`, after its cancel and seal, before the handle dies.
     after_destroy_seal: ?*const fn () void = null,
+    /// In `kc_chan_keep_undelivered`, after its lookup took a reference, before `keep_mutex`.
+    after_keep_lookup: ?*const fn () void = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -2761,27 +2763,41 @@ fn keepUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
 /// latest caller's: an earlier caller's thread that ends leaves it alone (it freed the list,
 /// and stopped the keeping, while the latest caller still lived to take it); the latest
 /// caller's thread's end ends it as above.
-/// KC_ENOMEM if the thread's record could not grow.
+/// KC_ENOMEM if the thread's record could not grow. KC_EBADH for a dead handle, also for one
+/// whose destroy (another thread's, or its last hold given back) began after this call looked
+/// it up: nothing changes then, the list staying whose the destroy found it.
 export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
     const ch = ChanRegistry.channelOf(e);
     std.debug.assert(ch.elem_size < 1 << 31);
+    if (@import("builtin").is_test) if (test_hooks.after_keep_lookup) |f| f();
     // One call at a time, and none while an ended keeper's `stopKeeping` decides whether the
     // list is still its own: the ticket it reads back is the latest call's.
     keep_mutex.lock();
     defer keep_mutex.unlock();
-    const ticket: u64 = if (onHostThread()) blk: {
-        const rec = ThreadRecord.mine(true) orelse return Status.no_memory.code();
-        const t = next_keep_ticket + 1; // under `keep_mutex`: a plain counter
-        rec.keeps.put(std.heap.c_allocator, h, .{ .serial = ch.serial, .ticket = t }) catch return Status.no_memory.code();
-        next_keep_ticket = t;
-        break :blk t;
-    } else 0; // no host's thread: none ends it
+    // No host's thread: none ends it (ticket 0). A host's: its record has room before the hook
+    // is set, so nothing fails after it.
+    var rec: ?*ThreadRecord = null;
+    if (onHostThread()) {
+        const hr = ThreadRecord.mine(true) orelse return Status.no_memory.code();
+        hr.keeps.ensureUnusedCapacity(std.heap.c_allocator, 1) catch return Status.no_memory.code();
+        rec = hr;
+    }
+    const ticket: u64 = if (rec != null) next_keep_ticket + 1 else 0; // under `keep_mutex`: a plain counter
     // Sealed by the destroy (`Channel.seal`, after its cancel): what comes later goes to
-    // `lateUndelivered`, not to a list its owner took the last of already.
-    ch.setUndeliveredSealing(keepUndelivered, lateUndelivered, h, ticket);
+    // `lateUndelivered`, not to a list its owner took the last of already. A destroy begun since
+    // our lookup (another thread's, or a last hold given back there) refuses the call, changing
+    // nothing: that destroy decided whose the list is (`dropKeptOfLastHold` may have left it to
+    // a live later keeper). Before, the hand-over below made it ours after that decision (a
+    // coroutine's: no host's, ticket 0, which that keeper's end does not free), and it waited
+    // for a later channel of the handle value.
+    if (!ch.setUndeliveredSealing(keepUndelivered, lateUndelivered, h, ticket, &e.handle)) return Status.bad_handle.code();
+    if (rec) |hr| {
+        hr.keeps.putAssumeCapacity(h, .{ .serial = ch.serial, .ticket = ticket });
+        next_keep_ticket = ticket;
+    }
     // What the channel kept before this call is this caller's now too. A drop between the
     // hook's setting and this sets the same ticket (`keepUndelivered` reads it under the
     // channel's lock, after our setting); no other call sets one meanwhile (`keep_mutex`).
@@ -6100,6 +6116,88 @@ test "C ABI: a list its latest keeper's end leaves (another hook set since) is f
     earlier.stop(); // the last hold: what is kept is freed, as for a list no host keeps
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(h));
     try expectKept(h, false, &.{});
+}
+
+test "C ABI: a coroutine's kc_chan_keep_undelivered that looked the channel up before an earlier keeper's last hold destroyed it leaves the list to the later keeper alive, whose end frees it" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // The call takes its reference, then (the hook) the earlier keeper's last unhold destroys
+    // the channel and leaves the list to the later keeper (`dropKeptOfLastHold`), then the call
+    // goes on. It made the list its own after that: a coroutine's, no host's (ticket 0), which
+    // the later keeper's end does not free, so it waited for a later channel of the handle
+    // value (the test allocator reports it). A host thread's call, the same: its own (its
+    // ticket). Now the call finds the destroy begun and changes nothing (KC_EBADH).
+    for ([_]bool{ false, true }) |in_coroutine| {
+        const S = struct {
+            var h: u32 = 0;
+            var earlier: *TestKeeper = undefined;
+            var rc: i32 = 1;
+            fn lastUnhold() void {
+                test_hooks.after_keep_lookup = null; // once
+                earlier.stop();
+            }
+            fn keep(_: ?*anyopaque) callconv(.c) void {
+                rc = kc_chan_keep_undelivered(h);
+            }
+        };
+        const h = try createKeptChan(false, 2, .@"suspend");
+        var earlier: TestKeeper = .{ .h = h, .hold = true, .at_end = TestKeeper.unhold };
+        try earlier.start();
+        var later: TestKeeper = .{ .h = h };
+        try later.start();
+        try sendKept(h, false, &.{ 1, 2 }); // the destroy drops them into the later keeper's list
+        S.h = h;
+        S.earlier = &earlier;
+        S.rc = 1;
+        test_hooks.after_keep_lookup = S.lastUnhold;
+        defer test_hooks.after_keep_lookup = null;
+        if (in_coroutine) {
+            var co: u32 = 0;
+            try testing.expectEqual(@as(i32, 0), kc_coro_create(S.keep, null, 0, 0, &co));
+            defer _ = kc_coro_destroy(co);
+            try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(co));
+        } else S.keep(null);
+        try testing.expect(test_hooks.after_keep_lookup == null); // the unhold ran in the window
+        try testing.expectEqual(@as(i32, 1), earlier.rc); // the last hold: it destroyed the channel
+        later.stop(); // its end frees its list
+        try expectKept(h, false, &.{});
+        try testing.expectEqual(Status.bad_handle.code(), S.rc);
+    }
+}
+
+test "C ABI: a coroutine's kc_chan_keep_undelivered between native code's destroy's seal and its handle's death changes nothing: the list stays its keeper's, whose end frees it" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // kc_chan_destroy seals before its handle dies. A call in between (the hook) found the
+    // handle alive and made the list its own, a coroutine's (ticket 0): the keeper's end, after
+    // the destroy, left it (the test allocator reports it).
+    const S = struct {
+        var h: u32 = 0;
+        var rc: i32 = 1;
+        fn keep(_: ?*anyopaque) callconv(.c) void {
+            rc = kc_chan_keep_undelivered(h);
+        }
+        fn keepInCoroutine() void {
+            test_hooks.after_destroy_seal = null; // once
+            var co: u32 = 0;
+            std.debug.assert(kc_coro_create(keep, null, 0, 0, &co) == 0);
+            std.debug.assert(kc_coro_resume(co) == @intFromEnum(coroutine.State.finished));
+            _ = kc_coro_destroy(co);
+        }
+    };
+    S.h = try createKeptChan(false, 2, .@"suspend");
+    var keeper: TestKeeper = .{ .h = S.h };
+    try keeper.start();
+    try sendKept(S.h, false, &.{ 1, 2 }); // the destroy drops them into the keeper's list
+    test_hooks.after_destroy_seal = S.keepInCoroutine;
+    defer test_hooks.after_destroy_seal = null;
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.h)); // native code's
+    try testing.expect(test_hooks.after_destroy_seal == null); // the call ran in the window
+    keeper.stop(); // its end frees its list
+    try expectKept(S.h, false, &.{});
+    try testing.expectEqual(Status.bad_handle.code(), S.rc);
 }
 
 test "C ABI: a value a dead isolate gives back or drops into a destroyed channel after its owner's last take is freed and counted lost, never left in the list" {

@@ -1345,16 +1345,25 @@ pub const Channel = struct {
     /// owner who takes them once after the destroy (the C ABI's kc_chan_keep_undelivered), filed
     /// under `handle` (`Tx.kept_handle`). A drop that comes later (a call on another thread that
     /// looked the channel up before the destroy) would otherwise land after that take, where
-    /// nobody takes it. Sealed already (a destroy in progress): `late` at once. `ticket` names
-    /// this setting (`Tx.kept_ticket`, read back with `keptTicket`).
-    pub fn setUndeliveredSealing(ch: *Channel, f: UndeliveredFn, late: UndeliveredFn, handle: u32, ticket: u64) void {
+    /// nobody takes it. `ticket` names this setting (`Tx.kept_ticket`, read back with
+    /// `keptTicket`). False, changing nothing, once a destroy has begun: sealed already (a
+    /// destroy in progress), or `guard` (the handle slot) no longer `handle` (it died: a destroy's
+    /// retire comes next, or came). A caller that looked the channel up before such a destroy
+    /// and sets the hook after it would otherwise make the list its own after the destroy
+    /// decided whose it is (the C ABI's last hold leaves it to a live later keeper).
+    pub fn setUndeliveredSealing(ch: *Channel, f: UndeliveredFn, late: UndeliveredFn, handle: u32, ticket: u64, guard: *const std.atomic.Value(u32)) bool {
         ch.lock();
         defer ch.unlock();
-        ch.on_undelivered = if (ch.tx.sealed) late else f;
+        // The lock orders it: the registry's destroy frees the slot (its release store) before
+        // its retire takes this lock to seal, so a setting after that seal sees the slot freed
+        // and one before it is sealed by it. Acquire, as the registry's own guard loads.
+        if (ch.tx.sealed or guard.load(.acquire) != handle) return false;
+        ch.on_undelivered = f;
         ch.undelivered_ctx = ch;
-        ch.tx.seal_to = if (ch.tx.sealed) null else late;
+        ch.tx.seal_to = late;
         ch.tx.kept_handle = handle;
         ch.tx.kept_ticket = ticket;
+        return true;
     }
 
     /// The ticket of the last `setUndeliveredSealing` (0 if none), read under the lock.
