@@ -195,8 +195,10 @@ const ThreadRecord = struct {
     const Held = struct { count: u32, serial: u64 };
     /// A kc_chan_keep_undelivered call of this thread: the channel (`Channel.serial`) and the
     /// call's ticket (`next_keep_ticket`, never 0), which says whether the list is still ours
-    /// or a later call's (`stopKeeping`).
-    const Keep = struct { serial: u64, ticket: u64 };
+    /// or a later call's (`stopKeeping`). `destroyed`: this thread destroyed the channel and
+    /// the list was still ours then: the take that empties it forgets the record
+    /// (`forgetKeepOfDestroy`).
+    const Keep = struct { serial: u64, ticket: u64, destroyed: bool = false };
 
     /// The ticket of this thread's kc_chan_keep_undelivered call on channel `serial` at `h`, 0
     /// if it made none (or one on an earlier channel of the handle value).
@@ -1487,7 +1489,7 @@ export fn kc_chan_cancel(h: u32) callconv(.c) i32 {
 /// dies: whoever finds the handle dead (KC_EBADH) finds what the destroy dropped in the list.
 export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
     const r = chans();
-    {
+    const serial = blk: {
         const e = r.acquire(h) catch |err| return fail(err);
         defer r.release(e);
         // The registry's destroy frees the handle and then retires (cancels and seals) the
@@ -1498,23 +1500,49 @@ export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
         const ch = ChanRegistry.channelOf(e);
         _ = ch.cancel();
         _ = ch.seal();
-    }
+        break :blk ch.serial;
+    };
     if (@import("builtin").is_test) if (test_hooks.after_destroy_seal) |f| f();
     // After the seal, in this thread's order; a lookup that fails on the freed handle sees both
     // (the table's release store of the slot's generation pairs with its acquire load).
     const won = if (r.destroy(h)) |_| true else |_| false;
     if (won) dropCause(h); // a destroy that lost leaves it to the winner
     // Its creator's dispose, on the thread it keeps dropped values for, mostly: nothing is left
-    // to stop keeping when the thread ends (a Worker making channels for its whole life would
-    // pile up records of dead ones otherwise). An entry of this handle value names this channel
-    // or an earlier one, dead too. So also for a destroy that lost a race with another (the
-    // handle died between our lookup and our destroy): the channel is dead all the same, and
-    // its record stayed until the thread ended, one more for each race lost.
-    if (onHostThread()) if (ThreadRecord.mine(false)) |rec| {
-        _ = rec.keeps.remove(h);
-    };
+    // to stop keeping when the thread ends, beyond the list (`forgetKeepOfDestroy`).
+    if (onHostThread()) if (ThreadRecord.mine(false)) |rec| forgetKeepOfDestroy(rec, h, serial);
     // Only a destroy of the handle fails (BadHandle: another destroy, or the last unhold, won).
+    // A destroy that lost has cancelled and sealed the channel all the same (its winner's
+    // retire repeats both, changing nothing): what it dropped is in the kept list for a take.
     return if (won) 0 else Status.bad_handle.code();
+}
+
+/// This thread's kc_chan_destroy of channel `serial` at `h` (won or lost, the channel dead
+/// either way): its record of keeping the channel's values goes (a Worker making channels for
+/// its whole life would pile up records of dead ones otherwise), unless the kept list is still
+/// this thread's call's (`KeptQueue.ticket`): then the record stays, marked `destroyed`, until
+/// a take empties the list (`forgetTakenKeep`), or the thread's end frees what is left
+/// (`stopKeeping` on the dead handle). Before, it went at once: a destroy that lost to an earlier keeper's last unhold
+/// (`dropKeptOfLastHold` left the list to this later keeper), its caller taking nothing after
+/// the KC_EBADH, left the list until a later channel was given the handle's value. After the
+/// destroy's cancel and seal, so the list only shrinks now. An entry of an earlier channel of
+/// this handle value names a dead one too: it goes.
+fn forgetKeepOfDestroy(rec: *ThreadRecord, h: u32, serial: u64) void {
+    const k = rec.keeps.getPtr(h) orelse return;
+    if (k.serial == serial and keptFor(h, serial, k.ticket)) {
+        k.destroyed = true;
+        return;
+    }
+    _ = rec.keeps.remove(h);
+}
+
+/// Whether `h` has a kept list of channel `serial` for the kc_chan_keep_undelivered call
+/// `ticket` names.
+fn keptFor(h: u32, serial: u64, ticket: u64) bool {
+    if (undelivered_count.load(.acquire) == 0) return false; // acquire: as `dropKept`'s
+    undelivered_mutex.lock();
+    defer undelivered_mutex.unlock();
+    const q = undelivered_queues.getPtr(h) orelse return false;
+    return q.serial == serial and q.ticket == ticket;
 }
 
 /// int32_t kc_chan_status(uint32_t h): bit 0 closed for send, bit 1 closed for receive, bit 2
@@ -2965,8 +2993,9 @@ fn disownKept(h: u32, serial: u64, ticket: u64) void {
 /// gone, so its creator is), unless the unholding thread kept values of it itself (`own`, its
 /// call's ticket) and a later call on another host thread made the list that caller's: that
 /// thread lives (a keeper's end frees its list, or marks it no host's, ticket 0: `stopKeeping`),
-/// and takes it, or its end frees it (`stopKeeping` on the dead handle). Before, the earlier
-/// keeper's last hold freed it, and the later keeper, alive, took nothing.
+/// and takes it, or its end frees it (`stopKeeping` on the dead handle), also after a destroy of
+/// its own that lost to this one (`forgetKeepOfDestroy` keeps its record for that). Before, the
+/// earlier keeper's last hold freed it, and the later keeper, alive, took nothing.
 fn dropKeptOfLastHold(h: u32, serial: u64, own: u64) void {
     // No keeper's end decides about the list meanwhile: one before us freed it or marked it no
     // host's, one after us finds the channel dead and frees it by its ticket.
@@ -2998,8 +3027,11 @@ export fn kc_chan_take_undelivered(h: u32, out: ?*anyopaque, size: u32) callconv
     _ = undelivered_count.fetchSub(1, .release);
     const len = q.items.items.len;
     if (q.head == len) {
+        const serial = q.serial;
+        const ticket = q.ticket;
         q.items.deinit(std.heap.c_allocator);
         _ = undelivered_queues.remove(h);
+        forgetTakenKeep(h, serial, ticket);
     } else if (q.head >= 64 and q.head * 2 >= len) {
         // Compacted once the taken half is the larger: each value moves O(1) times on average.
         std.mem.copyForwards(Undelivered, q.items.items[0 .. len - q.head], q.items.items[q.head..]);
@@ -3007,6 +3039,16 @@ export fn kc_chan_take_undelivered(h: u32, out: ?*anyopaque, size: u32) callconv
         q.head = 0;
     }
     return 1;
+}
+
+/// A take emptied channel `serial`'s list at `h`, kept for the call `ticket` names: the calling
+/// thread's record of that call goes if its destroy of the channel kept it for the list
+/// (`forgetKeepOfDestroy`): nothing is left for its end to free. The record is the thread's
+/// own, touched by no other thread: no lock.
+fn forgetTakenKeep(h: u32, serial: u64, ticket: u64) void {
+    const rec = ThreadRecord.mine(false) orelse return;
+    const k = rec.keeps.get(h) orelse return;
+    if (k.destroyed and k.serial == serial and k.ticket == ticket) _ = rec.keeps.remove(h);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -6198,6 +6240,73 @@ test "C ABI: a coroutine's kc_chan_keep_undelivered between native code's destro
     keeper.stop(); // its end frees its list
     try expectKept(S.h, false, &.{});
     try testing.expectEqual(Status.bad_handle.code(), S.rc);
+}
+
+test "C ABI: a later keeper's kc_chan_destroy that loses to an earlier keeper's last unhold keeps its thread's record while the list is its: its take empties it, or its end frees it" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // The later keeper's destroy cancels and seals, then (the hook) the earlier keeper's last
+    // unhold wins and leaves the list to the later keeper (`dropKeptOfLastHold`): KC_EBADH. Its
+    // destroy forgot its record of the keeping, so a caller that took nothing after that
+    // KC_EBADH left the list until a later channel was given the handle value (the test
+    // allocator reports it): its end no longer freed it.
+    for ([_]bool{ false, true }) |and_take| {
+        const S = struct {
+            var earlier: *TestKeeper = undefined;
+            var take = false;
+            var recorded_after_destroy = false;
+            var recorded_after_take = true;
+            var taken: [3]?u64 = undefined;
+            fn lastUnhold() void {
+                test_hooks.after_destroy_seal = null; // once
+                earlier.stop();
+            }
+            fn destroy(k: *TestKeeper) void {
+                k.rc = kc_chan_destroy(k.h);
+                const rec = ThreadRecord.mine(false) orelse @panic("no record");
+                recorded_after_destroy = rec.keeps.contains(k.h);
+                if (!take) return;
+                for (&taken) |*t| t.* = takeKept(k.h, false) catch @panic("take");
+                recorded_after_take = rec.keeps.contains(k.h);
+            }
+        };
+        const h = try createKeptChan(false, 2, .@"suspend");
+        var earlier: TestKeeper = .{ .h = h, .hold = true, .at_end = TestKeeper.unhold };
+        try earlier.start();
+        var later: TestKeeper = .{ .h = h, .at_end = S.destroy };
+        try later.start();
+        try sendKept(h, false, &.{ 1, 2 }); // the later keeper's cancel drops them into its list
+        S.earlier = &earlier;
+        S.take = and_take;
+        test_hooks.after_destroy_seal = S.lastUnhold;
+        defer test_hooks.after_destroy_seal = null;
+        later.stop();
+        try testing.expect(test_hooks.after_destroy_seal == null); // the unhold ran in the window
+        try testing.expectEqual(@as(i32, 1), earlier.rc); // the last hold: it won
+        try testing.expectEqual(Status.bad_handle.code(), later.rc); // lost, cancelled all the same
+        try testing.expect(S.recorded_after_destroy); // the list is still its call's
+        if (and_take) {
+            try testing.expectEqual([3]?u64{ 1, 2, null }, S.taken);
+            try testing.expect(!S.recorded_after_take); // emptied: nothing left for its end
+        }
+        try expectKept(h, false, &.{}); // taken, or freed by its end
+    }
+}
+
+test "C ABI: a kc_chan_destroy that wins keeps its thread's keep record while the list is that call's, and the take that empties the list forgets it" {
+    const h = try createKept(false, 2, .@"suspend");
+    try sendKept(h, false, &.{1});
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    const rec = ThreadRecord.mine(false) orelse return error.NoRecord;
+    const k = rec.keeps.get(h) orelse return error.NoRecord;
+    try testing.expect(k.destroyed); // for its end to free, if no take comes
+    try expectKept(h, false, &.{1});
+    try testing.expect(!rec.keeps.contains(h)); // no record piles up for a list taken
+    // A destroy with nothing kept forgets the record at once.
+    const n = try createKept(false, 2, .@"suspend");
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
+    try testing.expect(!rec.keeps.contains(n));
 }
 
 test "C ABI: a value a dead isolate gives back or drops into a destroyed channel after its owner's last take is freed and counted lost, never left in the list" {
