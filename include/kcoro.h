@@ -377,7 +377,10 @@ int32_t kc_chan_cause(uint32_t handle, void *out, uint32_t cap);
  * it once no call uses it. The cancel comes before the handle dies: a call that finds the handle
  * dead (KC_EBADH) finds what the destroy dropped in the kept list already. 0, or KC_EBADH for a
  * dead handle: of two racing destroys (or a destroy and the last kc_chan_unhold) one kills it,
- * and the other returns KC_EBADH (the channel cancelled all the same). */
+ * and the other returns KC_EBADH (the channel cancelled and sealed all the same: its values are
+ * in the kept list). A kept list that is still the calling thread's (its kc_chan_keep_undelivered
+ * call the latest) stays for its take after either answer; what it does not take is freed when
+ * the thread ends. */
 int32_t kc_chan_destroy(uint32_t handle);
 /* One more holder of the channel on the calling thread (a JavaScript isolate's Channel object).
  * A channel that was ever held is destroyed when its last hold is given back (kc_chan_unhold, or
@@ -482,7 +485,9 @@ int32_t kc_pool_views(uint32_t **out);
  * kc_undelivered_lost). Called again, on any thread, the list (what it holds already too) is the
  * latest caller's: an earlier caller's thread that ends leaves it and the keeping alone; the
  * latest caller's end stops them as above (its call from a coroutine: none does). KC_ENOMEM if
- * the thread's record could not grow. */
+ * the thread's record could not grow. KC_EBADH for a dead handle, also for one whose destroy
+ * (another thread's, or its last hold given back) began after the call looked it up: nothing
+ * changes then, the list staying whose it was. */
 int32_t kc_chan_keep_undelivered(uint32_t handle);
 int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size);
 /* Frees the buffer of every descriptor the zero-copy channel drops without a release of its own

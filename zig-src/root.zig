@@ -1487,6 +1487,10 @@ export fn kc_chan_cancel(h: u32) callconv(.c) i32 {
 /// int32_t kc_chan_destroy(uint32_t h): cancels the channel and frees it once no call uses it.
 /// The cancel, and the seal of a kept list (kc_chan_keep_undelivered), come before the handle
 /// dies: whoever finds the handle dead (KC_EBADH) finds what the destroy dropped in the list.
+/// 0, or KC_EBADH for a dead handle, also for one that another destroy (or the last unhold)
+/// killed after this call's lookup: this call cancelled and sealed the channel all the same. A
+/// kept list still the calling thread's call's stays for its take after either answer, and its
+/// end frees what is left (`forgetKeepOfDestroy`).
 export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
     const r = chans();
     const serial = blk: {
