@@ -5418,9 +5418,7 @@ test "C ABI: kc_scope_watch hears a native cancellation; the scope-aware built-i
 }
 
 test "C ABI: native buffers in descriptors; kept undelivered values outlive destroy" {
-    var z: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(32, 1, 1, chan_zero_copy, &z)); // drop-oldest
-    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(z));
+    const z = try createKept(true, 1, .drop_oldest);
     var d: chan.Descriptor = undefined;
     try testing.expectEqual(@as(i32, 0), kc_desc_make("hello", 5, 3, &d));
     try testing.expectEqual(@as(usize, 5), d.len);
@@ -5818,9 +5816,7 @@ test "C ABI: kc_chan_drop hands a value that will never be sent to the undeliver
     var got: u64 = 0;
     var snap: [13]u64 = undefined;
     // Kept for the creator (kc_chan_keep_undelivered), counted as dropped.
-    var h: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &h));
-    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h));
+    const h = try createKept(false, 0, .@"suspend");
     try testing.expectEqual(@as(i32, 0), kc_chan_cancel(h));
     try testing.expectEqual(@as(i32, 1), kc_chan_drop(h, &v, 8));
     try testing.expectEqual(Status.invalid.code(), kc_chan_drop(h, &v, 4)); // wrong size
@@ -5863,13 +5859,11 @@ test "C ABI: a kc_chan_drop that looked the channel up before its destroy and dr
         fn destroyAndTake() void {
             test_hooks.after_drop_lookup = null; // once
             _ = kc_chan_destroy(h);
-            var got: u64 = 0;
-            while (kc_chan_take_undelivered(h, &got, 8) == 1) : (ntaken += 1) taken[ntaken] = got;
+            while (takeKept(h, false) catch null) |v| : (ntaken += 1) taken[ntaken] = v;
         }
     };
     const lost_before = kc_undelivered_lost();
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &S.h));
-    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(S.h));
+    S.h = try createKept(false, 2, .@"suspend");
     var v: u64 = 1;
     try testing.expectEqual(@as(i32, 0), kc_chan_send(S.h, &v, 8, 0, 0, 0)); // the destroy drops it
     test_hooks.after_drop_lookup = S.destroyAndTake;
@@ -6317,12 +6311,8 @@ test "C ABI: a value a dead isolate gives back or drops into a destroyed channel
     // What a ring does with a reference it took before the destroy (`Ring.deinit`'s give-back,
     // `dropUnsent`): the value goes to the channel's undelivered path after the owner's take.
     const lost_before = kc_undelivered_lost();
-    var h: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
-    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h));
-    var z: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(32, 1, 0, chan_zero_copy, &z));
-    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(z));
+    const h = try createKept(false, 1, .@"suspend");
+    const z = try createKept(true, 1, .@"suspend");
     const eh = try chans().acquire(h); // the ring's references
     const ez = try chans().acquire(z);
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
