@@ -17,6 +17,7 @@ import {
   withTimeoutOrNull,
 } from "../mod.ts";
 import { msText } from "../src/time.ts";
+import { runningTimeout } from "../src/context.ts";
 
 Deno.test("delay resolves after at least its time", async () => {
   const t0 = performance.now();
@@ -793,4 +794,106 @@ Deno.test("a withTimeout that finishes inside its own timer's cancel still ends 
   }).catch((e) => e);
   assert.ok(outerErr instanceof TimeoutError, String(outerErr));
   assert.equal(await inner, outerErr);
+});
+
+Deno.test("timeouts nested in a running withTimeout leave its set as they finish: 100,000 under one outer keep nothing of theirs", async () => {
+  // Each timeout given only the outer's context joins the outer's set of nested timeouts (its
+  // timer cancels them); each must leave it as it finishes, however it finishes, or the set (and
+  // each scope it holds) grows for as long as the outer runs.
+  await withTimeout(600_000, async (outer) => {
+    const context = outer.context;
+    const record = runningTimeout(context)!;
+    assert.ok(record !== null, "the outer's record");
+    for (let i = 0; i < 100_000; i++) await withTimeout(Infinity, () => i, { context });
+    assert.equal(record.nested.size, 0, "after 100,000 in turn");
+    await Promise.all(
+      Array.from(
+        { length: 1_000 },
+        (_, i) => withTimeoutOrNull(60_000, () => delay(0).then(() => i), { context }),
+      ),
+    );
+    assert.equal(record.nested.size, 0, "after 1,000 at once");
+    const boom = new Error("boom");
+    await assert.rejects(
+      withTimeout(Infinity, () => Promise.reject(boom), { context }),
+      (e) => e === boom,
+    );
+    await assert.rejects(
+      withTimeoutOrNull(Infinity, () => {
+        throw boom;
+      }, { context }),
+      (e) => e === boom,
+    );
+    // Refused before a scope is made: never joins.
+    await assert.rejects(withTimeout(Infinity, () => 1, { context, signal: AbortSignal.abort() }));
+    await assert.rejects(withTimeout(Infinity, 5 as never, { context }), TypeError);
+    // Cancelled by its own signal while it runs (it is in the set meanwhile).
+    const controller = new AbortController();
+    const running = withTimeout(Infinity, (t) => untilAborted(t.signal), {
+      context,
+      signal: controller.signal,
+    });
+    assert.equal(record.nested.size, 1, "one running");
+    controller.abort();
+    await assert.rejects(running, CancellationError);
+    assert.equal(record.nested.size, 0, "after the failures and cancellations");
+  });
+});
+
+Deno.test(
+  "the timer a nested timeout gets when the outer withTimeout finishes first is cleared when it finishes before the Deadline: no timer is left behind",
+  {
+    sanitizeOps: true, // what it checks: a timer left armed fails the test as a leaking op
+  },
+  async () => {
+    // The outer returns at once, a minute before its Deadline, leaving the nested timeouts running
+    // (given only its context): each gets a timer for the rest of that minute, which must go when
+    // it finishes first, or it keeps the process alive until the Deadline.
+    const gate = new CompletableDeferred<string>();
+    const inner: Promise<unknown>[] = [];
+    await withTimeout(60_000, (outer) => {
+      const context = outer.context;
+      inner.push(withTimeout(Infinity, () => gate.await(), { context }));
+      inner.push(withTimeoutOrNull(120_000, () => gate.await(), { context }));
+    });
+    gate.complete("done");
+    assert.deepEqual(await Promise.all(inner), ["done", "done"]);
+  },
+);
+
+Deno.test("withTimeoutOrNull nested by context alone in a withTimeoutOrNull rethrows the outer's TimeoutError, and the outer resolves null for it", async () => {
+  // The outer block awaits the inner one (not given its signal): the outer's timer ends it with
+  // the outer's TimeoutError, which it rethrows (not its own timeout), and the outer takes it as
+  // its own timeout. Before nesting, the inner ran to its own end (its block returned at 20 s).
+  let innerErr: unknown = "not settled";
+  const wait = (t: { signal: AbortSignal }) =>
+    delay(20_000, { signal: t.signal }).then(() => "not cancelled");
+  const got = await withTimeoutOrNull(50, async (outer) => {
+    try {
+      return await withTimeoutOrNull(Infinity, wait, { context: outer.context });
+    } catch (e) {
+      innerErr = e;
+      throw e;
+    }
+  });
+  assert.equal(got, null);
+  assert.ok(innerErr instanceof TimeoutError, String(innerErr));
+  assert.equal((innerErr as Error).message, "Timed out waiting for 50 ms");
+  // Once the outer's timer has fired, one nested in it fails at once with that error, and the
+  // outer still resolves null.
+  let ran = false;
+  innerErr = "not settled";
+  const late = await withTimeoutOrNull(20, async (outer) => {
+    await untilAborted(outer.signal).catch(() => {});
+    try {
+      return await withTimeoutOrNull(60_000, () => ran = true, { context: outer.context });
+    } catch (e) {
+      innerErr = e;
+      throw e;
+    }
+  });
+  assert.equal(late, null);
+  assert.equal(ran, false);
+  assert.ok(innerErr instanceof TimeoutError, String(innerErr));
+  assert.equal((innerErr as Error).message, "Timed out waiting for 20 ms");
 });
