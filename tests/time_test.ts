@@ -861,6 +861,34 @@ Deno.test(
   },
 );
 
+Deno.test("an outer withTimeout cancelled by its caller does not end the timeouts nested in it by context alone: they end by its Deadline, with its TimeoutError", async () => {
+  // The context carries only the Deadline (the outer's other cancellations reach a scope given
+  // its signal). The outer's caller cancels it at once: the nested one is still running when the
+  // outer has settled (no timer can run between the two), and ends by the outer's Deadline.
+  // Before nesting, it ran to its own time (Infinity; its block returned at 20 s).
+  const caller = new AbortController();
+  const cause = new Error("the caller gave up");
+  let innerSignal: AbortSignal | undefined;
+  let inner: Promise<unknown> | undefined;
+  const outerErr = await withTimeout(200, (outer) => {
+    inner = withTimeout(Infinity, (t) => {
+      innerSignal = t.signal;
+      return delay(20_000, { signal: t.signal }).then(() => "not cancelled");
+    }, { context: outer.context }).catch((e) => e);
+    caller.abort(cause);
+    return untilAborted(outer.signal);
+  }, { signal: caller.signal }).catch((e) => e);
+  assert.ok(
+    outerErr instanceof CancellationError && !(outerErr instanceof TimeoutError),
+    String(outerErr),
+  );
+  assert.equal(outerErr.cause, cause);
+  assert.equal(innerSignal?.aborted, false, "the caller's cancellation did not reach it");
+  const err = await inner;
+  assert.ok(err instanceof TimeoutError, String(err));
+  assert.equal(err.message, "Timed out waiting for 200 ms");
+});
+
 Deno.test("withTimeoutOrNull nested by context alone in a withTimeoutOrNull rethrows the outer's TimeoutError, and the outer resolves null for it", async () => {
   // The outer block awaits the inner one (not given its signal): the outer's timer ends it with
   // the outer's TimeoutError, which it rethrows (not its own timeout), and the outer takes it as
