@@ -247,6 +247,8 @@ class MJob {
   deadline = false;
   /** The step in which it started cancelling. */
   cancelStep = -1;
+  /** Started cancelling with others whose walks have not all run: not finished meanwhile. */
+  held = false;
   /** A block that returns `value` or throws `err` at once, without awaiting. */
   instant: { value?: number; err?: Sym; real?: unknown } | undefined = undefined;
   // roots
@@ -397,37 +399,50 @@ class Model {
     this.cancelWith(j, this.toCancellation(cause), false);
   }
 
+  /**
+   * A failure goes up first (each parent takes it unless it is a supervisor), then each job that
+   * started cancelling here is walked innermost first (Kotlin's notifyCancelling cancels a job's
+   * own children before it tells its parent), and none of them finishes before all are
+   * cancelling (`held`); then each that can finish does, innermost first. README "Structured
+   * concurrency". Before, the model walked them outermost first (the parent's cancel ran inside
+   * the child's, before the child's own walk), as kcoro did.
+   */
   cancelWith(j: MJob, cause: Sym, failure: boolean) {
-    if (j.state >= CANCELLED) return;
-    if (j.state === CANCELLING) {
-      if (!failure) return;
-      if (j.failed) {
-        if (cause !== j.cause) this.suppress(j, cause);
-        return;
+    const started: MJob[] = []; // innermost first
+    for (let k = j;;) {
+      if (k.state >= CANCELLED) break;
+      if (k.state === CANCELLING) {
+        if (!failure) break;
+        if (k.failed) {
+          if (cause !== k.cause) this.suppress(k, cause);
+          break;
+        }
+        k.cause = cause;
+        k.failed = true;
+      } else {
+        const wasNew = k.state === NEW;
+        k.state = CANCELLING;
+        k.cancelStep = this.step;
+        k.cause = cause;
+        k.failed = failure;
+        if (wasNew || k.cancelCompletes) k.bodyDone = true;
+        started.push(k);
+        if (!failure) break;
       }
-      j.cause = cause;
-      j.failed = true;
-      this.propagate(j, cause);
-      return;
+      const p = k.parent;
+      if (p === null || p.supervisor) {
+        k.handled = false;
+        break;
+      }
+      k.handled = p.handles;
+      k = p;
     }
-    const wasNew = j.state === NEW;
-    j.state = CANCELLING;
-    j.cancelStep = this.step;
-    j.cause = cause;
-    j.failed = failure;
-    if (wasNew || j.cancelCompletes) j.bodyDone = true;
-    if (failure) this.propagate(j, cause);
-    this.cancelDown(j);
-  }
-
-  propagate(j: MJob, cause: Sym) {
-    const p = j.parent;
-    if (p === null || p.supervisor) {
-      j.handled = false;
-      return;
-    }
-    j.handled = p.handles;
-    this.cancelWith(p, cause, true);
+    const hold = started.length > 1;
+    if (hold) { for (const s of started) s.held = true; }
+    for (const s of started) this.cancelDown(s);
+    if (!hold) return;
+    for (const s of started) s.held = false;
+    for (const s of started) this.tryFinalize(s);
   }
 
   suppress(j: MJob, later: Sym) {
@@ -509,7 +524,7 @@ class Model {
   }
 
   tryFinalize(j: MJob) {
-    if (!j.bodyDone || j.children.length > 0) return;
+    if (!j.bodyDone || j.children.length > 0 || j.held) return;
     if (j.state === COMPLETING) this.finalize(j, COMPLETED);
     else if (j.state === CANCELLING) this.finalize(j, CANCELLED);
   }
