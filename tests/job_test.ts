@@ -707,3 +707,36 @@ Deno.test("a failure cancels innermost first: the failing job's subtree, then it
     "done root",
   ]);
 });
+
+Deno.test("a lazy job that a completion handler starts during a failure's inner walk runs, then is cancelled (Kotlin: the root is told after)", async () => {
+  // root ── p ── f (fails), z (lazy, its handler starts `late`)
+  //      └─ late (lazy)
+  // f's failure cancels p's subtree first: z, never started, completes there, and its handler
+  // starts `late`, which the root's walk has not reached (Kotlin's root is told only after p's
+  // children, by cancelParent). So `late`'s block runs and is then cancelled by the root's walk.
+  // Before (outermost first), the root's walk cancelled `late` unstarted and the start was a
+  // no-op: its block never ran. The structured-concurrency model fuzz found it (seed 420).
+  const go = new CompletableDeferred<void>();
+  const failure = new Error("boom");
+  const log: string[] = [];
+  let late: Job | undefined;
+  await assert.rejects(
+    coroutineScope((root) => {
+      late = root.launch(async (t) => {
+        log.push(`late runs (${t.job.state})`);
+        await untilAborted(t.signal).catch(() => log.push("late aborted"));
+      }, { lazy: true });
+      root.launch((p) => {
+        p.launch(async () => {
+          await go.await();
+          throw failure;
+        });
+        p.launch(() => {}, { lazy: true }).invokeOnCompletion(() => late!.start());
+      });
+      go.complete();
+    }),
+    (e) => e === failure,
+  );
+  assert.deepEqual(log, ["late runs (active)", "late aborted"]);
+  assert.equal(late!.state, "cancelled");
+});
