@@ -740,3 +740,68 @@ Deno.test("a lazy job that a completion handler starts during a failure's inner 
   assert.deepEqual(log, ["late runs (active)", "late aborted"]);
   assert.equal(late!.state, "cancelled");
 });
+
+Deno.test("jobs held while a failure's path is walked all complete, whatever the walk's listeners do", async () => {
+  // root ── a ── f (fails), lz (lazy, throws at once)
+  //      └─ b ── x
+  // f's failure holds f, a and root until each one's walk has run (`#holdFinal`). The listeners
+  // on those signals meanwhile: fail b (not walked yet) through a child that throws at once, a
+  // second failure path with holds of its own (b and its child), nested in the first; end a's
+  // and root's bodies at once (thenables the test settles); cancel jobs of the tree again; start
+  // a lazy job whose block throws at once; launch into the cancelling root; throw. Every job
+  // must still complete: a hold never let go leaves one cancelling for good.
+  using reported = catchReported();
+  const go = new CompletableDeferred<void>();
+  const failure = new Error("boom");
+  const second = new Error("second");
+  const lazy = new Error("lazy");
+  const listener = new Error("listener");
+  const jobs: Job[] = [];
+  const ends: (() => void)[] = [];
+  const ended = () => ({ then: (r: () => void) => ends.push(r) }) as unknown as Promise<void>;
+  await assert.rejects(
+    coroutineScope((root) => {
+      jobs.push(root.job);
+      let b: CoroutineScope | undefined;
+      root.launch((a) => {
+        jobs.push(a.job);
+        const lz = a.launch(() => {
+          throw lazy;
+        }, { lazy: true });
+        jobs.push(lz);
+        a.signal.addEventListener("abort", () => {
+          throw listener;
+        });
+        a.launch(async (f) => {
+          jobs.push(f.job);
+          f.signal.addEventListener("abort", () => {
+            jobs.push(b!.launch(() => {
+              throw second;
+            }));
+            for (const end of ends) end();
+            root.cancel();
+            a.cancel();
+            lz.start();
+            jobs.push(root.launch(() => {}));
+          });
+          await go.await();
+          throw failure;
+        });
+        return ended();
+      });
+      root.launch((bb) => {
+        b = bb;
+        jobs.push(bb.job);
+        bb.launch((x) => (jobs.push(x.job), untilAborted(x.signal)));
+        return untilAborted(bb.signal);
+      });
+      go.complete();
+      return ended();
+    }),
+    (e) => e === failure,
+  );
+  assert.equal(jobs.length, 8);
+  for (const j of jobs) assert.equal(j.state, "cancelled", String(j));
+  assert.deepEqual((failure as Error & { suppressed: unknown[] }).suppressed, [second, lazy]);
+  assert.deepEqual(reported.errors, [listener]);
+});
