@@ -1418,6 +1418,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * (`select`): its waiters queue natively, but the handle is not given away.
    */
   get _handle(): number {
+    // Disposed by the caller's code the select ran after its clause was added (an onSend value's
+    // getter or codecs.bytes check, a lazy job's start): it throws what a select begun after the
+    // dispose throws, before any native select, as send and trySend do (`#afterCallerCode`,
+    // `#sendEnded`). Before, the native select was given `ENDED_HANDLE` (`#handle`): on a copy
+    // whose channel had ended the select answered as on the cancelled channel (its
+    // CancellationError), and on a live one a ready clause before it fired.
+    if (this.#disposed) this.#throwNoCalls("select");
     this.#escape("select");
     return this.#handle;
   }

@@ -1306,6 +1306,98 @@ Deno.test("a Channel.from copy whose channel ended: a send or trySend whose valu
   ]);
 });
 
+Deno.test("a select's onSend clause whose value's check disposes its Channel.from copy rejects with what a select after the dispose throws, whether the copy's channel ended or not, with no native select; closing the library, LibraryClosedError", async () => {
+  // As send and trySend do (`#sendEnded`). Before, on a copy whose channel had ended the select
+  // answered as on the cancelled channel (its CancellationError) when a clause came before the
+  // send clause, and on a live copy a ready clause before it fired (the native select was given
+  // the disposed copy's dead-handle marker).
+  const realHasInstance = Function.prototype[Symbol.hasInstance];
+  const sym = library().symbols("test");
+  for (const codec of [codecs.default, codecs.bytes] as Codec<unknown>[]) {
+    for (const ended of [false, true]) {
+      for (const before of ["none", "empty", "ready"] as const) {
+        const label = `${codec.name}, ${ended ? "ended" : "live"}, clause before: ${before}`;
+        using reported = catchReported();
+        const hooked: unknown[] = [];
+        using other = new Channel<number>(1);
+        other.share(); // its clause is native too
+        if (before === "ready") await other.send(7);
+        const owner = new Channel<unknown>(0, {
+          codec,
+          onUndeliveredElement: (v) => hooked.push(v),
+        });
+        const copy = Channel.from<unknown>(owner.share());
+        if (ended) owner[Symbol.dispose]();
+        let disposed = 0;
+        let value: unknown = {
+          get x() {
+            disposed++;
+            copy[Symbol.dispose]();
+            return 1;
+          },
+        };
+        if (codec === codecs.bytes) {
+          value = new Uint8Array([1, 2, 3]);
+          Object.defineProperty(Uint8Array, Symbol.hasInstance, {
+            configurable: true,
+            value(v: unknown) {
+              if (disposed++ === 0) copy[Symbol.dispose]();
+              return realHasInstance.call(this, v);
+            },
+          });
+        }
+        const selects: unknown[] = [];
+        let got: string;
+        {
+          using _spy = spyCalls(sym, ["kc_select", "kc_select_async"], (n) => selects.push(n));
+          try {
+            got = await outcome(select<string>((s) => {
+              if (before !== "none") s.onReceive(other, (v) => `received ${v}`);
+              s.onSend(copy, value, () => "sent");
+            }));
+          } finally {
+            delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance];
+          }
+        }
+        assert.ok(disposed > 0, `${label}: the check disposed the copy`);
+        assert.equal(got, "InvalidHandleError: Cannot select: the channel was disposed", label);
+        assert.deepEqual(selects, [], `${label}: no native select`);
+        assert.deepEqual(
+          other.tryReceive(),
+          before === "ready" ? { state: "ok", value: 7 } : { state: "empty" },
+          `${label}: the other clause's channel as it was`,
+        );
+        assert.deepEqual(hooked, [], `${label}: the value stays the caller's`);
+        assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+        if (!ended) owner[Symbol.dispose]();
+      }
+    }
+  }
+  // The library closed by the getter: LibraryClosedError, ended or not (in a child process).
+  const res = await evalScript(`
+    import { Channel, closeLibrary, select } from "./mod.ts";
+    const out = [];
+    for (const ended of [false, true]) {
+      const other = new Channel(1);
+      other.share();
+      const owner = new Channel(0);
+      const copy = Channel.from(owner.share());
+      if (ended) owner[Symbol.dispose]();
+      const value = { get x() { closeLibrary(); return 1; } };
+      out.push(ended + " " + await select((s) => {
+        s.onReceive(other, () => "received");
+        s.onSend(copy, value, () => "sent");
+      }).then((v) => v, (e) => e.name));
+    }
+    console.log(out.join("\\n"));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(res.stdout.trim().split("\n"), [
+    "false LibraryClosedError",
+    "true LibraryClosedError",
+  ]);
+});
+
 Deno.test("an owner's dispose with a send queued natively: the send's record, drained after the dispose, makes no call with the dead handle (no take of the dropped values, which the dispose took)", async () => {
   // The dispose cancels (the queued send's value dropped to the kept list), destroys, and takes
   // every value kept for the hook. The send's record comes after, and settling a send a cancel
