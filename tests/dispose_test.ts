@@ -1306,7 +1306,7 @@ Deno.test("a Channel.from copy whose channel ended: a send or trySend whose valu
   ]);
 });
 
-Deno.test("a select's onSend clause whose value's check disposes its Channel.from copy rejects with what a select after the dispose throws, whether the copy's channel ended or not, with no native select; closing the library, LibraryClosedError", async () => {
+Deno.test("a select's onSend clause whose value's check disposes its channel (a Channel.from copy, its channel ended or not; an owner with a copy) rejects with what a select after the dispose throws, with no native select; closing the library, LibraryClosedError", async () => {
   // As send and trySend do (`#sendEnded`). Before, on a copy whose channel had ended the select
   // answered as on the cancelled channel (its CancellationError) when a clause came before the
   // send clause, and on a live copy a ready clause before it fired (the native select was given
@@ -1372,6 +1372,28 @@ Deno.test("a select's onSend clause whose value's check disposes its Channel.fro
         if (!ended) owner[Symbol.dispose]();
       }
     }
+  }
+  // An owner with a copy, whose dispose ends the channel under the copy: the same. Before, as
+  // on the cancelled channel its dispose ended (the CancellationError).
+  {
+    using other = new Channel<number>(1);
+    other.share();
+    const owner = new Channel<unknown>(0);
+    const copy = Channel.from<unknown>(owner.share());
+    const value = {
+      get x() {
+        owner[Symbol.dispose]();
+        return 1;
+      },
+    };
+    assert.equal(
+      await outcome(select<string>((s) => {
+        s.onReceive(other, () => "received");
+        s.onSend(owner, value, () => "sent");
+      })),
+      "InvalidHandleError: Cannot select: the channel was disposed",
+    );
+    copy[Symbol.dispose]();
   }
   // The library closed by the getter: LibraryClosedError, ended or not (in a child process).
   const res = await evalScript(`
