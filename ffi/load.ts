@@ -330,13 +330,14 @@ function unreadable(reason: string, error: Error, refused: Error | null): Unread
 }
 
 /**
- * @ignore The error for a path given by `what` (`options.path` or `KCORO_LIB`, as `given`,
- * `path` once made absolute) that the system refused to stat (PermissionDenied: a directory on
- * its way without search permission), in the house form, "received" once: the path as given.
- * Before, KCORO_LIB's said "received" twice (Deno's error, then the path), and options.path's
- * ended with Deno's error, not the path. Exported for tests/load_test.ts.
+ * The error for a path given by `what` (`options.path` or `KCORO_LIB`, as `given`, `path` once
+ * made absolute) that the system refused to stat (PermissionDenied: a directory on its way
+ * without search permission), in the house form, "received" once: the path as given. Before,
+ * KCORO_LIB's said "received" twice (Deno's error, then the path), and options.path's ended with
+ * Deno's error, not the path. Not exported: tests/load_test.ts pins it through `library()` and
+ * `openLibrary()` in a child the system refuses the path to.
  */
-export function unreadableError(
+function unreadableError(
   what: string,
   given: string,
   path: string,
