@@ -1422,8 +1422,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // getter or codecs.bytes check, a lazy job's start): it throws what a select begun after the
     // dispose throws, before any native select, as send and trySend do (`#afterCallerCode`,
     // `#sendEnded`). Before, the native select was given `ENDED_HANDLE` (`#handle`): on a copy
-    // whose channel had ended the select answered as on the cancelled channel (its
-    // CancellationError), and on a live one a ready clause before it fired.
+    // whose channel had ended, or an owner with copies (its dispose ends the channel under
+    // them), the select answered as on the cancelled channel (its CancellationError), and on a
+    // live copy a ready clause before it fired.
     if (this.#disposed) this.#throwNoCalls("select");
     this.#escape("select");
     return this.#handle;
