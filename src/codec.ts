@@ -1005,7 +1005,9 @@ const CAUSE_DEPTH = 1_000;
  * cancellation, and so does a subclass of the caller's own (its brand is inherited).
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
-  const rich = cause instanceof Error && needsRich(cause) ? encodeRich(cause) : null;
+  // `instanceof` inside needsRich's try: a revoked Proxy's prototype read throws, and close()
+  // threw it (the channel left open) before the other encodings' stand-in could see to it.
+  const rich = needsRich(cause) ? encodeRich(cause as Error) : null;
   if (rich !== null) return rich;
   const exact = ownData(cause) ? encodeExact(cause) : null;
   return exact ?? encodeExact(standIn(cause, 0));
@@ -1073,9 +1075,10 @@ function extraKeys(e: Error): string[] {
 /**
  * Whether an Error down `cause`'s chain (`CAUSE_DEPTH` of them at most, a cycle's once) has
  * what node:v8 would lose and the rich encoding carries: a class of AggregateError or
- * SuppressedError, or `extraKeys`. False when reading it throws: the other encodings see to it.
+ * SuppressedError, or `extraKeys`. False for a cause that is no Error, and when reading it
+ * throws (even whether it is an Error: a revoked Proxy): the other encodings see to it.
  */
-function needsRich(cause: Error): boolean {
+function needsRich(cause: unknown): boolean {
   const seen = new Set<unknown>();
   try {
     for (let e: unknown = cause; e instanceof Error && !seen.has(e); e = e.cause) {

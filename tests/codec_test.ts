@@ -585,6 +585,29 @@ Deno.test("bytes of the rich cause encoding that are cut, of another version or 
   assert.match(bad.cause.message, /cannot be copied .*\(reading it threw\)$/);
 });
 
+Deno.test("a close cause whose prototype cannot be read (a revoked Proxy) closes a shared channel: close() does not throw, other isolates get its stand-in", () => {
+  // Before, encodeCause asked `cause instanceof Error` outside any try: the Proxy's TypeError
+  // came out of close(), the channel left open.
+  const revoked = Proxy.revocable(new Error("r"), {});
+  revoked.revoke();
+  const trapped = new Proxy(Object.assign(new Error("t"), { code: 1 }), {
+    getPrototypeOf() {
+      throw new Error("trap");
+    },
+  });
+  for (const cause of [revoked.proxy, trapped]) {
+    const bytes = encodeCause(cause);
+    assert.ok(bytes !== null);
+    const got = decodeCause(bytes);
+    assert.ok(got.ok && got.cause instanceof Error);
+    assert.match(got.cause.message, /cannot be copied .*\(reading it threw\)$/);
+    using ch = new Channel<number>(1);
+    ch.share(); // native from here on: close() encodes the cause for other isolates
+    assert.equal(ch.close(cause), true);
+    assert.equal(ch.isClosedForSend, true);
+  }
+});
+
 Deno.test("a close cause that cannot be copied crosses as its stand-in: a failure still, classes and names kept, the uncopyable part described", () => {
   // Before, encodeCause answered null for all of these, so other isolates saw the channel
   // closed cleanly: a Worker's for-await over a failed producer ended as if complete.
