@@ -1184,12 +1184,15 @@ function encodeRich(cause: Error): Uint8Array | null {
         const keep = CARRIED.has(key);
         const flags = d.enumerable ? 1 : 0;
         const v: unknown = d.value;
-        if (
-          Array.isArray(v) && Object.getPrototypeOf(v) === Array.prototype &&
-          v.length <= CAUSE_DEPTH
-        ) {
+        // Its length read once: an element's getter that adds another (or a Proxy answering a
+        // larger length after this check) made the walk go on past the bound, unbounded: a hang.
+        const length = Array.isArray(v) && Object.getPrototypeOf(v) === Array.prototype
+          ? Number(v.length)
+          : Infinity;
+        if (length <= CAUSE_DEPTH) {
+          const a = v as unknown[];
           const refs: RichRef[] = [];
-          for (let j = 0; j < v.length; j++) refs.push(ref(v[j], true)!);
+          for (let j = 0; j < length; j++) refs.push(ref(a[j], true)!);
           record.f.push([key, flags | 2, refs]);
         } else {
           const r = ref(v, keep);

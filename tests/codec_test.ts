@@ -608,6 +608,37 @@ Deno.test("a close cause whose prototype cannot be read (a revoked Proxy) closes
   }
 });
 
+Deno.test("an array field that grows while a close cause is encoded is walked to the length it had: no hang, no more than 1,000 elements", () => {
+  // Before, the walk read `length` again after each element: an element getter that adds one
+  // more (or a Proxy answering a larger length after the bound's check) made close() walk on,
+  // past the 1,000 bound, for as long as the array kept growing (unbounded here: a hang).
+  const grows: unknown[] = [];
+  const more = (i: number): unknown =>
+    Object.defineProperty(grows, i, {
+      get() {
+        if (i < 5_000) more(i + 1);
+        return i;
+      },
+      enumerable: true,
+      configurable: true,
+    });
+  more(0);
+  let reads = 0;
+  const longer = new Proxy([7, 8], {
+    get(target, key, receiver) {
+      return key === "length" && reads++ > 0 ? 5_000 : Reflect.get(target, key, receiver);
+    },
+  });
+  // As an AggregateError's errors (the constructor would copy it: defined instead) and as a
+  // field of its own.
+  const aggregate = new AggregateError([], "g");
+  Object.defineProperty(aggregate, "errors", { value: grows, writable: true, configurable: true });
+  const got = decodeCause(encodeCause(Object.assign(aggregate, { code: longer }))!);
+  assert.ok(got.ok && got.cause instanceof AggregateError);
+  assert.deepEqual(got.cause.errors, [0]);
+  assert.deepEqual((got.cause as AggregateError & { code: unknown }).code, [7, 8]);
+});
+
 Deno.test("a close cause that cannot be copied crosses as its stand-in: a failure still, classes and names kept, the uncopyable part described", () => {
   // Before, encodeCause answered null for all of these, so other isolates saw the channel
   // closed cleanly: a Worker's for-await over a failed producer ended as if complete.
