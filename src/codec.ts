@@ -1136,6 +1136,7 @@ function encodeRich(cause: Error): Uint8Array | null {
   try {
     const index = new Map<Error, number>();
     const queue: Error[] = [];
+    const exact = new Map<unknown, Uint8Array | null>();
     const text = (s: string) => encodeExact(s)!;
     const ref = (v: unknown, keep: boolean): RichRef | undefined => {
       if (v instanceof Error) {
@@ -1148,7 +1149,14 @@ function encodeRich(cause: Error): Uint8Array | null {
         queue.push(v);
         return queue.length - 1;
       }
-      const bytes = encodeExact(v);
+      // An object or string met again is its first encoding, the same Uint8Array, which
+      // node:v8 writes once (a back-reference after) and `decodeRich` decodes once: one copy,
+      // as structured clone makes. Each reference encoded on its own took 1,000 times the
+      // bytes for an AggregateError whose 1,000 errors were one object.
+      const memo = (typeof v === "object" && v !== null) || typeof v === "string";
+      const met = memo ? exact.get(v) : undefined;
+      const bytes = met !== undefined ? met : encodeExact(v);
+      if (memo && met === undefined) exact.set(v, bytes);
       if (bytes !== null) return bytes;
       return keep ? text(`${describe(v)} (${NOT_COPIED})`) : undefined;
     };
@@ -1221,14 +1229,18 @@ function decodeRich(body: Uint8Array): unknown {
   const { r, e: records } = deserialize(body) as { r: RichRef; e: RichRecord[] };
   if (!Array.isArray(records)) throw new TypeError("not a rich cause");
   const made = records.map((rec) => richError(rec));
+  // Bytes met again (a value the cause held in several places: `encodeRich`) are one copy.
+  const decoded = new Map<Uint8Array, unknown>();
   const value = (x: RichRef): unknown => {
     if (typeof x === "number") {
       if (!Number.isInteger(x) || x < 0 || x >= made.length) throw new RangeError("bad ref");
       return made[x];
     }
     if (!(x instanceof Uint8Array) || x[0] === 5) throw new TypeError("bad ref");
+    if (decoded.has(x)) return decoded.get(x);
     const got = decodeCause(x);
     if (!got.ok) throw new TypeError("bad ref");
+    decoded.set(x, got.cause);
     return got.cause;
   };
   records.forEach((rec, i) => {
