@@ -1017,6 +1017,12 @@ export function encodeCause(cause: unknown): Uint8Array | null {
 const RICH_VERSION = 1;
 
 /**
+ * How many bytes the values a rich encoding copies (`encodeRich`, each once) may take in all:
+ * past it, the cause is encoded as if it had nothing node:v8 leaves behind.
+ */
+const RICH_BYTES_MAX = 64 * 1024 * 1024;
+
+/**
  * Own properties of an Error that the rich encoding carries even when not enumerable: an
  * AggregateError's `errors`, a SuppressedError's `error` and `suppressed`, and the `suppressed`
  * list a job or scope keeps on its first failure (src/job.ts), all defined so.
@@ -1130,13 +1136,15 @@ type RichRecord = {
  * is a cause, an `error`, or an element of `errors` or `suppressed` (an element's place kept).
  * An array up to `CAUSE_DEPTH` long is carried element by element (`errors: [e1, e2]`: each
  * Error its record); a longer one, as it is. Null when reading the cause throws (a hostile
- * proxy): `encodeCause` goes on to its other encodings, which never throw.
+ * proxy), or when the values it copies would take over `RICH_BYTES_MAX`: `encodeCause` goes on
+ * to its other encodings, which never throw.
  */
 function encodeRich(cause: Error): Uint8Array | null {
   try {
     const index = new Map<Error, number>();
     const queue: Error[] = [];
     const exact = new Map<unknown, Uint8Array | null>();
+    let size = 0;
     const text = (s: string) => encodeExact(s)!;
     const ref = (v: unknown, keep: boolean): RichRef | undefined => {
       if (v instanceof Error) {
@@ -1156,7 +1164,13 @@ function encodeRich(cause: Error): Uint8Array | null {
       const memo = (typeof v === "object" && v !== null) || typeof v === "string";
       const met = memo ? exact.get(v) : undefined;
       const bytes = met !== undefined ? met : encodeExact(v);
-      if (memo && met === undefined) exact.set(v, bytes);
+      if (met === undefined) {
+        if (memo) exact.set(v, bytes);
+        // Distinct objects each holding one large value (which node:v8 of the whole would
+        // write once) are each encoded in full: past the bound, the Error as node:v8 copies it.
+        size += bytes === null ? 0 : bytes.length;
+        if (size > RICH_BYTES_MAX) throw new RangeError("over RICH_BYTES_MAX");
+      }
       if (bytes !== null) return bytes;
       return keep ? text(`${describe(v)} (${NOT_COPIED})`) : undefined;
     };

@@ -662,6 +662,27 @@ Deno.test("a value a close cause holds in several places is encoded once and arr
   assert.deepEqual([e.note, ...e.notes], [long, long, long]);
 });
 
+Deno.test("a rich close cause whose values would take over 64 MiB to copy crosses as node:v8 copies the Error alone", () => {
+  // Before, nothing bounded it: 1,000 small objects each holding one 100 KB string (node:v8
+  // would write that string once) took 100 MB, and such an AggregateError in the errors of a
+  // few more, each its own copy, gigabytes: close() could run the process out of memory.
+  const big = "z".repeat(100_000);
+  const wrappers = Array.from({ length: 1_000 }, (_, i) => ({ i, big }));
+  const cause = new AggregateError(wrappers, "too big", { cause: new RangeError("r") });
+  const bytes = encodeCause(cause)!;
+  assert.notEqual(bytes[0], 5);
+  assert.ok(bytes.length < 64 * 1024, `${bytes.length} bytes`);
+  const got = decodeCause(bytes);
+  assert.ok(got.ok && got.cause instanceof Error);
+  assert.deepEqual([got.cause.name, got.cause.message], ["AggregateError", "too big"]);
+  assert.ok(got.cause.cause instanceof RangeError);
+  // Under the bound it is carried whole.
+  const fewer = new AggregateError(wrappers.slice(0, 100), "fits");
+  const whole = decodeCause(encodeCause(fewer)!);
+  assert.ok(whole.ok && whole.cause instanceof AggregateError);
+  assert.deepEqual(whole.cause.errors, wrappers.slice(0, 100));
+});
+
 Deno.test("a close cause that cannot be copied crosses as its stand-in: a failure still, classes and names kept, the uncopyable part described", () => {
   // Before, encodeCause answered null for all of these, so other isolates saw the channel
   // closed cleanly: a Worker's for-await over a failed producer ended as if complete.
