@@ -1237,7 +1237,8 @@ function encodeRich(cause: Error): Uint8Array | null {
 /**
  * `encodeRich`'s body back into the cause: every Error made first (its class, name, message
  * and stack), then each one's cause and fields filled in, so that a cycle closes on the same
- * copies. Throws for bytes that are not one (`decodeCause` answers none for them).
+ * copies. Throws for bytes that are not one (`decodeCause` answers none for them), and for
+ * those holding more parts than bytes (only back-references make that: the encoder writes none).
  */
 function decodeRich(body: Uint8Array): unknown {
   const { r, e: records } = deserialize(body) as { r: RichRef; e: RichRecord[] };
@@ -1257,10 +1258,21 @@ function decodeRich(body: Uint8Array): unknown {
     decoded.set(x, got.cause);
     return got.cause;
   };
+  // The work bounded by the bytes: each record, field and element `encodeRich` writes takes
+  // bytes of its own (2 at least). Bytes that refer to one field list or array again (node:v8's
+  // back-reference, a few bytes), which it never writes, made a million element reads of 30 KB.
+  let budget = body.length - records.length;
+  const spend = (n: number) => {
+    budget -= n;
+    if (!(budget >= 0)) throw new RangeError("more parts than bytes");
+  };
   records.forEach((rec, i) => {
     const e = made[i];
     if ("k" in rec) ownValue(e, "cause", value(rec.k!));
+    if (!Array.isArray(rec.f)) throw new TypeError("not a rich cause");
+    spend(rec.f.length);
     for (const [key, flags, held] of rec.f) {
+      if ((flags & 2) !== 0) spend((held as RichRef[]).length);
       Object.defineProperty(e, String(key), {
         value: (flags & 2) !== 0 ? (held as RichRef[]).map(value) : value(held as RichRef),
         writable: true,

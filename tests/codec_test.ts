@@ -565,6 +565,16 @@ Deno.test("bytes of the rich cause encoding that are cut, of another version or 
       { r: "x", e: [rec] },
     ]
   ) assert.deepEqual(decodeCause(body(garbled)), { ok: false }, Deno.inspect(garbled));
+  // Parts referred to again (node:v8's back-references: a few bytes each), which the encoder
+  // never writes: 1,000 records sharing one field list whose array holds 1,000 refs. Before,
+  // decoding did a million element reads for 30 KB (a few more shared lists: billions).
+  const refs = Array(1_000).fill(0);
+  const shared = [["x", 2, refs]];
+  const many = Array.from({ length: 1_000 }, () => ({ ...rec, f: shared }));
+  const amplified = body({ r: 0, e: many });
+  assert.ok(amplified.length < 100_000);
+  assert.deepEqual(decodeCause(amplified), { ok: false }, "more work than its bytes");
+  assert.ok(decodeCause(body({ r: 0, e: [{ ...rec, f: [["x", 2, refs]] }] })).ok);
   // A hostile Error with a field of its own: the stand-in, as any hostile cause.
   const hostile = new Proxy(Object.assign(new Error("h"), { code: 1 }), {
     getOwnPropertyDescriptor() {
