@@ -985,16 +985,17 @@ const CAUSE_DEPTH = 1_000;
 /**
  * @ignore A close cause as bytes other isolates can read (kc_chan_close_cause, which keeps them
  * as they are): a kind byte (1 packed, 2 node:v8, 3 an Error, 4 an Error whose `cause` chain
- * holds more, 5 an Error with more than node:v8 copies, `encodeRich`) and the encoding. Kind 5
- * is taken only for an Error down whose chain is an AggregateError, a SuppressedError or an own
- * field node:v8 leaves behind (`needsRich`): any other cause is written as before it existed,
- * and a decoder reads every kind (an older copy of this module reads a kind 5 as no cause).
- * Kinds 3 and 4 describe each Error down the chain (kind 3: the cause alone; kind 4: a count
- * byte first, up to `CAUSE_CHAIN`): which of kcoro's classes it is (0: none), its name's
- * length and UTF-8 bytes; then node:v8 of the whole. A cause neither can copy (a function, a
- * symbol, an object holding one, an Error whose `cause` is one) is encoded as its stand-in
- * (`standIn`), so other isolates still see a failure; null only if the stand-in cannot be
- * encoded either, and the cause then stays in its own isolate. An Error keeps its `name` (node:v8
+ * holds more) and the encoding. An Error down whose chain is an AggregateError, a
+ * SuppressedError or an own field node:v8 leaves behind (`needsRich`) has its rich encoding
+ * after its kind 3 or 4 bytes (`withRich`), which a decoder that knows it reads instead: an
+ * older copy of this module reads the kind 3 or 4 bytes as it always did (node:v8 stops at the
+ * end of its value), so it still sees the failure, where a kind of its own (5, before) read as
+ * no cause there, the channel closed cleanly. Kinds 3 and 4 describe each Error down the chain
+ * (kind 3: the cause alone; kind 4: a count byte first, up to `CAUSE_CHAIN`): which of kcoro's
+ * classes it is (0: none), its name's length and UTF-8 bytes; then node:v8 of the whole. A
+ * cause neither can copy (a function, a symbol, an object holding one, an Error whose `cause`
+ * is one) is encoded as its stand-in (`standIn`), so other isolates still see a failure; null
+ * only if the stand-in cannot be encoded either, and the cause then stays in its own isolate. An Error keeps its `name` (node:v8
  * keeps only the built-in ones), and one of kcoro's own errors its class: a `CancellationError`
  * cause stays one in a Worker, and so does one in its cause chain (a cancelled channel's copy in
  * another isolate is the same error as its own: `Channel.cancel`). The class goes by its brand
@@ -1007,14 +1008,59 @@ const CAUSE_DEPTH = 1_000;
 export function encodeCause(cause: unknown): Uint8Array | null {
   // `instanceof` inside needsRich's try: a revoked Proxy's prototype read throws, and close()
   // threw it (the channel left open) before the other encodings' stand-in could see to it.
-  const rich = needsRich(cause) ? encodeRich(cause as Error) : null;
-  if (rich !== null) return rich;
   const exact = ownData(cause) ? encodeExact(cause) : null;
-  return exact ?? encodeExact(standIn(cause, 0));
+  const base = exact ?? encodeExact(standIn(cause, 0));
+  if (base === null || (base[0] !== 3 && base[0] !== 4) || !needsRich(cause)) return base;
+  const rich = encodeRich(cause as Error);
+  return rich === null ? base : withRich(base, rich);
 }
 
-/** The rich encoding's version, its second byte (`encodeRich`): a decoder reads no other. */
+/**
+ * The rich encoding's version, its trailer's last byte (`withRich`): a decoder reads no other.
+ * Never 46, the byte node:v8 ends an Error with (what kind 3 and 4 bytes end with otherwise).
+ */
 const RICH_VERSION = 1;
+
+/** The byte before `RICH_VERSION` in a rich trailer ("k"). */
+const RICH_MARK = 0x6b;
+
+/** The bytes after a rich encoding: its length (4, little-endian), `RICH_MARK`, the version. */
+const RICH_TRAILER = 6;
+
+/**
+ * `base` (kind 3 or 4 bytes) followed by the rich encoding `body` (`encodeRich`) and its
+ * trailer (`RICH_TRAILER`): the kind 3 or 4 reader's node:v8 ignores what follows its value.
+ */
+function withRich(base: Uint8Array, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(base.length + body.length + RICH_TRAILER);
+  out.set(base, 0);
+  out.set(body, base.length);
+  const end = base.length + body.length;
+  new DataView(out.buffer).setUint32(end, body.length, true);
+  out[end + 4] = RICH_MARK;
+  out[end + 5] = RICH_VERSION;
+  return out;
+}
+
+/**
+ * The cause a rich trailer (`withRich`) at the end of kind 3 or 4 `bytes` describes, boxed;
+ * undefined when there is none, or it is of another version or not readable (the kind 3 or 4
+ * bytes before it are read then: a failure still, as an older copy reads it).
+ */
+function readRich(bytes: Uint8Array): { cause: unknown } | undefined {
+  const n = bytes.length;
+  if (n < 3 + RICH_TRAILER || bytes[n - 1] !== RICH_VERSION || bytes[n - 2] !== RICH_MARK) {
+    return undefined;
+  }
+  const len = new DataView(bytes.buffer, bytes.byteOffset, n).getUint32(n - RICH_TRAILER, true);
+  const start = n - RICH_TRAILER - len;
+  if (start < 3) return undefined;
+  try {
+    return { cause: decodeRich(bytes.subarray(start, n - RICH_TRAILER)) };
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * How many bytes the values a rich encoding copies (`encodeRich`, each once) may take in all:
@@ -1103,7 +1149,7 @@ function needsRich(cause: unknown): boolean {
 
 /**
  * What the rich encoding refers to: an Error by its index in the records, any other value by
- * its own encoding (`encodeExact`: never kind 5).
+ * its own encoding (`encodeExact`: never a rich trailer).
  */
 type RichRef = number | Uint8Array;
 
@@ -1124,11 +1170,11 @@ type RichRecord = {
 };
 
 /**
- * Kind 5 of `encodeCause`: an Error some of which node:v8 would lose (`needsRich`), as a
- * version byte (`RICH_VERSION`) and node:v8 of `{ r, e }`: `r` refers to the cause, `e` holds a
- * record for each Error it reaches (`RichRecord`), through a `cause`, an `errors`, `error` or
- * `suppressed`, an element of a property's array, or any other own field, so that an
- * AggregateError's errors keep their classes, names and fields as the cause does. Walked
+ * The rich encoding of `encodeCause` (`withRich` puts it after the kind 3 or 4 bytes): an
+ * Error some of which node:v8 would lose (`needsRich`), as node:v8 of `{ r, e }`: `r` refers to
+ * the cause, `e` holds a record for each Error it reaches (`RichRecord`), through a `cause`, an
+ * `errors`, `error` or `suppressed`, an element of a property's array, or any other own field,
+ * so that an AggregateError's errors keep their classes, names and fields as the cause does. Walked
  * breadth first, each Error once (a cycle refers back to its record), `CAUSE_DEPTH` Errors at
  * most (one past those is a string saying so), so neither a cycle nor a deep graph recurses or
  * hangs. A value that cannot be copied (a function) is left out where it is a field of the
@@ -1136,8 +1182,8 @@ type RichRecord = {
  * is a cause, an `error`, or an element of `errors` or `suppressed` (an element's place kept).
  * An array up to `CAUSE_DEPTH` long is carried element by element (`errors: [e1, e2]`: each
  * Error its record); a longer one, as it is. Null when reading the cause throws (a hostile
- * proxy), or when the values it copies would take over `RICH_BYTES_MAX`: `encodeCause` goes on
- * to its other encodings, which never throw.
+ * proxy), or when the values it copies would take over `RICH_BYTES_MAX`: `encodeCause` sends
+ * the kind 3 or 4 bytes alone.
  */
 function encodeRich(cause: Error): Uint8Array | null {
   try {
@@ -1223,12 +1269,7 @@ function encodeRich(cause: Error): Uint8Array | null {
       }
       records.push(record);
     }
-    const body = serialize({ r: root, e: records });
-    const out = new Uint8Array(2 + body.length);
-    out[0] = 5;
-    out[1] = RICH_VERSION;
-    out.set(body, 2);
-    return out;
+    return serialize({ r: root, e: records });
   } catch {
     return null;
   }
@@ -1251,9 +1292,9 @@ function decodeRich(body: Uint8Array): unknown {
       if (!Number.isInteger(x) || x < 0 || x >= made.length) throw new RangeError("bad ref");
       return made[x];
     }
-    if (!(x instanceof Uint8Array) || x[0] === 5) throw new TypeError("bad ref");
+    if (!(x instanceof Uint8Array)) throw new TypeError("bad ref");
     if (decoded.has(x)) return decoded.get(x);
-    const got = decodeCause(x);
+    const got = decodeWith(x, false);
     if (!got.ok) throw new TypeError("bad ref");
     decoded.set(x, got.cause);
     return got.cause;
@@ -1485,13 +1526,22 @@ function withKind(kind: number, body: Uint8Array): Uint8Array {
 
 /** @ignore `encodeCause`'s bytes back into the cause; `{ ok: false }` if they are not one. */
 export function decodeCause(bytes: Uint8Array): { ok: true; cause: unknown } | { ok: false } {
+  return decodeWith(bytes, true);
+}
+
+/**
+ * `decodeCause`, reading a rich trailer (`withRich`) only when `rich`: a value inside a rich
+ * encoding is `encodeExact`'s bytes, never one.
+ */
+function decodeWith(bytes: Uint8Array, rich: boolean): { ok: true; cause: unknown } | {
+  ok: false;
+} {
   try {
     if (bytes[0] === 1) return { ok: true, cause: unpack(bytes.subarray(1)) };
     if (bytes[0] === 2) return { ok: true, cause: deserialize(bytes.subarray(1)) };
-    if (bytes[0] === 5 && bytes[1] === RICH_VERSION) {
-      return { ok: true, cause: decodeRich(bytes.subarray(2)) };
-    }
     if ((bytes[0] === 3 || bytes[0] === 4) && bytes.length >= 3) {
+      const got = rich ? readRich(bytes) : undefined;
+      if (got !== undefined) return { ok: true, cause: got.cause };
       let at = 1;
       const count = bytes[0] === 3 ? 1 : bytes[at++];
       const heads: { cls: number; name: string }[] = [];
