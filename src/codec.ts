@@ -1289,7 +1289,8 @@ function decodeRich(body: Uint8Array): unknown {
   const decoded = new Map<Uint8Array, unknown>();
   const value = (x: RichRef): unknown => {
     if (typeof x === "number") {
-      if (!Number.isInteger(x) || x < 0 || x >= made.length) throw new RangeError("bad ref");
+      // A hole in the records (no Error made there) is no ref either.
+      if (!Number.isInteger(x) || made[x] === undefined) throw new RangeError("bad ref");
       return made[x];
     }
     if (!(x instanceof Uint8Array)) throw new TypeError("bad ref");

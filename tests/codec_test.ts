@@ -615,6 +615,9 @@ Deno.test("a rich close cause whose trailer is cut, of another version or garble
       { r: 0, e: [{ ...rec, f: [["x", 2, "not a list"]] }] },
       { r: 0, e: [{ ...rec, k: new Uint8Array([9]) }] }, // bytes of no kind
       { r: "x", e: [rec] },
+      // A hole where a record was: before, it read as a cause of undefined.
+      // deno-lint-ignore no-sparse-arrays
+      { r: 1, e: [rec, , rec] },
     ]
   ) base(decodeCause(body(garbled)), Deno.inspect(garbled));
   // A value inside whose bytes carry a trailer too (the encoder writes none there): read as
