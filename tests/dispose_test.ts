@@ -887,6 +887,101 @@ Deno.test("a trySend whose value's getter, run as the value is encoded, learns o
   }
 });
 
+Deno.test("the end one object of this isolate learns closes the gate of each of its objects for the channel: an owner whose copy was opened from its handle (no share()), and a second copy of the handle, make no try-send on the dead handle; a third copy's dispose closes only its own", () => {
+  // The gate (`Channel.#handle`) is a field of each object: the object that learns of the end
+  // sets it on the others of this isolate (`Shared.owner`, `Shared.copies`). Here a copy's
+  // isClosedForSend, run by the value's getter as the caller's trySend encodes it, learns of
+  // native code's destroy; the caller's try-send, given its own gate after the encoding, must
+  // not reach the dead handle (a later channel given its value would be sent to).
+  const sym = library().symbols("test");
+  const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
+  const names = ["kc_chan_try_send", "kc_chan_try_send_at"];
+  for (const who of ["owner", "copy"] as const) {
+    using reported = catchReported();
+    using ch = new Channel<unknown>(4);
+    const h = ch.handle; // read, not shared: the copies below are opened from it
+    const opened = () =>
+      Channel.from<unknown>({
+        kind: "kcoro.channel",
+        version: 1,
+        handle: h,
+        elemSize: codecs.default.elemSize,
+        zeroCopy: codecs.default.zeroCopy,
+        codec: "default",
+        capacity: 4,
+      });
+    using first = opened();
+    using second = opened();
+    // A copy's dispose leaves the channel, and the other objects' gates, as they were.
+    opened()[Symbol.dispose]();
+    assert.deepEqual(second.trySend(1), { state: "ok" }, who);
+    assert.deepEqual(ch.trySend(2), { state: "ok" }, who);
+    assert.deepEqual(first.tryReceive(), { state: "ok", value: 1 }, who);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 }, who);
+    assert.equal(sym.kc_chan_destroy(h), 0, who);
+    const caller = who === "owner" ? ch : second;
+    let learnt: boolean | undefined;
+    const value = {
+      get n() {
+        learnt ??= first.isClosedForSend;
+        return 1;
+      },
+    };
+    const calls: string[] = [];
+    let r: { state: string };
+    {
+      using _ = recordCalls(patchable, names, h, calls);
+      r = caller.trySend(value);
+    }
+    assert.equal(learnt, true, `${who}: the getter learnt it`);
+    assert.equal(r.state, "closed", who);
+    assert.deepEqual(calls, [], `${who}: no try-send on the dead handle`);
+    assert.deepEqual(reported.errors.map(String), [], `${who}: nothing reported`);
+  }
+});
+
+Deno.test("Channel.from copies of this isolate dropped undisposed are collected while another copy of the channel lives on (the gate keeps them weakly): their holds given back, the last copy's dispose ends the channel", async () => {
+  const res = await evalScript(
+    `
+    import { Channel, library } from "./mod.ts";
+    const sym = library().symbols("test");
+    const out = new Uint32Array(1);
+    if (sym.kc_chan_create(8, 4, 0, 0, out) !== 0) throw new Error("no channel");
+    const h = out[0]; // native code's: no owner here
+    const shared = { kind: "kcoro.channel", version: 1, handle: h, elemSize: 8, zeroCopy: false, codec: "f64", capacity: 4 };
+    const kept = Channel.from(shared);
+    const dropped = [];
+    (() => {
+      for (let i = 0; i < 100; i++) {
+        const c = Channel.from(shared);
+        if (i % 2 === 0) c.trySend(i); // used, not only made
+        else c.tryReceive();
+        dropped.push(new WeakRef(c));
+      }
+    })();
+    // A deref() keeps its target alive to the end of the task: none is made before a gc() of
+    // the same task.
+    const tick = () => new Promise((r) => setTimeout(r, 1));
+    const deadline = Date.now() + 20000;
+    let left;
+    for (;;) {
+      globalThis.gc();
+      await tick(); // finalizers run between tasks
+      left = dropped.filter((r) => r.deref() !== undefined).length;
+      if (left === 0 || Date.now() > deadline) break;
+      await tick();
+    }
+    if (left > 0) throw new Error(left + " dropped copies still reachable");
+    if (sym.kc_chan_status(h) < 0) throw new Error("the channel ended while a copy held it");
+    kept[Symbol.dispose](); // the last holder, once the dropped ones' finalizers all ran
+    while (sym.kc_chan_status(h) >= 0 && Date.now() < deadline) await tick();
+    if (sym.kc_chan_status(h) >= 0) throw new Error("the dropped copies' holds were not given back");
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("the handle a channel's native calls are given once it ended under its object is refused by every channel call with KC_EBADH: the mapped ones too, given the word of a live channel or of a destroyed one", () => {
   // What the gate (`Channel.#handle`) relies on: no handle table hands out its value, and no
   // channel's handle word holds it (a destroyed one's holds 0: its `dead` flag refuses a call
