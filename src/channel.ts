@@ -2632,10 +2632,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     w.reject(statusError(rc, w.kind === SEND ? "withdraw send" : "withdraw receive"));
   }
 
-  /** Takes the value of a sender waiting in this isolate; EMPTY if none. */
-  #takeFromSender(sym: Sym): unknown {
+  /**
+   * Takes the value of a sender waiting in this isolate; EMPTY if none. `open`: the caller
+   * just saw the native channel open (`#poll`: its ready byte read 0 with the handle word still
+   * its own, as `#mayReceive` reads them, or a native try-receive said KC_EAGAIN), so the close
+   * check (`#closedNatively`) is not made again: its fast path reads those same two words.
+   */
+  #takeFromSender(sym: Sym, open = false): unknown {
     const s = this._shared;
-    if (s.senders.first === null || this.#closedNatively(sym)) return EMPTY;
+    if (s.senders.first === null || (!open && this.#closedNatively(sym))) return EMPTY;
     if (s.selects !== 0) {
       // A select of this isolate may be queued ahead of these senders (see `#handOff`).
       flushAll(s.senders);
@@ -2958,7 +2963,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // the JavaScript sender first: a value given back, due first ("so the next receive gets
     // it"), came after a send that began waiting later (the model fuzz's seed 547).
     if (this.#capacity === 0 && s.senders.first !== null && !this.#mayReceive(sym)) {
-      const got = this.#takeFromSender(sym);
+      const got = this.#takeFromSender(sym, true); // open, as the byte just read says
       if (got !== EMPTY) return got;
     }
     const at = this.#at;
@@ -2977,7 +2982,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return value;
     }
     if (rc === Status.EAGAIN) {
-      return s.senders.first !== null ? this.#takeFromSender(sym) : EMPTY;
+      // Open: the ready byte (as above) or the native try said so.
+      return s.senders.first !== null ? this.#takeFromSender(sym, true) : EMPTY;
     }
     return this.#recvFailed(rc);
   }
