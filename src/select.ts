@@ -478,10 +478,11 @@ class Selection implements RingOp {
       const lib = this.lib = this.native[0].ch!._lib;
       const bridge = this.bridge = Bridge.of(lib);
       const sym = this.native[0].ch!._symbols("select");
+      // A clause on a channel known to have ended (the lazy jobs started above ran the caller's
+      // code) is given `ENDED_HANDLE` (`#fill`): KC_EBADH, with nothing queued (every handle is
+      // looked up before any clause acts).
       this.#fill();
-      // A clause on a copy known to have ended (the lazy jobs started above ran the caller's
-      // code): answered as the native select would, with no call (see `#endedKnown`).
-      const rc = this.#endedKnown(this.native.length) ? Status.EBADH : sym.kc_select_async(
+      const rc = sym.kc_select_async(
         clauseBuf,
         this.native.length,
         0,
@@ -555,28 +556,14 @@ class Selection implements RingOp {
     if (n === 0) return false;
     for (let i = 0; i < n; i++) this.native[i].ch!._flushLocal();
     const sym = this.native[0].ch!._symbols("select");
-    this.#fill();
-    const rc = this.#endedKnown(n)
-      ? Status.EBADH // answered as the native select would, with no call
-      : sym.kc_select(clauseBuf, n, 0n, 0, KC_SELECT_POLL, outIndex);
+    this.#fill(); // an ended channel's clause: KC_EBADH (see `#fill`)
+    const rc = sym.kc_select(clauseBuf, n, 0n, 0, KC_SELECT_POLL, outIndex);
     if (rc === Status.EAGAIN) return false;
     if (rc === Status.EBADH && this.#firedEnded(n)) return true;
     // A channel destroyed under its object never fails it here: `#firedEnded` fired its clause.
     if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) unwrap(rc, "select");
     this.#fireNative(outIndex[0], rc, false);
     return true;
-  }
-
-  /**
-   * True when one of the first `n` channel clauses is on a channel this isolate knows ended
-   * (`Channel._creatorEnded`: a copy's creator ended it, or native code destroyed an owner's):
-   * its handle is dead, and its value may name a later channel by now (its slot's generation
-   * wrapped), so no native select may be given it. Before, a select on such a copy received
-   * from, or sent to, that later channel.
-   */
-  #endedKnown(n: number): boolean {
-    for (let i = 0; i < n; i++) if (this.native[i].ch!._shared.ended) return true;
-    return false;
   }
 
   /**
@@ -623,7 +610,11 @@ class Selection implements RingOp {
     for (let i = 0; i < this.native.length; i++) {
       const c = this.native[i];
       const ch = c.ch!;
-      clauseU32[6 * i] = ch._handle; // used while the select holds ch
+      // Used while the select holds ch. `ENDED_HANDLE` once the channel ended under its object
+      // (`Channel.#handle`: its value may name a later channel by now, its slot's generation
+      // wrapped), which the native select answers with KC_EBADH (`#firedEnded`). Read right
+      // before each call: nothing runs between.
+      clauseU32[6 * i] = ch._handle;
       clauseU32[6 * i + 1] = c.kind === SEND ? 0 : 1;
       clauseU32[6 * i + 2] = ch.codec.elemSize;
       clauseU32[6 * i + 3] = 0;

@@ -1001,6 +1001,12 @@ Deno.test("the handle a channel's native calls are given once it ended under its
     sym.kc_desc_free(p);
     return rc;
   };
+  // One select clause (select.ts's layout: handle, kind, size, 0, then the value's address), a
+  // receive given E: a select's `#fill` gives an ended channel's clause E.
+  const clause = new Uint8Array(24);
+  new Uint32Array(clause.buffer).set([E, 1, 8, 0]);
+  new BigUint64Array(clause.buffer)[2] = BigInt(Deno.UnsafePointer.value(p));
+  const index = new Uint32Array(1), ticket = new Uint32Array(1);
   const answers = (label: string) => {
     const rcs = {
       status: sym.kc_chan_status(E),
@@ -1022,6 +1028,9 @@ Deno.test("the handle a channel's native calls are given once it ended under its
       sendAsync: bridge.submit(false, E, slot, 8),
       recvAsync: bridge.submit(true, E, slot, 8),
       watch: bridge.watch(E, true),
+      // A select's probe and its queueing (nothing queued: every handle is looked up first).
+      select: sym.kc_select(clause, 1, 0n, 0, 1, index),
+      selectAsync: sym.kc_select_async(clause, 1, 0, bridge.ring, ticket, index),
     };
     for (const [call, rc] of Object.entries(rcs)) {
       assert.equal(rc, Status.EBADH, `${label}: ${call}`);
@@ -1044,6 +1053,18 @@ Deno.test("the handle a channel's native calls are given once it ended under its
     assert.equal(sym.kc_chan_try_recv_at(word, E, p, 8), Status.EBADH, `${label}: recv at`);
     assert.equal(sendCopy(word), Status.EBADH, `${label}: send copy at`);
   }
+  // A select with a clause on a live channel holding a value ahead of one given E: KC_EBADH,
+  // the value not taken (the one after it takes it). Its caller (select.ts's `#firedEnded`)
+  // then probes the clauses ahead of the ended one itself.
+  using live = new Channel<number>(4, { codec: codecs.f64 });
+  const two = new Uint8Array(48);
+  two.set(clause, 24);
+  new Uint32Array(two.buffer).set([live.handle, 1, 8, 0]);
+  new BigUint64Array(two.buffer)[2] = BigInt(Deno.UnsafePointer.value(p));
+  assert.deepEqual(live.trySend(5), { state: "ok" });
+  assert.equal(sym.kc_select(two, 2, 0n, 0, 1, index), Status.EBADH, "live, then E");
+  assert.equal(sym.kc_select_async(two, 2, 0, bridge.ring, ticket, index), Status.EBADH);
+  assert.deepEqual(live.tryReceive(), { state: "ok", value: 5 });
   giveSlot(slot);
   assert.equal(ch.close(), false); // the owner learns of the destroy: cancelled
 });
