@@ -1069,6 +1069,23 @@ function readRich(bytes: Uint8Array): { cause: unknown } | undefined {
 const RICH_BYTES_MAX = 64 * 1024 * 1024;
 
 /**
+ * How many elements of one array the rich encoding carries (`encodeRich`): past them, one
+ * string saying how many more were not copied. Before, an array over 1,000 long went to node:v8
+ * as it was, which formats the stack of every Error in it: an AggregateError of 100,000 fresh
+ * Errors took seconds inside close(), where node:v8 alone (before the rich encoding) dropped its
+ * `errors`.
+ */
+const RICH_ELEMENTS = 1_000;
+
+/**
+ * How many array elements one cause's rich encoding carries in all (`encodeRich`): past them,
+ * each array is its note alone. Each Error's arrays are walked on their own, so 1,000 Errors
+ * holding one 1,000-element array each made a million elements (seconds to encode and decode)
+ * of 1,000 the caller had.
+ */
+const RICH_ELEMENTS_ALL = 10_000;
+
+/**
  * Own properties of an Error that the rich encoding carries even when not enumerable: an
  * AggregateError's `errors`, a SuppressedError's `error` and `suppressed`, and the `suppressed`
  * list a job or scope keeps on its first failure (src/job.ts), all defined so.
@@ -1180,8 +1197,12 @@ type RichRecord = {
  * hangs. A value that cannot be copied (a function) is left out where it is a field of the
  * caller's own, as node:v8 leaves out all of them, and is a string saying what it was where it
  * is a cause, an `error`, or an element of `errors` or `suppressed` (an element's place kept).
- * An array up to `CAUSE_DEPTH` long is carried element by element (`errors: [e1, e2]`: each
- * Error its record); a longer one, as it is. Null when reading the cause throws (a hostile
+ * An array is carried element by element (`errors: [e1, e2]`: each Error its record), its
+ * first `RICH_ELEMENTS` (`RICH_ELEMENTS_ALL` in all the arrays of the cause), then a string
+ * saying how many more were not copied: neither close() nor the decoder does work past those,
+ * however long the array. An element whose read throws is a string saying so, in its place, as
+ * one that cannot be copied is, and a field whose array's read throws (a Proxy's trap) is what
+ * one that cannot be copied is. Null when reading an Error of it throws (a hostile
  * proxy), or when the values it copies would take over `RICH_BYTES_MAX`: `encodeCause` sends
  * the kind 3 or 4 bytes alone.
  */
@@ -1192,15 +1213,24 @@ function encodeRich(cause: Error): Uint8Array | null {
     const exact = new Map<unknown, Uint8Array | null>();
     let size = 0;
     const text = (s: string) => encodeExact(s)!;
+    let elements = 0;
     const ref = (v: unknown, keep: boolean): RichRef | undefined => {
-      if (v instanceof Error) {
-        const at = index.get(v);
+      // A revoked Proxy's prototype read throws: not an Error, and node:v8 cannot copy it.
+      let error = false;
+      try {
+        error = v instanceof Error;
+      } catch {
+        // Encoded as any value: none, so a string saying what it was (or left out).
+      }
+      if (error) {
+        const e = v as Error; // not asked again: a Proxy's trap may answer otherwise
+        const at = index.get(e);
         if (at !== undefined) return at;
         if (queue.length === CAUSE_DEPTH) {
-          return text(`${describe(v)} (past ${CAUSE_DEPTH} Errors in one cause: ${NOT_COPIED})`);
+          return text(`${describe(e)} (past ${CAUSE_DEPTH} Errors in one cause: ${NOT_COPIED})`);
         }
-        index.set(v, queue.length);
-        queue.push(v);
+        index.set(e, queue.length);
+        queue.push(e);
         return queue.length - 1;
       }
       // An object or string met again is its first encoding, the same Uint8Array, which
@@ -1254,13 +1284,34 @@ function encodeRich(cause: Error): Uint8Array | null {
         const v: unknown = d.value;
         // Its length read once: an element's getter that adds another (or a Proxy answering a
         // larger length after this check) made the walk go on past the bound, unbounded: a hang.
-        const length = Array.isArray(v) && Object.getPrototypeOf(v) === Array.prototype
-          ? Number(v.length)
-          : Infinity;
-        if (length <= CAUSE_DEPTH) {
+        // A read that throws (a Proxy's trap) is the field's alone: before, it lost every field.
+        let length = NaN;
+        let threw = false;
+        try {
+          if (Array.isArray(v)) length = Number(v.length);
+        } catch {
+          threw = true;
+        }
+        if (threw) {
+          if (keep) record.f.push([key, flags, text(`a value whose read threw (${NOT_COPIED})`)]);
+        } else if (Number.isSafeInteger(length) && length >= 0) {
           const a = v as unknown[];
           const refs: RichRef[] = [];
-          for (let j = 0; j < length; j++) refs.push(ref(a[j], true)!);
+          const take = Math.min(length, RICH_ELEMENTS, RICH_ELEMENTS_ALL - elements);
+          elements += take;
+          for (let j = 0; j < take; j++) {
+            // A getter that throws is its element alone, a string in its place as one that
+            // cannot be copied is: before, the throw lost the rich encoding, every field.
+            let element: unknown;
+            try {
+              element = a[j];
+            } catch {
+              refs.push(text(`an element whose read threw (${NOT_COPIED})`));
+              continue;
+            }
+            refs.push(ref(element, true)!);
+          }
+          if (take < length) refs.push(text(`… and ${length - take} more elements (not copied)`));
           record.f.push([key, flags | 2, refs]);
         } else {
           const r = ref(v, keep);

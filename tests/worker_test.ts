@@ -690,6 +690,24 @@ Deno.test("a close cause whose errors array holds itself, or its AggregateError,
   assert.deepEqual(arrayGot.own.errors.value, [[{ cycle: 2 }]]);
 });
 
+Deno.test("a close cause's AggregateError of 100,000 Errors reaches a Worker as its first 1,000 and a note of how many more", async () => {
+  // Before, close() gave the 100,000 Errors to node:v8 as they were (each stack formatted:
+  // seconds inside close()), where node:v8 alone had dropped its errors. No timing asserted.
+  const many = new AggregateError(
+    Array.from({ length: 100_000 }, (_, i) => new RangeError(`${i}`)),
+    "100,000 failed",
+  );
+  const got = await crossedTree(many, "100,000 errors") as ErrorTree;
+  assert.equal(got.class, "AggregateError");
+  const errors = got.own.errors.value as unknown[];
+  assert.equal(errors.length, 1_001);
+  assert.deepEqual(
+    [(errors[0] as ErrorTree).class, (errors[998] as ErrorTree).message],
+    ["RangeError", "998"],
+  );
+  assert.equal(errors[1_000], "… and 99000 more elements (not copied)");
+});
+
 Deno.test("a Worker closing its library leaves the process-wide runtime running for the others", async () => {
   const rt = runtime();
   const w = new Worker(new URL("./fixtures/close_library_worker.ts", import.meta.url), {
