@@ -992,9 +992,9 @@ const CAUSE_DEPTH = 1_000;
  * end of its value), so it still sees the failure, where a kind of its own (5, before) read as
  * no cause there, the channel closed cleanly. Kinds 3 and 4 describe each Error down the chain
  * (kind 3: the cause alone; kind 4: a count byte first, up to `CAUSE_CHAIN`): which of kcoro's
- * classes it is (0: none), its name's length and UTF-8 bytes; then node:v8 of the whole. A
- * cause neither can copy (a function, a symbol, an object holding one, an Error whose `cause`
- * is one) is encoded as its stand-in (`standIn`), so other isolates still see a failure; null
+ * classes it is (0: none), its name's length and UTF-8 bytes (cut to 255: `headName`); then
+ * node:v8 of the whole. A cause neither can copy (a function, a symbol, an object holding one,
+ * an Error whose `cause` is one) is encoded as its stand-in (`standIn`), so other isolates still see a failure; null
  * only if the stand-in cannot be encoded either, and the cause then stays in its own isolate. An Error keeps its `name` (node:v8
  * keeps only the built-in ones), and one of kcoro's own errors its class: a `CancellationError`
  * cause stays one in a Worker, and so does one in its cause chain (a cancelled channel's copy in
@@ -1157,6 +1157,8 @@ function needsRich(cause: unknown): boolean {
       if (b === "AggregateError" || b === "SuppressedError" || extraKeys(e).length > 0) {
         return true;
       }
+      // Its head holds the name cut (`headName`): the rich encoding, all of it.
+      if (encoder.encode(String(e.name)).length > HEAD_NAME_MAX) return true;
     }
   } catch {
     // A hostile Error down the chain: the stand-in's encoding.
@@ -1521,7 +1523,7 @@ function encodeExact(cause: unknown): Uint8Array | null {
     const body = serialize(cause);
     if (!(cause instanceof Error)) return withKind(2, body);
     const heads = errorHeads(cause);
-    if (heads.length === 0) return withKind(2, body); // its name is longer than 255 bytes
+    if (heads.length === 0) return withKind(2, body); // reading it threw
     const count = heads.length === 1 ? [] : [heads.length];
     const size = heads.reduce((sum, h) => sum + h.length, 1 + count.length + body.length);
     const out = new Uint8Array(size);
@@ -1542,7 +1544,7 @@ function encodeExact(cause: unknown): Uint8Array | null {
 /**
  * Each Error down `cause`'s chain (itself, its `cause` if an Error, ...) as its class index and
  * name (`encodeCause`), up to `CAUSE_CHAIN` of them; the chain stops at a non-Error, an Error
- * seen already (a cycle), a name longer than 255 bytes, or a `cause` that throws when read.
+ * seen already (a cycle), or a `cause` that throws when read.
  */
 function errorHeads(cause: Error): Uint8Array[] {
   const heads: Uint8Array[] = [];
@@ -1551,8 +1553,7 @@ function errorHeads(cause: Error): Uint8Array[] {
   try {
     while (e instanceof Error && !seen.has(e) && heads.length < CAUSE_CHAIN) {
       seen.add(e);
-      const name = new TextEncoder().encode(String(e.name));
-      if (name.length > 255) break;
+      const name = headName(String(e.name));
       const kind = ownErrorKind(Object.getPrototypeOf(e));
       const head = new Uint8Array(2 + name.length);
       head[0] = kind === undefined
@@ -1567,6 +1568,29 @@ function errorHeads(cause: Error): Uint8Array[] {
     // A hostile Error down the chain (a throwing getter or trap): the chain stops there.
   }
   return heads;
+}
+
+/** The most UTF-8 bytes of a name a head holds (its length is one byte). */
+const HEAD_NAME_MAX = 255;
+
+/** What a name cut to fit a head ends with. */
+const CUT_MARK = encoder.encode("…");
+
+/**
+ * `name`'s UTF-8 bytes for a head (`errorHeads`): one over `HEAD_NAME_MAX` bytes cut at a
+ * character's start to fit with `CUT_MARK` after. Before, such a name ended the heads, and an
+ * Error named so first was encoded as kind 2 (node:v8 alone): its rich encoding, which carries
+ * the whole name, was dropped with all it carries (an AggregateError's `errors`, its fields).
+ */
+function headName(name: string): Uint8Array {
+  const bytes = encoder.encode(name);
+  if (bytes.length <= HEAD_NAME_MAX) return bytes;
+  let end = HEAD_NAME_MAX - CUT_MARK.length;
+  while ((bytes[end] & 0xc0) === 0x80) end--; // not inside a character's bytes
+  const cut = new Uint8Array(end + CUT_MARK.length);
+  cut.set(bytes.subarray(0, end));
+  cut.set(CUT_MARK, end);
+  return cut;
 }
 
 function withKind(kind: number, body: Uint8Array): Uint8Array {

@@ -462,11 +462,12 @@ Deno.test("a close cause keeps kcoro's classes and every Error's name down its c
     depth++;
   }
   assert.equal(depth, 21);
-  // A name longer than 255 bytes down the chain ends the description there.
+  // A name longer than 255 bytes down the chain arrives whole (its head holds it cut, the rich
+  // encoding all of it: see "a close cause whose Error's name is over 255 bytes").
   const longName = Object.assign(new Error("long"), { name: "N".repeat(300) });
   const cut = copy(new TimeoutError("t", { cause: longName }));
   assert.ok(cut instanceof TimeoutError);
-  assert.equal((cut.cause as Error).name, "Error");
+  assert.equal((cut.cause as Error).name, "N".repeat(300));
 });
 
 Deno.test("a close cause keeps an AggregateError's errors, a SuppressedError's error and suppressed, a kept suppressed list and fields of its own, as README says", () => {
@@ -840,6 +841,35 @@ Deno.test("an array element of a close cause whose read throws is a string in it
     "an object that cannot be described (its tag threw) (cannot be copied to another isolate)",
     1,
   ]);
+});
+
+Deno.test("a close cause whose Error's name is over 255 bytes keeps its rich encoding and its whole name; an older copy of kcoro reads the name cut", () => {
+  // Before, such an Error (its name too long for a head's length byte) was encoded as node:v8
+  // alone (kind 2): its errors, fields and name were lost, and kcoro's class with them.
+  const name = "N".repeat(300);
+  const aggregate = Object.assign(new AggregateError([new RangeError("a")], "g"), {
+    name,
+    code: 7,
+  });
+  const bytes = encodeCause(aggregate)!;
+  assert.equal(bytes[0], 3);
+  const got = decodeCause(bytes);
+  assert.ok(got.ok && got.cause instanceof AggregateError);
+  const e = got.cause as AggregateError & { code: unknown };
+  assert.deepEqual([e.name, e.message, e.code], [name, "g", 7]);
+  assert.ok(e.errors[0] instanceof RangeError);
+  const older = readAsOlderCopy(bytes);
+  assert.deepEqual(older.names, ["N".repeat(252) + "…"]); // 255 bytes: "…" is 3
+  assert.ok(older.cause instanceof Error && older.cause.message === "g");
+  // Cut at a character's start (each "é" is 2 bytes), and one without anything else node:v8
+  // would lose keeps its whole name and kcoro's class too.
+  const wide = new TimeoutError("t");
+  wide.name = "é".repeat(200);
+  const wideBytes = encodeCause(wide)!;
+  assert.deepEqual(readAsOlderCopy(wideBytes).names, ["é".repeat(126) + "…"]);
+  const w = decodeCause(wideBytes);
+  assert.ok(w.ok && w.cause instanceof TimeoutError);
+  assert.equal(w.cause.name, "é".repeat(200));
 });
 
 Deno.test("a close cause that cannot be copied crosses as its stand-in: a failure still, classes and names kept, the uncopyable part described", () => {
