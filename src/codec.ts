@@ -1332,11 +1332,16 @@ function encodeRich(cause: Error): Uint8Array | null {
  * `encodeRich`'s body back into the cause: every Error made first (its class, name, message
  * and stack), then each one's cause and fields filled in, so that a cycle closes on the same
  * copies. Throws for bytes that are not one (`decodeCause` answers none for them), and for
- * those holding more parts than bytes (only back-references make that: the encoder writes none).
+ * those holding more parts than bytes (only back-references make that: the encoder writes none)
+ * or more Errors than `CAUSE_DEPTH`. Hostile bytes still make an Error per few bytes of records
+ * up to that: the work stays linear in the bytes.
  */
 function decodeRich(body: Uint8Array): unknown {
   const { r, e: records } = deserialize(body) as { r: RichRef; e: RichRecord[] };
   if (!Array.isArray(records)) throw new TypeError("not a rich cause");
+  // The encoder writes `CAUSE_DEPTH` records at most: more (a few bytes each, node:v8's
+  // back-references to one record) made an Error each, a stack captured for every one.
+  if (records.length > CAUSE_DEPTH) throw new RangeError("more Errors than the encoder writes");
   const made = records.map((rec) => richError(rec));
   // Bytes met again (a value the cause held in several places: `encodeRich`) are one copy.
   const decoded = new Map<Uint8Array, unknown>();

@@ -622,6 +622,9 @@ Deno.test("a rich close cause whose trailer is cut, of another version or garble
       // A hole where a record was: before, it read as a cause of undefined.
       // deno-lint-ignore no-sparse-arrays
       { r: 1, e: [rec, , rec] },
+      // More records than the encoder writes (1,000 at most), each a back-reference of a few
+      // bytes: before, each made an Error, its stack captured.
+      { r: 0, e: Array(1_001).fill(rec) },
     ]
   ) base(decodeCause(body(garbled)), Deno.inspect(garbled));
   // A value inside whose bytes carry a trailer too (the encoder writes none there): read as
