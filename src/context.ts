@@ -108,36 +108,63 @@ function checkKey(op: string, key: unknown): asserts key is Key<unknown> {
 }
 
 /**
- * @ignore A scope a {@linkcode Timeout} ends: a timeout given one of its contexts (a Coroutine of
- * src/scope.ts; this module imports nothing of it).
+ * @ignore A scope a {@linkcode Timeout} ends: a withTimeout's own (a Coroutine of src/scope.ts;
+ * this module imports nothing of it).
  */
 export interface TimedScope {
   cancel(cause: unknown): void;
   addFinalizer(fn: () => void): void;
 }
 
-/** @ignore A running `withTimeout`, as its contexts see it: `done` once its scope has finished. */
+/**
+ * @ignore A running `withTimeout`, as its contexts see it: `done` once its scope has finished.
+ * Each withTimeout that runs its block has one of its own, also one nested in another's (whose
+ * Deadline, error and `adopted` it copies): its scope's context carries its own record, so that
+ * Deadline stays in force there for as long as it runs, also after the one it is nested in has
+ * finished (a timeout or native scope given that context then still ends by it), and for as long
+ * as that one runs, also after this one has finished (`under`).
+ */
 export interface Timeout {
   done: boolean;
+  /**
+   * The timeout it is nested in (whose Deadline it carries), or null: its own Deadline. Once this
+   * one is done, its contexts' Deadline is that one's while that one runs (`inForce`).
+   */
+  readonly under: Timeout | null;
   /** Its Deadline (the `performance.now()` clock). */
   readonly at: number;
   /** What its scope is cancelled with at the Deadline, and so is each of `nested`. */
   readonly error: TimeoutError;
-  /** Set as its timer fires: a timeout given one of its contexts from then on fails at once. */
+  /** Set as its Deadline is reached: a timeout given one of its contexts then fails at once. */
   fired: boolean;
+  /** Its scope while it runs (set as it starts, null again once it has finished). */
+  scope: TimedScope | null;
   /**
    * The running timeouts given one of its contexts whose own time ends later (Go's
    * `WithDeadline` under an earlier parent deadline is the parent's child, with no timer of its
-   * own): its timer cancels them with `error` right after its own scope, with or without that
-   * scope's signal; each leaves the set as it finishes. If this one finishes first (not fired),
-   * each still running gets a timer of its own for the rest of the time to `at`.
+   * own), in the order they came; null until the first comes (most timeouts nest none). When its
+   * Deadline is reached its scope is cancelled with `error`, then each of these, and in turn the
+   * ones nested in each, with or without its scope's signal; each leaves the set as it finishes.
+   * If this one finishes first (not fired), each still running gets a timer of its own for the
+   * rest of the time to `at`.
    */
-  readonly nested: Set<TimedScope>;
+  nested: Set<Timeout> | null;
   /**
    * True where the Deadline was set by hand and this timeout took it on as its own (it came
-   * first): once `done` it is in force again as hand-set, not stale, since no timeout put it in.
+   * first), or is nested in one that did: once `done` it is in force again as hand-set, not
+   * stale, since no timeout put it in.
    */
-  adopted?: boolean;
+  adopted: boolean;
+}
+
+/**
+ * The record that enforces `timeout`'s Deadline now: it while it runs, else the nearest timeout
+ * still running that it is nested in (the same Deadline); null when all have finished.
+ */
+function inForce(timeout: Timeout | null): Timeout | null {
+  let t = timeout;
+  while (t !== null && t.done) t = t.under;
+  return t;
 }
 
 /** What a structured clone of a Context fails on (`Context._notCloneable`): its message. */
@@ -297,14 +324,15 @@ export class Context {
     };
     brand = (x: unknown): x is Context => typeof x === "object" && x !== null && #entries in x;
     deadlineInForce = (context) => {
-      // One a withTimeout took on from a hand-set Deadline stays in force after it (it was
-      // hand-set).
-      if (context.#timeout?.done === true && context.#timeout.adopted !== true) return undefined;
+      // Stale once the timeouts that enforce it have finished; one a withTimeout took on from a
+      // hand-set Deadline stays in force after it (it was hand-set).
+      const timeout = context.#timeout;
+      if (timeout !== null && !timeout.adopted && inForce(timeout) === null) return undefined;
       return context.#entries.get(Deadline) as number | undefined;
     };
     running = (context) => {
-      const timeout = context.#timeout;
-      return timeout !== null && !timeout.done && context.#entries.has(Deadline) ? timeout : null;
+      const timeout = inForce(context.#timeout);
+      return timeout !== null && context.#entries.has(Deadline) ? timeout : null;
     };
     makeChild = (parent, own) => {
       if (own === parent || own.#entries.size === 0) return parent;
@@ -414,7 +442,8 @@ export class Context {
  * ends by that Deadline too, with that withTimeout's TimeoutError (Go's context carries its
  * deadline alone). A context can outlive its scope: once the withTimeout that put a Deadline in
  * has finished, a later timeout or native scope given that context (or one derived from it)
- * ignores its Deadline.
+ * ignores its Deadline. A timeout nested so carries the Deadline in its own scope's context for as
+ * long as it runs, and as long as the one it is nested in runs, also when the other has finished.
  *
  * One set by hand (`context.with(Deadline, performance.now() + 30)`) stays in force, and is
  * enforced by what reads it: a `withTimeout` / `withTimeoutOrNull` given that context (or one

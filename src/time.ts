@@ -26,13 +26,13 @@ interface Timed {
   /** The options to run the scope with: its Deadline in the context, when it has one. */
   options: ScopeOptions | undefined;
   /**
-   * The record of its own Deadline, which `runTimed` arms the timer of and marks done when the
-   * scope finishes; null: no Deadline of its own (`ms` 0 or less, or `under`'s came first).
+   * The record of its Deadline, its scope context's, which `runTimed` arms the timer of (none
+   * nested) and marks done when the scope finishes; null where no scope runs (`ms` 0 or less).
    */
   timeout: Timeout | null;
   /**
-   * The running withTimeout whose Deadline, in the context, comes before this one's would: its
-   * timer cancels this scope too (`runTimed` puts it in `nested`); null where there is none.
+   * The running withTimeout whose Deadline, in the context, comes before this one's would: that
+   * Deadline ends this scope too (`runTimed` puts `timeout` in its `nested`); null where none.
    */
   under: Timeout | null;
   /** How long to wait (0 or less: at once; Infinity: no timer of its own). */
@@ -46,13 +46,16 @@ interface Timed {
  * {@linkcode Timeout} that `runTimed` marks done when the scope finishes. An earlier live
  * Deadline wins (one of a withTimeout already finished is stale: a context can outlive its
  * scope), as Go's `context.WithTimeout` keeps a parent's earlier deadline. If a running
- * withTimeout put it in (or took it on), this timeout is nested in that one, as Go's is in its
- * parent: that one's timer cancels this scope too, with that one's TimeoutError (which
- * `withTimeoutOrNull` rethrows), given that one's signal or not (the context alone carries the
- * deadline, as Go's does), and it fails so at once, without running the block, if that timer has
- * fired (that one's block went on after it). One set by hand (`Context.with`) has no timer of its
- * own, so this timeout takes it as its own: it waits only until then, fails with its own kind of
- * TimeoutError (`withTimeoutOrNull` resolves null), and at once if that Deadline has passed.
+ * withTimeout put it in (or took it on, or carries it nested), this timeout is nested in that
+ * one, as Go's is in its parent: that one's Deadline (its timer, or the one it is nested in)
+ * cancels this scope too, with that one's TimeoutError (which `withTimeoutOrNull` rethrows),
+ * given that one's signal or not (the context alone carries the deadline, as Go's does), and it
+ * fails so at once, without running the block, if that Deadline has come (that one's block went
+ * on after it). This scope's context carries the Deadline with a record of its own, in force
+ * while this one runs, also after that one has finished. One set by hand (`Context.with`) has no
+ * timer of its own, so this timeout takes it as its own: it waits only until then, fails with its
+ * own kind of TimeoutError (`withTimeoutOrNull` resolves null), and at once if that Deadline has
+ * passed.
  */
 function withDeadline(op: string, options: ScopeOptions | undefined, ms: number): Timed {
   const checked = checkScopeOptions(op, options); // what it read, once
@@ -67,11 +70,15 @@ function withDeadline(op: string, options: ScopeOptions | undefined, ms: number)
     return { options: timedOptions, timeout, under: null, ms, error: timeout.error };
   }
   // An earlier Deadline of a running withTimeout: nested in that one, no timer of its own. Its
-  // context keeps that Deadline, and that timeout, for the timeouts nested in this one.
+  // context carries that Deadline with a record of its own, in force while this one runs (also
+  // after that one has finished, for the timeouts and native scopes given this one's context)
+  // and while that one does, in which the timeouts given this one's context nest in turn.
   const under = runningTimeout(context);
   if (under !== null) {
-    const wait = under.fired ? 0 : Infinity;
-    return { options: checked, timeout: null, under, ms: wait, error: under.error };
+    if (under.fired) return { options: checked, timeout: null, under, ms: 0, error: under.error };
+    const timeout = newTimeout(outer, under.error, under.adopted, under);
+    const timedOptions = { ...checked, context: timedContext(context, outer, timeout) };
+    return { options: timedOptions, timeout, under, ms: Infinity, error: under.error };
   }
   const left = outer - now;
   if (!(left > 0)) {
@@ -95,9 +102,17 @@ function withDeadline(op: string, options: ScopeOptions | undefined, ms: number)
   return { options: timedOptions, timeout, under: null, ms: left, error };
 }
 
-/** The record of a timeout's own Deadline `at` (`adopted`: one set by hand that it took on). */
-function newTimeout(at: number, error: TimeoutError, adopted: boolean): Timeout {
-  return { done: false, at, error, fired: false, nested: new Set(), adopted };
+/**
+ * The record of a timeout's Deadline `at` (`adopted`: one set by hand that it, or the one it is
+ * nested in, took on). Its `nested` set comes with the first timeout nested in it.
+ */
+function newTimeout(
+  at: number,
+  error: TimeoutError,
+  adopted: boolean,
+  under: Timeout | null = null,
+): Timeout {
+  return { done: false, under, at, error, fired: false, scope: null, nested: null, adopted };
 }
 
 /**
@@ -202,40 +217,65 @@ export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<v
 }
 
 /**
- * Starts `scope` with a timer that cancels it with `timed.error` after `timed.ms` (Infinity: no
- * timer), then also the timeouts nested in it (`timed.timeout`'s); under a running timeout
- * (`timed.under`), nested in that one's until it finishes.
+ * Starts `scope` with a timer that ends it, and the timeouts nested in it, when `timeout`'s
+ * Deadline is reached, after `ms` (Infinity: no timer; one nested in `under` has none: `under`'s
+ * ends it); under a running timeout, nested in that one's until it finishes.
  */
-function runTimed<T>(scope: Coroutine<T>, timed: Timed): Promise<T> {
-  const { timeout, under, error } = timed;
-  const cancel = timer(timed.ms, () => {
-    if (timeout === null) { // not armed (Infinity): a nested one has no timer of its own
-      scope.cancel(error);
-      return;
-    }
-    timeout.fired = true; // before the cancels: none nests in it from now on
-    // Its own scope first, as its signal cancels the scopes following it. A nested one that a
-    // cancel here finishes leaves the set (its finalizer), and none joins it meanwhile (fired);
-    // the scope finishing here (a lazy child was all it waited for) leaves the set to this loop.
-    scope.cancel(error);
-    for (const nested of timeout.nested) nested.cancel(error);
-    timeout.nested.clear();
-  });
-  if (under !== null) under.nested.add(scope);
+function runTimed<T>(
+  scope: Coroutine<T>,
+  timeout: Timeout,
+  ms: number,
+  under: Timeout | null,
+): Promise<T> {
+  timeout.scope = scope;
+  const cancel = timer(ms, () => expire(timeout));
+  if (under !== null) (under.nested ??= new Set()).add(timeout);
   scope.addFinalizer(() => {
     cancel();
-    under?.nested.delete(scope);
-    if (timeout === null) return;
-    timeout.done = true; // its Deadline is stale from now on (hand-set again where adopted)
-    if (timeout.fired) return; // the timer's loop cancels the nested ones
-    // Nested timeouts that outlive it (given its context, not awaited) still end by its Deadline.
-    for (const nested of timeout.nested) {
-      nested.addFinalizer(timer(timeout.at - performance.now(), () => nested.cancel(error)));
+    under?.nested?.delete(timeout);
+    // Its Deadline is stale from now on, unless the one it is nested in still runs (hand-set
+    // again where adopted).
+    timeout.done = true;
+    timeout.scope = null; // a context that outlives the scope does not keep it
+    const nested = timeout.nested;
+    if (timeout.fired || nested === null) return; // fired: `expire` ends the nested ones
+    timeout.nested = null;
+    // Nested timeouts that outlive it (given its context, not awaited) still end by its Deadline,
+    // and so do the ones nested in them.
+    for (const n of nested) {
+      n.scope!.addFinalizer(timer(timeout.at - performance.now(), () => expire(n)));
     }
-    timeout.nested.clear();
   });
   scope.start();
   return scope.await();
+}
+
+/**
+ * `top`'s Deadline is reached: its scope is cancelled with its error, then the timeouts nested in
+ * it, oldest first, each followed by the ones nested in it (depth first, with a stack of its own:
+ * a deep nesting does not overflow the call stack). Each is marked fired before its cancel: none
+ * nests in it from then on, and a scope a cancel here finishes leaves its nested ones to this loop
+ * (its finalizer); one that finished meanwhile has left its set, which is iterated live.
+ */
+function expire(top: Timeout): void {
+  const open: [Timeout, Iterator<Timeout>][] = [];
+  let next: Timeout | undefined = top;
+  for (;;) {
+    if (next !== undefined) {
+      next.fired = true;
+      // Its own scope first, as its signal cancels the scopes following it.
+      next.scope?.cancel(next.error);
+      if (next.nested !== null) open.push([next, next.nested.values()]);
+    }
+    const last = open.at(-1);
+    if (last === undefined) return;
+    const step = last[1].next();
+    if (step.done) {
+      last[0].nested = null;
+      open.pop();
+      next = undefined;
+    } else next = step.value;
+  }
 }
 
 /**
@@ -283,15 +323,15 @@ export function withTimeout<T>(ms: number, block: Block<T>, options?: ScopeOptio
   try {
     checkMs(op, ms);
     timed = withDeadline(op, options, ms);
-    // No scope at all for 0 or less: one never started would keep its listener on the
-    // caller's signal.
-    if (timed.ms <= 0) scope = checkRoot(op, block, timed.options) ?? timed.error;
+    // No scope at all for 0 or less (no record): one never started would keep its listener on
+    // the caller's signal.
+    if (timed.timeout === null) scope = checkRoot(op, block, timed.options) ?? timed.error;
     else scope = rootScope(op, block, timed.options, false);
   } catch (e) {
     return Promise.reject(e); // bad arguments reject, as every wait's do
   }
   if (scope instanceof Error) return Promise.reject(scope);
-  return runTimed(scope, timed);
+  return runTimed(scope, timed.timeout!, timed.ms, timed.under);
 }
 
 /**
@@ -321,7 +361,7 @@ export function withTimeoutOrNull<T>(
     checkMs(op, ms);
     timed = withDeadline(op, options, ms);
     // As withTimeout: no scope at all for 0 or less.
-    if (timed.ms <= 0) scope = checkRoot(op, block, timed.options);
+    if (timed.timeout === null) scope = checkRoot(op, block, timed.options);
     else scope = rootScope(op, block, timed.options, false);
   } catch (e) {
     return Promise.reject(e); // bad arguments reject, as every wait's do
@@ -331,7 +371,7 @@ export function withTimeoutOrNull<T>(
   if (scope === null) return own ? Promise.resolve(null) : Promise.reject(timed.error);
   if (scope instanceof Error) return Promise.reject(scope);
   const timeout = timed.error;
-  return runTimed(scope, timed).catch((e) => {
+  return runTimed(scope, timed.timeout!, timed.ms, timed.under).catch((e) => {
     if (e === timeout && own) return null;
     throw e;
   });

@@ -305,6 +305,32 @@ Deno.test("a native scope ignores the Deadline of a finished withTimeout whose c
   assert.ok(later[0] >= before + 59_000_000_000n, `deadline ${later[0]}, now ${before}`);
 });
 
+Deno.test("a native scope made in a timeout that outlives the withTimeout it is nested in gets that one's Deadline", async () => {
+  // The nested timeout (given only the outer's context, not awaited) makes its native scope only
+  // after the outer has finished, a minute before the outer's Deadline: its native children get
+  // that Deadline, which still ends the nested scope. Before, the nested scope's context was the
+  // outer's, stale once the outer had finished: the native children got no deadline (0).
+  const sym = library().symbols("test");
+  const c = runtime().cells(3);
+  const outerOver = new CompletableDeferred<void>();
+  const before = sym.kc_now_ns();
+  let nested: Promise<unknown> | undefined;
+  await withTimeout(60_000, (outer) => {
+    nested = withTimeout(Infinity, async (inner) => {
+      await outerOver.await();
+      nativeScope(inner).launch("read-deadline", c);
+      await nativeScope(inner).wait();
+      return "done";
+    }, { context: outer.context });
+  });
+  outerOver.complete();
+  assert.equal(await nested, "done");
+  const after = sym.kc_now_ns();
+  assert.equal(c[1], 1n);
+  assert.ok(c[0] >= before + 59_000_000_000n, `deadline ${c[0]} too early (before ${before})`);
+  assert.ok(c[0] <= after + 60_000_000_000n, `deadline ${c[0]} too late (after ${after})`);
+});
+
 Deno.test("a deadline of -Infinity in the context is a deadline already passed, not none", async () => {
   const sym = library().symbols("test");
   const c = runtime().cells(3);

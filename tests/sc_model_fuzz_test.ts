@@ -259,14 +259,17 @@ class MJob {
   timeout: Sym | undefined = undefined; // its own timeout's error (withTimeoutOrNull: null)
   /**
    * The withTimeout whose Deadline record its context holds (launches inherit it; nonCancellable
-   * drops it): one still running ends the timeouts nested in it.
+   * drops it): its own, also one nested in another's; one still running ends the timeouts nested
+   * in it.
    */
   timedBy: MJob | null = null;
   /** A withTimeout whose Deadline came first: it ends this one (nested under it), or null. */
   under: MJob | null = null;
   /** A withTimeout's: the running timeouts nested under it, in the order they came. */
   nested: MJob[] = [];
-  fired = false; // a withTimeout's timer fired
+  /** A withTimeout's: what its Deadline ends it with (its own timeout's, or `under`'s). */
+  expiresWith: Sym | undefined = undefined;
+  fired = false; // a withTimeout's Deadline was reached (its timer, or the one it is nested in)
   outcome: Outcome | undefined = undefined; // a scope call's, once settled
   refused = false; // never made a job (timeout <= 0, signal aborted)
   // free-standing scopes: join() / asyncDispose() calls, resolved once final
@@ -1066,8 +1069,12 @@ class Run {
       : (timed && ms > 0) || (owner?.deadline ?? false);
     j.timedBy = kind === "nonCancellable" ? null : owner?.timedBy ?? null;
     // A withTimeout still running around it (its Deadline, an equal time earlier, comes first):
-    // nested under it, no timer of its own; one finished is stale.
-    const under = timed && ms > 0 && j.timedBy !== null && !j.timedBy.final ? j.timedBy : null;
+    // nested under it, no timer of its own; one finished is stale, unless one it was nested in
+    // still runs (that one's, then). Nested, it has a Deadline record of its own (that one's
+    // Deadline, in force while it runs) that timeouts nest in.
+    let enforcing = j.timedBy;
+    while (enforcing !== null && enforcing.final) enforcing = enforcing.under;
+    const under = timed && ms > 0 ? enforcing : null;
     if (reason !== undefined) {
       j.refused = true;
       j.outcome = { ok: false, err: reason };
@@ -1079,14 +1086,17 @@ class Run {
     } else if (under?.fired) {
       // Its timer fired (its block went on): at once, with its TimeoutError, rethrown by OrNull.
       j.refused = true;
-      j.outcome = { ok: false, err: under.timeout! };
+      j.outcome = { ok: false, err: under.expiresWith! };
     } else {
       if (under !== null) {
         j.under = under;
         under.nested.push(j);
+        j.expiresWith = under.expiresWith;
+        j.timedBy = j;
       } else if (timed) {
         j.timer = true;
         j.timeout = new Sym("Timeout", `${ms}`);
+        j.expiresWith = j.timeout;
         j.timedBy = j;
       }
       if (follows) {
@@ -1542,12 +1552,16 @@ class Run {
         const t = this.pick(timed);
         this.log(`fire ${t}'s timer`);
         t.timer = false;
-        t.fired = true;
-        m.cancel(t, t.timeout);
-        // Then the timeouts nested under it, oldest first (one a cancel here finished has left),
-        // also when that cancel finished t itself.
-        for (const n of [...t.nested]) if (t.nested.includes(n)) m.cancel(n, t.timeout);
-        t.nested = [];
+        // Its own scope, then the timeouts nested under it, oldest first (one a cancel here
+        // finished has left), each followed by the ones nested in it, also when a cancel
+        // finished the one they are nested in (fired first: it leaves them to this).
+        const expire = (x: MJob) => {
+          x.fired = true;
+          m.cancel(x, x.expiresWith!);
+          for (const n of [...x.nested]) if (x.nested.includes(n)) expire(n);
+          x.nested = [];
+        };
+        expire(t);
         m.dirty = true;
         const ids = (this.r[t.id] as RNode & { timers?: number[] }).timers ?? [];
         const id = ids.find((k) => fakeTimers.has(k));

@@ -778,6 +778,63 @@ Deno.test("a withTimeout given only the context of a running withTimeout that it
   assert.equal(await withTimeout(60_000, () => "own time", { context }), "own time");
 });
 
+Deno.test("a timeout that outlives the withTimeout it is nested in keeps that one's Deadline in its context: a withTimeout given it after the outer has finished ends by it too", async () => {
+  // The nested one is not awaited by the outer block, which returns at once, long before its
+  // Deadline; only after the outer has finished does the nested block give its own context to two
+  // more timeouts. The first ends by that Deadline, with the outer's TimeoutError, and so does the
+  // nested one (its hand-over timer); the second, given the context once that Deadline has come,
+  // fails at once without running its block. Before, the nested scope's context was the outer's,
+  // stale as soon as the outer had finished: the first ran to its own time (Infinity; its block
+  // returned "not cancelled" at 20 s) and the second ran its block. No timed assertion: a
+  // cancellation only that Deadline can bring is waited for (bounded, 20 s).
+  const outerOver = new CompletableDeferred<void>();
+  let later: unknown = "not settled";
+  let last: unknown = "not settled";
+  let ran = false;
+  let nested: Promise<unknown> | undefined;
+  await withTimeout(50, (outer) => {
+    nested = withTimeout(Infinity, async (inner) => {
+      await outerOver.await();
+      const context = inner.context;
+      later = await withTimeout(
+        Infinity,
+        (t) => delay(20_000, { signal: t.signal }).then(() => "not cancelled"),
+        { context },
+      ).catch((e) => e);
+      last = await withTimeoutOrNull(60_000, () => ran = true, { context }).catch((e) => e);
+    }, { context: outer.context }).catch((e) => e);
+  });
+  outerOver.complete();
+  const err = await nested;
+  assert.ok(err instanceof TimeoutError, String(err));
+  assert.equal(err.message, "Timed out waiting for 50 ms");
+  assert.equal(later, err);
+  assert.equal(last, err, "rethrown at once: the outer's, not its own timeout");
+  assert.equal(ran, false);
+});
+
+Deno.test("the context of a timeout nested in a withTimeout keeps that one's Deadline after the nested one has finished, for as long as that one runs", async () => {
+  // The nested one has a Deadline record of its own, done as it finishes; its context's Deadline
+  // is still the outer's, in force while the outer runs (as when its context was the outer's):
+  // a timeout given it then is nested in the outer and ends by the outer's Deadline. Once the
+  // outer has finished too, it is stale. No timed assertion: the inner block waits (bounded,
+  // 20 s) for a cancellation only the outer's Deadline can bring.
+  let context: Context | undefined;
+  let inner: unknown = "not settled";
+  const outerErr = await withTimeout(50, async (outer) => {
+    context = await withTimeout(Infinity, (nested) => nested.context, { context: outer.context });
+    inner = await withTimeout(
+      Infinity,
+      (t) => delay(20_000, { signal: t.signal }).then(() => "not cancelled"),
+      { context },
+    ).catch((e) => e);
+  }).catch((e) => e);
+  assert.ok(outerErr instanceof TimeoutError, String(outerErr));
+  assert.equal(outerErr.message, "Timed out waiting for 50 ms");
+  assert.equal(inner, outerErr);
+  assert.equal(await withTimeout(60_000, () => "own time", { context }), "own time");
+});
+
 Deno.test("a withTimeout that finishes inside its own timer's cancel still ends the timeouts nested in it", async () => {
   // The outer block returns at once, leaving a nested timeout running (given only its context)
   // and a lazy child nobody starts: the timer's cancel ends that child at once and with it the
@@ -802,17 +859,19 @@ Deno.test("timeouts nested in a running withTimeout leave its set as they finish
   // each scope it holds) grows for as long as the outer runs.
   await withTimeout(600_000, async (outer) => {
     const context = outer.context;
+    // No set until one nests: a withTimeout makes none for nothing.
+    assert.equal(runningTimeout(context)?.nested, null, "none before the first");
     const record = runningTimeout(context)!;
     assert.ok(record !== null, "the outer's record");
     for (let i = 0; i < 100_000; i++) await withTimeout(Infinity, () => i, { context });
-    assert.equal(record.nested.size, 0, "after 100,000 in turn");
+    assert.equal(record.nested?.size ?? 0, 0, "after 100,000 in turn");
     await Promise.all(
       Array.from(
         { length: 1_000 },
         (_, i) => withTimeoutOrNull(60_000, () => delay(0).then(() => i), { context }),
       ),
     );
-    assert.equal(record.nested.size, 0, "after 1,000 at once");
+    assert.equal(record.nested?.size ?? 0, 0, "after 1,000 at once");
     const boom = new Error("boom");
     await assert.rejects(
       withTimeout(Infinity, () => Promise.reject(boom), { context }),
@@ -833,10 +892,10 @@ Deno.test("timeouts nested in a running withTimeout leave its set as they finish
       context,
       signal: controller.signal,
     });
-    assert.equal(record.nested.size, 1, "one running");
+    assert.equal(record.nested?.size ?? 0, 1, "one running");
     controller.abort();
     await assert.rejects(running, CancellationError);
-    assert.equal(record.nested.size, 0, "after the failures and cancellations");
+    assert.equal(record.nested?.size ?? 0, 0, "after the failures and cancellations");
   });
 });
 
