@@ -835,6 +835,49 @@ Deno.test("the context of a timeout nested in a withTimeout keeps that one's Dea
   assert.equal(await withTimeout(60_000, () => "own time", { context }), "own time");
 });
 
+Deno.test("20,000 timeouts nested each in the one before end by the outer's Deadline: its timer ends the chain without overflowing the stack", async () => {
+  // Each is given only the context of the one before, so each is nested in that one's record,
+  // and the outer's timer ends them all, depth first. A recursive walk threw "Maximum call stack
+  // size exceeded" inside the timer (from about 10,000 deep), an uncaught error that ended the
+  // process. The outer's timer is taken out of setTimeout and fired by the test once the chain
+  // is built: no timed assertion, and the chain is whole when it fires (the innermost block waits,
+  // bounded, 20 s, for the cancellation only that timer can bring).
+  const depth = 20_000;
+  const built = new CompletableDeferred<void>();
+  let reached = 0;
+  const nest = (left: number, context: Context): Promise<unknown> =>
+    withTimeout(Infinity, (t) => {
+      reached++;
+      if (left > 0) return nest(left - 1, t.context);
+      built.complete();
+      return delay(20_000, { signal: t.signal }).then(() => "not cancelled");
+    }, { context });
+  const realSetTimeout = globalThis.setTimeout;
+  let fire: (() => void) | undefined;
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    if (ms !== 600_000) return realSetTimeout(fn, ms);
+    fire = fn;
+    return 0;
+  }) as typeof setTimeout;
+  let outer: Promise<unknown>;
+  try {
+    outer = withTimeout(600_000, async (scope) => {
+      const chain = nest(depth - 1, scope.context);
+      await built.await();
+      return await chain;
+    }).catch((e) => e);
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+  await built.await();
+  assert.equal(reached, depth);
+  assert.ok(fire !== undefined, "the outer's timer");
+  fire();
+  const err = await outer;
+  assert.ok(err instanceof TimeoutError, String(err));
+  assert.equal(err.message, "Timed out waiting for 600000 ms");
+});
+
 Deno.test("a withTimeout that finishes inside its own timer's cancel still ends the timeouts nested in it", async () => {
   // The outer block returns at once, leaving a nested timeout running (given only its context)
   // and a lazy child nobody starts: the timer's cancel ends that child at once and with it the
