@@ -6240,6 +6240,58 @@ test "C ABI: a coroutine's kc_chan_keep_undelivered between native code's destro
     try testing.expectEqual(Status.bad_handle.code(), S.rc);
 }
 
+test "C ABI: a kc_chan_keep_undelivered on a channel nothing kept for, destroyed after its lookup, is refused (KC_EBADH) and sets no hook: a later drop stays the dropper's" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // Native code's destroy (the hook, after the call's lookup) frees the handle and retires the
+    // channel, which has no hook to seal: only the handle slot tells the call the destroy began
+    // (`setUndeliveredSealing`'s guard). A drop by a call that looked the channel up before the
+    // destroy (kc_chan_drop, whose own hook runs the keep call) and drops after it would find
+    // the refused call's hook: its value kept in a list nobody takes (a coroutine's call: no
+    // host's, ticket 0), or one its thread's owner never learns of. Refused, the call sets no
+    // hook: the drop is untaken, the value still the dropper's, and the thread keeps no record.
+    for ([_]bool{ false, true }) |in_coroutine| {
+        const S = struct {
+            var h: u32 = 0;
+            var in_co = false;
+            var rc: i32 = 1;
+            fn destroy() void {
+                test_hooks.after_keep_lookup = null; // once
+                std.debug.assert(kc_chan_destroy(h) == 0); // native code's: it wins
+            }
+            fn keep(_: ?*anyopaque) callconv(.c) void {
+                rc = kc_chan_keep_undelivered(h);
+            }
+            /// kc_chan_drop's lookup is done: the keep call, and in its window the destroy.
+            fn keepMidDrop() void {
+                test_hooks.after_drop_lookup = null; // once
+                test_hooks.after_keep_lookup = destroy;
+                if (!in_co) return keep(null);
+                var co: u32 = 0;
+                std.debug.assert(kc_coro_create(keep, null, 0, 0, &co) == 0);
+                std.debug.assert(kc_coro_resume(co) == @intFromEnum(coroutine.State.finished));
+                _ = kc_coro_destroy(co);
+            }
+        };
+        const h = try createKeptChan(false, 2, .@"suspend"); // nothing keeps its values
+        S.h = h;
+        S.in_co = in_coroutine;
+        S.rc = 1;
+        test_hooks.after_drop_lookup = S.keepMidDrop;
+        defer test_hooks.after_drop_lookup = null;
+        defer test_hooks.after_keep_lookup = null;
+        const v: u64 = 7;
+        try testing.expectEqual(@as(i32, 0), kc_chan_drop(h, &v, 8)); // untaken: no hook
+        try testing.expect(test_hooks.after_drop_lookup == null); // the keep call ran in the window
+        try testing.expect(test_hooks.after_keep_lookup == null); // and the destroy in its
+        try testing.expectEqual(Status.bad_handle.code(), S.rc);
+        try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(h));
+        try expectKept(h, false, &.{});
+        if (ThreadRecord.mine(false)) |rec| try testing.expect(!rec.keeps.contains(h));
+    }
+}
+
 test "C ABI: a later keeper's kc_chan_destroy that loses to an earlier keeper's last unhold keeps its thread's record while the list is its: its take empties it, or its end frees it" {
     var wd: test_wait.Watchdog = .{};
     try wd.start(@src(), test_wait.test_ns);
