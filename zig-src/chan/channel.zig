@@ -1238,8 +1238,14 @@ pub const Channel = struct {
     /// `tryGuarded` past its lock-free answers, once `tryLean` did nothing: out of line, so
     /// that its frame and calls stay off the lean path.
     noinline fn tryGuardedLocked(ch: *Channel, comptime kind: ClauseKind, comptime count_full: bool, elem: [*]u8, size: u32, guard: *const std.atomic.Value(u32), expected: u32) (Error || error{Stale})!void {
-        // The fast path first, under one side's lock. Monotonic guard loads: the handle slot
-        // changes only before a retire or re-init, both under both locks, and we hold one.
+        // The fast path first, under one side's lock. Monotonic guard loads: the slot's stores
+        // are not under the channel lock, but the lock orders them against our load. A destroy
+        // stores 0 (`retireFreed`) before its retire cancels the channel holding every lock
+        // `lock` takes, ours among them: a load in a section after that cancel's sees 0 (its
+        // store happens before), and one in a section before it is an operation that came
+        // before the destroy. A handle is stored (`publish`) after the `reinit` that built its
+        // channel with both locks held: a load that reads it is in a section after that
+        // re-init's (one before it would happen before the store), and sees its fields.
         switch (kind) {
             .receive => if (ch.fast.load(.monotonic) and ch.senders.looksEmpty()) {
                 ch.rx.mutex.lock();

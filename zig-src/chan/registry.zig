@@ -289,6 +289,10 @@ pub fn RefRegistry(
 
         /// The rest of a destroy, once `e`'s handle is freed.
         fn retireFreed(r: *Self, e: *Entry) void {
+            // Release: pairs with the acquire loads in `acquire` and on `Channel.tryGuarded`'s
+            // lock-free answers. Not under a channel's lock: a guarded load under it is
+            // ordered by the retire's cancel below, which takes that lock after this store
+            // (`Channel.tryGuardedLocked`, `Channel.setUndeliveredSealing`).
             e.handle.store(0, .release);
             if (@import("builtin").is_test and T == Channel) if (test_after_free) |f| f();
             retire(e.obj.?);
