@@ -561,13 +561,22 @@ export function actor<M>(
     // Its task, for a cancel of the mailbox (`Mailbox.cancel`), from the start: the handler may
     // cancel it before its first await, before `launch` returned the job.
     if (JobSupport._is(task.job)) mailbox._job = task.job;
+    // No Job to end with: a scope of the caller's own gave the block a task whose `job` is no
+    // kcoro Job, and its `launch` has not returned one (it runs the block at once, or it
+    // deferred the start and failed). Should that launch fail, nothing attaches `onDone`
+    // (`finish`) to a job, so the block's own end runs it.
+    const untracked = mailbox._job === null;
     // A launch that deferred the start (a scope of the caller's own), then threw or returned no
     // Job: its cleanup ended the mailbox before the handler began, so the handler never runs and
     // the task ends cancelled, `onDone` with it. Before, the handler ran on the freed mailbox,
     // and its first receive's InvalidHandleError failed the scope.
     if (abandoned) {
-      mailbox._job?.invokeOnCompletion(finish);
-      throw new CancellationError(ABANDONED);
+      const cancelled = new CancellationError(ABANDONED);
+      // Without a Job of ours, at once, with the cancellation the block ends with: before,
+      // `onDone` never ran.
+      if (untracked) finish(cancelled);
+      else mailbox._job!.invokeOnCompletion(finish);
+      throw cancelled;
     }
     try {
       await handler(mailbox, task);
@@ -576,17 +585,22 @@ export function actor<M>(
       // cancelled this task first: the handler, busy elsewhere then, met the freed mailbox
       // after (its own InvalidHandleError, `_raised`), and ends cancelled, as a producer sending
       // into the channel its consumer disposed does. Before, that error failed the scope.
-      if (abandoned && signal.aborted && mailbox._raised(e)) throw signal.reason;
       // Native code destroyed the mailbox (`kc_chan_destroy` through its `handle`): its receive
       // rejects with a CancellationError, which ends the task cancelled as any, but its
       // `share()` or `handle` throw its InvalidHandleError (no live channel to hand out): the
       // actor ends as cancelled then too, as a producer whose channel it destroyed (Kotlin's
       // actor ends with its cancelled channel), not failed with it.
-      if (destroyedUnder(mailbox, e)) {
-        throw new CancellationError(MAILBOX_DESTROYED, { cause: e });
-      }
-      throw e;
+      const error = abandoned && signal.aborted && mailbox._raised(e)
+        ? signal.reason
+        : destroyedUnder(mailbox, e)
+        ? new CancellationError(MAILBOX_DESTROYED, { cause: e })
+        : e;
+      // Started at once under a task not ours by a launch that then failed: `onDone` gets what
+      // the block ends with (there is no job to end with). Before, it never ran.
+      if (abandoned && untracked) finish(error);
+      throw error;
     }
+    if (abandoned && untracked) finish(undefined);
   }, () => {
     // The scope's launch threw or returned no Job, maybe after running the handler at once (to
     // its first await): its task, known from its start (`_job`), is cancelled with the

@@ -2244,6 +2244,61 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or 
   assert.equal(live, 0);
 });
 
+Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the block a task whose job is not a kcoro Job, then throws or returns no Job: onDone still runs once, with the cancellation the block ends with, started at once or deferred", async () => {
+  // onDone was attached to the task's job (`_job`) only when that job was a kcoro Job: under a
+  // task of the caller's own, nothing attached it, and it never ran.
+  const own = new Error("the caller's launch");
+  for (const start of ["at once", "deferred"] as const) {
+    for (const how of ["throws", "returns no Job"] as const) {
+      const what = `start ${start}, launch ${how}`;
+      const done: unknown[] = [];
+      let ran = false;
+      const stop = new AbortController();
+      // A task of the caller's own: its signal, a job that is none of kcoro's.
+      const foreign = {
+        signal: stop.signal,
+        job: { state: "active" },
+      } as unknown as CoroutineScope;
+      let started: Promise<unknown> | null = null;
+      let deferred: ((task: CoroutineScope) => unknown) | null = null;
+      const scope = {
+        context: Context.empty,
+        launch: (block: (task: CoroutineScope) => unknown) => {
+          if (start === "at once") started = block(foreign) as Promise<unknown>; // to its first await
+          else deferred = block;
+          if (how === "throws") throw own;
+          return 1;
+        },
+      } as unknown as CoroutineScope;
+      const handler = counted(async (mailbox: Channel<number>) => {
+        ran = true;
+        await mailbox.receive(); // rejects: the cleanup cancelled the mailbox
+      });
+      assert.throws(
+        () => actor<number>(scope, handler, { onDone: (cause) => done.push(cause) }),
+        how === "throws" ? (e) => e === own : { name: "TypeError" },
+        what,
+      );
+      if (deferred !== null) {
+        started = (deferred as (t: CoroutineScope) => unknown)(foreign) as Promise<unknown>; // started late
+      }
+      const [ended] = await within(
+        Promise.allSettled([started!]),
+        10_000,
+        `${what}: the block's end`,
+      );
+      assert.equal(ended.status, "rejected", what);
+      const cause = (ended as PromiseRejectedResult).reason;
+      assert.ok(cause instanceof CancellationError, `${what}: ${String(cause)}`);
+      assert.equal(done.length, 1, `${what}: onDone ran once: ${done.length}`);
+      assert.equal(done[0], cause, `${what}: onDone gets the cancellation the block ends with`);
+      assert.equal(ran, start === "at once", `${what}: the handler ran only if started at once`);
+      assert.equal(stop.signal.aborted, false, what); // the task is the caller's: not kcoro's to cancel
+    }
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch runs the block at once and then throws: a block that did not watch its signal and then uses its channel (freed by that cleanup) ends cancelled, not failed with the freed channel's InvalidHandleError", async () => {
   // The cleanup cancels the task and frees the channel while the block still runs. A producer's
   // send on it then ended the task as cancelled (its consumer's dispose rule), but an actor's
