@@ -452,7 +452,11 @@ export class Context {
    * its keys' names (the values can be large; `get` reads them).
    */
   [customInspect](inspect: unknown, options: unknown): string {
-    const keys = [...Context.#entriesOf(this, "inspect context").keys()].map((k) => k.name);
+    // Inspection never throws: a receiver that is no Context (`Object.create(Context.prototype)`,
+    // the method called on another object) prints as what it is not, where it threw the house
+    // TypeError ("Cannot inspect context") out of `console.log`.
+    if (!brand(this)) return "Context <not a Context>";
+    const keys = [...this.#entries.keys()].map((k) => k.name);
     return inspectAs("Context", { keys }, inspect, options);
   }
 }

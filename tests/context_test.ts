@@ -84,9 +84,7 @@ Deno.test("Context has no internal statics: given anything but a Context none th
 Deno.test("Context's methods called on anything but a Context (Context.prototype.get.call({}, key), an object made from its prototype) throw a named TypeError, never the engine's 'Cannot read private member'", () => {
   // Each read `this.#entries`: given another receiver they threw "Cannot read private member
   // #entries (or #timeout) from an object whose class did not declare it"; so did printing an
-  // object made from the prototype (`String(x)`, `Deno.inspect(x)`).
-  const proto = Context.prototype as unknown as Record<string | symbol, unknown>;
-  const inspect = Symbol.for("Deno.customInspect");
+  // object made from the prototype (`String(x)`; `Deno.inspect(x)`, which now prints, below).
   const calls: [string, string, (self: unknown) => unknown][] = [
     ["with", "set context value", (self) => Context.prototype.with.call(self, user, "ada")],
     ["get", "get context value", (self) => Context.prototype.get.call(self, user)],
@@ -95,7 +93,6 @@ Deno.test("Context's methods called on anything but a Context (Context.prototype
     ["size", "read context size", (self) => Reflect.get(Context.prototype, "size", self)],
     ["keys", "list context keys", (self) => Context.prototype.keys.call(self)],
     ["toString", "print context", (self) => Context.prototype.toString.call(self)],
-    ["customInspect", "inspect context", (self) => (proto[inspect] as () => unknown).call(self)],
   ];
   const fakes: unknown[] = [
     {},
@@ -125,6 +122,22 @@ Deno.test("Context's methods called on anything but a Context (Context.prototype
   assert.throws(() => String(Object.create(Context.prototype)), /^TypeError: Cannot print context/);
   // The key is checked after the receiver, as before on a Context.
   assert.throws(() => Context.empty.get({} as never), /^TypeError: Cannot get context value: key/);
+});
+
+Deno.test("inspecting anything but a Context through Context's inspect hook never throws: it prints Context <not a Context>", () => {
+  // Deno.inspect(Object.create(Context.prototype)) threw "Cannot inspect context: this must be a
+  // Context" out of console.log.
+  assert.equal(Deno.inspect(Object.create(Context.prototype)), "Context <not a Context>");
+  assert.equal(Deno.inspect([Object.create(Context.prototype)]), "[ Context <not a Context> ]");
+  const hook = (Context.prototype as unknown as Record<symbol, (...a: unknown[]) => unknown>)[
+    Symbol.for("Deno.customInspect")
+  ];
+  const fakes = [{}, Object.create(Context.prototype), new Proxy(Context.empty, {}), 1, "c", null];
+  for (const [i, fake] of [...fakes, undefined].entries()) {
+    assert.equal(hook.call(fake, Deno.inspect, {}), "Context <not a Context>", `fake ${i}`);
+  }
+  // A Context prints as before.
+  assert.equal(Deno.inspect(Context.empty.with(user, "ada")), 'Context { keys: [ "user" ] }');
 });
 
 Deno.test("only a key createContextKey made is a key (a private brand check): an object made from a key's prototype, a Proxy of a key, or one whose getPrototypeOf trap throws get the named TypeError", () => {
