@@ -15,6 +15,9 @@
 // jobs with or without a cause, aborts a root's signal, starts lazy jobs, completes a
 // CompletableDeferred, adds and removes completion handlers (some throw, cancel or start a job
 // when they run), joins or disposes free-standing scopes, fires the timer of a withTimeout,
+// starts scopes given only the context of a task or scope (mostly one under a withTimeout still
+// running, so that a timeout nests in it unawaited: ended by its timer, failing at once once it
+// fired, or handed a timer of its own when it finishes first; KCORO_SC_STATS=1 counts each),
 // sends to (send, trySend) and closes an actor's mailbox. Half the blocks are cooperative (each
 // wait races the task's signal, as Kotlin's suspension points do), half ignore cancellation and
 // run on; the exception handlers of some contexts throw.
@@ -541,7 +544,10 @@ class Model {
     // timers for the rest of its Deadline, armed then, are a quarter of an hour away).
     j.timer = false;
     if (j.under !== null) j.under.nested = j.under.nested.filter((n) => n !== j);
-    if (!j.fired) j.nested = []; // fired: the timer's cancels run after its own scope's
+    if (!j.fired) {
+      count("timeout nested: handed over (the outer finished first)", j.nested.length);
+      j.nested = []; // fired: the timer's cancels run after its own scope's
+    }
 
     if (j.following !== null) {
       j.following.followers = j.following.followers.filter((f) => f !== j);
@@ -762,6 +768,9 @@ class Model {
 const suppressed = new Map<Sym, Sym[]>();
 /** What the runs did (KCORO_SC_STATS=1 prints it). */
 const stats = new Map<string, number>();
+function count(key: string, n = 1) {
+  if (n > 0) stats.set(key, (stats.get(key) ?? 0) + n);
+}
 
 /** Error symbols in results are compared later, through `errKey` (an index into `errs`). */
 let errs: Sym[] = [];
@@ -1043,8 +1052,17 @@ class Run {
     this.startScope(kind, null, cehRoot);
   }
 
-  /** A scope call: at the root (owner null) or inside `owner`'s block. */
-  startScope(kind: RootKind, owner: MJob | null, cehRoot: number | null): MJob {
+  /**
+   * A scope call: at the root (owner null) or inside `owner`'s block. At the root, `given` is
+   * the job whose scope's context alone it is given (no signal): under a withTimeout still
+   * running there, a timeout nests in it without being awaited by its block (src/time.ts).
+   */
+  startScope(
+    kind: RootKind,
+    owner: MJob | null,
+    cehRoot: number | null,
+    given: MJob | null = null,
+  ): MJob {
     const sup = kind === "supervisorScope";
     const [j, rn] = this.newJob("root", cehRoot, sup);
     j.rootKind = kind;
@@ -1053,10 +1071,11 @@ class Run {
     this.maybeInstant(j);
     const follows = owner !== null && kind !== "nonCancellable" && this.chance(0.8);
     const ms = kind === "withTimeout" || kind === "withTimeoutOrNull"
-      ? this.pick([FAKE_MS, FAKE_MS, 0, -1])
+      ? this.pick(given !== null ? [FAKE_MS, FAKE_MS, FAKE_MS, 0] : [FAKE_MS, FAKE_MS, 0, -1])
       : 0;
     this.log(
       `#${j.id} = ${kind}${ms !== 0 ? `(${ms})` : ""} in ${owner ?? "test"}` +
+        `${given !== null ? `, given the context of ${given}` : ""}` +
         ` (${j.coop ? "coop" : "stubborn"}${follows ? ", follows" : ""}` +
         `${j.instant ? `, instant ${j.instant.err ?? j.instant.value}` : ""})`,
     );
@@ -1064,10 +1083,9 @@ class Run {
     const ownerScope = owner !== null ? this.r[owner.id].scope! : undefined;
     const reason = follows ? this.m.signalReason(owner!) : undefined;
     const timed = kind === "withTimeout" || kind === "withTimeoutOrNull";
-    j.deadline = kind === "nonCancellable"
-      ? false
-      : (timed && ms > 0) || (owner?.deadline ?? false);
-    j.timedBy = kind === "nonCancellable" ? null : owner?.timedBy ?? null;
+    const from = owner ?? given; // whose context it is given
+    j.deadline = kind === "nonCancellable" ? false : (timed && ms > 0) || (from?.deadline ?? false);
+    j.timedBy = kind === "nonCancellable" ? null : from?.timedBy ?? null;
     // A withTimeout still running around it (its Deadline, an equal time earlier, comes first):
     // nested under it, no timer of its own; one finished is stale, unless one it was nested in
     // still runs (that one's, then). Nested, it has a Deadline record of its own (that one's
@@ -1085,10 +1103,12 @@ class Run {
         : { ok: true, value: null };
     } else if (under?.fired) {
       // Its timer fired (its block went on): at once, with its TimeoutError, rethrown by OrNull.
+      count("timeout nested: failed at once (the outer's timer fired)");
       j.refused = true;
       j.outcome = { ok: false, err: under.expiresWith! };
     } else {
       if (under !== null) {
+        count("timeout nested: registered");
         j.under = under;
         under.nested.push(j);
         j.expiresWith = under.expiresWith;
@@ -1110,7 +1130,7 @@ class Run {
       ? this.rootSignal(j)
       : undefined;
     const options = {
-      context: owner !== null ? ownerScope!.context : this.contextFor(cehRoot),
+      context: from !== null ? this.r[from.id].scope!.context : this.contextFor(cehRoot),
       ...(follows ? { signal: ownerScope!.signal } : {}),
       ...(rootSignal !== undefined ? { signal: rootSignal } : {}),
     };
@@ -1445,6 +1465,7 @@ class Run {
       ["actor", 6],
       ["abort", 2],
       ["complete", 4],
+      ["given", 5],
     ];
     let w = this.rnd() * weights.reduce((a, [, n]) => a + n, 0);
     let what = weights[0][0];
@@ -1464,6 +1485,32 @@ class Run {
     if (what === "command" && idle.length > 0) {
       this.command(this.pick(idle));
       return;
+    }
+    if (what === "given" && m.jobs.length < this.knobs.jobs) {
+      // A scope given only the context of a task or scope (its handler, its Deadline), mostly
+      // one under a withTimeout still running: a timeout nests in that one (its timer ends it
+      // too; at once once it fired) though nothing awaits it there, so that one may finish
+      // first and hand it a timer of its own for the rest (src/time.ts, `Timeout.nested`).
+      const scoped = m.jobs.filter((j) => this.r[j.id].scope !== undefined);
+      const timed = scoped.filter((j) => j.timedBy !== null && !j.timedBy.final);
+      const from = timed.length > 0 && this.chance(0.85) ? timed : scoped;
+      if (from.length > 0) {
+        const kind: RootKind = this.pick([
+          "withTimeout",
+          "withTimeout",
+          "withTimeout",
+          "withTimeoutOrNull",
+          "withTimeoutOrNull",
+          "withTimeoutOrNull",
+          "coroutineScope",
+          "supervisorScope",
+          "nonCancellable",
+        ]);
+        const g = this.pick(from);
+        this.roots++;
+        this.startScope(kind, null, g.ceh, g);
+        return;
+      }
     }
     if (what === "cancel" && live.length > 0) {
       const t = this.pickJob(live);
@@ -1555,13 +1602,17 @@ class Run {
         // Its own scope, then the timeouts nested under it, oldest first (one a cancel here
         // finished has left), each followed by the ones nested in it, also when a cancel
         // finished the one they are nested in (fired first: it leaves them to this).
-        const expire = (x: MJob) => {
+        const expire = (x: MJob, nested: boolean) => {
+          if (nested) {
+            count("timeout nested: cancel by the outer's timer");
+            if (x.state < CANCELLING) count("timeout nested: cancel by the outer's timer, first");
+          }
           x.fired = true;
           m.cancel(x, x.expiresWith!);
-          for (const n of [...x.nested]) if (x.nested.includes(n)) expire(n);
+          for (const n of [...x.nested]) if (x.nested.includes(n)) expire(n, true);
           x.nested = [];
         };
-        expire(t);
+        expire(t, false);
         m.dirty = true;
         const ids = (this.r[t.id] as RNode & { timers?: number[] }).timers ?? [];
         const id = ids.find((k) => fakeTimers.has(k));
