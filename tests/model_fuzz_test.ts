@@ -19,7 +19,7 @@
 // still in JavaScript are not in the native queue yet: another thread's wait queues ahead of
 // them (`MChan.enqueueForeign`), and its sends meet no receiver of this isolate waiting there,
 // nor its receives a sender; what it leaves (a value buffered, a wait queued, the channel
-// closed or cancelled: `Run.foreignEnd`) is theirs once they meet the native queue, at this
+// closed or cancelled: `Run.foreignAtWait`) is theirs once they meet the native queue, at this
 // isolate's next operation on the channel or the turn's end (`MChan.catchUp`): a receive takes
 // a value buffered before the close, then fails; a send fails, its value to the hook (README's
 // Known limitations). Seeded random operations go to
@@ -395,9 +395,9 @@ class MChan {
       this.receivers.splice(this.receivers.indexOf(r), 1);
       complete(r, { ok: true, value: receivedAs(r.op.clauses[r.clause].kind, this.take()) });
     }
-    // Another thread closed or cancelled the channel mid-turn (`Run.foreignEnd`): this isolate's
-    // waits still in JavaScript learn of it here, as a wait that finds the channel so does (one
-    // closed or cancelled failure each): a receive once nothing is left for it (a value
+    // Another thread closed or cancelled the channel mid-turn (`Run.foreignAtWait`): this
+    // isolate's waits still in JavaScript learn of it here, as a wait that finds the channel so
+    // does (one closed or cancelled failure each): a receive once nothing is left for it (a value
     // buffered before the close is still received, above), a send at once, its value to the
     // hook (README's Known limitations: it had not reached the native queue).
     while (this.closed) {
@@ -447,9 +447,9 @@ class MChan {
   }
 
   /**
-   * A close. `foreign`: another thread's, mid-turn (`Run.foreignEnd`): this isolate's waits still
-   * in JavaScript are not in the native queue, so it fails none of them; they learn of it when
-   * they meet the native queue (`catchUp`). This isolate's own close queues them first.
+   * A close. `foreign`: another thread's, mid-turn (`Run.foreignAtWait`): this isolate's waits
+   * still in JavaScript are not in the native queue, so it fails none of them; they learn of it
+   * when they meet the native queue (`catchUp`). This isolate's own close queues them first.
    */
   close(cause: unknown, given: boolean, foreign = false): boolean {
     if (this.closed) return false;
@@ -598,8 +598,9 @@ function refuseOthers(e: Entry): void {
 
 /**
  * The default seeds (below) that pin a rule at a step counted before another thread's mid-turn
- * closes and cancels (`Run.foreignEnd`) were modelled: those leave them out, as an end changes
- * every later step of a run (seed 55, given them, no longer met the rule it pins).
+ * acts at a wait of this isolate in JavaScript (`Run.foreignAtWait`: closes, cancels, a receive
+ * queued where a send waits) were modelled: those leave them out, as such an act changes every
+ * later step of a run (seed 55, given them, no longer met the rule it pins).
  */
 const BEFORE_ENDS = new Set([11, 20, 21, 44, 55, 192]);
 
@@ -969,7 +970,7 @@ class Run {
   readonly frnd: () => number;
   /** The other thread's mid-turn operations' own (`foreign(true)`): they leave `frnd`'s as they were. */
   readonly mrnd: () => number;
-  /** The other thread's mid-turn closes and cancels' own (`foreignEnd`). */
+  /** The other thread's mid-turn acts at a wait of this isolate in JavaScript' own. */
   readonly ernd: () => number;
   readonly records = new Uint32Array(4 * 64);
 
@@ -1258,20 +1259,8 @@ class Run {
       if (want.state === "closed") m.failClosed();
       if (want.state === "full") m.full++;
       checkTry(got, want, `${who} trySend(${id})`);
-    } else if (r < 0.38) {
-      const got = ch.tryReceive();
-      this.log.push(`${who} tryReceive() -> ${got.state}`);
-      if (m.canReceive()) {
-        const id = m.take();
-        assert.equal(got.state, "ok", `${who} tryReceive: ok with ${id}`);
-        const v = idOf((got as { value: unknown }).value);
-        this.out(v, `received by tryReceive`);
-        assert.equal(v, id, `${who} tryReceive: FIFO`);
-      } else if (m.closed) {
-        m.failClosed();
-        checkValue(got, m.closedResult(), `${who} tryReceive`);
-      } else assert.deepEqual(got, { state: "empty" }, `${who} tryReceive`);
-    } else if (r < 0.45) {
+    } else if (r < 0.38) this.tryReceive(m, ch, who);
+    else if (r < 0.45) {
       const n = 1 + (this.rnd() < 0.2 ? this.int(70) : this.int(4));
       const ids: number[] = [], vs: unknown[] = [];
       for (let k = 0; k < n; k++) {
@@ -1411,6 +1400,22 @@ class Run {
     }
   }
 
+  /** A tryReceive of this isolate through `ch` (the model caught up with the native queue). */
+  tryReceive(m: MChan, ch: Channel<unknown>, who: string): void {
+    const got = ch.tryReceive();
+    this.log.push(`${who} tryReceive() -> ${got.state}`);
+    if (m.canReceive()) {
+      const id = m.take();
+      assert.equal(got.state, "ok", `${who} tryReceive: ok with ${id}`);
+      const v = idOf((got as { value: unknown }).value);
+      this.out(v, `received by tryReceive`);
+      assert.equal(v, id, `${who} tryReceive: FIFO`);
+    } else if (m.closed) {
+      m.failClosed();
+      checkValue(got, m.closedResult(), `${who} tryReceive`);
+    } else assert.deepEqual(got, { state: "empty" }, `${who} tryReceive`);
+  }
+
   /**
    * Another thread's operation at the start of a turn, on a native codecs.f64 channel, through
    * the C ABI: a try-send or try-receive (`kc_chan_send`/`kc_chan_recv` with KC_CHAN_TRY), or a
@@ -1436,9 +1441,8 @@ class Run {
     const i = ok[Math.floor(rnd() * ok.length)];
     const s = this.slots[i], m = s.model;
     const sym = foreignSymbols();
-    const h = s.owner.handle;
     const what = `other thread${midTurn ? " (mid-turn)" : ""} ch${i}`;
-    // Mid-turn, a close or cancel comes from `foreignEnd`, on its own generator.
+    // Mid-turn, a close or cancel comes from `foreignAtWait`, on its own generator.
     if (rnd() < 0.06 && !midTurn) return this.foreignClose(s, rnd() < 0.5, what);
     const waits = this.pending.filter((p) => p.foreign !== undefined && !p.mop.done);
     if (waits.length > 0 && rnd() < 0.4) {
@@ -1465,22 +1469,33 @@ class Run {
     // turn's end), ahead of any later operation of this isolate.
     if (m.drop !== "none" && (how === 0 || how === 2)) s.foreignDrops = true;
     if (how === 0) return this.foreignTrySend(s, what);
-    if (how === 1) {
-      const out = new Float64Array(1);
-      const rc = sym.kc_chan_recv(h, out, 8, 0n, 0, TRY);
-      this.log.push(`${what} try-receive -> ${rc}${rc === 0 ? ` ${out[0]}` : ""}`);
-      if (m.canReceiveForeign()) {
-        const id = m.take(true);
-        assert.equal(rc, 0, `${what} try-receive: ok with ${id}`);
-        this.out(out[0], `received by ${what} try-receive`);
-        assert.equal(out[0], id, `${what} try-receive: FIFO`);
-      } else if (m.closed) {
-        m.failClosed();
-        assert.equal(rc, m.cancelled ? Status.ECANCELED : Status.EPIPE, `${what} try-receive`);
-      } else assert.equal(rc, Status.EAGAIN, `${what} try-receive`);
-      return;
-    }
-    const recv = how === 3;
+    if (how === 1) return this.foreignTryReceive(s, what);
+    this.foreignWait(s, how === 3, what);
+  }
+
+  /** Another thread's try-receive on slot `s`'s channel (`kc_chan_recv` with KC_CHAN_TRY). */
+  foreignTryReceive(s: Slot, what: string): void {
+    const sym = foreignSymbols(), h = s.owner.handle, m = s.model;
+    const out = new Float64Array(1);
+    const rc = sym.kc_chan_recv(h, out, 8, 0n, 0, TRY);
+    this.log.push(`${what} try-receive -> ${rc}${rc === 0 ? ` ${out[0]}` : ""}`);
+    if (m.canReceiveForeign()) {
+      const id = m.take(true);
+      assert.equal(rc, 0, `${what} try-receive: ok with ${id}`);
+      this.out(out[0], `received by ${what} try-receive`);
+      assert.equal(out[0], id, `${what} try-receive: FIFO`);
+    } else if (m.closed) {
+      m.failClosed();
+      assert.equal(rc, m.cancelled ? Status.ECANCELED : Status.EPIPE, `${what} try-receive`);
+    } else assert.equal(rc, Status.EAGAIN, `${what} try-receive`);
+  }
+
+  /**
+   * Another thread's send (or, `recv`, receive) on slot `s`'s channel that waits: queued on its
+   * own ring (`kc_chan_send_async`, `kc_chan_recv_async`) unless it completes or fails at once.
+   */
+  foreignWait(s: Slot, recv: boolean, what: string): void {
+    const sym = foreignSymbols(), h = s.owner.handle, m = s.model;
     const [id] = recv ? [0] : this.value(s);
     const op = this.newOp([{ ch: m, kind: recv ? "recv" : "send", value: recv ? undefined : id }]);
     op.foreign = true;
@@ -1534,7 +1549,7 @@ class Run {
    * Native code closes or cancels slot `s`'s channel (no cause: kc_chan_close, kc_chan_cancel).
    * This isolate's waits queued natively fail there (a receive's completion is native:
    * `MChan.close`), and a cancel's dropped values reach the owner's hook later, as a copy's do
-   * (README's cancel paragraph). Mid-turn (`foreignEnd`), this isolate's waits still in
+   * (README's cancel paragraph). Mid-turn (`foreignAtWait`), this isolate's waits still in
    * JavaScript are not in the native queue: they learn of the end when they meet it
    * (`MChan.catchUp`). At the start of a turn none waits in JavaScript.
    */
@@ -1567,16 +1582,20 @@ class Run {
   }
 
   /**
-   * Another thread closes or cancels a channel mid-turn, between this isolate's operations,
-   * while a wait of this isolate on it still waits in JavaScript (where the outcome hinges on
-   * the real code: `MChan.catchUp` says what it guarantees), now and then after a try-send of
-   * its own (a value buffered before the close is still received). On its own generator
-   * (`ernd`), drawn only when such a wait is there, so that a seed's other draws stay as they
-   * were until the first such end. Not on a channel a select of this isolate waits on (as for
-   * `foreign` mid-turn). Not in the seeds that pinned order rules before this was modelled
-   * (`BEFORE_ENDS`): their runs stay as they were, step for step, so they still pin them.
+   * Another thread acts mid-turn, between this isolate's operations, on a channel where a wait of
+   * this isolate still waits in JavaScript, as the order rules and the end rules hinge on: it
+   * closes or cancels the channel (`MChan.catchUp` says what the real code guarantees), now and
+   * then after a try-send of its own (a value buffered before the close is still received); or,
+   * where a send of this isolate waits so, it takes what is buffered and queues a receive (which
+   * that send meets, not a receive of this isolate that comes later in the turn: 7fcbb33's rule,
+   * `#takeFromSender`), now and then followed by a tryReceive of this isolate. On its own
+   * generator (`ernd`), drawn only when such a wait is there, so that a seed's other draws stay
+   * as they were until the first such act. Not on a channel a select of this isolate waits on
+   * (as for `foreign` mid-turn). Not in the seeds that pinned order rules before this was
+   * modelled (`BEFORE_ENDS`): their runs stay as they were, step for step, so they still pin
+   * them.
    */
-  foreignEnd(): void {
+  foreignAtWait(): void {
     if (BEFORE_ENDS.has(this.seed)) return;
     const ok = this.slots.flatMap((s, i) => {
       const m = s.model;
@@ -1587,11 +1606,22 @@ class Run {
     });
     if (ok.length === 0 || this.ernd() >= 0.4) return;
     const i = ok[Math.floor(this.ernd() * ok.length)];
-    const s = this.slots[i];
+    const s = this.slots[i], m = s.model;
     const what = `other thread (mid-turn) ch${i}`;
+    if (!m.closed && m.senders.some((e) => m.inJs(e)) && this.ernd() < 0.6) {
+      for (let k = 0; k < 4 && m.buf.length > 0; k++) this.foreignTryReceive(s, what);
+      this.foreignWait(s, true, what);
+      // Now and then a tryReceive of this isolate follows at once, later than that receive.
+      if (this.ernd() < 0.5) {
+        const ch = s.uses[Math.floor(this.ernd() * s.uses.length)];
+        m.catchUp(); // it meets the native queue first
+        this.tryReceive(m, ch, `ch${i}${ch === s.owner ? "" : "'"}`);
+      }
+      return;
+    }
     const how = Math.floor(this.ernd() * 4);
     if (how === 3) {
-      if (s.model.drop !== "none") s.foreignDrops = true;
+      if (m.drop !== "none") s.foreignDrops = true;
       this.foreignTrySend(s, what);
     }
     this.foreignClose(s, how === 1 || how === 3 && this.ernd() < 0.5, what);
@@ -1971,7 +2001,7 @@ async function runSeed(seed: number, ms: number, maxSteps: number): Promise<numb
         run.step();
         // Another thread's close or cancel of a channel a wait of this isolate waits on in
         // JavaScript, now and then.
-        if (run.unbiased === undefined) run.foreignEnd();
+        if (run.unbiased === undefined) run.foreignAtWait();
         // Another thread's, between this isolate's operations of the turn (after the last
         // too: the turn has not ended).
         if (run.unbiased === undefined && run.mrnd() < 0.25) run.foreign(true);
@@ -2030,15 +2060,26 @@ const SEEDS = range
   // earlier turn behind the other thread's: with that receive withdrawn and handed the value
   // (`#handOff` before the native try-send met the oldest) it fails at step 338 ('ch2 recv#209:
   // settled, but the model says it still waits'; at step 121 before the other thread's
-  // mid-turn operations). The steps of the seeds above were counted before those. 55 meets the other thread's operations mid-turn: a
-  // send of this isolate that settled its own receive by draining the whole ring settled
-  // another channel's receive that the other thread completed, whose abort then came too late
-  // (fails at step 12, "ch0' iter#3: rejects, got value"). 121 meets another thread's send
-  // mid-turn while a receive of this isolate waits in JavaScript on a rendezvous channel: with
-  // a send of this isolate handing its value to that receive past the other thread's (`#handOff`
-  // before the ready byte's rule), it fails at step 10 ("ch1 recv#2: model {"ok":true,"value":7},
-  // real value 8").
-  : [3, 7, 11, 14, 20, 21, 31, 44, 55, 121, 192];
+  // mid-turn operations). The steps of the seeds above were counted before those. 55 meets the
+  // other thread's operations mid-turn: a send of this isolate that settled its own receive by
+  // draining the whole ring settled another channel's receive that the other thread completed,
+  // whose abort then came too late (fails at step 12, "ch0' iter#3: rejects, got value"). These
+  // six leave out the other thread's acts at a wait in JavaScript (`BEFORE_ENDS`), which the
+  // rest meet. 121 meets another thread's send mid-turn while a receive of this isolate waits in
+  // JavaScript on a rendezvous channel: with a send of this isolate handing its value to that
+  // receive past the other thread's (`#handOff` before the ready byte's rule), it fails at step
+  // 9 ("other thread (mid-turn) ch1 receive#5: queued": the send it passed over is still there;
+  // at step 10, "ch1 recv#2: model {"ok":true,"value":7}, real value 8", before those acts). 7
+  // meets 7fcbb33's rule (a receive of this isolate does not pass another thread's receiver
+  // queued natively mid-turn while a send of this isolate waits in JavaScript): with the pump
+  // taken out of `#takeFromSender` it fails at step 334 ("ch0' tryReceive": ok with 227, the
+  // value of the waiting send(227)#132, which the other thread's receive#133 is due). 383 meets
+  // 4a8d84e's rule (a send that completes a receive of this isolate natively while a select of
+  // this isolate waits on the channel settles it before it returns): with `#handOff`'s select
+  // branch answering EMPTY it fails at step 269 ("select#110 unbiased [onReceiveCatching(ch0),
+  // onReceive(ch2)]: settled, but the model says it still waits": the same-turn abort of
+  // receiveCatching#106, which send(258)#114 had completed, gave the value back to the select).
+  : [3, 7, 11, 14, 20, 21, 31, 44, 55, 121, 192, 383];
 
 for (const seed of SEEDS) {
   Deno.test(`channels and select agree with the reference model (seed ${seed})`, async () => {
