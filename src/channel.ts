@@ -533,11 +533,13 @@ class Shared {
   creator: WeakRef<Channel<unknown>> | undefined = undefined;
   /**
    * The other objects of this isolate for the channel whose gate (`Channel.#handle`, a field of
-   * each) `Channel.#markEnded` closes with its own: the creator's once its handle left it
-   * (`share()`, `handle`: only then can a `Channel.from` copy of this isolate, which may learn
-   * the end first, exist), and each `Channel.from` copy of this isolate (`join`). Weak: an
-   * undisposed copy the caller dropped stays collectable (its `copyHolds` finalizer gives its
-   * hold back), and the creator too (`orphans`). Dead ones are pruned as the list doubles, and
+   * each) `Channel.#markEnded` closes with its own: the creator's once it is native
+   * (`Channel.#materialize`: from then on a `Channel.from` copy of this isolate, which may learn
+   * the end first, may be opened from its handle's value, whether `share()` or `handle` gave
+   * it out or not: a share object built with the value opens one too), and each `Channel.from`
+   * copy of this isolate (`join`). Weak: an undisposed copy the caller dropped stays
+   * collectable (its `copyHolds` finalizer gives its hold back), and the creator too
+   * (`orphans`). Dead ones are pruned as the list doubles, and
    * both are let go once ended (no object joins an ended entry: `#markEnded` takes it out of
    * `shared`).
    */
@@ -1406,6 +1408,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     shared.set(handle, s); // a Channel.from of it in this isolate shares the entry
     s.lib = this.#lib;
     s.handle = handle;
+    // Its gate closes with the others' (`Shared.owner`): a `Channel.from` copy of this isolate
+    // may be opened from the handle's value however it was learnt, not only from `share()`'s
+    // object or `handle`.
+    s.owner = new WeakRef(this as Channel<unknown>);
     // What `orphans` needs goes on the Shared entry, which is its held value (it references
     // this object only while operations wait, and those keep it alive anyway). No unregister
     // token: unregistering costs more than `orphanLib` set to null, which the finalizer reads.
@@ -1444,8 +1450,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Native code may keep it: no holder's leaving may end it now.
       this.#unwrap(rc, "get handle");
       this.#pinned = true;
-      // A `Channel.from` copy of this isolate may be opened from it: its end closes this gate.
-      if (this.#owner) this._shared.owner ??= new WeakRef(this as Channel<unknown>);
     }
     return this.#handleValue; // read before (pinned): the value it was, ended since or not
   }
@@ -4039,7 +4043,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     ) throw this.#deadHandle("share channel");
     this.#escape("share channel", false);
     this.#giveAway();
-    // The same WeakRef for both (`Shared.owner`: a copy of this isolate may be opened now).
+    // The same WeakRef for both (`Shared.owner`, set as the channel was made native).
     if (this.#owner) s.creator ??= s.owner ??= new WeakRef(this as Channel<unknown>);
     if (this.#owner && !this.#held && !this.#pinned) {
       // The owner holds it from now on, so that copies keep it alive after its isolate ended.

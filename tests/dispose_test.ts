@@ -940,6 +940,87 @@ Deno.test("the end one object of this isolate learns closes the gate of each of 
   }
 });
 
+Deno.test("the end a Channel.from copy learns mid-call closes the gate of an owner of this isolate whose handle never left it (made native by a select, the copy opened from a share object built with the handle's value): its trySend, close(cause) and cancel(cause) make no call on the dead handle", async () => {
+  // The gate (`Channel.#handle`) of each object of this isolate for the channel is closed by
+  // the one that learns of the end (`#markEnded`, through `Shared.owner` and `Shared.copies`).
+  // An owner's handle need not leave it through `handle` or `share()` for a copy of this
+  // isolate to exist: a share object built with the handle's value opens one all the same (the
+  // value is taken here from kc_chan_create's result, as native code or a guess would know it).
+  // Here the copy learns of native code's destroy from the caller's code the owner's call runs
+  // (a value's or a cause's getter, as it is encoded). Before, such an owner was not reachable
+  // from the entry: the copy's end left its gate open, and its call went on to the dead handle
+  // (a later channel given its value, once the slot's generation wrapped, would have been sent
+  // to, closed or cancelled).
+  const sym = library().symbols("test");
+  const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
+  const names = [
+    "kc_chan_try_send",
+    "kc_chan_try_send_at",
+    "kc_chan_close_cause",
+    "kc_chan_close",
+    "kc_chan_cancel",
+  ];
+  for (const op of ["trySend", "close", "cancel"] as const) {
+    using reported = catchReported();
+    using ch = new Channel<unknown>(4);
+    let out: Uint32Array | undefined;
+    {
+      using _ = spyCalls(sym, ["kc_chan_create"], (_n, args) => out = args[4] as Uint32Array);
+      // A select makes it native (its handle does not leave it).
+      const got = await select<string>((s) => {
+        s.onReceive(ch, () => "received");
+        s.onTimeout(0, () => "none");
+      });
+      assert.equal(got, "none", op);
+    }
+    assert.ok(out !== undefined, `${op}: made native by the select`);
+    const h = out[0];
+    using copy = Channel.from<unknown>({
+      kind: "kcoro.channel",
+      version: 1,
+      handle: h,
+      elemSize: codecs.default.elemSize,
+      zeroCopy: codecs.default.zeroCopy,
+      codec: "default",
+      capacity: 4,
+    });
+    assert.deepEqual(copy.trySend(1), { state: "ok" }, op);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, op);
+    let learnt: boolean | undefined;
+    const learn = () => {
+      if (learnt !== undefined) return;
+      assert.equal(sym.kc_chan_destroy(h), 0, op);
+      learnt = copy.isClosedForSend;
+    };
+    const calls: string[] = [];
+    {
+      using _ = recordCalls(patchable, names, h, calls);
+      if (op === "trySend") {
+        const value = {
+          get n() {
+            learn();
+            return 1;
+          },
+        };
+        assert.equal(ch.trySend(value).state, "closed", op);
+      } else {
+        const cause = new Error("why");
+        Object.defineProperty(cause, "message", {
+          get() {
+            learn();
+            return "why";
+          },
+        });
+        if (op === "close") assert.equal(ch.close(cause), false, op);
+        else assert.equal(ch.cancel(cause), undefined, op);
+      }
+    }
+    assert.equal(learnt, true, `${op}: the getter learnt it`);
+    assert.deepEqual(calls, [], `${op}: no call on the dead handle`);
+    assert.deepEqual(reported.errors.map(String), [], `${op}: nothing reported`);
+  }
+});
+
 Deno.test("Channel.from copies of this isolate dropped undisposed are collected while another copy of the channel lives on (the gate keeps them weakly): their holds given back, the last copy's dispose ends the channel", async () => {
   const res = await evalScript(
     `
