@@ -940,17 +940,17 @@ Deno.test("the end one object of this isolate learns closes the gate of each of 
   }
 });
 
-Deno.test("the end a Channel.from copy learns mid-call closes the gate of an owner of this isolate whose handle never left it (made native by a select, the copy opened from a share object built with the handle's value): its trySend, close(cause) and cancel(cause) make no call on the dead handle", async () => {
+Deno.test("the end a Channel.from copy learns mid-call closes the gate of an owner of this isolate whose handle never left it (made native by a select, the copy opened from a share object built with the handle's value): its trySend, close(cause), cancel(cause) and select make no call on the dead handle", async () => {
   // The gate (`Channel.#handle`) of each object of this isolate for the channel is closed by
   // the one that learns of the end (`#markEnded`, through `Shared.owner` and `Shared.copies`).
   // An owner's handle need not leave it through `handle` or `share()` for a copy of this
   // isolate to exist: a share object built with the handle's value opens one all the same (the
   // value is taken here from kc_chan_create's result, as native code or a guess would know it).
   // Here the copy learns of native code's destroy from the caller's code the owner's call runs
-  // (a value's or a cause's getter, as it is encoded). Before, such an owner was not reachable
-  // from the entry: the copy's end left its gate open, and its call went on to the dead handle
-  // (a later channel given its value, once the slot's generation wrapped, would have been sent
-  // to, closed or cancelled).
+  // (a value's or a cause's getter, as it is encoded; a select's clause value too). Before, such
+  // an owner was not reachable from the entry: the copy's end left its gate open, and its call
+  // went on to the dead handle (a later channel given its value, once the slot's generation
+  // wrapped, would have been sent to, closed, cancelled or selected on).
   const sym = library().symbols("test");
   const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   const names = [
@@ -960,7 +960,9 @@ Deno.test("the end a Channel.from copy learns mid-call closes the gate of an own
     "kc_chan_close",
     "kc_chan_cancel",
   ];
-  for (const op of ["trySend", "close", "cancel"] as const) {
+  // A select's native calls take the handles in its clauses (the first one's here).
+  const selects = ["kc_select", "kc_select_async"];
+  for (const op of ["trySend", "close", "cancel", "select"] as const) {
     using reported = catchReported();
     using ch = new Channel<unknown>(4);
     let out: Uint32Array | undefined;
@@ -993,16 +995,22 @@ Deno.test("the end a Channel.from copy learns mid-call closes the gate of an own
       learnt = copy.isClosedForSend;
     };
     const calls: string[] = [];
+    const value = {
+      get n() {
+        learn();
+        return 1;
+      },
+    };
     {
       using _ = recordCalls(patchable, names, h, calls);
-      if (op === "trySend") {
-        const value = {
-          get n() {
-            learn();
-            return 1;
-          },
-        };
-        assert.equal(ch.trySend(value).state, "closed", op);
+      using _s = spyCalls(sym, selects, (n, args) => {
+        const clauses = args[0] as Uint8Array;
+        if (new Uint32Array(clauses.buffer, clauses.byteOffset, 1)[0] === h) calls.push(n);
+      });
+      if (op === "trySend") assert.equal(ch.trySend(value).state, "closed", op);
+      else if (op === "select") {
+        // Ready as on a cancelled channel: its send clause rejects, its value not delivered.
+        await assert.rejects(select((s) => s.onSend(ch, value, () => 0)), CancellationError, op);
       } else {
         const cause = new Error("why");
         Object.defineProperty(cause, "message", {
