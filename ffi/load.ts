@@ -18,7 +18,7 @@
  * @module
  */
 import { type Symbols, symbols } from "./symbols.ts";
-import { customInspect, inspectAs } from "../src/inspect.ts";
+import { customInspect, inspectAs, notA } from "../src/inspect.ts";
 import {
   AbiMismatchError,
   checkFunction,
@@ -128,6 +128,7 @@ export class Library {
    * `Library { path, abiVersion, open }` (JavaScript state only).
    */
   [customInspect](inspect: unknown, options: unknown): string {
+    if (!(#lib in Object(this))) return notA("Library");
     const facts = { path: this.path, abiVersion: this.abiVersion, open: this.isOpen };
     return inspectAs("Library", facts, inspect, options);
   }

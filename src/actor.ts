@@ -66,7 +66,7 @@ import {
   signalOf,
 } from "./errors.ts";
 import { isCancellation, type Job, JobSupport, runCompletionHandler } from "./job.ts";
-import { customInspect, inspectAs } from "./inspect.ts";
+import { customInspect, inspectAs, notA } from "./inspect.ts";
 import type { CoroutineScope } from "./scope.ts";
 
 /** Options for {@linkcode actor}. */
@@ -469,6 +469,7 @@ class ActorImpl<M> implements Actor<M> {
    * job's state (JavaScript state only).
    */
   [customInspect](inspect: unknown, options: unknown): string {
+    if (!(#mailbox in Object(this))) return notA("Actor");
     return inspectAs("Actor", { state: this.job.state }, inspect, options);
   }
 }

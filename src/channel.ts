@@ -34,7 +34,7 @@
 import { beforeFirstOpen, inWorker, type Library, library, libraryAt } from "../ffi/load.ts";
 import { Bridge, type RingOp } from "./bridge.ts";
 import { isCancellation } from "./job.ts";
-import { customInspect, inspectAs } from "./inspect.ts";
+import { customInspect, inspectAs, notA } from "./inspect.ts";
 import {
   type Codec,
   codecByName,
@@ -3927,6 +3927,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * channel ended).
    */
   [customInspect](inspect: unknown, options: unknown): string {
+    if (!(#disposed in Object(this))) return notA("Channel");
     if (this.#disposed) return inspectAs("Channel", { disposed: true }, inspect, options);
     const s = this._shared;
     const facts: Record<string, unknown> = { capacity: this.#capacity, codec: this.#codec.name };

@@ -13,7 +13,7 @@
  * @module
  */
 import { describe, refuseAsValue, type TimeoutError } from "./errors.ts";
-import { customInspect, inspectAs } from "./inspect.ts";
+import { customInspect, inspectAs, notA } from "./inspect.ts";
 
 declare const valueType: unique symbol;
 
@@ -74,6 +74,7 @@ class Key<V> implements ContextKey<V> {
 
   /** @ignore How `console.log` / `Deno.inspect` print a key: `ContextKey { name: "user" }`. */
   [customInspect](inspect: unknown, options: unknown): string {
+    if (!(#brand in Object(this))) return notA("ContextKey");
     return inspectAs("ContextKey", { name: this.name }, inspect, options);
   }
 
@@ -455,7 +456,7 @@ export class Context {
     // Inspection never throws: a receiver that is no Context (`Object.create(Context.prototype)`,
     // the method called on another object) prints as what it is not, where it threw the house
     // TypeError ("Cannot inspect context") out of `console.log`.
-    if (!brand(this)) return "Context <not a Context>";
+    if (!brand(this)) return notA("Context");
     const keys = [...this.#entries.keys()].map((k) => k.name);
     return inspectAs("Context", { keys }, inspect, options);
   }

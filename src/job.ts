@@ -48,7 +48,7 @@
  * @module
  */
 import { checkedContextKey, Context, type ContextKey, isContext } from "./context.ts";
-import { customInspect, inspectAs } from "./inspect.ts";
+import { customInspect, inspectAs, notA } from "./inspect.ts";
 import {
   CancellationError,
   checkFunction,
@@ -521,6 +521,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * `Job { state: "active", children: 2 }` (JavaScript state only).
    */
   [customInspect](inspect: unknown, options: unknown): string {
+    if (!(#head in Object(this))) return notA("Job");
     let children = 0; // counted on the list: the `children` getter would copy it to count it
     for (let c = this.#head; c !== null; c = c.#next) children++;
     const facts = { state: this.state, children };

@@ -21,7 +21,7 @@ import {
   unwrap,
 } from "./errors.ts";
 import { unwrapSpawn } from "./runtime.ts";
-import { customInspect, inspectAs } from "./inspect.ts";
+import { customInspect, inspectAs, notA } from "./inspect.ts";
 
 /** The states of a native coroutine (`KC_STATE_*`). */
 export type CoroutineState = "created" | "ready" | "running" | "suspended" | "parked" | "finished";
@@ -282,6 +282,7 @@ export class NativeCoroutine implements Disposable {
    * read left out when it fails (a closed library, a stale handle); it never throws.
    */
   [customInspect](inspect: unknown, options: unknown): string {
+    if (!(#destroyed in Object(this))) return notA("NativeCoroutine");
     if (this.#destroyed) return inspectAs("NativeCoroutine", { destroyed: true }, inspect, options);
     const facts: Record<string, unknown> = { handle: this.#handle };
     if (!this.#lib.isOpen) facts.libraryClosed = true;

@@ -41,7 +41,7 @@ import {
 } from "./errors.ts";
 import { type Job, JobSupport, PARENTS_OWN, REPORTS_FAILURE } from "./job.ts";
 import { liveDeadline } from "./context.ts";
-import { customInspect, inspectAs } from "./inspect.ts";
+import { customInspect, inspectAs, notA } from "./inspect.ts";
 import {
   handleOut,
   nativeEntry,
@@ -541,6 +541,7 @@ export class NativeScope implements AsyncDisposable {
    * when it fails (a closed library, a stale handle); it never throws.
    */
   [customInspect](inspect: unknown, options: unknown): string {
+    if (!(#destroyed in Object(this))) return notA("NativeScope");
     if (this.#destroyed) return inspectAs("NativeScope", { destroyed: true }, inspect, options);
     const facts: Record<string, unknown> = { handle: this.#handle, owned: this.#owner !== null };
     if (!this.#lib.isOpen) facts.libraryClosed = true;

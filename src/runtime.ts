@@ -18,7 +18,7 @@ import {
   unwrap,
 } from "./errors.ts";
 import { onResizable, typedBuffer, typedLength } from "./pack.ts";
-import { customInspect, inspectAs } from "./inspect.ts";
+import { customInspect, inspectAs, notA } from "./inspect.ts";
 
 /** How long one native wait of `drain()` may block before it looks again. */
 const DRAIN_SLICE_NS = 100_000_000n;
@@ -503,6 +503,7 @@ export class Runtime {
    * `Runtime { workers: 4, running: true }` (`isRunning`, which a closed library answers false).
    */
   [customInspect](inspect: unknown, options: unknown): string {
+    if (!(#lib in Object(this))) return notA("Runtime");
     const facts = { workers: this.workers, running: this.isRunning };
     return inspectAs("Runtime", facts, inspect, options);
   }

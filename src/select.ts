@@ -62,7 +62,7 @@ import {
   statusError,
   unwrap,
 } from "./errors.ts";
-import { customInspect, inspectAs } from "./inspect.ts";
+import { customInspect, inspectAs, notA } from "./inspect.ts";
 import type { Deferred, Job } from "./job.ts";
 import { checkMs, timer } from "./time.ts";
 
@@ -226,6 +226,7 @@ class Builder implements SelectBuilder<unknown> {
 
   /** @ignore How `console.log` / `Deno.inspect` print a builder: `SelectBuilder { clauses: 2 }`. */
   [customInspect](inspect: unknown, options: unknown): string {
+    if (!(#add in Object(this))) return notA("SelectBuilder");
     return inspectAs("SelectBuilder", { clauses: this.clauses.length }, inspect, options);
   }
 }

@@ -15,16 +15,19 @@ import {
   createContextKey,
   createScope,
   Deadline,
+  Library,
   library,
   NativeCoroutine,
   NativeScope,
   nativeScope,
   produce,
+  Runtime,
   runtime,
   select,
   supervisorScope,
   withTimeout,
 } from "../mod.ts";
+import * as kcoro from "../mod.ts";
 
 type Row = [label: string, value: unknown, name: string, facts: RegExp];
 
@@ -234,5 +237,112 @@ Deno.test("a job prints the count of its unfinished children", async () => {
   }).catch(() => {});
   const free = createScope();
   assert.match(Deno.inspect(free), /children: 0/);
+  await free[Symbol.asyncDispose]();
+});
+
+Deno.test("inspecting anything but an instance through a kcoro class's inspect hook never throws: it prints <ClassName> <not a ClassName>", async () => {
+  // Deno.inspect(Object.create(Channel.prototype)) threw the engine's "Cannot read private member
+  // #disposed from an object whose class did not declare it" out of console.log (Job's, Runtime's,
+  // Library's, NativeCoroutine's and NativeScope's hooks likewise; SelectBuilder's and Actor's
+  // "Cannot read properties of undefined"), and ContextKey's printed `ContextKey { name: undefined }`.
+  const hookOf = (x: object) =>
+    (x as Record<symbol, (this: unknown, ...a: unknown[]) => unknown>)[
+      Symbol.for("Deno.customInspect")
+    ];
+  using ch = new Channel<number>(1);
+  using co = NativeCoroutine.create("fib", { arg: 3 });
+  await using ns = NativeScope.create();
+  const free = createScope();
+  await coroutineScope(async (scope) => {
+    let builder: object | undefined;
+    await select((s) => {
+      builder = s;
+      s.onTimeout(0, () => {});
+    });
+    const started = Promise.withResolvers<object>();
+    const a = actor<number>(scope, async (m) => {
+      started.resolve(m);
+      for await (const _ of m);
+    });
+    const mailbox = await started.promise; // a Channel too (a subclass)
+    const launched = scope.launch(() => {});
+    // [label, an instance, the class's prototype, what a foreign receiver prints]
+    const rows: [string, object, object, string][] = [
+      ["Channel", ch, Channel.prototype, "Channel <not a Channel>"],
+      ["NativeCoroutine", co, NativeCoroutine.prototype, "NativeCoroutine <not a NativeCoroutine>"],
+      ["NativeScope", ns, NativeScope.prototype, "NativeScope <not a NativeScope>"],
+      [
+        "CompletableDeferred",
+        new CompletableDeferred<number>(),
+        CompletableDeferred.prototype,
+        "Job <not a Job>",
+      ],
+      ["createScope()", free, Object.getPrototypeOf(free), "Job <not a Job>"],
+      ["coroutineScope's scope", scope, Object.getPrototypeOf(scope), "Job <not a Job>"],
+      [
+        "launch's job",
+        launched,
+        Object.getPrototypeOf(launched),
+        "Job <not a Job>",
+      ],
+      ["Context", Context.empty, Context.prototype, "Context <not a Context>"],
+      ["ContextKey", Deadline, Object.getPrototypeOf(Deadline), "ContextKey <not a ContextKey>"],
+      ["Runtime", runtime(), Runtime.prototype, "Runtime <not a Runtime>"],
+      ["Library", library(), Library.prototype, "Library <not a Library>"],
+      [
+        "SelectBuilder",
+        builder!,
+        Object.getPrototypeOf(builder),
+        "SelectBuilder <not a SelectBuilder>",
+      ],
+      ["Actor", a, Object.getPrototypeOf(a), "Actor <not an Actor>"],
+      ["actor's mailbox", mailbox, Object.getPrototypeOf(mailbox), "Channel <not a Channel>"],
+    ];
+    // Every exported class with an inspect hook has a row.
+    const protos = new Set(rows.map((r) => r[2]));
+    let exported = 0;
+    for (const [name, v] of Object.entries(kcoro)) {
+      if (typeof v !== "function" || typeof v.prototype !== "object" || v.prototype === null) {
+        continue;
+      }
+      if (!(Symbol.for("Deno.customInspect") in v.prototype)) continue;
+      assert.ok(protos.has(v.prototype), `exported ${name} has an inspect hook and no row`);
+      exported++;
+    }
+    assert.ok(exported >= 7, `exported classes with a hook: ${exported}`);
+    for (const [label, instance, proto, text] of rows) {
+      const name = text.split(" ")[0];
+      const hook = hookOf(proto);
+      // An instance prints as before.
+      assert.ok(
+        Deno.inspect(instance).startsWith(`${name} {`),
+        `${label}: ${Deno.inspect(instance)}`,
+      );
+      assert.equal(Deno.inspect(Object.create(proto)), text, label);
+      assert.equal(Deno.inspect([Object.create(proto)]), `[ ${text} ]`, label);
+      assert.equal(
+        Deno.inspect({ x: Object.create(proto) }, { colors: true }),
+        `{ x: ${text} }`,
+        label,
+      );
+      // Another kcoro object (whose hook is another), a Proxy of an instance, anything at all.
+      const other = rows.find((r) => hookOf(r[2]) !== hook)![1];
+      const fakes = [
+        {},
+        Object.create(proto),
+        new Proxy(instance, {}),
+        other,
+        1,
+        "c",
+        Symbol(),
+        null,
+        undefined,
+      ];
+      for (const [i, fake] of fakes.entries()) {
+        assert.equal(hook.call(fake, Deno.inspect, {}), text, `${label}, fake ${i}`);
+      }
+    }
+    a.close();
+  });
   await free[Symbol.asyncDispose]();
 });
