@@ -2750,7 +2750,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * ```
    */
   trySendMany(values: readonly T[]): TrySendManyResult {
-    const op = "send";
+    // Its errors name it ("Cannot trySendMany: ..."): a value's getter that disposed the channel
+    // said "Cannot send: the channel was disposed", as if a send had been called.
+    const op = "trySendMany";
     let array = false;
     try {
       array = Array.isArray(values);
@@ -2880,7 +2882,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * ```
    */
   tryReceiveMany(max: number): TryReceiveManyResult<T> {
-    const op = "receive";
+    const op = "tryReceiveMany"; // its errors name it, as trySendMany's do
     if (!Number.isInteger(max) || max < 1 || max > MAX_BATCH) {
       // Not a number ("3"): a TypeError; out of range or not an integer, a RangeError.
       throw new (typeof max === "number" ? RangeError : TypeError)(

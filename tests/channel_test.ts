@@ -433,7 +433,7 @@ bothModes("trySendMany: in order until the buffer is full; then full, then close
   for (const bad of [0, 1.5, 65_537]) assert.throws(() => ch.tryReceiveMany(bad), RangeError);
   assert.throws(() => ch.tryReceiveMany("3" as never), {
     name: "TypeError",
-    message: 'Cannot receive: max must be an integer from 1 to 65536, received "3"',
+    message: 'Cannot tryReceiveMany: max must be an integer from 1 to 65536, received "3"',
   });
   assert.throws(
     () => ch.trySendMany(new Array(65_537).fill(1)),
@@ -444,7 +444,8 @@ bothModes("trySendMany: in order until the buffer is full; then full, then close
   revoke();
   assert.throws(() => ch.trySendMany(revoked), {
     name: "TypeError",
-    message: /^Cannot send: values must be an array of 1 to 65536 values, received an object/,
+    message:
+      /^Cannot trySendMany: values must be an array of 1 to 65536 values, received an object/,
   });
   // A Proxy whose length changes between reads: read once, checked once.
   for (const lie of [1.5, -1, 100_000]) {
@@ -2567,8 +2568,15 @@ Deno.test("the batch operations get named errors on a disposed channel and after
     const gone = new Channel<number>(4, { codec: codecs.f64 });
     if (share) gone.share();
     gone[Symbol.dispose]();
-    assert.throws(() => gone.trySendMany([1]), InvalidHandleError);
-    assert.throws(() => gone.tryReceiveMany(1), InvalidHandleError);
+    // Each names itself (they said "Cannot send" and "Cannot receive").
+    assert.throws(() => gone.trySendMany([1]), {
+      name: "InvalidHandleError",
+      message: "Cannot trySendMany: the channel was disposed (KC_EBADH)",
+    });
+    assert.throws(() => gone.tryReceiveMany(1), {
+      name: "InvalidHandleError",
+      message: "Cannot tryReceiveMany: the channel was disposed (KC_EBADH)",
+    });
   }
   const res = await evalScript(`
     import { Channel, closeLibrary, LibraryClosedError } from "./mod.ts";
@@ -2576,9 +2584,10 @@ Deno.test("the batch operations get named errors on a disposed channel and after
     shared.share();
     closeLibrary();
     for (const ch of [local, shared]) {
-      for (const f of [() => ch.trySendMany([1]), () => ch.tryReceiveMany(1)]) {
+      for (const [op, f] of [["trySendMany", () => ch.trySendMany([1])], ["tryReceiveMany", () => ch.tryReceiveMany(1)]]) {
         try { f(); throw new Error("no error"); } catch (e) {
           if (!(e instanceof LibraryClosedError)) throw e;
+          if (!e.message.startsWith("Cannot " + op + ": ")) throw e;
         }
       }
     }
@@ -3550,11 +3559,12 @@ Deno.test("a give-back the ring refuses (an unknown ticket) is reported, not sil
   );
 });
 
-Deno.test("a native channel disposed by a value's getter as trySend, send or trySendMany encodes it says it was disposed, as a call after the dispose does", async () => {
+Deno.test("a native channel disposed by a value's getter as trySend, send or trySendMany encodes it says it was disposed, as a call after the dispose does, naming the call (trySendMany's its own)", async () => {
   // Before: "Cannot send: the handle is stale, destroyed or not a kcoro handle", the native
   // call's status as it found the handle, which hid that the caller's own dispose ended it.
+  // trySendMany said "Cannot send: ...", as if a send had been called.
   for (const capacity of [0, 2]) {
-    for (const op of ["trySend", "send", "trySendMany"] as const) {
+    for (const op of ["trySend", "send", "trySendMany", "trySendMany first"] as const) {
       const ch = new Channel<unknown>(capacity);
       ch.share(); // native
       const value = {
@@ -3568,14 +3578,18 @@ Deno.test("a native channel disposed by a value's getter as trySend, send or try
           ? ch.trySend(value)
           : op === "send"
           ? ch.send(value)
-          : ch.trySendMany([1, value, 3]);
+          : op === "trySendMany"
+          ? ch.trySendMany([1, value, 3])
+          : ch.trySendMany([value, 2]);
       const expected = {
         name: "InvalidHandleError",
-        message: "Cannot send: the channel was disposed (KC_EBADH)",
+        message: `Cannot ${op.startsWith("trySendMany") ? "trySendMany" : "send"}: the channel ` +
+          "was disposed (KC_EBADH)",
       };
       const where = `${op}, capacity ${capacity}`;
       if (op === "send") await assert.rejects(call() as Promise<void>, expected, where);
       else assert.throws(call, expected, where);
+      if (op !== "send") assert.throws(call, expected, `${where}, called again`);
     }
   }
 });
@@ -3642,7 +3656,7 @@ Deno.test("an aborted wait whose channel closed or was cancelled in the same tur
   }
 });
 
-Deno.test("a value's getter that disposes the channel or closes the library as trySend, send or trySendMany takes it: local and native channels throw as a call after it does, and none reports the value sent", async () => {
+Deno.test("a value's getter that disposes the channel or closes the library as trySend, send or trySendMany takes it: local and native channels throw as a call after it does, naming the call, and none reports the value sent", async () => {
   // Before: a local channel answered { state: "closed" } (send: the dispose's
   // CancellationError), and a native one's send went on after closeLibrary() and answered ok
   // or full (a send resolved) for a value that went nowhere.
@@ -3651,7 +3665,7 @@ Deno.test("a value's getter that disposes the channel or closes the library as t
     const out = [];
     for (const native of [false, true]) {
       for (const capacity of [0, 2]) {
-        for (const op of ["trySend", "send", "trySendMany"]) {
+        for (const op of ["trySend", "send", "trySendMany", "trySendMany first"]) {
           const ch = new Channel(capacity);
           if (native) ch.share();
           const value = { get x() { ${end}; return 1; } };
@@ -3659,7 +3673,8 @@ Deno.test("a value's getter that disposes the channel or closes the library as t
           try {
             const r = op === "trySend" ? ch.trySend(value)
               : op === "send" ? await ch.send(value)
-              : ch.trySendMany([1, value, 3]);
+              : op === "trySendMany" ? ch.trySendMany([1, value, 3])
+              : ch.trySendMany([value, 2]);
             out.push([where, "returned " + JSON.stringify(r ?? "undefined")]);
           } catch (e) {
             out.push([where, e.name + ": " + e.message]);
@@ -3674,19 +3689,23 @@ Deno.test("a value's getter that disposes the channel or closes the library as t
     const [end, expected] of [
       [
         "ch[Symbol.dispose]()",
-        "InvalidHandleError: Cannot send: the channel was disposed (KC_EBADH)",
+        "InvalidHandleError: Cannot <op>: the channel was disposed (KC_EBADH)",
       ],
       [
         "closeLibrary()",
-        "LibraryClosedError: Cannot send: the kcoro library is closed (KC_ESHUTDOWN)",
+        "LibraryClosedError: Cannot <op>: the kcoro library is closed (KC_ESHUTDOWN)",
       ],
     ]
   ) {
     const res = await evalScript(script(end));
     assert.equal(res.code, 0, res.stderr);
     const rows: [string, string][] = JSON.parse(res.stdout);
-    assert.equal(rows.length, 12, end);
-    for (const [where, got] of rows) assert.equal(got, expected, `${end}: ${where}`);
+    assert.equal(rows.length, 16, end);
+    for (const [where, got] of rows) {
+      // trySendMany names itself (it said "Cannot send: ..."); trySend and send say send.
+      const op = where.includes("trySendMany") ? "trySendMany" : "send";
+      assert.equal(got, expected.replace("<op>", op), `${end}: ${where}`);
+    }
   }
 });
 
