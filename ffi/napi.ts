@@ -51,6 +51,19 @@ export interface Addon {
   stats: Uint32Array;
 }
 
+/** The companion's exports, in `Addon`'s order: each's name, its kind as said, its check. */
+const ADDON_EXPORTS: readonly (readonly [
+  key: keyof Addon,
+  kind: string,
+  ok: (x: unknown) => boolean,
+])[] = [
+  ["bind", "a function", (x) => typeof x === "function"],
+  ["create", "a function", (x) => typeof x === "function"],
+  ["counts", "a Uint32Array", (x) => x instanceof Uint32Array],
+  ["out", "an Int32Array", (x) => x instanceof Int32Array],
+  ["stats", "a Uint32Array", (x) => x instanceof Uint32Array],
+];
+
 /** Per library path: this isolate's chunk buffers, or why there are none. */
 const byPath = new Map<string, ChunkBuffers | string>();
 let problem: string | null = null;
@@ -143,39 +156,56 @@ function load(libraryPath: string): ChunkBuffers | string {
 /**
  * @ignore The chunk buffers of `addon`, the exports of the module loaded from `file`, bound to
  * the library at `libraryPath`; else why not, in the house form: a module that is not kcoro's
- * companion (its exports named), or a bind it refused (its status named). Apart from `load` so
- * that tests/napi_test.ts can give it exports no real module has.
+ * companion (the exports it lacks named, else the first of the wrong kind and what it is), or a
+ * bind it refused (its status named). Apart from `load` so that tests/napi_test.ts can give it
+ * exports no real module has.
  */
 export function bindAddon(
   file: string,
   libraryPath: string,
   addon: Partial<Addon>,
 ): ChunkBuffers | string {
-  if (
-    typeof addon.bind !== "function" || typeof addon.create !== "function" ||
-    !(addon.counts instanceof Uint32Array) || !(addon.out instanceof Int32Array) ||
-    !(addon.stats instanceof Uint32Array)
-  ) {
+  // Each export read once, and named when it is missing or of the wrong kind: the message said
+  // "it lacks bind, create, counts, out or stats" also for an `out` that was a Uint32Array.
+  const got = ADDON_EXPORTS.map(([key]) => (addon as Record<string, unknown>)[key]);
+  const not = `Cannot make chunk buffers: ${file} is not kcoro's Node-API companion`;
+  const missing = ADDON_EXPORTS.filter((_, i) => got[i] === undefined).map(([key]) => key);
+  if (missing.length > 0) {
     // What was received is the module: named by its exports (it said "received exports a, b").
-    return `Cannot make chunk buffers: ${file} is not kcoro's Node-API companion (it lacks ` +
-      `bind, create, counts, out or stats), received a module exporting ${
-        Object.keys(addon).join(", ") || "nothing"
-      }`;
+    const lacks = missing.length === 1
+      ? missing[0]
+      : `${missing.slice(0, -1).join(", ")} and ${missing.at(-1)}`;
+    return `${not} (it lacks ${lacks}), received a module exporting ${
+      Object.keys(addon).join(", ") || "nothing"
+    }`;
   }
-  const rc = addon.bind(libraryPath);
+  const wrong = ADDON_EXPORTS.findIndex(([, , ok], i) => !ok(got[i]));
+  if (wrong >= 0) {
+    const [key, kind] = ADDON_EXPORTS[wrong];
+    return `${not} (its ${key} must be ${kind}), received a module whose ${key} is ${
+      describe(got[wrong])
+    }`;
+  }
+  const [bind, make, counts, out, stats] = got as [
+    Addon["bind"],
+    Addon["create"],
+    Uint32Array,
+    Int32Array,
+    Uint32Array,
+  ];
+  const rc = bind.call(addon, libraryPath); // as the module's method, as before
   if (rc !== 0) {
     // Own keys only: a status is no key of Object.prototype's ("constructor").
     const why = Object.hasOwn(BIND_ERRORS, rc) ? BIND_ERRORS[rc] : "an error bind does not name";
     return `Cannot make chunk buffers: cannot bind ${file} to ${libraryPath}: ${why}, ` +
       `received bind status ${describe(rc)}`;
   }
-  const make = addon.create, out = addon.out;
   return {
     create(address: number, length: number): { buffer: ArrayBuffer; slot: number } | null {
       const buffer = make(address, length);
       return typeof buffer === "number" ? null : { buffer, slot: out[0] };
     },
-    counts: addon.counts,
-    stats: addon.stats,
+    counts,
+    stats,
   };
 }

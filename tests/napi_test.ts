@@ -372,14 +372,41 @@ Deno.test("a module that is not kcoro's companion, or a bind the companion refus
     out: new Int32Array(1),
     stats: new Uint32Array(4),
   });
-  const not = `Cannot make chunk buffers: ${file} is not kcoro's Node-API companion (it lacks ` +
-    "bind, create, counts, out or stats), received a module exporting ";
-  assert.equal(bindAddon(file, lib, {}), `${not}nothing`);
-  assert.equal(bindAddon(file, lib, { hello: 1 } as never), `${not}hello`);
-  assert.equal(
-    bindAddon(file, lib, { ...fake(() => 0), out: new Uint32Array(1) } as never),
-    `${not}bind, create, counts, out, stats`,
-  );
+  const not = `Cannot make chunk buffers: ${file} is not kcoro's Node-API companion`;
+  const all = "bind, create, counts, out and stats";
+  const { out: _, ...noOut } = fake(() => 0);
+  const { bind: _b, stats: _s, ...noBindStats } = fake(() => 0);
+  // Which export is missing or of the wrong kind, and what it was: it said "it lacks bind,
+  // create, counts, out or stats", received the module's exports, also for an `out` that was
+  // there as a Uint32Array.
+  const modules: [unknown, string][] = [
+    [{}, `(it lacks ${all}), received a module exporting nothing`],
+    [{ hello: 1 }, `(it lacks ${all}), received a module exporting hello`],
+    [noOut, "(it lacks out), received a module exporting bind, create, counts, stats"],
+    [noBindStats, "(it lacks bind and stats), received a module exporting create, counts, out"],
+    [
+      { ...fake(() => 0), out: new Uint32Array(1) },
+      "(its out must be an Int32Array), received a module whose out is [object Uint32Array] of " +
+      "length 1",
+    ],
+    [fake(1), "(its bind must be a function), received a module whose bind is 1"],
+    [
+      { ...fake(() => 0), create: "create" },
+      '(its create must be a function), received a module whose create is "create"',
+    ],
+    [
+      { ...fake(() => 0), counts: [0] },
+      "(its counts must be a Uint32Array), received a module whose counts is [object Array] of " +
+      "length 1",
+    ],
+    [
+      { ...fake(() => 0), stats: null },
+      "(its stats must be a Uint32Array), received a module whose stats is null",
+    ],
+  ];
+  for (const [module, why] of modules) {
+    assert.equal(bindAddon(file, lib, module as never), `${not} ${why}`);
+  }
   const cannot = `Cannot make chunk buffers: cannot bind ${file} to ${lib}: `;
   assert.equal(
     bindAddon(file, lib, fake(() => -2) as never),
