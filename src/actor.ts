@@ -546,15 +546,20 @@ export function actor<M>(
   };
   // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
   a.job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
-    const signal = task.signal;
+    // Null for a task of the caller's own with no AbortSignal (`taskSignal`): unwatched. Before,
+    // its `addEventListener` threw a TypeError here, ahead of the abandoned check below, and
+    // `onDone` never ran.
+    const signal = taskSignal(task);
     // Stop at once: drop the queue and wake the handler's receive with the CancellationError.
     // Listened to until the task is final, not only while the handler runs (Kotlin's
     // ActorCoroutine cancels its channel on entering `cancelling`): a task that failed, or was
     // cancelled after its handler returned, waits for its children, and meanwhile its mailbox
     // took messages that nobody would ever receive.
-    const onAbort = () => cancelMailbox(mailbox, signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    detach = () => signal.removeEventListener("abort", onAbort);
+    if (signal !== null) {
+      const onAbort = () => cancelMailbox(mailbox, signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+      detach = () => signal.removeEventListener("abort", onAbort);
+    }
     // Until the task is final: its end withdraws the owned watch before the mailbox is
     // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
     // watched, `_escaped`) after this, never before the task began as a producer's channel may.
@@ -591,7 +596,7 @@ export function actor<M>(
       // `share()` or `handle` throw its InvalidHandleError (no live channel to hand out): the
       // actor ends as cancelled then too, as a producer whose channel it destroyed (Kotlin's
       // actor ends with its cancelled channel), not failed with it.
-      const error = abandoned && signal.aborted && mailbox._raised(e)
+      const error = abandoned && signal?.aborted && mailbox._raised(e)
         ? signal.reason
         : destroyedUnder(mailbox, e)
         ? new CancellationError(MAILBOX_DESTROYED, { cause: e })
@@ -622,3 +627,17 @@ export function actor<M>(
 }
 
 refuseAsValue(ActorImpl, "an actor", "send its messages where it runs", NOT_CLONEABLE);
+
+/**
+ * `task.signal` where it is an AbortSignal, else null: a task that a CoroutineScope of the
+ * caller's own gives the block may have none (or a getter that throws). kcoro's tasks always
+ * have one.
+ */
+function taskSignal(task: CoroutineScope): AbortSignal | null {
+  try {
+    const signal: unknown = task.signal;
+    return signal instanceof AbortSignal ? signal : null;
+  } catch {
+    return null; // the caller's getter: unwatched, as with none
+  }
+}

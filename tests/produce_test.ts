@@ -2244,56 +2244,67 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or 
   assert.equal(live, 0);
 });
 
-Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the block a task whose job is not a kcoro Job, then throws or returns no Job: onDone still runs once, with the cancellation the block ends with, started at once or deferred", async () => {
+Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the block a task whose job is not a kcoro Job, then throws or returns no Job: onDone still runs once, with the cancellation the block ends with, started at once or deferred, also when the task has no signal", async () => {
   // onDone was attached to the task's job (`_job`) only when that job was a kcoro Job: under a
-  // task of the caller's own, nothing attached it, and it never ran.
+  // task of the caller's own, nothing attached it, and it never ran. A task with no signal (or
+  // one that is no AbortSignal) threw a TypeError at its addEventListener, ahead of the check
+  // for the abandoned launch: the block ended with it, and onDone never ran.
   const own = new Error("the caller's launch");
+  const signals = ["an AbortSignal", "none", "not an AbortSignal", "a getter that throws"] as const;
   for (const start of ["at once", "deferred"] as const) {
     for (const how of ["throws", "returns no Job"] as const) {
-      const what = `start ${start}, launch ${how}`;
-      const done: unknown[] = [];
-      let ran = false;
-      const stop = new AbortController();
-      // A task of the caller's own: its signal, a job that is none of kcoro's.
-      const foreign = {
-        signal: stop.signal,
-        job: { state: "active" },
-      } as unknown as CoroutineScope;
-      let started: Promise<unknown> | null = null;
-      let deferred: ((task: CoroutineScope) => unknown) | null = null;
-      const scope = {
-        context: Context.empty,
-        launch: (block: (task: CoroutineScope) => unknown) => {
-          if (start === "at once") started = block(foreign) as Promise<unknown>; // to its first await
-          else deferred = block;
-          if (how === "throws") throw own;
-          return 1;
-        },
-      } as unknown as CoroutineScope;
-      const handler = counted(async (mailbox: Channel<number>) => {
-        ran = true;
-        await mailbox.receive(); // rejects: the cleanup cancelled the mailbox
-      });
-      assert.throws(
-        () => actor<number>(scope, handler, { onDone: (cause) => done.push(cause) }),
-        how === "throws" ? (e) => e === own : { name: "TypeError" },
-        what,
-      );
-      if (deferred !== null) {
-        started = (deferred as (t: CoroutineScope) => unknown)(foreign) as Promise<unknown>; // started late
+      for (const sig of signals) {
+        const what = `start ${start}, launch ${how}, signal ${sig}`;
+        const done: unknown[] = [];
+        let ran = false;
+        const stop = new AbortController();
+        // A task of the caller's own: its signal (or none), a job that is none of kcoro's.
+        const foreign = { job: { state: "active" } } as unknown as CoroutineScope;
+        if (sig === "an AbortSignal") Object.assign(foreign, { signal: stop.signal });
+        if (sig === "not an AbortSignal") Object.assign(foreign, { signal: { aborted: false } });
+        if (sig === "a getter that throws") {
+          Object.defineProperty(foreign, "signal", {
+            get() {
+              throw new Error("no signal here");
+            },
+          });
+        }
+        let started: Promise<unknown> | null = null;
+        let deferred: ((task: CoroutineScope) => unknown) | null = null;
+        const scope = {
+          context: Context.empty,
+          launch: (block: (task: CoroutineScope) => unknown) => {
+            if (start === "at once") started = block(foreign) as Promise<unknown>; // to its first await
+            else deferred = block;
+            if (how === "throws") throw own;
+            return 1;
+          },
+        } as unknown as CoroutineScope;
+        const handler = counted(async (mailbox: Channel<number>) => {
+          ran = true;
+          await mailbox.receive(); // rejects: the cleanup cancelled the mailbox
+        });
+        assert.throws(
+          () => actor<number>(scope, handler, { onDone: (cause) => done.push(cause) }),
+          how === "throws" ? (e) => e === own : { name: "TypeError" },
+          what,
+        );
+        if (deferred !== null) {
+          started = (deferred as (t: CoroutineScope) => unknown)(foreign) as Promise<unknown>; // started late
+        }
+        const [ended] = await within(
+          Promise.allSettled([started!]),
+          10_000,
+          `${what}: the block's end`,
+        );
+        assert.equal(ended.status, "rejected", what);
+        const cause = (ended as PromiseRejectedResult).reason;
+        assert.ok(cause instanceof CancellationError, `${what}: ${String(cause)}`);
+        assert.equal(done.length, 1, `${what}: onDone ran once: ${done.length}`);
+        assert.equal(done[0], cause, `${what}: onDone gets the cancellation the block ends with`);
+        assert.equal(ran, start === "at once", `${what}: the handler ran only if started at once`);
+        assert.equal(stop.signal.aborted, false, what); // the task is the caller's: not kcoro's to cancel
       }
-      const [ended] = await within(
-        Promise.allSettled([started!]),
-        10_000,
-        `${what}: the block's end`,
-      );
-      assert.equal(ended.status, "rejected", what);
-      const cause = (ended as PromiseRejectedResult).reason;
-      assert.ok(cause instanceof CancellationError, `${what}: ${String(cause)}`);
-      assert.equal(done.length, 1, `${what}: onDone ran once: ${done.length}`);
-      assert.equal(done[0], cause, `${what}: onDone gets the cancellation the block ends with`);
-      assert.equal(ran, start === "at once", `${what}: the handler ran only if started at once`);
-      assert.equal(stop.signal.aborted, false, what); // the task is the caller's: not kcoro's to cancel
     }
   }
   assert.equal(live, 0);
