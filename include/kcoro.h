@@ -486,8 +486,10 @@ int32_t kc_pool_views(uint32_t **out);
  * latest caller's: an earlier caller's thread that ends leaves it and the keeping alone; the
  * latest caller's end stops them as above (its call from a coroutine: none does). KC_ENOMEM if
  * the thread's record could not grow. KC_EBADH for a dead handle, also for one whose destroy
- * (another thread's, or its last hold given back) began after the call looked it up: nothing
- * changes then, the list staying whose it was. */
+ * (another thread's, or its last hold given back) began after the call looked it up, whether or
+ * not the channel kept its values before (kc_chan_destroy refuses the call from its start, before
+ * its cancel, though its handle dies only after): nothing changes then, the list staying whose it
+ * was, and nothing dropped later is kept for this call. */
 int32_t kc_chan_keep_undelivered(uint32_t handle);
 int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size);
 /* Frees the buffer of every descriptor the zero-copy channel drops without a release of its own

@@ -1490,7 +1490,8 @@ export fn kc_chan_cancel(h: u32) callconv(.c) i32 {
 /// 0, or KC_EBADH for a dead handle, also for one that another destroy (or the last unhold)
 /// killed after this call's lookup: this call cancelled and sealed the channel all the same. A
 /// kept list still the calling thread's call's stays for its take after either answer, and its
-/// end frees what is left (`forgetKeepOfDestroy`).
+/// end frees what is left (`forgetKeepOfDestroy`). From its start, before its cancel, a
+/// kc_chan_keep_undelivered on the channel is refused (`Channel.markDestroying`).
 export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
     const r = chans();
     const serial = blk: {
@@ -1502,6 +1503,12 @@ export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
         // the buffered ones, and those waited in the list until a later channel was given the
         // handle's value. Both are idempotent: the retire repeats them, changing nothing.
         const ch = ChanRegistry.channelOf(e);
+        // Before the cancel: a kc_chan_keep_undelivered from now on is refused (KC_EBADH), also
+        // on a channel with no kept list for the seal to seal. One in the window between this
+        // cancel and the handle's death set its hook there, and what was dropped meanwhile (a
+        // call that looked the channel up before) went to its list: a coroutine's call's (no
+        // host's, ticket 0) waited for a later channel of the handle value.
+        ch.markDestroying();
         _ = ch.cancel();
         _ = ch.seal();
         break :blk ch.serial;
@@ -2797,7 +2804,9 @@ fn keepUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
 /// caller's thread's end ends it as above.
 /// KC_ENOMEM if the thread's record could not grow. KC_EBADH for a dead handle, also for one
 /// whose destroy (another thread's, or its last hold given back) began after this call looked
-/// it up: nothing changes then, the list staying whose the destroy found it.
+/// it up, whether or not the channel kept its values before (kc_chan_destroy marks it before its
+/// cancel, its handle alive until after: `Channel.markDestroying`): nothing changes then, the
+/// list staying whose the destroy found it, and nothing dropped later is kept for this call.
 export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
@@ -2820,11 +2829,12 @@ export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
     const ticket: u64 = if (rec != null) next_keep_ticket + 1 else 0; // under `keep_mutex`: a plain counter
     // Sealed by the destroy (`Channel.seal`, after its cancel): what comes later goes to
     // `lateUndelivered`, not to a list its owner took the last of already. A destroy begun since
-    // our lookup (another thread's, or a last hold given back there) refuses the call, changing
-    // nothing: that destroy decided whose the list is (`dropKeptOfLastHold` may have left it to
-    // a live later keeper). Before, the hand-over below made it ours after that decision (a
-    // coroutine's: no host's, ticket 0, which that keeper's end does not free), and it waited
-    // for a later channel of the handle value.
+    // our lookup (another thread's: marked before its cancel, also with nothing to seal; or a
+    // last hold given back there: the handle slot) refuses the call, changing nothing: that
+    // destroy decided whose the list is (`dropKeptOfLastHold` may have left it to a live later
+    // keeper). Before, the hand-over below made it ours after that decision (a coroutine's: no
+    // host's, ticket 0, which that keeper's end does not free), and it waited for a later
+    // channel of the handle value.
     if (!ch.setUndeliveredSealing(keepUndelivered, lateUndelivered, h, ticket, &e.handle)) return Status.bad_handle.code();
     if (rec) |hr| {
         hr.keeps.putAssumeCapacity(h, .{ .serial = ch.serial, .ticket = ticket });
@@ -6287,6 +6297,54 @@ test "C ABI: a kc_chan_keep_undelivered on a channel nothing kept for, destroyed
         try testing.expect(test_hooks.after_keep_lookup == null); // and the destroy in its
         try testing.expectEqual(Status.bad_handle.code(), S.rc);
         try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(h));
+        try expectKept(h, false, &.{});
+        if (ThreadRecord.mine(false)) |rec| try testing.expect(!rec.keeps.contains(h));
+    }
+}
+
+test "C ABI: a kc_chan_keep_undelivered between native code's destroy's cancel and its handle's death, on a channel nothing kept for, is refused (KC_EBADH): a drop in that window goes to no list" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // kc_chan_destroy cancels before its handle dies. With no kept list there, its seal had
+    // nothing to seal, so a call in between (the hook) found the handle alive and set its hook,
+    // and a drop by a call that looked the channel up before the handle died (kc_chan_drop
+    // here) went to that call's list: a coroutine's (no host's, ticket 0) waited for a later
+    // channel of the handle value (the test allocator reports it). The destroy marks the channel
+    // before its cancel, and the call is refused from then on.
+    for ([_]bool{ false, true }) |in_coroutine| {
+        const S = struct {
+            var h: u32 = 0;
+            var in_co = false;
+            var rc_keep: i32 = 1;
+            var rc_drop: i32 = 2;
+            fn keep(_: ?*anyopaque) callconv(.c) void {
+                rc_keep = kc_chan_keep_undelivered(h);
+            }
+            /// Native code's destroy, cancelled (nothing sealed), its handle alive.
+            fn window() void {
+                test_hooks.after_destroy_seal = null; // once
+                if (in_co) {
+                    var co: u32 = 0;
+                    std.debug.assert(kc_coro_create(keep, null, 0, 0, &co) == 0);
+                    std.debug.assert(kc_coro_resume(co) == @intFromEnum(coroutine.State.finished));
+                    _ = kc_coro_destroy(co);
+                } else keep(null);
+                const v: u64 = 7;
+                rc_drop = kc_chan_drop(h, &v, 8);
+            }
+        };
+        const h = try createKeptChan(false, 2, .@"suspend"); // nothing keeps its values
+        S.h = h;
+        S.in_co = in_coroutine;
+        S.rc_keep = 1;
+        S.rc_drop = 2;
+        test_hooks.after_destroy_seal = S.window;
+        defer test_hooks.after_destroy_seal = null;
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h)); // native code's
+        try testing.expect(test_hooks.after_destroy_seal == null); // the calls ran in the window
+        try testing.expectEqual(Status.bad_handle.code(), S.rc_keep);
+        try testing.expectEqual(@as(i32, 0), S.rc_drop); // untaken: no hook, still the dropper's
         try expectKept(h, false, &.{});
         if (ThreadRecord.mine(false)) |rec| try testing.expect(!rec.keeps.contains(h));
     }

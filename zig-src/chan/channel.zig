@@ -771,6 +771,12 @@ pub const Channel = struct {
         /// Sealed (`seal`): `dropOffered` refuses a value the hook would take. Under `lock`, set
         /// once, never cleared (a later channel in this memory starts over: `reinit`).
         sealed: bool = false,
+        /// A destroy that cancels before its handle dies (the C ABI's kc_chan_destroy) has begun
+        /// (`markDestroying`, before that cancel): `setUndeliveredSealing` refuses from now on,
+        /// whether or not a hook was there to seal. Under `lock`, set once, never cleared (a
+        /// later channel in this memory starts over: `reinit`). Here for the same reason as
+        /// `watchers`.
+        destroying: bool = false,
         /// The handle that a hook set by `setUndeliveredSealing` files this channel's values
         /// under (the C ABI's kept lists are by handle; its hook reads it, with the channel's
         /// `serial`, from the channel it is given). Under `lock`, set with that hook. Here for
@@ -1353,23 +1359,36 @@ pub const Channel = struct {
     /// looked the channel up before the destroy) would otherwise land after that take, where
     /// nobody takes it. `ticket` names this setting (`Tx.kept_ticket`, read back with
     /// `keptTicket`). False, changing nothing, once a destroy has begun: sealed already (a
-    /// destroy in progress), or `guard` (the handle slot) no longer `handle` (it died: a destroy's
-    /// retire comes next, or came). A caller that looked the channel up before such a destroy
-    /// and sets the hook after it would otherwise make the list its own after the destroy
-    /// decided whose it is (the C ABI's last hold leaves it to a live later keeper).
+    /// destroy in progress), marked by a destroy that cancels before its handle dies
+    /// (`markDestroying`: a channel with no such hook has nothing to seal, and its handle is
+    /// alive until that cancel is done), or `guard` (the handle slot) no longer `handle` (it
+    /// died: a destroy's retire comes next, or came). A caller that looked the channel up before
+    /// such a destroy and sets the hook after it would otherwise make the list its own after the
+    /// destroy decided whose it is (the C ABI's last hold leaves it to a live later keeper), or
+    /// keep what is dropped in the destroy's window for a caller that may never take it.
     pub fn setUndeliveredSealing(ch: *Channel, f: UndeliveredFn, late: UndeliveredFn, handle: u32, ticket: u64, guard: *const std.atomic.Value(u32)) bool {
         ch.lock();
         defer ch.unlock();
         // The lock orders it: the registry's destroy frees the slot (its release store) before
         // its retire takes this lock to seal, so a setting after that seal sees the slot freed
         // and one before it is sealed by it. Acquire, as the registry's own guard loads.
-        if (ch.tx.sealed or guard.load(.acquire) != handle) return false;
+        if (ch.tx.sealed or ch.tx.destroying or guard.load(.acquire) != handle) return false;
         ch.on_undelivered = f;
         ch.undelivered_ctx = ch;
         ch.tx.seal_to = late;
         ch.tx.kept_handle = handle;
         ch.tx.kept_ticket = ticket;
         return true;
+    }
+
+    /// A destroy begins that cancels the channel before its handle dies (the C ABI's
+    /// kc_chan_destroy): `setUndeliveredSealing` refuses from now on. Before the cancel, so that
+    /// no hook is set after the decision of where the cancel's drops go, sealed or not (`seal`
+    /// seals only a hook that was there).
+    pub fn markDestroying(ch: *Channel) void {
+        ch.lock();
+        defer ch.unlock();
+        ch.tx.destroying = true;
     }
 
     /// The ticket of the last `setUndeliveredSealing` (0 if none), read under the lock.
