@@ -380,7 +380,8 @@ int32_t kc_chan_cause(uint32_t handle, void *out, uint32_t cap);
  * and the other returns KC_EBADH (the channel cancelled and sealed all the same: its values are
  * in the kept list). A kept list that is still the calling thread's (its kc_chan_keep_undelivered
  * call the latest) stays for its take after either answer; what it does not take is freed when
- * the thread ends. */
+ * the thread ends. Nothing else of the channel stays bound to the thread, also after a KC_EBADH
+ * for a handle dead before the call. */
 int32_t kc_chan_destroy(uint32_t handle);
 /* One more holder of the channel on the calling thread (a JavaScript isolate's Channel object).
  * A channel that was ever held is destroyed when its last hold is given back (kc_chan_unhold, or

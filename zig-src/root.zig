@@ -198,7 +198,9 @@ const ThreadRecord = struct {
     /// or a later call's (`stopKeeping`). `destroyed`: this thread destroyed the channel and
     /// the list was still ours then: the take that empties it forgets the record
     /// (`forgetKeepOfDestroy`).
-    const Keep = struct { serial: u64, ticket: u64, destroyed: bool = false };
+    /// `ch`: the channel's memory, which stays with its registry entry for the process's life
+    /// (`keepsFor` reads it after the handle died: `forgetKeepOfDeadHandle`).
+    const Keep = struct { serial: u64, ticket: u64, ch: *chan.Channel, destroyed: bool = false };
 
     /// The ticket of this thread's kc_chan_keep_undelivered call on channel `serial` at `h`, 0
     /// if it made none (or one on an earlier channel of the handle value).
@@ -1490,12 +1492,20 @@ export fn kc_chan_cancel(h: u32) callconv(.c) i32 {
 /// 0, or KC_EBADH for a dead handle, also for one that another destroy (or the last unhold)
 /// killed after this call's lookup: this call cancelled and sealed the channel all the same. A
 /// kept list still the calling thread's call's stays for its take after either answer, and its
-/// end frees what is left (`forgetKeepOfDestroy`). From its start, before its cancel, a
+/// end frees what is left (`forgetKeepOfDestroy`). A call that finds the handle dead already
+/// forgets the thread's record of keeping the channel's values all the same, unless the list is,
+/// or may yet be, its call's (`forgetKeepOfDeadHandle`). From its start, before its cancel, a
 /// kc_chan_keep_undelivered on the channel is refused (`Channel.markDestroying`).
 export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
     const r = chans();
     const serial = blk: {
-        const e = r.acquire(h) catch |err| return fail(err);
+        const e = r.acquire(h) catch |err| {
+            // Dead already (another destroy, or the last unhold, came first): this thread's
+            // record of keeping its values goes too, unless the list is, or may yet be, its own
+            // (`forgetKeepOfDeadHandle`). Before, it stayed until the thread ended.
+            if (onHostThread()) if (ThreadRecord.mine(false)) |rec| forgetKeepOfDeadHandle(rec, h);
+            return fail(err);
+        };
         defer r.release(e);
         // The registry's destroy frees the handle and then retires (cancels and seals) the
         // channel. Another thread's destroy raced its owner's dispose so: the owner's own destroy
@@ -1544,6 +1554,25 @@ fn forgetKeepOfDestroy(rec: *ThreadRecord, h: u32, serial: u64) void {
         return;
     }
     _ = rec.keeps.remove(h);
+}
+
+/// This thread's kc_chan_destroy found `h` dead (another destroy, or the last unhold, killed it
+/// first): the channel its record of keeping names is dead too (the handle value was its). The
+/// record goes, as `forgetKeepOfDestroy` lets it, unless a drop may still reach the list for
+/// its call: the hook still its, unsealed (`Channel.keepsFor` on the channel's memory, which
+/// outlives the handle), when a last unhold freed the handle and its retire's cancel has yet to
+/// drop the buffered values there (`dropKeptOfLastHold` then leaves them to this later keeper).
+/// Then the record stays, marked `destroyed`, for a take or the thread's end. Checked in that
+/// order: once the hook is not ours no drop is filed under our ticket, so the list only shrinks
+/// after it (a keep call on the dead handle is refused). Before, the record stayed until the
+/// thread ended: a Worker whose channels native code destroyed first piled them up.
+fn forgetKeepOfDeadHandle(rec: *ThreadRecord, h: u32) void {
+    const k = rec.keeps.getPtr(h) orelse return;
+    if (k.ch.keepsFor(k.serial, keepUndelivered, k.ticket)) {
+        k.destroyed = true;
+        return;
+    }
+    forgetKeepOfDestroy(rec, h, k.serial);
 }
 
 /// Whether `h` has a kept list of channel `serial` for the kc_chan_keep_undelivered call
@@ -2837,7 +2866,7 @@ export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
     // channel of the handle value.
     if (!ch.setUndeliveredSealing(keepUndelivered, lateUndelivered, h, ticket, &e.handle)) return Status.bad_handle.code();
     if (rec) |hr| {
-        hr.keeps.putAssumeCapacity(h, .{ .serial = ch.serial, .ticket = ticket });
+        hr.keeps.putAssumeCapacity(h, .{ .serial = ch.serial, .ticket = ticket, .ch = ch });
         next_keep_ticket = ticket;
     }
     // What the channel kept before this call is this caller's now too. A drop between the
@@ -6347,6 +6376,104 @@ test "C ABI: a kc_chan_keep_undelivered between native code's destroy's cancel a
         try testing.expectEqual(@as(i32, 0), S.rc_drop); // untaken: no hook, still the dropper's
         try expectKept(h, false, &.{});
         if (ThreadRecord.mine(false)) |rec| try testing.expect(!rec.keeps.contains(h));
+    }
+}
+
+test "C ABI: a kc_chan_destroy that finds the handle dead (another thread destroyed the channel first) forgets its thread's keep record, unless the list is its" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // A Worker that kept the values of channels native code destroyed first, then disposed of
+    // them itself (KC_EBADH): each record stayed until the Worker's thread ended.
+    const T = struct {
+        fn destroyAll(hs: []const u32) void {
+            for (hs) |h| std.debug.assert(kc_chan_destroy(h) == 0); // native code's: they win
+        }
+    };
+    var hs: [16]u32 = undefined;
+    for (&hs) |*h| h.* = try createKept(false, 2, .@"suspend"); // this (host) thread's records
+    const rec = ThreadRecord.mine(false) orelse return error.NoRecord;
+    const before = rec.keeps.count();
+    for (hs) |h| try testing.expect(rec.keeps.contains(h));
+    const t = try std.Thread.spawn(.{}, T.destroyAll, .{@as([]const u32, &hs)});
+    t.join();
+    for (hs) |h| try testing.expectEqual(Status.bad_handle.code(), kc_chan_destroy(h));
+    try testing.expectEqual(before - hs.len, rec.keeps.count()); // none piles up
+    for (hs) |h| try testing.expect(!rec.keeps.contains(h));
+    // The other thread's destroy dropped a buffered value into the list, which is this
+    // thread's: the record stays for a take (or for the thread's end to free it), and the take
+    // that empties the list forgets it.
+    const v = try createKept(false, 2, .@"suspend");
+    try sendKept(v, false, &.{5});
+    const u = try std.Thread.spawn(.{}, T.destroyAll, .{@as([]const u32, &.{v})});
+    u.join();
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_destroy(v));
+    const k = rec.keeps.get(v) orelse return error.NoRecord;
+    try testing.expect(k.destroyed);
+    try expectKept(v, false, &.{5});
+    try testing.expect(!rec.keeps.contains(v));
+}
+
+test "C ABI: a later keeper's kc_chan_destroy that finds the handle dead while an earlier keeper's last unhold has its retire still to come keeps its record: the retire's drops are its to take, or its end frees them" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // The earlier keeper's last unhold frees the handle, then (the hook) the later keeper's
+    // destroy finds it dead, then the unhold's retire cancels, dropping the buffered values into
+    // the later keeper's list (`dropKeptOfLastHold` leaves it to that keeper). The destroy's
+    // record must stay although no list is there yet: gone, its end would not free the list.
+    for ([_]bool{ false, true }) |and_take| {
+        const S = struct {
+            var later: *TestKeeper = undefined;
+            var take = false;
+            var destroyed: std.Thread.ResetEvent = .{};
+            var retired: std.Thread.ResetEvent = .{};
+            var recorded_after_destroy = false;
+            var recorded_after_take = true;
+            var taken: [3]?u64 = undefined;
+            /// The earlier keeper's unhold freed the handle, its retire still to come.
+            fn midUnhold() void {
+                kcoro.channel_registry.test_after_free = null; // once
+                later.end.set(); // its destroy
+                destroyed.wait();
+            }
+            fn destroy(k: *TestKeeper) void {
+                k.rc = kc_chan_destroy(k.h);
+                const rec = ThreadRecord.mine(false) orelse @panic("no record");
+                recorded_after_destroy = rec.keeps.contains(k.h);
+                destroyed.set();
+                retired.wait(); // the unhold's retire has dropped the values into the list
+                if (!take) return;
+                for (&taken) |*t| t.* = takeKept(k.h, false) catch @panic("take");
+                recorded_after_take = rec.keeps.contains(k.h);
+            }
+        };
+        const h = try createKeptChan(false, 2, .@"suspend");
+        var earlier: TestKeeper = .{ .h = h, .hold = true, .at_end = TestKeeper.unhold };
+        try earlier.start();
+        var later: TestKeeper = .{ .h = h, .at_end = S.destroy };
+        try later.start();
+        try sendKept(h, false, &.{ 1, 2 }); // buffered: the retire's cancel drops them
+        S.later = &later;
+        S.take = and_take;
+        S.destroyed.reset();
+        S.retired.reset();
+        S.recorded_after_destroy = false;
+        S.recorded_after_take = true;
+        kcoro.channel_registry.test_after_free = S.midUnhold;
+        defer kcoro.channel_registry.test_after_free = null;
+        earlier.stop();
+        try testing.expect(kcoro.channel_registry.test_after_free == null); // the destroy ran in the window
+        try testing.expectEqual(@as(i32, 1), earlier.rc); // the last hold: it destroyed the channel
+        S.retired.set();
+        later.thread.join(); // its take, or its end's free
+        try testing.expectEqual(Status.bad_handle.code(), later.rc);
+        try testing.expect(S.recorded_after_destroy); // the list may yet be its
+        if (and_take) {
+            try testing.expectEqual([3]?u64{ 1, 2, null }, S.taken);
+            try testing.expect(!S.recorded_after_take); // emptied: nothing left for its end
+        }
+        try expectKept(h, false, &.{}); // taken, or freed by its end
     }
 }
 

@@ -1391,6 +1391,18 @@ pub const Channel = struct {
         ch.tx.destroying = true;
     }
 
+    /// Whether channel `serial` still lives in this memory with hook `f` set by the
+    /// `setUndeliveredSealing` that `ticket` names, unsealed: a drop may still reach that hook
+    /// (a destroy whose handle died has its retire's cancel and seal still to come). False once
+    /// another hook is set, the seal came, or the memory holds a later channel (`reinit` changes
+    /// `serial` under the lock). Any thread, also after the handle died: the memory stays with
+    /// its registry entry.
+    pub fn keepsFor(ch: *Channel, serial: u64, f: UndeliveredFn, ticket: u64) bool {
+        ch.lock();
+        defer ch.unlock();
+        return ch.serial == serial and ch.on_undelivered == f and ch.tx.kept_ticket == ticket and !ch.tx.sealed;
+    }
+
     /// The ticket of the last `setUndeliveredSealing` (0 if none), read under the lock.
     pub fn keptTicket(ch: *Channel) u64 {
         ch.lock();
