@@ -199,7 +199,7 @@ const ThreadRecord = struct {
     /// the list was still ours then: the take that empties it forgets the record
     /// (`forgetKeepOfDestroy`).
     /// `ch`: the channel's memory, which stays with its registry entry for the process's life
-    /// (`keepsFor` reads it after the handle died: `forgetKeepOfDeadHandle`).
+    /// (read after the handle died: `forgetKeepOfDeadHandle`, `stopKeeping`).
     const Keep = struct { serial: u64, ticket: u64, ch: *chan.Channel, destroyed: bool = false };
 
     /// The ticket of this thread's kc_chan_keep_undelivered call on channel `serial` at `h`, 0
@@ -2928,7 +2928,9 @@ export fn kc_undelivered_lost() callconv(.c) u64 {
 /// kc_chan_destroy on another thread, which the host never learnt of) has its list freed too:
 /// that destroy dropped what it buffered there before its handle died (`kc_chan_destroy`), for
 /// a take that will never come now. Before, it waited there until a later channel was given the
-/// handle's value. So has one whose destroy is under way (sealed, its handle still alive). A
+/// handle's value. So has one whose destroy is under way (sealed, its handle still alive), and
+/// one whose last unhold freed its handle with its retire's cancel still to come: it stops
+/// keeping first (`Channel.stopKept`), so that cancel's drops are not kept for nobody. A
 /// later channel of the value keeps its own list (another host's): left alone (`dropKept` by
 /// `serial`). So is a list a later kc_chan_keep_undelivered call made its own caller's (by
 /// `ticket`): that caller may live on to take it.
@@ -2937,7 +2939,15 @@ fn stopKeeping(h: u32, keep: ThreadRecord.Keep) void {
     keep_mutex.lock(); // no kc_chan_keep_undelivered hands the list over meanwhile
     defer keep_mutex.unlock();
     const r = chans();
-    const e = r.acquire(h) catch return dropKept(h, serial, keep.ticket);
+    const e = r.acquire(h) catch {
+        // Dead, but a last unhold frees the handle before its retire's cancel drops what is
+        // buffered, into this list still (`dropKeptOfLastHold` leaves it to a later keeper, as
+        // we may be): the keeping stops first, through the channel's memory (it outlives the
+        // handle), as for a channel that lives on. Before, the list was freed and the hook left,
+        // and those drops waited in a new list for a later channel of the handle value.
+        _ = keep.ch.stopKept(serial, keepUndelivered, keep.ticket, freeUndelivered);
+        return dropKept(h, serial, keep.ticket);
+    };
     defer r.release(e); // held across dropKept: the handle value names this channel till then
     const ch = ChanRegistry.channelOf(e);
     if (ch.serial != serial) return;
@@ -6474,6 +6484,41 @@ test "C ABI: a later keeper's kc_chan_destroy that finds the handle dead while a
             try testing.expect(!S.recorded_after_take); // emptied: nothing left for its end
         }
         try expectKept(h, false, &.{}); // taken, or freed by its end
+    }
+}
+
+test "C ABI: a later keeper whose thread ends while an earlier keeper's last unhold has its retire still to come stops the keeping: the retire's drops go to no list" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // The earlier keeper's last unhold frees the handle, then (the hook) the later keeper's
+    // thread ends: its `stopKeeping` finds the handle dead and freed the list there was (none
+    // yet), leaving the hook. Then the unhold's retire cancels, dropping the buffered values into
+    // the later keeper's list, which `dropKeptOfLastHold` leaves to that keeper, ended: they
+    // waited for a later channel of the handle value (the test allocator reports them). The
+    // keeping stops now, as for a channel that lives on.
+    for ([_]bool{ false, true }) |zc| {
+        const S = struct {
+            var later: *TestKeeper = undefined;
+            /// The earlier keeper's unhold freed the handle, its retire still to come.
+            fn midUnhold() void {
+                kcoro.channel_registry.test_after_free = null; // once
+                later.stop(); // ends without a take
+            }
+        };
+        const h = try createKeptChan(zc, 2, .@"suspend");
+        var earlier: TestKeeper = .{ .h = h, .hold = true, .at_end = TestKeeper.unhold };
+        try earlier.start();
+        var later: TestKeeper = .{ .h = h };
+        try later.start();
+        try sendKept(h, zc, &.{ 1, 2 }); // buffered: the retire's cancel drops them
+        S.later = &later;
+        kcoro.channel_registry.test_after_free = S.midUnhold;
+        defer kcoro.channel_registry.test_after_free = null;
+        earlier.stop();
+        try testing.expect(kcoro.channel_registry.test_after_free == null); // the end came in the window
+        try testing.expectEqual(@as(i32, 1), earlier.rc); // the last hold: it destroyed the channel
+        try expectKept(h, zc, &.{}); // none kept (a zero-copy one's buffers freed where dropped)
     }
 }
 

@@ -1403,6 +1403,19 @@ pub const Channel = struct {
         return ch.serial == serial and ch.on_undelivered == f and ch.tx.kept_ticket == ticket and !ch.tx.sealed;
     }
 
+    /// `replaceUndelivered(expected, f, null)` (`f` on a zero-copy channel, none on another)
+    /// only while `keepsFor(serial, expected, ticket)`: true if it replaced. For a keeper whose
+    /// handle died before a retire's cancel, which would drop into its list after it ended.
+    pub fn stopKept(ch: *Channel, serial: u64, expected: UndeliveredFn, ticket: u64, f: UndeliveredFn) bool {
+        ch.lock();
+        defer ch.unlock();
+        if (ch.serial != serial or ch.on_undelivered != expected or ch.tx.kept_ticket != ticket or ch.tx.sealed) return false;
+        ch.on_undelivered = if (ch.zero_copy) f else null;
+        ch.undelivered_ctx = null;
+        ch.tx.seal_to = null;
+        return true;
+    }
+
     /// The ticket of the last `setUndeliveredSealing` (0 if none), read under the lock.
     pub fn keptTicket(ch: *Channel) u64 {
         ch.lock();
