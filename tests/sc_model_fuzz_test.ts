@@ -35,7 +35,10 @@
 // error must be the same object.
 //
 // Time is a controlled clock: timers of exactly FAKE_MS (the only length this test asks for) are
-// taken out of setTimeout and fired by the test; other timeouts are 0 or negative (fail at once).
+// taken out of setTimeout and fired by the test, and so are those a nested timeout is handed for
+// the rest of the time of the withTimeout that finished before it (a little less than FAKE_MS;
+// compared per step, as a group, until one fires and so tells whose it is); other timeouts are 0
+// or negative (fail at once). A TimeoutError must say its own timeout's ms.
 //
 // Seeded (KCORO_SC_SEED=n or a-b), bounded in steps (KCORO_SC_STEPS, 150), jobs (KCORO_SC_JOBS,
 // 60) and time per seed (KCORO_SC_MS, 2,000); a failure prints its seed and the steps that led
@@ -134,7 +137,8 @@ function describeReal(e: unknown): string {
 
 function classOk(sym: Sym, real: unknown): boolean {
   return sym.cls === "Timeout"
-    ? real instanceof TimeoutError
+    // The timeout's own, of its `ms` (its label): not another one's.
+    ? real instanceof TimeoutError && real.message.includes(` ${sym.label} ms`)
     : sym.cls === "CE"
     ? real instanceof CancellationError && !(real instanceof TimeoutError)
     : sym.cls === "CHE"
@@ -272,6 +276,13 @@ class MJob {
   nested: MJob[] = [];
   /** A withTimeout's: what its Deadline ends it with (its own timeout's, or `under`'s). */
   expiresWith: Sym | undefined = undefined;
+  /**
+   * Nested under a withTimeout that finished first: the error the timer it was handed for the
+   * rest of that one's time cancels it with (`timer` says whether that timer is armed).
+   */
+  handover: Sym | undefined = undefined;
+  /** Its hand-over timer among those armed in one step (`Run.attributeHandovers`). */
+  handoverGroup: HandoverGroup | undefined = undefined;
   fired = false; // a withTimeout's Deadline was reached (its timer, or the one it is nested in)
   outcome: Outcome | undefined = undefined; // a scope call's, once settled
   refused = false; // never made a job (timeout <= 0, signal aborted)
@@ -314,6 +325,16 @@ class MJob {
   }
 }
 
+/**
+ * The hand-over timers armed in one step and the nested timeouts they were armed for: which is
+ * whose is told only as one fires (the scope it cancels), since timeouts that finished in one
+ * step hand theirs over in the order the library finished them.
+ */
+interface HandoverGroup {
+  ids: number[];
+  members: MJob[];
+}
+
 interface Event {
   kind: "handler" | "report" | "onDone" | "undelivered";
   handler?: number;
@@ -330,6 +351,25 @@ class Model {
   events: Event[] = [];
   /** Bodies whose microtask continuation is pending: the model runs them after the step. */
   dirty = true;
+  /** Nested timeouts handed a timer of their own whose real timer is not attributed yet. */
+  handovers: MJob[] = [];
+
+  /**
+   * `top`'s Deadline is reached (its timer, or the one it was handed): its own scope, then the
+   * timeouts nested under it, oldest first (one a cancel here finished has left), each followed
+   * by the ones nested in it, also when a cancel finished the one they are nested in (fired
+   * first: it leaves them to this).
+   */
+  expire(top: MJob, nested = false) {
+    if (nested) {
+      count("timeout nested: cancel by the outer's timer");
+      if (top.state < CANCELLING) count("timeout nested: cancel by the outer's timer, first");
+    }
+    top.fired = true;
+    this.cancel(top, top.expiresWith!);
+    for (const n of [...top.nested]) if (top.nested.includes(n)) this.expire(n, true);
+    top.nested = [];
+  }
 
   toCancellation(cause: Sym | undefined): Sym {
     if (cause === undefined) return new Sym("CE", "Cancelled");
@@ -540,12 +580,19 @@ class Model {
     const cause = j.finalCause();
     if (j.failed && !j.handled && j.reports) this.report(j.ceh, cause!);
     // onFinal: a root's timer is cleared, it stops following its owner's signal, it leaves the
-    // nested set of the timeout it was under, and its own nested ones leave its (their own
-    // timers for the rest of its Deadline, armed then, are a quarter of an hour away).
+    // nested set of the timeout it was under, and its own nested ones leave its (each still
+    // running handed a timer for the rest of its Deadline, below, unless it fired).
     j.timer = false;
     if (j.under !== null) j.under.nested = j.under.nested.filter((n) => n !== j);
     if (!j.fired) {
+      // Each still running is handed a timer for the rest of this one's time (with this one's
+      // TimeoutError), which it clears as it finishes.
       count("timeout nested: handed over (the outer finished first)", j.nested.length);
+      for (const n of j.nested) {
+        n.timer = true;
+        n.handover = j.expiresWith;
+        this.handovers.push(n);
+      }
       j.nested = []; // fired: the timer's cancels run after its own scope's
     }
 
@@ -784,7 +831,14 @@ function errKey(s: Sym): string {
 // The controlled clock: setTimeout(fn, FAKE_MS) is the test's to fire.
 
 const FAKE_MS = 987_654;
+/**
+ * A nested timeout's timer for the rest of the time of the withTimeout it was under, armed as
+ * that one finishes first: less than FAKE_MS, by the time gone since (far less than this).
+ */
+const HANDOVER_SPAN = 600_000;
 const fakeTimers = new Map<number, () => void>();
+/** The hand-over timers armed (ids, in the order armed), cleared or not: `Run.attributeHandovers`. */
+const handoverIds: number[] = [];
 let fakeNext = -1;
 const realSetTimeout = globalThis.setTimeout;
 const realClearTimeout = globalThis.clearTimeout;
@@ -793,9 +847,11 @@ function installClock(): () => void {
   // deno-lint-ignore no-explicit-any
   const g = globalThis as any;
   g.setTimeout = (fn: () => void, ms?: number, ...args: unknown[]) => {
-    if (ms === FAKE_MS) {
+    const handover = typeof ms === "number" && ms < FAKE_MS && ms > FAKE_MS - HANDOVER_SPAN;
+    if (ms === FAKE_MS || handover) {
       const id = fakeNext--;
       fakeTimers.set(id, fn);
+      if (handover) handoverIds.push(id);
       return id;
     }
     return (realSetTimeout as unknown as (...a: unknown[]) => number)(fn, ms, ...args);
@@ -882,6 +938,9 @@ class Run {
   contexts = new Map<number, Context>();
   unhandled: unknown[] = [];
   roots = 0;
+  /** The fake timers the model accounts for: a scope's own (`timers`), or handed over. */
+  knownTimers = new Set<number>();
+  handoverGroups: HandoverGroup[] = [];
 
   constructor(readonly seed: number, readonly knobs: Knobs) {
     this.rnd = prng(seed);
@@ -1156,6 +1215,7 @@ class Run {
     }
     const added = [...fakeTimers.keys()].filter((k) => !before.has(k));
     (rn as RNode & { timers?: number[] }).timers = added;
+    for (const k of added) this.knownTimers.add(k);
     if (!j.refused && rn.scope === undefined) this.fail(`${j}'s block did not start at once`);
     p.then((value) => rn.outcome = { ok: true, value }, (err) => rn.outcome = { ok: false, err });
     this.lastPromise = p;
@@ -1440,6 +1500,45 @@ class Run {
     return open.length > 0 && this.chance(0.8) ? this.pick(open) : this.pick(xs);
   }
 
+  /** Fires one of `g`'s hand-over timers: the nested timeout it cancels tells whose it was. */
+  fireHandover(g: HandoverGroup) {
+    const armed = g.members.filter((n) => n.timer);
+    this.log(`fire a hand-over timer of ${armed.join(", ")}`);
+    const id = g.ids.find((k) => fakeTimers.has(k));
+    if (id === undefined) this.fail(`${armed.join(", ")}: no hand-over timer armed`);
+    const fn = fakeTimers.get(id)!;
+    fakeTimers.delete(id);
+    fn();
+    const hit = armed.filter((n) => this.r[n.id].job!.isCancelled);
+    if (hit.length !== 1) {
+      this.fail(`a hand-over timer of ${armed.join(", ")} cancelled ${hit.length} of them`);
+    }
+    const n = hit[0];
+    count("timeout nested: cancel by its hand-over timer");
+    n.timer = false;
+    this.m.expire(n); // its own scope, then the ones nested in it
+    this.m.dirty = true;
+  }
+
+  /**
+   * Gives the hand-over timers armed since the last call to the nested timeouts the model
+   * handed one (a group: one each), or says why not yet.
+   */
+  attributeHandovers(): string | null {
+    const m = this.m;
+    const fresh = handoverIds.filter((k) => !this.knownTimers.has(k));
+    if (fresh.length === 0 && m.handovers.length === 0) return null;
+    if (fresh.length !== m.handovers.length) {
+      return `hand-over timers: ${fresh.length} armed, model ${m.handovers.length}`;
+    }
+    const g: HandoverGroup = { ids: fresh, members: m.handovers };
+    for (const k of fresh) this.knownTimers.add(k);
+    for (const n of g.members) n.handoverGroup = g;
+    this.handoverGroups.push(g);
+    m.handovers = [];
+    return null;
+  }
+
   action() {
     const m = this.m;
     const idle = m.jobs.filter((j) => j.body === "idle" && !j.bodyDone);
@@ -1594,25 +1693,22 @@ class Run {
       }
     }
     if (what === "fire") {
-      const timed = m.jobs.filter((j) => j.timer);
+      // A hand-over timer only where it is told whose it is: it cancels the one scope of its
+      // group's that is not cancelling yet.
+      const timed = m.jobs.filter((j) =>
+        j.timer &&
+        (j.handover === undefined ||
+          j.handoverGroup!.members.every((n) => !n.timer || n.state < CANCELLING))
+      );
       if (timed.length > 0) {
         const t = this.pick(timed);
+        if (t.handover !== undefined) {
+          this.fireHandover(t.handoverGroup!);
+          return;
+        }
         this.log(`fire ${t}'s timer`);
         t.timer = false;
-        // Its own scope, then the timeouts nested under it, oldest first (one a cancel here
-        // finished has left), each followed by the ones nested in it, also when a cancel
-        // finished the one they are nested in (fired first: it leaves them to this).
-        const expire = (x: MJob, nested: boolean) => {
-          if (nested) {
-            count("timeout nested: cancel by the outer's timer");
-            if (x.state < CANCELLING) count("timeout nested: cancel by the outer's timer, first");
-          }
-          x.fired = true;
-          m.cancel(x, x.expiresWith!);
-          for (const n of [...x.nested]) if (x.nested.includes(n)) expire(n, true);
-          x.nested = [];
-        };
-        expire(t, false);
+        m.expire(t);
         m.dirty = true;
         const ids = (this.r[t.id] as RNode & { timers?: number[] }).timers ?? [];
         const id = ids.find((k) => fakeTimers.has(k));
@@ -1772,6 +1868,18 @@ class Run {
   /** First difference between the model and the real system, or null. */
   diff(final: boolean): string | null {
     const m = this.m;
+    const pending = this.attributeHandovers();
+    if (pending !== null) return pending;
+    for (const k of fakeTimers.keys()) {
+      if (!this.knownTimers.has(k)) return `a timer armed that the model does not know of`;
+    }
+    for (const g of this.handoverGroups) {
+      const armed = g.ids.filter((k) => fakeTimers.has(k)).length;
+      const want = g.members.filter((n) => n.timer).length;
+      if (armed !== want) {
+        return `${g.members.join(", ")}: ${armed} hand-over timers armed, model ${want}`;
+      }
+    }
     for (const j of m.jobs) {
       const rn = this.r[j.id];
       if (j.refused) {
@@ -1824,7 +1932,8 @@ class Run {
       const timers = ((rn as RNode & { timers?: number[] }).timers ?? []).filter((k) =>
         fakeTimers.has(k)
       ).length;
-      if (timers !== (j.timer ? 1 : 0)) return `${j}: ${timers} timers armed, model ${j.timer}`;
+      const own = j.timer && j.handover === undefined; // a hand-over timer: its group's
+      if (timers !== (own ? 1 : 0)) return `${j}: ${timers} timers armed, model ${own}`;
     }
     if (this.realEvents.length !== m.events.length) {
       return `events: ${this.realEvents.length}, model ${m.events.length}`;
@@ -2059,6 +2168,13 @@ class Run {
       for (const k of (rn as RNode & { timers?: number[] }).timers ?? []) {
         if (fakeTimers.has(k)) this.fail(`a timer is still armed after its scope finished`);
       }
+      for (const g of this.handoverGroups) {
+        if (g.ids.some((k) => fakeTimers.has(k))) {
+          this.fail(
+            `a hand-over timer of ${g.members.join(", ")} is still armed after it finished`,
+          );
+        }
+      }
       (rn as RNode & { produced?: Channel<number> }).produced?.[Symbol.dispose]();
     }
   }
@@ -2116,6 +2232,7 @@ Deno.test("structured concurrency: model-based fuzz (job, scope, time, select, p
     for (const seed of seeds()) {
       errs = [];
       suppressed.clear();
+      handoverIds.length = 0;
       const run = current = new Run(seed, knobs);
       total += await run.run();
       // unhandled rejections surface a macrotask later
