@@ -151,9 +151,11 @@ export interface Timeout {
   done: boolean;
   /**
    * The timeout it is nested in (whose Deadline it carries), or null: its own Deadline. Once this
-   * one is done, its contexts' Deadline is that one's while that one runs (`inForce`).
+   * one is done, its contexts' Deadline is that one's while that one runs (`inForce`). Set again
+   * when that one finishes first while one it is nested in still runs: this one rejoins the
+   * nearest such (the same Deadline), so that one's expiry ends it in its walk.
    */
-  readonly under: Timeout | null;
+  under: Timeout | null;
   /** Its Deadline (the `performance.now()` clock). */
   readonly at: number;
   /** What its scope is cancelled with at the Deadline, and so is each of `nested`. */
@@ -168,8 +170,9 @@ export interface Timeout {
    * own), in the order they came; null until the first comes (most timeouts nest none). When its
    * Deadline is reached its scope is cancelled with `error`, then each of these, and in turn the
    * ones nested in each, with or without its scope's signal; each leaves the set as it finishes.
-   * If this one finishes first (not fired), each still running gets a timer of its own for the
-   * rest of the time to `at`.
+   * If this one finishes first (not fired), each still running joins the set of the nearest
+   * timeout it is nested in that still runs (`under`), or where none does, gets a timer of its
+   * own for the rest of the time to `at`.
    */
   nested: Set<Timeout> | null;
   /**
@@ -181,10 +184,11 @@ export interface Timeout {
 }
 
 /**
- * The record that enforces `timeout`'s Deadline now: it while it runs, else the nearest timeout
- * still running that it is nested in (the same Deadline); null when all have finished.
+ * @ignore The record that enforces `timeout`'s Deadline now: it while it runs, else the nearest
+ * timeout still running that it is nested in (the same Deadline); null when all have finished.
+ * Exported for src/time.ts (where a finished timeout's nested ones go).
  */
-function inForce(timeout: Timeout | null): Timeout | null {
+export function inForce(timeout: Timeout | null): Timeout | null {
   let t = timeout;
   while (t !== null && t.done) t = t.under;
   return t;

@@ -19,7 +19,14 @@ import {
   rootScope,
   type ScopeOptions,
 } from "./scope.ts";
-import { Context, liveDeadline, runningTimeout, timedContext, type Timeout } from "./context.ts";
+import {
+  Context,
+  inForce,
+  liveDeadline,
+  runningTimeout,
+  timedContext,
+  type Timeout,
+} from "./context.ts";
 
 /** What `withDeadline` makes of a timeout's arguments. */
 interface Timed {
@@ -232,7 +239,8 @@ function runTimed<T>(
   if (under !== null) (under.nested ??= new Set()).add(timeout);
   scope.addFinalizer(() => {
     cancel();
-    under?.nested?.delete(timeout);
+    // The one it is nested in now: `under`, or the one it rejoined when `under` finished first.
+    timeout.under?.nested?.delete(timeout);
     // Its Deadline is stale from now on, unless the one it is nested in still runs (hand-set
     // again where adopted).
     timeout.done = true;
@@ -241,7 +249,23 @@ function runTimed<T>(
     if (timeout.fired || nested === null) return; // fired: `expire` ends the nested ones
     timeout.nested = null;
     // Nested timeouts that outlive it (given its context, not awaited) still end by its Deadline,
-    // and so do the ones nested in them.
+    // and so do the ones nested in them: where a timeout it is nested in still runs (the same
+    // Deadline), they join that one's set, so that its expiry ends them in its walk (after its
+    // own scope, as when they nested in it) and marks them fired (a timeout given their contexts
+    // then fails at once); a timer of their own could fire before or after that one's, and until
+    // it did they took nested ones of their own past the Deadline. That one enforced this one's
+    // Deadline, so this one was in its set, which is not null: if that one has fired, its walk is
+    // still on (a cancel in it finished this one before the walk reached it, or it would be
+    // fired), and the set, iterated live, reaches them still. Where none runs, each gets a timer
+    // of its own for the rest of the time.
+    const heir = inForce(timeout.under);
+    if (heir !== null && heir.nested !== null) {
+      for (const n of nested) {
+        n.under = heir;
+        heir.nested.add(n);
+      }
+      return;
+    }
     for (const n of nested) {
       n.scope!.addFinalizer(timer(timeout.at - performance.now(), () => expire(n)));
     }

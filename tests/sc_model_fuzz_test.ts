@@ -356,9 +356,9 @@ class Model {
 
   /**
    * `top`'s Deadline is reached (its timer, or the one it was handed): its own scope, then the
-   * timeouts nested under it, oldest first (one a cancel here finished has left), each followed
-   * by the ones nested in it, also when a cancel finished the one they are nested in (fired
-   * first: it leaves them to this).
+   * timeouts nested under it, oldest first (one a cancel here finished has left, and the ones
+   * nested in it that had not fired have joined), each followed by the ones nested in it, also
+   * when a cancel finished the one they are nested in (fired first: it leaves them to this).
    */
   expire(top: MJob, nested = false) {
     if (nested) {
@@ -367,7 +367,13 @@ class Model {
     }
     top.fired = true;
     this.cancel(top, top.expiresWith!);
-    for (const n of [...top.nested]) if (top.nested.includes(n)) this.expire(n, true);
+    // Its set live, as a Set iterates: one that left is skipped, one that joined (rejoined from
+    // one a cancel here finished) is reached.
+    const seen = new Set<MJob>();
+    for (let n; (n = top.nested.find((x) => !seen.has(x))) !== undefined;) {
+      seen.add(n);
+      this.expire(n, true);
+    }
     top.nested = [];
   }
 
@@ -585,13 +591,28 @@ class Model {
     j.timer = false;
     if (j.under !== null) j.under.nested = j.under.nested.filter((n) => n !== j);
     if (!j.fired) {
-      // Each still running is handed a timer for the rest of this one's time (with this one's
+      // Each still running joins the set of the nearest withTimeout it is nested in that still
+      // runs (the same Deadline; one that fired is mid-walk, and its walk reaches them), or where
+      // none does, is handed a timer for the rest of this one's time (with this one's
       // TimeoutError), which it clears as it finishes.
-      count("timeout nested: handed over (the outer finished first)", j.nested.length);
-      for (const n of j.nested) {
-        n.timer = true;
-        n.handover = j.expiresWith;
-        this.handovers.push(n);
+      let heir = j.under;
+      while (heir !== null && heir.final) heir = heir.under;
+      if (heir !== null) {
+        count(
+          "timeout nested: rejoined an outer (the one it was in finished first)",
+          j.nested.length,
+        );
+        for (const n of j.nested) {
+          n.under = heir;
+          heir.nested.push(n);
+        }
+      } else {
+        count("timeout nested: handed over (the outer finished first)", j.nested.length);
+        for (const n of j.nested) {
+          n.timer = true;
+          n.handover = j.expiresWith;
+          this.handovers.push(n);
+        }
       }
       j.nested = []; // fired: the timer's cancels run after its own scope's
     }

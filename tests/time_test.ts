@@ -878,6 +878,135 @@ Deno.test("20,000 timeouts nested each in the one before end by the outer's Dead
   assert.equal(err.message, "Timed out waiting for 600000 ms");
 });
 
+Deno.test("a timeout nested in one that finishes before their outer rejoins the outer's set: the outer's timer ends it in its own walk, after the outer's scope, and a timeout given its context then fails at once", async () => {
+  // The middle one is nested in the outer (given only its context) and returns at once, leaving
+  // the inner one (given only the middle's context, not awaited) running: the inner one rejoins
+  // the outer's set, as the outer still runs with the same Deadline. Before, it got a timer of its
+  // own for the rest of the time: the outer's timer did not reach it (it was cancelled a macrotask
+  // later, or sooner, by a timer of its own), and a timeout given its context meanwhile nested in
+  // it and ran its block though the Deadline had come. The outer's timer is taken out of
+  // setTimeout and fired by the test: no timed assertion, and everything it ends is checked
+  // synchronously after it. The set holds nothing once the inner one has finished.
+  const realSetTimeout = globalThis.setTimeout;
+  let fire: (() => void) | undefined;
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    if (ms !== 600_000) return realSetTimeout(fn, ms);
+    fire = fn;
+    return 0;
+  }) as typeof setTimeout;
+  const order: string[] = [];
+  const middleOver = new CompletableDeferred<void>();
+  let innerScope: { signal: AbortSignal; context: Context } | undefined;
+  let inner: Promise<unknown> | undefined;
+  let outerContext: Context | undefined;
+  let outer: Promise<unknown>;
+  try {
+    outer = withTimeout(600_000, async (o) => {
+      outerContext = o.context;
+      o.signal.addEventListener("abort", () => order.push("outer"));
+      await withTimeout(Infinity, (middle) => {
+        inner = withTimeout(Infinity, (t) => {
+          innerScope = t;
+          t.signal.addEventListener("abort", () => order.push("inner"));
+          return delay(20_000, { signal: t.signal }).then(() => "not cancelled");
+        }, { context: middle.context }).catch((e) => e);
+      }, { context: o.context });
+      middleOver.complete();
+      await untilAborted(o.signal);
+    }).catch((e) => e);
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+  await middleOver.await();
+  const record = runningTimeout(outerContext!)!;
+  assert.ok(fire !== undefined, "the outer's timer");
+  fire();
+  assert.deepEqual(order, ["outer", "inner"], "in the outer's walk, after its scope");
+  let ran = false;
+  const late = withTimeoutOrNull(900_000, () => ran = true, { context: innerScope!.context });
+  const err = await outer;
+  assert.ok(err instanceof TimeoutError, String(err));
+  assert.equal(err.message, "Timed out waiting for 600000 ms");
+  assert.equal(await inner, err);
+  assert.equal(await late.catch((e) => e), err, "at once, with the outer's TimeoutError");
+  assert.equal(ran, false);
+  assert.equal(record.nested?.size ?? 0, 0);
+});
+
+Deno.test("a nested timeout that a cancel in the outer's walk finishes before the walk reaches it hands its own nested ones to that walk", async () => {
+  // Both nested in the outer (given its context); the second also follows the first's signal,
+  // and its block returns at once, leaving a lazy child nobody starts and a third timeout nested
+  // in it (given its context alone). The outer's walk cancels the first, whose signal cancels the
+  // second, which finishes at once (its lazy child ends with it), before the walk reaches it:
+  // the third joins the outer's set, still being walked, and is ended there. Before, the third
+  // got a timer of its own (for the rest of the outer's time: 10 minutes, as the test fires the
+  // outer's timer early), and was not cancelled by the outer's.
+  const realSetTimeout = globalThis.setTimeout;
+  let fire: (() => void) | undefined;
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    if (ms !== 600_000) return realSetTimeout(fn, ms);
+    fire = fn;
+    return 0;
+  }) as typeof setTimeout;
+  const order: string[] = [];
+  const started = new CompletableDeferred<void>();
+  const waits: Promise<unknown>[] = [];
+  let outer: Promise<unknown>;
+  try {
+    outer = withTimeout(600_000, (o) => {
+      o.signal.addEventListener("abort", () => order.push("outer"));
+      let first: AbortSignal | undefined;
+      waits.push(
+        withTimeout(Infinity, (a) => {
+          first = a.signal;
+          a.signal.addEventListener("abort", () => order.push("first"));
+          return untilAborted(a.signal);
+        }, { context: o.context }).catch((e) => e),
+      );
+      waits.push(
+        withTimeout(Infinity, (b) => {
+          b.signal.addEventListener("abort", () => order.push("second"));
+          waits.push(
+            withTimeout(Infinity, (c) => {
+              c.signal.addEventListener("abort", () => order.push("third"));
+              return delay(20_000, { signal: c.signal }).then(() => "not cancelled");
+            }, { context: b.context }).catch((e) => e),
+          );
+          b.launch(() => {}, { lazy: true });
+        }, { context: o.context, signal: first }).catch((e) => e),
+      );
+      started.complete();
+      return untilAborted(o.signal);
+    }).catch((e) => e);
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+  await started.await();
+  assert.ok(fire !== undefined, "the outer's timer");
+  fire();
+  assert.deepEqual(order, ["outer", "first", "second", "third"]);
+  const err = await outer;
+  assert.ok(err instanceof TimeoutError, String(err));
+  for (const e of await Promise.all(waits)) assert.equal(e, err);
+});
+
+Deno.test("a timeout that rejoined the set of the outer it is nested in leaves it as it finishes", async () => {
+  // The middle one finishes first, the inner one joins the outer's set, then finishes before
+  // the outer: it leaves that set, not the middle's (or the outer keeps its record until it ends).
+  const gate = new CompletableDeferred<string>();
+  await withTimeout(600_000, async (o) => {
+    const record = runningTimeout(o.context)!;
+    let inner: Promise<unknown> | undefined;
+    await withTimeout(Infinity, (middle) => {
+      inner = withTimeout(Infinity, () => gate.await(), { context: middle.context });
+    }, { context: o.context });
+    assert.equal(record.nested?.size, 1, "the inner one, in the outer's set");
+    gate.complete("done");
+    assert.equal(await inner, "done");
+    assert.equal(record.nested?.size ?? 0, 0, "it left the outer's set");
+  });
+});
+
 Deno.test("a withTimeout that finishes inside its own timer's cancel still ends the timeouts nested in it", async () => {
   // The outer block returns at once, leaving a nested timeout running (given only its context)
   // and a lazy child nobody starts: the timer's cancel ends that child at once and with it the
