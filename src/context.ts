@@ -181,6 +181,15 @@ export interface Timeout {
    * stale, since no timeout put it in.
    */
   adopted: boolean;
+  /**
+   * The context it was given, where its own time came before that one's Deadline in force (a
+   * running withTimeout's, or one set by hand), which its own replaced in its scope's context;
+   * else null (a nested one has that of the one it is nested in). Once this one is done (and the
+   * ones it is nested in), its contexts' Deadline is that context's, in force as it is there:
+   * before, they had none, so a timeout or native scope given one after this one had finished
+   * escaped the Deadline of the withTimeout (or the hand-set one) around it.
+   */
+  readonly replaced: Context | null;
 }
 
 /**
@@ -209,6 +218,8 @@ let makeTimed: (context: Context, deadline: number, timeout: Timeout) => Context
 let brand: (x: unknown) => x is Context;
 /** Set by Context's static block: `liveDeadline`'s body. */
 let deadlineInForce: (context: Context) => number | undefined;
+/** Set by Context's static block: `deadlineContext`'s body. */
+let sourceOf: (context: Context) => Context | null;
 /** Set by Context's static block: `runningTimeout`'s body. */
 let running: (context: Context) => Timeout | null;
 /** Set by Context's static block: `childContext`'s body. */
@@ -243,6 +254,17 @@ export function isContext(x: unknown): x is Context {
  */
 export function liveDeadline(context: Context): number | undefined {
   return deadlineInForce(context);
+}
+
+/**
+ * @ignore The context whose Deadline entry is the one in force in `context`: it, or the one its
+ * finished timeout replaced (in turn), or null where that is stale. What a timeout that replaces
+ * `context`'s Deadline with an earlier one of its own keeps (`Timeout.replaced`): the source, not
+ * `context`, so that a loop of such timeouts, each given the last one's context, does not chain
+ * every context it made (kept alive, and walked by each read).
+ */
+export function deadlineContext(context: Context): Context | null {
+  return sourceOf(context);
 }
 
 /**
@@ -350,16 +372,27 @@ export class Context {
       return new Context(MAKE, entries, timeout);
     };
     brand = (x: unknown): x is Context => typeof x === "object" && x !== null && #entries in x;
+    sourceOf = (context) => {
+      // Stale once the timeouts that enforce it have finished (then the one it replaced is in
+      // force, where there was one); one a withTimeout took on from a hand-set Deadline stays in
+      // force after it (it was hand-set). A `replaced` is a source itself when kept
+      // (`deadlineContext`), so this takes one step per such timeout finished since, not one per
+      // context the Deadline went through.
+      let c = context;
+      for (;;) {
+        const timeout = c.#timeout;
+        if (timeout === null || timeout.adopted || inForce(timeout) !== null) return c;
+        if (timeout.replaced === null) return null;
+        c = timeout.replaced;
+      }
+    };
     deadlineInForce = (context) => {
-      // Stale once the timeouts that enforce it have finished; one a withTimeout took on from a
-      // hand-set Deadline stays in force after it (it was hand-set).
-      const timeout = context.#timeout;
-      if (timeout !== null && !timeout.adopted && inForce(timeout) === null) return undefined;
-      return context.#entries.get(Deadline) as number | undefined;
+      const c = sourceOf(context);
+      return c === null ? undefined : c.#entries.get(Deadline) as number | undefined;
     };
     running = (context) => {
-      const timeout = inForce(context.#timeout);
-      return timeout !== null && context.#entries.has(Deadline) ? timeout : null;
+      const c = sourceOf(context);
+      return c !== null && c.#entries.has(Deadline) ? inForce(c.#timeout) : null;
     };
     makeChild = (parent, own) => {
       if (own === parent || own.#entries.size === 0) return parent;
@@ -473,8 +506,10 @@ export class Context {
  * ends by that Deadline too, with that withTimeout's TimeoutError (Go's context carries its
  * deadline alone). A context can outlive its scope: once the withTimeout that put a Deadline in
  * has finished, a later timeout or native scope given that context (or one derived from it)
- * ignores its Deadline. A timeout nested so carries the Deadline in its own scope's context for as
- * long as it runs, and as long as the one it is nested in runs, also when the other has finished.
+ * ignores its Deadline, and keeps the one in force in the context that withTimeout was given
+ * (later than its own), if any. A timeout nested so carries the Deadline in its own scope's
+ * context for as long as it runs, and as long as the one it is nested in runs, also when the
+ * other has finished.
  *
  * One set by hand (`context.with(Deadline, performance.now() + 30)`) stays in force, and is
  * enforced by what reads it: a `withTimeout` / `withTimeoutOrNull` given that context (or one

@@ -21,6 +21,7 @@ import {
 } from "./scope.ts";
 import {
   Context,
+  deadlineContext,
   inForce,
   liveDeadline,
   runningTimeout,
@@ -72,7 +73,10 @@ function withDeadline(op: string, options: ScopeOptions | undefined, ms: number)
   const deadline = now + ms;
   const outer = liveDeadline(context);
   if (outer === undefined || outer > deadline) {
-    const timeout = newTimeout(deadline, timedOut(ms), false);
+    // Once it has finished, its scope's contexts keep the later Deadline it replaced (where that
+    // context had it from).
+    const replaced = outer === undefined ? null : deadlineContext(context);
+    const timeout = newTimeout(deadline, timedOut(ms), false, null, replaced);
     const timedOptions = { ...checked, context: timedContext(context, deadline, timeout) };
     return { options: timedOptions, timeout, under: null, ms, error: timeout.error };
   }
@@ -83,7 +87,7 @@ function withDeadline(op: string, options: ScopeOptions | undefined, ms: number)
   const under = runningTimeout(context);
   if (under !== null) {
     if (under.fired) return { options: checked, timeout: null, under, ms: 0, error: under.error };
-    const timeout = newTimeout(outer, under.error, under.adopted, under);
+    const timeout = newTimeout(outer, under.error, under.adopted, under, under.replaced);
     const timedOptions = { ...checked, context: timedContext(context, outer, timeout) };
     return { options: timedOptions, timeout, under, ms: Infinity, error: under.error };
   }
@@ -111,15 +115,27 @@ function withDeadline(op: string, options: ScopeOptions | undefined, ms: number)
 
 /**
  * The record of a timeout's Deadline `at` (`adopted`: one set by hand that it, or the one it is
- * nested in, took on). Its `nested` set comes with the first timeout nested in it.
+ * nested in, took on; `replaced`: the context whose later Deadline its own came before). Its
+ * `nested` set comes with the first timeout nested in it.
  */
 function newTimeout(
   at: number,
   error: TimeoutError,
   adopted: boolean,
   under: Timeout | null = null,
+  replaced: Context | null = null,
 ): Timeout {
-  return { done: false, under, at, error, fired: false, scope: null, nested: null, adopted };
+  return {
+    done: false,
+    under,
+    at,
+    error,
+    fired: false,
+    scope: null,
+    nested: null,
+    adopted,
+    replaced,
+  };
 }
 
 /**

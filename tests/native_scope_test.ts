@@ -305,6 +305,27 @@ Deno.test("a native scope ignores the Deadline of a finished withTimeout whose c
   assert.ok(later[0] >= before + 59_000_000_000n, `deadline ${later[0]}, now ${before}`);
 });
 
+Deno.test("a native scope given the context of a finished withTimeout whose own time came first gets the Deadline that one replaced", async () => {
+  // The inner withTimeout's own time (30 s) came before the outer's (60 s): once it has finished,
+  // its context's Deadline is the outer's again (the outer still runs), and a scope given it passes
+  // that one to its native children. Before, that context had no Deadline at all (stale): they got
+  // none (0).
+  const sym = library().symbols("test");
+  const c = runtime().cells(3);
+  const before = sym.kc_now_ns();
+  await withTimeout(60_000, async (outer) => {
+    const context = await withTimeout(30_000, (inner) => inner.context, { context: outer.context });
+    await coroutineScope(async (scope) => {
+      nativeScope(scope).launch("read-deadline", c);
+      await nativeScope(scope).wait();
+    }, { context });
+  });
+  const after = sym.kc_now_ns();
+  assert.equal(c[1], 1n);
+  assert.ok(c[0] >= before + 59_000_000_000n, `deadline ${c[0]} too early (before ${before})`);
+  assert.ok(c[0] <= after + 60_000_000_000n, `deadline ${c[0]} too late (after ${after})`);
+});
+
 Deno.test("a native scope made in a timeout that outlives the withTimeout it is nested in gets that one's Deadline", async () => {
   // The nested timeout (given only the outer's context, not awaited) makes its native scope only
   // after the outer has finished, a minute before the outer's Deadline: its native children get

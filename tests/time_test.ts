@@ -17,7 +17,7 @@ import {
   withTimeoutOrNull,
 } from "../mod.ts";
 import { msText } from "../src/time.ts";
-import { runningTimeout } from "../src/context.ts";
+import { liveDeadline, runningTimeout } from "../src/context.ts";
 
 Deno.test("delay resolves after at least its time", async () => {
   const t0 = performance.now();
@@ -1005,6 +1005,111 @@ Deno.test("a timeout that rejoined the set of the outer it is nested in leaves i
     assert.equal(await inner, "done");
     assert.equal(record.nested?.size ?? 0, 0, "it left the outer's set");
   });
+});
+
+Deno.test("the context of a withTimeout whose own time came first keeps the later Deadline it replaced once it has finished: a timeout given it then nests in the outer still running", async () => {
+  // The inner one's own time (5 minutes) comes before the outer's (10): its scope's context holds
+  // its own Deadline. Once it (and a timeout nested in it) has finished, their contexts' Deadline
+  // is the outer's again, in force while the outer runs: a timeout given either is nested in the
+  // outer and ends by its timer. Before, both contexts had no Deadline at all once the inner one
+  // had finished (stale), so such a timeout ran to its own time (Infinity) under the outer. The
+  // outer's timer is taken out of setTimeout and fired by the test: no timed assertion.
+  const realSetTimeout = globalThis.setTimeout;
+  let fire: (() => void) | undefined;
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    if (ms !== 600_000) return realSetTimeout(fn, ms);
+    fire = fn;
+    return 0;
+  }) as typeof setTimeout;
+  const aborted: string[] = [];
+  const deadlines: [number | undefined, number | undefined][] = [];
+  const started = new CompletableDeferred<void>();
+  const waits: Promise<unknown>[] = [];
+  let outer: Promise<unknown>;
+  try {
+    outer = withTimeout(600_000, async (o) => {
+      const contexts = await withTimeout(300_000, async (inner) => {
+        const nested = await withTimeout(Infinity, (n) => n.context, { context: inner.context });
+        return [inner.context, nested];
+      }, { context: o.context });
+      for (const [i, context] of contexts.entries()) {
+        deadlines.push([liveDeadline(context), liveDeadline(o.context)]);
+        waits.push(
+          withTimeout(Infinity, (t) => {
+            t.signal.addEventListener("abort", () => aborted.push(`given context ${i}`));
+            return delay(20_000, { signal: t.signal }).then(() => "not cancelled");
+          }, { context }).catch((e) => e),
+        );
+      }
+      started.complete();
+      await untilAborted(o.signal);
+    }).catch((e) => e);
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+  await started.await();
+  for (const [i, [live, outerLive]] of deadlines.entries()) {
+    assert.ok(live !== undefined && live === outerLive, `context ${i}: ${live}, ${outerLive}`);
+  }
+  assert.ok(fire !== undefined, "the outer's timer");
+  fire();
+  assert.deepEqual(aborted, ["given context 0", "given context 1"]);
+  const err = await outer;
+  assert.ok(err instanceof TimeoutError, String(err));
+  assert.equal(err.message, "Timed out waiting for 600000 ms");
+  for (const e of await Promise.all(waits)) assert.equal(e, err);
+});
+
+Deno.test("the context of a withTimeout whose own time came before a hand-set Deadline keeps that Deadline once it has finished", async () => {
+  // The hand-set Deadline (10 minutes ahead) comes after the inner timeout's own time (5), which
+  // a timeout nested in it takes too: once both have finished their contexts hold the hand-set
+  // one again, as the context they were given does, so a withTimeout given either takes it as its
+  // own (its scope's context holds it). Before, they held no Deadline (stale): that withTimeout
+  // had none but its own (Infinity).
+  const at = performance.now() + 600_000;
+  const hand = Context.empty.with(Deadline, at);
+  const contexts = await withTimeout(300_000, async (inner) => {
+    const nested = await withTimeout(Infinity, (n) => n.context, { context: inner.context });
+    return [inner.context, nested];
+  }, { context: hand });
+  for (const [i, context] of contexts.entries()) {
+    assert.equal(liveDeadline(context), at, `context ${i}`);
+    const own = await withTimeout(Infinity, (t) => t.context.get(Deadline), { context });
+    assert.equal(own, at, `context ${i}`);
+  }
+});
+
+Deno.test("timeouts given each the last one's context, each with its own earlier time, keep only the Deadline's source: the contexts between are collected", async () => {
+  // Each inner timeout's own time (5 minutes) comes before the outer's Deadline (10), in force in
+  // the last one's context (its record has finished: the outer's, through the one it replaced).
+  // Each keeps the context it had that Deadline from, not the context it was given: a loop of them
+  // chained every context it made (kept alive, and walked by every read of the Deadline).
+  const res = await evalScript(
+    `
+    import { withTimeout } from "./mod.ts";
+    import { liveDeadline } from "./src/context.ts";
+    const refs = [];
+    await withTimeout(600_000, async (outer) => {
+      let context = outer.context;
+      for (let i = 0; i < 30; i++) {
+        context = await withTimeout(300_000, (t) => t.context, { context });
+        if (i >= 10 && i < 20) refs.push(new WeakRef(context));
+      }
+      // A deref keeps its target for the rest of the job: collect in a job of its own.
+      const deadline = Date.now() + 20_000;
+      do {
+        await new Promise((r) => setTimeout(r, 1));
+        globalThis.gc();
+        await new Promise((r) => setTimeout(r, 1));
+      } while (refs.some((r) => r.deref() !== undefined) && Date.now() < deadline);
+      const left = refs.filter((r) => r.deref() !== undefined).length;
+      if (left > 0) throw new Error(left + " contexts between still live");
+      if (liveDeadline(context) !== liveDeadline(outer.context)) throw new Error("Deadline lost");
+    });
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
 });
 
 Deno.test("a withTimeout that finishes inside its own timer's cancel still ends the timeouts nested in it", async () => {
