@@ -167,12 +167,12 @@ export interface Timeout {
   /**
    * The running timeouts given one of its contexts whose own time ends later (Go's
    * `WithDeadline` under an earlier parent deadline is the parent's child, with no timer of its
-   * own), in the order they came; null until the first comes (most timeouts nest none). When its
-   * Deadline is reached its scope is cancelled with `error`, then each of these, and in turn the
-   * ones nested in each, with or without its scope's signal; each leaves the set as it finishes.
-   * If this one finishes first (not fired), each still running joins the set of the nearest
-   * timeout it is nested in that still runs (`under`), or where none does, gets a timer of its
-   * own for the rest of the time to `at`.
+   * own), in the order they came (one that rejoins comes then); null until the first comes (most
+   * timeouts nest none). When its Deadline is reached its scope is cancelled with `error`, then
+   * each of these, and in turn the ones nested in each, with or without its scope's signal; each
+   * leaves the set as it finishes. If this one finishes first (not fired), each still running
+   * joins the set of the nearest timeout it is nested in that still runs (`under`), or where none
+   * does, gets a timer of its own for the rest of the time to `at`.
    */
   nested: Set<Timeout> | null;
   /**
