@@ -27,6 +27,7 @@
  * @module
  */
 import v8 from "node:v8";
+import { types } from "node:util";
 import { markAsUntransferable } from "node:worker_threads";
 import type { Library } from "../ffi/load.ts";
 import { type ChunkBuffers, chunkBuffers, chunkBuffersProblem } from "../ffi/napi.ts";
@@ -1086,6 +1087,80 @@ const RICH_ELEMENTS = 1_000;
 const RICH_ELEMENTS_ALL = 10_000;
 
 /**
+ * What one Error inside a value given to node:v8 whole counts for (`valueParts`): node:v8 formats
+ * its stack (tens of µs each), so `RICH_ELEMENTS_ALL` holds as many of them as the records
+ * (`CAUSE_DEPTH`).
+ */
+const ERROR_PARTS = RICH_ELEMENTS_ALL / CAUSE_DEPTH;
+
+const mapSize = Object.getOwnPropertyDescriptor(Map.prototype, "size")!.get!;
+const setSize = Object.getOwnPropertyDescriptor(Set.prototype, "size")!.get!;
+
+/**
+ * How many parts `value` gives node:v8 to copy where the rich encoding hands it over whole (a
+ * field's value, or an element, that is neither an Error nor a field's own array): each element
+ * of an array, own enumerable property of an object, entry of a Map and value of a Set, and
+ * `ERROR_PARTS` for each Error, down all it holds (each object once, as node:v8 copies it once);
+ * `over` once past `budget`, where the walk stops (`parts`: those walked). Before, such a value
+ * went to node:v8 however large: a field holding `{ list }` of 100,000 Errors, or an element of
+ * `errors` that is an array of them, took seconds inside close(), where node:v8 alone left that
+ * field behind. One part each, not walked: a Proxy (node:v8 refuses one), a getter's property
+ * (its answer is the caller's code's, not data), a typed array or buffer (its bytes count
+ * against `RICH_BYTES_MAX`), a boxed primitive. An array, Map or Set longer than what is left
+ * stops the walk before it is walked. Reads only own data properties: runs none of the
+ * caller's code.
+ */
+function valueParts(value: unknown, budget: number): { parts: number; over: boolean } {
+  const seen = new Set<object>();
+  const pending: unknown[] = [value];
+  let parts = 0;
+  try {
+    while (pending.length > 0) {
+      const v = pending.pop();
+      if (typeof v !== "object" || v === null || seen.has(v)) continue;
+      seen.add(v);
+      if (
+        types.isProxy(v) || ArrayBuffer.isView(v) || types.isAnyArrayBuffer(v) ||
+        types.isBoxedPrimitive(v)
+      ) {
+        parts += 1;
+      } else if (types.isMap(v)) {
+        const n = 2 * mapSize.call(v);
+        if (parts + n > budget) return { parts, over: true }; // not walked
+        parts += n;
+        Map.prototype.forEach.call(v, (x: unknown, key: unknown) => pending.push(key, x));
+      } else if (types.isSet(v)) {
+        const n = setSize.call(v);
+        if (parts + n > budget) return { parts, over: true };
+        parts += n;
+        Set.prototype.forEach.call(v, (x: unknown) => pending.push(x));
+      } else if (types.isNativeError(v)) {
+        // node:v8 copies its name, message, stack and own data `cause`: no other field.
+        parts += ERROR_PARTS;
+        const inner = Object.getOwnPropertyDescriptor(v, "cause");
+        if (inner !== undefined && "value" in inner) pending.push(inner.value);
+      } else {
+        // An array's length first: its keys listed only once it fits (a million-element
+        // array made a million strings).
+        if (Array.isArray(v) && parts + v.length > budget) return { parts, over: true };
+        const keys = Object.keys(v);
+        parts += keys.length;
+        if (parts > budget) return { parts, over: true };
+        for (const key of keys) {
+          const d = Object.getOwnPropertyDescriptor(v, key);
+          if (d !== undefined && "value" in d) pending.push(d.value);
+        }
+      }
+      if (parts > budget) return { parts, over: true };
+    }
+  } catch {
+    // An object none of this can read (a namespace's binding before its module ran): node:v8
+    // meets it too and fails, so the value is one that cannot be copied.
+  }
+  return { parts, over: false };
+}
+
+/**
  * Own properties of an Error that the rich encoding carries even when not enumerable: an
  * AggregateError's `errors`, a SuppressedError's `error` and `suppressed`, and the `suppressed`
  * list a job or scope keeps on its first failure (src/job.ts), all defined so.
@@ -1202,7 +1277,10 @@ type RichRecord = {
  * An array is carried element by element (`errors: [e1, e2]`: each Error its record), its
  * first `RICH_ELEMENTS` (`RICH_ELEMENTS_ALL` in all the arrays of the cause), then a string
  * saying how many more were not copied: neither close() nor the decoder does work past those,
- * however long the array. An element whose read throws is a string saying so, in its place, as
+ * however long the array. Any other value (an element too) goes to node:v8 whole when what it
+ * holds fits in the elements left (`valueParts`), else is a string saying so; the cause of an
+ * Error down the cause's own chain always whole (its kind 3 or 4 bytes hold it already). An
+ * element whose read throws is a string saying so, in its place, as
  * one that cannot be copied is, and a field whose array's read throws (a Proxy's trap) is what
  * one that cannot be copied is. Null when reading an Error of it throws (a hostile
  * proxy), or when the values it copies would take over `RICH_BYTES_MAX`: `encodeCause` sends
@@ -1216,7 +1294,18 @@ function encodeRich(cause: Error): Uint8Array | null {
     let size = 0;
     const text = (s: string) => encodeExact(s)!;
     let elements = 0;
-    const ref = (v: unknown, keep: boolean): RichRef | undefined => {
+    // The Errors down the cause's own chain, whose kind 3 or 4 bytes node:v8 wrote whole.
+    // A `cause` whose read throws ends it (the record says so).
+    const chain = new Set<unknown>();
+    try {
+      for (let e: unknown = cause; e instanceof Error && !chain.has(e); e = e.cause) {
+        if (chain.size === CAUSE_DEPTH) break;
+        chain.add(e);
+      }
+    } catch {
+      // The chain so far.
+    }
+    const ref = (v: unknown, keep: boolean, whole = false): RichRef | undefined => {
       // A revoked Proxy's prototype read throws: not an Error, and node:v8 cannot copy it.
       let error = false;
       try {
@@ -1241,8 +1330,20 @@ function encodeRich(cause: Error): Uint8Array | null {
       // bytes for an AggregateError whose 1,000 errors were one object.
       const memo = (typeof v === "object" && v !== null) || typeof v === "string";
       const met = memo ? exact.get(v) : undefined;
-      const bytes = met !== undefined ? met : encodeExact(v);
-      if (met === undefined) {
+      let bytes = met;
+      if (bytes === undefined) {
+        // A value past the elements left to the cause (`valueParts`) is a string saying so,
+        // where node:v8 copied it however large; not the cause of an Error of the cause's own
+        // chain, which its kind 3 or 4 bytes hold already, as node:v8 copies it.
+        // What a walk that did not fit went over is spent too: distinct values holding one
+        // large object (an Error's `{ response }` each) walked it once each, its keys listed.
+        const { parts, over } = whole
+          ? { parts: 0, over: false }
+          : valueParts(v, RICH_ELEMENTS_ALL - elements);
+        elements = Math.min(RICH_ELEMENTS_ALL, elements + parts);
+        bytes = over
+          ? text(`${describe(v)} (past ${RICH_ELEMENTS_ALL} elements in one cause: ${NOT_COPIED})`)
+          : encodeExact(v);
         if (memo) exact.set(v, bytes);
         // Distinct objects each holding one large value (which node:v8 of the whole would
         // write once) are each encoded in full: past the bound, the Error as node:v8 copies it.
@@ -1277,7 +1378,9 @@ function encodeRich(cause: Error): Uint8Array | null {
         } catch {
           threw = true;
         }
-        record.k = threw ? text(`a cause whose read threw (${NOT_COPIED})`) : ref(inner, true);
+        record.k = threw
+          ? text(`a cause whose read threw (${NOT_COPIED})`)
+          : ref(inner, true, chain.has(e));
       }
       for (const key of extraKeys(e)) {
         const d = Object.getOwnPropertyDescriptor(e, key)!;
