@@ -1282,8 +1282,8 @@ type RichRecord = {
  * Error down the cause's own chain always whole (its kind 3 or 4 bytes hold it already). An
  * element whose read throws is a string saying so, in its place, as
  * one that cannot be copied is, and a field whose array's read throws (a Proxy's trap) is what
- * one that cannot be copied is. Null when reading an Error of it throws (a hostile
- * proxy), or when the values it copies would take over `RICH_BYTES_MAX`: `encodeCause` sends
+ * one that cannot be copied is, and an Error in it whose read throws (a getter of its
+ * `message`, a Proxy's trap) an Error saying so. Null when reading the cause itself throws, or when the values it copies would take over `RICH_BYTES_MAX`: `encodeCause` sends
  * the kind 3 or 4 bytes alone.
  */
 function encodeRich(cause: Error): Uint8Array | null {
@@ -1353,10 +1353,8 @@ function encodeRich(cause: Error): Uint8Array | null {
       if (bytes !== null) return bytes;
       return keep ? text(`${describe(v)} (${NOT_COPIED})`) : undefined;
     };
-    const root = ref(cause, true)!;
-    const records: RichRecord[] = [];
-    for (let i = 0; i < queue.length; i++) {
-      const e = queue[i];
+    /** `e`'s record: throws when reading it throws. */
+    const richRecord = (e: Error): RichRecord => {
       const kind = ownErrorKind(Object.getPrototypeOf(e));
       const record: RichRecord = {
         c: kind === undefined
@@ -1423,7 +1421,27 @@ function encodeRich(cause: Error): Uint8Array | null {
           if (r !== undefined) record.f.push([key, flags, r]);
         }
       }
-      records.push(record);
+      return record;
+    };
+    const root = ref(cause, true)!;
+    const records: RichRecord[] = [];
+    for (let i = 0; i < queue.length; i++) {
+      try {
+        records.push(richRecord(queue[i]));
+      } catch (error) {
+        // An Error whose read throws (its `message`'s or `name`'s getter, a Proxy's trap) is an
+        // Error saying so, in its place: before, it lost the whole rich encoding, every other
+        // Error and field with it. The cause itself (its kind 3 or 4 bytes say more), or values
+        // past `RICH_BYTES_MAX`: none.
+        if (i === 0 || size > RICH_BYTES_MAX) throw error;
+        records.push({
+          c: 0,
+          b: "Error",
+          n: "Error",
+          m: `an Error whose read threw (${NOT_COPIED})`,
+          f: [],
+        });
+      }
     }
     return serialize({ r: root, e: records });
   } catch {

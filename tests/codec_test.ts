@@ -910,6 +910,41 @@ Deno.test("an array element of a close cause whose read throws is a string in it
   ]);
 });
 
+Deno.test("an Error inside a close cause whose read throws (its message's or name's getter, a Proxy's trap) is an Error saying so, in its place: the cause's other Errors and fields still cross", () => {
+  // Before, the throw made the whole rich encoding fall back to node:v8's copy of the cause:
+  // its errors and its code were all lost for one such Error.
+  const message = new RangeError("m");
+  Object.defineProperty(message, "message", {
+    get() {
+      throw new Error("trap");
+    },
+  });
+  const named = new (class extends Error {
+    override get name(): string {
+      throw new Error("trap");
+    }
+  })("n");
+  const proxy = new Proxy(new TypeError("p"), {
+    get() {
+      throw new Error("trap");
+    },
+  });
+  const aggregate = Object.assign(
+    new AggregateError([new RangeError("a"), message, named, proxy], "g"),
+    { code: 7 },
+  );
+  const got = decodeCause(encodeCause(aggregate)!);
+  assert.ok(got.ok && got.cause instanceof AggregateError);
+  const e = got.cause as AggregateError & { code: unknown };
+  assert.equal(e.code, 7);
+  assert.ok(e.errors[0] instanceof RangeError && e.errors[0].message === "a");
+  for (const bad of e.errors.slice(1)) {
+    assert.ok(bad instanceof Error);
+    assert.equal(bad.message, "an Error whose read threw (cannot be copied to another isolate)");
+  }
+  assert.equal(e.errors.length, 4);
+});
+
 Deno.test("a close cause whose Error's name is over 255 bytes keeps its rich encoding and its whole name; an older copy of kcoro reads the name cut", () => {
   // Before, such an Error (its name too long for a head's length byte) was encoded as node:v8
   // alone (kind 2): its errors, fields and name were lost, and kcoro's class with them.
