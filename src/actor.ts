@@ -587,6 +587,11 @@ export function actor<M>(
     try {
       await handler(mailbox, task);
     } catch (e) {
+      // A handler that is no async function and threw at once ended the block inside `launch`,
+      // before it failed or returned: a microtask later it has done either (actor() is
+      // synchronous). Before, `abandoned` was still false here, and the failure that followed
+      // found no job to attach `onDone` to: it never ran.
+      if (untracked && !abandoned) await null;
       // Its mailbox freed by the cleanup of a launch that threw or returned no Job, which
       // cancelled this task first: the handler, busy elsewhere then, met the freed mailbox
       // after (its own InvalidHandleError, `_raised`), and ends cancelled, as a producer sending

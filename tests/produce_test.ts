@@ -2310,6 +2310,41 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the 
   assert.equal(live, 0);
 });
 
+Deno.test("actor on a CoroutineScope of the caller's own whose launch runs the block at once under a task not kcoro's, then fails: a handler that throws before its first await still gets onDone, once", async () => {
+  // A handler that is no async function and throws at once ended the block before the launch
+  // failed (nothing abandoned yet), and the launch's failure then found no job to attach
+  // onDone to: it never ran.
+  const own = new Error("the caller's launch");
+  for (const how of ["throws", "returns no Job"] as const) {
+    const done: unknown[] = [];
+    const stop = new AbortController();
+    const foreign = { signal: stop.signal, job: { state: "active" } } as unknown as CoroutineScope;
+    let started: Promise<unknown> | null = null;
+    const scope = {
+      context: Context.empty,
+      launch: (block: (task: CoroutineScope) => unknown) => {
+        started = block(foreign) as Promise<unknown>;
+        if (how === "throws") throw own;
+        return 1;
+      },
+    } as unknown as CoroutineScope;
+    const failure = new Error("the handler's own");
+    assert.throws(
+      () =>
+        actor<number>(scope, () => {
+          throw failure;
+        }, { onDone: (cause) => done.push(cause) }),
+      how === "throws" ? (e) => e === own : { name: "TypeError" },
+      how,
+    );
+    const [ended] = await within(Promise.allSettled([started!]), 10_000, `${how}: the block's end`);
+    assert.equal(ended.status, "rejected", how);
+    assert.equal(done.length, 1, `${how}: onDone ran once: ${done.length}`);
+    assert.equal(done[0], (ended as PromiseRejectedResult).reason, how);
+    assert.equal(stop.signal.aborted, false, how);
+  }
+});
+
 Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch runs the block at once and then throws: a block that did not watch its signal and then uses its channel (freed by that cleanup) ends cancelled, not failed with the freed channel's InvalidHandleError", async () => {
   // The cleanup cancels the task and frees the channel while the block still runs. A producer's
   // send on it then ended the task as cancelled (its consumer's dispose rule), but an actor's
