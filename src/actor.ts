@@ -64,6 +64,7 @@ import {
   launchChecked,
   refuseAsValue,
   signalOf,
+  taskSignal,
 } from "./errors.ts";
 import { isCancellation, type Job, JobSupport, runCompletionHandler } from "./job.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
@@ -632,17 +633,3 @@ export function actor<M>(
 }
 
 refuseAsValue(ActorImpl, "an actor", "send its messages where it runs", NOT_CLONEABLE);
-
-/**
- * `task.signal` where it is an AbortSignal, else null: a task that a CoroutineScope of the
- * caller's own gives the block may have none (or a getter that throws). kcoro's tasks always
- * have one.
- */
-function taskSignal(task: CoroutineScope): AbortSignal | null {
-  try {
-    const signal: unknown = task.signal;
-    return signal instanceof AbortSignal ? signal : null;
-  } catch {
-    return null; // the caller's getter: unwatched, as with none
-  }
-}

@@ -111,6 +111,21 @@ export function isAbortSignal(x: unknown): x is AbortSignal {
   }
 }
 
+/**
+ * `task.signal` where it is an AbortSignal (`isAbortSignal`), else null: a task that a
+ * CoroutineScope of the caller's own gives a block (produce's, an actor's) may have none, one
+ * that is not an AbortSignal, or a getter that throws; kcoro's tasks always have one. Its users
+ * leave such a task unwatched: its `addEventListener` threw a TypeError out of the block.
+ */
+export function taskSignal(task: { readonly signal?: unknown }): AbortSignal | null {
+  try {
+    const signal: unknown = task.signal;
+    return isAbortSignal(signal) ? signal : null;
+  } catch {
+    return null; // the caller's getter: unwatched, as with none
+  }
+}
+
 /** Throws "Cannot <op>: signal must be an AbortSignal" unless `signal` is undefined or one. */
 export function checkSignal(op: string, signal: unknown): void {
   if (signal === undefined) return;

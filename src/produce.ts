@@ -64,6 +64,7 @@ import {
   checkScope,
   isAbortSignal,
   launchChecked,
+  taskSignal,
 } from "./errors.ts";
 import { isCancellation, type Job, JobSupport } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
@@ -99,8 +100,12 @@ class ProducerChannel<T> extends Channel<T> {
   _job: Job | null = null;
   /** @ignore Disposed by its consumer: the producer's end has nothing left to close. */
   _gone = false;
-  /** @ignore `{ signal: task.signal }` while the block runs: its sends end with the task. */
-  _bound: { signal: AbortSignal } | null = null;
+  /**
+   * @ignore `{ signal: task.signal }` while the block runs: its sends end with the task. Its
+   * signal is undefined under a task of the caller's own with no AbortSignal (`taskSignal`):
+   * its sends are unbound then, as any channel's.
+   */
+  _bound: { signal: AbortSignal | undefined } | null = null;
   /**
    * @ignore The cancel watch's withdrawal, while the task lives and the channel has escaped: true
    * when a cancel made elsewhere came first and the watch had not told it yet.
@@ -164,7 +169,7 @@ class ProducerChannel<T> extends Channel<T> {
 
   override send(value: T, options?: WaitOptions): Promise<void> {
     const bound = this._bound;
-    if (bound === null) return super.send(value, options);
+    if (bound === null || bound.signal === undefined) return super.send(value, options);
     if (options === undefined) {
       if (bound.signal.aborted) return this.#afterCancel(value, bound.signal.reason);
       return super.send(value, bound);
@@ -253,7 +258,7 @@ class ProducerChannel<T> extends Channel<T> {
    * the same CancellationError by both, could not know whether to release the value itself.
    */
   override _abortDrops(): boolean {
-    return this._bound !== null && this._bound.signal.aborted;
+    return this._bound?.signal?.aborted === true;
   }
 
   /**
@@ -395,7 +400,10 @@ export function produce<T>(
     // task ends cancelled, as an actor's (`ABANDONED` in src/actor.ts). Before, the block ran on
     // the freed channel, and its first send's InvalidHandleError failed the scope.
     if (abandoned) throw new CancellationError(ABANDONED);
-    const signal = task.signal;
+    // Null for a task of the caller's own with no AbortSignal (`taskSignal`, as an actor's):
+    // unwatched, its sends unbound. Before, its `addEventListener` threw a TypeError out of the
+    // block.
+    const signal = taskSignal(task);
     // Closed, not cancelled: what was sent stays receivable (Kotlin closes with the cause).
     // Listened to until the task is final, not only while the block runs: a task cancelled
     // after its block returned waits for its children, and its receivers waited with it.
@@ -404,18 +412,20 @@ export function produce<T>(
     // job's cause; a cancellation from outside (the scope cancelled, a sibling failing), with
     // the CancellationError. Before, a child's failure reached receivers as a CancellationError
     // (the signal's reason) with the failure as its cause.
-    const onAbort = () => {
-      if (failed || out._gone) return;
-      const job = task.job;
-      const failure = JobSupport._is(job) ? job._failure : undefined;
-      out._end(failure !== undefined ? failure : signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    detach = () => signal.removeEventListener("abort", onAbort);
+    if (signal !== null) {
+      const onAbort = () => {
+        if (failed || out._gone) return;
+        const job = task.job;
+        const failure = JobSupport._is(job) ? job._failure : undefined;
+        out._end(failure !== undefined ? failure : signal.reason);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      detach = () => signal.removeEventListener("abort", onAbort);
+    }
     // Until the task is final, not only while the block runs: children of the task sending
     // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
     // it, and one left waiting in a send nobody would take hung the scope.
-    out._bound = { signal };
+    out._bound = { signal: signal ?? undefined };
     // Shared before the task began: watched since that share (`_live`, `_escaped`).
     try {
       await block(out, task);
@@ -426,14 +436,14 @@ export function produce<T>(
       // cancelled that fails with another exception reports it. Any InvalidHandleError counted
       // before, so such a bug ended the producer as cancelled, silently.
       // Sending into a channel its consumer disposed: the consumer cancelled this task.
-      if (out._gone && signal.aborted && out._raised(e)) throw signal.reason;
+      if (out._gone && signal?.aborted && out._raised(e)) throw signal.reason;
       // Native code destroyed the channel (`kc_chan_destroy` through its `handle`): its sends
       // answer as on a cancelled channel (a CancellationError, which ends the task as
       // cancelled below as any), but `share()` and `handle` have no live channel to hand out
       // and throw its InvalidHandleError: cancelled too, as the watch's cancel (which may come
       // first, or after) would, not failed with it.
       if (!out._gone && out._raised(e) && out._destroyedSeen) {
-        throw signal.aborted ? signal.reason : new CancellationError(DESTROYED, { cause: e });
+        throw signal?.aborted ? signal.reason : new CancellationError(DESTROYED, { cause: e });
       }
       // A block that threw undefined fails with the TypeError the job makes of it, which
       // `onAbort` closes the channel with: closed with undefined, receivers saw a clean end.

@@ -2244,31 +2244,56 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or 
   assert.equal(live, 0);
 });
 
+/**
+ * What a task that a CoroutineScope of the caller's own gives the block may hold as its `signal`:
+ * kcoro's tasks always have an AbortSignal, the caller's may have none, one that is none (also
+ * one of its prototype, whose methods throw "Illegal invocation"), or a getter that throws.
+ */
+const TASK_SIGNALS = [
+  "an AbortSignal",
+  "none",
+  "not an AbortSignal",
+  "an object of AbortSignal's prototype",
+  "a getter that throws",
+] as const;
+
+/** A task of the caller's own: `job` (none of kcoro's Jobs), and a signal of kind `sig`. */
+function foreignTask(
+  sig: typeof TASK_SIGNALS[number],
+  signal: AbortSignal,
+  job: unknown,
+): CoroutineScope {
+  const task = { job, context: Context.empty };
+  if (sig === "an AbortSignal") Object.assign(task, { signal });
+  if (sig === "not an AbortSignal") Object.assign(task, { signal: { aborted: false } });
+  if (sig === "an object of AbortSignal's prototype") {
+    Object.assign(task, { signal: Object.create(AbortSignal.prototype) });
+  }
+  if (sig === "a getter that throws") {
+    Object.defineProperty(task, "signal", {
+      get() {
+        throw new Error("no signal here");
+      },
+    });
+  }
+  return task as unknown as CoroutineScope;
+}
+
 Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the block a task whose job is not a kcoro Job, then throws or returns no Job: onDone still runs once, with the cancellation the block ends with, started at once or deferred, also when the task has no signal", async () => {
   // onDone was attached to the task's job (`_job`) only when that job was a kcoro Job: under a
   // task of the caller's own, nothing attached it, and it never ran. A task with no signal (or
   // one that is no AbortSignal) threw a TypeError at its addEventListener, ahead of the check
   // for the abandoned launch: the block ended with it, and onDone never ran.
   const own = new Error("the caller's launch");
-  const signals = ["an AbortSignal", "none", "not an AbortSignal", "a getter that throws"] as const;
   for (const start of ["at once", "deferred"] as const) {
     for (const how of ["throws", "returns no Job"] as const) {
-      for (const sig of signals) {
+      for (const sig of TASK_SIGNALS) {
         const what = `start ${start}, launch ${how}, signal ${sig}`;
         const done: unknown[] = [];
         let ran = false;
         const stop = new AbortController();
         // A task of the caller's own: its signal (or none), a job that is none of kcoro's.
-        const foreign = { job: { state: "active" } } as unknown as CoroutineScope;
-        if (sig === "an AbortSignal") Object.assign(foreign, { signal: stop.signal });
-        if (sig === "not an AbortSignal") Object.assign(foreign, { signal: { aborted: false } });
-        if (sig === "a getter that throws") {
-          Object.defineProperty(foreign, "signal", {
-            get() {
-              throw new Error("no signal here");
-            },
-          });
-        }
+        const foreign = foreignTask(sig, stop.signal, { state: "active" });
         let started: Promise<unknown> | null = null;
         let deferred: ((task: CoroutineScope) => unknown) | null = null;
         const scope = {
@@ -2343,6 +2368,57 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch runs the b
     assert.equal(done[0], (ended as PromiseRejectedResult).reason, how);
     assert.equal(stop.signal.aborted, false, how);
   }
+});
+
+Deno.test("produce on a CoroutineScope of the caller's own whose launch gives the block a task whose job is not a kcoro Job, then throws or returns no Job: the block ends cancelled, started at once or deferred, also when the task has no signal", async () => {
+  // A task with no signal (or one that is no AbortSignal, or a getter that throws) threw a
+  // TypeError (or the getter's error) at its addEventListener, out of the block, as an actor's
+  // did (3d67f74): the producer ended failed with it, not cancelled.
+  const own = new Error("the caller's launch");
+  for (const start of ["at once", "deferred"] as const) {
+    for (const how of ["throws", "returns no Job"] as const) {
+      for (const sig of TASK_SIGNALS) {
+        const what = `start ${start}, launch ${how}, signal ${sig}`;
+        let ran = false;
+        const stop = new AbortController();
+        const foreign = foreignTask(sig, stop.signal, { state: "active" });
+        let started: Promise<unknown> | null = null;
+        let deferred: ((task: CoroutineScope) => unknown) | null = null;
+        const scope = {
+          context: Context.empty,
+          launch: (block: (task: CoroutineScope) => unknown) => {
+            if (start === "at once") started = block(foreign) as Promise<unknown>; // to its first await
+            else deferred = block;
+            if (how === "throws") throw own;
+            return 1;
+          },
+        } as unknown as CoroutineScope;
+        const body = counted(async (out: Channel<number>) => {
+          ran = true;
+          await out.send(1); // rejects: the cleanup freed the channel
+        });
+        assert.throws(
+          () => produce<number>(scope, body),
+          how === "throws" ? (e) => e === own : { name: "TypeError" },
+          what,
+        );
+        if (deferred !== null) {
+          started = (deferred as (t: CoroutineScope) => unknown)(foreign) as Promise<unknown>; // started late
+        }
+        const [ended] = await within(
+          Promise.allSettled([started!]),
+          10_000,
+          `${what}: the block's end`,
+        );
+        assert.equal(ended.status, "rejected", what);
+        const cause = (ended as PromiseRejectedResult).reason;
+        assert.ok(cause instanceof CancellationError, `${what}: ${String(cause)}`);
+        assert.equal(ran, start === "at once", `${what}: the block ran only if started at once`);
+        assert.equal(stop.signal.aborted, false, what); // the task is the caller's: not kcoro's to cancel
+      }
+    }
+  }
+  assert.equal(live, 0);
 });
 
 Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch runs the block at once and then throws: a block that did not watch its signal and then uses its channel (freed by that cleanup) ends cancelled, not failed with the freed channel's InvalidHandleError", async () => {
