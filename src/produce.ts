@@ -77,6 +77,13 @@ const DESTROYED =
   "Producer was cancelled: native code destroyed its channel (kc_chan_destroy of its handle)";
 
 /**
+ * What a producer ends with when its block lets out the InvalidHandleError of its channel that
+ * its consumer disposed (or a failed launch's cleanup did) under a task of the caller's own whose
+ * signal that dispose's cancel of the task did not abort (it has none, or one not its job's).
+ */
+const DISPOSED = "Producer was cancelled: its channel was disposed";
+
+/**
  * What a producer's task ends with when the launch that deferred its start threw or returned no
  * Job before it began: its channel was freed, so its block never runs.
  */
@@ -435,8 +442,13 @@ export function produce<T>(
       // once `out` ended, and fails the task and the scope, as Kotlin's coroutine being
       // cancelled that fails with another exception reports it. Any InvalidHandleError counted
       // before, so such a bug ended the producer as cancelled, silently.
-      // Sending into a channel its consumer disposed: the consumer cancelled this task.
-      if (out._gone && signal?.aborted && out._raised(e)) throw signal.reason;
+      // Sending into a channel its consumer disposed: the consumer cancelled this task (its
+      // `_job`), and it ends with that cancellation. A task of the caller's own may have no
+      // AbortSignal, or one that its job's cancel does not abort: it ends cancelled too, with a
+      // CancellationError that says so. Before, it failed with the InvalidHandleError.
+      if (out._gone && out._raised(e)) {
+        throw signal?.aborted ? signal.reason : new CancellationError(DISPOSED, { cause: e });
+      }
       // Native code destroyed the channel (`kc_chan_destroy` through its `handle`): its sends
       // answer as on a cancelled channel (a CancellationError, which ends the task as
       // cancelled below as any), but `share()` and `handle` have no live channel to hand out

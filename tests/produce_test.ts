@@ -2421,6 +2421,53 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch gives th
   assert.equal(live, 0);
 });
 
+Deno.test("produce on a CoroutineScope of the caller's own whose launch gives the block a task with no AbortSignal and returns a Job: the producer runs unwatched, its channel closed as the task completes, and its consumer's cancel still cancels the task", async () => {
+  // Its addEventListener threw a TypeError (or the getter's error) out of the block: the producer
+  // failed before its first send, and the real scope with it.
+  for (const sig of TASK_SIGNALS) {
+    for (const end of ["completes", "consumer cancels"] as const) {
+      const what = `signal ${sig}, ${end}`;
+      const stop = new AbortController();
+      let job!: ReturnType<CoroutineScope["launch"]>;
+      const got = await within(
+        coroutineScope(async (real) => {
+          const scope = {
+            context: real.context,
+            launch: (block: (task: CoroutineScope) => unknown) => {
+              // A task of the caller's own (its job none of kcoro's) run by a real one.
+              job = real.launch(() => block(foreignTask(sig, stop.signal, { state: "active" })));
+              return job;
+            },
+          } as unknown as CoroutineScope;
+          using ch = produce<number>(
+            scope,
+            counted(async (out: Channel<number>) => {
+              // The consumer's cancel rejects a waiting send, its dispose a later one.
+              for (let i = 1; end === "consumer cancels" || i <= 3; i++) await out.send(i);
+            }),
+            { capacity: 1 },
+          );
+          if (end === "completes") return await drain(ch); // ends: closed as the task completed
+          const first = await ch.receive();
+          ch.cancel();
+          return [first];
+        }),
+        10_000,
+        `${what}: the real scope's end`,
+      ); // resolves: no failure
+      if (end === "completes") {
+        assert.deepEqual(got, [1, 2, 3], what);
+        assert.equal(job.state, "completed", what);
+      } else {
+        assert.deepEqual(got, [1], what);
+        assert.equal(job.state, "cancelled", what); // cancelled, not failed with the dispose's error
+      }
+      assert.equal(stop.signal.aborted, false, what); // the caller's signal: not kcoro's to abort
+    }
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch runs the block at once and then throws: a block that did not watch its signal and then uses its channel (freed by that cleanup) ends cancelled, not failed with the freed channel's InvalidHandleError", async () => {
   // The cleanup cancels the task and frees the channel while the block still runs. A producer's
   // send on it then ended the task as cancelled (its consumer's dispose rule), but an actor's
