@@ -1992,17 +1992,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * it (and freed that) and the wait encoded it again: its getters ran twice, and the value
    * sent was the second read. A `closed` answer leaves it there too, for the send to hand to
    * the undelivered path (`#refused`). On any other answer (or a throw) `keep` holds nothing.
+   * `op` names the call in its errors: a send's, or trySendMany's sending one value at a time.
    */
-  #trySend(value: T, keep: Slot | undefined, sym: Sym): TrySendResult {
+  #trySend(value: T, keep: Slot | undefined, sym: Sym, op = "send"): TrySendResult {
     const s = this._shared;
-    if (s.ended) return this.#sendEnded(value, keep, sym);
+    if (s.ended) return this.#sendEnded(value, keep, sym, op);
     // Senders of this isolate still waiting in JavaScript are ahead of this one.
     if (s.senders.first !== null) {
       if (!pump(s.senders, sym)) {
-        if (keep !== undefined) this.#codec.encode(value, keep, sym);
-        else this.#reject(value, sym); // still reject what the codec cannot carry
+        if (keep !== undefined) this.#codec.encode(value, keep, sym, op);
+        else this.#reject(value, sym, op); // still reject what the codec cannot carry
         if (this.#callerEnded()) {
-          this.#afterCallerCode("send", keep && ((sym) => this.#codec.discard(keep, sym)));
+          this.#afterCallerCode(op, keep && ((sym) => this.#codec.discard(keep, sym)));
         }
         // Its own "full" failure: the retries of the senders ahead count none.
         s.fullFails++;
@@ -2025,10 +2026,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#sendBlocked(sym)) {
       // Full as the blocked byte says: the value is checked, not copied into native memory only
       // to be freed again (a sender retrying a full channel did that on every try).
-      if (keep !== undefined) this.#codec.encode(value, keep, sym);
-      else this.#reject(value, sym);
+      if (keep !== undefined) this.#codec.encode(value, keep, sym, op);
+      else this.#reject(value, sym, op);
       if (this.#callerEnded()) {
-        this.#afterCallerCode("send", keep && ((sym) => this.#codec.discard(keep, sym)));
+        this.#afterCallerCode(op, keep && ((sym) => this.#codec.discard(keep, sym)));
       }
       s.fullFails++; // the native side counts the ones it answers itself
       if (!s.scheduled) this.#countLater(s);
@@ -2041,15 +2042,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Encoded and sent in one native call (see `#bytes`); a failure leaves it encoded in
       // `slot`, as below.
       const n = sendLength(value); // before `#handle` is read (see `#trySendBytes`)
-      if (this.#callerEnded()) this.#afterCallerCode("send"); // as there
-      rc = trySendBytes(value, n, slot, sym, at, this.#handle);
+      if (this.#callerEnded()) this.#afterCallerCode(op); // as there
+      rc = trySendBytes(value, n, slot, sym, at, this.#handle, op);
     } else {
       if (this.#f64 && typeof value === "number") scratchF64[0] = value;
       else {
-        this.#codec.encode(value, slot, sym); // also rejects what the codec cannot carry
+        this.#codec.encode(value, slot, sym, op); // also rejects what the codec cannot carry
         // Guarded here so that the send's fast path makes no closure.
         if (this.#callerEnded()) {
-          this.#afterCallerCode("send", (sym) => this.#codec.discard(slot, sym));
+          this.#afterCallerCode(op, (sym) => this.#codec.discard(slot, sym));
         }
         // The caller's code the encoding ran (a getter) may have learnt the channel ended: the
         // try-send below is given `ENDED_HANDLE` then (`#handle`, read after the encoding) and
@@ -2068,7 +2069,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // ring that is gone (destroyed by hand; its waiters leave the queues at its teardown), and
     // they fail now (`#settleReceivers`), as the withdrawal before the try-send failed them.
     if (settle) this.#settleReceivers(s);
-    return this.#sendFailed(rc, sym, keep);
+    return this.#sendFailed(rc, sym, keep, op);
   }
 
   /**
@@ -2081,16 +2082,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * that answered `closed` (a send's value went to the hook), where the same value on a live
    * channel threw the dispose's InvalidHandleError.
    */
-  #sendEnded(value: T, keep: Slot | undefined, sym: Sym): TrySendResult {
+  #sendEnded(value: T, keep: Slot | undefined, sym: Sym, op = "send"): TrySendResult {
     this.#at = null;
     if (keep !== undefined) {
-      this.#codec.encode(value, keep, sym); // for send, as closed
+      this.#codec.encode(value, keep, sym, op); // for send, as closed
       if (this.#callerEnded()) {
-        this.#afterCallerCode("send", (sym) => this.#codec.discard(keep, sym));
+        this.#afterCallerCode(op, (sym) => this.#codec.discard(keep, sym));
       }
     } else {
-      this.#reject(value, sym);
-      this.#afterCallerCode("send");
+      this.#reject(value, sym, op);
+      this.#afterCallerCode(op);
     }
     return this.#sendClosed();
   }
@@ -2099,7 +2100,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * A native try-send of `keep` (or of `scratch`) failed with `rc`: `full` or `closed`, the
    * copy freed unless `keep` keeps it (see `#trySend`), or thrown.
    */
-  #sendFailed(rc: number, sym: Sym, keep: Slot | undefined): TrySendResult {
+  #sendFailed(rc: number, sym: Sym, keep: Slot | undefined, op = "send"): TrySendResult {
     if (keep !== undefined) {
       if (rc === Status.EAGAIN) return FULL; // kept for the wait
       if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#sendClosedBy(rc); // see send
@@ -2109,7 +2110,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (rc === Status.EAGAIN) return FULL;
     if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#sendClosedBy(rc);
     if (this.#creatorEnded(rc)) return this.#sendClosed();
-    this.#fail(rc, "send");
+    this.#fail(rc, op);
     return FULL;
   }
 
@@ -2215,10 +2216,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#disposed || !this.#lib.isOpen;
   }
 
-  /** Throws what encoding `value` would throw, copying it into native memory only if need be. */
-  #reject(value: T, sym: Sym): void {
+  /**
+   * Throws what encoding `value` would throw, copying it into native memory only if need be;
+   * `op` names the call in a native-memory failure's error (`Codec.encode`).
+   */
+  #reject(value: T, sym: Sym, op?: string): void {
     if (this.#codec.check(value)) return;
-    this.#codec.encode(value, scratch, sym);
+    this.#codec.encode(value, scratch, sym, op);
     this.#codec.discard(scratch, sym);
   }
 
@@ -2775,7 +2779,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#batchesNatively(s)) {
       if (this.#sendBlocked(sym)) {
         // Still reject what the codec cannot carry, anywhere in the batch (as when not full).
-        for (let i = 0; i < n; i++) this.#reject(values[i], sym);
+        for (let i = 0; i < n; i++) this.#reject(values[i], sym, op);
         this.#afterCallerCode(op);
         s.fullFails++;
         if (!s.scheduled) this.#countLater(s);
@@ -2801,7 +2805,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
           batchBusy = wasBusy;
         } else {
           for (; encoded < n; encoded++) {
-            this.#codec.encode(values[encoded], scratch, sym);
+            this.#codec.encode(values[encoded], scratch, sym, op);
             buf.set(scratch.u8.subarray(0, size), encoded * size);
           }
         }
@@ -2837,7 +2841,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#afterCallerCode(op); // nothing sent yet
     let sent = 0;
     for (; sent < n; sent++) {
-      const r = s.local ? this.#localSend(passed[sent]) : this.trySend(passed[sent] as T);
+      // A shared channel's value goes as `trySend` sends it past its fast paths (`#trySend`),
+      // under this call's name: its errors said "Cannot send" (a hook a drop ran, disposing the
+      // channel, say; a value too large or with no native memory for it; a native failure).
+      const r = s.local
+        ? this.#localSend(passed[sent])
+        : this.#trySend(passed[sent] as T, undefined, this.#sym(op), op);
       if (r.state === "ok") continue;
       if (sent > 0) break;
       return r;

@@ -75,8 +75,12 @@ export interface Codec<T> {
   readonly elemSize: 8 | 32;
   /** True when the channel carries descriptors (KC_CHAN_ZERO_COPY). */
   readonly zeroCopy: boolean;
-  /** @ignore Writes `value` into `slot` (may allocate a native buffer). */
-  encode(value: T, slot: Slot, sym: Sym): void;
+  /**
+   * @ignore Writes `value` into `slot` (may allocate a native buffer). `op` names the call in the
+   * errors of a value too large or with no native memory for it ("Cannot <op>: ..."): a batch's
+   * (`trySendMany`); a send's when absent.
+   */
+  encode(value: T, slot: Slot, sym: Sym, op?: string): void;
   /** @ignore Reads the value in `slot`, taking ownership of its native buffer. */
   decode(slot: Slot, sym: Sym): T;
   /** @ignore Frees the native buffer of a slot that was encoded but never sent. */
@@ -824,25 +828,29 @@ function view(slot: Slot, ptr: Deno.PointerValue): ArrayBuffer {
   return Deno.UnsafePointerView.getArrayBuffer(ptr!, slot.u32[2]);
 }
 
-/** Copies the first `len` bytes of `bytes` into a native buffer that `slot` describes. */
+/**
+ * Copies the first `len` bytes of `bytes` into a native buffer that `slot` describes. `op` names
+ * the call in its errors (`Codec.encode`'s): trySendMany's said "Cannot send" too.
+ */
 function putBuffer(
   slot: Slot,
   bytes: Uint8Array,
   tag: number,
   sym: Sym,
   codec: string,
+  op = "send",
   // The engine's length, not a property a caller may have shadowed: native code copies `len`.
   // Callers that pass `len` took it from the engine, or wrote that many bytes themselves.
   len = bytesLength(bytes),
 ): void {
   if (len > 0xffff_ffff) {
-    throw new CodecError(codec, `Cannot send: a value of ${len} bytes is too large`);
+    throw new CodecError(codec, `Cannot ${op}: a value of ${len} bytes is too large`);
   }
   const rc = slot.ptr !== null
     ? sym.kc_desc_make_at(bytes, len, tag, slot.ptr)
     : sym.kc_desc_make(bytes, len, tag, slot.u8);
   if (rc !== 0) {
-    throw new CodecError(codec, `Cannot send: no native memory for ${len} bytes`);
+    throw new CodecError(codec, `Cannot ${op}: no native memory for ${len} bytes`);
   }
 }
 
@@ -855,13 +863,13 @@ let text = new Uint8Array(256);
  * A string's UTF-8 bytes into a native buffer. `encodeInto` a reused buffer: `encode` makes a
  * fresh Uint8Array per string, which costs ~1 µs on these machines.
  */
-function putString(slot: Slot, s: string, sym: Sym, codec: string): void {
-  if (s.length > TEXT_MAX) return putBuffer(slot, encoder.encode(s), T_STRING, sym, codec);
+function putString(slot: Slot, s: string, sym: Sym, codec: string, op?: string): void {
+  if (s.length > TEXT_MAX) return putBuffer(slot, encoder.encode(s), T_STRING, sym, codec, op);
   if (s.length * 3 > text.length) {
     text = new Uint8Array(Math.min(3 * TEXT_MAX, Math.max(2 * text.length, s.length * 3)));
   }
   const { written } = encoder.encodeInto(s, text);
-  putBuffer(slot, text, T_STRING, sym, codec, written);
+  putBuffer(slot, text, T_STRING, sym, codec, op, written);
 }
 
 function putInline(slot: Slot, tag: number): void {
@@ -947,7 +955,13 @@ function receiveAt(slot: Slot, sym: Sym, at: number, len: number): Uint8Array {
  * A structured value into a native buffer: plain data in the packed encoding (src/pack.ts),
  * anything else serialised with `node:v8`.
  */
-function putStructured(slot: Slot, value: unknown, sym: Sym, codec: string): void {
+function putStructured(
+  slot: Slot,
+  value: unknown,
+  sym: Sym,
+  codec: string,
+  op?: string,
+): void {
   let n: number;
   try {
     n = pack(value);
@@ -958,8 +972,8 @@ function putStructured(slot: Slot, value: unknown, sym: Sym, codec: string): voi
       { cause: e },
     );
   }
-  if (n >= 0) putBuffer(slot, packed(), T_PACKED, sym, codec, n);
-  else putBuffer(slot, serialise(value, codec), T_STRUCTURED, sym, codec);
+  if (n >= 0) putBuffer(slot, packed(), T_PACKED, sym, codec, op, n);
+  else putBuffer(slot, serialise(value, codec), T_STRUCTURED, sym, codec, op);
 }
 
 /** kcoro's errors a decoded cause gets its class back for (`node:v8` keeps only `Error`'s). */
@@ -2090,6 +2104,7 @@ export function sendLength(value: unknown): number {
  * `n` is `sendLength(value)`. Throws what encode throws. A failed send (any status but 0) leaves
  * the value encoded in `slot` (pinned), the caller's to discard or keep, as encode then a try-send
  * of `slot` did; an empty value is sent as encode makes it (inline), with `kc_chan_try_send(_at)`.
+ * `op` names the call in its errors, as encode's (`Codec.encode`).
  */
 export function trySendBytes(
   value: unknown,
@@ -2098,6 +2113,7 @@ export function trySendBytes(
   sym: Sym,
   at: Deno.PointerValue,
   handle: number,
+  op = "send",
 ): number {
   if (n < 0) checkBytes(value); // throws the CodecError
   if (n === 0) {
@@ -2107,11 +2123,11 @@ export function trySendBytes(
       : sym.kc_chan_try_send(handle, slot.ptr, 32);
   }
   if (n > 0xffff_ffff) {
-    throw new CodecError("bytes", `Cannot send: a value of ${n} bytes is too large`);
+    throw new CodecError("bytes", `Cannot ${op}: a value of ${n} bytes is too large`);
   }
   const rc = sym.kc_chan_try_send_copy(at, handle, value as Uint8Array, n, T_BYTES, slot.ptr);
   if (rc === Status.ENOMEM && ptrOf(slot) === 0) {
-    throw new CodecError("bytes", `Cannot send: no native memory for ${n} bytes`);
+    throw new CodecError("bytes", `Cannot ${op}: no native memory for ${n} bytes`);
   }
   return rc;
 }
@@ -2120,11 +2136,11 @@ const bytes: Codec<Uint8Array> = {
   name: "bytes",
   elemSize: 32,
   zeroCopy: true,
-  encode(value, slot, sym) {
+  encode(value, slot, sym, op) {
     const n = value instanceof Uint8Array ? realLength(value) : -1;
     if (n < 0) checkBytes(value); // throws the CodecError
     if (n === 0) putInline(slot, T_EMPTY_BYTES);
-    else putBuffer(slot, value, T_BYTES, sym, "bytes", n);
+    else putBuffer(slot, value, T_BYTES, sym, "bytes", op, n);
   },
   decode: decodeBytes,
   discard: freeSlot,
@@ -2154,10 +2170,10 @@ const string: Codec<string> = {
   name: "string",
   elemSize: 32,
   zeroCopy: true,
-  encode(value, slot, sym) {
+  encode(value, slot, sym, op) {
     const s = checkString(value);
     if (s.length === 0) putInline(slot, T_EMPTY_STRING);
-    else putString(slot, s, sym, "string");
+    else putString(slot, s, sym, "string", op);
   },
   decode(slot, sym) {
     if (ptrOf(slot) === 0) {
@@ -2175,8 +2191,8 @@ const structured: Codec<unknown> = {
   name: "structured",
   elemSize: 32,
   zeroCopy: true,
-  encode(value, slot, sym) {
-    putStructured(slot, value, sym, "structured");
+  encode(value, slot, sym, op) {
+    putStructured(slot, value, sym, "structured", op);
   },
   decode: (slot, sym) => readStructured(slot, sym, "structured"),
   discard: freeSlot,
@@ -2188,7 +2204,7 @@ const tagged: Codec<unknown> = {
   name: "default",
   elemSize: 32,
   zeroCopy: true,
-  encode(value, slot, sym) {
+  encode(value, slot, sym, op) {
     switch (typeof value) {
       case "number":
         putInline(slot, T_NUMBER);
@@ -2204,7 +2220,7 @@ const tagged: Codec<unknown> = {
         if (value.length === 0) putInline(slot, T_EMPTY_STRING);
         // UTF-8 has no lone surrogates: such a string goes whole through node:v8.
         else if (!value.isWellFormed()) break;
-        else putString(slot, value, sym, "default");
+        else putString(slot, value, sym, "default", op);
         return;
       case "bigint":
         if (value >= I64_MIN && value <= I64_MAX) {
@@ -2222,12 +2238,12 @@ const tagged: Codec<unknown> = {
           const n = realLength(value);
           if (n < 0) refuseView(value);
           if (n === 0) putInline(slot, T_EMPTY_BYTES);
-          else putBuffer(slot, value, T_BYTES, sym, "default", n);
+          else putBuffer(slot, value, T_BYTES, sym, "default", op, n);
           return;
         }
         break;
     }
-    putStructured(slot, value, sym, "default");
+    putStructured(slot, value, sym, "default", op);
   },
   decode(slot, sym) {
     if (ptrOf(slot) === 0) {

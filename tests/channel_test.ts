@@ -3656,6 +3656,150 @@ Deno.test("an aborted wait whose channel closed or was cancelled in the same tur
   }
 });
 
+/**
+ * Runs `f` with the library's symbols `fakes` names replaced by those functions (each given the
+ * original too), restored after.
+ */
+function withFakeSymbols<R>(
+  fakes: Record<string, (original: (...a: unknown[]) => number, ...a: unknown[]) => number>,
+  f: () => R,
+): R {
+  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const names = Object.keys(fakes);
+  const saved = names.map((n) => sym[n]);
+  names.forEach((n, i) => sym[n] = (...a: unknown[]) => fakes[n](saved[i], ...a));
+  try {
+    return f();
+  } finally {
+    names.forEach((n, i) => sym[n] = saved[i]);
+  }
+}
+
+Deno.test("trySendMany's errors name it also where a value's own send fails: no native memory for the value (in one native call, into a full channel, one at a time), a native failure, a drop's hook that disposed the channel; trySend's still say send", async () => {
+  // They said "Cannot send: ...", as if send had been called: the codecs' native-memory errors,
+  // and every error of a value sent one at a time (through trySend). Native memory cannot be
+  // exhausted in a test: the allocating calls are made to fail as they would.
+  const makeAt = library().symbols("test").kc_desc_make_at; // the real one, never faked here
+  const noMemory = {
+    kc_desc_make: () => Status.ENOMEM,
+    kc_desc_make_at: () => Status.ENOMEM,
+    // As the native call fails to allocate: its descriptor says nothing was made (ptr NULL,
+    // which kc_desc_make of 0 bytes writes).
+    kc_chan_try_send_copy: (
+      _original: unknown,
+      _at: unknown,
+      _h: unknown,
+      data: unknown,
+      _len: unknown,
+      tag: unknown,
+      desc: unknown,
+    ) => {
+      makeAt(data as Uint8Array, 0, tag as number, desc as null);
+      return Status.ENOMEM;
+    },
+  };
+  // The try-send fails after the value was copied (a status no send expects): the copy is
+  // freed by the caller, as after any failed try-send.
+  const sendFails = {
+    kc_chan_try_send: () => Status.ENOMEM,
+    kc_chan_try_send_at: () => Status.ENOMEM,
+    kc_chan_try_send_copy: (
+      _original: unknown,
+      _at: unknown,
+      _h: unknown,
+      data: unknown,
+      len: unknown,
+      tag: unknown,
+      desc: unknown,
+    ) => {
+      assert.equal(makeAt(data as Uint8Array, len as number, tag as number, desc as null), 0);
+      return Status.ENOMEM;
+    },
+  };
+  const codecNamed = {
+    default: codecs.default,
+    string: codecs.string,
+    structured: codecs.structured,
+    bytes: codecs.bytes,
+  } as const;
+  for (const [name, codec] of Object.entries(codecNamed)) {
+    const value = name === "bytes" ? new Uint8Array([1, 2, 3]) : "text";
+    const memory = (op: string) => ({
+      name: "CodecError",
+      message: new RegExp(`^Cannot ${op}: no native memory for \\d+ bytes$`),
+    });
+    const make = (capacity: number) => {
+      const ch = new Channel<unknown>(capacity, { codec: codec as Codec<unknown> });
+      ch.share(); // native: values copied into native memory
+      return ch;
+    };
+    {
+      using ch = make(4);
+      const where = `${name}: in one native call`;
+      assert.throws(
+        () => withFakeSymbols(noMemory, () => ch.trySendMany([value])),
+        memory("trySendMany"),
+        where,
+      );
+      assert.throws(
+        () => withFakeSymbols(noMemory, () => ch.trySend(value)),
+        memory("send"),
+        `${name}: trySend`,
+      );
+      assert.deepEqual(ch.trySendMany([value]), { state: "ok", sent: 1 }, `${where}, then`);
+    }
+    {
+      using ch = make(1);
+      assert.deepEqual(ch.trySend(value), { state: "ok" });
+      // A structured value is checked by encoding it (into native memory).
+      const other = name === "default" || name === "structured" ? { a: 1 } : value;
+      const where = `${name}: into a full channel`;
+      assert.throws(
+        () => withFakeSymbols(noMemory, () => ch.trySendMany([other])),
+        memory("trySendMany"),
+        where,
+      );
+      assert.deepEqual(ch.trySendMany([other]), { state: "full" }, `${where}, then`);
+    }
+    for (
+      const [fakes, expected] of [
+        [noMemory, memory("trySendMany")],
+        [sendFails, {
+          name: "KcoroError",
+          message: "Cannot trySendMany: out of memory or handles (KC_ENOMEM)",
+        }],
+      ] as const
+    ) {
+      using ch = make(4);
+      // A receive waiting here: the values go one at a time, the first to it.
+      const received = ch.receive();
+      const where = `${name}: one at a time, ${
+        fakes === noMemory ? "no native memory" : "a native failure"
+      }`;
+      assert.throws(
+        () => withFakeSymbols(fakes, () => ch.trySendMany([value, value])),
+        expected,
+        where,
+      );
+      assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${where}: the second not sent`);
+      assert.deepEqual(await received, value, `${where}: the first was received`);
+    }
+  }
+  // A value dropped for a later one (drop-oldest) reaches the hook as the batch runs, one at a
+  // time; the hook disposes of the channel, and the next value's send meets the dispose.
+  const ch: Channel<number> = new Channel<number>(1, {
+    overflow: "drop-oldest",
+    onUndeliveredElement: () => ch[Symbol.dispose](),
+  });
+  ch.share();
+  const received = ch.receive(); // waiting here: one at a time
+  assert.throws(() => ch.trySendMany([1, 2, 3, 4]), {
+    name: "InvalidHandleError",
+    message: "Cannot trySendMany: the channel was disposed (KC_EBADH)",
+  });
+  assert.equal(await received, 1);
+});
+
 Deno.test("a value's getter that disposes the channel or closes the library as trySend, send or trySendMany takes it: local and native channels throw as a call after it does, naming the call, and none reports the value sent", async () => {
   // Before: a local channel answered { state: "closed" } (send: the dispose's
   // CancellationError), and a native one's send went on after closeLibrary() and answered ok
