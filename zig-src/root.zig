@@ -6522,6 +6522,44 @@ test "C ABI: a later keeper whose thread ends while an earlier keeper's last unh
     }
 }
 
+test "C ABI: an ended or destroying keeper of a channel native code destroyed leaves alone the later channel given its memory: that channel's own keeper still gets every value" {
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // A keep record holds its channel's memory (`ThreadRecord.Keep.ch`) and reads it after the
+    // handle died (`forgetKeepOfDeadHandle`, `stopKeeping`). The registry gives that memory to
+    // the next channel made (another handle value): a record that went by the memory alone would
+    // switch off that channel's keeping (the hook is the same function) for its live keeper, who
+    // would find its values gone, or would keep itself for a list that never comes.
+    for ([_]bool{ false, true }) |destroy_first| {
+        const S = struct {
+            var rc: i32 = 0;
+            var recorded = true;
+            fn destroy(k: *TestKeeper) void {
+                rc = kc_chan_destroy(k.h);
+                const rec = ThreadRecord.mine(false) orelse @panic("no record");
+                recorded = rec.keeps.contains(k.h);
+            }
+        };
+        S.rc = 0;
+        S.recorded = true;
+        var k: TestKeeper = .{ .make = .{}, .at_end = if (destroy_first) S.destroy else null };
+        try k.start(); // made and kept on its thread
+        const mem = (chans().peek(k.h) orelse return error.NoChannel).ch;
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(k.h)); // native code's, not the keeper's thread
+        const n = try createKept(false, 4, .@"suspend"); // kept for this thread
+        try testing.expect((chans().peek(n) orelse return error.NoChannel).ch == mem); // the same memory
+        try sendKept(n, false, &.{ 1, 2, 3 }); // buffered: the destroy below drops them
+        k.stop(); // its destroy (KC_EBADH) and its end, or its end alone
+        if (destroy_first) {
+            try testing.expectEqual(Status.bad_handle.code(), S.rc);
+            try testing.expect(!S.recorded); // nothing may come to its list now
+        }
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
+        try expectKept(n, false, &.{ 1, 2, 3 });
+    }
+}
+
 test "C ABI: a later keeper's kc_chan_destroy that loses to an earlier keeper's last unhold keeps its thread's record while the list is its: its take empties it, or its end frees it" {
     var wd: test_wait.Watchdog = .{};
     try wd.start(@src(), test_wait.test_ns);
