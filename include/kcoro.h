@@ -381,7 +381,10 @@ int32_t kc_chan_cause(uint32_t handle, void *out, uint32_t cap);
  * in the kept list). A kept list that is still the calling thread's (its kc_chan_keep_undelivered
  * call the latest) stays for its take after either answer; what it does not take is freed when
  * the thread ends. Nothing else of the channel stays bound to the thread, also after a KC_EBADH
- * for a handle dead before the call. */
+ * for a handle dead before the call, save while the last kc_chan_unhold that killed it (another
+ * thread's) has yet to cancel it: the thread's record of its kc_chan_keep_undelivered call then
+ * stays for what that cancel may drop into its list: until a take empties the list, or the
+ * thread ends (also when that cancel dropped nothing). */
 int32_t kc_chan_destroy(uint32_t handle);
 /* One more holder of the channel on the calling thread (a JavaScript isolate's Channel object).
  * A channel that was ever held is destroyed when its last hold is given back (kc_chan_unhold, or
