@@ -4246,6 +4246,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // Its creator's dispose ends it for everyone, as open (destroy cancels it natively).
         if (!ended) sym.kc_chan_destroy(h);
         if (this.#held && !ended) sym.kc_chan_unhold(h); // forgotten (see below)
+        // Ended for this isolate's `Channel.from` copies, as open (below), before the hook (user
+        // code) runs: their gates close, and the entry leaves `shared`. A copy opened after the
+        // library was opened again (the same loaded library: the handle names the same channel
+        // there, and the copy joined this entry) answers as on a cancelled channel, "its creator
+        // disposed of it", with no native call; a copy opened before gives its hold back on no
+        // handle at its dispose. Before, the channel was destroyed with the entry left as it was:
+        // the first copy's call went to the dead handle (whose value may name a later channel)
+        // and, its creator of this isolate, said native code destroyed it; a copy's dispose gave
+        // a hold back on it; and the stale entry stayed in `shared` for a later channel given the
+        // handle's value to join.
+        if (!ended && this._shared.refs > 1) this.#markEnded();
         // What it dropped and kept for this isolate's hook goes there, as open (ended, by a
         // destroy: while no channel has the handle's value, as open).
         if (

@@ -1511,6 +1511,65 @@ Deno.test("a Channel.from copy whose channel ended: a send or trySend whose valu
   ]);
 });
 
+Deno.test("an owner's dispose after closeLibrary() ends the channel for its Channel.from copies of this isolate, as open: a copy opened after the library was opened again answers as on a cancelled channel ('its creator disposed of it') with no call on the dead handle; one opened before gives no hold back on it; the entry leaves the isolate's table", async () => {
+  // The library closed in a child process: this one's stays open for the other tests. The
+  // library stays loaded once opened, so the one opened again is the same loaded library: the
+  // handle names the same channel there, and a copy opened from the owner's share() object then
+  // joins the owner's entry. Before, the closed library's dispose destroyed the channel and left
+  // the entry as it was: the later copy's trySend went to the dead handle (whose value may name
+  // a later channel) and, its creator of this isolate, said native code destroyed it; the
+  // earlier copy's dispose gave a hold back on the dead handle; the entry stayed in the table.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, library } from "./mod.ts";
+    import { _sharedEntries } from "./src/channel.ts";
+    import { spyCalls } from "./tests/support.ts";
+    const calls = [];
+    const spyAll = (sym, h) =>
+      spyCalls(sym, Object.keys(sym).filter((n) => n.startsWith("kc_")), (n, args) => {
+        if (args.includes(h)) calls.push(n);
+      });
+    const oldSym = library().symbols("test");
+    const entries = _sharedEntries();
+    const owner = new Channel(4);
+    const info = owner.share();
+    const h = info.handle;
+    const before = Channel.from(info); // of the library about to close
+    closeLibrary();
+    const after = Channel.from(info); // opens the library again (the same loaded one)
+    const out = { entries: _sharedEntries() - entries };
+    {
+      owner[Symbol.dispose]();
+      using _a = spyAll(library().symbols("test"), h);
+      using _b = spyAll(oldSym, h);
+      out.entriesEnded = _sharedEntries() - entries;
+      before[Symbol.dispose]();
+      out.beforeDispose = calls.splice(0);
+      const r = after.trySend(1);
+      out.trySend = r.state + ": " + r.cause?.message;
+      out.closedForSend = after.isClosedForSend;
+      out.receive = await after.receive().then(() => "a value", (e) => e.name + ": " + e.message);
+      out.copyCalls = calls.splice(0);
+      after[Symbol.dispose]();
+      out.afterDispose = calls.splice(0);
+    }
+    out.entriesAfter = _sharedEntries() - entries;
+    console.log(JSON.stringify(out));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const cause = "Channel was cancelled: its creator disposed of it";
+  assert.deepEqual(JSON.parse(res.stdout), {
+    entries: 1, // the owner's, which both copies joined
+    entriesEnded: 0, // out of the table at the owner's dispose
+    beforeDispose: [],
+    trySend: `closed: ${cause}`,
+    closedForSend: true,
+    receive: `CancellationError: ${cause}`,
+    copyCalls: [],
+    afterDispose: [],
+    entriesAfter: 0,
+  });
+});
+
 Deno.test("a select's onSend clause whose value's check disposes its channel (a Channel.from copy, its channel ended or not; an owner with a copy) rejects with what a select after the dispose throws, with no native select; closing the library, LibraryClosedError", async () => {
   // As send and trySend do (`#sendEnded`). Before, on a copy whose channel had ended the select
   // answered as on the cancelled channel (its CancellationError) when a clause came before the
