@@ -525,13 +525,6 @@ class Shared {
    */
   creatorHere = false;
   /**
-   * The creator's object, set by its first `share()` (only a share makes a `Channel.from` copy
-   * of this isolate): a copy that finds native code's destroy first makes the creator learn it
-   * (`Channel.#destroyedUnder`), as its own call would. Weak: a copy does not keep the creator
-   * from its collection (`orphans`).
-   */
-  creator: WeakRef<Channel<unknown>> | undefined = undefined;
-  /**
    * The other objects of this isolate for the channel whose gate (`Channel.#handle`, a field of
    * each) `Channel.#markEnded` closes with its own: the creator's once it is native
    * (`Channel.#materialize`: from then on a `Channel.from` copy of this isolate, which may learn
@@ -542,6 +535,16 @@ class Shared {
    * (`orphans`). Dead ones are pruned as the list doubles, and
    * both are let go once ended (no object joins an ended entry: `#markEnded` takes it out of
    * `shared`).
+   *
+   * `owner` is also how a copy that finds native code's destroy first makes the creator learn it
+   * (`Channel.#creatorEnded`: `#destroyedUnder`, as the creator's own call would: its hook takes
+   * what the destroy dropped and its sends' values still waiting in JavaScript, and `produce` and
+   * `actor` hear of it, `_learntDestroyed`), for the same copies, however opened; it is read only
+   * while the channel has not ended, so `#markEnded` letting it go costs that nothing. Before, a
+   * `creator` of its own, set by the first `share()` only: a copy opened from `handle`'s value or
+   * a share object built with it (an owner made native by a select) found the destroy with no
+   * creator to tell, which learnt it only from its own next call (its hook had nothing until
+   * then, the values of its sends waiting in JavaScript were freed, and `produce` was not told).
    */
   owner: WeakRef<Channel<unknown>> | undefined = undefined;
   copies: WeakRef<Channel<unknown>>[] | null = null;
@@ -1408,9 +1411,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     shared.set(handle, s); // a Channel.from of it in this isolate shares the entry
     s.lib = this.#lib;
     s.handle = handle;
-    // Its gate closes with the others' (`Shared.owner`): a `Channel.from` copy of this isolate
-    // may be opened from the handle's value however it was learnt, not only from `share()`'s
-    // object or `handle`.
+    // Its gate closes with the others' (`Shared.owner`), and a copy that finds native code's
+    // destroy first makes it learn it: a `Channel.from` copy of this isolate may be opened from
+    // the handle's value however it was learnt, not only from `share()`'s object.
     s.owner = new WeakRef(this as Channel<unknown>);
     // What `orphans` needs goes on the Shared entry, which is its held value (it references
     // this object only while operations wait, and those keep it alive anyway). No unregister
@@ -1623,7 +1626,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // that order), and `produce` hears of it (`_learntDestroyed`). Before, the copy's mark
       // failed those sends with their values freed, never handed to the hook, and what the
       // destroy dropped reached it only at the creator's dispose.
-      const creator = this._shared.creatorHere ? this._shared.creator?.deref() : undefined;
+      const creator = this._shared.creatorHere ? this._shared.owner?.deref() : undefined;
       if (creator !== undefined) creator.#destroyedUnder();
       // Who ended it, where this copy can tell (a no-op once the creator marked it above).
       this.#markEnded(this._shared.creatorHere ? DESTROYED : ENDED_EITHER);
@@ -4055,8 +4058,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     ) throw this.#deadHandle("share channel");
     this.#escape("share channel", false);
     this.#giveAway();
-    // The same WeakRef for both (`Shared.owner`, set as the channel was made native).
-    if (this.#owner) s.creator ??= s.owner ??= new WeakRef(this as Channel<unknown>);
     if (this.#owner && !this.#held && !this.#pinned) {
       // The owner holds it from now on, so that copies keep it alive after its isolate ended.
       unwrap(sym.kc_chan_hold(this.#handle, 0), "share channel");

@@ -1818,6 +1818,61 @@ Deno.test("a send waiting in JavaScript whose value's encoding at its native que
   }
 });
 
+Deno.test("an owner whose channel native code destroyed, seen first by a copy of its isolate opened from the handle's value (read by `handle`, or kc_chan_create's for an owner a select made native) while the owner's sends still wait in JavaScript: the owner learns it then, its onUndeliveredElement given each value once, as with a copy from share()", async () => {
+  // The copy finds the creator through the isolate's entry (`Shared.owner`, set as the channel
+  // was made native). Before, only `share()` registered the creator for that: a copy opened from
+  // a share object built with the handle's value told no one, the owner's sends' values were
+  // freed as they failed (never handed to the hook), and what the destroy dropped reached the
+  // hook only at the owner's dispose.
+  const sym = library().symbols("test");
+  for (const how of ["handle", "select"] as const) {
+    using reported = catchReported();
+    const dropped: unknown[] = [];
+    using ch = new Channel<unknown>(1, { onUndeliveredElement: (v) => dropped.push(v) });
+    let h: number;
+    if (how === "handle") h = ch.handle;
+    else {
+      let out: Uint32Array | undefined;
+      {
+        using _ = spyCalls(sym, ["kc_chan_create"], (_n, args) => out = args[4] as Uint32Array);
+        const got = await select<string>((s) => {
+          s.onReceive(ch, () => "received");
+          s.onTimeout(0, () => "none");
+        });
+        assert.equal(got, "none", how);
+      }
+      h = out![0];
+    }
+    using copy = Channel.from<unknown>({
+      kind: "kcoro.channel",
+      version: 1,
+      handle: h,
+      elemSize: codecs.default.elemSize,
+      zeroCopy: codecs.default.zeroCopy,
+      codec: "default",
+      capacity: 1,
+    });
+    assert.deepEqual(ch.trySend(1), { state: "ok" }, how);
+    const waits = [ch.send(2), ch.send({ n: 3 })].map((p) =>
+      p.then(() => "resolved", (e: unknown) => e)
+    );
+    assert.equal(sym.kc_chan_destroy(h), 0, how);
+    assert.equal(copy.isClosedForSend, true, how); // the copy learns it, in the waits' turn
+    assert.deepEqual(dropped, [1, 2, { n: 3 }], how);
+    const cause = (ch.trySend(4) as { cause: unknown }).cause;
+    assert.ok(cause instanceof CancellationError, `${how}: ${String(cause)}`);
+    assert.equal(
+      (cause as Error).message,
+      "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)",
+      how,
+    );
+    for (const e of await Promise.all(waits)) assert.equal(e, cause, how);
+    await assert.rejects(ch.send(5), (e) => e === cause, how);
+    assert.deepEqual(dropped, [1, 2, { n: 3 }, 5], `${how}: once each`);
+    assert.deepEqual(reported.errors.map(String), [], how);
+  }
+});
+
 Deno.test("an owner whose channel native code destroyed through a copy's handle: its own first read of `handle` throws the InvalidHandleError that says so, as its share() does", () => {
   // The owner shared the channel (held, its handle not read); a copy of its isolate read the
   // handle, which native code destroyed. The owner's read takes its hold then, on the dead handle:

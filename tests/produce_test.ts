@@ -1162,6 +1162,86 @@ Deno.test("produce: native code destroying the channel its producer closed with 
   assert.equal(live, 0);
 });
 
+Deno.test("produce: native code destroying the channel, learnt first by a Channel.from copy of the producer's isolate opened from the handle's value (not share()'s object), cancels the producer in that turn with the channel's CancellationError, as the producer's own call would", async () => {
+  // The copy tells the channel's creator through the isolate's entry (`Shared.owner`, set as
+  // the channel was made native), which runs `_learntDestroyed` in a microtask. Before, only
+  // share() registered the creator for that: such a copy told no one, and the producer went on
+  // until the watch's record of the destroy's cancel was drained in a later turn, or its own
+  // next call on the channel (here the block returns instead, failing the check below).
+  const sym = library().symbols("test");
+  for (const how of ["handle", "select"] as const) {
+    let abortedInTurn: boolean | undefined;
+    let tried: unknown = undefined;
+    let reason: unknown = undefined;
+    let ch: Channel<number> | null = null;
+    await within(
+      coroutineScope((scope) => {
+        ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>, task: CoroutineScope) => {
+            let h: number;
+            if (how === "handle") h = out.handle; // escaped: watched
+            else {
+              let made: Uint32Array | undefined;
+              const real = sym.kc_chan_create;
+              const table = sym as unknown as Record<string, unknown>;
+              table.kc_chan_create = (...args: Parameters<typeof real>) => {
+                made = args[4] as Uint32Array;
+                return real(...args);
+              };
+              try {
+                const got = await select<string>((s) => {
+                  s.onReceive(out, () => "received");
+                  s.onTimeout(0, () => "none");
+                });
+                assert.equal(got, "none", how);
+              } finally {
+                table.kc_chan_create = real;
+              }
+              h = made![0];
+            }
+            using copy = Channel.from<number>({
+              kind: "kcoro.channel",
+              version: 1,
+              handle: h,
+              elemSize: codecs.default.elemSize,
+              zeroCopy: codecs.default.zeroCopy,
+              codec: "default",
+              capacity: 4,
+            });
+            assert.equal(sym.kc_chan_destroy(h), 0, how);
+            const r = copy.trySend(1); // meets the dead handle: learns the destroy
+            assert.equal(r.state, "closed", how);
+            tried = (r as { cause: unknown }).cause;
+            for (let i = 0; i < 10; i++) await Promise.resolve(); // microtasks only: this turn
+            abortedInTurn = task.signal.aborted;
+            if (!abortedInTurn) return; // not told: ends the test, failed below
+            try {
+              await untilAborted(task.signal);
+            } catch (e) {
+              reason = e;
+              throw e;
+            }
+          }),
+          { capacity: 4 },
+        );
+        // Nothing consumes: the scope waits for the producer alone.
+      }),
+      10_000,
+      `${how}: the scope`,
+    ).finally(() => (ch as Channel<number> | null)?.[Symbol.dispose]()); // resolves: a cancelled producer is no failure
+    assert.equal(abortedInTurn, true, `${how}: cancelled in the copy's turn`);
+    assert.ok(tried instanceof CancellationError, `${how}: ${String(tried)}`);
+    assert.equal(
+      (tried as Error).message,
+      "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)",
+      how,
+    );
+    assert.equal(reason, tried, `${how}: the producer's error is the copy's trySend's cause`);
+  }
+  assert.equal(live, 0);
+});
+
 /**
  * An InvalidHandleError of a channel of the block's own, which it disposed (a bug of the block's):
  * `other.trySend` on it throws "Cannot send: the channel was disposed".
