@@ -55,6 +55,14 @@ export function libraryPathOf(sym: object): string | undefined {
   return libraryPaths.get(sym);
 }
 
+/**
+ * The number of each library loaded in this process (`Library._loadedId`), by the address of its
+ * clock word (kc_clock_word, a global of the library's own): a library opened again from the
+ * same file is the same loaded library (it stays loaded once opened) and gets its number again;
+ * another file (a copy elsewhere) is another loaded library, with a handle table of its own.
+ */
+const loadedIds = new Map<number | bigint, number>();
+
 /** Only this module makes a {@linkcode Library}. */
 const MAKE: unique symbol = Symbol("kcoro.Library");
 
@@ -81,6 +89,7 @@ export class Library {
   readonly abiVersion: number;
   #lib: Deno.DynamicLibrary<Symbols> | null;
   #symbols: Deno.DynamicLibrary<Symbols>["symbols"];
+  readonly #loadedId: number;
 
   /** @ignore Use {@linkcode openLibrary} or {@linkcode library}. */
   constructor(
@@ -103,9 +112,23 @@ export class Library {
     libraryPaths.set(this.#symbols, path);
     this.path = path;
     this.abiVersion = abiVersion;
+    // Read here, as it is opened: the address needs --allow-ffi (for all paths, which the first
+    // open checked), which may be revoked once it is open.
+    const at = Deno.UnsafePointer.value(lib.symbols.kc_clock_word());
+    let id = loadedIds.get(at);
+    if (id === undefined) loadedIds.set(at, id = loadedIds.size);
+    this.#loadedId = id;
     // One more host of the process-wide scheduler (see close), counted out when this isolate's
     // thread ends if close() never runs (a terminated Worker).
     lib.symbols.kc_lib_retain_thread();
+  }
+
+  /**
+   * @ignore The number of the loaded library this object opened (see `loadedIds`), the same for
+   * each open of one file: its handles name the same objects. Internal.
+   */
+  get _loadedId(): number {
+    return this.#loadedId;
   }
 
   /** True until `close()`. */

@@ -581,6 +581,8 @@ class Shared {
   /** The library and native channel that `flushCounts` reports to (null until it is native). */
   lib: Library | null = null;
   handle = 0;
+  /** Its key in `shared` (`sharedKey`): the handle's value and the loaded library it names. */
+  key = 0;
   refs = 0;
   /** A flush is due at the end of this turn (Bridge.defer). */
   scheduled = false;
@@ -784,7 +786,33 @@ class WaitQueue {
 /** The ring of a local channel that never held a value (`Shared.grow` makes a real one). */
 const EMPTY_RING: unknown[] = [];
 
+/**
+ * This isolate's entry for each native channel its objects name, by `sharedKey`: the handle's
+ * value and the loaded library whose handle table gave it. Not by `Library` object: the library
+ * stays loaded once opened, so one opened again from the same file after `closeLibrary()` is the
+ * same loaded library, whose handles name the same channels. A copy opened then from a share()
+ * object of the closed one's joins the closed one's owner's entry, as it must: the owner's
+ * dispose (through the closed library's symbols) ends the channel for it (`#markEnded`). Nor is
+ * an entry of the closed library ever stale for the reopened one: it is the same channel's, and
+ * it leaves the table once the channel ends under this isolate (`#markEnded`, also at that
+ * dispose), the last of its objects goes (dispose, `copyHolds`) or the owner is collected
+ * (`orphans`). Another file (`KCORO_LIB` pointing elsewhere when the library was opened again)
+ * is another loaded library, with a handle table of its own whose values are the closed one's
+ * (the first channel of each has the same): keyed by the handle's value alone, a copy opened
+ * from a channel of the new one joined the entry of a live channel of the old one, and that
+ * owner's dispose ended the copy's live channel here (closed as cancelled, "its creator disposed
+ * of it"), and a destroy the copy learnt of ended the owner's channel here, which its dispose
+ * then never destroyed.
+ */
 const shared = new Map<number, Shared>();
+
+/**
+ * The key in `shared` of handle `handle` of `lib`: the number of the loaded library it names
+ * (`Library._loadedId`: the same for each open of one file) above the handle's 32 bits.
+ */
+function sharedKey(lib: Library, handle: number): number {
+  return lib._loadedId * 0x1_0000_0000 + handle;
+}
 
 /** `Shared.flushCounts`'s 13 u64 words as u32 halves (kc_chan_snapshot's layout; 6, 11 stay 0). */
 const addWords = new Uint32Array(26);
@@ -832,11 +860,13 @@ function clockOf(lib: Library): Uint32Array {
   return c;
 }
 
-function sharedOf(handle: number): Shared {
-  let s = shared.get(handle);
+function sharedOf(lib: Library, handle: number): Shared {
+  const key = sharedKey(lib, handle);
+  let s = shared.get(key);
   if (s === undefined) {
     s = new Shared();
-    shared.set(handle, s);
+    s.key = key;
+    shared.set(key, s);
   }
   s.refs++;
   return s;
@@ -855,7 +885,7 @@ function sharedOf(handle: number): Shared {
 const orphans = new FinalizationRegistry<Shared>((s) => {
   const { orphanLib: lib, orphanHandle: handle, orphanCodec: codec, orphanKeeps: keeps } = s;
   if (lib === null) return; // disposed, or its handle left it
-  if (shared.get(handle) === s) shared.delete(handle); // nothing else named it (see above)
+  if (shared.get(s.key) === s) shared.delete(s.key); // nothing else named it (see above)
   try {
     // Also once the library was closed: it stays loaded, and the channel with it, which
     // nothing else would ever destroy.
@@ -1230,7 +1260,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // ended (a terminated Worker). A handle that died since open() checked it fails here.
       unwrap(o.lib.symbols("open channel").kc_chan_hold(o.handle, 0), "open channel");
       this.#held = true;
-      this._shared = sharedOf(o.handle); // live: an ended entry is out of `shared`
+      this._shared = sharedOf(o.lib, o.handle); // live: an ended entry is out of `shared`
       this._shared.join(this as Channel<unknown>); // its gate closes with the others' (#markEnded)
       this._shared.lib = o.lib;
       this._shared.handle = o.handle;
@@ -1408,7 +1438,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // Not disposed (checked above), nor ended: only a channel with a handle can end.
     this.#handleValue = this.#handle = handle;
     const s = this._shared;
-    shared.set(handle, s); // a Channel.from of it in this isolate shares the entry
+    s.key = sharedKey(this.#lib, handle);
+    shared.set(s.key, s); // a Channel.from of it in this isolate shares the entry
     s.lib = this.#lib;
     s.handle = handle;
     // Its gate closes with the others' (`Shared.owner`), and a copy that finds native code's
@@ -1661,7 +1692,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     s.lib = null; // `flushCounts`: nothing to report to
     // A later channel may get the handle's value (once its slot is reused): a `Channel.from` of
     // that one makes an entry of its own, not this ended one.
-    if (shared.get(s.handle) === s) shared.delete(s.handle);
+    if (shared.get(s.key) === s) shared.delete(s.key);
     s.closed = true;
     s.cancelled = true;
     s.causeLooked = true; // kc_chan_cause has nothing any more
@@ -4265,7 +4296,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         ) this.#takeUndelivered(sym);
       }
       const s = this._shared;
-      if (--s.refs === 0 && shared.get(h) === s) shared.delete(h);
+      if (--s.refs === 0 && shared.get(s.key) === s) shared.delete(s.key);
       return;
     }
     if (!this.#owner) {
@@ -4351,8 +4382,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     this.#markDisposed();
     const s = this._shared;
-    const h = this.#handleValue;
-    if (--s.refs === 0 && shared.get(h) === s) shared.delete(h);
+    if (--s.refs === 0 && shared.get(s.key) === s) shared.delete(s.key);
   }
 
   /**
@@ -4505,7 +4535,7 @@ const HOLD_FOREVER = 1;
 const copyHolds = new FinalizationRegistry<{ lib: Library; handle: number; s: Shared }>(
   ({ lib, handle, s }) => {
     // Its share of this isolate's entry for the channel, as dispose gives it back.
-    if (--s.refs === 0 && shared.get(handle) === s) shared.delete(handle);
+    if (--s.refs === 0 && shared.get(s.key) === s) shared.delete(s.key);
     try {
       // Also once the library was closed: it stays loaded, and the channel with it, which a
       // hold never given back kept for good (values and all) after its other holders left.

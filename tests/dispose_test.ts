@@ -1570,6 +1570,80 @@ Deno.test("an owner's dispose after closeLibrary() ends the channel for its Chan
   });
 });
 
+Deno.test("after closeLibrary(), a library opened again from another file (another loaded copy, whose handle values repeat the closed one's) keeps its channels' entries apart from the closed one's: the closed one's owner's dispose does not end a copy of the new one's channel given the same handle value, and the copy's learning of its channel's destroy does not end that owner's", async () => {
+  // The isolate's entries are keyed by the handle's value and the loaded library (`sharedKey`).
+  // Keyed by the value alone, the copy joined the owner's entry: the owner's dispose ended the
+  // copy's live channel here (trySend closed, "its creator disposed of it"), and the copy's
+  // destroy, learnt, ended the owner's channel here, which its dispose then did not destroy.
+  const dir = await Deno.makeTempDir({ prefix: "kcoro-copy-" });
+  try {
+    const copyPath = `${dir}/${library().path.split("/").pop()}`;
+    await Deno.copyFile(library().path, copyPath);
+    const res = await evalScript(`
+      import { Channel, closeLibrary, library } from "./mod.ts";
+      import { _sharedEntries } from "./src/channel.ts";
+      const out = {};
+      for (const learns of ["owner's dispose", "copy's destroy"]) {
+        const entries = _sharedEntries();
+        const oldSym = library().symbols("test");
+        const owner = new Channel(4);
+        const info = owner.share();
+        const shape = new Uint32Array(4);
+        oldSym.kc_chan_info(info.handle, shape);
+        closeLibrary();
+        Deno.env.set("KCORO_LIB", ${JSON.stringify(copyPath)});
+        const lib = library(); // the other file: another loaded library
+        const sym = lib.symbols("test");
+        // A channel of the new library made by native code, as the owner's was made.
+        const made = new Uint32Array(4);
+        sym.kc_chan_create(info.elemSize, info.capacity, 0, shape[3], made);
+        const r = { sameValue: made[0] === info.handle };
+        const copy = Channel.from({ ...info, handle: made[0], library: lib.path });
+        r.entries = _sharedEntries() - entries;
+        if (learns === "owner's dispose") {
+          owner[Symbol.dispose]();
+          r.trySend = copy.trySend(1).state;
+          r.tryReceive = JSON.stringify(copy.tryReceive());
+          r.ownerDestroyed = oldSym.kc_chan_status(info.handle) < 0;
+          copy[Symbol.dispose]();
+          sym.kc_chan_destroy(made[0]);
+        } else {
+          sym.kc_chan_destroy(made[0]);
+          r.trySend = copy.trySend(1).state;
+          owner[Symbol.dispose]();
+          r.ownerDestroyed = oldSym.kc_chan_status(info.handle) < 0;
+          copy[Symbol.dispose]();
+        }
+        r.entriesAfter = _sharedEntries() - entries;
+        out[learns] = r;
+        closeLibrary();
+        Deno.env.delete("KCORO_LIB");
+      }
+      console.log(JSON.stringify(out));
+    `);
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(JSON.parse(res.stdout), {
+      "owner's dispose": {
+        sameValue: true, // the two tables' first channels
+        entries: 2,
+        trySend: "ok",
+        tryReceive: JSON.stringify({ state: "ok", value: 1 }),
+        ownerDestroyed: true,
+        entriesAfter: 0,
+      },
+      "copy's destroy": {
+        sameValue: true,
+        entries: 2,
+        trySend: "closed",
+        ownerDestroyed: true,
+        entriesAfter: 0,
+      },
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a select's onSend clause whose value's check disposes its channel (a Channel.from copy, its channel ended or not; an owner with a copy) rejects with what a select after the dispose throws, with no native select; closing the library, LibraryClosedError", async () => {
   // As send and trySend do (`#sendEnded`). Before, on a copy whose channel had ended the select
   // answered as on the cancelled channel (its CancellationError) when a clause came before the
