@@ -66,7 +66,7 @@ import {
   signalOf,
   taskSignal,
 } from "./errors.ts";
-import { isCancellation, type Job, JobSupport, runCompletionHandler } from "./job.ts";
+import { type Job, JobSupport, runCompletionHandler, taskCancelError } from "./job.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 import type { CoroutineScope } from "./scope.ts";
 
@@ -237,13 +237,12 @@ class Mailbox<M> extends Channel<M> {
     if (before || !s.cancelled) return this._cancelTask(undefined);
     const own = this._closedResult().cause; // looks the cause up where another isolate closed it
     // This cancel's cause is the mailbox's: it was open, and the receivers' error is the task's.
-    if (cause === undefined ? !s.hasCause : s.hasCause && Object.is(s.cause, cause)) {
-      return job.cancel(own);
-    }
     job.cancel(
-      isCancellation(cause)
-        ? cause
-        : new CancellationError("Channel was cancelled", cause === undefined ? {} : { cause }),
+      taskCancelError(
+        cause === undefined ? !s.hasCause : s.hasCause && Object.is(s.cause, cause),
+        cause,
+        own,
+      ),
     );
   }
 

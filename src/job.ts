@@ -161,6 +161,25 @@ export function isCancellation(e: unknown): boolean {
   return kind === "CancellationError" || kind === "TimeoutError";
 }
 
+/**
+ * @ignore The error a producer's or an actor's task is cancelled with by its channel's
+ * `cancel(cause)` that found the channel open or closed (not cancelled before): `own`, the
+ * receivers' error, where this cancel's cause is the channel's (it was open); else the cancel's
+ * own cause (a close came first: Kotlin's `ChannelCoroutine.cancel(cause)`), itself when it is a
+ * cancellation, else a "Channel was cancelled" carrying it. One rule for src/produce.ts and
+ * src/actor.ts.
+ */
+export function taskCancelError(
+  channelsCause: boolean,
+  cause: unknown,
+  own: unknown,
+): unknown {
+  if (channelsCause) return own;
+  return isCancellation(cause)
+    ? cause
+    : new CancellationError("Channel was cancelled", cause === undefined ? {} : { cause });
+}
+
 /** `cause` as a cancellation: itself if it is one, else a CancellationError carrying it. Internal. */
 export function toCancellation(cause: unknown): CancellationError {
   if (isCancellation(cause)) return cause as CancellationError;

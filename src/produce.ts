@@ -66,7 +66,7 @@ import {
   launchChecked,
   taskSignal,
 } from "./errors.ts";
-import { isCancellation, type Job, JobSupport } from "./job.ts";
+import { isCancellation, type Job, JobSupport, taskCancelError } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
 
 /**
@@ -300,13 +300,12 @@ class ProducerChannel<T> extends Channel<T> {
     if (before || !s.cancelled) return this._cancelTask(cause);
     const own = this._closedResult().cause; // looks the cause up where another isolate closed it
     // This cancel's cause is the channel's: it was open, and the receivers' error is the task's.
-    if (cause === undefined ? !s.hasCause : s.hasCause && Object.is(s.cause, cause)) {
-      return job.cancel(own);
-    }
     job.cancel(
-      isCancellation(cause)
-        ? cause
-        : new CancellationError("Channel was cancelled", cause === undefined ? {} : { cause }),
+      taskCancelError(
+        cause === undefined ? !s.hasCause : s.hasCause && Object.is(s.cause, cause),
+        cause,
+        own,
+      ),
     );
   }
 
