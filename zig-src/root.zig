@@ -224,8 +224,8 @@ const ThreadRecord = struct {
     }
 
     /// Runs as a thread with a record ends: destroys the coroutines it holds and orphans its
-    /// scopes, frees the pool buffers its isolate still counted as viewed, then gives back its
-    /// channel holds, then its hosts.
+    /// scopes, frees the pool buffers its isolate still counted as viewed, destroys the rings
+    /// it made (`endThreadRings`), then gives back its channel holds, then its hosts.
     fn threadEnded(value: *anyopaque) callconv(.c) void {
         const rec: *ThreadRecord = @ptrCast(@alignCast(value));
         // Its host (a Worker's isolate) is gone, and with it whatever would have destroyed
@@ -252,6 +252,10 @@ const ThreadRecord = struct {
             }
             std.heap.c_allocator.free(views);
         }
+        // Its rings before its keeps and holds: what they received and will not deliver goes
+        // back to its channels, and what they were still sending to their undelivered paths,
+        // before a hold given back here can end a channel (`endThreadRings`).
+        endThreadRings();
         // Before the holds: a channel that lives on (another isolate holds it) keeps nothing
         // more for the host that ended, and what it kept is freed (`stopKeeping`).
         var kit = rec.keeps.iterator();
@@ -2221,6 +2225,27 @@ fn destroyThreadRings(p: ?*anyopaque) callconv(.c) void {
     std.heap.c_allocator.destroy(list);
 }
 
+/// The calling thread's rings, destroyed now by its `ThreadRecord.threadEnded` rather than
+/// by their own key's destructor, which runs in whatever order the keys have (glibc: the
+/// order they were made in; a Deno isolate's record's key comes first, made as the library
+/// is opened). So what a terminated Worker's rings give back (`Ring.deinit`: the values its
+/// waits received, to their channels; what it was sending, to their undelivered paths) is
+/// back before its holds are given back: a channel that it alone held ends after that, and
+/// whoever learns of that end (a "has the Worker's thread ended?" probe) finds the values
+/// there. Before, the holds went first: the owner, told of the end, closed and disposed of
+/// its channels while the thread had yet to reach the rings' destructor (the thread put off
+/// on a loaded host), and the values came back after the dispose's seal, freed and counted
+/// as lost (kc_undelivered_lost), never at its onUndeliveredElement.
+fn endThreadRings() void {
+    ring_key_once.call();
+    if (!ring_key_ok) return;
+    const p = std.c.pthread_getspecific(ring_key) orelse return;
+    // Unset first: the key's destructor, if its turn comes later in this thread's exit, then
+    // finds nothing (glibc reads the value afresh for each key in its turn).
+    _ = std.c.pthread_setspecific(ring_key, null);
+    destroyThreadRings(p);
+}
+
 fn madeBy(list: *ThreadRings, r: *Ring) bool {
     return r.creator == @as(*const anyopaque, list);
 }
@@ -3270,6 +3295,63 @@ test "C ABI: a thread's exit destroys the rings it made, not a later one that go
     // Still this thread's ring: before, the other thread's exit destroyed it.
     try testing.expectEqual(@as(i32, 0), kc_ring_interrupt(ring));
     try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
+}
+
+test "C ABI: a thread's end gives back what its rings received before its holds: a channel it alone held ends with the value back in its channel" {
+    // The stress test's probe (tests/worker_test.ts): a Worker's channel that ends when its
+    // thread's holds are given back says its thread ended, and its owner then closes and
+    // disposes of the channels the Worker's waits were on. Its rings' values must be back by
+    // then. Before, the rings' key's destructor ran after the record's (glibc runs them in the
+    // order the keys were made: a Deno isolate's record's key first, as here, where this test
+    // makes the hold before the ring), so the probe ended with the value still on the ring.
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var data: u32 = 0;
+        var probe: u32 = 0;
+        /// `kc_chan_try_recv` on `data` as the probe's last hold is given back (in the ending
+        /// thread's `threadEnded`), and what it received; `seen` once the hook ran.
+        var rc: i32 = 0;
+        var got: u64 = 0;
+        var seen = std.atomic.Value(bool).init(false);
+        /// The ring's receive lands its value here only once taken (never, here).
+        var out: u64 = 0;
+
+        fn atProbeEnd() void {
+            if (seen.load(.monotonic)) return; // the first last unhold only: the probe's
+            rc = kc_chan_try_recv(data, &got, 8);
+            // Release: pairs with the test's acquire load after the join (which orders it too).
+            seen.store(true, .release);
+        }
+
+        /// A host's thread that holds the probe and ends with a received value on its ring,
+        /// never taken (a terminated Worker's receive that a send completed).
+        fn thread() void {
+            std.debug.assert(kc_chan_hold(probe, 0) == 0);
+            var ring: u32 = 0;
+            std.debug.assert(kc_ring_create(&ring) == 0);
+            var ticket: u32 = 0;
+            std.debug.assert(kc_chan_recv_async(data, &out, 8, ring, &ticket) == 1);
+            var v: u64 = 42;
+            // To the ring's queued receive: its record lands before this returns.
+            std.debug.assert(kc_chan_try_send(data, &v, 8) == 0);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.data));
+    defer _ = kc_chan_destroy(S.data);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.probe));
+    test_hooks.after_unhold_release = S.atProbeEnd;
+    defer test_hooks.after_unhold_release = null;
+    const t = try std.Thread.spawn(.{}, S.thread, .{});
+    t.join();
+    try testing.expect(S.seen.load(.acquire));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(S.probe)); // ended by the hold
+    // The value was back in its channel when the probe ended: before, KC_EAGAIN (on the ring).
+    try testing.expectEqual(@as(i32, 0), S.rc);
+    try testing.expectEqual(@as(u64, 42), S.got);
+    var v: u64 = 0;
+    try testing.expectEqual(Status.again.code(), kc_chan_try_recv(S.data, &v, 8)); // once
 }
 
 test "C ABI: a metrics pipe ends with its channel, not going on with a later channel that got its handle" {
