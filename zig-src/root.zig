@@ -489,6 +489,9 @@ var test_hooks: if (@import("builtin").is_test) struct {
     after_destroy_seal: ?*const fn () void = null,
     /// In `kc_chan_keep_undelivered`, after its lookup took a reference, before `keep_mutex`.
     after_keep_lookup: ?*const fn () void = null,
+    /// In a thread's end (`endRing`), while it waits for another thread's reference to the
+    /// ring it destroyed to go, each time round.
+    ring_end_wait: ?*const fn () void = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -2220,9 +2223,36 @@ fn destroyThreadRings(p: ?*anyopaque) callconv(.c) void {
     // Only rings this thread made: a handle of the list may be stale (the ring destroyed by
     // its host) and its slot taken by another thread's ring since (a handle's generation wraps
     // after 511 reuses of its slot). The list is the mark: unique among living threads.
-    for (list.items) |h| rings().destroyIf(h, list, madeBy) catch {};
+    for (list.items) |h| endRing(h, list);
     list.deinit(std.heap.c_allocator);
     std.heap.c_allocator.destroy(list);
+}
+
+/// Destroys ring `h` if `list` (the ending thread's) made it, and returns only once it is
+/// freed (`Ring.deinit`: its values given back, its sends dropped), here or on the thread
+/// that let go of it last. A call on it in flight on another thread keeps it alive past the
+/// destroy: a kc_ring_wait, which a Worker's isolate runs on one of Deno's blocking-pool
+/// threads, and a terminated Worker's thread ends without waiting for it (a drain's call
+/// outlived its Worker: tests/worker_test.ts). The destroy's interrupt ends that wait at once,
+/// but before, this thread went on to give back its channel holds meanwhile (`endThreadRings`),
+/// and the ring's give-back came whenever the waiting thread next ran: on a loaded host, after
+/// an owner told of the end by a channel the Worker alone held had disposed of its channels.
+fn endRing(h: u32, list: *ThreadRings) void {
+    const rr = rings();
+    // Our own reference across the destroy: the last one, once the others go, so that the
+    // free runs here unless a racing lookup of a stale handle (its reference dropped at once
+    // by `acquire`'s handle check) comes between our look at the count and our release.
+    const e = rr.acquire(h) catch return; // destroyed by its host already
+    const mine = madeBy(list, RingRegistry.objectOf(e));
+    if (mine) rr.destroyIf(h, list, madeBy) catch {};
+    // Acquire: pairs with the acq_rel decrement of each other holder's `release`, so its use
+    // of the ring is done before our release frees it. Bounded: the destroy's retire
+    // interrupted the only wait that holds it for long (`retireRing`).
+    if (mine) while (e.refs.load(.acquire) > 1) {
+        if (@import("builtin").is_test) if (test_hooks.ring_end_wait) |f| f();
+        std.Thread.yield() catch {};
+    };
+    rr.release(e);
 }
 
 /// The calling thread's rings, destroyed now by its `ThreadRecord.threadEnded` rather than
@@ -3352,6 +3382,90 @@ test "C ABI: a thread's end gives back what its rings received before its holds:
     try testing.expectEqual(@as(u64, 42), S.got);
     var v: u64 = 0;
     try testing.expectEqual(Status.again.code(), kc_chan_try_recv(S.data, &v, 8)); // once
+}
+
+test "C ABI: a thread's end waits for a call on its ring in flight on another thread (a Worker's kc_ring_wait) to let go, and gives back its holds only once the ring's values are back" {
+    // A terminated Worker's runtime does not wait for its blocking-pool thread's kc_ring_wait;
+    // a reference held here stands for it. Before, the thread's end destroyed the ring (its
+    // handle), went on to its holds, and the ring was freed, its value given back, only when
+    // that reference went: after the probe had ended.
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var data: u32 = 0;
+        var probe: u32 = 0;
+        var ring = std.atomic.Value(u32).init(0);
+        var go = std.atomic.Value(bool).init(false);
+        /// The thread's end waits for our reference (`test_hooks.ring_end_wait` ran).
+        var waiting = std.atomic.Value(bool).init(false);
+        /// `kc_chan_try_recv` on `data` as the probe's last hold is given back; `seen` once.
+        var rc: i32 = 0;
+        var got: u64 = 0;
+        var seen = std.atomic.Value(bool).init(false);
+        var out: u64 = 0;
+
+        fn atWait() void {
+            // Release: pairs with the test's acquire load (no data rides on it).
+            waiting.store(true, .release);
+        }
+
+        fn atProbeEnd() void {
+            if (seen.load(.monotonic)) return;
+            rc = kc_chan_try_recv(data, &got, 8);
+            seen.store(true, .release); // pairs with the test's acquire load after the join
+        }
+
+        /// Holds the probe, ends with a received value on its ring, once told to.
+        fn thread() void {
+            std.debug.assert(kc_chan_hold(probe, 0) == 0);
+            var h: u32 = 0;
+            std.debug.assert(kc_ring_create(&h) == 0);
+            var ticket: u32 = 0;
+            std.debug.assert(kc_chan_recv_async(data, &out, 8, h, &ticket) == 1);
+            var v: u64 = 42;
+            std.debug.assert(kc_chan_try_send(data, &v, 8) == 0);
+            ring.store(h, .release); // pairs with the test's acquire load
+            const deadline = std.time.nanoTimestamp() + 60 * std.time.ns_per_s;
+            // Acquire: pairs with the test's release store, after it took its reference.
+            while (!go.load(.acquire) and std.time.nanoTimestamp() < deadline) std.Thread.yield() catch {};
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.data));
+    defer _ = kc_chan_destroy(S.data);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.probe));
+    test_hooks.after_unhold_release = S.atProbeEnd;
+    defer test_hooks.after_unhold_release = null;
+    test_hooks.ring_end_wait = S.atWait;
+    defer test_hooks.ring_end_wait = null;
+    const t = try std.Thread.spawn(.{}, S.thread, .{});
+    var joined = false;
+    var held: ?*RingRegistry.Entry = null;
+    defer if (!joined) {
+        S.go.store(true, .release);
+        if (held) |e| rings().release(e);
+        t.join();
+    };
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the thread to make its ring");
+    while (S.ring.load(.acquire) == 0) try d.wait();
+    held = try rings().acquire(S.ring.load(.acquire)); // a call in flight elsewhere
+    S.go.store(true, .release);
+    // The thread's end destroys the ring, then waits for our reference, its probe still held;
+    // before, it went on and the probe ended.
+    const e = test_wait.Deadline.in(test_wait.default_ns, "the thread's end to wait or its probe to end");
+    while (!S.waiting.load(.acquire) and kc_chan_status(S.probe) >= 0) try e.wait();
+    try testing.expect(S.waiting.load(.acquire));
+    try testing.expect(kc_chan_status(S.probe) >= 0);
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_interrupt(S.ring.load(.acquire))); // destroyed
+    rings().release(held.?);
+    held = null;
+    t.join(); // the ring freed on its thread, then its holds given back
+    joined = true;
+    try testing.expect(S.seen.load(.acquire));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(S.probe));
+    // The value was back in its channel when the probe ended: before, KC_EAGAIN.
+    try testing.expectEqual(@as(i32, 0), S.rc);
+    try testing.expectEqual(@as(u64, 42), S.got);
 }
 
 test "C ABI: a metrics pipe ends with its channel, not going on with a later channel that got its handle" {
