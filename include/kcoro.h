@@ -650,8 +650,10 @@ struct kc_completion {
 };
 /* A ring is also destroyed when the thread that created it exits (a terminated Worker's isolate
  * thread): nothing is delivered to a dead isolate. A thread that holds channels (kc_chan_hold) or
- * hosts (kc_lib_retain_thread) destroys its rings first, before it gives those back: a channel
- * it alone held ends only once its rings' values are back in their channels. */
+ * hosts (kc_lib_retain_thread) destroys its rings first, and waits until each is freed (a call on
+ * another thread that still uses one, a kc_ring_wait, returns at the destroy), before it gives
+ * those back: a channel it alone held ends only once its rings' values are back in their
+ * channels. */
 int32_t kc_ring_create(uint32_t *out_ring);
 /* The handle dies at once; pending operations are withdrawn; a blocked kc_ring_wait returns.
  * Values received for it but not yet taken go back to their channels, in front of the values
