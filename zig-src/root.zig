@@ -492,6 +492,9 @@ var test_hooks: if (@import("builtin").is_test) struct {
     /// In a thread's end (`endRing`), while it waits for another thread's reference to the
     /// ring it destroyed to go, each time round.
     ring_end_wait: ?*const fn () void = null,
+    /// In a thread's end (`endRing`), before each try to let go of the ring it destroyed as
+    /// its last holder (`RingRegistry.releaseIfLast`), with the ring's entry.
+    ring_end_last: ?*const fn (*RingRegistry.Entry) void = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -2229,8 +2232,7 @@ fn destroyThreadRings(p: ?*anyopaque) callconv(.c) void {
 }
 
 /// Destroys ring `h` if `list` (the ending thread's) made it, and returns only once it is
-/// freed (`Ring.deinit`: its values given back, its sends dropped), here or on the thread
-/// that let go of it last. A call on it in flight on another thread keeps it alive past the
+/// freed (`Ring.deinit`: its values given back, its sends dropped), here, as its last holder. A call on it in flight on another thread keeps it alive past the
 /// destroy: a kc_ring_wait, which a Worker's isolate runs on one of Deno's blocking-pool
 /// threads, and a terminated Worker's thread ends without waiting for it (a drain's call
 /// outlived its Worker: tests/worker_test.ts). The destroy's interrupt ends that wait at once,
@@ -2240,19 +2242,22 @@ fn destroyThreadRings(p: ?*anyopaque) callconv(.c) void {
 fn endRing(h: u32, list: *ThreadRings) void {
     const rr = rings();
     // Our own reference across the destroy: the last one, once the others go, so that the
-    // free runs here unless a racing lookup of a stale handle (its reference dropped at once
-    // by `acquire`'s handle check) comes between our look at the count and our release.
+    // free runs here.
     const e = rr.acquire(h) catch return; // destroyed by its host already
     const mine = madeBy(list, RingRegistry.objectOf(e));
-    if (mine) rr.destroyIf(h, list, madeBy) catch {};
-    // Acquire: pairs with the acq_rel decrement of each other holder's `release`, so its use
-    // of the ring is done before our release frees it. Bounded: the destroy's retire
-    // interrupted the only wait that holds it for long (`retireRing`).
-    if (mine) while (e.refs.load(.acquire) > 1) {
+    if (!mine) return rr.release(e);
+    rr.destroyIf(h, list, madeBy) catch {};
+    // Bounded: the destroy's retire interrupted the only wait that holds it for long
+    // (`retireRing`). One atomic step (`releaseIfLast`), not a look at the count and then a
+    // release: a racing lookup of the stale handle (its reference dropped at once by
+    // `acquire`'s handle check) that came between the two made its own release the last, and
+    // the free ran on its thread after this one went on to its holds.
+    while (true) {
+        if (@import("builtin").is_test) if (test_hooks.ring_end_last) |f| f(e);
+        if (rr.releaseIfLast(e)) break;
         if (@import("builtin").is_test) if (test_hooks.ring_end_wait) |f| f();
         std.Thread.yield() catch {};
-    };
-    rr.release(e);
+    }
 }
 
 /// The calling thread's rings, destroyed now by its `ThreadRecord.threadEnded` rather than
@@ -3461,6 +3466,85 @@ test "C ABI: a thread's end waits for a call on its ring in flight on another th
     held = null;
     t.join(); // the ring freed on its thread, then its holds given back
     joined = true;
+    try testing.expect(S.seen.load(.acquire));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(S.probe));
+    // The value was back in its channel when the probe ended: before, KC_EAGAIN.
+    try testing.expectEqual(@as(i32, 0), S.rc);
+    try testing.expectEqual(@as(u64, 42), S.got);
+}
+
+test "C ABI: a thread's end frees its ring itself when a stale handle's lookup takes a reference just before its last release" {
+    // A lookup of the ring's handle on another thread (a Worker's next kc_ring_wait on a
+    // blocking-pool thread) that found the entry before the destroy and takes its reference
+    // after the ending thread looked at the count: its handle check then fails and it lets go at
+    // once, but before, that let-go was the last (the ending thread had released already) and
+    // freed the ring on its thread, after the ending thread had given back its holds: the probe
+    // ended before the value was back. A reference taken in the hook stands for it.
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var data: u32 = 0;
+        var probe: u32 = 0;
+        /// The stale lookup's reference, taken in `ring_end_last`, released by the test.
+        var stale = std.atomic.Value(?*RingRegistry.Entry).init(null);
+        var waiting = std.atomic.Value(bool).init(false);
+        var rc: i32 = 0;
+        var got: u64 = 0;
+        var seen = std.atomic.Value(bool).init(false);
+        var out: u64 = 0;
+
+        fn atLast(e: *RingRegistry.Entry) void {
+            if (stale.load(.monotonic) != null) return; // once
+            // As `acquire`'s CAS on another thread would (the count is not 0: the ring lives).
+            _ = e.refs.fetchAdd(1, .acq_rel);
+            // Release: pairs with the test's acquire load (the reference is taken).
+            stale.store(e, .release);
+        }
+
+        fn atWait() void {
+            waiting.store(true, .release); // pairs with the test's acquire load
+        }
+
+        fn atProbeEnd() void {
+            if (seen.load(.monotonic)) return;
+            rc = kc_chan_try_recv(data, &got, 8);
+            seen.store(true, .release); // pairs with the test's acquire load after the join
+        }
+
+        fn thread() void {
+            std.debug.assert(kc_chan_hold(probe, 0) == 0);
+            var h: u32 = 0;
+            std.debug.assert(kc_ring_create(&h) == 0);
+            var ticket: u32 = 0;
+            std.debug.assert(kc_chan_recv_async(data, &out, 8, h, &ticket) == 1);
+            var v: u64 = 42;
+            std.debug.assert(kc_chan_try_send(data, &v, 8) == 0);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.data));
+    defer _ = kc_chan_destroy(S.data);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.probe));
+    test_hooks.after_unhold_release = S.atProbeEnd;
+    defer test_hooks.after_unhold_release = null;
+    test_hooks.ring_end_wait = S.atWait;
+    defer test_hooks.ring_end_wait = null;
+    test_hooks.ring_end_last = S.atLast;
+    defer test_hooks.ring_end_last = null;
+    const t = try std.Thread.spawn(.{}, S.thread, .{});
+    var released = false;
+    defer if (!released) {
+        if (S.stale.load(.acquire)) |e| rings().release(e);
+        t.join();
+    };
+    // The thread's end waits for the stale reference to go (its probe still held); before, it
+    // went on and the probe ended.
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the thread's end to wait or its probe to end");
+    while (!S.waiting.load(.acquire) and !S.seen.load(.acquire)) try d.wait();
+    try testing.expect(S.stale.load(.acquire) != null);
+    rings().release(S.stale.load(.acquire).?); // the stale lookup's handle check failed
+    released = true;
+    t.join();
     try testing.expect(S.seen.load(.acquire));
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(S.probe));
     // The value was back in its channel when the probe ended: before, KC_EAGAIN.

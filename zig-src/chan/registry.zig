@@ -253,6 +253,26 @@ pub fn RefRegistry(
             const prev = e.refs.fetchSub(1, .acq_rel);
             assert(prev > 0);
             if (prev != 1) return;
+            r.freeEntry(e);
+        }
+
+        /// `release` only if the caller's reference is the last one: then the object is freed
+        /// here (true); else nothing changes (false). Once the count is 0 a racing `acquire`
+        /// (a stale handle's lookup, which found the entry before its destroy) fails, where
+        /// one that took a reference between a look at the count and a `release` made its own
+        /// release the last: the free ran on that thread, after the caller went on.
+        pub fn releaseIfLast(r: *Self, e: *Entry) bool {
+            // Acq_rel on success: the acquire half pairs with the acq_rel decrement of each
+            // other holder's `release` (their use of the object is done before the free here);
+            // the release half with the acquire loads of `acquire`, which then read 0 and fail.
+            // Monotonic on failure: nothing is read on the strength of it.
+            if (e.refs.cmpxchgStrong(1, 0, .acq_rel, .monotonic) != null) return false;
+            r.freeEntry(e);
+            return true;
+        }
+
+        /// The last reference went: frees the object and recycles the entry.
+        fn freeEntry(r: *Self, e: *Entry) void {
             free(e.obj.?, r.allocator);
             r.mutex.lock();
             defer r.mutex.unlock();
