@@ -655,8 +655,8 @@ struct kc_completion {
  * those back: a channel it alone held ends only once its rings' values are back in their
  * channels. */
 int32_t kc_ring_create(uint32_t *out_ring);
-/* The handle dies at once; pending operations are withdrawn; a blocked kc_ring_wait returns.
- * Values received for it but not yet taken go back to their channels, in front of the values
+/* The handle dies at once; pending operations are withdrawn; every kc_ring_wait blocked on it
+ * returns (0), each of several on threads that share it too. Values received for it but not yet taken go back to their channels, in front of the values
  * sent after them, where kc_ring_give_back puts them, counted as it counts them. */
 int32_t kc_ring_destroy(uint32_t ring);
 /* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0). */

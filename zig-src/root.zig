@@ -2247,8 +2247,8 @@ fn endRing(h: u32, list: *ThreadRings) void {
     const mine = madeBy(list, RingRegistry.objectOf(e));
     if (!mine) return rr.release(e);
     rr.destroyIf(h, list, madeBy) catch {};
-    // Bounded: the destroy's retire interrupted the only wait that holds it for long
-    // (`retireRing`). One atomic step (`releaseIfLast`), not a look at the count and then a
+    // Bounded: the destroy's retire ended every wait, the only calls that hold it for long
+    // (`retireRing`: `Ring.close`). One atomic step (`releaseIfLast`), not a look at the count and then a
     // release: a racing lookup of the stale handle (its reference dropped at once by
     // `acquire`'s handle check) that came between the two made its own release the last, and
     // the free ran on its thread after this one went on to its holds.
@@ -3550,6 +3550,74 @@ test "C ABI: a thread's end frees its ring itself when a stale handle's lookup t
     // The value was back in its channel when the probe ended: before, KC_EAGAIN.
     try testing.expectEqual(@as(i32, 0), S.rc);
     try testing.expectEqual(@as(u64, 42), S.got);
+}
+
+test "C ABI: a thread's end ends every kc_ring_wait on its ring, not only one: two threads of a C caller that wait on it let its end go on" {
+    // The destroy interrupted one wait (`Ring.interrupt`): a second one with no timeout slept
+    // on, holding the ring, and the thread's end, which waits until it is the ring's last
+    // holder (`endRing`), waited for it forever.
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var ring = std.atomic.Value(u32).init(0);
+        var go = std.atomic.Value(bool).init(false);
+        /// Waits that returned, and what they answered.
+        var returned = std.atomic.Value(u32).init(0);
+        var rcs: [2]i32 = .{ -1, -1 };
+
+        fn maker() void {
+            var h: u32 = 0;
+            std.debug.assert(kc_ring_create(&h) == 0);
+            ring.store(h, .release); // pairs with the test's and the waiters' acquire loads
+            const deadline = std.time.nanoTimestamp() + 60 * std.time.ns_per_s;
+            // Acquire: pairs with the test's release store, once both waiters sleep.
+            while (!go.load(.acquire) and std.time.nanoTimestamp() < deadline) std.Thread.yield() catch {};
+        }
+
+        fn waiter(i: usize) void {
+            rcs[i] = kc_ring_wait(ring.load(.acquire), 0);
+            // Release: pairs with the test's acquire load (then it reads `rcs`).
+            _ = returned.fetchAdd(1, .release);
+        }
+    };
+    const m = try std.Thread.spawn(.{}, S.maker, .{});
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the thread to make its ring");
+    while (S.ring.load(.acquire) == 0) {
+        d.wait() catch |err| {
+            S.go.store(true, .release);
+            m.join();
+            return err;
+        };
+    }
+    // The ring's memory, for the clean-up of a failure (kept alive by a sleeping wait).
+    const ring: *Ring = blk: {
+        const e = try rings().acquire(S.ring.load(.acquire));
+        defer rings().release(e);
+        break :blk RingRegistry.objectOf(e);
+    };
+    const w0 = try std.Thread.spawn(.{}, S.waiter, .{0});
+    const w1 = try std.Thread.spawn(.{}, S.waiter, .{1});
+    defer {
+        // A wait that did not return (before: the second) is ended here, so everything joins.
+        S.go.store(true, .release);
+        const c = test_wait.Deadline.in(test_wait.default_ns, "the waits to return");
+        while (S.returned.load(.acquire) < 2 and !c.passed()) {
+            ring.interrupt();
+            std.Thread.yield() catch {};
+        }
+        w0.join();
+        w1.join();
+        m.join();
+    }
+    // Both asleep in the ring's wait.
+    const s = test_wait.Deadline.in(test_wait.default_ns, "both waits to sleep");
+    while (ring.sleepers.load(.monotonic) < 2) try s.wait();
+    S.go.store(true, .release); // the maker ends: its end destroys the ring
+    const r = test_wait.Deadline.in(test_wait.default_ns, "both waits to return");
+    while (S.returned.load(.acquire) < 2) try r.wait();
+    try testing.expectEqual(@as(i32, 0), S.rcs[0]);
+    try testing.expectEqual(@as(i32, 0), S.rcs[1]);
 }
 
 test "C ABI: a metrics pipe ends with its channel, not going on with a later channel that got its handle" {

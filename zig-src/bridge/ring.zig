@@ -62,6 +62,8 @@ pub const Ring = struct {
     /// An `interrupt` no `wait` has consumed yet: one that came before the wait began (its
     /// thread not yet inside it) still ends it, instead of being lost.
     interrupted: std.atomic.Value(bool) = .init(false),
+    /// Set by `close` (the ring's destroy): every `wait`, in progress or to come, returns.
+    closed: std.atomic.Value(bool) = .init(false),
     /// Live tickets: slot i serves ticket `gen << 20 | (i + 1)`.
     slots: std.ArrayListUnmanaged(Slot) = .empty,
     /// Free slots, oldest first (linked through `Slot.next_free`), and how many.
@@ -356,6 +358,8 @@ pub const Ring = struct {
             const ready = r.records.items.len > 0;
             r.mutex.unlock();
             if (ready) return true;
+            // Acquire: pairs with `close`'s release store (no data rides on it).
+            if (r.closed.load(.acquire)) return false;
             // Acquire: pairs with `interrupt`'s release store (no data rides on it).
             if (r.interrupted.swap(false, .acquire)) return false;
             // Seq_cst: pairs with `mustWake` (see there).
@@ -367,6 +371,19 @@ pub const Ring = struct {
                 Futex.timedWait(&r.signal, seen, d - now) catch {};
             } else Futex.wait(&r.signal, seen);
         }
+    }
+
+    /// Makes every `wait` return (with no record), those in progress and any later one: the
+    /// ring's destroy, which its thread's end waits out (`endRing` in root.zig) until every
+    /// call on it let go. `interrupt` ends one wait only: a second one (a C caller's threads
+    /// sharing the ring) slept on, and with no timeout the ending thread waited for it forever.
+    pub fn close(r: *Ring) void {
+        // Release, both: the flag before the bump, as in `interrupt` (pairs with the acquire
+        // load of `signal` in `wait`, which then sees the flag).
+        r.closed.store(true, .release);
+        // Seq_cst: as in `push` (pairs with `mustWake`'s load and `wait`'s acquire load).
+        _ = r.signal.fetchAdd(1, .seq_cst);
+        if (r.mustWake()) Futex.wake(&r.signal, std.math.maxInt(u32));
     }
 
     /// Makes a `wait` return (with no record): the one in progress, else the next one.

@@ -59,7 +59,7 @@ fn freeRing(r: *Ring, allocator: std.mem.Allocator) void {
 }
 
 fn retireRing(r: *Ring) void {
-    r.interrupt(); // a blocked kc_ring_wait returns and drops its reference
+    r.close(); // every blocked kc_ring_wait returns and drops its reference
 }
 
 /// Completion rings (bridge/) by handle: `destroy` wakes a blocked wait; the last reference
