@@ -2232,7 +2232,8 @@ fn destroyThreadRings(p: ?*anyopaque) callconv(.c) void {
 }
 
 /// Destroys ring `h` if `list` (the ending thread's) made it, and returns only once it is
-/// freed (`Ring.deinit`: its values given back, its sends dropped), here, as its last holder. A call on it in flight on another thread keeps it alive past the
+/// freed (`Ring.deinit`: its values given back, its sends dropped), here, as its last holder.
+/// A call on it in flight on another thread keeps it alive past the
 /// destroy: a kc_ring_wait, which a Worker's isolate runs on one of Deno's blocking-pool
 /// threads, and a terminated Worker's thread ends without waiting for it (a drain's call
 /// outlived its Worker: tests/worker_test.ts). The destroy's interrupt ends that wait at once,
