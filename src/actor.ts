@@ -235,15 +235,8 @@ class Mailbox<M> extends Channel<M> {
     const job = this._job;
     if (job === null) return;
     if (before || !s.cancelled) return this._cancelTask(undefined);
-    const own = this._closedResult().cause; // looks the cause up where another isolate closed it
-    // This cancel's cause is the mailbox's: it was open, and the receivers' error is the task's.
-    job.cancel(
-      taskCancelError(
-        cause === undefined ? !s.hasCause : s.hasCause && Object.is(s.cause, cause),
-        cause,
-        own,
-      ),
-    );
+    // `own`: looks the cause up where another isolate closed it.
+    job.cancel(taskCancelError(s, cause, () => this._closedResult().cause));
   }
 
   /**

@@ -163,18 +163,23 @@ export function isCancellation(e: unknown): boolean {
 
 /**
  * @ignore The error a producer's or an actor's task is cancelled with by its channel's
- * `cancel(cause)` that found the channel open or closed (not cancelled before): `own`, the
- * receivers' error, where this cancel's cause is the channel's (it was open); else the cancel's
- * own cause (a close came first: Kotlin's `ChannelCoroutine.cancel(cause)`), itself when it is a
- * cancellation, else a "Channel was cancelled" carrying it. One rule for src/produce.ts and
- * src/actor.ts.
+ * `cancel(cause)` that found the channel open or closed (not cancelled before), given the
+ * channel's shared state: `own()`, the receivers' error, where this cancel's cause is the
+ * channel's (it was open); else the cancel's own cause (a close came first: Kotlin's
+ * `ChannelCoroutine.cancel(cause)`), itself when it is a cancellation, else a "Channel was
+ * cancelled" carrying it. One rule for src/produce.ts and src/actor.ts.
  */
 export function taskCancelError(
-  channelsCause: boolean,
+  channel: { readonly hasCause: boolean; readonly cause: unknown },
   cause: unknown,
-  own: unknown,
+  own: () => unknown,
 ): unknown {
-  if (channelsCause) return own;
+  // This cancel's cause is the channel's (it was open): the receivers' error is the task's.
+  if (
+    cause === undefined ? !channel.hasCause : channel.hasCause && Object.is(channel.cause, cause)
+  ) {
+    return own();
+  }
   return isCancellation(cause)
     ? cause
     : new CancellationError("Channel was cancelled", cause === undefined ? {} : { cause });

@@ -298,15 +298,8 @@ class ProducerChannel<T> extends Channel<T> {
     const job = this._job;
     if (job === null) return;
     if (before || !s.cancelled) return this._cancelTask(cause);
-    const own = this._closedResult().cause; // looks the cause up where another isolate closed it
-    // This cancel's cause is the channel's: it was open, and the receivers' error is the task's.
-    job.cancel(
-      taskCancelError(
-        cause === undefined ? !s.hasCause : s.hasCause && Object.is(s.cause, cause),
-        cause,
-        own,
-      ),
-    );
+    // `own`: looks the cause up where another isolate closed it.
+    job.cancel(taskCancelError(s, cause, () => this._closedResult().cause));
   }
 
   /**
