@@ -2255,7 +2255,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * `op` names the call in a native-memory failure's error (`Codec.encode`).
    */
   #reject(value: T, sym: Sym, op?: string): void {
-    if (this.#codec.check(value)) return;
+    if (this.#codec.check(value, op)) return;
     this.#codec.encode(value, scratch, sym, op);
     this.#codec.discard(scratch, sym);
   }
@@ -2833,7 +2833,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
           const f = new Float64Array(buf.buffer, 0, n);
           for (; encoded < n; encoded++) {
             const v = values[encoded];
-            if (typeof v !== "number") this.#codec.pass(v); // throws its CodecError
+            if (typeof v !== "number") this.#codec.pass(v, op); // throws its CodecError
             f[encoded] = v as number;
           }
           batchBusy = wasBusy;
@@ -2871,7 +2871,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // that copy, which encodes as the value read did). Before, a shared send encoded the value
     // again: an object's getters ran twice, and what was sent was their second answer.
     const passed: unknown[] = new Array(n); // `n`, read once: not `values.map`
-    for (let i = 0; i < n; i++) passed[i] = this.#codec.pass(values[i]);
+    for (let i = 0; i < n; i++) passed[i] = this.#codec.pass(values[i], op);
     this.#afterCallerCode(op); // nothing sent yet
     let sent = 0;
     for (; sent < n; sent++) {

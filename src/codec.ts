@@ -76,23 +76,27 @@ export interface Codec<T> {
   /** True when the channel carries descriptors (KC_CHAN_ZERO_COPY). */
   readonly zeroCopy: boolean;
   /**
-   * @ignore Writes `value` into `slot` (may allocate a native buffer). `op` names the call in the
-   * errors of a value too large or with no native memory for it ("Cannot <op>: ..."): a batch's
-   * (`trySendMany`); a send's when absent.
+   * @ignore Writes `value` into `slot` (may allocate a native buffer). `op` names the call in its
+   * errors ("Cannot <op>: ..."), a value the codec cannot carry, too large or with no native
+   * memory for it: a batch's (`trySendMany`); a send's when absent.
    */
   encode(value: T, slot: Slot, sym: Sym, op?: string): void;
   /** @ignore Reads the value in `slot`, taking ownership of its native buffer. */
   decode(slot: Slot, sym: Sym): T;
   /** @ignore Frees the native buffer of a slot that was encoded but never sent. */
   discard(slot: Slot, sym: Sym): void;
-  /** @ignore The value a same-isolate receiver gets without a native round trip. */
-  pass(value: T): T;
+  /**
+   * @ignore The value a same-isolate receiver gets without a native round trip. `op` names the
+   * call in the error of a value the codec cannot carry, as `encode`'s.
+   */
+  pass(value: T, op?: string): T;
   /**
    * @ignore Throws what `encode` would throw for `value` and answers true, without native
    * memory, where that can be told cheaply; false where only encoding can tell (a structured
-   * value). A send that fails anyway (full) then copies nothing into native memory.
+   * value). A send that fails anyway (full) then copies nothing into native memory. `op` names
+   * the call in its errors, as `encode`'s.
    */
-  check(value: T): boolean;
+  check(value: T, op?: string): boolean;
 }
 
 /** @ignore A native slot (32 bytes) with views of its words. */
@@ -830,7 +834,9 @@ function view(slot: Slot, ptr: Deno.PointerValue): ArrayBuffer {
 
 /**
  * Copies the first `len` bytes of `bytes` into a native buffer that `slot` describes. `op` names
- * the call in its errors (`Codec.encode`'s): trySendMany's said "Cannot send" too.
+ * the call in its errors (`Codec.encode`'s): trySendMany's said "Cannot send" too. So do the
+ * codecs' checks of what they carry (`checkNumber`, `checkString`, ..., `serialise`): through
+ * trySendMany they said "Cannot send: codecs.f64 carries numbers, ...".
  */
 function putBuffer(
   slot: Slot,
@@ -968,12 +974,12 @@ function putStructured(
   } catch (e) {
     throw new CodecError(
       codec,
-      `Cannot send: the value cannot be structured-cloned, received ${describe(value)}`,
+      `Cannot ${op ?? "send"}: the value cannot be structured-cloned, received ${describe(value)}`,
       { cause: e },
     );
   }
   if (n >= 0) putBuffer(slot, packed(), T_PACKED, sym, codec, op, n);
-  else putBuffer(slot, serialise(value, codec), T_STRUCTURED, sym, codec, op);
+  else putBuffer(slot, serialise(value, codec, op), T_STRUCTURED, sym, codec, op);
 }
 
 /** kcoro's errors a decoded cause gets its class back for (`node:v8` keeps only `Error`'s). */
@@ -1852,7 +1858,7 @@ function foreign(slot: Slot, sym: Sym, codec: string): never {
   );
 }
 
-function serialise(value: unknown, codec: string): Uint8Array {
+function serialise(value: unknown, codec: string, op = "send"): Uint8Array {
   // One of kcoro's own objects, as the value, where `pack` gave up inside it (the first class
   // instance in plain data) or anywhere after (node:v8 refuses its `_notCloneable` symbol:
   // `refusedByClone`, below): copied, it would be a plain object without its methods, which a
@@ -1860,14 +1866,14 @@ function serialise(value: unknown, codec: string): Uint8Array {
   // CompletableDeferred as a reply, Kotlin's actor idiom).
   const top = refusedClass(value);
   const refused = top ?? refusedClass(unpackedObject());
-  if (refused !== undefined) throw refusedValue(codec, refused, top !== undefined, value);
+  if (refused !== undefined) throw refusedValue(codec, refused, top !== undefined, value, op);
   const platform = platformClass(value);
   if (platform !== undefined) {
     // node:v8 sees only own properties, and these keep their state elsewhere: the value would
     // arrive as an empty object.
     throw new CodecError(
       codec,
-      `Cannot send: a ${platform} is a platform object that would arrive empty (send its ` +
+      `Cannot ${op}: a ${platform} is a platform object that would arrive empty (send its ` +
         `contents instead), received ${describe(value)}`,
     );
   }
@@ -1875,10 +1881,10 @@ function serialise(value: unknown, codec: string): Uint8Array {
     return serialize(value);
   } catch (e) {
     const inside = refusedByClone(e);
-    if (inside !== undefined) throw refusedValue(codec, inside, false, value);
+    if (inside !== undefined) throw refusedValue(codec, inside, false, value, op);
     throw new CodecError(
       codec,
-      `Cannot send: the value cannot be structured-cloned, received ${describe(value)}`,
+      `Cannot ${op}: the value cannot be structured-cloned, received ${describe(value)}`,
       { cause: e },
     );
   }
@@ -1890,10 +1896,11 @@ function refusedValue(
   [what, instead]: readonly [string, string],
   top: boolean,
   value: unknown,
+  op: string,
 ): CodecError {
   return new CodecError(
     codec,
-    `Cannot send: ${top ? "" : "the value holds "}${what}, which lives in ` +
+    `Cannot ${op}: ${top ? "" : "the value holds "}${what}, which lives in ` +
       `its isolate and cannot be copied (${instead}), received ${describe(value)}`,
   );
 }
@@ -1935,26 +1942,26 @@ function platformClass(value: unknown): string | undefined {
  * JavaScript: `structuredClone` accepts what `node:v8` refuses (a SharedArrayBuffer, which a
  * local channel then lost when it escaped) or copies otherwise (a Blob, which comes back `{}`).
  */
-function structuredPass<T>(value: T, codec: string): T {
+function structuredPass<T>(value: T, codec: string, op = "send"): T {
   let n: number;
   try {
     n = pack(value);
   } catch (e) {
     throw new CodecError(
       codec,
-      `Cannot send: the value cannot be structured-cloned, received ${describe(value)}`,
+      `Cannot ${op}: the value cannot be structured-cloned, received ${describe(value)}`,
       { cause: e },
     );
   }
   if (n >= 0) return unpack(packed().subarray(0, n)) as T;
-  return deserialize(serialise(value, codec)) as T;
+  return deserialize(serialise(value, codec, op)) as T;
 }
 
-function checkNumber(value: unknown): number {
+function checkNumber(value: unknown, op = "send"): number {
   if (typeof value !== "number") {
     throw new CodecError(
       "f64",
-      `Cannot send: codecs.f64 carries numbers, received ${describe(value)}`,
+      `Cannot ${op}: codecs.f64 carries numbers, received ${describe(value)}`,
     );
   }
   return value;
@@ -1964,11 +1971,11 @@ const f64: Codec<number> = {
   name: "f64",
   elemSize: 8,
   zeroCopy: false,
-  encode(value, slot) {
-    slot.f64[0] = checkNumber(value);
+  encode(value, slot, _sym, op) {
+    slot.f64[0] = checkNumber(value, op);
   },
-  check(value) {
-    checkNumber(value);
+  check(value, op) {
+    checkNumber(value, op);
     return true;
   },
   decode: (slot) => slot.f64[0],
@@ -1976,11 +1983,11 @@ const f64: Codec<number> = {
   pass: checkNumber,
 };
 
-function checkU64(value: unknown): bigint {
+function checkU64(value: unknown, op = "send"): bigint {
   if (typeof value !== "bigint" || value < 0n || value > U64_MAX) {
     throw new CodecError(
       "u64",
-      `Cannot send: codecs.u64 carries bigints from 0n to 2n ** 64n - 1n, received ${
+      `Cannot ${op}: codecs.u64 carries bigints from 0n to 2n ** 64n - 1n, received ${
         describe(value)
       }`,
     );
@@ -1992,21 +1999,21 @@ const u64: Codec<bigint> = {
   name: "u64",
   elemSize: 8,
   zeroCopy: false,
-  encode(value, slot) {
-    slot.u64[0] = checkU64(value);
+  encode(value, slot, _sym, op) {
+    slot.u64[0] = checkU64(value, op);
   },
   decode: (slot) => slot.u64[0],
   discard() {},
-  pass: (value) => checkU64(value),
-  check: (value) => (checkU64(value), true),
+  pass: (value, op) => checkU64(value, op),
+  check: (value, op) => (checkU64(value, op), true),
 };
 
-function checkBytes(value: unknown): Uint8Array {
+function checkBytes(value: unknown, op = "send"): Uint8Array {
   if (!(value instanceof Uint8Array) || realLength(value) < 0) {
     const trouble = value instanceof Uint8Array ? viewTrouble(value) : undefined;
     throw new CodecError(
       "bytes",
-      `Cannot send: ${trouble ?? "codecs.bytes carries Uint8Array values"}, received ${
+      `Cannot ${op}: ${trouble ?? "codecs.bytes carries Uint8Array values"}, received ${
         describe(value)
       }`,
     );
@@ -2062,10 +2069,10 @@ const atOf = Uint8Array.prototype.at;
  * The default codec's answer to a Uint8Array that is detached, out of bounds or not the
  * engine's: structured clone refuses it (node:v8 would send it as empty), on both paths.
  */
-function refuseView(value: Uint8Array): never {
+function refuseView(value: Uint8Array, op = "send"): never {
   throw new CodecError(
     "default",
-    `Cannot send: ${viewTrouble(value) ?? "the value cannot be structured-cloned"}, received ${
+    `Cannot ${op}: ${viewTrouble(value) ?? "the value cannot be structured-cloned"}, received ${
       describe(value)
     }`,
   );
@@ -2115,7 +2122,7 @@ export function trySendBytes(
   handle: number,
   op = "send",
 ): number {
-  if (n < 0) checkBytes(value); // throws the CodecError
+  if (n < 0) checkBytes(value, op); // throws the CodecError
   if (n === 0) {
     putInline(slot, T_EMPTY_BYTES);
     return at !== null
@@ -2138,28 +2145,28 @@ const bytes: Codec<Uint8Array> = {
   zeroCopy: true,
   encode(value, slot, sym, op) {
     const n = value instanceof Uint8Array ? realLength(value) : -1;
-    if (n < 0) checkBytes(value); // throws the CodecError
+    if (n < 0) checkBytes(value, op); // throws the CodecError
     if (n === 0) putInline(slot, T_EMPTY_BYTES);
     else putBuffer(slot, value, T_BYTES, sym, "bytes", op, n);
   },
   decode: decodeBytes,
   discard: freeSlot,
   // A copy in a plain Uint8Array, as the native path gives (a Buffer's `slice` is a view).
-  pass: (value) => new Uint8Array(checkBytes(value)),
-  check: (value) => (checkBytes(value), true),
+  pass: (value, op) => new Uint8Array(checkBytes(value, op)),
+  check: (value, op) => (checkBytes(value, op), true),
 };
 
-function checkString(value: unknown): string {
+function checkString(value: unknown, op = "send"): string {
   if (typeof value !== "string") {
     throw new CodecError(
       "string",
-      `Cannot send: codecs.string carries strings, received ${describe(value)}`,
+      `Cannot ${op}: codecs.string carries strings, received ${describe(value)}`,
     );
   }
   if (!value.isWellFormed()) {
     throw new CodecError(
       "string",
-      `Cannot send: codecs.string carries UTF-8, which has no lone surrogates, received a ` +
+      `Cannot ${op}: codecs.string carries UTF-8, which has no lone surrogates, received a ` +
         `string of ${value.length} units with one (codecs.structured keeps it)`,
     );
   }
@@ -2171,7 +2178,7 @@ const string: Codec<string> = {
   elemSize: 32,
   zeroCopy: true,
   encode(value, slot, sym, op) {
-    const s = checkString(value);
+    const s = checkString(value, op);
     if (s.length === 0) putInline(slot, T_EMPTY_STRING);
     else putString(slot, s, sym, "string", op);
   },
@@ -2184,7 +2191,7 @@ const string: Codec<string> = {
   },
   discard: freeSlot,
   pass: checkString,
-  check: (value) => (checkString(value), true),
+  check: (value, op) => (checkString(value, op), true),
 };
 
 const structured: Codec<unknown> = {
@@ -2196,7 +2203,7 @@ const structured: Codec<unknown> = {
   },
   decode: (slot, sym) => readStructured(slot, sym, "structured"),
   discard: freeSlot,
-  pass: (value) => structuredPass(value, "structured"),
+  pass: (value, op) => structuredPass(value, "structured", op),
   check: () => false,
 };
 
@@ -2236,7 +2243,7 @@ const tagged: Codec<unknown> = {
         }
         if (value instanceof Uint8Array && value.constructor === Uint8Array) {
           const n = realLength(value);
-          if (n < 0) refuseView(value);
+          if (n < 0) refuseView(value, op);
           if (n === 0) putInline(slot, T_EMPTY_BYTES);
           else putBuffer(slot, value, T_BYTES, sym, "default", op, n);
           return;
@@ -2280,7 +2287,7 @@ const tagged: Codec<unknown> = {
     throw new CodecError("default", `Cannot receive: unknown buffer tag ${slot.u32[6]}`);
   },
   discard: freeSlot,
-  pass(value) {
+  pass(value, op) {
     switch (typeof value) {
       case "number":
       case "boolean":
@@ -2292,11 +2299,11 @@ const tagged: Codec<unknown> = {
         if (value === null) return value;
         if (value instanceof Uint8Array && value.constructor === Uint8Array) {
           // As `encode`: detached, out of bounds or not the engine's is refused.
-          if (realLength(value) < 0) refuseView(value);
+          if (realLength(value) < 0) refuseView(value, op);
           return sliceOf.call(value);
         }
     }
-    return structuredPass(value, "default");
+    return structuredPass(value, "default", op);
   },
   check(value) {
     switch (typeof value) {

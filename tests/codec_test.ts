@@ -8,6 +8,7 @@ import {
   CancellationError,
   Channel,
   ClosedSendError,
+  type Codec,
   CodecError,
   codecs,
   CompletableDeferred,
@@ -136,6 +137,53 @@ Deno.test("a detached or out-of-bounds Uint8Array is a CodecError on local and s
   assert.throws(() => bytes.trySend(Object.create(Uint8Array.prototype)), {
     message: /^Cannot send: codecs\.bytes carries Uint8Array values, received/,
   });
+});
+
+Deno.test("each codec's error for a value it cannot carry names trySendMany through it, on every path (local, native in one call, into a full native channel, one at a time), and nothing of the batch is sent; trySend's still say send", () => {
+  // Before, trySendMany's said "Cannot send: codecs.f64 carries numbers, ...", as if send had
+  // been called (its native-memory errors named it already).
+  const detached = () => {
+    const view = new Uint8Array(4);
+    structuredClone(view.buffer, { transfer: [view.buffer] });
+    return view;
+  };
+  const cases: [Codec<unknown>, unknown, unknown[]][] = [
+    [codecs.f64, 1, ["x", 1n]],
+    [codecs.u64, 1n, [-1n, 2n ** 64n, 1]],
+    [codecs.bytes, new Uint8Array([1]), ["x", detached()]],
+    [codecs.string, "a", [1, "lone \uD800"]],
+    // A function; a platform object, which would arrive empty; one of kcoro's objects.
+    [codecs.structured, { a: 1 }, [() => 1, { f: () => 1 }, new URL("http://x/"), codecs.f64]],
+    [codecs.default, 1, [() => 1, new URL("http://x/"), detached()]],
+  ];
+  const paths = ["local", "native, in one call", "native, full", "native, one at a time"] as const;
+  for (const [codec, good, bads] of cases) {
+    for (const bad of bads) {
+      for (const path of paths) {
+        const where = `codecs.${codec.name}, value ${bads.indexOf(bad)}, ${path}`;
+        using ch = new Channel<unknown>(path === "native, full" ? 1 : 4, { codec });
+        if (path !== "local") ch.share();
+        if (path === "native, full") assert.deepEqual(ch.trySend(good), { state: "ok" }, where);
+        const received = path === "native, one at a time" ? ch.receive() : null;
+        received?.catch(() => {}); // rejected by the dispose
+        let message = "";
+        assert.throws(() => ch.trySend(bad), (e: Error) => {
+          message = e.message;
+          return e instanceof CodecError && e.codec === codec.name;
+        }, where);
+        assert.match(message, /^Cannot send: /, where);
+        assert.throws(() => ch.trySendMany([good, good, bad, good]), {
+          name: "CodecError",
+          message: message.replace(/^Cannot send: /, "Cannot trySendMany: "),
+        }, where);
+        // Every value is checked before any is sent: the first two did not go.
+        if (path === "native, full") {
+          assert.deepEqual(ch.tryReceiveMany(8), { state: "ok", values: [good] }, where);
+        }
+        assert.deepEqual(ch.tryReceive(), { state: "empty" }, where);
+      }
+    }
+  }
 });
 
 Deno.test("a SharedArrayBuffer is refused by a local channel too, not lost when it escapes", () => {
