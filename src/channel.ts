@@ -2775,7 +2775,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * how many were sent (at least one; fewer than all when the buffer filled), `full` when none
    * could be, or `closed`. The same as calling `trySend` for each until one is not `ok`, but a
    * shared channel takes them into native memory in one call instead of one each. `values` is
-   * an array of 1 to 65,536 values (else a TypeError, or a RangeError for its length).
+   * an array of 1 to 65,536 values (else a TypeError, or a RangeError for its length). It throws
+   * only when nothing was sent: a value the codec cannot carry, anywhere in `values`, throws its
+   * {@linkcode CodecError} before any is sent, and a value's own send that fails after others
+   * went (a drop's hook disposed the channel, no native memory for it) ends a short write, `ok`
+   * with how many went, the value left for the next call.
    *
    * @example
    * ```ts
@@ -2875,13 +2879,28 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#afterCallerCode(op); // nothing sent yet
     let sent = 0;
     for (; sent < n; sent++) {
-      // A shared channel's value goes as `trySend` sends it past its fast paths (`#trySend`),
-      // under this call's name: its errors said "Cannot send" (a hook a drop ran, disposing the
-      // channel, say; a value too large or with no native memory for it; a native failure).
-      const r = s.local
-        ? this.#localSend(passed[sent])
-        : this.#trySend(passed[sent] as T, undefined, this.#sym(op), op);
+      let r: TrySendResult;
+      try {
+        // A shared channel's value goes as `trySend` sends it past its fast paths (`#trySend`),
+        // under this call's name: its errors said "Cannot send" (a hook a drop ran, disposing
+        // the channel, say; a value too large or with no native memory for it; a native
+        // failure).
+        r = s.local
+          ? this.#localSend(passed[sent])
+          : this.#trySend(passed[sent] as T, undefined, this.#sym(op), op);
+      } catch (e) {
+        // A short write: the values before it went, so the call answers how many, and the
+        // value that failed (not sent: a send that throws sends nothing) is the next call's
+        // first, which meets the failure again (a disposed channel's), or sends it (native
+        // memory freed since). Before, the call threw and the caller could not tell that the
+        // first `sent` values went. The first value's failure is the call's.
+        if (sent === 0) throw e;
+        break;
+      }
       if (r.state === "ok") continue;
+      // Also where a drop's hook that a local send ran (the only caller's code one runs)
+      // disposed the channel or closed the library: a local channel is closed by both, and
+      // the next value's send answers closed, a short write as above.
       if (sent > 0) break;
       return r;
     }

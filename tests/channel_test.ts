@@ -3703,6 +3703,7 @@ Deno.test("trySendMany's errors name it also where a value's own send fails: no 
   const sendFails = {
     kc_chan_try_send: () => Status.ENOMEM,
     kc_chan_try_send_at: () => Status.ENOMEM,
+    kc_chan_try_send_n: () => Status.ENOMEM, // a batch in one call, its copies freed by it
     kc_chan_try_send_copy: (
       _original: unknown,
       _at: unknown,
@@ -3771,29 +3772,40 @@ Deno.test("trySendMany's errors name it also where a value's own send fails: no 
       ] as const
     ) {
       using ch = make(4);
-      // A receive waiting here: the values go one at a time, the first to it.
+      // A receive waiting here: the values go one at a time, the first to it (handed over in
+      // JavaScript, no native call), the second's send fails.
       const received = ch.receive();
       const where = `${name}: one at a time, ${
         fakes === noMemory ? "no native memory" : "a native failure"
       }`;
-      assert.throws(
-        () => withFakeSymbols(fakes, () => ch.trySendMany([value, value])),
-        expected,
+      // A short write: the first went, and the call says so (it threw, the first sent all
+      // the same); the second, left for the next call, meets the failure there.
+      assert.deepEqual(
+        withFakeSymbols(fakes, () => ch.trySendMany([value, value])),
+        { state: "ok", sent: 1 },
         where,
       );
-      assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${where}: the second not sent`);
       assert.deepEqual(await received, value, `${where}: the first was received`);
+      // No receiver waiting now: in one native call.
+      assert.throws(
+        () => withFakeSymbols(fakes, () => ch.trySendMany([value])),
+        expected,
+        `${where}: the next call`,
+      );
+      assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${where}: the second not sent`);
     }
   }
   // A value dropped for a later one (drop-oldest) reaches the hook as the batch runs, one at a
-  // time; the hook disposes of the channel, and the next value's send meets the dispose.
+  // time; the hook disposes of the channel, and the next value's send meets the dispose: a
+  // short write (three went: 1 received, 2 dropped for 3), the next call meets it.
   const ch: Channel<number> = new Channel<number>(1, {
     overflow: "drop-oldest",
     onUndeliveredElement: () => ch[Symbol.dispose](),
   });
   ch.share();
   const received = ch.receive(); // waiting here: one at a time
-  assert.throws(() => ch.trySendMany([1, 2, 3, 4]), {
+  assert.deepEqual(ch.trySendMany([1, 2, 3, 4]), { state: "ok", sent: 3 });
+  assert.throws(() => ch.trySendMany([4]), {
     name: "InvalidHandleError",
     message: "Cannot trySendMany: the channel was disposed (KC_EBADH)",
   });
@@ -3849,6 +3861,61 @@ Deno.test("a value's getter that disposes the channel or closes the library as t
       // trySendMany names itself (it said "Cannot send: ..."); trySend and send say send.
       const op = where.includes("trySendMany") ? "trySendMany" : "send";
       assert.equal(got, expected.replace("<op>", op), `${end}: ${where}`);
+    }
+  }
+});
+
+Deno.test("trySendMany whose drop's hook disposes the channel or closes the library mid-batch answers a short write, local and native (one at a time or in one call): ok with how many went, and the next call meets the end as trySend does", async () => {
+  // Before: a native channel sending one at a time threw the dispose's (or the close's) error
+  // though values went, so the caller could not tell how many; a local one answered ok. The
+  // rule now: a batch throws only when its first value fails, else answers what went.
+  const script = (end: string, how: string) => `
+    import { Channel, closeLibrary } from "./mod.ts";
+    const ch = new Channel(1, {
+      overflow: "drop-oldest",
+      onUndeliveredElement: () => { ${end}; },
+    });
+    if (${how !== "local"}) ch.share();
+    // A receive waiting here: a native channel's batch goes one at a time, 1 to it.
+    const received = ${how === "native, one at a time"} ? ch.receive() : null;
+    received?.catch(() => {});
+    const row = [];
+    for (const call of [() => ch.trySendMany([1, 2, 3, 4]), () => ch.trySendMany([4]), () => ch.trySend(4)]) {
+      try {
+        row.push(JSON.stringify(call()));
+      } catch (e) {
+        row.push(e.name + ": " + e.message);
+      }
+    }
+    if (received) row.push(await received);
+    console.log(JSON.stringify(row));
+  `;
+  for (
+    const [end, error] of [
+      [
+        "ch[Symbol.dispose]()",
+        "InvalidHandleError: Cannot <op>: the channel was disposed (KC_EBADH)",
+      ],
+      [
+        "closeLibrary()",
+        "LibraryClosedError: Cannot <op>: the kcoro library is closed (KC_ESHUTDOWN)",
+      ],
+    ]
+  ) {
+    const next = [error.replace("<op>", "trySendMany"), error.replace("<op>", "send")];
+    for (
+      const [how, expected] of [
+        // 1 buffered, 2 drops 1 (the hook ends the channel), 3 meets the end: two went.
+        ["local", [JSON.stringify({ state: "ok", sent: 2 }), ...next]],
+        // 1 to the receiver, 2 buffered, 3 drops 2 (the hook), 4 meets the end: three went.
+        ["native, one at a time", [JSON.stringify({ state: "ok", sent: 3 }), ...next, 1]],
+        // All four in one native call (three dropped), the hook after it.
+        ["native, in one call", [JSON.stringify({ state: "ok", sent: 4 }), ...next]],
+      ] as const
+    ) {
+      const res = await evalScript(script(end, how));
+      assert.equal(res.code, 0, `${end}, ${how}: ${res.stderr}`);
+      assert.deepEqual(JSON.parse(res.stdout), expected, `${end}, ${how}`);
     }
   }
 });
