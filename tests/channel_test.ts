@@ -3793,6 +3793,19 @@ Deno.test("trySendMany's errors name it also where a value's own send fails: no 
         `${where}: the next call`,
       );
       assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${where}: the second not sent`);
+      // The first value's own send fails (a receive of this isolate queued natively: one at a
+      // time, each value through native memory): nothing went, and the call throws.
+      const bridge = Bridge.of(library());
+      const before = bridge.pending;
+      const queued = ch.receive();
+      await until(() => bridge.pending > before, `${where}: the receive queued natively`);
+      assert.throws(
+        () => withFakeSymbols(fakes, () => ch.trySendMany([value, value])),
+        expected,
+        `${where}: the first value`,
+      );
+      assert.deepEqual(ch.trySendMany([value]), { state: "ok", sent: 1 }, `${where}: then`);
+      assert.deepEqual(await queued, value, `${where}: then received`);
     }
   }
   // A value dropped for a later one (drop-oldest) reaches the hook as the batch runs, one at a
