@@ -153,7 +153,9 @@ export interface Timeout {
    * The timeout it is nested in (whose Deadline it carries), or null: its own Deadline. Once this
    * one is done, its contexts' Deadline is that one's while that one runs (`inForce`). Set again
    * when that one finishes first while one it is nested in still runs: this one rejoins the
-   * nearest such (the same Deadline), so that one's expiry ends it in its walk.
+   * nearest such (the same Deadline), so that one's expiry ends it in its walk. Once this one is
+   * done, `inForce` points it past the finished records it leads to (it then names the one in
+   * force, or null), so a walk does not grow with every nested timeout finished since.
    */
   under: Timeout | null;
   /** Its Deadline (the `performance.now()` clock). */
@@ -200,6 +202,16 @@ export interface Timeout {
 export function inForce(timeout: Timeout | null): Timeout | null {
   let t = timeout;
   while (t !== null && t.done) t = t.under;
+  // Each finished record passed now points at the one found (path compression, as a
+  // union-find's): the next read from any of them takes one step, where it walked every record
+  // finished since, and the ones stepped over can be collected. The same answer for ever: a
+  // record never runs again once done, and only a running one's `under` is set again (rejoin),
+  // so every later walk from them passes through `t` (or ends at null, all of them done).
+  for (let s = timeout; s !== t;) {
+    const next: Timeout | null = s!.under;
+    s!.under = t;
+    s = next;
+  }
   return t;
 }
 

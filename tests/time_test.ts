@@ -1261,3 +1261,43 @@ Deno.test("withTimeoutOrNull nested by context alone in a withTimeoutOrNull reth
   assert.ok(innerErr instanceof TimeoutError, String(innerErr));
   assert.equal((innerErr as Error).message, "Timed out waiting for 20 ms");
 });
+
+Deno.test("a read of a Deadline points the finished nested timeouts it walks past at the one in force: the walk does not grow with every one finished, and they are let go", async () => {
+  // A chain of 50 timeouts, each given only the last one's context (nested in the outer, each in
+  // the one before), finished innermost first while the outer runs: each finished record named
+  // the one it was nested in, running as it finished, so a read of the innermost's context
+  // walked all 50 (and kept each alive) for as long as that context lived. The first read now
+  // points each of them at the outer's record, and at nothing once the outer has finished.
+  let innermost: Context | undefined;
+  const records: NonNullable<ReturnType<typeof runningTimeout>>[] = [];
+  await withTimeout(600_000, async (o) => {
+    const outer = runningTimeout(o.context)!;
+    const gates: CompletableDeferred<void>[] = [];
+    const waits: Promise<unknown>[] = [];
+    let context = o.context;
+    for (let i = 0; i < 50; i++) {
+      const gate = new CompletableDeferred<void>();
+      let next: Context | undefined;
+      waits.push(withTimeout(Infinity, (t) => {
+        next = t.context;
+        return gate.await();
+      }, { context }));
+      context = next!;
+      records.push(runningTimeout(context)!);
+      gates.push(gate);
+    }
+    innermost = context;
+    assert.equal(new Set(records).size, 50, "a record each");
+    assert.ok(records.every((r) => r !== outer), "none is the outer's");
+    for (let i = 49; i >= 0; i--) {
+      gates[i].complete();
+      await waits[i];
+    }
+    assert.ok(records.every((r) => r.done), "all finished");
+    assert.equal(liveDeadline(innermost), liveDeadline(o.context), "the outer's, in force");
+    for (const [i, r] of records.entries()) assert.equal(r.under, outer, `record ${i}`);
+    assert.equal(runningTimeout(innermost), outer, "a timeout given it nests in the outer");
+  });
+  assert.equal(liveDeadline(innermost!), undefined, "stale once the outer has finished");
+  assert.equal(records[49].under, null, "it keeps nothing");
+});
