@@ -56,7 +56,7 @@ import {
   unwrapSpawn,
 } from "./runtime.ts";
 import type { CoroutineScope } from "./scope.ts";
-import { checkMs } from "./time.ts";
+import { checkMs, NEVER_MS } from "./time.ts";
 
 /** Options for {@linkcode NativeScope.create}. */
 export interface NativeScopeOptions {
@@ -94,14 +94,25 @@ const SLICE_NS = 100_000_000n;
 
 /**
  * The monotonic nanosecond `ms` milliseconds after `now` (kc_now_ns), at least 1 ns after it;
- * 0n (no deadline) when that is past what 64 bits hold, or `ms` is Infinity.
+ * 0n (no deadline) for `ms` of 2^64 ns or more (`NEVER_MS`, also Infinity), the bound from now
+ * at which a timer arms nothing (src/time.ts `timer`). Below it, a time past what 64 bits of the
+ * native clock hold is `LAST_NS`, which it never reaches: the bound was
+ * counted from the clock's origin, 2^64 ns less the time since boot from now, so a withTimeout
+ * just short of 2^64 ns armed a timer while its native children got no deadline.
  */
 function deadlineNs(now: bigint, ms: number): bigint {
-  if (ms === Infinity || Number.isNaN(ms)) return 0n;
+  if (Number.isNaN(ms) || ms >= NEVER_MS) return 0n;
   // Past (also -Infinity): a microsecond from now, which has passed by the time it is read.
   const at = now + BigInt(Math.max(1, Math.ceil(Math.max(0, ms) * 1e3))) * 1000n;
-  return at < 2n ** 64n ? at : 0n;
+  return at < LAST_NS ? at : LAST_NS;
 }
+
+/**
+ * The latest deadline a native scope takes: one the clock never reaches. Not 2^64 - 1, the native
+ * context's reserved value (its tombstone), which `kc_scope_set_deadline` refuses (KC_EINVAL):
+ * where a Deadline came to exactly that, getting the native scope threw.
+ */
+const LAST_NS = 2n ** 64n - 2n;
 
 /** The native scopes owned by TypeScript jobs. */
 const owned = new WeakMap<JobSupport<unknown>, NativeScope>();

@@ -70,7 +70,11 @@ function withDeadline(op: string, options: ScopeOptions | undefined, ms: number)
   if (!(ms > 0)) return { options: checked, timeout: null, under: null, ms, error: timedOut(ms) };
   const context = checked?.context ?? Context.empty;
   const now = performance.now();
-  const deadline = now + ms;
+  // 2^64 ns or more is no timeout, as Infinity (no timer: `timer`), and so is its Deadline: a
+  // native scope under it then sets none either (`deadlineNs`, the same bound from its own now).
+  // A finite one moved the bound by the time gone before the native scope read it: one of
+  // exactly 2^64 ns armed no timer, but its native children got a deadline (just short of it).
+  const deadline = ms >= NEVER_MS ? Infinity : now + ms;
   const outer = liveDeadline(context);
   if (outer === undefined || outer > deadline) {
     // Once it has finished, its scope's contexts keep the later Deadline it replaced (where that
@@ -152,14 +156,15 @@ export function msText(ms: number): string {
 const MAX_TIMER = 2 ** 31 - 1;
 
 /**
- * The shortest delay that arms nothing, as Infinity: 2^64 ns, about 584 years, past which a
- * native scope's children get no deadline either (native_scope's `deadlineNs`). Such a timer
+ * @ignore The shortest delay that arms nothing, as Infinity: 2^64 ns from now, about 584 years,
+ * from which a native scope's children get no deadline either (native_scope's `deadlineNs`, the
+ * same bound counted from now, not from the native clock's origin). Such a timer
  * cannot fire while the process lives, and would only keep it alive: a withTimeout(1e300), or a
  * withTimeout(Infinity) given a hand-set Deadline that far ahead, re-armed 2^31 - 1 ms for good
  * (1e300 - 2^31 is 1e300), and a wait nothing can end hung the process. Below it the chain is at
  * most 8,192 timers, one each 24.8 days.
  */
-const NEVER_MS = 2 ** 64 / 1e6;
+export const NEVER_MS = 2 ** 64 / 1e6;
 
 /** The cancel function of a timer that never fires. */
 const NEVER = () => {};

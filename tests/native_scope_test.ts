@@ -386,6 +386,58 @@ Deno.test("an endless or huge timeout gives native children no deadline (or one 
   await ns[Symbol.asyncDispose]();
 });
 
+Deno.test("the 2^64 ns bound counts from now for a timeout's timer and its native children alike: just short of it both get one, at or past it neither", async () => {
+  // A native deadline is a kc_now_ns value, counted from the clock's origin (boot): the bound was
+  // past what 64 bits hold, 2^64 ns less the time since boot from now, so a withTimeout just
+  // short of 2^64 ns armed a timer while its native children got no deadline (0). Now one that
+  // arms a timer gives them a deadline (2^64 - 2 ns, the latest the native clock takes, where
+  // its own lies past it), and one of 2^64 ns or more is no timeout, as Infinity: its Deadline is Infinity, no
+  // timer, no native deadline (before, exactly 2^64 ns armed none but its Deadline, read a moment
+  // later, was just short of the bound).
+  const sym = library().symbols("test");
+  const bound = 2 ** 64 / 1e6;
+  const realSetTimeout = globalThis.setTimeout;
+  for (const ms of [bound - 1, bound, 1e300]) {
+    const c = runtime().cells(3);
+    const armed: (number | undefined)[] = [];
+    const before = sym.kc_now_ns();
+    let deadline: number | undefined;
+    // The timers the withTimeout arms, seen through setTimeout: it arms its own (the first link of
+    // the chain past setTimeout's limit) as it starts, before anything is awaited.
+    globalThis.setTimeout = ((fn: () => void, delay?: number) => {
+      if (delay !== undefined && delay >= 2 ** 31 - 1) {
+        armed.push(delay);
+        return 0;
+      }
+      return realSetTimeout(fn, delay);
+    }) as typeof setTimeout;
+    let wait: Promise<void>;
+    try {
+      wait = withTimeout(ms, async (scope) => {
+        deadline = scope.context.get(Deadline);
+        nativeScope(scope).launch("read-deadline", c);
+        await nativeScope(scope).wait();
+      });
+    } finally {
+      globalThis.setTimeout = realSetTimeout;
+    }
+    await wait;
+    assert.equal(c[1], 1n, `done (${ms})`);
+    if (ms < bound) {
+      assert.deepEqual(armed, [2 ** 31 - 1], `a timer for ${ms} ms`);
+      assert.ok(deadline !== undefined && Number.isFinite(deadline), `Deadline ${deadline}`);
+      assert.ok(c[0] !== 0n && c[0] >= before, `a native deadline for ${ms} ms, got ${c[0]}`);
+      if (before + BigInt(Math.floor(ms)) * 1_000_000n >= 2n ** 64n) {
+        assert.equal(c[0], 2n ** 64n - 2n);
+      }
+    } else {
+      assert.deepEqual(armed, [], `no timer for ${ms} ms`);
+      assert.equal(deadline, Infinity, `no Deadline for ${ms} ms`);
+      assert.equal(c[0], 0n, `no native deadline for ${ms} ms, got ${c[0]}`);
+    }
+  }
+});
+
 Deno.test("a scope whose native children were abandoned (shutdown, library closed) rejects, never reports success", async () => {
   for (const end of ["runtime().shutdown()", "closeLibrary()"]) {
     const res = await evalScript(`
