@@ -17,8 +17,12 @@
 // when they run), joins or disposes free-standing scopes, fires the timer of a withTimeout,
 // starts scopes given only the context of a task or scope (mostly one under a withTimeout still
 // running, so that a timeout nests in it unawaited: ended by its timer, failing at once once it
-// fired, or handed a timer of its own when it finishes first; KCORO_SC_STATS=1 counts each),
-// sends to (send, trySend) and closes an actor's mailbox. Half the blocks are cooperative (each
+// fired, rejoining the nearest outer still running or handed a timer of its own when the one it
+// is nested in finishes first; or whose own shorter time comes first, replacing the Deadline in
+// force, which is in force again in its contexts once it has finished; KCORO_SC_STATS=1 counts
+// each), builds chains of such nested timeouts and makes their middle return first (before,
+// the default seeds rejoined an outer twice at most and drew no inner whose own time came first:
+// a timeout that did not restore the Deadline it replaced, or never rejoined, passed), sends to (send, trySend) and closes an actor's mailbox. Half the blocks are cooperative (each
 // wait races the task's signal, as Kotlin's suspension points do), half ignore cancellation and
 // run on; the exception handlers of some contexts throw.
 //
@@ -34,9 +38,9 @@
 // makes are matched by class and cause, and bound on first sight: from then on the same model
 // error must be the same object.
 //
-// Time is a controlled clock: timers of exactly FAKE_MS (the only length this test asks for) are
-// taken out of setTimeout and fired by the test, and so are those a nested timeout is handed for
-// the rest of the time of the withTimeout that finished before it (a little less than FAKE_MS;
+// Time is a controlled clock: timers of exactly FAKE_MS or SHORT_MS (the only lengths this test
+// asks for) are taken out of setTimeout and fired by the test, and so are those a nested timeout
+// is handed for the rest of the time of the withTimeout that finished before it (a little less;
 // compared per step, as a group, until one fires and so tells whose it is); other timeouts are 0
 // or negative (fail at once). A TimeoutError must say its own timeout's ms.
 //
@@ -272,6 +276,18 @@ class MJob {
   timedBy: MJob | null = null;
   /** A withTimeout whose Deadline came first: it ends this one (nested under it), or null. */
   under: MJob | null = null;
+  /**
+   * A withTimeout's: the length (ms) of the timeout whose Deadline it carries, its own or the one
+   * it is nested in (FAKE_MS or SHORT_MS: a SHORT_MS one started later still comes first).
+   */
+  len = 0;
+  /**
+   * A withTimeout whose own time came before the Deadline in force in the context it was given:
+   * the record that Deadline was in force through (src/context.ts `Timeout.replaced`, the source
+   * context's), in force again in its contexts once it has finished; a nested one has that of the
+   * one it is nested in. Null: none (no Deadline was in force).
+   */
+  replaced: MJob | null = null;
   /** A withTimeout's: the running timeouts nested under it, in the order they came. */
   nested: MJob[] = [];
   /** A withTimeout's: what its Deadline ends it with (its own timeout's, or `under`'s). */
@@ -840,6 +856,22 @@ function count(key: string, n = 1) {
   if (n > 0) stats.set(key, (stats.get(key) ?? 0) + n);
 }
 
+/** The record in force for `t`: it while it runs, else the nearest it is nested in that runs. */
+function inForceM(t: MJob | null): MJob | null {
+  while (t !== null && t.final) t = t.under;
+  return t;
+}
+
+/**
+ * The record whose Deadline is in force in a context that holds `t`'s (src/context.ts
+ * `sourceOf`): `t`, or where neither it nor one it is nested in runs, that of the one it replaced
+ * (in turn); null where none is in force (stale).
+ */
+function sourceM(t: MJob | null): MJob | null {
+  while (t !== null && inForceM(t) === null) t = t.replaced;
+  return t;
+}
+
 /** Error symbols in results are compared later, through `errKey` (an index into `errs`). */
 let errs: Sym[] = [];
 function errKey(s: Sym): string {
@@ -857,6 +889,14 @@ const FAKE_MS = 987_654;
  * that one finishes first: less than FAKE_MS, by the time gone since (far less than this).
  */
 const HANDOVER_SPAN = 600_000;
+/**
+ * A shorter timeout: given a context under a running FAKE_MS one (whose Deadline is later, as the
+ * seed's run is far shorter than FAKE_MS - SHORT_MS), its own time comes first, so it replaces
+ * that Deadline in its scope's context (`MJob.replaced`) and arms its own timer; a SHORT_MS one
+ * under it is nested in it. Its hand-over timers are less than it, by less than SHORT_SPAN.
+ */
+const SHORT_MS = 123_456;
+const SHORT_SPAN = 100_000;
 const fakeTimers = new Map<number, () => void>();
 /** The hand-over timers armed (ids, in the order armed), cleared or not: `Run.attributeHandovers`. */
 const handoverIds: number[] = [];
@@ -868,8 +908,10 @@ function installClock(): () => void {
   // deno-lint-ignore no-explicit-any
   const g = globalThis as any;
   g.setTimeout = (fn: () => void, ms?: number, ...args: unknown[]) => {
-    const handover = typeof ms === "number" && ms < FAKE_MS && ms > FAKE_MS - HANDOVER_SPAN;
-    if (ms === FAKE_MS || handover) {
+    const handover = typeof ms === "number" &&
+      ((ms < FAKE_MS && ms > FAKE_MS - HANDOVER_SPAN) ||
+        (ms < SHORT_MS && ms > SHORT_MS - SHORT_SPAN));
+    if (ms === FAKE_MS || ms === SHORT_MS || handover) {
       const id = fakeNext--;
       fakeTimers.set(id, fn);
       if (handover) handoverIds.push(id);
@@ -1151,7 +1193,11 @@ class Run {
     this.maybeInstant(j);
     const follows = owner !== null && kind !== "nonCancellable" && this.chance(0.8);
     const ms = kind === "withTimeout" || kind === "withTimeoutOrNull"
-      ? this.pick(given !== null ? [FAKE_MS, FAKE_MS, FAKE_MS, 0] : [FAKE_MS, FAKE_MS, 0, -1])
+      ? this.pick(
+        given !== null
+          ? [FAKE_MS, FAKE_MS, FAKE_MS, SHORT_MS, SHORT_MS, 0]
+          : [FAKE_MS, FAKE_MS, SHORT_MS, 0, -1],
+      )
       : 0;
     this.log(
       `#${j.id} = ${kind}${ms !== 0 ? `(${ms})` : ""} in ${owner ?? "test"}` +
@@ -1169,10 +1215,15 @@ class Run {
     // A withTimeout still running around it (its Deadline, an equal time earlier, comes first):
     // nested under it, no timer of its own; one finished is stale, unless one it was nested in
     // still runs (that one's, then). Nested, it has a Deadline record of its own (that one's
-    // Deadline, in force while it runs) that timeouts nest in.
-    let enforcing = j.timedBy;
-    while (enforcing !== null && enforcing.final) enforcing = enforcing.under;
-    const under = timed && ms > 0 ? enforcing : null;
+    // Deadline, in force while it runs) that timeouts nest in. Where the context's own timeout
+    // and those it is nested in have finished, the Deadline in force is that of the one it
+    // replaced, if that still runs (`sourceM`). Its own time first (SHORT_MS under a FAKE_MS one):
+    // not nested; it replaces that Deadline in its scope's context, in force there again once it
+    // has finished (while that one runs).
+    const source = sourceM(j.timedBy);
+    const enforcing = inForceM(source);
+    const first = timed && ms > 0 && enforcing !== null && ms < enforcing.len;
+    const under = timed && ms > 0 && !first ? enforcing : null;
     if (reason !== undefined) {
       j.refused = true;
       j.outcome = { ok: false, err: reason };
@@ -1187,16 +1238,24 @@ class Run {
       j.refused = true;
       j.outcome = { ok: false, err: under.expiresWith! };
     } else {
+      if (timed && source !== j.timedBy) {
+        count("timeout given a context whose timeout finished: in force through the one replaced");
+      }
+      if (first) count("timeout own time first (replaced a later Deadline)");
       if (under !== null) {
         count("timeout nested: registered");
         j.under = under;
         under.nested.push(j);
         j.expiresWith = under.expiresWith;
+        j.len = under.len;
+        j.replaced = under.replaced;
         j.timedBy = j;
       } else if (timed) {
         j.timer = true;
         j.timeout = new Sym("Timeout", `${ms}`);
         j.expiresWith = j.timeout;
+        j.len = ms;
+        j.replaced = first ? source : null;
         j.timedBy = j;
       }
       if (follows) {
@@ -1490,11 +1549,15 @@ class Run {
       }));
       return;
     }
-    // default: return
+    this.returns(j);
+  }
+
+  /** `j`'s block (idle) returns a value. */
+  returns(j: MJob) {
     const v = this.nextValue++;
     this.log(`${j} returns ${v}`);
-    m.completeBody(j, v);
-    rn.gate!.resolve(() => ({ kind: "return", value: v }));
+    this.m.completeBody(j, v);
+    this.r[j.id].gate!.resolve(() => ({ kind: "return", value: v }));
   }
 
   lastPromise: Promise<unknown> | null = null;
@@ -1585,7 +1648,8 @@ class Run {
       ["actor", 6],
       ["abort", 2],
       ["complete", 4],
-      ["given", 5],
+      ["given", 10],
+      ["finish", 8],
     ];
     let w = this.rnd() * weights.reduce((a, [, n]) => a + n, 0);
     let what = weights[0][0];
@@ -1611,9 +1675,20 @@ class Run {
       // one under a withTimeout still running: a timeout nests in that one (its timer ends it
       // too; at once once it fired) though nothing awaits it there, so that one may finish
       // first and hand it a timer of its own for the rest (src/time.ts, `Timeout.nested`).
+      // Half the time, where there is one, a context whose Deadline is in force through another
+      // record than the scope's own running one: a nested timeout's (rejoins its outer if it
+      // finishes first), one whose timeout finished (nested: the outer it rejoined; own time
+      // first: the Deadline it replaced, restored).
       const scoped = m.jobs.filter((j) => this.r[j.id].scope !== undefined);
-      const timed = scoped.filter((j) => j.timedBy !== null && !j.timedBy.final);
-      const from = timed.length > 0 && this.chance(0.85) ? timed : scoped;
+      const timed = scoped.filter((j) => inForceM(sourceM(j.timedBy)) !== null);
+      const indirect = timed.filter((j) =>
+        j.timedBy!.under !== null || inForceM(sourceM(j.timedBy)) !== j.timedBy
+      );
+      const from = indirect.length > 0 && this.chance(0.5)
+        ? indirect
+        : timed.length > 0 && this.chance(0.85)
+        ? timed
+        : scoped;
       if (from.length > 0) {
         const kind: RootKind = this.pick([
           "withTimeout",
@@ -1631,6 +1706,40 @@ class Run {
         this.startScope(kind, null, g.ceh, g);
         return;
       }
+    }
+    if (what === "finish" && m.jobs.length < this.knobs.jobs) {
+      // Chains of nested timeouts, each finishing before the ones nested in it: the block of a
+      // withTimeout that timeouts are nested in returns (each of them rejoins the nearest outer
+      // still running, mostly; else is handed a timer for the rest of its time); or a timeout is
+      // given the context of a running one (one nested itself, mostly), to nest in it; or where
+      // none runs, one starts.
+      const outers = idle.filter((j) => j.nested.length > 0 && !j.fired);
+      const rejoin = outers.filter((j) => inForceM(j.under) !== null);
+      const from = rejoin.length > 0 && this.chance(0.8)
+        ? rejoin
+        : outers.length > 0 && this.chance(0.3)
+        ? outers
+        : [];
+      if (from.length > 0) {
+        this.returns(this.pick(from));
+        return;
+      }
+      const hosts = m.jobs.filter((j) => j.timedBy === j && !j.final && !j.fired);
+      const deep = hosts.filter((j) => inForceM(j.under) !== null);
+      const pool = deep.length > 0 && this.chance(0.7) ? deep : hosts;
+      // Two deep below the one it starts from (a new one where none runs), in one step: a
+      // chain whose middle can finish first.
+      let g = pool.length > 0 ? this.pick(pool) : null;
+      for (let depth = 0; depth < 2 && m.jobs.length < this.knobs.jobs; depth++) {
+        const kind = this.pick<RootKind>(["withTimeout", "withTimeoutOrNull"]);
+        this.roots++;
+        const t = g === null
+          ? this.startScope(kind, null, m.jobs.length)
+          : this.startScope(kind, null, g.ceh, g);
+        if (t.refused || t.final || t.timedBy !== t) break;
+        g = t;
+      }
+      return;
     }
     if (what === "cancel" && live.length > 0) {
       const t = this.pickJob(live);
