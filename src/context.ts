@@ -189,9 +189,11 @@ export interface Timeout {
    * else null (a nested one has that of the one it is nested in). Once this one is done (and the
    * ones it is nested in), its contexts' Deadline is that context's, in force as it is there:
    * before, they had none, so a timeout or native scope given one after this one had finished
-   * escaped the Deadline of the withTimeout (or the hand-set one) around it.
+   * escaped the Deadline of the withTimeout (or the hand-set one) around it. Once this one is
+   * stale (done, and so are the ones it is nested in), a read of the Deadline points it at the
+   * context where that walk ends (`sourceOf`), or null: one step from then on.
    */
-  readonly replaced: Context | null;
+  replaced: Context | null;
 }
 
 /**
@@ -390,13 +392,24 @@ export class Context {
       // force after it (it was hand-set). A `replaced` is a source itself when kept
       // (`deadlineContext`), so this takes one step per such timeout finished since, not one per
       // context the Deadline went through.
-      let c = context;
+      let c: Context | null = context;
       for (;;) {
-        const timeout = c.#timeout;
-        if (timeout === null || timeout.adopted || inForce(timeout) !== null) return c;
-        if (timeout.replaced === null) return null;
+        const timeout: Timeout | null = c.#timeout;
+        if (timeout === null || timeout.adopted || inForce(timeout) !== null) break;
         c = timeout.replaced;
+        if (c === null) break;
       }
+      // Each stale timeout passed now names where the walk ended (as `inForce` re-points the
+      // finished records it passes): a chain of such timeouts, each nested in the last with an
+      // earlier time of its own and finished innermost first, was walked in full by each read.
+      // The same answer for ever: a stale timeout never runs again, so every later walk from one
+      // passes through `c` (or ends at null).
+      for (let d: Context | null = context; d !== c;) {
+        const timeout: Timeout = d!.#timeout!;
+        d = timeout.replaced;
+        timeout.replaced = c;
+      }
+      return c;
     };
     deadlineInForce = (context) => {
       const c = sourceOf(context);

@@ -1301,3 +1301,40 @@ Deno.test("a read of a Deadline points the finished nested timeouts it walks pas
   assert.equal(liveDeadline(innermost!), undefined, "stale once the outer has finished");
   assert.equal(records[49].under, null, "it keeps nothing");
 });
+
+Deno.test("a read of a Deadline points the finished timeouts whose own earlier time replaced it at the context where it is in force: the walk does not grow with every one finished", async () => {
+  // A chain of 30 timeouts, each given only the last one's context with a time of its own before
+  // its Deadline (so each keeps the last one's context as the one it replaced), finished
+  // innermost first while the outer runs: a read of the innermost's context stepped back through
+  // all 30. The first read now points each at the outer's context, and at nothing once the outer
+  // has finished.
+  let innermost: Context | undefined;
+  const records: NonNullable<ReturnType<typeof runningTimeout>>[] = [];
+  await withTimeout(600_000, async (o) => {
+    const gates: CompletableDeferred<void>[] = [];
+    const waits: Promise<unknown>[] = [];
+    let context = o.context;
+    for (let i = 0; i < 30; i++) {
+      const gate = new CompletableDeferred<void>();
+      let next: Context | undefined;
+      waits.push(withTimeout(500_000 - i * 1_000, (t) => {
+        next = t.context;
+        return gate.await();
+      }, { context }));
+      assert.equal(runningTimeout(next!)!.replaced, context, `${i}: the last one's context`);
+      context = next!;
+      records.push(runningTimeout(context)!);
+      gates.push(gate);
+    }
+    innermost = context;
+    for (let i = 29; i >= 0; i--) {
+      gates[i].complete();
+      await waits[i];
+    }
+    assert.equal(liveDeadline(innermost), liveDeadline(o.context), "the outer's, in force");
+    for (const [i, r] of records.entries()) assert.equal(r.replaced, o.context, `record ${i}`);
+    assert.equal(runningTimeout(innermost), runningTimeout(o.context), "a timeout nests in it");
+  });
+  assert.equal(liveDeadline(innermost!), undefined, "stale once the outer has finished");
+  assert.equal(records[29].replaced, null, "it keeps nothing");
+});
