@@ -6,7 +6,7 @@
  * through `scope.signal` like any other cancellation, and the call settles only once the block
  * and its tasks have finished. Timeouts of 0 or less fail at once without running the block.
  * Times are milliseconds; `Infinity` means no timeout, and so does 2^64 ns (about 584 years) or
- * more, which arms no timer either.
+ * more, which arms no timer either, and whose `Deadline` is `Infinity` (native children get none).
  *
  * @module
  */
