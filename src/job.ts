@@ -30,9 +30,10 @@
  * one's subtree before the next, as Kotlin's), and it becomes `cancelled` once its body and
  * children are done. A failure that cancels its parents too cancels them innermost first (the
  * failing job's subtree, then its parent's signal and other children, and so on up, Kotlin's
- * `notifyCancelling` order), and none of them completes before all are cancelling. A failed job
- * is a cancelled job whose cause is not a CancellationError (Kotlin: `isCancelled` is true for
- * failed jobs too).
+ * `notifyCancelling` order), each parent becoming `cancelling` only at its own turn (Kotlin's
+ * `cancelParent`), and none of them completes before all are cancelling. A failed job is a
+ * cancelled job whose cause is not a CancellationError (Kotlin: `isCancelled` is true for failed
+ * jobs too).
  *
  * Failures travel up: a failing child cancels its parent (and so its siblings) unless the parent
  * is a supervisor. Cancellation travels down and is never a failure. A failure nobody handles
@@ -631,70 +632,78 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   /**
    * Cancels this job with `cause` (a failure when `failure`). Loops instead of recursing, so a
    * chain of 10,000 nested tasks does not overflow the stack (the recursion did, leaving the
-   * jobs half-cancelled and a RangeError unhandled): first up, handing a failure to each parent
-   * that takes it, then down, each job that started cancelling here innermost first, as Kotlin's
+   * jobs half-cancelled and a RangeError unhandled). Innermost first, as Kotlin's
    * `notifyCancelling` cancels a job's own children before it tells its parent (`cancelParent`):
-   * the failing job's subtree, then its parent's signal and other children, and so on up. (It
-   * walked outermost first: the root's subtree was cancelled before the failing job's.)
+   * each job that starts cancelling here walks its subtree (`#cancelDown`) at once, and only then
+   * is its parent looked at, which a failure cancels unless it is a supervisor: the failing job's
+   * subtree, then its parent's signal and other children, and so on up. A parent becomes
+   * `cancelling` only when its turn comes, as Kotlin's stays active until `cancelParent` reaches
+   * it: code run by a child's walk (abort listeners, a lazy child's completion handlers) sees it
+   * still active (before, every job on the path was made cancelling before the first walk), and
+   * what that code does to it (cancel it, fail another of its children) comes first, as in
+   * Kotlin. (It walked outermost first: the root's subtree was cancelled before the failing
+   * job's.)
    *
    * None of those jobs completes before all of them are cancelling (`#holdFinal`), as Kotlin
    * completes a job only after its `notifyCancelling`, parents included, has returned: then each
-   * that can finish does, innermost first. Without the hold the failing job (its body over, its
-   * children gone) completed at the end of its own walk, before its parent's signal aborted.
+   * that can finish does, innermost first. Holding the first job walked holds them all: each
+   * parent has it in its subtree. Without the hold the failing job (its body over, its children
+   * gone) completed at the end of its own walk, before its parent's signal aborted.
    */
   #cancelWith(cause: unknown, failure: boolean): void {
-    let first: JobSupport<unknown> | null = null; // the jobs that start cancelling here
-    let more: JobSupport<unknown>[] | null = null;
-    // deno-lint-ignore no-this-alias -- j walks up from this job
-    for (let j: JobSupport<unknown> = this;;) {
-      const s = j.#state;
-      if (s >= CANCELLED) break;
-      if (s === CANCELLING) {
-        // The first failure wins over a cancellation (Kotlin's root cause rule).
-        if (!failure) break;
-        if (j.#failed) {
-          if (cause !== j.#cause) j.#suppress(cause);
-          break;
-        }
-        j.#cause = cause;
-        j.#failed = true;
-      } else {
-        j.#state = CANCELLING;
-        j.#cause = cause;
-        j.#failed = failure;
-        if (s === NEW || (j.#flags & CANCEL_COMPLETES) !== 0) j.#bodyDone = true;
-        if (first === null) first = j;
-        else (more ??= []).push(j);
-        if (!failure) break;
-      }
-      // j fails: its parent takes the failure unless it is a supervisor (or there is none);
-      // `#handled` records whether it does, so j does not report it too.
-      const p = j.#parent;
-      if (p === null || ((p.#flags & SUPERVISOR) !== 0 && (j.#flags & PARENTS_OWN) === 0)) {
-        j.#handled = false;
-        break;
-      }
-      j.#handled = (p.#flags & HANDLES_CHILD_FAILURE) !== 0;
-      j = p;
-    }
-    if (first === null) return;
-    if (more === null) {
-      // One job: its walk's last step is its own #tryFinalize, so nothing to hold.
-      first.#cancelDown();
-      return;
-    }
-    first.#holdFinal = true;
-    for (let i = 0; i < more.length; i++) more[i].#holdFinal = true;
+    let held: JobSupport<unknown> | null = null; // the first job walked, when its parent is next
     try {
-      first.#cancelDown();
-      // A walk runs code (abort listeners) but cannot finish a held job: each is still
-      // cancelling, its signal not aborted, when its own walk comes.
-      for (let i = 0; i < more.length; i++) more[i].#cancelDown();
+      // deno-lint-ignore no-this-alias -- j walks up from this job
+      for (let j: JobSupport<unknown> = this;;) {
+        const s = j.#state;
+        if (s >= CANCELLED) break;
+        let walk = false;
+        if (s === CANCELLING) {
+          // The first failure wins over a cancellation (Kotlin's root cause rule).
+          if (!failure) break;
+          if (j.#failed) {
+            if (cause !== j.#cause) j.#suppress(cause);
+            break;
+          }
+          j.#cause = cause;
+          j.#failed = true;
+        } else {
+          j.#state = CANCELLING;
+          j.#cause = cause;
+          j.#failed = failure;
+          if (s === NEW || (j.#flags & CANCEL_COMPLETES) !== 0) j.#bodyDone = true;
+          walk = true;
+        }
+        // A failure goes on to j's parent unless that is a supervisor (or there is none);
+        // `#handled` records whether the parent takes it, so j does not report it too.
+        const p = j.#parent;
+        const up = failure &&
+          !(p === null || ((p.#flags & SUPERVISOR) !== 0 && (j.#flags & PARENTS_OWN) === 0));
+        if (failure) j.#handled = up && (p!.#flags & HANDLES_CHILD_FAILURE) !== 0;
+        if (walk) {
+          if (up && held === null) {
+            held = j;
+            j.#holdFinal = true;
+          }
+          // Its walk's last step is its own #tryFinalize: a no-op while it, or a job below it
+          // on the path, is held.
+          j.#cancelDown();
+        }
+        if (!up) break;
+        // p is still unfinished: j is linked in its list until j finishes, and j (or the held
+        // job below it) cannot finish before the hold ends.
+        j = p!;
+      }
     } finally {
-      first.#holdFinal = false;
-      for (let i = 0; i < more.length; i++) more[i].#holdFinal = false;
-      first.#tryFinalize(); // goes on up to each parent this lets finish
-      for (let i = 0; i < more.length; i++) more[i].#tryFinalize(); // one that did: a no-op
+      // Also when a walk throws (a stack overflow, where the cancel starts deep in its caller's
+      // stack; abort listeners' own throws are reported, not thrown), so that no job stays held
+      // for good.
+      if (held !== null) {
+        held.#holdFinal = false;
+        // Goes on up to each parent this lets finish; those above the first that cannot finish
+        // have it in their subtree, so they cannot finish either: nothing else to try.
+        held.#tryFinalize();
+      }
     }
   }
 
@@ -789,29 +798,21 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * Finishes this job if its body and children are done, then each parent that this lets
    * finish: a loop, not recursion (a chain of 10,000 nested tasks ending at once overflowed).
    *
-   * A cancelling job's signal aborts before it becomes `cancelled`, as Kotlin notifies a job's
-   * cancelling before its completion (`notifyCancelling` runs as the job becomes cancelling).
-   * Its own `#cancelDown` aborts it first as a rule, and a job waiting for its walk while
-   * another one's runs code (abort listeners) is held (`#holdFinal`); the abort below is the
-   * rule's backstop: before the hold, an outer job's walk could finish an inner one before that
-   * one's walk, which completed it with its signal not aborted yet.
+   * A cancelling job's signal has always aborted here (or was never made), as Kotlin notifies a
+   * job's cancelling before its completion: nothing runs between a job becoming `cancelling` and
+   * its signal's abort (`#cancelWith` walks each job on a failure's path as it makes it
+   * cancelling, `#cancelDown` aborts each child as it makes it cancelling), and the abort sets
+   * `aborted` before its listeners run. (A backstop here aborted a signal not aborted yet: while
+   * `#cancelWith` made every job on the path cancelling before the first walk, an outer job's
+   * walk could reach an inner one before that one's own walk.)
    */
   #tryFinalize(): void {
     // deno-lint-ignore no-this-alias -- j walks up from this job
     for (let j: JobSupport<unknown> | null = this; j !== null;) {
       if (!j.#bodyDone || j.#head !== null || j.#holdFinal) return;
       if (j.#state === COMPLETING) j = j.#finalize(COMPLETED);
-      else if (j.#state === CANCELLING) {
-        const c = j.#controller;
-        if (c !== null && !c.signal.aborted) {
-          // Its walk has not run yet. The abort runs listeners, which may finish it themselves
-          // (through a child, or another path here): look at it again rather than finalize it
-          // a second time.
-          c.abort(j.#childCancel());
-          continue;
-        }
-        j = j.#finalize(CANCELLED);
-      } else return;
+      else if (j.#state === CANCELLING) j = j.#finalize(CANCELLED);
+      else return;
     }
   }
 

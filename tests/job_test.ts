@@ -708,6 +708,69 @@ Deno.test("a failure cancels innermost first: the failing job's subtree, then it
   ]);
 });
 
+Deno.test("a failure's parents stay active while the failing job's subtree is cancelled, and become cancelling at their own turn (Kotlin's cancelParent)", async () => {
+  // root ── p ── f (fails) ── fz (lazy)
+  //      └─ s
+  // Kotlin's notifyCancelling runs a job's handlers (its children's cancel among them) before it
+  // tells its parent (cancelParent), and the parent becomes cancelling only then: code that runs
+  // during f's walk (f's abort listener, the completion handler of f's lazy child) sees p and the
+  // root still active, their signals not aborted; p's own listener sees the root still active.
+  // Before, every job on the path was made cancelling before the first walk, so f's walk read
+  // p and the root as cancelling with their signals not aborted yet, and a cancel of p there
+  // was a no-op.
+  const log: string[] = [];
+  const look = (who: string, name: string, job: Job, signal: AbortSignal) =>
+    log.push(
+      `${who}: ${name} ${job.state} isActive=${job.isActive} isCancelled=${job.isCancelled} ` +
+        `aborted=${signal.aborted}`,
+    );
+  const go = new CompletableDeferred<void>();
+  const failure = new Error("boom");
+  const cause = new CancellationError("p cancelled during f's walk");
+  await assert.rejects(
+    coroutineScope((root) => {
+      root.launch((p) => {
+        p.signal.addEventListener("abort", () => {
+          log.push(`p aborted: ${p.signal.reason === cause}`);
+          look("p's listener", "root", root.job, root.signal);
+        });
+        p.launch(async (f) => {
+          f.launch(() => {}, { lazy: true }).invokeOnCompletion(() => {
+            look("fz's handler", "p", p.job, p.signal);
+            look("fz's handler", "root", root.job, root.signal);
+            p.cancel(cause); // p is active: this cancels it, before f's failure reaches it
+          });
+          f.signal.addEventListener("abort", () => look("f's listener", "p", p.job, p.signal));
+          await go.await();
+          throw failure;
+        });
+        return untilAborted(p.signal);
+      });
+      root.launch((s) =>
+        untilAborted(s.signal).catch(() => {
+          look("s's finally", "root", root.job, root.signal);
+        })
+      );
+      root.signal.addEventListener(
+        "abort",
+        () => look("root's listener", "root", root.job, root.signal),
+      );
+      go.complete();
+      return untilAborted(root.signal);
+    }),
+    (e) => e === failure, // f's failure still wins over p's cancellation (Kotlin's root cause)
+  );
+  assert.deepEqual(log, [
+    "f's listener: p active isActive=true isCancelled=false aborted=false",
+    "fz's handler: p active isActive=true isCancelled=false aborted=false",
+    "fz's handler: root active isActive=true isCancelled=false aborted=false",
+    "p aborted: true", // fz's handler cancelled p: p's walk ran then, with that cause
+    "p's listener: root active isActive=true isCancelled=false aborted=false",
+    "root's listener: root cancelling isActive=false isCancelled=true aborted=true",
+    "s's finally: root cancelling isActive=false isCancelled=true aborted=true",
+  ]);
+});
+
 Deno.test("a lazy job that a completion handler starts during a failure's inner walk runs, then is cancelled (Kotlin: the root is told after)", async () => {
   // root ── p ── f (fails), z (lazy, its handler starts `late`)
   //      └─ late (lazy)
@@ -744,12 +807,16 @@ Deno.test("a lazy job that a completion handler starts during a failure's inner 
 Deno.test("jobs held while a failure's path is walked all complete, whatever the walk's listeners do", async () => {
   // root ── a ── f (fails), lz (lazy, throws at once)
   //      └─ b ── x
-  // f's failure holds f, a and root until each one's walk has run (`#holdFinal`). The listeners
-  // on those signals meanwhile: fail b (not walked yet) through a child that throws at once, a
-  // second failure path with holds of its own (b and its child), nested in the first; end a's
-  // and root's bodies at once (thenables the test settles); cancel jobs of the tree again; start
-  // a lazy job whose block throws at once; launch into the cancelling root; throw. Every job
-  // must still complete: a hold never let go leaves one cancelling for good.
+  // f's failure holds f until a's and root's walks have run (`#holdFinal`). The listeners on
+  // those signals meanwhile: fail b through a child that throws at once, a second failure path
+  // with a hold of its own, nested in the first, which reaches the root (still active: f's
+  // failure goes on up only after f's subtree, Kotlin's cancelParent) and cancels a; start a
+  // lazy job whose block throws at once from a's listener (a third failure, reaching a before
+  // f's does); end a's and root's bodies at once (thenables the test settles); cancel jobs of
+  // the tree again; launch into the cancelling root; throw. Every job must still complete: a
+  // hold never let go leaves one cancelling for good. The root fails with the failure that
+  // reached it first, `second`; a with `lazy`, which reached it first, so f's is kept there
+  // (Kotlin's root cause rule: the first failure to reach a job wins).
   using reported = catchReported();
   const go = new CompletableDeferred<void>();
   const failure = new Error("boom");
@@ -770,6 +837,7 @@ Deno.test("jobs held while a failure's path is walked all complete, whatever the
         }, { lazy: true });
         jobs.push(lz);
         a.signal.addEventListener("abort", () => {
+          lz.start();
           throw listener;
         });
         a.launch(async (f) => {
@@ -781,7 +849,6 @@ Deno.test("jobs held while a failure's path is walked all complete, whatever the
             for (const end of ends) end();
             root.cancel();
             a.cancel();
-            lz.start();
             jobs.push(root.launch(() => {}));
           });
           await go.await();
@@ -798,10 +865,12 @@ Deno.test("jobs held while a failure's path is walked all complete, whatever the
       go.complete();
       return ended();
     }),
-    (e) => e === failure,
+    (e) => e === second,
   );
   assert.equal(jobs.length, 8);
   for (const j of jobs) assert.equal(j.state, "cancelled", String(j));
-  assert.deepEqual((failure as Error & { suppressed: unknown[] }).suppressed, [second, lazy]);
+  const suppressed = (e: Error) => (e as Error & { suppressed: unknown[] }).suppressed;
+  assert.deepEqual(suppressed(second), [lazy]);
+  assert.deepEqual(suppressed(lazy), [failure]);
   assert.deepEqual(reported.errors, [listener]);
 });

@@ -468,17 +468,21 @@ class Model {
   }
 
   /**
-   * A failure goes up first (each parent takes it unless it is a supervisor), then each job that
-   * started cancelling here is walked innermost first (Kotlin's notifyCancelling cancels a job's
-   * own children before it tells its parent), and none of them finishes before all are
-   * cancelling (`held`); then each that can finish does, innermost first. README "Structured
-   * concurrency". Before, the model walked them outermost first (the parent's cancel ran inside
-   * the child's, before the child's own walk), as kcoro did.
+   * Each job that starts cancelling here is walked at once, and only then is its parent looked
+   * at, which a failure cancels unless it is a supervisor: innermost first, as Kotlin's
+   * notifyCancelling cancels a job's own children before it tells its parent (cancelParent), so
+   * a parent is still active while its failing child's subtree is cancelled, and what that walk
+   * does to it comes first. None of them finishes before all are cancelling: the first one
+   * walked is held (`held`), which holds its parents (it is in their subtrees); then each that
+   * can finish does, innermost first. README "Structured concurrency". Before, the model made
+   * every job on the path cancelling first and then walked them (before that, outermost first),
+   * as kcoro did.
    */
   cancelWith(j: MJob, cause: Sym, failure: boolean) {
-    const started: MJob[] = []; // innermost first
+    let held: MJob | null = null;
     for (let k = j;;) {
       if (k.state >= CANCELLED) break;
+      let walk = false;
       if (k.state === CANCELLING) {
         if (!failure) break;
         if (k.failed) {
@@ -494,23 +498,25 @@ class Model {
         k.cause = cause;
         k.failed = failure;
         if (wasNew || k.cancelCompletes) k.bodyDone = true;
-        started.push(k);
-        if (!failure) break;
+        walk = true;
       }
       const p = k.parent;
-      if (p === null || p.supervisor) {
-        k.handled = false;
-        break;
+      const up = failure && p !== null && !p.supervisor;
+      if (failure) k.handled = up && p!.handles;
+      if (walk) {
+        if (up && held === null) {
+          held = k;
+          k.held = true;
+        }
+        this.cancelDown(k);
       }
-      k.handled = p.handles;
-      k = p;
+      if (!up) break;
+      k = p!;
     }
-    const hold = started.length > 1;
-    if (hold) { for (const s of started) s.held = true; }
-    for (const s of started) this.cancelDown(s);
-    if (!hold) return;
-    for (const s of started) s.held = false;
-    for (const s of started) this.tryFinalize(s);
+    if (held !== null) {
+      held.held = false;
+      this.tryFinalize(held);
+    }
   }
 
   suppress(j: MJob, later: Sym) {
