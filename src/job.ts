@@ -31,7 +31,8 @@
  * children are done. A failure that cancels its parents too cancels them innermost first (the
  * failing job's subtree, then its parent's signal and other children, and so on up, Kotlin's
  * `notifyCancelling` order), each parent becoming `cancelling` only at its own turn (Kotlin's
- * `cancelParent`), and none of them completes before all are cancelling. A failed job is a
+ * `cancelParent`), and none of them completes before all are cancelling. A job's own signal
+ * aborts as it becomes `cancelling`, before its first child is cancelled. A failed job is a
  * cancelled job whose cause is not a CancellationError (Kotlin: `isCancelled` is true for failed
  * jobs too).
  *

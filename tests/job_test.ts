@@ -771,6 +771,53 @@ Deno.test("a failure's parents stay active while the failing job's subtree is ca
   ]);
 });
 
+Deno.test("a job's own signal aborts before its children are cancelled, so what a child's cancel runs sees its parent's signal agree with its state", async () => {
+  // kcoro's rule, pinned: a job's signal stands for its state (`ensureActive()` is
+  // `signal.throwIfAborted()`), and Kotlin turns a job's state (isActive, what ensureActive
+  // reads) before it runs any cancelling handler, its children's among them; so the signal
+  // aborts as the state turns, before the first child. Kotlin's own cancelling handlers (a
+  // suspended block's, invokeOnCompletion(onCancelling = true)) share a list with its children,
+  // in registration order; kcoro has none but the signal's listeners. Children first, a child's
+  // listener read its parent as cancelling with its signal not aborted yet. By a cancel, and
+  // within each job's turn of a failure's walk.
+  const log: string[] = [];
+  const look = (who: string, parent: CoroutineScope) =>
+    log.push(`${who}: ${parent.job.state} aborted=${parent.signal.aborted}`);
+  for (const how of ["cancel", "failure"] as const) {
+    const go = new CompletableDeferred<void>();
+    await assert.rejects(
+      coroutineScope((root) => {
+        root.launch((p) => {
+          p.signal.addEventListener("abort", () => log.push(`${how}: p's own listener`));
+          p.launch((c) => {
+            c.signal.addEventListener("abort", () => look(`${how}: c's listener`, p));
+            return untilAborted(c.signal);
+          });
+          p.launch(() => {}, { lazy: true }).invokeOnCompletion(() =>
+            look(`${how}: z's handler`, p)
+          );
+          if (how === "failure") {
+            p.launch(async () => {
+              await go.await();
+              throw new Error("boom");
+            });
+          }
+          return untilAborted(p.signal);
+        });
+        if (how === "cancel") root.launch(async () => (await go.await(), root.cancel()));
+        go.complete();
+      }),
+      how === "cancel" ? CancellationError : /boom/,
+    );
+  }
+  const turn = (how: string) => [
+    `${how}: p's own listener`,
+    `${how}: c's listener: cancelling aborted=true`,
+    `${how}: z's handler: cancelling aborted=true`,
+  ];
+  assert.deepEqual(log, [...turn("cancel"), ...turn("failure")]);
+});
+
 Deno.test("a lazy job that a completion handler starts during a failure's inner walk runs, then is cancelled (Kotlin: the root is told after)", async () => {
   // root ── p ── f (fails), z (lazy, its handler starts `late`)
   //      └─ late (lazy)
