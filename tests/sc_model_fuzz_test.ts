@@ -637,7 +637,11 @@ class Model {
           this.handovers.push(n);
         }
       }
-      j.nested = []; // fired: the timer's cancels run after its own scope's
+      // Each has moved on (rejoined or handed over): none is nested in this finished one now. A
+      // fired one keeps its set instead (this block is skipped): the timer's walk (`expire`),
+      // which cancels them after its own scope, still reaches them (time.ts's onFinal likewise
+      // leaves a fired timeout's set to `expire`).
+      j.nested = [];
     }
 
     if (j.following !== null) {
