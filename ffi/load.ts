@@ -336,10 +336,11 @@ function envVar(name: string): string | undefined {
 
 /**
  * Why whether a path is a file could not be told: `why` for a list of places tried (`reason`,
- * then Deno's error as received), `reason` and `error` apart for a message that ends with the
- * path received (the house form says "received" once), and `refused`, Deno's NotCapable when it
- * was `--allow-read` not granted for it (a {@linkcode LibraryPermissionError} then), null when
- * the system refused (PermissionDenied: no flag fixes that).
+ * then Deno's error in parentheses: "received" belongs to the message's first line, and it said
+ * "<reason>, received <error>" mid-entry), `reason` and `error` apart for a message that ends
+ * with the path received (the house form says "received" once), and `refused`, Deno's NotCapable
+ * when it was `--allow-read` not granted for it (a {@linkcode LibraryPermissionError} then),
+ * null when the system refused (PermissionDenied: no flag fixes that).
  */
 interface Unreadable {
   why: string;
@@ -350,7 +351,7 @@ interface Unreadable {
 
 /** `fileAt`'s answer when `stat` threw `error`: `reason` why, for the error. */
 function unreadable(reason: string, error: Error, refused: Error | null): Unreadable {
-  return { why: `${reason}, received ${error.name}: ${error.message}`, reason, error, refused };
+  return { why: `${reason} (${error.name}: ${error.message})`, reason, error, refused };
 }
 
 /**
@@ -464,10 +465,11 @@ function findZig(): string | { pinned: string; why: string } {
 const ABSENT: unique symbol = Symbol("absent");
 
 /**
- * Why the program at `path` cannot be run (for the error, with what Deno answered), null if it
- * looks runnable (a file with an execute bit; where the system reports no mode, a file), or
- * `ABSENT` if nothing is there. Unreadable (`--allow-read` not granted, or the system refusing),
- * a link to nothing, not a file, or not executable: something is there, so not ABSENT.
+ * Why the program at `path` cannot be run (for an entry of the error's list of places tried,
+ * with what Deno answered in parentheses), null if it looks runnable (a file with an execute
+ * bit; where the system reports no mode, a file), or `ABSENT` if nothing is there. Unreadable
+ * (`--allow-read` not granted, or the system refusing), a link to nothing, not a file, or not
+ * executable: something is there, so not ABSENT.
  */
 function unusable(path: string): string | null | typeof ABSENT {
   let info: Deno.FileInfo;
@@ -480,39 +482,49 @@ function unusable(path: string): string | null | typeof ABSENT {
       } catch {
         return ABSENT;
       }
-      return `it is a symbolic link to nothing, received NotFound: ${e.message}`;
+      return `it is a symbolic link to nothing (NotFound: ${e.message})`;
     }
     if (e instanceof Deno.errors.NotCapable) {
-      return `--allow-read is not granted for it, received NotCapable: ${e.message}`;
+      return `--allow-read is not granted for it (NotCapable: ${e.message})`;
     }
-    return `it cannot be read, received ${(e as Error).name}: ${(e as Error).message}`;
+    return `it cannot be read (${(e as Error).name}: ${(e as Error).message})`;
   }
   if (!info.isFile) {
-    return `it is not a file, received a ${info.isDirectory ? "directory" : "special file"}`;
+    return `it is not a file (a ${info.isDirectory ? "directory" : "special file"})`;
   }
   if (info.mode !== null && (info.mode & 0o111) === 0) {
-    return `it is not executable, received mode 0${(info.mode & 0o7777).toString(8)}`;
+    return `it is not executable (mode 0${(info.mode & 0o7777).toString(8)})`;
   }
   return null;
 }
 
+/**
+ * Builds the library from the checkout's source, if it can: its path once built, else null
+ * with why pushed to `tried` (one line, `<what was tried>: <why it failed>`, as each entry of
+ * the error's list).
+ */
 function buildFromSource(tried: string[]): string | null {
   if (checkout === null) return null;
   const source = fileAt(`${checkout}build.zig`);
   if (typeof source === "object") {
-    tried.push(`build from source (skipped: cannot read ${checkout}build.zig: ${source.why})`);
+    tried.push(`build from source: skipped, ${checkout}build.zig cannot be read: ${source.why}`);
     return null;
   }
-  if (!source) return null;
+  if (!source) {
+    // Named, as every place looked at (the list said nothing of a build: a copy of the module
+    // without its sources).
+    tried.push(`build from source: skipped, there is no ${checkout}build.zig`);
+    return null;
+  }
   if (!canRun()) {
-    tried.push("build from source (skipped: needs --allow-run)");
+    tried.push("build from source: skipped, it needs --allow-run");
     return null;
   }
   const zig = findZig();
   if (typeof zig === "object") {
     tried.push(
-      `build from source (skipped: the pinned Zig ${zig.pinned} cannot be used: ${zig.why}; ` +
-        `fix it, remove it to build with the zig on PATH, or set KCORO_ZIG to a Zig to use)`,
+      `build from source: skipped, the pinned Zig ${zig.pinned} cannot be used: ${zig.why}; ` +
+        `fix it, remove it to build with the zig on PATH, or set KCORO_ZIG to a Zig to use`,
     );
     return null;
   }
@@ -526,18 +538,39 @@ function buildFromSource(tried: string[]): string | null {
     })
       .outputSync();
   } catch (e) {
-    tried.push(`build from source with ${zig} (could not run it: ${(e as Error).message})`);
+    const { name, message } = e as Error;
+    tried.push(`build from source with ${zig}: it could not be run (${name}: ${message})`);
     return null;
   }
   if (!out.success) {
+    // Its last lines, on the entry's one line (`oneLine`; they were lines of their own).
     const err = new TextDecoder().decode(out.stderr).trim().split("\n").slice(-5).join("\n");
-    tried.push(`build from source with ${zig} (failed:\n${err})`);
+    const how = out.signal !== null ? `signal ${out.signal}` : `exit code ${out.code}`;
+    tried.push(
+      `build from source with ${zig}: it failed (${how})${err === "" ? "" : `, ending: ${err}`}`,
+    );
     return null;
   }
   const built = `${checkout}zig-out/lib/${libraryFileName()}`;
   const found = fileAt(built);
-  if (typeof found === "object") tried.push(`${built}, built (cannot read it: ${found.why})`);
+  // A build that succeeded and left no file there is named too: the list left it out, as if no
+  // build had been tried.
+  if (found !== true) {
+    tried.push(
+      `build from source with ${zig}: it succeeded, but ` +
+        (found === false ? `left no file at ${built}` : `${built} cannot be read: ${found.why}`),
+    );
+  }
   return found === true ? built : null;
+}
+
+/**
+ * `text` on one line, for an entry of the list of places tried: each line break (with the blank
+ * lines and indentation around it) becomes " | ". A failed build's last lines of output, or a
+ * message of Deno's with a line break, made entries of several lines, the list hard to read.
+ */
+function oneLine(text: string): string {
+  return text.trim().replace(/\s*\n\s*/g, " | ");
 }
 
 /** Returns the path of the library to open, building it if allowed; see the module doc. */
@@ -581,7 +614,7 @@ export function findLibrary(options: OpenOptions = {}): string {
         `library's path, received ${describe(fromEnv)}`,
     );
   }
-  tried.push("KCORO_LIB (unset or not readable without --allow-env)");
+  tried.push("KCORO_LIB: unset, or not readable without --allow-env");
   // Deno's NotCapable if --allow-read was refused for the local build: the search could not
   // look there, and its error is a LibraryPermissionError.
   let refused: { local: string; e: Error } | null = null;
@@ -590,15 +623,15 @@ export function findLibrary(options: OpenOptions = {}): string {
     const found = fileAt(local);
     if (found === true) return local;
     if (typeof found === "object" && found.refused !== null) refused = { local, e: found.refused };
-    tried.push(
-      found === false ? local : `${local} (cannot tell whether it is there: ${found.why})`,
-    );
+    // "<path>: <why>", as every entry (a path without a reason was the path with no file).
+    tried.push(`${local} (the local build): ${found === false ? "no file there" : found.why}`);
   }
   if (options.build ?? true) {
     const built = buildFromSource(tried);
     if (built !== null) return built;
   }
-  const list = `Tried:\n  - ${tried.join("\n  - ")}\n`;
+  // One line per place tried: what it was, then why it failed (`<what>: <why>`).
+  const list = `Tried:\n  - ${tried.map(oneLine).join("\n  - ")}\n`;
   const build =
     `uild it with \`./task build\` in the kcoro checkout, or set KCORO_LIB to its path ` +
     `(and run with --allow-env).`;

@@ -689,7 +689,8 @@ show(() => library());
   const [search, path, env, ...rest] = res.stdout.trim().split("\n").map((l) => JSON.parse(l));
   assert.deepEqual(rest, []);
   const deno = `received NotCapable: Requires read access to "${local}"`;
-  const refused = `--allow-read is not granted for it, ${deno}`;
+  const refused =
+    `--allow-read is not granted for it (NotCapable: Requires read access to "${local}"`;
   const error = "true read LibraryPermissionError Cannot";
   assert.ok(
     search.startsWith(
@@ -699,7 +700,17 @@ show(() => library());
     search,
   );
   assert.ok(search.split("\n")[0].endsWith(". Tried:"), search);
-  assert.ok(search.includes(`\n  - ${local} (cannot tell whether it is there: ${refused}`), search);
+  const tried = triedList(search);
+  assert.equal(tried[0], "KCORO_LIB: unset, or not readable without --allow-env");
+  assert.ok(tried[1].startsWith(`${local} (the local build): ${refused}`), tried[1]);
+  assert.ok(
+    tried[2].startsWith(
+      `build from source: skipped, ${root}build.zig cannot be read: --allow-read is not ` +
+        `granted for it (NotCapable: Requires read access to "${root}build.zig"`,
+    ),
+    tried[2],
+  );
+  assert.equal(tried.length, 3, search);
   assert.ok(search.includes("\nOr build it with `./task build`"), search);
   const open = `${error} open the kcoro library: --allow-read is not granted for ${local}`;
   const flag = `run with --allow-read (or --allow-read=${local}), ${deno}`;
@@ -707,6 +718,26 @@ show(() => library());
   assert.ok(path.startsWith(`${open} (options.path); ${flag}`), path);
   assert.ok(env.startsWith(`${open} (KCORO_LIB); ${flag}`), env);
 });
+
+/**
+ * The entries of a LibraryNotFoundError's list of places tried (`message`, from the line after
+ * the one ending "Tried:" to the line before the last, the advice), checked to be each one
+ * line, `  - <what>: <why>`, saying "received" nowhere: the house form's "received" is the
+ * message's first line's (an entry said "<reason>, received <Deno's error>" mid-sentence, and
+ * a failed build's output ran on over lines of its own).
+ */
+function triedList(message: string): string[] {
+  const lines = message.split("\n");
+  const at = lines.findIndex((l) => l.endsWith("Tried:"));
+  assert.ok(at >= 0, message);
+  const entries = lines.slice(at + 1, -1);
+  assert.match(lines.at(-1)!, /^(Or b|B)uild it with `\.\/task build`/, message);
+  for (const e of entries) {
+    assert.match(e, /^ {2}- [^\n]+: [^\n]+$/, message);
+    assert.ok(!e.includes("received"), e);
+  }
+  return entries.map((e) => e.slice(4));
+}
 
 /** Copies the module's sources (mod.ts, ffi/, src/) into `dir`: a checkout without a build. */
 async function copyModule(dir: string): Promise<void> {
@@ -730,6 +761,63 @@ Deno.test("without a build and without --allow-run the error says what to do", a
       /^error LibraryNotFoundError Cannot find the kcoro library: no file at any place searched\. Tried:/,
     );
     assert.match(res.stdout, /\.\/task build/);
+    // Each place, one line: what, then why (the local build's was its bare path, and a copy
+    // without build.zig said nothing of a build).
+    assert.deepEqual(triedList(res.stdout.trim()), [
+      "KCORO_LIB: unset, or not readable without --allow-env",
+      `${dir}/zig-out/lib/libkcoro.so (the local build): no file there`,
+      `build from source: skipped, there is no ${dir}/build.zig`,
+    ]);
+    // With build.zig there, the build is skipped for want of --allow-run.
+    await Deno.writeTextFile(`${dir}/build.zig`, "");
+    const run = await runScript(code, {}, ["--allow-ffi", "--allow-read"]);
+    assert.equal(
+      triedList(run.stdout.trim())[2],
+      "build from source: skipped, it needs --allow-run",
+      run.stdout,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a build from source that fails, cannot be run, or leaves no library is one line of the list of places tried, saying why", async () => {
+  // Before, a failed build's last lines of output followed its entry on lines of their own, and
+  // a build that succeeded without leaving the library was not listed at all.
+  const dir = await Deno.makeTempDir();
+  try {
+    await copyModule(dir);
+    await Deno.writeTextFile(`${dir}/build.zig`, "");
+    const code = `Deno.env.delete("KCORO_LIB");\n${
+      probe.replace(`${root}mod.ts`, `${dir}/mod.ts`)
+    }`;
+    const flags = ["--allow-ffi", "--allow-read", "--allow-env", "--allow-run"];
+    const cases: [string, string, string][] = [
+      [
+        "#!/bin/sh\necho 'error: one' >&2\necho >&2\necho '   note: two  ' >&2\nexit 3\n",
+        "failing-zig",
+        "it failed (exit code 3), ending: error: one | note: two",
+      ],
+      [
+        "#!/bin/sh\nexit 0\n",
+        "idle-zig",
+        `it succeeded, but left no file at ${dir}/zig-out/lib/libkcoro.so`,
+      ],
+    ];
+    for (const [script, name, why] of cases) {
+      await Deno.writeTextFile(`${dir}/${name}`, script, { mode: 0o755 });
+      const zig = `${dir}/${name}`;
+      const res = await runScript(code, { KCORO_ZIG: zig }, flags);
+      const tried = triedList(res.stdout.trim());
+      assert.deepEqual(tried.slice(2), [`build from source with ${zig}: ${why}`], res.stdout);
+    }
+    const missing = `${dir}/no-such-zig`;
+    const res = await runScript(code, { KCORO_ZIG: missing }, flags);
+    const last = triedList(res.stdout.trim()).at(-1)!;
+    assert.ok(
+      last.startsWith(`build from source with ${missing}: it could not be run (NotFound: `),
+      last,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -816,18 +904,18 @@ Deno.test("a pinned .toolchain zig that is there but cannot be run is named in t
       [
         "not executable",
         () => Deno.writeTextFile(pinned, install, { mode: 0o644 }),
-        "it is not executable, received mode 0644",
+        "it is not executable (mode 0644)",
       ],
-      ["a directory", () => Deno.mkdir(pinned), "it is not a file, received a directory"],
+      ["a directory", () => Deno.mkdir(pinned), "it is not a file (a directory)"],
       [
         "a link to nothing",
         () => Deno.symlink(`${dir}/nowhere`, pinned),
-        "it is a symbolic link to nothing, received NotFound: ",
+        "it is a symbolic link to nothing (NotFound: ",
       ],
       [
         "not readable",
         () => Deno.writeTextFile(pinned, install, { mode: 0o755 }),
-        `--allow-read is not granted for it, received NotCapable: Requires read access to "${pinned}"`,
+        `--allow-read is not granted for it (NotCapable: Requires read access to "${pinned}"`,
         [`--deny-read=${dir}/.toolchain`],
       ],
     ];
@@ -835,7 +923,7 @@ Deno.test("a pinned .toolchain zig that is there but cannot be run is named in t
       await Deno.mkdir(`${dir}/.toolchain/zig/bin`, { recursive: true });
       await make();
       const res = await run(flags);
-      const skipped = `build from source (skipped: the pinned Zig ${pinned} cannot be used: ${why}`;
+      const skipped = `build from source: skipped, the pinned Zig ${pinned} cannot be used: ${why}`;
       assert.ok(
         res.stdout.startsWith(
           "error LibraryNotFoundError Cannot find the kcoro library: no file at",
@@ -843,6 +931,7 @@ Deno.test("a pinned .toolchain zig that is there but cannot be run is named in t
         `${what}: ${res.stdout}${res.stderr}`,
       );
       assert.ok(res.stdout.includes(skipped), `${what}: ${res.stdout}`);
+      assert.ok(triedList(res.stdout.trim()).at(-1)!.startsWith(skipped), res.stdout);
       assert.ok(
         res.stdout.includes("remove it to build with the zig on PATH, or set KCORO_ZIG"),
         res.stdout,
