@@ -452,9 +452,11 @@ class ActorImpl<M> implements Actor<M> {
    * naming an argument of the wrong kind (`describe`). Only on an instance: an object made from the
    * prototype (`Object.create`) stays `[object Object]`, so a message does not call it what it is
    * not.
+   * A primitive receiver (`Reflect.get(proto, Symbol.toStringTag, 1)`) gets undefined too: the
+   * brand check is on `Object(this)` (`#x in 1` throws a TypeError).
    */
   get [Symbol.toStringTag](): string | undefined {
-    return #mailbox in this ? "Actor" : undefined;
+    return #mailbox in Object(this) ? "Actor" : undefined;
   }
 
   /**

@@ -67,9 +67,11 @@ class Key<V> implements ContextKey<V> {
    * messages naming an argument of the wrong kind (`describe`). Only on an instance: an object made
    * from the prototype (`Object.create`) stays `[object Object]`, so a message does not call it
    * what it is not.
+   * A primitive receiver (`Reflect.get(proto, Symbol.toStringTag, 1)`) gets undefined too: the
+   * brand check is on `Object(this)` (`#x in 1` throws a TypeError).
    */
   get [Symbol.toStringTag](): string | undefined {
-    return #brand in this ? "ContextKey" : undefined;
+    return #brand in Object(this) ? "ContextKey" : undefined;
   }
 
   /** @ignore How `console.log` / `Deno.inspect` print a key: `ContextKey { name: "user" }`. */
@@ -505,9 +507,11 @@ export class Context {
    * messages naming an argument of the wrong kind (`describe`). Only on an instance: an object made
    * from the prototype (`Object.create`) stays `[object Object]`, so a message does not call it
    * what it is not.
+   * A primitive receiver (`Reflect.get(proto, Symbol.toStringTag, 1)`) gets undefined too: the
+   * brand check is on `Object(this)` (`#x in 1` throws a TypeError).
    */
   get [Symbol.toStringTag](): string | undefined {
-    return #entries in this ? "Context" : undefined;
+    return #entries in Object(this) ? "Context" : undefined;
   }
 
   /**

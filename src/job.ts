@@ -537,9 +537,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * naming an argument of the wrong kind (`describe`). Only on an instance: an object made from the
    * prototype (`Object.create`) stays `[object Object]`, so a message does not call it what it is
    * not.
+   * A primitive receiver (`Reflect.get(proto, Symbol.toStringTag, 1)`) gets undefined too: the
+   * brand check is on `Object(this)` (`#x in 1` throws a TypeError).
    */
   get [Symbol.toStringTag](): string | undefined {
-    return #state in this ? "Job" : undefined;
+    return #state in Object(this) ? "Job" : undefined;
   }
 
   /**

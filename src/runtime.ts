@@ -493,9 +493,11 @@ export class Runtime {
    * `[object Runtime]` instead of `[object Object]`, and so do error messages naming an argument of
    * the wrong kind (`describe`). Only on an instance: an object made from the prototype
    * (`Object.create`) stays `[object Object]`, so a message does not call it what it is not.
+   * A primitive receiver (`Reflect.get(proto, Symbol.toStringTag, 1)`) gets undefined too: the
+   * brand check is on `Object(this)` (`#x in 1` throws a TypeError).
    */
   get [Symbol.toStringTag](): string | undefined {
-    return #lib in this ? "Runtime" : undefined;
+    return #lib in Object(this) ? "Runtime" : undefined;
   }
 
   /**

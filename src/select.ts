@@ -219,9 +219,11 @@ class Builder implements SelectBuilder<unknown> {
    * naming a builder passed where something else belongs say `[object SelectBuilder]`, as kcoro's
    * other objects do, not `[object Object]`. Only on an instance (a private brand check): an
    * object made from the prototype stays `[object Object]`.
+   * A primitive receiver (`Reflect.get(proto, Symbol.toStringTag, 1)`) gets undefined too: the
+   * brand check is on `Object(this)` (`#x in 1` throws a TypeError).
    */
   get [Symbol.toStringTag](): string | undefined {
-    return #add in this ? "SelectBuilder" : undefined;
+    return #add in Object(this) ? "SelectBuilder" : undefined;
   }
 
   /** @ignore How `console.log` / `Deno.inspect` print a builder: `SelectBuilder { clauses: 2 }`. */

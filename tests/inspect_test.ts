@@ -225,6 +225,65 @@ Deno.test("each public kcoro object prints its class name and facts, not its _no
   copy[Symbol.dispose]();
 });
 
+Deno.test("a kcoro class's Symbol.toStringTag getter answers undefined for any receiver but an instance, a primitive too, without throwing", async () => {
+  // Reflect.get(Channel.prototype, Symbol.toStringTag, 1) threw the engine's TypeError ("Cannot
+  // use 'in' operator to search for '#disposed' in 1"), each class's getter likewise.
+  const tagOf = (proto: object, receiver: unknown) =>
+    Reflect.get(proto, Symbol.toStringTag, receiver);
+  using ch = new Channel<number>(1);
+  using co = NativeCoroutine.create("fib", { arg: 3 });
+  await using ns = NativeScope.create();
+  const free = createScope();
+  const key = createContextKey<string>("user");
+  await coroutineScope(async (scope) => {
+    let builder: object | undefined;
+    await select((s) => {
+      builder = s;
+      s.onTimeout(0, () => {});
+    });
+    const a = actor<number>(scope, async (m) => {
+      for await (const _ of m);
+    });
+    // [an instance, the class's prototype, its tag]
+    const rows: [object, object, string][] = [
+      [ch, Channel.prototype, "Channel"],
+      [co, NativeCoroutine.prototype, "NativeCoroutine"],
+      [ns, NativeScope.prototype, "NativeScope"],
+      [new CompletableDeferred<number>(), CompletableDeferred.prototype, "Job"],
+      [free, Object.getPrototypeOf(free), "Job"],
+      [scope, Object.getPrototypeOf(scope), "Job"],
+      [Context.empty, Context.prototype, "Context"],
+      [key, Object.getPrototypeOf(key), "ContextKey"],
+      [runtime(), Runtime.prototype, "Runtime"],
+      [library(), Library.prototype, "Library"],
+      [builder!, Object.getPrototypeOf(builder), "SelectBuilder"],
+      [a, Object.getPrototypeOf(a), "Actor"],
+    ];
+    // Every exported class whose instances carry a tag has a row.
+    const protos = new Set(rows.map((r) => r[1]));
+    for (const [name, v] of Object.entries(kcoro)) {
+      if (typeof v !== "function" || typeof v.prototype !== "object" || v.prototype === null) {
+        continue;
+      }
+      if (!(Symbol.toStringTag in v.prototype) || v.prototype instanceof Error) continue;
+      assert.ok(protos.has(v.prototype), `exported ${name} has a tag getter and no row`);
+    }
+    const receivers = [1, 0, "c", "", true, 1n, Symbol("s"), null, undefined, {}, Object(1)];
+    for (const [instance, proto, name] of rows) {
+      assert.equal(tagOf(proto, instance), name, name);
+      for (const [i, r] of receivers.entries()) {
+        assert.equal(tagOf(proto, r), undefined, `${name}, receiver ${i}`);
+      }
+      assert.equal(tagOf(proto, Object.create(proto)), undefined, name);
+      // Another class's instance is no instance of this one.
+      const other = rows.find((o) => o[2] !== name)![0];
+      assert.equal(tagOf(proto, other), undefined, `${name}, another class's instance`);
+    }
+    a.close();
+  });
+  await free[Symbol.asyncDispose]();
+});
+
 Deno.test("a job prints the count of its unfinished children", async () => {
   await coroutineScope((scope) => {
     const gate = Promise.withResolvers<void>();
