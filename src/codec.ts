@@ -31,7 +31,7 @@ import { types } from "node:util";
 import { markAsUntransferable } from "node:worker_threads";
 import type { Library } from "../ffi/load.ts";
 import { type ChunkBuffers, chunkBuffers, chunkBuffersProblem } from "../ffi/napi.ts";
-import { customInspect, inspectAs } from "./inspect.ts";
+import { customInspect, inspectAs, notA } from "./inspect.ts";
 import {
   CancellationError,
   ClosedReceiveError,
@@ -2335,21 +2335,45 @@ const NOT_CLONEABLE = Symbol(
 refuseCloneOf("a codec", "send its name and take `codecs[name]` there", NOT_CLONEABLE);
 
 /**
+ * The built-in codecs' objects (each of `codecs`), with their names: the only codecs a channel
+ * takes, so the only objects whose print and tag say `Codec`.
+ */
+const BUILTINS = new WeakMap<object, string>();
+
+/**
+ * Each built-in codec's inspect hook (one function, as a class's method is): the codec it is
+ * called on (`this`) by its name, anything else `Codec <not a Codec>`. `WeakMap.get` answers
+ * undefined for a primitive, and runs no trap of a Proxy.
+ */
+function inspectCodec(this: unknown, inspect: unknown, options: unknown): string {
+  const name = BUILTINS.get(this as object);
+  return name === undefined ? notA("Codec") : inspectAs("Codec", { name }, inspect, options);
+}
+
+/** Each built-in codec's `Symbol.toStringTag` getter: `Codec` for a codec only, as `inspectCodec`. */
+function codecTag(this: unknown): string | undefined {
+  return BUILTINS.has(this as object) ? "Codec" : undefined;
+}
+
+/**
  * `c` as one of `codecs`, frozen, its first field the `_notCloneable` symbol that structured
  * cloning (postMessage, structuredClone, a structured value's node:v8 copy) fails on with advice
  * (`NOT_CLONEABLE`); printed without that field (`Codec { name: "f64", ... }`), and tagged with
  * that name (`Symbol.toStringTag`, not enumerable), so `String(codec)` and an error message naming
  * a codec passed where something else belongs say `[object Codec]`, as kcoro's other objects do,
  * not `[object Object]`.
+ *
+ * Both only for a codec itself, as a class's are only for an instance: an object derived from
+ * one (`Object.create(codecs.f64)`, a Proxy of it), which inherits them and which no channel
+ * takes as a codec, prints `Codec <not a Codec>` and has no tag (`[object Object]`). The hook and
+ * the tag were a closure over `c` and a fixed value: such an object printed as the codec
+ * (`Codec { name: "f64" }`) and a channel's error said it received `[object Codec]`.
  */
 function builtin<T>(c: Codec<T>): Codec<T> {
   const out = { _notCloneable: NOT_CLONEABLE, ...c };
-  Object.defineProperty(out, customInspect, {
-    value(inspect: unknown, options: unknown): string {
-      return inspectAs("Codec", { name: c.name }, inspect, options);
-    },
-  });
-  Object.defineProperty(out, Symbol.toStringTag, { value: "Codec" });
+  Object.defineProperty(out, customInspect, { value: inspectCodec });
+  Object.defineProperty(out, Symbol.toStringTag, { get: codecTag });
+  BUILTINS.set(out, c.name);
   return Object.freeze(out);
 }
 

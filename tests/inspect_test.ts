@@ -284,6 +284,42 @@ Deno.test("a kcoro class's Symbol.toStringTag getter answers undefined for any r
   await free[Symbol.asyncDispose]();
 });
 
+Deno.test("an object derived from a codec (Object.create, a Proxy, the hook called on another value) prints Codec <not a Codec> and has no Codec tag: no channel takes it as a codec", () => {
+  // A codec's hook was a closure over the codec and its tag a fixed value, both inherited:
+  // Deno.inspect(Object.create(codecs.f64)) printed `Codec { name: "f64" }`, and a channel
+  // refusing it as a codec said it received `[object Codec]`.
+  const all = Object.entries(codecs);
+  for (const [name, codec] of all) {
+    const hook = (codec as unknown as Record<symbol, (this: unknown, ...a: unknown[]) => unknown>)[
+      Symbol.for("Deno.customInspect")
+    ];
+    // The codec itself prints and is tagged as before.
+    assert.equal(Deno.inspect(codec), `Codec { name: "${name}" }`);
+    assert.equal(Object.prototype.toString.call(codec), "[object Codec]");
+    const derived = Object.create(codec);
+    assert.equal(Deno.inspect(derived), "Codec <not a Codec>", name);
+    assert.equal(Deno.inspect({ x: derived }), "{ x: Codec <not a Codec> }", name);
+    const proxy = new Proxy(codec, {});
+    for (const fake of [derived, proxy]) {
+      assert.equal(Object.prototype.toString.call(fake), "[object Object]", name);
+      assert.throws(
+        () => new Channel(1, { codec: fake }),
+        /codec must be one of codecs\.default, .*, received \[object Object\]$/,
+      );
+    }
+    // Called on another codec, the hook prints that one, as a class's method prints the
+    // instance it is called on.
+    const [otherName, other] = all.find(([n]) => n !== name)!;
+    assert.equal(hook.call(other, Deno.inspect, {}), `Codec { name: "${otherName}" }`);
+    assert.equal(Reflect.get(codec, Symbol.toStringTag, other), "Codec");
+    const receivers = [derived, proxy, {}, 1, "c", Symbol(), null, undefined];
+    for (const [i, r] of receivers.entries()) {
+      assert.equal(hook.call(r, Deno.inspect, {}), "Codec <not a Codec>", `${name}, ${i}`);
+      assert.equal(Reflect.get(codec, Symbol.toStringTag, r), undefined, `${name}, ${i}`);
+    }
+  }
+});
+
 Deno.test("a job prints the count of its unfinished children", async () => {
   await coroutineScope((scope) => {
     const gate = Promise.withResolvers<void>();
