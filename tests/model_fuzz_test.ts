@@ -597,10 +597,11 @@ function refuseOthers(e: Entry): void {
 }
 
 /**
- * The default seeds (below) that pin a rule at a step counted before another thread's mid-turn
- * acts at a wait of this isolate in JavaScript (`Run.foreignAtWait`: closes, cancels, a receive
- * queued where a send waits) were modelled: those leave them out, as such an act changes every
- * later step of a run (seed 55, given them, no longer met the rule it pins).
+ * The default seeds (below) added for a rule they met at a step counted before another thread's
+ * mid-turn acts at a wait of this isolate in JavaScript (`Run.foreignAtWait`: closes, cancels, a
+ * receive queued where a send waits) were modelled: those leave them out, as such an act changes
+ * every later step of a run (seed 55, given them, no longer met the rule it pins). Which rule
+ * each still pins, if any: the note on the default seeds (`SEEDS`).
  */
 const BEFORE_ENDS = new Set([11, 20, 21, 44, 55, 192]);
 
@@ -966,9 +967,15 @@ class Run {
   givenBack: NativeDone[] = [];
   /** Selects waiting with onTimeout(1): their timers fire in the drain of the next `check`. */
   timed: MOp[] = [];
-  /** Its own generator: the other thread's operations leave the rest of a seed's draws as they were. */
+  /**
+   * Its own generator: the other thread's operations leave the rest of a seed's draws as they
+   * were.
+   */
   readonly frnd: () => number;
-  /** The other thread's mid-turn operations' own (`foreign(true)`): they leave `frnd`'s as they were. */
+  /**
+   * The other thread's mid-turn operations' own (`foreign(true)`): they leave `frnd`'s as they
+   * were.
+   */
   readonly mrnd: () => number;
   /** The other thread's mid-turn acts at a wait of this isolate in JavaScript' own. */
   readonly ernd: () => number;
@@ -1592,8 +1599,8 @@ class Run {
    * generator (`ernd`), drawn only when such a wait is there, so that a seed's other draws stay
    * as they were until the first such act. Not on a channel a select of this isolate waits on
    * (as for `foreign` mid-turn). Not in the seeds that pinned order rules before this was
-   * modelled (`BEFORE_ENDS`): their runs stay as they were, step for step, so they still pin
-   * them.
+   * modelled (`BEFORE_ENDS`): their runs stay as they were before it, step for step (which of
+   * those rules each still pins: the note on the default seeds, `SEEDS`).
    */
   foreignAtWait(): void {
     if (BEFORE_ENDS.has(this.seed)) return;
@@ -2048,37 +2055,41 @@ const SEEDS = range
   ? Array.from({ length: Number(range[2]) - Number(range[1]) + 1 }, (_, i) => Number(range[1]) + i)
   : ONE !== undefined
   ? [Number(ONE)]
-  // 11 and 21 met the bug fixed with this file (a select waiting on a channel passed over by a
-  // send and a receive of the same isolate that began after it), at steps 15 and 384, before the
-  // other thread's operations (`Run.foreign`) changed what later draws do. 20 and 192 meet the
-  // order rules between this isolate's waits and another thread's: with seed 547's receive rule
-  // taken out (`#poll`), 20 fails at step 240; with the send rule taken out (`#handOff`), 192 at
-  // step 64 ('other thread ch0 receive#26: should have settled'). 44 meets the send rule on a
-  // buffered channel: with the waiting byte's rule kept to rendezvous channels (`#handOff`) it
-  // fails at step 190 ('other thread ch1 receive#73: model {"ok":true,"value":283}, real value
-  // 284'). 20 also meets the send rule with a receive of this isolate queued natively in an
-  // earlier turn behind the other thread's: with that receive withdrawn and handed the value
-  // (`#handOff` before the native try-send met the oldest) it fails at step 338 ('ch2 recv#209:
-  // settled, but the model says it still waits'; at step 121 before the other thread's
-  // mid-turn operations). The steps of the seeds above were counted before those. 55 meets the
-  // other thread's operations mid-turn: a send of this isolate that settled its own receive by
-  // draining the whole ring settled another channel's receive that the other thread completed,
-  // whose abort then came too late (fails at step 12, "ch0' iter#3: rejects, got value"). These
-  // six leave out the other thread's acts at a wait in JavaScript (`BEFORE_ENDS`), which the
-  // rest meet. 121 meets another thread's send mid-turn while a receive of this isolate waits in
-  // JavaScript on a rendezvous channel: with a send of this isolate handing its value to that
-  // receive past the other thread's (`#handOff` before the ready byte's rule), it fails at step
-  // 9 ("other thread (mid-turn) ch1 receive#5: queued": the send it passed over is still there;
-  // at step 10, "ch1 recv#2: model {"ok":true,"value":7}, real value 8", before those acts). 7
-  // meets 7fcbb33's rule (a receive of this isolate does not pass another thread's receiver
-  // queued natively mid-turn while a send of this isolate waits in JavaScript): with the pump
-  // taken out of `#takeFromSender` it fails at step 334 ("ch0' tryReceive": ok with 227, the
-  // value of the waiting send(227)#132, which the other thread's receive#133 is due). 383 meets
-  // 4a8d84e's rule (a send that completes a receive of this isolate natively while a select of
-  // this isolate waits on the channel settles it before it returns): with `#handOff`'s select
-  // branch answering EMPTY it fails at step 269 ("select#110 unbiased [onReceiveCatching(ch0),
-  // onReceive(ch2)]: settled, but the model says it still waits": the same-turn abort of
-  // receiveCatching#106, which send(258)#114 had completed, gave the value back to the select).
+  // 11 and 21 were added for the bug fixed with this file (a select waiting on a channel passed
+  // over by a send and a receive of the same isolate that began after it), which they met at steps
+  // 15 and 384 then, before the other thread's operations (`Run.foreign`, and later its mid-turn
+  // ones) changed what their later draws do; not checked again since, so they may pin it no longer.
+  // 20 meets the order rules between this isolate's waits and another thread's (checked again in
+  // session 32, with KCORO_MODEL_MS large enough for all 400 steps): with seed 547's receive rule
+  // taken out (`#poll` takes a sender of this isolate waiting in JavaScript on a rendezvous channel
+  // first) it fails at step 226 ('other thread ch2 send(271)#141: should have settled'; at step 240
+  // when added); with `#handOff`'s waiting-byte branch taken out (the send hands its value to a
+  // receive of this isolate, past a receiver queued natively before it) at step 338 ('ch2
+  // catch#211: settled, but the model says it still waits'). 44 meets that send rule on a buffered
+  // channel: with the branch kept to rendezvous channels it fails at step 173 ('other thread ch1
+  // receive#66: should have settled'; at step 190 when added). At the default 1,500 ms a seed may
+  // stop before such a step on a loaded host (44 did in some runs). 192 was added for the send rule
+  // (with it taken out it failed at step 64, 'other thread ch0 receive#26: should have settled'),
+  // before the other thread's mid-turn operations changed its draws: in session 32 it passed with
+  // the branch taken out, so it pins that rule no longer (20 and 44 do). 55 meets the other
+  // thread's operations mid-turn: a send of this isolate that settled its own receive by draining
+  // the whole ring settled another channel's receive that the other thread completed, whose abort
+  // then came too late (fails at step 12, "ch0' iter#3: rejects, got value"). These six leave out
+  // the other thread's acts at a wait in JavaScript (`BEFORE_ENDS`), which the rest meet. 121 meets
+  // another thread's send mid-turn while a receive of this isolate waits in JavaScript on a
+  // rendezvous channel: with a send of this isolate handing its value to that receive past the
+  // other thread's (`#handOff` before the ready byte's rule), it fails at step 9 ("other thread
+  // (mid-turn) ch1 receive#5: queued": the send it passed over is still there; at step 10, "ch1
+  // recv#2: model {"ok":true,"value":7}, real value 8", before those acts). 7 meets 7fcbb33's rule
+  // (a receive of this isolate does not pass another thread's receiver queued natively mid-turn
+  // while a send of this isolate waits in JavaScript): with the pump taken out of `#takeFromSender`
+  // it fails at step 334 ("ch0' tryReceive": ok with 227, the value of the waiting send(227)#132,
+  // which the other thread's receive#133 is due). 383 meets 4a8d84e's rule (a send that completes a
+  // receive of this isolate natively while a select of this isolate waits on the channel settles it
+  // before it returns): with `#handOff`'s select branch answering EMPTY it fails at step 269
+  // ("select#110 unbiased [onReceiveCatching(ch0), onReceive(ch2)]: settled, but the model says it
+  // still waits": the same-turn abort of receiveCatching#106, which send(258)#114 had completed,
+  // gave the value back to the select).
   : [3, 7, 11, 14, 20, 21, 31, 44, 55, 121, 192, 383];
 
 for (const seed of SEEDS) {
