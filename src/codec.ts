@@ -1846,15 +1846,37 @@ function deserialize(bytes: Uint8Array): unknown {
 
 /**
  * A value whose tag is not one `codec` makes: the channel's values were sent with another
- * codec (a `SharedChannel` naming the wrong one). Freed, and a CodecError.
+ * codec (a `SharedChannel` naming the wrong one). Freed, and a CodecError in the house form,
+ * the tag received last (it said "(tag <n>); was the channel shared under another codec?").
  */
 function foreign(slot: Slot, sym: Sym, codec: string): never {
-  const tag = ptrOf(slot) === 0 ? slot.u32[2] : slot.u32[6];
+  const tag = slotTag(slot);
   freeSlot(slot, sym);
   throw new CodecError(
     codec,
-    `Cannot receive: the value was not sent with codecs.${codec} (tag ${tag}); ` +
-      `was the channel shared under another codec?`,
+    `Cannot receive: the value was not sent with codecs.${codec} (was the channel shared ` +
+      `under another codec?), received ${tag}`,
+  );
+}
+
+/**
+ * What a slot's tag is, for an error: `inline tag <n>` for a value in the slot, `buffer tag <n>`
+ * for one in a buffer it points to.
+ */
+function slotTag(slot: Slot): string {
+  return ptrOf(slot) === 0 ? `inline tag ${slot.u32[2]}` : `buffer tag ${slot.u32[6]}`;
+}
+
+/**
+ * The error for a value `codecs.default` cannot read: its tag is none a codec writes (native
+ * code put it there). In the house form, the tag received last (it said "unknown inline tag
+ * <n>").
+ */
+function unknownTag(slot: Slot): CodecError {
+  return new CodecError(
+    "default",
+    `Cannot receive: the value was not sent with a kcoro codec (its tag is none that ` +
+      `codecs.default reads), received ${slotTag(slot)}`,
   );
 }
 
@@ -2272,7 +2294,7 @@ const tagged: Codec<unknown> = {
         case T_EMPTY_BYTES:
           return new Uint8Array(0);
       }
-      throw new CodecError("default", `Cannot receive: unknown inline tag ${slot.u32[2]}`);
+      throw unknownTag(slot);
     }
     switch (slot.u32[6]) {
       case T_STRING:
@@ -2283,8 +2305,9 @@ const tagged: Codec<unknown> = {
       case T_PACKED:
         return readStructured(slot, sym, "default");
     }
+    const error = unknownTag(slot); // read before the slot is freed
     freeSlot(slot, sym);
-    throw new CodecError("default", `Cannot receive: unknown buffer tag ${slot.u32[6]}`);
+    throw error;
   },
   discard: freeSlot,
   pass(value, op) {

@@ -1767,7 +1767,10 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
     writer.trySend(value);
     assert.throws(() => copy.tryReceive(), {
       name: "CodecError",
-      message: new RegExp(`not sent with codecs\\.${name} \\(tag \\d+\\)`),
+      message: new RegExp(
+        `^Cannot receive: the value was not sent with codecs\\.${name} \\(was the channel shared ` +
+          "under another codec\\?\\), received (inline|buffer) tag \\d+$",
+      ),
     }, `${from} as ${name}`);
     assert.deepEqual(copy.tryReceive(), { state: "empty" }); // taken (and freed)
     sym.kc_chan_destroy(h);
@@ -4646,4 +4649,41 @@ Deno.test("values a hook's own drops left for later macrotasks still reach it af
   `);
   assert.equal(res.code, 0, res.stderr);
   assert.equal(res.stdout.trim(), "true 100002 true");
+});
+
+Deno.test("a value whose tag its codec does not read (native code's bytes in the channel) is a CodecError in the house form, the tag received last", () => {
+  // Before: "Cannot receive: unknown inline tag 99", "... unknown buffer tag 99", and for a
+  // typed codec "... not sent with codecs.string (tag 99); was the channel shared under another
+  // codec?", none in the form "Cannot <op>: <reason>, received <x>".
+  const sym = library().symbols("test");
+  /** A 32-byte slot sent natively into `ch`: inline with tag `inline`, else a buffer `tag`. */
+  const sendRaw = (ch: Channel<unknown>, inline: number | null, tag = 0) => {
+    const slot = new Uint8Array(32);
+    if (inline !== null) new Uint32Array(slot.buffer)[2] = inline;
+    else assert.equal(sym.kc_desc_make(new Uint8Array([1, 2, 3]), 3, tag, slot), 0);
+    assert.equal(sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(slot), 32), 0);
+  };
+  const cases: [Channel<unknown>, number | null, number, string][] = [];
+  using plain = new Channel<unknown>(4);
+  plain.share();
+  const unknown = "Cannot receive: the value was not sent with a kcoro codec (its tag is none " +
+    "that codecs.default reads), received ";
+  cases.push([plain, 99, 0, `${unknown}inline tag 99`]);
+  cases.push([plain, null, 99, `${unknown}buffer tag 99`]);
+  using text = new Channel<string>(4, { codec: codecs.string });
+  text.share();
+  const foreign = "Cannot receive: the value was not sent with codecs.string (was the channel " +
+    "shared under another codec?), received ";
+  cases.push([text as Channel<unknown>, 99, 0, `${foreign}inline tag 99`]);
+  cases.push([text as Channel<unknown>, null, 99, `${foreign}buffer tag 99`]);
+  for (const [ch, inline, tag, message] of cases) {
+    sendRaw(ch, inline, tag);
+    assert.throws(() => ch.tryReceive(), (e) => {
+      assert.ok(e instanceof CodecError, String(e));
+      assert.equal(e.message, message);
+      return true;
+    });
+    // Taken (and its buffer freed): the channel goes on.
+    assert.deepEqual(ch.tryReceive(), { state: "empty" });
+  }
 });
