@@ -53,7 +53,9 @@ import {
   decodeUtf8,
   isDetached,
   pack,
+  PACK_MAX,
   packed,
+  packError,
   typedBuffer,
   unpack,
   unpackedObject,
@@ -849,7 +851,7 @@ function putBuffer(
   // Callers that pass `len` took it from the engine, or wrote that many bytes themselves.
   len = bytesLength(bytes),
 ): void {
-  if (len > 0xffff_ffff) {
+  if (len > PACK_MAX) {
     throw new CodecError(codec, `Cannot ${op}: a value of ${len} bytes is too large`);
   }
   const rc = slot.ptr !== null
@@ -972,14 +974,22 @@ function putStructured(
   try {
     n = pack(value);
   } catch (e) {
-    throw new CodecError(
-      codec,
-      `Cannot ${op ?? "send"}: the value cannot be structured-cloned, received ${describe(value)}`,
-      { cause: e },
-    );
+    throw packFailed(e, value, codec, op);
   }
   if (n >= 0) putBuffer(slot, packed(), T_PACKED, sym, codec, op, n);
   else putBuffer(slot, serialise(value, codec, op), T_STRUCTURED, sym, codec, op);
+}
+
+/**
+ * The CodecError for what `pack` threw: its own (an array length it cannot encode) says so,
+ * with it as the cause (a TypeError or a RangeError); a getter's is the cause of a
+ * "cannot be structured-cloned" one.
+ */
+function packFailed(e: unknown, value: unknown, codec: string, op = "send"): CodecError {
+  const message = packError(e)
+    ? e.message.replace(/^Cannot send:/, `Cannot ${op}:`)
+    : `Cannot ${op}: the value cannot be structured-cloned, received ${describe(value)}`;
+  return new CodecError(codec, message, { cause: e });
 }
 
 /** kcoro's errors a decoded cause gets its class back for (`node:v8` keeps only `Error`'s). */
@@ -1661,10 +1671,16 @@ function ownValue(target: object, key: string, value: unknown): void {
   Object.defineProperty(target, key, { value, writable: true, configurable: true });
 }
 
+/**
+ * The most bytes of a close cause another isolate can read: `kc_chan_cause` answers its length
+ * as an int32. `pack` refuses an array whose elements could not fit in them (a Proxy's length).
+ */
+const CAUSE_BYTES_MAX = 0x7fff_ffff;
+
 /** `encodeCause` of a cause as it is: null when neither encoding can copy it. */
 function encodeExact(cause: unknown): Uint8Array | null {
   try {
-    const n = pack(cause);
+    const n = pack(cause, CAUSE_BYTES_MAX);
     if (n >= 0) return withKind(1, packed().subarray(0, n));
     const body = serialize(cause);
     if (!(cause instanceof Error)) return withKind(2, body);
@@ -1969,11 +1985,7 @@ function structuredPass<T>(value: T, codec: string, op = "send"): T {
   try {
     n = pack(value);
   } catch (e) {
-    throw new CodecError(
-      codec,
-      `Cannot ${op}: the value cannot be structured-cloned, received ${describe(value)}`,
-      { cause: e },
-    );
+    throw packFailed(e, value, codec, op);
   }
   if (n >= 0) return unpack(packed().subarray(0, n)) as T;
   return deserialize(serialise(value, codec, op)) as T;

@@ -27,6 +27,7 @@
  * @module
  */
 
+import { types } from "node:util";
 import { describe } from "./errors.ts";
 
 const UNDEF = 0, NUL = 1, TRUE = 2, FALSE = 3, INT = 4, DBL = 5, STR = 6, OBJ = 7, ARR = 8;
@@ -285,8 +286,8 @@ function putObject(v: object): void {
     return;
   }
   if (proto === Array.prototype && Array.isArray(v)) {
+    const n = arrayLength(v);
     ids.set(v, ids.size);
-    const n = v.length;
     putU32(ARR, n);
     for (let i = 0; i < n; i++) {
       const e = v[i];
@@ -329,6 +330,69 @@ function putObject(v: object): void {
   }
   gaveUpAt = new WeakRef(v);
   throw UNPACKABLE;
+}
+
+/** @ignore The most bytes a structured value takes: a descriptor's length is a uint32. */
+export const PACK_MAX = 0xffff_ffff;
+
+/** The bytes the current `pack` may write (its `max`), which its arrays' lengths are held to. */
+let limit = PACK_MAX;
+
+/**
+ * Past this many elements, an array that is a Proxy must list as many keys (`arrayLength`).
+ * `types.isProxy` (~40 ns) is asked of longer arrays only: nothing next to their elements.
+ */
+const PROVEN_LENGTH = 1 << 16;
+
+/** `pack`'s own errors (its length checks), which a codec names as they are (`packError`). */
+const ownErrors = new WeakSet<Error>();
+
+/** @ignore Whether `e` is one of `pack`'s own errors (a bad array length), not a getter's. */
+export function packError(e: unknown): e is Error {
+  return e instanceof Error && ownErrors.has(e);
+}
+
+/**
+ * An array's length, read once (a Proxy's trap answers what it likes each time): one that
+ * cannot be encoded is refused before any element is read. The loop over the elements ran to
+ * the length whatever it was: a Proxy of an array whose `length` trap answered 1e20 (a `get`
+ * trap answering for every index) packed until memory ran out, in a send or in `close(cause)`.
+ * A length that is no integer from 0 to 2^32-1 (no real array has one) is a TypeError; one
+ * whose elements (a byte each at least, after the 5 of the array's tag and length) cannot fit
+ * in the bytes left to the value (`limit`) a RangeError when it is a Proxy's (a real array so
+ * long is sparse: left to node:v8); and a Proxy claiming over `PROVEN_LENGTH` elements must
+ * list that many keys (the check after the loop, made first): else it is left to node:v8,
+ * which refuses a Proxy. So the loop runs at most once per element the caller really holds (a
+ * Proxy's keys are an array of its own). Holes need no check here: the loop gives up at the
+ * first one (`new Array(1e9)` at once).
+ */
+function arrayLength(v: unknown[]): number {
+  const n = v.length;
+  if (n >>> 0 !== n) {
+    throw own(
+      new TypeError(
+        `Cannot send: an array's length must be an integer up to 2^32-1, received ${describe(n)}`,
+      ),
+    );
+  }
+  if (n > limit - pos - 5) {
+    // A real array this long has holes (no memory holds its elements): node:v8 writes those
+    // it has, as it writes `new Array(2 ** 32 - 1)`. A Proxy claims what it likes.
+    if (!types.isProxy(v)) throw UNPACKABLE;
+    throw own(
+      new RangeError(
+        `Cannot send: an array of ${n} elements cannot fit in the ${limit} bytes a value may ` +
+          `take, received ${describe(v)}`,
+      ),
+    );
+  }
+  if (n > PROVEN_LENGTH && types.isProxy(v) && Object.keys(v).length !== n) throw UNPACKABLE;
+  return n;
+}
+
+function own(e: Error): Error {
+  ownErrors.add(e);
+  return e;
 }
 
 /**
@@ -401,14 +465,17 @@ function putView(v: object, kind: number): void {
 
 /**
  * Packs `value` into the shared buffer (`packed()`): its length in bytes, or -1 when the value
- * holds something this encoding does not copy. Rethrows what a getter threw.
+ * holds something this encoding does not copy. Rethrows what a getter threw; throws its own
+ * TypeError or RangeError (`packError`) for an array whose length cannot be encoded in `max`
+ * bytes (`arrayLength`).
  */
-export function pack(value: unknown): number {
+export function pack(value: unknown, max: number = PACK_MAX): number {
   // A getter met while packing may send a value itself: that one goes to node:v8 (this
   // value's buffer and references are in use).
   if (packing) return -1;
   packing = true;
   pos = 0;
+  limit = max;
   gaveUpAt = undefined;
   try {
     put(value);

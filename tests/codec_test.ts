@@ -737,6 +737,43 @@ Deno.test("a close cause whose prototype cannot be read (a revoked Proxy) closes
   }
 });
 
+Deno.test("a close cause holding an array (a Proxy's) whose length cannot be encoded closes a shared channel at once: nothing read, other isolates get its stand-in; a sparse one crosses", () => {
+  // Before, the packer's loop ran to the claimed length: close() packed until memory ran out.
+  let reads = 0;
+  const claiming = (length: number) =>
+    new Proxy([1, 2, 3], {
+      get(target, key, receiver) {
+        if (key === "length") return length;
+        if (typeof key === "string" && /^\d+$/.test(key)) {
+          if (++reads > 1_000) throw new Error("read past the bound");
+          return 0;
+        }
+        return Reflect.get(target, key, receiver);
+      },
+      has: () => true,
+    });
+  // 3e9 fits a send's 2^32-1 bytes, not the 2^31-1 a close cause's reader takes.
+  for (const length of [1e20, 3e9, 4e9, 2 ** 32 - 1]) {
+    for (const cause of [claiming(length), new Error("wrapped", { cause: claiming(length) })]) {
+      const got = decodeCause(encodeCause(cause)!);
+      assert.ok(got.ok && got.cause instanceof Error);
+      assert.match(
+        String(cause instanceof Error ? got.cause.cause : got.cause.message),
+        /cannot be copied to another isolate/,
+      );
+      using ch = new Channel<number>(1);
+      ch.share();
+      assert.equal(ch.close(cause), true);
+    }
+  }
+  assert.equal(reads, 0);
+  const sparse: number[] = [];
+  sparse[1e9] = 7;
+  const got = decodeCause(encodeCause(sparse)!) as { ok: true; cause: number[] };
+  assert.equal(got.cause.length, 1e9 + 1);
+  assert.equal(got.cause[1e9], 7);
+});
+
 Deno.test("an array field that grows while a close cause is encoded is walked to the length it had: no hang, no more than 1,000 elements", () => {
   // Before, the walk read `length` again after each element: an element getter that adds one
   // more (or a Proxy answering a larger length after the bound's check) made close() walk on,

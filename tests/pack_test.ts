@@ -249,6 +249,99 @@ Deno.test("pack: a getter's error propagates; a getter that packs gets -1 and th
   assert.deepEqual(roundTrip({ next: 1 }), { next: 1 });
 });
 
+/**
+ * A Proxy of an array whose `length` trap answers `length` and whose `get` trap answers 0 for
+ * every index (`has` too): `reads` counts the elements read.
+ */
+function claiming(length: unknown): { proxy: unknown[]; reads: () => number } {
+  let reads = 0;
+  const proxy = new Proxy([1, 2, 3], {
+    get(target, key, receiver) {
+      if (key === "length") return length;
+      if (typeof key === "string" && /^\d+$/.test(key)) {
+        // Before, the element loop ran to the claimed length (1e20: until memory ran out).
+        if (++reads > 1_000) throw new Error("read past the bound");
+        return 0;
+      }
+      return Reflect.get(target, key, receiver);
+    },
+    has: () => true,
+  });
+  return { proxy, reads: () => reads };
+}
+
+Deno.test("pack: an array (a Proxy's) whose length cannot be encoded is refused before any element is read: a TypeError, or a RangeError past the bytes a value may take", () => {
+  for (const length of [1e20, 2 ** 32, -1, 1.5, NaN, Infinity, "3"]) {
+    const { proxy, reads } = claiming(length);
+    assert.throws(
+      () => pack(proxy),
+      (e) =>
+        e instanceof TypeError &&
+        e.message ===
+          `Cannot send: an array's length must be an integer up to 2^32-1, received ${
+            typeof length === "string" ? JSON.stringify(length) : String(length)
+          }`,
+    );
+    assert.equal(reads(), 0, String(length));
+  }
+  // Each element takes a byte at least, after the array's 5: 2^32-5 elements cannot fit.
+  for (const length of [2 ** 32 - 1, 2 ** 32 - 5]) {
+    const { proxy, reads } = claiming(length);
+    assert.throws(() => pack(proxy), RangeError);
+    assert.equal(reads(), 0);
+  }
+  // Within a smaller bound (a close cause's, 2^31-1): 3e9 cannot fit there.
+  const { proxy, reads } = claiming(3e9);
+  assert.throws(
+    () => pack(proxy, 2 ** 31 - 1),
+    /^RangeError: Cannot send: an array of 3000000000 elements cannot fit in the 2147483647 bytes a value may take/,
+  );
+  assert.equal(reads(), 0);
+  // A real array that long is sparse: left to node:v8, as any array with holes.
+  assert.equal(pack(new Array(2 ** 32 - 1)), -1);
+  const sparse: number[] = [];
+  sparse[3e9] = 1;
+  assert.equal(pack(sparse, 2 ** 31 - 1), -1);
+  // One that fits the bytes but claims more elements than keys (4e9): left to node:v8 (which
+  // refuses a Proxy), nothing read.
+  const big = claiming(4e9);
+  assert.equal(pack(big.proxy), -1);
+  assert.equal(big.reads(), 0);
+  // Proxies are still packed through their traps, a long one too (its keys are there).
+  assert.deepEqual(roundTrip(new Proxy([1, 2, 3], {})), [1, 2, 3]);
+  const long = Array.from({ length: 70_000 }, (_, i) => i);
+  assert.deepEqual(roundTrip(new Proxy(long, {})), long);
+  assert.deepEqual(roundTrip({ next: [1] }), { next: [1] }); // the packer is intact
+});
+
+Deno.test("a shared channel's send of an array (a Proxy's) whose length cannot be encoded is a CodecError saying so, nothing read; sparse arrays cross whole", () => {
+  using ch = new Channel<unknown>(4);
+  ch.share();
+  for (const [length, cls] of [[1e20, TypeError], [2 ** 32 - 1, RangeError]] as const) {
+    const { proxy, reads } = claiming(length);
+    assert.throws(
+      () => ch.trySend(proxy),
+      (e) =>
+        e instanceof CodecError && e.cause instanceof cls &&
+        e.message === (e.cause as Error).message && /^Cannot send: an array/.test(e.message),
+    );
+    assert.equal(reads(), 0);
+  }
+  const big = claiming(4e9);
+  assert.throws(() => ch.trySend(big.proxy), CodecError); // node:v8 refuses the Proxy
+  assert.equal(big.reads(), 0);
+  // Sparse arrays: pack gives up at the first hole, node:v8 writes the elements there are.
+  const sparse: number[] = [];
+  sparse[1e9] = 1;
+  for (const v of [sparse, new Array(1e9)]) {
+    assert.equal(ch.trySend(v).state, "ok");
+    const got = (ch.tryReceive() as { value: unknown[] }).value;
+    assert.equal(got.length, v.length);
+    assert.equal(got[1e9], v[1e9]);
+    assert.equal(Object.keys(got).length, Object.keys(v).length);
+  }
+});
+
 Deno.test("unpack: malformed bytes are TypeErrors, never a crash or a huge allocation", () => {
   const n = pack({ a: [1, "two", 3n, new Date(1)] });
   const good = packed().slice(0, n);
