@@ -1231,17 +1231,39 @@ function builtinOf(e: Error): string {
 }
 
 /**
- * The own properties of `e` that node:v8 leaves behind and the rich encoding carries: its data
- * properties `CARRIED` names, and every other enumerable string-keyed data property (a `code`),
- * not those `RECORDED` names. An accessor is not read (a getter of the caller's may throw, or
- * answer differently each time), as structured clone copies none.
+ * How many own fields (`extraKeys`, not those `CARRIED` names) the rich encoding carries in all
+ * the Errors of one cause: past them, the rest are left out, as node:v8 leaves them all out.
+ * Before, every field was carried, each its own encoding (a pack, a Uint8Array, a walk of what
+ * it holds; a property defined on the copy): an Error with a million own fields took ~11 s in
+ * close(), and as long again where it was read.
  */
-function extraKeys(e: Error): string[] {
+const RICH_FIELDS = 10_000;
+
+/**
+ * The own properties of `e` that node:v8 leaves behind and the rich encoding carries: its data
+ * properties `CARRIED` names (those not enumerable first), and every other enumerable
+ * string-keyed data property (a `code`), not those `RECORDED` names, the first `max` of those
+ * (in property order) only. An accessor is not read (a getter of the caller's may throw, or
+ * answer differently each time), as structured clone copies none. Listed by `Object.keys`, not
+ * `Object.getOwnPropertyNames`, which V8 makes ~3 times slower for an object of many properties
+ * (~2.5 µs each for a million: the most of what a million fields cost once they were bounded).
+ */
+function extraKeys(e: Error, max: number): string[] {
   const keys: string[] = [];
-  for (const key of Object.getOwnPropertyNames(e)) {
-    if (RECORDED.has(key)) continue;
+  for (const key of CARRIED) {
     const d = Object.getOwnPropertyDescriptor(e, key);
-    if (d !== undefined && "value" in d && (d.enumerable || CARRIED.has(key))) keys.push(key);
+    if (d !== undefined && "value" in d && !d.enumerable) keys.push(key);
+  }
+  let own = 0;
+  for (const key of Object.keys(e)) {
+    if (RECORDED.has(key)) continue;
+    const carried = CARRIED.has(key);
+    if (!carried && own >= max) continue; // its descriptor not even read
+    const d = Object.getOwnPropertyDescriptor(e, key);
+    if (d !== undefined && "value" in d) {
+      keys.push(key);
+      if (!carried) own++;
+    }
   }
   return keys;
 }
@@ -1259,7 +1281,7 @@ function needsRich(cause: unknown): boolean {
       if (seen.size === CAUSE_DEPTH) return false;
       seen.add(e);
       const b = builtinOf(e);
-      if (b === "AggregateError" || b === "SuppressedError" || extraKeys(e).length > 0) {
+      if (b === "AggregateError" || b === "SuppressedError" || extraKeys(e, 1).length > 0) {
         return true;
       }
       // Its head holds the name cut (`headName`): the rich encoding, all of it.
@@ -1324,6 +1346,7 @@ function encodeRich(cause: Error): Uint8Array | null {
     let size = 0;
     const text = (s: string) => encodeExact(s)!;
     let elements = 0;
+    let fields = 0; // own fields carried so far (`RICH_FIELDS`)
     // The Errors down the cause's own chain, whose kind 3 or 4 bytes node:v8 wrote whole.
     // A `cause` whose read throws ends it (the record says so).
     const chain = new Set<unknown>();
@@ -1410,9 +1433,10 @@ function encodeRich(cause: Error): Uint8Array | null {
           ? text(`a cause whose read threw (${NOT_COPIED})`)
           : ref(inner, true, chain.has(e));
       }
-      for (const key of extraKeys(e)) {
+      for (const key of extraKeys(e, RICH_FIELDS - fields)) {
         const d = Object.getOwnPropertyDescriptor(e, key)!;
         const keep = CARRIED.has(key);
+        if (!keep) fields++;
         const flags = d.enumerable ? 1 : 0;
         const v: unknown = d.value;
         // Its length read once: an element's getter that adds another (or a Proxy answering a
