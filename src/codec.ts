@@ -1039,7 +1039,7 @@ const CAUSE_DEPTH = 1_000;
 export function encodeCause(cause: unknown): Uint8Array | null {
   // `instanceof` inside needsRich's try: a revoked Proxy's prototype read throws, and close()
   // threw it (the channel left open) before the other encodings' stand-in could see to it.
-  const exact = ownData(cause) ? encodeExact(cause) : null;
+  const exact = ownData(cause) && endFits(cause) ? encodeExact(cause) : null;
   const base = exact ?? encodeExact(standIn(cause, 0));
   if (base === null || (base[0] !== 3 && base[0] !== 4) || !needsRich(cause)) return base;
   const rich = encodeRich(cause as Error);
@@ -1331,7 +1331,8 @@ type RichRecord = {
  * saying how many more were not copied: neither close() nor the decoder does work past those,
  * however long the array. Any other value (an element too) goes to node:v8 whole when what it
  * holds fits in the elements left (`valueParts`), else is a string saying so; the cause of an
- * Error down the cause's own chain always whole (its kind 3 or 4 bytes hold it already). An
+ * Error down the cause's own chain whole while it fits in `RICH_ELEMENTS_ALL` on its own (its
+ * kind 3 or 4 bytes hold it already), else a string, as there (`endFits`). An
  * element whose read throws is a string saying so, in its place, as
  * one that cannot be copied is, and a field whose array's read throws (a Proxy's trap) is what
  * one that cannot be copied is, and an Error in it whose read throws (a getter of its
@@ -1387,7 +1388,7 @@ function encodeRich(cause: Error): Uint8Array | null {
       if (bytes === undefined) {
         // A value past the elements left to the cause (`valueParts`) is a string saying so,
         // where node:v8 copied it however large; not the cause of an Error of the cause's own
-        // chain, which its kind 3 or 4 bytes hold already, as node:v8 copies it.
+        // chain that fits on its own, which its kind 3 or 4 bytes hold already.
         // What a walk that did not fit went over is spent too: distinct values holding one
         // large object (an Error's `{ response }` each) walked it once each, its keys listed.
         const { parts, over } = whole
@@ -1429,9 +1430,11 @@ function encodeRich(cause: Error): Uint8Array | null {
         } catch {
           threw = true;
         }
+        // Whole (node:v8's kind 3 or 4 bytes hold it already) only where it fits the budget on
+        // its own (`endFits`): else the base holds the stand-in's string, and so does this.
         record.k = threw
           ? text(`a cause whose read threw (${NOT_COPIED})`)
-          : ref(inner, true, chain.has(e));
+          : ref(inner, true, chain.has(e) && !valueParts(inner, RICH_ELEMENTS_ALL).over);
       }
       for (const key of extraKeys(e, RICH_FIELDS - fields)) {
         const d = Object.getOwnPropertyDescriptor(e, key)!;
@@ -1607,6 +1610,33 @@ function ownData(cause: unknown): boolean {
   return true;
 }
 
+/**
+ * Whether what ends `cause`'s chain (the `cause` of its last Error, when that is no Error) fits
+ * in `RICH_ELEMENTS_ALL` parts (`valueParts`), which node:v8 copies whole with the chain.
+ * Before, nothing bounded it: `new Error("x", { cause: { list } })` with 100,000 fresh Errors
+ * in `list` took ~10 s inside close() (node:v8 formats each one's stack), where the same value
+ * as an Error's field crossed as a string saying it was past the bound. Such a cause crosses
+ * as its stand-in, whose chain ends in that string. True for a cause that is no Error, a chain
+ * ending in a cycle or past `CAUSE_DEPTH`, and when reading it throws (the other checks and the
+ * stand-in see to those).
+ */
+function endFits(cause: unknown): boolean {
+  const seen = new Set<unknown>();
+  try {
+    for (let e = cause; e instanceof Error && !seen.has(e); e = e.cause) {
+      if (seen.size === CAUSE_DEPTH) return true;
+      seen.add(e);
+      const inner = e.cause;
+      if (!(inner instanceof Error) && "cause" in e) {
+        return !valueParts(inner, RICH_ELEMENTS_ALL).over;
+      }
+    }
+  } catch {
+    // A hostile Error down the chain: as it is.
+  }
+  return true;
+}
+
 /** Whether `cause`'s chain holds more than `CAUSE_DEPTH` Errors (a cycle counts each once). */
 function tooDeep(cause: unknown): boolean {
   const seen = new Set<unknown>();
@@ -1680,6 +1710,8 @@ function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()
           ? standIn(inner, depth + 1, copies)
           : inner instanceof Error && tooDeep(inner)
           ? `${describe(inner)} (a cause chain over ${CAUSE_DEPTH} Errors deep: ${NOT_COPIED})`
+          : (inner instanceof Error ? !endFits(inner) : valueParts(inner, RICH_ELEMENTS_ALL).over)
+          ? `${describe(inner)} (past ${RICH_ELEMENTS_ALL} elements in one cause: ${NOT_COPIED})`
           : encodeExact(inner) !== null
           ? inner
           : `${describe(inner)} (${NOT_COPIED})`,
