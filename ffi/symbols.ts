@@ -240,6 +240,8 @@ export const symbols = {
   kc_chan_close_cause: { parameters: ["u32", "buffer", "u32", "u32"], result: "i32" },
   /** int32_t kc_chan_cause(uint32_t handle, void *out, uint32_t cap) */
   kc_chan_cause: { parameters: ["u32", "buffer", "u32"], result: "i32" },
+  /** int32_t kc_chan_cancel_cause(uint32_t handle, void *out, uint32_t cap) (ABI 23) */
+  kc_chan_cancel_cause: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** int32_t kc_chan_free_undelivered(uint32_t handle) */
   kc_chan_free_undelivered: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_drop(uint32_t handle, const void *elem, uint32_t size) */

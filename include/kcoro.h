@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
-#define KC_ABI_VERSION 22
+#define KC_ABI_VERSION 23
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -368,11 +368,21 @@ int32_t kc_chan_cancel(uint32_t handle);
 /* kc_chan_close (flags 0) or kc_chan_cancel (KC_CHAN_CLOSE_CANCEL) that, when this call is the
  * one that closes the channel, keeps a copy of len bytes at cause (len 0: none) for every host of
  * the channel until it is destroyed: 1 if this call closed it, 0 if it was closed already. The
- * TypeScript module stores its close causes this way (an encoding of its own). */
+ * TypeScript module stores its close causes this way (an encoding of its own). A cancel that is
+ * the channel's first cancel keeps its cause for kc_chan_cancel_cause, also when a close came
+ * before it (ABI 23; the close cause stays the first closer's). */
 int32_t kc_chan_close_cause(uint32_t handle, const void *cause, uint32_t len, uint32_t flags);
 /* The close cause's length, copying up to cap bytes of it into out; 0 if none; KC_EBADH once
  * the channel is destroyed. */
 int32_t kc_chan_cause(uint32_t handle, void *out, uint32_t cap);
+/* The cause of the channel's first cancel (kc_chan_close_cause with KC_CHAN_CLOSE_CANCEL), as
+ * kc_chan_cause reads the close cause: its length, copying up to cap bytes of it into out; 0 if
+ * none (not cancelled, cancelled without one or by kc_chan_cancel, or a later cancel gave it:
+ * the first cancel wins). Where that cancel closed the channel it is the close cause too; where
+ * a close came first (kc_chan_status bit 3) it is the cancel's own, so that the host feeding the
+ * channel (a producer) learns what its consumer in another isolate cancelled with. KC_EBADH once
+ * the channel is destroyed, which frees it. New in ABI 23. */
+int32_t kc_chan_cancel_cause(uint32_t handle, void *out, uint32_t cap);
 /* Cancels the channel (sealing a kc_chan_keep_undelivered list) and kills its handle, then frees
  * it once no call uses it. The cancel comes before the handle dies: a call that finds the handle
  * dead (KC_EBADH) finds what the destroy dropped in the kept list already. 0, or KC_EBADH for a
@@ -403,8 +413,10 @@ int32_t kc_chan_hold(uint32_t h, uint32_t flags);
  * already (the hold is forgotten all the same). */
 int32_t kc_chan_unhold(uint32_t h);
 /* Bit 0: closed for send; bit 1: closed for receive (closed and drained); bit 2: cancelled by the
- * going away of the ring of a KC_WATCH_OWNED watch on it (kc_ring_watch; ABI 21). Read at one
- * moment: bits 1 and 2 come only with bit 0. */
+ * going away of the ring of a KC_WATCH_OWNED watch on it (kc_ring_watch; ABI 21); bit 3:
+ * cancelled after a close (the close came first, then the first cancel: kc_chan_cancel_cause
+ * has that cancel's cause, if it gave one; ABI 23). Read at one moment: bits 1, 2 and 3 come
+ * only with bit 0. */
 int32_t kc_chan_status(uint32_t handle);
 /* What the channel was created as, in 4 words at out: element size, capacity as normalised (1
  * for a conflated channel, KC_CHAN_UNLIMITED for unlimited), overflow policy, and the flags

@@ -1397,10 +1397,14 @@ export fn kc_chan_close(h: u32) callconv(.c) i32 {
 }
 
 /// Close causes by handle (kc_chan_close_cause): bytes a host encoded, for the other hosts of the
-/// channel to read (kc_chan_cause). Few channels ever have one. Set under `causes_mutex` in the
-/// same critical section as the close, so whoever saw the channel closed and then asks finds
-/// the cause if the close gave one.
-const Cause = struct { handle: u32, bytes: []u8 };
+/// channel to read (kc_chan_cause, kc_chan_cancel_cause). Few channels ever have one. Set under
+/// `causes_mutex` in the same critical section as the close, so whoever saw the channel closed
+/// (or its kc_chan_status bit 3) and then asks finds the cause if the close gave one. A channel
+/// has at most two: its first close's (`close`; `cancel` too when that close was a cancel), and
+/// the cause of its first cancel when a close came before it (`cancel` only): the close cause
+/// stays the first closer's, but the host that fed the channel (a producer's) learns the
+/// cancel's own.
+const Cause = struct { handle: u32, bytes: []u8, close: bool, cancel: bool };
 var causes_mutex: std.Thread.Mutex = .{};
 var causes: std.ArrayListUnmanaged(Cause) = .empty;
 /// Set while this thread holds `causes_mutex`: kc_chan_close_cause holds it across the cancel,
@@ -1424,28 +1428,54 @@ fn unlockCauses(took: bool) void {
 /// How many causes `causes` holds (read without the lock: a channel without one pays nothing).
 var causes_count: std.atomic.Value(usize) = .init(0);
 
-/// Forgets channel `h`'s close cause (it was destroyed; or a new channel got its handle number).
+/// Forgets channel `h`'s causes, both (it was destroyed; or a new channel got its handle number).
 fn dropCause(h: u32) void {
     // Monotonic: a hint; a cause stored for `h` happened before `h` was destroyed or reused,
     // which orders it before this call through the registry.
     if (causes_count.load(.monotonic) == 0) return;
     const took = lockCauses();
     defer unlockCauses(took);
-    for (causes.items, 0..) |c, i| {
-        if (c.handle != h) continue;
+    var i: usize = 0;
+    while (i < causes.items.len) {
+        const c = causes.items[i];
+        if (c.handle != h) {
+            i += 1;
+            continue;
+        }
         std.heap.c_allocator.free(c.bytes);
-        _ = causes.swapRemove(i);
+        _ = causes.swapRemove(i); // the last moved to `i`: looked at next
         _ = causes_count.fetchSub(1, .monotonic); // monotonic: a count for the fast empty check
-        return;
     }
+}
+
+/// The cause of channel `h` that `want` picks (`close` or `cancel`), under `causes_mutex`.
+fn findCause(h: u32, comptime want: enum { close, cancel }) ?[]const u8 {
+    std.debug.assert(causes_held);
+    for (causes.items) |c| {
+        if (c.handle != h) continue;
+        if (if (want == .close) c.close else c.cancel) return c.bytes;
+    }
+    return null;
+}
+
+/// Copies up to `cap` bytes of `bytes` (a cause) into `out`: its length, for kc_chan_cause and
+/// kc_chan_cancel_cause.
+fn copyCause(bytes: ?[]const u8, out: ?*anyopaque, cap: u32) i32 {
+    const b = bytes orelse return 0;
+    if (b.len > std.math.maxInt(i32)) return Status.invalid.code();
+    const n = @min(cap, b.len);
+    if (n > 0) @memcpy(@as([*]u8, @ptrCast(out.?))[0..n], b[0..n]);
+    return @intCast(b.len);
 }
 
 /// int32_t kc_chan_close_cause(uint32_t h, const void *cause, uint32_t len, uint32_t flags):
 /// closes the channel (flags 0) or cancels it (KC_CHAN_CLOSE_CANCEL) and, if this call is the
 /// one that closed it, keeps a copy of the len bytes at `cause` (len 0: none) for every host of
-/// the channel to read with kc_chan_cause until it is destroyed. 1 if this call closed it, 0 if
-/// it was closed already (its cause, if any, is the first closer's), KC_ENOMEM (the channel is
-/// closed all the same, without a cause).
+/// the channel to read with kc_chan_cause until it is destroyed. A cancel that is the channel's
+/// first cancel keeps its cause for kc_chan_cancel_cause, also when a close came before it
+/// (ABI 23: before, that cancel's cause was lost). 1 if this call closed it, 0 if it was closed
+/// already (its close cause, if any, is the first closer's), KC_ENOMEM (the channel is closed,
+/// or cancelled, all the same, without a cause).
 export fn kc_chan_close_cause(h: u32, cause: ?*const anyopaque, len: u32, flags: u32) callconv(.c) i32 {
     if (flags & ~chan_close_cancel != 0) return Status.invalid.code();
     if (len != 0 and cause == null) return Status.invalid.code();
@@ -1453,18 +1483,28 @@ export fn kc_chan_close_cause(h: u32, cause: ?*const anyopaque, len: u32, flags:
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
     const ch = ChanRegistry.channelOf(e);
+    // Held across the close or cancel and the append: a host that saw the channel closed, or
+    // cancelled after a close (kc_chan_status bit 3), takes it to read and finds the cause.
     const took = lockCauses();
     defer unlockCauses(took);
-    const first = if (flags & chan_close_cancel != 0) ch.cancel() else ch.close();
-    if (!first or len == 0) return @intFromBool(first);
+    const cancel = flags & chan_close_cancel != 0;
+    const prior: chan.Channel.Prior = if (cancel) ch.cancelFrom() else ch.closeFrom();
+    const first = prior == .open;
+    // Kept: the first closer's cause (for both readers when it was a cancel), or the first
+    // cancel's after a close (kc_chan_cancel_cause's only). An earlier cancel wins over this one.
+    const keep = first or (cancel and prior == .closed);
+    if (!keep or len == 0) return @intFromBool(first);
+    // The first cancel after a close is one call (the channel's lock decided `prior`): no
+    // cancel cause is there yet; nor is a close cause when this call closed it.
+    std.debug.assert(findCause(h, .cancel) == null);
     const src: [*]const u8 = @ptrCast(cause.?);
     const copy = std.heap.c_allocator.dupe(u8, src[0..len]) catch return Status.no_memory.code();
-    causes.append(std.heap.c_allocator, .{ .handle = h, .bytes = copy }) catch {
+    causes.append(std.heap.c_allocator, .{ .handle = h, .bytes = copy, .close = first, .cancel = cancel }) catch {
         std.heap.c_allocator.free(copy);
         return Status.no_memory.code();
     };
     _ = causes_count.fetchAdd(1, .monotonic); // monotonic: as in the removal above
-    return 1;
+    return @intFromBool(first);
 }
 
 /// int32_t kc_chan_cause(uint32_t h, void *out, uint32_t cap): the close cause of channel h
@@ -1477,14 +1517,23 @@ export fn kc_chan_cause(h: u32, out: ?*anyopaque, cap: u32) callconv(.c) i32 {
     defer r.release(e);
     const took = lockCauses();
     defer unlockCauses(took);
-    for (causes.items) |c| {
-        if (c.handle != h) continue;
-        if (c.bytes.len > std.math.maxInt(i32)) return Status.invalid.code();
-        const n = @min(cap, c.bytes.len);
-        if (n > 0) @memcpy(@as([*]u8, @ptrCast(out.?))[0..n], c.bytes[0..n]);
-        return @intCast(c.bytes.len);
-    }
-    return 0;
+    return copyCause(findCause(h, .close), out, cap);
+}
+
+/// int32_t kc_chan_cancel_cause(uint32_t h, void *out, uint32_t cap): the cause of channel h's
+/// first cancel (kc_chan_close_cause with KC_CHAN_CLOSE_CANCEL): its length (copying up to cap
+/// bytes of it into out), or 0 if it has none (not cancelled, cancelled without one, or by
+/// kc_chan_cancel). Where that cancel closed the channel it is the close cause too
+/// (kc_chan_cause); where a close came first (kc_chan_status bit 3) it is the cancel's own, the
+/// close cause staying the close's. KC_EBADH once the channel is destroyed. New in ABI 23.
+export fn kc_chan_cancel_cause(h: u32, out: ?*anyopaque, cap: u32) callconv(.c) i32 {
+    if (cap != 0 and out == null) return Status.invalid.code();
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    const took = lockCauses();
+    defer unlockCauses(took);
+    return copyCause(findCause(h, .cancel), out, cap);
 }
 
 /// int32_t kc_chan_cancel(uint32_t h)
@@ -6012,7 +6061,12 @@ test "C ABI: a close cause is the first closer's, readable by every host until d
     // next channel's of its handle number (the create drops it).
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(c));
     causes_mutex.lock();
-    try causes.append(std.heap.c_allocator, .{ .handle = c, .bytes = try std.heap.c_allocator.dupe(u8, "stale") });
+    try causes.append(std.heap.c_allocator, .{
+        .handle = c,
+        .bytes = try std.heap.c_allocator.dupe(u8, "stale"),
+        .close = true,
+        .cancel = true,
+    });
     _ = causes_count.fetchAdd(1, .monotonic);
     causes_mutex.unlock();
     const n = try createWithHandle(c, 8, 0, 0);
@@ -6020,6 +6074,76 @@ test "C ABI: a close cause is the first closer's, readable by every host until d
     try testing.expectEqual(@as(i32, 0), kc_chan_cause(n, &out, out.len));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
     try testing.expectEqual(@as(usize, 0), causes_count.load(.monotonic));
+}
+
+test "C ABI: kc_chan_cancel_cause keeps the first cancel's cause, also after a close (status bit 3), the close cause staying the first closer's; destroy frees both" {
+    const base = causes_count.load(.monotonic);
+    var out: [16]u8 = undefined;
+    // Closed with a cause, then cancelled with another: each reader has its own. Before ABI 23
+    // the cancel's was dropped (not the first closer).
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(h, &out, out.len)); // open: none
+    try testing.expectEqual(@as(i32, 1), kc_chan_close_cause(h, "closed", 6, 0));
+    try testing.expectEqual(@as(i32, 1 | 2), kc_chan_status(h)); // closed (drained), no bit 3
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(h, &out, out.len)); // a close's
+    try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(h, "consumer", 8, chan_close_cancel));
+    try testing.expectEqual(@as(i32, 1 | 2 | 8), kc_chan_status(h)); // cancelled after a close
+    try testing.expectEqual(@as(i32, 8), kc_chan_cancel_cause(h, &out, out.len));
+    try testing.expectEqualStrings("consumer", out[0..8]);
+    try testing.expectEqual(@as(i32, 8), kc_chan_cancel_cause(h, &out, 3)); // length, 3 copied
+    try testing.expectEqual(@as(i32, 8), kc_chan_cancel_cause(h, null, 0));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_cancel_cause(h, null, 4));
+    try testing.expectEqual(@as(i32, 6), kc_chan_cause(h, &out, out.len)); // first closer's
+    try testing.expectEqualStrings("closed", out[0..6]);
+    // Two cancels: the first wins, for both readers and the status.
+    try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(h, "again", 5, chan_close_cancel));
+    try testing.expectEqual(@as(i32, 8), kc_chan_cancel_cause(h, &out, out.len));
+    try testing.expectEqualStrings("consumer", out[0..8]);
+    try testing.expectEqual(@as(i32, 6), kc_chan_cause(h, &out, out.len));
+    try testing.expectEqual(base + 2, causes_count.load(.monotonic));
+    // Destroy frees both (both dropped, the count back), and the readers answer KC_EBADH.
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    try testing.expectEqual(base, causes_count.load(.monotonic));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_cancel_cause(h, &out, out.len));
+
+    // A cancel before any close: it closed the channel, its cause is both; no bit 3.
+    var c: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &c));
+    try testing.expectEqual(@as(i32, 1), kc_chan_close_cause(c, "first", 5, chan_close_cancel));
+    try testing.expectEqual(@as(i32, 1 | 2), kc_chan_status(c));
+    try testing.expectEqual(@as(i32, 5), kc_chan_cancel_cause(c, &out, out.len));
+    try testing.expectEqualStrings("first", out[0..5]);
+    try testing.expectEqual(@as(i32, 5), kc_chan_cause(c, &out, out.len));
+    try testing.expectEqualStrings("first", out[0..5]);
+    try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(c, "second", 6, chan_close_cancel));
+    try testing.expectEqual(@as(i32, 5), kc_chan_cancel_cause(c, &out, out.len));
+    try testing.expectEqualStrings("first", out[0..5]);
+    try testing.expectEqual(base + 1, causes_count.load(.monotonic)); // one entry, read by both
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(c));
+    try testing.expectEqual(base, causes_count.load(.monotonic));
+
+    // The first cancel after a close gave no cause (kc_chan_cancel): a later one adds none, and
+    // bit 3 says a cancel came after the close all the same.
+    var d: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &d));
+    try testing.expectEqual(@as(i32, 1), kc_chan_close(d));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel(d));
+    try testing.expectEqual(@as(i32, 1 | 2 | 8), kc_chan_status(d));
+    try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(d, "late", 4, chan_close_cancel));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(d, &out, out.len));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cause(d, &out, out.len));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(d));
+
+    // A close after a cancel is no cancel after a close: no bit 3, no cancel cause of a close's.
+    var e: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &e));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel(e));
+    try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(e, "close", 5, 0));
+    try testing.expectEqual(@as(i32, 1 | 2), kc_chan_status(e));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(e, &out, out.len));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(e));
+    try testing.expectEqual(base, causes_count.load(.monotonic));
 }
 
 test "C ABI: kc_chan_compute_rate takes any counter words without overflowing" {

@@ -763,6 +763,11 @@ pub const Channel = struct {
         /// a terminated Worker's produce), not by an ordinary cancel. Here for the same reason
         /// as `watchers` (the channel stays 512 bytes); under `lock`, set once, never cleared.
         owner_gone: bool = false,
+        /// Cancelled once it was closed (a close came first, then the first cancel), not by a
+        /// cancel that closed it: the C ABI's kc_chan_status bit 3, which tells a host that
+        /// the cancel's own cause (kc_chan_cancel_cause) is not the close's. Here for the same
+        /// reason as `watchers`; under `lock`, set once, never cleared.
+        cancel_after_close: bool = false,
         /// The hook that `seal` puts in place of `on_undelivered` (`setUndeliveredSealing`: a
         /// host's kept list, which its owner empties once after the destroy, takes no value
         /// after the seal). Under `lock`; cleared by any other hook's setting. Here for the same
@@ -2286,6 +2291,13 @@ pub const Channel = struct {
     /// `on_undelivered`), and fails every waiter with `Cancelled`. True if this call closed it
     /// (it was open).
     pub fn cancel(ch: *Channel) bool {
+        return ch.cancelFor(false) == .open;
+    }
+
+    /// `cancel`, saying what the channel was just before (read in the same critical section as
+    /// the cancel): open (this call closed it), closed (this is the first cancel, after a
+    /// close), or cancelled (an earlier cancel, also by a destroy, was the first).
+    pub fn cancelFrom(ch: *Channel) Prior {
         return ch.cancelFor(false);
     }
 
@@ -2294,7 +2306,7 @@ pub const Channel = struct {
     /// closed or cancelled already (a close's buffered values stay receivable, Kotlin's close,
     /// and an earlier cancel keeps its own story). True if this call closed it.
     pub fn cancelOwnerGone(ch: *Channel) bool {
-        return ch.cancelFor(true);
+        return ch.cancelFor(true) == .open;
     }
 
     /// Whether `cancelOwnerGone` cancelled the channel (for a host's message: the C ABI's
@@ -2305,18 +2317,23 @@ pub const Channel = struct {
         return ch.tx.owner_gone;
     }
 
-    fn cancelFor(ch: *Channel, owner_gone: bool) bool {
+    fn cancelFor(ch: *Channel, owner_gone: bool) Prior {
         var wakes: [max_wakes]Waiter.Wake = undefined;
-        var first = false;
+        var prior: ?Prior = null;
         while (true) {
             ch.lock();
-            if (owner_gone and !first and ch.closed) {
+            // On the first pass only: a later pass (more than `max_wakes` waiters) sees its own
+            // cancel, as in `closeFrom`.
+            if (prior == null) {
+                prior = if (ch.cancelled) .cancelled else if (ch.closed) .closed else .open;
+                if (prior.? == .closed and !owner_gone) ch.tx.cancel_after_close = true;
+            }
+            if (owner_gone and prior.? != .open) {
                 // Ended already (its producer's close, whose values stay receivable, or any
                 // cancel): the owner's going away changes nothing.
                 ch.unlock();
-                return false;
+                return prior.?;
             }
-            if (!ch.closed) first = true;
             if (owner_gone) ch.tx.owner_gone = true;
             ch.cancelled = true;
             // Seq_cst: as in `close` (cancel unlinks the senders too, which is enough alone).
@@ -2339,7 +2356,7 @@ pub const Channel = struct {
             const more = !ch.senders.isEmpty() or !ch.receivers.isEmpty() or more_watches;
             ch.unlock();
             for (wakes[0..n]) |info| Waiter.wake(info);
-            if (!more) return first;
+            if (!more) return prior.?;
         }
     }
 
@@ -2386,15 +2403,17 @@ pub const Channel = struct {
     }
 
     /// The C ABI's kc_chan_status bits at one moment, under one lock: bit 0 `isClosedForSend`,
-    /// bit 1 `isClosedForReceive`, bit 2 `ownerGone`. Read one at a time, a cancel between the
-    /// reads gave a mix no channel is ever in (closed for receive, or cancelled by its owner's
-    /// going away, but not closed for send).
-    pub fn statusBits(ch: *Channel) u3 {
+    /// bit 1 `isClosedForReceive`, bit 2 `ownerGone`, bit 3 cancelled after a close
+    /// (`cancel_after_close`). Read one at a time, a cancel between the reads gave a mix no
+    /// channel is ever in (closed for receive, or cancelled by its owner's going away, but not
+    /// closed for send).
+    pub fn statusBits(ch: *Channel) u4 {
         ch.lock();
         defer ch.unlock();
         const drained = ch.closed and ch.tx.tail == ch.rx.head and !ch.senders.hasLive();
-        return @as(u3, @intFromBool(ch.closed)) | (@as(u3, @intFromBool(drained)) << 1) |
-            (@as(u3, @intFromBool(ch.tx.owner_gone)) << 2);
+        return @as(u4, @intFromBool(ch.closed)) | (@as(u4, @intFromBool(drained)) << 1) |
+            (@as(u4, @intFromBool(ch.tx.owner_gone)) << 2) |
+            (@as(u4, @intFromBool(ch.tx.cancel_after_close)) << 3);
     }
 
     /// The queue where waiters of `kind` wait.
