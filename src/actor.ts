@@ -253,7 +253,13 @@ class Mailbox<M> extends Channel<M> {
   _cancelTask(told: unknown): void {
     const job = this._job;
     if (job === null) return;
-    job.cancel(this._shared.cancelled ? this._closedResult().cause : told);
+    // A cancel after a close (made elsewhere: another isolate's copy, told by the watch): the
+    // task gets that cancel's own cause, as a cancel here gives it (`cancel`), not the close's
+    // that the receivers keep. Before ABI 23 native code kept no cause of such a cancel.
+    const late = this._cancelAfterClose();
+    const own = () => this._closedResult().cause;
+    if (late !== undefined) job.cancel(taskCancelError(this._shared, late.cause, own));
+    else job.cancel(this._shared.cancelled ? own() : told);
   }
 
   /**

@@ -1848,6 +1848,38 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
+   * @ignore The cancel that came after a close of this native channel, as native code recorded
+   * it (kc_chan_status bit 3, kc_chan_cancel_cause: ABI 23): `{ cause }` (undefined when that
+   * cancel gave none) where the channel was closed first and then cancelled, by anyone (another
+   * isolate's `Channel.from` copy, a copy here, native code), else undefined (open, closed
+   * only, cancelled as its first close, local, ended or disposed here). The close cause is
+   * looked up first (`#lookCause`), so `taskCancelError` can tell the two apart. For `produce`
+   * and `actor`, whose task a cancel made elsewhere cancels with that cancel's cause, not the
+   * close's (Kotlin's `ChannelCoroutine.cancel(cause)`); before ABI 23 native code kept only
+   * the first closer's cause, and the task got the close's.
+   */
+  _cancelAfterClose(): { cause: unknown } | undefined {
+    const s = this._shared;
+    if (
+      !s.cancelled || s.local || s.ended || this.#handleValue === 0 || this.#destroyed ||
+      this.#disposed || !this.#lib.isOpen
+    ) return undefined;
+    const sym = this.#lib.symbols("read cancel cause");
+    const st = sym.kc_chan_status(this.#handle);
+    if (st < 0 || (st & 8) === 0) return undefined;
+    if (!s.hasCause) this.#lookCause(s);
+    let n = sym.kc_chan_cancel_cause(this.#handle, causeBytes, causeBytes.length);
+    if (n > causeBytes.length) {
+      causeBytes = new Uint8Array(n);
+      n = sym.kc_chan_cancel_cause(this.#handle, causeBytes, n);
+      if (n > causeBytes.length) return { cause: undefined };
+    }
+    if (n <= 0) return { cause: undefined }; // none given (or the handle died since: none read)
+    const got = decodeCause(causeBytes.subarray(0, n));
+    return { cause: got.ok ? got.cause : undefined };
+  }
+
+  /**
    * Closes (or cancels) the native channel, storing `cause` with it for other isolates (its
    * stand-in when it cannot be copied, `encodeCause`): 1 if this call closed it, 0 if it was
    * closed already, -1 (a cancel without a cause to store) not known. `bytes`, when given, is

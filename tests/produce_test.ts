@@ -10,6 +10,7 @@ import {
   until,
   untilAborted,
   within,
+  workerStartMs,
 } from "./support.ts";
 import {
   actor,
@@ -919,6 +920,85 @@ Deno.test("produce: a Worker cancelling its copy of the channel cancels the prod
       (ch as Channel<number> | null)?.[Symbol.dispose]();
       worker.terminate();
     }
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("produce, actor: a Worker's copy cancelling the channel its producer (or actor) closed cancels the task with the Worker's cause, not the close's (kc_chan_cancel_cause, ABI 23); receivers here keep the close's", async () => {
+  // The same rule as a cancel in the producer's isolate (Kotlin's ChannelCoroutine.cancel(cause)
+  // cancels the coroutine with it whatever its channel's state). Before ABI 23 native code kept
+  // only the first closer's cause, so the producer's watch told the task the close's cause
+  // wrapped (or none), the Worker's cause lost.
+  const worker = new Worker(new URL("./fixtures/late_cancel_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    for (const owner of ["produce", "actor"] as const) {
+      for (const closing of ["close(Error)", "close()"] as const) {
+        for (const cancelling of ["Error", "CancellationError", "none"] as const) {
+          const what = `${owner}: ${closing}, then the Worker's cancel(${cancelling})`;
+          const closeCause = closing === "close()" ? undefined : new Error("producer is done");
+          let reason: unknown = undefined;
+          let received: unknown = undefined;
+          const closed = Promise.withResolvers<Channel<number>>();
+          const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
+            out.share(); // escaped: a native channel, watched
+            out.close(closeCause);
+            closed.resolve(out);
+            try {
+              await untilAborted(task.signal); // busy after its close (its `finally`, say)
+            } catch (e) {
+              reason = e;
+              throw e;
+            }
+          });
+          await within(
+            coroutineScope(async (scope) => {
+              if (owner === "produce") produce<number>(scope, block, { capacity: 1 });
+              else actor<number>(scope, block, { capacity: 1 });
+              const ch = await closed.promise;
+              const reply = new Promise((resolve, reject) => {
+                worker.onmessage = (e) => resolve(e.data);
+                worker.onerror = (e) => reject(e);
+              });
+              worker.postMessage({ ch: ch.share(), cause: cancelling });
+              // The Worker's start (its module type-checked on first use) is not bounded here.
+              assert.equal(await within(reply, workerStartMs, `${what}: the reply`), "cancelled");
+              await until(() => reason !== undefined, `${what}: the task's cancel`, 20_000);
+              // An actor's mailbox is disposed of as its task ends: a producer's channel is the
+              // consumer's, and its receive here answers as the close left it.
+              if (owner === "produce") {
+                received = await ch.receive().then(() => "received", (e) => e);
+                ch[Symbol.dispose]();
+              }
+            }),
+            workerStartMs,
+            `${what}: the scope`,
+          ); // resolves: a cancelled producer or actor is no failure
+          assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
+          const cause = (reason as Error).cause;
+          if (cancelling === "CancellationError") {
+            // The Worker's cause itself (a copy of it: kcoro's class kept across).
+            assert.equal((reason as Error).message, "consumer stops", what);
+          } else if (cancelling === "Error") {
+            assert.equal((reason as Error).message, "Channel was cancelled", what);
+            assert.ok(cause instanceof RangeError, `${what}: the cause ${String(cause)}`);
+            assert.equal(cause.message, "consumer gone", what);
+            assert.deepEqual(cause.cause, { id: 9 }, what);
+          } else {
+            // No cause: not the close's (before: the close's Error, wrapped).
+            assert.equal((reason as Error).message, "Channel was cancelled", what);
+            assert.equal(cause, undefined, what);
+          }
+          // The receivers here keep what the close left: its cause carried, or none.
+          if (owner === "actor") continue;
+          assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
+          assert.equal((received as Error).cause, closeCause, what);
+        }
+      }
+    }
+  } finally {
+    worker.terminate();
   }
   assert.equal(live, 0);
 });
