@@ -1499,7 +1499,8 @@ export fn kc_chan_close_cause(h: u32, cause: ?*const anyopaque, len: u32, flags:
     std.debug.assert(findCause(h, .cancel) == null);
     const src: [*]const u8 = @ptrCast(cause.?);
     const copy = std.heap.c_allocator.dupe(u8, src[0..len]) catch return Status.no_memory.code();
-    causes.append(std.heap.c_allocator, .{ .handle = h, .bytes = copy, .close = first, .cancel = cancel }) catch {
+    const entry: Cause = .{ .handle = h, .bytes = copy, .close = first, .cancel = cancel };
+    causes.append(std.heap.c_allocator, entry) catch {
         std.heap.c_allocator.free(copy);
         return Status.no_memory.code();
     };
