@@ -370,7 +370,8 @@ int32_t kc_chan_cancel(uint32_t handle);
  * the channel until it is destroyed: 1 if this call closed it, 0 if it was closed already. The
  * TypeScript module stores its close causes this way (an encoding of its own). A cancel that is
  * the channel's first cancel keeps its cause for kc_chan_cancel_cause, also when a close came
- * before it (ABI 23; the close cause stays the first closer's). */
+ * before it (the close cause stays the first closer's; ABI 22 kept no cause of a cancel that found
+ * the channel closed). */
 int32_t kc_chan_close_cause(uint32_t handle, const void *cause, uint32_t len, uint32_t flags);
 /* The close cause's length, copying up to cap bytes of it into out; 0 if none; KC_EBADH once
  * the channel is destroyed. */
@@ -415,8 +416,8 @@ int32_t kc_chan_unhold(uint32_t h);
 /* Bit 0: closed for send; bit 1: closed for receive (closed and drained); bit 2: cancelled by the
  * going away of the ring of a KC_WATCH_OWNED watch on it (kc_ring_watch; ABI 21); bit 3:
  * cancelled after a close (the close came first, then the first cancel: kc_chan_cancel_cause
- * has that cancel's cause, if it gave one; ABI 23). Read at one moment: bits 1, 2 and 3 come
- * only with bit 0. */
+ * has that cancel's cause, if it gave one; ABI 22 had no bit 3). Read at one moment: bits 1, 2
+ * and 3 come only with bit 0. */
 int32_t kc_chan_status(uint32_t handle);
 /* What the channel was created as, in 4 words at out: element size, capacity as normalised (1
  * for a conflated channel, KC_CHAN_UNLIMITED for unlimited), overflow policy, and the flags
