@@ -45,6 +45,7 @@ import {
   descBytes,
   encodeCause,
   giveSlot,
+  noRoom,
   sendLength,
   Slot,
   takeSlot,
@@ -2862,6 +2863,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // accessor element or a Proxy runs code too).
       const buf = f64 ? batchOf(n * size) : new Uint8Array(n * size);
       let encoded = 0;
+      let m = n; // how many go: all, or those before a value with no native memory for it
       const wasBusy = batchBusy;
       try {
         if (f64) {
@@ -2881,19 +2883,29 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         }
       } catch (e) {
         batchBusy = wasBusy;
-        this.#discardBatch(buf, 0, encoded, sym); // nothing was sent
-        throw e;
+        try {
+          if (encoded === 0 || !noRoom(e)) throw e;
+          // No native memory for a value after others (or too large): a short write, as one at
+          // a time (below), the values before it sent, it left for the next call. The rest
+          // are still checked, each read once: one the codec cannot carry fails the call.
+          // Before, the batch threw though the same values one at a time answered ok.
+          for (let i = encoded + 1; i < n; i++) this.#codec.pass(values[i], op);
+          m = encoded;
+        } catch (e) {
+          this.#discardBatch(buf, 0, encoded, sym); // nothing was sent
+          throw e;
+        }
       }
-      this.#afterCallerCode(op, (sym) => this.#discardBatch(buf, 0, n, sym)); // nothing sent
+      this.#afterCallerCode(op, (sym) => this.#discardBatch(buf, 0, m, sym)); // nothing sent
       // Ended as the encoding ran the caller's code (as in `#trySend`): given `ENDED_HANDLE`
       // then (`#handle`), the call answers KC_EBADH, closed below.
-      const rc = sym.kc_chan_try_send_n(this.#handle, buf, size, n);
+      const rc = sym.kc_chan_try_send_n(this.#handle, buf, size, m);
       if (rc > 0) {
-        this.#discardBatch(buf, rc, n, sym); // the ones not sent
+        this.#discardBatch(buf, rc, m, sym); // the ones not sent
         if (this.#dropping) this.#collect();
         return { state: "ok", sent: rc };
       }
-      this.#discardBatch(buf, 0, n, sym);
+      this.#discardBatch(buf, 0, m, sym);
       if (rc === 0) return FULL;
       if (rc === Status.EPIPE || rc === Status.ECANCELED) return this.#sendClosedBy(rc);
       if (this.#creatorEnded(rc)) return this.#sendClosed();

@@ -852,14 +852,31 @@ function putBuffer(
   len = bytesLength(bytes),
 ): void {
   if (len > PACK_MAX) {
-    throw new CodecError(codec, `Cannot ${op}: a value of ${len} bytes is too large`);
+    throw noRoomFor(new CodecError(codec, `Cannot ${op}: a value of ${len} bytes is too large`));
   }
   const rc = slot.ptr !== null
     ? sym.kc_desc_make_at(bytes, len, tag, slot.ptr)
     : sym.kc_desc_make(bytes, len, tag, slot.u8);
   if (rc !== 0) {
-    throw new CodecError(codec, `Cannot ${op}: no native memory for ${len} bytes`);
+    throw noRoomFor(new CodecError(codec, `Cannot ${op}: no native memory for ${len} bytes`));
   }
+}
+
+/** `putBuffer`'s errors: a value the codec carries, with no native memory for it (`noRoom`). */
+const noRoomErrors = new WeakSet<CodecError>();
+
+function noRoomFor(e: CodecError): CodecError {
+  noRoomErrors.add(e);
+  return e;
+}
+
+/**
+ * @ignore Whether `e` says a value the codec carries found no native memory (or is too large
+ * for it): a value's own send failing, which ends a batch as a short write once values went
+ * (`trySendMany`), where a value the codec cannot carry fails the whole batch.
+ */
+export function noRoom(e: unknown): boolean {
+  return e instanceof CodecError && noRoomErrors.has(e);
 }
 
 /** Strings of up to this many UTF-16 units are encoded into `text`, longer ones on their own. */

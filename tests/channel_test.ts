@@ -3828,6 +3828,66 @@ Deno.test("trySendMany's errors name it also where a value's own send fails: no 
   assert.equal(await received, 1);
 });
 
+Deno.test("trySendMany in one native call whose value after the first has no native memory answers a short write, as one at a time does: the values before it go, it and the rest do not, and a value the codec cannot carry after it still fails the call", () => {
+  // Before: the batch copied into native memory threw the value's CodecError, nothing sent,
+  // where the same values sent one at a time (a receiver of this isolate waiting) answered
+  // { state: "ok", sent: k }: README's "only the first value's failure throws" held on one
+  // path only.
+  const failing = (at: number) => {
+    let calls = 0;
+    const make = (original: (...a: unknown[]) => number, ...a: unknown[]) =>
+      ++calls === at ? Status.ENOMEM : original(...a);
+    return { kc_desc_make: make, kc_desc_make_at: make };
+  };
+  const memory = {
+    name: "CodecError",
+    message: /^Cannot trySendMany: no native memory for \d+ bytes$/,
+  };
+  const codecNamed = {
+    default: codecs.default,
+    string: codecs.string,
+    structured: codecs.structured,
+    bytes: codecs.bytes,
+  } as const;
+  for (const [name, codec] of Object.entries(codecNamed)) {
+    const v = (i: number) => name === "bytes" ? new Uint8Array([i]) : `text ${i}`;
+    const make = () => {
+      const ch = new Channel<unknown>(8, { codec: codec as Codec<unknown> });
+      ch.share(); // in one native call: shared, buffered, nobody of this isolate waiting
+      return ch;
+    };
+    {
+      using ch = make();
+      // The third's copy fails: the first two go, the third and fourth are left.
+      assert.deepEqual(
+        withFakeSymbols(failing(3), () => ch.trySendMany([v(1), v(2), v(3), v(4)])),
+        { state: "ok", sent: 2 },
+        name,
+      );
+      assert.deepEqual(ch.tryReceiveMany(8), { state: "ok", values: [v(1), v(2)] }, name);
+      // The next call begins with the value that failed: its failure, the call's first, throws.
+      assert.throws(
+        () => withFakeSymbols(failing(1), () => ch.trySendMany([v(3), v(4)])),
+        memory,
+        `${name}: the next call`,
+      );
+      assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${name}: nothing sent`);
+      assert.deepEqual(ch.trySendMany([v(3), v(4)]), { state: "ok", sent: 2 }, `${name}: then`);
+      assert.deepEqual(ch.tryReceiveMany(8), { state: "ok", values: [v(3), v(4)] }, name);
+    }
+    {
+      using ch = make();
+      // A value the codec cannot carry after the one with no memory: the call fails, none sent.
+      assert.throws(
+        () => withFakeSymbols(failing(2), () => ch.trySendMany([v(1), v(2), v(3), () => 1])),
+        { name: "CodecError", message: /^Cannot trySendMany: / },
+        `${name}: a value it cannot carry after`,
+      );
+      assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${name}: none sent`);
+    }
+  }
+});
+
 Deno.test("a value's getter that disposes the channel or closes the library as trySend, send or trySendMany takes it: local and native channels throw as a call after it does, naming the call, and none reports the value sent", async () => {
   // Before: a local channel answered { state: "closed" } (send: the dispose's
   // CancellationError), and a native one's send went on after closeLibrary() and answered ok
