@@ -2850,7 +2850,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#batchesNatively(s)) {
       if (this.#sendBlocked(sym)) {
         // Still reject what the codec cannot carry, anywhere in the batch (as when not full).
-        for (let i = 0; i < n; i++) this.#reject(values[i], sym, op);
+        for (let i = 0; i < n; i++) {
+          try {
+            this.#reject(values[i], sym, op);
+          } catch (e) {
+            // No native memory to check a value after the first (an object, checked by
+            // encoding it): full all the same, as trySend answers for the first. Before, it
+            // threw, where the first value's full answer ends the batch one at a time.
+            if (i === 0 || !noRoom(e)) throw e;
+          }
+        }
         this.#afterCallerCode(op);
         s.fullFails++;
         if (!s.scheduled) this.#countLater(s);

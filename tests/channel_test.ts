@@ -3828,7 +3828,7 @@ Deno.test("trySendMany's errors name it also where a value's own send fails: no 
   assert.equal(await received, 1);
 });
 
-Deno.test("trySendMany in one native call whose value after the first has no native memory answers a short write, as one at a time does: the values before it go, it and the rest do not, and a value the codec cannot carry after it still fails the call", () => {
+Deno.test("trySendMany in one native call whose value after the first has no native memory answers for the values before it (a short write, or full), as one at a time does: the values before it go, it and the rest do not, and a value the codec cannot carry after it still fails the call", () => {
   // Before: the batch copied into native memory threw the value's CodecError, nothing sent,
   // where the same values sent one at a time (a receiver of this isolate waiting) answered
   // { state: "ok", sent: k }: README's "only the first value's failure throws" held on one
@@ -3884,6 +3884,36 @@ Deno.test("trySendMany in one native call whose value after the first has no nat
         `${name}: a value it cannot carry after`,
       );
       assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${name}: none sent`);
+    }
+    if (name === "default" || name === "structured") {
+      // Into a full channel, where an object is checked by encoding it (into native memory, then
+      // freed): the first value answers full, as trySend would, so a later value with no
+      // memory for its check changes nothing. Before, that threw its CodecError.
+      using ch = new Channel<unknown>(1, { codec: codec as Codec<unknown> });
+      ch.share();
+      assert.deepEqual(ch.trySend({ a: 0 }), { state: "ok" });
+      // Enough uses that the channel's bytes are mapped: the blocked byte says full, no call.
+      for (let i = 0; i < 32; i++) assert.deepEqual(ch.trySend({ a: 0 }), { state: "full" });
+      const blocked = (at: number) => ({
+        ...failing(at),
+        kc_chan_try_send_n: () => assert.fail(`${name}: full as the blocked byte says, no call`),
+      });
+      assert.deepEqual(
+        withFakeSymbols(blocked(2), () => ch.trySendMany([{ a: 1 }, { a: 2 }, { a: 3 }])),
+        { state: "full" },
+        `${name}: full`,
+      );
+      assert.throws(
+        () => withFakeSymbols(blocked(2), () => ch.trySendMany([{ a: 1 }, { a: 2 }, () => 1])),
+        { name: "CodecError", message: /^Cannot trySendMany: .*cloned/ },
+        `${name}: full, a value it cannot carry after`,
+      );
+      assert.throws(
+        () => withFakeSymbols(blocked(1), () => ch.trySendMany([{ a: 1 }, { a: 2 }])),
+        memory,
+        `${name}: full, the first value's failure is the call's, as trySend's`,
+      );
+      assert.deepEqual(ch.tryReceiveMany(8), { state: "ok", values: [{ a: 0 }] }, name);
     }
   }
 });
