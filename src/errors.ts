@@ -534,7 +534,10 @@ export class CodecError extends TypeError {
   /** The codec's name, e.g. `"default"` or `"f64"`. */
   readonly codec: string;
 
-  /** An error of codec `codec`; `message` is `Cannot send: ...` or `Cannot receive: ...`. */
+  /**
+   * An error of codec `codec`; `message` is `Cannot send: ...` (`Cannot trySendMany: ...` through
+   * it) or `Cannot receive: ...`.
+   */
   constructor(codec: string, message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "CodecError";
