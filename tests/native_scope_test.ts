@@ -438,6 +438,31 @@ Deno.test("the 2^64 ns bound counts from now for a timeout's timer and its nativ
   }
 });
 
+Deno.test("a hand-set Deadline 2^64 ns or more from now gives native children no deadline, as it arms no timer; just short of it, the latest the native clock takes", async () => {
+  // The bound counts from now for a hand-set Deadline too (README, Deadline): one that far ahead
+  // is no deadline. deadlineNs refused only Infinity and clamped the rest to 2^64 - 2 ns, so a
+  // native child under a hand-set Deadline 1e20 ms ahead read a deadline of 2^64 - 2 (a
+  // withTimeout of that length never got there: its Deadline is Infinity).
+  const sym = library().symbols("test");
+  const bound = 2 ** 64 / 1e6;
+  for (const ahead of [bound * 2, 1e20, Number.MAX_VALUE, bound / 2]) {
+    const c = runtime().cells(3);
+    const before = sym.kc_now_ns();
+    const context = Context.empty.with(Deadline, performance.now() + ahead);
+    await coroutineScope(async (scope) => {
+      nativeScope(scope).launch("read-deadline", c);
+      await nativeScope(scope).wait();
+    }, { context });
+    assert.equal(c[1], 1n, `done (${ahead})`);
+    if (ahead >= bound) assert.equal(c[0], 0n, `no native deadline ${ahead} ms ahead, got ${c[0]}`);
+    else {
+      // Within a minute of it (float rounding, the time the read took), well short of 2^64.
+      const expected = before + BigInt(Math.floor(ahead)) * 1_000_000n;
+      assert.ok(c[0] > expected - MINUTE * 1_000_000n && c[0] < 2n ** 64n - 2n, `${c[0]}`);
+    }
+  }
+});
+
 Deno.test("a scope whose native children were abandoned (shutdown, library closed) rejects, never reports success", async () => {
   for (const end of ["runtime().shutdown()", "closeLibrary()"]) {
     const res = await evalScript(`
