@@ -1307,7 +1307,8 @@ Deno.test("a read of a Deadline points the finished timeouts whose own earlier t
   // its Deadline (so each keeps the last one's context as the one it replaced), finished
   // innermost first while the outer runs: a read of the innermost's context stepped back through
   // all 30. The first read now points each at the outer's context, and at nothing once the outer
-  // has finished.
+  // has finished. Each one's time is 15 s short of the last one's (the first's 100 s short of the
+  // outer's), so that a stall of the host between two of them does not make one nested instead.
   let innermost: Context | undefined;
   const records: NonNullable<ReturnType<typeof runningTimeout>>[] = [];
   await withTimeout(600_000, async (o) => {
@@ -1317,7 +1318,7 @@ Deno.test("a read of a Deadline points the finished timeouts whose own earlier t
     for (let i = 0; i < 30; i++) {
       const gate = new CompletableDeferred<void>();
       let next: Context | undefined;
-      waits.push(withTimeout(500_000 - i * 1_000, (t) => {
+      waits.push(withTimeout(500_000 - i * 15_000, (t) => {
         next = t.context;
         return gate.await();
       }, { context }));
