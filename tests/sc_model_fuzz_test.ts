@@ -22,9 +22,10 @@
 // force, which is in force again in its contexts once it has finished; KCORO_SC_STATS=1 counts
 // each), builds chains of such nested timeouts and makes their middle return first (before,
 // the default seeds rejoined an outer twice at most and drew no inner whose own time came first:
-// a timeout that did not restore the Deadline it replaced, or never rejoined, passed), sends to (send, trySend) and closes an actor's mailbox. Half the blocks are cooperative (each
-// wait races the task's signal, as Kotlin's suspension points do), half ignore cancellation and
-// run on; the exception handlers of some contexts throw.
+// a timeout that did not restore the Deadline it replaced, or never rejoined, passed), sends to
+// (send, trySend) and closes an actor's mailbox. Half the blocks are cooperative (each wait races
+// the task's signal, as Kotlin's suspension points do), half ignore cancellation and run on; the
+// exception handlers of some contexts throw.
 //
 // After each step the test settles microtasks in a bounded loop (no sleeps) and compares, for
 // every job: its state and flags, its children (oldest first), the cause its completion handlers
