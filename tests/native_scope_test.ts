@@ -391,9 +391,9 @@ Deno.test("the 2^64 ns bound counts from now for a timeout's timer and its nativ
   // past what 64 bits hold, 2^64 ns less the time since boot from now, so a withTimeout just
   // short of 2^64 ns armed a timer while its native children got no deadline (0). Now one that
   // arms a timer gives them a deadline (2^64 - 2 ns, the latest the native clock takes, where
-  // its own lies past it), and one of 2^64 ns or more is no timeout, as Infinity: its Deadline is Infinity, no
-  // timer, no native deadline (before, exactly 2^64 ns armed none but its Deadline, read a moment
-  // later, was just short of the bound).
+  // its own lies past it), and one of 2^64 ns or more is no timeout, as Infinity: its Deadline is
+  // Infinity, no timer, no native deadline (before, exactly 2^64 ns armed none but its Deadline,
+  // read a moment later, was just short of the bound).
   const sym = library().symbols("test");
   const bound = 2 ** 64 / 1e6;
   const realSetTimeout = globalThis.setTimeout;
