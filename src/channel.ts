@@ -874,30 +874,48 @@ function sharedOf(lib: Library, handle: number): Shared {
 }
 
 /**
- * Destroys the native channel of an owning `Channel` that was garbage collected without being
+ * Ends the native channel of an owning `Channel` that was garbage collected without being
  * disposed, so that channels created and dropped (Go's and Kotlin's are garbage collected
  * too) do not use up the handle table and native memory. It acts only for channels whose handle
- * never left their object (`handle`, `share`; `orphanLib` is null otherwise): nothing else can
- * name them, and a channel with operations waiting in this isolate is still reachable (its
- * `Shared` entry holds the waiters, which hold it), so none is pending. Its dropped values are
- * freed; the `onUndeliveredElement` hook died with the object. The held value is the channel's
- * `Shared` entry, which exists anyway: a held object of its own cost each channel 40 bytes.
+ * never left their object (`handle`, `share`; `orphanLib` is null otherwise), and a channel
+ * with operations waiting in this isolate is still reachable (its `Shared` entry holds the
+ * waiters, which hold it), so none is pending. The owner's hold is given back (taken first if it
+ * had none): the last hold's leaving destroys the channel natively, its kept values freed there
+ * (kc_chan_unhold; the hook died with the object), so a `Channel.from` copy that still holds it
+ * keeps it, the channel then ending when the last copy lets go. A copy may be opened from a
+ * share object built with the handle's value (the owner made native by a select), which
+ * `share()` never saw; before, the channel was destroyed under it. Such a channel's creator is
+ * gone: what it kept for the hook is freed now, and what it drops from then on is freed where
+ * dropped, as for a Worker creator that ended. The held value is the channel's `Shared` entry,
+ * which exists anyway: a held object of its own cost each channel 40 bytes.
  */
 const orphans = new FinalizationRegistry<Shared>((s) => {
   const { orphanLib: lib, orphanHandle: handle, orphanCodec: codec, orphanKeeps: keeps } = s;
   if (lib === null) return; // disposed, or its handle left it
-  if (shared.get(s.key) === s) shared.delete(s.key); // nothing else named it (see above)
   try {
     // Also once the library was closed: it stays loaded, and the channel with it, which
     // nothing else would ever destroy.
     const sym = lib._symbolsToRelease;
-    sym.kc_chan_destroy(handle);
-    // The thread's hold record goes too (the handle is dead: KC_EBADH, and the record of this
-    // serial forgotten; one of a later channel given the value since is another serial's).
-    if (s.orphanHeld) sym.kc_chan_unhold(handle);
+    // A Worker's owner holds it (`#materialize`), and so does one a copy of this isolate was
+    // opened for (`#holdForCopy`); any other takes a hold now, to give it back at once. A hold
+    // given back on a dead handle is forgotten (KC_EBADH; one of a later channel given the
+    // value since is another serial's, left alone).
+    let rc = s.orphanHeld ? 0 : sym.kc_chan_hold(handle, 0);
+    if (rc === 0) rc = sym.kc_chan_unhold(handle);
+    else if (rc !== Status.EBADH) rc = sym.kc_chan_destroy(handle); // no memory for the hold
+    const lives = rc === 0; // 1: the last hold, destroyed; KC_EBADH: destroyed before
+    // The owner's share of this isolate's entry; the whole entry once the channel is gone (a
+    // later channel may get the handle's value).
+    if ((--s.refs === 0 || !lives) && shared.get(s.key) === s) shared.delete(s.key);
     if (!keeps) return;
     while (sym.kc_chan_take_undelivered(handle, dropSlot.u8, codec!.elemSize) === 1) {
       codec!.discard(dropSlot, sym);
+    }
+    // Holders remain: nothing keeps for the dead hook any more (a zero-copy value is freed
+    // where it is dropped, another is only counted), as when a creator's Worker ends.
+    if (lives) {
+      if (codec!.zeroCopy) sym.kc_chan_free_undelivered(handle);
+      else sym.kc_chan_on_undelivered(handle, null, null);
     }
   } catch (e) {
     reportError(e); // a finalizer must not throw; nothing here should
@@ -1257,6 +1275,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#bytes = o.codec === (codecs.bytes as Codec<unknown>);
       this.#plainF64 = this.#f64;
       this.#onUndelivered = undefined;
+      // The owner of this isolate holds it from now on too, if it did not (see `#holdForCopy`):
+      // before this copy's hold, so that a failure leaves nothing to give back.
+      const owner = shared.get(sharedKey(o.lib, o.handle))?.owner?.deref();
+      if (owner !== undefined) owner.#holdForCopy();
       // A holder: the channel lives on while this copy does, also after its owner's isolate
       // ended (a terminated Worker). A handle that died since open() checked it fails here.
       unwrap(o.lib.symbols("open channel").kc_chan_hold(o.handle, 0), "open channel");
@@ -1357,6 +1379,27 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     s.local = true; // until its handle leaves it (#escape)
     // Its values must reach the hook if the library closes while they wait here.
     if (keeps) this.#track();
+  }
+
+  /**
+   * A `Channel.from` copy of this isolate is being opened for this owner's channel: the owner
+   * holds the channel from now on (kc_chan_hold), as `share()` makes it, unless it holds it
+   * already (shared, a Worker's) or its handle was read (pinned: no hold ends it). A channel
+   * that was ever held is destroyed natively when its last hold is given back, so without it
+   * the copy's dispose (or collection) destroyed the channel under its live owner, whose next
+   * call said native code had destroyed it; and the owner's collection (`orphans`, which now
+   * gives the hold back instead of destroying) destroyed the channel under the live copy. The
+   * copy may be opened from a share object built with the handle's value (the owner made
+   * native by a select), which `share()` never saw. The hold stays `orphans`' to give back.
+   */
+  #holdForCopy(): void {
+    if (this.#held || this.#pinned || this.#disposed || this._shared.ended) return;
+    const rc = this.#lib.symbols("open channel").kc_chan_hold(this.#handle, 0);
+    // Dead (native code destroyed it): the copy's own hold fails with its error.
+    if (rc === Status.EBADH) return;
+    unwrap(rc, "open channel");
+    this.#held = true; // its dispose gives it back after its destroy, as a shared owner's
+    this._shared.orphanHeld = true;
   }
 
   /** Watched for the library's close (`trackLocal`, `_libraryClosed`); set once. */

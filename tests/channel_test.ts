@@ -1941,6 +1941,80 @@ Deno.test("an owning channel dropped without dispose is destroyed when collected
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a Channel.from copy of this isolate opened from a share object built with the handle's value keeps the channel: its owner's collection and the copy's own dispose leave it for the other", async () => {
+  // The owner was made native by a select (`_handle`), never `share()`d: the copy's hold was
+  // the channel's only one, so its dispose destroyed the channel under the live owner (a
+  // channel ever held ends with its last hold), and the owner's collection destroyed it under
+  // the live copy.
+  const owner = new Channel<number>(4, { codec: codecs.f64 });
+  const built = {
+    kind: "kcoro.channel",
+    version: 1,
+    handle: owner._handle,
+    elemSize: 8,
+    zeroCopy: false,
+    codec: "f64",
+    capacity: 4,
+  } as const;
+  Channel.from<number>(built)[Symbol.dispose]();
+  assert.deepEqual(owner.trySend(1), { state: "ok" }); // before: closed, "native code destroyed it"
+  assert.deepEqual(owner.tryReceive(), { state: "ok", value: 1 });
+  owner[Symbol.dispose]();
+  assert.ok(library().symbols("test").kc_chan_status(built.handle) < 0, "the dispose ended it");
+
+  const res = await evalScript(
+    `
+    import { Channel, codecs, library } from "./mod.ts";
+    const sym = library().symbols("test");
+    const tick = () => new Promise((r) => setTimeout(r, 1));
+    for (const codec of [codecs.f64, codecs.bytes]) {
+      const value = codec === codecs.f64 ? 7 : new Uint8Array([7]);
+      let copy, h, gone;
+      (() => {
+        // A hook and a drop policy: what the channel drops after its owner went is freed, and
+        // reaches no hook.
+        const owner = new Channel(1, {
+          codec,
+          overflow: "drop-oldest",
+          onUndeliveredElement: () => { throw new Error("the collected owner's hook ran"); },
+        });
+        h = owner._handle; // what a select does
+        owner.trySend(value);
+        copy = Channel.from({
+          kind: "kcoro.channel", version: 1, handle: h, elemSize: codec.elemSize,
+          zeroCopy: codec.zeroCopy, codec: codec.name, capacity: 1,
+        });
+        gone = new WeakRef(owner);
+      })();
+      const deadline = Date.now() + 20000;
+      for (;;) {
+        globalThis.gc();
+        await tick(); // finalizers run between tasks
+        if (gone.deref() === undefined || Date.now() > deadline) break;
+        await tick();
+      }
+      if (gone.deref() !== undefined) throw new Error("the owner was not collected");
+      for (let i = 0; i < 5; i++) {
+        globalThis.gc();
+        await tick();
+      }
+      if (sym.kc_chan_status(h) < 0) throw new Error(codec.name + ": destroyed under the live copy");
+      const first = copy.tryReceive();
+      if (first.state !== "ok") throw new Error(codec.name + ": " + first.state);
+      for (let i = 0; i < 3; i++) {
+        if (copy.trySend(value).state !== "ok") throw new Error(codec.name + ": a send failed");
+      }
+      if (copy.tryReceive().state !== "ok") throw new Error(codec.name + ": the last value is gone");
+      if (copy.metrics().dropped !== 2) throw new Error(codec.name + ": " + copy.metrics().dropped + " dropped");
+      copy[Symbol.dispose](); // the last holder: the channel ends
+      if (sym.kc_chan_status(h) >= 0) throw new Error(codec.name + ": the last copy's dispose left it");
+    }
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a receive loop that never yields pins at most 1024 pooled chunks, then copies; views again once finalisers ran", async () => {
   const res = await evalScript(
     `
