@@ -2622,7 +2622,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #handOff(value: T, sym: Sym): unknown {
     const s = this._shared;
-    if (s.closed || this.#closedNatively(sym)) return EMPTY; // the native try-send says closed
+    if (s.closed) return EMPTY;
+    // The common case, mapped: the ready and waiting bytes read 0 (not closed, nothing to
+    // receive, no receiver queued natively: `#closedNatively`, `#receiverMayWaitNatively` and
+    // `#mayReceive` would each answer no) and then the handle word, read once for both (it says
+    // they were this channel's), compared with the gate read once. Before, each of the three
+    // read the word and the gate again. No caller code runs before `codec.pass` below.
+    const ready = this.#ready;
+    const quiet = ready !== null && ready[0] === 0 && this.#waiting![0] === 0 &&
+      this.#word![0] === this.#handle;
+    if (!quiet && this.#closedNatively(sym)) return EMPTY; // the native try-send says closed
     if (s.selects !== 0) {
       // A select of this isolate may be queued ahead of these receivers: they queue natively
       // too, and the native try-send meets whichever came first (see `Shared.selects`). One of
@@ -2632,7 +2641,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       flushAll(s.receivers);
       return s.receivers.first !== null ? VIA_RING : EMPTY;
     }
-    if (this.#receiverMayWaitNatively(sym)) {
+    if (!quiet && this.#receiverMayWaitNatively(sym)) {
       // The waiting byte says a receiver may be queued natively: another thread's or isolate's,
       // queued before these receivers began waiting in JavaScript (one waits here only within
       // the turn it began), so ahead of them; or one of this isolate's, queued in an earlier
@@ -2659,7 +2668,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // first, and it meets them first. Before, the send handed its value to this isolate's
     // receiver in JavaScript and that older sender went on waiting, though the one receiver
     // was the one it waited for. A plain byte read (no call) while none is queued.
-    if (this.#mayReceive(sym)) pump(s.receivers, sym);
+    if (!quiet && this.#mayReceive(sym)) pump(s.receivers, sym);
     let passed: T | undefined;
     let have = false;
     for (let r = s.receivers.first, next: Waiter | null; r !== null; r = next) {
