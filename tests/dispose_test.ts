@@ -359,6 +359,71 @@ Deno.test("a Channel.from copy whose channel was destroyed elsewhere finds out a
   }
 });
 
+Deno.test("the inlined try-operations of a mapped copy whose channel another thread destroyed unseen (Shared.detour still 0) answer closed, never reaching the later channel that reuses its memory and handle word", () => {
+  // The inlined paths (trySend and tryReceive's codecs.f64 and codecs.bytes branches) pass
+  // `#handleValue` past the gate, trusting `Shared.detour` 0: a destroy by another thread (here
+  // C code, as it would be) between that read and the call is not seen here. The mapped call
+  // compares the handle word with the handle: the later channel, given the destroyed one's
+  // memory (registry entries are recycled at once), has a handle of its own there.
+  const sym = library().symbols("test");
+  const wordOf = (h: number) => {
+    const out = new BigUint64Array(1);
+    assert.notEqual(sym.kc_chan_ready_flag(h, out), null);
+    return out[0];
+  };
+  for (const codec of [codecs.f64, codecs.bytes] as Codec<unknown>[]) {
+    const value = codec === codecs.f64 ? 42 : new Uint8Array([42]);
+    const other = codec === codecs.f64 ? 7 : new Uint8Array([7]);
+    const out = new Uint32Array(1);
+    const flags = codec.zeroCopy ? 2 : 0; // KC_CHAN_ZERO_COPY
+    assert.equal(sym.kc_chan_create(codec.elemSize, 4, 0, flags, out), 0);
+    const h = out[0];
+    const copy = Channel.from<unknown>({
+      kind: "kcoro.channel",
+      version: 1,
+      handle: h,
+      elemSize: codec.elemSize,
+      zeroCopy: codec.zeroCopy,
+      codec: codec.name,
+      capacity: 4,
+    });
+    // Past the 16th use the try-operations go by the mapped handle word.
+    for (let i = 0; i < 40; i++) {
+      assert.deepEqual(copy.trySend(value), { state: "ok" });
+      assert.equal(copy.tryReceive().state, "ok");
+    }
+    const word = wordOf(h);
+    assert.equal(sym.kc_chan_destroy(h), 0);
+    // A later channel in the same memory, a value buffered (its ready byte set, its blocked
+    // byte clear: both inlined paths' conditions hold).
+    assert.equal(sym.kc_chan_create(codec.elemSize, 4, 0, flags, out), 0);
+    const later = out[0];
+    assert.notEqual(later, h);
+    assert.equal(wordOf(later), word, `${codec.name}: the later channel reuses the memory`);
+    const laterCh = Channel.from<unknown>({
+      kind: "kcoro.channel",
+      version: 1,
+      handle: later,
+      elemSize: codec.elemSize,
+      zeroCopy: codec.zeroCopy,
+      codec: codec.name,
+      capacity: 4,
+    });
+    assert.deepEqual(laterCh.trySend(other), { state: "ok" });
+    assert.equal(copy._shared.detour, 0, `${codec.name}: the copy has not seen the destroy`);
+    const got = copy.tryReceive();
+    assert.equal(got.state, "closed", codec.name);
+    assert.ok((got as { cause: unknown }).cause instanceof CancellationError, codec.name);
+    assert.equal(copy.trySend(value).state, "closed", codec.name);
+    // The later channel holds its own value only.
+    assert.deepEqual(laterCh.tryReceive(), { state: "ok", value: other }, codec.name);
+    assert.deepEqual(laterCh.tryReceive(), { state: "empty" }, codec.name);
+    copy[Symbol.dispose]();
+    laterCh[Symbol.dispose](); // its only holder: the later channel ends with it
+    assert.ok(sym.kc_chan_status(later) < 0, codec.name);
+  }
+});
+
 Deno.test("a Channel.from copy whose creator disposed the channel never reaches a later channel given the handle's value (its slot's generation wrapped): mapped try-operations and select answer as cancelled", async () => {
   for (const codec of [codecs.f64, codecs.bytes] as Codec<unknown>[]) {
     const owner = new Channel<unknown>(4, { codec });
