@@ -1277,6 +1277,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#onUndelivered = undefined;
       // The owner of this isolate holds it from now on too, if it did not (see `#holdForCopy`):
       // before this copy's hold, so that a failure leaves nothing to give back.
+      const found = shared.get(sharedKey(o.lib, o.handle));
+      if (found !== undefined) Channel.#dropIfStale(found, o);
       const owner = shared.get(sharedKey(o.lib, o.handle))?.owner?.deref();
       if (owner !== undefined) owner.#holdForCopy();
       // A holder: the channel lives on while this copy does, also after its owner's isolate
@@ -1400,6 +1402,49 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     unwrap(rc, "open channel");
     this.#held = true; // its dispose gives it back after its destroy, as a shared owner's
     this._shared.orphanHeld = true;
+  }
+
+  /**
+   * `s`, this isolate's entry for the handle value a `Channel.from` copy is being opened with
+   * (`o`, checked against the channel the value names now: `open`), is for another channel when
+   * its objects' channel has another shape (element size, zero-copy, capacity; a creator's
+   * overflow policy and codec's type tag): native code or another isolate destroyed theirs
+   * without any of them noticing (no call since), and the value went to a later channel once
+   * its slot's generation wrapped (after ~523,000 frees). They learn it now, as if from a call
+   * (`#markEnded`: their gates close, the entry leaves `shared`, and the copy gets one of its
+   * own), and the creator's collection does nothing to the later channel (`orphanLib`). Before,
+   * the copy joined the dead channel's entry: values were handed in JavaScript between it and
+   * the dead channel's objects, and their dispose gave back the later channel's holds. A later
+   * channel of the same shape is not told apart: the library gives no channel's identity
+   * (`Channel.serial`) to its hosts.
+   */
+  static #dropIfStale(s: Shared, o: ReturnType<typeof open>): void {
+    if (s.ended) return; // out of `shared` already
+    let x = s.owner?.deref();
+    for (const r of s.copies ?? []) {
+      if (x !== undefined) break;
+      x = r.deref();
+    }
+    if (x === undefined) return; // nothing of it left to tell
+    const tag = (o.flags >>> TYPE_SHIFT) & 0xff;
+    if (
+      x.#size === o.codec.elemSize && x.#zeroCopy === o.codec.zeroCopy &&
+      x.#capacity === o.capacity &&
+      (x.#owner
+        ? x.#createOverflow === o.overflow && ((x.#createFlags >>> TYPE_SHIFT) & 0xff) === tag
+        : tag === 0 || TYPE_TAGS[x.#codec.name] === tag)
+    ) return;
+    s.orphanLib = null; // the later channel is not the creator's to end
+    const creator = s.owner?.deref();
+    if (creator !== undefined && !creator.#disposed) {
+      // As `#destroyedUnder`, without its status read (the value names the later channel) or
+      // its take of what the destroy dropped (its list is not reachable by the value either).
+      creator.#destroyed = true;
+      creator.#at = null;
+      creator.#markEnded(DESTROYED);
+      const cause = s.cause;
+      queueMicrotask(() => creator._learntDestroyed(cause));
+    } else x.#markEnded(s.creatorHere ? DESTROYED : ENDED_EITHER);
   }
 
   /** Watched for the library's close (`trackLocal`, `_libraryClosed`); set once. */
@@ -4706,6 +4751,18 @@ export function undeliveredLost(): number {
 /** @ignore For tests: the handle a channel's native calls are given once it ended (see there). */
 export const _ENDED_HANDLE = ENDED_HANDLE;
 
+/**
+ * @ignore For tests: files `ch`'s entry under `handle` instead, as if its channel had had that
+ * handle's value, been destroyed unseen here, and the value gone to a later channel (its slot's
+ * generation wrapped: ~523,000 frees). Internal.
+ */
+export function _testRekeyEntry(ch: Channel<unknown>, handle: number): void {
+  const s = ch._shared;
+  if (shared.get(s.key) === s) shared.delete(s.key);
+  s.key = sharedKey(ch._lib, handle);
+  shared.set(s.key, s);
+}
+
 /** @ignore For tests: how many channels this isolate keeps an entry for. */
 export function _sharedEntries(): number {
   return shared.size;
@@ -4720,6 +4777,8 @@ function open(
   codec: Codec<unknown>;
   capacity: number;
   role: ChannelRole | undefined;
+  overflow: number;
+  flags: number;
 } {
   const op = "open shared channel";
   // `got`: what was wrong, a field's own value where one field is (the whole object said
@@ -4814,7 +4873,8 @@ function open(
         `values, not of codecs.${codec.name} as described (forged, or from another channel)`,
     );
   }
-  return { lib, handle, codec, capacity: capacity + 0, role }; // -0 as 0
+  // The channel's overflow policy and flags, for a look at this isolate's entry (`staleEntry`).
+  return { lib, handle, codec, capacity: capacity + 0, role, overflow: info[2], flags: info[3] }; // -0 as 0
 }
 
 refuseAsValue(

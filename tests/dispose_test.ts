@@ -14,7 +14,7 @@ import {
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { encodeCause, giveSlot, takeSlot } from "../src/codec.ts";
-import { _ENDED_HANDLE, _sharedEntries } from "../src/channel.ts";
+import { _ENDED_HANDLE, _sharedEntries, _testRekeyEntry } from "../src/channel.ts";
 import { Status } from "../src/errors.ts";
 import { catchReported, evalScript, spyCalls, until, within } from "./support.ts";
 
@@ -356,6 +356,56 @@ Deno.test("a Channel.from copy whose channel was destroyed elsewhere finds out a
     }
     copy[Symbol.dispose]();
     assert.throws(() => copy.tryReceive(), InvalidHandleError);
+  }
+});
+
+Deno.test("a Channel.from copy opened with a handle value whose entry here is a channel destroyed unseen (its slot's generation wrapped since) gets an entry of its own when the shapes differ; the dead channel's objects learn the end", () => {
+  const sym = library().symbols("test");
+  const describe = (handle: number, capacity: number) => ({
+    kind: "kcoro.channel" as const,
+    version: 1 as const,
+    handle,
+    elemSize: 8 as const,
+    zeroCopy: false,
+    codec: "f64" as const,
+    capacity,
+  });
+  for (const by of ["copy", "creator"]) {
+    // The dead channel's objects: a copy of a channel C code made, or a creator of this
+    // isolate (made native by a select), each destroyed by C code with no call here since.
+    const out = new Uint32Array(1);
+    let dead: Channel<number>;
+    let h: number;
+    if (by === "copy") {
+      assert.equal(sym.kc_chan_create(8, 4, 0, 0, out), 0);
+      h = out[0];
+      dead = Channel.from<number>(describe(h, 4));
+    } else {
+      dead = new Channel<number>(4, { codec: codecs.f64 });
+      h = dead._handle;
+    }
+    assert.equal(sym.kc_chan_destroy(h), 0);
+    // A later channel of another shape, given (as the wrap would) the value the entry is under.
+    assert.equal(sym.kc_chan_create(8, 8, 0, 0, out), 0);
+    const later = out[0];
+    _testRekeyEntry(dead as Channel<unknown>, later);
+    const entries = _sharedEntries();
+    const copy = Channel.from<number>(describe(later, 8));
+    // Before: it joined the dead channel's entry.
+    assert.notEqual(copy._shared, dead._shared, by);
+    assert.equal(_sharedEntries(), entries, `${by}: the dead entry left, the copy's came`);
+    const r = dead.trySend(1);
+    assert.equal(r.state, "closed", by);
+    assert.ok((r as { cause: unknown }).cause instanceof CancellationError, by);
+    assert.deepEqual(copy.trySend(2), { state: "ok" }, by);
+    assert.deepEqual(copy.tryReceive(), { state: "ok", value: 2 }, by);
+    dead[Symbol.dispose]();
+    assert.ok(
+      sym.kc_chan_status(later) >= 0,
+      `${by}: the dead one's dispose left the later channel`,
+    );
+    copy[Symbol.dispose](); // the later channel's only holder
+    assert.ok(sym.kc_chan_status(later) < 0, by);
   }
 });
 
