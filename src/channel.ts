@@ -584,6 +584,14 @@ class Shared {
   handle = 0;
   /** Its key in `shared` (`sharedKey`): the handle's value and the loaded library it names. */
   key = 0;
+  /**
+   * The native channel's shape, as kc_chan_info gives it (`shapeOf`), and its capacity: what
+   * `Channel.#dropIfStale` compares, with no object of the entry dereferenced (a deref keeps
+   * its target alive to the end of the task: a copy dropped undisposed, never collected while a
+   * loop opened copies in each task). Set as the entry is made (`#materialize`, `Channel.from`).
+   */
+  shape = 0;
+  shapeCapacity = 0;
   refs = 0;
   /** A flush is due at the end of this turn (Bridge.defer). */
   scheduled = false;
@@ -813,6 +821,14 @@ const shared = new Map<number, Shared>();
  */
 function sharedKey(lib: Library, handle: number): number {
   return lib._loadedId * 0x1_0000_0000 + handle;
+}
+
+/**
+ * A channel's shape for `Shared.shape`: its element size, overflow policy, and the zero-copy and
+ * type-tag bits of its flags (kc_chan_info's words 0, 2 and 3; its capacity is kept apart).
+ */
+function shapeOf(elemSize: number, overflow: number, flags: number): number {
+  return (elemSize << 16 | overflow << 12) + (flags & (ZERO_COPY | 0xff << TYPE_SHIFT));
 }
 
 /** `Shared.flushCounts`'s 13 u64 words as u32 halves (kc_chan_snapshot's layout; 6, 11 stay 0). */
@@ -1286,6 +1302,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       unwrap(o.lib.symbols("open channel").kc_chan_hold(o.handle, 0), "open channel");
       this.#held = true;
       this._shared = sharedOf(o.lib, o.handle); // live: an ended entry is out of `shared`
+      if (this._shared.refs === 1) { // made now
+        this._shared.shape = shapeOf(o.codec.elemSize, o.overflow, o.flags);
+        this._shared.shapeCapacity = o.capacity;
+      }
       this._shared.join(this as Channel<unknown>); // its gate closes with the others' (#markEnded)
       this._shared.lib = o.lib;
       this._shared.handle = o.handle;
@@ -1407,8 +1427,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * `s`, this isolate's entry for the handle value a `Channel.from` copy is being opened with
    * (`o`, checked against the channel the value names now: `open`), is for another channel when
-   * its objects' channel has another shape (element size, zero-copy, capacity; a creator's
-   * overflow policy and codec's type tag): native code or another isolate destroyed theirs
+   * its objects' channel has another shape (`Shared.shape`: element size, capacity, overflow
+   * policy, zero-copy and type-tag flags): native code or another isolate destroyed theirs
    * without any of them noticing (no call since), and the value went to a later channel once
    * its slot's generation wrapped (after ~523,000 frees). They learn it now, as if from a call
    * (`#markEnded`: their gates close, the entry leaves `shared`, and the copy gets one of its
@@ -1420,22 +1440,23 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   static #dropIfStale(s: Shared, o: ReturnType<typeof open>): void {
     if (s.ended) return; // out of `shared` already
-    let x = s.owner?.deref();
+    if (
+      s.shape === shapeOf(o.codec.elemSize, o.overflow, o.flags) &&
+      s.shapeCapacity === o.capacity
+    ) return;
+    s.orphanLib = null; // the later channel is not the creator's to end
+    const creator = s.owner?.deref();
+    let x = creator;
     for (const r of s.copies ?? []) {
       if (x !== undefined) break;
       x = r.deref();
     }
-    if (x === undefined) return; // nothing of it left to tell
-    const tag = (o.flags >>> TYPE_SHIFT) & 0xff;
-    if (
-      x.#size === o.codec.elemSize && x.#zeroCopy === o.codec.zeroCopy &&
-      x.#capacity === o.capacity &&
-      (x.#owner
-        ? x.#createOverflow === o.overflow && ((x.#createFlags >>> TYPE_SHIFT) & 0xff) === tag
-        : tag === 0 || TYPE_TAGS[x.#codec.name] === tag)
-    ) return;
-    s.orphanLib = null; // the later channel is not the creator's to end
-    const creator = s.owner?.deref();
+    if (x === undefined) {
+      // Nothing of it left but finalizers to run: they leave the later channel alone.
+      s.ended = true;
+      if (shared.get(s.key) === s) shared.delete(s.key);
+      return;
+    }
     if (creator !== undefined && !creator.#disposed) {
       // As `#destroyedUnder`, without its status read (the value names the later channel) or
       // its take of what the destroy dropped (its list is not reachable by the value either).
@@ -1528,6 +1549,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#handleValue = this.#handle = handle;
     const s = this._shared;
     s.key = sharedKey(this.#lib, handle);
+    s.shape = shapeOf(this.#size, this.#createOverflow, this.#createFlags);
+    s.shapeCapacity = this.#capacity;
     shared.set(s.key, s); // a Channel.from of it in this isolate shares the entry
     s.lib = this.#lib;
     s.handle = handle;
