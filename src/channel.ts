@@ -680,7 +680,11 @@ class Shared {
   orphanHandle = 0;
   orphanCodec: Codec<unknown> | null = null;
   orphanKeeps = false;
-  /** A Worker's channel: its thread holds it (kc_chan_hold; see `Channel.#materialize`). */
+  /**
+   * The owner holds it (kc_chan_hold): a Worker's channel (`Channel.#materialize`), or one a
+   * `Channel.from` copy of this isolate was opened for (`Channel.#holdForCopy`). `orphans` gives
+   * that hold back rather than taking one of its own.
+   */
   orphanHeld = false;
 
   /**
