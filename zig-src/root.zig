@@ -2264,11 +2264,23 @@ fn releaseChanRef(ref: usize) void {
 
 const ThreadRings = std.ArrayListUnmanaged(u32);
 var ring_key: std.c.pthread_key_t = undefined;
-var ring_key_ok = false;
+/// Whether `ring_key` was made (by `initRingKey`, once). Release store there; the acquire loads
+/// pair with it, so `ring_key` is read only once made (`endThreadRings` reads it without
+/// running the once).
+var ring_key_ok = std.atomic.Value(bool).init(false);
 var ring_key_once = std.once(initRingKey);
 
 fn initRingKey() void {
-    ring_key_ok = std.c.pthread_key_create(&ring_key, destroyThreadRings) == .SUCCESS;
+    // The key's destructor is our code, run as a thread that made a ring ends: the library stays
+    // mapped until the process ends, as for the host key (`makeHostKey`). Before, a C program
+    // that made a ring on a thread, dlclosed the library and then ended the thread ran the
+    // destructor in unmapped code (SIGSEGV): nothing else had pinned it (no scheduler started,
+    // no hold taken).
+    pin_once.call();
+    var key: std.c.pthread_key_t = undefined;
+    if (std.c.pthread_key_create(&key, destroyThreadRings) != .SUCCESS) return;
+    ring_key = key;
+    ring_key_ok.store(true, .release); // pairs with the acquire loads (see `ring_key_ok`)
 }
 
 fn destroyThreadRings(p: ?*anyopaque) callconv(.c) void {
@@ -2323,8 +2335,10 @@ fn endRing(h: u32, list: *ThreadRings) void {
 /// on a loaded host), and the values came back after the dispose's seal, freed and counted
 /// as lost (kc_undelivered_lost), never at its onUndeliveredElement.
 fn endThreadRings() void {
-    ring_key_once.call();
-    if (!ring_key_ok) return;
+    // No key yet: this thread made no ring (its kc_ring_create made the key first, in this
+    // thread's own order), and none is made now, at its exit, for nothing. Before, every ending
+    // thread with a record made it (and pinned the library) here.
+    if (!ring_key_ok.load(.acquire)) return; // acquire: pairs with `initRingKey`'s store
     const p = std.c.pthread_getspecific(ring_key) orelse return;
     // Unset first: the key's destructor, if its turn comes later in this thread's exit, then
     // finds nothing (glibc reads the value afresh for each key in its turn).
@@ -2339,7 +2353,7 @@ fn madeBy(list: *ThreadRings, r: *Ring) bool {
 /// The calling thread's list of the rings it made (made on first use), or null (out of memory).
 fn threadRings() ?*ThreadRings {
     ring_key_once.call();
-    if (!ring_key_ok) return null;
+    if (!ring_key_ok.load(.acquire)) return null; // acquire: pairs with `initRingKey`'s store
     if (std.c.pthread_getspecific(ring_key)) |p| return @ptrCast(@alignCast(p));
     const l = std.heap.c_allocator.create(ThreadRings) catch return null;
     l.* = .empty;

@@ -1,0 +1,146 @@
+// A C program's threads and libkcoro's thread-specific keys: what runs as a thread ends (the
+// destructors of the rings' key and of the thread records' key) is the library's own code, so
+// the library must stay mapped while any thread may still run it, and an ending thread must not
+// make a key it has no use for. The program is built with `zig cc` and loads the library with
+// dlopen, as a plugin host would.
+import assert from "node:assert/strict";
+
+const root = new URL("../", import.meta.url).pathname;
+const lib = `${root}zig-out/lib/libkcoro.so`;
+
+const source = `#include <dlfcn.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef int32_t (*ring_create_fn)(uint32_t *);
+typedef int32_t (*chan_create_fn)(uint32_t, uint32_t, uint32_t, uint32_t, uint32_t *);
+typedef int32_t (*chan_hold_fn)(uint32_t, uint32_t);
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int made = 0, go = 0;
+static int32_t rc = -1;
+static ring_create_fn ring_create;
+static chan_hold_fn chan_hold;
+static uint32_t ch;
+
+/* Makes a ring, then lives until told to end: its exit runs the rings' key's destructor. */
+static void *maker(void *arg) {
+  (void)arg;
+  uint32_t ring = 0;
+  rc = ring_create(&ring);
+  pthread_mutex_lock(&mu);
+  made = 1;
+  pthread_cond_broadcast(&cv);
+  while (!go) pthread_cond_wait(&cv, &mu);
+  pthread_mutex_unlock(&mu);
+  return NULL;
+}
+
+/* Holds a channel and ends: its exit runs the thread records' key's destructor, no ring made. */
+static void *holder(void *arg) {
+  (void)arg;
+  rc = chan_hold(ch, 0);
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) return 2;
+  void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    fprintf(stderr, "dlopen: %s\\n", dlerror());
+    return 2;
+  }
+  pthread_t t;
+  if (strcmp(argv[2], "unload") == 0) {
+    ring_create = (ring_create_fn)dlsym(lib, "kc_ring_create");
+    pthread_create(&t, NULL, maker, NULL);
+    pthread_mutex_lock(&mu);
+    while (!made) pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    printf("ring %d\\n", rc);
+    dlclose(lib); /* the host is done with the library; its thread lives on */
+    printf("loaded after dlclose: %s\\n", dlopen(argv[1], RTLD_NOW | RTLD_NOLOAD) ? "yes" : "no");
+    fflush(stdout);
+    pthread_mutex_lock(&mu);
+    go = 1;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    pthread_join(t, NULL);
+    printf("thread ended\\n");
+    return 0;
+  }
+  /* "keys": a thread that made no ring ends; glibc gives a new key the lowest free slot, so the
+   * slot freed before the thread ran comes back to a key made after it, unless the thread's end
+   * made one there. */
+  chan_create_fn chan_create = (chan_create_fn)dlsym(lib, "kc_chan_create");
+  chan_hold = (chan_hold_fn)dlsym(lib, "kc_chan_hold");
+  int32_t created = chan_create(8, 1, 0, 0, &ch);
+  printf("channel %d, hold %d\\n", created, chan_hold(ch, 0)); /* the records' key, made now */
+  pthread_key_t before, after;
+  pthread_key_create(&before, NULL);
+  pthread_key_delete(before);
+  pthread_create(&t, NULL, holder, NULL);
+  pthread_join(t, NULL);
+  pthread_key_create(&after, NULL);
+  printf("thread's hold %d, keys its end made: %d\\n", rc, (int)(after - before));
+  return 0;
+}
+`;
+
+async function buildProgram(dir: string): Promise<string> {
+  await Deno.writeTextFile(`${dir}/thread_end.c`, source);
+  const zig = Deno.env.get("KCORO_ZIG") ?? `${root}.toolchain/zig/bin/zig`;
+  const build = await new Deno.Command(zig, {
+    args: ["cc", `${dir}/thread_end.c`, "-o", `${dir}/thread_end`, "-ldl", "-lpthread"],
+    stderr: "piped",
+  }).output();
+  assert.ok(build.success, new TextDecoder().decode(build.stderr));
+  return `${dir}/thread_end`;
+}
+
+async function run(program: string, mode: string) {
+  const out = await new Deno.Command(program, {
+    args: [lib, mode],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(120_000), // a bound against a hang only
+  }).output();
+  return {
+    code: out.code,
+    signal: out.signal,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("C ABI: a thread that made a ring ends after its program dlclosed the library: the library stays loaded for its rings' destructor", async () => {
+  // The rings' key's destructor (it destroys the thread's rings as it exits) is the library's
+  // code: making the key pins the library (RTLD_NODELETE), as the thread records' key does.
+  // Before, nothing had pinned it (no scheduler started, no hold taken): the dlclose unmapped
+  // it, and the thread's exit ran the destructor there (SIGSEGV).
+  const dir = await Deno.makeTempDir();
+  try {
+    const res = await run(await buildProgram(dir), "unload");
+    assert.equal(res.signal, null, `killed by ${res.signal}: ${res.stdout}${res.stderr}`);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(res.stdout, "ring 0\nloaded after dlclose: yes\nthread ended\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("C ABI: a thread that made no ring makes no thread-specific key as it ends", async () => {
+  // A thread with a record (a hold) ends: its end destroys its rings, and had none. Before, it
+  // made the rings' key there, and pinned the library, for nothing.
+  const dir = await Deno.makeTempDir();
+  try {
+    const res = await run(await buildProgram(dir), "keys");
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(res.stdout, "channel 0, hold 0\nthread's hold 0, keys its end made: 0\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
