@@ -385,17 +385,15 @@ int32_t kc_chan_cause(uint32_t handle, void *out, uint32_t cap);
  * the channel is destroyed, which frees it. New in ABI 23. */
 int32_t kc_chan_cancel_cause(uint32_t handle, void *out, uint32_t cap);
 /* Cancels the channel (sealing a kc_chan_keep_undelivered list) and kills its handle, then frees
- * it once no call uses it. The cancel comes before the handle dies: a call that finds the handle
- * dead (KC_EBADH) finds what the destroy dropped in the kept list already. 0, or KC_EBADH for a
- * dead handle: of two racing destroys (or a destroy and the last kc_chan_unhold) one kills it,
- * and the other returns KC_EBADH (the channel cancelled and sealed all the same: its values are
- * in the kept list). A kept list that is still the calling thread's (its kc_chan_keep_undelivered
- * call the latest) stays for its take after either answer; what it does not take is freed when
- * the thread ends. Nothing else of the channel stays bound to the thread, also after a KC_EBADH
- * for a handle dead before the call, save while the last kc_chan_unhold that killed it (another
- * thread's) has yet to cancel it: the thread's record of its kc_chan_keep_undelivered call then
- * stays for what that cancel may drop into its list: until a take empties the list, or the
- * thread ends (also when that cancel dropped nothing). */
+ * it once no call uses it. The cancel comes before the handle dies, also in the last
+ * kc_chan_unhold that destroys a channel: a call that finds the handle dead (KC_EBADH) finds what
+ * the cancel dropped in its kept list already (the last unhold frees a list that is not a later
+ * keeper's: see kc_chan_hold). 0, or KC_EBADH for a dead handle: of two racing destroys (or a
+ * destroy and the last kc_chan_unhold) one kills it, and the other returns KC_EBADH (the channel
+ * cancelled and sealed all the same: its values are in the kept list). A kept list that is still
+ * the calling thread's (its kc_chan_keep_undelivered call the latest) stays for its take after
+ * either answer; what it does not take is freed when the thread ends. Nothing else of the channel
+ * stays bound to the thread, also after a KC_EBADH for a handle dead before the call. */
 int32_t kc_chan_destroy(uint32_t handle);
 /* One more holder of the channel on the calling thread (a JavaScript isolate's Channel object).
  * A channel that was ever held is destroyed when its last hold is given back (kc_chan_unhold, or
@@ -409,9 +407,10 @@ int32_t kc_chan_destroy(uint32_t handle);
  * ends at kc_sched_shutdown, which would give the hold back for it. */
 #define KC_CHAN_HOLD_FOREVER 1u
 int32_t kc_chan_hold(uint32_t h, uint32_t flags);
-/* Gives back a hold this thread took: 1 if it was the last and destroyed the channel, 0 if
- * holders remain, KC_EINVAL if this thread holds none of h, KC_EBADH if the channel is gone
- * already (the hold is forgotten all the same). */
+/* Gives back a hold this thread took: 1 if it was the last and destroyed the channel (cancelled
+ * and sealed before its handle dies, as kc_chan_destroy does), 0 if holders remain, KC_EINVAL if
+ * this thread holds none of h, KC_EBADH if the channel is gone already (the hold is forgotten all
+ * the same). */
 int32_t kc_chan_unhold(uint32_t h);
 /* Bit 0: closed for send; bit 1: closed for receive (closed and drained); bit 2: cancelled by the
  * going away of the ring of a KC_WATCH_OWNED watch on it (kc_ring_watch; ABI 21); bit 3:

@@ -155,6 +155,19 @@ fn unhold(h: u32, serial: u64, own: u64) i32 {
     }
     // Acq_rel: the last decrement sees every earlier holder's operations and the `forever` flag.
     const last = ch.holds.fetchSub(1, .acq_rel) == 1 and !ch.forever.load(.monotonic);
+    if (last) {
+        // As kc_chan_destroy does, before the handle dies and under our reference (the channel
+        // `serial` names, whoever wins the destroy below): refuse a kc_chan_keep_undelivered from
+        // now on, cancel (the buffered values go to the kept list) and seal. So a call that finds
+        // the handle dead finds what the cancel dropped there already, also when this unhold
+        // killed it. Before, the handle died first and the registry's retire cancelled after: a
+        // later keeper's kc_chan_destroy that found it dead in between took nothing, and its
+        // record of the keeping stayed marked until its thread ended, also when the cancel
+        // dropped nothing (`forgetKeepOfDeadHandle`). The retire repeats both, changing nothing.
+        ch.markDestroying();
+        _ = ch.cancel();
+        _ = ch.seal();
+    }
     r.release(e);
     if (!last) return 0;
     if (@import("builtin").is_test) if (test_hooks.after_unhold_release) |f| f();
@@ -1553,15 +1566,17 @@ export fn kc_chan_cancel(h: u32) callconv(.c) i32 {
 /// killed after this call's lookup: this call cancelled and sealed the channel all the same. A
 /// kept list still the calling thread's call's stays for its take after either answer, and its
 /// end frees what is left (`forgetKeepOfDestroy`). A call that finds the handle dead already
-/// forgets the thread's record of keeping the channel's values all the same, unless the list is,
-/// or may yet be, its call's (`forgetKeepOfDeadHandle`). From its start, before its cancel, a
+/// forgets the thread's record of keeping the channel's values all the same, unless the list is
+/// its call's (`forgetKeepOfDeadHandle`). The last unhold cancels and seals before the handle
+/// dies too (`unhold`): a call that finds the handle it killed dead finds what it dropped in the
+/// list its call's. From its start, before its cancel, a
 /// kc_chan_keep_undelivered on the channel is refused (`Channel.markDestroying`).
 export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
     const r = chans();
     const serial = blk: {
         const e = r.acquire(h) catch |err| {
             // Dead already (another destroy, or the last unhold, came first): this thread's
-            // record of keeping its values goes too, unless the list is, or may yet be, its own
+            // record of keeping its values goes too, unless the list is its own
             // (`forgetKeepOfDeadHandle`). Before, it stayed until the thread ended.
             if (onHostThread()) if (ThreadRecord.mine(false)) |rec| forgetKeepOfDeadHandle(rec, h);
             return fail(err);
@@ -1618,14 +1633,15 @@ fn forgetKeepOfDestroy(rec: *ThreadRecord, h: u32, serial: u64) void {
 
 /// This thread's kc_chan_destroy found `h` dead (another destroy, or the last unhold, killed it
 /// first): the channel its record of keeping names is dead too (the handle value was its). The
-/// record goes, as `forgetKeepOfDestroy` lets it, unless a drop may still reach the list for
-/// its call: the hook still its, unsealed (`Channel.keepsFor` on the channel's memory, which
-/// outlives the handle), when a last unhold freed the handle and its retire's cancel has yet to
-/// drop the buffered values there (`dropKeptOfLastHold` then leaves them to this later keeper).
-/// Then the record stays, marked `destroyed`, for a take or the thread's end. Checked in that
-/// order: once the hook is not ours no drop is filed under our ticket, so the list only shrinks
-/// after it (a keep call on the dead handle is refused). Before, the record stayed until the
-/// thread ended: a Worker whose channels native code destroyed first piled them up.
+/// record goes, as `forgetKeepOfDestroy` lets it: it stays, marked `destroyed`, only while the
+/// list is its call's (the killer's cancel dropped values there before the handle died, and
+/// `dropKeptOfLastHold` left them to this later keeper), for a take or the thread's end.
+/// Both killers cancel and seal before the handle dies (kc_chan_destroy, `unhold`), so a drop
+/// can no longer reach the list for its call: the hook is sealed. Checked all the same
+/// (`Channel.keepsFor` on the channel's memory, which outlives the handle), first: a kill that
+/// sealed after the handle died would drop there later, and the record then stays marked.
+/// Before, an `unhold` killed the handle before its retire's cancel, and a destroy in between
+/// kept the record marked until the thread ended, also when that cancel dropped nothing.
 fn forgetKeepOfDeadHandle(rec: *ThreadRecord, h: u32) void {
     const k = rec.keeps.getPtr(h) orelse return;
     if (k.ch.keepsFor(k.serial, keepUndelivered, k.ticket)) {
@@ -3054,8 +3070,7 @@ export fn kc_undelivered_lost() callconv(.c) u64 {
 /// that destroy dropped what it buffered there before its handle died (`kc_chan_destroy`), for
 /// a take that will never come now. Before, it waited there until a later channel was given the
 /// handle's value. So has one whose destroy is under way (sealed, its handle still alive), and
-/// one whose last unhold freed its handle with its retire's cancel still to come: it stops
-/// keeping first (`Channel.stopKept`), so that cancel's drops are not kept for nobody. A
+/// one killed by its last unhold (which cancels and seals before the handle dies too). A
 /// later channel of the value keeps its own list (another host's): left alone (`dropKept` by
 /// `serial`). So is a list a later kc_chan_keep_undelivered call made its own caller's (by
 /// `ticket`): that caller may live on to take it.
@@ -3065,11 +3080,11 @@ fn stopKeeping(h: u32, keep: ThreadRecord.Keep) void {
     defer keep_mutex.unlock();
     const r = chans();
     const e = r.acquire(h) catch {
-        // Dead, but a last unhold frees the handle before its retire's cancel drops what is
-        // buffered, into this list still (`dropKeptOfLastHold` leaves it to a later keeper, as
-        // we may be): the keeping stops first, through the channel's memory (it outlives the
-        // handle), as for a channel that lives on. Before, the list was freed and the hook left,
-        // and those drops waited in a new list for a later channel of the handle value.
+        // Dead: its killer (a destroy, or the last unhold) cancelled and sealed before the
+        // handle died, so nothing more comes to the list. The keeping stops all the same if it
+        // is still ours (`Channel.stopKept` on the channel's memory, which outlives the handle:
+        // false once sealed), as for a channel that lives on: a kill that sealed after the
+        // handle died would otherwise drop into a new list for a later channel of the value.
         _ = keep.ch.stopKept(serial, keepUndelivered, keep.ticket, freeUndelivered);
         return dropKept(h, serial, keep.ticket);
     };
@@ -6912,66 +6927,84 @@ test "C ABI: a kc_chan_destroy that finds the handle dead (another thread destro
     try testing.expect(!rec.keeps.contains(v));
 }
 
-test "C ABI: a later keeper's kc_chan_destroy that finds the handle dead while an earlier keeper's last unhold has its retire still to come keeps its record: the retire's drops are its to take, or its end frees them" {
+test "C ABI: a later keeper's kc_chan_destroy that finds the handle dead, killed by an earlier keeper's last unhold, finds what its cancel dropped in its list at once, and keeps no record if nothing was dropped" {
     var wd: test_wait.Watchdog = .{};
     try wd.start(@src(), test_wait.test_ns);
     defer wd.stop();
-    // The earlier keeper's last unhold frees the handle, then (the hook) the later keeper's
-    // destroy finds it dead, then the unhold's retire cancels, dropping the buffered values into
-    // the later keeper's list (`dropKeptOfLastHold` leaves it to that keeper). The destroy's
-    // record must stay although no list is there yet: gone, its end would not free the list.
+    // The earlier keeper's last unhold frees the handle, then (the hook, before the registry's
+    // retire) the later keeper destroys (KC_EBADH) and takes. The unhold cancels and seals
+    // before the handle dies, as kc_chan_destroy does: the buffered values are in the later
+    // keeper's list already (`dropKeptOfLastHold` leaves it to that keeper), for that take, or
+    // for its end to free. Before, the cancel came after the handle died: the take found
+    // nothing, the values came later, and the keeper's record of the keeping stayed marked
+    // until its thread ended, also when that cancel dropped nothing (`forgetKeepOfDeadHandle`).
     for ([_]bool{ false, true }) |and_take| {
-        const S = struct {
-            var later: *TestKeeper = undefined;
-            var take = false;
-            var destroyed: std.Thread.ResetEvent = .{};
-            var retired: std.Thread.ResetEvent = .{};
-            var recorded_after_destroy = false;
-            var recorded_after_take = true;
-            var taken: [3]?u64 = undefined;
-            /// The earlier keeper's unhold freed the handle, its retire still to come.
-            fn midUnhold() void {
-                kcoro.channel_registry.test_after_free = null; // once
-                later.end.set(); // its destroy
-                destroyed.wait();
+        for ([_][]const u64{ &.{ 1, 2 }, &.{} }) |buffered| {
+            const S = struct {
+                var later: *TestKeeper = undefined;
+                var take = false;
+                var destroyed: std.Thread.ResetEvent = .{};
+                var retired: std.Thread.ResetEvent = .{};
+                var recorded_after_destroy = false;
+                var recorded_after_take = true;
+                var recorded_after_retire = true;
+                var taken: [3]?u64 = undefined;
+                /// The earlier keeper's unhold freed the handle, the registry's retire to come.
+                fn midUnhold() void {
+                    kcoro.channel_registry.test_after_free = null; // once
+                    later.end.set(); // its destroy and take
+                    destroyed.wait();
+                }
+                fn destroy(k: *TestKeeper) void {
+                    k.rc = kc_chan_destroy(k.h);
+                    const rec = ThreadRecord.mine(false) orelse @panic("no record");
+                    recorded_after_destroy = rec.keeps.contains(k.h);
+                    taken = .{ null, null, null };
+                    if (take) {
+                        for (&taken) |*t| t.* = takeKept(k.h, false) catch @panic("take");
+                        recorded_after_take = rec.keeps.contains(k.h);
+                    }
+                    destroyed.set();
+                    retired.wait(); // the unhold is done: nothing more comes
+                    recorded_after_retire = rec.keeps.contains(k.h);
+                }
+            };
+            const h = try createKeptChan(false, 2, .@"suspend");
+            var earlier: TestKeeper = .{ .h = h, .hold = true, .at_end = TestKeeper.unhold };
+            try earlier.start();
+            var later: TestKeeper = .{ .h = h, .at_end = S.destroy };
+            try later.start();
+            try sendKept(h, false, buffered); // buffered: the unhold's cancel drops them
+            S.later = &later;
+            S.take = and_take;
+            S.destroyed.reset();
+            S.retired.reset();
+            S.recorded_after_destroy = false;
+            S.recorded_after_take = true;
+            S.recorded_after_retire = true;
+            kcoro.channel_registry.test_after_free = S.midUnhold;
+            defer kcoro.channel_registry.test_after_free = null;
+            earlier.stop();
+            try testing.expect(kcoro.channel_registry.test_after_free == null); // the destroy ran in the window
+            try testing.expectEqual(@as(i32, 1), earlier.rc); // the last hold: it destroyed the channel
+            S.retired.set();
+            later.thread.join(); // its end frees what it did not take
+            try testing.expectEqual(Status.bad_handle.code(), later.rc);
+            // A list of its call's keeps the record, for a take or its end; none: nothing can
+            // come to it now, and the record goes with the destroy.
+            try testing.expectEqual(buffered.len != 0, S.recorded_after_destroy);
+            if (and_take) {
+                // Taken in the window, before the registry's retire: they were there already.
+                const none: [3]?u64 = .{ null, null, null };
+                const want: [3]?u64 = if (buffered.len != 0) .{ 1, 2, null } else none;
+                try testing.expectEqual(want, S.taken);
+                try testing.expect(!S.recorded_after_take); // emptied: nothing left for its end
+                try testing.expect(!S.recorded_after_retire);
+            } else {
+                try testing.expectEqual(buffered.len != 0, S.recorded_after_retire);
             }
-            fn destroy(k: *TestKeeper) void {
-                k.rc = kc_chan_destroy(k.h);
-                const rec = ThreadRecord.mine(false) orelse @panic("no record");
-                recorded_after_destroy = rec.keeps.contains(k.h);
-                destroyed.set();
-                retired.wait(); // the unhold's retire has dropped the values into the list
-                if (!take) return;
-                for (&taken) |*t| t.* = takeKept(k.h, false) catch @panic("take");
-                recorded_after_take = rec.keeps.contains(k.h);
-            }
-        };
-        const h = try createKeptChan(false, 2, .@"suspend");
-        var earlier: TestKeeper = .{ .h = h, .hold = true, .at_end = TestKeeper.unhold };
-        try earlier.start();
-        var later: TestKeeper = .{ .h = h, .at_end = S.destroy };
-        try later.start();
-        try sendKept(h, false, &.{ 1, 2 }); // buffered: the retire's cancel drops them
-        S.later = &later;
-        S.take = and_take;
-        S.destroyed.reset();
-        S.retired.reset();
-        S.recorded_after_destroy = false;
-        S.recorded_after_take = true;
-        kcoro.channel_registry.test_after_free = S.midUnhold;
-        defer kcoro.channel_registry.test_after_free = null;
-        earlier.stop();
-        try testing.expect(kcoro.channel_registry.test_after_free == null); // the destroy ran in the window
-        try testing.expectEqual(@as(i32, 1), earlier.rc); // the last hold: it destroyed the channel
-        S.retired.set();
-        later.thread.join(); // its take, or its end's free
-        try testing.expectEqual(Status.bad_handle.code(), later.rc);
-        try testing.expect(S.recorded_after_destroy); // the list may yet be its
-        if (and_take) {
-            try testing.expectEqual([3]?u64{ 1, 2, null }, S.taken);
-            try testing.expect(!S.recorded_after_take); // emptied: nothing left for its end
+            try expectKept(h, false, &.{}); // taken, or freed by its end
         }
-        try expectKept(h, false, &.{}); // taken, or freed by its end
     }
 }
 

@@ -1398,7 +1398,8 @@ pub const Channel = struct {
 
     /// Whether channel `serial` still lives in this memory with hook `f` set by the
     /// `setUndeliveredSealing` that `ticket` names, unsealed: a drop may still reach that hook
-    /// (a destroy whose handle died has its retire's cancel and seal still to come). False once
+    /// (a destroy that let its handle die before its cancel and seal; the C ABI's two,
+    /// kc_chan_destroy and the last unhold, seal first: after the handle died, false). False once
     /// another hook is set, the seal came, or the memory holds a later channel (`reinit` changes
     /// `serial` under the lock). Any thread, also after the handle died: the memory stays with
     /// its registry entry.
@@ -1410,7 +1411,7 @@ pub const Channel = struct {
 
     /// `replaceUndelivered(expected, f, null)` (`f` on a zero-copy channel, none on another)
     /// only while `keepsFor(serial, expected, ticket)`: true if it replaced. For a keeper whose
-    /// handle died before a retire's cancel, which would drop into its list after it ended.
+    /// handle died before a destroy's cancel, which would drop into its list after it ended.
     pub fn stopKept(ch: *Channel, serial: u64, expected: UndeliveredFn, ticket: u64, f: UndeliveredFn) bool {
         ch.lock();
         defer ch.unlock();
