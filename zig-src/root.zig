@@ -212,7 +212,9 @@ const ThreadRecord = struct {
     /// the list was still ours then: the take that empties it forgets the record
     /// (`forgetKeepOfDestroy`).
     /// `ch`: the channel's memory, which stays with its registry entry for the process's life
-    /// (read after the handle died: `forgetKeepOfDeadHandle`, `stopKeeping`).
+    /// (read after the handle died: `forgetKeepOfDeadHandle`, `stopKeeping`): valid only while
+    /// `chan_registry` lives, which is never torn down (`ChanRegistry.memory_named_outside`,
+    /// which its `deinit` asserts unset).
     const Keep = struct { serial: u64, ticket: u64, ch: *chan.Channel, destroyed: bool = false };
 
     /// The ticket of this thread's kc_chan_keep_undelivered call on channel `serial` at `h`, 0
@@ -989,6 +991,9 @@ var chan_once = std.once(initChannels);
 
 fn initChannels() void {
     chan_registry = ChanRegistry.init(std.heap.c_allocator);
+    // Never torn down: a thread's keep record reads its channel's memory after the handle died
+    // (`ThreadRecord.Keep.ch`), valid only while the registry lives; its `deinit` asserts this.
+    chan_registry.memory_named_outside = true;
     token_registry = TokenRegistry.init(std.heap.c_allocator);
 }
 
@@ -7067,6 +7072,8 @@ test "C ABI: an ended or destroying keeper of a channel native code destroyed le
         var k: TestKeeper = .{ .make = .{}, .at_end = if (destroy_first) S.destroy else null };
         try k.start(); // made and kept on its thread
         const mem = (chans().peek(k.h) orelse return error.NoChannel).ch;
+        // What makes reading it after the handle died sound: the registry is never torn down.
+        try testing.expect(chans().memory_named_outside);
         try testing.expectEqual(@as(i32, 0), kc_chan_destroy(k.h)); // native code's, not the keeper's thread
         const n = try createKept(false, 4, .@"suspend"); // kept for this thread
         try testing.expect((chans().peek(n) orelse return error.NoChannel).ch == mem); // the same memory

@@ -109,6 +109,11 @@ pub fn RefRegistry(
         free_entries: ?*Entry = null,
         /// Every entry ever allocated, for deinit.
         all: std.ArrayListUnmanaged(*Entry) = .empty,
+        /// Channels: set by an owner that keeps pointers to its channels' memory (`Entry.stable`)
+        /// and reads them after the handles died, as the C ABI's keep records do (root.zig,
+        /// `ThreadRecord.Keep.ch`): that memory is valid only while the registry lives, so such
+        /// a registry is never torn down (`deinit` asserts it).
+        memory_named_outside: if (T == Channel) bool else void = if (T == Channel) false else {},
 
         pub fn init(allocator: std.mem.Allocator) Self {
             return .{ .allocator = allocator, .table = .init(allocator) };
@@ -117,6 +122,8 @@ pub fn RefRegistry(
         /// Destroys every object still registered and frees everything. No operation may be
         /// in progress.
         pub fn deinit(r: *Self) void {
+            // A pointer to a channel's memory kept outside would dangle (`memory_named_outside`).
+            if (T == Channel) assert(!r.memory_named_outside);
             var index: u32 = 1;
             while (index < r.table.high_water) : (index += 1) {
                 const h = r.table.liveHandle(index) orelse continue;
