@@ -2332,10 +2332,15 @@ fn endRing(h: u32, list: *ThreadRings) void {
     if (!mine) return rr.release(e);
     rr.destroyIf(h, list, madeBy) catch {};
     // Bounded: the destroy's retire ended every wait, the only calls that hold it for long
-    // (`retireRing`: `Ring.close`). One atomic step (`releaseIfLast`), not a look at the count and then a
-    // release: a racing lookup of the stale handle (its reference dropped at once by
-    // `acquire`'s handle check) that came between the two made its own release the last, and
-    // the free ran on its thread after this one went on to its holds.
+    // (`retireRing`: `Ring.close`). Bounded by the other calls' own length otherwise, with no
+    // time limit of ours, on purpose: one that runs a caller's function (an undelivered hook
+    // that a discarding kc_ring_take reaches, a descriptor's release) holds us until it returns
+    // (kcoro.h says so at kc_ring_create). Given up at a deadline, the free would run on that
+    // call's thread after this one gave back its holds: the order this wait exists for. One
+    // atomic step (`releaseIfLast`), not a look at the count and then a release: a racing
+    // lookup of the stale handle (its reference dropped at once by `acquire`'s handle check)
+    // that came between the two made its own release the last, and the free ran on its thread
+    // after this one went on to its holds.
     while (true) {
         if (@import("builtin").is_test) if (test_hooks.ring_end_last) |f| f(e);
         if (rr.releaseIfLast(e)) break;
