@@ -342,6 +342,43 @@ Deno.test("a shared channel's send of an array (a Proxy's) whose length cannot b
   }
 });
 
+Deno.test("a trySendMany of an array (a Proxy's) whose length cannot be encoded names trySendMany in its CodecError, on every path, nothing read or sent; trySend's says send", () => {
+  // pack's own message begins "Cannot send:" (packFailed rewrites it to the call's name): a
+  // batch's said "Cannot send: an array's length ...", as if send had been called.
+  const paths = ["local", "native, in one call", "native, full", "native, one at a time"] as const;
+  for (const codec of [codecs.default, codecs.structured]) {
+    for (const [length, cls] of [[1e20, TypeError], [2 ** 32 - 1, RangeError]] as const) {
+      for (const path of paths) {
+        const where = `codecs.${codec.name}, ${length}, ${path}`;
+        using ch = new Channel<unknown>(path === "native, full" ? 1 : 4, { codec });
+        if (path !== "local") ch.share();
+        if (path === "native, full") assert.deepEqual(ch.trySend(0), { state: "ok" }, where);
+        const received = path === "native, one at a time" ? ch.receive() : null;
+        received?.catch(() => {}); // rejected by the dispose
+        const { proxy, reads } = claiming(length);
+        let message = "";
+        assert.throws(() => ch.trySend(proxy), (e: Error) => {
+          message = e.message;
+          return e instanceof CodecError && e.cause instanceof cls;
+        }, where);
+        assert.match(message, /^Cannot send: an array/, where);
+        assert.throws(() => ch.trySendMany([1, 2, proxy, 3]), (e: Error) => {
+          assert.ok(e instanceof CodecError && e.cause instanceof cls, where);
+          assert.equal(e.message, message.replace(/^Cannot send: /, "Cannot trySendMany: "), where);
+          // The cause is pack's own, as it threw it.
+          assert.match((e.cause as Error).message, /^Cannot send: an array/, where);
+          return true;
+        }, where);
+        assert.equal(reads(), 0, where);
+        if (path === "native, full") {
+          assert.deepEqual(ch.tryReceiveMany(8), { state: "ok", values: [0] }, where);
+        }
+        assert.deepEqual(ch.tryReceive(), { state: "empty" }, where);
+      }
+    }
+  }
+});
+
 Deno.test("unpack: malformed bytes are TypeErrors, never a crash or a huge allocation", () => {
   const n = pack({ a: [1, "two", 3n, new Date(1)] });
   const good = packed().slice(0, n);
