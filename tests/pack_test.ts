@@ -314,6 +314,35 @@ Deno.test("pack: an array (a Proxy's) whose length cannot be encoded is refused 
   assert.deepEqual(roundTrip({ next: [1] }), { next: [1] }); // the packer is intact
 });
 
+Deno.test("pack: arrays of 65,536 and 65,537 elements round-trip, real or a Proxy's; a Proxy claiming them over 3 keys is read to 65,536 at most, and refused", () => {
+  // The keys check (`PROVEN_LENGTH`) begins past 65,536 elements: at it, the loop reads every
+  // element (bounded), then the check after it refuses the claim; one past it, nothing is read.
+  for (const length of [65_536, 65_537]) {
+    const real = Array.from({ length }, (_, i) => i % 3 === 0 ? `s${i}` : i);
+    assert.deepEqual(roundTrip(real), real, String(length));
+    assert.deepEqual(roundTrip(new Proxy(real, {})), real, String(length));
+    assert.deepEqual(roundTrip({ nested: [new Proxy(real, {})] }), { nested: [real] });
+    let reads = 0;
+    const claim = new Proxy([1, 2, 3], {
+      get: (target, key, receiver) =>
+        key === "length"
+          ? length
+          : typeof key === "string" && /^\d+$/.test(key)
+          ? (reads++, 0)
+          : Reflect.get(target, key, receiver),
+      has: () => true,
+    });
+    assert.equal(pack(claim), -1, String(length));
+    assert.equal(reads, length === 65_536 ? 65_536 : 0, String(length));
+  }
+  // A real sparse array, and one with holes only, are left to node:v8 (round trip: above).
+  const sparse: number[] = [];
+  sparse[65_536] = 1;
+  assert.equal(pack(sparse), -1);
+  assert.equal(pack(new Array(65_537)), -1);
+  assert.deepEqual(roundTrip([1, [2]]), [1, [2]]); // the packer is intact
+});
+
 Deno.test("a shared channel's send of an array (a Proxy's) whose length cannot be encoded is a CodecError saying so, nothing read; sparse arrays cross whole", () => {
   using ch = new Channel<unknown>(4);
   ch.share();
