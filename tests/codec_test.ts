@@ -835,6 +835,19 @@ Deno.test("a close cause carries 10,000 own fields of its Errors in all, the fir
   assert.equal(Object.keys(copy).length, 4_000);
   assert.equal(copy.g3999, 3999);
   assert.equal(copy.g4000, undefined);
+  // The order is the walk's, breadth first (README): the Error itself, then its cause, then
+  // the Errors in its fields, each one's fields in property order.
+  const held = fields(new Error("held"), "h", 4_000);
+  const cause = fields(new Error("cause"), "g", 4_000);
+  const top = Object.assign(fields(new Error("top", { cause }), "f", 4_000), { held });
+  const ordered = decodeCause(encodeCause(top)!);
+  assert.ok(ordered.ok && ordered.cause instanceof Error);
+  const o = ordered.cause as Error & { held: Error };
+  assert.deepEqual(
+    [o, o.cause as Error, o.held].map((e) => Object.keys(e).length),
+    [4_001, 4_000, 1_999],
+  );
+  assert.deepEqual(Object.keys(o.held).at(-1), "h1998");
 });
 
 Deno.test("what ends a close cause's chain (its last Error's cause, no Error) crosses while it fits in 10,000 elements, else as a string saying so: no Error's cause is copied unbounded", () => {
