@@ -368,7 +368,9 @@ export function packError(e: unknown): e is Error {
  */
 function arrayLength(v: unknown[]): number {
   const n = v.length;
-  if (n >>> 0 !== n) {
+  // `typeof` first: `>>>` converts, and a symbol or bigint (a Proxy's answer) threw the engine's
+  // TypeError, an object's valueOf ran.
+  if (typeof n !== "number" || n >>> 0 !== n) {
     throw own(
       new TypeError(
         `Cannot send: an array's length must be an integer up to 2^32-1, received ${describe(n)}`,

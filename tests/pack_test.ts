@@ -314,6 +314,38 @@ Deno.test("pack: an array (a Proxy's) whose length cannot be encoded is refused 
   assert.deepEqual(roundTrip({ next: [1] }), { next: [1] }); // the packer is intact
 });
 
+Deno.test("pack: an array (a Proxy's) whose length is no number (a symbol, a bigint, an object) is pack's own TypeError, its valueOf not run", () => {
+  // Before, the check (`n >>> 0`) converted it: a symbol or bigint threw the engine's TypeError
+  // ("Cannot convert a Symbol value to a number"), a send's CodecError the generic "cannot be
+  // structured-cloned" around it, and an object's valueOf ran (the caller's code, inside a check).
+  let valueOfs = 0;
+  const object = {
+    valueOf() {
+      valueOfs++;
+      return 3;
+    },
+  };
+  const lengths: [unknown, string][] = [
+    [Symbol("s"), "Symbol(s)"],
+    [3n, "3n"],
+    [object, "[object Object]"],
+  ];
+  using ch = new Channel<unknown>(4);
+  ch.share();
+  for (const [length, described] of lengths) {
+    const message =
+      `Cannot send: an array's length must be an integer up to 2^32-1, received ${described}`;
+    const { proxy, reads } = claiming(length);
+    assert.throws(() => pack(proxy), (e) => e instanceof TypeError && e.message === message);
+    assert.throws(
+      () => ch.trySend(proxy),
+      (e) => e instanceof CodecError && e.cause instanceof TypeError && e.message === message,
+    );
+    assert.equal(reads(), 0, described);
+  }
+  assert.equal(valueOfs, 0);
+});
+
 Deno.test("pack: arrays of 65,536 and 65,537 elements round-trip, real or a Proxy's; a Proxy claiming them over 3 keys is read to 65,536 at most, and refused", () => {
   // The keys check (`PROVEN_LENGTH`) begins past 65,536 elements: at it, the loop reads every
   // element (bounded), then the check after it refuses the claim; one past it, nothing is read.
