@@ -361,8 +361,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    */
   #walk: JobSupport<unknown> | null = null;
   /**
-   * Started cancelling together with others (a failure going up) whose walks have not all run:
-   * `#tryFinalize` leaves it unfinished until `#cancelWith` lets go.
+   * The first job on a failure's path while the jobs above it are not all cancelling yet:
+   * `#tryFinalize` leaves it, and so each of them (it is in their subtrees), unfinished until
+   * `#cancelWith` lets go.
    */
   #holdFinal = false;
   #handlers: Set<{ h: CompletionHandler }> | null = null;
@@ -649,12 +650,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    *
    * None of those jobs completes before all of them are cancelling (`#holdFinal`), as Kotlin
    * completes a job only after its `notifyCancelling`, parents included, has returned: then each
-   * that can finish does, innermost first. Holding the first job walked holds them all: each
-   * parent has it in its subtree. Without the hold the failing job (its body over, its children
-   * gone) completed at the end of its own walk, before its parent's signal aborted.
+   * that can finish does, innermost first. Holding the first job on the path (walked here, or
+   * already cancelling) holds them all: each parent has it in its subtree. Without the hold the
+   * failing job (its body over, its children gone) completed at the end of its own walk, before
+   * its parent's signal aborted.
    */
   #cancelWith(cause: unknown, failure: boolean): void {
-    let held: JobSupport<unknown> | null = null; // the first job walked, when its parent is next
+    let held: JobSupport<unknown> | null = null; // the first on the path, when its parent is next
     try {
       // deno-lint-ignore no-this-alias -- j walks up from this job
       for (let j: JobSupport<unknown> = this;;) {
@@ -683,15 +685,17 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         const up = failure &&
           !(p === null || ((p.#flags & SUPERVISOR) !== 0 && (j.#flags & PARENTS_OWN) === 0));
         if (failure) j.#handled = up && (p!.#flags & HANDLES_CHILD_FAILURE) !== 0;
-        if (walk) {
-          if (up && held === null) {
-            held = j;
-            j.#holdFinal = true;
-          }
-          // Its walk's last step is its own #tryFinalize: a no-op while it, or a job below it
-          // on the path, is held.
-          j.#cancelDown();
+        // The first job on the path is held, walked here or not: one already cancelling (its
+        // body failing after a cancel) is not walked again, but a walk above it can end its
+        // last child (a thenable settled by an abort listener) and so complete it, before the
+        // jobs above are cancelling, unless it is held.
+        if (up && held === null) {
+          held = j;
+          j.#holdFinal = true;
         }
+        // Its walk's last step is its own #tryFinalize: a no-op while it, or a job below it on
+        // the path, is held.
+        if (walk) j.#cancelDown();
         if (!up) break;
         // p is still unfinished: j is linked in its list until j finishes, and j (or the held
         // job below it) cannot finish before the hold ends.

@@ -921,3 +921,43 @@ Deno.test("jobs held while a failure's path is walked all complete, whatever the
   assert.deepEqual(suppressed(lazy), [failure]);
   assert.deepEqual(reported.errors, [listener]);
 });
+
+Deno.test("a job already cancelling whose body then fails does not complete before the root is cancelling, even when its last child ends during a parent's walk", async () => {
+  // root ── p ── j (cancelled, then its body fails) ── c (its block's thenable, settled below)
+  //              └─ s (its abort listener settles c's thenable)
+  // j is cancelling already, so its failure does not walk it again; p's walk (the failure's
+  // first) runs s's listener, which ends c's body at once and so j's last child. j must still
+  // wait for the root to be cancelling (none of the jobs on a failure's path completes before
+  // all are cancelling): it completed there, its handler reading the root active, when only the
+  // first job walked (p) was held and j, not walked, was not.
+  const log: string[] = [];
+  const failure = new Error("boom");
+  await assert.rejects(
+    coroutineScope((root) => {
+      root.launch((p) => {
+        let endC = () => {};
+        const j = p.launch(async (j) => {
+          j.launch(() => ({ then: (ok: (v: unknown) => void) => endC = () => ok(undefined) }));
+          try {
+            await untilAborted(j.signal);
+          } catch {
+            throw failure; // after j's cancel: j is cancelling, not failed
+          }
+        });
+        j.invokeOnCompletion(() => log.push(`j completed: root ${root.job.state}`));
+        p.launch((s) => {
+          s.signal.addEventListener("abort", () => {
+            log.push(`s aborted: root ${root.job.state}`);
+            endC();
+          });
+          return untilAborted(s.signal);
+        });
+        j.cancel();
+        return untilAborted(p.signal);
+      });
+      return untilAborted(root.signal);
+    }),
+    (e) => e === failure,
+  );
+  assert.deepEqual(log, ["s aborted: root active", "j completed: root cancelling"]);
+});

@@ -474,11 +474,11 @@ class Model {
    * at, which a failure cancels unless it is a supervisor: innermost first, as Kotlin's
    * notifyCancelling cancels a job's own children before it tells its parent (cancelParent), so
    * a parent is still active while its failing child's subtree is cancelled, and what that walk
-   * does to it comes first. None of them finishes before all are cancelling: the first one
-   * walked is held (`held`), which holds its parents (it is in their subtrees); then each that
-   * can finish does, innermost first. README "Structured concurrency". Before, the model made
-   * every job on the path cancelling first and then walked them (before that, outermost first),
-   * as kcoro did.
+   * does to it comes first. None of them finishes before all are cancelling: the first one on
+   * the path (walked, or already cancelling) is held (`held`), which holds its parents (it is in
+   * their subtrees); then each that can finish does, innermost first. README "Structured
+   * concurrency". Before, the model made every job on the path cancelling first and then walked
+   * them (before that, outermost first), as kcoro did.
    */
   cancelWith(j: MJob, cause: Sym, failure: boolean) {
     let held: MJob | null = null;
@@ -505,13 +505,11 @@ class Model {
       const p = k.parent;
       const up = failure && p !== null && !p.supervisor;
       if (failure) k.handled = up && p!.handles;
-      if (walk) {
-        if (up && held === null) {
-          held = k;
-          k.held = true;
-        }
-        this.cancelDown(k);
+      if (up && held === null) { // the first on the path, walked here or already cancelling
+        held = k;
+        k.held = true;
       }
+      if (walk) this.cancelDown(k);
       if (!up) break;
       k = p!;
     }
