@@ -657,6 +657,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    */
   #cancelWith(cause: unknown, failure: boolean): void {
     let held: JobSupport<unknown> | null = null; // the first on the path, when its parent is next
+    let thrown: { error: unknown } | null = null; // the first throw out of a walk
     try {
       // deno-lint-ignore no-this-alias -- j walks up from this job
       for (let j: JobSupport<unknown> = this;;) {
@@ -695,16 +696,27 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         }
         // Its walk's last step is its own #tryFinalize: a no-op while it, or a job below it on
         // the path, is held.
-        if (walk) j.#cancelDown();
+        if (walk) {
+          try {
+            j.#cancelDown();
+          } catch (e) {
+            // Only an engine error gets here (a stack overflow, where the cancel starts deep in
+            // its caller's stack): abort listeners' and completion handlers' throws are
+            // reported, not thrown. The failure still goes on up, as Kotlin's cancelParent
+            // follows notifyCancelling; stopping here left the parents active and the failure,
+            // marked handled, lost (its scope completed as if the child had not failed). Thrown
+            // on once the path is done.
+            thrown ??= { error: e };
+          }
+        }
         if (!up) break;
         // p is still unfinished: j is linked in its list until j finishes, and j (or the held
         // job below it) cannot finish before the hold ends.
         j = p!;
       }
+      if (thrown !== null) throw thrown.error;
     } finally {
-      // Also when a walk throws (a stack overflow, where the cancel starts deep in its caller's
-      // stack; abort listeners' own throws are reported, not thrown), so that no job stays held
-      // for good.
+      // Also when a walk threw (thrown on above), so that no job stays held for good.
       if (held !== null) {
         held.#holdFinal = false;
         // Goes on up to each parent this lets finish; those above the first that cannot finish

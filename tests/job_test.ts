@@ -961,3 +961,54 @@ Deno.test("a job already cancelling whose body then fails does not complete befo
   );
   assert.deepEqual(log, ["s aborted: root active", "j completed: root cancelling"]);
 });
+
+Deno.test("a failure whose walk throws (an engine error) still cancels its parents, and the throw is not swallowed", async () => {
+  // root ── p ── f (fails; its signal's abort throws, as a stack overflow there would)
+  //      └─ s
+  // Listeners' and handlers' throws are reported, never thrown, so only an engine error leaves
+  // a walk. The failure must still reach the root: when its walk threw, f's parents stayed
+  // active and f's failure, marked as taken by p, was lost (the scope resolved).
+  const rejections: unknown[] = [];
+  const onRejection = (e: PromiseRejectionEvent) => {
+    e.preventDefault();
+    rejections.push(e.reason);
+  };
+  globalThis.addEventListener("unhandledrejection", onRejection);
+  const abort = AbortController.prototype.abort;
+  const overflow = new RangeError("simulated: Maximum call stack size exceeded");
+  let throwFor: AbortSignal | null = null;
+  AbortController.prototype.abort = function (this: AbortController, reason?: unknown) {
+    if (this.signal === throwFor) {
+      throwFor = null;
+      throw overflow;
+    }
+    return abort.call(this, reason);
+  };
+  const failure = new Error("boom");
+  const jobs: Job[] = [];
+  try {
+    const go = new CompletableDeferred<void>();
+    await assert.rejects(
+      coroutineScope((root) => {
+        jobs.push(root.launch((p) => {
+          jobs.push(p.launch(async (f) => {
+            throwFor = f.signal;
+            await go.await();
+            throw failure;
+          }));
+          return untilAborted(p.signal);
+        }));
+        jobs.push(root.launch((s) => untilAborted(s.signal)));
+        go.complete();
+        return untilAborted(root.signal);
+      }),
+      (e) => e === failure,
+    );
+    for (let i = 0; i < 100 && rejections.length === 0; i++) await tick(); // bounded
+  } finally {
+    AbortController.prototype.abort = abort;
+    globalThis.removeEventListener("unhandledrejection", onRejection);
+  }
+  for (const j of jobs) assert.equal(j.state, "cancelled", String(j));
+  assert.deepEqual(rejections, [overflow]); // from failBody, in the body's promise reaction
+});
