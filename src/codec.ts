@@ -1969,7 +1969,21 @@ function foreign(slot: Slot, sym: Sym, codec: string): never {
  * for one in a buffer it points to.
  */
 function slotTag(slot: Slot): string {
-  return ptrOf(slot) === 0 ? `inline tag ${slot.u32[2]}` : `buffer tag ${slot.u32[6]}`;
+  if (ptrOf(slot) !== 0) return `buffer tag ${slot.u32[6]}`;
+  // No inline tag is 0: C code's empty value (`madeEmpty`), whose tag is in the last word.
+  return slot.u32[2] === 0 ? `tag ${slot.u32[6]} with no buffer` : `inline tag ${slot.u32[2]}`;
+}
+
+/**
+ * Whether `slot` (with no buffer) is an empty value C code made with `kc_desc_make` or
+ * `kc_chan_try_send_copy` of 0 bytes and tag `tag` (KC_TAG_STRING or KC_TAG_BYTES, the tags
+ * include/kcoro.h says the codecs read): no buffer, a length of 0 and the tag in the last word,
+ * where a value of these codecs has its inline tag (never 0). It was a CodecError that said the
+ * value was not sent with the channel's codec ("received inline tag 0"). Read only where the
+ * inline tag is not the codec's own: no cost on their path.
+ */
+function madeEmpty(slot: Slot, tag: number): boolean {
+  return slot.u32[2] === 0 && slot.u32[3] === 0 && slot.u32[6] === tag && slot.u32[7] === 0;
 }
 
 /**
@@ -2211,7 +2225,7 @@ export function decodeBytes(slot: Slot, sym: Sym): Uint8Array {
   const w = slot.u32;
   const at = w[0] + w[1] * 0x1_0000_0000;
   if (at === 0) {
-    if (w[2] !== T_EMPTY_BYTES) return foreign(slot, sym, "bytes");
+    if (w[2] !== T_EMPTY_BYTES && !madeEmpty(slot, T_BYTES)) return foreign(slot, sym, "bytes");
     return new Uint8Array(0);
   }
   if (w[6] !== T_BYTES) return foreign(slot, sym, "bytes");
@@ -2307,7 +2321,9 @@ const string: Codec<string> = {
   },
   decode(slot, sym) {
     if (ptrOf(slot) === 0) {
-      return slot.u32[2] === T_EMPTY_STRING ? "" : foreign(slot, sym, "string");
+      return slot.u32[2] === T_EMPTY_STRING || madeEmpty(slot, T_STRING)
+        ? ""
+        : foreign(slot, sym, "string");
     }
     if (slot.u32[6] !== T_STRING) return foreign(slot, sym, "string");
     return withBytes(slot, sym, decodeString);
@@ -2394,6 +2410,9 @@ const tagged: Codec<unknown> = {
           return "";
         case T_EMPTY_BYTES:
           return new Uint8Array(0);
+        case 0: // no inline tag: C code's empty string or bytes (`madeEmpty`)
+          if (madeEmpty(slot, T_STRING)) return "";
+          if (madeEmpty(slot, T_BYTES)) return new Uint8Array(0);
       }
       throw unknownTag(slot);
     }

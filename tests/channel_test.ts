@@ -4851,3 +4851,48 @@ Deno.test("a value whose tag its codec does not read (native code's bytes in the
     assert.deepEqual(ch.tryReceive(), { state: "empty" });
   }
 });
+
+Deno.test("an empty string or bytes C code made with kc_desc_make (no buffer, the tag kcoro.h names) reads as empty on codecs.string, codecs.bytes and the default codec, not a CodecError", async () => {
+  // Such a descriptor has no inline tag (its length, 0, where a kcoro codec puts one): it was a
+  // CodecError saying it was not sent with codecs.string ("received inline tag 0").
+  const sym = library().symbols("test");
+  const KC_TAG_STRING = 16, KC_TAG_BYTES = 17;
+  /** What C code sends: `kc_desc_make` of 0 bytes under `tag`, try-sent into `ch`. */
+  const sendEmpty = (ch: Channel<unknown>, tag: number) => {
+    const slot = new Uint8Array(32);
+    assert.equal(sym.kc_desc_make(new Uint8Array(0), 0, tag, slot), 0);
+    assert.equal(sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(slot), 32), 0);
+  };
+  const cases: [string, Channel<unknown>, number, unknown][] = [];
+  using text = new Channel<string>(4, { codec: codecs.string });
+  using bytes = new Channel<Uint8Array>(4, { codec: codecs.bytes });
+  using plain = new Channel<unknown>(4);
+  cases.push(["string", text as Channel<unknown>, KC_TAG_STRING, ""]);
+  cases.push(["bytes", bytes as Channel<unknown>, KC_TAG_BYTES, new Uint8Array(0)]);
+  cases.push(["default, string", plain, KC_TAG_STRING, ""]);
+  cases.push(["default, bytes", plain, KC_TAG_BYTES, new Uint8Array(0)]);
+  for (const [, ch] of cases) ch.share();
+  for (const [what, ch, tag, empty] of cases) {
+    sendEmpty(ch, tag);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: empty }, what);
+    sendEmpty(ch, tag);
+    sendEmpty(ch, tag);
+    assert.deepEqual(ch.tryReceiveMany(4), { state: "ok", values: [empty, empty] }, what);
+    const waiting = ch.receive(); // settled by its record
+    sendEmpty(ch, tag);
+    assert.deepEqual(await waiting, empty, what);
+  }
+  // Under a tag the codec does not read, still its CodecError, the tag named as it is.
+  sendEmpty(text as Channel<unknown>, KC_TAG_BYTES);
+  assert.throws(() => text.tryReceive(), {
+    name: "CodecError",
+    message: "Cannot receive: the value was not sent with codecs.string (was the channel shared " +
+      "under another codec?), received tag 17 with no buffer",
+  });
+  sendEmpty(plain, 99);
+  assert.throws(() => plain.tryReceive(), {
+    name: "CodecError",
+    message: "Cannot receive: the value was not sent with a kcoro codec (its tag is none that " +
+      "codecs.default reads), received tag 99 with no buffer",
+  });
+});
