@@ -781,6 +781,74 @@ Deno.test("without a build and without --allow-run the error says what to do", a
   }
 });
 
+Deno.test({
+  name:
+    "a local build the system refuses to stat (PermissionDenied) is one line of the list of places tried, saying so with Deno's answer in parentheses",
+  ignore: deniedRunner === null,
+  fn: async () => {
+    // Before, the entry said "<path> (cannot tell whether it is there: the system refused to
+    // read it, received PermissionDenied: ...)": "received" mid-entry.
+    const dir = await Deno.makeTempDir();
+    const locked = `${dir}/zig-out`;
+    const local = `${locked}/lib/libkcoro.so`;
+    // A deadline, not a timing: a child that hangs is killed, and the finally below gives the
+    // directory its mode back.
+    const deadline = new AbortController();
+    const kill = setTimeout(() => deadline.abort(), 120_000);
+    try {
+      await copyModule(dir);
+      await Deno.mkdir(`${locked}/lib`, { recursive: true });
+      await Deno.writeTextFile(local, "not a library");
+      await Deno.writeTextFile(
+        `${dir}/child.ts`,
+        `
+import { library } from ${JSON.stringify(`${dir}/mod.ts`)};
+let refused = false;
+try {
+  Deno.statSync(${JSON.stringify(local)});
+} catch (e) {
+  refused = e instanceof Deno.errors.PermissionDenied;
+}
+console.log(JSON.stringify({ refused }));
+try {
+  library();
+  console.log(JSON.stringify({ opened: true }));
+} catch (e) {
+  console.log(JSON.stringify({ name: e.name, message: e.message }));
+}
+`,
+      );
+      await Deno.chmod(locked, 0o000); // no search permission: stat below it is refused
+      const [cmd, ...pre] = [...deniedRunner!, Deno.execPath()];
+      const res = await new Deno.Command(cmd, {
+        args: [...pre, "run", "--allow-ffi", "--allow-read", `${dir}/child.ts`],
+        cwd: dir,
+        stdout: "piped",
+        stderr: "piped",
+        signal: deadline.signal,
+      }).output();
+      const stderr = new TextDecoder().decode(res.stderr);
+      assert.equal(res.code, 0, stderr);
+      const [probe, error] = new TextDecoder().decode(res.stdout).trim().split("\n").map((l) =>
+        JSON.parse(l) as { refused?: boolean; name: string; message: string }
+      );
+      assert.ok(probe.refused, `the child could stat ${local}: the refusal was not made`);
+      // The system's refusal, not --allow-read's: no flag fixes it, no LibraryPermissionError.
+      assert.equal(error.name, "LibraryNotFoundError", error.message);
+      const tried = triedList(error.message);
+      assert.equal(tried.length, 3, error.message);
+      assert.equal(tried[0], "KCORO_LIB: unset, or not readable without --allow-env");
+      const why = `${local} (the local build): the system refused to read it (PermissionDenied: `;
+      assert.ok(tried[1].startsWith(why) && tried[1].endsWith(")"), tried[1]);
+      assert.equal(tried[2], `build from source: skipped, there is no ${dir}/build.zig`);
+    } finally {
+      clearTimeout(kill);
+      await Deno.chmod(locked, 0o700).catch(() => {});
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("a build from source that fails, cannot be run, or leaves no library is one line of the list of places tried, saying why", async () => {
   // Before, a failed build's last lines of output followed its entry on lines of their own, and
   // a build that succeeded without leaving the library was not listed at all.
