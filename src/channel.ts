@@ -4081,13 +4081,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#creatorEnded(sym.kc_chan_status(this.#handle))
     ) return;
     const given = !s.closed && cause !== undefined;
+    // Encoded also where the channel was closed (not cancelled) already: native code keeps the
+    // first cancel's cause after a close (kc_chan_cancel_cause) for a producer's or an actor's
+    // task, which a copy's cancel cancels with it, the close cause staying the channel's. Before,
+    // a copy in the producer's isolate, which shares its state (closed), stored none: its task
+    // got no cause, or the close's.
+    const encode = cause !== undefined && !s.cancelled;
     // The cause encoded for other isolates first, before anything here changes: its getters
     // (the caller's code) may learn that the channel ended (cancelled already: nothing to do,
     // this late cause not the channel's) or dispose this object (what a call after it throws,
     // with no native call: `#handle`). Before, the cancel was this isolate's already (closed,
     // cancelled, the cause its) when a copy's getter disposed it, and its cancel call went on
     // to the channel it no longer held.
-    const bytes = given && !s.local ? encodeCause(cause) : null;
+    const bytes = encode && !s.local ? encodeCause(cause) : null;
     if (s.ended) return;
     if (this.#disposed) this.#throwNoCalls("cancel channel");
     if (given) {

@@ -35,6 +35,7 @@ import {
   supervisorScope,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
+import { encodeCause } from "../src/codec.ts";
 
 /** A child process (evalScript) that exited by itself, with status 0, having printed "ok". */
 function assertPrintedOk(
@@ -999,6 +1000,129 @@ Deno.test("produce, actor: a Worker's copy cancelling the channel its producer (
     }
   } finally {
     worker.terminate();
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("produce, actor: a Channel.from copy in the same isolate cancelling the channel its producer (or actor) closed cancels the task with the copy's cause, not the close's; receivers keep the close's", async () => {
+  // As a Worker's copy does (above). The copy shares this isolate's state of the channel, which
+  // reads as closed already: its cancel stored no cause natively (only a first closer's was
+  // kept), so the watch told the task none (the close had one) or the close's error.
+  for (const owner of ["produce", "actor"] as const) {
+    for (const closing of ["close(Error)", "close()"] as const) {
+      for (const cancelling of ["Error", "CancellationError", "none"] as const) {
+        const what = `${owner}: ${closing}, then a copy's cancel(${cancelling})`;
+        const closeCause = closing === "close()" ? undefined : new Error("producer is done");
+        let reason: unknown = undefined;
+        let received: unknown = undefined;
+        const closed = Promise.withResolvers<Channel<number>>();
+        const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
+          out.share(); // escaped: a native channel, watched
+          out.close(closeCause);
+          closed.resolve(out);
+          try {
+            await untilAborted(task.signal); // busy after its close
+          } catch (e) {
+            reason = e;
+            throw e;
+          }
+        });
+        await within(
+          coroutineScope(async (scope) => {
+            if (owner === "produce") produce<number>(scope, block, { capacity: 1 });
+            else actor<number>(scope, block, { capacity: 1 });
+            const ch = await closed.promise;
+            {
+              using copy = Channel.from<number>(ch.share());
+              if (cancelling === "Error") {
+                copy.cancel(new RangeError("consumer gone", { cause: { id: 9 } }));
+              } else if (cancelling === "CancellationError") {
+                copy.cancel(new CancellationError("consumer stops"));
+              } else copy.cancel();
+            }
+            await until(() => reason !== undefined, `${what}: the task's cancel`);
+            if (owner === "produce") {
+              received = await ch.receive().then(() => "received", (e) => e);
+              ch[Symbol.dispose]();
+            }
+          }),
+          20_000,
+          `${what}: the scope`,
+        );
+        assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
+        const cause = (reason as Error).cause;
+        if (cancelling === "CancellationError") {
+          assert.equal((reason as Error).message, "consumer stops", what);
+        } else if (cancelling === "Error") {
+          assert.equal((reason as Error).message, "Channel was cancelled", what);
+          assert.ok(cause instanceof RangeError, `${what}: the cause ${String(cause)}`);
+          assert.equal(cause.message, "consumer gone", what);
+          assert.deepEqual(cause.cause, { id: 9 }, what);
+        } else {
+          assert.equal((reason as Error).message, "Channel was cancelled", what);
+          assert.equal(cause, undefined, what);
+        }
+        if (owner === "actor") continue;
+        assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
+        assert.equal((received as Error).cause, closeCause, what);
+      }
+    }
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("produce, actor: the consumer's own cancel that finds a cancel made after the close elsewhere, not told yet, cancels the task with that first cancel's cause, not its own", async () => {
+  // Native code (another isolate, as the Worker's copy above) cancels the closed channel with a
+  // cause, and in the same turn, before the watch's record is drained, the consumer here cancels
+  // with another: the first cancel wins (Kotlin's job keeps its first cancel), its cause read
+  // natively (kc_chan_cancel_cause); receivers keep the close's.
+  const sym = library().symbols("test");
+  for (const owner of ["produce", "actor"] as const) {
+    for (const closing of ["close(Error)", "close()"] as const) {
+      const what = `${owner}: ${closing}`;
+      const closeCause = closing === "close()" ? undefined : new Error("producer is done");
+      let reason: unknown = undefined;
+      let received: unknown = undefined;
+      const closed = Promise.withResolvers<Channel<number>>();
+      const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
+        out.share();
+        out.close(closeCause);
+        closed.resolve(out);
+        try {
+          await untilAborted(task.signal);
+        } catch (e) {
+          reason = e;
+          throw e;
+        }
+      });
+      await within(
+        coroutineScope(async (scope) => {
+          if (owner === "produce") produce<number>(scope, block, { capacity: 1 });
+          else actor<number>(scope, block, { capacity: 1 });
+          const ch = await closed.promise; // the producer's channel, or the actor's mailbox
+          const bytes = encodeCause(new SyntaxError("elsewhere first", { cause: [1, 2] }))!;
+          assert.equal(sym.kc_chan_close_cause(ch.handle, bytes, bytes.length, 1), 0, what);
+          assert.equal(sym.kc_chan_status(ch.handle) & 8, 8, what); // cancelled after a close
+          ch.cancel(new RangeError("mine, later")); // the watch has not told the first yet
+          await until(() => reason !== undefined, `${what}: the task's cancel`);
+          if (owner === "produce") {
+            received = await ch.receive().then(() => "received", (e) => e);
+            ch[Symbol.dispose]();
+          }
+        }),
+        20_000,
+        `${what}: the scope`,
+      );
+      assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
+      assert.equal((reason as Error).message, "Channel was cancelled", what);
+      const cause = (reason as Error).cause;
+      assert.ok(cause instanceof SyntaxError, `${what}: the cause ${String(cause)}`);
+      assert.equal(cause.message, "elsewhere first", what);
+      assert.deepEqual(cause.cause, [1, 2], what);
+      if (owner === "actor") continue;
+      assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
+      assert.equal((received as Error).cause, closeCause, what);
+    }
   }
   assert.equal(live, 0);
 });
