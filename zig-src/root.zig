@@ -6186,6 +6186,29 @@ test "C ABI: kc_chan_cancel_cause keeps the first cancel's cause, also after a c
     try testing.expectEqual(base, causes_count.load(.monotonic));
 }
 
+test "C ABI: a destroy's cancel of a closed channel is no cancel after a close: kc_chan_status has no bit 3 while its handle still lives" {
+    // A host that reads bit 3 in that window (a producer's watch told of the destroy's cancel,
+    // on another thread than the destroy's) would take the destroy for a cancel without a cause
+    // made after the close, not for the destroy it was.
+    const T = struct {
+        var h: u32 = 0;
+        var status: i32 = -1;
+        fn read() void {
+            test_hooks.after_destroy_seal = null; // once
+            status = kc_chan_status(h);
+        }
+    };
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
+    try testing.expectEqual(@as(i32, 1), kc_chan_close_cause(h, "closed", 6, 0));
+    T.h = h;
+    test_hooks.after_destroy_seal = T.read;
+    defer test_hooks.after_destroy_seal = null;
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    try testing.expect(test_hooks.after_destroy_seal == null); // read in the window
+    try testing.expectEqual(@as(i32, 1 | 2), T.status); // closed and cancelled (drained): no bit 3
+}
+
 test "C ABI: kc_chan_compute_rate takes any counter words without overflowing" {
     var a: [13]u64 = @splat(0);
     var b: [13]u64 = @splat(0);

@@ -764,9 +764,10 @@ pub const Channel = struct {
         /// as `watchers` (the channel stays 512 bytes); under `lock`, set once, never cleared.
         owner_gone: bool = false,
         /// Cancelled once it was closed (a close came first, then the first cancel), not by a
-        /// cancel that closed it: the C ABI's kc_chan_status bit 3, which tells a host that
-        /// the cancel's own cause (kc_chan_cancel_cause) is not the close's. Here for the same
-        /// reason as `watchers`; under `lock`, set once, never cleared.
+        /// cancel that closed it, nor by a destroy's (`destroying`): the C ABI's kc_chan_status
+        /// bit 3, which tells a host that the cancel's own cause (kc_chan_cancel_cause) is not
+        /// the close's. Here for the same reason as `watchers`; under `lock`, set once, never
+        /// cleared.
         cancel_after_close: bool = false,
         /// The hook that `seal` puts in place of `on_undelivered` (`setUndeliveredSealing`: a
         /// host's kept list, which its owner empties once after the destroy, takes no value
@@ -2327,7 +2328,12 @@ pub const Channel = struct {
             // cancel, as in `closeFrom`.
             if (prior == null) {
                 prior = if (ch.cancelled) .cancelled else if (ch.closed) .closed else .open;
-                if (prior.? == .closed and !owner_gone) ch.tx.cancel_after_close = true;
+                // Not a destroy's cancel (`markDestroying`, under this lock before it): its
+                // handle dies next, and a host reading bit 3 in between took it for a cancel
+                // without a cause made after the close.
+                if (prior.? == .closed and !owner_gone and !ch.tx.destroying) {
+                    ch.tx.cancel_after_close = true;
+                }
             }
             if (owner_gone and prior.? != .open) {
                 // Ended already (its producer's close, whose values stay receivable, or any
