@@ -1224,6 +1224,7 @@ Deno.test("the handle a channel's native calls are given once it ended under its
       trySendN: sym.kc_chan_try_send_n(E, buf, 8, 1),
       tryRecvN: sym.kc_chan_try_recv_n(E, buf, 8, 1),
       cause: sym.kc_chan_cause(E, buf, 8),
+      cancelCause: sym.kc_chan_cancel_cause(E, buf, 8),
       snapshot: sym.kc_chan_snapshot(E, words, 1),
       // A codecs.bytes try-send unmapped, a copy's refused value, a wait's queueing (send and
       // receive) and a close watch: the calls the gate's paths also make with `#handle`.
