@@ -296,9 +296,15 @@ class Mailbox<M> extends Channel<M> {
         if (!this._destroyedSeen) this._disposedWith = this._closedResult().cause;
       }
       if (untold && this._lib.isOpen) {
+        // A cancel after the handler's close: its own cause, as the watch tells it
+        // (`_cancelTask`), read before the dispose releases the handle. Before, the close's.
+        const late = this._destroyedSeen ? undefined : this._cancelAfterClose();
+        const own = () => this._closedResult().cause;
         cancelledFirst = this._destroyedSeen
           ? new CancellationError(MAILBOX_DESTROYED)
-          : this._closedResult().cause;
+          : late !== undefined
+          ? taskCancelError(this._shared, late.cause, own)
+          : own();
       }
       super[Symbol.dispose]();
     } finally {

@@ -1127,6 +1127,50 @@ Deno.test("produce, actor: the consumer's own cancel that finds a cancel made af
   assert.equal(live, 0);
 });
 
+Deno.test("produce, actor: disposing of the producer's channel (or the actor's mailbox) after a cancel made after the close elsewhere, not told yet, cancels the task with that cancel's cause, as the watch would", async () => {
+  // The dispose withdraws the watch first, which answers that a cancel came untold: the task is
+  // cancelled with it after, as the watch tells it (kc_chan_cancel_cause), not with the close's.
+  const sym = library().symbols("test");
+  for (const owner of ["produce", "actor"] as const) {
+    for (const closing of ["close(Error)", "close()"] as const) {
+      const what = `${owner}: ${closing}`;
+      const closeCause = closing === "close()" ? undefined : new Error("producer is done");
+      let reason: unknown = undefined;
+      const closed = Promise.withResolvers<Channel<number>>();
+      const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
+        out.share();
+        out.close(closeCause);
+        closed.resolve(out);
+        try {
+          await untilAborted(task.signal);
+        } catch (e) {
+          reason = e;
+          throw e;
+        }
+      });
+      await within(
+        coroutineScope(async (scope) => {
+          if (owner === "produce") produce<number>(scope, block, { capacity: 1 });
+          else actor<number>(scope, block, { capacity: 1 });
+          const ch = await closed.promise; // the producer's channel, or the actor's mailbox
+          const bytes = encodeCause(new SyntaxError("elsewhere first", { cause: [1, 2] }))!;
+          assert.equal(sym.kc_chan_close_cause(ch.handle, bytes, bytes.length, 1), 0, what);
+          ch[Symbol.dispose](); // the watch has not told the cancel yet
+          await until(() => reason !== undefined, `${what}: the task's cancel`);
+        }),
+        20_000,
+        `${what}: the scope`,
+      );
+      assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
+      assert.equal((reason as Error).message, "Channel was cancelled", what);
+      const cause = (reason as Error).cause;
+      assert.ok(cause instanceof SyntaxError, `${what}: the cause ${String(cause)}`);
+      assert.equal(cause.message, "elsewhere first", what);
+    }
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: native code destroying the channel before the task began cancels the producer at once with a CancellationError saying so (its watch found the handle gone and watched nothing)", async () => {
   // The handle escaped before the block ran (a scope of the caller's own that starts it later),
   // and native code destroyed the channel meanwhile: the watch, set as the block begins, gets
