@@ -7041,20 +7041,21 @@ test "C ABI: a later keeper's kc_chan_destroy that finds the handle dead, killed
     }
 }
 
-test "C ABI: a later keeper whose thread ends while an earlier keeper's last unhold has its retire still to come stops the keeping: the retire's drops go to no list" {
+test "C ABI: a later keeper whose thread ends after an earlier keeper's last unhold killed the handle frees the list that unhold's cancel dropped into: nothing waits for a later channel" {
     var wd: test_wait.Watchdog = .{};
     try wd.start(@src(), test_wait.test_ns);
     defer wd.stop();
-    // The earlier keeper's last unhold frees the handle, then (the hook) the later keeper's
-    // thread ends: its `stopKeeping` finds the handle dead and freed the list there was (none
-    // yet), leaving the hook. Then the unhold's retire cancels, dropping the buffered values into
-    // the later keeper's list, which `dropKeptOfLastHold` leaves to that keeper, ended: they
-    // waited for a later channel of the handle value (the test allocator reports them). The
-    // keeping stops now, as for a channel that lives on.
+    // The earlier keeper's last unhold cancels and seals, dropping the buffered values into the
+    // later keeper's list (`dropKeptOfLastHold` leaves it to that keeper), frees the handle, then
+    // (the hook, before the registry's retire) the later keeper's thread ends: its
+    // `stopKeeping` finds the handle dead and frees that list. Were the drops to come after
+    // the end (a kill that sealed after the handle died, as the last unhold did before), they
+    // would wait for a later channel of the handle value (the test allocator reports them):
+    // `stopKeeping` stops the keeping through the channel's memory for that.
     for ([_]bool{ false, true }) |zc| {
         const S = struct {
             var later: *TestKeeper = undefined;
-            /// The earlier keeper's unhold freed the handle, its retire still to come.
+            /// The earlier keeper's unhold freed the handle, the registry's retire to come.
             fn midUnhold() void {
                 kcoro.channel_registry.test_after_free = null; // once
                 later.stop(); // ends without a take
@@ -7065,7 +7066,7 @@ test "C ABI: a later keeper whose thread ends while an earlier keeper's last unh
         try earlier.start();
         var later: TestKeeper = .{ .h = h };
         try later.start();
-        try sendKept(h, zc, &.{ 1, 2 }); // buffered: the retire's cancel drops them
+        try sendKept(h, zc, &.{ 1, 2 }); // buffered: the unhold's cancel drops them
         S.later = &later;
         kcoro.channel_registry.test_after_free = S.midUnhold;
         defer kcoro.channel_registry.test_after_free = null;
