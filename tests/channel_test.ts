@@ -2006,6 +2006,12 @@ Deno.test("a Channel.from copy of this isolate opened from a share object built 
       }
       if (copy.tryReceive().state !== "ok") throw new Error(codec.name + ": the last value is gone");
       if (copy.metrics().dropped !== 2) throw new Error(codec.name + ": " + copy.metrics().dropped + " dropped");
+      // The collection stopped the keeping: the two values dropped after it were freed where
+      // dropped, none left in a list that nobody takes (it grew with each drop while the
+      // channel lived on).
+      if (sym.kc_chan_take_undelivered(h, new Uint8Array(32), codec.elemSize) !== 0) {
+        throw new Error(codec.name + ": a value dropped after the owner's collection was kept");
+      }
       copy[Symbol.dispose](); // the last holder: the channel ends
       if (sym.kc_chan_status(h) >= 0) throw new Error(codec.name + ": the last copy's dispose left it");
     }
