@@ -909,6 +909,8 @@ function sharedOf(lib: Library, handle: number): Shared {
  * dropped, as for a Worker creator that ended. The held value is the channel's `Shared` entry,
  * which exists anyway: a held object of its own cost each channel 40 bytes.
  */
+/** `orphans`' kc_chan_info words (a finalizer's own: it may run between any two tasks). */
+const orphanInfo = new Uint32Array(4);
 const orphans = new FinalizationRegistry<Shared>((s) => {
   const { orphanLib: lib, orphanHandle: handle, orphanCodec: codec, orphanKeeps: keeps } = s;
   if (lib === null) return; // disposed, or its handle left it
@@ -916,6 +918,20 @@ const orphans = new FinalizationRegistry<Shared>((s) => {
     // Also once the library was closed: it stays loaded, and the channel with it, which
     // nothing else would ever destroy.
     const sym = lib._symbolsToRelease;
+    // Native code may have destroyed it unseen here, and its handle's value gone to a later
+    // channel once the slot's generation wrapped (~523,000 frees): one of another shape (as
+    // `Channel.#dropIfStale` tells it) is not this owner's to hold, give a hold back on or take
+    // kept values from; only the dead channel's entry goes. Before, the hold taken and given
+    // back below destroyed that channel when nobody held it yet, and a held one lost its kept
+    // values and its hook. One of the same shape is still not told apart.
+    if (
+      sym.kc_chan_info(handle, orphanInfo) === 0 &&
+      (shapeOf(orphanInfo[0], orphanInfo[2], orphanInfo[3]) !== s.shape ||
+        orphanInfo[1] !== s.shapeCapacity)
+    ) {
+      if (shared.get(s.key) === s) shared.delete(s.key);
+      return;
+    }
     // A Worker's owner holds it (`#materialize`), and so does one a copy of this isolate was
     // opened for (`#holdForCopy`); any other takes a hold now, to give it back at once. A hold
     // given back on a dead handle is forgotten (KC_EBADH; one of a later channel given the
@@ -4787,13 +4803,15 @@ export const _ENDED_HANDLE = ENDED_HANDLE;
 /**
  * @ignore For tests: files `ch`'s entry under `handle` instead, as if its channel had had that
  * handle's value, been destroyed unseen here, and the value gone to a later channel (its slot's
- * generation wrapped: ~523,000 frees). Internal.
+ * generation wrapped: ~523,000 frees); an owner's collection (`orphans`) acts on that value too.
+ * Internal.
  */
 export function _testRekeyEntry(ch: Channel<unknown>, handle: number): void {
   const s = ch._shared;
   if (shared.get(s.key) === s) shared.delete(s.key);
   s.key = sharedKey(ch._lib, handle);
   shared.set(s.key, s);
+  if (s.orphanLib !== null) s.orphanHandle = handle; // what its collection would act on
 }
 
 /** @ignore For tests: how many channels this isolate keeps an entry for. */
