@@ -17,7 +17,10 @@
 extern "C" {
 #endif
 
-/* Bumped on every incompatible change. Compare with kc_abi_version() after loading. */
+/* Bumped on every incompatible change. Compare with kc_abi_version() after loading. ABI 23 also
+ * changed what TypeScript writes for an empty string or bytes on a zero-copy channel: now
+ * {NULL, 0, NULL, tag}, as kc_desc_make of 0 bytes (see "What TypeScript sends" at
+ * KC_TAG_STRING). */
 #define KC_ABI_VERSION 23
 
 /* Status codes (negated Linux errno values of the closest meaning). */
@@ -330,7 +333,8 @@ int32_t kc_chan_try_recv_at(const uint32_t *handle_word, uint32_t handle, void *
  * streaming buffers. A failed try-send (KC_EAGAIN, KC_EPIPE, ...) leaves the made descriptor in
  * *desc, its buffer the caller's (free it with kc_desc_free, or keep it for another try).
  * KC_ENOMEM with desc->ptr NULL: no buffer could be made, nothing was sent. KC_EINVAL for len 0
- * (send an empty value as an inline descriptor) or NULL data or desc. New in ABI 17. */
+ * (send an empty value as the descriptor kc_desc_make of 0 bytes writes, {NULL, 0, NULL, tag},
+ * with kc_chan_try_send) or NULL data or desc. New in ABI 17. */
 int32_t kc_chan_try_send_copy(const uint32_t *handle_word, uint32_t handle, const void *data,
                               uint32_t len, uint32_t tag, struct kc_desc *desc);
 /* The channel's "a receive may succeed now" byte, and (handle_word not NULL) the word holding
@@ -467,9 +471,33 @@ int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, dou
  * no buffer, ptr NULL); the receiver frees the buffer with kc_buf_free (NULL: nothing). A
  * descriptor with a NULL ptr counts 0 bytes in the metrics. The TypeScript codecs read the tag:
  * KC_TAG_STRING (UTF-8) for codecs.string, KC_TAG_BYTES for codecs.bytes (both also for the
- * default codec); a value under another tag is a CodecError there. */
+ * default codec); a value under another tag is a CodecError there.
+ *
+ * What TypeScript sends on a shared zero-copy channel (its codecs; release is always NULL), by
+ * one rule: ptr/len are the bytes, ctx is the tag; a NULL ptr has no bytes.
+ *   {buffer, len, NULL, tag}   len > 0 bytes at buffer. KC_TAG_STRING: a string's UTF-8 bytes
+ *                              (codecs.string, the default codec's strings; no NUL after them).
+ *                              KC_TAG_BYTES: a Uint8Array's bytes (codecs.bytes, the default
+ *                              codec's Uint8Arrays). KC_TAG_PACKED and KC_TAG_STRUCTURED:
+ *                              codecs.structured's and the default codec's other values, in
+ *                              encodings only TypeScript reads (src/pack.ts; node:v8's
+ *                              serializer): opaque to C. Every one is freed with kc_desc_free.
+ *   {NULL, 0, NULL, tag}       an empty string (KC_TAG_STRING) or bytes (KC_TAG_BYTES), as
+ *                              kc_desc_make of 0 bytes writes it. Nothing to free.
+ *   {NULL, kind, NULL, value}  kind 1..6: a value the default codec carries in the descriptor,
+ *                              private to TypeScript: the len word is its kind, NOT a length, and
+ *                              ctx is no tag: 1 a number (ctx: its IEEE-754 double's bits), 2 a
+ *                              bigint (ctx: int64_t), 3 true, 4 false, 5 null, 6 undefined (ctx
+ *                              0). Nothing to free. Only the default codec writes these.
+ * So a C receiver of a codecs.string or codecs.bytes channel reads every value as d.ptr, d.len
+ * (check d.ctx), and one of a default-codec channel first skips or refuses d.ptr == NULL with
+ * d.len != 0. kc_desc_free is right for every form (a NULL ptr frees nothing). ABI 23: before, an
+ * empty string or bytes came as {NULL, 7 or 8, NULL, ...} (a kind, read as 7 or 8 bytes at NULL)
+ * and kinds 3..6 had whatever ctx the sender's slot held last. */
 #define KC_TAG_STRING 16
 #define KC_TAG_BYTES 17
+#define KC_TAG_STRUCTURED 18 /* node:v8 serialized (TypeScript only) */
+#define KC_TAG_PACKED 19     /* src/pack.ts's encoding (TypeScript only) */
 int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out);
 int32_t kc_buf_free(void *ptr);
 /* kc_buf_free(d->ptr): frees the buffer a kc_desc_make descriptor names (KC_EINVAL: d NULL). */

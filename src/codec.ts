@@ -176,11 +176,17 @@ export function giveSlot(slot: Slot): void {
   if (freeSlots.length < FREE_SLOTS_MAX) freeSlots.push(slot);
 }
 
-// Descriptor words (struct kc_desc): 0 ptr, 1 len, 2 release (always 0 here), 3 ctx.
-// A buffer descriptor: ptr, len, ctx = its tag. An inline one (ptr 0): len = its tag, ctx = its
-// payload (the native side counts 0 bytes for a descriptor without a buffer).
+// Descriptor words (struct kc_desc): 0 ptr, 1 len, 2 release (always 0 here), 3 ctx. The forms
+// include/kcoro.h documents for C receivers ("What TypeScript sends"):
+// - a buffer descriptor: ptr, len, ctx = its tag (T_STRING, T_BYTES: KC_TAG_STRING and
+//   KC_TAG_BYTES there; T_STRUCTURED, T_PACKED: KC_TAG_STRUCTURED and KC_TAG_PACKED, opaque to C);
+// - an empty string or bytes (`putEmpty`): no buffer, len 0, ctx = T_STRING or T_BYTES, as
+//   kc_desc_make of 0 bytes makes it;
+// - the default codec's inline values (`putInline`): no buffer, len = their kind (T_NUMBER ..
+//   T_UNDEFINED, never 0: not a length), ctx = the payload (0 for the kinds without one).
+// The native side counts 0 bytes for a descriptor without a buffer. Until ABI 23 an empty string
+// or bytes was inline too (kind 7 or 8), which a C receiver read as 7 or 8 bytes at NULL.
 const T_NUMBER = 1, T_BIGINT = 2, T_TRUE = 3, T_FALSE = 4, T_NULL = 5, T_UNDEFINED = 6;
-const T_EMPTY_STRING = 7, T_EMPTY_BYTES = 8;
 const T_STRING = 16, T_BYTES = 17, T_STRUCTURED = 18, T_PACKED = 19;
 
 const I64_MIN = -(2n ** 63n), I64_MAX = 2n ** 63n - 1n, U64_MAX = 2n ** 64n - 1n;
@@ -813,14 +819,14 @@ export function slabCopy(len: number): Uint8Array {
   return new Uint8Array(slab, at, len);
 }
 
-/** The descriptor's buffer pointer as a number (0: an inline value). */
+/** The descriptor's buffer pointer as a number (0: none, an empty or inline value). */
 function ptrOf(slot: Slot): number {
   return slot.u32[0] + slot.u32[1] * 0x1_0000_0000;
 }
 
 /**
  * @ignore The bytes an encoded descriptor counts in the native metrics: its buffer's length, 0
- * for an inline value (no buffer).
+ * for a value without one (empty or inline).
  */
 export function descBytes(slot: Slot): number {
   return ptrOf(slot) === 0 ? 0 : slot.u32[2];
@@ -897,13 +903,36 @@ function putString(slot: Slot, s: string, sym: Sym, codec: string, op?: string):
   putBuffer(slot, text, T_STRING, sym, codec, op, written);
 }
 
-function putInline(slot: Slot, tag: number): void {
+/**
+ * A default codec's value in the descriptor: no buffer, `kind` (T_NUMBER .. T_UNDEFINED) in the
+ * len word, ctx 0 (the caller writes a number's or bigint's payload there after): a kind without
+ * a payload reads the same in C whatever the slot held before.
+ */
+function putInline(slot: Slot, kind: number): void {
   slot.u32[0] = 0;
   slot.u32[1] = 0;
-  slot.u32[2] = tag;
+  slot.u32[2] = kind;
   slot.u32[3] = 0;
   slot.u32[4] = 0;
   slot.u32[5] = 0;
+  slot.u32[6] = 0;
+  slot.u32[7] = 0;
+}
+
+/**
+ * An empty string or bytes: no buffer, len 0, the tag (T_STRING or T_BYTES) in ctx, as C code's
+ * `kc_desc_make` of 0 bytes writes it, so that C reads "ptr/len are the bytes, ctx is the tag"
+ * of what TypeScript sends too (`isEmpty` reads it back).
+ */
+function putEmpty(slot: Slot, tag: number): void {
+  slot.u32[0] = 0;
+  slot.u32[1] = 0;
+  slot.u32[2] = 0;
+  slot.u32[3] = 0;
+  slot.u32[4] = 0;
+  slot.u32[5] = 0;
+  slot.u32[6] = tag;
+  slot.u32[7] = 0;
 }
 
 /** Frees the native buffer `slot` describes, if any. */
@@ -1970,19 +1999,17 @@ function foreign(slot: Slot, sym: Sym, codec: string): never {
  */
 function slotTag(slot: Slot): string {
   if (ptrOf(slot) !== 0) return `buffer tag ${slot.u32[6]}`;
-  // No inline tag is 0: C code's empty value (`madeEmpty`), whose tag is in the last word.
+  // No inline kind is 0: an empty value (`isEmpty`), whose tag is in the last word.
   return slot.u32[2] === 0 ? `tag ${slot.u32[6]} with no buffer` : `inline tag ${slot.u32[2]}`;
 }
 
 /**
- * Whether `slot` (with no buffer) is an empty value C code made with `kc_desc_make` or
- * `kc_chan_try_send_copy` of 0 bytes and tag `tag` (KC_TAG_STRING or KC_TAG_BYTES, the tags
- * include/kcoro.h says the codecs read): no buffer, a length of 0 and the tag in the last word,
- * where a value of these codecs has its inline tag (never 0). It was a CodecError that said the
- * value was not sent with the channel's codec ("received inline tag 0"). Read only where the
- * inline tag is not the codec's own: no cost on their path.
+ * Whether `slot` (with no buffer) is an empty string or bytes under tag `tag` (KC_TAG_STRING or
+ * KC_TAG_BYTES, the tags include/kcoro.h says the codecs read): a length of 0 and the tag in the
+ * last word, as `putEmpty` writes it and C code's `kc_desc_make` of 0 bytes does. The codecs'
+ * inline kinds are never 0.
  */
-function madeEmpty(slot: Slot, tag: number): boolean {
+function isEmpty(slot: Slot, tag: number): boolean {
   return slot.u32[2] === 0 && slot.u32[3] === 0 && slot.u32[6] === tag && slot.u32[7] === 0;
 }
 
@@ -2225,7 +2252,7 @@ export function decodeBytes(slot: Slot, sym: Sym): Uint8Array {
   const w = slot.u32;
   const at = w[0] + w[1] * 0x1_0000_0000;
   if (at === 0) {
-    if (w[2] !== T_EMPTY_BYTES && !madeEmpty(slot, T_BYTES)) return foreign(slot, sym, "bytes");
+    if (!isEmpty(slot, T_BYTES)) return foreign(slot, sym, "bytes");
     return new Uint8Array(0);
   }
   if (w[6] !== T_BYTES) return foreign(slot, sym, "bytes");
@@ -2247,8 +2274,8 @@ export function sendLength(value: unknown): number {
  * (`kc_chan_try_send_copy`), for a channel's try-send to call directly: the status of the send.
  * `n` is `sendLength(value)`. Throws what encode throws. A failed send (any status but 0) leaves
  * the value encoded in `slot` (pinned), the caller's to discard or keep, as encode then a try-send
- * of `slot` did; an empty value is sent as encode makes it (inline), with `kc_chan_try_send(_at)`.
- * `op` names the call in its errors, as encode's (`Codec.encode`).
+ * of `slot` did; an empty value is sent as encode makes it (no buffer: `putEmpty`), with
+ * `kc_chan_try_send(_at)`. `op` names the call in its errors, as encode's (`Codec.encode`).
  */
 export function trySendBytes(
   value: unknown,
@@ -2261,7 +2288,7 @@ export function trySendBytes(
 ): number {
   if (n < 0) checkBytes(value, op); // throws the CodecError
   if (n === 0) {
-    putInline(slot, T_EMPTY_BYTES);
+    putEmpty(slot, T_BYTES);
     return at !== null
       ? sym.kc_chan_try_send_at(at, handle, slot.ptr, 32)
       : sym.kc_chan_try_send(handle, slot.ptr, 32);
@@ -2283,7 +2310,7 @@ const bytes: Codec<Uint8Array> = {
   encode(value, slot, sym, op) {
     const n = value instanceof Uint8Array ? realLength(value) : -1;
     if (n < 0) checkBytes(value, op); // throws the CodecError
-    if (n === 0) putInline(slot, T_EMPTY_BYTES);
+    if (n === 0) putEmpty(slot, T_BYTES);
     else putBuffer(slot, value, T_BYTES, sym, "bytes", op, n);
   },
   decode: decodeBytes,
@@ -2316,14 +2343,12 @@ const string: Codec<string> = {
   zeroCopy: true,
   encode(value, slot, sym, op) {
     const s = checkString(value, op);
-    if (s.length === 0) putInline(slot, T_EMPTY_STRING);
+    if (s.length === 0) putEmpty(slot, T_STRING);
     else putString(slot, s, sym, "string", op);
   },
   decode(slot, sym) {
     if (ptrOf(slot) === 0) {
-      return slot.u32[2] === T_EMPTY_STRING || madeEmpty(slot, T_STRING)
-        ? ""
-        : foreign(slot, sym, "string");
+      return isEmpty(slot, T_STRING) ? "" : foreign(slot, sym, "string");
     }
     if (slot.u32[6] !== T_STRING) return foreign(slot, sym, "string");
     return withBytes(slot, sym, decodeString);
@@ -2363,7 +2388,7 @@ const tagged: Codec<unknown> = {
         putInline(slot, T_UNDEFINED);
         return;
       case "string":
-        if (value.length === 0) putInline(slot, T_EMPTY_STRING);
+        if (value.length === 0) putEmpty(slot, T_STRING);
         // UTF-8 has no lone surrogates: such a string goes whole through node:v8.
         else if (!value.isWellFormed()) break;
         else putString(slot, value, sym, "default", op);
@@ -2383,7 +2408,7 @@ const tagged: Codec<unknown> = {
         if (value instanceof Uint8Array && value.constructor === Uint8Array) {
           const n = realLength(value);
           if (n < 0) refuseView(value, op);
-          if (n === 0) putInline(slot, T_EMPTY_BYTES);
+          if (n === 0) putEmpty(slot, T_BYTES);
           else putBuffer(slot, value, T_BYTES, sym, "default", op, n);
           return;
         }
@@ -2406,13 +2431,9 @@ const tagged: Codec<unknown> = {
           return null;
         case T_UNDEFINED:
           return undefined;
-        case T_EMPTY_STRING:
-          return "";
-        case T_EMPTY_BYTES:
-          return new Uint8Array(0);
-        case 0: // no inline tag: C code's empty string or bytes (`madeEmpty`)
-          if (madeEmpty(slot, T_STRING)) return "";
-          if (madeEmpty(slot, T_BYTES)) return new Uint8Array(0);
+        case 0: // no inline kind: an empty string or bytes (`isEmpty`)
+          if (isEmpty(slot, T_STRING)) return "";
+          if (isEmpty(slot, T_BYTES)) return new Uint8Array(0);
       }
       throw unknownTag(slot);
     }

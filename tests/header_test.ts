@@ -83,6 +83,15 @@ Deno.test("the header's value tags are the ones the TypeScript codecs write", as
       [codecs.bytes, new Uint8Array([1]), "KC_TAG_BYTES"],
       [codecs.default, "text", "KC_TAG_STRING"],
       [codecs.default, new Uint8Array([1]), "KC_TAG_BYTES"],
+      [codecs.structured, { a: 1 }, "KC_TAG_PACKED"],
+      [codecs.structured, new Error("x"), "KC_TAG_STRUCTURED"],
+      [codecs.default, { a: 1 }, "KC_TAG_PACKED"],
+      [codecs.default, new Error("x"), "KC_TAG_STRUCTURED"],
+      // Empty: {NULL, 0, NULL, tag}, as kcoro.h's "What TypeScript sends" says.
+      [codecs.string, "", "KC_TAG_STRING"],
+      [codecs.bytes, new Uint8Array(0), "KC_TAG_BYTES"],
+      [codecs.default, "", "KC_TAG_STRING"],
+      [codecs.default, new Uint8Array(0), "KC_TAG_BYTES"],
     ] as const
   ) {
     using ch = new Channel<unknown>(1, { codec: codec as never });
@@ -90,6 +99,8 @@ Deno.test("the header's value tags are the ones the TypeScript codecs write", as
     const desc = new Uint32Array(8);
     assert.equal(sym.kc_chan_try_recv(ch.handle, Deno.UnsafePointer.of(desc), 32), 0);
     assert.equal(desc[6], tag(name), `${codec.name} ${name}`);
+    const empty = value instanceof Uint8Array ? value.length === 0 : value === "";
+    if (empty) assert.deepEqual([...desc], [0, 0, 0, 0, 0, 0, tag(name), 0], `${codec.name} empty`);
     sym.kc_desc_free(Deno.UnsafePointer.of(desc));
   }
 });
