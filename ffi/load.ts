@@ -351,7 +351,7 @@ interface Unreadable {
   refused: Error | null;
 }
 
-/** `fileAt`'s answer when `stat` threw `error`: `reason` why, for the error. */
+/** `kindAt`'s answer when `stat` threw `error`: `reason` why, for the error. */
 function unreadable(reason: string, error: Error, refused: Error | null): Unreadable {
   return { why: `${reason} (${error.name}: ${error.message})`, reason, error, refused };
 }
@@ -379,13 +379,15 @@ function unreadableError(
 }
 
 /**
- * Whether there is a file at `path`: true or false, or, where that could not be told, why, for
- * the error: `--allow-read` not granted for it (Deno's NotCapable), or the system refusing it
+ * What is at `path` (through symbolic links): a file, nothing, a directory or another kind
+ * (a device, a pipe, a socket), or, where that could not be told, why, for the error:
+ * `--allow-read` not granted for it (Deno's NotCapable), or the system refusing it
  * (PermissionDenied). Before, both read as "no file" and the error listed the path as tried.
  */
-function fileAt(path: string): boolean | Unreadable {
+function kindAt(path: string): "file" | "nothing" | "directory" | "special" | Unreadable {
+  let info: Deno.FileInfo;
   try {
-    return Deno.statSync(path).isFile;
+    info = Deno.statSync(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotCapable) {
       return unreadable("--allow-read is not granted for it", e, e);
@@ -393,8 +395,24 @@ function fileAt(path: string): boolean | Unreadable {
     if (e instanceof Deno.errors.PermissionDenied) {
       return unreadable("the system refused to read it", e, null);
     }
-    return false;
+    return "nothing";
   }
+  return info.isFile ? "file" : info.isDirectory ? "directory" : "special";
+}
+
+/** Whether there is a file at `path`: true or false, or why that could not be told (`kindAt`). */
+function fileAt(path: string): boolean | Unreadable {
+  const kind = kindAt(path);
+  return typeof kind === "object" ? kind : kind === "file";
+}
+
+/**
+ * What is at a place of the search that is no file but something, for its entry of the list of
+ * places tried ("<path> is <it>"): a directory there was "no file there" (a build.zig that is
+ * one, "there is no build.zig"), as if nothing were.
+ */
+function notAFile(kind: "directory" | "special"): string {
+  return kind === "directory" ? "a directory" : "a special file (a device, a pipe or a socket)";
 }
 
 /**
@@ -500,22 +518,47 @@ function unusable(path: string): string | null | typeof ABSENT {
   return null;
 }
 
+/** What a search found out, for its error. */
+interface Search {
+  /** One line per place tried, `<what was tried>: <why it failed>`. */
+  tried: string[];
+  /**
+   * Whether a place the library may be at could not be looked at (the system refused to stat
+   * it): the error's first line then cannot say that there is no file at any place searched.
+   */
+  unsure: boolean;
+}
+
 /**
  * Builds the library from the checkout's source, if it can: its path once built, else null
- * with why pushed to `tried` (one line, `<what was tried>: <why it failed>`, as each entry of
- * the error's list).
+ * with why pushed to `search.tried` (one line, `<what was tried>: <why it failed>`, as each
+ * entry of the error's list).
  */
-function buildFromSource(tried: string[]): string | null {
-  if (checkout === null) return null;
-  const source = fileAt(`${checkout}build.zig`);
+function buildFromSource(search: Search): string | null {
+  const { tried } = search;
+  if (checkout === null) {
+    // Named, as every place looked at: the list said nothing of a build for a module loaded
+    // from a URL (no source to build, and no checkout to build it in).
+    tried.push(
+      `build from source: not tried, the module is not in a checkout (it was loaded from ` +
+        `${new URL("../", import.meta.url).href})`,
+    );
+    return null;
+  }
+  const source = kindAt(`${checkout}build.zig`);
   if (typeof source === "object") {
     tried.push(`build from source: skipped, ${checkout}build.zig cannot be read: ${source.why}`);
     return null;
   }
-  if (!source) {
+  if (source === "nothing") {
     // Named, as every place looked at (the list said nothing of a build: a copy of the module
     // without its sources).
     tried.push(`build from source: skipped, there is no ${checkout}build.zig`);
+    return null;
+  }
+  if (source !== "file") {
+    // A directory there said "there is no build.zig".
+    tried.push(`build from source: skipped, ${checkout}build.zig is ${notAFile(source)}`);
     return null;
   }
   if (!canRun()) {
@@ -554,16 +597,20 @@ function buildFromSource(tried: string[]): string | null {
     return null;
   }
   const built = `${checkout}zig-out/lib/${libraryFileName()}`;
-  const found = fileAt(built);
+  const found = kindAt(built);
+  if (found === "file") return built;
   // A build that succeeded and left no file there is named too: the list left it out, as if no
-  // build had been tried.
-  if (found !== true) {
-    tried.push(
-      `build from source with ${zig}: it succeeded, but ` +
-        (found === false ? `left no file at ${built}` : `${built} cannot be read: ${found.why}`),
-    );
-  }
-  return found === true ? built : null;
+  // build had been tried. One that left a directory there said it left no file.
+  if (typeof found === "object") search.unsure = true;
+  tried.push(
+    `build from source with ${zig}: it succeeded, but ` +
+      (found === "nothing"
+        ? `left no file at ${built}`
+        : typeof found === "object"
+        ? `${built} cannot be read: ${found.why}`
+        : `${built} is ${notAFile(found)}`),
+  );
+  return null;
 }
 
 /**
@@ -599,7 +646,8 @@ export function findLibrary(options: OpenOptions = {}): string {
     if (found.refused !== null) throw readRefused(path, what, found.refused);
     throw unreadableError("options.path", options.path, path, found);
   }
-  const tried: string[] = [];
+  const search: Search = { tried: [], unsure: false };
+  const { tried } = search;
   const fromEnv = envVar("KCORO_LIB");
   if (fromEnv !== undefined) {
     const path = absolutePath(fromEnv);
@@ -622,15 +670,27 @@ export function findLibrary(options: OpenOptions = {}): string {
   let refused: { local: string; e: Error } | null = null;
   if (checkout !== null) {
     const local = `${checkout}zig-out/lib/${libraryFileName()}`;
-    const found = fileAt(local);
-    if (found === true) return local;
-    if (typeof found === "object" && found.refused !== null) refused = { local, e: found.refused };
-    // "<path>: <why>", as every entry (a path without a reason was the path with no file).
-    tried.push(`${local} (the local build): ${found === false ? "no file there" : found.why}`);
+    const found = kindAt(local);
+    if (found === "file") return local;
+    if (typeof found === "object") {
+      if (found.refused !== null) refused = { local, e: found.refused };
+      else search.unsure = true;
+    }
+    // "<path>: <why>", as every entry (a path without a reason was the path with no file; a
+    // directory there was "no file there" too).
+    const why = typeof found === "object"
+      ? found.why
+      : found === "nothing"
+      ? "no file there"
+      : `it is ${notAFile(found)}`;
+    tried.push(`${local} (the local build): ${why}`);
   }
   if (options.build ?? true) {
-    const built = buildFromSource(tried);
+    const built = buildFromSource(search);
     if (built !== null) return built;
+  } else {
+    // Named, as every step of the search (the list said nothing of a build).
+    tried.push("build from source: not tried, options.build is false");
   }
   // One line per place tried: what it was, then why it failed (`<what>: <why>`).
   const list = `Tried:\n  - ${tried.map(oneLine).join("\n  - ")}\n`;
@@ -646,10 +706,12 @@ export function findLibrary(options: OpenOptions = {}): string {
       { cause: refused.e },
     );
   }
-  // As the LibraryPermissionError above says it (it said "kcoro: cannot find libkcoro").
-  throw new LibraryNotFoundError(
-    `Cannot find the kcoro library: no file at any place searched. ${list}B${build}`,
-  );
+  // As the LibraryPermissionError above says it (it said "kcoro: cannot find libkcoro"). Where
+  // the system refused to stat a place, a file may be there: it said "no file" all the same.
+  const none = search.unsure
+    ? "no library could be opened at any place searched"
+    : "no file at any place searched";
+  throw new LibraryNotFoundError(`Cannot find the kcoro library: ${none}. ${list}B${build}`);
 }
 
 /** Opens a new instance of the library and checks its ABI version. */

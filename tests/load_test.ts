@@ -756,9 +756,11 @@ Deno.test("without a build and without --allow-run the error says what to do", a
     await copyModule(dir);
     const code = probe.replace(`${root}mod.ts`, `${dir}/mod.ts`);
     const res = await runScript(code, {}, ["--allow-ffi", "--allow-read"]);
+    // Every place looked at could be: there is no file at any (a local build the system
+    // refuses to stat says otherwise, the test below).
     assert.match(
       res.stdout,
-      /^error LibraryNotFoundError Cannot find the kcoro library: no file at any place searched\. Tried:/,
+      /^error LibraryNotFoundError Cannot find the kcoro library: no file at any place searched\. Tried:\n/,
     );
     assert.match(res.stdout, /\.\/task build/);
     // Each place, one line: what, then why (the local build's was its bare path, and a copy
@@ -841,12 +843,208 @@ try {
       const why = `${local} (the local build): the system refused to read it (PermissionDenied: `;
       assert.ok(tried[1].startsWith(why) && tried[1].endsWith(")"), tried[1]);
       assert.equal(tried[2], `build from source: skipped, there is no ${dir}/build.zig`);
+      // A file may be there (there is one): the first line said "no file at any place searched".
+      assert.equal(
+        error.message.split("\n")[0],
+        "Cannot find the kcoro library: no library could be opened at any place searched. Tried:",
+      );
     } finally {
       clearTimeout(kill);
       await Deno.chmod(locked, 0o700).catch(() => {});
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test({
+  name:
+    "a build that succeeds and leaves its library where the system refuses to stat it (PermissionDenied) is one line of the list of places tried, and the first line does not say there is no file",
+  ignore: deniedRunner === null,
+  fn: async () => {
+    // Before, the first line said "no file at any place searched", with a file there.
+    const dir = await Deno.makeTempDir();
+    const locked = `${dir}/zig-out`;
+    const built = `${locked}/lib/libkcoro.so`;
+    // A deadline, not a timing: a child that hangs is killed, and the finally below gives the
+    // directory its mode back.
+    const deadline = new AbortController();
+    const kill = setTimeout(() => deadline.abort(), 120_000);
+    try {
+      await copyModule(dir);
+      await Deno.writeTextFile(`${dir}/build.zig`, "");
+      // The "zig": leaves a file at the build's path, then takes the search permission of the
+      // directory it is in away (its owner may: no capability needed).
+      const zig = `${dir}/locking-zig`;
+      await Deno.writeTextFile(
+        zig,
+        "#!/bin/sh\nmkdir -p zig-out/lib && echo x > zig-out/lib/libkcoro.so && " +
+          "chmod 000 zig-out\n",
+        { mode: 0o755 },
+      );
+      await Deno.writeTextFile(
+        `${dir}/child.ts`,
+        `
+import { library } from ${JSON.stringify(`${dir}/mod.ts`)};
+Deno.env.delete("KCORO_LIB");
+try {
+  library();
+  console.log(JSON.stringify({ opened: true }));
+} catch (e) {
+  console.log(JSON.stringify({ name: e.name, message: e.message }));
+}
+let refused = false;
+try {
+  Deno.statSync(${JSON.stringify(built)});
+} catch (e) {
+  refused = e instanceof Deno.errors.PermissionDenied;
+}
+console.log(JSON.stringify({ refused }));
+`,
+      );
+      const [cmd, ...pre] = [...deniedRunner!, Deno.execPath()];
+      const flags = ["--allow-ffi", "--allow-read", "--allow-env", "--allow-run"];
+      const res = await new Deno.Command(cmd, {
+        args: [...pre, "run", ...flags, `${dir}/child.ts`],
+        env: { KCORO_ZIG: zig },
+        cwd: dir,
+        stdout: "piped",
+        stderr: "piped",
+        signal: deadline.signal,
+      }).output();
+      const stderr = new TextDecoder().decode(res.stderr);
+      assert.equal(res.code, 0, stderr);
+      const [error, probe] = new TextDecoder().decode(res.stdout).trim().split("\n").map((l) =>
+        JSON.parse(l) as { refused?: boolean; name: string; message: string }
+      );
+      assert.ok(probe.refused, `the child could stat ${built}: the refusal was not made`);
+      assert.equal(error.name, "LibraryNotFoundError", error.message);
+      assert.equal(
+        error.message.split("\n")[0],
+        "Cannot find the kcoro library: no library could be opened at any place searched. Tried:",
+      );
+      const tried = triedList(error.message);
+      assert.equal(tried.length, 3, error.message);
+      assert.equal(tried[1], `${built} (the local build): no file there`);
+      const why = `build from source with ${zig}: it succeeded, but ${built} cannot be read: ` +
+        "the system refused to read it (PermissionDenied: ";
+      assert.ok(tried[2].startsWith(why) && tried[2].endsWith(")"), tried[2]);
+    } finally {
+      clearTimeout(kill);
+      await Deno.chmod(locked, 0o700).catch(() => {}); // not made, if the child did not run
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("a directory at the local build's path or named build.zig is said to be one in the list of places tried, not taken for nothing there", async () => {
+  // Before, the entries said "no file there" and "there is no <dir>/build.zig".
+  const dir = await Deno.makeTempDir();
+  try {
+    await copyModule(dir);
+    const local = `${dir}/zig-out/lib/libkcoro.so`;
+    await Deno.mkdir(local, { recursive: true });
+    await Deno.mkdir(`${dir}/build.zig`);
+    const code = `Deno.env.delete("KCORO_LIB");\n${
+      probe.replace(`${root}mod.ts`, `${dir}/mod.ts`)
+    }`;
+    const res = await runScript(code, {}, ["--allow-ffi", "--allow-read", "--allow-env"]);
+    // No file at any place: a directory is none.
+    assert.match(
+      res.stdout,
+      /^error LibraryNotFoundError Cannot find the kcoro library: no file at any place searched\. Tried:\n/,
+    );
+    assert.deepEqual(triedList(res.stdout.trim()), [
+      "KCORO_LIB: unset, or not readable without --allow-env",
+      `${local} (the local build): it is a directory`,
+      `build from source: skipped, ${dir}/build.zig is a directory`,
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("with options.build false the list of places tried says no build was tried, and why", async () => {
+  // Before, the list ended at the local build, saying nothing of a build from source. The
+  // checkout has a build.zig, --allow-run and a KCORO_ZIG: a build would have been tried.
+  const dir = await Deno.makeTempDir();
+  try {
+    await copyModule(dir);
+    await Deno.writeTextFile(`${dir}/build.zig`, "");
+    const code = `
+import { openLibrary } from ${JSON.stringify(`${dir}/mod.ts`)};
+Deno.env.delete("KCORO_LIB");
+try {
+  openLibrary({ build: false });
+  console.log("opened");
+} catch (e) {
+  console.log("error", e.name, e.message);
+}
+`;
+    const flags = ["--allow-ffi", "--allow-read", "--allow-env", "--allow-run"];
+    const res = await runScript(code, { KCORO_ZIG: `${dir}/no-such-zig` }, flags);
+    assert.match(
+      res.stdout,
+      /^error LibraryNotFoundError Cannot find the kcoro library: no file at any place searched\. Tried:\n/,
+      res.stderr,
+    );
+    assert.deepEqual(triedList(res.stdout.trim()), [
+      "KCORO_LIB: unset, or not readable without --allow-env",
+      `${dir}/zig-out/lib/libkcoro.so (the local build): no file there`,
+      "build from source: not tried, options.build is false",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a module loaded from a URL, not from a checkout: the list of places tried says no build was tried, and why", async () => {
+  // Before, the list named KCORO_LIB only, saying nothing of a build. The child serves this
+  // checkout over HTTP on the loopback and imports mod.ts from there (the test itself needs no
+  // --allow-net); its own DENO_DIR, so the shared cache is not written to.
+  const cache = await Deno.makeTempDir();
+  try {
+    const code = `
+const root = ${JSON.stringify(root)};
+const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+  try {
+    const body = await Deno.readFile(root + new URL(req.url).pathname.slice(1));
+    return new Response(body, { headers: { "content-type": "application/typescript" } });
+  } catch {
+    return new Response("not found", { status: 404 });
+  }
+});
+const url = \`http://127.0.0.1:\${server.addr.port}/\`;
+Deno.env.delete("KCORO_LIB");
+try {
+  const { library } = await import(url + "mod.ts");
+  library();
+  console.log(JSON.stringify({ url, opened: true }));
+} catch (e) {
+  console.log(JSON.stringify({ url, name: e.name, message: e.message }));
+}
+await server.shutdown();
+`;
+    // --no-lock, and run outside the checkout: the modules' hashes, under a port that changes,
+    // were written to the checkout's deno.lock.
+    const res = await runScript(code, { DENO_DIR: cache }, [
+      "--no-lock",
+      "--allow-net=127.0.0.1",
+      "--allow-import=127.0.0.1",
+      "--allow-ffi",
+      `--allow-read=${root}`,
+      "--allow-env",
+      "--allow-run",
+    ], cache);
+    assert.equal(res.code, 0, res.stderr);
+    const { url, name, message } = JSON.parse(res.stdout.trim()) as Record<string, string>;
+    assert.equal(name, "LibraryNotFoundError", `${res.stdout}${res.stderr}`);
+    assert.deepEqual(triedList(message), [
+      "KCORO_LIB: unset, or not readable without --allow-env",
+      `build from source: not tried, the module is not in a checkout (it was loaded from ${url})`,
+    ]);
+  } finally {
+    await Deno.remove(cache, { recursive: true });
+  }
 });
 
 Deno.test("a build from source that fails, cannot be run, or leaves no library is one line of the list of places tried, saying why", async () => {
@@ -879,6 +1077,22 @@ Deno.test("a build from source that fails, cannot be run, or leaves no library i
       const tried = triedList(res.stdout.trim());
       assert.deepEqual(tried.slice(2), [`build from source with ${zig}: ${why}`], res.stdout);
     }
+    // One that leaves a directory there: it said "left no file" (a directory is none).
+    const built = `${dir}/zig-out/lib/libkcoro.so`;
+    const dirZig = `${dir}/dir-zig`;
+    await Deno.writeTextFile(dirZig, "#!/bin/sh\nmkdir -p zig-out/lib/libkcoro.so\n", {
+      mode: 0o755,
+    });
+    const leftDir = await runScript(code, { KCORO_ZIG: dirZig }, flags);
+    assert.deepEqual(
+      triedList(leftDir.stdout.trim()).slice(1),
+      [
+        `${built} (the local build): no file there`,
+        `build from source with ${dirZig}: it succeeded, but ${built} is a directory`,
+      ],
+      leftDir.stdout,
+    );
+    await Deno.remove(`${dir}/zig-out`, { recursive: true });
     const missing = `${dir}/no-such-zig`;
     const res = await runScript(code, { KCORO_ZIG: missing }, flags);
     const last = triedList(res.stdout.trim()).at(-1)!;
