@@ -936,7 +936,7 @@ console.log(JSON.stringify({ refused }));
   },
 });
 
-Deno.test("a directory at the local build's path or named build.zig is said to be one in the list of places tried, not taken for nothing there", async () => {
+Deno.test("a directory or a device at the local build's path or named build.zig is said to be one in the list of places tried, not taken for nothing there", async () => {
   // Before, the entries said "no file there" and "there is no <dir>/build.zig".
   const dir = await Deno.makeTempDir();
   try {
@@ -957,6 +957,17 @@ Deno.test("a directory at the local build's path or named build.zig is said to b
       "KCORO_LIB: unset, or not readable without --allow-env",
       `${local} (the local build): it is a directory`,
       `build from source: skipped, ${dir}/build.zig is a directory`,
+    ]);
+    // A device (a link to /dev/null, followed as the search follows links) is named as one.
+    await Deno.remove(local);
+    await Deno.remove(`${dir}/build.zig`);
+    await Deno.symlink("/dev/null", local);
+    await Deno.symlink("/dev/null", `${dir}/build.zig`);
+    const device = await runScript(code, {}, ["--allow-ffi", "--allow-read", "--allow-env"]);
+    const special = "a special file (a device, a pipe or a socket)";
+    assert.deepEqual(triedList(device.stdout.trim()).slice(1), [
+      `${local} (the local build): it is ${special}`,
+      `build from source: skipped, ${dir}/build.zig is ${special}`,
     ]);
   } finally {
     await Deno.remove(dir, { recursive: true });
