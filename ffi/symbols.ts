@@ -207,6 +207,8 @@ export const symbols = {
   kc_chan_status: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_info(uint32_t handle, uint32_t *out): 4 words */
   kc_chan_info: { parameters: ["u32", "buffer"], result: "i32" },
+  /** int32_t kc_chan_serial(uint32_t handle, uint64_t *out): the channel's identity (ABI 23) */
+  kc_chan_serial: { parameters: ["u32", "buffer"], result: "i32" },
   /** int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len) */
   kc_chan_snapshot: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** int32_t kc_chan_add_metrics(uint32_t handle, const uint64_t *counts, uint32_t n) */

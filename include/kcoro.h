@@ -427,6 +427,13 @@ int32_t kc_chan_status(uint32_t handle);
  * KC_CHAN_ZERO_COPY, KC_CHAN_NO_METRICS and KC_CHAN_TYPE(t) it was created with. 0, or KC_EBADH /
  * KC_EINVAL (out NULL). */
 int32_t kc_chan_info(uint32_t handle, uint32_t *out);
+/* The serial of the channel the handle names now: 1 and up, never the same for two channels of
+ * the process (a 64-bit count, never 0), whereas a handle's value comes back for a later channel
+ * once its slot's generation wraps (after ~523,000 frees). A host that read it while it knew the
+ * channel (its kc_chan_create, a hold) tells that channel apart from a later one at the same
+ * value, also one of the same kc_chan_info. 0, or KC_EBADH for a dead handle / KC_EINVAL (out
+ * NULL). New in ABI 23. */
+int32_t kc_chan_serial(uint32_t handle, uint64_t *out);
 /* A channel's counters, in the order kc_chan_snapshot writes them. failed_full: a try-send that
  * found no room (a blocking send that waits counts none). The other failures count one per failed
  * operation, a kc_select's on the completed clause's channel: failed_closed each KC_EPIPE and

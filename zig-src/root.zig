@@ -1699,6 +1699,25 @@ export fn kc_chan_info(h: u32, out: ?*[4]u32) callconv(.c) i32 {
     return 0;
 }
 
+/// int32_t kc_chan_serial(uint32_t h, uint64_t *out): the serial of the channel `h` names now
+/// (`Channel.serial`, drawn from `next_serial` by kc_chan_create): 1 and up, never 0, and never
+/// the same for two channels of the process (a 64-bit count from 1 that would take centuries to
+/// wrap), while a handle value comes back for a later channel once its slot's generation wraps.
+/// So a host that read it while it knew the channel tells that channel apart from any later one
+/// given the same handle value. 0, or KC_EBADH for a dead handle, KC_EINVAL for a NULL out.
+export fn kc_chan_serial(h: u32, out: ?*u64) callconv(.c) i32 {
+    const o = out orelse return Status.invalid.code();
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    const serial = ChanRegistry.channelOf(e).serial;
+    // Every channel of the table was made by kc_chan_create, which draws one from 1.
+    std.debug.assert(serial != 0);
+    // Fixed for the channel's life (set at creation, as kc_chan_info's words): no lock.
+    o.* = serial;
+    return 0;
+}
+
 /// int32_t kc_chan_snapshot(uint32_t h, uint64_t *out, uint32_t len): fills up to len of
 /// [sends, receives, bytes sent, bytes received, failed full, failed closed, failed timeout,
 /// failed cancelled, dropped, first op ns, last op ns, taken ns] (struct kc_chan_metrics);
@@ -5175,6 +5194,33 @@ test "C ABI: channels by handle; sizes, flags and handles are checked" {
     try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 2, 1, &h)); // conflated + drop-latest
     try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 0, 8, &h)); // unknown flag
     try testing.expectEqual(Status.invalid.code(), kc_chan_create(8, 0, 0, 2, &h)); // zero-copy, size 8
+}
+
+test "C ABI: kc_chan_serial tells a channel from a later one given its handle value; KC_EBADH once dead, KC_EINVAL for NULL" {
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &h));
+    var first: u64 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_serial(h, &first));
+    try testing.expect(first != 0);
+    var again: u64 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_serial(h, &again));
+    try testing.expectEqual(first, again); // the channel's, not a read's
+    try testing.expectEqual(Status.invalid.code(), kc_chan_serial(h, null));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    var dead: u64 = 7;
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_serial(h, &dead));
+    try testing.expectEqual(@as(u64, 7), dead); // untouched
+    // A later channel of the same shape given the dead one's handle value (its slot's
+    // generation wraps; every channel made on the way drew a serial too): kc_chan_info cannot
+    // tell it from the dead one, its serial does, above every earlier one.
+    const later = try createWithHandle(h, 8, 4, 0);
+    defer _ = kc_chan_destroy(later);
+    var info: [4]u32 = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_chan_info(later, &info));
+    try testing.expectEqual([4]u32{ 8, 4, 0, 0 }, info);
+    var s: u64 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_serial(later, &s));
+    try testing.expect(s > first);
 }
 
 test "C ABI: kc_chan_info says what each kind of channel was created as" {
