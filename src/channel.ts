@@ -585,13 +585,17 @@ class Shared {
   /** Its key in `shared` (`sharedKey`): the handle's value and the loaded library it names. */
   key = 0;
   /**
-   * The native channel's shape, as kc_chan_info gives it (`shapeOf`), and its capacity: what
-   * `Channel.#dropIfStale` compares, with no object of the entry dereferenced (a deref keeps
-   * its target alive to the end of the task: a copy dropped undisposed, never collected while a
-   * loop opened copies in each task). Set as the entry is made (`#materialize`, `Channel.from`).
+   * The native channel's serial (kc_chan_serial: no other channel of the process has it), as
+   * u32 halves: what `Channel.#dropIfStale` and `orphans` compare with the serial of the channel
+   * the handle's value names now, with no object of the entry dereferenced (a deref keeps its
+   * target alive to the end of the task: a copy dropped undisposed, never collected while a loop
+   * opened copies in each task). Read once, as the entry is made (`#materialize`, `Channel.from`),
+   * while the channel is known to be this entry's; 0 and 0 if it was dead by then (no channel has
+   * serial 0: any the value names later differs). Before, they compared the channel's shape
+   * (kc_chan_info), which told no later channel of the same shape apart.
    */
-  shape = 0;
-  shapeCapacity = 0;
+  serialLo = 0;
+  serialHi = 0;
   refs = 0;
   /** A flush is due at the end of this turn (Bridge.defer). */
   scheduled = false;
@@ -827,12 +831,30 @@ function sharedKey(lib: Library, handle: number): number {
   return lib._loadedId * 0x1_0000_0000 + handle;
 }
 
+/** Where kc_chan_serial writes for `Shared.serialLo` (a u64 as u32 halves); `orphans` has its own. */
+const serialWords = new Uint32Array(2);
+
 /**
- * A channel's shape for `Shared.shape`: its element size, overflow policy, and the zero-copy and
- * type-tag bits of its flags (kc_chan_info's words 0, 2 and 3; its capacity is kept apart).
+ * `handle` names a live channel that is not `s`'s (its serial differs from `Shared.serialLo`'s):
+ * a later channel given the value once the slot's generation wrapped (~523,000 frees), `s`'s
+ * destroyed unseen here. False for `s`'s own, and for a dead handle (whoever acts on it next
+ * finds it dead). `w`: the caller's words for kc_chan_serial.
  */
-function shapeOf(elemSize: number, overflow: number, flags: number): number {
-  return (elemSize << 16 | overflow << 12) + (flags & (ZERO_COPY | 0xff << TYPE_SHIFT));
+function laterChannel(
+  sym: ReturnType<Library["symbols"]>,
+  s: Shared,
+  handle: number,
+  w: Uint32Array,
+): boolean {
+  if (sym.kc_chan_serial(handle, w) !== 0) return false;
+  return w[0] !== s.serialLo || w[1] !== s.serialHi;
+}
+
+/** Files the serial of `handle`'s channel in `s` (`Shared.serialLo`; 0 and 0 if dead). */
+function fileSerial(sym: ReturnType<Library["symbols"]>, s: Shared, handle: number): void {
+  const dead = sym.kc_chan_serial(handle, serialWords) !== 0;
+  s.serialLo = dead ? 0 : serialWords[0];
+  s.serialHi = dead ? 0 : serialWords[1];
 }
 
 /** `Shared.flushCounts`'s 13 u64 words as u32 halves (kc_chan_snapshot's layout; 6, 11 stay 0). */
@@ -909,8 +931,8 @@ function sharedOf(lib: Library, handle: number): Shared {
  * dropped, as for a Worker creator that ended. The held value is the channel's `Shared` entry,
  * which exists anyway: a held object of its own cost each channel 40 bytes.
  */
-/** `orphans`' kc_chan_info words (a finalizer's own: it may run between any two tasks). */
-const orphanInfo = new Uint32Array(4);
+/** `orphans`' kc_chan_serial words (a finalizer's own: it may run between any two tasks). */
+const orphanSerial = new Uint32Array(2);
 const orphans = new FinalizationRegistry<Shared>((s) => {
   const { orphanLib: lib, orphanHandle: handle, orphanCodec: codec, orphanKeeps: keeps } = s;
   if (lib === null) return; // disposed, or its handle left it
@@ -919,16 +941,13 @@ const orphans = new FinalizationRegistry<Shared>((s) => {
     // nothing else would ever destroy.
     const sym = lib._symbolsToRelease;
     // Native code may have destroyed it unseen here, and its handle's value gone to a later
-    // channel once the slot's generation wrapped (~523,000 frees): one of another shape (as
+    // channel once the slot's generation wrapped (~523,000 frees): that one (another serial, as
     // `Channel.#dropIfStale` tells it) is not this owner's to hold, give a hold back on or take
     // kept values from; only the dead channel's entry goes. Before, the hold taken and given
     // back below destroyed that channel when nobody held it yet, and a held one lost its kept
-    // values and its hook. One of the same shape is still not told apart.
-    if (
-      sym.kc_chan_info(handle, orphanInfo) === 0 &&
-      (shapeOf(orphanInfo[0], orphanInfo[2], orphanInfo[3]) !== s.shape ||
-        orphanInfo[1] !== s.shapeCapacity)
-    ) {
+    // values and its hook: first for any later channel, then (its shape compared) for one of the
+    // same shape as the dead one.
+    if (laterChannel(sym, s, handle, orphanSerial)) {
       if (shared.get(s.key) === s) shared.delete(s.key);
       return;
     }
@@ -1322,9 +1341,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       unwrap(o.lib.symbols("open channel").kc_chan_hold(o.handle, 0), "open channel");
       this.#held = true;
       this._shared = sharedOf(o.lib, o.handle); // live: an ended entry is out of `shared`
-      if (this._shared.refs === 1) { // made now
-        this._shared.shape = shapeOf(o.codec.elemSize, o.overflow, o.flags);
-        this._shared.shapeCapacity = o.capacity;
+      // Made now: the channel's serial, read while this copy's hold keeps it the handle's.
+      if (this._shared.refs === 1) {
+        fileSerial(o.lib.symbols("open channel"), this._shared, o.handle);
       }
       this._shared.join(this as Channel<unknown>); // its gate closes with the others' (#markEnded)
       this._shared.lib = o.lib;
@@ -1447,23 +1466,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * `s`, this isolate's entry for the handle value a `Channel.from` copy is being opened with
    * (`o`, checked against the channel the value names now: `open`), is for another channel when
-   * its objects' channel has another shape (`Shared.shape`: element size, capacity, overflow
-   * policy, zero-copy and type-tag flags): native code or another isolate destroyed theirs
-   * without any of them noticing (no call since), and the value went to a later channel once
-   * its slot's generation wrapped (after ~523,000 frees). They learn it now, as if from a call
-   * (`#markEnded`: their gates close, the entry leaves `shared`, and the copy gets one of its
-   * own), and the creator's collection does nothing to the later channel (`orphanLib`). Before,
-   * the copy joined the dead channel's entry: values were handed in JavaScript between it and
-   * the dead channel's objects, and their dispose gave back the later channel's holds. A later
-   * channel of the same shape is not told apart: the library gives no channel's identity
-   * (`Channel.serial`) to its hosts.
+   * the channel the value names now has another serial (kc_chan_serial, `Shared.serialLo`):
+   * native code or another isolate destroyed theirs without any of them noticing (no call
+   * since), and the value went to a later channel once its slot's generation wrapped (after
+   * ~523,000 frees). They learn it now, as if from a call (`#markEnded`: their gates close, the
+   * entry leaves `shared`, and the copy gets one of its own), and the creator's collection does
+   * nothing to the later channel (`orphanLib`). Before, the copy joined the dead channel's entry:
+   * values were handed in JavaScript between it and the dead channel's objects, and their dispose
+   * gave back the later channel's holds; then (the shapes compared) so for a later channel of the
+   * dead one's shape. A dead handle is left to the copy's hold, which fails.
    */
   static #dropIfStale(s: Shared, o: ReturnType<typeof open>): void {
     if (s.ended) return; // out of `shared` already
-    if (
-      s.shape === shapeOf(o.codec.elemSize, o.overflow, o.flags) &&
-      s.shapeCapacity === o.capacity
-    ) return;
+    if (!laterChannel(o.lib.symbols("open channel"), s, o.handle, serialWords)) return;
     s.orphanLib = null; // the later channel is not the creator's to end
     const creator = s.owner?.deref();
     let x = creator;
@@ -1569,8 +1584,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#handleValue = this.#handle = handle;
     const s = this._shared;
     s.key = sharedKey(this.#lib, handle);
-    s.shape = shapeOf(this.#size, this.#createOverflow, this.#createFlags);
-    s.shapeCapacity = this.#capacity;
+    fileSerial(sym, s, handle); // made just now: its handle is nobody else's yet
     shared.set(s.key, s); // a Channel.from of it in this isolate shares the entry
     s.lib = this.#lib;
     s.handle = handle;
@@ -4828,8 +4842,6 @@ function open(
   codec: Codec<unknown>;
   capacity: number;
   role: ChannelRole | undefined;
-  overflow: number;
-  flags: number;
 } {
   const op = "open shared channel";
   // `got`: what was wrong, a field's own value where one field is (the whole object said
@@ -4924,8 +4936,7 @@ function open(
         `values, not of codecs.${codec.name} as described (forged, or from another channel)`,
     );
   }
-  // The channel's overflow policy and flags, for a look at this isolate's entry (`staleEntry`).
-  return { lib, handle, codec, capacity: capacity + 0, role, overflow: info[2], flags: info[3] }; // -0 as 0
+  return { lib, handle, codec, capacity: capacity + 0, role }; // -0 as 0
 }
 
 refuseAsValue(

@@ -2062,6 +2062,50 @@ Deno.test("an owner collected after native code destroyed its channel unseen lea
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("an owner collected after native code destroyed its channel unseen leaves alone a later channel of the same shape given the handle's value (kc_chan_serial tells them apart)", async () => {
+  // Before, the shapes compared equal: its collection took a hold on the later channel and gave
+  // it back, the channel's last hold, which destroyed it (nobody held it yet).
+  const res = await evalScript(
+    `
+    import { Channel, codecs, library } from "./mod.ts";
+    import { _testRekeyEntry } from "./src/channel.ts";
+    const sym = library().symbols("test");
+    const tick = () => new Promise((r) => setTimeout(r, 1));
+    const out = new Uint32Array(1);
+    const info = new Uint32Array(4);
+    let later, gone;
+    (() => {
+      const owner = new Channel(4, { codec: codecs.f64 });
+      const h = owner._handle; // made native, never shared: its collection ends the channel
+      if (sym.kc_chan_info(h, info) !== 0) throw new Error("info");
+      const shape = String(info);
+      if (sym.kc_chan_destroy(h) !== 0) throw new Error("destroy");
+      if (sym.kc_chan_create(info[0], info[1], info[2], info[3], out) !== 0) throw new Error("create");
+      later = out[0];
+      if (sym.kc_chan_info(later, info) !== 0 || String(info) !== shape) throw new Error("shape");
+      _testRekeyEntry(owner, later); // as if the wrap had given it the dead handle's value
+      gone = new WeakRef(owner);
+    })();
+    const deadline = Date.now() + 20000;
+    for (;;) {
+      globalThis.gc();
+      await tick(); // finalizers run between tasks
+      if (gone.deref() === undefined || Date.now() > deadline) break;
+      await tick();
+    }
+    if (gone.deref() !== undefined) throw new Error("the owner was not collected");
+    for (let i = 0; i < 5; i++) {
+      globalThis.gc();
+      await tick();
+    }
+    if (sym.kc_chan_status(later) < 0) throw new Error("the collection destroyed the later channel");
+    if (sym.kc_chan_destroy(later) !== 0) throw new Error("destroy later");
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a receive loop that never yields pins at most 1024 pooled chunks, then copies; views again once finalisers ran", async () => {
   const res = await evalScript(
     `

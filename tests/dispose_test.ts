@@ -409,6 +409,61 @@ Deno.test("a Channel.from copy opened with a handle value whose entry here is a 
   }
 });
 
+Deno.test("a Channel.from copy opened with a handle value whose entry here is a channel destroyed unseen gets an entry of its own also when the later channel given the value has the dead one's shape (kc_chan_serial tells them apart)", () => {
+  const sym = library().symbols("test");
+  const describe = (handle: number) => ({
+    kind: "kcoro.channel" as const,
+    version: 1 as const,
+    handle,
+    elemSize: 8 as const,
+    zeroCopy: false,
+    codec: "f64" as const,
+    capacity: 4,
+  });
+  for (const by of ["copy", "creator"]) {
+    const out = new Uint32Array(1);
+    let dead: Channel<number>;
+    let h: number;
+    if (by === "copy") {
+      assert.equal(sym.kc_chan_create(8, 4, 0, 0, out), 0);
+      h = out[0];
+      dead = Channel.from<number>(describe(h));
+    } else {
+      dead = new Channel<number>(4, { codec: codecs.f64 });
+      h = dead._handle; // made native (a select's way), never shared
+    }
+    const info = new Uint32Array(4);
+    assert.equal(sym.kc_chan_info(h, info), 0);
+    const shape = [...info];
+    assert.equal(sym.kc_chan_destroy(h), 0);
+    // A later channel made as the dead one was, given (as the wrap would) its handle value:
+    // kc_chan_info cannot tell them apart.
+    assert.equal(sym.kc_chan_create(info[0], info[1], info[2], info[3], out), 0);
+    const later = out[0];
+    assert.equal(sym.kc_chan_info(later, info), 0);
+    assert.deepEqual([...info], shape, by);
+    _testRekeyEntry(dead as Channel<unknown>, later);
+    const entries = _sharedEntries();
+    const copy = Channel.from<number>(describe(later));
+    // Before: it joined the dead channel's entry (the shapes compared equal).
+    assert.notEqual(copy._shared, dead._shared, by);
+    assert.equal(_sharedEntries(), entries, `${by}: the dead entry left, the copy's came`);
+    const r = dead.trySend(1);
+    assert.equal(r.state, "closed", by);
+    assert.ok((r as { cause: unknown }).cause instanceof CancellationError, by);
+    assert.deepEqual(copy.trySend(2), { state: "ok" }, by);
+    assert.deepEqual(copy.tryReceive(), { state: "ok", value: 2 }, by);
+    // A second copy joins the later channel's entry (its serial filed as the first was made).
+    const again = Channel.from<number>(describe(later));
+    assert.equal(again._shared, copy._shared, by);
+    again[Symbol.dispose]();
+    dead[Symbol.dispose]();
+    assert.ok(sym.kc_chan_status(later) >= 0, `${by}: the dead one's dispose left the later one`);
+    copy[Symbol.dispose](); // the later channel's only holder
+    assert.ok(sym.kc_chan_status(later) < 0, by);
+  }
+});
+
 Deno.test("the inlined try-operations of a mapped copy whose channel another thread destroyed unseen (Shared.detour still 0) answer closed, never reaching the later channel that reuses its memory and handle word", () => {
   // The inlined paths (trySend and tryReceive's codecs.f64 and codecs.bytes branches) pass
   // `#handleValue` past the gate, trusting `Shared.detour` 0: a destroy by another thread (here
