@@ -931,6 +931,8 @@ function sharedOf(lib: Library, handle: number): Shared {
  * dropped, as for a Worker creator that ended. The held value is the channel's `Shared` entry,
  * which exists anyway: a held object of its own cost each channel 40 bytes.
  */
+/** For tests (`_testOrphanSwitched`): runs in `orphans` between its hook switch and its take. */
+let orphanSwitched: ((handle: number) => void) | null = null;
 /** `orphans`' kc_chan_serial words (a finalizer's own: it may run between any two tasks). */
 const orphanSerial = new Uint32Array(2);
 const orphans = new FinalizationRegistry<Shared>((s) => {
@@ -955,22 +957,31 @@ const orphans = new FinalizationRegistry<Shared>((s) => {
     // opened for (`#holdForCopy`); any other takes a hold now, to give it back at once. A hold
     // given back on a dead handle is forgotten (KC_EBADH; one of a later channel given the
     // value since is another serial's, left alone).
-    let rc = s.orphanHeld ? 0 : sym.kc_chan_hold(handle, 0);
-    if (rc === 0) rc = sym.kc_chan_unhold(handle);
-    else if (rc !== Status.EBADH) rc = sym.kc_chan_destroy(handle); // no memory for the hold
-    const lives = rc === 0; // 1: the last hold, destroyed; KC_EBADH: destroyed before
+    const rc = s.orphanHeld ? 0 : sym.kc_chan_hold(handle, 0);
+    let lives = false;
+    // Given back: 0, holders remain; 1, the last hold, destroyed; KC_EBADH, destroyed before.
+    if (rc === 0) lives = sym.kc_chan_unhold(handle) === 0;
+    // No memory for the hold (KC_ENOMEM): destroyed now, whatever it answers (0, this call
+    // destroyed it; KC_EBADH, another did). Before, its 0 read as "holders remain": the entry
+    // stayed while other objects of this isolate named it, and the hook switch below went to
+    // a dead handle.
+    else if (rc !== Status.EBADH) sym.kc_chan_destroy(handle);
     // The owner's share of this isolate's entry; the whole entry once the channel is gone (a
     // later channel may get the handle's value).
     if ((--s.refs === 0 || !lives) && shared.get(s.key) === s) shared.delete(s.key);
     if (!keeps) return;
-    while (sym.kc_chan_take_undelivered(handle, dropSlot.u8, codec!.elemSize) === 1) {
-      codec!.discard(dropSlot, sym);
-    }
     // Holders remain: nothing keeps for the dead hook any more (a zero-copy value is freed
-    // where it is dropped, another is only counted), as when a creator's Worker ends.
+    // where it is dropped, another is only counted), as when a creator's Worker ends. Switched
+    // before the take: a value another thread drops after the switch is not kept, and one it
+    // dropped before is in the list the take empties. Before, the take came first, and a value
+    // dropped between the two stayed in a list nobody takes (until the channel's destroy).
     if (lives) {
       if (codec!.zeroCopy) sym.kc_chan_free_undelivered(handle);
       else sym.kc_chan_on_undelivered(handle, null, null);
+    }
+    orphanSwitched?.(handle);
+    while (sym.kc_chan_take_undelivered(handle, dropSlot.u8, codec!.elemSize) === 1) {
+      codec!.discard(dropSlot, sym);
     }
   } catch (e) {
     reportError(e); // a finalizer must not throw; nothing here should
@@ -4826,6 +4837,15 @@ export function _testRekeyEntry(ch: Channel<unknown>, handle: number): void {
   s.key = sharedKey(ch._lib, handle);
   shared.set(s.key, s);
   if (s.orphanLib !== null) s.orphanHandle = handle; // what its collection would act on
+}
+
+/**
+ * @ignore For tests: `f` runs in an owner's collection (`orphans`) between its switch of a live
+ * channel's hook and its take of the values kept for the owner, as another thread's drop may
+ * (null: none). Internal.
+ */
+export function _testOrphanSwitched(f: ((handle: number) => void) | null): void {
+  orphanSwitched = f;
 }
 
 /** @ignore For tests: how many channels this isolate keeps an entry for. */

@@ -2106,6 +2106,61 @@ Deno.test("an owner collected after native code destroyed its channel unseen lea
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("an owner collected while a copy keeps its channel switches its keeping off before it takes the kept values: a value dropped in between is not left in a list nobody takes", async () => {
+  // The drop comes from a test hook between the two steps, as another thread's may. Before,
+  // the take came first: the value dropped then was kept after it, and stayed in the list
+  // (until the channel's destroy), as each one dropped after it would have without the switch.
+  const res = await evalScript(
+    `
+    import { Channel, codecs, library } from "./mod.ts";
+    import { _testOrphanSwitched } from "./src/channel.ts";
+    const sym = library().symbols("test");
+    const tick = () => new Promise((r) => setTimeout(r, 1));
+    let ran = 0;
+    _testOrphanSwitched((handle) => {
+      ran++;
+      // A value the channel drops now.
+      sym.kc_chan_drop(handle, Deno.UnsafePointer.of(new Float64Array([9])), 8);
+    });
+    let copy, h, gone;
+    (() => {
+      const owner = new Channel(4, {
+        codec: codecs.f64,
+        onUndeliveredElement: () => { throw new Error("the collected owner's hook ran"); },
+      });
+      h = owner._handle; // what a select does
+      copy = Channel.from({
+        kind: "kcoro.channel", version: 1, handle: h, elemSize: 8, zeroCopy: false,
+        codec: "f64", capacity: 4,
+      });
+      gone = new WeakRef(owner);
+    })();
+    const deadline = Date.now() + 20000;
+    for (;;) {
+      globalThis.gc();
+      await tick(); // finalizers run between tasks
+      if (gone.deref() === undefined || Date.now() > deadline) break;
+      await tick();
+    }
+    if (gone.deref() !== undefined) throw new Error("the owner was not collected");
+    for (let i = 0; i < 5 && ran === 0; i++) {
+      globalThis.gc();
+      await tick();
+    }
+    _testOrphanSwitched(null);
+    if (ran !== 1) throw new Error("the collection ran the hook " + ran + " times");
+    if (sym.kc_chan_status(h) < 0) throw new Error("destroyed under the live copy");
+    if (sym.kc_chan_take_undelivered(h, new Uint8Array(8), 8) !== 0) {
+      throw new Error("the value dropped between the switch and the take was kept");
+    }
+    copy[Symbol.dispose](); // the last holder: the channel ends
+    if (sym.kc_chan_status(h) >= 0) throw new Error("the last copy's dispose left it");
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a receive loop that never yields pins at most 1024 pooled chunks, then copies; views again once finalisers ran", async () => {
   const res = await evalScript(
     `
