@@ -4127,7 +4127,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // task, which a copy's cancel cancels with it, the close cause staying the channel's. Before,
     // a copy in the producer's isolate, which shares its state (closed), stored none: its task
     // got no cause, or the close's.
-    const encode = cause !== undefined && !s.cancelled;
+    // Where this isolate would make the cause the channel's (`given`), encoded whatever it knows
+    // of a cancel: the native answer (0: ended already) is what takes `cause` back (below), and
+    // `s.cancelled` may be known here before `s.closed` (a try-operation's ECANCELED).
+    const encode = cause !== undefined && (given || !s.cancelled);
     // The cause encoded for other isolates first, before anything here changes: its getters
     // (the caller's code) may learn that the channel ended (cancelled already: nothing to do,
     // this late cause not the channel's) or dispose this object (what a call after it throws,
