@@ -700,10 +700,11 @@ struct kc_completion {
  * hosts (kc_lib_retain_thread) destroys its rings first, and waits until each is freed (a call on
  * another thread that still uses one, a kc_ring_wait, returns at the destroy), before it gives
  * those back: a channel it alone held ends only once its rings' values are back in their
- * channels. The wait has no time limit: a call on one of its rings in flight on another thread
- * that runs a function of the caller's (a kc_ring_take whose discarded value goes to an undelivered
- * hook, a descriptor's release) holds the thread's exit until that function returns, so such a
- * function must not wait for the ending thread (join it). That exit runs the library's code: the
+ * channels. The wait sleeps (it burns no CPU; the call that lets go last wakes it) and has no time
+ * limit: a call on one of its rings in flight on another thread that runs a function of the
+ * caller's (a kc_ring_take whose discarded value goes to an undelivered hook, a descriptor's
+ * release) holds the thread's exit until that function returns, so such a function must not wait
+ * for the ending thread (join it). That exit runs the library's code: the
  * first ring pins the library (a dlclose leaves it loaded until the process ends). */
 int32_t kc_ring_create(uint32_t *out_ring);
 /* The handle dies at once; pending operations are withdrawn; every kc_ring_wait blocked on it

@@ -505,7 +505,7 @@ var test_hooks: if (@import("builtin").is_test) struct {
     /// In `kc_chan_keep_undelivered`, after its lookup took a reference, before `keep_mutex`.
     after_keep_lookup: ?*const fn () void = null,
     /// In a thread's end (`endRing`), while it waits for another thread's reference to the
-    /// ring it destroyed to go, each time round.
+    /// ring it destroyed to go, each time round (before each sleep).
     ring_end_wait: ?*const fn () void = null,
     /// In a thread's end (`endRing`), before each try to let go of the ring it destroyed as
     /// its last holder (`RingRegistry.releaseIfLast`), with the ring's entry.
@@ -2359,12 +2359,14 @@ fn endRing(h: u32, list: *ThreadRings) void {
     // atomic step (`releaseIfLast`), not a look at the count and then a release: a racing
     // lookup of the stale handle (its reference dropped at once by `acquire`'s handle check)
     // that came between the two made its own release the last, and the free ran on its thread
-    // after this one went on to its holds.
+    // after this one went on to its holds. Asleep meanwhile (`waitUntilLast`: the release that
+    // leaves ours the only reference wakes us), not spinning on `std.Thread.yield`, which burnt
+    // a CPU for as long as a caller's function ran in that call.
     while (true) {
         if (@import("builtin").is_test) if (test_hooks.ring_end_last) |f| f(e);
         if (rr.releaseIfLast(e)) break;
         if (@import("builtin").is_test) if (test_hooks.ring_end_wait) |f| f();
-        std.Thread.yield() catch {};
+        rr.waitUntilLast(e);
     }
 }
 
@@ -3580,6 +3582,95 @@ test "C ABI: a thread's end waits for a call on its ring in flight on another th
     // The value was back in its channel when the probe ended: before, KC_EAGAIN.
     try testing.expectEqual(@as(i32, 0), S.rc);
     try testing.expectEqual(@as(u64, 42), S.got);
+}
+
+/// The scheduling state of this process's thread `tid` (/proc/self/task/<tid>/stat's third
+/// field: 'R' running or runnable, 'S' asleep, ...), for tests; null if it cannot be read.
+fn threadState(tid: std.Thread.Id) ?u8 {
+    var path_buf: [64]u8 = undefined;
+    const path = std.fmt.bufPrint(&path_buf, "/proc/self/task/{d}/stat", .{tid}) catch return null;
+    var buf: [512]u8 = undefined;
+    const stat = std.fs.cwd().readFile(path, &buf) catch return null;
+    // "tid (comm) S ...": the name may hold spaces and parentheses; the state follows the last ')'.
+    const close = std.mem.lastIndexOfScalar(u8, stat, ')') orelse return null;
+    if (close + 2 >= stat.len) return null;
+    return stat[close + 2];
+}
+
+test "C ABI: a thread's end sleeps while another thread's call holds its ring, and frees the ring once that call lets go" {
+    // The wait for the ring's last reference spun on `std.Thread.yield`: a CPU burnt for as
+    // long as a caller's function ran in that call (an undelivered hook, a descriptor release).
+    // A reference held here stands for that call; the thread's end must be seen asleep in the
+    // kernel ('S'), where the spinning thread stayed runnable ('R') and this wait timed out.
+    if (@import("builtin").os.tag != .linux) return error.SkipZigTest; // /proc
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var ring = std.atomic.Value(u32).init(0);
+        var tid = std.atomic.Value(std.Thread.Id).init(0);
+        var go = std.atomic.Value(bool).init(false);
+        /// Rounds of the thread end's wait (`test_hooks.ring_end_wait`): one per sleep.
+        var rounds = std.atomic.Value(u32).init(0);
+        /// Tries to let go as the last holder (`test_hooks.ring_end_last`).
+        var tries = std.atomic.Value(u32).init(0);
+
+        fn atWait() void {
+            // Release: pairs with the test's acquire loads (no data rides on it).
+            _ = rounds.fetchAdd(1, .release);
+        }
+
+        fn atLast(_: *RingRegistry.Entry) void {
+            _ = tries.fetchAdd(1, .release); // pairs with the test's acquire load
+        }
+
+        fn thread() void {
+            tid.store(std.Thread.getCurrentId(), .release); // pairs with the test's acquire load
+            var h: u32 = 0;
+            std.debug.assert(kc_ring_create(&h) == 0);
+            ring.store(h, .release); // pairs with the test's acquire load
+            const deadline = std.time.nanoTimestamp() + 60 * std.time.ns_per_s;
+            // Acquire: pairs with the test's release store, after it took its reference.
+            while (!go.load(.acquire) and std.time.nanoTimestamp() < deadline) std.Thread.yield() catch {};
+        }
+    };
+    test_hooks.ring_end_wait = S.atWait;
+    defer test_hooks.ring_end_wait = null;
+    test_hooks.ring_end_last = S.atLast;
+    defer test_hooks.ring_end_last = null;
+    const t = try std.Thread.spawn(.{}, S.thread, .{});
+    var joined = false;
+    var held: ?*RingRegistry.Entry = null;
+    defer if (!joined) {
+        S.go.store(true, .release);
+        if (held) |e| rings().release(e);
+        t.join();
+    };
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the thread to make its ring");
+    while (S.ring.load(.acquire) == 0) try d.wait();
+    const e = try rings().acquire(S.ring.load(.acquire)); // a call in flight elsewhere
+    held = e;
+    S.go.store(true, .release);
+    const w = test_wait.Deadline.in(test_wait.default_ns, "the thread's end to wait for our reference");
+    while (S.rounds.load(.acquire) == 0) try w.wait();
+    const tid = S.tid.load(.acquire);
+    if (threadState(tid) == null) return error.SkipZigTest; // no /proc here
+    // Asleep: before, it stayed runnable, yielding round after round, until this timed out.
+    const a = test_wait.Deadline.in(test_wait.default_ns, "the thread's end to sleep");
+    while (threadState(tid) != 'S') try a.wait();
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_interrupt(S.ring.load(.acquire))); // destroyed
+    try testing.expect(e.refs.load(.acquire) >= 2); // ours, and the thread end's own
+    const rounds = S.rounds.load(.acquire);
+    // Our release leaves the thread end's reference the only one and wakes it: it frees the
+    // ring then, on its own thread, with no further round of its wait.
+    rings().release(e);
+    held = null;
+    t.join();
+    joined = true;
+    try testing.expectEqual(rounds, S.rounds.load(.acquire));
+    try testing.expectEqual(rounds + 1, S.tries.load(.acquire)); // the last try let go
+    try testing.expectEqual(@as(u32, 0), e.refs.load(.acquire)); // freed
+    try testing.expectEqual(@as(u32, 0), e.last_wait.load(.acquire)); // no wake-ups for its next ring
 }
 
 test "C ABI: a thread's end frees its ring itself when a stale handle's lookup takes a reference just before its last release" {

@@ -101,6 +101,10 @@ pub fn RefRegistry(
             /// while the registry lives). Written under the registry lock before the first
             /// handle to it is published.
             stable: if (T == Channel) ?*Channel else void = if (T == Channel) null else {},
+            /// Rings: 1 while a thread's end sleeps until it holds the ring's only reference
+            /// (`waitUntilLast`), the futex word it sleeps on; a `release` that leaves one
+            /// reference sets it back to 0 and wakes it. 0 whenever the entry is free.
+            last_wait: if (T == Ring) std.atomic.Value(u32) else void = if (T == Ring) .init(0) else {},
         };
 
         allocator: std.mem.Allocator,
@@ -256,11 +260,52 @@ pub fn RefRegistry(
 
         pub fn release(r: *Self, e: *Entry) void {
             // Acq_rel: the last releaser sees every other holder's use completed before it
-            // frees.
-            const prev = e.refs.fetchSub(1, .acq_rel);
+            // frees. Rings: seq_cst, which also orders it before the load of `last_wait` in
+            // `wakeLast` (see there).
+            const prev = e.refs.fetchSub(1, if (T == Ring) .seq_cst else .acq_rel);
             assert(prev > 0);
+            if (T == Ring and prev == 2) wakeLast(e);
             if (prev != 1) return;
             r.freeEntry(e);
+        }
+
+        /// Rings: a `release` that left one reference wakes a thread's end sleeping until its
+        /// own is the only one (`waitUntilLast`). No system call unless one announced its sleep:
+        /// every call on a live ring drops the count from 2 (the table's and its own) to 1.
+        /// The entry may be freed (and recycled) from the decrement on; its memory stays while
+        /// the registry lives, and a store or wake-up that reaches a later ring's waiter only
+        /// wakes it early (it looks at the count again).
+        fn wakeLast(e: *Entry) void {
+            comptime assert(T == Ring);
+            // Seq_cst: with the seq_cst decrement before it in `release`, against
+            // `waitUntilLast`'s seq_cst store of 1 before its seq_cst look at the count: either
+            // this load sees the 1 (and wakes), or the store comes later in the single order
+            // and that look sees our decrement (and the waiter does not sleep).
+            if (e.last_wait.load(.seq_cst) == 0) return;
+            // Back to 0 before the wake-up: a waiter yet to reach its futex wait then finds the
+            // word changed (the kernel's check) and does not sleep through this wake-up.
+            // Monotonic: nothing rides on the word but its own value (the waiter reads the
+            // ring on the strength of `releaseIfLast`'s CAS, which pairs with our decrement).
+            e.last_wait.store(0, .monotonic);
+            std.Thread.Futex.wake(&e.last_wait, 1);
+        }
+
+        /// Rings: sleeps until a `release` may have left the caller's reference to `e` the only
+        /// one (returns at once if it is now), for a thread's end that must free its ring
+        /// itself (`endRing` in root.zig), a caller's function running in another thread's
+        /// call on it for as long as it likes: that thread's end spun on `std.Thread.yield`
+        /// meanwhile, a CPU burnt. It may also return early (a spurious wake-up): the caller
+        /// tries `releaseIfLast` and comes back.
+        pub fn waitUntilLast(_: *Self, e: *Entry) void {
+            comptime assert(T == Ring);
+            // Seq_cst: pairs with `wakeLast`'s load (see there).
+            e.last_wait.store(1, .seq_cst);
+            // Seq_cst: the other half of that pairing (with `release`'s seq_cst decrement).
+            if (e.refs.load(.seq_cst) > 1) std.Thread.Futex.wait(&e.last_wait, 1);
+            // Ours again, so that the entry's next ring makes no wake-ups for nothing. Monotonic:
+            // a stale `wakeLast` storing 0 too is the same value; the count's CAS that may free
+            // the entry next comes after it in this thread's order.
+            e.last_wait.store(0, .monotonic);
         }
 
         /// `release` only if the caller's reference is the last one: then the object is freed
