@@ -708,8 +708,9 @@ struct kc_completion {
  * first ring pins the library (a dlclose leaves it loaded until the process ends). */
 int32_t kc_ring_create(uint32_t *out_ring);
 /* The handle dies at once; pending operations are withdrawn; every kc_ring_wait blocked on it
- * returns (0), each of several on threads that share it too. Values received for it but not yet taken go back to their channels, in front of the values
- * sent after them, where kc_ring_give_back puts them, counted as it counts them. */
+ * returns (0), each of several on threads that share it too. Values received for it but not yet
+ * taken go back to their channels, in front of the values sent after them, where
+ * kc_ring_give_back puts them, counted as it counts them. */
 int32_t kc_ring_destroy(uint32_t ring);
 /* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0). */
 int32_t kc_ring_wait(uint32_t ring, uint64_t timeout_ns);
