@@ -371,11 +371,18 @@ int32_t kc_chan_close(uint32_t handle);
 int32_t kc_chan_cancel(uint32_t handle);
 /* kc_chan_close (flags 0) or kc_chan_cancel (KC_CHAN_CLOSE_CANCEL) that, when this call is the
  * one that closes the channel, keeps a copy of len bytes at cause (len 0: none) for every host of
- * the channel until it is destroyed: 1 if this call closed it, 0 if it was closed already. The
- * TypeScript module stores its close causes this way (an encoding of its own). A cancel that is
- * the channel's first cancel keeps its cause for kc_chan_cancel_cause, also when a close came
- * before it (the close cause stays the first closer's; ABI 22 kept no cause of a cancel that found
- * the channel closed). */
+ * the channel until it is destroyed: 1 if this call closed it, 0 if it was closed already (a
+ * cancel then cancels it all the same, as kc_chan_cancel does). The TypeScript module stores its
+ * close causes this way (an encoding of its own). A cancel that is the channel's first cancel
+ * keeps its cause for kc_chan_cancel_cause, also when a close came before it (the close cause
+ * stays the first closer's; ABI 22 kept no cause of a cancel that found the channel closed).
+ * KC_EINVAL (flags other than KC_CHAN_CLOSE_CANCEL, or cause NULL with len not 0) and KC_EBADH:
+ * nothing done. KC_ENOMEM (only with len not 0): the cause could not be copied, and the close or
+ * cancel stands all the same (made first, not undone; whether this call was the one that closed
+ * the channel is not told): the channel is closed, or cancelled (buffered values dropped, waiters
+ * failed with KC_ECANCELED, kc_chan_status bit 3 where a close came first), only without this
+ * cause. kc_chan_cause then reads 0 where this call closed the channel, and kc_chan_cancel_cause
+ * 0 where it was the first cancel, for good: no later call's cause takes its place. */
 int32_t kc_chan_close_cause(uint32_t handle, const void *cause, uint32_t len, uint32_t flags);
 /* The close cause's length, copying up to cap bytes of it into out; 0 if none; KC_EBADH once
  * the channel is destroyed. */

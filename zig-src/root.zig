@@ -1443,6 +1443,15 @@ fn unlockCauses(took: bool) void {
     causes_mutex.unlock();
 }
 
+/// The allocator of `causes` and of their bytes (`causeAllocator`): c_allocator; in tests a
+/// variable, so that a test can make the copy of a cause, or the list's growth, fail.
+var cause_test_allocator: if (@import("builtin").is_test) std.mem.Allocator else void =
+    if (@import("builtin").is_test) std.heap.c_allocator else {};
+
+fn causeAllocator() std.mem.Allocator {
+    return if (@import("builtin").is_test) cause_test_allocator else std.heap.c_allocator;
+}
+
 /// How many causes `causes` holds (read without the lock: a channel without one pays nothing).
 var causes_count: std.atomic.Value(usize) = .init(0);
 
@@ -1460,7 +1469,7 @@ fn dropCause(h: u32) void {
             i += 1;
             continue;
         }
-        std.heap.c_allocator.free(c.bytes);
+        causeAllocator().free(c.bytes);
         _ = causes.swapRemove(i); // the last moved to `i`: looked at next
         _ = causes_count.fetchSub(1, .monotonic); // monotonic: a count for the fast empty check
     }
@@ -1492,8 +1501,10 @@ fn copyCause(bytes: ?[]const u8, out: ?*anyopaque, cap: u32) i32 {
 /// the channel to read with kc_chan_cause until it is destroyed. A cancel that is the channel's
 /// first cancel keeps its cause for kc_chan_cancel_cause, also when a close came before it
 /// (ABI 23: before, that cancel's cause was lost). 1 if this call closed it, 0 if it was closed
-/// already (its close cause, if any, is the first closer's), KC_ENOMEM (the channel is closed,
-/// or cancelled, all the same, without a cause).
+/// already (its close cause, if any, is the first closer's; a cancel cancels it all the same),
+/// KC_EINVAL or KC_EBADH (nothing done), KC_ENOMEM (the cause could not be copied: the channel
+/// is closed, or cancelled, all the same, without this cause, which no later call supplies; not
+/// told whether this call closed it).
 export fn kc_chan_close_cause(h: u32, cause: ?*const anyopaque, len: u32, flags: u32) callconv(.c) i32 {
     if (flags & ~chan_close_cancel != 0) return Status.invalid.code();
     if (len != 0 and cause == null) return Status.invalid.code();
@@ -1516,10 +1527,12 @@ export fn kc_chan_close_cause(h: u32, cause: ?*const anyopaque, len: u32, flags:
     // cancel cause is there yet; nor is a close cause when this call closed it.
     std.debug.assert(findCause(h, .cancel) == null);
     const src: [*]const u8 = @ptrCast(cause.?);
-    const copy = std.heap.c_allocator.dupe(u8, src[0..len]) catch return Status.no_memory.code();
+    // No memory: the close or cancel above stands (it is not undone), only its cause is not
+    // kept (kcoro.h says what each reader finds then).
+    const copy = causeAllocator().dupe(u8, src[0..len]) catch return Status.no_memory.code();
     const entry: Cause = .{ .handle = h, .bytes = copy, .close = first, .cancel = cancel };
-    causes.append(std.heap.c_allocator, entry) catch {
-        std.heap.c_allocator.free(copy);
+    causes.append(causeAllocator(), entry) catch {
+        causeAllocator().free(copy);
         return Status.no_memory.code();
     };
     _ = causes_count.fetchAdd(1, .monotonic); // monotonic: as in the removal above
@@ -6320,6 +6333,81 @@ test "C ABI: kc_chan_cancel_cause keeps the first cancel's cause, also after a c
     try testing.expectEqual(@as(i32, 1 | 2), kc_chan_status(e));
     try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(e, &out, out.len));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(e));
+    try testing.expectEqual(base, causes_count.load(.monotonic));
+}
+
+test "C ABI: kc_chan_close_cause that cannot keep its cause (KC_ENOMEM) closes or cancels the channel all the same, without that cause for good" {
+    const base = causes_count.load(.monotonic);
+    var out: [16]u8 = undefined;
+    const v: u64 = 7;
+    var w: u64 = 0;
+    // The copy of the cause fails (the first allocation).
+    var no_copy = std.testing.FailingAllocator.init(std.heap.c_allocator, .{ .fail_index = 0 });
+    defer cause_test_allocator = std.heap.c_allocator;
+
+    // A close that would have been the first closer's: closed, no close cause, none later.
+    var a: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &a));
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(a, &v, 8)); // buffered
+    cause_test_allocator = no_copy.allocator();
+    try testing.expectEqual(Status.no_memory.code(), kc_chan_close_cause(a, "close", 5, 0));
+    cause_test_allocator = std.heap.c_allocator;
+    try testing.expect(no_copy.has_induced_failure);
+    try testing.expectEqual(@as(i32, 1), kc_chan_status(a)); // closed, its value still there
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(a, &w, 8));
+    try testing.expectEqual(@as(u64, 7), w);
+    try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(a, "later", 5, 0));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cause(a, &out, out.len));
+    // The first cancel after that close is a cancel of its own: its cause is kept.
+    try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(a, "cancel", 6, chan_close_cancel));
+    try testing.expectEqual(@as(i32, 6), kc_chan_cancel_cause(a, &out, out.len));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(a));
+
+    // A first cancel of an open channel: cancelled (its value dropped, a send fails cancelled),
+    // neither cause kept, none later.
+    var b: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &b));
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(b, &v, 8));
+    cause_test_allocator = no_copy.allocator();
+    try testing.expectEqual(Status.no_memory.code(), kc_chan_close_cause(b, "cancel", 6, chan_close_cancel));
+    cause_test_allocator = std.heap.c_allocator;
+    try testing.expectEqual(@as(i32, 1 | 2), kc_chan_status(b)); // cancelled: drained
+    try testing.expectEqual(Status.cancelled.code(), kc_chan_send(b, &v, 8, 0, 0, chan_try));
+    try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(b, "again", 5, chan_close_cancel));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cause(b, &out, out.len));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(b, &out, out.len));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(b));
+
+    // The first cancel after a close, whose entry cannot be added (the list's growth fails, the
+    // copy made before it freed): cancelled after the close (bit 3), the close cause kept, no
+    // cancel cause, none later.
+    var c: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &c));
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(c, &v, 8));
+    try testing.expectEqual(@as(i32, 1), kc_chan_close_cause(c, "closed", 6, 0));
+    try testing.expectEqual(@as(i32, 1), kc_chan_status(c)); // closed, its value still there
+    {
+        // No spare room in the list: the append must grow it (the second allocation).
+        causes_mutex.lock();
+        defer causes_mutex.unlock();
+        causes.shrinkAndFree(std.heap.c_allocator, causes.items.len);
+    }
+    // The copy succeeds; the growth fails (in place, then anew).
+    var no_room = std.testing.FailingAllocator.init(std.heap.c_allocator, .{ .fail_index = 1, .resize_fail_index = 0 });
+    cause_test_allocator = no_room.allocator();
+    try testing.expectEqual(Status.no_memory.code(), kc_chan_close_cause(c, "cancel", 6, chan_close_cancel));
+    cause_test_allocator = std.heap.c_allocator;
+    try testing.expect(no_room.has_induced_failure); // the growth
+    try testing.expectEqual(@as(usize, 1), no_room.allocations); // the copy
+    try testing.expectEqual(@as(usize, 1), no_room.deallocations); // freed again
+    try testing.expectEqual(no_room.allocated_bytes, no_room.freed_bytes);
+    try testing.expectEqual(@as(i32, 1 | 2 | 8), kc_chan_status(c));
+    try testing.expectEqual(@as(i32, 6), kc_chan_cause(c, &out, out.len));
+    try testing.expectEqualStrings("closed", out[0..6]);
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(c, &out, out.len));
+    try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(c, "again", 5, chan_close_cancel));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(c, &out, out.len));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(c));
     try testing.expectEqual(base, causes_count.load(.monotonic));
 }
 
