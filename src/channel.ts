@@ -890,6 +890,31 @@ beforeFirstOpen(() => {
 /** Where close causes are read from native memory (`kc_chan_cause`); grown as needed. */
 let causeBytes = new Uint8Array(256);
 
+/**
+ * One cause of channel `h` as `read` (kc_chan_cause or kc_chan_cancel_cause) answers it: its
+ * bytes (a copy), null for none, undefined for a dead handle (or an answer that grew between its
+ * two reads, which a stored cause never does).
+ */
+function readCauseBytes(
+  read: (h: number, out: Uint8Array, cap: number) => number,
+  h: number,
+): Uint8Array | null | undefined {
+  let n = read(h, causeBytes, causeBytes.length);
+  if (n > causeBytes.length) {
+    causeBytes = new Uint8Array(n);
+    n = read(h, causeBytes, n);
+    if (n > causeBytes.length) return undefined;
+  }
+  if (n < 0) return undefined;
+  return n === 0 ? null : causeBytes.slice(0, n);
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Each library's counters' clock word (kc_clock_word) as two u32 halves. */
 const clocks = new WeakMap<Library, Uint32Array>();
 
@@ -2010,7 +2035,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * cancel gave none) where the channel was closed first and then cancelled, by anyone (another
    * isolate's `Channel.from` copy, a copy here, native code), else undefined (open, closed
    * only, cancelled as its first close, local, ended or disposed here). The close cause is
-   * looked up first (`#lookCause`), so `taskCancelError` can tell the two apart. For `produce`
+   * looked up too (`#lookCause`), so `taskCancelError` can tell the two apart. For `produce`
    * and `actor`, whose task a cancel made elsewhere cancels with that cancel's cause, not the
    * close's (Kotlin's `ChannelCoroutine.cancel(cause)`); before ABI 23 native code kept only
    * the first closer's cause, and the task got the close's.
@@ -2022,17 +2047,32 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#disposed || !this.#lib.isOpen
     ) return undefined;
     const sym = this.#lib.symbols("read cancel cause");
-    const st = sym.kc_chan_status(this.#handle);
-    if (st < 0 || (st & 8) === 0) return undefined;
-    if (!s.hasCause) this.#lookCause(s);
-    let n = sym.kc_chan_cancel_cause(this.#handle, causeBytes, causeBytes.length);
-    if (n > causeBytes.length) {
-      causeBytes = new Uint8Array(n);
-      n = sym.kc_chan_cancel_cause(this.#handle, causeBytes, n);
-      if (n > causeBytes.length) return { cause: undefined };
+    const h = this.#handle;
+    // Both causes before the status: another thread's destroy (it frees them) between a status
+    // read that saw bit 3 and the cause's read left the task "Channel was cancelled" without the
+    // late cancel's cause. Read first, they still tell it where the status read comes too late
+    // (the handle dead): a first cancel's cause that is not the close cause's (the same bytes
+    // where that cancel was the close, kc_chan_cause reading its entry too) came after a close.
+    const close = readCauseBytes(sym.kc_chan_cause, h);
+    if (close === undefined) return undefined; // destroyed already: nothing to read
+    let cancel = readCauseBytes(sym.kc_chan_cancel_cause, h);
+    if (cancel === undefined) return undefined;
+    const st = sym.kc_chan_status(h);
+    if (st >= 0) {
+      if ((st & 8) === 0) return undefined;
+      // Bit 3 comes with its cause (one critical section): one not there at the read above
+      // came since.
+      if (cancel === null) cancel = readCauseBytes(sym.kc_chan_cancel_cause, h) ?? null;
+    } else if (cancel === null || (close !== null && sameBytes(close, cancel))) {
+      // Destroyed since the reads: no cause of a cancel after a close read (left: one made
+      // without a cause reads as none, the task given the receivers' error rather than a
+      // cause-less "Channel was cancelled"); or the first cancel's is the close cause's (that
+      // cancel closed it, or gave the same bytes: the same value either way).
+      return undefined;
     }
-    if (n <= 0) return { cause: undefined }; // none given (or the handle died since: none read)
-    const got = decodeCause(causeBytes.subarray(0, n));
+    if (!s.hasCause) this.#lookCause(s);
+    if (cancel === null) return { cause: undefined }; // none given
+    const got = decodeCause(cancel);
     return { cause: got.ok ? got.cause : undefined };
   }
 
