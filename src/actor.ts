@@ -56,15 +56,19 @@ import {
   type WaitOptions,
 } from "./channel.ts";
 import {
+  abortReason,
   CancellationError,
   checkFunction,
   checkOptions,
   checkScope,
   ClosedSendError,
+  isAborted,
   launchChecked,
+  listenAbort,
   refuseAsValue,
   signalOf,
   taskSignal,
+  unlistenAbort,
 } from "./errors.ts";
 import { type Job, JobSupport, runCompletionHandler, taskCancelError } from "./job.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
@@ -390,7 +394,7 @@ class ActorImpl<M> implements Actor<M> {
     } catch (e) {
       return Promise.reject(e);
     }
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
     return this.#refuse(message);
   }
 
@@ -563,9 +567,11 @@ export function actor<M>(
     // cancelled after its handler returned, waits for its children, and meanwhile its mailbox
     // took messages that nobody would ever receive.
     if (signal !== null) {
-      const onAbort = () => cancelMailbox(mailbox, signal.reason);
-      signal.addEventListener("abort", onAbort, { once: true });
-      detach = () => signal.removeEventListener("abort", onAbort);
+      // By AbortSignal's own members (errors.ts, `isAborted`): the task's signal may be a
+      // caller's, with members of its own that throw.
+      const onAbort = () => cancelMailbox(mailbox, abortReason(signal));
+      listenAbort(signal, onAbort);
+      detach = () => unlistenAbort(signal, onAbort);
     }
     // Until the task is final: its end withdraws the owned watch before the mailbox is
     // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
@@ -608,8 +614,8 @@ export function actor<M>(
       // `share()` or `handle` throw its InvalidHandleError (no live channel to hand out): the
       // actor ends as cancelled then too, as a producer whose channel it destroyed (Kotlin's
       // actor ends with its cancelled channel), not failed with it.
-      const error = abandoned && signal?.aborted && mailbox._raised(e)
-        ? signal.reason
+      const error = abandoned && signal !== null && isAborted(signal) && mailbox._raised(e)
+        ? abortReason(signal)
         : destroyedUnder(mailbox, e)
         ? new CancellationError(MAILBOX_DESTROYED, { cause: e })
         : e;

@@ -53,6 +53,7 @@ import {
   TYPE_TAGS,
 } from "./codec.ts";
 import {
+  abortReason,
   CancellationError,
   checkFunction,
   checkOptions,
@@ -60,13 +61,16 @@ import {
   ClosedSendError,
   describe,
   InvalidHandleError,
+  isAborted,
   KcoroError,
   LibraryClosedError,
   LibraryPermissionError,
+  listenAbort,
   refuseAsValue,
   signalOf,
   Status,
   statusError,
+  unlistenAbort,
   unwrap,
 } from "./errors.ts";
 
@@ -1099,7 +1103,9 @@ class Waiter implements RingOp {
     if (this.state === DONE) return;
     this.state = DONE;
     (this.kind === SEND ? this.ch._shared.senders : this.ch._shared.receivers).remove(this);
-    if (this.onAbort !== undefined) this.signal!.removeEventListener("abort", this.onAbort);
+    // Never throws (`unlistenAbort`): before, a signal's own `removeEventListener` that threw
+    // escaped here, from inside whatever settled this waiter (a pump of another channel too).
+    if (this.onAbort !== undefined) unlistenAbort(this.signal!, this.onAbort);
   }
 
   /**
@@ -3408,7 +3414,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     let slot: Slot | undefined;
     try {
       signal = signalOf("send", options);
-      if (signal?.aborted) return Promise.reject(signal.reason);
+      if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
       if (this._shared.local) {
         // A waiting local send holds the value as passed (its copy is taken now).
         this.#sym("send");
@@ -3476,7 +3482,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     let signal: AbortSignal | undefined;
     try {
       signal = signalOf("receive", options);
-      if (signal?.aborted) return Promise.reject(signal.reason);
+      if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
       v = this.#poll(this.#sym("receive"));
       // Before it waits, what the channel kept for this isolate's hook while open (a terminated
       // Worker's queued send, withdrawn as its thread ended) goes to the hook: a drop policy's
@@ -3560,11 +3566,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (signal !== undefined) {
       w.signal = signal;
-      w.onAbort = () => this.#abandon(w, signal.reason);
+      // By AbortSignal's own members, never the signal's (errors.ts, `isAborted`).
+      w.onAbort = () => this.#abandon(w, abortReason(signal));
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code):
       // the event will not come again.
-      if (signal.aborted) w.onAbort();
-      else signal.addEventListener("abort", w.onAbort, { once: true });
+      if (isAborted(signal)) w.onAbort();
+      else listenAbort(signal, w.onAbort);
     }
     return promise;
   }

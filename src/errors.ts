@@ -3,10 +3,12 @@
  * `TypeError` for a bad argument), each with `name` set, and a brand (`ERROR_BRAND`) by which
  * kcoro recognises its errors across copies of this module, where `instanceof` does not work.
  *
- * This module is a leaf: it imports nothing, so both `ffi/` and `src/` may use it.
+ * This module is a leaf: it imports nothing of kcoro's, so both `ffi/` and `src/` may use it.
  *
  * @module
  */
+
+import { isProxy } from "node:util/types";
 
 /** Native status codes (`include/kcoro.h`): 0 is success, negative values are errors. */
 export const Status = {
@@ -91,24 +93,101 @@ export function signalOf(op: string, options: unknown): AbortSignal | undefined 
   return signal as AbortSignal | undefined;
 }
 
-/** The engine's `aborted` getter: it throws for anything that is no AbortSignal. */
+/*
+ * A caller's signal is read and listened to only through AbortSignal's and EventTarget's own
+ * members, captured here as the module loads, never through the signal's: an `aborted` or
+ * `reason` getter, an `addEventListener` or `removeEventListener` set on the signal, on a
+ * prototype put under it or on a subclass's never runs (before, one that threw escaped a job's
+ * finalizer partway, leaving it and its parent unfinished, a `delay`'s timer and so the process,
+ * or a call that must reject as a synchronous throw). With `isAbortSignal` refusing a Proxy,
+ * kcoro runs none of a signal's own code; its abort listeners are the only code of kcoro's the
+ * signal runs.
+ */
 const abortedOf = Object.getOwnPropertyDescriptor(AbortSignal.prototype, "aborted")!.get!;
+const reasonGetter = Object.getOwnPropertyDescriptor(AbortSignal.prototype, "reason")!.get!;
+const addListener = EventTarget.prototype.addEventListener;
+const removeListener = EventTarget.prototype.removeEventListener;
+const SIGNAL_PROTOTYPE = AbortSignal.prototype;
+const ONCE: AddEventListenerOptions = Object.freeze({ once: true });
+
+/** `signal.aborted` by AbortSignal's own getter (`isAbortSignal` passed it). Internal. */
+export function isAborted(signal: AbortSignal): boolean {
+  return abortedOf.call(signal);
+}
+
+/** `signal.reason` by AbortSignal's own getter (`isAbortSignal` passed it). Internal. */
+export function abortReason(signal: AbortSignal): unknown {
+  return reasonGetter.call(signal);
+}
+
+/** Adds `listener` for the signal's abort, once, by EventTarget's own method. Internal. */
+export function listenAbort(signal: AbortSignal, listener: () => void): void {
+  addListener.call(signal, "abort", listener, ONCE);
+}
+
+/**
+ * Removes what `listenAbort` added, by EventTarget's own method. Internal. It never throws:
+ * its callers are finalizers and settlements, which must run to their end (only a signal whose
+ * engine-internal symbol-keyed properties the caller redefined could make it throw).
+ */
+export function unlistenAbort(signal: AbortSignal, listener: () => void): void {
+  try {
+    removeListener.call(signal, "abort", listener);
+  } catch {
+    // the listener stays: it finds its wait settled, as any late abort does
+  }
+}
+
+/**
+ * Marks the signals `isAbortSignal` passed with a private field (a base class whose constructor
+ * returns the object it is given puts a subclass's field on any object): `#checked in x` runs
+ * none of x's code, a Proxy's included, and costs nothing, where asking whether x is a Proxy is
+ * an op call (~10 ns) per wait. Invisible to the caller (no property, no symbol).
+ */
+class Stamp {
+  constructor(x: object) {
+    return x as Stamp;
+  }
+}
+class CheckedSignal extends Stamp {
+  #checked = true;
+  static has(x: object): boolean {
+    return #checked in x;
+  }
+  static mark(x: object): void {
+    try {
+      new CheckedSignal(x);
+    } catch {
+      // an engine that refuses private fields on a non-extensible object: checked each time
+    }
+  }
+}
 
 /**
  * True if `x` is an AbortSignal. Internal. instanceof alone passes an object made from
  * `AbortSignal.prototype`, whose `aborted` read then threw "Illegal invocation" later: outside
  * the try of a call that must reject (delay, join), or at values()'s first next()
- * (AbortSignal.any refuses it). A Proxy of a signal is one (the engine's brand checks see
- * through it).
+ * (AbortSignal.any refuses it). A Proxy is none, nor a signal with a Proxy among its prototypes
+ * below `AbortSignal.prototype`: the engine's brand checks see through one, but its traps would
+ * run the caller's code at each read and listen (a throw there escaped as the overrides did). A
+ * signal whose prototype the caller changed to one below AbortSignal's (a subclass's) is one.
  */
 export function isAbortSignal(x: unknown): x is AbortSignal {
-  if (!(x instanceof AbortSignal)) return false;
+  if (typeof x !== "object" || x === null) return false;
+  // Passed before, and its prototype still AbortSignal's own (a Proxy is never marked).
+  if (CheckedSignal.has(x) && Object.getPrototypeOf(x) === SIGNAL_PROTOTYPE) return true;
+  if (isProxy(x)) return false;
+  // Ordinary objects' prototypes run no code; each is checked before it is asked for its own.
+  for (let p = Object.getPrototypeOf(x); p !== SIGNAL_PROTOTYPE; p = Object.getPrototypeOf(p)) {
+    if (p === null || isProxy(p)) return false;
+  }
   try {
     abortedOf.call(x);
-    return true;
   } catch {
     return false;
   }
+  if (!CheckedSignal.has(x)) CheckedSignal.mark(x);
+  return true;
 }
 
 /**
@@ -129,14 +208,22 @@ export function taskSignal(task: { readonly signal?: unknown }): AbortSignal | n
 /** Throws "Cannot <op>: signal must be an AbortSignal" unless `signal` is undefined or one. */
 export function checkSignal(op: string, signal: unknown): void {
   if (signal === undefined) return;
-  const like = signal instanceof AbortSignal;
-  if (!(like && isAbortSignal(signal))) {
+  if (!isAbortSignal(signal)) {
     throw new TypeError(
-      `Cannot ${op}: signal must be an AbortSignal, received ${
-        like ? "an object of its prototype that is none" : describe(signal)
-      }`,
+      `Cannot ${op}: signal must be an AbortSignal, received ${signalDescription(signal)}`,
     );
   }
+}
+
+/** What `checkSignal` says it received, running none of its code (a Proxy's traps). */
+function signalDescription(x: unknown): string {
+  if (typeof x !== "object" || x === null) return describe(x);
+  if (isProxy(x)) return "a Proxy";
+  for (let p = Object.getPrototypeOf(x); p !== null; p = Object.getPrototypeOf(p)) {
+    if (p === SIGNAL_PROTOTYPE) return "an object of its prototype that is none";
+    if (isProxy(p)) return "an object with a Proxy among its prototypes";
+  }
+  return describe(x);
 }
 
 /** Throws "Cannot <op>: scope must be a CoroutineScope" unless `scope` looks like one. */

@@ -52,13 +52,17 @@
 import { checkedContextKey, Context, type ContextKey, isContext } from "./context.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 import {
+  abortReason,
   CancellationError,
   checkFunction,
   CompletionHandlerError,
   describe,
   errorKind,
+  isAborted,
+  listenAbort,
   refuseAsValue,
   signalOf,
+  unlistenAbort,
 } from "./errors.ts";
 
 /**
@@ -439,7 +443,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     }
     // A lazy job starts even for a caller already cancelled (Kotlin's joinInternal).
     if (this.#state === NEW) this.start();
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
     if (this.#state >= CANCELLED) return RESOLVED;
     if (signal !== undefined) return this.#untilAborted(signal, () => undefined);
     return this.#join ??= new Promise((resolve) => this.#resolveJoin = resolve);
@@ -456,7 +460,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // A final deferred gives its result even to a caller already cancelled (Kotlin's
     // awaitInternal returns before it would suspend; join checks its caller there, await not).
     if (signal === undefined || this.#state >= CANCELLED) return this.#awaitResult();
-    if (signal.aborted) return Promise.reject(signal.reason);
+    if (isAborted(signal)) return Promise.reject(abortReason(signal));
     return this.#untilAborted(signal, () => this.#awaitResult());
   }
 
@@ -464,19 +468,22 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * What `settle` gives once this job is final, or a rejection with `signal`'s reason once it
    * aborts first. Waits through a completion handler that the abort disposes, not a reaction
    * on the shared join or result promise: that reaction (and the timed-out caller it held)
-   * stayed until the job completed, ~1.5 KB per timed-out wait on a long-lived deferred.
+   * stayed until the job completed, ~1.5 KB per timed-out wait on a long-lived deferred. The
+   * signal is read and listened to by AbortSignal's own members (errors.ts, `isAborted`):
+   * before, its own `removeEventListener`, when it threw, stopped the handler before `resolve`,
+   * and the wait never settled.
    */
   #untilAborted<R>(signal: AbortSignal, settle: () => R | Promise<R>): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       const onAbort = () => {
         done[Symbol.dispose]();
-        reject(signal.reason);
+        reject(abortReason(signal));
       };
       const done = this.invokeOnCompletion(() => {
-        signal.removeEventListener("abort", onAbort);
+        unlistenAbort(signal, onAbort);
         resolve(settle());
       });
-      signal.addEventListener("abort", onAbort, { once: true });
+      listenAbort(signal, onAbort);
     });
   }
 
@@ -739,6 +746,16 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * and `#finalize` moves it past a child that leaves, so the walk is O(children) (it restarted
    * from the head, skipping the children already cancelling: O(N^2) when each child's cancel
    * finished the next one) and allocates nothing for it.
+   *
+   * No caller's code can cut the walk short, leaving the children it had not reached uncancelled
+   * and their parent waiting for ever: what runs inside it catches what that code throws (an
+   * abort listener's throw is reported by the signal's dispatch, never thrown out of `abort`; a
+   * completion handler's by `runCompletionHandler`; a CoroutineExceptionHandler's by
+   * `handleCoroutineException`; a caller's signal is unlistened by `unlistenAbort`, which never
+   * throws), and the CancellationErrors it makes read nothing of the cause they wrap. Only the
+   * engine can: a stack overflow or an out-of-memory error thrown here leaves the tree half
+   * cancelled. That is left as it is: the walk itself uses no recursion, and nothing kcoro could
+   * do after such an error is sure to run.
    */
   #cancelDown(): void {
     // deno-lint-ignore no-this-alias -- j walks down from this job

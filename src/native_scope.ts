@@ -26,17 +26,21 @@
  */
 import { inWorker, type Library, library } from "../ffi/load.ts";
 import {
+  abortReason,
   CancellationError,
   checkOptions,
   checkSignal,
   describe,
   InvalidHandleError,
+  isAborted,
   KcoroError,
   LibraryClosedError,
+  listenAbort,
   refuseAsValue,
   ShutdownError,
   Status,
   TimeoutError,
+  unlistenAbort,
   unwrap,
 } from "./errors.ts";
 import { type Job, JobSupport, PARENTS_OWN, REPORTS_FAILURE } from "./job.ts";
@@ -447,7 +451,7 @@ export class NativeScope implements AsyncDisposable {
     // Not a number: a TypeError; NaN: a RangeError, as delay's (a string was a RangeError).
     if (timeout !== undefined) checkMs(op, timeout, "timeout");
     const handle = this.#open(op);
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
     const sym = this.#lib.symbols(op);
     const end = timeout === undefined ? 0n : deadlineNs(sym.kc_now_ns(), Math.max(0, timeout));
     const loop = async () => {
@@ -466,7 +470,7 @@ export class NativeScope implements AsyncDisposable {
           throw new ShutdownError(op, ABANDONED);
         }
         if (rc !== Status.ETIME) unwrap(rc, op);
-        if (signal?.aborted) return;
+        if (signal !== undefined && isAborted(signal)) return;
         if (end !== 0n && sym.kc_now_ns() >= end) {
           throw new TimeoutError(`Timed out waiting for native children after ${timeout} ms`);
         }
@@ -474,9 +478,11 @@ export class NativeScope implements AsyncDisposable {
     };
     if (signal === undefined) return loop();
     return new Promise<void>((resolve, reject) => {
-      const onAbort = () => reject(signal.reason);
-      signal.addEventListener("abort", onAbort, { once: true });
-      loop().then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+      // By AbortSignal's own members (errors.ts, `isAborted`): before, the signal's own
+      // `removeEventListener` that threw rejected the `finally`'s promise, which nobody awaits.
+      const onAbort = () => reject(abortReason(signal));
+      listenAbort(signal, onAbort);
+      loop().then(resolve, reject).finally(() => unlistenAbort(signal, onAbort));
     });
   }
 

@@ -58,13 +58,17 @@
  */
 import { type Capacity, Channel, checkCapacity, type WaitOptions } from "./channel.ts";
 import {
+  abortReason,
   CancellationError,
   checkFunction,
   checkOptions,
   checkScope,
+  isAborted,
   isAbortSignal,
   launchChecked,
+  listenAbort,
   taskSignal,
+  unlistenAbort,
 } from "./errors.ts";
 import { isCancellation, type Job, JobSupport, taskCancelError } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
@@ -184,7 +188,7 @@ class ProducerChannel<T> extends Channel<T> {
     const bound = this._bound;
     if (bound === null || bound.signal === undefined) return super.send(value, options);
     if (options === undefined) {
-      if (bound.signal.aborted) return this.#afterCancel(value, bound.signal.reason);
+      if (isAborted(bound.signal)) return this.#afterCancel(value, abortReason(bound.signal));
       return super.send(value, bound);
     }
     // The caller's own signal counts too; anything malformed is super.send's to reject.
@@ -204,21 +208,24 @@ class ProducerChannel<T> extends Channel<T> {
         // signal of its own (a fresh one per send, a per-send timeout say), and before that
         // (one per send) until the macrotask ended, which a producer and its consumer trading
         // values in microtasks never did.
+        // Both read and listened to by AbortSignal's own members (errors.ts, `isAborted`): the
+        // task's may be a caller's too. Before, the caller's `removeEventListener` that threw
+        // replaced the send's outcome with its error.
         const task = bound.signal;
         // Once the task was cancelled, the send is one made after (its own signal aborted too
         // or not): hooked, as the one without a signal of its own is.
-        if (task.aborted) return this.#afterCancel(value, task.reason);
-        if (own.aborted) merged = { ...options, signal: own };
+        if (isAborted(task)) return this.#afterCancel(value, abortReason(task));
+        if (isAborted(own)) merged = { ...options, signal: own };
         else {
           const either = new AbortController();
-          const onTask = () => either.abort(task.reason);
-          const onOwn = () => either.abort(own.reason);
+          const onTask = () => either.abort(abortReason(task));
+          const onOwn = () => either.abort(abortReason(own));
           merged = { ...options, signal: either.signal };
-          own.addEventListener("abort", onOwn, { once: true }); // the caller's: first
-          task.addEventListener("abort", onTask, { once: true });
+          listenAbort(own, onOwn); // the caller's: first
+          listenAbort(task, onTask);
           unlisten = () => {
-            task.removeEventListener("abort", onTask);
-            own.removeEventListener("abort", onOwn);
+            unlistenAbort(task, onTask);
+            unlistenAbort(own, onOwn);
           };
         }
       }
@@ -271,7 +278,8 @@ class ProducerChannel<T> extends Channel<T> {
    * the same CancellationError by both, could not know whether to release the value itself.
    */
   override _abortDrops(): boolean {
-    return this._bound?.signal?.aborted === true;
+    const signal = this._bound?.signal;
+    return signal !== undefined && isAborted(signal);
   }
 
   /**
@@ -422,10 +430,11 @@ export function produce<T>(
         if (failed || out._gone) return;
         const job = task.job;
         const failure = JobSupport._is(job) ? job._failure : undefined;
-        out._end(failure !== undefined ? failure : signal.reason);
+        out._end(failure !== undefined ? failure : abortReason(signal));
       };
-      signal.addEventListener("abort", onAbort, { once: true });
-      detach = () => signal.removeEventListener("abort", onAbort);
+      // By AbortSignal's own members (errors.ts, `isAborted`): the task's may be a caller's.
+      listenAbort(signal, onAbort);
+      detach = () => unlistenAbort(signal, onAbort);
     }
     // Until the task is final, not only while the block runs: children of the task sending
     // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
@@ -445,7 +454,9 @@ export function produce<T>(
       // AbortSignal, or one that its job's cancel does not abort: it ends cancelled too, with a
       // CancellationError that says so. Before, it failed with the InvalidHandleError.
       if (out._gone && out._raised(e)) {
-        throw signal?.aborted ? signal.reason : new CancellationError(DISPOSED, { cause: e });
+        throw signal !== null && isAborted(signal)
+          ? abortReason(signal)
+          : new CancellationError(DISPOSED, { cause: e });
       }
       // Native code destroyed the channel (`kc_chan_destroy` through its `handle`): its sends
       // answer as on a cancelled channel (a CancellationError, which ends the task as
@@ -453,7 +464,9 @@ export function produce<T>(
       // and throw its InvalidHandleError: cancelled too, as the watch's cancel (which may come
       // first, or after) would, not failed with it.
       if (!out._gone && out._raised(e) && out._destroyedSeen) {
-        throw signal?.aborted ? signal.reason : new CancellationError(DESTROYED, { cause: e });
+        throw signal !== null && isAborted(signal)
+          ? abortReason(signal)
+          : new CancellationError(DESTROYED, { cause: e });
       }
       // A block that threw undefined fails with the TypeError the job makes of it, which
       // `onAbort` closes the channel with: closed with undefined, receivers saw a clean end.

@@ -27,7 +27,17 @@
  * @module
  */
 import { childContext, Context, Deadline, isContext } from "./context.ts";
-import { CancellationError, checkFunction, checkSignal, describe, signalOf } from "./errors.ts";
+import {
+  abortReason,
+  CancellationError,
+  checkFunction,
+  checkSignal,
+  describe,
+  isAborted,
+  listenAbort,
+  signalOf,
+  unlistenAbort,
+} from "./errors.ts";
 import {
   CANCEL_COMPLETES,
   type Deferred,
@@ -203,9 +213,12 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
 
   /** Cancels this scope when `signal` aborts, until the scope finishes. */
   follow(signal: AbortSignal): void {
-    const onAbort = () => this.cancel(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    this.addFinalizer(() => signal.removeEventListener("abort", onAbort));
+    // By AbortSignal's and EventTarget's own members (errors.ts, `isAborted`): before, the
+    // signal's own `removeEventListener`, when it threw, escaped the finalizer partway and left
+    // this scope and its parent unfinished.
+    const onAbort = () => this.cancel(abortReason(signal));
+    listenAbort(signal, onAbort);
+    this.addFinalizer(() => unlistenAbort(signal, onAbort));
   }
 
   /** Runs `fn` once the scope reaches a final state, before completion handlers. */
@@ -299,7 +312,7 @@ export function checkRoot<T>(
 ): CancellationError | null {
   checkBlock(op, block);
   const signal = checkScopeOptions(op, options)?.signal;
-  return signal?.aborted ? toCancellation(signal.reason) : null;
+  return signal !== undefined && isAborted(signal) ? toCancellation(abortReason(signal)) : null;
 }
 
 /**
@@ -316,7 +329,7 @@ export function rootScope<T>(
   checkBlock(op, block);
   const checked = checkScopeOptions(op, options);
   const signal = checked?.signal;
-  if (signal?.aborted) return toCancellation(signal.reason);
+  if (signal !== undefined && isAborted(signal)) return toCancellation(abortReason(signal));
   const flags = HANDLES_CHILD_FAILURE | (supervisor ? SUPERVISOR : 0);
   const scope = new Coroutine<T>(checked?.context ?? Context.empty, flags, block);
   if (signal !== undefined) scope.follow(signal);
@@ -499,7 +512,7 @@ export function createScope(options?: CreateScopeOptions): Scope {
   const scope = new StandaloneScope(checked?.context ?? Context.empty, flags, null);
   scope.start();
   const signal = checked?.signal;
-  if (signal?.aborted) scope.cancel(signal.reason);
+  if (signal !== undefined && isAborted(signal)) scope.cancel(abortReason(signal));
   else if (signal !== undefined) scope.follow(signal);
   return scope;
 }

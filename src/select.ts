@@ -51,15 +51,19 @@ import { Bridge, type RingOp } from "./bridge.ts";
 import { Channel, type ReceiveCatchingResult } from "./channel.ts";
 import { giveSlot, type Slot, takeSlot } from "./codec.ts";
 import {
+  abortReason,
   checkFunction,
   checkOptions,
   checkSignal,
   describe,
   InvalidHandleError,
+  isAborted,
   LibraryClosedError,
+  listenAbort,
   refuseAsValue,
   Status,
   statusError,
+  unlistenAbort,
   unwrap,
 } from "./errors.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
@@ -325,9 +329,9 @@ export function select<R>(
       }
       throw new TypeError(`Cannot ${op}: a select needs at least one clause, received none`);
     }
-    if (signal?.aborted) {
+    if (signal !== undefined && isAborted(signal)) {
       handleThenable(built); // its late clauses' errors: the select rejected already
-      return Promise.reject(signal.reason);
+      return Promise.reject(abortReason(signal));
     }
     if (unbiased) shuffle(clauses);
     const selection = new Selection(clauses, b.channels, signal);
@@ -544,9 +548,9 @@ class Selection implements RingOp {
     if (signal !== undefined) {
       this.onAbort = () => this.#jsWins(undefined);
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code):
-      // the event will not come again.
-      if (signal.aborted) this.onAbort();
-      else signal.addEventListener("abort", this.onAbort, { once: true });
+      // the event will not come again. By AbortSignal's own members (errors.ts, `isAborted`).
+      if (isAborted(signal)) this.onAbort();
+      else listenAbort(signal, this.onAbort);
     }
   }
 
@@ -671,7 +675,7 @@ class Selection implements RingOp {
         this.completing = true; // a channel clause won first: its record settles the select
         if (c === undefined) {
           this.gaveUp = true;
-          this.reason = reason ?? this.signal!.reason;
+          this.reason = reason ?? abortReason(this.signal!);
         }
         return;
       }
@@ -694,7 +698,7 @@ class Selection implements RingOp {
       this.#giveSlots(); // withdrawn, or never queued
       this.done = true;
       this.#cleanup();
-      this.reject(reason ?? this.signal!.reason);
+      this.reject(reason ?? abortReason(this.signal!));
       return;
     }
     this.#fireJs(c);
@@ -1013,6 +1017,8 @@ class Selection implements RingOp {
         reportError(e);
       }
     }
-    if (this.onAbort !== undefined) this.signal!.removeEventListener("abort", this.onAbort);
+    // Never throws (`unlistenAbort`): before, a signal's own `removeEventListener` that threw
+    // escaped the cleanup of a settled select, from inside another channel's pump too.
+    if (this.onAbort !== undefined) unlistenAbort(this.signal!, this.onAbort);
   }
 }

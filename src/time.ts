@@ -10,7 +10,15 @@
  *
  * @module
  */
-import { describe, signalOf, TimeoutError } from "./errors.ts";
+import {
+  abortReason,
+  describe,
+  isAborted,
+  listenAbort,
+  signalOf,
+  TimeoutError,
+  unlistenAbort,
+} from "./errors.ts";
 import {
   type Block,
   checkRoot,
@@ -228,19 +236,22 @@ export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<v
   } catch (e) {
     return Promise.reject(e); // a function that returns a Promise rejects, never throws
   }
-  if (signal?.aborted) return Promise.reject(signal.reason);
+  // The signal's own members never run (errors.ts, `isAborted`): before, an overridden
+  // `removeEventListener` threw out of the timer's callback, an uncaught error that ended the
+  // process, and an `aborted` getter that threw escaped as a synchronous throw.
+  if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
   if (ms <= 0) return Promise.resolve();
   if (signal === undefined) return new Promise((resolve) => timer(ms, resolve));
   return new Promise((resolve, reject) => {
     const onAbort = () => {
       cancel();
-      reject(signal.reason);
+      reject(abortReason(signal));
     };
     const cancel = timer(ms, () => {
-      signal.removeEventListener("abort", onAbort);
+      unlistenAbort(signal, onAbort);
       resolve();
     });
-    signal.addEventListener("abort", onAbort, { once: true });
+    listenAbort(signal, onAbort);
   });
 }
 

@@ -272,7 +272,8 @@ Deno.test("a failure while timing out outranks the timeout", async () => {
 });
 
 Deno.test("a signal that passes instanceof AbortSignal but is none (made from its prototype) is refused by name: calls that return a Promise reject, never throw", async () => {
-  // (A Proxy of a real signal is one: the engine's brand checks see through it.)
+  // (A Proxy of a real signal is refused too, though the engine's brand checks see through it:
+  // tests/signal_test.ts.)
   const fake = Object.create(AbortSignal.prototype) as AbortSignal;
   assert.ok(fake instanceof AbortSignal); // what the check looked at; reading `aborted` throws
   const o = { signal: fake };

@@ -1,0 +1,429 @@
+// A caller's AbortSignal whose own members throw (an `aborted` or `reason` getter, an
+// `addEventListener`, `removeEventListener` or `throwIfAborted` of its own or of a prototype put
+// under it) never leaves a job, scope or wait stuck, nor throws where a Promise is returned:
+// kcoro reads and listens to a signal only through AbortSignal's and EventTarget's own members,
+// captured as it loads (src/errors.ts), so those overrides never run. A Proxy, which would run
+// the caller's traps at each read, is refused by name.
+import assert from "node:assert/strict";
+import {
+  actor,
+  CancellationError,
+  Channel,
+  CompletableDeferred,
+  Context,
+  type CoroutineScope,
+  coroutineScope,
+  createScope,
+  delay,
+  NativeScope,
+  produce,
+  runtime,
+  select,
+  supervisorScope,
+  withTimeout,
+  withTimeoutOrNull,
+} from "../mod.ts";
+import { catchReported, settled, untilAborted } from "./support.ts";
+
+const MEMBERS = [
+  "aborted",
+  "reason",
+  "addEventListener",
+  "removeEventListener",
+  "throwIfAborted",
+] as const;
+/** Each member alone on the signal itself, then all of them on a prototype put under it. */
+const KINDS = [...MEMBERS, "all, on a prototype under it"] as const;
+type Kind = typeof KINDS[number];
+
+const abortedOf = Object.getOwnPropertyDescriptor(AbortSignal.prototype, "aborted")!.get!;
+
+/**
+ * A real signal whose `kind` members throw when read (a method: when looked up to be called),
+ * and `abort(reason)`, which aborts it: its controller's abort reads the signal's `aborted`
+ * itself, once, before the listeners run (Deno's own code): that one read answers.
+ */
+function hostile(kind: Kind) {
+  const controller = new AbortController();
+  const signal = controller.signal;
+  const ran: string[] = [];
+  let controllers = 0;
+  const throwing = (m: string): PropertyDescriptor => ({
+    get() {
+      if (m === "aborted" && controllers > 0) {
+        controllers--;
+        return abortedOf.call(signal);
+      }
+      ran.push(m);
+      throw new Error(`the caller's ${m}`);
+    },
+    configurable: true,
+  });
+  if (kind === "all, on a prototype under it") {
+    const descriptors: PropertyDescriptorMap = {};
+    for (const m of MEMBERS) descriptors[m] = throwing(m);
+    Object.setPrototypeOf(signal, Object.create(AbortSignal.prototype, descriptors));
+  } else {
+    Object.defineProperty(signal, kind, throwing(kind));
+  }
+  const abort = (reason: unknown) => {
+    controllers = 1; // read by the abort (where `aborted` is the signal's own), or by nobody
+    controller.abort(reason);
+    controllers = 0;
+  };
+  return { abort, signal, ran };
+}
+
+/** The reason itself, or a CancellationError caused by it (what a scope fails with). */
+function byReason(reason: Error) {
+  return (e: unknown) => e === reason || (e instanceof CancellationError && e.cause === reason);
+}
+
+/**
+ * An entry point that takes a signal: `completes` settles by itself (resolving `value`);
+ * `waits` waits until the signal aborts. Each returns its promise and what to end afterwards.
+ */
+interface Entry {
+  name: string;
+  completes(signal: AbortSignal): Promise<unknown>;
+  value: unknown;
+  waits(signal: AbortSignal): Promise<unknown>;
+}
+
+const ENTRIES: Entry[] = [
+  {
+    name: "delay",
+    completes: (signal) => delay(1, { signal }),
+    value: undefined,
+    waits: (signal) => delay(60_000, { signal }),
+  },
+  {
+    name: "coroutineScope",
+    completes: (signal) => coroutineScope(() => 7, { signal }),
+    value: 7,
+    waits: (signal) => coroutineScope((s) => untilAborted(s.signal), { signal }),
+  },
+  {
+    name: "supervisorScope",
+    completes: (signal) => supervisorScope(() => 7, { signal }),
+    value: 7,
+    waits: (signal) => supervisorScope((s) => untilAborted(s.signal), { signal }),
+  },
+  {
+    name: "withTimeout",
+    completes: (signal) => withTimeout(60_000, () => 7, { signal }),
+    value: 7,
+    waits: (signal) => withTimeout(60_000, (s) => untilAborted(s.signal), { signal }),
+  },
+  {
+    name: "withTimeoutOrNull",
+    completes: (signal) => withTimeoutOrNull(60_000, () => 7, { signal }),
+    value: 7,
+    waits: (signal) => withTimeoutOrNull(60_000, (s) => untilAborted(s.signal), { signal }),
+  },
+  {
+    name: "createScope's join",
+    completes: async (signal) => {
+      const scope = createScope({ signal });
+      scope.launch(() => delay(1));
+      await scope.join();
+      return scope.job.state;
+    },
+    value: "completed",
+    waits: async (signal) => {
+      const scope = createScope({ signal });
+      const d = scope.async((task) => untilAborted(task.signal));
+      await scope.join();
+      return await d.await(); // the scope's cancellation, once its signal aborted
+    },
+  },
+  {
+    name: "Deferred's await",
+    completes: (signal) => {
+      const d = new CompletableDeferred<number>();
+      const p = d.await({ signal });
+      setTimeout(() => d.complete(7), 0);
+      return p;
+    },
+    value: 7,
+    waits: (signal) => new CompletableDeferred<number>().await({ signal }),
+  },
+  {
+    name: "Job's join",
+    completes: (signal) => {
+      const d = new CompletableDeferred<number>();
+      const p = d.join({ signal });
+      setTimeout(() => d.complete(7), 0);
+      return p;
+    },
+    value: undefined,
+    waits: (signal) => new CompletableDeferred<number>().join({ signal }),
+  },
+  {
+    name: "Channel's receive",
+    completes: async (signal) => {
+      using ch = new Channel<number>("rendezvous");
+      const p = ch.receive({ signal }); // waits, then settles by a send: its listener goes
+      await ch.send(7);
+      return await p;
+    },
+    value: 7,
+    waits: async (signal) => {
+      using ch = new Channel<number>(1);
+      return await ch.receive({ signal });
+    },
+  },
+  {
+    name: "Channel's receiveCatching",
+    completes: async (signal) => {
+      using ch = new Channel<number>("rendezvous");
+      const p = ch.receiveCatching({ signal });
+      await ch.send(7);
+      return await p;
+    },
+    value: { state: "ok", value: 7 },
+    waits: async (signal) => {
+      using ch = new Channel<number>(1);
+      return await ch.receiveCatching({ signal });
+    },
+  },
+  {
+    name: "Channel's send",
+    completes: async (signal) => {
+      using ch = new Channel<number>("rendezvous");
+      const p = ch.send(7, { signal });
+      assert.equal(await ch.receive(), 7);
+      return await p;
+    },
+    value: undefined,
+    waits: async (signal) => {
+      using ch = new Channel<number>("rendezvous");
+      return await ch.send(7, { signal });
+    },
+  },
+  {
+    name: "Channel's values()",
+    completes: async (signal) => {
+      using ch = new Channel<number>(1);
+      const p = ch.values({ signal }).next();
+      await ch.send(7);
+      return await p;
+    },
+    value: { done: false, value: 7 },
+    waits: async (signal) => {
+      using ch = new Channel<number>(1);
+      return await ch.values({ signal }).next();
+    },
+  },
+  {
+    name: "select",
+    completes: async (signal) => {
+      using ch = new Channel<number>("rendezvous");
+      const p = select<number>((s) => s.onReceive(ch, (v) => v), { signal });
+      await ch.send(7);
+      return await p;
+    },
+    value: 7,
+    waits: async (signal) => {
+      using ch = new Channel<number>(1);
+      return await select<number>((s) => s.onReceive(ch, (v) => v), { signal });
+    },
+  },
+  {
+    name: "a producer's send with a signal of its own",
+    completes: (signal) =>
+      coroutineScope(async (scope) => {
+        using ch = produce<number>(scope, (out) => out.send(7, { signal }));
+        return (await ch.receive());
+      }),
+    value: 7,
+    waits: (signal) =>
+      coroutineScope((scope) => {
+        const ch = produce<number>(scope, (out) => out.send(7, { signal }));
+        // The send's rejection fails the producer, and so the scope; the channel then is done.
+        return untilAborted(scope.signal).finally(() => ch[Symbol.dispose]());
+      }),
+  },
+  {
+    name: "a NativeScope's wait",
+    completes: async (signal) => {
+      await using ns = NativeScope.create();
+      return await ns.wait({ signal }); // no child: resolves, and its listener goes
+    },
+    value: undefined,
+    waits: async (signal) => {
+      await using ns = NativeScope.create();
+      ns.launch("cancellable-sleeper", runtime().cells([60_000n, 0n, 0n])); // a minute
+      return await ns.wait({ signal }); // its dispose then cancels the child and waits
+    },
+  },
+];
+
+for (const entry of ENTRIES) {
+  Deno.test(`${entry.name}: a signal whose own members throw (each, or a prototype's) is read and listened to by AbortSignal's own, so the call completes, aborts, and refuses an aborted signal as with any signal`, async () => {
+    using reported = catchReported();
+    for (const kind of KINDS) {
+      const what = `${entry.name}, ${kind}`;
+      // Completes by itself: before, the `aborted` read threw (at the call, or a rejection),
+      // `addEventListener` rejected the call, `removeEventListener` threw out of the job's
+      // finalizer (a scope never settled, or threw at the call), out of a delay's timer (an
+      // uncaught error ending the process), out of a join's completion handler (it never
+      // settled).
+      const one = hostile(kind);
+      assert.deepEqual(await entry.completes(one.signal), entry.value, what);
+      // Aborted while it waits: rejects with the reason (a scope with a CancellationError
+      // caused by it). Before, reading `reason` in the abort listener threw there.
+      const two = hostile(kind);
+      const waiting = entry.waits(two.signal);
+      waiting.catch(() => {}); // asserted below
+      assert.equal(await settled(waiting), false, `${what}: waits`);
+      const reason = new Error(`stop ${what}`);
+      two.abort(reason);
+      await assert.rejects(waiting, byReason(reason), what);
+      // Aborted before the call: refused up front with the reason, as any aborted signal.
+      const three = hostile(kind);
+      const before = new Error(`before ${what}`);
+      three.abort(before);
+      await assert.rejects(entry.waits(three.signal), byReason(before), `${what}: aborted before`);
+      for (const h of [one, two, three]) {
+        assert.deepEqual(h.ran, [], `${what}: none of its own ran`);
+      }
+    }
+    assert.deepEqual(reported.errors, [], "nothing reported");
+  });
+}
+
+Deno.test("createScope: a signal whose own members throw never throws at the call nor stops the scope's end", async () => {
+  for (const kind of KINDS) {
+    const { abort, signal, ran } = hostile(kind);
+    const before = hostile(kind);
+    before.abort(new Error("stop"));
+    // Before, its `aborted` getter or `addEventListener` threw at the call.
+    const cancelled = createScope({ signal: before.signal });
+    assert.equal(cancelled.job.isCancelled, true, kind);
+    await cancelled.join();
+    const scope = createScope({ signal });
+    scope.launch(() => {});
+    // Before, its `removeEventListener` threw out of the scope's finalizer: join threw.
+    await scope.join();
+    assert.equal(scope.job.state, "completed", kind);
+    abort(new Error("late")); // after its end: nothing listens
+    assert.deepEqual([...ran, ...before.ran], [], kind);
+  }
+});
+
+Deno.test("a producer's and an actor's task signal (a scope of the caller's own) whose own members throw: watched by AbortSignal's own members, so its abort ends them and their end detaches", async () => {
+  for (const kind of KINDS) {
+    for (const which of ["produce", "actor"] as const) {
+      const what = `${which}, ${kind}`;
+      const { abort, signal, ran } = hostile(kind);
+      const reason = new Error(`stop ${what}`);
+      let ended: unknown = "still waiting";
+      await coroutineScope(async (scope) => {
+        // The caller's own scope: it runs the block under kcoro's task, but hands it a task
+        // whose signal is the hostile one.
+        const theirs = {
+          context: Context.empty,
+          launch: (block: (task: CoroutineScope) => unknown) =>
+            scope.launch((task) =>
+              block({ signal, context: task.context, job: task.job } as unknown as CoroutineScope)
+            ),
+        } as unknown as CoroutineScope;
+        if (which === "produce") {
+          using ch = produce<number>(theirs, async (out) => {
+            await out.send(1); // bound to the task's signal
+            // Waits for a receive that never comes, until the task's signal aborts.
+            await out.send(2).catch((e) => ended = e);
+          });
+          assert.equal(await ch.receive(), 1);
+          abort(reason);
+          // Closed with the reason: nothing more to receive.
+          await assert.rejects(ch.receive(), what);
+        } else {
+          const a = actor<number>(theirs, async (mailbox) => {
+            try {
+              for (;;) await mailbox.receive();
+            } catch (e) {
+              ended = e; // the mailbox cancelled with the reason, as the task's signal aborted
+            }
+          });
+          await a.send(1);
+          abort(reason);
+          await a.job.join();
+        }
+      });
+      // The producer's waiting send rejects with the reason (its channel closed with it); the
+      // actor's receive with its cancelled mailbox's CancellationError.
+      if (which === "produce") assert.equal(ended, reason, what);
+      else assert.ok(ended instanceof CancellationError, `${what}: ${String(ended)}`);
+      assert.deepEqual(ran, [], `${what}: none of its own ran`);
+    }
+  }
+});
+
+Deno.test("a Proxy of a signal, or a signal with a Proxy among its prototypes, is refused by name: its traps never run", async () => {
+  const trapped: string[] = [];
+  const handler: ProxyHandler<AbortSignal> = {
+    get(target, key) {
+      trapped.push(`get ${String(key)}`);
+      return Reflect.get(target, key, target);
+    },
+    getPrototypeOf(target) {
+      trapped.push("getPrototypeOf");
+      return Reflect.getPrototypeOf(target);
+    },
+  };
+  const proxy = new Proxy(new AbortController().signal, handler);
+  const under = new AbortController().signal;
+  Object.setPrototypeOf(under, new Proxy(AbortSignal.prototype, handler as ProxyHandler<object>));
+  const cases: [AbortSignal, string][] = [
+    [proxy, "a Proxy"],
+    [under, "an object with a Proxy among its prototypes"],
+  ];
+  for (const [signal, said] of cases) {
+    const refused = (op: string) => ({
+      name: "TypeError",
+      message: `Cannot ${op}: signal must be an AbortSignal, received ${said}`,
+    });
+    const o = { signal };
+    await assert.rejects(delay(1, o), refused("delay"));
+    await assert.rejects(coroutineScope(() => {}, o), refused("run coroutineScope"));
+    await assert.rejects(withTimeout(5, () => {}, o), refused("run withTimeout"));
+    assert.throws(() => createScope(o), refused("create scope"));
+    const d = new CompletableDeferred<number>();
+    await assert.rejects(d.join(o), refused("join"));
+    await assert.rejects(d.await(o), refused("await"));
+    d.complete(1);
+    using ch = new Channel<number>(1);
+    await assert.rejects(ch.send(1, o), refused("send"));
+    await assert.rejects(ch.receive(o), refused("receive"));
+    assert.throws(() => ch.values(o), refused("iterate channel"));
+    await assert.rejects(select((s) => s.onReceive(ch, () => {}), o), refused("select"));
+    await using ns = NativeScope.create();
+    await assert.rejects(ns.wait(o), refused("wait for native scope"));
+  }
+  assert.deepEqual(trapped, [], "no trap ran");
+});
+
+Deno.test("a signal passed once is still checked for a Proxy put under it later", async () => {
+  // The check remembers the signals it passed (a private mark), but only while AbortSignal's
+  // prototype is right under them: one changed since is looked at again.
+  const { signal } = hostile("aborted");
+  await delay(0, { signal });
+  let trapped = 0;
+  Object.setPrototypeOf(
+    signal,
+    new Proxy(AbortSignal.prototype, {
+      getPrototypeOf: (t) => {
+        trapped++;
+        return Reflect.getPrototypeOf(t);
+      },
+    }),
+  );
+  await assert.rejects(delay(0, { signal }), {
+    name: "TypeError",
+    message:
+      "Cannot delay: signal must be an AbortSignal, received an object with a Proxy among its prototypes",
+  });
+  assert.equal(trapped, 0);
+});
