@@ -82,6 +82,23 @@ Deno.bench(
   },
 );
 
+// The same with a signal on each wait (never aborting): what a task's waits pay to be
+// cancellable (the signal's check at the call, and its abort listener added and removed).
+const gping = new Channel<number>("rendezvous", { codec: codecs.f64 });
+const gpong = new Channel<number>("rendezvous", { codec: codecs.f64 });
+partner(gping, gpong);
+const live = { signal: new AbortController().signal };
+Deno.bench(
+  "ping-pong round trip, rendezvous, send + receive with a signal",
+  { group: "pingpong" },
+  async () => {
+    for (let i = 0; i < PINGPONG_ROUNDS; i++) {
+      await gping.send(1, live);
+      await gpong.receive(live);
+    }
+  },
+);
+
 const bping = new Channel<number>("buffered");
 const bpong = new Channel<number>("buffered");
 partner(bping, bpong);
