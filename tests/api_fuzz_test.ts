@@ -265,6 +265,20 @@ async function child(): Promise<void> {
   const boom = () => {
     throw new CallerError("the caller's own code");
   };
+  // A signal that aborts with `stop` whose own members throw a plain Error (a complaint) if kcoro
+  // ever reads or calls them: it must use AbortSignal's own (tests/signal_test.ts). Not
+  // `aborted`, which its controller's abort reads itself.
+  const hostileStop = new AbortController();
+  stop.signal.addEventListener("abort", () => hostileStop.abort(stop.signal.reason), {
+    once: true,
+  });
+  for (const m of ["reason", "addEventListener", "removeEventListener", "throwIfAborted"]) {
+    Object.defineProperty(hostileStop.signal, m, {
+      get() {
+        throw new Error(`kcoro used the signal's own ${m}`);
+      },
+    });
+  }
   const { proxy: revoked, revoke } = Proxy.revocable({}, {});
   revoke();
   const { proxy: revokedFn, revoke: revokeFn } = Proxy.revocable(() => 1, {});
@@ -465,6 +479,8 @@ async function child(): Promise<void> {
     label({ signal: stop.signal }, "{signal: stop}"),
     label({ signal: AbortSignal.abort() }, "{signal: aborted}"),
     label({ signal: {} }, "{signal: {}}"),
+    label({ signal: hostileStop.signal }, "{signal: stop, its own members throw}"),
+    label({ signal: new Proxy(stop.signal, {}) }, "{signal: Proxy of stop}"),
     label({ signal: stop.signal, timeout: pick([0, -1, NaN, 1, Infinity]) }, "{signal, timeout}"),
     label({ context: Context.empty.with(key, 1), supervisor: true }, "{context, supervisor}"),
     label({ context: {} }, "{context: {}}"),
