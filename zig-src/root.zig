@@ -1475,8 +1475,11 @@ fn dropCause(h: u32) void {
     }
 }
 
-/// The cause of channel `h` that `want` picks (`close` or `cancel`), under `causes_mutex`.
-fn findCause(h: u32, comptime want: enum { close, cancel }) ?[]const u8 {
+/// Which of a channel's causes: its close cause (kc_chan_cause) or its first cancel's.
+const CauseKind = enum { close, cancel };
+
+/// The cause of channel `h` that `want` picks, under `causes_mutex`.
+fn findCause(h: u32, comptime want: CauseKind) ?[]const u8 {
     std.debug.assert(causes_held);
     for (causes.items) |c| {
         if (c.handle != h) continue;
@@ -1485,8 +1488,19 @@ fn findCause(h: u32, comptime want: enum { close, cancel }) ?[]const u8 {
     return null;
 }
 
-/// Copies up to `cap` bytes of `bytes` (a cause) into `out`: its length, for kc_chan_cause and
-/// kc_chan_cancel_cause.
+/// kc_chan_cause and kc_chan_cancel_cause: the cause `want` picks of live channel `h`, copied
+/// (up to `cap` bytes) into `out`: its length, 0 if none, KC_EBADH once destroyed.
+fn readCause(h: u32, comptime want: CauseKind, out: ?*anyopaque, cap: u32) i32 {
+    if (cap != 0 and out == null) return Status.invalid.code();
+    const r = chans();
+    const e = r.acquire(h) catch |err| return fail(err);
+    defer r.release(e);
+    const took = lockCauses();
+    defer unlockCauses(took);
+    return copyCause(findCause(h, want), out, cap);
+}
+
+/// Copies up to `cap` bytes of `bytes` (a cause) into `out`: its length (`readCause`).
 fn copyCause(bytes: ?[]const u8, out: ?*anyopaque, cap: u32) i32 {
     const b = bytes orelse return 0;
     if (b.len > std.math.maxInt(i32)) return Status.invalid.code();
@@ -1543,13 +1557,7 @@ export fn kc_chan_close_cause(h: u32, cause: ?*const anyopaque, len: u32, flags:
 /// (kc_chan_close_cause): its length (copying up to cap bytes of it into out), or 0 if it has
 /// none (open, or closed without one). KC_EBADH once it is destroyed.
 export fn kc_chan_cause(h: u32, out: ?*anyopaque, cap: u32) callconv(.c) i32 {
-    if (cap != 0 and out == null) return Status.invalid.code();
-    const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
-    defer r.release(e);
-    const took = lockCauses();
-    defer unlockCauses(took);
-    return copyCause(findCause(h, .close), out, cap);
+    return readCause(h, .close, out, cap);
 }
 
 /// int32_t kc_chan_cancel_cause(uint32_t h, void *out, uint32_t cap): the cause of channel h's
@@ -1559,13 +1567,7 @@ export fn kc_chan_cause(h: u32, out: ?*anyopaque, cap: u32) callconv(.c) i32 {
 /// (kc_chan_cause); where a close came first (kc_chan_status bit 3) it is the cancel's own, the
 /// close cause staying the close's. KC_EBADH once the channel is destroyed. New in ABI 23.
 export fn kc_chan_cancel_cause(h: u32, out: ?*anyopaque, cap: u32) callconv(.c) i32 {
-    if (cap != 0 and out == null) return Status.invalid.code();
-    const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
-    defer r.release(e);
-    const took = lockCauses();
-    defer unlockCauses(took);
-    return copyCause(findCause(h, .cancel), out, cap);
+    return readCause(h, .cancel, out, cap);
 }
 
 /// int32_t kc_chan_cancel(uint32_t h)
