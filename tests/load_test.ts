@@ -210,11 +210,13 @@ async function runScript(
   env: Record<string, string>,
   flags: string[],
   cwd = root,
+  signal?: AbortSignal,
 ) {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", ...flags, "-"],
     env,
     cwd,
+    signal,
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
@@ -1013,6 +1015,10 @@ Deno.test("a module loaded from a URL, not from a checkout: the list of places t
   // checkout over HTTP on the loopback and imports mod.ts from there (the test itself needs no
   // --allow-net); its own DENO_DIR, so the shared cache is not written to.
   const cache = await Deno.makeTempDir();
+  // A deadline, not a timing: a child that hangs (a server that never answers) is killed, and
+  // the test fails with its stderr.
+  const deadline = new AbortController();
+  const kill = setTimeout(() => deadline.abort(), 120_000);
   try {
     const code = `
 const root = ${JSON.stringify(root)};
@@ -1036,8 +1042,10 @@ try {
 await server.shutdown();
 `;
     // --no-lock, and run outside the checkout: the modules' hashes, under a port that changes,
-    // were written to the checkout's deno.lock.
-    const res = await runScript(code, { DENO_DIR: cache }, [
+    // were written to the checkout's deno.lock. NO_PROXY: a proxy set in the environment
+    // (HTTP_PROXY) took the loopback's requests too, and the import failed.
+    const env = { DENO_DIR: cache, NO_PROXY: "127.0.0.1", no_proxy: "127.0.0.1" };
+    const flags = [
       "--no-lock",
       "--allow-net=127.0.0.1",
       "--allow-import=127.0.0.1",
@@ -1045,7 +1053,8 @@ await server.shutdown();
       `--allow-read=${root}`,
       "--allow-env",
       "--allow-run",
-    ], cache);
+    ];
+    const res = await runScript(code, env, flags, cache, deadline.signal);
     assert.equal(res.code, 0, res.stderr);
     const { url, name, message } = JSON.parse(res.stdout.trim()) as Record<string, string>;
     assert.equal(name, "LibraryNotFoundError", `${res.stdout}${res.stderr}`);
@@ -1054,6 +1063,7 @@ await server.shutdown();
       `build from source: not tried, the module is not in a checkout (it was loaded from ${url})`,
     ]);
   } finally {
+    clearTimeout(kill);
     await Deno.remove(cache, { recursive: true });
   }
 });
