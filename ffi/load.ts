@@ -538,10 +538,15 @@ function buildFromSource(search: Search): string | null {
   const { tried } = search;
   if (checkout === null) {
     // Named, as every place looked at: the list said nothing of a build for a module loaded
-    // from a URL (no source to build, and no checkout to build it in).
+    // from a URL (no source to build, and no checkout to build it in). The URL without a user
+    // and password (http://user:password@host/): an error's text is logged and shown, and it
+    // named them.
+    const from = new URL("../", import.meta.url);
+    from.username = "";
+    from.password = "";
     tried.push(
       `build from source: not tried, the module is not in a checkout (it was loaded from ` +
-        `${new URL("../", import.meta.url).href})`,
+        `${from.href})`,
     );
     return null;
   }

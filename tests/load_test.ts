@@ -1010,10 +1010,11 @@ try {
   }
 });
 
-Deno.test("a module loaded from a URL, not from a checkout: the list of places tried says no build was tried, and why", async () => {
+Deno.test("a module loaded from a URL, not from a checkout: the list of places tried says no build was tried, and why, naming the URL without its credentials", async () => {
   // Before, the list named KCORO_LIB only, saying nothing of a build. The child serves this
   // checkout over HTTP on the loopback and imports mod.ts from there (the test itself needs no
-  // --allow-net); its own DENO_DIR, so the shared cache is not written to.
+  // --allow-net); its own DENO_DIR, so the shared cache is not written to. Imported from a URL
+  // with a user and password too: the entry named the URL with them, a secret in an error.
   const cache = await Deno.makeTempDir();
   // A deadline, not a timing: a child that hangs (a server that never answers) is killed, and
   // the test fails with its stderr.
@@ -1032,12 +1033,14 @@ const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, asy
 });
 const url = \`http://127.0.0.1:\${server.addr.port}/\`;
 Deno.env.delete("KCORO_LIB");
-try {
-  const { library } = await import(url + "mod.ts");
-  library();
-  console.log(JSON.stringify({ url, opened: true }));
-} catch (e) {
-  console.log(JSON.stringify({ url, name: e.name, message: e.message }));
+for (const from of [url, \`http://kcoro:s3cret@127.0.0.1:\${server.addr.port}/\`]) {
+  try {
+    const { library } = await import(from + "mod.ts");
+    library();
+    console.log(JSON.stringify({ url, opened: true }));
+  } catch (e) {
+    console.log(JSON.stringify({ url, name: e.name, message: e.message }));
+  }
 }
 await server.shutdown();
 `;
@@ -1056,12 +1059,17 @@ await server.shutdown();
     ];
     const res = await runScript(code, env, flags, cache, deadline.signal);
     assert.equal(res.code, 0, res.stderr);
-    const { url, name, message } = JSON.parse(res.stdout.trim()) as Record<string, string>;
-    assert.equal(name, "LibraryNotFoundError", `${res.stdout}${res.stderr}`);
-    assert.deepEqual(triedList(message), [
-      "KCORO_LIB: unset, or not readable without --allow-env",
-      `build from source: not tried, the module is not in a checkout (it was loaded from ${url})`,
-    ]);
+    const lines = res.stdout.trim().split("\n");
+    assert.equal(lines.length, 2, `${res.stdout}${res.stderr}`);
+    for (const line of lines) {
+      const { url, name, message } = JSON.parse(line) as Record<string, string>;
+      assert.equal(name, "LibraryNotFoundError", `${res.stdout}${res.stderr}`);
+      assert.ok(!message.includes("s3cret"), message);
+      assert.deepEqual(triedList(message), [
+        "KCORO_LIB: unset, or not readable without --allow-env",
+        `build from source: not tried, the module is not in a checkout (it was loaded from ${url})`,
+      ]);
+    }
   } finally {
     clearTimeout(kill);
     await Deno.remove(cache, { recursive: true });
