@@ -699,9 +699,14 @@ export function findLibrary(options: OpenOptions = {}): string {
   }
   // One line per place tried: what it was, then why it failed (`<what>: <why>`).
   const list = `Tried:\n  - ${tried.map(oneLine).join("\n  - ")}\n`;
-  const build =
-    `uild it with \`./task build\` in the kcoro checkout, or set KCORO_LIB to its path ` +
-    `(and run with --allow-env).`;
+  // Not in a checkout (loaded from a URL) it said "in the kcoro checkout", where there is none:
+  // the library is built in one, and KCORO_LIB is how this module finds it.
+  const build = checkout === null
+    ? `uild it with \`./task build\` in a kcoro checkout (this module is in none: it was ` +
+      `loaded from a URL), and set KCORO_LIB to the zig-out/lib/${libraryFileName()} it leaves ` +
+      `there (and run with --allow-env).`
+    : `uild it with \`./task build\` in the kcoro checkout, or set KCORO_LIB to its path ` +
+      `(and run with --allow-env).`;
   if (refused !== null) {
     throw new LibraryPermissionError(
       "read",

@@ -1069,6 +1069,14 @@ await server.shutdown();
         "KCORO_LIB: unset, or not readable without --allow-env",
         `build from source: not tried, the module is not in a checkout (it was loaded from ${url})`,
       ]);
+      // What to do: it said "Build it with \`./task build\` in the kcoro checkout", where there
+      // is none to build in.
+      assert.equal(
+        message.split("\n").at(-1),
+        "Build it with `./task build` in a kcoro checkout (this module is in none: it was " +
+          "loaded from a URL), and set KCORO_LIB to the zig-out/lib/libkcoro.so it leaves " +
+          "there (and run with --allow-env).",
+      );
     }
   } finally {
     clearTimeout(kill);
