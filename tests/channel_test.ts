@@ -739,6 +739,50 @@ Deno.test("cancelled by native code (or another isolate): a send after any try-o
   }
 });
 
+Deno.test("cancel(cause) where this isolate learnt from a try-operation that native code cancelled the channel without a cause: the late cause is not the channel's, its later errors carry none", async () => {
+  // The model fuzz's seed 121. The try-operation's KC_ECANCELED tells this isolate the channel
+  // is cancelled (`Shared.cancelled`) but not that it is closed (`Shared.closed`), so the cancel
+  // deems its cause the channel's (`given`). Before 1db1809 it did not encode it then and called
+  // kc_chan_cancel, whose answer (-1: not known) did not take the cause back: a later send
+  // rejected with a CancellationError carrying it, where the native cancel gave none.
+  const sym = library().symbols("test");
+  const out = new Uint32Array(1);
+  for (const by of ["owner", "copy"]) {
+    let ch: Channel<number>;
+    if (by === "owner") ch = new Channel<number>(4, { codec: codecs.f64 });
+    else {
+      assert.equal(sym.kc_chan_create(8, 4, 0, 0, out), 0);
+      ch = Channel.from<number>({
+        kind: "kcoro.channel",
+        version: 1,
+        handle: out[0],
+        elemSize: 8,
+        zeroCopy: false,
+        codec: "f64",
+        capacity: 4,
+      });
+    }
+    const h = ch.share().handle;
+    assert.equal(sym.kc_chan_cancel(h), 0); // native code's cancel, without a cause
+    const seen = ch.tryReceive() as { state: string; cause?: unknown };
+    assert.equal(seen.state, "closed", by);
+    assert.ok(seen.cause instanceof CancellationError, by);
+    assert.equal(seen.cause.cause, undefined, by);
+    // The state this pins: cancelled known, closed not.
+    assert.equal(ch._shared.cancelled && !ch._shared.closed, true, by);
+    ch.cancel(new Error("late"));
+    const sent = await ch.send(1).then(() => null, (e) => e);
+    assert.ok(sent instanceof CancellationError, by);
+    assert.equal(sent.cause, undefined, `${by}: the send's error carries the late cause`);
+    const after = ch.tryReceive() as { state: string; cause?: CancellationError };
+    assert.equal(after.state, "closed", by);
+    assert.equal(after.cause?.cause, undefined, `${by}: a try-operation's carries the late cause`);
+    assert.equal(sym.kc_chan_cancel_cause(h, new Uint8Array(64), 64), 0, `${by}: kept natively`);
+    ch[Symbol.dispose]();
+    if (by === "copy") assert.ok(sym.kc_chan_status(h) < 0, "the copy's dispose ends it");
+  }
+});
+
 bothModes("close settles waiting receivers; a sender already waiting still delivers", async () => {
   using ch = chan<string>();
   const r1 = ch.receive();
