@@ -3570,8 +3570,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.onAbort = () => this.#abandon(w, abortReason(signal));
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code):
       // the event will not come again.
-      if (isAborted(signal)) w.onAbort();
-      else listenAbort(signal, w.onAbort);
+      try {
+        if (isAborted(signal)) w.onAbort();
+        else listenAbort(signal, w.onAbort);
+      } catch (e) {
+        // The engine's own listen ran the caller's code (an accessor for its symbol-keyed
+        // listeners property on a prototype under the signal) and threw: the wait gives up
+        // with that error, withdrawn. Before, the call threw where it returns a Promise and
+        // left this waiter queued, its promise rejected later unhandled (ending the process).
+        this.#abandon(w, e);
+      }
     }
     return promise;
   }

@@ -427,3 +427,48 @@ Deno.test("a signal passed once is still checked for a Proxy put under it later"
   });
   assert.equal(trapped, 0);
 });
+
+/**
+ * A real signal that passes the check but whose listening throws: the engine keeps a target's
+ * listeners under a symbol-keyed property that it makes on the first listen, looked up through
+ * the prototypes until then, and a caller can find that symbol (an EventTarget's own symbols
+ * after a listen) and put an accessor for it on a prototype under the signal. AbortSignal's own
+ * `addEventListener` then runs the caller's code, and throws.
+ */
+function listenThrows(): AbortSignal {
+  const target = new EventTarget();
+  const before = new Set(Object.getOwnPropertySymbols(target));
+  target.addEventListener("x", () => {});
+  const made = Object.getOwnPropertySymbols(target).filter((s) => !before.has(s));
+  assert.ok(made.length > 0, "the engine keeps listeners under a symbol-keyed property");
+  const fail = (): never => {
+    throw new Error("the caller's listeners property");
+  };
+  const descriptors: PropertyDescriptorMap = {};
+  for (const s of made) descriptors[s] = { get: fail, set: fail };
+  const signal = new AbortController().signal;
+  Object.setPrototypeOf(signal, Object.create(AbortSignal.prototype, descriptors));
+  return signal;
+}
+
+Deno.test("a channel wait or a select whose signal's listening throws rejects with that error and leaves nothing queued: the next send is not taken by it", async () => {
+  using reported = catchReported();
+  for (const which of ["receive", "select"] as const) {
+    using ch = new Channel<number>("rendezvous");
+    const signal = listenThrows();
+    // Before, the receive threw (where a Promise is returned) leaving its waiter queued, whose
+    // promise the channel's dispose later rejected unhandled (ending the process). A select
+    // withdraws what `#start` queued before it throws (select.ts, `run`): pinned here too.
+    let call: Promise<unknown> | undefined;
+    assert.doesNotThrow(() => {
+      call = which === "receive"
+        ? ch.receive({ signal })
+        : select<number>((s) => s.onReceive(ch, (v) => v), { signal });
+    }, which);
+    await assert.rejects(call!, { message: "the caller's listeners property" }, which);
+    const next = ch.receive();
+    await ch.send(7);
+    assert.equal(await next, 7, `${which}: the next receive gets the value`);
+  }
+  assert.deepEqual(reported.errors, [], "nothing reported");
+});
