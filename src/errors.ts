@@ -174,12 +174,18 @@ class CheckedSignal extends Stamp {
  */
 export function isAbortSignal(x: unknown): x is AbortSignal {
   if (typeof x !== "object" || x === null) return false;
-  // Passed before, and its prototype still AbortSignal's own (a Proxy is never marked).
-  if (CheckedSignal.has(x) && Object.getPrototypeOf(x) === SIGNAL_PROTOTYPE) return true;
-  if (isProxy(x)) return false;
-  // Ordinary objects' prototypes run no code; each is checked before it is asked for its own.
-  for (let p = Object.getPrototypeOf(x); p !== SIGNAL_PROTOTYPE; p = Object.getPrototypeOf(p)) {
-    if (p === null || isProxy(p)) return false;
+  // Passed before, and its prototype still AbortSignal's own (a Proxy is never marked): no
+  // Proxy to look for, but the getter is still asked. The engine keeps its state in
+  // configurable symbol-keyed properties of the signal that a caller may redefine after the
+  // mark (one that throws); before, a marked signal skipped the getter, and its first read
+  // threw outside the try of a call that must reject (delay, join), where an unmarked one was
+  // refused by name here.
+  if (!(CheckedSignal.has(x) && Object.getPrototypeOf(x) === SIGNAL_PROTOTYPE)) {
+    if (isProxy(x)) return false;
+    // Ordinary objects' prototypes run no code; each is checked before it is asked for its own.
+    for (let p = Object.getPrototypeOf(x); p !== SIGNAL_PROTOTYPE; p = Object.getPrototypeOf(p)) {
+      if (p === null || isProxy(p)) return false;
+    }
   }
   try {
     abortedOf.call(x);

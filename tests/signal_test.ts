@@ -472,3 +472,44 @@ Deno.test("a channel wait or a select whose signal's listening throws rejects wi
   }
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
+
+Deno.test("a signal passed once whose engine state the caller then redefines (a getter that throws) is refused by name as before it passed: calls that return a Promise reject, never throw", async () => {
+  // The engine keeps a signal's reason under a configurable symbol-keyed property of its own.
+  const broken = () => {
+    const signal = new AbortController().signal;
+    const keys = Object.getOwnPropertySymbols(signal);
+    assert.ok(keys.length > 0, "the engine keeps a signal's state under symbol-keyed properties");
+    const breakIt = () => {
+      for (const k of keys) {
+        Object.defineProperty(signal, k, {
+          get() {
+            throw new Error("the caller's redefined state");
+          },
+        });
+      }
+    };
+    return { signal, breakIt };
+  };
+  const calls: [string, (signal: AbortSignal) => Promise<unknown>][] = [
+    ["delay", (signal) => delay(60_000, { signal })],
+    ["join", (signal) => new CompletableDeferred<number>().join({ signal })],
+    ["await", (signal) => new CompletableDeferred<number>().await({ signal })],
+  ];
+  for (const [op, call] of calls) {
+    const refused = {
+      name: "TypeError",
+      message:
+        `Cannot ${op}: signal must be an AbortSignal, received an object of its prototype that is none`,
+    };
+    const fresh = broken();
+    fresh.breakIt();
+    await assert.rejects(call(fresh.signal), refused, `${op}: never passed`);
+    const marked = broken();
+    await delay(0, { signal: marked.signal }); // passes the check, which remembers it
+    marked.breakIt();
+    // Before, the remembered signal skipped the check, and its `aborted` read threw at the call.
+    let p: Promise<unknown> | undefined;
+    assert.doesNotThrow(() => p = call(marked.signal), op);
+    await assert.rejects(p!, refused, `${op}: passed before`);
+  }
+});
