@@ -243,15 +243,21 @@ export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<v
   if (ms <= 0) return Promise.resolve();
   if (signal === undefined) return new Promise((resolve) => timer(ms, resolve));
   return new Promise((resolve, reject) => {
+    let cancel: () => void;
     const onAbort = () => {
       cancel();
       reject(abortReason(signal));
     };
-    const cancel = timer(ms, () => {
+    // Listened to before the timer is armed (the event comes in a later turn, after `cancel`
+    // is set): AbortSignal's own `addEventListener` may still throw (the caller's accessor for
+    // the engine's listeners symbol, on a prototype under the signal), and the executor's
+    // rejection then leaves no timer. Before, the timer armed first kept the process up for
+    // the whole delay after the delay rejected.
+    listenAbort(signal, onAbort);
+    cancel = timer(ms, () => {
       unlistenAbort(signal, onAbort);
       resolve();
     });
-    listenAbort(signal, onAbort);
   });
 }
 

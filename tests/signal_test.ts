@@ -513,3 +513,15 @@ Deno.test("a signal passed once whose engine state the caller then redefines (a 
     await assert.rejects(p!, refused, `${op}: passed before`);
   }
 });
+
+Deno.test(
+  "delay whose signal's listening throws rejects with that error and leaves no timer running",
+  { sanitizeOps: true }, // what it checks: a timer left armed fails the test as a leaking op
+  async () => {
+    // Before, its timer was armed first: it kept the process up for the whole delay after the
+    // delay had rejected.
+    await assert.rejects(delay(60_000, { signal: listenThrows() }), {
+      message: "the caller's listeners property",
+    });
+  },
+);
