@@ -9,6 +9,7 @@ import {
   actor,
   CancellationError,
   Channel,
+  ClosedSendError,
   CompletableDeferred,
   Context,
   type CoroutineScope,
@@ -525,3 +526,25 @@ Deno.test(
     });
   },
 );
+
+Deno.test("an actor's send after its end with a signal whose own members throw: refused as any send, by AbortSignal's own members", async () => {
+  for (const kind of KINDS) {
+    await coroutineScope(async (scope) => {
+      const a = actor<number>(scope, () => {}); // ends at once: its mailbox is gone
+      await a.job.join();
+      const live = hostile(kind);
+      // Not aborted: refused as a send on a closed channel.
+      let p: Promise<void> | undefined;
+      assert.doesNotThrow(() => p = a.send(1, { signal: live.signal }), kind);
+      await assert.rejects(p!, ClosedSendError, kind);
+      // Aborted: its reason, first. Before, its `aborted` getter threw at the call, its
+      // `reason` getter's error was the rejection.
+      const aborted = hostile(kind);
+      const reason = new Error(`stop ${kind}`);
+      aborted.abort(reason);
+      assert.doesNotThrow(() => p = a.send(1, { signal: aborted.signal }), kind);
+      await assert.rejects(p!, (e) => e === reason, kind);
+      assert.deepEqual([...live.ran, ...aborted.ran], [], `${kind}: none of its own ran`);
+    });
+  }
+});
