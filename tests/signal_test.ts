@@ -21,6 +21,7 @@ import {
   runtime,
   select,
   supervisorScope,
+  TimeoutError,
   withTimeout,
   withTimeoutOrNull,
 } from "../mod.ts";
@@ -546,5 +547,23 @@ Deno.test("an actor's send after its end with a signal whose own members throw: 
       await assert.rejects(p!, (e) => e === reason, kind);
       assert.deepEqual([...live.ran, ...aborted.ran], [], `${kind}: none of its own ran`);
     });
+  }
+});
+
+Deno.test("withTimeout and withTimeoutOrNull of 0 ms (no scope made) read a signal whose own members throw by AbortSignal's own members", async () => {
+  for (const kind of KINDS) {
+    // Not aborted: the timeout, at once (null for withTimeoutOrNull).
+    const live = hostile(kind);
+    await assert.rejects(withTimeout(0, () => 7, { signal: live.signal }), TimeoutError, kind);
+    assert.equal(await withTimeoutOrNull(0, () => 7, { signal: live.signal }), null, kind);
+    // Aborted: its reason comes first. Before, its `aborted` or `reason` getter's error was the
+    // rejection.
+    const aborted = hostile(kind);
+    const reason = new Error(`stop ${kind}`);
+    aborted.abort(reason);
+    for (const call of [withTimeout, withTimeoutOrNull]) {
+      await assert.rejects(call(0, () => 7, { signal: aborted.signal }), byReason(reason), kind);
+    }
+    assert.deepEqual([...live.ran, ...aborted.ran], [], `${kind}: none of its own ran`);
   }
 });
