@@ -567,3 +567,45 @@ Deno.test("withTimeout and withTimeoutOrNull of 0 ms (no scope made) read a sign
     assert.deepEqual([...live.ran, ...aborted.ran], [], `${kind}: none of its own ran`);
   }
 });
+
+/**
+ * How many abort listeners `signal` has, read from the engine's own record (the symbol-keyed
+ * property a listen makes on a target): kcoro listens through EventTarget's own methods,
+ * captured as it loads, so a spy on them would see nothing.
+ */
+function abortListeners(signal: AbortSignal): number {
+  const target = new EventTarget();
+  const before = new Set(Object.getOwnPropertySymbols(target));
+  target.addEventListener("x", () => {});
+  const [key] = Object.getOwnPropertySymbols(target).filter((s) => !before.has(s));
+  const record = (signal as unknown as Record<symbol, { listeners?: Record<string, unknown[]> }>)[
+    key
+  ];
+  return record?.listeners?.abort?.length ?? 0;
+}
+
+Deno.test("a long-lived signal (a controller's, AbortSignal.any's, AbortSignal.timeout's) keeps none of kcoro's listeners once its waits settle, however many", async () => {
+  const timeout = AbortSignal.timeout(3_600_000);
+  const signals: [string, AbortSignal][] = [
+    ["a controller's", new AbortController().signal],
+    ["AbortSignal.any's", AbortSignal.any([new AbortController().signal, timeout])],
+    ["AbortSignal.timeout's", timeout],
+  ];
+  for (const [what, signal] of signals) {
+    const base = abortListeners(signal); // AbortSignal.any's own, on its sources: not on it
+    // The probe sees a wait's listener (or it would pass whatever kcoro left).
+    using ch = new Channel<number>("rendezvous");
+    const waiting = ch.receive({ signal });
+    assert.equal(abortListeners(signal), base + 1, `${what}: a waiting receive listens`);
+    await ch.send(1);
+    await waiting;
+    for (let round = 0; round < 20; round++) {
+      for (const entry of ENTRIES) {
+        assert.deepEqual(await entry.completes(signal), entry.value, `${what}, ${entry.name}`);
+      }
+    }
+    assert.equal(abortListeners(signal), base, `${what}: none left`);
+  }
+  // Its timer, which nothing else clears (Deno unrefs it).
+  assert.equal(timeout.aborted, false);
+});
