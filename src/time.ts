@@ -243,7 +243,7 @@ export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<v
   if (ms <= 0) return Promise.resolve();
   if (signal === undefined) return new Promise((resolve) => timer(ms, resolve));
   return new Promise((resolve, reject) => {
-    let cancel: () => void;
+    let cancel = (): void => {}; // the timer's, armed right after the listen
     const onAbort = () => {
       cancel();
       reject(abortReason(signal));
