@@ -1241,6 +1241,80 @@ Deno.test("produce: a destroy of the channel on another thread while the watch r
   assert.equal(live, 0);
 });
 
+Deno.test("produce: a destroy of the channel on another thread while the watch reads a native first cancel's cause gives the task the receivers' error (the same bytes for both causes: no cancel after a close)", async () => {
+  // A cancel made natively that closes the channel (one entry: close cause and cancel cause
+  // alike); `_cancelAfterClose` reads both causes, then another thread destroys the channel
+  // (its causes freed) before the status read, which cannot tell bit 3 any more. The same
+  // bytes say that cancel was the close, no cancel after one: the task gets the receivers'
+  // error itself (`_closedResult`), as with the handle alive, not a second "Channel was
+  // cancelled" made for a cancel after a close.
+  const sym = library().symbols("test");
+  const table = sym as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const real = { status: table.kc_chan_status, cancelCause: table.kc_chan_cancel_cause };
+  let armed = 0; // the handle to destroy after the first such read, while the watch reads
+  let destroyed = false;
+  const after = (v: unknown, h: unknown) => {
+    if (armed !== 0 && h === armed && !destroyed) {
+      destroyed = true;
+      assert.equal(sym.kc_chan_destroy(armed), 0);
+    }
+    return v;
+  };
+  table.kc_chan_status = (...a: unknown[]) => after(real.status(...a), a[0]);
+  table.kc_chan_cancel_cause = (...a: unknown[]) => after(real.cancelCause(...a), a[0]);
+  try {
+    let reason: unknown = undefined;
+    let channel: Channel<number> | undefined;
+    const shared = Promise.withResolvers<Channel<number>>();
+    const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
+      out.share();
+      channel = out;
+      shared.resolve(out);
+      try {
+        await untilAborted(task.signal);
+      } catch (e) {
+        reason = e;
+        throw e;
+      }
+    });
+    await within(
+      coroutineScope(async (scope) => {
+        produce<number>(scope, block, { capacity: 1 });
+        const ch = await shared.promise;
+        const h = ch.handle;
+        const inner = ch as unknown as { _cancelAfterClose(): unknown };
+        const read = inner._cancelAfterClose.bind(ch);
+        inner._cancelAfterClose = () => {
+          armed = h;
+          try {
+            return read();
+          } finally {
+            armed = 0;
+          }
+        };
+        const bytes = encodeCause(new SyntaxError("elsewhere", { cause: [1, 2] }))!;
+        assert.equal(sym.kc_chan_close_cause(h, bytes, bytes.length, 1), 1); // the first close
+        await until(() => reason !== undefined, "the task's cancel");
+      }),
+      20_000,
+      "the scope",
+    );
+    assert.ok(destroyed, "destroyed while the watch read");
+    assert.ok(reason instanceof CancellationError, String(reason));
+    assert.equal((reason as Error).message, "Channel was cancelled");
+    const cause = (reason as Error).cause;
+    assert.ok(cause instanceof SyntaxError, `the cause ${String(cause)}`);
+    assert.equal(cause.message, "elsewhere");
+    assert.deepEqual(cause.cause, [1, 2]);
+    const own = (channel as unknown as { _closedResult(): { cause?: unknown } })._closedResult();
+    assert.equal(reason, own.cause, "the receivers' error itself");
+  } finally {
+    table.kc_chan_status = real.status;
+    table.kc_chan_cancel_cause = real.cancelCause;
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: native code destroying the channel before the task began cancels the producer at once with a CancellationError saying so (its watch found the handle gone and watched nothing)", async () => {
   // The handle escaped before the block ran (a scope of the caller's own that starts it later),
   // and native code destroyed the channel meanwhile: the watch, set as the block begins, gets
