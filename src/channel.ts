@@ -1998,8 +1998,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * A native channel closed by another isolate (or native code) with a cause: this isolate's
    * copy of it (kc_chan_cause), looked for once. Only asked once the channel is seen closed,
    * when the cause, if any, is there already (kc_chan_close_cause stores it with the close).
+   * `read`: its bytes as kc_chan_cause answered them already (null: none), for a caller that read
+   * them before another thread's destroy could free them (`_cancelAfterClose`).
    */
-  #lookCause(s: Shared): void {
+  #lookCause(s: Shared, read?: Uint8Array | null): void {
     // Not by a disposed object (a record of its send drained after its dispose): it makes no
     // native call (`#handle`), and the look stays for this isolate's other objects to make
     // (else marked made with nothing read, their answers lost the cause).
@@ -2009,8 +2011,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     ) return;
     s.causeLooked = true;
     const sym = this.#lib.symbols("read close cause");
-    let n = sym.kc_chan_cause(this.#handle, causeBytes, causeBytes.length);
-    if (n === 0) {
+    let bytes = read;
+    if (bytes === undefined) {
+      let n = sym.kc_chan_cause(this.#handle, causeBytes, causeBytes.length);
+      if (n < 0) return;
+      if (n > causeBytes.length) {
+        causeBytes = new Uint8Array(n);
+        n = sym.kc_chan_cause(this.#handle, causeBytes, n);
+        if (n <= 0 || n > causeBytes.length) return;
+      }
+      bytes = n === 0 ? null : causeBytes.subarray(0, n);
+    }
+    if (bytes === null) {
       // None stored: a cancel by the end of the isolate that fed or read it (`produce`'s or
       // `actor`'s owned watch, kc_chan_status bit 2) has one to say so, made here: no isolate was left to store it.
       const st = sym.kc_chan_status(this.#handle);
@@ -2023,13 +2035,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       return;
     }
-    if (n < 0) return;
-    if (n > causeBytes.length) {
-      causeBytes = new Uint8Array(n);
-      n = sym.kc_chan_cause(this.#handle, causeBytes, n);
-      if (n <= 0 || n > causeBytes.length) return;
-    }
-    const got = decodeCause(causeBytes.subarray(0, n));
+    const got = decodeCause(bytes);
     if (!got.ok) return;
     s.cause = got.cause;
     s.hasCause = true;
@@ -2064,6 +2070,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     let cancel = readCauseBytes(sym.kc_chan_cancel_cause, h);
     if (cancel === undefined) return undefined;
     const st = sym.kc_chan_status(h);
+    // The close cause as read above, whatever this answers (a caller given undefined looks for
+    // it next, `_closedResult`): another thread's destroy since (the handle dead at the status
+    // read) freed it, and a look now read nothing, for good (`causeLooked`), where this
+    // isolate's receivers and the task keep it.
+    if (!s.hasCause) this.#lookCause(s, close);
     if (st >= 0) {
       if ((st & 8) === 0) return undefined;
       // Bit 3 comes with its cause (one critical section): one not there at the read above
@@ -2076,7 +2087,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // cancel closed it, or gave the same bytes: the same value either way).
       return undefined;
     }
-    if (!s.hasCause) this.#lookCause(s);
     if (cancel === null) return { cause: undefined }; // none given
     const got = decodeCause(cancel);
     return { cause: got.ok ? got.cause : undefined };

@@ -1315,6 +1315,85 @@ Deno.test("produce: a destroy of the channel on another thread while the watch r
   assert.equal(live, 0);
 });
 
+Deno.test("produce: a cancel here after a close and a cancel made elsewhere, the channel destroyed on another thread while the task's cancel reads the causes, keeps the close cause it read for this isolate's receivers", async () => {
+  // Closed natively with one cause, cancelled natively with another (the watch's record not
+  // yet drained), then cancelled here: the native cancel answers 0, so this isolate forgets its
+  // own cause and reads the channel's. `_cancelAfterClose` reads both causes, then another
+  // thread destroys the channel (its causes freed) before the status read. The close cause
+  // read before the destroy is the channel's here: the error its receivers get carries it.
+  // Before, those bytes were dropped and the close cause read again from the dead handle
+  // (nothing, and never looked for again): a "Channel was cancelled" without a cause.
+  const sym = library().symbols("test");
+  const table = sym as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const real = { status: table.kc_chan_status, cancelCause: table.kc_chan_cancel_cause };
+  let armed = 0; // the handle to destroy after the first such read, while the task's cancel reads
+  let destroyed = false;
+  const after = (v: unknown, h: unknown) => {
+    if (armed !== 0 && h === armed && !destroyed) {
+      destroyed = true;
+      assert.equal(sym.kc_chan_destroy(armed), 0);
+    }
+    return v;
+  };
+  table.kc_chan_status = (...a: unknown[]) => after(real.status(...a), a[0]);
+  table.kc_chan_cancel_cause = (...a: unknown[]) => after(real.cancelCause(...a), a[0]);
+  try {
+    let reason: unknown = undefined;
+    let channel: Channel<number> | undefined;
+    const shared = Promise.withResolvers<Channel<number>>();
+    const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
+      out.share();
+      channel = out;
+      shared.resolve(out);
+      try {
+        await untilAborted(task.signal);
+      } catch (e) {
+        reason = e;
+        throw e;
+      }
+    });
+    await within(
+      coroutineScope(async (scope) => {
+        produce<number>(scope, block, { capacity: 1 });
+        const ch = await shared.promise;
+        const h = ch.handle;
+        const inner = ch as unknown as { _cancelAfterClose(): unknown };
+        const read = inner._cancelAfterClose.bind(ch);
+        inner._cancelAfterClose = () => {
+          armed = h;
+          try {
+            return read();
+          } finally {
+            armed = 0;
+          }
+        };
+        const closeBytes = encodeCause(new SyntaxError("closed elsewhere"))!;
+        assert.equal(sym.kc_chan_close_cause(h, closeBytes, closeBytes.length, 0), 1);
+        const cancelBytes = encodeCause(new RangeError("cancelled elsewhere"))!;
+        assert.equal(sym.kc_chan_close_cause(h, cancelBytes, cancelBytes.length, 1), 0);
+        ch.cancel(new Error("cancelled here")); // before the watch's record is drained
+        await until(() => reason !== undefined, "the task's cancel");
+      }).catch((e) => {
+        if (!(e instanceof CancellationError)) throw e;
+      }),
+      20_000,
+      "the scope",
+    );
+    assert.ok(destroyed, "destroyed while the task's cancel read");
+    assert.ok(reason instanceof CancellationError, String(reason));
+    assert.ok((reason as Error).cause instanceof RangeError, `the task's ${String(reason)}`);
+    const own = (channel as unknown as { _closedResult(): { cause?: unknown } })._closedResult();
+    assert.ok(own.cause instanceof CancellationError, String(own.cause));
+    const cause = (own.cause as Error).cause;
+    assert.ok(cause instanceof SyntaxError, `the receivers' cause ${String(cause)}`);
+    assert.equal(cause.message, "closed elsewhere");
+  } finally {
+    table.kc_chan_status = real.status;
+    table.kc_chan_cancel_cause = real.cancelCause;
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: native code destroying the channel before the task began cancels the producer at once with a CancellationError saying so (its watch found the handle gone and watched nothing)", async () => {
   // The handle escaped before the block ran (a scope of the caller's own that starts it later),
   // and native code destroyed the channel meanwhile: the watch, set as the block begins, gets
