@@ -925,6 +925,131 @@ Deno.test("produce: a Worker cancelling its copy of the channel cancels the prod
   assert.equal(live, 0);
 });
 
+/** Each owner (a producer, an actor) with each close its block makes (a fresh cause, or none). */
+function* closedOwners() {
+  for (const owner of ["produce", "actor"] as const) {
+    for (const closing of ["close(Error)", "close()"] as const) {
+      const closeCause = closing === "close()" ? undefined : new Error("producer is done");
+      yield { owner, closing, closeCause };
+    }
+  }
+}
+
+/**
+ * Runs a producer (or actor) of capacity 1 whose block shares its channel (escaped: a native
+ * channel, watched), closes it with `closeCause` and stays busy after its close (its `finally`,
+ * say) until its task is cancelled. `act` gets the closed channel (the producer's, or the actor's
+ * mailbox) and cancels it some way; then the run waits (bounded) for the task's cancel and, for a
+ * producer, unless `receive` is false, receives once and disposes of the channel: a producer's
+ * channel is the consumer's, and its receive here answers as the close left it (an actor's
+ * mailbox is disposed of as its task ends). Resolves, with the task's cancel and what that
+ * receive answered, once the scope does: a cancelled producer or actor is no failure.
+ */
+async function cancelAfterClose(
+  owner: "produce" | "actor",
+  closeCause: Error | undefined,
+  what: string,
+  act: (ch: Channel<number>) => void | Promise<void>,
+  options: { scopeMs?: number; receive?: boolean } = {},
+): Promise<{ reason: unknown; received: unknown }> {
+  let reason: unknown = undefined;
+  let received: unknown = undefined;
+  const closed = Promise.withResolvers<Channel<number>>();
+  const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
+    out.share();
+    out.close(closeCause);
+    closed.resolve(out);
+    try {
+      await untilAborted(task.signal);
+    } catch (e) {
+      reason = e;
+      throw e;
+    }
+  });
+  await within(
+    coroutineScope(async (scope) => {
+      if (owner === "produce") produce<number>(scope, block, { capacity: 1 });
+      else actor<number>(scope, block, { capacity: 1 });
+      const ch = await closed.promise;
+      await act(ch);
+      await until(() => reason !== undefined, `${what}: the task's cancel`, 20_000);
+      if (owner === "produce" && options.receive !== false) {
+        received = await ch.receive().then(() => "received", (e) => e);
+        ch[Symbol.dispose]();
+      }
+    }),
+    options.scopeMs ?? 20_000,
+    `${what}: the scope`,
+  );
+  return { reason, received };
+}
+
+/**
+ * The task's cancel is the channel's CancellationError ("Channel was cancelled") carrying the
+ * cancel's cause: a `type` with `message` whose own cause deep-equals `causeCause`.
+ */
+function assertCancelledWithCause(
+  reason: unknown,
+  what: string,
+  type: ErrorConstructor | SyntaxErrorConstructor | RangeErrorConstructor,
+  message: string,
+  causeCause: unknown,
+) {
+  assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
+  assert.equal(reason.message, "Channel was cancelled", what);
+  const cause = reason.cause;
+  assert.ok(cause instanceof type, `${what}: the cause ${String(cause)}`);
+  assert.equal(cause.message, message, what);
+  assert.deepEqual(cause.cause, causeCause, what);
+}
+
+/**
+ * The task's cancel carries the cause of a cancel made after the close, as
+ * fixtures/late_cancel_worker.ts and the same-isolate copy make it: a RangeError("consumer gone",
+ * { cause: { id: 9 } }) wrapped in the channel's CancellationError, a CancellationError("consumer
+ * stops") itself (a copy of it: kcoro's class kept across), or none at all: never the close's
+ * (before: the close's Error, wrapped).
+ */
+function assertCancelledByCopy(
+  reason: unknown,
+  cancelling: "Error" | "CancellationError" | "none",
+  what: string,
+) {
+  if (cancelling === "Error") {
+    assertCancelledWithCause(reason, what, RangeError, "consumer gone", { id: 9 });
+    return;
+  }
+  assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
+  if (cancelling === "CancellationError") {
+    assert.equal(reason.message, "consumer stops", what);
+  } else {
+    assert.equal(reason.message, "Channel was cancelled", what);
+    assert.equal(reason.cause, undefined, what);
+  }
+}
+
+/** A producer's receivers keep what the close left: its cause carried, or none. */
+function assertReceiversKeepClose(
+  owner: "produce" | "actor",
+  received: unknown,
+  closeCause: Error | undefined,
+  what: string,
+) {
+  if (owner === "actor") return; // its mailbox was disposed of as its task ended
+  assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
+  assert.equal(received.cause, closeCause, what);
+}
+
+/** The cancel native code makes after the close, as another isolate's copy does. */
+function cancelNatively(ch: Channel<number>, message: string, what = "") {
+  const bytes = encodeCause(new SyntaxError(message, { cause: [1, 2] }))!;
+  assert.equal(
+    library().symbols("test").kc_chan_close_cause(ch.handle, bytes, bytes.length, 1),
+    0,
+    what,
+  );
+}
+
 Deno.test("produce, actor: a Worker's copy cancelling the channel its producer (or actor) closed cancels the task with the Worker's cause, not the close's (kc_chan_cancel_cause, ABI 23); receivers here keep the close's", async () => {
   // The same rule as a cancel in the producer's isolate (Kotlin's ChannelCoroutine.cancel(cause)
   // cancels the coroutine with it whatever its channel's state). Before ABI 23 native code kept
@@ -934,68 +1059,20 @@ Deno.test("produce, actor: a Worker's copy cancelling the channel its producer (
     type: "module",
   });
   try {
-    for (const owner of ["produce", "actor"] as const) {
-      for (const closing of ["close(Error)", "close()"] as const) {
-        for (const cancelling of ["Error", "CancellationError", "none"] as const) {
-          const what = `${owner}: ${closing}, then the Worker's cancel(${cancelling})`;
-          const closeCause = closing === "close()" ? undefined : new Error("producer is done");
-          let reason: unknown = undefined;
-          let received: unknown = undefined;
-          const closed = Promise.withResolvers<Channel<number>>();
-          const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
-            out.share(); // escaped: a native channel, watched
-            out.close(closeCause);
-            closed.resolve(out);
-            try {
-              await untilAborted(task.signal); // busy after its close (its `finally`, say)
-            } catch (e) {
-              reason = e;
-              throw e;
-            }
+    for (const { owner, closing, closeCause } of closedOwners()) {
+      for (const cancelling of ["Error", "CancellationError", "none"] as const) {
+        const what = `${owner}: ${closing}, then the Worker's cancel(${cancelling})`;
+        const { reason, received } = await cancelAfterClose(owner, closeCause, what, async (ch) => {
+          const reply = new Promise((resolve, reject) => {
+            worker.onmessage = (e) => resolve(e.data);
+            worker.onerror = (e) => reject(e);
           });
-          await within(
-            coroutineScope(async (scope) => {
-              if (owner === "produce") produce<number>(scope, block, { capacity: 1 });
-              else actor<number>(scope, block, { capacity: 1 });
-              const ch = await closed.promise;
-              const reply = new Promise((resolve, reject) => {
-                worker.onmessage = (e) => resolve(e.data);
-                worker.onerror = (e) => reject(e);
-              });
-              worker.postMessage({ ch: ch.share(), cause: cancelling });
-              // The Worker's start (its module type-checked on first use) is not bounded here.
-              assert.equal(await within(reply, workerStartMs, `${what}: the reply`), "cancelled");
-              await until(() => reason !== undefined, `${what}: the task's cancel`, 20_000);
-              // An actor's mailbox is disposed of as its task ends: a producer's channel is the
-              // consumer's, and its receive here answers as the close left it.
-              if (owner === "produce") {
-                received = await ch.receive().then(() => "received", (e) => e);
-                ch[Symbol.dispose]();
-              }
-            }),
-            workerStartMs,
-            `${what}: the scope`,
-          ); // resolves: a cancelled producer or actor is no failure
-          assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
-          const cause = (reason as Error).cause;
-          if (cancelling === "CancellationError") {
-            // The Worker's cause itself (a copy of it: kcoro's class kept across).
-            assert.equal((reason as Error).message, "consumer stops", what);
-          } else if (cancelling === "Error") {
-            assert.equal((reason as Error).message, "Channel was cancelled", what);
-            assert.ok(cause instanceof RangeError, `${what}: the cause ${String(cause)}`);
-            assert.equal(cause.message, "consumer gone", what);
-            assert.deepEqual(cause.cause, { id: 9 }, what);
-          } else {
-            // No cause: not the close's (before: the close's Error, wrapped).
-            assert.equal((reason as Error).message, "Channel was cancelled", what);
-            assert.equal(cause, undefined, what);
-          }
-          // The receivers here keep what the close left: its cause carried, or none.
-          if (owner === "actor") continue;
-          assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
-          assert.equal((received as Error).cause, closeCause, what);
-        }
+          worker.postMessage({ ch: ch.share(), cause: cancelling });
+          // The Worker's start (its module type-checked on first use) is not bounded here.
+          assert.equal(await within(reply, workerStartMs, `${what}: the reply`), "cancelled");
+        }, { scopeMs: workerStartMs });
+        assertCancelledByCopy(reason, cancelling, what);
+        assertReceiversKeepClose(owner, received, closeCause, what);
       }
     }
   } finally {
@@ -1008,64 +1085,19 @@ Deno.test("produce, actor: a Channel.from copy in the same isolate cancelling th
   // As a Worker's copy does (above). The copy shares this isolate's state of the channel, which
   // reads as closed already: its cancel stored no cause natively (only a first closer's was
   // kept), so the watch told the task none (the close had one) or the close's error.
-  for (const owner of ["produce", "actor"] as const) {
-    for (const closing of ["close(Error)", "close()"] as const) {
-      for (const cancelling of ["Error", "CancellationError", "none"] as const) {
-        const what = `${owner}: ${closing}, then a copy's cancel(${cancelling})`;
-        const closeCause = closing === "close()" ? undefined : new Error("producer is done");
-        let reason: unknown = undefined;
-        let received: unknown = undefined;
-        const closed = Promise.withResolvers<Channel<number>>();
-        const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
-          out.share(); // escaped: a native channel, watched
-          out.close(closeCause);
-          closed.resolve(out);
-          try {
-            await untilAborted(task.signal); // busy after its close
-          } catch (e) {
-            reason = e;
-            throw e;
-          }
-        });
-        await within(
-          coroutineScope(async (scope) => {
-            if (owner === "produce") produce<number>(scope, block, { capacity: 1 });
-            else actor<number>(scope, block, { capacity: 1 });
-            const ch = await closed.promise;
-            {
-              using copy = Channel.from<number>(ch.share());
-              if (cancelling === "Error") {
-                copy.cancel(new RangeError("consumer gone", { cause: { id: 9 } }));
-              } else if (cancelling === "CancellationError") {
-                copy.cancel(new CancellationError("consumer stops"));
-              } else copy.cancel();
-            }
-            await until(() => reason !== undefined, `${what}: the task's cancel`);
-            if (owner === "produce") {
-              received = await ch.receive().then(() => "received", (e) => e);
-              ch[Symbol.dispose]();
-            }
-          }),
-          20_000,
-          `${what}: the scope`,
-        );
-        assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
-        const cause = (reason as Error).cause;
-        if (cancelling === "CancellationError") {
-          assert.equal((reason as Error).message, "consumer stops", what);
-        } else if (cancelling === "Error") {
-          assert.equal((reason as Error).message, "Channel was cancelled", what);
-          assert.ok(cause instanceof RangeError, `${what}: the cause ${String(cause)}`);
-          assert.equal(cause.message, "consumer gone", what);
-          assert.deepEqual(cause.cause, { id: 9 }, what);
-        } else {
-          assert.equal((reason as Error).message, "Channel was cancelled", what);
-          assert.equal(cause, undefined, what);
-        }
-        if (owner === "actor") continue;
-        assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
-        assert.equal((received as Error).cause, closeCause, what);
-      }
+  for (const { owner, closing, closeCause } of closedOwners()) {
+    for (const cancelling of ["Error", "CancellationError", "none"] as const) {
+      const what = `${owner}: ${closing}, then a copy's cancel(${cancelling})`;
+      const { reason, received } = await cancelAfterClose(owner, closeCause, what, (ch) => {
+        using copy = Channel.from<number>(ch.share());
+        if (cancelling === "Error") {
+          copy.cancel(new RangeError("consumer gone", { cause: { id: 9 } }));
+        } else if (cancelling === "CancellationError") {
+          copy.cancel(new CancellationError("consumer stops"));
+        } else copy.cancel();
+      });
+      assertCancelledByCopy(reason, cancelling, what);
+      assertReceiversKeepClose(owner, received, closeCause, what);
     }
   }
   assert.equal(live, 0);
@@ -1077,52 +1109,16 @@ Deno.test("produce, actor: the consumer's own cancel that finds a cancel made af
   // with another: the first cancel wins (Kotlin's job keeps its first cancel), its cause read
   // natively (kc_chan_cancel_cause); receivers keep the close's.
   const sym = library().symbols("test");
-  for (const owner of ["produce", "actor"] as const) {
-    for (const closing of ["close(Error)", "close()"] as const) {
-      const what = `${owner}: ${closing}`;
-      const closeCause = closing === "close()" ? undefined : new Error("producer is done");
-      let reason: unknown = undefined;
-      let received: unknown = undefined;
-      const closed = Promise.withResolvers<Channel<number>>();
-      const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
-        out.share();
-        out.close(closeCause);
-        closed.resolve(out);
-        try {
-          await untilAborted(task.signal);
-        } catch (e) {
-          reason = e;
-          throw e;
-        }
-      });
-      await within(
-        coroutineScope(async (scope) => {
-          if (owner === "produce") produce<number>(scope, block, { capacity: 1 });
-          else actor<number>(scope, block, { capacity: 1 });
-          const ch = await closed.promise; // the producer's channel, or the actor's mailbox
-          const bytes = encodeCause(new SyntaxError("elsewhere first", { cause: [1, 2] }))!;
-          assert.equal(sym.kc_chan_close_cause(ch.handle, bytes, bytes.length, 1), 0, what);
-          assert.equal(sym.kc_chan_status(ch.handle) & 8, 8, what); // cancelled after a close
-          ch.cancel(new RangeError("mine, later")); // the watch has not told the first yet
-          await until(() => reason !== undefined, `${what}: the task's cancel`);
-          if (owner === "produce") {
-            received = await ch.receive().then(() => "received", (e) => e);
-            ch[Symbol.dispose]();
-          }
-        }),
-        20_000,
-        `${what}: the scope`,
-      );
-      assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
-      assert.equal((reason as Error).message, "Channel was cancelled", what);
-      const cause = (reason as Error).cause;
-      assert.ok(cause instanceof SyntaxError, `${what}: the cause ${String(cause)}`);
-      assert.equal(cause.message, "elsewhere first", what);
-      assert.deepEqual(cause.cause, [1, 2], what);
-      if (owner === "actor") continue;
-      assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
-      assert.equal((received as Error).cause, closeCause, what);
-    }
+  for (const { owner, closing, closeCause } of closedOwners()) {
+    const what = `${owner}: ${closing}`;
+    // The channel is the producer's, or the actor's mailbox.
+    const { reason, received } = await cancelAfterClose(owner, closeCause, what, (ch) => {
+      cancelNatively(ch, "elsewhere first", what);
+      assert.equal(sym.kc_chan_status(ch.handle) & 8, 8, what); // cancelled after a close
+      ch.cancel(new RangeError("mine, later")); // the watch has not told the first yet
+    });
+    assertCancelledWithCause(reason, what, SyntaxError, "elsewhere first", [1, 2]);
+    assertReceiversKeepClose(owner, received, closeCause, what);
   }
   assert.equal(live, 0);
 });
@@ -1130,43 +1126,13 @@ Deno.test("produce, actor: the consumer's own cancel that finds a cancel made af
 Deno.test("produce, actor: disposing of the producer's channel (or the actor's mailbox) after a cancel made after the close elsewhere, not told yet, cancels the task with that cancel's cause, as the watch would", async () => {
   // The dispose withdraws the watch first, which answers that a cancel came untold: the task is
   // cancelled with it after, as the watch tells it (kc_chan_cancel_cause), not with the close's.
-  const sym = library().symbols("test");
-  for (const owner of ["produce", "actor"] as const) {
-    for (const closing of ["close(Error)", "close()"] as const) {
-      const what = `${owner}: ${closing}`;
-      const closeCause = closing === "close()" ? undefined : new Error("producer is done");
-      let reason: unknown = undefined;
-      const closed = Promise.withResolvers<Channel<number>>();
-      const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
-        out.share();
-        out.close(closeCause);
-        closed.resolve(out);
-        try {
-          await untilAborted(task.signal);
-        } catch (e) {
-          reason = e;
-          throw e;
-        }
-      });
-      await within(
-        coroutineScope(async (scope) => {
-          if (owner === "produce") produce<number>(scope, block, { capacity: 1 });
-          else actor<number>(scope, block, { capacity: 1 });
-          const ch = await closed.promise; // the producer's channel, or the actor's mailbox
-          const bytes = encodeCause(new SyntaxError("elsewhere first", { cause: [1, 2] }))!;
-          assert.equal(sym.kc_chan_close_cause(ch.handle, bytes, bytes.length, 1), 0, what);
-          ch[Symbol.dispose](); // the watch has not told the cancel yet
-          await until(() => reason !== undefined, `${what}: the task's cancel`);
-        }),
-        20_000,
-        `${what}: the scope`,
-      );
-      assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
-      assert.equal((reason as Error).message, "Channel was cancelled", what);
-      const cause = (reason as Error).cause;
-      assert.ok(cause instanceof SyntaxError, `${what}: the cause ${String(cause)}`);
-      assert.equal(cause.message, "elsewhere first", what);
-    }
+  for (const { owner, closing, closeCause } of closedOwners()) {
+    const what = `${owner}: ${closing}`;
+    const { reason } = await cancelAfterClose(owner, closeCause, what, (ch) => {
+      cancelNatively(ch, "elsewhere first", what);
+      ch[Symbol.dispose](); // the watch has not told the cancel yet
+    }, { receive: false });
+    assertCancelledWithCause(reason, what, SyntaxError, "elsewhere first", [1, 2]);
   }
   assert.equal(live, 0);
 });
@@ -1192,48 +1158,24 @@ Deno.test("produce: a destroy of the channel on another thread while the watch r
   table.kc_chan_status = (...a: unknown[]) => after(real.status(...a), a[0]);
   table.kc_chan_cancel_cause = (...a: unknown[]) => after(real.cancelCause(...a), a[0]);
   try {
-    let reason: unknown = undefined;
-    const closed = Promise.withResolvers<Channel<number>>();
-    const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
-      out.share();
-      out.close(new Error("producer is done"));
-      closed.resolve(out);
-      try {
-        await untilAborted(task.signal);
-      } catch (e) {
-        reason = e;
-        throw e;
-      }
-    });
-    await within(
-      coroutineScope(async (scope) => {
-        produce<number>(scope, block, { capacity: 1 });
-        const ch = await closed.promise;
-        const h = ch.handle;
-        const inner = ch as unknown as { _cancelAfterClose(): unknown };
-        const read = inner._cancelAfterClose.bind(ch);
-        inner._cancelAfterClose = () => {
-          armed = h;
-          try {
-            return read();
-          } finally {
-            armed = 0;
-          }
-        };
-        const bytes = encodeCause(new SyntaxError("elsewhere", { cause: [1, 2] }))!;
-        assert.equal(sym.kc_chan_close_cause(h, bytes, bytes.length, 1), 0);
-        await until(() => reason !== undefined, "the task's cancel");
-      }),
-      20_000,
-      "the scope",
-    );
+    const what = "produce: close(Error), then a destroy while the watch reads";
+    const closeCause = new Error("producer is done");
+    const { reason } = await cancelAfterClose("produce", closeCause, what, (ch) => {
+      const h = ch.handle;
+      const inner = ch as unknown as { _cancelAfterClose(): unknown };
+      const read = inner._cancelAfterClose.bind(ch);
+      inner._cancelAfterClose = () => {
+        armed = h;
+        try {
+          return read();
+        } finally {
+          armed = 0;
+        }
+      };
+      cancelNatively(ch, "elsewhere");
+    }, { receive: false });
     assert.ok(destroyed, "destroyed while the watch read");
-    assert.ok(reason instanceof CancellationError, String(reason));
-    assert.equal((reason as Error).message, "Channel was cancelled");
-    const cause = (reason as Error).cause;
-    assert.ok(cause instanceof SyntaxError, `the cause ${String(cause)}`);
-    assert.equal(cause.message, "elsewhere");
-    assert.deepEqual(cause.cause, [1, 2]);
+    assertCancelledWithCause(reason, what, SyntaxError, "elsewhere", [1, 2]);
   } finally {
     table.kc_chan_status = real.status;
     table.kc_chan_cancel_cause = real.cancelCause;
