@@ -1940,6 +1940,41 @@ Deno.test("a wait nobody can complete: on a local channel the process ends, on a
   assert.equal(shared.stdout.trim(), "late");
 });
 
+/**
+ * Runs `body` in a child process with the collector exposed (evalScript, --expose-gc) and asserts
+ * that it exits with status 0. Before `body` the script imports Channel, codecs and library from
+ * "./mod.ts" (and `imports`), and defines `sym` (the test symbols), `tick()` (a 1 ms timer:
+ * finalizers run between tasks) and `collect(ref, more)`: runs the collector until `ref`'s
+ * target is collected (bounded: 20 s), throwing "the owner was not collected" if it was not, and
+ * then up to 5 more rounds while `more()` holds, for the finalizers that collection queued.
+ */
+async function assertGcScript(body: string, imports = ""): Promise<void> {
+  const res = await evalScript(
+    `
+    import { Channel, codecs, library } from "./mod.ts";
+    ${imports}
+    const sym = library().symbols("test");
+    const tick = () => new Promise((r) => setTimeout(r, 1));
+    const collect = async (ref, more = () => true) => {
+      const deadline = Date.now() + 20000;
+      for (;;) {
+        globalThis.gc();
+        await tick(); // finalizers run between tasks
+        if (ref.deref() === undefined || Date.now() > deadline) break;
+        await tick();
+      }
+      if (ref.deref() !== undefined) throw new Error("the owner was not collected");
+      for (let i = 0; i < 5 && more(); i++) {
+        globalThis.gc();
+        await tick();
+      }
+    };
+    ${body}`,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+}
+
 Deno.test("an owning channel dropped without dispose is destroyed when collected, unless its handle was given away", async () => {
   const res = await evalScript(
     `
@@ -2007,11 +2042,8 @@ Deno.test("a Channel.from copy of this isolate opened from a share object built 
   owner[Symbol.dispose]();
   assert.ok(library().symbols("test").kc_chan_status(built.handle) < 0, "the dispose ended it");
 
-  const res = await evalScript(
+  await assertGcScript(
     `
-    import { Channel, codecs, library } from "./mod.ts";
-    const sym = library().symbols("test");
-    const tick = () => new Promise((r) => setTimeout(r, 1));
     for (const codec of [codecs.f64, codecs.bytes]) {
       const value = codec === codecs.f64 ? 7 : new Uint8Array([7]);
       let copy, h, gone;
@@ -2031,18 +2063,7 @@ Deno.test("a Channel.from copy of this isolate opened from a share object built 
         });
         gone = new WeakRef(owner);
       })();
-      const deadline = Date.now() + 20000;
-      for (;;) {
-        globalThis.gc();
-        await tick(); // finalizers run between tasks
-        if (gone.deref() === undefined || Date.now() > deadline) break;
-        await tick();
-      }
-      if (gone.deref() !== undefined) throw new Error("the owner was not collected");
-      for (let i = 0; i < 5; i++) {
-        globalThis.gc();
-        await tick();
-      }
+      await collect(gone); // the finalizers its collection queued ran
       if (sym.kc_chan_status(h) < 0) throw new Error(codec.name + ": destroyed under the live copy");
       const first = copy.tryReceive();
       if (first.state !== "ok") throw new Error(codec.name + ": " + first.state);
@@ -2061,105 +2082,66 @@ Deno.test("a Channel.from copy of this isolate opened from a share object built 
       if (sym.kc_chan_status(h) >= 0) throw new Error(codec.name + ": the last copy's dispose left it");
     }
   `,
-    { v8Flags: ["--expose-gc"] },
   );
-  assert.equal(res.code, 0, res.stderr);
 });
 
-Deno.test("an owner collected after native code destroyed its channel unseen leaves alone a later channel of another shape given the handle's value (its slot's generation wrapped)", async () => {
-  // Before, its collection took a hold on the later channel and gave it back: the channel's
-  // last hold, which destroyed it (nobody held it yet).
-  const res = await evalScript(
+/**
+ * An owner made native and never shared (its collection ends the channel) whose channel native
+ * code destroyed unseen, given the handle's value of a later channel (`_testRekeyEntry`, as if the
+ * wrap had given it the dead handle's value): its collection leaves that later channel alone.
+ * `makeLater` is script code that destroys the owner's channel `h` and sets `later` to a new
+ * channel's handle (`out`, `info` at hand).
+ */
+function assertLaterChannelSpared(makeLater: string): Promise<void> {
+  return assertGcScript(
     `
-    import { Channel, codecs, library } from "./mod.ts";
-    import { _testRekeyEntry } from "./src/channel.ts";
-    const sym = library().symbols("test");
-    const tick = () => new Promise((r) => setTimeout(r, 1));
-    const out = new Uint32Array(1);
-    let later, gone;
-    (() => {
-      const owner = new Channel(4, { codec: codecs.f64 });
-      const h = owner._handle; // made native, never shared: its collection ends the channel
-      if (sym.kc_chan_destroy(h) !== 0) throw new Error("destroy");
-      if (sym.kc_chan_create(8, 8, 0, 0, out) !== 0) throw new Error("create");
-      later = out[0];
-      _testRekeyEntry(owner, later); // as if the wrap had given it the dead handle's value
-      gone = new WeakRef(owner);
-    })();
-    const deadline = Date.now() + 20000;
-    for (;;) {
-      globalThis.gc();
-      await tick(); // finalizers run between tasks
-      if (gone.deref() === undefined || Date.now() > deadline) break;
-      await tick();
-    }
-    if (gone.deref() !== undefined) throw new Error("the owner was not collected");
-    for (let i = 0; i < 5; i++) {
-      globalThis.gc();
-      await tick();
-    }
-    if (sym.kc_chan_status(later) < 0) throw new Error("the collection destroyed the later channel");
-    if (sym.kc_chan_destroy(later) !== 0) throw new Error("destroy later");
-  `,
-    { v8Flags: ["--expose-gc"] },
-  );
-  assert.equal(res.code, 0, res.stderr);
-});
-
-Deno.test("an owner collected after native code destroyed its channel unseen leaves alone a later channel of the same shape given the handle's value (kc_chan_serial tells them apart)", async () => {
-  // Before, the shapes compared equal: its collection took a hold on the later channel and gave
-  // it back, the channel's last hold, which destroyed it (nobody held it yet).
-  const res = await evalScript(
-    `
-    import { Channel, codecs, library } from "./mod.ts";
-    import { _testRekeyEntry } from "./src/channel.ts";
-    const sym = library().symbols("test");
-    const tick = () => new Promise((r) => setTimeout(r, 1));
     const out = new Uint32Array(1);
     const info = new Uint32Array(4);
     let later, gone;
     (() => {
       const owner = new Channel(4, { codec: codecs.f64 });
       const h = owner._handle; // made native, never shared: its collection ends the channel
+      ${makeLater}
+      _testRekeyEntry(owner, later); // as if the wrap had given it the dead handle's value
+      gone = new WeakRef(owner);
+    })();
+    await collect(gone); // the finalizers its collection queued ran
+    if (sym.kc_chan_status(later) < 0) throw new Error("the collection destroyed the later channel");
+    if (sym.kc_chan_destroy(later) !== 0) throw new Error("destroy later");
+  `,
+    `import { _testRekeyEntry } from "./src/channel.ts";`,
+  );
+}
+
+Deno.test("an owner collected after native code destroyed its channel unseen leaves alone a later channel of another shape given the handle's value (its slot's generation wrapped)", async () => {
+  // Before, its collection took a hold on the later channel and gave it back: the channel's
+  // last hold, which destroyed it (nobody held it yet).
+  await assertLaterChannelSpared(`
+      if (sym.kc_chan_destroy(h) !== 0) throw new Error("destroy");
+      if (sym.kc_chan_create(8, 8, 0, 0, out) !== 0) throw new Error("create");
+      later = out[0];
+  `);
+});
+
+Deno.test("an owner collected after native code destroyed its channel unseen leaves alone a later channel of the same shape given the handle's value (kc_chan_serial tells them apart)", async () => {
+  // Before, the shapes compared equal: its collection took a hold on the later channel and gave
+  // it back, the channel's last hold, which destroyed it (nobody held it yet).
+  await assertLaterChannelSpared(`
       if (sym.kc_chan_info(h, info) !== 0) throw new Error("info");
       const shape = String(info);
       if (sym.kc_chan_destroy(h) !== 0) throw new Error("destroy");
       if (sym.kc_chan_create(info[0], info[1], info[2], info[3], out) !== 0) throw new Error("create");
       later = out[0];
       if (sym.kc_chan_info(later, info) !== 0 || String(info) !== shape) throw new Error("shape");
-      _testRekeyEntry(owner, later); // as if the wrap had given it the dead handle's value
-      gone = new WeakRef(owner);
-    })();
-    const deadline = Date.now() + 20000;
-    for (;;) {
-      globalThis.gc();
-      await tick(); // finalizers run between tasks
-      if (gone.deref() === undefined || Date.now() > deadline) break;
-      await tick();
-    }
-    if (gone.deref() !== undefined) throw new Error("the owner was not collected");
-    for (let i = 0; i < 5; i++) {
-      globalThis.gc();
-      await tick();
-    }
-    if (sym.kc_chan_status(later) < 0) throw new Error("the collection destroyed the later channel");
-    if (sym.kc_chan_destroy(later) !== 0) throw new Error("destroy later");
-  `,
-    { v8Flags: ["--expose-gc"] },
-  );
-  assert.equal(res.code, 0, res.stderr);
+  `);
 });
 
 Deno.test("an owner collected while a copy keeps its channel switches its keeping off before it takes the kept values: a value dropped in between is not left in a list nobody takes", async () => {
   // The drop comes from a test hook between the two steps, as another thread's may. Before,
   // the take came first: the value dropped then was kept after it, and stayed in the list
   // (until the channel's destroy), as each one dropped after it would have without the switch.
-  const res = await evalScript(
+  await assertGcScript(
     `
-    import { Channel, codecs, library } from "./mod.ts";
-    import { _testOrphanSwitched } from "./src/channel.ts";
-    const sym = library().symbols("test");
-    const tick = () => new Promise((r) => setTimeout(r, 1));
     let ran = 0;
     _testOrphanSwitched((handle) => {
       ran++;
@@ -2179,18 +2161,7 @@ Deno.test("an owner collected while a copy keeps its channel switches its keepin
       });
       gone = new WeakRef(owner);
     })();
-    const deadline = Date.now() + 20000;
-    for (;;) {
-      globalThis.gc();
-      await tick(); // finalizers run between tasks
-      if (gone.deref() === undefined || Date.now() > deadline) break;
-      await tick();
-    }
-    if (gone.deref() !== undefined) throw new Error("the owner was not collected");
-    for (let i = 0; i < 5 && ran === 0; i++) {
-      globalThis.gc();
-      await tick();
-    }
+    await collect(gone, () => ran === 0); // the finalizers its collection queued ran
     _testOrphanSwitched(null);
     if (ran !== 1) throw new Error("the collection ran the hook " + ran + " times");
     if (sym.kc_chan_status(h) < 0) throw new Error("destroyed under the live copy");
@@ -2200,9 +2171,8 @@ Deno.test("an owner collected while a copy keeps its channel switches its keepin
     copy[Symbol.dispose](); // the last holder: the channel ends
     if (sym.kc_chan_status(h) >= 0) throw new Error("the last copy's dispose left it");
   `,
-    { v8Flags: ["--expose-gc"] },
+    `import { _testOrphanSwitched } from "./src/channel.ts";`,
   );
-  assert.equal(res.code, 0, res.stderr);
 });
 
 Deno.test("a receive loop that never yields pins at most 1024 pooled chunks, then copies; views again once finalisers ran", async () => {
@@ -4182,6 +4152,21 @@ Deno.test("trySendMany in one native call whose value after the first has no nat
   }
 });
 
+/**
+ * Two ways a callback ends a channel mid-call (script code), each with the error a later call
+ * meets, `<op>` standing for the operation it names.
+ */
+const channelEnds = [
+  [
+    "ch[Symbol.dispose]()",
+    "InvalidHandleError: Cannot <op>: the channel was disposed (KC_EBADH)",
+  ],
+  [
+    "closeLibrary()",
+    "LibraryClosedError: Cannot <op>: the kcoro library is closed (KC_ESHUTDOWN)",
+  ],
+] as const;
+
 Deno.test("a value's getter that disposes the channel or closes the library as trySend, send or trySendMany takes it: local and native channels throw as a call after it does, naming the call, and none reports the value sent", async () => {
   // Before: a local channel answered { state: "closed" } (send: the dispose's
   // CancellationError), and a native one's send went on after closeLibrary() and answered ok
@@ -4211,18 +4196,7 @@ Deno.test("a value's getter that disposes the channel or closes the library as t
     }
     console.log(JSON.stringify(out));
   `;
-  for (
-    const [end, expected] of [
-      [
-        "ch[Symbol.dispose]()",
-        "InvalidHandleError: Cannot <op>: the channel was disposed (KC_EBADH)",
-      ],
-      [
-        "closeLibrary()",
-        "LibraryClosedError: Cannot <op>: the kcoro library is closed (KC_ESHUTDOWN)",
-      ],
-    ]
-  ) {
+  for (const [end, expected] of channelEnds) {
     const res = await evalScript(script(end));
     assert.equal(res.code, 0, res.stderr);
     const rows: [string, string][] = JSON.parse(res.stdout);
@@ -4260,18 +4234,7 @@ Deno.test("trySendMany whose drop's hook disposes the channel or closes the libr
     if (received) row.push(await received);
     console.log(JSON.stringify(row));
   `;
-  for (
-    const [end, error] of [
-      [
-        "ch[Symbol.dispose]()",
-        "InvalidHandleError: Cannot <op>: the channel was disposed (KC_EBADH)",
-      ],
-      [
-        "closeLibrary()",
-        "LibraryClosedError: Cannot <op>: the kcoro library is closed (KC_ESHUTDOWN)",
-      ],
-    ]
-  ) {
+  for (const [end, error] of channelEnds) {
     const next = [error.replace("<op>", "trySendMany"), error.replace("<op>", "send")];
     for (
       const [how, expected] of [
