@@ -323,6 +323,80 @@ const deniedRunner = ((): string[] | null => {
   }
 })();
 
+/** What a child of `runDeniedChild` prints, one JSON line each: a stat's answer, or an open's. */
+type ChildLine = {
+  refused?: boolean;
+  opened?: boolean;
+  name: string;
+  cause: string;
+  message: string;
+};
+
+/** Child script text: prints `{ refused }`, whether the system refused to stat `path`. */
+function statProbe(path: string): string {
+  return `
+let refused = false;
+try {
+  Deno.statSync(${JSON.stringify(path)});
+} catch (e) {
+  refused = e instanceof Deno.errors.PermissionDenied;
+}
+console.log(JSON.stringify({ refused }));
+`;
+}
+
+/** Child script text: prints `{ opened: true }` where library() opens, else its error's name and message. */
+const openProbe = `
+try {
+  library();
+  console.log(JSON.stringify({ opened: true }));
+} catch (e) {
+  console.log(JSON.stringify({ name: e.name, message: e.message }));
+}
+`;
+
+/**
+ * Runs `prepare()` (it writes what the child needs in `dir`, and may take `locked`'s search
+ * permission away), then `child` (script text, written to `${dir}/child.ts`) in `dir` as a
+ * process the system refuses what the modes forbid (deniedRunner), with `flags` and `env`.
+ * Asserts that it exited with status 0 and answers its stdout's lines, each parsed as JSON.
+ * A deadline, not a timing: a child that hangs is killed (the test then fails with its stderr),
+ * and however it ends `locked` gets its mode back (it may not have been made) and `dir` is
+ * removed.
+ */
+async function runDeniedChild(
+  dir: string,
+  locked: string,
+  prepare: () => Promise<void>,
+  child: string,
+  options: { flags: string[]; env?: Record<string, string> },
+): Promise<ChildLine[]> {
+  const deadline = new AbortController();
+  const kill = setTimeout(() => deadline.abort(), 120_000);
+  try {
+    await prepare();
+    await Deno.writeTextFile(`${dir}/child.ts`, child);
+    const [cmd, ...pre] = [...deniedRunner!, Deno.execPath()];
+    const res = await new Deno.Command(cmd, {
+      args: [...pre, "run", ...options.flags, `${dir}/child.ts`],
+      env: options.env,
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+      signal: deadline.signal,
+    }).output();
+    const stderr = new TextDecoder().decode(res.stderr);
+    assert.equal(res.code, 0, stderr);
+    return new TextDecoder().decode(res.stdout).trim().split("\n").map((l) =>
+      JSON.parse(l) as ChildLine
+    );
+  } finally {
+    clearTimeout(kill);
+    await Deno.chmod(locked, 0o700).catch(() => {}); // not made, if the child did not run
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test({
   name:
     "KCORO_LIB or options.path naming a file the system refuses to stat (PermissionDenied) is a LibraryNotFoundError in the house form, received once: the path as given",
@@ -335,25 +409,18 @@ Deno.test({
     const dir = await Deno.makeTempDir();
     const locked = `${dir}/locked`;
     const file = `${locked}/libkcoro.so`;
-    // A deadline, not a timing: a child that hangs is killed (the test then fails with its
-    // stderr), so the finally below always gives the directory its mode back and removes it.
-    const deadline = new AbortController();
-    const kill = setTimeout(() => deadline.abort(), 120_000);
-    try {
-      await Deno.mkdir(locked);
-      await Deno.writeTextFile(file, "not a library");
-      await Deno.writeTextFile(
-        `${dir}/child.ts`,
-        `
+    const [probe, ...lines] = await runDeniedChild(
+      dir,
+      locked,
+      async () => {
+        await Deno.mkdir(locked);
+        await Deno.writeTextFile(file, "not a library");
+        await Deno.chmod(locked, 0o000); // no search permission: stat below it is refused
+      },
+      `
 import { library, openLibrary } from ${JSON.stringify(`${root}mod.ts`)};
 const file = ${JSON.stringify(file)};
-let refused = false;
-try {
-  Deno.statSync(file);
-} catch (e) {
-  refused = e instanceof Deno.errors.PermissionDenied;
-}
-console.log(JSON.stringify({ refused }));
+${statProbe(file)}
 for (const f of [() => library(), () => openLibrary({ path: file })]) {
   try {
     f();
@@ -364,49 +431,33 @@ for (const f of [() => library(), () => openLibrary({ path: file })]) {
   }
 }
 `,
-      );
-      await Deno.chmod(locked, 0o000); // no search permission: stat below it is refused
-      const [cmd, ...pre] = [...deniedRunner!, Deno.execPath()];
-      const res = await new Deno.Command(cmd, {
-        args: [...pre, "run", "--allow-ffi", "--allow-read", "--allow-env", `${dir}/child.ts`],
+      {
+        flags: ["--allow-ffi", "--allow-read", "--allow-env"],
         env: { KCORO_LIB: "locked/libkcoro.so" }, // relative: resolved against cwd
-        cwd: dir,
-        stdout: "piped",
-        stderr: "piped",
-        signal: deadline.signal,
-      }).output();
-      const stderr = new TextDecoder().decode(res.stderr);
-      assert.equal(res.code, 0, stderr);
-      const [probe, ...lines] = new TextDecoder().decode(res.stdout).trim().split("\n").map((
-        l,
-      ) => JSON.parse(l) as { refused?: boolean; name: string; cause: string; message: string });
-      assert.ok(probe.refused, `the child could stat ${file}: the refusal was not made`);
-      const expected = [
-        "Cannot open library: KCORO_LIB cannot be read (resolved against the current directory: " +
-        `${file}): the system refused to read it`,
-        "Cannot open library: options.path cannot be read: the system refused to read it",
-      ];
-      const given = ['"locked/libkcoro.so"', JSON.stringify(file)];
-      assert.equal(lines.length, 2, JSON.stringify(lines));
-      lines.forEach((l, i) => {
-        assert.equal(l.name, "LibraryNotFoundError", l.message);
-        assert.equal(
-          typeof l.cause,
-          "string",
-          `its cause is Deno's PermissionDenied: ${l.message}`,
-        );
-        assert.equal(
-          l.message,
-          `${expected[i]} (PermissionDenied: ${l.cause}), received ${given[i]}`,
-        );
-        // "received" once, the path as given: Deno's own text aside.
-        assert.equal(l.message.replace(l.cause, "").split("received").length, 2, l.message);
-      });
-    } finally {
-      clearTimeout(kill);
-      await Deno.chmod(locked, 0o700).catch(() => {}); // not made, if mkdir failed
-      await Deno.remove(dir, { recursive: true });
-    }
+      },
+    );
+    assert.ok(probe.refused, `the child could stat ${file}: the refusal was not made`);
+    const expected = [
+      "Cannot open library: KCORO_LIB cannot be read (resolved against the current directory: " +
+      `${file}): the system refused to read it`,
+      "Cannot open library: options.path cannot be read: the system refused to read it",
+    ];
+    const given = ['"locked/libkcoro.so"', JSON.stringify(file)];
+    assert.equal(lines.length, 2, JSON.stringify(lines));
+    lines.forEach((l, i) => {
+      assert.equal(l.name, "LibraryNotFoundError", l.message);
+      assert.equal(
+        typeof l.cause,
+        "string",
+        `its cause is Deno's PermissionDenied: ${l.message}`,
+      );
+      assert.equal(
+        l.message,
+        `${expected[i]} (PermissionDenied: ${l.cause}), received ${given[i]}`,
+      );
+      // "received" once, the path as given: Deno's own text aside.
+      assert.equal(l.message.replace(l.cause, "").split("received").length, 2, l.message);
+    });
   },
 });
 
@@ -795,66 +846,34 @@ Deno.test({
     const dir = await Deno.makeTempDir();
     const locked = `${dir}/zig-out`;
     const local = `${locked}/lib/libkcoro.so`;
-    // A deadline, not a timing: a child that hangs is killed, and the finally below gives the
-    // directory its mode back.
-    const deadline = new AbortController();
-    const kill = setTimeout(() => deadline.abort(), 120_000);
-    try {
-      await copyModule(dir);
-      await Deno.mkdir(`${locked}/lib`, { recursive: true });
-      await Deno.writeTextFile(local, "not a library");
-      await Deno.writeTextFile(
-        `${dir}/child.ts`,
-        `
-import { library } from ${JSON.stringify(`${dir}/mod.ts`)};
-let refused = false;
-try {
-  Deno.statSync(${JSON.stringify(local)});
-} catch (e) {
-  refused = e instanceof Deno.errors.PermissionDenied;
-}
-console.log(JSON.stringify({ refused }));
-try {
-  library();
-  console.log(JSON.stringify({ opened: true }));
-} catch (e) {
-  console.log(JSON.stringify({ name: e.name, message: e.message }));
-}
-`,
-      );
-      await Deno.chmod(locked, 0o000); // no search permission: stat below it is refused
-      const [cmd, ...pre] = [...deniedRunner!, Deno.execPath()];
-      const res = await new Deno.Command(cmd, {
-        args: [...pre, "run", "--allow-ffi", "--allow-read", `${dir}/child.ts`],
-        cwd: dir,
-        stdout: "piped",
-        stderr: "piped",
-        signal: deadline.signal,
-      }).output();
-      const stderr = new TextDecoder().decode(res.stderr);
-      assert.equal(res.code, 0, stderr);
-      const [probe, error] = new TextDecoder().decode(res.stdout).trim().split("\n").map((l) =>
-        JSON.parse(l) as { refused?: boolean; name: string; message: string }
-      );
-      assert.ok(probe.refused, `the child could stat ${local}: the refusal was not made`);
-      // The system's refusal, not --allow-read's: no flag fixes it, no LibraryPermissionError.
-      assert.equal(error.name, "LibraryNotFoundError", error.message);
-      const tried = triedList(error.message);
-      assert.equal(tried.length, 3, error.message);
-      assert.equal(tried[0], "KCORO_LIB: unset, or not readable without --allow-env");
-      const why = `${local} (the local build): the system refused to read it (PermissionDenied: `;
-      assert.ok(tried[1].startsWith(why) && tried[1].endsWith(")"), tried[1]);
-      assert.equal(tried[2], `build from source: skipped, there is no ${dir}/build.zig`);
-      // A file may be there (there is one): the first line said "no file at any place searched".
-      assert.equal(
-        error.message.split("\n")[0],
-        "Cannot find the kcoro library: no library could be opened at any place searched. Tried:",
-      );
-    } finally {
-      clearTimeout(kill);
-      await Deno.chmod(locked, 0o700).catch(() => {});
-      await Deno.remove(dir, { recursive: true });
-    }
+    const [probe, error] = await runDeniedChild(
+      dir,
+      locked,
+      async () => {
+        await copyModule(dir);
+        await Deno.mkdir(`${locked}/lib`, { recursive: true });
+        await Deno.writeTextFile(local, "not a library");
+        await Deno.chmod(locked, 0o000); // no search permission: stat below it is refused
+      },
+      `import { library } from ${JSON.stringify(`${dir}/mod.ts`)};\n${
+        statProbe(local)
+      }${openProbe}`,
+      { flags: ["--allow-ffi", "--allow-read"] },
+    );
+    assert.ok(probe.refused, `the child could stat ${local}: the refusal was not made`);
+    // The system's refusal, not --allow-read's: no flag fixes it, no LibraryPermissionError.
+    assert.equal(error.name, "LibraryNotFoundError", error.message);
+    const tried = triedList(error.message);
+    assert.equal(tried.length, 3, error.message);
+    assert.equal(tried[0], "KCORO_LIB: unset, or not readable without --allow-env");
+    const why = `${local} (the local build): the system refused to read it (PermissionDenied: `;
+    assert.ok(tried[1].startsWith(why) && tried[1].endsWith(")"), tried[1]);
+    assert.equal(tried[2], `build from source: skipped, there is no ${dir}/build.zig`);
+    // A file may be there (there is one): the first line said "no file at any place searched".
+    assert.equal(
+      error.message.split("\n")[0],
+      "Cannot find the kcoro library: no library could be opened at any place searched. Tried:",
+    );
   },
 });
 
@@ -867,74 +886,41 @@ Deno.test({
     const dir = await Deno.makeTempDir();
     const locked = `${dir}/zig-out`;
     const built = `${locked}/lib/libkcoro.so`;
-    // A deadline, not a timing: a child that hangs is killed, and the finally below gives the
-    // directory its mode back.
-    const deadline = new AbortController();
-    const kill = setTimeout(() => deadline.abort(), 120_000);
-    try {
-      await copyModule(dir);
-      await Deno.writeTextFile(`${dir}/build.zig`, "");
-      // The "zig": leaves a file at the build's path, then takes the search permission of the
-      // directory it is in away (its owner may: no capability needed).
-      const zig = `${dir}/locking-zig`;
-      await Deno.writeTextFile(
-        zig,
-        "#!/bin/sh\nmkdir -p zig-out/lib && echo x > zig-out/lib/libkcoro.so && " +
-          "chmod 000 zig-out\n",
-        { mode: 0o755 },
-      );
-      await Deno.writeTextFile(
-        `${dir}/child.ts`,
-        `
-import { library } from ${JSON.stringify(`${dir}/mod.ts`)};
-Deno.env.delete("KCORO_LIB");
-try {
-  library();
-  console.log(JSON.stringify({ opened: true }));
-} catch (e) {
-  console.log(JSON.stringify({ name: e.name, message: e.message }));
-}
-let refused = false;
-try {
-  Deno.statSync(${JSON.stringify(built)});
-} catch (e) {
-  refused = e instanceof Deno.errors.PermissionDenied;
-}
-console.log(JSON.stringify({ refused }));
-`,
-      );
-      const [cmd, ...pre] = [...deniedRunner!, Deno.execPath()];
-      const flags = ["--allow-ffi", "--allow-read", "--allow-env", "--allow-run"];
-      const res = await new Deno.Command(cmd, {
-        args: [...pre, "run", ...flags, `${dir}/child.ts`],
+    // The "zig": leaves a file at the build's path, then takes the search permission of the
+    // directory it is in away (its owner may: no capability needed).
+    const zig = `${dir}/locking-zig`;
+    const [error, probe] = await runDeniedChild(
+      dir,
+      locked,
+      async () => {
+        await copyModule(dir);
+        await Deno.writeTextFile(`${dir}/build.zig`, "");
+        await Deno.writeTextFile(
+          zig,
+          "#!/bin/sh\nmkdir -p zig-out/lib && echo x > zig-out/lib/libkcoro.so && " +
+            "chmod 000 zig-out\n",
+          { mode: 0o755 },
+        );
+      },
+      `import { library } from ${JSON.stringify(`${dir}/mod.ts`)};
+Deno.env.delete("KCORO_LIB");${openProbe}${statProbe(built)}`,
+      {
+        flags: ["--allow-ffi", "--allow-read", "--allow-env", "--allow-run"],
         env: { KCORO_ZIG: zig },
-        cwd: dir,
-        stdout: "piped",
-        stderr: "piped",
-        signal: deadline.signal,
-      }).output();
-      const stderr = new TextDecoder().decode(res.stderr);
-      assert.equal(res.code, 0, stderr);
-      const [error, probe] = new TextDecoder().decode(res.stdout).trim().split("\n").map((l) =>
-        JSON.parse(l) as { refused?: boolean; name: string; message: string }
-      );
-      assert.ok(probe.refused, `the child could stat ${built}: the refusal was not made`);
-      assert.equal(error.name, "LibraryNotFoundError", error.message);
-      assert.equal(
-        error.message.split("\n")[0],
-        "Cannot find the kcoro library: no library could be opened at any place searched. Tried:",
-      );
-      const tried = triedList(error.message);
-      assert.equal(tried.length, 3, error.message);
-      assert.equal(tried[1], `${built} (the local build): no file there`);
-      const why = `build from source with ${zig}: it succeeded, but ${built} cannot be read: ` +
-        "the system refused to read it (PermissionDenied: ";
-      assert.ok(tried[2].startsWith(why) && tried[2].endsWith(")"), tried[2]);
-    } finally {
-      clearTimeout(kill);
-      await Deno.chmod(locked, 0o700).catch(() => {}); // not made, if the child did not run
-      await Deno.remove(dir, { recursive: true });
-    }
+      },
+    );
+    assert.ok(probe.refused, `the child could stat ${built}: the refusal was not made`);
+    assert.equal(error.name, "LibraryNotFoundError", error.message);
+    assert.equal(
+      error.message.split("\n")[0],
+      "Cannot find the kcoro library: no library could be opened at any place searched. Tried:",
+    );
+    const tried = triedList(error.message);
+    assert.equal(tried.length, 3, error.message);
+    assert.equal(tried[1], `${built} (the local build): no file there`);
+    const why = `build from source with ${zig}: it succeeded, but ${built} cannot be read: ` +
+      "the system refused to read it (PermissionDenied: ";
+    assert.ok(tried[2].startsWith(why) && tried[2].endsWith(")"), tried[2]);
   },
 });
 
