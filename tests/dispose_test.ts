@@ -16,7 +16,15 @@ import { Bridge } from "../src/bridge.ts";
 import { encodeCause, giveSlot, takeSlot } from "../src/codec.ts";
 import { _ENDED_HANDLE, _sharedEntries, _testRekeyEntry } from "../src/channel.ts";
 import { Status } from "../src/errors.ts";
-import { catchReported, evalScript, spyCalls, until, within } from "./support.ts";
+import {
+  catchReported,
+  createNative,
+  describeNative,
+  evalScript,
+  spyCalls,
+  until,
+  within,
+} from "./support.ts";
 
 const outcome = (p: Promise<unknown>): Promise<string> =>
   p.then(
@@ -288,25 +296,10 @@ Deno.test("a Channel.from copy whose channel was destroyed elsewhere finds out a
   // The channel's creator is not in this isolate (made and destroyed by C code, as another
   // isolate's creator's dispose destroys it): the copy learns of it from a native call.
   const sym = library().symbols("test");
-  const create = () => {
-    const out = new Uint32Array(1);
-    assert.equal(sym.kc_chan_create(8, 4, 0, 0, out), 0);
-    return out[0];
-  };
-  const open = (handle: number) =>
-    Channel.from<number>({
-      kind: "kcoro.channel",
-      version: 1,
-      handle,
-      elemSize: 8,
-      zeroCopy: false,
-      codec: "f64",
-      capacity: 4,
-    });
   for (const how of ["waits in JavaScript", "waits natively", "mapped", "select"]) {
-    const h = create();
+    const h = createNative();
     const entries = _sharedEntries();
-    const copy = open(h);
+    const copy = Channel.from<number>(describeNative(h));
     assert.equal(_sharedEntries(), entries + 1);
     const bridge = Bridge.of(library());
     const before = bridge.pending;
@@ -359,46 +352,52 @@ Deno.test("a Channel.from copy whose channel was destroyed elsewhere finds out a
   }
 });
 
+/**
+ * An f64 channel of capacity 4 whose objects here a test then destroys with C code, no call here
+ * since: by "copy", a Channel.from copy of a channel C code made; else its creator in this
+ * isolate, made native (a select's way, `_handle`) and never shared.
+ */
+function deadChannelBy(by: string): { dead: Channel<number>; h: number } {
+  if (by === "copy") {
+    const h = createNative();
+    return { dead: Channel.from<number>(describeNative(h)), h };
+  }
+  const dead = new Channel<number>(4, { codec: codecs.f64 });
+  return { dead, h: dead._handle };
+}
+
+/**
+ * `copy`, opened with the handle value of `dead`'s entry (its channel destroyed unseen), got an
+ * entry of its own (`entries`: the count before it was opened, the dead one's among them, which
+ * left): `dead` learnt the end (closed, with a CancellationError), and `copy` works.
+ */
+function assertOwnEntry(
+  copy: Channel<number>,
+  dead: Channel<number>,
+  entries: number,
+  by: string,
+) {
+  assert.notEqual(copy._shared, dead._shared, by);
+  assert.equal(_sharedEntries(), entries, `${by}: the dead entry left, the copy's came`);
+  const r = dead.trySend(1);
+  assert.equal(r.state, "closed", by);
+  assert.ok((r as { cause: unknown }).cause instanceof CancellationError, by);
+  assert.deepEqual(copy.trySend(2), { state: "ok" }, by);
+  assert.deepEqual(copy.tryReceive(), { state: "ok", value: 2 }, by);
+}
+
 Deno.test("a Channel.from copy opened with a handle value whose entry here is a channel destroyed unseen (its slot's generation wrapped since) gets an entry of its own when the shapes differ; the dead channel's objects learn the end", () => {
   const sym = library().symbols("test");
-  const describe = (handle: number, capacity: number) => ({
-    kind: "kcoro.channel" as const,
-    version: 1 as const,
-    handle,
-    elemSize: 8 as const,
-    zeroCopy: false,
-    codec: "f64" as const,
-    capacity,
-  });
   for (const by of ["copy", "creator"]) {
-    // The dead channel's objects: a copy of a channel C code made, or a creator of this
-    // isolate (made native by a select), each destroyed by C code with no call here since.
-    const out = new Uint32Array(1);
-    let dead: Channel<number>;
-    let h: number;
-    if (by === "copy") {
-      assert.equal(sym.kc_chan_create(8, 4, 0, 0, out), 0);
-      h = out[0];
-      dead = Channel.from<number>(describe(h, 4));
-    } else {
-      dead = new Channel<number>(4, { codec: codecs.f64 });
-      h = dead._handle;
-    }
+    // Each destroyed by C code with no call here since.
+    const { dead, h } = deadChannelBy(by);
     assert.equal(sym.kc_chan_destroy(h), 0);
     // A later channel of another shape, given (as the wrap would) the value the entry is under.
-    assert.equal(sym.kc_chan_create(8, 8, 0, 0, out), 0);
-    const later = out[0];
+    const later = createNative(codecs.f64, 8);
     _testRekeyEntry(dead as Channel<unknown>, later);
     const entries = _sharedEntries();
-    const copy = Channel.from<number>(describe(later, 8));
-    // Before: it joined the dead channel's entry.
-    assert.notEqual(copy._shared, dead._shared, by);
-    assert.equal(_sharedEntries(), entries, `${by}: the dead entry left, the copy's came`);
-    const r = dead.trySend(1);
-    assert.equal(r.state, "closed", by);
-    assert.ok((r as { cause: unknown }).cause instanceof CancellationError, by);
-    assert.deepEqual(copy.trySend(2), { state: "ok" }, by);
-    assert.deepEqual(copy.tryReceive(), { state: "ok", value: 2 }, by);
+    const copy = Channel.from<number>(describeNative(later, codecs.f64, 8));
+    assertOwnEntry(copy, dead, entries, by); // before: it joined the dead channel's entry
     dead[Symbol.dispose]();
     assert.ok(
       sym.kc_chan_status(later) >= 0,
@@ -411,27 +410,9 @@ Deno.test("a Channel.from copy opened with a handle value whose entry here is a 
 
 Deno.test("a Channel.from copy opened with a handle value whose entry here is a channel destroyed unseen gets an entry of its own also when the later channel given the value has the dead one's shape (kc_chan_serial tells them apart)", () => {
   const sym = library().symbols("test");
-  const describe = (handle: number) => ({
-    kind: "kcoro.channel" as const,
-    version: 1 as const,
-    handle,
-    elemSize: 8 as const,
-    zeroCopy: false,
-    codec: "f64" as const,
-    capacity: 4,
-  });
   for (const by of ["copy", "creator"]) {
     const out = new Uint32Array(1);
-    let dead: Channel<number>;
-    let h: number;
-    if (by === "copy") {
-      assert.equal(sym.kc_chan_create(8, 4, 0, 0, out), 0);
-      h = out[0];
-      dead = Channel.from<number>(describe(h));
-    } else {
-      dead = new Channel<number>(4, { codec: codecs.f64 });
-      h = dead._handle; // made native (a select's way), never shared
-    }
+    const { dead, h } = deadChannelBy(by);
     const info = new Uint32Array(4);
     assert.equal(sym.kc_chan_info(h, info), 0);
     const shape = [...info];
@@ -444,17 +425,11 @@ Deno.test("a Channel.from copy opened with a handle value whose entry here is a 
     assert.deepEqual([...info], shape, by);
     _testRekeyEntry(dead as Channel<unknown>, later);
     const entries = _sharedEntries();
-    const copy = Channel.from<number>(describe(later));
+    const copy = Channel.from<number>(describeNative(later));
     // Before: it joined the dead channel's entry (the shapes compared equal).
-    assert.notEqual(copy._shared, dead._shared, by);
-    assert.equal(_sharedEntries(), entries, `${by}: the dead entry left, the copy's came`);
-    const r = dead.trySend(1);
-    assert.equal(r.state, "closed", by);
-    assert.ok((r as { cause: unknown }).cause instanceof CancellationError, by);
-    assert.deepEqual(copy.trySend(2), { state: "ok" }, by);
-    assert.deepEqual(copy.tryReceive(), { state: "ok", value: 2 }, by);
+    assertOwnEntry(copy, dead, entries, by);
     // A second copy joins the later channel's entry (its serial filed as the first was made).
-    const again = Channel.from<number>(describe(later));
+    const again = Channel.from<number>(describeNative(later));
     assert.equal(again._shared, copy._shared, by);
     again[Symbol.dispose]();
     dead[Symbol.dispose]();
@@ -479,19 +454,8 @@ Deno.test("the inlined try-operations of a mapped copy whose channel another thr
   for (const codec of [codecs.f64, codecs.bytes] as Codec<unknown>[]) {
     const value = codec === codecs.f64 ? 42 : new Uint8Array([42]);
     const other = codec === codecs.f64 ? 7 : new Uint8Array([7]);
-    const out = new Uint32Array(1);
-    const flags = codec.zeroCopy ? 2 : 0; // KC_CHAN_ZERO_COPY
-    assert.equal(sym.kc_chan_create(codec.elemSize, 4, 0, flags, out), 0);
-    const h = out[0];
-    const copy = Channel.from<unknown>({
-      kind: "kcoro.channel",
-      version: 1,
-      handle: h,
-      elemSize: codec.elemSize,
-      zeroCopy: codec.zeroCopy,
-      codec: codec.name,
-      capacity: 4,
-    });
+    const h = createNative(codec);
+    const copy = Channel.from<unknown>(describeNative(h, codec));
     // Past the 16th use the try-operations go by the mapped handle word.
     for (let i = 0; i < 40; i++) {
       assert.deepEqual(copy.trySend(value), { state: "ok" });
@@ -501,19 +465,10 @@ Deno.test("the inlined try-operations of a mapped copy whose channel another thr
     assert.equal(sym.kc_chan_destroy(h), 0);
     // A later channel in the same memory, a value buffered (its ready byte set, its blocked
     // byte clear: both inlined paths' conditions hold).
-    assert.equal(sym.kc_chan_create(codec.elemSize, 4, 0, flags, out), 0);
-    const later = out[0];
+    const later = createNative(codec);
     assert.notEqual(later, h);
     assert.equal(wordOf(later), word, `${codec.name}: the later channel reuses the memory`);
-    const laterCh = Channel.from<unknown>({
-      kind: "kcoro.channel",
-      version: 1,
-      handle: later,
-      elemSize: codec.elemSize,
-      zeroCopy: codec.zeroCopy,
-      codec: codec.name,
-      capacity: 4,
-    });
+    const laterCh = Channel.from<unknown>(describeNative(later, codec));
     assert.deepEqual(laterCh.trySend(other), { state: "ok" });
     assert.equal(copy._shared.detour, 0, `${codec.name}: the copy has not seen the destroy`);
     const got = copy.tryReceive();
@@ -634,20 +589,11 @@ Deno.test("a Channel.from copy whose first call after its channel's destroy is c
   const sym = library().symbols("test");
   const late = new Error("late");
   for (const waits of [false, true]) {
-    const out = new Uint32Array(1);
-    assert.equal(sym.kc_chan_create(8, 4, 0, 0, out), 0);
-    const copy = Channel.from<number>({
-      kind: "kcoro.channel",
-      version: 1,
-      handle: out[0],
-      elemSize: 8,
-      zeroCopy: false,
-      codec: "f64",
-      capacity: 4,
-    });
+    const h = createNative();
+    const copy = Channel.from<number>(describeNative(h));
     // A receive still waiting in JavaScript (queued natively at the end of this turn).
     const wait = waits ? copy.receive().then(() => "resolved", (e) => e) : undefined;
-    assert.equal(sym.kc_chan_destroy(out[0]), 0);
+    assert.equal(sym.kc_chan_destroy(h), 0);
     copy.cancel(late); // a no-op, as on any cancelled channel
     const r = copy.trySend(1);
     assert.equal(r.state, "closed");
@@ -1070,16 +1016,7 @@ Deno.test("the end one object of this isolate learns closes the gate of each of 
     using reported = catchReported();
     using ch = new Channel<unknown>(4);
     const h = ch.handle; // read, not shared: the copies below are opened from it
-    const opened = () =>
-      Channel.from<unknown>({
-        kind: "kcoro.channel",
-        version: 1,
-        handle: h,
-        elemSize: codecs.default.elemSize,
-        zeroCopy: codecs.default.zeroCopy,
-        codec: "default",
-        capacity: 4,
-      });
+    const opened = () => Channel.from<unknown>(describeNative(h, codecs.default));
     using first = opened();
     using second = opened();
     // A copy's dispose leaves the channel, and the other objects' gates, as they were.
@@ -1147,15 +1084,7 @@ Deno.test("the end a Channel.from copy learns mid-call closes the gate of an own
     }
     assert.ok(out !== undefined, `${op}: made native by the select`);
     const h = out[0];
-    using copy = Channel.from<unknown>({
-      kind: "kcoro.channel",
-      version: 1,
-      handle: h,
-      elemSize: codecs.default.elemSize,
-      zeroCopy: codecs.default.zeroCopy,
-      codec: "default",
-      capacity: 4,
-    });
+    using copy = Channel.from<unknown>(describeNative(h, codecs.default));
     assert.deepEqual(copy.trySend(1), { state: "ok" }, op);
     assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, op);
     let learnt: boolean | undefined;
@@ -2088,15 +2017,7 @@ Deno.test("an owner whose channel native code destroyed, seen first by a copy of
       }
       h = out![0];
     }
-    using copy = Channel.from<unknown>({
-      kind: "kcoro.channel",
-      version: 1,
-      handle: h,
-      elemSize: codecs.default.elemSize,
-      zeroCopy: codecs.default.zeroCopy,
-      codec: "default",
-      capacity: 1,
-    });
+    using copy = Channel.from<unknown>(describeNative(h, codecs.default, 1));
     assert.deepEqual(ch.trySend(1), { state: "ok" }, how);
     const waits = [ch.send(2), ch.send({ n: 3 })].map((p) =>
       p.then(() => "resolved", (e: unknown) => e)
@@ -2295,15 +2216,7 @@ Deno.test("a Channel.from copy that finds its channel ended says what ended it w
       handle = owner.handle;
     }
     const copy = Channel.from<number>(
-      owner?.share() ?? {
-        kind: "kcoro.channel",
-        version: 1,
-        handle,
-        elemSize: 8,
-        zeroCopy: false,
-        codec: "f64",
-        capacity: 4,
-      },
+      owner?.share() ?? describeNative(handle),
     );
     if (how === "creator here, its dispose") owner![Symbol.dispose]();
     else assert.equal(sym.kc_chan_destroy(handle), 0, how);

@@ -1,7 +1,15 @@
 // Helpers shared by the Deno tests (not a test file itself).
 
 import assert from "node:assert/strict";
-import { CancellationError, library, runtime } from "../mod.ts";
+import {
+  CancellationError,
+  type Codec,
+  type CodecName,
+  codecs,
+  library,
+  runtime,
+  type SharedChannel,
+} from "../mod.ts";
 
 /**
  * Asserts that `actual` holds `expected`'s items, in order, each the same object (`Object.is`).
@@ -224,4 +232,38 @@ export function spyCalls(
     };
   });
   return { [Symbol.dispose]: () => names.forEach((n, i) => table[n] = real[i]) };
+}
+
+/**
+ * Makes a channel natively (kc_chan_create, as C code or another isolate's creator does: no
+ * creator in this isolate) for `codec`'s values, of `capacity`: its handle.
+ */
+export function createNative(codec: Codec<unknown> = codecs.f64, capacity = 4): number {
+  const out = new Uint32Array(1);
+  const flags = codec.zeroCopy ? 2 : 0; // KC_CHAN_ZERO_COPY
+  assert.equal(
+    library().symbols("test").kc_chan_create(codec.elemSize, capacity, 0, flags, out),
+    0,
+  );
+  return out[0];
+}
+
+/**
+ * A share object built by hand for the channel at `handle` (`codec`'s values, of `capacity`),
+ * as native code that made it would hand it over: Channel.from's input.
+ */
+export function describeNative<T>(
+  handle: number,
+  codec: Codec<unknown> = codecs.f64,
+  capacity = 4,
+): SharedChannel<T> {
+  return {
+    kind: "kcoro.channel",
+    version: 1,
+    handle,
+    elemSize: codec.elemSize,
+    zeroCopy: codec.zeroCopy,
+    codec: codec.name as CodecName,
+    capacity,
+  };
 }
