@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import {
   catchReported,
+  createNative,
+  describeNative,
   evalScript,
   prng,
   settled,
@@ -746,22 +748,10 @@ Deno.test("cancel(cause) where this isolate learnt from a try-operation that nat
   // kc_chan_cancel, whose answer (-1: not known) did not take the cause back: a later send
   // rejected with a CancellationError carrying it, where the native cancel gave none.
   const sym = library().symbols("test");
-  const out = new Uint32Array(1);
   for (const by of ["owner", "copy"]) {
-    let ch: Channel<number>;
-    if (by === "owner") ch = new Channel<number>(4, { codec: codecs.f64 });
-    else {
-      assert.equal(sym.kc_chan_create(8, 4, 0, 0, out), 0);
-      ch = Channel.from<number>({
-        kind: "kcoro.channel",
-        version: 1,
-        handle: out[0],
-        elemSize: 8,
-        zeroCopy: false,
-        codec: "f64",
-        capacity: 4,
-      });
-    }
+    const ch = by === "owner"
+      ? new Channel<number>(4, { codec: codecs.f64 })
+      : Channel.from<number>(describeNative(createNative())); // of a channel C code made
     const h = ch.share().handle;
     assert.equal(sym.kc_chan_cancel(h), 0); // native code's cancel, without a cause
     const seen = ch.tryReceive() as { state: string; cause?: unknown };
