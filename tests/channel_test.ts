@@ -3902,6 +3902,14 @@ function withFakeSymbols<R>(
   }
 }
 
+/** The codecs whose values a send encodes into native memory (a descriptor, or bytes), by name. */
+const codecNamed = {
+  default: codecs.default,
+  string: codecs.string,
+  structured: codecs.structured,
+  bytes: codecs.bytes,
+} as const;
+
 Deno.test("trySendMany's errors name it also where a value's own send fails: no native memory for the value (in one native call, into a full channel, one at a time), a native failure, a drop's hook that disposed the channel; trySend's still say send", async () => {
   // They said "Cannot send: ...", as if send had been called: the codecs' native-memory errors,
   // and every error of a value sent one at a time (through trySend). Native memory cannot be
@@ -3944,12 +3952,6 @@ Deno.test("trySendMany's errors name it also where a value's own send fails: no 
       return Status.ENOMEM;
     },
   };
-  const codecNamed = {
-    default: codecs.default,
-    string: codecs.string,
-    structured: codecs.structured,
-    bytes: codecs.bytes,
-  } as const;
   for (const [name, codec] of Object.entries(codecNamed)) {
     const value = name === "bytes" ? new Uint8Array([1, 2, 3]) : "text";
     const memory = (op: string) => ({
@@ -4067,12 +4069,6 @@ Deno.test("trySendMany in one native call whose value after the first has no nat
     name: "CodecError",
     message: /^Cannot trySendMany: no native memory for \d+ bytes$/,
   };
-  const codecNamed = {
-    default: codecs.default,
-    string: codecs.string,
-    structured: codecs.structured,
-    bytes: codecs.bytes,
-  } as const;
   for (const [name, codec] of Object.entries(codecNamed)) {
     const v = (i: number) => name === "bytes" ? new Uint8Array([i]) : `text ${i}`;
     const make = () => {
