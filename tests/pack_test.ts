@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { decodeUtf8, pack, packed, setDecodePiece, unpack } from "../src/pack.ts";
 import { Channel, CodecError, codecs, library } from "../mod.ts";
-import { evalScript, prng } from "./support.ts";
+import { evalScript, lengthClaimingProxy, prng } from "./support.ts";
 
 const encoder = new TextEncoder();
 
@@ -249,30 +249,9 @@ Deno.test("pack: a getter's error propagates; a getter that packs gets -1 and th
   assert.deepEqual(roundTrip({ next: 1 }), { next: 1 });
 });
 
-/**
- * A Proxy of an array whose `length` trap answers `length` and whose `get` trap answers 0 for
- * every index (`has` too): `reads` counts the elements read.
- */
-function claiming(length: unknown): { proxy: unknown[]; reads: () => number } {
-  let reads = 0;
-  const proxy = new Proxy([1, 2, 3], {
-    get(target, key, receiver) {
-      if (key === "length") return length;
-      if (typeof key === "string" && /^\d+$/.test(key)) {
-        // Before, the element loop ran to the claimed length (1e20: until memory ran out).
-        if (++reads > 1_000) throw new Error("read past the bound");
-        return 0;
-      }
-      return Reflect.get(target, key, receiver);
-    },
-    has: () => true,
-  });
-  return { proxy, reads: () => reads };
-}
-
 Deno.test("pack: an array (a Proxy's) whose length cannot be encoded is refused before any element is read: a TypeError, or a RangeError past the bytes a value may take", () => {
   for (const length of [1e20, 2 ** 32, -1, 1.5, NaN, Infinity, "3"]) {
-    const { proxy, reads } = claiming(length);
+    const { proxy, reads } = lengthClaimingProxy(length);
     assert.throws(
       () => pack(proxy),
       (e) =>
@@ -286,12 +265,12 @@ Deno.test("pack: an array (a Proxy's) whose length cannot be encoded is refused 
   }
   // Each element takes a byte at least, after the array's 5: 2^32-5 elements cannot fit.
   for (const length of [2 ** 32 - 1, 2 ** 32 - 5]) {
-    const { proxy, reads } = claiming(length);
+    const { proxy, reads } = lengthClaimingProxy(length);
     assert.throws(() => pack(proxy), RangeError);
     assert.equal(reads(), 0);
   }
   // Within a smaller bound (a close cause's, 2^31-1): 3e9 cannot fit there.
-  const { proxy, reads } = claiming(3e9);
+  const { proxy, reads } = lengthClaimingProxy(3e9);
   assert.throws(
     () => pack(proxy, 2 ** 31 - 1),
     /^RangeError: Cannot send: an array of 3000000000 elements cannot fit in the 2147483647 bytes a value may take/,
@@ -304,7 +283,7 @@ Deno.test("pack: an array (a Proxy's) whose length cannot be encoded is refused 
   assert.equal(pack(sparse, 2 ** 31 - 1), -1);
   // One that fits the bytes but claims more elements than keys (4e9): left to node:v8 (which
   // refuses a Proxy), nothing read.
-  const big = claiming(4e9);
+  const big = lengthClaimingProxy(4e9);
   assert.equal(pack(big.proxy), -1);
   assert.equal(big.reads(), 0);
   // Proxies are still packed through their traps, a long one too (its keys are there).
@@ -335,7 +314,7 @@ Deno.test("pack: an array (a Proxy's) whose length is no number (a symbol, a big
   for (const [length, described] of lengths) {
     const message =
       `Cannot send: an array's length must be an integer up to 2^32-1, received ${described}`;
-    const { proxy, reads } = claiming(length);
+    const { proxy, reads } = lengthClaimingProxy(length);
     assert.throws(() => pack(proxy), (e) => e instanceof TypeError && e.message === message);
     assert.throws(
       () => ch.trySend(proxy),
@@ -379,7 +358,7 @@ Deno.test("a shared channel's send of an array (a Proxy's) whose length cannot b
   using ch = new Channel<unknown>(4);
   ch.share();
   for (const [length, cls] of [[1e20, TypeError], [2 ** 32 - 1, RangeError]] as const) {
-    const { proxy, reads } = claiming(length);
+    const { proxy, reads } = lengthClaimingProxy(length);
     assert.throws(
       () => ch.trySend(proxy),
       (e) =>
@@ -388,7 +367,7 @@ Deno.test("a shared channel's send of an array (a Proxy's) whose length cannot b
     );
     assert.equal(reads(), 0);
   }
-  const big = claiming(4e9);
+  const big = lengthClaimingProxy(4e9);
   assert.throws(() => ch.trySend(big.proxy), CodecError); // node:v8 refuses the Proxy
   assert.equal(big.reads(), 0);
   // Sparse arrays: pack gives up at the first hole, node:v8 writes the elements there are.
@@ -416,7 +395,7 @@ Deno.test("a trySendMany of an array (a Proxy's) whose length cannot be encoded 
         if (path === "native, full") assert.deepEqual(ch.trySend(0), { state: "ok" }, where);
         const received = path === "native, one at a time" ? ch.receive() : null;
         received?.catch(() => {}); // rejected by the dispose
-        const { proxy, reads } = claiming(length);
+        const { proxy, reads } = lengthClaimingProxy(length);
         let message = "";
         assert.throws(() => ch.trySend(proxy), (e: Error) => {
           message = e.message;

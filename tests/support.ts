@@ -267,3 +267,24 @@ export function describeNative<T>(
     capacity,
   };
 }
+
+/**
+ * A Proxy of an array whose `length` trap answers `length` and whose `get` trap answers 0 for
+ * every index (`has` too): `reads` counts the elements read.
+ */
+export function lengthClaimingProxy(length: unknown): { proxy: unknown[]; reads: () => number } {
+  let reads = 0;
+  const proxy = new Proxy([1, 2, 3], {
+    get(target, key, receiver) {
+      if (key === "length") return length;
+      if (typeof key === "string" && /^\d+$/.test(key)) {
+        // A packer that loops to the claimed length (1e20: until memory ran out) stops here.
+        if (++reads > 1_000) throw new Error("read past the bound");
+        return 0;
+      }
+      return Reflect.get(target, key, receiver);
+    },
+    has: () => true,
+  });
+  return { proxy, reads: () => reads };
+}
