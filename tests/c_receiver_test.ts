@@ -6,7 +6,7 @@
 // path), receives with kc_chan_try_recv, reads the descriptor by the rule alone and frees it
 // with kc_desc_free, as a C consumer of a channel TypeScript feeds would.
 import assert from "node:assert/strict";
-import { Channel, codecs, library } from "../mod.ts";
+import { Channel, type Codec, codecs, library } from "../mod.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -53,6 +53,24 @@ type Lib = Deno.DynamicLibrary<{
   kct_init: { parameters: ["buffer"]; result: "i32" };
   kct_recv: { parameters: ["u32", "buffer", "u32", "buffer"]; result: "i32" };
 }>;
+
+/**
+ * Builds the C half in a temporary directory and runs `test` with it loaded; closes it and
+ * removes the directory however `test` ends.
+ */
+async function withReceiver(test: (lib: Lib) => void): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    const lib = await build(dir);
+    try {
+      test(lib);
+    } finally {
+      lib.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
 
 async function build(dir: string): Promise<Lib> {
   await Deno.writeTextFile(`${dir}/receiver.c`, source);
@@ -109,136 +127,107 @@ const BYTES = [
   new Uint8Array(20_000).map((_, i) => i * 7),
 ];
 
+/**
+ * Sends `values` on a shared channel of `codec`, one trySend each, then in one trySendMany, and
+ * checks each as the C half reads it: an empty one {NULL, 0, NULL, tag}; any other ptr/len its
+ * `bytes`, ctx `tag`. `unit` names what a value's length counts, in the messages.
+ */
+function assertArriveInC<T extends { length: number }>(
+  lib: Lib,
+  codec: Codec<unknown>,
+  values: T[],
+  tag: number,
+  bytes: (value: T) => Uint8Array,
+  unit: string,
+) {
+  using ch = new Channel<T>(64, { codec: codec as never });
+  const { handle } = ch.share();
+  for (const many of [false, true]) {
+    if (many) assert.deepEqual(ch.trySendMany(values), { state: "ok", sent: values.length });
+    else for (const v of values) assert.deepEqual(ch.trySend(v), { state: "ok" });
+    for (const v of values) {
+      const what = `${codec.name}${many ? " trySendMany" : ""}: ${v.length} ${unit}`;
+      const seen = receive(lib, handle);
+      if (v.length === 0) {
+        assert.deepEqual(
+          seen,
+          { form: "empty", len: 0, ctx: BigInt(tag), bytes: seen.bytes },
+          what,
+        );
+      } else {
+        assert.equal(seen.form, "bytes", what);
+        assert.equal(seen.ctx, BigInt(tag), what);
+        assert.deepEqual(seen.bytes, bytes(v), what);
+      }
+    }
+  }
+}
+
 Deno.test("C ABI: strings TypeScript sends on codecs.string and the default codec arrive in C as kcoro.h says: ptr/len their UTF-8 bytes, ctx KC_TAG_STRING; an empty one {NULL, 0, NULL, KC_TAG_STRING}", async () => {
   // Before, an empty string arrived as {NULL, 7, NULL, ...}: a length of 7 bytes at NULL, which
   // a C receiver copying d.len bytes from d.ptr read (SIGSEGV).
-  const dir = await Deno.makeTempDir();
-  try {
-    const lib = await build(dir);
-    try {
-      for (const codec of [codecs.string, codecs.default] as const) {
-        using ch = new Channel<string>(64, { codec: codec as never });
-        const { handle } = ch.share();
-        for (const many of [false, true]) {
-          if (many) {
-            assert.deepEqual(ch.trySendMany(STRINGS), { state: "ok", sent: STRINGS.length });
-          } else for (const s of STRINGS) assert.deepEqual(ch.trySend(s), { state: "ok" });
-          for (const s of STRINGS) {
-            const what = `${codec.name}${many ? " trySendMany" : ""}: ${s.length} units`;
-            const seen = receive(lib, handle);
-            if (s === "") {
-              assert.deepEqual(seen, { form: "empty", len: 0, ctx: 16n, bytes: seen.bytes }, what);
-            } else {
-              assert.equal(seen.form, "bytes", what);
-              assert.equal(seen.ctx, BigInt(KC_TAG_STRING), what);
-              assert.deepEqual(seen.bytes, enc.encode(s), what);
-            }
-          }
-        }
-      }
-    } finally {
-      lib.close();
+  await withReceiver((lib) => {
+    for (const codec of [codecs.string, codecs.default]) {
+      assertArriveInC(lib, codec, STRINGS, KC_TAG_STRING, (s) => enc.encode(s), "units");
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("C ABI: bytes TypeScript sends on codecs.bytes and the default codec arrive in C as kcoro.h says: ptr/len the bytes, ctx KC_TAG_BYTES; empty ones {NULL, 0, NULL, KC_TAG_BYTES}", async () => {
   // Before, an empty Uint8Array arrived as {NULL, 8, NULL, ...}. codecs.bytes's trySend makes
   // and sends its descriptor in one native call; trySendMany goes through the codec's encode.
-  const dir = await Deno.makeTempDir();
-  try {
-    const lib = await build(dir);
-    try {
-      for (const codec of [codecs.bytes, codecs.default] as const) {
-        using ch = new Channel<Uint8Array>(64, { codec: codec as never });
-        const { handle } = ch.share();
-        for (const many of [false, true]) {
-          if (many) assert.deepEqual(ch.trySendMany(BYTES), { state: "ok", sent: BYTES.length });
-          else for (const b of BYTES) assert.deepEqual(ch.trySend(b), { state: "ok" });
-          for (const b of BYTES) {
-            const what = `${codec.name}${many ? " trySendMany" : ""}: ${b.length} bytes`;
-            const seen = receive(lib, handle);
-            if (b.length === 0) {
-              assert.deepEqual(seen, { form: "empty", len: 0, ctx: 17n, bytes: seen.bytes }, what);
-            } else {
-              assert.equal(seen.form, "bytes", what);
-              assert.equal(seen.ctx, BigInt(KC_TAG_BYTES), what);
-              assert.deepEqual(seen.bytes, b, what);
-            }
-          }
-        }
-      }
-    } finally {
-      lib.close();
+  await withReceiver((lib) => {
+    for (const codec of [codecs.bytes, codecs.default]) {
+      assertArriveInC(lib, codec, BYTES, KC_TAG_BYTES, (b) => b, "bytes");
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("C ABI: the default codec's other values reach C in the forms kcoro.h names: in the descriptor (ptr NULL, len its kind 1..6, not a length) or a buffer under KC_TAG_PACKED or KC_TAG_STRUCTURED", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const lib = await build(dir);
-    try {
-      using ch = new Channel<unknown>(64);
-      const { handle } = ch.share();
-      const f64 = (x: number) => new BigUint64Array(new Float64Array([x]).buffer)[0];
-      const cases: [unknown, Partial<Seen>][] = [
-        [1.5, { form: "in descriptor", len: 1, ctx: f64(1.5) }],
-        [-3n, { form: "in descriptor", len: 2, ctx: 2n ** 64n - 3n }],
-        [true, { form: "in descriptor", len: 3, ctx: 0n }],
-        [false, { form: "in descriptor", len: 4, ctx: 0n }],
-        [null, { form: "in descriptor", len: 5, ctx: 0n }],
-        [undefined, { form: "in descriptor", len: 6, ctx: 0n }],
-        [{ a: 1 }, { form: "bytes", ctx: BigInt(KC_TAG_PACKED) }],
-        [new Error("x"), { form: "bytes", ctx: BigInt(KC_TAG_STRUCTURED) }],
-      ];
-      // A slot last used for a number first: the kinds without a payload have ctx 0 all the same.
-      for (const [value] of cases) assert.deepEqual(ch.trySend(value), { state: "ok" });
-      for (const [value, want] of cases) {
-        const seen = receive(lib, handle);
-        for (const [k, v] of Object.entries(want)) {
-          assert.equal(seen[k as keyof Seen], v, `${String(value)}: ${k}`);
-        }
-        if (seen.form === "bytes") assert.ok(seen.len > 0 && seen.bytes.length === seen.len);
+  await withReceiver((lib) => {
+    using ch = new Channel<unknown>(64);
+    const { handle } = ch.share();
+    const f64 = (x: number) => new BigUint64Array(new Float64Array([x]).buffer)[0];
+    const cases: [unknown, Partial<Seen>][] = [
+      [1.5, { form: "in descriptor", len: 1, ctx: f64(1.5) }],
+      [-3n, { form: "in descriptor", len: 2, ctx: 2n ** 64n - 3n }],
+      [true, { form: "in descriptor", len: 3, ctx: 0n }],
+      [false, { form: "in descriptor", len: 4, ctx: 0n }],
+      [null, { form: "in descriptor", len: 5, ctx: 0n }],
+      [undefined, { form: "in descriptor", len: 6, ctx: 0n }],
+      [{ a: 1 }, { form: "bytes", ctx: BigInt(KC_TAG_PACKED) }],
+      [new Error("x"), { form: "bytes", ctx: BigInt(KC_TAG_STRUCTURED) }],
+    ];
+    // A slot last used for a number first: the kinds without a payload have ctx 0 all the same.
+    for (const [value] of cases) assert.deepEqual(ch.trySend(value), { state: "ok" });
+    for (const [value, want] of cases) {
+      const seen = receive(lib, handle);
+      for (const [k, v] of Object.entries(want)) {
+        assert.equal(seen[k as keyof Seen], v, `${String(value)}: ${k}`);
       }
-    } finally {
-      lib.close();
+      if (seen.form === "bytes") assert.ok(seen.len > 0 && seen.bytes.length === seen.len);
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("C ABI: what TypeScript sends is freed by a C receiver's kc_desc_free: pooled buffers go back to the pool", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const lib = await build(dir);
-    try {
-      const sym = library().symbols("test");
-      const info = new BigUint64Array(4);
-      const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
-      using text = new Channel<string>(64, { codec: codecs.string });
-      using raw = new Channel<Uint8Array>(64, { codec: codecs.bytes });
-      const t = text.share().handle, r = raw.share().handle;
-      const s = "é".repeat(2048), b = new Uint8Array(4096).fill(3);
-      const before = inUse();
-      // 2 x 2,000 values of 4 KiB: 62 pool chunks of 128 KiB if none came back.
-      for (let i = 0; i < 2000; i++) {
-        assert.deepEqual(text.trySend(i % 2 ? s : ""), { state: "ok" });
-        assert.deepEqual(raw.trySend(i % 2 ? b : new Uint8Array(0)), { state: "ok" });
-        assert.equal(receive(lib, t, 8192).len, i % 2 ? 4096 : 0);
-        assert.equal(receive(lib, r, 8192).len, i % 2 ? 4096 : 0);
-      }
-      const grew = inUse() - before;
-      assert.ok(grew <= 4, `${grew} pool chunks held by values C received and freed`);
-    } finally {
-      lib.close();
+  await withReceiver((lib) => {
+    const sym = library().symbols("test");
+    const info = new BigUint64Array(4);
+    const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
+    using text = new Channel<string>(64, { codec: codecs.string });
+    using raw = new Channel<Uint8Array>(64, { codec: codecs.bytes });
+    const t = text.share().handle, r = raw.share().handle;
+    const s = "é".repeat(2048), b = new Uint8Array(4096).fill(3);
+    const before = inUse();
+    // 2 x 2,000 values of 4 KiB: 62 pool chunks of 128 KiB if none came back.
+    for (let i = 0; i < 2000; i++) {
+      assert.deepEqual(text.trySend(i % 2 ? s : ""), { state: "ok" });
+      assert.deepEqual(raw.trySend(i % 2 ? b : new Uint8Array(0)), { state: "ok" });
+      assert.equal(receive(lib, t, 8192).len, i % 2 ? 4096 : 0);
+      assert.equal(receive(lib, r, 8192).len, i % 2 ? 4096 : 0);
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    const grew = inUse() - before;
+    assert.ok(grew <= 4, `${grew} pool chunks held by values C received and freed`);
+  });
 });
