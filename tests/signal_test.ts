@@ -92,6 +92,54 @@ interface Entry {
   waits(signal: AbortSignal): Promise<unknown>;
 }
 
+/**
+ * An entry point that waits for a CompletableDeferred (`wait`): it completes once the deferred is
+ * completed with 7 in a later task, resolving `value`; it waits on one never completed.
+ */
+function awaitingDeferred(
+  name: string,
+  wait: (d: CompletableDeferred<number>, signal: AbortSignal) => Promise<unknown>,
+  value: unknown,
+): Entry {
+  return {
+    name,
+    completes: (signal) => {
+      const d = new CompletableDeferred<number>();
+      const p = wait(d, signal);
+      setTimeout(() => d.complete(7), 0);
+      return p;
+    },
+    value,
+    waits: (signal) => wait(new CompletableDeferred<number>(), signal),
+  };
+}
+
+/**
+ * An entry point that receives from a channel (`receive`): it completes on a rendezvous channel
+ * once a send comes (waiting first, so its listener goes as it settles), resolving `value` (7
+ * sent); it waits on an empty channel of capacity 1.
+ */
+function receiving(
+  name: string,
+  receive: (ch: Channel<number>, signal: AbortSignal) => Promise<unknown>,
+  value: unknown,
+): Entry {
+  return {
+    name,
+    completes: async (signal) => {
+      using ch = new Channel<number>("rendezvous");
+      const p = receive(ch, signal);
+      await ch.send(7);
+      return await p;
+    },
+    value,
+    waits: async (signal) => {
+      using ch = new Channel<number>(1);
+      return await receive(ch, signal);
+    },
+  };
+}
+
 const ENTRIES: Entry[] = [
   {
     name: "delay",
@@ -139,56 +187,14 @@ const ENTRIES: Entry[] = [
       return await d.await(); // the scope's cancellation, once its signal aborted
     },
   },
-  {
-    name: "Deferred's await",
-    completes: (signal) => {
-      const d = new CompletableDeferred<number>();
-      const p = d.await({ signal });
-      setTimeout(() => d.complete(7), 0);
-      return p;
-    },
-    value: 7,
-    waits: (signal) => new CompletableDeferred<number>().await({ signal }),
-  },
-  {
-    name: "Job's join",
-    completes: (signal) => {
-      const d = new CompletableDeferred<number>();
-      const p = d.join({ signal });
-      setTimeout(() => d.complete(7), 0);
-      return p;
-    },
-    value: undefined,
-    waits: (signal) => new CompletableDeferred<number>().join({ signal }),
-  },
-  {
-    name: "Channel's receive",
-    completes: async (signal) => {
-      using ch = new Channel<number>("rendezvous");
-      const p = ch.receive({ signal }); // waits, then settles by a send: its listener goes
-      await ch.send(7);
-      return await p;
-    },
-    value: 7,
-    waits: async (signal) => {
-      using ch = new Channel<number>(1);
-      return await ch.receive({ signal });
-    },
-  },
-  {
-    name: "Channel's receiveCatching",
-    completes: async (signal) => {
-      using ch = new Channel<number>("rendezvous");
-      const p = ch.receiveCatching({ signal });
-      await ch.send(7);
-      return await p;
-    },
-    value: { state: "ok", value: 7 },
-    waits: async (signal) => {
-      using ch = new Channel<number>(1);
-      return await ch.receiveCatching({ signal });
-    },
-  },
+  awaitingDeferred("Deferred's await", (d, signal) => d.await({ signal }), 7),
+  awaitingDeferred("Job's join", (d, signal) => d.join({ signal }), undefined),
+  receiving("Channel's receive", (ch, signal) => ch.receive({ signal }), 7),
+  receiving(
+    "Channel's receiveCatching",
+    (ch, signal) => ch.receiveCatching({ signal }),
+    { state: "ok", value: 7 },
+  ),
   {
     name: "Channel's send",
     completes: async (signal) => {
@@ -217,20 +223,11 @@ const ENTRIES: Entry[] = [
       return await ch.values({ signal }).next();
     },
   },
-  {
-    name: "select",
-    completes: async (signal) => {
-      using ch = new Channel<number>("rendezvous");
-      const p = select<number>((s) => s.onReceive(ch, (v) => v), { signal });
-      await ch.send(7);
-      return await p;
-    },
-    value: 7,
-    waits: async (signal) => {
-      using ch = new Channel<number>(1);
-      return await select<number>((s) => s.onReceive(ch, (v) => v), { signal });
-    },
-  },
+  receiving(
+    "select",
+    (ch, signal) => select<number>((s) => s.onReceive(ch, (v) => v), { signal }),
+    7,
+  ),
   {
     name: "a producer's send with a signal of its own",
     completes: (signal) =>
