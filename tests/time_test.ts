@@ -1263,6 +1263,45 @@ Deno.test("withTimeoutOrNull nested by context alone in a withTimeoutOrNull reth
   assert.equal((innerErr as Error).message, "Timed out waiting for 20 ms");
 });
 
+/**
+ * Starts `count` timeouts, each given only the last one's context (the first, `context`), the
+ * i-th of `ms(i)`, each waiting on a gate of its own; `check(i, next, last)` runs as each has
+ * started (`next` its context, `last` the one it was given). Answers the innermost's context,
+ * each one's record, and `finish()`: it completes them innermost first, waiting for each.
+ */
+function timeoutChain(
+  count: number,
+  context: Context,
+  ms: (i: number) => number,
+  check?: (i: number, next: Context, last: Context) => void,
+) {
+  const gates: CompletableDeferred<void>[] = [];
+  const waits: Promise<unknown>[] = [];
+  const records: NonNullable<ReturnType<typeof runningTimeout>>[] = [];
+  for (let i = 0; i < count; i++) {
+    const gate = new CompletableDeferred<void>();
+    let next: Context | undefined;
+    waits.push(withTimeout(ms(i), (t) => {
+      next = t.context;
+      return gate.await();
+    }, { context }));
+    check?.(i, next!, context);
+    context = next!;
+    records.push(runningTimeout(context)!);
+    gates.push(gate);
+  }
+  return {
+    innermost: context,
+    records,
+    finish: async () => {
+      for (let i = count - 1; i >= 0; i--) {
+        gates[i].complete();
+        await waits[i];
+      }
+    },
+  };
+}
+
 Deno.test("a read of a Deadline points the finished nested timeouts it walks past at the one in force: the walk does not grow with every one finished, and they are let go", async () => {
   // A chain of 50 timeouts, each given only the last one's context (nested in the outer, each in
   // the one before), finished innermost first while the outer runs: each finished record named
@@ -1273,27 +1312,12 @@ Deno.test("a read of a Deadline points the finished nested timeouts it walks pas
   const records: NonNullable<ReturnType<typeof runningTimeout>>[] = [];
   await withTimeout(600_000, async (o) => {
     const outer = runningTimeout(o.context)!;
-    const gates: CompletableDeferred<void>[] = [];
-    const waits: Promise<unknown>[] = [];
-    let context = o.context;
-    for (let i = 0; i < 50; i++) {
-      const gate = new CompletableDeferred<void>();
-      let next: Context | undefined;
-      waits.push(withTimeout(Infinity, (t) => {
-        next = t.context;
-        return gate.await();
-      }, { context }));
-      context = next!;
-      records.push(runningTimeout(context)!);
-      gates.push(gate);
-    }
-    innermost = context;
+    const chain = timeoutChain(50, o.context, () => Infinity);
+    records.push(...chain.records);
+    innermost = chain.innermost;
     assert.equal(new Set(records).size, 50, "a record each");
     assert.ok(records.every((r) => r !== outer), "none is the outer's");
-    for (let i = 49; i >= 0; i--) {
-      gates[i].complete();
-      await waits[i];
-    }
+    await chain.finish();
     assert.ok(records.every((r) => r.done), "all finished");
     assert.equal(liveDeadline(innermost), liveDeadline(o.context), "the outer's, in force");
     for (const [i, r] of records.entries()) assert.equal(r.under, outer, `record ${i}`);
@@ -1313,26 +1337,12 @@ Deno.test("a read of a Deadline points the finished timeouts whose own earlier t
   let innermost: Context | undefined;
   const records: NonNullable<ReturnType<typeof runningTimeout>>[] = [];
   await withTimeout(600_000, async (o) => {
-    const gates: CompletableDeferred<void>[] = [];
-    const waits: Promise<unknown>[] = [];
-    let context = o.context;
-    for (let i = 0; i < 30; i++) {
-      const gate = new CompletableDeferred<void>();
-      let next: Context | undefined;
-      waits.push(withTimeout(500_000 - i * 15_000, (t) => {
-        next = t.context;
-        return gate.await();
-      }, { context }));
-      assert.equal(runningTimeout(next!)!.replaced, context, `${i}: the last one's context`);
-      context = next!;
-      records.push(runningTimeout(context)!);
-      gates.push(gate);
-    }
-    innermost = context;
-    for (let i = 29; i >= 0; i--) {
-      gates[i].complete();
-      await waits[i];
-    }
+    const chain = timeoutChain(30, o.context, (i) => 500_000 - i * 15_000, (i, next, last) => {
+      assert.equal(runningTimeout(next)!.replaced, last, `${i}: the last one's context`);
+    });
+    records.push(...chain.records);
+    innermost = chain.innermost;
+    await chain.finish();
     assert.equal(liveDeadline(innermost), liveDeadline(o.context), "the outer's, in force");
     for (const [i, r] of records.entries()) assert.equal(r.replaced, o.context, `record ${i}`);
     assert.equal(runningTimeout(innermost), runningTimeout(o.context), "a timeout nests in it");
