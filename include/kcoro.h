@@ -17,8 +17,12 @@
 extern "C" {
 #endif
 
-/* Bumped on every incompatible change. Compare with kc_abi_version() after loading. ABI 23 also
- * changed what TypeScript writes for an empty string or bytes on a zero-copy channel: now
+/* Bumped on every incompatible change. Compare with kc_abi_version() after loading. ABI 23 added
+ * kc_chan_cancel_cause (a channel's first cancel keeps its cause also after a close; see
+ * kc_chan_close_cause), kc_chan_status bit 3 (cancelled after a close), kc_chan_serial (a
+ * channel's identity across a handle value's reuse) and KC_TAG_STRUCTURED/KC_TAG_PACKED; the
+ * last kc_chan_unhold now cancels and seals before the handle dies, as kc_chan_destroy does. It
+ * also changed what TypeScript writes for an empty string or bytes on a zero-copy channel: now
  * {NULL, 0, NULL, tag}, as kc_desc_make of 0 bytes (see "What TypeScript sends" at
  * KC_TAG_STRING). */
 #define KC_ABI_VERSION 23
@@ -59,9 +63,10 @@ extern "C" {
 #define KC_BUILTIN_SKYNET 5     /* scheduled: {leaves, result}: skynet tree, result = sum */
 #define KC_BUILTIN_SPIN 6       /* scheduled: {rounds, done}: CPU-bound work, then done += 1 */
 /* Scheduled, {arg, done, status}: status is an int32_t status as two's complement, done = 1. */
-#define KC_BUILTIN_CANCELLABLE_SLEEPER 7 /* {ms, ...}: kc_sleep_ns; KC_EINTR if its scope is cancelled */
-#define KC_BUILTIN_RECEIVER 8            /* {chan, ...}: receives one value; KC_EINTR likewise */
-#define KC_BUILTIN_CANCEL_SCOPE 9        /* {-, ...}: kc_scope_cancel of the scope it runs in: 1/0 */
+/* {ms, ...}: kc_sleep_ns; KC_EINTR if its scope is cancelled */
+#define KC_BUILTIN_CANCELLABLE_SLEEPER 7
+#define KC_BUILTIN_RECEIVER 8     /* {chan, ...}: receives one value; KC_EINTR likewise */
+#define KC_BUILTIN_CANCEL_SCOPE 9 /* {-, ...}: kc_scope_cancel of the scope it runs in: 1/0 */
 #define KC_BUILTIN_READ_DEADLINE 11 /* scheduled: {deadline, done, status}: kc_deadline() */
 #define KC_BUILTIN_ECHO 12 /* scheduled: uint64_t[4] {in chan, out chan, echoed, done}: sends each
                             * 8-byte value of `in` to `out` until either fails, then done = 1;
@@ -662,7 +667,10 @@ int32_t kc_cancelled(void);
  * carry deadline_ns (kc_now_ns clock) in their context: a channel operation or select they start
  * without a deadline waits at most until then (KC_ETIME). An earlier deadline (a parent's, or a
  * child scope's own) is kept. Coroutines already running keep their context. Cancels nothing by
- * itself (cancel the scope for Kotlin's withTimeout). deadline_ns 0 is KC_EINVAL. */
+ * itself (cancel the scope for Kotlin's withTimeout). 0, KC_EBADH, KC_ENOMEM, or KC_EINVAL for
+ * deadline_ns 0 or UINT64_MAX (reserved: the context's "no value" word), the latter where the
+ * scope's context has no deadline yet (with one, that earlier deadline is kept and the call
+ * answers 0). For no deadline, set none; for a far one, UINT64_MAX - 1 is the latest. */
 int32_t kc_scope_set_deadline(uint32_t scope, uint64_t deadline_ns);
 /* Inside a coroutine: its context's deadline, or 0. */
 uint64_t kc_deadline(void);
