@@ -483,7 +483,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         unlistenAbort(signal, onAbort);
         resolve(settle());
       });
-      listenAbort(signal, onAbort);
+      // A listen that throws (only a signal whose engine state the caller redefined) rejects
+      // with its error, and the handler goes with it: before, it stayed registered until the
+      // job ended, one per such call on a long-lived job.
+      try {
+        listenAbort(signal, onAbort);
+      } catch (e) {
+        done[Symbol.dispose]();
+        reject(e);
+      }
     });
   }
 

@@ -606,3 +606,21 @@ Deno.test("a long-lived signal (a controller's, AbortSignal.any's, AbortSignal.t
   // Its timer, which nothing else clears (Deno unrefs it).
   assert.equal(timeout.aborted, false);
 });
+
+Deno.test("join and await whose signal's listening throws reject with that error and leave no completion handler on the job", async () => {
+  const d = new CompletableDeferred<number>();
+  const handlers = () => (d as unknown as { _handlerCount: number })._handlerCount;
+  const threw = { message: "the caller's listeners property" };
+  // Before, each call's handler stayed registered until the job ended: one per call on a
+  // long-lived job.
+  for (let i = 0; i < 3; i++) {
+    await assert.rejects(d.join({ signal: listenThrows() }), threw, "join");
+    await assert.rejects(d.await({ signal: listenThrows() }), threw, "await");
+  }
+  assert.equal(handlers(), 0, "no handler left");
+  // The probe sees a waiting call's handler (or it would pass whatever was left).
+  const waiting = d.await({ signal: new AbortController().signal });
+  assert.equal(handlers(), 1, "a waiting await has one");
+  d.complete(7);
+  assert.equal(await waiting, 7);
+});
