@@ -510,9 +510,22 @@ export function createScope(options?: CreateScopeOptions): Scope {
   checkBoolean(op, "supervisor", supervisor);
   const flags = CANCEL_COMPLETES | (supervisor === true ? SUPERVISOR : 0);
   const scope = new StandaloneScope(checked?.context ?? Context.empty, flags, null);
-  scope.start();
   const signal = checked?.signal;
-  if (signal !== undefined && isAborted(signal)) scope.cancel(abortReason(signal));
-  else if (signal !== undefined) scope.follow(signal);
+  const aborted = signal !== undefined && isAborted(signal);
+  // Followed before the scope starts: a listen that throws (only a signal whose engine state
+  // the caller redefined) refuses the call by name, leaving no scope. Before, its raw error was
+  // thrown after the start, leaving a started scope that nobody held.
+  if (signal !== undefined && !aborted) {
+    try {
+      scope.follow(signal);
+    } catch (e) {
+      throw new TypeError(
+        `Cannot ${op}: signal must be one that can be listened to, received an AbortSignal whose listening throws`,
+        { cause: e },
+      );
+    }
+  }
+  scope.start();
+  if (signal !== undefined && aborted) scope.cancel(abortReason(signal));
   return scope;
 }

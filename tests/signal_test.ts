@@ -624,3 +624,25 @@ Deno.test("join and await whose signal's listening throws reject with that error
   d.complete(7);
   assert.equal(await waiting, 7);
 });
+
+Deno.test("createScope whose signal's listening throws is refused by name, before any scope starts", async () => {
+  // Before, the listen's raw error was thrown after the scope had started: a started scope
+  // that nobody held.
+  assert.throws(() => createScope({ signal: listenThrows() }), (e: unknown) => {
+    assert.ok(e instanceof TypeError);
+    assert.equal(
+      e.message,
+      "Cannot create scope: signal must be one that can be listened to, received an AbortSignal whose listening throws",
+    );
+    assert.equal((e.cause as Error).message, "the caller's listeners property");
+    return true;
+  });
+  // A signal that can be listened to still makes a scope that follows it.
+  const controller = new AbortController();
+  const scope = createScope({ signal: controller.signal });
+  assert.equal(abortListeners(controller.signal), 1, "the scope listens");
+  const reason = new Error("stop");
+  controller.abort(reason);
+  assert.equal(scope.job.isCancelled, true);
+  await scope.join();
+});
