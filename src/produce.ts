@@ -222,7 +222,15 @@ class ProducerChannel<T> extends Channel<T> {
           const onOwn = () => either.abort(abortReason(own));
           merged = { ...options, signal: either.signal };
           listenAbort(own, onOwn); // the caller's: first
-          listenAbort(task, onTask);
+          try {
+            listenAbort(task, onTask);
+          } catch (e) {
+            // The task's listen threw (its engine state redefined): the send rejects with its
+            // error (below), and the caller's signal keeps no listener of ours. Before, the one
+            // just added stayed on it until it aborted, one per such send.
+            unlistenAbort(own, onOwn);
+            throw e;
+          }
           unlisten = () => {
             unlistenAbort(task, onTask);
             unlistenAbort(own, onOwn);

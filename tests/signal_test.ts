@@ -607,6 +607,15 @@ Deno.test("a long-lived signal (a controller's, AbortSignal.any's, AbortSignal.t
   assert.equal(timeout.aborted, false);
 });
 
+/** The symbol key under which the engine keeps a target's listeners (made on its first listen). */
+function listenersKey(): symbol {
+  const target = new EventTarget();
+  const before = new Set(Object.getOwnPropertySymbols(target));
+  target.addEventListener("x", () => {});
+  const [key] = Object.getOwnPropertySymbols(target).filter((s) => !before.has(s));
+  return key;
+}
+
 Deno.test("join and await whose signal's listening throws reject with that error and leave no completion handler on the job", async () => {
   const d = new CompletableDeferred<number>();
   const handlers = () => (d as unknown as { _handlerCount: number })._handlerCount;
@@ -645,4 +654,33 @@ Deno.test("createScope whose signal's listening throws is refused by name, befor
   controller.abort(reason);
   assert.equal(scope.job.isCancelled, true);
   await scope.join();
+});
+
+Deno.test("a producer's send with a signal of its own, whose task signal's listening throws, rejects with that error and leaves no listener on its own signal", async () => {
+  const own = new AbortController().signal;
+  const signal = new AbortController().signal; // the task's, from a scope of the caller's own
+  let sent: unknown = "still sending";
+  await coroutineScope(async (scope) => {
+    const theirs = {
+      context: Context.empty,
+      launch: (block: (task: CoroutineScope) => unknown) =>
+        scope.launch((task) =>
+          block({ signal, context: task.context, job: task.job } as unknown as CoroutineScope)
+        ),
+    } as unknown as CoroutineScope;
+    const ch = produce<number>(theirs, async (out) => {
+      // The producer listens to the task's signal already (its watch): its listening throws
+      // from here on.
+      const fail = (): never => {
+        throw new Error("the caller's listeners property");
+      };
+      Object.defineProperty(signal, listenersKey(), { get: fail, set: fail, configurable: true });
+      sent = await out.send(1, { signal: own }).then(() => "sent", (e) => e);
+    });
+    await assert.rejects(ch.receive()); // closed once the block returned
+    ch[Symbol.dispose]();
+  });
+  assert.equal((sent as Error).message, "the caller's listeners property");
+  // Before, the listener added to the caller's signal first stayed on it until it aborted.
+  assert.equal(abortListeners(own), 0, "none left on its own signal");
 });
