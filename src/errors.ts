@@ -109,6 +109,12 @@ const addListener = EventTarget.prototype.addEventListener;
 const removeListener = EventTarget.prototype.removeEventListener;
 const SIGNAL_PROTOTYPE = AbortSignal.prototype;
 const ONCE: AddEventListenerOptions = Object.freeze({ once: true });
+/**
+ * The symbol keys under which the engine keeps a signal's own state (its brand, its reason),
+ * each an own property of every real signal and of no object merely made from its prototype:
+ * `signalDescription` tells the two apart by them, reading no value (no getter of the caller's).
+ */
+const SIGNAL_STATE_KEYS = Object.getOwnPropertySymbols(new AbortController().signal);
 
 /** `signal.aborted` by AbortSignal's own getter (`isAbortSignal` passed it). Internal. */
 export function isAborted(signal: AbortSignal): boolean {
@@ -221,12 +227,21 @@ export function checkSignal(op: string, signal: unknown): void {
   }
 }
 
-/** What `checkSignal` says it received, running none of its code (a Proxy's traps). */
+/**
+ * What `checkSignal` says it received, running none of its code (a Proxy's traps, a getter of
+ * the caller's: the engine's state is looked for as own keys, never read). A real signal whose
+ * engine state the caller redefined so that reading it throws is one whose state cannot be read;
+ * before, it was described as an object merely made from AbortSignal's prototype.
+ */
 function signalDescription(x: unknown): string {
   if (typeof x !== "object" || x === null) return describe(x);
   if (isProxy(x)) return "a Proxy";
   for (let p = Object.getPrototypeOf(x); p !== null; p = Object.getPrototypeOf(p)) {
-    if (p === SIGNAL_PROTOTYPE) return "an object of its prototype that is none";
+    if (p === SIGNAL_PROTOTYPE) {
+      return SIGNAL_STATE_KEYS.some((k) => Object.hasOwn(x, k))
+        ? "an AbortSignal whose state cannot be read"
+        : "an object of its prototype that is none";
+    }
     if (isProxy(p)) return "an object with a Proxy among its prototypes";
   }
   return describe(x);

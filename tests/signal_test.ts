@@ -495,11 +495,18 @@ Deno.test("a signal passed once whose engine state the caller then redefines (a 
     ["await", (signal) => new CompletableDeferred<number>().await({ signal })],
   ];
   for (const [op, call] of calls) {
+    // Said as what it is: before, as an object merely made from AbortSignal's prototype (which
+    // is still said of one, below).
     const refused = {
       name: "TypeError",
       message:
-        `Cannot ${op}: signal must be an AbortSignal, received an object of its prototype that is none`,
+        `Cannot ${op}: signal must be an AbortSignal, received an AbortSignal whose state cannot be read`,
     };
+    await assert.rejects(call(Object.create(AbortSignal.prototype)), {
+      name: "TypeError",
+      message:
+        `Cannot ${op}: signal must be an AbortSignal, received an object of its prototype that is none`,
+    }, `${op}: a made-up one`);
     const fresh = broken();
     fresh.breakIt();
     await assert.rejects(call(fresh.signal), refused, `${op}: never passed`);
