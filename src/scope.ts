@@ -511,7 +511,7 @@ export function createScope(options?: CreateScopeOptions): Scope {
   const flags = CANCEL_COMPLETES | (supervisor === true ? SUPERVISOR : 0);
   const scope = new StandaloneScope(checked?.context ?? Context.empty, flags, null);
   const signal = checked?.signal;
-  const aborted = signal !== undefined && isAborted(signal);
+  let aborted = signal !== undefined && isAborted(signal);
   // Followed before the scope starts: a listen that throws (only a signal whose engine state
   // the caller redefined) refuses the call by name, leaving no scope. Before, its raw error was
   // thrown after the start, leaving a started scope that nobody held.
@@ -524,6 +524,10 @@ export function createScope(options?: CreateScopeOptions): Scope {
         { cause: e },
       );
     }
+    // The listen may run the caller's code (an accessor of its own on the engine's state) that
+    // aborts the signal before the listener is in, which then never runs: asked again here.
+    // Before, such a scope stayed active, following a signal that had aborted.
+    aborted = isAborted(signal);
   }
   scope.start();
   if (signal !== undefined && aborted) scope.cancel(abortReason(signal));

@@ -691,3 +691,41 @@ Deno.test("a producer's send with a signal of its own, whose task signal's liste
   // Before, the listener added to the caller's signal first stayed on it until it aborted.
   assert.equal(abortListeners(own), 0, "none left on its own signal");
 });
+
+/**
+ * A signal whose listening runs the caller's code (an accessor of its own on the engine's
+ * listeners property) that aborts it, with `reason`, before the listener is in: the listen
+ * neither throws nor runs that listener.
+ */
+function abortsWhileListening(reason: unknown): AbortSignal {
+  const controller = new AbortController();
+  let store: unknown = undefined;
+  let armed = true;
+  const proto = Object.create(AbortSignal.prototype, {
+    [listenersKey()]: {
+      get() {
+        if (armed && store === undefined) {
+          armed = false;
+          controller.abort(reason);
+        }
+        return store;
+      },
+      set(v) {
+        store = v;
+      },
+    },
+  });
+  Object.setPrototypeOf(controller.signal, proto);
+  return controller.signal;
+}
+
+Deno.test("createScope whose signal aborts while it is being listened to makes a cancelled scope that keeps no listener", async () => {
+  // Before, the scope stayed active, following a signal that had aborted.
+  const reason = new Error("aborted while listened to");
+  const signal = abortsWhileListening(reason);
+  const scope = createScope({ signal });
+  assert.equal(signal.aborted, true, "the probe aborts it");
+  assert.equal(scope.job.isCancelled, true, "the scope is cancelled");
+  await scope.job.join();
+  assert.equal(abortListeners(signal), 0, "the scope left no listener");
+});
