@@ -729,3 +729,19 @@ Deno.test("createScope whose signal aborts while it is being listened to makes a
   await scope.job.join();
   assert.equal(abortListeners(signal), 0, "the scope left no listener");
 });
+
+Deno.test("join and await whose signal aborts while it is being listened to reject with its reason, leaving no handler nor listener", async () => {
+  // Before, they stayed pending until the job ended.
+  const reason = new Error("aborted while listened to");
+  const d = new CompletableDeferred<number>();
+  const handlers = () => (d as unknown as { _handlerCount: number })._handlerCount;
+  for (const op of ["join", "await"] as const) {
+    const signal = abortsWhileListening(reason);
+    const wait = d[op]({ signal });
+    assert.equal(await settled(wait), true, `${op}: settled`);
+    await assert.rejects(wait, (e: unknown) => e === reason, op);
+    assert.equal(handlers(), 0, `${op}: no handler left`);
+    assert.equal(abortListeners(signal), 0, `${op}: no listener left`);
+  }
+  d.complete(1);
+});
