@@ -235,6 +235,11 @@ class ProducerChannel<T> extends Channel<T> {
             unlistenAbort(task, onTask);
             unlistenAbort(own, onOwn);
           };
+          // A listen may run the caller's code (an accessor of its own on the engine's state)
+          // that aborts its signal before the listener is in, which then never runs: asked
+          // again here (aborting `either` twice changes nothing). Before, the send waited on.
+          if (isAborted(own)) onOwn();
+          else if (isAborted(task)) onTask();
         }
       }
     } catch (e) {

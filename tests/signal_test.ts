@@ -745,3 +745,22 @@ Deno.test("join and await whose signal aborts while it is being listened to reje
   }
   d.complete(1);
 });
+
+Deno.test("a producer's send with a signal of its own that aborts while it is being listened to rejects with its reason, leaving no listener on it", async () => {
+  // Before, the send waited on (for a receiver) though its signal had aborted.
+  const reason = new Error("aborted while listened to");
+  const signal = abortsWhileListening(reason);
+  let outcome: unknown = "not sent yet";
+  const ended = Promise.withResolvers<void>();
+  await coroutineScope(async (scope) => {
+    const ch = produce<number>(scope, async (out) => {
+      const wait = out.send(1, { signal });
+      outcome = await settled(wait) ? await wait.then(() => "sent", (e) => e) : "pending";
+      ended.resolve();
+    });
+    await ended.promise;
+    ch[Symbol.dispose]();
+  });
+  assert.equal(outcome, reason);
+  assert.equal(abortListeners(signal), 0, "none left on its signal");
+});
