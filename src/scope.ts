@@ -218,7 +218,18 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     // this scope and its parent unfinished.
     const onAbort = () => this.cancel(abortReason(signal));
     listenAbort(signal, onAbort);
+    // The listen may run the caller's code (an accessor of its own on the engine's state) that
+    // aborts the signal before the listener is in, which then never runs: asked again here.
+    // Before, such a scope (createScope's, a root scope's) ran on, following an aborted signal.
+    let aborted: boolean;
+    try {
+      aborted = isAborted(signal);
+    } catch (e) {
+      unlistenAbort(signal, onAbort);
+      throw e;
+    }
     this.addFinalizer(() => unlistenAbort(signal, onAbort));
+    if (aborted) this.cancel(abortReason(signal));
   }
 
   /** Runs `fn` once the scope reaches a final state, before completion handlers. */
@@ -511,7 +522,7 @@ export function createScope(options?: CreateScopeOptions): Scope {
   const flags = CANCEL_COMPLETES | (supervisor === true ? SUPERVISOR : 0);
   const scope = new StandaloneScope(checked?.context ?? Context.empty, flags, null);
   const signal = checked?.signal;
-  let aborted = signal !== undefined && isAborted(signal);
+  const aborted = signal !== undefined && isAborted(signal);
   // Followed before the scope starts: a listen that throws (only a signal whose engine state
   // the caller redefined) refuses the call by name, leaving no scope. Before, its raw error was
   // thrown after the start, leaving a started scope that nobody held.
@@ -524,10 +535,6 @@ export function createScope(options?: CreateScopeOptions): Scope {
         { cause: e },
       );
     }
-    // The listen may run the caller's code (an accessor of its own on the engine's state) that
-    // aborts the signal before the listener is in, which then never runs: asked again here.
-    // Before, such a scope stayed active, following a signal that had aborted.
-    aborted = isAborted(signal);
   }
   scope.start();
   if (signal !== undefined && aborted) scope.cancel(abortReason(signal));

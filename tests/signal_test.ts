@@ -730,6 +730,23 @@ Deno.test("createScope whose signal aborts while it is being listened to makes a
   assert.equal(abortListeners(signal), 0, "the scope left no listener");
 });
 
+Deno.test("coroutineScope whose signal aborts while it is being listened to rejects as for an aborted signal, never running its block, keeping no listener", async () => {
+  // Before, its block ran on, its scope following a signal that had aborted.
+  const reason = new Error("aborted while listened to");
+  const signal = abortsWhileListening(reason);
+  let ran = false;
+  const outcome = coroutineScope(() => {
+    ran = true;
+  }, { signal });
+  assert.equal(await settled(outcome), true, "settled");
+  await assert.rejects(
+    outcome,
+    (e: unknown) => e instanceof CancellationError && e.cause === reason,
+  );
+  assert.equal(ran, false, "the block never ran");
+  assert.equal(abortListeners(signal), 0, "the scope left no listener");
+});
+
 Deno.test("join and await whose signal aborts while it is being listened to reject with its reason, leaving no handler nor listener", async () => {
   // Before, they stayed pending until the job ended.
   const reason = new Error("aborted while listened to");
