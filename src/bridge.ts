@@ -33,6 +33,13 @@ export interface RingOp {
    */
   withdrawn(): void;
   /**
+   * Its ring is gone while the library is open (destroyed by hand, as a test does: a ring goes
+   * with its library's close otherwise, which withdraws every wait first): no record will come,
+   * so it fails now with `status`'s named error (KC_EBADH: an InvalidHandleError). Not called
+   * for a close watch.
+   */
+  lost?(status: number): void;
+  /**
    * A close watch queued with `owned` (KC_WATCH_OWNED): left queued by `#closing`, so that the
    * ring's destroy at the close cancels its channel (the isolate that fed it can feed it no
    * more); `withdrawn` is called after that destroy.
@@ -479,11 +486,39 @@ export class Bridge {
     try {
       while (this.#ops.size > 0 && this.#lib.isOpen) {
         got = await this.#sym.kc_ring_wait(this.#ring, WAIT_NS);
-        if (got < 0 || !this.#lib.isOpen) return;
+        if (!this.#lib.isOpen) return;
+        if (got < 0) {
+          this.#ringGone(got);
+          return;
+        }
         this.#drain();
       }
     } finally {
       this.#waiting = false;
+    }
+  }
+
+  /**
+   * The ring is gone (`kc_ring_wait` said `status`, KC_EBADH) with the library open: destroyed
+   * by hand, as a test does. The records already drained (a batch, or those `settleWhere` held)
+   * settle their operations first; no record will come for the others, which fail now
+   * (`RingOp.lost`). Before, an operation completed natively whose record was not drained
+   * waited for ever: one completed before the destroy, its record not drained yet (a queued
+   * send whose value a `tryReceive` of this isolate took in that turn), or one a try completed
+   * after it, before the ring's teardown took the ring's waits off their channels (the teardown
+   * waits for this loop's `kc_ring_wait` to let go of the ring: a window a loaded host widens).
+   * No withdrawal, which would have failed it, was asked for either.
+   */
+  #ringGone(status: number): void {
+    this.#drain(); // settles what was drained; the ring's own drain then fails
+    const ops = [...this.#ops.values()];
+    this.#ops.clear();
+    for (const op of ops) {
+      try {
+        op.lost?.(status);
+      } catch (e) {
+        reportError(e);
+      }
     }
   }
 

@@ -1131,6 +1131,10 @@ class Waiter implements RingOp {
     this.detach();
     this.ch._withdrawn(this);
   }
+
+  lost(status: number): void {
+    this.ch._lost(this, status);
+  }
 }
 
 type Sym = ReturnType<Library["symbols"]>;
@@ -2922,10 +2926,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * error rather than the signal's reason: a ring is gone only once its library's close
    * withdrew every wait, or by hand (tests), so no abort through the API meets this.
    */
-  #lost(w: Waiter, rc: number): void {
+  #lost(w: Waiter, rc: number, op = "withdraw "): void {
     w.detach();
     releaseSlot(w);
-    w.reject(statusError(rc, w.kind === SEND ? "withdraw send" : "withdraw receive"));
+    w.reject(statusError(rc, op + (w.kind === SEND ? "send" : "receive")));
+  }
+
+  /**
+   * @ignore Its ring is gone, no record will come (see `RingOp.lost`): it fails as `#lost` fails
+   * a waiter whose withdrawal failed.
+   */
+  _lost(w: Waiter, status: number): void {
+    if (w.state !== DONE) this.#lost(w, status, "");
   }
 
   /**

@@ -737,6 +737,20 @@ class Selection implements RingOp {
     }
   }
 
+  /**
+   * Its ring is gone (see `RingOp.lost`): no record will come, so it fails now, as a withdrawal
+   * that failed fails it (`#jsWins`): its send clauses' values went to the native side when it
+   * queued (a ring's teardown hands them to their channels), not freed here.
+   */
+  lost(status: number): void {
+    this.queued = false;
+    if (this.done) return;
+    this.#giveSlots();
+    this.done = true;
+    this.#cleanup();
+    this.reject(statusError(status, "select"));
+  }
+
   /** The ring's record for the queued native select. */
   complete(status: number, index: number): void {
     this.queued = false;
