@@ -4031,7 +4031,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.giveUp(w.reason);
       return;
     }
-    bridge.take(w, value ? w.slot! : null, value ? this.#size : 0);
+    const rc = bridge.take(w, value ? w.slot! : null, value ? this.#size : 0);
+    if (rc < 0 && value) {
+      // The ring is gone (destroyed by hand after this record was drained, `Bridge.settleWhere`
+      // holding it): the destroy gave the value back to its channel, and none was copied into
+      // the slot. It fails as a wait whose ring is gone fails (`_lost`). Before, it resolved
+      // with whatever the slot held, the value still in the channel for another receive.
+      this.#lost(w, rc, "");
+      return;
+    }
     this.#settle(w, status, true);
   }
 

@@ -811,7 +811,14 @@ class Selection implements RingOp {
       }
       return;
     }
-    this.bridge!.take(this, value ? c.slot! : null, value ? c.ch!.codec.elemSize : 0);
+    const rc = this.bridge!.take(this, value ? c.slot! : null, value ? c.ch!.codec.elemSize : 0);
+    if (rc < 0 && value) {
+      // The ring is gone after this record was drained (see `Channel._completed`): the value
+      // went back to its channel, none was copied. Before, the clause fired with the slot's
+      // stale bytes.
+      this.lost(rc);
+      return;
+    }
     this.#fireNative(index, status, true);
   }
 

@@ -2603,6 +2603,52 @@ Deno.test("a queued wait completed natively but not drained when its ring goes f
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a receive whose record was drained but its value not taken when its ring goes fails, its value back in the channel", async () => {
+  // A try-send of this isolate drains the ring (\`settleWhere\`) and holds the records of other
+  // operations: here a receive and a select's receive clause that native sends completed. The
+  // ring destroyed by hand in that turn gives their values back to their channels; the held
+  // records settle after, their \`take\` failing (KC_EBADH). Before, each resolved with whatever
+  // its slot held (never written: not the value, which a later receive got as well).
+  const res = await evalScript(`
+    import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const lib = library();
+    const bridge = Bridge.of(lib);
+    const sym = lib.symbols("test");
+    const [a, b, c] = [0, 1, 2].map(() => new Channel(0, { codec: codecs.f64 }));
+    for (const ch of [a, b, c]) ch.share();
+    const name = (p) => p.then((v) => "resolved " + v, (e) => e instanceof InvalidHandleError ? "EBADH" : String(e));
+    const ops = [name(a.receive()), name(b.receive()), name(select((s) => s.onReceive(c, (v) => "got " + v)))];
+    await until(() => bridge.pending >= 3, "3 operations queued natively");
+    const slot = new Float64Array([42]);
+    const ptr = Deno.UnsafePointer.of(slot);
+    const natively = [sym.kc_chan_try_send(b.handle, ptr, 8), sym.kc_chan_try_send(c.handle, ptr, 8)];
+    if (JSON.stringify(natively) !== "[0,0]") throw new Error("native sends: " + natively);
+    const sent = JSON.stringify(a.trySend(1)); // a's receive takes it: the ring drained
+    if (sent !== '{"state":"ok"}') throw new Error("a.trySend: " + sent);
+    if (bridge.pending !== 2) throw new Error(bridge.pending + " operations pending, not 2");
+    lib.symbols("test").kc_ring_destroy(bridge.ring);
+    const outcomes = await within(Promise.all(ops), 10_000, "the outcomes");
+    // The ring's teardown, which gives the values back, runs once the bridge's kc_ring_wait let
+    // go of it: possibly after the outcomes.
+    const back = [];
+    for (const ch of [b, c]) {
+      let r;
+      await until(() => (r = ch.tryReceive()).state !== "empty", "the value back in its channel");
+      back.push(r);
+    }
+    const got = JSON.stringify({ outcomes, back });
+    const want = JSON.stringify({
+      outcomes: ["resolved 1", "EBADH", "EBADH"],
+      back: [{ state: "ok", value: 42 }, { state: "ok", value: 42 }],
+    });
+    if (got !== want) throw new Error(got);
+    if (bridge.pending !== 0) throw new Error(bridge.pending + " operations still pending");
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("closing the library: a queued send that a hook run by the close took over is not withdrawn again", async () => {
   // The close withdraws b's send first; b's onUndeliveredElement (given its value) takes c's
   // queued send over in this isolate (tryReceive). Before, the close then withdrew c's send
