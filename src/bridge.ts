@@ -467,7 +467,10 @@ export class Bridge {
    */
   giveBack(op: RingOp): number {
     const rc = this.#sym.kc_ring_give_back(this.#ring, op.ticket);
-    if (rc < 0) {
+    // The ring gone (destroyed by hand after this record was drained: a drain of nothing fails
+    // too): its destroy gave the value back already. Before, that was reported as a value lost
+    // (an uncaught error, which ends a process with no "error" listener), though it was not.
+    if (rc < 0 && this.#sym.kc_ring_drain(this.#ring, this.#early, 0) >= 0) {
       // Not expected (the record was drained here, the ring is alive): the value cannot go
       // back, so it is not lost silently.
       reportError(

@@ -2649,6 +2649,42 @@ Deno.test("a receive whose record was drained but its value not taken when its r
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a given-up receive whose record was drained when its ring goes rejects with its reason, nothing reported lost", async () => {
+  // As the test above, with the receive given up (its signal aborted after a native send took
+  // it, COMPLETING): its held record gives the value back (\`Bridge.giveBack\`), which fails
+  // with the ring gone, the destroy having given it back already. Before, that failure was
+  // reported as a value lost (an uncaught KcoroError: the process ended), though it was not.
+  const res = await evalScript(`
+    import { Channel, codecs, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const lib = library();
+    const bridge = Bridge.of(lib);
+    const sym = lib.symbols("test");
+    const [a, b] = [0, 1].map(() => new Channel(0, { codec: codecs.f64 }));
+    for (const ch of [a, b]) ch.share();
+    const name = (p) => p.then((v) => "resolved " + v, (e) => e.name);
+    const ctl = new AbortController();
+    const ops = [name(a.receive()), name(b.receive({ signal: ctl.signal }))];
+    await until(() => bridge.pending >= 2, "2 operations queued natively");
+    const slot = new Float64Array([42]);
+    const sent = sym.kc_chan_try_send(b.handle, Deno.UnsafePointer.of(slot), 8);
+    if (sent !== 0) throw new Error("native send: " + sent);
+    ctl.abort(); // too late: completed natively, its record not drained
+    if (bridge.pending !== 2) throw new Error(bridge.pending + " operations pending, not 2");
+    const tried = JSON.stringify(a.trySend(1)); // a's receive takes it: the ring drained
+    if (tried !== '{"state":"ok"}') throw new Error("a.trySend: " + tried);
+    lib.symbols("test").kc_ring_destroy(bridge.ring);
+    const outcomes = await within(Promise.all(ops), 10_000, "the outcomes");
+    let back;
+    await until(() => (back = b.tryReceive()).state !== "empty", "the value back in its channel");
+    const got = JSON.stringify({ outcomes, back });
+    const want = JSON.stringify({ outcomes: ["resolved 1", "AbortError"], back: { state: "ok", value: 42 } });
+    if (got !== want) throw new Error(got);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("closing the library: a queued send that a hook run by the close took over is not withdrawn again", async () => {
   // The close withdraws b's send first; b's onUndeliveredElement (given its value) takes c's
   // queued send over in this isolate (tryReceive). Before, the close then withdrew c's send
