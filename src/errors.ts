@@ -186,7 +186,8 @@ export function isAbortSignal(x: unknown): x is AbortSignal {
   // mark (one that throws); before, a marked signal skipped the getter, and its first read
   // threw outside the try of a call that must reject (delay, join), where an unmarked one was
   // refused by name here.
-  if (!(CheckedSignal.has(x) && Object.getPrototypeOf(x) === SIGNAL_PROTOTYPE)) {
+  const marked = CheckedSignal.has(x);
+  if (!(marked && Object.getPrototypeOf(x) === SIGNAL_PROTOTYPE)) {
     if (isProxy(x)) return false;
     // Ordinary objects' prototypes run no code; each is checked before it is asked for its own.
     for (let p = Object.getPrototypeOf(x); p !== SIGNAL_PROTOTYPE; p = Object.getPrototypeOf(p)) {
@@ -198,7 +199,7 @@ export function isAbortSignal(x: unknown): x is AbortSignal {
   } catch {
     return false;
   }
-  if (!CheckedSignal.has(x)) CheckedSignal.mark(x);
+  if (!marked) CheckedSignal.mark(x);
   return true;
 }
 
