@@ -1137,16 +1137,19 @@ Deno.test("produce, actor: disposing of the producer's channel (or the actor's m
   assert.equal(live, 0);
 });
 
-Deno.test("produce: a destroy of the channel on another thread while the watch reads a cancel made after the close does not lose that cancel's cause", async () => {
-  // The watch tells a cancel after the close (made natively, as another isolate's copy does);
-  // `_cancelAfterClose` reads what it needs, and the channel is destroyed (its causes freed)
-  // right after its first read of the status or the cancel's cause, as another thread's destroy
-  // can. Before, it read the status first (bit 3), then the cause from the dead handle: the task
-  // got "Channel was cancelled" without the cancel's cause. Now both causes come before the status.
+/**
+ * Runs `run` with kc_chan_status and kc_chan_cancel_cause wrapped so that, once `arm(ch)` has
+ * marked a channel, the first such read of it inside its `_cancelAfterClose` (the watch's, or the
+ * task's cancel's) is followed by a kc_chan_destroy of it: another thread's destroy, its causes
+ * freed. Restores both symbols; resolves with whether that destroy happened.
+ */
+async function destroyWhileCausesRead(
+  run: (arm: (ch: Channel<number>) => void) => Promise<void>,
+): Promise<boolean> {
   const sym = library().symbols("test");
   const table = sym as unknown as Record<string, (...a: unknown[]) => unknown>;
   const real = { status: table.kc_chan_status, cancelCause: table.kc_chan_cancel_cause };
-  let armed = 0; // the handle to destroy after the first such read, while the watch reads
+  let armed = 0; // the handle to destroy after the first such read, inside `_cancelAfterClose`
   let destroyed = false;
   const after = (v: unknown, h: unknown) => {
     if (armed !== 0 && h === armed && !destroyed) {
@@ -1155,31 +1158,88 @@ Deno.test("produce: a destroy of the channel on another thread while the watch r
     }
     return v;
   };
+  const arm = (ch: Channel<number>) => {
+    const h = ch.handle;
+    const inner = ch as unknown as { _cancelAfterClose(): unknown };
+    const read = inner._cancelAfterClose.bind(ch);
+    inner._cancelAfterClose = () => {
+      armed = h;
+      try {
+        return read();
+      } finally {
+        armed = 0;
+      }
+    };
+  };
   table.kc_chan_status = (...a: unknown[]) => after(real.status(...a), a[0]);
   table.kc_chan_cancel_cause = (...a: unknown[]) => after(real.cancelCause(...a), a[0]);
   try {
-    const what = "produce: close(Error), then a destroy while the watch reads";
-    const closeCause = new Error("producer is done");
-    const { reason } = await cancelAfterClose("produce", closeCause, what, (ch) => {
-      const h = ch.handle;
-      const inner = ch as unknown as { _cancelAfterClose(): unknown };
-      const read = inner._cancelAfterClose.bind(ch);
-      inner._cancelAfterClose = () => {
-        armed = h;
-        try {
-          return read();
-        } finally {
-          armed = 0;
-        }
-      };
-      cancelNatively(ch, "elsewhere");
-    }, { receive: false });
-    assert.ok(destroyed, "destroyed while the watch read");
-    assertCancelledWithCause(reason, what, SyntaxError, "elsewhere", [1, 2]);
+    await run(arm);
   } finally {
     table.kc_chan_status = real.status;
     table.kc_chan_cancel_cause = real.cancelCause;
   }
+  return destroyed;
+}
+
+/**
+ * Runs a shared producer (capacity 1, watched) busy until its task is cancelled; `act` gets its
+ * channel, open, and cancels it some way, then the run waits (bounded) for the task's cancel.
+ * Resolves, with the task's cancel and the channel, once the scope does; with `scopeCancelled`,
+ * a scope ending in a CancellationError is no failure.
+ */
+async function cancelSharedProducer(
+  act: (ch: Channel<number>) => void,
+  options: { scopeCancelled?: boolean } = {},
+): Promise<{ reason: unknown; channel: Channel<number> }> {
+  let reason: unknown = undefined;
+  let channel: Channel<number> | undefined;
+  const shared = Promise.withResolvers<Channel<number>>();
+  const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
+    out.share();
+    channel = out;
+    shared.resolve(out);
+    try {
+      await untilAborted(task.signal);
+    } catch (e) {
+      reason = e;
+      throw e;
+    }
+  });
+  const scope = coroutineScope(async (scope) => {
+    produce<number>(scope, block, { capacity: 1 });
+    act(await shared.promise);
+    await until(() => reason !== undefined, "the task's cancel");
+  });
+  await within(
+    options.scopeCancelled
+      ? scope.catch((e) => {
+        if (!(e instanceof CancellationError)) throw e;
+      })
+      : scope,
+    20_000,
+    "the scope",
+  );
+  return { reason, channel: channel! };
+}
+
+Deno.test("produce: a destroy of the channel on another thread while the watch reads a cancel made after the close does not lose that cancel's cause", async () => {
+  // The watch tells a cancel after the close (made natively, as another isolate's copy does);
+  // `_cancelAfterClose` reads what it needs, and the channel is destroyed (its causes freed)
+  // right after its first read of the status or the cancel's cause, as another thread's destroy
+  // can. Before, it read the status first (bit 3), then the cause from the dead handle: the task
+  // got "Channel was cancelled" without the cancel's cause. Now both causes come before the status.
+  const what = "produce: close(Error), then a destroy while the watch reads";
+  let reason: unknown = undefined;
+  const destroyed = await destroyWhileCausesRead(async (arm) => {
+    const closeCause = new Error("producer is done");
+    ({ reason } = await cancelAfterClose("produce", closeCause, what, (ch) => {
+      arm(ch);
+      cancelNatively(ch, "elsewhere");
+    }, { receive: false }));
+  });
+  assert.ok(destroyed, "destroyed while the watch read");
+  assertCancelledWithCause(reason, what, SyntaxError, "elsewhere", [1, 2]);
   assert.equal(live, 0);
 });
 
@@ -1191,69 +1251,24 @@ Deno.test("produce: a destroy of the channel on another thread while the watch r
   // error itself (`_closedResult`), as with the handle alive, not a second "Channel was
   // cancelled" made for a cancel after a close.
   const sym = library().symbols("test");
-  const table = sym as unknown as Record<string, (...a: unknown[]) => unknown>;
-  const real = { status: table.kc_chan_status, cancelCause: table.kc_chan_cancel_cause };
-  let armed = 0; // the handle to destroy after the first such read, while the watch reads
-  let destroyed = false;
-  const after = (v: unknown, h: unknown) => {
-    if (armed !== 0 && h === armed && !destroyed) {
-      destroyed = true;
-      assert.equal(sym.kc_chan_destroy(armed), 0);
-    }
-    return v;
-  };
-  table.kc_chan_status = (...a: unknown[]) => after(real.status(...a), a[0]);
-  table.kc_chan_cancel_cause = (...a: unknown[]) => after(real.cancelCause(...a), a[0]);
-  try {
-    let reason: unknown = undefined;
-    let channel: Channel<number> | undefined;
-    const shared = Promise.withResolvers<Channel<number>>();
-    const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
-      out.share();
-      channel = out;
-      shared.resolve(out);
-      try {
-        await untilAborted(task.signal);
-      } catch (e) {
-        reason = e;
-        throw e;
-      }
+  let run: { reason: unknown; channel: Channel<number> } | undefined;
+  const destroyed = await destroyWhileCausesRead(async (arm) => {
+    run = await cancelSharedProducer((ch) => {
+      arm(ch);
+      const bytes = encodeCause(new SyntaxError("elsewhere", { cause: [1, 2] }))!;
+      assert.equal(sym.kc_chan_close_cause(ch.handle, bytes, bytes.length, 1), 1); // the first close
     });
-    await within(
-      coroutineScope(async (scope) => {
-        produce<number>(scope, block, { capacity: 1 });
-        const ch = await shared.promise;
-        const h = ch.handle;
-        const inner = ch as unknown as { _cancelAfterClose(): unknown };
-        const read = inner._cancelAfterClose.bind(ch);
-        inner._cancelAfterClose = () => {
-          armed = h;
-          try {
-            return read();
-          } finally {
-            armed = 0;
-          }
-        };
-        const bytes = encodeCause(new SyntaxError("elsewhere", { cause: [1, 2] }))!;
-        assert.equal(sym.kc_chan_close_cause(h, bytes, bytes.length, 1), 1); // the first close
-        await until(() => reason !== undefined, "the task's cancel");
-      }),
-      20_000,
-      "the scope",
-    );
-    assert.ok(destroyed, "destroyed while the watch read");
-    assert.ok(reason instanceof CancellationError, String(reason));
-    assert.equal((reason as Error).message, "Channel was cancelled");
-    const cause = (reason as Error).cause;
-    assert.ok(cause instanceof SyntaxError, `the cause ${String(cause)}`);
-    assert.equal(cause.message, "elsewhere");
-    assert.deepEqual(cause.cause, [1, 2]);
-    const own = (channel as unknown as { _closedResult(): { cause?: unknown } })._closedResult();
-    assert.equal(reason, own.cause, "the receivers' error itself");
-  } finally {
-    table.kc_chan_status = real.status;
-    table.kc_chan_cancel_cause = real.cancelCause;
-  }
+  });
+  const { reason, channel } = run!;
+  assert.ok(destroyed, "destroyed while the watch read");
+  assert.ok(reason instanceof CancellationError, String(reason));
+  assert.equal((reason as Error).message, "Channel was cancelled");
+  const cause = (reason as Error).cause;
+  assert.ok(cause instanceof SyntaxError, `the cause ${String(cause)}`);
+  assert.equal(cause.message, "elsewhere");
+  assert.deepEqual(cause.cause, [1, 2]);
+  const own = (channel as unknown as { _closedResult(): { cause?: unknown } })._closedResult();
+  assert.equal(reason, own.cause, "the receivers' error itself");
   assert.equal(live, 0);
 });
 
@@ -1266,73 +1281,27 @@ Deno.test("produce: a cancel here after a close and a cancel made elsewhere, the
   // Before, those bytes were dropped and the close cause read again from the dead handle
   // (nothing, and never looked for again): a "Channel was cancelled" without a cause.
   const sym = library().symbols("test");
-  const table = sym as unknown as Record<string, (...a: unknown[]) => unknown>;
-  const real = { status: table.kc_chan_status, cancelCause: table.kc_chan_cancel_cause };
-  let armed = 0; // the handle to destroy after the first such read, while the task's cancel reads
-  let destroyed = false;
-  const after = (v: unknown, h: unknown) => {
-    if (armed !== 0 && h === armed && !destroyed) {
-      destroyed = true;
-      assert.equal(sym.kc_chan_destroy(armed), 0);
-    }
-    return v;
-  };
-  table.kc_chan_status = (...a: unknown[]) => after(real.status(...a), a[0]);
-  table.kc_chan_cancel_cause = (...a: unknown[]) => after(real.cancelCause(...a), a[0]);
-  try {
-    let reason: unknown = undefined;
-    let channel: Channel<number> | undefined;
-    const shared = Promise.withResolvers<Channel<number>>();
-    const block = counted(async (out: Channel<number>, task: CoroutineScope) => {
-      out.share();
-      channel = out;
-      shared.resolve(out);
-      try {
-        await untilAborted(task.signal);
-      } catch (e) {
-        reason = e;
-        throw e;
-      }
-    });
-    await within(
-      coroutineScope(async (scope) => {
-        produce<number>(scope, block, { capacity: 1 });
-        const ch = await shared.promise;
-        const h = ch.handle;
-        const inner = ch as unknown as { _cancelAfterClose(): unknown };
-        const read = inner._cancelAfterClose.bind(ch);
-        inner._cancelAfterClose = () => {
-          armed = h;
-          try {
-            return read();
-          } finally {
-            armed = 0;
-          }
-        };
-        const closeBytes = encodeCause(new SyntaxError("closed elsewhere"))!;
-        assert.equal(sym.kc_chan_close_cause(h, closeBytes, closeBytes.length, 0), 1);
-        const cancelBytes = encodeCause(new RangeError("cancelled elsewhere"))!;
-        assert.equal(sym.kc_chan_close_cause(h, cancelBytes, cancelBytes.length, 1), 0);
-        ch.cancel(new Error("cancelled here")); // before the watch's record is drained
-        await until(() => reason !== undefined, "the task's cancel");
-      }).catch((e) => {
-        if (!(e instanceof CancellationError)) throw e;
-      }),
-      20_000,
-      "the scope",
-    );
-    assert.ok(destroyed, "destroyed while the task's cancel read");
-    assert.ok(reason instanceof CancellationError, String(reason));
-    assert.ok((reason as Error).cause instanceof RangeError, `the task's ${String(reason)}`);
-    const own = (channel as unknown as { _closedResult(): { cause?: unknown } })._closedResult();
-    assert.ok(own.cause instanceof CancellationError, String(own.cause));
-    const cause = (own.cause as Error).cause;
-    assert.ok(cause instanceof SyntaxError, `the receivers' cause ${String(cause)}`);
-    assert.equal(cause.message, "closed elsewhere");
-  } finally {
-    table.kc_chan_status = real.status;
-    table.kc_chan_cancel_cause = real.cancelCause;
-  }
+  let run: { reason: unknown; channel: Channel<number> } | undefined;
+  const destroyed = await destroyWhileCausesRead(async (arm) => {
+    run = await cancelSharedProducer((ch) => {
+      arm(ch);
+      const h = ch.handle;
+      const closeBytes = encodeCause(new SyntaxError("closed elsewhere"))!;
+      assert.equal(sym.kc_chan_close_cause(h, closeBytes, closeBytes.length, 0), 1);
+      const cancelBytes = encodeCause(new RangeError("cancelled elsewhere"))!;
+      assert.equal(sym.kc_chan_close_cause(h, cancelBytes, cancelBytes.length, 1), 0);
+      ch.cancel(new Error("cancelled here")); // before the watch's record is drained
+    }, { scopeCancelled: true });
+  });
+  const { reason, channel } = run!;
+  assert.ok(destroyed, "destroyed while the task's cancel read");
+  assert.ok(reason instanceof CancellationError, String(reason));
+  assert.ok((reason as Error).cause instanceof RangeError, `the task's ${String(reason)}`);
+  const own = (channel as unknown as { _closedResult(): { cause?: unknown } })._closedResult();
+  assert.ok(own.cause instanceof CancellationError, String(own.cause));
+  const cause = (own.cause as Error).cause;
+  assert.ok(cause instanceof SyntaxError, `the receivers' cause ${String(cause)}`);
+  assert.equal(cause.message, "closed elsewhere");
   assert.equal(live, 0);
 });
 
