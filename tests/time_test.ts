@@ -836,6 +836,33 @@ Deno.test("the context of a timeout nested in a withTimeout keeps that one's Dea
   assert.equal(await withTimeout(60_000, () => "own time", { context }), "own time");
 });
 
+/**
+ * Runs `start` (it starts an outer withTimeout of 10 minutes) with that 600 000 ms timer taken out
+ * of setTimeout (other timers are set as usual), and returns what it started: `fireOuter` fires
+ * the outer's timer when the test says, so no timed assertion, and what it ends is checked
+ * synchronously after it.
+ */
+function withOuterTimerTaken<T>(start: () => T): { outer: T; fireOuter: () => void } {
+  const realSetTimeout = globalThis.setTimeout;
+  let fire: (() => void) | undefined;
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    if (ms !== 600_000) return realSetTimeout(fn, ms);
+    fire = fn;
+    return 0;
+  }) as typeof setTimeout;
+  let outer: T;
+  try {
+    outer = start();
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+  const fireOuter = () => {
+    assert.ok(fire !== undefined, "the outer's timer");
+    fire();
+  };
+  return { outer, fireOuter };
+}
+
 Deno.test("20,000 timeouts nested each in the one before end by the outer's Deadline: its timer ends the chain without overflowing the stack", async () => {
   // Each is given only the context of the one before, so each is nested in that one's record,
   // and the outer's timer ends them all, depth first. A recursive walk threw "Maximum call stack
@@ -853,27 +880,16 @@ Deno.test("20,000 timeouts nested each in the one before end by the outer's Dead
       built.complete();
       return delay(20_000, { signal: t.signal }).then(() => "not cancelled");
     }, { context });
-  const realSetTimeout = globalThis.setTimeout;
-  let fire: (() => void) | undefined;
-  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
-    if (ms !== 600_000) return realSetTimeout(fn, ms);
-    fire = fn;
-    return 0;
-  }) as typeof setTimeout;
-  let outer: Promise<unknown>;
-  try {
-    outer = withTimeout(600_000, async (scope) => {
+  const { outer, fireOuter } = withOuterTimerTaken(() =>
+    withTimeout(600_000, async (scope) => {
       const chain = nest(depth - 1, scope.context);
       await built.await();
       return await chain;
-    }).catch((e) => e);
-  } finally {
-    globalThis.setTimeout = realSetTimeout;
-  }
+    }).catch((e) => e)
+  );
   await built.await();
   assert.equal(reached, depth);
-  assert.ok(fire !== undefined, "the outer's timer");
-  fire();
+  fireOuter();
   const err = await outer;
   assert.ok(err instanceof TimeoutError, String(err));
   assert.equal(err.message, "Timed out waiting for 600000 ms");
@@ -888,21 +904,13 @@ Deno.test("a timeout nested in one that finishes before their outer rejoins the 
   // it and ran its block though the Deadline had come. The outer's timer is taken out of
   // setTimeout and fired by the test: no timed assertion, and everything it ends is checked
   // synchronously after it. The set holds nothing once the inner one has finished.
-  const realSetTimeout = globalThis.setTimeout;
-  let fire: (() => void) | undefined;
-  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
-    if (ms !== 600_000) return realSetTimeout(fn, ms);
-    fire = fn;
-    return 0;
-  }) as typeof setTimeout;
   const order: string[] = [];
   const middleOver = new CompletableDeferred<void>();
   let innerScope: { signal: AbortSignal; context: Context } | undefined;
   let inner: Promise<unknown> | undefined;
   let outerContext: Context | undefined;
-  let outer: Promise<unknown>;
-  try {
-    outer = withTimeout(600_000, async (o) => {
+  const { outer, fireOuter } = withOuterTimerTaken(() =>
+    withTimeout(600_000, async (o) => {
       outerContext = o.context;
       o.signal.addEventListener("abort", () => order.push("outer"));
       await withTimeout(Infinity, (middle) => {
@@ -914,14 +922,11 @@ Deno.test("a timeout nested in one that finishes before their outer rejoins the 
       }, { context: o.context });
       middleOver.complete();
       await untilAborted(o.signal);
-    }).catch((e) => e);
-  } finally {
-    globalThis.setTimeout = realSetTimeout;
-  }
+    }).catch((e) => e)
+  );
   await middleOver.await();
   const record = runningTimeout(outerContext!)!;
-  assert.ok(fire !== undefined, "the outer's timer");
-  fire();
+  fireOuter();
   assert.deepEqual(order, ["outer", "inner"], "in the outer's walk, after its scope");
   let ran = false;
   const late = withTimeoutOrNull(900_000, () => ran = true, { context: innerScope!.context });
@@ -942,19 +947,11 @@ Deno.test("a nested timeout that a cancel in the outer's walk finishes before th
   // the third joins the outer's set, still being walked, and is ended there. Before, the third
   // got a timer of its own (for the rest of the outer's time: 10 minutes, as the test fires the
   // outer's timer early), and was not cancelled by the outer's.
-  const realSetTimeout = globalThis.setTimeout;
-  let fire: (() => void) | undefined;
-  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
-    if (ms !== 600_000) return realSetTimeout(fn, ms);
-    fire = fn;
-    return 0;
-  }) as typeof setTimeout;
   const order: string[] = [];
   const started = new CompletableDeferred<void>();
   const waits: Promise<unknown>[] = [];
-  let outer: Promise<unknown>;
-  try {
-    outer = withTimeout(600_000, (o) => {
+  const { outer, fireOuter } = withOuterTimerTaken(() =>
+    withTimeout(600_000, (o) => {
       o.signal.addEventListener("abort", () => order.push("outer"));
       let first: AbortSignal | undefined;
       waits.push(
@@ -978,13 +975,10 @@ Deno.test("a nested timeout that a cancel in the outer's walk finishes before th
       );
       started.complete();
       return untilAborted(o.signal);
-    }).catch((e) => e);
-  } finally {
-    globalThis.setTimeout = realSetTimeout;
-  }
+    }).catch((e) => e)
+  );
   await started.await();
-  assert.ok(fire !== undefined, "the outer's timer");
-  fire();
+  fireOuter();
   assert.deepEqual(order, ["outer", "first", "second", "third"]);
   const err = await outer;
   assert.ok(err instanceof TimeoutError, String(err));
@@ -1015,20 +1009,12 @@ Deno.test("the context of a withTimeout whose own time came first keeps the late
   // outer and ends by its timer. Before, both contexts had no Deadline at all once the inner one
   // had finished (stale), so such a timeout ran to its own time (Infinity) under the outer. The
   // outer's timer is taken out of setTimeout and fired by the test: no timed assertion.
-  const realSetTimeout = globalThis.setTimeout;
-  let fire: (() => void) | undefined;
-  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
-    if (ms !== 600_000) return realSetTimeout(fn, ms);
-    fire = fn;
-    return 0;
-  }) as typeof setTimeout;
   const aborted: string[] = [];
   const deadlines: [number | undefined, number | undefined][] = [];
   const started = new CompletableDeferred<void>();
   const waits: Promise<unknown>[] = [];
-  let outer: Promise<unknown>;
-  try {
-    outer = withTimeout(600_000, async (o) => {
+  const { outer, fireOuter } = withOuterTimerTaken(() =>
+    withTimeout(600_000, async (o) => {
       const contexts = await withTimeout(300_000, async (inner) => {
         const nested = await withTimeout(Infinity, (n) => n.context, { context: inner.context });
         return [inner.context, nested];
@@ -1044,16 +1030,13 @@ Deno.test("the context of a withTimeout whose own time came first keeps the late
       }
       started.complete();
       await untilAborted(o.signal);
-    }).catch((e) => e);
-  } finally {
-    globalThis.setTimeout = realSetTimeout;
-  }
+    }).catch((e) => e)
+  );
   await started.await();
   for (const [i, [live, outerLive]] of deadlines.entries()) {
     assert.ok(live !== undefined && live === outerLive, `context ${i}: ${live}, ${outerLive}`);
   }
-  assert.ok(fire !== undefined, "the outer's timer");
-  fire();
+  fireOuter();
   assert.deepEqual(aborted, ["given context 0", "given context 1"]);
   const err = await outer;
   assert.ok(err instanceof TimeoutError, String(err));
