@@ -41,6 +41,20 @@ type Kind = typeof KINDS[number];
 const abortedOf = Object.getOwnPropertyDescriptor(AbortSignal.prototype, "aborted")!.get!;
 
 /**
+ * The caller's own scope: it runs a block under `scope`'s task (kcoro's), but hands it a task
+ * whose signal is `signal`.
+ */
+function withTaskSignal(scope: CoroutineScope, signal: AbortSignal): CoroutineScope {
+  return {
+    context: Context.empty,
+    launch: (block: (task: CoroutineScope) => unknown) =>
+      scope.launch((task) =>
+        block({ signal, context: task.context, job: task.job } as unknown as CoroutineScope)
+      ),
+  } as unknown as CoroutineScope;
+}
+
+/**
  * A real signal whose `kind` members throw when read (a method: when looked up to be called),
  * and `abort(reason)`, which aborts it: its controller's abort reads the signal's `aborted`
  * itself, once, before the listeners run (Deno's own code): that one read answers.
@@ -319,15 +333,7 @@ Deno.test("a producer's and an actor's task signal (a scope of the caller's own)
       const reason = new Error(`stop ${what}`);
       let ended: unknown = "still waiting";
       await coroutineScope(async (scope) => {
-        // The caller's own scope: it runs the block under kcoro's task, but hands it a task
-        // whose signal is the hostile one.
-        const theirs = {
-          context: Context.empty,
-          launch: (block: (task: CoroutineScope) => unknown) =>
-            scope.launch((task) =>
-              block({ signal, context: task.context, job: task.job } as unknown as CoroutineScope)
-            ),
-        } as unknown as CoroutineScope;
+        const theirs = withTaskSignal(scope, signal); // the hostile one
         if (which === "produce") {
           using ch = produce<number>(theirs, async (out) => {
             await out.send(1); // bound to the task's signal
@@ -668,13 +674,7 @@ Deno.test("a producer's send with a signal of its own, whose task signal's liste
   const signal = new AbortController().signal; // the task's, from a scope of the caller's own
   let sent: unknown = "still sending";
   await coroutineScope(async (scope) => {
-    const theirs = {
-      context: Context.empty,
-      launch: (block: (task: CoroutineScope) => unknown) =>
-        scope.launch((task) =>
-          block({ signal, context: task.context, job: task.job } as unknown as CoroutineScope)
-        ),
-    } as unknown as CoroutineScope;
+    const theirs = withTaskSignal(scope, signal);
     const ch = produce<number>(theirs, async (out) => {
       // The producer listens to the task's signal already (its watch): its listening throws
       // from here on.
