@@ -3458,6 +3458,82 @@ test "C ABI: a thread's exit destroys the rings it made, not a later one that go
     try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
 }
 
+/// The thread-end tests' probe (tests/worker_test.ts's stress probe): a host's thread that holds
+/// `probe` and ends with a value received on its ring, never taken (a terminated Worker's
+/// receive that a send completed). `atProbeEnd` (`test_hooks.after_unhold_release`) records
+/// whether the value was back in `data` as the probe's last hold was given back. Its state is
+/// static (a hook takes no argument): one test at a time, each starting with `setUp`.
+const ProbeThread = struct {
+    var data: u32 = 0;
+    var probe: u32 = 0;
+    /// The thread's ring, stored once its value is on it.
+    var ring = std.atomic.Value(u32).init(0);
+    /// The thread ends once set: at once unless `setUp(true)`.
+    var go = std.atomic.Value(bool).init(false);
+    /// `kc_chan_try_recv` on `data` as the probe's last hold is given back (in the ending
+    /// thread's `threadEnded`), and what it received; `seen` once the hook ran.
+    var rc: i32 = 0;
+    var got: u64 = 0;
+    var seen = std.atomic.Value(bool).init(false);
+    /// The ring's receive lands its value here only once taken (never, here).
+    var out: u64 = 0;
+
+    /// Makes the channels and sets the hook; `wait_go`: the thread waits for `go` to end.
+    fn setUp(wait_go: bool) !void {
+        ring.store(0, .monotonic); // before the thread starts (its spawn orders it)
+        go.store(!wait_go, .monotonic);
+        seen.store(false, .monotonic);
+        rc = 0;
+        got = 0;
+        out = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &data));
+        errdefer _ = kc_chan_destroy(data);
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &probe));
+        test_hooks.after_unhold_release = atProbeEnd;
+    }
+
+    /// Resets the hook, then destroys `data` (the probe ended by its hold).
+    fn deinit() void {
+        test_hooks.after_unhold_release = null;
+        _ = kc_chan_destroy(data);
+    }
+
+    fn atProbeEnd() void {
+        if (seen.load(.monotonic)) return; // the first last unhold only: the probe's
+        rc = kc_chan_try_recv(data, &got, 8);
+        // Release: pairs with the test's acquire load after the join (which orders it too).
+        seen.store(true, .release);
+    }
+
+    fn thread() void {
+        std.debug.assert(kc_chan_hold(probe, 0) == 0);
+        var h: u32 = 0;
+        std.debug.assert(kc_ring_create(&h) == 0);
+        var ticket: u32 = 0;
+        std.debug.assert(kc_chan_recv_async(data, &out, 8, h, &ticket) == 1);
+        var v: u64 = 42;
+        // To the ring's queued receive: its record lands before this returns.
+        std.debug.assert(kc_chan_try_send(data, &v, 8) == 0);
+        ring.store(h, .release); // pairs with the test's acquire load
+        const deadline = std.time.nanoTimestamp() + 60 * std.time.ns_per_s;
+        // Acquire: pairs with the test's release store (`setUp(true)`).
+        while (!go.load(.acquire) and std.time.nanoTimestamp() < deadline) std.Thread.yield() catch {};
+    }
+
+    fn spawn() !std.Thread {
+        return std.Thread.spawn(.{}, thread, .{});
+    }
+
+    /// After the join: the probe ended with the value back in its channel (before, KC_EAGAIN:
+    /// the value still on the ring).
+    fn expectValueBack() !void {
+        try testing.expect(seen.load(.acquire));
+        try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(probe)); // ended by the hold
+        try testing.expectEqual(@as(i32, 0), rc);
+        try testing.expectEqual(@as(u64, 42), got);
+    }
+};
+
 test "C ABI: a thread's end gives back what its rings received before its holds: a channel it alone held ends with the value back in its channel" {
     // The stress test's probe (tests/worker_test.ts): a Worker's channel that ends when its
     // thread's holds are given back says its thread ended, and its owner then closes and
@@ -3468,51 +3544,14 @@ test "C ABI: a thread's end gives back what its rings received before its holds:
     var wd: test_wait.Watchdog = .{};
     try wd.start(@src(), test_wait.test_ns);
     defer wd.stop();
-    const S = struct {
-        var data: u32 = 0;
-        var probe: u32 = 0;
-        /// `kc_chan_try_recv` on `data` as the probe's last hold is given back (in the ending
-        /// thread's `threadEnded`), and what it received; `seen` once the hook ran.
-        var rc: i32 = 0;
-        var got: u64 = 0;
-        var seen = std.atomic.Value(bool).init(false);
-        /// The ring's receive lands its value here only once taken (never, here).
-        var out: u64 = 0;
-
-        fn atProbeEnd() void {
-            if (seen.load(.monotonic)) return; // the first last unhold only: the probe's
-            rc = kc_chan_try_recv(data, &got, 8);
-            // Release: pairs with the test's acquire load after the join (which orders it too).
-            seen.store(true, .release);
-        }
-
-        /// A host's thread that holds the probe and ends with a received value on its ring,
-        /// never taken (a terminated Worker's receive that a send completed).
-        fn thread() void {
-            std.debug.assert(kc_chan_hold(probe, 0) == 0);
-            var ring: u32 = 0;
-            std.debug.assert(kc_ring_create(&ring) == 0);
-            var ticket: u32 = 0;
-            std.debug.assert(kc_chan_recv_async(data, &out, 8, ring, &ticket) == 1);
-            var v: u64 = 42;
-            // To the ring's queued receive: its record lands before this returns.
-            std.debug.assert(kc_chan_try_send(data, &v, 8) == 0);
-        }
-    };
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.data));
-    defer _ = kc_chan_destroy(S.data);
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.probe));
-    test_hooks.after_unhold_release = S.atProbeEnd;
-    defer test_hooks.after_unhold_release = null;
-    const t = try std.Thread.spawn(.{}, S.thread, .{});
+    const P = ProbeThread;
+    try P.setUp(false);
+    defer P.deinit();
+    const t = try P.spawn();
     t.join();
-    try testing.expect(S.seen.load(.acquire));
-    try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(S.probe)); // ended by the hold
-    // The value was back in its channel when the probe ended: before, KC_EAGAIN (on the ring).
-    try testing.expectEqual(@as(i32, 0), S.rc);
-    try testing.expectEqual(@as(u64, 42), S.got);
+    try P.expectValueBack();
     var v: u64 = 0;
-    try testing.expectEqual(Status.again.code(), kc_chan_try_recv(S.data, &v, 8)); // once
+    try testing.expectEqual(Status.again.code(), kc_chan_try_recv(P.data, &v, 8)); // once
 }
 
 test "C ABI: a thread's end waits for a call on its ring in flight on another thread (a Worker's kc_ring_wait) to let go, and gives back its holds only once the ring's values are back" {
@@ -3524,79 +3563,43 @@ test "C ABI: a thread's end waits for a call on its ring in flight on another th
     try wd.start(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
-        var data: u32 = 0;
-        var probe: u32 = 0;
-        var ring = std.atomic.Value(u32).init(0);
-        var go = std.atomic.Value(bool).init(false);
         /// The thread's end waits for our reference (`test_hooks.ring_end_wait` ran).
         var waiting = std.atomic.Value(bool).init(false);
-        /// `kc_chan_try_recv` on `data` as the probe's last hold is given back; `seen` once.
-        var rc: i32 = 0;
-        var got: u64 = 0;
-        var seen = std.atomic.Value(bool).init(false);
-        var out: u64 = 0;
 
         fn atWait() void {
             // Release: pairs with the test's acquire load (no data rides on it).
             waiting.store(true, .release);
         }
-
-        fn atProbeEnd() void {
-            if (seen.load(.monotonic)) return;
-            rc = kc_chan_try_recv(data, &got, 8);
-            seen.store(true, .release); // pairs with the test's acquire load after the join
-        }
-
-        /// Holds the probe, ends with a received value on its ring, once told to.
-        fn thread() void {
-            std.debug.assert(kc_chan_hold(probe, 0) == 0);
-            var h: u32 = 0;
-            std.debug.assert(kc_ring_create(&h) == 0);
-            var ticket: u32 = 0;
-            std.debug.assert(kc_chan_recv_async(data, &out, 8, h, &ticket) == 1);
-            var v: u64 = 42;
-            std.debug.assert(kc_chan_try_send(data, &v, 8) == 0);
-            ring.store(h, .release); // pairs with the test's acquire load
-            const deadline = std.time.nanoTimestamp() + 60 * std.time.ns_per_s;
-            // Acquire: pairs with the test's release store, after it took its reference.
-            while (!go.load(.acquire) and std.time.nanoTimestamp() < deadline) std.Thread.yield() catch {};
-        }
     };
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.data));
-    defer _ = kc_chan_destroy(S.data);
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.probe));
-    test_hooks.after_unhold_release = S.atProbeEnd;
-    defer test_hooks.after_unhold_release = null;
+    const P = ProbeThread;
+    try P.setUp(true);
+    defer P.deinit();
     test_hooks.ring_end_wait = S.atWait;
     defer test_hooks.ring_end_wait = null;
-    const t = try std.Thread.spawn(.{}, S.thread, .{});
+    const t = try P.spawn();
     var joined = false;
     var held: ?*RingRegistry.Entry = null;
     defer if (!joined) {
-        S.go.store(true, .release);
+        P.go.store(true, .release);
         if (held) |e| rings().release(e);
         t.join();
     };
     const d = test_wait.Deadline.in(test_wait.default_ns, "the thread to make its ring");
-    while (S.ring.load(.acquire) == 0) try d.wait();
-    held = try rings().acquire(S.ring.load(.acquire)); // a call in flight elsewhere
-    S.go.store(true, .release);
+    while (P.ring.load(.acquire) == 0) try d.wait();
+    held = try rings().acquire(P.ring.load(.acquire)); // a call in flight elsewhere
+    P.go.store(true, .release);
     // The thread's end destroys the ring, then waits for our reference, its probe still held;
     // before, it went on and the probe ended.
     const e = test_wait.Deadline.in(test_wait.default_ns, "the thread's end to wait or its probe to end");
-    while (!S.waiting.load(.acquire) and kc_chan_status(S.probe) >= 0) try e.wait();
+    while (!S.waiting.load(.acquire) and kc_chan_status(P.probe) >= 0) try e.wait();
     try testing.expect(S.waiting.load(.acquire));
-    try testing.expect(kc_chan_status(S.probe) >= 0);
-    try testing.expectEqual(Status.bad_handle.code(), kc_ring_interrupt(S.ring.load(.acquire))); // destroyed
+    try testing.expect(kc_chan_status(P.probe) >= 0);
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_interrupt(P.ring.load(.acquire))); // destroyed
     rings().release(held.?);
     held = null;
     t.join(); // the ring freed on its thread, then its holds given back
     joined = true;
-    try testing.expect(S.seen.load(.acquire));
-    try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(S.probe));
-    // The value was back in its channel when the probe ended: before, KC_EAGAIN.
-    try testing.expectEqual(@as(i32, 0), S.rc);
-    try testing.expectEqual(@as(u64, 42), S.got);
+    try P.expectValueBack();
 }
 
 /// The scheduling state of this process's thread `tid` (/proc/self/task/<tid>/stat's third
@@ -3699,15 +3702,9 @@ test "C ABI: a thread's end frees its ring itself when a stale handle's lookup t
     try wd.start(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
-        var data: u32 = 0;
-        var probe: u32 = 0;
         /// The stale lookup's reference, taken in `ring_end_last`, released by the test.
         var stale = std.atomic.Value(?*RingRegistry.Entry).init(null);
         var waiting = std.atomic.Value(bool).init(false);
-        var rc: i32 = 0;
-        var got: u64 = 0;
-        var seen = std.atomic.Value(bool).init(false);
-        var out: u64 = 0;
 
         fn atLast(e: *RingRegistry.Entry) void {
             if (stale.load(.monotonic) != null) return; // once
@@ -3720,33 +3717,15 @@ test "C ABI: a thread's end frees its ring itself when a stale handle's lookup t
         fn atWait() void {
             waiting.store(true, .release); // pairs with the test's acquire load
         }
-
-        fn atProbeEnd() void {
-            if (seen.load(.monotonic)) return;
-            rc = kc_chan_try_recv(data, &got, 8);
-            seen.store(true, .release); // pairs with the test's acquire load after the join
-        }
-
-        fn thread() void {
-            std.debug.assert(kc_chan_hold(probe, 0) == 0);
-            var h: u32 = 0;
-            std.debug.assert(kc_ring_create(&h) == 0);
-            var ticket: u32 = 0;
-            std.debug.assert(kc_chan_recv_async(data, &out, 8, h, &ticket) == 1);
-            var v: u64 = 42;
-            std.debug.assert(kc_chan_try_send(data, &v, 8) == 0);
-        }
     };
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.data));
-    defer _ = kc_chan_destroy(S.data);
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.probe));
-    test_hooks.after_unhold_release = S.atProbeEnd;
-    defer test_hooks.after_unhold_release = null;
+    const P = ProbeThread;
+    try P.setUp(false);
+    defer P.deinit();
     test_hooks.ring_end_wait = S.atWait;
     defer test_hooks.ring_end_wait = null;
     test_hooks.ring_end_last = S.atLast;
     defer test_hooks.ring_end_last = null;
-    const t = try std.Thread.spawn(.{}, S.thread, .{});
+    const t = try P.spawn();
     var released = false;
     defer if (!released) {
         if (S.stale.load(.acquire)) |e| rings().release(e);
@@ -3755,16 +3734,12 @@ test "C ABI: a thread's end frees its ring itself when a stale handle's lookup t
     // The thread's end waits for the stale reference to go (its probe still held); before, it
     // went on and the probe ended.
     const d = test_wait.Deadline.in(test_wait.default_ns, "the thread's end to wait or its probe to end");
-    while (!S.waiting.load(.acquire) and !S.seen.load(.acquire)) try d.wait();
+    while (!S.waiting.load(.acquire) and !P.seen.load(.acquire)) try d.wait();
     try testing.expect(S.stale.load(.acquire) != null);
     rings().release(S.stale.load(.acquire).?); // the stale lookup's handle check failed
     released = true;
     t.join();
-    try testing.expect(S.seen.load(.acquire));
-    try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(S.probe));
-    // The value was back in its channel when the probe ended: before, KC_EAGAIN.
-    try testing.expectEqual(@as(i32, 0), S.rc);
-    try testing.expectEqual(@as(u64, 42), S.got);
+    try P.expectValueBack();
 }
 
 test "C ABI: a thread's end ends every kc_ring_wait on its ring, not only one: two threads of a C caller that wait on it let its end go on" {
