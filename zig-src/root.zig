@@ -3458,6 +3458,43 @@ test "C ABI: a thread's exit destroys the rings it made, not a later one that go
     try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
 }
 
+/// A thread-end test's reference on the thread's ring, standing for a call on it in flight on
+/// another thread (a Worker's kc_ring_wait on a blocking-pool thread). `clean` (deferred right
+/// after the spawn) lets the thread end, lets go and joins unless the test did.
+const HeldRing = struct {
+    thread: std.Thread,
+    /// The thread's ring, stored by it; `go` tells it to end.
+    ring: *std.atomic.Value(u32),
+    go: *std.atomic.Value(bool),
+    held: ?*RingRegistry.Entry = null,
+    joined: bool = false,
+
+    /// Waits for the thread's ring, takes a reference on it, then tells the thread to end.
+    fn acquire(h: *HeldRing) !*RingRegistry.Entry {
+        const d = test_wait.Deadline.in(test_wait.default_ns, "the thread to make its ring");
+        while (h.ring.load(.acquire) == 0) try d.wait(); // pairs with the thread's release store
+        const e = try rings().acquire(h.ring.load(.acquire)); // a call in flight elsewhere
+        h.held = e;
+        h.go.store(true, .release); // pairs with the thread's acquire load
+        return e;
+    }
+
+    /// Lets go of the reference (the call in flight returned), then joins the thread.
+    fn releaseAndJoin(h: *HeldRing) void {
+        rings().release(h.held.?);
+        h.held = null;
+        h.thread.join();
+        h.joined = true;
+    }
+
+    fn clean(h: *HeldRing) void {
+        if (h.joined) return;
+        h.go.store(true, .release); // pairs with the thread's acquire load
+        if (h.held) |e| rings().release(e);
+        h.thread.join();
+    }
+};
+
 /// The thread-end tests' probe (tests/worker_test.ts's stress probe): a host's thread that holds
 /// `probe` and ends with a value received on its ring, never taken (a terminated Worker's
 /// receive that a send completed). `atProbeEnd` (`test_hooks.after_unhold_release`) records
@@ -3576,18 +3613,9 @@ test "C ABI: a thread's end waits for a call on its ring in flight on another th
     defer P.deinit();
     test_hooks.ring_end_wait = S.atWait;
     defer test_hooks.ring_end_wait = null;
-    const t = try P.spawn();
-    var joined = false;
-    var held: ?*RingRegistry.Entry = null;
-    defer if (!joined) {
-        P.go.store(true, .release);
-        if (held) |e| rings().release(e);
-        t.join();
-    };
-    const d = test_wait.Deadline.in(test_wait.default_ns, "the thread to make its ring");
-    while (P.ring.load(.acquire) == 0) try d.wait();
-    held = try rings().acquire(P.ring.load(.acquire)); // a call in flight elsewhere
-    P.go.store(true, .release);
+    var h: HeldRing = .{ .thread = try P.spawn(), .ring = &P.ring, .go = &P.go };
+    defer h.clean();
+    _ = try h.acquire();
     // The thread's end destroys the ring, then waits for our reference, its probe still held;
     // before, it went on and the probe ended.
     const e = test_wait.Deadline.in(test_wait.default_ns, "the thread's end to wait or its probe to end");
@@ -3595,10 +3623,7 @@ test "C ABI: a thread's end waits for a call on its ring in flight on another th
     try testing.expect(S.waiting.load(.acquire));
     try testing.expect(kc_chan_status(P.probe) >= 0);
     try testing.expectEqual(Status.bad_handle.code(), kc_ring_interrupt(P.ring.load(.acquire))); // destroyed
-    rings().release(held.?);
-    held = null;
-    t.join(); // the ring freed on its thread, then its holds given back
-    joined = true;
+    h.releaseAndJoin(); // the ring freed on its thread, then its holds given back
     try P.expectValueBack();
 }
 
@@ -3656,19 +3681,9 @@ test "C ABI: a thread's end sleeps while another thread's call holds its ring, a
     defer test_hooks.ring_end_wait = null;
     test_hooks.ring_end_last = S.atLast;
     defer test_hooks.ring_end_last = null;
-    const t = try std.Thread.spawn(.{}, S.thread, .{});
-    var joined = false;
-    var held: ?*RingRegistry.Entry = null;
-    defer if (!joined) {
-        S.go.store(true, .release);
-        if (held) |e| rings().release(e);
-        t.join();
-    };
-    const d = test_wait.Deadline.in(test_wait.default_ns, "the thread to make its ring");
-    while (S.ring.load(.acquire) == 0) try d.wait();
-    const e = try rings().acquire(S.ring.load(.acquire)); // a call in flight elsewhere
-    held = e;
-    S.go.store(true, .release);
+    var h: HeldRing = .{ .thread = try std.Thread.spawn(.{}, S.thread, .{}), .ring = &S.ring, .go = &S.go };
+    defer h.clean();
+    const e = try h.acquire();
     const w = test_wait.Deadline.in(test_wait.default_ns, "the thread's end to wait for our reference");
     while (S.rounds.load(.acquire) == 0) try w.wait();
     const tid = S.tid.load(.acquire);
@@ -3681,10 +3696,7 @@ test "C ABI: a thread's end sleeps while another thread's call holds its ring, a
     const rounds = S.rounds.load(.acquire);
     // Our release leaves the thread end's reference the only one and wakes it: it frees the
     // ring then, on its own thread, with no further round of its wait.
-    rings().release(e);
-    held = null;
-    t.join();
-    joined = true;
+    h.releaseAndJoin();
     try testing.expectEqual(rounds, S.rounds.load(.acquire));
     try testing.expectEqual(rounds + 1, S.tries.load(.acquire)); // the last try let go
     try testing.expectEqual(@as(u32, 0), e.refs.load(.acquire)); // freed
