@@ -857,15 +857,48 @@ function putBuffer(
   // Callers that pass `len` took it from the engine, or wrote that many bytes themselves.
   len = bytesLength(bytes),
 ): void {
-  if (len > PACK_MAX) {
-    throw noRoomFor(new CodecError(codec, `Cannot ${op}: a value of ${len} bytes is too large`));
-  }
+  if (len > valueBytesMax) throw noRoomFor(tooLarge(codec, op, len));
   const rc = slot.ptr !== null
     ? sym.kc_desc_make_at(bytes, len, tag, slot.ptr)
     : sym.kc_desc_make(bytes, len, tag, slot.u8);
   if (rc !== 0) {
     throw noRoomFor(new CodecError(codec, `Cannot ${op}: no native memory for ${len} bytes`));
   }
+}
+
+/**
+ * The most bytes one value's native buffer may take (its length is a uint32 in the descriptor):
+ * `PACK_MAX`, lowered only by tests (`setValueBytesMax`), so that a value too large is refused
+ * without gigabytes.
+ */
+let valueBytesMax = PACK_MAX;
+
+/**
+ * @ignore For tests: sets `valueBytesMax` (an integer from 0 to `PACK_MAX`; a larger one would
+ * pass native code a length its uint32 cannot hold) and returns what it was.
+ */
+export function setValueBytesMax(n: number): number {
+  if (!Number.isInteger(n) || n < 0 || n > PACK_MAX) {
+    throw new RangeError(
+      `Cannot set the value bytes limit: it must be an integer from 0 to ${PACK_MAX}, received ${
+        describe(n)
+      }`,
+    );
+  }
+  const was = valueBytesMax;
+  valueBytesMax = n;
+  return was;
+}
+
+/**
+ * The CodecError for a value of `len` bytes, over `valueBytesMax`, in the house form: it said
+ * "Cannot send: a value of <n> bytes is too large", the limit unsaid and no "received".
+ */
+function tooLarge(codec: string, op: string, len: number): CodecError {
+  return new CodecError(
+    codec,
+    `Cannot ${op}: a value may take at most ${valueBytesMax} bytes, received ${len} bytes`,
+  );
 }
 
 /** `putBuffer`'s errors: a value the codec carries, with no native memory for it (`noRoom`). */
@@ -1941,11 +1974,14 @@ function readStructured(slot: Slot, sym: Sym, codec: string): unknown {
   try {
     return tag === T_PACKED ? withBytes(slot, sym, unpack) : withBytes(slot, sym, deserialize);
   } catch (e) {
+    // unpack's TypeError is in the house form itself: its reason only here, "received" once.
+    const why = (e instanceof Error ? e.message : String(e))
+      .replace(/^Cannot receive: (.*), received \d+ bytes$/s, "$1");
     throw new CodecError(
       codec,
-      `Cannot receive: the value's bytes are not ${tag === T_PACKED ? "packed" : "node:v8"} data (${
-        e instanceof Error ? e.message : String(e)
-      }), received ${len} bytes under tag ${tag}`,
+      `Cannot receive: the value's bytes are not ${
+        tag === T_PACKED ? "packed" : "node:v8"
+      } data (${why}), received ${len} bytes under tag ${tag}`,
       { cause: e },
     );
   }
@@ -2293,9 +2329,7 @@ export function trySendBytes(
       ? sym.kc_chan_try_send_at(at, handle, slot.ptr, 32)
       : sym.kc_chan_try_send(handle, slot.ptr, 32);
   }
-  if (n > 0xffff_ffff) {
-    throw new CodecError("bytes", `Cannot ${op}: a value of ${n} bytes is too large`);
-  }
+  if (n > valueBytesMax) throw tooLarge("bytes", op, n);
   const rc = sym.kc_chan_try_send_copy(at, handle, value as Uint8Array, n, T_BYTES, slot.ptr);
   if (rc === Status.ENOMEM && ptrOf(slot) === 0) {
     throw new CodecError("bytes", `Cannot ${op}: no native memory for ${n} bytes`);

@@ -528,8 +528,14 @@ const seen: unknown[] = [];
 /** A bigint as `pack` writes it: hex digits, "-" first when negative. */
 const BIG_TEXT = /^-?[0-9a-f]+$/;
 
+/**
+ * Malformed bytes' TypeError, in the house form: what was received is how many bytes (it said
+ * "Cannot receive: a packed value is malformed (<why>)", with no "received").
+ */
 function bad(why: string): never {
-  throw new TypeError(`Cannot receive: a packed value is malformed (${why})`);
+  throw new TypeError(
+    `Cannot receive: a packed value is malformed (${why}), received ${rbuf.length} bytes`,
+  );
 }
 
 /** The int32 at rpos (`>>> 0` for a uint32). */

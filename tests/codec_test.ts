@@ -21,7 +21,13 @@ import {
 } from "../mod.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import { evalScript, lengthClaimingProxy, prng } from "./support.ts";
-import { decodeCause, encodeCause, POOL_SLICE_ALIGN, slabCopy } from "../src/codec.ts";
+import {
+  decodeCause,
+  encodeCause,
+  POOL_SLICE_ALIGN,
+  setValueBytesMax,
+  slabCopy,
+} from "../src/codec.ts";
 import { errorTree } from "./fixtures/error_tree.ts";
 
 Deno.test("typed arrays inside node:v8 values are the receiver's own: pool reuse and frees leave them intact", () => {
@@ -1476,6 +1482,8 @@ Deno.test("garbled structured bytes (C code's, or another codec's) are a CodecEr
       } catch (e) {
         assert.ok(e instanceof CodecError, String(e));
         assert.match(e.message, /^Cannot receive: the value's bytes are not (packed|node:v8) data/);
+        // The house form says "received" once: unpack's own TypeError inside gives its reason.
+        assert.equal(e.message.split("received").length, 2, e.message);
         assert.equal(frees.n, before + 1, "its buffer freed");
         continue;
       }
@@ -1577,4 +1585,44 @@ Deno.test("copies past the pinned-chunk cap (slabCopy) start on POOL_SLICE_ALIGN
     }
     prev = copy;
   }
+});
+
+Deno.test("a value over the bytes one value may take is a CodecError in the house form: the limit, and the bytes received (string, bytes, structured and default codecs)", () => {
+  // Before: "Cannot send: a value of <n> bytes is too large", no limit and no "received". The
+  // limit (2^32-1) lowered for the test: no gigabytes.
+  const was = setValueBytesMax(8);
+  try {
+    const cases: [Codec<unknown>, unknown, number][] = [
+      [codecs.string, "123456789", 9],
+      [codecs.bytes, new Uint8Array(9), 9],
+      [codecs.structured, "x".repeat(20), -1],
+      [codecs.default, { a: "x".repeat(20) }, -1],
+    ];
+    for (const [codec, value, n] of cases) {
+      using ch = new Channel<unknown>(4, { codec });
+      ch.share(); // native: the value is encoded into a native buffer
+      for (const op of ["send", "trySendMany"] as const) {
+        assert.throws(() => op === "send" ? ch.trySend(value) : ch.trySendMany([value]), (e) => {
+          assert.ok(e instanceof CodecError, String(e));
+          assert.match(
+            e.message,
+            new RegExp(
+              `^Cannot ${op}: a value may take at most 8 bytes, received ${
+                n < 0 ? "\\d+" : n
+              } bytes$`,
+            ),
+          );
+          return true;
+        });
+      }
+      assert.deepEqual(ch.tryReceive(), { state: "empty" });
+    }
+  } finally {
+    setValueBytesMax(was);
+  }
+  assert.throws(() => setValueBytesMax(2 ** 32), {
+    name: "RangeError",
+    message:
+      "Cannot set the value bytes limit: it must be an integer from 0 to 4294967295, received 4294967296",
+  });
 });

@@ -425,7 +425,14 @@ Deno.test("unpack: malformed bytes are TypeErrors, never a crash or a huge alloc
   for (let cut = 0; cut < good.length; cut++) {
     assert.throws(() => unpack(good.subarray(0, cut)), TypeError, `cut at ${cut}`);
   }
-  assert.throws(() => unpack(new Uint8Array([99])), /tag 99/);
+  // The house form: the reason, then the bytes received (it had no "received").
+  assert.throws(() => unpack(new Uint8Array([99])), {
+    name: "TypeError",
+    message: "Cannot receive: a packed value is malformed (tag 99), received 1 bytes",
+  });
+  assert.throws(() => unpack(new Uint8Array([1, 1])), {
+    message: "Cannot receive: a packed value is malformed (bytes left over), received 2 bytes",
+  });
   assert.throws(() => unpack(new Uint8Array([8, 255, 255, 255, 255])), /array longer/);
   assert.throws(() => unpack(new Uint8Array([11, 0, 0, 0, 0])), /reference 0 to nothing/);
   assert.throws(() => unpack(new Uint8Array([1, 1])), /left over/);
