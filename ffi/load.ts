@@ -321,9 +321,46 @@ export function libraryFileName(os: typeof Deno.build.os = Deno.build.os): strin
   return "libkcoro.so";
 }
 
-const checkout: string | null = import.meta.url.startsWith("file:")
-  ? decodeURIComponent(new URL("../", import.meta.url).pathname)
-  : null;
+/**
+ * The checkout a module at `url` (this file's `import.meta.url`, `ffi/load.ts` in it) is in, as
+ * a path of `os`'s that ends with its separator; null for a URL that is no file's. On Windows a
+ * drive's (`file:///C:/kcoro/ffi/load.ts`) is `C:\kcoro\`, a share's
+ * (`file://server/share/...`) `\\server\share\...`: it was the URL's path, `/C:/kcoro/`,
+ * which names no file there, so the local build was "no file there" and no build was tried
+ * ("there is no /C:/kcoro/build.zig"), the list of places tried naming places that are none.
+ * Internal (mod.ts does not export it).
+ * @ignore
+ */
+export function checkoutOf(
+  url: string,
+  os: typeof Deno.build.os = Deno.build.os,
+): string | null {
+  if (!url.startsWith("file:")) return null;
+  const dir = new URL("../", url);
+  let path = dir.pathname;
+  try {
+    path = decodeURIComponent(path);
+  } catch {
+    // A path the URL itself encoded is never malformed; as it is, if it were.
+  }
+  if (os !== "windows") return path;
+  const local = /^\/[A-Za-z]:\//.test(path)
+    ? path.slice(1)
+    : dir.hostname !== ""
+    ? `//${dir.hostname}${path}`
+    : path;
+  return local.replaceAll("/", "\\");
+}
+
+/** The path separator of this system (`checkoutOf`'s). */
+const SEP = Deno.build.os === "windows" ? "\\" : "/";
+
+const checkout: string | null = checkoutOf(import.meta.url);
+
+/** `parts` joined under the checkout, with the system's separator (`checkoutOf`). */
+function inCheckout(dir: string, ...parts: string[]): string {
+  return dir + parts.join(SEP);
+}
 
 function envVar(name: string): string | undefined {
   try {
@@ -381,8 +418,10 @@ function unreadableError(
 /**
  * What is at `path` (through symbolic links): a file, nothing, a directory or another kind
  * (a device, a pipe, a socket), or, where that could not be told, why, for the error:
- * `--allow-read` not granted for it (Deno's NotCapable), or the system refusing it
- * (PermissionDenied). Before, both read as "no file" and the error listed the path as tried.
+ * `--allow-read` not granted for it (Deno's NotCapable), the system refusing it
+ * (PermissionDenied), a loop of symbolic links (FilesystemLoop), or any other error of the
+ * system's but nothing there (NotFound, or NotADirectory: a file on the way). Before, each read
+ * as "no file" and the error listed the path as tried.
  */
 function kindAt(path: string): "file" | "nothing" | "directory" | "special" | Unreadable {
   let info: Deno.FileInfo;
@@ -395,7 +434,15 @@ function kindAt(path: string): "file" | "nothing" | "directory" | "special" | Un
     if (e instanceof Deno.errors.PermissionDenied) {
       return unreadable("the system refused to read it", e, null);
     }
-    return "nothing";
+    // A loop of symbolic links (ELOOP): something is there, which no open can follow. It read
+    // as "no file there", the links unnamed; so did any other error of the system's.
+    if (e instanceof Deno.errors.FilesystemLoop) {
+      return unreadable("it is a symbolic link loop", e, null);
+    }
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
+      return "nothing";
+    }
+    return unreadable("the system could not tell what is there", e as Error, null);
   }
   return info.isFile ? "file" : info.isDirectory ? "directory" : "special";
 }
@@ -473,7 +520,7 @@ function findZig(): string | { pinned: string; why: string } {
   // checkout, and a relative program path is taken from the new process's directory.
   if (fromEnv) return /[\\/]/.test(fromEnv) ? absolutePath(fromEnv) : fromEnv;
   if (checkout !== null) {
-    const pinned = `${checkout}.toolchain/zig/bin/zig`;
+    const pinned = inCheckout(checkout, ".toolchain", "zig", "bin", "zig");
     const why = unusable(pinned);
     if (why === null) return pinned;
     if (why !== ABSENT) return { pinned, why };
@@ -506,6 +553,9 @@ function unusable(path: string): string | null | typeof ABSENT {
     }
     if (e instanceof Deno.errors.NotCapable) {
       return `--allow-read is not granted for it (NotCapable: ${e.message})`;
+    }
+    if (e instanceof Deno.errors.FilesystemLoop) {
+      return `it is a symbolic link loop (FilesystemLoop: ${e.message})`;
     }
     return `it cannot be read (${(e as Error).name}: ${(e as Error).message})`;
   }
@@ -550,20 +600,21 @@ function buildFromSource(search: Search): string | null {
     );
     return null;
   }
-  const source = kindAt(`${checkout}build.zig`);
+  const buildZig = inCheckout(checkout, "build.zig");
+  const source = kindAt(buildZig);
   if (typeof source === "object") {
-    tried.push(`build from source: skipped, ${checkout}build.zig cannot be read: ${source.why}`);
+    tried.push(`build from source: skipped, ${buildZig} cannot be read: ${source.why}`);
     return null;
   }
   if (source === "nothing") {
     // Named, as every place looked at (the list said nothing of a build: a copy of the module
     // without its sources).
-    tried.push(`build from source: skipped, there is no ${checkout}build.zig`);
+    tried.push(`build from source: skipped, there is no ${buildZig}`);
     return null;
   }
   if (source !== "file") {
     // A directory there said "there is no build.zig".
-    tried.push(`build from source: skipped, ${checkout}build.zig is ${notAFile(source)}`);
+    tried.push(`build from source: skipped, ${buildZig} is ${notAFile(source)}`);
     return null;
   }
   if (!canRun()) {
@@ -601,7 +652,7 @@ function buildFromSource(search: Search): string | null {
     );
     return null;
   }
-  const built = `${checkout}zig-out/lib/${libraryFileName()}`;
+  const built = inCheckout(checkout, "zig-out", "lib", libraryFileName());
   const found = kindAt(built);
   if (found === "file") return built;
   // A build that succeeded and left no file there is named too: the list left it out, as if no
@@ -674,7 +725,7 @@ export function findLibrary(options: OpenOptions = {}): string {
   // look there, and its error is a LibraryPermissionError.
   let refused: { local: string; e: Error } | null = null;
   if (checkout !== null) {
-    const local = `${checkout}zig-out/lib/${libraryFileName()}`;
+    const local = inCheckout(checkout, "zig-out", "lib", libraryFileName());
     const found = kindAt(local);
     if (found === "file") return local;
     if (typeof found === "object") {

@@ -16,6 +16,7 @@ import {
   symbols,
 } from "../mod.ts";
 import { relative } from "node:path";
+import { checkoutOf } from "../ffi/load.ts";
 import { evalScript } from "./support.ts";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -959,6 +960,71 @@ Deno.test("a directory or a device at the local build's path or named build.zig 
     ]);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a symbolic link loop at the local build's path or named build.zig is said to be one in the list of places tried, and one given as options.path is named so: not taken for nothing there", async () => {
+  // Before, stat's FilesystemLoop (ELOOP) read as nothing there: the entries said "no file
+  // there" and "there is no <dir>/build.zig", and options.path "names no file".
+  const dir = await Deno.makeTempDir();
+  try {
+    await copyModule(dir);
+    const local = `${dir}/zig-out/lib/libkcoro.so`;
+    await Deno.mkdir(`${dir}/zig-out/lib`, { recursive: true });
+    // Each link names the other: the system follows them until it gives up, at once.
+    for (const at of [local, `${dir}/build.zig`]) {
+      await Deno.symlink(`${at}.loop`, at);
+      await Deno.symlink(at, `${at}.loop`);
+    }
+    const code = `Deno.env.delete("KCORO_LIB");\n${
+      probe.replace(`${root}mod.ts`, `${dir}/mod.ts`)
+    }`;
+    const res = await runScript(code, {}, ["--allow-ffi", "--allow-read", "--allow-env"]);
+    // Something is at the local build's path, which no open can follow.
+    assert.match(
+      res.stdout,
+      /^error LibraryNotFoundError Cannot find the kcoro library: no library could be opened at any place searched\. Tried:\n/,
+      res.stdout + res.stderr,
+    );
+    const tried = triedList(res.stdout.trim());
+    assert.equal(tried.length, 3, res.stdout);
+    const loop = "it is a symbolic link loop (FilesystemLoop: ";
+    assert.ok(tried[1].startsWith(`${local} (the local build): ${loop}`), tried[1]);
+    assert.ok(tried[1].endsWith(")"), tried[1]);
+    const skipped = `build from source: skipped, ${dir}/build.zig cannot be read: ${loop}`;
+    assert.ok(tried[2].startsWith(skipped) && tried[2].endsWith(")"), tried[2]);
+    // Given as the path to open: the house form, "received" the path.
+    assert.throws(() => openLibrary({ path: local }), (e) => {
+      assert.ok(e instanceof LibraryNotFoundError, String(e));
+      assert.ok(
+        e.message.startsWith(`Cannot open library: options.path cannot be read: ${loop}`),
+        e.message,
+      );
+      assert.ok(e.message.endsWith(`), received ${JSON.stringify(local)}`), e.message);
+      return true;
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the checkout of a module loaded from a Windows file URL is a Windows path (a drive's or a share's), with its separators: the places tried are named as the system names them", () => {
+  // Before, it was the URL's path on every system: "/C:/Users/a b/kcoro/", which names no file
+  // on Windows (the local build "no file there", "there is no /C:/Users/a b/kcoro/build.zig").
+  assert.equal(
+    checkoutOf("file:///C:/Users/a%20b/kcoro/ffi/load.ts", "windows"),
+    "C:\\Users\\a b\\kcoro\\",
+  );
+  assert.equal(
+    checkoutOf("file://server/share/kcoro/ffi/load.ts", "windows"),
+    "\\\\server\\share\\kcoro\\",
+  );
+  assert.equal(checkoutOf("file:///home/a%20b/kcoro/ffi/load.ts", "linux"), "/home/a b/kcoro/");
+  assert.equal(checkoutOf("file:///Users/k/kcoro/ffi/load.ts", "darwin"), "/Users/k/kcoro/");
+  assert.equal(checkoutOf("https://example.com/kcoro/ffi/load.ts", "windows"), null);
+  // This module's own: the URL's path here (no Windows host runs the tests).
+  if (Deno.build.os !== "windows") {
+    assert.equal(checkoutOf(new URL("../ffi/load.ts", import.meta.url).href), root);
   }
 });
 
