@@ -1732,14 +1732,33 @@ function endValueFits(inner: unknown): boolean {
   return !valueParts(inner, RICH_ELEMENTS_ALL).over;
 }
 
-/** Whether `cause`'s chain holds more than `CAUSE_DEPTH` Errors (a cycle counts each once). */
+/**
+ * Whether `cause`'s chain holds more than `CAUSE_DEPTH` Errors (a cycle counts each once); a
+ * read that throws (a revoked Proxy down it) ends the chain there, as `errorHeads` ends it.
+ */
 function tooDeep(cause: unknown): boolean {
   const seen = new Set<unknown>();
-  for (let e = cause; e instanceof Error && !seen.has(e); e = e.cause) {
-    if (seen.size === CAUSE_DEPTH) return true;
-    seen.add(e);
+  try {
+    for (let e = cause; e instanceof Error && !seen.has(e); e = e.cause) {
+      if (seen.size === CAUSE_DEPTH) return true;
+      seen.add(e);
+    }
+  } catch {
+    // The chain so far.
   }
   return false;
+}
+
+/**
+ * `v instanceof Error`, false when asking throws: a revoked Proxy's prototype read does (of an
+ * Error or not: nothing can tell, its target is out of reach), and so may a Proxy's trap.
+ */
+function isError(v: unknown): boolean {
+  try {
+    return v instanceof Error;
+  } catch {
+    return false;
+  }
 }
 
 /** What a cause that cannot be copied, or the part of one that cannot, says instead. */
@@ -1795,17 +1814,22 @@ function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()
         ownValue(copy, "cause", `a cause whose read threw (${NOT_COPIED})`);
         return copy;
       }
-      const met = inner instanceof Error ? copies.get(inner) : undefined;
+      // Asked once, false when asking throws: a revoked Proxy (of an Error or not: its target
+      // cannot be reached) is a value that cannot be copied, a string in its place, as the rich
+      // encoding makes it (`encodeRich`'s `ref`). Before, the throw took the whole copy: an
+      // Error whose cause was one crossed as "reading it threw", its message and class lost.
+      const error = isError(inner);
+      const met = error ? copies.get(inner as Error) : undefined;
       ownValue(
         copy,
         "cause",
         met !== undefined
           ? met
-          : inner instanceof Error && depth + 1 < CAUSE_CHAIN
+          : error && depth + 1 < CAUSE_CHAIN
           ? standIn(inner, depth + 1, copies)
-          : inner instanceof Error && tooDeep(inner)
+          : error && tooDeep(inner)
           ? `${describe(inner)} (a cause chain over ${CAUSE_DEPTH} Errors deep: ${NOT_COPIED})`
-          : (inner instanceof Error ? !endFits(inner) : valueParts(inner, RICH_ELEMENTS_ALL).over)
+          : (error ? !endFits(inner) : valueParts(inner, RICH_ELEMENTS_ALL).over)
           ? `${describe(inner)} (past ${RICH_ELEMENTS_ALL} elements in one cause: ${NOT_COPIED})`
           : encodeExact(inner) !== null
           ? inner

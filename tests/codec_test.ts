@@ -748,6 +748,49 @@ Deno.test("a close cause whose prototype cannot be read (a revoked Proxy) closes
   }
 });
 
+Deno.test("a revoked Proxy (of an Error) down a close cause's chain is a value that cannot be copied, a string in its place, as in the rich encoding: the Errors around it keep their class, name and message", () => {
+  // Before, only a rich cause (one with a field) kept them: a plain chain's `instanceof` threw
+  // inside the stand-in, and the cause crossed as "cannot be copied (reading it threw)", or the
+  // Error holding the Proxy did, its message and class lost. What the Proxy was cannot be read
+  // (its target is out of reach): it is not taken for an Error, anywhere.
+  const revoked = () => {
+    const r = Proxy.revocable(new TypeError("gone"), {});
+    r.revoke();
+    return r.proxy;
+  };
+  const said =
+    "an object that cannot be described (its tag threw) (cannot be copied to another isolate)";
+  let long: Error = new Error("e19", { cause: revoked() });
+  for (let i = 18; i >= 0; i--) long = new Error(`e${i}`, { cause: long });
+  const cases: [Error, [new (m: string) => Error, string][]][] = [
+    [new RangeError("outer", { cause: revoked() }), [[RangeError, "outer"]]],
+    [Object.assign(new RangeError("outer", { cause: revoked() }), { code: "E" }), [[
+      RangeError,
+      "outer",
+    ]]],
+    [new Error("a", { cause: new TypeError("b", { cause: revoked() }) }), [[Error, "a"], [
+      TypeError,
+      "b",
+    ]]],
+    // Past the 16 Errors the stand-in copies: those 16 kept, the rest a string saying so.
+    [long, Array.from({ length: 16 }, (_, i) => [Error, `e${i}`])],
+  ];
+  for (const [cause, chain] of cases) {
+    const got = decodeCause(encodeCause(cause)!);
+    assert.ok(got.ok);
+    let e: unknown = got.cause;
+    for (const [cls, message] of chain) {
+      assert.ok(e instanceof cls && e.message === message, `${String(e)}, not ${message}`);
+      e = (e as Error).cause;
+    }
+    if (chain.length === 16) assert.match(String(e), /cannot be copied to another isolate/);
+    else assert.equal(e, said);
+    using ch = new Channel<number>(1);
+    ch.share(); // native: close() encodes the cause for other isolates, and does not throw
+    assert.equal(ch.close(cause), true);
+  }
+});
+
 Deno.test("a close cause holding an array (a Proxy's) whose length cannot be encoded closes a shared channel at once: nothing read, other isolates get its stand-in; a sparse one crosses", () => {
   // Before, the packer's loop ran to the claimed length: close() packed until memory ran out.
   const claimed: ReturnType<typeof lengthClaimingProxy>[] = [];
