@@ -1118,11 +1118,25 @@ const CAUSE_DEPTH = 1_000;
 export function encodeCause(cause: unknown): Uint8Array | null {
   // `instanceof` inside needsRich's try: a revoked Proxy's prototype read throws, and close()
   // threw it (the channel left open) before the other encodings' stand-in could see to it.
+  overMax = false;
   const exact = ownData(cause) && endFits(cause) ? encodeExact(cause) : null;
-  const base = exact ?? encodeExact(standIn(cause, 0));
+  // Too large as it is: a cause that is no Error is only its size, said in the house form (its
+  // stand-in would say less); an Error keeps what its stand-in keeps, where that fits.
+  if (exact === null && overMax && !isError(cause)) return encodeExact(tooLargeCause(cause));
+  let base = exact;
+  if (base === null) {
+    const copy = standIn(cause, 0);
+    overMax = false; // the stand-in's own size, not that of a value it left out
+    base = encodeExact(copy);
+    if (base === null && overMax) return encodeExact(tooLargeCause(cause));
+  }
   if (base === null || (base[0] !== 3 && base[0] !== 4) || !needsRich(cause)) return base;
   const rich = encodeRich(cause as Error);
-  return rich === null ? base : withRich(base, rich);
+  // Its trailer too must fit (`causeBytesMax`): else the cause as node:v8 copies it, as past
+  // `RICH_BYTES_MAX`.
+  return rich === null || base.length + rich.length + RICH_TRAILER > causeBytesMax
+    ? base
+    : withRich(base, rich);
 }
 
 /**
@@ -1484,7 +1498,7 @@ function encodeRich(cause: Error): Uint8Array | null {
         if (size > RICH_BYTES_MAX) throw new RangeError("over RICH_BYTES_MAX");
       }
       if (bytes !== null) return bytes;
-      return keep ? text(`${describe(v)} (${NOT_COPIED})`) : undefined;
+      return keep ? text(`${describeCause(v)} (${NOT_COPIED})`) : undefined;
     };
     /** `e`'s record: throws when reading it throws. */
     const richRecord = (e: Error): RichRecord => {
@@ -1777,7 +1791,9 @@ const NOT_COPIED = "cannot be copied to another isolate";
 function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()): unknown {
   try {
     if (!(cause instanceof Error)) {
-      return new Error(`The channel's close or cancel cause ${NOT_COPIED}: ${describe(cause)}`);
+      return new Error(
+        `The channel's close or cancel cause ${NOT_COPIED}: ${describeCause(cause)}`,
+      );
     }
     const copy = new Error(String(cause.message));
     // A cycle down the chain (an Error that is its own cause, or a getter answering with an
@@ -1831,15 +1847,23 @@ function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()
           ? `${describe(inner)} (a cause chain over ${CAUSE_DEPTH} Errors deep: ${NOT_COPIED})`
           : (error ? !endFits(inner) : valueParts(inner, RICH_ELEMENTS_ALL).over)
           ? `${describe(inner)} (past ${RICH_ELEMENTS_ALL} elements in one cause: ${NOT_COPIED})`
-          : encodeExact(inner) !== null
+          : fitsExact(inner)
           ? inner
-          : `${describe(inner)} (${NOT_COPIED})`,
+          : `${describeCause(inner)} (${
+            overMax ? `its encoding takes over ${causeBytesMax} bytes: ` : ""
+          }${NOT_COPIED})`,
       );
     }
     return copy;
   } catch {
     return new Error(`The channel's close or cancel cause ${NOT_COPIED} (reading it threw)`);
   }
+}
+
+/** Whether `encodeExact` copies `v`; `overMax` says, when not, whether for its size. */
+function fitsExact(v: unknown): boolean {
+  overMax = false;
+  return encodeExact(v) !== null;
 }
 
 function ownValue(target: object, key: string, value: unknown): void {
@@ -1852,17 +1876,78 @@ function ownValue(target: object, key: string, value: unknown): void {
  */
 const CAUSE_BYTES_MAX = 0x7fff_ffff;
 
-/** `encodeCause` of a cause as it is: null when neither encoding can copy it. */
+/**
+ * The most bytes an encoded close cause may take (`encodeExact`, `withRich`, all of it):
+ * `CAUSE_BYTES_MAX`, lowered only by tests (`setCauseBytesMax`), so that a cause too large is
+ * tested without gigabytes.
+ */
+let causeBytesMax = CAUSE_BYTES_MAX;
+
+/**
+ * @ignore For tests: sets `causeBytesMax` (an integer from 64, room for the error that says a
+ * cause was too large, to `CAUSE_BYTES_MAX`) and returns what it was.
+ */
+export function setCauseBytesMax(n: number): number {
+  if (!Number.isInteger(n) || n < 64 || n > CAUSE_BYTES_MAX) {
+    throw new RangeError(
+      `Cannot set the cause bytes limit: it must be an integer from 64 to ${CAUSE_BYTES_MAX}, ` +
+        `received ${describe(n)}`,
+    );
+  }
+  const was = causeBytesMax;
+  causeBytesMax = n;
+  return was;
+}
+
+/**
+ * Whether an `encodeExact` since it was last cleared refused a value for its size (over
+ * `causeBytesMax`), not for what it holds: `encodeCause` and `standIn` say so then.
+ */
+let overMax = false;
+
+/**
+ * `describe(v)`, a long string by its length: a cause too large to encode is most often one,
+ * and its description (the whole string, quoted) would be as large again.
+ */
+function describeCause(v: unknown): string {
+  return typeof v === "string" && v.length > 64
+    ? `a string of ${v.length} characters`
+    : describe(v);
+}
+
+/**
+ * What crosses for a close cause whose encoding, and its stand-in's, would take over
+ * `causeBytesMax` bytes (2^31-1: the most `kc_chan_cause` can answer): a RangeError in the house
+ * form. Before, such bytes were stored (up to 2^32-1; past that Deno's u32 wrapped the length)
+ * and another isolate's `kc_chan_cause` answered KC_EINVAL for them: the channel read there as
+ * closed cleanly, the failure lost.
+ */
+function tooLargeCause(cause: unknown): RangeError {
+  return new RangeError(
+    `Cannot copy the channel's close or cancel cause to another isolate: its encoding takes ` +
+      `over ${causeBytesMax} bytes, received ${describeCause(cause)}`,
+  );
+}
+
+/**
+ * `encodeCause` of a cause as it is: null when neither encoding can copy it, or its bytes would
+ * be over `causeBytesMax` (`overMax` set then), checked before they are copied into the result.
+ */
 function encodeExact(cause: unknown): Uint8Array | null {
   try {
-    const n = pack(cause, CAUSE_BYTES_MAX);
-    if (n >= 0) return withKind(1, packed().subarray(0, n));
+    const n = pack(cause, causeBytesMax);
+    if (n >= 0) return n + 1 > causeBytesMax ? over() : withKind(1, packed().subarray(0, n));
     const body = serialize(cause);
-    if (!(cause instanceof Error)) return withKind(2, body);
+    if (!(cause instanceof Error)) {
+      return body.length + 1 > causeBytesMax ? over() : withKind(2, body);
+    }
     const heads = errorHeads(cause);
-    if (heads.length === 0) return withKind(2, body); // reading it threw
+    if (heads.length === 0) {
+      return body.length + 1 > causeBytesMax ? over() : withKind(2, body); // reading it threw
+    }
     const count = heads.length === 1 ? [] : [heads.length];
     const size = heads.reduce((sum, h) => sum + h.length, 1 + count.length + body.length);
+    if (size > causeBytesMax) return over();
     const out = new Uint8Array(size);
     out[0] = heads.length === 1 ? 3 : 4;
     out.set(count, 1);
@@ -1876,6 +1961,11 @@ function encodeExact(cause: unknown): Uint8Array | null {
   } catch {
     return null;
   }
+}
+
+function over(): null {
+  overMax = true;
+  return null;
 }
 
 /**

@@ -25,6 +25,7 @@ import {
   decodeCause,
   encodeCause,
   POOL_SLICE_ALIGN,
+  setCauseBytesMax,
   setValueBytesMax,
   slabCopy,
 } from "../src/codec.ts";
@@ -789,6 +790,75 @@ Deno.test("a revoked Proxy (of an Error) down a close cause's chain is a value t
     ch.share(); // native: close() encodes the cause for other isolates, and does not throw
     assert.equal(ch.close(cause), true);
   }
+});
+
+Deno.test("a close cause whose encoding would take over the 2^31-1 bytes another isolate can read is refused before it is copied: a RangeError in the house form crosses, or the stand-in of an Error whose own parts fit; never bytes a reader cannot take", () => {
+  // Before, nothing bounded the whole: such bytes were stored, and another isolate's
+  // kc_chan_cause answered KC_EINVAL for them (its length is an int32), the channel read there
+  // as closed cleanly; a packed value of exactly 2^31-1 bytes took one more with its kind byte.
+  // The bound (2^31-1) lowered for the test: no gigabytes.
+  const max = 4096;
+  const was = setCauseBytesMax(max);
+  try {
+    const big = "x".repeat(5000);
+    const refused = (what: string) =>
+      `Cannot copy the channel's close or cancel cause to another isolate: its encoding takes ` +
+      `over ${max} bytes, received ${what}`;
+    const read = (cause: unknown) => {
+      const bytes = encodeCause(cause);
+      assert.ok(bytes !== null && bytes.length <= max, `${bytes?.length} bytes`);
+      const got = decodeCause(bytes);
+      assert.ok(got.ok);
+      return got.cause;
+    };
+    // Too large as it is, and no Error: its size, in the house form.
+    for (
+      const [cause, what] of [
+        [big, "a string of 5000 characters"],
+        [new Uint8Array(max), "[object Uint8Array] of length 4096"],
+        [["y".repeat(3000), "z".repeat(3000)], "[object Array] of length 2"],
+      ] as const
+    ) {
+      const got = read(cause);
+      assert.ok(got instanceof RangeError, String(got));
+      assert.equal(got.message, refused(what));
+    }
+    // The bound exactly, with its kind byte (1) and packed string's tag and length (5): as it
+    // is; one byte more, refused.
+    assert.equal(read("x".repeat(max - 6)), "x".repeat(max - 6));
+    assert.equal(
+      (read("x".repeat(max - 5)) as Error).message,
+      refused("a string of 4091 characters"),
+    );
+    // An Error: its stand-in, whose class and message fit, its cause's place saying why.
+    const chain = read(new TypeError("outer", { cause: big }));
+    assert.ok(chain instanceof TypeError && chain.message === "outer", String(chain));
+    assert.equal(
+      chain.cause,
+      `a string of 5000 characters (its encoding takes over ${max} bytes: cannot be copied to ` +
+        "another isolate)",
+    );
+    // One whose stand-in is too large as well (its message): the RangeError.
+    const message = read(new Error(big));
+    assert.ok(message instanceof RangeError);
+    assert.equal(message.message, refused("[object Error]"));
+    // A rich encoding that would pass it: the cause as node:v8 copies it, its fields left out.
+    const rich = read(
+      Object.assign(new Error("rich"), { a: "y".repeat(3000), b: "z".repeat(3000) }),
+    );
+    assert.ok(rich instanceof Error && rich.message === "rich" && !("a" in rich), String(rich));
+    // A shared channel closes with it.
+    using ch = new Channel<number>(1);
+    ch.share();
+    assert.equal(ch.close(big), true);
+  } finally {
+    setCauseBytesMax(was);
+  }
+  assert.throws(() => setCauseBytesMax(2 ** 31), {
+    name: "RangeError",
+    message:
+      "Cannot set the cause bytes limit: it must be an integer from 64 to 2147483647, received 2147483648",
+  });
 });
 
 Deno.test("a close cause holding an array (a Proxy's) whose length cannot be encoded closes a shared channel at once: nothing read, other isolates get its stand-in; a sparse one crosses", () => {
