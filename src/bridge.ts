@@ -17,7 +17,7 @@
 import { setImmediate } from "node:timers";
 import type { Library } from "../ffi/load.ts";
 import type { Slot } from "./codec.ts";
-import { KcoroError, Status } from "./errors.ts";
+import { InvalidHandleError, KcoroError, Status, statusError } from "./errors.ts";
 
 /**
  * A queued operation: `complete` runs once its record is drained (it must `take` the ticket);
@@ -45,6 +45,22 @@ export interface RingOp {
    * more); `withdrawn` is called after that destroy.
    */
   owned?: boolean;
+}
+
+/**
+ * The error a queued wait fails with once its ring is gone (`RingOp.lost`, or its withdrawal
+ * failing with `status`): KC_EBADH names the ring's handle, not the channel's, which may live
+ * on (another isolate's waits on it still complete). Before, it was `unwrap`'s message for a
+ * dead handle, "the handle is stale, destroyed or not a kcoro handle", which sent the reader
+ * looking for a channel destroyed, when the ring was. Another status keeps its named error.
+ */
+export function ringLostError(status: number, op: string): unknown {
+  if (status !== Status.EBADH) return statusError(status, op);
+  return new InvalidHandleError(
+    `Cannot ${op}: the wait was lost with this isolate's completion ring, destroyed while the ` +
+      "wait was queued on it (no completion can come; the channel itself was not destroyed " +
+      "by this), received KC_EBADH from the ring",
+  );
 }
 
 /** How long one wait may block before the loop looks again (bounds exit after a lost wake-up). */

@@ -32,7 +32,7 @@
  * @module
  */
 import { beforeFirstOpen, inWorker, type Library, library, libraryAt } from "../ffi/load.ts";
-import { Bridge, type RingOp } from "./bridge.ts";
+import { Bridge, ringLostError, type RingOp } from "./bridge.ts";
 import { isCancellation } from "./job.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 import {
@@ -2929,7 +2929,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #lost(w: Waiter, rc: number, op = "withdraw "): void {
     w.detach();
     releaseSlot(w);
-    w.reject(statusError(rc, op + (w.kind === SEND ? "send" : "receive")));
+    w.reject(ringLostError(rc, op + (w.kind === SEND ? "send" : "receive")));
   }
 
   /**

@@ -47,7 +47,7 @@
  * @module
  */
 import type { Library } from "../ffi/load.ts";
-import { Bridge, type RingOp } from "./bridge.ts";
+import { Bridge, ringLostError, type RingOp } from "./bridge.ts";
 import { Channel, type ReceiveCatchingResult } from "./channel.ts";
 import { giveSlot, type Slot, takeSlot } from "./codec.ts";
 import {
@@ -62,7 +62,6 @@ import {
   listenAbort,
   refuseAsValue,
   Status,
-  statusError,
   unlistenAbort,
   unwrap,
 } from "./errors.ts";
@@ -688,7 +687,7 @@ class Selection implements RingOp {
         this.#giveSlots();
         this.done = true;
         this.#cleanup();
-        this.reject(statusError(rc, "withdraw select"));
+        this.reject(ringLostError(rc, "withdraw select"));
         return;
       }
       if (c !== undefined && c.kind === TIMEOUT) this.#countTimeout();
@@ -748,7 +747,7 @@ class Selection implements RingOp {
     this.#giveSlots();
     this.done = true;
     this.#cleanup();
-    this.reject(statusError(status, "select"));
+    this.reject(ringLostError(status, "select"));
   }
 
   /** The ring's record for the queued native select. */
