@@ -960,6 +960,8 @@ function sharedOf(lib: Library, handle: number): Shared {
  * dropped, as for a Worker creator that ended. The held value is the channel's `Shared` entry,
  * which exists anyway: a held object of its own cost each channel 40 bytes.
  */
+/** For tests (`_testFromChecked`): runs in `Channel.from` between its checks and its hold. */
+let fromChecked: ((handle: number) => number) | null = null;
 /** For tests (`_testOrphanSwitched`): runs in `orphans` between its hook switch and its take. */
 let orphanSwitched: ((handle: number) => void) | null = null;
 /** `orphans`' kc_chan_serial words (a finalizer's own: it may run between any two tasks). */
@@ -1360,6 +1362,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   constructor(capacity: Capacity = "rendezvous", options: ChannelOptions<T> = {}) {
     if ((capacity as unknown) === fromToken) {
       const o = open(options as unknown);
+      if (fromChecked !== null) o.handle = fromChecked(o.handle);
       this.#lib = o.lib;
       this.#handleValue = this.#handle = o.handle;
       this.#createOverflow = 0;
@@ -1384,12 +1387,35 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (owner !== undefined) owner.#holdForCopy();
       // A holder: the channel lives on while this copy does, also after its owner's isolate
       // ended (a terminated Worker). A handle that died since open() checked it fails here.
-      unwrap(o.lib.symbols("open channel").kc_chan_hold(o.handle, 0), "open channel");
+      const sym = o.lib.symbols("open channel");
+      unwrap(sym.kc_chan_hold(o.handle, 0), "open channel");
+      // The hold is the checked channel's only if the handle's value still names it (its
+      // serial as open() read it first): else that one was destroyed since, and the value went
+      // to a later channel once its slot's generation wrapped (~523,000 frees), whose shape
+      // nobody checked: refused. Before, the copy opened that channel, of whatever shape, and
+      // held it. Its hold is given back, but pinned first (KC_CHAN_HOLD_FOREVER, as a `handle`
+      // read pins): the giving back is that channel's last hold when nobody held it yet, which
+      // destroys it under its creator (a C caller's, an owner's not shared); pinned, it lives
+      // until its creator destroys it, a channel kept too long in this rare race rather than
+      // one ended under its user. Dead now: the hold was taken, and this copy finds the end at
+      // its first call, as one opened just before the destroy does.
+      const dead = sym.kc_chan_serial(o.handle, serialWords) !== 0;
+      if (!dead && (serialWords[0] !== o.serialLo || serialWords[1] !== o.serialHi)) {
+        sym.kc_chan_hold(o.handle, HOLD_FOREVER);
+        sym.kc_chan_unhold(o.handle);
+        throw new InvalidHandleError(
+          `Cannot open shared channel: handle ${o.handle} names no live channel of the one ` +
+            "described: it was destroyed while this copy opened it, and the handle's value went " +
+            "to another channel since (its slot reused), received a handle of another channel",
+        );
+      }
       this.#held = true;
       this._shared = sharedOf(o.lib, o.handle); // live: an ended entry is out of `shared`
-      // Made now: the channel's serial, read while this copy's hold keeps it the handle's.
+      // Made now: the channel's serial, read just above while this copy's hold keeps it the
+      // handle's (0 and 0 if dead: no channel has serial 0).
       if (this._shared.refs === 1) {
-        fileSerial(o.lib.symbols("open channel"), this._shared, o.handle);
+        this._shared.serialLo = dead ? 0 : o.serialLo;
+        this._shared.serialHi = dead ? 0 : o.serialHi;
       }
       this._shared.join(this as Channel<unknown>); // its gate closes with the others' (#markEnded)
       this._shared.lib = o.lib;
@@ -4936,6 +4962,16 @@ export function _testOrphanSwitched(f: ((handle: number) => void) | null): void 
   orphanSwitched = f;
 }
 
+/**
+ * @ignore For tests: `f` runs in `Channel.from` between `open`'s checks of the handle and the
+ * copy's hold, and answers the handle value to go on with: another channel's, as if the checked
+ * one had been destroyed meanwhile and its value gone to a later channel (its slot's generation
+ * wrapped: ~523,000 frees). Null: none. Internal.
+ */
+export function _testFromChecked(f: ((handle: number) => number) | null): void {
+  fromChecked = f;
+}
+
 /** @ignore For tests: how many channels this isolate keeps an entry for. */
 export function _sharedEntries(): number {
   return shared.size;
@@ -4950,6 +4986,8 @@ function open(
   codec: Codec<unknown>;
   capacity: number;
   role: ChannelRole | undefined;
+  serialLo: number;
+  serialHi: number;
 } {
   const op = "open shared channel";
   // `got`: what was wrong, a field's own value where one field is (the whole object said
@@ -5013,7 +5051,13 @@ function open(
     );
   }
   const info = outWords;
-  if (lib.symbols(op).kc_chan_info(handle, info) < 0) {
+  const sym = lib.symbols(op);
+  // The serial first, then the shape: the copy's hold, taken last (`Channel.from`), is checked
+  // against this serial, so that the shape checked here, the hold and every call between were
+  // the one channel's (a serial names one channel, alive over one stretch of time).
+  const dead = sym.kc_chan_serial(handle, serialWords) !== 0;
+  const serialLo = serialWords[0], serialHi = serialWords[1];
+  if (dead || sym.kc_chan_info(handle, info) < 0) {
     // Most often a channel a Worker shared and then ended (closed or terminated) before any
     // other isolate opened it: the message said only "stale, destroyed or forged", and a Worker
     // that produced a few values and closed itself left its user nothing to go on.
@@ -5044,7 +5088,7 @@ function open(
         `values, not of codecs.${codec.name} as described (forged, or from another channel)`,
     );
   }
-  return { lib, handle, codec, capacity: capacity + 0, role }; // -0 as 0
+  return { lib, handle, codec, capacity: capacity + 0, role, serialLo, serialHi }; // -0 as 0
 }
 
 refuseAsValue(

@@ -32,6 +32,7 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
+import { _sharedEntries, _testFromChecked } from "../src/channel.ts";
 import { encodeCause, Slot, slotsMade } from "../src/codec.ts";
 
 /** A send of `v` to the channel `handle` names, as native code on another thread would. */
@@ -2124,6 +2125,45 @@ Deno.test("an owner collected after native code destroyed its channel unseen lea
       later = out[0];
       if (sym.kc_chan_info(later, info) !== 0 || String(info) !== shape) throw new Error("shape");
   `);
+});
+
+Deno.test("Channel.from refuses a handle whose checked channel was destroyed and its value given to a later channel of the same shape before the copy's hold", () => {
+  // The later channel comes from a test hook between open()'s checks and the hold, as if
+  // another thread's destroy and the slot's generation wrap (~523,000 frees) had come then.
+  // Before, the copy held and opened the later channel: its shape matched, its serial was never
+  // read again (only the shape, and only before the hold).
+  const sym = library().symbols("test");
+  const owner = new Channel(4, { codec: codecs.f64 });
+  const described = owner.share();
+  const info = new Uint32Array(4), out = new Uint32Array(1);
+  assert.equal(sym.kc_chan_info(owner.handle, info), 0);
+  const entries = _sharedEntries();
+  let later = 0;
+  _testFromChecked(() => {
+    assert.equal(sym.kc_chan_create(info[0], info[1], info[2], info[3], out), 0);
+    return later = out[0];
+  });
+  try {
+    assert.throws(
+      () => Channel.from(described),
+      (e: unknown) =>
+        e instanceof InvalidHandleError &&
+        /^Cannot open shared channel: handle \d+ names no live channel of the one described: it was destroyed while this copy opened it/
+          .test(e.message),
+    );
+  } finally {
+    _testFromChecked(null);
+  }
+  assert.notEqual(later, 0);
+  // Its hold was given back: this thread holds none of the later channel, which lives on.
+  assert.equal(sym.kc_chan_unhold(later), Status.EINVAL);
+  assert.ok(sym.kc_chan_status(later) >= 0);
+  assert.equal(_sharedEntries(), entries); // no entry made for it
+  assert.equal(sym.kc_chan_destroy(later), 0);
+  // The checked channel opens as before.
+  using copy = Channel.from(described);
+  assert.equal(copy.trySend(1).state, "ok");
+  owner[Symbol.dispose]();
 });
 
 Deno.test("an owner collected while a copy keeps its channel switches its keeping off before it takes the kept values: a value dropped in between is not left in a list nobody takes", async () => {
