@@ -960,6 +960,23 @@ function sharedOf(lib: Library, handle: number): Shared {
  * dropped, as for a Worker creator that ended. The held value is the channel's `Shared` entry,
  * which exists anyway: a held object of its own cost each channel 40 bytes.
  */
+/** `Channel.#closeNative`'s answer where native code closed the channel but lost its cause. */
+const CAUSE_LOST = -2;
+/** For tests (`_testCauseNoMemory`): how many closes with a cause answer KC_ENOMEM. */
+let causeNoMemory = 0;
+
+/**
+ * What close() (`did` "closed") and cancel() ("cancelled") throw when native code could not keep
+ * their cause (KC_ENOMEM): the channel is closed or cancelled all the same.
+ */
+function causeLostError(op: string, did: string): KcoroError {
+  return new KcoroError(
+    Status.ENOMEM,
+    `Cannot ${op} with its cause: out of memory to keep the cause for the channel's other ` +
+      `isolates; the channel is ${did} all the same, without this cause`,
+  );
+}
+
 /** For tests (`_testFromChecked`): runs in `Channel.from` between its checks and its hold. */
 let fromChecked: ((handle: number) => number) | null = null;
 /** For tests (`_testOrphanSwitched`): runs in `orphans` between its hook switch and its take. */
@@ -2125,8 +2142,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * Closes (or cancels) the native channel, storing `cause` with it for other isolates (its
    * stand-in when it cannot be copied, `encodeCause`): 1 if this call closed it, 0 if it was
-   * closed already, -1 (a cancel without a cause to store) not known. `bytes`, when given, is
-   * the cause encoded already (`cancel`).
+   * closed already, -1 (a cancel without a cause to store) not known, `CAUSE_LOST` (KC_ENOMEM:
+   * native code had no memory to keep the cause) closed or cancelled all the same, without the
+   * cause, whether by this call or before not known: the caller makes this isolate's state say
+   * so and throws `causeLostError`. `bytes`, when given, is the cause encoded already (`cancel`).
    */
   #closeNative(
     sym: Sym,
@@ -2139,8 +2158,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // Encoding the cause ran the caller's code (its getters), which may have learnt the channel
     // ended or disposed this object: the call below is given `ENDED_HANDLE` then (`#handle`,
     // read after it), answering KC_EBADH.
-    const rc = bytes !== null
-      ? sym.kc_chan_close_cause(this.#handle, bytes, bytes.length, cancel ? 1 : 0)
+    // The test hook (`_testCauseNoMemory`): the cause is not kept, and the answer is
+    // KC_ENOMEM, as kc_chan_close_cause gives when it cannot copy it.
+    const noMemory = bytes !== null && causeNoMemory > 0;
+    if (noMemory) causeNoMemory--;
+    let rc = bytes !== null
+      ? sym.kc_chan_close_cause(this.#handle, bytes, noMemory ? 0 : bytes.length, cancel ? 1 : 0)
       : cancel
       ? sym.kc_chan_cancel(this.#handle)
       : sym.kc_chan_close(this.#handle);
@@ -2150,6 +2173,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // (Kotlin's), where both threw InvalidHandleError and the owner's dispose, actor and
     // produce each caught it.
     if (this.#creatorEnded(rc)) return 0;
+    if (noMemory && rc >= 0) rc = Status.ENOMEM;
+    // The close or cancel stands (zig-src/root.zig, kc_chan_close_cause): only the cause is
+    // lost, and whether this call was the first is not told. Before, it threw `unwrap`'s "out
+    // of memory" as if nothing had happened: close() left this isolate's state open, and
+    // cancel() kept the cause as the channel's here (no other isolate could read it) and left
+    // what the cancel dropped for onUndeliveredElement to a later call.
+    if (rc === Status.ENOMEM && bytes !== null) return CAUSE_LOST;
     this.#unwrap(rc, op);
     return bytes === null && cancel ? -1 : rc;
   }
@@ -3898,6 +3928,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     s.head = 0;
     if (!s.closed) return;
     flushAll(s.senders);
+    // CAUSE_LOST: closed natively all the same, its cause not kept for other isolates; this
+    // one's waiters were told it already, and it stays the channel's here. Not thrown: the
+    // escape (`share()`, `handle`) that made the channel native succeeded.
     this.#closeNative(sym, s.cancelled, s.cause, s.hasCause);
   }
 
@@ -4196,7 +4229,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // the close call is given `ENDED_HANDLE` then (`#handle`) and answers false, as on any
     // cancelled channel.
     const given = arguments.length > 0 && cause !== undefined;
-    const first = this.#closeNative(sym, false, cause, given) === 1;
+    const rc = this.#closeNative(sym, false, cause, given);
+    if (rc === CAUSE_LOST) {
+      // Closed natively all the same: so here, with the cause every isolate reads (none kept;
+      // another closer's, if one came first), not `cause`.
+      s.closed = true;
+      throw causeLostError("close channel", "closed");
+    }
+    const first = rc === 1;
     if (first) {
       s.closed = true;
       if (arguments.length > 0 && cause !== undefined) {
@@ -4265,13 +4305,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // (`#handle`) and does nothing, as on any cancelled channel; `cause` stays the channel's.
     flushAll(s.senders);
     flushAll(s.receivers);
-    if (this.#closeNative(sym, true, cause, given, bytes) === 0 && given && !s.ended) {
-      // Closed already by another isolate or native code: its cause (if any) is the cause.
+    const rc = this.#closeNative(sym, true, cause, given, bytes);
+    // Closed already by another isolate or native code: its cause (if any) is the cause. So
+    // where native code could not keep `cause` (CAUSE_LOST): the cause is what every isolate
+    // reads (none, or an earlier closer's), not one only this isolate knows.
+    if ((rc === 0 || rc === CAUSE_LOST) && given && !s.ended) {
       s.cause = undefined;
       s.hasCause = false;
       s.causeLooked = false;
     }
-    this.#collect();
+    this.#collect(); // cancelled either way: what it dropped goes to the hook now
+    if (rc === CAUSE_LOST) throw causeLostError("cancel channel", "cancelled");
   }
 
   /**
@@ -4970,6 +5014,15 @@ export function _testOrphanSwitched(f: ((handle: number) => void) | null): void 
  */
 export function _testFromChecked(f: ((handle: number) => number) | null): void {
   fromChecked = f;
+}
+
+/**
+ * @ignore For tests: the next `n` closes and cancels with a cause (`close(cause)`,
+ * `cancel(cause)`) store none natively and answer KC_ENOMEM, as kc_chan_close_cause does when it
+ * cannot copy the cause (the close or cancel stands). Internal.
+ */
+export function _testCauseNoMemory(n: number): void {
+  causeNoMemory = n;
 }
 
 /** @ignore For tests: how many channels this isolate keeps an entry for. */

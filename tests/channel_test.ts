@@ -32,7 +32,7 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-import { _sharedEntries, _testFromChecked } from "../src/channel.ts";
+import { _sharedEntries, _testCauseNoMemory, _testFromChecked } from "../src/channel.ts";
 import { encodeCause, Slot, slotsMade } from "../src/codec.ts";
 
 /** A send of `v` to the channel `handle` names, as native code on another thread would. */
@@ -740,6 +740,57 @@ Deno.test("cancelled by native code (or another isolate): a send after any try-o
     await assert.rejects(ch.send(1), CancellationError, `${name}, then send`);
     await assert.rejects(ch.receive(), CancellationError, `${name}, then receive`);
   }
+});
+
+/** What close(cause) and cancel(cause) throw where native code could not keep the cause. */
+function causeLost(did: string): (e: unknown) => boolean {
+  return (e) =>
+    e instanceof KcoroError && e.status === Status.ENOMEM &&
+    e.message.includes(`the channel is ${did} all the same, without this cause`);
+}
+
+Deno.test("close(cause) that native code could not keep the cause of (KC_ENOMEM) leaves the channel closed here too, its cause the one every isolate reads", async () => {
+  // The KC_ENOMEM comes from a test hook, with no cause stored, as kc_chan_close_cause answers
+  // when it cannot copy the cause: the close stands. Before, close() threw unwrap's "out of
+  // memory" as if nothing had happened, this isolate's state left open.
+  using ch = new Channel<number>(1);
+  ch.share(); // native, as another isolate's copy makes it
+  const waiting = ch.receive(); // queued natively at the close
+  _testCauseNoMemory(1);
+  try {
+    assert.throws(() => ch.close(new Error("why")), causeLost("closed"));
+  } finally {
+    _testCauseNoMemory(0);
+  }
+  assert.equal(ch.isClosedForSend, true);
+  assert.equal(ch.close(), false); // closed already
+  // No cause was kept: this isolate's receive fails as another isolate's does.
+  await assert.rejects(waiting, ClosedReceiveError);
+  const sent = ch.trySend(1);
+  assert.equal(sent.state, "closed");
+  assert.ok(sent.state === "closed" && sent.cause instanceof ClosedSendError, String(sent));
+});
+
+Deno.test("cancel(cause) that native code could not keep the cause of (KC_ENOMEM) still hands what it dropped to onUndeliveredElement, its cause the one every isolate reads", async () => {
+  // As above, for a cancel: it stands. Before, the throw skipped the take of what the cancel
+  // dropped (the hook ran only at a later call), and the cause stayed the channel's in this
+  // isolate alone (another isolate's copy read none).
+  const dropped: number[] = [];
+  using ch = new Channel<number>(4, { onUndeliveredElement: (v) => dropped.push(v) });
+  const h = ch.share().handle;
+  assert.deepEqual([ch.trySend(1), ch.trySend(2)], [{ state: "ok" }, { state: "ok" }]);
+  _testCauseNoMemory(1);
+  try {
+    assert.throws(() => ch.cancel(new Error("why")), causeLost("cancelled"));
+  } finally {
+    _testCauseNoMemory(0);
+  }
+  assert.deepEqual(dropped, [1, 2]);
+  assert.equal(library().symbols("test").kc_chan_cancel_cause(h, null, 0), 0); // none kept
+  const err = await ch.receive().then(() => undefined, (e) => e);
+  assert.ok(err instanceof CancellationError, String(err));
+  assert.equal(err.cause, undefined);
+  assert.equal(err.message, "Channel was cancelled");
 });
 
 Deno.test("cancel(cause) where this isolate learnt from a try-operation that native code cancelled the channel without a cause: the late cause is not the channel's, its later errors carry none", async () => {
