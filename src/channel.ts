@@ -944,22 +944,6 @@ function sharedOf(lib: Library, handle: number): Shared {
   return s;
 }
 
-/**
- * Ends the native channel of an owning `Channel` that was garbage collected without being
- * disposed, so that channels created and dropped (Go's and Kotlin's are garbage collected
- * too) do not use up the handle table and native memory. It acts only for channels whose handle
- * never left their object (`handle`, `share`; `orphanLib` is null otherwise), and a channel
- * with operations waiting in this isolate is still reachable (its `Shared` entry holds the
- * waiters, which hold it), so none is pending. The owner's hold is given back (taken first if it
- * had none): the last hold's leaving destroys the channel natively, its kept values freed there
- * (kc_chan_unhold; the hook died with the object), so a `Channel.from` copy that still holds it
- * keeps it, the channel then ending when the last copy lets go. A copy may be opened from a
- * share object built with the handle's value (the owner made native by a select), which
- * `share()` never saw; before, the channel was destroyed under it. Such a channel's creator is
- * gone: what it kept for the hook is freed now, and what it drops from then on is freed where
- * dropped, as for a Worker creator that ended. The held value is the channel's `Shared` entry,
- * which exists anyway: a held object of its own cost each channel 40 bytes.
- */
 /** `Channel.#closeNative`'s answer where native code closed the channel but lost its cause. */
 const CAUSE_LOST = -2;
 /** For tests (`_testCauseNoMemory`): how many closes with a cause answer KC_ENOMEM. */
@@ -979,11 +963,48 @@ function causeLostError(op: string, did: string): KcoroError {
 
 /** For tests (`_testFromChecked`): runs in `Channel.from` between its checks and its hold. */
 let fromChecked: ((handle: number) => number) | null = null;
+/** For tests (`_testOrphanHold`): answers for `orphans`' hold (undefined: the hold is taken). */
+let orphanHold: ((handle: number) => number | undefined) | null = null;
 /** For tests (`_testOrphanSwitched`): runs in `orphans` between its hook switch and its take. */
 let orphanSwitched: ((handle: number) => void) | null = null;
 /** `orphans`' kc_chan_serial words (a finalizer's own: it may run between any two tasks). */
 const orphanSerial = new Uint32Array(2);
+
+/**
+ * Owners collected whose hold could not be taken (KC_ENOMEM): their channels are ended by the
+ * next owner's collection (`orphans` retries them first), each once a hold goes through.
+ */
+let orphansRetry: Shared[] = [];
+
+/**
+ * Ends the native channel of an owning `Channel` that was garbage collected without being
+ * disposed, so that channels created and dropped (Go's and Kotlin's are garbage collected
+ * too) do not use up the handle table and native memory. It acts only for channels whose handle
+ * never left their object (`handle`, `share`; `orphanLib` is null otherwise), and a channel
+ * with operations waiting in this isolate is still reachable (its `Shared` entry holds the
+ * waiters, which hold it), so none is pending. The owner's hold is given back (taken first if it
+ * had none): the last hold's leaving destroys the channel natively, its kept values freed there
+ * (kc_chan_unhold; the hook died with the object), so a `Channel.from` copy that still holds it
+ * keeps it, the channel then ending when the last copy lets go. A copy may be opened from a
+ * share object built with the handle's value (the owner made native by a select), which
+ * `share()` never saw; before, the channel was destroyed under it. Such a channel's creator is
+ * gone: what it kept for the hook is freed now, and what it drops from then on is freed where
+ * dropped, as for a Worker creator that ended. The held value is the channel's `Shared` entry,
+ * which exists anyway: a held object of its own cost each channel 40 bytes. A hold it cannot take
+ * (KC_ENOMEM) is taken at the next owner's collection instead (`orphansRetry`), the channel left
+ * as it is meanwhile.
+ */
 const orphans = new FinalizationRegistry<Shared>((s) => {
+  if (orphansRetry.length > 0) {
+    const retry = orphansRetry;
+    orphansRetry = [];
+    for (const r of retry) endOrphan(r);
+  }
+  endOrphan(s);
+});
+
+/** What `orphans` does for one owner's `Shared` entry (see there); again from `orphansRetry`. */
+function endOrphan(s: Shared): void {
   const { orphanLib: lib, orphanHandle: handle, orphanCodec: codec, orphanKeeps: keeps } = s;
   if (lib === null) return; // disposed, or its handle left it
   try {
@@ -1005,15 +1026,19 @@ const orphans = new FinalizationRegistry<Shared>((s) => {
     // opened for (`#holdForCopy`); any other takes a hold now, to give it back at once. A hold
     // given back on a dead handle is forgotten (KC_EBADH; one of a later channel given the
     // value since is another serial's, left alone).
-    const rc = s.orphanHeld ? 0 : sym.kc_chan_hold(handle, 0);
+    const rc = s.orphanHeld ? 0 : orphanHold?.(handle) ?? sym.kc_chan_hold(handle, 0);
+    // No memory for the hold (KC_ENOMEM): nothing is done now, and the next owner's collection
+    // tries again (`orphansRetry`), the entry kept meanwhile. Not destroyed: other holders may
+    // remain (another isolate's copy opened from the handle's value, which a select gave out),
+    // and a destroy ended the channel under them. Before, it destroyed it, and before that its
+    // answer read as "holders remain".
+    if (rc !== 0 && rc !== Status.EBADH) {
+      orphansRetry.push(s);
+      return;
+    }
     let lives = false;
     // Given back: 0, holders remain; 1, the last hold, destroyed; KC_EBADH, destroyed before.
     if (rc === 0) lives = sym.kc_chan_unhold(handle) === 0;
-    // No memory for the hold (KC_ENOMEM): destroyed now, whatever it answers (0, this call
-    // destroyed it; KC_EBADH, another did). Before, its 0 read as "holders remain": the entry
-    // stayed while other objects of this isolate named it, and the hook switch below went to
-    // a dead handle.
-    else if (rc !== Status.EBADH) sym.kc_chan_destroy(handle);
     // The owner's share of this isolate's entry; the whole entry once the channel is gone (a
     // later channel may get the handle's value).
     if ((--s.refs === 0 || !lives) && shared.get(s.key) === s) shared.delete(s.key);
@@ -1034,7 +1059,7 @@ const orphans = new FinalizationRegistry<Shared>((s) => {
   } catch (e) {
     reportError(e); // a finalizer must not throw; nothing here should
   }
-});
+}
 
 const SEND = 0, RECV = 1, RECV_CATCHING = 2, RECV_ITER = 3;
 
@@ -5023,6 +5048,15 @@ export function _testFromChecked(f: ((handle: number) => number) | null): void {
  */
 export function _testCauseNoMemory(n: number): void {
   causeNoMemory = n;
+}
+
+/**
+ * @ignore For tests: `f` answers for the hold an owner's collection (`orphans`) takes on its
+ * channel, as kc_chan_hold would (KC_ENOMEM: no hold taken), or undefined to take it (null:
+ * none). Internal.
+ */
+export function _testOrphanHold(f: ((handle: number) => number | undefined) | null): void {
+  orphanHold = f;
 }
 
 /** @ignore For tests: how many channels this isolate keeps an entry for. */

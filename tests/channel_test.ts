@@ -2256,6 +2256,57 @@ Deno.test("an owner collected while a copy keeps its channel switches its keepin
   );
 });
 
+Deno.test("an owner collected whose hold cannot be taken (KC_ENOMEM) leaves its channel to its other holders, and the next collection ends it", async () => {
+  // The KC_ENOMEM comes from a test hook (no hold taken), as kc_chan_hold answers when its
+  // thread's record cannot grow. Before, the collection destroyed the channel at once, also under
+  // another holder (here a hold of this thread's own, as another isolate's copy opened from the
+  // handle's value holds it).
+  await assertGcScript(
+    `
+    // Each of the two owners' holds fails until \`failing\` is cleared (also when retried).
+    let failing = true;
+    const tried = new Set();
+    _testOrphanHold((h) => {
+      if (!failing || (h !== held && h !== alone)) return undefined;
+      tried.add(h);
+      return ${Status.ENOMEM};
+    });
+    let held, alone, gone1, gone2, gone3;
+    const entries = _sharedEntries();
+    (() => {
+      const a = new Channel(4, { codec: codecs.f64 });
+      const b = new Channel(4, { codec: codecs.f64 });
+      held = a._handle; // what a select does: native, never shared
+      alone = b._handle;
+      gone1 = new WeakRef(a);
+      gone2 = new WeakRef(b);
+    })();
+    if (sym.kc_chan_hold(held, 0) !== 0) throw new Error("hold");
+    await collect(gone1, () => tried.size < 2);
+    await collect(gone2, () => tried.size < 2);
+    if (tried.size !== 2) throw new Error(tried.size + " owners' holds failed, not 2");
+    if (sym.kc_chan_status(held) < 0) throw new Error("destroyed under its other holder");
+    if (sym.kc_chan_status(alone) < 0) throw new Error("destroyed though its hold failed");
+    if (_sharedEntries() !== entries + 2) throw new Error("their entries went");
+    // The next owner's collection takes both holds: the one nobody else holds ends.
+    failing = false;
+    (() => {
+      const c = new Channel(1);
+      c._handle;
+      gone3 = new WeakRef(c);
+    })();
+    await collect(gone3, () => sym.kc_chan_status(alone) >= 0);
+    _testOrphanHold(null);
+    if (sym.kc_chan_status(alone) >= 0) throw new Error("the retry left the channel nobody holds");
+    if (sym.kc_chan_status(held) < 0) throw new Error("the retry destroyed it under its holder");
+    // No object of this isolate names either: both entries go (the held channel lives on).
+    if (_sharedEntries() !== entries) throw new Error(_sharedEntries() - entries + " entries left");
+    if (sym.kc_chan_unhold(held) !== 1) throw new Error("its holder's leaving did not end it");
+  `,
+    `import { _sharedEntries, _testOrphanHold } from "./src/channel.ts";`,
+  );
+});
+
 Deno.test("a receive loop that never yields pins at most 1024 pooled chunks, then copies; views again once finalisers ran", async () => {
   const res = await evalScript(
     `
