@@ -35,8 +35,8 @@ export interface RingOp {
   /**
    * Its ring is gone while the library is open (destroyed by hand, as a test does: a ring goes
    * with its library's close otherwise, which withdraws every wait first): no record will come,
-   * so it fails now with `status`'s named error (KC_EBADH: an InvalidHandleError). Not called
-   * for a close watch.
+   * so it fails now with `status`'s named error (KC_EBADH: an InvalidHandleError). A close watch
+   * tells what it can still learn (its channel's status) and watches no more.
    */
   lost?(status: number): void;
   /**
@@ -292,7 +292,13 @@ export class Bridge {
   #pollWatches(): void {
     if (this.#poll !== null || this.#watches.size === 0) return;
     const id = setInterval(() => {
-      if (this.#watches.size > 0 && this.#lib.isOpen && !this.#waiting) this.#drain();
+      if (this.#watches.size > 0 && this.#lib.isOpen && !this.#waiting) {
+        const rc = this.#drain();
+        // The ring is gone (destroyed by hand, as a test does): no record will come. Before,
+        // this drained it every WATCH_POLL_MS for as long as the isolate lived, and its
+        // watches were never told.
+        if (rc < 0) this.#watchesLost(rc);
+      }
       this.#stopPoll();
     }, WATCH_POLL_MS);
     Deno.unrefTimer(id);
@@ -539,6 +545,33 @@ export class Bridge {
         reportError(e);
       }
     }
+    this.#watchesLost(status);
+  }
+
+  /**
+   * The ring is gone (`status`, KC_EBADH) with the library open: no record will come for the
+   * close watches either, so each is told now (`RingOp.lost`: what its channel's status still
+   * says) and tracked no more, and the poll stops. Before, their records were waited for as
+   * long as the isolate lived (`#pollWatches` draining the dead ring), and a cancel that came
+   * (the ring's own going away cancels an owned watch's channel) was never told.
+   */
+  #watchesLost(status: number): void {
+    const watches = [...this.#watches.values()];
+    this.#watches.clear();
+    this.#stopPoll();
+    for (const op of watches) {
+      try {
+        if (op.lost !== undefined) op.lost(status);
+        else op.withdrawn();
+      } catch (e) {
+        reportError(e);
+      }
+    }
+  }
+
+  /** Close watches queued and not yet settled (for tests). */
+  get watched(): number {
+    return this.#watches.size;
   }
 
   /** Settles the operation or close watch of one record drained (none: withdrawn meanwhile). */
@@ -570,9 +603,10 @@ export class Bridge {
    * drain kept its batch to itself: the close found those operations completed (their records
    * taken off the ring), waited a second for records that could not come, and failed them as
    * cut off (a receive's value lost, a delivered send handed to onUndeliveredElement too); the
-   * outer loop, had the nested drain found records, read its batch over its own.
+   * outer loop, had the nested drain found records, read its batch over its own. Negative: the
+   * ring's drain failed with that status (the ring is gone), else 0.
    */
-  #drain(): void {
+  #drain(): number {
     let more = true;
     while (true) {
       while (this.#next < this.#count) {
@@ -585,11 +619,11 @@ export class Bridge {
         this.#settle(ticket, status, index);
         continue;
       }
-      if (!more || !this.#lib.isOpen) return; // closed by a callback: its ring is gone
+      if (!more || !this.#lib.isOpen) return 0; // closed by a callback: its ring is gone
       const n = this.#sym.kc_ring_drain(this.#ring, this.#records, BATCH);
       this.#next = 0;
       this.#count = n > 0 ? n : 0;
-      if (n <= 0) return;
+      if (n <= 0) return n;
       more = n === BATCH;
     }
   }

@@ -2835,6 +2835,36 @@ Deno.test("a given-up receive whose record was drained when its ring goes reject
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("close watches whose ring goes are settled: told the cancel the ring's going away made, the others watching no more", async () => {
+  // Not reachable through the API today (a ring goes with its library's close, which withdraws
+  // every watch first): the ring is destroyed by hand with only watches queued, so the watch
+  // poll is what finds it gone. An owned watch (a producer's, an actor's) on an open channel:
+  // the destroy cancels the channel (kc_chan_status bit 2), which the watch tells; on a closed
+  // one, nothing to tell. Before, the poll drained the dead ring every 20 ms for as long as the
+  // isolate lived, and neither watch was ever settled (the cancel never told).
+  const res = await evalScript(`
+    import { Channel, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until } from "./tests/support.ts";
+    const bridge = Bridge.of(library());
+    const open = new Channel(1), closed = new Channel(1);
+    open.share();
+    closed.share();
+    const told = [];
+    open._watchCancel((cause) => told.push("open: " + cause?.name), true);
+    closed.close();
+    closed._watchCancel(() => told.push("closed"), true);
+    if (bridge.watched !== 2 || bridge.pending !== 0) throw new Error("not 2 watches alone");
+    library().symbols("test").kc_ring_destroy(bridge.ring);
+    await until(() => bridge.watched === 0, "the watches settled");
+    await until(() => told.length > 0, "the cancel told");
+    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0)); // nothing more comes
+    if (JSON.stringify(told) !== '["open: CancellationError"]') throw new Error(JSON.stringify(told));
+    if (open.trySend(1).state !== "closed") throw new Error("the open channel was not cancelled");
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("closing the library: a queued send that a hook run by the close took over is not withdrawn again", async () => {
   // The close withdraws b's send first; b's onUndeliveredElement (given its value) takes c's
   // queued send over in this isolate (tryReceive). Before, the close then withdrew c's send
