@@ -7946,6 +7946,49 @@ test "C ABI: a scope's deadline reaches its children's context and bounds their 
     try testing.expectEqual(@as(u64, 0), kc_deadline()); // not in a coroutine
 }
 
+test "C ABI: a scope's deadline of UINT64_MAX is refused without one, and keeps an earlier one" {
+    // UINT64_MAX is the context's "no value" word (kcoro.h): taken as a deadline it would read
+    // as none. Refused (KC_EINVAL) where the scope has no deadline yet; with one, the earlier
+    // deadline is kept and the call answers 0, as any later deadline is.
+    var wd: test_wait.Watchdog = .{};
+    try wd.start(@src(), test_wait.test_ns);
+    defer wd.stop();
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    const S = struct {
+        var seen: std.atomic.Value(u64) = .init(1);
+        fn child(_: ?*anyopaque) callconv(.c) void {
+            seen.store(kc_deadline(), .release); // pairs with the test's acquire load
+        }
+    };
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    const never = std.math.maxInt(u64);
+    try testing.expectEqual(Status.invalid.code(), kc_scope_set_deadline(scope, never));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, S.child, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + 30 * std.time.ns_per_s));
+    try testing.expectEqual(@as(u64, 0), S.seen.load(.acquire)); // no deadline came of it
+    // Far off, so that no wait of this test reaches it; UINT64_MAX - 1 is the latest taken.
+    const dl = kc_now_ns() + 3600 * std.time.ns_per_s;
+    try testing.expectEqual(@as(i32, 0), kc_scope_set_deadline(scope, dl));
+    try testing.expectEqual(@as(i32, 0), kc_scope_set_deadline(scope, never)); // later: kept
+    try testing.expectEqual(@as(i32, 0), kc_scope_set_deadline(scope, never - 1)); // later: kept
+    S.seen.store(1, .release);
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, S.child, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + 30 * std.time.ns_per_s));
+    try testing.expectEqual(dl, S.seen.load(.acquire));
+    // A scope of its own with no deadline takes the latest real one.
+    var far: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &far));
+    defer _ = kc_scope_destroy(far);
+    try testing.expectEqual(@as(i32, 0), kc_scope_set_deadline(far, never - 1));
+    S.seen.store(1, .release);
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(far, S.child, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(far, kc_now_ns() + 30 * std.time.ns_per_s));
+    try testing.expectEqual(never - 1, S.seen.load(.acquire));
+}
+
 test "C ABI: a shutdown abandoning parked coroutines leaves no waiter behind and drops their references" {
     var wd: test_wait.Watchdog = .{};
     try wd.start(@src(), test_wait.test_ns);
