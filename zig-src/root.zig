@@ -3411,8 +3411,7 @@ test "KC_BUILTIN_RECEIVER: a channel it refuses is no longer referenced by it on
 }
 
 test "C ABI: a thread's exit destroys the rings it made, not a later one that got the handle of one it destroyed" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var stale = std.atomic.Value(u32).init(0);
@@ -3578,8 +3577,7 @@ test "C ABI: a thread's end gives back what its rings received before its holds:
     // then. Before, the rings' key's destructor ran after the record's (glibc runs them in the
     // order the keys were made: a Deno isolate's record's key first, as here, where this test
     // makes the hold before the ring), so the probe ended with the value still on the ring.
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const P = ProbeThread;
     try P.setUp(false);
@@ -3596,8 +3594,7 @@ test "C ABI: a thread's end waits for a call on its ring in flight on another th
     // a reference held here stands for it. Before, the thread's end destroyed the ring (its
     // handle), went on to its holds, and the ring was freed, its value given back, only when
     // that reference went: after the probe had ended.
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         /// The thread's end waits for our reference (`test_hooks.ring_end_wait` ran).
@@ -3646,8 +3643,7 @@ test "C ABI: a thread's end sleeps while another thread's call holds its ring, a
     // A reference held here stands for that call; the thread's end must be seen asleep in the
     // kernel ('S'), where the spinning thread stayed runnable ('R') and this wait timed out.
     if (@import("builtin").os.tag != .linux) return error.SkipZigTest; // /proc
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var ring = std.atomic.Value(u32).init(0);
@@ -3719,8 +3715,7 @@ test "C ABI: a thread's end frees its ring itself when a stale handle's lookup t
     // once, but before, that let-go was the last (the ending thread had released already) and
     // freed the ring on its thread, after the ending thread had given back its holds: the probe
     // ended before the value was back. A reference taken in the hook stands for it.
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         /// The stale lookup's reference, taken in `ring_end_last`, released by the test.
@@ -3767,8 +3762,7 @@ test "C ABI: a thread's end ends every kc_ring_wait on its ring, not only one: t
     // The destroy interrupted one wait (`Ring.interrupt`): a second one with no timeout slept
     // on, holding the ring, and the thread's end, which waits until it is the ring's last
     // holder (`endRing`), waited for it forever.
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var ring = std.atomic.Value(u32).init(0);
@@ -3850,8 +3844,7 @@ test "C ABI: a metrics pipe ends with its channel, not going on with a later cha
 }
 
 test "C ABI: kc_ring_notify calls back when a record arrives and ends with its ring; the echo built-in" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var calls: std.atomic.Value(u32) = .init(0);
@@ -4375,8 +4368,7 @@ test "C ABI: create, resume, transfer, destroy; bad handles are errors" {
 }
 
 test "C ABI: kc_coro_state, _transfer and _unpark from another thread racing a shutdown that unmaps the stacks answer, never fault" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     const S = struct {
         var handles: [256]u32 = undefined;
@@ -4419,8 +4411,7 @@ test "C ABI: kc_coro_state, _transfer and _unpark from another thread racing a s
 }
 
 test "C ABI: restarts race spawns, drains and info from another thread without harm" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     const S = struct {
         var done = std.atomic.Value(bool).init(false);
@@ -4452,8 +4443,7 @@ test "C ABI: restarts race spawns, drains and info from another thread without h
 }
 
 test "C ABI: a start that comes in between a shutdown's first steps and its lock is shut down with short calls kept out" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var started: i32 = -1;
@@ -4488,8 +4478,7 @@ test "C ABI: a start that comes in between a shutdown's first steps and its lock
 }
 
 test "C ABI: a shutdown of one generation leaves a later scheduler running, also one started while it ran" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
     var info: [7]u64 = undefined;
@@ -4629,8 +4618,7 @@ test "C ABI: kc_coro_resume whose handle a destroy frees between its lookup and 
 }
 
 test "C ABI: kc_coro_resume and kc_coro_destroy of one handle on two threads at once: the resume runs that coroutine or gets KC_EBADH, the destroy succeeds or gets KC_EBUSY while it runs (seeded stress)" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     // Each round: a fresh coroutine (half of them run to their first yield), resumed by one
     // thread while the other destroys it, each after a seeded spin, and the next round's
@@ -4733,8 +4721,7 @@ test "C ABI: kc_coro_resume and kc_coro_destroy of one handle on two threads at 
 }
 
 test "C ABI: kc_sched_info's generation is that of the scheduler whose figures it reports, across a restart" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         fn restart() void {
@@ -4761,8 +4748,7 @@ test "C ABI: kc_sched_info's generation is that of the scheduler whose figures i
 }
 
 test "C ABI: kc_spawn_gen spawns onto its generation's scheduler only, also when a restart comes between the generation's read and the spawn" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var cells = [2]u64{ 0, 0 };
@@ -4804,8 +4790,7 @@ test "C ABI: kc_spawn_gen spawns onto its generation's scheduler only, also when
 }
 
 test "C ABI: a built-in spawned with kc_spawn is out of kc_sched_info's live count by the time its done cell shows" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // Its worker counted it out after its entry returned, which comes after it wrote `done`:
     // held there (the hook), a host that saw `done` read it as live (`runtime().stats().live`
@@ -4846,8 +4831,7 @@ test "C ABI: a built-in spawned with kc_spawn is out of kc_sched_info's live cou
 }
 
 test "C ABI: once a built-in's done shows, kc_sched_info's live count is without it, kc_coro_stats' (handles) still has it until its entry returned" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The two counts say different things (kcoro.h): kc_sched_info's, the scheduler's
     // coroutines not yet finished; kc_coro_stats', coroutine handles, which a scheduled
@@ -4892,8 +4876,7 @@ test "C ABI: once a built-in's done shows, kc_sched_info's live count is without
 }
 
 test "C ABI: every other scheduled built-in is out of kc_sched_info's live count by the time its done cell shows" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // As the test above, for the built-ins whose `done` is another cell, or whose status comes
     // from a channel or a scope: each counts itself out before that write (`countedOut`).
@@ -4947,8 +4930,7 @@ test "C ABI: every other scheduled built-in is out of kc_sched_info's live count
 }
 
 test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dry, a cancel, a finish a cancel cut short" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         fn cancelDuringFinish() void {
@@ -5004,8 +4986,7 @@ test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dr
 }
 
 test "C ABI: kc_scope_create_gen makes a scope on its generation's scheduler only, also when a restart comes between the generation's read and the create" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         fn restart() void {
@@ -5052,8 +5033,7 @@ test "C ABI: kc_scope_create_gen makes a scope on its generation's scheduler onl
 }
 
 test "C ABI: a scope belongs to the scheduler it was made on: after a restart nothing launches into it, nor a child scope made under it" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var ran: std.atomic.Value(u32) = .init(0);
@@ -5111,8 +5091,7 @@ test "C ABI: a scope belongs to the scheduler it was made on: after a restart no
 }
 
 test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutdown" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     try testing.expectEqual(Status.shutdown.code(), kc_spawn(@ptrCast(@alignCast(kc_builtin_entry(4))), null, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 32 * 1024, 0));
@@ -5467,8 +5446,7 @@ test "C ABI: kc_chan_try_send/recv; the ready byte and handle word follow the ch
 }
 
 test "C ABI: the waiting byte is set while a receiver is queued, cleared once none is" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var h: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &h));
@@ -5540,8 +5518,7 @@ test "C ABI: kc_chan_retry_send sends as kc_chan_try_send, but a full channel co
 }
 
 test "C ABI: tokens interrupt waits; zero-copy descriptors; the undelivered hook; hand-offs counted" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var tok: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_token_create(&tok));
@@ -5678,8 +5655,7 @@ test "C ABI: kc_select over channel handles" {
 }
 
 test "C ABI: native scopes, actors and producers; cancellation reaches sleeps, waits and grandchildren" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     defer _ = kc_sched_shutdown(0);
@@ -5758,8 +5734,7 @@ test "C ABI: native scopes, actors and producers; cancellation reaches sleeps, w
 }
 
 test "C ABI: a producer whose scope is cancelled closes its channel: what it sent stays receivable (Kotlin); its out_handle names it while it runs" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var out: u32 = 0;
@@ -5801,8 +5776,7 @@ test "C ABI: a producer whose scope is cancelled closes its channel: what it sen
 }
 
 test "C ABI: a producer's on_done says what ended it: 0, or its channel closed (KC_EPIPE), cancelled or destroyed (KC_ECANCELED) under it" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const P = struct {
         out: u32 = 0,
@@ -5872,8 +5846,7 @@ fn expectReceivesThenClosed(h: u32, n: u64, deadline: u64) !void {
 }
 
 test "C ABI: kc_scope_wait from a child of the scope, or of a scope below it, is KC_EINVAL at once" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var outer: u32 = 0;
@@ -5950,8 +5923,7 @@ test "C ABI: a hand-driven coroutine's receive or select with a deadline is KC_E
 }
 
 test "C ABI: a scope's child waiting with a token of its own is still interrupted when the scope is cancelled" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     defer _ = kc_sched_shutdown(0);
@@ -5999,8 +5971,7 @@ test "C ABI: a scope's child waiting with a token of its own is still interrupte
 }
 
 test "C ABI: kc_scope_watch hears a native cancellation; the scope-aware built-ins report KC_EINTR" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     defer _ = kc_sched_shutdown(0);
@@ -6469,8 +6440,7 @@ test "C ABI: an undelivered hook may read or set other channels' causes while kc
 }
 
 test "C ABI: a thread's hold of a destroyed channel never touches a later channel of its handle value" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var h: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
@@ -6689,8 +6659,7 @@ test "C ABI: a kc_chan_drop that looked the channel up before its destroy and dr
 }
 
 test "C ABI: an owner's dispose that finds its channel destroyed by another thread takes every value that destroy dropped" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The race, forced: native code's kc_chan_destroy (this thread) has freed the handle, and the
     // owner's dispose (the hook) destroys too (KC_EBADH) and takes its kept list. The destroy
@@ -6727,8 +6696,7 @@ test "C ABI: an owner's dispose that finds its channel destroyed by another thre
 }
 
 test "C ABI: two racing destroys of one channel, or a destroy and its last unhold: exactly one wins, and the kept list has every value or none" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // kc_chan_destroy takes a reference, cancels and seals, lets go, then frees the handle: a
     // second destroy, or a last unhold's `destroyIf`, may come anywhere in between. The winner's
@@ -6796,8 +6764,7 @@ test "C ABI: two racing destroys of one channel, or a destroy and its last unhol
 }
 
 test "C ABI: what a channel kept for a thread that ended after native code destroyed the channel is freed, not left in the list" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // A Worker made a channel with onUndeliveredElement and gave its handle to native code,
     // which destroyed it; the Worker ended before it learnt of that. The destroy's drops (and
@@ -6814,8 +6781,7 @@ test "C ABI: what a channel kept for a thread that ended after native code destr
 }
 
 test "C ABI: what a channel kept for a thread that ends while native code's destroy of it is under way (sealed, handle alive) is freed, not left in the list" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // kc_chan_destroy cancels and seals before its handle dies. A keeper thread ending in
     // between finds the handle alive but its hook sealed (`lateUndelivered`, not
@@ -6844,8 +6810,7 @@ test "C ABI: what a channel kept for a thread that ends while native code's dest
 }
 
 test "C ABI: a kc_chan_destroy that loses a race with another still forgets its thread's keep record of the channel" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const T = struct {
         var h: u32 = 0;
@@ -6874,8 +6839,7 @@ test "C ABI: a kc_chan_destroy that loses a race with another still forgets its 
 }
 
 test "C ABI: kc_chan_keep_undelivered called on two threads: the list is the latest caller's, whichever thread ends first" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The other thread (a Worker's isolate) keeps first, this thread later: the other's end
     // leaves this thread's list (values kept before its end, or dropped by a destroy before it)
@@ -6911,8 +6875,7 @@ test "C ABI: kc_chan_keep_undelivered called on two threads: the list is the lat
 }
 
 test "C ABI: a list made before a later kc_chan_keep_undelivered call is the later caller's: the earlier caller's end after the destroy leaves it" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const h = try createKeptChan(false, 2, .@"suspend");
     var other: TestKeeper = .{ .h = h }; // another host's thread that keeps first
@@ -6927,8 +6890,7 @@ test "C ABI: a list made before a later kc_chan_keep_undelivered call is the lat
 }
 
 test "C ABI: the last hold given back by an earlier kc_chan_keep_undelivered caller leaves the list to the later caller, alive on another thread" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     for ([_]bool{ false, true }) |by_end| {
         const h = try createKeptChan(false, 2, .@"suspend");
@@ -6947,8 +6909,7 @@ test "C ABI: the last hold given back by an earlier kc_chan_keep_undelivered cal
 }
 
 test "C ABI: a list its latest keeper's end leaves (another hook set since) is freed by the last hold an earlier keeper gives back" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const h = try createKeptChan(false, 2, .@"suspend");
     var earlier: TestKeeper = .{ .h = h, .hold = true }; // and the channel's only holder
@@ -6967,8 +6928,7 @@ test "C ABI: a list its latest keeper's end leaves (another hook set since) is f
 }
 
 test "C ABI: a coroutine's kc_chan_keep_undelivered that looked the channel up before an earlier keeper's last hold destroyed it leaves the list to the later keeper alive, whose end frees it" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The call takes its reference, then (the hook) the earlier keeper's last unhold destroys
     // the channel and leaves the list to the later keeper (`dropKeptOfLastHold`), then the call
@@ -7015,8 +6975,7 @@ test "C ABI: a coroutine's kc_chan_keep_undelivered that looked the channel up b
 }
 
 test "C ABI: a coroutine's kc_chan_keep_undelivered between native code's destroy's seal and its handle's death changes nothing: the list stays its keeper's, whose end frees it" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // kc_chan_destroy seals before its handle dies. A call in between (the hook) found the
     // handle alive and made the list its own, a coroutine's (ticket 0): the keeper's end, after
@@ -7049,8 +7008,7 @@ test "C ABI: a coroutine's kc_chan_keep_undelivered between native code's destro
 }
 
 test "C ABI: a kc_chan_keep_undelivered on a channel nothing kept for, destroyed after its lookup, is refused (KC_EBADH) and sets no hook: a later drop stays the dropper's" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // Native code's destroy (the hook, after the call's lookup) frees the handle and retires the
     // channel, which has no hook to seal: only the handle slot tells the call the destroy began
@@ -7101,8 +7059,7 @@ test "C ABI: a kc_chan_keep_undelivered on a channel nothing kept for, destroyed
 }
 
 test "C ABI: a kc_chan_keep_undelivered between native code's destroy's cancel and its handle's death, on a channel nothing kept for, is refused (KC_EBADH): a drop in that window goes to no list" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // kc_chan_destroy cancels before its handle dies. With no kept list there, its seal had
     // nothing to seal, so a call in between (the hook) found the handle alive and set its hook,
@@ -7149,8 +7106,7 @@ test "C ABI: a kc_chan_keep_undelivered between native code's destroy's cancel a
 }
 
 test "C ABI: a kc_chan_destroy that finds the handle dead (another thread destroyed the channel first) forgets its thread's keep record, unless the list is its" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // A Worker that kept the values of channels native code destroyed first, then disposed of
     // them itself (KC_EBADH): each record stayed until the Worker's thread ended.
@@ -7184,8 +7140,7 @@ test "C ABI: a kc_chan_destroy that finds the handle dead (another thread destro
 }
 
 test "C ABI: a later keeper's kc_chan_destroy that finds the handle dead, killed by an earlier keeper's last unhold, finds what its cancel dropped in its list at once, and keeps no record if nothing was dropped" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The earlier keeper's last unhold frees the handle, then (the hook, before the registry's
     // retire) the later keeper destroys (KC_EBADH) and takes. The unhold cancels and seals
@@ -7265,8 +7220,7 @@ test "C ABI: a later keeper's kc_chan_destroy that finds the handle dead, killed
 }
 
 test "C ABI: a later keeper whose thread ends after an earlier keeper's last unhold killed the handle frees the list that unhold's cancel dropped into: nothing waits for a later channel" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The earlier keeper's last unhold cancels and seals, dropping the buffered values into the
     // later keeper's list (`dropKeptOfLastHold` leaves it to that keeper), frees the handle, then
@@ -7301,8 +7255,7 @@ test "C ABI: a later keeper whose thread ends after an earlier keeper's last unh
 }
 
 test "C ABI: an ended or destroying keeper of a channel native code destroyed leaves alone the later channel given its memory: that channel's own keeper still gets every value" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // A keep record holds its channel's memory (`ThreadRecord.Keep.ch`) and reads it after the
     // handle died (`forgetKeepOfDeadHandle`, `stopKeeping`). The registry gives that memory to
@@ -7341,8 +7294,7 @@ test "C ABI: an ended or destroying keeper of a channel native code destroyed le
 }
 
 test "C ABI: a later keeper's kc_chan_destroy that loses to an earlier keeper's last unhold keeps its thread's record while the list is its: its take empties it, or its end frees it" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The later keeper's destroy cancels and seals, then (the hook) the earlier keeper's last
     // unhold wins and leaves the list to the later keeper (`dropKeptOfLastHold`): KC_EBADH. Its
@@ -7484,8 +7436,7 @@ test "C ABI: kc_desc_make takes buffers of up to 16 KiB from the pool; kc_pool_r
 }
 
 test "C ABI: thread-bound holds from a coroutine: a host count is kc_lib_retain's, a channel hold KC_EINVAL; shutdown still returns" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     const S = struct {
@@ -7515,8 +7466,7 @@ test "C ABI: thread-bound holds from a coroutine: a host count is kc_lib_retain'
 }
 
 test "C ABI: kc_scope_wait in a hand-driven coroutine says KC_ESHUTDOWN when a shutdown abandoned the children" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     const S = struct {
@@ -7547,8 +7497,7 @@ test "C ABI: kc_scope_wait in a hand-driven coroutine says KC_ESHUTDOWN when a s
 }
 
 test "C ABI: a shutdown that abandons an actor or producer ends its channel as its return would: the produced channel closed, the mailbox cancelled" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var blocking: std.atomic.Value(u32) = .init(0);
@@ -7615,8 +7564,7 @@ test "C ABI: a shutdown that abandons an actor or producer ends its channel as i
 }
 
 test "C ABI: a shutdown ends an abandoned actor's or producer's channel after it let go of the scheduler's lock: the channel's hooks may start or shut down a scheduler" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var out: u32 = 0; // the producer's
@@ -7705,8 +7653,7 @@ test "C ABI: a shutdown ends an abandoned actor's or producer's channel after it
     try testing.expectEqual(@as(u64, 0), info[1]);
 }
 test "C ABI: an actor stops between queued messages when its scope is cancelled, and cancels its mailbox" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     defer _ = kc_sched_shutdown(0);
@@ -7760,8 +7707,7 @@ test "C ABI: an actor whose scope was cancelled before it finished reports KC_EI
     // close or mailbox cancel that took the actor's waiter won over the scope's cancel in
     // either order (on_done 0 or KC_ECANCELED, the mailbox left closed), and KC_EINTR came
     // only when the actor ran between the two: its status depended on the timing.
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
     defer _ = kc_sched_shutdown(0);
@@ -7843,8 +7789,7 @@ test "C ABI: an actor whose scope was cancelled before it finished reports KC_EI
 }
 
 test "C ABI: kc_pool_views: what a thread still counts as viewed is freed when it ends" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var info: [4]u64 = undefined;
     try testing.expectEqual(@as(i32, 0), kc_pool_info(&info));
@@ -7879,8 +7824,7 @@ test "C ABI: kc_pool_views: what a thread still counts as viewed is freed when i
 }
 
 test "C ABI: try-operations without references race destroy and re-creation safely" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     // Two threads hammer try-operations on whatever handle is current while this thread
     // destroys and re-creates channels (re-using the entries' memory): every call returns 0,
@@ -7923,8 +7867,7 @@ test "C ABI: try-operations without references race destroy and re-creation safe
 }
 
 test "C ABI: a scope's deadline reaches its children's context and bounds their waits" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     defer _ = kc_sched_shutdown(0);
@@ -7959,8 +7902,7 @@ test "C ABI: a scope's deadline of UINT64_MAX is refused without one, and keeps 
     // UINT64_MAX is the context's "no value" word (kcoro.h): taken as a deadline it would read
     // as none. Refused (KC_EINVAL) where the scope has no deadline yet; with one, the earlier
     // deadline is kept and the call answers 0, as any later deadline is.
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
     defer _ = kc_sched_shutdown(0);
@@ -7999,8 +7941,7 @@ test "C ABI: a scope's deadline of UINT64_MAX is refused without one, and keeps 
 }
 
 test "C ABI: a shutdown abandoning parked coroutines leaves no waiter behind and drops their references" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var chs: [4]u32 = .{ 0, 0, 0, 0 }; // receive, select x2, mailbox
@@ -8065,8 +8006,7 @@ test "C ABI: a shutdown abandoning parked coroutines leaves no waiter behind and
 }
 
 test "C ABI: a select clause left queued on a channel that is destroyed lets go of its memory when the coroutine ends" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var chs: [3]u32 = .{ 0, 0, 0 }; // shared, own, park
@@ -8155,8 +8095,7 @@ test "C ABI: an undelivered hook may create, resume and destroy coroutines while
     // called kc_coro_create, kc_coro_resume of a finished coroutine or kc_coro_destroy, each
     // waiting for the registry's mutex: a deadlock, each holding what the other waited for.
     // Bounded: a deadlock fails the run (the watchdog) instead of hanging it.
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), 20 * std.time.ns_per_s);
+    const wd = try test_wait.Watchdog.arm(@src(), 20 * std.time.ns_per_s);
     defer wd.stop();
     const S = struct {
         var ch: u32 = 0;
@@ -8266,8 +8205,7 @@ test "C ABI: kc_chan_try_recv_n receives what is there, in order, up to max; err
 }
 
 test "C ABI: kc_chan_hold/kc_chan_unhold: the last hold given back destroys the channel, also as its thread ends" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var h: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &h));
@@ -8315,8 +8253,7 @@ test "C ABI: kc_chan_hold/kc_chan_unhold: the last hold given back destroys the 
 }
 
 test "C ABI: a channel that outlives the thread it kept dropped values for keeps no more, and what it kept is freed" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // A Worker made a channel with onUndeliveredElement (kc_chan_keep_undelivered), shared it
     // and ended while another isolate still holds it. Its drops used to be kept for the dead
@@ -8352,8 +8289,7 @@ test "C ABI: a channel that outlives the thread it kept dropped values for keeps
 }
 
 test "C ABI: a thread's hosts (kc_lib_retain_thread) are counted out when it ends" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const base = kc_lib_retain(); // keeps the count above zero: no shutdown in this test
     defer _ = kc_lib_release();
@@ -8410,8 +8346,7 @@ fn threadsNamed(name: []const u8) !usize {
 }
 
 test "C ABI: a shutdown with no host left ends and joins the clock ticker; the clock and timeouts work after it" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // Before, the ticker ended only after 100 ms unread and was never joined: one running as the
     // process exited kept its stack and TLS block (valgrind: 288 bytes possibly lost).
@@ -8471,8 +8406,7 @@ test "C ABI: a shutdown with no host left ends and joins the clock ticker; the c
 }
 
 test "C ABI: a shutdown with no host left ends the metrics pipes whose channels are gone and joins their thread; a live pipe runs on" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // Before, such a pipe ended at its next tick (an hour here), its thread running until then,
     // past the process's exit.
@@ -8508,8 +8442,7 @@ test "C ABI: a shutdown with no host left ends the metrics pipes whose channels 
 }
 
 test "C ABI: kc_coro_hold/kc_scope_hold: what a thread holds goes when it ends; a scope once its children are done, not cancelled" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // A Worker's isolate destroys its coroutines and scopes through its garbage collector,
     // whose finalizers never run once the Worker has ended: without its thread's holds, each one
@@ -8692,8 +8625,7 @@ test "kc_ring_watch: told of a close, of a cancel (kc_chan_destroy's too), at on
 }
 
 test "kc_ring_watch KC_WATCH_OWNED: the ring's destroy, or its thread's end (a terminated Worker's), cancels the channel and kc_chan_status's bit 2 says so; a closed channel keeps its values" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // kc_ring_destroy with an owned watch queued: cancelled (bits 0, 1 and 2).
     var ring: u32 = 0;
@@ -8743,8 +8675,7 @@ test "kc_ring_watch KC_WATCH_OWNED: the ring's destroy, or its thread's end (a t
 }
 
 test "kc_chan_status reads its bits at one moment: a reader racing a cancel by an owned watch's ring sees 0 or 7, never a mix (bit 2 or bit 1 without bit 0)" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // Each bit was read under its own lock: a cancel between the reads gave 2, 4 or 6. The reader
     // spins from before the cancel to its end; rounds until a mix is seen or the time is up.
@@ -8812,8 +8743,7 @@ test "C ABI: try-operations on another thread stream through a bounded buffer as
     // locked send that grows a buffer past `eager_buf_max` (both locks): the receiver starts
     // just before the first 131,072 slots are full, so the grow often comes while it takes
     // values. Each value once, in order.
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var h: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 300_000, 0, 0, &h));

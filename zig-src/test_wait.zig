@@ -18,9 +18,10 @@
 //! still running when it expires. Not in a test that forks (qemu-user aborts a forked child
 //! whose parent has another thread: `forkedThreadsOk` in sched/scheduler.zig).
 //!
-//!     var wd: test_wait.Watchdog = .{};
-//!     try wd.start(@src(), test_wait.default_ns);
+//!     const wd = try test_wait.Watchdog.arm(@src(), test_wait.default_ns);
 //!     defer wd.stop();
+//!
+//! (`arm` puts it in memory of its own; `start` arms one the caller keeps in place.)
 const std = @import("std");
 
 /// Default bound of a wait on another thread: generous for a loaded machine (qemu-user on a
@@ -95,6 +96,18 @@ pub const Watchdog = struct {
     thread: ?std.Thread = null,
     src: std.builtin.SourceLocation = undefined,
     ns: u64 = 0,
+    /// Made by `arm`: `stop` frees it.
+    owned: bool = false,
+
+    /// A watchdog in memory of its own, armed for `ns` (see `start`): a test's preamble is
+    /// this and a `defer` of its `stop`, which frees it.
+    pub fn arm(src: std.builtin.SourceLocation, ns: u64) !*Watchdog {
+        const w = try std.heap.page_allocator.create(Watchdog);
+        errdefer std.heap.page_allocator.destroy(w);
+        try w.start(src, ns);
+        w.owned = true; // after `start`, which sets every field; its thread never reads this one
+        return w;
+    }
 
     /// Arms it for `ns`, naming the test at `src` (`@src()`) when it expires. `w` must stay put
     /// until `stop`.
@@ -122,6 +135,7 @@ pub const Watchdog = struct {
         std.Thread.Futex.wake(&w.stopped, 1);
         w.thread.?.join();
         w.thread = null;
+        if (w.owned) std.heap.page_allocator.destroy(w); // its thread ended: nothing reads it
     }
 };
 
@@ -146,4 +160,10 @@ test "a watchdog stopped in time does nothing" {
     try wd.start(@src(), default_ns);
     defer wd.stop();
     std.Thread.yield() catch {};
+}
+
+test "an armed watchdog stopped in time does nothing, and frees itself" {
+    const wd = try Watchdog.arm(@src(), default_ns);
+    defer wd.stop();
+    try std.testing.expect(wd.owned and wd.thread != null);
 }
