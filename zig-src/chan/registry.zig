@@ -274,7 +274,12 @@ pub fn RefRegistry(
         /// every call on a live ring drops the count from 2 (the table's and its own) to 1.
         /// The entry may be freed (and recycled) from the decrement on; its memory stays while
         /// the registry lives, and a store or wake-up that reaches a later ring's waiter only
-        /// wakes it early (it looks at the count again).
+        /// wakes it early (it looks at the count again, and sleeps again). Its store of 0 never
+        /// makes that waiter miss its own wake-up: the futex wait then finds the word changed,
+        /// or sleeps already and this wake-up ends it. Not kept to the ring by a ring id
+        /// compared with the word: the handle is 0 by now (the thread's end destroyed it), and
+        /// the wake-up goes by the word's address, so a waiter that returned between a compare
+        /// and it, freed its ring and gave way to the next one's waiter, is woken all the same.
         fn wakeLast(e: *Entry) void {
             comptime assert(T == Ring);
             // Seq_cst: with the seq_cst decrement before it in `release`, against
