@@ -185,8 +185,10 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
             const index = h & index_mask;
             const gen = (h >> index_bits) & gen_mask;
             if (index == 0 or gen == 0) return null;
+            // Acquire: pairs with `alloc`'s release store of the chunk (its slots initialised).
             const chunk = t.chunks[index >> chunk_bits].load(.acquire) orelse return null;
             const slot = &chunk[index & (chunk_len - 1)];
+            // Acquire: pairs with the release stores of `live_gen` in `alloc` and `free`.
             if (slot.live_gen.load(.acquire) != gen) return null;
             if (@import("builtin").is_test) if (test_mid_get) |f| f();
             // Acquire: pairs with the release store in `alloc`. A pointer stored after a free
@@ -232,6 +234,7 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
         /// The live handle at `index`, if any (for walking a table at shutdown).
         pub fn liveHandle(t: *Self, index: u32) ?Handle {
             if (index == 0 or index >= t.high_water) return null;
+            // Acquire: pairs with the release stores of `live_gen` in `alloc` and `free`.
             const gen = t.slotAt(index).live_gen.load(.acquire);
             if (gen == 0) return null;
             return encode(kind, gen, index);

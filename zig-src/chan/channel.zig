@@ -352,6 +352,8 @@ const Waiter = struct {
     fn complete(w: *Waiter, outcome: u32) Wake {
         const status = w.statusWord();
         const info: Wake = .{ .ref = w.ref, .sched = w.sched, .status = status, .notify = w.notify, .waiter = w, .outcome = outcome };
+        // Release: pairs with the waiter's acquire loads of its status (`waitFor`, and `block`'s
+        // and the selects' looks after it): what we copied for it is seen with the outcome.
         status.store(outcome, .release);
         return info;
     }
@@ -1206,6 +1208,8 @@ pub const Channel = struct {
         // Lock-free answers first, each confirmed by the guard after the flag was read (a flag
         // of a channel that died since would fail the guard). Skipped (`precheck` false) for
         // callers that read the flag themselves just before.
+        // Acquire, the flags: pair with their release stores (`publishFlags`, the fast paths);
+        // the guard: with the destroy's release store of 0 (`retireFreed` in registry.zig).
         if (precheck) switch (kind) {
             .receive => if (!ch.flags.recv_ready.load(.acquire)) {
                 if (guard.load(.acquire) != expected) return error.Stale;
@@ -2010,6 +2014,7 @@ pub const Channel = struct {
     pub fn sendWith(ch: *Channel, elem: [*]const u8, opts: WaitOptions) Error!void {
         if (opts.dropped) |d| d.* = false; // `block` sets it when a cancel took the value
         if (opts.token) |t| if (t.isCancelled()) return error.Interrupted;
+        // Acquire: pairs with the flag's release stores (`publishFlags`, the fast paths).
         if (opts.try_only and ch.flags.send_blocked.load(.acquire)) {
             // Full (or rendezvous with nobody waiting) at some moment since the flag was set:
             // a state the channel really was in, so failing now is linearisable. Counted apart from the
@@ -2037,7 +2042,8 @@ pub const Channel = struct {
     /// `receive` with every option (as `sendWith`). Any thread or coroutine.
     pub inline fn receiveWith(ch: *Channel, out: [*]u8, opts: WaitOptions) Error!void {
         // Inlined into the caller: a try-receive of an empty channel costs a load and a branch
-        // (ChanNonblocking), without entering the locked path's large frame.
+        // (ChanNonblocking), without entering the locked path's large frame. Acquire: pairs
+        // with the flag's release stores (`publishFlags`, the fast paths).
         if (opts.try_only and opts.token == null and !ch.flags.recv_ready.load(.acquire)) return error.WouldBlock;
         return ch.receiveLocked(out, opts);
     }
@@ -2045,7 +2051,8 @@ pub const Channel = struct {
     noinline fn receiveLocked(ch: *Channel, out: [*]u8, opts: WaitOptions) Error!void {
         if (opts.token) |t| {
             if (t.isCancelled()) return error.Interrupted;
-            // With a token the inlined `receiveWith` left the empty check to us (after it).
+            // With a token the inlined `receiveWith` left the empty check to us (after it;
+            // acquire as there).
             if (opts.try_only and !ch.flags.recv_ready.load(.acquire)) return error.WouldBlock;
         }
         // Senders waiting: the fast path would refuse (their values go first); skip it.
@@ -2172,6 +2179,8 @@ pub const Channel = struct {
         const timed_out = waitFor(&w.own_status, w.ref, w.sched, deadline);
         if (w.ref) |r| r.co.popCleanup(&guard.cleanup);
         tws.unregister();
+        // Acquire, here and below: pairs with a completer's release store (`Waiter.complete`)
+        // and a token's acq_rel CAS to `interrupted` (`TokenWait.fire`).
         if (timed_out or w.own_status.load(.acquire) == interrupted) {
             ch.lock();
             if (w.linked) {
@@ -2653,6 +2662,7 @@ noinline fn selectStack(clauses: []const Clause, order: []const u8, options: Sel
     const timed_out = token_fired or waitFor(&sel.status, caller.ref, caller.sched, deadline);
     if (caller.ref) |r| r.co.popCleanup(&guard.cleanup);
     tws.unregister();
+    // Acquire, here and at the end: as `block`'s look at its status.
     const was_interrupted = token_fired or sel.status.load(.acquire) == interrupted;
     if (timed_out or was_interrupted) {
         // Give up, unless a clause won meanwhile (acq_rel: pairs with the claimants' CAS).
@@ -2975,6 +2985,7 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
             co.popCleanup(&guard.cleanup);
             tws.unregister();
         }
+        // Acquire, here and at the end: as `block`'s look at its status.
         was_interrupted = token_fired or slot.state.status.load(.acquire) == interrupted;
     }
     var winner: u8 = undefined;

@@ -223,7 +223,7 @@ pub fn RefRegistry(
             e.refs.store(1, .release);
             // The registry lock serialises every alloc and free of the table.
             const h = r.table.allocLocked(e) catch {
-                e.refs.store(0, .release);
+                e.refs.store(0, .release); // as above: back to free, for the next `publish`
                 e.obj = null;
                 r.putEntry(e);
                 return error.OutOfMemory;
@@ -236,6 +236,7 @@ pub fn RefRegistry(
         /// Takes a reference to the object `h` names; pair it with `release`.
         pub fn acquire(r: *Self, h: Handle) error{BadHandle}!*Entry {
             const e = r.table.get(h) orelse return error.BadHandle;
+            // Acquire: pairs with `publish`'s release store (the CAS below orders the rest).
             var refs = e.refs.load(.acquire);
             while (true) {
                 if (refs == 0) return error.BadHandle; // being freed
@@ -243,6 +244,8 @@ pub fn RefRegistry(
                 // use is the one its creator finished building.
                 refs = e.refs.cmpxchgWeak(refs, refs + 1, .acq_rel, .acquire) orelse break;
             }
+            // Acquire: pairs with `publish`'s release store of the handle and `retireFreed`'s
+            // release store of 0.
             if (e.handle.load(.acquire) != h) {
                 // The entry was recycled for another object between the lookup and our
                 // reference.
