@@ -233,6 +233,7 @@ pub const Ring = struct {
             break :blk @as(u32, @intCast(r.slots.items.len - 1));
         };
         const slot = &r.slots.items[index];
+        assert(slot.p == null); // a new slot, or one `disown` gave back
         slot.gen = (slot.gen + 1) & gen_mask;
         slot.p = p;
         p.ticket = (slot.gen << index_bits) | (index + 1);
@@ -244,6 +245,7 @@ pub const Ring = struct {
         r.mutex.lock();
         defer r.mutex.unlock();
         const index = (p.ticket & index_mask) - 1;
+        assert(r.slots.items[index].p == p); // its ticket still names it: disowned once
         r.slots.items[index].p = null;
         r.slots.items[index].next_free = null;
         if (r.free_tail) |t| r.slots.items[t].next_free = index else r.free_head = index;
@@ -296,6 +298,9 @@ pub const Ring = struct {
     /// waiter.
     fn push(r: *Ring, p: *Pending, c: Completion) void {
         r.mutex.lock();
+        assert(!p.completed); // one record an operation
+        // Into the slot `adopt` reserved for it: records not yet drained fit the reservations.
+        assert(r.records.items.len < r.reserved);
         p.completed = true;
         p.seq = r.nrecords;
         r.nrecords += 1;
@@ -335,6 +340,7 @@ pub const Ring = struct {
         r.mutex.lock();
         defer r.mutex.unlock();
         const n = @min(out.len, r.records.items.len);
+        assert(r.reserved >= r.records.items.len); // each record was pushed into a reservation
         @memcpy(out[0..n], r.records.items[0..n]);
         const rest = r.records.items.len - n;
         std.mem.copyForwards(Completion, r.records.items[0..rest], r.records.items[n..]);

@@ -376,6 +376,8 @@ const WaitQueue = struct {
 
     fn push(q: *WaitQueue, w: *Waiter) void {
         assert(!w.linked);
+        assert((q.head == null) == (q.tail == null)); // both ends, or neither
+        if (q.tail) |t| assert(t.next == null);
         w.next = null;
         w.prev = q.tail;
         if (q.tail) |t| t.next = w else q.setHead(w);
@@ -386,6 +388,8 @@ const WaitQueue = struct {
     /// Queues `w` ahead of every waiter (a value given back: `Channel.giveBack`).
     fn pushFront(q: *WaitQueue, w: *Waiter) void {
         assert(!w.linked);
+        assert((q.head == null) == (q.tail == null)); // both ends, or neither
+        if (q.head) |h| assert(h.prev == null);
         w.prev = null;
         w.next = q.head;
         if (q.head) |h| h.prev = w else q.tail = w;
@@ -421,6 +425,10 @@ const WaitQueue = struct {
 
     fn remove(q: *WaitQueue, w: *Waiter) void {
         assert(w.linked);
+        // Linked in this queue, not another one (a channel's senders' queue, say, for its
+        // receivers'): its neighbours point back at it, or it is this queue's end.
+        if (w.prev) |p| assert(p.next == w) else assert(q.head == w);
+        if (w.next) |n| assert(n.prev == w) else assert(q.tail == w);
         if (w.prev) |p| p.next = w.next else q.setHead(w.next);
         if (w.next) |n| n.prev = w.prev else q.tail = w.prev;
         w.next = null;
