@@ -517,6 +517,7 @@ var sched_mutex: std.Thread.Mutex = .{};
 var sched_generation = std.atomic.Value(u64).init(0);
 
 fn running() ?*Scheduler {
+    // Acquire: pairs with kc_sched_start's release store (the scheduler it built is seen).
     if (!sched_started.load(.acquire)) return null;
     if (!sched.isRunning()) return null;
     return &sched;
@@ -3209,6 +3210,7 @@ export fn kc_chan_drop(h: u32, elem: ?*const anyopaque, size: u32) callconv(.c) 
 /// (its slot's generation wraps) files its own under it. Only a list kept for the
 /// kc_chan_keep_undelivered call `ticket` names, if given (`KeptQueue.ticket`).
 fn dropKept(h: u32, serial: ?u64, ticket: ?u64) void {
+    // Acquire: pairs with the release of every change of the count (`keepUndelivered`).
     if (undelivered_count.load(.acquire) == 0) return;
     undelivered_mutex.lock();
     defer undelivered_mutex.unlock();
@@ -3254,7 +3256,7 @@ fn dropKeptOfLastHold(h: u32, serial: u64, own: u64) void {
 /// KC_EINVAL if size is not the value's size. Never fails on a dead handle.
 export fn kc_chan_take_undelivered(h: u32, out: ?*anyopaque, size: u32) callconv(.c) i32 {
     const o: [*]u8 = @ptrCast(out orelse return Status.invalid.code());
-    if (undelivered_count.load(.acquire) == 0) return 0;
+    if (undelivered_count.load(.acquire) == 0) return 0; // acquire: as `dropKept`'s
     undelivered_mutex.lock();
     defer undelivered_mutex.unlock();
     const q = undelivered_queues.getPtr(h) orelse return 0;
@@ -3263,7 +3265,7 @@ export fn kc_chan_take_undelivered(h: u32, out: ?*anyopaque, size: u32) callconv
     @memcpy(o[0..size], u.bytes);
     kept_allocator.free(u.bytes);
     q.head += 1;
-    _ = undelivered_count.fetchSub(1, .release);
+    _ = undelivered_count.fetchSub(1, .release); // release: as every change of it (`keepUndelivered`)
     const len = q.items.items.len;
     if (q.head == len) {
         const serial = q.serial;

@@ -297,6 +297,7 @@ fn create(env: Env, info: Info) callconv(.c) Value {
     if (napi_get_cb_info(env, info, &argc, &argv, null, &data) != napi_ok or argc < 2) {
         return int(env, @intFromEnum(CreateError.bad_range));
     }
+    // Acquire: pairs with `bind`'s release store, which published `binding_storage`.
     const b = @atomicLoad(?*const Binding, &binding, .acquire) orelse
         return int(env, @intFromEnum(CreateError.not_bound));
     const at = address(env, argv[0]) orelse return int(env, @intFromEnum(CreateError.bad_range));

@@ -573,6 +573,7 @@ pub const Scope = struct {
             s.mutex.lock();
             // Still listed: not woken by the last child (a deadline or a stray permit).
             if (w.listed) s.waiters.remove(&w);
+            // Acquire: pairs with the last child's seq_cst decrement (its work is seen).
             const done = s.live.load(.acquire) == 0;
             s.mutex.unlock();
             if (done) return;

@@ -601,6 +601,8 @@ const Inject = struct {
     }
 
     fn pop(q: *Inject) ?*Coroutine {
+        // A hint (the list is read under `mutex`). Acquire: pairs with `push`'s seq_cst
+        // increment.
         if (q.len.load(.acquire) == 0) return null;
         q.mutex.lock();
         defer q.mutex.unlock();
@@ -620,7 +622,12 @@ pub const Scheduler = struct {
     workers: []Worker,
     inject: Inject = .{},
     /// Outside wakers read `state` and `epoch` at any time, also while a restart rebuilds the
-    /// rest (`restart`): both are only ever changed atomically, and kept by a restart.
+    /// rest (`restart`): both are only ever changed atomically, and kept by a restart. Its
+    /// release stores (and the seq_cst ones) pair with the acquire loads (`isRunning`, the
+    /// workers' loop, the spawns' checks): a reader that sees the new state sees what came
+    /// before it (a start's build, a shutdown's `end_hook` and teardown). The seq_cst ones
+    /// (`begin`'s `running`, `shutdown`'s `stopping`) are also one half of a Dekker pair with
+    /// the wakers' seq_cst loads (`wakeOutside`, `watchdogMain`, `hasWork`).
     state: std.atomic.Value(enum(u8) { running, stopping, stopped }) = .init(.running),
     /// This run's number (`last_epoch`): what `Ref.epoch` must match for a wake. Stored before
     /// `state` says running (a seq_cst store, which `wakeOutside`'s load pairs with).
