@@ -561,6 +561,11 @@ export function actor<M>(
     // its `addEventListener` threw a TypeError here, ahead of the abandoned check below, and
     // `onDone` never ran.
     const signal = taskSignal(task);
+    // Its task, for a cancel of the mailbox (`Mailbox.cancel`), from the start: the handler may
+    // cancel it before its first await, before `launch` returned the job. Before the listen
+    // below too: a signal aborted by then cancels the mailbox there, and so the task, as one
+    // aborted after.
+    if (JobSupport._is(task.job)) mailbox._job = task.job;
     // Stop at once: drop the queue and wake the handler's receive with the CancellationError.
     // Listened to until the task is final, not only while the handler runs (Kotlin's
     // ActorCoroutine cancels its channel on entering `cancelling`): a task that failed, or was
@@ -570,16 +575,15 @@ export function actor<M>(
       // By AbortSignal's own members (errors.ts, `isAborted`): the task's signal may be a
       // caller's, with members of its own that throw.
       const onAbort = () => cancelMailbox(mailbox, abortReason(signal));
-      listenAbort(signal, onAbort);
-      detach = () => unlistenAbort(signal, onAbort);
+      // One aborted before or during the listen has cancelled the mailbox already
+      // (`listenAbort`), keeping no listener: before, the handler ran on, its mailbox taking
+      // messages.
+      if (!listenAbort(signal, onAbort)) detach = () => unlistenAbort(signal, onAbort);
     }
     // Until the task is final: its end withdraws the owned watch before the mailbox is
     // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
     // watched, `_escaped`) after this, never before the task began as a producer's channel may.
     mailbox._running = true;
-    // Its task, for a cancel of the mailbox (`Mailbox.cancel`), from the start: the handler may
-    // cancel it before its first await, before `launch` returned the job.
-    if (JobSupport._is(task.job)) mailbox._job = task.job;
     // No Job to end with: a scope of the caller's own gave the block a task whose `job` is no
     // kcoro Job, and its `launch` has not returned one (it runs the block at once, or it
     // deferred the start and failed). Should that launch fail, nothing attaches `onDone`

@@ -3671,11 +3671,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.signal = signal;
       // By AbortSignal's own members, never the signal's (errors.ts, `isAborted`).
       w.onAbort = () => this.#abandon(w, abortReason(signal));
-      // Aborted since it was checked (a value's getter, encoding it, ran the caller's code):
-      // the event will not come again.
+      // Aborted since it was checked (a value's getter, encoding it, ran the caller's code), or
+      // during the listen (an accessor of the caller's that the engine's listen reached): the
+      // event will not come, and `listenAbort` calls it, withdrawing the waiter. Before, one
+      // that aborted during the listen stayed queued: a receive took the next value, lost to
+      // its caller, and a send could still be delivered.
       try {
-        if (isAborted(signal)) w.onAbort();
-        else listenAbort(signal, w.onAbort);
+        listenAbort(signal, w.onAbort);
       } catch (e) {
         // The engine's own listen ran the caller's code (an accessor for its symbol-keyed
         // listeners property on a prototype under the signal) and threw: the wait gives up

@@ -126,9 +126,42 @@ export function abortReason(signal: AbortSignal): unknown {
   return reasonGetter.call(signal);
 }
 
-/** Adds `listener` for the signal's abort, once, by EventTarget's own method. Internal. */
-export function listenAbort(signal: AbortSignal, listener: () => void): void {
-  addListener.call(signal, "abort", listener, ONCE);
+/**
+ * Adds `listener` for the signal's abort, once, by EventTarget's own method, and answers whether
+ * the signal is aborted once the listen is done. Internal. The one rule for an abort that comes
+ * before the listener could hear it: a signal aborted before the listen gets no listener, and
+ * one that aborted during it loses the listener again (the engine's listen may run the caller's
+ * code, an accessor of its own for the engine's symbol-keyed listeners property on a prototype
+ * under the signal, that aborts it before the listener is in, and the engine never calls it
+ * then); either way `listener` is called here, once, and this answers true: every caller goes
+ * on as for an abort after the listen, the wait given up by its own listener. Before, each
+ * caller asked again on its own (a scope's, a job's and a producer's send did; a channel wait,
+ * a select, a `delay`, an actor's and a producer's watch and a native scope's wait did not, and
+ * waited on, or delivered a value to a receive whose signal had aborted).
+ *
+ * Every listener passed here must be idempotent (a second call finds its wait given up and
+ * changes nothing): the engine calls it too when the caller's code aborts the signal after the
+ * listener is in but before the listen returns, and a caller's code that holds the engine's
+ * listeners property holds the listener and may call it at any time.
+ *
+ * Throws what the listen or the read after it throws (only a signal whose engine state the
+ * caller redefined), keeping no listener, and then calls nothing.
+ */
+export function listenAbort(signal: AbortSignal, listener: () => void): boolean {
+  if (!abortedOf.call(signal)) {
+    addListener.call(signal, "abort", listener, ONCE);
+    let aborted: boolean;
+    try {
+      aborted = abortedOf.call(signal);
+    } catch (e) {
+      unlistenAbort(signal, listener);
+      throw e;
+    }
+    if (!aborted) return false;
+    unlistenAbort(signal, listener);
+  }
+  listener();
+  return true;
 }
 
 /**

@@ -485,24 +485,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       });
       // A listen that throws (only a signal whose engine state the caller redefined) rejects
       // with its error, and the handler goes with it: before, it stayed registered until the
-      // job ended, one per such call on a long-lived job.
-      // The listen may also run the caller's code (that accessor) which aborts the signal
-      // before the listener is in, which then never runs: asked again here (before, the wait
-      // stayed pending until the job ended). One that did run has disposed `done` and
-      // rejected: running it again changes nothing.
-      let aborted: boolean;
+      // job ended, one per such call on a long-lived job. One whose signal aborted during the
+      // listen has run `onAbort` (`listenAbort`): disposed `done`, rejected.
       try {
         listenAbort(signal, onAbort);
-        aborted = isAborted(signal);
       } catch (e) {
-        unlistenAbort(signal, onAbort);
         done[Symbol.dispose]();
         reject(e);
-        return;
-      }
-      if (aborted) {
-        unlistenAbort(signal, onAbort);
-        onAbort();
       }
     });
   }

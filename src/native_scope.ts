@@ -481,7 +481,9 @@ export class NativeScope implements AsyncDisposable {
       // By AbortSignal's own members (errors.ts, `isAborted`): before, the signal's own
       // `removeEventListener` that threw rejected the `finally`'s promise, which nobody awaits.
       const onAbort = () => reject(abortReason(signal));
-      listenAbort(signal, onAbort);
+      // One that aborted during the listen has rejected (`listenAbort`): no wait starts.
+      // Before, the wait ran, and resolved as if its children were done.
+      if (listenAbort(signal, onAbort)) return;
       loop().then(resolve, reject).finally(() => unlistenAbort(signal, onAbort));
     });
   }

@@ -221,25 +221,24 @@ class ProducerChannel<T> extends Channel<T> {
           const onTask = () => either.abort(abortReason(task));
           const onOwn = () => either.abort(abortReason(own));
           merged = { ...options, signal: either.signal };
-          listenAbort(own, onOwn); // the caller's: first
-          try {
-            listenAbort(task, onTask);
-          } catch (e) {
-            // The task's listen threw (its engine state redefined): the send rejects with its
-            // error (below), and the caller's signal keeps no listener of ours. Before, the one
-            // just added stayed on it until it aborted, one per such send.
-            unlistenAbort(own, onOwn);
-            throw e;
+          // A signal that aborted during its listen has aborted `either` (`listenAbort`), and
+          // keeps no listener: the send rejects with its reason, as for one aborted before.
+          // Before, the send waited on. Aborting `either` twice changes nothing.
+          if (!listenAbort(own, onOwn)) { // the caller's: first
+            try {
+              listenAbort(task, onTask);
+            } catch (e) {
+              // The task's listen threw (its engine state redefined): the send rejects with its
+              // error (below), and the caller's signal keeps no listener of ours. Before, the
+              // one just added stayed on it until it aborted, one per such send.
+              unlistenAbort(own, onOwn);
+              throw e;
+            }
+            unlisten = () => {
+              unlistenAbort(task, onTask);
+              unlistenAbort(own, onOwn);
+            };
           }
-          unlisten = () => {
-            unlistenAbort(task, onTask);
-            unlistenAbort(own, onOwn);
-          };
-          // A listen may run the caller's code (an accessor of its own on the engine's state)
-          // that aborts its signal before the listener is in, which then never runs: asked
-          // again here (aborting `either` twice changes nothing). Before, the send waited on.
-          if (isAborted(own)) onOwn();
-          else if (isAborted(task)) onTask();
         }
       }
     } catch (e) {
@@ -446,8 +445,10 @@ export function produce<T>(
         out._end(failure !== undefined ? failure : abortReason(signal));
       };
       // By AbortSignal's own members (errors.ts, `isAborted`): the task's may be a caller's.
-      listenAbort(signal, onAbort);
-      detach = () => unlistenAbort(signal, onAbort);
+      // One aborted before or during the listen has closed it already (`listenAbort`), keeping no
+      // listener: before, the channel stayed open, its receivers waiting on a task whose
+      // signal had aborted.
+      if (!listenAbort(signal, onAbort)) detach = () => unlistenAbort(signal, onAbort);
     }
     // Until the task is final, not only while the block runs: children of the task sending
     // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with

@@ -211,25 +211,18 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     return child;
   }
 
-  /** Cancels this scope when `signal` aborts, until the scope finishes. */
+  /**
+   * Cancels this scope when `signal` aborts, until the scope finishes: at once if it is aborted
+   * once the listen is done (`listenAbort`: one that aborted during the listen too; before, such
+   * a scope, createScope's or a root scope's, ran on following an aborted signal). Throws what
+   * the listen throws, keeping no listener.
+   */
   follow(signal: AbortSignal): void {
     // By AbortSignal's and EventTarget's own members (errors.ts, `isAborted`): before, the
     // signal's own `removeEventListener`, when it threw, escaped the finalizer partway and left
     // this scope and its parent unfinished.
     const onAbort = () => this.cancel(abortReason(signal));
-    listenAbort(signal, onAbort);
-    // The listen may run the caller's code (an accessor of its own on the engine's state) that
-    // aborts the signal before the listener is in, which then never runs: asked again here.
-    // Before, such a scope (createScope's, a root scope's) ran on, following an aborted signal.
-    let aborted: boolean;
-    try {
-      aborted = isAborted(signal);
-    } catch (e) {
-      unlistenAbort(signal, onAbort);
-      throw e;
-    }
-    this.addFinalizer(() => unlistenAbort(signal, onAbort));
-    if (aborted) this.cancel(abortReason(signal));
+    if (!listenAbort(signal, onAbort)) this.addFinalizer(() => unlistenAbort(signal, onAbort));
   }
 
   /** Runs `fn` once the scope reaches a final state, before completion handlers. */
@@ -486,6 +479,21 @@ class StandaloneScope extends Coroutine<void> implements Scope {
 }
 
 /**
+ * `scope.follow(signal)`, a listen that throws (only a signal whose engine state the caller
+ * redefined) refused by name, with its error as the cause, before the scope starts.
+ */
+function followChecked(op: string, scope: Coroutine<unknown>, signal: AbortSignal): void {
+  try {
+    scope.follow(signal);
+  } catch (e) {
+    throw new TypeError(
+      `Cannot ${op}: signal must be one that can be listened to, received an AbortSignal whose listening throws`,
+      { cause: e },
+    );
+  }
+}
+
+/**
  * A free-standing scope (Kotlin's `CoroutineScope(Job())`, or `SupervisorJob()` with
  * `supervisor: true`) for tasks that outlive one function call, e.g. a server's connections.
  * Leaving an `await using` block cancels every task still running and waits for all of them;
@@ -526,16 +534,7 @@ export function createScope(options?: CreateScopeOptions): Scope {
   // Followed before the scope starts: a listen that throws (only a signal whose engine state
   // the caller redefined) refuses the call by name, leaving no scope. Before, its raw error was
   // thrown after the start, leaving a started scope that nobody held.
-  if (signal !== undefined && !aborted) {
-    try {
-      scope.follow(signal);
-    } catch (e) {
-      throw new TypeError(
-        `Cannot ${op}: signal must be one that can be listened to, received an AbortSignal whose listening throws`,
-        { cause: e },
-      );
-    }
-  }
+  if (signal !== undefined && !aborted) followChecked(op, scope, signal);
   scope.start();
   if (signal !== undefined && aborted) scope.cancel(abortReason(signal));
   return scope;

@@ -546,10 +546,11 @@ class Selection implements RingOp {
     const signal = this.signal;
     if (signal !== undefined) {
       this.onAbort = () => this.#jsWins(undefined);
-      // Aborted since it was checked (a value's getter, encoding it, ran the caller's code):
-      // the event will not come again. By AbortSignal's own members (errors.ts, `isAborted`).
-      if (isAborted(signal)) this.onAbort();
-      else listenAbort(signal, this.onAbort);
+      // Aborted since it was checked (a value's getter, encoding it, ran the caller's code), or
+      // during the listen (an accessor of the caller's that the engine's listen reached): the
+      // event will not come, and `listenAbort` calls it (before, a select whose signal aborted
+      // during the listen waited on for a clause). By AbortSignal's own members.
+      listenAbort(signal, this.onAbort);
     }
   }
 

@@ -252,8 +252,9 @@ export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<v
     // is set): AbortSignal's own `addEventListener` may still throw (the caller's accessor for
     // the engine's listeners symbol, on a prototype under the signal), and the executor's
     // rejection then leaves no timer. Before, the timer armed first kept the process up for
-    // the whole delay after the delay rejected.
-    listenAbort(signal, onAbort);
+    // the whole delay after the delay rejected. One that aborted during the listen has
+    // rejected (`listenAbort`): no timer is armed. Before, it was, and the delay waited it out.
+    if (listenAbort(signal, onAbort)) return;
     cancel = timer(ms, () => {
       unlistenAbort(signal, onAbort);
       resolve();

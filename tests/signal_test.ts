@@ -781,3 +781,123 @@ Deno.test("a producer's send with a signal of its own that aborts while it is be
   assert.equal(outcome, reason);
   assert.equal(abortListeners(signal), 0, "none left on its signal");
 });
+
+Deno.test("a channel's receive or send whose signal aborts while it is being listened to rejects with its reason, withdrawn: nothing is delivered to it, and it keeps no listener", async () => {
+  using reported = catchReported();
+  const reason = new Error("aborted while listened to");
+  for (const which of ["receive", "send"] as const) {
+    using ch = new Channel<number>("rendezvous");
+    const signal = abortsWhileListening(reason);
+    // Before, the wait stayed queued: the receive took the next value (lost to its caller, who
+    // had seen its signal abort), and the send's value was delivered.
+    const wait = which === "receive" ? ch.receive({ signal }) : ch.send(1, { signal });
+    assert.equal(signal.aborted, true, `${which}: the probe aborts it`);
+    assert.equal(await settled(wait), true, `${which}: settled`);
+    await assert.rejects(wait, (e: unknown) => e === reason, which);
+    assert.equal(abortListeners(signal), 0, `${which}: no listener left`);
+    if (which === "receive") {
+      const next = ch.receive();
+      await ch.send(7);
+      assert.equal(await next, 7, "the next receive gets the value");
+    } else {
+      const next = ch.send(2);
+      assert.equal(await ch.receive(), 2, "the next receive gets the next send's value");
+      await next;
+    }
+  }
+  assert.deepEqual(reported.errors, [], "nothing reported");
+});
+
+Deno.test("a select whose signal aborts while it is being listened to rejects with its reason, having armed nothing: the next send is not taken by it", async () => {
+  using reported = catchReported();
+  const reason = new Error("aborted while listened to");
+  using ch = new Channel<number>("rendezvous");
+  const signal = abortsWhileListening(reason);
+  // Before, it waited on for a clause, and took the next value.
+  const wait = select<number>((s) => s.onReceive(ch, (v) => v), { signal });
+  assert.equal(await settled(wait), true, "settled");
+  await assert.rejects(wait, (e: unknown) => e === reason);
+  assert.equal(abortListeners(signal), 0, "no listener left");
+  const next = ch.receive();
+  await ch.send(7);
+  assert.equal(await next, 7, "the next receive gets the value");
+  assert.deepEqual(reported.errors, [], "nothing reported");
+});
+
+Deno.test("a delay whose signal aborts while it is being listened to rejects with its reason, arming no timer", async () => {
+  // Before, it waited out its timer (an hour here), then resolved.
+  const reason = new Error("aborted while listened to");
+  const signal = abortsWhileListening(reason);
+  const wait = delay(3_600_000, { signal });
+  assert.equal(await settled(wait), true, "settled");
+  await assert.rejects(wait, (e: unknown) => e === reason);
+  assert.equal(abortListeners(signal), 0, "no listener left");
+  // No timer left: the test's sanitizer would fail it.
+});
+
+Deno.test("a native scope's wait whose signal aborts while it is being listened to rejects with its reason", async () => {
+  // Before, the wait ran, and (no child) resolved as if its signal had not aborted.
+  const reason = new Error("aborted while listened to");
+  await using ns = NativeScope.create();
+  const signal = abortsWhileListening(reason);
+  const wait = ns.wait({ signal });
+  assert.equal(await settled(wait), true, "settled");
+  await assert.rejects(wait, (e: unknown) => e === reason);
+  assert.equal(abortListeners(signal), 0, "no listener left");
+});
+
+Deno.test("a producer whose task signal (a scope of the caller's own) aborts while it is being listened to, or before, closes its channel with the reason at once, keeping no listener", async () => {
+  using reported = catchReported();
+  for (const when of ["while listened to", "before"] as const) {
+    const reason = new Error(`aborted ${when}`);
+    const signal = when === "before" ? AbortSignal.abort(reason) : abortsWhileListening(reason);
+    const release = Promise.withResolvers<void>();
+    let outcome: unknown = "pending";
+    await coroutineScope(async (scope) => {
+      try {
+        using ch = produce<number>(withTaskSignal(scope, signal), () => release.promise);
+        // Before, the channel stayed open (its receive waited) until the block returned.
+        const wait = ch.receive();
+        outcome = await settled(wait) ? await wait.then(() => "received", (e) => e) : "pending";
+      } finally {
+        release.resolve();
+      }
+    });
+    assert.equal(signal.aborted, true, `${when}: the probe aborts it`);
+    assert.equal(outcome, reason, when);
+    assert.equal(abortListeners(signal), 0, `${when}: no listener left`);
+  }
+  assert.deepEqual(reported.errors, [], "nothing reported");
+});
+
+Deno.test("an actor whose task signal (a scope of the caller's own) aborts while it is being listened to, or before, cancels its mailbox at once, keeping no listener", async () => {
+  using reported = catchReported();
+  const STOP = -1;
+  for (const when of ["while listened to", "before"] as const) {
+    const reason = new Error(`aborted ${when}`);
+    const signal = when === "before" ? AbortSignal.abort(reason) : abortsWhileListening(reason);
+    let ended: unknown = "still waiting";
+    let outcome: unknown = "pending";
+    let cancelled: boolean | undefined;
+    await coroutineScope(async (scope) => {
+      const a = actor<number>(withTaskSignal(scope, signal), async (mailbox) => {
+        try {
+          while (await mailbox.receive() !== STOP);
+        } catch (e) {
+          ended = e;
+        }
+      });
+      // Before, the mailbox took it: the handler ran on (stopped here, so that the scope ends).
+      outcome = await a.send(1).then(() => "sent", (e) => e);
+      if (outcome === "sent") await a.send(STOP);
+      await a.job.join();
+      cancelled = a.job.isCancelled;
+    });
+    assert.equal(signal.aborted, true, `${when}: the probe aborts it`);
+    assert.ok(outcome instanceof CancellationError, `${when}, the send: ${String(outcome)}`);
+    assert.ok(ended instanceof CancellationError, `${when}, the receive: ${String(ended)}`);
+    assert.equal(cancelled, true, `${when}: the actor ends cancelled, as for an abort after`);
+    assert.equal(abortListeners(signal), 0, `${when}: no listener left`);
+  }
+  assert.deepEqual(reported.errors, [], "nothing reported");
+});
