@@ -336,7 +336,9 @@ export function rootScope<T>(
   if (signal !== undefined && isAborted(signal)) return toCancellation(abortReason(signal));
   const flags = HANDLES_CHILD_FAILURE | (supervisor ? SUPERVISOR : 0);
   const scope = new Coroutine<T>(checked?.context ?? Context.empty, flags, block);
-  if (signal !== undefined) scope.follow(signal);
+  // Refused by name as createScope's (before, the listen's raw error). One that aborted during
+  // the listen has cancelled the scope (`follow`): it rejects without running its block.
+  if (signal !== undefined) followChecked(op, scope, signal);
   return scope;
 }
 

@@ -901,3 +901,24 @@ Deno.test("an actor whose task signal (a scope of the caller's own) aborts while
   }
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
+
+Deno.test("coroutineScope, supervisorScope, withTimeout and withTimeoutOrNull whose signal's listening throws are refused by name, as createScope", async () => {
+  // Before, they rejected with the listen's raw error.
+  const calls: [string, (signal: AbortSignal) => Promise<unknown>][] = [
+    ["run coroutineScope", (signal) => coroutineScope(() => 1, { signal })],
+    ["run supervisorScope", (signal) => supervisorScope(() => 1, { signal })],
+    ["run withTimeout", (signal) => withTimeout(60_000, () => 1, { signal })],
+    ["run withTimeoutOrNull", (signal) => withTimeoutOrNull(60_000, () => 1, { signal })],
+  ];
+  for (const [op, call] of calls) {
+    await assert.rejects(call(listenThrows()), (e: unknown) => {
+      assert.ok(e instanceof TypeError, op);
+      assert.equal(
+        e.message,
+        `Cannot ${op}: signal must be one that can be listened to, received an AbortSignal whose listening throws`,
+      );
+      assert.equal((e.cause as Error).message, "the caller's listeners property", op);
+      return true;
+    });
+  }
+});
