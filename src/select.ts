@@ -668,7 +668,20 @@ class Selection implements RingOp {
    * channel clauses just lost (as to another channel clause).
    */
   #jsWins(c: Clause | undefined, reason?: unknown): void {
-    if (this.done || this.completing) return;
+    if (this.done) return;
+    if (this.completing) {
+      // A channel clause won first (an `onTimeout`, job or deferred got KC_EBUSY) and its
+      // record is not drained yet: an abort now gives up as one that got that KC_EBUSY itself
+      // does (`complete`: a receive clause's value goes back, the select rejects with the
+      // reason; a send clause that won still fires). Before, it was ignored: the clause fired
+      // though the signal had aborted before the select settled, and a caller that had moved
+      // on dropped the value.
+      if (c === undefined && !this.gaveUp) {
+        this.gaveUp = true;
+        this.reason = reason ?? abortReason(this.signal!);
+      }
+      return;
+    }
     if (this.queued) {
       const rc = this.bridge!.abort(this, c !== undefined);
       if (rc === Status.EBUSY) {

@@ -30,6 +30,7 @@ import {
   type ChannelMetrics,
   ClosedReceiveError,
   codecs,
+  CompletableDeferred,
   InvalidHandleError,
   library,
   runtime,
@@ -462,6 +463,53 @@ Deno.test("a receive or select aborted after a native send completed it rejects 
       [count, back.length, hook.length, 1],
       what,
     );
+  }
+});
+
+Deno.test("a select whose deferred clause lost to a completed channel clause, then aborted before the record drained, rejects with the reason as an abort that lost itself does: a receive's value goes back in front, a closed channel is no outcome, a sent value still fires", async () => {
+  const rt = runtime();
+  const spin = (done: () => boolean, what: string) => {
+    // Spun, not awaited: the ring's record must not be drained before the abort.
+    const deadline = performance.now() + 20_000;
+    while (!done()) if (performance.now() > deadline) throw new Error(what);
+  };
+  for (const how of ["receive", "closed", "send"] as const) {
+    const dropped: bigint[] = [];
+    using ch = new Channel<bigint>(0, {
+      codec: codecs.u64,
+      onUndeliveredElement: (v) => dropped.push(v),
+    });
+    using out = new Channel<bigint>(1, { codec: codecs.u64 }); // the echo's, for "send"
+    const d = new CompletableDeferred<string>();
+    const ctl = new AbortController();
+    const reason = new Error("given up");
+    const waiting = select<string>((s) => {
+      if (how === "send") s.onSend(ch, 9n, () => "sent");
+      else s.onReceiveCatching(ch, (r) => r.state === "ok" ? `got ${r.value}` : r.state);
+      s.onAwait(d, (v) => v);
+    }, { signal: ctl.signal });
+    await new Promise((r) => setImmediate(r)); // queued natively at the end of its turn
+    if (how === "receive") {
+      const cells = rt.cells([BigInt(ch.handle), 5n, 1n, 0n, 0n]);
+      rt.spawn("chanSender", cells);
+      spin(() => cells[4] === 1n, `${how}: the native sender`);
+    } else if (how === "send") {
+      const cells = rt.cells([BigInt(ch.handle), BigInt(out.handle), 0n, 0n]);
+      rt.spawn("echo", cells);
+      spin(() => cells[2] === 1n, `${how}: the echo`);
+    } else ch.close();
+    d.complete("deferred"); // loses (KC_EBUSY): the channel clause completed first
+    ctl.abort(reason);
+    if (how === "send") {
+      assert.equal(await waiting, "sent", how); // delivered: honoured, as when the abort lost
+      assert.deepEqual(out.tryReceive(), { state: "ok", value: 9n }, how);
+    } else await assert.rejects(waiting, (e) => e === reason, how);
+    if (how === "receive") {
+      assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5n }, how); // back, not lost
+      assert.equal(ch.metrics().failures.cancelled, 1, how);
+    }
+    assert.deepEqual(dropped, [], how);
+    ch.close();
   }
 });
 
