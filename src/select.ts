@@ -411,8 +411,16 @@ class Selection implements RingOp {
         // A clause won before the throw (a job's handler run at once by its invokeOnCompletion,
         // which then returned no Disposable): that win settles the select and cleaned up, so
         // the error is reported. Before, this cleaned up a second time (the job Disposables
-        // disposed twice) and rejected, while the winner's handler still ran afterwards.
+        // disposed twice) and rejected, while the winner's handler still ran afterwards. A
+        // channel clause's record still to come (`completing`): the signal is listened to until
+        // it is taken (`#listen`; a listen that throws is reported too: the select settles by
+        // that record).
         reportError(e);
+        try {
+          this.#listen();
+        } catch (e2) {
+          reportError(e2);
+        }
         return promise;
       }
       let free = true;
@@ -523,8 +531,9 @@ class Selection implements RingOp {
     }
     for (const c of clauses) {
       // A job's handler runs at once when the job is final already (one an earlier lazy clause
-      // completed): that clause won and cleaned up; arm nothing after it.
-      if (this.done || this.completing) return;
+      // completed): that clause won and cleaned up, or lost to a channel clause that completed
+      // meanwhile (`completing`); arm nothing after it.
+      if (this.done || this.completing) break;
       if (c.kind === TIMEOUT) {
         this.timers.push(timer(c.ms!, () => this.#jsWins(c))); // any length, Infinity never
       } else if (c.kind === JOIN || c.kind === AWAIT) {
@@ -542,7 +551,17 @@ class Selection implements RingOp {
         this.disposers.push(d as Disposable);
       }
     }
-    if (this.done || this.completing) return;
+    this.#listen();
+  }
+
+  /**
+   * Listens to the signal once the clauses are armed, unless the select settled already; also
+   * while a channel clause's record is to come (`completing`: a JavaScript clause lost to it as
+   * it was armed), as an abort until that record is taken still gives up (`#jsWins`). Before,
+   * such a select never listened, and the receive clause fired though the signal had aborted.
+   */
+  #listen(): void {
+    if (this.done) return;
     const signal = this.signal;
     if (signal !== undefined) {
       this.onAbort = () => this.#jsWins(undefined);

@@ -1119,6 +1119,37 @@ Deno.test("a Job of the caller's own that runs its handler at once, then returns
   );
 });
 
+Deno.test("a select whose Job of the caller's own lost to a channel clause as it was armed still listens to its signal: an abort before the record is taken rejects, the received value goes back", async () => {
+  for (const returned of ["a Disposable", "nothing"] as const) {
+    using reported = catchReported();
+    using ch = new Channel<number>(0, { codec: codecs.f64 });
+    // As its clause is armed: the channel clause completes natively (a send of this isolate,
+    // meeting the select queued natively), then the job runs its handler, which loses (KC_EBUSY).
+    const job = {
+      state: "active",
+      isCompleted: false,
+      start: () => false,
+      invokeOnCompletion: (handler: () => void) => {
+        assert.deepEqual(ch.trySend(5), { state: "ok" });
+        handler();
+        return returned === "nothing" ? 1 : { [Symbol.dispose]() {} };
+      },
+    };
+    const ctl = new AbortController();
+    const reason = new Error("given up");
+    const outcome = select<string>((s) => {
+      s.onReceive(ch, (v) => `got ${v}`);
+      s.onJoin(job as never, () => "joined");
+    }, { signal: ctl.signal });
+    ctl.abort(reason); // the record is not taken yet
+    // Before, the select never listened to the signal: the receive clause fired.
+    await assert.rejects(within(outcome, 5_000, "the select"), (e) => e === reason, returned);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, returned); // back, not lost
+    assert.equal(reported.errors.length, returned === "nothing" ? 1 : 0, returned);
+    assert.equal(pending(), 0);
+  }
+});
+
 Deno.test("a Job of the caller's own whose Disposable throws still lets the select settle: the error is reported, the winner's handler runs", async () => {
   using reported = catchReported();
   const job = {
