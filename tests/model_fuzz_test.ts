@@ -2064,10 +2064,19 @@ async function runSeed(
  * pins a rule at a step, and a run the time stopped before that step passed with the rule taken
  * out (44's, at step 173, on a loaded host at the default 1,500 ms). What each pins:
  *
- * 11 and 21 were added for the bug fixed with this file (a select waiting on a channel passed
- * over by a send and a receive of the same isolate that began after it), which they met at steps
- * 15 and 384 then, before the other thread's operations (`Run.foreign`, and later its mid-turn
- * ones) changed what their later draws do; not checked again since, so they may pin it no longer.
+ * 3 meets aea7b4f's iterator rule (a return() while a next() waits releases that next(): it
+ * resolves done, having taken nothing, and the value stays in the channel; checked in session
+ * 33): with the iterator's return() abandoning no waiting receive it fails at step 8 ('ch1
+ * trySendMany(4 values)': sent 2, the model 1, as the next() it should have released took 5).
+ * 3 and 14 were picked with no rule in view when the suite's seeds became small numbers
+ * (5506d01, with 7 and 11); they were the two that failed while the model lacked that iterator
+ * rule (bb36257). 14 passes with the rule taken out in session 33: it pins no rule found.
+ * 11, 21 and 31 met the select-order bug 78e97dd fixed (a select waiting on a channel passed over
+ * by a send and a receive of the same isolate that began after it): 21 and 31 within their first
+ * 100 steps when added (5506d01), 11 and 21 at steps 15 and 384 after the model's next changes
+ * (1a8f372). Checked in session 33: all three pass their 400 steps untimed, and none of them
+ * reaches the `Shared.selects` branch of `#handOff` or of `#takeFromSender` (the rule's, counted
+ * by hand), so they pin it no longer; 14, 11, 21 and 31 stay as default seeds for coverage.
  * 20 meets the order rules between this isolate's waits and another thread's (checked again in
  * session 32, with KCORO_MODEL_MS large enough for all 400 steps): with seed 547's receive rule
  * taken out (`#poll` takes a sender of this isolate waiting in JavaScript on a rendezvous channel
