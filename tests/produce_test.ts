@@ -2741,18 +2741,34 @@ function foreignTask(
   return task as unknown as CoroutineScope;
 }
 
-Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the block a task whose job is not a kcoro Job, then throws or returns no Job: onDone still runs once, with the cancellation the block ends with, started at once or deferred, also when the task has no signal", async () => {
-  // onDone was attached to the task's job (`_job`) only when that job was a kcoro Job: under a
-  // task of the caller's own, nothing attached it, and it never ran. A task with no signal (or
-  // one that is no AbortSignal) threw a TypeError at its addEventListener, ahead of the check
-  // for the abandoned launch: the block ended with it, and onDone never ran.
+/**
+ * One produce() or actor() call on a CoroutineScope of the caller's own, for
+ * `eachForeignLaunch`: `call` makes it (it throws, as the launch fails), `ran` says whether its
+ * block's body began, and `ended` asserts what more the block's end (`cause`) must bring.
+ */
+interface ForeignLaunchCase {
+  call: (scope: CoroutineScope) => unknown;
+  ran: () => boolean;
+  ended?: (cause: unknown, what: string) => void;
+}
+
+/**
+ * Runs a case (`make` builds a fresh one each time) on a CoroutineScope of the caller's own
+ * whose launch gives the block a task whose job is not a kcoro Job (`foreignTask`, with each of
+ * `TASK_SIGNALS`), starts it at once or defers it, and then throws or returns no Job. The call
+ * throws the launch's error (a TypeError for no Job); the block ends cancelled, its `body`
+ * began only if started at once, and the task's signal, the caller's, stays unaborted.
+ */
+async function eachForeignLaunch(
+  body: "handler" | "block",
+  make: () => ForeignLaunchCase,
+): Promise<void> {
   const own = new Error("the caller's launch");
   for (const start of ["at once", "deferred"] as const) {
     for (const how of ["throws", "returns no Job"] as const) {
       for (const sig of TASK_SIGNALS) {
         const what = `start ${start}, launch ${how}, signal ${sig}`;
-        const done: unknown[] = [];
-        let ran = false;
+        const c = make();
         const stop = new AbortController();
         // A task of the caller's own: its signal (or none), a job that is none of kcoro's.
         const foreign = foreignTask(sig, stop.signal, { state: "active" });
@@ -2767,12 +2783,8 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the 
             return 1;
           },
         } as unknown as CoroutineScope;
-        const handler = counted(async (mailbox: Channel<number>) => {
-          ran = true;
-          await mailbox.receive(); // rejects: the cleanup cancelled the mailbox
-        });
         assert.throws(
-          () => actor<number>(scope, handler, { onDone: (cause) => done.push(cause) }),
+          () => c.call(scope),
           how === "throws" ? (e) => e === own : { name: "TypeError" },
           what,
         );
@@ -2787,13 +2799,39 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the 
         assert.equal(ended.status, "rejected", what);
         const cause = (ended as PromiseRejectedResult).reason;
         assert.ok(cause instanceof CancellationError, `${what}: ${String(cause)}`);
-        assert.equal(done.length, 1, `${what}: onDone ran once: ${done.length}`);
-        assert.equal(done[0], cause, `${what}: onDone gets the cancellation the block ends with`);
-        assert.equal(ran, start === "at once", `${what}: the handler ran only if started at once`);
+        c.ended?.(cause, what);
+        assert.equal(
+          c.ran(),
+          start === "at once",
+          `${what}: the ${body} ran only if started at once`,
+        );
         assert.equal(stop.signal.aborted, false, what); // the task is the caller's: not kcoro's to cancel
       }
     }
   }
+}
+
+Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the block a task whose job is not a kcoro Job, then throws or returns no Job: onDone still runs once, with the cancellation the block ends with, started at once or deferred, also when the task has no signal", async () => {
+  // onDone was attached to the task's job (`_job`) only when that job was a kcoro Job: under a
+  // task of the caller's own, nothing attached it, and it never ran. A task with no signal (or
+  // one that is no AbortSignal) threw a TypeError at its addEventListener, ahead of the check
+  // for the abandoned launch: the block ended with it, and onDone never ran.
+  await eachForeignLaunch("handler", () => {
+    const done: unknown[] = [];
+    let ran = false;
+    const handler = counted(async (mailbox: Channel<number>) => {
+      ran = true;
+      await mailbox.receive(); // rejects: the cleanup cancelled the mailbox
+    });
+    return {
+      call: (scope) => actor<number>(scope, handler, { onDone: (cause) => done.push(cause) }),
+      ran: () => ran,
+      ended: (cause, what) => {
+        assert.equal(done.length, 1, `${what}: onDone ran once: ${done.length}`);
+        assert.equal(done[0], cause, `${what}: onDone gets the cancellation the block ends with`);
+      },
+    };
+  });
   assert.equal(live, 0);
 });
 
@@ -2836,50 +2874,14 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch gives th
   // A task with no signal (or one that is no AbortSignal, or a getter that throws) threw a
   // TypeError (or the getter's error) at its addEventListener, out of the block, as an actor's
   // did (3d67f74): the producer ended failed with it, not cancelled.
-  const own = new Error("the caller's launch");
-  for (const start of ["at once", "deferred"] as const) {
-    for (const how of ["throws", "returns no Job"] as const) {
-      for (const sig of TASK_SIGNALS) {
-        const what = `start ${start}, launch ${how}, signal ${sig}`;
-        let ran = false;
-        const stop = new AbortController();
-        const foreign = foreignTask(sig, stop.signal, { state: "active" });
-        let started: Promise<unknown> | null = null;
-        let deferred: ((task: CoroutineScope) => unknown) | null = null;
-        const scope = {
-          context: Context.empty,
-          launch: (block: (task: CoroutineScope) => unknown) => {
-            if (start === "at once") started = block(foreign) as Promise<unknown>; // to its first await
-            else deferred = block;
-            if (how === "throws") throw own;
-            return 1;
-          },
-        } as unknown as CoroutineScope;
-        const body = counted(async (out: Channel<number>) => {
-          ran = true;
-          await out.send(1); // rejects: the cleanup freed the channel
-        });
-        assert.throws(
-          () => produce<number>(scope, body),
-          how === "throws" ? (e) => e === own : { name: "TypeError" },
-          what,
-        );
-        if (deferred !== null) {
-          started = (deferred as (t: CoroutineScope) => unknown)(foreign) as Promise<unknown>; // started late
-        }
-        const [ended] = await within(
-          Promise.allSettled([started!]),
-          10_000,
-          `${what}: the block's end`,
-        );
-        assert.equal(ended.status, "rejected", what);
-        const cause = (ended as PromiseRejectedResult).reason;
-        assert.ok(cause instanceof CancellationError, `${what}: ${String(cause)}`);
-        assert.equal(ran, start === "at once", `${what}: the block ran only if started at once`);
-        assert.equal(stop.signal.aborted, false, what); // the task is the caller's: not kcoro's to cancel
-      }
-    }
-  }
+  await eachForeignLaunch("block", () => {
+    let ran = false;
+    const body = counted(async (out: Channel<number>) => {
+      ran = true;
+      await out.send(1); // rejects: the cleanup freed the channel
+    });
+    return { call: (scope) => produce<number>(scope, body), ran: () => ran };
+  });
   assert.equal(live, 0);
 });
 
