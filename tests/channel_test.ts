@@ -4752,6 +4752,29 @@ Deno.test("a rendezvous receive takes a sender queued natively on another thread
   }
 });
 
+/**
+ * Runs `body` with a ring of the test's own (kc_ring_create), on which another isolate's waits
+ * queue as a Worker's do, and a buffer for two of its records (kc_completion, four words each);
+ * the ring is destroyed after, however `body` ends.
+ */
+async function withForeignRing(
+  body: (
+    sym: ReturnType<ReturnType<typeof library>["symbols"]>,
+    ring: number,
+    records: Uint32Array,
+  ) => Promise<void>,
+): Promise<void> {
+  const sym = library().symbols("test");
+  const out = new Uint32Array(1);
+  assert.equal(sym.kc_ring_create(out), 0);
+  const ring = out[0];
+  try {
+    await body(sym, ring, new Uint32Array(8));
+  } finally {
+    assert.equal(sym.kc_ring_destroy(ring), 0);
+  }
+}
+
 Deno.test("a send meets the oldest receiver queued natively, another isolate's or a receive of this isolate queued in an earlier turn, whichever came first", async () => {
   // DESIGN.md section 5: FIFO per channel, waiters included. With a receive of this isolate
   // queued natively in an earlier turn, a send of this isolate withdrew it and handed it the
@@ -4759,13 +4782,8 @@ Deno.test("a send meets the oldest receiver queued natively, another isolate's o
   // say whose is first): the exception README's Status listed. Now the native try-send meets
   // the oldest. The other order too: this isolate's receive, queued first, is met first. The
   // other isolate's receive is queued on a ring of the test's own (as a Worker's is).
-  const sym = library().symbols("test");
   const bridge = Bridge.of(library());
-  const out = new Uint32Array(1);
-  assert.equal(sym.kc_ring_create(out), 0);
-  const ring = out[0];
-  const records = new Uint32Array(8);
-  try {
+  await withForeignRing(async (sym, ring, records) => {
     for (const capacity of ["rendezvous", 4] as const) {
       for (const how of ["trySend", "send", "trySendMany"] as const) {
         for (const otherFirst of [true, false]) {
@@ -4826,9 +4844,7 @@ Deno.test("a send meets the oldest receiver queued natively, another isolate's o
         }
       }
     }
-  } finally {
-    assert.equal(sym.kc_ring_destroy(ring), 0);
-  }
+  });
 });
 
 Deno.test("a send of this isolate does not pass another isolate's sender queued natively mid-turn, while a receive of this isolate waits in JavaScript", async () => {
@@ -4839,12 +4855,7 @@ Deno.test("a send of this isolate does not pass another isolate's sender queued 
   // JavaScript (a rendezvous has no buffer, so `#handOff` looked at nothing native) and the
   // other isolate's send went on waiting, passed over. The other isolate's send is queued on a
   // ring of the test's own, as a Worker's is.
-  const sym = library().symbols("test");
-  const out = new Uint32Array(1);
-  assert.equal(sym.kc_ring_create(out), 0);
-  const ring = out[0];
-  const records = new Uint32Array(8);
-  try {
+  await withForeignRing(async (sym, ring, records) => {
     for (const how of ["trySend", "send", "trySendMany"] as const) {
       for (const fresh of [true, false]) {
         const what = `${how}, ${fresh ? "a fresh channel" : "flags mapped"}`;
@@ -4879,9 +4890,7 @@ Deno.test("a send of this isolate does not pass another isolate's sender queued 
         assert.deepEqual([m.sends, m.receives, m.dropped], [n, n, 0], what);
       }
     }
-  } finally {
-    assert.equal(sym.kc_ring_destroy(ring), 0);
-  }
+  });
 });
 
 Deno.test("a receive of this isolate does not pass another isolate's receiver queued natively mid-turn, while a send of this isolate waits in JavaScript", async () => {
@@ -4892,12 +4901,7 @@ Deno.test("a receive of this isolate does not pass another isolate's receiver qu
   // sender in JavaScript (`#takeFromSender` read no byte) and the other isolate's receive went
   // on waiting, passed over. The waiting byte (kc_chan_waiting_flag) tells. On a buffered
   // channel the buffer is full at the send, and the other isolate empties it first.
-  const sym = library().symbols("test");
-  const out = new Uint32Array(1);
-  assert.equal(sym.kc_ring_create(out), 0);
-  const ring = out[0];
-  const records = new Uint32Array(8);
-  try {
+  await withForeignRing(async (sym, ring, records) => {
     for (const capacity of ["rendezvous", 1] as const) {
       for (const how of ["tryReceive", "tryReceiveMany", "receive"] as const) {
         for (const fresh of [true, false]) {
@@ -4945,9 +4949,7 @@ Deno.test("a receive of this isolate does not pass another isolate's receiver qu
         }
       }
     }
-  } finally {
-    assert.equal(sym.kc_ring_destroy(ring), 0);
-  }
+  });
 });
 
 Deno.test("a send that completes a receive of this isolate natively while a select of this isolate waits on the channel settles it before it returns: a same-turn abort comes too late", async () => {
