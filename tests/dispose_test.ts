@@ -1521,13 +1521,48 @@ Deno.test("a codecs.bytes trySend whose value's check (an own Symbol.hasInstance
   }
 });
 
+/**
+ * A value whose check by `codec` runs the caller's code, which disposes `copy`: for
+ * codecs.bytes a Uint8Array, checked by an own Symbol.hasInstance of Uint8Array's (disposing at
+ * its first call) put in place here until `restore()`, which a test calls in a finally; for the
+ * other codecs an object whose getter the encoding reads. `disposed()` counts the checks run.
+ */
+function disposingValue(
+  codec: Codec<unknown>,
+  copy: Channel<unknown>,
+): { value: unknown; disposed: () => number; restore: () => void } {
+  const realHasInstance = Function.prototype[Symbol.hasInstance];
+  let disposed = 0;
+  let value: unknown = {
+    get x() {
+      disposed++;
+      copy[Symbol.dispose]();
+      return 1;
+    },
+  };
+  if (codec === codecs.bytes) {
+    value = new Uint8Array([1, 2, 3]);
+    Object.defineProperty(Uint8Array, Symbol.hasInstance, {
+      configurable: true,
+      value(v: unknown) {
+        if (disposed++ === 0) copy[Symbol.dispose]();
+        return realHasInstance.call(this, v);
+      },
+    });
+  }
+  return {
+    value,
+    disposed: () => disposed,
+    restore: () => delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance],
+  };
+}
+
 Deno.test("a Channel.from copy whose channel ended: a send or trySend whose value's check disposes the copy throws what a call after the dispose throws, as on a live channel; a value the codec cannot carry throws its CodecError", async () => {
   // The ended path (`#sendEnded`) checks the value by its codec with no native call. Before, a
   // check that ran the caller's code disposing the copy (a getter; an own Symbol.hasInstance of
   // Uint8Array's for codecs.bytes) answered `closed` (send: the cancelled channel's
   // CancellationError), where the same value on a channel that had not ended threw the
   // dispose's InvalidHandleError.
-  const realHasInstance = Function.prototype[Symbol.hasInstance];
   for (const codec of [codecs.default, codecs.structured, codecs.bytes] as Codec<unknown>[]) {
     for (const op of ["trySend", "send"] as const) {
       for (const ended of [false, true]) {
@@ -1537,24 +1572,8 @@ Deno.test("a Channel.from copy whose channel ended: a send or trySend whose valu
         const copy = Channel.from<unknown>(owner.share());
         const bad = Channel.from<unknown>(owner.share());
         if (ended) owner[Symbol.dispose]();
-        let disposed = 0;
-        let value: unknown = {
-          get x() {
-            disposed++;
-            copy[Symbol.dispose]();
-            return 1;
-          },
-        };
-        if (codec === codecs.bytes) {
-          value = new Uint8Array([1, 2, 3]);
-          Object.defineProperty(Uint8Array, Symbol.hasInstance, {
-            configurable: true,
-            value(v: unknown) {
-              if (disposed++ === 0) copy[Symbol.dispose]();
-              return realHasInstance.call(this, v);
-            },
-          });
-        }
+        const check = disposingValue(codec, copy);
+        const value = check.value;
         let thrown: unknown;
         try {
           if (op === "trySend") thrown = copy.trySend(value);
@@ -1562,9 +1581,9 @@ Deno.test("a Channel.from copy whose channel ended: a send or trySend whose valu
         } catch (e) {
           thrown = e;
         } finally {
-          delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance];
+          check.restore();
         }
-        assert.ok(disposed > 0, `${label}: the check disposed the copy`);
+        assert.ok(check.disposed() > 0, `${label}: the check disposed the copy`);
         assert.ok(thrown instanceof InvalidHandleError, `${label}: ${String(thrown)}`);
         assert.match(thrown.message, /^Cannot send: the channel was disposed/, label);
         // A value the codec cannot carry: its CodecError, whatever the channel's state.
@@ -1749,7 +1768,6 @@ Deno.test("a select's onSend clause whose value's check disposes its channel (a 
   // answered as on the cancelled channel (its CancellationError) when a clause came before the
   // send clause, and on a live copy a ready clause before it fired (the native select was given
   // the disposed copy's dead-handle marker).
-  const realHasInstance = Function.prototype[Symbol.hasInstance];
   const sym = library().symbols("test");
   for (const codec of [codecs.default, codecs.bytes] as Codec<unknown>[]) {
     for (const ended of [false, true]) {
@@ -1766,24 +1784,8 @@ Deno.test("a select's onSend clause whose value's check disposes its channel (a 
         });
         const copy = Channel.from<unknown>(owner.share());
         if (ended) owner[Symbol.dispose]();
-        let disposed = 0;
-        let value: unknown = {
-          get x() {
-            disposed++;
-            copy[Symbol.dispose]();
-            return 1;
-          },
-        };
-        if (codec === codecs.bytes) {
-          value = new Uint8Array([1, 2, 3]);
-          Object.defineProperty(Uint8Array, Symbol.hasInstance, {
-            configurable: true,
-            value(v: unknown) {
-              if (disposed++ === 0) copy[Symbol.dispose]();
-              return realHasInstance.call(this, v);
-            },
-          });
-        }
+        const check = disposingValue(codec, copy);
+        const value = check.value;
         const selects: unknown[] = [];
         let got: string;
         {
@@ -1794,10 +1796,10 @@ Deno.test("a select's onSend clause whose value's check disposes its channel (a 
               s.onSend(copy, value, () => "sent");
             }));
           } finally {
-            delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance];
+            check.restore();
           }
         }
-        assert.ok(disposed > 0, `${label}: the check disposed the copy`);
+        assert.ok(check.disposed() > 0, `${label}: the check disposed the copy`);
         assert.equal(got, "InvalidHandleError: Cannot select: the channel was disposed", label);
         assert.deepEqual(selects, [], `${label}: no native select`);
         assert.deepEqual(
