@@ -457,10 +457,11 @@ export class Bridge {
    * Withdraws a queued operation: 0 withdrawn (no record will come), KC_EBUSY when it
    * completed already (its record settles it), or another negative status (KC_EBADH: its ring
    * or its ticket is gone, e.g. the ring was destroyed): no record will come for it either,
-   * and it is tracked no more, so the caller settles it (with that status's error). Counted as a cancelled failure in the channel's
-   * metrics (a select's on each of its channels), unless `uncounted`: the operation did not
-   * fail (this isolate completes it itself, handing a value between two of its own waiters,
-   * counted as a hand-off; or a select's JavaScript clause won) (`kc_ring_withdraw`).
+   * and it is tracked no more, so the caller settles it (with that status's error). Counted as a
+   * cancelled failure in the channel's metrics (a select's on each of its channels), unless
+   * `uncounted`: the operation did not fail (this isolate completes it itself, handing a value
+   * between two of its own waiters, counted as a hand-off; or a select's JavaScript clause won)
+   * (`kc_ring_withdraw`).
    */
   abort(op: RingOp, uncounted = false): number {
     const rc = !this.#lib.isOpen

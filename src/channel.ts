@@ -581,7 +581,10 @@ class Shared {
    * Values handed over in JavaScript (each a send, a receive and a hand-off).
    */
   handoffs = 0;
-  /** Try-sends this isolate answered "full" from the mapped flag (or a local ring), without a call. */
+  /**
+   * Try-sends this isolate answered "full" from the mapped flag (or a local ring), without a
+   * call.
+   */
   fullFails = 0;
   /** The library and native channel that `flushCounts` reports to (null until it is native). */
   lib: Library | null = null;
@@ -835,7 +838,10 @@ function sharedKey(lib: Library, handle: number): number {
   return lib._loadedId * 0x1_0000_0000 + handle;
 }
 
-/** Where kc_chan_serial writes for `Shared.serialLo` (a u64 as u32 halves); `orphans` has its own. */
+/**
+ * Where kc_chan_serial writes for `Shared.serialLo` (a u64 as u32 halves); `orphans` has its
+ * own.
+ */
 const serialWords = new Uint32Array(2);
 
 /**
@@ -1397,9 +1403,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * A channel of `capacity` values: `"rendezvous"` (the default; 0: a send waits for a
    * receiver), `"buffered"` (64), `"conflated"` (keeps the latest value only), `"unlimited"`, or
    * an integer from 0 to 2^31. With a drop policy a rendezvous or `"buffered"` channel buffers
-   * one value (Kotlin's rule), and an unlimited one ignores it. Opens the library if need be; the native channel is made only when
-   * the channel first escapes this isolate's JavaScript (`handle`, `share`, `select`). Throws a
-   * TypeError or RangeError (`Cannot create channel: ...`) for a bad capacity or option.
+   * one value (Kotlin's rule), and an unlimited one ignores it. Opens the library if need be; the
+   * native channel is made only when the channel first escapes this isolate's JavaScript (`handle`,
+   * `share`, `select`). Throws a TypeError or RangeError (`Cannot create channel: ...`) for a bad
+   * capacity or option.
    */
   constructor(capacity: Capacity = "rendezvous", options: ChannelOptions<T> = {}) {
     if ((capacity as unknown) === fromToken) {
@@ -2096,7 +2103,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (bytes === null) {
       // None stored: a cancel by the end of the isolate that fed or read it (`produce`'s or
-      // `actor`'s owned watch, kc_chan_status bit 2) has one to say so, made here: no isolate was left to store it.
+      // `actor`'s owned watch, kc_chan_status bit 2) has one to say so, made here: no isolate was
+      // left to store it.
       const st = sym.kc_chan_status(this.#handle);
       if (st >= 0 && (st & 4) !== 0) {
         const gone = new CancellationError(ownerGone(s.role));
@@ -3091,10 +3099,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Receives without waiting: `ok` with the value, `empty`, or `closed` (closed and drained).
    */
   tryReceive(): TryReceiveResult<T> {
-    // Null once disposed or the library closes (see `#at`). Not local, no waiter of this isolate, and not once a copy of this isolate saw the channel
-    // end (`Shared.ended`): the handle word this one mapped may hold a later channel's handle
-    // by now, of the same value (its slot's generation wrapped). `#poll` answers as cancelled
-    // instead.
+    // Null once disposed or the library closes (see `#at`). Not local, no waiter of this isolate,
+    // and not once a copy of this isolate saw the channel end (`Shared.ended`): the handle word
+    // this one mapped may hold a later channel's handle by now, of the same value (its slot's
+    // generation wrapped). `#poll` answers as cancelled instead.
     const at = this._shared.detour === 0 ? this.#at : null;
     let v: unknown;
     if (at !== null && this.#plainF64 && this.#ready![0] !== 0) {
@@ -3293,10 +3301,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * Receives up to `max` values without waiting, oldest first: `ok` with those there are now,
    * `empty`, or `closed` (closed and drained). The same as calling `tryReceive` until it is not
-   * `ok`, but a shared channel's values come out of native memory in one call instead of one
-   * each. `max` is an integer from 1 to 65,536 (else a TypeError, or a RangeError for a number). A value that fails to decode
-   * (one sent with another codec into a channel C code made untyped) throws its error, as
-   * `tryReceive` does; the other values the call took, oldest first, are that error's
+   * `ok`, but a shared channel's values come out of native memory in one call instead of one each.
+   * `max` is an integer from 1 to 65,536 (else a TypeError, or a RangeError for a number). A value
+   * that fails to decode (one sent with another codec into a channel C code made untyped) throws
+   * its error, as `tryReceive` does; the other values the call took, oldest first, are that error's
    * `received` array, so none is lost.
    *
    * @example
@@ -4805,8 +4813,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // All of them, not `#collect`'s batch of `COLLECT_BATCH`: the destroyed channel's list
       // gets no more (the destroy sealed it after its cancel: a late drop, by a call on another
       // thread that looked the channel up before the destroy, is refused or freed and counted
-      // natively, kc_undelivered_lost; README, the 65,536 paragraph), and the rest's timer stops once
-      // disposed (by then the handle's value may name a later channel), so a dispose of more
+      // natively, kc_undelivered_lost; README, the 65,536 paragraph), and the rest's timer stops
+      // once disposed (by then the handle's value may name a later channel), so a dispose of more
       // than one batch, or a cancel's batch just before it, left the rest there for good.
       // An owner that learnt of the destroy itself took them then (`#destroyedUnder`), and finds
       // none here; one whose copy learnt it first (`#markEnded` by the copy) takes them here, the

@@ -1104,16 +1104,16 @@ const CAUSE_DEPTH = 1_000;
  * (kind 3: the cause alone; kind 4: a count byte first, up to `CAUSE_CHAIN`): which of kcoro's
  * classes it is (0: none), its name's length and UTF-8 bytes (cut to 255: `headName`); then
  * node:v8 of the whole. A cause neither can copy (a function, a symbol, an object holding one,
- * an Error whose `cause` is one) is encoded as its stand-in (`standIn`), so other isolates still see a failure; null
- * only if the stand-in cannot be encoded either, and the cause then stays in its own isolate. An Error keeps its `name` (node:v8
- * keeps only the built-in ones), and one of kcoro's own errors its class: a `CancellationError`
- * cause stays one in a Worker, and so does one in its cause chain (a cancelled channel's copy in
- * another isolate is the same error as its own: `Channel.cancel`). The class goes by its brand
- * (`ERROR_BRAND`, on the class's own prototype), not by name: another copy of this module's
- * CancellationError (imported by another URL, or another version) is one too (before, only
- * this copy's classes were, by identity, and another's arrived as a plain Error), while a
- * `TimeoutError` of the caller's own (or a DOMException named so) stays a failure, not a
- * cancellation, and so does a subclass of the caller's own (its brand is inherited).
+ * an Error whose `cause` is one) is encoded as its stand-in (`standIn`), so other isolates still
+ * see a failure; null only if the stand-in cannot be encoded either, and the cause then stays in
+ * its own isolate. An Error keeps its `name` (node:v8 keeps only the built-in ones), and one of
+ * kcoro's own errors its class: a `CancellationError` cause stays one in a Worker, and so does one
+ * in its cause chain (a cancelled channel's copy in another isolate is the same error as its own:
+ * `Channel.cancel`). The class goes by its brand (`ERROR_BRAND`, on the class's own prototype), not
+ * by name: another copy of this module's CancellationError (imported by another URL, or another
+ * version) is one too (before, only this copy's classes were, by identity, and another's arrived as
+ * a plain Error), while a `TimeoutError` of the caller's own (or a DOMException named so) stays a
+ * failure, not a cancellation, and so does a subclass of the caller's own (its brand is inherited).
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
   // `instanceof` inside needsRich's try: a revoked Proxy's prototype read throws, and close()
@@ -1424,13 +1424,13 @@ type RichRecord = {
  * saying how many more were not copied: neither close() nor the decoder does work past those,
  * however long the array. Any other value (an element too) goes to node:v8 whole when what it
  * holds fits in the elements left (`valueParts`), else is a string saying so; the cause of an
- * Error down the cause's own chain whole while it fits in `RICH_ELEMENTS_ALL` on its own (its
- * kind 3 or 4 bytes hold it already), else a string, as there (`endFits`). An
- * element whose read throws is a string saying so, in its place, as
- * one that cannot be copied is, and a field whose array's read throws (a Proxy's trap) is what
- * one that cannot be copied is, and an Error in it whose read throws (a getter of its
- * `message`, a Proxy's trap) an Error saying so. Null when reading the cause itself throws, or when the values it copies would take over `RICH_BYTES_MAX`: `encodeCause` sends
- * the kind 3 or 4 bytes alone.
+ * Error down the cause's own chain whole while it fits in `RICH_ELEMENTS_ALL` on its own (its kind
+ * 3 or 4 bytes hold it already), else a string, as there (`endFits`). An element whose read throws
+ * is a string saying so, in its place, as one that cannot be copied is, and a field whose array's
+ * read throws (a Proxy's trap) is what one that cannot be copied is, and an Error in it whose read
+ * throws (a getter of its `message`, a Proxy's trap) an Error saying so. Null when reading the
+ * cause itself throws, or when the values it copies would take over `RICH_BYTES_MAX`: `encodeCause`
+ * sends the kind 3 or 4 bytes alone.
  */
 function encodeRich(cause: Error): Uint8Array | null {
   try {
@@ -2662,7 +2662,10 @@ function inspectCodec(this: unknown, inspect: unknown, options: unknown): string
   return name === undefined ? notA("Codec") : inspectAs("Codec", { name }, inspect, options);
 }
 
-/** Each built-in codec's `Symbol.toStringTag` getter: `Codec` for a codec only, as `inspectCodec`. */
+/**
+ * Each built-in codec's `Symbol.toStringTag` getter: `Codec` for a codec only, as
+ * `inspectCodec`.
+ */
 function codecTag(this: unknown): string | undefined {
   return BUILTINS.has(this as object) ? "Codec" : undefined;
 }

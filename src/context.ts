@@ -557,7 +557,10 @@ export class Context {
  * ```ts
  * import { Deadline, withTimeout } from "../mod.ts";
  * import assert from "node:assert/strict";
- * const left = await withTimeout(1_000, async (scope) => scope.context.get(Deadline)! - performance.now());
+ * const left = await withTimeout(
+ *   1_000,
+ *   async (scope) => scope.context.get(Deadline)! - performance.now(),
+ * );
  * assert.ok(left > 0 && left <= 1_000);
  * ```
  */

@@ -670,7 +670,8 @@ export function statusError(status: number, op: string): unknown {
  * A value a channel's codec cannot carry (a function or symbol in a structured-clone value,
  * a non-number for `codecs.f64`, ...): nothing was sent. Also what a receive throws for a value
  * its codec cannot read (sent with another codec, by C code with an unknown tag, or bytes that
- * are not the encoding their tag names), which is freed. `cause`, when set, holds the underlying error (e.g. the structured clone's).
+ * are not the encoding their tag names), which is freed. `cause`, when set, holds the underlying
+ * error (e.g. the structured clone's).
  */
 export class CodecError extends TypeError {
   /** The codec's name, e.g. `"default"` or `"f64"`. */

@@ -34,10 +34,11 @@ export function inspectAs(
 /**
  * What a hook prints for a receiver that is none of its class (an object made from the prototype
  * with `Object.create`, a Proxy of an instance, the hook called on another value or a primitive):
- * `Channel <not a Channel>`, `Actor <not an Actor>`, as `Context`'s does. Inspection never throws; the hook's first private
- * read threw the engine's TypeError ("Cannot read private member ...") out of `console.log`. Each
- * hook tells its own by a private brand check on `Object(this)` (an object is itself, a primitive
- * a wrapper with no private field, `null`/`undefined` a fresh `{}`), which runs no Proxy trap.
+ * `Channel <not a Channel>`, `Actor <not an Actor>`, as `Context`'s does. Inspection never throws;
+ * the hook's first private read threw the engine's TypeError ("Cannot read private member ...") out
+ * of `console.log`. Each hook tells its own by a private brand check on `Object(this)` (an object
+ * is itself, a primitive a wrapper with no private field, `null`/`undefined` a fresh `{}`), which
+ * runs no Proxy trap.
  */
 export function notA(name: string): string {
   return `${name} <not ${/^[AEIOU]/.test(name) ? "an" : "a"} ${name}>`;

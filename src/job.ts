@@ -191,7 +191,9 @@ export function taskCancelError(
     : new CancellationError("Channel was cancelled", cause === undefined ? {} : { cause });
 }
 
-/** `cause` as a cancellation: itself if it is one, else a CancellationError carrying it. Internal. */
+/**
+ * `cause` as a cancellation: itself if it is one, else a CancellationError carrying it. Internal.
+ */
 export function toCancellation(cause: unknown): CancellationError {
   if (isCancellation(cause)) return cause as CancellationError;
   if (cause === undefined) return new CancellationError("Cancelled");

@@ -44,7 +44,9 @@ const builtinIds: Record<Builtin, number> = { "fib": 1, "yield-loop": 2, "park-l
 
 /** Options for {@linkcode NativeCoroutine.create}. */
 export interface NativeCoroutineOptions {
-  /** Integer argument passed to the entry (`fib`: how many numbers; `park-loop`: how many parks). */
+  /**
+   * Integer argument passed to the entry (`fib`: how many numbers; `park-loop`: how many parks).
+   */
   arg?: number;
   /** Stack size in bytes: 0 for the default (64 KiB), else 16 KiB to 256 MiB. */
   stackSize?: number;

@@ -1,6 +1,6 @@
 /**
- * `select()`: waits for the first of several clauses (README: "Select from TypeScript"), built on the
- * native select.
+ * `select()`: waits for the first of several clauses (README: "Select from TypeScript"), built on
+ * the native select.
  *
  * - At most one clause fires; its handler's result (awaited) is the select's result.
  * - Biased to clause order by default (Kotlin); `unbiased: true` picks uniformly among the
@@ -274,8 +274,8 @@ function handleThenable(value: unknown, onRejected: (e: unknown) => void = () =>
 
 /**
  * Waits for the first clause `build` registers to fire and resolves with its handler's result;
- * the rules are in README.md, "Select from TypeScript". Rejects with a TypeError for a select without
- * clauses.
+ * the rules are in README.md, "Select from TypeScript". Rejects with a TypeError for a select
+ * without clauses.
  *
  * @example
  * ```ts

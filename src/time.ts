@@ -408,7 +408,10 @@ export function withTimeout<T>(ms: number, block: Block<T>, options?: ScopeOptio
  * ```ts
  * import { delay, withTimeoutOrNull } from "../mod.ts";
  * import assert from "node:assert/strict";
- * assert.equal(await withTimeoutOrNull(5, (scope) => delay(60_000, { signal: scope.signal })), null);
+ * assert.equal(
+ *   await withTimeoutOrNull(5, (scope) => delay(60_000, { signal: scope.signal })),
+ *   null,
+ * );
  * assert.equal(await withTimeoutOrNull(1_000, async () => 42), 42);
  * ```
  */
