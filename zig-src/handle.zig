@@ -10,10 +10,11 @@
 //! generation advances on every free and skips 0; slots are reused in FIFO order, and only once
 //! more than `reuse_after` (1024) slots are free (fresh slots are handed out until then, unless a
 //! new chunk of them cannot be allocated), so a stale handle can alias a new object only after
-//! 511 reuses of its slot, each of which waits behind at least 1024 other frees: about 523,000 frees of objects of its kind, where a program
-//! that makes and ends one object at a time met it after 511 (a Worker's stale `Channel.from`
-//! copy then named a later channel). A forged handle either fails the checks or names some live
-//! object of the right kind: it can never reach memory that is not a live object.
+//! 511 reuses of its slot, each of which waits behind at least 1024 other frees: about 523,000
+//! frees of objects of its kind, where a program that makes and ends one object at a time met it
+//! after 511 (a Worker's stale `Channel.from` copy then named a later channel). A forged handle
+//! either fails the checks or names some live object of the right kind: it can never reach memory
+//! that is not a live object.
 const std = @import("std");
 const assert = std.debug.assert;
 

@@ -104,7 +104,8 @@ const hold_forever: u32 = 1;
 /// hold was taken with KC_CHAN_HOLD_FOREVER (its handle went to code that is not counted).
 /// The values it kept for kc_chan_take_undelivered are freed then (`dropKeptOfLastHold`), unless
 /// that thread's own kc_chan_keep_undelivered call was superseded by a later one on another host
-/// thread, whose list they are. KC_EBADH for a dead handle, KC_ENOMEM if the thread's record could not grow.
+/// thread, whose list they are. KC_EBADH for a dead handle, KC_ENOMEM if the thread's record could
+/// not grow.
 export fn kc_chan_hold(h: u32, flags: u32) callconv(.c) i32 {
     if (flags & ~hold_forever != 0) return Status.invalid.code();
     const r = chans();
@@ -1638,11 +1639,11 @@ export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
 /// its whole life would pile up records of dead ones otherwise), unless the kept list is still
 /// this thread's call's (`KeptQueue.ticket`): then the record stays, marked `destroyed`, until
 /// a take empties the list (`forgetTakenKeep`), or the thread's end frees what is left
-/// (`stopKeeping` on the dead handle). Before, it went at once: a destroy that lost to an earlier keeper's last unhold
-/// (`dropKeptOfLastHold` left the list to this later keeper), its caller taking nothing after
-/// the KC_EBADH, left the list until a later channel was given the handle's value. After the
-/// destroy's cancel and seal, so the list only shrinks now. An entry of an earlier channel of
-/// this handle value names a dead one too: it goes.
+/// (`stopKeeping` on the dead handle). Before, it went at once: a destroy that lost to an earlier
+/// keeper's last unhold (`dropKeptOfLastHold` left the list to this later keeper), its caller
+/// taking nothing after the KC_EBADH, left the list until a later channel was given the handle's
+/// value. After the destroy's cancel and seal, so the list only shrinks now. An entry of an earlier
+/// channel of this handle value names a dead one too: it goes.
 fn forgetKeepOfDestroy(rec: *ThreadRecord, h: u32, serial: u64) void {
     const k = rec.keeps.getPtr(h) orelse return;
     if (k.serial == serial and keptFor(h, serial, k.ticket)) {
@@ -1694,10 +1695,11 @@ export fn kc_chan_status(h: u32) callconv(.c) i32 {
     return ch.statusBits(); // one lock: the bits agree
 }
 
-/// int32_t kc_chan_info(uint32_t h, uint32_t *out): what channel `h` was created as, 4 words: element
-/// size, capacity (as normalised: a conflated channel's is 1, KC_CHAN_UNLIMITED for unlimited),
-/// overflow policy, and the kc_chan_create flags KC_CHAN_ZERO_COPY and KC_CHAN_NO_METRICS it has.
-/// Lets a caller that was handed a handle check it names the kind of channel it expects.
+/// int32_t kc_chan_info(uint32_t h, uint32_t *out): what channel `h` was created as, 4 words:
+/// element size, capacity (as normalised: a conflated channel's is 1, KC_CHAN_UNLIMITED for
+/// unlimited), overflow policy, and the kc_chan_create flags KC_CHAN_ZERO_COPY and
+/// KC_CHAN_NO_METRICS it has. Lets a caller that was handed a handle check it names the kind of
+/// channel it expects.
 export fn kc_chan_info(h: u32, out: ?*[4]u32) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
     const r = chans();
@@ -2218,8 +2220,8 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
     // what it sent stays receivable (a cancel dropped it, unlike TypeScript's produce).
     const prior = ch.closeFrom();
     // What ended it, first that applies: its scope's cancellation, then its channel's
-    // (cancelled or destroyed, closed already: by anyone, the entry too), for its sends failed then. Before, only
-    // the scope's was told: a channel cancelled under the producer still said 0.
+    // (cancelled or destroyed, closed already: by anyone, the entry too), for its sends failed
+    // then. Before, only the scope's was told: a channel cancelled under the producer still said 0.
     const status: Status = if (cancelled) .interrupted else switch (prior) {
         .open => .ok,
         .closed => .closed,
@@ -2280,10 +2282,10 @@ fn noHandler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
 
 /// int32_t kc_produce(uint32_t scope, uint32_t chan, kc_entry_fn entry, void *arg,
 ///                    kc_done_fn on_done, uint32_t *out_handle): a child of `scope` running
-/// entry(arg), which sends to `chan`; when entry returns the channel is closed, also when the
-/// scope was cancelled, then on_done(arg, status) runs: KC_EINTR (scope cancelled), KC_ECANCELED
-/// (channel cancelled or destroyed), KC_EPIPE (channel already closed, by entry itself or anyone else), else 0. out_handle as
-/// kc_spawn's (NULL: none; ABI 15 added it).
+/// entry(arg), which sends to `chan`; when entry returns the channel is closed, also when the scope
+/// was cancelled, then on_done(arg, status) runs: KC_EINTR (scope cancelled), KC_ECANCELED (channel
+/// cancelled or destroyed), KC_EPIPE (channel already closed, by entry itself or anyone else),
+/// else 0. out_handle as kc_spawn's (NULL: none; ABI 15 added it).
 export fn kc_produce(scope: u32, chan_h: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void, out_handle: ?*u32) callconv(.c) i32 {
     const e = entry orelse return Status.invalid.code();
     return launchWithChannel(scope, chan_h, .{ .mailbox = undefined, .handler = noHandler, .ctx = arg, .on_done = on_done, .producer = e }, producerMain, out_handle);
@@ -2780,10 +2782,10 @@ const select_poll: u32 = 1;
 const select_unbiased: u32 = 2;
 
 /// int32_t kc_select(const struct kc_clause *clauses, uint32_t n, uint64_t deadline_ns,
-///                   uint32_t token, uint32_t flags, uint32_t *out_index): completes exactly one clause and
-/// writes its index. 0: it sent or received; KC_EPIPE / KC_ECANCELED: that clause's channel is
-/// closed / cancelled; KC_EAGAIN: KC_SELECT_POLL and nothing was ready; KC_ETIME: deadline;
-/// KC_EINTR: `token` was cancelled (it wins over a closed outcome; see include/kcoro.h).
+///                   uint32_t token, uint32_t flags, uint32_t *out_index): completes exactly
+/// one clause and writes its index. 0: it sent or received; KC_EPIPE / KC_ECANCELED: that clause's
+/// channel is closed / cancelled; KC_EAGAIN: KC_SELECT_POLL and nothing was ready; KC_ETIME:
+/// deadline; KC_EINTR: `token` was cancelled (it wins over a closed outcome; see include/kcoro.h).
 export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, token: u32, flags: u32, out_index: ?*u32) callconv(.c) i32 {
     const cs = clauses_ptr orelse return Status.invalid.code();
     const out = out_index orelse return Status.invalid.code();

@@ -1,12 +1,12 @@
 //! The JavaScript side of waits: a completion ring per isolate.
 //!
 //! JavaScript cannot block, so a send, receive or select that must wait is queued as a
-//! `channel.AsyncOp` / `channel.AsyncSelect` owned by a `Pending` here, named by a ticket. Whoever completes it (a native coroutine, a
-//! thread, another isolate, close or cancel) runs `Pending.notify`, which appends one
-//! `Completion` record to the waiting isolate's `Ring` and wakes the ring's one waiter, if
-//! any. The isolate keeps at most one wait outstanding on its ring and drains every record
-//! per wake-up, so many completions cost one wake-up (the project's design brief: waking JS is
-//! batched). Nothing here calls into JavaScript.
+//! `channel.AsyncOp` / `channel.AsyncSelect` owned by a `Pending` here, named by a ticket. Whoever
+//! completes it (a native coroutine, a thread, another isolate, close or cancel) runs
+//! `Pending.notify`, which appends one `Completion` record to the waiting isolate's `Ring` and
+//! wakes the ring's one waiter, if any. The isolate keeps at most one wait outstanding on its ring
+//! and drains every record per wake-up, so many completions cost one wake-up (the project's design
+//! brief: waking JS is batched). Nothing here calls into JavaScript.
 //!
 //! Memory: a ring reserves one record slot for every pending operation when it is
 //! submitted, so completing one never allocates (completers may be scheduler workers). A
@@ -721,8 +721,8 @@ pub const Ring = struct {
 
 /// One operation (or select, or close watch) waiting on behalf of JavaScript: owns the element
 /// storage and, once it completes, reports its ticket on its ring. Created by `Ring.submitOp` /
-/// `Ring.submitSelect` / `Ring.submitWatch`; freed by `Ring.take` or `Ring.giveBack` (after its record), `Ring.abort`, or the ring's
-/// `deinit`.
+/// `Ring.submitSelect` / `Ring.submitWatch`; freed by `Ring.take` or `Ring.giveBack` (after its
+/// record), `Ring.abort`, or the ring's `deinit`.
 pub const Pending = struct {
     ring: *Ring,
     ticket: u32 = 0,

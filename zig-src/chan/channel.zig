@@ -884,8 +884,8 @@ pub const Channel = struct {
         if (ch.flags.recv_ready.load(.monotonic) != ready) ch.flags.recv_ready.store(ready, .release);
         if (ch.flags.send_blocked.load(.monotonic) != blocked) ch.flags.send_blocked.store(blocked, .release);
         // Written only here (the whole channel locked): the fast paths neither queue nor
-        // dequeue a receiver. Release: pairs with the acquire load of a host reading the mapped byte
-        // (`kc_chan_waiting_flag`), which then sees the receiver queued.
+        // dequeue a receiver. Release: pairs with the acquire load of a host reading the mapped
+        // byte (`kc_chan_waiting_flag`), which then sees the receiver queued.
         if (ch.flags.recv_waiting.load(.monotonic) != waiting) ch.flags.recv_waiting.store(waiting, .release);
     }
 
@@ -2025,8 +2025,8 @@ pub const Channel = struct {
         // Acquire: pairs with the flag's release stores (`publishFlags`, the fast paths).
         if (opts.try_only and ch.flags.send_blocked.load(.acquire)) {
             // Full (or rendezvous with nobody waiting) at some moment since the flag was set:
-            // a state the channel really was in, so failing now is linearisable. Counted apart from the
-            // locked counters (monotonic: a statistic, no ordering).
+            // a state the channel really was in, so failing now is linearisable. Counted apart from
+            // the locked counters (monotonic: a statistic, no ordering).
             if (ch.count_metrics) _ = ch.fast_fail_full.fetchAdd(1, .monotonic);
             return error.WouldBlock;
         }
@@ -2585,14 +2585,13 @@ pub const SelectError = error{ WouldBlock, Timeout, Interrupted, InvalidArgument
 /// token is cancelled before the select returns, unless a clause moved a value (a value sent
 /// or received cannot be taken back: the select returns it). A closed outcome, or a receive
 /// clause's cancelled one, moved nothing, so the token wins over it whichever came first (the
-/// channel still counts the failure, as closed or cancelled). A send clause's cancelled outcome is kept: a
-/// cancel hands a waiting send's value to the undelivered path (`cancel`: its descriptor's
-/// release, the hook, a kept list), which cannot be taken back either, and Interrupted would
-/// tell the caller the value is still its own (a caller freeing its descriptor then freed it
-/// twice). Before, a token that woke the select lost to a close that claimed its clause
-/// before the select gave up: kc_select said KC_EPIPE or KC_EINTR by the timing of its
-/// wake-up. A cancel of the scope's token only ends a wait, as before: a clause that
-/// completes first wins, closed too.
+/// channel still counts the failure, as closed or cancelled). A send clause's cancelled outcome is
+/// kept: a cancel hands a waiting send's value to the undelivered path (`cancel`: its descriptor's
+/// release, the hook, a kept list), which cannot be taken back either, and Interrupted would tell
+/// the caller the value is still its own (a caller freeing its descriptor then freed it twice).
+/// Before, a token that woke the select lost to a close that claimed its clause before the select
+/// gave up: kc_select said KC_EPIPE or KC_EINTR by the timing of its wake-up. A cancel of the
+/// scope's token only ends a wait, as before: a clause that completes first wins, closed too.
 pub fn select(clauses: []const Clause, options: SelectOptions) SelectError!Selected {
     const got = try selectAny(clauses, options);
     const receiving = clauses[got.index].kind != .send; // a send's cancelled outcome: see above

@@ -197,8 +197,9 @@ fn start() void {
 /// on its way out; true if it joined one. Once it returns no ticker runs (one that detached
 /// itself was past its last act: it only returns), unless the clock was read meanwhile: a read
 /// during the stop counts as one after it, and starts a ticker again as every read that finds
-/// none does (so that the time it published moves on); that ticker is the next stop's to join. Any thread but the ticker's; for the C ABI's final
-/// shutdown (no host is left to read the clock), so that no thread of ours outlives it.
+/// none does (so that the time it published moves on); that ticker is the next stop's to join. Any
+/// thread but the ticker's; for the C ABI's final shutdown (no host is left to read the clock), so
+/// that no thread of ours outlives it.
 pub fn stop() bool {
     const t = blk: {
         thread_mutex.lock();
@@ -264,8 +265,9 @@ fn run(my_stops: u32, my_gen: u32, prev: ?std.Thread) void {
             return;
         }
         // Ended by itself: tick on as the reader's ticker, unless a reader's `start` won first
-        // (it then takes our handle to join us). Acq_rel: as `start`'s CAS. A `stop` that took our handle meanwhile changed `stops`: the first wait
-        // of `tick` returns at once and we end as stopped.
+        // (it then takes our handle to join us). Acq_rel: as `start`'s CAS. A `stop` that took our
+        // handle meanwhile changed `stops`: the first wait of `tick` returns at once and we end as
+        // stopped.
         if (state.cmpxchgStrong(0, 1, .acq_rel, .monotonic) != null) return;
     }
 }

@@ -10,13 +10,13 @@
 //!
 //! `create` and `destroy` serialise on one mutex (they touch the pools), which a destroy lets go
 //! of while the coroutine's cleanups run (they may reach the host's code: `finishDestroy`);
-//! `get`, and therefore resume/unpark by handle, take no lock. Every call by handle is safe against a destroy of the
-//! same handle on another thread (a thread that ends destroys the coroutines it holds): the
-//! stacks stay mapped while the registry lives, a lookup is generation-checked, and a destroy
-//! and a resume by handle (`identifyLive`, `Coroutine.resumeGen`) decide which of them wins in
-//! one CAS of the coroutine's word: the destroy gets `Busy` if the resume started it first,
-//! the resume `BadHandle` if the destroy marked it first. A `*Coroutine` taken from `get` and
-//! used without that check must not race a destroy.
+//! `get`, and therefore resume/unpark by handle, take no lock. Every call by handle is safe against
+//! a destroy of the same handle on another thread (a thread that ends destroys the coroutines it
+//! holds): the stacks stay mapped while the registry lives, a lookup is generation-checked, and a
+//! destroy and a resume by handle (`identifyLive`, `Coroutine.resumeGen`) decide which of them wins
+//! in one CAS of the coroutine's word: the destroy gets `Busy` if the resume started it first, the
+//! resume `BadHandle` if the destroy marked it first. A `*Coroutine` taken from `get` and used
+//! without that check must not race a destroy.
 const std = @import("std");
 const assert = std.debug.assert;
 const handle_mod = @import("../handle.zig");
