@@ -967,8 +967,32 @@ function causeLostError(op: string, did: string): KcoroError {
   );
 }
 
-/** For tests (`_testFromChecked`): runs in `Channel.from` between its checks and its hold. */
+/** For tests (`_testFromChecked`): runs in `Channel.from` between its checks and its holds. */
 let fromChecked: ((handle: number) => number) | null = null;
+/** For tests (`_testFromChecked`, "hold"): runs in `Channel.from` just before the copy's hold. */
+let fromHolding: ((handle: number) => number) | null = null;
+
+/**
+ * The handle's value names a live channel other than the one `open()` checked (its serial, read
+ * there first): that one was destroyed since, and the value went to a later channel (its slot's
+ * generation wrapped: ~523,000 frees). `Channel.from` refuses it (`fromRefused`).
+ */
+function laterThanChecked(
+  sym: ReturnType<Library["symbols"]>,
+  o: { handle: number; serialLo: number; serialHi: number },
+): boolean {
+  if (sym.kc_chan_serial(o.handle, serialWords) !== 0) return false; // dead: the hold fails
+  return serialWords[0] !== o.serialLo || serialWords[1] !== o.serialHi;
+}
+
+/** What `Channel.from` throws for a handle whose channel changed since it was checked. */
+function fromRefused(handle: number): InvalidHandleError {
+  return new InvalidHandleError(
+    `Cannot open shared channel: handle ${handle} names no live channel of the one ` +
+      "described: it was destroyed while this copy opened it, and the handle's value went " +
+      "to another channel since (its slot reused), received a handle of another channel",
+  );
+}
 /** For tests (`_testOrphanHold`): answers for `orphans`' hold (undefined: the hold is taken). */
 let orphanHold: ((handle: number) => number | undefined) | null = null;
 /** For tests (`_testOrphanSwitched`): runs in `orphans` between its hook switch and its take. */
@@ -1432,11 +1456,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // before this copy's hold, so that a failure leaves nothing to give back.
       const found = shared.get(sharedKey(o.lib, o.handle));
       if (found !== undefined) Channel.#dropIfStale(found, o);
+      const sym = o.lib.symbols("open channel");
+      // The value names a later channel already (see below): refused before any hold, so that
+      // none is taken on that channel (an owner's of this isolate's `#holdForCopy` either),
+      // and none given back after a pin: its holders' leaving ends it as before. Before, the
+      // refusal came only after the hold, and the pin it then needs kept that channel for good
+      // once its holders left (a Worker's, `Channel.from` copies', a collected owner's).
+      if (laterThanChecked(sym, o)) throw fromRefused(o.handle);
       const owner = shared.get(sharedKey(o.lib, o.handle))?.owner?.deref();
       if (owner !== undefined) owner.#holdForCopy();
+      if (fromHolding !== null) o.handle = fromHolding(o.handle);
       // A holder: the channel lives on while this copy does, also after its owner's isolate
       // ended (a terminated Worker). A handle that died since open() checked it fails here.
-      const sym = o.lib.symbols("open channel");
       unwrap(sym.kc_chan_hold(o.handle, 0), "open channel");
       // The hold is the checked channel's only if the handle's value still names it (its
       // serial as open() read it first): else that one was destroyed since, and the value went
@@ -1446,17 +1477,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // read pins): the giving back is that channel's last hold when nobody held it yet, which
       // destroys it under its creator (a C caller's, an owner's not shared); pinned, it lives
       // until its creator destroys it, a channel kept too long in this rare race rather than
-      // one ended under its user. Dead now: the hold was taken, and this copy finds the end at
-      // its first call, as one opened just before the destroy does.
+      // one ended under its user (with no ABI call that holds only the channel of a serial,
+      // nothing better: whether other holders remain is not known). Checked just before the
+      // hold too (above), this needs the destroy and the wrap between those two calls. Dead
+      // now: the hold was taken, and this copy finds the end at its first call, as one opened
+      // just before the destroy does.
       const dead = sym.kc_chan_serial(o.handle, serialWords) !== 0;
       if (!dead && (serialWords[0] !== o.serialLo || serialWords[1] !== o.serialHi)) {
         sym.kc_chan_hold(o.handle, HOLD_FOREVER);
         sym.kc_chan_unhold(o.handle);
-        throw new InvalidHandleError(
-          `Cannot open shared channel: handle ${o.handle} names no live channel of the one ` +
-            "described: it was destroyed while this copy opened it, and the handle's value went " +
-            "to another channel since (its slot reused), received a handle of another channel",
-        );
+        throw fromRefused(o.handle);
       }
       this.#held = true;
       this._shared = sharedOf(o.lib, o.handle); // live: an ended entry is out of `shared`
@@ -5054,12 +5084,17 @@ export function _testOrphanSwitched(f: ((handle: number) => void) | null): void 
 
 /**
  * @ignore For tests: `f` runs in `Channel.from` between `open`'s checks of the handle and the
- * copy's hold, and answers the handle value to go on with: another channel's, as if the checked
- * one had been destroyed meanwhile and its value gone to a later channel (its slot's generation
- * wrapped: ~523,000 frees). Null: none. Internal.
+ * copy's holds (`at` "hold": just before the copy's own hold, after its re-check), and answers
+ * the handle value to go on with: another channel's, as if the checked one had been destroyed
+ * meanwhile and its value gone to a later channel (its slot's generation wrapped: ~523,000
+ * frees). Null: none. Internal.
  */
-export function _testFromChecked(f: ((handle: number) => number) | null): void {
-  fromChecked = f;
+export function _testFromChecked(
+  f: ((handle: number) => number) | null,
+  at: "checks" | "hold" = "checks",
+): void {
+  if (at === "hold") fromHolding = f;
+  else fromChecked = f;
 }
 
 /**

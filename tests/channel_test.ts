@@ -2178,42 +2178,76 @@ Deno.test("an owner collected after native code destroyed its channel unseen lea
   `);
 });
 
-Deno.test("Channel.from refuses a handle whose checked channel was destroyed and its value given to a later channel of the same shape before the copy's hold", () => {
-  // The later channel comes from a test hook between open()'s checks and the hold, as if
-  // another thread's destroy and the slot's generation wrap (~523,000 frees) had come then.
-  // Before, the copy held and opened the later channel: its shape matched, its serial was never
-  // read again (only the shape, and only before the hold).
+for (const at of ["checks", "hold"] as const) {
+  Deno.test(`Channel.from refuses a handle whose checked channel was destroyed and its value given to a later channel of the same shape before the copy's hold (the later channel found at its ${at})`, () => {
+    // The later channel comes from a test hook between open()'s checks and the holds
+    // ("checks"), or just before the copy's hold, after its re-check ("hold": the hold lands on
+    // it), as if another thread's destroy and the slot's generation wrap (~523,000 frees) had
+    // come then. Before, the copy held and opened the later channel: its shape matched, its
+    // serial was never read again (only the shape, and only before the hold). At "hold", the
+    // hold given back is pinned first: else it was the later channel's last and destroyed it.
+    const sym = library().symbols("test");
+    const owner = new Channel(4, { codec: codecs.f64 });
+    const described = owner.share();
+    const info = new Uint32Array(4), out = new Uint32Array(1);
+    assert.equal(sym.kc_chan_info(owner.handle, info), 0);
+    const entries = _sharedEntries();
+    let later = 0;
+    _testFromChecked(() => {
+      assert.equal(sym.kc_chan_create(info[0], info[1], info[2], info[3], out), 0);
+      return later = out[0];
+    }, at);
+    try {
+      assert.throws(
+        () => Channel.from(described),
+        (e: unknown) =>
+          e instanceof InvalidHandleError &&
+          /^Cannot open shared channel: handle \d+ names no live channel of the one described: it was destroyed while this copy opened it/
+            .test(e.message),
+      );
+    } finally {
+      _testFromChecked(null, at);
+    }
+    assert.notEqual(later, 0);
+    // Its hold was given back (or never taken): this thread holds none of the later channel,
+    // which lives on.
+    assert.equal(sym.kc_chan_unhold(later), Status.EINVAL);
+    assert.ok(sym.kc_chan_status(later) >= 0);
+    assert.equal(_sharedEntries(), entries); // no entry made for it
+    assert.equal(sym.kc_chan_destroy(later), 0);
+    // The checked channel opens as before.
+    using copy = Channel.from(described);
+    assert.equal(copy.trySend(1).state, "ok");
+    owner[Symbol.dispose]();
+  });
+}
+
+Deno.test("Channel.from refusing a later channel found before its holds takes no hold on it: that channel still ends with its last holder", () => {
+  // As above (the "checks" hook), the later channel held by this thread, as another isolate's
+  // `Channel.from` copy (or a Worker owner) holds it. Before, the refusal came only after the
+  // copy's hold, given back after a pin (KC_CHAN_HOLD_FOREVER): the later channel outlived its
+  // last holder's leaving, for good.
   const sym = library().symbols("test");
   const owner = new Channel(4, { codec: codecs.f64 });
   const described = owner.share();
   const info = new Uint32Array(4), out = new Uint32Array(1);
   assert.equal(sym.kc_chan_info(owner.handle, info), 0);
-  const entries = _sharedEntries();
   let later = 0;
   _testFromChecked(() => {
     assert.equal(sym.kc_chan_create(info[0], info[1], info[2], info[3], out), 0);
-    return later = out[0];
+    later = out[0];
+    assert.equal(sym.kc_chan_hold(later, 0), 0);
+    return later;
   });
   try {
-    assert.throws(
-      () => Channel.from(described),
-      (e: unknown) =>
-        e instanceof InvalidHandleError &&
-        /^Cannot open shared channel: handle \d+ names no live channel of the one described: it was destroyed while this copy opened it/
-          .test(e.message),
-    );
+    assert.throws(() => Channel.from(described), InvalidHandleError);
   } finally {
     _testFromChecked(null);
   }
-  assert.notEqual(later, 0);
-  // Its hold was given back: this thread holds none of the later channel, which lives on.
-  assert.equal(sym.kc_chan_unhold(later), Status.EINVAL);
-  assert.ok(sym.kc_chan_status(later) >= 0);
-  assert.equal(_sharedEntries(), entries); // no entry made for it
-  assert.equal(sym.kc_chan_destroy(later), 0);
-  // The checked channel opens as before.
-  using copy = Channel.from(described);
-  assert.equal(copy.trySend(1).state, "ok");
+  const left = sym.kc_chan_unhold(later); // its holder leaves
+  if (left !== 1) sym.kc_chan_destroy(later); // kept for good: ended here, for the next tests
+  assert.equal(left, 1, "the later channel outlived its last holder");
+  assert.equal(sym.kc_chan_status(later), Status.EBADH);
   owner[Symbol.dispose]();
 });
 
