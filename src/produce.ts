@@ -244,6 +244,14 @@ class ProducerChannel<T> extends Channel<T> {
     } catch (e) {
       return Promise.reject(e);
     }
+    // The task cancelled since it was checked, by the caller's code run here (a getter of the
+    // options copied above, an accessor of its own that the task's listen reached): a send made
+    // once the task was cancelled, hooked as the check above hooks it (`#afterCancel`). Before,
+    // its aborted signal rejected it in `super.send`, and the value reached no hook.
+    if (isAborted(bound.signal)) {
+      unlisten?.();
+      return this.#afterCancel(value, abortReason(bound.signal));
+    }
     const sent = super.send(value, merged);
     if (unlisten === null) return sent;
     // The caller gets a promise that settles as `sent` does, not `sent` with handlers of ours

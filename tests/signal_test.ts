@@ -22,6 +22,7 @@ import {
   select,
   supervisorScope,
   TimeoutError,
+  type WaitOptions,
   withTimeout,
   withTimeoutOrNull,
 } from "../mod.ts";
@@ -921,4 +922,73 @@ Deno.test("coroutineScope, supervisorScope, withTimeout and withTimeoutOrNull wh
       return true;
     });
   }
+});
+
+/**
+ * A signal whose listening, once `arm()` was called, runs the caller's code (an accessor of its
+ * own on the engine's listeners property) that aborts it with `reason` before the listener is
+ * in: the next listen after `arm()` only (earlier ones, a producer's watch, listen as any).
+ * `abort()` aborts it with `reason` at once.
+ */
+function abortsWhenArmed(
+  reason: unknown,
+): { signal: AbortSignal; arm(): void; abort(): void } {
+  const controller = new AbortController();
+  let store: unknown = undefined;
+  let armed = false;
+  const proto = Object.create(AbortSignal.prototype, {
+    [listenersKey()]: {
+      get() {
+        if (armed) {
+          armed = false;
+          controller.abort(reason);
+        }
+        return store;
+      },
+      set(v) {
+        store = v;
+      },
+    },
+  });
+  Object.setPrototypeOf(controller.signal, proto);
+  return {
+    signal: controller.signal,
+    arm: () => armed = true,
+    abort: () => controller.abort(reason),
+  };
+}
+
+Deno.test("a producer's send whose task signal aborts during the call (while it is being listened to, or by a getter of the send's options) hands its value to onUndeliveredElement, as a send made once the task was cancelled", async () => {
+  using reported = catchReported();
+  for (const when of ["while listened to", "by an options getter"] as const) {
+    const reason = new Error(`task aborted ${when}`);
+    const probe = abortsWhenArmed(reason);
+    const own = new AbortController().signal;
+    const undelivered: number[] = [];
+    let sent: unknown = "not sent yet";
+    await coroutineScope(async (scope) => {
+      using ch = produce<number>(withTaskSignal(scope, probe.signal), async (out) => {
+        // The task's listen (a send with a signal of its own), or the copy of the options (a
+        // send without), runs the caller's code that aborts the task's signal.
+        let options: WaitOptions = { signal: own };
+        if (when === "while listened to") probe.arm();
+        else {options = {
+            get note() {
+              probe.abort();
+              return 1;
+            },
+          } as WaitOptions;}
+        sent = await out.send(1, options).then(() => "sent", (e) => e);
+      }, { onUndeliveredElement: (v) => undelivered.push(v) });
+      await ch.receiveCatching();
+    });
+    assert.equal(probe.signal.aborted, true, `${when}: the probe aborts it`);
+    // Before, the send rejected with the reason and its value reached no hook: the block, told
+    // the task's reason as a send made once the task was cancelled is told, could not know
+    // whether to release the value itself.
+    assert.equal(sent, reason, when);
+    assert.deepEqual(undelivered, [1], `${when}: the value goes to onUndeliveredElement`);
+    assert.equal(abortListeners(own), 0, `${when}: no listener left on its own signal`);
+  }
+  assert.deepEqual(reported.errors, [], "nothing reported");
 });
