@@ -992,3 +992,88 @@ Deno.test("a producer's send whose task signal aborts during the call (while it 
   }
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
+
+/**
+ * A signal whose listening runs the caller's code that aborts it, with `reason`, once kcoro's
+ * listener is in, before the listen returns (a proxy of its own on the engine's listener list,
+ * under an accessor for its listeners property): the engine calls that listener, and then
+ * `listenAbort`, finding the signal aborted, calls it again. `heard()`: how many listeners the
+ * list held as it aborted.
+ */
+function abortsOnceListenerIn(reason: unknown): { signal: AbortSignal; heard(): number } {
+  const controller = new AbortController();
+  let store: { listeners: Record<string, unknown[]> } | undefined = undefined;
+  let armed = true;
+  let heard = -1;
+  const list = (a: unknown[]) =>
+    new Proxy(a, {
+      set(target, key, value) {
+        target[key as unknown as number] = value;
+        // At the push's length: the listener is in, and the dispatch may remove it.
+        if (armed && key === "length" && value === 1) {
+          armed = false;
+          heard = target.length;
+          controller.abort(reason);
+        }
+        return true;
+      },
+    });
+  const proto = Object.create(AbortSignal.prototype, {
+    [listenersKey()]: {
+      get: () => store,
+      set(v: { listeners: Record<string, unknown[]> }) {
+        v.listeners = new Proxy(v.listeners, {
+          set(target, key, value) {
+            target[key as string] = key === "abort" ? list(value) : value;
+            return true;
+          },
+        });
+        store = v;
+      },
+    },
+  });
+  Object.setPrototypeOf(controller.signal, proto);
+  return { signal: controller.signal, heard: () => heard };
+}
+
+Deno.test("a wait whose signal aborts during the listen once kcoro's listener is in (called by the engine, then by listenAbort) settles once, with its reason, delivering nothing", async () => {
+  // listenAbort calls a listener the engine may have called already: each must be idempotent.
+  using reported = catchReported();
+  const reason = new Error("aborted once listened to");
+  const d = new CompletableDeferred<number>();
+  const handlers = () => (d as unknown as { _handlerCount: number })._handlerCount;
+  const waits = ["receive", "send", "select", "delay", "native wait", "join", "await"] as const;
+  for (const which of waits) {
+    using ch = new Channel<number>("rendezvous");
+    await using ns = NativeScope.create();
+    const probe = abortsOnceListenerIn(reason);
+    const signal = probe.signal;
+    const wait: Promise<unknown> = which === "receive"
+      ? ch.receive({ signal })
+      : which === "send"
+      ? ch.send(1, { signal })
+      : which === "select"
+      ? select<number>((s) => s.onReceive(ch, (v) => v), { signal })
+      : which === "delay"
+      ? delay(3_600_000, { signal }) // no timer left: the sanitizer would fail the test
+      : which === "native wait"
+      ? ns.wait({ signal })
+      : d[which]({ signal });
+    assert.equal(probe.heard(), 1, `${which}: aborted with kcoro's listener in`);
+    assert.equal(await settled(wait), true, `${which}: settled`);
+    await assert.rejects(wait, (e: unknown) => e === reason, which);
+    assert.equal(abortListeners(signal), 0, `${which}: no listener left`);
+    assert.equal(handlers(), 0, `${which}: no handler left on the job`);
+    if (which === "send") {
+      const next = ch.send(2);
+      assert.equal(await ch.receive(), 2, `${which}: the next receive gets the next send's`);
+      await next;
+    } else {
+      const next = ch.receive();
+      await ch.send(7);
+      assert.equal(await next, 7, `${which}: the next receive gets the value`);
+    }
+  }
+  d.complete(1);
+  assert.deepEqual(reported.errors, [], "nothing reported");
+});
