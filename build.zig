@@ -7,6 +7,8 @@
 //!   as a dependency                -> dep.module("kcoro") (Zig API), dep.artifact("kcoro") (C ABI,
 //!                                     shared), dep.artifact("kcoro-static") (C ABI, static)
 //!   zig build test                 -> unit tests (add -Dtarget=aarch64-linux-musl -fqemu for ARM64)
+//!   zig build test -Dtsan=true     -> the unit tests under ThreadSanitizer (x86_64 Linux only; the
+//!                                     first build compiles its runtime, minutes); not in ./task test
 //!   zig build bench -- [args]      -> native benchmarks
 //!   zig build bench-exe            -> only builds them (zig-out/bin/kcoro-bench)
 //!   zig build test-exe             -> the unit tests as a program (zig-out/bin/kcoro-test)
@@ -20,6 +22,13 @@ pub fn build(b: *std.Build) void {
     const optimize = optimize_opt orelse .ReleaseFast;
     const test_optimize = b.option(std.builtin.OptimizeMode, "test-optimize", "Unit test build mode (default Debug)") orelse .Debug;
     const test_filter = b.option([]const u8, "test-filter", "Run only tests whose name contains this");
+    // Each coroutine is a TSan fiber there (zig-src/coro/tsan.zig); tests that fork a child
+    // that starts threads are skipped (`forkedThreadsOk` in zig-src/sched/scheduler.zig).
+    const tsan = b.option(bool, "tsan", "Unit tests under ThreadSanitizer (x86_64 Linux only)") orelse false;
+    if (tsan and (target.result.cpu.arch != .x86_64 or target.result.os.tag != .linux)) {
+        std.debug.print("-Dtsan=true: ThreadSanitizer runs are for x86_64 Linux only\n", .{});
+        std.process.exit(1);
+    }
 
     // The shared library: the C ABI in zig-src/root.zig.
     const lib_mod = b.createModule(.{
@@ -89,6 +98,7 @@ pub fn build(b: *std.Build) void {
         .target = target,
         .optimize = test_optimize,
         .link_libc = true,
+        .sanitize_thread = if (tsan) true else null,
     });
     test_mod.addIncludePath(b.path("include"));
     const tests = b.addTest(.{

@@ -50,6 +50,7 @@ const assert = std.debug.assert;
 const sw = @import("switch.zig");
 const stack_mod = @import("stack.zig");
 const ctx_mod = @import("../sc/context.zig");
+const tsan = @import("tsan.zig");
 
 pub const Stack = stack_mod.Stack;
 
@@ -189,6 +190,8 @@ pub const Coroutine = struct {
     /// abandoned (`runCleanups`, after the cleanups): set by code that keeps state in the side
     /// room beyond one call. Null in a new coroutine.
     finish: ?*Cleanup,
+    /// Its ThreadSanitizer fiber and its resumer's (coro/tsan.zig); empty in other builds.
+    tsan: tsan.Fiber,
 
     pub const Error = error{
         /// resume of a coroutine that is running (here or on another thread)
@@ -238,6 +241,7 @@ pub const Coroutine = struct {
         co.context = ctx_mod.empty;
         co.cleanups = null;
         co.finish = null;
+        co.tsan = .{};
         // Release: a timer heap's stale entry for the previous coroutine may be dropped on
         // seeing this word (acquire in the scheduler's prune and fire), counting out the disarm
         // that coroutine counted in before its CAS (`Scheduler.parkUntil`); that count in
@@ -276,6 +280,7 @@ pub const Coroutine = struct {
             c.run(c);
         }
         co.runFinish();
+        tsan.destroy(&co.tsan);
     }
 
     /// Runs `finish` once, if set.
@@ -440,6 +445,7 @@ pub const Coroutine = struct {
         co.resumes += 1;
         co.prev = getCurrent();
         setCurrent(co);
+        tsan.enter(&co.tsan); // nothing instrumented between this and the switch
         co.switch_fn(&co.caller, &co.ctx);
         setCurrent(co.prev);
         co.prev = null;
@@ -456,6 +462,7 @@ pub const Coroutine = struct {
         co.prev = null;
         const v: *volatile ?*Coroutine = slot;
         v.* = co;
+        tsan.enter(&co.tsan); // nothing instrumented between this and the switch
         co.switch_fn(&co.caller, &co.ctx);
         v.* = null;
         return co.afterSwitch();
@@ -463,6 +470,9 @@ pub const Coroutine = struct {
 
     /// Back from a switch into `co`: records the transition it asked for.
     fn afterSwitch(co: *Coroutine) State {
+        // Its fiber goes before the CAS below makes it `finished`: from then on its stack may
+        // go back to the pool and carry a new coroutine.
+        if (co.exit == .finish) tsan.destroy(&co.tsan);
         // A scheduled coroutine that yielded stays `running` (see `resumeYielded`).
         if (co.exit == .yield and co.owner != null) return .suspended;
         // Record the transition the coroutine asked for. An `unpark` may set the permit at any
@@ -547,6 +557,7 @@ pub const Coroutine = struct {
         // park or yield after that, where it would run again while counted finished.
         assert(!co.finish_counted);
         co.exit = why;
+        tsan.leave(&co.tsan); // nothing instrumented between this and the switch
         co.switch_fn(&co.ctx, &co.caller);
         // Resumed: `resume` set us running again (or `resumeYielded` kept us running).
         assert(co.getState() == .running);
@@ -602,6 +613,7 @@ fn coroMain(co: *Coroutine) callconv(.c) noreturn {
     co.entry(co.arg);
     co.runFinish();
     co.exit = .finish;
+    tsan.leave(&co.tsan); // nothing instrumented between this and the switch
     co.switch_fn(&co.ctx, &co.caller);
     unreachable; // a finished coroutine is never resumed (`resume` returns error.Finished)
 }
