@@ -4383,7 +4383,11 @@ test "C ABI: kc_coro_state, _transfer and _unpark from another thread racing a s
             var transfer: u64 = 0;
             while (!done.load(.acquire)) {
                 const k = n.load(.acquire);
-                for (handles[0..k]) |h| {
+                // Atomic (monotonic: any handle, stale or not, will do): a count read before
+                // the main thread set it back to 0 lets us read slots it is writing again (a
+                // plain read was a data race, ThreadSanitizer).
+                for (handles[0..k]) |*slot| {
+                    const h = @atomicLoad(u32, slot, .monotonic);
                     _ = kc_coro_state(h);
                     _ = kc_coro_transfer(h, &transfer);
                     _ = kc_coro_unpark(h);
@@ -4403,7 +4407,9 @@ test "C ABI: kc_coro_state, _transfer and _unpark from another thread racing a s
         S.n.store(0, .release);
         for (0..256) |i| {
             cells[i] = .{ 10_000, 0 };
-            if (kc_spawn(sleeper, &cells[i], 0, &S.handles[i]) != 0) break;
+            var h: u32 = 0;
+            if (kc_spawn(sleeper, &cells[i], 0, &h) != 0) break;
+            @atomicStore(u32, &S.handles[i], h, .monotonic); // see `reader`
         }
         S.n.store(256, .release);
         std.Thread.sleep(std.time.ns_per_ms);

@@ -53,7 +53,9 @@ var ticks: std.atomic.Value(u64) = .init(0);
 /// Tests only: ticks that found a time other than the one their ticker published last.
 var ticks_new: std.atomic.Value(u64) = .init(0);
 /// Tests only: a pause between the ticker's two exit stores, where a reader's `start` fails.
-var exit_pause_ns: u64 = 0;
+/// Atomic (monotonic: a knob, ordering nothing), as `test_idle_ticks`: a test sets it while a
+/// ticker an earlier one started still runs and reads it (a data race ThreadSanitizer reported).
+var exit_pause_ns: std.atomic.Value(u64) = .init(0);
 /// Tests only: while set, a ticker on its way out stops there (`at_exit` set) until a `stop`
 /// comes (or the gate is cleared): a stop that finds it there, whatever the machine's load.
 var exit_gate: std.atomic.Value(bool) = .init(false);
@@ -67,7 +69,7 @@ var at_last: std.atomic.Value(bool) = .init(false);
 var live_tickers: std.atomic.Value(u32) = .init(0);
 /// Tests only: when not 0, the ticks of quiet before a probe and of an unanswered probe before
 /// the end (an idle end within a few ticks, for stress tests of ends racing stops and reads).
-var test_idle_ticks: u64 = 0;
+var test_idle_ticks: std.atomic.Value(u64) = .init(0);
 /// Set by a reader that sees a probe (when clear); cleared by the ticker.
 var used: std.atomic.Value(bool) = .init(false);
 /// 0 idle, 1 running (or starting). CAS from 0 to 1 starts a ticker.
@@ -248,7 +250,9 @@ fn run(my_stops: u32, my_gen: u32, prev: ?std.Thread) void {
         const stopped = tick(my_stops, tick_ns);
         // Monotonic: the swap of `state` below orders it before our look at `cached`.
         cached.store(no_ticker, .monotonic);
-        if (exit_pause_ns != 0) std.Thread.sleep(exit_pause_ns); // tests: widen the window below
+        // Tests: widen the window below (monotonic: see `exit_pause_ns`).
+        const pause_ns = if (builtin.is_test) exit_pause_ns.load(.monotonic) else 0;
+        if (pause_ns != 0) std.Thread.sleep(pause_ns);
         if (builtin.is_test) gate(my_stops);
         // Pairs with `start`'s CAS (release), and with `nowOdd` (below). A swap, not a store: the
         // store half of a Dekker pair, which qemu-user on an x86 host breaks for an ARM64 seq_cst
@@ -295,8 +299,10 @@ fn lastGate() void {
 
 /// The ticker's loop: ticks until `stop` (true) or an idle end (false).
 fn tick(my_stops: u32, tick_ns: u64) bool {
-    const idle_ticks = if (builtin.is_test and test_idle_ticks != 0) test_idle_ticks else @max(1, idle_ns / tick_ns);
-    const quiet_ticks = if (builtin.is_test and test_idle_ticks != 0) test_idle_ticks else @max(1, quiet_ns / tick_ns);
+    // Monotonic: see `exit_pause_ns`.
+    const test_ticks = if (builtin.is_test) test_idle_ticks.load(.monotonic) else 0;
+    const idle_ticks = if (test_ticks != 0) test_ticks else @max(1, idle_ns / tick_ns);
+    const quiet_ticks = if (test_ticks != 0) test_ticks else @max(1, quiet_ns / tick_ns);
     var idle: u64 = 0;
     var quiet: u64 = 0;
     var probing = false; // the first tick runs because a reader just asked: it is in use
@@ -378,8 +384,8 @@ test "the ticker wakes no more often than the coarse clock moves: a tick publish
 }
 
 test "a read while the ticker is ending does not freeze the clock" {
-    exit_pause_ns = 20 * std.time.ns_per_ms;
-    defer exit_pause_ns = 0;
+    exit_pause_ns.store(20 * std.time.ns_per_ms, .monotonic);
+    defer exit_pause_ns.store(0, .monotonic);
     _ = now(); // a ticker runs (or starts)
     // Wait (bounded) for it to end: it has stored no_ticker and pauses before state 0.
     const until = preciseCoarse() + 5 * std.time.ns_per_s;
@@ -439,11 +445,11 @@ test "stop joins a ticker that is ending by itself: no ticker thread runs once i
 
 test "stops racing reads and idle ends: once the readers are gone, a stop leaves no ticker, and the time never goes back (seeded)" {
     // Idle ends within a few ticks, so that they fall between the stops and reads of the rounds.
-    test_idle_ticks = 1;
-    defer test_idle_ticks = 0;
+    test_idle_ticks.store(1, .monotonic);
+    defer test_idle_ticks.store(0, .monotonic);
     // And a ticker's way out is wide enough for a stop or a read to fall in it now and then.
-    exit_pause_ns = std.time.ns_per_ms;
-    defer exit_pause_ns = 0;
+    exit_pause_ns.store(std.time.ns_per_ms, .monotonic);
+    defer exit_pause_ns.store(0, .monotonic);
     var prng = std.Random.DefaultPrng.init(0xC10C_26);
     const rand = prng.random();
     const Reader = struct {
@@ -498,8 +504,8 @@ test "a read that starts a ticker while the last one is on its way out does not 
     try wd.start(@src(), test_wait.test_ns);
     defer wd.stop();
     _ = stop(); // none left from an earlier test
-    test_idle_ticks = 1; // it ends by itself within a few ticks
-    defer test_idle_ticks = 0;
+    test_idle_ticks.store(1, .monotonic); // it ends by itself within a few ticks
+    defer test_idle_ticks.store(0, .monotonic);
     at_last.store(false, .release);
     last_gate.store(true, .release);
     var gate_open = false;

@@ -372,10 +372,12 @@ test "a lock biased after a streak is taken without the ordinary lock, and revok
                 lk.lock();
                 // A read-modify-write spread over the critical section: lost updates show
                 // if two threads are ever inside at once. Long enough that a revocation
-                // almost always finds the owner inside.
-                const v = c.*;
+                // almost always finds the owner inside. Atomic halves (monotonic: the lock
+                // orders them), since `runAt` reads the counter without the lock: a plain
+                // store racing that load is a data race (ThreadSanitizer reported it).
+                const v = @atomicLoad(u64, c, .monotonic);
                 for (0..64) |_| std.atomic.spinLoopHint();
-                c.* = v + 1;
+                @atomicStore(u64, c, v + 1, .monotonic);
                 lk.unlock();
             }
         }

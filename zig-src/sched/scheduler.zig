@@ -1756,8 +1756,11 @@ fn timedWaitsPileUpCase(forever: bool) !void {
         fn never() u64 {
             return std.math.maxInt(u64);
         }
-        fn sleeper(_: ?*anyopaque) callconv(.c) void {
-            P.sched.sleep(20 * std.time.ns_per_ms) catch unreachable;
+        // Its scheduler comes as its argument, not through `P.sched`: `P.spawn` below stores
+        // that again while this may already run (a data race ThreadSanitizer reported).
+        fn sleeper(arg: ?*anyopaque) callconv(.c) void {
+            const sched: *Scheduler = @ptrCast(@alignCast(arg.?));
+            sched.sleep(20 * std.time.ns_per_ms) catch unreachable;
             slept.store(true, .release);
         }
     };
@@ -1765,10 +1768,9 @@ fn timedWaitsPileUpCase(forever: bool) !void {
     var s: Scheduler = undefined;
     try startForTest(&s, 1);
     defer s.shutdown(.cancel);
-    P.sched = &s;
     // Armed throughout the prunes: must still fire. Not beside the "forever" waits: its entry
     // would be the heap's earliest for as long as they run.
-    if (!forever) _ = try s.spawn(S.sleeper, null);
+    if (!forever) _ = try s.spawn(S.sleeper, &s);
     try P.spawn(&s, if (forever) S.never else S.hour, null);
     try s.drainFor(test_timeout);
     try testing.expect(S.slept.load(.acquire) != forever);
