@@ -1033,7 +1033,22 @@ pub const Channel = struct {
             const keep = comptime std.mem.eql(u8, f.name, "tx") or std.mem.eql(u8, f.name, "rx") or
                 std.mem.eql(u8, f.name, "fast") or std.mem.eql(u8, f.name, "flags") or
                 std.mem.eql(u8, f.name, "mem") or std.mem.eql(u8, f.name, "refs");
-            if (!keep) @field(ch, f.name) = @field(fresh, f.name);
+            if (keep) continue;
+            // What a guarded try-operation holding no reference reads (or counts) without a
+            // lock (`tryGuarded`: `elem_size`, `count_metrics`, `fast_fail_full`;
+            // `looksEmpty`: a queue's head) is stored atomically, as it is read: a plain
+            // store racing those atomic loads was a data race (ThreadSanitizer, "try-operations
+            // without references race destroy and re-creation safely"). Monotonic: such a
+            // reader trusts nothing it read before the guard, stored after this re-init (see
+            // `tryGuardedLocked`), says the memory holds its channel.
+            if (comptime std.mem.eql(u8, f.name, "elem_size") or std.mem.eql(u8, f.name, "count_metrics")) {
+                @atomicStore(f.type, &@field(ch, f.name), @field(fresh, f.name), .monotonic);
+            } else if (comptime std.mem.eql(u8, f.name, "fast_fail_full")) {
+                ch.fast_fail_full.store(fresh.fast_fail_full.raw, .monotonic);
+            } else if (comptime std.mem.eql(u8, f.name, "senders") or std.mem.eql(u8, f.name, "receivers")) {
+                @field(ch, f.name).tail = @field(fresh, f.name).tail;
+                @field(ch, f.name).setHead(@field(fresh, f.name).head);
+            } else @field(ch, f.name) = @field(fresh, f.name);
         }
         // The sides start over, their locks (held) kept.
         inline for (.{ "tx", "rx" }) |side| {
@@ -1227,7 +1242,11 @@ pub const Channel = struct {
             .send => if (ch.flags.send_blocked.load(.acquire)) {
                 if (guard.load(.acquire) != expected) return error.Stale;
                 if (size != @atomicLoad(u32, &ch.elem_size, .monotonic)) return error.InvalidArgument;
-                if (count_full and ch.count_metrics) _ = ch.fast_fail_full.fetchAdd(1, .monotonic); // a statistic
+                // Monotonic: statistics; `count_metrics` atomic as `reinit` stores it. Known
+                // flaw: should the channel be destroyed and a new one re-initialised in this
+                // memory between the guard check above and this add, the new channel counts
+                // the old one's failure (one `fail_full` too many).
+                if (count_full and @atomicLoad(bool, &ch.count_metrics, .monotonic)) _ = ch.fast_fail_full.fetchAdd(1, .monotonic);
                 return error.WouldBlock;
             },
         };

@@ -235,7 +235,8 @@ pub const Coroutine = struct {
         co.resumes = 0;
         co.pool_id = 0;
         co.epoch = 0;
-        co.owner = null;
+        // Atomic: `Registry.get` reads it without a lock (monotonic, as the handle above).
+        @atomicStore(?*anyopaque, &co.owner, null, .monotonic);
         co.link = null;
         co.wake_status = 0;
         co.context = ctx_mod.empty;

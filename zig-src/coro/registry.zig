@@ -121,7 +121,10 @@ pub const Registry = struct {
             return if (r.tasks.get(h) != null) error.InvalidArgument else error.BadHandle;
         }
         const co = r.table.get(h) orelse return error.BadHandle;
-        assert(co.owner == null);
+        // Atomic, as `Coroutine.create` stores it: without the lock, a destroy and a create
+        // reusing the stack on another thread may be rewriting the coroutine (a plain load was
+        // a data race, ThreadSanitizer). Monotonic: always null on this registry's stacks.
+        assert(@atomicLoad(?*anyopaque, &co.owner, .monotonic) == null);
         return co;
     }
 
