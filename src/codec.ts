@@ -901,7 +901,10 @@ function tooLarge(codec: string, op: string, len: number): CodecError {
   );
 }
 
-/** `putBuffer`'s errors: a value the codec carries, with no native memory for it (`noRoom`). */
+/**
+ * `putBuffer`'s errors and `trySendBytes`': a value the codec carries, too large or with no
+ * native memory for it (`noRoom`).
+ */
 const noRoomErrors = new WeakSet<CodecError>();
 
 function noRoomFor(e: CodecError): CodecError {
@@ -2443,10 +2446,12 @@ export function trySendBytes(
       ? sym.kc_chan_try_send_at(at, handle, slot.ptr, 32)
       : sym.kc_chan_try_send(handle, slot.ptr, 32);
   }
-  if (n > valueBytesMax) throw tooLarge("bytes", op, n);
+  // Both failures no-room errors (`noRoom`), as `putBuffer`'s for the same value through
+  // encode: they were thrown unmarked here, so `noRoom` answered for the path, not the value.
+  if (n > valueBytesMax) throw noRoomFor(tooLarge("bytes", op, n));
   const rc = sym.kc_chan_try_send_copy(at, handle, value as Uint8Array, n, T_BYTES, slot.ptr);
   if (rc === Status.ENOMEM && ptrOf(slot) === 0) {
-    throw new CodecError("bytes", `Cannot ${op}: no native memory for ${n} bytes`);
+    throw noRoomFor(new CodecError("bytes", `Cannot ${op}: no native memory for ${n} bytes`));
   }
   return rc;
 }

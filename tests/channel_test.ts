@@ -33,7 +33,7 @@ import {
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { _sharedEntries, _testCauseNoMemory, _testFromChecked } from "../src/channel.ts";
-import { encodeCause, Slot, slotsMade } from "../src/codec.ts";
+import { encodeCause, noRoom, setValueBytesMax, Slot, slotsMade } from "../src/codec.ts";
 
 /** A send of `v` to the channel `handle` names, as native code on another thread would. */
 function nativeSendF64(handle: number, v: number): number {
@@ -4380,6 +4380,67 @@ Deno.test("trySendMany's errors name it also where a value's own send fails: no 
     message: "Cannot trySendMany: the channel was disposed (KC_EBADH)",
   });
   assert.equal(await received, 1);
+});
+
+Deno.test("a value too large for native memory, or with none for it, is a no-room CodecError on every codec's send, codecs.bytes' one-call copy (trySendBytes) too: the kind a batch ends a short write at", () => {
+  // Before, codecs.bytes' one-call copy (trySend's, and a batch's sent one at a time) threw both
+  // unmarked, where the same value through its encode (a batch in one native call) was marked:
+  // `noRoom` answered for the codec's path, not for what failed.
+  const makeAt = library().symbols("test").kc_desc_make_at;
+  const noMemory = {
+    kc_desc_make: () => Status.ENOMEM,
+    kc_desc_make_at: () => Status.ENOMEM,
+    // As the native call fails to allocate: nothing made (see the test above).
+    kc_chan_try_send_copy: (
+      _original: unknown,
+      _at: unknown,
+      _h: unknown,
+      data: unknown,
+      _len: unknown,
+      tag: unknown,
+      desc: unknown,
+    ) => {
+      makeAt(data as Uint8Array, 0, tag as number, desc as null);
+      return Status.ENOMEM;
+    },
+  };
+  for (const [name, codec] of Object.entries(codecNamed)) {
+    const value = name === "bytes"
+      ? new Uint8Array(9)
+      : name === "string"
+      ? "123456789"
+      : { a: "x".repeat(20) };
+    using ch = new Channel<unknown>(4, { codec: codec as Codec<unknown> });
+    ch.share(); // native: the value is copied into native memory
+    // Enough sends that a codecs.bytes channel is mapped (its fast path), then drained.
+    for (let i = 0; i < 32; i++) {
+      assert.deepEqual(ch.trySend(value), { state: "ok" });
+      assert.equal(ch.tryReceive().state, "ok");
+    }
+    const noRoomError = (f: () => unknown, message: RegExp, where: string) =>
+      assert.throws(f, (e) => {
+        assert.ok(e instanceof CodecError, `${where}: ${e}`);
+        assert.match(e.message, message, where);
+        assert.ok(noRoom(e), `${where}: ${e.message} is a no-room error`);
+        return true;
+      });
+    const was = setValueBytesMax(8);
+    try {
+      noRoomError(
+        () => ch.trySend(value),
+        /^Cannot send: a value may take at most 8 bytes, received \d+ bytes$/,
+        `${name}: too large`,
+      );
+    } finally {
+      setValueBytesMax(was);
+    }
+    noRoomError(
+      () => withFakeSymbols(noMemory, () => ch.trySend(value)),
+      /^Cannot send: no native memory for \d+ bytes$/,
+      `${name}: no memory`,
+    );
+    assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${name}: nothing sent`);
+  }
 });
 
 Deno.test("trySendMany in one native call whose value after the first has no native memory answers for the values before it (a short write, or full), as one at a time does: the values before it go, it and the rest do not, and a value the codec cannot carry after it still fails the call", () => {
