@@ -1119,6 +1119,20 @@ const CAUSE_DEPTH = 1_000;
  * failure, not a cancellation, and so does a subclass of the caller's own (its brand is inherited).
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
+  // `overMax` is this call's: the caller's code it runs (a getter, a Proxy's trap, a
+  // Symbol.toStringTag that `describe` reads) may close another shared channel, whose cause is
+  // encoded meanwhile, setting or clearing it. Before, that answer was taken for this call's:
+  // a stand-in said a value was too large that held a function, or not, of one that was.
+  const outer = overMax;
+  try {
+    return encodeCauseNow(cause);
+  } finally {
+    overMax = outer;
+  }
+}
+
+/** `encodeCause`, its `overMax` saved around it. */
+function encodeCauseNow(cause: unknown): Uint8Array | null {
   // `instanceof` inside needsRich's try: a revoked Proxy's prototype read throws, and close()
   // threw it (the channel left open) before the other encodings' stand-in could see to it.
   overMax = false;
@@ -1904,7 +1918,9 @@ export function setCauseBytesMax(n: number): number {
 
 /**
  * Whether an `encodeExact` since it was last cleared refused a value for its size (over
- * `causeBytesMax`), not for what it holds: `encodeCause` and `standIn` say so then.
+ * `causeBytesMax`), not for what it holds: `encodeCause` and `standIn` say so then. Each
+ * `encodeCause` restores it as it returns: one that the caller's code runs meanwhile leaves the
+ * outer's answer alone.
  */
 let overMax = false;
 

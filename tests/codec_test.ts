@@ -861,6 +861,56 @@ Deno.test("a close cause whose encoding would take over the 2^31-1 bytes another
   });
 });
 
+Deno.test("a close cause's stand-in says a value was too large only when it was: another channel closed by the caller's code as the cause is encoded (a Symbol.toStringTag getter) leaves that answer alone", () => {
+  // Before, whether a value was refused for its size was one flag of the module's, cleared and
+  // set by each encoding: a close run by a getter as the cause was encoded set or cleared it for
+  // the outer one, whose stand-in then said its value was too large when it held a function, or
+  // said nothing of the size of one that was too large.
+  const max = 4096;
+  const was = setCauseBytesMax(max);
+  try {
+    const big = "x".repeat(5000);
+    // A channel of its own, closed with `cause` (encoded: it is shared), each time a getter runs.
+    let closed = 0;
+    const closeOne = (cause: unknown) => {
+      using ch = new Channel<number>(1);
+      ch.share();
+      assert.equal(ch.close(cause), true);
+      closed++;
+    };
+    const said = (inner: unknown) => {
+      const got = decodeCause(encodeCause(new TypeError("outer", { cause: inner }))!);
+      assert.ok(got.ok && got.cause instanceof TypeError, String(got));
+      return (got.cause as Error).cause;
+    };
+    // No copy for a function, whatever its size; the getter closes another with a cause too
+    // large.
+    class Odd {
+      f = () => 1;
+      get [Symbol.toStringTag]() {
+        closeOne(big);
+        return "Odd";
+      }
+    }
+    assert.equal(said(new Odd()), "[object Odd] (cannot be copied to another isolate)");
+    // Too large itself; the getter closes another with a cause that fits.
+    class Big {
+      s = big;
+      get [Symbol.toStringTag]() {
+        closeOne("small");
+        return "Big";
+      }
+    }
+    assert.equal(
+      said(new Big()),
+      `[object Big] (its encoding takes over ${max} bytes: cannot be copied to another isolate)`,
+    );
+    assert.ok(closed >= 2, `${closed} closes`);
+  } finally {
+    setCauseBytesMax(was);
+  }
+});
+
 Deno.test("a close cause holding an array (a Proxy's) whose length cannot be encoded closes a shared channel at once: nothing read, other isolates get its stand-in; a sparse one crosses", () => {
   // Before, the packer's loop ran to the claimed length: close() packed until memory ran out.
   const claimed: ReturnType<typeof lengthClaimingProxy>[] = [];
