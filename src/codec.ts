@@ -1926,13 +1926,24 @@ let overMax = false;
 
 /**
  * `describe(v)`, a long string by its length: a cause too large to encode is most often one,
- * and its description (the whole string, quoted) would be as large again.
+ * and its description (the whole string, quoted) would be as large again. Any other description
+ * over `DESCRIBED_MAX` characters (an object's Symbol.toStringTag is its own code's) is cut,
+ * its length said: quoted whole, it could make `tooLargeCause`'s RangeError too large as well,
+ * and `encodeCause` answered null, the channel read elsewhere as closed cleanly.
  */
 function describeCause(v: unknown): string {
-  return typeof v === "string" && v.length > 64
-    ? `a string of ${v.length} characters`
-    : describe(v);
+  if (typeof v === "string" && v.length > 64) return `a string of ${v.length} characters`;
+  const d = describe(v);
+  if (d.length <= DESCRIBED_MAX) return d;
+  // Not cut inside a surrogate pair.
+  const head = d.slice(0, 64);
+  return `${
+    /[\uD800-\uDBFF]$/.test(head) ? head.slice(0, -1) : head
+  }... (a description of ${d.length} characters)`;
 }
+
+/** The longest description `describeCause` gives whole. */
+const DESCRIBED_MAX = 256;
 
 /**
  * What crosses for a close cause whose encoding, and its stand-in's, would take over

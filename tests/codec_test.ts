@@ -911,6 +911,46 @@ Deno.test("a close cause's stand-in says a value was too large only when it was:
   }
 });
 
+Deno.test("a close cause too large to copy whose own description is long (its Symbol.toStringTag) still crosses as the RangeError saying so, the description cut: never no cause at all", () => {
+  // Before, the RangeError quoted the whole description, which could make it too large as well:
+  // encodeCause answered null and the channel closed with no cause for other isolates, read
+  // there as closed cleanly (the failure lost), as when such bytes were kept.
+  const max = 4096;
+  const was = setCauseBytesMax(max);
+  try {
+    const tag = "t".repeat(5000);
+    const described = `[object ${"t".repeat(56)}... (a description of ${
+      tag.length + 9
+    } characters)`;
+    class Tagged {
+      s = "x".repeat(5000);
+      get [Symbol.toStringTag]() {
+        return tag;
+      }
+    }
+    // An Error whose stand-in is too large too (its message).
+    const error = Object.defineProperty(new Error("x".repeat(5000)), Symbol.toStringTag, {
+      value: tag,
+    });
+    for (const cause of [new Tagged(), error]) {
+      const bytes = encodeCause(cause);
+      assert.ok(bytes !== null && bytes.length <= max, `${bytes?.length} bytes`);
+      const got = decodeCause(bytes);
+      assert.ok(got.ok && got.cause instanceof RangeError, String(got));
+      assert.equal(
+        got.cause.message,
+        "Cannot copy the channel's close or cancel cause to another isolate: its encoding takes " +
+          `over ${max} bytes, received ${described}`,
+      );
+      using ch = new Channel<number>(1);
+      ch.share();
+      assert.equal(ch.close(cause), true);
+    }
+  } finally {
+    setCauseBytesMax(was);
+  }
+});
+
 Deno.test("a close cause holding an array (a Proxy's) whose length cannot be encoded closes a shared channel at once: nothing read, other isolates get its stand-in; a sparse one crosses", () => {
   // Before, the packer's loop ran to the claimed length: close() packed until memory ran out.
   const claimed: ReturnType<typeof lengthClaimingProxy>[] = [];
