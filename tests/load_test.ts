@@ -1283,6 +1283,13 @@ Deno.test("a pinned .toolchain zig that is there but cannot be run is named in t
         () => Deno.symlink(`${dir}/nowhere`, pinned),
         "it is a symbolic link to nothing (NotFound: ",
       ],
+      // A link to itself: it was "it cannot be read (FilesystemLoop: ...)", the loop unnamed,
+      // where the local build's path and build.zig say what it is.
+      [
+        "a link loop",
+        () => Deno.symlink(pinned, pinned),
+        "it is a symbolic link loop (FilesystemLoop: ",
+      ],
       [
         "not readable",
         () => Deno.writeTextFile(pinned, install, { mode: 0o755 }),
