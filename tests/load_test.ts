@@ -117,6 +117,28 @@ Deno.test("closeLibrary() called again by a hook while the library closes: every
   ]);
 });
 
+Deno.test("an options.path the system cannot look at for another reason than nothing there (a name too long) says so, with the system's answer: not that it names no file", () => {
+  // Before (and until c282d1b took only NotFound and NotADirectory for nothing there), every
+  // error of stat's read as "options.path names no file". A directory that is a file on the
+  // way (ENOTDIR) is still nothing there.
+  const path = `/${"a".repeat(300)}/libkcoro.so`; // a name over the 255 bytes one may take
+  assert.throws(() => openLibrary({ path }), (e) => {
+    assert.ok(e instanceof LibraryNotFoundError, String(e));
+    const said = "Cannot open library: options.path cannot be read: the system could not tell " +
+      "what is there (Error: ";
+    assert.ok(e.message.startsWith(said), e.message);
+    assert.ok(e.message.endsWith(`), received ${JSON.stringify(path)}`), e.message);
+    return true;
+  });
+  const file = new URL(import.meta.url).pathname; // a file, then a name under it
+  assert.throws(() => openLibrary({ path: `${file}/libkcoro.so` }), {
+    name: "LibraryNotFoundError",
+    message: `Cannot open library: options.path names no file, received ${
+      JSON.stringify(`${file}/libkcoro.so`)
+    }`,
+  });
+});
+
 Deno.test("a missing options.path is a LibraryNotFoundError named as a bad argument is, saying what it was resolved to", () => {
   // It said "kcoro: no library at /nonexistent/libkcoro.so (options.path)".
   assert.throws(() => openLibrary({ path: "/nonexistent/libkcoro.so" }), {
