@@ -416,11 +416,7 @@ class Selection implements RingOp {
         // it is taken (`#listen`; a listen that throws is reported too: the select settles by
         // that record).
         reportError(e);
-        try {
-          this.#listen();
-        } catch (e2) {
-          reportError(e2);
-        }
+        this.#listenReporting();
         return promise;
       }
       let free = true;
@@ -433,6 +429,9 @@ class Selection implements RingOp {
         if (rc === Status.EBUSY) {
           this.completing = true; // a channel clause won first: its record settles the select
           reportError(e);
+          // Listened to until that record is taken, as above. Before, it never was (the throw
+          // came before `#start` listened): an abort then went unheard, the receive clause fired.
+          this.#listenReporting();
           return promise;
         }
         this.queued = false;
@@ -570,6 +569,18 @@ class Selection implements RingOp {
       // event will not come, and `listenAbort` calls it (before, a select whose signal aborted
       // during the listen waited on for a clause). By AbortSignal's own members.
       listenAbort(signal, this.onAbort);
+    }
+  }
+
+  /**
+   * `#listen` for a select whose start threw but that a channel clause's record settles
+   * (`completing`): what the listen throws is reported, as the start's own error is.
+   */
+  #listenReporting(): void {
+    try {
+      this.#listen();
+    } catch (e) {
+      reportError(e);
     }
   }
 

@@ -1150,6 +1150,46 @@ Deno.test("a select whose Job of the caller's own lost to a channel clause as it
   }
 });
 
+Deno.test("a select whose Job of the caller's own let a channel clause complete and then failed its arming (threw, or returned no Disposable without running its handler) still listens to its signal: an abort before the record is taken rejects, the received value goes back", async () => {
+  for (const how of ["throws", "returns nothing"] as const) {
+    using reported = catchReported();
+    using ch = new Channel<number>(0, { codec: codecs.f64 });
+    const thrown = new Error("arming failed");
+    // As its clause is armed: the channel clause completes natively (a send of this isolate,
+    // meeting the select queued natively), then the arming fails: the select's withdrawal
+    // answers KC_EBUSY, and the record, still to come, settles it.
+    const job = {
+      state: "active",
+      isCompleted: false,
+      start: () => false,
+      invokeOnCompletion: () => {
+        assert.deepEqual(ch.trySend(5), { state: "ok" });
+        if (how === "throws") throw thrown;
+        return 1;
+      },
+    };
+    const ctl = new AbortController();
+    const reason = new Error("given up");
+    const outcome = select<string>((s) => {
+      s.onReceive(ch, (v) => `got ${v}`);
+      s.onJoin(job as never, () => "joined");
+    }, { signal: ctl.signal });
+    ctl.abort(reason); // the record is not taken yet
+    // Before, that select never listened to the signal: the receive clause fired.
+    await assert.rejects(within(outcome, 5_000, "the select"), (e) => e === reason, how);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, how); // back, not lost
+    assert.equal(reported.errors.length, 1, how); // the arming's failure
+    if (how === "throws") assert.equal(reported.errors[0], thrown);
+    else {
+      assert.match(
+        String((reported.errors[0] as Error).message),
+        /^Cannot select: a job's invokeOnCompletion must return a Disposable, received /,
+      );
+    }
+    assert.equal(pending(), 0);
+  }
+});
+
 Deno.test("a Job of the caller's own whose Disposable throws still lets the select settle: the error is reported, the winner's handler runs", async () => {
   using reported = catchReported();
   const job = {
