@@ -1190,6 +1190,44 @@ Deno.test("a select whose Job of the caller's own let a channel clause complete 
   }
 });
 
+Deno.test("a select whose job clause lost to a completed channel clause, then ended before the record was taken by its async builder's failure or its Channel.from copy's dispose, rejects with that error as an abort does: the received value goes back", async () => {
+  for (const how of ["builder failed", "copy disposed"] as const) {
+    using ch = new Channel<number>(0, { codec: codecs.f64 });
+    const copy = Channel.from<number>(ch.share());
+    // As its clause is armed: the channel clause completes natively (a send of this isolate,
+    // meeting the select queued natively), then the job runs its handler, which loses (KC_EBUSY).
+    const job = {
+      state: "active",
+      isCompleted: false,
+      start: () => false,
+      invokeOnCompletion: (handler: () => void) => {
+        assert.deepEqual(ch.trySend(5), { state: "ok" });
+        handler();
+        return { [Symbol.dispose]() {} };
+      },
+    };
+    const outcome = select<string>(async (s) => {
+      s.onReceive(how === "copy disposed" ? copy : ch, (v) => `got ${v}`);
+      s.onJoin(job as never, () => "joined");
+      await null;
+      // Its rejection reaches the select in a microtask: before the ring's record is drained.
+      if (how === "builder failed") s.onTimeout(0, () => "late");
+    });
+    if (how === "copy disposed") copy[Symbol.dispose](); // the record is not taken yet
+    // Before, the ending was ignored: the receive clause fired with the value.
+    await assert.rejects(
+      within(outcome, 5_000, "the select"),
+      how === "builder failed"
+        ? { name: "TypeError", message: /the select was built already/ }
+        : { name: "InvalidHandleError", message: /^Cannot select: the channel was disposed/ },
+      how,
+    );
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, how); // back, not lost
+    copy[Symbol.dispose]();
+    assert.equal(pending(), 0);
+  }
+});
+
 Deno.test("a Job of the caller's own whose Disposable throws still lets the select settle: the error is reported, the winner's handler runs", async () => {
   using reported = catchReported();
   const job = {
