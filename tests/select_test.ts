@@ -1228,6 +1228,45 @@ Deno.test("a select whose job clause lost to a completed channel clause, then en
   }
 });
 
+Deno.test("a select whose onSend completed natively as its job clause lost, then aborted before the record was taken, accounts for the value once: delivered, it fires; cancelled, it keeps its CancellationError and the hook has the value", async () => {
+  for (const how of ["delivered", "cancelled"] as const) {
+    const dropped: number[] = [];
+    using ch = new Channel<number>(0, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => dropped.push(v),
+    });
+    let got: unknown;
+    // As its clause is armed: the send clause completes natively (a receive of this isolate, or
+    // the channel's cancel), then the job runs its handler, which loses (KC_EBUSY).
+    const job = {
+      state: "active",
+      isCompleted: false,
+      start: () => false,
+      invokeOnCompletion: (handler: () => void) => {
+        if (how === "delivered") got = ch.tryReceive();
+        else ch.cancel();
+        handler();
+        return { [Symbol.dispose]() {} };
+      },
+    };
+    const ctl = new AbortController();
+    const outcome = select<string>((s) => {
+      s.onSend(ch, 9, () => "sent");
+      s.onJoin(job as never, () => "joined");
+    }, { signal: ctl.signal });
+    ctl.abort(new Error("given up")); // the record is not taken yet
+    if (how === "delivered") {
+      assert.equal(await within(outcome, 5_000, "the select"), "sent");
+      assert.deepEqual(got, { state: "ok", value: 9 });
+      assert.deepEqual(dropped, []);
+    } else {
+      await assert.rejects(within(outcome, 5_000, "the select"), { name: "CancellationError" });
+      assert.deepEqual(dropped, [9]);
+    }
+    assert.equal(pending(), 0);
+  }
+});
+
 Deno.test("a Job of the caller's own whose Disposable throws still lets the select settle: the error is reported, the winner's handler runs", async () => {
   using reported = catchReported();
   const job = {
