@@ -625,9 +625,14 @@ pub const Scheduler = struct {
     /// rest (`restart`): both are only ever changed atomically, and kept by a restart. Its
     /// release stores (and the seq_cst ones) pair with the acquire loads (`isRunning`, the
     /// workers' loop, the spawns' checks): a reader that sees the new state sees what came
-    /// before it (a start's build, a shutdown's `end_hook` and teardown). The seq_cst ones
-    /// (`begin`'s `running`, `shutdown`'s `stopping`) are also one half of a Dekker pair with
-    /// the wakers' seq_cst loads (`wakeOutside`, `watchdogMain`, `hasWork`).
+    /// before it (a start's build, a shutdown's `end_hook` and teardown). `shutdown`'s seq_cst
+    /// store of `stopping` is also the store half of the one Dekker pair on it, with
+    /// `wakeOutside` (its count in `wakers`, then its seq_cst load of this word; `shutdown`
+    /// then loads `wakers`). `begin`'s seq_cst store of `running` publishes the run's epoch
+    /// to that load (see `epoch`). The idle workers (`hasWork`) and the timer watchdog
+    /// (`watchdogMain`) are no Dekker pair: they read their futex word (`idle_seq`,
+    /// `watch_seq`) before this one, and `shutdown` bumps it after its store (`wakeAll`,
+    /// `wakeWatchdog`), so their load sees `stopping` or their futex wait returns.
     state: std.atomic.Value(enum(u8) { running, stopping, stopped }) = .init(.running),
     /// This run's number (`last_epoch`): what `Ref.epoch` must match for a wake. Stored before
     /// `state` says running (a seq_cst store, which `wakeOutside`'s load pairs with).
