@@ -1232,7 +1232,9 @@ pub const Channel = struct {
         // of a channel that died since would fail the guard). Skipped (`precheck` false) for
         // callers that read the flag themselves just before.
         // Acquire, the flags: pair with their release stores (`publishFlags`, the fast paths);
-        // the guard: with the destroy's release store of 0 (`retireFreed` in registry.zig).
+        // the guard: with `publish`'s release store of the handle (one that reads `expected`
+        // sees the channel it names built, `elem_size` included) and the destroy's release
+        // store of 0 (`retireFreed`), both in registry.zig.
         if (precheck) switch (kind) {
             .receive => if (!ch.flags.recv_ready.load(.acquire)) {
                 if (guard.load(.acquire) != expected) return error.Stale;
