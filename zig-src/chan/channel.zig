@@ -3646,8 +3646,7 @@ test "close is true the first time also with more receivers waiting than one pas
 }
 
 test "rendezvous across threads, close wakes a blocked receiver, deadline times out cleanly" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer ch.destroy();
@@ -3676,8 +3675,7 @@ test "rendezvous across threads, close wakes a blocked receiver, deadline times 
 }
 
 test "a sender already waiting when close happens still delivers" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer ch.destroy();
@@ -3703,8 +3701,7 @@ test "a sender already waiting when close happens still delivers" {
 }
 
 test "cancel drops buffered and waiting values exactly once and fails every waiter" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     Dropped.n = 0;
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 2, .on_undelivered = Dropped.hook });
@@ -3736,8 +3733,7 @@ test "WaitOptions.dropped: true only for a send whose value a cancel took while 
     // failed the waiting send (at the undelivered path), or still the caller's (the channel
     // found cancelled). The echo built-in drops a value it still holds and must not drop one
     // taken (root.zig, echoBuiltin).
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     Dropped.n = 0;
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 0, .on_undelivered = Dropped.hook });
@@ -3891,8 +3887,7 @@ test "fast paths: a bounded buffer growing under streams between threads keeps F
     // `grow` (both locks) against `fastSend` and `fastReceive` (one lock each), which read
     // `slots` and `buf`: 4 KiB elements, so the buffer starts at 256 slots and doubles while
     // the consumers take values (each waits for a third of the capacity sent first).
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const per_producer = 20_000;
     const E = 4096; // first slots: 256
@@ -4040,8 +4035,7 @@ test "zero-copy channels take the fast paths too: descriptors stream between thr
 }
 
 test "fast paths keep the lock-free answers exact: a completed send is seen, a freed slot is used" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     // A fast send leaves `recv_ready` set and a fast receive leaves `send_blocked` clear;
     // a try-operation that starts after them must not answer from a stale flag.
@@ -4120,8 +4114,7 @@ test "fast paths keep the lock-free answers exact: a completed send is seen, a f
 }
 
 test "a receive that frees a slot moves the oldest waiting sender's value in before a later send" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
     defer ch.destroy();
@@ -4154,8 +4147,7 @@ test "a receive that frees a slot moves the oldest waiting sender's value in bef
 }
 
 test "N producers x M consumers, every kind, scheduled coroutines: each value exactly once" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     const per_producer = 2_000;
     const Ctx = struct {
@@ -4284,8 +4276,7 @@ test "select: biased picks the first ready clause; polling is the default clause
 }
 
 test "select: a ready clause completes without the locks of the other clauses' channels" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // Another thread holds b's locks for as long as it likes (a long critical section, or a
     // preempted holder): a select whose clause on `a` is ready must not wait for them.
@@ -4375,8 +4366,7 @@ test "select: a timed-out select leaves every queue intact" {
 // offer a send clause to a third): every value is received exactly once, so no select ever
 // completed two clauses, and every queue ends empty.
 test "select: stress with plain operations on scheduled coroutines, each value exactly once" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     const per_sender = 3_000;
     const senders_per_chan = 2;
@@ -4478,8 +4468,7 @@ test "select: stress with plain operations on scheduled coroutines, each value e
 // in place; these pin down what that must never change.
 
 test "select on a coroutine: a losing clause stays queued but stale; unlinked by a send, it takes the lock path next time" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var c: *Channel = undefined;
@@ -4543,8 +4532,7 @@ test "select on a coroutine: a losing receive clause on a channel whose waiting 
     // Left queued, stale, it kept `recv_waiting` set until the coroutine selected again or
     // ended: a host (TypeScript's hand-off) read a receiver queued where none could take a
     // value. Where no host maps the byte the clause stays queued (the test above).
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var c: *Channel = undefined;
@@ -4612,8 +4600,7 @@ test "select on a coroutine: a losing receive clause on a channel whose waiting 
 }
 
 test "select on a coroutine: a stale clause unlinked while its select re-arms it is queued again, not left armed in no queue" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The window between `selectLazy`'s load of a queued clause's tag and its re-arming CAS,
     // made certain by a hook: a try-send there unlinks the stale waiter (its claim finds the
@@ -4687,8 +4674,7 @@ test "select on a coroutine: a stale clause unlinked while its select re-arms it
 }
 
 test "select on a coroutine: a send clause left queued on a channel closed since fails with closed, never waits there" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The lazy re-arm skips probing a clause whose waiter is still queued. A close unlinks
     // receivers but leaves senders queued (they still deliver), so a stale send clause can stay
@@ -4752,8 +4738,7 @@ test "select on a coroutine: a send clause left queued on a channel closed since
 }
 
 test "select on a coroutine: a stale send clause left on a closed channel does not keep it open for receive" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // A close leaves senders queued (they still deliver); a stale select clause among them
     // delivers nothing (a receive unlinks it and fails), so it must not count as a sender.
@@ -4805,8 +4790,7 @@ test "select on a coroutine: a stale send clause left on a closed channel does n
 }
 
 test "select on a coroutine: a channel destroyed under a stale clause keeps its memory until the coroutine lets go" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var c: *Channel = undefined;
@@ -4855,8 +4839,7 @@ test "select on a coroutine: a channel destroyed under a stale clause keeps its 
 }
 
 test "select on coroutines: stale clauses re-armed while senders race them, every value exactly once" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     // ChanPopular's shape with traffic on the shared channel: selectors on (shared, own),
     // threads sending on the shared channel at any moment (unlinking stale clauses, racing
@@ -4934,8 +4917,7 @@ test "select on coroutines: stale clauses re-armed while senders race them, ever
 }
 
 test "select on coroutines: seeded random clause sets, orders, kinds and timeouts, every value exactly once" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     // Each select draws 1 to 5 clauses (5: the stack path, with leftovers of earlier selects
     // still queued), each a send or a receive on one of four channels, repeats allowed, and a
@@ -5061,8 +5043,7 @@ fn awaitQueued(c: *Channel, comptime field: []const u8) error{NeverQueued}!void 
 }
 
 test "token: interrupts blocked threads and coroutines, the queues stay intact, an interrupted send is never delivered" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
     defer ch.destroy();
@@ -5152,8 +5133,7 @@ test "token: interrupts blocked threads and coroutines, the queues stay intact, 
 }
 
 test "token: a select gives up with Interrupted and leaves every queue intact" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const a = try Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer a.destroy();
@@ -5198,8 +5178,7 @@ const ZeroCopyTest = struct {
 };
 
 test "zero-copy: the receiver gets the sender's buffer itself, rendezvous and buffered; bytes and hand-offs counted" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var owner: ZeroCopyTest = .{};
     defer owner.released.deinit(testing.allocator);
@@ -5244,8 +5223,7 @@ test "zero-copy: the receiver gets the sender's buffer itself, rendezvous and bu
 }
 
 test "zero-copy ownership under close and cancel: every undelivered buffer goes back to its owner exactly once" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var owner: ZeroCopyTest = .{};
     defer owner.released.deinit(testing.allocator);
@@ -5323,8 +5301,7 @@ test "zero-copy ownership under close and cancel: every undelivered buffer goes 
 }
 
 test "async ops: completed now, completed later by a sender, by close, withdrawn" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const Rec = struct {
         op: AsyncOp,
@@ -5407,8 +5384,7 @@ test "try-send on a full channel fails without the lock and is still counted; co
 }
 
 test "a guarded try-send on a cancelled channel never reports Closed, even when the memory is re-initialised right after" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // Every incarnation of the channel below is only ever cancelled, never closed: a guarded
     // try-send that finds it closed must fail with Cancelled (or Stale once the guard moved).
@@ -6012,8 +5988,7 @@ const ManyWorkers = struct {
 };
 
 test "channels: stress (many workers): every kind, selects, tokens, scopes, close and cancel mid-traffic, spawns, parks, steals" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     // Per seed: epochs of ~60 ms until ~0.7 s passed (2 CPUs, Debug: ~2.5 s for the three).
     const seeds = [_]u64{ 0x6b636f726f, 0x5eed_0001, 0xdead_beef_cafe };
