@@ -1378,8 +1378,7 @@ const test_stack_size = 64 * 1024;
 const test_timeout = 60 * std.time.ns_per_s;
 
 test "the inject queue's count never runs below its list: pops racing pushes on several threads" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     // Before, a push counted its coroutine in after it let go of the lock: two pops that both
     // saw one entry counted could take that one and the uncounted one, counting out two,
@@ -1421,8 +1420,7 @@ fn startForTest(s: *Scheduler, workers: u32) !void {
 }
 
 test "every spawned coroutine runs exactly once (2 and 4 workers)" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     const n = 20_000;
     const S = struct {
@@ -1444,8 +1442,7 @@ test "every spawned coroutine runs exactly once (2 and 4 workers)" {
 }
 
 test "park/unpark ping-pong pairs lose no wake-up (1,000,000 operations)" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     const pairs = 100;
     const rounds = 2_500; // pairs * rounds * 2 (park + unpark) * 2 sides = 1,000,000
@@ -1493,8 +1490,7 @@ test "park/unpark ping-pong pairs lose no wake-up (1,000,000 operations)" {
 }
 
 test "coroutines spawned by coroutines (a 10-ary tree) all run and join" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
@@ -1542,8 +1538,7 @@ test "coroutines spawned by coroutines (a 10-ary tree) all run and join" {
 }
 
 test "a coroutine yielding in a loop does not starve the others on its worker" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var stop: std.atomic.Value(bool) = .init(false);
@@ -1567,8 +1562,7 @@ test "a coroutine yielding in a loop does not starve the others on its worker" {
 }
 
 test "a ping-pong pair in the LIFO slot cannot starve the queue" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
@@ -1657,8 +1651,7 @@ test "timers fire in deadline order and never early" {
 }
 
 test "a worker stuck in one long run does not hold back its timers: the watchdog fires them" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The sleeper arms its timer on worker W and parks; W then runs the hog, which its LIFO
     // slot holds (no other worker can take it from there) and which spins until the sleeper
@@ -1701,8 +1694,7 @@ test "a worker stuck in one long run does not hold back its timers: the watchdog
 }
 
 test "timed waits woken early do not pile up in the timer heap; armed timers survive pruning" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     try timedWaitsPileUpCase(false);
     // Deadline maxInt ("forever", also what a saturating `now + ns` gives): the heap's earliest
@@ -1784,8 +1776,7 @@ fn timedWaitsPileUpCase(forever: bool) !void {
 }
 
 test "drain and drainFor from one of the scheduler's coroutines are InvalidArgument at once" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
@@ -1812,8 +1803,7 @@ test "drain and drainFor from one of the scheduler's coroutines are InvalidArgum
 }
 
 test "entries of timed waits woken early are counted out as they expire, not only by a prune" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // 30 waits with a 2 ms deadline that the partner beats (on a slow machine some time out
     // instead): up to 30 disarmed entries, fewer than a prune looks at. Side 0 then sleeps past
@@ -1858,8 +1848,7 @@ fn settledTimers(w: *Worker, timeout_ns: u64) struct { count: usize, disarmed: u
 }
 
 test "a disarm that the watchdog's pass drops the entry of before it is counted is counted out all the same" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // A coroutine woken early (here by a permit of its own) disarms its timer; the watchdog
     // fires the heap before the disarm is counted and drops the entry, counting it out of a
@@ -1901,8 +1890,7 @@ test "a disarm that the watchdog's pass drops the entry of before it is counted 
 }
 
 test "a disarm between a prune's read of the count and its scan is counted out with its entry" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The owner prunes with the count it read under its lock; a coroutine woken early on
     // another worker disarms its timer (count in, then CAS: no lock) before the scan, which
@@ -1931,8 +1919,7 @@ test "a disarm between a prune's read of the count and its scan is counted out w
 }
 
 test "drain waits for sleeping coroutines; parked ones do not hold it" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
@@ -1958,8 +1945,7 @@ test "drain waits for sleeping coroutines; parked ones do not hold it" {
 }
 
 test "drain, again and again while work moves between workers, returns only when all of it is done" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // A ring of coroutines passes a token: each waits for its turn, sometimes sleeps (a timer),
     // and wakes the next one (often on the other worker). The first wake comes from this
@@ -2001,8 +1987,7 @@ test "drain, again and again while work moves between workers, returns only when
 }
 
 test "shutdown releases a drain waiting on another thread" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
@@ -2041,8 +2026,7 @@ test "shutdown releases a drain waiting on another thread" {
 }
 
 test "a drain that counts itself in after a shutdown keeps its count across a restart" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // Through the Zig API (the C ABI's kc_sched_start waits for its drains first): a drain that
     // begins after the shutdown's wait for drains, then a restart before it looks at the state.
@@ -2204,8 +2188,7 @@ test "a wake from outside under way when a shutdown begins is waited for before 
 }
 
 test "context: inherited at spawn, shadowed by a child, freed with abandoned coroutines" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
@@ -2246,8 +2229,7 @@ test "context: inherited at spawn, shadowed by a child, freed with abandoned cor
 }
 
 test "shutdown with work pending frees everything, in both modes" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
@@ -2298,8 +2280,7 @@ pub fn stressWorkers() u32 {
 }
 
 test "scheduler: stress (many workers): spawn trees, timed parks racing unparks from coroutines and threads, sleeps, steals, drains" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     // Per round, until its deadline: trees of coroutines spawned by coroutines (and some from
     // this thread) with uneven work, so that idle workers steal; pairs where one side parks
