@@ -649,8 +649,7 @@ const test_stack_size = 64 * 1024;
 const channel = @import("../chan/channel.zig");
 
 test "a scope waits for its children, cancels them (channel waits and sleeps) and nests" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
@@ -711,8 +710,7 @@ test "a scope waits for its children, cancels them (channel waits and sleeps) an
 }
 
 test "watch reports a cancel that lands between its two looks, and ends the children, as cancelled" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The watcher looked at the cancellation (none yet); then the scope is cancelled and its
     // only child, interrupted, finishes before the watcher looks at the children. Before, it
@@ -754,8 +752,7 @@ test "watch reports a cancel that lands between its two looks, and ends the chil
 }
 
 test "watch returns when the scope is cancelled or its last child finishes" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
@@ -811,8 +808,7 @@ test "a child is out of its scheduler's live count by the time a waiter sees its
     // child comes after the scope's `live` dropped: held there (the hook), a waiter that saw
     // the scope done read the child as live (kc_sched_info: a TypeScript `coroutineScope`
     // resolved, then `runtime().stats().live` counted its native child).
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
@@ -844,8 +840,7 @@ test "a child is out of its scheduler's live count by the time a waiter sees its
 }
 
 test "a scope waits for its descendants: a child scope's coroutines count in its parent" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
@@ -880,8 +875,7 @@ test "a scope waits for its descendants: a child scope's coroutines count in its
 }
 
 test "a chain of thousands of nested scopes freed by the end of the leaf's child, on its coroutine's 64 KiB stack (release recursed)" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
@@ -909,8 +903,7 @@ test "a chain of thousands of nested scopes freed by the end of the leaf's child
 }
 
 test "waitAll from a coroutine parks until the last child finishes" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
@@ -939,8 +932,7 @@ test "waitAll from a coroutine parks until the last child finishes" {
 }
 
 test "a shutdown that cancels abandons parked children: no waiter, link or scope is left" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
@@ -1018,8 +1010,7 @@ test "a child a shutdown abandons is out of its scheduler's live count by the ti
     // The shutdown counted nothing out for an abandoned coroutine: once the workers were gone
     // the count was `live` alone, every spawn from outside ever made, so the waiter that the
     // abandoned child woke (`abandonChild`) read it (and the finished one) as live.
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
@@ -1051,8 +1042,7 @@ test "a child a shutdown abandons is out of its scheduler's live count by the ti
 }
 
 test "a shutdown that cancels counts out children that never started, and their launch records" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
@@ -1091,8 +1081,7 @@ test "a shutdown that cancels counts out children that never started, and their 
 }
 
 test "a child scope created while its parent's deadline changes reads a live context (it read the parent's unlocked, freed by the swap)" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
@@ -1125,8 +1114,7 @@ test "a child scope created while its parent's deadline changes reads a live con
 }
 
 test "a deadline set on a scope reaches the children of scopes made below it before" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
@@ -1157,8 +1145,7 @@ test "a deadline set on a scope reaches the children of scopes made below it bef
 }
 
 test "a coroutine's repeated waits for a scope allocate nothing once warm" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // Before, each wait that parked appended to an ArrayList of waiters, which the last child
     // freed: one allocation per wait.
@@ -1243,8 +1230,7 @@ test "a coroutine's repeated waits for a scope allocate nothing once warm" {
 }
 
 test "an orphaned scope's idle callback runs once, when its last child (or one below it) ends, never cancelling them" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var sched: Scheduler = undefined;
     try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
@@ -1299,8 +1285,7 @@ test "an orphaned scope's idle callback runs once, when its last child (or one b
 }
 
 test "waitAll from a child of the scope, or of a scope below it, is InvalidArgument at once; another scope's child still waits" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // A child waiting for its own scope waits for itself: before, until the deadline
     // (error.Timeout) or, with none, for ever. Only the C ABI's kc_scope_wait checked it.
