@@ -931,8 +931,7 @@ const testing = std.testing;
 const test_stack_size = 64 * 1024;
 
 test "JS-style waiters: completions from native coroutines land on the ring, batched; abort and close" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const ch2 = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
     defer ch2.destroy(); // after the ring's deinit withdrew the receive left on it
@@ -1185,8 +1184,7 @@ test "a value given back goes in front of the values buffered after it, also on 
 }
 
 test "a value given back that waits as a sender: a blocked receive gets it first, a cancel or destroy drops it" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const Hook = SumHook;
     Hook.dropped = 0;
@@ -1354,8 +1352,7 @@ test "an interrupt that comes before the wait is remembered: the wait returns at
 }
 
 test "a completion from another thread wakes the waiter whether or not it is asleep yet (the wake-up made only for a sleeper loses none)" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
     defer ch.destroy();
@@ -2040,8 +2037,7 @@ test "a ticket already handled is not handed out again for about a million opera
 }
 
 test "two threads taking (or aborting) one ticket: one wins, the other is told it is gone" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var ring = Ring.init(testing.allocator);
     defer ring.deinit();
@@ -2097,8 +2093,7 @@ test "two threads taking (or aborting) one ticket: one wins, the other is told i
 }
 
 test "a close watch: its record comes when the channel is closed or cancelled, by anyone; at once when it has ended; a cancel-only watch ignores a close" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var ring = Ring.init(testing.allocator); // the leak check sees a Pending left behind
     defer ring.deinit();
@@ -2222,8 +2217,7 @@ test "a close watch on a channel destroyed without a cancel is told cancelled be
 }
 
 test "a ring going away with an owned watch queued cancels its channel: the other rings' waits end cancelled, the buffer is dropped, ownerGone says why; a closed or cancelled channel is left as it is" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The consumer's isolate (another ring) waits on one fed channel; another holds a value.
     var consumer = Ring.init(testing.allocator);
@@ -2273,8 +2267,7 @@ test "a ring going away with an owned watch queued cancels its channel: the othe
 }
 
 test "a close watch aborted as a destroy of its channel tells it: the abort finds it told, and the memory is still there until the watch goes (a Zig caller holds no reference)" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var ring = Ring.init(testing.allocator);
     defer ring.deinit();
