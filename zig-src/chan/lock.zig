@@ -351,8 +351,7 @@ fn heavyBarrier() void {
 }
 
 test "a lock biased after a streak is taken without the ordinary lock, and revoked by a second thread" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var l: SpinLock = .{};
     const biased = biasAvailable();
@@ -407,8 +406,7 @@ test "a lock biased after a streak is taken without the ordinary lock, and revok
 }
 
 test "a lock that two threads take turns on from the start is never biased" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     if (!biasAvailable()) return;
     var l: SpinLock = .{};
@@ -430,8 +428,7 @@ test "a lock that two threads take turns on from the start is never biased" {
 }
 
 test "tryLockQuick takes only what needs no wait: the owner's bias or a free lock past biasing, never a streak's" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const biased = biasAvailable();
     var l: SpinLock = .{};
