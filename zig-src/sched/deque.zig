@@ -164,8 +164,7 @@ test "stealHalf moves half and returns one" {
 }
 
 test "the last item raced by the owner's pop and a thief's steal goes to exactly one of them" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // Both orders, made certain by the hooks (the stress test below leaves them to chance,
     // which one CPU hardly ever gives): the thief has read the slot and stops before its CAS;
@@ -230,8 +229,7 @@ test "the last item raced by the owner's pop and a thief's steal goes to exactly
 }
 
 test "owner and thieves take every item exactly once" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     const cap = 16; // small, so the ring wraps and fills constantly
     const total = 200_000;
