@@ -731,8 +731,7 @@ test "an unpark during the park's switch makes the coroutine ready, not parked" 
 }
 
 test "park/unpark across threads loses no wake-up" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     var pool = try testPool();
     defer pool.deinit();
