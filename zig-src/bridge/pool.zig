@@ -345,8 +345,7 @@ test "pool: slices come from chunks, a chunk comes back once its slices are free
 }
 
 test "pool: threads allocate and free across each other; every chunk comes back" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.stress_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
     defer wd.stop();
     var t = try testPool(64, 14);
     defer testing.allocator.free(t.words);
