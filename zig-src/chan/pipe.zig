@@ -370,8 +370,7 @@ test "a pipe with a huge interval never ticks (its due time saturates, it does n
 }
 
 test "reap ends the pipes whose channels are gone at once and joins the thread once none is left; a later add starts one again" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var pipes = Pipes.init(testing.allocator);
     defer pipes.deinit();
