@@ -500,8 +500,7 @@ test "a read that starts a ticker while the last one is on its way out does not 
     // `touch`, with the channel's spin locks held), it made every thread that wanted the
     // channel spin until the old ticker got its CPU back and finished. Now the new ticker joins
     // it. The old one is held at its last act (the gate) until the read has returned.
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     _ = stop(); // none left from an earlier test
     test_idle_ticks.store(1, .monotonic); // it ends by itself within a few ticks
