@@ -384,8 +384,7 @@ pub fn RefRegistry(
 const testing = std.testing;
 
 test "handles: operations, destroy while a receiver is blocked, stale handles" {
-    var wd: test_wait.Watchdog = .{};
-    try wd.start(@src(), test_wait.test_ns);
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var r = Registry.init(testing.allocator);
     defer r.deinit();
