@@ -574,7 +574,12 @@ export function actor<M>(
     if (signal !== null) {
       // By AbortSignal's own members (errors.ts, `isAborted`): the task's signal may be a
       // caller's, with members of its own that throw.
-      const onAbort = () => cancelMailbox(mailbox, abortReason(signal));
+      // Only once the signal aborted: a call before (the caller's code that reached the listener
+      // through the engine's listeners property) changes nothing. Before, it cancelled the
+      // mailbox, and so the actor.
+      const onAbort = () => {
+        if (isAborted(signal)) cancelMailbox(mailbox, abortReason(signal));
+      };
       // One aborted before or during the listen has cancelled the mailbox already
       // (`listenAbort`), keeping no listener: before, the handler ran on, its mailbox taking
       // messages.

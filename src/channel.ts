@@ -3707,8 +3707,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (signal !== undefined) {
       w.signal = signal;
-      // By AbortSignal's own members, never the signal's (errors.ts, `isAborted`).
-      w.onAbort = () => this.#abandon(w, abortReason(signal));
+      // By AbortSignal's own members, never the signal's (errors.ts, `isAborted`). A call while
+      // the signal has not aborted (the caller's code that reached the listener through the
+      // engine's listeners property) changes nothing: before, the wait gave up with undefined.
+      w.onAbort = () => {
+        if (isAborted(signal)) this.#abandon(w, abortReason(signal));
+      };
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code), or
       // during the listen (an accessor of the caller's that the engine's listen reached): the
       // event will not come, and `listenAbort` calls it, withdrawing the waiter. Before, one

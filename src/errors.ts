@@ -141,8 +141,10 @@ export function abortReason(signal: AbortSignal): unknown {
  *
  * Every listener passed here must be idempotent (a second call finds its wait given up and
  * changes nothing): the engine calls it too when the caller's code aborts the signal after the
- * listener is in but before the listen returns, and a caller's code that holds the engine's
- * listeners property holds the listener and may call it at any time.
+ * listener is in but before the listen returns. And each must ask `isAborted` first, changing
+ * nothing while the signal has not aborted: a caller's code that holds the engine's listeners
+ * property holds the listener and may call it at any time, during the listen too (before, a
+ * `delay` so called rejected with undefined and still armed its timer).
  *
  * Throws what the listen or the read after it throws (only a signal whose engine state the
  * caller redefined), keeping no listener, and then calls nothing.
@@ -162,6 +164,19 @@ export function listenAbort(signal: AbortSignal, listener: () => void): boolean 
   }
   listener();
   return true;
+}
+
+/**
+ * The named error for a listen that throws (only a signal whose engine state the caller
+ * redefined), its error as the cause: "Cannot <op>: signal must be one that can be listened
+ * to". Internal: createScope and the root scopes refuse such a signal with it, and a producer's
+ * or an actor's task fails with it when its task signal is such a one.
+ */
+export function unlistenableSignal(op: string, cause: unknown): TypeError {
+  return new TypeError(
+    `Cannot ${op}: signal must be one that can be listened to, received an AbortSignal whose listening throws`,
+    { cause },
+  );
 }
 
 /**

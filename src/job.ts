@@ -478,6 +478,10 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   #untilAborted<R>(signal: AbortSignal, settle: () => R | Promise<R>): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       const onAbort = () => {
+        // Only once the signal aborted: a call before (the caller's code that reached the
+        // listener through the engine's listeners property) changes nothing. Before, the wait
+        // rejected with undefined.
+        if (!isAborted(signal)) return;
         done[Symbol.dispose]();
         reject(abortReason(signal));
       };

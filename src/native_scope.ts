@@ -327,9 +327,12 @@ export class NativeScope implements AsyncDisposable {
       ns.cancel();
     } else {
       const signal = owner.signal;
-      // The library may have closed meanwhile (the native scope went with it).
+      // The library may have closed meanwhile (the native scope went with it). Only once the
+      // signal aborted: a call before (the caller's code that reached the listener through the
+      // engine's listeners property of the task's signal) changes nothing. Before, it cancelled
+      // the native scope of a task still active.
       const onAbort = () => {
-        if (ns.#lib.isOpen) ns.cancel();
+        if (ns.#lib.isOpen && isAborted(signal)) ns.cancel();
       };
       signal.addEventListener("abort", onAbort, { once: true });
       owner.invokeOnCompletion(() => signal.removeEventListener("abort", onAbort));
@@ -480,7 +483,12 @@ export class NativeScope implements AsyncDisposable {
     return new Promise<void>((resolve, reject) => {
       // By AbortSignal's own members (errors.ts, `isAborted`): before, the signal's own
       // `removeEventListener` that threw rejected the `finally`'s promise, which nobody awaits.
-      const onAbort = () => reject(abortReason(signal));
+      // Only once the signal aborted: a call before (the caller's code that reached the listener
+      // through the engine's listeners property) changes nothing. Before, the wait rejected
+      // with undefined.
+      const onAbort = () => {
+        if (isAborted(signal)) reject(abortReason(signal));
+      };
       // One that aborted during the listen has rejected (`listenAbort`): no wait starts.
       // Before, the wait ran, and resolved as if its children were done.
       if (listenAbort(signal, onAbort)) return;

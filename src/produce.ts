@@ -218,8 +218,15 @@ class ProducerChannel<T> extends Channel<T> {
         if (isAborted(own)) merged = { ...options, signal: own };
         else {
           const either = new AbortController();
-          const onTask = () => either.abort(abortReason(task));
-          const onOwn = () => either.abort(abortReason(own));
+          // Each only once its signal aborted: a call before (the caller's code that reached
+          // it through the engine's listeners property) changes nothing. Before, the send
+          // rejected with undefined.
+          const onTask = () => {
+            if (isAborted(task)) either.abort(abortReason(task));
+          };
+          const onOwn = () => {
+            if (isAborted(own)) either.abort(abortReason(own));
+          };
           merged = { ...options, signal: either.signal };
           // A signal that aborted during its listen has aborted `either` (`listenAbort`), and
           // keeps no listener: the send rejects with its reason, as for one aborted before.
@@ -446,8 +453,11 @@ export function produce<T>(
     // the CancellationError. Before, a child's failure reached receivers as a CancellationError
     // (the signal's reason) with the failure as its cause.
     if (signal !== null) {
+      // Only once the signal aborted: a call before (the caller's code that reached the listener
+      // through the engine's listeners property) changes nothing. Before, it closed the channel
+      // with undefined, a clean end for its receivers.
       const onAbort = () => {
-        if (failed || out._gone) return;
+        if (failed || out._gone || !isAborted(signal)) return;
         const job = task.job;
         const failure = JobSupport._is(job) ? job._failure : undefined;
         out._end(failure !== undefined ? failure : abortReason(signal));

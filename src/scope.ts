@@ -36,6 +36,7 @@ import {
   isAborted,
   listenAbort,
   signalOf,
+  unlistenableSignal,
   unlistenAbort,
 } from "./errors.ts";
 import {
@@ -221,7 +222,11 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     // By AbortSignal's and EventTarget's own members (errors.ts, `isAborted`): before, the
     // signal's own `removeEventListener`, when it threw, escaped the finalizer partway and left
     // this scope and its parent unfinished.
-    const onAbort = () => this.cancel(abortReason(signal));
+    // Only once the signal aborted: a call before (the caller's code that reached the listener
+    // through the engine's listeners property) changes nothing. Before, it cancelled the scope.
+    const onAbort = () => {
+      if (isAborted(signal)) this.cancel(abortReason(signal));
+    };
     if (!listenAbort(signal, onAbort)) this.addFinalizer(() => unlistenAbort(signal, onAbort));
   }
 
@@ -488,10 +493,7 @@ function followChecked(op: string, scope: Coroutine<unknown>, signal: AbortSigna
   try {
     scope.follow(signal);
   } catch (e) {
-    throw new TypeError(
-      `Cannot ${op}: signal must be one that can be listened to, received an AbortSignal whose listening throws`,
-      { cause: e },
-    );
+    throw unlistenableSignal(op, e);
   }
 }
 

@@ -563,7 +563,12 @@ class Selection implements RingOp {
     if (this.done) return;
     const signal = this.signal;
     if (signal !== undefined) {
-      this.onAbort = () => this.#jsWins(undefined);
+      // Only once the signal aborted: a call before (the caller's code that reached the listener
+      // through the engine's listeners property) changes nothing. Before, the select gave up
+      // with undefined.
+      this.onAbort = () => {
+        if (isAborted(signal)) this.#jsWins(undefined);
+      };
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code), or
       // during the listen (an accessor of the caller's that the engine's listen reached): the
       // event will not come, and `listenAbort` calls it (before, a select whose signal aborted

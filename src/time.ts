@@ -245,6 +245,10 @@ export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<v
   return new Promise((resolve, reject) => {
     let cancel = (): void => {}; // the timer's, armed right after the listen
     const onAbort = () => {
+      // Only once the signal aborted: a call before (the caller's code that reached the
+      // listener through the engine's listeners property) changes nothing. Before, the delay
+      // rejected with undefined, and (a call during the listen) armed its timer all the same.
+      if (!isAborted(signal)) return;
       cancel();
       reject(abortReason(signal));
     };

@@ -17,6 +17,7 @@ import {
   createScope,
   delay,
   NativeScope,
+  nativeScope,
   produce,
   runtime,
   select,
@@ -1075,5 +1076,180 @@ Deno.test("a wait whose signal aborts during the listen once kcoro's listener is
     }
   }
   d.complete(1);
+  assert.deepEqual(reported.errors, [], "nothing reported");
+});
+
+/**
+ * A signal whose abort listeners the caller's code reaches (through the engine's listeners
+ * property, an accessor of its own on a prototype under the signal) and calls without aborting
+ * it: `during`, each one as the listen puts it in; `callAll()`, those in at that time, and says
+ * how many. `abort(reason)` aborts it.
+ */
+function listenersCalled(
+  during: boolean,
+): { signal: AbortSignal; callAll(): number; abort(reason: unknown): void } {
+  const controller = new AbortController();
+  type Entry = { callback: () => void };
+  let store: { listeners: Record<string, Entry[]> } | undefined = undefined;
+  const list = (a: Entry[]) =>
+    new Proxy(a, {
+      set(target, key, value) {
+        target[key as unknown as number] = value;
+        if (key === "length" && value > 0) target[value - 1].callback();
+        return true;
+      },
+    });
+  const proto = Object.create(AbortSignal.prototype, {
+    [listenersKey()]: {
+      get: () => store,
+      set(v: { listeners: Record<string, Entry[]> }) {
+        if (during) {
+          v.listeners = new Proxy(v.listeners, {
+            set(target, key, value) {
+              target[key as string] = key === "abort" ? list(value) : value;
+              return true;
+            },
+          });
+        }
+        store = v;
+      },
+    },
+  });
+  Object.setPrototypeOf(controller.signal, proto);
+  const callAll = () => {
+    const entries = [...(store?.listeners.abort ?? [])];
+    for (const e of entries) e.callback();
+    return entries.length;
+  };
+  return { signal: controller.signal, callAll, abort: (reason) => controller.abort(reason) };
+}
+
+Deno.test("a wait whose abort listener the caller's code calls while its signal has not aborted (during the listen, or later) ignores the call: it waits on, and the signal's abort still ends it", async () => {
+  using reported = catchReported();
+  const d = new CompletableDeferred<number>();
+  const waits = ["receive", "send", "select", "delay", "native wait", "join", "await"] as const;
+  for (const when of ["during the listen", "later"] as const) {
+    for (const which of waits) {
+      const what = `${which}, ${when}`;
+      using ch = new Channel<number>("rendezvous");
+      await using ns = NativeScope.create();
+      const probe = listenersCalled(when === "during the listen");
+      const signal = probe.signal;
+      const wait: Promise<unknown> = which === "receive"
+        ? ch.receive({ signal })
+        : which === "send"
+        ? ch.send(1, { signal })
+        : which === "select"
+        ? select<number>((s) => s.onReceive(ch, (v) => v), { signal })
+        : which === "delay"
+        ? delay(3_600_000, { signal })
+        : which === "native wait"
+        ? ns.wait({ signal })
+        : d[which]({ signal });
+      if (when === "later") assert.equal(probe.callAll(), 1, `${what}: one listener called`);
+      // Before, each rejected with undefined (a delay armed its timer all the same, a channel
+      // wait or a select was withdrawn, a join or an await left its handler).
+      if (which === "native wait") {
+        // No child: it resolves, as with a signal nobody touches.
+        assert.equal(await wait, undefined, what);
+        await settled(wait); // its listener goes a few microtasks after it resolved
+        assert.equal(abortListeners(signal), 0, `${what}: no listener left`);
+        continue;
+      }
+      assert.equal(await settled(wait), false, `${what}: waits on`);
+      assert.equal(abortListeners(signal), 1, `${what}: still listening`);
+      const reason = new Error(what);
+      probe.abort(reason);
+      assert.equal(await settled(wait), true, `${what}: settled by the abort`);
+      await assert.rejects(wait, (e: unknown) => e === reason, what);
+      assert.equal(abortListeners(signal), 0, `${what}: no listener left`);
+    }
+  }
+  d.complete(1);
+  assert.deepEqual(reported.errors, [], "nothing reported");
+});
+
+Deno.test("a scope, a producer (its watch, its send with a signal of its own), an actor and a task's native scope whose abort listener the caller's code calls while the signal has not aborted ignore the call", async () => {
+  using reported = catchReported();
+  for (const when of ["during the listen", "later"] as const) {
+    const call = (probe: { callAll(): number }, what: string) => {
+      if (when === "later") assert.ok(probe.callAll() >= 1, `${what}: a listener called`);
+    };
+    // createScope: before, the call cancelled it.
+    {
+      const probe = listenersCalled(when === "during the listen");
+      const scope = createScope({ signal: probe.signal });
+      call(probe, `createScope, ${when}`);
+      assert.equal(scope.job.isActive, true, `createScope, ${when}: still active`);
+      const reason = new Error("stop");
+      probe.abort(reason);
+      assert.equal(scope.job.isCancelled, true, `createScope, ${when}: the abort cancels it`);
+      await scope.join();
+    }
+    // coroutineScope: before, its block's wait was cancelled.
+    {
+      const probe = listenersCalled(when === "during the listen");
+      const gate = Promise.withResolvers<void>();
+      const run = coroutineScope(async () => {
+        await gate.promise;
+        return 5;
+      }, { signal: probe.signal });
+      call(probe, `coroutineScope, ${when}`);
+      gate.resolve();
+      assert.equal(await run, 5, `coroutineScope, ${when}`);
+    }
+    // A producer whose task signal (a scope of the caller's own) is called, and its send with a
+    // signal of its own (which listens to the task's too): before, the channel was closed with
+    // undefined (a clean end), and the send rejected with undefined.
+    {
+      const probe = listenersCalled(when === "during the listen");
+      const own = listenersCalled(when === "during the listen");
+      const got: number[] = [];
+      let sent: unknown = "not yet";
+      await coroutineScope(async (scope) => {
+        using ch = produce<number>(withTaskSignal(scope, probe.signal), async (out) => {
+          await out.send(1);
+          const p = out.send(2, { signal: own.signal });
+          call(own, `a producer's send, ${when}`);
+          call(probe, `a producer, ${when}`);
+          sent = await p.then(() => "sent", (e) => e);
+        });
+        for await (const v of ch) got.push(v);
+      });
+      assert.deepEqual(got, [1, 2], `a producer, ${when}`);
+      assert.equal(sent, "sent", `a producer's send, ${when}`);
+    }
+    // An actor whose task signal (a scope of the caller's own) is called: before, its mailbox
+    // was cancelled, and so the actor.
+    {
+      const probe = listenersCalled(when === "during the listen");
+      const got: number[] = [];
+      await coroutineScope(async (scope) => {
+        const a = actor<number>(withTaskSignal(scope, probe.signal), async (mailbox) => {
+          for (let i = 0; i < 2; i++) got.push(await mailbox.receive());
+        });
+        await a.send(1);
+        call(probe, `an actor, ${when}`);
+        await a.send(2);
+        await a.job.join();
+        assert.equal(a.job.isCancelled, false, `an actor, ${when}: not cancelled`);
+      });
+      assert.deepEqual(got, [1, 2], `an actor, ${when}`);
+    }
+  }
+  // A task's native scope listens to the task's own signal, whose listeners the caller's code
+  // can reach as well: before, the call cancelled the native scope, and so the task.
+  await coroutineScope((scope) => {
+    const ns = nativeScope(scope);
+    const record = (scope.signal as unknown as Record<
+      symbol,
+      { listeners: Record<string, { callback: () => void }[]> }
+    >)[listenersKey()];
+    const entries = [...record.listeners.abort];
+    assert.ok(entries.length >= 1, "the native scope listens");
+    for (const e of entries) e.callback();
+    assert.equal(ns.isCancelled, false, "the native scope is not cancelled");
+    assert.equal(scope.job.isCancelled, false, "nor the task");
+  });
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
