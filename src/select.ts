@@ -413,10 +413,10 @@ class Selection implements RingOp {
         // the error is reported. Before, this cleaned up a second time (the job Disposables
         // disposed twice) and rejected, while the winner's handler still ran afterwards. A
         // channel clause's record still to come (`completing`): the signal is listened to until
-        // it is taken (`#listen`; a listen that throws is reported too: the select settles by
-        // that record).
+        // it is taken (`#listen`, which never throws once the select settled or is settling:
+        // a listen that throws then gives up with its error).
         reportError(e);
-        this.#listenReporting();
+        this.#listen();
         return promise;
       }
       let free = true;
@@ -431,7 +431,7 @@ class Selection implements RingOp {
           reportError(e);
           // Listened to until that record is taken, as above. Before, it never was (the throw
           // came before `#start` listened): an abort then went unheard, the receive clause fired.
-          this.#listenReporting();
+          this.#listen(); // never throws while completing
           return promise;
         }
         this.queued = false;
@@ -573,19 +573,23 @@ class Selection implements RingOp {
       // during the listen (an accessor of the caller's that the engine's listen reached): the
       // event will not come, and `listenAbort` calls it (before, a select whose signal aborted
       // during the listen waited on for a clause). By AbortSignal's own members.
-      listenAbort(signal, this.onAbort);
-    }
-  }
-
-  /**
-   * `#listen` for a select whose start threw but that a channel clause's record settles
-   * (`completing`): what the listen throws is reported, as the start's own error is.
-   */
-  #listenReporting(): void {
-    try {
-      this.#listen();
-    } catch (e) {
-      reportError(e);
+      try {
+        listenAbort(signal, this.onAbort);
+      } catch (e) {
+        // The listen ran the caller's code (an accessor of its own for the engine's listeners
+        // property) and threw. Settled already (that code aborted the signal once kcoro's
+        // listener was in: the engine called it): the select keeps the signal's reason. A
+        // channel clause's record still to come (`completing`): it gives up with the error,
+        // as for an abort (`#jsWins`), unless an abort did first. Before, both went to
+        // `reportError`: an error event nobody handles, which ends the process. Else `run`
+        // withdraws it and rejects with the error.
+        if (this.done) return;
+        if (!this.completing) throw e;
+        if (!this.gaveUp) {
+          this.gaveUp = true;
+          this.reason = e;
+        }
+      }
     }
   }
 

@@ -10,6 +10,7 @@ import {
   CancellationError,
   Channel,
   ClosedSendError,
+  codecs,
   CompletableDeferred,
   Context,
   type CoroutineScope,
@@ -1076,6 +1077,88 @@ Deno.test("a wait whose signal aborts during the listen once kcoro's listener is
     }
   }
   d.complete(1);
+  assert.deepEqual(reported.errors, [], "nothing reported");
+});
+
+/**
+ * `abortsOnceListenerIn`'s signal whose listen, once it aborted it, throws: the engine has called
+ * kcoro's listener (the wait settled with the reason), and then the listen throws.
+ */
+function abortsOnceListenerInThenThrows(reason: unknown): AbortSignal {
+  const controller = new AbortController();
+  let store: { listeners: Record<string, unknown[]> } | undefined = undefined;
+  let armed = true;
+  const list = (a: unknown[]) =>
+    new Proxy(a, {
+      set(target, key, value) {
+        target[key as unknown as number] = value;
+        if (armed && key === "length" && value === 1) {
+          armed = false;
+          controller.abort(reason);
+          throw new Error("the caller's listeners property");
+        }
+        return true;
+      },
+    });
+  const proto = Object.create(AbortSignal.prototype, {
+    [listenersKey()]: {
+      get: () => store,
+      set(v: { listeners: Record<string, unknown[]> }) {
+        v.listeners = new Proxy(v.listeners, {
+          set(target, key, value) {
+            target[key as string] = key === "abort" ? list(value) : value;
+            return true;
+          },
+        });
+        store = v;
+      },
+    },
+  });
+  Object.setPrototypeOf(controller.signal, proto);
+  return controller.signal;
+}
+
+Deno.test("a select whose signal's listen aborts it once kcoro's listener is in, then throws, rejects with its reason and reports nothing", async () => {
+  using reported = catchReported();
+  const reason = new Error("aborted once listened to");
+  using ch = new Channel<number>("rendezvous");
+  const signal = abortsOnceListenerInThenThrows(reason);
+  const wait = select<number>((s) => s.onReceive(ch, (v) => v), { signal });
+  assert.equal(signal.aborted, true, "the probe aborts it");
+  assert.equal(await settled(wait), true, "settled");
+  await assert.rejects(wait, (e: unknown) => e === reason);
+  // Before, the listen's error went to reportError: an error event nobody handles, which ends
+  // the process.
+  assert.deepEqual(reported.errors, [], "nothing reported");
+  const next = ch.receive();
+  await ch.send(7);
+  assert.equal(await next, 7, "the next receive gets the value");
+});
+
+Deno.test("a select whose channel clause won as a Job of the caller's own was armed, and whose signal's listening throws, rejects with that error and gives the value back, reporting nothing", async () => {
+  using reported = catchReported();
+  using ch = new Channel<number>(0, { codec: codecs.f64 });
+  // As its clause is armed: the channel clause completes natively (a send of this isolate,
+  // meeting the select queued natively), then the job runs its handler, which loses (KC_EBUSY):
+  // the select listens to its signal until the record is taken.
+  const job = {
+    state: "active",
+    isCompleted: false,
+    start: () => false,
+    invokeOnCompletion: (handler: () => void) => {
+      assert.deepEqual(ch.trySend(5), { state: "ok" });
+      handler();
+      return { [Symbol.dispose]() {} };
+    },
+  };
+  const outcome = select<string>((s) => {
+    s.onReceive(ch, (v) => `got ${v}`);
+    s.onJoin(job as never, () => "joined");
+  }, { signal: listenThrows() });
+  // Before, the listen's error went to reportError (an error event nobody handles, which ends
+  // the process), and the receive clause fired.
+  await assert.rejects(outcome, { message: "the caller's listeners property" });
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, "the value is back, not lost");
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
 
