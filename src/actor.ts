@@ -68,6 +68,7 @@ import {
   refuseAsValue,
   signalOf,
   taskSignal,
+  unlistenableSignal,
   unlistenAbort,
 } from "./errors.ts";
 import { type Job, JobSupport, runCompletionHandler, taskCancelError } from "./job.ts";
@@ -583,7 +584,14 @@ export function actor<M>(
       // One aborted before or during the listen has cancelled the mailbox already
       // (`listenAbort`), keeping no listener: before, the handler ran on, its mailbox taking
       // messages.
-      if (!listenAbort(signal, onAbort)) detach = () => unlistenAbort(signal, onAbort);
+      // A listen that throws (only a signal whose engine state the caller redefined) fails the
+      // task by name, before the handler runs, as createScope refuses such a signal. Before,
+      // with the listen's raw error.
+      try {
+        if (!listenAbort(signal, onAbort)) detach = () => unlistenAbort(signal, onAbort);
+      } catch (e) {
+        throw unlistenableSignal(op, e);
+      }
     }
     // Until the task is final: its end withdraws the owned watch before the mailbox is
     // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is

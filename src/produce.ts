@@ -68,6 +68,7 @@ import {
   launchChecked,
   listenAbort,
   taskSignal,
+  unlistenableSignal,
   unlistenAbort,
 } from "./errors.ts";
 import { isCancellation, type Job, JobSupport, taskCancelError } from "./job.ts";
@@ -466,7 +467,14 @@ export function produce<T>(
       // One aborted before or during the listen has closed it already (`listenAbort`), keeping no
       // listener: before, the channel stayed open, its receivers waiting on a task whose
       // signal had aborted.
-      if (!listenAbort(signal, onAbort)) detach = () => unlistenAbort(signal, onAbort);
+      // A listen that throws (only a signal whose engine state the caller redefined) fails the
+      // task by name, before the block runs, as createScope refuses such a signal. Before, with
+      // the listen's raw error.
+      try {
+        if (!listenAbort(signal, onAbort)) detach = () => unlistenAbort(signal, onAbort);
+      } catch (e) {
+        throw unlistenableSignal(op, e);
+      }
     }
     // Until the task is final, not only while the block runs: children of the task sending
     // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with

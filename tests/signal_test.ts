@@ -1336,3 +1336,36 @@ Deno.test("a scope, a producer (its watch, its send with a signal of its own), a
   });
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
+
+Deno.test("a producer or an actor whose task signal (a scope of the caller's own) cannot be listened to fails its task by name, with the listen's error as the cause", async () => {
+  for (const which of ["produce", "start actor"] as const) {
+    let ran = false;
+    let received: unknown = "not received";
+    const run = coroutineScope(async (scope) => {
+      const theirs = withTaskSignal(scope, listenThrows());
+      if (which === "produce") {
+        using ch = produce<number>(theirs, () => {
+          ran = true;
+        });
+        received = await ch.receive().then((v) => v, (e) => e);
+      } else {
+        actor<number>(theirs, () => {
+          ran = true;
+        });
+      }
+    });
+    // Before, the task failed with the listen's raw error.
+    const named = (e: unknown) => {
+      assert.ok(e instanceof TypeError, `${which}: ${String(e)}`);
+      assert.equal(
+        e.message,
+        `Cannot ${which}: signal must be one that can be listened to, received an AbortSignal whose listening throws`,
+      );
+      assert.equal((e.cause as Error).message, "the caller's listeners property", which);
+      return true;
+    };
+    await assert.rejects(run, named);
+    assert.equal(ran, false, `${which}: its block never ran`);
+    if (which === "produce") named(received);
+  }
+});
