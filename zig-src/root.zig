@@ -329,6 +329,7 @@ export fn kc_coro_create(
 ) callconv(.c) i32 {
     const e = entry orelse return Status.invalid.code();
     const out = out_handle orelse return Status.invalid.code();
+    if (builtinWithoutCells(e, arg)) return Status.invalid.code();
     const h = reg().create(e, arg, stack_size, @bitCast(flags)) catch |err| return fail(err);
     out.* = h;
     return 0;
@@ -683,6 +684,7 @@ export fn kc_spawn_gen(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, 
 /// kc_spawn onto the scheduler of `generation` (null: whichever runs).
 fn spawnOn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_handle: ?*u32, generation: ?u64) i32 {
     const e = entry orelse return Status.invalid.code();
+    if (builtinWithoutCells(e, arg)) return Status.invalid.code();
     const f: kcoro.registry.Flags = @bitCast(flags);
     if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
     if (@import("builtin").is_test) if (test_hooks.before_spawn) |hook| hook();
@@ -1973,6 +1975,7 @@ fn checkScopeGeneration(sc: *const Scope) ?i32 {
 /// scheduler the scope belongs to is shut down (also when a later one runs).
 export fn kc_scope_launch(scope: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_handle: ?*u32) callconv(.c) i32 {
     const e = entry orelse return Status.invalid.code();
+    if (builtinWithoutCells(e, arg)) return Status.invalid.code();
     const f: kcoro.registry.Flags = @bitCast(flags);
     if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
     if (@import("builtin").is_test) if (test_hooks.before_spawn) |hook| hook();
@@ -2025,6 +2028,10 @@ export fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32 {
         sc.waitAll(if (deadline_ns == 0) null else deadline_ns) catch |err| return fail(err);
         return if (sc.wasAbandoned()) Status.shutdown.code() else 0;
     };
+    // A hand-driven coroutine resumed on a worker's thread (by a scheduled coroutine) would block
+    // that worker, the children it waits for perhaps queued behind it, or the resumer itself a
+    // child of the scope: KC_EINVAL at once, as kc_sched_drain there (before, a hang).
+    if (kcoro.scheduler.currentScheduler() != null) return Status.invalid.code();
     // A thread (or a hand-driven coroutine, which blocks the thread resuming it): wait in slices
     // so that a shutdown (which abandons children) cannot strand it.
     while (true) {
@@ -2288,6 +2295,7 @@ fn noHandler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
 /// else 0. out_handle as kc_spawn's (NULL: none; ABI 15 added it).
 export fn kc_produce(scope: u32, chan_h: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void, out_handle: ?*u32) callconv(.c) i32 {
     const e = entry orelse return Status.invalid.code();
+    if (builtinWithoutCells(e, arg)) return Status.invalid.code();
     return launchWithChannel(scope, chan_h, .{ .mailbox = undefined, .handler = noHandler, .ctx = arg, .on_done = on_done, .producer = e }, producerMain, out_handle);
 }
 
@@ -2479,8 +2487,12 @@ export fn kc_ring_destroy(ring: u32) callconv(.c) i32 {
 
 /// int32_t kc_ring_wait(uint32_t ring, uint64_t timeout_ns): blocks until a record is ready
 /// (1), timeout_ns passes (0; 0 = no timeout) or kc_ring_interrupt / kc_ring_destroy (0).
-/// Blocks the calling thread: from JavaScript call it as a nonblocking FFI symbol.
+/// Blocks the calling thread: from JavaScript call it as a nonblocking FFI symbol. KC_EINVAL
+/// from a coroutine or a scheduler worker's thread, as kc_scope_watch: it would block the worker
+/// (or the thread resuming a hand-driven coroutine) under the coroutines that complete what the
+/// ring waits for, which then never run on a scheduler of one worker (a hang, before).
 export fn kc_ring_wait(ring: u32, timeout_ns: u64) callconv(.c) i32 {
+    if (!onHostThread()) return Status.invalid.code();
     const rr = rings();
     const e = rr.acquire(ring) catch |err| return fail(err);
     defer rr.release(e);
@@ -3309,6 +3321,24 @@ export fn kc_cells_alloc(count: u32) callconv(.c) ?[*]u64 {
     const cells = std.heap.c_allocator.alloc(u64, count) catch return null;
     @memset(cells, 0);
     return cells.ptr;
+}
+
+/// A built-in whose `arg` points to cells (every scheduled one, KC_BUILTIN_SLEEPER and up) given
+/// none: the spawn that would start it answers KC_EINVAL (kc_spawn, kc_spawn_gen,
+/// kc_scope_launch, kc_produce, kc_coro_create), instead of the coroutine dereferencing NULL on
+/// a worker later (SIGSEGV; no status could reach the caller from there). Any other entry
+/// function's `arg` is the caller's business.
+fn builtinWithoutCells(entry: coroutine.EntryFn, arg: ?*anyopaque) bool {
+    if (arg != null) return false;
+    const a = @intFromPtr(entry);
+    inline for (@typeInfo(Builtin).@"enum".fields) |f| {
+        const b: Builtin = @enumFromInt(f.value);
+        switch (b) {
+            .fib, .yield_loop, .park_loop => {}, // hand-driven: `arg` is an integer
+            else => if (a == @intFromPtr(kc_builtin_entry(f.value).?)) return true,
+        }
+    }
+    return false;
 }
 
 /// const void *kc_builtin_entry(uint32_t id): a built-in entry function, or NULL.
@@ -5103,7 +5133,8 @@ test "C ABI: a scope belongs to the scheduler it was made on: after a restart no
 test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutdown" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
-    try testing.expectEqual(Status.shutdown.code(), kc_spawn(@ptrCast(@alignCast(kc_builtin_entry(4))), null, 0, null));
+    var unstarted: [2]u64 = .{ 0, 0 }; // its cells: without them the spawn is KC_EINVAL
+    try testing.expectEqual(Status.shutdown.code(), kc_spawn(@ptrCast(@alignCast(kc_builtin_entry(4))), &unstarted, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 32 * 1024, 0));
     try testing.expectEqual(Status.busy.code(), kc_sched_start(2, 0, 0));
     var info: [4]u64 = undefined;
@@ -5889,6 +5920,112 @@ test "C ABI: kc_scope_wait from a child of the scope, or of a scope below it, is
     try testing.expectEqual(Status.invalid.code(), S.rc_child.load(.acquire));
     try testing.expectEqual(Status.invalid.code(), S.rc_grandchild.load(.acquire));
     try testing.expectEqual(@as(i32, 0), S.rc_other.load(.acquire));
+}
+
+test "C ABI: a hand-driven coroutine resumed on a worker's thread gets KC_EINVAL from kc_scope_wait, not a blocked worker" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var scope: u32 = 0;
+        var rc: std.atomic.Value(i32) = .init(999);
+        var resumed: std.atomic.Value(i32) = .init(999);
+        fn waiter(_: ?*anyopaque) callconv(.c) void {
+            // Bounded, so that a build without the check ends: before, it blocked the only
+            // worker under its own resumer, a child of the scope (KC_ETIME here, or for good
+            // with no deadline).
+            rc.store(kc_scope_wait(scope, kc_now_ns() + 20 * std.time.ns_per_ms), .release);
+        }
+        fn child(_: ?*anyopaque) callconv(.c) void {
+            var co: u32 = 0;
+            if (kc_coro_create(waiter, null, 0, 0, &co) != 0) return;
+            resumed.store(kc_coro_resume(co), .release);
+            _ = kc_coro_destroy(co);
+        }
+    };
+    S.rc.store(999, .monotonic);
+    S.resumed.store(999, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &S.scope));
+    defer _ = kc_scope_destroy(S.scope);
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(S.scope, S.child, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(S.scope, kc_now_ns() + 10 * std.time.ns_per_s));
+    try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), S.resumed.load(.acquire));
+    try testing.expectEqual(Status.invalid.code(), S.rc.load(.acquire));
+}
+
+test "C ABI: kc_ring_wait from a coroutine is KC_EINVAL at once; a plain thread still waits" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var ring: u32 = 0;
+        var rc: std.atomic.Value(i32) = .init(999);
+        fn waiter(_: ?*anyopaque) callconv(.c) void {
+            // Bounded, so that a build without the check ends (0, a timeout): before, it blocked
+            // its worker, and a sender queued behind it on one worker never ran.
+            rc.store(kc_ring_wait(ring, std.time.ns_per_ms), .release);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&S.ring));
+    defer _ = kc_ring_destroy(S.ring);
+    // A scheduled coroutine.
+    S.rc.store(999, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    {
+        defer _ = kc_sched_shutdown(0);
+        try testing.expectEqual(@as(i32, 0), kc_spawn(S.waiter, null, 0, null));
+        try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(10 * std.time.ns_per_s));
+        try testing.expectEqual(Status.invalid.code(), S.rc.load(.acquire));
+    }
+    // A hand-driven one, as kc_scope_watch refuses it.
+    S.rc.store(999, .monotonic);
+    var co: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(S.waiter, null, 0, 0, &co));
+    try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(co));
+    try testing.expectEqual(@as(i32, 0), kc_coro_destroy(co));
+    try testing.expectEqual(Status.invalid.code(), S.rc.load(.acquire));
+    // This thread: an interrupt ends its wait (0), as before.
+    try testing.expectEqual(@as(i32, 0), kc_ring_interrupt(S.ring));
+    try testing.expectEqual(@as(i32, 0), kc_ring_wait(S.ring, 0));
+}
+
+test "C ABI: a built-in that reads cells, given none, is KC_EINVAL at every spawn, not a NULL dereference on a worker" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var cells: [5]u64 = @splat(0);
+    // Hand-driven first (nothing runs it): before, it was made, and its resume crashed.
+    for (4..13) |id| {
+        const e: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intCast(id)).?));
+        var co: u32 = 0;
+        try testing.expectEqual(Status.invalid.code(), kc_coro_create(e, null, 0, 0, &co));
+    }
+    // The integer built-ins take a NULL arg as 0, and the cells built-ins take their cells.
+    var co: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(@ptrCast(@alignCast(kc_builtin_entry(1).?)), null, 0, 0, &co));
+    try testing.expectEqual(@as(i32, 0), kc_coro_destroy(co));
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(@ptrCast(@alignCast(kc_builtin_entry(4).?)), &cells, 0, 0, &co));
+    try testing.expectEqual(@as(i32, 0), kc_coro_destroy(co));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    var ch: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &ch));
+    defer _ = kc_chan_destroy(ch);
+    for (4..13) |id| {
+        const e: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intCast(id)).?));
+        try testing.expectEqual(Status.invalid.code(), kc_spawn(e, null, 0, null));
+        try testing.expectEqual(Status.invalid.code(), kc_spawn_gen(e, null, 0, null, info[6]));
+        try testing.expectEqual(Status.invalid.code(), kc_scope_launch(scope, e, null, 0, null));
+        try testing.expectEqual(Status.invalid.code(), kc_produce(scope, ch, e, null, null, null));
+    }
+    // Nothing was started, and nothing of the channel changed.
+    try testing.expectEqual(@as(i32, 0), kc_scope_live(scope));
+    try testing.expectEqual(@as(i32, 0), kc_chan_status(ch));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(10 * std.time.ns_per_s));
 }
 
 test "C ABI: a hand-driven coroutine's receive or select with a deadline is KC_EINVAL, not parked for good" {
