@@ -55,7 +55,9 @@ extern "C" {
 
 /* Built-in entry functions (kc_builtin_entry). Hand-driven ones take an integer `arg`;
  * scheduled ones take `arg` -> uint64_t cells (2 to 5, as each says), which they update
- * atomically. */
+ * atomically. A scheduled one given a NULL `arg` is KC_EINVAL at kc_spawn, kc_spawn_gen,
+ * kc_scope_launch, kc_produce and kc_coro_create (before, it started and dereferenced NULL);
+ * fewer cells than it reads, or a pointer that is not one, is not checked (undefined). */
 #define KC_BUILTIN_FIB 1        /* hand-driven: yields the first `arg` Fibonacci numbers */
 #define KC_BUILTIN_YIELD_LOOP 2 /* hand-driven: yields forever, transfer word = yields so far */
 #define KC_BUILTIN_PARK_LOOP 3  /* hand-driven: parks `arg` times, transfer word = wake-ups */
@@ -518,8 +520,13 @@ int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, dou
 #define KC_TAG_STRUCTURED 18 /* node:v8 serialized (TypeScript only) */
 #define KC_TAG_PACKED 19     /* src/pack.ts's encoding (TypeScript only) */
 int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out);
+/* Frees a buffer once, as free() does: a second free of it, or a pointer kc_desc_make did not
+ * write (one inside a buffer, a buffer of your own), is undefined and not detected (a pooled
+ * buffer's chunk may be reused under a live value; a malloc'd one aborts in the C library). */
 int32_t kc_buf_free(void *ptr);
-/* kc_buf_free(d->ptr): frees the buffer a kc_desc_make descriptor names (KC_EINVAL: d NULL). */
+/* kc_buf_free(d->ptr): frees the buffer a kc_desc_make descriptor names (KC_EINVAL: d NULL). It
+ * does not clear d->ptr: a second kc_desc_free of the same descriptor (or of a copy) is a double
+ * free, undefined as kc_buf_free says. */
 int32_t kc_desc_free(const struct kc_desc *d);
 /* The buffer pool that kc_desc_make takes buffers of up to 16 KiB from: out[0] the region's
  * address, out[1] its length, out[2] its chunk size, out[3] its chunks in use (KC_ENOMEM: no
@@ -643,7 +650,8 @@ int32_t kc_scope_live(uint32_t scope);
  * (KC_ETIME; 0 = none). A coroutine parks, a thread blocks. KC_ESHUTDOWN once a shutdown
  * abandoned children of it (for good: they never finish; after a restart, make a new scope).
  * From a child of the scope (or of a scope below it), which would wait for itself: KC_EINVAL at
- * once. */
+ * once; so too from a hand-driven coroutine that a scheduled one resumed (it would block a
+ * scheduler worker's thread, its resumer perhaps a child: before, a hang). */
 int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns);
 /* From a plain thread: until the scope is cancelled (KC_EINTR, reported first) or every child
  * has finished (0), or deadline_ns (KC_ETIME; 0 = none); KC_ESHUTDOWN as kc_scope_wait. For
@@ -727,7 +735,9 @@ int32_t kc_ring_create(uint32_t *out_ring);
  * taken go back to their channels, in front of the values sent after them, where
  * kc_ring_give_back puts them, counted as it counts them. */
 int32_t kc_ring_destroy(uint32_t ring);
-/* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0). */
+/* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0).
+ * KC_EINVAL from a coroutine or a scheduler worker's thread, as kc_scope_watch: it would block
+ * the worker under the coroutines that complete the ring's operations (before, a hang). */
 int32_t kc_ring_wait(uint32_t ring, uint64_t timeout_ns);
 /* Makes the kc_ring_wait in progress return 0; with none in progress, the next one (an
  * interrupt is remembered until a wait that finds no record consumes it). */

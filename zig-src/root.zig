@@ -2013,7 +2013,8 @@ export fn kc_scope_live(scope: u32) callconv(.c) i32 {
 /// int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns): waits until every child has
 /// finished (0) or the deadline passes (KC_ETIME; 0 = none). A coroutine parks; a thread blocks
 /// (from Deno, call it nonblocking). KC_ESHUTDOWN if the scheduler stops meanwhile; KC_EINVAL
-/// from a child of the scope or of a scope below it (it would wait for itself).
+/// from a child of the scope or of a scope below it (it would wait for itself), and from a
+/// hand-driven coroutine on a worker's thread (it would block the worker).
 export fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32 {
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
