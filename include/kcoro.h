@@ -321,11 +321,11 @@ int32_t kc_chan_try_recv(uint32_t handle, void *out, uint32_t size);
 int32_t kc_chan_retry_send(uint32_t handle, const void *elem, uint32_t size);
 /* Up to max try-receives in one call into consecutive size-byte elements of out: how many it
  * received (0: none could be); an error (KC_EPIPE, KC_ECANCELED, KC_EBADH, KC_EINVAL) only when it
- * received none. max 0 is KC_EINVAL. */
+ * received none. max 0, or above INT32_MAX (the count would not fit), is KC_EINVAL. */
 int32_t kc_chan_try_recv_n(uint32_t h, void *out, uint32_t size, uint32_t max);
 /* Try-sends the n consecutive size-byte elements of elems in order until one would wait: how many
  * it sent (0: none could be); an error (KC_EPIPE, KC_ECANCELED, KC_EBADH, KC_EINVAL) only when it
- * sent none. n 0 is KC_EINVAL. */
+ * sent none. n 0, or above INT32_MAX, is KC_EINVAL. */
 int32_t kc_chan_try_send_n(uint32_t h, const void *elems, uint32_t size, uint32_t n);
 /* As kc_chan_try_send / kc_chan_try_recv, for a caller holding the handle word that
  * kc_chan_ready_flag gave for this handle: no handle-table lookup (about 5 ns less per call).
@@ -746,7 +746,12 @@ int32_t kc_ring_interrupt(uint32_t ring);
 int32_t kc_ring_drain(uint32_t ring, struct kc_completion *out, uint32_t max);
 /* After a ticket's record: copies a received value (size = its element size) into out (NULL for
  * sends) and frees the ticket. With out NULL a received value is discarded as a dropped one is:
- * a zero-copy descriptor's release runs, another value goes to the channel's undelivered hook. */
+ * a zero-copy descriptor's release runs, another value goes to the channel's undelivered hook.
+ * KC_EINVAL, the ticket kept: not completed yet (abort it instead), a size other than the
+ * element's, an out for a watch (kc_ring_watch). KC_EBADH: no such ticket (taken, aborted,
+ * never issued). What counts is completion, not the drain: a take of a completed ticket whose
+ * record was not drained yet succeeds, and that record still comes, naming a ticket gone (its
+ * take is then KC_EBADH). */
 int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size);
 /* kc_ring_take for a host that will not deliver the value received (its wait was aborted and
  * kc_ring_abort answered KC_EBUSY; ABI 19): after the ticket's record was drained, a received
