@@ -167,6 +167,60 @@ const MAX_NESTED_STARTS = 100;
 const ASYNC = HANDLES_CHILD_FAILURE;
 
 /**
+ * Cancels made by `follow`'s listeners running now, one inside another: a scope given a task's
+ * signal (a `coroutineScope` nested in a task, as README says to nest one) is cancelled from that
+ * signal's abort, which runs inside the walk cancelling the task, whose own nested scope's cancel
+ * runs inside that one's walk, and so on down. Recursing through the signals' dispatch, ~500
+ * such levels overflowed the stack (a recursive algorithm nesting a scope per level): the
+ * RangeError escaped from an abort listener, uncaught (the process ended), and the scopes below
+ * were never cancelled.
+ */
+let followDepth = 0;
+/** Past this many follow cancels nested in one another, the next waits in `followQueue`. */
+const MAX_FOLLOW_DEPTH = 32;
+/**
+ * Scopes (each with the signal it follows) whose cancel came past `MAX_FOLLOW_DEPTH`: the first
+ * follow cancel of the nest runs them once its own cancel returns, before it returns itself, so
+ * every scope below is cancelled by the time the outermost cancel returns, as without the queue,
+ * on a stack no deeper than `MAX_FOLLOW_DEPTH` levels. Queued in the order their signals aborted.
+ */
+let followQueue: (Coroutine<unknown> | AbortSignal)[] = [];
+
+/** `scope.cancel` with `signal`'s reason, nested at most `MAX_FOLLOW_DEPTH` deep (above). */
+function cancelFollowing(scope: Coroutine<unknown>, signal: AbortSignal): void {
+  if (followDepth >= MAX_FOLLOW_DEPTH) {
+    followQueue.push(scope, signal);
+    return;
+  }
+  followDepth++;
+  try {
+    scope.cancel(abortReason(signal));
+  } finally {
+    // The first of the nest runs the queued cancels, each as a fresh first level that may queue
+    // more (read live: the loop reaches them); also when its own cancel threw (only an engine
+    // error can), so that none of them is lost.
+    if (followDepth === 1) runQueuedFollows();
+    followDepth--;
+  }
+}
+
+/** Runs `followQueue` (in `cancelFollowing`'s first level), then empties it. */
+function runQueuedFollows(): void {
+  const queue = followQueue;
+  for (let i = 0; i < queue.length; i += 2) {
+    const next = queue[i] as Coroutine<unknown>, by = queue[i + 1] as AbortSignal;
+    try {
+      next.cancel(abortReason(by));
+    } catch (e) {
+      // Only an engine error (the cancel walk catches what callers' code throws): the rest are
+      // still cancelled, and the error is reported, as the abort's dispatch reports a listener's.
+      globalThis.reportError(e);
+    }
+  }
+  if (queue.length !== 0) followQueue = [];
+}
+
+/**
  * A job that runs a block and is the scope its block gets (Kotlin's `AbstractCoroutine`): the
  * task, its job and its scope are one object, so a launch allocates one object and one closure
  * pair. Internal.
@@ -225,7 +279,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     // Only once the signal aborted: a call before (the caller's code that reached the listener
     // through the engine's listeners property) changes nothing. Before, it cancelled the scope.
     const onAbort = () => {
-      if (isAborted(signal)) this.cancel(abortReason(signal));
+      if (isAborted(signal)) cancelFollowing(this as Coroutine<unknown>, signal);
     };
     if (!listenAbort(signal, onAbort)) this.addFinalizer(() => unlistenAbort(signal, onAbort));
   }

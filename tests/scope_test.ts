@@ -1,7 +1,7 @@
 // Scopes and Kotlin's propagation rules, one test per rule, with every task counted so that
 // none outlives its scope. Tasks wait on gates or on their signal, never on sleeps.
 import assert from "node:assert/strict";
-import { assertSameItems, untilAborted } from "./support.ts";
+import { assertSameItems, catchReported, until, untilAborted } from "./support.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import {
   type Block,
@@ -920,6 +920,43 @@ Deno.test("10,000 blocks launched from blocks synchronously do not overflow or h
   });
   assert.equal(deepestRan, false);
   assert.equal(jobs.at(-1)!.state, "cancelled");
+});
+
+Deno.test("10,000 scopes nested through their task's signal are cancelled from the root without overflowing the stack", async () => {
+  // Nested as README says to nest a scope in a task (its `signal` and `context`), alternately a
+  // coroutineScope and a supervisorScope. Each level's cancel came from the abort of the signal
+  // of the level above, inside that one's cancel: ~500 levels overflowed the stack, the
+  // RangeError escaped from an abort listener (reported, uncaught: the process ended) and the
+  // levels below were never cancelled, so the root never settled.
+  using reported = catchReported();
+  const depth = 10_000;
+  const aborted: number[] = [];
+  let reached = 0;
+  let leafEnded = false;
+  const nest = (task: CoroutineScope, n: number): Promise<void> => {
+    reached++;
+    task.signal.addEventListener("abort", () => aborted.push(n));
+    if (n === 0) return untilAborted(task.signal).finally(() => leafEnded = true);
+    const options = { signal: task.signal, context: task.context };
+    const inner = (s: CoroutineScope) => nest(s, n - 1);
+    return n % 2 === 0 ? coroutineScope(inner, options) : supervisorScope(inner, options);
+  };
+  let root!: CoroutineScope;
+  let outcome = "pending";
+  coroutineScope((s) => {
+    root = s;
+    return nest(s, depth);
+  }).then(() => outcome = "completed", (e: Error) => outcome = e.name);
+  await until(() => reached === depth + 1, "every level to start");
+  root.cancel();
+  // Every level is cancelled before the root's cancel returns, outermost first, as below the
+  // depth where the stack ran out.
+  assert.equal(aborted.length, depth + 1);
+  assert.ok(aborted.every((n, i) => n === depth - i), "outermost first");
+  await until(() => outcome !== "pending", "the root to settle");
+  assert.equal(outcome, "CancellationError");
+  assert.equal(leafEnded, true);
+  assert.deepEqual(reported.errors, []);
 });
 
 Deno.test("an object made from Context.prototype is refused as a context: it passed instanceof, and its first read threw the engine's error inside the scope (a supervisorScope never settled)", async () => {
