@@ -277,6 +277,14 @@ function runTimed<T>(
   ms: number,
   under: Timeout | null,
 ): Promise<T> {
+  if (scope.isCompleted) {
+    // Final before it started: its signal aborted while `rootScope` listened to it (the
+    // caller's accessor aborting it), which cancelled it then. Its finalizers have run, so a
+    // timer armed now would never be cleared (it kept the process alive for the whole timeout),
+    // and it joins no outer timeout. Its Deadline is stale, as a finished one's.
+    timeout.done = true;
+    return scope.await();
+  }
   timeout.scope = scope;
   const cancel = timer(ms, () => expire(timeout));
   if (under !== null) (under.nested ??= new Set()).add(timeout);

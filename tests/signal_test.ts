@@ -750,6 +750,38 @@ Deno.test("coroutineScope whose signal aborts while it is being listened to reje
   assert.equal(abortListeners(signal), 0, "the scope left no listener");
 });
 
+for (
+  const [name, run] of [["withTimeout", withTimeout], [
+    "withTimeoutOrNull",
+    withTimeoutOrNull,
+  ]] as const
+) {
+  Deno.test(
+    `${name} whose signal aborts while it is being listened to rejects as for an aborted signal, never running its block, arming no timer`,
+    {
+      sanitizeOps: true, // what it checks too: a timer left armed fails the test as a leaking op
+    },
+    async () => {
+      // Before, its scope, cancelled and final before it started, still got the timer of its
+      // timeout, never cleared (its finalizer was added after the scope had finished): the
+      // process was kept alive for the whole minute.
+      const reason = new Error("aborted while listened to");
+      const signal = abortsWhileListening(reason);
+      let ran = false;
+      const outcome = run(60_000, () => {
+        ran = true;
+      }, { signal });
+      assert.equal(await settled(outcome), true, "settled");
+      await assert.rejects(
+        outcome,
+        (e: unknown) => e instanceof CancellationError && e.cause === reason,
+      );
+      assert.equal(ran, false, "the block never ran");
+      assert.equal(abortListeners(signal), 0, "the scope left no listener");
+    },
+  );
+}
+
 Deno.test("join and await whose signal aborts while it is being listened to reject with its reason, leaving no handler nor listener", async () => {
   // Before, they stayed pending until the job ended.
   const reason = new Error("aborted while listened to");
