@@ -151,6 +151,47 @@ Deno.test("a child throwing CancellationError itself is cancelled, not failed", 
   assert.equal(live, 0);
 });
 
+Deno.test("a CancellationError that is not its job's own (made by the block, or another job's) ends the job cancelled wherever it is let out, as Kotlin's", async () => {
+  const { context, reported } = collecting();
+  const mine = () => new CancellationError("the block's own");
+  // A coroutineScope's block: the scope rejects with it, cancelled.
+  const own = mine();
+  await assert.rejects(coroutineScope(() => Promise.reject(own)), (e) => e === own);
+  // Under a supervisor: the launch is cancelled, nothing reported; the async's await rethrows
+  // it; the scope goes on.
+  const sameError = await supervisorScope(
+    counted(async (scope) => {
+      const launched = scope.launch(counted(() => Promise.reject(mine())));
+      const error = mine();
+      const deferred = scope.async(counted(() => Promise.reject(error)));
+      await launched.join();
+      await assert.rejects(deferred.await(), (e) => e === error);
+      assert.deepEqual([launched.state, deferred.state, scope.isActive], [
+        "cancelled",
+        "cancelled",
+        true,
+      ]);
+      return true;
+    }),
+    { context },
+  );
+  assert.equal(sameError, true);
+  // Another job's cancellation, awaited and let out: the awaiting task is cancelled, its
+  // siblings and its scope go on.
+  const other = createScope();
+  const gone = other.async(counted((task) => untilAborted(task.signal)));
+  other.cancel();
+  const states = await coroutineScope(counted(async (scope) => {
+    const sibling = scope.async(counted(() => "sibling"));
+    const waiter = scope.launch(counted(() => gone.await()));
+    await waiter.join();
+    return [waiter.state, await sibling.await(), scope.isActive];
+  }));
+  assert.deepEqual(states, ["cancelled", "sibling", true]);
+  assert.deepEqual(reported, []);
+  assert.equal(live, 0);
+});
+
 Deno.test("cancelling a job cancels its whole subtree", async () => {
   const states: string[] = [];
   await coroutineScope(counted(async (scope) => {
