@@ -524,13 +524,16 @@ export function nonCancellable<T>(block: Block<T>, options?: { context?: Context
 
 class StandaloneScope extends Coroutine<void> implements Scope {
   override join(options?: { signal?: AbortSignal }): Promise<void> {
+    let signal: AbortSignal | undefined;
     try {
-      signalOf("join", options); // bad options change nothing (before, the scope closed first)
+      signal = signalOf("join", options); // bad options change nothing (before, the scope closed first)
     } catch (e) {
       return Promise.reject(e);
     }
     this.close();
-    return super.join(options);
+    // What was checked, not `options` read again: a getter answering a bad signal the second time
+    // rejected the join after the scope had closed.
+    return super.join(signal === undefined ? undefined : { signal });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

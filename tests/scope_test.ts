@@ -895,6 +895,22 @@ Deno.test("createScope().join with bad options rejects with a TypeError and leav
   await scope.join();
 });
 
+Deno.test("createScope().join reads its options' signal once: a getter answering a bad one the second time cannot close the scope and then reject", async () => {
+  const scope = createScope();
+  let reads = 0;
+  const options = {
+    get signal() {
+      reads++;
+      return reads === 1 ? undefined : 5;
+    },
+  };
+  // Before, the check read `undefined`, the scope closed, and the join's own read of 5 rejected
+  // it with a TypeError: the call failed, yet the scope was closed to new work.
+  await scope.join(options as never);
+  assert.equal(reads, 1);
+  assert.equal(scope.state, "completed");
+});
+
 Deno.test("10,000 nested tasks complete, fail and cancel without overflowing the stack", async () => {
   const depth = 10_000;
   // Each level launches the next after a tick (no recursion while building), so the chain
