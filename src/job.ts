@@ -25,10 +25,10 @@
  *
  * A job is `new` only when launched lazily; `start()`, `join()` or `await()` starts it. Its
  * body finishing moves it to `completing` until every child has finished. Cancelling it, or a
- * failure (its body throwing anything but a {@linkcode CancellationError}, or a child failing),
- * moves it to `cancelling`: its `signal` aborts, every child is cancelled (oldest first, each
- * one's subtree before the next, as Kotlin's), and it becomes `cancelled` once its body and
- * children are done. A failure that cancels its parents too cancels them innermost first (the
+ * failure (its body throwing anything but a {@linkcode CancellationError} or an AbortError
+ * standing for one, `cancellationOf`; or a child failing), moves it to `cancelling`: its
+ * `signal` aborts, every child is cancelled (oldest first, each one's subtree before the next,
+ * as Kotlin's), and it becomes `cancelled` once its body and children are done. A failure that cancels its parents too cancels them innermost first (the
  * failing job's subtree, then its parent's signal and other children, and so on up, Kotlin's
  * `notifyCancelling` order), each parent becoming `cancelling` only at its own turn (Kotlin's
  * `cancelParent`), and none of them completes before all are cancelling. A job's own signal
@@ -165,6 +165,30 @@ export function isCancellation(e: unknown): boolean {
   // of the caller's may have (before, another copy's was found by that name).
   const kind = errorKind(e);
   return kind === "CancellationError" || kind === "TimeoutError";
+}
+
+/**
+ * @ignore The cancellation that `e`, let out of a block, stands for: `e` itself when it is one;
+ * for an `AbortError` (by `name`: Node's, or a DOMException), the `cause` it carries when that (an
+ * own data property) is one, as Node's APIs given a task's signal reject with
+ * (`node:timers/promises`, `fs/promises`: a new AbortError carrying the signal's reason), else
+ * `e` itself when the job is `cancelling` (its signal has aborted: Deno's `events.once` rejects
+ * with an AbortError carrying nothing), where Kotlin's suspending calls throw the
+ * CancellationException itself; else undefined (a failure). Reads nothing that runs the caller's
+ * code but `name`, and a throw there answers undefined. Only a cancelling job takes an AbortError
+ * that carries no cancellation, so such an `e` is never kept as a job's cause.
+ */
+export function cancellationOf(e: unknown, cancelling: boolean): unknown {
+  if (isCancellation(e)) return e;
+  if (typeof e !== "object" || e === null) return undefined;
+  try {
+    if ((e as { name?: unknown }).name !== "AbortError") return undefined;
+    const cause = Object.getOwnPropertyDescriptor(e, "cause");
+    if (cause !== undefined && "value" in cause && isCancellation(cause.value)) return cause.value;
+  } catch {
+    return undefined; // a revoked proxy, a throwing trap or `name` getter: a failure, as it was
+  }
+  return cancelling ? e : undefined;
 }
 
 /**
@@ -639,7 +663,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     }
     this.#bodyDone = true;
     if (this.#state === NEW) this.#state = ACTIVE;
-    this.#cancelWith(error, !isCancellation(error));
+    // An AbortError carrying a cancellation (a Node API given the task's signal) is that
+    // cancellation: before, it failed the job, so a cancelled task failed its scope, and a
+    // withTimeoutOrNull whose block let one out rejected with it instead of resolving null.
+    const cancellation = cancellationOf(error, this.#state === CANCELLING);
+    if (cancellation !== undefined) error = cancellation;
+    this.#cancelWith(error, cancellation === undefined);
     this.#tryFinalize();
     return true;
   }

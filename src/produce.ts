@@ -71,7 +71,7 @@ import {
   unlistenableSignal,
   unlistenAbort,
 } from "./errors.ts";
-import { isCancellation, type Job, JobSupport, taskCancelError } from "./job.ts";
+import { cancellationOf, type Job, JobSupport, taskCancelError } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
 
 /**
@@ -510,7 +510,10 @@ export function produce<T>(
       }
       // A block that threw undefined fails with the TypeError the job makes of it, which
       // `onAbort` closes the channel with: closed with undefined, receivers saw a clean end.
-      if (!isCancellation(e) && !out._gone && e !== undefined) {
+      // An AbortError carrying a cancellation is that cancellation (`cancellationOf`), as the
+      // job takes it: its channel is not closed with it as a failure.
+      const cancelling = signal !== null && isAborted(signal);
+      if (cancellationOf(e, cancelling) === undefined && !out._gone && e !== undefined) {
         failed = true; // before the failure aborts the signal: close, do not cancel
         out._end(e);
       }

@@ -4161,3 +4161,21 @@ Deno.test("a producer's send made after its consumer disposed the shared channel
   assert.deepEqual(calls, [], "no call on the dead handle");
   assert.deepEqual(reported.errors.map(String), []);
 });
+
+Deno.test("a producer whose block lets out an AbortError carrying a cancellation ends cancelled: its channel closes with that cancellation, not the AbortError as a failure", async () => {
+  // A Node API given a signal rejects with a new AbortError carrying the signal's reason; the
+  // job takes it as that cancellation (src/job.ts, `cancellationOf`). Before, produce closed
+  // its channel with the AbortError as the failure cause first, while the task ended cancelled.
+  const elsewhere = new CancellationError("another job's");
+  const carried = Object.assign(new Error("aborted", { cause: elsewhere }), { name: "AbortError" });
+  const outcome = await coroutineScope(async (scope) => {
+    using ch = produce<number>(scope, async (out) => {
+      await out.send(1);
+      throw carried;
+    }, { capacity: 1 });
+    assert.equal(await ch.receive(), 1);
+    await assert.rejects(ch.receive(), (e) => e === elsewhere);
+    return "not failed";
+  });
+  assert.equal(outcome, "not failed");
+});

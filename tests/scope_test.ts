@@ -1,6 +1,8 @@
 // Scopes and Kotlin's propagation rules, one test per rule, with every task counted so that
 // none outlives its scope. Tasks wait on gates or on their signal, never on sleeps.
 import assert from "node:assert/strict";
+import { EventEmitter, once } from "node:events";
+import { setTimeout as sleep } from "node:timers/promises";
 import { assertSameItems, catchReported, until, untilAborted } from "./support.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import {
@@ -189,6 +191,68 @@ Deno.test("a CancellationError that is not its job's own (made by the block, or 
   }));
   assert.deepEqual(states, ["cancelled", "sibling", true]);
   assert.deepEqual(reported, []);
+  assert.equal(live, 0);
+});
+
+Deno.test("an AbortError from a Node API given the task's signal ends the task cancelled, not failed", async () => {
+  // Node's APIs given a signal reject with a new AbortError: node:timers/promises' one carries
+  // the signal's reason as its `cause`, Deno's events.once' carries nothing. Kotlin's suspending
+  // calls throw the cancellation itself. Before, such a task failed: a cancelled scope rejected
+  // with the AbortError, a timeout's withTimeoutOrNull too instead of resolving null, a
+  // supervisor reported it, and a scope failing for another reason kept it in its failure's
+  // `suppressed`.
+  const emitter = new EventEmitter();
+  const waits = {
+    "events.once": (task: CoroutineScope) => once(emitter, "never", { signal: task.signal }),
+    "timers/promises": (task: CoroutineScope) => sleep(60_000, undefined, { signal: task.signal }),
+  };
+  for (const [api, waitAborted] of Object.entries(waits)) {
+    const { context, reported } = collecting();
+    let cancelled!: Job;
+    const cancel = coroutineScope(counted(async (scope) => {
+      cancelled = scope.launch(counted(waitAborted));
+      await null;
+      scope.cancel();
+    }));
+    await assert.rejects(cancel, (e) => e instanceof CancellationError, api);
+    assert.equal(cancelled.state, "cancelled", api);
+
+    assert.equal(await withTimeoutOrNull(1, counted(waitAborted)), null, api);
+
+    const boom = new Error("boom");
+    await assert.rejects(
+      coroutineScope(counted(async (scope) => {
+        scope.launch(counted(waitAborted));
+        await null;
+        throw boom;
+      })),
+      (e) => e === boom,
+    );
+    assert.equal(Object.hasOwn(boom, "suppressed"), false, `${api}: no second failure`);
+
+    await supervisorScope(
+      counted(async (scope) => {
+        const job = scope.launch(counted(waitAborted));
+        await null;
+        job.cancel();
+        await job.join();
+      }),
+      { context },
+    );
+    assert.deepEqual(reported, [], api);
+  }
+  // One carrying another job's cancellation, let out by a task that is not cancelled: that
+  // cancellation, as when the task lets out the CancellationError itself.
+  const elsewhere = new CancellationError("another job's");
+  const carried = Object.assign(new Error("aborted", { cause: elsewhere }), { name: "AbortError" });
+  await coroutineScope(counted(async (scope) => {
+    const deferred = scope.async(counted(() => Promise.reject(carried)));
+    await assert.rejects(deferred.await(), (e) => e === elsewhere);
+    assert.equal(deferred.state, "cancelled");
+  }));
+  // One that carries no cancellation, from a task not cancelled, is a failure, as any error.
+  const plain = Object.assign(new Error("aborted by hand"), { name: "AbortError" });
+  await assert.rejects(coroutineScope(() => Promise.reject(plain)), (e) => e === plain);
   assert.equal(live, 0);
 });
 
