@@ -617,10 +617,11 @@ class Shared {
   retrying = false;
   /**
    * This isolate's selects queued natively with a clause on this channel (select.ts counts them
-   * in and out). While there is one, its waiters here are not handed values in JavaScript: such
-   * a select may be queued ahead of them, and the native queue knows the order. Before, a send
-   * handed its value to a receive of this isolate begun after a select waiting on the channel,
-   * passing the select over (a ping-pong of this isolate could starve it).
+   * in and out). While there is one, a send of this isolate does not hand its value to a
+   * receiver waiting here in JavaScript (`#handOff`): such a select may be queued ahead of them,
+   * and the native queue knows the order. Before, a send handed its value to a receive of this
+   * isolate begun after a select waiting on the channel, passing the select over (a ping-pong
+   * of this isolate could starve it).
    */
   selects = 0;
   /**
@@ -3068,11 +3069,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #takeFromSender(sym: Sym, open = false): unknown {
     const s = this._shared;
     if (s.senders.first === null || (!open && this.#closedNatively(sym))) return EMPTY;
-    if (s.selects !== 0) {
-      // A select of this isolate may be queued ahead of these senders (see `#handOff`).
-      flushAll(s.senders);
-      return EMPTY;
-    }
+    // No rule here for a select of this isolate: none can be queued ahead of this receive with
+    // these senders waiting. A select queues this isolate's waits on its channels natively
+    // before it probes (`_flushLocal`), so none of its senders waits in JavaScript behind it;
+    // a send begun later meets its receive clause natively first; and its send clause is a
+    // sender queued natively, which `#poll` meets natively (the ready byte, or its native
+    // try-receive) before it comes here. Before, while a select was counted on the channel
+    // (`Shared.selects`: until its record is drained, so also once it was served), these senders
+    // were queued natively and this answered EMPTY: on a channel whose bytes were not mapped
+    // yet, a tryReceive after the native try-receive said empty with such a send waiting.
     // The waiting byte says a receiver may be queued natively: another thread's or isolate's,
     // queued since these senders began waiting here (their tries met none), so before this
     // receive: receivers are served oldest first. These senders try natively first, oldest

@@ -1366,6 +1366,40 @@ Deno.test("a select waiting on a channel is served before a send or receive of t
   await within(later, 5_000, "the send");
 });
 
+Deno.test("a receive takes the value of a send of the isolate waiting in JavaScript while a select that completed natively awaits its record", async () => {
+  // A fresh channel (its bytes not mapped yet, so its first native try-receive is made): the
+  // select was served (natively, by the trySend or by its other channel) and the send began
+  // after it; until the select's record is drained it was still counted on the channel, and the
+  // receive's hand-off queued that send natively and answered empty, though the send was there
+  // to take. tryReceive and tryReceiveMany said empty, with a sender of this isolate waiting.
+  for (const via of ["its channel", "another channel"] as const) {
+    for (const take of ["tryReceive", "tryReceiveMany"] as const) {
+      const what = `${via}, ${take}`;
+      using ch = new Channel<number>();
+      using other = new Channel<number>(1);
+      ch.share();
+      other.share();
+      const picked = select<string>((s) => {
+        s.onReceive(ch, (v) => `ch ${v}`);
+        s.onReceive(other, (v) => `other ${v}`);
+      });
+      const win = via === "its channel" ? ch : other;
+      assert.deepEqual(win.trySend(1), { state: "ok" }, `${what}: the select is served`);
+      const later = ch.send(2); // waits in JavaScript: no receiver is queued now
+      const got = take === "tryReceive"
+        ? ch.tryReceive()
+        : ch.tryReceiveMany(4) as { state: string; value?: unknown; values?: number[] };
+      const want = take === "tryReceive" ? { state: "ok", value: 2 } : { state: "ok", values: [2] };
+      assert.deepEqual(got, want, what);
+      await within(later, 5_000, `${what}: the send`);
+      assert.equal(
+        await within(picked, 5_000, `${what}: the select`),
+        via === "its channel" ? "ch 1" : "other 1",
+      );
+    }
+  }
+});
+
 Deno.test("onTimeout(0), the immediate default, fires without a turn of the event loop (as documented)", async () => {
   // A loop polling with it runs no timer meanwhile (README, Select from TypeScript): a sender on
   // a timer is never heard from until the loop awaits something else.
