@@ -616,15 +616,6 @@ class Shared {
   /** A microtask will look for room for the senders waiting here (Channel.#retrySends). */
   retrying = false;
   /**
-   * This isolate's selects queued natively with a clause on this channel (select.ts counts them
-   * in and out). While there is one, a send of this isolate does not hand its value to a
-   * receiver waiting here in JavaScript (`#handOff`): such a select may be queued ahead of them,
-   * and the native queue knows the order. Before, a send handed its value to a receive of this
-   * isolate begun after a select waiting on the channel, passing the select over (a ping-pong
-   * of this isolate could starve it).
-   */
-  selects = 0;
-  /**
    * Isolate-local: the channel has not escaped (above) and its values wait in `ring`, in
    * JavaScript, not in the native buffer: a try-operation is no FFI call at all. The first
    * escape moves them into the native channel (`Channel.#migrate`) and ends this for good.
@@ -2925,15 +2916,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const quiet = ready !== null && ready[0] === 0 && this.#waiting![0] === 0 &&
       this.#word![0] === this.#handle;
     if (!quiet && this.#closedNatively(sym)) return EMPTY; // the native try-send says closed
-    if (s.selects !== 0) {
-      // A select of this isolate may be queued ahead of these receivers: they queue natively
-      // too, and the native try-send meets whichever came first (see `Shared.selects`). One of
-      // them it completes settles before the send returns (VIA_RING), as below. Before, its
-      // record settled it in a later turn, and an abort in this turn took the value back:
-      // handed over, as a hand-off in JavaScript is, only with no select on the channel.
-      flushAll(s.receivers);
-      return s.receivers.first !== null ? VIA_RING : EMPTY;
-    }
     if (!quiet && this.#receiverMayWaitNatively(sym)) {
       // The waiting byte says a receiver may be queued natively: another thread's or isolate's,
       // queued before these receivers began waiting in JavaScript (one waits here only within
@@ -2947,6 +2929,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // handed it the value, past another thread's queued before it (the byte cannot say whose
       // is first). With the byte clear (no receiver queued natively) they meet here, with no
       // call.
+      // A select of this isolate queued natively with a receive clause here is such a receiver
+      // (the byte counts select clauses): these receivers began after it (a select queues the
+      // waits of this isolate on its channels natively before it probes), so the select is
+      // served first, and a ping-pong of this isolate cannot starve it. With a send clause
+      // queued here instead, no receiver of this isolate waits: each met it natively. Before,
+      // a count of this isolate's selects on the channel (`Shared.selects`, 78e97dd) sent this
+      // through the native queue as well, before the byte existed; with the byte it took that
+      // route only where the byte would, or once its select was served and not yet drained.
       flushAll(s.receivers);
       // Receivers of this isolate queued natively now: the try-send may complete one of them.
       // `#trySend` then settles its record before it returns (`#settleReceivers`), as a
@@ -3071,13 +3061,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (s.senders.first === null || (!open && this.#closedNatively(sym))) return EMPTY;
     // No rule here for a select of this isolate: none can be queued ahead of this receive with
     // these senders waiting. A select queues this isolate's waits on its channels natively
-    // before it probes (`_flushLocal`), so none of its senders waits in JavaScript behind it;
+    // before it probes (`_flushLocal`), so no sender of this isolate begun before it waits here;
     // a send begun later meets its receive clause natively first; and its send clause is a
     // sender queued natively, which `#poll` meets natively (the ready byte, or its native
     // try-receive) before it comes here. Before, while a select was counted on the channel
-    // (`Shared.selects`: until its record is drained, so also once it was served), these senders
-    // were queued natively and this answered EMPTY: on a channel whose bytes were not mapped
-    // yet, a tryReceive after the native try-receive said empty with such a send waiting.
+    // (until its record was drained, so also once it was served), these senders were queued
+    // natively and this answered EMPTY: on a channel whose bytes were not mapped yet, a
+    // tryReceive after the native try-receive said empty with such a send waiting.
     // The waiting byte says a receiver may be queued natively: another thread's or isolate's,
     // queued since these senders began waiting here (their tries met none), so before this
     // receive: receivers are served oldest first. These senders try natively first, oldest

@@ -391,8 +391,6 @@ class Selection implements RingOp {
    * it completed (`channelDisposed`), or with a value to refuse as it settles (`#settleNative`).
    */
   keptHolds: Channel<unknown>[] = [];
-  /** The channels' `_shared` that count this select as queued on them (`Shared.selects`). */
-  readonly counted: Channel<unknown>["_shared"][] = [];
 
   constructor(clauses: Clause[], nChannels: number, signal: AbortSignal | undefined) {
     this.clauses = clauses;
@@ -520,12 +518,6 @@ class Selection implements RingOp {
         // A `Channel.from` copy's dispose ends the select (`channelDisposed`).
         const d = c.ch!._watchDispose(this);
         if (d !== undefined) this.disposers.push(d);
-        // Counted on each of its channels until it settles (`#cleanup`): a send or receive of
-        // this isolate then goes through the native queue, where this select may be ahead.
-        const shared = c.ch!._shared;
-        if (this.counted.includes(shared)) continue;
-        this.counted.push(shared);
-        shared.selects++;
       }
     }
     for (const c of clauses) {
@@ -1080,8 +1072,6 @@ class Selection implements RingOp {
    * the abort listener were left in place.
    */
   #cleanup(): void {
-    for (const shared of this.counted) shared.selects--;
-    this.counted.length = 0;
     for (const cancel of this.timers) cancel();
     for (const d of this.disposers) {
       try {

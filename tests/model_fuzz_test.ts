@@ -178,10 +178,10 @@ class MChan {
    */
   native = false;
   /**
-   * The selects queued natively on this channel whose records were not drained yet (the
-   * runtime's `Shared.selects`): while there is one, this isolate's sends and receives on it go
-   * through the native queue too (where the select may be ahead), so a hand-off to a waiting
-   * receive is native.
+   * The selects queued natively on this channel whose records were not drained yet: another
+   * thread's operations mid-turn and at a wait leave such a channel alone (`Run.foreign`,
+   * `Run.foreignAtWait`). A select's receive clause queued here is a receiver queued natively,
+   * as another thread's is (`offer`).
    */
   selects = new Set<MOp>();
   constructor(
@@ -302,20 +302,23 @@ class MChan {
       // receives still in JavaScript queue natively behind it, and the native send meets the
       // oldest, whoever's it is (in order: those in JavaScript began this turn, after it
       // queued), settling this isolate's before the send returns.
-      // While a select of this isolate is queued on the channel, too: its send goes through
-      // the native queue, and settles the receives of this isolate it completes there as well.
-      const native = !viaSelect && !foreign &&
-        (this.selects.size > 0 ||
-          this.native && this.receivers.some((e) => !e.op.done && (e.op.foreign || e.queued)));
+      // A select of this isolate waiting with a receive clause here is such a receiver (the
+      // waiting byte counts it): the receives of this isolate still in JavaScript began after
+      // it, and the native send meets it first. Once served it is not (before, the runtime
+      // counted it until its record drained, `Shared.selects`, and the send went native then
+      // too; no outcome differs).
+      const native = !viaSelect && !foreign && this.native &&
+        this.receivers.some((e) => !e.op.done && (e.op.foreign || e.queued || e.op.isSelect));
       if (native) this.queueAll();
       this.receivers.splice(this.receivers.indexOf(r), 1);
       this.sent(v);
       this.received(v);
       this.handoffs++;
-      // A select waits natively, and so does every receive of this isolate while a select is
-      // queued on the channel (or when a select's clause meets it, or another thread's send):
-      // completed natively. One that this isolate's send completed natively (found a receive
-      // queued natively, or a select queued on the channel) settles before the send returns,
+      // A select waits natively, and so does every receive of this isolate behind a receiver
+      // queued natively (another thread's, one of this isolate's queued in an earlier turn, or
+      // a select's clause; or when a select's clause meets it, or another thread's send):
+      // completed natively. One that this isolate's send completed natively (found a receiver
+      // queued natively, a select's clause among them) settles before the send returns,
       // as a hand-off in JavaScript does; a select's clause settles when its record drains.
       if (viaSelect || r.op.isSelect || foreign) nativeDone.set(r.op, { ch: this, value: v });
       complete(r, { ok: true, value: receivedAs(r.op.clauses[r.clause].kind, v) });
