@@ -1340,6 +1340,9 @@ Deno.test("a select waiting on a channel is served before a send or receive of t
   // Before, a send handed its value in JavaScript to a receive of this isolate that began
   // waiting after the select (in JavaScript, or queued natively behind it), passing over the
   // select, which the native queue had first; likewise a receive took a later send's value.
+  // The select is a waiter queued natively, as another thread's is: the channel's waiting byte
+  // sends the send through the native queue (`#handOff`; skipped, the select waits for ever),
+  // and the ready byte makes the receive try natively first (`#poll`; skipped, it takes 2).
   for (const capacity of ["rendezvous", "conflated"] as const) {
     using ch = new Channel<number>(capacity);
     ch.share();
