@@ -53,6 +53,9 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     /// In `selectLazy`, between its load of a still-queued clause's tag and the CAS that
     /// re-arms it: where a completer may unlink that waiter (its `claim` finds it stale).
     before_rearm: ?*const fn () void = null,
+    /// In `tryGuarded`'s lock-free failed send, between its guard check and the count of the
+    /// failure: where a destroy and a re-creation may re-use the channel's memory.
+    before_fast_count: ?*const fn () void = null,
 } else struct {} = .{};
 const cancel_mod = @import("../sc/cancel.zig");
 const clock = @import("clock.zig");
@@ -734,7 +737,10 @@ pub const Channel = struct {
     senders: WaitQueue = .{},
     receivers: WaitQueue = .{},
     metrics: Metrics = .{},
-    /// Try-sends that failed on the lock-free path (added to `fail_full` in snapshots).
+    /// Try-sends that failed on the lock-free path (added to `fail_full` in snapshots): the
+    /// count in the low 48 bits (`fast_fail_mask`; it wraps there), above it an epoch that
+    /// `reinit` moves on, so that a guarded try-send's count (`countFastFull`) never lands in
+    /// a channel re-initialised in this memory since its guard check.
     fast_fail_full: std.atomic.Value(u64) = .init(0),
     /// The allocation the channel lives in (`create`; kept by `reinit`).
     mem: []align(natural_align) u8 = &.{},
@@ -744,6 +750,9 @@ pub const Channel = struct {
     in_flight_lock: if (track_ownership) std.Thread.Mutex else void = if (track_ownership) .{} else {},
 
     const track_ownership = std.debug.runtime_safety;
+
+    /// The count's bits in `fast_fail_full` (the rest: its epoch).
+    const fast_fail_mask: u64 = (1 << 48) - 1;
 
     // The buffer holds positions rx.head..tx.tail. Both are monotonic, so they are also the
     // counters' receive and send counts for free (`snapshot`; `buffer_drops` tells the dropped
@@ -1044,7 +1053,16 @@ pub const Channel = struct {
             if (comptime std.mem.eql(u8, f.name, "elem_size") or std.mem.eql(u8, f.name, "count_metrics")) {
                 @atomicStore(f.type, &@field(ch, f.name), @field(fresh, f.name), .monotonic);
             } else if (comptime std.mem.eql(u8, f.name, "fast_fail_full")) {
-                ch.fast_fail_full.store(fresh.fast_fail_full.raw, .monotonic);
+                // A count of 0 in the counter's next epoch, a value the old channel's never
+                // had, so a stale try-send's CAS (`countFastFull`) fails on it (the epoch wraps
+                // after 65536 re-inits of this memory: a CAS would need that many within its
+                // window). Release: pairs with `tryGuarded`'s acquire load of the counter and
+                // `countFastFull`'s failed CAS: one that reads this value (or a later count)
+                // finds the guard no longer the old handle (the destroy stored 0 before its
+                // retire, which came before this re-init: both take these locks). A stale CAS
+                // between the load and the store counts in the dead channel; the store drops it.
+                const old = ch.fast_fail_full.load(.monotonic);
+                ch.fast_fail_full.store((old | fast_fail_mask) +% 1, .release);
             } else if (comptime std.mem.eql(u8, f.name, "senders") or std.mem.eql(u8, f.name, "receivers")) {
                 @field(ch, f.name).tail = @field(fresh, f.name).tail;
                 @field(ch, f.name).setHead(@field(fresh, f.name).head);
@@ -1242,18 +1260,37 @@ pub const Channel = struct {
                 return error.WouldBlock;
             },
             .send => if (ch.flags.send_blocked.load(.acquire)) {
+                // Acquire: pairs with `reinit`'s release store of the counter. Read before
+                // the guard: a counter of a channel re-initialised here since fails it.
+                const seen = if (count_full) ch.fast_fail_full.load(.acquire) else 0;
                 if (guard.load(.acquire) != expected) return error.Stale;
                 if (size != @atomicLoad(u32, &ch.elem_size, .monotonic)) return error.InvalidArgument;
-                // Monotonic: statistics; `count_metrics` atomic as `reinit` stores it. Known
-                // flaw: should the channel be destroyed and a new one re-initialised in this
-                // memory between the guard check above and this add, the new channel counts
-                // the old one's failure (one `fail_full` too many).
-                if (count_full and @atomicLoad(bool, &ch.count_metrics, .monotonic)) _ = ch.fast_fail_full.fetchAdd(1, .monotonic);
+                if (@import("builtin").is_test) if (test_hooks.before_fast_count) |f| f();
+                // `count_metrics` atomic as `reinit` stores it (monotonic: a re-init since
+                // fails the count below whatever it read).
+                if (count_full and @atomicLoad(bool, &ch.count_metrics, .monotonic)) try ch.countFastFull(seen, guard, expected);
                 return error.WouldBlock;
             },
         };
         if (ch.tryLean(kind, elem, size, guard, expected)) return;
         return ch.tryGuardedLocked(kind, count_full, elem, size, guard, expected);
+    }
+
+    /// Counts a guarded try-send's lock-free "full" failure, in the channel the guard checked
+    /// (`seen`: the counter read before that check) or in none: Stale if the memory was
+    /// re-initialised for another channel since. A CAS, not an add: `reinit` moves the counter
+    /// to an epoch above every value it held, so a CAS from an older value fails, and the guard
+    /// is checked again. Before, a destroy and a re-creation between the guard check and an
+    /// add counted the dead channel's failure in the new one.
+    inline fn countFastFull(ch: *Channel, seen: u64, guard: *const std.atomic.Value(u32), expected: u32) error{Stale}!void {
+        var v = seen;
+        // Acquire on failure: pairs with `reinit`'s release store (a value of the channel
+        // re-initialised here then fails the guard). On success only for the rule that it be
+        // no weaker than on failure: a statistic needs none.
+        while (ch.fast_fail_full.cmpxchgWeak(v, v +% 1, .acquire, .acquire)) |cur| {
+            v = cur;
+            if (guard.load(.acquire) != expected) return error.Stale;
+        }
     }
 
     /// `tryGuarded`'s usual case in a few dozen instructions and no call, so that the C ABI's
@@ -2504,7 +2541,7 @@ pub const Channel = struct {
             m.bytes_sent +%= ch.tx.bytes;
             m.bytes_received +%= ch.rx.bytes;
         }
-        m.fail_full +%= ch.fast_fail_full.load(.monotonic);
+        m.fail_full +%= ch.fast_fail_full.load(.monotonic) & fast_fail_mask;
         // Times: each side's stamp, and those a host reported (`addMetrics`, in `ch.metrics`).
         const a = ch.tx.stamp;
         const b = ch.rx.stamp;

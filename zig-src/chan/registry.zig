@@ -453,3 +453,40 @@ test "destroyIf destroys only the object the caller means" {
     try testing.expectError(error.BadHandle, r.acquire(h));
     try testing.expectError(error.BadHandle, r.destroyIf(h, t, S.same));
 }
+
+test "a guarded try-send's failure counts in no channel re-created in its memory since its guard check" {
+    // The lock-free failure of a try-send holding no reference (`Channel.tryGuarded`, the C
+    // ABI's) counts in `fail_full`. A destroy and a create re-using the entry's memory between
+    // its guard check and the count once counted the dead channel's failure in the new one.
+    var r = Registry.init(testing.allocator);
+    defer r.deinit();
+    const S = struct {
+        var reg: *Registry = undefined;
+        var old: Handle = 0;
+        var new: Handle = 0;
+        fn recreate() void {
+            channel.test_hooks.before_fast_count = null; // once
+            reg.destroy(old) catch unreachable;
+            new = reg.create(.{ .elem_size = 8 }) catch unreachable;
+        }
+    };
+    S.reg = &r;
+    S.old = try r.create(.{ .elem_size = 8 }); // rendezvous: a send with no receiver fails lock-free
+    const p = r.peek(S.old).?;
+    var v: u64 = 1;
+    // Counted where the channel stays.
+    try testing.expectError(error.WouldBlock, p.ch.tryGuarded(.send, true, true, std.mem.asBytes(&v), 8, p.guard, S.old));
+    try testing.expectEqual(@as(u64, 1), p.ch.snapshot().fail_full);
+    channel.test_hooks.before_fast_count = S.recreate;
+    defer channel.test_hooks.before_fast_count = null;
+    const raced = p.ch.tryGuarded(.send, true, true, std.mem.asBytes(&v), 8, p.guard, S.old);
+    try testing.expect(channel.test_hooks.before_fast_count == null); // the hook ran
+    const q = r.peek(S.new).?;
+    try testing.expectEqual(p.ch, q.ch); // the same memory
+    try testing.expectEqual(@as(u64, 0), q.ch.snapshot().fail_full);
+    try testing.expectError(error.Stale, raced); // the handle died meanwhile
+    // The new channel counts its own failures from 0.
+    try testing.expectError(error.WouldBlock, q.ch.tryGuarded(.send, true, true, std.mem.asBytes(&v), 8, q.guard, S.new));
+    try testing.expectEqual(@as(u64, 1), q.ch.snapshot().fail_full);
+    try r.destroy(S.new);
+}
