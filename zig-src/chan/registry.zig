@@ -34,6 +34,14 @@ fn retireChannel(ch: *Channel) void {
 pub var test_after_free: if (@import("builtin").is_test) ?*const fn () void else void =
     if (@import("builtin").is_test) null else {};
 
+/// Tests: run by `acquire` after its lookup found the entry, before its look at the count
+/// (`.found`), and after it took a reference, before its check of the entry's handle
+/// (`.counted`): a destroy and recycle of the entry in between, made certain.
+pub var test_mid_acquire: if (@import("builtin").is_test) ?*const fn (AcquireStage) void else void =
+    if (@import("builtin").is_test) null else {};
+
+pub const AcquireStage = enum { found, counted };
+
 fn freeToken(t: *channel.Token, allocator: std.mem.Allocator) void {
     allocator.destroy(t);
 }
@@ -216,18 +224,27 @@ pub fn RefRegistry(
             r.free_entries = e;
         }
 
-        /// Under the registry lock: gives `e` (holding `obj`) a handle.
+        /// Under the registry lock: gives `e` (holding `obj`) a handle. The count leaves 0 only
+        /// once the handle is had: a stale handle's `acquire` (one that found this entry before
+        /// its last object's destroy) may take a reference from any count above 0 (and drop it on
+        /// the handle check), so a count of 1 stored and then taken back on a failed handle
+        /// allocation would wipe out such a reference (its release then started from 0: an
+        /// assertion in Debug, a wrapped count in ReleaseFast). Until the store of 1 the count
+        /// stays 0 and that `acquire` fails on it; nobody holds the new handle before we return.
         fn publish(r: *Self, e: *Entry, obj: *T) error{OutOfMemory}!Handle {
+            // A free entry: every reference went (`freeEntry`), and from 0 no `acquire` takes one,
+            // so nothing writes the count until the store below. Monotonic: its own value only.
+            assert(e.refs.load(.monotonic) == 0);
             e.obj = obj;
-            // The table's reference. Release: pairs with the acquire CAS in `acquire`.
-            e.refs.store(1, .release);
             // The registry lock serialises every alloc and free of the table.
             const h = r.table.allocLocked(e) catch {
-                e.refs.store(0, .release); // as above: back to free, for the next `publish`
-                e.obj = null;
+                e.obj = null; // the count is still 0: nothing to take back
                 r.putEntry(e);
                 return error.OutOfMemory;
             };
+            // The table's reference. Release: pairs with the acquire load and CAS in `acquire`
+            // (a stale lookup that takes a reference from this 1 sees `obj` stored above).
+            e.refs.store(1, .release);
             // Release: pairs with the acquire loads in `acquire` and `Channel.tryGuarded`.
             e.handle.store(h, .release);
             return h;
@@ -236,6 +253,7 @@ pub fn RefRegistry(
         /// Takes a reference to the object `h` names; pair it with `release`.
         pub fn acquire(r: *Self, h: Handle) error{BadHandle}!*Entry {
             const e = r.table.get(h) orelse return error.BadHandle;
+            if (@import("builtin").is_test) if (test_mid_acquire) |f| f(.found);
             // Acquire: pairs with `publish`'s release store (the CAS below orders the rest).
             var refs = e.refs.load(.acquire);
             while (true) {
@@ -244,6 +262,7 @@ pub fn RefRegistry(
                 // use is the one its creator finished building.
                 refs = e.refs.cmpxchgWeak(refs, refs + 1, .acq_rel, .acquire) orelse break;
             }
+            if (@import("builtin").is_test) if (test_mid_acquire) |f| f(.counted);
             // Acquire: pairs with `publish`'s release store of the handle and `retireFreed`'s
             // release store of 0.
             if (e.handle.load(.acquire) != h) {
@@ -489,4 +508,129 @@ test "a guarded try-send's failure counts in no channel re-created in its memory
     try testing.expectError(error.WouldBlock, q.ch.tryGuarded(.send, true, true, std.mem.asBytes(&v), 8, q.guard, S.new));
     try testing.expectEqual(@as(u64, 1), q.ch.snapshot().fail_full);
     try r.destroy(S.new);
+}
+
+test "registry: a failed publish leaves a stale handle's acquire its own count" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        /// The leak-checking allocator, whose next allocation once `armed` fails, after it
+        /// let the stale `acquire` on (`go`) and that took its reference or failed.
+        const Failing = struct {
+            child: std.mem.Allocator,
+            armed: bool = false,
+
+            fn allocator(f: *Failing) std.mem.Allocator {
+                return .{ .ptr = f, .vtable = &.{ .alloc = alloc, .resize = resize, .remap = remap, .free = free } };
+            }
+            fn alloc(ctx: *anyopaque, len: usize, a: std.mem.Alignment, ra: usize) ?[*]u8 {
+                const f: *Failing = @ptrCast(@alignCast(ctx));
+                if (!f.armed) return f.child.rawAlloc(len, a, ra);
+                f.armed = false;
+                // Release: pairs with `waitFor`'s acquire load in `hook(.found)`.
+                go.store(true, .release);
+                _ = waitFor(&counted_or_failed, "the stale acquire to take a reference or fail");
+                return null;
+            }
+            fn resize(ctx: *anyopaque, m: []u8, a: std.mem.Alignment, n: usize, ra: usize) bool {
+                const f: *Failing = @ptrCast(@alignCast(ctx));
+                return f.child.rawResize(m, a, n, ra);
+            }
+            fn remap(ctx: *anyopaque, m: []u8, a: std.mem.Alignment, n: usize, ra: usize) ?[*]u8 {
+                const f: *Failing = @ptrCast(@alignCast(ctx));
+                return f.child.rawRemap(m, a, n, ra);
+            }
+            fn free(ctx: *anyopaque, m: []u8, a: std.mem.Alignment, ra: usize) void {
+                const f: *Failing = @ptrCast(@alignCast(ctx));
+                f.child.rawFree(m, a, ra);
+            }
+        };
+        // Flags between the test and the stale acquirer. Release stores, acquire loads: each
+        // publishes what its setter did before it.
+        var found: std.atomic.Value(bool) = .init(false);
+        var go: std.atomic.Value(bool) = .init(false);
+        var counted_or_failed: std.atomic.Value(bool) = .init(false);
+        var published: std.atomic.Value(bool) = .init(false);
+        var timed_out: std.atomic.Value(bool) = .init(false);
+        var result: ?error{BadHandle} = null;
+
+        /// A bounded wait in a hook or the allocator, which cannot fail the test: a timeout
+        /// is recorded for the test to fail on (it also ends the wait).
+        fn waitFor(flag: *std.atomic.Value(bool), what: []const u8) bool {
+            const d = test_wait.Deadline.in(test_wait.default_ns, what);
+            while (!flag.load(.acquire)) d.wait() catch {
+                timed_out.store(true, .monotonic); // read after the join, which orders it
+                return false;
+            };
+            return true;
+        }
+
+        fn hook(stage: AcquireStage) void {
+            switch (stage) {
+                // The lookup found the entry while the handle lived: wait for its destroy and
+                // the entry's recycle, up to the failing allocation in `publish`.
+                .found => {
+                    found.store(true, .release);
+                    _ = waitFor(&go, "the publish to reach its allocation");
+                },
+                // A reference taken on the entry `publish` holds: let the publish fail first.
+                .counted => {
+                    counted_or_failed.store(true, .release);
+                    _ = waitFor(&published, "the publish to fail");
+                },
+            }
+        }
+
+        fn stale(reg: *TokenRegistry, h: Handle, j: *test_wait.Joiner) void {
+            defer j.done();
+            if (reg.acquire(h)) |e| reg.release(e) else |err| result = err;
+            counted_or_failed.store(true, .release); // failed at the count (no `.counted`)
+        }
+    };
+    var failing: S.Failing = .{ .child = testing.allocator };
+    var r = TokenRegistry.init(failing.allocator());
+    defer r.deinit();
+    // A freed slot is reused at once, and the table's first chunk (slots 1 to 4095; handle.zig's
+    // `chunk_len`) is filled: a handle with no free slot then needs a chunk allocated, the
+    // allocation that fails.
+    r.table.reuse_after = 0;
+    const h = try r.createToken();
+    while (r.table.high_water < 4096) _ = try r.createToken();
+    // The next object, which takes `h`'s entry once it is free, and whose handle's chunk
+    // cannot be allocated. Ours until a publish of it succeeds.
+    const obj = try r.allocator.create(channel.Token);
+    obj.* = .init;
+    var obj_ours = true;
+    defer if (obj_ours) r.allocator.destroy(obj);
+    // Keeps `h`'s entry off the free list past its destroy, until its slot is taken again.
+    const e = try r.acquire(h);
+    const failed = race: {
+        test_mid_acquire = S.hook;
+        var j: test_wait.Joiner = .{};
+        const t = try std.Thread.spawn(.{}, S.stale, .{ &r, h, &j });
+        defer {
+            // Also lets a stale acquirer still waiting (the test failed early) go on.
+            S.go.store(true, .release);
+            S.published.store(true, .release);
+            j.join(t, test_wait.default_ns, "the stale acquirer");
+            test_mid_acquire = null;
+        }
+        if (!S.waitFor(&S.found, "the stale lookup")) return error.Timeout;
+        try r.destroy(h); // the count 2 to 1: ours
+        _ = try r.createToken(); // `h`'s slot, with a new entry: no slot is free now
+        r.release(e); // `h`'s entry to the free list, its count 0
+        failing.armed = true;
+        break :race r.add(obj);
+    };
+    try testing.expectError(error.OutOfMemory, failed);
+    try testing.expect(!S.timed_out.load(.monotonic));
+    try testing.expectEqual(@as(?error{BadHandle}, error.BadHandle), S.result);
+    try testing.expectEqual(@as(u32, 0), e.refs.load(.acquire)); // free, nothing owed
+    // The entry serves the next object, counted from 0.
+    const h2 = try r.add(obj);
+    obj_ours = false;
+    const e2 = try r.acquire(h2);
+    try testing.expect(e2 == e);
+    try testing.expectEqual(@as(u32, 2), e.refs.load(.acquire));
+    r.release(e2);
 }
