@@ -96,16 +96,22 @@ pub const Watchdog = struct {
     thread: ?std.Thread = null,
     src: std.builtin.SourceLocation = undefined,
     ns: u64 = 0,
-    /// Made by `arm`: `stop` frees it.
-    owned: bool = false,
+    /// Made by `arm` (or `armIn`) in this allocator's memory: `stop` frees it there.
+    owner: ?std.mem.Allocator = null,
 
     /// A watchdog in memory of its own, armed for `ns` (see `start`): a test's preamble is
     /// this and a `defer` of its `stop`, which frees it.
     pub fn arm(src: std.builtin.SourceLocation, ns: u64) !*Watchdog {
-        const w = try std.heap.page_allocator.create(Watchdog);
-        errdefer std.heap.page_allocator.destroy(w);
+        return armIn(std.heap.page_allocator, src, ns);
+    }
+
+    /// `arm` in `allocator`'s memory (a test of the watchdog itself: the leak-checking
+    /// allocator, so a `stop` that does not free it fails).
+    pub fn armIn(allocator: std.mem.Allocator, src: std.builtin.SourceLocation, ns: u64) !*Watchdog {
+        const w = try allocator.create(Watchdog);
+        errdefer allocator.destroy(w);
         try w.start(src, ns);
-        w.owned = true; // after `start`, which sets every field; its thread never reads this one
+        w.owner = allocator; // after `start`, which sets every field; its thread never reads this one
         return w;
     }
 
@@ -135,7 +141,7 @@ pub const Watchdog = struct {
         std.Thread.Futex.wake(&w.stopped, 1);
         w.thread.?.join();
         w.thread = null;
-        if (w.owned) std.heap.page_allocator.destroy(w); // its thread ended: nothing reads it
+        if (w.owner) |a| a.destroy(w); // its thread ended: nothing reads it
     }
 };
 
@@ -163,7 +169,8 @@ test "a watchdog stopped in time does nothing" {
 }
 
 test "an armed watchdog stopped in time does nothing, and frees itself" {
-    const wd = try Watchdog.arm(@src(), default_ns);
+    // The leak-checking allocator: a `stop` that left it allocated fails the test.
+    const wd = try Watchdog.armIn(std.testing.allocator, @src(), default_ns);
     defer wd.stop();
-    try std.testing.expect(wd.owned and wd.thread != null);
+    try std.testing.expect(wd.owner != null and wd.thread != null);
 }
