@@ -407,29 +407,31 @@ class Selection implements RingOp {
     } catch (e) {
       if (this.done || this.completing) {
         // A clause won before the throw (a job's handler run at once by its invokeOnCompletion,
-        // which then returned no Disposable): that win settles the select and cleaned up, so
-        // the error is reported. Before, this cleaned up a second time (the job Disposables
-        // disposed twice) and rejected, while the winner's handler still ran afterwards. A
-        // channel clause's record still to come (`completing`): the signal is listened to until
-        // it is taken (`#listen`, which never throws once the select settled or is settling:
-        // a listen that throws then gives up with its error).
-        reportError(e);
-        this.#listen();
+        // which then returned no Disposable, or threw): that win settled the select and cleaned
+        // up, so the error is dropped (the select's outcome stands, as for an async builder's
+        // late failure). Before, this cleaned up a second time (the job Disposables disposed
+        // twice) and rejected, while the winner's handler still ran afterwards; then the error
+        // was reported (an error event nobody handles, which ends the process). A channel
+        // clause's record still to come (`completing`): it gives up with the error (`#giveUp`,
+        // as the start's failure rejects a select it withdrew, below), unless an abort did
+        // first; before, it was reported, and the receive clause fired.
+        if (!this.done) this.#giveUp(e);
         return promise;
       }
       let free = true;
       if (this.queued) {
         // Thrown after the native select was queued (arming a JavaScript clause: a Job whose
-        // invokeOnCompletion throws): withdrawn first. Before, it stayed queued with its
-        // values freed: a receiver then got a send's freed buffer, from a select that
-        // rejected. Uncounted: the select failed, nothing cancelled it.
+        // invokeOnCompletion throws; the signal's listen): withdrawn first. Before, it stayed
+        // queued with its values freed: a receiver then got a send's freed buffer, from a
+        // select that rejected. Uncounted: the select failed, nothing cancelled it.
         const rc = this.bridge!.abort(this, true);
         if (rc === Status.EBUSY) {
-          this.completing = true; // a channel clause won first: its record settles the select
-          reportError(e);
-          // Listened to until that record is taken, as above. Before, it never was (the throw
-          // came before `#start` listened): an abort then went unheard, the receive clause fired.
-          this.#listen(); // never throws while completing
+          // A channel clause won first: its record settles the select, which gives up with the
+          // error as above (a receive clause's value goes back to its channel; a send clause
+          // that won was delivered, and fires). Before, the error was reported (ending the
+          // process) and the receive clause fired unless the signal then aborted.
+          this.completing = true;
+          this.#giveUp(e);
           return promise;
         }
         this.queued = false;
@@ -570,19 +572,28 @@ class Selection implements RingOp {
       } catch (e) {
         // The listen ran the caller's code (an accessor of its own for the engine's listeners
         // property) and threw. Settled already (that code aborted the signal once kcoro's
-        // listener was in: the engine called it): the select keeps the signal's reason. A
-        // channel clause's record still to come (`completing`): it gives up with the error,
-        // as for an abort (`#jsWins`), unless an abort did first. Before, both went to
-        // `reportError`: an error event nobody handles, which ends the process. Else `run`
-        // withdraws it and rejects with the error.
+        // listener was in: the engine called it): the select keeps its outcome (the signal's
+        // reason). A channel clause's record still to come (`completing`): it gives up with
+        // the error, as for an abort (`#jsWins`), unless an abort did first. Before, both went
+        // to `reportError`: an error event nobody handles, which ends the process. Else `run`
+        // withdraws it and rejects with the error, or gives up with it when a channel clause
+        // completed meanwhile (that code sent to, or received from, one of its channels).
         if (this.done) return;
         if (!this.completing) throw e;
-        if (!this.gaveUp) {
-          this.gaveUp = true;
-          this.reason = e;
-        }
+        this.#giveUp(e);
       }
     }
+  }
+
+  /**
+   * A select whose channel clause's record is still to come (`completing`) gives up with
+   * `reason`, as an abort then does (`#jsWins`; `complete` settles it), unless something gave it
+   * up first (an abort, an async builder's failure, a copy's dispose): the first reason stays.
+   */
+  #giveUp(reason: unknown): void {
+    if (this.gaveUp) return;
+    this.gaveUp = true;
+    this.reason = reason;
   }
 
   /**

@@ -1085,108 +1085,135 @@ Deno.test("a Job of the caller's own whose invokeOnCompletion returns no Disposa
   );
 });
 
-Deno.test("a Job of the caller's own that runs its handler at once, then returns no Disposable: the clause it ran wins, the error is reported", async () => {
-  using reported = catchReported();
-  let disposed = 0;
-  const other = {
-    state: "active",
-    isCompleted: false,
-    start: () => false,
-    invokeOnCompletion: () => ({ [Symbol.dispose]: () => void disposed++ }),
-  };
-  // Active when the select looks, complete by the time it arms its handler.
-  const job = {
-    state: "active",
-    isCompleted: false,
-    start: () => false,
-    invokeOnCompletion: (handler: () => void) => {
-      handler();
-      return 1;
-    },
-  };
-  const outcome = select((s) => {
-    s.onJoin(other as never, () => "other");
-    s.onJoin(job as never, () => "joined");
-  });
-  // Before, the select rejected with the TypeError after the win had cleaned up (the other
-  // job's Disposable disposed twice).
-  assert.equal(await within(outcome, 5_000, "the select"), "joined");
-  assert.equal(disposed, 1);
-  assert.equal(reported.errors.length, 1);
-  assert.match(
-    String((reported.errors[0] as Error).message),
-    /^Cannot select: a job's invokeOnCompletion must return a Disposable, received /,
-  );
-});
-
-Deno.test("a select whose Job of the caller's own lost to a channel clause as it was armed still listens to its signal: an abort before the record is taken rejects, the received value goes back", async () => {
-  for (const returned of ["a Disposable", "nothing"] as const) {
+Deno.test("a Job of the caller's own that runs its handler at once, then returns no Disposable or throws: the clause it ran wins, the error is dropped, nothing reported", async () => {
+  for (const how of ["returns nothing", "throws"] as const) {
     using reported = catchReported();
-    using ch = new Channel<number>(0, { codec: codecs.f64 });
-    // As its clause is armed: the channel clause completes natively (a send of this isolate,
-    // meeting the select queued natively), then the job runs its handler, which loses (KC_EBUSY).
+    let disposed = 0;
+    const other = {
+      state: "active",
+      isCompleted: false,
+      start: () => false,
+      invokeOnCompletion: () => ({ [Symbol.dispose]: () => void disposed++ }),
+    };
+    // Active when the select looks, complete by the time it arms its handler.
     const job = {
       state: "active",
       isCompleted: false,
       start: () => false,
       invokeOnCompletion: (handler: () => void) => {
-        assert.deepEqual(ch.trySend(5), { state: "ok" });
         handler();
-        return returned === "nothing" ? 1 : { [Symbol.dispose]() {} };
-      },
-    };
-    const ctl = new AbortController();
-    const reason = new Error("given up");
-    const outcome = select<string>((s) => {
-      s.onReceive(ch, (v) => `got ${v}`);
-      s.onJoin(job as never, () => "joined");
-    }, { signal: ctl.signal });
-    ctl.abort(reason); // the record is not taken yet
-    // Before, the select never listened to the signal: the receive clause fired.
-    await assert.rejects(within(outcome, 5_000, "the select"), (e) => e === reason, returned);
-    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, returned); // back, not lost
-    assert.equal(reported.errors.length, returned === "nothing" ? 1 : 0, returned);
-    assert.equal(pending(), 0);
-  }
-});
-
-Deno.test("a select whose Job of the caller's own let a channel clause complete and then failed its arming (threw, or returned no Disposable without running its handler) still listens to its signal: an abort before the record is taken rejects, the received value goes back", async () => {
-  for (const how of ["throws", "returns nothing"] as const) {
-    using reported = catchReported();
-    using ch = new Channel<number>(0, { codec: codecs.f64 });
-    const thrown = new Error("arming failed");
-    // As its clause is armed: the channel clause completes natively (a send of this isolate,
-    // meeting the select queued natively), then the arming fails: the select's withdrawal
-    // answers KC_EBUSY, and the record, still to come, settles it.
-    const job = {
-      state: "active",
-      isCompleted: false,
-      start: () => false,
-      invokeOnCompletion: () => {
-        assert.deepEqual(ch.trySend(5), { state: "ok" });
-        if (how === "throws") throw thrown;
+        if (how === "throws") throw new Error("the caller's invokeOnCompletion");
         return 1;
       },
     };
-    const ctl = new AbortController();
-    const reason = new Error("given up");
-    const outcome = select<string>((s) => {
-      s.onReceive(ch, (v) => `got ${v}`);
+    const outcome = select((s) => {
+      s.onJoin(other as never, () => "other");
       s.onJoin(job as never, () => "joined");
-    }, { signal: ctl.signal });
-    ctl.abort(reason); // the record is not taken yet
-    // Before, that select never listened to the signal: the receive clause fired.
-    await assert.rejects(within(outcome, 5_000, "the select"), (e) => e === reason, how);
-    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, how); // back, not lost
-    assert.equal(reported.errors.length, 1, how); // the arming's failure
-    if (how === "throws") assert.equal(reported.errors[0], thrown);
-    else {
-      assert.match(
-        String((reported.errors[0] as Error).message),
-        /^Cannot select: a job's invokeOnCompletion must return a Disposable, received /,
-      );
+    });
+    // Before, the select rejected with the TypeError after the win had cleaned up (the other
+    // job's Disposable disposed twice); then the error was reported: an error event nobody
+    // handles, which ends the process.
+    assert.equal(await within(outcome, 5_000, "the select"), "joined", how);
+    assert.equal(disposed, 1, how);
+    assert.deepEqual(reported.errors, [], how);
+  }
+});
+
+Deno.test("a select whose Job of the caller's own lost to a channel clause as it was armed still listens to its signal: an abort before the record is taken rejects, the received value goes back", async () => {
+  using reported = catchReported();
+  using ch = new Channel<number>(0, { codec: codecs.f64 });
+  // As its clause is armed: the channel clause completes natively (a send of this isolate,
+  // meeting the select queued natively), then the job runs its handler, which loses (KC_EBUSY).
+  const job = {
+    state: "active",
+    isCompleted: false,
+    start: () => false,
+    invokeOnCompletion: (handler: () => void) => {
+      assert.deepEqual(ch.trySend(5), { state: "ok" });
+      handler();
+      return { [Symbol.dispose]() {} };
+    },
+  };
+  const ctl = new AbortController();
+  const reason = new Error("given up");
+  const outcome = select<string>((s) => {
+    s.onReceive(ch, (v) => `got ${v}`);
+    s.onJoin(job as never, () => "joined");
+  }, { signal: ctl.signal });
+  ctl.abort(reason); // the record is not taken yet
+  // Before, the select never listened to the signal: the receive clause fired.
+  await assert.rejects(within(outcome, 5_000, "the select"), (e) => e === reason);
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }); // back, not lost
+  assert.deepEqual(reported.errors, []);
+  assert.equal(pending(), 0);
+});
+
+Deno.test("a select whose Job of the caller's own let a channel clause complete and then failed its arming (threw, or returned no Disposable, having run its handler or not) rejects with that error, reporting nothing: a received value goes back, a closed channel's end moved nothing, a delivered send fires", async () => {
+  const hows = [
+    "throws",
+    "returns nothing",
+    "runs its handler, throws",
+    "runs its handler, returns nothing",
+  ] as const;
+  const partners = ["a send", "a close", "a receive"] as const;
+  for (const how of hows) {
+    for (const partner of partners) {
+      const what = `${how}, ${partner}`;
+      using reported = catchReported();
+      const dropped: number[] = [];
+      using ch = new Channel<number>(0, {
+        codec: codecs.f64,
+        onUndeliveredElement: (v) => dropped.push(v),
+      });
+      const thrown = new Error("arming failed");
+      let got: unknown = "nothing received";
+      // As its clause is armed: the channel clause completes natively (a send, a close or a
+      // receive of this isolate, meeting the select queued natively), then the arming fails:
+      // the select's withdrawal (or the handler's) answers KC_EBUSY, and the record, still to
+      // come, settles it.
+      const job = {
+        state: "active",
+        isCompleted: false,
+        start: () => false,
+        invokeOnCompletion: (handler: () => void) => {
+          if (partner === "a send") assert.deepEqual(ch.trySend(5), { state: "ok" }, what);
+          else if (partner === "a close") ch.close();
+          else got = ch.tryReceive();
+          if (how.startsWith("runs its handler")) handler();
+          if (how.endsWith("throws")) throw thrown;
+          return 1;
+        },
+      };
+      const outcome = select<string>((s) => {
+        if (partner === "a receive") s.onSend(ch, 9, () => "sent");
+        else s.onReceive(ch, (v) => `got ${v}`);
+        s.onJoin(job as never, () => "joined");
+      });
+      if (partner === "a receive") {
+        // Delivered: it fires (the value is the receiver's), as a send clause that won before
+        // an abort does.
+        assert.equal(await within(outcome, 5_000, "the select"), "sent", what);
+        assert.deepEqual(got, { state: "ok", value: 9 }, what);
+        assert.deepEqual(dropped, [], what);
+      } else {
+        // Before, the error was reported (an error event nobody handles, which ends the
+        // process), and the receive clause fired (or rejected as closed).
+        await assert.rejects(
+          within(outcome, 5_000, "the select"),
+          how.endsWith("throws") ? (e) => e === thrown : {
+            name: "TypeError",
+            message:
+              /^Cannot select: a job's invokeOnCompletion must return a Disposable, received 1$/,
+          },
+          what,
+        );
+        if (partner === "a send") {
+          assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, what); // back, not lost
+        }
+      }
+      assert.deepEqual(reported.errors, [], what);
+      assert.equal(pending(), 0, what);
     }
-    assert.equal(pending(), 0);
   }
 });
 

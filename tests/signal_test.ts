@@ -1194,6 +1194,31 @@ Deno.test("a select whose channel clause won as a Job of the caller's own was ar
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
 
+Deno.test("a select whose signal's listen completes one of its channel clauses (a send to it) and then throws rejects with that error and gives the value back, reporting nothing", async () => {
+  using reported = catchReported();
+  using ch = new Channel<number>(0, { codec: codecs.f64 });
+  // The listen runs the caller's accessor for the engine's listeners property: once the select
+  // is queued natively, it sends (meeting the select's receive clause natively) and throws. The
+  // select's withdrawal then answers KC_EBUSY: the record, still to come, settles it.
+  const thrown = new Error("the caller's listeners property");
+  let sent: unknown = "not sent";
+  const act = (): never => {
+    if (sent === "not sent") sent = ch.trySend(5);
+    throw thrown;
+  };
+  const signal = new AbortController().signal;
+  Object.setPrototypeOf(
+    signal,
+    Object.create(AbortSignal.prototype, { [listenersKey()]: { get: act, set: act } }),
+  );
+  const outcome = select<string>((s) => s.onReceive(ch, (v) => `got ${v}`), { signal });
+  assert.deepEqual(sent, { state: "ok" }, "the accessor's send met the select");
+  // Before, the error was reported (an error event nobody handles, which ends the process).
+  await assert.rejects(outcome, (e: unknown) => e === thrown);
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, "the value is back, not lost");
+  assert.deepEqual(reported.errors, [], "nothing reported");
+});
+
 /**
  * A signal whose abort listeners the caller's code reaches (through the engine's listeners
  * property, an accessor of its own on a prototype under the signal) and calls without aborting
