@@ -171,9 +171,10 @@ export function isCancellation(e: unknown): boolean {
  * @ignore The cancellation that `e`, let out of a block, stands for: `e` itself when it is one;
  * for an `AbortError` (by `name`: Node's, or a DOMException), the `cause` it carries when that (an
  * own data property) is one, as Node's APIs given a task's signal reject with
- * (`node:timers/promises`, `fs/promises`: a new AbortError carrying the signal's reason), else
- * `e` itself when the job is `cancelling` (its signal has aborted: Deno's `events.once` rejects
- * with an AbortError carrying nothing), where Kotlin's suspending calls throw the
+ * (`node:timers/promises`, `fs/promises`: a new AbortError carrying the signal's reason), else,
+ * unless it is a DOMException (another signal's reason, below), `e` itself when the job is
+ * `cancelling` (its signal has aborted: Deno's `events.once` rejects with an AbortError carrying
+ * nothing), where Kotlin's suspending calls throw the
  * CancellationException itself; else undefined (a failure). Reads nothing that runs the caller's
  * code but `name`, and a throw there answers undefined. Only a cancelling job takes an AbortError
  * that carries no cancellation, so such an `e` is never kept as a job's cause.
@@ -185,6 +186,13 @@ export function cancellationOf(e: unknown, cancelling: boolean): unknown {
     if ((e as { name?: unknown }).name !== "AbortError") return undefined;
     const cause = Object.getOwnPropertyDescriptor(e, "cause");
     if (cause !== undefined && "value" in cause && isCancellation(cause.value)) return cause.value;
+    // A DOMException is a signal's reason (a `controller.abort()` given none): fetch, `delay` and
+    // Deno's APIs reject with their signal's reason as it is, so given the task's signal with its
+    // CancellationError, and this one is another signal's, a failure even while the job is
+    // cancelling, as Kotlin's cancelled coroutine fails with another exception its `finally`
+    // throws (a cleanup's fetch that a controller of the caller's aborted). Before, it was
+    // taken as the job's cancellation: a supervisor reported nothing.
+    if (e instanceof DOMException) return undefined;
   } catch {
     return undefined; // a revoked proxy, a throwing trap or `name` getter: a failure, as it was
   }

@@ -256,6 +256,47 @@ Deno.test("an AbortError from a Node API given the task's signal ends the task c
   assert.equal(live, 0);
 });
 
+Deno.test("a DOMException AbortError (another signal's reason) let out of a cancelling task is a failure, as Kotlin's other exception in a cancelled coroutine", async () => {
+  // fetch, delay and Deno's APIs reject with their signal's reason as it is: given the task's
+  // signal, its CancellationError. A DOMException named AbortError is the reason of a signal
+  // aborted with none, not the task's: here a wait of the task's cleanup, given a controller of
+  // the caller's that aborts. Kotlin fails a cancelled coroutine whose `finally` throws another
+  // exception. Before, a task already cancelling took it as its cancellation: the supervisor
+  // reported nothing, and the coroutineScope rejected with its CancellationError.
+  const cleanup = async (task: CoroutineScope) => {
+    try {
+      await untilAborted(task.signal);
+    } finally {
+      const mine = new AbortController();
+      const wait = delay(60_000, { signal: mine.signal }); // as a fetch given that signal
+      mine.abort();
+      await wait;
+    }
+  };
+  const { context, reported } = collecting();
+  let failed!: Job;
+  await supervisorScope(
+    counted(async (scope) => {
+      failed = scope.launch(counted(cleanup));
+      await null;
+      failed.cancel();
+      await failed.join();
+    }),
+    { context },
+  );
+  assert.equal(reported.length, 1);
+  assert.ok(reported[0] instanceof DOMException && reported[0].name === "AbortError");
+  assert.equal(failed.state, "cancelled"); // a failed job is cancelled with a failure's cause
+
+  const rejected = await coroutineScope(counted(async (scope) => {
+    scope.launch(counted(cleanup));
+    await null;
+    scope.cancel();
+  })).then(() => null, (e: unknown) => e);
+  assert.ok(rejected instanceof DOMException && rejected.name === "AbortError", String(rejected));
+  assert.equal(live, 0);
+});
+
 Deno.test("cancelling a job cancels its whole subtree", async () => {
   const states: string[] = [];
   await coroutineScope(counted(async (scope) => {
