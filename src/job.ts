@@ -943,6 +943,35 @@ export class JobSupport<T = unknown> implements Deferred<T> {
 }
 
 /**
+ * Throws unless a promise resolved with `value` fulfils with `value` itself: a thenable (its
+ * `then`, read once, a function) would be adopted, and one whose `then` cannot be read would
+ * reject with what the read throws. Kotlin's `complete(value)` completes with the value, at once,
+ * and `await()` returns it; here `await()` could not, so the deferred said `completed` (to its
+ * state and its completion handlers) while `await()` waited on the thenable and rejected with its
+ * failure, or never settled with it. A `then` getter answering differently at `await()` is the
+ * caller's own doing.
+ */
+function checkNotThenable(op: string, value: unknown): void {
+  if (value === null || (typeof value !== "object" && typeof value !== "function")) return;
+  let then: unknown;
+  try {
+    then = (value as { then?: unknown }).then;
+  } catch (e) {
+    throw new TypeError(
+      `Cannot ${op}: value's then cannot be read (await() would reject with what it throws), ` +
+        `received ${describe(value)}`,
+      { cause: e },
+    );
+  }
+  if (typeof then === "function") {
+    throw new TypeError(
+      `Cannot ${op}: value must not be a thenable (await() would adopt it, never return it: ` +
+        `complete with its result), received ${describe(value)}`,
+    );
+  }
+}
+
+/**
  * A {@linkcode Deferred} completed by hand (Kotlin's `CompletableDeferred`): `complete(value)`
  * or `completeExceptionally(error)` settle it; `cancel()` cancels it. Active from the start.
  * Besides the members of `Deferred` it has `context` (the constructor's) and `signal` (an
@@ -987,8 +1016,14 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
     this.start();
   }
 
-  /** Completes with `value`; false if it had already completed, failed or been cancelled. */
+  /**
+   * Completes with `value`; false if it had already completed, failed or been cancelled. Throws
+   * a TypeError (`Cannot complete: ...`), changing nothing, for a thenable (an object or function
+   * whose `then`, read once, is a function, or cannot be read): `await()` could not give it back
+   * (a promise adopts a thenable), so complete with its result instead (`d.complete(await p)`).
+   */
   complete(value: T): boolean {
+    checkNotThenable("complete", value);
     return !this.isCancelled && this.completeBody(value);
   }
 

@@ -332,20 +332,43 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       this.failBody(e);
       return;
     }
+    this.#adopt(result);
+  }
+
+  /**
+   * Ends the body with `result`, a thenable adopted as a promise's resolve adopts it: the value
+   * it hands back is adopted in turn when it is a thenable (a caller's thenable may hand back
+   * another), and only its first call counts (a later value, failure or throw is ignored, as
+   * Promise's resolve functions ignore it). Before, the value handed back completed the body
+   * as it was, so the job said completed while `await()` adopted it (its failure lost to the
+   * scope). A native promise never hands back a thenable.
+   */
+  #adopt(result: unknown): void {
     if (result === null || (typeof result !== "object" && typeof result !== "function")) {
       this.completeBody(result as T);
       return;
     }
     // A thenable, as Promise.resolve takes one: reading `then` or calling it may throw, which
     // fails the body (it must not escape to the caller, leaving the job running for ever).
+    let called = false;
     try {
       const then = (result as PromiseLike<T>).then;
       if (typeof then !== "function") {
         this.completeBody(result as T);
         return;
       }
-      then.call(result, (v: T) => this.completeBody(v), (e: unknown) => this.failBody(e));
+      then.call(result, (v: unknown) => {
+        if (called) return;
+        called = true;
+        this.#adopt(v);
+      }, (e: unknown) => {
+        if (called) return;
+        called = true;
+        this.failBody(e);
+      });
     } catch (e) {
+      if (called) return;
+      called = true;
       this.failBody(e);
     }
   }

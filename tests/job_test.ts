@@ -443,6 +443,75 @@ Deno.test("CompletableDeferred: complete, completeExceptionally, cancel; first o
   await assert.rejects(d.await(), CancellationError);
 });
 
+Deno.test("CompletableDeferred.complete refuses a thenable by name, leaving the deferred active: await() could not return it, so the state said completed while await() adopted it", async () => {
+  // A promise's resolve adopts a thenable, so await() can never give one back, and Kotlin's
+  // complete(value) completes with the value itself, at once. Before, complete(thenable) said
+  // true, the state "completed" and completion handlers "completed", while await() waited on the
+  // thenable and rejected with its failure (or never settled with it).
+  const message = /^Cannot complete: value must not be a thenable .*, received \[object Promise\]$/;
+  const d = new CompletableDeferred<unknown>();
+  const ended: unknown[] = [];
+  d.invokeOnCompletion((cause) => ended.push(cause));
+  const boom = new Error("boom");
+  const rejected = Promise.reject(boom);
+  rejected.catch(() => {});
+  assert.throws(() => d.complete(rejected), { name: "TypeError", message });
+  assert.throws(() => d.complete({ then: () => {} }), { message: /received \[object Object\]$/ });
+  assert.throws(() => d.complete(Object.assign(() => 1, { then: () => {} })), {
+    message: /received a function$/,
+  });
+  // One whose `then` cannot be read would make await() reject with what the read throws.
+  const { proxy, revoke } = Proxy.revocable({}, {});
+  revoke();
+  assert.throws(() => d.complete(proxy), {
+    name: "TypeError",
+    message: /^Cannot complete: value's then cannot be read .*, received .+$/,
+  });
+  assert.equal(d.state, "active");
+  assert.deepEqual(ended, []);
+  // A non-thenable object (a `then` that is no function) is the value itself.
+  const value = { then: 1 };
+  assert.equal(d.complete(value), true);
+  assert.equal(await d.await(), value);
+  assert.deepEqual(ended, [undefined]);
+  // Refused also once settled: bad input is refused whatever the state.
+  assert.throws(() => d.complete(rejected), { name: "TypeError", message });
+});
+
+Deno.test("a block's thenable resolving with another thenable is adopted through it, as a promise's: its failure fails the task", async () => {
+  // A thenable of the caller's own may hand its onFulfilled another thenable; Promise.resolve
+  // adopts it in turn. Before, the task completed with it at once: its state said completed and
+  // its scope went on while await() adopted it and rejected with its failure.
+  const boom = new Error("boom");
+  let handBack!: (v: unknown) => void;
+  const outer = { then: (ok: (v: unknown) => void) => handBack = ok };
+  let inner!: (e: unknown) => void;
+  const pending = new Promise((_, reject) => inner = reject);
+  let task!: Job;
+  const outcome = coroutineScope((scope) => {
+    task = scope.async(() => outer as unknown as PromiseLike<unknown>);
+    handBack(pending);
+    assert.equal(task.state, "active", "waits for the thenable handed back");
+    inner(boom);
+  });
+  await assert.rejects(outcome, (e) => e === boom);
+  assert.equal(task.state, "cancelled");
+  // A thenable calling back twice, or then throwing, counts once, the first call (Promise's
+  // resolve functions): a later value, failure or throw while the first is adopted is ignored.
+  const twice = {
+    then(ok: (v: unknown) => void, fail: (e: unknown) => void) {
+      ok(Promise.resolve("first"));
+      ok("second");
+      fail(new Error("late"));
+      throw new Error("later");
+    },
+  };
+  assert.equal(
+    await coroutineScope((s) => s.async(() => twice as PromiseLike<string>).await()),
+    "first",
+  );
+});
+
 Deno.test("completeExceptionally(undefined) fails with a TypeError naming completeExceptionally", async () => {
   const d = new CompletableDeferred<void>();
   assert.equal(d.completeExceptionally(undefined), true);
