@@ -1028,9 +1028,11 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
   }
 
   /**
-   * Fails with `error` (a CancellationError cancels instead); false if already settled. An
-   * `error` of `undefined` (which to completion handlers means completed) fails it with a
-   * TypeError saying so (`Cannot completeExceptionally: ...`).
+   * Fails with `error` (a CancellationError cancels instead, and so does an AbortError carrying
+   * one as its `cause`, cancelling with that one, as a block letting it out does:
+   * `cancellationOf`); false if already settled. An `error` of `undefined` (which to completion
+   * handlers means completed) fails it with a TypeError saying so
+   * (`Cannot completeExceptionally: ...`).
    */
   completeExceptionally(error: unknown): boolean {
     return !this.isCancelled && this.failBody(error, "completeExceptionally");
