@@ -383,8 +383,9 @@ int32_t kc_chan_cancel(uint32_t handle);
  * close causes this way (an encoding of its own). A cancel that is the channel's first cancel
  * keeps its cause for kc_chan_cancel_cause, also when a close came before it (the close cause
  * stays the first closer's; ABI 22 kept no cause of a cancel that found the channel closed).
- * KC_EINVAL (flags other than KC_CHAN_CLOSE_CANCEL, or cause NULL with len not 0) and KC_EBADH:
- * nothing done. KC_ENOMEM (only with len not 0): the cause could not be copied, and the close or
+ * KC_EINVAL (flags other than KC_CHAN_CLOSE_CANCEL, cause NULL with len not 0, or len above
+ * INT32_MAX, a length kc_chan_cause could not return: before, such a cause was kept and every read
+ * of it was KC_EINVAL) and KC_EBADH: nothing done. KC_ENOMEM (only with len not 0): the cause could not be copied, and the close or
  * cancel stands all the same (made first, not undone; whether this call was the one that closed
  * the channel is not told): the channel is closed, or cancelled (buffered values dropped, waiters
  * failed with KC_ECANCELED, kc_chan_status bit 3 where a close came first), only without this

@@ -1520,12 +1520,16 @@ fn copyCause(bytes: ?[]const u8, out: ?*anyopaque, cap: u32) i32 {
 /// first cancel keeps its cause for kc_chan_cancel_cause, also when a close came before it
 /// (ABI 23: before, that cancel's cause was lost). 1 if this call closed it, 0 if it was closed
 /// already (its close cause, if any, is the first closer's; a cancel cancels it all the same),
-/// KC_EINVAL or KC_EBADH (nothing done), KC_ENOMEM (the cause could not be copied: the channel
-/// is closed, or cancelled, all the same, without this cause, which no later call supplies; not
-/// told whether this call closed it).
+/// KC_EINVAL (also for len above INT32_MAX, a cause no read could report) or KC_EBADH (nothing
+/// done), KC_ENOMEM (the cause could not be copied: the channel is closed, or cancelled, all the
+/// same, without this cause, which no later call supplies; not told whether this call closed it).
 export fn kc_chan_close_cause(h: u32, cause: ?*const anyopaque, len: u32, flags: u32) callconv(.c) i32 {
     if (flags & ~chan_close_cancel != 0) return Status.invalid.code();
     if (len != 0 and cause == null) return Status.invalid.code();
+    // A cause kc_chan_cause and kc_chan_cancel_cause could not report (their length is an
+    // int32_t: `copyCause` answers KC_EINVAL for it): refused here, before anything is closed.
+    // Before, it was kept, and every read of it was KC_EINVAL, as if the call had been wrong.
+    if (len > std.math.maxInt(i32)) return Status.invalid.code();
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
@@ -6451,6 +6455,35 @@ test "C ABI: kc_chan_cancel_cause keeps the first cancel's cause, also after a c
     try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(e, &out, out.len));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(e));
     try testing.expectEqual(base, causes_count.load(.monotonic));
+}
+
+test "C ABI: kc_chan_close_cause with a cause longer than INT32_MAX is KC_EINVAL, nothing closed or kept" {
+    const base = causes_count.load(.monotonic);
+    // Nothing may be copied: were the cause taken, its copy (the first allocation) fails here
+    // instead of reading past `cause` (KC_ENOMEM, the channel closed all the same).
+    var no_copy = std.testing.FailingAllocator.init(std.heap.c_allocator, .{ .fail_index = 0 });
+    defer cause_test_allocator = std.heap.c_allocator;
+    cause_test_allocator = no_copy.allocator();
+    const cause: [1]u8 = .{'x'};
+    var out: [4]u8 = undefined;
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
+    defer _ = kc_chan_destroy(h);
+    const too_long: u32 = @as(u32, std.math.maxInt(i32)) + 1;
+    for ([_]u32{ 0, chan_close_cancel }) |flags| {
+        try testing.expectEqual(Status.invalid.code(), kc_chan_close_cause(h, &cause, too_long, flags));
+        try testing.expectEqual(Status.invalid.code(), kc_chan_close_cause(h, &cause, std.math.maxInt(u32), flags));
+        try testing.expectEqual(@as(i32, 0), kc_chan_status(h)); // open: nothing closed
+    }
+    try testing.expect(!no_copy.has_induced_failure); // nothing was copied
+    try testing.expectEqual(base, causes_count.load(.monotonic)); // nothing kept
+    try testing.expectEqual(@as(i32, 0), kc_chan_cause(h, &out, out.len));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(h, &out, out.len));
+    // The first close after them is the channel's first, with its cause.
+    cause_test_allocator = std.heap.c_allocator;
+    try testing.expectEqual(@as(i32, 1), kc_chan_close_cause(h, &cause, 1, 0));
+    try testing.expectEqual(@as(i32, 1), kc_chan_cause(h, &out, out.len));
+    try testing.expectEqual(@as(u8, 'x'), out[0]);
 }
 
 test "C ABI: kc_chan_close_cause that cannot keep its cause (KC_ENOMEM) closes or cancels the channel all the same, without that cause for good" {
