@@ -797,7 +797,9 @@ int32_t kc_ring_watch(uint32_t ring, uint32_t handle, uint32_t flags, uint32_t *
 /* The other way to wake an isolate than a blocked kc_ring_wait: a thread of the library's own
  * calls notify() whenever records arrived since its last call (spuriously too: at start, after
  * an interrupt); the host drains the ring there. The thread ends once the ring is destroyed and
- * then stores 1 in *done: notify must stay callable until then. */
+ * then stores 1 in *done: notify must stay callable until then. One a ring: a second call on the
+ * same ring is KC_EBUSY, *done untouched (before, it started a second thread, and each record
+ * called both notify functions). KC_ENOMEM: no thread could be started (a later call may try). */
 typedef void (*kc_notify_fn)(void);
 int32_t kc_ring_notify(uint32_t ring, kc_notify_fn notify, uint32_t *done);
 /* 0: done now (a receive's value is in *out); 1: queued, *out_ticket set; or an error code. */

@@ -2619,38 +2619,55 @@ export fn kc_ring_watch(ring: u32, h: u32, flags: u32, out_ticket: ?*u32) callco
 /// any thread (Deno's UnsafeCallback.threadSafe). A spurious call is possible (at start, after
 /// kc_ring_interrupt). The thread ends once the ring is destroyed and then stores 1 in *done
 /// (release): notify must stay callable until then. bench/wake_bench.ts measures the two ways.
+/// One notifier a ring: a second call on the same ring is KC_EBUSY (*done untouched); before,
+/// it started a second thread, both calling their notify for every record.
 export fn kc_ring_notify(ring: u32, notify: ?*const fn () callconv(.c) void, done: ?*u32) callconv(.c) i32 {
     const f = notify orelse return Status.invalid.code();
     const d = done orelse return Status.invalid.code();
     const rr = rings();
     const e = rr.acquire(ring) catch |err| return fail(err);
-    rr.release(e);
+    defer rr.release(e);
+    const r = RingRegistry.objectOf(e);
+    // Monotonic: the flag publishes nothing, it only makes one of two calls the ring's notifier
+    // (the read-modify-write alone decides which); the notifier reads the ring through its own
+    // references, not through it.
+    if (r.notifier.cmpxchgStrong(false, true, .monotonic, .monotonic) != null) return Status.busy.code();
     // Monotonic: the thread's spawn below orders it before the notifier's release of 1.
     @atomicStore(u32, d, 0, .monotonic);
-    const t = std.Thread.spawn(.{ .stack_size = 64 * 1024 }, notifierMain, .{ ring, f, d }) catch
+    const t = std.Thread.spawn(.{ .stack_size = 64 * 1024 }, notifierMain, .{ ring, f, d }) catch {
+        // No thread: a later call may start one (monotonic, as the exchange above).
+        r.notifier.store(false, .monotonic);
         return Status.no_memory.code();
+    };
     if (@import("builtin").is_test) {
-        // Kept for the test to join (`joinTestNotifier`): one at a time.
-        std.debug.assert(test_notifier == null);
-        test_notifier = t;
+        // Kept for the test to join (`joinTestNotifier`).
+        for (&test_notifiers) |*slot| {
+            if (slot.* == null) {
+                slot.* = t;
+                break;
+            }
+        } else unreachable; // more notifiers than a test starts
     } else t.detach();
     return 0;
 }
 
-/// Tests: the notifier thread kc_ring_notify started, not detached. A detached one outlived
+/// Tests: the notifier threads kc_ring_notify started, not detached. A detached one outlived
 /// its test (its ring destroyed, `done` stored, the thread itself still exiting, or waiting out
 /// its futex's bound): a later test's fork then had a second thread in its parent, which made
-/// qemu-user abort the child.
-var test_notifier: if (@import("builtin").is_test) ?std.Thread else void =
-    if (@import("builtin").is_test) null else {};
+/// qemu-user abort the child. Two slots: a build that started a second notifier on one ring
+/// (the test of KC_EBUSY) keeps both for the join.
+var test_notifiers: if (@import("builtin").is_test) [2]?std.Thread else void =
+    if (@import("builtin").is_test) .{ null, null } else {};
 
-/// Tests: destroys `ring` (if still alive: ends its notifier) and joins the notifier thread, so
-/// that no thread of the test outlives it.
+/// Tests: destroys `ring` (if still alive: ends its notifiers) and joins the notifier threads,
+/// so that no thread of the test outlives it. Every notifier started must be `ring`'s.
 fn joinTestNotifier(ring: u32) void {
     _ = kc_ring_destroy(ring); // KC_EBADH when the test destroyed it already
-    const t = test_notifier orelse return;
-    t.join();
-    test_notifier = null;
+    for (&test_notifiers) |*slot| {
+        const t = slot.* orelse continue;
+        t.join();
+        slot.* = null;
+    }
 }
 
 fn notifierMain(ring: u32, notify: *const fn () callconv(.c) void, done: *u32) void {
@@ -3938,6 +3955,45 @@ test "C ABI: kc_ring_notify calls back when a record arrives and ends with its r
     try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
     const done_word: *const std.atomic.Value(u32) = @ptrCast(&done);
     try testing.expect(S.waitFor(done_word, 1));
+}
+
+test "C ABI: a second kc_ring_notify on one ring is KC_EBUSY, its done untouched; after the destroy a new ring takes one" {
+    const S = struct {
+        var calls: std.atomic.Value(u32) = .init(0);
+        var other: std.atomic.Value(u32) = .init(0);
+        fn notify() callconv(.c) void {
+            _ = calls.fetchAdd(1, .release);
+        }
+        fn notifyOther() callconv(.c) void {
+            _ = other.fetchAdd(1, .release);
+        }
+        fn waitFor(word: *const std.atomic.Value(u32), at_least: u32) bool {
+            const deadline = kcoro.scheduler.monotonicNs() + test_wait.test_ns;
+            while (word.load(.acquire) < at_least) {
+                if (kcoro.scheduler.monotonicNs() > deadline) return false;
+                std.Thread.yield() catch {};
+            }
+            return true;
+        }
+    };
+    for (0..2) |_| {
+        var ring: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_ring_create(&ring));
+        var done: u32 = 7;
+        var done2: u32 = 7;
+        try testing.expectEqual(@as(i32, 0), kc_ring_notify(ring, S.notify, &done));
+        defer joinTestNotifier(ring);
+        try testing.expectEqual(Status.busy.code(), kc_ring_notify(ring, S.notifyOther, &done2));
+        try testing.expectEqual(Status.busy.code(), kc_ring_notify(ring, S.notify, &done));
+        try testing.expectEqual(@as(u32, 7), done2); // not started: never told it ended
+        try testing.expect(S.waitFor(&S.calls, 1)); // the one notifier's first look
+        // The ring's end ends its one notifier, which says so.
+        try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
+        try testing.expect(S.waitFor(@ptrCast(&done), 1));
+        try testing.expectEqual(@as(u32, 7), done2);
+        try testing.expectEqual(@as(u32, 0), S.other.load(.acquire));
+        S.calls.store(0, .monotonic);
+    }
 }
 
 test "include/kcoro.h agrees with the exports" {

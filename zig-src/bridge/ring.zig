@@ -64,6 +64,9 @@ pub const Ring = struct {
     interrupted: std.atomic.Value(bool) = .init(false),
     /// Set by `close` (the ring's destroy): every `wait`, in progress or to come, returns.
     closed: std.atomic.Value(bool) = .init(false),
+    /// Set by the C ABI's kc_ring_notify once it starts the ring's notifier thread: a second
+    /// call is refused (KC_EBUSY), which started a second thread calling its own notify.
+    notifier: std.atomic.Value(bool) = .init(false),
     /// Live tickets: slot i serves ticket `gen << 20 | (i + 1)`.
     slots: std.ArrayListUnmanaged(Slot) = .empty,
     /// Free slots, oldest first (linked through `Slot.next_free`), and how many.
