@@ -562,6 +562,10 @@ int32_t kc_pool_views(uint32_t **out);
  * its cancel, though its handle dies only after): nothing changes then, the list staying whose it
  * was, and nothing dropped later is kept for this call. */
 int32_t kc_chan_keep_undelivered(uint32_t handle);
+/* The exception to KC_EBADH for a dead handle: a destroyed channel's list is taken by its dead
+ * handle, so a well-formed channel handle with nothing kept answers 0, also one never issued
+ * (which generations a slot had is not remembered). KC_EBADH for a handle no channel could have
+ * (another kind's, 0, generation or index 0; before, 0); KC_EINVAL for NULL out, a wrong size. */
 int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size);
 /* Frees the buffer of every descriptor the zero-copy channel drops without a release of its own
  * (as kc_buf_free does), wherever the drop happens, replacing the kc_chan_on_undelivered hook:

@@ -3289,9 +3289,15 @@ fn dropKeptOfLastHold(h: u32, serial: u64, own: u64) void {
 
 /// int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size): moves the
 /// oldest kept value of that channel (live or destroyed) into out: 1, or 0 if none is left.
-/// KC_EINVAL if size is not the value's size. Never fails on a dead handle.
+/// KC_EINVAL if size is not the value's size. Never fails on a dead channel handle (the list
+/// outlives its channel); KC_EBADH for one no channel could have had (`notChannelHandle`).
 export fn kc_chan_take_undelivered(h: u32, out: ?*anyopaque, size: u32) callconv(.c) i32 {
     const o: [*]u8 = @ptrCast(out orelse return Status.invalid.code());
+    // Before, 0 (nothing left), as for a channel that kept nothing: the header's rule is KC_EBADH
+    // for a forged or wrong-kind handle. A well-formed one stays 0 when nothing is kept for it:
+    // a destroyed channel's list is taken by its dead handle, and which generations a slot
+    // has had is not remembered.
+    if (notChannelHandle(h)) return Status.bad_handle.code();
     if (undelivered_count.load(.acquire) == 0) return 0; // acquire: as `dropKept`'s
     undelivered_mutex.lock();
     defer undelivered_mutex.unlock();
@@ -3316,6 +3322,14 @@ export fn kc_chan_take_undelivered(h: u32, out: ?*anyopaque, size: u32) callconv
         q.head = 0;
     }
     return 1;
+}
+
+/// A handle no channel ever had: of another kind (0 among them), or with generation or index 0,
+/// which the handle table never hands out (zig-src/handle.zig).
+fn notChannelHandle(h: u32) bool {
+    const hd = kcoro.handle;
+    const gen = (h >> hd.index_bits) & ((1 << hd.gen_bits) - 1);
+    return hd.kindOf(h) != @intFromEnum(hd.Kind.channel) or h & hd.index_mask == 0 or gen == 0;
 }
 
 /// A take emptied channel `serial`'s list at `h`, kept for the call `ticket` names: the calling
@@ -7073,6 +7087,32 @@ test "C ABI: a kc_chan_destroy that loses a race with another still forgets its 
     try testing.expectEqual(@as(i32, 0), T.other); // the other thread's won
     // Forgotten now, not when this thread ends (a Worker losing such races piled them up).
     try testing.expect(!rec.keeps.contains(h));
+}
+
+test "C ABI: kc_chan_take_undelivered with a handle no channel could have is KC_EBADH; a destroyed channel's, 0 once its list is empty" {
+    var v: u64 = 9;
+    var got: u64 = 0;
+    var ring: u32 = 0; // a handle of another kind
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&ring));
+    defer _ = kc_ring_destroy(ring);
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
+    const hd = kcoro.handle;
+    const gen_zero = h & ~(@as(u32, (1 << hd.gen_bits) - 1) << hd.index_bits); // kind and index kept
+    const index_zero = h & ~hd.index_mask;
+    for ([_]u32{ 0, ring, gen_zero, index_zero, std.math.maxInt(u32) }) |bad| {
+        try testing.expectEqual(Status.bad_handle.code(), kc_chan_take_undelivered(bad, &got, 8));
+    }
+    // NULL out is KC_EINVAL first, as before.
+    try testing.expectEqual(Status.invalid.code(), kc_chan_take_undelivered(0, null, 8));
+    // A live channel with nothing kept, then its list after its destroy, taken by the dead handle.
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &got, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    try testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(h, &got, 8));
+    try testing.expectEqual(@as(u64, 9), got);
+    try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(h, &got, 8));
 }
 
 test "C ABI: kc_chan_keep_undelivered called on two threads: the list is the latest caller's, whichever thread ends first" {
