@@ -213,7 +213,8 @@ int32_t kc_sched_shutdown(uint32_t mode);
 /* kc_sched_shutdown of the scheduler of one generation (kc_sched_info's seventh value, not 0:
  * KC_EINVAL) only: once that one is shut down and a later one started, even by another thread
  * while this call runs, it does nothing to the later one (with no host counted, the clock ticker
- * and the metrics pipes whose channels are gone end as with kc_sched_shutdown). */
+ * and the metrics pipes whose channels are gone end as with kc_sched_shutdown). A generation not
+ * started yet is KC_EINVAL, nothing done, as kc_sched_ended answers for it (before, 0). */
 int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
 /* How the scheduler of one generation (kc_sched_info's seventh value) ended: KC_SHUTDOWN_FINISH
  * if a finishing shutdown ran it dry (nothing runnable, running or sleeping left: what a drain

@@ -803,8 +803,13 @@ fn stopUnusedThreads() void {
 /// int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation): kc_sched_shutdown of the
 /// scheduler kc_sched_info named `generation`, only: once that one is shut down and a later one
 /// started (by another thread, even while this call runs), it does nothing to the later one.
+/// KC_EINVAL for 0 or a generation not started yet (nothing done), as kc_sched_ended.
 export fn kc_sched_shutdown_gen(mode: u32, generation: u64) callconv(.c) i32 {
     if (generation == 0) return Status.invalid.code();
+    // A generation no start has counted: KC_EINVAL, as kc_sched_ended answers for it (before,
+    // 0, as if it had been shut down). Acquire: as in kc_sched_ended, pairs with the start's
+    // release increment; a start racing this call either counted it (then as before) or not.
+    if (generation > sched_generation.load(.acquire)) return Status.invalid.code();
     const rc = shutdownOf(mode, generation);
     if (rc == 0) stopUnusedThreads();
     return rc;
@@ -5042,6 +5047,34 @@ test "C ABI: every other scheduled built-in is out of kc_sched_info's live count
         _ = kc_sched_info(&info, 7);
         try testing.expectEqual(@as(u64, 0), info[1]);
     }
+}
+
+test "C ABI: kc_sched_shutdown_gen of a generation not started yet is KC_EINVAL, as kc_sched_ended says, and stops nothing" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    // None runs: the next generation has not started.
+    for ([_]u64{ info[6] + 1, std.math.maxInt(u64) }) |g| {
+        try testing.expectEqual(Status.invalid.code(), kc_sched_ended(g));
+        try testing.expectEqual(Status.invalid.code(), kc_sched_shutdown_gen(0, g));
+        try testing.expectEqual(Status.invalid.code(), kc_sched_shutdown_gen(1, g));
+    }
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    _ = kc_sched_info(&info, 7);
+    const g = info[6];
+    // The running one's next: refused, and the running one runs on.
+    try testing.expectEqual(Status.invalid.code(), kc_sched_ended(g + 1));
+    try testing.expectEqual(Status.invalid.code(), kc_sched_shutdown_gen(0, g + 1));
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(@as(u64, 1), info[3]);
+    try testing.expectEqual(@as(u64, g), info[6]);
+    try testing.expectEqual(Status.busy.code(), kc_sched_ended(g));
+    // Its own generation: shut down, as before.
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_gen(0, g));
+    try testing.expectEqual(@as(i32, 0), kc_sched_ended(g)); // KC_SHUTDOWN_CANCEL
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_gen(0, g)); // a second: nothing to do
 }
 
 test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dry, a cancel, a finish a cancel cut short" {
