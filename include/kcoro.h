@@ -94,7 +94,10 @@ const char *kc_status_name(int32_t status);
 /* Counts one more host of the library (a Deno isolate, a C program); returns the new count. */
 uint32_t kc_lib_retain(void);
 /* Counts one host out: how many remain (0: the caller was the last and may shut the process-wide
- * scheduler down), KC_EINVAL if none was counted. */
+ * scheduler down), KC_EINVAL if none was counted. On a thread (not a coroutine) that holds a host
+ * of kc_lib_retain_thread and none of kc_lib_retain of its own, it counts out that thread host,
+ * which the thread's end then no longer does (before, the end counted it out again, which could
+ * shut the scheduler down under another host); a plain host the thread retained goes first. */
 int32_t kc_lib_release(void);
 /* kc_lib_retain for a host that lives on the calling thread: the hosts a thread still holds when
  * it ends are counted out for it (the last one also shuts the scheduler down). From a coroutine

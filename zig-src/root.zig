@@ -43,23 +43,58 @@ var hosts = std.atomic.Value(u32).init(0);
 
 /// uint32_t kc_lib_retain(void): counts one more host of the library (a Deno isolate that
 /// opened it, a C program); returns the new count. The scheduler is process-wide, so a host
-/// closing its copy shuts it down only if it was the last (`kc_lib_release`).
+/// closing its copy shuts it down only if it was the last (`kc_lib_release`). On a host's thread
+/// it is counted as this thread's plain host (`plain_hosts_here`), for kc_lib_release to tell it
+/// from one of kc_lib_retain_thread.
 export fn kc_lib_retain() callconv(.c) u32 {
+    if (onHostThread()) plain_hosts_here += 1;
+    return countHostIn();
+}
+
+/// One more host in the process-wide count; the new count.
+fn countHostIn() u32 {
     // Monotonic: a count; nothing is published through it.
     return hosts.fetchAdd(1, .monotonic) + 1;
 }
 
-/// int32_t kc_lib_release(void): counts one host out; returns how many remain (0: the caller
-/// was the last, which may shut the scheduler down), KC_EINVAL if none was counted. A host that
-/// dies without releasing (a terminated Worker) leaves the count up: the scheduler then runs on
-/// until the process ends or someone shuts it down, which is safe.
-export fn kc_lib_release() callconv(.c) i32 {
+/// One host out of the process-wide count: how many remain, KC_EINVAL if none was counted.
+fn countHostOut() i32 {
     var n = hosts.load(.monotonic);
     while (true) {
         if (n == 0) return Status.invalid.code();
-        // Monotonic: a count, as in `kc_lib_retain`.
+        // Monotonic: a count, as in `countHostIn`.
         n = hosts.cmpxchgWeak(n, n - 1, .monotonic, .monotonic) orelse return @intCast(n - 1);
     }
+}
+
+/// Hosts this thread counted in with kc_lib_retain and has not counted out with kc_lib_release
+/// (a host's thread only: a coroutine moves between workers). Thread-local, not in the
+/// `ThreadRecord`: a plain retain binds nothing to the thread, and makes no key (which would
+/// pin the library, `makeHostKey`).
+threadlocal var plain_hosts_here: u32 = 0;
+/// This thread made its `ThreadRecord` (kc_lib_retain_thread and the other thread-bound
+/// calls): kc_lib_release looks there only then, making no key of its own.
+threadlocal var record_here: bool = false;
+
+/// int32_t kc_lib_release(void): counts one host out; returns how many remain (0: the caller
+/// was the last, which may shut the scheduler down), KC_EINVAL if none was counted. A host that
+/// dies without releasing (a terminated Worker) leaves the count up: the scheduler then runs on
+/// until the process ends or someone shuts it down, which is safe. On a host's thread it counts
+/// out one of this thread's plain hosts (kc_lib_retain) if it has one, else one of its
+/// kc_lib_retain_thread hosts, which its end then no longer counts out: before, that end counted
+/// it out a second time, which could take the count to 0 under another host and shut the
+/// scheduler down under it.
+export fn kc_lib_release() callconv(.c) i32 {
+    const rc = countHostOut();
+    if (rc < 0 or !onHostThread()) return rc;
+    if (plain_hosts_here > 0) {
+        plain_hosts_here -= 1;
+    } else if (record_here) {
+        if (ThreadRecord.mine(false)) |rec| {
+            if (rec.hosts > 0) rec.hosts -= 1;
+        }
+    }
+    return rc;
 }
 
 /// uint32_t kc_lib_retain_thread(void): kc_lib_retain for a host that lives on the calling
@@ -71,7 +106,10 @@ export fn kc_lib_release() callconv(.c) i32 {
 /// again (it deadlocked the shutdown).
 export fn kc_lib_retain_thread() callconv(.c) u32 {
     if (onHostThread()) {
-        if (ThreadRecord.mine(true)) |rec| rec.hosts += 1;
+        if (ThreadRecord.mine(true)) |rec| {
+            rec.hosts += 1;
+            return countHostIn();
+        }
     }
     return kc_lib_retain();
 }
@@ -91,6 +129,7 @@ export fn kc_lib_release_thread() callconv(.c) i32 {
         const rec = ThreadRecord.mine(false) orelse return Status.invalid.code();
         if (rec.hosts == 0) return Status.invalid.code();
         rec.hosts -= 1;
+        return countHostOut();
     }
     return kc_lib_release();
 }
@@ -236,6 +275,7 @@ const ThreadRecord = struct {
             std.heap.c_allocator.destroy(rec);
             return null;
         }
+        record_here = true;
         return rec;
     }
 
@@ -288,8 +328,9 @@ const ThreadRecord = struct {
         while (rec.hosts > 0) : (rec.hosts -= 1) {
             // The last host gone: nobody is left to close the scheduler, so its threads would
             // idle until the process ends.
-            if (kc_lib_release() == 0) _ = kc_sched_shutdown(0);
+            if (countHostOut() == 0) _ = kc_sched_shutdown(0);
         }
+        record_here = false; // a later call here (another key's destructor) makes a new one
         std.heap.c_allocator.destroy(rec);
     }
 };
@@ -8617,6 +8658,56 @@ test "C ABI: a thread's hosts (kc_lib_retain_thread) are counted out when it end
     try testing.expectEqual(Status.invalid.code(), kc_lib_release_thread()); // this thread holds none
     try testing.expectEqual(base + 1, kc_lib_retain_thread());
     try testing.expectEqual(@as(i32, @intCast(base)), kc_lib_release_thread());
+}
+
+test "C ABI: a kc_lib_retain_thread host counted out by a plain kc_lib_release is not counted out again when its thread ends, under another host" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // Another host, on this thread, for the whole test.
+    const base = kc_lib_retain();
+    defer _ = kc_lib_release();
+    const T = struct {
+        var rcs: [4]i32 = @splat(999);
+        // Mixed: retained for the thread, released plainly. Before, the thread's end counted
+        // its host out a second time: the other host's count (0 here when it was the only one:
+        // the scheduler shut down under it).
+        fn mixed() void {
+            _ = kc_lib_retain_thread();
+            rcs[0] = kc_lib_release();
+        }
+        // Both kinds on one thread, each released by its own call in either order: the plain
+        // release takes the plain host, and kc_lib_release_thread still finds its own.
+        fn both() void {
+            _ = kc_lib_retain();
+            _ = kc_lib_retain_thread();
+            rcs[1] = kc_lib_release();
+            rcs[2] = kc_lib_release_thread();
+            _ = kc_lib_retain_thread();
+            _ = kc_lib_retain();
+            rcs[3] = kc_lib_release_thread();
+            _ = kc_lib_release();
+        }
+    };
+    if (base == 1) {
+        // The other host's scheduler: it must outlive the mixed thread's end.
+        try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    }
+    defer _ = kc_sched_shutdown(0);
+    const t = try std.Thread.spawn(.{}, T.mixed, .{});
+    t.join();
+    try testing.expectEqual(@as(i32, @intCast(base)), T.rcs[0]);
+    try testing.expectEqual(base, hosts.load(.monotonic)); // the other host still counted
+    if (base == 1) {
+        var info: [4]u64 = undefined;
+        _ = kc_sched_info(&info, 4);
+        try testing.expectEqual(@as(u64, 1), info[3]); // still running
+    }
+    const u = try std.Thread.spawn(.{}, T.both, .{});
+    u.join();
+    try testing.expectEqual(@as(i32, @intCast(base + 1)), T.rcs[1]);
+    try testing.expectEqual(@as(i32, @intCast(base)), T.rcs[2]);
+    try testing.expectEqual(@as(i32, @intCast(base + 1)), T.rcs[3]);
+    try testing.expectEqual(base, hosts.load(.monotonic));
 }
 
 test "C ABI: kc_lib_retain/kc_lib_release count hosts; kc_clock_word follows kc_clock_now" {
