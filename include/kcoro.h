@@ -334,7 +334,11 @@ int32_t kc_chan_try_send_n(uint32_t h, const void *elems, uint32_t size, uint32_
 /* As kc_chan_try_send / kc_chan_try_recv, for a caller holding the handle word that
  * kc_chan_ready_flag gave for this handle: no handle-table lookup (about 5 ns less per call).
  * handle_word must come from kc_chan_ready_flag of this library; a handle that died since gives
- * KC_EBADH. */
+ * KC_EBADH, and so does the word of another channel (it holds another handle). The pointer itself
+ * is not checked, beyond NULL (KC_EINVAL): any other (computed, from another copy of the library,
+ * into your own memory) is read as the channel table's entry around it, which is undefined
+ * behaviour (a crash, or an operation on whatever memory it lands in), as with a forged pointer
+ * anywhere; the same holds for kc_chan_try_send_copy's. */
 int32_t kc_chan_try_send_at(const uint32_t *handle_word, uint32_t handle, const void *elem,
                             uint32_t size);
 int32_t kc_chan_try_recv_at(const uint32_t *handle_word, uint32_t handle, void *out,
