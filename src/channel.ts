@@ -65,7 +65,7 @@ import {
   KcoroError,
   LibraryClosedError,
   LibraryPermissionError,
-  listenAbort,
+  listenAbortNamed,
   refuseAsValue,
   signalOf,
   Status,
@@ -3714,12 +3714,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // that aborted during the listen stayed queued: a receive took the next value, lost to
       // its caller, and a send could still be delivered.
       try {
-        listenAbort(signal, w.onAbort);
+        listenAbortNamed(
+          kind === SEND ? "send" : kind === RECV_ITER ? "iterate channel" : "receive",
+          signal,
+          w.onAbort,
+        );
       } catch (e) {
         // The engine's own listen ran the caller's code (an accessor for its symbol-keyed
-        // listeners property on a prototype under the signal) and threw: the wait gives up
-        // with that error, withdrawn. Before, the call threw where it returns a Promise and
-        // left this waiter queued, its promise rejected later unhandled (ending the process).
+        // listeners property on a prototype under the signal) and threw: the wait gives up,
+        // withdrawn, with the named error ("Cannot receive: signal must be one that can be
+        // listened to", under the op that checked the signal, the listen's error its cause),
+        // as createScope refuses such a signal. Before, with the listen's raw error; before
+        // that, the call threw where it returns a Promise and left this waiter queued, its
+        // promise rejected later unhandled (ending the process).
         this.#abandon(w, e);
       }
     }

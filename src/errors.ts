@@ -167,10 +167,28 @@ export function listenAbort(signal: AbortSignal, listener: () => void): boolean 
 }
 
 /**
+ * `listenAbort`, a listen that throws (only a signal whose engine state the caller redefined)
+ * thrown as the named error `unlistenableSignal(op, error)`, keeping no listener. Internal: the
+ * one way each wait listens to a caller's signal (a channel's send and receive, a select, a
+ * `delay`, a `join`, an `await`, a native scope's wait, a producer's send), so that each rejects
+ * with the same error under its own name, as createScope refuses such a signal. Before, they
+ * rejected with the listen's raw error. Only the listen's error is named so: kcoro's listeners,
+ * which `listenAbort` may call, never throw.
+ */
+export function listenAbortNamed(op: string, signal: AbortSignal, listener: () => void): boolean {
+  try {
+    return listenAbort(signal, listener);
+  } catch (e) {
+    throw unlistenableSignal(op, e);
+  }
+}
+
+/**
  * The named error for a listen that throws (only a signal whose engine state the caller
  * redefined), its error as the cause: "Cannot <op>: signal must be one that can be listened
- * to". Internal: createScope and the root scopes refuse such a signal with it, and a producer's
- * or an actor's task fails with it when its task signal is such a one.
+ * to". Internal: createScope and the root scopes refuse such a signal with it, a producer's or
+ * an actor's task fails with it when its task signal is such a one, and every wait rejects with
+ * it (`listenAbortNamed`).
  */
 export function unlistenableSignal(op: string, cause: unknown): TypeError {
   return new TypeError(

@@ -59,7 +59,7 @@ import {
   describe,
   errorKind,
   isAborted,
-  listenAbort,
+  listenAbortNamed,
   refuseAsValue,
   signalOf,
   unlistenAbort,
@@ -479,7 +479,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     if (this.#state === NEW) this.start();
     if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
     if (this.#state >= CANCELLED) return RESOLVED;
-    if (signal !== undefined) return this.#untilAborted(signal, () => undefined);
+    if (signal !== undefined) return this.#untilAborted("join", signal, () => undefined);
     return this.#join ??= new Promise((resolve) => this.#resolveJoin = resolve);
   }
 
@@ -495,7 +495,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // awaitInternal returns before it would suspend; join checks its caller there, await not).
     if (signal === undefined || this.#state >= CANCELLED) return this.#awaitResult();
     if (isAborted(signal)) return Promise.reject(abortReason(signal));
-    return this.#untilAborted(signal, () => this.#awaitResult());
+    return this.#untilAborted("await", signal, () => this.#awaitResult());
   }
 
   /**
@@ -507,7 +507,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * before, its own `removeEventListener`, when it threw, stopped the handler before `resolve`,
    * and the wait never settled.
    */
-  #untilAborted<R>(signal: AbortSignal, settle: () => R | Promise<R>): Promise<R> {
+  #untilAborted<R>(op: string, signal: AbortSignal, settle: () => R | Promise<R>): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       const onAbort = () => {
         // Only once the signal aborted: a call before (the caller's code that reached the
@@ -522,11 +522,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         resolve(settle());
       });
       // A listen that throws (only a signal whose engine state the caller redefined) rejects
-      // with its error, and the handler goes with it: before, it stayed registered until the
-      // job ended, one per such call on a long-lived job. One whose signal aborted during the
-      // listen has run `onAbort` (`listenAbort`): disposed `done`, rejected.
+      // with the named error ("Cannot join: signal must be one that can be listened to", its
+      // error the cause; before, with the raw error), and the handler goes with it: before, it
+      // stayed registered until the job ended, one per such call on a long-lived job. One whose
+      // signal aborted during the listen has run `onAbort` (`listenAbort`): disposed `done`,
+      // rejected.
       try {
-        listenAbort(signal, onAbort);
+        listenAbortNamed(op, signal, onAbort);
       } catch (e) {
         done[Symbol.dispose]();
         reject(e);

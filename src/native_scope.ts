@@ -35,7 +35,7 @@ import {
   isAborted,
   KcoroError,
   LibraryClosedError,
-  listenAbort,
+  listenAbortNamed,
   refuseAsValue,
   ShutdownError,
   Status,
@@ -490,8 +490,10 @@ export class NativeScope implements AsyncDisposable {
         if (isAborted(signal)) reject(abortReason(signal));
       };
       // One that aborted during the listen has rejected (`listenAbort`): no wait starts.
-      // Before, the wait ran, and resolved as if its children were done.
-      if (listenAbort(signal, onAbort)) return;
+      // Before, the wait ran, and resolved as if its children were done. One whose listen throws
+      // rejects with the named error ("Cannot wait for native scope: signal must be one that can
+      // be listened to", its error the cause; before, with the raw error), no wait started.
+      if (listenAbortNamed(op, signal, onAbort)) return;
       loop().then(resolve, reject).finally(() => unlistenAbort(signal, onAbort));
     });
   }

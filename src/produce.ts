@@ -67,6 +67,7 @@ import {
   isAbortSignal,
   launchChecked,
   listenAbort,
+  listenAbortNamed,
   taskSignal,
   unlistenableSignal,
   unlistenAbort,
@@ -232,13 +233,16 @@ class ProducerChannel<T> extends Channel<T> {
           // A signal that aborted during its listen has aborted `either` (`listenAbort`), and
           // keeps no listener: the send rejects with its reason, as for one aborted before.
           // Before, the send waited on. Aborting `either` twice changes nothing.
-          if (!listenAbort(own, onOwn)) { // the caller's: first
+          // A listen that throws (either signal's engine state redefined) rejects the send with
+          // the named error ("Cannot send: signal must be one that can be listened to", the
+          // listen's error its cause), as a channel's send does; before, with the raw error.
+          if (!listenAbortNamed("send", own, onOwn)) { // the caller's: first
             try {
-              listenAbort(task, onTask);
+              listenAbortNamed("send", task, onTask);
             } catch (e) {
-              // The task's listen threw (its engine state redefined): the send rejects with its
-              // error (below), and the caller's signal keeps no listener of ours. Before, the
-              // one just added stayed on it until it aborted, one per such send.
+              // The task's listen threw (its engine state redefined): the send rejects with the
+              // named error (below), and the caller's signal keeps no listener of ours. Before,
+              // the one just added stayed on it until it aborted, one per such send.
               unlistenAbort(own, onOwn);
               throw e;
             }

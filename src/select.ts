@@ -59,7 +59,7 @@ import {
   InvalidHandleError,
   isAborted,
   LibraryClosedError,
-  listenAbort,
+  listenAbortNamed,
   refuseAsValue,
   Status,
   unlistenAbort,
@@ -568,13 +568,15 @@ class Selection implements RingOp {
       // event will not come, and `listenAbort` calls it (before, a select whose signal aborted
       // during the listen waited on for a clause). By AbortSignal's own members.
       try {
-        listenAbort(signal, this.onAbort);
+        listenAbortNamed("select", signal, this.onAbort);
       } catch (e) {
         // The listen ran the caller's code (an accessor of its own for the engine's listeners
-        // property) and threw. Settled already (that code aborted the signal once kcoro's
-        // listener was in: the engine called it): the select keeps its outcome (the signal's
-        // reason). A channel clause's record still to come (`completing`): it gives up with
-        // the error, as for an abort (`#jsWins`), unless an abort did first. Before, both went
+        // property) and threw: the named error ("Cannot select: signal must be one that can be
+        // listened to", the listen's error its cause), as createScope refuses such a signal;
+        // before, the listen's raw error. Settled already (that code aborted the signal once
+        // kcoro's listener was in: the engine called it): the select keeps its outcome (the
+        // signal's reason). A channel clause's record still to come (`completing`): it gives up
+        // with the error, as for an abort (`#jsWins`), unless an abort did first. Before, both went
         // to `reportError`: an error event nobody handles, which ends the process. Else `run`
         // withdraws it and rejects with the error, or gives up with it when a channel clause
         // completed meanwhile (that code sent to, or received from, one of its channels).

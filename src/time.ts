@@ -14,7 +14,7 @@ import {
   abortReason,
   describe,
   isAborted,
-  listenAbort,
+  listenAbortNamed,
   signalOf,
   TimeoutError,
   unlistenAbort,
@@ -258,7 +258,10 @@ export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<v
     // rejection then leaves no timer. Before, the timer armed first kept the process up for
     // the whole delay after the delay rejected. One that aborted during the listen has
     // rejected (`listenAbort`): no timer is armed. Before, it was, and the delay waited it out.
-    if (listenAbort(signal, onAbort)) return;
+    // One whose listen throws rejects with the named error ("Cannot delay: signal must be one
+    // that can be listened to", its error the cause), as createScope refuses such a signal;
+    // before, with the listen's raw error.
+    if (listenAbortNamed(op, signal, onAbort)) return;
     cancel = timer(ms, () => {
       unlistenAbort(signal, onAbort);
       resolve();

@@ -459,24 +459,62 @@ function listenThrows(): AbortSignal {
   return signal;
 }
 
-Deno.test("a channel wait or a select whose signal's listening throws rejects with that error and leaves nothing queued: the next send is not taken by it", async () => {
+/**
+ * Asserts the named error of a call whose signal's listening throws (`listenThrows`): a
+ * TypeError under the call's own name, the listen's error its cause.
+ */
+function unlistenable(op: string): (e: unknown) => true {
+  return (e: unknown) => {
+    assert.ok(e instanceof TypeError, `${op}: ${String(e)}`);
+    assert.equal(
+      e.message,
+      `Cannot ${op}: signal must be one that can be listened to, received an AbortSignal whose listening throws`,
+    );
+    assert.equal((e.cause as Error).message, "the caller's listeners property", op);
+    return true;
+  };
+}
+
+Deno.test("a channel wait or a select whose signal's listening throws rejects by name and leaves nothing queued: the next send or receive is not taken by it", async () => {
   using reported = catchReported();
-  for (const which of ["receive", "select"] as const) {
+  const waits = [
+    ["receive", "receive"],
+    ["receiveCatching", "receive"],
+    ["values", "iterate channel"],
+    ["send", "send"],
+    ["select", "select"],
+  ] as const;
+  for (const [which, op] of waits) {
     using ch = new Channel<number>("rendezvous");
     const signal = listenThrows();
     // Before, the receive threw (where a Promise is returned) leaving its waiter queued, whose
     // promise the channel's dispose later rejected unhandled (ending the process). A select
     // withdraws what `#start` queued before it throws (select.ts, `run`): pinned here too.
+    // Then each rejected with the listen's raw error, where createScope refuses such a signal
+    // by name.
     let call: Promise<unknown> | undefined;
     assert.doesNotThrow(() => {
       call = which === "receive"
         ? ch.receive({ signal })
+        : which === "receiveCatching"
+        ? ch.receiveCatching({ signal })
+        : which === "values"
+        ? ch.values({ signal }).next()
+        : which === "send"
+        ? ch.send(1, { signal })
         : select<number>((s) => s.onReceive(ch, (v) => v), { signal });
     }, which);
-    await assert.rejects(call!, { message: "the caller's listeners property" }, which);
-    const next = ch.receive();
-    await ch.send(7);
-    assert.equal(await next, 7, `${which}: the next receive gets the value`);
+    await assert.rejects(call!, unlistenable(op), which);
+    if (which === "send") {
+      // Withdrawn: its value is never delivered.
+      const next = ch.send(2);
+      assert.equal(await ch.receive(), 2, `${which}: the next receive gets the next send's`);
+      await next;
+    } else {
+      const next = ch.receive();
+      await ch.send(7);
+      assert.equal(await next, 7, `${which}: the next receive gets the value`);
+    }
   }
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
@@ -530,14 +568,17 @@ Deno.test("a signal passed once whose engine state the caller then redefines (a 
 });
 
 Deno.test(
-  "delay whose signal's listening throws rejects with that error and leaves no timer running",
+  "delay and a native scope's wait whose signal's listening throws reject by name, the delay leaving no timer running",
   { sanitizeOps: true }, // what it checks: a timer left armed fails the test as a leaking op
   async () => {
     // Before, its timer was armed first: it kept the process up for the whole delay after the
-    // delay had rejected.
-    await assert.rejects(delay(60_000, { signal: listenThrows() }), {
-      message: "the caller's listeners property",
-    });
+    // delay had rejected. Then it rejected with the listen's raw error.
+    await assert.rejects(delay(60_000, { signal: listenThrows() }), unlistenable("delay"));
+    // Before, with the listen's raw error.
+    await using ns = NativeScope.create();
+    let waited: Promise<void> | undefined;
+    assert.doesNotThrow(() => waited = ns.wait({ signal: listenThrows() }));
+    await assert.rejects(waited!, unlistenable("wait for native scope"));
   },
 );
 
@@ -632,15 +673,14 @@ function listenersKey(): symbol {
   return key;
 }
 
-Deno.test("join and await whose signal's listening throws reject with that error and leave no completion handler on the job", async () => {
+Deno.test("join and await whose signal's listening throws reject by name and leave no completion handler on the job", async () => {
   const d = new CompletableDeferred<number>();
   const handlers = () => (d as unknown as { _handlerCount: number })._handlerCount;
-  const threw = { message: "the caller's listeners property" };
   // Before, each call's handler stayed registered until the job ended: one per call on a
-  // long-lived job.
+  // long-lived job. Then they rejected with the listen's raw error.
   for (let i = 0; i < 3; i++) {
-    await assert.rejects(d.join({ signal: listenThrows() }), threw, "join");
-    await assert.rejects(d.await({ signal: listenThrows() }), threw, "await");
+    await assert.rejects(d.join({ signal: listenThrows() }), unlistenable("join"), "join");
+    await assert.rejects(d.await({ signal: listenThrows() }), unlistenable("await"), "await");
   }
   assert.equal(handlers(), 0, "no handler left");
   // The probe sees a waiting call's handler (or it would pass whatever was left).
@@ -672,27 +712,36 @@ Deno.test("createScope whose signal's listening throws is refused by name, befor
   await scope.join();
 });
 
-Deno.test("a producer's send with a signal of its own, whose task signal's listening throws, rejects with that error and leaves no listener on its own signal", async () => {
-  const own = new AbortController().signal;
-  const signal = new AbortController().signal; // the task's, from a scope of the caller's own
-  let sent: unknown = "still sending";
-  await coroutineScope(async (scope) => {
-    const theirs = withTaskSignal(scope, signal);
-    const ch = produce<number>(theirs, async (out) => {
-      // The producer listens to the task's signal already (its watch): its listening throws
-      // from here on.
-      const fail = (): never => {
-        throw new Error("the caller's listeners property");
-      };
-      Object.defineProperty(signal, listenersKey(), { get: fail, set: fail, configurable: true });
-      sent = await out.send(1, { signal: own }).then(() => "sent", (e) => e);
+Deno.test("a producer's send with a signal of its own, whose own or task signal's listening throws, rejects by name and leaves no listener on its own signal", async () => {
+  for (const which of ["task", "own"] as const) {
+    const own = which === "own" ? listenThrows() : new AbortController().signal;
+    const signal = new AbortController().signal; // the task's, from a scope of the caller's own
+    let sent: unknown = "still sending";
+    await coroutineScope(async (scope) => {
+      const theirs = withTaskSignal(scope, signal);
+      const ch = produce<number>(theirs, async (out) => {
+        // The producer listens to the task's signal already (its watch): its listening throws
+        // from here on.
+        const fail = (): never => {
+          throw new Error("the caller's listeners property");
+        };
+        if (which === "task") {
+          Object.defineProperty(signal, listenersKey(), {
+            get: fail,
+            set: fail,
+            configurable: true,
+          });
+        }
+        sent = await out.send(1, { signal: own }).then(() => "sent", (e) => e);
+      });
+      await assert.rejects(ch.receive()); // closed once the block returned
+      ch[Symbol.dispose]();
     });
-    await assert.rejects(ch.receive()); // closed once the block returned
-    ch[Symbol.dispose]();
-  });
-  assert.equal((sent as Error).message, "the caller's listeners property");
-  // Before, the listener added to the caller's signal first stayed on it until it aborted.
-  assert.equal(abortListeners(own), 0, "none left on its own signal");
+    // Before, with the listen's raw error.
+    unlistenable("send")(sent);
+    // Before, the listener added to the caller's signal first stayed on it until it aborted.
+    if (which === "task") assert.equal(abortListeners(own), 0, "none left on its own signal");
+  }
 });
 
 /**
@@ -1167,7 +1216,7 @@ Deno.test("a select whose signal's listen aborts it once kcoro's listener is in,
   assert.equal(await next, 7, "the next receive gets the value");
 });
 
-Deno.test("a select whose channel clause won as a Job of the caller's own was armed, and whose signal's listening throws, rejects with that error and gives the value back, reporting nothing", async () => {
+Deno.test("a select whose channel clause won as a Job of the caller's own was armed, and whose signal's listening throws, rejects by name and gives the value back, reporting nothing", async () => {
   using reported = catchReported();
   using ch = new Channel<number>(0, { codec: codecs.f64 });
   // As its clause is armed: the channel clause completes natively (a send of this isolate,
@@ -1188,13 +1237,13 @@ Deno.test("a select whose channel clause won as a Job of the caller's own was ar
     s.onJoin(job as never, () => "joined");
   }, { signal: listenThrows() });
   // Before, the listen's error went to reportError (an error event nobody handles, which ends
-  // the process), and the receive clause fired.
-  await assert.rejects(outcome, { message: "the caller's listeners property" });
+  // the process), and the receive clause fired; then the select rejected with that raw error.
+  await assert.rejects(outcome, unlistenable("select"));
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, "the value is back, not lost");
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
 
-Deno.test("a select whose signal's listen completes one of its channel clauses (a send to it) and then throws rejects with that error and gives the value back, reporting nothing", async () => {
+Deno.test("a select whose signal's listen completes one of its channel clauses (a send to it) and then throws rejects by name and gives the value back, reporting nothing", async () => {
   using reported = catchReported();
   using ch = new Channel<number>(0, { codec: codecs.f64 });
   // The listen runs the caller's accessor for the engine's listeners property: once the select
@@ -1213,8 +1262,17 @@ Deno.test("a select whose signal's listen completes one of its channel clauses (
   );
   const outcome = select<string>((s) => s.onReceive(ch, (v) => `got ${v}`), { signal });
   assert.deepEqual(sent, { state: "ok" }, "the accessor's send met the select");
-  // Before, the error was reported (an error event nobody handles, which ends the process).
-  await assert.rejects(outcome, (e: unknown) => e === thrown);
+  // Before, the error was reported (an error event nobody handles, which ends the process);
+  // then the select rejected with that raw error.
+  await assert.rejects(outcome, (e: unknown) => {
+    assert.ok(e instanceof TypeError, String(e));
+    assert.equal(
+      e.message,
+      "Cannot select: signal must be one that can be listened to, received an AbortSignal whose listening throws",
+    );
+    assert.equal(e.cause, thrown);
+    return true;
+  });
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, "the value is back, not lost");
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
