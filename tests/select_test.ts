@@ -1430,6 +1430,167 @@ Deno.test("a receive takes the value of a send of the isolate waiting in JavaScr
   }
 });
 
+/** Uses `ch` past MAP_AFTER (channel.ts): its try-paths then read the mapped flag bytes. */
+function mapFlags(ch: Channel<number>): void {
+  for (let i = 0; i < 20; i++) assert.equal(ch.tryReceive().state, "empty");
+}
+
+Deno.test("a select waiting in the same turn is served before a receive of the isolate that began after it, on every kind of channel", async () => {
+  // The select-order rule with the later receive still in JavaScript when the send comes (the
+  // test above lets a turn pass, so that receive is queued natively by then): the select's
+  // receive clause sets the channel's waiting byte, and the send goes through the native queue
+  // (`#handOff`), on a fresh channel (bytes mapped there and then) as on a mapped one. Checked
+  // in session 33 with the waiting-byte branch skipped while a select of the isolate waited on
+  // the channel: it failed (the later receive took 1, and the select waited on).
+  for (const capacity of ["rendezvous", 2, "conflated", "unlimited"] as const) {
+    for (const fresh of [true, false]) {
+      for (const how of ["trySend", "send", "trySendMany"] as const) {
+        const what = `${capacity}, ${fresh ? "fresh" : "mapped"}, ${how}`;
+        using ch = new Channel<number>(capacity);
+        ch.share();
+        if (!fresh) mapFlags(ch);
+        const picked = select<string>((s) => s.onReceive(ch, (v) => `select ${v}`));
+        const later = ch.receive(); // in JavaScript: this turn has not ended
+        if (how === "trySend") assert.deepEqual(ch.trySend(1), { state: "ok" }, what);
+        else if (how === "send") await within(ch.send(1), 5_000, `${what}: the send`);
+        else assert.deepEqual(ch.trySendMany([1]), { state: "ok", sent: 1 }, what);
+        assert.equal(await within(picked, 5_000, `${what}: the select`), "select 1", what);
+        assert.equal(await settled(later), false, `${what}: the later receive still waits`);
+        assert.deepEqual(ch.trySend(2), { state: "ok" }, what);
+        assert.equal(await within(later, 5_000, `${what}: the receive`), 2, what);
+      }
+    }
+  }
+});
+
+Deno.test("a select with a receive clause and a send clause on two channels meets the isolate's later operations on both in order, whichever clause wins", async () => {
+  // A select queued natively with a receive clause on `a` and a send clause on `b`, then a
+  // receive on `a` and sends on `b` of this isolate, waiting in JavaScript. Whichever clause
+  // wins, the other stays queued, stale, until the select's record is drained: the later
+  // operations there go on in their order, and a try-operation there still meets this
+  // isolate's waiting partner. Before bd7391f, while that record was not drained, a receive
+  // on `b` queued this isolate's senders natively and answered empty (on channels whose bytes
+  // were not mapped yet).
+  for (const fresh of [true, false]) {
+    for (const wins of ["send clause", "receive clause"] as const) {
+      for (const take of ["tryReceive", "tryReceiveMany"] as const) {
+        const what = `${fresh ? "fresh" : "mapped"}, the ${wins} wins, ${take}`;
+        using a = new Channel<number>();
+        using b = new Channel<number>();
+        a.share();
+        b.share();
+        if (!fresh) {
+          mapFlags(a);
+          mapFlags(b);
+        }
+        const picked = select<string>((s) => {
+          s.onReceive(a, (v) => `a ${v}`);
+          s.onSend(b, 10, () => "sent");
+        });
+        const ra = a.receive();
+        const sb = [b.send(20), b.send(21)];
+        const fromB = () =>
+          take === "tryReceive"
+            ? [b.tryReceive(), b.tryReceive(), b.tryReceive()]
+            : [b.tryReceiveMany(5)];
+        if (wins === "send clause") {
+          assert.deepEqual(
+            fromB(),
+            take === "tryReceive"
+              ? [
+                { state: "ok", value: 10 },
+                { state: "ok", value: 20 },
+                { state: "ok", value: 21 },
+              ]
+              : [{ state: "ok", values: [10, 20, 21] }],
+            what,
+          );
+          assert.deepEqual(a.trySend(1), { state: "ok" }, what);
+          assert.equal(await within(picked, 5_000, `${what}: the select`), "sent", what);
+          assert.equal(await within(ra, 5_000, `${what}: the receive`), 1, what);
+        } else {
+          assert.deepEqual(a.trySend(1), { state: "ok" }, what);
+          assert.deepEqual(
+            fromB(),
+            take === "tryReceive"
+              ? [
+                { state: "ok", value: 20 },
+                { state: "ok", value: 21 },
+                { state: "empty" },
+              ]
+              : [{ state: "ok", values: [20, 21] }],
+            what,
+          );
+          assert.deepEqual(a.trySend(2), { state: "ok" }, what);
+          assert.equal(await within(picked, 5_000, `${what}: the select`), "a 1", what);
+          assert.equal(await within(ra, 5_000, `${what}: the receive`), 2, what);
+        }
+        await within(Promise.all(sb), 5_000, `${what}: the sends`);
+      }
+    }
+  }
+});
+
+Deno.test("a select with a receive and a send clause on one channel is served in its place among the isolate's operations there", async () => {
+  // Neither of its clauses meets the other. A send of this isolate that began after it meets
+  // its receive clause (the send's native try-send), a receive that began after it takes its
+  // send clause's value (`#poll`: the ready byte), and the operations after those meet each
+  // other. Before bd7391f, with the select served by the receive and its record not drained,
+  // the tryReceive said empty with the send of 20 waiting (a fresh channel).
+  for (const fresh of [true, false]) {
+    for (const first of ["send", "receive"] as const) {
+      const what = `${fresh ? "fresh" : "mapped"}, a ${first} first`;
+      using ch = new Channel<number>();
+      ch.share();
+      if (!fresh) mapFlags(ch);
+      const picked = select<string>((s) => {
+        s.onReceive(ch, (v) => `got ${v}`);
+        s.onSend(ch, 10, () => "sent");
+      });
+      if (first === "send") {
+        const sent = ch.send(20);
+        const got = ch.receive();
+        assert.deepEqual(ch.trySend(1), { state: "ok" }, what);
+        assert.equal(await within(picked, 5_000, `${what}: the select`), "got 20", what);
+        await within(sent, 5_000, `${what}: the send`);
+        assert.equal(await within(got, 5_000, `${what}: the receive`), 1, what);
+      } else {
+        const got = ch.receive();
+        const sent = ch.send(20);
+        assert.deepEqual(ch.tryReceive(), { state: "ok", value: 20 }, what);
+        assert.equal(await within(picked, 5_000, `${what}: the select`), "sent", what);
+        assert.equal(await within(got, 5_000, `${what}: the receive`), 10, what);
+        await within(sent, 5_000, `${what}: the send`);
+      }
+    }
+  }
+});
+
+Deno.test("a select on a Channel.from copy of this isolate orders the operations on the original as its own", async () => {
+  // The copy and the original share the channel's waiters in this isolate and its flag bytes:
+  // the select is served before the operations on the original that began after it, and once
+  // served (its record not yet drained) it holds back none of them. Before bd7391f the second
+  // tryReceive said empty with the send of 4 waiting (a fresh channel).
+  for (const fresh of [true, false]) {
+    const what = fresh ? "fresh" : "mapped";
+    using ch = new Channel<number>();
+    using copy = Channel.from<number>(ch.share());
+    if (!fresh) mapFlags(ch);
+    const picked = select<string>((s) => s.onReceive(copy, (v) => `select ${v}`));
+    const later = ch.receive();
+    assert.deepEqual(ch.trySend(1), { state: "ok" }, what);
+    assert.deepEqual(ch.trySend(2), { state: "ok" }, what);
+    assert.equal(await within(picked, 5_000, `${what}: the select`), "select 1", what);
+    assert.equal(await within(later, 5_000, `${what}: the receive`), 2, what);
+    const offered = select<string>((s) => s.onSend(copy, 3, () => "sent"));
+    const sent = ch.send(4);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 3 }, what);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 4 }, what);
+    assert.equal(await within(offered, 5_000, `${what}: the select`), "sent", what);
+    await within(sent, 5_000, `${what}: the send`);
+  }
+});
+
 Deno.test("onTimeout(0), the immediate default, fires without a turn of the event loop (as documented)", async () => {
   // A loop polling with it runs no timer meanwhile (README, Select from TypeScript): a sender on
   // a timer is never heard from until the loop awaits something else.
