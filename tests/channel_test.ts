@@ -5047,6 +5047,72 @@ Deno.test("a receive of this isolate does not pass another isolate's receiver qu
   });
 });
 
+Deno.test("a select of this isolate served natively, its record not drained, holds back no operation on its channels: another isolate's waits there keep their places", async () => {
+  // The select is served (on the channel, or on its other channel: its clause here then stays
+  // queued, stale, until its record is drained); another isolate's receive or send queues
+  // natively after that; then this isolate's operation waits in JavaScript. A send of this
+  // isolate meets the other isolate's receive first (the waiting byte), and a receive of this
+  // isolate takes the other isolate's send first (the ready byte, or the native try-receive),
+  // then this isolate's waiting send. Before bd7391f the second receive said empty, this
+  // isolate's send waiting (a fresh channel: the select was still counted on the channel until
+  // its record was drained). The other isolate's waits are queued on a ring of the test's own,
+  // as a Worker's are.
+  await withForeignRing(async (sym, ring, records) => {
+    for (const via of ["the channel", "its other channel"] as const) {
+      for (const fresh of [true, false]) {
+        for (const how of ["send", "tryReceive", "tryReceiveMany"] as const) {
+          const what = `served on ${via}, ${fresh ? "a fresh channel" : "flags mapped"}, ${how}`;
+          using ch = new Channel<bigint>("rendezvous", { codec: codecs.u64 });
+          using other = new Channel<bigint>(1, { codec: codecs.u64 });
+          const h = ch.handle; // escaped: native from here on
+          other.share();
+          if (!fresh) { // used past MAP_AFTER: the try-paths read the mapped flags
+            for (let i = 0; i < 20; i++) assert.deepEqual(ch.tryReceive(), { state: "empty" });
+          }
+          const picked = select<string>((s) => {
+            s.onReceive(ch, (v) => `ch ${v}`);
+            s.onReceive(other, (v) => `other ${v}`);
+          });
+          const win = via === "the channel" ? ch : other;
+          assert.deepEqual(win.trySend(1n), { state: "ok" }, `${what}: the select is served`);
+          const ticket = new Uint32Array(1);
+          if (how === "send") {
+            const value = new BigUint64Array(1);
+            assert.equal(sym.kc_chan_recv_async(h, value, 8, ring, ticket), 1, what);
+            const local = ch.receive(); // waits in JavaScript this turn
+            assert.deepEqual(ch.trySend(5n), { state: "ok" }, what);
+            assert.equal(sym.kc_ring_drain(ring, records, 2), 1, `${what}: the other's record`);
+            assert.deepEqual([records[0], records[1]], [ticket[0], 0], what);
+            assert.equal(sym.kc_ring_take(ring, ticket[0], value, 8), 0, what);
+            assert.equal(value[0], 5n, `${what}: the other isolate's receive first`);
+            assert.equal(await settled(local), false, `${what}: this isolate's took it`);
+            assert.deepEqual(ch.trySend(6n), { state: "ok" }, what);
+            assert.equal(await within(local, 5_000, `${what}: the receive`), 6n, what);
+          } else {
+            assert.equal(
+              sym.kc_chan_send_async(h, new BigUint64Array([7n]), 8, ring, ticket),
+              1,
+              `${what}: the other isolate's send queued`,
+            );
+            const later = ch.send(9n); // waits in JavaScript this turn
+            if (how === "tryReceive") {
+              assert.deepEqual(ch.tryReceive(), { state: "ok", value: 7n }, what);
+              assert.deepEqual(ch.tryReceive(), { state: "ok", value: 9n }, what);
+            } else {
+              assert.deepEqual(ch.tryReceiveMany(4), { state: "ok", values: [7n, 9n] }, what);
+            }
+            await within(later, 5_000, `${what}: the send`);
+            assert.equal(sym.kc_ring_drain(ring, records, 2), 1, `${what}: the other's record`);
+            assert.deepEqual([records[0], records[1]], [ticket[0], 0], `${what}: it was received`);
+          }
+          const want = via === "the channel" ? "ch 1" : "other 1";
+          assert.equal(await within(picked, 5_000, `${what}: the select`), want, what);
+        }
+      }
+    }
+  });
+});
+
 Deno.test("a send that completes a receive of this isolate natively while a select of this isolate waits on the channel settles it before it returns: a same-turn abort comes too late", async () => {
   // README's abort paragraph: a send of this isolate leaves no window for an abort of the
   // receive it hands its value to. While a select of this isolate is queued on the channel, a
