@@ -308,6 +308,10 @@ const HANDED = Symbol("handed");
  * isolate's), and receivers of this isolate are queued natively: it may complete one of them.
  */
 const VIA_RING = Symbol("via the ring");
+/** `#handOff`: as VIA_RING, the value already copied for this isolate, in `viaRingCopy`. */
+const VIA_RING_COPY = Symbol("via the ring, copied");
+/** The copy `#handOff` made, for `#trySend` to send, with VIA_RING_COPY; else undefined. */
+let viaRingCopy: unknown = undefined;
 const CLOSED: { state: "closed" } = Object.freeze({ state: "closed" });
 
 /**
@@ -2413,7 +2417,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (h === HANDED) return OK;
       // A receive of this isolate queued natively may be the one the try-send completes.
       if (h === VIA_RING) settle = true;
-      // Passed, but no receiver could take it (each completed natively first): the copy is
+      else if (h === VIA_RING_COPY) {
+        // As VIA_RING, with the copy made before the caller's code queued a receiver natively
+        // ahead of this isolate's: it is what is sent, not a second read of the value.
+        settle = true;
+        value = viaRingCopy as T;
+        viaRingCopy = undefined;
+      } // Passed, but no receiver could take it (each completed natively first): the copy is
       // what is sent, not a second read of the value.
       else if (h !== EMPTY) value = h as T;
     }
@@ -2964,6 +2974,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // its signal: it is rejected, and done) or others: look again from the first. Before,
         // a receiver aborted there was handed the copy all the same and the send said ok,
         // the value lost.
+        // That code may also have queued a receiver natively ahead of those left: a select of
+        // this isolate (its probe queued them natively, or one it began after the select
+        // waits behind it), or another thread's. The waiting byte, read before it ran, is read
+        // again (only a value with getters or traps runs such code): the native try-send then
+        // meets the oldest, with this copy (the value is not read twice). Before, a receive
+        // that the getter began after such a select was handed the value, passing it over.
+        if (
+          (typeof value === "object" || typeof value === "function") &&
+          this.#receiverMayWaitNatively(sym)
+        ) {
+          flushAll(s.receivers);
+          if (s.receivers.first === null) return passed; // none left: sent natively as is
+          viaRingCopy = passed;
+          return VIA_RING_COPY;
+        }
         next = s.receivers.first;
         continue;
       }

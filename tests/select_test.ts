@@ -1463,6 +1463,49 @@ Deno.test("a select waiting in the same turn is served before a receive of the i
   }
 });
 
+Deno.test("a select that the sent value's getter begins is served before a receive that the getter begins after it", async () => {
+  // The send looked for a receiver queued natively (the waiting byte) before it copied the
+  // value for a receiver of this isolate waiting in JavaScript; the copy ran the value's getter,
+  // which gave that receiver up, began a select on the channel (queued natively) and then a
+  // receive (in JavaScript, behind the select). Before, the send handed its value to that later
+  // receive, passing the select over: the byte was not read again after the caller's code ran
+  // (trySend and send; trySendMany reads its values before it looks for a receiver).
+  for (const fresh of [true, false]) {
+    for (const how of ["trySend", "send", "trySendMany"]) {
+      const what = `${fresh ? "fresh" : "mapped"}, ${how}`;
+      using ch = new Channel<{ x: number }>();
+      ch.share();
+      if (!fresh) {
+        for (let i = 0; i < 20; i++) assert.equal(ch.tryReceive().state, "empty");
+      }
+      const ctl = new AbortController();
+      const first = ch.receive({ signal: ctl.signal });
+      let picked: Promise<string> | undefined;
+      let later: Promise<{ x: number }> | undefined;
+      let reads = 0;
+      const value = {
+        get x() {
+          if (reads++ === 0) {
+            ctl.abort(new Error("given up"));
+            picked = select<string>((s) => s.onReceive(ch, (v) => `select ${v.x}`));
+            later = ch.receive();
+          }
+          return 1;
+        },
+      };
+      if (how === "trySend") assert.deepEqual(ch.trySend(value), { state: "ok" }, what);
+      else if (how === "send") await within(ch.send(value), 5_000, `${what}: the send`);
+      else assert.deepEqual(ch.trySendMany([value]), { state: "ok", sent: 1 }, what);
+      assert.equal(reads, 1, `${what}: the value is read once`);
+      await assert.rejects(first, { message: "given up" });
+      assert.equal(await settled(later!), false, `${what}: the later receive took the value`);
+      assert.equal(await within(picked!, 5_000, `${what}: the select`), "select 1", what);
+      assert.deepEqual(ch.trySend({ x: 2 }), { state: "ok" }, what);
+      assert.deepEqual(await within(later!, 5_000, `${what}: the receive`), { x: 2 }, what);
+    }
+  }
+});
+
 Deno.test("a select with a receive clause and a send clause on two channels meets the isolate's later operations on both in order, whichever clause wins", async () => {
   // A select queued natively with a receive clause on `a` and a send clause on `b`, then a
   // receive on `a` and sends on `b` of this isolate, waiting in JavaScript. Whichever clause
