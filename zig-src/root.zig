@@ -426,7 +426,15 @@ export fn kc_coro_unpark(h: u32) callconv(.c) i32 {
     // The generation-checked lookup serves both kinds: a scheduler's coroutine is woken through
     // its scheduler, a hand-driven one just becomes ready for its resumer.
     var ref = reg().lookupRef(h) catch |err| return fail(err);
-    if (ref.co.owner) |owner| {
+    if (@import("builtin").is_test) if (test_hooks.after_ref_lookup) |f| f();
+    // Atomic, as `Coroutine.create` and `Scheduler.makeCoroutine` store it: the handle may be
+    // stale, a finish or destroy and a create reusing the stack rewriting the coroutine on
+    // another thread right now (a plain load was a data race, ThreadSanitizer). Monotonic: a
+    // live handle's owner was stored before the handle was published (`Registry.register`'s
+    // release store, after `makeCoroutine`; the acquire load in `lookupRef` pairs with it); a
+    // stale one's may be the next coroutine's (or null mid-create), and the unpark's CAS,
+    // which checks the generation, then does nothing.
+    if (@atomicLoad(?*anyopaque, &ref.co.owner, .monotonic)) |owner| {
         const s: *Scheduler = @ptrCast(@alignCast(owner));
         // The run now: a shutdown of the coroutine's run waits for this lookup (it is counted)
         // before a restart can begin another.
@@ -455,7 +463,11 @@ export fn kc_coro_transfer(h: u32, out: ?*u64) callconv(.c) i32 {
     lookupBegin();
     defer lookupEnd();
     const ref = reg().lookupRef(h) catch |err| return fail(err);
-    const word = @atomicLoad(u64, &ref.co.transfer, .monotonic); // a racing finish: checked below
+    if (@import("builtin").is_test) if (test_hooks.after_ref_lookup) |f| f();
+    // Atomic, as `Coroutine.create` and `yieldValue` store it: a destroy and a create reusing
+    // the stack, or the coroutine's own yield on another thread, may be writing it. Monotonic:
+    // a word of a later coroutine is refused by the generation check below.
+    const word = @atomicLoad(u64, &ref.co.transfer, .monotonic);
     if (ref.co.generation() != ref.gen) return Status.bad_handle.code();
     o.* = word;
     return 0;
@@ -539,6 +551,9 @@ var test_hooks: if (@import("builtin").is_test) struct {
     /// In `kc_coro_resume` and `kc_coro_destroy`, after the handle's lookup, before they use
     /// what it found.
     after_coro_lookup: ?*const fn () void = null,
+    /// In `kc_coro_unpark` and `kc_coro_transfer`, after the handle's lookup, before they read
+    /// the coroutine it found.
+    after_ref_lookup: ?*const fn () void = null,
     /// In a last `unhold`, after it let go of the channel, before it destroys it.
     after_unhold_release: ?*const fn () void = null,
     /// In `kc_chan_drop`, after its lookup took a reference, before it drops the value.
@@ -4879,6 +4894,161 @@ test "C ABI: kc_coro_resume and kc_coro_destroy of one handle on two threads at 
     try testing.expectEqual(@as(i32, 0), kc_coro_destroy(next));
     _ = kc_coro_stats(&stats, 3);
     try testing.expectEqual(live_before, stats[0]);
+}
+
+/// For the two tests below: runs `work` on another thread between a lookup by handle and its
+/// read of the coroutine (`test_hooks.after_ref_lookup`, once), and waits for it there. The wait
+/// is on a monotonic flag on purpose: an acquire would order `work`'s writes before the read and
+/// hide a data race between them from ThreadSanitizer, which is what these tests are for (under
+/// `zig build test -Dtsan=true`). Seeing the flag, the reader sees those writes too on the
+/// machines the tests run on (x86-64's stores stay in order, and qemu's on it); the answers the
+/// tests check hold either way. `join` after the call orders everything for the checks.
+fn RefLookupRace(comptime work: fn () void) type {
+    return struct {
+        var done = std.atomic.Value(bool).init(false);
+        var timed_out = std.atomic.Value(bool).init(false);
+        var thread: ?std.Thread = null;
+        fn run() void {
+            work();
+            done.store(true, .monotonic); // see above: no release
+        }
+        fn midLookup() void {
+            test_hooks.after_ref_lookup = null; // once
+            done.store(false, .monotonic);
+            thread = std.Thread.spawn(.{}, run, .{}) catch return;
+            const deadline = std.time.nanoTimestamp() + 60 * std.time.ns_per_s;
+            var spins: u32 = 0;
+            while (!done.load(.monotonic)) : (spins +%= 1) {
+                if (std.time.nanoTimestamp() > deadline) {
+                    timed_out.store(true, .monotonic);
+                    return;
+                }
+                if (spins % 1024 == 0) std.Thread.yield() catch {} else std.atomic.spinLoopHint();
+            }
+        }
+        /// Sets the hook for the next lookup, `call()`s, then joins `work`'s thread.
+        fn around(comptime T: type, call: fn () T) !T {
+            thread = null;
+            test_hooks.after_ref_lookup = midLookup;
+            defer test_hooks.after_ref_lookup = null;
+            const got = call();
+            const t = thread orelse return error.TestUnexpectedResult; // spawn failed
+            t.join();
+            try testing.expect(!timed_out.load(.monotonic));
+            return got;
+        }
+    };
+}
+
+test "C ABI: kc_coro_unpark and kc_coro_transfer whose hand-driven coroutine another thread destroys and replaces on its stack between their lookup and their read answer for that coroutine only" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // Between the lookup and the read, another thread destroys the coroutine and creates one on
+    // its stack (`Coroutine.create` rewrites `owner` and `transfer`), and half the time resumes
+    // that one to its yield of a value (`yieldValue` writes `transfer`). Under ThreadSanitizer,
+    // plain loads or stores of those two fields were data races with the other thread's (the
+    // unpark's read of `owner`, the create's and the yield's stores of `transfer`).
+    const S = struct {
+        var victim: u32 = 0;
+        var next: u32 = 0;
+        var resume_next = false;
+        var failed = std.atomic.Value(u32).init(0); // the step of `replace` that failed
+        var word: u64 = 0;
+        fn entry(arg: ?*anyopaque) callconv(.c) void {
+            _ = kc_coro_yield_value(@intFromPtr(arg));
+            _ = kc_coro_park();
+        }
+        fn replace() void {
+            if (kc_coro_destroy(victim) != 0) return failed.store(1, .monotonic);
+            if (kc_coro_create(entry, @ptrFromInt(0xB0B), 0, 0, &next) != 0) return failed.store(2, .monotonic);
+            if (resume_next and kc_coro_resume(next) != @intFromEnum(coroutine.State.suspended))
+                return failed.store(3, .monotonic);
+        }
+        fn unpark() i32 {
+            return kc_coro_unpark(victim);
+        }
+        fn transfer() i32 {
+            return kc_coro_transfer(victim, &word);
+        }
+    };
+    const Race = RefLookupRace(S.replace);
+    for ([_]bool{ false, true }) |use_transfer| for ([_]bool{ false, true }) |resume_next| {
+        S.resume_next = resume_next;
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, @ptrFromInt(0xA11), 0, 0, &S.victim));
+        const victim_co = try reg().get(S.victim);
+        // Suspended with a word of its own.
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.suspended)), kc_coro_resume(S.victim));
+        if (use_transfer) {
+            S.word = 0;
+            const rc = try Race.around(i32, S.transfer);
+            // Refused (the generation check), or, had the read come before the destroy, the
+            // victim's word: never the next coroutine's.
+            if (rc == 0) try testing.expectEqual(@as(u64, 0xA11), S.word) else try testing.expectEqual(Status.bad_handle.code(), rc);
+        } else {
+            // Nobody woken: the victim is gone, and the next coroutine got no permit.
+            try testing.expectEqual(@as(i32, 0), try Race.around(i32, S.unpark));
+        }
+        try testing.expectEqual(@as(u32, 0), S.failed.load(.monotonic));
+        try testing.expectEqual(victim_co, try reg().get(S.next)); // the same stack, reused
+        if (resume_next) {
+            // Parks for good: a permit the stale unpark left would have let it run to its end.
+            try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(S.next));
+        }
+        try testing.expectEqual(@as(i32, 0), kc_coro_destroy(S.next));
+    };
+}
+
+test "C ABI: kc_coro_unpark whose scheduled coroutine finishes and whose stack carries a new coroutine between its lookup and its read wakes neither" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // One worker. Between the unpark's lookup of `first` (parked) and its read of the
+    // coroutine's `owner`, another thread wakes `first`, which finishes (its stack goes to the
+    // worker's cache), then has a coroutine on the worker spawn `second`, which takes that
+    // stack (`Scheduler.makeCoroutine` stores its `owner` on the worker thread) and parks. A
+    // plain load or store of `owner` was a data race there, ThreadSanitizer.
+    const S = struct {
+        var first: u32 = 0;
+        var second: u32 = 0;
+        var failed = std.atomic.Value(u32).init(0); // the step that failed
+        fn parker(_: ?*anyopaque) callconv(.c) void {
+            _ = kc_coro_park();
+        }
+        fn spawner(_: ?*anyopaque) callconv(.c) void {
+            if (kc_spawn(parker, null, 0, &second) != 0) failed.store(1, .monotonic);
+        }
+        fn replace() void {
+            const drain_ns = 30 * std.time.ns_per_s;
+            if (kc_coro_unpark(first) != 1) return failed.store(2, .monotonic);
+            if (kc_sched_drain_for(drain_ns) != 0) return failed.store(3, .monotonic);
+            if (kc_spawn(spawner, null, 0, null) != 0) return failed.store(4, .monotonic);
+            if (kc_sched_drain_for(drain_ns) != 0) return failed.store(5, .monotonic);
+        }
+        fn unpark() i32 {
+            return kc_coro_unpark(first);
+        }
+    };
+    const Race = RefLookupRace(S.replace);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
+    defer _ = kc_sched_shutdown(0);
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.parker, null, 0, &S.first));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s)); // parked
+    const first_co = blk: {
+        lookupBegin();
+        defer lookupEnd();
+        break :blk (try reg().lookupRef(S.first)).co;
+    };
+    try testing.expectEqual(@as(i32, 0), try Race.around(i32, S.unpark));
+    try testing.expectEqual(@as(u32, 0), S.failed.load(.monotonic));
+    try testing.expectEqual(Status.bad_handle.code(), kc_coro_state(S.first)); // it finished
+    {
+        lookupBegin();
+        defer lookupEnd();
+        try testing.expectEqual(first_co, (try reg().lookupRef(S.second)).co); // the same stack
+    }
+    // Still parked: the stale unpark did not wake it.
+    try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_state(S.second));
+    try testing.expectEqual(@as(i32, 1), kc_coro_unpark(S.second));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
 }
 
 test "C ABI: kc_sched_info's generation is that of the scheduler whose figures it reports, across a restart" {

@@ -228,14 +228,18 @@ pub const Coroutine = struct {
         co.arg = arg;
         co.stack = stack;
         co.prev = null;
-        co.transfer = 0;
+        // Atomic: `kc_coro_transfer` reads it without a lock through a handle that may be stale
+        // (a plain store was a data race, ThreadSanitizer). Monotonic: that reader checks the
+        // generation after it (acquire), and the word's release store below publishes this.
+        @atomicStore(u64, &co.transfer, 0, .monotonic);
         // Atomic: a resume by a stale handle may read it at any time (`Registry.identifyLive`);
         // monotonic, as the word's release store below publishes it.
         @atomicStore(u32, &co.handle, 0, .monotonic);
         co.resumes = 0;
         co.pool_id = 0;
         co.epoch = 0;
-        // Atomic: `Registry.get` reads it without a lock (monotonic, as the handle above).
+        // Atomic: `Registry.get` and `kc_coro_unpark` read it without a lock (monotonic, as
+        // the handle above).
         @atomicStore(?*anyopaque, &co.owner, null, .monotonic);
         co.link = null;
         co.wake_status = 0;
@@ -586,7 +590,11 @@ pub fn yield() NotInCoroutine!void {
 /// Sets the transfer word and yields (a generator's `yield value`).
 pub fn yieldValue(v: u64) NotInCoroutine!void {
     const co = getCurrent() orelse return error.NotInCoroutine;
-    co.transfer = v;
+    // Atomic: `kc_coro_transfer` may read it from another thread at any time, by handle. Its
+    // resumer reads it after the switch back (the same thread, or one the word's CAS ordered
+    // after this); a reader elsewhere gets this word or the one before. Monotonic: no reader
+    // relies on anything else this coroutine wrote.
+    @atomicStore(u64, &co.transfer, v, .monotonic);
     co.suspendTo(.yield);
 }
 

@@ -922,7 +922,11 @@ pub const Scheduler = struct {
 
     fn makeCoroutine(s: *Scheduler, st: Stack, entry: coroutine.EntryFn, arg: ?*anyopaque, fp: bool) *Coroutine {
         const co = Coroutine.create(st, entry, arg, .{ .fp_control = fp });
-        co.owner = s;
+        // Atomic: `kc_coro_unpark` reads it without a lock through a handle that may be stale
+        // (its lookup found this stack's previous coroutine); a plain store was a data race
+        // (ThreadSanitizer). Monotonic: `Registry.register`'s release store of the handle (the
+        // spawn's hook, after this) publishes it to a lookup that finds that handle.
+        @atomicStore(?*anyopaque, &co.owner, s, .monotonic);
         co.epoch = s.epoch.load(.monotonic); // stored by `begin`, before the workers started
         if (thisWorker()) |w| {
             if (w.sched == s) bump(&w.spawned) else _ = s.live.fetchAdd(1, .monotonic);
