@@ -53,6 +53,13 @@ pub inline fn leave(f: *Fiber) void {
     __tsan_switch_to_fiber(f.resumer, 0);
 }
 
+/// Asserts `f` holds no fiber: what a new coroutine finds where its stack's previous one gave
+/// its fiber back (`destroy`), or in a stack never used.
+pub inline fn assertNone(f: *const Fiber) void {
+    if (!enabled) return;
+    std.debug.assert(f.own == null);
+}
+
 /// Frees the fiber of a coroutine that will never run again (finished or abandoned), from
 /// another fiber (TSan's rule: never the running one).
 pub inline fn destroy(f: *Fiber) void {
