@@ -281,7 +281,16 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     const onAbort = () => {
       if (isAborted(signal)) cancelFollowing(this as Coroutine<unknown>, signal);
     };
-    if (!listenAbort(signal, onAbort)) this.addFinalizer(() => unlistenAbort(signal, onAbort));
+    if (!listenAbort(signal, onAbort)) {
+      this.addFinalizer(() => unlistenAbort(signal, onAbort));
+      return;
+    }
+    // Aborted before or during the listen: `onAbort` has run, but it only queued the cancel when
+    // it came inside nested follow cancels (`cancelFollowing`), to run once they return, after
+    // this scope's block would have started. Cancelled here instead, at once: this scope, not
+    // started yet, has no child and nothing listening to its signal, so its cancel nests nothing.
+    // Before, past 32 nested levels, its block ran.
+    this.cancel(abortReason(signal));
   }
 
   /** Runs `fn` once the scope reaches a final state, before completion handlers. */

@@ -21,6 +21,7 @@ import {
   nativeScope,
   produce,
   runtime,
+  type Scope,
   select,
   supervisorScope,
   TimeoutError,
@@ -797,6 +798,65 @@ Deno.test("coroutineScope whose signal aborts while it is being listened to reje
   );
   assert.equal(ran, false, "the block never ran");
   assert.equal(abortListeners(signal), 0, "the scope left no listener");
+});
+
+Deno.test("coroutineScope and createScope whose signal aborts while it is being listened to, inside scopes nested 40 deep being cancelled, are cancelled before the block runs, at every level", async () => {
+  // Past 32 nested follow cancels the next ones wait until the first level returns: the scope
+  // following a signal that aborted during its listen had its cancel queued so, and its block ran
+  // (the coroutineScope's), or it was handed back active (the createScope's).
+  using reported = catchReported();
+  const depth = 40;
+  const reason = new Error("aborted while listened to");
+  const blocksRan: number[] = [];
+  const activeScopes: number[] = [];
+  const outcomes: Promise<unknown>[] = []; // the coroutineScopes'
+  const scopes: Scope[] = []; // the createScopes'
+  const probes: AbortSignal[] = [];
+  let reached = 0;
+  const nest = (task: CoroutineScope, n: number): Promise<void> => {
+    reached++;
+    task.signal.addEventListener("abort", () => {
+      // Runs inside this level's cancel, nested in those of the levels above it.
+      const signal = abortsWhileListening(reason), other = abortsWhileListening(reason);
+      probes.push(signal, other);
+      outcomes.push(
+        coroutineScope(() => {
+          blocksRan.push(n);
+        }, { signal }).then(() => "completed", (e) => e),
+      );
+      const scope = createScope({ signal: other });
+      if (!scope.job.isCancelled) activeScopes.push(n);
+      scopes.push(scope);
+    });
+    if (n === 0) return untilAborted(task.signal);
+    const options = { signal: task.signal, context: task.context };
+    const inner = (s: CoroutineScope) => nest(s, n - 1);
+    return n % 2 === 0 ? coroutineScope(inner, options) : supervisorScope(inner, options);
+  };
+  let root!: CoroutineScope;
+  const outcome = coroutineScope((s) => {
+    root = s;
+    return nest(s, depth);
+  }).catch((e: Error) => e.name);
+  for (let i = 0; i < 1_000 && reached < depth + 1; i++) await null;
+  assert.equal(reached, depth + 1, "every level started");
+  root.cancel();
+  assert.equal(outcomes.length, depth + 1, "every level's listener ran");
+  // Each scope was cancelled before its call returned. (By now, the root's cancel returned, every
+  // one would be cancelled, queued or not: only its block or its being active tell.)
+  assert.deepEqual(blocksRan, [], "levels whose coroutineScope ran its block");
+  assert.deepEqual(activeScopes, [], "levels whose createScope was handed back active");
+  for (const p of outcomes) {
+    const e = await p;
+    assert.ok(e instanceof CancellationError && e.cause === reason, `rejected so: ${e}`);
+  }
+  for (const scope of scopes) {
+    await scope.join();
+    assert.equal(scope.job.state, "cancelled");
+  }
+  assert.ok(probes.every((s) => abortListeners(s) === 0), "no listener left");
+  assert.equal(await outcome, "CancellationError");
+  assert.deepEqual(reported.errors, []);
 });
 
 for (
