@@ -179,16 +179,22 @@ let followDepth = 0;
 /** Past this many follow cancels nested in one another, the next waits in `followQueue`. */
 const MAX_FOLLOW_DEPTH = 32;
 /**
- * Scopes (each with the signal it follows) whose cancel came past `MAX_FOLLOW_DEPTH`: the first
- * follow cancel of the nest runs them once its own cancel returns, before it returns itself, so
- * every scope below is cancelled by the time the outermost cancel returns, as without the queue,
- * on a stack no deeper than `MAX_FOLLOW_DEPTH` levels. Queued in the order their signals aborted.
+ * Follow cancels waiting to run, each a scope and the signal it follows, in the order they came:
+ * one past `MAX_FOLLOW_DEPTH`, and every later one of the same run (the first level's cancel, or
+ * one that `runQueuedFollows` runs) once one waits, at any depth, so that none overtakes one that
+ * came before it. The first level runs them once its own cancel returns, before it returns itself
+ * (`runQueuedFollows`), so every scope below is cancelled by the time the outermost cancel
+ * returns, as without the queue, on a stack no deeper than `MAX_FOLLOW_DEPTH` levels, and in the
+ * order the nested cancels would have come in: outermost first along each path, each one's whole
+ * nest before the next one's. Before, a later one at a lower depth ran at once, ahead of the
+ * nests that had been queued before it, and queued cancels ran first come first served, each
+ * one's own queued nest after all its queued siblings (breadth first).
  */
-let followQueue: (Coroutine<unknown> | AbortSignal)[] = [];
+const followQueue: (Coroutine<unknown> | AbortSignal)[] = [];
 
 /** `scope.cancel` with `signal`'s reason, nested at most `MAX_FOLLOW_DEPTH` deep (above). */
 function cancelFollowing(scope: Coroutine<unknown>, signal: AbortSignal): void {
-  if (followDepth >= MAX_FOLLOW_DEPTH) {
+  if (followDepth >= MAX_FOLLOW_DEPTH || followQueue.length !== 0) {
     followQueue.push(scope, signal);
     return;
   }
@@ -196,28 +202,42 @@ function cancelFollowing(scope: Coroutine<unknown>, signal: AbortSignal): void {
   try {
     scope.cancel(abortReason(signal));
   } finally {
-    // The first of the nest runs the queued cancels, each as a fresh first level that may queue
-    // more (read live: the loop reaches them); also when its own cancel threw (only an engine
-    // error can), so that none of them is lost.
-    if (followDepth === 1) runQueuedFollows();
-    followDepth--;
+    // The first of the nest runs the queued cancels, also when its own cancel threw (only an
+    // engine error can), so that none of them is lost.
+    try {
+      if (followDepth === 1 && followQueue.length !== 0) runQueuedFollows();
+    } finally {
+      // None left behind once the nest is over (only an engine error thrown while one was
+      // reported could leave any): they would hold back every later follow cancel for good.
+      if (--followDepth === 0) followQueue.length = 0;
+    }
   }
 }
 
-/** Runs `followQueue` (in `cancelFollowing`'s first level), then empties it. */
+/**
+ * Runs `followQueue` (in `cancelFollowing`'s first level) until it stays empty, depth first: a
+ * stack of the cancels still to run, the next on top; what each one queues goes on top of the
+ * rest, its first on top, so it runs, with all that it queues in turn, before the next one. Each
+ * runs as a fresh first level (its nested cancels counted from it), queuing afresh.
+ */
 function runQueuedFollows(): void {
-  const queue = followQueue;
-  for (let i = 0; i < queue.length; i += 2) {
-    const next = queue[i] as Coroutine<unknown>, by = queue[i + 1] as AbortSignal;
+  const pending: (Coroutine<unknown> | AbortSignal)[] = [];
+  for (;;) {
+    for (let i = followQueue.length - 2; i >= 0; i -= 2) {
+      pending.push(followQueue[i], followQueue[i + 1]);
+    }
+    followQueue.length = 0;
+    if (pending.length === 0) return;
+    const by = pending.pop() as AbortSignal, next = pending.pop() as Coroutine<unknown>;
     try {
       next.cancel(abortReason(by));
     } catch (e) {
       // Only an engine error (the cancel walk catches what callers' code throws): the rest are
       // still cancelled, and the error is reported, as the abort's dispatch reports a listener's.
+      // What it had queued before it threw runs all the same (moved above, next time round).
       globalThis.reportError(e);
     }
   }
-  if (queue.length !== 0) followQueue = [];
 }
 
 /**

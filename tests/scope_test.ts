@@ -1121,6 +1121,70 @@ Deno.test("10,000 scopes nested through their task's signal are cancelled from t
   assert.deepEqual(reported.errors, []);
 });
 
+Deno.test("a tree of scopes nested through their tasks' signals, deeper than 32 levels, is cancelled depth first, in the order a shallow tree's scopes are", async () => {
+  // Past 32 nested follow cancels the next ones wait in a queue until the first level returns.
+  // Before, the queue ran first come first served: at the depth limit, the sibling scopes waiting
+  // in it were cancelled before each other's deeper scopes (breadth first), and a scope reached
+  // after one had queued (a sibling at the limit, or higher up) was cancelled at once, ahead of
+  // the nests queued before it; the order a shallow tree gives is depth first, outermost first
+  // along each path, each scope's whole nest before its next sibling's.
+  using reported = catchReported();
+  /**
+   * A tree `depth` levels deep of scopes nested as README says (the task's `signal` and
+   * `context`), alternately coroutineScopes and supervisorScopes: two in each scope of a level in
+   * `forks` (the first nested in the scope's own block, the second in a task it launches), one
+   * elsewhere. Cancels its root; answers the order the scopes' signals aborted in, and the
+   * tree's scopes depth first.
+   */
+  const cancelTree = async (depth: number, forks: number[]) => {
+    const aborted: string[] = [];
+    let started = 0, ended = 0;
+    const nested = (signal: AbortSignal, context: Context, path: string, n: number) => {
+      const inner = (s: CoroutineScope) => level(s, path, n);
+      return (n % 2 === 0 ? coroutineScope : supervisorScope)(inner, { signal, context })
+        .finally(() => ended++);
+    };
+    const level = (scope: CoroutineScope, path: string, n: number): Promise<unknown> => {
+      started++;
+      scope.signal.addEventListener("abort", () => aborted.push(path));
+      if (n === depth) return untilAborted(scope.signal);
+      const inners = [nested(scope.signal, scope.context, `${path}.0`, n + 1)];
+      if (forks.includes(n)) {
+        scope.launch((task) => nested(task.signal, task.context, `${path}.1`, n + 1));
+      }
+      return Promise.allSettled(inners);
+    };
+    const depthFirst: string[] = [];
+    const walk = (path: string, n: number) => {
+      depthFirst.push(path);
+      if (n === depth) return;
+      walk(`${path}.0`, n + 1);
+      if (forks.includes(n)) walk(`${path}.1`, n + 1);
+    };
+    walk("r", 0);
+    let root!: CoroutineScope;
+    const outcome = coroutineScope((s) => {
+      root = s;
+      return level(s, "r", 0);
+    }).then(() => "completed", (e: Error) => e.name);
+    await until(() => started === depthFirst.length, "every scope to start");
+    root.cancel();
+    const order = [...aborted]; // as the root's cancel returns: every scope is cancelled
+    await until(() => ended === depthFirst.length - 1, "every nested scope to end");
+    assert.equal(await outcome, "CancellationError");
+    return { order, depthFirst };
+  };
+  // Shallow (under 32 nested follow cancels): the order with no queue.
+  const shallow = await cancelTree(8, [0, 3, 4]);
+  assert.deepEqual(shallow.order, shallow.depthFirst, "a shallow tree: depth first");
+  // Forks at the top, about the first limit (the scopes at levels 32 and 33 are reached by the
+  // 32nd and 33rd nested cancels) and the next (a queued scope starts a fresh 32 levels).
+  const deep = await cancelTree(70, [0, 31, 32, 33, 63, 64, 65]);
+  assert.equal(deep.order.length, deep.depthFirst.length, "every scope is cancelled");
+  assert.deepEqual(deep.order, deep.depthFirst, "a deep tree: depth first, as a shallow one");
+  assert.deepEqual(reported.errors, []);
+});
+
 Deno.test("an object made from Context.prototype is refused as a context: it passed instanceof, and its first read threw the engine's error inside the scope (a supervisorScope never settled)", async () => {
   const fake = Object.create(Context.prototype) as Context;
   const message = /^Cannot [\w ]+: context must be a Context, received \[object Object\]$/;
