@@ -17,6 +17,8 @@ const source = `#include <dlfcn.h>
 typedef int32_t (*ring_create_fn)(uint32_t *);
 typedef int32_t (*chan_create_fn)(uint32_t, uint32_t, uint32_t, uint32_t, uint32_t *);
 typedef int32_t (*chan_hold_fn)(uint32_t, uint32_t);
+typedef uint32_t (*lib_retain_fn)(void);
+typedef int32_t (*lib_release_fn)(void);
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -25,6 +27,9 @@ static int32_t rc = -1;
 static ring_create_fn ring_create;
 static chan_hold_fn chan_hold;
 static uint32_t ch;
+static lib_retain_fn lib_retain;
+static lib_release_fn lib_release;
+static int32_t own_rc = -1;
 
 /* Makes a ring, then lives until told to end: its exit runs the rings' key's destructor. */
 static void *maker(void *arg) {
@@ -58,6 +63,16 @@ static void *holder(void *arg) {
   return NULL;
 }
 
+/* Counts out a host the main thread counted in (this thread has none of its own), then counts
+ * in and out one of its own: plain calls, which bind nothing to the thread. */
+static void *releaser(void *arg) {
+  (void)arg;
+  rc = lib_release();
+  lib_retain();
+  own_rc = lib_release();
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) return 2;
   void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -82,6 +97,20 @@ int main(int argc, char **argv) {
     pthread_mutex_unlock(&mu);
     pthread_join(t, NULL);
     printf("thread ended\\n");
+    return 0;
+  }
+  if (strcmp(argv[2], "plain") == 0) {
+    /* Plain kc_lib_retain / kc_lib_release, with no thread record anywhere: neither makes the
+     * records' key (kc_lib_release looks for a record only on a thread that made one). */
+    lib_retain = (lib_retain_fn)dlsym(lib, "kc_lib_retain");
+    lib_release = (lib_release_fn)dlsym(lib, "kc_lib_release");
+    int before = freeKeys();
+    uint32_t n = lib_retain();
+    pthread_create(&t, NULL, releaser, NULL);
+    pthread_join(t, NULL);
+    int after = freeKeys();
+    printf("keys free before: %s\\n", before > 0 ? "some" : "none or unbounded");
+    printf("retained %u, released %d and %d, keys made: %d\\n", n, rc, own_rc, before - after);
     return 0;
   }
   /* "keys": a thread that made no ring ends; the keys the process can still make, counted before
@@ -137,6 +166,24 @@ Deno.test("C ABI: a thread that made a ring ends after its program dlclosed the 
     assert.equal(res.signal, null, `killed by ${res.signal}: ${res.stdout}${res.stderr}`);
     assert.equal(res.code, 0, res.stderr);
     assert.equal(res.stdout, "ring 0\nloaded after dlclose: yes\nthread ended\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("C ABI: plain kc_lib_retain and kc_lib_release, also a release on a thread that counted in none, make no thread-specific key", async () => {
+  // kc_lib_release on a thread with no plain host of its own looks for the thread's record (a
+  // kc_lib_retain_thread host to count out) only where the thread made one: a lookup anywhere else
+  // would make the records' key, and pin the library, for a host that asked for neither (8a36404
+  // added the lookup; without its guard this says "keys made: 1").
+  const dir = await Deno.makeTempDir();
+  try {
+    const res = await run(await buildProgram(dir), "plain");
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(
+      res.stdout,
+      "keys free before: some\nretained 1, released 0 and 0, keys made: 0\n",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
