@@ -338,7 +338,8 @@ int32_t kc_chan_try_send_n(uint32_t h, const void *elems, uint32_t size, uint32_
  * is not checked, beyond NULL (KC_EINVAL): any other (computed, from another copy of the library,
  * into your own memory) is read as the channel table's entry around it, which is undefined
  * behaviour (a crash, or an operation on whatever memory it lands in), as with a forged pointer
- * anywhere; the same holds for kc_chan_try_send_copy's. */
+ * anywhere; the same holds for a non-NULL handle_word of kc_chan_try_send_copy (whose NULL is no
+ * error: a send by the handle alone). */
 int32_t kc_chan_try_send_at(const uint32_t *handle_word, uint32_t handle, const void *elem,
                             uint32_t size);
 int32_t kc_chan_try_recv_at(const uint32_t *handle_word, uint32_t handle, void *out,
@@ -393,12 +394,13 @@ int32_t kc_chan_cancel(uint32_t handle);
  * stays the first closer's; ABI 22 kept no cause of a cancel that found the channel closed).
  * KC_EINVAL (flags other than KC_CHAN_CLOSE_CANCEL, cause NULL with len not 0, or len above
  * INT32_MAX, a length kc_chan_cause could not return: before, such a cause was kept and every read
- * of it was KC_EINVAL) and KC_EBADH: nothing done. KC_ENOMEM (only with len not 0): the cause could not be copied, and the close or
- * cancel stands all the same (made first, not undone; whether this call was the one that closed
- * the channel is not told): the channel is closed, or cancelled (buffered values dropped, waiters
- * failed with KC_ECANCELED, kc_chan_status bit 3 where a close came first), only without this
- * cause. kc_chan_cause then reads 0 where this call closed the channel, and kc_chan_cancel_cause
- * 0 where it was the first cancel, for good: no later call's cause takes its place. */
+ * of it was KC_EINVAL) and KC_EBADH: nothing done. KC_ENOMEM (only with len not 0): the cause
+ * could not be copied, and the close or cancel stands all the same (made first, not undone;
+ * whether this call was the one that closed the channel is not told): the channel is closed, or
+ * cancelled (buffered values dropped, waiters failed with KC_ECANCELED, kc_chan_status bit 3
+ * where a close came first), only without this cause. kc_chan_cause then reads 0 where this call
+ * closed the channel, and kc_chan_cancel_cause 0 where it was the first cancel, for good: no
+ * later call's cause takes its place. */
 int32_t kc_chan_close_cause(uint32_t handle, const void *cause, uint32_t len, uint32_t flags);
 /* The close cause's length, copying up to cap bytes of it into out; 0 if none; KC_EBADH once
  * the channel is destroyed. */
