@@ -94,10 +94,12 @@ const char *kc_status_name(int32_t status);
 /* Counts one more host of the library (a Deno isolate, a C program); returns the new count. */
 uint32_t kc_lib_retain(void);
 /* Counts one host out: how many remain (0: the caller was the last and may shut the process-wide
- * scheduler down), KC_EINVAL if none was counted. On a thread (not a coroutine) that holds a host
- * of kc_lib_retain_thread and none of kc_lib_retain of its own, it counts out that thread host,
- * which the thread's end then no longer does (before, the end counted it out again, which could
- * shut the scheduler down under another host); a plain host the thread retained goes first. */
+ * scheduler down), KC_EINVAL if none was counted. On a thread (not a coroutine, nor a scheduler
+ * worker's thread) that holds a host of kc_lib_retain_thread and none of kc_lib_retain of its own,
+ * it counts out that thread host, which the thread's end then no longer does (before, the end
+ * counted it out again, which could shut the scheduler down under another host); a plain host the
+ * thread retained goes first, also one a coroutine released since (that release counted nothing
+ * of a thread): release a plain host on the thread that retained it. */
 int32_t kc_lib_release(void);
 /* kc_lib_retain for a host that lives on the calling thread: the hosts a thread still holds when
  * it ends are counted out for it (the last one also shuts the scheduler down). From a coroutine
@@ -575,7 +577,8 @@ int32_t kc_chan_keep_undelivered(uint32_t handle);
 /* The exception to KC_EBADH for a dead handle: a destroyed channel's list is taken by its dead
  * handle, so a well-formed channel handle with nothing kept answers 0, also one never issued
  * (which generations a slot had is not remembered). KC_EBADH for a handle no channel could have
- * (another kind's, 0, generation or index 0; before, 0); KC_EINVAL for NULL out, a wrong size. */
+ * (another kind's, 0, generation or index 0; before, 0); KC_EINVAL for NULL out, or a size other
+ * than the oldest kept value's (that value stays kept). */
 int32_t kc_chan_take_undelivered(uint32_t handle, void *out, uint32_t size);
 /* Frees the buffer of every descriptor the zero-copy channel drops without a release of its own
  * (as kc_buf_free does), wherever the drop happens, replacing the kc_chan_on_undelivered hook:
