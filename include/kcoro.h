@@ -130,7 +130,8 @@ int32_t kc_coro_park(void);
 int32_t kc_coro_unpark(uint32_t handle);
 /* The coroutine's KC_STATE_*. */
 int32_t kc_coro_state(uint32_t handle);
-/* Reads the coroutine's transfer word into *out. */
+/* Reads the coroutine's transfer word into *out; KC_EBADH for a dead handle, also once its stack
+ * carries a later coroutine (never that one's word). */
 int32_t kc_coro_transfer(uint32_t handle, uint64_t *out);
 /* Frees the coroutine and recycles its stack (KC_EBUSY while it runs, also when a resume on
  * another thread started it first: the two may race). An unfinished coroutine

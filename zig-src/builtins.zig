@@ -149,7 +149,10 @@ fn parkLoop(arg: ?*anyopaque) callconv(.c) void {
     const co = coroutine.current() orelse return;
     for (0..n) |_| {
         coroutine.park() catch return;
-        co.transfer += 1;
+        // Atomic: `kc_coro_transfer` may read it from another thread at any time (a plain
+        // store was a data race). Release, as `yieldValue` stores it (see there); the plain
+        // load reads this coroutine's own last store (nobody else writes it while it runs).
+        @atomicStore(u64, &co.transfer, co.transfer + 1, .release);
     }
 }
 

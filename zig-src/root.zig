@@ -464,10 +464,17 @@ export fn kc_coro_transfer(h: u32, out: ?*u64) callconv(.c) i32 {
     defer lookupEnd();
     const ref = reg().lookupRef(h) catch |err| return fail(err);
     if (@import("builtin").is_test) if (test_hooks.after_ref_lookup) |f| f();
+    // A seqlock read: the generation (`lookupRef`, acquire), the word, the generation again.
     // Atomic, as `Coroutine.create` and `yieldValue` store it: a destroy and a create reusing
-    // the stack, or the coroutine's own yield on another thread, may be writing it. Monotonic:
-    // a word of a later coroutine is refused by the generation check below.
-    const word = @atomicLoad(u64, &ref.co.transfer, .monotonic);
+    // the stack, or the coroutine's own yield on another thread, may be writing it. Acquire:
+    // pairs with their release stores, each made after its coroutine's generation was stored,
+    // so that a word of a later coroutine is followed by that later generation in the check
+    // below (with a monotonic load, the C11 model let the check read the old one: the loads
+    // of two locations may be reordered, as on ARM64). The word is no older than this
+    // coroutine's first (`create` stores it before the handle `lookupRef` checked is
+    // published, with release; that load acquire).
+    const word = @atomicLoad(u64, &ref.co.transfer, .acquire);
+    // Acquire (`generation`): sequenced after the acquire load above, which orders it after.
     if (ref.co.generation() != ref.gen) return Status.bad_handle.code();
     o.* = word;
     return 0;
@@ -4996,6 +5003,81 @@ test "C ABI: kc_coro_unpark and kc_coro_transfer whose hand-driven coroutine ano
         }
         try testing.expectEqual(@as(i32, 0), kc_coro_destroy(S.next));
     };
+}
+
+test "C ABI: kc_coro_transfer that reads while a create reuses its destroyed coroutine's stack, before the new generation is stored, answers the old word, never the new coroutine's" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // The reader stops after its lookup; another thread destroys the coroutine and creates one
+    // on its stack, and stops in `Coroutine.create` just before it stores the new generation;
+    // the reader then reads the word and checks the generation (still the old one). Before,
+    // `create` reset the word ahead of the generation: the reader got the new coroutine's 0
+    // for the old handle, whatever the memory model (a seqlock whose data changed before its
+    // sequence).
+    const S = struct {
+        var victim: u32 = 0;
+        var next: u32 = 0;
+        var failed = std.atomic.Value(u32).init(0); // the step of `replace` that failed
+        var paused = std.atomic.Value(bool).init(false); // the create waits before its generation
+        var read = std.atomic.Value(bool).init(false); // the reader has its answer
+        var timed_out = std.atomic.Value(bool).init(false);
+        var thread: ?std.Thread = null;
+        var word: u64 = 0;
+        fn entry(arg: ?*anyopaque) callconv(.c) void {
+            _ = kc_coro_yield_value(@intFromPtr(arg));
+        }
+        /// Until `flag` is set (bounded: a failure ends the test, not the run).
+        fn waitFor(flag: *std.atomic.Value(bool)) void {
+            const deadline = std.time.nanoTimestamp() + 60 * std.time.ns_per_s;
+            var spins: u32 = 0;
+            // Acquire: pairs with the release store that sets the flag.
+            while (!flag.load(.acquire)) : (spins +%= 1) {
+                if (std.time.nanoTimestamp() > deadline) return timed_out.store(true, .monotonic);
+                if (spins % 1024 == 0) std.Thread.yield() catch {} else std.atomic.spinLoopHint();
+            }
+        }
+        fn beforeGeneration() void {
+            coroutine.test_hooks.before_generation = null; // once
+            paused.store(true, .release); // pairs with `waitFor`
+            waitFor(&read);
+        }
+        fn replace() void {
+            // The create may fail before it gets to the hook: the reader must not wait for it.
+            defer paused.store(true, .release); // pairs with `waitFor`
+            if (kc_coro_destroy(victim) != 0) return failed.store(1, .monotonic);
+            coroutine.test_hooks.before_generation = beforeGeneration;
+            if (kc_coro_create(entry, @ptrFromInt(0xB0B), 0, 0, &next) != 0) return failed.store(2, .monotonic);
+        }
+        fn midLookup() void {
+            test_hooks.after_ref_lookup = null; // once
+            thread = std.Thread.spawn(.{}, replace, .{}) catch return;
+            waitFor(&paused);
+        }
+    };
+    S.paused.store(false, .monotonic);
+    S.read.store(false, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, @ptrFromInt(0xA11), 0, 0, &S.victim));
+    const victim_co = try reg().get(S.victim);
+    try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.suspended)), kc_coro_resume(S.victim));
+    test_hooks.after_ref_lookup = S.midLookup;
+    const rc = kc_coro_transfer(S.victim, &S.word);
+    test_hooks.after_ref_lookup = null;
+    S.read.store(true, .release); // pairs with `waitFor`: the create goes on
+    const t = S.thread orelse return error.TestUnexpectedResult; // spawn failed
+    t.join();
+    coroutine.test_hooks.before_generation = null;
+    try testing.expect(!S.timed_out.load(.monotonic));
+    try testing.expectEqual(@as(u32, 0), S.failed.load(.monotonic));
+    try testing.expectEqual(victim_co, try reg().get(S.next)); // the same stack, reused
+    // The generation still the victim's: its word, as if read before the destroy.
+    try testing.expectEqual(@as(i32, 0), rc);
+    try testing.expectEqual(@as(u64, 0xA11), S.word);
+    // The new coroutine's word is its own from its first resume on.
+    var w: u64 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_coro_transfer(S.next, &w));
+    try testing.expectEqual(@as(u64, 0), w);
+    try testing.expectEqual(Status.bad_handle.code(), kc_coro_transfer(S.victim, &w));
+    try testing.expectEqual(@as(i32, 0), kc_coro_destroy(S.next));
 }
 
 test "C ABI: kc_coro_unpark whose scheduled coroutine finishes and whose stack carries a new coroutine between its lookup and its read wakes neither" {

@@ -120,6 +120,12 @@ const Exit = enum(u8) { none, yield, park, finish };
 
 threadlocal var current_co: ?*Coroutine = null;
 
+/// Tests: code run at fixed points, to make a race's window certain.
+pub var test_hooks: if (@import("builtin").is_test) struct {
+    /// In `create`, every field but `transfer` written, before the store of the new generation.
+    before_generation: ?*const fn () void = null,
+} else struct {} = .{};
+
 // A coroutine may resume on another thread than the one it suspended on. The compiler assumes
 // a function stays on one thread, so it may compute a threadlocal's address once and reuse it
 // after a switch (on AArch64 it keeps the TPIDR_EL0 read; in a shared library it keeps the
@@ -228,10 +234,6 @@ pub const Coroutine = struct {
         co.arg = arg;
         co.stack = stack;
         co.prev = null;
-        // Atomic: `kc_coro_transfer` reads it without a lock through a handle that may be stale
-        // (a plain store was a data race, ThreadSanitizer). Monotonic: that reader checks the
-        // generation after it (acquire), and the word's release store below publishes this.
-        @atomicStore(u64, &co.transfer, 0, .monotonic);
         // Atomic: a resume by a stale handle may read it at any time (`Registry.identifyLive`);
         // monotonic, as the word's release store below publishes it.
         @atomicStore(u32, &co.handle, 0, .monotonic);
@@ -257,8 +259,19 @@ pub const Coroutine = struct {
         // happens before this store (the stack came back through the pool), so it is ordered
         // before the count out too (`Worker.countOut` asserts the count never goes below 0).
         co.timer_state.store(old_timer & ~@as(u32, 1), .release);
+        if (@import("builtin").is_test) if (test_hooks.before_generation) |f| f();
         // Release: the fields above are written before anyone can see the new generation.
         co.word.store(@bitCast(Word{ .state = .created, .permit = false, .gen = old_gen +% 1 }), .release);
+        // Atomic: `kc_coro_transfer` reads it without a lock through a handle that may be stale
+        // (a plain store was a data race, ThreadSanitizer). A seqlock's data, the generation its
+        // sequence: written after the generation changed (before, ahead of the word's store
+        // above, a reader between the two read the new coroutine's 0 with the old generation
+        // and answered it for the old handle). Release: pairs with that reader's acquire load,
+        // so that one that reads this 0 then reads the new generation (the word's store above
+        // is sequenced before this) and refuses the old handle. A reader of this coroutine's
+        // own handle sees it: the handle is published after it (`Registry.create`'s and
+        // `register`'s release stores; acquire in `lookupRef`).
+        @atomicStore(u64, &co.transfer, 0, .release);
         // The stack proper starts below the object and its side room.
         sw.init(&co.ctx, addr - side_room_size, @intFromPtr(&coroMain), @intFromPtr(co));
         return co;
@@ -596,9 +609,11 @@ pub fn yieldValue(v: u64) NotInCoroutine!void {
     const co = getCurrent() orelse return error.NotInCoroutine;
     // Atomic: `kc_coro_transfer` may read it from another thread at any time, by handle. Its
     // resumer reads it after the switch back (the same thread, or one the word's CAS ordered
-    // after this); a reader elsewhere gets this word or the one before. Monotonic: no reader
-    // relies on anything else this coroutine wrote.
-    @atomicStore(u64, &co.transfer, v, .monotonic);
+    // after this); a reader elsewhere gets this word or the one before. Release: pairs with
+    // that reader's acquire load, which may come through a stale handle of an earlier
+    // coroutine on this stack: this coroutine's generation (stored before it ran) is then what
+    // the reader's check after the load sees, and it refuses the word (see `create`).
+    @atomicStore(u64, &co.transfer, v, .release);
     co.suspendTo(.yield);
 }
 
