@@ -419,7 +419,10 @@ export fn kc_coro_park() callconv(.c) i32 {
 }
 
 /// int32_t kc_coro_unpark(uint32_t h): 1 if it moved the coroutine from parked to ready,
-/// 0 if it left a permit for its next park.
+/// 0 if it left a permit for its next park (or found it finished), KC_EBADH for a dead handle,
+/// also one whose coroutine a destroy (or, scheduled, its finish) replaced on its stack after
+/// the lookup: the CAS's generation check failed, nobody was woken and no permit left (as
+/// kc_coro_transfer answers then; before, 0).
 export fn kc_coro_unpark(h: u32) callconv(.c) i32 {
     lookupBegin();
     defer lookupEnd();
@@ -439,9 +442,18 @@ export fn kc_coro_unpark(h: u32) callconv(.c) i32 {
         // The run now: a shutdown of the coroutine's run waits for this lookup (it is counted)
         // before a restart can begin another.
         ref.epoch = s.currentEpoch();
-        return @intFromBool(s.unpark(ref));
+        return unparkAnswer(s.unparkChecked(ref));
     }
-    return @intFromBool(ref.unpark());
+    return unparkAnswer(ref.unparkChecked());
+}
+
+/// kc_coro_unpark's answer for what its unpark did.
+fn unparkAnswer(did: coroutine.Unparked) i32 {
+    return switch (did) {
+        .woken => 1,
+        .not_parked => 0,
+        .stale => Status.bad_handle.code(),
+    };
 }
 
 /// int32_t kc_coro_state(uint32_t h)
@@ -4992,8 +5004,9 @@ test "C ABI: kc_coro_unpark and kc_coro_transfer whose hand-driven coroutine ano
             // victim's word: never the next coroutine's.
             if (rc == 0) try testing.expectEqual(@as(u64, 0xA11), S.word) else try testing.expectEqual(Status.bad_handle.code(), rc);
         } else {
-            // Nobody woken: the victim is gone, and the next coroutine got no permit.
-            try testing.expectEqual(@as(i32, 0), try Race.around(i32, S.unpark));
+            // Nobody woken: the victim is gone (KC_EBADH, the CAS's generation check; before,
+            // 0 as for a permit left), and the next coroutine got no permit.
+            try testing.expectEqual(Status.bad_handle.code(), try Race.around(i32, S.unpark));
         }
         try testing.expectEqual(@as(u32, 0), S.failed.load(.monotonic));
         try testing.expectEqual(victim_co, try reg().get(S.next)); // the same stack, reused
@@ -5119,7 +5132,8 @@ test "C ABI: kc_coro_unpark whose scheduled coroutine finishes and whose stack c
         defer lookupEnd();
         break :blk (try reg().lookupRef(S.first)).co;
     };
-    try testing.expectEqual(@as(i32, 0), try Race.around(i32, S.unpark));
+    // KC_EBADH: the CAS's generation check failed (before, 0 as for a permit left).
+    try testing.expectEqual(Status.bad_handle.code(), try Race.around(i32, S.unpark));
     try testing.expectEqual(@as(u32, 0), S.failed.load(.monotonic));
     try testing.expectEqual(Status.bad_handle.code(), kc_coro_state(S.first)); // it finished
     {

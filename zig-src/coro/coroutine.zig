@@ -93,7 +93,17 @@ pub const Ref = struct {
     pub fn unpark(r: Ref) bool {
         return r.co.unparkGen(r.gen);
     }
+
+    /// `unpark`, telling a stale `Ref` apart (`Unparked`).
+    pub fn unparkChecked(r: Ref) Unparked {
+        return r.co.unparkTo(r.gen, .ready);
+    }
 };
+
+/// What an unpark of a generation did: moved the coroutine out of parked (`woken`), found it of
+/// that generation but not parked (`not_parked`: a permit left, or it had finished), or found
+/// a later coroutine on its stack (`stale`: nothing done, no permit left).
+pub const Unparked = enum { woken, not_parked, stale };
 
 /// An undo step for a coroutine abandoned mid-wait (`Coroutine.pushCleanup`): usually the first
 /// field of a struct on the coroutine's stack that holds what to undo (`@fieldParentPtr`).
@@ -526,27 +536,28 @@ pub const Coroutine = struct {
     /// `unpark`, but only if the coroutine on this stack is still generation `gen`; a stale
     /// generation (finished, stack reused) does nothing and returns false.
     pub fn unparkGen(co: *Coroutine, gen: u32) bool {
-        return co.unparkTo(gen, .ready);
+        return co.unparkTo(gen, .ready) == .woken;
     }
 
     /// For a scheduler of this coroutine: `unparkGen`, but a parked coroutine goes straight to
     /// `running` rather than `ready`. The scheduler queues it and continues it with
     /// `resumeYielded`, so `resume` need not CAS it from ready to running: one CAS fewer per
     /// wake. An `unpark` that arrives while it waits for its turn leaves a permit, as it would
-    /// for any running coroutine (and as it does for a queued yielded one).
-    pub fn unparkGenQueued(co: *Coroutine, gen: u32) bool {
+    /// for any running coroutine (and as it does for a queued yielded one). Says what it did
+    /// (`Unparked`), as the C ABI's unpark answers.
+    pub fn unparkGenQueued(co: *Coroutine, gen: u32) Unparked {
         assert(co.owner != null);
         return co.unparkTo(gen, .running);
     }
 
-    fn unparkTo(co: *Coroutine, gen: u32, comptime target: State) bool {
+    fn unparkTo(co: *Coroutine, gen: u32, comptime target: State) Unparked {
         var w = co.load(.acquire);
         while (true) {
-            if (w.gen != gen) return false;
+            if (w.gen != gen) return .stale;
             var n = w;
             switch (w.state) {
                 .parked => n.state = target,
-                .finished => return false,
+                .finished => return .not_parked,
                 // Permits coalesce, but a pending one is still set again by a CAS, never left
                 // alone after a plain load: the CAS orders what the waker wrote before this
                 // unpark (release) before the parker's consuming CAS (acquire), which reads
@@ -560,7 +571,8 @@ pub const Coroutine = struct {
                 w = cur;
                 continue;
             }
-            return w.state == .parked; // true only for the transition out of parked
+            // Woken only by the transition out of parked.
+            return if (w.state == .parked) .woken else .not_parked;
         }
     }
 

@@ -949,6 +949,13 @@ pub const Scheduler = struct {
     /// Returns true if it was parked. A stale `ref` (the coroutine finished, or its run ended:
     /// a shutdown, perhaps a restart since) does nothing.
     pub fn unpark(s: *Scheduler, ref: Ref) bool {
+        return s.unparkChecked(ref) == .woken;
+    }
+
+    /// `unpark`, saying what it did (the C ABI's unpark answers a stale handle): `stale` for a
+    /// later coroutine on the stack or a run that ended (its epoch), `not_parked` also when
+    /// the run is ending now (a shutdown, which abandons the coroutine).
+    pub fn unparkChecked(s: *Scheduler, ref: Ref) coroutine.Unparked {
         if (@import("builtin").is_test) if (test_hooks.before_wake) |f| f();
         return s.wakeTo(ref.co, ref.gen, ref.epoch, .lifo);
     }
@@ -958,7 +965,7 @@ pub const Scheduler = struct {
         return s.epoch.load(.monotonic);
     }
 
-    fn wakeTo(s: *Scheduler, co: *Coroutine, gen: u32, epoch: u32, where: enum { lifo, queue }) bool {
+    fn wakeTo(s: *Scheduler, co: *Coroutine, gen: u32, epoch: u32, where: enum { lifo, queue }) coroutine.Unparked {
         // Counted busy after the wake, before it is queued. From a worker, the waker (a
         // running coroutine, or an armed timer) still counts itself, so the count cannot read
         // 0 between. From outside, a `drain` that reads 0 between saw the count before this
@@ -968,8 +975,9 @@ pub const Scheduler = struct {
                 // A worker's run is the scheduler's run now (a shutdown joins the workers
                 // before it ends it); a `Ref` of an earlier run names a stack it unmapped.
                 // Monotonic: stored before this worker started.
-                if (epoch != s.epoch.load(.monotonic)) return false;
-                if (!co.unparkGenQueued(gen)) return false;
+                if (epoch != s.epoch.load(.monotonic)) return .stale;
+                const did = co.unparkGenQueued(gen);
+                if (did != .woken) return did;
                 w.busyAdd();
                 // No other worker can take a coroutine from this worker's LIFO slot or FIFO
                 // list, so waking one for it would only cost a futex wake (and the woken
@@ -981,7 +989,7 @@ pub const Scheduler = struct {
                     .lifo => w.putLifo(co),
                     .queue => w.pushFifo(co),
                 }
-                return true;
+                return .woken;
             }
         }
         return s.wakeOutside(co, gen, epoch);
@@ -990,7 +998,7 @@ pub const Scheduler = struct {
     /// `wakeTo` from a thread that is no worker of this scheduler (see the file header): the
     /// coroutine is read only while this wake is counted in `wakers` and the run it was taken
     /// in still runs, which a shutdown waits out before it unmaps the stacks.
-    fn wakeOutside(s: *Scheduler, co: *Coroutine, gen: u32, epoch: u32) bool {
+    fn wakeOutside(s: *Scheduler, co: *Coroutine, gen: u32, epoch: u32) coroutine.Unparked {
         // Seq_cst RMW, then the seq_cst load of `state`: the Dekker pair with `shutdown` (its
         // seq_cst store of `stopping`, then its loads of `wakers`). Either we see the run ending
         // and leave without reading the coroutine, or it sees us and waits.
@@ -998,19 +1006,20 @@ pub const Scheduler = struct {
         // Release: what we read and wrote of the coroutine and the queues happens before the
         // shutdown that sees the count drop (its acquire loads) unmaps and frees them.
         defer assert(s.wakers.fetchSub(1, .release) > 0); // our own count in, above
-        if (s.state.load(.seq_cst) != .running) return false;
+        if (s.state.load(.seq_cst) != .running) return .not_parked;
         // Monotonic: the seq_cst load above read `running` from the store that follows this
         // run's epoch store in `begin` (or from an earlier run, whose epoch then still holds:
         // its shutdown waits for us before a restart can change it).
-        if (s.epoch.load(.monotonic) != epoch) return false;
+        if (s.epoch.load(.monotonic) != epoch) return .stale;
         if (@import("builtin").is_test) if (test_hooks.in_wake) |f| f();
-        if (!co.unparkGenQueued(gen)) return false;
+        const did = co.unparkGenQueued(gen);
+        if (did != .woken) return did;
         // Seq_cst, before the push: the worker that runs it counts it out after taking it from
         // the inject queue, and `drain` reads outs before ins (see `collectBusy`).
         _ = s.ext_in.fetchAdd(1, .seq_cst);
         s.inject.push(co);
         s.notify();
-        return true;
+        return .woken;
     }
 
     /// From a coroutine of this scheduler: sleeps at least `ns` nanoseconds.
