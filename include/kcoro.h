@@ -679,7 +679,8 @@ int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns);
 /* From a plain thread: until the scope is cancelled (KC_EINTR, reported first) or every child
  * has finished (0), or deadline_ns (KC_ETIME; 0 = none); KC_ESHUTDOWN as kc_scope_wait. For
  * owners outside the scheduler (a TypeScript scope) that must hear of a native cancellation.
- * KC_EINVAL from a coroutine. */
+ * KC_EINVAL from a coroutine or a scheduler worker's thread (it would block the worker), as
+ * kc_ring_wait (before, a worker's thread outside a coroutine was let wait). */
 int32_t kc_scope_watch(uint32_t scope, uint64_t deadline_ns);
 /* Cancels; the handle dies at once, the scope is freed after its last child. */
 int32_t kc_scope_destroy(uint32_t scope);

@@ -2140,9 +2140,11 @@ export fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32 {
 /// kc_scope_destroy or a child), or every child has finished (0), or the deadline passes (KC_ETIME;
 /// 0 = none). For an owner outside the scheduler that must hear of a native cancellation while
 /// it waits for the children (a TypeScript scope: call it nonblocking). KC_EINVAL from a
-/// coroutine (it would block its worker); KC_ESHUTDOWN if the scheduler stops meanwhile.
+/// coroutine or a scheduler worker's thread (it would block the worker, or the thread resuming
+/// a hand-driven coroutine), as kc_ring_wait (before, a worker's thread outside a coroutine
+/// was let wait); KC_ESHUTDOWN if the scheduler stops meanwhile.
 export fn kc_scope_watch(scope: u32, deadline_ns: u64) callconv(.c) i32 {
-    if (coroutine.current() != null) return Status.invalid.code();
+    if (!onHostThread()) return Status.invalid.code();
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
     defer sr.release(se);
@@ -6402,6 +6404,46 @@ test "C ABI: kc_ring_wait from a coroutine is KC_EINVAL at once; a plain thread 
     // This thread: an interrupt ends its wait (0), as before.
     try testing.expectEqual(@as(i32, 0), kc_ring_interrupt(S.ring));
     try testing.expectEqual(@as(i32, 0), kc_ring_wait(S.ring, 0));
+}
+
+test "C ABI: kc_scope_watch and kc_ring_wait refuse the same callers: a coroutine, and a scheduler worker's thread outside one" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // A worker's thread outside any coroutine: its `Worker.run`, once a coroutine finished
+    // there (the scheduler's hook). Before, kc_scope_watch checked for a coroutine only and
+    // waited there (0 at once for a scope with no children; with some, its worker blocked),
+    // though kcoro.h said it refused the callers kc_ring_wait refuses.
+    const S = struct {
+        var scope: u32 = 0;
+        var ring: u32 = 0;
+        var rcs: [4]std.atomic.Value(i32) = @splat(.init(999));
+        fn onWorker() void {
+            kcoro.scheduler.test_hooks.before_count_out = null; // once
+            // Bounded, so that a build without the check ends (0: no children; a timeout).
+            // Release: pairs with the test's acquire loads, after the drain.
+            rcs[0].store(kc_scope_watch(scope, kc_now_ns() + std.time.ns_per_ms), .release);
+            rcs[1].store(kc_ring_wait(ring, std.time.ns_per_ms), .release);
+        }
+        fn inCoroutine(_: ?*anyopaque) callconv(.c) void {
+            rcs[2].store(kc_scope_watch(scope, kc_now_ns() + std.time.ns_per_ms), .release);
+            rcs[3].store(kc_ring_wait(ring, std.time.ns_per_ms), .release);
+        }
+    };
+    for (&S.rcs) |*r| r.store(999, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&S.ring));
+    defer _ = kc_ring_destroy(S.ring);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &S.scope));
+    defer _ = kc_scope_destroy(S.scope);
+    defer kcoro.scheduler.test_hooks.before_count_out = null;
+    kcoro.scheduler.test_hooks.before_count_out = S.onWorker;
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.inCoroutine, null, 0, null));
+    // The hook ran before the worker counted the coroutine out, which the drain waits for.
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(10 * std.time.ns_per_s));
+    for (&S.rcs) |*r| try testing.expectEqual(Status.invalid.code(), r.load(.acquire));
+    // A plain thread still watches: no children, so done at once.
+    try testing.expectEqual(@as(i32, 0), kc_scope_watch(S.scope, kc_now_ns() + 10 * std.time.ns_per_s));
 }
 
 test "C ABI: a built-in that reads cells, given none, is KC_EINVAL at every spawn, not a NULL dereference on a worker" {
