@@ -768,11 +768,13 @@ int32_t kc_ring_wait(uint32_t ring, uint64_t timeout_ns);
 int32_t kc_ring_interrupt(uint32_t ring);
 /* Moves up to max records, oldest first, into out; returns how many. */
 int32_t kc_ring_drain(uint32_t ring, struct kc_completion *out, uint32_t max);
-/* After a ticket's record: copies a received value (size = its element size) into out (NULL for
- * sends) and frees the ticket. With out NULL a received value is discarded as a dropped one is:
- * a zero-copy descriptor's release runs, another value goes to the channel's undelivered hook.
- * KC_EINVAL, the ticket kept: not completed yet (abort it instead), a size other than the
- * element's, an out for a watch (kc_ring_watch). KC_EBADH: no such ticket (taken, aborted,
+/* After a ticket's record: copies a received value (size = its element size) into out and frees
+ * the ticket. Pass out NULL where nothing was received (a send, a select whose send clause
+ * fired, an operation that failed, a watch). With out NULL a received value is discarded as a
+ * dropped one is: a zero-copy descriptor's release runs, another value goes to the channel's
+ * undelivered hook. KC_EINVAL, the ticket kept: not completed yet (abort it instead), a size
+ * other than the element's, an out where nothing was received (before, a send's own value or a
+ * failed receive's stale element was copied into it). KC_EBADH: no such ticket (taken, aborted,
  * never issued). What counts is completion, not the drain: a take of a completed ticket whose
  * record was not drained yet succeeds, and that record still comes, naming a ticket gone (its
  * take is then KC_EBADH). */

@@ -2609,8 +2609,9 @@ export fn kc_ring_drain(ring: u32, out: ?[*]kcoro.bridge.Completion, max: u32) c
 
 /// int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size): after the
 /// ticket's record was drained, copies a received value (size = the element size of the
-/// channel, or of the select clause that fired) into out (NULL for sends; for a received value,
-/// NULL discards it: `Ring.take`) and frees the ticket.
+/// channel, or of the select clause that fired) into out (for a received value, NULL discards
+/// it: `Ring.take`) and frees the ticket. KC_EINVAL, the ticket kept, for an out where nothing
+/// was received (a send, a select whose send clause fired, a failed operation, a watch).
 export fn kc_ring_take(ring: u32, ticket: u32, out: ?*anyopaque, size: u32) callconv(.c) i32 {
     const rr = rings();
     const e = rr.acquire(ring) catch |err| return fail(err);

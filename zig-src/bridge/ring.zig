@@ -632,22 +632,19 @@ pub const Ring = struct {
     /// Without `out`, a received value is discarded as a dropped one is (`dropUndeliverable`:
     /// a zero-copy descriptor's buffer is released, another value goes to the channel's
     /// undelivered hook); it used to vanish with the ticket, leaking a zero-copy buffer.
+    /// InvalidArgument, the ticket kept, for an `out` where nothing was received (a send, a
+    /// select whose send clause fired, a failed operation, a watch): before, a send's value
+    /// or a failed receive's stale element was copied into it as if received.
     pub fn take(r: *Ring, ticket: u32, out: ?[]u8) error{ BadHandle, InvalidArgument }!void {
         const p = try r.claim(ticket, true);
-        if (out == null) {
-            if (p.returnedTo()) |ch| ch.dropUndeliverable(p.returnedValue().ptr);
-        }
+        const to = p.returnedTo(); // null: nothing received
         if (out) |o| {
-            const src = p.valueOf(p.fired) orelse {
-                r.unclaim(p);
-                return error.InvalidArgument;
-            };
-            if (o.len != src.len) {
+            if (to == null or o.len != p.returnedValue().len) {
                 r.unclaim(p);
                 return error.InvalidArgument;
             }
-            @memcpy(o, src);
-        }
+            @memcpy(o, p.returnedValue());
+        } else if (to) |ch| ch.dropUndeliverable(p.returnedValue().ptr);
         p.afterCompletion();
         r.disown(p, false);
         r.freePending(p);
@@ -917,7 +914,7 @@ pub const Pending = struct {
     fn valueOf(p: *Pending, index: u32) ?[]u8 {
         switch (p.body) {
             .op => |*o| return if (index == 0) o.elem else null,
-            .watch => return null, // no element: a take with somewhere to put one is refused
+            .watch => return null, // no element (`returnedTo` is null: a take with an out is refused)
             .select => |s| {
                 if (index >= s.sel.n) return null;
                 var off: usize = 0;
@@ -1010,6 +1007,57 @@ test "JS-style waiters: completions from native coroutines land on the ring, bat
     try testing.expect(!ring.wait(scheduler.monotonicNs() + std.time.ns_per_ms)); // nothing left
     // A pending receive left on a ring is withdrawn by deinit (the leak check would see it).
     _ = (try ring.submitOp(ch2, .receive, std.mem.asBytes(&out), &.{})).pending;
+}
+
+test "take with somewhere to put a value is refused, the ticket kept, where nothing was received: a send, a select's send clause, a failed receive" {
+    var ring = Ring.init(testing.allocator);
+    defer ring.deinit();
+    const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer ch.destroy();
+    var rec: [2]Completion = undefined;
+    const untouched: u64 = 0x5A5A_5A5A_5A5A_5A5A;
+    var out: u64 = untouched;
+    // A send, completed by a native receive. Before, its own value was copied into `out`.
+    var v: u64 = 42;
+    const sent = (try ring.submitOp(ch, .send, std.mem.asBytes(&v), &.{})).pending;
+    var got: u64 = 0;
+    try ch.receive(std.mem.asBytes(&got), null, true);
+    try testing.expectEqual(@as(u64, 42), got);
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try testing.expectEqual(Completion{ .ticket = sent, .status = 0, .index = 0 }, rec[0]);
+    try testing.expectError(error.InvalidArgument, ring.take(sent, std.mem.asBytes(&out)));
+    try testing.expectEqual(untouched, out);
+    try ring.take(sent, null); // kept: taken without one
+    try testing.expectError(error.BadHandle, ring.take(sent, null));
+    // A select whose send clause fired.
+    const other = try channel.Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer other.destroy();
+    var vs: u64 = 7;
+    var vr: u64 = 0;
+    const clauses = [_]channel.Clause{
+        .{ .ch = other, .kind = .receive, .elem = undefined },
+        .{ .ch = ch, .kind = .send, .elem = undefined },
+    };
+    const values = [_][]u8{ std.mem.asBytes(&vr), std.mem.asBytes(&vs) };
+    const sel = (try ring.submitSelect(&clauses, &values, null, &.{})).pending;
+    try ch.receive(std.mem.asBytes(&got), null, true);
+    try testing.expectEqual(@as(u64, 7), got);
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try testing.expectEqual(Completion{ .ticket = sel, .status = 0, .index = 1 }, rec[0]);
+    try testing.expectError(error.InvalidArgument, ring.take(sel, std.mem.asBytes(&out)));
+    try testing.expectEqual(untouched, out);
+    try ring.take(sel, null);
+    // A receive that failed: its channel closed with nothing in it. Before, the element's
+    // stale bytes were copied into `out` as if received.
+    var elem: u64 = 99;
+    const failed = (try ring.submitOp(ch, .receive, std.mem.asBytes(&elem), &.{})).pending;
+    _ = ch.close();
+    try testing.expectEqual(@as(usize, 1), ring.drain(&rec));
+    try testing.expectEqual(failed, rec[0].ticket);
+    try testing.expectEqual(status_mod.Status.closed.code(), rec[0].status);
+    try testing.expectError(error.InvalidArgument, ring.take(failed, std.mem.asBytes(&out)));
+    try testing.expectEqual(untouched, out);
+    try ring.take(failed, null);
 }
 
 test "JS-style select: one clause fires through the ring, the losers are unlinked, abort gives up" {
