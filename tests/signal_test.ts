@@ -1136,47 +1136,99 @@ Deno.test("a producer's send whose task signal aborts during the call (while it 
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
 
+type ListenerEntry = { callback: () => void };
+
 /**
- * A signal whose listening runs the caller's code that aborts it, with `reason`, once kcoro's
- * listener is in, before the listen returns (a proxy of its own on the engine's listener list,
- * under an accessor for its listeners property): the engine calls that listener, and then
- * `listenAbort`, finding the signal aborted, calls it again. `heard()`: how many listeners the
- * list held as it aborted.
+ * Puts the caller's code on `signal`'s listener list for "abort" (a proxy of its own on the
+ * engine's list, under an accessor for its listeners property on a prototype under the signal):
+ * `onLength(list, length)` runs each time the list's length is set, once it is (as a listen puts
+ * a listener in, and as the dispatch or a removal takes one out); without `onLength` the list is
+ * the engine's own. `entries()`: the list's entries now (none before the first listen).
  */
-function abortsOnceListenerIn(reason: unknown): { signal: AbortSignal; heard(): number } {
-  const controller = new AbortController();
-  let store: { listeners: Record<string, unknown[]> } | undefined = undefined;
-  let armed = true;
-  let heard = -1;
-  const list = (a: unknown[]) =>
+function watchListeners(
+  signal: AbortSignal,
+  onLength?: (list: ListenerEntry[], length: number) => void,
+): { entries(): ListenerEntry[] } {
+  let store: { listeners: Record<string, ListenerEntry[]> } | undefined = undefined;
+  const list = (a: ListenerEntry[]) =>
     new Proxy(a, {
       set(target, key, value) {
         target[key as unknown as number] = value;
-        // At the push's length: the listener is in, and the dispatch may remove it.
-        if (armed && key === "length" && value === 1) {
-          armed = false;
-          heard = target.length;
-          controller.abort(reason);
-        }
+        if (key === "length") onLength!(target, value);
         return true;
       },
     });
   const proto = Object.create(AbortSignal.prototype, {
     [listenersKey()]: {
       get: () => store,
-      set(v: { listeners: Record<string, unknown[]> }) {
-        v.listeners = new Proxy(v.listeners, {
-          set(target, key, value) {
-            target[key as string] = key === "abort" ? list(value) : value;
-            return true;
-          },
-        });
+      set(v: { listeners: Record<string, ListenerEntry[]> }) {
+        if (onLength) {
+          v.listeners = new Proxy(v.listeners, {
+            set(target, key, value) {
+              target[key as string] = key === "abort" ? list(value) : value;
+              return true;
+            },
+          });
+        }
         store = v;
       },
     },
   });
-  Object.setPrototypeOf(controller.signal, proto);
+  Object.setPrototypeOf(signal, proto);
+  return { entries: () => store?.listeners.abort ?? [] };
+}
+
+/**
+ * A signal whose listening runs the caller's code that aborts it, with `reason`, once kcoro's
+ * listener is in, before the listen returns (`watchListeners`): the engine calls that listener,
+ * and then `listenAbort`, finding the signal aborted, calls it again. With `thenThrows`, the
+ * listen then throws (the wait settled with the reason already). `heard()`: how many listeners
+ * the list held as it aborted.
+ */
+function abortsOnceListenerIn(
+  reason: unknown,
+  thenThrows = false,
+): { signal: AbortSignal; heard(): number } {
+  const controller = new AbortController();
+  let armed = true;
+  let heard = -1;
+  watchListeners(controller.signal, (list, length) => {
+    // At the push's length: the listener is in, and the dispatch may remove it.
+    if (!armed || length !== 1) return;
+    armed = false;
+    heard = list.length;
+    controller.abort(reason);
+    if (thenThrows) throw new Error("the caller's listeners property");
+  });
   return { signal: controller.signal, heard: () => heard };
+}
+
+/** The waits a signal can end, each made by `startWait`. */
+const WAITS = ["receive", "send", "select", "delay", "native wait", "join", "await"] as const;
+
+/**
+ * Starts the wait `which` with `signal`: a receive, a send (of 1) or a select (receiving) on the
+ * rendezvous channel `ch`, a delay of an hour (no timer may be left: the sanitizer would fail the
+ * test), `ns`'s wait, or a join or an await of `d`.
+ */
+function startWait(
+  which: typeof WAITS[number],
+  signal: AbortSignal,
+  ch: Channel<number>,
+  ns: NativeScope,
+  d: CompletableDeferred<number>,
+): Promise<unknown> {
+  return which === "receive"
+    ? ch.receive({ signal })
+    : which === "send"
+    ? ch.send(1, { signal })
+    : which === "select"
+    ? select<number>((s) => s.onReceive(ch, (v) => v), { signal })
+    : which === "delay"
+    ? delay(3_600_000, { signal })
+    : which === "native wait"
+    ? ns.wait({ signal })
+    : d[which]({ signal });
 }
 
 Deno.test("a wait whose signal aborts during the listen once kcoro's listener is in (called by the engine, then by listenAbort) settles once, with its reason, delivering nothing", async () => {
@@ -1185,23 +1237,12 @@ Deno.test("a wait whose signal aborts during the listen once kcoro's listener is
   const reason = new Error("aborted once listened to");
   const d = new CompletableDeferred<number>();
   const handlers = () => (d as unknown as { _handlerCount: number })._handlerCount;
-  const waits = ["receive", "send", "select", "delay", "native wait", "join", "await"] as const;
-  for (const which of waits) {
+  for (const which of WAITS) {
     using ch = new Channel<number>("rendezvous");
     await using ns = NativeScope.create();
     const probe = abortsOnceListenerIn(reason);
     const signal = probe.signal;
-    const wait: Promise<unknown> = which === "receive"
-      ? ch.receive({ signal })
-      : which === "send"
-      ? ch.send(1, { signal })
-      : which === "select"
-      ? select<number>((s) => s.onReceive(ch, (v) => v), { signal })
-      : which === "delay"
-      ? delay(3_600_000, { signal }) // no timer left: the sanitizer would fail the test
-      : which === "native wait"
-      ? ns.wait({ signal })
-      : d[which]({ signal });
+    const wait = startWait(which, signal, ch, ns, d);
     assert.equal(probe.heard(), 1, `${which}: aborted with kcoro's listener in`);
     assert.equal(await settled(wait), true, `${which}: settled`);
     await assert.rejects(wait, (e: unknown) => e === reason, which);
@@ -1221,49 +1262,11 @@ Deno.test("a wait whose signal aborts during the listen once kcoro's listener is
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
 
-/**
- * `abortsOnceListenerIn`'s signal whose listen, once it aborted it, throws: the engine has called
- * kcoro's listener (the wait settled with the reason), and then the listen throws.
- */
-function abortsOnceListenerInThenThrows(reason: unknown): AbortSignal {
-  const controller = new AbortController();
-  let store: { listeners: Record<string, unknown[]> } | undefined = undefined;
-  let armed = true;
-  const list = (a: unknown[]) =>
-    new Proxy(a, {
-      set(target, key, value) {
-        target[key as unknown as number] = value;
-        if (armed && key === "length" && value === 1) {
-          armed = false;
-          controller.abort(reason);
-          throw new Error("the caller's listeners property");
-        }
-        return true;
-      },
-    });
-  const proto = Object.create(AbortSignal.prototype, {
-    [listenersKey()]: {
-      get: () => store,
-      set(v: { listeners: Record<string, unknown[]> }) {
-        v.listeners = new Proxy(v.listeners, {
-          set(target, key, value) {
-            target[key as string] = key === "abort" ? list(value) : value;
-            return true;
-          },
-        });
-        store = v;
-      },
-    },
-  });
-  Object.setPrototypeOf(controller.signal, proto);
-  return controller.signal;
-}
-
 Deno.test("a select whose signal's listen aborts it once kcoro's listener is in, then throws, rejects with its reason and reports nothing", async () => {
   using reported = catchReported();
   const reason = new Error("aborted once listened to");
   using ch = new Channel<number>("rendezvous");
-  const signal = abortsOnceListenerInThenThrows(reason);
+  const { signal } = abortsOnceListenerIn(reason, true);
   const wait = select<number>((s) => s.onReceive(ch, (v) => v), { signal });
   assert.equal(signal.aborted, true, "the probe aborts it");
   assert.equal(await settled(wait), true, "settled");
@@ -1338,44 +1341,24 @@ Deno.test("a select whose signal's listen completes one of its channel clauses (
 });
 
 /**
- * A signal whose abort listeners the caller's code reaches (through the engine's listeners
- * property, an accessor of its own on a prototype under the signal) and calls without aborting
- * it: `during`, each one as the listen puts it in; `callAll()`, those in at that time, and says
+ * A signal whose abort listeners the caller's code reaches (`watchListeners`) and calls without
+ * aborting it: `during`, each one as the listen puts it in; `callAll()`, those in at that time, and says
  * how many. `abort(reason)` aborts it.
  */
 function listenersCalled(
   during: boolean,
 ): { signal: AbortSignal; callAll(): number; abort(reason: unknown): void } {
   const controller = new AbortController();
-  type Entry = { callback: () => void };
-  let store: { listeners: Record<string, Entry[]> } | undefined = undefined;
-  const list = (a: Entry[]) =>
-    new Proxy(a, {
-      set(target, key, value) {
-        target[key as unknown as number] = value;
-        if (key === "length" && value > 0) target[value - 1].callback();
-        return true;
-      },
-    });
-  const proto = Object.create(AbortSignal.prototype, {
-    [listenersKey()]: {
-      get: () => store,
-      set(v: { listeners: Record<string, Entry[]> }) {
-        if (during) {
-          v.listeners = new Proxy(v.listeners, {
-            set(target, key, value) {
-              target[key as string] = key === "abort" ? list(value) : value;
-              return true;
-            },
-          });
-        }
-        store = v;
-      },
-    },
-  });
-  Object.setPrototypeOf(controller.signal, proto);
+  const listeners = watchListeners(
+    controller.signal,
+    during
+      ? (list, length) => {
+        if (length > 0) list[length - 1].callback();
+      }
+      : undefined,
+  );
   const callAll = () => {
-    const entries = [...(store?.listeners.abort ?? [])];
+    const entries = [...listeners.entries()];
     for (const e of entries) e.callback();
     return entries.length;
   };
@@ -1385,25 +1368,14 @@ function listenersCalled(
 Deno.test("a wait whose abort listener the caller's code calls while its signal has not aborted (during the listen, or later) ignores the call: it waits on, and the signal's abort still ends it", async () => {
   using reported = catchReported();
   const d = new CompletableDeferred<number>();
-  const waits = ["receive", "send", "select", "delay", "native wait", "join", "await"] as const;
   for (const when of ["during the listen", "later"] as const) {
-    for (const which of waits) {
+    for (const which of WAITS) {
       const what = `${which}, ${when}`;
       using ch = new Channel<number>("rendezvous");
       await using ns = NativeScope.create();
       const probe = listenersCalled(when === "during the listen");
       const signal = probe.signal;
-      const wait: Promise<unknown> = which === "receive"
-        ? ch.receive({ signal })
-        : which === "send"
-        ? ch.send(1, { signal })
-        : which === "select"
-        ? select<number>((s) => s.onReceive(ch, (v) => v), { signal })
-        : which === "delay"
-        ? delay(3_600_000, { signal })
-        : which === "native wait"
-        ? ns.wait({ signal })
-        : d[which]({ signal });
+      const wait = startWait(which, signal, ch, ns, d);
       if (when === "later") assert.equal(probe.callAll(), 1, `${what}: one listener called`);
       // Before, each rejected with undefined (a delay armed its timer all the same, a channel
       // wait or a select was withdrawn, a join or an await left its handler).
