@@ -15,7 +15,7 @@
 // raw symbols, the codecs' encode and decode of native slots; see README), the @ignore
 // constructors of Runtime and Library, and methods called on a receiver of another class.
 import assert from "node:assert/strict";
-import { prng, untilAborted } from "./support.ts";
+import { callersJob, prng, untilAborted } from "./support.ts";
 import * as kc from "../mod.ts";
 import {
   AbiMismatchError,
@@ -518,12 +518,7 @@ async function child(): Promise<void> {
     label({ job: Object.create(CompletableDeferred.prototype) }, "{job: fake}"),
     label({ launch: () => pick([1, undefined, {}]) }, "{launch returns no Job}"),
     label({ launch: boom }, "{launch throws}"),
-    label({
-      state: "active",
-      isCompleted: false,
-      start: () => false,
-      invokeOnCompletion: () => pick([1, undefined]),
-    }, "fake job"),
+    label(callersJob(() => pick([1, undefined])), "fake job"),
     label({
       state: "completed",
       isCompleted: true,

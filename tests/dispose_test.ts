@@ -17,6 +17,7 @@ import { encodeCause, giveSlot, takeSlot } from "../src/codec.ts";
 import { _ENDED_HANDLE, _sharedEntries, _testRekeyEntry } from "../src/channel.ts";
 import { Status } from "../src/errors.ts";
 import {
+  callersJob,
   catchReported,
   createNative,
   describeNative,
@@ -186,21 +187,16 @@ Deno.test("a dispose run again from inside itself (a select's job Disposable, an
   // the channel: the owner's went with it, and a later copy made a second record.
   using ch = new Channel<number>(0);
   const copy = Channel.from<number>(ch.share());
-  const job = {
-    state: "active",
-    isCompleted: false,
-    start: () => false,
-    invokeOnCompletion: () => ({
-      [Symbol.dispose]: () => {
-        copy[Symbol.dispose]();
-        late = outcome(copy.receive()); // begun inside the dispose
-      },
-    }),
-  };
+  const job = callersJob(() => ({
+    [Symbol.dispose]: () => {
+      copy[Symbol.dispose]();
+      late = outcome(copy.receive()); // begun inside the dispose
+    },
+  }));
   let late: Promise<string> | undefined;
   const sel = outcome(select((s) => {
     s.onReceive(copy, (v) => v);
-    s.onJoin(job as never, () => "joined");
+    s.onJoin(job, () => "joined");
   }));
   copy[Symbol.dispose]();
   assert.equal(await sel, "InvalidHandleError: Cannot select: the channel was disposed");

@@ -2,7 +2,18 @@
 // fairness, at most one clause firing, a seeded stress mixed with plain sends and receives,
 // abort signals and timeouts.
 import assert from "node:assert/strict";
-import { catchReported, evalScript, prng, settled, spyCalls, until, within } from "./support.ts";
+import {
+  callersJob,
+  catchReported,
+  evalScript,
+  jobArmedAfter,
+  jobSendingAsArmed,
+  prng,
+  settled,
+  spyCalls,
+  until,
+  within,
+} from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -888,18 +899,13 @@ Deno.test("a closed completion reported for a clause the select lacks fails it, 
 Deno.test("a clause that throws while it is armed, after the channel clauses were queued, withdraws them: nothing is sent", async () => {
   using ch = new Channel<Uint8Array>(0, { codec: codecs.bytes });
   ch.share(); // its clause is queued natively
-  const job = {
-    state: "active",
-    isCompleted: false,
-    start: () => false,
-    invokeOnCompletion: () => {
-      throw new Error("cannot watch");
-    },
-  };
+  const job = callersJob(() => {
+    throw new Error("cannot watch");
+  });
   await assert.rejects(
     select((s) => {
       s.onSend(ch, new Uint8Array(100).fill(9), () => "sent");
-      s.onJoin(job as never, () => "joined");
+      s.onJoin(job, () => "joined");
     }),
     /cannot watch/,
   );
@@ -1045,15 +1051,10 @@ Deno.test("a Job of the caller's own whose invokeOnCompletion returns no Disposa
   using ch = new Channel<Uint8Array>(0, { codec: codecs.bytes });
   ch.share(); // its clause is queued natively, then withdrawn
   for (const returned of [1, undefined, {}]) {
-    const job = {
-      state: "active",
-      isCompleted: false,
-      start: () => false,
-      invokeOnCompletion: () => returned,
-    };
+    const job = callersJob(() => returned);
     const outcome = select((s) => {
       s.onSend(ch, new Uint8Array(100).fill(9), () => "sent");
-      s.onJoin(job as never, () => "joined");
+      s.onJoin(job, () => "joined");
       s.onTimeout(1, () => "timed out");
     });
     // Before, the timeout's cleanup threw at the returned value before its handler ran.
@@ -1089,26 +1090,16 @@ Deno.test("a Job of the caller's own that runs its handler at once, then returns
   for (const how of ["returns nothing", "throws"] as const) {
     using reported = catchReported();
     let disposed = 0;
-    const other = {
-      state: "active",
-      isCompleted: false,
-      start: () => false,
-      invokeOnCompletion: () => ({ [Symbol.dispose]: () => void disposed++ }),
-    };
+    const other = callersJob(() => ({ [Symbol.dispose]: () => void disposed++ }));
     // Active when the select looks, complete by the time it arms its handler.
-    const job = {
-      state: "active",
-      isCompleted: false,
-      start: () => false,
-      invokeOnCompletion: (handler: () => void) => {
-        handler();
-        if (how === "throws") throw new Error("the caller's invokeOnCompletion");
-        return 1;
-      },
-    };
+    const job = callersJob((handler) => {
+      handler();
+      if (how === "throws") throw new Error("the caller's invokeOnCompletion");
+      return 1;
+    });
     const outcome = select((s) => {
-      s.onJoin(other as never, () => "other");
-      s.onJoin(job as never, () => "joined");
+      s.onJoin(other, () => "other");
+      s.onJoin(job, () => "joined");
     });
     // Before, the select rejected with the TypeError after the win had cleaned up (the other
     // job's Disposable disposed twice); then the error was reported: an error event nobody
@@ -1124,21 +1115,12 @@ Deno.test("a select whose Job of the caller's own lost to a channel clause as it
   using ch = new Channel<number>(0, { codec: codecs.f64 });
   // As its clause is armed: the channel clause completes natively (a send of this isolate,
   // meeting the select queued natively), then the job runs its handler, which loses (KC_EBUSY).
-  const job = {
-    state: "active",
-    isCompleted: false,
-    start: () => false,
-    invokeOnCompletion: (handler: () => void) => {
-      assert.deepEqual(ch.trySend(5), { state: "ok" });
-      handler();
-      return { [Symbol.dispose]() {} };
-    },
-  };
+  const job = jobSendingAsArmed(ch, 5);
   const ctl = new AbortController();
   const reason = new Error("given up");
   const outcome = select<string>((s) => {
     s.onReceive(ch, (v) => `got ${v}`);
-    s.onJoin(job as never, () => "joined");
+    s.onJoin(job, () => "joined");
   }, { signal: ctl.signal });
   ctl.abort(reason); // the record is not taken yet
   // Before, the select never listened to the signal: the receive clause fired.
@@ -1171,23 +1153,18 @@ Deno.test("a select whose Job of the caller's own let a channel clause complete 
       // receive of this isolate, meeting the select queued natively), then the arming fails:
       // the select's withdrawal (or the handler's) answers KC_EBUSY, and the record, still to
       // come, settles it.
-      const job = {
-        state: "active",
-        isCompleted: false,
-        start: () => false,
-        invokeOnCompletion: (handler: () => void) => {
-          if (partner === "a send") assert.deepEqual(ch.trySend(5), { state: "ok" }, what);
-          else if (partner === "a close") ch.close();
-          else got = ch.tryReceive();
-          if (how.startsWith("runs its handler")) handler();
-          if (how.endsWith("throws")) throw thrown;
-          return 1;
-        },
-      };
+      const job = callersJob((handler) => {
+        if (partner === "a send") assert.deepEqual(ch.trySend(5), { state: "ok" }, what);
+        else if (partner === "a close") ch.close();
+        else got = ch.tryReceive();
+        if (how.startsWith("runs its handler")) handler();
+        if (how.endsWith("throws")) throw thrown;
+        return 1;
+      });
       const outcome = select<string>((s) => {
         if (partner === "a receive") s.onSend(ch, 9, () => "sent");
         else s.onReceive(ch, (v) => `got ${v}`);
-        s.onJoin(job as never, () => "joined");
+        s.onJoin(job, () => "joined");
       });
       if (partner === "a receive") {
         // Delivered: it fires (the value is the receiver's), as a send clause that won before
@@ -1223,19 +1200,10 @@ Deno.test("a select whose job clause lost to a completed channel clause, then en
     const copy = Channel.from<number>(ch.share());
     // As its clause is armed: the channel clause completes natively (a send of this isolate,
     // meeting the select queued natively), then the job runs its handler, which loses (KC_EBUSY).
-    const job = {
-      state: "active",
-      isCompleted: false,
-      start: () => false,
-      invokeOnCompletion: (handler: () => void) => {
-        assert.deepEqual(ch.trySend(5), { state: "ok" });
-        handler();
-        return { [Symbol.dispose]() {} };
-      },
-    };
+    const job = jobSendingAsArmed(ch, 5);
     const outcome = select<string>(async (s) => {
       s.onReceive(how === "copy disposed" ? copy : ch, (v) => `got ${v}`);
-      s.onJoin(job as never, () => "joined");
+      s.onJoin(job, () => "joined");
       await null;
       // Its rejection reaches the select in a microtask: before the ring's record is drained.
       if (how === "builder failed") s.onTimeout(0, () => "late");
@@ -1265,21 +1233,14 @@ Deno.test("a select whose onSend completed natively as its job clause lost, then
     let got: unknown;
     // As its clause is armed: the send clause completes natively (a receive of this isolate, or
     // the channel's cancel), then the job runs its handler, which loses (KC_EBUSY).
-    const job = {
-      state: "active",
-      isCompleted: false,
-      start: () => false,
-      invokeOnCompletion: (handler: () => void) => {
-        if (how === "delivered") got = ch.tryReceive();
-        else ch.cancel();
-        handler();
-        return { [Symbol.dispose]() {} };
-      },
-    };
+    const job = jobArmedAfter(() => {
+      if (how === "delivered") got = ch.tryReceive();
+      else ch.cancel();
+    });
     const ctl = new AbortController();
     const outcome = select<string>((s) => {
       s.onSend(ch, 9, () => "sent");
-      s.onJoin(job as never, () => "joined");
+      s.onJoin(job, () => "joined");
     }, { signal: ctl.signal });
     ctl.abort(new Error("given up")); // the record is not taken yet
     if (how === "delivered") {
@@ -1296,22 +1257,17 @@ Deno.test("a select whose onSend completed natively as its job clause lost, then
 
 Deno.test("a Job of the caller's own whose Disposable throws still lets the select settle: the error is reported, the winner's handler runs", async () => {
   using reported = catchReported();
-  const job = {
-    state: "active",
-    isCompleted: false,
-    start: () => false,
-    invokeOnCompletion: () => ({
-      [Symbol.dispose]() {
-        throw new Error("the caller's dispose");
-      },
-    }),
-  };
+  const job = callersJob(() => ({
+    [Symbol.dispose]() {
+      throw new Error("the caller's dispose");
+    },
+  }));
   // Won by a channel clause, in the ring's drain (a send made natively, as another thread's).
   using ch = new Channel<number>(0, { codec: codecs.f64 });
   const handle = ch.handle;
   const received = select<number>((s) => {
     s.onReceive(ch, (v) => v);
-    s.onJoin(job as never, () => -1);
+    s.onJoin(job, () => -1);
     s.onTimeout(60_000, () => -2);
   });
   await until(() => pending() === 1, "the select queued natively");
@@ -1326,7 +1282,7 @@ Deno.test("a Job of the caller's own whose Disposable throws still lets the sele
   // Won in JavaScript (its timeout).
   const timedOut = select<string>((s) => {
     s.onReceive(ch, () => "received");
-    s.onJoin(job as never, () => "joined");
+    s.onJoin(job, () => "joined");
     s.onTimeout(1, () => "timed out");
   });
   assert.equal(await within(timedOut, 5_000, "the select won by its timeout"), "timed out");

@@ -29,7 +29,7 @@ import {
   withTimeout,
   withTimeoutOrNull,
 } from "../mod.ts";
-import { catchReported, settled, untilAborted } from "./support.ts";
+import { catchReported, jobSendingAsArmed, settled, untilAborted } from "./support.ts";
 
 const MEMBERS = [
   "aborted",
@@ -1255,19 +1255,10 @@ Deno.test("a select whose channel clause won as a Job of the caller's own was ar
   // As its clause is armed: the channel clause completes natively (a send of this isolate,
   // meeting the select queued natively), then the job runs its handler, which loses (KC_EBUSY):
   // the select listens to its signal until the record is taken.
-  const job = {
-    state: "active",
-    isCompleted: false,
-    start: () => false,
-    invokeOnCompletion: (handler: () => void) => {
-      assert.deepEqual(ch.trySend(5), { state: "ok" });
-      handler();
-      return { [Symbol.dispose]() {} };
-    },
-  };
+  const job = jobSendingAsArmed(ch, 5);
   const outcome = select<string>((s) => {
     s.onReceive(ch, (v) => `got ${v}`);
-    s.onJoin(job as never, () => "joined");
+    s.onJoin(job, () => "joined");
   }, { signal: listenThrows() });
   // Before, the listen's error went to reportError (an error event nobody handles, which ends
   // the process), and the receive clause fired; then the select rejected with that raw error.

@@ -3,9 +3,11 @@
 import assert from "node:assert/strict";
 import {
   CancellationError,
+  type Channel,
   type Codec,
   type CodecName,
   codecs,
+  type Job,
   library,
   runtime,
   type SharedChannel,
@@ -287,4 +289,38 @@ export function lengthClaimingProxy(length: unknown): { proxy: unknown[]; reads:
     has: () => true,
   });
   return { proxy, reads: () => reads };
+}
+
+/**
+ * A Job of the caller's own (an object of a Job's shape, not one of kcoro's): active and never
+ * started, with the given `invokeOnCompletion`, through which a select's onJoin arms its handler.
+ */
+export function callersJob(invokeOnCompletion: (handler: () => void) => unknown): Job {
+  const job = { state: "active", isCompleted: false, start: () => false, invokeOnCompletion };
+  return job as unknown as Job;
+}
+
+/**
+ * A `callersJob` whose arming of a select's handler first runs `act` (the caller's code that
+ * completes one of the select's channel clauses natively: a send, a receive or a cancel of this
+ * isolate meeting the select queued natively), then the handler, which loses to that clause
+ * (KC_EBUSY) and leaves the record, still to come, to settle the select. Its Disposable does
+ * nothing.
+ */
+export function jobArmedAfter(act: () => void): Job {
+  return callersJob((handler) => {
+    act();
+    handler();
+    return { [Symbol.dispose]() {} };
+  });
+}
+
+/**
+ * A `jobArmedAfter` a send of `value` to `ch`, asserted to be taken: by the select's receive
+ * clause on `ch`, queued natively, which so completes as the job's clause is armed.
+ */
+export function jobSendingAsArmed(ch: Channel<number>, value: number): Job {
+  return jobArmedAfter(() =>
+    assert.deepEqual(ch.trySend(value), { state: "ok" }, "a send as the job is armed is taken")
+  );
 }
