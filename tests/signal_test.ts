@@ -815,14 +815,21 @@ Deno.test("createScope whose signal aborts while it is being listened to makes a
   assert.equal(abortListeners(signal), 0, "the scope left no listener");
 });
 
-Deno.test("coroutineScope whose signal aborts while it is being listened to rejects as for an aborted signal, never running its block, keeping no listener", async () => {
-  // Before, its block ran on, its scope following a signal that had aborted.
+/**
+ * Asserts that `call` (a coroutineScope, a withTimeout: a call that makes a scope to run `block`)
+ * with a signal that aborts while it is being listened to (`abortsWhileListening`) rejects at
+ * once as for an aborted signal, a CancellationError whose cause is the signal's reason, never
+ * running its block and keeping no listener.
+ */
+async function assertCancelledBeforeBlock(
+  call: (block: () => void, signal: AbortSignal) => Promise<unknown>,
+): Promise<void> {
   const reason = new Error("aborted while listened to");
   const signal = abortsWhileListening(reason);
   let ran = false;
-  const outcome = coroutineScope(() => {
+  const outcome = call(() => {
     ran = true;
-  }, { signal });
+  }, signal);
   assert.equal(await settled(outcome), true, "settled");
   await assert.rejects(
     outcome,
@@ -830,6 +837,11 @@ Deno.test("coroutineScope whose signal aborts while it is being listened to reje
   );
   assert.equal(ran, false, "the block never ran");
   assert.equal(abortListeners(signal), 0, "the scope left no listener");
+}
+
+Deno.test("coroutineScope whose signal aborts while it is being listened to rejects as for an aborted signal, never running its block, keeping no listener", async () => {
+  // Before, its block ran on, its scope following a signal that had aborted.
+  await assertCancelledBeforeBlock((block, signal) => coroutineScope(block, { signal }));
 });
 
 Deno.test("coroutineScope and createScope whose signal aborts while it is being listened to, inside scopes nested 40 deep being cancelled, are cancelled before the block runs, at every level", async () => {
@@ -906,19 +918,7 @@ for (
       // Before, its scope, cancelled and final before it started, still got the timer of its
       // timeout, never cleared (its finalizer was added after the scope had finished): the
       // process was kept alive for the whole minute.
-      const reason = new Error("aborted while listened to");
-      const signal = abortsWhileListening(reason);
-      let ran = false;
-      const outcome = run(60_000, () => {
-        ran = true;
-      }, { signal });
-      assert.equal(await settled(outcome), true, "settled");
-      await assert.rejects(
-        outcome,
-        (e: unknown) => e instanceof CancellationError && e.cause === reason,
-      );
-      assert.equal(ran, false, "the block never ran");
-      assert.equal(abortListeners(signal), 0, "the scope left no listener");
+      await assertCancelledBeforeBlock((block, signal) => run(60_000, block, { signal }));
     },
   );
 }
