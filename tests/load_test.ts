@@ -826,11 +826,34 @@ async function copyModule(dir: string): Promise<void> {
   await Deno.copyFile(`${root}mod.ts`, `${dir}/mod.ts`);
 }
 
-Deno.test("without a build and without --allow-run the error says what to do", async () => {
+/**
+ * Runs `body` with a temporary directory holding a copy of the module's sources (`copyModule`):
+ * a checkout without a build, removed once `body` ends.
+ */
+async function withModuleCopy(body: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir();
   try {
     await copyModule(dir);
-    const code = probe.replace(`${root}mod.ts`, `${dir}/mod.ts`);
+    await body(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
+ * The probe, importing the module copied into `dir` (`copyModule`) in place of this checkout's.
+ * With `unsetLib`, it first deletes KCORO_LIB from its environment (a child inherits the test's),
+ * so that the search runs whatever the test was given.
+ */
+function probeIn(dir: string, unsetLib = false): string {
+  const code = probe.replace(`${root}mod.ts`, `${dir}/mod.ts`);
+  assert.ok(code.includes(`from "${dir}/mod.ts"`), "the probe imports the copy's mod.ts");
+  return unsetLib ? `Deno.env.delete("KCORO_LIB");\n${code}` : code;
+}
+
+Deno.test("without a build and without --allow-run the error says what to do", async () => {
+  await withModuleCopy(async (dir) => {
+    const code = probeIn(dir);
     const res = await runScript(code, {}, ["--allow-ffi", "--allow-read"]);
     // Every place looked at could be: there is no file at any (a local build the system
     // refuses to stat says otherwise, the test below).
@@ -854,9 +877,7 @@ Deno.test("without a build and without --allow-run the error says what to do", a
       "build from source: skipped, it needs --allow-run",
       run.stdout,
     );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test({
@@ -949,15 +970,11 @@ Deno.env.delete("KCORO_LIB");${openProbe}${statProbe(built)}`,
 
 Deno.test("a directory or a device at the local build's path or named build.zig is said to be one in the list of places tried, not taken for nothing there", async () => {
   // Before, the entries said "no file there" and "there is no <dir>/build.zig".
-  const dir = await Deno.makeTempDir();
-  try {
-    await copyModule(dir);
+  await withModuleCopy(async (dir) => {
     const local = `${dir}/zig-out/lib/libkcoro.so`;
     await Deno.mkdir(local, { recursive: true });
     await Deno.mkdir(`${dir}/build.zig`);
-    const code = `Deno.env.delete("KCORO_LIB");\n${
-      probe.replace(`${root}mod.ts`, `${dir}/mod.ts`)
-    }`;
+    const code = probeIn(dir, true);
     const res = await runScript(code, {}, ["--allow-ffi", "--allow-read", "--allow-env"]);
     // No file at any place: a directory is none.
     assert.match(
@@ -980,17 +997,13 @@ Deno.test("a directory or a device at the local build's path or named build.zig 
       `${local} (the local build): it is ${special}`,
       `build from source: skipped, ${dir}/build.zig is ${special}`,
     ]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("a symbolic link loop at the local build's path or named build.zig is said to be one in the list of places tried, and one given as options.path is named so: not taken for nothing there", async () => {
   // Before, stat's FilesystemLoop (ELOOP) read as nothing there: the entries said "no file
   // there" and "there is no <dir>/build.zig", and options.path "names no file".
-  const dir = await Deno.makeTempDir();
-  try {
-    await copyModule(dir);
+  await withModuleCopy(async (dir) => {
     const local = `${dir}/zig-out/lib/libkcoro.so`;
     await Deno.mkdir(`${dir}/zig-out/lib`, { recursive: true });
     // Each link names the other: the system follows them until it gives up, at once.
@@ -998,9 +1011,7 @@ Deno.test("a symbolic link loop at the local build's path or named build.zig is 
       await Deno.symlink(`${at}.loop`, at);
       await Deno.symlink(at, `${at}.loop`);
     }
-    const code = `Deno.env.delete("KCORO_LIB");\n${
-      probe.replace(`${root}mod.ts`, `${dir}/mod.ts`)
-    }`;
+    const code = probeIn(dir, true);
     const res = await runScript(code, {}, ["--allow-ffi", "--allow-read", "--allow-env"]);
     // Something is at the local build's path, which no open can follow.
     assert.match(
@@ -1025,9 +1036,7 @@ Deno.test("a symbolic link loop at the local build's path or named build.zig is 
       assert.ok(e.message.endsWith(`), received ${JSON.stringify(local)}`), e.message);
       return true;
     });
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("the checkout of a module loaded from a Windows file URL is a Windows path (a drive's or a share's), with its separators: the places tried are named as the system names them", () => {
@@ -1053,9 +1062,7 @@ Deno.test("the checkout of a module loaded from a Windows file URL is a Windows 
 Deno.test("with options.build false the list of places tried says no build was tried, and why", async () => {
   // Before, the list ended at the local build, saying nothing of a build from source. The
   // checkout has a build.zig, --allow-run and a KCORO_ZIG: a build would have been tried.
-  const dir = await Deno.makeTempDir();
-  try {
-    await copyModule(dir);
+  await withModuleCopy(async (dir) => {
     await Deno.writeTextFile(`${dir}/build.zig`, "");
     const code = `
 import { openLibrary } from ${JSON.stringify(`${dir}/mod.ts`)};
@@ -1079,9 +1086,7 @@ try {
       `${dir}/zig-out/lib/libkcoro.so (the local build): no file there`,
       "build from source: not tried, options.build is false",
     ]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("a module loaded from a URL, not from a checkout: the list of places tried says no build was tried, and why, naming the URL without its credentials", async () => {
@@ -1161,13 +1166,9 @@ await server.shutdown();
 Deno.test("a build from source that fails, cannot be run, or leaves no library is one line of the list of places tried, saying why", async () => {
   // Before, a failed build's last lines of output followed its entry on lines of their own, and
   // a build that succeeded without leaving the library was not listed at all.
-  const dir = await Deno.makeTempDir();
-  try {
-    await copyModule(dir);
+  await withModuleCopy(async (dir) => {
     await Deno.writeTextFile(`${dir}/build.zig`, "");
-    const code = `Deno.env.delete("KCORO_LIB");\n${
-      probe.replace(`${root}mod.ts`, `${dir}/mod.ts`)
-    }`;
+    const code = probeIn(dir, true);
     const flags = ["--allow-ffi", "--allow-read", "--allow-env", "--allow-run"];
     const cases: [string, string, string][] = [
       [
@@ -1211,9 +1212,7 @@ Deno.test("a build from source that fails, cannot be run, or leaves no library i
       last.startsWith(`build from source with ${missing}: it could not be run (NotFound: `),
       last,
     );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("with --allow-run a checkout without a build builds from source", async () => {
@@ -1227,7 +1226,7 @@ Deno.test("with --allow-run a checkout without a build builds from source", asyn
     }
     await Deno.mkdir(`${dir}/bench/native`, { recursive: true });
     await Deno.copyFile(`${root}bench/native/bench.zig`, `${dir}/bench/native/bench.zig`);
-    const code = probe.replace(`${root}mod.ts`, `${dir}/mod.ts`);
+    const code = probeIn(dir);
     const zig = Deno.env.get("KCORO_ZIG") ?? `${root}.toolchain/zig/bin/zig`;
     const env: Record<string, string> = { KCORO_ZIG: zig };
     const cache = Deno.env.get("ZIG_GLOBAL_CACHE_DIR");
@@ -1249,30 +1248,29 @@ Deno.test("a relative KCORO_ZIG is taken from the current directory, not from th
   // A checkout without a build, and a "zig" (a script that installs a copy of the library)
   // at bin/zig under another directory, the script's. Before, the build ran
   // <checkout>/bin/zig, which is not there: LibraryNotFoundError.
-  const dir = await Deno.makeTempDir();
-  const here = await Deno.makeTempDir();
-  try {
-    await copyModule(dir);
-    await Deno.writeTextFile(`${dir}/build.zig`, "");
-    await Deno.mkdir(`${here}/bin`);
-    const lib = `${root}zig-out/lib/libkcoro.so`;
-    await Deno.writeTextFile(
-      `${here}/bin/zig`,
-      `#!/bin/sh\nmkdir -p zig-out/lib && cp '${lib}' zig-out/lib/libkcoro.so\n`,
-      { mode: 0o755 },
-    );
-    const code = probe.replace(`${root}mod.ts`, `${dir}/mod.ts`);
-    const res = await runScript(code, { KCORO_ZIG: "bin/zig" }, [
-      "--allow-ffi",
-      "--allow-read",
-      "--allow-env",
-      "--allow-run",
-    ], here);
-    assert.equal(res.stdout.trim(), `ok ${dir}/zig-out/lib/libkcoro.so 0,1,1`, res.stderr);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-    await Deno.remove(here, { recursive: true });
-  }
+  await withModuleCopy(async (dir) => {
+    const here = await Deno.makeTempDir();
+    try {
+      await Deno.writeTextFile(`${dir}/build.zig`, "");
+      await Deno.mkdir(`${here}/bin`);
+      const lib = `${root}zig-out/lib/libkcoro.so`;
+      await Deno.writeTextFile(
+        `${here}/bin/zig`,
+        `#!/bin/sh\nmkdir -p zig-out/lib && cp '${lib}' zig-out/lib/libkcoro.so\n`,
+        { mode: 0o755 },
+      );
+      const code = probeIn(dir);
+      const res = await runScript(code, { KCORO_ZIG: "bin/zig" }, [
+        "--allow-ffi",
+        "--allow-read",
+        "--allow-env",
+        "--allow-run",
+      ], here);
+      assert.equal(res.stdout.trim(), `ok ${dir}/zig-out/lib/libkcoro.so 0,1,1`, res.stderr);
+    } finally {
+      await Deno.remove(here, { recursive: true });
+    }
+  });
 });
 
 Deno.test("a pinned .toolchain zig that is there but cannot be run is named in the error, not skipped for the zig on PATH", async () => {
@@ -1280,79 +1278,79 @@ Deno.test("a pinned .toolchain zig that is there but cannot be run is named in t
   // read (--deny-read) counted as absent and the build ran PATH's zig (which may be another
   // version); one not executable failed to run with the system's bare "Permission denied".
   // Here PATH's "zig" would install a copy of the library: the build must not get that far.
-  const dir = await Deno.makeTempDir();
-  const bin = await Deno.makeTempDir();
-  try {
-    await copyModule(dir);
-    await Deno.writeTextFile(`${dir}/build.zig`, "");
-    const lib = `${root}zig-out/lib/libkcoro.so`;
-    const install = `#!/bin/sh\nmkdir -p zig-out/lib && cp '${lib}' zig-out/lib/libkcoro.so\n`;
-    await Deno.writeTextFile(`${bin}/zig`, install, { mode: 0o755 });
-    const code = probe.replace(`${root}mod.ts`, `${dir}/mod.ts`);
-    const env = { PATH: `${bin}:${Deno.env.get("PATH") ?? ""}` };
-    const pinned = `${dir}/.toolchain/zig/bin/zig`;
-    const run = (flags: string[] = []) =>
-      runScript(code, env, ["--allow-ffi", "--allow-run", ...flags, "--allow-read"]);
-    const cases: [string, () => Promise<void>, string, string[]?][] = [
-      [
-        "not executable",
-        () => Deno.writeTextFile(pinned, install, { mode: 0o644 }),
-        "it is not executable (mode 0644)",
-      ],
-      ["a directory", () => Deno.mkdir(pinned), "it is not a file (a directory)"],
-      [
-        "a link to nothing",
-        () => Deno.symlink(`${dir}/nowhere`, pinned),
-        "it is a symbolic link to nothing (NotFound: ",
-      ],
-      // A link to itself: it was "it cannot be read (FilesystemLoop: ...)", the loop unnamed,
-      // where the local build's path and build.zig say what it is.
-      [
-        "a link loop",
-        () => Deno.symlink(pinned, pinned),
-        "it is a symbolic link loop (FilesystemLoop: ",
-      ],
-      [
-        "not readable",
-        () => Deno.writeTextFile(pinned, install, { mode: 0o755 }),
-        `--allow-read is not granted for it (NotCapable: Requires read access to "${pinned}"`,
-        [`--deny-read=${dir}/.toolchain`],
-      ],
-    ];
-    for (const [what, make, why, flags] of cases) {
+  await withModuleCopy(async (dir) => {
+    const bin = await Deno.makeTempDir();
+    try {
+      await Deno.writeTextFile(`${dir}/build.zig`, "");
+      const lib = `${root}zig-out/lib/libkcoro.so`;
+      const install = `#!/bin/sh\nmkdir -p zig-out/lib && cp '${lib}' zig-out/lib/libkcoro.so\n`;
+      await Deno.writeTextFile(`${bin}/zig`, install, { mode: 0o755 });
+      const code = probeIn(dir);
+      const env = { PATH: `${bin}:${Deno.env.get("PATH") ?? ""}` };
+      const pinned = `${dir}/.toolchain/zig/bin/zig`;
+      const run = (flags: string[] = []) =>
+        runScript(code, env, ["--allow-ffi", "--allow-run", ...flags, "--allow-read"]);
+      const cases: [string, () => Promise<void>, string, string[]?][] = [
+        [
+          "not executable",
+          () => Deno.writeTextFile(pinned, install, { mode: 0o644 }),
+          "it is not executable (mode 0644)",
+        ],
+        ["a directory", () => Deno.mkdir(pinned), "it is not a file (a directory)"],
+        [
+          "a link to nothing",
+          () => Deno.symlink(`${dir}/nowhere`, pinned),
+          "it is a symbolic link to nothing (NotFound: ",
+        ],
+        // A link to itself: it was "it cannot be read (FilesystemLoop: ...)", the loop unnamed,
+        // where the local build's path and build.zig say what it is.
+        [
+          "a link loop",
+          () => Deno.symlink(pinned, pinned),
+          "it is a symbolic link loop (FilesystemLoop: ",
+        ],
+        [
+          "not readable",
+          () => Deno.writeTextFile(pinned, install, { mode: 0o755 }),
+          `--allow-read is not granted for it (NotCapable: Requires read access to "${pinned}"`,
+          [`--deny-read=${dir}/.toolchain`],
+        ],
+      ];
+      for (const [what, make, why, flags] of cases) {
+        await Deno.mkdir(`${dir}/.toolchain/zig/bin`, { recursive: true });
+        await make();
+        const res = await run(flags);
+        const skipped =
+          `build from source: skipped, the pinned Zig ${pinned} cannot be used: ${why}`;
+        assert.ok(
+          res.stdout.startsWith(
+            "error LibraryNotFoundError Cannot find the kcoro library: no file at",
+          ),
+          `${what}: ${res.stdout}${res.stderr}`,
+        );
+        assert.ok(res.stdout.includes(skipped), `${what}: ${res.stdout}`);
+        assert.ok(triedList(res.stdout.trim()).at(-1)!.startsWith(skipped), res.stdout);
+        assert.ok(
+          res.stdout.includes("remove it to build with the zig on PATH, or set KCORO_ZIG"),
+          res.stdout,
+        );
+        await Deno.remove(`${dir}/.toolchain`, { recursive: true });
+        await Deno.remove(`${dir}/zig-out`, { recursive: true }).catch(() => {});
+      }
+      // Nothing at the pinned path: PATH's zig builds, as before.
+      const none = await run();
+      assert.equal(none.stdout.trim(), `ok ${dir}/zig-out/lib/libkcoro.so 0,1,1`, none.stderr);
+      await Deno.remove(`${dir}/zig-out`, { recursive: true });
+      // A pinned zig that runs is the one used: PATH's now fails.
+      await Deno.writeTextFile(`${bin}/zig`, "#!/bin/sh\nexit 3\n", { mode: 0o755 });
       await Deno.mkdir(`${dir}/.toolchain/zig/bin`, { recursive: true });
-      await make();
-      const res = await run(flags);
-      const skipped = `build from source: skipped, the pinned Zig ${pinned} cannot be used: ${why}`;
-      assert.ok(
-        res.stdout.startsWith(
-          "error LibraryNotFoundError Cannot find the kcoro library: no file at",
-        ),
-        `${what}: ${res.stdout}${res.stderr}`,
-      );
-      assert.ok(res.stdout.includes(skipped), `${what}: ${res.stdout}`);
-      assert.ok(triedList(res.stdout.trim()).at(-1)!.startsWith(skipped), res.stdout);
-      assert.ok(
-        res.stdout.includes("remove it to build with the zig on PATH, or set KCORO_ZIG"),
-        res.stdout,
-      );
-      await Deno.remove(`${dir}/.toolchain`, { recursive: true });
-      await Deno.remove(`${dir}/zig-out`, { recursive: true }).catch(() => {});
+      await Deno.writeTextFile(pinned, install, { mode: 0o755 });
+      const good = await run();
+      assert.equal(good.stdout.trim(), `ok ${dir}/zig-out/lib/libkcoro.so 0,1,1`, good.stderr);
+    } finally {
+      await Deno.remove(bin, { recursive: true });
     }
-    // Nothing at the pinned path: PATH's zig builds, as before.
-    const none = await run();
-    assert.equal(none.stdout.trim(), `ok ${dir}/zig-out/lib/libkcoro.so 0,1,1`, none.stderr);
-    await Deno.remove(`${dir}/zig-out`, { recursive: true });
-    // A pinned zig that runs is the one used: PATH's now fails.
-    await Deno.writeTextFile(`${bin}/zig`, "#!/bin/sh\nexit 3\n", { mode: 0o755 });
-    await Deno.mkdir(`${dir}/.toolchain/zig/bin`, { recursive: true });
-    await Deno.writeTextFile(pinned, install, { mode: 0o755 });
-    const good = await run();
-    assert.equal(good.stdout.trim(), `ok ${dir}/zig-out/lib/libkcoro.so 0,1,1`, good.stderr);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-    await Deno.remove(bin, { recursive: true });
-  }
+  });
 });
 
 Deno.test("a Zig package takes kcoro as a dependency: the Zig API module and the C ABI with its header", async () => {
