@@ -2142,3 +2142,300 @@ for (const seed of SEEDS) {
     await runSeed(seed, MS, Number(Deno.env.get("KCORO_MODEL_STEPS") ?? 400), untimed);
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Local against share()d, step for step. README ("Channels from TypeScript"): capacity, drop
+// policies, close, cancel, onUndeliveredElement and the counters behave as the native
+// channel's. The model above checks each form against the semantics by kind (an error's class);
+// this runs one seeded program on two channels of one configuration at once, a local one and
+// one share()d at its creation (or, `late`, mid-run: the escape moves what the local one held),
+// and asks for the same trace: each operation's result or error (class, message and cause
+// chain), the values in order, the hook's values in order, the counters (not the bytes, which a
+// local channel counts less: README) and isClosedFor*. Both waits for what the other settled
+// (bounded by a deadline that only a real difference reaches). What README says differs is left
+// out: an abort in the turn of a close or cancel (a shared channel's receive loses to it), so
+// aborts come first in a turn; unbiased selects, whose pick is random.
+
+const DIFF_CAPS: readonly [Capacity, Overflow | undefined][] = [
+  [0, undefined],
+  [0, "drop-oldest"],
+  [0, "drop-latest"],
+  [1, undefined],
+  [1, "drop-oldest"],
+  [1, "drop-latest"],
+  [2, undefined],
+  [2, "drop-oldest"],
+  [2, "drop-latest"],
+  ["buffered", undefined],
+  ["buffered", "drop-latest"],
+  ["conflated", undefined],
+  ["unlimited", undefined],
+  ["unlimited", "drop-latest"],
+];
+
+/** An outcome as text: errors by class, message and cause chain; known causes by their label. */
+function diffText(x: unknown, labels: Map<unknown, string>, depth = 0): string {
+  if (labels.has(x)) return labels.get(x)!;
+  if (depth > 6) return "...";
+  if (x instanceof Error) {
+    const c = (x as { cause?: unknown }).cause;
+    return `${x.constructor.name}:${x.name}(${x.message})` +
+      (c === undefined ? "" : `<${diffText(c, labels, depth + 1)}>`);
+  }
+  if (Array.isArray(x)) return `[${x.map((v) => diffText(v, labels, depth + 1)).join(",")}]`;
+  if (x !== null && typeof x === "object") {
+    return `{${
+      Object.entries(x).map(([k, v]) => `${k}:${diffText(v, labels, depth + 1)}`).join(",")
+    }}`;
+  }
+  return typeof x === "string" ? JSON.stringify(x) : String(x);
+}
+
+/** What a throwing hook of side `side` threw at the value of id `id`. */
+class DiffHookError extends Error {
+  constructor(readonly side: number, readonly id: number) {
+    super(`hook threw at value ${id}`);
+  }
+}
+
+interface DiffSide {
+  ch: Channel<unknown>;
+  hook: unknown[];
+  /** The ids of the hook's errors that reached the "error" event, in order. */
+  reported: number[];
+  /** Settled asynchronous operations: their id to their outcome. */
+  settled: Map<string, string>;
+  iters: AsyncIterator<unknown>[];
+  aborts: AbortController[];
+}
+
+async function diffSeed(seed: number, steps: number): Promise<void> {
+  const rnd = prng(seed);
+  const [capacity, overflow] = DIFF_CAPS[Math.floor(rnd() * DIFF_CAPS.length)];
+  const late = rnd() < 0.5 ? Math.floor(rnd() * steps) : -1;
+  const ends = rnd() < 0.5 ? Math.floor(rnd() * steps) : -1;
+  const codec = (["default", "default", "f64", "bytes"] as const)[Math.floor(rnd() * 4)];
+  const hookThrows = rnd() < 0.25;
+  const labels = new Map<unknown, string>();
+  const sides: DiffSide[] = [0, 1].map((i) => {
+    const hook: unknown[] = [];
+    const ch = new Channel<unknown>(capacity, {
+      overflow,
+      codec: (codec === "f64" ? codecs.f64 : codec === "bytes" ? codecs.bytes : undefined) as never,
+      onUndeliveredElement: (v) => {
+        hook.push(v);
+        if (hookThrows && idOf(v) % 2 === 0) throw new DiffHookError(i, idOf(v));
+      },
+    });
+    if (i === 1 && late < 0) ch.share();
+    return { ch, hook, reported: [], settled: new Map(), iters: [], aborts: [] };
+  });
+  const [L, S] = sides;
+  const onError = (e: ErrorEvent) => {
+    if (!(e.error instanceof DiffHookError)) return;
+    e.preventDefault();
+    sides[e.error.side].reported.push(e.error.id);
+  };
+  globalThis.addEventListener("error", onError);
+  const log = [
+    `${JSON.stringify(capacity)} ${overflow ?? "-"} ${codec}${hookThrows ? " throwing-hook" : ""}` +
+    ` share() at ${late < 0 ? 0 : late}`,
+  ];
+  const sync = (id: string, f: (s: DiffSide) => unknown) => {
+    const got = sides.map((s) => {
+      try {
+        return diffText(f(s), labels);
+      } catch (e) {
+        return `threw ${diffText(e, labels)}`;
+      }
+    });
+    log.push(`${id} ${got[0]}`);
+    assert.equal(got[1], got[0], `seed ${seed} ${id}: share()d against local`);
+  };
+  const wait = (id: string, f: (s: DiffSide) => Promise<unknown>) => {
+    log.push(id);
+    for (const s of sides) {
+      f(s).then(
+        (v) => s.settled.set(id, `ok ${diffText(v, labels)}`),
+        (e) => s.settled.set(id, `err ${diffText(e, labels)}`),
+      );
+    }
+  };
+  let nextId = 1;
+  const next = () => makeValue(nextId++, codec, rnd);
+  const dispose = () => {
+    for (const s of sides) {
+      for (const a of s.aborts) a.abort("end");
+      if (!s.ch._disposed) s.ch[Symbol.dispose]();
+    }
+    globalThis.removeEventListener("error", onError);
+  };
+  try {
+    for (let step = 0; step < steps; step++) {
+      if (step === late) S.ch.share();
+      const n = 1 + Math.floor(rnd() * 4);
+      for (let k = 0; k < n; k++) {
+        const id = `${step}.${k}`;
+        const r = rnd();
+        const signal = (s: DiffSide, abortable: boolean) => {
+          if (!abortable) return undefined;
+          const a = new AbortController();
+          s.aborts.push(a);
+          return { signal: a.signal };
+        };
+        if (r < 0.14) {
+          const v = next();
+          sync(`${id} trySend(${idOf(v)})`, (s) => s.ch.trySend(v));
+        } else if (r < 0.2) {
+          const vs = [next(), next(), next()];
+          sync(`${id} trySendMany(${vs.map(idOf)})`, (s) => s.ch.trySendMany(vs));
+        } else if (r < 0.3) {
+          sync(`${id} tryReceive`, (s) => s.ch.tryReceive());
+        } else if (r < 0.35) {
+          const m = 1 + Math.floor(rnd() * 3);
+          sync(`${id} tryReceiveMany(${m})`, (s) => s.ch.tryReceiveMany(m));
+        } else if (r < 0.5) {
+          const v = next();
+          const ab = rnd() < 0.3;
+          wait(`${id} send(${idOf(v)})${ab ? " signal" : ""}`, (s) => s.ch.send(v, signal(s, ab)));
+        } else if (r < 0.6) {
+          const ab = rnd() < 0.3;
+          wait(`${id} receive${ab ? " signal" : ""}`, (s) => s.ch.receive(signal(s, ab)));
+        } else if (r < 0.66) {
+          const ab = rnd() < 0.3;
+          wait(
+            `${id} receiveCatching${ab ? " signal" : ""}`,
+            (s) => s.ch.receiveCatching(signal(s, ab)),
+          );
+        } else if (r < 0.7) {
+          const fresh = L.iters.length === 0 || rnd() < 0.3;
+          const which = fresh ? L.iters.length : Math.floor(rnd() * L.iters.length);
+          const ret = rnd() < 0.15;
+          const ab = fresh && rnd() < 0.4;
+          wait(`${id} iterator ${which}${ab ? " signal" : ""} ${ret ? "return" : "next"}`, (s) => {
+            if (fresh) {
+              s.iters.push(ab ? s.ch.values(signal(s, true)) : s.ch[Symbol.asyncIterator]());
+            }
+            const it = s.iters[which];
+            return ret ? it.return!() : it.next();
+          });
+        } else if (r < 0.78) {
+          // First in a turn only: README's abort window (above).
+          if (k !== 0 || L.aborts.length === 0) continue;
+          const at = Math.floor(rnd() * L.aborts.length);
+          const reason = `reason ${id}`;
+          labels.set(reason, `R${id}`);
+          log.push(`${id} abort ${at}`);
+          for (const s of sides) s.aborts.splice(at, 1)[0].abort(reason);
+        } else if (r < 0.83) {
+          // An end comes late in a run, now and then earlier, so that most steps find it open.
+          if (rnd() * steps > step * 1.5) continue;
+          const q = rnd();
+          const cause = q < 0.5
+            ? undefined
+            : q < 0.8
+            ? new Error(`close ${id}`)
+            : new TimeoutError(`close ${id}`);
+          if (cause !== undefined) labels.set(cause, `C${id}`);
+          sync(`${id} close(${cause === undefined ? "" : "cause"})`, (s) => s.ch.close(cause));
+        } else if (r < 0.86) {
+          if (rnd() * steps > step) continue;
+          const q = rnd();
+          const cause = q < 0.3
+            ? undefined
+            : q < 0.6
+            ? new Error(`cancel ${id}`)
+            : q < 0.7
+            ? { why: `cancel ${id}` }
+            : q < 0.8
+            ? new TimeoutError(`cancel ${id}`)
+            : new CancellationError(`cancel ${id}`);
+          if (cause !== undefined) labels.set(cause, `K${id}`);
+          sync(
+            `${id} cancel(${cause === undefined ? "" : cause.constructor.name})`,
+            (s) => s.ch.cancel(cause),
+          );
+        } else if (r < 0.9) {
+          const v = next();
+          const [catching, send, immediate] = [rnd() < 0.5, rnd() < 0.5, rnd() < 0.5];
+          wait(
+            `${id} select ${catching ? "onReceiveCatching" : "onReceive"}${
+              send ? ` onSend(${idOf(v)})` : ""
+            }${immediate ? " onTimeout(0)" : ""}`,
+            (s) =>
+              select<string>((b) => {
+                if (catching) b.onReceiveCatching(s.ch, (x) => `caught ${diffText(x, labels)}`);
+                else b.onReceive(s.ch, (x) => `received ${diffText(x, labels)}`);
+                if (send) b.onSend(s.ch, v, () => `sent ${idOf(v)}`);
+                if (immediate) b.onTimeout(0, () => "timeout");
+              }),
+          );
+        } else {
+          log.push(`${id} (the turn ends)`);
+          await drain(() => false, 0);
+        }
+      }
+      // Settle what either side settled, then compare.
+      const same = () =>
+        L.settled.size === S.settled.size && [...L.settled.keys()].every((k) => S.settled.has(k));
+      await drain(same, 10_000);
+      for (const [k, v] of L.settled) log.push(`  ${k} -> ${v}`);
+      assert.deepEqual(
+        Object.fromEntries(S.settled),
+        Object.fromEntries(L.settled),
+        `seed ${seed} step ${step}: settled operations, share()d against local`,
+      );
+      L.settled.clear();
+      S.settled.clear();
+      if (step === ends) {
+        // The owner's dispose: what still waits rejects, buffered values go to the hook.
+        log.push(`${step} dispose`);
+        for (const s of sides) s.ch[Symbol.dispose]();
+        await drain(same, 10_000);
+        for (const [k, v] of L.settled) log.push(`  ${k} -> ${v}`);
+        assert.deepEqual(
+          Object.fromEntries(S.settled),
+          Object.fromEntries(L.settled),
+          `seed ${seed} dispose: settled operations, share()d against local`,
+        );
+        assert.deepEqual(S.hook, L.hook, `seed ${seed} dispose: hook, share()d against local`);
+        assert.deepEqual(S.reported, L.reported, `seed ${seed} dispose: hook errors reported`);
+        return;
+      }
+      const state = sides.map((s) => {
+        const m = s.ch.metrics();
+        return `hook ${
+          diffText(s.hook, labels)
+        } reported [${s.reported}] sends ${m.sends} receives ${m.receives} failures ${
+          JSON.stringify(m.failures)
+        } dropped ${m.dropped} handoffs ${m.handoffs} closed ${s.ch.isClosedForSend}/${s.ch.isClosedForReceive}`;
+      });
+      log.push(`  ${state[0]}`);
+      assert.equal(state[1], state[0], `seed ${seed} step ${step}: share()d against local`);
+    }
+  } catch (e) {
+    throw new Error(
+      `differential seed ${seed} (KCORO_DIFF_SEED=${seed}) failed:\n${log.slice(-40).join("\n")}`,
+      { cause: e },
+    );
+  } finally {
+    dispose();
+  }
+}
+
+const DIFF_ONE = Deno.env.get("KCORO_DIFF_SEED");
+const diffRange = DIFF_ONE?.match(/^(\d+)-(\d+)$/);
+const DIFF_SEEDS = diffRange
+  ? Array.from(
+    { length: Number(diffRange[2]) - Number(diffRange[1]) + 1 },
+    (_, i) => Number(diffRange[1]) + i,
+  )
+  : DIFF_ONE !== undefined
+  ? [Number(DIFF_ONE)]
+  : Array.from({ length: 16 }, (_, i) => i + 1);
+
+for (const seed of DIFF_SEEDS) {
+  Deno.test(`a local and a share()d channel answer one program alike (seed ${seed})`, async () => {
+    await diffSeed(seed, Number(Deno.env.get("KCORO_DIFF_STEPS") ?? 60));
+  });
+}
