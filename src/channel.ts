@@ -3014,6 +3014,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * (gone), the receivers still queued natively fail with that status's error, as `#handOff`'s
    * withdrawal failed them (`#lost`): no record will come for them.
    */
+  /**
+   * Settles the sends of this isolate queued natively on `s` whose records a native receive of
+   * this isolate just wrote (`#poll`); the ring's other records wait for its next drain.
+   */
+  #settleSenders(s: Shared): void {
+    let queued = false;
+    for (let w = s.senders.first; w !== null && !queued; w = w.next) queued = w.state !== LOCAL;
+    if (!queued) return; // all in JavaScript: none was the native receive's partner
+    this.#bridge.settleWhere((op) =>
+      op instanceof Waiter && op.kind === SEND && op.ch._shared === s
+    );
+  }
+
   #settleReceivers(s: Shared): void {
     const drained = this.#bridge.settleWhere((op) =>
       op instanceof Waiter && op.kind !== SEND && op.ch._shared === s && !op.gaveUp
@@ -3467,6 +3480,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       : sym.kc_chan_try_recv(this.#handle, scratchPtr, this.#size);
     if (rc === 0) {
       const value = this.#f64 ? scratchF64[0] : this.#codec.decode(scratch, sym);
+      // A send of this isolate queued natively that the try took (a rendezvous) or moved into
+      // the room it made settles before this returns, as a local receive settles the send it
+      // takes over and as a send settles the receive of its isolate it completes natively
+      // (`#settleReceivers`). Before, it settled a ring wake later, after the receive.
+      if (s.senders.first !== null) this.#settleSenders(s);
       // Room now: senders waiting here in JavaScript move into the buffer, oldest first.
       if (this.#capacity !== 0 && s.senders.first !== null) pump(s.senders, sym);
       // Values other isolates' sends dropped wait for this isolate's hook: an isolate that

@@ -2754,26 +2754,30 @@ Deno.test("a queued wait whose withdrawal fails (its ring gone) fails with the e
 
 Deno.test("a queued wait completed natively but not drained when its ring goes fails with the error, not waiting for ever", async () => {
   // The interleaving that made the test above hang now and then on a loaded host, forced: a
-  // try of this isolate completes a wait of its own queued natively (a tryReceive takes a
-  // queued send's value: its record goes to the ring, drained in a later turn), and the ring
-  // is destroyed by hand before that drain. No withdrawal is asked for (it would fail, and fail
-  // the wait), and no record can come. Before, each waited for ever.
+  // wait of this isolate queued natively is completed (a send's value taken by native code, a
+  // select's by a tryReceive of this isolate: their records go to the ring, drained in a later
+  // turn), and the ring is destroyed by hand before that drain. No withdrawal is asked for (it
+  // would fail, and fail the wait), and no record can come. Before, each waited for ever. (A
+  // tryReceive that takes a plain send's value settles that send before it returns now, so
+  // native code takes that one.)
   const res = await evalScript(`
-    import { Channel, InvalidHandleError, library, select } from "./mod.ts";
+    import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
     import { until, within } from "./tests/support.ts";
     // The message names the ring, not the channel (see ringLostError).
     const ringLost = /^Cannot (withdraw )?(send|receive|select): the wait was lost with this isolate's completion ring/;
     const bridge = Bridge.of(library());
-    const a = new Channel(0), b = new Channel(0);
+    const a = new Channel(0, { codec: codecs.f64 }), b = new Channel(0);
     a.share();
     b.share();
     const name = (p) => p.then((v) => "resolved " + v, (e) => e instanceof InvalidHandleError ? (ringLost.test(e.message) ? "EBADH" : e.message) : String(e));
-    const ops = [name(a.send({ n: 1 })), name(select((s) => s.onSend(b, { n: 2 }, () => "sent")))];
+    const ops = [name(a.send(1)), name(select((s) => s.onSend(b, { n: 2 }, () => "sent")))];
     await until(() => bridge.pending >= 2, "2 operations queued natively");
     // Both values taken natively: the records are on the ring, not drained.
-    const took = [a.tryReceive(), b.tryReceive()];
-    if (JSON.stringify(took) !== '[{"state":"ok","value":{"n":1}},{"state":"ok","value":{"n":2}}]') {
+    const slot = new Float64Array(1);
+    const rc = library().symbols("test").kc_chan_try_recv(a.handle, Deno.UnsafePointer.of(slot), 8);
+    const took = [rc, slot[0], b.tryReceive()];
+    if (JSON.stringify(took) !== '[0,1,{"state":"ok","value":{"n":2}}]') {
       throw new Error("tries got " + JSON.stringify(took));
     }
     if (bridge.pending !== 2) throw new Error(bridge.pending + " operations pending, not 2");
@@ -5492,3 +5496,42 @@ Deno.test("an empty string or bytes C code made with kc_desc_make (no buffer, th
       "codecs.default reads), received tag 99 with no buffer",
   });
 });
+
+for (const shared of [false, true]) {
+  const kind = shared ? "shared" : "local";
+  Deno.test(`${kind}: a receive that takes a send's value settles that send before it returns`, async () => {
+    // README ("Channels from TypeScript"): a local channel's receive resolves the waiting send
+    // it takes over at once. A shared channel's send that waited past the end of its turn is
+    // queued natively, and the native try-receive that took its value left its record on the
+    // ring: the send settled a wake of the ring later, after the receive (and after whatever
+    // the receiver did next). Now the receive settles it first, as a send settles the receive
+    // of its isolate that it completes natively.
+    for (const capacity of [0, 1]) {
+      using ch = new Channel<number>(capacity);
+      if (shared) ch.share();
+      if (capacity === 1) assert.equal(ch.trySend(0).state, "ok");
+      const order: string[] = [];
+      const sends = [1, 2].map((v) => ch.send(v).then(() => order.push(`sent ${v}`)));
+      await new Promise((r) => setTimeout(r, 0)); // the turn ends: the sends queue natively
+      assert.equal(order.length, 0);
+      const first = ch.tryReceive();
+      const what = `capacity ${capacity}`;
+      assert.deepEqual(first, { state: "ok", value: capacity === 0 ? 1 : 0 }, what);
+      // No macrotask from here on: the ring is not drained unless the receive drains it.
+      for (let i = 0; i < 4; i++) await Promise.resolve();
+      assert.deepEqual(
+        order,
+        ["sent 1"],
+        `${what}: the send settled before the receive's turn ended`,
+      );
+      const second = ch.receive().then((v) => order.push(`received ${v}`));
+      await second;
+      assert.deepEqual(
+        order,
+        ["sent 1", "sent 2", `received ${capacity === 0 ? 2 : 1}`],
+        `${what}: the send settled before the receive resolved`,
+      );
+      await Promise.all(sends);
+    }
+  });
+}
