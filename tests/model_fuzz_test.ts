@@ -2151,10 +2151,13 @@ for (const seed of SEEDS) {
 // one share()d at its creation (or, `late`, mid-run: the escape moves what the local one held),
 // and asks for the same trace: each operation's result or error (class, message and cause
 // chain), the values in order, the hook's values in order, the counters (not the bytes, which a
-// local channel counts less: README) and isClosedFor*. Both waits for what the other settled
-// (bounded by a deadline that only a real difference reaches). What README says differs is left
-// out: an abort in the turn of a close or cancel (a shared channel's receive loses to it), so
-// aborts come first in a turn; unbiased selects, whose pick is random.
+// local channel counts less: README) and isClosedFor*. Each side waits for what the other
+// settled (bounded by a deadline that only a real difference reaches). What README says differs
+// is left out: an abort in the turn of a close or cancel (a shared channel's receive loses to
+// it), so aborts come first in a turn; the order in which one step's operations settle (a
+// shared channel's waits that its close or cancel failed settle as the ring drains, a local
+// one's at the call), so the outcomes are compared, not their order; unbiased selects, whose
+// pick is random. KCORO_DIFF_SEED=n (or a-b) and KCORO_DIFF_STEPS (60) as for the model.
 
 const DIFF_CAPS: readonly [Capacity, Overflow | undefined][] = [
   [0, undefined],
