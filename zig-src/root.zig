@@ -419,7 +419,8 @@ export fn kc_coro_park() callconv(.c) i32 {
 }
 
 /// int32_t kc_coro_unpark(uint32_t h): 1 if it moved the coroutine from parked to ready,
-/// 0 if it left a permit for its next park (or found it finished), KC_EBADH for a dead handle,
+/// 0 if it left a permit for its next park (or found it finished, also by a destroy after the
+/// lookup that no create on its stack followed yet), KC_EBADH for a dead handle,
 /// also one whose coroutine a destroy (or, scheduled, its finish) replaced on its stack after
 /// the lookup: the CAS's generation check failed, nobody was woken and no permit left (as
 /// kc_coro_transfer answers then; before, 0).
@@ -5019,6 +5020,56 @@ test "C ABI: kc_coro_unpark and kc_coro_transfer whose hand-driven coroutine ano
         }
         try testing.expectEqual(@as(i32, 0), kc_coro_destroy(S.next));
     };
+}
+
+test "C ABI: kc_coro_unpark and kc_coro_transfer whose hand-driven coroutine another thread only destroys between their lookup and their read answer as before the destroy: 0 (it reads finished, nobody woken), the old word" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // The other half of kcoro.h's answer for a destroy racing an unpark: with no create on the
+    // stack yet, the generation is still the victim's, which the destroy marked finished, so
+    // the unpark answers 0 (no permit: the next coroutine on the stack starts with none) and
+    // the transfer the victim's word; KC_EBADH comes once a later coroutine is on the stack.
+    const S = struct {
+        var victim: u32 = 0;
+        var next: u32 = 0;
+        var failed = std.atomic.Value(u32).init(0);
+        var word: u64 = 0;
+        fn entry(arg: ?*anyopaque) callconv(.c) void {
+            _ = kc_coro_yield_value(@intFromPtr(arg));
+            _ = kc_coro_park();
+        }
+        fn destroy() void {
+            if (kc_coro_destroy(victim) != 0) failed.store(1, .monotonic);
+        }
+        fn unpark() i32 {
+            return kc_coro_unpark(victim);
+        }
+        fn transfer() i32 {
+            return kc_coro_transfer(victim, &word);
+        }
+    };
+    const Race = RefLookupRace(S.destroy);
+    for ([_]bool{ false, true }) |use_transfer| {
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, @ptrFromInt(0xA11), 0, 0, &S.victim));
+        const victim_co = try reg().get(S.victim);
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.suspended)), kc_coro_resume(S.victim));
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(S.victim));
+        if (use_transfer) {
+            S.word = 0;
+            try testing.expectEqual(@as(i32, 0), try Race.around(i32, S.transfer));
+            try testing.expectEqual(@as(u64, 0xA11), S.word);
+        } else {
+            try testing.expectEqual(@as(i32, 0), try Race.around(i32, S.unpark));
+        }
+        try testing.expectEqual(@as(u32, 0), S.failed.load(.monotonic));
+        try testing.expectEqual(Status.bad_handle.code(), kc_coro_unpark(S.victim));
+        // The next coroutine on the stack got no permit: it parks for good.
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, @ptrFromInt(0xB0B), 0, 0, &S.next));
+        try testing.expectEqual(victim_co, try reg().get(S.next)); // the same stack, reused
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.suspended)), kc_coro_resume(S.next));
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(S.next));
+        try testing.expectEqual(@as(i32, 0), kc_coro_destroy(S.next));
+    }
 }
 
 test "C ABI: kc_coro_transfer that reads while a create reuses its destroyed coroutine's stack, before the new generation is stored, answers the old word, never the new coroutine's" {
