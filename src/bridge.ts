@@ -478,7 +478,11 @@ export class Bridge {
     return rc;
   }
 
-  /** After a record: copies a received value into `out` (null for sends), frees the ticket. */
+  /**
+   * After a record: copies a received value into `out`, frees the ticket. `out` is null where
+   * nothing was received (a send, a failed operation): there the native take refuses one
+   * (KC_EINVAL, the ticket kept).
+   */
   take(op: RingOp, out: Slot | null, size: number): number {
     return this.#sym.kc_ring_take_at(this.#ring, op.ticket, out === null ? null : out.ptr, size);
   }
