@@ -203,7 +203,11 @@ export class NativeCoroutine implements Disposable {
     return stateNames[unwrap(rc, op)];
   }
 
-  /** Lets a parked coroutine continue; true if it was parked (it is now ready). */
+  /**
+   * Lets a parked coroutine continue; true if it was parked (it is now ready), false if it was
+   * not (a permit is left for its next park) or it has finished. Throws `InvalidHandleError`
+   * once destroyed.
+   */
   unpark(): boolean {
     const op = "unpark coroutine";
     return unwrap(this.#sym(op).kc_coro_unpark(this.#handle), op) === 1;
