@@ -3014,25 +3014,29 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * (gone), the receivers still queued natively fail with that status's error, as `#handOff`'s
    * withdrawal failed them (`#lost`): no record will come for them.
    */
-  /**
-   * Settles the sends of this isolate queued natively on `s` whose records a native receive of
-   * this isolate just wrote (`#poll`); the ring's other records wait for its next drain.
-   */
-  #settleSenders(s: Shared): void {
-    let queued = false;
-    for (let w = s.senders.first; w !== null && !queued; w = w.next) queued = w.state !== LOCAL;
-    if (!queued) return; // all in JavaScript: none was the native receive's partner
-    this.#bridge.settleWhere((op) =>
-      op instanceof Waiter && op.kind === SEND && op.ch._shared === s
-    );
-  }
-
   #settleReceivers(s: Shared): void {
     const drained = this.#bridge.settleWhere((op) =>
       op instanceof Waiter && op.kind !== SEND && op.ch._shared === s && !op.gaveUp
     );
     if (drained) return;
     for (const w of waiting(s.receivers)) if (w.state === QUEUED) this.#withdraw(w, true);
+  }
+
+  /**
+   * Settles the sends of this isolate queued natively on `s` whose records a native receive of
+   * this isolate just wrote (`#poll`); the ring's other records wait for its next drain. Only
+   * the oldest sender is looked at: a waiter is queued natively oldest first (at the end of its
+   * turn, or by `flushAll`) and never goes back to JavaScript, so none queued natively is behind
+   * one still waiting there. Before, this walked every sender waiting in JavaScript on each
+   * receive that a native try served: a turn's burst of n sends into a buffer, then n receives,
+   * cost n² steps (32000 sends: 4 s, not 13 ms).
+   */
+  #settleSenders(s: Shared): void {
+    const w = s.senders.first;
+    if (w === null || w.state === LOCAL) return; // none was the native receive's partner
+    this.#bridge.settleWhere((op) =>
+      op instanceof Waiter && op.kind === SEND && op.ch._shared === s
+    );
   }
 
   /**
