@@ -2375,7 +2375,9 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
           );
         } else {
           log.push(`${id} (the turn ends)`);
-          await drain(() => false, 0);
+          // Exactly one macrotask: drain's first pass only yields microtasks, and with a zero
+          // deadline it returned there (its clock had moved), so the turn never ended.
+          await drain(() => true, 10_000);
         }
       }
       // Settle what either side settled, then compare.
