@@ -222,12 +222,13 @@ function cancelFollowing(scope: Coroutine<unknown>, signal: AbortSignal): void {
  */
 function runQueuedFollows(): void {
   const pending: (Coroutine<unknown> | AbortSignal)[] = [];
+  let thrown: { error: unknown } | null = null; // the first throw of `reportError` itself
   for (;;) {
     for (let i = followQueue.length - 2; i >= 0; i -= 2) {
       pending.push(followQueue[i], followQueue[i + 1]);
     }
     followQueue.length = 0;
-    if (pending.length === 0) return;
+    if (pending.length === 0) break;
     const by = pending.pop() as AbortSignal, next = pending.pop() as Coroutine<unknown>;
     try {
       next.cancel(abortReason(by));
@@ -235,9 +236,17 @@ function runQueuedFollows(): void {
       // Only an engine error (the cancel walk catches what callers' code throws): the rest are
       // still cancelled, and the error is reported, as the abort's dispatch reports a listener's.
       // What it had queued before it threw runs all the same (moved above, next time round).
-      globalThis.reportError(e);
+      try {
+        globalThis.reportError(e);
+      } catch (r) {
+        // A `reportError` that throws (replaced, or deleted) is thrown once the queue is empty,
+        // to the abort's dispatch that reports a listener's throw. Before, it left at once and
+        // the cancels still waiting were dropped: those scopes were never cancelled.
+        thrown ??= { error: r };
+      }
     }
   }
+  if (thrown !== null) throw thrown.error;
 }
 
 /**

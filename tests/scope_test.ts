@@ -1185,6 +1185,65 @@ Deno.test("a tree of scopes nested through their tasks' signals, deeper than 32 
   assert.deepEqual(reported.errors, []);
 });
 
+Deno.test("a reportError that throws while the queued follow cancels run loses none of them, and its throw is reported", async () => {
+  // root ... level 32 ─┬─ a (nested in its block; its signal's abort throws, an engine error)
+  //                    └─ b (nested in a task it launches)
+  // Both of level 33's cancels wait in the queue; a's cancel throws, and so does reportError
+  // when given that. Before, the throw left the queue's run at once and b was never cancelled.
+  using reported = catchReported();
+  const engine = new RangeError("simulated: Maximum call stack size exceeded");
+  const fromReport = new Error("reportError threw");
+  const abort = AbortController.prototype.abort;
+  const report = globalThis.reportError;
+  let throwFor: AbortSignal | null = null;
+  const ends: Record<string, string> = {};
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  let reached = 0;
+  const leaf = (name: string) => (s: CoroutineScope) => {
+    reached++;
+    if (name === "a") throwFor = s.signal;
+    return Promise.race([untilAborted(s.signal), released]);
+  };
+  const nested = (task: CoroutineScope, name: string, block: Block<unknown>) =>
+    coroutineScope(block, { signal: task.signal, context: task.context })
+      .then(() => ends[name] = "completed", (e: Error) => ends[name] = e.name);
+  const nest = (task: CoroutineScope, n: number): Promise<unknown> => {
+    reached++;
+    if (n < 32) return nested(task, `${n + 1}`, (s) => nest(s, n + 1));
+    task.launch((t) => nested(t, "b", leaf("b")));
+    return nested(task, "a", leaf("a"));
+  };
+  let root!: CoroutineScope;
+  const outcome = coroutineScope((s) => {
+    root = s;
+    return nest(s, 0);
+  }).then(() => "completed", (e: Error) => e.name);
+  await until(() => reached === 33 + 2, "every scope to start");
+  try {
+    AbortController.prototype.abort = function (this: AbortController, reason?: unknown) {
+      if (this.signal === throwFor) {
+        throwFor = null;
+        throw engine;
+      }
+      return abort.call(this, reason);
+    };
+    globalThis.reportError = () => {
+      throw fromReport;
+    };
+    root.cancel();
+  } finally {
+    AbortController.prototype.abort = abort;
+    globalThis.reportError = report;
+  }
+  await until(() => ends["b"] !== undefined, "b to end");
+  assert.equal(ends["b"], "CancellationError", "b was cancelled");
+  assert.deepEqual(reported.errors, [fromReport], "reportError's throw is reported");
+  release();
+  assert.equal(await outcome, "CancellationError");
+  assert.equal(ends["a"], "CancellationError");
+});
+
 Deno.test("an object made from Context.prototype is refused as a context: it passed instanceof, and its first read threw the engine's error inside the scope (a supervisorScope never settled)", async () => {
   const fake = Object.create(Context.prototype) as Context;
   const message = /^Cannot [\w ]+: context must be a Context, received \[object Object\]$/;
