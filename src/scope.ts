@@ -195,6 +195,9 @@ const followQueue: (Coroutine<unknown> | AbortSignal)[] = [];
 /** `scope.cancel` with `signal`'s reason, nested at most `MAX_FOLLOW_DEPTH` deep (above). */
 function cancelFollowing(scope: Coroutine<unknown>, signal: AbortSignal): void {
   if (followDepth >= MAX_FOLLOW_DEPTH || followQueue.length !== 0) {
+    // Until its cancel runs the scope reads as cancelled to `isActive` and to a launch on it
+    // (code run by abort listeners at this depth): as a shallow tree's, already cancelled.
+    scope.queueCancel(signal);
     followQueue.push(scope, signal);
     return;
   }
@@ -231,7 +234,7 @@ function runQueuedFollows(): void {
     if (pending.length === 0) break;
     const by = pending.pop() as AbortSignal, next = pending.pop() as Coroutine<unknown>;
     try {
-      next.cancel(abortReason(by));
+      next.runQueuedCancel(by);
     } catch (e) {
       // Only an engine error (the cancel walk catches what callers' code throws): the rest are
       // still cancelled, and the error is reported, as the abort's dispatch reports a listener's.
@@ -257,6 +260,8 @@ function runQueuedFollows(): void {
 export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
   #block: Block<T> | null;
   #finalizer: (() => void) | null = null;
+  /** The signal whose follow cancel waits in `followQueue` for this scope, else null. */
+  #queuedBy: AbortSignal | null = null;
 
   constructor(context: Context, flags: number, block: Block<T> | null) {
     super(context, flags);
@@ -265,6 +270,26 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
 
   get job(): Job {
     return this;
+  }
+
+  /**
+   * False also while a follow cancel for this scope waits in `followQueue`: its signal has
+   * aborted, and a shallow tree's scope would be cancelling by now. Before, it read true in
+   * that gap, so a loop on it ran on.
+   */
+  override get isActive(): boolean {
+    return this.#queuedBy === null && super.isActive;
+  }
+
+  /** @ignore `cancelFollowing` queued this scope's cancel, following `by`. Internal. */
+  queueCancel(by: AbortSignal): void {
+    this.#queuedBy ??= by;
+  }
+
+  /** @ignore Runs the cancel `cancelFollowing` queued (`runQueuedFollows`). Internal. */
+  runQueuedCancel(by: AbortSignal): void {
+    this.#queuedBy = null;
+    this.cancel(abortReason(by));
   }
 
   launch(block: Block<unknown>, options?: LaunchOptions): Job {
@@ -290,7 +315,12 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       if (own !== undefined) context = childContext(context, own);
     }
     const child = new Coroutine<R>(context, flags, block);
-    child.attachTo(this);
+    const queuedBy = this.#queuedBy;
+    // This scope's cancel waits in `followQueue`: the child is cancelled at once, never
+    // started, as `attachTo` cancels one launched on a cancelling scope (a shallow tree's scope
+    // is cancelling here). Before, its block ran, on a scope its signal had already cancelled.
+    if (queuedBy !== null) child.cancel(abortReason(queuedBy));
+    else child.attachTo(this);
     if (!lazy) child.start();
     return child;
   }

@@ -1185,6 +1185,51 @@ Deno.test("a tree of scopes nested through their tasks' signals, deeper than 32 
   assert.deepEqual(reported.errors, []);
 });
 
+Deno.test("a scope nested through its task's signal deeper than 32 levels, whose cancel waits in the queue, reads inactive and cancels a task launched on it, as a shallow one does", async () => {
+  // Past 32 nested follow cancels a scope's cancel waits until the first level returns. Code
+  // run by the abort of the signal it follows, after its follow listener, read it active and a
+  // launch on it ran the task's block; a shallow scope is cancelling there, so the task is
+  // cancelled at once. Each level's listener checks both, at every depth.
+  using reported = catchReported();
+  const depth = 40;
+  const seen: { n: number; active: boolean; job: Job; lazy: Job }[] = [];
+  const ran: number[] = [];
+  let reached = 0;
+  const nest = (task: CoroutineScope, n: number): Promise<void> => {
+    reached++;
+    if (n === 0) return untilAborted(task.signal);
+    const signal = task.signal;
+    const inner = (s: CoroutineScope) => {
+      // After `s`'s own follow listener (added when the scope was made).
+      signal.addEventListener("abort", () => {
+        const active = s.isActive;
+        const job = s.launch(() => void ran.push(n));
+        const lazy = s.async(() => ran.push(-n), { lazy: true });
+        seen.push({ n, active, job, lazy });
+      });
+      return nest(s, n - 1);
+    };
+    return coroutineScope(inner, { signal, context: task.context });
+  };
+  let root!: CoroutineScope;
+  const outcome = coroutineScope((s) => {
+    root = s;
+    return nest(s, depth);
+  }).then(() => "completed", (e: Error) => e.name);
+  await until(() => reached === depth + 1, "every level to start");
+  root.cancel();
+  assert.equal(seen.length, depth, "every level's listener ran");
+  assert.deepEqual(seen.filter((x) => x.active).map((x) => x.n), [], "read active");
+  assert.deepEqual(ran, [], "a task launched in the listener ran");
+  for (const { n, job, lazy } of seen) {
+    assert.equal(job.state, "cancelled", `level ${n}'s launch`);
+    assert.equal(lazy.state, "cancelled", `level ${n}'s lazy async`);
+  }
+  assert.equal(await outcome, "CancellationError");
+  assert.deepEqual(ran, []);
+  assert.deepEqual(reported.errors, []);
+});
+
 Deno.test("a reportError that throws while the queued follow cancels run loses none of them, and its throw is reported", async () => {
   // root ... level 32 ─┬─ a (nested in its block; its signal's abort throws, an engine error)
   //                    └─ b (nested in a task it launches)
