@@ -5506,13 +5506,20 @@ for (const shared of [false, true]) {
     // ring: the send settled a wake of the ring later, after the receive (and after whatever
     // the receiver did next). Now the receive settles it first, as a send settles the receive
     // of its isolate that it completes natively.
+    const bridge = Bridge.of(library());
     for (const capacity of [0, 1]) {
       using ch = new Channel<number>(capacity);
       if (shared) ch.share();
       if (capacity === 1) assert.equal(ch.trySend(0).state, "ok");
       const order: string[] = [];
       const sends = [1, 2].map((v) => ch.send(v).then(() => order.push(`sent ${v}`)));
-      await new Promise((r) => setTimeout(r, 0)); // the turn ends: the sends queue natively
+      // Awaited below; a failed assertion in between disposes `ch`, which cancels them, and
+      // their CancellationError must not go unhandled (it would fail the whole file).
+      for (const send of sends) send.catch(() => {});
+      // The turn ends: a shared channel's sends queue natively (a local one's wait in
+      // JavaScript, nothing to wait for).
+      if (shared) await until(() => bridge.pending >= 2, "the 2 sends queued natively");
+      assert.equal(bridge.pending, shared ? 2 : 0);
       assert.equal(order.length, 0);
       const first = ch.tryReceive();
       const what = `capacity ${capacity}`;
