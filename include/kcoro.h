@@ -128,10 +128,11 @@ int32_t kc_coro_yield_value(uint64_t value);
 int32_t kc_coro_park(void);
 /* Any thread: 1 if the coroutine went from parked to ready (resume it), 0 if a permit was left
  * (or it had finished, also by a kc_coro_destroy on another thread after the unpark's lookup:
- * nobody woken, no permit left). KC_EBADH for a dead handle, also when a kc_coro_destroy (or, for a
- * scheduled coroutine, its end) and a create reusing its stack on another thread came between
- * the unpark's lookup and its wake: nobody woken, no permit left, as kc_coro_transfer answers
- * then (before, 0). */
+ * nobody woken, no permit left; or, for a scheduled coroutine, its scheduler is shutting down:
+ * nobody woken and no permit left either, the shutdown abandons what has not finished).
+ * KC_EBADH for a dead handle, also when a kc_coro_destroy (or, for a scheduled coroutine, its
+ * end) and a create reusing its stack on another thread came between the unpark's lookup and
+ * its wake: nobody woken, no permit left, as kc_coro_transfer answers then (before, 0). */
 int32_t kc_coro_unpark(uint32_t handle);
 /* The coroutine's KC_STATE_*. */
 int32_t kc_coro_state(uint32_t handle);
