@@ -2342,13 +2342,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       scratchF64[0] = value;
       // Past the gate (`#handle`): `detour` 0 says not ended, and no caller code ran since.
       const rc = this.#sendAt!(at, this.#handleValue, scratchPtr, this.#size);
-      return rc === 0 ? OK : this.#sendFailed(rc, this.#sym("send"), undefined);
+      return rc === 0 ? OK : this.#sendFailed(rc, this.#sym("trySend"), undefined, "trySend");
     }
     // A mapped codecs.bytes channel: its own path, which needs no `#sym` either (see `#at`).
     if (at !== null && this.#bytes) return this.#trySendBytes(value, s, at);
-    const sym = this.#sym("send");
-    if (s.local) return this.#localSend(this.#passLocal(value));
-    return this.#trySend(value, undefined, sym);
+    const sym = this.#sym("trySend"); // a disposed channel's error names the call
+    if (s.local) return this.#localSend(this.#passLocal(value, "trySend"));
+    return this.#trySend(value, undefined, sym, "send", "trySend");
   }
 
   /**
@@ -2374,13 +2374,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // answered as on the cancelled channel its dispose ended, any other object threw, and a
       // send after the close went through.
       const n = sendLength(value);
-      if (this.#callerEnded()) this.#afterCallerCode("send");
+      if (this.#callerEnded()) this.#afterCallerCode("trySend");
       const rc = trySendBytes(value, n, scratch, sym, at, this.#handle);
-      return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined);
+      return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined, "trySend");
     }
-    const sym = this.#sym("send");
-    if (s.local) return this.#localSend(this.#passLocal(value));
-    return this.#trySend(value, undefined, sym);
+    const sym = this.#sym("trySend"); // a disposed channel's error names the call
+    if (s.local) return this.#localSend(this.#passLocal(value, "trySend"));
+    return this.#trySend(value, undefined, sym, "send", "trySend");
   }
 
   /**
@@ -2390,18 +2390,26 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * it (and freed that) and the wait encoded it again: its getters ran twice, and the value
    * sent was the second read. A `closed` answer leaves it there too, for the send to hand to
    * the undelivered path (`#refused`). On any other answer (or a throw) `keep` holds nothing.
-   * `op` names the call in its errors: a send's, or trySendMany's sending one value at a time.
+   * `op` names the call in its errors: a send's, or trySendMany's sending one value at a time;
+   * `call` (trySend's own name) instead of it in those about the call, not the value: a dispose
+   * or library close by the caller's code, a native failure.
    */
-  #trySend(value: T, keep: Slot | undefined, sym: Sym, op = "send"): TrySendResult {
+  #trySend(
+    value: T,
+    keep: Slot | undefined,
+    sym: Sym,
+    op = "send",
+    call = op,
+  ): TrySendResult {
     const s = this._shared;
-    if (s.ended) return this.#sendEnded(value, keep, sym, op);
+    if (s.ended) return this.#sendEnded(value, keep, sym, op, call);
     // Senders of this isolate still waiting in JavaScript are ahead of this one.
     if (s.senders.first !== null) {
       if (!pump(s.senders, sym)) {
         if (keep !== undefined) this.#codec.encode(value, keep, sym, op);
         else this.#reject(value, sym, op); // still reject what the codec cannot carry
         if (this.#callerEnded()) {
-          this.#afterCallerCode(op, keep && ((sym) => this.#codec.discard(keep, sym)));
+          this.#afterCallerCode(call, keep && ((sym) => this.#codec.discard(keep, sym)));
         }
         // Its own "full" failure: the retries of the senders ahead count none.
         s.fullFails++;
@@ -2433,7 +2441,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (keep !== undefined) this.#codec.encode(value, keep, sym, op);
       else this.#reject(value, sym, op);
       if (this.#callerEnded()) {
-        this.#afterCallerCode(op, keep && ((sym) => this.#codec.discard(keep, sym)));
+        this.#afterCallerCode(call, keep && ((sym) => this.#codec.discard(keep, sym)));
       }
       s.fullFails++; // the native side counts the ones it answers itself
       if (!s.scheduled) this.#countLater(s);
@@ -2446,7 +2454,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Encoded and sent in one native call (see `#bytes`); a failure leaves it encoded in
       // `slot`, as below.
       const n = sendLength(value); // before `#handle` is read (see `#trySendBytes`)
-      if (this.#callerEnded()) this.#afterCallerCode(op); // as there
+      if (this.#callerEnded()) this.#afterCallerCode(call); // as there
       rc = trySendBytes(value, n, slot, sym, at, this.#handle, op);
     } else {
       if (this.#f64 && typeof value === "number") scratchF64[0] = value;
@@ -2454,7 +2462,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         this.#codec.encode(value, slot, sym, op); // also rejects what the codec cannot carry
         // Guarded here so that the send's fast path makes no closure.
         if (this.#callerEnded()) {
-          this.#afterCallerCode(op, (sym) => this.#codec.discard(slot, sym));
+          this.#afterCallerCode(call, (sym) => this.#codec.discard(slot, sym));
         }
         // The caller's code the encoding ran (a getter) may have learnt the channel ended: the
         // try-send below is given `ENDED_HANDLE` then (`#handle`, read after the encoding) and
@@ -2473,7 +2481,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // ring that is gone (destroyed by hand; its waiters leave the queues at its teardown), and
     // they fail now (`#settleReceivers`), as the withdrawal before the try-send failed them.
     if (settle) this.#settleReceivers(s);
-    return this.#sendFailed(rc, sym, keep, op);
+    return this.#sendFailed(rc, sym, keep, call);
   }
 
   /**
@@ -2486,16 +2494,22 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * that answered `closed` (a send's value went to the hook), where the same value on a live
    * channel threw the dispose's InvalidHandleError.
    */
-  #sendEnded(value: T, keep: Slot | undefined, sym: Sym, op = "send"): TrySendResult {
+  #sendEnded(
+    value: T,
+    keep: Slot | undefined,
+    sym: Sym,
+    op = "send",
+    call = op,
+  ): TrySendResult {
     this.#at = null;
     if (keep !== undefined) {
       this.#codec.encode(value, keep, sym, op); // for send, as closed
       if (this.#callerEnded()) {
-        this.#afterCallerCode(op, (sym) => this.#codec.discard(keep, sym));
+        this.#afterCallerCode(call, (sym) => this.#codec.discard(keep, sym));
       }
     } else {
       this.#reject(value, sym, op);
-      this.#afterCallerCode(op);
+      this.#afterCallerCode(call);
     }
     return this.#sendClosed();
   }
@@ -2634,12 +2648,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * `codec.pass(value)` for a local send, a number for `codecs.f64` without the call (see
    * `#f64`): throws if the value's code disposed the channel or closed the library.
    */
-  #passLocal(value: T): T {
+  #passLocal(value: T, call = "send"): T {
     if (this.#f64 && typeof value === "number") return value;
     const v = this.#codec.pass(value);
     // Only an object's code (a getter, a Proxy's trap) can run in the pass: a primitive's
     // send skips the check.
-    if (typeof value === "object" && value !== null) this.#afterCallerCode("send");
+    if (typeof value === "object" && value !== null) this.#afterCallerCode(call);
     return v;
   }
 
@@ -3186,7 +3200,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       const rc = this.#recvAt!(at, this.#handleValue, scratchPtr, this.#size); // as above
       if (rc === 0) return { state: "ok", value: decodeBytes(scratch, this.#symAt!) as T };
       v = rc === Status.EAGAIN ? EMPTY : this.#recvFailed(rc);
-    } else v = this.#poll(this.#sym("receive"));
+    } else v = this.#poll(this.#sym("tryReceive")); // a disposed channel's error names it
     if (v === EMPTY) return EMPTY;
     if (v === CLOSED) return this.#closedResult();
     return { state: "ok", value: v as T };

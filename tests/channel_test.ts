@@ -1568,7 +1568,7 @@ Deno.test("a mapped codecs.bytes channel's trySend throws once it is disposed or
     for (let i = 0; i < 5; i++) {
       assert.throws(() => c.trySend(value(i)), {
         name: "InvalidHandleError",
-        message: "Cannot send: the channel was disposed (KC_EBADH)",
+        message: "Cannot trySend: the channel was disposed (KC_EBADH)",
       });
     }
     assert.throws(() => c.tryReceive(), InvalidHandleError);
@@ -3122,12 +3122,21 @@ Deno.test("a channel disposed by its creator, or collected, after closeLibrary()
   assert.equal(res.code, 0, res.stderr);
 });
 
-Deno.test("the batch operations get named errors on a disposed channel and after the library closed", async () => {
+Deno.test("the try and batch operations get named errors on a disposed channel and after the library closed", async () => {
   for (const share of [false, true]) {
     const gone = new Channel<number>(4, { codec: codecs.f64 });
     if (share) gone.share();
     gone[Symbol.dispose]();
-    // Each names itself (they said "Cannot send" and "Cannot receive").
+    // Each names itself (they said "Cannot send" and "Cannot receive", as if send or receive
+    // had been called).
+    assert.throws(() => gone.trySend(1), {
+      name: "InvalidHandleError",
+      message: "Cannot trySend: the channel was disposed (KC_EBADH)",
+    });
+    assert.throws(() => gone.tryReceive(), {
+      name: "InvalidHandleError",
+      message: "Cannot tryReceive: the channel was disposed (KC_EBADH)",
+    });
     assert.throws(() => gone.trySendMany([1]), {
       name: "InvalidHandleError",
       message: "Cannot trySendMany: the channel was disposed (KC_EBADH)",
@@ -3143,7 +3152,7 @@ Deno.test("the batch operations get named errors on a disposed channel and after
     shared.share();
     closeLibrary();
     for (const ch of [local, shared]) {
-      for (const [op, f] of [["trySendMany", () => ch.trySendMany([1])], ["tryReceiveMany", () => ch.tryReceiveMany(1)]]) {
+      for (const [op, f] of [["trySend", () => ch.trySend(1)], ["tryReceive", () => ch.tryReceive()], ["trySendMany", () => ch.trySendMany([1])], ["tryReceiveMany", () => ch.tryReceiveMany(1)]]) {
         try { f(); throw new Error("no error"); } catch (e) {
           if (!(e instanceof LibraryClosedError)) throw e;
           if (!e.message.startsWith("Cannot " + op + ": ")) throw e;
@@ -4121,7 +4130,7 @@ Deno.test("a give-back the ring refuses (an unknown ticket) is reported, not sil
 Deno.test("a native channel disposed by a value's getter as trySend, send or trySendMany encodes it says it was disposed, as a call after the dispose does, naming the call (trySendMany's its own)", async () => {
   // Before: "Cannot send: the handle is stale, destroyed or not a kcoro handle", the native
   // call's status as it found the handle, which hid that the caller's own dispose ended it.
-  // trySendMany said "Cannot send: ...", as if a send had been called.
+  // trySendMany said "Cannot send: ...", as if a send had been called, and so did trySend.
   for (const capacity of [0, 2]) {
     for (const op of ["trySend", "send", "trySendMany", "trySendMany first"] as const) {
       const ch = new Channel<unknown>(capacity);
@@ -4142,7 +4151,7 @@ Deno.test("a native channel disposed by a value's getter as trySend, send or try
           : ch.trySendMany([value, 2]);
       const expected = {
         name: "InvalidHandleError",
-        message: `Cannot ${op.startsWith("trySendMany") ? "trySendMany" : "send"}: the channel ` +
+        message: `Cannot ${op.startsWith("trySendMany") ? "trySendMany" : op}: the channel ` +
           "was disposed (KC_EBADH)",
       };
       const where = `${op}, capacity ${capacity}`;
@@ -4581,8 +4590,12 @@ Deno.test("a value's getter that disposes the channel or closes the library as t
     const rows: [string, string][] = JSON.parse(res.stdout);
     assert.equal(rows.length, 16, end);
     for (const [where, got] of rows) {
-      // trySendMany names itself (it said "Cannot send: ..."); trySend and send say send.
-      const op = where.includes("trySendMany") ? "trySendMany" : "send";
+      // Each names itself (trySendMany and trySend said "Cannot send: ...").
+      const op = where.includes("trySendMany")
+        ? "trySendMany"
+        : where.includes("trySend")
+        ? "trySend"
+        : "send";
       assert.equal(got, expected.replace("<op>", op), `${end}: ${where}`);
     }
   }
@@ -4614,7 +4627,7 @@ Deno.test("trySendMany whose drop's hook disposes the channel or closes the libr
     console.log(JSON.stringify(row));
   `;
   for (const [end, error] of channelEnds) {
-    const next = [error.replace("<op>", "trySendMany"), error.replace("<op>", "send")];
+    const next = [error.replace("<op>", "trySendMany"), error.replace("<op>", "trySend")];
     for (
       const [how, expected] of [
         // 1 buffered, 2 drops 1 (the hook ends the channel), 3 meets the end: two went.

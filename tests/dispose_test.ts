@@ -1512,7 +1512,7 @@ Deno.test("a codecs.bytes trySend whose value's check (an own Symbol.hasInstance
     assert.equal(disposed, true, `${label}: the check disposed it`);
     assert.deepEqual(calls, [], `${label}: no try-send with the handle`);
     assert.ok(thrown instanceof InvalidHandleError, `${label}: ${String(thrown)}`);
-    assert.match(thrown.message, /^Cannot send: the channel was disposed/, label);
+    assert.match(thrown.message, /^Cannot trySend: the channel was disposed/, label);
     assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
   }
 });
@@ -1581,7 +1581,7 @@ Deno.test("a Channel.from copy whose channel ended: a send or trySend whose valu
         }
         assert.ok(check.disposed() > 0, `${label}: the check disposed the copy`);
         assert.ok(thrown instanceof InvalidHandleError, `${label}: ${String(thrown)}`);
-        assert.match(thrown.message, /^Cannot send: the channel was disposed/, label);
+        assert.match(thrown.message, new RegExp(`^Cannot ${op}: the channel was disposed`), label);
         // A value the codec cannot carry: its CodecError, whatever the channel's state.
         const fn = () => 1;
         if (op === "trySend") assert.throws(() => bad.trySend(fn), CodecError, label);

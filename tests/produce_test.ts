@@ -1626,7 +1626,7 @@ Deno.test("produce: native code destroying the channel, learnt first by a Channe
 
 /**
  * An InvalidHandleError of a channel of the block's own, which it disposed (a bug of the block's):
- * `other.trySend` on it throws "Cannot send: the channel was disposed".
+ * `other.trySend` on it throws "Cannot trySend: the channel was disposed".
  */
 function foreignHandleError(): unknown {
   const other = new Channel<number>(1);
@@ -1855,7 +1855,7 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
         assert.equal(outcome, caught, `${whose}: the scope: ${String(outcome)}`);
         assert.equal(jobCause, caught, `${whose}: the job: ${String(jobCause)}`);
       } else {
-        const op = whose === "out's handle" ? "get handle" : "send";
+        const op = whose === "out's handle" ? "get handle" : "trySend";
         assert.equal(
           (caught as Error).message,
           `Cannot ${op}: the channel was disposed (KC_EBADH)`,
@@ -1879,7 +1879,7 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
 Deno.test("a channel's InvalidHandleError carries no more than any other: its origin (Channel._raised) shows in no key of it nor of its structured clone", () => {
   // `Channel._raised` keeps the origin aside (a WeakMap in channel.ts), by the error's identity.
   const e = foreignHandleError() as Error;
-  const plain = new InvalidHandleError("Cannot send: the channel was disposed");
+  const plain = new InvalidHandleError("Cannot trySend: the channel was disposed");
   assert.deepEqual(Reflect.ownKeys(e).sort(), Reflect.ownKeys(plain).sort());
   const clone = structuredClone(e);
   assert.deepEqual(Reflect.ownKeys(clone).sort(), Reflect.ownKeys(structuredClone(plain)).sort());
