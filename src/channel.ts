@@ -1092,9 +1092,19 @@ const SEND = 0, RECV = 1, RECV_CATCHING = 2, RECV_ITER = 3;
 /**
  * The receives of a channel's iterator that may still wait, for its `return()` to release:
  * the latest, and (only once next() was called again before one settled) the earlier ones; and
- * whether `return()` ran (`ended`), which a receive looks at again after running a hook.
+ * whether `return()` ran or one of its `next()`s rejected (`ended`: each later `next()` answers
+ * done, as an async generator's does), which a receive looks at again after running a hook.
  */
 type IterWaits = { waiter: Waiter | null; more: Waiter[] | null; ended: boolean };
+
+/**
+ * A receive's rejection with `e`; one of an iterator (`held`) ends it (`ended`), as an async
+ * generator that threw is done. A function, not a closure per receive: every receive passes here.
+ */
+function failed(held: IterWaits | undefined, e: unknown): Promise<never> {
+  if (held !== undefined) held.ended = true;
+  return Promise.reject(e);
+}
 
 /** What a receive of `kind` resolves with for a received value. */
 function received(kind: number, value: unknown): unknown {
@@ -3679,7 +3689,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     let signal: AbortSignal | undefined;
     try {
       signal = signalOf("receive", options);
-      if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
+      if (signal !== undefined && isAborted(signal)) return failed(held, abortReason(signal));
       v = this.#poll(this.#sym("receive"));
       // Before it waits, what the channel kept for this isolate's hook while open (a terminated
       // Worker's queued send, withdrawn as its thread ended) goes to the hook: a drop policy's
@@ -3693,7 +3703,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         v = this.#poll(this.#sym("receive"));
       }
     } catch (e) {
-      return Promise.reject(e);
+      return failed(held, e);
     }
     if (v === EMPTY) return this.#wait(kind, undefined, signal, undefined, held);
     if (v !== CLOSED) return Promise.resolve(received(kind, v));
@@ -3702,9 +3712,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const status = this.#statusOfClosed();
     if (kind === RECV_ITER && status !== Status.ECANCELED) {
       // Closed: the loop ends, or rethrows the close cause. Cancelled: CancellationError.
-      return "cause" in r ? Promise.reject(r.cause) : Promise.resolve(ITER_DONE);
+      return "cause" in r ? failed(held, r.cause) : Promise.resolve(ITER_DONE);
     }
-    return Promise.reject(this.#receiveError(status));
+    return failed(held, this.#receiveError(status));
   }
 
   /**
@@ -3726,7 +3736,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         this as Channel<unknown>,
         value,
         resolve as (v: unknown) => void,
-        reject,
+        // An iterator's receive that fails ends the iterator (`IterWaits.ended`), as an async
+        // generator that threw is done: its next() answers done from then on.
+        held === undefined ? reject : (e: unknown) => {
+          held.ended = true;
+          reject(e);
+        },
       );
     });
     if (encoded !== undefined) {
@@ -4686,6 +4701,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * iterator over the receive path, not an async generator (which costs a receive's time again).
    * Once `return()` ran (a `break` out of `for await`), `next()` answers done, as a generator's
    * does, and takes nothing from the channel; the channel itself stays open (Kotlin's iterator).
+   * Once a `next()` rejected (the close cause, a CancellationError), later ones answer done too,
+   * as an async generator that threw does.
    * A `return()` while a `next()` is pending settles after it, as an async generator's does: that
    * `next()` resolves done, having taken nothing (the value stays in the channel).
    * Its receives take no signal: a loop that must end with its task iterates
@@ -4703,7 +4720,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * takes none, and waits on after the cancellation). `return()` (a `break`) also ends a receive
    * still waiting: that `next()` answers done. No value is lost either way: a receive ends only
    * if it took nothing; one that took a value first resolves with it. A bad `options` throws a
-   * TypeError at once; an aborted signal rejects the first `next()`.
+   * TypeError at once; an aborted signal rejects the first `next()`. Once a `next()` rejected,
+   * later ones answer done, as an async generator that threw does.
    *
    * @example
    * ```ts

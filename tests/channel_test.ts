@@ -1119,7 +1119,9 @@ bothModes(
     await assert.rejects(within(loop, 5_000, "the loop to end"), (e) => e === reason);
     // The abandoned receive took nothing: no receiver waits, and a value sent now stays.
     assert.equal(ch.trySend(3).state, "full");
-    await assert.rejects(it.next(), (e) => e === reason); // still aborted
+    // The iterator ended with its rejection, as an async generator that threw (it rejected
+    // again, before): done, taking nothing.
+    assert.deepEqual(await it.next(), { value: undefined, done: true });
     const later = ch.send(4);
     assert.deepEqual(ch.tryReceive(), { state: "ok", value: 4 });
     await later;
@@ -5555,3 +5557,80 @@ for (const shared of [false, true]) {
     }
   });
 }
+
+Deno.test("an iterator whose next() rejected answers done from then on, as an async generator that threw does", async () => {
+  // Before, every later next() rejected again (a closed channel's cause, the cancel's
+  // CancellationError, the aborted signal's reason): a manual caller that read on after the
+  // error never saw the iterator end, where an async generator (and a web stream's iterator)
+  // is done once it threw. A for await stops at the rejection, so it saw no difference.
+  const cause = new Error("boom");
+  const stop = new Error("stop");
+  const endsAfter = async (
+    it: AsyncIterator<number>,
+    reason: unknown,
+    label: string,
+  ) => {
+    await assert.rejects(it.next(), (e) => e === reason, label);
+    for (let i = 0; i < 3; i++) {
+      assert.deepEqual(await it.next(), { value: undefined, done: true }, `${label}: ${i}`);
+    }
+    assert.deepEqual(await it.return!(), { value: undefined, done: true }, `${label}: return`);
+  };
+  for (const share of [false, true]) {
+    const form = share ? "shared" : "local";
+    const make = () => {
+      const ch = new Channel<number>(2);
+      if (share) ch.share();
+      return ch;
+    };
+    // The close cause, found closed and drained.
+    {
+      using ch = make();
+      ch.trySend(1);
+      ch.close(cause);
+      const it = ch[Symbol.asyncIterator]();
+      assert.deepEqual(await it.next(), { value: 1, done: false });
+      await endsAfter(it, cause, `${form}: closed with a cause`);
+    }
+    // The close cause, failing a next() that waited.
+    {
+      using ch = make();
+      const it = ch[Symbol.asyncIterator]();
+      const p = it.next();
+      ch.close(cause);
+      await assert.rejects(p, (e) => e === cause);
+      for (let i = 0; i < 3; i++) {
+        assert.deepEqual(await it.next(), { value: undefined, done: true });
+      }
+    }
+    // Cancelled: its CancellationError, found or waited on.
+    for (const waited of [false, true]) {
+      using ch = make();
+      const it = ch.values();
+      const p = waited ? it.next() : null;
+      ch.cancel();
+      const e = await it.next().then(() => null, (e) => e);
+      if (p !== null) await assert.rejects(p, CancellationError);
+      else assert.ok(e instanceof CancellationError, `${form}: ${e}`);
+      for (let i = 0; i < 3; i++) {
+        assert.deepEqual(await it.next(), { value: undefined, done: true });
+      }
+    }
+    // values({ signal }): aborted before the first next(), and while one waits; the iterator
+    // ends, the channel does not, and a value sent after stays in it.
+    for (const waited of [false, true]) {
+      using ch = make();
+      const ctl = new AbortController();
+      if (!waited) ctl.abort(stop);
+      const it = ch.values({ signal: ctl.signal });
+      const p = it.next();
+      if (waited) ctl.abort(stop);
+      await assert.rejects(p, (e) => e === stop);
+      ch.trySend(7);
+      for (let i = 0; i < 3; i++) {
+        assert.deepEqual(await it.next(), { value: undefined, done: true });
+      }
+      assert.deepEqual(ch.tryReceive(), { state: "ok", value: 7 }, `${form}: the value stayed`);
+    }
+  }
+});

@@ -1084,8 +1084,16 @@ class Run {
     let ictl: AbortController | undefined;
     if (kind === "iter") {
       let it = s.iters.get(ch);
-      if (it !== undefined && (s.returned.has(ch) || s.iterCtl.get(ch)?.signal.aborted)) {
-        // A loop that ended (return(), an abort) now and then gives way to a fresh one.
+      // A next() of the iterator rejected (the close cause, the cancel, its signal's reason):
+      // the iterator is done, as an async generator that threw is (README's for-await
+      // paragraph). Each step waits until what the model settled settled for real, so the
+      // rejection reached the iterator before this next().
+      const failed = (s.iterOps.get(ch) ?? []).some((o) => o.done && o.outcome?.ok === false);
+      if (
+        it !== undefined && (s.returned.has(ch) || failed || s.iterCtl.get(ch)?.signal.aborted)
+      ) {
+        // A loop that ended (return(), a rejection, an abort) now and then gives way to a fresh
+        // one.
         if (this.rnd() < 0.5) {
           it = undefined;
           s.returned.delete(ch);
@@ -1093,10 +1101,11 @@ class Run {
           s.iterOps.delete(ch);
         }
       }
+      const fresh = it === undefined;
       if (it === undefined) {
         // The plain for-await iterator, values(), or values({ signal }) (README's for-await
         // paragraph: one iterator behind all three; the signal's abort rejects each waiting
-        // next() with its reason, having taken nothing, and every later one).
+        // next() with its reason, having taken nothing, or the next one, which ends it).
         const form = this.int(3);
         if (form === 2) s.iterCtl.set(ch, new AbortController());
         it = form === 0
@@ -1110,23 +1119,24 @@ class Run {
         );
       }
       ictl = s.iterCtl.get(ch);
+      const ended = failed && !fresh;
       p = it.next();
       this.log.push(`${what} next()#${op.id}`);
-      if (s.returned.has(ch)) {
+      if (s.returned.has(ch) || ended) {
         complete({ op, clause: 0 }, { ok: true, value: CLOSED });
-        this.track(op, p, `${what} next()#${op.id} after return`);
-        return;
-      }
-      if (ictl?.signal.aborted) {
-        // Its signal aborted before: rejects with the reason at once, counting nothing, as a
-        // receive given an aborted signal does.
-        complete({ op, clause: 0 }, { ok: false, err: { is: ictl.signal.reason } });
-        this.track(op, p, `${what} next()#${op.id} after abort`);
+        this.track(op, p, `${what} next()#${op.id} after ${ended ? "a rejection" : "return"}`);
         return;
       }
       const ops = s.iterOps.get(ch) ?? [];
       s.iterOps.set(ch, ops);
       ops.push(op);
+      if (ictl?.signal.aborted) {
+        // Its signal aborted before: rejects with the reason at once, counting nothing, as a
+        // receive given an aborted signal does (and ends the iterator).
+        complete({ op, clause: 0 }, { ok: false, err: { is: ictl.signal.reason } });
+        this.track(op, p, `${what} next()#${op.id} after abort`);
+        return;
+      }
     } else {
       p = kind === "recv" ? ch.receive(opts) : ch.receiveCatching(opts);
       this.log.push(`${what} ${kind === "recv" ? "receive" : "receiveCatching"}()#${op.id}`);
