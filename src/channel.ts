@@ -169,7 +169,9 @@ export interface ChannelMetrics {
    * native blocking send none), closed (an operation that failed with the channel closed,
    * whether it found it so or a close failed its wait), timeout, cancelled (one that failed
    * with the channel cancelled, found so or failed waiting by a cancel, and a wait aborted by
-   * its signal, wherever it waited).
+   * its signal, wherever it waited). An operation whose signal was aborted before the call
+   * counts nothing at all (as a native one whose token was cancelled beforehand): it rejects
+   * before it reaches the channel.
    */
   failures: { full: number; closed: number; timeout: number; cancelled: number };
   /**

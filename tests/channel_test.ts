@@ -5634,3 +5634,38 @@ Deno.test("an iterator whose next() rejected answers done from then on, as an as
     }
   }
 });
+
+Deno.test("metrics: an operation whose signal was aborted before the call counts nothing; one aborted while it waits counts a cancelled failure", async () => {
+  // The rule ChannelMetrics.failures documents: an operation that fails before it reaches the
+  // channel (as a native one whose token was cancelled beforehand, which counts nothing)
+  // leaves the counters as they were; a wait its signal gave up counts one cancelled failure.
+  // Pinned for both forms: a local channel counts in JavaScript, a shared one natively.
+  const reason = new Error("stop");
+  for (const share of [false, true]) {
+    const form = share ? "shared" : "local";
+    using ch = new Channel<number>(0);
+    if (share) ch.share();
+    const before = new AbortController();
+    before.abort(reason);
+    const signal = before.signal;
+    const is = (e: unknown) => e === reason;
+    await assert.rejects(ch.receive({ signal }), is);
+    await assert.rejects(ch.receiveCatching({ signal }), is);
+    await assert.rejects(ch.send(1, { signal }), is);
+    await assert.rejects(ch.values({ signal }).next(), is);
+    await assert.rejects(select((s) => s.onReceive(ch, (v) => v), { signal }), is);
+    const m = ch.metrics();
+    assert.deepEqual(
+      [m.sends, m.receives, m.failures],
+      [0, 0, { full: 0, closed: 0, timeout: 0, cancelled: 0 }],
+      `${form}: aborted before the call`,
+    );
+    // Aborted while it waits: one cancelled failure.
+    const later = new AbortController();
+    const p = ch.receive({ signal: later.signal });
+    await Promise.resolve();
+    later.abort(reason);
+    await assert.rejects(p, is);
+    await until(() => ch.metrics().failures.cancelled === 1, `${form}: the abort counted`, 5_000);
+  }
+});
