@@ -1151,7 +1151,13 @@ class Waiter implements RingOp {
   encoded = false;
   readonly value: unknown;
   readonly resolve: (v: unknown) => void;
-  readonly reject: (e: unknown) => void;
+  readonly #reject: (e: unknown) => void;
+  /**
+   * The iterator whose `next()` this receive is (`#receive`'s `held`): a rejection ends it
+   * (`IterWaits.ended`), as an async generator that threw is done. A field read at the
+   * rejection, not a closure made per wait: an iterator's receive waits once per round trip.
+   */
+  held: IterWaits | undefined = undefined;
   signal: AbortSignal | undefined = undefined;
   onAbort: (() => void) | undefined = undefined;
   /**
@@ -1177,7 +1183,13 @@ class Waiter implements RingOp {
     this.ch = ch;
     this.value = value;
     this.resolve = resolve;
-    this.reject = reject;
+    this.#reject = reject;
+  }
+
+  /** Rejects its promise with `e`; an iterator's receive ends its iterator (`held`) first. */
+  reject(e: unknown): void {
+    if (this.held !== undefined) this.held.ended = true;
+    this.#reject(e);
   }
 
   /** Leaves its queue, drops its abort listener, and is done. */
@@ -3738,12 +3750,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         this as Channel<unknown>,
         value,
         resolve as (v: unknown) => void,
-        // An iterator's receive that fails ends the iterator (`IterWaits.ended`), as an async
-        // generator that threw is done: its next() answers done from then on.
-        held === undefined ? reject : (e: unknown) => {
-          held.ended = true;
-          reject(e);
-        },
+        reject,
       );
     });
     if (encoded !== undefined) {
@@ -3751,6 +3758,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.encoded = true;
     }
     if (held !== undefined) {
+      w.held = held; // a rejection ends the iterator (`Waiter.reject`)
       const prev = held.waiter;
       if (prev !== null && prev.state !== DONE) {
         // Another next() of the iterator still waits (next() called again before it settled):
