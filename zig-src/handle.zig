@@ -64,6 +64,12 @@ pub fn kindOf(h: Handle) u3 {
     return @intCast(h >> (index_bits + gen_bits));
 }
 
+/// Whether `h` is shaped as a handle of `kind` that a table hands out: of that kind, generation
+/// and index not 0. Says nothing of whether it is live (`HandleTable.get`).
+pub fn wellFormed(kind: Kind, h: Handle) bool {
+    return kindOf(h) == @intFromEnum(kind) and h & index_mask != 0 and (h >> index_bits) & gen_mask != 0;
+}
+
 pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
     return struct {
         const Self = @This();
@@ -182,10 +188,9 @@ pub fn HandleTable(comptime T: type, comptime kind: Kind) type {
         /// generation is read again after the pointer). What the object is by then is the
         /// caller's concern (the registries check their own record of the handle).
         pub fn get(t: *Self, h: Handle) ?*T {
-            if (kindOf(h) != @intFromEnum(kind)) return null;
+            if (!wellFormed(kind, h)) return null;
             const index = h & index_mask;
             const gen = (h >> index_bits) & gen_mask;
-            if (index == 0 or gen == 0) return null;
             // Acquire: pairs with `alloc`'s release store of the chunk (its slots initialised).
             const chunk = t.chunks[index >> chunk_bits].load(.acquire) orelse return null;
             const slot = &chunk[index & (chunk_len - 1)];

@@ -3409,11 +3409,9 @@ export fn kc_chan_take_undelivered(h: u32, out: ?*anyopaque, size: u32) callconv
 }
 
 /// A handle no channel ever had: of another kind (0 among them), or with generation or index 0,
-/// which the handle table never hands out (zig-src/handle.zig).
+/// which the handle table never hands out (`handle.wellFormed`, as `HandleTable.get` checks).
 fn notChannelHandle(h: u32) bool {
-    const hd = kcoro.handle;
-    const gen = (h >> hd.index_bits) & ((1 << hd.gen_bits) - 1);
-    return hd.kindOf(h) != @intFromEnum(hd.Kind.channel) or h & hd.index_mask == 0 or gen == 0;
+    return !kcoro.handle.wellFormed(.channel, h);
 }
 
 /// A take emptied channel `serial`'s list at `h`, kept for the call `ticket` names: the calling
