@@ -64,11 +64,10 @@ import {
   ClosedSendError,
   isAborted,
   launchChecked,
-  listenAbort,
+  listenAbortNamed,
   refuseAsValue,
   signalOf,
   taskSignal,
-  unlistenableSignal,
   unlistenAbort,
 } from "./errors.ts";
 import { type Job, JobSupport, runCompletionHandler, taskCancelError } from "./job.ts";
@@ -587,11 +586,7 @@ export function actor<M>(
       // A listen that throws (only a signal whose engine state the caller redefined) fails the
       // task by name, before the handler runs, as createScope refuses such a signal. Before,
       // with the listen's raw error.
-      try {
-        if (!listenAbort(signal, onAbort)) detach = () => unlistenAbort(signal, onAbort);
-      } catch (e) {
-        throw unlistenableSignal(op, e);
-      }
+      if (!listenAbortNamed(op, signal, onAbort)) detach = () => unlistenAbort(signal, onAbort);
     }
     // Until the task is final: its end withdraws the owned watch before the mailbox is
     // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is

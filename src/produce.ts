@@ -66,10 +66,8 @@ import {
   isAborted,
   isAbortSignal,
   launchChecked,
-  listenAbort,
   listenAbortNamed,
   taskSignal,
-  unlistenableSignal,
   unlistenAbort,
 } from "./errors.ts";
 import { cancellationOf, type Job, JobSupport, taskCancelError } from "./job.ts";
@@ -474,11 +472,7 @@ export function produce<T>(
       // A listen that throws (only a signal whose engine state the caller redefined) fails the
       // task by name, before the block runs, as createScope refuses such a signal. Before, with
       // the listen's raw error.
-      try {
-        if (!listenAbort(signal, onAbort)) detach = () => unlistenAbort(signal, onAbort);
-      } catch (e) {
-        throw unlistenableSignal(op, e);
-      }
+      if (!listenAbortNamed(op, signal, onAbort)) detach = () => unlistenAbort(signal, onAbort);
     }
     // Until the task is final, not only while the block runs: children of the task sending
     // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
