@@ -720,10 +720,7 @@ class Selection implements RingOp {
       // reason; a send clause that won still fires). Before, it was ignored: the clause fired
       // though the signal had aborted before the select settled, and a caller that had moved
       // on dropped the value.
-      if (c === undefined && !this.gaveUp) {
-        this.gaveUp = true;
-        this.reason = reason ?? abortReason(this.signal!);
-      }
+      if (c === undefined && !this.gaveUp) this.#giveUp(reason ?? abortReason(this.signal!));
       return;
     }
     if (this.queued) {
