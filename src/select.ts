@@ -567,23 +567,18 @@ class Selection implements RingOp {
       // during the listen (an accessor of the caller's that the engine's listen reached): the
       // event will not come, and `listenAbort` calls it (before, a select whose signal aborted
       // during the listen waited on for a clause). By AbortSignal's own members.
-      try {
-        listenAbortNamed("select", signal, this.onAbort);
-      } catch (e) {
-        // The listen ran the caller's code (an accessor of its own for the engine's listeners
-        // property) and threw: the named error ("Cannot select: signal must be one that can be
-        // listened to", the listen's error its cause), as createScope refuses such a signal;
-        // before, the listen's raw error. Settled already (that code aborted the signal once
-        // kcoro's listener was in: the engine called it): the select keeps its outcome (the
-        // signal's reason). A channel clause's record still to come (`completing`): it gives up
-        // with the error, as for an abort (`#jsWins`), unless an abort did first. Before, both went
-        // to `reportError`: an error event nobody handles, which ends the process. Else `run`
-        // withdraws it and rejects with the error, or gives up with it when a channel clause
-        // completed meanwhile (that code sent to, or received from, one of its channels).
-        if (this.done) return;
-        if (!this.completing) throw e;
-        this.#giveUp(e);
-      }
+      // A listen that throws (an accessor of the caller's for the engine's listeners property)
+      // throws the named error ("Cannot select: signal must be one that can be listened to",
+      // the listen's error its cause), as createScope refuses such a signal; before, the
+      // listen's raw error. `run`'s catch settles it as any throw of the start: settled already
+      // (that code aborted the signal once kcoro's listener was in: the engine called it), the
+      // select keeps its outcome (the signal's reason); a channel clause's record still to come
+      // (`completing`), it gives up with the error, as for an abort (`#jsWins`), unless an abort
+      // did first (before, both went to `reportError`: an error event nobody handles, which ends
+      // the process); else it is withdrawn and rejects with the error, or gives up with it when
+      // a channel clause completed meanwhile (that code sent to, or received from, one of its
+      // channels).
+      listenAbortNamed("select", signal, this.onAbort);
     }
   }
 
