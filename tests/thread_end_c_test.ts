@@ -155,20 +155,25 @@ async function run(program: string, mode: string) {
   };
 }
 
+/** Builds the program in a fresh temporary directory and runs it in `mode`; the directory goes after. */
+async function buildAndRun(mode: string) {
+  const dir = await Deno.makeTempDir();
+  try {
+    return await run(await buildProgram(dir), mode);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test("C ABI: a thread that made a ring ends after its program dlclosed the library: the library stays loaded for its rings' destructor", async () => {
   // The rings' key's destructor (it destroys the thread's rings as it exits) is the library's
   // code: making the key pins the library (RTLD_NODELETE), as the thread records' key does.
   // Before, nothing had pinned it (no scheduler started, no hold taken): the dlclose unmapped
   // it, and the thread's exit ran the destructor there (SIGSEGV).
-  const dir = await Deno.makeTempDir();
-  try {
-    const res = await run(await buildProgram(dir), "unload");
-    assert.equal(res.signal, null, `killed by ${res.signal}: ${res.stdout}${res.stderr}`);
-    assert.equal(res.code, 0, res.stderr);
-    assert.equal(res.stdout, "ring 0\nloaded after dlclose: yes\nthread ended\n");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const res = await buildAndRun("unload");
+  assert.equal(res.signal, null, `killed by ${res.signal}: ${res.stdout}${res.stderr}`);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout, "ring 0\nloaded after dlclose: yes\nthread ended\n");
 });
 
 Deno.test("C ABI: plain kc_lib_retain and kc_lib_release, also a release on a thread that counted in none, make no thread-specific key", async () => {
@@ -176,31 +181,21 @@ Deno.test("C ABI: plain kc_lib_retain and kc_lib_release, also a release on a th
   // kc_lib_retain_thread host to count out) only where the thread made one: a lookup anywhere else
   // would make the records' key, and pin the library, for a host that asked for neither (8a36404
   // added the lookup; without its guard this says "keys made: 1").
-  const dir = await Deno.makeTempDir();
-  try {
-    const res = await run(await buildProgram(dir), "plain");
-    assert.equal(res.code, 0, res.stderr);
-    assert.equal(
-      res.stdout,
-      "keys free before: some\nretained 1, released 0 and 0, keys made: 0\n",
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const res = await buildAndRun("plain");
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(
+    res.stdout,
+    "keys free before: some\nretained 1, released 0 and 0, keys made: 0\n",
+  );
 });
 
 Deno.test("C ABI: a thread that made no ring makes no thread-specific key as it ends", async () => {
   // A thread with a record (a hold) ends: its end destroys its rings, and had none. Before, it
   // made the rings' key there, and pinned the library, for nothing.
-  const dir = await Deno.makeTempDir();
-  try {
-    const res = await run(await buildProgram(dir), "keys");
-    assert.equal(res.code, 0, res.stderr);
-    assert.equal(
-      res.stdout,
-      "channel 0, hold 0\nkeys free before: some\nthread's hold 0, keys its end made: 0\n",
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const res = await buildAndRun("keys");
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(
+    res.stdout,
+    "channel 0, hold 0\nkeys free before: some\nthread's hold 0, keys its end made: 0\n",
+  );
 });
