@@ -4253,16 +4253,16 @@ const codecNamed = {
   bytes: codecs.bytes,
 } as const;
 
-Deno.test("trySendMany's errors name it also where a value's own send fails: no native memory for the value (in one native call, into a full channel, one at a time), a native failure, a drop's hook that disposed the channel; trySend's still say send", async () => {
-  // They said "Cannot send: ...", as if send had been called: the codecs' native-memory errors,
-  // and every error of a value sent one at a time (through trySend). Native memory cannot be
-  // exhausted in a test: the allocating calls are made to fail as they would.
+/**
+ * Fakes (for withFakeSymbols) of the calls that allocate a value's native memory, failing as
+ * they would with none left: ENOMEM, and the one-call copy's descriptor says nothing was made
+ * (ptr NULL, which kc_desc_make of 0 bytes writes).
+ */
+function noNativeMemory() {
   const makeAt = library().symbols("test").kc_desc_make_at; // the real one, never faked here
-  const noMemory = {
+  return {
     kc_desc_make: () => Status.ENOMEM,
     kc_desc_make_at: () => Status.ENOMEM,
-    // As the native call fails to allocate: its descriptor says nothing was made (ptr NULL,
-    // which kc_desc_make of 0 bytes writes).
     kc_chan_try_send_copy: (
       _original: unknown,
       _at: unknown,
@@ -4276,6 +4276,14 @@ Deno.test("trySendMany's errors name it also where a value's own send fails: no 
       return Status.ENOMEM;
     },
   };
+}
+
+Deno.test("trySendMany's errors name it also where a value's own send fails: no native memory for the value (in one native call, into a full channel, one at a time), a native failure, a drop's hook that disposed the channel; trySend's still say send", async () => {
+  // They said "Cannot send: ...", as if send had been called: the codecs' native-memory errors,
+  // and every error of a value sent one at a time (through trySend). Native memory cannot be
+  // exhausted in a test: the allocating calls are made to fail as they would.
+  const makeAt = library().symbols("test").kc_desc_make_at; // the real one, never faked here
+  const noMemory = noNativeMemory();
   // The try-send fails after the value was copied (a status no send expects): the copy is
   // freed by the caller, as after any failed try-send.
   const sendFails = {
@@ -4401,24 +4409,7 @@ Deno.test("a value too large for native memory, or with none for it, is a no-roo
   // Before, codecs.bytes' one-call copy (trySend's, and a batch's sent one at a time) threw both
   // unmarked, where the same value through its encode (a batch in one native call) was marked:
   // `noRoom` answered for the codec's path, not for what failed.
-  const makeAt = library().symbols("test").kc_desc_make_at;
-  const noMemory = {
-    kc_desc_make: () => Status.ENOMEM,
-    kc_desc_make_at: () => Status.ENOMEM,
-    // As the native call fails to allocate: nothing made (see the test above).
-    kc_chan_try_send_copy: (
-      _original: unknown,
-      _at: unknown,
-      _h: unknown,
-      data: unknown,
-      _len: unknown,
-      tag: unknown,
-      desc: unknown,
-    ) => {
-      makeAt(data as Uint8Array, 0, tag as number, desc as null);
-      return Status.ENOMEM;
-    },
-  };
+  const noMemory = noNativeMemory();
   for (const [name, codec] of Object.entries(codecNamed)) {
     const value = name === "bytes"
       ? new Uint8Array(9)
