@@ -1223,6 +1223,29 @@ async function cancelSharedProducer(
   return { reason, channel: channel! };
 }
 
+/**
+ * cancelSharedProducer with its channel armed for destroyWhileCausesRead before `act` runs:
+ * resolves with the task's cancel, the channel, and whether the destroy happened.
+ */
+async function cancelSharedProducerWhileDestroyed(
+  act: (ch: Channel<number>) => void,
+  options: { scopeCancelled?: boolean } = {},
+): Promise<{ destroyed: boolean; reason: unknown; channel: Channel<number> }> {
+  let run: { reason: unknown; channel: Channel<number> } | undefined;
+  const destroyed = await destroyWhileCausesRead(async (arm) => {
+    run = await cancelSharedProducer((ch) => {
+      arm(ch);
+      act(ch);
+    }, options);
+  });
+  return { destroyed, ...run! };
+}
+
+/** What the channel's receivers get once it is closed (its internal `_closedResult`). */
+function closedResult(channel: Channel<number>): { cause?: unknown } {
+  return (channel as unknown as { _closedResult(): { cause?: unknown } })._closedResult();
+}
+
 Deno.test("produce: a destroy of the channel on another thread while the watch reads a cancel made after the close does not lose that cancel's cause", async () => {
   // The watch tells a cancel after the close (made natively, as another isolate's copy does);
   // `_cancelAfterClose` reads what it needs, and the channel is destroyed (its causes freed)
@@ -1251,15 +1274,10 @@ Deno.test("produce: a destroy of the channel on another thread while the watch r
   // error itself (`_closedResult`), as with the handle alive, not a second "Channel was
   // cancelled" made for a cancel after a close.
   const sym = library().symbols("test");
-  let run: { reason: unknown; channel: Channel<number> } | undefined;
-  const destroyed = await destroyWhileCausesRead(async (arm) => {
-    run = await cancelSharedProducer((ch) => {
-      arm(ch);
-      const bytes = encodeCause(new SyntaxError("elsewhere", { cause: [1, 2] }))!;
-      assert.equal(sym.kc_chan_close_cause(ch.handle, bytes, bytes.length, 1), 1); // the first close
-    });
+  const { destroyed, reason, channel } = await cancelSharedProducerWhileDestroyed((ch) => {
+    const bytes = encodeCause(new SyntaxError("elsewhere", { cause: [1, 2] }))!;
+    assert.equal(sym.kc_chan_close_cause(ch.handle, bytes, bytes.length, 1), 1); // the first close
   });
-  const { reason, channel } = run!;
   assert.ok(destroyed, "destroyed while the watch read");
   assert.ok(reason instanceof CancellationError, String(reason));
   assert.equal((reason as Error).message, "Channel was cancelled");
@@ -1267,7 +1285,7 @@ Deno.test("produce: a destroy of the channel on another thread while the watch r
   assert.ok(cause instanceof SyntaxError, `the cause ${String(cause)}`);
   assert.equal(cause.message, "elsewhere");
   assert.deepEqual(cause.cause, [1, 2]);
-  const own = (channel as unknown as { _closedResult(): { cause?: unknown } })._closedResult();
+  const own = closedResult(channel);
   assert.equal(reason, own.cause, "the receivers' error itself");
   assert.equal(live, 0);
 });
@@ -1281,23 +1299,18 @@ Deno.test("produce: a cancel here after a close and a cancel made elsewhere, the
   // Before, those bytes were dropped and the close cause read again from the dead handle
   // (nothing, and never looked for again): a "Channel was cancelled" without a cause.
   const sym = library().symbols("test");
-  let run: { reason: unknown; channel: Channel<number> } | undefined;
-  const destroyed = await destroyWhileCausesRead(async (arm) => {
-    run = await cancelSharedProducer((ch) => {
-      arm(ch);
-      const h = ch.handle;
-      const closeBytes = encodeCause(new SyntaxError("closed elsewhere"))!;
-      assert.equal(sym.kc_chan_close_cause(h, closeBytes, closeBytes.length, 0), 1);
-      const cancelBytes = encodeCause(new RangeError("cancelled elsewhere"))!;
-      assert.equal(sym.kc_chan_close_cause(h, cancelBytes, cancelBytes.length, 1), 0);
-      ch.cancel(new Error("cancelled here")); // before the watch's record is drained
-    }, { scopeCancelled: true });
-  });
-  const { reason, channel } = run!;
+  const { destroyed, reason, channel } = await cancelSharedProducerWhileDestroyed((ch) => {
+    const h = ch.handle;
+    const closeBytes = encodeCause(new SyntaxError("closed elsewhere"))!;
+    assert.equal(sym.kc_chan_close_cause(h, closeBytes, closeBytes.length, 0), 1);
+    const cancelBytes = encodeCause(new RangeError("cancelled elsewhere"))!;
+    assert.equal(sym.kc_chan_close_cause(h, cancelBytes, cancelBytes.length, 1), 0);
+    ch.cancel(new Error("cancelled here")); // before the watch's record is drained
+  }, { scopeCancelled: true });
   assert.ok(destroyed, "destroyed while the task's cancel read");
   assert.ok(reason instanceof CancellationError, String(reason));
   assert.ok((reason as Error).cause instanceof RangeError, `the task's ${String(reason)}`);
-  const own = (channel as unknown as { _closedResult(): { cause?: unknown } })._closedResult();
+  const own = closedResult(channel);
   assert.ok(own.cause instanceof CancellationError, String(own.cause));
   const cause = (own.cause as Error).cause;
   assert.ok(cause instanceof SyntaxError, `the receivers' cause ${String(cause)}`);
