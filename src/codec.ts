@@ -1470,14 +1470,9 @@ function encodeRich(cause: Error): Uint8Array | null {
       // The chain so far.
     }
     const ref = (v: unknown, keep: boolean, whole = false): RichRef | undefined => {
-      // A revoked Proxy's prototype read throws: not an Error, and node:v8 cannot copy it.
-      let error = false;
-      try {
-        error = v instanceof Error;
-      } catch {
-        // Encoded as any value: none, so a string saying what it was (or left out).
-      }
-      if (error) {
+      // A revoked Proxy's prototype read throws: not an Error (`isError`), and node:v8 cannot
+      // copy it, so a string saying what it was (or left out).
+      if (isError(v)) {
         const e = v as Error; // not asked again: a Proxy's trap may answer otherwise
         const at = index.get(e);
         if (at !== undefined) return at;
