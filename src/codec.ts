@@ -1961,15 +1961,10 @@ function tooLargeCause(cause: unknown): RangeError {
 function encodeExact(cause: unknown): Uint8Array | null {
   try {
     const n = pack(cause, causeBytesMax);
-    if (n >= 0) return n + 1 > causeBytesMax ? over() : withKind(1, packed().subarray(0, n));
+    if (n >= 0) return withKind(1, packed().subarray(0, n));
     const body = serialize(cause);
-    if (!(cause instanceof Error)) {
-      return body.length + 1 > causeBytesMax ? over() : withKind(2, body);
-    }
-    const heads = errorHeads(cause);
-    if (heads.length === 0) {
-      return body.length + 1 > causeBytesMax ? over() : withKind(2, body); // reading it threw
-    }
+    const heads = cause instanceof Error ? errorHeads(cause) : [];
+    if (heads.length === 0) return withKind(2, body); // no Error, or reading it threw
     const count = heads.length === 1 ? [] : [heads.length];
     const size = heads.reduce((sum, h) => sum + h.length, 1 + count.length + body.length);
     if (size > causeBytesMax) return over();
@@ -2045,7 +2040,9 @@ function headName(name: string): Uint8Array {
   return cut;
 }
 
-function withKind(kind: number, body: Uint8Array): Uint8Array {
+/** `body` after its `kind` byte; null (`over`) when that takes over `causeBytesMax` bytes. */
+function withKind(kind: number, body: Uint8Array): Uint8Array | null {
+  if (body.length + 1 > causeBytesMax) return over();
   const out = new Uint8Array(body.length + 1);
   out[0] = kind;
   out.set(body, 1);
