@@ -1927,11 +1927,13 @@ let overMax = false;
  * and `encodeCause` answered null, the channel read elsewhere as closed cleanly.
  */
 function describeCause(v: unknown): string {
-  if (typeof v === "string" && v.length > 64) return `a string of ${v.length} characters`;
+  if (typeof v === "string" && v.length > DESCRIBED_HEAD) {
+    return `a string of ${v.length} characters`;
+  }
   const d = describe(v);
   if (d.length <= DESCRIBED_MAX) return d;
   // Not cut inside a surrogate pair.
-  const head = d.slice(0, 64);
+  const head = d.slice(0, DESCRIBED_HEAD);
   return `${
     /[\uD800-\uDBFF]$/.test(head) ? head.slice(0, -1) : head
   }... (a description of ${d.length} characters)`;
@@ -1939,6 +1941,12 @@ function describeCause(v: unknown): string {
 
 /** The longest description `describeCause` gives whole. */
 const DESCRIBED_MAX = 256;
+
+/**
+ * How much of a description over `DESCRIBED_MAX` `describeCause` keeps, and the longest string
+ * it quotes at all (a longer one is its length).
+ */
+const DESCRIBED_HEAD = 64;
 
 /**
  * What crosses for a close cause whose encoding, and its stand-in's, would take over
