@@ -1119,33 +1119,21 @@ const CAUSE_DEPTH = 1_000;
  * failure, not a cancellation, and so does a subclass of the caller's own (its brand is inherited).
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
-  // `overMax` is this call's: the caller's code it runs (a getter, a Proxy's trap, a
-  // Symbol.toStringTag that `describe` reads) may close another shared channel, whose cause is
-  // encoded meanwhile, setting or clearing it. Before, that answer was taken for this call's:
-  // a stand-in said a value was too large that held a function, or not, of one that was.
-  const outer = overMax;
-  try {
-    return encodeCauseNow(cause);
-  } finally {
-    overMax = outer;
-  }
-}
-
-/** `encodeCause`, its `overMax` saved around it. */
-function encodeCauseNow(cause: unknown): Uint8Array | null {
   // `instanceof` inside needsRich's try: a revoked Proxy's prototype read throws, and close()
   // threw it (the channel left open) before the other encodings' stand-in could see to it.
-  overMax = false;
-  const exact = ownData(cause) && endFits(cause) ? encodeExact(cause) : null;
+  // Too large is `encodeSized`'s answer, not a flag of the module's: the caller's code that
+  // encoding runs (a getter, a Proxy's trap, a Symbol.toStringTag that `describe` reads) may
+  // close another shared channel, whose cause is encoded meanwhile.
+  const exact = ownData(cause) && endFits(cause) ? encodeSized(cause) : null;
   // Too large as it is: a cause that is no Error is only its size, said in the house form (its
   // stand-in would say less); an Error keeps what its stand-in keeps, where that fits.
-  if (exact === null && overMax && !isError(cause)) return encodeExact(tooLargeCause(cause));
-  let base = exact;
+  if (exact === OVER && !isError(cause)) return encodeExact(tooLargeCause(cause));
+  let base = exact === OVER ? null : exact;
   if (base === null) {
-    const copy = standIn(cause, 0);
-    overMax = false; // the stand-in's own size, not that of a value it left out
-    base = encodeExact(copy);
-    if (base === null && overMax) return encodeExact(tooLargeCause(cause));
+    // The stand-in's own size, not that of a value it left out.
+    const copy = encodeSized(standIn(cause, 0));
+    if (copy === OVER) return encodeExact(tooLargeCause(cause));
+    base = copy;
   }
   if (base === null || (base[0] !== 3 && base[0] !== 4) || !needsRich(cause)) return base;
   const rich = encodeRich(cause as Error);
@@ -1859,11 +1847,7 @@ function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()
           ? `${describe(inner)} (a cause chain over ${CAUSE_DEPTH} Errors deep: ${NOT_COPIED})`
           : (error ? !endFits(inner) : valueParts(inner, RICH_ELEMENTS_ALL).over)
           ? `${describe(inner)} (past ${RICH_ELEMENTS_ALL} elements in one cause: ${NOT_COPIED})`
-          : fitsExact(inner)
-          ? inner
-          : `${describeCause(inner)} (${
-            overMax ? `its encoding takes over ${causeBytesMax} bytes: ` : ""
-          }${NOT_COPIED})`,
+          : exactOrSaid(inner),
       );
     }
     return copy;
@@ -1872,10 +1856,13 @@ function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()
   }
 }
 
-/** Whether `encodeExact` copies `v`; `overMax` says, when not, whether for its size. */
-function fitsExact(v: unknown): boolean {
-  overMax = false;
-  return encodeExact(v) !== null;
+/** `v` if `encodeExact` copies it, else a string saying it cannot be copied (and whether for its size). */
+function exactOrSaid(v: unknown): unknown {
+  const bytes = encodeSized(v);
+  if (bytes instanceof Uint8Array) return v;
+  return `${describeCause(v)} (${
+    bytes === OVER ? `its encoding takes over ${causeBytesMax} bytes: ` : ""
+  }${NOT_COPIED})`;
 }
 
 function ownValue(target: object, key: string, value: unknown): void {
@@ -1912,12 +1899,10 @@ export function setCauseBytesMax(n: number): number {
 }
 
 /**
- * Whether an `encodeExact` since it was last cleared refused a value for its size (over
- * `causeBytesMax`), not for what it holds: `encodeCause` and `standIn` say so then. Each
- * `encodeCause` restores it as it returns: one that the caller's code runs meanwhile leaves the
- * outer's answer alone.
+ * `encodeSized`'s answer for a value refused for its size (over `causeBytesMax`), not for what it
+ * holds: `encodeCause` and `standIn` say so then.
  */
-let overMax = false;
+const OVER: unique symbol = Symbol("over causeBytesMax");
 
 /**
  * `describe(v)`, a long string by its length: a cause too large to encode is most often one,
@@ -1964,9 +1949,18 @@ function tooLargeCause(cause: unknown): RangeError {
 
 /**
  * `encodeCause` of a cause as it is: null when neither encoding can copy it, or its bytes would
- * be over `causeBytesMax` (`overMax` set then), checked before they are copied into the result.
+ * be over `causeBytesMax` (`encodeSized` tells which).
  */
 function encodeExact(cause: unknown): Uint8Array | null {
+  const bytes = encodeSized(cause);
+  return bytes === OVER ? null : bytes;
+}
+
+/**
+ * `encodeExact`, `OVER` where its bytes would be over `causeBytesMax`, checked before they are
+ * copied into the result.
+ */
+function encodeSized(cause: unknown): Uint8Array | null | typeof OVER {
   try {
     const n = pack(cause, causeBytesMax);
     if (n >= 0) return withKind(1, packed().subarray(0, n));
@@ -1975,7 +1969,7 @@ function encodeExact(cause: unknown): Uint8Array | null {
     if (heads.length === 0) return withKind(2, body); // no Error, or reading it threw
     const count = heads.length === 1 ? [] : [heads.length];
     const size = heads.reduce((sum, h) => sum + h.length, 1 + count.length + body.length);
-    if (size > causeBytesMax) return over();
+    if (size > causeBytesMax) return OVER;
     const out = new Uint8Array(size);
     out[0] = heads.length === 1 ? 3 : 4;
     out.set(count, 1);
@@ -1989,11 +1983,6 @@ function encodeExact(cause: unknown): Uint8Array | null {
   } catch {
     return null;
   }
-}
-
-function over(): null {
-  overMax = true;
-  return null;
 }
 
 /**
@@ -2048,9 +2037,9 @@ function headName(name: string): Uint8Array {
   return cut;
 }
 
-/** `body` after its `kind` byte; null (`over`) when that takes over `causeBytesMax` bytes. */
-function withKind(kind: number, body: Uint8Array): Uint8Array | null {
-  if (body.length + 1 > causeBytesMax) return over();
+/** `body` after its `kind` byte; `OVER` when that takes over `causeBytesMax` bytes. */
+function withKind(kind: number, body: Uint8Array): Uint8Array | typeof OVER {
+  if (body.length + 1 > causeBytesMax) return OVER;
   const out = new Uint8Array(body.length + 1);
   out[0] = kind;
   out.set(body, 1);
