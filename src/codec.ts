@@ -1856,7 +1856,10 @@ function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()
   }
 }
 
-/** `v` if `encodeExact` copies it, else a string saying it cannot be copied (and whether for its size). */
+/**
+ * `v` if `encodeExact` copies it, else a string saying it cannot be copied (and whether for its
+ * size).
+ */
 function exactOrSaid(v: unknown): unknown {
   const bytes = encodeSized(v);
   if (bytes instanceof Uint8Array) return v;
