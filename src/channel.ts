@@ -2140,17 +2140,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     ) return;
     s.causeLooked = true;
     const sym = this.#lib.symbols("read close cause");
-    let bytes = read;
-    if (bytes === undefined) {
-      let n = sym.kc_chan_cause(this.#handle, causeBytes, causeBytes.length);
-      if (n < 0) return;
-      if (n > causeBytes.length) {
-        causeBytes = new Uint8Array(n);
-        n = sym.kc_chan_cause(this.#handle, causeBytes, n);
-        if (n <= 0 || n > causeBytes.length) return;
-      }
-      bytes = n === 0 ? null : causeBytes.subarray(0, n);
-    }
+    // Read here unless the caller read it (`readCauseBytes`, as `_cancelAfterClose` does).
+    const bytes = read !== undefined ? read : readCauseBytes(sym.kc_chan_cause, this.#handle);
+    if (bytes === undefined) return; // a dead handle: nothing to read
     if (bytes === null) {
       // None stored: a cancel by the end of the isolate that fed or read it (`produce`'s or
       // `actor`'s owned watch, kc_chan_status bit 2) has one to say so, made here: no isolate was
