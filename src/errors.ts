@@ -150,37 +150,50 @@ export function abortReason(signal: AbortSignal): unknown {
  * caller redefined), keeping no listener, and then calls nothing.
  */
 export function listenAbort(signal: AbortSignal, listener: () => void): boolean {
-  if (!abortedOf.call(signal)) {
-    addListener.call(signal, "abort", listener, ONCE);
-    let aborted: boolean;
-    try {
-      aborted = abortedOf.call(signal);
-    } catch (e) {
-      unlistenAbort(signal, listener);
-      throw e;
-    }
-    if (!aborted) return false;
-    unlistenAbort(signal, listener);
-  }
+  if (!listenOnly(signal, listener)) return false;
   listener();
   return true;
+}
+
+/**
+ * `listenAbort`'s listen without its call of `listener`: adds it unless the signal is aborted,
+ * and answers whether it is aborted once the listen is done (then keeping no listener). Throws
+ * what the listen or the read after it throws, keeping no listener.
+ */
+function listenOnly(signal: AbortSignal, listener: () => void): boolean {
+  if (abortedOf.call(signal)) return true;
+  addListener.call(signal, "abort", listener, ONCE);
+  let aborted: boolean;
+  try {
+    aborted = abortedOf.call(signal);
+  } catch (e) {
+    unlistenAbort(signal, listener);
+    throw e;
+  }
+  if (aborted) unlistenAbort(signal, listener);
+  return aborted;
 }
 
 /**
  * `listenAbort`, a listen that throws (only a signal whose engine state the caller redefined)
  * thrown as the named error `unlistenableSignal(op, error)`, keeping no listener. Internal: the
  * one way each wait listens to a caller's signal (a channel's send and receive, a select, a
- * `delay`, a `join`, an `await`, a native scope's wait, a producer's send), so that each rejects
- * with the same error under its own name, as createScope refuses such a signal. Before, they
- * rejected with the listen's raw error. Only the listen's error is named so: kcoro's listeners,
- * which `listenAbort` may call, never throw.
+ * `delay`, a `join`, an `await`, a native scope's wait, a producer's send, a scope following
+ * its `signal`), so that each rejects with the same error under its own name, as createScope
+ * refuses such a signal. Before, they rejected with the listen's raw error. Only the listen's
+ * error is named so: what the call of `listener` for a signal aborted by then throws is thrown
+ * as it is (a scope's follow listener cancels the scope, where only an engine error, a stack
+ * overflow, can throw; before, that was named "cannot be listened to", the listen blamed).
  */
 export function listenAbortNamed(op: string, signal: AbortSignal, listener: () => void): boolean {
+  let aborted: boolean;
   try {
-    return listenAbort(signal, listener);
+    aborted = listenOnly(signal, listener);
   } catch (e) {
     throw unlistenableSignal(op, e);
   }
+  if (aborted) listener();
+  return aborted;
 }
 
 /**

@@ -34,9 +34,8 @@ import {
   checkSignal,
   describe,
   isAborted,
-  listenAbort,
+  listenAbortNamed,
   signalOf,
-  unlistenableSignal,
   unlistenAbort,
 } from "./errors.ts";
 import {
@@ -328,10 +327,13 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
   /**
    * Cancels this scope when `signal` aborts, until the scope finishes: at once if it is aborted
    * once the listen is done (`listenAbort`: one that aborted during the listen too; before, such
-   * a scope, createScope's or a root scope's, ran on following an aborted signal). Throws what
-   * the listen throws, keeping no listener.
+   * a scope, createScope's or a root scope's, ran on following an aborted signal). A listen that
+   * throws (only a signal whose engine state the caller redefined) is refused by name under `op`
+   * (`listenAbortNamed`), keeping no listener, before the scope starts. Only the listen: what
+   * the cancel run here throws (only an engine error) is thrown as it is. Before, the whole call
+   * was wrapped, and such an error was named "signal must be one that can be listened to".
    */
-  follow(signal: AbortSignal): void {
+  follow(op: string, signal: AbortSignal): void {
     // By AbortSignal's and EventTarget's own members (errors.ts, `isAborted`): before, the
     // signal's own `removeEventListener`, when it threw, escaped the finalizer partway and left
     // this scope and its parent unfinished.
@@ -340,7 +342,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     const onAbort = () => {
       if (isAborted(signal)) cancelFollowing(this as Coroutine<unknown>, signal);
     };
-    if (!listenAbort(signal, onAbort)) {
+    if (!listenAbortNamed(op, signal, onAbort)) {
       this.addFinalizer(() => unlistenAbort(signal, onAbort));
       return;
     }
@@ -488,7 +490,7 @@ export function rootScope<T>(
   const scope = new Coroutine<T>(checked?.context ?? Context.empty, flags, block);
   // Refused by name as createScope's (before, the listen's raw error). One that aborted during
   // the listen has cancelled the scope (`follow`): it rejects without running its block.
-  if (signal !== undefined) followChecked(op, scope, signal);
+  if (signal !== undefined) scope.follow(op, signal);
   return scope;
 }
 
@@ -634,18 +636,6 @@ class StandaloneScope extends Coroutine<void> implements Scope {
 }
 
 /**
- * `scope.follow(signal)`, a listen that throws (only a signal whose engine state the caller
- * redefined) refused by name, with its error as the cause, before the scope starts.
- */
-function followChecked(op: string, scope: Coroutine<unknown>, signal: AbortSignal): void {
-  try {
-    scope.follow(signal);
-  } catch (e) {
-    throw unlistenableSignal(op, e);
-  }
-}
-
-/**
  * A free-standing scope (Kotlin's `CoroutineScope(Job())`, or `SupervisorJob()` with
  * `supervisor: true`) for tasks that outlive one function call, e.g. a server's connections.
  * Leaving an `await using` block cancels every task still running and waits for all of them;
@@ -686,7 +676,7 @@ export function createScope(options?: CreateScopeOptions): Scope {
   // Followed before the scope starts: a listen that throws (only a signal whose engine state
   // the caller redefined) refuses the call by name, leaving no scope. Before, its raw error was
   // thrown after the start, leaving a started scope that nobody held.
-  if (signal !== undefined && !aborted) followChecked(op, scope, signal);
+  if (signal !== undefined && !aborted) scope.follow(op, signal);
   scope.start();
   if (signal !== undefined && aborted) scope.cancel(abortReason(signal));
   return scope;

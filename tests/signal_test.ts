@@ -807,6 +807,55 @@ Deno.test("createScope whose signal aborts while it is being listened to makes a
   assert.equal(abortListeners(signal), 0, "the scope left no listener");
 });
 
+Deno.test("a scope whose follow cancel throws (an engine error) as its signal aborts during the listen throws that error, not the named listen TypeError", async () => {
+  // The cancel a scope's follow runs for a signal aborted during the listen can throw only an
+  // engine error (a stack overflow): simulated by the scopes' `cancel` throwing once. Before,
+  // the whole follow was wrapped, so that error was named "signal must be one that can be
+  // listened to", the listen blamed for it.
+  const engine = new RangeError("simulated: Maximum call stack size exceeded");
+  const probe = createScope();
+  const coroutine = Object.getPrototypeOf(Object.getPrototypeOf(probe));
+  await probe.join();
+  let armed = false;
+  Object.defineProperty(coroutine, "cancel", {
+    configurable: true,
+    writable: true,
+    value(this: { cancel(cause?: unknown): void }, cause?: unknown) {
+      if (armed) {
+        armed = false;
+        throw engine;
+      }
+      return Object.getPrototypeOf(coroutine).cancel.call(this, cause);
+    },
+  });
+  try {
+    const calls: [string, (signal: AbortSignal) => unknown][] = [
+      ["create scope", (signal) => createScope({ signal })],
+      ["run coroutineScope", (signal) => coroutineScope(() => 1, { signal })],
+      ["run supervisorScope", (signal) => supervisorScope(() => 1, { signal })],
+      ["run withTimeout", (signal) => withTimeout(60_000, () => 1, { signal })],
+      ["run withTimeoutOrNull", (signal) => withTimeoutOrNull(60_000, () => 1, { signal })],
+    ];
+    for (const [op, call] of calls) {
+      const signal = abortsWhileListening(new Error("aborted while listened to"));
+      armed = true;
+      let outcome: unknown;
+      try {
+        outcome = await call(signal);
+      } catch (e) {
+        outcome = e;
+      }
+      assert.equal(armed, false, `${op}: the cancel ran`);
+      assert.equal(outcome, engine, `${op}: ${String(outcome)}`);
+      assert.equal(abortListeners(signal), 0, `${op}: no listener left`);
+    }
+  } finally {
+    delete coroutine.cancel;
+  }
+  // The listen's own throw is still named.
+  assert.throws(() => createScope({ signal: listenThrows() }), unlistenable("create scope"));
+});
+
 /**
  * Asserts that `call` (a coroutineScope, a withTimeout: a call that makes a scope to run `block`)
  * with a signal that aborts while it is being listened to (`abortsWhileListening`) rejects at
