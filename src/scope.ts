@@ -43,6 +43,7 @@ import {
   type Deferred,
   HANDLES_CHILD_FAILURE,
   type Job,
+  type JobState,
   JobSupport,
   REPORTS_FAILURE,
   SUPERVISOR,
@@ -278,6 +279,30 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
    */
   override get isActive(): boolean {
     return this.#queuedBy === null && super.isActive;
+  }
+
+  /**
+   * True also while a follow cancel for this scope waits in `followQueue` (unless it has ended
+   * meanwhile), as `state` reads `cancelling` then: the flags agree with `isActive` (false) in
+   * the gap, as a shallow tree's cancelling scope's do. Before, `isCancelled` read false and
+   * `state` active there, while `isActive` read false.
+   *
+   * Its `signal` still aborts only when the queued cancel runs, not as it is queued: its
+   * listeners are the follow listeners of the scopes nested through it, so an abort as it is
+   * queued would queue theirs, each queuing aborting its own signal inside the one above, one
+   * level deeper each: the recursion through the signals' dispatch that the queue is for. It
+   * would also run the signal's listeners ahead of the cancels queued before this one.
+   */
+  override get isCancelled(): boolean {
+    return super.isCancelled || (this.#queuedBy !== null && !super.isCompleted);
+  }
+
+  /** `cancelling` also while a follow cancel for this scope waits (`isCancelled` says why). */
+  override get state(): JobState {
+    const state = super.state;
+    return this.#queuedBy !== null && !super.isCancelled && !super.isCompleted
+      ? "cancelling"
+      : state;
   }
 
   /** @ignore `cancelFollowing` queued this scope's cancel, following `by`. Internal. */

@@ -1230,6 +1230,63 @@ Deno.test("a scope nested through its task's signal deeper than 32 levels, whose
   assert.deepEqual(reported.errors, []);
 });
 
+Deno.test("a scope nested through its task's signal deeper than 32 levels, whose cancel waits in the queue, reads cancelling (isCancelled, state) as it reads inactive; its signal aborts when its cancel runs", async () => {
+  // In the gap between its cancel being queued and run, the scope read isActive false but
+  // isCancelled false and state "active": no state of the table has that. It reads as a shallow
+  // tree's scope does there, cancelling, except for its signal, which aborts only when its
+  // cancel runs (an abort as it is queued would run the nested scopes' follow listeners, one
+  // inside another: the recursion the queue avoids).
+  using reported = catchReported();
+  const depth = 40;
+  type Seen = { n: number; active: boolean; cancelled: boolean; state: string; aborted: boolean };
+  const seen: Seen[] = [];
+  const signals: AbortSignal[] = [];
+  let reached = 0;
+  const nest = (task: CoroutineScope, n: number): Promise<void> => {
+    reached++;
+    if (n === 0) return untilAborted(task.signal);
+    const signal = task.signal;
+    const inner = (s: CoroutineScope) => {
+      // After `s`'s own follow listener (added when the scope was made).
+      signal.addEventListener("abort", () => {
+        const job = s.job;
+        seen.push({
+          n,
+          active: s.isActive,
+          cancelled: job.isCancelled,
+          state: job.state,
+          aborted: s.signal.aborted,
+        });
+        signals.push(s.signal);
+      });
+      return nest(s, n - 1);
+    };
+    return coroutineScope(inner, { signal, context: task.context });
+  };
+  let root!: CoroutineScope;
+  const outcome = coroutineScope((s) => {
+    root = s;
+    return nest(s, depth);
+  }).then(() => "completed", (e: Error) => e.name);
+  await until(() => reached === depth + 1, "every level to start");
+  root.cancel();
+  assert.equal(seen.length, depth, "every level's listener ran");
+  for (const x of seen) {
+    const at = `level ${x.n}`;
+    assert.equal(x.active, false, `${at}: isActive`);
+    assert.equal(x.cancelled, true, `${at}: isCancelled`);
+    assert.equal(x.state, "cancelling", `${at}: state`);
+  }
+  // The levels whose cancel waited: their signal had not aborted yet (the test reaches the gap).
+  const waited = seen.filter((x) => !x.aborted).map((x) => x.n);
+  assert.ok(waited.length > 0, "some level's cancel waited in the queue");
+  assert.ok(waited.every((n) => n <= depth - 32), `only past 32 levels: ${waited}`);
+  // Every one has aborted by the time the outermost cancel returned.
+  assert.deepEqual(signals.filter((x) => !x.aborted), [], "a signal left unaborted");
+  assert.equal(await outcome, "CancellationError");
+  assert.deepEqual(reported.errors, []);
+});
+
 Deno.test("a reportError that throws while the queued follow cancels run loses none of them, and its throw is reported", async () => {
   // root ... level 32 ─┬─ a (nested in its block; its signal's abort throws, an engine error)
   //                    └─ b (nested in a task it launches)
