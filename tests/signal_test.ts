@@ -619,6 +619,36 @@ Deno.test("an actor's send after its end with a signal whose own members throw: 
   }
 });
 
+Deno.test("an actor's waiting send whose signal cannot be listened to rejects by name, as every wait, leaving nothing queued and nothing handed to onUndeliveredElement; one whose own addEventListener throws waits as any", async () => {
+  // AbortSignal's own `addEventListener` reaching an accessor of the caller's that throws
+  // (`listenThrows`): the named TypeError every wait rejects with, under the send's name, its
+  // message still the caller's (a wait's withdrawn value is never hooked). An `addEventListener`
+  // of the signal's own never runs.
+  using reported = catchReported();
+  const undelivered: number[] = [];
+  const got: number[] = [];
+  const own = hostile("addEventListener");
+  await coroutineScope(async (scope) => {
+    const gate = Promise.withResolvers<void>();
+    const a = actor<number>(scope, async (mailbox) => {
+      await gate.promise; // not receiving yet: a send to the rendezvous mailbox waits
+      for await (const m of mailbox) got.push(m);
+    }, { onUndeliveredElement: (m) => undelivered.push(m) });
+    const refused = a.send(1, { signal: listenThrows() });
+    await assert.rejects(refused, unlistenable("send"));
+    const waiting = a.send(2, { signal: own.signal });
+    gate.resolve();
+    await waiting;
+    await a.send(3);
+    a.close();
+    await a.job.join();
+  });
+  assert.deepEqual(got, [2, 3], "the refused send was not delivered");
+  assert.deepEqual(undelivered, [], "nor hooked");
+  assert.deepEqual(own.ran, [], "none of its own ran");
+  assert.deepEqual(reported.errors, []);
+});
+
 Deno.test("withTimeout and withTimeoutOrNull of 0 ms (no scope made) read a signal whose own members throw by AbortSignal's own members", async () => {
   for (const kind of KINDS) {
     // Not aborted: the timeout, at once (null for withTimeoutOrNull).
