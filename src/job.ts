@@ -172,12 +172,13 @@ export function isCancellation(e: unknown): boolean {
  * for an `AbortError` (by `name`: Node's, or a DOMException), the `cause` it carries when that (an
  * own data property) is one, as Node's APIs given a task's signal reject with
  * (`node:timers/promises`, `fs/promises`: a new AbortError carrying the signal's reason), else,
- * unless it is a DOMException (another signal's reason, below), `e` itself when the job is
- * `cancelling` (its signal has aborted: Deno's `events.once` rejects with an AbortError carrying
- * nothing), where Kotlin's suspending calls throw the
- * CancellationException itself; else undefined (a failure). Reads nothing that runs the caller's
- * code but `name`, and a throw there answers undefined. Only a cancelling job takes an AbortError
- * that carries no cancellation, so such an `e` is never kept as a job's cause.
+ * unless it is a DOMException (another signal's reason, below) or carries a cause that is no
+ * cancellation (another signal's reason too, below), `e` itself when the job is `cancelling` (its
+ * signal has aborted: Deno's `events.once` rejects with an AbortError carrying nothing, whatever
+ * signal aborted), where Kotlin's suspending calls throw the CancellationException itself; else
+ * undefined (a failure). Reads nothing that runs the caller's code but `name`, and a throw there
+ * answers undefined. Only a cancelling job takes an AbortError that carries no cancellation, so
+ * such an `e` is never kept as a job's cause.
  */
 export function cancellationOf(e: unknown, cancelling: boolean): unknown {
   if (isCancellation(e)) return e;
@@ -185,7 +186,15 @@ export function cancellationOf(e: unknown, cancelling: boolean): unknown {
   try {
     if ((e as { name?: unknown }).name !== "AbortError") return undefined;
     const cause = Object.getOwnPropertyDescriptor(e, "cause");
-    if (cause !== undefined && "value" in cause && isCancellation(cause.value)) return cause.value;
+    if (cause !== undefined && "value" in cause && cause.value !== undefined) {
+      if (isCancellation(cause.value)) return cause.value;
+      // Node's APIs carry their signal's reason, which a task's signal has as its
+      // CancellationError: another cause is another signal's reason (`node:timers/promises`
+      // given a controller of the caller's), a failure even while the job is cancelling, as a
+      // DOMException is (below). Before, a cancelling job took it as its cancellation, where
+      // `delay` or `fetch` aborted by the same controller failed it.
+      return undefined;
+    }
     // A DOMException is a signal's reason (a `controller.abort()` given none): fetch, `delay` and
     // Deno's APIs reject with their signal's reason as it is, so given the task's signal with its
     // CancellationError, and this one is another signal's, a failure even while the job is

@@ -297,6 +297,91 @@ Deno.test("a DOMException AbortError (another signal's reason) let out of a canc
   assert.equal(live, 0);
 });
 
+Deno.test("a Node AbortError carrying another signal's reason (node:timers/promises given a controller of the caller's) let out of a cancelling task is a failure, as a DOMException", async () => {
+  // Node's APIs carry their signal's reason as the AbortError's `cause`: a task's signal's is
+  // its CancellationError, so any other cause is another signal's reason. Before, a task
+  // already cancelling took such an AbortError as its cancellation, where `delay` or `fetch`
+  // aborted by the same controller failed it: the supervisor reported nothing.
+  for (const reason of [undefined, new Error("mine")]) {
+    const cleanup = async (task: CoroutineScope) => {
+      try {
+        await untilAborted(task.signal);
+      } finally {
+        const mine = new AbortController();
+        const wait = sleep(60_000, undefined, { signal: mine.signal });
+        mine.abort(reason);
+        await wait;
+      }
+    };
+    const isMine = (e: unknown) =>
+      e instanceof Error && e.name === "AbortError" && !(e instanceof DOMException) &&
+      (reason === undefined ? e.cause instanceof DOMException : e.cause === reason);
+    const { context, reported } = collecting();
+    await supervisorScope(
+      counted(async (scope) => {
+        const failed = scope.launch(counted(cleanup));
+        await null;
+        failed.cancel();
+        await failed.join();
+      }),
+      { context },
+    );
+    assert.equal(reported.length, 1, `reason ${reason}: reported`);
+    assert.ok(isMine(reported[0]), String(reported[0]));
+    const rejected = await coroutineScope(counted(async (scope) => {
+      scope.launch(counted(cleanup));
+      await null;
+      scope.cancel();
+    })).then(() => null, (e: unknown) => e);
+    assert.ok(isMine(rejected), String(rejected));
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("a Node AbortError carrying nothing (events.once) is the task's cancellation only while the task is cancelling: nothing in it tells which signal aborted", async () => {
+  // README's rule, pinned: given another job's signal, cancelled while the task is not,
+  // events.once' AbortError fails the task, where node:timers/promises' (carrying that job's
+  // CancellationError) ends it cancelled; given a controller of the caller's, aborted while the
+  // task is cancelling, events.once' ends it cancelled.
+  const emitter = new EventEmitter();
+  const other = new CompletableDeferred<void>();
+  const waits = {
+    "events.once": () => once(emitter, "never", { signal: other.signal }),
+    "timers/promises": () => sleep(60_000, undefined, { signal: other.signal }),
+  };
+  const outcomes: Record<string, string> = {};
+  await supervisorScope(async (scope) => {
+    const jobs = Object.entries(waits).map(([api, wait]) => [api, scope.async(wait)] as const);
+    await null;
+    other.cancel();
+    for (const [api, job] of jobs) {
+      outcomes[api] = await job.await().then(() => "completed", (e: Error) => e.name);
+      assert.equal(job.state, "cancelled", api); // a failed job is cancelled too
+    }
+  });
+  assert.deepEqual(outcomes, {
+    "events.once": "AbortError", // its failure
+    "timers/promises": "CancellationError",
+  });
+  const { context, reported } = collecting();
+  await supervisorScope(async (scope) => {
+    const job = scope.launch(async (task) => {
+      try {
+        await untilAborted(task.signal);
+      } finally {
+        const mine = new AbortController();
+        const wait = once(emitter, "never", { signal: mine.signal });
+        mine.abort(new Error("mine"));
+        await wait;
+      }
+    });
+    await null;
+    job.cancel();
+    await job.join();
+  }, { context });
+  assert.deepEqual(reported, [], "taken as the task's cancellation");
+});
+
 Deno.test("cancelling a job cancels its whole subtree", async () => {
   const states: string[] = [];
   await coroutineScope(counted(async (scope) => {
