@@ -960,7 +960,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
  * and `await()` returns it; here `await()` could not, so the deferred said `completed` (to its
  * state and its completion handlers) while `await()` waited on the thenable and rejected with its
  * failure, or never settled with it. A `then` getter answering differently at `await()` is the
- * caller's own doing.
+ * caller's own doing: that promise's resolve reads `then` again itself (every resolve does, and
+ * nothing fulfils a promise with an object without that read), so this read cannot be reused
+ * there, and a getter answering a function only to that later read has `await()` adopt it.
  */
 function checkNotThenable(op: string, value: unknown): void {
   if (value === null || (typeof value !== "object" && typeof value !== "function")) return;

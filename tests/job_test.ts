@@ -478,6 +478,26 @@ Deno.test("CompletableDeferred.complete refuses a thenable by name, leaving the 
   assert.throws(() => d.complete(rejected), { name: "TypeError", message });
 });
 
+Deno.test("CompletableDeferred.complete reads a value's then once: a getter answering a function to that read is refused, one answering otherwise completes with the value", async () => {
+  // README: the one read decides; a later read (a promise's resolve, in await()) is the
+  // engine's own, which no read here can stand in for.
+  const counting = (answers: (n: number) => unknown) => {
+    const o = { reads: 0, value: {} };
+    Object.defineProperty(o.value, "then", { get: () => answers(++o.reads) });
+    return o;
+  };
+  const refused = counting((n) => n === 1 ? () => {} : undefined);
+  const d = new CompletableDeferred<unknown>();
+  assert.throws(() => d.complete(refused.value), { name: "TypeError" });
+  assert.equal(refused.reads, 1, "read once, refused");
+  assert.equal(d.state, "active");
+  const plain = counting(() => undefined);
+  assert.equal(d.complete(plain.value), true);
+  assert.equal(plain.reads, 1, "read once, completed");
+  assert.equal(d.state, "completed");
+  assert.equal(await d.await(), plain.value);
+});
+
 Deno.test("a block's thenable resolving with another thenable is adopted through it, as a promise's: its failure fails the task", async () => {
   // A thenable of the caller's own may hand its onFulfilled another thenable; Promise.resolve
   // adopts it in turn. Before, the task completed with it at once: its state said completed and
