@@ -2791,6 +2791,41 @@ Deno.test("a queued wait completed natively but not drained when its ring goes f
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a receive that takes a queued send of its own isolate when the ring is gone fails that send at once", async () => {
+  // The native try-receive takes this isolate's send queued natively; its record cannot be
+  // drained (the ring destroyed by hand, here between the two: \`settleWhere\` wrapped), so the
+  // send fails before tryReceive returns, as \`RingOp.lost\` fails it, and is tracked no more.
+  // Before, \`#settleSenders\` ignored the failed drain: the send went on waiting until the
+  // ring's wait found the ring gone, a turn or more later.
+  const res = await evalScript(`
+    import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const lib = library();
+    const bridge = Bridge.of(lib);
+    const a = new Channel(0, { codec: codecs.f64 });
+    a.share();
+    let outcome = "pending";
+    const sent = a.send(1).then(() => outcome = "resolved", (e) => outcome = e instanceof InvalidHandleError && /^Cannot send: the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
+    await until(() => bridge.pending >= 1, "the send queued natively");
+    const settleWhere = bridge.settleWhere.bind(bridge);
+    let destroyed = 0;
+    bridge.settleWhere = (pick) => {
+      if (destroyed++ === 0) lib.symbols("test").kc_ring_destroy(bridge.ring);
+      return settleWhere(pick);
+    };
+    const got = JSON.stringify(a.tryReceive());
+    if (got !== '{"state":"ok","value":1}') throw new Error("tryReceive: " + got);
+    if (destroyed !== 1) throw new Error("the ring was not drained after the native receive: " + destroyed);
+    const pending = bridge.pending;
+    for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
+    const now = JSON.stringify({ pending, outcome });
+    await within(sent, 10_000, "the send settled");
+    if (now !== '{"pending":0,"outcome":"lost"}') throw new Error(now + ", then " + outcome);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a receive whose record was drained but its value not taken when its ring goes fails, its value back in the channel", async () => {
   // A try-send of this isolate drains the ring (\`settleWhere\`) and holds the records of other
   // operations: here a receive and a select's receive clause that native sends completed. The
