@@ -638,13 +638,17 @@ pub const Ring = struct {
     pub fn take(r: *Ring, ticket: u32, out: ?[]u8) error{ BadHandle, InvalidArgument }!void {
         const p = try r.claim(ticket, true);
         const to = p.returnedTo(); // null: nothing received
+        // The value received, read once. Reading it twice could not differ: `body`, `fired` and
+        // the clauses' element sizes it is computed from are fixed once the completer set
+        // `completed` under the ring's mutex, and this claim (under that mutex) makes `p` ours.
+        const value: ?[]u8 = if (to != null) p.returnedValue() else null;
         if (out) |o| {
-            if (to == null or o.len != p.returnedValue().len) {
+            if (value == null or o.len != value.?.len) {
                 r.unclaim(p);
                 return error.InvalidArgument;
             }
-            @memcpy(o, p.returnedValue());
-        } else if (to) |ch| ch.dropUndeliverable(p.returnedValue().ptr);
+            @memcpy(o, value.?);
+        } else if (to) |ch| ch.dropUndeliverable(value.?.ptr);
         p.afterCompletion();
         r.disown(p, false);
         r.freePending(p);
