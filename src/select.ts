@@ -722,10 +722,10 @@ class Selection implements RingOp {
       const rc = this.bridge!.abort(this, c !== undefined);
       if (rc === Status.EBUSY) {
         this.completing = true; // a channel clause won first: its record settles the select
-        if (c === undefined) {
-          this.gaveUp = true;
-          this.reason = reason ?? abortReason(this.signal!);
-        }
+        // Through `#giveUp`, as every give-up is, so that one rule says which reason stays: the
+        // first. It set `reason` itself, which would have overwritten an earlier one; none can
+        // be earlier here (every give-up comes once `completing` is set, here or in `run`).
+        if (c === undefined) this.#giveUp(reason ?? abortReason(this.signal!));
         return;
       }
       this.queued = false;

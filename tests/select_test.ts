@@ -1223,6 +1223,43 @@ Deno.test("a select whose job clause lost to a completed channel clause, then en
   }
 });
 
+Deno.test("a select given up for one reason, then for another before its raced record is taken, rejects with the first: an abort that lost to the completion, or a copy's dispose after a job clause lost", async () => {
+  // One rule for every give-up (`#giveUp`): the first reason stays, whichever way the select
+  // learnt that a channel clause had won (its own abort answered KC_EBUSY, or a job clause's).
+  for (const first of ["abort", "copy disposed"] as const) {
+    using ch = new Channel<number>(0, { codec: codecs.f64 });
+    const copy = Channel.from<number>(ch.share());
+    const ctl = new AbortController();
+    const aborted = new Error("aborted first");
+    const outcome = select<string>((s) => {
+      s.onReceive(copy, (v) => `got ${v}`);
+      // "copy disposed": the receive clause completes natively as the job clause is armed, and
+      // the job loses (KC_EBUSY). "abort": no job; the clause completes below.
+      if (first === "copy disposed") s.onJoin(jobSendingAsArmed(ch, 5), () => "joined");
+    }, { signal: ctl.signal });
+    if (first === "abort") {
+      // A send of this isolate meets the select queued natively: its record is written, not
+      // taken; the abort's withdrawal then answers KC_EBUSY.
+      assert.deepEqual(ch.trySend(5), { state: "ok" });
+      ctl.abort(aborted);
+      copy[Symbol.dispose]();
+    } else {
+      copy[Symbol.dispose]();
+      ctl.abort(aborted);
+    }
+    await assert.rejects(
+      within(outcome, 5_000, "the select"),
+      first === "abort" ? (e) => e === aborted : {
+        name: "InvalidHandleError",
+        message: /^Cannot select: the channel was disposed/,
+      },
+      first,
+    );
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, first); // back, not lost
+    assert.equal(pending(), 0, first);
+  }
+});
+
 Deno.test("a select whose onSend completed natively as its job clause lost, then aborted before the record was taken, accounts for the value once: delivered, it fires; cancelled, it keeps its CancellationError and the hook has the value", async () => {
   for (const how of ["delivered", "cancelled"] as const) {
     const dropped: number[] = [];
