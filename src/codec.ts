@@ -52,6 +52,7 @@ import {
   decoder as utf8,
   decodeUtf8,
   isDetached,
+  malformedReason,
   pack,
   PACK_MAX,
   packed,
@@ -2111,8 +2112,7 @@ function readStructured(slot: Slot, sym: Sym, codec: string): unknown {
     return tag === T_PACKED ? withBytes(slot, sym, unpack) : withBytes(slot, sym, deserialize);
   } catch (e) {
     // unpack's TypeError is in the house form itself: its reason only here, "received" once.
-    const why = (e instanceof Error ? e.message : String(e))
-      .replace(/^Cannot receive: (.*), received \d+ bytes$/s, "$1");
+    const why = malformedReason(e) ?? (e instanceof Error ? e.message : String(e));
     throw new CodecError(
       codec,
       `Cannot receive: the value's bytes are not ${

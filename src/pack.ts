@@ -528,14 +528,29 @@ const seen: unknown[] = [];
 /** A bigint as `pack` writes it: hex digits, "-" first when negative. */
 const BIG_TEXT = /^-?[0-9a-f]+$/;
 
+/** Each of `bad`'s errors, to its reason: `malformedReason`. */
+const reasons = new WeakMap<Error, string>();
+
 /**
  * Malformed bytes' TypeError, in the house form: what was received is how many bytes (it said
- * "Cannot receive: a packed value is malformed (<why>)", with no "received").
+ * "Cannot receive: a packed value is malformed (<why>)", with no "received"). Its reason is kept
+ * apart too (`malformedReason`).
  */
 function bad(why: string): never {
-  throw new TypeError(
-    `Cannot receive: a packed value is malformed (${why}), received ${rbuf.length} bytes`,
-  );
+  const reason = `a packed value is malformed (${why})`;
+  const e = new TypeError(`Cannot receive: ${reason}, received ${rbuf.length} bytes`);
+  reasons.set(e, reason);
+  throw e;
+}
+
+/**
+ * The reason of `unpack`'s TypeError for malformed bytes ("a packed value is malformed (<why>)"),
+ * without what was received; undefined for any other error. For a caller that says what it
+ * received itself (codec.ts's `readStructured`): it took the reason back off the message with a
+ * regular expression.
+ */
+export function malformedReason(e: unknown): string | undefined {
+  return e instanceof TypeError ? reasons.get(e) : undefined;
 }
 
 /** The int32 at rpos (`>>> 0` for a uint32). */

@@ -1695,6 +1695,33 @@ Deno.test("garbled structured bytes (C code's, or another codec's) are a CodecEr
       assert.equal(frees.n, before + 1);
     }
     assert.deepEqual(ch.tryReceive(), { state: "empty" });
+    // The whole message: unpack's reason (kept apart from its own "received", not taken back
+    // off its message with a regular expression), then what came, once.
+    const packedSays = (reason: string, n: number) =>
+      `Cannot receive: the value's bytes are not packed data (${reason}), received ${n} bytes ` +
+      "under tag 19";
+    for (
+      const [bytes, reason] of [
+        [[99], "a packed value is malformed (tag 99)"],
+        [[1, 1], "a packed value is malformed (bytes left over)"],
+        [[8, 255, 255, 255, 255], "a packed value is malformed (array longer than its bytes)"],
+      ] as const
+    ) {
+      forge(new Uint8Array(bytes), 19);
+      assert.throws(() => ch.tryReceive(), {
+        name: "CodecError",
+        message: packedSays(reason, bytes.length),
+      });
+    }
+    // An error of another kind inside (the engine's RangeError for nesting past the stack)
+    // gives its message whole.
+    const deep = new Uint8Array([...new Array(200_000).fill([8, 1, 0, 0, 0]).flat(), 1]);
+    forge(deep, 19);
+    assert.throws(() => ch.tryReceive(), (e) => {
+      assert.ok(e instanceof CodecError && e.cause instanceof RangeError, String(e));
+      assert.equal(e.message, packedSays(e.cause.message, deep.length));
+      return true;
+    });
     ch.trySend({ still: ["usable"] });
     assert.deepEqual(ch.tryReceive(), { state: "ok", value: { still: ["usable"] } });
   } finally {

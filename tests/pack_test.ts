@@ -1,7 +1,7 @@
 // The packed encoding of plain data (src/pack.ts): what it copies matches structured clone,
 // references stay shared, anything else is left to node:v8, and malformed bytes are errors.
 import assert from "node:assert/strict";
-import { decodeUtf8, pack, packed, setDecodePiece, unpack } from "../src/pack.ts";
+import { decodeUtf8, malformedReason, pack, packed, setDecodePiece, unpack } from "../src/pack.ts";
 import { Channel, CodecError, codecs, library } from "../mod.ts";
 import { evalScript, lengthClaimingProxy, prng } from "./support.ts";
 
@@ -433,6 +433,12 @@ Deno.test("unpack: malformed bytes are TypeErrors, never a crash or a huge alloc
   assert.throws(() => unpack(new Uint8Array([1, 1])), {
     message: "Cannot receive: a packed value is malformed (bytes left over), received 2 bytes",
   });
+  // Its reason apart, for a caller that says what it received itself (codec.ts).
+  assert.throws(() => unpack(new Uint8Array([99])), (e) => {
+    assert.equal(malformedReason(e), "a packed value is malformed (tag 99)");
+    return true;
+  });
+  assert.equal(malformedReason(new TypeError("Cannot receive: x, received 1 bytes")), undefined);
   assert.throws(() => unpack(new Uint8Array([8, 255, 255, 255, 255])), /array longer/);
   assert.throws(() => unpack(new Uint8Array([11, 0, 0, 0, 0])), /reference 0 to nothing/);
   assert.throws(() => unpack(new Uint8Array([1, 1])), /left over/);
