@@ -428,23 +428,33 @@ function kindAt(path: string): "file" | "nothing" | "directory" | "special" | Un
   try {
     info = Deno.statSync(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotCapable) {
-      return unreadable("--allow-read is not granted for it", e, e);
-    }
-    if (e instanceof Deno.errors.PermissionDenied) {
-      return unreadable("the system refused to read it", e, null);
-    }
-    // A loop of symbolic links (ELOOP): something is there, which no open can follow. It read
-    // as "no file there", the links unnamed; so did any other error of the system's.
-    if (e instanceof Deno.errors.FilesystemLoop) {
-      return unreadable("it is a symbolic link loop", e, null);
-    }
-    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
-      return "nothing";
-    }
-    return unreadable("the system could not tell what is there", e as Error, null);
+    return statFailed(e);
   }
   return info.isFile ? "file" : info.isDirectory ? "directory" : "special";
+}
+
+/**
+ * What `stat`'s error `e` says is at the path: nothing (NotFound, or NotADirectory: a file on
+ * the way), or why what is there could not be told. The one classification of `kindAt` (the
+ * library's places) and `unusable` (the pinned Zig): they differed, the pinned Zig's saying "it
+ * cannot be read" for the system's refusal, and taking a file on the way for something there.
+ */
+function statFailed(e: unknown): "nothing" | Unreadable {
+  if (e instanceof Deno.errors.NotCapable) {
+    return unreadable("--allow-read is not granted for it", e, e);
+  }
+  if (e instanceof Deno.errors.PermissionDenied) {
+    return unreadable("the system refused to read it", e, null);
+  }
+  // A loop of symbolic links (ELOOP): something is there, which no open can follow. It read
+  // as "no file there", the links unnamed; so did any other error of the system's.
+  if (e instanceof Deno.errors.FilesystemLoop) {
+    return unreadable("it is a symbolic link loop", e, null);
+  }
+  if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
+    return "nothing";
+  }
+  return unreadable("the system could not tell what is there", e as Error, null);
 }
 
 /** Whether there is a file at `path`: true or false, or why that could not be told (`kindAt`). */
@@ -534,30 +544,25 @@ const ABSENT: unique symbol = Symbol("absent");
 /**
  * Why the program at `path` cannot be run (for an entry of the error's list of places tried,
  * with what Deno answered in parentheses), null if it looks runnable (a file with an execute
- * bit; where the system reports no mode, a file), or `ABSENT` if nothing is there. Unreadable
- * (`--allow-read` not granted, or the system refusing), a link to nothing, not a file, or not
- * executable: something is there, so not ABSENT.
+ * bit; where the system reports no mode, a file), or `ABSENT` if nothing is there (as `kindAt`
+ * tells it: `statFailed`; a file on the way is nothing there). Unreadable (`--allow-read` not
+ * granted, or the system refusing), a link to nothing, not a file, or not executable:
+ * something is there, so not ABSENT.
  */
 function unusable(path: string): string | null | typeof ABSENT {
   let info: Deno.FileInfo;
   try {
     info = Deno.statSync(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      try {
-        Deno.lstatSync(path); // a link whose target is missing
-      } catch {
-        return ABSENT;
-      }
-      return `it is a symbolic link to nothing (NotFound: ${e.message})`;
+    const failed = statFailed(e);
+    if (failed !== "nothing") return failed.why;
+    if (!(e instanceof Deno.errors.NotFound)) return ABSENT;
+    try {
+      Deno.lstatSync(path); // a link whose target is missing
+    } catch {
+      return ABSENT;
     }
-    if (e instanceof Deno.errors.NotCapable) {
-      return `--allow-read is not granted for it (NotCapable: ${e.message})`;
-    }
-    if (e instanceof Deno.errors.FilesystemLoop) {
-      return `it is a symbolic link loop (FilesystemLoop: ${e.message})`;
-    }
-    return `it cannot be read (${(e as Error).name}: ${(e as Error).message})`;
+    return `it is a symbolic link to nothing (NotFound: ${e.message})`;
   }
   if (!info.isFile) {
     return `it is not a file (a ${info.isDirectory ? "directory" : "special file"})`;

@@ -1353,6 +1353,73 @@ Deno.test("a pinned .toolchain zig that is there but cannot be run is named in t
   });
 });
 
+Deno.test("a file on the way to the pinned .toolchain zig is nothing there, as for the library's places: the zig on PATH builds", async () => {
+  // Before, the pinned Zig's check (`unusable`) took NotADirectory for something there that
+  // "cannot be read" and skipped the build, where the library's places (`kindAt`) take it for
+  // nothing there. One classification now (`statFailed`).
+  await withModuleCopy(async (dir) => {
+    const bin = await Deno.makeTempDir();
+    try {
+      await Deno.writeTextFile(`${dir}/build.zig`, "");
+      const lib = `${root}zig-out/lib/libkcoro.so`;
+      await Deno.writeTextFile(
+        `${bin}/zig`,
+        `#!/bin/sh\nmkdir -p zig-out/lib && cp '${lib}' zig-out/lib/libkcoro.so\n`,
+        { mode: 0o755 },
+      );
+      await Deno.mkdir(`${dir}/.toolchain`);
+      await Deno.writeTextFile(`${dir}/.toolchain/zig`, "a file, not a directory");
+      const res = await runScript(
+        probeIn(dir, true),
+        { PATH: `${bin}:${Deno.env.get("PATH") ?? ""}` },
+        ["--allow-ffi", "--allow-read", "--allow-env", "--allow-run"],
+      );
+      assert.equal(res.stdout.trim(), `ok ${dir}/zig-out/lib/libkcoro.so 0,1,1`, res.stderr);
+    } finally {
+      await Deno.remove(bin, { recursive: true });
+    }
+  });
+});
+
+Deno.test({
+  name:
+    "a pinned .toolchain zig the system refuses to stat (PermissionDenied) is named in the error as the library's places name it: the system refused to read it",
+  ignore: deniedRunner === null,
+  fn: async () => {
+    // Before, it said "it cannot be read (PermissionDenied: ...)", where the local build and
+    // options.path say "the system refused to read it (PermissionDenied: ...)".
+    const dir = await Deno.makeTempDir();
+    const locked = `${dir}/.toolchain`;
+    const pinned = `${locked}/zig/bin/zig`;
+    const [probe, error] = await runDeniedChild(
+      dir,
+      locked,
+      async () => {
+        await copyModule(dir);
+        await Deno.writeTextFile(`${dir}/build.zig`, "");
+        await Deno.mkdir(`${locked}/zig/bin`, { recursive: true });
+        await Deno.writeTextFile(pinned, "#!/bin/sh\nexit 3\n", { mode: 0o755 });
+        await Deno.chmod(locked, 0o000); // no search permission: stat below it is refused
+      },
+      `import { library } from ${JSON.stringify(`${dir}/mod.ts`)};
+Deno.env.delete("KCORO_LIB");${statProbe(pinned)}${openProbe}`,
+      { flags: ["--allow-ffi", "--allow-read", "--allow-env", "--allow-run"] },
+    );
+    assert.ok(probe.refused, `the child could stat ${pinned}: the refusal was not made`);
+    assert.equal(error.name, "LibraryNotFoundError", error.message);
+    const tried = triedList(error.message);
+    const why = `build from source: skipped, the pinned Zig ${pinned} cannot be used: the ` +
+      "system refused to read it (PermissionDenied: ";
+    assert.ok(tried.at(-1)!.startsWith(why), error.message);
+    assert.ok(
+      tried.at(-1)!.endsWith(
+        "); fix it, remove it to build with the zig on PATH, or set KCORO_ZIG to a Zig to use",
+      ),
+      error.message,
+    );
+  },
+});
+
 Deno.test("a Zig package takes kcoro as a dependency: the Zig API module and the C ABI with its header", async () => {
   // Before, build.zig exported no module (dep.module("kcoro") panicked) and installed no header.
   const dir = await Deno.makeTempDir();
