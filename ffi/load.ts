@@ -792,6 +792,14 @@ export function openLibrary(options: OpenOptions = {}): Library {
       `Cannot ${op}: path must be a non-empty string, received ${describe(given)}`,
     );
   }
+  // A path with NUL names no file (the system's paths end at one): it was stat's TypeError
+  // taken for an unreadable place ("options.path cannot be read: the system could not tell what
+  // is there"), a LibraryNotFoundError for a bad argument.
+  if (given !== undefined && given.includes("\0")) {
+    throw new TypeError(
+      `Cannot ${op}: path must not contain a NUL character, received ${describe(given)}`,
+    );
+  }
   if (expectAbi !== undefined && (!Number.isInteger(expectAbi) || expectAbi < 0)) {
     // Not a number at all ("12"): a TypeError; a number out of range (-1, 1.5, NaN): a
     // RangeError, as every other numeric option says (it was a TypeError for both).

@@ -5271,7 +5271,12 @@ function open(
     return bad(`capacity must be an integer from 0 to ${UNLIMITED}`, describe(capacity));
   }
   const where = o.library;
-  if (where !== undefined && (typeof where !== "string" || where === "")) {
+  // With NUL it names no file: the system's paths end at one. It was taken for this isolate's
+  // library (`libraryAt`: a path that cannot be looked at is the same file), a forged field
+  // accepted.
+  if (
+    where !== undefined && (typeof where !== "string" || where === "" || where.includes("\0"))
+  ) {
     return bad("library must be the path of the library the channel lives in", describe(where));
   }
   // Only the names share() writes: a forged one is refused as any forged field is, so a copy's

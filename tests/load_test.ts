@@ -184,6 +184,16 @@ Deno.test("openLibrary's options are checked, and statusName knows only status c
     [null, /options must be an object, received null/],
     ["x", /options must be an object, received "x"/],
     [{ path: 7 }, /path must be a non-empty string, received 7/],
+    // A path with NUL: it was a LibraryNotFoundError, stat's TypeError taken for a place that
+    // could not be read.
+    [
+      { path: "/tmp/a\0b/libkcoro.so" },
+      /^Cannot open library: path must not contain a NUL character, received "\/tmp\/a\\u0000b\/libkcoro\.so"$/,
+    ],
+    [
+      { path: "\0" },
+      /^Cannot open library: path must not contain a NUL character, received "\\u0000"$/,
+    ],
     [{ expectAbi: "12" }, /expectAbi must be a non-negative integer, received "12"/],
     [{ build: "yes" }, /build must be a boolean, received "yes"/],
   ];
@@ -621,7 +631,9 @@ Deno.test("Channel.from refuses a share() whose library is another file than the
   using same = Channel.from({ ...shared, library: `${dir}/../lib/libkcoro.so` });
   same.trySend(1);
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 });
-  for (const bad of [42, "", null]) {
+  // A path with NUL names no file: it was taken for this isolate's library (a path that cannot
+  // be looked at counts as the same file) and the copy made.
+  for (const bad of [42, "", null, `${library().path}\0`, `${dir}/\0/libkcoro.so`]) {
     assert.throws(() => Channel.from({ ...shared, library: bad } as never), {
       name: "TypeError",
       message:
