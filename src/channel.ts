@@ -70,6 +70,7 @@ import {
   signalOf,
   Status,
   statusError,
+  statusName,
   unlistenAbort,
   unwrap,
 } from "./errors.ts";
@@ -955,13 +956,15 @@ let causeNoMemory = 0;
 
 /**
  * What close() (`did` "closed") and cancel() ("cancelled") throw when native code could not keep
- * their cause (KC_ENOMEM): the channel is closed or cancelled all the same.
+ * their cause (KC_ENOMEM): the channel is closed or cancelled all the same. In the house form,
+ * the status native code answered as what was received: it had no "received" part.
  */
 function causeLostError(op: string, did: string): KcoroError {
   return new KcoroError(
     Status.ENOMEM,
     `Cannot ${op} with its cause: out of memory to keep the cause for the channel's other ` +
-      `isolates; the channel is ${did} all the same, without this cause`,
+      `isolates; the channel is ${did} all the same, without this cause, received ` +
+      `${statusName(Status.ENOMEM)} from kc_chan_close_cause`,
   );
 }
 
