@@ -1095,6 +1095,15 @@ function endOrphan(s: Shared): void {
 const SEND = 0, RECV = 1, RECV_CATCHING = 2, RECV_ITER = 3;
 
 /**
+ * The call a wait of `kind` names in its errors about the call (a bad option or signal, a
+ * dispose, the library's close, a native failure): `receiveCatching` its own name, where it
+ * said "Cannot receive", as if `receive` had been called. An iterator's receive keeps "receive".
+ */
+function waitOp(kind: number): string {
+  return kind === SEND ? "send" : kind === RECV_CATCHING ? "receiveCatching" : "receive";
+}
+
+/**
  * The receives of a channel's iterator that may still wait, for its `return()` to release:
  * the latest, and (only once next() was called again before one settled) the earlier ones; and
  * whether `return()` ran or one of its `next()`s rejected (`ended`: each later `next()` answers
@@ -1697,7 +1706,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     s.cancelled = true;
     this.#localDrop(
       (w) => w.reject(new LibraryClosedError("send")),
-      (w) => w.reject(new LibraryClosedError("receive")),
+      (w) => w.reject(new LibraryClosedError(waitOp(w.kind))),
     );
   }
 
@@ -3127,7 +3136,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #lost(w: Waiter, rc: number, op = "withdraw "): void {
     w.detach();
     releaseSlot(w);
-    w.reject(ringLostError(rc, op + (w.kind === SEND ? "send" : "receive")));
+    w.reject(ringLostError(rc, op + waitOp(w.kind)));
   }
 
   /**
@@ -3144,7 +3153,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * its own, as `#mayReceive` reads them, or a native try-receive said KC_EAGAIN), so the close
    * check (`#closedNatively`) is not made again: its fast path reads those same two words.
    */
-  #takeFromSender(sym: Sym, open = false): unknown {
+  #takeFromSender(sym: Sym, open = false, op = "receive"): unknown {
     const s = this._shared;
     if (s.senders.first === null || (!open && this.#closedNatively(sym))) return EMPTY;
     // No rule here for a select of this isolate: none can be queued ahead of this receive with
@@ -3168,14 +3177,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#receiverMayWaitNatively(sym)) {
       const first = s.senders.first;
       pump(s.senders, sym);
-      if (s.senders.first !== first) return this.#poll(sym); // each time one sender fewer
+      if (s.senders.first !== first) return this.#poll(sym, op); // each time one sender fewer
     }
     for (let w: Waiter | null = s.senders.first; w !== null; w = w.next) {
       if (w.state === COMPLETING) continue;
       const queued = w.state === QUEUED;
       if (queued && !this.#withdraw(w, true)) {
         if (w.state === COMPLETING) continue;
-        return this.#takeFromSender(sym); // failed now, and out of the list
+        return this.#takeFromSender(sym, false, op); // failed now, and out of the list
       }
       w.detach();
       let value: T;
@@ -3189,7 +3198,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         } else value = this.#codec.pass(w.value as T);
       } catch (e) {
         w.reject(e);
-        return this.#takeFromSender(sym);
+        return this.#takeFromSender(sym, false, op);
       } finally {
         releaseSlot(w);
       }
@@ -3498,8 +3507,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return values.length === 0 ? EMPTY : { state: "ok", values };
   }
 
-  /** A receive that does not wait: the value, or the markers EMPTY or CLOSED. */
-  #poll(sym: Sym): unknown {
+  /**
+   * A receive that does not wait: the value, or the markers EMPTY or CLOSED. `op` names the call
+   * in a native failure's error (`receiveCatching`'s own).
+   */
+  #poll(sym: Sym, op = "receive"): unknown {
     const s = this._shared;
     if (s.local) return this.#localTake();
     if (s.ended) {
@@ -3519,7 +3531,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // the JavaScript sender first: a value given back, due first ("so the next receive gets
     // it"), came after a send that began waiting later (the model fuzz's seed 547).
     if (this.#capacity === 0 && s.senders.first !== null && !this.#mayReceive(sym)) {
-      const got = this.#takeFromSender(sym, true); // open, as the byte just read says
+      const got = this.#takeFromSender(sym, true, op); // open, as the byte just read says
       if (got !== EMPTY) return got;
     }
     const at = this.#at;
@@ -3544,20 +3556,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (rc === Status.EAGAIN) {
       // Open: the ready byte (as above) or the native try said so.
-      return s.senders.first !== null ? this.#takeFromSender(sym, true) : EMPTY;
+      return s.senders.first !== null ? this.#takeFromSender(sym, true, op) : EMPTY;
     }
-    return this.#recvFailed(rc);
+    return this.#recvFailed(rc, op);
   }
 
   /** A native try-receive's failure other than KC_EAGAIN: CLOSED, or thrown. */
-  #recvFailed(rc: number): unknown {
+  #recvFailed(rc: number, op = "receive"): unknown {
     if (rc === Status.EPIPE || rc === Status.ECANCELED) {
       if (rc === Status.ECANCELED) this._shared.cancelled = true; // by another isolate or native code
       this.#ended();
       return CLOSED;
     }
     if (this.#creatorEnded(rc)) return CLOSED;
-    this.#unwrap(rc, "receive");
+    this.#unwrap(rc, op);
     return EMPTY;
   }
 
@@ -3709,10 +3721,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   ): Promise<unknown> {
     let v: unknown;
     let signal: AbortSignal | undefined;
+    const op = waitOp(kind); // receiveCatching's errors name it
     try {
-      signal = signalOf("receive", options);
+      signal = signalOf(op, options);
       if (signal !== undefined && isAborted(signal)) return failed(held, abortReason(signal));
-      v = this.#poll(this.#sym("receive"));
+      v = this.#poll(this.#sym(op), op);
       // Before it waits, what the channel kept for this isolate's hook while open (a terminated
       // Worker's queued send, withdrawn as its thread ended) goes to the hook: a drop policy's
       // receives take it at every value (#poll), other channels took it only at a close, cancel
@@ -3722,7 +3735,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // The hook ran: it may have ended the iterator this next() is of (its return() has
         // released what waited, and this receive would wait past it), sent, closed, disposed.
         if (held?.ended) return Promise.resolve(ITER_DONE);
-        v = this.#poll(this.#sym("receive"));
+        v = this.#poll(this.#sym(op), op);
       }
     } catch (e) {
       return failed(held, e);
@@ -3809,7 +3822,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // its caller, and a send could still be delivered.
       try {
         listenAbortNamed(
-          kind === SEND ? "send" : kind === RECV_ITER ? "iterate channel" : "receive",
+          kind === RECV_ITER ? "iterate channel" : waitOp(kind),
           signal,
           w.onAbort,
         );
@@ -4226,7 +4239,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
     } finally {
       releaseSlot(w);
-      w.reject(new LibraryClosedError(w.kind === SEND ? "send" : "receive"));
+      w.reject(new LibraryClosedError(waitOp(w.kind)));
     }
   }
 
@@ -4238,7 +4251,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // its channel (zig-src/bridge/ring.zig, `dropUnsent`), and nothing native writes the
       // slot any more.
       releaseSlot(w);
-      w.reject(new LibraryClosedError(w.kind === SEND ? "send" : "receive"));
+      w.reject(new LibraryClosedError(waitOp(w.kind)));
       return;
     }
     const value = status === 0 && w.kind !== SEND;
@@ -4361,7 +4374,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return;
     }
     try {
-      this.#unwrap(status, "receive");
+      this.#unwrap(status, waitOp(w.kind));
     } catch (e) {
       w.reject(e);
     }
@@ -4979,7 +4992,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const s = this._shared;
     for (const w of [...waiting(s.senders), ...waiting(s.receivers)]) {
       if (w.ch !== (this as Channel<unknown>)) continue;
-      const op = w.kind === SEND ? "send" : "receive";
+      const op = waitOp(w.kind);
       this.#abandon(w, this.#own(new InvalidHandleError(`Cannot ${op}: the channel was disposed`)));
     }
     const selects = this.#selects;

@@ -201,21 +201,21 @@ bothModes(
   "waiting calls check their options: an object, with an AbortSignal as signal",
   async () => {
     using ch = chan<number>(1);
+    // Each under its own name (receiveCatching said "Cannot receive").
     const calls = [
-      (o: unknown) => ch.send(1, o as never),
-      (o: unknown) => ch.receive(o as never),
-      (o: unknown) => ch.receiveCatching(o as never),
-    ];
-    for (const call of calls) {
+      ["send", (o: unknown) => ch.send(1, o as never)],
+      ["receive", (o: unknown) => ch.receive(o as never)],
+      ["receiveCatching", (o: unknown) => ch.receiveCatching(o as never)],
+    ] as const;
+    for (const [op, call] of calls) {
       await assert.rejects(call({ signal: {} }), {
         name: "TypeError",
-        message:
-          /^Cannot (send|receive): signal must be an AbortSignal, received \[object Object\]$/,
+        message: `Cannot ${op}: signal must be an AbortSignal, received [object Object]`,
       });
-      await assert.rejects(
-        call(5),
-        /^TypeError: Cannot (send|receive): options must be an object, received 5$/,
-      );
+      await assert.rejects(call(5), {
+        name: "TypeError",
+        message: `Cannot ${op}: options must be an object, received 5`,
+      });
     }
     // Nothing was sent or left waiting: the channel is as it was, and dispose works.
     assert.deepEqual(ch.tryReceive(), { state: "empty" });
@@ -802,6 +802,90 @@ Deno.test("cancel(cause) that native code could not keep the cause of (KC_ENOMEM
   assert.ok(err instanceof CancellationError, String(err));
   assert.equal(err.cause, undefined);
   assert.equal(err.message, "Channel was cancelled");
+});
+
+Deno.test("receiveCatching names itself in its errors about the call, local and shared: a bad option or signal, a disposed channel, a native failure at its try or its queueing, the library's close while it waits; receive's keep saying receive", async () => {
+  // Before, each said "Cannot receive: ...", as if receive had been called.
+  const named = (op: string, name: string, rest: string) => ({
+    name,
+    message: `Cannot ${op}: ${rest}`,
+  });
+  for (const op of ["receiveCatching", "receive"] as const) {
+    const call = (ch: Channel<number>, options?: unknown) =>
+      op === "receiveCatching"
+        ? ch.receiveCatching(options as undefined)
+        : ch.receive(options as undefined);
+    for (const shared of [false, true]) {
+      const where = `${op}, ${shared ? "shared" : "local"}`;
+      using ch = new Channel<number>(1);
+      if (shared) ch.share();
+      await assert.rejects(
+        call(ch, 5),
+        named(op, "TypeError", "options must be an object, received 5"),
+        where,
+      );
+      await assert.rejects(
+        call(ch, { signal: 5 }),
+        named(op, "TypeError", "signal must be an AbortSignal, received 5"),
+        where,
+      );
+      const disposed = new Channel<number>(1);
+      if (shared) disposed.share();
+      disposed[Symbol.dispose]();
+      await assert.rejects(
+        call(disposed),
+        named(op, "InvalidHandleError", "the channel was disposed (KC_EBADH)"),
+        where,
+      );
+    }
+    // A native failure at its try (a status no receive expects), and at its queueing.
+    const failing = () => Status.ENOMEM;
+    using ch = new Channel<number>(1);
+    ch.share();
+    const memory = named(op, "KcoroError", "out of memory or handles (KC_ENOMEM)");
+    const tried = withFakeSymbols(
+      { kc_chan_try_recv: failing, kc_chan_try_recv_at: failing },
+      () => call(ch),
+    );
+    await assert.rejects(tried, memory, `${op}: its try`);
+    // Queued at the end of the turn: the fake stays until it settles.
+    const sym = library().symbols("test") as unknown as Record<string, unknown>;
+    const real = sym.kc_chan_recv_async_at;
+    sym.kc_chan_recv_async_at = failing;
+    try {
+      await assert.rejects(call(ch), memory, `${op}: its queueing`);
+    } finally {
+      sym.kc_chan_recv_async_at = real;
+    }
+  }
+  // The library's close while it waits: locally, queued natively, and begun in the close's turn.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    const name = (p) => p.then((v) => "resolved " + JSON.stringify(v), (e) => e.name + ": " + e.message);
+    const local = new Channel(0);
+    const queued = new Channel(0);
+    queued.share();
+    const bridge = Bridge.of(library());
+    const before = bridge.pending;
+    const waits = [local.receiveCatching(), queued.receiveCatching(), local.receive()].map(name);
+    for (let i = 0; i < 1000 && bridge.pending === before; i++) await new Promise((r) => setTimeout(r, 1));
+    if (bridge.pending === before) throw new Error("the shared wait never queued");
+    const sameTurn = new Channel(0);
+    sameTurn.share();
+    waits.push(name(sameTurn.receiveCatching()));
+    closeLibrary();
+    console.log(JSON.stringify(await Promise.all(waits)));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const closed = (op: string) =>
+    `LibraryClosedError: Cannot ${op}: the kcoro library is closed (KC_ESHUTDOWN)`;
+  assert.deepEqual(JSON.parse(res.stdout), [
+    closed("receiveCatching"),
+    closed("receiveCatching"),
+    closed("receive"),
+    closed("receiveCatching"),
+  ]);
 });
 
 Deno.test("cancel(cause) where this isolate learnt from a try-operation that native code cancelled the channel without a cause: the late cause is not the channel's, its later errors carry none", async () => {

@@ -502,7 +502,7 @@ Deno.test("a channel wait or a select whose signal's listening throws rejects by
   using reported = catchReported();
   const waits = [
     ["receive", "receive"],
-    ["receiveCatching", "receive"],
+    ["receiveCatching", "receiveCatching"], // it said "Cannot receive"
     ["values", "iterate channel"],
     ["send", "send"],
     ["select", "select"],
