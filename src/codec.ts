@@ -44,6 +44,7 @@ import {
   refusedByClone,
   refusedClass,
   Status,
+  statusName,
   TimeoutError,
 } from "./errors.ts";
 import {
@@ -862,9 +863,7 @@ function putBuffer(
   const rc = slot.ptr !== null
     ? sym.kc_desc_make_at(bytes, len, tag, slot.ptr)
     : sym.kc_desc_make(bytes, len, tag, slot.u8);
-  if (rc !== 0) {
-    throw noRoomFor(new CodecError(codec, `Cannot ${op}: no native memory for ${len} bytes`));
-  }
+  if (rc !== 0) throw noRoomFor(noMemoryFor(codec, op, len, rc));
 }
 
 /**
@@ -899,6 +898,17 @@ function tooLarge(codec: string, op: string, len: number): CodecError {
   return new CodecError(
     codec,
     `Cannot ${op}: a value may take at most ${valueBytesMax} bytes, received ${len} bytes`,
+  );
+}
+
+/**
+ * The CodecError for a value of `len` bytes that native code found no memory for, answering
+ * `rc` (KC_ENOMEM): in the house form, the status received (it had no "received" part).
+ */
+function noMemoryFor(codec: string, op: string, len: number, rc: number): CodecError {
+  return new CodecError(
+    codec,
+    `Cannot ${op}: no native memory for ${len} bytes, received ${statusName(rc)}`,
   );
 }
 
@@ -2469,9 +2479,7 @@ export function trySendBytes(
   // encode: they were thrown unmarked here, so `noRoom` answered for the path, not the value.
   if (n > valueBytesMax) throw noRoomFor(tooLarge("bytes", op, n));
   const rc = sym.kc_chan_try_send_copy(at, handle, value as Uint8Array, n, T_BYTES, slot.ptr);
-  if (rc === Status.ENOMEM && ptrOf(slot) === 0) {
-    throw noRoomFor(new CodecError("bytes", `Cannot ${op}: no native memory for ${n} bytes`));
-  }
+  if (rc === Status.ENOMEM && ptrOf(slot) === 0) throw noRoomFor(noMemoryFor("bytes", op, n, rc));
   return rc;
 }
 

@@ -4437,7 +4437,7 @@ Deno.test("trySendMany's errors name it also where a value's own send fails: no 
     const value = name === "bytes" ? new Uint8Array([1, 2, 3]) : "text";
     const memory = (op: string) => ({
       name: "CodecError",
-      message: new RegExp(`^Cannot ${op}: no native memory for \\d+ bytes$`),
+      message: new RegExp(`^Cannot ${op}: no native memory for \\d+ bytes, received KC_ENOMEM$`),
     });
     const make = (capacity: number) => {
       const ch = new Channel<unknown>(capacity, { codec: codec as Codec<unknown> });
@@ -4572,7 +4572,7 @@ Deno.test("a value too large for native memory, or with none for it, is a no-roo
     }
     noRoomError(
       () => withFakeSymbols(noMemory, () => ch.trySend(value)),
-      /^Cannot send: no native memory for \d+ bytes$/,
+      /^Cannot send: no native memory for \d+ bytes, received KC_ENOMEM$/,
       `${name}: no memory`,
     );
     assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${name}: nothing sent`);
@@ -4592,7 +4592,7 @@ Deno.test("trySendMany in one native call whose value after the first has no nat
   };
   const memory = {
     name: "CodecError",
-    message: /^Cannot trySendMany: no native memory for \d+ bytes$/,
+    message: /^Cannot trySendMany: no native memory for \d+ bytes, received KC_ENOMEM$/,
   };
   for (const [name, codec] of Object.entries(codecNamed)) {
     const v = (i: number) => name === "bytes" ? new Uint8Array([i]) : `text ${i}`;
