@@ -1138,12 +1138,12 @@ export function encodeCause(cause: unknown): Uint8Array | null {
   const exact = ownData(cause) && endFits(cause) ? encodeSized(cause) : null;
   // Too large as it is: a cause that is no Error is only its size, said in the house form (its
   // stand-in would say less); an Error keeps what its stand-in keeps, where that fits.
-  if (exact === OVER && !isError(cause)) return encodeExact(tooLargeCause(cause));
+  if (exact === OVER && !isError(cause)) return encodeTooLarge(cause);
   let base = exact === OVER ? null : exact;
   if (base === null) {
     // The stand-in's own size, not that of a value it left out.
     const copy = encodeSized(standIn(cause, 0));
-    if (copy === OVER) return encodeExact(tooLargeCause(cause));
+    if (copy === OVER) return encodeTooLarge(cause);
     base = copy;
   }
   if (base === null || (base[0] !== 3 && base[0] !== 4) || !needsRich(cause)) return base;
@@ -1897,14 +1897,27 @@ const CAUSE_BYTES_MAX = 0x7fff_ffff;
 let causeBytesMax = CAUSE_BYTES_MAX;
 
 /**
- * @ignore For tests: sets `causeBytesMax` (an integer from 64, room for the error that says a
- * cause was too large, to `CAUSE_BYTES_MAX`) and returns what it was.
+ * @ignore The least `causeBytesMax` may be (`setCauseBytesMax`): room for the error that says a
+ * cause was too large (`tooLargeCause`), without its stack (`encodeTooLarge`), at its largest: a
+ * description of `DESCRIBED_MAX` UTF-16 units not all Latin-1, which node:v8 writes two bytes
+ * each, the whole message with it (tests/codec_test.ts measures it). Below it that error did not
+ * fit either: the cause was encoded as none (null), and other isolates read the channel as
+ * closed cleanly. The minimum was 64, where no such error fits. Exported for tests.
+ */
+export const CAUSE_BYTES_MIN = 758;
+
+/**
+ * @ignore For tests (only tests/codec_test.ts calls it): sets `causeBytesMax` (an integer from
+ * `CAUSE_BYTES_MIN` to `CAUSE_BYTES_MAX`; else a RangeError naming what it received) and returns
+ * what it was.
  */
 export function setCauseBytesMax(n: number): number {
-  if (!Number.isInteger(n) || n < 64 || n > CAUSE_BYTES_MAX) {
+  if (!Number.isInteger(n) || n < CAUSE_BYTES_MIN || n > CAUSE_BYTES_MAX) {
     throw new RangeError(
-      `Cannot set the cause bytes limit: it must be an integer from 64 to ${CAUSE_BYTES_MAX}, ` +
-        `received ${describe(n)}`,
+      `Cannot set the cause bytes limit: it must be an integer from ${CAUSE_BYTES_MIN} to ` +
+        `${CAUSE_BYTES_MAX} (room for the error that says a cause is too large), received ${
+          describe(n)
+        }`,
     );
   }
   const was = causeBytesMax;
@@ -1959,6 +1972,20 @@ function tooLargeCause(cause: unknown): RangeError {
     `Cannot copy the channel's close or cancel cause to another isolate: its encoding takes ` +
       `over ${causeBytesMax} bytes, received ${describeCause(cause)}`,
   );
+}
+
+/**
+ * `tooLargeCause(cause)` encoded: with its stack where that fits, else without it (its frames are
+ * the close's and kcoro's own, as many and as long as the caller's code and paths make them), so
+ * that its size is bounded by its message alone: `CAUSE_BYTES_MIN` holds it whatever `cause`.
+ * Only a bound lowered for tests (`setCauseBytesMax`) can leave the stack out.
+ */
+function encodeTooLarge(cause: unknown): Uint8Array | null {
+  const error = tooLargeCause(cause);
+  const bytes = encodeExact(error);
+  if (bytes !== null) return bytes;
+  Reflect.deleteProperty(error, "stack");
+  return encodeExact(error);
 }
 
 /**

@@ -22,6 +22,7 @@ import {
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import { evalScript, lengthClaimingProxy, prng } from "./support.ts";
 import {
+  CAUSE_BYTES_MIN,
   decodeCause,
   encodeCause,
   POOL_SLICE_ALIGN,
@@ -856,9 +857,70 @@ Deno.test("a close cause whose encoding would take over the 2^31-1 bytes another
   }
   assert.throws(() => setCauseBytesMax(2 ** 31), {
     name: "RangeError",
-    message:
-      "Cannot set the cause bytes limit: it must be an integer from 64 to 2147483647, received 2147483648",
+    message: "Cannot set the cause bytes limit: it must be an integer from 758 to 2147483647 " +
+      "(room for the error that says a cause is too large), received 2147483648",
   });
+});
+
+Deno.test("the least cause bytes limit is room for the error that says a cause is too large, at its largest: a lower one is refused by name, and at it that error always crosses, without its stack where that does not fit", () => {
+  // Before, the least was 64, where no such error fits: a cause too large was encoded as none,
+  // and other isolates read its channel as closed cleanly. The largest such error: a description
+  // of 256 UTF-16 units (the most `describeCause` gives whole), not all Latin-1, so node:v8 writes
+  // the whole message two bytes a unit.
+  for (const n of [64, CAUSE_BYTES_MIN - 1, 0.5, NaN]) {
+    assert.throws(() => setCauseBytesMax(n), {
+      name: "RangeError",
+      message: `Cannot set the cause bytes limit: it must be an integer from ${CAUSE_BYTES_MIN} ` +
+        `to 2147483647 (room for the error that says a cause is too large), received ${n}`,
+    });
+  }
+  const was = setCauseBytesMax(CAUSE_BYTES_MIN);
+  try {
+    const tagged = (tag: string) => {
+      class Tagged {
+        s = "x".repeat(5000); // too large
+        get [Symbol.toStringTag]() {
+          return tag;
+        }
+      }
+      return new Tagged();
+    };
+    const widest = "\u4e00".repeat(256 - "[object ]".length);
+    const causes = [
+      [tagged(widest), `[object ${widest}]`],
+      [
+        tagged("\u4e00".repeat(5000)),
+        `[object ${"\u4e00".repeat(56)}... (a description of 5009 characters)`,
+      ],
+      [tagged("t".repeat(247)), `[object ${"t".repeat(247)}]`],
+      ["x".repeat(5000), "a string of 5000 characters"],
+      [
+        Object.defineProperty(new Error("x".repeat(5000)), Symbol.toStringTag, { value: widest }),
+        `[object ${widest}]`,
+      ],
+    ] as const;
+    for (const [cause, described] of causes) {
+      const bytes = encodeCause(cause);
+      assert.ok(bytes !== null && bytes.length <= CAUSE_BYTES_MIN, `${bytes?.length} bytes`);
+      const got = decodeCause(bytes);
+      assert.ok(got.ok && got.cause instanceof RangeError, String(got));
+      assert.equal(
+        got.cause.message,
+        "Cannot copy the channel's close or cancel cause to another isolate: its encoding takes " +
+          `over ${CAUSE_BYTES_MIN} bytes, received ${described}`,
+      );
+    }
+    // The widest takes the least exactly: one byte less and it would not fit. Its stack did not
+    // fit (the close's frames); where it does, it crosses with it.
+    const widestBytes = encodeCause(causes[0][0])!;
+    assert.equal(widestBytes.length, CAUSE_BYTES_MIN);
+    assert.equal((decodeCause(widestBytes) as { cause: Error }).cause.stack, undefined);
+    setCauseBytesMax(4096); // the cause is still too large (5000 characters)
+    const withStack = decodeCause(encodeCause(causes[0][0])!) as { cause: Error };
+    assert.match(withStack.cause.stack!, /^RangeError: Cannot copy the channel's close/);
+  } finally {
+    setCauseBytesMax(was);
+  }
 });
 
 Deno.test("a close cause's stand-in says a value was too large only when it was: another channel closed by the caller's code as the cause is encoded (a Symbol.toStringTag getter) leaves that answer alone", () => {
