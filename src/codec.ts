@@ -1476,7 +1476,9 @@ function encodeRich(cause: Error): Uint8Array | null {
         const at = index.get(e);
         if (at !== undefined) return at;
         if (queue.length === CAUSE_DEPTH) {
-          return text(`${describe(e)} (past ${CAUSE_DEPTH} Errors in one cause: ${NOT_COPIED})`);
+          return text(
+            `${describeCause(e)} (past ${CAUSE_DEPTH} Errors in one cause: ${NOT_COPIED})`,
+          );
         }
         index.set(e, queue.length);
         queue.push(e);
@@ -1500,7 +1502,9 @@ function encodeRich(cause: Error): Uint8Array | null {
           : valueParts(v, RICH_ELEMENTS_ALL - elements);
         elements = Math.min(RICH_ELEMENTS_ALL, elements + parts);
         bytes = over
-          ? text(`${describe(v)} (past ${RICH_ELEMENTS_ALL} elements in one cause: ${NOT_COPIED})`)
+          ? text(
+            `${describeCause(v)} (past ${RICH_ELEMENTS_ALL} elements in one cause: ${NOT_COPIED})`,
+          )
           : encodeExact(v);
         if (memo) exact.set(v, bytes);
         // Distinct objects each holding one large value (which node:v8 of the whole would
@@ -1855,9 +1859,11 @@ function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()
           : error && depth + 1 < CAUSE_CHAIN
           ? standIn(inner, depth + 1, copies)
           : error && tooDeep(inner)
-          ? `${describe(inner)} (a cause chain over ${CAUSE_DEPTH} Errors deep: ${NOT_COPIED})`
+          ? `${describeCause(inner)} (a cause chain over ${CAUSE_DEPTH} Errors deep: ${NOT_COPIED})`
           : (error ? !endFits(inner) : valueParts(inner, RICH_ELEMENTS_ALL).over)
-          ? `${describe(inner)} (past ${RICH_ELEMENTS_ALL} elements in one cause: ${NOT_COPIED})`
+          ? `${
+            describeCause(inner)
+          } (past ${RICH_ELEMENTS_ALL} elements in one cause: ${NOT_COPIED})`
           : exactOrSaid(inner),
       );
     }

@@ -1112,6 +1112,66 @@ Deno.test("a close cause carries 10,000 own fields of its Errors in all, the fir
   assert.deepEqual(Object.keys(o.held).at(-1), "h1998");
 });
 
+Deno.test("a close cause's stand-in strings and its rich encoding's describe what they leave out as every other does, a long description cut: a chain too deep, a value past the elements, more Errors than the encoding carries", () => {
+  // Before, these four quoted `describe` whole (an object's own Symbol.toStringTag of any
+  // length), where every other string saying what was not copied cut it (`describeCause`).
+  const tag = "t".repeat(5000);
+  const described = `[object ${"t".repeat(56)}... (a description of ${tag.length + 9} characters)`;
+  const notCopied = "cannot be copied to another isolate";
+  const tagged = <T extends object>(x: T): T =>
+    Object.defineProperty(x, Symbol.toStringTag, { value: tag });
+  const copy = (cause: unknown) => {
+    const got = decodeCause(encodeCause(cause)!);
+    assert.ok(got.ok);
+    return got.cause;
+  };
+  const end = (cause: unknown) => {
+    let e = cause;
+    while (e instanceof Error) e = e.cause;
+    return e;
+  };
+  // The stand-in: its 16th Error's cause, a chain over 1,000 Errors deep.
+  let deep: Error = new Error("leaf");
+  for (let i = 0; i < 1_100; i++) deep = new Error(`e${i}`, { cause: deep });
+  let at = deep;
+  for (let i = 0; i < 16; i++) at = at.cause as Error;
+  tagged(at);
+  assert.equal(
+    end(copy(deep)),
+    `${described} (a cause chain over 1000 Errors deep: ${notCopied})`,
+    "too deep",
+  );
+  // The stand-in: an Error's cause past 10,000 elements, and past 16 Errors the rest of a chain
+  // whose end is (its 17th Error, described).
+  const over = tagged({ list: new Array(20_000).fill(0) });
+  let past: Error = new Error("e0", { cause: over });
+  for (let i = 1; i < 20; i++) past = new Error(`e${i}`, { cause: past });
+  at = past;
+  for (let i = 0; i < 16; i++) at = at.cause as Error;
+  tagged(at);
+  for (const [cause, what] of [[new Error("e", { cause: over }), "its cause"], [past, "past 16"]]) {
+    assert.equal(
+      end(copy(cause)),
+      `${described} (past 10000 elements in one cause: ${notCopied})`,
+      `past the elements, the stand-in: ${what}`,
+    );
+  }
+  // The rich encoding: a field past 10,000 elements.
+  const field = copy(Object.assign(new Error("fields"), { big: over })) as Error & {
+    big: unknown;
+  };
+  assert.equal(field.big, `${described} (past 10000 elements in one cause: ${notCopied})`);
+  // The rich encoding: an Error past the 1,000 it carries, walked breadth first (the field's
+  // Error comes before the end of the chain, whose leaf is the 1,001st).
+  let chain: Error = tagged(new Error("leaf"));
+  for (let i = 0; i < 999; i++) chain = new Error(`e${i}`, { cause: chain });
+  const many = copy(Object.assign(chain, { extra: new Error("extra") })) as Error & {
+    extra: Error;
+  };
+  assert.equal(many.extra.message, "extra");
+  assert.equal(end(many), `${described} (past 1000 Errors in one cause: ${notCopied})`);
+});
+
 Deno.test("what ends a close cause's chain (its last Error's cause, no Error) crosses while it fits in 10,000 elements, else as a string saying so: no Error's cause is copied unbounded", () => {
   // Before, node:v8 copied it whole however large: 100,000 fresh Errors in it took ~10 s inside
   // close() (each one's stack formatted), where the same value as a field crossed as a string.
