@@ -116,9 +116,12 @@ function withDeadline(op: string, options: ScopeOptions | undefined, ms: number)
   // Taken as this timeout's own, so that timeouts nested in this one end with this one's error;
   // `adopted`: once this one is over, contexts derived from its scope's keep it as hand-set (it
   // went stale with this timeout, so a nativeScope or timeout given such a context dropped it).
+  // A Deadline that is the timeout's own moment (`outer === deadline`) is taken on too: it did
+  // not come before it, as this said of it.
+  const came = outer < deadline ? "came before" : "came at the same moment as";
   const error = new TimeoutError(
-    `Timed out waiting for ${msText(left)}: the Deadline of its context came before its ` +
-      `timeout of ${ms} ms`,
+    `Timed out waiting for ${msText(left)}: the Deadline of its context ${came} its timeout of ` +
+      `${ms} ms`,
   );
   const timeout = newTimeout(outer, error, true);
   const timedOptions = { ...checked, context: timedContext(context, outer, timeout) };

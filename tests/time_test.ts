@@ -685,6 +685,30 @@ Deno.test("a hand-set Deadline less than 1 ms ahead or past is said as <1 ms, ne
   assert.equal(performance.now, realNow, "the clock given back");
 });
 
+Deno.test("withTimeout given a hand-set Deadline at its own timeout's moment says they came at the same moment, not that the Deadline came before it", async () => {
+  // Its clock (performance.now) held still while the call reads the Deadline, set at exactly
+  // its own deadline (now + 5): taken on as its own, as one before it is. Before, the message
+  // said the Deadline "came before its timeout". Only the message is asserted, no timing.
+  const realNow = performance.now;
+  const now = realNow.call(performance);
+  performance.now = () => now; // an own property, over Performance.prototype's
+  let timed: Promise<unknown>;
+  try {
+    const context = Context.empty.with(Deadline, now + 5);
+    timed = withTimeout(5, (t) => untilAborted(t.signal), { context });
+  } finally {
+    delete (performance as { now?: unknown }).now;
+  }
+  const e = await timed.then(() => "resolved", (e: unknown) => e);
+  assert.ok(e instanceof TimeoutError, String(e));
+  assert.equal(
+    e.message,
+    "Timed out waiting for 5 ms: the Deadline of its context came at the same moment as its " +
+      "timeout of 5 ms",
+  );
+  assert.equal(performance.now, realNow, "the clock given back");
+});
+
 Deno.test("withTimeout given only the context of a running withTimeout that timed out fails at once with that one's TimeoutError, without running its block", async () => {
   // Go's context alone carries its deadline. Before, a withTimeout given the context (no signal)
   // of an outer one that had timed out ran its block for its own time (here it returned "ran"),
