@@ -4316,10 +4316,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         return e;
       }
     }
+    // In the house form, the status named as what was received (it said "answered status -12,
+    // which no send expects").
     return new KcoroError(
       status,
-      `Cannot send: internal error, the native send answered status ${status}, which no send ` +
-        "expects",
+      `Cannot send: internal error, the native send answered a status no send expects, received ` +
+        statusName(status),
     );
   }
 
