@@ -323,7 +323,7 @@ export class Bridge {
    * would have: draining them all here let a send on one channel close the abort window of a
    * receive another thread completed on another channel (the model fuzz's seed 55, with the
    * other thread acting mid-turn). False if the ring cannot be drained (gone: destroyed by
-   * hand, as a test does), true otherwise.
+   * hand, as a test does), the records drained before settled first; true otherwise.
    */
   settleWhere(pick: (op: RingOp) => boolean): boolean {
     if (!this.#lib.isOpen) return true;
@@ -332,7 +332,14 @@ export class Bridge {
     let n: number;
     do {
       n = this.#sym.kc_ring_drain(this.#ring, records, BATCH);
-      if (n < 0) return false;
+      if (n < 0) {
+        // The records drained before (held) settle now, as the ring's own going away settles
+        // them first (`#ringGone`): the caller then fails the operations whose records cannot
+        // come (`RingOp.lost`), and one whose record is held is not among them. Before, a send
+        // whose record a drain here held (completed: its value delivered) failed as lost.
+        this.#drain();
+        return false;
+      }
       for (let i = 0; i < n; i++) {
         const ticket = records[4 * i], status = statuses[4 * i + 1], index = records[4 * i + 2];
         const op = this.#ops.get(ticket);

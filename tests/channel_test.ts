@@ -2921,6 +2921,52 @@ Deno.test("a receive that takes a queued send of its own isolate when the ring i
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a send whose record was drained and held settles with it when a receive of its isolate then finds the ring gone", async () => {
+  // a's first send is completed by native code (its record on the ring); a try-send on b
+  // drains the ring (\`settleWhere\`), settles b's receive and holds that record. A tryReceive
+  // on a takes the second send natively, and the ring is destroyed by hand before its
+  // \`#settleSenders\` drains it (\`settleWhere\` wrapped): that fails the senders no record
+  // will come for.
+  // Not the first: its record came (held), and it settles with it (sent, as the native code
+  // got its value), as the ring's own going away settles held records first
+  // (\`Bridge.#ringGone\`). Before, it failed too, as lost: reported not sent, yet delivered.
+  const res = await evalScript(`
+    import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const ringLost = /^Cannot send: the wait was lost with this isolate's completion ring/;
+    const lib = library();
+    const bridge = Bridge.of(lib);
+    const sym = lib.symbols("test");
+    const [a, b] = [0, 1].map(() => new Channel(0, { codec: codecs.f64 }));
+    for (const ch of [a, b]) ch.share();
+    const outcomes = ["pending", "pending", "pending"];
+    const name = (i, p) => p.then((v) => outcomes[i] = "resolved " + v, (e) => outcomes[i] = e instanceof InvalidHandleError && ringLost.test(e.message) ? "EBADH" : String(e));
+    const ops = [name(0, a.send(1)), name(1, a.send(2)), name(2, b.receive())];
+    await until(() => bridge.pending >= 3, "3 operations queued natively");
+    const slot = new Float64Array(1);
+    const rc = sym.kc_chan_try_recv(a.handle, Deno.UnsafePointer.of(slot), 8);
+    if (rc !== 0 || slot[0] !== 1) throw new Error("native receive: " + rc + ", " + slot[0]);
+    const sent = JSON.stringify(b.trySend(3)); // b's receive takes it: the ring drained
+    if (sent !== '{"state":"ok"}') throw new Error("b.trySend: " + sent);
+    if (bridge.pending !== 2) throw new Error(bridge.pending + " operations pending, not 2");
+    const settleWhere = bridge.settleWhere.bind(bridge);
+    let destroyed = 0;
+    bridge.settleWhere = (pick) => {
+      if (destroyed++ === 0) sym.kc_ring_destroy(bridge.ring);
+      return settleWhere(pick);
+    };
+    const got = JSON.stringify(a.tryReceive());
+    if (got !== '{"state":"ok","value":2}') throw new Error("tryReceive: " + got);
+    if (destroyed !== 1) throw new Error("the ring was not drained after the native receive: " + destroyed);
+    await within(Promise.all(ops), 10_000, "the outcomes");
+    const want = '["resolved undefined","EBADH","resolved 3"]';
+    if (JSON.stringify(outcomes) !== want) throw new Error(JSON.stringify(outcomes));
+    if (bridge.pending !== 0) throw new Error(bridge.pending + " operations still pending");
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a receive whose record was drained but its value not taken when its ring goes fails, its value back in the channel", async () => {
   // A try-send of this isolate drains the ring (\`settleWhere\`) and holds the records of other
   // operations: here a receive and a select's receive clause that native sends completed. The
