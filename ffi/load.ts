@@ -24,6 +24,7 @@ import {
   checkFunction,
   CloseHooksError,
   describe,
+  InvalidHandleError,
   LibraryClosedError,
   LibraryNotFoundError,
   LibraryPermissionError,
@@ -900,17 +901,17 @@ export function library(): Library {
  * isolate has none open, instead of searching again (a relative `KCORO_LIB` is resolved against
  * the directory current at the search: in a Worker started after a `Deno.chdir`, another
  * directory). Null when the one open here is another file (its handles name nothing of that
- * one's). A failure to open it names `path` as the channel's library. Internal.
+ * one's); an `InvalidHandleError` when `path` names nothing this isolate can look at
+ * (`sameFile`). A failure to open it names `path` as the channel's library. Internal.
  */
 export function libraryAt(path: string, op: string): Library | null {
-  if (shared !== null && shared.isOpen) return sameFile(shared.path, path) ? shared : null;
+  if (shared !== null && shared.isOpen) return ifSameFile(shared, path, op);
   // Opened from the path only when it is an absolute path to a file named as a kcoro library
   // (`libkcoro.so`, `kcoro.dll`, `libkcoro-2.so`: "kcoro" in the name and the platform's
   // extension): the path comes from message data, and opening a library runs its code before
   // the ABI check could refuse it. Anything else searches, as an object without the field does.
   if (!fromData(path)) {
-    const lib = library();
-    return sameFile(lib.path, path) ? lib : null;
+    return ifSameFile(library(), path, op);
   }
   try {
     shared = openLibrary({ path });
@@ -937,14 +938,44 @@ function fromData(path: string): boolean {
 }
 
 /**
- * Whether `a` and `b` name the same file: the same string, or the same device and inode (a
- * link, `..`); true where that cannot be told (no `--allow-read` for one, a system that reports
- * no inode), leaving the handle check to the library.
+ * `lib` if `path` (a shared channel's library) names its file, null if another (`sameFile`);
+ * where `path` names nothing this isolate can look at, an `InvalidHandleError` saying why.
  */
-function sameFile(a: string, b: string): boolean {
+function ifSameFile(lib: Library, path: string, op: string): Library | null {
+  const same = sameFile(lib.path, path);
+  if (typeof same === "string") {
+    throw new InvalidHandleError(
+      `Cannot ${op}: its library is not ${lib.path}, which this isolate opened: ${same}, ` +
+        `received ${describe(path)}`,
+    );
+  }
+  return same ? lib : null;
+}
+
+/**
+ * Whether `a` (this isolate's library) and `b` (a shared channel's) name the same file: the
+ * same string, or the same device and inode (a link, `..`); true where that cannot be told (no
+ * `--allow-read` for one, a system that reports no inode, this isolate's own file gone since it
+ * was opened), leaving the handle check to the library. Where `b` names nothing (no file there,
+ * a file on the way) or what is there cannot be told for a reason of the system's (it refused,
+ * a loop of symbolic links: `statFailed`), why, for the refusal: `Library.path` is absolute and
+ * its file was there when it was opened, so only a forged field names nothing. Before, every
+ * path it could not stat was the same file, and such a field was accepted.
+ */
+function sameFile(a: string, b: string): boolean | string {
   if (a === b) return true;
+  let y: Deno.FileInfo;
   try {
-    const x = Deno.statSync(a), y = Deno.statSync(b);
+    y = Deno.statSync(b);
+  } catch (e) {
+    const failed = statFailed(e);
+    if (failed === "nothing") {
+      return `no file there (${(e as Error).name}: ${(e as Error).message})`;
+    }
+    return failed.refused !== null ? true : failed.why; // refused: no --allow-read for it
+  }
+  try {
+    const x = Deno.statSync(a);
     if (x.ino === null || y.ino === null) return true;
     return x.dev === y.dev && x.ino === y.ino;
   } catch {

@@ -5,6 +5,7 @@ import {
   Channel,
   CloseHooksError,
   closeLibrary,
+  InvalidHandleError,
   KcoroError,
   Library,
   library,
@@ -639,6 +640,41 @@ Deno.test("Channel.from refuses a share() whose library is another file than the
       message:
         /^Cannot open shared channel: library must be the path of the library the channel lives in, received /,
     });
+  }
+});
+
+Deno.test("Channel.from refuses a share() whose library names nothing this isolate can look at: no file there, a file on the way, a relative path", async () => {
+  // Before, `sameFile` took every path it could not stat for this isolate's library: a forged
+  // field naming nothing was accepted and the copy made. Only "cannot be told" (no
+  // --allow-read for it, no inodes) still leaves it to the handle check.
+  using ch = new Channel<number>(1);
+  const shared = ch.share();
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.symlink(`${dir}/loop/libkcoro.so`, `${dir}/loop`);
+    const none = "no file there";
+    const cases = [
+      [`${dir}/libkcoro.so`, `${none} (NotFound: `], // named as a kcoro library: nothing there
+      [`${dir}/nothing.so`, `${none} (NotFound: `], // not named as one: this isolate's searched
+      [`${library().path}/libkcoro.so`, `${none} (NotADirectory: `], // a file on the way
+      ["libkcoro-nowhere.so", `${none} (NotFound: `], // relative: Library.path never is
+      [`${dir}/loop/libkcoro.so`, "it is a symbolic link loop (FilesystemLoop: "],
+    ] as const;
+    for (const [bad, why] of cases) {
+      assert.throws(() => Channel.from({ ...shared, library: bad }), (e) => {
+        assert.ok(e instanceof InvalidHandleError, String(e));
+        const start = `Cannot open shared channel: its library is not ${library().path}, ` +
+          `which this isolate opened: ${why}`;
+        assert.ok(e.message.startsWith(start), e.message);
+        assert.ok(e.message.endsWith(`, received ${JSON.stringify(bad)} (KC_EBADH)`), e.message);
+        return true;
+      }, bad);
+    }
+    // The channel is untouched: its creator sends and receives as before.
+    assert.deepEqual(ch.trySend(1), { state: "ok" });
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
