@@ -75,6 +75,13 @@ threadlocal var plain_hosts_here: u32 = 0;
 /// This thread made its `ThreadRecord` (kc_lib_retain_thread and the other thread-bound
 /// calls): kc_lib_release looks there only then, making no key of its own.
 threadlocal var record_here: bool = false;
+/// Hosts this thread counted in with kc_lib_retain_thread whose `ThreadRecord` could not be made
+/// (no memory, or no key): counted in all the same, and counted out by kc_lib_release_thread (or
+/// kc_lib_release) on this thread, but not by its end, which has no record to find them in.
+/// Before, such a host was counted as a plain one (kc_lib_retain's), and the
+/// kc_lib_release_thread its caller meant to give it back with answered KC_EINVAL, counting
+/// nothing out: the host stayed counted for good.
+threadlocal var unrecorded_hosts_here: u32 = 0;
 
 /// int32_t kc_lib_release(void): counts one host out; returns how many remain (0: the caller
 /// was the last, which may shut the scheduler down), KC_EINVAL if none was counted. A host that
@@ -89,12 +96,21 @@ export fn kc_lib_release() callconv(.c) i32 {
     if (rc < 0 or !onHostThread()) return rc;
     if (plain_hosts_here > 0) {
         plain_hosts_here -= 1;
-    } else if (record_here) {
-        if (ThreadRecord.mine(false)) |rec| {
-            if (rec.hosts > 0) rec.hosts -= 1;
-        }
+    } else if (!releaseRecordedHost()) {
+        if (unrecorded_hosts_here > 0) unrecorded_hosts_here -= 1;
     }
     return rc;
+}
+
+/// One kc_lib_retain_thread host of this thread's `ThreadRecord` forgotten (its count-out is the
+/// caller's); false if the record holds none. Looks only where this thread made a record
+/// (`record_here`), so that it makes no key.
+fn releaseRecordedHost() bool {
+    if (!record_here) return false;
+    const rec = ThreadRecord.mine(false) orelse return false;
+    if (rec.hosts == 0) return false;
+    rec.hosts -= 1;
+    return true;
 }
 
 /// uint32_t kc_lib_retain_thread(void): kc_lib_retain for a host that lives on the calling
@@ -104,14 +120,17 @@ export fn kc_lib_release() callconv(.c) i32 {
 /// From a coroutine, or a scheduler worker's thread, it is kc_lib_retain: a coroutine is no
 /// host, and a worker's thread ends inside kc_sched_shutdown, which its count-out would call
 /// again (it deadlocked the shutdown).
+/// Where the thread's record cannot be made (no memory, or no thread-specific key) the host is
+/// counted all the same (`unrecorded_hosts_here`): kc_lib_release_thread on this thread counts it
+/// out, the thread's end does not.
 export fn kc_lib_retain_thread() callconv(.c) u32 {
-    if (onHostThread()) {
-        if (ThreadRecord.mine(true)) |rec| {
-            rec.hosts += 1;
-            return countHostIn();
-        }
+    if (!onHostThread()) return kc_lib_retain();
+    if (ThreadRecord.mine(true)) |rec| {
+        rec.hosts += 1;
+    } else {
+        unrecorded_hosts_here += 1;
     }
-    return kc_lib_retain();
+    return countHostIn();
 }
 
 /// The calling code is a host's thread: neither in a coroutine nor on a scheduler's worker.
@@ -123,15 +142,15 @@ fn onHostThread() bool {
 }
 
 /// int32_t kc_lib_release_thread(void): kc_lib_release for a host of kc_lib_retain_thread, on
-/// the same thread; KC_EINVAL if this thread holds none.
+/// the same thread; KC_EINVAL if this thread holds none. A host its record could not take
+/// (`unrecorded_hosts_here`) is one it holds: counted out here after those of its record.
 export fn kc_lib_release_thread() callconv(.c) i32 {
-    if (hostKey() != null and onHostThread()) {
-        const rec = ThreadRecord.mine(false) orelse return Status.invalid.code();
-        if (rec.hosts == 0) return Status.invalid.code();
-        rec.hosts -= 1;
-        return countHostOut();
+    if (!onHostThread()) return kc_lib_release();
+    if (!releaseRecordedHost()) {
+        if (unrecorded_hosts_here == 0) return Status.invalid.code();
+        unrecorded_hosts_here -= 1;
     }
-    return kc_lib_release();
+    return countHostOut();
 }
 
 /// Flag of kc_chan_hold: the hold is never given back (not counted against the thread).
@@ -269,7 +288,7 @@ const ThreadRecord = struct {
         const key = hostKey() orelse return null;
         if (std.c.pthread_getspecific(key)) |p| return @ptrCast(@alignCast(p));
         if (!make) return null;
-        const rec = std.heap.c_allocator.create(ThreadRecord) catch return null;
+        const rec = recordAllocator().create(ThreadRecord) catch return null;
         rec.* = .{};
         if (std.c.pthread_setspecific(key, rec) != 0) {
             std.heap.c_allocator.destroy(rec);
@@ -334,6 +353,13 @@ const ThreadRecord = struct {
         std.heap.c_allocator.destroy(rec);
     }
 };
+
+/// The allocator that makes `ThreadRecord`s (`ThreadRecord.mine`): the C heap, which
+/// `threadEnded` frees them to; in tests, one that fails while `test_hooks.fail_records` is set.
+fn recordAllocator() std.mem.Allocator {
+    if (@import("builtin").is_test) if (test_hooks.fail_records) return std.testing.failing_allocator;
+    return std.heap.c_allocator;
+}
 
 /// The thread-specific key of `ThreadRecord`s, with `ThreadRecord.threadEnded` as its
 /// destructor; null if it could not be made (nothing is then given back when a thread ends, as
@@ -588,6 +614,8 @@ var test_hooks: if (@import("builtin").is_test) struct {
     /// In a thread's end (`endRing`), before each try to let go of the ring it destroyed as
     /// its last holder (`RingRegistry.releaseIfLast`), with the ring's entry.
     ring_end_last: ?*const fn (*RingRegistry.Entry) void = null,
+    /// Set: a `ThreadRecord` cannot be made (`recordAllocator` fails, as with no memory).
+    fail_records: bool = false,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -9016,6 +9044,48 @@ test "C ABI: a thread's hosts (kc_lib_retain_thread) are counted out when it end
     try testing.expectEqual(Status.invalid.code(), kc_lib_release_thread()); // this thread holds none
     try testing.expectEqual(base + 1, kc_lib_retain_thread());
     try testing.expectEqual(@as(i32, @intCast(base)), kc_lib_release_thread());
+}
+
+test "C ABI: a kc_lib_retain_thread host whose thread record could not be made is counted out by kc_lib_release_thread" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const base = kc_lib_retain(); // keeps the count above zero: no shutdown in this test
+    defer _ = kc_lib_release();
+    const T = struct {
+        var rcs: [6]i32 = @splat(999);
+        /// kc_lib_retain_thread on a thread whose record the allocator refuses (no memory).
+        fn retainUnrecorded() u32 {
+            test_hooks.fail_records = true;
+            defer test_hooks.fail_records = false;
+            return kc_lib_retain_thread();
+        }
+        fn host() void {
+            rcs[0] = @intCast(retainUnrecorded()); // counted in all the same
+            std.debug.assert(ThreadRecord.mine(false) == null); // none was made
+            // Before, the host was counted as a plain one, and this answered KC_EINVAL,
+            // counting nothing out: the host stayed counted for good.
+            rcs[1] = kc_lib_release_thread();
+            rcs[2] = kc_lib_release_thread(); // none left
+            // A plain release counts it out too, once.
+            _ = retainUnrecorded();
+            rcs[3] = kc_lib_release();
+            rcs[4] = kc_lib_release_thread();
+            // With a plain host beside it, each call takes its own kind.
+            _ = kc_lib_retain();
+            _ = retainUnrecorded();
+            rcs[5] = kc_lib_release_thread();
+            _ = kc_lib_release();
+        }
+    };
+    const t = try std.Thread.spawn(.{}, T.host, .{});
+    t.join();
+    try testing.expectEqual(@as(i32, @intCast(base + 1)), T.rcs[0]);
+    try testing.expectEqual(@as(i32, @intCast(base)), T.rcs[1]);
+    try testing.expectEqual(Status.invalid.code(), T.rcs[2]);
+    try testing.expectEqual(@as(i32, @intCast(base)), T.rcs[3]);
+    try testing.expectEqual(Status.invalid.code(), T.rcs[4]);
+    try testing.expectEqual(@as(i32, @intCast(base + 1)), T.rcs[5]);
+    try testing.expectEqual(base, hosts.load(.monotonic)); // every host counted out, none twice
 }
 
 test "C ABI: a kc_lib_retain_thread host counted out by a plain kc_lib_release is not counted out again when its thread ends, under another host" {
