@@ -303,6 +303,14 @@ const ThreadRecord = struct {
     /// it made (`endThreadRings`), then gives back its channel holds, then its hosts.
     fn threadEnded(value: *anyopaque) callconv(.c) void {
         const rec: *ThreadRecord = @ptrCast(@alignCast(value));
+        // First: the C library cleared the key's value before this call, so `rec` is no longer
+        // the thread's record. Code run below on this thread (an undelivered hook that the
+        // last hold's cancel hands a value, a release from there) that makes a record again
+        // (`mine`) sets this anew, for that record, and it stays set for a later call here
+        // (another key's destructor) to find it. Before, it was cleared as this returned: a
+        // kc_lib_release from a later destructor then looked nowhere, and the new record's end
+        // counted its host out a second time.
+        record_here = false;
         // Its host (a Worker's isolate) is gone, and with it whatever would have destroyed
         // them: a Worker's finalizers never run once it has ended. First, while the hosts
         // still keep the scheduler up: a scope whose children run waits for them.
@@ -349,7 +357,6 @@ const ThreadRecord = struct {
             // idle until the process ends.
             if (countHostOut() == 0) _ = kc_sched_shutdown(0);
         }
-        record_here = false; // a later call here (another key's destructor) makes a new one
         std.heap.c_allocator.destroy(rec);
     }
 };
@@ -9086,6 +9093,59 @@ test "C ABI: a kc_lib_retain_thread host whose thread record could not be made i
     try testing.expectEqual(Status.invalid.code(), T.rcs[4]);
     try testing.expectEqual(@as(i32, @intCast(base + 1)), T.rcs[5]);
     try testing.expectEqual(base, hosts.load(.monotonic)); // every host counted out, none twice
+}
+
+test "C ABI: a host retained during a thread's end (by its undelivered hook) and released by a later key destructor is counted out once" {
+    // The thread's end gives back its hold, the last one, which cancels the channel: the
+    // undelivered hook runs then, on the ending thread, inside `threadEnded`, and retains a
+    // thread host (a new record). Another key's destructor of the thread releases it after
+    // `threadEnded` returned. Before, `threadEnded` cleared `record_here` as it returned, also
+    // when a record had been made since: that release then looked nowhere, the new record's end
+    // counted the host out a second time, and the count fell below the hosts still open.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const base = kc_lib_retain(); // with `extra`: the count stays above zero, no shutdown here
+    defer _ = kc_lib_release();
+    const extra = kc_lib_retain();
+    defer _ = kc_lib_release();
+    try testing.expectEqual(base + 1, extra);
+    const T = struct {
+        var ch: u32 = 0;
+        var key: std.c.pthread_key_t = undefined;
+        var retained = std.atomic.Value(bool).init(false);
+        var release_rc: i32 = 999;
+        var rounds: u32 = 0;
+        fn hook(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            _ = kc_lib_retain_thread();
+            retained.store(true, .monotonic); // the same thread reads it
+        }
+        /// The test's own key's destructor: once the hook ran (else again next round, the C
+        /// library running destructors in rounds while values are set), releases that host.
+        fn later(v: ?*anyopaque) callconv(.c) void {
+            rounds += 1;
+            if (!retained.load(.monotonic) and rounds < 3) {
+                _ = std.c.pthread_setspecific(key, v);
+                return;
+            }
+            release_rc = kc_lib_release();
+        }
+        fn host() void {
+            std.debug.assert(kc_chan_hold(ch, 0) == 0); // makes the record, and its key first
+            std.debug.assert(std.c.pthread_setspecific(key, @ptrFromInt(1)) == 0);
+        }
+    };
+    try testing.expectEqual(std.c.E.SUCCESS, std.c.pthread_key_create(&T.key, T.later));
+    defer _ = std.c.pthread_key_delete(T.key);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &T.ch));
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(T.ch, T.hook, null));
+    const v: u64 = 5;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(T.ch, &v, 8)); // buffered: the cancel drops it
+    const t = try std.Thread.spawn(.{}, T.host, .{});
+    t.join();
+    try testing.expect(T.retained.load(.monotonic));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(T.ch)); // its last hold destroyed it
+    try testing.expectEqual(@as(i32, @intCast(extra)), T.release_rc);
+    try testing.expectEqual(extra, hosts.load(.monotonic)); // counted in once, out once
 }
 
 test "C ABI: a kc_lib_retain_thread host counted out by a plain kc_lib_release is not counted out again when its thread ends, under another host" {
