@@ -543,8 +543,11 @@ int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, dou
 #define KC_TAG_PACKED 19     /* src/pack.ts's encoding (TypeScript only) */
 int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out);
 /* Frees a buffer once, as free() does: a second free of it, or a pointer kc_desc_make did not
- * write (one inside a buffer, a buffer of your own), is undefined and not detected (a pooled
- * buffer's chunk may be reused under a live value; a malloc'd one aborts in the C library). */
+ * write (one inside a buffer, a buffer of your own), is undefined (a pooled buffer's chunk may be
+ * reused under a live value; a malloc'd one aborts in the C library). The release build
+ * (ReleaseFast, the default) does not detect it; a Debug or ReleaseSafe build of the library
+ * aborts with a message at a second free of a pooled buffer, or at an address inside one (a
+ * buffer a host counted freed with kc_pool_release is not checked). */
 int32_t kc_buf_free(void *ptr);
 /* kc_buf_free(d->ptr): frees the buffer a kc_desc_make descriptor names (KC_EINVAL: d NULL). It
  * does not clear d->ptr: a second kc_desc_free of the same descriptor (or of a copy) is a double

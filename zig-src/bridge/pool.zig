@@ -40,6 +40,12 @@ comptime {
     // tests/release_test.ts compares the native step between two slices with POOL_SLICE_ALIGN.
     if (slice_align != 16) @compileError("slice_align changed: src/codec.ts's POOL_SLICE_ALIGN (one bitmap bit per 16-byte slot; the shifts by 4 in receivedAt and releaseBytes) says 16: change them together");
 }
+/// Safe builds (Debug, ReleaseSafe): the pool keeps a bit per 16-byte slot saying a slice
+/// handed out starts there and was not freed yet (`Pool.live`), and `free` panics where it is
+/// not set: a second free of a slice, or an address inside one. ReleaseFast keeps none and pays
+/// nothing; there such a free is undefined (include/kcoro.h, kc_buf_free): counted as another
+/// slice's, it may give the chunk back while a slice in it is still in use.
+const track_live = std.debug.runtime_safety;
 /// A chunk's word once its stripe let go of it (see the module comment).
 const retired: u32 = 1 << 31;
 const none: u32 = std.math.maxInt(u32);
@@ -81,26 +87,67 @@ pub const Pool = struct {
     /// Chunks never handed out start here.
     top: u32 = 0,
     stripes: [stripe_count]Stripe = [_]Stripe{.{}} ** stripe_count,
+    /// Safe builds (`track_live`): one bit per `slice_align` slot of the region, set while a
+    /// slice handed out (`alloc`) starts there and was not freed by address (`free`); a chunk's
+    /// bits are cleared when a stripe takes it (`take`), as slices counted freed by
+    /// `release`/`releaseChecked` (which name no slice) leave theirs set. Reserved as the region
+    /// is (pages cost memory only once touched): 1/128 of its size.
+    live: if (track_live) []align(std.heap.page_size_min) u8 else void,
 
     /// Reserves `chunks << chunk_shift` bytes; `words` and `links` hold one entry per chunk.
     pub fn init(chunk_shift: u5, words: []std.atomic.Value(u32), links: []u32) !Pool {
         assert(words.len == links.len and words.len > 0 and words.len < none);
         assert(@as(usize, 1) << chunk_shift >= max_slice);
-        const region = try posix.mmap(
+        const region = try reserve(words.len << chunk_shift);
+        errdefer posix.munmap(region);
+        const live = if (track_live) try reserve(region.len / slice_align / 8) else {};
+        return .{ .region = region, .chunk_shift = chunk_shift, .words = words, .links = links, .live = live };
+    }
+
+    /// `len` bytes of address space, zero pages that cost memory only once touched.
+    fn reserve(len: usize) ![]align(std.heap.page_size_min) u8 {
+        return posix.mmap(
             null,
-            words.len << chunk_shift,
+            len,
             posix.PROT.READ | posix.PROT.WRITE,
             .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .NORESERVE = true },
             -1,
             0,
         );
-        return .{ .region = region, .chunk_shift = chunk_shift, .words = words, .links = links };
     }
 
     /// Unmaps the region: only for a pool nobody can reach any more (tests).
     pub fn deinit(p: *Pool) void {
         posix.munmap(p.region);
+        if (track_live) posix.munmap(p.live);
         p.* = undefined;
+    }
+
+    /// Safe builds: the `live` word of the slot at byte `offset` of the region, and its bit.
+    fn liveBit(p: *Pool, offset: usize) struct { word: *std.atomic.Value(u64), mask: u64 } {
+        comptime assert(track_live);
+        const slot = offset / slice_align;
+        const words: [*]std.atomic.Value(u64) = @ptrCast(p.live.ptr);
+        assert(slot / 64 < p.live.len / 8);
+        return .{ .word = &words[slot / 64], .mask = @as(u64, 1) << @intCast(slot % 64) };
+    }
+
+    /// Safe builds: whether `ptr` (in the region) starts a slice handed out and not freed by
+    /// address since: what `free` checks before it counts a slice freed.
+    pub fn isLive(p: *Pool, ptr: *const anyopaque) bool {
+        const b = p.liveBit(@intFromPtr(ptr) - @intFromPtr(p.region.ptr));
+        // Monotonic: as in `markFreed`.
+        return b.word.load(.monotonic) & b.mask != 0;
+    }
+
+    /// Safe builds: clears the live bit of the slice at `ptr` (in the region); false, changing
+    /// nothing, if it was not set (a second free, or an address that starts no live slice).
+    pub fn markFreed(p: *Pool, ptr: *const anyopaque) bool {
+        const b = p.liveBit(@intFromPtr(ptr) - @intFromPtr(p.region.ptr));
+        // Monotonic: the slice reached its freer after `alloc` set the bit, through whatever
+        // handed it over (a channel: it orders the two); an RMW, so the bits of neighbouring
+        // slices that other threads set or clear at once are kept.
+        return b.word.fetchAnd(~b.mask, .monotonic) & b.mask != 0;
     }
 
     pub fn chunkBytes(p: *const Pool) usize {
@@ -135,13 +182,24 @@ pub const Pool = struct {
         // Release: the count is published before the slice can reach a host that counts its
         // views (`releaseChecked`'s acquire load).
         @atomicStore(u32, &p.links[s.chunk], s.count, .release);
+        if (track_live) {
+            // Monotonic: read by this slice's `free`, which the hand-over orders after this.
+            const b = p.liveBit(at);
+            const was = b.word.fetchOr(b.mask, .monotonic);
+            assert(was & b.mask == 0); // a slot handed out twice
+        }
         prefetchNext(p.region.ptr + at + size, @min(size, prefetch_max, p.chunkBytes() - s.used));
         return p.region.ptr + at;
     }
 
     /// Frees one slice; false if `ptr` is not the pool's (free it elsewhere).
+    /// Safe builds: panics for a slice that is not live (`markFreed`: a double free, or an
+    /// address inside a slice), before it counts anything.
     pub fn free(p: *Pool, ptr: *const anyopaque) bool {
         const c = p.chunkOf(ptr) orelse return false;
+        if (track_live and !p.markFreed(ptr)) {
+            @panic("kc_buf_free: a pool buffer freed twice, or an address kc_desc_make did not return");
+        }
         p.release(c, 1);
         return true;
     }
@@ -231,6 +289,13 @@ pub const Pool = struct {
         // The carved count first, then the word (release): a `releaseChecked` that reads the
         // new word (acquire) reads the new count too, not the chunk's old free-list link.
         @atomicStore(u32, &p.links[c], 0, .monotonic); // no slice carved yet (`alloc`)
+        if (track_live) {
+            // Slices counted freed by `release` left their bits set. Monotonic: nobody frees
+            // into a chunk with no slice out; its next slices' bits are set after this.
+            const first = p.liveBit(@as(usize, c) << p.chunk_shift).word;
+            const n = (p.chunkBytes() / slice_align) / 64;
+            for (@as([*]std.atomic.Value(u64), @ptrCast(first))[0..n]) |*w| w.store(0, .monotonic);
+        }
         p.words[c].store(0, .release);
         return c;
     }
@@ -423,6 +488,61 @@ test "pool: threads allocate and free across each other; every chunk comes back"
     for (&threads) |*th| th.join();
     p.retireAll();
     try testing.expectEqual(@as(usize, 64), p.idleChunks());
+}
+
+test "pool: safe builds tell a second free of a slice, and an address inside one, from a live slice" {
+    if (!track_live) return error.SkipZigTest; // ReleaseFast keeps no bits: undefined there
+    var t = try testPool(2, 14);
+    defer testing.allocator.free(t.words);
+    defer testing.allocator.free(t.links);
+    defer t.pool.deinit();
+    const p = &t.pool;
+    const a = p.alloc(100).?;
+    const b = p.alloc(100).?;
+    try testing.expect(p.isLive(a) and p.isLive(b));
+    try testing.expect(!p.isLive(a + 16)); // inside `a`: starts no slice
+    try testing.expect(p.free(a));
+    // `free` panics here: before, a second free of `a` was counted as `b`'s, the chunk came
+    // back once retired, and `b` was carved again while still in use.
+    try testing.expect(!p.isLive(a));
+    try testing.expect(!p.markFreed(a));
+    try testing.expect(p.isLive(b)); // its neighbour's bit is untouched
+    // Counted freed by a host's views (no address): its bit stays, and the chunk's next take
+    // clears it.
+    try testing.expect(p.releaseChecked(0, 1));
+    try testing.expect(p.isLive(b));
+    p.retireAll();
+    try testing.expectEqual(@as(usize, 2), p.idleChunks());
+    const c = p.alloc(200).?; // a chunk taken again: every bit cleared, then its first slice's set
+    const d = p.alloc(200).?;
+    try testing.expect(p.isLive(c) and p.isLive(d));
+    try testing.expect(!p.isLive(d + 208)); // where no slice starts yet
+    try testing.expect(p.free(c) and p.free(d));
+    try testing.expect(!p.isLive(c) and !p.isLive(d));
+}
+
+test "pool: safe builds: a second free of a slice panics, before it counts anything" {
+    if (!track_live) return error.SkipZigTest;
+    // In a child, which must die of the panic (SIGABRT); before, it went on, the second free
+    // counted as its neighbour's, and the chunk came back under that live neighbour.
+    const pid = try posix.fork();
+    if (pid == 0) {
+        posix.setrlimit(.CORE, .{ .cur = 0, .max = 0 }) catch {}; // no core file
+        // Its panic's report would only look like a failure in the run's output.
+        const null_fd = posix.open("/dev/null", .{ .ACCMODE = .WRONLY }, 0) catch posix.exit(2);
+        posix.dup2(null_fd, posix.STDERR_FILENO) catch posix.exit(2);
+        const words = std.heap.page_allocator.alloc(std.atomic.Value(u32), 2) catch posix.exit(2);
+        const links = std.heap.page_allocator.alloc(u32, 2) catch posix.exit(2);
+        var p = Pool.init(14, words, links) catch posix.exit(2);
+        const a = p.alloc(100) orelse posix.exit(2);
+        _ = p.alloc(100) orelse posix.exit(2); // its neighbour, still out
+        if (!p.free(a)) posix.exit(2);
+        _ = p.free(a); // panics
+        posix.exit(0);
+    }
+    const res = posix.waitpid(pid, 0);
+    try testing.expect(posix.W.IFSIGNALED(res.status));
+    try testing.expectEqual(@as(u32, posix.SIG.ABRT), posix.W.TERMSIG(res.status));
 }
 
 test "pool: a host cannot count more views of a chunk being carved than it handed out" {
