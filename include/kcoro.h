@@ -455,8 +455,11 @@ int32_t kc_chan_unhold(uint32_t h);
 /* Bit 0: closed for send; bit 1: closed for receive (closed and drained); bit 2: cancelled by the
  * going away of the ring of a KC_WATCH_OWNED watch on it (kc_ring_watch; ABI 21); bit 3:
  * cancelled after a close (the close came first, then the first cancel: kc_chan_cancel_cause
- * has that cancel's cause, if it gave one; ABI 22 had no bit 3). Read at one moment: bits 1, 2
- * and 3 come only with bit 0. */
+ * has that cancel's cause, if it gave one; ABI 22 had no bit 3); bit 4: cancelled, by any cancel
+ * (kc_chan_cancel, kc_chan_close_cause with KC_CHAN_CLOSE_CANCEL, a destroy's, bit 2's), so that a
+ * closed channel's cancel is told from its close (a later addition to ABI 23: a library before it
+ * leaves bit 4 clear). Read at one moment: bits 1 to 4 come only with bit 0, bits 2 and 3 with
+ * bit 4. */
 int32_t kc_chan_status(uint32_t handle);
 /* What the channel was created as, in 4 words at out: element size, capacity as normalised (1
  * for a conflated channel, KC_CHAN_UNLIMITED for unlimited), overflow policy, and the flags

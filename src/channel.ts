@@ -4062,14 +4062,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       },
       withdrawn: () => done = true,
       // The ring is gone (destroyed by hand: `Bridge.#watchesLost`), and no record will come:
-      // told the cancel its channel's status still shows, the ring's own going away's (bit 2,
-      // an owned watch's) or a destroy's (gone: a destroy cancels), else watching no more (a
-      // cancel whose record went with the ring reads as a close here). Before, it was never
-      // told, also of the cancel the ring's going away made.
+      // told the cancel its channel's status still shows (bit 4: any cancel, the ring's own
+      // going away's too, bit 2, an owned watch's) or a destroy's (gone: a destroy cancels),
+      // else watching no more (closed, or open). Before, it was never told, also of the cancel
+      // the ring's going away made; and before bit 4, a cancel whose record went with the ring
+      // read as a close (bits 0 and 1 alone), and was never told either.
       lost: () => {
         if (done || !this.#lib.isOpen) return;
         const st = this.#lib.symbols("watch channel").kc_chan_status(this.#handle);
-        if (st < 0 || (st & 4) !== 0) tell();
+        if (st < 0 || (st & (4 | 16)) !== 0) tell();
         else done = true;
       },
       owned,

@@ -3081,6 +3081,44 @@ Deno.test("close watches whose ring goes are settled: told the cancel the ring's
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a close watch whose ring goes after a cancel made before its record was drained is told the cancel, not taken for a close", async () => {
+  // The channel is cancelled natively (not by its owned watch's ring: bit 2 stays clear) and the
+  // ring destroyed by hand in the same turn, the watch's record on it not drained: the watch
+  // learns how its channel ended from kc_chan_status alone (`RingOp.lost`). Before, a cancel
+  // there read as a close (closed and drained, no bit said "cancelled"), and the watch stopped
+  // untold; now bit 4 says it. A closed channel's watch (a cancel watch) is told nothing.
+  const res = await evalScript(`
+    import { Channel, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until } from "./tests/support.ts";
+    const lib = library();
+    const bridge = Bridge.of(lib);
+    const sym = lib.symbols("test");
+    const cancelled = new Channel(1), closed = new Channel(1);
+    cancelled.share();
+    closed.share();
+    cancelled.trySend(1); // dropped by the cancel
+    const told = [];
+    // kc_chan_cancel gives no cause: told with undefined.
+    cancelled._watchCancel((cause) => told.push("cancelled: " + String(cause)));
+    closed._watchCancel(() => told.push("closed"));
+    if (bridge.watched !== 2 || bridge.pending !== 0) throw new Error("not 2 watches alone");
+    let rc = sym.kc_chan_cancel(cancelled.handle);
+    if (rc !== 0) throw new Error("kc_chan_cancel: " + rc);
+    rc = sym.kc_chan_close(closed.handle);
+    if (rc !== 1) throw new Error("kc_chan_close: " + rc);
+    rc = sym.kc_chan_status(cancelled.handle);
+    if (rc !== (1 | 2 | 16)) throw new Error("status of the cancelled channel: " + rc);
+    rc = sym.kc_chan_status(closed.handle);
+    if (rc !== (1 | 2)) throw new Error("status of the closed channel: " + rc);
+    sym.kc_ring_destroy(bridge.ring); // the cancel's record goes with it
+    await until(() => bridge.watched === 0, "the watches settled");
+    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0)); // nothing more comes
+    if (JSON.stringify(told) !== '["cancelled: undefined"]') throw new Error(JSON.stringify(told));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("closing the library: a queued send that a hook run by the close took over is not withdrawn again", async () => {
   // The close withdraws b's send first; b's onUndeliveredElement (given its value) takes c's
   // queued send over in this isolate (tryReceive). Before, the close then withdrew c's send
@@ -3825,7 +3863,7 @@ Deno.test("a local close reaches the native channel when it escapes; a sender wa
   using cancelled = new Channel<number>(2);
   cancelled.cancel();
   const h = cancelled.handle;
-  assert.equal(library().symbols("test").kc_chan_status(h), 3); // closed natively too
+  assert.equal(library().symbols("test").kc_chan_status(h), 1 | 2 | 16); // cancelled natively too
 });
 
 Deno.test("a local channel's metrics carry operation times in the kc_now_ns clock", () => {

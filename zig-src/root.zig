@@ -1807,8 +1807,9 @@ fn keptFor(h: u32, serial: u64, ticket: u64) bool {
 
 /// int32_t kc_chan_status(uint32_t h): bit 0 closed for send, bit 1 closed for receive, bit 2
 /// cancelled because the ring of an owned watch on it went away (KC_WATCH_OWNED: the isolate
-/// that fed it ended, or destroyed its ring, mid-task); read at one moment (`statusBits`), so
-/// bits 1 and 2 come only with bit 0.
+/// that fed it ended, or destroyed its ring, mid-task), bit 3 cancelled after a close, bit 4
+/// cancelled (by any cancel: a close watch whose record went with its ring tells a cancel from a
+/// close by it); read at one moment (`statusBits`), so bits 1 to 4 come only with bit 0.
 export fn kc_chan_status(h: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
@@ -6936,7 +6937,7 @@ test "C ABI: kc_chan_cancel_cause keeps the first cancel's cause, also after a c
     try testing.expectEqual(@as(i32, 1 | 2), kc_chan_status(h)); // closed (drained), no bit 3
     try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(h, &out, out.len)); // a close's
     try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(h, "consumer", 8, chan_close_cancel));
-    try testing.expectEqual(@as(i32, 1 | 2 | 8), kc_chan_status(h)); // cancelled after a close
+    try testing.expectEqual(@as(i32, 1 | 2 | 8 | 16), kc_chan_status(h)); // cancelled after a close
     try testing.expectEqual(@as(i32, 8), kc_chan_cancel_cause(h, &out, out.len));
     try testing.expectEqualStrings("consumer", out[0..8]);
     try testing.expectEqual(@as(i32, 8), kc_chan_cancel_cause(h, &out, 3)); // length, 3 copied
@@ -6959,7 +6960,7 @@ test "C ABI: kc_chan_cancel_cause keeps the first cancel's cause, also after a c
     var c: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &c));
     try testing.expectEqual(@as(i32, 1), kc_chan_close_cause(c, "first", 5, chan_close_cancel));
-    try testing.expectEqual(@as(i32, 1 | 2), kc_chan_status(c));
+    try testing.expectEqual(@as(i32, 1 | 2 | 16), kc_chan_status(c)); // cancelled
     try testing.expectEqual(@as(i32, 5), kc_chan_cancel_cause(c, &out, out.len));
     try testing.expectEqualStrings("first", out[0..5]);
     try testing.expectEqual(@as(i32, 5), kc_chan_cause(c, &out, out.len));
@@ -6977,7 +6978,7 @@ test "C ABI: kc_chan_cancel_cause keeps the first cancel's cause, also after a c
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &d));
     try testing.expectEqual(@as(i32, 1), kc_chan_close(d));
     try testing.expectEqual(@as(i32, 0), kc_chan_cancel(d));
-    try testing.expectEqual(@as(i32, 1 | 2 | 8), kc_chan_status(d));
+    try testing.expectEqual(@as(i32, 1 | 2 | 8 | 16), kc_chan_status(d));
     try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(d, "late", 4, chan_close_cancel));
     try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(d, &out, out.len));
     try testing.expectEqual(@as(i32, 0), kc_chan_cause(d, &out, out.len));
@@ -6988,7 +6989,7 @@ test "C ABI: kc_chan_cancel_cause keeps the first cancel's cause, also after a c
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &e));
     try testing.expectEqual(@as(i32, 0), kc_chan_cancel(e));
     try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(e, "close", 5, 0));
-    try testing.expectEqual(@as(i32, 1 | 2), kc_chan_status(e));
+    try testing.expectEqual(@as(i32, 1 | 2 | 16), kc_chan_status(e)); // cancelled
     try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(e, &out, out.len));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(e));
     try testing.expectEqual(base, causes_count.load(.monotonic));
@@ -7058,7 +7059,7 @@ test "C ABI: kc_chan_close_cause that cannot keep its cause (KC_ENOMEM) closes o
     cause_test_allocator = no_copy.allocator();
     try testing.expectEqual(Status.no_memory.code(), kc_chan_close_cause(b, "cancel", 6, chan_close_cancel));
     cause_test_allocator = std.heap.c_allocator;
-    try testing.expectEqual(@as(i32, 1 | 2), kc_chan_status(b)); // cancelled: drained
+    try testing.expectEqual(@as(i32, 1 | 2 | 16), kc_chan_status(b)); // cancelled: drained
     try testing.expectEqual(Status.cancelled.code(), kc_chan_send(b, &v, 8, 0, 0, chan_try));
     try testing.expectEqual(@as(i32, 0), kc_chan_close_cause(b, "again", 5, chan_close_cancel));
     try testing.expectEqual(@as(i32, 0), kc_chan_cause(b, &out, out.len));
@@ -7088,7 +7089,7 @@ test "C ABI: kc_chan_close_cause that cannot keep its cause (KC_ENOMEM) closes o
     try testing.expectEqual(@as(usize, 1), no_room.allocations); // the copy
     try testing.expectEqual(@as(usize, 1), no_room.deallocations); // freed again
     try testing.expectEqual(no_room.allocated_bytes, no_room.freed_bytes);
-    try testing.expectEqual(@as(i32, 1 | 2 | 8), kc_chan_status(c));
+    try testing.expectEqual(@as(i32, 1 | 2 | 8 | 16), kc_chan_status(c));
     try testing.expectEqual(@as(i32, 6), kc_chan_cause(c, &out, out.len));
     try testing.expectEqualStrings("closed", out[0..6]);
     try testing.expectEqual(@as(i32, 0), kc_chan_cancel_cause(c, &out, out.len));
@@ -7118,7 +7119,7 @@ test "C ABI: a destroy's cancel of a closed channel is no cancel after a close: 
     defer test_hooks.after_destroy_seal = null;
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
     try testing.expect(test_hooks.after_destroy_seal == null); // read in the window
-    try testing.expectEqual(@as(i32, 1 | 2), T.status); // closed and cancelled (drained): no bit 3
+    try testing.expectEqual(@as(i32, 1 | 2 | 16), T.status); // closed and cancelled (drained): no bit 3
 }
 
 test "C ABI: kc_chan_compute_rate takes any counter words without overflowing" {
@@ -9527,7 +9528,7 @@ test "kc_ring_watch KC_WATCH_OWNED: the ring's destroy, or its thread's end (a t
     try testing.expectEqual(@as(i32, 1), kc_ring_watch(ring, ch, 1 | 2, &ticket));
     try testing.expectEqual(@as(i32, 0), kc_chan_status(ch));
     try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
-    try testing.expectEqual(@as(i32, 7), kc_chan_status(ch));
+    try testing.expectEqual(@as(i32, 7 | 16), kc_chan_status(ch));
     var got: u64 = 0;
     try testing.expectEqual(Status.cancelled.code(), kc_chan_try_recv(ch, &got, 8)); // dropped
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(ch));
@@ -9555,7 +9556,7 @@ test "kc_ring_watch KC_WATCH_OWNED: the ring's destroy, or its thread's end (a t
     const th = try std.Thread.spawn(.{}, S.worker, .{ fed, closed, plain, &rc });
     th.join(); // the thread's key destructors ran: its ring is gone
     try testing.expectEqual(@as(i32, 1), rc);
-    try testing.expectEqual(@as(i32, 7), kc_chan_status(fed));
+    try testing.expectEqual(@as(i32, 7 | 16), kc_chan_status(fed));
     try testing.expectEqual(@as(i32, 1), kc_chan_status(closed)); // closed, a value left, no bit 2
     try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(closed, &got, 8));
     try testing.expectEqual(@as(u64, 5), got);
@@ -9563,7 +9564,7 @@ test "kc_ring_watch KC_WATCH_OWNED: the ring's destroy, or its thread's end (a t
     for ([_]u32{ fed, closed, plain }) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
 }
 
-test "kc_chan_status reads its bits at one moment: a reader racing a cancel by an owned watch's ring sees 0 or 7, never a mix (bit 2 or bit 1 without bit 0)" {
+test "kc_chan_status reads its bits at one moment: a reader racing a cancel by an owned watch's ring sees 0 or 23 (bits 0, 1, 2 and 4), never a mix (bit 1, 2 or 4 without bit 0)" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // Each bit was read under its own lock: a cancel between the reads gave 2, 4 or 6. The reader
@@ -9576,7 +9577,7 @@ test "kc_chan_status reads its bits at one moment: a reader racing a cancel by a
             s.started.store(true, .release);
             while (true) {
                 const st = kc_chan_status(h);
-                if (st == 7) return;
+                if (st == (7 | 16)) return;
                 if (st != 0) {
                     s.mixed = st;
                     return;

@@ -2486,16 +2486,17 @@ pub const Channel = struct {
 
     /// The C ABI's kc_chan_status bits at one moment, under one lock: bit 0 `isClosedForSend`,
     /// bit 1 `isClosedForReceive`, bit 2 `ownerGone`, bit 3 cancelled after a close
-    /// (`cancel_after_close`). Read one at a time, a cancel between the reads gave a mix no
-    /// channel is ever in (closed for receive, or cancelled by its owner's going away, but not
-    /// closed for send).
-    pub fn statusBits(ch: *Channel) u4 {
+    /// (`cancel_after_close`), bit 4 cancelled (`cancelled`: by any cancel, a destroy's too).
+    /// Read one at a time, a cancel between the reads gave a mix no channel is ever in (closed
+    /// for receive, or cancelled by its owner's going away, but not closed for send).
+    pub fn statusBits(ch: *Channel) u5 {
         ch.lock();
         defer ch.unlock();
         const drained = ch.closed and ch.tx.tail == ch.rx.head and !ch.senders.hasLive();
-        return @as(u4, @intFromBool(ch.closed)) | (@as(u4, @intFromBool(drained)) << 1) |
-            (@as(u4, @intFromBool(ch.tx.owner_gone)) << 2) |
-            (@as(u4, @intFromBool(ch.tx.cancel_after_close)) << 3);
+        return @as(u5, @intFromBool(ch.closed)) | (@as(u5, @intFromBool(drained)) << 1) |
+            (@as(u5, @intFromBool(ch.tx.owner_gone)) << 2) |
+            (@as(u5, @intFromBool(ch.tx.cancel_after_close)) << 3) |
+            (@as(u5, @intFromBool(ch.cancelled)) << 4);
     }
 
     /// The queue where waiters of `kind` wait.
