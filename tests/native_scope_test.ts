@@ -11,6 +11,7 @@ import {
   codecs,
   CompletableDeferred,
   Context,
+  type CoroutineScope,
   coroutineScope,
   createScope,
   Deadline,
@@ -151,6 +152,70 @@ Deno.test("a native cancellation with no child running reaches the scope at the 
   assert.throws(() => ns.launch("cancellable-sleeper", cells(1)), CancellationError);
   assert.equal(scope.isCancelled, true);
   await scope.join();
+});
+
+/**
+ * Nests `depth` coroutineScopes, each given its task's signal (README: past 32 levels a scope's
+ * follow cancel waits in a queue until the cancels above it return), and cancels the root.
+ * `onBlock` runs in each level's block; `inGap` in an abort listener on the signal it follows,
+ * added after its own follow listener, for each level whose cancel waits there (its signal not
+ * aborted yet). Resolves with how many levels `inGap` ran for, once the root has settled.
+ */
+async function cancelThroughQueue(
+  depth: number,
+  onBlock: (s: CoroutineScope) => void,
+  inGap: (s: CoroutineScope) => void,
+): Promise<number> {
+  let reached = 0, gaps = 0;
+  const nest = (task: CoroutineScope, n: number): Promise<void> => {
+    reached++;
+    if (n === 0) return untilAborted(task.signal);
+    const signal = task.signal;
+    return coroutineScope((s) => {
+      onBlock(s);
+      signal.addEventListener("abort", () => {
+        if (s.signal.aborted) return; // cancelled at once: no gap
+        gaps++;
+        inGap(s);
+      });
+      return nest(s, n - 1);
+    }, { signal, context: task.context });
+  };
+  let root!: CoroutineScope;
+  const outcome = coroutineScope((s) => {
+    root = s;
+    return nest(s, depth);
+  });
+  await until(() => reached === depth + 1, "every level to start");
+  root.cancel();
+  await assert.rejects(outcome, CancellationError);
+  return gaps;
+}
+
+Deno.test("a task's native scope made while the task's follow cancel waits in the queue is made cancelled: a launch on it throws CancellationError and runs nothing", async () => {
+  // README: in that gap the scope reads cancelling (isCancelled true), as a shallow tree's
+  // scope, already cancelled there, does; its native scope is then made cancelled, and a
+  // launch on it throws, as a launch or async on the scope is cancelled at once. Before, it
+  // read isCancelled false: the native scope was made live and the child ran until the queued
+  // cancel aborted the scope's signal.
+  const launched: BigUint64Array[] = [];
+  const outcomes: string[] = [];
+  const before = liveBefore();
+  const gaps = await cancelThroughQueue(40, () => {}, (s) => {
+    const ns = nativeScope(s);
+    const c = cells(MINUTE);
+    launched.push(c);
+    try {
+      ns.launch("cancellable-sleeper", c);
+      outcomes.push("launched");
+    } catch (e) {
+      outcomes.push((e as Error).name);
+    }
+  });
+  assert.ok(gaps > 0, "some level's cancel waited in the queue");
+  assert.deepEqual(outcomes, Array(gaps).fill("CancellationError"));
+  assert.deepEqual(launched.filter(done), [], "no native child ran");
+  await until(() => liveBefore() === before, "no native coroutine left");
 });
 
 Deno.test("a timeout reaches native children like any cancellation", async () => {
