@@ -369,8 +369,8 @@ export class NativeScope implements AsyncDisposable {
    * Runs `entry` as a child: a built-in (given its `BigUint64Array` of cells) or a function
    * from {@linkcode resolveNative} (given a pointer, or cells). The child and everything it
    * spawns see the scope's cancellation. Throws a CancellationError once the scope is cancelled
-   * (nothing starts then); in an owned scope that also cancels the owner, if a native
-   * cancellation had not reached it yet. Throws a ShutdownError once the runtime the scope was
+   * (nothing starts then), an owned one's owner cancelling too; in an owned scope that also
+   * cancels the owner, if a native cancellation had not reached it yet. Throws a ShutdownError once the runtime the scope was
    * made on is shut down, also after {@linkcode runtime} started a later one.
    */
   launch(entry: ScheduledBuiltin | NativeFunction, cells?: BigUint64Array): void;
@@ -384,6 +384,11 @@ export class NativeScope implements AsyncDisposable {
     const op = "launch native coroutine";
     const handle = this.#open(op);
     const e = nativeEntry(op, this.#lib, entry, arg);
+    // An owner already cancelling whose cancel has not reached this scope yet (a scope whose
+    // follow cancel waits in the queue, reading cancelling; the owner's signal listeners ahead
+    // of this scope's): cancelled now, so that the launch is refused below as on a cancelled
+    // scope, as a launch on the owner is. Before, it started a child there.
+    if (this.#owner !== null && this.#owner.isCancelled) this.cancel();
     const builtin = typeof entry === "string" && e.pin !== null;
     if (!builtin && e.pin !== null) unpinIdleScope(this.#lib, handle);
     const rc = this.#lib.symbols(op).kc_scope_launch(

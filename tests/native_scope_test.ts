@@ -218,6 +218,30 @@ Deno.test("a task's native scope made while the task's follow cancel waits in th
   await until(() => liveBefore() === before, "no native coroutine left");
 });
 
+Deno.test("a launch on a task's native scope, made before, while the task's follow cancel waits in the queue throws CancellationError and runs nothing", async () => {
+  // As on a native scope made in that gap (above), and as in a shallow tree, where the scope's
+  // cancel has cancelled its native scope by then. Before, the native scope was cancelled only
+  // when the queued cancel aborted the scope's signal: the launch started a child of a scope
+  // that reads cancelling.
+  const launched: BigUint64Array[] = [];
+  const outcomes: string[] = [];
+  const before = liveBefore();
+  const gaps = await cancelThroughQueue(40, (s) => void nativeScope(s), (s) => {
+    const c = cells(MINUTE);
+    launched.push(c);
+    try {
+      nativeScope(s).launch("cancellable-sleeper", c);
+      outcomes.push("launched");
+    } catch (e) {
+      outcomes.push((e as Error).name);
+    }
+  });
+  assert.ok(gaps > 0, "some level's cancel waited in the queue");
+  assert.deepEqual(outcomes, Array(gaps).fill("CancellationError"));
+  assert.deepEqual(launched.filter(done), [], "no native child ran");
+  await until(() => liveBefore() === before, "no native coroutine left");
+});
+
 Deno.test("a timeout reaches native children like any cancellation", async () => {
   const sleeper = cells(MINUTE);
   await assert.rejects(
