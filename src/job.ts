@@ -631,6 +631,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   protected onFinal(): void {}
 
   /**
+   * True while this job, `completing` with nothing left to wait for, must not complete yet: a
+   * scope whose follow cancel waits in the queue (scope.ts), cancelled, and so finished, once it
+   * runs. None here.
+   */
+  protected completionWaits(): boolean {
+    return false;
+  }
+
+  /**
    * Makes this (new) job a child of `parent`. A parent that is cancelling or final cancels the
    * child at once, so its body never runs.
    */
@@ -909,8 +918,10 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // deno-lint-ignore no-this-alias -- j walks up from this job
     for (let j: JobSupport<unknown> | null = this; j !== null;) {
       if (!j.#bodyDone || j.#head !== null || j.#holdFinal) return;
-      if (j.#state === COMPLETING) j = j.#finalize(COMPLETED);
-      else if (j.#state === CANCELLING) j = j.#finalize(CANCELLED);
+      if (j.#state === COMPLETING) {
+        if (j.completionWaits()) return;
+        j = j.#finalize(COMPLETED);
+      } else if (j.#state === CANCELLING) j = j.#finalize(CANCELLED);
       else return;
     }
   }

@@ -305,6 +305,16 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       : state;
   }
 
+  /**
+   * Not completed while a follow cancel for this scope waits in `followQueue`: its last child
+   * ending there (a lazy one cancelled by an abort listener run meanwhile) leaves it `completing`,
+   * reading cancelling, until the queued cancel runs and it ends cancelled, as a shallow tree's
+   * scope, cancelling by then, does. Before, it completed there, with its block's value.
+   */
+  protected override completionWaits(): boolean {
+    return this.#queuedBy !== null;
+  }
+
   /** @ignore `cancelFollowing` queued this scope's cancel, following `by`. Internal. */
   queueCancel(by: AbortSignal): void {
     this.#queuedBy ??= by;

@@ -1372,6 +1372,51 @@ Deno.test("a scope nested through its task's signal deeper than 32 levels, whose
   assert.deepEqual(reported.errors, []);
 });
 
+Deno.test("a scope whose follow cancel waits in the queue does not complete there: its last child ending then leaves it cancelling, and it ends cancelled, as a shallow tree's", async () => {
+  // The innermost of `depth` scopes nested through their task's signal has returned from its
+  // block and waits only for a lazy child; an abort listener on the signal it follows, run
+  // while its cancel waits in the queue, cancels that child, its last. In a shallow tree the
+  // scope is cancelling by then and ends cancelled. Before, it completed there, resolving with
+  // its block's value, while it read cancelling (isCancelled true, state cancelling) until
+  // then. Depths around the queue's bound, so that the innermost one's cancel waits in some.
+  using reported = catchReported();
+  let gaps = 0;
+  for (let depth = 28; depth <= 40; depth++) {
+    let reached = 0;
+    let innermost: Promise<string> | null = null;
+    const states: string[] = [];
+    const nest = (task: CoroutineScope, n: number): Promise<unknown> => {
+      reached++;
+      const signal = task.signal;
+      if (n > 1) return coroutineScope((s) => nest(s, n - 1), { signal, context: task.context });
+      innermost = coroutineScope((s) => {
+        const lazy = s.launch(counted(async () => {}), { lazy: true });
+        signal.addEventListener("abort", () => {
+          if (s.signal.aborted) return; // cancelled at once: no gap
+          gaps++;
+          lazy.cancel(); // its last child: done
+          states.push(s.job.state);
+        });
+        return "value";
+      }, { signal, context: task.context }).then((v) => v, (e: Error) => e.name);
+      return untilAborted(signal);
+    };
+    let root!: CoroutineScope;
+    const outcome = coroutineScope((s) => {
+      root = s;
+      return nest(s, depth);
+    }).then(() => "completed", (e: Error) => e.name);
+    await until(() => reached === depth && innermost !== null, "every level to start");
+    root.cancel();
+    assert.deepEqual(states, states.length === 0 ? [] : ["cancelling"], `depth ${depth}`);
+    assert.equal(await innermost, "CancellationError", `depth ${depth}: the innermost scope`);
+    assert.equal(await outcome, "CancellationError", `depth ${depth}`);
+  }
+  assert.ok(gaps > 0, "some innermost scope's cancel waited in the queue");
+  assert.deepEqual(reported.errors, []);
+  assert.equal(live, 0);
+});
+
 Deno.test("a reportError that throws while the queued follow cancels run loses none of them, and its throw is reported", async () => {
   // root ... level 32 ─┬─ a (nested in its block; its signal's abort throws, an engine error)
   //                    └─ b (nested in a task it launches)
