@@ -387,8 +387,11 @@ export class NativeScope implements AsyncDisposable {
     // An owner already cancelling whose cancel has not reached this scope yet (a scope whose
     // follow cancel waits in the queue, reading cancelling; the owner's signal listeners ahead
     // of this scope's): cancelled now, so that the launch is refused below as on a cancelled
-    // scope, as a launch on the owner is. Before, it started a child there.
-    if (this.#owner !== null && this.#owner.isCancelled) this.cancel();
+    // scope, as a launch on the owner is. Before, it started a child there. Under this call's
+    // name, as the launch's own call (a closed library's error names the launch).
+    if (this.#owner !== null && this.#owner.isCancelled) {
+      unwrap(this.#lib.symbols(op).kc_scope_cancel(handle), op);
+    }
     const builtin = typeof entry === "string" && e.pin !== null;
     if (!builtin && e.pin !== null) unpinIdleScope(this.#lib, handle);
     const rc = this.#lib.symbols(op).kc_scope_launch(
