@@ -7,8 +7,12 @@
  * `kc_chan_recv_async`). Whoever completes it (a native coroutine, a
  * thread, another isolate, close or cancel) appends a record to this isolate's ring. The isolate
  * keeps at most one `kc_ring_wait` outstanding (a nonblocking FFI call, run off the JS thread),
- * and only while some operation is pending, so idle channels never keep the process alive; each
- * wake-up drains every ready record and settles each ticket's operation.
+ * and only while some operation is pending that something outside this isolate's JavaScript may
+ * complete, so idle channels never keep the process alive; each wake-up drains every ready record
+ * and settles each ticket's operation. An operation only this isolate's own native calls can
+ * complete (`RingOp.inside`: a select on channels that never left its JavaScript) keeps nothing
+ * outstanding, as a wait on a local channel does not: its record lands in the ring during such a
+ * call, and is drained in a microtask after it (`touch`).
  *
  * Internal: {@linkcode Channel} is the public face.
  *
@@ -39,6 +43,19 @@ export interface RingOp {
    * tells what it can still learn (its channel's status) and watches no more.
    */
   lost?(status: number): void;
+  /**
+   * True while only this isolate's own native calls can complete it: every channel it waits on
+   * is native but never left this isolate's JavaScript (no `handle` read, no `share()`, no
+   * `Channel.from` copy: a `select` made it native). Such an operation keeps no `kc_ring_wait`
+   * outstanding (a program whose only pending work is one ends, as with a wait on a local
+   * channel); its record is drained after the call that wrote it (`touch`). Absent: false.
+   * Asked as it is tracked, and again when a channel goes outside (`reconsider`).
+   */
+  inside?(): boolean;
+  /**
+   * Set by the bridge: it is counted as one that keeps the ring wait outstanding (`#alive`).
+   */
+  keepsAlive?: boolean;
   /**
    * A close watch queued with `owned` (KC_WATCH_OWNED): left queued by `#closing`, so that the
    * ring's destroy at the close cancels its channel (the isolate that fed it can feed it no
@@ -81,6 +98,16 @@ export class Bridge {
   readonly #sym: Sym;
   readonly #ring: number;
   readonly #ops = new Map<number, RingOp>();
+  /**
+   * The operations of `#ops` that something outside this isolate's JavaScript may complete
+   * (`RingOp.keepsAlive`): a `kc_ring_wait` is outstanding only while one is pending. The others
+   * (`RingOp.inside`) are completed by this isolate's own native calls, whose records `touch`
+   * drains. Before, every pending operation kept the wait outstanding: a select on local
+   * channels that nothing would complete (and any later wait on them) kept the process alive.
+   */
+  #alive = 0;
+  /** `#drainInside` is queued (`touch`). */
+  #touchDue = false;
   /**
    * Close watches queued (`kc_ring_watch`): settled by their records as `#ops` are, but not
    * counted as pending (`pending`, `#loop`): an isolate whose channels are idle exits with a
@@ -146,6 +173,7 @@ export class Bridge {
           continue;
         }
         map.delete(op.ticket);
+        this.#forget(op);
         try {
           op.withdrawn();
         } catch (e) {
@@ -199,7 +227,9 @@ export class Bridge {
     }
     const ops = [...this.#ops.values()];
     this.#ops.clear();
+    this.#alive = 0;
     for (const op of ops) {
+      op.keepsAlive = false;
       try {
         op.complete(Status.ECANCELED, 0);
       } catch (e) {
@@ -209,6 +239,11 @@ export class Bridge {
   }
 
   static #bridges = new WeakMap<Library, Bridge>();
+
+  /** This isolate's bridge for `lib` if one was made (`of`), else undefined. */
+  static existing(lib: Library): Bridge | undefined {
+    return Bridge.#bridges.get(lib);
+  }
 
   /** This isolate's bridge for `lib`, created on first use. */
   static of(lib: Library): Bridge {
@@ -223,6 +258,11 @@ export class Bridge {
   /** Operations queued and not yet settled. */
   get pending(): number {
     return this.#ops.size;
+  }
+
+  /** Of `pending`, those that keep the ring wait outstanding (not `RingOp.inside`). */
+  get pendingOutside(): number {
+    return this.#alive;
   }
 
   /** True while a `kc_ring_wait` is outstanding. */
@@ -345,6 +385,7 @@ export class Bridge {
         const op = this.#ops.get(ticket);
         if (op !== undefined && pick(op)) {
           this.#ops.delete(ticket);
+          this.#forget(op);
           picked.push([op, status, index]);
         } else this.#held.push(ticket, status, index);
       }
@@ -356,7 +397,7 @@ export class Bridge {
         if (this.#lib.isOpen) this.#drain();
       });
     }
-    if (this.#ops.size === 0 && this.#waiting) {
+    if (this.#alive === 0 && this.#waiting) {
       this.#maybeIdle = true; // as `abort`: let the idle isolate exit (`#start`)
       this.#schedule();
     }
@@ -393,12 +434,66 @@ export class Bridge {
     this.#schedule();
   }
 
-  /** Starts watching a queued operation; starts the one wait if none is outstanding. */
+  /**
+   * Starts watching a queued operation; starts the one wait if none is outstanding, unless
+   * only this isolate's own native calls can complete it (`RingOp.inside`: see `touch`).
+   */
   track(op: RingOp): void {
     this.#ops.set(op.ticket, op);
     if (this.#closePassed) this.#closeAgain();
+    if (op.inside !== undefined && op.inside()) {
+      op.keepsAlive = false;
+      return;
+    }
+    op.keepsAlive = true;
+    this.#alive++;
     if (!this.#waiting) this.#schedule();
   }
+
+  /** `op` is tracked no more: counted out of `#alive` if it was in it. */
+  #forget(op: RingOp): void {
+    if (op.keepsAlive !== true) return;
+    op.keepsAlive = false;
+    this.#alive--;
+  }
+
+  /**
+   * A channel went outside (its handle was read, it was shared or opened with `Channel.from`):
+   * the pending operations that were inside and are not any more (`RingOp.inside`) keep the
+   * ring wait outstanding from now on, which starts if none is. Once per channel.
+   */
+  reconsider(): void {
+    if (this.#ops.size === this.#alive) return; // none is inside
+    for (const op of this.#ops.values()) {
+      if (op.keepsAlive === true || (op.inside !== undefined && op.inside())) continue;
+      op.keepsAlive = true;
+      this.#alive++;
+    }
+    if (this.#alive > 0 && !this.#waiting) this.#schedule();
+  }
+
+  /**
+   * Called before a native call on a channel that is native but inside (see `RingOp.inside`),
+   * which may complete an inside operation of this isolate (a try that meets it, a send or
+   * receive queued that pairs with it at once, a select's arming, a close, a cancel, a destroy,
+   * a value given back): its record lands in this ring during the call, and no wait is
+   * outstanding to wake for it, so the ring is drained in a microtask after it (at most one
+   * queued at a time). Channels that are local (no native call) or outside (the wait drains
+   * their records) never call this.
+   */
+  touch(): void {
+    if (this.#touchDue) return;
+    this.#touchDue = true;
+    queueMicrotask(this.#drainInside);
+  }
+
+  readonly #drainInside = (): void => {
+    this.#touchDue = false;
+    // An outstanding wait drains the ring itself as it wakes (a record wakes it).
+    if (this.#waiting || this.#ops.size === this.#alive || !this.#lib.isOpen) return;
+    const rc = this.#drain();
+    if (rc < 0 && this.#lib.isOpen) this.#ringGone(rc); // destroyed by hand, as a test does
+  };
 
   /** `#closing` has run: the library is closing (its later hooks run) or closed. */
   #closePassed = false;
@@ -453,11 +548,11 @@ export class Bridge {
       // queued waiter and queues the next one every turn, and interrupting the wait each time
       // (a futex wake, a blocking-pool thread's round trip, a new wait) cost ~20 us a turn.
       this.#maybeIdle = false;
-      if (this.#ops.size === 0 && this.#waiting && this.#lib.isOpen) {
+      if (this.#alive === 0 && this.#waiting && this.#lib.isOpen) {
         this.#sym.kc_ring_interrupt(this.#ring);
       }
     }
-    if (!this.#waiting && this.#ops.size > 0) void this.#loop();
+    if (!this.#waiting && this.#alive > 0) void this.#loop();
   };
 
   /**
@@ -478,7 +573,8 @@ export class Bridge {
       : this.#sym.kc_ring_abort(this.#ring, op.ticket);
     if (rc === Status.EBUSY) return rc;
     this.#ops.delete(op.ticket);
-    if (this.#ops.size === 0 && this.#waiting) {
+    this.#forget(op);
+    if (this.#alive === 0 && this.#waiting) {
       this.#maybeIdle = true; // at the end of this turn, let the idle isolate exit (`#start`)
       this.#schedule();
     }
@@ -500,6 +596,8 @@ export class Bridge {
    * the values buffered there (`kc_ring_give_back`), and the ticket is freed.
    */
   giveBack(op: RingOp): number {
+    // The value may complete a receive of this isolate waiting natively (`touch`).
+    if (this.#alive < this.#ops.size) this.touch();
     const rc = this.#sym.kc_ring_give_back(this.#ring, op.ticket);
     // The ring gone (destroyed by hand after this record was drained: a drain of nothing fails
     // too): its destroy gave the value back already. Before, that was reported as a value lost
@@ -521,7 +619,7 @@ export class Bridge {
     this.#waiting = true;
     let got = 0;
     try {
-      while (this.#ops.size > 0 && this.#lib.isOpen) {
+      while (this.#alive > 0 && this.#lib.isOpen) {
         got = await this.#sym.kc_ring_wait(this.#ring, WAIT_NS);
         if (!this.#lib.isOpen) return;
         if (got < 0) {
@@ -550,7 +648,9 @@ export class Bridge {
     this.#drain(); // settles what was drained; the ring's own drain then fails
     const ops = [...this.#ops.values()];
     this.#ops.clear();
+    this.#alive = 0;
     for (const op of ops) {
+      op.keepsAlive = false;
       try {
         op.lost?.(status);
       } catch (e) {
@@ -589,8 +689,10 @@ export class Bridge {
   /** Settles the operation or close watch of one record drained (none: withdrawn meanwhile). */
   #settle(ticket: number, status: number, index: number): void {
     let op = this.#ops.get(ticket);
-    if (op !== undefined) this.#ops.delete(ticket);
-    else {
+    if (op !== undefined) {
+      this.#ops.delete(ticket);
+      this.#forget(op);
+    } else {
       op = this.#watches.get(ticket); // a close watch's record
       if (op === undefined) return;
       this.#watches.delete(ticket);

@@ -450,7 +450,7 @@ const DESTROYED = "Channel was cancelled: native code destroyed it (kc_chan_dest
 const raisedBy = new WeakMap<object, object>();
 
 /** `Shared.detour`'s bits. */
-const D_LOCAL = 1, D_ENDED = 2, D_SENDERS = 4, D_RECEIVERS = 8;
+const D_LOCAL = 1, D_ENDED = 2, D_SENDERS = 4, D_RECEIVERS = 8, D_INSIDE = 16;
 
 /**
  * The handle a native call on a channel that ended under its object is given instead of the
@@ -474,10 +474,10 @@ class Shared {
   causeLooked = false;
   /**
    * Why a try-operation may not take its inlined native path (`Channel.trySend`, `tryReceive`):
-   * the `D_LOCAL`, `D_ENDED`, `D_SENDERS` and `D_RECEIVERS` bits, 0 when none applies, so that
-   * path reads one field, not four (`local`, `ended` and both queues' `first`). `local` and
-   * `ended` are these bits; each WaitQueue keeps its own bit set while it holds a waiter (it is
-   * the only writer of its `first`).
+   * the `D_LOCAL`, `D_ENDED`, `D_SENDERS`, `D_RECEIVERS` and `D_INSIDE` bits, 0 when none
+   * applies, so that path reads one field, not five (`local`, `ended`, both queues' `first`
+   * and `inside`). `local`, `ended` and `inside` are these bits; each WaitQueue keeps its own bit
+   * set while it holds a waiter (it is the only writer of its `first`).
    */
   detour = 0;
   /**
@@ -620,6 +620,21 @@ class Shared {
    * are never queued natively (no FFI call, no ring wait, no thread hop per event-loop turn).
    */
   escaped = false;
+  /**
+   * Reachable from outside this isolate's JavaScript for good: its handle was read (`handle`) or
+   * shared (`share()`, `Channel.from`). A `select` makes a channel native (`escaped`) but not
+   * outside: until then only this isolate's own native calls can complete its native waits,
+   * which therefore keep no ring wait outstanding (`inside`; `Bridge.touch`).
+   */
+  outside = false;
+  /**
+   * Native (`escaped`) but not `outside`: the `D_INSIDE` bit of `detour`, so that the inlined
+   * try paths, which call the library with no `Channel.#sym` (where `Bridge.touch` is called),
+   * are not taken.
+   */
+  get inside(): boolean {
+    return (this.detour & D_INSIDE) !== 0;
+  }
   /** A microtask will look for room for the senders waiting here (Channel.#retrySends). */
   retrying = false;
   /**
@@ -1150,6 +1165,7 @@ const LOCAL = 0, QUEUED = 1, COMPLETING = 2, DONE = 3;
 /** A send or receive that waits: in JavaScript first, then in the ring. */
 class Waiter implements RingOp {
   ticket = 0;
+  keepsAlive = false;
   state = LOCAL;
   readonly kind: number;
   readonly ch: Channel<unknown>;
@@ -1231,6 +1247,11 @@ class Waiter implements RingOp {
   complete(status: number): void {
     this.detach();
     this.ch._completed(this, status);
+  }
+
+  /** Its channel never left this isolate's JavaScript (`Shared.inside`; `RingOp.inside`). */
+  inside(): boolean {
+    return this.ch._shared.inside;
   }
 
   withdrawn(): void {
@@ -1535,6 +1556,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Its owner (if in this isolate) was escaped by the share() or handle that named it: its
       // values are native already.
       this._shared.escaped = true; // another isolate (or this one, through share) has it
+      this.#goOutside();
       this._shared.learnRole(o.role);
       return;
     }
@@ -1801,6 +1823,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // Before, a handle read before the dispose was returned after it, dead, as if still live.
     if (this.#disposed) this.#throwNoCalls("get handle");
     this.#escape("get handle", false);
+    this.#goOutside();
     this.#giveAway();
     if (!this.#pinned) {
       const sym = this.#sym("get handle");
@@ -1920,7 +1943,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   #sym(op: string) {
     if (this.#disposed) this.#throwNoCalls(op);
+    // The call that follows may complete an inside wait of this isolate: see `Bridge.touch`.
+    if ((this._shared.detour & D_INSIDE) !== 0) this.#bridge.touch();
     return this.#lib.symbols(op);
+  }
+
+  /** @ignore For select: the channel is native but never left this isolate's JavaScript. */
+  get _inside(): boolean {
+    return this._shared.inside;
   }
 
   /** `e`, an InvalidHandleError about this channel that its own operation raises (`_raised`). */
@@ -3922,6 +3952,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const s = this._shared;
     if (s.senders.first !== null && !this.#disposed && this.#lib.isOpen) {
       const sym = this.#lib.symbols("send");
+      if ((s.detour & D_INSIDE) !== 0) this.#bridge.touch(); // see `Bridge.touch`
       if ((this.#sendBlocked(sym) || !pump(s.senders, sym)) && left > 1) {
         queueMicrotask(() => this.#retrySends(left - 1));
         return;
@@ -3957,6 +3988,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (s.escaped) return;
     this.#materialize(op, orphanable);
     s.escaped = true;
+    // Native now; outside only once its handle leaves it (`#goOutside`, which follows at once
+    // for `handle` and `share()`).
+    if (!s.outside) s.detour |= D_INSIDE;
     if (s.local) this.#migrate();
     // Its local history, for every isolate to see from now on.
     s.flushCounts();
@@ -3966,6 +4000,23 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#bridge.defer(s);
     }
     this._escaped();
+  }
+
+  /**
+   * The channel's handle left this isolate's JavaScript (`handle`, `share()`, a `Channel.from`
+   * copy): a Worker, a native coroutine or C code may complete its waits from now on, so its
+   * waits already queued natively, and any select waiting on it, keep the ring wait
+   * outstanding (`Bridge.reconsider`), as every later one does. For good.
+   */
+  #goOutside(): void {
+    const s = this._shared;
+    if (s.outside) return;
+    s.outside = true;
+    const was = (s.detour & D_INSIDE) !== 0;
+    s.detour &= ~D_INSIDE;
+    // Inside until now: its waits may be queued natively, counted as inside by the bridge (which
+    // exists then: an inside channel's wait or select made it).
+    if (was && this.#lib.isOpen) Bridge.existing(this.#lib)?.reconsider();
   }
 
   /**
@@ -4173,6 +4224,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (this._shared.ended) return this.#failEnded(w);
     const sym = this.#lib.symbols("wait");
+    // Queued, it may pair at once with an inside wait of this isolate (`Bridge.touch`).
+    if ((this._shared.detour & D_INSIDE) !== 0) this.#bridge.touch();
     const slot = this.#slotFor(w, sym);
     if (slot === null) return;
     const bridge = this.#bridge;
@@ -4683,6 +4736,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       s.ended || (s.escaped && this.#creatorEnded(sym.kc_chan_status(this.#handle)))
     ) throw this.#deadHandle("share channel");
     this.#escape("share channel", false);
+    this.#goOutside();
     this.#giveAway();
     if (this.#owner && !this.#held && !this.#pinned) {
       // The owner holds it from now on, so that copies keep it alive after its isolate ended.

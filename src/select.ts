@@ -361,6 +361,7 @@ function shuffle(a: Clause[]): void {
 /** One select in flight. `clauses` are in probe order. */
 class Selection implements RingOp {
   ticket = 0;
+  keepsAlive = false;
   readonly clauses: Clause[];
   readonly nChannels: number;
   readonly signal: AbortSignal | undefined;
@@ -396,6 +397,17 @@ class Selection implements RingOp {
     this.clauses = clauses;
     this.nChannels = nChannels;
     this.signal = signal;
+  }
+
+  /**
+   * Every channel it waits on never left this isolate's JavaScript (`Channel._inside`: made
+   * native by a select, its handle never read or shared): only this isolate's own calls can
+   * complete it, so it keeps no ring wait outstanding (`RingOp.inside`). One outside channel
+   * makes the whole select outside.
+   */
+  inside(): boolean {
+    for (const c of this.native) if (!c.ch!._inside) return false;
+    return true;
   }
 
   run(): Promise<unknown> {

@@ -2132,3 +2132,124 @@ Deno.test("a send clause's value whose release throws as the select ends: the se
   assert.deepEqual(reported.errors, [boom, boom, boom, boom]);
   assert.equal(pending(), 0);
 });
+
+Deno.test("a select on local channels that nothing completes lets the process end, as a local receive does", async () => {
+  // Only this isolate could complete it (the channels' handles never left its JavaScript), so
+  // it keeps no ring wait outstanding: Deno ends the program and reports the unresolved
+  // top-level await (Go's "all goroutines are asleep"). Before, the select made the channels
+  // native and the isolate's ring wait kept the process alive until killed at the bound.
+  const res = await evalScript(
+    `
+    import { Channel, select } from "./mod.ts";
+    const a = new Channel(), b = new Channel(4);
+    await select((s) => {
+      s.onReceive(a, (v) => v);
+      s.onSend(a, 1, () => 0);
+      s.onReceive(b, (v) => v);
+    });
+  `,
+    { timeoutMs: 20_000 },
+  );
+  assert.equal(res.signal, null, "killed at the bound: the select kept the process alive");
+  assert.notEqual(res.code, 0);
+  assert.match(res.stderr, /never resolved/);
+  // The same for a plain wait on a channel a select made native (its waits queue natively).
+  const later = await evalScript(
+    `
+    import { Channel, select } from "./mod.ts";
+    const a = new Channel();
+    if (await select((s) => { s.onReceive(a, (v) => v); s.onTimeout(0, () => "none"); }) !== "none") {
+      throw new Error("not the default");
+    }
+    const r = a.receive(); // queued natively at the end of this turn
+    await new Promise((resolve) => setTimeout(resolve, 1)); // a turn: it is queued now
+    await r;
+  `,
+    { timeoutMs: 20_000 },
+  );
+  assert.equal(later.signal, null, "killed at the bound: the native receive kept it alive");
+  assert.notEqual(later.code, 0);
+  assert.match(later.stderr, /never resolved/);
+});
+
+Deno.test("a select on a channel whose handle leaves it while it waits keeps the process alive until completed", async () => {
+  // The handle read after the select began: the select may be completed from outside now (a
+  // Worker, native code), so the ring wait starts, and keeps the process alive, as a pending
+  // timer does, until the send that comes from a timer that does not itself keep it alive.
+  for (const leave of ["ch.handle", "ch.share()"]) {
+    const res = await evalScript(
+      `
+      import { Channel, library, select } from "./mod.ts";
+      import { Bridge } from "./src/bridge.ts";
+      const ch = new Channel(), other = new Channel();
+      const p = select((s) => { s.onReceive(ch, (v) => v); s.onReceive(other, (v) => v); });
+      const bridge = Bridge.of(library());
+      if (bridge.pending !== 1 || bridge.pendingOutside !== 0) throw new Error("not inside");
+      ${leave};
+      if (bridge.pendingOutside !== 1) throw new Error("still inside");
+      Deno.unrefTimer(setTimeout(() => Channel.from(ch.share()).trySend("late"), 300));
+      console.log(await p);
+    `,
+      { timeoutMs: 20_000 },
+    );
+    assert.equal(res.code, 0, `${leave}: ${res.stderr}`);
+    assert.equal(res.stdout.trim(), "late");
+  }
+});
+
+Deno.test("a select on local channels is completed by this isolate's own later code with no ring wait outstanding", async () => {
+  const bridge = Bridge.of(library());
+  // Each case: a select on channels whose handles never left this isolate, completed from a
+  // timer's callback by `act`. No wait is outstanding then (asserted), so the record the
+  // completing call writes into the ring is drained after it (`Bridge.touch`); without that
+  // drain the select never settles (the bound below fails it).
+  const run = async <R>(
+    what: string,
+    start: (a: Channel<number>, b: Channel<number>) => Promise<R>,
+    act: (a: Channel<number>, b: Channel<number>) => unknown,
+  ): Promise<R> => {
+    using a = new Channel<number>(), b = new Channel<number>(1);
+    const p = start(a, b);
+    await until(() => bridge.pending >= 1 && !bridge.waiting, `${what}: queued natively`);
+    assert.equal(bridge.pendingOutside, 0, `${what}: inside`);
+    let waitingThen: boolean | undefined;
+    setTimeout(() => {
+      waitingThen = bridge.waiting;
+      act(a, b);
+    }, 0);
+    const got = await within(p, 20_000, what);
+    assert.equal(waitingThen, false, `${what}: a ring wait was outstanding`);
+    return got;
+  };
+  const either = (a: Channel<number>, b: Channel<number>) =>
+    select<string>((s) => {
+      s.onReceive(a, (v) => `a ${v}`);
+      s.onReceiveCatching(b, (r) => r.state === "ok" ? `b ${r.value}` : `b ${r.state}`);
+    });
+  assert.equal(await run("trySend", either, (_, b) => b.trySend(1)), "b 1");
+  assert.equal(await run("send", either, (a) => void a.send(2)), "a 2");
+  assert.equal(await run("close", either, (_, b) => b.close()), "b closed");
+  await assert.rejects(run("cancel", either, (a) => a.cancel()), CancellationError);
+  // Another select, whose probe meets this one's queued clause.
+  const selects: Promise<string>[] = [];
+  assert.equal(
+    await run("a select", either, (a) => selects.push(select((s) => s.onSend(a, 3, () => "s")))),
+    "a 3",
+  );
+  assert.equal(await selects[0], "s");
+  // A send clause, taken by a tryReceive.
+  const sending = (a: Channel<number>) => select<string>((s) => s.onSend(a, 4, () => "sent"));
+  let took: unknown;
+  assert.equal(await run("tryReceive", sending, (a) => took = a.tryReceive()), "sent");
+  assert.deepEqual(took, { state: "ok", value: 4 });
+  // A plain receive on a channel a select made native: queued natively, inside, and
+  // completed by a trySend of this isolate.
+  const plain = async (a: Channel<number>) => {
+    await select((s) => {
+      s.onReceive(a, () => 0);
+      s.onTimeout(0, () => 0);
+    });
+    return a.receive();
+  };
+  assert.equal(await run("plain receive", plain, (a) => a.trySend(5)), 5);
+});
