@@ -2242,8 +2242,9 @@ Deno.test("a select on local channels is completed by this isolate's own later c
   let took: unknown;
   assert.equal(await run("tryReceive", sending, (a) => took = a.tryReceive()), "sent");
   assert.deepEqual(took, { state: "ok", value: 4 });
-  // A plain receive on a channel a select made native: queued natively, inside, and
-  // completed by a trySend of this isolate.
+  // A plain receive on a channel a select made native: queued natively, inside (no ring wait),
+  // and completed by a trySend of this isolate (which withdraws it and hands the value over in
+  // JavaScript: no record to drain).
   const plain = async (a: Channel<number>) => {
     await select((s) => {
       s.onReceive(a, () => 0);
