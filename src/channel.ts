@@ -451,6 +451,8 @@ const raisedBy = new WeakMap<object, object>();
 
 /** `Shared.detour`'s bits. */
 const D_LOCAL = 1, D_ENDED = 2, D_SENDERS = 4, D_RECEIVERS = 8, D_INSIDE = 16;
+/** `Channel.#gate`'s bits. */
+const GATE_DISPOSED = 1, GATE_INSIDE = 2;
 
 /**
  * The handle a native call on a channel that ended under its object is given instead of the
@@ -1409,10 +1411,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * call either (`Shared.ended`, `#destroyedUnder`).
    */
   #disposed = false;
+  /**
+   * What `#sym` must look at before it hands out the symbols, 0 when nothing (one field read on
+   * every operation's path): `GATE_DISPOSED` (`#disposed`), `GATE_INSIDE` (the channel was made
+   * native but is inside, `Shared.inside`: a call may complete an inside wait, `Bridge.touch`;
+   * cleared by `#sym` once the channel went outside).
+   */
+  #gate = 0;
 
   /** Disposed from here on: `#disposed` set, and the gate (`#handle`) closed with it. */
   #markDisposed(): void {
     this.#disposed = true;
+    this.#gate |= GATE_DISPOSED;
     this.#handle = ENDED_HANDLE;
   }
   /** A dispose under way (`[Symbol.dispose]`). */
@@ -1942,10 +1952,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   #sym(op: string) {
+    if (this.#gate !== 0) this.#gated(op);
+    return this.#lib.symbols(op);
+  }
+
+  /** `#sym`'s checks, where `#gate` says there is something to check. */
+  #gated(op: string): void {
     if (this.#disposed) this.#throwNoCalls(op);
     // The call that follows may complete an inside wait of this isolate: see `Bridge.touch`.
     if ((this._shared.detour & D_INSIDE) !== 0) this.#bridge.touch();
-    return this.#lib.symbols(op);
+    else this.#gate &= ~GATE_INSIDE; // outside since (a `Channel.from` copy's share)
   }
 
   /** @ignore For select: the channel is native but never left this isolate's JavaScript. */
@@ -3990,7 +4006,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     s.escaped = true;
     // Native now; outside only once its handle leaves it (`#goOutside`, which follows at once
     // for `handle` and `share()`).
-    if (!s.outside) s.detour |= D_INSIDE;
+    if (!s.outside) {
+      s.detour |= D_INSIDE;
+      this.#gate |= GATE_INSIDE;
+    }
     if (s.local) this.#migrate();
     // Its local history, for every isolate to see from now on.
     s.flushCounts();
@@ -4014,6 +4033,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     s.outside = true;
     const was = (s.detour & D_INSIDE) !== 0;
     s.detour &= ~D_INSIDE;
+    this.#gate &= ~GATE_INSIDE;
     // Inside until now: its waits may be queued natively, counted as inside by the bridge (which
     // exists then: an inside channel's wait or select made it).
     if (was && this.#lib.isOpen) Bridge.existing(this.#lib)?.reconsider();
