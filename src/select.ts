@@ -645,6 +645,8 @@ class Selection implements RingOp {
 
   #addNative(c: Clause): void {
     const ch = c.ch!;
+    // On an inside channel (`Channel._inside`) this also schedules the drain of the records
+    // the native select may write for this isolate's own waits on it (`Bridge.touch`).
     const sym = ch._symbols(c.kind === SEND ? "select: send" : "select: receive");
     c.slot = takeSlot();
     if (c.kind === SEND) {
