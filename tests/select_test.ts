@@ -2172,27 +2172,34 @@ Deno.test("a select on local channels that nothing completes lets the process en
   assert.match(later.stderr, /never resolved/);
 });
 
-Deno.test("a select on a channel whose handle leaves it while it waits keeps the process alive until completed", async () => {
-  // The handle read after the select began: the select may be completed from outside now (a
-  // Worker, native code), so the ring wait starts, and keeps the process alive, as a pending
-  // timer does, until the send that comes from a timer that does not itself keep it alive.
-  for (const leave of ["ch.handle", "ch.share()"]) {
+Deno.test("a select on a channel whose handle leaves it, before or while it waits, keeps the process alive until completed", async () => {
+  // A Worker or native code may complete it: the ring wait keeps the process alive, as a
+  // pending timer does, until the send that comes from a timer that does not itself keep it
+  // alive. The handle read (or shared) after the select began: the wait starts then.
+  const cases = [
+    ["ch.handle", ""],
+    ["ch.share()", ""],
+    ["", "ch.share()"], // shared before the select: outside from the start
+  ];
+  for (const [during, before] of cases) {
     const res = await evalScript(
       `
       import { Channel, library, select } from "./mod.ts";
       import { Bridge } from "./src/bridge.ts";
       const ch = new Channel(), other = new Channel();
+      ${before};
       const p = select((s) => { s.onReceive(ch, (v) => v); s.onReceive(other, (v) => v); });
       const bridge = Bridge.of(library());
-      if (bridge.pending !== 1 || bridge.pendingOutside !== 0) throw new Error("not inside");
-      ${leave};
+      if (bridge.pending !== 1) throw new Error("not queued natively");
+      if (bridge.pendingOutside !== ${before === "" ? 0 : 1}) throw new Error("wrongly counted");
+      ${during};
       if (bridge.pendingOutside !== 1) throw new Error("still inside");
       Deno.unrefTimer(setTimeout(() => Channel.from(ch.share()).trySend("late"), 300));
       console.log(await p);
     `,
       { timeoutMs: 20_000 },
     );
-    assert.equal(res.code, 0, `${leave}: ${res.stderr}`);
+    assert.equal(res.code, 0, `${during || before}: ${res.stderr}`);
     assert.equal(res.stdout.trim(), "late");
   }
 });
