@@ -62,6 +62,16 @@ export interface RingOp {
    * more); `withdrawn` is called after that destroy.
    */
   owned?: boolean;
+  /**
+   * Given up after it completed natively, its record not drained yet: the record settles it as
+   * given up (a value it took goes back to its channel).
+   */
+  gaveUp?: boolean;
+  /**
+   * The per-isolate state (`Channel._shared`) of the channel its record's clause `index` is on (a
+   * plain operation's own channel), for `settleWhere`'s picks; undefined where none is.
+   */
+  channelAt?(index: number): unknown;
 }
 
 /**
@@ -362,10 +372,13 @@ export class Bridge {
    * takes the value back from a send that resolved). The other operations settle when they
    * would have: draining them all here let a send on one channel close the abort window of a
    * receive another thread completed on another channel (the model fuzz's seed 55, with the
-   * other thread acting mid-turn). False if the ring cannot be drained (gone: destroyed by
-   * hand, as a test does), the records drained before settled first; true otherwise.
+   * other thread acting mid-turn). So for a close or cancel of this isolate (`Channel`'s
+   * `#settleEnded`): the waits of this isolate it failed settle before it returns, as a local
+   * channel's close settles them. `pick` is given the record's clause index (a select's). False
+   * if the ring cannot be drained (gone: destroyed by hand, as a test does), the records drained
+   * before settled first; true otherwise.
    */
-  settleWhere(pick: (op: RingOp) => boolean): boolean {
+  settleWhere(pick: (op: RingOp, index: number) => boolean): boolean {
     if (!this.#lib.isOpen) return true;
     const records = this.#early, statuses = new Int32Array(records.buffer);
     const picked: [RingOp, number, number][] = [];
@@ -383,7 +396,7 @@ export class Bridge {
       for (let i = 0; i < n; i++) {
         const ticket = records[4 * i], status = statuses[4 * i + 1], index = records[4 * i + 2];
         const op = this.#ops.get(ticket);
-        if (op !== undefined && pick(op)) {
+        if (op !== undefined && pick(op, index)) {
           this.#ops.delete(ticket);
           this.#forget(op);
           picked.push([op, status, index]);

@@ -1264,6 +1264,11 @@ class Waiter implements RingOp {
   lost(status: number): void {
     this.ch._lost(this, status);
   }
+
+  /** Its channel's per-isolate state (`Bridge.settleWhere`'s picks). */
+  channelAt(): unknown {
+    return this.ch._shared;
+  }
 }
 
 type Sym = ReturnType<Library["symbols"]>;
@@ -4499,6 +4504,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Closed natively all the same: so here, with the cause every isolate reads (none kept;
       // another closer's, if one came first), not `cause`.
       s.closed = true;
+      this.#settleEnded(s);
       throw causeLostError("close channel", "closed");
     }
     const first = rc === 1;
@@ -4509,7 +4515,25 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         s.hasCause = true;
       }
     }
+    // After the cause is this isolate's: the receives the close failed reject with it.
+    this.#settleEnded(s);
     return first;
+  }
+
+  /**
+   * After this isolate's own native close or cancel of the channel: the records of this
+   * isolate's waits on it settle now (`Bridge.settleWhere`), before close() or cancel() returns,
+   * in the order the native call failed them (a cancel's senders, then the receivers, oldest
+   * first), as a local channel's close or cancel settles its waiters at the call; so do those
+   * another thread completed earlier in the turn, and a select whose record names a clause on
+   * this channel. Not one given up (its record gives back the value it took when the ring drains
+   * as usual), nor the records of other channels' operations, which settle when they would have.
+   * Before, they settled when the ring drained (a later wake-up): for the rest of the turn their
+   * promises were pending on a channel closed here, an abort in that turn won over the close
+   * (README's abort paragraph), and they settled in another order than a local channel's.
+   */
+  #settleEnded(s: Shared): void {
+    this.#bridge.settleWhere((op, index) => op.gaveUp !== true && op.channelAt?.(index) === s);
   }
 
   /**
@@ -4579,6 +4603,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       s.hasCause = false;
       s.causeLooked = false;
     }
+    // The waits it failed settle now, as a local cancel's do; a queued send's record hands
+    // what the cancel dropped to the hook (`#settleWith`), in drop order.
+    this.#settleEnded(s);
     this.#collect(); // cancelled either way: what it dropped goes to the hook now
     if (rc === CAUSE_LOST) throw causeLostError("cancel channel", "cancelled");
   }

@@ -553,7 +553,18 @@ class Selection implements RingOp {
             }`,
           );
         }
-        this.disposers.push(d as Disposable);
+        if (!this.done) this.disposers.push(d as Disposable);
+        else {
+          // Settled as it was armed (its handler run at once, or a close or cancel of this
+          // isolate, run by the arming, settled a channel clause: `Bridge.settleWhere`): the
+          // cleanup ran before this Disposable came, so it is disposed here, unregistering the
+          // handler. Before, it was kept and never disposed.
+          try {
+            (d as Disposable)[Symbol.dispose]();
+          } catch (e) {
+            reportError(e);
+          }
+        }
       }
     }
     this.#listen();
@@ -812,6 +823,11 @@ class Selection implements RingOp {
     this.done = true;
     this.#cleanup();
     this.reject(ringLostError(status, "select"));
+  }
+
+  /** The per-isolate state of clause `index`'s channel (`Bridge.settleWhere`'s picks). */
+  channelAt(index: number): unknown {
+    return this.native[index]?.ch?._shared;
   }
 
   /** The ring's record for the queued native select. */

@@ -4378,30 +4378,39 @@ Deno.test("a native channel disposed by a value's getter as trySend, send or try
   }
 });
 
-Deno.test("an aborted wait whose channel closed or was cancelled in the same turn, before its record drained, rejects with the abort's reason; a send a cancel failed keeps its CancellationError", async () => {
+Deno.test("an aborted wait whose channel another thread closed or cancelled in the same turn, before its record drained, rejects with the abort's reason; a send a cancel failed keeps its CancellationError", async () => {
   const bridge = Bridge.of(library());
+  const sym = library().symbols("test");
   for (const end of ["close", "cancel"] as const) {
     for (const op of ["receive", "receiveCatching"] as const) {
       for (const order of ["end first", "abort first"] as const) {
-        for (const mode of ["shared", "local"] as const) {
+        // "native": the end comes through the C ABI, as another thread's or isolate's does.
+        for (const mode of ["native", "shared", "local"] as const) {
           const what = `${op}, ${end}, ${order}, ${mode}`;
           using ch = new Channel<number>("rendezvous", { codec: codecs.f64 });
-          if (mode === "shared") ch.share();
+          if (mode !== "local") ch.share();
           const before = bridge.pending;
           const ac = new AbortController();
           const p = ch[op]({ signal: ac.signal });
-          if (mode === "shared") {
+          if (mode !== "local") {
             await until(() => bridge.pending > before, `${what}: queued natively`);
           }
           const reason = new Error(`stop: ${what}`);
-          if (order === "end first") ch[end]();
+          const endIt = () => {
+            if (mode !== "native") ch[end]();
+            else if (end === "close") assert.equal(sym.kc_chan_close(ch.handle), 1, what);
+            else assert.equal(sym.kc_chan_cancel(ch.handle), 0, what);
+          };
+          if (order === "end first") endIt();
           ac.abort(reason);
-          if (order === "abort first") ch[end]();
+          if (order === "abort first") endIt();
           const [got] = await Promise.allSettled([p]);
-          if (mode === "local" && order === "end first") {
-            // A local wait is settled by the close itself, before the abort (as a local
-            // hand-off resolves it with its value at once).
+          if (mode !== "native" && order === "end first") {
+            // The isolate's own end settles the wait itself, before the abort (as a local
+            // hand-off resolves it with its value at once), a shared channel's too: its close
+            // or cancel settles the records of the waits it failed before it returns.
             assert.equal(got.status, op === "receive" ? "rejected" : "fulfilled", what);
+            if (got.status === "rejected") assert.notEqual(got.reason, reason, what);
             continue;
           }
           assert.equal(got.status, "rejected", what);
@@ -5873,4 +5882,135 @@ Deno.test("metrics: an operation whose signal was aborted before the call counts
     await assert.rejects(p, is);
     await until(() => ch.metrics().failures.cancelled === 1, `${form}: the abort counted`, 5_000);
   }
+});
+
+/**
+ * Records how each of `ops` settles, by name, in the order they settle: `ok <value>` or
+ * `err <message or value>`.
+ */
+function settleLog(ops: [string, Promise<unknown>][]): string[] {
+  const log: string[] = [];
+  const text = (x: unknown) => x instanceof Error ? `${x.name}(${x.message})` : JSON.stringify(x);
+  for (const [name, p] of ops) {
+    p.then((v) => log.push(`${name} ok ${text(v)}`), (e) => log.push(`${name} err ${text(e)}`));
+  }
+  return log;
+}
+
+for (const shared of [false, true]) {
+  const kind = shared ? "shared" : "local";
+  Deno.test(`${kind}: close(cause) settles this isolate's receives before it returns; an abort in that turn finds them closed`, async () => {
+    // README's abort paragraph. A shared channel's own close used to leave the records of the
+    // waits it failed to a later wake of the ring: for the rest of the turn their promises were
+    // pending, and an abort then won (a receive rejected with the signal's reason, not the close
+    // cause). Now they settle before close() returns, in the order a local channel's close
+    // settles them: waits queued natively in an earlier turn and waits of this turn alike.
+    const bridge = Bridge.of(library());
+    using ch = new Channel<number>();
+    if (shared) ch.share();
+    const ac = new AbortController();
+    const signal = ac.signal;
+    const it = ch.values({ signal });
+    const earlier: [string, Promise<unknown>][] = [
+      ["receive", ch.receive({ signal })],
+      ["next", it.next()],
+    ];
+    const pending = bridge.pending;
+    // The turn ends: a shared channel's waits queue natively.
+    if (shared) await until(() => bridge.pending === pending + 2, "the waits queued natively");
+    else await new Promise((r) => setTimeout(r, 0));
+    const ops: [string, Promise<unknown>][] = [
+      ...earlier,
+      ["receiveCatching", ch.receiveCatching({ signal })],
+      ["plain receive", ch.receive()],
+    ];
+    const log = settleLog(ops);
+    const cause = new Error("closed here");
+    assert.equal(ch.close(cause), true);
+    ac.abort(new Error("aborted after"));
+    for (let i = 0; i < 10 && log.length < ops.length; i++) await Promise.resolve();
+    assert.deepEqual(log, [
+      "receive err Error(closed here)",
+      "next err Error(closed here)",
+      'receiveCatching ok {"state":"closed","cause":{}}',
+      "plain receive err Error(closed here)",
+    ], `${kind}: settled by the close, in queue order, with no macrotask`);
+    assert.equal((await ops[2][1] as { cause: unknown }).cause, cause);
+    assert.equal(ch.metrics().failures.closed, 4, `${kind}: four closed failures, no cancelled`);
+    assert.equal(ch.metrics().failures.cancelled, 0);
+  });
+
+  Deno.test(`${kind}: cancel(cause) settles this isolate's waits before it returns, senders first, their values at the hook`, async () => {
+    const bridge = Bridge.of(library());
+    const hook: number[] = [];
+    using ch = new Channel<number>(1, { onUndeliveredElement: (v) => hook.push(v) });
+    using other = new Channel<number>(); // receivers wait here: a channel has senders or receivers
+    if (shared) {
+      ch.share();
+      other.share();
+    }
+    const ac = new AbortController();
+    const signal = ac.signal;
+    ch.trySend(1);
+    const sends: [string, Promise<unknown>][] = [
+      ["send 2", ch.send(2, { signal })],
+      ["send 3", ch.send(3)],
+    ];
+    const receives: [string, Promise<unknown>][] = [
+      ["receive", other.receive({ signal })],
+      ["receiveCatching", other.receiveCatching({ signal })],
+    ];
+    const pending = bridge.pending;
+    if (shared) await until(() => bridge.pending === pending + 4, "the waits queued natively");
+    else await new Promise((r) => setTimeout(r, 0));
+    const log = settleLog([...sends, ...receives]);
+    const cause = new CancellationError("cancelled here");
+    ch.cancel(cause);
+    assert.deepEqual(hook, [1, 2, 3], `${kind}: the buffered value, then the senders', in order`);
+    other.cancel(cause);
+    ac.abort(new Error("aborted after"));
+    for (let i = 0; i < 10 && log.length < 4; i++) await Promise.resolve();
+    assert.deepEqual(log, [
+      "send 2 err CancellationError(cancelled here)",
+      "send 3 err CancellationError(cancelled here)",
+      "receive err CancellationError(cancelled here)",
+      'receiveCatching ok {"state":"closed","cause":{"name":"CancellationError"}}',
+    ], `${kind}: settled by the cancels, with no macrotask`);
+    assert.equal((await receives[1][1] as { cause: unknown }).cause, cause);
+    assert.deepEqual(
+      [ch.metrics().failures.cancelled, other.metrics().failures.cancelled],
+      [2, 2],
+      `${kind}: each wait one cancelled failure, the abort none`,
+    );
+  });
+}
+
+Deno.test("shared: a close of this isolate settles its select on the channel before it returns, its other send clause's value at the hook", async () => {
+  // A select makes its channels native: so on either form. Its record names the closed
+  // channel's clause: it settles with the close, the abort later in the turn finding it done,
+  // and its send clause on another channel, not sent, reaches that channel's hook then.
+  const hook: number[] = [];
+  using ch = new Channel<number>();
+  using other = new Channel<number>(0, { onUndeliveredElement: (v) => hook.push(v) });
+  const ac = new AbortController();
+  const caught = select<unknown>((s) => {
+    s.onReceiveCatching(ch, (r) => r);
+  }, { signal: ac.signal });
+  const failing = select<unknown>((s) => {
+    s.onReceive(ch, (v) => v);
+    s.onSend(other, 7, () => "sent");
+  });
+  const log = settleLog([["caught", caught], ["failing", failing]]);
+  await until(() => Bridge.of(library()).pending >= 2, "the selects queued natively");
+  const cause = new Error("closed here");
+  ch.close(cause);
+  assert.deepEqual(hook, [7], "the losing send clause's value, before close() returns");
+  ac.abort(new Error("aborted after"));
+  for (let i = 0; i < 10 && log.length < 2; i++) await Promise.resolve();
+  // Sorted: a select's handler takes microtasks of its own.
+  assert.deepEqual(log.toSorted(), [
+    'caught ok {"state":"closed","cause":{}}',
+    "failing err Error(closed here)",
+  ], "settled by the close, with no macrotask");
+  assert.equal((await caught as { cause: unknown }).cause, cause);
 });

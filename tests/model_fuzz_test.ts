@@ -39,9 +39,10 @@
 // its wait (`MChan.failClosed`, `MChan.close`; ChannelMetrics.failures); an aborted send's value
 // never goes to the hook (README: "an aborted send is never delivered"; the hook's JSDoc lists what
 // does); a receive that native code completed (a select, a receive of a channel a select waits on,
-// a close or cancel of a native channel: `nativeDone`) loses to an abort in the same turn, before
-// its record drains, and a value it took goes back to its channel (README's abort and select
-// paragraphs; `MChan.giveBack`), while a local channel settles it at once. A copy's dispose gives
+// another thread's close or cancel of a native channel: `nativeDone`) loses to an abort in the
+// same turn, before its record drains, and a value it took goes back to its channel (README's
+// abort and select paragraphs; `MChan.giveBack`), while a local channel settles it at once, and so
+// does this isolate's own close or cancel of a native channel (`MChan.settleOwn`). A copy's dispose gives
 // up its waits as an abort does, with InvalidHandleError (`Run.disposeCopy`); an onTimeout(1) fires
 // in the drain of `check`, where a value an aborted receive gives back may reach its select first
 // (the real order decides: `check`).
@@ -456,7 +457,10 @@ class MChan {
    * when they meet the native queue (`catchUp`). This isolate's own close queues them first.
    */
   close(cause: unknown, given: boolean, foreign = false): boolean {
-    if (this.closed) return false;
+    if (this.closed) {
+      if (!foreign) this.settleOwn();
+      return false;
+    }
     if (!foreign) this.queueAll(); // senders still deliver: queued natively (README's order bullet)
     this.closed = true;
     if (given && cause !== undefined) {
@@ -477,7 +481,29 @@ class MChan {
       complete(e, this.closedOutcome(e.op.clauses[e.clause].kind));
       endedLater(e);
     }
+    if (!foreign) this.settleOwn();
     return true;
+  }
+
+  /**
+   * This isolate's own close or cancel of the channel, native: the records of this isolate's
+   * waits on it settle before the call returns (the runtime's `#settleEnded`), those it failed
+   * and those another thread completed earlier in the turn, not drained yet, so that no abort
+   * in the turn wins over them any more (README's abort paragraph: a local channel has no such
+   * window, and neither has a shared channel's close or cancel by its own isolate); a select
+   * whose record names a clause here hands its other send clauses' values to their hooks now.
+   * Not another thread's (its ring's), nor a receive given up already (`Run.givenBack`).
+   * Before the runtime settled them so, they settled as the ring drained (`Run.check`).
+   */
+  settleOwn(): void {
+    for (const [op, d] of [...nativeDone]) {
+      if (d.ch === this && !op.foreign) nativeDone.delete(op);
+    }
+    endedSelects = endedSelects.filter(({ e, outcome }) => {
+      if (e.op.clauses[e.clause].ch !== this) return true;
+      if (e.op.outcome === outcome) refuseOthers(e);
+      return false;
+    });
   }
 
   /** What a receive-side clause gets from a channel closed for receive. */
@@ -524,6 +550,7 @@ class MChan {
     }
     this.dropped += dropped.length;
     this.undelivered.push(...dropped);
+    if (!foreign) this.settleOwn();
   }
 
   /**
@@ -569,7 +596,8 @@ class MChan {
  * A receive-side completion that native code made this turn, its record not drained yet
  * (README's abort paragraph and select paragraph): an abort before the record drains wins over
  * it, and the value it took (`value`; none when a close or cancel failed it, which moved
- * nothing) goes back to `ch`. A local channel has no such window: it settles the wait at once.
+ * nothing) goes back to `ch`. A local channel has no such window: it settles the wait at once;
+ * nor has a native one's close or cancel by this isolate (`MChan.settleOwn` takes them out).
  */
 interface NativeDone {
   ch: MChan;
@@ -2162,12 +2190,15 @@ for (const seed of SEEDS) {
 // and asks for the same trace: each operation's result or error (class, message and cause
 // chain), the values in order, the hook's values in order, the counters (not the bytes, which a
 // local channel counts less: README) and isClosedFor*. Each side waits for what the other
-// settled (bounded by a deadline that only a real difference reaches). What README says differs
-// is left out: an abort in the turn of a close or cancel (a shared channel's receive loses to
-// it), so aborts come first in a turn; the order in which one step's operations settle (a
-// shared channel's waits that its close or cancel failed settle as the ring drains, a local
-// one's at the call), so the outcomes are compared, not their order; unbiased selects, whose
-// pick is random. KCORO_DIFF_SEED=n (or a-b) and KCORO_DIFF_STEPS (60) as for the model.
+// settled (bounded by a deadline that only a real difference reaches). An abort may come
+// anywhere in a turn, right after a close or cancel too (`abortAll`): the isolate's own close or
+// cancel settles the waits it fails before it returns, shared or local (README's abort
+// paragraph; before, a shared channel's settled as the ring drained and lost to such an abort,
+// so aborts came first in a turn only). What README says differs is left out: the order in
+// which one step's operations settle (a shared channel's waits that native code completed, a
+// hand-off through a select say, settle as the ring drains, a local one's at once), so the
+// outcomes are compared, not their order; unbiased selects, whose pick is random.
+// KCORO_DIFF_SEED=n (or a-b) and KCORO_DIFF_STEPS (60) as for the model.
 
 const DIFF_CAPS: readonly [Capacity, Overflow | undefined][] = [
   [0, undefined],
@@ -2276,6 +2307,41 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
   };
   let nextId = 1;
   const next = () => makeValue(nextId++, codec, rnd);
+  const signal = (s: DiffSide, abortable: boolean) => {
+    if (!abortable) return undefined;
+    const a = new AbortController();
+    s.aborts.push(a);
+    return { signal: a.signal };
+  };
+  /** Aborts one of the signals given so far (an operation that may have settled), if any. */
+  const abortOne = (id: string) => {
+    if (L.aborts.length === 0) return;
+    const at = Math.floor(rnd() * L.aborts.length);
+    const reason = `reason ${id}`;
+    labels.set(reason, `R${id}`);
+    log.push(`${id} abort ${at}`);
+    for (const s of sides) s.aborts.splice(at, 1)[0].abort(reason);
+  };
+  /**
+   * Now and then, before a close or cancel: a receive (or receiveCatching) with a signal, which
+   * the end fails where nothing is there for it, for `abortAll` to find settled.
+   */
+  const waitBeforeEnd = (id: string): boolean => {
+    const q = rnd();
+    if (q < 0.3) {
+      wait(`${id}r receive signal`, (s) => s.ch.receive(signal(s, true)));
+    } else if (q < 0.5) {
+      wait(`${id}r receiveCatching signal`, (s) => s.ch.receiveCatching(signal(s, true)));
+    } else return false;
+    return true;
+  };
+  /** Aborts every signal given so far, oldest first. */
+  const abortAll = (id: string) => {
+    const reason = `reason ${id}a`;
+    labels.set(reason, `R${id}a`);
+    log.push(`${id}a abort all`);
+    for (const s of sides) for (const a of s.aborts.splice(0)) a.abort(reason);
+  };
   const dispose = () => {
     for (const s of sides) {
       for (const a of s.aborts) a.abort("end");
@@ -2290,12 +2356,6 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
       for (let k = 0; k < n; k++) {
         const id = `${step}.${k}`;
         const r = rnd();
-        const signal = (s: DiffSide, abortable: boolean) => {
-          if (!abortable) return undefined;
-          const a = new AbortController();
-          s.aborts.push(a);
-          return { signal: a.signal };
-        };
         if (r < 0.14) {
           const v = next();
           sync(`${id} trySend(${idOf(v)})`, (s) => s.ch.trySend(v));
@@ -2333,13 +2393,10 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
             return ret ? it.return!() : it.next();
           });
         } else if (r < 0.78) {
-          // First in a turn only: README's abort window (above).
-          if (k !== 0 || L.aborts.length === 0) continue;
-          const at = Math.floor(rnd() * L.aborts.length);
-          const reason = `reason ${id}`;
-          labels.set(reason, `R${id}`);
-          log.push(`${id} abort ${at}`);
-          for (const s of sides) s.aborts.splice(at, 1)[0].abort(reason);
+          // Anywhere in a turn, after a close or cancel too (README's abort paragraph: a close
+          // or cancel of the isolate's own settles its waits before it returns, as a local
+          // one's does; before, only first in a turn, as a shared channel's receive lost to it).
+          abortOne(id);
         } else if (r < 0.83) {
           // An end comes late in a run, now and then earlier, so that most steps find it open.
           if (rnd() * steps > step * 1.5) continue;
@@ -2350,7 +2407,11 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
             ? new Error(`close ${id}`)
             : new TimeoutError(`close ${id}`);
           if (cause !== undefined) labels.set(cause, `C${id}`);
+          const before = waitBeforeEnd(id);
           sync(`${id} close(${cause === undefined ? "" : "cause"})`, (s) => s.ch.close(cause));
+          // Now and then every signal aborts in the same turn, right after (always after such a
+          // receive): each finds the waits the close failed settled, on both sides.
+          if (before || rnd() < 0.3) abortAll(id);
         } else if (r < 0.86) {
           if (rnd() * steps > step) continue;
           const q = rnd();
@@ -2364,10 +2425,12 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
             ? new TimeoutError(`cancel ${id}`)
             : new CancellationError(`cancel ${id}`);
           if (cause !== undefined) labels.set(cause, `K${id}`);
+          const before = waitBeforeEnd(id);
           sync(
             `${id} cancel(${cause === undefined ? "" : cause.constructor.name})`,
             (s) => s.ch.cancel(cause),
           );
+          if (before || rnd() < 0.3) abortAll(id); // as after a close
         } else if (r < 0.9) {
           const v = next();
           const [catching, send, immediate] = [rnd() < 0.5, rnd() < 0.5, rnd() < 0.5];
@@ -2447,7 +2510,11 @@ const DIFF_SEEDS = diffRange
   )
   : DIFF_ONE !== undefined
   ? [Number(DIFF_ONE)]
-  : Array.from({ length: 16 }, (_, i) => i + 1);
+  // 45 and 99 meet a close's abort window (`waitBeforeEnd`, `abortAll`): with the records of a
+  // shared channel's own close left to the ring's drain, 45 fails at step 6 ("6.0r
+  // receiveCatching signal": err R6.0a on the shared side, the close's closed result on the
+  // local one) and 99 at step 13.
+  : [...Array.from({ length: 16 }, (_, i) => i + 1), 45, 99];
 
 for (const seed of DIFF_SEEDS) {
   Deno.test(`a local and a share()d channel answer one program alike (seed ${seed})`, async () => {

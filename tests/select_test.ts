@@ -1172,6 +1172,12 @@ Deno.test("a select whose Job of the caller's own let a channel clause complete 
         assert.equal(await within(outcome, 5_000, "the select"), "sent", what);
         assert.deepEqual(got, { state: "ok", value: 9 }, what);
         assert.deepEqual(dropped, [], what);
+      } else if (partner === "a close") {
+        // The close, this isolate's own, settled the select before it returned (README's abort
+        // paragraph): closed before the arming failed, so that outcome stands and the arming's
+        // error is dropped, as for a clause that won before the throw. Before, its record was
+        // left to the ring's drain, and the arming's error won over it.
+        await assert.rejects(within(outcome, 5_000, "the select"), ClosedReceiveError, what);
       } else {
         // Before, the error was reported (an error event nobody handles, which ends the
         // process), and the receive clause fired (or rejected as closed).
@@ -1192,6 +1198,25 @@ Deno.test("a select whose Job of the caller's own let a channel clause complete 
       assert.equal(pending(), 0, what);
     }
   }
+});
+
+Deno.test("a select that this isolate's close settled while its job clause was armed disposes of that clause's Disposable", async () => {
+  // The close, run by the job's invokeOnCompletion, settles the select before it returns (its
+  // cleanup runs then), and the Disposable comes after. Before, it was kept and never disposed:
+  // the job kept the select's handler.
+  using ch = new Channel<number>();
+  let disposed = 0;
+  const job = callersJob(() => {
+    ch.close();
+    return { [Symbol.dispose]: () => disposed++ };
+  });
+  const outcome = select<unknown>((s) => {
+    s.onReceive(ch, (v) => v);
+    s.onJoin(job, () => "joined");
+  });
+  await assert.rejects(within(outcome, 5_000, "the select"), ClosedReceiveError);
+  assert.equal(disposed, 1);
+  assert.equal(pending(), 0);
 });
 
 Deno.test("a select whose job clause lost to a completed channel clause, then ended before the record was taken by its async builder's failure or its Channel.from copy's dispose, rejects with that error as an abort does: the received value goes back", async () => {
@@ -1676,19 +1701,22 @@ Deno.test("a select whose value's getter disposes its local channel, or closes t
   );
 });
 
-Deno.test("an aborted select whose clause's channel closed or was cancelled in the same turn, before its record drained, rejects with the abort's reason; a send clause a cancel failed keeps its CancellationError", async () => {
+Deno.test("an aborted select whose clause's channel another thread closed or cancelled in the same turn, before its record drained, rejects with the abort's reason; a send clause a cancel failed keeps its CancellationError", async () => {
   const bridge = Bridge.of(library());
+  const sym = library().symbols("test");
   for (const end of ["close", "cancel"] as const) {
     for (const clause of ["onReceive", "onReceiveCatching", "onSend"] as const) {
       for (const order of ["end first", "abort first"] as const) {
-        for (const shared of [true, false]) {
-          const what = `${clause}, ${end}, ${order}, ${shared ? "shared" : "local"}`;
+        // "native": the end comes through the C ABI, as another thread's or isolate's does;
+        // "shared" and "local" (native once in a select) end it through the channel itself.
+        for (const mode of ["native", "shared", "local"] as const) {
+          const what = `${clause}, ${end}, ${order}, ${mode}`;
           const dropped: number[] = [];
           using ch = new Channel<number>(clause === "onSend" ? 1 : 0, {
             codec: codecs.f64,
             onUndeliveredElement: (v) => dropped.push(v),
           });
-          if (shared) ch.share();
+          if (mode !== "local") ch.share();
           if (clause === "onSend") await ch.send(1);
           const before = bridge.pending;
           const ac = new AbortController();
@@ -1699,10 +1727,31 @@ Deno.test("an aborted select whose clause's channel closed or was cancelled in t
           }, { signal: ac.signal });
           await until(() => bridge.pending > before, `${what}: queued natively`);
           const reason = new Error(`stop: ${what}`);
-          if (order === "end first") ch[end]();
+          const endIt = () => {
+            if (mode !== "native") ch[end]();
+            else if (end === "close") assert.equal(sym.kc_chan_close(ch.handle), 1, what);
+            else assert.equal(sym.kc_chan_cancel(ch.handle), 0, what);
+          };
+          if (order === "end first") endIt();
           ac.abort(reason);
-          if (order === "abort first") ch[end]();
+          if (order === "abort first") endIt();
           const [got] = await Promise.allSettled([p]);
+          if (mode !== "native" && order === "end first" && clause !== "onSend") {
+            // The isolate's own end settles the select before it returns (README's abort
+            // paragraph): the abort after it finds it done, as closed or cancelled.
+            if (clause === "onReceiveCatching") {
+              assert.deepEqual(got, { status: "fulfilled", value: "closed" }, what);
+            } else {
+              assert.equal(got.status, "rejected", what);
+              const e = (got as PromiseRejectedResult).reason;
+              assert.ok(
+                end === "close" ? e instanceof ClosedReceiveError : e instanceof CancellationError,
+                `${what}: ${e}`,
+              );
+            }
+            assert.deepEqual(dropped, [], what);
+            continue;
+          }
           assert.equal(got.status, "rejected", what);
           const r = (got as PromiseRejectedResult).reason;
           if (clause === "onSend" && end === "cancel" && order === "end first") {
@@ -1712,6 +1761,9 @@ Deno.test("an aborted select whose clause's channel closed or was cancelled in t
             continue;
           }
           assert.equal(r, reason, what);
+          // Another thread's cancel: what it dropped reaches the hook at the isolate's next
+          // operation on the channel (README's cancel paragraph).
+          if (mode === "native" && end === "cancel") ch.tryReceive();
           // A send clause's value was not sent: it stays the caller's (not at the hook).
           const expected = clause === "onSend" && end === "cancel" ? [1] : [];
           assert.deepEqual(dropped, expected, what);
