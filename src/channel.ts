@@ -1124,16 +1124,23 @@ function waitOp(kind: number): string {
  * The receives of a channel's iterator that may still wait, for its `return()` to release:
  * the latest, and (only once next() was called again before one settled) the earlier ones; and
  * whether `return()` ran or one of its `next()`s rejected (`ended`: each later `next()` answers
- * done, as an async generator's does), which a receive looks at again after running a hook.
+ * done, as an async generator's does), which a receive looks at again after running a hook;
+ * and whether one rejected (`rejected`: a `next()` still pending then answers done where it
+ * would reject too, as an async generator rejects the first and answers the rest done).
  */
-type IterWaits = { waiter: Waiter | null; more: Waiter[] | null; ended: boolean };
+type IterWaits = {
+  waiter: Waiter | null;
+  more: Waiter[] | null;
+  ended: boolean;
+  rejected: boolean;
+};
 
 /**
  * A receive's rejection with `e`; one of an iterator (`held`) ends it (`ended`), as an async
  * generator that threw is done. A function, not a closure per receive: every receive passes here.
  */
 function failed(held: IterWaits | undefined, e: unknown): Promise<never> {
-  if (held !== undefined) held.ended = true;
+  if (held !== undefined) held.ended = held.rejected = true;
   return Promise.reject(e);
 }
 
@@ -1216,9 +1223,21 @@ class Waiter implements RingOp {
     this.#reject = reject;
   }
 
-  /** Rejects its promise with `e`; an iterator's receive ends its iterator (`held`) first. */
+  /**
+   * Rejects its promise with `e`; an iterator's receive ends its iterator (`held`) first. One
+   * whose iterator's `next()` rejected already, while this one was pending (the close that
+   * fails them all, a cancel, their signal's abort), answers done instead, as an async
+   * generator's queued `next()`s answer done after the one that threw. Before, each rejected.
+   */
   reject(e: unknown): void {
-    if (this.held !== undefined) this.held.ended = true;
+    const held = this.held;
+    if (held !== undefined) {
+      if (held.rejected) {
+        this.resolve(ITER_DONE);
+        return;
+      }
+      held.ended = held.rejected = true;
+    }
     this.#reject(e);
   }
 
@@ -4837,7 +4856,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Once `return()` ran (a `break` out of `for await`), `next()` answers done, as a generator's
    * does, and takes nothing from the channel; the channel itself stays open (Kotlin's iterator).
    * Once a `next()` rejected (the close cause, a CancellationError), later ones answer done too,
-   * as an async generator that threw does.
+   * as an async generator that threw does, and so do those still pending then that would reject
+   * too (several `next()`s at once: the first that rejects rejects, the rest answer done).
    * A `return()` while a `next()` is pending settles after it, as an async generator's does: that
    * `next()` resolves done, having taken nothing (the value stays in the channel).
    * Its receives take no signal: a loop that must end with its task iterates
@@ -4856,7 +4876,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * still waiting: that `next()` answers done. No value is lost either way: a receive ends only
    * if it took nothing; one that took a value first resolves with it. A bad `options` throws a
    * TypeError at once; an aborted signal rejects the first `next()`. Once a `next()` rejected,
-   * later ones answer done, as an async generator that threw does.
+   * later ones answer done, as an async generator that threw does, and so do those still
+   * pending then that would reject too.
    *
    * @example
    * ```ts
@@ -4896,7 +4917,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
      * the iterator's own combined with the caller's: Deno's AbortSignal.any keeps each signal
      * it made alive while a source lives, ~900 bytes per loop over a task's long-lived signal.
      */
-    const held: IterWaits = { waiter: null, more: null, ended: false };
+    const held: IterWaits = { waiter: null, more: null, ended: false, rejected: false };
     /** The promise the last `next()` returned, which `return()` settles after. */
     let last: Promise<IteratorResult<T, undefined>> | null = null;
     const next = (): Promise<IteratorResult<T, undefined>> => {

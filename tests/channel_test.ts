@@ -6014,3 +6014,54 @@ Deno.test("shared: a close of this isolate settles its select on the channel bef
   ], "settled by the close, with no macrotask");
   assert.equal((await caught as { cause: unknown }).cause, cause);
 });
+
+for (const shared of [false, true]) {
+  const kind = shared ? "shared" : "local";
+  Deno.test(`${kind}: several next()s pending on one iterator: the first that rejects rejects, the rest answer done, as an async generator's`, async () => {
+    // README's for-await paragraph. Before, each pending next() rejected with the close cause
+    // (the cancel's CancellationError, the signal's reason).
+    const bridge = Bridge.of(library());
+    for (const end of ["close(cause)", "cancel(cause)", "abort"] as const) {
+      const what = `${kind}, ${end}`;
+      using ch = new Channel<number>();
+      if (shared) ch.share();
+      const ac = new AbortController();
+      const it = end === "abort" ? ch.values({ signal: ac.signal }) : ch[Symbol.asyncIterator]();
+      const pending = bridge.pending;
+      const first = it.next();
+      const second = it.next();
+      if (shared) await until(() => bridge.pending === pending + 2, `${what}: queued natively`);
+      const third = it.next(); // this turn's: waits in JavaScript on a shared channel
+      const cause = end === "cancel(cause)"
+        ? new CancellationError("cancelled")
+        : new Error(end === "abort" ? "aborted" : "closed");
+      if (end === "close(cause)") ch.close(cause);
+      else if (end === "cancel(cause)") ch.cancel(cause);
+      else ac.abort(cause);
+      const got = await Promise.allSettled([first, second, third]);
+      assert.deepEqual(got, [
+        { status: "rejected", reason: cause },
+        { status: "fulfilled", value: { value: undefined, done: true } },
+        { status: "fulfilled", value: { value: undefined, done: true } },
+      ], what);
+      assert.deepEqual(await it.next(), { value: undefined, done: true }, `${what}: then done`);
+      if (end === "abort") ch.close();
+    }
+  });
+
+  Deno.test(`${kind}: a next() that takes a value before the one after it rejects keeps it; the rest answer done`, async () => {
+    using ch = new Channel<number>();
+    if (shared) ch.share();
+    const it = ch[Symbol.asyncIterator]();
+    const nexts = [it.next(), it.next(), it.next()];
+    assert.deepEqual(ch.trySend(1), { state: "ok" }, kind);
+    const cause = new Error("closed");
+    ch.close(cause);
+    const got = await Promise.allSettled(nexts);
+    assert.deepEqual(got, [
+      { status: "fulfilled", value: { value: 1, done: false } },
+      { status: "rejected", reason: cause },
+      { status: "fulfilled", value: { value: undefined, done: true } },
+    ], kind);
+  });
+}
