@@ -3304,14 +3304,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Past the gate (`#handle`): `detour` 0 says not ended.
       const rc = this.#recvAt!(at, this.#handleValue, scratchPtr, this.#size);
       if (rc === 0) return { state: "ok", value: scratchF64[0] as T };
-      v = rc === Status.EAGAIN ? EMPTY : this.#recvFailed(rc);
+      v = rc === Status.EAGAIN ? EMPTY : this.#recvFailed(rc, "tryReceive"); // it names itself
     } else if (at !== null && this.#bytes && !this.#dropping && this.#ready![0] !== 0) {
       // The same for a mapped codecs.bytes channel (a Worker's stream of buffers), its codec
       // called directly (see `#bytes`).
       const rc = this.#recvAt!(at, this.#handleValue, scratchPtr, this.#size); // as above
       if (rc === 0) return { state: "ok", value: decodeBytes(scratch, this.#symAt!) as T };
-      v = rc === Status.EAGAIN ? EMPTY : this.#recvFailed(rc);
-    } else v = this.#poll(this.#sym("tryReceive")); // a disposed channel's error names it
+      v = rc === Status.EAGAIN ? EMPTY : this.#recvFailed(rc, "tryReceive");
+    } else {
+      // A disposed channel's error names it, and so does a native failure (it said "Cannot
+      // receive", where trySend's names trySend).
+      v = this.#poll(this.#sym("tryReceive"), "tryReceive");
+    }
     if (v === EMPTY) return EMPTY;
     if (v === CLOSED) return this.#closedResult();
     return { state: "ok", value: v as T };
@@ -3563,7 +3567,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     while (values.length < max) {
       let v: unknown;
       try {
-        v = this.#poll(sym);
+        v = this.#poll(sym, op); // a native failure names it too (it said "Cannot receive")
       } catch (e) {
         throw withReceived(e, values); // the values taken before it stay the caller's
       }
@@ -3579,7 +3583,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * A receive that does not wait: the value, or the markers EMPTY or CLOSED. `op` names the call
-   * in a native failure's error (`receiveCatching`'s own).
+   * in a native failure's error (`receiveCatching`'s, `tryReceive`'s, `tryReceiveMany`'s own).
    */
   #poll(sym: Sym, op = "receive"): unknown {
     const s = this._shared;

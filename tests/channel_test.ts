@@ -888,6 +888,45 @@ Deno.test("receiveCatching names itself in its errors about the call, local and 
   ]);
 });
 
+Deno.test("tryReceive and tryReceiveMany name themselves in a native failure, as trySend does: the checked path, a mapped channel's fast paths (codecs.f64, codecs.bytes), one at a time", () => {
+  // Before, each said "Cannot receive: out of memory or handles", as if receive had been called.
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const names = ["kc_chan_try_recv", "kc_chan_try_recv_at"];
+  const real = names.map((n) => sym[n] as (...a: unknown[]) => number);
+  let fail = false;
+  names.forEach((n, i) => sym[n] = (...a: unknown[]) => fail ? Status.ENOMEM : real[i](...a));
+  const memory = (op: string) => ({
+    name: "KcoroError",
+    message: `Cannot ${op}: out of memory or handles (KC_ENOMEM)`,
+  });
+  try {
+    const cases = [
+      [codecs.f64, 1],
+      [codecs.bytes, new Uint8Array([1])],
+      [codecs.default, { n: 1 }],
+    ] as const;
+    for (const [codec, value] of cases) {
+      // Its channel maps its bytes (and takes kc_chan_try_recv_at, faked) on its 16th use: the
+      // calls before go the checked path, those after the fast path where its codec has one.
+      using ch = new Channel<unknown>(1, { codec: codec as Codec<unknown> });
+      ch.share();
+      assert.deepEqual(ch.trySend(value), { state: "ok" });
+      fail = true;
+      for (let i = 0; i < 40; i++) assert.throws(() => ch.tryReceive(), memory("tryReceive"));
+      fail = false;
+      assert.deepEqual(ch.tryReceive(), { state: "ok", value }, "the value is still there");
+    }
+    // One at a time (a rendezvous: no native batch), before its bytes are mapped.
+    using ch = new Channel<number>(0);
+    ch.share();
+    fail = true;
+    assert.throws(() => ch.tryReceiveMany(4), memory("tryReceiveMany"));
+  } finally {
+    fail = false;
+    names.forEach((n, i) => sym[n] = real[i]);
+  }
+});
+
 Deno.test("cancel(cause) where this isolate learnt from a try-operation that native code cancelled the channel without a cause: the late cause is not the channel's, its later errors carry none", async () => {
   // The model fuzz's seed 121. The try-operation's KC_ECANCELED tells this isolate the channel
   // is cancelled (`Shared.cancelled`) but not that it is closed (`Shared.closed`), so the cancel
