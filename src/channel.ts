@@ -1113,11 +1113,19 @@ const SEND = 0, RECV = 1, RECV_CATCHING = 2, RECV_ITER = 3;
 
 /**
  * The call a wait of `kind` names in its errors about the call (a bad option or signal, a
- * dispose, the library's close, a native failure): `receiveCatching` its own name, where it
- * said "Cannot receive", as if `receive` had been called. An iterator's receive keeps "receive".
+ * dispose, the library's close, a native failure, a lost ring): `receiveCatching` its own name,
+ * where it said "Cannot receive", as if `receive` had been called; an iterator's `next()`
+ * "iterate channel", the name its signal's errors give (`values`), where its other errors said
+ * "Cannot receive".
  */
 function waitOp(kind: number): string {
-  return kind === SEND ? "send" : kind === RECV_CATCHING ? "receiveCatching" : "receive";
+  return kind === SEND
+    ? "send"
+    : kind === RECV_CATCHING
+    ? "receiveCatching"
+    : kind === RECV_ITER
+    ? "iterate channel"
+    : "receive";
 }
 
 /**
@@ -3795,7 +3803,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   ): Promise<unknown> {
     let v: unknown;
     let signal: AbortSignal | undefined;
-    const op = waitOp(kind); // receiveCatching's errors name it
+    const op = waitOp(kind); // receiveCatching's errors name it, an iterator's "iterate channel"
     try {
       signal = signalOf(op, options);
       if (signal !== undefined && isAborted(signal)) return failed(held, abortReason(signal));
@@ -3895,11 +3903,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // that aborted during the listen stayed queued: a receive took the next value, lost to
       // its caller, and a send could still be delivered.
       try {
-        listenAbortNamed(
-          kind === RECV_ITER ? "iterate channel" : waitOp(kind),
-          signal,
-          w.onAbort,
-        );
+        listenAbortNamed(waitOp(kind), signal, w.onAbort);
       } catch (e) {
         // The engine's own listen ran the caller's code (an accessor for its symbol-keyed
         // listeners property on a prototype under the signal) and threw: the wait gives up,

@@ -888,6 +888,74 @@ Deno.test("receiveCatching names itself in its errors about the call, local and 
   ]);
 });
 
+Deno.test("a channel iterator's next() names 'iterate channel' in its errors about the call, as its signal's errors do: a disposed channel, a native failure at its try or its queueing, the library's close while it waits", async () => {
+  // Before, each said "Cannot receive: ...", while a bad signal or one whose listen throws said
+  // "Cannot iterate channel: ...": two names for one call.
+  const named = (name: string, rest: string) => ({
+    name,
+    message: `Cannot iterate channel: ${rest}`,
+  });
+  const iterators = [
+    (ch: Channel<number>) => ch[Symbol.asyncIterator](),
+    (ch: Channel<number>) => ch.values({ signal: new AbortController().signal }),
+  ];
+  for (const iterate of iterators) {
+    for (const shared of [false, true]) {
+      const disposed = new Channel<number>(1);
+      if (shared) disposed.share();
+      const it = iterate(disposed);
+      disposed[Symbol.dispose]();
+      await assert.rejects(
+        it.next(),
+        named("InvalidHandleError", "the channel was disposed (KC_EBADH)"),
+        `shared: ${shared}`,
+      );
+    }
+    // A native failure at its try (a status no receive expects), and at its queueing.
+    const failing = () => Status.ENOMEM;
+    using ch = new Channel<number>(1);
+    ch.share();
+    const memory = named("KcoroError", "out of memory or handles (KC_ENOMEM)");
+    const tried = withFakeSymbols(
+      { kc_chan_try_recv: failing, kc_chan_try_recv_at: failing },
+      () => iterate(ch).next(),
+    );
+    await assert.rejects(tried, memory, "its try");
+    // Queued at the end of the turn: the fake stays until it settles.
+    const sym = library().symbols("test") as unknown as Record<string, unknown>;
+    const real = sym.kc_chan_recv_async_at;
+    sym.kc_chan_recv_async_at = failing;
+    try {
+      await assert.rejects(iterate(ch).next(), memory, "its queueing");
+    } finally {
+      sym.kc_chan_recv_async_at = real;
+    }
+  }
+  // The library's close while it waits: locally, queued natively, and begun in the close's turn.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    const name = (p) => p.then((v) => "resolved " + JSON.stringify(v), (e) => e.name + ": " + e.message);
+    const local = new Channel(0);
+    const queued = new Channel(0);
+    queued.share();
+    const bridge = Bridge.of(library());
+    const before = bridge.pending;
+    const waits = [local.values().next(), queued[Symbol.asyncIterator]().next()].map(name);
+    for (let i = 0; i < 1000 && bridge.pending === before; i++) await new Promise((r) => setTimeout(r, 1));
+    if (bridge.pending === before) throw new Error("the shared wait never queued");
+    const sameTurn = new Channel(0);
+    sameTurn.share();
+    waits.push(name(sameTurn.values().next()));
+    closeLibrary();
+    console.log(JSON.stringify(await Promise.all(waits)));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const closed = "LibraryClosedError: Cannot iterate channel: the kcoro library is closed " +
+    "(KC_ESHUTDOWN)";
+  assert.deepEqual(JSON.parse(res.stdout), [closed, closed, closed]);
+});
+
 Deno.test("tryReceive and tryReceiveMany name themselves in a native failure, as trySend does: the checked path, a mapped channel's fast paths (codecs.f64, codecs.bytes), one at a time", () => {
   // Before, each said "Cannot receive: out of memory or handles", as if receive had been called.
   const sym = library().symbols("test") as unknown as Record<string, unknown>;

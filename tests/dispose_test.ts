@@ -57,10 +57,12 @@ Deno.test("a Channel.from copy's dispose rejects its pending waits (queued nativ
     copyTx[Symbol.dispose]();
     const got = await within(Promise.all(waits), 10_000, `the waits (queued: ${queued})`);
     const recv = "InvalidHandleError: Cannot receive: the channel was disposed";
-    // receiveCatching's names it (it said "Cannot receive").
+    // receiveCatching's names it, and the iterator's next() "iterate channel", as its signal's
+    // errors do (each said "Cannot receive").
     const catching = "InvalidHandleError: Cannot receiveCatching: the channel was disposed";
+    const iterating = "InvalidHandleError: Cannot iterate channel: the channel was disposed";
     const send = "InvalidHandleError: Cannot send: the channel was disposed";
-    assert.deepEqual(got, [recv, recv, catching, recv, send, send], `queued: ${queued}`);
+    assert.deepEqual(got, [recv, recv, catching, iterating, send, send], `queued: ${queued}`);
     assert.equal(bridge.pending, before, "nothing left on the ring");
     ctl.abort(); // their listeners went with them: nothing happens
     // Nothing of theirs is left in the channels: a value sent now finds no receiver, and no
