@@ -2956,6 +2956,46 @@ Deno.test("a queued wait whose withdrawal fails (its ring gone) fails with the e
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a receiveCatching or an iterator's next() whose ring is lost names its own call, withdrawn or not: not 'receive'", async () => {
+  // As the test above, for the waits it leaves out (the ring destroyed by hand): the abort's
+  // failed withdrawal (\`#lost\`, "Cannot withdraw <op>"), and the ring's loss found by its
+  // wait (\`_lost\`). Before, a receiveCatching's said "receive"; an iterator's did, where its
+  // other errors say "iterate channel".
+  const res = await evalScript(`
+    import { Channel, InvalidHandleError, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const lost = /^(Cannot (?:withdraw )?[a-zA-Z ]+): the wait was lost with this isolate's completion ring.* \\(KC_EBADH\\)$/;
+    const bridge = Bridge.of(library());
+    const chans = [0, 1, 2, 3, 4, 5].map(() => new Channel(0));
+    for (const ch of chans) ch.share();
+    const ctl = new AbortController();
+    const signal = ctl.signal;
+    const name = (p) => p.then((v) => "resolved " + JSON.stringify(v), (e) => e instanceof InvalidHandleError && lost.test(e.message) ? e.message.match(lost)[1] : String(e));
+    const ops = [
+      name(chans[0].receiveCatching({ signal })), // aborted
+      name(chans[1].values({ signal }).next()), // aborted
+      name(chans[2].receive({ signal })), // aborted
+      name(chans[3].receiveCatching()),
+      name(chans[4][Symbol.asyncIterator]().next()),
+      name(chans[5].receive()),
+    ];
+    await until(() => bridge.pending >= 6, "6 waits queued natively");
+    library().symbols("test").kc_ring_destroy(bridge.ring);
+    ctl.abort();
+    console.log(JSON.stringify(await within(Promise.all(ops), 10_000, "the outcomes")));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), [
+    "Cannot withdraw receiveCatching",
+    "Cannot withdraw iterate channel",
+    "Cannot withdraw receive",
+    "Cannot receiveCatching",
+    "Cannot iterate channel",
+    "Cannot receive",
+  ]);
+});
+
 Deno.test("a queued wait completed natively but not drained when its ring goes fails with the error, not waiting for ever", async () => {
   // The interleaving that made the test above hang now and then on a loaded host, forced: a
   // wait of this isolate queued natively is completed (a send's value taken by native code, a
