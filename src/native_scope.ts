@@ -660,10 +660,12 @@ class NativeChildren extends JobSupport<void> {
       try {
         unwrap(rc, "wait for native children");
         // A positive answer no wait gives: the library's fault, named as such (it was an
-        // InvalidHandleError saying only "status N", about no handle).
+        // InvalidHandleError saying only "status N", about no handle), in the house form: the
+        // answer received (its status name, KC_RESULT, says only that it was positive).
         error = new KcoroError(
           rc,
-          "Cannot wait for native children: internal error, the native wait answered a result no wait gives",
+          "Cannot wait for native children: internal error, the native wait answered a result no " +
+            `wait gives, received ${rc}`,
         );
       } catch (e) {
         error = e;

@@ -16,6 +16,7 @@ import {
   createScope,
   Deadline,
   InvalidHandleError,
+  KcoroError,
   library,
   NativeScope,
   nativeScope,
@@ -572,6 +573,36 @@ Deno.test("a scope whose native children were abandoned (shutdown, library close
     `);
     assert.equal(res.code, 0, `${end}: ${res.stderr}`);
   }
+});
+
+Deno.test("a native wait for children that answers a positive result no wait gives fails the scope with an internal error naming the result received", async () => {
+  // The watch's answer faked (kc_scope_watch answers 0 or a negative status). Before, the
+  // message ended "answered a result no wait gives (KC_RESULT)", the result itself not said.
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const real = sym.kc_scope_watch;
+  sym.kc_scope_watch = () => Promise.resolve(7);
+  const sleeper = cells(MINUTE);
+  let scope: Promise<unknown>;
+  try {
+    scope = coroutineScope((scope) => {
+      nativeScope(scope).launch("cancellable-sleeper", sleeper);
+    });
+    await assert.rejects(scope, (e: unknown) => {
+      assert.ok(e instanceof KcoroError, String(e));
+      assert.equal(e.status, 7);
+      assert.equal(
+        e.message,
+        "Cannot wait for native children: internal error, the native wait answered a result no " +
+          "wait gives, received 7 (KC_RESULT)",
+      );
+      return true;
+    });
+  } finally {
+    sym.kc_scope_watch = real;
+  }
+  // The failure cancelled the scope and so its native child: it ends, interrupted.
+  await until(() => done(sleeper), "the sleeper to end", 10_000);
+  assert.equal(status(sleeper), Status.EINTR);
 });
 
 Deno.test("abandoned native children fail a supervisorScope too, and a free-standing scope reports them (a supervisor isolated them as a child's failure: success reported)", async () => {
