@@ -772,8 +772,13 @@ export function releaseBytes(value: Uint8Array): boolean {
   }
   if ((off & 15) !== 0) return false; // POOL_SLICE_ALIGN - 1, and its log2 below
   const s = off >>> 4, word = s >>> 5, bit = 1 << (s & 31), bits = hold.bits;
-  if ((bits[word] & bit) === 0) return false; // no received value starts here
   const done = bits.length >>> 1;
+  // An empty view at the chunk's end (offset = its length) has the slot one past its last: its
+  // word is the second bitmap's first, so a released value's bit there said a value started at
+  // the end, and each call counted a release that never was (the chunk then retired under
+  // values still unreleased, which read as empty).
+  if (word >= done) return false;
+  if ((bits[word] & bit) === 0) return false; // no received value starts here
   if ((bits[done + word] & bit) !== 0) {
     throw new RangeError(
       `Cannot release bytes: this value was released already, received ${describe(value)}`,

@@ -526,6 +526,26 @@ Deno.test("only received values are released: not copies, arrays the caller made
   assert.equal(releaseBytes(b), true);
 });
 
+Deno.test("an empty view at the very end of a chunk buffer is no received value: false every time, and the chunk's unreleased values stay whole", () => {
+  using ch = native();
+  const a = roundTrip(ch, new Uint8Array(100).fill(1));
+  const b = roundTrip(ch, new Uint8Array(100).fill(2));
+  const c = roundTrip(ch, new Uint8Array(100).fill(3));
+  assert.equal(a.buffer, c.buffer, "one chunk buffer");
+  assert.equal(releaseBytes(a), true);
+  // Offset CHUNK: its slot is one past the chunk's last, whose bit was read from the second
+  // bitmap (a's "released" bit), so it answered true every time and counted releases that
+  // never were: the chunk was retired with b and c unreleased, which then read as empty.
+  const end = new Uint8Array(a.buffer, a.buffer.byteLength);
+  assert.equal(end.byteOffset, CHUNK);
+  for (let i = 0; i < 3; i++) assert.equal(releaseBytes(end), false);
+  moveOn(ch, c);
+  assert.deepEqual(b, new Uint8Array(100).fill(2));
+  assert.deepEqual(c, new Uint8Array(100).fill(3));
+  assert.equal(releaseBytes(b), true);
+  assert.equal(releaseBytes(c), true);
+});
+
 Deno.test("releaseBytes refuses what is not a Uint8Array with a TypeError", () => {
   const bad: unknown[] = [
     undefined,
