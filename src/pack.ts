@@ -278,11 +278,20 @@ function putObject(v: object): void {
   if (proto === Object.prototype || proto === null) {
     ids.set(v, ids.size);
     const keys = Object.keys(v);
-    putU32(OBJ, keys.length);
+    // The count is written after the properties: a key that a getter met on the way deleted is
+    // left out, as structured clone leaves it out (it wrote the key with undefined). Only a
+    // value read as undefined can be one, so only then is `hasOwn` asked (a Proxy's trap too).
+    putU32(OBJ, 0);
+    const at = pos - 4;
+    let n = 0;
     for (let i = 0; i < keys.length; i++) {
-      putText(keys[i]);
-      put((v as Record<string, unknown>)[keys[i]]);
+      const k = keys[i], e = (v as Record<string, unknown>)[k];
+      if (e === undefined && !Object.hasOwn(v, k)) continue;
+      putText(k);
+      put(e);
+      n++;
     }
+    set32(at, n);
     return;
   }
   if (proto === Array.prototype && Array.isArray(v)) {
@@ -398,8 +407,17 @@ function own(e: Error): Error {
 }
 
 /**
- * A Map's entries or a Set's values. The count is written after them: a getter met on the way
- * may add or delete entries, and the count must be what was written.
+ * The entries of the Maps and Sets being packed, each one's taken before any is written (a
+ * stack: a Map inside one pushes its own above them and takes them off when written).
+ */
+const entries: unknown[] = [];
+
+/**
+ * A Map's entries or a Set's values as they were when it was met, as structured clone copies
+ * them: a getter met on the way that adds or deletes entries changes nothing written. They
+ * were written as `forEach` met them, which visits entries added on the way and skips those
+ * deleted: a getter that added an entry whose value adds another (a counter's) packed until
+ * memory ran out, where structured clone copies the one entry.
  */
 function putEntries(v: object, tag: number): void {
   try {
@@ -408,22 +426,15 @@ function putEntries(v: object, tag: number): void {
     throw UNPACKABLE; // a Proxy, or an object that only inherits from Map or Set
   }
   ids.set(v, ids.size);
-  putU32(tag, 0);
-  const at = pos - 4;
-  let n = 0;
+  const base = entries.length;
+  // No code of the caller's runs in these (the engine's forEach, our callbacks).
   if (tag === MAP) {
-    mapForEach.call(v, (value: unknown, key: unknown) => {
-      put(key);
-      put(value);
-      n++;
-    });
-  } else {
-    setForEach.call(v, (value: unknown) => {
-      put(value);
-      n++;
-    });
-  }
-  set32(at, n);
+    mapForEach.call(v, (value: unknown, key: unknown) => entries.push(key, value));
+  } else setForEach.call(v, (value: unknown) => entries.push(value));
+  const end = entries.length;
+  putU32(tag, tag === MAP ? (end - base) / 2 : end - base);
+  for (let i = base; i < end; i++) put(entries[i]);
+  entries.length = base;
 }
 
 /** An ArrayBuffer: its bytes. Resizable, detached and foreign ones are left to node:v8. */
@@ -488,6 +499,7 @@ export function pack(value: unknown, max: number = PACK_MAX): number {
   } finally {
     packing = false;
     ids.clear();
+    entries.length = 0; // a getter's error or UNPACKABLE left a Map's entries on it
     // Keep the bytes until the caller took them (`packed`), and shrink then.
     if (buf.length > KEEP) shrink = true;
   }

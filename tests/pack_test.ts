@@ -163,16 +163,85 @@ Deno.test("pack: views of one buffer share one copy of it; Maps and Sets keep re
   assert.equal(pair[0], pair[1]);
 });
 
-Deno.test("pack: a getter that adds to a Map while it is packed: the count is what was written", () => {
-  const m = new Map<string, unknown>();
-  m.set("a", {
-    get grow() {
-      m.set("late", 1); // forEach visits entries added on the way, as structured clone would
+Deno.test("pack: a getter that changes a Map or Set, or deletes an object's key, while it is packed: what comes back is what structured clone copies", () => {
+  // Each case made afresh for each copy: the getters change what they are packed with.
+  const cases: [string, () => unknown][] = [
+    ["a Map entry added", () => {
+      const m = new Map<string, unknown>();
+      m.set("a", {
+        get grow() {
+          m.set("late", 1);
+          return 1;
+        },
+      });
+      return m;
+    }],
+    ["a Map entry deleted", () => {
+      const m = new Map<string, unknown>();
+      m.set("a", {
+        get shrink() {
+          m.delete("b");
+          return 1;
+        },
+      });
+      m.set("b", 2);
+      return m;
+    }],
+    ["a Set value added and one deleted", () => {
+      const s = new Set<unknown>();
+      s.add({
+        get change() {
+          s.add("late");
+          s.delete("b");
+          return 1;
+        },
+      });
+      s.add("b");
+      return s;
+    }],
+    ["a later key deleted", () => ({
+      get a() {
+        delete (this as { b?: number }).b;
+        return 1;
+      },
+      b: 2,
+      c: undefined, // an own key whose value is undefined stays
+    })],
+    ["a later key deleted, inside a Map", () =>
+      new Map([["k", {
+        get a() {
+          delete (this as { b?: number }).b;
+          return 1;
+        },
+        b: 2,
+      }]])],
+  ];
+  for (const [what, make] of cases) {
+    const want = structuredClone(make());
+    assert.deepEqual(roundTrip(make()), want, what);
+    for (const shared of [false, true]) {
+      using ch = new Channel<unknown>(1, { codec: codecs.structured });
+      if (shared) ch.share();
+      assert.deepEqual(ch.trySend(make()), { state: "ok" });
+      assert.deepEqual(ch.tryReceive(), { state: "ok", value: want }, `${what}, shared ${shared}`);
+    }
+  }
+});
+
+Deno.test("pack: a getter that adds a Map entry whose value adds another packs the entries the Map had, as structured clone copies them (it packed until memory ran out)", () => {
+  const m = new Map<number, unknown>();
+  let added = 0;
+  const grow = (): unknown => ({
+    get x() {
+      if (added < 100_000) m.set(++added, grow()); // bounded here; unbounded it never ended
       return 1;
     },
   });
-  const got = roundTrip(m) as Map<string, unknown>;
-  assert.deepEqual([...got.keys()], ["a", "late"]);
+  m.set(0, grow());
+  const got = roundTrip(m) as Map<number, unknown>;
+  assert.equal(added, 1, "one getter ran: the entry it added was not packed");
+  assert.equal(got.size, 1);
+  assert.deepEqual(got.get(0), { x: 1 });
 });
 
 Deno.test("pack: anything beyond plain data is left to node:v8 (-1)", () => {
