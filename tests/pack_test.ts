@@ -244,6 +244,98 @@ Deno.test("pack: a getter that adds a Map entry whose value adds another packs t
   assert.deepEqual(got.get(0), { x: 1 });
 });
 
+/**
+ * Seeded plain data whose getters change the Maps, Sets, arrays and objects around them as they
+ * are read (entries added and deleted, keys deleted, added or set to undefined, elements set and
+ * pushed). Built afresh for each copy, as the getters change what they are packed with.
+ */
+function mutatingValue(seed: number): unknown {
+  const next = prng(seed);
+  const int = (n: number) => Math.floor(next() * n);
+  const containers: (Map<unknown, unknown> | Set<unknown> | unknown[] | Record<string, unknown>)[] =
+    [];
+  const mutate = () => {
+    const c = containers[int(containers.length)];
+    const x = next();
+    if (c instanceof Map) {
+      if (x < 0.5) c.set("k" + int(5), int(9));
+      else c.delete([...c.keys()][int(c.size + 1)]);
+    } else if (c instanceof Set) {
+      if (x < 0.5) c.add(int(9));
+      else c.delete([...c.values()][int(c.size + 1)]);
+    } else if (Array.isArray(c)) {
+      if (x < 0.3) c[int(c.length)] = int(9);
+      else if (x < 0.5) c.push(1);
+    } else if (c !== undefined) {
+      const keys = Object.keys(c);
+      if (x < 0.4) delete c[keys[int(keys.length)]];
+      else if (x < 0.7) c["n" + int(5)] = int(9);
+      else {
+        // A getter's own key too (an assignment to it would throw).
+        Object.defineProperty(c, keys[int(keys.length)] ?? "z", {
+          value: undefined,
+          writable: true,
+          enumerable: true,
+          configurable: true,
+        });
+      }
+    }
+  };
+  const value = (depth: number): unknown => {
+    const x = next();
+    if (depth > 3 || x < 0.3) return int(3) === 0 ? undefined : int(100);
+    if (x < 0.45) {
+      const m = new Map<unknown, unknown>();
+      containers.push(m);
+      for (let i = int(4); i > 0; i--) m.set("k" + i, value(depth + 1));
+      return m;
+    }
+    if (x < 0.55) {
+      const s = new Set<unknown>();
+      containers.push(s);
+      for (let i = int(4); i > 0; i--) s.add(value(depth + 1));
+      return s;
+    }
+    if (x < 0.65) {
+      const a: unknown[] = [];
+      containers.push(a);
+      for (let i = int(4); i > 0; i--) a.push(value(depth + 1));
+      return a;
+    }
+    const o: Record<string, unknown> = {};
+    for (let i = int(4); i > 0; i--) {
+      if (x < 0.8 && next() < 0.3) {
+        const changes = int(3) + 1;
+        Object.defineProperty(o, "g" + i, {
+          enumerable: true,
+          configurable: true,
+          get() {
+            for (let j = 0; j < changes; j++) mutate();
+            return 1;
+          },
+        });
+      } else o["p" + i] = value(depth + 1);
+    }
+    containers.push(o);
+    return o;
+  };
+  return value(0);
+}
+
+Deno.test("pack: seeded getters that change the Maps, Sets, arrays and objects around them as they are packed: what comes back is what structured clone copies (seeds 1..3000)", () => {
+  let compared = 0;
+  for (let seed = 1; seed <= 3000; seed++) {
+    const n = pack(mutatingValue(seed));
+    // Left to node:v8 (an array a getter left with a hole or grown: its getters run again
+    // there, as README says): not this test's.
+    if (n < 0) continue;
+    const got = unpack(packed().slice(0, n));
+    assert.deepStrictEqual(got, structuredClone(mutatingValue(seed)), `seed ${seed}`);
+    compared++;
+  }
+  assert.ok(compared > 2500, `most seeds packed: ${compared}`);
+});
+
 Deno.test("pack: anything beyond plain data is left to node:v8 (-1)", () => {
   class Point {
     x = 1;
