@@ -2446,7 +2446,6 @@ function realLength(value: Uint8Array): number {
     return -1;
   }
 }
-const sliceOf = Uint8Array.prototype.slice;
 const atOf = Uint8Array.prototype.at;
 
 /**
@@ -2589,6 +2588,20 @@ const structured: Codec<unknown> = {
   check: () => false,
 };
 
+/**
+ * Whether the default codec sends `value` as bytes: a Uint8Array itself, not a subclass's
+ * instance (Node's `Buffer`: structured data), told by the engine's tag and the value's
+ * prototype, so that no code of the caller's runs (a Proxy is no typed array to the tag: its
+ * traps are not asked). It was `instanceof` and the value's `constructor`, an own accessor of
+ * which ran twice per send on a local channel (the check, then the copy) and once on a shared
+ * one, where a value's code runs once per send, and whose error failed the send of bytes that
+ * structured clone copies without reading it.
+ */
+function plainBytes(value: object): value is Uint8Array {
+  return typedTag.call(value) === "Uint8Array" &&
+    Object.getPrototypeOf(value) === Uint8Array.prototype;
+}
+
 const tagged: Codec<unknown> = {
   name: "default",
   elemSize: 32,
@@ -2623,7 +2636,7 @@ const tagged: Codec<unknown> = {
           putInline(slot, T_NULL);
           return;
         }
-        if (value instanceof Uint8Array && value.constructor === Uint8Array) {
+        if (plainBytes(value)) {
           const n = realLength(value);
           if (n < 0) refuseView(value, op);
           if (n === 0) putEmpty(slot, T_BYTES);
@@ -2679,10 +2692,13 @@ const tagged: Codec<unknown> = {
         return value;
       case "object":
         if (value === null) return value;
-        if (value instanceof Uint8Array && value.constructor === Uint8Array) {
+        if (plainBytes(value)) {
           // As `encode`: detached, out of bounds or not the engine's is refused.
           if (realLength(value) < 0) refuseView(value, op);
-          return sliceOf.call(value);
+          // A copy made by the constructor, which reads nothing of the value's: `slice` reads
+          // its `constructor` (the species), an own one of which could make the copy a
+          // subclass's instance, or run the caller's getter a second time.
+          return new Uint8Array(value);
         }
     }
     return structuredPass(value, "default", op);
@@ -2697,9 +2713,7 @@ const tagged: Codec<unknown> = {
       case "bigint":
         return value >= I64_MIN && value <= I64_MAX;
       case "object":
-        return value === null ||
-          (value instanceof Uint8Array && value.constructor === Uint8Array &&
-            realLength(value) >= 0);
+        return value === null || (plainBytes(value) && realLength(value) >= 0);
     }
     return false; // structured (or a function or symbol, which encoding rejects)
   },

@@ -199,6 +199,73 @@ Deno.test("each codec's error for a value it cannot carry names trySendMany thro
   }
 });
 
+Deno.test("the default codec tells a Uint8Array from a subclass's instance without reading its own constructor: no getter there runs, local or shared, trySend, send or trySendMany", async () => {
+  // An own `constructor` accessor, which structured clone never reads: it ran twice per send on
+  // a local channel (the check, then the copy) and once on a shared one, and its error failed
+  // the send of a Uint8Array that is bytes like any other.
+  let reads = 0;
+  const watched = (bytes: number[], fail = false): Uint8Array => {
+    const u = new Uint8Array(bytes);
+    Object.defineProperty(u, "constructor", {
+      get() {
+        reads++;
+        if (fail) throw new Error("the constructor getter ran");
+        return Uint8Array;
+      },
+    });
+    return u;
+  };
+  for (const shared of [false, true]) {
+    for (const capacity of [0, 4]) {
+      using ch = new Channel<unknown>(capacity);
+      if (shared) ch.share();
+      const how = `shared ${shared}, capacity ${capacity}`;
+      reads = 0;
+      const full = capacity === 0 ? "full" : "ok";
+      assert.deepEqual(ch.trySend(watched([1, 2])), { state: full }, how);
+      assert.deepEqual(ch.trySend(watched([3], true)), { state: full }, how);
+      assert.deepEqual(ch.trySendMany([watched([4]), watched([5], true)]), {
+        ...(capacity === 0 ? { state: "full" } : { state: "ok", sent: 2 }),
+      }, how);
+      if (capacity === 0) {
+        const received = ch.receive();
+        await ch.send(watched([6], true));
+        assert.deepEqual(await received, new Uint8Array([6]), how);
+      } else {
+        assert.deepEqual(ch.tryReceiveMany(4), {
+          state: "ok",
+          values: [[1, 2], [3], [4], [5]].map((b) => new Uint8Array(b)),
+        }, how);
+      }
+      assert.equal(reads, 0, `${how}: no constructor getter ran`);
+    }
+  }
+  // An own constructor with a species (a subclass's) makes no subclass's instance of the copy.
+  class Species extends Uint8Array {
+    static get [Symbol.species]() {
+      return Species;
+    }
+  }
+  for (const shared of [false, true]) {
+    using ch = new Channel<unknown>(1);
+    if (shared) ch.share();
+    const u = new Uint8Array([8, 9]);
+    Object.defineProperty(u, "constructor", { value: Species });
+    assert.deepEqual(ch.trySend(u), { state: "ok" });
+    const got = ch.tryReceive();
+    assert.equal(got.state, "ok");
+    const value = (got as { value: Uint8Array }).value;
+    assert.equal(Object.getPrototypeOf(value), Uint8Array.prototype, `shared ${shared}`);
+    assert.deepEqual([...value], [8, 9]);
+  }
+  // A subclass's instance (Node's Buffer) still goes as structured data, a Buffer no more.
+  using ch = new Channel<unknown>(1);
+  ch.trySend(Buffer.from([7]));
+  const got = ch.tryReceive();
+  assert.equal(got.state, "ok");
+  assert.equal(Object.getPrototypeOf((got as { value: unknown }).value), Uint8Array.prototype);
+});
+
 Deno.test("a SharedArrayBuffer is refused by a local channel too, not lost when it escapes", () => {
   using ch = new Channel<unknown>(4);
   // Before, the local path (structuredClone) took it, and the escape to native memory (node:v8,
