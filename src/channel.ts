@@ -3424,7 +3424,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
           // a time (below), the values before it sent, it left for the next call. The rest
           // are still checked, each read once: one the codec cannot carry fails the call.
           // Before, the batch threw though the same values one at a time answered ok.
-          for (let i = encoded + 1; i < n; i++) this.#codec.pass(values[i], op);
+          for (let i = encoded + 1; i < n; i++) {
+            try {
+              this.#codec.pass(values[i], op);
+            } catch (e) {
+              if (!noRoom(e)) throw e; // too large too (a copy's check): the batch ends before
+            }
+          }
           m = encoded;
         } catch (e) {
           this.#discardBatch(buf, 0, encoded, sym); // nothing was sent
@@ -3454,10 +3460,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // that copy, which encodes as the value read did). Before, a shared send encoded the value
     // again: an object's getters ran twice, and what was sent was their second answer.
     const passed: unknown[] = new Array(n); // `n`, read once: not `values.map`
-    for (let i = 0; i < n; i++) passed[i] = this.#codec.pass(values[i], op);
+    // A value too large after the first (the copy refuses it as encoding does: `noRoom`) ends
+    // the batch there, a short write as one that goes natively in one call answers; the rest are
+    // still checked, each read once, one the codec cannot carry failing the call.
+    let m = n;
+    for (let i = 0; i < n; i++) {
+      try {
+        passed[i] = this.#codec.pass(values[i], op);
+      } catch (e) {
+        if (i === 0 || !noRoom(e)) throw e;
+        if (m === n) m = i;
+      }
+    }
     this.#afterCallerCode(op); // nothing sent yet
     let sent = 0;
-    for (; sent < n; sent++) {
+    for (; sent < m; sent++) {
       let r: TrySendResult;
       try {
         // A shared channel's value goes as `trySend` sends it past its fast paths (`#trySend`),

@@ -918,6 +918,32 @@ function noMemoryFor(codec: string, op: string, len: number, rc: number): CodecE
 }
 
 /**
+ * A value's copy on a local channel (a codec's `pass`) refuses what encoding refuses for its size:
+ * `len` bytes over `valueBytesMax` are `tooLarge`'s error, marked as encoding's is (`noRoom`).
+ * Before, a local channel took such a value, and when the channel escaped (`share()`) its
+ * encoding failed there: the value was lost, its error reported (an uncaught error, which ends
+ * a process with no "error" listener).
+ */
+function fitsValue(codec: string, op: string | undefined, len: number): void {
+  if (len > valueBytesMax) throw noRoomFor(tooLarge(codec, op ?? "send", len));
+}
+
+/**
+ * As `fitsValue`, for a string encoding would carry as UTF-8 (`codec`'s, well-formed), or, with
+ * a lone surrogate, through node:v8 (the default codec). Its bytes are counted only where its
+ * length could pass the limit (3 bytes per unit at most): never under the default limit, which no
+ * string reaches.
+ */
+function fitsString(s: string, codec: string, op: string | undefined): void {
+  if (s.length * 3 <= valueBytesMax) return;
+  fitsValue(
+    codec,
+    op,
+    s.isWellFormed() ? encoder.encode(s).length : serialise(s, codec, op).length,
+  );
+}
+
+/**
  * `putBuffer`'s errors and `trySendBytes`': a value the codec carries, too large or with no
  * native memory for it (`noRoom`).
  */
@@ -2337,8 +2363,13 @@ function structuredPass<T>(value: T, codec: string, op = "send"): T {
   } catch (e) {
     throw packFailed(e, value, codec, op);
   }
-  if (n >= 0) return unpack(packed().subarray(0, n)) as T;
-  return deserialize(serialise(value, codec, op)) as T;
+  if (n >= 0) {
+    fitsValue(codec, op, n);
+    return unpack(packed().subarray(0, n)) as T;
+  }
+  const bytes = serialise(value, codec, op);
+  fitsValue(codec, op, bytes.length);
+  return deserialize(bytes) as T;
 }
 
 function checkNumber(value: unknown, op = "send"): number {
@@ -2533,7 +2564,11 @@ const bytes: Codec<Uint8Array> = {
   decode: decodeBytes,
   discard: freeSlot,
   // A copy in a plain Uint8Array, as the native path gives (a Buffer's `slice` is a view).
-  pass: (value, op) => new Uint8Array(checkBytes(value, op)),
+  pass: (value, op) => {
+    const v = checkBytes(value, op);
+    fitsValue("bytes", op, bytesLength(v));
+    return new Uint8Array(v);
+  },
   check: (value, op) => (checkBytes(value, op), true),
 };
 
@@ -2571,7 +2606,11 @@ const string: Codec<string> = {
     return withBytes(slot, sym, decodeString);
   },
   discard: freeSlot,
-  pass: checkString,
+  pass: (value, op) => {
+    const s = checkString(value, op);
+    fitsString(s, "string", op);
+    return s;
+  },
   check: (value, op) => (checkString(value, op), true),
 };
 
@@ -2687,14 +2726,19 @@ const tagged: Codec<unknown> = {
       case "number":
       case "boolean":
       case "undefined":
-      case "string":
       case "bigint":
+        return value;
+      case "string":
+        fitsString(value, "default", op);
         return value;
       case "object":
         if (value === null) return value;
         if (plainBytes(value)) {
-          // As `encode`: detached, out of bounds or not the engine's is refused.
-          if (realLength(value) < 0) refuseView(value, op);
+          // As `encode`: detached, out of bounds or not the engine's is refused, and so is one
+          // too large.
+          const n = realLength(value);
+          if (n < 0) refuseView(value, op);
+          fitsValue("default", op, n);
           // A copy made by the constructor, which reads nothing of the value's: `slice` reads
           // its `constructor` (the species), an own one of which could make the copy a
           // subclass's instance, or run the caller's getter a second time.

@@ -2006,6 +2006,58 @@ Deno.test("copies past the pinned-chunk cap (slabCopy) start on POOL_SLICE_ALIGN
   }
 });
 
+Deno.test("a value over the bytes one value may take is refused by a local channel as by a shared one: at the send, a batch's short write past the first, never lost when the channel escapes", async () => {
+  // Before, a local channel took it (no encoding), and the escape's encoding failed: the value
+  // was lost and its error reported, an uncaught error that ended the process. The limit (2^32-1,
+  // a 4 GiB Uint8Array) lowered for the test.
+  const was = setValueBytesMax(8);
+  try {
+    const cases: [string, Codec<unknown>, unknown, unknown, number][] = [
+      ["bytes", codecs.bytes, new Uint8Array(1), new Uint8Array(9), 9],
+      ["default bytes", codecs.default, 1, new Uint8Array(9), 9],
+      ["string", codecs.string, "a", "123456789", 9],
+      ["default string", codecs.default, "a", "ééééé", 10],
+      ["default lone surrogate", codecs.default, "a", "\ud800".repeat(9), -1],
+      ["structured", codecs.structured, 1, "x".repeat(20), -1],
+      ["default structured", codecs.default, 1, { a: "x".repeat(20) }, -1],
+    ];
+    for (const [what, codec, small, big, n] of cases) {
+      const outcomes: string[] = [];
+      for (const shared of [false, true]) {
+        using ch = new Channel<unknown>(4, { codec });
+        if (shared) ch.share();
+        const how = `${what}, shared ${shared}`;
+        const tooLarge = (op: string) => (e: unknown) => {
+          assert.ok(e instanceof CodecError, `${how}: ${e}`);
+          assert.match(
+            e.message,
+            new RegExp(
+              `^Cannot ${op}: a value may take at most 8 bytes, received ${
+                n < 0 ? "\\d+" : n
+              } bytes$`,
+            ),
+            how,
+          );
+          return true;
+        };
+        assert.throws(() => ch.trySend(big), tooLarge("send"), how);
+        await assert.rejects(ch.send(big), tooLarge("send"), how);
+        assert.throws(() => ch.trySendMany([big, small]), tooLarge("trySendMany"), how);
+        // Past the first value a short write, as one native call answers: the rest checked.
+        assert.deepEqual(ch.trySendMany([small, big, big]), { state: "ok", sent: 1 }, how);
+        assert.throws(() => ch.trySendMany([small, big, () => 1]), CodecError, how);
+        if (!shared) ch.share(); // the escape moves what the local channel holds
+        assert.deepEqual(ch.tryReceiveMany(4), { state: "ok", values: [small] }, how);
+        const m = ch.metrics();
+        outcomes.push(JSON.stringify([m.sends, m.receives, m.dropped]));
+      }
+      assert.equal(outcomes[0], outcomes[1], `${what}: local and shared count alike`);
+    }
+  } finally {
+    setValueBytesMax(was);
+  }
+});
+
 Deno.test("a value over the bytes one value may take is a CodecError in the house form: the limit, and the bytes received (string, bytes, structured and default codecs)", () => {
   // Before: "Cannot send: a value of <n> bytes is too large", no limit and no "received". The
   // limit (2^32-1) lowered for the test: no gigabytes.
