@@ -2313,3 +2313,39 @@ Deno.test("a select on local channels is completed by this isolate's own later c
   };
   assert.equal(await run("plain receive", plain, (a) => a.trySend(5)), 5);
 });
+
+Deno.test("a value given back to a local channel reaches this isolate's next receive waiting natively, with no ring wait outstanding", async () => {
+  const bridge = Bridge.of(library());
+  // A receive queued natively on a channel a select made native (inside: no ring wait) takes a
+  // value and is aborted before its record is drained: the value goes back to the channel
+  // (`Bridge.giveBack`), where the next receive, queued natively too, takes it at once. Its
+  // record lands during that give-back, which runs in the drain of the first one's record:
+  // without a drain after the give-back, it waited for ever (the bound below fails it).
+  for (const aborted of ["receive", "select"]) {
+    using a = new Channel<number>();
+    await select((s) => {
+      s.onReceive(a, () => 0);
+      s.onTimeout(0, () => 0);
+    });
+    const ac = new AbortController();
+    const first = aborted === "receive"
+      ? a.receive({ signal: ac.signal })
+      : select<number>((s) => s.onReceive(a, (v) => v), { signal: ac.signal });
+    const next = a.receive();
+    await until(() => bridge.pending >= 2 && !bridge.waiting, `${aborted}: queued natively`);
+    assert.equal(bridge.pendingOutside, 0, `${aborted}: inside`);
+    let waitingThen: boolean | undefined;
+    const sent: Promise<string>[] = [];
+    setTimeout(() => {
+      waitingThen = bridge.waiting;
+      // The select's send completes `first` natively (its record in the ring); the abort
+      // then loses to it (KC_EBUSY), and the value goes back as the record is drained.
+      sent.push(select((s) => s.onSend(a, 7, () => "sent")));
+      ac.abort(new Error("given up"));
+    }, 0);
+    await assert.rejects(within(first, 20_000, `${aborted}: the first`), /given up/);
+    assert.equal(await within(next, 20_000, `${aborted}: the next receive`), 7);
+    assert.equal(await sent[0], "sent");
+    assert.equal(waitingThen, false, `${aborted}: a ring wait was outstanding`);
+  }
+});
