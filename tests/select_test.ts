@@ -2349,3 +2349,31 @@ Deno.test("a value given back to a local channel reaches this isolate's next rec
     assert.equal(waitingThen, false, `${aborted}: a ring wait was outstanding`);
   }
 });
+
+Deno.test("a plain wait queued natively on a channel a select made native keeps the process alive once its handle is read", async () => {
+  // README: the waits already queued natively on a channel whose handle is read while they
+  // wait keep the process alive, as a select on it does (`Bridge.reconsider`, `Waiter.inside`).
+  // Without that, the process ended before the send that comes from a timer that does not
+  // itself keep it alive.
+  const res = await evalScript(
+    `
+    import { Channel, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    const ch = new Channel();
+    await select((s) => { s.onReceive(ch, (v) => v); s.onTimeout(0, () => 0); });
+    const bridge = Bridge.of(library());
+    const p = ch.receive(); // queued natively at the end of this turn
+    for (let i = 0; bridge.pending !== 1 && i < 10_000; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    if (bridge.pending !== 1 || bridge.pendingOutside !== 0) throw new Error("not queued inside");
+    ch.handle;
+    if (bridge.pendingOutside !== 1) throw new Error("still inside");
+    Deno.unrefTimer(setTimeout(() => Channel.from(ch.share()).trySend("late"), 300));
+    console.log(await p);
+  `,
+    { timeoutMs: 20_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "late");
+});
