@@ -2377,3 +2377,21 @@ Deno.test("a plain wait queued natively on a channel a select made native keeps 
   assert.equal(res.code, 0, res.stderr);
   assert.equal(res.stdout.trim(), "late");
 });
+
+Deno.test("a select whose first clause is on a shared channel meets a receive of this isolate that its probe queued natively on a local channel: the receive settles", async () => {
+  // The probe makes `a` native (inside: its handle never left this isolate) and queues the
+  // receive waiting there natively (`Channel.#queue`); the send clause then completes it
+  // natively, its record in the ring, and the select fires in the probe. No wait is outstanding
+  // for the inside receive, and no call went through `a`'s symbols before it was native (the
+  // first clause's channel is outside): the drain that `#queue` schedules (`Bridge.touch`) is
+  // what settles it. Without it the receive waited for ever (the bound below fails it).
+  using x = new Channel<number>(), a = new Channel<number>();
+  void x.handle; // outside
+  const r = a.receive(); // waits in JavaScript: `a` is local
+  const sel = select<string>((s) => {
+    s.onReceive(x, () => "x"); // biased (the default): probed first
+    s.onSend(a, 5, () => "sent");
+  });
+  assert.equal(await within(sel, 20_000, "the select"), "sent");
+  assert.equal(await within(r, 20_000, "the receive"), 5);
+});
