@@ -47,7 +47,8 @@ export type ShutdownMode = "cancel" | "finish";
  * - `"sleeper"`: `[milliseconds, done]`: sleeps, then adds 1 to `done`;
  * - `"skynet"`: `[leaves, result]`: a 10-ary tree of coroutines summing `0..leaves-1`
  *   (`leaves` a power of 10; for another count each node splits its integer tenth ten ways,
- *   a smaller tree's sum);
+ *   a smaller tree's sum); one whose spawns a shutdown meets (or that runs out of stacks)
+ *   stops spawning and leaves `result` as it was, a short sum being none;
  * - `"spin"`: `[rounds, done]`: CPU-bound work, then adds 1 to `done`;
  * - `"cancellable-sleeper"`: `[milliseconds, done, status]`: sleeps, ending early when the
  *   native scope it runs in is cancelled; then `status` = 0 or `Status.EINTR` (read it with

@@ -220,7 +220,14 @@ pub const SkynetNode = struct {
     ref: coroutine.Ref = undefined,
     /// For the root: where to put the result.
     out: ?*std.atomic.Value(u64) = null,
+    /// Set when a spawn in this node's subtree failed: its sum is short, and the root writes none.
+    failed: std.atomic.Value(bool) = .init(false),
 };
+
+/// Tests: run by a skynet node right before each spawn of a child, on its worker (a shutdown
+/// can be made to come in between).
+pub var test_before_spawn: if (@import("builtin").is_test) ?*const fn () void else void =
+    if (@import("builtin").is_test) null else {};
 
 pub fn skynetNode(arg: ?*anyopaque) callconv(.c) void {
     const me: *SkynetNode = @ptrCast(@alignCast(arg.?));
@@ -231,19 +238,41 @@ pub fn skynetNode(arg: ?*anyopaque) callconv(.c) void {
         me.ref = co.ref();
         const child_size = me.size / 10;
         var children: [10]SkynetNode = undefined;
+        var spawned: u32 = 0;
         for (&children, 0..) |*ch, i| {
             ch.* = .{ .index = me.index + i * child_size, .size = child_size, .parent = me };
-            _ = s.spawn(skynetNode, ch) catch unreachable; // out of stacks: nothing sane to do
+            if (@import("builtin").is_test) if (test_before_spawn) |f| f();
+            // A shutdown that comes while this node runs (`rt.shutdown()` during a skynet: its
+            // workers stop once their coroutines park) refuses the spawn with error.Shutdown,
+            // and so does running out of stacks with error.OutOfMemory. Both were `catch
+            // unreachable`: undefined behaviour, a panic in safe builds. The rest is not
+            // spawned, nor waited for, and the sum is short: the root writes none.
+            _ = s.spawn(skynetNode, ch) catch {
+                me.failed.store(true, .monotonic); // published by the decrement below
+                break;
+            };
+            spawned += 1;
         }
+        // Acq_rel, as a child's decrement (below): whichever of them reaches 0 is the last one.
+        // Reaching it here (every child spawned has finished) wakes nobody: this node then
+        // does not park.
+        if (spawned < 10) _ = me.pending.fetchSub(10 - spawned, .acq_rel);
         // Acquire: pairs with each child's acq_rel decrement; their sums are visible after.
         while (me.pending.load(.acquire) > 0) coroutine.park() catch unreachable;
         result = me.sum.load(.monotonic);
     }
+    // Monotonic: a child's `failed` store comes before its acq_rel decrement of `pending`,
+    // which our acquire load of it above pairs with.
+    const failed = me.failed.load(.monotonic);
     if (me.parent) |p| {
         _ = p.sum.fetchAdd(result, .monotonic);
+        if (failed) p.failed.store(true, .monotonic); // published by the decrement below
         // Acq_rel: publishes our sum to the parent; the last child wakes it.
         if (p.pending.fetchSub(1, .acq_rel) == 1) _ = s.unpark(p.ref);
     } else if (me.out) |out| {
+        // A short sum is no result: `done` stays as it was (the worker counts the root out
+        // once it returns).
+        if (failed) return;
         countedOut(); // the root, the spawned coroutine: `result` is its `done`
         out.store(result, .release);
     }

@@ -5450,6 +5450,54 @@ test "C ABI: every other scheduled built-in is out of kc_sched_info's live count
     }
 }
 
+test "C ABI: a skynet that a cancelling shutdown meets in the middle of its spawns stops spawning, writes no sum and the shutdown returns" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // `rt.shutdown()` while a skynet runs: a node spawning its children when the scheduler
+    // stops (its worker runs it on until it parks) was refused with error.Shutdown, which its
+    // `catch unreachable` made undefined behaviour (a panic in this build). The hook holds the
+    // root right before its third spawn until the shutdown has begun.
+    const S = struct {
+        var spawns = std.atomic.Value(u32).init(0);
+        var entered = std.atomic.Value(bool).init(false);
+        fn beforeSpawn() void {
+            if (spawns.fetchAdd(1, .monotonic) != 2) return;
+            const s = kcoro.scheduler.currentScheduler().?;
+            entered.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the shutdown");
+            // Acquire: pairs with the shutdown's seq_cst store of `stopping`.
+            while (s.state.load(.acquire) == .running) d.wait() catch return;
+        }
+    };
+    defer builtins.test_before_spawn = null;
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    builtins.test_before_spawn = S.beforeSpawn;
+    var sky = [2]u64{ 100, 7 }; // `done` 7: a sum written over it shows
+    const entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.skynet)).?));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &sky, 0, null));
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the root's third spawn");
+    while (!S.entered.load(.acquire)) try d.wait();
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0)); // KC_SHUTDOWN_CANCEL
+    // One worker: the two children spawned never ran, the root parked for them: abandoned.
+    try testing.expectEqual(@as(u64, 7), @atomicLoad(u64, &sky[1], .acquire));
+
+    // The root's own spawns all refused (a one-level tree: no child ever runs): it does not
+    // park for children that never came, and returns without writing a short sum.
+    S.spawns.store(2, .monotonic);
+    S.entered.store(false, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var one = [2]u64{ 10, 7 };
+    try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &one, 0, null));
+    const d2 = test_wait.Deadline.in(test_wait.default_ns, "the root's first spawn");
+    while (!S.entered.load(.acquire)) try d2.wait();
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expectEqual(@as(u64, 7), @atomicLoad(u64, &one[1], .acquire));
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(@as(u64, 0), info[1]); // nothing left counted live
+}
+
 test "C ABI: kc_sched_shutdown_gen of a generation not started yet is KC_EINVAL, as kc_sched_ended says, and stops nothing" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
