@@ -804,7 +804,11 @@ export class Runtime {
     } finally {
       if (stopping.done === done) stopping.inProgress = false;
     }
-    unpinAll();
+    // Only while no scheduler runs: a later one may have started before this settled (a second
+    // call's native call ends after the runtime() that followed it, a first one's before a turn
+    // of the event loop that started one), and the cells its coroutines write into were let go
+    // with the rest. What stays goes as a drain or spawn finds it done with.
+    if (!schedulerRunning(this.#lib)) unpinAll();
     if (current === this) current = null;
   }
 

@@ -438,6 +438,47 @@ Deno.test("runtime: a second shutdown() on its helper thread neither stops nor r
   }
 });
 
+Deno.test("runtime: a shutdown that settles once a later runtime() runs keeps the cells that runtime's coroutines write into", async () => {
+  // The cells of every built-in spawned are kept reachable (module-wide) until it can no longer
+  // write. A shutdown let go of all of them when it settled, also of those of coroutines of a
+  // later scheduler started before it settled, which then wrote into memory the collector
+  // could free.
+  const spawnSleeper = (rt: Runtime) => {
+    const before = rt._pinnedCount;
+    rt.spawn("sleeper", rt.cells([60_000n, 0n])); // a minute: running throughout
+    assert.equal(rt._pinnedCount, before + 1);
+    return before + 1;
+  };
+  // A second shutdown() of a Runtime shut down already goes to its helper thread (its
+  // generation is still the latest), and settles after the runtime() started meanwhile.
+  const old = runtime();
+  await old.shutdown();
+  const again = old.shutdown();
+  const later = runtime();
+  const pinned = spawnSleeper(later);
+  await again;
+  assert.equal(later._pinnedCount, pinned, "a second shutdown let go of a later runtime's cells");
+  // A first shutdown whose native call ended before its promise settled: the thread held (no
+  // turn of the event loop) until runtime() can start the next scheduler, which is spawned into
+  // before the shutdown's promise settles.
+  const stopping = later.shutdown();
+  const bound = performance.now() + 30_000; // against a hang only
+  let next: Runtime | undefined;
+  while (next === undefined) {
+    try {
+      next = runtime();
+    } catch (e) {
+      if (!(e instanceof ShutdownError)) throw e; // a shutdown still in progress
+      if (performance.now() > bound) throw new Error("the shutdown did not end");
+    }
+  }
+  const pinnedNext = spawnSleeper(next);
+  await stopping;
+  assert.equal(next._pinnedCount, pinnedNext, "a shutdown let go of a later runtime's cells");
+  await next.shutdown(); // the sleepers abandoned: now nothing writes
+  assert.equal(next._pinnedCount, 0);
+});
+
 Deno.test("runtime: a Runtime shut down stays so once a later scheduler runs: its shutdown does not stop that one", async () => {
   const old = runtime({ workers: 2 });
   await old.shutdown();
