@@ -46,6 +46,51 @@ function assertPrintedOk(
   assert.equal(res.stdout.trim(), "ok", res.stderr);
 }
 
+/**
+ * Runs `body`, a script against a Worker of tests/fixtures/`fixture` (producer_owner_worker.ts,
+ * actor_owner_worker.ts), in a child process (evalScript: the Worker's end must not touch this
+ * process's channels, nor its closeLibrary this process's library), and asserts that it printed
+ * "ok" and exited by itself. `body` sees `Channel`, `CancellationError`, support.ts's
+ * `assertOwnerGone`, `settled`, `until`, `within` and `workerMessages`, and the script's own:
+ * - `startWorker(how, what = "the share")`: a Worker of the fixture, sent `how`, once it has
+ *   shared its channel: `{ w, saying, share }`, `saying` its messages in whichever order they
+ *   come (workerMessages), `share` its first `{ share }` message's (`what` names that wait);
+ * - `steadyHandles()` and `handlesBack(before)`: the live channel handles once steady, and a
+ *   throw unless they are back to `before` (bounded wait).
+ */
+async function runWorkerScript(fixture: string, body: string, timeoutMs: number): Promise<void> {
+  const res = await evalScript(
+    `
+    import { CancellationError, Channel } from "./mod.ts";
+    import {
+      assertOwnerGone, liveChannels, settled, until, within, workerMessages, workerStartMs,
+    } from "./tests/support.ts";
+    const url = new URL("./tests/fixtures/${fixture}", "file://" + Deno.cwd() + "/");
+    async function startWorker(how, what = "the share") {
+      const w = new Worker(url, { type: "module" });
+      const saying = workerMessages(w);
+      w.postMessage(how);
+      const { share } = await within(saying((m) => m?.share !== undefined), workerStartMs, what);
+      return { w, saying, share };
+    }
+    async function steadyHandles() {
+      let before = 0;
+      await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
+      return before;
+    }
+    async function handlesBack(before) {
+      let now = -1;
+      await until(() => (now = liveChannels()) <= before, "channel handles back").catch(() => {});
+      if (now !== before) throw new Error("live channel handles: " + now + ", before " + before);
+    }
+    ${body}
+    console.log("ok");
+  `,
+    { timeoutMs },
+  );
+  assertPrintedOk(res);
+}
+
 /** Live tasks: every producer and actor body in this file is wrapped by `counted`. */
 let live = 0;
 function counted<A extends unknown[]>(
@@ -3685,20 +3730,14 @@ Deno.test("actor: a send whose signal was aborted with another channel's Invalid
 Deno.test("produce: a Worker whose producer runs when it ends (terminated, or self.close()) or closes the library cancels the channel: the main isolate's consumer rejects with a CancellationError that says so, the buffer is dropped, the process exits, no handle is left", async () => {
   // Before, the Worker's ring only withdrew the producer's watch: the channel stayed open, the
   // consumer's for-await waited for ever, and its native wait kept the process alive.
-  const res = await evalScript(
+  await runWorkerScript(
+    "producer_owner_worker.ts",
     `
-    import { Channel } from "./mod.ts";
-    import { assertOwnerGone, liveChannels, until, within, workerMessages } from "./tests/support.ts";
-    const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
     const check = (what, e) => assertOwnerGone(what, e, "producer");
-    let before = 0;
-    await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
+    const handles = await steadyHandles();
     for (const how of ["full", "close", "library"]) {
-      const w = new Worker(url, { type: "module" });
       // Its messages, in whichever order they come: { share } and (how "full") "full".
-      const saying = workerMessages(w);
-      w.postMessage(how);
-      const { share } = await within(saying((m) => typeof m === "object"), 120_000, how + ": the share");
+      const { w, saying, share } = await startWorker(how, how + ": the share");
       {
         using c = Channel.from(share);
         const got = [];
@@ -3737,29 +3776,20 @@ Deno.test("produce: a Worker whose producer runs when it ends (terminated, or se
       }
       if (how === "library") w.terminate(); // it lives on after its closeLibrary()
     }
-    let now = -1;
-    await until(() => (now = liveChannels()) <= before, "channel handles back").catch(() => {});
-    if (now !== before) throw new Error("live channel handles: " + now + ", before " + before);
-    console.log("ok");
+    await handlesBack(handles);
   `,
-    { timeoutMs: 240_000 },
+    240_000,
   );
-  assertPrintedOk(res);
 });
 
 Deno.test("produce: a Worker whose producer finished (its channel closed, values buffered) and then ends leaves the channel closed, not cancelled: the main isolate receives every value and a clean end", async () => {
   // The owned watch goes with the task (and a ring's going away cancels no channel closed
   // already): a finished producer's channel is what its close made it, whatever its Worker does
   // after.
-  const res = await evalScript(
+  await runWorkerScript(
+    "producer_owner_worker.ts",
     `
-    import { Channel } from "./mod.ts";
-    import { until, within, workerMessages } from "./tests/support.ts";
-    const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
-    const w = new Worker(url, { type: "module" });
-    const saying = workerMessages(w);
-    w.postMessage("done");
-    const { share } = await within(saying((m) => m?.share !== undefined), 120_000, "the share");
+    const { w, saying, share } = await startWorker("done");
     const { marker } = await within(saying((m) => m?.marker !== undefined), 20_000, "the marker");
     {
       using c = Channel.from(share);
@@ -3776,27 +3806,20 @@ Deno.test("produce: a Worker whose producer finished (its channel closed, values
       const st = c.metrics();
       if (st.dropped !== 0) throw new Error("dropped " + st.dropped);
     }
-    console.log("ok");
   `,
-    { timeoutMs: 180_000 },
+    180_000,
   );
-  assertPrintedOk(res);
 });
 
 Deno.test("produce: a Worker that ends after share() but before the producer's task first ran (a lazy launch, never started) cancels the channel: the main isolate's waiting receive rejects with the owner-gone CancellationError, the process exits", async () => {
   // The watch was taken only once the task ran: a Worker terminated (or closing itself) between
   // the share and the task's start left the channel open, and the main isolate's receive waited
   // for ever, its native wait keeping the process alive.
-  const res = await evalScript(
+  await runWorkerScript(
+    "producer_owner_worker.ts",
     `
-    import { Channel } from "./mod.ts";
-    import { assertOwnerGone, settled, within, workerMessages } from "./tests/support.ts";
-    const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
     for (const end of ["terminate", "close"]) {
-      const w = new Worker(url, { type: "module" });
-      const saying = workerMessages(w);
-      w.postMessage("lazy");
-      const { share } = await within(saying((m) => m?.share !== undefined), 120_000, end + ": the share");
+      const { w, saying, share } = await startWorker("lazy", end + ": the share");
       {
         using c = Channel.from(share);
         const receiving = c.receive().then(() => "a value", (e) => e);
@@ -3810,23 +3833,16 @@ Deno.test("produce: a Worker that ends after share() but before the producer's t
       // Its messages come in order: "ran" would have come before the share.
       if (await settled(saying((m) => m === "ran"))) throw new Error(end + ": the lazy task ran");
     }
-    console.log("ok");
   `,
-    { timeoutMs: 240_000 },
+    240_000,
   );
-  assertPrintedOk(res);
 });
 
 Deno.test("produce: a Worker terminated after the producer's block returned while a child of its task still runs cancels the channel, not closes it: the task is not complete until its children are (Kotlin's), so the consumer gets the owner-gone CancellationError, the buffer dropped", async () => {
-  const res = await evalScript(
+  await runWorkerScript(
+    "producer_owner_worker.ts",
     `
-    import { Channel } from "./mod.ts";
-    import { assertOwnerGone, until, within, workerMessages } from "./tests/support.ts";
-    const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
-    const w = new Worker(url, { type: "module" });
-    const saying = workerMessages(w);
-    w.postMessage("children");
-    const { share } = await within(saying((m) => m?.share !== undefined), 120_000, "the share");
+    const { w, saying, share } = await startWorker("children");
     {
       using c = Channel.from(share);
       await within(saying((m) => m === "returned"), 20_000, "the block's return");
@@ -3844,30 +3860,22 @@ Deno.test("produce: a Worker terminated after the producer's block returned whil
       if (got.length !== 0) throw new Error("received " + got);
       if (c.metrics().dropped !== 1) throw new Error("dropped " + c.metrics().dropped);
     }
-    console.log("ok");
   `,
-    { timeoutMs: 180_000 },
+    180_000,
   );
-  assertPrintedOk(res);
 });
 
 Deno.test("actor: a Worker whose actor runs when it ends (terminated, self.close(), or its library closed) cancels the mailbox it shared: the main isolate's waiting send rejects with a CancellationError that says so, later sends fail, the process exits, no handle is left", async () => {
   // Before, the actor held no watch on its mailbox: the Worker's end left it open, the main
   // isolate's send waited for ever (its native wait keeping the process alive), and later sends
   // went into a mailbox nobody would ever read.
-  const res = await evalScript(
+  await runWorkerScript(
+    "actor_owner_worker.ts",
     `
-    import { Channel } from "./mod.ts";
-    import { assertOwnerGone, liveChannels, settled, until, within } from "./tests/support.ts";
-    const url = new URL("./tests/fixtures/actor_owner_worker.ts", "file://" + Deno.cwd() + "/");
     const check = (what, e) => assertOwnerGone(what, e, "actor");
-    let before = 0;
-    await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
+    const handles = await steadyHandles();
     for (const how of ["terminate", "close", "library"]) {
-      const w = new Worker(url, { type: "module" });
-      const shared = new Promise((r) => w.onmessage = (e) => r(e.data.share));
-      w.postMessage(how);
-      const share = await within(shared, 120_000, how + ": the share");
+      const { w, share } = await startWorker(how, how + ": the share");
       {
         using c = Channel.from(share);
         // A 1-slot mailbox: its slot filled first; rendezvous: the handler never receives.
@@ -3890,28 +3898,19 @@ Deno.test("actor: a Worker whose actor runs when it ends (terminated, self.close
       }
       if (how === "library") w.terminate(); // it lives on after its closeLibrary()
     }
-    let now = -1;
-    await until(() => (now = liveChannels()) <= before, "channel handles back").catch(() => {});
-    if (now !== before) throw new Error("live channel handles: " + now + ", before " + before);
-    console.log("ok");
+    await handlesBack(handles);
   `,
-    { timeoutMs: 240_000 },
+    240_000,
   );
-  assertPrintedOk(res);
 });
 
 Deno.test("actor: the main isolate cancelling its copy of a Worker's mailbox cancels the Worker's busy actor: its signal aborts with the cause, onDone gets that one error, the Worker's scope resolves", async () => {
   // Before, the cancel ended the mailbox only: the handler, busy and not receiving, ran on, and
   // the Worker's actor and scope never ended.
-  const res = await evalScript(
+  await runWorkerScript(
+    "actor_owner_worker.ts",
     `
-    import { CancellationError, Channel } from "./mod.ts";
-    import { within, workerMessages } from "./tests/support.ts";
-    const url = new URL("./tests/fixtures/actor_owner_worker.ts", "file://" + Deno.cwd() + "/");
-    const w = new Worker(url, { type: "module" });
-    const saying = workerMessages(w);
-    w.postMessage("cancel");
-    const { share } = await within(saying((m) => m?.share !== undefined), 120_000, "the share");
+    const { w, saying, share } = await startWorker("cancel");
     {
       using c = Channel.from(share);
       c.cancel(new CancellationError("stop from main"));
@@ -3924,25 +3923,18 @@ Deno.test("actor: the main isolate cancelling its copy of a Worker's mailbox can
     if (JSON.stringify(aborted) !== expect) throw new Error("aborted: " + JSON.stringify(aborted));
     if (JSON.stringify(done) !== expect) throw new Error("onDone: " + JSON.stringify(done));
     if (scope !== "resolved") throw new Error("scope: " + JSON.stringify(scope));
-    console.log("ok");
   `,
-    { timeoutMs: 180_000 },
+    180_000,
   );
-  assertPrintedOk(res);
 });
 
 Deno.test("produce: the owner-gone message follows the role known when it is read: a copy opened without a role says 'producer or actor', and once a copy of the same isolate is opened from share() with its role, every read says 'producer' (the errors handed out before keep theirs)", async () => {
   // The message was made at the first look and kept: a copy given the role later (the same
   // isolate's entry) still answered "its producer or actor".
-  const res = await evalScript(
+  await runWorkerScript(
+    "producer_owner_worker.ts",
     `
-    import { Channel } from "./mod.ts";
-    import { assertOwnerGone, until, within, workerMessages } from "./tests/support.ts";
-    const url = new URL("./tests/fixtures/producer_owner_worker.ts", "file://" + Deno.cwd() + "/");
-    const w = new Worker(url, { type: "module" });
-    const saying = workerMessages(w);
-    w.postMessage("full");
-    const { share } = await within(saying((m) => typeof m === "object"), 120_000, "the share");
+    const { w, saying, share } = await startWorker("full");
     if (share.role !== "producer") throw new Error("role: " + share.role);
     const { role: _, ...bare } = share; // made by hand: no role
     {
@@ -3965,11 +3957,9 @@ Deno.test("produce: the owner-gone message follows the role known when it is rea
       }
       assertOwnerGone("the error handed out before keeps its message", before, "producer or actor");
     }
-    console.log("ok");
   `,
-    { timeoutMs: 180_000 },
+    180_000,
   );
-  assertPrintedOk(res);
 });
 
 Deno.test("produce and actor name their role in share() (SharedChannel.role), and a copy's share() passes it on; a plain channel's has none", async () => {
