@@ -4396,21 +4396,35 @@ fn rendezvousChan() !u32 {
     return h;
 }
 
+/// Tests: a hand-driven coroutine's kc_select over two clauses with a token (HandDrivenWait's),
+/// for the kc_select token tests. `start` sets the clauses, resets the answer (`rc` 1, `idx` 99:
+/// not written) and parks the coroutine in the select; `rc` and `idx` are the select's answer
+/// once the wait's `end` has resumed it. One at a time: its state is the container's.
+const TokenSelect = struct {
+    var clauses: [2]Clause = undefined;
+    var tok: u32 = 0;
+    var rc: i32 = 1;
+    var idx: u32 = 99;
+
+    fn entry(_: ?*anyopaque) callconv(.c) void {
+        rc = kc_select(&clauses, 2, 0, tok, 0, &idx);
+    }
+
+    fn start(c: [2]Clause) !HandDrivenWait {
+        clauses = c;
+        rc = 1;
+        idx = 99;
+        return HandDrivenWait.start(entry, &tok);
+    }
+};
+
 test "C ABI: kc_select's token, once cancelled before it returns, wins over a close or cancel of its clause's channel, whichever came first; a value received wins over the token" {
     // A hand-driven coroutine parks in kc_select; the test closes (or cancels) the channel and
     // cancels the token while it is parked, in either order, then resumes it. Before, both
     // orders gave KC_EPIPE (KC_ECANCELED): the close claimed the clause before the select,
     // woken by the token, gave up, so a select woken by kc_token_cancel as its channel closed
     // said KC_EPIPE or KC_EINTR by the timing of its wake-up.
-    const S = struct {
-        var clauses: [2]Clause = undefined;
-        var tok: u32 = 0;
-        var rc: i32 = 1;
-        var idx: u32 = 99;
-        fn entry(_: ?*anyopaque) callconv(.c) void {
-            rc = kc_select(&clauses, 2, 0, tok, 0, &idx);
-        }
-    };
+    const S = TokenSelect;
     for (std.enums.values(TokenEnding)) |ending| {
         if (ending == .cancel_alone) continue; // the plain operations' test has it
         const a = try rendezvousChan();
@@ -4419,13 +4433,10 @@ test "C ABI: kc_select's token, once cancelled before it returns, wins over a cl
         defer _ = kc_chan_destroy(b);
         var x: u64 = 0;
         var y: u64 = 0;
-        S.clauses = .{
+        const w = try S.start(.{
             .{ .handle = a, .kind = 1, .size = 8, .elem = &x },
             .{ .handle = b, .kind = 1, .size = 8, .elem = &y },
-        };
-        S.rc = 1;
-        S.idx = 99;
-        const w = try HandDrivenWait.start(S.entry, &S.tok);
+        });
         defer w.deinit();
         _ = try w.end(b, ending, false);
         switch (ending) {
@@ -4455,15 +4466,7 @@ test "C ABI: kc_select's send clause whose value a cancel handed to the undelive
     // kept list, a zero-copy buffer freed): that cannot be taken back, any more than a value
     // sent. Before, a token cancelled too made kc_select say KC_EINTR, which says the value is
     // still the caller's (a caller freeing its descriptor then freed it twice).
-    const S = struct {
-        var clauses: [2]Clause = undefined;
-        var tok: u32 = 0;
-        var rc: i32 = 1;
-        var idx: u32 = 99;
-        fn entry(_: ?*anyopaque) callconv(.c) void {
-            rc = kc_select(&clauses, 2, 0, tok, 0, &idx);
-        }
-    };
+    const S = TokenSelect;
     for ([_]TokenEnding{ .chan_cancel_then_cancel, .cancel_then_chan_cancel }) |ending| {
         const a = try rendezvousChan();
         defer _ = kc_chan_destroy(a);
@@ -4472,13 +4475,10 @@ test "C ABI: kc_select's send clause whose value a cancel handed to the undelive
         try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(b));
         var x: u64 = 0;
         var v: u64 = 42;
-        S.clauses = .{
+        const w = try S.start(.{
             .{ .handle = a, .kind = 1, .size = 8, .elem = &x },
             .{ .handle = b, .kind = 0, .size = 8, .elem = &v },
-        };
-        S.rc = 1;
-        S.idx = 99;
-        const w = try HandDrivenWait.start(S.entry, &S.tok);
+        });
         defer w.deinit();
         _ = try w.end(b, ending, true);
         // The value went to b's undelivered path: the select says so.
