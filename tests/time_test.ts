@@ -61,6 +61,30 @@ Deno.test("a long or infinite delay is cancellable and leaves no timer behind", 
   }
 });
 
+/**
+ * Awaits `wait` (an expression: `ch`, a local channel nothing else can complete a receive of, and
+ * `never`, a CompletableDeferred nothing completes, are in scope) in a child process and asserts
+ * that the process exits by itself, the wait unsettled (Deno's "never resolved"): no timer it
+ * armed keeps the process alive. `what` names the wait in the assertions.
+ */
+async function assertExitsUnsettled(what: string, wait: string): Promise<void> {
+  const res = await evalScript(
+    `
+    import {
+      Channel, CompletableDeferred, Context, Deadline, delay, select, withTimeout, withTimeoutOrNull,
+    } from "./mod.ts";
+    const ch = new Channel(); // local: nothing else can complete its receive
+    const never = new CompletableDeferred();
+    await ${wait};
+    console.log("settled");
+  `,
+    { timeoutMs: 30_000 },
+  );
+  assert.equal(res.signal, null, `${what}: killed at the bound, the process hung`);
+  assert.notEqual(res.code, 0, what);
+  assert.match(res.stderr, /never resolved/, what);
+}
+
 Deno.test("an infinite timeout arms no timer: a process whose only wait nothing can end exits (the promise never resolved) instead of hanging", async () => {
   // Before, timer(Infinity) chained setTimeout(2^31 - 1 ms) for good: each of these kept the
   // process alive for ever, where the wait alone ends it (a local channel's receive does).
@@ -75,19 +99,7 @@ Deno.test("an infinite timeout arms no timer: a process whose only wait nothing 
       ],
     ]
   ) {
-    const res = await evalScript(
-      `
-      import { Channel, CompletableDeferred, delay, select, withTimeout, withTimeoutOrNull } from "./mod.ts";
-      const ch = new Channel(); // local: nothing else can complete its receive
-      const never = new CompletableDeferred();
-      await ${wait};
-      console.log("settled");
-    `,
-      { timeoutMs: 30_000 },
-    );
-    assert.equal(res.signal, null, `${what}: killed at the bound, the process hung`);
-    assert.notEqual(res.code, 0, what);
-    assert.match(res.stderr, /never resolved/, what);
+    await assertExitsUnsettled(what, wait);
   }
 });
 
@@ -106,18 +118,7 @@ Deno.test("a timeout of 2^64 ns or more arms no timer, as Infinity: a process wh
       ["delay(2 ** 64 / 1e6)", "delay(2 ** 64 / 1e6)"],
     ]
   ) {
-    const res = await evalScript(
-      `
-      import { Channel, Context, Deadline, delay, withTimeout } from "./mod.ts";
-      const ch = new Channel(); // local: nothing else can complete its receive
-      await ${wait};
-      console.log("settled");
-    `,
-      { timeoutMs: 30_000 },
-    );
-    assert.equal(res.signal, null, `${what}: killed at the bound, the process hung`);
-    assert.notEqual(res.code, 0, what);
-    assert.match(res.stderr, /never resolved/, what);
+    await assertExitsUnsettled(what, wait);
   }
 });
 
