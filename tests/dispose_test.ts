@@ -1258,6 +1258,37 @@ Deno.test("the handle a channel's native calls are given once it ended under its
   assert.equal(ch.close(), false); // the owner learns of the destroy: cancelled
 });
 
+/**
+ * Gives Uint8Array an own Symbol.hasInstance that runs `onCheck` (the caller's code) with the
+ * value checked, then answers as the real one: a codecs.bytes value's check (`instanceof
+ * Uint8Array`) runs it. The Disposable deletes it (`using`, so that a failing test restores it).
+ */
+function checkingUint8Arrays(onCheck: (v: unknown) => void): Disposable {
+  const realHasInstance = Function.prototype[Symbol.hasInstance];
+  Object.defineProperty(Uint8Array, Symbol.hasInstance, {
+    configurable: true,
+    value(v: unknown) {
+      onCheck(v);
+      return realHasInstance.call(this, v);
+    },
+  });
+  return {
+    [Symbol.dispose]: () =>
+      delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance],
+  };
+}
+
+/**
+ * Uses codecs.bytes channel `ch` past its 16th use: its try-operations take the mapped path from
+ * then on (its handle word read).
+ */
+function usePastMapping(ch: Channel<Uint8Array>, label: string): void {
+  for (let i = 0; i < 40; i++) {
+    assert.equal(ch.trySend(new Uint8Array([i])).state, "ok", label);
+    assert.equal(ch.tryReceive().state, "ok", label);
+  }
+}
+
 Deno.test("a codecs.bytes trySend whose value's check runs the caller's code (an own Symbol.hasInstance of Uint8Array's) that learns of native code's destroy makes no try-send on the dead handle: mapped and not", () => {
   // The bytes path copies and sends in one call (kc_chan_try_send_copy), its value checked by
   // `instanceof Uint8Array` first, which runs an own Symbol.hasInstance of Uint8Array's: here one
@@ -1266,34 +1297,21 @@ Deno.test("a codecs.bytes trySend whose value's check runs the caller's code (an
   const sym = library().symbols("test");
   const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   const names = ["kc_chan_try_send_copy", "kc_chan_try_send", "kc_chan_try_send_at"];
-  const realHasInstance = Function.prototype[Symbol.hasInstance];
   for (const mapped of [false, true]) {
     const label = mapped ? "mapped" : "not mapped";
     using reported = catchReported();
     using ch = new Channel<Uint8Array>(1, { codec: codecs.bytes });
     const other = Channel.from<Uint8Array>(ch.share());
     const h = ch.handle;
-    // Past the 16th use: the mapped try-path (its handle word read).
-    for (let i = 0; mapped && i < 40; i++) {
-      assert.equal(ch.trySend(new Uint8Array([i])).state, "ok", label);
-      assert.equal(ch.tryReceive().state, "ok", label);
-    }
+    if (mapped) usePastMapping(ch, label);
     assert.equal(sym.kc_chan_destroy(h), 0, label);
     let learnt: boolean | undefined;
     const calls: string[] = [];
     let r: { state: string };
-    Object.defineProperty(Uint8Array, Symbol.hasInstance, {
-      configurable: true,
-      value(v: unknown) {
-        learnt ??= other.isClosedForSend;
-        return realHasInstance.call(this, v);
-      },
-    });
-    try {
+    {
+      using _check = checkingUint8Arrays(() => learnt ??= other.isClosedForSend);
       using _ = recordCalls(patchable, names, h, calls);
       r = ch.trySend(new Uint8Array([1, 2, 3]));
-    } finally {
-      delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance];
     }
     assert.equal(learnt, true, `${label}: the check learnt it`);
     assert.equal(r.state, "closed", label);
@@ -1481,37 +1499,28 @@ Deno.test("a codecs.bytes trySend whose value's check (an own Symbol.hasInstance
   const sym = library().symbols("test");
   const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   const names = ["kc_chan_try_send_copy", "kc_chan_try_send", "kc_chan_try_send_at"];
-  const realHasInstance = Function.prototype[Symbol.hasInstance];
   for (const mapped of [false, true]) {
     const label = mapped ? "mapped" : "not mapped";
     using reported = catchReported();
     using ch = new Channel<Uint8Array>(1, { codec: codecs.bytes });
     const h = ch.handle; // native (escaped), no copy
-    // Past the 16th use: the mapped try-path (its handle word read).
-    for (let i = 0; mapped && i < 40; i++) {
-      assert.equal(ch.trySend(new Uint8Array([i])).state, "ok", label);
-      assert.equal(ch.tryReceive().state, "ok", label);
-    }
+    if (mapped) usePastMapping(ch, label);
     let disposed = false;
     const calls: string[] = [];
     let thrown: unknown;
-    Object.defineProperty(Uint8Array, Symbol.hasInstance, {
-      configurable: true,
-      value(v: unknown) {
+    {
+      using _check = checkingUint8Arrays(() => {
         if (!disposed) {
           disposed = true;
           ch[Symbol.dispose]();
         }
-        return realHasInstance.call(this, v);
-      },
-    });
-    try {
+      });
       using _ = recordCalls(patchable, names, h, calls);
-      ch.trySend(new Uint8Array([1, 2, 3]));
-    } catch (e) {
-      thrown = e;
-    } finally {
-      delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance];
+      try {
+        ch.trySend(new Uint8Array([1, 2, 3]));
+      } catch (e) {
+        thrown = e;
+      }
     }
     assert.equal(disposed, true, `${label}: the check disposed it`);
     assert.deepEqual(calls, [], `${label}: no try-send with the handle`);
@@ -1531,7 +1540,6 @@ function disposingValue(
   codec: Codec<unknown>,
   copy: Channel<unknown>,
 ): { value: unknown; disposed: () => number; restore: () => void } {
-  const realHasInstance = Function.prototype[Symbol.hasInstance];
   let disposed = 0;
   let value: unknown = {
     get x() {
@@ -1540,21 +1548,14 @@ function disposingValue(
       return 1;
     },
   };
+  let check: Disposable | undefined;
   if (codec === codecs.bytes) {
     value = new Uint8Array([1, 2, 3]);
-    Object.defineProperty(Uint8Array, Symbol.hasInstance, {
-      configurable: true,
-      value(v: unknown) {
-        if (disposed++ === 0) copy[Symbol.dispose]();
-        return realHasInstance.call(this, v);
-      },
+    check = checkingUint8Arrays(() => {
+      if (disposed++ === 0) copy[Symbol.dispose]();
     });
   }
-  return {
-    value,
-    disposed: () => disposed,
-    restore: () => delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance],
-  };
+  return { value, disposed: () => disposed, restore: () => check?.[Symbol.dispose]() };
 }
 
 Deno.test("a Channel.from copy whose channel ended: a send or trySend whose value's check disposes the copy throws what a call after the dispose throws, as on a live channel; a value the codec cannot carry throws its CodecError", async () => {
@@ -1956,24 +1957,18 @@ Deno.test("a send waiting in JavaScript whose value's encoding at its native que
       let bSent: Promise<unknown> | undefined;
       let acted = false;
       if (by === "end") assert.equal(sym.kc_chan_destroy(ch.handle), 0, label);
-      Object.defineProperty(Uint8Array, Symbol.hasInstance, {
-        configurable: true,
-        value(v: unknown) {
+      {
+        using _check = checkingUint8Arrays((v) => {
           if (!acted && isValue(v)) {
             acted = true;
             if (by === "end") assert.equal(other.isClosedForSend, true, label);
             else ac.abort();
             bSent = b.send(new Uint8Array([9])).then(() => "resolved", (e: unknown) => e);
           }
-          return realHasInstance.call(this, v);
-        },
-      });
-      try {
+        });
         if (at === "try") ch.trySend(new Uint8Array([5]));
         else await Promise.resolve(); // its queueing, at the end of this turn
         await until(() => acted, `${label}: the encoding ran`);
-      } finally {
-        delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance];
       }
       const e = await sent;
       if (by === "end") {
