@@ -1627,13 +1627,13 @@ function show(x: bigint): string {
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
 
-Deno.test("a terminated Worker's queued send reaches the creator's onUndeliveredElement at the creator's next receive that waits, without a close", async () => {
-  // A channel without a drop policy keeps what a terminated Worker's queued send held for its
-  // creator's hook (kc_chan_keep_undelivered). It reached the hook only when the creator
-  // cancelled, disposed or found the channel closed: a creator that went on receiving never
-  // saw it, though `metrics().dropped` counted it at once.
-  const undelivered: number[] = [];
-  using ch = new Channel<number>(2, { onUndeliveredElement: (v) => undelivered.push(v) });
+/**
+ * Fills `ch` (capacity 2, 1 then 2), has a Worker (late_undelivered_worker.ts) send 3 to it, a
+ * send that waits, and terminates the Worker there. The Worker's thread ends some time after
+ * terminate(): its ring's destroy withdraws the send and hands 3 to the undelivered path, kept
+ * for this isolate's hook (kc_chan_keep_undelivered). Returns once `ch` counts it dropped.
+ */
+async function dropWorkersSend(ch: Channel<number>): Promise<void> {
   const w = new Worker(new URL("./fixtures/late_undelivered_worker.ts", import.meta.url), {
     type: "module",
   });
@@ -1642,26 +1642,33 @@ Deno.test("a terminated Worker's queued send reaches the creator's onUndelivered
     const waiting = message<string>(w);
     w.postMessage({ ch: ch.share(), value: 3 });
     assert.equal(await within(waiting, workerStartMs, "the Worker's send"), "waiting");
-    w.terminate();
-    // The Worker's thread ends some time after terminate(): its ring's destroy withdraws the
-    // send and hands 3 to the undelivered path, kept for this isolate's hook.
-    await until(() => ch.metrics().dropped === 1, "the Worker's send to be dropped");
-    assert.deepEqual(undelivered, []); // kept natively, not yet handed over
-    // The creator goes on receiving: the buffered values, then a receive that waits.
-    assert.equal(await within(ch.receive(), 10_000, "1"), 1);
-    assert.equal(await within(ch.receive(), 10_000, "2"), 2);
-    const late = new AbortController();
-    const last = ch.receive({ signal: late.signal }).then(String, (e: Error) => e.message);
-    try {
-      assert.deepEqual(undelivered, [3]); // handed over when the receive found nothing to take
-    } finally {
-      late.abort(new Error("nothing more to receive"));
-    }
-    assert.equal(await last, "nothing more to receive");
-    assert.equal(ch.isClosedForSend, false); // no close, no cancel
   } finally {
     w.terminate();
   }
+  await until(() => ch.metrics().dropped === 1, "the Worker's send to be dropped");
+}
+
+Deno.test("a terminated Worker's queued send reaches the creator's onUndeliveredElement at the creator's next receive that waits, without a close", async () => {
+  // A channel without a drop policy keeps what a terminated Worker's queued send held for its
+  // creator's hook (kc_chan_keep_undelivered). It reached the hook only when the creator
+  // cancelled, disposed or found the channel closed: a creator that went on receiving never
+  // saw it, though `metrics().dropped` counted it at once.
+  const undelivered: number[] = [];
+  using ch = new Channel<number>(2, { onUndeliveredElement: (v) => undelivered.push(v) });
+  await dropWorkersSend(ch);
+  assert.deepEqual(undelivered, []); // kept natively, not yet handed over
+  // The creator goes on receiving: the buffered values, then a receive that waits.
+  assert.equal(await within(ch.receive(), 10_000, "1"), 1);
+  assert.equal(await within(ch.receive(), 10_000, "2"), 2);
+  const late = new AbortController();
+  const last = ch.receive({ signal: late.signal }).then(String, (e: Error) => e.message);
+  try {
+    assert.deepEqual(undelivered, [3]); // handed over when the receive found nothing to take
+  } finally {
+    late.abort(new Error("nothing more to receive"));
+  }
+  assert.equal(await last, "nothing more to receive");
+  assert.equal(ch.isClosedForSend, false); // no close, no cancel
 });
 
 Deno.test("values(): a return() that the creator's onUndeliveredElement hook makes while a next() hands it a terminated Worker's send ends that next(), which takes nothing", async () => {
@@ -1677,30 +1684,18 @@ Deno.test("values(): a return() that the creator's onUndeliveredElement hook mak
     },
   });
   const it = ch.values();
-  const w = new Worker(new URL("./fixtures/late_undelivered_worker.ts", import.meta.url), {
-    type: "module",
+  await dropWorkersSend(ch);
+  assert.deepEqual(await within(it.next(), 10_000, "1"), { value: 1, done: false });
+  assert.deepEqual(await within(it.next(), 10_000, "2"), { value: 2, done: false });
+  const third = it.next(); // empty: the hook gets 3 and returns the iterator
+  assert.deepEqual(undelivered, [3]);
+  assert.equal(ch.trySend(4).state, "ok");
+  assert.deepEqual(await within(third, 10_000, "the next() the hook's return() ended"), {
+    value: undefined,
+    done: true,
   });
-  try {
-    for (const v of [1, 2]) assert.equal(ch.trySend(v).state, "ok"); // full: the send waits
-    const waiting = message<string>(w);
-    w.postMessage({ ch: ch.share(), value: 3 });
-    assert.equal(await within(waiting, workerStartMs, "the Worker's send"), "waiting");
-    w.terminate();
-    await until(() => ch.metrics().dropped === 1, "the Worker's send to be dropped");
-    assert.deepEqual(await within(it.next(), 10_000, "1"), { value: 1, done: false });
-    assert.deepEqual(await within(it.next(), 10_000, "2"), { value: 2, done: false });
-    const third = it.next(); // empty: the hook gets 3 and returns the iterator
-    assert.deepEqual(undelivered, [3]);
-    assert.equal(ch.trySend(4).state, "ok");
-    assert.deepEqual(await within(third, 10_000, "the next() the hook's return() ended"), {
-      value: undefined,
-      done: true,
-    });
-    // The value sent after the return() stays in the channel.
-    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 4 });
-  } finally {
-    w.terminate();
-  }
+  // The value sent after the return() stays in the channel.
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 4 });
 });
 
 Deno.test("undeliveredLost(): a value a closing Worker's receive took, given back after its owner disposed of the channel, is counted there, never handed to onUndeliveredElement", async () => {
