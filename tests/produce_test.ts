@@ -91,6 +91,36 @@ async function runWorkerScript(fixture: string, body: string, timeoutMs: number)
   assertPrintedOk(res);
 }
 
+/**
+ * The end of a scope (`done`, its coroutineScope's promise) in the tests that end a producer's
+ * channel under it: `settled(what)` waits (bounded) until it settled and for what it reports
+ * later (`laterReports`), and answers "resolved" or its rejection; `cleanUp(scope)`, for a
+ * finally, cancels the scope if it has not settled and waits for it.
+ */
+function watchEnd(done: Promise<unknown>): {
+  settled(what: string): Promise<unknown>;
+  cleanUp(scope: CoroutineScope | null): Promise<void>;
+} {
+  let ended = false;
+  let outcome: unknown = "resolved";
+  done.then(() => ended = true, (e) => {
+    outcome = e;
+    ended = true;
+  });
+  return {
+    async settled(what) {
+      await until(() => ended, what, 10_000);
+      await laterReports();
+      return outcome;
+    },
+    async cleanUp(scope) {
+      if (ended) return;
+      scope?.cancel();
+      await done.catch(() => {});
+    },
+  };
+}
+
 /** Live tasks: every producer and actor body in this file is wrapped by `counted`. */
 let live = 0;
 function counted<A extends unknown[]>(
@@ -1492,7 +1522,6 @@ Deno.test("produce: a send racing native code's destroy of the channel ends the 
       let ch: Channel<number> | null = null;
       let caught: unknown = undefined;
       let signalAborted: boolean | undefined;
-      let ended = false;
       let scopeRef: CoroutineScope | null = null;
       let jobCause: unknown = "not completed";
       const done = coroutineScope((scope) => {
@@ -1521,14 +1550,9 @@ Deno.test("produce: a send racing native code's destroy of the channel ends the 
         (ch as unknown as { _job: { invokeOnCompletion(h: (c: unknown) => void): void } })._job
           .invokeOnCompletion((c) => jobCause = c);
       });
-      let outcome: unknown = "resolved";
-      done.then(() => ended = true, (e) => {
-        outcome = e;
-        ended = true;
-      });
+      const end = watchEnd(done);
       try {
-        await until(() => ended, `${label}: the scope to complete`, 10_000);
-        await laterReports();
+        const outcome = await end.settled(`${label}: the scope to complete`);
         assert.equal(signalAborted, order === "watch first", `${label}: the order`);
         assert.ok(caught !== undefined, `${label}: the send failed`);
         assert.equal(outcome, "resolved", `${label}: ${String(outcome)}`);
@@ -1544,10 +1568,7 @@ Deno.test("produce: a send racing native code's destroy of the channel ends the 
         }
         assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
       } finally {
-        if (!ended) {
-          (scopeRef as CoroutineScope | null)?.cancel();
-          await done.catch(() => {});
-        }
+        await end.cleanUp(scopeRef);
         (ch as Channel<number> | null)?.[Symbol.dispose]();
       }
     }
@@ -1716,7 +1737,6 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
       let copy: Channel<number> | null = null;
       let caught: unknown = undefined;
       let signalAborted: boolean | undefined;
-      let ended = false;
       let scopeRef: CoroutineScope | null = null;
       let jobCause: unknown = "not completed";
       const done = coroutineScope((scope) => {
@@ -1751,14 +1771,9 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
         (ch as unknown as { _job: { invokeOnCompletion(h: (c: unknown) => void): void } })._job
           .invokeOnCompletion((c) => jobCause = c);
       });
-      let outcome: unknown = "resolved";
-      done.then(() => ended = true, (e) => {
-        outcome = e;
-        ended = true;
-      });
+      const end = watchEnd(done);
       try {
-        await until(() => ended, `${label}: the scope to complete`, 10_000);
-        await laterReports();
+        const outcome = await end.settled(`${label}: the scope to complete`);
         assert.equal(signalAborted, order === "after the watch", `${label}: the order`);
         assert.ok(caught !== undefined, `${label}: the block's error`);
         if (whose === "another channel's") {
@@ -1776,10 +1791,7 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
         }
         assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
       } finally {
-        if (!ended) {
-          (scopeRef as CoroutineScope | null)?.cancel();
-          await done.catch(() => {});
-        }
+        await end.cleanUp(scopeRef);
         (ch as Channel<number> | null)?.[Symbol.dispose]();
         (copy as Channel<number> | null)?.[Symbol.dispose]();
       }
@@ -1805,7 +1817,6 @@ Deno.test("produce: a child task of the producer whose send meets native code's 
     let childCause: unknown = "not completed";
     let jobCause: unknown = "not completed";
     let scopeRef: CoroutineScope | null = null;
-    let ended = false;
     const done = coroutineScope((scope) => {
       scopeRef = scope;
       ch = produce<number>(
@@ -1828,14 +1839,9 @@ Deno.test("produce: a child task of the producer whose send meets native code's 
       (ch as unknown as { _job: { invokeOnCompletion(h: (c: unknown) => void): void } })._job
         .invokeOnCompletion((c) => jobCause = c);
     });
-    let outcome: unknown = "resolved";
-    done.then(() => ended = true, (e) => {
-      outcome = e;
-      ended = true;
-    });
+    const end = watchEnd(done);
     try {
-      await until(() => ended, `${label}: the scope to complete`, 10_000);
-      await laterReports();
+      const outcome = await end.settled(`${label}: the scope to complete`);
       assert.ok(caught !== undefined, `${label}: the child's error`);
       if (whose === "another channel's") {
         // That very error: the child's failure, and so the producer's and the scope's.
@@ -1854,10 +1860,7 @@ Deno.test("produce: a child task of the producer whose send meets native code's 
       }
       assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
     } finally {
-      if (!ended) {
-        (scopeRef as CoroutineScope | null)?.cancel();
-        await done.catch(() => {});
-      }
+      await end.cleanUp(scopeRef);
       (ch as Channel<number> | null)?.[Symbol.dispose]();
     }
   }
@@ -1876,7 +1879,6 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
     let ch: Channel<number> | null = null;
     let scopeRef: CoroutineScope | null = null;
     let jobCause: unknown = "not completed";
-    let ended = false;
     const done = coroutineScope(async (scope) => {
       scopeRef = scope;
       ch = produce<number>(
@@ -1900,14 +1902,9 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
       await started.promise;
       ch[Symbol.dispose]();
     });
-    let outcome: unknown = "resolved";
-    done.then(() => ended = true, (e) => {
-      outcome = e;
-      ended = true;
-    });
+    const end = watchEnd(done);
     try {
-      await until(() => ended, `${whose}: the scope to complete`, 10_000);
-      await laterReports();
+      const outcome = await end.settled(`${whose}: the scope to complete`);
       assert.ok(caught instanceof InvalidHandleError, `${whose}: ${String(caught)}`);
       if (whose === "another channel's") {
         assert.equal(outcome, caught, `${whose}: the scope: ${String(outcome)}`);
@@ -1924,10 +1921,7 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
       }
       assert.deepEqual(reported.errors.map(String), [], `${whose}: nothing reported`);
     } finally {
-      if (!ended) {
-        (scopeRef as CoroutineScope | null)?.cancel();
-        await done.catch(() => {});
-      }
+      await end.cleanUp(scopeRef);
       (ch as Channel<number> | null)?.[Symbol.dispose]();
     }
   }
