@@ -740,61 +740,98 @@ Deno.test("produce: a cancel of a channel closed before (by its producer, with a
   assert.equal(live, 0);
 });
 
+/**
+ * The cases of the tests of a cancel made elsewhere (native code's) before the task's own
+ * cancel(cause) in the same turn: each native end, then a cancel with no cause, an Error
+ * (`error`, its message) or a CancellationError (`cancellation`, its message).
+ */
+function firstCancelCases(error: string, cancellation: string) {
+  return (["kc_chan_cancel", "kc_chan_destroy", "kc_chan_close"] as const).flatMap((native) =>
+    ([
+      ["cancel()", undefined],
+      ["cancel(Error)", new Error(error)],
+      ["cancel(CancellationError)", new CancellationError(cancellation)],
+    ] as [string, Error | undefined][]).map(([cancelling, cancelCause]) => ({
+      native,
+      what: `${native} then ${cancelling}`,
+      cancelCause,
+    }))
+  );
+}
+
+/** Native code's `native` (kc_chan_cancel, kc_chan_destroy or kc_chan_close) of handle `h`. */
+function endNatively(
+  native: "kc_chan_cancel" | "kc_chan_destroy" | "kc_chan_close",
+  h: number,
+  what: string,
+): void {
+  const sym = library().symbols("test");
+  if (native === "kc_chan_cancel") assert.equal(sym.kc_chan_cancel(h), 0, what);
+  else if (native === "kc_chan_destroy") assert.equal(sym.kc_chan_destroy(h), 0, what);
+  else assert.equal(sym.kc_chan_close(h), 1, what);
+}
+
+/**
+ * The task's cancel `reason` and a receive's error after native code's `native` then the task's
+ * own cancel(`cancelCause`): a native cancel or destroy is the first cancel (its error, the
+ * receivers', no cause stored); after a native close the task's cancel is (its
+ * CancellationError, or one whose cause is `cancelCause`).
+ */
+function assertFirstCancel(
+  native: string,
+  cancelCause: unknown,
+  reason: unknown,
+  received: unknown,
+  what: string,
+): void {
+  assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
+  assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
+  if (native !== "kc_chan_close") {
+    // The first cancel's error, the receivers' (native code stored no cause).
+    assert.equal(reason, received, what);
+    assert.equal((received as Error).cause, undefined, what);
+  } else if (cancelCause instanceof CancellationError) assert.equal(reason, cancelCause, what);
+  else {
+    assert.equal((reason as Error).message, "Channel was cancelled", what);
+    assert.equal((reason as Error).cause, cancelCause, what);
+  }
+}
+
 Deno.test("produce: a cancel made elsewhere (native code's kc_chan_cancel or kc_chan_destroy) that the watch has not told yet, before the consumer's cancel, is the first: the producer gets the channel's error, its receivers' one; native code's close before it is no cancel, and the producer gets the consumer's cause", async () => {
   // Kotlin's coroutine is cancelled by the first cancel of its channel; a later cancel(cause) does
   // nothing. The consumer's cancel in the same turn as native code's (its record in the ring, not
   // drained) read the channel as closed only, and gave the producer the consumer's cause while
   // its receivers got the native cancel's error.
-  const sym = library().symbols("test");
-  for (const native of ["kc_chan_cancel", "kc_chan_destroy", "kc_chan_close"] as const) {
-    for (const cancelling of ["cancel()", "cancel(Error)", "cancel(CancellationError)"]) {
-      const what = `${native} then ${cancelling}`;
-      const cancelCause = cancelling === "cancel()"
-        ? undefined
-        : cancelling === "cancel(Error)"
-        ? new Error("consumer is done")
-        : new CancellationError("consumer stops");
-      let reason: unknown = undefined;
-      let received: unknown = undefined;
-      await within(
-        coroutineScope(async (scope) => {
-          const ready = Promise.withResolvers<void>();
-          using ch = produce<number>(
-            scope,
-            counted(async (_out: Channel<number>, task: CoroutineScope) => {
-              ready.resolve();
-              try {
-                await untilAborted(task.signal); // busy, not sending
-              } catch (e) {
-                reason = e;
-                throw e;
-              }
-            }),
-            { capacity: 1 },
-          );
-          await ready.promise;
-          const h = ch.handle; // escaped: native, watched
-          if (native === "kc_chan_cancel") assert.equal(sym.kc_chan_cancel(h), 0, what);
-          else if (native === "kc_chan_destroy") assert.equal(sym.kc_chan_destroy(h), 0, what);
-          else assert.equal(sym.kc_chan_close(h), 1, what);
-          ch.cancel(cancelCause); // the same turn: the watch has not told it yet
-          received = await ch.receive().then(() => "received", (e) => e);
-        }),
-        20_000,
-        `${what}: the scope`,
-      ); // resolves: a cancelled producer is no failure
-      assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
-      assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
-      if (native !== "kc_chan_close") {
-        // The first cancel's error, the receivers' (native code stored no cause).
-        assert.equal(reason, received, what);
-        assert.equal((received as Error).cause, undefined, what);
-      } else if (cancelCause instanceof CancellationError) assert.equal(reason, cancelCause, what);
-      else {
-        assert.equal((reason as Error).message, "Channel was cancelled", what);
-        assert.equal((reason as Error).cause, cancelCause, what);
-      }
-    }
+  for (
+    const { native, what, cancelCause } of firstCancelCases("consumer is done", "consumer stops")
+  ) {
+    let reason: unknown = undefined;
+    let received: unknown = undefined;
+    await within(
+      coroutineScope(async (scope) => {
+        const ready = Promise.withResolvers<void>();
+        using ch = produce<number>(
+          scope,
+          counted(async (_out: Channel<number>, task: CoroutineScope) => {
+            ready.resolve();
+            try {
+              await untilAborted(task.signal); // busy, not sending
+            } catch (e) {
+              reason = e;
+              throw e;
+            }
+          }),
+          { capacity: 1 },
+        );
+        await ready.promise;
+        endNatively(native, ch.handle, what); // escaped: native, watched
+        ch.cancel(cancelCause); // the same turn: the watch has not told it yet
+        received = await ch.receive().then(() => "received", (e) => e);
+      }),
+      20_000,
+      `${what}: the scope`,
+    ); // resolves: a cancelled producer is no failure
+    assertFirstCancel(native, cancelCause, reason, received, what);
   }
   assert.equal(live, 0);
 });
@@ -2224,55 +2261,33 @@ Deno.test("actor: a cancel of its mailbox closed before (by the handler, with a 
 Deno.test("actor: a cancel made elsewhere (native code's kc_chan_cancel or kc_chan_destroy) that the watch has not told yet, before the handler's mailbox.cancel(cause), is the first: the task gets the mailbox's error, its receivers' one; native code's close before it is no cancel, and the task gets the cause", async () => {
   // As a producer's (Kotlin's coroutine keeps its first cancel): the handler's cancel in the
   // same turn as native code's read the mailbox as closed only.
-  const sym = library().symbols("test");
-  for (const native of ["kc_chan_cancel", "kc_chan_destroy", "kc_chan_close"] as const) {
-    for (const cancelling of ["cancel()", "cancel(Error)", "cancel(CancellationError)"]) {
-      const what = `${native} then ${cancelling}`;
-      const cancelCause = cancelling === "cancel()"
-        ? undefined
-        : cancelling === "cancel(Error)"
-        ? new Error("stop the actor")
-        : new CancellationError("actor stops");
-      const done: unknown[] = [];
-      let reason: unknown = undefined;
-      let received: unknown = undefined;
-      await within(
-        coroutineScope((scope) => {
-          actor<number>(
-            scope,
-            counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
-              const h = mailbox.handle; // escaped: native, watched
-              if (native === "kc_chan_cancel") assert.equal(sym.kc_chan_cancel(h), 0, what);
-              else if (native === "kc_chan_destroy") assert.equal(sym.kc_chan_destroy(h), 0, what);
-              else assert.equal(sym.kc_chan_close(h), 1, what);
-              mailbox.cancel(cancelCause); // the same turn: the watch has not told it yet
-              received = await mailbox.receive().then(() => "received", (e) => e);
-              try {
-                await untilAborted(task.signal);
-              } catch (e) {
-                reason = e;
-                throw e;
-              }
-            }),
-            { capacity: 1, onDone: (cause) => done.push(cause) },
-          );
-        }),
-        20_000,
-        `${what}: the scope`,
-      ); // resolves: a cancelled actor is no failure
-      assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
-      assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
-      assertSameItems(done, [reason], `${what}: onDone`);
-      if (native !== "kc_chan_close") {
-        // The first cancel's error, the receivers' (native code stored no cause).
-        assert.equal(reason, received, what);
-        assert.equal((received as Error).cause, undefined, what);
-      } else if (cancelCause instanceof CancellationError) assert.equal(reason, cancelCause, what);
-      else {
-        assert.equal((reason as Error).message, "Channel was cancelled", what);
-        assert.equal((reason as Error).cause, cancelCause, what);
-      }
-    }
+  for (const { native, what, cancelCause } of firstCancelCases("stop the actor", "actor stops")) {
+    const done: unknown[] = [];
+    let reason: unknown = undefined;
+    let received: unknown = undefined;
+    await within(
+      coroutineScope((scope) => {
+        actor<number>(
+          scope,
+          counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
+            endNatively(native, mailbox.handle, what); // escaped: native, watched
+            mailbox.cancel(cancelCause); // the same turn: the watch has not told it yet
+            received = await mailbox.receive().then(() => "received", (e) => e);
+            try {
+              await untilAborted(task.signal);
+            } catch (e) {
+              reason = e;
+              throw e;
+            }
+          }),
+          { capacity: 1, onDone: (cause) => done.push(cause) },
+        );
+      }),
+      20_000,
+      `${what}: the scope`,
+    ); // resolves: a cancelled actor is no failure
+    assertFirstCancel(native, cancelCause, reason, received, what);
+    assertSameItems(done, [reason], `${what}: onDone`);
   }
   assert.equal(live, 0);
 });
