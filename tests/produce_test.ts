@@ -663,6 +663,18 @@ Deno.test("produce: a cancel of its channel cancels the producer with the very e
   assert.equal(live, 0);
 });
 
+/**
+ * A task's cancel `reason` when a cancel(`cancelCause`) was its cancel: the cause itself when a
+ * CancellationError, else a "Channel was cancelled" carrying it (or none).
+ */
+function assertCancelledBy(reason: unknown, cancelCause: unknown, what: string): void {
+  if (cancelCause instanceof CancellationError) assert.equal(reason, cancelCause, what);
+  else {
+    assert.equal((reason as Error).message, "Channel was cancelled", what);
+    assert.equal((reason as Error).cause, cancelCause, what);
+  }
+}
+
 Deno.test("produce: a cancel of a channel closed before (by its producer, with a cause or not, locally, shared, or by a copy) cancels the producer with the consumer's cause, as Kotlin's ChannelCoroutine.cancel does; receivers keep the close's cause", async () => {
   // Kotlin's `ChannelCoroutine.cancel(cause)` cancels the coroutine with the consumer's cause
   // whatever the channel's state (`cancelInternal`). Before, a channel closed first gave the
@@ -721,11 +733,7 @@ Deno.test("produce: a cancel of a channel closed before (by its producer, with a
         assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
         assert.equal(signalReason, reason, `${what}: the task's signal's reason`);
         // The consumer's cause: itself when a CancellationError, else carried.
-        if (cancelCause instanceof CancellationError) assert.equal(reason, cancelCause, what);
-        else {
-          assert.equal((reason as Error).message, "Channel was cancelled", what);
-          assert.equal((reason as Error).cause, cancelCause, what);
-        }
+        assertCancelledBy(reason, cancelCause, what);
         // Receivers keep what the close left: its cause (itself, or carried), or none.
         assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
         if (closeCause instanceof CancellationError) assert.equal(received, closeCause, what);
@@ -790,11 +798,7 @@ function assertFirstCancel(
     // The first cancel's error, the receivers' (native code stored no cause).
     assert.equal(reason, received, what);
     assert.equal((received as Error).cause, undefined, what);
-  } else if (cancelCause instanceof CancellationError) assert.equal(reason, cancelCause, what);
-  else {
-    assert.equal((reason as Error).message, "Channel was cancelled", what);
-    assert.equal((reason as Error).cause, cancelCause, what);
-  }
+  } else assertCancelledBy(reason, cancelCause, what);
 }
 
 Deno.test("produce: a cancel made elsewhere (native code's kc_chan_cancel or kc_chan_destroy) that the watch has not told yet, before the consumer's cancel, is the first: the producer gets the channel's error, its receivers' one; native code's close before it is no cancel, and the producer gets the consumer's cause", async () => {
@@ -2235,11 +2239,7 @@ Deno.test("actor: a cancel of its mailbox closed before (by the handler, with a 
         assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
         assert.equal(signalReason, reason, `${what}: the task's signal's reason`);
         // The cancel's cause: itself when a CancellationError, else carried.
-        if (cancelCause instanceof CancellationError) assert.equal(reason, cancelCause, what);
-        else {
-          assert.equal((reason as Error).message, "Channel was cancelled", what);
-          assert.equal((reason as Error).cause, cancelCause, what);
-        }
+        assertCancelledBy(reason, cancelCause, what);
         assertSameItems(done, [reason], `${what}: onDone`);
         assert.equal(a.job.state, "cancelled", what);
         // The mailbox's receivers keep what the close left: its cause (itself, or carried).
