@@ -6832,6 +6832,16 @@ fn keptSize(zero_copy: bool) u32 {
     return if (zero_copy) @sizeOf(chan.Descriptor) else 8;
 }
 
+/// Tests of kept lists: runs `entry` to its end on a hand-driven coroutine of this thread, so
+/// that its calls are a coroutine's (no host's: ticket 0). For the test hooks, which cannot
+/// fail: each step asserted.
+fn runInCoroutine(entry: coroutine.EntryFn) void {
+    var co: u32 = 0;
+    std.debug.assert(kc_coro_create(entry, null, 0, 0, &co) == 0);
+    std.debug.assert(kc_coro_resume(co) == @intFromEnum(coroutine.State.finished));
+    _ = kc_coro_destroy(co);
+}
+
 /// Tests of kept lists: a channel of u64 values, or of descriptors (`zero_copy`).
 fn createKeptChan(zero_copy: bool, capacity: u32, overflow: chan.Overflow) !u32 {
     var h: u32 = 0;
@@ -7787,10 +7797,7 @@ test "C ABI: a coroutine's kc_chan_keep_undelivered between native code's destro
         }
         fn keepInCoroutine() void {
             test_hooks.after_destroy_seal = null; // once
-            var co: u32 = 0;
-            std.debug.assert(kc_coro_create(keep, null, 0, 0, &co) == 0);
-            std.debug.assert(kc_coro_resume(co) == @intFromEnum(coroutine.State.finished));
-            _ = kc_coro_destroy(co);
+            runInCoroutine(keep);
         }
     };
     S.h = try createKeptChan(false, 2, .@"suspend");
@@ -7833,10 +7840,7 @@ test "C ABI: a kc_chan_keep_undelivered on a channel nothing kept for, destroyed
                 test_hooks.after_drop_lookup = null; // once
                 test_hooks.after_keep_lookup = destroy;
                 if (!in_co) return keep(null);
-                var co: u32 = 0;
-                std.debug.assert(kc_coro_create(keep, null, 0, 0, &co) == 0);
-                std.debug.assert(kc_coro_resume(co) == @intFromEnum(coroutine.State.finished));
-                _ = kc_coro_destroy(co);
+                runInCoroutine(keep);
             }
         };
         const h = try createKeptChan(false, 2, .@"suspend"); // nothing keeps its values
@@ -7878,12 +7882,7 @@ test "C ABI: a kc_chan_keep_undelivered between native code's destroy's cancel a
             /// Native code's destroy, cancelled (nothing sealed), its handle alive.
             fn window() void {
                 test_hooks.after_destroy_seal = null; // once
-                if (in_co) {
-                    var co: u32 = 0;
-                    std.debug.assert(kc_coro_create(keep, null, 0, 0, &co) == 0);
-                    std.debug.assert(kc_coro_resume(co) == @intFromEnum(coroutine.State.finished));
-                    _ = kc_coro_destroy(co);
-                } else keep(null);
+                if (in_co) runInCoroutine(keep) else keep(null);
                 const v: u64 = 7;
                 rc_drop = kc_chan_drop(h, &v, 8);
             }
