@@ -3655,7 +3655,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (rc === Status.EAGAIN) {
       // Open: the ready byte (as above) or the native try said so.
-      return s.senders.first !== null ? this.#takeFromSender(sym, true, op) : EMPTY;
+      if (s.senders.first === null) return EMPTY;
+      // A buffered channel's senders wait here only while it was full: empty now, another
+      // thread or isolate took its values meanwhile. They move into the room first, oldest
+      // first, as they would have had they queued natively (a receive's room takes the oldest
+      // sender in), and this receive takes the oldest value natively, each time one sender
+      // fewer. Before, it took the first sender's value here, counted as a hand-off, and the
+      // senders behind it went on waiting in JavaScript with room in the buffer, so that
+      // another thread's try-send took that room first (the model fuzz's seed 35).
+      if (this.#capacity !== 0) {
+        const first = s.senders.first;
+        pump(s.senders, sym);
+        if (s.senders.first !== first) return this.#poll(sym, op);
+      }
+      return this.#takeFromSender(sym, true, op);
     }
     return this.#recvFailed(rc, op);
   }
