@@ -382,6 +382,20 @@ export class Bridge {
     if (!this.#lib.isOpen) return true;
     const records = this.#early, statuses = new Int32Array(records.buffer);
     const picked: [RingOp, number, number][] = [];
+    // Records an earlier call drained and held (another channel's pick) are older than what the
+    // ring holds now: those this pick takes settle now too, first. Before, they waited for the
+    // held records' drain, a macrotask later: of two channels' receives completed in one turn,
+    // the second channel's send settled its own receive after a newer one (the differential's
+    // settle order, seed 30).
+    for (let i = 0; i < this.#held.length;) {
+      const op = this.#ops.get(this.#held[i]);
+      if (op !== undefined && pick(op, this.#held[i + 2])) {
+        this.#ops.delete(this.#held[i]);
+        this.#forget(op);
+        picked.push([op, this.#held[i + 1], this.#held[i + 2]]);
+        this.#held.splice(i, 3);
+      } else i += 3;
+    }
     let n: number;
     do {
       n = this.#sym.kc_ring_drain(this.#ring, records, BATCH);
@@ -390,6 +404,8 @@ export class Bridge {
         // them first (`#ringGone`): the caller then fails the operations whose records cannot
         // come (`RingOp.lost`), and one whose record is held is not among them. Before, a send
         // whose record a drain here held (completed: its value delivered) failed as lost.
+        // Those this call took from the held ones (above) settle first.
+        this.#complete(picked);
         this.#drain();
         return false;
       }
@@ -414,6 +430,12 @@ export class Bridge {
       this.#maybeIdle = true; // as `abort`: let the idle isolate exit (`#start`)
       this.#schedule();
     }
+    this.#complete(picked);
+    return true;
+  }
+
+  /** Settles the operations of `settleWhere`'s picked records, in order. */
+  #complete(picked: [RingOp, number, number][]): void {
     for (const [op, status, index] of picked) {
       try {
         op.complete(status, index);
@@ -421,7 +443,6 @@ export class Bridge {
         reportError(e);
       }
     }
-    return true;
   }
 
   /** Records `settleWhere` drained and held, as (ticket, status, index) triples, oldest first. */

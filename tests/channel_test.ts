@@ -5527,6 +5527,36 @@ Deno.test("a send that completes a receive of this isolate natively while a sele
   }
 });
 
+Deno.test("a send that settles its receive natively settles first the records of its channel that another channel's send drained and held, oldest first", async () => {
+  // README's order bullet: a receive of this isolate that a send of this isolate completes
+  // natively settles before the send returns (`#settleReceivers`, through
+  // `Bridge.settleWhere`, which drains the ring and holds the records of other channels). Here
+  // a select's send clause completed b's first receive natively (its record on the ring), a
+  // send on a then drained that record with its own and held it, and a send on b completed b's
+  // second receive: b's pick did not look at the held records, so the second receive settled
+  // before the first, which waited for the held records' drain (the model fuzz's differential,
+  // seeds 27 and 66, where the local side settled them in order).
+  const bridge = Bridge.of(library());
+  using a = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  using b = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  a.handle; // escaped: native from here on
+  b.handle;
+  const order: string[] = [];
+  const before = bridge.pending;
+  const got = [
+    a.receive().then((v) => order.push(`a ${v}`)),
+    b.receive().then((v) => order.push(`b first ${v}`)),
+    b.receive().then((v) => order.push(`b second ${v}`)),
+  ];
+  await until(() => bridge.pending >= before + 3, "the receives queued natively");
+  const sent = select<string>((s) => s.onSend(b, 1, () => "sent")); // completes b's first
+  assert.deepEqual(a.trySend(2), { state: "ok" }); // drains b's first's record, holds it
+  assert.deepEqual(b.trySend(3), { state: "ok" }); // completes b's second
+  assert.equal(await sent, "sent");
+  await Promise.all(got);
+  assert.deepEqual(order, ["a 2", "b first 1", "b second 3"]);
+});
+
 Deno.test("a hand-off between waits of this isolate on a native channel makes no native call from the second on (the first maps its bytes): the order and close checks read bytes", async () => {
   // The order rules (a send passes no sender queued natively, a receive no receiver, neither a
   // close made elsewhere) are byte reads while nothing is queued natively: a same-isolate
