@@ -32,7 +32,7 @@ import {
 } from "../src/errors.ts";
 
 /** The C ABI version this module is written against (`KC_ABI_VERSION` in include/kcoro.h). */
-export const ABI_VERSION = 23;
+export const ABI_VERSION = 24;
 
 /**
  * This isolate is a Worker's: its thread ends with it, and its finalizers never run after (so

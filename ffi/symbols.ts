@@ -203,7 +203,10 @@ export const symbols = {
   kc_chan_hold: { parameters: ["u32", "u32"], result: "i32" },
   /** int32_t kc_chan_unhold(uint32_t handle): 1 if it was the last hold and destroyed it. */
   kc_chan_unhold: { parameters: ["u32"], result: "i32" },
-  /** int32_t kc_chan_status(uint32_t handle) */
+  /**
+   * int32_t kc_chan_status(uint32_t handle): bits 0 closed, 1 drained, 2 cancelled by an owned
+   * watch's ring, 3 cancelled after a close, 4 cancelled (ABI 24)
+   */
   kc_chan_status: { parameters: ["u32"], result: "i32" },
   /** int32_t kc_chan_info(uint32_t handle, uint32_t *out): 4 words */
   kc_chan_info: { parameters: ["u32", "buffer"], result: "i32" },

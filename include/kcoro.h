@@ -17,7 +17,10 @@
 extern "C" {
 #endif
 
-/* Bumped on every incompatible change. Compare with kc_abi_version() after loading. ABI 23 added
+/* Bumped on every incompatible change. Compare with kc_abi_version() after loading. ABI 24 added
+ * kc_chan_status bit 4 (cancelled, by any cancel): a cancelled channel's status, which ABI 23
+ * answered without it (3 for a plain cancel), now has it set (19), so a caller comparing exact
+ * values sees another one. ABI 23 added
  * kc_chan_cancel_cause (a channel's first cancel keeps its cause also after a close; see
  * kc_chan_close_cause), kc_chan_status bit 3 (cancelled after a close), kc_chan_serial (a
  * channel's identity across a handle value's reuse) and KC_TAG_STRUCTURED/KC_TAG_PACKED; the
@@ -25,7 +28,7 @@ extern "C" {
  * also changed what TypeScript writes for an empty string or bytes on a zero-copy channel: now
  * {NULL, 0, NULL, tag}, as kc_desc_make of 0 bytes (see "What TypeScript sends" at
  * KC_TAG_STRING). */
-#define KC_ABI_VERSION 23
+#define KC_ABI_VERSION 24
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -457,9 +460,9 @@ int32_t kc_chan_unhold(uint32_t h);
  * cancelled after a close (the close came first, then the first cancel: kc_chan_cancel_cause
  * has that cancel's cause, if it gave one; ABI 22 had no bit 3); bit 4: cancelled, by any cancel
  * (kc_chan_cancel, kc_chan_close_cause with KC_CHAN_CLOSE_CANCEL, a destroy's, bit 2's), so that a
- * closed channel's cancel is told from its close (a later addition to ABI 23: a library before it
- * leaves bit 4 clear). Read at one moment: bits 1 to 4 come only with bit 0, bits 2 and 3 with
- * bit 4. */
+ * closed channel's cancel is told from its close (from ABI 24 on: ABI 23 and before leave bit 4
+ * clear, a cancelled channel reading as closed and drained, 3). Read at one moment: bits 1 to 4
+ * come only with bit 0, bits 2 and 3 with bit 4. */
 int32_t kc_chan_status(uint32_t handle);
 /* What the channel was created as, in 4 words at out: element size, capacity as normalised (1
  * for a conflated channel, KC_CHAN_UNLIMITED for unlimited), overflow policy, and the flags

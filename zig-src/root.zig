@@ -1809,7 +1809,7 @@ fn keptFor(h: u32, serial: u64, ticket: u64) bool {
 /// cancelled because the ring of an owned watch on it went away (KC_WATCH_OWNED: the isolate
 /// that fed it ended, or destroyed its ring, mid-task), bit 3 cancelled after a close, bit 4
 /// cancelled (by any cancel: a close watch whose record went with its ring tells a cancel from a
-/// close by it); read at one moment (`statusBits`), so bits 1 to 4 come only with bit 0.
+/// close by it; new in ABI 24, which bumped the version for it); read at one moment (`statusBits`), so bits 1 to 4 come only with bit 0.
 export fn kc_chan_status(h: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
@@ -6987,6 +6987,23 @@ test "C ABI: a close cause is the first closer's, readable by every host until d
     try testing.expectEqual(@as(i32, 0), kc_chan_cause(n, &out, out.len));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
     try testing.expectEqual(@as(usize, 0), causes_count.load(.monotonic));
+}
+
+test "C ABI: kc_chan_status bit 4 (cancelled) is new in ABI 24: a cancelled channel reads 19, a closed and drained one 3" {
+    // Before bit 4, both read 3: the bit changed what an existing export answers for a
+    // cancelled channel (a C caller comparing exact values sees 19 now), so the version says it.
+    try testing.expect(abi_version >= 24);
+    var closed: u32 = 0;
+    var cancelled: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &closed));
+    defer _ = kc_chan_destroy(closed);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &cancelled));
+    defer _ = kc_chan_destroy(cancelled);
+    try testing.expectEqual(@as(i32, 0), kc_chan_status(cancelled));
+    try testing.expectEqual(@as(i32, 1), kc_chan_close(closed));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cancel(cancelled));
+    try testing.expectEqual(@as(i32, 1 | 2), kc_chan_status(closed));
+    try testing.expectEqual(@as(i32, 1 | 2 | 16), kc_chan_status(cancelled));
 }
 
 test "C ABI: kc_chan_cancel_cause keeps the first cancel's cause, also after a close (status bit 3), the close cause staying the first closer's; destroy frees both" {
