@@ -108,7 +108,9 @@ int32_t kc_lib_release(void);
  * it ends are counted out for it (the last one also shuts the scheduler down). From a coroutine
  * or a scheduler worker's thread it is kc_lib_retain (nothing is bound to the thread). Where the
  * thread's record of its hosts cannot be made (no memory) the host is counted all the same, and
- * kc_lib_release_thread on this thread counts it out, but the thread's end does not. */
+ * kc_lib_release_thread on this thread counts it out; the thread's end counts it out only where
+ * a later call on the thread made the record (a kc_lib_retain_thread, a kc_chan_hold), which
+ * takes it. */
 uint32_t kc_lib_retain_thread(void);
 /* kc_lib_release for a host of kc_lib_retain_thread, on its thread; KC_EINVAL if it holds none.
  * From a coroutine or a worker's thread it is kc_lib_release. */

@@ -77,7 +77,10 @@ threadlocal var plain_hosts_here: u32 = 0;
 threadlocal var record_here: bool = false;
 /// Hosts this thread counted in with kc_lib_retain_thread whose `ThreadRecord` could not be made
 /// (no memory, or no key): counted in all the same, and counted out by kc_lib_release_thread (or
-/// kc_lib_release) on this thread, but not by its end, which has no record to find them in.
+/// kc_lib_release) on this thread. The record the thread makes later (any thread-bound call that
+/// succeeds: a kc_lib_retain_thread, a kc_chan_hold) takes them (`ThreadRecord.mine`), and the
+/// thread's end counts them out then; while it has none, its end does not (no record to find
+/// them in).
 /// Before, such a host was counted as a plain one (kc_lib_retain's), and the
 /// kc_lib_release_thread its caller meant to give it back with answered KC_EINVAL, counting
 /// nothing out: the host stayed counted for good.
@@ -122,7 +125,7 @@ fn releaseRecordedHost() bool {
 /// again (it deadlocked the shutdown).
 /// Where the thread's record cannot be made (no memory, or no thread-specific key) the host is
 /// counted all the same (`unrecorded_hosts_here`): kc_lib_release_thread on this thread counts it
-/// out, the thread's end does not.
+/// out, and the thread's end does only where a later call made the record (which takes it).
 export fn kc_lib_retain_thread() callconv(.c) u32 {
     if (!onHostThread()) return kc_lib_retain();
     if (ThreadRecord.mine(true)) |rec| {
@@ -295,6 +298,11 @@ const ThreadRecord = struct {
             return null;
         }
         record_here = true;
+        // The hosts this thread counted in while it could make none are its record's from now on:
+        // its end counts them out. Before, they stayed outside it, and the thread's end left them
+        // counted for good (a terminated Worker's host kept the scheduler up).
+        rec.hosts = unrecorded_hosts_here;
+        unrecorded_hosts_here = 0;
         return rec;
     }
 
@@ -9164,6 +9172,47 @@ test "C ABI: a kc_lib_retain_thread host whose thread record could not be made i
     try testing.expectEqual(Status.invalid.code(), T.rcs[4]);
     try testing.expectEqual(@as(i32, @intCast(base + 1)), T.rcs[5]);
     try testing.expectEqual(base, hosts.load(.monotonic)); // every host counted out, none twice
+}
+
+test "C ABI: kc_lib_retain_thread hosts whose record could not be made go into the record the thread makes later, and its end counts them out" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const base = kc_lib_retain(); // keeps the count above zero: no shutdown in this test
+    defer _ = kc_lib_release();
+    const T = struct {
+        var ch: u32 = 0;
+        var counted = std.atomic.Value(u32).init(0);
+        fn retainUnrecorded() void {
+            test_hooks.fail_records = true;
+            defer test_hooks.fail_records = false;
+            _ = kc_lib_retain_thread();
+        }
+        /// Two hosts unrecorded, then a third whose record is made: it takes all three.
+        fn byRetain() void {
+            retainUnrecorded();
+            retainUnrecorded();
+            _ = kc_lib_retain_thread();
+            counted.store(ThreadRecord.mine(false).?.hosts, .monotonic); // the test reads it after join
+        }
+        /// One host unrecorded, then a hold that makes the record.
+        fn byHold() void {
+            retainUnrecorded();
+            std.debug.assert(kc_chan_hold(ch, 0) == 0);
+            counted.store(ThreadRecord.mine(false).?.hosts, .monotonic);
+        }
+    };
+    // Before, the record took none of them: the thread's end counted out only the hosts its
+    // record took, and the others stayed counted for good (the scheduler never shut down).
+    const t = try std.Thread.spawn(.{}, T.byRetain, .{});
+    t.join();
+    try testing.expectEqual(@as(u32, 3), T.counted.load(.monotonic));
+    try testing.expectEqual(base, hosts.load(.monotonic));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &T.ch));
+    const u = try std.Thread.spawn(.{}, T.byHold, .{});
+    u.join();
+    try testing.expectEqual(@as(u32, 1), T.counted.load(.monotonic));
+    try testing.expectEqual(base, hosts.load(.monotonic));
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_status(T.ch)); // its hold ended it
 }
 
 test "C ABI: kc_cells_alloc's cells are zero, also where its memory was used and freed before, and for the largest count" {
