@@ -3233,7 +3233,8 @@ Deno.test("a close watch whose ring goes after a cancel made before its record w
   // ring destroyed by hand in the same turn, the watch's record on it not drained: the watch
   // learns how its channel ended from kc_chan_status alone (`RingOp.lost`). Before, a cancel
   // there read as a close (closed and drained, no bit said "cancelled"), and the watch stopped
-  // untold; now bit 4 says it. A closed channel's watch (a cancel watch) is told nothing.
+  // untold; now bit 4 says it. A closed channel's watch (a cancel watch) is told nothing; one
+  // closed and then cancelled is told the cancel (bits 3 and 4; before, it read as a close too).
   const res = await evalScript(`
     import { Channel, library } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
@@ -3241,15 +3242,17 @@ Deno.test("a close watch whose ring goes after a cancel made before its record w
     const lib = library();
     const bridge = Bridge.of(lib);
     const sym = lib.symbols("test");
-    const cancelled = new Channel(1), closed = new Channel(1);
+    const cancelled = new Channel(1), closed = new Channel(1), late = new Channel(1);
     cancelled.share();
     closed.share();
+    late.share();
     cancelled.trySend(1); // dropped by the cancel
     const told = [];
     // kc_chan_cancel gives no cause: told with undefined.
     cancelled._watchCancel((cause) => told.push("cancelled: " + String(cause)));
     closed._watchCancel(() => told.push("closed"));
-    if (bridge.watched !== 2 || bridge.pending !== 0) throw new Error("not 2 watches alone");
+    late._watchCancel((cause) => told.push("closed, then cancelled: " + String(cause)));
+    if (bridge.watched !== 3 || bridge.pending !== 0) throw new Error("not 3 watches alone");
     let rc = sym.kc_chan_cancel(cancelled.handle);
     if (rc !== 0) throw new Error("kc_chan_cancel: " + rc);
     rc = sym.kc_chan_close(closed.handle);
@@ -3258,10 +3261,17 @@ Deno.test("a close watch whose ring goes after a cancel made before its record w
     if (rc !== (1 | 2 | 16)) throw new Error("status of the cancelled channel: " + rc);
     rc = sym.kc_chan_status(closed.handle);
     if (rc !== (1 | 2)) throw new Error("status of the closed channel: " + rc);
-    sym.kc_ring_destroy(bridge.ring); // the cancel's record goes with it
+    rc = sym.kc_chan_close(late.handle);
+    if (rc !== 1) throw new Error("kc_chan_close: " + rc);
+    rc = sym.kc_chan_cancel(late.handle);
+    if (rc !== 0) throw new Error("kc_chan_cancel after the close: " + rc);
+    rc = sym.kc_chan_status(late.handle);
+    if (rc !== (1 | 2 | 8 | 16)) throw new Error("status of the channel closed, then cancelled: " + rc);
+    sym.kc_ring_destroy(bridge.ring); // the cancels' records go with it
     await until(() => bridge.watched === 0, "the watches settled");
     for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0)); // nothing more comes
-    if (JSON.stringify(told) !== '["cancelled: undefined"]') throw new Error(JSON.stringify(told));
+    const want = '["cancelled: undefined","closed, then cancelled: undefined"]';
+    if (JSON.stringify(told) !== want) throw new Error(JSON.stringify(told));
   `);
   assert.equal(res.code, 0, res.stderr);
 });
