@@ -4064,7 +4064,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #escape(op: string, orphanable = true): void {
     const s = this._shared;
     if (s.escaped) return;
-    this.#materialize(op, orphanable);
+    // The local values are copied into native memory before anything is made native: a copy
+    // that finds no native memory fails the escape, the channel still local with every value.
+    const moved = s.local ? this.#encodeLocal(op) : null;
+    try {
+      this.#materialize(op, orphanable);
+    } catch (e) {
+      if (moved !== null) this.#discardBatch(moved, 0, s.count, this.#lib._symbolsToRelease);
+      throw e;
+    }
     s.escaped = true;
     // Native now; outside only once its handle leaves it (`#goOutside`, which follows at once
     // for `handle` and `share()`).
@@ -4072,7 +4080,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       s.detour |= D_INSIDE;
       this.#gate |= GATE_INSIDE;
     }
-    if (s.local) this.#migrate();
+    if (s.local) this.#migrate(moved);
     // Its local history, for every isolate to see from now on.
     s.flushCounts();
     // Waiters already waiting here queue natively at the end of this turn, as if escaped then.
@@ -4217,31 +4225,58 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * The channel leaves local mode for good (its handle escaped): the ring's values move into the
-   * native channel, oldest first, and a close or cancel made locally is made natively. Waiters
-   * queue natively at the end of this turn (#escape), except a closed channel's senders, which
-   * queue now, before the native close, so that they still deliver.
+   * The local ring's values copied into native memory (`encode`), oldest first, one slot each,
+   * before an escape makes anything native (`#escape`); null when there are none (or nothing
+   * native can be made: disposed, the library closed, which `#materialize` throws). A copy
+   * that fails (no native memory: a value the codec passed, too large included, encodes
+   * otherwise) throws its error, named for `op` ("Cannot share channel: no native memory for
+   * ..."), the copies made freed: the ring is untouched. Before, `#migrate` encoded each value
+   * as it moved it, after the channel had become native: a failure lost the value, reported
+   * as an uncaught error, and the escape answered as if all had moved.
    */
-  #migrate(): void {
+  #encodeLocal(op: string): Uint8Array | null {
+    const s = this._shared, n = s.count;
+    if (n === 0 || this.#disposed || !this.#lib.isOpen) return null;
+    const sym = this.#lib.symbols(op);
+    const size = this.#size, ring = s.ring, mask = ring.length - 1;
+    const buf = new Uint8Array(n * size); // not `batch`: an escape is rare, and may come in one
+    let i = 0;
+    try {
+      for (; i < n; i++) {
+        // A copy the codec passed, plain data: no caller code runs here to change the ring.
+        this.#codec.encode(ring[(s.head + i) & mask] as T, scratch, sym, op);
+        buf.set(scratch.u8.subarray(0, size), i * size);
+      }
+    } catch (e) {
+      this.#discardBatch(buf, 0, i, sym);
+      throw e;
+    }
+    return buf;
+  }
+
+  /**
+   * The channel leaves local mode for good (its handle escaped): the ring's values, copied into
+   * native memory as `moved` (`#encodeLocal`), move into the native channel, oldest first, and
+   * a close or cancel made locally is made natively. Waiters queue natively at the end of this
+   * turn (#escape), except a closed channel's senders, which queue now, before the native close,
+   * so that they still deliver.
+   */
+  #migrate(moved: Uint8Array | null): void {
     const s = this._shared;
     s.local = false;
     if (this.#disposed || !this.#lib.isOpen) return;
     const sym = this.#lib.symbols("move channel values");
-    while (s.count !== 0) {
+    const size = this.#size;
+    for (let i = 0; s.count !== 0; i++) {
       const v = s.shift();
       // Counted again natively as it enters the native buffer.
       s.localSends--;
       if (this.#zeroCopy) s.localBytesIn -= bytesOf(v);
-      let rc: number;
-      try {
-        this.#codec.encode(v as T, scratch, sym);
-        rc = sym.kc_chan_try_send(this.#handle, scratchPtr, this.#size);
-      } catch (e) {
-        reportError(e); // a value the codec passed but cannot encode: not expected
-        continue;
-      }
+      // `moved` holds one slot per value the ring had (nothing ran since it was made).
+      slotAt(moved!, i, size); // into `scratch`
+      const rc = sym.kc_chan_try_send(this.#handle, scratchPtr, size);
       if (rc !== 0) {
-        // The native buffer has the ring's capacity, so this is not expected either.
+        // The native buffer has the ring's capacity, so this is not expected.
         this.#codec.discard(scratch, sym);
         s.localDropped++;
         this.#undelivered(v);

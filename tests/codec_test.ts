@@ -17,6 +17,7 @@ import {
   library,
   NativeScope,
   runtime,
+  Status,
   TimeoutError,
 } from "../mod.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
@@ -2056,6 +2057,100 @@ Deno.test("a value over the bytes one value may take is refused by a local chann
   } finally {
     setValueBytesMax(was);
   }
+});
+
+Deno.test("an escape with no native memory for a local channel's values throws a CodecError and keeps them all: the next share() moves them, in order, nothing reported or leaked", () => {
+  // Before, each value whose encoding found no native memory was lost as the channel escaped
+  // (`#migrate`), its error reported as uncaught (which ends a process with no "error"
+  // listener), and share() answered as if all had moved. Native memory cannot be exhausted in
+  // a test: the allocating calls fail from the second on, as they would with none left.
+  const sym = library().symbols("test") as unknown as Record<
+    string,
+    (...a: unknown[]) => number
+  >;
+  const names = ["kc_desc_make", "kc_desc_make_at", "kc_desc_free", "kc_buf_free"];
+  const saved = names.map((n) => sym[n]);
+  const cases: [string, Codec<unknown>, unknown[]][] = [
+    ["default", codecs.default, ["a", 1, new Uint8Array([2]), { b: 3 }]],
+    ["string", codecs.string, ["a", "b", "c"]],
+    ["bytes", codecs.bytes, [1, 2, 3].map((b) => new Uint8Array([b]))],
+    ["structured", codecs.structured, [{ a: 1 }, [2], "c"]],
+  ];
+  const reported: unknown[] = [];
+  const onError = (e: ErrorEvent) => {
+    reported.push(e.error);
+    e.preventDefault();
+  };
+  globalThis.addEventListener("error", onError);
+  try {
+    for (const [what, codec, values] of cases) {
+      for (const via of ["share", "handle"]) {
+        using ch = new Channel<unknown>(8, { codec });
+        for (const v of values) assert.deepEqual(ch.trySend(v), { state: "ok" }, what);
+        let made = 0, frees = 0;
+        const fake = (i: number) => (...a: unknown[]) => {
+          if (i < 2 && ++made > 1) return Status.ENOMEM; // the first value's copy is made
+          if (i === 2 && new Deno.UnsafePointerView(a[0] as Deno.PointerObject).getBigUint64(0)) {
+            frees++;
+          }
+          if (i === 3 && a[0] !== null) frees++;
+          return saved[i](...a);
+        };
+        names.forEach((n, i) => sym[n] = fake(i));
+        try {
+          assert.throws(
+            () => via === "share" ? ch.share() : ch.handle,
+            (e: unknown) => {
+              assert.ok(e instanceof CodecError, `${what}: ${e}`);
+              assert.match(
+                e.message,
+                new RegExp(
+                  `^Cannot ${
+                    via === "share" ? "share channel" : "get handle"
+                  }: no native memory for \\d+ bytes, received KC_ENOMEM$`,
+                ),
+              );
+              return true;
+            },
+            `${what}, ${via}`,
+          );
+        } finally {
+          names.forEach((n, i) => sym[n] = saved[i]);
+        }
+        assert.equal(frees, 1, `${what}, ${via}: the first value's copy freed`);
+        assert.deepEqual(ch.metrics().dropped, 0, `${what}, ${via}`);
+        // Still local, every value in it: the next escape moves them all.
+        if (via === "share") ch.share();
+        else assert.equal(typeof ch.handle, "number");
+        assert.deepEqual(
+          ch.tryReceiveMany(8),
+          { state: "ok", values: structuredClone(values) },
+          `${what}, ${via}`,
+        );
+        const m = ch.metrics();
+        assert.deepEqual([m.sends, m.receives, m.dropped], [values.length, values.length, 0]);
+      }
+    }
+    // The native channel not made (no memory for it): the copies already made are freed.
+    using ch = new Channel<unknown>(4, { codec: codecs.string });
+    ch.trySendMany(["a", "b"]);
+    let frees = 0;
+    const create = sym.kc_chan_create, free = sym.kc_desc_free;
+    sym.kc_chan_create = () => Status.ENOMEM;
+    sym.kc_desc_free = (d: unknown) => (frees++, free(d));
+    try {
+      assert.throws(() => ch.share(), /^KcoroError: Cannot share channel: out of memory/);
+    } finally {
+      sym.kc_chan_create = create;
+      sym.kc_desc_free = free;
+    }
+    assert.equal(frees, 2, "both copies freed");
+    ch.share();
+    assert.deepEqual(ch.tryReceiveMany(4), { state: "ok", values: ["a", "b"] });
+  } finally {
+    globalThis.removeEventListener("error", onError);
+  }
+  assert.deepEqual(reported, [], "nothing reported");
 });
 
 Deno.test("a value over the bytes one value may take is a CodecError in the house form: the limit, and the bytes received (string, bytes, structured and default codecs)", () => {
