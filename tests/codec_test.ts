@@ -17,6 +17,7 @@ import {
   library,
   NativeScope,
   runtime,
+  select,
   Status,
   TimeoutError,
 } from "../mod.ts";
@@ -2059,7 +2060,7 @@ Deno.test("a value over the bytes one value may take is refused by a local chann
   }
 });
 
-Deno.test("an escape with no native memory for a local channel's values throws a CodecError and keeps them all: the next share() moves them, in order, nothing reported or leaked", () => {
+Deno.test("an escape (share, handle, select) with no native memory for a local channel's values throws a CodecError and keeps them all: the next share() moves them, in order, nothing reported or leaked", async () => {
   // Before, each value whose encoding found no native memory was lost as the channel escaped
   // (`#migrate`), its error reported as uncaught (which ends a process with no "error"
   // listener), and share() answered as if all had moved. Native memory cannot be exhausted in
@@ -2084,7 +2085,7 @@ Deno.test("an escape with no native memory for a local channel's values throws a
   globalThis.addEventListener("error", onError);
   try {
     for (const [what, codec, values] of cases) {
-      for (const via of ["share", "handle"]) {
+      for (const via of ["share channel", "get handle", "select"]) {
         using ch = new Channel<unknown>(8, { codec });
         for (const v of values) assert.deepEqual(ch.trySend(v), { state: "ok" }, what);
         let made = 0, frees = 0;
@@ -2098,17 +2099,18 @@ Deno.test("an escape with no native memory for a local channel's values throws a
         };
         names.forEach((n, i) => sym[n] = fake(i));
         try {
-          assert.throws(
-            () => via === "share" ? ch.share() : ch.handle,
+          const escape = async () => {
+            if (via === "select") await select((s) => s.onReceive(ch, (v) => v));
+            else if (via === "get handle") void ch.handle;
+            else ch.share();
+          };
+          await assert.rejects(
+            escape(),
             (e: unknown) => {
               assert.ok(e instanceof CodecError, `${what}: ${e}`);
               assert.match(
                 e.message,
-                new RegExp(
-                  `^Cannot ${
-                    via === "share" ? "share channel" : "get handle"
-                  }: no native memory for \\d+ bytes, received KC_ENOMEM$`,
-                ),
+                new RegExp(`^Cannot ${via}: no native memory for \\d+ bytes, received KC_ENOMEM$`),
               );
               return true;
             },
@@ -2120,8 +2122,8 @@ Deno.test("an escape with no native memory for a local channel's values throws a
         assert.equal(frees, 1, `${what}, ${via}: the first value's copy freed`);
         assert.deepEqual(ch.metrics().dropped, 0, `${what}, ${via}`);
         // Still local, every value in it: the next escape moves them all.
-        if (via === "share") ch.share();
-        else assert.equal(typeof ch.handle, "number");
+        if (via === "get handle") assert.equal(typeof ch.handle, "number");
+        else ch.share();
         assert.deepEqual(
           ch.tryReceiveMany(8),
           { state: "ok", values: structuredClone(values) },
