@@ -4625,7 +4625,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * (README's abort paragraph), and they settled in another order than a local channel's.
    */
   #settleEnded(s: Shared): void {
-    this.#bridge.settleWhere((op, index) => op.gaveUp !== true && op.channelAt?.(index) === s);
+    // No ring of this isolate, no wait of it to settle: none is made for the look (a ring made
+    // at a dispose's cancel was an FFI call that, with --allow-ffi revoked since the library
+    // opened, threw out of the dispose).
+    const bridge = this.#bridgeOf ?? Bridge.existing(this.#lib);
+    bridge?.settleWhere((op, index) => op.gaveUp !== true && op.channelAt?.(index) === s);
   }
 
   /**
