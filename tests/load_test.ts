@@ -1417,8 +1417,10 @@ Deno.test("a file on the way to the pinned .toolchain zig is nothing there, as f
       );
       await Deno.mkdir(`${dir}/.toolchain`);
       await Deno.writeTextFile(`${dir}/.toolchain/zig`, "a file, not a directory");
+      // KCORO_ZIG unset in the child (./task sets it, and --allow-env lets the loader read
+      // it): the zig on PATH is the one this test is about.
       const res = await runScript(
-        probeIn(dir, true),
+        `Deno.env.delete("KCORO_ZIG");\n${probeIn(dir, true)}`,
         { PATH: `${bin}:${Deno.env.get("PATH") ?? ""}` },
         ["--allow-ffi", "--allow-read", "--allow-env", "--allow-run"],
       );
@@ -1450,7 +1452,9 @@ Deno.test({
         await Deno.chmod(locked, 0o000); // no search permission: stat below it is refused
       },
       `import { library } from ${JSON.stringify(`${dir}/mod.ts`)};
-Deno.env.delete("KCORO_LIB");${statProbe(pinned)}${openProbe}`,
+Deno.env.delete("KCORO_LIB");
+Deno.env.delete("KCORO_ZIG"); // ./task sets it: the pinned zig is the one this test is about
+${statProbe(pinned)}${openProbe}`,
       { flags: ["--allow-ffi", "--allow-read", "--allow-env", "--allow-run"] },
     );
     assert.ok(probe.refused, `the child could stat ${pinned}: the refusal was not made`);
