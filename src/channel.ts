@@ -70,7 +70,6 @@ import {
   signalOf,
   Status,
   statusError,
-  statusName,
   unlistenAbort,
   unwrap,
 } from "./errors.ts";
@@ -974,14 +973,15 @@ let causeNoMemory = 0;
 /**
  * What close() (`did` "closed") and cancel() ("cancelled") throw when native code could not keep
  * their cause (KC_ENOMEM): the channel is closed or cancelled all the same. In the house form,
- * the status native code answered as what was received: it had no "received" part.
+ * the status native code answered as what was received: it had no "received" part. The number
+ * received, not its name, which KcoroError appends (it read "received KC_ENOMEM ... (KC_ENOMEM)").
  */
 function causeLostError(op: string, did: string): KcoroError {
   return new KcoroError(
     Status.ENOMEM,
     `Cannot ${op} with its cause: out of memory to keep the cause for the channel's other ` +
       `isolates; the channel is ${did} all the same, without this cause, received ` +
-      `${statusName(Status.ENOMEM)} from kc_chan_close_cause`,
+      `${Status.ENOMEM} from kc_chan_close_cause`,
   );
 }
 
@@ -4487,12 +4487,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         return e;
       }
     }
-    // In the house form, the status named as what was received (it said "answered status -12,
-    // which no send expects").
+    // In the house form, the status as what was received (it said "answered status -12, which
+    // no send expects"): the number, as KcoroError appends its name (it read "received
+    // KC_ENOMEM (KC_ENOMEM)").
     return new KcoroError(
       status,
       `Cannot send: internal error, the native send answered a status no send expects, received ` +
-        statusName(status),
+        status,
     );
   }
 
