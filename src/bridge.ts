@@ -80,13 +80,19 @@ export interface RingOp {
  * on (another isolate's waits on it still complete). Before, it was `unwrap`'s message for a
  * dead handle, "the handle is stale, destroyed or not a kcoro handle", which sent the reader
  * looking for a channel destroyed, when the ring was. Another status keeps its named error.
+ * `gaveUp`: found by the withdrawal of a wait that gave up (its signal aborted, its copy
+ * disposed, a select's JavaScript clause won), which the message says; `op` is the call's own
+ * name either way. Before, such a withdrawal was named as the operation ("Cannot withdraw
+ * iterate channel"), and a withdrawal this isolate made itself read so too, though the same
+ * loss found by a drain read "Cannot receive".
  */
-export function ringLostError(status: number, op: string): unknown {
+export function ringLostError(status: number, op: string, gaveUp = false): unknown {
   if (status !== Status.EBADH) return statusError(status, op);
   return new InvalidHandleError(
     `Cannot ${op}: the wait was lost with this isolate's completion ring, destroyed while the ` +
-      "wait was queued on it (no completion can come; the channel itself was not destroyed " +
-      "by this), received KC_EBADH from the ring",
+      `wait was queued on it${gaveUp ? ", so giving it up could not withdraw it" : ""} (no ` +
+      "completion can come; the channel itself was not destroyed by this), received KC_EBADH " +
+      "from the ring",
   );
 }
 

@@ -3168,7 +3168,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Not to wait for a record any more (the withdrawal itself fails: the ring is gone).
       const rc = this.#bridge.abort(q, true);
       if (rc === Status.EBUSY) q.state = COMPLETING; // not with the ring gone: its record settles it
-      else this.#lost(q, rc < 0 ? rc : Status.EBADH, "");
+      else this.#lost(q, rc < 0 ? rc : Status.EBADH);
     }
   }
 
@@ -3198,7 +3198,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const rc = this.#bridge.abort(w, uncounted);
     if (rc === 0) return true;
     if (rc === Status.EBUSY) w.state = COMPLETING; // completed first: its record settles it
-    else this.#lost(w, rc);
+    // A counted withdrawal is a wait giving up (`#abandon`), which the error says; an uncounted
+    // one this isolate makes itself (a hand-off here, `#settleReceivers`) fails the wait as a
+    // lost record does (`_lost`): one wording for one event.
+    else this.#lost(w, rc, !uncounted);
     return false;
   }
 
@@ -3211,10 +3214,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * error rather than the signal's reason: a ring is gone only once its library's close
    * withdrew every wait, or by hand (tests), so no abort through the API meets this.
    */
-  #lost(w: Waiter, rc: number, op = "withdraw "): void {
+  #lost(w: Waiter, rc: number, gaveUp = false): void {
     w.detach();
     releaseSlot(w);
-    w.reject(ringLostError(rc, op + waitOp(w.kind)));
+    w.reject(ringLostError(rc, waitOp(w.kind), gaveUp));
   }
 
   /**
@@ -3222,7 +3225,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * a waiter whose withdrawal failed.
    */
   _lost(w: Waiter, status: number): void {
-    if (w.state !== DONE) this.#lost(w, status, "");
+    if (w.state !== DONE) this.#lost(w, status);
   }
 
   /**
@@ -4456,7 +4459,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // holding it): the destroy gave the value back to its channel, and none was copied into
       // the slot. It fails as a wait whose ring is gone fails (`_lost`). Before, it resolved
       // with whatever the slot held, the value still in the channel for another receive.
-      this.#lost(w, rc, "");
+      this.#lost(w, rc);
       return;
     }
     this.#settle(w, status, true);

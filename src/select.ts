@@ -762,7 +762,7 @@ class Selection implements RingOp {
         this.#giveSlots();
         this.done = true;
         this.#cleanup();
-        this.reject(ringLostError(rc, "withdraw select"));
+        this.reject(ringLostError(rc, "select", true));
         return;
       }
       if (c !== undefined && c.kind === TIMEOUT) this.#countTimeout();

@@ -2924,13 +2924,19 @@ Deno.test("a queued wait whose withdrawal fails (its ring gone) fails with the e
     import { Channel, InvalidHandleError, library, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
     import { until, within } from "./tests/support.ts";
-    // The message names the ring, not the channel (see ringLostError).
-    const ringLost = /^Cannot (withdraw )?(send|receive|select): the wait was lost with this isolate's completion ring/;
+    // The message names the ring, not the channel (see ringLostError), and the call; a wait
+    // that gave up says its withdrawal failed ("gave up"), one this isolate withdrew itself to
+    // complete it (\`#handOff\`, \`#takeFromSender\`) does not: that is the ring's loss, as a
+    // drain finds it. Before, both read "Cannot withdraw <op>".
+    const ringLost = /^Cannot (send|receive|select): the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it(, so giving it up could not withdraw it)? \\(/;
     const bridge = Bridge.of(library());
     const chans = [0, 1, 2, 3, 4].map(() => new Channel(0));
     for (const ch of chans) ch.share();
     const ctl = new AbortController(), ctl2 = new AbortController(), ctl3 = new AbortController();
-    const name = (p) => p.then(() => "resolved", (e) => e instanceof InvalidHandleError ? (ringLost.test(e.message) ? "EBADH" : e.message) : String(e));
+    const name = (p) => p.then(() => "resolved", (e) => {
+      const m = e instanceof InvalidHandleError ? e.message.match(ringLost) : null;
+      return m === null ? String(e) : m[1] + (m[2] ? " gave up" : "") + ": EBADH";
+    });
     const ops = [
       name(chans[0].receive({ signal: ctl.signal })), // aborted
       name(chans[1].send({ n: 1 }, { signal: ctl2.signal })), // aborted
@@ -2950,7 +2956,13 @@ Deno.test("a queued wait whose withdrawal fails (its ring gone) fails with the e
     chans[3].trySend(3);
     chans[4].tryReceive();
     const outcomes = await within(Promise.all(ops), 10_000, "the outcomes");
-    const want = ["EBADH", "EBADH", "EBADH", "EBADH", "EBADH"];
+    const want = [
+      "receive gave up: EBADH",
+      "send gave up: EBADH",
+      "select gave up: EBADH",
+      "receive: EBADH",
+      "send: EBADH",
+    ];
     if (JSON.stringify(outcomes) !== JSON.stringify(want)) throw new Error(JSON.stringify(outcomes));
   `);
   assert.equal(res.code, 0, res.stderr);
@@ -2958,20 +2970,21 @@ Deno.test("a queued wait whose withdrawal fails (its ring gone) fails with the e
 
 Deno.test("a receiveCatching or an iterator's next() whose ring is lost names its own call, withdrawn or not: not 'receive'", async () => {
   // As the test above, for the waits it leaves out (the ring destroyed by hand): the abort's
-  // failed withdrawal (\`#lost\`, "Cannot withdraw <op>"), and the ring's loss found by its
-  // wait (\`_lost\`). Before, a receiveCatching's said "receive"; an iterator's did, where its
-  // other errors say "iterate channel".
+  // failed withdrawal (\`#lost\`, "Cannot <op>: ..., so giving it up could not withdraw it"),
+  // and the ring's loss found by its wait (\`_lost\`). Before, a receiveCatching's said
+  // "receive"; an iterator's did, where its other errors say "iterate channel"; then the
+  // aborted ones read "Cannot withdraw <op>" ("Cannot withdraw iterate channel").
   const res = await evalScript(`
     import { Channel, InvalidHandleError, library } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
     import { until, within } from "./tests/support.ts";
-    const lost = /^(Cannot (?:withdraw )?[a-zA-Z ]+): the wait was lost with this isolate's completion ring.* \\(KC_EBADH\\)$/;
+    const lost = /^(Cannot [a-zA-Z ]+): the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it(, so giving it up could not withdraw it)? \\(no completion can come; .* \\(KC_EBADH\\)$/;
     const bridge = Bridge.of(library());
     const chans = [0, 1, 2, 3, 4, 5].map(() => new Channel(0));
     for (const ch of chans) ch.share();
     const ctl = new AbortController();
     const signal = ctl.signal;
-    const name = (p) => p.then((v) => "resolved " + JSON.stringify(v), (e) => e instanceof InvalidHandleError && lost.test(e.message) ? e.message.match(lost)[1] : String(e));
+    const name = (p) => p.then((v) => "resolved " + JSON.stringify(v), (e) => e instanceof InvalidHandleError && lost.test(e.message) ? e.message.match(lost)[1] + (e.message.match(lost)[2] ? " (gave up)" : "") : String(e));
     const ops = [
       name(chans[0].receiveCatching({ signal })), // aborted
       name(chans[1].values({ signal }).next()), // aborted
@@ -2987,9 +3000,9 @@ Deno.test("a receiveCatching or an iterator's next() whose ring is lost names it
   `);
   assert.equal(res.code, 0, res.stderr);
   assert.deepEqual(JSON.parse(res.stdout), [
-    "Cannot withdraw receiveCatching",
-    "Cannot withdraw iterate channel",
-    "Cannot withdraw receive",
+    "Cannot receiveCatching (gave up)",
+    "Cannot iterate channel (gave up)",
+    "Cannot receive (gave up)",
     "Cannot receiveCatching",
     "Cannot iterate channel",
     "Cannot receive",
@@ -3066,6 +3079,48 @@ Deno.test("a receive that takes a queued send of its own isolate when the ring i
     if (now !== '{"pending":0,"outcome":"lost"}') throw new Error(now + ", then " + outcome);
   `);
   assert.equal(res.code, 0, res.stderr);
+});
+
+Deno.test("a try-send that completes a receive of its own isolate queued natively when the ring is gone fails that receive at once, as the ring's loss: not 'Cannot withdraw receive'", async () => {
+  // The mirror of the test above: the native try-send completes this isolate's receive queued
+  // natively; its record cannot be drained (the ring destroyed by hand in \`settleWhere\`), so
+  // \`#settleReceivers\` withdraws it, which fails, and the receive fails before trySend
+  // returns. Its message is the ring's loss as the sender's there and \`RingOp.lost\` say it,
+  // "Cannot receive: the wait was lost ...". Before, "Cannot withdraw receive: ...": the
+  // withdrawal this isolate made itself named as the operation, for the same event.
+  const res = await evalScript(`
+    import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const lib = library();
+    const bridge = Bridge.of(lib);
+    const a = new Channel(0, { codec: codecs.f64 });
+    a.share();
+    let outcome = "pending";
+    const got = a.receive().then((v) => outcome = "resolved " + v, (e) => outcome = e instanceof InvalidHandleError ? e.message : String(e));
+    await until(() => bridge.pending >= 1, "the receive queued natively");
+    const settleWhere = bridge.settleWhere.bind(bridge);
+    let destroyed = 0;
+    bridge.settleWhere = (pick) => {
+      if (destroyed++ === 0) lib.symbols("test").kc_ring_destroy(bridge.ring);
+      return settleWhere(pick);
+    };
+    const sent = JSON.stringify(a.trySend(1));
+    if (sent !== '{"state":"ok"}') throw new Error("trySend: " + sent);
+    if (destroyed !== 1) throw new Error("the ring was not drained after the native send: " + destroyed);
+    const pending = bridge.pending;
+    for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
+    const now = JSON.stringify({ pending, outcome });
+    await within(got, 10_000, "the receive settled");
+    console.log(now);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    pending: 0,
+    outcome: "Cannot receive: the wait was lost with this isolate's completion ring, destroyed " +
+      "while the wait was queued on it (no completion can come; the channel itself was not " +
+      "destroyed by this), received KC_EBADH from the ring (KC_EBADH)",
+  });
 });
 
 Deno.test("a send whose record was drained and held settles with it when a receive of its isolate then finds the ring gone", async () => {
