@@ -84,15 +84,16 @@ export interface RingOp {
  * disposed, a select's JavaScript clause won), which the message says; `op` is the call's own
  * name either way. Before, such a withdrawal was named as the operation ("Cannot withdraw
  * iterate channel"), and a withdrawal this isolate made itself read so too, though the same
- * loss found by a drain read "Cannot receive".
+ * loss found by a drain read "Cannot receive". The status received is its number: KcoroError
+ * appends its name (it read "received KC_EBADH from the ring (KC_EBADH)").
  */
 export function ringLostError(status: number, op: string, gaveUp = false): unknown {
   if (status !== Status.EBADH) return statusError(status, op);
   return new InvalidHandleError(
     `Cannot ${op}: the wait was lost with this isolate's completion ring, destroyed while the ` +
       `wait was queued on it${gaveUp ? ", so giving it up could not withdraw it" : ""} (no ` +
-      "completion can come; the channel itself was not destroyed by this), received KC_EBADH " +
-      "from the ring",
+      "completion can come; the channel itself was not destroyed by this), received " +
+      `${status} from the ring`,
   );
 }
 

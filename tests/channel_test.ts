@@ -3119,7 +3119,7 @@ Deno.test("a try-send that completes a receive of its own isolate queued nativel
     pending: 0,
     outcome: "Cannot receive: the wait was lost with this isolate's completion ring, destroyed " +
       "while the wait was queued on it (no completion can come; the channel itself was not " +
-      "destroyed by this), received KC_EBADH from the ring (KC_EBADH)",
+      "destroyed by this), received -9 from the ring (KC_EBADH)",
   });
 });
 
