@@ -5513,11 +5513,14 @@ function open(
   // The file it lives in, not a search of this isolate's own: a Worker's would resolve a
   // relative KCORO_LIB against the directory current when it runs, maybe another one.
   const lib = where === undefined ? library() : libraryAt(where, op);
+  // This one and the next three refusals end in the house form's "received" part: the field,
+  // or fields, that said what the native side denies (they had none). This one as `libraryAt`'s
+  // for a path that names nothing: "its library is not ..., received <the path>".
   if (lib === null) {
     throw new InvalidHandleError(
-      `Cannot ${op}: handle ${handle} lives in the library at ${where}, not in ` +
-        `${library().path}, which this isolate opened (another copy: its handles name nothing ` +
-        `of this one's)`,
+      `Cannot ${op}: its library is not ${library().path}, which this isolate opened: another ` +
+        `file (another copy, whose handles, ${handle} among them, name nothing of this one's), ` +
+        `received ${describe(where)}`,
     );
   }
   const info = outWords;
@@ -5532,9 +5535,10 @@ function open(
     // other isolate opened it: the message said only "stale, destroyed or forged", and a Worker
     // that produced a few values and closed itself left its user nothing to go on.
     throw new InvalidHandleError(
-      `Cannot ${op}: handle ${handle} names no live channel: its creator disposed of it (or ` +
+      `Cannot ${op}: the handle names no live channel: its creator disposed of it (or ` +
         "native code destroyed it), or it ended with the Worker that made it, which closed or " +
-        "was terminated before any other isolate opened it; else the object is stale or forged",
+        "was terminated before any other isolate opened it; else the object is stale or " +
+        `forged, received handle ${handle}`,
     );
   }
   // A handle copied into an object that describes another kind of channel: its codec would
@@ -5546,7 +5550,8 @@ function open(
     throw new InvalidHandleError(
       `Cannot ${op}: handle ${handle} names a channel of ${kind(info[0], zc, info[1])}, not of ${
         kind(elemSize, zeroCopy, capacity)
-      } as described (forged, or from another channel)`,
+      } as described (forged, or from another channel), received elemSize ${elemSize}, ` +
+        `zeroCopy ${zeroCopy} and capacity ${capacity}`,
     );
   }
   // 0: made untyped (by C code); any codec of the right size may read it.
@@ -5555,7 +5560,8 @@ function open(
     const made = Object.keys(TYPE_TAGS).find((name) => TYPE_TAGS[name] === tag);
     throw new InvalidHandleError(
       `Cannot ${op}: handle ${handle} names a channel of codecs.${made ?? `<type ${tag}>`} ` +
-        `values, not of codecs.${codec.name} as described (forged, or from another channel)`,
+        `values, not of codecs.${codec.name} as described (forged, or from another channel), ` +
+        `received codec ${describe(o.codec)}`,
     );
   }
   return { lib, handle, codec, capacity: capacity + 0, role, serialLo, serialHi }; // -0 as 0

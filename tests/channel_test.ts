@@ -1988,7 +1988,15 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
       message: new RegExp(`^Cannot open shared channel: .*, received ${said}$`),
     });
   }
-  assert.throws(() => Channel.from({ ...ok, handle: ok.handle ^ 0x10000 }), InvalidHandleError);
+  // In the house form, the handle as what was received (it had no "received" part).
+  const stale = ok.handle ^ 0x10000;
+  assert.throws(() => Channel.from({ ...ok, handle: stale }), {
+    name: "InvalidHandleError",
+    message: new RegExp(
+      "^Cannot open shared channel: the handle names no live channel: .*; else the object is " +
+        `stale or forged, received handle ${stale} \\(KC_EBADH\\)$`,
+    ),
+  });
   // A live channel's handle in an object that describes another kind of channel: before, it
   // opened, and its close or cancel reached the real channel.
   using numbers = new Channel<number>(16, { codec: codecs.f64 });
@@ -2002,7 +2010,11 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
   ) {
     assert.throws(() => Channel.from(other as never), {
       name: "InvalidHandleError",
-      message: /names a channel of 8-byte elements, capacity 16, not of .* as described/,
+      message: new RegExp(
+        "names a channel of 8-byte elements, capacity 16, not of .* as described \\(forged, or " +
+          `from another channel\\), received elemSize ${other.elemSize}, zeroCopy ${other.zeroCopy} and ` +
+          `capacity ${other.capacity} \\(KC_EBADH\\)$`,
+      ),
     });
   }
   // The right kind of channel under another codec's name: refused at once, by the type tag
@@ -2020,7 +2032,10 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
     using ch = new Channel<unknown>(4, { codec });
     assert.throws(() => Channel.from<unknown>({ ...ch.share(), codec: name } as never), {
       name: "InvalidHandleError",
-      message: new RegExp(`of codecs\\.${codec.name} values, not of codecs\\.${name}`),
+      message: new RegExp(
+        `of codecs\\.${codec.name} values, not of codecs\\.${name} as described \\(forged, or ` +
+          `from another channel\\), received codec "${name}" \\(KC_EBADH\\)$`,
+      ),
     }, `${codec.name} as ${name}`);
   }
   // A channel C code made untyped opens under any codec of its size; a value another codec

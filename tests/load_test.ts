@@ -620,9 +620,9 @@ Deno.test("Channel.from refuses a share() whose library is another file than the
     await Deno.copyFile(library().path, copy);
     assert.throws(() => Channel.from({ ...shared, library: copy }), {
       name: "InvalidHandleError",
-      message: `Cannot open shared channel: handle ${shared.handle} lives in the library at ` +
-        `${copy}, not in ${library().path}, which this isolate opened (another copy: its ` +
-        `handles name nothing of this one's) (KC_EBADH)`,
+      message: `Cannot open shared channel: its library is not ${library().path}, which this ` +
+        `isolate opened: another file (another copy, whose handles, ${shared.handle} among ` +
+        `them, name nothing of this one's), received ${JSON.stringify(copy)} (KC_EBADH)`,
     });
   } finally {
     await Deno.remove(copy);
