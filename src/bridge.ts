@@ -667,6 +667,12 @@ export class Bridge {
           this.#ringGone(got);
           return;
         }
+        // Also after 0 (a timeout or an interrupt), which says only that no record was ready
+        // when the wait last looked: not that the ring is empty now. A record this isolate's
+        // own native call made meanwhile (an inside operation's: `touch` leaves it to this
+        // outstanding wait, `#drainInside`) lands after that look, and where the loop then
+        // ends (the interrupt of an isolate gone idle, `#alive` 0) no later wait or touch
+        // would drain it.
         this.#drain();
       }
     } finally {
