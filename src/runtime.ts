@@ -191,6 +191,20 @@ export function schedulerRunning(lib: Library): boolean {
   return info[3] === 1n;
 }
 
+/**
+ * Whether every scheduler `lib` started has ended: none runs, and the latest is not still
+ * shutting down (kc_sched_info reads "not running" then, while a finish still runs its
+ * coroutines, which write into their cells: a shutdown of an older Runtime settling then let go
+ * of them). Also once the library was closed (it stays loaded, and another isolate may keep
+ * its scheduler).
+ */
+function allEnded(lib: Library): boolean {
+  const sym = lib._symbolsToRelease;
+  const info = new BigUint64Array(7);
+  sym.kc_sched_info(info, 7);
+  return info[3] === 0n && sym.kc_sched_ended(info[6]) !== Status.EBUSY;
+}
+
 /** The map of a built-in's cells is pruned at this size first. */
 const PRUNE_MIN = 64;
 /** `kc_coro_state`'s finished (coro/coroutine.zig's State). */
@@ -804,11 +818,12 @@ export class Runtime {
     } finally {
       if (stopping.done === done) stopping.inProgress = false;
     }
-    // Only while no scheduler runs: a later one may have started before this settled (a second
-    // call's native call ends after the runtime() that followed it, a first one's before a turn
-    // of the event loop that started one), and the cells its coroutines write into were let go
-    // with the rest. What stays goes as a drain or spawn finds it done with.
-    if (!schedulerRunning(this.#lib)) unpinAll();
+    // Only while no scheduler runs or still shuts down: a later one may have started before
+    // this settled (a second call's native call ends after the runtime() that followed it, a
+    // first one's before a turn of the event loop that started one), and the cells its
+    // coroutines write into were let go with the rest. What stays goes as a drain or spawn finds
+    // it done with.
+    if (allEnded(this.#lib)) unpinAll();
     if (current === this) current = null;
   }
 

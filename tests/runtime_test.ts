@@ -479,6 +479,35 @@ Deno.test("runtime: a shutdown that settles once a later runtime() runs keeps th
   assert.equal(next._pinnedCount, 0);
 });
 
+Deno.test("runtime: a shutdown that settles while a later runtime's finishing shutdown still drains keeps that runtime's cells", async () => {
+  // No scheduler *runs* then (kc_sched_info says so while one shuts down), but the later one's
+  // finish still runs its coroutines, which write into their cells: they must stay pinned.
+  const old = runtime();
+  await old.shutdown();
+  const again = old.shutdown(); // settles after what follows (a turn of the event loop)
+  const later = runtime();
+  const before = later._pinnedCount;
+  later.spawn("sleeper", later.cells([60_000n, 0n])); // a minute: the finish drains for it
+  assert.equal(later._pinnedCount, before + 1);
+  const finishing = later.shutdown("finish");
+  // The finish has begun once runtime() says a shutdown is in progress (no turn of the loop).
+  const bound = performance.now() + 30_000; // against a hang only
+  for (;;) {
+    try {
+      runtime();
+    } catch (e) {
+      if (e instanceof ShutdownError) break;
+      throw e;
+    }
+    if (performance.now() > bound) throw new Error("the finishing shutdown did not begin");
+  }
+  await again;
+  assert.equal(later._pinnedCount, before + 1, "a shutdown let go of a finishing runtime's cells");
+  await later.shutdown("cancel"); // cuts the finish short: the sleeper abandoned
+  await finishing;
+  assert.equal(later._pinnedCount, 0);
+});
+
 Deno.test("runtime: a Runtime shut down stays so once a later scheduler runs: its shutdown does not stop that one", async () => {
   const old = runtime({ workers: 2 });
   await old.shutdown();
