@@ -874,7 +874,9 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
     const running = Number(info[0]);
     if (workers !== 0 && workers !== running) {
       throw new RangeError(
-        `Cannot start runtime: it is already running with ${running} workers, received workers: ${workers}`,
+        `Cannot start runtime: it is already running with ${running} worker${
+          running === 1 ? "" : "s"
+        }, received workers: ${workers}`,
       );
     }
     // Before, only the worker count was compared: a caller asking for slab stacks (to hold a

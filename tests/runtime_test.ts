@@ -479,6 +479,22 @@ Deno.test("runtime: a shutdown that settles once a later runtime() runs keeps th
   assert.equal(next._pinnedCount, 0);
 });
 
+Deno.test('runtime: a one-worker runtime asked for more says "1 worker", not "1 workers"', async () => {
+  await runtime().shutdown();
+  const rt = runtime({ workers: 1 });
+  try {
+    assert.throws(
+      () => runtime({ workers: 2 }),
+      (e: unknown) =>
+        e instanceof RangeError &&
+        e.message ===
+          "Cannot start runtime: it is already running with 1 worker, received workers: 2",
+    );
+  } finally {
+    await rt.shutdown();
+  }
+});
+
 Deno.test("runtime: a shutdown that settles while a later runtime's finishing shutdown still drains keeps that runtime's cells", async () => {
   // No scheduler *runs* then (kc_sched_info says so while one shuts down), but the later one's
   // finish still runs its coroutines, which write into their cells: they must stay pinned.
