@@ -260,6 +260,13 @@ export class NativeScope implements AsyncDisposable {
     parent: NativeScope | null,
     owner: JobSupport<unknown> | null,
   ): NativeScope {
+    // Named as the parent: "the native scope was destroyed" read as the scope being made.
+    if (parent !== null && parent.#destroyed) {
+      throw new InvalidHandleError(
+        `Cannot ${op}: the parent native scope was destroyed, received a destroyed NativeScope ` +
+          `(handle ${parent.#handle})`,
+      );
+    }
     const parentHandle = parent === null ? 0 : parent.#open(op);
     // A child scope belongs to its parent's runtime: none is started for it (one refused for a
     // parent of a runtime shut down started a runtime it could not use).

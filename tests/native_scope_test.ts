@@ -302,6 +302,20 @@ Deno.test("NativeScope.wait: a timeout and an aborted signal reject, the childre
   assert.throws(() => nativeScope({} as never), TypeError);
 });
 
+Deno.test("NativeScope.create under a disposed parent says it is the parent that was destroyed", async () => {
+  const parent = NativeScope.create();
+  const handle = parent.handle;
+  await parent[Symbol.asyncDispose]();
+  // It said "the native scope was destroyed", as if of the scope being made, with no "received".
+  assert.throws(() => NativeScope.create({ parent }), {
+    name: "InvalidHandleError",
+    message: new RegExp(
+      `^Cannot create native scope: the parent native scope was destroyed, received a ` +
+        `destroyed NativeScope \\(handle ${handle}\\)`,
+    ),
+  });
+});
+
 Deno.test("a process whose scope owns an idle native scope exits by itself", async () => {
   const code = `
     import { createScope, nativeScope, runtime } from "./mod.ts";
