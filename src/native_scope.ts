@@ -479,11 +479,16 @@ export class NativeScope implements AsyncDisposable {
         let deadline = end;
         // Closed (closeLibrary) between slices: as a channel's wait that meets the close.
         if (!this.#lib.isOpen) throw new LibraryClosedError(op);
+        // Destroyed between slices (a dispose that waited too, an owner completing): its
+        // children are gone; settled as the dispose found them. Before, the next slice went to
+        // the stale handle and rejected with an InvalidHandleError.
+        if (this.#destroyed) return this.#settleDestroyed(op);
         const slice = sym.kc_now_ns() + SLICE_NS;
         if (deadline === 0n || slice < deadline) deadline = slice;
         const rc = await sym.kc_scope_wait(handle, deadline);
         if (rc === 0) return;
         if (!this.#lib.isOpen) throw new LibraryClosedError(op);
+        if (this.#destroyed) return this.#settleDestroyed(op); // during the slice
         if (rc === Status.ESHUTDOWN && schedulerRunning(this.#lib)) {
           throw new ShutdownError(op, ABANDONED);
         }
@@ -538,9 +543,23 @@ export class NativeScope implements AsyncDisposable {
     } catch (e) {
       // Abandoned (the runtime gone, the library closed): nothing is left running to wait for.
       if (!(e instanceof ShutdownError) && !(e instanceof LibraryClosedError)) throw e;
+      this.#abandoned = e instanceof ShutdownError ? "shutdown" : "closed";
     } finally {
       this.#destroy();
     }
+  }
+
+  /** How a dispose's wait found the children, when they did not finish (`#settleDestroyed`). */
+  #abandoned: "shutdown" | "closed" | null = null;
+
+  /**
+   * A wait that finds the scope destroyed meanwhile: resolved, as its children are gone (a
+   * dispose waited for them, an owner completes only after them), unless the dispose found them
+   * abandoned: then rejected as that dispose's own wait was.
+   */
+  #settleDestroyed(op: string): void {
+    if (this.#abandoned === "closed") throw new LibraryClosedError(op);
+    if (this.#abandoned === "shutdown") throw new ShutdownError(op, ABANDONED);
   }
 
   #destroy(): void {

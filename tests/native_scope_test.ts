@@ -302,6 +302,59 @@ Deno.test("NativeScope.wait: a timeout and an aborted signal reject, the childre
   assert.throws(() => nativeScope({} as never), TypeError);
 });
 
+Deno.test("NativeScope.wait: a dispose that destroys the scope between two of a wait's slices resolves the wait, its children done", async () => {
+  const scope = NativeScope.create();
+  const sleeper = cells(MINUTE);
+  scope.launch("cancellable-sleeper", sleeper);
+  // The wait's first slice is held until the dispose (which cancels, waits on its own, and
+  // destroys the handle) has ended, then runs out: where a real slice can run out just as the
+  // children end, and the dispose's wait settle first.
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const real = sym.kc_scope_wait as (handle: number, deadline: bigint) => Promise<number>;
+  const gate = Promise.withResolvers<void>();
+  let hold = true;
+  sym.kc_scope_wait = (handle: number, deadline: bigint) => {
+    if (!hold) return real(handle, deadline);
+    hold = false;
+    return gate.promise.then(() => Status.ETIME);
+  };
+  try {
+    const waiting = scope.wait();
+    await scope[Symbol.asyncDispose]();
+    gate.resolve();
+    // It rejected with an InvalidHandleError: its next slice went to the destroyed handle.
+    await waiting;
+  } finally {
+    sym.kc_scope_wait = real;
+  }
+  assert.equal(status(sleeper), Status.EINTR);
+});
+
+Deno.test("NativeScope.wait: a dispose that met its children abandoned by a shutdown and destroyed the scope between two of a wait's slices rejects the wait as abandoned", async () => {
+  const scope = NativeScope.create();
+  scope.launch("cancellable-sleeper", cells(MINUTE));
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const real = sym.kc_scope_wait as (handle: number, deadline: bigint) => Promise<number>;
+  const gate = Promise.withResolvers<void>();
+  let hold = true;
+  sym.kc_scope_wait = (handle: number, deadline: bigint) => {
+    if (!hold) return real(handle, deadline);
+    hold = false;
+    return gate.promise.then(() => Status.ETIME);
+  };
+  try {
+    const waiting = scope.wait();
+    await shutdownScheduler(); // abandons the sleeper
+    runtime(); // a later one runs: the scope's children were abandoned, not finished
+    await scope[Symbol.asyncDispose](); // its own wait a ShutdownError, which it swallows
+    gate.resolve();
+    // Not resolved as if the children had finished.
+    await assert.rejects(waiting, { name: "ShutdownError", message: /abandoned/ });
+  } finally {
+    sym.kc_scope_wait = real;
+  }
+});
+
 Deno.test("NativeScope.create under a disposed parent says it is the parent that was destroyed", async () => {
   const parent = NativeScope.create();
   const handle = parent.handle;
