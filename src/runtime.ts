@@ -107,18 +107,43 @@ const builtinIds: Record<ScheduledBuiltin, readonly [number, number]> = {
  *   spawned after it returned, which nothing tracks) or shutdown: once each, however often
  *   spawned.
  */
-const pins = {
-  list: new Set<BigUint64Array>(),
-  byHandle: new Map<number, BigUint64Array>(),
-  pruneAt: 64,
-  byScope: new Map<number, Set<BigUint64Array>>(),
-  scopesPruneAt: 64,
-};
+interface Pins {
+  list: Set<BigUint64Array>;
+  byHandle: Map<number, BigUint64Array>;
+  pruneAt: number;
+  byScope: Map<number, Set<BigUint64Array>>;
+  scopesPruneAt: number;
+}
+
+/**
+ * The pins, per loaded library (`Library._loadedId`, the same for each open of one file): a
+ * handle names a coroutine or scope of its own library only, and each copy has its scheduler.
+ * They were module-wide: with two copies loaded (another file, a second `KCORO_LIB`), one's
+ * shutdown or drain let go of the cells the other's coroutines wrote into, and its prune read
+ * the other's handles as stale.
+ */
+const pinsByLib = new Map<number, Pins>();
+
+function pinsOf(lib: Library): Pins {
+  let pins = pinsByLib.get(lib._loadedId);
+  if (pins === undefined) {
+    pins = {
+      list: new Set(),
+      byHandle: new Map(),
+      pruneAt: PRUNE_MIN,
+      byScope: new Map(),
+      scopesPruneAt: PRUNE_MIN,
+    };
+    pinsByLib.set(lib._loadedId, pins);
+  }
+  return pins;
+}
 /** @ignore Where `kc_spawn` / `kc_scope_launch` write a built-in's coroutine handle. */
 export const handleOut = new Uint32Array(1);
 
 /** @ignore Keeps `cells` reachable for coroutine `handle` (0: a NativeFunction's; above). */
 export function pinCells(lib: Library, handle: number, cells: BigUint64Array): void {
+  const pins = pinsOf(lib);
   if (handle === 0) {
     pins.list.add(cells);
     return;
@@ -135,12 +160,13 @@ export function pinCells(lib: Library, handle: number, cells: BigUint64Array): v
 
 /** @ignore Keeps a NativeFunction's `cells` reachable while native scope `scope` has children. */
 export function pinScoped(lib: Library, scope: number, cells: BigUint64Array): void {
+  const pins = pinsOf(lib);
   let set = pins.byScope.get(scope);
   if (set === undefined) pins.byScope.set(scope, set = new Set());
   set.add(cells);
   if (pins.byScope.size < pins.scopesPruneAt) return;
   const sym = lib.symbols("launch native coroutine");
-  for (const h of [...pins.byScope.keys()]) scopeDone(h, sym.kc_scope_live(h));
+  for (const h of [...pins.byScope.keys()]) scopeDone(pins, h, sym.kc_scope_live(h));
   pins.scopesPruneAt = Math.max(PRUNE_MIN, 2 * pins.byScope.size);
 }
 
@@ -149,9 +175,10 @@ export function pinScoped(lib: Library, scope: number, cells: BigUint64Array): v
  * runs now (a scope launched into, waited for, and launched into again keeps one launch's cells).
  */
 export function unpinIdleScope(lib: Library, scope: number): void {
+  const pins = pinsOf(lib);
   const set = pins.byScope.get(scope);
   if (set === undefined || set.size === 0) return;
-  scopeDone(scope, lib.symbols("launch native coroutine").kc_scope_live(scope));
+  scopeDone(pins, scope, lib.symbols("launch native coroutine").kc_scope_live(scope));
 }
 
 /**
@@ -159,10 +186,11 @@ export function unpinIdleScope(lib: Library, scope: number): void {
  * else to the free-standing list (its handle goes stale, and its children may still run).
  */
 export function unpinScope(lib: Library, scope: number): void {
+  const pins = pinsOf(lib);
   if (!pins.byScope.has(scope)) return;
   // Also once the library was closed (it stays loaded): its children may run on then only if
   // another isolate keeps the scheduler, and the count says so.
-  scopeDone(scope, lib._symbolsToRelease.kc_scope_live(scope));
+  scopeDone(pins, scope, lib._symbolsToRelease.kc_scope_live(scope));
   const left = pins.byScope.get(scope);
   if (left === undefined) return;
   for (const cells of left) pins.list.add(cells);
@@ -170,12 +198,14 @@ export function unpinScope(lib: Library, scope: number): void {
 }
 
 /** Lets a scope's pins go when `live` (its kc_scope_live) says no child is left. */
-function scopeDone(scope: number, live: number): void {
+function scopeDone(pins: Pins, scope: number, live: number): void {
   // Negative: a stale handle, destroyed by other code while children may run: kept.
   if (live === 0) pins.byScope.delete(scope);
 }
 
-function unpinAll(): void {
+/** Lets go of every pin of `lib`'s loaded library (nothing of its scheduler writes now). */
+function unpinAll(lib: Library): void {
+  const pins = pinsOf(lib);
   pins.list.clear();
   pins.byHandle.clear();
   pins.pruneAt = PRUNE_MIN;
@@ -624,6 +654,7 @@ export class Runtime {
 
   /** @ignore How many arrays spawns and launches keep reachable now (tests). */
   get _pinnedCount(): number {
+    const pins = pinsOf(this.#lib);
     let scoped = 0;
     for (const set of pins.byScope.values()) scoped += set.size;
     return pins.list.size + pins.byHandle.size + scoped;
@@ -678,7 +709,7 @@ export class Runtime {
     // Parked coroutines do not hold up a drain but may still write into their cells.
     const info = new BigUint64Array(4);
     sym.kc_sched_info(info, 4);
-    if (info[1] === 0n) unpinAll();
+    if (info[1] === 0n) unpinAll(this.#lib);
   }
 
   /**
@@ -823,7 +854,7 @@ export class Runtime {
     // first one's before a turn of the event loop that started one), and the cells its
     // coroutines write into were let go with the rest. What stays goes as a drain or spawn finds
     // it done with.
-    if (allEnded(this.#lib)) unpinAll();
+    if (allEnded(this.#lib)) unpinAll(this.#lib);
     if (current === this) current = null;
   }
 

@@ -438,6 +438,42 @@ Deno.test("runtime: a second shutdown() on its helper thread neither stops nor r
   }
 });
 
+Deno.test("runtime: pinned cells are per loaded library: another copy's shutdown keeps the cells this one's coroutines write into", async () => {
+  // Two copies of the library loaded (another file), each with its scheduler: the pins were
+  // module-wide, so the copy's shutdown (or drain, or prune: a handle of the first copy is
+  // stale in the copy) let go of cells the first copy's coroutines went on writing into.
+  const dir = await Deno.makeTempDir({ prefix: "kcoro-copy-" });
+  try {
+    const copyPath = `${dir}/${library().path.split("/").pop()}`;
+    await Deno.copyFile(library().path, copyPath);
+    const res = await evalScript(`
+      import { closeLibrary, library, openLibrary, runtime } from "./mod.ts";
+      const a = runtime();
+      const first = library().path;
+      // A second host of the first copy: its scheduler outlives the close below.
+      const hold = openLibrary({ path: first });
+      const before = a._pinnedCount;
+      a.spawn("sleeper", a.cells([60_000n, 0n])); // a minute: running throughout
+      const r = { pinned: a._pinnedCount - before };
+      closeLibrary();
+      Deno.env.set("KCORO_LIB", ${JSON.stringify(copyPath)});
+      const b = runtime(); // the copy's own scheduler
+      r.other = library().path !== first;
+      await b.shutdown();
+      r.kept = a._pinnedCount - before;
+      closeLibrary();
+      Deno.env.delete("KCORO_LIB");
+      await runtime().shutdown(); // the first copy's again: its sleeper abandoned
+      hold.close();
+      console.log(JSON.stringify(r));
+    `);
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(JSON.parse(res.stdout), { pinned: 1, other: true, kept: 1 });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("runtime: a shutdown that settles once a later runtime() runs keeps the cells that runtime's coroutines write into", async () => {
   // The cells of every built-in spawned are kept reachable (module-wide) until it can no longer
   // write. A shutdown let go of all of them when it settled, also of those of coroutines of a
