@@ -844,10 +844,18 @@ export class Runtime {
     // asked for by either.
     const stopping = this.#stopping ??= { cancel: false, done, inProgress: true };
     if (mode === "cancel" && stopping.inProgress) stopping.cancel = true; // not once finished
+    // Until the native call has begun the scheduler still reads as running: runtime() handed
+    // out a Runtime of the generation shutting down (`current` is null), whose spawns this
+    // shutdown then abandoned. It throws as for a shutdown in progress instead.
+    const first = stopping.done === done;
+    if (first) shuttingDown.add(this.#generation);
     try {
       await done;
     } finally {
-      if (stopping.done === done) stopping.inProgress = false;
+      if (first) {
+        stopping.inProgress = false;
+        shuttingDown.delete(this.#generation);
+      }
     }
     // Only while no scheduler runs or still shuts down: a later one may have started before
     // this settled (a second call's native call ends after the runtime() that followed it, a
@@ -868,6 +876,13 @@ export class Runtime {
 }
 
 let current: Runtime | null = null;
+
+/** The generations a first `shutdown()` call in this isolate is shutting down now. */
+const shuttingDown = new Set<bigint>();
+
+/** What `runtime()` says while a shutdown of the scheduler is in progress. */
+const SHUTTING_DOWN =
+  "a shutdown of the runtime is still in progress; await its shutdown(), then call runtime()";
 
 /**
  * Starts the native scheduler with `options`, or returns the running one. Passing options that
@@ -901,6 +916,9 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
   const lib = library();
   const sym = lib.symbols("start runtime");
   let info = schedInfo(lib, "start runtime");
+  if (info[3] === 1n && shuttingDown.has(info[6])) {
+    throw new ShutdownError("start runtime", SHUTTING_DOWN);
+  }
   if (info[3] === 1n) {
     const running = Number(info[0]);
     if (workers !== 0 && workers !== running) {
@@ -943,10 +961,7 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
   // `+ 0`: -0 as 0 (FFI refuses a negative zero where it takes an integer).
   const rc = sym.kc_sched_start(workers + 0, stack, flags);
   if (rc === Status.ESHUTDOWN) {
-    throw new ShutdownError(
-      "start runtime",
-      "a shutdown of the runtime is still in progress; await its shutdown(), then call runtime()",
-    );
+    throw new ShutdownError("start runtime", SHUTTING_DOWN);
   }
   unwrap(rc, "start runtime");
   info = schedInfo(lib, "start runtime");

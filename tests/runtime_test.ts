@@ -474,6 +474,31 @@ Deno.test("runtime: pinned cells are per loaded library: another copy's shutdown
   }
 });
 
+Deno.test("runtime: runtime() called right after shutdown() never hands out a Runtime of the scheduler shutting down", async () => {
+  let before = 0, after = 0;
+  for (let i = 0; i < 20; i++) {
+    const rt = runtime();
+    const stopping = rt.shutdown();
+    // Before the native shutdown began (on its helper thread) the scheduler still read as
+    // running, and runtime() handed out a Runtime of it, whose spawns the shutdown abandoned.
+    // Now a ShutdownError (in progress), or, once it has ended natively, a later scheduler.
+    let next: Runtime | undefined;
+    try {
+      next = runtime();
+    } catch (e) {
+      if (!(e instanceof ShutdownError)) throw e;
+      assert.match(e.message, /a shutdown of the runtime is still in progress/);
+    }
+    if (next === undefined) before++;
+    else {
+      after++;
+      assert.notEqual(next._generation, rt._generation, "a Runtime of the one shutting down");
+    }
+    await stopping;
+  }
+  assert.equal(before + after, 20);
+});
+
 Deno.test("runtime: a shutdown that settles once a later runtime() runs keeps the cells that runtime's coroutines write into", async () => {
   // The cells of every built-in spawned are kept reachable (module-wide) until it can no longer
   // write. A shutdown let go of all of them when it settled, also of those of coroutines of a
