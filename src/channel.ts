@@ -4465,6 +4465,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#settle(w, status, true);
   }
 
+  /**
+   * Releases the receives of an iterator (`held`) still waiting, as its `return()` does: each
+   * `next()` answers done, having taken nothing (one that took a value natively gives it back to
+   * the channel, `#abandon`). For a `next()` that rejected for its own reason while others were
+   * pending (a value that failed to decode): a close, a cancel or the signal's abort fails them
+   * all (`IterWaits.rejected`), this fails them alone.
+   */
+  #endIter(held: IterWaits): void {
+    const w = held.waiter;
+    const more = held.more;
+    held.waiter = held.more = null;
+    if (more !== null) { for (const x of more) this.#abandon(x, RETURNED); }
+    if (w !== null) this.#abandon(w, RETURNED);
+  }
+
   /** Settles a waiter that is done waiting, then gives its slot back (see `takeSlot`). */
   #settle(w: Waiter, status: number, queued: boolean): void {
     try {
@@ -4533,6 +4548,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         v = this.#codec.decode(slot, sym);
       } catch (e) {
         w.reject(e);
+        // An iterator's next() rejecting for its own reason, the others still pending: they
+        // answer done and take nothing, as an async generator that threw answers its queued
+        // next()s (`#endIter`). Before, they went on waiting and took later values.
+        if (w.held !== undefined) this.#endIter(w.held);
         return;
       }
       if (this.#dropping) this.#collect(); // see #poll

@@ -6322,3 +6322,47 @@ for (const shared of [false, true]) {
     ], kind);
   });
 }
+
+Deno.test("a next() that rejects for its own reason (a value that fails to decode) ends its iterator: the next()s still pending answer done and take nothing", async () => {
+  // As an async generator that threw answers its queued next()s done. Before, they stayed
+  // waiting and took later values, after the iterator had rejected.
+  const sym = library().symbols("test");
+  const out = new Uint32Array(1);
+  assert.equal(sym.kc_chan_create(32, 4, 0, 2, /* KC_CHAN_ZERO_COPY */ out), 0);
+  const h = out[0];
+  const share = (codec: string) =>
+    ({
+      kind: "kcoro.channel",
+      version: 1,
+      handle: h,
+      elemSize: 32,
+      zeroCopy: true,
+      codec,
+      capacity: 4,
+    }) as never;
+  const bridge = Bridge.of(library());
+  try {
+    using strings = Channel.from<unknown>(share("string"));
+    using other = Channel.from<unknown>(share("default"));
+    using reader = Channel.from<unknown>(share("string"));
+    const it = reader[Symbol.asyncIterator]();
+    const before = bridge.pending;
+    const nexts = [it.next(), it.next(), it.next()];
+    await until(() => bridge.pending === before + 3, "the next()s queued natively");
+    other.trySend(1.5); // completes the first natively: it fails to decode under "string"
+    strings.trySend("later");
+    // Bounded: before, the third stayed pending.
+    const got = await within(Promise.allSettled(nexts), 5_000, "the next()s");
+    assert.equal(got[0].status, "rejected");
+    assert.ok((got[0] as PromiseRejectedResult).reason instanceof CodecError);
+    assert.deepEqual(got.slice(1), [
+      { status: "fulfilled", value: { value: undefined, done: true } },
+      { status: "fulfilled", value: { value: undefined, done: true } },
+    ]);
+    assert.deepEqual(await it.next(), { value: undefined, done: true });
+    assert.deepEqual(reader.tryReceive(), { state: "ok", value: "later" }, "not taken");
+    assert.equal(bridge.pending, before, "nothing left queued");
+  } finally {
+    sym.kc_chan_destroy(h);
+  }
+});
