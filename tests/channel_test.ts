@@ -6366,3 +6366,31 @@ Deno.test("a next() that rejects for its own reason (a value that fails to decod
     sym.kc_chan_destroy(h);
   }
 });
+
+Deno.test("shared: a close of this isolate settles a receive another thread completed earlier in the turn even when a hand-off on another channel drained its record first", async () => {
+  // README's abort paragraph: the close settles the records of this isolate's waits on the
+  // channel, those another thread completed earlier in the turn too. Before, one whose record
+  // a hand-off on another channel had drained and held (`Bridge.settleWhere`) was left to a
+  // later drain: the abort after the close won (the value went back), where a record still on
+  // the ring settled with its value.
+  const bridge = Bridge.of(library());
+  for (const held of [false, true]) {
+    using a = new Channel<number>(0, { codec: codecs.f64 });
+    using b = new Channel<number>(0, { codec: codecs.f64 });
+    a.share();
+    b.share();
+    const ac = new AbortController();
+    const before = bridge.pending;
+    const got = a.receive({ signal: ac.signal });
+    const other = b.receive();
+    await until(() => bridge.pending === before + 2, "the receives queued natively");
+    assert.equal(nativeSendF64(a.handle, 7), 0, "another thread's send completes it");
+    // A hand-off on b: its receive's record settles now, a's is drained and held.
+    if (held) assert.deepEqual(b.trySend(1), { state: "ok" });
+    a.close();
+    ac.abort(new Error("aborted after the close"));
+    assert.equal(await got, 7, held ? "held" : "on the ring");
+    if (!held) b.close();
+    await Promise.allSettled([other]);
+  }
+});
