@@ -5637,6 +5637,34 @@ Deno.test("a send that settles its receive natively settles first the records of
   assert.deepEqual(order, ["a 2", "b first 1", "b second 3"]);
 });
 
+Deno.test("a receive on a buffered shared channel another thread emptied lets this isolate's senders waiting in JavaScript into the room first: another thread's try-send finds no room", async () => {
+  // README's order bullet: once another thread empties a buffered channel, the isolate's
+  // senders waiting in JavaScript (they waited because it was full) move into the room, oldest
+  // first, before a receive of the isolate takes the oldest value, as had they queued natively;
+  // no hand-off is counted. Before, the receive took the first sender's value in JavaScript as
+  // a hand-off and the second went on waiting with the room empty, which a try-send from
+  // another thread took ahead of it (the model fuzz's seed 35).
+  using ch = new Channel<number>(1, { codec: codecs.f64 });
+  const handle = ch.handle; // escaped: native from here on
+  const sym = library().symbols("test");
+  const slot = new Float64Array(1);
+  const ptr = Deno.UnsafePointer.of(slot);
+  assert.deepEqual(ch.trySend(1), { state: "ok" }); // full
+  const sent = Promise.all([ch.send(2), ch.send(3)]); // wait in JavaScript until the turn ends
+  sent.catch(() => {}); // a failed assertion below cancels the channel (\`using\`): not uncaught
+  assert.equal(sym.kc_chan_try_recv(handle, ptr, 8), 0, "another thread takes the 1");
+  assert.equal(slot[0], 1);
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 });
+  slot[0] = 99;
+  // The 3 took the room the receive made: another thread's try-send finds the channel full.
+  assert.equal(sym.kc_chan_try_send(handle, ptr, 8), Status.EAGAIN, "no room for the 99");
+  await sent;
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 3 });
+  assert.deepEqual(ch.tryReceive(), { state: "empty" });
+  const m = ch.metrics();
+  assert.deepEqual([m.sends, m.receives, m.handoffs], [3, 3, 0]); // the native counts too
+});
+
 Deno.test("a hand-off between waits of this isolate on a native channel makes no native call from the second on (the first maps its bytes): the order and close checks read bytes", async () => {
   // The order rules (a send passes no sender queued natively, a receive no receiver, neither a
   // close made elsewhere) are byte reads while nothing is queued natively: a same-isolate
