@@ -3135,8 +3135,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * withdrawal failed them (`#lost`): no record will come for them.
    */
   #settleReceivers(s: Shared): void {
-    const drained = this.#bridge.settleWhere((op) =>
-      op instanceof Waiter && op.kind !== SEND && op.ch._shared === s && !op.gaveUp
+    const drained = this.#bridge.settleWhere(
+      (op) => op instanceof Waiter && op.kind !== SEND && op.ch._shared === s && !op.gaveUp,
+      s,
     );
     if (drained) return;
     for (const w of waiting(s.receivers)) if (w.state === QUEUED) this.#withdraw(w, true);
@@ -3159,8 +3160,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #settleSenders(s: Shared): void {
     const w = s.senders.first;
     if (w === null || w.state === LOCAL) return; // none was the native receive's partner
-    const drained = this.#bridge.settleWhere((op) =>
-      op instanceof Waiter && op.kind === SEND && op.ch._shared === s
+    const drained = this.#bridge.settleWhere(
+      (op) => op instanceof Waiter && op.kind === SEND && op.ch._shared === s,
+      s,
     );
     if (drained) return;
     for (const q of waiting(s.senders)) {
@@ -4652,7 +4654,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // at a dispose's cancel was an FFI call that, with --allow-ffi revoked since the library
     // opened, threw out of the dispose).
     const bridge = this.#bridgeOf ?? Bridge.existing(this.#lib);
-    bridge?.settleWhere((op, index) => op.gaveUp !== true && op.channelAt?.(index) === s);
+    bridge?.settleWhere((op, index) => op.gaveUp !== true && op.channelAt?.(index) === s, s);
   }
 
   /**

@@ -5637,6 +5637,32 @@ Deno.test("a send that settles its receive natively settles first the records of
   assert.deepEqual(order, ["a 2", "b first 1", "b second 3"]);
 });
 
+Deno.test("Bridge.settleWhere looks at no held record of another channel than the one it is given", async () => {
+  // A turn's n sends that each settle a receive of this isolate on one channel, with n records
+  // of another channel held (drained by the first send), scanned every held record each time:
+  // n² steps. `on` names the channel of the records a pick takes; a held record on another
+  // channel is not given to the pick (nor looked up).
+  const bridge = Bridge.of(library());
+  const sym = library().symbols("test");
+  using a = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  using b = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  a.handle; // escaped: native from here on
+  b.handle;
+  const before = bridge.pending;
+  const got = [a.receive(), b.receive(), b.receive(), b.receive()];
+  await until(() => bridge.pending >= before + 4, "the receives queued natively");
+  const slot = new Float64Array([7]);
+  const ptr = Deno.UnsafePointer.of(slot);
+  for (let i = 0; i < 3; i++) assert.equal(sym.kc_chan_try_send(b.handle, ptr, 8), 0);
+  assert.deepEqual(a.trySend(1), { state: "ok" }); // settles a's receive, holds b's 3 records
+  let looked = 0;
+  bridge.settleWhere(() => (looked++, false), a._shared);
+  assert.equal(looked, 0, "b's held records were given to a pick on a");
+  bridge.settleWhere(() => (looked++, false), b._shared);
+  assert.equal(looked, 3, "a pick on b is given b's held records");
+  assert.deepEqual(await Promise.all(got), [1, 7, 7, 7]);
+});
+
 Deno.test("a receive on a buffered shared channel another thread emptied lets this isolate's senders waiting in JavaScript into the room first: another thread's try-send finds no room", async () => {
   // README's order bullet: once another thread empties a buffered channel, the isolate's
   // senders waiting in JavaScript (they waited because it was full) move into the room, oldest
