@@ -5637,6 +5637,29 @@ Deno.test("a send that settles its receive natively settles first the records of
   assert.deepEqual(order, ["a 2", "b first 1", "b second 3"]);
 });
 
+Deno.test("a close settles before it returns a receive of its channel another thread completed whose record another channel's send drained and held", async () => {
+  // `#settleEnded` settles the records of this isolate's waits on the channel it closes,
+  // those another thread completed earlier in the turn too; one a send on another channel
+  // drained and held (`Bridge.settleWhere`) was left to the held records' drain, a macrotask
+  // later, pending on a channel closed here.
+  const bridge = Bridge.of(library());
+  const sym = library().symbols("test");
+  using a = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  using b = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  a.handle; // escaped: native from here on
+  b.handle;
+  const before = bridge.pending;
+  const got = [a.receive(), b.receive()];
+  await until(() => bridge.pending >= before + 2, "the receives queued natively");
+  const slot = new Float64Array([7]);
+  assert.equal(sym.kc_chan_try_send(b.handle, Deno.UnsafePointer.of(slot), 8), 0);
+  assert.deepEqual(a.trySend(1), { state: "ok" }); // settles a's receive, holds b's record
+  assert.equal(bridge.pending, before + 1, "b's receive is held");
+  b.close();
+  assert.equal(bridge.pending, before, "b's receive settled as the close returned");
+  assert.deepEqual(await Promise.all(got), [1, 7]);
+});
+
 Deno.test("Bridge.settleWhere looks at no held record of another channel than the one it is given", async () => {
   // A turn's n sends that each settle a receive of this isolate on one channel, with n records
   // of another channel held (drained by the first send), scanned every held record each time:
