@@ -1316,7 +1316,11 @@ function pump(q: WaitQueue, sym: Sym): boolean {
   for (let w = q.first; w !== null;) {
     const next = w.next; // settling w takes it out of q
     if (w.state === LOCAL && !w.ch._tryNow(w, sym)) return false;
-    w = next;
+    // Settling w may have taken `next` out of q too (DONE: an iterator's next()s that w's decode
+    // failure ended, `#endIter`; a user's hook): then from the oldest again, the waiters queued
+    // natively before it skipped. Before, the walk stopped there (a detached waiter's `next` is
+    // null), and the receivers after it were not tried: a newer receive took the value first.
+    w = next !== null && next.state === DONE ? q.first : next;
   }
   return true;
 }

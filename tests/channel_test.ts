@@ -6444,6 +6444,38 @@ Deno.test("a next() that rejects for its own reason (a value that fails to decod
   }
 });
 
+Deno.test("a receiver waiting in JavaScript behind an iterator's next()s that a decode failure ended still takes the next value in the same try, before a newer receive", async () => {
+  // The try (`pump`) settles the first next() with a value codecs.string cannot read: it rejects
+  // and ends its iterator, taking the second next() out of the queue (`#endIter`). Before, the
+  // walk stopped at that one: the receiver behind it was not tried, and the newer tryReceive
+  // took the value it waited for.
+  const sym = library().symbols("test");
+  using ch = new Channel<string>(4, { codec: codecs.string });
+  ch.share();
+  const it = ch[Symbol.asyncIterator]();
+  const first = it.next(), second = it.next(); // the buffer is empty: they wait in JavaScript
+  const later = ch.receive(); // behind them, in JavaScript too
+  // As C code on another thread sends, in this turn: a value with a tag codecs.string does not
+  // read, then an empty string (kc_desc_make of 0 bytes, KC_TAG_STRING).
+  const bad = new Uint8Array(32);
+  new Uint32Array(bad.buffer)[2] = 99;
+  assert.equal(sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(bad), 32), 0);
+  const good = new Uint8Array(32);
+  assert.equal(sym.kc_desc_make(new Uint8Array(0), 0, /* KC_TAG_STRING */ 16, good), 0);
+  assert.equal(sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(good), 32), 0);
+  const newer = ch.tryReceive(); // tries the waiters ahead of it first
+  try {
+    assert.deepEqual(newer, { state: "empty" }, "the newer receive took the older one's value");
+    await assert.rejects(first, CodecError);
+    assert.deepEqual(await second, { value: undefined, done: true });
+    assert.equal(await within(later, 5_000, "the receive behind them"), "");
+  } finally {
+    ch.close(); // without the fix, `later` waits on: it rejects here
+    await later.catch(() => {});
+    await Promise.allSettled([first, second]);
+  }
+});
+
 Deno.test("shared: a close of this isolate settles a receive another thread completed earlier in the turn even when a hand-off on another channel drained its record first", async () => {
   // README's abort paragraph: the close settles the records of this isolate's waits on the
   // channel, those another thread completed earlier in the turn too. Before, one whose record
