@@ -4658,7 +4658,24 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // at a dispose's cancel was an FFI call that, with --allow-ffi revoked since the library
     // opened, threw out of the dispose).
     const bridge = this.#bridgeOf ?? Bridge.existing(this.#lib);
-    bridge?.settleWhere((op, index) => op.gaveUp !== true && op.channelAt?.(index) === s, s);
+    const drained = bridge?.settleWhere(
+      (op, index) => op.gaveUp !== true && op.channelAt?.(index) === s,
+      s,
+    );
+    if (drained !== false) return;
+    // The ring cannot be drained (gone: destroyed by hand, as a test does): no record will come
+    // for this isolate's waits queued natively on `s`, so each fails now with the error of
+    // `RingOp.lost` (`#lost`), as `#settleSenders` fails them, and is tracked no more. Before,
+    // they went on waiting after close() or cancel() returned, until the ring's wait found it
+    // gone, a turn or more later.
+    for (const q of [s.senders, s.receivers]) {
+      for (const w of waiting(q)) {
+        if (w.state !== QUEUED) continue; // in JavaScript: settled by the close; COMPLETING: held
+        const rc = bridge!.abort(w, true); // not counted: no wait gave up
+        if (rc === Status.EBUSY) w.state = COMPLETING; // not with the ring gone: its record settles it
+        else this.#lost(w, rc < 0 ? rc : Status.EBADH);
+      }
+    }
   }
 
   /**

@@ -3096,6 +3096,48 @@ Deno.test("a receive that takes a queued send of its own isolate when the ring i
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a close or cancel of this isolate that finds the ring gone fails its waits queued natively on the channel at once, as the ring's loss", async () => {
+  // \`#settleEnded\` settles the records of the waits the close or cancel failed before it
+  // returns; where the ring cannot be drained (destroyed by hand in \`settleWhere\`), no record
+  // will come, so each fails then, as \`RingOp.lost\` fails it, and is tracked no more. Before,
+  // the failed drain was ignored: they went on waiting after close() or cancel() returned,
+  // until the ring's wait found it gone, a turn or more later. A receive to close, a send to
+  // cancel (a close leaves a waiting send waiting); one process each (the ring is gone after).
+  for (const [end, wait] of [["close", "a.receive()"], ["cancel", "a.send(1)"]]) {
+    const res = await evalScript(`
+      import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
+      import { Bridge } from "./src/bridge.ts";
+      import { until, within } from "./tests/support.ts";
+      const lib = library();
+      const bridge = Bridge.of(lib);
+      const lost = /^Cannot (send|receive): the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it \\(/;
+      const a = new Channel(0, { codec: codecs.f64 });
+      a.share();
+      let outcome = "pending";
+      const op = ${wait}.then((v) => outcome = "resolved " + v, (e) => outcome = e instanceof InvalidHandleError && lost.test(e.message) ? e.message.match(lost)[1] + " lost" : String(e));
+      await until(() => bridge.pending >= 1, "the wait queued natively");
+      const settleWhere = bridge.settleWhere.bind(bridge);
+      let destroyed = 0;
+      bridge.settleWhere = (pick) => {
+        if (destroyed++ === 0) lib.symbols("test").kc_ring_destroy(bridge.ring);
+        return settleWhere(pick);
+      };
+      a.${end}();
+      if (destroyed !== 1) throw new Error("the ring was not drained at the ${end}: " + destroyed);
+      const pending = bridge.pending;
+      for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
+      const now = JSON.stringify({ pending, outcome });
+      await within(op, 10_000, "the wait settled");
+      console.log(now);
+    `);
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(JSON.parse(res.stdout), {
+      pending: 0,
+      outcome: end === "close" ? "receive lost" : "send lost",
+    }, end);
+  }
+});
+
 Deno.test("a try-send that completes a receive of its own isolate queued natively when the ring is gone fails that receive at once, as the ring's loss: not 'Cannot withdraw receive'", async () => {
   // The mirror of the test above: the native try-send completes this isolate's receive queued
   // natively; its record cannot be drained (the ring destroyed by hand in \`settleWhere\`), so
