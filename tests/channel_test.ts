@@ -3138,6 +3138,45 @@ Deno.test("a close or cancel of this isolate that finds the ring gone fails its 
   }
 });
 
+Deno.test("settleWhere: where the ring cannot be drained after a full batch, the records it picked from that batch settle before it returns", async () => {
+  // 65 receives completed natively (BATCH, 64, and one): the close's \`settleWhere\` drains a
+  // full batch, picks them all, then its next drain fails (kc_ring_drain wrapped: KC_EBADH once).
+  // Those picked settle before close() returns, with their values; the one left on the ring
+  // settles with the drain that follows. Were the picks dropped on the failed drain, 64 receives
+  // would never settle: taken out of the ring's tracking, with no record to come.
+  const bridge = Bridge.of(library());
+  using ch = new Channel<number>(0, { codec: codecs.f64 });
+  ch.share();
+  const n = 65;
+  const before = bridge.pending;
+  const outcomes: string[] = new Array(n).fill("pending");
+  const waits = Array.from({ length: n }, (_, i) =>
+    ch.receive().then(
+      (v) => outcomes[i] = `got ${v}`,
+      (e) => outcomes[i] = String(e),
+    ));
+  await until(() => bridge.pending === before + n, "the receives queued natively");
+  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const value = new Float64Array(1);
+  for (let i = 0; i < n; i++) {
+    value[0] = i;
+    assert.equal(sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(value), 8), 0, `send ${i}`);
+  }
+  const drain = sym.kc_ring_drain;
+  let calls = 0;
+  sym.kc_ring_drain = (...a: unknown[]) => ++calls === 2 ? Status.EBADH : drain(...a);
+  try {
+    ch.close();
+  } finally {
+    sym.kc_ring_drain = drain;
+  }
+  assert.ok(calls >= 2, `the close drained ${calls} times, not past a full batch`);
+  for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
+  assert.deepEqual(outcomes, Array.from({ length: n }, (_, i) => `got ${i}`));
+  await Promise.all(waits);
+  assert.equal(bridge.pending, before, "nothing left tracked");
+});
+
 Deno.test("a try-send that completes a receive of its own isolate queued natively when the ring is gone fails that receive at once, as the ring's loss: not 'Cannot withdraw receive'", async () => {
   // The mirror of the test above: the native try-send completes this isolate's receive queued
   // natively; its record cannot be drained (the ring destroyed by hand in \`settleWhere\`), so
