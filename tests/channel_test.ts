@@ -3138,6 +3138,42 @@ Deno.test("a close or cancel of this isolate that finds the ring gone fails its 
   }
 });
 
+Deno.test("a close of this isolate leaves the record of a receive that gave up to the ring's usual drain: its value reaches the hook, and the receive rejects, after close() returns", async () => {
+  // \`#settleEnded\` settles the waits the close failed, not one given up (\`op.gaveUp\`): this
+  // receive took a value natively (as another thread's send gives it), then its abort lost to
+  // that completion, so its record gives the value back when the ring drains as usual (README,
+  // the abort paragraph). Settled by the close instead, the value went to the hook (closed,
+  // nothing left) inside close(), and the receive rejected before the turn ended.
+  const hooked: number[] = [];
+  const bridge = Bridge.of(library());
+  using ch = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => void hooked.push(v),
+  });
+  ch.share();
+  const ctl = new AbortController();
+  const reason = new Error("gave up");
+  const before = bridge.pending;
+  let outcome = "pending";
+  const got = ch.receive({ signal: ctl.signal }).then(
+    (v) => outcome = `got ${v}`,
+    (e) => outcome = e === reason ? "the abort's reason" : String(e),
+  );
+  await until(() => bridge.pending === before + 1, "the receive queued natively");
+  const sym = library().symbols("test");
+  const value = new Float64Array([7]);
+  assert.equal(sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(value), 8), 0, "taken");
+  ctl.abort(reason); // too late: completed natively, its record not drained yet
+  ch.close();
+  const atClose = [...hooked];
+  for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
+  assert.deepEqual({ atClose, outcome }, { atClose: [], outcome: "pending" });
+  await within(got, 10_000, "the receive settled");
+  assert.equal(outcome, "the abort's reason");
+  assert.deepEqual(hooked, [7], "given back to the closed channel, which had nothing left");
+  assert.equal(bridge.pending, before);
+});
+
 Deno.test("settleWhere: where the ring cannot be drained after a full batch, the records it picked from that batch settle before it returns", async () => {
   // 65 receives completed natively (BATCH, 64, and one): the close's \`settleWhere\` drains a
   // full batch, picks them all, then its next drain fails (kc_ring_drain wrapped: KC_EBADH once).
