@@ -989,6 +989,7 @@ Deno.test("runtime: a drain that meets its own Runtime's finish, cut short by a 
   // cancel (kc_sched_ended), and the drain must not resolve as if everything ran to its end.
   const res = await evalScript(`
     import { library, runtime, ShutdownError } from "./mod.ts";
+    import { until } from "./tests/support.ts";
     const sym = library().symbols("test");
     const settled = (p) => p.then(() => "resolved", (e) => e);
     const rt = runtime({ workers: 1 });
@@ -997,7 +998,9 @@ Deno.test("runtime: a drain that meets its own Runtime's finish, cut short by a 
     rt.spawn("sleeper", long);
     const drained = settled(rt.drain());
     const finishing = settled(rt.shutdown("finish"));
-    await new Promise((r) => setTimeout(r, 200)); // the finish drains natively
+    // The finish under way natively (it stopped the scheduler counting as running) before the
+    // cancel comes: a bounded wait on that, not a sleep.
+    await until(() => !rt.isRunning, "the finish under way natively");
     if ((await sym.kc_sched_shutdown_async(0)) !== 0) throw new Error("cancel");
     const f = await finishing;
     if (sym.kc_sched_ended(gen) !== 0) throw new Error("not ended as a cancel: " + sym.kc_sched_ended(gen));
