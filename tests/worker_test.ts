@@ -1624,9 +1624,6 @@ function show(x: bigint): string {
   return `${x >> 40n}:${x & ((1n << 40n) - 1n)}`;
 }
 
-// Last: no scheduler left running for the files after this one (tests/support.ts says why).
-Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
-
 /**
  * Fills `ch` (capacity 2, 1 then 2), has a Worker (late_undelivered_worker.ts) send 3 to it, a
  * send that waits, and terminates the Worker there. The Worker's thread ends some time after
@@ -1830,3 +1827,6 @@ Deno.test("stress: a Worker sending or receiving in every way, terminated at a s
     }
   }
 });
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
