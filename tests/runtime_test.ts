@@ -867,12 +867,13 @@ Deno.test("runtime: shutdown waits for a running coroutine on a helper thread, n
 Deno.test("runtime: during a finishing shutdown, spawns fail at once and a cancel ends the drain", async () => {
   const res = await evalScript(`
     import { runtime, ShutdownError } from "./mod.ts";
+    import { until } from "./tests/support.ts";
     const rt = runtime({ workers: 1 });
     const sleeper = rt.cells([60_000n, 0n]); // a minute: a finish would wait for it
     rt.spawn("sleeper", sleeper);
     const t0 = performance.now();
     const finish = rt.shutdown("finish");
-    await new Promise((r) => setTimeout(r, 20)); // the drain is under way
+    await until(() => !rt.isRunning, "the finish under way natively"); // a bounded wait
     try {
       rt.spawn("sleeper", rt.cells([1n, 0n]));
       throw new Error("spawned during a shutdown");
