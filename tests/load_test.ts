@@ -93,6 +93,8 @@ Deno.test("closeLibrary() called again by a hook while the library closes: every
   const res = await evalScript(
     `
     import { Channel, closeLibrary, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until } from "./tests/support.ts";
     const dropped = [];
     const ch = new Channel(0, { onUndeliveredElement: (v) => { dropped.push(v); closeLibrary(); } });
     ch.share();
@@ -100,7 +102,8 @@ Deno.test("closeLibrary() called again by a hook while the library closes: every
     const other = new Channel(0);
     other.share();
     const recv = other.receive().then(() => "received", (e) => e.name);
-    await new Promise((r) => setTimeout(r, 0)); // past the turn: the waits queue natively
+    const bridge = Bridge.of(library());
+    await until(() => bridge.pending === 4, "the waits queued natively"); // past the turn
     closeLibrary();
     console.log(JSON.stringify({ settled: await Promise.all([...sends, recv]), dropped }));
     const again = new Channel(1);
