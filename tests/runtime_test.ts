@@ -256,7 +256,9 @@ Deno.test("runtime: a drain waiting when closeLibrary() comes rejects with Libra
   // times out), or this was the last host (the close shuts the scheduler down).
   for (const keep of [true, false]) {
     const res = await evalScript(`
-      import { Channel, closeLibrary, LibraryClosedError, openLibrary, runtime } from "./mod.ts";
+      import { Channel, closeLibrary, library, LibraryClosedError, openLibrary, runtime } from "./mod.ts";
+      import { Bridge } from "./src/bridge.ts";
+      import { until } from "./tests/support.ts";
       const other = ${keep} ? openLibrary() : null; // another host, as a Worker's copy would be
       const rt = runtime({ workers: 1 });
       rt.spawn("cancellable-sleeper", rt.cells([60000n, 0n, 0n])); // a minute: never drains
@@ -265,7 +267,9 @@ Deno.test("runtime: a drain waiting when closeLibrary() comes rejects with Libra
       const ch = new Channel(0);
       ch.share();
       const receiving = ch.receive().then(() => "received", (e) => e);
-      await new Promise((r) => setTimeout(r, 0)); // both wait natively now
+      // Both wait natively now: the drain from its call, the receive once queued (bounded).
+      const bridge = Bridge.of(library());
+      await until(() => bridge.pending === 1, "the receive queued natively");
       closeLibrary();
       const [d, r] = await Promise.all([draining, receiving]);
       if (!(r instanceof LibraryClosedError)) throw new Error("the receive: " + r);
