@@ -5,7 +5,8 @@
 // A `Channel.from` copy has no hook of its own: the creator's is the channel's.
 import assert from "node:assert/strict";
 import { CancellationError, Channel, ClosedSendError, codecs, library, select } from "../mod.ts";
-import { catchReported, evalScript } from "./support.ts";
+import { Bridge } from "../src/bridge.ts";
+import { catchReported, evalScript, until } from "./support.ts";
 
 type Box = { n: number };
 
@@ -163,8 +164,10 @@ Deno.test("a hook that throws, in every path that calls it: each value's error r
     const ch = open<number>(2);
     ch.trySend(9);
     ch.trySend(10);
+    const bridge = Bridge.of(library()), before = bridge.pending;
     const waiting = ch.send(11);
-    await new Promise((r) => setTimeout(r, 0)); // queued natively, if shared
+    // Queued natively, if shared (bounded; a local channel's send waits at once).
+    await until(() => !shared || bridge.pending === before + 1, "the send queued natively");
     ch.cancel(); // does not throw
     await assert.rejects(waiting, CancellationError);
     assert.deepEqual(take().sort(), ["hook 10", "hook 11", "hook 9"], `shared: ${shared}`);
