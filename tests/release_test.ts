@@ -14,6 +14,7 @@ import {
 } from "../mod.ts";
 import { intact, type ReleaseResult, seeded } from "./fixtures/release_worker.ts";
 import { evalScript, until } from "./support.ts";
+import { Bridge } from "../src/bridge.ts";
 import { checkSliceAlign, POOL_SLICE_ALIGN } from "../src/codec.ts";
 
 assert.equal(releaseBytes(new Uint8Array(0)), false); // the switch
@@ -513,9 +514,15 @@ Deno.test("only received values are released: not copies, arrays the caller made
   // turn hands the value over in JavaScript (the codec's copy): not a view of a chunk. Once the
   // receive queued natively (a turn later) the send meets it there, as it would an older
   // receiver of another thread (FIFO per channel), and the receive gets a chunk's view: released.
+  const bridge = Bridge.of(library());
   for (const turns of [0, 1]) {
+    const before = bridge.pending;
     const waiting = ch.receive();
-    for (let i = 0; i < turns; i++) await new Promise((r) => setTimeout(r, 0));
+    // Queued natively, past the turn (bounded), not a timer's turn, which is not ordered
+    // against the bridge's flush (a setImmediate).
+    if (turns === 1) {
+      await until(() => bridge.pending === before + 1, "the receive queued natively");
+    }
     assert.deepEqual(ch.trySend(new Uint8Array(64).fill(5)), { state: "ok" });
     const handed = await waiting;
     assert.deepEqual(handed, new Uint8Array(64).fill(5));
