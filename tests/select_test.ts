@@ -2208,13 +2208,15 @@ Deno.test("a select on local channels that nothing completes lets the process en
   // The same for a plain wait on a channel a select made native (its waits queue natively).
   const later = await evalScript(
     `
-    import { Channel, select } from "./mod.ts";
+    import { Channel, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until } from "./tests/support.ts";
     const a = new Channel();
     if (await select((s) => { s.onReceive(a, (v) => v); s.onTimeout(0, () => "none"); }) !== "none") {
       throw new Error("not the default");
     }
     const r = a.receive(); // queued natively at the end of this turn
-    await new Promise((resolve) => setTimeout(resolve, 1)); // a turn: it is queued now
+    await until(() => Bridge.of(library()).pending === 1, "the receive queued natively");
     await r;
   `,
     { timeoutMs: 20_000 },
