@@ -852,12 +852,13 @@ Deno.test({
 Deno.test("runtime: shutdown waits for a running coroutine on a helper thread, not on the event loop", async () => {
   const res = await evalScript(`
     import { runtime } from "./mod.ts";
+    import { until } from "./tests/support.ts";
     const rt = runtime({ workers: 1 });
     const cells = runtime().cells([300_000_000n, 0n]); // a CPU-bound loop of several 100 ms
     rt.spawn("spin", cells);
     // Until it runs (\`runs\` counts a coroutine as its worker resumes it; \`busy\` counts it
     // queued already, and a cancel that came before it ran left it unrun in a suite run).
-    while (rt.stats().workers[0].runs === 0) await new Promise((r) => setTimeout(r, 1));
+    await until(() => rt.stats().workers[0].runs !== 0, "the spin to run"); // bounded
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
     await rt.shutdown(); // cannot stop it mid-loop: waits for its end
