@@ -1104,7 +1104,6 @@ Deno.test("a NativeScope disposed, collected or whose owner completes after clos
   assert.equal(res.code, 0, res.stderr);
 });
 
-// Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("nativeScope refuses a job made from a job's prototype with a named TypeError: it passed instanceof, then threw the engine's 'Cannot read private member'", () => {
   const proto = Object.getPrototypeOf(Object.getPrototypeOf(new CompletableDeferred()));
   for (const job of [Object.create(proto), Object.create(CompletableDeferred.prototype)]) {
@@ -1115,4 +1114,5 @@ Deno.test("nativeScope refuses a job made from a job's prototype with a named Ty
   }
 });
 
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
