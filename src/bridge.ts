@@ -451,6 +451,25 @@ export class Bridge {
     return true;
   }
 
+  /**
+   * The ring is gone (`settleWhere` answered false): the tracked operations `pick` chooses fail
+   * now (`RingOp.lost` with `status`) and are tracked no more, as `#ringGone` fails them all
+   * later. For a close or cancel of this isolate (`Channel`'s `#settleEnded`): a select with a
+   * clause on the channel, which is not among its waiters.
+   */
+  loseWhere(pick: (op: RingOp) => boolean, status: number): void {
+    for (const op of [...this.#ops.values()]) {
+      if (!pick(op)) continue;
+      this.#ops.delete(op.ticket);
+      this.#forget(op);
+      try {
+        op.lost?.(status);
+      } catch (e) {
+        reportError(e);
+      }
+    }
+  }
+
   /** Settles the operations of `settleWhere`'s picked records, in order. */
   #complete(picked: [RingOp, number, number][]): void {
     for (const [op, status, index] of picked) {

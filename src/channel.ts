@@ -4676,6 +4676,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         else this.#lost(w, rc < 0 ? rc : Status.EBADH);
       }
     }
+    // A select with a clause on `s` is not among its waiters: it fails too, by its clauses'
+    // channels (`channelAt`, undefined past the last). Before, it waited on until the ring's
+    // wait found the ring gone, as the waits above did.
+    bridge!.loseWhere((op) => {
+      if (op instanceof Waiter || op.gaveUp === true) return false;
+      for (let i = 0;; i++) {
+        const at = op.channelAt?.(i);
+        if (at === s) return true;
+        if (at === undefined) return false;
+      }
+    }, Status.EBADH);
   }
 
   /**

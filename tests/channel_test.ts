@@ -3138,6 +3138,44 @@ Deno.test("a close or cancel of this isolate that finds the ring gone fails its 
   }
 });
 
+Deno.test("a close of this isolate that finds the ring gone fails at once a select queued natively with a clause on the channel, as the ring's loss", async () => {
+  // A select is not among the channel's waiters (`s.receivers`): `#settleEnded` fails it through
+  // the bridge (`Bridge.loseWhere`, its clauses' `channelAt`). Before, it went on waiting after
+  // close() returned, until the ring's wait found the ring gone, a turn or more later.
+  const res = await evalScript(`
+    import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const lib = library();
+    const bridge = Bridge.of(lib);
+    const lost = /^Cannot select: the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it \\(/;
+    const a = new Channel(0, { codec: codecs.f64 }), b = new Channel(0, { codec: codecs.f64 });
+    a.share();
+    b.share();
+    let outcome = "pending";
+    const op = select((s) => {
+      s.onReceive(b, () => "b");
+      s.onReceive(a, () => "a");
+    }).then((v) => outcome = "resolved " + v, (e) => outcome = e instanceof InvalidHandleError && lost.test(e.message) ? "select lost" : String(e));
+    await until(() => bridge.pending >= 1, "the select queued natively");
+    const settleWhere = bridge.settleWhere.bind(bridge);
+    let destroyed = 0;
+    bridge.settleWhere = (pick, on) => {
+      if (destroyed++ === 0) lib.symbols("test").kc_ring_destroy(bridge.ring);
+      return settleWhere(pick, on);
+    };
+    a.close();
+    if (destroyed !== 1) throw new Error("the ring was not drained at the close: " + destroyed);
+    const pending = bridge.pending;
+    for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
+    const now = JSON.stringify({ pending, outcome });
+    await within(op, 10_000, "the select settled");
+    console.log(now);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), { pending: 0, outcome: "select lost" });
+});
+
 Deno.test("a close of this isolate leaves the record of a receive that gave up to the ring's usual drain: its value reaches the hook, and the receive rejects, after close() returns", async () => {
   // \`#settleEnded\` settles the waits the close failed, not one given up (\`op.gaveUp\`): this
   // receive took a value natively (as another thread's send gives it), then its abort lost to
