@@ -864,7 +864,7 @@ function putBuffer(
   // Callers that pass `len` took it from the engine, or wrote that many bytes themselves.
   len = bytesLength(bytes),
 ): void {
-  if (len > valueBytesMax) throw noRoomFor(tooLarge(codec, op, len));
+  fitsValue(codec, op, len);
   const rc = slot.ptr !== null
     ? sym.kc_desc_make_at(bytes, len, tag, slot.ptr)
     : sym.kc_desc_make(bytes, len, tag, slot.u8);
@@ -918,8 +918,9 @@ function noMemoryFor(codec: string, op: string, len: number, rc: number): CodecE
 }
 
 /**
- * A value's copy on a local channel (a codec's `pass`) refuses what encoding refuses for its size:
- * `len` bytes over `valueBytesMax` are `tooLarge`'s error, marked as encoding's is (`noRoom`).
+ * The size check of encoding (`putBuffer`, `trySendBytes`) and of a value's copy on a local
+ * channel (a codec's `pass`), which refuses what encoding refuses for its size: `len` bytes over
+ * `valueBytesMax` are `tooLarge`'s error, marked as a no-room error (`noRoom`).
  * Before, a local channel took such a value, and when the channel escaped (`share()`) its
  * encoding failed there: the value was lost, its error reported (an uncaught error, which ends
  * a process with no "error" listener).
@@ -2545,7 +2546,7 @@ export function trySendBytes(
   }
   // Both failures no-room errors (`noRoom`), as `putBuffer`'s for the same value through
   // encode: they were thrown unmarked here, so `noRoom` answered for the path, not the value.
-  if (n > valueBytesMax) throw noRoomFor(tooLarge("bytes", op, n));
+  fitsValue("bytes", op, n);
   const rc = sym.kc_chan_try_send_copy(at, handle, value as Uint8Array, n, T_BYTES, slot.ptr);
   if (rc === Status.ENOMEM && ptrOf(slot) === 0) throw noRoomFor(noMemoryFor("bytes", op, n, rc));
   return rc;
