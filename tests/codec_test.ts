@@ -931,6 +931,22 @@ Deno.test("a close cause whose encoding would take over the 2^31-1 bytes another
   });
 });
 
+/**
+ * That `encodeCause(cause)`, over a limit of `max` bytes, is the RangeError saying it was too
+ * large, within `max` bytes, naming what it received as `described`.
+ */
+function assertTooLargeCause(cause: unknown, max: number, described: string): void {
+  const bytes = encodeCause(cause);
+  assert.ok(bytes !== null && bytes.length <= max, `${bytes?.length} bytes`);
+  const got = decodeCause(bytes);
+  assert.ok(got.ok && got.cause instanceof RangeError, String(got));
+  assert.equal(
+    got.cause.message,
+    "Cannot copy the channel's close or cancel cause to another isolate: its encoding takes " +
+      `over ${max} bytes, received ${described}`,
+  );
+}
+
 Deno.test("the least cause bytes limit is room for the error that says a cause is too large, at its largest: a lower one is refused by name, and at it that error always crosses, without its stack where that does not fit", () => {
   // Before, the least was 64, where no such error fits: a cause too large was encoded as none,
   // and other isolates read its channel as closed cleanly. The largest such error: a description
@@ -969,15 +985,7 @@ Deno.test("the least cause bytes limit is room for the error that says a cause i
       ],
     ] as const;
     for (const [cause, described] of causes) {
-      const bytes = encodeCause(cause);
-      assert.ok(bytes !== null && bytes.length <= CAUSE_BYTES_MIN, `${bytes?.length} bytes`);
-      const got = decodeCause(bytes);
-      assert.ok(got.ok && got.cause instanceof RangeError, String(got));
-      assert.equal(
-        got.cause.message,
-        "Cannot copy the channel's close or cancel cause to another isolate: its encoding takes " +
-          `over ${CAUSE_BYTES_MIN} bytes, received ${described}`,
-      );
+      assertTooLargeCause(cause, CAUSE_BYTES_MIN, described);
     }
     // The widest takes the least exactly: one byte less and it would not fit. Its stack did not
     // fit (the close's frames); where it does, it crosses with it.
@@ -1064,15 +1072,7 @@ Deno.test("a close cause too large to copy whose own description is long (its Sy
       value: tag,
     });
     for (const cause of [new Tagged(), error]) {
-      const bytes = encodeCause(cause);
-      assert.ok(bytes !== null && bytes.length <= max, `${bytes?.length} bytes`);
-      const got = decodeCause(bytes);
-      assert.ok(got.ok && got.cause instanceof RangeError, String(got));
-      assert.equal(
-        got.cause.message,
-        "Cannot copy the channel's close or cancel cause to another isolate: its encoding takes " +
-          `over ${max} bytes, received ${described}`,
-      );
+      assertTooLargeCause(cause, max, described);
       using ch = new Channel<number>(1);
       ch.share();
       assert.equal(ch.close(cause), true);
