@@ -554,17 +554,11 @@ class Selection implements RingOp {
           );
         }
         if (!this.done) this.disposers.push(d as Disposable);
-        else {
-          // Settled as it was armed (its handler run at once, or a close or cancel of this
-          // isolate, run by the arming, settled a channel clause: `Bridge.settleWhere`): the
-          // cleanup ran before this Disposable came, so it is disposed here, unregistering the
-          // handler. Before, it was kept and never disposed.
-          try {
-            (d as Disposable)[Symbol.dispose]();
-          } catch (e) {
-            reportError(e);
-          }
-        }
+        // Settled as it was armed (its handler run at once, or a close or cancel of this
+        // isolate, run by the arming, settled a channel clause: `Bridge.settleWhere`): the
+        // cleanup ran before this Disposable came, so it is disposed here, unregistering the
+        // handler. Before, it was kept and never disposed.
+        else disposeReporting(d as Disposable);
       }
     }
     this.#listen();
@@ -1108,15 +1102,21 @@ class Selection implements RingOp {
    */
   #cleanup(): void {
     for (const cancel of this.timers) cancel();
-    for (const d of this.disposers) {
-      try {
-        d[Symbol.dispose]();
-      } catch (e) {
-        reportError(e);
-      }
-    }
+    for (const d of this.disposers) disposeReporting(d);
     // Never throws (`unlistenAbort`): before, a signal's own `removeEventListener` that threw
     // escaped the cleanup of a settled select, from inside another channel's pump too.
     if (this.onAbort !== undefined) unlistenAbort(this.signal!, this.onAbort);
+  }
+}
+
+/**
+ * Disposes a job's Disposable (`invokeOnCompletion`'s), the caller's own code when the job is:
+ * what it throws is reported (reportError), so that the select's cleanup goes on.
+ */
+function disposeReporting(d: Disposable): void {
+  try {
+    d[Symbol.dispose]();
+  } catch (e) {
+    reportError(e);
   }
 }
