@@ -1270,28 +1270,25 @@ Deno.test("a tree of scopes nested through their tasks' signals, deeper than 32 
   assert.deepEqual(reported.errors, []);
 });
 
-Deno.test("a scope nested through its task's signal deeper than 32 levels, whose cancel waits in the queue, reads inactive and cancels a task launched on it, as a shallow one does", async () => {
-  // Past 32 nested follow cancels a scope's cancel waits until the first level returns. Code
-  // run by the abort of the signal it follows, after its follow listener, read it active and a
-  // launch on it ran the task's block; a shallow scope is cancelling there, so the task is
-  // cancelled at once. Each level's listener checks both, at every depth.
-  using reported = catchReported();
-  const depth = 40;
-  const seen: { n: number; active: boolean; job: Job; lazy: Job }[] = [];
-  const ran: number[] = [];
+/**
+ * Nests `depth` coroutineScopes under a root scope, each through its task's `signal` and
+ * `context` as README says to nest a scope in a task, the innermost waiting for its abort.
+ * `onParentAbort(s, n)` runs for level `n`'s scope `s` from a listener on the signal `s`
+ * follows, added after `s`'s own follow listener (added when the scope was made). Answers
+ * once every level has started: the root, to cancel, and how it ends ("completed" or the
+ * name of its error).
+ */
+async function nestThroughSignals(
+  depth: number,
+  onParentAbort: (s: CoroutineScope, n: number) => void,
+): Promise<{ root: CoroutineScope; outcome: Promise<string> }> {
   let reached = 0;
   const nest = (task: CoroutineScope, n: number): Promise<void> => {
     reached++;
     if (n === 0) return untilAborted(task.signal);
     const signal = task.signal;
     const inner = (s: CoroutineScope) => {
-      // After `s`'s own follow listener (added when the scope was made).
-      signal.addEventListener("abort", () => {
-        const active = s.isActive;
-        const job = s.launch(() => void ran.push(n));
-        const lazy = s.async(() => ran.push(-n), { lazy: true });
-        seen.push({ n, active, job, lazy });
-      });
+      signal.addEventListener("abort", () => onParentAbort(s, n));
       return nest(s, n - 1);
     };
     return coroutineScope(inner, { signal, context: task.context });
@@ -1302,6 +1299,24 @@ Deno.test("a scope nested through its task's signal deeper than 32 levels, whose
     return nest(s, depth);
   }).then(() => "completed", (e: Error) => e.name);
   await until(() => reached === depth + 1, "every level to start");
+  return { root, outcome };
+}
+
+Deno.test("a scope nested through its task's signal deeper than 32 levels, whose cancel waits in the queue, reads inactive and cancels a task launched on it, as a shallow one does", async () => {
+  // Past 32 nested follow cancels a scope's cancel waits until the first level returns. Code
+  // run by the abort of the signal it follows, after its follow listener, read it active and a
+  // launch on it ran the task's block; a shallow scope is cancelling there, so the task is
+  // cancelled at once. Each level's listener checks both, at every depth.
+  using reported = catchReported();
+  const depth = 40;
+  const seen: { n: number; active: boolean; job: Job; lazy: Job }[] = [];
+  const ran: number[] = [];
+  const { root, outcome } = await nestThroughSignals(depth, (s, n) => {
+    const active = s.isActive;
+    const job = s.launch(() => void ran.push(n));
+    const lazy = s.async(() => ran.push(-n), { lazy: true });
+    seen.push({ n, active, job, lazy });
+  });
   root.cancel();
   assert.equal(seen.length, depth, "every level's listener ran");
   assert.deepEqual(seen.filter((x) => x.active).map((x) => x.n), [], "read active");
@@ -1326,34 +1341,17 @@ Deno.test("a scope nested through its task's signal deeper than 32 levels, whose
   type Seen = { n: number; active: boolean; cancelled: boolean; state: string; aborted: boolean };
   const seen: Seen[] = [];
   const signals: AbortSignal[] = [];
-  let reached = 0;
-  const nest = (task: CoroutineScope, n: number): Promise<void> => {
-    reached++;
-    if (n === 0) return untilAborted(task.signal);
-    const signal = task.signal;
-    const inner = (s: CoroutineScope) => {
-      // After `s`'s own follow listener (added when the scope was made).
-      signal.addEventListener("abort", () => {
-        const job = s.job;
-        seen.push({
-          n,
-          active: s.isActive,
-          cancelled: job.isCancelled,
-          state: job.state,
-          aborted: s.signal.aborted,
-        });
-        signals.push(s.signal);
-      });
-      return nest(s, n - 1);
-    };
-    return coroutineScope(inner, { signal, context: task.context });
-  };
-  let root!: CoroutineScope;
-  const outcome = coroutineScope((s) => {
-    root = s;
-    return nest(s, depth);
-  }).then(() => "completed", (e: Error) => e.name);
-  await until(() => reached === depth + 1, "every level to start");
+  const { root, outcome } = await nestThroughSignals(depth, (s, n) => {
+    const job = s.job;
+    seen.push({
+      n,
+      active: s.isActive,
+      cancelled: job.isCancelled,
+      state: job.state,
+      aborted: s.signal.aborted,
+    });
+    signals.push(s.signal);
+  });
   root.cancel();
   assert.equal(seen.length, depth, "every level's listener ran");
   for (const x of seen) {
