@@ -503,24 +503,29 @@ Deno.test("runtime: runtime() called right after shutdown() never hands out a Ru
   assert.equal(before + after, 20);
 });
 
+/**
+ * Spawns a sleeper of a minute on `rt` (running throughout a test), checks that its cells are
+ * pinned, and answers `rt`'s pinned count with them.
+ */
+function spawnPinnedSleeper(rt: Runtime): number {
+  const before = rt._pinnedCount;
+  rt.spawn("sleeper", rt.cells([60_000n, 0n]));
+  assert.equal(rt._pinnedCount, before + 1);
+  return before + 1;
+}
+
 Deno.test("runtime: a shutdown that settles once a later runtime() runs keeps the cells that runtime's coroutines write into", async () => {
   // The cells of every built-in spawned are kept reachable (module-wide) until it can no longer
   // write. A shutdown let go of all of them when it settled, also of those of coroutines of a
   // later scheduler started before it settled, which then wrote into memory the collector
   // could free.
-  const spawnSleeper = (rt: Runtime) => {
-    const before = rt._pinnedCount;
-    rt.spawn("sleeper", rt.cells([60_000n, 0n])); // a minute: running throughout
-    assert.equal(rt._pinnedCount, before + 1);
-    return before + 1;
-  };
   // A second shutdown() of a Runtime shut down already goes to its helper thread (its
   // generation is still the latest), and settles after the runtime() started meanwhile.
   const old = runtime();
   await old.shutdown();
   const again = old.shutdown();
   const later = runtime();
-  const pinned = spawnSleeper(later);
+  const pinned = spawnPinnedSleeper(later);
   await again;
   assert.equal(later._pinnedCount, pinned, "a second shutdown let go of a later runtime's cells");
   // A first shutdown whose native call ended before its promise settled: the thread held (no
@@ -537,7 +542,7 @@ Deno.test("runtime: a shutdown that settles once a later runtime() runs keeps th
       if (performance.now() > bound) throw new Error("the shutdown did not end");
     }
   }
-  const pinnedNext = spawnSleeper(next);
+  const pinnedNext = spawnPinnedSleeper(next);
   await stopping;
   assert.equal(next._pinnedCount, pinnedNext, "a shutdown let go of a later runtime's cells");
   await next.shutdown(); // the sleepers abandoned: now nothing writes
@@ -567,9 +572,7 @@ Deno.test("runtime: a shutdown that settles while a later runtime's finishing sh
   await old.shutdown();
   const again = old.shutdown(); // settles after what follows (a turn of the event loop)
   const later = runtime();
-  const before = later._pinnedCount;
-  later.spawn("sleeper", later.cells([60_000n, 0n])); // a minute: the finish drains for it
-  assert.equal(later._pinnedCount, before + 1);
+  const pinned = spawnPinnedSleeper(later); // the finish drains for it
   const finishing = later.shutdown("finish");
   // The finish has begun once runtime() says a shutdown is in progress (no turn of the loop).
   const bound = performance.now() + 30_000; // against a hang only
@@ -583,7 +586,7 @@ Deno.test("runtime: a shutdown that settles while a later runtime's finishing sh
     if (performance.now() > bound) throw new Error("the finishing shutdown did not begin");
   }
   await again;
-  assert.equal(later._pinnedCount, before + 1, "a shutdown let go of a finishing runtime's cells");
+  assert.equal(later._pinnedCount, pinned, "a shutdown let go of a finishing runtime's cells");
   await later.shutdown("cancel"); // cuts the finish short: the sleeper abandoned
   await finishing;
   assert.equal(later._pinnedCount, 0);
