@@ -2361,14 +2361,13 @@ Deno.test("a plain wait queued natively on a channel a select made native keeps 
     `
     import { Channel, library, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
+    import { until } from "./tests/support.ts";
     const ch = new Channel();
     await select((s) => { s.onReceive(ch, (v) => v); s.onTimeout(0, () => 0); });
     const bridge = Bridge.of(library());
     const p = ch.receive(); // queued natively at the end of this turn
-    for (let i = 0; bridge.pending !== 1 && i < 10_000; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 0));
-    }
-    if (bridge.pending !== 1 || bridge.pendingOutside !== 0) throw new Error("not queued inside");
+    await until(() => bridge.pending === 1, "the receive queued natively"); // bounded
+    if (bridge.pendingOutside !== 0) throw new Error("not queued inside");
     ch.handle;
     if (bridge.pendingOutside !== 1) throw new Error("still inside");
     Deno.unrefTimer(setTimeout(() => Channel.from(ch.share()).trySend("late"), 300));
