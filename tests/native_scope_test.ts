@@ -193,16 +193,16 @@ async function cancelThroughQueue(
   return gaps;
 }
 
-Deno.test("a task's native scope made while the task's follow cancel waits in the queue is made cancelled: a launch on it throws CancellationError and runs nothing", async () => {
-  // README: in that gap the scope reads cancelling (isCancelled true), as a shallow tree's
-  // scope, already cancelled there, does; its native scope is then made cancelled, and a
-  // launch on it throws, as a launch or async on the scope is cancelled at once. Before, it
-  // read isCancelled false: the native scope was made live and the child ran until the queued
-  // cancel aborted the scope's signal.
+/**
+ * Launches a sleeper on the task's native scope (`nativeScope(s)`) in every gap of
+ * `cancelThroughQueue(40, onBlock, …)`, and asserts that some gap came, that each launch threw
+ * CancellationError, and that no native child ran or was left.
+ */
+async function assertLaunchInGapCancelled(onBlock: (s: CoroutineScope) => void): Promise<void> {
   const launched: BigUint64Array[] = [];
   const outcomes: string[] = [];
   const before = liveBefore();
-  const gaps = await cancelThroughQueue(40, () => {}, (s) => {
+  const gaps = await cancelThroughQueue(40, onBlock, (s) => {
     const ns = nativeScope(s);
     const c = cells(MINUTE);
     launched.push(c);
@@ -217,6 +217,15 @@ Deno.test("a task's native scope made while the task's follow cancel waits in th
   assert.deepEqual(outcomes, Array(gaps).fill("CancellationError"));
   assert.deepEqual(launched.filter(done), [], "no native child ran");
   await until(() => liveBefore() === before, "no native coroutine left");
+}
+
+Deno.test("a task's native scope made while the task's follow cancel waits in the queue is made cancelled: a launch on it throws CancellationError and runs nothing", async () => {
+  // README: in that gap the scope reads cancelling (isCancelled true), as a shallow tree's
+  // scope, already cancelled there, does; its native scope is then made cancelled, and a
+  // launch on it throws, as a launch or async on the scope is cancelled at once. Before, it
+  // read isCancelled false: the native scope was made live and the child ran until the queued
+  // cancel aborted the scope's signal.
+  await assertLaunchInGapCancelled(() => {});
 });
 
 Deno.test("a launch on a task's native scope, made before, while the task's follow cancel waits in the queue throws CancellationError and runs nothing", async () => {
@@ -224,23 +233,7 @@ Deno.test("a launch on a task's native scope, made before, while the task's foll
   // cancel has cancelled its native scope by then. Before, the native scope was cancelled only
   // when the queued cancel aborted the scope's signal: the launch started a child of a scope
   // that reads cancelling.
-  const launched: BigUint64Array[] = [];
-  const outcomes: string[] = [];
-  const before = liveBefore();
-  const gaps = await cancelThroughQueue(40, (s) => void nativeScope(s), (s) => {
-    const c = cells(MINUTE);
-    launched.push(c);
-    try {
-      nativeScope(s).launch("cancellable-sleeper", c);
-      outcomes.push("launched");
-    } catch (e) {
-      outcomes.push((e as Error).name);
-    }
-  });
-  assert.ok(gaps > 0, "some level's cancel waited in the queue");
-  assert.deepEqual(outcomes, Array(gaps).fill("CancellationError"));
-  assert.deepEqual(launched.filter(done), [], "no native child ran");
-  await until(() => liveBefore() === before, "no native coroutine left");
+  await assertLaunchInGapCancelled((s) => void nativeScope(s));
 });
 
 Deno.test("a timeout reaches native children like any cancellation", async () => {
