@@ -195,8 +195,9 @@ const followQueue: (Coroutine<unknown> | AbortSignal)[] = [];
 /** `scope.cancel` with `signal`'s reason, nested at most `MAX_FOLLOW_DEPTH` deep (above). */
 function cancelFollowing(scope: Coroutine<unknown>, signal: AbortSignal): void {
   if (followDepth >= MAX_FOLLOW_DEPTH || followQueue.length !== 0) {
-    // Until its cancel runs the scope reads as cancelled to `isActive` and to a launch on it
-    // (code run by abort listeners at this depth): as a shallow tree's, already cancelled.
+    // Until its cancel runs the scope reads cancelling (`isActive`, `isCancelled`, `state`), a
+    // launch on it is cancelled at once, and it does not complete (`completionWaits`), to code
+    // run by abort listeners at this depth: as a shallow tree's scope, already cancelling.
     scope.queueCancel(signal);
     followQueue.push(scope, signal);
     return;
