@@ -274,8 +274,9 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
   }
 
   /**
-   * False also while a follow cancel for this scope waits in `followQueue`: its signal has
-   * aborted, and a shallow tree's scope would be cancelling by now. Before, it read true in
+   * False also while a follow cancel for this scope waits in `followQueue`: the signal it
+   * follows has aborted (its own aborts only when the cancel runs: `isCancelled`), and a shallow
+   * tree's scope would be cancelling by now. Before, it read true in
    * that gap, so a loop on it ran on.
    */
   override get isActive(): boolean {
