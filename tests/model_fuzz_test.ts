@@ -62,6 +62,7 @@ import {
   Status,
   TimeoutError,
 } from "../mod.ts";
+import { Bridge } from "../src/bridge.ts";
 import { prng } from "./support.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -2284,7 +2285,12 @@ interface DiffSide {
   settled: Map<string, string>;
   iters: AsyncIterator<unknown>[];
   aborts: AbortController[];
+  /** The inside side's: the channel whose clause won the select that made `ch` native. */
+  other?: Channel<unknown>;
 }
+
+/** The sides' names in messages: local, share()d, and made native by a select (inside). */
+const SIDE_NAMES = ["local", "share()d", "inside"];
 
 async function diffSeed(seed: number, steps: number): Promise<void> {
   const rnd = prng(seed);
@@ -2294,7 +2300,7 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
   const codec = (["default", "default", "f64", "bytes"] as const)[Math.floor(rnd() * 4)];
   const hookThrows = rnd() < 0.25;
   const labels = new Map<unknown, string>();
-  const sides: DiffSide[] = [0, 1].map((i) => {
+  const sides: DiffSide[] = [0, 1, 2].map((i) => {
     const hook: unknown[] = [];
     const ch = new Channel<unknown>(capacity, {
       overflow,
@@ -2307,7 +2313,19 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
     if (i === 1 && late < 0) ch.share();
     return { ch, hook, reported: [], settled: new Map(), iters: [], aborts: [] };
   });
-  const [L, S] = sides;
+  const [L, S, I] = sides;
+  const bridge = Bridge.of(library());
+  // The inside side: its channel takes part in a select that another channel's clause wins, so
+  // it is native from the start but never leaves this isolate (README "Select from
+  // TypeScript"); its waits keep no ring wait outstanding (checked at the end).
+  I.other = new Channel<unknown>(1);
+  const made = select<string>((b) => {
+    b.onReceive(I.ch, () => "ch");
+    b.onReceive(I.other!, () => "other");
+  });
+  I.other.trySend(0);
+  assert.equal(await made, "other", `seed ${seed}: the select that makes the inside side`);
+  assert.equal(I.ch._inside, true, `seed ${seed}: the inside side is native, inside`);
   const onError = (e: ErrorEvent) => {
     if (!(e.error instanceof DiffHookError)) return;
     e.preventDefault();
@@ -2327,7 +2345,9 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
       }
     });
     log.push(`${id} ${got[0]}`);
-    assert.equal(got[1], got[0], `seed ${seed} ${id}: share()d against local`);
+    for (const i of [1, 2]) {
+      assert.equal(got[i], got[0], `seed ${seed} ${id}: ${SIDE_NAMES[i]} against local`);
+    }
   };
   const wait = (id: string, f: (s: DiffSide) => Promise<unknown>) => {
     log.push(id);
@@ -2379,8 +2399,44 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
     for (const s of sides) {
       for (const a of s.aborts) a.abort("end");
       if (!s.ch._disposed) s.ch[Symbol.dispose]();
+      if (s.other !== undefined && !s.other._disposed) s.other[Symbol.dispose]();
     }
     globalThis.removeEventListener("error", onError);
+  };
+  /** Compares what the share()d and inside sides settled, and in what order, with the local's. */
+  const compareSettled = (when: string) => {
+    for (const o of [S, I]) {
+      const what = `seed ${seed} ${when}: ${SIDE_NAMES[sides.indexOf(o)]} against local`;
+      assert.deepEqual(
+        Object.fromEntries(o.settled),
+        Object.fromEntries(L.settled),
+        `${what}: settled operations`,
+      );
+      assert.deepEqual([...o.settled.keys()], [...L.settled.keys()], `${what}: settle order`);
+    }
+    for (const s of sides) s.settled.clear();
+  };
+  /**
+   * At the end: with the local and share()d sides ended, the inside side's waits still pending
+   * keep no ring wait outstanding (`Bridge.pendingOutside`, `waiting`); once it ends too, nothing
+   * is left pending in the bridge.
+   */
+  const leftNothing = async () => {
+    for (const s of [L, S]) {
+      for (const a of s.aborts.splice(0)) a.abort("end");
+      if (!s.ch._disposed) s.ch[Symbol.dispose]();
+    }
+    const outsideDone = await drain(() => bridge.pendingOutside === 0 && !bridge.waiting, 10_000);
+    log.push(`end: pending ${bridge.pending}, outside ${bridge.pendingOutside}`);
+    assert.ok(
+      outsideDone,
+      `seed ${seed} end: ${bridge.pendingOutside} outside, waiting ${bridge.waiting}`,
+    );
+    for (const a of I.aborts.splice(0)) a.abort("end");
+    I.ch[Symbol.dispose]();
+    I.other![Symbol.dispose]();
+    const allDone = await drain(() => bridge.pending === 0, 10_000);
+    assert.ok(allDone, `seed ${seed} end: ${bridge.pending} left pending in the bridge`);
   };
   try {
     for (let step = 0; step < steps; step++) {
@@ -2488,40 +2544,25 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
       }
       // Settle what either side settled, then compare.
       const same = () =>
-        L.settled.size === S.settled.size && [...L.settled.keys()].every((k) => S.settled.has(k));
+        [S, I].every((o) =>
+          L.settled.size === o.settled.size && [...L.settled.keys()].every((k) => o.settled.has(k))
+        );
       await drain(same, 10_000);
       for (const [k, v] of L.settled) log.push(`  ${k} -> ${v}`);
-      assert.deepEqual(
-        Object.fromEntries(S.settled),
-        Object.fromEntries(L.settled),
-        `seed ${seed} step ${step}: settled operations, share()d against local`,
-      );
-      assert.deepEqual(
-        [...S.settled.keys()],
-        [...L.settled.keys()],
-        `seed ${seed} step ${step}: the order they settled in, share()d against local`,
-      );
-      L.settled.clear();
-      S.settled.clear();
+      compareSettled(`step ${step}`);
       if (step === ends) {
         // The owner's dispose: what still waits rejects, buffered values go to the hook.
         log.push(`${step} dispose`);
         for (const s of sides) s.ch[Symbol.dispose]();
         await drain(same, 10_000);
         for (const [k, v] of L.settled) log.push(`  ${k} -> ${v}`);
-        assert.deepEqual(
-          Object.fromEntries(S.settled),
-          Object.fromEntries(L.settled),
-          `seed ${seed} dispose: settled operations, share()d against local`,
-        );
-        assert.deepEqual(
-          [...S.settled.keys()],
-          [...L.settled.keys()],
-          `seed ${seed} dispose: the order they settled in, share()d against local`,
-        );
-        assert.deepEqual(S.hook, L.hook, `seed ${seed} dispose: hook, share()d against local`);
-        assert.deepEqual(S.reported, L.reported, `seed ${seed} dispose: hook errors reported`);
-        return;
+        compareSettled("dispose");
+        for (const o of [S, I]) {
+          const what = `seed ${seed} dispose: ${SIDE_NAMES[sides.indexOf(o)]} against local`;
+          assert.deepEqual(o.hook, L.hook, `${what}: hook`);
+          assert.deepEqual(o.reported, L.reported, `${what}: hook errors reported`);
+        }
+        break;
       }
       const state = sides.map((s) => {
         const m = s.ch.metrics();
@@ -2532,8 +2573,15 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
         } dropped ${m.dropped} handoffs ${m.handoffs} closed ${s.ch.isClosedForSend}/${s.ch.isClosedForReceive}`;
       });
       log.push(`  ${state[0]}`);
-      assert.equal(state[1], state[0], `seed ${seed} step ${step}: share()d against local`);
+      for (const i of [1, 2]) {
+        assert.equal(
+          state[i],
+          state[0],
+          `seed ${seed} step ${step}: ${SIDE_NAMES[i]} against local`,
+        );
+      }
     }
+    await leftNothing();
   } catch (e) {
     throw new Error(
       `differential seed ${seed} (KCORO_DIFF_SEED=${seed}) failed:\n${log.slice(-40).join("\n")}`,
