@@ -2287,13 +2287,26 @@ interface DiffSide {
   aborts: AbortController[];
   /** The inside side's: the channel whose clause won the select that made `ch` native. */
   other?: Channel<unknown>;
+  /** A second channel, of the side's form, for selects over two channels (`multi`). */
+  aux: Channel<unknown>;
+  auxHook: unknown[];
+}
+
+/** A channel's counters, not its bytes (a local channel counts fewer: README) or times. */
+function auxCounters(ch: Channel<unknown>): string {
+  const m = ch.metrics();
+  return `${m.sends}/${m.receives} ${JSON.stringify(m.failures)} ${m.dropped} ${m.handoffs}`;
 }
 
 /** The sides' names in messages: local, share()d, and made native by a select (inside). */
 const SIDE_NAMES = ["local", "share()d", "inside"];
 
-async function diffSeed(seed: number, steps: number): Promise<void> {
+async function diffSeed(seed: number, steps: number, multi = false): Promise<void> {
   const rnd = prng(seed);
+  // The draws of `multi`'s operations: their own stream, so that a seed's program without them
+  // is the one it was before they were added (the seeds noted below still meet their rules).
+  const rnd2 = prng(seed + 1_000_003);
+  const auxCap = ([0, 1, "unlimited"] as const)[Math.floor(rnd2() * 3)];
   const [capacity, overflow] = DIFF_CAPS[Math.floor(rnd() * DIFF_CAPS.length)];
   const late = rnd() < 0.5 ? Math.floor(rnd() * steps) : -1;
   const ends = rnd() < 0.5 ? Math.floor(rnd() * steps) : -1;
@@ -2310,8 +2323,13 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
         if (hookThrows && idOf(v) % 2 === 0) throw new DiffHookError(i, idOf(v));
       },
     });
-    if (i === 1 && late < 0) ch.share();
-    return { ch, hook, reported: [], settled: new Map(), iters: [], aborts: [] };
+    const auxHook: unknown[] = [];
+    const aux = new Channel<unknown>(auxCap, {
+      codec: (codec === "f64" ? codecs.f64 : codec === "bytes" ? codecs.bytes : undefined) as never,
+      onUndeliveredElement: (v) => void auxHook.push(v),
+    });
+    if (i === 1 && late < 0) ch.share(), aux.share();
+    return { ch, hook, reported: [], settled: new Map(), iters: [], aborts: [], aux, auxHook };
   });
   const [L, S, I] = sides;
   const bridge = Bridge.of(library());
@@ -2321,11 +2339,13 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
   I.other = new Channel<unknown>(1);
   const made = select<string>((b) => {
     b.onReceive(I.ch, () => "ch");
+    b.onReceive(I.aux, () => "aux");
     b.onReceive(I.other!, () => "other");
   });
   I.other.trySend(0);
   assert.equal(await made, "other", `seed ${seed}: the select that makes the inside side`);
   assert.equal(I.ch._inside, true, `seed ${seed}: the inside side is native, inside`);
+  assert.equal(I.aux._inside, true, `seed ${seed}: the inside side's aux is native, inside`);
   const onError = (e: ErrorEvent) => {
     if (!(e.error instanceof DiffHookError)) return;
     e.preventDefault();
@@ -2400,6 +2420,7 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
       for (const a of s.aborts) a.abort("end");
       if (!s.ch._disposed) s.ch[Symbol.dispose]();
       if (s.other !== undefined && !s.other._disposed) s.other[Symbol.dispose]();
+      if (!s.aux._disposed) s.aux[Symbol.dispose]();
     }
     globalThis.removeEventListener("error", onError);
   };
@@ -2422,9 +2443,15 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
    * is left pending in the bridge.
    */
   const leftNothing = async () => {
+    // One inside wait that is surely pending: `other` is empty and never ended by the program.
+    const probe = new AbortController();
+    const probed = select<unknown>((b) => b.onReceive(I.other!, (v) => v), { signal: probe.signal })
+      .catch((e) => e);
+    I.aborts.push(probe);
     for (const s of [L, S]) {
       for (const a of s.aborts.splice(0)) a.abort("end");
       if (!s.ch._disposed) s.ch[Symbol.dispose]();
+      if (!s.aux._disposed) s.aux[Symbol.dispose]();
     }
     const outsideDone = await drain(() => bridge.pendingOutside === 0 && !bridge.waiting, 10_000);
     log.push(`end: pending ${bridge.pending}, outside ${bridge.pendingOutside}`);
@@ -2433,17 +2460,73 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
       `seed ${seed} end: ${bridge.pendingOutside} outside, waiting ${bridge.waiting}`,
     );
     for (const a of I.aborts.splice(0)) a.abort("end");
+    assert.equal(await probed, "end", `seed ${seed} end: the probe select`);
     I.ch[Symbol.dispose]();
+    I.aux[Symbol.dispose]();
     I.other![Symbol.dispose]();
     const allDone = await drain(() => bridge.pending === 0, 10_000);
     assert.ok(allDone, `seed ${seed} end: ${bridge.pending} left pending in the bridge`);
   };
+  /**
+   * `multi`'s operations, drawn from `rnd2`: on the second channel (`aux`), and selects over
+   * both channels, their clauses in a random order (biased: the first ready clause wins, on
+   * every side), now and then with onTimeout(0) or a signal (`abortOne` and `abortAll` abort it).
+   */
+  const multiOp = (id: string) => {
+    const q = rnd2();
+    if (q < 0.15) {
+      const v = makeValue(nextId++, codec, rnd2);
+      sync(`${id} aux.trySend(${idOf(v)})`, (s) => s.aux.trySend(v));
+    } else if (q < 0.3) {
+      sync(`${id} aux.tryReceive`, (s) => s.aux.tryReceive());
+    } else if (q < 0.4) {
+      const v = makeValue(nextId++, codec, rnd2);
+      const ab = rnd2() < 0.3;
+      wait(`${id} aux.send(${idOf(v)})${ab ? " signal" : ""}`, (s) => s.aux.send(v, signal(s, ab)));
+    } else if (q < 0.45) {
+      const ab = rnd2() < 0.3;
+      wait(`${id} aux.receive${ab ? " signal" : ""}`, (s) => s.aux.receive(signal(s, ab)));
+    } else {
+      // 1 to 4 clauses over ch and aux: receive, receiveCatching or send, in a random order.
+      const n = 1 + Math.floor(rnd2() * 4);
+      const clauses: { on: "ch" | "aux"; kind: "recv" | "catch" | "send"; v: unknown }[] = [];
+      for (let c = 0; c < n; c++) {
+        const on = rnd2() < 0.5 ? "ch" : "aux";
+        const k = rnd2();
+        const kind = k < 0.4 ? "recv" : k < 0.6 ? "catch" : "send";
+        clauses.push({ on, kind, v: kind === "send" ? makeValue(nextId++, codec, rnd2) : 0 });
+      }
+      const immediate = rnd2() < 0.25;
+      const ab = !immediate && rnd2() < 0.3;
+      const text = clauses.map((c) =>
+        `${
+          c.kind === "recv" ? "onReceive" : c.kind === "catch" ? "onReceiveCatching" : "onSend"
+        }(${c.on}${c.kind === "send" ? `, ${idOf(c.v)}` : ""})`
+      ).join(" ");
+      wait(
+        `${id} select ${text}${immediate ? " onTimeout(0)" : ""}${ab ? " signal" : ""}`,
+        (s) =>
+          select<string>((b) => {
+            for (const c of clauses) {
+              const ch = c.on === "ch" ? s.ch : s.aux;
+              if (c.kind === "recv") {
+                b.onReceive(ch, (x) => `${c.on} received ${diffText(x, labels)}`);
+              } else if (c.kind === "catch") {
+                b.onReceiveCatching(ch, (x) => `${c.on} caught ${diffText(x, labels)}`);
+              } else b.onSend(ch, c.v, () => `${c.on} sent ${idOf(c.v)}`);
+            }
+            if (immediate) b.onTimeout(0, () => "timeout");
+          }, signal(s, ab)),
+      );
+    }
+  };
   try {
     for (let step = 0; step < steps; step++) {
-      if (step === late) S.ch.share();
+      if (step === late) S.ch.share(), S.aux.share();
       const n = 1 + Math.floor(rnd() * 4);
       for (let k = 0; k < n; k++) {
         const id = `${step}.${k}`;
+        if (multi && rnd2() < 0.2) multiOp(`${id}m`);
         const r = rnd();
         if (r < 0.14) {
           const v = next();
@@ -2570,7 +2653,9 @@ async function diffSeed(seed: number, steps: number): Promise<void> {
           diffText(s.hook, labels)
         } reported [${s.reported}] sends ${m.sends} receives ${m.receives} failures ${
           JSON.stringify(m.failures)
-        } dropped ${m.dropped} handoffs ${m.handoffs} closed ${s.ch.isClosedForSend}/${s.ch.isClosedForReceive}`;
+        } dropped ${m.dropped} handoffs ${m.handoffs} closed ${s.ch.isClosedForSend}/${s.ch.isClosedForReceive}${
+          multi ? ` aux ${diffText(s.auxHook, labels)} ${auxCounters(s.aux)}` : ""
+        }`;
       });
       log.push(`  ${state[0]}`);
       for (const i of [1, 2]) {
@@ -2614,5 +2699,16 @@ const DIFF_SEEDS = diffRange
 for (const seed of DIFF_SEEDS) {
   Deno.test(`a local and a share()d channel answer one program alike (seed ${seed})`, async () => {
     await diffSeed(seed, Number(Deno.env.get("KCORO_DIFF_STEPS") ?? 60));
+  });
+}
+
+// The same, with `multi`'s operations: a second channel and selects over both (KCORO_DIFF_SEED
+// picks these seeds too).
+const MULTI_SEEDS = diffRange || DIFF_ONE !== undefined
+  ? DIFF_SEEDS
+  : Array.from({ length: 16 }, (_, i) => i + 1);
+for (const seed of MULTI_SEEDS) {
+  Deno.test(`local, share()d and inside channels answer selects over two channels alike (seed ${seed})`, async () => {
+    await diffSeed(seed, Number(Deno.env.get("KCORO_DIFF_STEPS") ?? 60), true);
   });
 }
