@@ -2232,6 +2232,13 @@ for (const seed of SEEDS) {
 // to 9 of 200 seeds (`Bridge.settleWhere` left a record another channel's drain held to a later
 // drain: seeds 27 and 66 below). What README says differs is left out: unbiased selects, whose
 // pick is random.
+// A third side runs the same program on a channel that a select made native at its creation
+// (another channel's clause won it), so native but inside from the first operation (README
+// "Select from TypeScript"): its waits keep no ring wait outstanding, and their records land
+// through this isolate's own calls (`Bridge.touch`). It answers as the other two on seeds 1 to
+// 200, with and without `multi`: no difference found (session 34). Each seed ends checking that
+// with the local and share()d sides ended an inside wait still pending keeps no ring wait
+// outstanding (`Bridge.pendingOutside`, `waiting`), and that nothing is left in the bridge.
 // KCORO_DIFF_SEED=n (or a-b) and KCORO_DIFF_STEPS (60) as for the model.
 
 const DIFF_CAPS: readonly [Capacity, Overflow | undefined][] = [
