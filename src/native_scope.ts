@@ -375,10 +375,11 @@ export class NativeScope implements AsyncDisposable {
   /**
    * Runs `entry` as a child: a built-in (given its `BigUint64Array` of cells) or a function
    * from {@linkcode resolveNative} (given a pointer, or cells). The child and everything it
-   * spawns see the scope's cancellation. Throws a CancellationError once the scope is cancelled
-   * (nothing starts then), an owned one's owner cancelling too; in an owned scope that also
-   * cancels the owner, if a native cancellation had not reached it yet. Throws a ShutdownError once the runtime the scope was
-   * made on is shut down, also after {@linkcode runtime} started a later one.
+   * spawns see the scope's cancellation. Throws a CancellationError once the scope is cancelled,
+   * or an owned scope's owner is cancelling (nothing starts then); in an owned scope that also
+   * cancels the owner, if a native cancellation had not reached it yet. Throws a ShutdownError
+   * once the runtime the scope was made on is shut down, also after {@linkcode runtime} started
+   * a later one.
    */
   launch(entry: ScheduledBuiltin | NativeFunction, cells?: BigUint64Array): void;
   /**
