@@ -1817,7 +1817,8 @@ fn keptFor(h: u32, serial: u64, ticket: u64) bool {
 /// cancelled because the ring of an owned watch on it went away (KC_WATCH_OWNED: the isolate
 /// that fed it ended, or destroyed its ring, mid-task), bit 3 cancelled after a close, bit 4
 /// cancelled (by any cancel: a close watch whose record went with its ring tells a cancel from a
-/// close by it; new in ABI 24, which bumped the version for it); read at one moment (`statusBits`), so bits 1 to 4 come only with bit 0.
+/// close by it; new in ABI 24, which bumped the version for it); read at one moment
+/// (`statusBits`), so bits 1 to 4 come only with bit 0, bits 2 and 3 with bit 4.
 export fn kc_chan_status(h: u32) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
