@@ -124,6 +124,7 @@ interface Pins {
  */
 const pinsByLib = new Map<number, Pins>();
 
+/** The pins of `lib`'s loaded library, made at first use (and anew after `unpinAll`). */
 function pinsOf(lib: Library): Pins {
   let pins = pinsByLib.get(lib._loadedId);
   if (pins === undefined) {
@@ -138,6 +139,7 @@ function pinsOf(lib: Library): Pins {
   }
   return pins;
 }
+
 /** @ignore Where `kc_spawn` / `kc_scope_launch` write a built-in's coroutine handle. */
 export const handleOut = new Uint32Array(1);
 
@@ -205,12 +207,8 @@ function scopeDone(pins: Pins, scope: number, live: number): void {
 
 /** Lets go of every pin of `lib`'s loaded library (nothing of its scheduler writes now). */
 function unpinAll(lib: Library): void {
-  const pins = pinsOf(lib);
-  pins.list.clear();
-  pins.byHandle.clear();
-  pins.pruneAt = PRUNE_MIN;
-  pins.byScope.clear();
-  pins.scopesPruneAt = PRUNE_MIN;
+  // The next pinsOf makes them anew, with the prune sizes at their least.
+  pinsByLib.delete(lib._loadedId);
 }
 
 /** @ignore Whether `lib`'s scheduler runs (kc_sched_info's running flag). */
