@@ -914,10 +914,8 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
   const lib = library();
   const sym = lib.symbols("start runtime");
   let info = schedInfo(lib, "start runtime");
-  if (info[3] === 1n && shuttingDown.has(info[6])) {
-    throw new ShutdownError("start runtime", SHUTTING_DOWN);
-  }
   if (info[3] === 1n) {
+    if (shuttingDown.has(info[6])) throw new ShutdownError("start runtime", SHUTTING_DOWN);
     const running = Number(info[0]);
     if (workers !== 0 && workers !== running) {
       throw new RangeError(
