@@ -99,20 +99,27 @@ export fn kc_lib_release() callconv(.c) i32 {
     if (rc < 0 or !onHostThread()) return rc;
     if (plain_hosts_here > 0) {
         plain_hosts_here -= 1;
-    } else if (!releaseRecordedHost()) {
-        if (unrecorded_hosts_here > 0) unrecorded_hosts_here -= 1;
+    } else {
+        _ = forgetThreadHost();
     }
     return rc;
 }
 
-/// One kc_lib_retain_thread host of this thread's `ThreadRecord` forgotten (its count-out is the
-/// caller's); false if the record holds none. Looks only where this thread made a record
-/// (`record_here`), so that it makes no key.
-fn releaseRecordedHost() bool {
-    if (!record_here) return false;
-    const rec = ThreadRecord.mine(false) orelse return false;
-    if (rec.hosts == 0) return false;
-    rec.hosts -= 1;
+/// One kc_lib_retain_thread host of this thread forgotten (its count-out is the caller's): one
+/// of its `ThreadRecord`'s, else one its record could not take (`unrecorded_hosts_here`); false
+/// if it holds none. Looks in the record only where this thread made one (`record_here`), so
+/// that it makes no key.
+fn forgetThreadHost() bool {
+    if (record_here) {
+        if (ThreadRecord.mine(false)) |rec| {
+            if (rec.hosts > 0) {
+                rec.hosts -= 1;
+                return true;
+            }
+        }
+    }
+    if (unrecorded_hosts_here == 0) return false;
+    unrecorded_hosts_here -= 1;
     return true;
 }
 
@@ -149,10 +156,7 @@ fn onHostThread() bool {
 /// (`unrecorded_hosts_here`) is one it holds: counted out here after those of its record.
 export fn kc_lib_release_thread() callconv(.c) i32 {
     if (!onHostThread()) return kc_lib_release();
-    if (!releaseRecordedHost()) {
-        if (unrecorded_hosts_here == 0) return Status.invalid.code();
-        unrecorded_hosts_here -= 1;
-    }
+    if (!forgetThreadHost()) return Status.invalid.code();
     return countHostOut();
 }
 
