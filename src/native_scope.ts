@@ -205,6 +205,8 @@ export class NativeScope implements AsyncDisposable {
   readonly #handle: number;
   readonly #owner: JobSupport<unknown> | null;
   #destroyed = false;
+  /** How a dispose's wait found the children, when they did not finish (`#settleDestroyed`). */
+  #abandoned: "shutdown" | "closed" | null = null;
   /** The job standing for the running native children of an owned scope. */
   #children: NativeChildren | null = null;
 
@@ -549,9 +551,6 @@ export class NativeScope implements AsyncDisposable {
       this.#destroy();
     }
   }
-
-  /** How a dispose's wait found the children, when they did not finish (`#settleDestroyed`). */
-  #abandoned: "shutdown" | "closed" | null = null;
 
   /**
    * A wait that finds the scope destroyed meanwhile: resolved, as its children are gone (a
