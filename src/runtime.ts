@@ -846,13 +846,13 @@ export class Runtime {
     // out a Runtime of the generation shutting down (`current` is null), whose spawns this
     // shutdown then abandoned. It throws as for a shutdown in progress instead.
     const first = stopping.done === done;
-    if (first) shuttingDown.add(this.#generation);
+    if (first) shuttingDown.add(shutdownKey(this.#lib, this.#generation));
     try {
       await done;
     } finally {
       if (first) {
         stopping.inProgress = false;
-        shuttingDown.delete(this.#generation);
+        shuttingDown.delete(shutdownKey(this.#lib, this.#generation));
       }
     }
     // Only while no scheduler runs or still shuts down: a later one may have started before
@@ -876,7 +876,15 @@ export class Runtime {
 let current: Runtime | null = null;
 
 /** The generations a first `shutdown()` call in this isolate is shutting down now. */
-const shuttingDown = new Set<bigint>();
+const shuttingDown = new Set<string>();
+
+/**
+ * A `shuttingDown` entry: the generation of one loaded library's scheduler (each loaded copy of
+ * the library counts its generations itself: a generation number alone named another copy's).
+ */
+function shutdownKey(lib: Library, generation: bigint): string {
+  return `${lib._loadedId}:${generation}`;
+}
 
 /** What `runtime()` says while a shutdown of the scheduler is in progress. */
 const SHUTTING_DOWN =
@@ -915,7 +923,9 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
   const sym = lib.symbols("start runtime");
   let info = schedInfo(lib, "start runtime");
   if (info[3] === 1n) {
-    if (shuttingDown.has(info[6])) throw new ShutdownError("start runtime", SHUTTING_DOWN);
+    if (shuttingDown.has(shutdownKey(lib, info[6]))) {
+      throw new ShutdownError("start runtime", SHUTTING_DOWN);
+    }
     const running = Number(info[0]);
     if (workers !== 0 && workers !== running) {
       throw new RangeError(
