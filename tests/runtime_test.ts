@@ -478,6 +478,59 @@ Deno.test("runtime: pinned cells are per loaded library: another copy's shutdown
   }
 });
 
+Deno.test("runtime: another loaded copy's shutdown in progress does not make runtime() on this one throw", async () => {
+  // Each loaded copy of the library (another file) counts its generations itself. The set of
+  // shutdowns in progress was keyed by the generation alone: the copy's shutdown of its
+  // generation N, still pending, made runtime() here throw ShutdownError ("a shutdown of the
+  // runtime is still in progress") while this library's own generation N ran.
+  const dir = await Deno.makeTempDir({ prefix: "kcoro-copy-" });
+  try {
+    const copyPath = `${dir}/${library().path.split("/").pop()}`;
+    await Deno.copyFile(library().path, copyPath);
+    const res = await evalScript(`
+      import { closeLibrary, library, openLibrary, runtime } from "./mod.ts";
+      const a = runtime(); // this library's scheduler: running throughout
+      const first = library().path;
+      const holdA = openLibrary({ path: first }); // keeps it running past the close below
+      closeLibrary();
+      Deno.env.set("KCORO_LIB", ${JSON.stringify(copyPath)});
+      const b = runtime(); // the copy's own scheduler
+      const holdB = openLibrary({ path: library().path });
+      const r = { other: library().path !== first, same: b._generation === a._generation };
+      // A finishing shutdown drains a sleeper of a minute: pending until cancelled below.
+      b.spawn("sleeper", b.cells([60_000n, 0n]));
+      let ended = false;
+      const stopping = b.shutdown("finish").then(() => ended = true);
+      closeLibrary(); // the copy stays loaded (holdB), its shutdown still draining
+      Deno.env.delete("KCORO_LIB");
+      try {
+        r.again = runtime()._generation === a._generation; // this library's, still running
+      } catch (e) {
+        r.again = e.name + ": " + e.message;
+      }
+      r.pending = !ended;
+      // Cuts the copy's drain short (a cancel while a finish drains).
+      const rc = await holdB.symbols("cancel").kc_sched_shutdown_gen_async(0, b._generation);
+      await stopping;
+      r.rc = rc;
+      await runtime().shutdown();
+      holdA.close();
+      holdB.close();
+      console.log(JSON.stringify(r));
+    `);
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(JSON.parse(res.stdout), {
+      other: true,
+      same: true,
+      again: true,
+      pending: true,
+      rc: 0,
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("runtime: runtime() called right after shutdown() never hands out a Runtime of the scheduler shutting down", async () => {
   let before = 0, after = 0;
   for (let i = 0; i < 20; i++) {
