@@ -500,6 +500,13 @@ class Shared {
   /** The CancellationError a wait here last rejected with for a cancel without a cause. */
   lastCancel: unknown = undefined;
   /**
+   * While `Channel.#settleEnded` settles this isolate's waits on the channel: the objects whose
+   * settle left a `#collect` to its end (`Channel.#collectSettled`), so that every wait the
+   * close or cancel failed is settled before onUndeliveredElement runs, as a local channel's
+   * `#localDrop` settles them; null otherwise.
+   */
+  collectDue: Channel<unknown>[] | null = null;
+  /**
    * What the channel is to the task that owns it (`SharedChannel.role`): set by `produce` and
    * `actor` on their channel's entry, and by the first `Channel.from` here given a `role`.
    * `share()` passes it on; `ownerGone` names it.
@@ -1955,7 +1962,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * kept list. Both go to onUndeliveredElement.
    */
   _afterSend(status: number, queued: boolean): void {
-    if (status === 0 ? this.#dropping : queued && status === Status.ECANCELED) this.#collect();
+    if (status === 0 ? this.#dropping : queued && status === Status.ECANCELED) {
+      this.#collectSettled();
+    }
   }
 
   /**
@@ -1965,7 +1974,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * its dispose.
    */
   _afterReceive(): void {
-    if (this.#dropping) this.#collect();
+    if (this.#dropping) this.#collectSettled();
   }
 
   /**
@@ -4524,18 +4533,29 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     );
   }
 
+  /**
+   * `#collect` for a settle: left to the end of `#settleEnded` while it settles (`collectDue`).
+   * Before, the first send its cancel dropped ran the hook for every dropped value before the
+   * later waits were rejected (code the hook ran, a close of another channel, settled first).
+   */
+  #collectSettled(): void {
+    const due = this._shared.collectDue;
+    if (due === null) this.#collect();
+    else if (!due.includes(this as Channel<unknown>)) due.push(this as Channel<unknown>);
+  }
+
   #settleWith(w: Waiter, status: number, queued: boolean): void {
     const sym = this.#lib.symbols("complete");
     const slot = w.slot!;
     if (w.kind === SEND) {
       if (status === 0) {
-        if (this.#dropping) this.#collect();
+        if (this.#dropping) this.#collectSettled();
         w.resolve(undefined);
         return;
       }
       // A waiting send failed by cancel: the native side kept its value with the dropped ones
       // (the creator's onUndeliveredElement gets it); otherwise the value is still ours.
-      if (queued && status === Status.ECANCELED) this.#collect();
+      if (queued && status === Status.ECANCELED) this.#collectSettled();
       else if (status === Status.EPIPE || status === Status.ECANCELED) {
         this.#ended();
         // Closed or cancelled (by native code or another isolate) while it waited here in
@@ -4563,7 +4583,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         if (w.held !== undefined) this.#endIter(w.held);
         return;
       }
-      if (this.#dropping) this.#collect(); // see #poll
+      if (this.#dropping) this.#collectSettled(); // see #poll
       w.resolve(received(w.kind, v));
       return;
     }
@@ -4661,10 +4681,22 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // at a dispose's cancel was an FFI call that, with --allow-ffi revoked since the library
     // opened, threw out of the dispose).
     const bridge = this.#bridgeOf ?? Bridge.existing(this.#lib);
-    const drained = bridge?.settleWhere(
-      (op, index) => op.gaveUp !== true && op.channelAt?.(index) === s,
-      s,
-    );
+    // The hook for what the settles dropped runs once every one of them has settled, as a local
+    // channel's cancel runs it (`#localDrop`).
+    const outer = s.collectDue;
+    const due = s.collectDue = outer ?? [];
+    let drained: boolean | undefined;
+    try {
+      drained = bridge?.settleWhere(
+        (op, index) => op.gaveUp !== true && op.channelAt?.(index) === s,
+        s,
+      );
+    } finally {
+      if (outer === null) {
+        s.collectDue = null;
+        for (const c of due) c.#collect();
+      }
+    }
     if (drained !== false) return;
     // The ring cannot be drained (gone: destroyed by hand, as a test does): no record will come
     // for this isolate's waits queued natively on `s`, so each fails now with the error of

@@ -6472,6 +6472,38 @@ for (const shared of [false, true]) {
       `${kind}: each wait one cancelled failure, the abort none`,
     );
   });
+
+  Deno.test(`${kind}: cancel() rejects every waiting send before onUndeliveredElement runs`, async () => {
+    // README's cancel paragraph: a shared channel's own cancel settles its waits in the order a
+    // local channel's settles them (`#localDrop`): every waiter rejected, then the hook. Before,
+    // a shared one ran the hook for all dropped values from the first send's settle, so a close
+    // the hook made (of another channel) settled that channel's receive before the later sends.
+    const bridge = Bridge.of(library());
+    const hook: number[] = [];
+    using b = new Channel<number>();
+    using a = new Channel<number>(0, {
+      onUndeliveredElement: (v) => {
+        hook.push(v);
+        if (v === 1) b.close();
+      },
+    });
+    if (shared) a.share();
+    const pending = bridge.pending;
+    const log = settleLog([["send 1", a.send(1)], ["send 2", a.send(2)], [
+      "receive b",
+      b.receive(),
+    ]]);
+    if (shared) await until(() => bridge.pending === pending + 2, "the sends queued natively");
+    else await new Promise((r) => setTimeout(r, 0));
+    a.cancel();
+    assert.deepEqual(hook, [1, 2], `${kind}: both values at the hook before cancel() returns`);
+    for (let i = 0; i < 10 && log.length < 3; i++) await Promise.resolve();
+    assert.deepEqual(log, [
+      "send 1 err CancellationError(Channel was cancelled)",
+      "send 2 err CancellationError(Channel was cancelled)",
+      "receive b err ClosedReceiveError(Channel was closed)",
+    ], `${kind}: the sends rejected by the cancel, then the receive the hook's close failed`);
+  });
 }
 
 Deno.test("shared: a close of this isolate settles its select on the channel before it returns, its other send clause's value at the hook", async () => {
