@@ -162,6 +162,9 @@ export class Bridge {
    */
   #closing(): void {
     this.#closePassed = true;
+    // Records a `settleWhere` (whose settle ran this close) picked: settled first, while the
+    // library is open, as completed before the withdrawals below fail the newer waits.
+    this.#complete();
     // Waits still due to be queued at the end of this turn: queued now, while the library is
     // open, so that they are withdrawn and failed the same way (they went to the closed
     // library afterwards, failing with InvalidHandleError and losing a send's value).
@@ -389,7 +392,8 @@ export class Bridge {
   settleWhere(pick: (op: RingOp, index: number) => boolean, on?: unknown): boolean {
     if (!this.#lib.isOpen) return true;
     const records = this.#early, statuses = new Int32Array(records.buffer);
-    const picked: [RingOp, number, number][] = [];
+    // After those an outer call (whose settle ran this one) picked and did not settle yet.
+    const picked = this.#picked;
     // Records an earlier call drained and held (another channel's pick) are older than what the
     // ring holds now: those this pick takes settle now too, first. Before, they waited for the
     // held records' drain, a macrotask later: of two channels' receives completed in one turn,
@@ -418,7 +422,7 @@ export class Bridge {
         // come (`RingOp.lost`), and one whose record is held is not among them. Before, a send
         // whose record a drain here held (completed: its value delivered) failed as lost.
         // Those this call took from the held ones (above) settle first.
-        this.#complete(picked);
+        this.#complete();
         this.#drain();
         return false;
       }
@@ -447,7 +451,7 @@ export class Bridge {
       this.#maybeIdle = true; // as `abort`: let the idle isolate exit (`#start`)
       this.#schedule();
     }
-    this.#complete(picked);
+    this.#complete();
     return true;
   }
 
@@ -470,16 +474,33 @@ export class Bridge {
     }
   }
 
-  /** Settles the operations of `settleWhere`'s picked records, in order. */
-  #complete(picked: [RingOp, number, number][]): void {
-    for (const [op, status, index] of picked) {
+  /**
+   * Settles the operations of `settleWhere`'s picked records (`#picked`), in order. Settling one
+   * may run the caller's code (a select's onSend value at its channel's hook) that settles again:
+   * a close of another channel (a nested `settleWhere`), the library's close (`#closing`'s
+   * `#drain`). The list is this object's, as `#drain`'s batch is, so that they settle the rest
+   * of it first. Before, each call kept its list to itself: the nested close settled its newer
+   * records first, and after a `closeLibrary()` the rest settled with the library closed
+   * (LibraryClosedError for waits the channel's close had failed).
+   */
+  #complete(): void {
+    const picked = this.#picked;
+    while (this.#pickedNext < picked.length) {
+      const [op, status, index] = picked[this.#pickedNext++];
       try {
         op.complete(status, index);
       } catch (e) {
         reportError(e);
       }
     }
+    picked.length = 0;
+    this.#pickedNext = 0;
   }
+
+  /** `settleWhere`'s picked records, as (op, status, index), oldest first. */
+  readonly #picked: [RingOp, number, number][] = [];
+  /** The next of `#picked` to settle (`#complete`). */
+  #pickedNext = 0;
 
   /** Records `settleWhere` drained and held, as (ticket, status, index) triples, oldest first. */
   #held: number[] = [];
@@ -804,6 +825,8 @@ export class Bridge {
   #drain(): number {
     let more = true;
     while (true) {
+      // Picked by a `settleWhere` whose settle ran this drain: older than what the ring holds.
+      if (this.#pickedNext < this.#picked.length) this.#complete();
       while (this.#next < this.#count) {
         const i = this.#next++;
         this.#settle(this.#records[4 * i], this.#statuses[4 * i + 1], this.#records[4 * i + 2]);

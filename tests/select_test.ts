@@ -946,6 +946,62 @@ Deno.test("a select withdrawn as the library closes hands each send clause's val
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a hook that a close's settle runs (a select's onSend value) and that closes another channel or the library settles the close's other waits first, as closed", async () => {
+  // A close of this isolate settles its waits before it returns (Bridge.settleWhere); the
+  // select's settle hands its onSend value to that channel's hook, which closes another channel
+  // (a nested settle) or the library. Before, the nested close settled its newer wait before
+  // the first close's later ones, and after closeLibrary() those settled with LibraryClosedError
+  // though the close had failed them.
+  const script = (how: string) => `
+    import { Channel, closeLibrary, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const order = [];
+    const d = new Channel(0);
+    const c = new Channel(0, {
+      onUndeliveredElement: (v) => {
+        order.push("hook " + v);
+        ${how};
+      },
+    });
+    const s = new Channel(0);
+    s.share();
+    d.share();
+    const log = (n, p) => p.then(() => order.push(n + " ok"), (e) => order.push(n + " " + e.name));
+    const bridge = Bridge.of(library());
+    const pending = bridge.pending;
+    const all = [
+      log("select", select((k) => {
+        k.onReceive(s, (v) => v);
+        k.onSend(c, 1, () => 0);
+      })),
+      log("receive 1", s.receive()),
+      log("receive 2", s.receive()),
+      log("receive d", d.receive()),
+    ];
+    await until(() => bridge.pending === pending + 4, "the waits queued natively");
+    s.close();
+    await within(Promise.all(all), 10_000, "the waits");
+    console.log(JSON.stringify(order));
+  `;
+  for (
+    const [how, last] of [["d.close()", "ClosedReceiveError"], [
+      "closeLibrary()",
+      "LibraryClosedError",
+    ]]
+  ) {
+    const res = await evalScript(script(how));
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(JSON.parse(res.stdout), [
+      "hook 1",
+      "select ClosedReceiveError",
+      "receive 1 ClosedReceiveError",
+      "receive 2 ClosedReceiveError",
+      `receive d ${last}`,
+    ], how);
+  }
+});
+
 Deno.test("an aborted select counts a cancelled failure on each of its channels, as an aborted plain wait does; a lost select none", async () => {
   const cancelled = (ch: Channel<number>) => ch.metrics().failures.cancelled;
   using a = new Channel<number>(0, { codec: codecs.f64 });
