@@ -402,6 +402,21 @@ export class Bridge {
     // (`#heldOn`): else a turn's n sends that each settle a receive on one channel, with n records
     // of another channel held, scan them all each time (n² steps; 4000 such sends took 1.1 s,
     // 0.4 s before the scan, 0.12 s with this check, on a loaded 2-vCPU host).
+    // Older still: the records of the batch a `#drain` (whose settle ran this call: a hook that
+    // closes a channel) has not settled yet. Those this pick takes settle now, first; their
+    // entries are cleared (ticket 0, which names no operation: `#settle` ignores it), so the
+    // drain skips them, and never settles a later operation given the ticket once taken. Before,
+    // the close's newer records settled first: a receive the hook's close failed settled before
+    // one of that channel that another thread had completed earlier, in the batch.
+    for (let i = this.#next; i < this.#count; i++) {
+      const ticket = this.#records[4 * i], index = this.#records[4 * i + 2];
+      const op = this.#ops.get(ticket);
+      if (op === undefined || !pick(op, index)) continue;
+      this.#records[4 * i] = 0;
+      this.#ops.delete(ticket);
+      this.#forget(op);
+      picked.push([op, this.#statuses[4 * i + 1], index]);
+    }
     const scan = this.#held.length > 0 && (on === undefined || this.#heldOn.has(on));
     for (let i = 0; scan && i < this.#held.length;) {
       const op = this.#ops.get(this.#held[i]);

@@ -6506,6 +6506,42 @@ for (const shared of [false, true]) {
   });
 }
 
+Deno.test("shared: a close that a hook runs during a ring drain settles its channel's records of that drained batch first, oldest first", async () => {
+  // Native code cancels `a` (its queued send's record, whose settle runs the hook) and completes
+  // a receive on `b`, in one batch of the ring; the hook then closes `b`, whose close settles
+  // this isolate's waits on `b` before it returns (Bridge.settleWhere). Before, it settled only
+  // the close's own newer record (receive 2 failed) and left receive 1's older one, completed
+  // with a value, to the rest of the batch: receive 2 settled first.
+  const lib = library();
+  const bridge = Bridge.of(lib);
+  const sym = lib.symbols("test");
+  using b = new Channel<number>(0, { codec: codecs.f64 });
+  using a = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => {
+      assert.equal(v, 7);
+      b.close();
+    },
+  });
+  a.share();
+  b.share();
+  const pending = bridge.pending;
+  const log = settleLog([["send", a.send(7)], ["receive 1", b.receive()], [
+    "receive 2",
+    b.receive(),
+  ]]);
+  await until(() => bridge.pending === pending + 3, "the waits queued natively");
+  assert.equal(sym.kc_chan_cancel(a.handle), 0);
+  const x = new Float64Array([42]);
+  assert.equal(sym.kc_chan_try_send(b.handle, Deno.UnsafePointer.of(x), 8), 0);
+  await until(() => log.length === 3, "the waits settled");
+  assert.ok(log.includes("send err CancellationError(Channel was cancelled)"), log.join("; "));
+  assert.deepEqual(log.filter((x) => x.startsWith("receive")), [
+    "receive 1 ok 42",
+    "receive 2 err ClosedReceiveError(Channel was closed)",
+  ]);
+});
+
 Deno.test("shared: a close of this isolate settles its select on the channel before it returns, its other send clause's value at the hook", async () => {
   // A select makes its channels native: so on either form. Its record names the closed
   // channel's clause: it settles with the close, the abort later in the turn finding it done,
