@@ -4554,9 +4554,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         return;
       }
       // A waiting send failed by cancel: the native side kept its value with the dropped ones
-      // (the creator's onUndeliveredElement gets it); otherwise the value is still ours.
-      if (queued && status === Status.ECANCELED) this.#collectSettled();
-      else if (status === Status.EPIPE || status === Status.ECANCELED) {
+      // (the creator's onUndeliveredElement gets it, once the send has rejected, as a local
+      // cancel rejects its senders before the hook runs: before, the hook ran first, and what
+      // it did, a close of another channel, settled ahead of the send); otherwise the value is
+      // still ours.
+      if (queued && status === Status.ECANCELED) {
+        w.reject(this.#sendError(status));
+        this.#collectSettled();
+        return;
+      }
+      if (status === Status.EPIPE || status === Status.ECANCELED) {
         this.#ended();
         // Closed or cancelled (by native code or another isolate) while it waited here in
         // JavaScript, or found so as it queued: dropped as a waiting sender's value is by this

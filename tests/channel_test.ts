@@ -6542,6 +6542,35 @@ Deno.test("shared: a close that a hook runs during a ring drain settles its chan
   ]);
 });
 
+Deno.test("shared: a queued send that native code cancels rejects before onUndeliveredElement runs for its value", async () => {
+  // The ring drain's settle of a send whose queued wait native code's cancel failed (its value
+  // kept with the dropped ones): the send rejects, then the hook runs. Before, the hook ran
+  // first, so what it did (a close of another channel) settled ahead of the send's own failure.
+  const lib = library();
+  const bridge = Bridge.of(lib);
+  const sym = lib.symbols("test");
+  const hook: number[] = [];
+  using b = new Channel<number>();
+  using a = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => {
+      hook.push(v);
+      if (v === 1) b.close();
+    },
+  });
+  a.share();
+  const pending = bridge.pending;
+  const log = settleLog([["send 1", a.send(1)], ["receive b", b.receive()]]);
+  await until(() => bridge.pending === pending + 1, "the send queued natively");
+  assert.equal(sym.kc_chan_cancel(a.handle), 0);
+  await until(() => log.length === 2, "the waits settled");
+  assert.deepEqual(hook, [1]);
+  assert.deepEqual(log, [
+    "send 1 err CancellationError(Channel was cancelled)",
+    "receive b err ClosedReceiveError(Channel was closed)",
+  ]);
+});
+
 Deno.test("shared: a close of this isolate settles its select on the channel before it returns, its other send clause's value at the hook", async () => {
   // A select makes its channels native: so on either form. Its record names the closed
   // channel's clause: it settles with the close, the abort later in the turn finding it done,
