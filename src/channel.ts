@@ -4544,6 +4544,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     else if (!due.includes(this as Channel<unknown>)) due.push(this as Channel<unknown>);
   }
 
+  /**
+   * `#collect` at the end of `#settleEnded`'s settles, also where code a settle ran (another
+   * channel's hook) closed the library: then with the release symbols, as a dispose after the
+   * close takes them. Before, `#collect` took nothing once the library closed, and the values
+   * the cancel dropped waited in the native list for the channel's dispose.
+   */
+  #collectDue(): void {
+    if (this.#lib.isOpen) this.#collect();
+    else if (this.#keeps && !this._shared.ended && !this.#disposed) {
+      this.#takeUndelivered(this.#lib._symbolsToRelease);
+    }
+  }
+
   #settleWith(w: Waiter, status: number, queued: boolean): void {
     const sym = this.#lib.symbols("complete");
     const slot = w.slot!;
@@ -4701,7 +4714,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } finally {
       if (outer === null) {
         s.collectDue = null;
-        for (const c of due) c.#collect();
+        for (const c of due) c.#collectDue();
       }
     }
     if (drained !== false) return;

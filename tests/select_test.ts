@@ -1002,6 +1002,46 @@ Deno.test("a hook that a close's settle runs (a select's onSend value) and that 
   }
 });
 
+Deno.test("a shared cancel whose settle runs a hook that closes the library still hands the cancel's dropped values to the channel's hook", async () => {
+  // The cancel leaves its channel's onUndeliveredElement to the end of its settles (every wait
+  // rejected first); a select's settle there hands its other send clause's value to another
+  // channel's hook, which closes the library. Before, the cancel's own dropped values (a waiting
+  // send's, the select's send clause on it) then stayed in the native list: #collect takes
+  // nothing once the library closed, and no hook saw them until the channel's dispose.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const order = [];
+    const c = new Channel(0, {
+      onUndeliveredElement: (v) => {
+        order.push("c hook " + v);
+        closeLibrary();
+      },
+    });
+    const s = new Channel(0, { onUndeliveredElement: (v) => order.push("s hook " + v) });
+    s.share();
+    const t = new Channel(0);
+    t.share();
+    const log = (n, p) => p.then(() => order.push(n + " ok"), (e) => order.push(n + " " + e.name));
+    const bridge = Bridge.of(library());
+    const pending = bridge.pending;
+    const all = [log("send 5", s.send(5))];
+    await until(() => bridge.pending === pending + 1, "the send queued natively");
+    all.push(log("select", select((k) => {
+      k.onReceive(t, (v) => v);
+      k.onSend(c, 1, () => 0);
+      k.onSend(s, 6, () => 0);
+    })));
+    await until(() => bridge.pending === pending + 2, "the select queued natively");
+    s.cancel();
+    console.log(JSON.stringify(order));
+    await within(Promise.all(all), 10_000, "the waits");
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), ["c hook 1", "s hook 5", "s hook 6"]);
+});
+
 Deno.test("an aborted select counts a cancelled failure on each of its channels, as an aborted plain wait does; a lost select none", async () => {
   const cancelled = (ch: Channel<number>) => ch.metrics().failures.cancelled;
   using a = new Channel<number>(0, { codec: codecs.f64 });
