@@ -983,8 +983,15 @@ class Selection implements RingOp {
       if (status !== 0) {
         // Not sent: cancel kept it for onUndeliveredElement, or it goes there now (Kotlin's
         // `onClosedSelectOnSend`). Before, a closed or cancelled channel's was only freed.
-        if (queued && status === Status.ECANCELED) ch._afterSend(status, queued);
-        else if (status === Status.EPIPE || status === Status.ECANCELED) {
+        // Kept by a cancel: the hook runs once the select has rejected, as a plain send's
+        // (`Channel.#settleWith`). Before, it ran first, and a close of another channel it made
+        // settled that channel's waits ahead of the select.
+        if (queued && status === Status.ECANCELED) {
+          this.reject(ch._sendError(status));
+          ch._afterSend(status, queued);
+          return;
+        }
+        if (status === Status.EPIPE || status === Status.ECANCELED) {
           ch._refused(c.value, c.slot!);
         } else ch.codec.discard(c.slot!, sym);
         this.reject(ch._sendError(status));

@@ -1042,6 +1042,35 @@ Deno.test("a shared cancel whose settle runs a hook that closes the library stil
   assert.deepEqual(JSON.parse(res.stdout), ["c hook 1", "s hook 5", "s hook 6"]);
 });
 
+Deno.test("a select whose queued send clause native code cancels rejects before onUndeliveredElement runs for its value", async () => {
+  // As a plain send's (channel_test): the select rejects, then the hook runs. Before, the hook
+  // ran first, so a close of another channel it made settled that channel's receive first.
+  const lib = library();
+  const bridge = Bridge.of(lib);
+  const sym = lib.symbols("test");
+  const order: string[] = [];
+  using b = new Channel<number>();
+  using a = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => {
+      order.push(`hook ${v}`);
+      b.close();
+    },
+  });
+  a.share();
+  const pending = bridge.pending;
+  const log = (n: string, p: Promise<unknown>) =>
+    p.then(() => order.push(`${n} ok`), (e) => order.push(`${n} ${e.name}`));
+  const all = [
+    log("select", select((k) => k.onSend(a, 1, () => 0))),
+    log("receive b", b.receive()),
+  ];
+  await until(() => bridge.pending === pending + 1, "the select queued natively");
+  assert.equal(sym.kc_chan_cancel(a.handle), 0);
+  await within(Promise.all(all), 10_000, "the waits");
+  assert.deepEqual(order, ["hook 1", "select CancellationError", "receive b ClosedReceiveError"]);
+});
+
 Deno.test("an aborted select counts a cancelled failure on each of its channels, as an aborted plain wait does; a lost select none", async () => {
   const cancelled = (ch: Channel<number>) => ch.metrics().failures.cancelled;
   using a = new Channel<number>(0, { codec: codecs.f64 });
