@@ -838,6 +838,36 @@ export class Bridge {
    * ring's drain failed with that status (the ring is gone), else 0.
    */
   #drain(): number {
+    // The collects (onUndeliveredElement) that settles of this drain left to its end (`due`):
+    // run once the whole batch has settled, by the outermost drain.
+    const outer = this.due;
+    const due = this.due = outer ?? new Map();
+    try {
+      return this.#drainRecords();
+    } finally {
+      if (outer === null) {
+        this.due = null;
+        for (const run of due.values()) {
+          try {
+            run();
+          } catch (e) {
+            reportError(e);
+          }
+        }
+      }
+    }
+  }
+
+  /**
+   * While `#drain` settles: the collects its settles left to its end (`Channel`'s
+   * `#collectSettled`), one per channel, run once every record drained has settled, as a local
+   * channel's cancel rejects every waiting send before its hook runs (`#localDrop`). Before, the
+   * first send a native cancel failed ran the hook for every dropped value before the later
+   * sends of the batch rejected. Null otherwise.
+   */
+  due: Map<unknown, () => void> | null = null;
+
+  #drainRecords(): number {
     let more = true;
     while (true) {
       // Picked by a `settleWhere` whose settle ran this drain: older than what the ring holds.

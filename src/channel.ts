@@ -4534,14 +4534,25 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * `#collect` for a settle: left to the end of `#settleEnded` while it settles (`collectDue`).
+   * `#collect` for a settle: left to the end of `#settleEnded` while it settles (`collectDue`),
+   * and to the end of the ring drain's batch while it settles (`Bridge.due`).
    * Before, the first send its cancel dropped ran the hook for every dropped value before the
    * later waits were rejected (code the hook ran, a close of another channel, settled first).
    */
   #collectSettled(): void {
     const due = this._shared.collectDue;
-    if (due === null) this.#collect();
-    else if (!due.includes(this as Channel<unknown>)) due.push(this as Channel<unknown>);
+    if (due !== null) {
+      if (!due.includes(this as Channel<unknown>)) due.push(this as Channel<unknown>);
+      return;
+    }
+    // Settled by the ring's drain: left to the end of its batch (`Bridge.due`), so that every
+    // send a native cancel failed rejects before the hook runs.
+    const batch = this.#bridgeOf?.due;
+    if (batch != null) {
+      if (!batch.has(this)) batch.set(this, () => this.#collectDue());
+      return;
+    }
+    this.#collect();
   }
 
   /**

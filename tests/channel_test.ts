@@ -6571,6 +6571,43 @@ Deno.test("shared: a queued send that native code cancels rejects before onUndel
   ]);
 });
 
+Deno.test("shared: several queued sends that native code cancels all reject before onUndeliveredElement runs", async () => {
+  // The ring drain's batch holds every send the cancel failed: all reject, then the hook runs
+  // once for the dropped values, as a local cancel rejects S1..S3 before its hook. Before, the
+  // first send's settle ran the hook for all three values before the later sends rejected, so
+  // what it did (a close of another channel) settled between them.
+  const lib = library();
+  const bridge = Bridge.of(lib);
+  const sym = lib.symbols("test");
+  const hook: number[] = [];
+  using b = new Channel<number>();
+  using a = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => {
+      hook.push(v);
+      if (v === 1) b.close();
+    },
+  });
+  a.share();
+  const pending = bridge.pending;
+  const log = settleLog([
+    ["send 1", a.send(1)],
+    ["send 2", a.send(2)],
+    ["send 3", a.send(3)],
+    ["receive b", b.receive()],
+  ]);
+  await until(() => bridge.pending === pending + 3, "the sends queued natively");
+  assert.equal(sym.kc_chan_cancel(a.handle), 0);
+  await until(() => log.length === 4, "the waits settled");
+  assert.deepEqual(hook, [1, 2, 3]);
+  assert.deepEqual(log, [
+    "send 1 err CancellationError(Channel was cancelled)",
+    "send 2 err CancellationError(Channel was cancelled)",
+    "send 3 err CancellationError(Channel was cancelled)",
+    "receive b err ClosedReceiveError(Channel was closed)",
+  ]);
+});
+
 Deno.test("shared: a close of this isolate settles its select on the channel before it returns, its other send clause's value at the hook", async () => {
   // A select makes its channels native: so on either form. Its record names the closed
   // channel's clause: it settles with the close, the abort later in the turn finding it done,
