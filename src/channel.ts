@@ -4547,7 +4547,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     // Settled by the ring's drain: left to the end of its batch (`Bridge.due`), so that every
     // send a native cancel failed rejects before the hook runs.
-    const batch = this.#bridgeOf?.due;
+    const batch = (this.#bridgeOf ?? Bridge.existing(this.#lib))?.due; // a select's: not #bridgeOf
     if (batch != null) {
       if (!batch.has(this)) batch.set(this, () => this.#collectDue());
       return;

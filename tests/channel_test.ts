@@ -6608,6 +6608,43 @@ Deno.test("shared: several queued sends that native code cancels all reject befo
   ]);
 });
 
+Deno.test("shared: several queued send clauses that native code cancels all reject before onUndeliveredElement runs", async () => {
+  // As the sends' test above, for selects: a channel used only through select has no bridge of
+  // its own, and its clauses' collects wait for the drain's batch all the same. Before, the
+  // first select's settle ran the hook for all three values before the later selects rejected.
+  const lib = library();
+  const bridge = Bridge.of(lib);
+  const sym = lib.symbols("test");
+  const hook: number[] = [];
+  using b = new Channel<number>();
+  using a = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => {
+      hook.push(v);
+      if (v === 1) b.close();
+    },
+  });
+  a.share();
+  const pending = bridge.pending;
+  const sel = (v: number) => select<string>((s) => s.onSend(a, v, () => "sent"));
+  const log = settleLog([
+    ["select 1", sel(1)],
+    ["select 2", sel(2)],
+    ["select 3", sel(3)],
+    ["receive b", b.receive()],
+  ]);
+  await until(() => bridge.pending === pending + 3, "the selects queued natively");
+  assert.equal(sym.kc_chan_cancel(a.handle), 0);
+  await until(() => log.length === 4, "the waits settled");
+  assert.deepEqual(hook, [1, 2, 3]);
+  assert.deepEqual(log, [
+    "select 1 err CancellationError(Channel was cancelled)",
+    "select 2 err CancellationError(Channel was cancelled)",
+    "select 3 err CancellationError(Channel was cancelled)",
+    "receive b err ClosedReceiveError(Channel was closed)",
+  ]);
+});
+
 Deno.test("shared: a close of this isolate settles its select on the channel before it returns, its other send clause's value at the hook", async () => {
   // A select makes its channels native: so on either form. Its record names the closed
   // channel's clause: it settles with the close, the abort later in the turn finding it done,
