@@ -6542,10 +6542,15 @@ Deno.test("shared: a close that a hook runs during a ring drain settles its chan
   ]);
 });
 
-Deno.test("shared: a queued send that native code cancels rejects before onUndeliveredElement runs for its value", async () => {
-  // The ring drain's settle of a send whose queued wait native code's cancel failed (its value
-  // kept with the dropped ones): the send rejects, then the hook runs. Before, the hook ran
-  // first, so what it did (a close of another channel) settled ahead of the send's own failure.
+/**
+ * A shared rendezvous `a` (codecs.f64) whose hook closes `b` when given 1: `waits(a)` are queued
+ * natively beside a receive on `b`, native code cancels `a` (`kc_chan_cancel`, as another thread
+ * would), and the hook's values and the order the waits settled in are answered.
+ */
+async function cancelNativelyWithHook(
+  waits: (a: Channel<number>) => [string, Promise<unknown>][],
+  what: string,
+): Promise<{ hook: number[]; log: string[] }> {
   const lib = library();
   const bridge = Bridge.of(lib);
   const sym = lib.symbols("test");
@@ -6560,10 +6565,19 @@ Deno.test("shared: a queued send that native code cancels rejects before onUndel
   });
   a.share();
   const pending = bridge.pending;
-  const log = settleLog([["send 1", a.send(1)], ["receive b", b.receive()]]);
-  await until(() => bridge.pending === pending + 1, "the send queued natively");
+  const ops = waits(a);
+  const log = settleLog([...ops, ["receive b", b.receive()]]);
+  await until(() => bridge.pending === pending + ops.length, `the ${what} queued natively`);
   assert.equal(sym.kc_chan_cancel(a.handle), 0);
-  await until(() => log.length === 2, "the waits settled");
+  await until(() => log.length === ops.length + 1, "the waits settled");
+  return { hook, log };
+}
+
+Deno.test("shared: a queued send that native code cancels rejects before onUndeliveredElement runs for its value", async () => {
+  // The ring drain's settle of a send whose queued wait native code's cancel failed (its value
+  // kept with the dropped ones): the send rejects, then the hook runs. Before, the hook ran
+  // first, so what it did (a close of another channel) settled ahead of the send's own failure.
+  const { hook, log } = await cancelNativelyWithHook((a) => [["send 1", a.send(1)]], "send");
   assert.deepEqual(hook, [1]);
   assert.deepEqual(log, [
     "send 1 err CancellationError(Channel was cancelled)",
@@ -6576,29 +6590,11 @@ Deno.test("shared: several queued sends that native code cancels all reject befo
   // once for the dropped values, as a local cancel rejects S1..S3 before its hook. Before, the
   // first send's settle ran the hook for all three values before the later sends rejected, so
   // what it did (a close of another channel) settled between them.
-  const lib = library();
-  const bridge = Bridge.of(lib);
-  const sym = lib.symbols("test");
-  const hook: number[] = [];
-  using b = new Channel<number>();
-  using a = new Channel<number>(0, {
-    codec: codecs.f64,
-    onUndeliveredElement: (v) => {
-      hook.push(v);
-      if (v === 1) b.close();
-    },
-  });
-  a.share();
-  const pending = bridge.pending;
-  const log = settleLog([
+  const { hook, log } = await cancelNativelyWithHook((a) => [
     ["send 1", a.send(1)],
     ["send 2", a.send(2)],
     ["send 3", a.send(3)],
-    ["receive b", b.receive()],
-  ]);
-  await until(() => bridge.pending === pending + 3, "the sends queued natively");
-  assert.equal(sym.kc_chan_cancel(a.handle), 0);
-  await until(() => log.length === 4, "the waits settled");
+  ], "sends");
   assert.deepEqual(hook, [1, 2, 3]);
   assert.deepEqual(log, [
     "send 1 err CancellationError(Channel was cancelled)",
@@ -6612,30 +6608,10 @@ Deno.test("shared: several queued send clauses that native code cancels all reje
   // As the sends' test above, for selects: a channel used only through select has no bridge of
   // its own, and its clauses' collects wait for the drain's batch all the same. Before, the
   // first select's settle ran the hook for all three values before the later selects rejected.
-  const lib = library();
-  const bridge = Bridge.of(lib);
-  const sym = lib.symbols("test");
-  const hook: number[] = [];
-  using b = new Channel<number>();
-  using a = new Channel<number>(0, {
-    codec: codecs.f64,
-    onUndeliveredElement: (v) => {
-      hook.push(v);
-      if (v === 1) b.close();
-    },
-  });
-  a.share();
-  const pending = bridge.pending;
-  const sel = (v: number) => select<string>((s) => s.onSend(a, v, () => "sent"));
-  const log = settleLog([
-    ["select 1", sel(1)],
-    ["select 2", sel(2)],
-    ["select 3", sel(3)],
-    ["receive b", b.receive()],
-  ]);
-  await until(() => bridge.pending === pending + 3, "the selects queued natively");
-  assert.equal(sym.kc_chan_cancel(a.handle), 0);
-  await until(() => log.length === 4, "the waits settled");
+  const { hook, log } = await cancelNativelyWithHook((a) => {
+    const sel = (v: number) => select<string>((s) => s.onSend(a, v, () => "sent"));
+    return [["select 1", sel(1)], ["select 2", sel(2)], ["select 3", sel(3)]];
+  }, "selects");
   assert.deepEqual(hook, [1, 2, 3]);
   assert.deepEqual(log, [
     "select 1 err CancellationError(Channel was cancelled)",
