@@ -295,6 +295,24 @@ Deno.test("NativeScope.wait: a timeout and an aborted signal reject, the childre
   assert.throws(() => nativeScope({} as never), TypeError);
 });
 
+/**
+ * Holds a native scope wait's first slice (`kc_scope_wait` replaced) until `resolve()`, then
+ * lets it run out (KC_ETIME) as a real slice can just as the children end; later slices are the
+ * real call's. `restore()` puts the real call back.
+ */
+function holdFirstWaitSlice(): { resolve(): void; restore(): void } {
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const real = sym.kc_scope_wait as (handle: number, deadline: bigint) => Promise<number>;
+  const gate = Promise.withResolvers<void>();
+  let hold = true;
+  sym.kc_scope_wait = (handle: number, deadline: bigint) => {
+    if (!hold) return real(handle, deadline);
+    hold = false;
+    return gate.promise.then(() => Status.ETIME);
+  };
+  return { resolve: () => gate.resolve(), restore: () => sym.kc_scope_wait = real };
+}
+
 Deno.test("NativeScope.wait: a dispose that destroys the scope between two of a wait's slices resolves the wait, its children done", async () => {
   const scope = NativeScope.create();
   const sleeper = cells(MINUTE);
@@ -302,15 +320,7 @@ Deno.test("NativeScope.wait: a dispose that destroys the scope between two of a 
   // The wait's first slice is held until the dispose (which cancels, waits on its own, and
   // destroys the handle) has ended, then runs out: where a real slice can run out just as the
   // children end, and the dispose's wait settle first.
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
-  const real = sym.kc_scope_wait as (handle: number, deadline: bigint) => Promise<number>;
-  const gate = Promise.withResolvers<void>();
-  let hold = true;
-  sym.kc_scope_wait = (handle: number, deadline: bigint) => {
-    if (!hold) return real(handle, deadline);
-    hold = false;
-    return gate.promise.then(() => Status.ETIME);
-  };
+  const gate = holdFirstWaitSlice();
   try {
     const waiting = scope.wait();
     await scope[Symbol.asyncDispose]();
@@ -318,7 +328,7 @@ Deno.test("NativeScope.wait: a dispose that destroys the scope between two of a 
     // It rejected with an InvalidHandleError: its next slice went to the destroyed handle.
     await waiting;
   } finally {
-    sym.kc_scope_wait = real;
+    gate.restore();
   }
   assert.equal(status(sleeper), Status.EINTR);
 });
@@ -326,15 +336,7 @@ Deno.test("NativeScope.wait: a dispose that destroys the scope between two of a 
 Deno.test("NativeScope.wait: a dispose that met its children abandoned by a shutdown and destroyed the scope between two of a wait's slices rejects the wait as abandoned", async () => {
   const scope = NativeScope.create();
   scope.launch("cancellable-sleeper", cells(MINUTE));
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
-  const real = sym.kc_scope_wait as (handle: number, deadline: bigint) => Promise<number>;
-  const gate = Promise.withResolvers<void>();
-  let hold = true;
-  sym.kc_scope_wait = (handle: number, deadline: bigint) => {
-    if (!hold) return real(handle, deadline);
-    hold = false;
-    return gate.promise.then(() => Status.ETIME);
-  };
+  const gate = holdFirstWaitSlice();
   try {
     const waiting = scope.wait();
     await shutdownScheduler(); // abandons the sleeper
@@ -344,7 +346,7 @@ Deno.test("NativeScope.wait: a dispose that met its children abandoned by a shut
     // Not resolved as if the children had finished.
     await assert.rejects(waiting, { name: "ShutdownError", message: /abandoned/ });
   } finally {
-    sym.kc_scope_wait = real;
+    gate.restore();
   }
 });
 
