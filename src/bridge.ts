@@ -840,23 +840,32 @@ export class Bridge {
   #drain(): number {
     // The collects (onUndeliveredElement) that settles of this drain left to its end (`due`):
     // run once the whole batch has settled, by the outermost drain.
-    const outer = this.due;
-    const due = this.due = outer ?? new Map();
+    // One map for every drain (`#dueRuns`), not one made per wake-up: most drains leave none.
+    const outer = this.due !== null;
+    if (!outer) this.due = this.#dueRuns;
     try {
       return this.#drainRecords();
     } finally {
-      if (outer === null) {
+      if (!outer) {
         this.due = null;
-        for (const run of due.values()) {
-          try {
-            run();
-          } catch (e) {
-            reportError(e);
+        if (this.#dueRuns.size !== 0) {
+          // Taken out first: a collect's hook may run a drain of its own, which reuses the map.
+          const runs = [...this.#dueRuns.values()];
+          this.#dueRuns.clear();
+          for (const run of runs) {
+            try {
+              run();
+            } catch (e) {
+              reportError(e);
+            }
           }
         }
       }
     }
   }
+
+  /** `due`'s map while a drain settles, empty between drains. */
+  readonly #dueRuns = new Map<unknown, () => void>();
 
   /**
    * While `#drain` settles: the collects its settles left to its end (`Channel`'s
