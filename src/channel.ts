@@ -3180,11 +3180,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (drained) return;
     for (const q of waiting(s.senders)) {
       if (q.state === LOCAL) continue; // still in JavaScript: its queueing meets the dead ring
-      // Not to wait for a record any more (the withdrawal itself fails: the ring is gone).
-      const rc = this.#bridge.abort(q, true);
-      if (rc === Status.EBUSY) q.state = COMPLETING; // not with the ring gone: its record settles it
-      else this.#lost(q, rc < 0 ? rc : Status.EBADH);
+      this.#loseQueued(q);
     }
+  }
+
+  /**
+   * A wait queued natively on a ring that is gone: no record will come, so it fails now with the
+   * error of `RingOp.lost` (`#lost`) and is tracked no more (the withdrawal itself fails: the
+   * ring is gone). `#settleSenders` and `#settleEnded` each wrote these lines out.
+   */
+  #loseQueued(w: Waiter): void {
+    const rc = this.#bridge.abort(w, true); // not counted: no wait gave up
+    if (rc === Status.EBUSY) w.state = COMPLETING; // not with the ring gone: its record settles it
+    else this.#lost(w, rc < 0 ? rc : Status.EBADH);
   }
 
   /**
@@ -4737,9 +4745,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     for (const q of [s.senders, s.receivers]) {
       for (const w of waiting(q)) {
         if (w.state !== QUEUED) continue; // in JavaScript: settled by the close; COMPLETING: held
-        const rc = bridge!.abort(w, true); // not counted: no wait gave up
-        if (rc === Status.EBUSY) w.state = COMPLETING; // not with the ring gone: its record settles it
-        else this.#lost(w, rc < 0 ? rc : Status.EBADH);
+        this.#loseQueued(w); // `bridge` is `#bridge`: it exists
       }
     }
     // A select with a clause on `s` is not among its waiters: it fails too, by its clauses'
