@@ -211,6 +211,55 @@ Deno.test("biased: the first ready clause in clause order fires, the others stay
   assert.deepEqual(b.tryReceive(), { state: "empty" });
 });
 
+Deno.test("unbiased: a completed deferred is drawn among ready channel clauses, each within 10 sigma of a third; an immediate default among them never fires", async () => {
+  // The clauses are shuffled before the JavaScript-side ones are looked at: a ready onAwait
+  // competes with the ready channel clauses (neither always first), and onTimeout(0), a default,
+  // fires only when none of them is ready, wherever the shuffle put it. Biased, clause order wins.
+  using a = new Channel<number>(1, { codec: codecs.f64 });
+  using b = new Channel<number>(1, { codec: codecs.f64 });
+  const done = new CompletableDeferred<number>();
+  done.complete(3);
+  a.trySend(1);
+  b.trySend(2);
+  const n = 900;
+  const wins = new Map<string, number>();
+  for (let i = 0; i < n; i++) {
+    const won = await select<string>((s) => {
+      s.onTimeout(0, () => "default");
+      s.onReceive(a, () => "a");
+      s.onAwait(done, () => "deferred");
+      s.onReceive(b, () => "b");
+    }, { unbiased: true });
+    wins.set(won, (wins.get(won) ?? 0) + 1);
+    if (won === "a") a.trySend(1);
+    else if (won === "b") b.trySend(2);
+  }
+  assert.equal(wins.get("default"), undefined, `the default fired: ${[...wins]}`);
+  const sigma = Math.sqrt(n * (1 / 3) * (2 / 3));
+  for (const clause of ["a", "b", "deferred"]) {
+    const k = wins.get(clause) ?? 0;
+    assert.ok(Math.abs(k - n / 3) < 10 * sigma, `${clause} fired ${k} of ${n}: ${[...wins]}`);
+  }
+  // Biased: the first ready clause in order, the deferred before the channel or after it.
+  assert.equal(
+    await select<string>((s) => {
+      s.onAwait(done, () => "deferred");
+      s.onReceive(a, () => "a");
+    }),
+    "deferred",
+  );
+  assert.equal(
+    await select<string>((s) => {
+      s.onTimeout(0, () => "default");
+      s.onReceive(a, () => "a");
+      s.onAwait(done, () => "deferred");
+    }),
+    "a",
+  );
+  assert.deepEqual(a.tryReceive(), { state: "empty" }); // taken by the clause that fired
+  assert.deepEqual(b.tryReceive(), { state: "ok", value: 2 });
+});
+
 Deno.test("unbiased: two always-ready clauses each fire within 10 sigma of half", async () => {
   using a = new Channel<number>(1, { codec: codecs.f64 });
   using b = new Channel<number>(1, { codec: codecs.f64 });
