@@ -4,7 +4,13 @@
 // native children. Native children are built-ins that report through their cells; nothing
 // here waits on a sleep for synchronisation.
 import assert from "node:assert/strict";
-import { evalScript, shutdownScheduler, until, untilAborted } from "./support.ts";
+import {
+  evalScript,
+  nestThroughSignals,
+  shutdownScheduler,
+  until,
+  untilAborted,
+} from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -156,40 +162,24 @@ Deno.test("a native cancellation with no child running reaches the scope at the 
 });
 
 /**
- * Nests `depth` coroutineScopes, each given its task's signal (README: past 32 levels a scope's
- * follow cancel waits in a queue until the cancels above it return), and cancels the root.
- * `onBlock` runs in each level's block; `inGap` in an abort listener on the signal it follows,
- * added after its own follow listener, for each level whose cancel waits there (its signal not
- * aborted yet). Resolves with how many levels `inGap` ran for, once the root has settled.
+ * `nestThroughSignals(depth, …, { onBlock })`, cancelling the root: `inGap` runs, from an abort
+ * listener on the signal it follows, for each level whose cancel waits in the queue there (its
+ * signal not aborted yet). Resolves with how many levels `inGap` ran for, once the root has
+ * settled.
  */
 async function cancelThroughQueue(
   depth: number,
   onBlock: (s: CoroutineScope) => void,
   inGap: (s: CoroutineScope) => void,
 ): Promise<number> {
-  let reached = 0, gaps = 0;
-  const nest = (task: CoroutineScope, n: number): Promise<void> => {
-    reached++;
-    if (n === 0) return untilAborted(task.signal);
-    const signal = task.signal;
-    return coroutineScope((s) => {
-      onBlock(s);
-      signal.addEventListener("abort", () => {
-        if (s.signal.aborted) return; // cancelled at once: no gap
-        gaps++;
-        inGap(s);
-      });
-      return nest(s, n - 1);
-    }, { signal, context: task.context });
-  };
-  let root!: CoroutineScope;
-  const outcome = coroutineScope((s) => {
-    root = s;
-    return nest(s, depth);
-  });
-  await until(() => reached === depth + 1, "every level to start");
+  let gaps = 0;
+  const { root, outcome } = await nestThroughSignals(depth, (s) => {
+    if (s.signal.aborted) return; // cancelled at once: no gap
+    gaps++;
+    inGap(s);
+  }, { onBlock });
   root.cancel();
-  await assert.rejects(outcome, CancellationError);
+  assert.equal(await outcome, "CancellationError");
   return gaps;
 }
 

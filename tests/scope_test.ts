@@ -3,7 +3,13 @@
 import assert from "node:assert/strict";
 import { EventEmitter, once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
-import { assertSameItems, catchReported, until, untilAborted } from "./support.ts";
+import {
+  assertSameItems,
+  catchReported,
+  nestThroughSignals,
+  until,
+  untilAborted,
+} from "./support.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import {
   type Block,
@@ -1269,38 +1275,6 @@ Deno.test("a tree of scopes nested through their tasks' signals, deeper than 32 
   assert.deepEqual(deep.order, deep.depthFirst, "a deep tree: depth first, as a shallow one");
   assert.deepEqual(reported.errors, []);
 });
-
-/**
- * Nests `depth` coroutineScopes under a root scope, each through its task's `signal` and
- * `context` as README says to nest a scope in a task, the innermost waiting for its abort.
- * `onParentAbort(s, n)` runs for level `n`'s scope `s` from a listener on the signal `s`
- * follows, added after `s`'s own follow listener (added when the scope was made). Answers
- * once every level has started: the root, to cancel, and how it ends ("completed" or the
- * name of its error).
- */
-async function nestThroughSignals(
-  depth: number,
-  onParentAbort: (s: CoroutineScope, n: number) => void,
-): Promise<{ root: CoroutineScope; outcome: Promise<string> }> {
-  let reached = 0;
-  const nest = (task: CoroutineScope, n: number): Promise<void> => {
-    reached++;
-    if (n === 0) return untilAborted(task.signal);
-    const signal = task.signal;
-    const inner = (s: CoroutineScope) => {
-      signal.addEventListener("abort", () => onParentAbort(s, n));
-      return nest(s, n - 1);
-    };
-    return coroutineScope(inner, { signal, context: task.context });
-  };
-  let root!: CoroutineScope;
-  const outcome = coroutineScope((s) => {
-    root = s;
-    return nest(s, depth);
-  }).then(() => "completed", (e: Error) => e.name);
-  await until(() => reached === depth + 1, "every level to start");
-  return { root, outcome };
-}
 
 Deno.test("a scope nested through its task's signal deeper than 32 levels, whose cancel waits in the queue, reads inactive and cancels a task launched on it, as a shallow one does", async () => {
   // Past 32 nested follow cancels a scope's cancel waits until the first level returns. Code

@@ -7,6 +7,8 @@ import {
   type Codec,
   type CodecName,
   codecs,
+  type CoroutineScope,
+  coroutineScope,
   type Job,
   library,
   runtime,
@@ -39,6 +41,44 @@ export function untilAborted(signal: AbortSignal): Promise<never> {
     if (signal.aborted) reject(signal.reason);
     signal.addEventListener("abort", () => reject(signal.reason), { once: true });
   });
+}
+
+/**
+ * Nests `depth` coroutineScopes under a root scope, each through its task's `signal` and
+ * `context` as README says to nest a scope in a task (past 32 levels a scope's follow cancel
+ * waits in a queue until the cancels above it return). `onBlock(s)` runs first in level `n`'s
+ * block; `onParentAbort(s, n)` then runs for its scope `s` from a listener on the signal `s`
+ * follows, added after `s`'s own follow listener (added when the scope was made). The innermost
+ * task runs `leaf` (default: waits for its abort). Answers once every level has started: the
+ * root, to cancel, and how it ends ("completed" or the name of its error).
+ */
+export async function nestThroughSignals(
+  depth: number,
+  onParentAbort: (s: CoroutineScope, n: number) => void,
+  { onBlock, leaf = (task) => untilAborted(task.signal) }: {
+    onBlock?: (s: CoroutineScope) => void;
+    leaf?: (task: CoroutineScope) => Promise<void>;
+  } = {},
+): Promise<{ root: CoroutineScope; outcome: Promise<string> }> {
+  let reached = 0;
+  const nest = (task: CoroutineScope, n: number): Promise<void> => {
+    reached++;
+    if (n === 0) return leaf(task);
+    const signal = task.signal;
+    const inner = (s: CoroutineScope) => {
+      onBlock?.(s);
+      signal.addEventListener("abort", () => onParentAbort(s, n));
+      return nest(s, n - 1);
+    };
+    return coroutineScope(inner, { signal, context: task.context });
+  };
+  let root!: CoroutineScope;
+  const outcome = coroutineScope((s) => {
+    root = s;
+    return nest(s, depth);
+  }).then(() => "completed", (e: Error) => e.name);
+  await until(() => reached === depth + 1, "every level to start");
+  return { root, outcome };
 }
 
 const root = new URL("../", import.meta.url).pathname;
