@@ -191,41 +191,104 @@ const MAX_FOLLOW_DEPTH = 32;
  * one's own queued nest after all its queued siblings (breadth first).
  */
 const followQueue: (Coroutine<unknown> | AbortSignal)[] = [];
+/**
+ * The queued cancels `runQueuedFollows` has taken from `followQueue` and not yet run, the next
+ * on top. Module state, not the run's own: an engine error that leaves the run (anywhere, its
+ * own steps included) leaves them here, with the ones still in `followQueue`, for
+ * `runLeftFollows`. Before, a local of the run: such an error dropped them, and the nest's end
+ * emptied `followQueue`, so those scopes read cancelling for good and never completed.
+ */
+const followStack: (Coroutine<unknown> | AbortSignal)[] = [];
+/** A `runLeftFollows` is queued as a microtask. */
+let leftFollowsQueued = false;
 
 /** `scope.cancel` with `signal`'s reason, nested at most `MAX_FOLLOW_DEPTH` deep (above). */
 function cancelFollowing(scope: Coroutine<unknown>, signal: AbortSignal): void {
-  if (followDepth >= MAX_FOLLOW_DEPTH || followQueue.length !== 0) {
+  // At depth 0 `followQueue` holds only cancels left by an engine error (`runLeftFollows`):
+  // this cancel runs at once, as a first level that runs them too.
+  if (followDepth >= MAX_FOLLOW_DEPTH || (followDepth !== 0 && followQueue.length !== 0)) {
+    // Queued before it is marked: an engine error between the two leaves a queued cancel that
+    // runs (reading active meanwhile), never a scope marked cancelling whose cancel never runs.
+    followQueue.push(scope, signal);
     // Until its cancel runs the scope reads cancelling (`isActive`, `isCancelled`, `state`), a
     // launch on it is cancelled at once, and it does not complete (`completionWaits`), to code
     // run by abort listeners at this depth: as a shallow tree's scope, already cancelling.
     scope.queueCancel(signal);
-    followQueue.push(scope, signal);
     return;
   }
+  let failed: { error: unknown } | null = null;
   followDepth++;
   try {
-    scope.cancel(abortReason(signal));
-  } finally {
-    // The first of the nest runs the queued cancels, also when its own cancel threw (only an
-    // engine error can), so that none of them is lost.
     try {
-      if (followDepth === 1 && followQueue.length !== 0) runQueuedFollows();
-    } finally {
-      // None left behind once the nest is over (only an engine error thrown while one was
-      // reported could leave any): they would hold back every later follow cancel for good.
-      if (--followDepth === 0) followQueue.length = 0;
+      scope.cancel(abortReason(signal));
+    } catch (e) {
+      failed = { error: e }; // only an engine error: thrown once the queued cancels have run
     }
+    // The first of the nest runs the queued cancels, also when its own cancel threw.
+    if (followDepth === 1) failed = endFollowNest(failed);
+  } finally {
+    followDepth--;
   }
+  // The first error, as it is (to the abort's dispatch, which reports a listener's throw).
+  if (failed !== null) throw failed.error;
 }
 
 /**
- * Runs `followQueue` (in `cancelFollowing`'s first level) until it stays empty, depth first: a
- * stack of the cancels still to run, the next on top; what each one queues goes on top of the
+ * The end of a nest's first level (`cancelFollowing`, `runLeftFollows`): runs the cancels
+ * waiting, and answers `failed`, else the error that left the run (only an engine error, or
+ * a `reportError` that throws). What such an error left waiting is not dropped: it runs in a
+ * microtask, on a fresh stack (`runLeftFollows`), those scopes reading cancelling until then.
+ */
+function endFollowNest(failed: { error: unknown } | null): { error: unknown } | null {
+  try {
+    if (followQueue.length !== 0 || followStack.length !== 0) runQueuedFollows();
+  } catch (e) {
+    failed ??= { error: e };
+  }
+  if ((followQueue.length !== 0 || followStack.length !== 0) && !leftFollowsQueued) {
+    leftFollowsQueued = true;
+    queueMicrotask(runLeftFollows);
+  }
+  return failed;
+}
+
+/** Cancels run by `runQueuedFollows` so far: whether `runLeftFollows` got on. */
+let followsRun = 0;
+
+/**
+ * Runs the cancels an engine error left waiting (`endFollowNest`), as a nest's first level.
+ * Its own error is reported (`reportError`); what that left is queued again only when this run
+ * cancelled at least one scope, so that an error that comes every time cannot hold the event
+ * loop in microtasks: what it leaves runs at the next first level (`cancelFollowing`).
+ */
+function runLeftFollows(): void {
+  leftFollowsQueued = false;
+  if (followQueue.length === 0 && followStack.length === 0) return; // a first level ran them
+  const ran = followsRun;
+  let failed: { error: unknown } | null = null;
+  followDepth++;
+  try {
+    try {
+      runQueuedFollows();
+    } catch (e) {
+      failed = { error: e };
+    }
+    // Only when some cancel ran: one that an error stopped before any ran is not run again.
+    if (failed !== null && followsRun !== ran) failed = endFollowNest(failed);
+  } finally {
+    followDepth--;
+  }
+  if (failed !== null) globalThis.reportError(failed.error);
+}
+
+/**
+ * Runs `followQueue` (in a nest's first level) until it stays empty, depth first: `followStack`
+ * holds the cancels still to run, the next on top; what each one queues goes on top of the
  * rest, its first on top, so it runs, with all that it queues in turn, before the next one. Each
  * runs as a fresh first level (its nested cancels counted from it), queuing afresh.
  */
 function runQueuedFollows(): void {
-  const pending: (Coroutine<unknown> | AbortSignal)[] = [];
+  const pending = followStack;
   let thrown: { error: unknown } | null = null; // the first throw of `reportError` itself
   for (;;) {
     for (let i = followQueue.length - 2; i >= 0; i -= 2) {
@@ -234,6 +297,7 @@ function runQueuedFollows(): void {
     followQueue.length = 0;
     if (pending.length === 0) break;
     const by = pending.pop() as AbortSignal, next = pending.pop() as Coroutine<unknown>;
+    followsRun++;
     try {
       next.runQueuedCancel(by);
     } catch (e) {

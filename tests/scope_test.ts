@@ -1389,6 +1389,86 @@ Deno.test("a scope whose follow cancel waits in the queue does not complete ther
   assert.equal(live, 0);
 });
 
+Deno.test("an engine error that leaves the run of the queued follow cancels loses none of them: each scope still ends cancelled, and the error is reported as it is", async () => {
+  // An engine error (a stack overflow) can come anywhere, the run's own steps included, where
+  // nothing catches it: simulated by the run's first take of a queued cancel off its stack
+  // (Array.prototype.pop, once) throwing. It leaves the run and the first level's cancel, to
+  // the abort's dispatch, which reports it. Before, the queued cancels were dropped with it:
+  // the scopes past 32 levels read cancelling for good and never completed, nor did the root.
+  using reported = catchReported();
+  const engine = new RangeError("simulated: Maximum call stack size exceeded");
+  const depth = 40;
+  const { root, outcome } = await nestThroughSignals(depth, () => {});
+  let ended: string | undefined;
+  void outcome.then((e) => ended = e);
+  const pop = Array.prototype.pop;
+  let fired = 0;
+  try {
+    Array.prototype.pop = function <T>(this: T[]): T | undefined {
+      const n = this.length, top = this[n - 1], below = this[n - 2];
+      if (
+        fired === 0 && n >= 2 && top instanceof AbortSignal &&
+        typeof below === "object" && below !== null && "runQueuedCancel" in below
+      ) {
+        fired++;
+        throw engine;
+      }
+      return pop.call(this) as T | undefined;
+    };
+    root.cancel();
+  } finally {
+    Array.prototype.pop = pop;
+  }
+  assert.equal(fired, 1, "the queued cancels' run took one off its stack (the stub fired)");
+  assert.deepEqual(reported.errors, [engine], "the engine error is reported, as it is");
+  await until(() => ended !== undefined, "the root to end (every level ended)");
+  assert.equal(ended, "CancellationError");
+  assert.deepEqual(reported.errors, [engine]);
+});
+
+Deno.test("an engine error as a follow cancel is queued leaves that scope unmarked, not cancelling for good: its work done, it ends", async () => {
+  // The queuing of the first cancel past 32 levels throws (simulated: its push onto the queue,
+  // once), out of that scope's follow listener, to the abort's dispatch, which reports it. The
+  // cancel is lost with it, so nothing below is cancelled, as for any listener an engine error
+  // stops; but the scope must not read cancelling with no cancel to come. Before, it was
+  // marked first: once its block and children were done it stayed completing for good
+  // (`completionWaits`), and so did the root.
+  using reported = catchReported();
+  const engine = new RangeError("simulated: Maximum call stack size exceeded");
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  const leaf = (task: CoroutineScope) => Promise.race([untilAborted(task.signal), released]);
+  const scopes: CoroutineScope[] = [];
+  const { root, outcome } = await nestThroughSignals(40, (s) => void scopes.push(s), { leaf });
+  let ended: string | undefined;
+  void outcome.then((e) => ended = e);
+  const push = Array.prototype.push;
+  let fired = 0;
+  try {
+    Array.prototype.push = function (this: unknown[], ...items: unknown[]): number {
+      const [scope, by] = items;
+      if (
+        fired === 0 && items.length === 2 && by instanceof AbortSignal &&
+        typeof scope === "object" && scope !== null && "runQueuedCancel" in scope
+      ) {
+        fired++;
+        throw engine;
+      }
+      return push.apply(this, items);
+    };
+    root.cancel();
+  } finally {
+    Array.prototype.push = push;
+  }
+  assert.equal(fired, 1, "a follow cancel was queued (the stub fired)");
+  assert.deepEqual(reported.errors, [engine], "the engine error is reported, as it is");
+  assert.ok(scopes.some((s) => !s.signal.aborted), "the lost cancel left scopes uncancelled");
+  release(); // the innermost task returns: every uncancelled level's work is done
+  await until(() => ended !== undefined, "the root to end (every level ended)");
+  assert.equal(ended, "CancellationError");
+  assert.deepEqual(reported.errors, [engine]);
+});
+
 Deno.test("a reportError that throws while the queued follow cancels run loses none of them, and its throw is reported", async () => {
   // root ... level 32 ─┬─ a (nested in its block; its signal's abort throws, an engine error)
   //                    └─ b (nested in a task it launches)
