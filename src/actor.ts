@@ -581,7 +581,7 @@ export function actor<M>(
         if (isAborted(signal)) cancelMailbox(mailbox, abortReason(signal));
       };
       // One aborted before or during the listen has cancelled the mailbox already
-      // (`listenAbort`), keeping no listener: before, the handler ran on, its mailbox taking
+      // (`listenAbortNamed`), keeping no listener: before, the handler ran on, its mailbox taking
       // messages.
       // A listen that throws (only a signal whose engine state the caller redefined) fails the
       // task by name, before the handler runs, as createScope refuses such a signal. Before,

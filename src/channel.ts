@@ -3958,7 +3958,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       };
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code), or
       // during the listen (an accessor of the caller's that the engine's listen reached): the
-      // event will not come, and `listenAbort` calls it, withdrawing the waiter. Before, one
+      // event will not come, and `listenAbortNamed` calls it, withdrawing the waiter. Before, one
       // that aborted during the listen stayed queued: a receive took the next value, lost to
       // its caller, and a send could still be delivered.
       try {

@@ -127,36 +127,7 @@ export function abortReason(signal: AbortSignal): unknown {
 }
 
 /**
- * Adds `listener` for the signal's abort, once, by EventTarget's own method, and answers whether
- * the signal is aborted once the listen is done. Internal. The one rule for an abort that comes
- * before the listener could hear it: a signal aborted before the listen gets no listener, and
- * one that aborted during it loses the listener again (the engine's listen may run the caller's
- * code, an accessor of its own for the engine's symbol-keyed listeners property on a prototype
- * under the signal, that aborts it before the listener is in, and the engine never calls it
- * then); either way `listener` is called here, once, and this answers true: every caller goes
- * on as for an abort after the listen, the wait given up by its own listener. Before, each
- * caller asked again on its own (a scope's, a job's and a producer's send did; a channel wait,
- * a select, a `delay`, an actor's and a producer's watch and a native scope's wait did not, and
- * waited on, or delivered a value to a receive whose signal had aborted).
- *
- * Every listener passed here must be idempotent (a second call finds its wait given up and
- * changes nothing): the engine calls it too when the caller's code aborts the signal after the
- * listener is in but before the listen returns. And each must ask `isAborted` first, changing
- * nothing while the signal has not aborted: a caller's code that holds the engine's listeners
- * property holds the listener and may call it at any time, during the listen too (before, a
- * `delay` so called rejected with undefined and still armed its timer).
- *
- * Throws what the listen or the read after it throws (only a signal whose engine state the
- * caller redefined), keeping no listener, and then calls nothing.
- */
-export function listenAbort(signal: AbortSignal, listener: () => void): boolean {
-  if (!listenOnly(signal, listener)) return false;
-  listener();
-  return true;
-}
-
-/**
- * `listenAbort`'s listen without its call of `listener`: adds it unless the signal is aborted,
+ * `listenAbortNamed`'s listen without its call of `listener`: adds it unless the signal is aborted,
  * and answers whether it is aborted once the listen is done (then keeping no listener). Throws
  * what the listen or the read after it throws, keeping no listener.
  */
@@ -175,15 +146,36 @@ function listenOnly(signal: AbortSignal, listener: () => void): boolean {
 }
 
 /**
- * `listenAbort`, a listen that throws (only a signal whose engine state the caller redefined)
- * thrown as the named error `unlistenableSignal(op, error)`, keeping no listener. Internal: the
- * one way each wait listens to a caller's signal (a channel's send and receive, a select, a
- * `delay`, a `join`, an `await`, a native scope's wait, a producer's send, a scope following
- * its `signal`), so that each rejects with the same error under its own name, as createScope
- * refuses such a signal. Before, they rejected with the listen's raw error. Only the listen's
- * error is named so: what the call of `listener` for a signal aborted by then throws is thrown
- * as it is (a scope's follow listener cancels the scope, where only an engine error, a stack
- * overflow, can throw; before, that was named "cannot be listened to", the listen blamed).
+ * Adds `listener` for the signal's abort, once, by EventTarget's own method, and answers whether
+ * the signal is aborted once the listen is done. Internal: the one way each wait listens to a
+ * caller's signal (a channel's send and receive, a select, a `delay`, a `join`, an `await`, a
+ * native scope's wait, a producer's send, a scope following its `signal`).
+ *
+ * The one rule for an abort that comes before the listener could hear it: a signal aborted
+ * before the listen gets no listener, and one that aborted during it loses the listener again
+ * (the engine's listen may run the caller's code, an accessor of its own for the engine's
+ * symbol-keyed listeners property on a prototype under the signal, that aborts it before the
+ * listener is in, and the engine never calls it then); either way `listener` is called here,
+ * once, and this answers true: every caller goes on as for an abort after the listen, the wait
+ * given up by its own listener. Before, each caller asked again on its own (a scope's, a job's
+ * and a producer's send did; a channel wait, a select, a `delay`, an actor's and a producer's
+ * watch and a native scope's wait did not, and waited on, or delivered a value to a receive
+ * whose signal had aborted).
+ *
+ * Every listener passed here must be idempotent (a second call finds its wait given up and
+ * changes nothing): the engine calls it too when the caller's code aborts the signal after the
+ * listener is in but before the listen returns. And each must ask `isAborted` first, changing
+ * nothing while the signal has not aborted: a caller's code that holds the engine's listeners
+ * property holds the listener and may call it at any time, during the listen too (before, a
+ * `delay` so called rejected with undefined and still armed its timer).
+ *
+ * A listen that throws (only a signal whose engine state the caller redefined) is thrown as the
+ * named error `unlistenableSignal(op, error)`, keeping no listener, and then nothing is called:
+ * each wait rejects with the same error under its own name, as createScope refuses such a
+ * signal. Before, they rejected with the listen's raw error. Only the listen's error is named
+ * so: what the call of `listener` for a signal aborted by then throws is thrown as it is (a
+ * scope's follow listener cancels the scope, where only an engine error, a stack overflow, can
+ * throw; before, that was named "cannot be listened to", the listen blamed).
  */
 export function listenAbortNamed(op: string, signal: AbortSignal, listener: () => void): boolean {
   let aborted: boolean;
@@ -211,7 +203,7 @@ export function unlistenableSignal(op: string, cause: unknown): TypeError {
 }
 
 /**
- * Removes what `listenAbort` added, by EventTarget's own method. Internal. It never throws:
+ * Removes what `listenAbortNamed` added, by EventTarget's own method. Internal. It never throws:
  * its callers are finalizers and settlements, which must run to their end (only a signal whose
  * engine-internal symbol-keyed properties the caller redefined could make it throw).
  */

@@ -534,7 +534,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       // with the named error ("Cannot join: signal must be one that can be listened to", its
       // error the cause; before, with the raw error), and the handler goes with it: before, it
       // stayed registered until the job ended, one per such call on a long-lived job. One whose
-      // signal aborted during the listen has run `onAbort` (`listenAbort`): disposed `done`,
+      // signal aborted during the listen has run `onAbort` (`listenAbortNamed`): disposed `done`,
       // rejected.
       try {
         listenAbortNamed(op, signal, onAbort);

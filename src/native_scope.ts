@@ -512,7 +512,7 @@ export class NativeScope implements AsyncDisposable {
       const onAbort = () => {
         if (isAborted(signal)) reject(abortReason(signal));
       };
-      // One that aborted during the listen has rejected (`listenAbort`): no wait starts.
+      // One that aborted during the listen has rejected (`listenAbortNamed`): no wait starts.
       // Before, the wait ran, and resolved as if its children were done. One whose listen throws
       // rejects with the named error ("Cannot wait for native scope: signal must be one that can
       // be listened to", its error the cause; before, with the raw error), no wait started.

@@ -228,7 +228,7 @@ class ProducerChannel<T> extends Channel<T> {
             if (isAborted(own)) either.abort(abortReason(own));
           };
           merged = { ...options, signal: either.signal };
-          // A signal that aborted during its listen has aborted `either` (`listenAbort`), and
+          // A signal that aborted during its listen has aborted `either` (`listenAbortNamed`), and
           // keeps no listener: the send rejects with its reason, as for one aborted before.
           // Before, the send waited on. Aborting `either` twice changes nothing.
           // A listen that throws (either signal's engine state redefined) rejects the send with
@@ -466,9 +466,9 @@ export function produce<T>(
         out._end(failure !== undefined ? failure : abortReason(signal));
       };
       // By AbortSignal's own members (errors.ts, `isAborted`): the task's may be a caller's.
-      // One aborted before or during the listen has closed it already (`listenAbort`), keeping no
-      // listener: before, the channel stayed open, its receivers waiting on a task whose
-      // signal had aborted.
+      // One aborted before or during the listen has closed it already (`listenAbortNamed`),
+      // keeping no listener: before, the channel stayed open, its receivers waiting on a task
+      // whose signal had aborted.
       // A listen that throws (only a signal whose engine state the caller redefined) fails the
       // task by name, before the block runs, as createScope refuses such a signal. Before, with
       // the listen's raw error.

@@ -582,7 +582,7 @@ class Selection implements RingOp {
       };
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code), or
       // during the listen (an accessor of the caller's that the engine's listen reached): the
-      // event will not come, and `listenAbort` calls it (before, a select whose signal aborted
+      // event will not come, and `listenAbortNamed` calls it (before, a select whose signal aborted
       // during the listen waited on for a clause). By AbortSignal's own members.
       // A listen that throws (an accessor of the caller's for the engine's listeners property)
       // throws the named error ("Cannot select: signal must be one that can be listened to",

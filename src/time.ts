@@ -260,7 +260,8 @@ export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<v
     // the engine's listeners symbol, on a prototype under the signal), and the executor's
     // rejection then leaves no timer. Before, the timer armed first kept the process up for
     // the whole delay after the delay rejected. One that aborted during the listen has
-    // rejected (`listenAbort`): no timer is armed. Before, it was, and the delay waited it out.
+    // rejected (`listenAbortNamed`): no timer is armed. Before, it was, and the delay waited
+    // it out.
     // One whose listen throws rejects with the named error ("Cannot delay: signal must be one
     // that can be listened to", its error the cause), as createScope refuses such a signal;
     // before, with the listen's raw error.

@@ -1232,7 +1232,7 @@ function watchListeners(
 /**
  * A signal whose listening runs the caller's code that aborts it, with `reason`, once kcoro's
  * listener is in, before the listen returns (`watchListeners`): the engine calls that listener,
- * and then `listenAbort`, finding the signal aborted, calls it again. With `thenThrows`, the
+ * and then `listenAbortNamed`, finding the signal aborted, calls it again. With `thenThrows`, the
  * listen then throws (the wait settled with the reason already). `heard()`: how many listeners
  * the list held as it aborted.
  */
@@ -1282,8 +1282,8 @@ function startWait(
     : d[which]({ signal });
 }
 
-Deno.test("a wait whose signal aborts during the listen once kcoro's listener is in (called by the engine, then by listenAbort) settles once, with its reason, delivering nothing", async () => {
-  // listenAbort calls a listener the engine may have called already: each must be idempotent.
+Deno.test("a wait whose signal aborts during the listen once kcoro's listener is in (called by the engine, then by listenAbortNamed) settles once, with its reason, delivering nothing", async () => {
+  // listenAbortNamed calls a listener the engine may have called already: each must be idempotent.
   using reported = catchReported();
   const reason = new Error("aborted once listened to");
   const d = new CompletableDeferred<number>();
