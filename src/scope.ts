@@ -429,13 +429,13 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
 
   /**
    * Cancels this scope when `signal` aborts, until the scope finishes: at once if it is aborted
-   * once the listen is done (`listenAbortNamed`, as `listenAbort`: one that aborted during the
-   * listen too; before, such a scope, createScope's or a root scope's, ran on following an
-   * aborted signal). A listen that throws (only a signal whose engine state the caller
-   * redefined) is refused by name under `op`, keeping no listener, before the scope starts.
-   * Only the listen: what the cancel run here throws (only an engine error) is thrown as it is.
-   * Before, the whole call was wrapped, and such an error was named "signal must be one that can
-   * be listened to".
+   * once the listen is done (`listenAbortNamed`: one that aborted during the listen too; before,
+   * such a scope, createScope's or a root scope's, ran on following an aborted signal). A listen
+   * that throws (only a signal whose engine state the caller redefined) is refused by name under
+   * `op`, keeping no listener, before the scope starts. Only the listen: what the cancel run here
+   * throws (only an engine error) is thrown as it is (createScope throws it; the root scopes'
+   * calls, which return a promise, reject with it). Before, the whole call was wrapped, and such
+   * an error was named "signal must be one that can be listened to".
    */
   follow(op: string, signal: AbortSignal): void {
     // By AbortSignal's and EventTarget's own members (errors.ts, `isAborted`): before, the

@@ -869,13 +869,22 @@ Deno.test("a scope whose follow cancel throws (an engine error) as its signal ab
     for (const [op, call] of calls) {
       const signal = abortsWhileListening(new Error("aborted while listened to"));
       armed = true;
-      let outcome: unknown;
+      // README: createScope throws it; the calls that return a promise reject with it, never
+      // throwing synchronously (as for a bad argument).
+      let outcome: unknown, how = "returned";
       try {
-        outcome = await call(signal);
+        const made = call(signal);
+        if (made instanceof Promise) {
+          how = "rejected";
+          outcome = await made;
+          how = "resolved";
+        }
       } catch (e) {
+        if (how === "returned") how = "thrown";
         outcome = e;
       }
       assert.equal(armed, false, `${op}: the cancel ran`);
+      assert.equal(how, op === "create scope" ? "thrown" : "rejected", op);
       assert.equal(outcome, engine, `${op}: ${String(outcome)}`);
       assert.equal(abortListeners(signal), 0, `${op}: no listener left`);
     }
