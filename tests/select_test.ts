@@ -2432,6 +2432,37 @@ Deno.test("a select on a channel whose handle leaves it, before or while it wait
   }
 });
 
+/** Makes `ch` native: a select's clause on it, given up by a timeout of 0. */
+async function makeNative(ch: Channel<number>): Promise<void> {
+  await select((s) => {
+    s.onReceive(ch, () => 0);
+    s.onTimeout(0, () => 0);
+  });
+}
+
+/**
+ * Waits until `count` waits are queued natively with no ring wait outstanding, and asserts that
+ * none is queued outside (inside: each completed by this isolate's own code).
+ */
+async function queuedInside(bridge: Bridge, count: number, what: string): Promise<void> {
+  await until(() => bridge.pending >= count && !bridge.waiting, `${what}: queued natively`);
+  assert.equal(bridge.pendingOutside, 0, `${what}: inside`);
+}
+
+/**
+ * Runs `act` from a timer's callback (this isolate's own later code); resolves then with
+ * whether a ring wait was outstanding as it ran.
+ */
+function later(bridge: Bridge, act: () => void): Promise<boolean> {
+  return new Promise((resolve) =>
+    setTimeout(() => {
+      const waiting = bridge.waiting;
+      act();
+      resolve(waiting);
+    }, 0)
+  );
+}
+
 Deno.test("a select on local channels is completed by this isolate's own later code with no ring wait outstanding", async () => {
   const bridge = Bridge.of(library());
   // Each case: a select on channels whose handles never left this isolate, completed from a
@@ -2445,15 +2476,10 @@ Deno.test("a select on local channels is completed by this isolate's own later c
   ): Promise<R> => {
     using a = new Channel<number>(), b = new Channel<number>(1);
     const p = start(a, b);
-    await until(() => bridge.pending >= 1 && !bridge.waiting, `${what}: queued natively`);
-    assert.equal(bridge.pendingOutside, 0, `${what}: inside`);
-    let waitingThen: boolean | undefined;
-    setTimeout(() => {
-      waitingThen = bridge.waiting;
-      act(a, b);
-    }, 0);
+    await queuedInside(bridge, 1, what);
+    const waitingThen = later(bridge, () => void act(a, b));
     const got = await within(p, 20_000, what);
-    assert.equal(waitingThen, false, `${what}: a ring wait was outstanding`);
+    assert.equal(await waitingThen, false, `${what}: a ring wait was outstanding`);
     return got;
   };
   const either = (a: Channel<number>, b: Channel<number>) =>
@@ -2481,10 +2507,7 @@ Deno.test("a select on local channels is completed by this isolate's own later c
   // and completed by a trySend of this isolate (which withdraws it and hands the value over in
   // JavaScript: no record to drain).
   const plain = async (a: Channel<number>) => {
-    await select((s) => {
-      s.onReceive(a, () => 0);
-      s.onTimeout(0, () => 0);
-    });
+    await makeNative(a);
     return a.receive();
   };
   assert.equal(await run("plain receive", plain, (a) => a.trySend(5)), 5);
@@ -2499,30 +2522,24 @@ Deno.test("a value given back to a local channel reaches this isolate's next rec
   // without a drain after the give-back, it waited for ever (the bound below fails it).
   for (const aborted of ["receive", "select"]) {
     using a = new Channel<number>();
-    await select((s) => {
-      s.onReceive(a, () => 0);
-      s.onTimeout(0, () => 0);
-    });
+    await makeNative(a);
     const ac = new AbortController();
     const first = aborted === "receive"
       ? a.receive({ signal: ac.signal })
       : select<number>((s) => s.onReceive(a, (v) => v), { signal: ac.signal });
     const next = a.receive();
-    await until(() => bridge.pending >= 2 && !bridge.waiting, `${aborted}: queued natively`);
-    assert.equal(bridge.pendingOutside, 0, `${aborted}: inside`);
-    let waitingThen: boolean | undefined;
+    await queuedInside(bridge, 2, aborted);
     const sent: Promise<string>[] = [];
-    setTimeout(() => {
-      waitingThen = bridge.waiting;
+    const waitingThen = later(bridge, () => {
       // The select's send completes `first` natively (its record in the ring); the abort
       // then loses to it (KC_EBUSY), and the value goes back as the record is drained.
       sent.push(select((s) => s.onSend(a, 7, () => "sent")));
       ac.abort(new Error("given up"));
-    }, 0);
+    });
     await assert.rejects(within(first, 20_000, `${aborted}: the first`), /given up/);
     assert.equal(await within(next, 20_000, `${aborted}: the next receive`), 7);
     assert.equal(await sent[0], "sent");
-    assert.equal(waitingThen, false, `${aborted}: a ring wait was outstanding`);
+    assert.equal(await waitingThen, false, `${aborted}: a ring wait was outstanding`);
   }
 });
 
