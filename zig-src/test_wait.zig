@@ -89,6 +89,26 @@ pub const Joiner = struct {
     }
 };
 
+/// A forked child's end: its `waitpid` result, within `ns`. Polled (WNOHANG) every `poll_ns`,
+/// a bounded number of times: a child that hangs (the code under test stuck, a panic that
+/// deadlocks) is killed (SIGKILL), reaped, and the test fails with `error.Timeout`, saying
+/// `what` ("" says nothing). A plain `waitpid(pid, 0)` waited for it for ever, and the whole run with it.
+pub fn waitChild(pid: std.posix.pid_t, ns: u64, what: []const u8) error{Timeout}!std.posix.WaitPidResult {
+    const polls = ns / poll_ns + 1;
+    for (0..polls) |i| {
+        const res = std.posix.waitpid(pid, std.posix.W.NOHANG);
+        if (res.pid == pid) return res;
+        if (i + 1 < polls) std.Thread.sleep(poll_ns); // the poll's interval, not a synchronisation
+    }
+    std.posix.kill(pid, std.posix.SIG.KILL) catch {};
+    _ = std.posix.waitpid(pid, 0); // killed: it ends at once
+    if (what.len != 0) std.debug.print("timed out after {d} ms waiting for {s} (killed)\n", .{ ns / std.time.ns_per_ms, what });
+    return error.Timeout;
+}
+
+/// `waitChild`'s interval between two polls.
+const poll_ns: u64 = 5 * std.time.ns_per_ms;
+
 /// Bounds a test as a whole (see the file header).
 pub const Watchdog = struct {
     /// 0 while armed; `stop` sets it (a futex word the watchdog sleeps on).
@@ -173,4 +193,18 @@ test "an armed watchdog stopped in time does nothing, and frees itself" {
     const wd = try Watchdog.armIn(std.testing.allocator, @src(), default_ns);
     defer wd.stop();
     try std.testing.expect(wd.owner != null and wd.thread != null);
+}
+
+test "waitChild: a child that ends is reaped; one that hangs is killed and the wait fails" {
+    const quick = try std.posix.fork();
+    if (quick == 0) std.posix.exit(3);
+    const res = try waitChild(quick, default_ns, "a child that exits at once");
+    try std.testing.expect(std.posix.W.IFEXITED(res.status));
+    try std.testing.expectEqual(@as(u32, 3), std.posix.W.EXITSTATUS(res.status));
+    // Hangs until killed: the bounded wait fails, and no child is left behind.
+    const hung = try std.posix.fork();
+    if (hung == 0) while (true) std.Thread.sleep(std.time.ns_per_s);
+    try std.testing.expectError(error.Timeout, waitChild(hung, 20 * std.time.ns_per_ms, ""));
+    var st: c_int = 0;
+    try std.testing.expectEqual(@as(std.c.pid_t, -1), std.c.waitpid(hung, &st, std.posix.W.NOHANG)); // reaped
 }

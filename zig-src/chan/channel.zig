@@ -4278,7 +4278,7 @@ test "a try-send from a thread whose wake of a receiving coroutine comes after a
         S.ch.destroy();
         std.posix.exit(0);
     }
-    const res = std.posix.waitpid(pid, 0);
+    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child");
     try testing.expect(std.posix.W.IFEXITED(res.status));
     try testing.expectEqual(@as(u32, 0), std.posix.W.EXITSTATUS(res.status));
 }

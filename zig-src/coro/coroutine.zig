@@ -703,7 +703,7 @@ test "a coroutine created on a stack whose last coroutine was abandoned without 
         _ = Coroutine.create(st, S.entry, null, .{}); // the same stack: trips the assertion
         std.posix.exit(0);
     }
-    const res = std.posix.waitpid(pid, 0);
+    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child");
     try testing.expect(std.posix.W.IFSIGNALED(res.status));
     try testing.expectEqual(@as(u32, std.posix.SIG.ABRT), std.posix.W.TERMSIG(res.status));
 }

@@ -18,6 +18,7 @@
 //! resume `BadHandle` if the destroy marked it first. A `*Coroutine` taken from `get` and used
 //! without that check must not race a destroy.
 const std = @import("std");
+const test_wait = @import("../test_wait.zig");
 const assert = std.debug.assert;
 const handle_mod = @import("../handle.zig");
 const stack_mod = @import("stack.zig");
@@ -403,7 +404,7 @@ test "a stale Ref to a destroyed coroutine stays harmless once its pool holds ma
         if (co_y.getState() != .parked) std.posix.exit(5);
         std.posix.exit(0);
     }
-    const res = std.posix.waitpid(pid, 0);
+    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child");
     try testing.expect(std.posix.W.IFEXITED(res.status));
     try testing.expectEqual(@as(u32, 0), std.posix.W.EXITSTATUS(res.status));
 }

@@ -29,6 +29,7 @@
 //! between unaddressable or undefined, and reported thousands of invalid reads and writes in a
 //! correct program on the scheduler. Not under valgrind, or without support, nothing is kept.
 const std = @import("std");
+const test_wait = @import("../test_wait.zig");
 const posix = std.posix;
 const assert = std.debug.assert;
 
@@ -457,7 +458,7 @@ test "slab canary catches an overflow when the stack returns to the pool" {
         pool.release(s); // panics
         posix.exit(0);
     }
-    const res = posix.waitpid(pid, 0);
+    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child (its release should panic)");
     try testing.expect(posix.W.IFSIGNALED(res.status)); // panic aborts
 }
 

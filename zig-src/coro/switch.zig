@@ -11,6 +11,7 @@
 //! - mark them `noinline`: inlined into a caller, their asm no longer finds its arguments in
 //!   the argument registers.
 const std = @import("std");
+const test_wait = @import("../test_wait.zig");
 const builtin = @import("builtin");
 
 pub const impl = switch (builtin.cpu.arch) {
@@ -301,7 +302,7 @@ fn expectDiesOfSigill(comptime body: fn () void) !void {
         body();
         std.posix.exit(0); // not reached when the trap works
     }
-    const res = std.posix.waitpid(pid, 0);
+    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child");
     try std.testing.expect(std.posix.W.IFSIGNALED(res.status));
     try std.testing.expectEqual(@as(u32, std.posix.SIG.ILL), std.posix.W.TERMSIG(res.status));
 }

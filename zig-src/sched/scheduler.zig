@@ -2119,7 +2119,7 @@ fn inChild(comptime body: fn () u8) !void {
     if (!forkedThreadsOk()) return error.SkipZigTest;
     const pid = try std.posix.fork();
     if (pid == 0) std.posix.exit(body());
-    const res = std.posix.waitpid(pid, 0);
+    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child");
     try testing.expect(std.posix.W.IFEXITED(res.status));
     try testing.expectEqual(@as(u32, 0), std.posix.W.EXITSTATUS(res.status));
 }
@@ -2538,7 +2538,7 @@ test "shutdown from one of the scheduler's own coroutines panics with a message 
         if (n == 0) break;
         len += n;
     }
-    const res = std.posix.waitpid(pid, 0);
+    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child");
     const text = buf[0..len];
     if (std.mem.indexOf(u8, text, "Cannot shut down a scheduler from one of its own coroutines") == null) {
         std.debug.print("the child wrote: {s}\n", .{text[0..@min(len, 600)]});
