@@ -554,8 +554,10 @@ int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_des
  * write (one inside a buffer, a buffer of your own), is undefined (a pooled buffer's chunk may be
  * reused under a live value; a malloc'd one aborts in the C library). The release build
  * (ReleaseFast, the default) does not detect it; a Debug or ReleaseSafe build of the library
- * aborts with a message at a second free of a pooled buffer, or at an address inside one (a
- * buffer a host counted freed with kc_pool_release is not checked). */
+ * aborts with a message at a second free of a pooled buffer, or at an address inside one; and
+ * at a free that its chunk's count cannot hold: a buffer a host counted freed with
+ * kc_pool_release and then freed (kc_pool_release names no buffer, so this shows at that free
+ * only while no other buffer of the chunk is out, else at the free that runs the count over). */
 int32_t kc_buf_free(void *ptr);
 /* kc_buf_free(d->ptr): frees the buffer a kc_desc_make descriptor names (KC_EINVAL: d NULL). It
  * does not clear d->ptr: a second kc_desc_free of the same descriptor (or of a copy) is a double

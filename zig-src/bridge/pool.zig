@@ -194,13 +194,25 @@ pub const Pool = struct {
 
     /// Frees one slice; false if `ptr` is not the pool's (free it elsewhere).
     /// Safe builds: panics for a slice that is not live (`markFreed`: a double free, or an
-    /// address inside a slice), before it counts anything.
+    /// address inside a slice), before it counts anything; and for a free the chunk's count
+    /// cannot hold (`releaseChecked` refuses it: more slices freed than it handed out), which
+    /// is a slice both counted freed by a host's views (`release`, kc_pool_release) and freed
+    /// by address, in either order, when no other slice of the chunk is out. With another one
+    /// out the pair cannot be told apart from that one's return (kc_pool_release names no
+    /// slice): the chunk's count runs over at that one's return instead, which panics then
+    /// (here, or in `release`'s and `retire`'s assertions). ReleaseFast checks neither.
     pub fn free(p: *Pool, ptr: *const anyopaque) bool {
         const c = p.chunkOf(ptr) orelse return false;
-        if (track_live and !p.markFreed(ptr)) {
-            @panic("kc_buf_free: a pool buffer freed twice, or an address kc_desc_make did not return");
-        }
-        p.release(c, 1);
+        if (track_live) {
+            if (!p.markFreed(ptr)) {
+                @panic("kc_buf_free: a pool buffer freed twice, or an address kc_desc_make did not return");
+            }
+            // Before, counted as one more free: the chunk's word went past the slices it had
+            // handed out (a chunk being carved then came back early, at its retire).
+            if (!p.releaseChecked(c, 1)) {
+                @panic("kc_buf_free: a pool buffer returned twice (counted freed by kc_pool_release, then freed), or its chunk's count is off");
+            }
+        } else p.release(c, 1);
         return true;
     }
 
@@ -540,9 +552,52 @@ test "pool: safe builds: a second free of a slice panics, before it counts anyth
         _ = p.free(a); // panics
         posix.exit(0);
     }
-    const res = posix.waitpid(pid, 0);
+    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child (its second free should panic)");
     try testing.expect(posix.W.IFSIGNALED(res.status));
     try testing.expectEqual(@as(u32, posix.SIG.ABRT), posix.W.TERMSIG(res.status));
+}
+
+test "pool: safe builds: a slice counted freed by a host's views and then freed by address panics" {
+    if (!track_live) return error.SkipZigTest;
+    // A double return (kc_pool_release counted it, then kc_buf_free): before, the free counted
+    // it a second time, the chunk's word went past the slices it had handed out, and the chunk
+    // came back at its retire while a slice carved later was in use. In a child, which must die
+    // of the panic (SIGABRT), before it counts anything.
+    const pid = try posix.fork();
+    if (pid == 0) {
+        posix.setrlimit(.CORE, .{ .cur = 0, .max = 0 }) catch {}; // no core file
+        const null_fd = posix.open("/dev/null", .{ .ACCMODE = .WRONLY }, 0) catch posix.exit(2);
+        posix.dup2(null_fd, posix.STDERR_FILENO) catch posix.exit(2);
+        const words = std.heap.page_allocator.alloc(std.atomic.Value(u32), 2) catch posix.exit(2);
+        const links = std.heap.page_allocator.alloc(u32, 2) catch posix.exit(2);
+        var p = Pool.init(14, words, links) catch posix.exit(2);
+        const a = p.alloc(100) orelse posix.exit(2);
+        if (!p.releaseChecked(0, 1)) posix.exit(2); // a host's views counted `a` freed
+        _ = p.free(a); // panics
+        posix.exit(0);
+    }
+    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child (its free should panic)");
+    try testing.expect(posix.W.IFSIGNALED(res.status));
+    try testing.expectEqual(@as(u32, posix.SIG.ABRT), posix.W.TERMSIG(res.status));
+}
+
+test "pool: a slice freed by address and then counted by a host's views is refused, in any build" {
+    var t = try testPool(2, 14);
+    defer testing.allocator.free(t.words);
+    defer testing.allocator.free(t.links);
+    defer t.pool.deinit();
+    const p = &t.pool;
+    const a = p.alloc(100).?;
+    try testing.expect(p.free(a));
+    try testing.expect(!p.releaseChecked(0, 1)); // the reverse order: KC_EINVAL, nothing counted
+    // A legitimate mix of both kinds of return still counts every slice once.
+    const b = p.alloc(100).?;
+    const c = p.alloc(100).?;
+    try testing.expect(p.releaseChecked(0, 1)); // a host's views held `b`
+    try testing.expect(p.free(c));
+    _ = b;
+    p.retireAll();
+    try testing.expectEqual(@as(usize, 2), p.idleChunks());
 }
 
 test "pool: a host cannot count more views of a chunk being carved than it handed out" {
