@@ -229,6 +229,18 @@ pub const SkynetNode = struct {
 pub var test_before_spawn: if (@import("builtin").is_test) ?*const fn () void else void =
     if (@import("builtin").is_test) null else {};
 
+/// Tests: asked by a skynet node right before each spawn of a child (after
+/// `test_before_spawn`): true refuses that spawn, as running out of stacks would.
+pub var test_refuse_spawn: if (@import("builtin").is_test) ?*const fn () bool else void =
+    if (@import("builtin").is_test) null else {};
+
+/// Spawns a skynet child, false if refused (`test_refuse_spawn` in tests).
+fn spawnChild(s: *scheduler.Scheduler, ch: *SkynetNode) bool {
+    if (@import("builtin").is_test) if (test_refuse_spawn) |f| if (f()) return false;
+    _ = s.spawn(skynetNode, ch) catch return false;
+    return true;
+}
+
 pub fn skynetNode(arg: ?*anyopaque) callconv(.c) void {
     const me: *SkynetNode = @ptrCast(@alignCast(arg.?));
     const s = scheduler.currentScheduler().?;
@@ -247,10 +259,10 @@ pub fn skynetNode(arg: ?*anyopaque) callconv(.c) void {
             // and so does running out of stacks with error.OutOfMemory. Both were `catch
             // unreachable`: undefined behaviour, a panic in safe builds. The rest is not
             // spawned, nor waited for, and the sum is short: the root writes none.
-            _ = s.spawn(skynetNode, ch) catch {
+            if (!spawnChild(s, ch)) {
                 me.failed.store(true, .monotonic); // published by the decrement below
                 break;
-            };
+            }
             spawned += 1;
         }
         // Acq_rel, as a child's decrement (below): whichever of them reaches 0 is the last one.

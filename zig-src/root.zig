@@ -4812,7 +4812,7 @@ test "C ABI: kc_coro_resume and kc_coro_destroy given a scheduled coroutine's ha
         }
         std.posix.exit(0);
     }
-    const res = std.posix.waitpid(pid, 0);
+    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child");
     try testing.expect(std.posix.W.IFEXITED(res.status));
     try testing.expectEqual(@as(u32, 0), std.posix.W.EXITSTATUS(res.status));
 }
@@ -5509,6 +5509,44 @@ test "C ABI: a skynet that a cancelling shutdown meets in the middle of its spaw
     var info: [7]u64 = undefined;
     _ = kc_sched_info(&info, 7);
     try testing.expectEqual(@as(u64, 0), info[1]); // nothing left counted live
+}
+
+test "C ABI: a skynet whose fourth spawn is refused waits for the three children it spawned, writes no sum and leaves nothing live" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // A spawn refused mid-way (no stack left): the node takes the 10 - spawned children that
+    // never came off its pending count. Before that, it parked for them for ever, live,
+    // holding its stack, and its children's sums went nowhere.
+    const S = struct {
+        var spawns = std.atomic.Value(u32).init(0);
+        fn refuseFourth() bool {
+            return spawns.fetchAdd(1, .monotonic) == 3;
+        }
+    };
+    defer builtins.test_refuse_spawn = null;
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    builtins.test_refuse_spawn = S.refuseFourth;
+    const entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.skynet)).?));
+    var sky = [2]u64{ 100, 7 }; // `done` 7: a sum written over it shows
+    try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &sky, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
+    // The root's fourth spawn was refused (one worker: the root spawns before any child
+    // runs); its three children's subtrees spawned in full (10 leaves each).
+    try testing.expectEqual(@as(u32, 4 + 3 * 10), S.spawns.load(.monotonic));
+    try testing.expectEqual(@as(u64, 7), @atomicLoad(u64, &sky[1], .acquire)); // a short sum: none
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(@as(u64, 0), info[1]); // the root ended too: nothing left live
+    // The scheduler counts right after it: a full skynet sums as ever.
+    builtins.test_refuse_spawn = null;
+    var full = [2]u64{ 100, 0 };
+    try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &full, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
+    try testing.expectEqual(@as(u64, 99 * 100 / 2), @atomicLoad(u64, &full[1], .acquire));
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(@as(u64, 0), info[1]);
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1)); // finishes: nothing left to run
 }
 
 test "C ABI: kc_sched_shutdown_gen of a generation not started yet is KC_EINVAL, as kc_sched_ended says, and stops nothing" {
