@@ -256,6 +256,9 @@ fn sameSerial(serial: u64, ch: *chan.Channel) bool {
 /// What a thread holds: hosts (kc_lib_retain_thread) and channel holds (kc_chan_hold), given
 /// back when the thread ends (`threadEnded`). The value of a thread-specific key.
 const ThreadRecord = struct {
+    /// The allocator that made it (`recordAllocator` at `mine`), which frees it: the C heap,
+    /// or in tests the one `test_hooks.record_allocator` named then (a leak-checking one).
+    allocator: std.mem.Allocator,
     hosts: u32 = 0,
     /// The thread's view counts of the buffer pool's chunks (kc_pool_views), one per chunk.
     views: ?[]u32 = null,
@@ -295,10 +298,11 @@ const ThreadRecord = struct {
         const key = hostKey() orelse return null;
         if (std.c.pthread_getspecific(key)) |p| return @ptrCast(@alignCast(p));
         if (!make) return null;
-        const rec = recordAllocator().create(ThreadRecord) catch return null;
-        rec.* = .{};
+        const allocator = recordAllocator();
+        const rec = allocator.create(ThreadRecord) catch return null;
+        rec.* = .{ .allocator = allocator };
         if (std.c.pthread_setspecific(key, rec) != 0) {
-            std.heap.c_allocator.destroy(rec);
+            allocator.destroy(rec); // the allocator that made it (before, always the C heap)
             return null;
         }
         record_here = true;
@@ -369,14 +373,20 @@ const ThreadRecord = struct {
             // idle until the process ends.
             if (countHostOut() == 0) _ = kc_sched_shutdown(0);
         }
-        std.heap.c_allocator.destroy(rec);
+        // The allocator that made it: before, the C heap whichever had, which a test's
+        // leak-checking allocator saw as a leak (and its block freed into the wrong heap).
+        rec.allocator.destroy(rec);
     }
 };
 
-/// The allocator that makes `ThreadRecord`s (`ThreadRecord.mine`): the C heap, which
-/// `threadEnded` frees them to; in tests, one that fails while `test_hooks.fail_records` is set.
+/// The allocator that makes `ThreadRecord`s (`ThreadRecord.mine`): the C heap; in tests, one
+/// that fails while `test_hooks.fail_records` is set, else `test_hooks.record_allocator` where
+/// set. A record keeps the allocator that made it, which `threadEnded` frees it with.
 fn recordAllocator() std.mem.Allocator {
-    if (@import("builtin").is_test) if (test_hooks.fail_records) return std.testing.failing_allocator;
+    if (@import("builtin").is_test) {
+        if (test_hooks.fail_records) return std.testing.failing_allocator;
+        if (test_hooks.record_allocator) |a| return a;
+    }
     return std.heap.c_allocator;
 }
 
@@ -635,6 +645,8 @@ var test_hooks: if (@import("builtin").is_test) struct {
     ring_end_last: ?*const fn (*RingRegistry.Entry) void = null,
     /// Set: a `ThreadRecord` cannot be made (`recordAllocator` fails, as with no memory).
     fail_records: bool = false,
+    /// Set: `ThreadRecord`s are made in this allocator (`recordAllocator`), and freed there.
+    record_allocator: ?std.mem.Allocator = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -5547,6 +5559,49 @@ test "C ABI: a skynet whose fourth spawn is refused waits for the three children
     _ = kc_sched_info(&info, 7);
     try testing.expectEqual(@as(u64, 0), info[1]);
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1)); // finishes: nothing left to run
+}
+
+test "C ABI: a thread's record is freed by the allocator that made it" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // Records made in a counting allocator (over the C heap): before, `threadEnded` freed a
+    // record to the C heap whichever allocator made it, and this one counted no free.
+    const Counting = struct {
+        var made = std.atomic.Value(u32).init(0);
+        var freed = std.atomic.Value(u32).init(0);
+        const vtable: std.mem.Allocator.VTable = .{ .alloc = alloc, .resize = resize, .remap = remap, .free = free };
+        fn allocator() std.mem.Allocator {
+            return .{ .ptr = undefined, .vtable = &vtable };
+        }
+        fn alloc(_: *anyopaque, len: usize, a: std.mem.Alignment, ra: usize) ?[*]u8 {
+            const m = std.heap.c_allocator.rawAlloc(len, a, ra) orelse return null;
+            _ = made.fetchAdd(1, .monotonic); // read after the join
+            return m;
+        }
+        fn resize(_: *anyopaque, m: []u8, a: std.mem.Alignment, n: usize, ra: usize) bool {
+            return std.heap.c_allocator.rawResize(m, a, n, ra);
+        }
+        fn remap(_: *anyopaque, m: []u8, a: std.mem.Alignment, n: usize, ra: usize) ?[*]u8 {
+            return std.heap.c_allocator.rawRemap(m, a, n, ra);
+        }
+        fn free(_: *anyopaque, m: []u8, a: std.mem.Alignment, ra: usize) void {
+            _ = freed.fetchAdd(1, .monotonic); // read after the join
+            std.heap.c_allocator.rawFree(m, a, ra);
+        }
+        var had_record = false;
+        fn host() void {
+            var table: ?[*]u32 = null;
+            _ = kc_pool_views(&table); // makes the thread's record
+            had_record = ThreadRecord.mine(false) != null;
+        }
+    };
+    test_hooks.record_allocator = Counting.allocator();
+    defer test_hooks.record_allocator = null;
+    const t = try std.Thread.spawn(.{}, Counting.host, .{});
+    t.join(); // its record's destructor ran as it ended
+    try testing.expect(Counting.had_record);
+    try testing.expectEqual(@as(u32, 1), Counting.made.load(.monotonic));
+    try testing.expectEqual(@as(u32, 1), Counting.freed.load(.monotonic));
 }
 
 test "C ABI: kc_sched_shutdown_gen of a generation not started yet is KC_EINVAL, as kc_sched_ended says, and stops nothing" {
