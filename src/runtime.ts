@@ -704,10 +704,14 @@ export class Runtime {
       throw new LibraryClosedError(op);
     }
     unwrap(rc, op);
-    // Parked coroutines do not hold up a drain but may still write into their cells.
+    // Parked coroutines do not hold up a drain but may still write into their cells: only
+    // none live lets go. kc_sched_info reads 0 live too while no scheduler runs, also while a
+    // finish (another isolate's, C code's, begun since the drain ran dry) still runs
+    // coroutines that write into their cells: then only once every scheduler has ended
+    // (`allEnded`). Before, such a finish's cells were let go.
     const info = new BigUint64Array(4);
     sym.kc_sched_info(info, 4);
-    if (info[1] === 0n) unpinAll(this.#lib);
+    if (info[3] === 1n ? info[1] === 0n : allEnded(this.#lib)) unpinAll(this.#lib);
   }
 
   /**

@@ -645,6 +645,44 @@ Deno.test("runtime: a shutdown that settles while a later runtime's finishing sh
   assert.equal(later._pinnedCount, 0);
 });
 
+Deno.test("runtime: a drain that ran dry as a finish elsewhere began keeps the cells that finish's coroutines write into", async () => {
+  // A drain lets go of its library's pins when it reads no coroutine live. kc_sched_info reads
+  // 0 too while no scheduler runs, also while a finish (another isolate's, C code's) still runs
+  // coroutines, which write into their cells: a drain that ran dry just before such a finish
+  // began let go of them. The drain's check of its generation (kc_sched_ended), the last native
+  // call between its run-dry wait and that read, is where the finish is made to begin here.
+  await runtime().shutdown();
+  const rt = runtime({ workers: 1 });
+  const sym = library().symbols("test");
+  const ended = sym.kc_sched_ended;
+  // The FFI object's functions are plain properties: replaced for this test, put back after.
+  const patch = sym as { kc_sched_ended: (generation: bigint) => number };
+  let pinned = -1;
+  let finishing: Promise<number> | undefined;
+  patch.kc_sched_ended = (generation: bigint) => {
+    if (finishing === undefined) {
+      pinned = spawnPinnedSleeper(rt); // the finish drains for it
+      finishing = sym.kc_sched_shutdown_async(1);
+      const bound = performance.now() + 30_000; // against a hang only
+      while (rt.isRunning) {
+        if (performance.now() > bound) throw new Error("the finish did not begin");
+      }
+    }
+    return ended(generation);
+  };
+  try {
+    await rt.drain(); // ran dry: nothing was spawned when it waited
+  } finally {
+    patch.kc_sched_ended = ended;
+  }
+  assert.notEqual(finishing, undefined, "the drain never checked its generation");
+  assert.equal(rt._pinnedCount, pinned, "a drain let go of a finishing scheduler's cells");
+  assert.equal(await sym.kc_sched_shutdown_async(0), 0); // cuts the finish short
+  assert.equal(await finishing, 0);
+  await runtime().shutdown(); // every scheduler ended: the sleeper's cells go now
+  assert.equal(rt._pinnedCount, 0);
+});
+
 Deno.test("runtime: a Runtime shut down stays so once a later scheduler runs: its shutdown does not stop that one", async () => {
   const old = runtime({ workers: 2 });
   await old.shutdown();
