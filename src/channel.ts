@@ -1795,7 +1795,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * (`share`, `handle`), so the garbage collector need not watch for an orphan (the watch costs a
    * finalization registration, ~0.25 µs).
    */
-  #materialize(op: string, orphanable = true): void {
+  #materialize(op: string, orphanable = true, moved: Uint8Array | null = null): void {
     if (this.#handle !== 0) return;
     if (this.#disposed) {
       throw this.#own(new InvalidHandleError(`Cannot ${op}: the channel was disposed`));
@@ -1824,6 +1824,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       sym.kc_chan_destroy(handle);
       unwrap(rc, op);
     }
+    if (moved !== null) this.#moveIn(sym, handle, moved, op);
     // In a Worker, the channel (not given away: `share` and `handle` take holds of their own) is
     // held by the Worker's thread, whose end gives the hold back and so ends it. `orphans` would
     // destroy it once this object is garbage, but a Worker's finalizers never run once it has
@@ -4097,7 +4098,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // that finds no native memory fails the escape, the channel still local with every value.
     const moved = s.local ? this.#encodeLocal(op) : null;
     try {
-      this.#materialize(op, orphanable);
+      this.#materialize(op, orphanable, moved);
     } catch (e) {
       if (moved !== null) this.#discardBatch(moved, 0, s.count, this.#lib._symbolsToRelease);
       throw e;
@@ -4109,7 +4110,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       s.detour |= D_INSIDE;
       this.#gate |= GATE_INSIDE;
     }
-    if (s.local) this.#migrate(moved);
+    if (s.local) this.#migrate();
     // Its local history, for every isolate to see from now on.
     s.flushCounts();
     // Waiters already waiting here queue natively at the end of this turn, as if escaped then.
@@ -4284,32 +4285,46 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * The channel leaves local mode for good (its handle escaped): the ring's values, copied into
-   * native memory as `moved` (`#encodeLocal`), move into the native channel, oldest first, and
-   * a close or cancel made locally is made natively. Waiters queue natively at the end of this
-   * turn (#escape), except a closed channel's senders, which queue now, before the native close,
-   * so that they still deliver.
+   * The ring's values, copied into native memory as `moved` (`#encodeLocal`, one slot per value,
+   * nothing ran since), sent into the native channel `handle` just made (`#materialize`), oldest
+   * first, before anything else is made of it. A send that fails (an unlimited channel's buffer,
+   * or a large bounded one's, finding no memory to grow: KC_ENOMEM) fails the escape whole: the
+   * values sent are received back (the native channel is nobody else's yet), the channel is
+   * destroyed and the error thrown, `moved`'s copies left for `#escape` to free, the channel
+   * still local with every value. Before, `#migrate` sent them after the channel had become
+   * native, and a value that found no room went to `onUndeliveredElement` as dropped.
    */
-  #migrate(moved: Uint8Array | null): void {
+  #moveIn(sym: Sym, handle: number, moved: Uint8Array, op: string): void {
+    const n = this._shared.count, size = this.#size;
+    for (let i = 0; i < n; i++) {
+      slotAt(moved, i, size); // into `scratch`
+      const rc = sym.kc_chan_try_send(handle, scratchPtr, size);
+      if (rc === 0) continue;
+      // Taken back as they went in (they are in its buffer, and nothing else can reach it), so
+      // that the destroy frees none: their copies are `moved`'s (a zero-copy descriptor's
+      // bytes), which `#escape` frees.
+      for (let j = 0; j < i; j++) sym.kc_chan_try_recv(handle, scratchPtr, size);
+      sym.kc_chan_destroy(handle);
+      unwrap(rc, op); // KC_ENOMEM (a bounded buffer holds the ring: never KC_EAGAIN here)
+    }
+  }
+
+  /**
+   * The channel leaves local mode for good (its handle escaped): the ring's values, in the
+   * native channel already (`#moveIn`), leave the ring, and a close or cancel made locally is
+   * made natively. Waiters queue natively at the end of this turn (#escape), except a closed
+   * channel's senders, which queue now, before the native close, so that they still deliver.
+   */
+  #migrate(): void {
     const s = this._shared;
     s.local = false;
     if (this.#disposed || !this.#lib.isOpen) return;
     const sym = this.#lib.symbols("move channel values");
-    const size = this.#size;
-    for (let i = 0; s.count !== 0; i++) {
+    while (s.count !== 0) {
       const v = s.shift();
-      // Counted again natively as it enters the native buffer.
+      // Counted again natively as it entered the native buffer (`#moveIn`).
       s.localSends--;
       if (this.#zeroCopy) s.localBytesIn -= bytesOf(v);
-      // `moved` holds one slot per value the ring had (nothing ran since it was made).
-      slotAt(moved!, i, size); // into `scratch`
-      const rc = sym.kc_chan_try_send(this.#handle, scratchPtr, size);
-      if (rc !== 0) {
-        // The native buffer has the ring's capacity, so this is not expected.
-        this.#codec.discard(scratch, sym);
-        s.localDropped++;
-        this.#undelivered(v);
-      }
     }
     s.ring = EMPTY_RING;
     s.head = 0;

@@ -2155,6 +2155,61 @@ Deno.test("an escape (share, handle, select) with no native memory for a local c
   assert.deepEqual(reported, [], "nothing reported");
 });
 
+Deno.test("an unlimited channel's escape whose native buffer finds no memory to grow fails whole (KC_ENOMEM): every value kept local, none dropped or leaked, and the next share() moves them all", () => {
+  // Before, the values were sent into the native channel after it had become native, and one
+  // whose send found no memory for the buffer to grow (an unlimited channel's starts at 16
+  // slots) went to onUndeliveredElement as dropped, share() answering as if all had moved.
+  // Native memory cannot be exhausted in a test: the third send answers KC_ENOMEM, as a send
+  // whose grow() fails does (the value not taken).
+  const sym = library().symbols("test") as unknown as Record<
+    string,
+    (...a: unknown[]) => number
+  >;
+  const cases: [string, Codec<unknown>, unknown[]][] = [
+    ["string", codecs.string, ["a", "b", "c", "d", "e"]],
+    ["default", codecs.default, ["a", 1, new Uint8Array([2]), { b: 3 }, "e"]],
+    ["f64", codecs.f64, [1, 2, 3, 4, 5]],
+  ];
+  for (const [what, codec, values] of cases) {
+    const dropped: unknown[] = [];
+    using ch = new Channel<unknown>("unlimited", {
+      codec,
+      onUndeliveredElement: (v) => dropped.push(v),
+    });
+    assert.deepEqual(ch.trySendMany(values), { state: "ok", sent: values.length }, what);
+    const send = sym.kc_chan_try_send, free = sym.kc_desc_free;
+    let sends = 0, frees = 0;
+    sym.kc_chan_try_send = (...a: unknown[]) => ++sends === 3 ? Status.ENOMEM : send(...a);
+    sym.kc_desc_free = (d: unknown) => {
+      if (new Deno.UnsafePointerView(d as Deno.PointerObject).getBigUint64(0)) frees++;
+      return free(d);
+    };
+    try {
+      assert.throws(
+        () => ch.share(),
+        /^KcoroError: Cannot share channel: out of memory or handles \(KC_ENOMEM\)$/,
+        what,
+      );
+    } finally {
+      sym.kc_chan_try_send = send;
+      sym.kc_desc_free = free;
+    }
+    // The copies of the values sent and of those not sent freed once each (none by the destroy).
+    const copies = what === "f64" ? 0 : what === "string" ? 5 : 4;
+    assert.equal(frees, copies, `${what}: copies freed`);
+    assert.deepEqual(dropped, [], what);
+    assert.equal(ch.metrics().dropped, 0, what);
+    ch.share(); // still local, every value in it: this escape moves them all
+    assert.deepEqual(
+      ch.tryReceiveMany(8),
+      { state: "ok", values: structuredClone(values) },
+      what,
+    );
+    const m = ch.metrics();
+    assert.deepEqual([m.sends, m.receives, m.dropped], [5, 5, 0], what);
+  }
+});
+
 Deno.test("a value over the bytes one value may take is a CodecError in the house form: the limit, and the bytes received (string, bytes, structured and default codecs)", () => {
   // Before: "Cannot send: a value of <n> bytes is too large", no limit and no "received". The
   // limit (2^32-1) lowered for the test: no gigabytes.
