@@ -46,6 +46,7 @@ import {
   encodeCause,
   giveSlot,
   noRoom,
+  passedViewBytes,
   sendLength,
   Slot,
   takeSlot,
@@ -157,7 +158,8 @@ export interface ChannelMetrics {
    * Bytes of the values sent: the 8-byte slot per value for `codecs.f64` and `codecs.u64`; for
    * the zero-copy codecs each value's encoded length. A zero-copy value never encoded (a local
    * channel's, or one a same-isolate hand-off passed as it was) counts less: a Uint8Array its
-   * length, anything else 0. One a waiting sender encoded (an object at its call, any value once
+   * length (its encoding, as natively, where it crosses as a structured value: a Node `Buffer` on
+   * the default codec, any on codecs.structured), anything else 0. One a waiting sender encoded (an object at its call, any value once
    * queued natively) counts its encoding, taken in JavaScript too.
    */
   bytesSent: number;
@@ -1333,12 +1335,15 @@ function pump(q: WaitQueue, sym: Sym): boolean {
 }
 
 /**
- * The bytes a local value of a zero-copy codec counts in the metrics: a Uint8Array's length, 0
- * for the rest (a string or a cloned object is never encoded while the channel is local).
- * Fixed-size codecs count their slot per value (`metrics()`).
+ * The bytes a local value of a zero-copy codec counts in the metrics: a Uint8Array's length, or
+ * its encoding's where it is a structured value's copy (`passedViewBytes`: a Node `Buffer` on
+ * the default codec, any Uint8Array on codecs.structured), as a native channel counts it; 0 for
+ * the rest (a string is never encoded while the channel is local, and another structured
+ * value's length is not kept). Fixed-size codecs count their slot per value (`metrics()`).
  */
 function bytesOf(v: unknown): number {
-  return v instanceof Uint8Array ? v.byteLength : 0;
+  if (!(v instanceof Uint8Array)) return 0;
+  return passedViewBytes?.get(v) ?? v.byteLength;
 }
 
 /** The waiters of `q`, oldest first, as a list (settling one may run user code). */

@@ -2210,6 +2210,34 @@ Deno.test("an unlimited channel's escape whose native buffer finds no memory to 
   }
 });
 
+Deno.test("a Uint8Array that crosses as a structured value (a Node Buffer on the default codec, any on codecs.structured) counts the same bytes local and shared: its encoding", () => {
+  // Before, a local channel counted its length (10) where a shared one counted its encoding
+  // (25 for codecs.structured's 10 bytes, 8202 for a Buffer cut from its 8 KiB pool).
+  const cases: [string, Codec<unknown> | undefined, () => Uint8Array, number | null][] = [
+    ["a pooled Buffer, default codec", undefined, () => Buffer.from("0123456789"), null],
+    ["a Buffer of its own, default codec", undefined, () => Buffer.alloc(10, 1), null],
+    ["a Uint8Array, codecs.structured", codecs.structured, () => new Uint8Array(10), null],
+    ["a pooled Buffer, codecs.structured", codecs.structured, () => Buffer.from("abc"), null],
+    // Sent as bytes: its length, both ways, as before.
+    ["a Uint8Array, default codec", undefined, () => new Uint8Array(10), 10],
+    ["a Buffer, codecs.bytes", codecs.bytes, () => Buffer.from("0123456789"), 10],
+  ];
+  for (const [what, codec, make, length] of cases) {
+    const counted: number[][] = [];
+    for (const shared of [false, true]) {
+      using ch = new Channel<unknown>(4, { codec });
+      if (shared) ch.share();
+      assert.deepEqual(ch.trySend(make()), { state: "ok" }, what);
+      assert.equal(ch.tryReceive().state, "ok", what);
+      const m = ch.metrics();
+      counted.push([m.bytesSent, m.bytesReceived]);
+    }
+    assert.deepEqual(counted[0], counted[1], `${what}: local, shared`);
+    if (length !== null) assert.deepEqual(counted[0], [length, length], what);
+    else assert.ok(counted[0][0] > make().byteLength, `${what}: its encoding, ${counted[0]}`);
+  }
+});
+
 Deno.test("a value over the bytes one value may take is a CodecError in the house form: the limit, and the bytes received (string, bytes, structured and default codecs)", () => {
   // Before: "Cannot send: a value of <n> bytes is too large", no limit and no "received". The
   // limit (2^32-1) lowered for the test: no gigabytes.
