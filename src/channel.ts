@@ -1346,6 +1346,23 @@ function bytesOf(v: unknown): number {
   return passedViewBytes?.get(v) ?? v.byteLength;
 }
 
+/**
+ * The invariant `Channel.#retrySends` relies on for an inside channel (see there): none of this
+ * isolate's receives waits natively on `s` while one of its senders waits in JavaScript. A
+ * break is a bug of this module: thrown, not papered over with a ring drain.
+ */
+function assertNoQueuedReceiver(s: Shared): void {
+  for (let r = s.receivers.first; r !== null; r = r.next) {
+    if (r.state === QUEUED) {
+      throw new Error(
+        "Cannot retry send: kcoro invariant broken, a receive of this isolate is queued " +
+          "natively on an inside channel while one of its sends waits in JavaScript, received " +
+          "a queued receiver",
+      );
+    }
+  }
+}
+
 /** The waiters of `q`, oldest first, as a list (settling one may run user code). */
 function waiting(q: WaitQueue): Waiter[] {
   const list: Waiter[] = [];
@@ -4065,7 +4082,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const s = this._shared;
     if (s.senders.first !== null && !this.#disposed && this.#lib.isOpen) {
       const sym = this.#lib.symbols("send");
-      if ((s.detour & D_INSIDE) !== 0) this.#bridge.touch(); // see `Bridge.touch`
+      // No `Bridge.touch` on an inside channel: `pump` calls the library only for a sender
+      // still waiting in JavaScript, whose send found the buffer full (so no receive waited
+      // natively: the try-send would have met it), and until the end of its turn (these
+      // retries are microtasks of that turn) no receive of this isolate queues natively on it
+      // while that sender waits there: a receive or try-receive moves such senders into the
+      // room it makes, or takes from them (`#poll`), instead of waiting; a select queues them
+      // natively before it probes (`_flushLocal`, senders first), and so does the turn's end
+      // (`flushNow`). Only this isolate can queue a wait on an inside channel, so the
+      // retry-send lands in the buffer and completes no wait: it writes no record to drain.
+      // (Before, a `Bridge.touch` here drained the ring for a record that never comes.)
+      if ((s.detour & D_INSIDE) !== 0) assertNoQueuedReceiver(s);
       if ((this.#sendBlocked(sym) || !pump(s.senders, sym)) && left > 1) {
         queueMicrotask(() => this.#retrySends(left - 1));
         return;
