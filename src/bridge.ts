@@ -72,6 +72,11 @@ export interface RingOp {
    * plain operation's own channel), for `settleWhere`'s picks; undefined where none is.
    */
   channelAt?(index: number): unknown;
+  /**
+   * As `channelAt`, where its clause `index` is a send (a select's send clause; a plain send
+   * is a `Channel`'s waiter, picked by its kind): undefined for any other clause.
+   */
+  sendChannelAt?(index: number): unknown;
 }
 
 /**

@@ -648,6 +648,12 @@ class Shared {
   /** A microtask will look for room for the senders waiting here (Channel.#retrySends). */
   retrying = false;
   /**
+   * Send clauses on this channel of this isolate's selects queued natively (select.ts, its
+   * `queued`): a native receive of this isolate may complete one, whose record it then settles
+   * before it returns (`Channel.#settleSenders`), as a plain send's.
+   */
+  sendSelects = 0;
+  /**
    * Isolate-local: the channel has not escaped (above) and its values wait in `ring`, in
    * JavaScript, not in the native buffer: a try-operation is no FFI call at all. The first
    * escape moves them into the native channel (`Channel.#migrate`) and ends this for good.
@@ -3195,9 +3201,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #settleSenders(s: Shared): void {
     const w = s.senders.first;
-    if (w === null || w.state === LOCAL) return; // none was the native receive's partner
+    // None was the native receive's partner: no send queued natively here, plain or a select's.
+    if ((w === null || w.state === LOCAL) && s.sendSelects === 0) return;
     const drained = this.#bridge.settleWhere(
-      (op) => op instanceof Waiter && op.kind === SEND && op.ch._shared === s,
+      (op, index) =>
+        op instanceof Waiter
+          ? op.kind === SEND && op.ch._shared === s
+          : op.sendChannelAt?.(index) === s,
       s,
     );
     if (drained) return;
@@ -3601,7 +3611,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     const sym = this.#sym(op);
     const s = this._shared;
-    if (this.#batchesNatively(s)) {
+    // A select's send clause queued here: one at a time (`#poll`), which settles it if taken.
+    if (this.#batchesNatively(s) && s.sendSelects === 0) {
       if (!this.#mayReceive(sym)) return EMPTY;
       const size = this.#size;
       const buf = batchOf(max * size);
@@ -3697,7 +3708,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // the room it made settles before this returns, as a local receive settles the send it
       // takes over and as a send settles the receive of its isolate it completes natively
       // (`#settleReceivers`). Before, it settled a ring wake later, after the receive.
-      if (s.senders.first !== null) this.#settleSenders(s);
+      // So does a select's send clause queued natively here (`Shared.sendSelects`): before, it
+      // settled at the ring wait's next wake, a turn after the receive returned its value.
+      if (s.senders.first !== null || s.sendSelects !== 0) this.#settleSenders(s);
       // Room now: senders waiting here in JavaScript move into the buffer, oldest first.
       if (this.#capacity !== 0 && s.senders.first !== null) pump(s.senders, sym);
       // Values other isolates' sends dropped wait for this isolate's hook: an isolate that

@@ -369,8 +369,20 @@ class Selection implements RingOp {
   readonly native: Clause[] = [];
   lib: Library | undefined = undefined;
   bridge: Bridge | undefined = undefined;
-  /** The native select is queued on the ring. */
-  queued = false;
+  #queued = false;
+  /**
+   * The native select is queued on the ring. Each of its send clauses counts in its channel's
+   * `sendSelects` meanwhile, so that a native receive there settles it (channel.ts).
+   */
+  get queued(): boolean {
+    return this.#queued;
+  }
+  set queued(yes: boolean) {
+    if (yes === this.#queued) return;
+    this.#queued = yes;
+    const d = yes ? 1 : -1;
+    for (const c of this.native) if (c.kind === SEND) c.ch!._shared.sendSelects += d;
+  }
   /** The ring said KC_EBUSY to an abort: a channel clause won, its record settles the select. */
   completing = false;
   /**
@@ -822,6 +834,12 @@ class Selection implements RingOp {
   /** The per-isolate state of clause `index`'s channel (`Bridge.settleWhere`'s picks). */
   channelAt(index: number): unknown {
     return this.native[index]?.ch?._shared;
+  }
+
+  /** The per-isolate state of clause `index`'s channel where that clause is a send. */
+  sendChannelAt(index: number): unknown {
+    const c = this.native[index];
+    return c !== undefined && c.kind === SEND ? c.ch?._shared : undefined;
   }
 
   /** The ring's record for the queued native select. */

@@ -2587,3 +2587,35 @@ Deno.test("a select whose first clause is on a shared channel meets a receive of
   assert.equal(await within(sel, 20_000, "the select"), "sent");
   assert.equal(await within(r, 20_000, "the receive"), 5);
 });
+
+Deno.test("a select's send clause on a shared channel whose value a try-receive of this isolate takes natively settles before the next turn, as a plain send queued there does", async () => {
+  for (const many of [false, true]) {
+    for (const capacity of [0, 1]) {
+      const what = `${many ? "tryReceiveMany" : "tryReceive"}, capacity ${capacity}`;
+      using ch = new Channel<number>(capacity);
+      ch.share(); // outside: its waits queue natively, and only the ring's wait would drain them
+      // Full: the clause waits for room, which the try makes and the clause's value moves into.
+      if (capacity === 1) assert.deepEqual(ch.trySend(1), { state: "ok" });
+      const take = () =>
+        many
+          ? ch.tryReceiveMany(10)
+          : [ch.tryReceive(), ...(capacity === 1 ? [ch.tryReceive()] : [])];
+      const took = (...values: number[]) =>
+        many ? { state: "ok", values } : values.map((value) => ({ state: "ok", value }));
+      // The plain send, queued natively at its turn's end: the receive that takes it settles it.
+      const sent = ch.send(2);
+      await new Promise((r) => setTimeout(r, 0));
+      assert.deepEqual(take(), capacity === 1 ? took(1, 2) : took(2), what);
+      assert.equal(await settled(sent), true, `${what}: the plain send`);
+      if (capacity === 1) assert.deepEqual(ch.trySend(3), { state: "ok" });
+      const chosen = select((s) => s.onSend(ch, 4, () => "sent"));
+      await new Promise((r) => setTimeout(r, 0)); // queued natively (kc_select_async)
+      assert.deepEqual(take(), capacity === 1 ? took(3, 4) : took(4), what);
+      // Microtasks only, no turn of the event loop: the ring's wait cannot wake in between.
+      // Before, the clause's record waited for that wake, a turn after the receive (and
+      // tryReceiveMany took a buffered channel's values in one native call, which settles none).
+      assert.equal(await settled(chosen), true, `${what}: the select`);
+      assert.equal(await chosen, "sent");
+    }
+  }
+});
