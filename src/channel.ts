@@ -3732,6 +3732,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         const first = s.senders.first;
         pump(s.senders, sym);
         if (s.senders.first !== first) return this.#poll(sym, op);
+        // The oldest found no room: another thread or isolate filled the buffer between the
+        // try (or the ready byte) above and the pump. Its values came after these senders
+        // began waiting (their tries found the buffer full), so the oldest sender's value is
+        // handed here, in JavaScript, and theirs follow. Untested: nothing of the caller's
+        // runs in that window (a waiting send's value was encoded at its call, so no getter
+        // runs in the pump), the library has no test hook to stop a thread there (no
+        // `kc_test_` export), and a test racing a thread for it would pass or fail by timing.
       }
       return this.#takeFromSender(sym, true, op);
     }
