@@ -2003,10 +2003,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * @ignore For select, after a receive clause's value went back to the channel
    * (`kc_ring_give_back`): one the channel refused (closed and drained, or full with a drop
-   * policy) goes to onUndeliveredElement.
+   * policy) goes to onUndeliveredElement, once the ring drain's batch has settled.
    */
   _afterGiveBack(): void {
-    this.#collect();
+    this.#collectSettled(); // as a receive's give-back (`_completed`)
   }
 
   /** @ignore Its library begins to close: no inlined try-path from here on (see `#at`). */
@@ -2014,9 +2014,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#at = null;
   }
 
-  /** @ignore For select: a clause found the channel closed or cancelled (see `#ended`). */
+  /**
+   * @ignore For select: a clause found the channel closed or cancelled (see `#endedSettled`:
+   * its select settles).
+   */
   _ended(): void {
-    this.#ended();
+    this.#endedSettled();
   }
 
   #sym(op: string) {
@@ -2209,6 +2212,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #ended(): void {
     this.#collect();
+  }
+
+  /**
+   * `#ended` where a wait settles (its record's status, or its queueing's): the collect is left
+   * to the end of what settles it (`#collectSettled`: the ring drain's batch, `#settleEnded`),
+   * so that every wait a native cancel failed rejects before onUndeliveredElement runs, as
+   * README's close paragraph says. Before, a receive's settle ran the hook at once, ahead of its
+   * own rejection and of the later waits of the batch (a value given back to the cancelled
+   * channel by an earlier receive that gave up reached it so, and what the hook did, a close of
+   * another channel, settled between them).
+   */
+  #endedSettled(): void {
+    this.#collectSettled();
   }
 
   /**
@@ -4523,7 +4539,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // withTimeoutOrNull timed out) dropped the value, lost to every receiver.
       bridge.giveBack(w);
       releaseSlot(w);
-      this.#collect(); // refused (closed and drained, full with a drop policy): to the hook
+      // Refused (closed and drained, full with a drop policy): to the hook, once the drain's
+      // batch has settled (`#collectSettled`), as a cancel's dropped sends' values reach it.
+      // Before, the hook ran here, ahead of this receive's own rejection and of the later
+      // waits a native cancel failed in the same batch (what it did, a close of another
+      // channel, settled between them).
+      this.#collectSettled();
       w.giveUp(w.reason);
       return;
     }
@@ -4535,7 +4556,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // send never gives up so: a close leaves a waiting send waiting, and a cancel that failed
       // one dropped its value to the hook, an outcome that stands.)
       bridge.take(w, null, 0);
-      this.#ended();
+      this.#endedSettled();
       releaseSlot(w);
       w.giveUp(w.reason);
       return;
@@ -4688,7 +4709,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return;
     }
     if (status === Status.EPIPE || status === Status.ECANCELED) {
-      this.#ended();
+      this.#endedSettled();
       if (w.kind === RECV_CATCHING) w.resolve(this.#closedResult(status));
       else if (w.kind === RECV_ITER && status === Status.EPIPE) {
         // Closed: the loop ends, or rethrows the close cause. Cancelled: CancellationError.

@@ -6544,12 +6544,14 @@ Deno.test("shared: a close that a hook runs during a ring drain settles its chan
 
 /**
  * A shared rendezvous `a` (codecs.f64) whose hook closes `b` when given 1: `waits(a)` are queued
- * natively beside a receive on `b`, native code cancels `a` (`kc_chan_cancel`, as another thread
- * would), and the hook's values and the order the waits settled in are answered.
+ * natively beside a receive on `b`, `before(a)` runs (if given), native code cancels `a`
+ * (`kc_chan_cancel`, as another thread would) in that same turn, and the hook's values and the
+ * order the waits settled in are answered.
  */
 async function cancelNativelyWithHook(
   waits: (a: Channel<number>) => [string, Promise<unknown>][],
   what: string,
+  before?: (a: Channel<number>) => void,
 ): Promise<{ hook: number[]; log: string[] }> {
   const lib = library();
   const bridge = Bridge.of(lib);
@@ -6568,6 +6570,7 @@ async function cancelNativelyWithHook(
   const ops = waits(a);
   const log = settleLog([...ops, ["receive b", b.receive()]]);
   await until(() => bridge.pending === pending + ops.length, `the ${what} queued natively`);
+  before?.(a);
   assert.equal(sym.kc_chan_cancel(a.handle), 0);
   await until(() => log.length === ops.length + 1, "the waits settled");
   return { hook, log };
@@ -6620,6 +6623,39 @@ Deno.test("shared: several queued send clauses that native code cancels all reje
     "receive b err ClosedReceiveError(Channel was closed)",
   ]);
 });
+
+for (const form of ["receive", "select"] as const) {
+  Deno.test(`shared: a ${form} given up after it took a value natively, then cancelled natively with a later wait: both reject before onUndeliveredElement gets the value given back`, async () => {
+    // Native code's send takes the first wait (its record on the ring, not drained), its signal
+    // aborts (too late: it gives the value back when its record settles, README's abort
+    // paragraph), and native code cancels the channel, failing the second wait: one batch of the
+    // ring. The value given back to the cancelled channel is refused, dropped to the hook, which
+    // runs once both waits have rejected, as it does for the values of sends a native cancel
+    // failed. Before, the first wait's settle ran the hook at once, before its own rejection and
+    // the second wait's, and what the hook did (a close of another channel) settled ahead of both.
+    const ctl = new AbortController();
+    const reason = new Error("gave up");
+    const signal = ctl.signal;
+    const waits = (a: Channel<number>): [string, Promise<unknown>][] =>
+      form === "receive" ? [["wait 1", a.receive({ signal })], ["wait 2", a.receive()]] : [
+        ["wait 1", select<number>((s) => s.onReceive(a, (v) => v), { signal })],
+        ["wait 2", select<number>((s) => s.onReceive(a, (v) => v))],
+      ];
+    const takeThenAbort = (a: Channel<number>) => {
+      const one = new Float64Array([1]);
+      const sym = library().symbols("test");
+      assert.equal(sym.kc_chan_try_send(a.handle, Deno.UnsafePointer.of(one), 8), 0, "taken");
+      ctl.abort(reason);
+    };
+    const { hook, log } = await cancelNativelyWithHook(waits, `${form}s`, takeThenAbort);
+    assert.deepEqual(hook, [1], "the value given back, refused by the cancelled channel");
+    assert.deepEqual(log, [
+      "wait 1 err Error(gave up)",
+      "wait 2 err CancellationError(Channel was cancelled)",
+      "receive b err ClosedReceiveError(Channel was closed)",
+    ]);
+  });
+}
 
 Deno.test("shared: a close of this isolate settles its select on the channel before it returns, its other send clause's value at the hook", async () => {
   // A select makes its channels native: so on either form. Its record names the closed
