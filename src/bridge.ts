@@ -464,15 +464,29 @@ export class Bridge {
       this.#heldDue = true;
       setImmediate(() => {
         this.#heldDue = false;
-        if (this.#lib.isOpen) this.#drain();
+        if (!this.#lib.isOpen) return;
+        this.#drain();
+        // The held records' operations may have been the last that kept the wait outstanding,
+        // which saw none of them (drained here before it looked): as the loop's drain ends it
+        // there, this lets it go. Before, it blocked on until its timeout (WAIT_NS), keeping an
+        // isolate that had nothing left to wait for alive that long.
+        this.#letIdleGo();
       });
     }
-    if (this.#alive === 0 && this.#waiting) {
-      this.#maybeIdle = true; // as `abort`: let the idle isolate exit (`#start`)
-      this.#schedule();
-    }
+    this.#letIdleGo(); // as `abort`
     this.#complete();
     return true;
+  }
+
+  /**
+   * Where nothing keeps the ring wait outstanding any more (`#alive` 0) and one is: it is
+   * interrupted at the end of this turn if still so (`#start`), letting the idle isolate exit.
+   */
+  #letIdleGo(): void {
+    if (this.#alive === 0 && this.#waiting) {
+      this.#maybeIdle = true;
+      this.#schedule();
+    }
   }
 
   /**
@@ -690,10 +704,7 @@ export class Bridge {
     if (rc === Status.EBUSY) return rc;
     this.#ops.delete(op.ticket);
     this.#forget(op);
-    if (this.#alive === 0 && this.#waiting) {
-      this.#maybeIdle = true; // at the end of this turn, let the idle isolate exit (`#start`)
-      this.#schedule();
-    }
+    this.#letIdleGo(); // at the end of this turn, let the idle isolate exit (`#start`)
     return rc;
   }
 

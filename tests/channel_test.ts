@@ -3212,6 +3212,50 @@ Deno.test("a close of this isolate leaves the record of a receive that gave up t
   assert.equal(bridge.pending, before);
 });
 
+Deno.test("settleWhere: the drain of the records it held, leaving nothing that keeps the ring wait outstanding, lets that wait go", async () => {
+  // A receive queued natively keeps one kc_ring_wait outstanding; native code completes it, and
+  // a close of another channel of this isolate drains the ring first (`settleWhere`), holding
+  // the receive's record, which the wait never sees. The held records' drain a turn later
+  // settles the receive, leaving nothing outstanding, and interrupts the wait, as the loop's
+  // own drain ends it. Before, the wait blocked on until its timeout (250 ms), keeping an idle
+  // isolate alive that long. The wait is replaced by one that returns only when interrupted,
+  // so that the test does not depend on that timeout.
+  const lib = library();
+  const bridge = Bridge.of(lib);
+  const sym = lib.symbols("test");
+  const raw = sym as unknown as Record<string, unknown>;
+  await until(() => !bridge.waiting && bridge.pending === 0, "no ring wait outstanding");
+  const realWait = raw.kc_ring_wait, realInterrupt = raw.kc_ring_interrupt;
+  const held: { wake: ((n: number) => void) | null } = { wake: null };
+  let interrupts = 0;
+  raw.kc_ring_wait = () => new Promise<number>((r) => held.wake = r);
+  raw.kc_ring_interrupt = () => {
+    interrupts++;
+    held.wake?.(0);
+    held.wake = null;
+    return 0;
+  };
+  try {
+    using a = new Channel<number>(0, { codec: codecs.f64 });
+    using b = new Channel<number>();
+    a.share();
+    b.share();
+    const got = a.receive();
+    await until(() => bridge.pendingOutside === 1 && bridge.waiting, "the receive queued natively");
+    const x = new Float64Array([7]);
+    assert.equal(sym.kc_chan_try_send(a.handle, Deno.UnsafePointer.of(x), 8), 0, "taken");
+    b.close(); // drains the ring: a's record held, not b's
+    assert.equal(bridge.pendingOutside, 1, "the receive's record held, not settled");
+    assert.equal(await within(got, 10_000, "the receive"), 7);
+    await until(() => !bridge.waiting, "the ring wait interrupted");
+    assert.equal(interrupts, 1);
+  } finally {
+    raw.kc_ring_wait = realWait;
+    raw.kc_ring_interrupt = realInterrupt;
+    held.wake?.(0); // a wait the loop still has outstanding (the test failed) returns
+  }
+});
+
 Deno.test("settleWhere: where the ring cannot be drained after a full batch, the records it picked from that batch settle before it returns", async () => {
   // 65 receives completed natively (BATCH, 64, and one): the close's \`settleWhere\` drains a
   // full batch, picks them all, then its next drain fails (kc_ring_drain wrapped: KC_EBADH once).
