@@ -236,6 +236,16 @@ export class Bridge {
    * rejects, seeing the library closed) instead of waiting for ever.
    */
   #closed(): void {
+    // Records `settleWhere` held after the last `#closing` drained the ring (a close hook of the
+    // last round a close runs, past which another `#closing` is not run: see `settleWhere`):
+    // settled first, once each, in order, as that drain would have settled them (a close
+    // watch's, told what it watched for; an operation's, failed as the others below are, its
+    // library closed), and the held list cleared. Before, they were neither settled nor
+    // cleared: a watch whose record was held was only withdrawn, its channel's cancel never told.
+    const held = this.#held;
+    this.#held = [];
+    this.#heldOn.clear();
+    for (let i = 0; i < held.length; i += 3) this.#settle(held[i], held[i + 1], held[i + 2]);
     // The raw symbols outlive the close (`Library._symbolsToRelease`): `#sym` is those.
     this.#sym.kc_ring_destroy(this.#ring);
     // A watch is told nothing more: its channel did not end, its library did (an owned one's
@@ -460,6 +470,11 @@ export class Bridge {
         }
       }
     } while (n === BATCH);
+    // Held while the library closes (by a close hook that runs after `#closing`): `#closing` runs
+    // again, so that they settle while the library is open, as the operations begun then do
+    // (`#closeAgain`). Before, the scheduled drain below found the library closed, and `#closed`
+    // withdrew a close watch whose record was held: a cancel of its channel never told.
+    if (this.#held.length > 0 && this.#closePassed) this.#closeAgain();
     if (this.#held.length > 0 && !this.#heldDue) {
       this.#heldDue = true;
       setImmediate(() => {

@@ -3497,6 +3497,55 @@ Deno.test("close watches whose ring goes are settled: told the cancel the ring's
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("close watches whose records a close hook's cancels held after the ring's withdrawals are told at the library's close, once each, in order: in a later round, the library still open; in the last round a close runs, as it closes", async () => {
+  // Owned watches (a producer's, an actor's) are left queued by the bridge's close hook. A close
+  // hook after it cancels their channels in this isolate: each cancel's `settleWhere` drains
+  // the ring and holds the watch records, which are no operation's. Before, nothing settled
+  // them: the library's close only withdrew the watches, neither cancel was told, and the held
+  // records stayed. Now the bridge's close runs again in the next round, which settles them
+  // with the library open; past the last round a close runs, the close itself settles them.
+  for (const round of ["a later", "the last"]) {
+    const res = await evalScript(`
+      import { Channel, closeLibrary, library } from "./mod.ts";
+      import { Bridge } from "./src/bridge.ts";
+      const lib = library();
+      const bridge = Bridge.of(lib); // its close hook comes first
+      const one = new Channel(1), two = new Channel(1);
+      const told = [];
+      for (const ch of [one, two]) {
+        ch.share();
+        ch._watchCancel((cause) => told.push(cause.message + (lib.isOpen ? ", open" : ", closed")), true);
+      }
+      if (bridge.watched !== 2) throw new Error(bridge.watched + " watches, not 2");
+      const cancel = () => {
+        one.cancel(new Error("one"));
+        two.cancel(new Error("two"));
+      };
+      let runs = 0;
+      if (${JSON.stringify(round)} === "a later") lib.beforeClose(cancel);
+      else {
+        lib.beforeClose(function again() {
+          if (++runs === 1000) cancel(); // the last round close() runs
+          lib.beforeClose(again);
+        });
+      }
+      try {
+        closeLibrary();
+      } catch (e) {
+        if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
+      }
+      for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0)); // nothing more comes
+      console.log(JSON.stringify({ told, watched: bridge.watched }));
+    `);
+    assert.equal(res.code, 0, res.stderr);
+    const state = round === "a later" ? "open" : "closed";
+    assert.deepEqual(JSON.parse(res.stdout), {
+      told: [`one, ${state}`, `two, ${state}`],
+      watched: 0,
+    }, `${round} round`);
+  }
+});
+
 Deno.test("a close watch whose ring goes after a cancel made before its record was drained is told the cancel, not taken for a close", async () => {
   // The channel is cancelled natively (not by its owned watch's ring: bit 2 stays clear) and the
   // ring destroyed by hand in the same turn, the watch's record on it not drained: the watch
