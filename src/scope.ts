@@ -296,7 +296,13 @@ function runQueuedFollows(): void {
     }
     followQueue.length = 0;
     if (pending.length === 0) break;
-    const by = pending.pop() as AbortSignal, next = pending.pop() as Coroutine<unknown>;
+    // The pair leaves in one step once the pop (a call, where an engine error can come) has
+    // taken its signal: the scope is read and dropped by index and length. Before, a second
+    // pop, and an error there left the scope on top without its signal, to be paired with the
+    // entry below: it was never cancelled, reading cancelling for good.
+    const by = pending.pop() as AbortSignal,
+      next = pending[pending.length - 1] as Coroutine<unknown>;
+    pending.length--;
     followsRun++;
     try {
       next.runQueuedCancel(by);

@@ -1426,6 +1426,45 @@ Deno.test("an engine error that leaves the run of the queued follow cancels lose
   assert.deepEqual(reported.errors, [engine]);
 });
 
+Deno.test("an engine error between the takes of a queued follow cancel's scope and signal loses neither: the scope still ends cancelled, and nothing else is reported", async () => {
+  // The run takes each queued cancel's pair (a scope, its signal) off its stack. An engine
+  // error after the signal was taken and before the scope was (simulated: the take of the
+  // scope, Array.prototype.pop on the same stack right after it gave the signal, once) left
+  // the scope on top without its signal: the run on a fresh stack paired it with the entry
+  // below, reporting a TypeError for each misread pair, and never cancelled it, so it read
+  // cancelling for good and never completed, nor did the root.
+  using reported = catchReported();
+  const engine = new RangeError("simulated: Maximum call stack size exceeded");
+  const { root, outcome } = await nestThroughSignals(40, () => {});
+  let ended: string | undefined;
+  void outcome.then((e) => ended = e);
+  const pop = Array.prototype.pop;
+  let fired = 0, last: { from: unknown[]; took: unknown } | null = null;
+  try {
+    Array.prototype.pop = function <T>(this: T[]): T | undefined {
+      const top = this[this.length - 1];
+      if (
+        fired === 0 && last !== null && last.from === this && last.took instanceof AbortSignal &&
+        typeof top === "object" && top !== null && "runQueuedCancel" in top
+      ) {
+        fired++;
+        throw engine;
+      }
+      const took = pop.call(this) as T | undefined;
+      last = { from: this, took };
+      return took;
+    };
+    root.cancel();
+  } finally {
+    Array.prototype.pop = pop;
+  }
+  assert.ok(fired <= 1);
+  assert.deepEqual(reported.errors, fired === 0 ? [] : [engine], "only the engine error, as it is");
+  await until(() => ended !== undefined, "the root to end (every level ended)");
+  assert.equal(ended, "CancellationError");
+  assert.deepEqual(reported.errors, fired === 0 ? [] : [engine]);
+});
+
 Deno.test("an engine error as a follow cancel is queued leaves that scope unmarked, not cancelling for good: its work done, it ends", async () => {
   // The queuing of the first cancel past 32 levels throws (simulated: its push onto the queue,
   // once), out of that scope's follow listener, to the abort's dispatch, which reports it. The
