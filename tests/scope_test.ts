@@ -1465,6 +1465,54 @@ Deno.test("an engine error between the takes of a queued follow cancel's scope a
   assert.deepEqual(reported.errors, fired === 0 ? [] : [engine]);
 });
 
+Deno.test("queued follow cancels that an engine error left twice, the second time before any ran, run at the next follow cancel", async () => {
+  // The run a microtask later (of what an engine error left) is not queued again when its own
+  // error came before it ran any cancel: what is left runs at the next follow cancel, a first
+  // level at depth 0, which runs at once and runs them too. Simulated by the run's move of a
+  // queued cancel from the queue onto its stack (Array.prototype.push of a scope and its
+  // signal onto another array than the queuing's) throwing twice: in the first level's run,
+  // then in the microtask's, leaving it in the queue. Were the next cancel queued behind it
+  // (the queue not empty), nothing would run either: both scopes would read cancelling for good.
+  using reported = catchReported();
+  const engine = new RangeError("simulated: Maximum call stack size exceeded");
+  const { root, outcome } = await nestThroughSignals(40, () => {});
+  let ended: string | undefined;
+  void outcome.then((e) => ended = e);
+  const push = Array.prototype.push;
+  let fired = 0, queue: unknown[] | null = null;
+  try {
+    Array.prototype.push = function (this: unknown[], ...items: unknown[]): number {
+      const [scope, by] = items;
+      if (
+        items.length === 2 && by instanceof AbortSignal &&
+        typeof scope === "object" && scope !== null && "runQueuedCancel" in scope
+      ) {
+        queue ??= this;
+        if (this !== queue && fired < 2) {
+          fired++;
+          throw engine;
+        }
+      }
+      return push.apply(this, items);
+    };
+    root.cancel();
+    await until(() => fired === 2, "the microtask's run to throw too");
+  } finally {
+    Array.prototype.push = push;
+  }
+  await until(() => reported.errors.length === 2, "both errors to be reported");
+  assert.deepEqual(reported.errors, [engine, engine]);
+  assert.equal(ended, undefined, "a level's cancel waits still");
+  const ac = new AbortController();
+  const other = createScope({ signal: ac.signal });
+  ac.abort(new Error("the next follow cancel"));
+  assert.equal(other.isCancelled, true, "the next follow cancel ran at once");
+  await until(() => ended !== undefined, "the root to end (every level ended)");
+  assert.equal(ended, "CancellationError");
+  await other.join();
+  assert.deepEqual(reported.errors, [engine, engine]);
+});
+
 Deno.test("an engine error as a follow cancel is queued leaves that scope unmarked, not cancelling for good: its work done, it ends", async () => {
   // The queuing of the first cancel past 32 levels throws (simulated: its push onto the queue,
   // once), out of that scope's follow listener, to the abort's dispatch, which reports it. The
