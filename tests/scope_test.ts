@@ -1465,6 +1465,41 @@ Deno.test("an engine error between the takes of a queued follow cancel's scope a
   assert.deepEqual(reported.errors, fired === 0 ? [] : [engine]);
 });
 
+Deno.test("an engine error in the later run of left follow cancels, once it has run one, loses none of what is left", async () => {
+  // 80 levels: the first level's run of the queued cancels runs level 33's, which queues
+  // level 65's. The run's take of a queued cancel off its stack (Array.prototype.pop) throws
+  // on the first take (in the first level's run, leaving level 33's for a microtask) and on
+  // the third (in that microtask's run, once it has run level 33's, leaving level 65's): what
+  // the microtask's error left, after it ran one, is run again, not dropped nor left waiting.
+  using reported = catchReported();
+  const engine = new RangeError("simulated: Maximum call stack size exceeded");
+  const { root, outcome } = await nestThroughSignals(80, () => {});
+  let ended: string | undefined;
+  void outcome.then((e) => ended = e);
+  const pop = Array.prototype.pop;
+  let takes = 0;
+  try {
+    Array.prototype.pop = function <T>(this: T[]): T | undefined {
+      const n = this.length, top = this[n - 1], below = this[n - 2];
+      if (
+        n >= 2 && top instanceof AbortSignal &&
+        typeof below === "object" && below !== null && "runQueuedCancel" in below
+      ) {
+        takes++;
+        if (takes === 1 || takes === 3) throw engine;
+      }
+      return pop.call(this) as T | undefined;
+    };
+    root.cancel();
+    await until(() => takes >= 3, "the microtask's run to throw");
+  } finally {
+    Array.prototype.pop = pop;
+  }
+  await until(() => ended !== undefined, "the root to end (every level ended)");
+  assert.equal(ended, "CancellationError");
+  assert.deepEqual(reported.errors, [engine, engine]);
+});
+
 Deno.test("queued follow cancels that an engine error left twice, the second time before any ran, run at the next follow cancel", async () => {
   // The run a microtask later (of what an engine error left) is not queued again when its own
   // error came before it ran any cancel: what is left runs at the next follow cancel, a first
