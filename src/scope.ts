@@ -237,7 +237,8 @@ function cancelFollowing(scope: Coroutine<unknown>, signal: AbortSignal): void {
  * The end of a nest's first level (`cancelFollowing`, `runLeftFollows`): runs the cancels
  * waiting, and answers `failed`, else the error that left the run (only an engine error, or
  * a `reportError` that throws). What such an error left waiting is not dropped: it runs in a
- * microtask, on a fresh stack (`runLeftFollows`), those scopes reading cancelling until then.
+ * microtask, on a fresh stack (`runLeftFollows`), or, should its queuing throw too, at the next
+ * first level, those scopes reading cancelling until then.
  */
 function endFollowNest(failed: { error: unknown } | null): { error: unknown } | null {
   try {
@@ -246,8 +247,17 @@ function endFollowNest(failed: { error: unknown } | null): { error: unknown } | 
     failed ??= { error: e };
   }
   if ((followQueue.length !== 0 || followStack.length !== 0) && !leftFollowsQueued) {
-    leftFollowsQueued = true;
-    queueMicrotask(runLeftFollows);
+    try {
+      queueMicrotask(runLeftFollows);
+      // Marked once queued: were the mark set first, a queuing that threw would leave it set
+      // for good, and no later error's leftovers would be queued again.
+      leftFollowsQueued = true;
+    } catch (e) {
+      // An engine error here too (the first level is where the stack ran out): the first error
+      // is the one thrown, and what is left runs at the next first level (`cancelFollowing`).
+      // Before, this error left the first level in place of the first one.
+      failed ??= { error: e };
+    }
   }
   return failed;
 }

@@ -1548,6 +1548,73 @@ Deno.test("queued follow cancels that an engine error left twice, the second tim
   assert.deepEqual(reported.errors, [engine, engine]);
 });
 
+Deno.test("an engine error that stops the queuing of the later run of left follow cancels too is not what is reported, and a later error's leftovers still get their run", async () => {
+  // The first level, where an engine error (a stack overflow) stopped the run of the queued
+  // cancels, is where the stack ran out: the queuing of the later run (queueMicrotask) can
+  // throw there too (simulated, once, with the first take of a queued cancel off the run's
+  // stack, Array.prototype.pop). The first error is the one reported, and what is left runs at
+  // the next follow cancel. Before, the queuing's error left the first level in its place,
+  // and the run was marked queued before the call: no later error's leftovers were ever
+  // queued again, and those scopes read cancelling until some follow cancel came.
+  using reported = catchReported();
+  const engine = new RangeError("simulated: Maximum call stack size exceeded");
+  const queuing = new RangeError("simulated: Maximum call stack size exceeded (queuing)");
+  const stubTake = (): () => void => {
+    const pop = Array.prototype.pop;
+    let fired = false;
+    Array.prototype.pop = function <T>(this: T[]): T | undefined {
+      const n = this.length, top = this[n - 1], below = this[n - 2];
+      if (
+        !fired && n >= 2 && top instanceof AbortSignal &&
+        typeof below === "object" && below !== null && "runQueuedCancel" in below
+      ) {
+        fired = true;
+        throw engine;
+      }
+      return pop.call(this) as T | undefined;
+    };
+    return () => Array.prototype.pop = pop;
+  };
+  const first = await nestThroughSignals(40, () => {});
+  let firstEnded: string | undefined;
+  void first.outcome.then((e) => firstEnded = e);
+  const queue = globalThis.queueMicrotask;
+  let restoreTake = stubTake();
+  try {
+    globalThis.queueMicrotask = (callback: VoidFunction) => {
+      if (callback.name === "runLeftFollows") {
+        globalThis.queueMicrotask = queue;
+        throw queuing;
+      }
+      queue(callback);
+    };
+    first.root.cancel();
+  } finally {
+    restoreTake();
+    globalThis.queueMicrotask = queue;
+  }
+  assert.deepEqual(reported.errors, [engine], "the first error, as it is");
+  const ac = new AbortController();
+  const other = createScope({ signal: ac.signal });
+  ac.abort(new Error("the next follow cancel"));
+  await until(() => firstEnded !== undefined, "the first root to end (every level ended)");
+  assert.equal(firstEnded, "CancellationError");
+  await other.join();
+  // A later error's leftovers are queued to run a microtask later, as the first's would be.
+  const second = await nestThroughSignals(40, () => {});
+  let secondEnded: string | undefined;
+  void second.outcome.then((e) => secondEnded = e);
+  restoreTake = stubTake();
+  try {
+    second.root.cancel();
+  } finally {
+    restoreTake();
+  }
+  await until(() => secondEnded !== undefined, "the second root to end (every level ended)");
+  assert.equal(secondEnded, "CancellationError");
+  assert.deepEqual(reported.errors, [engine, engine]);
+});
+
 Deno.test("an engine error as a follow cancel is queued leaves that scope unmarked, not cancelling for good: its work done, it ends", async () => {
   // The queuing of the first cancel past 32 levels throws (simulated: its push onto the queue,
   // once), out of that scope's follow listener, to the abort's dispatch, which reports it. The
