@@ -822,6 +822,15 @@ class WaitQueue {
     }
   }
 
+  /** `remove(w)` of its first waiter `w`. */
+  shift(w: Waiter): void {
+    const n = w.next;
+    this.first = n;
+    if (n !== null) n.prev = w.prev;
+    else this.#of.detour &= ~this.#bit;
+    w.prev = w.next = null;
+  }
+
   remove(w: Waiter): void {
     const f = this.first!, n = w.next, p = w.prev!;
     if (w === f) {
@@ -1271,6 +1280,17 @@ class Waiter implements RingOp {
     (this.kind === SEND ? this.ch._shared.senders : this.ch._shared.receivers).remove(this);
     // Never throws (`unlistenAbort`): before, a signal's own `removeEventListener` that threw
     // escaped here, from inside whatever settled this waiter (a pump of another channel too).
+    if (this.onAbort !== undefined) unlistenAbort(this.signal!, this.onAbort);
+  }
+
+  /**
+   * `detach()` of the first waiter of `q`, its own queue, by a local hand-off (`Channel.#localSend`,
+   * `#localTake`), which knows both: a small function V8 inlines into the hand-off, where
+   * `detach` stayed a call.
+   */
+  leave(q: WaitQueue): void {
+    this.state = DONE;
+    q.shift(this);
     if (this.onAbort !== undefined) unlistenAbort(this.signal!, this.onAbort);
   }
 
@@ -2830,7 +2850,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const r = s.receivers.first;
     if (r !== null) {
       // Receivers wait only while the ring is empty: hand it over.
-      r.detach();
+      r.leave(s.receivers);
       s.handoffs++;
       if (this.#zeroCopy) this.#handOffBytes(s, v);
       this.#stamp(s);
@@ -2873,7 +2893,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Room now: the oldest waiting sender's value moves in (senders wait only on a full ring).
       const w = s.senders.first;
       if (w !== null) {
-        w.detach();
+        w.leave(s.senders);
         s.push(w.value);
         s.localSends++;
         if (this.#zeroCopy) s.localBytesIn += bytesOf(w.value);
@@ -2884,7 +2904,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const w = s.senders.first;
     if (w !== null) {
       // A rendezvous: take the oldest waiting sender's value.
-      w.detach();
+      w.leave(s.senders);
       s.handoffs++;
       if (this.#zeroCopy) this.#handOffBytes(s, w.value);
       this.#stamp(s);
@@ -3919,7 +3939,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     try {
       signal = signalOf(op, options);
       if (signal !== undefined && isAborted(signal)) return failed(held, abortReason(signal));
-      v = this.#poll(this.#sym(op), op);
+      // A local channel's take made here, as tryReceive makes it: through `#poll`, a call V8
+      // does not inline (its shared path is too long), a local ping-pong's receive cost more.
+      const sym = this.#sym(op);
+      v = this._shared.local ? this.#localTake() : this.#poll(sym, op);
       // Before it waits, what the channel kept for this isolate's hook while open (a terminated
       // Worker's queued send, withdrawn as its thread ended) goes to the hook: a drop policy's
       // receives take it at every value (#poll), other channels took it only at a close, cancel
