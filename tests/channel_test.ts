@@ -4796,9 +4796,6 @@ Deno.test("a hook that throws in the ring's drain is reported, and the records d
   assert.deepEqual(reported.errors.map((e) => (e as Error).message), ["the caller's hook"]);
 });
 
-// Last: no scheduler left running for the files after this one (tests/support.ts says why).
-Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
-
 Deno.test("a give-back the ring refuses (an unknown ticket) is reported, not silent: the value it would carry is lost", () => {
   // Not expected in use (the ticket's record was drained, the ring alive); before, its status
   // was ignored and the value would have vanished without a trace.
@@ -6934,3 +6931,6 @@ Deno.test("shared: a close of this isolate settles a receive another thread comp
     await Promise.allSettled([other]);
   }
 });
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
