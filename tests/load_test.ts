@@ -681,6 +681,56 @@ Deno.test("Channel.from refuses a share() whose library names nothing this isola
   }
 });
 
+Deno.test({
+  name:
+    "Channel.from refuses a share() whose library the system refuses to stat (PermissionDenied): it says so, not that it is this isolate's library",
+  ignore: deniedRunner === null,
+  fn: async () => {
+    // sameFile's refusal by the system (a directory on the way without search permission):
+    // something may be there, but not this isolate's library, whose file it could stat when it
+    // opened it. Only --allow-read's refusal (NotCapable) leaves it to the handle check.
+    const dir = await Deno.makeTempDir();
+    const locked = `${dir}/locked`;
+    const file = `${locked}/libkcoro.so`;
+    const [probe, line] = await runDeniedChild(
+      dir,
+      locked,
+      async () => {
+        await Deno.mkdir(locked);
+        await Deno.copyFile(library().path, file); // something there: a kcoro library
+        await Deno.chmod(locked, 0o000); // no search permission: stat below it is refused
+      },
+      `
+import { Channel, library } from ${JSON.stringify(`${root}mod.ts`)};
+let denied = null; // Deno's text for the refusal (its wording, the OS's): not asserted itself
+try {
+  Deno.statSync(${JSON.stringify(file)});
+} catch (e) {
+  if (e instanceof Deno.errors.PermissionDenied) denied = e.message;
+}
+console.log(JSON.stringify({ refused: denied !== null, cause: denied }));
+using ch = new Channel(1);
+try {
+  using copy = Channel.from({ ...ch.share(), library: ${JSON.stringify(file)} });
+  console.log(JSON.stringify({ opened: true }));
+} catch (e) {
+  console.log(JSON.stringify({ name: e.name, message: e.message, lib: library().path }));
+}
+`,
+      { flags: ["--allow-ffi", "--allow-read", "--allow-env"] },
+    );
+    assert.ok(probe.refused, `the child could stat ${file}: the refusal was not made`);
+    const got = line as ChildLine & { lib: string };
+    assert.equal(got.name, "InvalidHandleError", JSON.stringify(got));
+    assert.equal(
+      got.message,
+      `Cannot open shared channel: its library is not ${got.lib}, which this isolate opened: ` +
+        `the system refused to read it (PermissionDenied: ${probe.cause}), received ` +
+        `${JSON.stringify(file)} (KC_EBADH)`,
+    );
+  },
+});
+
 Deno.test("without --allow-ffi mod.ts imports and structured concurrency works; what needs the library throws a LibraryPermissionError (a LibraryNotFoundError) naming the permission", async () => {
   // Before, the import itself threw Deno's NotCapable: src/channel.ts took a slot's address
   // (Deno.UnsafePointer.of) at load. Now that waits for the first open, which names the flag.
