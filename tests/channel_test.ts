@@ -3676,6 +3676,37 @@ Deno.test("a wait begun while the library closes (by an onUndeliveredElement hoo
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a wait whose record the close could not wait for (its withdrawal lost to a completion that never came) fails, once the library is closed, with a LibraryClosedError naming its own call", async () => {
+  // Channel's _completed after the close: the bridge's close found the wait completing (the
+  // abort answered KC_EBUSY, stubbed here: the window a completer is in is too short to meet),
+  // waited its bounded second for the record, and the ring's destroy completed it then. The
+  // message is pinned word for word: nothing else reaches that branch.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until } from "./tests/support.ts";
+    const raw = library()._symbolsToRelease;
+    const bridge = Bridge.of(library());
+    const chans = [0, 1, 2, 3].map(() => new Channel(0));
+    for (const ch of chans) ch.share();
+    const name = (p) => p.then((v) => "resolved " + JSON.stringify(v), (e) => String(e));
+    const ops = [
+      name(chans[0].send(1)),
+      name(chans[1].receive()),
+      name(chans[2].receiveCatching()),
+      name(chans[3][Symbol.asyncIterator]().next()),
+    ];
+    await until(() => bridge.pending === 4, "the waits queued natively");
+    raw.kc_ring_abort = () => -16; // KC_EBUSY: each completed, its record on the way
+    closeLibrary();
+    const got = await Promise.all(ops);
+    const closed = (op) => "LibraryClosedError: Cannot " + op + ": the kcoro library is closed (KC_ESHUTDOWN)";
+    const want = ["send", "receive", "receiveCatching", "iterate channel"].map(closed);
+    if (JSON.stringify(got) !== JSON.stringify(want)) throw new Error(JSON.stringify(got));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("a wait queued by code a later close hook runs fails with LibraryClosedError and leaves its channel live", async () => {
   // The bridge's close hook destroyed the completion ring while the library was still open:
   // a Channel.from copy's wait queued after it (here by a hook of the test's own, as an "error"
