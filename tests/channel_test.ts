@@ -6291,6 +6291,39 @@ Deno.test("a value whose tag its codec does not read (native code's bytes in the
   }
 });
 
+Deno.test("a value that fails to decode is a CodecError naming the receive from receiveCatching and an iterator's next() too, taken at the call or after a wait", async () => {
+  // Not "Cannot receiveCatching" or "Cannot iterate channel", the names their errors about the
+  // call give: the codec's error names the receive (README, "tryReceiveMany").
+  const sym = library().symbols("test");
+  using ch = new Channel<unknown>(4);
+  ch.share();
+  const sendRaw = () => {
+    const slot = new Uint8Array(32);
+    new Uint32Array(slot.buffer)[2] = 99; // an inline tag codecs.default does not read
+    assert.equal(sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(slot), 32), 0);
+  };
+  const message = "Cannot receive: the value was not sent with a kcoro codec (its tag is none " +
+    "that codecs.default reads), received inline tag 99";
+  const calls: [string, () => Promise<unknown>][] = [
+    ["receiveCatching", () => ch.receiveCatching()],
+    ["an iterator's next()", () => ch[Symbol.asyncIterator]().next()],
+    ["values().next()", () => ch.values().next()],
+  ];
+  for (const [what, call] of calls) {
+    for (const waits of [false, true]) {
+      if (!waits) sendRaw();
+      const got = call();
+      if (waits) sendRaw(); // completes the wait natively
+      await assert.rejects(within(got, 10_000, what), (e) => {
+        assert.ok(e instanceof CodecError, `${what}: ${e}`);
+        assert.equal((e as Error).message, message, what);
+        return true;
+      });
+    }
+  }
+  assert.deepEqual(ch.tryReceive(), { state: "empty" });
+});
+
 Deno.test("an empty string or bytes C code made with kc_desc_make (no buffer, the tag kcoro.h names) reads as empty on codecs.string, codecs.bytes and the default codec, not a CodecError", async () => {
   // Such a descriptor has no inline tag (its length, 0, where a kcoro codec puts one): it was a
   // CodecError saying it was not sent with codecs.string ("received inline tag 0").
