@@ -786,8 +786,13 @@ Deno.test("a Worker terminated with its library open is counted out as a host wh
   const whileOpen = hostCount();
   await terminated(w, probe); // it never closed its library
   // It used to stay counted, so the last isolate's closeLibrary left the scheduler running.
-  // (Workers of earlier tests can only have lowered the count since.)
-  assert.ok(hostCount() <= whileOpen - 1, `${hostCount()} hosts, ${whileOpen} while it was open`);
+  // (Workers of earlier tests can only have lowered the count since.) Waited for, bounded: the
+  // thread's end gives its channel holds back (the probe gone, what `terminated` waits for)
+  // before it counts its hosts out, so the count may still say 2 just after (seen under load).
+  await until(
+    () => hostCount() <= whileOpen - 1,
+    `fewer hosts than the ${whileOpen} while it was open`,
+  );
   assert.equal(runtime().isRunning, true); // the main isolate still holds the library
 });
 
