@@ -5530,6 +5530,7 @@ test "C ABI: a skynet whose fourth spawn is refused waits for the three children
     // never came off its pending count. Before that, it parked for them for ever, live,
     // holding its stack, and its children's sums went nowhere.
     const S = struct {
+        // Monotonic: a ticket per spawn; read by the test after the drain, which orders it.
         var spawns = std.atomic.Value(u32).init(0);
         fn refuseFourth() bool {
             return spawns.fetchAdd(1, .monotonic) == 3;
@@ -5558,6 +5559,38 @@ test "C ABI: a skynet whose fourth spawn is refused waits for the three children
     try testing.expectEqual(@as(u64, 99 * 100 / 2), @atomicLoad(u64, &full[1], .acquire));
     _ = kc_sched_info(&info, 7);
     try testing.expectEqual(@as(u64, 0), info[1]);
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1)); // finishes: nothing left to run
+}
+
+test "C ABI: a skynet whose refused spawn is a child's first reports the short sum up to the root, which writes none" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // The other two branches of the partial-spawn path: a node none of whose spawns went
+    // through (it takes all 10 off its pending count itself, and must not park), and a refusal
+    // below the root, whose `failed` goes up to it: the root's own spawns all went through, so
+    // only that tells it its sum is short.
+    const S = struct {
+        // Monotonic: a ticket per spawn; read by the test after the drain, which orders it.
+        var spawns = std.atomic.Value(u32).init(0);
+        fn refuseEleventh() bool {
+            return spawns.fetchAdd(1, .monotonic) == 10;
+        }
+    };
+    defer builtins.test_refuse_spawn = null;
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    builtins.test_refuse_spawn = S.refuseEleventh;
+    const entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.skynet)).?));
+    var sky = [2]u64{ 100, 7 }; // `done` 7: a sum written over it shows
+    try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &sky, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
+    // One worker: the root spawns its 10 children before any runs; the first child to run has
+    // its first spawn (the 11th) refused; the nine others spawn their 10 leaves each.
+    try testing.expectEqual(@as(u32, 10 + 1 + 9 * 10), S.spawns.load(.monotonic));
+    try testing.expectEqual(@as(u64, 7), @atomicLoad(u64, &sky[1], .acquire)); // a short sum: none
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(@as(u64, 0), info[1]); // nothing parked for ever, nothing left live
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1)); // finishes: nothing left to run
 }
 
