@@ -205,12 +205,14 @@ pub const Pool = struct {
         const c = p.chunkOf(ptr) orelse return false;
         if (track_live) {
             if (!p.markFreed(ptr)) {
-                @panic("kc_buf_free: a pool buffer freed twice, or an address kc_desc_make did not return");
+                std.debug.panic("Cannot free pool buffer: it starts no buffer handed out and not freed since (freed twice, or an address kc_desc_make did not return), received 0x{x}", .{@intFromPtr(ptr)});
             }
             // Before, counted as one more free: the chunk's word went past the slices it had
             // handed out (a chunk being carved then came back early, at its retire).
             if (!p.releaseChecked(c, 1)) {
-                @panic("kc_buf_free: a pool buffer returned twice (counted freed by kc_pool_release, then freed), or its chunk's count is off");
+                // Naming the buffer and chunk: with another buffer of the chunk out, the one
+                // named is the free that ran the count over, not the one returned twice.
+                std.debug.panic("Cannot free pool buffer: its chunk would count more buffers freed than it handed out (one counted freed by kc_pool_release and freed too), received 0x{x} in chunk {d}", .{ @intFromPtr(ptr), c });
             }
         } else p.release(c, 1);
         return true;
@@ -533,28 +535,63 @@ test "pool: safe builds tell a second free of a slice, and an address inside one
     try testing.expect(!p.isLive(c) and !p.isLive(d));
 }
 
-test "pool: safe builds: a second free of a slice panics, before it counts anything" {
-    if (!track_live) return error.SkipZigTest;
-    // In a child, which must die of the panic (SIGABRT); before, it went on, the second free
-    // counted as its neighbour's, and the chunk came back under that live neighbour.
+/// Runs `body` in a forked child, which must die of a panic (SIGABRT) whose report contains
+/// `needle`; its stderr comes back through a pipe, read until the child ends or a bound passes.
+fn expectChildPanics(comptime body: fn () void, needle: []const u8) !void {
+    const fds = try posix.pipe();
     const pid = try posix.fork();
     if (pid == 0) {
         posix.setrlimit(.CORE, .{ .cur = 0, .max = 0 }) catch {}; // no core file
+        posix.close(fds[0]);
         // Its panic's report would only look like a failure in the run's output.
-        const null_fd = posix.open("/dev/null", .{ .ACCMODE = .WRONLY }, 0) catch posix.exit(2);
-        posix.dup2(null_fd, posix.STDERR_FILENO) catch posix.exit(2);
-        const words = std.heap.page_allocator.alloc(std.atomic.Value(u32), 2) catch posix.exit(2);
-        const links = std.heap.page_allocator.alloc(u32, 2) catch posix.exit(2);
-        var p = Pool.init(14, words, links) catch posix.exit(2);
-        const a = p.alloc(100) orelse posix.exit(2);
-        _ = p.alloc(100) orelse posix.exit(2); // its neighbour, still out
-        if (!p.free(a)) posix.exit(2);
-        _ = p.free(a); // panics
+        posix.dup2(fds[1], posix.STDERR_FILENO) catch posix.exit(2);
+        body();
         posix.exit(0);
     }
-    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child (its second free should panic)");
+    posix.close(fds[1]);
+    defer posix.close(fds[0]);
+    var buf: [4096]u8 = undefined;
+    var len: usize = 0;
+    const d = test_wait.Deadline.in(test_wait.default_ns, "");
+    while (len < buf.len and !d.passed()) {
+        var pfd = [_]posix.pollfd{.{ .fd = fds[0], .events = posix.POLL.IN, .revents = 0 }};
+        const ms: i32 = @intCast(@min(d.left() / std.time.ns_per_ms + 1, 1000));
+        if (try posix.poll(&pfd, ms) == 0) continue;
+        const n = try posix.read(fds[0], buf[len..]);
+        if (n == 0) break; // the child ended: its end closed the pipe
+        len += n;
+    }
+    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child (it should panic)");
+    const text = buf[0..len];
+    if (std.mem.indexOf(u8, text, needle) == null) {
+        std.debug.print("the child wrote: {s}\n", .{text[0..@min(len, 600)]});
+        return error.TestUnexpectedResult;
+    }
     try testing.expect(posix.W.IFSIGNALED(res.status));
     try testing.expectEqual(@as(u32, posix.SIG.ABRT), posix.W.TERMSIG(res.status));
+}
+
+/// A pool of 2 chunks of 16 KiB in page memory, for a forked child (which exits 2 if it cannot).
+fn childPool() Pool {
+    const words = std.heap.page_allocator.alloc(std.atomic.Value(u32), 2) catch posix.exit(2);
+    const links = std.heap.page_allocator.alloc(u32, 2) catch posix.exit(2);
+    return Pool.init(14, words, links) catch posix.exit(2);
+}
+
+test "pool: safe builds: a second free of a slice panics, before it counts anything" {
+    if (!track_live) return error.SkipZigTest;
+    // In a child, which must die of the panic (SIGABRT); before, it went on, the second free
+    // counted as its neighbour's, and the chunk came back under that live neighbour. The report
+    // names the buffer (before, it said none).
+    try expectChildPanics(struct {
+        fn body() void {
+            var p = childPool();
+            const a = p.alloc(100) orelse posix.exit(2);
+            _ = p.alloc(100) orelse posix.exit(2); // its neighbour, still out
+            if (!p.free(a)) posix.exit(2);
+            _ = p.free(a); // panics
+        }
+    }.body, "Cannot free pool buffer: it starts no buffer handed out and not freed since (freed twice, or an address kc_desc_make did not return), received 0x");
 }
 
 test "pool: safe builds: a slice counted freed by a host's views and then freed by address panics" {
@@ -562,23 +599,15 @@ test "pool: safe builds: a slice counted freed by a host's views and then freed 
     // A double return (kc_pool_release counted it, then kc_buf_free): before, the free counted
     // it a second time, the chunk's word went past the slices it had handed out, and the chunk
     // came back at its retire while a slice carved later was in use. In a child, which must die
-    // of the panic (SIGABRT), before it counts anything.
-    const pid = try posix.fork();
-    if (pid == 0) {
-        posix.setrlimit(.CORE, .{ .cur = 0, .max = 0 }) catch {}; // no core file
-        const null_fd = posix.open("/dev/null", .{ .ACCMODE = .WRONLY }, 0) catch posix.exit(2);
-        posix.dup2(null_fd, posix.STDERR_FILENO) catch posix.exit(2);
-        const words = std.heap.page_allocator.alloc(std.atomic.Value(u32), 2) catch posix.exit(2);
-        const links = std.heap.page_allocator.alloc(u32, 2) catch posix.exit(2);
-        var p = Pool.init(14, words, links) catch posix.exit(2);
-        const a = p.alloc(100) orelse posix.exit(2);
-        if (!p.releaseChecked(0, 1)) posix.exit(2); // a host's views counted `a` freed
-        _ = p.free(a); // panics
-        posix.exit(0);
-    }
-    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child (its free should panic)");
-    try testing.expect(posix.W.IFSIGNALED(res.status));
-    try testing.expectEqual(@as(u32, posix.SIG.ABRT), posix.W.TERMSIG(res.status));
+    // of the panic (SIGABRT), before it counts anything; the report names the buffer and chunk.
+    try expectChildPanics(struct {
+        fn body() void {
+            var p = childPool();
+            const a = p.alloc(100) orelse posix.exit(2);
+            if (!p.releaseChecked(0, 1)) posix.exit(2); // a host's views counted `a` freed
+            _ = p.free(a); // panics
+        }
+    }.body, "Cannot free pool buffer: its chunk would count more buffers freed than it handed out (one counted freed by kc_pool_release and freed too), received 0x");
 }
 
 test "pool: a slice freed by address and then counted by a host's views is refused, in any build" {
