@@ -279,8 +279,14 @@ pub fn skynetNode(arg: ?*anyopaque) callconv(.c) void {
     if (me.parent) |p| {
         _ = p.sum.fetchAdd(result, .monotonic);
         if (failed) p.failed.store(true, .monotonic); // published by the decrement below
+        // The parent's ref is read before the decrement: once `pending` can reach 0 the
+        // parent may see it without parking, return, and its own parent end, freeing the
+        // stack `p` lives on (it was read after the decrement, from memory maybe gone). `ref`
+        // was set before this child was spawned; a stale one (the parent ended) unparks
+        // nothing.
+        const parent_ref = p.ref;
         // Acq_rel: publishes our sum to the parent; the last child wakes it.
-        if (p.pending.fetchSub(1, .acq_rel) == 1) _ = s.unpark(p.ref);
+        if (p.pending.fetchSub(1, .acq_rel) == 1) _ = s.unpark(parent_ref);
     } else if (me.out) |out| {
         // A short sum is no result: `done` stays as it was (the worker counts the root out
         // once it returns).
