@@ -10,6 +10,7 @@ import {
   prng,
   settled,
   shutdownScheduler,
+  trySendNatively,
   until,
   within,
 } from "./support.ts";
@@ -3026,12 +3027,12 @@ Deno.test("a receiveCatching or an iterator's next() whose ring is lost names it
 
 Deno.test("a queued wait completed natively but not drained when its ring goes fails with the error, not waiting for ever", async () => {
   // The interleaving that made the test above hang now and then on a loaded host, forced: a
-  // wait of this isolate queued natively is completed (a send's value taken by native code, a
-  // select's by a tryReceive of this isolate: their records go to the ring, drained in a later
-  // turn), and the ring is destroyed by hand before that drain. No withdrawal is asked for (it
-  // would fail, and fail the wait), and no record can come. Before, each waited for ever. (A
-  // tryReceive that takes a plain send's value, or a select's send clause's, settles it before
-  // it returns now, so native code takes both.)
+  // wait of this isolate queued natively is completed (a send's value and a select's taken by
+  // native code: their records go to the ring, drained in a later turn), and the ring is
+  // destroyed by hand before that drain. No withdrawal is asked for (it would fail, and fail the
+  // wait), and no record can come. Before, each waited for ever. (A tryReceive that takes a
+  // plain send's value, or a select's, settles that send or select before it returns now, so
+  // native code takes both.)
   const res = await evalScript(`
     import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
@@ -5478,12 +5479,13 @@ Deno.test("a value given back to a rendezvous channel is received before a send 
           s.onReceive(ch, (v) => v);
           s.onReceive(other, (v) => v);
         }, { signal: ac.signal });
-        // The select waits natively: this send meets it there, and the abort in the same turn
-        // wins, so 16 goes back to the channel when the select's record drains.
-        const sent = ch.send(16);
+        // The select waits natively: this native send (as another thread's) meets it there,
+        // and the abort in the same turn wins, so 16 goes back to the channel when the select's
+        // record drains. A send of this isolate would settle the select before it returned.
+        const sent = trySendNatively(ch.handle, 16, ch.codec);
         ac.abort(reason);
         await assert.rejects(sel, (e) => e === reason, what);
-        await sent; // delivered, then given back
+        assert.equal(sent, 0, what); // delivered, then given back
         const before = bridge.pending;
         const later = ch.send(19); // nobody receives: it waits
         if (queued) await until(() => bridge.pending > before, `${what}: the send queued`);
@@ -5887,7 +5889,7 @@ Deno.test("a send that settles its receive natively settles first the records of
   // README's order bullet: a receive of this isolate that a send of this isolate completes
   // natively settles before the send returns (`#settleReceivers`, through
   // `Bridge.settleWhere`, which drains the ring and holds the records of other channels). Here
-  // a select's send clause completed b's first receive natively (its record on the ring), a
+  // a native send completed b's first receive (its record on the ring), a
   // send on a then drained that record with its own and held it, and a send on b completed b's
   // second receive: b's pick did not look at the held records, so the second receive settled
   // before the first, which waited for the held records' drain (the model fuzz's differential,
@@ -5905,10 +5907,11 @@ Deno.test("a send that settles its receive natively settles first the records of
     b.receive().then((v) => order.push(`b second ${v}`)),
   ];
   await until(() => bridge.pending >= before + 3, "the receives queued natively");
-  const sent = select<string>((s) => s.onSend(b, 1, () => "sent")); // completes b's first
+  // A native send (as another thread's) completes b's first, its record left on the ring: a
+  // send or select of this isolate would settle it before it returned.
+  assert.equal(trySendNatively(b.handle, 1), 0);
   assert.deepEqual(a.trySend(2), { state: "ok" }); // drains b's first's record, holds it
   assert.deepEqual(b.trySend(3), { state: "ok" }); // completes b's second
-  assert.equal(await sent, "sent");
   await Promise.all(got);
   assert.deepEqual(order, ["a 2", "b first 1", "b second 3"]);
 });

@@ -11,6 +11,7 @@ import {
   prng,
   settled,
   spyCalls,
+  trySendNatively,
   until,
   within,
 } from "./support.ts";
@@ -859,7 +860,9 @@ Deno.test("a creator that receives through select takes the values another isola
     } else {
       got = select<number>((s) => s.onReceive(ch, (v) => v)); // waits natively
       await until(() => pending() > 0, "the select queued natively");
-      for (const v of [1, 2, 3]) assert.equal(writer.trySend(v).state, "ok");
+      // Native sends, as the Worker's are: a send of this isolate (the copy's) would settle the
+      // select before it returned, before the next two sends dropped anything.
+      for (const v of [1, 2, 3]) assert.equal(trySendNatively(writer.handle, v), 0);
       // The first value went to the select; conflation dropped the second for the third.
     }
     const v = await within(got, 10_000, "the select");
@@ -1323,12 +1326,14 @@ Deno.test("a select whose Job of the caller's own let a channel clause complete 
       });
       const thrown = new Error("arming failed");
       let got: unknown = "nothing received";
-      // As its clause is armed: the channel clause completes natively (a send, a close or a
-      // receive of this isolate, meeting the select queued natively), then the arming fails:
-      // the select's withdrawal (or the handler's) answers KC_EBUSY, and the record, still to
-      // come, settles it.
+      // As its clause is armed: the channel clause completes natively (a native send, as
+      // another thread's, or a close or a receive of this isolate, meeting the select queued
+      // natively), then the arming fails: the select's withdrawal (or the handler's) answers
+      // KC_EBUSY, and the record, still to come, settles it. A send of this isolate would settle
+      // the select before it returned, as the close and the receive do.
+      const handle = partner === "a send" ? ch.handle : 0;
       const job = callersJob((handler) => {
-        if (partner === "a send") assert.deepEqual(ch.trySend(5), { state: "ok" }, what);
+        if (partner === "a send") assert.equal(trySendNatively(handle, 5), 0, what);
         else if (partner === "a close") ch.close();
         else got = ch.tryReceive();
         if (how.startsWith("runs its handler")) handler();
@@ -1437,9 +1442,10 @@ Deno.test("a select given up for one reason, then for another before its raced r
       if (first === "copy disposed") s.onJoin(jobSendingAsArmed(ch, 5), () => "joined");
     }, { signal: ctl.signal });
     if (first === "abort") {
-      // A send of this isolate meets the select queued natively: its record is written, not
-      // taken; the abort's withdrawal then answers KC_EBUSY.
-      assert.deepEqual(ch.trySend(5), { state: "ok" });
+      // A native send (as another thread's) meets the select queued natively: its record is
+      // written, not taken; the abort's withdrawal then answers KC_EBUSY. A send of this isolate
+      // would settle the select before it returned.
+      assert.equal(trySendNatively(ch.handle, 5), 0);
       ctl.abort(aborted);
       copy[Symbol.dispose]();
     } else {
@@ -2521,24 +2527,31 @@ Deno.test("a value given back to a local channel reaches this isolate's next rec
   // record lands during that give-back, which runs in the drain of the first one's record:
   // without a drain after the give-back, it waited for ever (the bound below fails it).
   for (const aborted of ["receive", "select"]) {
-    using a = new Channel<number>();
+    using a = new Channel<number>(0, { codec: codecs.f64 });
     await makeNative(a);
+    // Its handle as the select reads it (`_handle`): read through `handle`, the channel would go
+    // outside, and a ring wait would be outstanding.
+    const handle = a._handle;
     const ac = new AbortController();
     const first = aborted === "receive"
       ? a.receive({ signal: ac.signal })
       : select<number>((s) => s.onReceive(a, (v) => v), { signal: ac.signal });
     const next = a.receive();
     await queuedInside(bridge, 2, aborted);
-    const sent: Promise<string>[] = [];
+    let sent: number | undefined;
     const waitingThen = later(bridge, () => {
-      // The select's send completes `first` natively (its record in the ring); the abort
-      // then loses to it (KC_EBUSY), and the value goes back as the record is drained.
-      sent.push(select((s) => s.onSend(a, 7, () => "sent")));
+      // A native send (as C code on this thread sends; a drain is queued after it, as after a
+      // call of this isolate on an inside channel: `Bridge.touch`) completes `first` natively
+      // (its record in the ring); the abort then loses to it (KC_EBUSY), and the value goes
+      // back as the record is drained. A send of this isolate (a select's onSend, before)
+      // settles `first` before it returns, so the abort would find it done.
+      bridge.touch();
+      sent = trySendNatively(handle, 7);
       ac.abort(new Error("given up"));
     });
     await assert.rejects(within(first, 20_000, `${aborted}: the first`), /given up/);
     assert.equal(await within(next, 20_000, `${aborted}: the next receive`), 7);
-    assert.equal(await sent[0], "sent");
+    assert.equal(sent, 0);
     assert.equal(await waitingThen, false, `${aborted}: a ring wait was outstanding`);
   }
 });
