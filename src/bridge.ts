@@ -73,10 +73,10 @@ export interface RingOp {
    */
   channelAt?(index: number): unknown;
   /**
-   * As `channelAt`, where its clause `index` is a send (a select's send clause; a plain send
-   * is a `Channel`'s waiter, picked by its kind): undefined for any other clause.
+   * A select's: whether its clause `index` is a send clause (false: a receive clause), for
+   * `settleWhere`'s picks; undefined past its last channel clause. Absent on other operations.
    */
-  sendChannelAt?(index: number): unknown;
+  sendsAt?(index: number): boolean | undefined;
 }
 
 /**

@@ -451,7 +451,7 @@ const DESTROYED = "Channel was cancelled: native code destroyed it (kc_chan_dest
 const raisedBy = new WeakMap<object, object>();
 
 /** `Shared.detour`'s bits. */
-const D_LOCAL = 1, D_ENDED = 2, D_SENDERS = 4, D_RECEIVERS = 8, D_INSIDE = 16;
+const D_LOCAL = 1, D_ENDED = 2, D_SENDERS = 4, D_RECEIVERS = 8, D_INSIDE = 16, D_SELECTS = 32;
 /** `Channel.#gate`'s bits. */
 const GATE_DISPOSED = 1, GATE_INSIDE = 2;
 
@@ -588,6 +588,27 @@ class Shared {
   readonly receivers: WaitQueue = new WaitQueue(this, D_RECEIVERS);
   readonly senders: WaitQueue = new WaitQueue(this, D_SENDERS);
   /**
+   * The receive clauses (`selectReceives`) and send clauses (`selectSends`) on the channel of
+   * this isolate's selects queued natively, counted from the queueing until each select settles
+   * (`countSelect`). While any is, a send (a receive) of this isolate that succeeds natively may
+   * have completed one of their receive (send) clauses, and settles that select before it
+   * returns (`Channel.#settleReceivers`, `#settleSenders`), as it settles a plain wait of the
+   * isolate it completes; the `D_SELECTS` bit of `detour` keeps the inlined try paths, which
+   * settle nothing, from being taken meanwhile. Before, the select settled when the ring drained,
+   * and an abort in between rejected it and put the value back into the channel, though the send
+   * had answered ok (`selectReceives`); none was counted since cdde240, which dropped a count of
+   * the selects for the order rule (the waiting and ready bytes tell that), not for this.
+   */
+  selectReceives = 0;
+  selectSends = 0;
+  /** A select's clause on the channel (`send`: a send clause) is counted (1) or no more (-1). */
+  countSelect(send: boolean, by: 1 | -1): void {
+    if (send) this.selectSends += by;
+    else this.selectReceives += by;
+    if (this.selectSends + this.selectReceives > 0) this.detour |= D_SELECTS;
+    else this.detour &= ~D_SELECTS;
+  }
+  /**
    * The counts below are operations this isolate completed in JavaScript that the native
    * counters have not seen yet: `flushCounts` reports them (kc_chan_add_metrics), where every
    * isolate and C's kc_chan_snapshot see them, and zeroes them. A local channel's history is
@@ -647,12 +668,6 @@ class Shared {
   }
   /** A microtask will look for room for the senders waiting here (Channel.#retrySends). */
   retrying = false;
-  /**
-   * Send clauses on this channel of this isolate's selects queued natively (select.ts, its
-   * `queued`): a native receive of this isolate may complete one, whose record it then settles
-   * before it returns (`Channel.#settleSenders`), as a plain send's.
-   */
-  sendSelects = 0;
   /**
    * Isolate-local: the channel has not escaped (above) and its values wait in `ring`, in
    * JavaScript, not in the native buffer: a try-operation is no FFI call at all. The first
@@ -2029,6 +2044,24 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#collectSettled(); // as a receive's give-back (`_completed`)
   }
 
+  /**
+   * @ignore For select, after a channel clause of a select that was not queued (its probe, or a
+   * queueing answered ready) fired natively: a send clause (`sent`) may have completed a receive
+   * of this isolate queued natively here, another select's receive clause included, and a
+   * receive clause a send or send clause; that one settles now, before the select's own handler
+   * runs, as after a plain send (`#settleReceivers`) or receive (`#settleSenders`). Before, it
+   * settled when the ring drained, and an abort in between rejected a receive the select's send
+   * clause had fired for, its value put back.
+   */
+  _settleMet(sent: boolean): void {
+    const s = this._shared;
+    // A hook the select's settle ran may have closed the library: its close settled them all.
+    if (!this.#lib.isOpen) return;
+    if (sent) {
+      if (s.receivers.first !== null || s.selectReceives > 0) this.#settleReceivers(s);
+    } else if (s.senders.first !== null || s.selectSends > 0) this.#settleSenders(s);
+  }
+
   /** @ignore Its library begins to close: no inlined try-path from here on (see `#at`). */
   _unmap(): void {
     this.#at = null;
@@ -2651,7 +2684,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         : sym.kc_chan_try_send(this.#handle, slot.ptr, this.#size);
     }
     if (rc === 0) {
-      if (settle) this.#settleReceivers(s); // see `#handOff`
+      // See `#handOff`; a select of this isolate with a receive clause here may be the one the
+      // try-send completed (`Shared.selectReceives`).
+      if (settle || s.selectReceives > 0) this.#settleReceivers(s);
       if (this.#dropping) this.#collect();
       return OK;
     }
@@ -3207,8 +3242,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * withdrawal failed them (`#lost`): no record will come for them.
    */
   #settleReceivers(s: Shared): void {
+    // A select's record whose clause is a receive on this channel too (`Shared.selectReceives`):
+    // the try-send may have completed it, and it settles now as a plain receive does, so that an
+    // abort later in the turn finds it settled. Before, it settled when the ring drained, and
+    // such an abort rejected it and put the value back, though the send had answered ok.
     const drained = this.#bridge.settleWhere(
-      (op) => op instanceof Waiter && op.kind !== SEND && op.ch._shared === s && !op.gaveUp,
+      (op, index) =>
+        op.gaveUp !== true &&
+        (op instanceof Waiter
+          ? op.kind !== SEND && op.ch._shared === s
+          : op.sendsAt?.(index) === false && op.channelAt?.(index) === s),
       s,
     );
     if (drained) return;
@@ -3231,16 +3274,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #settleSenders(s: Shared): void {
     const w = s.senders.first;
-    // None was the native receive's partner: no send queued natively here, plain or a select's.
-    if ((w === null || w.state === LOCAL) && s.sendSelects === 0) return;
+    // A sender queued natively, or a select with a send clause here (`Shared.selectSends`), may
+    // have been the native receive's partner; none else.
+    const senders = w !== null && w.state !== LOCAL;
+    if (!senders && s.selectSends === 0) return;
+    // A select's record whose clause is a send on this channel settles now too, as a plain
+    // send's does. Before, it settled when the ring drained, after the receive had returned
+    // its value.
     const drained = this.#bridge.settleWhere(
       (op, index) =>
         op instanceof Waiter
-          ? op.kind === SEND && op.ch._shared === s
-          : op.sendChannelAt?.(index) === s,
+          ? senders && op.kind === SEND && op.ch._shared === s
+          : op.sendsAt?.(index) === true && op.channelAt?.(index) === s,
       s,
     );
-    if (drained) return;
+    if (drained || !senders) return;
     for (const q of waiting(s.senders)) {
       if (q.state === LOCAL) continue; // still in JavaScript: its queueing meets the dead ring
       this.#loseQueued(q);
@@ -3535,6 +3583,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       const rc = sym.kc_chan_try_send_n(this.#handle, buf, size, m);
       if (rc > 0) {
         this.#discardBatch(buf, rc, m, sym); // the ones not sent
+        // The first value may have completed a select of this isolate waiting to receive here:
+        // settled before this returns, as by a trySend (`#settleReceivers`).
+        if (s.selectReceives > 0) this.#settleReceivers(s);
         if (this.#dropping) this.#collect();
         return { state: "ok", sent: rc };
       }
@@ -3641,8 +3692,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     const sym = this.#sym(op);
     const s = this._shared;
-    // A select's send clause queued here: one at a time (`#poll`), which settles it if taken.
-    if (this.#batchesNatively(s) && s.sendSelects === 0) {
+    if (this.#batchesNatively(s)) {
       if (!this.#mayReceive(sym)) return EMPTY;
       const size = this.#size;
       const buf = batchOf(max * size);
@@ -3667,10 +3717,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
                 // Freed by its decoder; the first failure is the one thrown.
               }
             }
+            if (s.selectSends > 0) this.#settleSenders(s);
             if (this.#dropping) this.#collect();
             throw withReceived(e, values);
           }
         }
+        // The room the batch made may have taken in a select's send clause of this isolate: it
+        // settles before this returns, as after a tryReceive (`#settleSenders`).
+        if (s.selectSends > 0) this.#settleSenders(s);
         if (this.#dropping) this.#collect(); // see #poll
         return { state: "ok", values };
       }
@@ -3738,9 +3792,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // the room it made settles before this returns, as a local receive settles the send it
       // takes over and as a send settles the receive of its isolate it completes natively
       // (`#settleReceivers`). Before, it settled a ring wake later, after the receive.
-      // So does a select's send clause queued natively here (`Shared.sendSelects`): before, it
-      // settled at the ring wait's next wake, a turn after the receive returned its value.
-      if (s.senders.first !== null || s.sendSelects !== 0) this.#settleSenders(s);
+      if (s.senders.first !== null || s.selectSends > 0) this.#settleSenders(s);
       // Room now: senders waiting here in JavaScript move into the buffer, oldest first.
       if (this.#capacity !== 0 && s.senders.first !== null) pump(s.senders, sym);
       // Values other isolates' sends dropped wait for this isolate's hook: an isolate that

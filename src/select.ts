@@ -17,7 +17,9 @@
  * How: the channel clauses are probed with one `kc_select(KC_SELECT_POLL)` call. If none is
  * ready they are queued as one `kc_select_async` on the isolate's completion ring
  * (src/bridge.ts); whoever completes a clause (a native coroutine, a thread, a Worker, a send
- * from this isolate) writes the record that settles the select. A JavaScript-side clause
+ * from this isolate) writes the record that settles the select; a send or receive of this
+ * isolate (another select's clause too) drains it before it returns (`Shared.selectReceives`),
+ * so that an abort after it finds the select settled. A JavaScript-side clause
  * (`onTimeout`, `onJoin`, `onAwait`) or an abort wins only after `kc_ring_abort` withdrew the
  * native select; when the abort answers KC_EBUSY a channel clause won first and is honoured,
  * except that an abort (the signal) that lost to a receive clause still rejects the select, the
@@ -369,20 +371,8 @@ class Selection implements RingOp {
   readonly native: Clause[] = [];
   lib: Library | undefined = undefined;
   bridge: Bridge | undefined = undefined;
-  #queued = false;
-  /**
-   * The native select is queued on the ring. Each of its send clauses counts in its channel's
-   * `sendSelects` meanwhile, so that a native receive there settles it (channel.ts).
-   */
-  get queued(): boolean {
-    return this.#queued;
-  }
-  set queued(yes: boolean) {
-    if (yes === this.#queued) return;
-    this.#queued = yes;
-    const d = yes ? 1 : -1;
-    for (const c of this.native) if (c.kind === SEND) c.ch!._shared.sendSelects += d;
-  }
+  /** The native select is queued on the ring. */
+  queued = false;
   /** The ring said KC_EBUSY to an abort: a channel clause won, its record settles the select. */
   completing = false;
   /**
@@ -404,6 +394,11 @@ class Selection implements RingOp {
    * it completed (`channelDisposed`), or with a value to refuse as it settles (`#settleNative`).
    */
   keptHolds: Channel<unknown>[] = [];
+  /**
+   * Its channel clauses are counted on their channels (`Shared.countSelect`): from its queueing
+   * natively until it settles (`#cleanup`).
+   */
+  counted = false;
 
   constructor(clauses: Clause[], nChannels: number, signal: AbortSignal | undefined) {
     this.clauses = clauses;
@@ -534,12 +529,17 @@ class Selection implements RingOp {
         if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) {
           unwrap(rc, "select");
         }
-        this.#fireNative(outIndex[0], rc, false);
+        this.#fireNativeNow(outIndex[0], rc);
         return;
       }
       this.ticket = outTicket[0];
       this.queued = true;
       bridge.track(this);
+      // A send (receive) of this isolate that succeeds natively on one of its channels may
+      // complete it: while counted there, that call settles it before it returns (channel.ts,
+      // `Shared.selectReceives`).
+      this.counted = true;
+      for (const c of this.native) c.ch!._shared.countSelect(c.kind === SEND, 1);
       for (const c of this.native) {
         // A `Channel.from` copy's dispose ends the select (`channelDisposed`).
         const d = c.ch!._watchDispose(this);
@@ -637,8 +637,22 @@ class Selection implements RingOp {
     if (rc === Status.EBADH && this.#firedEnded(n)) return true;
     // A channel destroyed under its object never fails it here: `#firedEnded` fired its clause.
     if (rc !== 0 && rc !== Status.EPIPE && rc !== Status.ECANCELED) unwrap(rc, "select");
-    this.#fireNative(outIndex[0], rc, false);
+    this.#fireNativeNow(outIndex[0], rc);
     return true;
+  }
+
+  /**
+   * Channel clause `index` fired as it was probed or queued (`rc`, not from a record): as
+   * `#fireNative`, then the operation of this isolate it completed (its partner: a receive or
+   * another select's receive clause for a send clause, a send or a send clause for a receive
+   * clause), queued natively on that channel, settles now (`Channel._settleMet`), before this
+   * select's handler runs, as a plain send settles the receive it completes. Before, it settled
+   * when the ring drained, and an abort in between rejected a receive clause whose value this
+   * select had sent, the value put back into the channel.
+   */
+  #fireNativeNow(index: number, rc: number): void {
+    this.#fireNative(index, rc, false);
+    if (rc === 0) this.native[index].ch!._settleMet(this.native[index].kind === SEND);
   }
 
   /**
@@ -836,10 +850,10 @@ class Selection implements RingOp {
     return this.native[index]?.ch?._shared;
   }
 
-  /** The per-isolate state of clause `index`'s channel where that clause is a send. */
-  sendChannelAt(index: number): unknown {
+  /** Whether clause `index` is a send clause (`Bridge.settleWhere`'s picks). */
+  sendsAt(index: number): boolean | undefined {
     const c = this.native[index];
-    return c !== undefined && c.kind === SEND ? c.ch?._shared : undefined;
+    return c === undefined ? undefined : c.kind === SEND;
   }
 
   /** The ring's record for the queued native select. */
@@ -1126,6 +1140,10 @@ class Selection implements RingOp {
    * the abort listener were left in place.
    */
   #cleanup(): void {
+    if (this.counted) {
+      this.counted = false;
+      for (const c of this.native) c.ch!._shared.countSelect(c.kind === SEND, -1);
+    }
     for (const cancel of this.timers) cancel();
     for (const d of this.disposers) disposeReporting(d);
     // Never throws (`unlistenAbort`): before, a signal's own `removeEventListener` that threw

@@ -2632,3 +2632,115 @@ Deno.test("a select's send clause on a shared channel whose value a try-receive 
     }
   }
 });
+
+Deno.test("a send of this isolate that completes a waiting select's receive clause settles the select before it returns: an abort later in that turn finds it settled", async () => {
+  // trySend (a mapped codecs.f64 channel's inlined path too), send, trySendMany (one call for
+  // the batch) and a select's onSend, on a channel the waiting select made native (inside) and on
+  // a shared one. Before, the select settled when the ring drained: the abort rejected it and
+  // the value went back into the channel, though the send had answered ok (resolved, fired).
+  const senders = ["trySend", "send", "trySendMany", "onSend"] as const;
+  for (const shared of [false, true]) {
+    for (const mapped of [false, true]) {
+      for (const how of senders) {
+        const what = `${shared ? "shared" : "inside"}, ${mapped ? "mapped" : "unmapped"}, ${how}`;
+        // trySendMany goes in one native call only into a buffer (`#batchesNatively`).
+        using ch = new Channel<number>(how === "trySendMany" ? 4 : 0, { codec: codecs.f64 });
+        if (shared) ch.share();
+        // Past its 16th use the bytes are mapped, and trySend may take its inlined path.
+        if (mapped) {
+          for (let i = 0; i < 20; i++) {
+            assert.equal(ch.trySend(i).state, how === "trySendMany" ? "ok" : "full", what);
+            if (how === "trySendMany") ch.tryReceive();
+          }
+        }
+        const ctl = new AbortController();
+        const reason = new Error("too late");
+        const outcome = select<number>((s) => s.onReceive(ch, (v) => v), { signal: ctl.signal });
+        let sent: Promise<unknown>;
+        if (how === "trySend") sent = Promise.resolve(ch.trySend(7));
+        else if (how === "trySendMany") sent = Promise.resolve(ch.trySendMany([7]));
+        else if (how === "send") sent = ch.send(7).then(() => "sent");
+        else sent = select((s) => s.onSend(ch, 7, () => "sent"));
+        ctl.abort(reason); // the same turn
+        assert.equal(await within(outcome, 5_000, what), 7, what);
+        assert.deepEqual(
+          await sent,
+          how === "trySend"
+            ? { state: "ok" }
+            : how === "trySendMany"
+            ? { state: "ok", sent: 1 }
+            : "sent",
+          what,
+        );
+        assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${what}: not put back`);
+        assert.equal(pending(), 0, what);
+      }
+    }
+  }
+});
+
+Deno.test("a receive of this isolate that completes a waiting select's send clause settles the select before it returns, as it settles a send queued natively", async () => {
+  // tryReceive (a mapped codecs.f64 channel's inlined path too), receive, tryReceiveMany (one
+  // call for a buffered channel's batch) and a select's onReceive, on a shared channel: the
+  // select's handler runs in the microtasks right after. Before, it settled when the ring's wait
+  // woke, a later turn of the event loop.
+  const receivers = ["tryReceive", "receive", "tryReceiveMany", "onReceive"] as const;
+  for (const capacity of [0, 2]) {
+    for (
+      const [mapped, how] of [false, true].flatMap((m) => receivers.map((h) => [m, h] as const))
+    ) {
+      const what = `capacity ${capacity}, ${mapped ? "mapped" : "unmapped"}, ${how}`;
+      using ch = new Channel<number>(capacity, { codec: codecs.f64 });
+      ch.share();
+      // Past its 16th use the bytes are mapped, and tryReceive may take its inlined path.
+      if (mapped) {
+        for (let i = 0; i < 20; i++) assert.equal(ch.tryReceive().state, "empty", what);
+      }
+      // A buffered channel's send clause waits while the buffer is full; the receive makes room.
+      for (let i = 0; i < capacity; i++) assert.equal(ch.trySend(100 + i).state, "ok", what);
+      const outcome = select<string>((s) => s.onSend(ch, 7, () => "sent"));
+      assert.equal(pending(), 1, `${what}: the select queued natively`);
+      let got: unknown;
+      if (how === "tryReceive") got = ch.tryReceive();
+      else if (how === "tryReceiveMany") got = ch.tryReceiveMany(1);
+      else if (how === "receive") got = await ch.receive();
+      else got = await select<number>((s) => s.onReceive(ch, (v) => v));
+      const first = capacity === 0 ? 7 : 100;
+      assert.deepEqual(
+        got,
+        how === "tryReceive"
+          ? { state: "ok", value: first }
+          : how === "tryReceiveMany"
+          ? { state: "ok", values: [first] }
+          : first,
+        what,
+      );
+      assert.equal(await settled(outcome), true, `${what}: settled`);
+      assert.equal(await outcome, "sent", what);
+      if (capacity > 0) assert.deepEqual(ch.tryReceiveMany(4), { state: "ok", values: [101, 7] });
+      assert.equal(pending(), 0, what);
+    }
+  }
+});
+
+Deno.test("a select whose onSend completes a receive of this isolate queued natively settles that receive before the select's handler runs: an abort later in that turn finds it settled", async () => {
+  // On a channel the select finds local (its probe queues the receive natively), and on a
+  // shared one, the receive queued natively by the probe or at the end of an earlier turn.
+  // Before, the receive settled when the ring drained: the abort rejected it and the value went
+  // back, though the select had fired for the send.
+  for (const [shared, earlier] of [[false, false], [true, false], [true, true]]) {
+    const what = `${shared ? "shared" : "local"}, ${earlier ? "an earlier turn" : "this turn"}`;
+    using ch = new Channel<number>(0, { codec: codecs.f64 });
+    if (shared) ch.share();
+    const ctl = new AbortController();
+    const received = ch.receive({ signal: ctl.signal });
+    received.catch(() => {}); // awaited below; a failed assertion before leaves it to dispose
+    if (earlier) await until(() => pending() === 1, `${what}: the receive queued natively`);
+    const sent = select<string>((s) => s.onSend(ch, 7, () => "sent"));
+    ctl.abort(new Error("too late"));
+    assert.equal(await within(received, 5_000, what), 7, what);
+    assert.equal(await sent, "sent", what);
+    assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${what}: not put back`);
+    assert.equal(pending(), 0, what);
+  }
+});
