@@ -1350,6 +1350,20 @@ class Waiter implements RingOp {
 
 type Sym = ReturnType<Library["symbols"]>;
 
+/**
+ * `op` is a select (no Waiter) not given up with a clause on `s`'s channel: of either kind, or a
+ * send clause (`send` true) or a receive clause (false). By its clauses' channels (`channelAt`,
+ * undefined past the last), for `Bridge.loseWhere` where the ring is gone.
+ */
+function selectOn(op: RingOp, s: Shared, send?: boolean): boolean {
+  if (op instanceof Waiter || op.gaveUp === true) return false;
+  for (let i = 0;; i++) {
+    const at = op.channelAt?.(i);
+    if (at === undefined) return false;
+    if (at === s && (send === undefined || op.sendsAt?.(i) === send)) return true;
+  }
+}
+
 /** Gives a waiter's slot back for other waits, once: called where the waiter is done with it. */
 function releaseSlot(w: Waiter): void {
   if (w.slot === undefined) return;
@@ -3256,6 +3270,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     );
     if (drained) return;
     for (const w of waiting(s.receivers)) if (w.state === QUEUED) this.#withdraw(w, true);
+    // Such a select fails too, as a close's look fails it (`#settleEnded`): no record will come.
+    if (s.selectReceives > 0) this.#bridge.loseWhere((op) => selectOn(op, s, false), Status.EBADH);
   }
 
   /**
@@ -3288,7 +3304,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
           : op.sendsAt?.(index) === true && op.channelAt?.(index) === s,
       s,
     );
-    if (drained || !senders) return;
+    if (drained) return;
+    // Such a select fails too, as a close's look fails it (`#settleEnded`): no record will come.
+    if (s.selectSends > 0) this.#bridge.loseWhere((op) => selectOn(op, s, true), Status.EBADH);
+    if (!senders) return;
     for (const q of waiting(s.senders)) {
       if (q.state === LOCAL) continue; // still in JavaScript: its queueing meets the dead ring
       this.#loseQueued(q);
@@ -4908,14 +4927,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // A select with a clause on `s` is not among its waiters: it fails too, by its clauses'
     // channels (`channelAt`, undefined past the last). Before, it waited on until the ring's
     // wait found the ring gone, as the waits above did.
-    bridge!.loseWhere((op) => {
-      if (op instanceof Waiter || op.gaveUp === true) return false;
-      for (let i = 0;; i++) {
-        const at = op.channelAt?.(i);
-        if (at === s) return true;
-        if (at === undefined) return false;
-      }
-    }, Status.EBADH);
+    bridge!.loseWhere((op) => selectOn(op, s), Status.EBADH);
   }
 
   /**

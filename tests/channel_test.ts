@@ -3097,6 +3097,48 @@ Deno.test("a receive that takes a queued send of its own isolate when the ring i
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a try-operation that completes a select of its own isolate when the ring is gone fails that select at once", async () => {
+  // As the test above, for a select: a tryReceive takes its onSend's value, or a trySend meets
+  // its onReceive, and the ring is destroyed before the drain that settles it (\`settleWhere\`
+  // wrapped): no record will come, so the select fails before the try returns, as a close's
+  // look fails it (\`#settleEnded\`). Before, the try settled no select, and it failed when
+  // the ring's wait found the ring gone, a turn or more later. One process each.
+  for (
+    const [clause, partner, want] of [
+      ["s.onSend(a, 1, () => 'sent')", "a.tryReceive()", '{"state":"ok","value":1}'],
+      ["s.onReceive(a, (v) => v)", "a.trySend(1)", '{"state":"ok"}'],
+    ]
+  ) {
+    const res = await evalScript(`
+      import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
+      import { Bridge } from "./src/bridge.ts";
+      import { until, within } from "./tests/support.ts";
+      const lib = library();
+      const bridge = Bridge.of(lib);
+      const a = new Channel(0, { codec: codecs.f64 });
+      a.share();
+      let outcome = "pending";
+      const sel = select((s) => ${clause}).then((v) => outcome = "resolved " + v, (e) => outcome = e instanceof InvalidHandleError && /^Cannot select: the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
+      if (bridge.pending !== 1) throw new Error("the select did not queue natively");
+      const settleWhere = bridge.settleWhere.bind(bridge);
+      let destroyed = 0;
+      bridge.settleWhere = (pick, on) => {
+        if (destroyed++ === 0) lib.symbols("test").kc_ring_destroy(bridge.ring);
+        return settleWhere(pick, on);
+      };
+      const got = JSON.stringify(${partner});
+      if (got !== '${want}') throw new Error("the try: " + got);
+      if (destroyed !== 1) throw new Error("the ring was not drained after the try: " + destroyed);
+      const pending = bridge.pending;
+      for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
+      const now = JSON.stringify({ pending, outcome });
+      await within(sel, 10_000, "the select settled");
+      if (now !== '{"pending":0,"outcome":"lost"}') throw new Error(now + ", then " + outcome);
+    `);
+    assert.equal(res.code, 0, `${partner}: ${res.stderr}`);
+  }
+});
+
 Deno.test("a close or cancel of this isolate that finds the ring gone fails its waits queued natively on the channel at once, as the ring's loss", async () => {
   // \`#settleEnded\` settles the records of the waits the close or cancel failed before it
   // returns; where the ring cannot be drained (destroyed by hand in \`settleWhere\`), no record
