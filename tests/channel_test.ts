@@ -6744,13 +6744,14 @@ Deno.test("shared: a close that a hook runs during a ring drain settles its chan
 /**
  * A shared rendezvous `a` (codecs.f64) whose hook closes `b` when given 1: `waits(a)` are queued
  * natively beside a receive on `b`, `before(a)` runs (if given), native code cancels `a`
- * (`kc_chan_cancel`, as another thread would) in that same turn, and the hook's values and the
- * order the waits settled in are answered.
+ * (`kc_chan_cancel`, as another thread would) in that same turn, then `after()` (if given), and
+ * the hook's values and the order the waits settled in are answered.
  */
 async function cancelNativelyWithHook(
   waits: (a: Channel<number>) => [string, Promise<unknown>][],
   what: string,
   before?: (a: Channel<number>) => void,
+  after?: () => void,
 ): Promise<{ hook: number[]; log: string[] }> {
   const lib = library();
   const bridge = Bridge.of(lib);
@@ -6771,6 +6772,7 @@ async function cancelNativelyWithHook(
   await until(() => bridge.pending === pending + ops.length, `the ${what} queued natively`);
   before?.(a);
   assert.equal(sym.kc_chan_cancel(a.handle), 0);
+  after?.();
   await until(() => log.length === ops.length + 1, "the waits settled");
   return { hook, log };
 }
@@ -6851,6 +6853,48 @@ for (const form of ["receive", "select"] as const) {
     assert.deepEqual(log, [
       "wait 1 err Error(gave up)",
       "wait 2 err CancellationError(Channel was cancelled)",
+      "receive b err ClosedReceiveError(Channel was closed)",
+    ]);
+  });
+  Deno.test(`shared: a ${form} given up after a native cancel failed it, between a wait given up after it took a value and a later wait: all reject before onUndeliveredElement gets the value given back`, async () => {
+    // As the test above, with a wait between the two that native code's cancel failed and whose
+    // own signal aborts after the cancel, in that turn (too late: its record is on the ring; the
+    // abort's reason wins, README's abort paragraph). Its settle leaves the collect to the end of
+    // the batch too. Before, it ran the hook at once for the value the first wait gave back,
+    // ahead of its own rejection and the third wait's, and what the hook did (a close of another
+    // channel) settled ahead of both.
+    const ctl1 = new AbortController(), ctl2 = new AbortController();
+    const signal1 = ctl1.signal, signal2 = ctl2.signal;
+    const waits = (a: Channel<number>): [string, Promise<unknown>][] =>
+      form === "receive"
+        ? [
+          ["wait 1", a.receive({ signal: signal1 })],
+          ["wait 2", a.receive({ signal: signal2 })],
+          ["wait 3", a.receive()],
+        ]
+        : [
+          ["wait 1", select<number>((s) => s.onReceive(a, (v) => v), { signal: signal1 })],
+          ["wait 2", select<number>((s) => s.onReceive(a, (v) => v), { signal: signal2 })],
+          ["wait 3", select<number>((s) => s.onReceive(a, (v) => v))],
+        ];
+    const takeThenAbort = (a: Channel<number>) => {
+      const one = new Float64Array([1]);
+      const sym = library().symbols("test");
+      assert.equal(sym.kc_chan_try_send(a.handle, Deno.UnsafePointer.of(one), 8), 0, "taken");
+      ctl1.abort(new Error("gave up 1"));
+    };
+    const abortSecond = () => ctl2.abort(new Error("gave up 2"));
+    const { hook, log } = await cancelNativelyWithHook(
+      waits,
+      `${form}s`,
+      takeThenAbort,
+      abortSecond,
+    );
+    assert.deepEqual(hook, [1], "the value given back, refused by the cancelled channel");
+    assert.deepEqual(log, [
+      "wait 1 err Error(gave up 1)",
+      "wait 2 err Error(gave up 2)",
+      "wait 3 err CancellationError(Channel was cancelled)",
       "receive b err ClosedReceiveError(Channel was closed)",
     ]);
   });
