@@ -1905,6 +1905,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (held) {
       const hrc = sym.kc_chan_hold(handle, 0);
       if (hrc < 0) {
+        // The values `#moveIn` sent are `moved`'s copies, which `#escape` frees: taken back
+        // first, so that the destroy frees (or keeps for the hook) none of them.
+        if (moved !== null) this.#takeBack(sym, handle, this._shared.count);
         sym.kc_chan_destroy(handle);
         unwrap(hrc, op);
       }
@@ -4456,13 +4459,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       slotAt(moved, i, size); // into `scratch`
       const rc = sym.kc_chan_try_send(handle, scratchPtr, size);
       if (rc === 0) continue;
-      // Taken back as they went in (they are in its buffer, and nothing else can reach it), so
-      // that the destroy frees none: their copies are `moved`'s (a zero-copy descriptor's
-      // bytes), which `#escape` frees.
-      for (let j = 0; j < i; j++) sym.kc_chan_try_recv(handle, scratchPtr, size);
+      this.#takeBack(sym, handle, i);
       sym.kc_chan_destroy(handle);
       unwrap(rc, op); // KC_ENOMEM (a bounded buffer holds the ring: never KC_EAGAIN here)
     }
+  }
+
+  /**
+   * The `n` values `#moveIn` sent into `handle` received back, as they went in (they are in its
+   * buffer, and nothing else can reach it), before the escape that made it destroys it: their
+   * copies are `moved`'s (a zero-copy descriptor's bytes), which `#escape` frees, so the
+   * destroy must find none to free or keep for the hook.
+   */
+  #takeBack(sym: Sym, handle: number, n: number): void {
+    const size = this.#size;
+    for (let j = 0; j < n; j++) sym.kc_chan_try_recv(handle, scratchPtr, size);
   }
 
   /**

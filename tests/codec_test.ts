@@ -2210,6 +2210,43 @@ Deno.test("an unlimited channel's escape whose native buffer finds no memory to 
   }
 });
 
+Deno.test("a Worker's select whose escape finds no memory for its thread's hold (KC_ENOMEM) fails whole: the native channel it made is destroyed empty, every value kept local and freed once, none dropped, and the next select moves them all", async () => {
+  // Before, the values were sent into the native channel before the hold was taken, and the
+  // hold's failure destroyed the channel with them in it: the destroy freed (or kept for the
+  // hook) copies that the escape then freed again.
+  const worker = new Worker(new URL("./fixtures/escape_hold_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    const got = await new Promise<{ what: string }[]>((resolve, reject) => {
+      worker.onmessage = (e) => resolve(e.data);
+      worker.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(e.message));
+      };
+      worker.postMessage(null);
+    });
+    const expect = (what: string, values: unknown[], frees: number) => ({
+      what,
+      error: "KcoroError: Cannot select: out of memory or handles (KC_ENOMEM)",
+      frees,
+      found: 0,
+      dropped: 0,
+      received: values,
+      counts: [5, 5, 0],
+    });
+    const strings = ["a", "b", "c", "d", "e"];
+    assert.deepEqual(got, [
+      expect("string", strings, 5),
+      expect("string, a hook", strings, 5),
+      expect("default, a hook", ["a", 1, new Uint8Array([2]), { b: 3 }, "e"], 4),
+      expect("f64, a hook", [1, 2, 3, 4, 5], 0),
+    ]);
+  } finally {
+    worker.terminate();
+  }
+});
+
 Deno.test("a Uint8Array that crosses as a structured value (a Node Buffer on the default codec, any on codecs.structured) counts the same bytes local and shared: its encoding", () => {
   // Before, a local channel counted its length (10) where a shared one counted its encoding
   // (25 for codecs.structured's 10 bytes, 8202 for a Buffer cut from its 8 KiB pool).
