@@ -44,6 +44,7 @@ import {
   decodeCause,
   descBytes,
   encodeCause,
+  encodePassed,
   giveSlot,
   noRoom,
   passedViewBytes,
@@ -4433,7 +4434,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     try {
       for (; i < n; i++) {
         // A copy the codec passed, plain data: no caller code runs here to change the ring.
-        this.#codec.encode(ring[(s.head + i) & mask] as T, scratch, sym, op);
+        encodePassed(this.#codec, ring[(s.head + i) & mask] as T, scratch, sym, op);
         buf.set(scratch.u8.subarray(0, size), i * size);
       }
     } catch (e) {
@@ -4520,7 +4521,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const slot = w.slot ?? takeSlot();
     w.slot = undefined;
     try {
-      this.#codec.encode(w.value as T, slot, sym);
+      encodePassed(this.#codec, w.value as T, slot, sym);
     } catch (e) {
       giveSlot(slot); // nothing was encoded into it
       if (w.state === LOCAL) {

@@ -2389,6 +2389,30 @@ function structuredPass<T>(value: T, codec: string, op = "send"): T {
  */
 export let passedViewBytes: WeakMap<Uint8Array, number> | null = null;
 
+/**
+ * @ignore `codec.encode(value, slot, sym, op)` for a value a local channel holds as its `pass`
+ * made it, encoded when the channel escapes (its ring's, a waiting sender's): a copy that
+ * `structuredPass` made of a Node `Buffer` on the default codec (`passedViewBytes`) is encoded
+ * as a structured value, as the `Buffer` would have been natively, not as the plain Uint8Array
+ * it is (bytes): it counts the encoding it counted locally, and arrives at its offset in a copy
+ * of its buffer. Before, a buffered one's `bytesSent` fell from 8202 (a pooled `Buffer`)
+ * to 10 at `share()`, and it arrived as a view of the library's buffer pool.
+ */
+export function encodePassed<T>(
+  codec: Codec<T>,
+  value: T,
+  slot: Slot,
+  sym: Sym,
+  op?: string,
+): void {
+  if (codec === codecs.default && value instanceof Uint8Array && passedViewBytes?.has(value)) {
+    // Through node:v8, as the `Buffer` went (a subclass's instance, which `pack` leaves to it):
+    // the same bytes, as `structuredPass` measured them (`pack` would write the plain copy in
+    // a few bytes more).
+    putBuffer(slot, serialise(value, "default", op), T_STRUCTURED, sym, "default", op);
+  } else codec.encode(value, slot, sym, op);
+}
+
 function checkNumber(value: unknown, op = "send"): number {
   if (typeof value !== "number") {
     throw new CodecError(

@@ -2275,6 +2275,43 @@ Deno.test("a Uint8Array that crosses as a structured value (a Node Buffer on the
   }
 });
 
+Deno.test("a Node Buffer a local default-codec channel holds when it escapes (buffered, or a waiting sender's) crosses as a structured value, as it would have natively: its bytes counted once, its encoding, and it arrives at its offset in a copy of its pool", async () => {
+  // Before, the escape encoded the local copy (a plain Uint8Array) as bytes: bytesSent fell
+  // from the encoding (8202 for a pooled Buffer) to its length (10) at share(), the receive
+  // counted 10, and the value arrived as a view of the library's buffer pool.
+  const make = [() => Buffer.from("0123456789"), () => Buffer.alloc(10, 1)];
+  for (let i = 0; i < make.length; i++) {
+    const seen: unknown[][] = [];
+    for (const escaped of [false, true]) {
+      using ch = new Channel<Uint8Array>(1);
+      if (!escaped) ch.share(); // native all along
+      const sent = [make[i](), make[i]()];
+      assert.deepEqual(ch.trySend(sent[0]), { state: "ok" });
+      // Full: it waits (its outcome taken, so that a failed assertion's dispose rejects nothing
+      // unhandled).
+      const waiting = ch.send(sent[1]).then(() => "sent", (e) => e);
+      const counted = ch.metrics().bytesSent;
+      if (escaped) {
+        ch.share();
+        assert.equal(ch.metrics().bytesSent, counted, `${i}: bytesSent kept at the escape`);
+      }
+      const got = [(ch.tryReceive() as { value: Uint8Array }).value, await ch.receive()];
+      assert.equal(await waiting, "sent");
+      const m = ch.metrics();
+      seen.push([
+        m.bytesSent,
+        m.bytesReceived,
+        ...got.map((v, j) => [
+          [...v],
+          v.byteOffset === sent[j].byteOffset,
+          v.buffer.byteLength === sent[j].buffer.byteLength,
+        ]),
+      ]);
+    }
+    assert.deepEqual(seen[1], seen[0], `${i}: escaped, native all along`);
+  }
+});
+
 Deno.test("a value over the bytes one value may take is a CodecError in the house form: the limit, and the bytes received (string, bytes, structured and default codecs)", () => {
   // Before: "Cannot send: a value of <n> bytes is too large", no limit and no "received". The
   // limit (2^32-1) lowered for the test: no gigabytes.
