@@ -160,8 +160,9 @@ export interface ChannelMetrics {
    * the zero-copy codecs each value's encoded length. A zero-copy value never encoded (a local
    * channel's, or one a same-isolate hand-off passed as it was) counts less: a Uint8Array its
    * length (its encoding, as natively, where it crosses as a structured value: a Node `Buffer` on
-   * the default codec, any on codecs.structured), anything else 0. One a waiting sender encoded (an object at its call, any value once
-   * queued natively) counts its encoding, taken in JavaScript too.
+   * the default codec, any on codecs.structured), anything else 0. One a waiting sender encoded
+   * (an object at its call, any value once queued natively) counts its encoding, taken in
+   * JavaScript too.
    */
   bytesSent: number;
   /** Bytes of the values received, counted as `bytesSent` counts them. */
