@@ -2391,12 +2391,14 @@ export let passedViewBytes: WeakMap<Uint8Array, number> | null = null;
 
 /**
  * @ignore `codec.encode(value, slot, sym, op)` for a value a local channel holds as its `pass`
- * made it, encoded when the channel escapes (its ring's, a waiting sender's): a copy that
- * `structuredPass` made of a Node `Buffer` on the default codec (`passedViewBytes`) is encoded
- * as a structured value, as the `Buffer` would have been natively, not as the plain Uint8Array
- * it is (bytes): it counts the encoding it counted locally, and arrives at its offset in a copy
- * of its buffer. Before, a buffered one's `bytesSent` fell from 8202 (a pooled `Buffer`)
- * to 10 at `share()`, and it arrived as a view of the library's buffer pool.
+ * made it, encoded when the channel escapes (its ring's, a waiting sender's): a Uint8Array that
+ * `structuredPass` made as a structured value's copy (`passedViewBytes`) is encoded as the value
+ * it copies would have been natively, not as the plain Uint8Array it is: on the default codec
+ * as a structured value, not as bytes; through node:v8 where that value went there (a Node
+ * `Buffer`, a subclass's instance, which `pack` leaves to it), not through `pack`. So it counts
+ * the encoding it counted locally, and arrives at its offset in a copy of its buffer. Before, a
+ * buffered pooled `Buffer`'s `bytesSent` fell from 8202 to 10 at `share()` on the default codec
+ * (it arrived as a view of the library's buffer pool), and rose to 8207 on codecs.structured.
  */
 export function encodePassed<T>(
   codec: Codec<T>,
@@ -2405,12 +2407,22 @@ export function encodePassed<T>(
   sym: Sym,
   op?: string,
 ): void {
-  if (codec === codecs.default && value instanceof Uint8Array && passedViewBytes?.has(value)) {
-    // Through node:v8, as the `Buffer` went (a subclass's instance, which `pack` leaves to it):
-    // the same bytes, as `structuredPass` measured them (`pack` would write the plain copy in
-    // a few bytes more).
-    putBuffer(slot, serialise(value, "default", op), T_STRUCTURED, sym, "default", op);
-  } else codec.encode(value, slot, sym, op);
+  const n = value instanceof Uint8Array ? passedViewBytes?.get(value) : undefined;
+  const name = codec.name;
+  if (n === undefined || (name !== "default" && name !== "structured")) {
+    return codec.encode(value, slot, sym, op);
+  }
+  // `pack` writes a plain Uint8Array (the copy) in as many bytes as it wrote the value copied
+  // when that was one too (codecs.structured's); else that value went through node:v8, whose
+  // bytes for the copy are the same as for it. Either encoding comes back as the same view.
+  let m: number;
+  try {
+    m = pack(value);
+  } catch (e) {
+    throw packFailed(e, value, name, op);
+  }
+  if (m === n) putBuffer(slot, packed(), T_PACKED, sym, name, op, m);
+  else putBuffer(slot, serialise(value, name, op), T_STRUCTURED, sym, name, op);
 }
 
 function checkNumber(value: unknown, op = "send"): number {

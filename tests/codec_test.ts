@@ -2275,40 +2275,48 @@ Deno.test("a Uint8Array that crosses as a structured value (a Node Buffer on the
   }
 });
 
-Deno.test("a Node Buffer a local default-codec channel holds when it escapes (buffered, or a waiting sender's) crosses as a structured value, as it would have natively: its bytes counted once, its encoding, and it arrives at its offset in a copy of its pool", async () => {
-  // Before, the escape encoded the local copy (a plain Uint8Array) as bytes: bytesSent fell
-  // from the encoding (8202 for a pooled Buffer) to its length (10) at share(), the receive
-  // counted 10, and the value arrived as a view of the library's buffer pool.
-  const make = [() => Buffer.from("0123456789"), () => Buffer.alloc(10, 1)];
-  for (let i = 0; i < make.length; i++) {
+Deno.test("a structured value's Uint8Array copy that a local channel holds when it escapes (buffered, or a waiting sender's) crosses as the value it copies would have natively: a Node Buffer on the default codec as a structured value, through node:v8 on codecs.structured; its bytes counted once, its encoding, and it arrives at its offset in a copy of its buffer", async () => {
+  // Before, the escape encoded the local copy (a plain Uint8Array) as what it is: as bytes on
+  // the default codec, where bytesSent fell from the encoding (8202 for a pooled Buffer) to its
+  // length (10) at share(), the receive counted 10, and the value arrived as a view of the
+  // library's buffer pool; through `pack` on codecs.structured, a few bytes more than the
+  // Buffer's node:v8 encoding (8207).
+  const cases: [string, Codec<unknown> | undefined, () => Uint8Array][] = [
+    ["a pooled Buffer, default codec", undefined, () => Buffer.from("0123456789")],
+    ["a Buffer of its own, default codec", undefined, () => Buffer.alloc(10, 1)],
+    ["a pooled Buffer, codecs.structured", codecs.structured, () => Buffer.from("0123456789")],
+    ["a Buffer of its own, codecs.structured", codecs.structured, () => Buffer.alloc(10, 1)],
+    ["a Uint8Array, codecs.structured", codecs.structured, () => new Uint8Array(10)],
+  ];
+  for (const [what, codec, make] of cases) {
     const seen: unknown[][] = [];
     for (const escaped of [false, true]) {
-      using ch = new Channel<Uint8Array>(1);
+      using ch = new Channel<unknown>(1, { codec });
       if (!escaped) ch.share(); // native all along
-      const sent = [make[i](), make[i]()];
-      assert.deepEqual(ch.trySend(sent[0]), { state: "ok" });
+      const sent = [make(), make()];
+      assert.deepEqual(ch.trySend(sent[0]), { state: "ok" }, what);
       // Full: it waits (its outcome taken, so that a failed assertion's dispose rejects nothing
       // unhandled).
       const waiting = ch.send(sent[1]).then(() => "sent", (e) => e);
       const counted = ch.metrics().bytesSent;
       if (escaped) {
         ch.share();
-        assert.equal(ch.metrics().bytesSent, counted, `${i}: bytesSent kept at the escape`);
+        assert.equal(ch.metrics().bytesSent, counted, `${what}: bytesSent kept at the escape`);
       }
-      const got = [(ch.tryReceive() as { value: Uint8Array }).value, await ch.receive()];
-      assert.equal(await waiting, "sent");
+      const got = [(ch.tryReceive() as { value: unknown }).value, await ch.receive()];
+      assert.equal(await waiting, "sent", what);
       const m = ch.metrics();
       seen.push([
         m.bytesSent,
         m.bytesReceived,
-        ...got.map((v, j) => [
+        ...(got as Uint8Array[]).map((v, j) => [
           [...v],
           v.byteOffset === sent[j].byteOffset,
           v.buffer.byteLength === sent[j].buffer.byteLength,
         ]),
       ]);
     }
-    assert.deepEqual(seen[1], seen[0], `${i}: escaped, native all along`);
+    assert.deepEqual(seen[1], seen[0], `${what}: escaped, native all along`);
   }
 });
 
