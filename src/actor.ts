@@ -424,7 +424,7 @@ class ActorImpl<M> implements Actor<M> {
       // The message is checked by the mailbox's codec first, as a closed Channel's trySend
       // checks it (and as `#refuse` does for a send): one it cannot carry (a function) throws
       // that CodecError, the caller's bug, where it answered `closed` before.
-      this.#mailbox._checkValue(message);
+      this.#mailbox._checkValue(message, "trySend"); // "Cannot trySend: ...", as a Channel's
       // The task's failure or cancellation, as Kotlin's mailbox closed with it answers; else
       // the ClosedSendError a send rejects with (Kotlin's `closed(sendException)`), where it
       // had no cause before.

@@ -2578,7 +2578,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (at !== null && this.#bytes) return this.#trySendBytes(value, s, at);
     const sym = this.#sym("trySend"); // a disposed channel's error names the call
     if (s.local) return this.#localSend(this.#passLocal(value, "trySend"));
-    return this.#trySend(value, undefined, sym, "send", "trySend");
+    return this.#trySend(value, undefined, sym, "trySend");
   }
 
   /**
@@ -2605,12 +2605,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // send after the close went through.
       const n = sendLength(value);
       if (this.#callerEnded()) this.#afterCallerCode("trySend");
-      const rc = trySendBytes(value, n, scratch, sym, at, this.#handle);
+      const rc = trySendBytes(value, n, scratch, sym, at, this.#handle, "trySend");
       return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined, "trySend");
     }
     const sym = this.#sym("trySend"); // a disposed channel's error names the call
     if (s.local) return this.#localSend(this.#passLocal(value, "trySend"));
-    return this.#trySend(value, undefined, sym, "send", "trySend");
+    return this.#trySend(value, undefined, sym, "trySend");
   }
 
   /**
@@ -2620,26 +2620,26 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * it (and freed that) and the wait encoded it again: its getters ran twice, and the value
    * sent was the second read. A `closed` answer leaves it there too, for the send to hand to
    * the undelivered path (`#refused`). On any other answer (or a throw) `keep` holds nothing.
-   * `op` names the call in its errors: a send's, or trySendMany's sending one value at a time;
-   * `call` (trySend's own name) instead of it in those about the call, not the value: a dispose
-   * or library close by the caller's code, a native failure.
+   * `op` names the call in its errors, the value's own (its codec's CodecError) and those about
+   * the call (a dispose or library close by the caller's code, a native failure): a send's, a
+   * trySend's, or trySendMany's sending one value at a time. Before, a trySend's value error said
+   * "Cannot send", as if send had been called, while its errors about the call said "trySend".
    */
   #trySend(
     value: T,
     keep: Slot | undefined,
     sym: Sym,
     op = "send",
-    call = op,
   ): TrySendResult {
     const s = this._shared;
-    if (s.ended) return this.#sendEnded(value, keep, sym, op, call);
+    if (s.ended) return this.#sendEnded(value, keep, sym, op);
     // Senders of this isolate still waiting in JavaScript are ahead of this one.
     if (s.senders.first !== null) {
       if (!pump(s.senders, sym)) {
         if (keep !== undefined) this.#codec.encode(value, keep, sym, op);
         else this.#reject(value, sym, op); // still reject what the codec cannot carry
         if (this.#callerEnded()) {
-          this.#afterCallerCode(call, keep && ((sym) => this.#codec.discard(keep, sym)));
+          this.#afterCallerCode(op, keep && ((sym) => this.#codec.discard(keep, sym)));
         }
         // Its own "full" failure: the retries of the senders ahead count none.
         s.fullFails++;
@@ -2651,7 +2651,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     let settle = false;
     if (s.receivers.first !== null) {
-      const h = this.#handOff(value, sym);
+      const h = this.#handOff(value, sym, op);
       if (h === HANDED) return OK;
       // A receive of this isolate queued natively may be the one the try-send completes.
       if (h === VIA_RING) settle = true;
@@ -2671,7 +2671,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (keep !== undefined) this.#codec.encode(value, keep, sym, op);
       else this.#reject(value, sym, op);
       if (this.#callerEnded()) {
-        this.#afterCallerCode(call, keep && ((sym) => this.#codec.discard(keep, sym)));
+        this.#afterCallerCode(op, keep && ((sym) => this.#codec.discard(keep, sym)));
       }
       s.fullFails++; // the native side counts the ones it answers itself
       if (!s.scheduled) this.#countLater(s);
@@ -2684,7 +2684,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Encoded and sent in one native call (see `#bytes`); a failure leaves it encoded in
       // `slot`, as below.
       const n = sendLength(value); // before `#handle` is read (see `#trySendBytes`)
-      if (this.#callerEnded()) this.#afterCallerCode(call); // as there
+      if (this.#callerEnded()) this.#afterCallerCode(op); // as there
       rc = trySendBytes(value, n, slot, sym, at, this.#handle, op);
     } else {
       if (this.#f64 && typeof value === "number") scratchF64[0] = value;
@@ -2692,7 +2692,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         this.#codec.encode(value, slot, sym, op); // also rejects what the codec cannot carry
         // Guarded here so that the send's fast path makes no closure.
         if (this.#callerEnded()) {
-          this.#afterCallerCode(call, (sym) => this.#codec.discard(slot, sym));
+          this.#afterCallerCode(op, (sym) => this.#codec.discard(slot, sym));
         }
         // The caller's code the encoding ran (a getter) may have learnt the channel ended: the
         // try-send below is given `ENDED_HANDLE` then (`#handle`, read after the encoding) and
@@ -2713,7 +2713,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // ring that is gone (destroyed by hand; its waiters leave the queues at its teardown), and
     // they fail now (`#settleReceivers`), as the withdrawal before the try-send failed them.
     if (settle) this.#settleReceivers(s);
-    return this.#sendFailed(rc, sym, keep, call);
+    return this.#sendFailed(rc, sym, keep, op);
   }
 
   /**
@@ -2731,17 +2731,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     keep: Slot | undefined,
     sym: Sym,
     op = "send",
-    call = op,
   ): TrySendResult {
     this.#at = null;
     if (keep !== undefined) {
       this.#codec.encode(value, keep, sym, op); // for send, as closed
       if (this.#callerEnded()) {
-        this.#afterCallerCode(call, (sym) => this.#codec.discard(keep, sym));
+        this.#afterCallerCode(op, (sym) => this.#codec.discard(keep, sym));
       }
     } else {
       this.#reject(value, sym, op);
-      this.#afterCallerCode(call);
+      this.#afterCallerCode(op);
     }
     return this.#sendClosed();
   }
@@ -2882,7 +2881,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #passLocal(value: T, call = "send"): T {
     if (this.#f64 && typeof value === "number") return value;
-    const v = this.#codec.pass(value);
+    const v = this.#codec.pass(value, call); // its CodecError names the call
     // Only an object's code (a getter, a Proxy's trap) can run in the pass: a primitive's
     // send skips the check.
     if (typeof value === "object" && value !== null) this.#afterCallerCode(call);
@@ -3080,9 +3079,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * such a value never reaches onUndeliveredElement. Without native memory: the codec's cheap
    * check, else its `pass` (a local send's own check: a structured value cloned in JavaScript).
    */
-  _checkValue(value: T): void {
+  _checkValue(value: T, op = "send"): void {
     if (this.#f64 && typeof value === "number") return;
-    if (!this.#codec.check(value)) this.#codec.pass(value);
+    if (!this.#codec.check(value, op)) this.#codec.pass(value, op);
   }
 
   /**
@@ -3158,9 +3157,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Gives `value` to a receiver waiting in this isolate: HANDED; VIA_RING when the native
    * try-send must decide and may complete one of this isolate's receivers queued natively;
    * else EMPTY when none could take it, or the copy `codec.pass` made when each receiver tried
-   * had completed natively first (the value was read: the send goes on with that copy).
+   * had completed natively first (the value was read: the send goes on with that copy). `op`
+   * names the call in the error of a value the codec cannot carry (`#trySend`'s).
    */
-  #handOff(value: T, sym: Sym): unknown {
+  #handOff(value: T, sym: Sym, op: string): unknown {
     const s = this._shared;
     if (s.closed) return EMPTY;
     // The common case, mapped: the ready and waiting bytes read 0 (not closed, nothing to
@@ -3214,7 +3214,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       next = r.next;
       if (r.state === COMPLETING) continue;
       if (!have) {
-        passed = this.#codec.pass(value);
+        passed = this.#codec.pass(value, op); // its CodecError names the call
         have = true;
         // Its getters ran the caller's code, which may have settled this receiver (aborted
         // its signal: it is rejected, and done) or others: look again from the first. Before,

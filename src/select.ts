@@ -682,7 +682,9 @@ class Selection implements RingOp {
     c.slot = takeSlot();
     if (c.kind === SEND) {
       try {
-        ch.codec.encode(c.value, c.slot, sym);
+        // Its CodecError names the call ("Cannot select: ..."), as select's other errors do:
+        // before, "Cannot send: ...", a call the caller never made.
+        ch.codec.encode(c.value, c.slot, sym, "select");
       } catch (e) {
         giveSlot(c.slot); // nothing was encoded into it; the select fails
         c.slot = undefined;

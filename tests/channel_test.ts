@@ -5047,7 +5047,7 @@ function noNativeMemory() {
   };
 }
 
-Deno.test("trySendMany's errors name it also where a value's own send fails: no native memory for the value (in one native call, into a full channel, one at a time), a native failure, a drop's hook that disposed the channel; trySend's still say send", async () => {
+Deno.test("trySendMany's errors name it also where a value's own send fails: no native memory for the value (in one native call, into a full channel, one at a time), a native failure, a drop's hook that disposed the channel; trySend's name trySend", async () => {
   // They said "Cannot send: ...", as if send had been called: the codecs' native-memory errors,
   // and every error of a value sent one at a time (through trySend). Native memory cannot be
   // exhausted in a test: the allocating calls are made to fail as they would.
@@ -5093,7 +5093,7 @@ Deno.test("trySendMany's errors name it also where a value's own send fails: no 
       );
       assert.throws(
         () => withFakeSymbols(noMemory, () => ch.trySend(value)),
-        memory("send"),
+        memory("trySend"), // it said "Cannot send", as if send had been called
         `${name}: trySend`,
       );
       assert.deepEqual(ch.trySendMany([value]), { state: "ok", sent: 1 }, `${where}, then`);
@@ -5203,7 +5203,7 @@ Deno.test("a value too large for native memory, or with none for it, is a no-roo
     try {
       noRoomError(
         () => ch.trySend(value),
-        /^Cannot send: a value may take at most 8 bytes, received \d+ bytes$/,
+        /^Cannot trySend: a value may take at most 8 bytes, received \d+ bytes$/,
         `${name}: too large`,
       );
     } finally {
@@ -5211,7 +5211,7 @@ Deno.test("a value too large for native memory, or with none for it, is a no-roo
     }
     noRoomError(
       () => withFakeSymbols(noMemory, () => ch.trySend(value)),
-      /^Cannot send: no native memory for \d+ bytes, received KC_ENOMEM$/,
+      /^Cannot trySend: no native memory for \d+ bytes, received KC_ENOMEM$/,
       `${name}: no memory`,
     );
     assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${name}: nothing sent`);

@@ -123,11 +123,11 @@ Deno.test("a detached or out-of-bounds Uint8Array is a CodecError on local and s
   const why = new Map([
     [
       detached,
-      /^Cannot send: the Uint8Array's buffer was detached \(transferred\): .*, received \[object Uint8Array\] of length 0$/,
+      /^Cannot trySend: the Uint8Array's buffer was detached \(transferred\): .*, received \[object Uint8Array\] of length 0$/,
     ],
     [
       outOfBounds,
-      /^Cannot send: the Uint8Array lies outside its buffer, which was resized below it, received \[object Uint8Array\]/,
+      /^Cannot trySend: the Uint8Array lies outside its buffer, which was resized below it, received \[object Uint8Array\]/,
     ],
   ]);
   for (const make of [detached, outOfBounds]) {
@@ -145,13 +145,14 @@ Deno.test("a detached or out-of-bounds Uint8Array is a CodecError on local and s
   // Not a Uint8Array the engine made: the message stays the codec's.
   using bytes = new Channel<Uint8Array>(4, { codec: codecs.bytes });
   assert.throws(() => bytes.trySend(Object.create(Uint8Array.prototype)), {
-    message: /^Cannot send: codecs\.bytes carries Uint8Array values, received/,
+    message: /^Cannot trySend: codecs\.bytes carries Uint8Array values, received/,
   });
 });
 
-Deno.test("each codec's error for a value it cannot carry names trySendMany through it, on every path (local, native in one call, into a full native channel, one at a time), and nothing of the batch is sent; trySend's still say send", () => {
+Deno.test("each codec's error for a value it cannot carry names the call through it (trySend, trySendMany, send, select), on every path (local, native in one call, into a full native channel, one at a time), and nothing is sent", async () => {
   // Before, trySendMany's said "Cannot send: codecs.f64 carries numbers, ...", as if send had
-  // been called (its native-memory errors named it already).
+  // been called (its native-memory errors named it already); so did trySend's and a select's
+  // onSend clause's, until each named its own call.
   const detached = () => {
     const view = new Uint8Array(4);
     structuredClone(view.buffer, { transfer: [view.buffer] });
@@ -186,11 +187,26 @@ Deno.test("each codec's error for a value it cannot carry names trySendMany thro
           message = e.message;
           return e instanceof CodecError && e.codec === codec.name;
         }, where);
-        assert.match(message, /^Cannot send: /, where);
+        assert.match(message, /^Cannot trySend: /, where);
+        const reason = message.slice("Cannot trySend: ".length);
         assert.throws(() => ch.trySendMany([good, good, bad, good]), {
           name: "CodecError",
-          message: message.replace(/^Cannot send: /, "Cannot trySendMany: "),
+          message: `Cannot trySendMany: ${reason}`,
         }, where);
+        await assert.rejects(ch.send(bad), {
+          name: "CodecError",
+          message: `Cannot send: ${reason}`,
+        }, where);
+        // The select's own name, as its other errors say ("Cannot select: ..."): before, "Cannot
+        // send: ...", a call the caller never made. No clause fired.
+        await assert.rejects(
+          select((s) => {
+            s.onSend(ch, bad, () => "sent");
+            s.onTimeout(0, () => "timed out");
+          }),
+          { name: "CodecError", message: `Cannot select: ${reason}` },
+          where,
+        );
         // Every value is checked before any is sent: the first two did not go.
         if (path === "native, full") {
           assert.deepEqual(ch.tryReceiveMany(8), { state: "ok", values: [good] }, where);
@@ -302,7 +318,7 @@ Deno.test("a Uint8Array over a SharedArrayBuffer: its bytes copied as the value 
     for (const value of [[view], { view }, new Int32Array(view.buffer)]) {
       assert.throws(() => ch.trySend(value), {
         name: "CodecError",
-        message: /^Cannot send: the value cannot be structured-cloned, received /,
+        message: /^Cannot trySend: the value cannot be structured-cloned, received /,
       });
     }
     using structured = new Channel<unknown>(4, { codec: codecs.structured });
@@ -390,10 +406,10 @@ Deno.test("kcoro's own objects sent as values, or inside plain data, are a Codec
       });
       await using native = NativeScope.create();
       const cases: [unknown, RegExp][] = [
-        [reply, /^Cannot send: a Channel, .*share\(\)/],
-        [{ kind: "get", reply }, /^Cannot send: the value holds a Channel,/],
+        [reply, /^Cannot trySend: a Channel, .*share\(\)/],
+        [{ kind: "get", reply }, /^Cannot trySend: the value holds a Channel,/],
         [{ reply: new CompletableDeferred<number>() }, /holds a job or deferred,/],
-        [scope, /^Cannot send: a job or deferred,/],
+        [scope, /^Cannot trySend: a job or deferred,/],
         [[1, new Map([["ctx", Context.empty]])], /holds a Context,/],
         [native, /a NativeScope,/],
         [runtime(), /a Runtime,/],
@@ -438,7 +454,7 @@ Deno.test("kcoro's own objects anywhere node:v8 would copy them are a CodecError
     const sparse: unknown[] = [];
     sparse[2 ** 32 - 2] = { reply };
     const cases: [unknown, RegExp][] = [
-      [{ a: new Point(), reply }, /^Cannot send: the value holds a Channel,/],
+      [{ a: new Point(), reply }, /^Cannot trySend: the value holds a Channel,/],
       [new Holder(reply), /holds a Channel,/], // a class instance's field
       [[new Point(), [[{ reply }]]], /holds a Channel,/], // deep
       [[, reply], /holds a Channel,/], // a hole: not even a class instance first
@@ -2042,7 +2058,7 @@ Deno.test("a value over the bytes one value may take is refused by a local chann
           );
           return true;
         };
-        assert.throws(() => ch.trySend(big), tooLarge("send"), how);
+        assert.throws(() => ch.trySend(big), tooLarge("trySend"), how);
         await assert.rejects(ch.send(big), tooLarge("send"), how);
         assert.throws(() => ch.trySendMany([big, small]), tooLarge("trySendMany"), how);
         // Past the first value a short write, as one native call answers: the rest checked.
@@ -2334,8 +2350,8 @@ Deno.test("a value over the bytes one value may take is a CodecError in the hous
     for (const [codec, value, n] of cases) {
       using ch = new Channel<unknown>(4, { codec });
       ch.share(); // native: the value is encoded into a native buffer
-      for (const op of ["send", "trySendMany"] as const) {
-        assert.throws(() => op === "send" ? ch.trySend(value) : ch.trySendMany([value]), (e) => {
+      for (const op of ["trySend", "trySendMany"] as const) {
+        assert.throws(() => op === "trySend" ? ch.trySend(value) : ch.trySendMany([value]), (e) => {
           assert.ok(e instanceof CodecError, String(e));
           assert.match(
             e.message,

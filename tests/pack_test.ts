@@ -507,9 +507,13 @@ Deno.test("pack: an array (a Proxy's) whose length is no number (a symbol, a big
       `Cannot send: an array's length must be an integer up to 2^32-1, received ${described}`;
     const { proxy, reads } = lengthClaimingProxy(length);
     assert.throws(() => pack(proxy), (e) => e instanceof TypeError && e.message === message);
+    // The CodecError names the call (trySend); its cause is pack's own TypeError, as thrown.
     assert.throws(
       () => ch.trySend(proxy),
-      (e) => e instanceof CodecError && e.cause instanceof TypeError && e.message === message,
+      (e) =>
+        e instanceof CodecError && e.cause instanceof TypeError &&
+        e.message === message.replace(/^Cannot send: /, "Cannot trySend: ") &&
+        (e.cause as Error).message === message,
     );
     assert.equal(reads(), 0, described);
   }
@@ -554,7 +558,8 @@ Deno.test("a shared channel's send of an array (a Proxy's) whose length cannot b
       () => ch.trySend(proxy),
       (e) =>
         e instanceof CodecError && e.cause instanceof cls &&
-        e.message === (e.cause as Error).message && /^Cannot send: an array/.test(e.message),
+        (e.cause as Error).message === e.message.replace(/^Cannot trySend: /, "Cannot send: ") &&
+        /^Cannot trySend: an array/.test(e.message),
     );
     assert.equal(reads(), 0);
   }
@@ -573,7 +578,7 @@ Deno.test("a shared channel's send of an array (a Proxy's) whose length cannot b
   }
 });
 
-Deno.test("a trySendMany of an array (a Proxy's) whose length cannot be encoded names trySendMany in its CodecError, on every path, nothing read or sent; trySend's says send", () => {
+Deno.test("a trySendMany of an array (a Proxy's) whose length cannot be encoded names trySendMany in its CodecError, on every path, nothing read or sent; trySend's names trySend", () => {
   // pack's own message begins "Cannot send:" (packFailed rewrites it to the call's name): a
   // batch's said "Cannot send: an array's length ...", as if send had been called.
   const paths = ["local", "native, in one call", "native, full", "native, one at a time"] as const;
@@ -592,10 +597,14 @@ Deno.test("a trySendMany of an array (a Proxy's) whose length cannot be encoded 
           message = e.message;
           return e instanceof CodecError && e.cause instanceof cls;
         }, where);
-        assert.match(message, /^Cannot send: an array/, where);
+        assert.match(message, /^Cannot trySend: an array/, where);
         assert.throws(() => ch.trySendMany([1, 2, proxy, 3]), (e: Error) => {
           assert.ok(e instanceof CodecError && e.cause instanceof cls, where);
-          assert.equal(e.message, message.replace(/^Cannot send: /, "Cannot trySendMany: "), where);
+          assert.equal(
+            e.message,
+            message.replace(/^Cannot trySend: /, "Cannot trySendMany: "),
+            where,
+          );
           // The cause is pack's own, as it threw it.
           assert.match((e.cause as Error).message, /^Cannot send: an array/, where);
           return true;

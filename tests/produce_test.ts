@@ -3296,6 +3296,31 @@ Deno.test("actor: trySend once the actor finished (done, failed or cancelled), o
   }
 });
 
+Deno.test("actor: send and trySend of a message its mailbox's codec cannot carry name their own call in the CodecError, whether the actor runs, its mailbox is closed, or it finished", async () => {
+  // Before, trySend's said "Cannot send: ...", as if send had been called (a Channel's trySend
+  // too), while its errors about the call said "Cannot trySend".
+  await using scope = createScope();
+  const gate = new CompletableDeferred<void>();
+  const a = actor<unknown>(scope, async (mailbox) => {
+    await gate.await();
+    for await (const _ of mailbox);
+  }, { capacity: 4 });
+  const reason = /^the value cannot be structured-cloned, received a function/;
+  const named = (op: string) => (e: unknown) =>
+    e instanceof CodecError && e.message.startsWith(`Cannot ${op}: `) &&
+    reason.test(e.message.slice(`Cannot ${op}: `.length));
+  for (const how of ["running", "closed", "finished"] as const) {
+    if (how === "closed") a.close();
+    if (how === "finished") {
+      gate.complete();
+      await a.job.join();
+    }
+    assert.throws(() => a.trySend(() => 1), named("trySend"), how);
+    await assert.rejects(a.send(() => 1), named("send"), how);
+  }
+  assert.equal(a.job.state, "completed");
+});
+
 Deno.test("actor: once its handler disposed of its mailbox, while the task runs on, send rejects with ClosedSendError (the message to the hook), trySend is closed and close() a no-op; before, InvalidHandleError", async () => {
   for (const capacity of ["rendezvous", 4] as const) {
     const undelivered: number[] = [];

@@ -352,19 +352,24 @@ Deno.test("a released value sent once its chunk is retired is a CodecError that 
   assert.equal(releaseBytes(a), true);
   moveOn(ch, a);
   assert.equal(a.length, 0, "retired");
-  const why =
-    /^Cannot send: the Uint8Array's buffer was detached as releaseBytes gave its chunk back \(every value of the chunk was released\): it has no bytes to send, received \[object Uint8Array\] of length 0$/;
+  // Each names its call (trySend's said "Cannot send").
+  const why = (op: string) =>
+    new RegExp(
+      `^Cannot ${op}: the Uint8Array's buffer was detached as releaseBytes gave its chunk back ` +
+        String.raw`\(every value of the chunk was released\): it has no bytes to send, received ` +
+        String.raw`\[object Uint8Array\] of length 0$`,
+    );
   for (const codec of [codecs.default, codecs.bytes]) {
     for (const shared of [false, true]) {
       using to = new Channel<unknown>(4, { codec: codec as never });
       if (shared) to.share();
       assert.throws(
         () => to.trySend(a),
-        (e: Error) => e instanceof CodecError && why.test(e.message),
+        (e: Error) => e instanceof CodecError && why("trySend").test(e.message),
       );
       await assert.rejects(
         to.send(a),
-        (e: Error) => e instanceof CodecError && why.test(e.message),
+        (e: Error) => e instanceof CodecError && why("send").test(e.message),
       );
     }
   }
