@@ -9,13 +9,17 @@
  *   the channel is closed: values sent stay receivable, then receivers see the channel closed
  *   (`for await` ends).
  * - When the block fails, or a child of the task does, the channel is closed with the error as
- *   its cause: values sent stay receivable, then receivers get that error (Kotlin's
- *   `ProducerCoroutine.onCancelled` closes it with the job's cause, the failure itself).
+ *   its cause: values sent stay receivable, then receivers get that error (the cause Kotlin's
+ *   `ProducerCoroutine.onCancelled` closes it with, the failure itself). At once: the block's
+ *   own error as it throws (before the task fails: a receiver woken by it may read the task
+ *   active), a child's as the task enters cancelling, its other children possibly still running.
  * - When the task is cancelled (its scope cancelled, a sibling failing, a timeout), the channel
  *   is closed at once with the cancellation as its cause, also after the block returned while
- *   children of the task still run (Kotlin's `ProducerCoroutine`): values already sent stay
- *   receivable, then every receiver, Worker-side ones included, rejects with that
- *   `CancellationError`.
+ *   children of the task still run: values already sent stay receivable, then every receiver,
+ *   Worker-side ones included, rejects with that `CancellationError`.
+ * - Kotlin closes it later in both cases, in `onCancelled` as the coroutine completes, after its
+ *   children; here it is closed at once so that receivers do not wait on children that can send
+ *   nothing more (their sends are bound to the task: they reject once it is cancelling).
  * - While the task runs (its block, then its children), `out.send` is bound to the task: a
  *   producer or a child of it waiting in `send` is woken by the task's cancellation (it rejects
  *   with the cause; its value goes to onUndeliveredElement, as a send's made after the cancel

@@ -370,6 +370,57 @@ Deno.test("produce: a task cancelled after its block returned, while a child of 
   assert.equal(live, 0);
 });
 
+Deno.test("produce: the order of the close: a return closes the channel once the task completed (its children done); a failure (the block's or a child's) and a cancellation close it at once, while children of the task still run (Kotlin closes it at completion in all three)", async () => {
+  // README, "Producers, actors and native scopes from TypeScript": the order, as documented.
+  for (const how of ["return", "block fails", "child fails", "cancelled"] as const) {
+    const gate = Promise.withResolvers<void>(); // holds a child that ignores the cancellation
+    const boom = new Error(how);
+    let lingering = true;
+    const seen: string[] = [];
+    const outcome = coroutineScope(async (scope) => {
+      using ch = produce<number>(
+        scope,
+        counted((_out: Channel<number>, task: CoroutineScope) => {
+          task.launch(counted(async () => {
+            await gate.promise;
+            lingering = false;
+          }));
+          if (how === "child fails") task.launch(counted(() => Promise.reject(boom)));
+          if (how === "block fails") throw boom;
+        }),
+        { capacity: 4 },
+      );
+      const job = scope.job.children[0];
+      const settled = ch.receiveCatching().then((r) => {
+        // Not final: the block's own failure closes it before the task fails (it may read
+        // active), the others as the task is cancelling.
+        const state = job.isCompleted ? job.state : "not final";
+        seen.push(`${r.state} while ${state}${lingering ? ", a child still running" : ""}`);
+      });
+      // Bounded turns: the block has returned or failed, the task waits for its lingering child.
+      for (let i = 0; i < 100 && job.state === "active"; i++) await null;
+      if (how === "cancelled") job.cancel();
+      for (let i = 0; i < 100 && seen.length === 0; i++) await null;
+      gate.resolve();
+      await settled;
+      await job.join();
+      assert.equal(job.state, how === "return" ? "completed" : "cancelled", how);
+    });
+    if (how === "return" || how === "cancelled") await outcome;
+    else await assert.rejects(outcome, (e) => e === boom, how);
+    assert.deepEqual(
+      seen,
+      [
+        how === "return"
+          ? "closed while completed"
+          : "closed while not final, a child still running",
+      ],
+      how,
+    );
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: sends by children of the task are bound to it too, also after the block returned: its cancellation wakes them (the scope hung)", async () => {
   // Kotlin's `produce { launch { send(x) } }`: the child's send is cancelled with the producer.
   let state = "pending";
