@@ -214,6 +214,24 @@ Deno.test("pack: a getter that changes a Map or Set, or deletes an object's key,
       },
       b: 2,
     })],
+    // A null prototype's object (dictionary mode in V8) is read by another loop (putObject).
+    ["a later key deleted, on a null prototype", () => ({
+      __proto__: null,
+      get a() {
+        delete (this as { b?: number }).b;
+        return 1;
+      },
+      b: 2,
+      c: undefined,
+    })],
+    ["a getter that deletes its own key and answers undefined, on a null prototype", () => ({
+      __proto__: null,
+      get a() {
+        delete (this as { a?: number }).a;
+        return undefined;
+      },
+      b: 2,
+    })],
     ["a later key deleted, inside a Map", () =>
       new Map([["k", {
         get a() {
@@ -309,7 +327,9 @@ function mutatingValue(seed: number): unknown {
       for (let i = int(4); i > 0; i--) a.push(value(depth + 1));
       return a;
     }
-    const o: Record<string, unknown> = {};
+    // Every fourth object has a null prototype, which putObject reads by a loop of its own
+    // (chosen without a draw from `next`, which would change every seed's value).
+    const o: Record<string, unknown> = containers.length % 4 === 1 ? Object.create(null) : {};
     for (let i = int(4); i > 0; i--) {
       if (x < 0.8 && next() < 0.3) {
         const changes = int(3) + 1;
