@@ -278,26 +278,45 @@ function putObject(v: object): void {
   const proto = Object.getPrototypeOf(v);
   if (proto === Object.prototype || proto === null) {
     ids.set(v, ids.size);
-    // As structured clone copies it: the own enumerable string keys it had before the first
-    // read, each read (`[[Get]]`) if it is still own when its turn comes, even where its own
-    // getter deletes it (undefined then), and left out if not (a getter on the way deleted it),
-    // even where Object.prototype has it. `for-in` lists those keys (and enumerable inherited
-    // ones, which `hasOwn` leaves out), and V8 compiles its `hasOwn` and read to a map check and
-    // a field load while the object's keys are unchanged: no slower than `Object.keys` and an
-    // indexed read (a `hasOwn` before each of those reads cost 12-15% on small objects). Not so
-    // for an object in dictionary mode (a null prototype's, one a key was deleted from, one of
-    // hundreds of keys added one by one): no enum cache, a lookup per key, ~20-35% slower than
-    // `Object.keys` was (review RC5, passes taking turns on a loaded 2-vCPU host). A
-    // Proxy's traps run as `for-in` and `hasOwn` run them. The count is written after the
-    // properties, as the keys left out are not known before.
+    // As structured clone copies it: the own enumerable string keys it had before the first read,
+    // each read (`[[Get]]`) if it is still own when its turn comes, even where its own getter
+    // deletes it (undefined then), and left out if not (a getter on the way deleted it), even where
+    // Object.prototype has it. Two loops do that, for speed. `for-in` lists those keys (and
+    // enumerable inherited ones, which `hasOwn` leaves out), and V8 compiles its `hasOwn` and read
+    // to a map check and a field load while the object has fast properties: `Object.keys` and a
+    // `hasOwn` before each indexed read (HTML's shape) cost 25-50% more on small, nested and 10-key
+    // objects, 90% more on a 30-key one from JSON.parse. An object in dictionary mode has no enum
+    // cache: `for-in` collects its keys in the runtime and checks each again (a lookup more per
+    // key), 6-21% slower than `Object.keys` there. An object of a null prototype is in dictionary
+    // mode (Object.create(null), `{ __proto__: null }`: 11-17% faster so) and is told apart for
+    // free: it takes `Object.keys` (one given a null prototype by Object.setPrototypeOf keeps fast
+    // properties, and pays 30% there instead; rarer). One a key was deleted from, or of hundreds of
+    // keys added one by one, is not told from a fast one without a cost of its own (counting keys
+    // with `Object.keys` first, more than 16 taking its loop, made the 30-key object 1.9x slower
+    // and a key-deleted one 25%): it stays on `for-in`, 10-20% slower than `Object.keys`. (Least
+    // and median ns per pack, passes taking turns in one process on a loaded 2-vCPU host, session
+    // 35; pack_test's getter table and seeded test cover both loops.) A Proxy's traps run as
+    // `for-in`, or `Object.keys` where its prototype is null, and `hasOwn` run them. The count is
+    // written after the properties, as the keys left out are not known before.
     putU32(OBJ, 0);
     const at = pos - 4;
     let n = 0;
-    for (const k in v) {
-      if (!hasOwn.call(v, k)) continue;
-      putText(k);
-      put((v as Record<string, unknown>)[k]);
-      n++;
+    if (proto === null) {
+      const keys = Object.keys(v);
+      for (let i = 0; i < keys.length; i++) {
+        const k = keys[i];
+        if (!hasOwn.call(v, k)) continue;
+        putText(k);
+        put((v as Record<string, unknown>)[k]);
+        n++;
+      }
+    } else {
+      for (const k in v) {
+        if (!hasOwn.call(v, k)) continue;
+        putText(k);
+        put((v as Record<string, unknown>)[k]);
+        n++;
+      }
     }
     set32(at, n);
     return;
