@@ -3288,8 +3288,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * receive that a native try served: a turn's burst of n sends into a buffer, then n receives,
    * cost n² steps (32000 sends: 4 s, not 13 ms).
    * Where the ring cannot be drained (gone: destroyed by hand, as a test does), no record will
-   * come for this isolate's senders queued natively on `s`, the one the receive just took
-   * included: each fails now, as `RingOp.lost` fails it (`#lost`), and is tracked no more.
+   * come for this isolate's senders queued natively on `s` (a select's send clause too), the
+   * one the receive just took included: each fails now, as `RingOp.lost` fails it (`#lost`),
+   * and is tracked no more.
    * Before, they went on waiting until the ring's wait found it gone, a turn or more later,
    * while the receive had returned its value.
    */

@@ -2744,3 +2744,39 @@ Deno.test("a select whose onSend completes a receive of this isolate queued nati
     assert.equal(pending(), 0, what);
   }
 });
+
+Deno.test("a try-receive that takes a select's send clause of its own isolate when the ring is gone fails that select at once, as a plain send's", async () => {
+  // As for a plain send queued natively (channel_test.ts, "a receive that takes a queued send
+  // of its own isolate when the ring is gone"): the native try-receive takes the clause's value,
+  // its record cannot be drained (the ring destroyed by hand, here between the two), so the
+  // select fails before tryReceive returns, as `RingOp.lost` fails it, and is tracked no more.
+  // Before, `#settleSenders` failed only the plain sends: the select went on waiting until the
+  // ring's wait found the ring gone, a turn or more later.
+  const res = await evalScript(`
+    import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { within } from "./tests/support.ts";
+    const lib = library();
+    const bridge = Bridge.of(lib);
+    const a = new Channel(0, { codec: codecs.f64 });
+    a.share();
+    let outcome = "pending";
+    const chosen = select((s) => s.onSend(a, 1, () => "sent")).then((v) => outcome = v, (e) => outcome = e instanceof InvalidHandleError && /^Cannot select: the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
+    if (bridge.pending !== 1) throw new Error("the select is not queued natively: " + bridge.pending);
+    const settleWhere = bridge.settleWhere.bind(bridge);
+    let destroyed = 0;
+    bridge.settleWhere = (pick, on) => {
+      if (destroyed++ === 0) lib.symbols("test").kc_ring_destroy(bridge.ring);
+      return settleWhere(pick, on);
+    };
+    const got = JSON.stringify(a.tryReceive());
+    if (got !== '{"state":"ok","value":1}') throw new Error("tryReceive: " + got);
+    if (destroyed !== 1) throw new Error("the ring was not drained after the native receive: " + destroyed);
+    const pending = bridge.pending;
+    for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
+    const now = JSON.stringify({ pending, outcome });
+    await within(chosen, 10_000, "the select settled");
+    if (now !== '{"pending":0,"outcome":"lost"}') throw new Error(now + ", then " + outcome);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
