@@ -2616,13 +2616,14 @@ Deno.test("a select's send clause on a shared channel whose value a try-receive 
       const took = (...values: number[]) =>
         many ? { state: "ok", values } : values.map((value) => ({ state: "ok", value }));
       // The plain send, queued natively at its turn's end: the receive that takes it settles it.
+      const before = pending();
       const sent = ch.send(2);
-      await new Promise((r) => setTimeout(r, 0));
+      await until(() => pending() > before, `${what}: the plain send queued natively`);
       assert.deepEqual(take(), capacity === 1 ? took(1, 2) : took(2), what);
       assert.equal(await settled(sent), true, `${what}: the plain send`);
       if (capacity === 1) assert.deepEqual(ch.trySend(3), { state: "ok" });
       const chosen = select((s) => s.onSend(ch, 4, () => "sent"));
-      await new Promise((r) => setTimeout(r, 0)); // queued natively (kc_select_async)
+      assert.equal(pending(), before + 1, `${what}: the select queued natively (kc_select_async)`);
       assert.deepEqual(take(), capacity === 1 ? took(3, 4) : took(4), what);
       // Microtasks only, no turn of the event loop: the ring's wait cannot wake in between.
       // Before, the clause's record waited for that wake, a turn after the receive (and
