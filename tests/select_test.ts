@@ -2781,3 +2781,33 @@ Deno.test("a try-receive that takes a select's send clause of its own isolate wh
   `);
   assert.equal(res.code, 0, res.stderr);
 });
+
+Deno.test("a select's receive clause that takes a send of this isolate queued natively settles that send before the select's handler runs, as a try-receive does", async () => {
+  // The native select's probe is this isolate's receive: the send it takes (a plain send, or
+  // another select's send clause) or moves into the room it made writes its record to the ring,
+  // settled before the clause's handler runs, as `#poll` settles it for a try-receive. Before,
+  // it settled at the ring wait's next wake, a turn after the select had returned the value.
+  for (const capacity of [0, 1]) {
+    using ch = new Channel<number>(capacity);
+    ch.share(); // outside: only the ring's wait would drain the records otherwise
+    if (capacity === 1) assert.deepEqual(ch.trySend(1), { state: "ok" }); // full
+    const before = pending();
+    const sender = select((s) => s.onSend(ch, 4, () => "sent"));
+    assert.equal(pending(), before + 1, "the send clause queued natively");
+    const first = capacity === 1 ? 1 : 4;
+    assert.equal(await select<number>((s) => s.onReceive(ch, (v) => v)), first);
+    // The select's handler ran in a microtask: no turn of the event loop in between.
+    assert.equal(await settled(sender), true, `capacity ${capacity}: the select's send clause`);
+    assert.equal(await sender, "sent");
+    if (capacity === 1) assert.deepEqual(ch.tryReceive(), { state: "ok", value: 4 });
+    if (capacity === 1) assert.deepEqual(ch.trySend(1), { state: "ok" });
+    const sent = ch.send(5);
+    await until(() => pending() > before, `capacity ${capacity}: the plain send queued natively`);
+    assert.equal(
+      await select<number>((s) => s.onReceiveCatching(ch, (r) => r.state === "ok" ? r.value : -1)),
+      capacity === 1 ? 1 : 5,
+    );
+    assert.equal(await settled(sent), true, `capacity ${capacity}: the plain send`);
+    if (capacity === 1) assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 });
+  }
+});
