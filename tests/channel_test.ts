@@ -403,6 +403,69 @@ bothModes("Uint8Array: the sender's bytes are copied once; the receiver gets its
   assert.equal(m.bytesReceived, 1000);
 });
 
+Deno.test("a local channel's fast send and receive (numbers, no options) settle and count as the general path", async () => {
+  // send and receive take a small path of their own for a number with no options on a local
+  // channel (a receiver or room waiting for the send, a value or a waiting sender for the
+  // receive); options `{}` (no signal) take the general one. A seeded program of sends,
+  // receives, yields and a close runs both ways: the same settles in the same order, the same
+  // metrics but the clock's.
+  const run = async (codec: Codec<number>, capacity: number, seed: number, options?: object) => {
+    const rand = prng(seed);
+    const log: string[] = [];
+    const pending: Promise<void>[] = [];
+    const ch = new Channel<number>(capacity, { codec });
+    const watch = (what: string, p: Promise<unknown>) =>
+      pending.push(p.then(
+        (v) => void log.push(`${what} ok ${v}`),
+        (e) => void log.push(`${what} ${(e as Error).name}`),
+      ));
+    for (let i = 0; i < 300; i++) {
+      const x = rand();
+      if (x < 0.4) watch(`send ${i}`, ch.send(i, options));
+      else if (x < 0.8) watch(`receive ${i}`, ch.receive(options));
+      else for (let k = Math.floor(rand() * 3); k >= 0; k--) await Promise.resolve();
+    }
+    ch.close();
+    watch("send after close", ch.send(-1, options));
+    for (let i = 0; i < 8; i++) watch(`drain ${i}`, ch.receive(options));
+    await Promise.all(pending);
+    const { firstOpNs: _f, lastOpNs: _l, takenNs: _t, ...m } = ch.metrics();
+    ch[Symbol.dispose]();
+    return { log, m };
+  };
+  for (const codec of [codecs.f64, codecs.default as Codec<number>]) {
+    for (const capacity of [0, 1, 3]) {
+      for (const seed of [1, 2, 3]) {
+        const fast = await run(codec, capacity, seed);
+        const general = await run(codec, capacity, seed, {});
+        assert.deepEqual(fast, general, `codec ${codec.name}, capacity ${capacity}, seed ${seed}`);
+        assert.ok(fast.m.handoffs > 0 && fast.m.receives > 0); // both paths were taken
+      }
+    }
+  }
+
+  // Nor where the general path refuses: a disposed channel, the library closed (a channel that
+  // never waited is not told of the close: its calls must still find it closed).
+  const disposed = new Channel<number>(1, { codec: codecs.f64 });
+  disposed.trySend(1);
+  disposed[Symbol.dispose]();
+  await assert.rejects(disposed.send(2), InvalidHandleError);
+  await assert.rejects(disposed.receive(), InvalidHandleError);
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs } from "./mod.ts";
+    const name = (p) => p.then((v) => "resolved " + v, (e) => e.name + ": " + e.message);
+    const room = new Channel(1, { codec: codecs.f64 }), full = new Channel(1);
+    full.trySend(7);
+    closeLibrary();
+    console.log(JSON.stringify(await Promise.all([name(room.send(1)), name(full.receive())])));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), [
+    "LibraryClosedError: Cannot send: the kcoro library is closed (KC_ESHUTDOWN)",
+    "LibraryClosedError: Cannot receive: the kcoro library is closed (KC_ESHUTDOWN)",
+  ]);
+});
+
 bothModes("trySendMany: in order until the buffer is full; then full, then closed", () => {
   for (const codec of [codecs.f64, codecs.default, codecs.bytes] as Codec<unknown>[]) {
     using ch = chan<unknown>(3, { codec });
