@@ -15,7 +15,7 @@
 // raw symbols, the codecs' encode and decode of native slots; see README), the @ignore
 // constructors of Runtime and Library, and methods called on a receiver of another class.
 import assert from "node:assert/strict";
-import { callersJob, prng, untilAborted } from "./support.ts";
+import { callersJob, prng, shutdownScheduler, untilAborted } from "./support.ts";
 import * as kc from "../mod.ts";
 import {
   AbiMismatchError,
@@ -107,6 +107,10 @@ if (!import.meta.main) {
     );
     console.log(`${stdout.match(/^fuzz ok .*$/m)![0]} in ${Math.round(performance.now() - t0)} ms`);
   });
+
+  // Last: no scheduler left running for the files after this one (tests/support.ts says why).
+  // This process starts none itself (the child does), but a test added above might.
+  Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import {
   supervisorScope,
   withTimeout,
 } from "../mod.ts";
+import { shutdownScheduler } from "./support.ts";
 
 /** Asserts that both ways of cloning `value` throw a DataCloneError matching `advice`. */
 function assertRefused(name: string, value: unknown, advice: RegExp): void {
@@ -125,3 +126,6 @@ Deno.test("a codec or a select builder sent as a channel's value is a CodecError
   assert.equal(codecs[got.codec], codecs.f64);
   assert.equal(Deno.inspect(codecs.f64), 'Codec { name: "f64" }');
 });
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

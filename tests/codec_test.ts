@@ -22,7 +22,7 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
-import { evalScript, lengthClaimingProxy, prng } from "./support.ts";
+import { evalScript, lengthClaimingProxy, prng, shutdownScheduler } from "./support.ts";
 import {
   CAUSE_BYTES_MIN,
   decodeCause,
@@ -2375,3 +2375,6 @@ Deno.test("a value over the bytes one value may take is a CodecError in the hous
       "Cannot set the value bytes limit: it must be an integer from 0 to 4294967295, received 4294967296",
   });
 });
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

@@ -27,6 +27,7 @@ import {
   supervisorScope,
   withTimeout,
 } from "../mod.ts";
+import { shutdownScheduler } from "./support.ts";
 import * as kcoro from "../mod.ts";
 
 type Row = [label: string, value: unknown, name: string, facts: RegExp];
@@ -441,3 +442,6 @@ Deno.test("inspecting anything but an instance through a kcoro class's inspect h
   });
   await free[Symbol.asyncDispose]();
 });
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

@@ -14,6 +14,7 @@ import {
   produce,
   runtime,
 } from "../mod.ts";
+import { shutdownScheduler } from "./support.ts";
 
 /** Names no option takes: a near miss, an inherited property name, the empty string. */
 const UNKNOWN = ["drop-newest", "toString", "__proto__", ""];
@@ -96,3 +97,6 @@ Deno.test("a string naming none of an option's choices is a TypeError that names
   scope.cancel();
   await scope.join();
 });
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

@@ -33,6 +33,7 @@ import {
   catchReported,
   jobSendingAsArmed,
   settled,
+  shutdownScheduler,
   trySendNatively,
   untilAborted,
 } from "./support.ts";
@@ -1554,3 +1555,6 @@ Deno.test("a producer or an actor whose task signal (a scope of the caller's own
     if (which === "produce") named(received);
   }
 });
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
