@@ -17,7 +17,10 @@ const LAST = "Deno." + 'test("the scheduler this file may have started is shut d
  */
 const STARTERS = new Set(["runtime", "NativeScope", "nativeScope"]);
 
-/** The names `src` imports (not as types only) from the library's own modules. */
+/**
+ * The names `src` imports (not as types only) from the library's own modules, and those it
+ * reads off a namespace import of them (`import * as kc`: `kc.runtime`).
+ */
 function libraryImports(src: string): string[] {
   const names = [];
   for (const m of src.matchAll(/import\s*(type\s*)?\{([^}]*)\}\s*from\s*"\.\.\/[^"]*"/g)) {
@@ -26,6 +29,9 @@ function libraryImports(src: string): string[] {
       const name = part.trim().split(/\s+as\s+/)[0];
       if (name !== "" && !name.startsWith("type ")) names.push(name);
     }
+  }
+  for (const m of src.matchAll(/import\s*\*\s*as\s+(\w+)\s+from\s*"\.\.\/[^"]*"/g)) {
+    for (const use of src.matchAll(new RegExp(`\\b${m[1]}\\.(\\w+)`, "g"))) names.push(use[1]);
   }
   return names;
 }
