@@ -166,6 +166,19 @@ export class Bridge {
    * still delivered.
    */
   #closing(): void {
+    // One batch (`due`), as `#start`'s flushes and a drain's records are: the hooks for the
+    // values of the sends it refuses as it queues them run once it has settled them all.
+    const outer = this.due !== null;
+    if (!outer) this.due = this.#dueRuns;
+    try {
+      this.#closeBatch();
+    } finally {
+      if (!outer) this.#runDue();
+    }
+  }
+
+  /** What `#closing` does, as one batch (`due`). */
+  #closeBatch(): void {
     this.#closePassed = true;
     // Records a `settleWhere` (whose settle ran this close) picked: settled first, while the
     // library is open, as completed before the withdrawals below fail the newer waits.
@@ -678,12 +691,23 @@ export class Bridge {
   readonly #start = (): void => {
     const deferred = this.#deferred;
     this.#deferred = [];
-    for (const op of deferred) {
-      try {
-        op.flush(); // may track(): #starting is still set, so that schedules nothing
-      } catch (e) {
-        reportError(e);
+    // The flushes are one batch (`due`), as a drain's records are: a send that finds the channel
+    // cancelled (by native code, or another isolate) as it queues rejects, and its value
+    // reaches onUndeliveredElement once every flush has settled, as a local cancel rejects every
+    // waiting send before its hook runs. Before, the first such send's hook ran before it, and
+    // the later sends of the flush, rejected.
+    const outer = this.due !== null;
+    if (!outer) this.due = this.#dueRuns;
+    try {
+      for (const op of deferred) {
+        try {
+          op.flush(); // may track(): #starting is still set, so that schedules nothing
+        } catch (e) {
+          reportError(e);
+        }
       }
+    } finally {
+      if (!outer) this.#runDue(); // a hook's send defers: scheduled below (`#starting`)
     }
     this.#starting = false;
     if (this.#deferred.length > 0) this.#schedule();
@@ -877,20 +901,22 @@ export class Bridge {
     try {
       return this.#drainRecords();
     } finally {
-      if (!outer) {
-        this.due = null;
-        if (this.#dueRuns.size !== 0) {
-          // Taken out first: a collect's hook may run a drain of its own, which reuses the map.
-          const runs = [...this.#dueRuns.values()];
-          this.#dueRuns.clear();
-          for (const run of runs) {
-            try {
-              run();
-            } catch (e) {
-              reportError(e);
-            }
-          }
-        }
+      if (!outer) this.#runDue();
+    }
+  }
+
+  /** Ends the batch that set `due`: runs the collects its settles left to its end. */
+  #runDue(): void {
+    this.due = null;
+    if (this.#dueRuns.size === 0) return;
+    // Taken out first: a collect's hook may run a drain of its own, which reuses the map.
+    const runs = [...this.#dueRuns.values()];
+    this.#dueRuns.clear();
+    for (const run of runs) {
+      try {
+        run();
+      } catch (e) {
+        reportError(e);
       }
     }
   }
@@ -899,8 +925,10 @@ export class Bridge {
   readonly #dueRuns = new Map<unknown, () => void>();
 
   /**
-   * While `#drain` settles: the collects its settles left to its end (`Channel`'s
-   * `#collectSettled`), one per channel, run once every record drained has settled, as a local
+   * While `#drain` settles (also while `#start` or `#closing` flush the waits still in
+   * JavaScript, which may find their channel cancelled as they queue): the collects its settles
+   * left to its end (`Channel`'s `#collectSettled`, with the values of the sends refused then),
+   * one per channel, run once every record drained (every wait flushed) has settled, as a local
    * channel's cancel rejects every waiting send before its hook runs (`#localDrop`). Before, the
    * first send a native cancel failed ran the hook for every dropped value before the later
    * sends of the batch rejected. Null otherwise.

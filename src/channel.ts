@@ -4839,6 +4839,36 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     else if (this.#keeps && !this._shared.ended && !this.#disposed) {
       this.#takeUndelivered(this.#lib._symbolsToRelease);
     }
+    // Then the values of sends refused meanwhile (`#refusedSettled`), in the order they were,
+    // after what was dropped natively before them, as `#refused` hands them.
+    const drops = this.#settledDrops;
+    if (drops === null) return;
+    this.#settledDrops = null;
+    for (const v of drops) this.#undelivered(v);
+  }
+
+  /** Values `#refusedSettled` left to `#collectDue`; null when none waits. */
+  #settledDrops: unknown[] | null = null;
+
+  /**
+   * `#refused` for a send's settle: where it is the creator's (or a local channel's) and a
+   * batch of settles is under way (`#settleEnded`'s `collectDue`, or `Bridge.due`: the ring
+   * drain's batch, the end-of-turn flush of the waits still in JavaScript), the value reaches
+   * the hook at the batch's end (`#collectDue`), once every wait it fails has settled; counted
+   * now. Otherwise (a copy's, which `kc_chan_drop` hands on; no batch) `#refused` at once.
+   */
+  #refusedSettled(value: unknown, slot: Slot | undefined): void {
+    const s = this._shared;
+    const batch = s.collectDue !== null ||
+      (this.#bridgeOf ?? Bridge.existing(this.#lib))?.due != null;
+    if (!batch || !(s.local || this.#owner)) return this.#refused(value, slot);
+    if (slot !== undefined) this.#codec.discard(slot, this.#lib._symbolsToRelease);
+    if (!this.#disposed) {
+      s.localDropped++;
+      if (!s.local && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
+    }
+    (this.#settledDrops ??= []).push(value);
+    this.#collectSettled();
   }
 
   #settleWith(w: Waiter, status: number, queued: boolean): void {
@@ -4861,12 +4891,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         return;
       }
       if (status === Status.EPIPE || status === Status.ECANCELED) {
-        this.#ended();
         // Closed or cancelled (by native code or another isolate) while it waited here in
         // JavaScript, or found so as it queued: dropped as a waiting sender's value is by this
         // isolate's own cancel (Kotlin's `onClosedSend`). Before, a closed one was freed
-        // here and no hook saw it.
-        this.#refused(w.value, slot);
+        // here and no hook saw it. Its value (and what the channel dropped natively) reaches
+        // the hook once what settles it has settled every wait it fails (`#refusedSettled`):
+        // the end-of-turn flush that queues the sends still waiting in JavaScript, the ring
+        // drain's batch. Before, the first such send of a flush ran the hook for its value
+        // before it, and every later send of the flush, rejected (what the hook did, a close of
+        // another channel, settled ahead of them), where a local cancel rejects every send first.
+        this.#endedSettled();
+        this.#refusedSettled(w.value, slot);
       } else this.#codec.discard(slot, sym);
       w.reject(
         status === Status.EPIPE || status === Status.ECANCELED
@@ -4939,6 +4974,23 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // an owner's, as it learnt: `#destroyedUnder`): cancelled, so closed already (Kotlin's close
     // on a cancelled channel returns false), with no call on the dead handle.
     if (s.ended) return false;
+    // One batch of settles with the flushes (`#closeShared`), as in `cancel`.
+    const outer = Channel.#beginCollects(s);
+    try {
+      return this.#closeShared(sym, s, cause, arguments.length > 0 && cause !== undefined);
+    } finally {
+      Channel.#endCollects(s, outer);
+    }
+  }
+
+  /**
+   * `close` of a channel that escaped: `given` says whether `cause` was given. Run as one batch
+   * of settles (`collectDue`): a send the flush below finds cancelled (by native code or another
+   * isolate) rejects, and its value reaches onUndeliveredElement once every wait it fails has
+   * settled, as a local cancel rejects every waiting send before its hook runs. Before, the first
+   * such send's hook ran before it, and the later sends of the flush, rejected.
+   */
+  #closeShared(sym: Sym, s: Shared, cause: unknown, given: boolean): boolean {
     // Waiters still waiting in JavaScript queue natively first: a sender already waiting still
     // delivers, and every waiter learns of the close the one way (a ring record).
     flushAll(s.senders);
@@ -4946,7 +4998,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // A queueing there may have met the dead handle and learnt the channel ended (`_submit`):
     // the close call is given `ENDED_HANDLE` then (`#handle`) and answers false, as on any
     // cancelled channel.
-    const given = arguments.length > 0 && cause !== undefined;
     const rc = this.#closeNative(sym, false, cause, given);
     if (rc === CAUSE_LOST) {
       // Closed natively all the same: so here, with the cause every isolate reads (none kept;
@@ -4958,7 +5009,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const first = rc === 1;
     if (first) {
       s.closed = true;
-      if (arguments.length > 0 && cause !== undefined) {
+      if (given) {
         s.cause = cause;
         s.hasCause = true;
       }
@@ -4966,6 +5017,24 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // After the cause is this isolate's: the receives the close failed reject with it.
     this.#settleEnded(s);
     return first;
+  }
+
+  /**
+   * Begins a batch of settles on `s` (`collectDue`), unless one is under way: the collects they
+   * leave (`#collectSettled`) run at its end (`#endCollects`, given what this answered).
+   */
+  static #beginCollects(s: Shared): Channel<unknown>[] | null {
+    const outer = s.collectDue;
+    s.collectDue = outer ?? [];
+    return outer;
+  }
+
+  /** Ends the batch `#beginCollects` began (`outer` null): runs the collects left to it. */
+  static #endCollects(s: Shared, outer: Channel<unknown>[] | null): void {
+    if (outer !== null) return;
+    const due = s.collectDue!;
+    s.collectDue = null;
+    for (const c of due) c.#collectDue();
   }
 
   /**
@@ -4987,8 +5056,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const bridge = this.#bridgeOf ?? Bridge.existing(this.#lib);
     // The hook for what the settles dropped runs once every one of them has settled, as a local
     // channel's cancel runs it (`#localDrop`).
-    const outer = s.collectDue;
-    const due = s.collectDue = outer ?? [];
+    const outer = Channel.#beginCollects(s);
     let drained: boolean | undefined;
     try {
       drained = bridge?.settleWhere(
@@ -4996,10 +5064,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         s,
       );
     } finally {
-      if (outer === null) {
-        s.collectDue = null;
-        for (const c of due) c.#collectDue();
-      }
+      Channel.#endCollects(s, outer);
     }
     if (drained !== false) return;
     // The ring cannot be drained (gone: destroyed by hand, as a test does): no record will come
@@ -5075,20 +5140,28 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // Another thread's destroy since the status read: the first queueing meets the dead handle
     // and the channel ends here (`_submit`), so the cancel call is given `ENDED_HANDLE`
     // (`#handle`) and does nothing, as on any cancelled channel; `cause` stays the channel's.
-    flushAll(s.senders);
-    flushAll(s.receivers);
-    const rc = this.#closeNative(sym, true, cause, given, bytes);
-    // Closed already by another isolate or native code: its cause (if any) is the cause. So
-    // where native code could not keep `cause` (CAUSE_LOST): the cause is what every isolate
-    // reads (none, or an earlier closer's), not one only this isolate knows.
-    if ((rc === 0 || rc === CAUSE_LOST) && given && !s.ended) {
-      s.cause = undefined;
-      s.hasCause = false;
-      s.causeLooked = false;
+    // One batch of settles with the flushes, as in `close` (`#closeShared`): a send the flush
+    // finds cancelled by native code rejects before its value reaches the hook.
+    const outer = Channel.#beginCollects(s);
+    let rc: number;
+    try {
+      flushAll(s.senders);
+      flushAll(s.receivers);
+      rc = this.#closeNative(sym, true, cause, given, bytes);
+      // Closed already by another isolate or native code: its cause (if any) is the cause. So
+      // where native code could not keep `cause` (CAUSE_LOST): the cause is what every isolate
+      // reads (none, or an earlier closer's), not one only this isolate knows.
+      if ((rc === 0 || rc === CAUSE_LOST) && given && !s.ended) {
+        s.cause = undefined;
+        s.hasCause = false;
+        s.causeLooked = false;
+      }
+      // The waits it failed settle now, as a local cancel's do; a queued send's record hands
+      // what the cancel dropped to the hook (`#settleWith`), in drop order.
+      this.#settleEnded(s);
+    } finally {
+      Channel.#endCollects(s, outer);
     }
-    // The waits it failed settle now, as a local cancel's do; a queued send's record hands
-    // what the cancel dropped to the hook (`#settleWith`), in drop order.
-    this.#settleEnded(s);
     this.#collect(); // cancelled either way: what it dropped goes to the hook now
     if (rc === CAUSE_LOST) throw causeLostError("cancel channel", "cancelled");
   }

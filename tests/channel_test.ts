@@ -2958,6 +2958,36 @@ Deno.test("closing the library in the turn a shared channel's wait began fails i
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("closing the library in the turn native code cancelled a shared channel with sends waiting in JavaScript rejects them all before onUndeliveredElement runs", async () => {
+  // The close queues the sends still waiting in JavaScript (`Bridge.#closing`) while the library
+  // is open: they find the channel cancelled, reject, and the hook runs for each value once all
+  // have (its close of `b` settling after them), as a local cancel orders them. Before, the first
+  // send's hook ran before it, and the second, rejected.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    const sym = library().symbols("test");
+    const hook = [], log = [];
+    const b = new Channel(0);
+    const a = new Channel(0, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => {
+        hook.push(v);
+        if (v === 1) b.close();
+      },
+    });
+    a.share();
+    const ops = [["send 1", a.send(1)], ["send 2", a.send(2)], ["receive b", b.receive()]];
+    const done = ops.map(([name, p]) => p.then(() => log.push(name + " ok"), (e) => log.push(name + " " + e.name)));
+    if (sym.kc_chan_cancel(a.handle) !== 0) throw new Error("not cancelled");
+    closeLibrary(); // the same turn
+    await Promise.all(done);
+    const want = ["send 1 CancellationError", "send 2 CancellationError", "receive b ClosedReceiveError"];
+    if (JSON.stringify(log) !== JSON.stringify(want)) throw new Error("order " + JSON.stringify(log));
+    if (JSON.stringify(hook) !== "[1,2]") throw new Error("hook got " + JSON.stringify(hook));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("closing the library withdraws operations queued natively (receive, send, select) and fails them", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, library, select } from "./mod.ts";
@@ -6887,6 +6917,52 @@ Deno.test("shared: several queued send clauses that native code cancels all reje
     "receive b err ClosedReceiveError(Channel was closed)",
   ]);
 });
+
+for (const then of ["local", "flush", "cancel", "close"] as const) {
+  const how = {
+    local: "local: its own cancel()",
+    flush: "shared: native code's cancel, met by the end-of-turn flush",
+    cancel: "shared: native code's cancel, then its own cancel() in that turn",
+    close: "shared: native code's cancel, then its own close() in that turn",
+  }[then];
+  Deno.test(`${how}: sends still waiting in JavaScript all reject before onUndeliveredElement runs`, async () => {
+    // Two sends wait in JavaScript (a shared channel's queue natively at the end of the turn,
+    // or at a close or cancel of this isolate's, which flushes them first), and the channel is
+    // cancelled in that turn: by its own cancel() where local, else by native code
+    // (`kc_chan_cancel`, as another thread would), so that the sends find it cancelled as they
+    // queue. Both reject, then the hook runs for each value (its close of `b` settling after
+    // them), in the order a local cancel settles them. Before, the first send of the flush ran
+    // the hook before it, and the second, rejected: "hook 1; hook 2; receive b; send 1; send 2".
+    const sym = library().symbols("test");
+    const hook: number[] = [];
+    using b = new Channel<number>();
+    using a = new Channel<number>(0, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => {
+        hook.push(v);
+        if (v === 1) b.close();
+      },
+    });
+    if (then !== "local") a.share();
+    const log = settleLog([["send 1", a.send(1)], ["send 2", a.send(2)], [
+      "receive b",
+      b.receive(),
+    ]]);
+    if (then === "local") a.cancel();
+    else {
+      assert.equal(sym.kc_chan_cancel(a.handle), 0);
+      if (then === "cancel") a.cancel();
+      if (then === "close") assert.equal(a.close(), false, "cancelled already");
+    }
+    await until(() => log.length === 3, "the waits settled");
+    assert.deepEqual(hook, [1, 2]);
+    assert.deepEqual(log, [
+      "send 1 err CancellationError(Channel was cancelled)",
+      "send 2 err CancellationError(Channel was cancelled)",
+      "receive b err ClosedReceiveError(Channel was closed)",
+    ]);
+  });
+}
 
 for (const form of ["receive", "select"] as const) {
   Deno.test(`shared: a ${form} given up after it took a value natively, then cancelled natively with a later wait: both reject before onUndeliveredElement gets the value given back`, async () => {
