@@ -3076,7 +3076,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     const sym = this.#lib.symbols("send");
     const enc = slot ?? scratch;
-    if (slot === undefined) this.#codec.encode(value as T, enc, sym);
+    // As the escape encodes a value a local channel held (`encodePassed`): a structured value's
+    // copy that `pass` made (a Node Buffer's, on the default codec) goes as that value went, not
+    // as the plain Uint8Array it is. No path is known to reach here with one (a copy's object
+    // values come with their slot, encoded at the call), so this keeps the two encodings alike.
+    if (slot === undefined) encodePassed(this.#codec, value as T, enc, sym);
     // A copy disposed while a select's clause on it settled still holds the channel for that
     // select (`#keptHeld`): its handle is live, and the value goes to the creator's hook through
     // it. Before, the dispose had given the hold back and this call was given the ended-handle
