@@ -257,6 +257,17 @@ export class NativeScope implements AsyncDisposable {
     return typeof x === "object" && x !== null && #handle in x;
   }
 
+  /**
+   * `self` (a method's `this`) is a NativeScope, else a named TypeError: a method called on
+   * another object (`Object.create(NativeScope.prototype)`, which `instanceof` takes, given as
+   * the scope of `produce`) threw the engine's "Receiver must be an instance of class".
+   */
+  static #check(self: unknown, op: string): void {
+    if (!NativeScope.#isScope(self)) {
+      throw new TypeError(`Cannot ${op}: this is not a NativeScope, received ${describe(self)}`);
+    }
+  }
+
   static #make(
     op: string,
     parent: NativeScope | null,
@@ -359,18 +370,21 @@ export class NativeScope implements AsyncDisposable {
 
   /** The native handle (for the C ABI: pass it to C code that calls `kc_scope_*`). */
   get handle(): number {
+    NativeScope.#check(this, "read native scope");
     return this.#handle;
   }
 
   /** How many children have not finished. */
   get live(): number {
     const op = "read native scope";
+    NativeScope.#check(this, op);
     return unwrap(this.#lib.symbols(op).kc_scope_live(this.#open(op)), op);
   }
 
   /** True once the scope is cancelled, from either side. */
   get isCancelled(): boolean {
     const op = "read native scope";
+    NativeScope.#check(this, op);
     return this.#lib.symbols(op).kc_scope_poll(this.#open(op), 1n) === Status.EINTR;
   }
 
@@ -392,6 +406,7 @@ export class NativeScope implements AsyncDisposable {
   launch(entry: NativeFunction, arg?: Deno.PointerValue): void;
   launch(entry: ScheduledBuiltin | NativeFunction, arg?: BigUint64Array | Deno.PointerValue): void {
     const op = "launch native coroutine";
+    NativeScope.#check(this, op);
     const handle = this.#open(op);
     const e = nativeEntry(op, this.#lib, entry, arg);
     // An owner already cancelling whose cancel has not reached this scope yet (a scope whose
@@ -445,8 +460,9 @@ export class NativeScope implements AsyncDisposable {
 
   /** Cancels every child (they see KC_EINTR in their waits); true the first time only. */
   cancel(): boolean {
-    if (this.#destroyed) return false;
     const op = "cancel native scope";
+    NativeScope.#check(this, op);
+    if (this.#destroyed) return false;
     return unwrap(this.#lib.symbols(op).kc_scope_cancel(this.#handle), op) === 1;
   }
 
@@ -458,6 +474,7 @@ export class NativeScope implements AsyncDisposable {
    */
   wait(options: NativeWaitOptions = {}): Promise<void> {
     try {
+      NativeScope.#check(this, "wait for native scope");
       return this.#wait(options);
     } catch (e) {
       return Promise.reject(e); // bad options, a destroyed scope: rejects, never throws

@@ -26,6 +26,7 @@ import {
   library,
   NativeScope,
   nativeScope,
+  produce,
   runtime,
   Status,
   TimeoutError,
@@ -1100,4 +1101,22 @@ Deno.test("nativeScope refuses a job made from a job's prototype with a named Ty
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("a NativeScope method called on an object that is not one (produce given Object.create(NativeScope.prototype)) throws a named TypeError, not the engine's", async () => {
+  const fake = Object.create(NativeScope.prototype) as NativeScope;
+  const named = (op: string) => (e: unknown) =>
+    e instanceof TypeError &&
+    e.message.startsWith(`Cannot ${op}: this is not a NativeScope, received `);
+  assert.throws(() => fake.launch(null as never), named("launch native coroutine"));
+  assert.throws(() => fake.cancel(), named("cancel native scope"));
+  assert.throws(() => fake.live, named("read native scope"));
+  assert.throws(() => fake.isCancelled, named("read native scope"));
+  assert.throws(() => fake.handle, named("read native scope"));
+  await assert.rejects(fake.wait(), named("wait for native scope"));
+  // The api fuzz's seed 30: produce launches on the scope it is given, as on a CoroutineScope.
+  assert.throws(
+    () => produce(fake as unknown as CoroutineScope, async () => {}),
+    named("launch native coroutine"),
+  );
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
