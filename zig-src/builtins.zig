@@ -7,6 +7,7 @@ const coroutine = @import("coro/coroutine.zig");
 const scheduler = @import("sched/scheduler.zig");
 const scope_mod = @import("sc/scope.zig");
 const status_mod = @import("status.zig");
+const assert = std.debug.assert;
 
 pub const Builtin = enum(u32) {
     /// Hand-driven. Yields the first `arg` (integer) Fibonacci numbers through the transfer
@@ -24,7 +25,8 @@ pub const Builtin = enum(u32) {
     /// another count, each node splits its integer tenth ten ways: a smaller tree's sum).
     skynet = 5,
     /// Scheduled. `arg` -> u64[2] { rounds, done }: CPU-bound work (a hash chain of `rounds`
-    /// steps), then adds 1 to `done`.
+    /// steps), then adds 1 to `done`. Yields every `spin_turn_rounds` steps; a shutdown stops
+    /// it there, leaving `done` as it was.
     spin = 6,
     /// Scheduled. `arg` -> u64[3] { milliseconds, done, status }: sleeps like kc_sleep_ns, so
     /// inside a native scope it ends early when the scope is cancelled; then `status` = 0 or
@@ -41,15 +43,17 @@ pub const Builtin = enum(u32) {
     /// Scheduled. `arg` -> u64[5] { channel handle, first, count, sent, done }: sends the u64
     /// values first .. first+count-1 (at most up to 2^64-1) to the channel (element size 8),
     /// counting each in `sent`,
-    /// stopping early if a send fails (closed); then adds 1 to `done`. A native producer for
+    /// stopping early if a send fails (closed) or a shutdown comes (it yields every
+    /// `loop_turn_every` values, where it looks); then adds 1 to `done`. A native producer for
     /// channels shared with JavaScript isolates and Workers.
     chan_sender = 10,
     /// Scheduled. `arg` -> u64[3] { deadline, done, status }: writes its context's deadline
     /// (kc_deadline: 0 for none) into cell 0, then `status` = 0 and `done` = 1.
     read_deadline = 11,
     /// Scheduled. `arg` -> u64[4] { in channel, out channel, echoed, done }: receives each
-    /// 8-byte value of `in` and sends it to `out` (counting it in `echoed`) until either fails;
-    /// then `done` = 1. A native partner for round-trip benchmarks. Lives in root.zig.
+    /// 8-byte value of `in` and sends it to `out` (counting it in `echoed`) until either fails
+    /// or a shutdown comes (it yields every `loop_turn_every` values, where it looks); then
+    /// `done` = 1. A native partner for round-trip benchmarks. Lives in root.zig.
     echo = 12,
 };
 
@@ -92,6 +96,59 @@ pub fn finish(c: *[3]std.atomic.Value(u64), status: i32) void {
 /// that sees `done` may find at once (a built-in must hold nothing by then).
 pub var test_after_done: if (@import("builtin").is_test) ?*const fn (*[3]std.atomic.Value(u64)) void else void =
     if (@import("builtin").is_test) null else {};
+
+/// Iterations of a built-in's loop that may go on without parking (`echo`, `chanSender`)
+/// between its turns (`Pacer`): a yield every 256 costs one FIFO round trip (~50 ns) per 256
+/// channel operations, and on a loop that parks (a ping-pong echo) nothing worth measuring.
+pub const loop_turn_every: u32 = 256;
+/// Hash steps of `spin` between its turns: ~0.3 ms of work at ~4 ns a step, so a turn (a yield,
+/// ~50 ns) costs nothing measurable, and a shutdown waits about that long for it.
+pub const spin_turn_rounds: u64 = 1 << 16;
+
+/// A scheduled built-in's turn, taken now and then by a loop that may run without ever parking
+/// (an echo whose `in` is its own conflated `out`, two echoes feeding each other, a chanSender
+/// to a drop-policy channel, a spin of many rounds). Before, such a loop kept its worker for
+/// good: the coroutines queued behind it never ran, and a shutdown, which stops a worker only
+/// once its coroutine parks, yields or ends, never returned. False when the scheduler running
+/// it is shutting down: the built-in stops there, between iterations (nothing in hand). Else it
+/// yields (to the back of its worker's line) and, resumed, answers whether the scheduler still
+/// runs (a shutdown that began meanwhile ends it at once; one that its worker saw first never
+/// resumes it: the shutdown abandons it, as a parked one). True at once outside a scheduled
+/// coroutine: a plain thread, or a hand-driven coroutine (its resumer decides when it runs; a
+/// yield would hand its `kc_coro_resume` a suspension it does not expect), which no shutdown
+/// stops.
+pub fn turn() bool {
+    const co = coroutine.current() orelse return true;
+    const s = scheduler.currentScheduler() orelse return true;
+    // Monotonic: the coroutine's own `owner`, stored before it first ran (a hand-driven one,
+    // resumed on a worker by a scheduled one, has none); the spawn that published it to this
+    // thread ordered it before us.
+    if (@atomicLoad(?*anyopaque, &co.owner, .monotonic) != @as(?*anyopaque, s)) return true;
+    // `isRunning`'s acquire load pairs with `shutdown`'s seq_cst store of `stopping`; a flag
+    // here, ordering nothing else we read.
+    if (!s.isRunning()) return false;
+    coroutine.yield() catch unreachable; // running as `co`
+    return s.isRunning(); // the same scheduler: a coroutine never moves to another one
+}
+
+/// Counts a built-in loop's iterations and takes a `turn` every `every`th.
+pub const Pacer = struct {
+    every: u32,
+    left: u32,
+
+    pub fn init(every: u32) Pacer {
+        assert(every > 0);
+        return .{ .every = every, .left = every };
+    }
+
+    /// Called before each iteration: false when the loop must stop (a shutdown, see `turn`).
+    pub fn go(p: *Pacer) bool {
+        p.left -= 1;
+        if (p.left != 0) return true;
+        p.left = p.every;
+        return turn();
+    }
+};
 
 fn cells3(arg: ?*anyopaque) *[3]std.atomic.Value(u64) {
     return @ptrCast(@alignCast(arg.?));
@@ -168,7 +225,12 @@ fn sleeper(arg: ?*anyopaque) callconv(.c) void {
 
 /// Mixes `rounds` steps of a 64-bit hash chain: work the optimiser cannot skip.
 pub fn spinWork(rounds: u64) u64 {
-    var x: u64 = 0x9E3779B97F4A7C15;
+    return spinSteps(0x9E3779B97F4A7C15, rounds);
+}
+
+/// `rounds` more steps of `spinWork`'s chain from `from`.
+fn spinSteps(from: u64, rounds: u64) u64 {
+    var x = from;
     var i: u64 = 0;
     while (i < rounds) : (i += 1) {
         x ^= x >> 30;
@@ -182,7 +244,16 @@ pub fn spinWork(rounds: u64) u64 {
 
 fn spin(arg: ?*anyopaque) callconv(.c) void {
     const c = cells(arg);
-    std.mem.doNotOptimizeAway(spinWork(c[0].load(.monotonic)));
+    var left = c[0].load(.monotonic);
+    var x: u64 = 0x9E3779B97F4A7C15; // `spinWork`'s chain, in slices with a turn between
+    while (left > 0) {
+        const n = @min(left, spin_turn_rounds);
+        x = spinSteps(x, n);
+        left -= n;
+        // A shutdown stops it: the work not done, `done` stays as it was (as skynet's result).
+        if (left > 0 and !turn()) return;
+    }
+    std.mem.doNotOptimizeAway(x);
     countedOut();
     // Release: pairs with the reader's acquire (or the drain that precedes its read).
     _ = c[1].fetchAdd(1, .release);
@@ -198,7 +269,10 @@ fn chanSender(arg: ?*anyopaque) callconv(.c) void {
     // At most up to the largest u64: values past it would wrap (or trap in safe builds).
     const count = @min(c[2].load(.monotonic), std.math.maxInt(u64) - first +| 1);
     var i: u64 = 0;
-    while (i < count) : (i += 1) {
+    // A turn every `loop_turn_every` values: a channel whose sends never block (drop policy,
+    // conflated, room) runs it without a park. A shutdown stops it as a failed send does.
+    var pace = Pacer.init(loop_turn_every);
+    while (i < count and pace.go()) : (i += 1) {
         const v: u64 = first + i;
         if (kc_chan_send(handle, &v, @sizeOf(u64), 0, 0, 0) != 0) break;
         _ = c[3].fetchAdd(1, .monotonic);

@@ -3562,7 +3562,9 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
 
 /// KC_BUILTIN_ECHO: `arg` -> u64[4] { in channel, out channel, echoed, done }. Receives each
 /// 8-byte value of `in` and sends it to `out`, counting it in `echoed`, until either fails
-/// (closed, cancelled, destroyed); then `done` = 1. A native partner for round-trip benchmarks.
+/// (closed, cancelled, destroyed) or a shutdown comes (it yields every
+/// `builtins.loop_turn_every` values and stops there, with nothing in hand, if one has begun);
+/// then `done` = 1. A native partner for round-trip benchmarks.
 /// `echoed` counts the values `out` took. The value in hand when a send to `out` fails (it was
 /// taken from `in`, and cannot go back in front of values sent after it) goes to `out`'s
 /// undelivered path as a value meant for it that will never be sent, once (counted as dropped
@@ -3575,7 +3577,12 @@ fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
     const in = std.math.cast(u32, c[0].load(.monotonic)) orelse 0;
     const out = std.math.cast(u32, c[1].load(.monotonic)) orelse 0;
     var v: u64 = 0;
-    while (kc_chan_recv(in, &v, 8, 0, 0, 0) == 0) {
+    // A turn every `loop_turn_every` values, before the receive (so with nothing in hand): an
+    // echo whose receives always find a value and whose sends never block (`in` = `out`
+    // conflated, two echoes feeding each other) never parks, and held its worker for good, a
+    // shutdown never returning. A shutdown ends it there, `done` set, the values left in `in`.
+    var pace = builtins.Pacer.init(builtins.loop_turn_every);
+    while (pace.go() and kc_chan_recv(in, &v, 8, 0, 0, 0) == 0) {
         var dropped = false; // set when a cancel took `v` from the waiting send
         if (chanOp(out, &v, 8, 0, 0, 0, true, &dropped) != 0) {
             // The send's KC_ECANCELED does not say whether the cancel took `v` (then dropped
@@ -7481,6 +7488,66 @@ test "C ABI: KC_BUILTIN_ECHO hands the value in hand when out has ended to out's
     // The next value was never taken: still in `in`.
     try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(in, &got, 8));
     try testing.expectEqual(@as(u64, 6), got);
+}
+
+test "C ABI: built-in loops that never park take turns and stop at a shutdown: an echo on its own conflated channel, a chanSender to one, a long spin" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // None of the three ever parks: the echo's receive always finds the value its send just
+    // put back (`in` = `out`, conflated), the chanSender's sends to a conflated channel never
+    // block and its count never runs out, the spin's rounds neither. Before, the first one
+    // kept the only worker for good: nothing queued behind it ran, and the shutdown, which
+    // stops a worker only once its coroutine parks, yields or ends, never returned (the
+    // watchdog failed the test). Now each takes a turn now and then (`builtins.turn`).
+    const S = struct {
+        var marked = std.atomic.Value(u32).init(0);
+        fn marker(_: ?*anyopaque) callconv(.c) void {
+            // Release: pairs with the test's acquire load below.
+            marked.store(1, .release);
+        }
+    };
+    S.marked.store(0, .monotonic);
+    var ch: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &ch));
+    defer _ = kc_chan_destroy(ch);
+    var sink: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &sink));
+    defer _ = kc_chan_destroy(sink);
+    const value: u64 = 42;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(ch, &value, 8));
+    // Atomic cells: the built-ins write them on the worker while this thread reads them.
+    var echo = [4]std.atomic.Value(u64){ .init(ch), .init(ch), .init(0), .init(0) };
+    var sender = [5]std.atomic.Value(u64){ .init(sink), .init(0), .init(std.math.maxInt(u64)), .init(0), .init(0) };
+    var spin = [2]std.atomic.Value(u64){ .init(std.math.maxInt(u64)), .init(0) };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0)); // one worker
+    var shut = false;
+    defer if (!shut) {
+        _ = kc_sched_shutdown(0);
+    };
+    const entry = struct {
+        fn of(b: Builtin) coroutine.EntryFn {
+            return @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(b)).?));
+        }
+    }.of;
+    // Spawned from outside, in this order: the worker takes them from the inject queue in
+    // order, so the marker, last, runs only once each of the three (none of which ends) was
+    // taken and gave the worker back.
+    try testing.expectEqual(@as(i32, 0), kc_spawn(entry(.echo), &echo, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(entry(.chan_sender), &sender, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(entry(.spin), &spin, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.marker, null, 0, null));
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the marker queued behind the built-ins to run");
+    // Acquire: pairs with the marker's release store. The counts: monotonic, only looked at.
+    while (S.marked.load(.acquire) == 0 or echo[2].load(.monotonic) == 0 or sender[3].load(.monotonic) == 0) try d.wait();
+    // Returns (the watchdog bounds it): each stops at its next turn, or is abandoned there.
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    shut = true;
+    // The spin never finished its rounds: `done` as it was.
+    try testing.expectEqual(@as(u64, 0), spin[1].load(.monotonic));
+    // The echo stopped between values (nothing in hand): the value is still in the channel.
+    var got: u64 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(ch, &got, 8));
+    try testing.expectEqual(value, got);
 }
 
 test "C ABI: KC_BUILTIN_ECHO's value that a cancel of out took while its send waited is dropped once, not again by the echo" {
