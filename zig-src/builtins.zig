@@ -101,9 +101,12 @@ pub var test_after_done: if (@import("builtin").is_test) ?*const fn (*[3]std.ato
 /// between its turns (`Pacer`): a yield every 256 costs one FIFO round trip (~50 ns) per 256
 /// channel operations, and on a loop that parks (a ping-pong echo) nothing worth measuring.
 pub const loop_turn_every: u32 = 256;
-/// Hash steps of `spin` between its turns: ~0.3 ms of work at ~4 ns a step, so a turn (a yield,
-/// ~50 ns) costs nothing measurable, and a shutdown waits about that long for it.
-pub const spin_turn_rounds: u64 = 1 << 16;
+/// Hash steps of `spin` between its turns: ~4 ms of work at ~4 ns a step (a shutdown waits
+/// about that long for it; Go preempts every 10 ms). Few turns: one that yields goes to its
+/// worker's FIFO list, which no other worker can steal from, so with short slices a worker
+/// took on more spins than it could run (every 61st tick takes one from the inject queue)
+/// while another had none left; the CPU fan-out benchmark's spins (2M steps) take one turn.
+pub const spin_turn_rounds: u64 = 1 << 20;
 
 /// A scheduled built-in's turn, taken now and then by a loop that may run without ever parking
 /// (an echo whose `in` is its own conflated `out`, two echoes feeding each other, a chanSender
