@@ -104,8 +104,9 @@ pub const loop_turn_every: u32 = 256;
 /// Hash steps of `spin` between its turns: ~4 ms of work at ~4 ns a step (a shutdown waits
 /// about that long for it; Go preempts every 10 ms). Few turns: one that yields goes to its
 /// worker's FIFO list, which no other worker can steal from, so with short slices a worker
-/// took on more spins than it could run (every 61st tick takes one from the inject queue)
-/// while another had none left; the CPU fan-out benchmark's spins (2M steps) take one turn.
+/// could end a fan-out holding several half-done spins (every 61st tick takes one more from
+/// the inject queue) while another had none left; the CPU fan-out benchmark's spins (2M
+/// steps) take one turn each.
 pub const spin_turn_rounds: u64 = 1 << 20;
 
 /// A scheduled built-in's turn, taken now and then by a loop that may run without ever parking
