@@ -871,6 +871,45 @@ Deno.test("runtime: a built-in's cells are let go once it finished, while others
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("runtime: built-ins that never park take turns and stop at a shutdown: an echo on its own conflated channel, a chanSender to one, a long spin", async () => {
+  // None of the three ever parks: the echo's receive always finds the value its send put back
+  // (in = out, conflated), the chanSender's sends to a conflated channel never block and its
+  // count never runs out, nor do the spin's rounds. Before, the first kept the one worker for
+  // good: the marker queued behind them never ran, and shutdown() never resolved (the process
+  // was killed at the bound). The spawns from here queue in order: the marker, last, runs only
+  // once each of the others ran and gave the worker back.
+  const res = await evalScript(
+    `
+    import { Channel, codecs, runtime } from "./mod.ts";
+    const rt = runtime({ workers: 1 });
+    using ch = new Channel("conflated", { codec: codecs.u64 });
+    using sink = new Channel("conflated", { codec: codecs.u64 });
+    const h = BigInt(ch.handle); // native from here
+    if (ch.trySend(42n).state !== "ok") throw new Error("the value did not go in");
+    const max = 2n ** 64n - 1n;
+    const echo = rt.cells([h, h, 0n, 0n]);
+    const sender = rt.cells([BigInt(sink.handle), 0n, max, 0n, 0n]);
+    const spin = rt.cells([max, 0n]);
+    const marker = rt.cells([1n, 0n]);
+    rt.spawn("echo", echo);
+    rt.spawn("chanSender", sender);
+    rt.spawn("spin", spin);
+    rt.spawn("spin", marker); // one round: ends at its first run
+    const deadline = Date.now() + 30000;
+    const ran = () => marker[1] === 1n && echo[2] > 0n && sender[3] > 0n;
+    while (!ran() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
+    if (!ran()) throw new Error("the marker queued behind the built-ins never ran");
+    await rt.shutdown();
+    if (spin[1] !== 0n) throw new Error("the endless spin said it was done");
+    // The echo stopped between values: the value is still in the channel.
+    const got = ch.tryReceive();
+    if (got.state !== "ok" || got.value !== 42n) throw new Error("the value is gone: " + got.state);
+  `,
+    { timeoutMs: 60_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("runtime: built-ins saturate instead of wrapping: a huge sleep sleeps, chanSender stops at 2^64 - 1", async () => {
   const res = await evalScript(`
     import { Channel, codecs, runtime } from "./mod.ts";
