@@ -68,6 +68,12 @@ export type ShutdownMode = "cancel" | "finish";
  *   elements) and sends it to `out`, adding 1 to `echoed`, until either fails; then `done` = 1.
  *   The value it holds when its send to `out` fails goes to `out`'s undelivered path once
  *   (counted as dropped there).
+ *
+ * `"spin"`, `"chanSender"` and `"echo"`, whose loops may never park (an echo whose `in` is its
+ * own conflated `out`, a chanSender to a drop-policy channel), yield to the scheduler now and
+ * then (a spin every 2^20 rounds, the others every 256 values), so other coroutines get their
+ * turn, and stop there once a shutdown has begun: a spin leaves `done` as it was, the others
+ * end as when a send fails (the echo with no value in hand), or are abandoned at the yield.
  */
 export type ScheduledBuiltin =
   | "sleeper"
@@ -809,7 +815,8 @@ export class Runtime {
    * resolve once the workers are joined). Any other second call does nothing, also once a later
    * `runtime()` started another scheduler (this does not stop that one). Scheduling is cooperative:
    * a coroutine that is running when the shutdown comes (a CPU-bound loop) is not stopped, and
-   * the shutdown waits for it to park or end. The wait is on a helper thread: the event loop
+   * the shutdown waits for it to park, yield or end (the built-ins yield now and then, and stop
+   * at a shutdown: {@linkcode ScheduledBuiltin}). The wait is on a helper thread: the event loop
    * keeps running meanwhile.
    */
   async shutdown(mode: ShutdownMode = "cancel"): Promise<void> {
