@@ -217,6 +217,49 @@ Deno.test("each codec's error for a value it cannot carry names the call through
   }
 });
 
+Deno.test("trySend's error for a value the codec cannot carry names trySend also behind this isolate's waiting senders and on a Channel.from copy whose channel ended, nothing sent", async () => {
+  // 157575e named trySend on these paths too (they said "Cannot send: ..."), pinned by no test:
+  // `#trySend`'s check while senders of this isolate wait ahead of it, and `#sendEnded`'s.
+  const cases: [Codec<unknown>, unknown, unknown][] = [
+    [codecs.f64, 1, "x"],
+    [codecs.u64, 1n, -1n],
+    [codecs.bytes, new Uint8Array([1]), "x"],
+    [codecs.string, "a", 1],
+    [codecs.structured, { a: 1 }, () => 1],
+    [codecs.default, 1, () => 1],
+  ];
+  for (const [codec, good, bad] of cases) {
+    const named = (where: string) => (e: unknown) => {
+      assert.ok(e instanceof CodecError && e.codec === codec.name, `${where}: ${e}`);
+      assert.match(e.message, /^Cannot trySend: /, where);
+      return true;
+    };
+    // A full shared channel with a send of this isolate still waiting in JavaScript (this turn).
+    let where = `codecs.${codec.name}, behind a waiting send`;
+    {
+      using ch = new Channel<unknown>(1, { codec });
+      ch.share();
+      assert.deepEqual(ch.trySend(good), { state: "ok" }, where);
+      const waiting = ch.send(good);
+      waiting.catch(() => {}); // rejected by the dispose, should an assertion fail first
+      assert.throws(() => ch.trySend(bad), named(where));
+      // Nothing sent: the buffered value, then the waiting send's, and no more.
+      assert.deepEqual(ch.tryReceive(), { state: "ok", value: good }, where);
+      await waiting;
+      assert.deepEqual(ch.tryReceive(), { state: "ok", value: good }, where);
+      assert.deepEqual(ch.tryReceive(), { state: "empty" }, where);
+    }
+    where = `codecs.${codec.name}, a copy whose channel ended`;
+    {
+      const ch = new Channel<unknown>(4, { codec });
+      using copy = Channel.from<unknown>(ch.share()); // the share carries the codec
+      ch[Symbol.dispose](); // its creator's dispose ends the channel
+      assert.throws(() => copy.trySend(bad), named(where));
+      assert.equal(copy.trySend(good).state, "closed", where);
+    }
+  }
+});
+
 Deno.test("the default codec tells a Uint8Array from a subclass's instance without reading its own constructor: no getter there runs, local or shared, trySend, send or trySendMany", async () => {
   // An own `constructor` accessor, which structured clone never reads: it ran twice per send on
   // a local channel (the check, then the copy) and once on a shared one, and its error failed
