@@ -2811,3 +2811,113 @@ Deno.test("a select's receive clause that takes a send of this isolate queued na
     if (capacity === 1) assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 });
   }
 });
+
+Deno.test("a select's channel clauses count on their channels only while it waits natively: every way it ends uncounts them, once", async () => {
+  // `Shared.countSelect`: counted as the select queues natively, uncounted at its cleanup. A
+  // count left behind would keep the channel's inlined try paths off (`D_SELECTS`) and make
+  // every later send or receive there drain the ring; one taken twice would go negative, and a
+  // later select's clause would not be settled by the send or receive that completes it.
+  const D_SELECTS = 32;
+  const counts = (ch: Channel<number>) => {
+    const s = ch._shared;
+    return [s.selectReceives, s.selectSends, s.detour & D_SELECTS];
+  };
+  const ends = [
+    "abort",
+    "onTimeout",
+    "onAwait",
+    "a native send",
+    "a native send, then an abort",
+    "this isolate's trySend",
+    "this isolate's tryReceive",
+    "close",
+    "native cancel",
+    "a copy's dispose",
+    "an arming throw",
+  ] as const;
+  for (const end of ends) {
+    // `r` for the receive clause, `w` for the send clause: shared rendezvous channels.
+    using r = new Channel<number>(0, { codec: codecs.f64 });
+    using w = new Channel<number>(0, { codec: codecs.f64 });
+    r.share();
+    w.share();
+    using copy = Channel.from<number>(r.share());
+    const ctl = new AbortController();
+    const deferred = new CompletableDeferred<number>();
+    const outcome = select<unknown>((s) => {
+      s.onReceive(end === "a copy's dispose" ? copy : r, (v) => v);
+      s.onSend(w, 9, () => "sent");
+      if (end === "onTimeout") s.onTimeout(1, () => "timeout");
+      if (end === "onAwait") s.onAwait(deferred, (v) => v);
+      if (end === "an arming throw") {
+        s.onJoin(
+          callersJob(() => {
+            throw new Error("arming");
+          }),
+          () => "joined",
+        );
+      }
+    }, { signal: ctl.signal });
+    outcome.catch(() => {}); // awaited below
+    if (end !== "an arming throw") {
+      assert.equal(pending(), 1, `${end}: queued natively`);
+      assert.deepEqual([counts(r), counts(w)], [[1, 0, D_SELECTS], [0, 1, D_SELECTS]], end);
+    }
+    if (end === "abort") ctl.abort();
+    else if (end === "onAwait") deferred.complete(4);
+    else if (end === "a native send") assert.equal(trySendNatively(r.handle, 5), 0, end);
+    else if (end === "a native send, then an abort") {
+      assert.equal(trySendNatively(r.handle, 5), 0, end);
+      ctl.abort(); // too late: the select gives up, its record still to come gives 5 back
+    } else if (end === "this isolate's trySend") assert.equal(r.trySend(5).state, "ok", end);
+    else if (end === "this isolate's tryReceive") {
+      assert.deepEqual(w.tryReceive(), { state: "ok", value: 9 }, end);
+    } else if (end === "close") r.close();
+    else if (end === "native cancel") {
+      assert.equal(library().symbols("test").kc_chan_cancel(r.handle), 0, end);
+    } else if (end === "a copy's dispose") copy[Symbol.dispose]();
+    await within(outcome.then(() => {}, () => {}), 10_000, end);
+    assert.deepEqual([counts(r), counts(w)], [[0, 0, 0], [0, 0, 0]], `${end}: uncounted`);
+    if (end === "a native send, then an abort") {
+      assert.deepEqual(r.tryReceive(), { state: "ok", value: 5 }, `${end}: given back`);
+    }
+    assert.equal(pending(), 0, end);
+  }
+  // Ready as it probes: never queued natively, never counted.
+  using ch = new Channel<number>(1, { codec: codecs.f64 });
+  ch.share();
+  ch.trySend(1);
+  assert.equal(await select<number>((s) => s.onReceive(ch, (v) => v)), 1);
+  assert.deepEqual(counts(ch), [0, 0, 0], "fired at its probe");
+});
+
+Deno.test("a select's channel clauses are uncounted when the library's close withdraws it and when its ring is lost", async () => {
+  // As the test above, in a process of its own for each (the library closes; the ring is
+  // destroyed by hand, as the ring tests do: the ring's wait then finds it gone).
+  for (const end of ["library close", "ring lost"]) {
+    const res = await evalScript(`
+      import { Channel, closeLibrary, codecs, library, select } from "./mod.ts";
+      import { Bridge } from "./src/bridge.ts";
+      import { within } from "./tests/support.ts";
+      const end = ${JSON.stringify(end)};
+      const bridge = Bridge.of(library());
+      const r = new Channel(0, { codec: codecs.f64 }), w = new Channel(0, { codec: codecs.f64 });
+      r.share();
+      w.share();
+      const counts = () => JSON.stringify([r, w].map((c) => [c._shared.selectReceives, c._shared.selectSends, c._shared.detour & 32]));
+      const outcome = select((s) => {
+        s.onReceive(r, (v) => v);
+        s.onSend(w, 9, () => "sent");
+      });
+      if (bridge.pending !== 1) throw new Error("the select did not queue natively");
+      if (counts() !== "[[1,0,32],[0,1,32]]") throw new Error("counted: " + counts());
+      if (end === "library close") closeLibrary();
+      else library().symbols("test").kc_ring_destroy(bridge.ring);
+      const got = await within(outcome.then(() => "resolved", (e) => e.name), 10_000, "the select");
+      const want = end === "library close" ? "LibraryClosedError" : "InvalidHandleError";
+      if (got !== want) throw new Error("select: " + got);
+      if (counts() !== "[[0,0,0],[0,0,0]]") throw new Error("left counted: " + counts());
+    `);
+    assert.equal(res.code, 0, `${end}: ${res.stderr}`);
+  }
+});
