@@ -20,6 +20,7 @@ import {
   Channel,
   ClosedReceiveError,
   ClosedSendError,
+  CodecError,
   codecs,
   CompletableDeferred,
   coroutineScope,
@@ -2919,5 +2920,46 @@ Deno.test("a select's channel clauses are uncounted when the library's close wit
       if (counts() !== "[[0,0,0],[0,0,0]]") throw new Error("left counted: " + counts());
     `);
     assert.equal(res.code, 0, `${end}: ${res.stderr}`);
+  }
+});
+
+Deno.test("a tryReceiveMany whose batch fails to decode a value still settles, before it throws, the select whose send clause the room it made took in", async () => {
+  // A channel C code made untyped, written under two codecs and read under one of them (as
+  // channel_test's decode-failure test): the batch's values after the foreign one are taken out
+  // with it, the select's too. Without the settle on that path (`tryReceiveMany`'s throw), the
+  // select waited for the ring's next wake, a turn after the throw.
+  const sym = library().symbols("test");
+  const out = new Uint32Array(1);
+  assert.equal(sym.kc_chan_create(32, 4, 0, 2, /* KC_CHAN_ZERO_COPY */ out), 0);
+  const h = out[0];
+  const share = (codec: string) =>
+    ({
+      kind: "kcoro.channel",
+      version: 1,
+      handle: h,
+      elemSize: 32,
+      zeroCopy: true,
+      codec,
+      capacity: 4,
+    }) as never;
+  try {
+    using strings = Channel.from<unknown>(share("string"));
+    using other = Channel.from<unknown>(share("default"));
+    strings.trySend("a");
+    other.trySend(1.5);
+    strings.trySend("c");
+    strings.trySend("d");
+    const outcome = select<string>((s) => s.onSend(strings, "e", () => "sent"));
+    assert.equal(pending(), 1, "the select queued natively: the buffer is full");
+    assert.throws(() => strings.tryReceiveMany(8), (e: unknown) => {
+      assert.ok(e instanceof CodecError);
+      assert.deepEqual(Reflect.get(e, "received"), ["a", "c", "d", "e"]);
+      return true;
+    });
+    assert.equal(await settled(outcome), true, "settled before the next turn");
+    assert.equal(await outcome, "sent");
+    assert.equal(pending(), 0);
+  } finally {
+    sym.kc_chan_destroy(h);
   }
 });
