@@ -3836,7 +3836,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       ? sym.kc_chan_try_recv_at(at, this.#handle, scratchPtr, this.#size)
       : sym.kc_chan_try_recv(this.#handle, scratchPtr, this.#size);
     if (rc === 0) {
-      const value = this.#f64 ? scratchF64[0] : this.#codec.decode(scratch, sym);
+      let value: unknown;
+      try {
+        value = this.#f64 ? scratchF64[0] : this.#codec.decode(scratch, sym);
+      } catch (e) {
+        // The value is out of the channel all the same (its decoder freed it): the send it took,
+        // or moved into the room, settles before the throw too, as `tryReceiveMany`'s batch
+        // settles it. Before, it settled a ring wake later. (Decoded first: a settle may run the
+        // caller's code, which may reuse `scratch`.)
+        if (s.senders.first !== null || s.selectSends > 0) this.#settleSenders(s);
+        throw e;
+      }
       // A send of this isolate queued natively that the try took (a rendezvous) or moved into
       // the room it made settles before this returns, as a local receive settles the send it
       // takes over and as a send settles the receive of its isolate it completes natively

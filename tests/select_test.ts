@@ -2963,3 +2963,41 @@ Deno.test("a tryReceiveMany whose batch fails to decode a value still settles, b
     sym.kc_chan_destroy(h);
   }
 });
+
+Deno.test("a tryReceive whose value fails to decode still settles, before it throws, the select's send clause or the send queued natively that the room it made took in", async () => {
+  // As the tryReceiveMany test above, one value at a time (`#poll`): the native try took the
+  // foreign value out, and the waiting send's value moved into the room. Before, the decode's
+  // throw skipped the settle, and the send waited for the ring's next wake, a turn after it.
+  for (const by of ["select", "send"] as const) {
+    const sym = library().symbols("test");
+    const out = new Uint32Array(1);
+    assert.equal(sym.kc_chan_create(32, 1, 0, 2, /* KC_CHAN_ZERO_COPY */ out), 0);
+    const h = out[0];
+    const share = (codec: string) =>
+      ({
+        kind: "kcoro.channel",
+        version: 1,
+        handle: h,
+        elemSize: 32,
+        zeroCopy: true,
+        codec,
+        capacity: 1,
+      }) as never;
+    try {
+      using strings = Channel.from<unknown>(share("string"));
+      using other = Channel.from<unknown>(share("default"));
+      other.trySend(1.5);
+      const outcome = by === "select"
+        ? select<string>((s) => s.onSend(strings, "e", () => "sent"))
+        : strings.send("e").then(() => "sent");
+      await until(() => pending() === 1, `${by}: queued natively (the buffer is full)`);
+      assert.throws(() => strings.tryReceive(), CodecError, by);
+      assert.equal(await settled(outcome), true, `${by}: settled before the next turn`);
+      assert.equal(await outcome, "sent", by);
+      assert.deepEqual(strings.tryReceive(), { state: "ok", value: "e" }, by);
+      assert.equal(pending(), 0, by);
+    } finally {
+      sym.kc_chan_destroy(h);
+    }
+  }
+});
