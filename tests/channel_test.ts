@@ -466,6 +466,96 @@ Deno.test("a local channel's fast send and receive (numbers, no options) settle 
   ]);
 });
 
+Deno.test("a local channel's fast send and receive settle and count as the general path with every policy, waiter kind and signal", async () => {
+  // The seeded programs above, widened: every capacity and overflow policy (the fast send's
+  // `count < capacity` for unlimited and conflated, and where a drop policy is full), the
+  // onUndeliveredElement hook (logged in order), and waiters the fast send hands a value to that
+  // are not a plain receive's: receiveCatching's and an iterator's (`received(r.kind, value)`),
+  // and receives and sends given a signal that aborts at random (`Waiter.leave` drops the abort
+  // listener as `detach` did). Values are numbers, NaN and -0 among them (logged as such).
+  // Options `{}` take the general path for the sends and receives without a signal.
+  const show = (v: unknown): string =>
+    typeof v === "number"
+      ? Object.is(v, -0) ? "-0" : String(v)
+      : JSON.stringify(v, (_k, x) => typeof x === "number" ? show(x) : x); // NaN, -0 kept
+  const run = async (
+    codec: Codec<number>,
+    capacity: Capacity,
+    overflow: ChannelOptions<number>["overflow"],
+    seed: number,
+    options?: object,
+  ) => {
+    const rand = prng(seed);
+    const log: string[] = [];
+    const pending: Promise<void>[] = [];
+    const ch = new Channel<number>(capacity, {
+      codec,
+      overflow,
+      onUndeliveredElement: (v) => void log.push(`undelivered ${show(v)}`),
+    });
+    const iter = ch[Symbol.asyncIterator]();
+    const controllers: AbortController[] = [];
+    const watch = (what: string, p: Promise<unknown>) =>
+      pending.push(p.then(
+        (v) => void log.push(`${what} ok ${show(v)}`),
+        (e) => void log.push(`${what} ${(e as Error).name}`),
+      ));
+    const value = (i: number) => i % 7 === 3 ? NaN : i % 7 === 5 ? -0 : i;
+    const signal = () => {
+      const c = new AbortController();
+      controllers.push(c);
+      return c.signal;
+    };
+    for (let i = 0; i < 400; i++) {
+      const x = rand();
+      if (x < 0.3) watch(`send ${i}`, ch.send(value(i), options));
+      else if (x < 0.5) watch(`receive ${i}`, ch.receive(options));
+      else if (x < 0.58) watch(`receiveCatching ${i}`, ch.receiveCatching());
+      else if (x < 0.64) watch(`next ${i}`, iter.next());
+      else if (x < 0.7) watch(`signalled send ${i}`, ch.send(value(i), { signal: signal() }));
+      else if (x < 0.76) watch(`signalled receive ${i}`, ch.receive({ signal: signal() }));
+      else if (x < 0.82 && controllers.length > 0) {
+        controllers.splice(Math.floor(rand() * controllers.length), 1)[0].abort();
+      } else for (let k = Math.floor(rand() * 3); k >= 0; k--) await Promise.resolve();
+    }
+    for (const c of controllers) c.abort();
+    ch.close();
+    watch("send after close", ch.send(-1, options));
+    for (let i = 0; i < 8; i++) watch(`drain ${i}`, ch.receive(options));
+    await Promise.all(pending);
+    const { firstOpNs: _f, lastOpNs: _l, takenNs: _t, ...m } = ch.metrics();
+    ch[Symbol.dispose]();
+    return { log, m };
+  };
+  const shapes: [Capacity, ChannelOptions<number>["overflow"]][] = [
+    ["unlimited", "suspend"],
+    ["conflated", "suspend"],
+    [2, "drop-oldest"],
+    [2, "drop-latest"],
+    ["rendezvous", "drop-latest"],
+    [0, "suspend"],
+    [3, "suspend"],
+  ];
+  for (const codec of [codecs.f64, codecs.default as Codec<number>]) {
+    for (const [capacity, overflow] of shapes) {
+      for (const seed of [4, 5]) {
+        const fast = await run(codec, capacity, overflow, seed);
+        const general = await run(codec, capacity, overflow, seed, {});
+        const what = `codec ${codec.name}, capacity ${capacity}, ${overflow}, seed ${seed}`;
+        assert.deepEqual(fast, general, what);
+        // Both fast paths were taken, and a value went to a waiter of each other kind.
+        assert.ok(fast.m.receives > 0, what);
+        for (const kind of ["receiveCatching", "next", "signalled receive"]) {
+          assert.ok(
+            fast.log.some((l) => l.startsWith(kind) && l.includes(" ok ")),
+            `${what}: ${kind}`,
+          );
+        }
+      }
+    }
+  }
+});
+
 bothModes("trySendMany: in order until the buffer is full; then full, then closed", () => {
   for (const codec of [codecs.f64, codecs.default, codecs.bytes] as Codec<unknown>[]) {
     using ch = chan<unknown>(3, { codec });
