@@ -2239,7 +2239,30 @@ for (const seed of SEEDS) {
 // 200, with and without `multi`: no difference found (session 34). Each seed ends checking that
 // with the local and share()d sides ended an inside wait still pending keeps no ring wait
 // outstanding (`Bridge.pendingOutside`, `waiting`), and that nothing is left in the bridge.
-// KCORO_DIFF_SEED=n (or a-b) and KCORO_DIFF_STEPS (60) as for the model.
+// `wide` (session 35) adds a third channel and, from a third random stream: selects of one to five
+// clauses over the three (onReceive, onReceiveCatching, onSend; some with onTimeout(0), some with
+// an onTimeout of an hour, armed and cleared, never fired; some with a signal); a signal aborted
+// in the same turn as an operation of this isolate of the other way on a channel its wait is on
+// (trySend, trySendMany, send, a select's onSend; tryReceive, tryReceiveMany, receive,
+// receiveCatching, a select's receive clause), before or after that operation; a close or cancel
+// of the second or third channel with such operations and aborts in its turn; batches and waits
+// on them. A select makes the local side's channel native too (README: for good), so a rule of
+// the native select path that all three sides break alike leaves the traces equal: the abort
+// that should find a select settled rejected it on every side. Hence the count of values given
+// back to a channel (`Bridge.giveBack`), which must stay 0 here (README's abort paragraph: only
+// a wait completed from outside the isolate can lose to its abort so; this program has no other
+// thread). With `Shared.countSelect` counting nothing (a send of this isolate no longer settles
+// the select it completed, ddc331b's rule) that count fails `wide` seeds 1 and 6 of the default
+// ones (seed 6 at step 31: "31.2w select onSend(aux2, 74) ..." completed 31.1w's
+// onReceive(aux2), whose abort right after then won; 5 of seeds 1 to 60 fail), and `multi`'s
+// none of 1 to 60; with `Channel._settleMet` doing nothing (a select's own clause no longer
+// settles the wait it completed), `wide` seeds 1, 3, 4 and 6 (10 of 1 to 60), `multi`'s 3 of
+// 60. Never setting `D_SELECTS` (the mapped try paths of f64 and bytes channels, which settle
+// nothing, taken while a select waits) fails none of `wide`'s 1 to 60: tests/select_test.ts
+// pins that.
+// Seeds 1 to 500 of each of the three programs pass with the count (session 35).
+// KCORO_DIFF_SEED=n (or a-b) and KCORO_DIFF_STEPS (60) as for the model; KCORO_WIDE_SEEDS=n
+// runs `wide`'s seeds 1 to n in place of its default 8.
 
 const DIFF_CAPS: readonly [Capacity, Overflow | undefined][] = [
   [0, undefined],
@@ -2297,7 +2320,19 @@ interface DiffSide {
   /** A second channel, of the side's form, for selects over two channels (`multi`). */
   aux: Channel<unknown>;
   auxHook: unknown[];
+  /** A third one, for `wide`'s selects over three channels. */
+  aux2: Channel<unknown>;
+  aux2Hook: unknown[];
 }
+
+/** The channels of a side, by name. */
+type DiffOn = "ch" | "aux" | "aux2";
+
+/** What a signal guards: the channels its operation waits on, and which way (`wide`). */
+type SigMeta = { on: DiffOn; kind: "send" | "recv" }[];
+
+/** An hour: a select's onTimeout that arms a timer and waits, but never fires in a test. */
+const HOUR = 3_600_000;
 
 /** A channel's counters, not its bytes (a local channel counts fewer: README) or times. */
 function auxCounters(ch: Channel<unknown>): string {
@@ -2308,12 +2343,27 @@ function auxCounters(ch: Channel<unknown>): string {
 /** The sides' names in messages: local, share()d, and made native by a select (inside). */
 const SIDE_NAMES = ["local", "share()d", "inside"];
 
-async function diffSeed(seed: number, steps: number, multi = false): Promise<void> {
+async function diffSeed(
+  seed: number,
+  steps: number,
+  multi = false,
+  wide = false,
+): Promise<void> {
   const rnd = prng(seed);
   // The draws of `multi`'s operations: their own stream, so that a seed's program without them
   // is the one it was before they were added (the seeds noted below still meet their rules).
   const rnd2 = prng(seed + 1_000_003);
   const auxCap = ([0, 1, "unlimited"] as const)[Math.floor(rnd2() * 3)];
+  // And `wide`'s, from a third stream, for the same reason.
+  const rnd3 = prng(seed + 2_000_003);
+  const [aux2Cap, aux2Overflow] = ([
+    [0, undefined],
+    [1, undefined],
+    [1, "drop-oldest"],
+    [2, undefined],
+    ["conflated", undefined],
+    ["unlimited", undefined],
+  ] as const)[Math.floor(rnd3() * 6)];
   const [capacity, overflow] = DIFF_CAPS[Math.floor(rnd() * DIFF_CAPS.length)];
   const late = rnd() < 0.5 ? Math.floor(rnd() * steps) : -1;
   const ends = rnd() < 0.5 ? Math.floor(rnd() * steps) : -1;
@@ -2335,11 +2385,37 @@ async function diffSeed(seed: number, steps: number, multi = false): Promise<voi
       codec: (codec === "f64" ? codecs.f64 : codec === "bytes" ? codecs.bytes : undefined) as never,
       onUndeliveredElement: (v) => void auxHook.push(v),
     });
-    if (i === 1 && late < 0) ch.share(), aux.share();
-    return { ch, hook, reported: [], settled: new Map(), iters: [], aborts: [], aux, auxHook };
+    const aux2Hook: unknown[] = [];
+    const aux2 = new Channel<unknown>(aux2Cap, {
+      overflow: aux2Overflow,
+      codec: (codec === "f64" ? codecs.f64 : codec === "bytes" ? codecs.bytes : undefined) as never,
+      onUndeliveredElement: (v) => void aux2Hook.push(v),
+    });
+    if (i === 1 && late < 0) ch.share(), aux.share(), aux2.share();
+    return {
+      ch,
+      hook,
+      reported: [],
+      settled: new Map(),
+      iters: [],
+      aborts: [],
+      aux,
+      auxHook,
+      aux2,
+      aux2Hook,
+    };
   });
   const [L, S, I] = sides;
   const bridge = Bridge.of(library());
+  // No value goes back to a channel (`Bridge.giveBack`): only a wait that something outside this
+  // isolate completed natively can lose to its abort so, and the program has no other thread.
+  // A send or receive of this isolate that completes a wait settles it before it returns (README's
+  // abort paragraph), so an abort later in the turn finds it settled: on a select every side is
+  // native (the local side escapes at its first one), so where a same-turn abort won over such
+  // a completion on all three the traces agreed, and only this count tells (`wide`'s aborts).
+  // Counted from the program's first operation (`try`) to `dispose`.
+  let givenBack = 0;
+  const giveBack = bridge.giveBack;
   // The inside side: its channel takes part in a select that another channel's clause wins, so
   // it is native from the start but never leaves this isolate (README "Select from
   // TypeScript"); its waits keep no ring wait outstanding (checked at the end).
@@ -2347,12 +2423,14 @@ async function diffSeed(seed: number, steps: number, multi = false): Promise<voi
   const made = select<string>((b) => {
     b.onReceive(I.ch, () => "ch");
     b.onReceive(I.aux, () => "aux");
+    b.onReceive(I.aux2, () => "aux2");
     b.onReceive(I.other!, () => "other");
   });
   I.other.trySend(0);
   assert.equal(await made, "other", `seed ${seed}: the select that makes the inside side`);
   assert.equal(I.ch._inside, true, `seed ${seed}: the inside side is native, inside`);
   assert.equal(I.aux._inside, true, `seed ${seed}: the inside side's aux is native, inside`);
+  assert.equal(I.aux2._inside, true, `seed ${seed}: the inside side's aux2 is native, inside`);
   const onError = (e: ErrorEvent) => {
     if (!(e.error instanceof DiffHookError)) return;
     e.preventDefault();
@@ -2387,10 +2465,17 @@ async function diffSeed(seed: number, steps: number, multi = false): Promise<voi
   };
   let nextId = 1;
   const next = () => makeValue(nextId++, codec, rnd);
-  const signal = (s: DiffSide, abortable: boolean) => {
+  /** What each signal of `L.aborts` guards, at its index (`wide`'s same-turn aborts). */
+  const sigMeta: SigMeta[] = [];
+  const signal = (
+    s: DiffSide,
+    abortable: boolean,
+    meta: SigMeta = [{ on: "ch", kind: "recv" }],
+  ) => {
     if (!abortable) return undefined;
     const a = new AbortController();
     s.aborts.push(a);
+    if (s === L) sigMeta.push(meta);
     return { signal: a.signal };
   };
   /** Aborts one of the signals given so far (an operation that may have settled), if any. */
@@ -2400,6 +2485,7 @@ async function diffSeed(seed: number, steps: number, multi = false): Promise<voi
     const reason = `reason ${id}`;
     labels.set(reason, `R${id}`);
     log.push(`${id} abort ${at}`);
+    sigMeta.splice(at, 1);
     for (const s of sides) s.aborts.splice(at, 1)[0].abort(reason);
   };
   /**
@@ -2420,14 +2506,17 @@ async function diffSeed(seed: number, steps: number, multi = false): Promise<voi
     const reason = `reason ${id}a`;
     labels.set(reason, `R${id}a`);
     log.push(`${id}a abort all`);
+    sigMeta.splice(0);
     for (const s of sides) for (const a of s.aborts.splice(0)) a.abort(reason);
   };
   const dispose = () => {
+    Reflect.deleteProperty(bridge, "giveBack");
     for (const s of sides) {
       for (const a of s.aborts) a.abort("end");
       if (!s.ch._disposed) s.ch[Symbol.dispose]();
       if (s.other !== undefined && !s.other._disposed) s.other[Symbol.dispose]();
       if (!s.aux._disposed) s.aux[Symbol.dispose]();
+      if (!s.aux2._disposed) s.aux2[Symbol.dispose]();
     }
     globalThis.removeEventListener("error", onError);
   };
@@ -2459,6 +2548,7 @@ async function diffSeed(seed: number, steps: number, multi = false): Promise<voi
       for (const a of s.aborts.splice(0)) a.abort("end");
       if (!s.ch._disposed) s.ch[Symbol.dispose]();
       if (!s.aux._disposed) s.aux[Symbol.dispose]();
+      if (!s.aux2._disposed) s.aux2[Symbol.dispose]();
     }
     const outsideDone = await drain(() => bridge.pendingOutside === 0 && !bridge.waiting, 10_000);
     log.push(`end: pending ${bridge.pending}, outside ${bridge.pendingOutside}`);
@@ -2470,6 +2560,7 @@ async function diffSeed(seed: number, steps: number, multi = false): Promise<voi
     assert.equal(await probed, "end", `seed ${seed} end: the probe select`);
     I.ch[Symbol.dispose]();
     I.aux[Symbol.dispose]();
+    I.aux2[Symbol.dispose]();
     I.other![Symbol.dispose]();
     const allDone = await drain(() => bridge.pending === 0, 10_000);
     assert.ok(allDone, `seed ${seed} end: ${bridge.pending} left pending in the bridge`);
@@ -2489,10 +2580,16 @@ async function diffSeed(seed: number, steps: number, multi = false): Promise<voi
     } else if (q < 0.4) {
       const v = makeValue(nextId++, codec, rnd2);
       const ab = rnd2() < 0.3;
-      wait(`${id} aux.send(${idOf(v)})${ab ? " signal" : ""}`, (s) => s.aux.send(v, signal(s, ab)));
+      wait(
+        `${id} aux.send(${idOf(v)})${ab ? " signal" : ""}`,
+        (s) => s.aux.send(v, signal(s, ab, [{ on: "aux", kind: "send" }])),
+      );
     } else if (q < 0.45) {
       const ab = rnd2() < 0.3;
-      wait(`${id} aux.receive${ab ? " signal" : ""}`, (s) => s.aux.receive(signal(s, ab)));
+      wait(
+        `${id} aux.receive${ab ? " signal" : ""}`,
+        (s) => s.aux.receive(signal(s, ab, [{ on: "aux", kind: "recv" }])),
+      );
     } else {
       // 1 to 4 clauses over ch and aux: receive, receiveCatching or send, in a random order.
       const n = 1 + Math.floor(rnd2() * 4);
@@ -2510,6 +2607,10 @@ async function diffSeed(seed: number, steps: number, multi = false): Promise<voi
           c.kind === "recv" ? "onReceive" : c.kind === "catch" ? "onReceiveCatching" : "onSend"
         }(${c.on}${c.kind === "send" ? `, ${idOf(c.v)}` : ""})`
       ).join(" ");
+      const meta: SigMeta = clauses.map((c) => ({
+        on: c.on,
+        kind: c.kind === "send" ? "send" : "recv",
+      }));
       wait(
         `${id} select ${text}${immediate ? " onTimeout(0)" : ""}${ab ? " signal" : ""}`,
         (s) =>
@@ -2523,17 +2624,189 @@ async function diffSeed(seed: number, steps: number, multi = false): Promise<voi
               } else b.onSend(ch, c.v, () => `${c.on} sent ${idOf(c.v)}`);
             }
             if (immediate) b.onTimeout(0, () => "timeout");
-          }, signal(s, ab)),
+          }, signal(s, ab, meta)),
       );
     }
   };
+  const chOf = (s: DiffSide, on: DiffOn) => on === "ch" ? s.ch : on === "aux" ? s.aux : s.aux2;
+  /** Aborts the signal at `at` (one of `L.aborts`), with a reason of its own. */
+  const abortAt = (at: number, id: string) => {
+    const reason = `reason ${id}`;
+    labels.set(reason, `R${id}`);
+    log.push(`${id} abort ${at} (${sigMeta[at].map((m) => `${m.kind} ${m.on}`).join(", ")})`);
+    sigMeta.splice(at, 1);
+    for (const s of sides) s.aborts.splice(at, 1)[0].abort(reason);
+  };
+  type WClause = { on: DiffOn; kind: "recv" | "catch" | "send"; v: unknown };
+  /**
+   * A select over `clauses` (biased, so every side picks alike), now and then with an immediate
+   * onTimeout(0), a waiting onTimeout that never fires here (`HOUR`: its timer armed, then
+   * cleared by whatever settles the select), or a signal.
+   */
+  const wideSelect = (id: string, clauses: WClause[]) => {
+    const t = rnd3();
+    const timeout = t < 0.2 ? 0 : t < 0.4 ? HOUR : -1;
+    const ab = timeout !== 0 && rnd3() < 0.4;
+    const text = clauses.map((c) =>
+      `${
+        c.kind === "recv" ? "onReceive" : c.kind === "catch" ? "onReceiveCatching" : "onSend"
+      }(${c.on}${c.kind === "send" ? `, ${idOf(c.v)}` : ""})`
+    ).join(" ");
+    const meta: SigMeta = clauses.map((c) => ({
+      on: c.on,
+      kind: c.kind === "send" ? "send" : "recv",
+    }));
+    wait(
+      `${id} select ${text}${
+        timeout === 0 ? " onTimeout(0)" : timeout > 0 ? " onTimeout(HOUR)" : ""
+      }${ab ? " signal" : ""}`,
+      (s) =>
+        select<string>((b) => {
+          for (const c of clauses) {
+            const ch = chOf(s, c.on);
+            if (c.kind === "recv") {
+              b.onReceive(ch, (x) => `${c.on} received ${diffText(x, labels)}`);
+            } else if (c.kind === "catch") {
+              b.onReceiveCatching(ch, (x) => `${c.on} caught ${diffText(x, labels)}`);
+            } else b.onSend(ch, c.v, () => `${c.on} sent ${idOf(c.v)}`);
+          }
+          if (timeout >= 0) b.onTimeout(timeout, () => "timeout");
+        }, signal(s, ab, meta)),
+    );
+  };
+  const wideOn = (): DiffOn => (["ch", "aux", "aux2"] as const)[Math.floor(rnd3() * 3)];
+  /** 1 to 5 clauses over the three channels, of every kind, in a random order. */
+  const wideClauses = (): WClause[] => {
+    const n = 1 + Math.floor(rnd3() * 5);
+    return Array.from({ length: n }, () => {
+      const on = wideOn();
+      const k = rnd3();
+      const kind = k < 0.35 ? "recv" : k < 0.55 ? "catch" : "send";
+      return { on, kind, v: kind === "send" ? makeValue(nextId++, codec, rnd3) : 0 };
+    });
+  };
+  /**
+   * An operation of this isolate on `on` that way: a try-operation, a batch, a send or receive
+   * (with or without a signal), or a select with such a clause first (others after it).
+   */
+  const wideDo = (id: string, on: DiffOn, way: "send" | "recv") => {
+    const q = rnd3();
+    if (way === "send") {
+      if (q < 0.25) {
+        const v = makeValue(nextId++, codec, rnd3);
+        sync(`${id} ${on}.trySend(${idOf(v)})`, (s) => chOf(s, on).trySend(v));
+      } else if (q < 0.45) {
+        const vs = Array.from(
+          { length: 1 + Math.floor(rnd3() * 3) },
+          () => makeValue(nextId++, codec, rnd3),
+        );
+        sync(`${id} ${on}.trySendMany(${vs.map(idOf)})`, (s) => chOf(s, on).trySendMany(vs));
+      } else if (q < 0.7) {
+        const v = makeValue(nextId++, codec, rnd3);
+        const ab = rnd3() < 0.3;
+        wait(
+          `${id} ${on}.send(${idOf(v)})${ab ? " signal" : ""}`,
+          (s) => chOf(s, on).send(v, signal(s, ab, [{ on, kind: "send" }])),
+        );
+      } else {
+        const first: WClause = { on, kind: "send", v: makeValue(nextId++, codec, rnd3) };
+        wideSelect(id, [first, ...wideClauses().slice(0, Math.floor(rnd3() * 3))]);
+      }
+    } else {
+      if (q < 0.25) {
+        sync(`${id} ${on}.tryReceive`, (s) => chOf(s, on).tryReceive());
+      } else if (q < 0.45) {
+        const m = 1 + Math.floor(rnd3() * 3);
+        sync(`${id} ${on}.tryReceiveMany(${m})`, (s) => chOf(s, on).tryReceiveMany(m));
+      } else if (q < 0.6) {
+        const ab = rnd3() < 0.3;
+        wait(
+          `${id} ${on}.receive${ab ? " signal" : ""}`,
+          (s) => chOf(s, on).receive(signal(s, ab, [{ on, kind: "recv" }])),
+        );
+      } else if (q < 0.7) {
+        const ab = rnd3() < 0.3;
+        wait(
+          `${id} ${on}.receiveCatching${ab ? " signal" : ""}`,
+          (s) => chOf(s, on).receiveCatching(signal(s, ab, [{ on, kind: "recv" }])),
+        );
+      } else {
+        const first: WClause = { on, kind: rnd3() < 0.6 ? "recv" : "catch", v: 0 };
+        wideSelect(id, [first, ...wideClauses().slice(0, Math.floor(rnd3() * 3))]);
+      }
+    }
+  };
+  /**
+   * `wide`'s operations, drawn from `rnd3`: selects over three channels; a signal aborted in the
+   * same turn as an operation of this isolate that completes (or would complete) the wait it
+   * guards, before or after that call (README's abort paragraph: a send or receive of the
+   * isolate that completes a wait settles it before it returns, so an abort after it finds it
+   * settled); a close or cancel of one of the channels with aborts and such operations in the
+   * same turn; batches and waits on the second and third channels.
+   */
+  const wideOp = (id: string, step: number) => {
+    const q = rnd3();
+    if (q < 0.3) {
+      wideSelect(id, wideClauses());
+    } else if (q < 0.6) {
+      // A wait with a signal (most often one from an earlier turn, queued natively by now), an
+      // operation of the other way on one of its channels, and its abort before or after it.
+      if (sigMeta.length === 0) {
+        wideDo(id, wideOn(), rnd3() < 0.5 ? "send" : "recv");
+        return;
+      }
+      const at = Math.floor(rnd3() * sigMeta.length);
+      const m = sigMeta[at][Math.floor(rnd3() * sigMeta[at].length)];
+      const before = rnd3() < 0.4;
+      if (before) abortAt(at, `${id}b`);
+      wideDo(id, m.on, m.kind === "send" ? "recv" : "send");
+      if (!before) {
+        // `at` still names that signal: the operation's own, if any, went to the end.
+        if (rnd3() < 0.2) abortAll(id);
+        else abortAt(at, `${id}a`);
+      }
+    } else if (q < 0.75) {
+      wideDo(id, wideOn(), rnd3() < 0.5 ? "send" : "recv");
+    } else if (q < 0.85) {
+      // A close or cancel of a channel, late in a run as the main program's, with a wait of
+      // either way that it fails or completes, an operation, and aborts, all in one turn.
+      if (rnd3() * steps > step * 1.5) return;
+      const on = (["aux", "aux2", "aux2"] as const)[Math.floor(rnd3() * 3)];
+      if (rnd3() < 0.5) wideDo(`${id}p`, on, rnd3() < 0.5 ? "send" : "recv");
+      const cancel = rnd3() < 0.4;
+      const c = rnd3();
+      const cause = c < 0.4
+        ? undefined
+        : c < 0.7
+        ? new Error(`${cancel ? "cancel" : "close"} ${id}`)
+        : cancel
+        ? new CancellationError(`cancel ${id}`)
+        : new TimeoutError(`close ${id}`);
+      if (cause !== undefined) labels.set(cause, `${cancel ? "K" : "C"}${id}`);
+      sync(
+        `${id} ${on}.${cancel ? "cancel" : "close"}(${
+          cause === undefined ? "" : cause.constructor.name
+        })`,
+        (s) => cancel ? chOf(s, on).cancel(cause) : chOf(s, on).close(cause),
+      );
+      if (rnd3() < 0.5) wideDo(`${id}q`, on, rnd3() < 0.5 ? "send" : "recv");
+      const a = rnd3();
+      if (a < 0.4) abortAll(id);
+      else if (a < 0.8 && sigMeta.length > 0) abortAt(Math.floor(rnd3() * sigMeta.length), id);
+    } else {
+      const on = rnd3() < 0.5 ? "aux" : "aux2";
+      wideDo(id, on, rnd3() < 0.5 ? "send" : "recv");
+    }
+  };
   try {
+    bridge.giveBack = (op) => (givenBack++, giveBack.call(bridge, op));
     for (let step = 0; step < steps; step++) {
-      if (step === late) S.ch.share(), S.aux.share();
+      if (step === late) S.ch.share(), S.aux.share(), S.aux2.share();
       const n = 1 + Math.floor(rnd() * 4);
       for (let k = 0; k < n; k++) {
         const id = `${step}.${k}`;
-        if (multi && rnd2() < 0.2) multiOp(`${id}m`);
+        if ((multi || wide) && rnd2() < 0.2) multiOp(`${id}m`);
+        if (wide && rnd3() < 0.35) wideOp(`${id}w`, step);
         const r = rnd();
         if (r < 0.14) {
           const v = next();
@@ -2549,7 +2822,10 @@ async function diffSeed(seed: number, steps: number, multi = false): Promise<voi
         } else if (r < 0.5) {
           const v = next();
           const ab = rnd() < 0.3;
-          wait(`${id} send(${idOf(v)})${ab ? " signal" : ""}`, (s) => s.ch.send(v, signal(s, ab)));
+          wait(
+            `${id} send(${idOf(v)})${ab ? " signal" : ""}`,
+            (s) => s.ch.send(v, signal(s, ab, [{ on: "ch", kind: "send" }])),
+          );
         } else if (r < 0.6) {
           const ab = rnd() < 0.3;
           wait(`${id} receive${ab ? " signal" : ""}`, (s) => s.ch.receive(signal(s, ab)));
@@ -2640,6 +2916,7 @@ async function diffSeed(seed: number, steps: number, multi = false): Promise<voi
       await drain(same, 10_000);
       for (const [k, v] of L.settled) log.push(`  ${k} -> ${v}`);
       compareSettled(`step ${step}`);
+      assert.equal(givenBack, 0, `seed ${seed} step ${step}: values given back to a channel`);
       if (step === ends) {
         // The owner's dispose: what still waits rejects, buffered values go to the hook.
         log.push(`${step} dispose`);
@@ -2661,7 +2938,13 @@ async function diffSeed(seed: number, steps: number, multi = false): Promise<voi
         } reported [${s.reported}] sends ${m.sends} receives ${m.receives} failures ${
           JSON.stringify(m.failures)
         } dropped ${m.dropped} handoffs ${m.handoffs} closed ${s.ch.isClosedForSend}/${s.ch.isClosedForReceive}${
-          multi ? ` aux ${diffText(s.auxHook, labels)} ${auxCounters(s.aux)}` : ""
+          multi || wide ? ` aux ${diffText(s.auxHook, labels)} ${auxCounters(s.aux)}` : ""
+        }${
+          wide
+            ? ` aux2 ${diffText(s.aux2Hook, labels)} ${auxCounters(s.aux2)} closed ${
+              [s.aux, s.aux2].map((c) => `${c.isClosedForSend}/${c.isClosedForReceive}`)
+            }`
+            : ""
         }`;
       });
       log.push(`  ${state[0]}`);
@@ -2717,5 +3000,18 @@ const MULTI_SEEDS = diffRange || DIFF_ONE !== undefined
 for (const seed of MULTI_SEEDS) {
   Deno.test(`local, share()d and inside channels answer selects over two channels alike (seed ${seed})`, async () => {
     await diffSeed(seed, Number(Deno.env.get("KCORO_DIFF_STEPS") ?? 60), true);
+  });
+}
+
+// The same, with `wide`'s operations too: a third channel, selects over all three, aborts in the
+// turn of an operation of this isolate that completes the wait (KCORO_DIFF_SEED picks these
+// seeds too; KCORO_WIDE_SEEDS=n runs seeds 1 to n instead of the default ones).
+const WIDE_N = Deno.env.get("KCORO_WIDE_SEEDS");
+const WIDE_SEEDS = diffRange || DIFF_ONE !== undefined
+  ? DIFF_SEEDS
+  : Array.from({ length: Number(WIDE_N ?? 8) }, (_, i) => i + 1);
+for (const seed of WIDE_SEEDS) {
+  Deno.test(`local, share()d and inside channels answer selects over three channels alike (seed ${seed})`, async () => {
+    await diffSeed(seed, Number(Deno.env.get("KCORO_DIFF_STEPS") ?? 60), true, true);
   });
 }
