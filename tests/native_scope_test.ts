@@ -10,6 +10,7 @@ import {
   shutdownScheduler,
   until,
   untilAborted,
+  within,
 } from "./support.ts";
 import {
   CancellationError,
@@ -78,6 +79,32 @@ Deno.test("cancelling a TypeScript scope reaches its native children: sleeps and
   await until(() => liveBefore() === before, "the children's stacks to go back", 5_000);
   // The receive was withdrawn, not left queued: a value sent now stays in the channel.
   assert.deepEqual(ch.trySend(1n), { state: "full" });
+});
+
+Deno.test("cancelling a TypeScript scope ends its native echo on its own conflated channel and chanSender to one, whose channel operations never wait", async () => {
+  // Neither ever waits (the echo's receive always finds the value its send put back, the
+  // chanSender's sends never block), so neither sees KC_EINTR in a channel operation: they
+  // look at the scope's cancellation at their turn, every 256 values. Before, both ran on in
+  // the cancelled scope, and the scope never settled (the bound below failed the test).
+  using ch = new Channel("conflated", { codec: codecs.u64 });
+  using sink = new Channel("conflated", { codec: codecs.u64 });
+  assert.equal(ch.trySend(42n).state, "ok");
+  const max = 2n ** 64n - 1n;
+  const echo = runtime().cells([BigInt(ch.handle), BigInt(ch.handle), 0n, 0n]);
+  const sender = runtime().cells([BigInt(sink.handle), 0n, max, 0n, 0n]);
+  const scoped = coroutineScope(async (scope) => {
+    const ns = nativeScope(scope);
+    ns.launch("echo", echo);
+    ns.launch("chanSender", sender);
+    // Past a turn each: running, then cancelled.
+    await until(() => echo[2] > 256n && sender[3] > 256n, "the echo and the chanSender to run");
+    scope.cancel();
+  });
+  await assert.rejects(within(scoped, 60_000, "the cancelled scope to settle"), CancellationError);
+  assert.equal(echo[3], 1n); // done
+  assert.equal(sender[4], 1n);
+  // The echo stopped between values (nothing in hand): the value is still in the channel.
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 42n });
 });
 
 Deno.test("a TypeScript scope does not complete before its native children", async () => {

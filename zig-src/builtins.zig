@@ -43,17 +43,18 @@ pub const Builtin = enum(u32) {
     /// Scheduled. `arg` -> u64[5] { channel handle, first, count, sent, done }: sends the u64
     /// values first .. first+count-1 (at most up to 2^64-1) to the channel (element size 8),
     /// counting each in `sent`,
-    /// stopping early if a send fails (closed) or a shutdown comes (it yields every
-    /// `loop_turn_every` values, where it looks); then adds 1 to `done`. A native producer for
+    /// stopping early if a send fails (closed), a shutdown comes or its native scope is
+    /// cancelled (it yields every `loop_turn_every` values, where it looks); then adds 1 to
+    /// `done`. A native producer for
     /// channels shared with JavaScript isolates and Workers.
     chan_sender = 10,
     /// Scheduled. `arg` -> u64[3] { deadline, done, status }: writes its context's deadline
     /// (kc_deadline: 0 for none) into cell 0, then `status` = 0 and `done` = 1.
     read_deadline = 11,
     /// Scheduled. `arg` -> u64[4] { in channel, out channel, echoed, done }: receives each
-    /// 8-byte value of `in` and sends it to `out` (counting it in `echoed`) until either fails
-    /// or a shutdown comes (it yields every `loop_turn_every` values, where it looks); then
-    /// `done` = 1. A native partner for round-trip benchmarks. Lives in root.zig.
+    /// 8-byte value of `in` and sends it to `out` (counting it in `echoed`) until either fails,
+    /// a shutdown comes or its native scope is cancelled (it yields every `loop_turn_every`
+    /// values, where it looks); then `done` = 1. A native partner for round-trip benchmarks. Lives in root.zig.
     echo = 12,
 };
 
@@ -135,6 +136,13 @@ pub fn turn() bool {
     return s.isRunning(); // the same scheduler: a coroutine never moves to another one
 }
 
+/// Whether the native scope the calling coroutine runs in (its context's token) is cancelled;
+/// false outside one. `isCancelled`'s acquire load pairs with the scope cancel's release store.
+fn scopeCancelled() bool {
+    const t = scope_mod.currentToken() orelse return false;
+    return t.isCancelled();
+}
+
 /// Counts a built-in loop's iterations and takes a `turn` every `every`th.
 pub const Pacer = struct {
     every: u32,
@@ -145,12 +153,16 @@ pub const Pacer = struct {
         return .{ .every = every, .left = every };
     }
 
-    /// Called before each iteration: false when the loop must stop (a shutdown, see `turn`).
+    /// Called before each iteration: false when the loop must stop: a shutdown (see `turn`),
+    /// or the cancellation of the native scope it runs in, looked at after the turn (as the
+    /// actor looks between messages). Before, a loop whose channel operations never wait, so
+    /// never see the scope's KC_EINTR, ran on in a cancelled scope, and kc_scope_wait never
+    /// returned.
     pub fn go(p: *Pacer) bool {
         p.left -= 1;
         if (p.left != 0) return true;
         p.left = p.every;
-        return turn();
+        return turn() and !scopeCancelled();
     }
 };
 
@@ -274,7 +286,8 @@ fn chanSender(arg: ?*anyopaque) callconv(.c) void {
     const count = @min(c[2].load(.monotonic), std.math.maxInt(u64) - first +| 1);
     var i: u64 = 0;
     // A turn every `loop_turn_every` values: a channel whose sends never block (drop policy,
-    // conflated, room) runs it without a park. A shutdown stops it as a failed send does.
+    // conflated, room) runs it without a park. A shutdown, or its native scope's cancellation
+    // (which a send that never waits does not see), stops it as a failed send does.
     var pace = Pacer.init(loop_turn_every);
     while (i < count and pace.go()) : (i += 1) {
         const v: u64 = first + i;

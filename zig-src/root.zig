@@ -3562,9 +3562,9 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
 
 /// KC_BUILTIN_ECHO: `arg` -> u64[4] { in channel, out channel, echoed, done }. Receives each
 /// 8-byte value of `in` and sends it to `out`, counting it in `echoed`, until either fails
-/// (closed, cancelled, destroyed) or a shutdown comes (it yields every
-/// `builtins.loop_turn_every` values and stops there, with nothing in hand, if one has begun);
-/// then `done` = 1. A native partner for round-trip benchmarks.
+/// (closed, cancelled, destroyed), a shutdown comes or its native scope is cancelled (it yields
+/// every `builtins.loop_turn_every` values and stops there, with nothing in hand, if one has
+/// begun or the scope is cancelled); then `done` = 1. A native partner for round-trip benchmarks.
 /// `echoed` counts the values `out` took. The value in hand when a send to `out` fails (it was
 /// taken from `in`, and cannot go back in front of values sent after it) goes to `out`'s
 /// undelivered path as a value meant for it that will never be sent, once (counted as dropped
@@ -3580,7 +3580,8 @@ fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
     // A turn every `loop_turn_every` values, before the receive (so with nothing in hand): an
     // echo whose receives always find a value and whose sends never block (`in` = `out`
     // conflated, two echoes feeding each other) never parks, and held its worker for good, a
-    // shutdown never returning. A shutdown ends it there, `done` set, the values left in `in`.
+    // shutdown never returning. A shutdown ends it there, `done` set, the values left in `in`;
+    // so does its native scope's cancellation, which receives that never wait do not see.
     var pace = builtins.Pacer.init(builtins.loop_turn_every);
     while (pace.go() and kc_chan_recv(in, &v, 8, 0, 0, 0) == 0) {
         var dropped = false; // set when a cancel took `v` from the waiting send
@@ -7544,6 +7545,50 @@ test "C ABI: built-in loops that never park take turns and stop at a shutdown: a
     shut = true;
     // The spin never finished its rounds: `done` as it was.
     try testing.expectEqual(@as(u64, 0), spin[1].load(.monotonic));
+    // The echo stopped between values (nothing in hand): the value is still in the channel.
+    var got: u64 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(ch, &got, 8));
+    try testing.expectEqual(value, got);
+}
+
+test "C ABI: an echo on its own conflated channel and a chanSender to one stop at their turn when their native scope is cancelled" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // Neither ever waits (`in` = `out` conflated; sends to a conflated channel), so neither
+    // sees the scope's KC_EINTR in a channel operation. Before, both ran on in the cancelled
+    // scope (taking their turns, which looked only for a shutdown), and kc_scope_wait never
+    // returned: KC_ETIME at its deadline here.
+    var ch: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &ch));
+    defer _ = kc_chan_destroy(ch);
+    var sink: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &sink));
+    defer _ = kc_chan_destroy(sink);
+    const value: u64 = 42;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(ch, &value, 8));
+    // Atomic cells: the built-ins write them on a worker while this thread reads them.
+    var echo = [4]std.atomic.Value(u64){ .init(ch), .init(ch), .init(0), .init(0) };
+    var sender = [5]std.atomic.Value(u64){ .init(sink), .init(0), .init(std.math.maxInt(u64)), .init(0), .init(0) };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 32 * 1024, 0));
+    defer _ = kc_sched_shutdown(0);
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    const entry = struct {
+        fn of(b: Builtin) coroutine.EntryFn {
+            return @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(b)).?));
+        }
+    }.of;
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entry(.echo), &echo, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entry(.chan_sender), &sender, 0, null));
+    // Both running (past a turn each), then the cancel. Monotonic: counts, only looked at.
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the echo and the chanSender to run");
+    while (echo[2].load(.monotonic) <= builtins.loop_turn_every or sender[3].load(.monotonic) <= builtins.loop_turn_every) try d.wait();
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
+    // Acquire: pairs with the built-ins' release stores of `done` (the counts before them).
+    try testing.expectEqual(@as(u64, 1), echo[3].load(.acquire));
+    try testing.expectEqual(@as(u64, 1), sender[4].load(.acquire));
     // The echo stopped between values (nothing in hand): the value is still in the channel.
     var got: u64 = 0;
     try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(ch, &got, 8));
