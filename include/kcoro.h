@@ -62,8 +62,11 @@ extern "C" {
  * kc_scope_launch, kc_produce and kc_coro_create (before, it started and dereferenced NULL);
  * fewer cells than it reads, or a pointer that is not one, is not checked (undefined).
  * SPIN, ECHO and CHAN_SENDER, whose loops may never park, yield on a scheduler now and then
- * (every 2^20 steps; every 256 values) and stop there once a shutdown has begun: SPIN leaves
- * `done` as it was, ECHO and CHAN_SENDER end as on a failed operation (nothing in hand). */
+ * (every 2^20 steps; every 256 values) and stop there once a cancelling shutdown has begun (a
+ * finishing one's drain waits for them, as for any coroutine, until a cancel cuts it short):
+ * SPIN leaves `done` as it was, ECHO and CHAN_SENDER end as on a failed operation (nothing in
+ * hand). ECHO and CHAN_SENDER also end so there when their native scope is cancelled: their
+ * channel operations that never wait do not see its KC_EINTR. */
 #define KC_BUILTIN_FIB 1        /* hand-driven: yields the first `arg` Fibonacci numbers */
 #define KC_BUILTIN_YIELD_LOOP 2 /* hand-driven: yields forever, transfer word = yields so far */
 #define KC_BUILTIN_PARK_LOOP 3  /* hand-driven: parks `arg` times, transfer word = wake-ups */

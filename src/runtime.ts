@@ -72,8 +72,11 @@ export type ShutdownMode = "cancel" | "finish";
  * `"spin"`, `"chanSender"` and `"echo"`, whose loops may never park (an echo whose `in` is its
  * own conflated `out`, a chanSender to a drop-policy channel), yield to the scheduler now and
  * then (a spin every 2^20 rounds, the others every 256 values), so other coroutines get their
- * turn, and stop there once a shutdown has begun: a spin leaves `done` as it was, the others
- * end as when a send fails (the echo with no value in hand), or are abandoned at the yield.
+ * turn, and stop there once a cancelling shutdown has begun (a `"finish"` one's drain waits
+ * for them, as for any coroutine, until a `"cancel"` cuts it short): a spin leaves `done` as it
+ * was, the others end as when a send fails (the echo with no value in hand), or are abandoned
+ * at the yield. A chanSender or echo launched into a native scope also ends so there once the
+ * scope is cancelled (its channel operations that never wait do not see the cancellation).
  */
 export type ScheduledBuiltin =
   | "sleeper"
@@ -816,7 +819,7 @@ export class Runtime {
    * `runtime()` started another scheduler (this does not stop that one). Scheduling is cooperative:
    * a coroutine that is running when the shutdown comes (a CPU-bound loop) is not stopped, and
    * the shutdown waits for it to park, yield or end (the built-ins yield now and then, and stop
-   * at a shutdown: {@linkcode ScheduledBuiltin}). The wait is on a helper thread: the event loop
+   * at a cancelling shutdown: {@linkcode ScheduledBuiltin}). The wait is on a helper thread: the event loop
    * keeps running meanwhile.
    */
   async shutdown(mode: ShutdownMode = "cancel"): Promise<void> {
