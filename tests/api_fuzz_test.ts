@@ -608,20 +608,23 @@ async function child(): Promise<void> {
 
   const rt = () => runtime();
   /**
-   * The cells of a built-in that count its work, which a shutdown waits for (a running one is
-   * not stopped): spin's rounds, skynet's leaves, chanSender's count (a drop-policy channel
-   * never blocks it). Before, a channel handle's value went there too (~2^30: one spin of it
-   * ran ~40 s on a loaded 2-vCPU host, and the shutdown after the fuzz loop waited for it,
-   * past the parent's bound), and so could a number another built-in wrote into a shared cells
-   * array of the garbage (read-deadline's deadline, a receiver's negative status).
+   * The cells of a built-in that count its work, which a "finish" shutdown waits for (a
+   * "cancel" one stops a spin or chanSender at its next turn) and which takes the CPU the
+   * loop's calls need meanwhile: spin's rounds, skynet's leaves, chanSender's count (a
+   * drop-policy channel never blocks it). Before, a channel handle's value went there too
+   * (~2^30: one spin of it ran ~40 s on a loaded 2-vCPU host, and the shutdown after the fuzz
+   * loop waited for it, past the parent's bound, when built-ins took no turns), and so could a
+   * number another built-in wrote into a shared cells array of the garbage (read-deadline's
+   * deadline, a receiver's negative status).
    */
   const workCells: Record<string, number> = { spin: 0, skynet: 0, chanSender: 2 };
   /** Cells for built-in `name`: never naming a control channel; the times and work bounded. */
   const cellsFor = (name: unknown): unknown => {
     const work = typeof name === "string" && Object.hasOwn(workCells, name) ? workCells[name] : -1;
     // echo's `out` is never its `in`: one channel as both (a buffered one holding a u64) it
-    // takes from and puts back into for ever, never parking, and the shutdown after the loop
-    // waited for it as for a long spin (a scratch run: 54 million echoes, still waiting 10 s on).
+    // takes from and puts back into for ever, never parking, eating a worker's CPU, and a
+    // "finish" shutdown waits for it for good (before built-ins took turns, the "cancel" one
+    // after the loop did too: a scratch run, 54 million echoes, still waiting 10 s on).
     const echo = name === "echo";
     if (rnd() < 0.5) {
       const g = garbage();
