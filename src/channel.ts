@@ -4326,7 +4326,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   _flushLocal(): void {
     this.#escape("select");
-    this._shared.flushNow();
+    const s = this._shared;
+    if (s.senders.first === null && s.receivers.first === null) return; // nothing to queue
+    // One batch of settles (`collectDue`), as the end-of-turn flush is (`Bridge.#start`): a send
+    // that finds the channel cancelled (by native code, or another isolate) as it queues here
+    // rejects, and its value reaches onUndeliveredElement once every wait flushed has settled,
+    // before the select probes. Before, the first such send's hook ran before it, and the later
+    // sends of the flush, rejected.
+    const outer = Channel.#beginCollects(s);
+    try {
+      s.flushNow();
+    } finally {
+      Channel.#endCollects(s, outer);
+    }
   }
 
   /**

@@ -7054,6 +7054,44 @@ for (const then of ["local", "flush", "cancel", "close"] as const) {
   });
 }
 
+for (const clause of ["onReceive", "onSend"] as const) {
+  Deno.test(`shared: native code's cancel, met by a select's probe (${clause}) in that turn: sends still waiting in JavaScript all reject before onUndeliveredElement runs`, async () => {
+    // A select queues the waits of this isolate still in JavaScript on its channels natively
+    // before it probes (`_flushLocal`): they find the channel cancelled by native code there, as
+    // the end-of-turn flush would. Both sends reject, then the hook runs for each value (its
+    // close of `b` settling after them), then the select's own clause finds the channel
+    // cancelled (an onSend's value reaching the hook at the call, as a send's on a cancelled
+    // channel does). Before, the first send's hook ran before it, and the second, rejected.
+    const sym = library().symbols("test");
+    const hook: number[] = [];
+    using b = new Channel<number>();
+    using a = new Channel<number>(0, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => {
+        hook.push(v);
+        if (v === 1) b.close();
+      },
+    });
+    a.share();
+    // Logged as they settle: each promise is pending when its handlers are attached.
+    const log = settleLog([["send 1", a.send(1)], ["send 2", a.send(2)], [
+      "receive b",
+      b.receive(),
+    ]]);
+    assert.equal(sym.kc_chan_cancel(a.handle), 0);
+    select((s) => clause === "onSend" ? s.onSend(a, 3, () => 0) : s.onReceive(a, () => 0))
+      .then(() => log.push("select ok"), (e) => log.push(`select err ${e.name}(${e.message})`));
+    await until(() => log.length === 4, "the waits settled");
+    assert.deepEqual(hook, clause === "onSend" ? [1, 2, 3] : [1, 2]);
+    assert.deepEqual(log, [
+      "send 1 err CancellationError(Channel was cancelled)",
+      "send 2 err CancellationError(Channel was cancelled)",
+      "receive b err ClosedReceiveError(Channel was closed)",
+      "select err CancellationError(Channel was cancelled)",
+    ]);
+  });
+}
+
 for (const form of ["receive", "select"] as const) {
   Deno.test(`shared: a ${form} given up after it took a value natively, then cancelled natively with a later wait: both reject before onUndeliveredElement gets the value given back`, async () => {
     // Native code's send takes the first wait (its record on the ring, not drained), its signal
