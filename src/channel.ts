@@ -507,7 +507,7 @@ class Shared {
    * While `Channel.#settleEnded` settles this isolate's waits on the channel: the objects whose
    * settle left a `#collect` to its end (`Channel.#collectSettled`), so that every wait the
    * close or cancel failed is settled before onUndeliveredElement runs, as a local channel's
-   * `#localDrop` settles them; null otherwise.
+   * `#localDrop` settles them (`NO_COLLECTS` until the first is left); null otherwise.
    */
   collectDue: Channel<unknown>[] | null = null;
   /**
@@ -1385,6 +1385,25 @@ function releaseSlot(w: Waiter): void {
  * must go on waiting: true when none is left waiting in JavaScript.
  */
 function pump(q: WaitQueue, sym: Sym): boolean {
+  const first = q.first;
+  if (first === null) return true;
+  // One batch of settles (`collectDue`), as the end-of-turn flush is (`Bridge.#start`): a send
+  // whose try finds the channel cancelled (by native code, or another isolate) rejects, and its
+  // value reaches onUndeliveredElement once every waiter tried has settled, before the call that
+  // pumped goes on. Before, the first such send's hook ran before it, and the later sends of
+  // the pump, rejected. Begun without an allocation (`NO_COLLECTS`): a pump is a send's path.
+  const s = first.ch._shared;
+  const outer = s.collectDue;
+  if (outer === null) s.collectDue = NO_COLLECTS;
+  try {
+    return pumpEach(q, sym);
+  } finally {
+    if (outer === null) endCollects(s);
+  }
+}
+
+/** `pump`'s walk, inside its batch. */
+function pumpEach(q: WaitQueue, sym: Sym): boolean {
   for (let w = q.first; w !== null;) {
     const next = w.next; // settling w takes it out of q
     if (w.state === LOCAL && !w.ch._tryNow(w, sym)) return false;
@@ -1426,6 +1445,16 @@ function waiting(q: WaitQueue): Waiter[] {
   for (let w = q.first; w !== null; w = w.next) list.push(w);
   return list;
 }
+
+/**
+ * `Shared.collectDue` while a batch of settles is under way and none of them has left a collect
+ * to its end yet: frozen, never pushed to (`#collectSettled` replaces it), so that beginning a
+ * batch allocates nothing.
+ */
+const NO_COLLECTS: Channel<unknown>[] = Object.freeze([]) as unknown as Channel<unknown>[];
+
+/** `Channel.#endCollects` for `pump`, outside the class: ends the batch it began on `s`. */
+let endCollects: (s: Shared) => void;
 
 /** Queues natively every waiter of `q` still waiting in JavaScript, oldest first. */
 function flushAll(q: WaitQueue): void {
@@ -4841,7 +4870,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #collectSettled(): void {
     const due = this._shared.collectDue;
     if (due !== null) {
-      if (!due.includes(this as Channel<unknown>)) due.push(this as Channel<unknown>);
+      if (due === NO_COLLECTS) this._shared.collectDue = [this as Channel<unknown>];
+      else if (!due.includes(this as Channel<unknown>)) due.push(this as Channel<unknown>);
       return;
     }
     // Settled by the ring's drain: left to the end of its batch (`Bridge.due`), so that every
@@ -5051,7 +5081,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   static #beginCollects(s: Shared): Channel<unknown>[] | null {
     const outer = s.collectDue;
-    s.collectDue = outer ?? [];
+    s.collectDue = outer ?? NO_COLLECTS; // the list is made by the first collect left to it
     return outer;
   }
 
@@ -5060,7 +5090,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (outer !== null) return;
     const due = s.collectDue!;
     s.collectDue = null;
+    if (due === NO_COLLECTS) return;
     for (const c of due) c.#collectDue();
+  }
+
+  static {
+    endCollects = (s) => Channel.#endCollects(s, null);
   }
 
   /**

@@ -7092,6 +7092,44 @@ for (const clause of ["onReceive", "onSend"] as const) {
   });
 }
 
+for (const call of ["send", "trySend"] as const) {
+  Deno.test(`shared: native code's cancel, met by a ${call} in that turn: sends still waiting in JavaScript all reject before onUndeliveredElement runs`, async () => {
+    // A send (or try-send) lets the sends of this isolate still waiting in JavaScript try
+    // natively first (`pump`): they find the channel cancelled by native code there, as the
+    // end-of-turn flush would. Both reject, then the hook runs for each value (its close of `b`
+    // settling after them), then the call's own value is refused (a send's reaching the hook at
+    // the call, as on any cancelled channel; a try-send's staying the caller's). Before, the
+    // first send's hook ran before it, and the second, rejected.
+    const sym = library().symbols("test");
+    const hook: number[] = [];
+    using b = new Channel<number>();
+    using a = new Channel<number>(0, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => {
+        hook.push(v);
+        if (v === 1) b.close();
+      },
+    });
+    a.share();
+    // Logged as they settle: each promise is pending when its handlers are attached.
+    const log = settleLog([["send 1", a.send(1)], ["send 2", a.send(2)], [
+      "receive b",
+      b.receive(),
+    ]]);
+    assert.equal(sym.kc_chan_cancel(a.handle), 0);
+    if (call === "send") {
+      a.send(3).then(() => log.push("send 3 ok"), (e) => log.push(`send 3 err ${e.name}`));
+    } else assert.equal(a.trySend(3).state, "closed");
+    await until(() => log.length === (call === "send" ? 4 : 3), "the waits settled");
+    assert.deepEqual(hook, call === "send" ? [1, 2, 3] : [1, 2]);
+    assert.deepEqual(log.slice(0, 3), [
+      "send 1 err CancellationError(Channel was cancelled)",
+      "send 2 err CancellationError(Channel was cancelled)",
+      "receive b err ClosedReceiveError(Channel was closed)",
+    ]);
+  });
+}
+
 for (const form of ["receive", "select"] as const) {
   Deno.test(`shared: a ${form} given up after it took a value natively, then cancelled natively with a later wait: both reject before onUndeliveredElement gets the value given back`, async () => {
     // Native code's send takes the first wait (its record on the ring, not drained), its signal
