@@ -1453,6 +1453,13 @@ function waiting(q: WaitQueue): Waiter[] {
  */
 const NO_COLLECTS: Channel<unknown>[] = Object.freeze([]) as unknown as Channel<unknown>[];
 
+/**
+ * Values `Channel.#refusedSettled` left to the end of a batch of settles (`#collectDue`), by the
+ * object whose hook takes them: not a field of every channel object, which each construction
+ * would pay for (the path is rare: a native cancel met as sends queue or retry).
+ */
+const settledDrops = new Map<Channel<unknown>, unknown[]>();
+
 /** `Channel.#endCollects` for `pump`, outside the class: ends the batch it began on `s`. */
 let endCollects: (s: Shared) => void;
 
@@ -4891,20 +4898,24 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * the cancel dropped waited in the native list for the channel's dispose.
    */
   #collectDue(): void {
-    if (this.#lib.isOpen) this.#collect();
-    else if (this.#keeps && !this._shared.ended && !this.#disposed) {
-      this.#takeUndelivered(this.#lib._symbolsToRelease);
+    try {
+      if (this.#lib.isOpen) this.#collect();
+      else if (this.#keeps && !this._shared.ended && !this.#disposed) {
+        this.#takeUndelivered(this.#lib._symbolsToRelease);
+      }
+    } finally {
+      // Then the values of sends refused meanwhile (`#refusedSettled`), in the order they were,
+      // after what was dropped natively before them, as `#refused` hands them; also where the
+      // collect threw, so that the map never keeps this object.
+      const drops = settledDrops.size === 0
+        ? undefined
+        : settledDrops.get(this as Channel<unknown>);
+      if (drops !== undefined) {
+        settledDrops.delete(this as Channel<unknown>);
+        for (const v of drops) this.#undelivered(v);
+      }
     }
-    // Then the values of sends refused meanwhile (`#refusedSettled`), in the order they were,
-    // after what was dropped natively before them, as `#refused` hands them.
-    const drops = this.#settledDrops;
-    if (drops === null) return;
-    this.#settledDrops = null;
-    for (const v of drops) this.#undelivered(v);
   }
-
-  /** Values `#refusedSettled` left to `#collectDue`; null when none waits. */
-  #settledDrops: unknown[] | null = null;
 
   /**
    * `#refused` for a send's settle: where it is the creator's (or a local channel's) and a
@@ -4923,7 +4934,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       s.localDropped++;
       if (!s.local && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
     }
-    (this.#settledDrops ??= []).push(value);
+    const drops = settledDrops.get(this as Channel<unknown>);
+    if (drops === undefined) settledDrops.set(this as Channel<unknown>, [value]);
+    else drops.push(value);
     this.#collectSettled();
   }
 
