@@ -1385,35 +1385,35 @@ function releaseSlot(w: Waiter): void {
  * must go on waiting: true when none is left waiting in JavaScript.
  */
 function pump(q: WaitQueue, sym: Sym): boolean {
-  const first = q.first;
-  if (first === null) return true;
+  let w = q.first;
+  if (w === null) return true;
   // One batch of settles (`collectDue`), as the end-of-turn flush is (`Bridge.#start`): a send
   // whose try finds the channel cancelled (by native code, or another isolate) rejects, and its
   // value reaches onUndeliveredElement once every waiter tried has settled, before the call that
   // pumped goes on. Before, the first such send's hook ran before it, and the later sends of
-  // the pump, rejected. Begun without an allocation (`NO_COLLECTS`): a pump is a send's path.
-  const s = first.ch._shared;
+  // the pump, rejected. Begun without an allocation (`NO_COLLECTS`), and ended with no call
+  // where no collect was left to it: a pump is a send's path.
+  const s = w.ch._shared;
   const outer = s.collectDue;
   if (outer === null) s.collectDue = NO_COLLECTS;
   try {
-    return pumpEach(q, sym);
+    while (w !== null) {
+      const next: Waiter | null = w.next; // settling w takes it out of q
+      if (w.state === LOCAL && !w.ch._tryNow(w, sym)) return false;
+      // Settling w may have taken `next` out of q too (DONE: an iterator's next()s that w's
+      // decode failure ended, `#endIter`; a user's hook): then from the oldest again, the waiters
+      // queued natively before it skipped. Before, the walk stopped there (a detached waiter's
+      // `next` is null), and the receivers after it were not tried: a newer receive took the
+      // value first.
+      w = next !== null && next.state === DONE ? q.first : next;
+    }
+    return true;
   } finally {
-    if (outer === null) endCollects(s);
+    if (outer === null) {
+      if (s.collectDue === NO_COLLECTS) s.collectDue = null;
+      else endCollects(s);
+    }
   }
-}
-
-/** `pump`'s walk, inside its batch. */
-function pumpEach(q: WaitQueue, sym: Sym): boolean {
-  for (let w = q.first; w !== null;) {
-    const next = w.next; // settling w takes it out of q
-    if (w.state === LOCAL && !w.ch._tryNow(w, sym)) return false;
-    // Settling w may have taken `next` out of q too (DONE: an iterator's next()s that w's decode
-    // failure ended, `#endIter`; a user's hook): then from the oldest again, the waiters queued
-    // natively before it skipped. Before, the walk stopped there (a detached waiter's `next` is
-    // null), and the receivers after it were not tried: a newer receive took the value first.
-    w = next !== null && next.state === DONE ? q.first : next;
-  }
-  return true;
 }
 
 /**
