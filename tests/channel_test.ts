@@ -3254,7 +3254,7 @@ Deno.test("a receive that takes a queued send of its own isolate when the ring i
   const res = await evalScript(`
     import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
-    import { until, within } from "./tests/support.ts";
+    import { destroyRingAtFirstDrain, until, within } from "./tests/support.ts";
     const lib = library();
     const bridge = Bridge.of(lib);
     const a = new Channel(0, { codec: codecs.f64 });
@@ -3262,15 +3262,10 @@ Deno.test("a receive that takes a queued send of its own isolate when the ring i
     let outcome = "pending";
     const sent = a.send(1).then(() => outcome = "resolved", (e) => outcome = e instanceof InvalidHandleError && /^Cannot send: the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
     await until(() => bridge.pending >= 1, "the send queued natively");
-    const settleWhere = bridge.settleWhere.bind(bridge);
-    let destroyed = 0;
-    bridge.settleWhere = (pick) => {
-      if (destroyed++ === 0) lib.symbols("test").kc_ring_destroy(bridge.ring);
-      return settleWhere(pick);
-    };
+    const destroyed = destroyRingAtFirstDrain(bridge);
     const got = JSON.stringify(a.tryReceive());
     if (got !== '{"state":"ok","value":1}') throw new Error("tryReceive: " + got);
-    if (destroyed !== 1) throw new Error("the ring was not drained after the native receive: " + destroyed);
+    if (destroyed() !== 1) throw new Error("the ring was not drained after the native receive: " + destroyed());
     const pending = bridge.pending;
     for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
     const now = JSON.stringify({ pending, outcome });
@@ -3295,7 +3290,7 @@ Deno.test("a try-operation that completes a select of its own isolate when the r
     const res = await evalScript(`
       import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
       import { Bridge } from "./src/bridge.ts";
-      import { until, within } from "./tests/support.ts";
+      import { destroyRingAtFirstDrain, until, within } from "./tests/support.ts";
       const lib = library();
       const bridge = Bridge.of(lib);
       const a = new Channel(0, { codec: codecs.f64 });
@@ -3303,15 +3298,10 @@ Deno.test("a try-operation that completes a select of its own isolate when the r
       let outcome = "pending";
       const sel = select((s) => ${clause}).then((v) => outcome = "resolved " + v, (e) => outcome = e instanceof InvalidHandleError && /^Cannot select: the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
       if (bridge.pending !== 1) throw new Error("the select did not queue natively");
-      const settleWhere = bridge.settleWhere.bind(bridge);
-      let destroyed = 0;
-      bridge.settleWhere = (pick, on) => {
-        if (destroyed++ === 0) lib.symbols("test").kc_ring_destroy(bridge.ring);
-        return settleWhere(pick, on);
-      };
+      const destroyed = destroyRingAtFirstDrain(bridge);
       const got = JSON.stringify(${partner});
       if (got !== '${want}') throw new Error("the try: " + got);
-      if (destroyed !== 1) throw new Error("the ring was not drained after the try: " + destroyed);
+      if (destroyed() !== 1) throw new Error("the ring was not drained after the try: " + destroyed());
       const pending = bridge.pending;
       for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
       const now = JSON.stringify({ pending, outcome });
@@ -3333,7 +3323,7 @@ Deno.test("a close or cancel of this isolate that finds the ring gone fails its 
     const res = await evalScript(`
       import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
       import { Bridge } from "./src/bridge.ts";
-      import { until, within } from "./tests/support.ts";
+      import { destroyRingAtFirstDrain, until, within } from "./tests/support.ts";
       const lib = library();
       const bridge = Bridge.of(lib);
       const lost = /^Cannot (send|receive): the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it \\(/;
@@ -3342,14 +3332,9 @@ Deno.test("a close or cancel of this isolate that finds the ring gone fails its 
       let outcome = "pending";
       const op = ${wait}.then((v) => outcome = "resolved " + v, (e) => outcome = e instanceof InvalidHandleError && lost.test(e.message) ? e.message.match(lost)[1] + " lost" : String(e));
       await until(() => bridge.pending >= 1, "the wait queued natively");
-      const settleWhere = bridge.settleWhere.bind(bridge);
-      let destroyed = 0;
-      bridge.settleWhere = (pick) => {
-        if (destroyed++ === 0) lib.symbols("test").kc_ring_destroy(bridge.ring);
-        return settleWhere(pick);
-      };
+      const destroyed = destroyRingAtFirstDrain(bridge);
       a.${end}();
-      if (destroyed !== 1) throw new Error("the ring was not drained at the ${end}: " + destroyed);
+      if (destroyed() !== 1) throw new Error("the ring was not drained at the ${end}: " + destroyed());
       const pending = bridge.pending;
       for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
       const now = JSON.stringify({ pending, outcome });
@@ -3371,7 +3356,7 @@ Deno.test("a close of this isolate that finds the ring gone fails at once a sele
   const res = await evalScript(`
     import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
-    import { until, within } from "./tests/support.ts";
+    import { destroyRingAtFirstDrain, until, within } from "./tests/support.ts";
     const lib = library();
     const bridge = Bridge.of(lib);
     const lost = /^Cannot select: the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it \\(/;
@@ -3384,14 +3369,9 @@ Deno.test("a close of this isolate that finds the ring gone fails at once a sele
       s.onReceive(a, () => "a");
     }).then((v) => outcome = "resolved " + v, (e) => outcome = e instanceof InvalidHandleError && lost.test(e.message) ? "select lost" : String(e));
     await until(() => bridge.pending >= 1, "the select queued natively");
-    const settleWhere = bridge.settleWhere.bind(bridge);
-    let destroyed = 0;
-    bridge.settleWhere = (pick, on) => {
-      if (destroyed++ === 0) lib.symbols("test").kc_ring_destroy(bridge.ring);
-      return settleWhere(pick, on);
-    };
+    const destroyed = destroyRingAtFirstDrain(bridge);
     a.close();
-    if (destroyed !== 1) throw new Error("the ring was not drained at the close: " + destroyed);
+    if (destroyed() !== 1) throw new Error("the ring was not drained at the close: " + destroyed());
     const pending = bridge.pending;
     for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
     const now = JSON.stringify({ pending, outcome });
@@ -3531,7 +3511,7 @@ Deno.test("a try-send that completes a receive of its own isolate queued nativel
   const res = await evalScript(`
     import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
-    import { until, within } from "./tests/support.ts";
+    import { destroyRingAtFirstDrain, until, within } from "./tests/support.ts";
     const lib = library();
     const bridge = Bridge.of(lib);
     const a = new Channel(0, { codec: codecs.f64 });
@@ -3539,15 +3519,10 @@ Deno.test("a try-send that completes a receive of its own isolate queued nativel
     let outcome = "pending";
     const got = a.receive().then((v) => outcome = "resolved " + v, (e) => outcome = e instanceof InvalidHandleError ? e.message : String(e));
     await until(() => bridge.pending >= 1, "the receive queued natively");
-    const settleWhere = bridge.settleWhere.bind(bridge);
-    let destroyed = 0;
-    bridge.settleWhere = (pick) => {
-      if (destroyed++ === 0) lib.symbols("test").kc_ring_destroy(bridge.ring);
-      return settleWhere(pick);
-    };
+    const destroyed = destroyRingAtFirstDrain(bridge);
     const sent = JSON.stringify(a.trySend(1));
     if (sent !== '{"state":"ok"}') throw new Error("trySend: " + sent);
-    if (destroyed !== 1) throw new Error("the ring was not drained after the native send: " + destroyed);
+    if (destroyed() !== 1) throw new Error("the ring was not drained after the native send: " + destroyed());
     const pending = bridge.pending;
     for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
     const now = JSON.stringify({ pending, outcome });
@@ -3575,7 +3550,7 @@ Deno.test("a send whose record was drained and held settles with it when a recei
   const res = await evalScript(`
     import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
-    import { until, within } from "./tests/support.ts";
+    import { destroyRingAtFirstDrain, until, within } from "./tests/support.ts";
     const ringLost = /^Cannot send: the wait was lost with this isolate's completion ring/;
     const lib = library();
     const bridge = Bridge.of(lib);
@@ -3592,15 +3567,10 @@ Deno.test("a send whose record was drained and held settles with it when a recei
     const sent = JSON.stringify(b.trySend(3)); // b's receive takes it: the ring drained
     if (sent !== '{"state":"ok"}') throw new Error("b.trySend: " + sent);
     if (bridge.pending !== 2) throw new Error(bridge.pending + " operations pending, not 2");
-    const settleWhere = bridge.settleWhere.bind(bridge);
-    let destroyed = 0;
-    bridge.settleWhere = (pick) => {
-      if (destroyed++ === 0) sym.kc_ring_destroy(bridge.ring);
-      return settleWhere(pick);
-    };
+    const destroyed = destroyRingAtFirstDrain(bridge);
     const got = JSON.stringify(a.tryReceive());
     if (got !== '{"state":"ok","value":2}') throw new Error("tryReceive: " + got);
-    if (destroyed !== 1) throw new Error("the ring was not drained after the native receive: " + destroyed);
+    if (destroyed() !== 1) throw new Error("the ring was not drained after the native receive: " + destroyed());
     await within(Promise.all(ops), 10_000, "the outcomes");
     const want = '["resolved undefined","EBADH","resolved 3"]';
     if (JSON.stringify(outcomes) !== want) throw new Error(JSON.stringify(outcomes));

@@ -2757,7 +2757,7 @@ Deno.test("a try-receive that takes a select's send clause of its own isolate wh
   const res = await evalScript(`
     import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
-    import { within } from "./tests/support.ts";
+    import { destroyRingAtFirstDrain, within } from "./tests/support.ts";
     const lib = library();
     const bridge = Bridge.of(lib);
     const a = new Channel(0, { codec: codecs.f64 });
@@ -2765,15 +2765,10 @@ Deno.test("a try-receive that takes a select's send clause of its own isolate wh
     let outcome = "pending";
     const chosen = select((s) => s.onSend(a, 1, () => "sent")).then((v) => outcome = v, (e) => outcome = e instanceof InvalidHandleError && /^Cannot select: the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
     if (bridge.pending !== 1) throw new Error("the select is not queued natively: " + bridge.pending);
-    const settleWhere = bridge.settleWhere.bind(bridge);
-    let destroyed = 0;
-    bridge.settleWhere = (pick, on) => {
-      if (destroyed++ === 0) lib.symbols("test").kc_ring_destroy(bridge.ring);
-      return settleWhere(pick, on);
-    };
+    const destroyed = destroyRingAtFirstDrain(bridge);
     const got = JSON.stringify(a.tryReceive());
     if (got !== '{"state":"ok","value":1}') throw new Error("tryReceive: " + got);
-    if (destroyed !== 1) throw new Error("the ring was not drained after the native receive: " + destroyed);
+    if (destroyed() !== 1) throw new Error("the ring was not drained after the native receive: " + destroyed());
     const pending = bridge.pending;
     for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
     const now = JSON.stringify({ pending, outcome });

@@ -14,6 +14,7 @@ import {
   runtime,
   type SharedChannel,
 } from "../mod.ts";
+import type { Bridge } from "../src/bridge.ts";
 import { giveSlot, takeSlot } from "../src/codec.ts";
 
 /**
@@ -275,6 +276,22 @@ export function spyCalls(
     };
   });
   return { [Symbol.dispose]: () => names.forEach((n, i) => table[n] = real[i]) };
+}
+
+/**
+ * Wraps `bridge.settleWhere` so that its first call destroys this isolate's completion ring
+ * (kc_ring_destroy, as a library close does) before it drains: that drain, and each after it,
+ * fails, as where the ring is lost between a native completion and the settle of its record.
+ * Answers a count of the calls so far.
+ */
+export function destroyRingAtFirstDrain(bridge: Bridge): () => number {
+  const settleWhere = bridge.settleWhere.bind(bridge);
+  let drains = 0;
+  bridge.settleWhere = (pick, on) => {
+    if (drains++ === 0) library().symbols("test").kc_ring_destroy(bridge.ring);
+    return settleWhere(pick, on);
+  };
+  return () => drains;
 }
 
 /**
