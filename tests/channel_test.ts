@@ -2246,19 +2246,8 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
 Deno.test("tryReceiveMany: a value that fails to decode loses none of the batch's others", async () => {
   // A channel C code made untyped, written under two codecs and read under one of them.
   const sym = library().symbols("test");
-  const out = new Uint32Array(1);
-  assert.equal(sym.kc_chan_create(32, 4, 0, 2, /* KC_CHAN_ZERO_COPY */ out), 0);
-  const h = out[0];
-  const share = (codec: string) =>
-    ({
-      kind: "kcoro.channel",
-      version: 1,
-      handle: h,
-      elemSize: 32,
-      zeroCopy: true,
-      codec,
-      capacity: 4,
-    }) as never;
+  const h = createNative(codecs.default); // untyped: no tag (bits 8..15) given
+  const share = (codec: "default" | "string") => describeNative(h, codecs[codec]);
   try {
     using strings = Channel.from<unknown>(share("string"));
     using other = Channel.from<unknown>(share("default"));
@@ -7260,19 +7249,8 @@ Deno.test("a next() that rejects for its own reason (a value that fails to decod
   // As an async generator that threw answers its queued next()s done. Before, they stayed
   // waiting and took later values, after the iterator had rejected.
   const sym = library().symbols("test");
-  const out = new Uint32Array(1);
-  assert.equal(sym.kc_chan_create(32, 4, 0, 2, /* KC_CHAN_ZERO_COPY */ out), 0);
-  const h = out[0];
-  const share = (codec: string) =>
-    ({
-      kind: "kcoro.channel",
-      version: 1,
-      handle: h,
-      elemSize: 32,
-      zeroCopy: true,
-      codec,
-      capacity: 4,
-    }) as never;
+  const h = createNative(codecs.default); // untyped: no tag (bits 8..15) given
+  const share = (codec: "default" | "string") => describeNative(h, codecs[codec]);
   const bridge = Bridge.of(library());
   try {
     using strings = Channel.from<unknown>(share("string"));

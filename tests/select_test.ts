@@ -5,6 +5,8 @@ import assert from "node:assert/strict";
 import {
   callersJob,
   catchReported,
+  createNative,
+  describeNative,
   evalScript,
   jobArmedAfter,
   jobSendingAsArmed,
@@ -2924,19 +2926,8 @@ Deno.test("a tryReceiveMany whose batch fails to decode a value still settles, b
   // with it, the select's too. Without the settle on that path (`tryReceiveMany`'s throw), the
   // select waited for the ring's next wake, a turn after the throw.
   const sym = library().symbols("test");
-  const out = new Uint32Array(1);
-  assert.equal(sym.kc_chan_create(32, 4, 0, 2, /* KC_CHAN_ZERO_COPY */ out), 0);
-  const h = out[0];
-  const share = (codec: string) =>
-    ({
-      kind: "kcoro.channel",
-      version: 1,
-      handle: h,
-      elemSize: 32,
-      zeroCopy: true,
-      codec,
-      capacity: 4,
-    }) as never;
+  const h = createNative(codecs.default); // untyped: no tag (bits 8..15) given
+  const share = (codec: "default" | "string") => describeNative(h, codecs[codec]);
   try {
     using strings = Channel.from<unknown>(share("string"));
     using other = Channel.from<unknown>(share("default"));
@@ -2965,19 +2956,8 @@ Deno.test("a tryReceive whose value fails to decode still settles, before it thr
   // throw skipped the settle, and the send waited for the ring's next wake, a turn after it.
   for (const by of ["select", "send"] as const) {
     const sym = library().symbols("test");
-    const out = new Uint32Array(1);
-    assert.equal(sym.kc_chan_create(32, 1, 0, 2, /* KC_CHAN_ZERO_COPY */ out), 0);
-    const h = out[0];
-    const share = (codec: string) =>
-      ({
-        kind: "kcoro.channel",
-        version: 1,
-        handle: h,
-        elemSize: 32,
-        zeroCopy: true,
-        codec,
-        capacity: 1,
-      }) as never;
+    const h = createNative(codecs.default, 1); // untyped: no tag (bits 8..15) given
+    const share = (codec: "default" | "string") => describeNative(h, codecs[codec], 1);
     try {
       using strings = Channel.from<unknown>(share("string"));
       using other = Channel.from<unknown>(share("default"));
