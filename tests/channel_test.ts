@@ -3243,7 +3243,7 @@ Deno.test("a receive that takes a queued send of its own isolate when the ring i
   const res = await evalScript(`
     import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
-    import { destroyRingAtFirstDrain, until, within } from "./tests/support.ts";
+    import { afterMicrotasks, destroyRingAtFirstDrain, until } from "./tests/support.ts";
     const lib = library();
     const bridge = Bridge.of(lib);
     const a = new Channel(0, { codec: codecs.f64 });
@@ -3255,10 +3255,7 @@ Deno.test("a receive that takes a queued send of its own isolate when the ring i
     const got = JSON.stringify(a.tryReceive());
     if (got !== '{"state":"ok","value":1}') throw new Error("tryReceive: " + got);
     if (destroyed() !== 1) throw new Error("the ring was not drained after the native receive: " + destroyed());
-    const pending = bridge.pending;
-    for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
-    const now = JSON.stringify({ pending, outcome });
-    await within(sent, 10_000, "the send settled");
+    const now = await afterMicrotasks(bridge, () => outcome, sent, "the send settled");
     if (now !== '{"pending":0,"outcome":"lost"}') throw new Error(now + ", then " + outcome);
   `);
   assert.equal(res.code, 0, res.stderr);
@@ -3279,7 +3276,7 @@ Deno.test("a try-operation that completes a select of its own isolate when the r
     const res = await evalScript(`
       import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
       import { Bridge } from "./src/bridge.ts";
-      import { destroyRingAtFirstDrain, until, within } from "./tests/support.ts";
+      import { afterMicrotasks, destroyRingAtFirstDrain, until } from "./tests/support.ts";
       const lib = library();
       const bridge = Bridge.of(lib);
       const a = new Channel(0, { codec: codecs.f64 });
@@ -3291,10 +3288,7 @@ Deno.test("a try-operation that completes a select of its own isolate when the r
       const got = JSON.stringify(${partner});
       if (got !== '${want}') throw new Error("the try: " + got);
       if (destroyed() !== 1) throw new Error("the ring was not drained after the try: " + destroyed());
-      const pending = bridge.pending;
-      for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
-      const now = JSON.stringify({ pending, outcome });
-      await within(sel, 10_000, "the select settled");
+      const now = await afterMicrotasks(bridge, () => outcome, sel, "the select settled");
       if (now !== '{"pending":0,"outcome":"lost"}') throw new Error(now + ", then " + outcome);
     `);
     assert.equal(res.code, 0, `${partner}: ${res.stderr}`);
@@ -3312,7 +3306,7 @@ Deno.test("a close or cancel of this isolate that finds the ring gone fails its 
     const res = await evalScript(`
       import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
       import { Bridge } from "./src/bridge.ts";
-      import { destroyRingAtFirstDrain, until, within } from "./tests/support.ts";
+      import { afterMicrotasks, destroyRingAtFirstDrain, until } from "./tests/support.ts";
       const lib = library();
       const bridge = Bridge.of(lib);
       const lost = /^Cannot (send|receive): the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it \\(/;
@@ -3324,10 +3318,7 @@ Deno.test("a close or cancel of this isolate that finds the ring gone fails its 
       const destroyed = destroyRingAtFirstDrain(bridge);
       a.${end}();
       if (destroyed() !== 1) throw new Error("the ring was not drained at the ${end}: " + destroyed());
-      const pending = bridge.pending;
-      for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
-      const now = JSON.stringify({ pending, outcome });
-      await within(op, 10_000, "the wait settled");
+      const now = await afterMicrotasks(bridge, () => outcome, op, "the wait settled");
       console.log(now);
     `);
     assert.equal(res.code, 0, res.stderr);
@@ -3345,7 +3336,7 @@ Deno.test("a close of this isolate that finds the ring gone fails at once a sele
   const res = await evalScript(`
     import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
-    import { destroyRingAtFirstDrain, until, within } from "./tests/support.ts";
+    import { afterMicrotasks, destroyRingAtFirstDrain, until } from "./tests/support.ts";
     const lib = library();
     const bridge = Bridge.of(lib);
     const lost = /^Cannot select: the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it \\(/;
@@ -3361,10 +3352,7 @@ Deno.test("a close of this isolate that finds the ring gone fails at once a sele
     const destroyed = destroyRingAtFirstDrain(bridge);
     a.close();
     if (destroyed() !== 1) throw new Error("the ring was not drained at the close: " + destroyed());
-    const pending = bridge.pending;
-    for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
-    const now = JSON.stringify({ pending, outcome });
-    await within(op, 10_000, "the select settled");
+    const now = await afterMicrotasks(bridge, () => outcome, op, "the select settled");
     console.log(now);
   `);
   assert.equal(res.code, 0, res.stderr);
@@ -3500,7 +3488,7 @@ Deno.test("a try-send that completes a receive of its own isolate queued nativel
   const res = await evalScript(`
     import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
-    import { destroyRingAtFirstDrain, until, within } from "./tests/support.ts";
+    import { afterMicrotasks, destroyRingAtFirstDrain, until } from "./tests/support.ts";
     const lib = library();
     const bridge = Bridge.of(lib);
     const a = new Channel(0, { codec: codecs.f64 });
@@ -3512,10 +3500,7 @@ Deno.test("a try-send that completes a receive of its own isolate queued nativel
     const sent = JSON.stringify(a.trySend(1));
     if (sent !== '{"state":"ok"}') throw new Error("trySend: " + sent);
     if (destroyed() !== 1) throw new Error("the ring was not drained after the native send: " + destroyed());
-    const pending = bridge.pending;
-    for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
-    const now = JSON.stringify({ pending, outcome });
-    await within(got, 10_000, "the receive settled");
+    const now = await afterMicrotasks(bridge, () => outcome, got, "the receive settled");
     console.log(now);
   `);
   assert.equal(res.code, 0, res.stderr);

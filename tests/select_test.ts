@@ -2759,7 +2759,7 @@ Deno.test("a try-receive that takes a select's send clause of its own isolate wh
   const res = await evalScript(`
     import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
-    import { destroyRingAtFirstDrain, within } from "./tests/support.ts";
+    import { afterMicrotasks, destroyRingAtFirstDrain } from "./tests/support.ts";
     const lib = library();
     const bridge = Bridge.of(lib);
     const a = new Channel(0, { codec: codecs.f64 });
@@ -2771,10 +2771,7 @@ Deno.test("a try-receive that takes a select's send clause of its own isolate wh
     const got = JSON.stringify(a.tryReceive());
     if (got !== '{"state":"ok","value":1}') throw new Error("tryReceive: " + got);
     if (destroyed() !== 1) throw new Error("the ring was not drained after the native receive: " + destroyed());
-    const pending = bridge.pending;
-    for (let i = 0; i < 3; i++) await null; // microtasks only: no ring wait returns meanwhile
-    const now = JSON.stringify({ pending, outcome });
-    await within(chosen, 10_000, "the select settled");
+    const now = await afterMicrotasks(bridge, () => outcome, chosen, "the select settled");
     if (now !== '{"pending":0,"outcome":"lost"}') throw new Error(now + ", then " + outcome);
   `);
   assert.equal(res.code, 0, res.stderr);

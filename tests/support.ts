@@ -295,6 +295,24 @@ export function destroyRingAtFirstDrain(bridge: Bridge): () => number {
 }
 
 /**
+ * `bridge.pending` now and `outcome()` three microtasks later (no ring wait returns meanwhile:
+ * what settled by then settled within the turn), as JSON `{"pending":…,"outcome":…}`, answered
+ * once `op` has settled (10 s at most, named `what`).
+ */
+export async function afterMicrotasks(
+  bridge: Bridge,
+  outcome: () => unknown,
+  op: Promise<unknown>,
+  what: string,
+): Promise<string> {
+  const pending = bridge.pending;
+  for (let i = 0; i < 3; i++) await null;
+  const now = JSON.stringify({ pending, outcome: outcome() });
+  await within(op, 10_000, what);
+  return now;
+}
+
+/**
  * Makes a channel natively (kc_chan_create, as C code or another isolate's creator does: no
  * creator in this isolate) for `codec`'s values, of `capacity`: its handle.
  */
