@@ -38,11 +38,14 @@
 // cancelled one one cancelled failure, whether it found the channel so or a close or cancel failed
 // its wait (`MChan.failClosed`, `MChan.close`; ChannelMetrics.failures); an aborted send's value
 // never goes to the hook (README: "an aborted send is never delivered"; the hook's JSDoc lists what
-// does); a receive that native code completed (a select, a receive of a channel a select waits on,
-// another thread's close or cancel of a native channel: `nativeDone`) loses to an abort in the
-// same turn, before its record drains, and a value it took goes back to its channel (README's
-// abort and select paragraphs; `MChan.giveBack`), while a local channel settles it at once, and so
-// does this isolate's own close or cancel of a native channel (`MChan.settleOwn`). A copy's dispose gives
+// does); a receive that another thread completed natively (its send, or its close or cancel of a
+// native channel: `nativeDone`) loses to an abort in the same turn, before its record drains, and
+// a value it took goes back to its channel (README's abort and select paragraphs;
+// `MChan.giveBack`), while a local channel settles it at once, and so does a send or receive of
+// this isolate that completes one of its own waiting selects or receives natively (a trySend,
+// send, trySendMany, tryReceive, receive, tryReceiveMany or a select's clause: it settles the
+// wait before it returns, `MChan.offer`; `Run.ownWindow` makes that window), and this isolate's
+// own close or cancel of a native channel (`MChan.settleOwn`). A copy's dispose gives
 // up its waits as an abort does, with InvalidHandleError (`Run.disposeCopy`); an onTimeout(1) fires
 // in the drain of `check`, where a value an aborted receive gives back may reach its select first
 // (the real order decides: `check`).
@@ -338,9 +341,12 @@ class MChan {
       // queued natively (another thread's, one of this isolate's queued in an earlier turn, or
       // a select's clause; or when a select's clause meets it, or another thread's send):
       // completed natively. One that this isolate's send completed natively (found a receiver
-      // queued natively, a select's clause among them) settles before the send returns,
-      // as a hand-off in JavaScript does; a select's clause settles when its record drains.
-      if (viaSelect || r.op.isSelect || foreign) nativeDone.set(r.op, { ch: this, value: v });
+      // queued natively, a select's clause among them) settles before the send returns, as a
+      // hand-off in JavaScript does: a select's receive clause too (the send settles the select
+      // it completed, `Shared.countSelect`), and a receive that a select's onSend completed (the
+      // select settles it before its handler runs, `Channel._settleMet`). Only another thread's
+      // send leaves a completion whose record has not drained, which a same-turn abort beats.
+      if (foreign) nativeDone.set(r.op, { ch: this, value: v });
       complete(r, { ok: true, value: receivedAs(r.op.clauses[r.clause].kind, v) });
       if (native) {
         // The records of this isolate's receives on the channel settle before the send
@@ -612,11 +618,13 @@ class MChan {
 }
 
 /**
- * A receive-side completion that native code made this turn, its record not drained yet
- * (README's abort paragraph and select paragraph): an abort before the record drains wins over
- * it, and the value it took (`value`; none when a close or cancel failed it, which moved
- * nothing) goes back to `ch`. A local channel has no such window: it settles the wait at once;
- * nor has a native one's close or cancel by this isolate (`MChan.settleOwn` takes them out).
+ * A receive-side completion that another thread made natively this turn (its send, close or
+ * cancel), its record not drained yet (README's abort paragraph and select paragraph): an abort
+ * before the record drains wins over it, and the value it took (`value`; none when a close or
+ * cancel failed it, which moved nothing) goes back to `ch`. A local channel has no such window:
+ * it settles the wait at once; nor has a send or receive of this isolate that completes its wait
+ * natively (it settles it before it returns: `MChan.offer`), nor a native one's close or cancel
+ * by this isolate (`MChan.settleOwn` takes them out).
  */
 interface NativeDone {
   ch: MChan;
@@ -1001,7 +1009,8 @@ async function drain(done: () => boolean, ms: number): Promise<boolean> {
 // One run: three channels, random operations.
 
 class Run {
-  readonly rnd: () => number;
+  /** The seed's operations' generator (`ownWindow` lends it `wrnd` for a select of its own). */
+  rnd: () => number;
   readonly slots: Slot[] = [];
   /** Slots whose channel was cancelled and replaced: still checked, disposed at the end. */
   readonly retired: Slot[] = [];
@@ -1030,13 +1039,20 @@ class Run {
   readonly mrnd: () => number;
   /** The other thread's mid-turn acts at a wait of this isolate in JavaScript' own. */
   readonly ernd: () => number;
+  /** This isolate's same-turn completion and abort of its own select's (`ownWindow`). */
+  readonly wrnd: () => number;
   readonly records = new Uint32Array(4 * 64);
 
-  constructor(readonly seed: number) {
+  /**
+   * `seed`'s program; `windows`: with `ownWindow`'s (the default seeds run without them, so
+   * that their programs, and the rules they pin at their steps, stay as they were).
+   */
+  constructor(readonly seed: number, readonly windows = false) {
     this.rnd = prng(seed);
     this.frnd = prng(seed * 7919 + 17);
     this.mrnd = prng(seed * 104729 + 31);
     this.ernd = prng(seed * 15485863 + 7);
+    this.wrnd = prng(seed * 32452843 + 11);
     nativeDone = new Map();
     endedSelects = [];
     for (let i = 0; i < 3; i++) this.slots.push(makeSlot(randomConfig(this.rnd)));
@@ -1202,7 +1218,8 @@ class Run {
   }
 
   /** A select over 2-3 channels, biased, maybe with onTimeout(0) and a signal. */
-  startSelect(): void {
+  /** A select of random clauses (`withSignal`: with a signal, whatever the draw). */
+  startSelect(withSignal = false): void {
     // Distinct channels mostly; now and then one channel in two clauses (a select never meets
     // itself: its send clause is not a partner for its own receive clause).
     const order = this.rnd() < 0.2
@@ -1235,7 +1252,7 @@ class Run {
     );
     const delay = waits && this.rnd() < 0.3 ? 1 : 0;
     const timeout = delay === 1 || this.rnd() < 0.3;
-    const ctl = this.rnd() < 0.3 ? new AbortController() : undefined;
+    const ctl = this.rnd() < 0.3 || withSignal ? new AbortController() : undefined;
     // Unbiased (Go) over open, distinct channels only: any ready clause may fire, a closed
     // one's rejection would not say which clause it was, and of two clauses of one channel
     // queued in a random order, a partner meets either.
@@ -1412,14 +1429,7 @@ class Run {
         ]),
       ];
       if (ctls.length > 0) {
-        const ctl = ctls[this.int(ctls.length)];
-        const ps = this.pending.filter((p) => p.ctl === ctl);
-        const reason = new Error(`abort ${ps[0]?.mop.id ?? "iterator"}`);
-        this.log.push(
-          `abort ${ps.length > 0 ? ps.map((p) => p.what).join(", ") : "an iterator's signal"}`,
-        );
-        for (const p of ps) this.abandon(p, { is: reason });
-        ctl.abort(reason);
+        this.abortCtl(ctls[this.int(ctls.length)]);
       }
     } else if (r < 0.89) this.startSelect();
     else if (r < 0.9) {
@@ -1777,6 +1787,101 @@ class Run {
     s.returned.delete(copy);
   }
 
+  /** Aborts `ctl`: each operation it guards is given up (`abandon`), in the order they began. */
+  abortCtl(ctl: AbortController): void {
+    const ps = this.pending.filter((p) => p.ctl === ctl);
+    const reason = new Error(`abort ${ps[0]?.mop.id ?? "iterator"}`);
+    this.log.push(
+      `abort ${ps.length > 0 ? ps.map((p) => p.what).join(", ") : "an iterator's signal"}`,
+    );
+    for (const p of ps) this.abandon(p, { is: reason });
+    ctl.abort(reason);
+  }
+
+  /**
+   * The window of README's abort paragraph ("a send or receive of this isolate that completes
+   * one of its own waiting selects natively settles that select before it returns"): a select
+   * of this isolate waiting with a signal, first in line on a channel with a receive clause (a
+   * send clause), a trySend (a tryReceive) of this isolate that completes it, then the select's
+   * abort in the same turn, which finds it settled (the select resolved with the clause's
+   * value, nothing given back). At a turn's end, on its own generator (`wrnd`), drawn only when
+   * such a select waits, so that a seed's other draws stay as they were until the first one.
+   */
+  /**
+   * `ownWindow`'s select of one clause that waits: an onReceive or onReceiveCatching on an open
+   * channel with nothing to take, or an onSend on one with no room; with a signal. None where
+   * every channel is closed, or has both.
+   */
+  waitingSelect(): void {
+    const i = Math.floor(this.wrnd() * 3);
+    const s = this.slots[i], m = s.model;
+    m.catchUp(); // its waits still in JavaScript queue natively first (`MChan.catchUp`)
+    if (m.closed) return;
+    const kind: ClauseKind | undefined = !m.canReceive()
+      ? (this.wrnd() < 0.5 ? "recv" : "catch")
+      : !m.canOffer()
+      ? "send"
+      : undefined;
+    if (kind === undefined) return;
+    const ch = s.uses[Math.floor(this.wrnd() * s.uses.length)];
+    const [id, v] = kind === "send" ? this.value(s) : [undefined, undefined];
+    const clause: MClause = kind === "send" ? { ch: m, kind, value: id } : { ch: m, kind };
+    const op = this.newOp([clause], true);
+    m.native = true; // a select makes a local channel native
+    m.queueAll(); // and queues the isolate's waits there first (README's order bullet)
+    const desc = kind === "send"
+      ? `onSend(ch${i}, ${id})`
+      : `${kind === "recv" ? "onReceive" : "onReceiveCatching"}(ch${i})`;
+    const what = `select#${op.id} [${desc}] (to complete and abort)`;
+    this.log.push(what);
+    const ctl = new AbortController();
+    const p = select<unknown>((b) => {
+      if (kind === "send") b.onSend(ch, v, () => [0, undefined]);
+      else if (kind === "recv") b.onReceive(ch, (v) => [0, v]);
+      else b.onReceiveCatching(ch, (r) => [0, r]);
+    }, { signal: ctl.signal });
+    (kind === "send" ? m.senders : m.receivers).push({ op, clause: 0 });
+    m.selects.add(op);
+    this.track(op, p, what, ctl, [ch]);
+  }
+
+  ownWindow(): void {
+    if (!this.windows) return;
+    const find = () =>
+      this.pending.filter((p) =>
+        p.mop.isSelect && !p.mop.done && !p.foreign && p.ctl !== undefined &&
+        !p.ctl.signal.aborted && p.mop.clauses.some((c) =>
+          !c.ch.closed &&
+          (c.kind === "send" ? c.ch.live(c.ch.senders) : c.ch.live(c.ch.receivers))?.op === p.mop
+        )
+      );
+    let cands = find();
+    if (cands.length === 0) {
+      // None waits: now and then a select of this turn that waits, with a signal.
+      if (this.wrnd() >= 0.3) return;
+      this.waitingSelect();
+      if ((cands = find()).length === 0) return;
+    } else if (this.wrnd() >= 0.6) return;
+    const p = cands[Math.floor(this.wrnd() * cands.length)];
+    const c = p.mop.clauses.find((c) =>
+      !c.ch.closed &&
+      (c.kind === "send" ? c.ch.live(c.ch.senders) : c.ch.live(c.ch.receivers))?.op === p.mop
+    )!;
+    const i = this.slots.findIndex((s) => s.model === c.ch);
+    const s = this.slots[i], m = s.model;
+    const ch = s.uses[Math.floor(this.wrnd() * s.uses.length)];
+    const who = `ch${i}${ch === s.owner ? "" : "'"}`;
+    m.catchUp();
+    if (c.kind === "send") this.tryReceive(m, ch, who);
+    else {
+      const [id, v] = this.value(s);
+      const got = ch.trySend(v);
+      this.log.push(`${who} trySend(${id}) -> ${got.state} (completing ${p.what})`);
+      checkTry(got, m.offer(id) ? { state: "ok" } : { state: "full" }, `${who} trySend(${id})`);
+    }
+    this.abortCtl(p.ctl!);
+  }
+
   /**
    * An operation given up (its signal aborted, or the `Channel.from` copy it waits through
    * disposed: the runtime's `#abandon` and a select's `channelDisposed`) rejects with `err`.
@@ -2067,10 +2172,11 @@ async function runSeed(
   ms: number,
   maxSteps: number,
   untimed: number,
+  windows = false,
 ): Promise<number> {
   hookErrors.thrown.length = hookErrors.reported.length = 0;
   globalThis.addEventListener("error", onHookError);
-  const run = new Run(seed);
+  const run = new Run(seed, windows);
   const deadline = performance.now() + ms;
   let steps = 0;
   try {
@@ -2087,6 +2193,7 @@ async function runSeed(
         // too: the turn has not ended).
         if (run.unbiased === undefined && run.mrnd() < 0.25) run.foreign(true);
       }
+      if (run.unbiased === undefined) run.ownWindow();
       await run.check();
     }
     await run.finish();
@@ -2210,6 +2317,26 @@ for (const seed of SEEDS) {
     const untimed = PINNED.includes(seed) ? 400 : 0;
     await runSeed(seed, MS, Number(Deno.env.get("KCORO_MODEL_STEPS") ?? 400), untimed);
   });
+}
+
+// The same-turn window of README's abort paragraph (`Run.ownWindow`): a select of this isolate
+// waiting with a signal, a trySend (tryReceive) of this isolate that completes its receive (send)
+// clause, then its abort, which finds it settled. Seeds of their own, 150 steps each whatever the
+// time (KCORO_OWN_SEEDS=n: seeds 1 to n, 6 by default; KCORO_MODEL_SEED as above runs those seeds
+// with the windows too). With `Shared.countSelect` counting nothing (the select settled as the ring
+// drained, and the abort won) each of seeds 1 to 6 fails (within 41 steps), and so did all 15
+// default seeds with the windows on; without them, as they run, they pass so (as seeds 1 to 30 did).
+const OWN_STEPS = 150;
+const OWN = ONE !== undefined
+  ? SEEDS
+  : Array.from({ length: Number(Deno.env.get("KCORO_OWN_SEEDS") ?? 6) }, (_, i) => i + 1);
+for (const seed of OWN) {
+  Deno.test(
+    `a select completed by its own isolate's send or receive settles before a same-turn abort (seed ${seed})`,
+    async () => {
+      await runSeed(seed, MS, OWN_STEPS, OWN_STEPS, true);
+    },
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
