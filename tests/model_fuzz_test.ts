@@ -2496,6 +2496,9 @@ async function diffSeed(
   const ends = rnd() < 0.5 ? Math.floor(rnd() * steps) : -1;
   const codec = (["default", "default", "f64", "bytes"] as const)[Math.floor(rnd() * 4)];
   const hookThrows = rnd() < 0.25;
+  // aux2's hook throws too now and then (on a stream of its own: the seeds' programs stay as they
+  // were); its errors are reported in the order the hooks ran, with ch's, on every side alike.
+  const aux2Throws = prng(seed + 3_000_017)() < 0.25;
   const labels = new Map<unknown, string>();
   const sides: DiffSide[] = [0, 1, 2].map((i) => {
     const hook: unknown[] = [];
@@ -2516,7 +2519,10 @@ async function diffSeed(
     const aux2 = new Channel<unknown>(aux2Cap, {
       overflow: aux2Overflow,
       codec: (codec === "f64" ? codecs.f64 : codec === "bytes" ? codecs.bytes : undefined) as never,
-      onUndeliveredElement: (v) => void aux2Hook.push(v),
+      onUndeliveredElement: (v) => {
+        aux2Hook.push(v);
+        if (aux2Throws && idOf(v) % 2 === 0) throw new DiffHookError(i, idOf(v));
+      },
     });
     if (i === 1 && late < 0) ch.share(), aux.share(), aux2.share();
     return {
@@ -2566,6 +2572,7 @@ async function diffSeed(
   globalThis.addEventListener("error", onError);
   const log = [
     `${JSON.stringify(capacity)} ${overflow ?? "-"} ${codec}${hookThrows ? " throwing-hook" : ""}` +
+    `${aux2Throws ? " throwing-aux2-hook" : ""}` +
     ` share() at ${late < 0 ? 0 : late}`,
   ];
   const sync = (id: string, f: (s: DiffSide) => unknown) => {
