@@ -3134,6 +3134,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
+   * @ignore For select: `_refused` for a send clause's value its select's failure on another
+   * channel refused, as the select settles: left to the end of the batch of settles under way
+   * (the ring drain's), as a send's settle leaves it (`#refusedSettled`); at once where none is.
+   */
+  _refusedSettled(value: unknown, slot: Slot): void {
+    this.#refusedSettled(value, slot);
+  }
+
+  /**
    * @ignore For a producer's send made after its task was cancelled: throws what a send into a
    * closed channel throws for a value its codec cannot carry (the TypeError or CodecError), so
    * such a value never reaches onUndeliveredElement. Without native memory: the codec's cheap
@@ -5642,9 +5651,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this._shared.flushCounts();
     if (!this.#owner) {
       // Waiters of this isolate's other objects for the channel stay valid: they queue
-      // natively now.
-      flushAll(this._shared.senders);
-      flushAll(this._shared.receivers);
+      // natively now. One batch of settles, as in `close` (`#closeShared`): a send the flush
+      // finds cancelled (by native code or another isolate) rejects, and its value reaches its
+      // object's onUndeliveredElement once every wait the flush failed has settled. Before, the
+      // first such send's hook ran before it, and the later sends of the flush, rejected.
+      const outer = Channel.#beginCollects(this._shared);
+      try {
+        flushAll(this._shared.senders);
+        flushAll(this._shared.receivers);
+      } finally {
+        Channel.#endCollects(this._shared, outer);
+      }
       // The last holder to leave ends the channel (its owner's isolate may be gone). Kept for
       // a select still settling with a value for it (`#keptHeld`): given back by the last of
       // them (`_releaseHeld`), which reach this object until then (no finalizer is needed).

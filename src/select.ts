@@ -1103,7 +1103,12 @@ class Selection implements RingOp {
       c.encoded = false;
       try {
         if (refused) {
-          c.ch!._refused(c.value, c.slot!); // frees the encoding, counts it dropped, to the hook
+          // Frees the encoding, counts it dropped, and hands it to the hook once the batch of
+          // settles under way (the ring drain's) has settled every wait it fails, as a cancel's
+          // dropped sends' values reach it (`_refusedSettled`). Before, the hook ran here, as
+          // the select rejected: the later waits the same native cancel failed rejected after
+          // it, and what it did (a close of another channel) settled ahead of them.
+          c.ch!._refusedSettled(c.value, c.slot!);
           continue;
         }
         const lib = c.ch!._lib;

@@ -7074,6 +7074,79 @@ for (const call of ["send", "trySend"] as const) {
   });
 }
 
+Deno.test("shared: native code's cancel, met by a Channel.from copy's dispose in that turn: sends still waiting in JavaScript all reject before onUndeliveredElement runs", async () => {
+  // A copy's dispose queues natively the waits of this isolate's other objects for the channel
+  // still in JavaScript: they find the channel cancelled by native code there, as the end-of-turn
+  // flush would. Both sends reject, then the owner's hook runs for each value (its close of `b`
+  // settling after them). Before, the first send's hook ran before the second send rejected.
+  const sym = library().symbols("test");
+  const hook: number[] = [];
+  using b = new Channel<number>();
+  using a = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => {
+      hook.push(v);
+      if (v === 1) b.close();
+    },
+  });
+  const c = Channel.from(a.share());
+  // Logged as they settle: each promise is pending when its handlers are attached.
+  const log = settleLog([["send 1", a.send(1)], ["send 2", a.send(2)], [
+    "receive b",
+    b.receive(),
+  ]]);
+  assert.equal(sym.kc_chan_cancel(a.handle), 0);
+  c[Symbol.dispose]();
+  await until(() => log.length === 3, "the waits settled");
+  assert.deepEqual(hook, [1, 2]);
+  assert.deepEqual(log, [
+    "send 1 err CancellationError(Channel was cancelled)",
+    "send 2 err CancellationError(Channel was cancelled)",
+    "receive b err ClosedReceiveError(Channel was closed)",
+  ]);
+});
+
+Deno.test("shared: a select that native code's cancel fails in a ring drain: its other clauses' values reach onUndeliveredElement once the drain's later waits rejected", async () => {
+  // The select's clause on `a` fails (native code cancels `a`), so its clause on `x` hands its
+  // value to `x`'s hook (`#freeValues`' refused), which closes `b`. A send on `a` queued after
+  // the select fails in the same drain. Both reject, then the hooks run (the close of `b`
+  // settling after them), as a local cancel rejects every wait before its hook. Before, `x`'s
+  // hook ran as the select rejected, before the send's rejection.
+  const lib = library();
+  const bridge = Bridge.of(lib);
+  const sym = lib.symbols("test");
+  const hook: string[] = [];
+  using b = new Channel<number>();
+  using a = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => hook.push(`a ${v}`),
+  });
+  using x = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => {
+      hook.push(`x ${v}`);
+      b.close();
+    },
+  });
+  a.share();
+  x.share();
+  const pending = bridge.pending;
+  const sel = select<string>((s) => {
+    s.onSend(a, 1, () => "a");
+    s.onSend(x, 2, () => "x");
+  });
+  const log = settleLog([["select", sel], ["send 3", a.send(3)], ["receive b", b.receive()]]);
+  await until(() => bridge.pending === pending + 2, "the select and the send queued natively");
+  assert.equal(sym.kc_chan_cancel(a.handle), 0);
+  await until(() => log.length === 3, "the waits settled");
+  assert.deepEqual(hook.toSorted(), ["a 1", "a 3", "x 2"]);
+  assert.deepEqual(log, [
+    "select err CancellationError(Channel was cancelled)",
+    "send 3 err CancellationError(Channel was cancelled)",
+    "receive b err ClosedReceiveError(Channel was closed)",
+  ]);
+});
+
 for (const form of ["receive", "select"] as const) {
   Deno.test(`shared: a ${form} given up after it took a value natively, then cancelled natively with a later wait: both reject before onUndeliveredElement gets the value given back`, async () => {
     // Native code's send takes the first wait (its record on the ring, not drained), its signal
