@@ -2058,7 +2058,7 @@ Deno.test("a select failed by a channel's end still refuses every later onSend c
   const a = hooked(0), b = hooked(0), c = hooked(0);
   for (const x of [a, b, c]) x.ch.share(); // the select waits natively
   const boom = new Error("refusal failed");
-  (b.ch as unknown as { _refused: () => void })._refused = () => {
+  (b.ch as unknown as { _refusedSettled: () => void })._refusedSettled = () => {
     throw boom;
   };
   const waiting = select((s) => {
