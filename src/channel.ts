@@ -3262,6 +3262,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // a count of this isolate's selects on the channel (`Shared.selects`, 78e97dd) sent this
       // through the native queue as well, before the byte existed; with the byte it took that
       // route only where the byte would, or once its select was served and not yet drained.
+      // Not a batch of settles (`#beginCollects`), unlike the other flushes that can meet a
+      // native cancel: only receivers are flushed, which hand no value to onUndeliveredElement,
+      // and no send of this isolate waits in JavaScript beside them (it would have met them), so
+      // a cancel met here runs no hook before a wait it fails has settled; this send's own value
+      // reaches the hook after they rejected, when its try finds the channel cancelled. So for
+      // the flush below, after the value's getters (one that cancels natively).
       flushAll(s.receivers);
       // Receivers of this isolate queued natively now: the try-send may complete one of them.
       // `#trySend` then settles its record before it returns (`#settleReceivers`), as a
@@ -3299,7 +3305,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
           (typeof value === "object" || typeof value === "function") &&
           this.#receiverMayWaitNatively(sym)
         ) {
-          flushAll(s.receivers);
+          flushAll(s.receivers); // no batch: see the flush above
           if (s.receivers.first === null) return passed; // none left: sent natively as is
           viaRingCopy = passed;
           return VIA_RING_COPY;
