@@ -5224,6 +5224,22 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     s.closed = true;
     s.cancelled = true;
     if (s.local) return this.#localCancel();
+    this.#cancelShared(sym, s, cause, given, bytes);
+  }
+
+  /**
+   * `cancel` of a channel that escaped, once the cancel is this isolate's (`given`: `cause`
+   * became the channel's; `bytes`: it encoded). Apart from `cancel` so that `cancel` stays
+   * small enough for V8 to inline into a local channel's dispose: with this batch inline (617e66a)
+   * create + dispose of a local channel took ~5% longer.
+   */
+  #cancelShared(
+    sym: Sym,
+    s: Shared,
+    cause: unknown,
+    given: boolean,
+    bytes: Uint8Array | null,
+  ): void {
     // Waiters still waiting in JavaScript queue natively first: senders' values are then dropped
     // (to onUndeliveredElement) and every waiter is rejected the one way (a ring record).
     // Another thread's destroy since the status read: the first queueing meets the dead handle
