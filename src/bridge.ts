@@ -905,6 +905,22 @@ export class Bridge {
     }
   }
 
+  /**
+   * Begins a batch of settles (`due`) for a caller outside the ring's own drains (a channel's
+   * close or cancel, `Channel.#settleEnded`), unless one is under way: true where it began one,
+   * which the caller ends with `endDue`.
+   */
+  beginDue(): boolean {
+    if (this.due !== null) return false;
+    this.due = this.#dueRuns;
+    return true;
+  }
+
+  /** Ends the batch `beginDue` began: runs the collects its settles left to its end. */
+  endDue(): void {
+    this.#runDue();
+  }
+
   /** Ends the batch that set `due`: runs the collects its settles left to its end. */
   #runDue(): void {
     this.due = null;

@@ -5145,7 +5145,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const bridge = this.#bridgeOf ?? Bridge.existing(this.#lib);
     // The hook for what the settles dropped runs once every one of them has settled, as a local
     // channel's cancel runs it (`#localDrop`).
+    // The ring's batch too (`Bridge.due`): a select these settles fail hands its send clauses'
+    // values on other channels to their hooks (`_refusedSettled`) once every wait has settled,
+    // as a native cancel's ring drain does. Before, they ran as the select rejected, ahead of
+    // the later waits this cancel failed (what they did, a close of another channel, settled
+    // ahead of those waits).
     const outer = Channel.#beginCollects(s);
+    const began = bridge !== undefined && bridge.beginDue();
     let drained: boolean | undefined;
     try {
       drained = bridge?.settleWhere(
@@ -5153,7 +5159,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         s,
       );
     } finally {
-      Channel.#endCollects(s, outer);
+      try {
+        Channel.#endCollects(s, outer);
+      } finally {
+        if (began) bridge!.endDue();
+      }
     }
     if (drained !== false) return;
     // The ring cannot be drained (gone: destroyed by hand, as a test does): no record will come

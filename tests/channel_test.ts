@@ -7147,6 +7147,45 @@ Deno.test("shared: a select that native code's cancel fails in a ring drain: its
   ]);
 });
 
+Deno.test("shared: a select that this isolate's own cancel fails: its other clauses' values reach onUndeliveredElement once the cancel's later waits rejected", async () => {
+  // As a native cancel's ring drain (above), for the isolate's own `cancel()`, whose settles
+  // (`#settleEnded`) are one batch of the ring's too: the select's clause on `x` hands its
+  // value to `x`'s hook, which closes `b`, after the send on `a` queued after the select
+  // rejected. Before, `x`'s hook ran as the select rejected, before the send's rejection.
+  const lib = library();
+  const bridge = Bridge.of(lib);
+  const hook: string[] = [];
+  using b = new Channel<number>();
+  using a = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => hook.push(`a ${v}`),
+  });
+  using x = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => {
+      hook.push(`x ${v}`);
+      b.close();
+    },
+  });
+  a.share();
+  x.share();
+  const pending = bridge.pending;
+  const sel = select<string>((s) => {
+    s.onSend(a, 1, () => "a");
+    s.onSend(x, 2, () => "x");
+  });
+  const log = settleLog([["select", sel], ["send 3", a.send(3)], ["receive b", b.receive()]]);
+  await until(() => bridge.pending === pending + 2, "the select and the send queued natively");
+  a.cancel();
+  await until(() => log.length === 3, "the waits settled");
+  assert.deepEqual(hook.toSorted(), ["a 1", "a 3", "x 2"]);
+  assert.deepEqual(log, [
+    "select err CancellationError(Channel was cancelled)",
+    "send 3 err CancellationError(Channel was cancelled)",
+    "receive b err ClosedReceiveError(Channel was closed)",
+  ]);
+});
+
 for (const form of ["receive", "select"] as const) {
   Deno.test(`shared: a ${form} given up after it took a value natively, then cancelled natively with a later wait: both reject before onUndeliveredElement gets the value given back`, async () => {
     // Native code's send takes the first wait (its record on the ring, not drained), its signal
