@@ -6952,6 +6952,37 @@ Deno.test("shared: several queued send clauses that native code cancels all reje
   ]);
 });
 
+/**
+ * The set-up of the hook-order tests below: `a` (codecs.f64; shared unless `local`) whose
+ * onUndeliveredElement records each value and closes `b` at the first, two sends waiting on `a`
+ * in JavaScript and a receive on `b`, logged as they settle (`settleLog`): a send's rejection
+ * logged after "receive b" shows the hook ran before it. Disposing it disposes `a`, then `b`.
+ */
+function sendsWaitingThenHook(local = false) {
+  const hook: number[] = [];
+  const b = new Channel<number>();
+  const a = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => {
+      hook.push(v);
+      if (v === 1) b.close();
+    },
+  });
+  if (!local) a.share();
+  // Logged as they settle: each promise is pending when its handlers are attached.
+  const log = settleLog([["send 1", a.send(1)], ["send 2", a.send(2)], ["receive b", b.receive()]]);
+  return {
+    a,
+    b,
+    hook,
+    log,
+    [Symbol.dispose]() {
+      a[Symbol.dispose]();
+      b[Symbol.dispose]();
+    },
+  };
+}
+
 for (const then of ["local", "flush", "cancel", "close"] as const) {
   const how = {
     local: "local: its own cancel()",
@@ -6968,20 +6999,8 @@ for (const then of ["local", "flush", "cancel", "close"] as const) {
     // them), in the order a local cancel settles them. Before, the first send of the flush ran
     // the hook before it, and the second, rejected: "hook 1; hook 2; receive b; send 1; send 2".
     const sym = library().symbols("test");
-    const hook: number[] = [];
-    using b = new Channel<number>();
-    using a = new Channel<number>(0, {
-      codec: codecs.f64,
-      onUndeliveredElement: (v) => {
-        hook.push(v);
-        if (v === 1) b.close();
-      },
-    });
-    if (then !== "local") a.share();
-    const log = settleLog([["send 1", a.send(1)], ["send 2", a.send(2)], [
-      "receive b",
-      b.receive(),
-    ]]);
+    using t = sendsWaitingThenHook(then === "local");
+    const { a, hook, log } = t;
     if (then === "local") a.cancel();
     else {
       assert.equal(sym.kc_chan_cancel(a.handle), 0);
@@ -7007,21 +7026,8 @@ for (const clause of ["onReceive", "onSend"] as const) {
     // cancelled (an onSend's value reaching the hook at the call, as a send's on a cancelled
     // channel does). Before, the first send's hook ran before it, and the second, rejected.
     const sym = library().symbols("test");
-    const hook: number[] = [];
-    using b = new Channel<number>();
-    using a = new Channel<number>(0, {
-      codec: codecs.f64,
-      onUndeliveredElement: (v) => {
-        hook.push(v);
-        if (v === 1) b.close();
-      },
-    });
-    a.share();
-    // Logged as they settle: each promise is pending when its handlers are attached.
-    const log = settleLog([["send 1", a.send(1)], ["send 2", a.send(2)], [
-      "receive b",
-      b.receive(),
-    ]]);
+    using t = sendsWaitingThenHook();
+    const { a, hook, log } = t;
     assert.equal(sym.kc_chan_cancel(a.handle), 0);
     select((s) => clause === "onSend" ? s.onSend(a, 3, () => 0) : s.onReceive(a, () => 0))
       .then(() => log.push("select ok"), (e) => log.push(`select err ${e.name}(${e.message})`));
@@ -7045,21 +7051,8 @@ for (const call of ["send", "trySend"] as const) {
     // the call, as on any cancelled channel; a try-send's staying the caller's). Before, the
     // first send's hook ran before it, and the second, rejected.
     const sym = library().symbols("test");
-    const hook: number[] = [];
-    using b = new Channel<number>();
-    using a = new Channel<number>(0, {
-      codec: codecs.f64,
-      onUndeliveredElement: (v) => {
-        hook.push(v);
-        if (v === 1) b.close();
-      },
-    });
-    a.share();
-    // Logged as they settle: each promise is pending when its handlers are attached.
-    const log = settleLog([["send 1", a.send(1)], ["send 2", a.send(2)], [
-      "receive b",
-      b.receive(),
-    ]]);
+    using t = sendsWaitingThenHook();
+    const { a, hook, log } = t;
     assert.equal(sym.kc_chan_cancel(a.handle), 0);
     if (call === "send") {
       a.send(3).then(() => log.push("send 3 ok"), (e) => log.push(`send 3 err ${e.name}`));
@@ -7106,85 +7099,53 @@ Deno.test("shared: native code's cancel, met by a Channel.from copy's dispose in
   ]);
 });
 
-Deno.test("shared: a select that native code's cancel fails in a ring drain: its other clauses' values reach onUndeliveredElement once the drain's later waits rejected", async () => {
-  // The select's clause on `a` fails (native code cancels `a`), so its clause on `x` hands its
-  // value to `x`'s hook (`#freeValues`' refused), which closes `b`. A send on `a` queued after
-  // the select fails in the same drain. Both reject, then the hooks run (the close of `b`
-  // settling after them), as a local cancel rejects every wait before its hook. Before, `x`'s
-  // hook ran as the select rejected, before the send's rejection.
-  const lib = library();
-  const bridge = Bridge.of(lib);
-  const sym = lib.symbols("test");
-  const hook: string[] = [];
-  using b = new Channel<number>();
-  using a = new Channel<number>(0, {
-    codec: codecs.f64,
-    onUndeliveredElement: (v) => hook.push(`a ${v}`),
+for (const by of ["native", "own"] as const) {
+  const name = by === "native"
+    ? "shared: a select that native code's cancel fails in a ring drain: its other clauses' values reach onUndeliveredElement once the drain's later waits rejected"
+    : "shared: a select that this isolate's own cancel fails: its other clauses' values reach onUndeliveredElement once the cancel's later waits rejected";
+  Deno.test(name, async () => {
+    // The select's clause on `a` fails (`a` is cancelled: by native code, in a ring drain, or by
+    // the isolate's own `cancel()`, whose settles, `#settleEnded`, are one batch of the ring's
+    // too), so its clause on `x` hands its value to `x`'s hook (`#freeValues`' refused), which
+    // closes `b`. A send on `a` queued after the select fails in the same batch. Both reject,
+    // then the hooks run (the close of `b` settling after them), as a local cancel rejects every
+    // wait before its hook. Before, `x`'s hook ran as the select rejected, before the send's.
+    const lib = library();
+    const bridge = Bridge.of(lib);
+    const sym = lib.symbols("test");
+    const hook: string[] = [];
+    using b = new Channel<number>();
+    using a = new Channel<number>(0, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => hook.push(`a ${v}`),
+    });
+    using x = new Channel<number>(0, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => {
+        hook.push(`x ${v}`);
+        b.close();
+      },
+    });
+    a.share();
+    x.share();
+    const pending = bridge.pending;
+    const sel = select<string>((s) => {
+      s.onSend(a, 1, () => "a");
+      s.onSend(x, 2, () => "x");
+    });
+    const log = settleLog([["select", sel], ["send 3", a.send(3)], ["receive b", b.receive()]]);
+    await until(() => bridge.pending === pending + 2, "the select and the send queued natively");
+    if (by === "native") assert.equal(sym.kc_chan_cancel(a.handle), 0);
+    else a.cancel();
+    await until(() => log.length === 3, "the waits settled");
+    assert.deepEqual(hook.toSorted(), ["a 1", "a 3", "x 2"]);
+    assert.deepEqual(log, [
+      "select err CancellationError(Channel was cancelled)",
+      "send 3 err CancellationError(Channel was cancelled)",
+      "receive b err ClosedReceiveError(Channel was closed)",
+    ]);
   });
-  using x = new Channel<number>(0, {
-    codec: codecs.f64,
-    onUndeliveredElement: (v) => {
-      hook.push(`x ${v}`);
-      b.close();
-    },
-  });
-  a.share();
-  x.share();
-  const pending = bridge.pending;
-  const sel = select<string>((s) => {
-    s.onSend(a, 1, () => "a");
-    s.onSend(x, 2, () => "x");
-  });
-  const log = settleLog([["select", sel], ["send 3", a.send(3)], ["receive b", b.receive()]]);
-  await until(() => bridge.pending === pending + 2, "the select and the send queued natively");
-  assert.equal(sym.kc_chan_cancel(a.handle), 0);
-  await until(() => log.length === 3, "the waits settled");
-  assert.deepEqual(hook.toSorted(), ["a 1", "a 3", "x 2"]);
-  assert.deepEqual(log, [
-    "select err CancellationError(Channel was cancelled)",
-    "send 3 err CancellationError(Channel was cancelled)",
-    "receive b err ClosedReceiveError(Channel was closed)",
-  ]);
-});
-
-Deno.test("shared: a select that this isolate's own cancel fails: its other clauses' values reach onUndeliveredElement once the cancel's later waits rejected", async () => {
-  // As a native cancel's ring drain (above), for the isolate's own `cancel()`, whose settles
-  // (`#settleEnded`) are one batch of the ring's too: the select's clause on `x` hands its
-  // value to `x`'s hook, which closes `b`, after the send on `a` queued after the select
-  // rejected. Before, `x`'s hook ran as the select rejected, before the send's rejection.
-  const lib = library();
-  const bridge = Bridge.of(lib);
-  const hook: string[] = [];
-  using b = new Channel<number>();
-  using a = new Channel<number>(0, {
-    codec: codecs.f64,
-    onUndeliveredElement: (v) => hook.push(`a ${v}`),
-  });
-  using x = new Channel<number>(0, {
-    codec: codecs.f64,
-    onUndeliveredElement: (v) => {
-      hook.push(`x ${v}`);
-      b.close();
-    },
-  });
-  a.share();
-  x.share();
-  const pending = bridge.pending;
-  const sel = select<string>((s) => {
-    s.onSend(a, 1, () => "a");
-    s.onSend(x, 2, () => "x");
-  });
-  const log = settleLog([["select", sel], ["send 3", a.send(3)], ["receive b", b.receive()]]);
-  await until(() => bridge.pending === pending + 2, "the select and the send queued natively");
-  a.cancel();
-  await until(() => log.length === 3, "the waits settled");
-  assert.deepEqual(hook.toSorted(), ["a 1", "a 3", "x 2"]);
-  assert.deepEqual(log, [
-    "select err CancellationError(Channel was cancelled)",
-    "send 3 err CancellationError(Channel was cancelled)",
-    "receive b err ClosedReceiveError(Channel was closed)",
-  ]);
-});
+}
 
 for (const form of ["receive", "select"] as const) {
   Deno.test(`shared: a ${form} given up after it took a value natively, then cancelled natively with a later wait: both reject before onUndeliveredElement gets the value given back`, async () => {
