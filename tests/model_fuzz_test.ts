@@ -62,6 +62,7 @@ import {
   library,
   type Overflow,
   select,
+  type SelectBuilder,
   Status,
   TimeoutError,
 } from "../mod.ts";
@@ -2699,6 +2700,29 @@ async function diffSeed(
     const allDone = await drain(() => bridge.pending === 0, 10_000);
     assert.ok(allDone, `seed ${seed} end: ${bridge.pending} left pending in the bridge`);
   };
+  type WClause = { on: DiffOn; kind: "recv" | "catch" | "send"; v: unknown };
+  const chOf = (s: DiffSide, on: DiffOn) => on === "ch" ? s.ch : on === "aux" ? s.aux : s.aux2;
+  /** A select's clauses as the log writes them. */
+  const clauseText = (clauses: WClause[]) =>
+    clauses.map((c) =>
+      `${
+        c.kind === "recv" ? "onReceive" : c.kind === "catch" ? "onReceiveCatching" : "onSend"
+      }(${c.on}${c.kind === "send" ? `, ${idOf(c.v)}` : ""})`
+    ).join(" ");
+  /** What a select's signal guards (`signal`): each clause's channel and direction. */
+  const clauseMeta = (clauses: WClause[]): SigMeta =>
+    clauses.map((c) => ({ on: c.on, kind: c.kind === "send" ? "send" : "recv" }));
+  /** Registers `clauses` on side `s`'s select builder `b`, each answering what it did. */
+  const addClauses = (b: SelectBuilder<string>, s: DiffSide, clauses: WClause[]) => {
+    for (const c of clauses) {
+      const ch = chOf(s, c.on);
+      if (c.kind === "recv") {
+        b.onReceive(ch, (x) => `${c.on} received ${diffText(x, labels)}`);
+      } else if (c.kind === "catch") {
+        b.onReceiveCatching(ch, (x) => `${c.on} caught ${diffText(x, labels)}`);
+      } else b.onSend(ch, c.v, () => `${c.on} sent ${idOf(c.v)}`);
+    }
+  };
   /**
    * `multi`'s operations, drawn from `rnd2`: on the second channel (`aux`), and selects over
    * both channels, their clauses in a random order (biased: the first ready clause wins, on
@@ -2727,7 +2751,7 @@ async function diffSeed(
     } else {
       // 1 to 4 clauses over ch and aux: receive, receiveCatching or send, in a random order.
       const n = 1 + Math.floor(rnd2() * 4);
-      const clauses: { on: "ch" | "aux"; kind: "recv" | "catch" | "send"; v: unknown }[] = [];
+      const clauses: WClause[] = [];
       for (let c = 0; c < n; c++) {
         const on = rnd2() < 0.5 ? "ch" : "aux";
         const k = rnd2();
@@ -2736,33 +2760,18 @@ async function diffSeed(
       }
       const immediate = rnd2() < 0.25;
       const ab = !immediate && rnd2() < 0.3;
-      const text = clauses.map((c) =>
-        `${
-          c.kind === "recv" ? "onReceive" : c.kind === "catch" ? "onReceiveCatching" : "onSend"
-        }(${c.on}${c.kind === "send" ? `, ${idOf(c.v)}` : ""})`
-      ).join(" ");
-      const meta: SigMeta = clauses.map((c) => ({
-        on: c.on,
-        kind: c.kind === "send" ? "send" : "recv",
-      }));
+      const text = clauseText(clauses);
+      const meta = clauseMeta(clauses);
       wait(
         `${id} select ${text}${immediate ? " onTimeout(0)" : ""}${ab ? " signal" : ""}`,
         (s) =>
           select<string>((b) => {
-            for (const c of clauses) {
-              const ch = c.on === "ch" ? s.ch : s.aux;
-              if (c.kind === "recv") {
-                b.onReceive(ch, (x) => `${c.on} received ${diffText(x, labels)}`);
-              } else if (c.kind === "catch") {
-                b.onReceiveCatching(ch, (x) => `${c.on} caught ${diffText(x, labels)}`);
-              } else b.onSend(ch, c.v, () => `${c.on} sent ${idOf(c.v)}`);
-            }
+            addClauses(b, s, clauses);
             if (immediate) b.onTimeout(0, () => "timeout");
           }, signal(s, ab, meta)),
       );
     }
   };
-  const chOf = (s: DiffSide, on: DiffOn) => on === "ch" ? s.ch : on === "aux" ? s.aux : s.aux2;
   /** Aborts the signal at `at` (one of `L.aborts`), with a reason of its own. */
   const abortAt = (at: number, id: string) => {
     const reason = `reason ${id}`;
@@ -2771,7 +2780,6 @@ async function diffSeed(
     sigMeta.splice(at, 1);
     for (const s of sides) s.aborts.splice(at, 1)[0].abort(reason);
   };
-  type WClause = { on: DiffOn; kind: "recv" | "catch" | "send"; v: unknown };
   /**
    * A select over `clauses` (biased, so every side picks alike), now and then with an immediate
    * onTimeout(0), a waiting onTimeout that never fires here (`HOUR`: its timer armed, then
@@ -2781,29 +2789,15 @@ async function diffSeed(
     const t = rnd3();
     const timeout = t < 0.2 ? 0 : t < 0.4 ? HOUR : -1;
     const ab = timeout !== 0 && rnd3() < 0.4;
-    const text = clauses.map((c) =>
-      `${
-        c.kind === "recv" ? "onReceive" : c.kind === "catch" ? "onReceiveCatching" : "onSend"
-      }(${c.on}${c.kind === "send" ? `, ${idOf(c.v)}` : ""})`
-    ).join(" ");
-    const meta: SigMeta = clauses.map((c) => ({
-      on: c.on,
-      kind: c.kind === "send" ? "send" : "recv",
-    }));
+    const text = clauseText(clauses);
+    const meta = clauseMeta(clauses);
     wait(
       `${id} select ${text}${
         timeout === 0 ? " onTimeout(0)" : timeout > 0 ? " onTimeout(HOUR)" : ""
       }${ab ? " signal" : ""}`,
       (s) =>
         select<string>((b) => {
-          for (const c of clauses) {
-            const ch = chOf(s, c.on);
-            if (c.kind === "recv") {
-              b.onReceive(ch, (x) => `${c.on} received ${diffText(x, labels)}`);
-            } else if (c.kind === "catch") {
-              b.onReceiveCatching(ch, (x) => `${c.on} caught ${diffText(x, labels)}`);
-            } else b.onSend(ch, c.v, () => `${c.on} sent ${idOf(c.v)}`);
-          }
+          addClauses(b, s, clauses);
           if (timeout >= 0) b.onTimeout(timeout, () => "timeout");
         }, signal(s, ab, meta)),
     );
