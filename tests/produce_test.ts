@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import {
   assertSameItems,
+  busyUntilAborted,
   catchReported,
   evalScript,
   settled,
@@ -869,12 +870,7 @@ Deno.test("produce: a cancel made elsewhere (native code's kc_chan_cancel or kc_
           scope,
           counted(async (_out: Channel<number>, task: CoroutineScope) => {
             ready.resolve();
-            try {
-              await untilAborted(task.signal); // busy, not sending
-            } catch (e) {
-              reason = e;
-              throw e;
-            }
+            await busyUntilAborted(task.signal, (e) => reason = e); // busy, not sending
           }),
           { capacity: 1 },
         );
@@ -907,12 +903,7 @@ Deno.test("produce: a block cancelling (or disposing) its own channel before its
             if (how === "cancel(cause)") out.cancel(given);
             else if (how === "cancel()") out.cancel();
             else out[Symbol.dispose]();
-            try {
-              await untilAborted(task.signal); // busy, not sending
-            } catch (e) {
-              reason = e;
-              throw e;
-            }
+            await busyUntilAborted(task.signal, (e) => reason = e); // busy, not sending
           }),
           { capacity: 1 },
         );
@@ -1126,12 +1117,7 @@ async function cancelAfterClose(
     out.share();
     out.close(closeCause);
     closed.resolve(out);
-    try {
-      await untilAborted(task.signal);
-    } catch (e) {
-      reason = e;
-      throw e;
-    }
+    await busyUntilAborted(task.signal, (e) => reason = e);
   });
   await within(
     coroutineScope(async (scope) => {
@@ -1366,12 +1352,7 @@ async function cancelSharedProducer(
     out.share();
     channel = out;
     shared.resolve(out);
-    try {
-      await untilAborted(task.signal);
-    } catch (e) {
-      reason = e;
-      throw e;
-    }
+    await busyUntilAborted(task.signal, (e) => reason = e);
   });
   const scope = coroutineScope(async (scope) => {
     produce<number>(scope, block, { capacity: 1 });
@@ -1690,12 +1671,7 @@ Deno.test("produce: native code destroying the channel its producer closed with 
             const r = out.trySend(1); // meets the dead handle: learns the destroy
             assert.equal(r.state, "closed", what);
             tried = (r as { cause: unknown }).cause;
-            try {
-              await untilAborted(task.signal);
-            } catch (e) {
-              reason = e;
-              throw e;
-            }
+            await busyUntilAborted(task.signal, (e) => reason = e);
           }),
           { capacity: 4 },
         );
@@ -1769,12 +1745,7 @@ Deno.test("produce: native code destroying the channel, learnt first by a Channe
             for (let i = 0; i < 10; i++) await Promise.resolve(); // microtasks only: this turn
             abortedInTurn = task.signal.aborted;
             if (!abortedInTurn) return; // not told: ends the test, failed below
-            try {
-              await untilAborted(task.signal);
-            } catch (e) {
-              reason = e;
-              throw e;
-            }
+            await busyUntilAborted(task.signal, (e) => reason = e);
           }),
           { capacity: 4 },
         );
@@ -2193,12 +2164,7 @@ Deno.test("actor: cancelling its mailbox (the handler's object, a Channel.from c
         counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
           if (how === "self") mailbox.cancel(given); // before its first await
           started.resolve(mailbox);
-          try {
-            await untilAborted(task.signal); // busy, not receiving
-          } catch (e) {
-            reason = e;
-            throw e;
-          }
+          await busyUntilAborted(task.signal, (e) => reason = e); // busy, not receiving
         }),
         { capacity: 2, onDone: (cause) => done.push(cause) },
       );
@@ -2324,12 +2290,7 @@ Deno.test("actor: a cancel made elsewhere (native code's kc_chan_cancel or kc_ch
             endNatively(native, mailbox.handle, what); // escaped: native, watched
             mailbox.cancel(cancelCause); // the same turn: the watch has not told it yet
             received = await mailbox.receive().then(() => "received", (e) => e);
-            try {
-              await untilAborted(task.signal);
-            } catch (e) {
-              reason = e;
-              throw e;
-            }
+            await busyUntilAborted(task.signal, (e) => reason = e);
           }),
           { capacity: 1, onDone: (cause) => done.push(cause) },
         );
@@ -2409,12 +2370,7 @@ Deno.test("actor: a cancel of its mailbox made elsewhere (a copy's, native code'
               assert.equal(sym.kc_chan_cancel(mailbox.handle), 0); // the same, by its handle
             }
             mailbox[Symbol.dispose]();
-            try {
-              await untilAborted(task.signal); // busy, not receiving
-            } catch (e) {
-              reason = e;
-              throw e;
-            }
+            await busyUntilAborted(task.signal, (e) => reason = e); // busy, not receiving
           }),
           { onDone: (cause) => done.push(cause) },
         );
@@ -2695,12 +2651,7 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose launc
           } as unknown as CoroutineScope;
           const body = counted(async (_ch: Channel<number>, task: CoroutineScope) => {
             signal = task.signal;
-            try {
-              await untilAborted(task.signal); // busy, not receiving or sending
-            } catch (e) {
-              reason = e;
-              throw e;
-            }
+            await busyUntilAborted(task.signal, (e) => reason = e); // busy, not receiving or sending
           });
           assert.throws(
             () => which === "produce" ? produce<number>(scope, body) : actor<number>(scope, body),
@@ -2790,12 +2741,7 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or 
           } as unknown as CoroutineScope;
           const handler = counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
             ran = true;
-            try {
-              await untilAborted(task.signal); // busy, not receiving
-            } catch (e) {
-              reason = e;
-              throw e;
-            }
+            await busyUntilAborted(task.signal, (e) => reason = e); // busy, not receiving
             await mailbox.receive();
           });
           assert.throws(

@@ -46,6 +46,22 @@ export function untilAborted(signal: AbortSignal): Promise<never> {
 }
 
 /**
+ * A task busy with nothing else (not sending or receiving) until `signal` aborts: hands the
+ * reason to `record` and throws it, as a block does when its task is cancelled.
+ */
+export async function busyUntilAborted(
+  signal: AbortSignal,
+  record: (reason: unknown) => void,
+): Promise<never> {
+  try {
+    return await untilAborted(signal);
+  } catch (e) {
+    record(e);
+    throw e;
+  }
+}
+
+/**
  * Nests `depth` coroutineScopes under a root scope, each through its task's `signal` and
  * `context` as README says to nest a scope in a task (past 32 levels a scope's follow cancel
  * waits in a queue until the cancels above it return). `onBlock(s)` runs first in level `n`'s
