@@ -398,9 +398,7 @@ void wait_add(void *arg) {
       const still = onClosed.deref();
       if (still === undefined) throw new Error("a running child's cells were let go at closeLibrary");
       still[0] = 1n;
-      const deadline = Date.now() + 10_000;
-      while (still[1] !== 1n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
-      if (still[1] !== 1n) throw new Error("the child did not finish after the close");
+      await until(() => still[1] === 1n, "the child to finish after the close"); // bounded
       other.symbols("test").kc_sched_shutdown(0);
       other.close();
       `,
@@ -1012,13 +1010,23 @@ void hold(void *arg) {
       rt.spawn(resolveNative("${lib}", "hold"), cells);
       await until(() => cells[2] === 1n, "the coroutine to run"); // bounded
       const shutdown = rt.shutdown(); // cannot stop it mid-loop: waits for its end
-      // A macrotask runs while the shutdown waits: the event loop is not frozen.
+      // What the coroutine had done when the shutdown ended (and how it ended): a shutdown that
+      // ended first, at once or on its helper thread while the coroutine ran, reads 0n.
+      const doneAtEnd = shutdown.then(
+        (v) => ({ v, done: cells[1] }),
+        (e) => ({ e, done: cells[1] }),
+      );
+      // The native shutdown is under way (the scheduler no longer reads as running) and a
+      // macrotask runs while it waits: the event loop is not frozen.
+      await until(() => !rt.isRunning, "the shutdown under way natively"); // bounded
       await new Promise((r) => setTimeout(r, 0));
       if (cells[1] !== 0n) throw new Error("the event loop was frozen during the shutdown");
       if (await settled(shutdown)) throw new Error("the shutdown ended with the coroutine running");
       cells[0] = 1n; // go
-      await shutdown;
-      if (cells[1] !== 1n) throw new Error("the coroutine did not finish");
+      const end = await doneAtEnd;
+      if (!("v" in end) || end.v !== undefined || end.done !== 1n) {
+        throw new Error("the shutdown did not wait for the coroutine: " + Deno.inspect(end));
+      }
     `);
     assert.equal(res.code, 0, res.stderr);
   } finally {
