@@ -27,13 +27,17 @@ import {
   within,
 } from "./support.ts";
 
+// The whole message, status included (every KcoroError's message ends with " (KC_…)"): a wait
+// ended with the wrong status fails the comparison.
 const outcome = (p: Promise<unknown>): Promise<string> =>
   p.then(
     (v) => `resolved ${JSON.stringify(v)}`,
-    (e) =>
-      `${e instanceof InvalidHandleError ? "InvalidHandleError" : e?.name}: ${e?.message}`
-        .replace(" (KC_EBADH)", ""), // InvalidHandleError names its status
+    (e) => `${e instanceof InvalidHandleError ? "InvalidHandleError" : e?.name}: ${e?.message}`,
   );
+
+/** What `outcome` reads for a wait that a dispose of its channel object ended. */
+const disposed = (op: string) =>
+  `InvalidHandleError: Cannot ${op}: the channel was disposed (KC_EBADH)`;
 
 Deno.test("a Channel.from copy's dispose rejects its pending waits (queued natively or not), delivers nothing, and leaves the channel open", async () => {
   const bridge = Bridge.of(library());
@@ -56,12 +60,12 @@ Deno.test("a Channel.from copy's dispose rejects its pending waits (queued nativ
     copyRx[Symbol.dispose]();
     copyTx[Symbol.dispose]();
     const got = await within(Promise.all(waits), 10_000, `the waits (queued: ${queued})`);
-    const recv = "InvalidHandleError: Cannot receive: the channel was disposed";
+    const recv = disposed("receive");
     // receiveCatching's names it, and the iterator's next() "iterate channel", as its signal's
     // errors do (each said "Cannot receive").
-    const catching = "InvalidHandleError: Cannot receiveCatching: the channel was disposed";
-    const iterating = "InvalidHandleError: Cannot iterate channel: the channel was disposed";
-    const send = "InvalidHandleError: Cannot send: the channel was disposed";
+    const catching = disposed("receiveCatching");
+    const iterating = disposed("iterate channel");
+    const send = disposed("send");
     assert.deepEqual(got, [recv, recv, catching, iterating, send, send], `queued: ${queued}`);
     assert.equal(bridge.pending, before, "nothing left on the ring");
     ctl.abort(); // their listeners went with them: nothing happens
@@ -90,7 +94,7 @@ Deno.test("a Channel.from copy's dispose rejects only its own waits, not another
   a[Symbol.dispose]();
   assert.equal(
     await within(pa, 10_000, "the disposed copy's receive"),
-    "InvalidHandleError: Cannot receive: the channel was disposed",
+    disposed("receive"),
   );
   await ch.send(1);
   await ch.send(2);
@@ -112,7 +116,7 @@ Deno.test("a select waiting on a Channel.from copy ends with the copy's dispose;
   copy[Symbol.dispose]();
   assert.equal(
     await within(sel, 10_000, "the select"),
-    "InvalidHandleError: Cannot select: the channel was disposed",
+    disposed("select"),
   );
   assert.equal(bridge.pending, before);
   assert.deepEqual(ch.trySend(1), { state: "full" }, "no receive clause waits");
@@ -203,12 +207,12 @@ Deno.test("a dispose run again from inside itself (a select's job Disposable, an
     s.onJoin(job, () => "joined");
   }));
   copy[Symbol.dispose]();
-  assert.equal(await sel, "InvalidHandleError: Cannot select: the channel was disposed");
+  assert.equal(await sel, disposed("select"));
   // Before, it queued natively with the dispose's flush and took the value sent next.
   const taken = ch.send(2).then(() => "taken");
   assert.equal(
     await within(late!, 10_000, "the receive begun inside the dispose"),
-    "InvalidHandleError: Cannot receive: the channel was disposed",
+    disposed("receive"),
   );
   assert.deepEqual(await ch.receive(), 2, "the value sent is still there");
   assert.equal(await taken, "taken");
@@ -1801,7 +1805,7 @@ Deno.test("a select's onSend clause whose value's check disposes its channel (a 
           }
         }
         assert.ok(check.disposed() > 0, `${label}: the check disposed the copy`);
-        assert.equal(got, "InvalidHandleError: Cannot select: the channel was disposed", label);
+        assert.equal(got, disposed("select"), label);
         assert.deepEqual(selects, [], `${label}: no native select`);
         assert.deepEqual(
           other.tryReceive(),
@@ -1832,7 +1836,7 @@ Deno.test("a select's onSend clause whose value's check disposes its channel (a 
         s.onReceive(other, () => "received");
         s.onSend(owner, value, () => "sent");
       })),
-      "InvalidHandleError: Cannot select: the channel was disposed",
+      disposed("select"),
     );
     copy[Symbol.dispose]();
   }
