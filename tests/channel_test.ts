@@ -2195,22 +2195,10 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
   // A channel C code made untyped opens under any codec of its size; a value another codec
   // made is then a CodecError (and freed), not garbage; the values both codecs make pass.
   const sym = library().symbols("test");
-  const untyped = () => {
-    const out = new Uint32Array(1);
-    assert.equal(sym.kc_chan_create(32, 4, 0, 2, /* KC_CHAN_ZERO_COPY */ out), 0);
-    return out[0];
-  };
-  const share = (handle: number, codec: string) =>
-    ({
-      kind: "kcoro.channel",
-      version: 1,
-      handle,
-      elemSize: 32,
-      zeroCopy: true,
-      codec,
-      capacity: 4,
-    }) as never;
-  const mixed: [string, string, unknown][] = [
+  const untyped = () => createNative(codecs.default); // no tag given: any codec of its size
+  type Named = "default" | "structured" | "string" | "bytes"; // each a 32-byte descriptor's
+  const share = (handle: number, codec: Named) => describeNative<unknown>(handle, codecs[codec]);
+  const mixed: [Named, Named, unknown][] = [
     ["default", "structured", 1.5],
     ["default", "string", 1.5],
     ["default", "bytes", 1.5],
@@ -2431,15 +2419,7 @@ Deno.test("a Channel.from copy of this isolate opened from a share object built 
   // channel ever held ends with its last hold), and the owner's collection destroyed it under
   // the live copy.
   const owner = new Channel<number>(4, { codec: codecs.f64 });
-  const built = {
-    kind: "kcoro.channel",
-    version: 1,
-    handle: owner._handle,
-    elemSize: 8,
-    zeroCopy: false,
-    codec: "f64",
-    capacity: 4,
-  } as const;
+  const built = describeNative<number>(owner._handle, codecs.f64, 4);
   Channel.from<number>(built)[Symbol.dispose]();
   assert.deepEqual(owner.trySend(1), { state: "ok" }); // before: closed, "native code destroyed it"
   assert.deepEqual(owner.tryReceive(), { state: "ok", value: 1 });

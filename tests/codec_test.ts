@@ -22,7 +22,14 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
-import { evalScript, lengthClaimingProxy, prng, shutdownScheduler } from "./support.ts";
+import {
+  createNative,
+  describeNative,
+  evalScript,
+  lengthClaimingProxy,
+  prng,
+  shutdownScheduler,
+} from "./support.ts";
 import {
   CAUSE_BYTES_MIN,
   decodeCause,
@@ -1886,10 +1893,8 @@ Deno.test("a stand-in for an Error with no stack carries none, as a copyable one
 
 Deno.test("garbled structured bytes (C code's, or another codec's) are a CodecError, freed; the channel goes on", () => {
   const sym = library().symbols("test");
-  const out = new Uint32Array(1);
   // A channel C code made untyped: what comes in is whatever its writers put there.
-  assert.equal(sym.kc_chan_create(32, 4, 0, 2, /* KC_CHAN_ZERO_COPY */ out), 0);
-  const h = out[0];
+  const h = createNative(codecs.default);
   const frees = { n: 0 };
   const table = sym as unknown as Record<string, (...a: unknown[]) => number>;
   const saved = ["kc_desc_free", "kc_buf_free"].map((n) => [n, table[n]] as const);
@@ -1897,15 +1902,7 @@ Deno.test("garbled structured bytes (C code's, or another codec's) are a CodecEr
     table[n] = (...a: unknown[]) => (frees.n++, f(...a));
   }
   try {
-    using ch = Channel.from<unknown>({
-      kind: "kcoro.channel",
-      version: 1,
-      handle: h,
-      elemSize: 32,
-      zeroCopy: true,
-      codec: "default",
-      capacity: 4,
-    } as never);
+    using ch = Channel.from<unknown>(describeNative(h, codecs.default));
     const desc = new Uint8Array(32);
     const forge = (bytes: Uint8Array, tag: number) => {
       assert.equal(sym.kc_desc_make(bytes, bytes.length, tag, desc), 0);
