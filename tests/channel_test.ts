@@ -6785,20 +6785,9 @@ for (const shared of [false, true]) {
     // a shared one ran the hook for all dropped values from the first send's settle, so a close
     // the hook made (of another channel) settled that channel's receive before the later sends.
     const bridge = Bridge.of(library());
-    const hook: number[] = [];
-    using b = new Channel<number>();
-    using a = new Channel<number>(0, {
-      onUndeliveredElement: (v) => {
-        hook.push(v);
-        if (v === 1) b.close();
-      },
-    });
-    if (shared) a.share();
     const pending = bridge.pending;
-    const log = settleLog([["send 1", a.send(1)], ["send 2", a.send(2)], [
-      "receive b",
-      b.receive(),
-    ]]);
+    using t = sendsWaitingThenHook(!shared);
+    const { a, hook, log } = t;
     if (shared) await until(() => bridge.pending === pending + 2, "the sends queued natively");
     else await new Promise((r) => setTimeout(r, 0));
     a.cancel();
@@ -6933,10 +6922,11 @@ Deno.test("shared: several queued send clauses that native code cancels all reje
 });
 
 /**
- * The set-up of the hook-order tests below: `a` (codecs.f64; shared unless `local`) whose
- * onUndeliveredElement records each value and closes `b` at the first, two sends waiting on `a`
- * in JavaScript and a receive on `b`, logged as they settle (`settleLog`): a send's rejection
- * logged after "receive b" shows the hook ran before it. Disposing it disposes `a`, then `b`.
+ * The set-up of the hook-order tests (below, and "cancel() rejects every waiting send ..."
+ * above): `a` (codecs.f64; shared unless `local`) whose onUndeliveredElement records each value
+ * and closes `b` at the first, two sends waiting on `a` in JavaScript and a receive on `b`,
+ * logged as they settle (`settleLog`): a send's rejection logged after "receive b" shows the
+ * hook ran before it. Disposing it disposes `a`, then `b`.
  */
 function sendsWaitingThenHook(local = false) {
   const hook: number[] = [];
@@ -7053,21 +7043,9 @@ Deno.test("shared: native code's cancel, met by a Channel.from copy's dispose in
   // flush would. Both sends reject, then the owner's hook runs for each value (its close of `b`
   // settling after them). Before, the first send's hook ran before the second send rejected.
   const sym = library().symbols("test");
-  const hook: number[] = [];
-  using b = new Channel<number>();
-  using a = new Channel<number>(0, {
-    codec: codecs.f64,
-    onUndeliveredElement: (v) => {
-      hook.push(v);
-      if (v === 1) b.close();
-    },
-  });
+  using t = sendsWaitingThenHook();
+  const { a, hook, log } = t;
   const c = Channel.from(a.share());
-  // Logged as they settle: each promise is pending when its handlers are attached.
-  const log = settleLog([["send 1", a.send(1)], ["send 2", a.send(2)], [
-    "receive b",
-    b.receive(),
-  ]]);
   assert.equal(sym.kc_chan_cancel(a.handle), 0);
   c[Symbol.dispose]();
   await until(() => log.length === 3, "the waits settled");
