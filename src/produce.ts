@@ -9,17 +9,21 @@
  *   the channel is closed: values sent stay receivable, then receivers see the channel closed
  *   (`for await` ends).
  * - When the block fails, or a child of the task does, the channel is closed with the error as
- *   its cause: values sent stay receivable, then receivers get that error (the cause Kotlin's
- *   `ProducerCoroutine.onCancelled` closes it with, the failure itself). At once: the block's
- *   own error as it throws (before the task fails: a receiver woken by it may read the task
- *   active), a child's as the task enters cancelling, its other children possibly still running.
- * - When the task is cancelled (its scope cancelled, a sibling failing, a timeout), the channel
- *   is closed at once with the cancellation as its cause, also after the block returned while
- *   children of the task still run: values already sent stay receivable, then every receiver,
- *   Worker-side ones included, rejects with that `CancellationError`.
- * - Kotlin closes it later in both cases, in `onCancelled` as the coroutine completes, after its
- *   children; here it is closed at once so that receivers do not wait on children that can send
- *   nothing more (their sends are bound to the task: they reject once it is cancelling).
+ *   its cause when the task is final (its children, being cancelled, finished), as Kotlin's
+ *   `ProducerCoroutine.onCancelled(cause)` closes it as the coroutine completes: values sent
+ *   stay receivable, then receivers get that error, the failure itself, and a receiver woken by
+ *   it reads the task final. Before, it was closed at once, while the task read active (the
+ *   block's own error) or cancelling, its children still running.
+ * - When the task is cancelled (its scope cancelled, a sibling failing, a timeout, its job's
+ *   `cancel()`), the channel is closed at once with the cancellation as its cause, also after
+ *   the block returned while children of the task still run: values already sent stay
+ *   receivable, then every receiver, Worker-side ones included, rejects with that
+ *   `CancellationError`. Kotlin differs by where the cancel comes from: its scope's cancel
+ *   (`parentCancelled`) closes it in `onCancelled` as the coroutine completes, after its
+ *   children; the producer's own `cancel()` (`ChannelCoroutine.cancelInternal`) cancels it at
+ *   once, dropping what is buffered. A kcoro job cannot tell the two apart; here both close it
+ *   at once, so that receivers do not wait on children that can send nothing more (their sends
+ *   are bound to the task: they reject once it is cancelling), and keep what was sent.
  * - While the task runs (its block, then its children), `out.send` is bound to the task: a
  *   producer or a child of it waiting in `send` is woken by the task's cancellation (it rejects
  *   with the cause; its value goes to onUndeliveredElement, as a send's made after the cancel
@@ -74,7 +78,7 @@ import {
   taskSignal,
   unlistenAbort,
 } from "./errors.ts";
-import { cancellationOf, type Job, JobSupport, taskCancelError } from "./job.ts";
+import { type Job, JobSupport, taskCancelError } from "./job.ts";
 import type { CoroutineScope } from "./scope.ts";
 
 /**
@@ -432,8 +436,40 @@ export function produce<T>(
   out._shared.role = "producer";
   // Watched from its escape on, before the task first runs too (`_watch`).
   out._live = true;
-  let failed = false;
-  let detach: (() => void) | null = null;
+  // The signals whose abort closes the channel (`closeOnCancel`), and their listeners' removals,
+  // run as the task is final.
+  const watched: AbortSignal[] = [];
+  const detach: (() => void)[] = [];
+  /**
+   * Closes the channel at once as `signal` (of the job `owner`, a kcoro Job or not) aborts for a
+   * cancellation (the scope cancelled, a sibling failing, the task's own cancel), with the
+   * CancellationError: closed, not cancelled, so what was sent stays receivable. Listened to
+   * until the task is final, not only while the block runs: a task cancelled after its block
+   * returned waits for its children, and its receivers waited with it. A failure (the block's
+   * or a child's) does not: the completion handler closes it with the failure itself once the
+   * task is final, its children done, as Kotlin's `ProducerCoroutine.onCancelled(cause)` closes
+   * it as the coroutine completes. Before, a failure closed it at once, so a receiver saw the
+   * producer's failure while the task still read active (the block's own error) or cancelling,
+   * its children still running. A listen that throws throws (named: `listenAbortNamed`).
+   */
+  const closeOnCancel = (signal: AbortSignal, owner: unknown): void => {
+    if (watched.includes(signal)) return;
+    watched.push(signal);
+    // Only once the signal aborted: a call before (the caller's code that reached the listener
+    // through the engine's listeners property) changes nothing. Before, it closed the channel
+    // with undefined, a clean end for its receivers.
+    const onAbort = () => {
+      if (out._gone || !isAborted(signal)) return;
+      // A job records its failure before its signal aborts (job.ts, `#cancelWith`).
+      if (JobSupport._is(owner) && owner._failure !== undefined) return; // closed as it completes
+      out._end(abortReason(signal));
+    };
+    // By AbortSignal's own members (errors.ts, `isAborted`): the task's may be a caller's.
+    // One aborted before or during the listen has closed it already (`listenAbortNamed`),
+    // keeping no listener: before, the channel stayed open, its receivers waiting on a task
+    // whose signal had aborted.
+    if (!listenAbortNamed(op, signal, onAbort)) detach.push(() => unlistenAbort(signal, onAbort));
+  };
   // The scope's launch threw or returned no Job (its cleanup below): the channel was freed.
   let abandoned = false;
   // A CoroutineScope of the caller's own may throw or return anything: the channel is freed.
@@ -451,33 +487,10 @@ export function produce<T>(
     // unwatched, its sends unbound. Before, its `addEventListener` threw a TypeError out of the
     // block.
     const signal = taskSignal(task);
-    // Closed, not cancelled: what was sent stays receivable (Kotlin closes with the cause).
-    // Listened to until the task is final, not only while the block runs: a task cancelled
-    // after its block returned waits for its children, and its receivers waited with it.
-    // A failure of the task (a child's: the block's own closed it below, first) closes it with
-    // the failure itself, as Kotlin's `ProducerCoroutine.onCancelled(cause)` closes it with the
-    // job's cause; a cancellation from outside (the scope cancelled, a sibling failing), with
-    // the CancellationError. Before, a child's failure reached receivers as a CancellationError
-    // (the signal's reason) with the failure as its cause.
-    if (signal !== null) {
-      // Only once the signal aborted: a call before (the caller's code that reached the listener
-      // through the engine's listeners property) changes nothing. Before, it closed the channel
-      // with undefined, a clean end for its receivers.
-      const onAbort = () => {
-        if (failed || out._gone || !isAborted(signal)) return;
-        const job = task.job;
-        const failure = JobSupport._is(job) ? job._failure : undefined;
-        out._end(failure !== undefined ? failure : abortReason(signal));
-      };
-      // By AbortSignal's own members (errors.ts, `isAborted`): the task's may be a caller's.
-      // One aborted before or during the listen has closed it already (`listenAbortNamed`),
-      // keeping no listener: before, the channel stayed open, its receivers waiting on a task
-      // whose signal had aborted.
-      // A listen that throws (only a signal whose engine state the caller redefined) fails the
-      // task by name, before the block runs, as createScope refuses such a signal. Before, with
-      // the listen's raw error.
-      if (!listenAbortNamed(op, signal, onAbort)) detach = () => unlistenAbort(signal, onAbort);
-    }
+    // A listen that throws (only a signal whose engine state the caller redefined) fails the
+    // task by name, before the block runs, as createScope refuses such a signal. Before, with
+    // the listen's raw error.
+    if (signal !== null) closeOnCancel(signal, task.job);
     // Until the task is final, not only while the block runs: children of the task sending
     // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
     // it, and one left waiting in a send nobody would take hung the scope.
@@ -510,15 +523,9 @@ export function produce<T>(
           ? abortReason(signal)
           : new CancellationError(DESTROYED, { cause: e });
       }
-      // A block that threw undefined fails with the TypeError the job makes of it, which
-      // `onAbort` closes the channel with: closed with undefined, receivers saw a clean end.
-      // An AbortError carrying a cancellation is that cancellation (`cancellationOf`), as the
-      // job takes it: its channel is not closed with it as a failure.
-      const cancelling = signal !== null && isAborted(signal);
-      if (cancellationOf(e, cancelling) === undefined && !out._gone && e !== undefined) {
-        failed = true; // before the failure aborts the signal: close, do not cancel
-        out._end(e);
-      }
+      // Any other error is the task's failure (or its cancellation, as the job takes it:
+      // `cancellationOf`), which the completion handler closes the channel with once the task is
+      // final (a block that threw undefined: the TypeError the job makes of it).
       throw e;
     }
   }, () => {
@@ -531,9 +538,10 @@ export function produce<T>(
     out._bound = null;
     out._unwatch?.();
     out._unwatch = null;
-    detach?.();
-    if (failed) return;
-    out._end(cause); // a cause: cancelled (before it could run, or past the block's end)
+    for (const undo of detach) undo();
+    // A cause: failed (Kotlin's `onCancelled`: the failure itself), or cancelled (closed at once
+    // already, unless it could not be watched: before it ran, or a task with no AbortSignal).
+    out._end(cause);
   });
   return out;
 }

@@ -371,8 +371,10 @@ Deno.test("produce: a task cancelled after its block returned, while a child of 
   assert.equal(live, 0);
 });
 
-Deno.test("produce: the order of the close: a return closes the channel once the task completed (its children done); a failure (the block's or a child's) and a cancellation close it at once, while children of the task still run (Kotlin closes it at completion in all three)", async () => {
+Deno.test("produce: the order of the close: a return and a failure (the block's or a child's) close the channel once the task is final, its children done, as Kotlin's onCompleted and onCancelled do; a cancellation closes it at once, while children of the task still run", async () => {
   // README, "Producers, actors and native scopes from TypeScript": the order, as documented.
+  // Before, a failure closed it at once too: a receiver saw the block's error while the task
+  // still read active, a child's while it was cancelling, its other children still running.
   for (const how of ["return", "block fails", "child fails", "cancelled"] as const) {
     const gate = Promise.withResolvers<void>(); // holds a child that ignores the cancellation
     const boom = new Error(how);
@@ -393,10 +395,10 @@ Deno.test("produce: the order of the close: a return closes the channel once the
       );
       const job = scope.job.children[0];
       const settled = ch.receiveCatching().then((r) => {
-        // Not final: the block's own failure closes it before the task fails (it may read
-        // active), the others as the task is cancelling.
+        // Final for a return or a failure; cancelling for a cancellation.
         const state = job.isCompleted ? job.state : "not final";
-        seen.push(`${r.state} while ${state}${lingering ? ", a child still running" : ""}`);
+        const cause = r.state === "closed" && r.cause === boom ? " with the failure" : "";
+        seen.push(`${r.state}${cause} while ${state}${lingering ? ", a child still running" : ""}`);
       });
       // Bounded turns: the block has returned or failed, the task waits for its lingering child.
       for (let i = 0; i < 100 && job.state === "active"; i++) await null;
@@ -414,7 +416,9 @@ Deno.test("produce: the order of the close: a return closes the channel once the
       [
         how === "return"
           ? "closed while completed"
-          : "closed while not final, a child still running",
+          : how === "cancelled"
+          ? "closed while not final, a child still running"
+          : "closed with the failure while cancelled", // a failed job reads cancelled
       ],
       how,
     );

@@ -550,16 +550,17 @@ class Model {
 
   /**
    * What a job's signal aborting does at once: nested scopes following it cancel, an actor's
-   * mailbox is cancelled, a producer's channel closes (with the failure, else the reason).
+   * mailbox is cancelled, a cancelled producer's channel closes with the reason (a failed one's
+   * closes with the failure as the job is final, `finalize`, as Kotlin's `onCancelled` does).
    */
   onAbort(j: MJob) {
     if (!j.signalRead) return;
     const reason = j.abortReason!;
     for (const f of [...j.followers]) this.cancel(f, reason);
     if (j.kind === "actor" && !j.final) this.actorCancelMailbox(j, reason);
-    if (j.kind === "produce" && !j.closeSet) {
+    if (j.kind === "produce" && !j.closeSet && !j.failed) {
       j.closeSet = true;
-      j.closeCause = j.failed ? j.cause : reason;
+      j.closeCause = reason;
     }
     this.dirty = true;
   }
@@ -586,11 +587,6 @@ class Model {
 
   failBody(j: MJob, err: Sym) {
     if (j.bodyDone) return;
-    // produce closes its channel with the block's failure before the job fails with it
-    if (j.kind === "produce" && !err.isCancellation && !j.closeSet) {
-      j.closeSet = true;
-      j.closeCause = err;
-    }
     j.bodyDone = true;
     if (j.hasBody) j.body = "done";
     if (j.state === NEW) j.state = ACTIVE;
@@ -680,7 +676,8 @@ class Model {
         );
       }
     }
-    // produce: the channel is closed with the job's cause (a failure as it is); actor: onDone.
+    // produce: the channel is closed with the job's cause (a failure as it is: only a
+    // cancellation closed it before, at its signal's abort); actor: onDone.
     if (j.kind === "produce" && !j.closeSet) {
       j.closeSet = true;
       j.closeCause = cause;
