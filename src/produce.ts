@@ -484,7 +484,8 @@ export function produce<T>(
     // the freed channel, and its first send's InvalidHandleError failed the scope.
     if (abandoned) throw new CancellationError(ABANDONED);
     // Null for a task of the caller's own with no AbortSignal (`taskSignal`, as an actor's):
-    // unwatched, its sends unbound. Before, its `addEventListener` threw a TypeError out of the
+    // its sends unbound, and only a kcoro Job that `launch` returned closes the channel at a
+    // cancellation (below). Before, its `addEventListener` threw a TypeError out of the
     // block.
     const signal = taskSignal(task);
     // A listen that throws (only a signal whose engine state the caller redefined) fails the
@@ -533,6 +534,12 @@ export function produce<T>(
     out[Symbol.dispose]();
   });
   out._job ??= job;
+  // The Job `launch` returned, where it is kcoro's, closes the channel at a cancellation too: a
+  // scope of the caller's own may give the block a task with no AbortSignal, or one that the
+  // job's cancel does not abort, whose cancellation closed the channel only as the task
+  // completed, its receivers waiting on a block that might never end. Its own task's signal is
+  // the same one, watched once (`closeOnCancel`), also where the start was deferred.
+  if (JobSupport._is(job) && !job.isCompleted) closeOnCancel(job.signal, job);
   job.invokeOnCompletion((cause) => {
     out._live = false;
     out._bound = null;

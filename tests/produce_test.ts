@@ -3000,6 +3000,60 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch gives th
   assert.equal(live, 0);
 });
 
+Deno.test("produce on a CoroutineScope of the caller's own whose launch gives the block a task with no AbortSignal (or one the job's cancel does not abort) and returns a kcoro Job: that job's cancellation closes the channel at once, as a task's does, while the block still runs", async () => {
+  // README, "Producers, actors and native scopes from TypeScript": a cancellation closes the
+  // channel at once. Before, such a task was unwatched: its channel closed only as the task
+  // completed, its receivers waiting on a block that did not know it was cancelled.
+  for (const sig of TASK_SIGNALS) {
+    const stop = new AbortController();
+    const gate = Promise.withResolvers<void>(); // the block, unaware of the cancel, waits on it
+    let blockRunning = true;
+    let job!: ReturnType<CoroutineScope["launch"]>;
+    const seen = await within(
+      coroutineScope(async (real) => {
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) => {
+            job = real.launch(() => block(foreignTask(sig, stop.signal, { state: "active" })));
+            return job;
+          },
+        } as unknown as CoroutineScope;
+        using ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>) => {
+            await out.send(1); // buffered
+            await gate.promise;
+            blockRunning = false;
+          }),
+          { capacity: 4 },
+        );
+        const got: string[] = [`received ${await ch.receive()}`];
+        job.cancel();
+        const settled = ch.receiveCatching().then((r) => {
+          const cause = r.state === "closed" && r.cause instanceof CancellationError
+            ? " with the CancellationError"
+            : "";
+          got.push(`${r.state}${cause}${blockRunning ? " while the block runs" : ""}`);
+        });
+        for (let i = 0; i < 100 && got.length === 1; i++) await null; // bounded turns
+        gate.resolve();
+        await settled;
+        return got;
+      }),
+      10_000,
+      `signal ${sig}: the real scope's end`,
+    );
+    assert.deepEqual(
+      seen,
+      ["received 1", "closed with the CancellationError while the block runs"],
+      `signal ${sig}`,
+    );
+    assert.equal(job.state, "cancelled", `signal ${sig}`);
+    assert.equal(stop.signal.aborted, false, `signal ${sig}`); // the caller's: not kcoro's to abort
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch runs the block at once and then throws: a block that did not watch its signal and then uses its channel (freed by that cleanup) ends cancelled, not failed with the freed channel's InvalidHandleError", async () => {
   // The cleanup cancels the task and frees the channel while the block still runs. A producer's
   // send on it then ended the task as cancelled (its consumer's dispose rule), but an actor's
