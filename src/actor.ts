@@ -11,8 +11,12 @@
  *   at once: the mailbox is cancelled with the task's CancellationError, so queued messages are
  *   dropped, and the handler's pending receive and waiting senders reject with that very error
  *   (a cancelled channel's rule, Kotlin's: not a wrapper of it). So does the
- *   handler's failure, also while children of the task still run: a failed or cancelled actor
- *   takes no more messages (Kotlin's `ActorCoroutine.onCancelling`).
+ *   handler's failure or a child's, as the task enters cancelling, also while children of the
+ *   task still run: a failed or cancelled actor takes no more messages (Kotlin's
+ *   `ActorCoroutine.onCancelling`). Also under a scope of the caller's own whose task has no
+ *   AbortSignal, where its `launch` returned a kcoro Job (that Job's signal is watched).
+ * - A handler that returns leaves the mailbox open while children of the task run (they may
+ *   receive from it): the task's completion cancels it (Kotlin's `onCancelling(null)`).
  * - When the task ends, however it ends, the mailbox is cancelled and freed: later sends reject
  *   with ClosedSendError (its `cause` is the actor's failure or cancellation, if any; the message
  *   goes to onUndeliveredElement first, as a closed Channel's send hands it), and
@@ -533,7 +537,34 @@ export function actor<M>(
   // Named in its share(): a copy whose actor's isolate ended says "its actor".
   mailbox._shared.role = "actor";
   const a = new ActorImpl(mailbox);
-  let detach: (() => void) | null = null;
+  // The signals whose abort cancels the mailbox (`cancelOnAbort`), and their listeners' removals,
+  // run as the actor ends (`finish`).
+  const watched: AbortSignal[] = [];
+  const detach: (() => void)[] = [];
+  /**
+   * Stops the actor at once as `signal` (its task's, or its Job's) aborts: drops the queue and
+   * wakes the handler's receive with the CancellationError. Listened to until the task is final,
+   * not only while the handler runs (Kotlin's ActorCoroutine cancels its channel on entering
+   * `cancelling`, `onCancelling`): a task that failed, or was cancelled after its handler
+   * returned, waits for its children, and meanwhile its mailbox took messages that nobody would
+   * ever receive. A listen that throws throws (named: `listenAbortNamed`).
+   */
+  const cancelOnAbort = (signal: AbortSignal): void => {
+    if (watched.includes(signal)) return;
+    watched.push(signal);
+    // By AbortSignal's own members (errors.ts, `isAborted`): the task's signal may be a
+    // caller's, with members of its own that throw.
+    // Only once the signal aborted: a call before (the caller's code that reached the listener
+    // through the engine's listeners property) changes nothing. Before, it cancelled the
+    // mailbox, and so the actor.
+    const onAbort = () => {
+      if (isAborted(signal)) cancelMailbox(mailbox, abortReason(signal));
+    };
+    // One aborted before or during the listen has cancelled the mailbox already
+    // (`listenAbortNamed`), keeping no listener: before, the handler ran on, its mailbox taking
+    // messages.
+    if (!listenAbortNamed(op, signal, onAbort)) detach.push(() => unlistenAbort(signal, onAbort));
+  };
   // The scope's launch threw or returned no Job (its cleanup below): the mailbox was freed under
   // a handler it may have started.
   let abandoned = false;
@@ -547,7 +578,7 @@ export function actor<M>(
     if (finished) return;
     finished = true;
     mailbox._stopWatching();
-    detach?.();
+    for (const undo of detach) undo();
     a._finish(cause);
     // Reported as any completion handler's exception, also when the job was final already
     // (a cancelled scope) and this runs inside actor() itself.
@@ -557,37 +588,19 @@ export function actor<M>(
   };
   // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
   a.job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
-    // Null for a task of the caller's own with no AbortSignal (`taskSignal`): unwatched. Before,
-    // its `addEventListener` threw a TypeError here, ahead of the abandoned check below, and
-    // `onDone` never ran.
+    // Null for a task of the caller's own with no AbortSignal (`taskSignal`): only a kcoro Job
+    // that `launch` returned stops it at once then (below). Before, its `addEventListener` threw
+    // a TypeError here, ahead of the abandoned check below, and `onDone` never ran.
     const signal = taskSignal(task);
     // Its task, for a cancel of the mailbox (`Mailbox.cancel`), from the start: the handler may
     // cancel it before its first await, before `launch` returned the job. Before the listen
     // below too: a signal aborted by then cancels the mailbox there, and so the task, as one
     // aborted after.
     if (JobSupport._is(task.job)) mailbox._job = task.job;
-    // Stop at once: drop the queue and wake the handler's receive with the CancellationError.
-    // Listened to until the task is final, not only while the handler runs (Kotlin's
-    // ActorCoroutine cancels its channel on entering `cancelling`): a task that failed, or was
-    // cancelled after its handler returned, waits for its children, and meanwhile its mailbox
-    // took messages that nobody would ever receive.
-    if (signal !== null) {
-      // By AbortSignal's own members (errors.ts, `isAborted`): the task's signal may be a
-      // caller's, with members of its own that throw.
-      // Only once the signal aborted: a call before (the caller's code that reached the listener
-      // through the engine's listeners property) changes nothing. Before, it cancelled the
-      // mailbox, and so the actor.
-      const onAbort = () => {
-        if (isAborted(signal)) cancelMailbox(mailbox, abortReason(signal));
-      };
-      // One aborted before or during the listen has cancelled the mailbox already
-      // (`listenAbortNamed`), keeping no listener: before, the handler ran on, its mailbox taking
-      // messages.
-      // A listen that throws (only a signal whose engine state the caller redefined) fails the
-      // task by name, before the handler runs, as createScope refuses such a signal. Before,
-      // with the listen's raw error.
-      if (!listenAbortNamed(op, signal, onAbort)) detach = () => unlistenAbort(signal, onAbort);
-    }
+    // A listen that throws (only a signal whose engine state the caller redefined) fails the
+    // task by name, before the handler runs, as createScope refuses such a signal. Before, with
+    // the listen's raw error.
+    if (signal !== null) cancelOnAbort(signal);
     // Until the task is final: its end withdraws the owned watch before the mailbox is
     // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
     // watched, `_escaped`) after this, never before the task began as a producer's channel may.
@@ -652,6 +665,12 @@ export function actor<M>(
     mailbox._job?.invokeOnCompletion(finish);
   });
   mailbox._job ??= a.job;
+  // The Job `launch` returned, where it is kcoro's, stops the actor at once too (Kotlin's
+  // `onCancelling`): a scope of the caller's own may give the handler a task with no
+  // AbortSignal, or one that the job's cancel does not abort, whose cancellation or failure
+  // cancelled the mailbox only as the task completed, taking messages meanwhile that nobody
+  // would receive. Its own task's signal is the same one, watched once (`cancelOnAbort`).
+  if (JobSupport._is(a.job) && !a.job.isCompleted) cancelOnAbort(a.job.signal);
   a.job.invokeOnCompletion(finish);
   return a;
 }

@@ -14,6 +14,7 @@ import {
   workerStartMs,
 } from "./support.ts";
 import {
+  type Actor,
   actor,
   CancellationError,
   Channel,
@@ -2416,24 +2417,26 @@ Deno.test("actor: a handler's failure fails the scope; onDone and later senders 
 Deno.test("actor: its mailbox is cancelled as soon as its task is cancelling, also while a child of the task still runs", async () => {
   // Kotlin's ActorCoroutine cancels its channel on entering `cancelling`: a message sent to an
   // actor that has failed or been cancelled must not be accepted (and then silently dropped).
-  for (const how of ["handler fails", "job cancelled after the handler returned"]) {
+  for (const how of ["handler fails", "child fails", "job cancelled after the handler returned"]) {
     const gate = Promise.withResolvers<void>();
     const boom = new Error("handler failed");
     const seen: { state?: string; trySend?: string; send?: unknown } = {};
+    const cancelled = how === "job cancelled after the handler returned";
     const outcome = coroutineScope(async (scope) => {
       const a = actor<number>(
         scope,
         counted((_m: Channel<number>, task: CoroutineScope) => {
           task.launch(counted(() => gate.promise)); // ignores the cancellation until let go
+          if (how === "child fails") task.launch(counted(() => Promise.reject(boom)));
           if (how === "handler fails") throw boom;
         }),
         { capacity: 4 },
       );
       try {
-        const ended = how === "handler fails" ? "cancelling" : "completing";
+        const ended = cancelled ? "completing" : "cancelling";
         for (let i = 0; i < 100 && a.job.state !== ended; i++) await null;
         if (a.job.state !== ended) return; // seen.state says so below
-        if (how !== "handler fails") a.job.cancel();
+        if (cancelled) a.job.cancel();
         seen.state = a.job.state; // the handler has ended; the task waits for the child
         seen.trySend = a.trySend(1).state;
         seen.send = await a.send(2).then(() => "sent", (e) => e);
@@ -2442,13 +2445,44 @@ Deno.test("actor: its mailbox is cancelled as soon as its task is cancelling, al
       }
     });
     // Looked at out here: an assertion failing in the block would only be suppressed by boom.
-    if (how === "handler fails") await assert.rejects(outcome, (e) => e === boom);
+    if (!cancelled) await assert.rejects(outcome, (e) => e === boom);
     else await outcome; // a cancelled child is no failure
     assert.equal(seen.state, "cancelling", how);
     assert.equal(seen.trySend, "closed", how);
     assert.ok(seen.send instanceof CancellationError, `${how}: send ${seen.send}`);
     assert.equal(live, 0);
   }
+});
+
+Deno.test("actor: after its handler returned, its mailbox stays open while a child of the task runs (the child may receive from it), and is cancelled as the task completes, what is queued dropped (Kotlin's onCancelling(null) at completion)", async () => {
+  const gate = Promise.withResolvers<void>();
+  const dropped: number[] = [];
+  const childGot: number[] = [];
+  let a!: Actor<number>;
+  await coroutineScope(async (scope) => {
+    a = actor<number>(
+      scope,
+      counted((mailbox: Channel<number>, task: CoroutineScope) => {
+        task.launch(counted(async () => {
+          childGot.push(await mailbox.receive()); // the mailbox outlives the handler's return
+          await gate.promise;
+        }));
+      }),
+      { capacity: 4, onUndeliveredElement: (m) => dropped.push(m) },
+    );
+    for (let i = 0; i < 100 && a.job.state !== "completing"; i++) await null;
+    assert.equal(a.job.state, "completing");
+    assert.equal(a.trySend(1).state, "ok"); // the child takes it
+    for (let i = 0; i < 100 && childGot.length === 0; i++) await null;
+    assert.equal(a.trySend(2).state, "ok"); // queued: nobody receives it
+    assert.deepEqual(dropped, []);
+    gate.resolve();
+  });
+  assert.equal(a.job.state, "completed");
+  assert.deepEqual(childGot, [1]);
+  assert.deepEqual(dropped, [2]); // dropped as the task completed
+  assert.equal(a.trySend(3).state, "closed");
+  assert.equal(live, 0);
 });
 
 Deno.test("actor: an onDone that throws is reported, also when it runs inside actor() itself", async () => {
@@ -2900,6 +2934,49 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the 
       },
     };
   });
+  assert.equal(live, 0);
+});
+
+Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the handler a task with no AbortSignal (or one the job's cancel does not abort) and returns a kcoro Job: that job's cancellation cancels the mailbox at once, as a task's does (Kotlin's onCancelling), while the handler still runs", async () => {
+  // README, "Producers, actors and native scopes from TypeScript": cancelling the actor's scope
+  // stops it at once. Before, such a task was unwatched: its mailbox took messages until the
+  // task completed, and dropped them only then.
+  for (const sig of TASK_SIGNALS) {
+    const what = `signal ${sig}`;
+    const stop = new AbortController();
+    const gate = Promise.withResolvers<void>(); // the handler, unaware of the cancel, waits on it
+    const dropped: number[] = [];
+    const done: unknown[] = [];
+    let job!: ReturnType<CoroutineScope["launch"]>;
+    const seen = await within(
+      coroutineScope((real) => {
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) => {
+            job = real.launch(() => block(foreignTask(sig, stop.signal, { state: "active" })));
+            return job;
+          },
+        } as unknown as CoroutineScope;
+        const a = actor<number>(scope, counted(() => gate.promise), {
+          capacity: 4,
+          onUndeliveredElement: (m) => dropped.push(m),
+          onDone: (cause) => done.push(cause),
+        });
+        const got: string[] = [a.trySend(1).state]; // queued
+        job.cancel();
+        got.push(a.trySend(2).state, `dropped [${dropped}]`, `done ${done.length}`);
+        gate.resolve();
+        return got;
+      }),
+      10_000,
+      `${what}: the real scope's end`,
+    );
+    assert.deepEqual(seen, ["ok", "closed", "dropped [1]", "done 0"], what); // 1 dropped at once
+    assert.equal(job.state, "cancelled", what);
+    assert.equal(done.length, 1, what);
+    assert.ok(done[0] instanceof CancellationError, `${what}: onDone ${done[0]}`);
+    assert.equal(stop.signal.aborted, false, what); // the caller's: not kcoro's to abort
+  }
   assert.equal(live, 0);
 });
 
