@@ -2332,7 +2332,27 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * dispose itself left them there, its hook never called, for as long as it kept the channel.
    */
   #ended(): void {
-    this.#collect();
+    const s = this._shared;
+    if (s.senders.first === null || !this.#lib.isOpen) {
+      this.#collect();
+      return;
+    }
+    // Sends of this isolate still waiting in JavaScript (a full buffer's, a rendezvous's) learn
+    // of the close or cancel first, as one batch of settles with the collect (`collectDue`):
+    // their tries (`pump`) find the channel ended and reject, and what the channel dropped
+    // natively (a cancel's buffered values), then their values, reach onUndeliveredElement once
+    // all have settled, as a local cancel rejects every waiting send before its hook runs.
+    // Before, a receive or try-receive that found the channel cancelled by native code ran the
+    // hook for the buffered values during the call, ahead of those sends, which learnt of the
+    // cancel at the end-of-turn flush (what the hook did, a close of another channel, settled
+    // first).
+    const outer = Channel.#beginCollects(s);
+    try {
+      pump(s.senders, this.#lib.symbols("settle sends on an ended channel"));
+      this.#collectSettled();
+    } finally {
+      Channel.#endCollects(s, outer);
+    }
   }
 
   /**

@@ -7037,6 +7037,48 @@ for (const call of ["send", "trySend"] as const) {
   });
 }
 
+for (const call of ["receive", "receiveCatching", "tryReceive", "tryReceiveMany"] as const) {
+  Deno.test(`shared: native code's cancel of a full buffer, met by a ${call} in that turn: sends still waiting in JavaScript all reject before onUndeliveredElement runs`, async () => {
+    // A buffered channel holding 0, two sends waiting in JavaScript for room, native code's
+    // cancel (`kc_chan_cancel`, as another thread would; it drops 0), then a receive of this
+    // isolate in that turn: its try finds the channel cancelled, and the sends learn of it first
+    // (`#ended`), so that both reject, then the hook runs for 0, 1 and 2 (its close of `b`
+    // settling after them), as a local cancel settles them. Before, the receive ran the hook for
+    // 0 during the call and the sends rejected at the end-of-turn flush, after the close of `b`:
+    // "receive b; send 1; send 2".
+    const sym = library().symbols("test");
+    const hook: number[] = [];
+    using b = new Channel<number>();
+    using a = new Channel<number>(1, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => {
+        hook.push(v);
+        if (v === 0) b.close();
+      },
+    });
+    a.share();
+    assert.equal(a.trySend(0).state, "ok");
+    const log = settleLog([["send 1", a.send(1)], ["send 2", a.send(2)], [
+      "receive b",
+      b.receive(),
+    ]]);
+    assert.equal(sym.kc_chan_cancel(a.handle), 0);
+    if (call === "receive" || call === "receiveCatching") {
+      settleLog([["own", call === "receive" ? a.receive() : a.receiveCatching()]]);
+    } else {
+      const r = call === "tryReceive" ? a.tryReceive() : a.tryReceiveMany(3);
+      assert.equal(r.state, "closed");
+    }
+    await until(() => log.length === 3, "the waits settled");
+    assert.deepEqual(hook, [0, 1, 2]);
+    assert.deepEqual(log, [
+      "send 1 err CancellationError(Channel was cancelled)",
+      "send 2 err CancellationError(Channel was cancelled)",
+      "receive b err ClosedReceiveError(Channel was closed)",
+    ]);
+  });
+}
+
 Deno.test("shared: native code's cancel, met by a Channel.from copy's dispose in that turn: sends still waiting in JavaScript all reject before onUndeliveredElement runs", async () => {
   // A copy's dispose queues natively the waits of this isolate's other objects for the channel
   // still in JavaScript: they find the channel cancelled by native code there, as the end-of-turn
