@@ -2333,22 +2333,27 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #ended(): void {
     const s = this._shared;
-    if (s.senders.first === null || !this.#lib.isOpen) {
+    if ((s.senders.first === null && s.receivers.first === null) || !this.#lib.isOpen) {
       this.#collect();
       return;
     }
-    // Sends of this isolate still waiting in JavaScript (a full buffer's, a rendezvous's) learn
-    // of the close or cancel first, as one batch of settles with the collect (`collectDue`):
-    // their tries (`pump`) find the channel ended and reject, and what the channel dropped
-    // natively (a cancel's buffered values), then their values, reach onUndeliveredElement once
-    // all have settled, as a local cancel rejects every waiting send before its hook runs.
-    // Before, a receive or try-receive that found the channel cancelled by native code ran the
-    // hook for the buffered values during the call, ahead of those sends, which learnt of the
-    // cancel at the end-of-turn flush (what the hook did, a close of another channel, settled
-    // first).
+    // Waits of this isolate still in JavaScript (sends for a full buffer's room or a
+    // rendezvous's receiver, receives for a value) learn of the close or cancel first, in the
+    // order a local cancel settles them (senders, then receivers, oldest first), as one batch of
+    // settles with the collect (`collectDue`): their tries (`pump`) find the channel ended and
+    // reject, and what the channel dropped natively (a cancel's buffered values), then the sends'
+    // values, reach onUndeliveredElement once all have settled, as a local cancel rejects every
+    // wait before its hook runs. Before, a receive or try-receive (a send or try-send, for the
+    // receives) that found the channel cancelled by native code ran the hook for the buffered
+    // values during the call, ahead of those waits, which learnt of the cancel at the end-of-turn
+    // flush (what the hook did, a close of another channel, settled first). Where the channel is
+    // only closed, a receive that finds a value there takes it, as its queueing at the end of the
+    // turn would have.
     const outer = Channel.#beginCollects(s);
     try {
-      pump(s.senders, this.#lib.symbols("settle sends on an ended channel"));
+      const sym = this.#lib.symbols("settle waits on an ended channel");
+      pump(s.senders, sym);
+      pump(s.receivers, sym);
       this.#collectSettled();
     } finally {
       Channel.#endCollects(s, outer);

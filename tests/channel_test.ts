@@ -7079,6 +7079,45 @@ for (const call of ["receive", "receiveCatching", "tryReceive", "tryReceiveMany"
   });
 }
 
+for (const call of ["send", "trySend"] as const) {
+  Deno.test(`shared: native code's cancel of a buffer another thread filled, met by a ${call} in that turn: receives still waiting in JavaScript all reject before onUndeliveredElement runs`, async () => {
+    // Two receives wait in JavaScript on an empty buffered channel, native code sends 5 into the
+    // buffer (as another thread would: the receives are not queued natively yet) and cancels
+    // the channel (5 dropped), then a send of this isolate in that turn finds it cancelled: the
+    // receives learn of it first (`#ended`), so that both reject, then the hook runs for 5 (its
+    // close of `b` settling after them), then the call's own value is refused (a send's reaching
+    // the hook at the call; a try-send's staying the caller's), as a local cancel settles them.
+    // Before, the call ran the hook for 5 and the receives rejected at the end-of-turn flush,
+    // after the close of `b`: "receive b; receive 1; receive 2".
+    const sym = library().symbols("test");
+    const hook: number[] = [];
+    using b = new Channel<number>();
+    using a = new Channel<number>(1, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => {
+        hook.push(v);
+        if (v === 5) b.close();
+      },
+    });
+    a.share();
+    const log = settleLog([["receive 1", a.receive()], ["receive 2", a.receive()], [
+      "receive b",
+      b.receive(),
+    ]]);
+    assert.equal(trySendNatively(a.handle, 5), 0, "buffered");
+    assert.equal(sym.kc_chan_cancel(a.handle), 0);
+    if (call === "send") settleLog([["own", a.send(3)]]);
+    else assert.equal(a.trySend(3).state, "closed");
+    await until(() => log.length === 3, "the waits settled");
+    assert.deepEqual(hook, call === "send" ? [5, 3] : [5]);
+    assert.deepEqual(log, [
+      "receive 1 err CancellationError(Channel was cancelled)",
+      "receive 2 err CancellationError(Channel was cancelled)",
+      "receive b err ClosedReceiveError(Channel was closed)",
+    ]);
+  });
+}
+
 Deno.test("shared: native code's cancel, met by a Channel.from copy's dispose in that turn: sends still waiting in JavaScript all reject before onUndeliveredElement runs", async () => {
   // A copy's dispose queues natively the waits of this isolate's other objects for the channel
   // still in JavaScript: they find the channel cancelled by native code there, as the end-of-turn
