@@ -1025,6 +1025,16 @@ class Selection implements RingOp {
           ch._afterSend(status, queued);
           return;
         }
+        // Refused at once, ahead of the rejection: reached only with `queued` false, at the
+        // select's call (`#start`: its probe, its queueing answered ready, `#firedEnded`), never
+        // from a record, which a ring drain settles (a queued send clause's record never says
+        // KC_EPIPE: a native close fails receivers and watches only, zig-src/chan/channel.zig
+        // `closeFrom`; its KC_ECANCELED is taken above, the hook left to the drain's end).
+        // So this is the call's own value, refused as a plain `send`'s is on a closed or
+        // cancelled channel, local or shared (`#sendEnded`: the hook runs, then the call
+        // rejects), after the waits of this isolate on the channel that the probe queued first
+        // (`_flushLocal`) have settled, in their own batch. No wait of a flush is left to
+        // reject after it.
         if (status === Status.EPIPE || status === Status.ECANCELED) {
           ch._refused(c.value, c.slot!);
         } else ch.codec.discard(c.slot!, sym);
