@@ -3287,13 +3287,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // a count of this isolate's selects on the channel (`Shared.selects`, 78e97dd) sent this
       // through the native queue as well, before the byte existed; with the byte it took that
       // route only where the byte would, or once its select was served and not yet drained.
-      // Not a batch of settles (`#beginCollects`), unlike the other flushes that can meet a
-      // native cancel: only receivers are flushed, which hand no value to onUndeliveredElement,
-      // and no send of this isolate waits in JavaScript beside them (it would have met them), so
-      // a cancel met here runs no hook before a wait it fails has settled; this send's own value
-      // reaches the hook after they rejected, when its try finds the channel cancelled. So for
-      // the flush below, after the value's getters (one that cancels natively).
-      flushAll(s.receivers);
+      this.#flushReceivers(s);
       // Receivers of this isolate queued natively now: the try-send may complete one of them.
       // `#trySend` then settles its record before it returns (`#settleReceivers`), as a
       // hand-off here would settle it: one call more than the withdrawal it made before, and
@@ -3330,7 +3324,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
           (typeof value === "object" || typeof value === "function") &&
           this.#receiverMayWaitNatively(sym)
         ) {
-          flushAll(s.receivers); // no batch: see the flush above
+          this.#flushReceivers(s); // as above
           if (s.receivers.first === null) return passed; // none left: sent natively as is
           viaRingCopy = passed;
           return VIA_RING_COPY;
@@ -3349,6 +3343,26 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return HANDED;
     }
     return have ? passed : EMPTY;
+  }
+
+  /**
+   * `#handOff`'s flush of this isolate's receives still waiting in JavaScript, as one batch of
+   * settles (`collectDue`), as the other flushes that can meet a native cancel are: another
+   * thread may cancel the channel between the reads that sent the send here (the ready and
+   * waiting bytes) and the queueing, and a receive that then finds it cancelled leaves the
+   * collect of what the cancel dropped (`#endedSettled`) to the end of the flush, once every
+   * receive has rejected. Before, the flush was no batch (its comment said receives hand no
+   * value to onUndeliveredElement): the first receive's settle ran the hook for the values the
+   * cancel dropped before it, and the later receives, rejected (what the hook did, a close of
+   * another channel, settled ahead of them).
+   */
+  #flushReceivers(s: Shared): void {
+    const outer = Channel.#beginCollects(s);
+    try {
+      flushAll(s.receivers);
+    } finally {
+      Channel.#endCollects(s, outer);
+    }
   }
 
   /**

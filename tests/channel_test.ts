@@ -7118,6 +7118,58 @@ for (const call of ["send", "trySend"] as const) {
   });
 }
 
+Deno.test("shared: native code's cancel between a send's read of the waiting byte and its queueing of the receives still waiting in JavaScript: they all reject before onUndeliveredElement runs", async () => {
+  // A select of this isolate waits natively on `a` (the waiting byte set), two receives began
+  // after it and wait in JavaScript, and a send meets them: the byte sends it through the native
+  // queue, behind the select, and it queues the receives first (`#handOff`'s flush). Another
+  // thread acts between the byte's read and that queueing (here inside the first queueing's
+  // symbol, so that the window is hit every time): it sends 5 (taken by the select) and 6 (into
+  // the buffer), then cancels the channel (6 dropped). Both receives reject, then the hook runs
+  // for 6 (its close of `b` settling after them). Before, that flush was no batch: the first
+  // receive's settle ran the hook before it, and the second, rejected.
+  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const hook: number[] = [];
+  using b = new Channel<number>();
+  using a = new Channel<number>(1, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => {
+      hook.push(v);
+      if (v === 6) b.close();
+    },
+  });
+  a.share();
+  const sel = select<number>((s) => s.onReceive(a, (v) => v));
+  const log = settleLog([["select", sel], ["receive 1", a.receive()], [
+    "receive 2",
+    a.receive(),
+  ], ["receive b", b.receive()]]);
+  const queue = sym.kc_chan_recv_async_at;
+  let elsewhere = false;
+  sym.kc_chan_recv_async_at = (...args: unknown[]) => {
+    if (!elsewhere) {
+      elsewhere = true;
+      assert.equal(trySendNatively(a.handle, 5), 0, "taken by the select");
+      assert.equal(trySendNatively(a.handle, 6), 0, "buffered");
+      assert.equal(sym.kc_chan_cancel(a.handle), 0);
+    }
+    return queue(...args);
+  };
+  try {
+    settleLog([["own", a.send(3)]]);
+  } finally {
+    sym.kc_chan_recv_async_at = queue;
+  }
+  assert.ok(elsewhere, "the send queued the receives");
+  await until(() => log.length === 4, "the waits settled");
+  assert.deepEqual(hook, [6, 3]);
+  assert.ok(log.includes("select ok 5"), log.join("; ")); // its record, drained in its own time
+  assert.deepEqual(log.filter((x) => !x.startsWith("select")), [
+    "receive 1 err CancellationError(Channel was cancelled)",
+    "receive 2 err CancellationError(Channel was cancelled)",
+    "receive b err ClosedReceiveError(Channel was closed)",
+  ]);
+});
+
 Deno.test("shared: native code's cancel, met by a Channel.from copy's dispose in that turn: sends still waiting in JavaScript all reject before onUndeliveredElement runs", async () => {
   // A copy's dispose queues natively the waits of this isolate's other objects for the channel
   // still in JavaScript: they find the channel cancelled by native code there, as the end-of-turn
