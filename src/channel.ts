@@ -2269,9 +2269,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     // Marked before any user code runs (an owner's hook, `then`): a call it makes answers
     // as on the cancelled channel, with no call on the dead handle.
-    then?.();
-    for (const w of [...waiting(s.senders), ...waiting(s.receivers)]) {
-      if (w.state === LOCAL) w.ch.#failEnded(w);
+    // The waits still in JavaScript fail first (senders, then receivers, oldest first), then
+    // what the destroy dropped (`then`) and those sends' values reach onUndeliveredElement, in
+    // that order, as a local cancel rejects every wait before its hook runs. Before, `then` ran
+    // first and each send's value reached the hook before it rejected: what the hook did (a
+    // close of another channel) settled ahead of them.
+    const later: [Channel<unknown>, unknown][] = [];
+    try {
+      for (const w of [...waiting(s.senders), ...waiting(s.receivers)]) {
+        if (w.state === LOCAL) w.ch.#failEnded(w, later);
+      }
+      then?.();
+    } finally {
+      for (const [ch, v] of later) ch.#refused(v, undefined); // its encoding freed already
     }
   }
 
@@ -2281,13 +2291,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * (`receiveCatching`: closed). A copy's send value stays the caller's (its native copy, if it
    * was made, freed: no hook can take it, the creator's ended with its dispose); an owner's
    * whose channel native code destroyed goes to its onUndeliveredElement, as a cancel drops a
-   * waiting sender's value (`#refused`).
+   * waiting sender's value (`#refused`): at once, or, given `later`, put there for the caller to
+   * hand on once every wait has failed.
    */
-  #failEnded(w: Waiter): void {
+  #failEnded(w: Waiter, later?: [Channel<unknown>, unknown][]): void {
     w.detach();
     try {
       if (w.kind === SEND && this.#owner && this.#destroyed) {
-        this.#refused(w.value, w.encoded ? w.slot! : undefined);
+        if (later === undefined) this.#refused(w.value, w.encoded ? w.slot! : undefined);
+        else {
+          // Handed on by `#markEnded` once every wait has failed: the encoding freed now, as
+          // the slot goes back below.
+          if (w.encoded) this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);
+          later.push([this as Channel<unknown>, w.value]);
+        }
       } else if (w.kind === SEND && w.encoded) {
         this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);
       }

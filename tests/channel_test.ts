@@ -7170,6 +7170,45 @@ Deno.test("shared: native code's cancel between a send's read of the waiting byt
   ]);
 });
 
+for (const then of ["flush", "tryReceive"] as const) {
+  const how = then === "flush" ? "the end-of-turn flush" : "a tryReceive in that turn";
+  Deno.test(`shared: native code's destroy of a full buffer, met by ${how}: sends still waiting in JavaScript all reject before onUndeliveredElement runs`, async () => {
+    // As the cancel's tests above, for native code's destroy of the owner's channel (a cancel,
+    // then the handle gone): whoever learns of it first (`#destroyedUnder`: the flush's queueing,
+    // the try-receive's call) fails the waits still in JavaScript, then hands what the destroy
+    // dropped (0) and those sends' values (1, 2) to the hook, in that order (its close of `b`
+    // settling after them). Before, `#markEnded` ran the hook for 0 first, and each send's value
+    // reached it before that send rejected: "receive b; send 1; send 2".
+    const sym = library().symbols("test");
+    const hook: number[] = [];
+    using b = new Channel<number>();
+    using a = new Channel<number>(1, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => {
+        hook.push(v);
+        if (v === 0) b.close();
+      },
+    });
+    a.share();
+    assert.equal(a.trySend(0).state, "ok");
+    const log = settleLog([["send 1", a.send(1)], ["send 2", a.send(2)], [
+      "receive b",
+      b.receive(),
+    ]]);
+    assert.equal(sym.kc_chan_destroy(a.handle), 0);
+    if (then === "tryReceive") assert.equal(a.tryReceive().state, "closed");
+    await until(() => log.length === 3, "the waits settled");
+    assert.deepEqual(hook, [0, 1, 2]);
+    const gone = "CancellationError(Channel was cancelled: native code destroyed it " +
+      "(kc_chan_destroy: KC_EBADH))";
+    assert.deepEqual(log, [
+      `send 1 err ${gone}`,
+      `send 2 err ${gone}`,
+      "receive b err ClosedReceiveError(Channel was closed)",
+    ]);
+  });
+}
+
 Deno.test("shared: native code's cancel, met by a Channel.from copy's dispose in that turn: sends still waiting in JavaScript all reject before onUndeliveredElement runs", async () => {
   // A copy's dispose queues natively the waits of this isolate's other objects for the channel
   // still in JavaScript: they find the channel cancelled by native code there, as the end-of-turn
