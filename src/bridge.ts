@@ -252,14 +252,27 @@ export class Bridge {
     // Records `settleWhere` held after the last `#closing` drained the ring (a close hook of the
     // last round a close runs, past which another `#closing` is not run: see `settleWhere`):
     // settled first, once each, in order, as that drain would have settled them (a close
-    // watch's, told what it watched for; an operation's, failed as the others below are, its
-    // library closed), and the held list cleared. Before, they were neither settled nor
+    // watch's, told what it watched for; an operation's, as its record says: see below), and
+    // the held list cleared. Before, they were neither settled nor
     // cleared: a watch whose record was held was only withdrawn, its channel's cancel never told.
+    // Then the records still on the ring, drained now: the ring lives until its destroy below,
+    // and the raw symbols outlive the close (`Library._symbolsToRelease`: `#sym` is those).
+    // Those of waits begun after the last `#closing` (by a close hook of the last round), and
+    // those whose abort answered "busy" there but whose record landed after its deadline. Each
+    // settles as its record says (`RingOp.complete` with the library closed: a delivered send
+    // resolves, a wait given up rejects with its reason), before the destroy, so that a value
+    // taken or given back goes through its ticket once. Before, they were left on the ring and
+    // failed below as cut off: a send delivered reported failed (its caller retrying sent the
+    // value twice), a receive given up rejected with LibraryClosedError, not its reason.
     const held = this.#held;
     this.#held = [];
     this.#heldOn.clear();
+    const records = this.#early, statuses = new Int32Array(records.buffer);
+    for (let n = BATCH; n === BATCH;) {
+      n = this.#sym.kc_ring_drain(this.#ring, records, BATCH);
+      for (let i = 0; i < n; i++) held.push(records[4 * i], statuses[4 * i + 1], records[4 * i + 2]);
+    }
     for (let i = 0; i < held.length; i += 3) this.#settle(held[i], held[i + 1], held[i + 2]);
-    // The raw symbols outlive the close (`Library._symbolsToRelease`): `#sym` is those.
     this.#sym.kc_ring_destroy(this.#ring);
     // A watch is told nothing more: its channel did not end, its library did (an owned one's
     // channel was cancelled by the destroy: the producer that fed it can feed it no more).

@@ -4839,14 +4839,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** @ignore A ring record for `w` arrived. */
   _completed(w: Waiter, status: number): void {
     const bridge = this.#bridge;
-    if (!this.#lib.isOpen) {
-      // Settled by the bridge after the close: the ring's teardown handed a send's value to
-      // its channel (zig-src/bridge/ring.zig, `dropUnsent`), and nothing native writes the
-      // slot any more.
-      releaseSlot(w);
-      w.reject(new LibraryClosedError(waitOp(w.kind)));
-      return;
-    }
+    if (!this.#lib.isOpen) return this.#completedClosed(w, status);
     const value = status === 0 && w.kind !== SEND;
     if (value && w.gaveUp) {
       // Given up after it took a value natively (`#abandon`): the value goes back to the
@@ -4887,6 +4880,52 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return;
     }
     this.#settle(w, status, true);
+  }
+
+  /**
+   * `_completed` after the library's close (`Bridge.#closed`): a record drained before the ring's
+   * destroy (held past the close's last round, or landed after the withdrawals' deadline), or
+   * none (`status` KC_ECANCELED: cut off by the close). It settles as the record says where the
+   * wait took effect: a send delivered resolves (its value is its receiver's: reported failed,
+   * its caller would send it again), a receive that took a value resolves with it, and a wait
+   * given up rejects with its reason (a value it took goes back to its channel, in front). Any
+   * other rejects with LibraryClosedError: the ring's teardown hands a send's value to its
+   * channel's undelivered path (zig-src/bridge/ring.zig, `dropUnsent`). The ticket is taken
+   * through the raw symbols, which outlive the close; where the ring is gone already (its
+   * destroy gave a received value back), a receive fails as cut off. Before, every one failed
+   * with LibraryClosedError, also a send delivered and a receive given up.
+   */
+  #completedClosed(w: Waiter, status: number): void {
+    const bridge = this.#bridge;
+    const value = status === 0 && w.kind !== SEND;
+    if (w.gaveUp) {
+      if (value) bridge.giveBack(w);
+      else bridge.take(w, null, 0);
+      releaseSlot(w);
+      w.giveUp(w.reason);
+      return;
+    }
+    if (status === 0 && w.kind === SEND) {
+      bridge.take(w, null, 0);
+      releaseSlot(w);
+      w.resolve(undefined);
+      return;
+    }
+    if (value && bridge.take(w, w.slot!, this.#size) >= 0) {
+      let v: T;
+      try {
+        v = this.#codec.decode(w.slot!, this.#lib._symbolsToRelease);
+      } catch (e) {
+        w.reject(e);
+        return;
+      } finally {
+        releaseSlot(w);
+      }
+      w.resolve(received(w.kind, v));
+      return;
+    }
+    releaseSlot(w);
+    w.reject(new LibraryClosedError(waitOp(w.kind)));
   }
 
   /**

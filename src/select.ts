@@ -864,15 +864,7 @@ class Selection implements RingOp {
     const c = this.native[index];
     const lib = this.lib!;
     if (!lib.isOpen) {
-      // Settled after the close by the bridge (a select begun while the library closed, e.g.
-      // by an onUndeliveredElement hook, or one whose record came too late): `index` is not
-      // the clause that fired. The send clauses' values are the ring's now: its teardown hands
-      // each one not sent to its channel's undelivered path (zig-src/bridge/ring.zig,
-      // `dropUnsent` and `dropLosers`); freeing them here too would free them twice.
-      this.#giveSlots();
-      this.done = true;
-      this.#cleanup();
-      this.reject(new LibraryClosedError("select"));
+      this.#completedClosed(c, status, index);
       return;
     }
     if (c === undefined) {
@@ -927,6 +919,52 @@ class Selection implements RingOp {
       return;
     }
     this.#fireNative(index, status, true);
+  }
+
+  /**
+   * `complete` after the library's close (`Bridge.#closed`): a record drained before the ring's
+   * destroy (held past the close's last round, or landed after the withdrawals' deadline), or
+   * none (KC_ECANCELED, clause 0: cut off by the close). A clause that took effect fires, as it
+   * would open: a send clause delivered (its value is its receiver's: reported failed, its
+   * caller would send it again), a receive clause with the value it took; the other send
+   * clauses' values stay the caller's, freed here once the ticket is taken (the raw symbols
+   * outlive the close). A select given up rejects with its reason (a value a receive clause
+   * took goes back to its channel by the ring's destroy). Any other rejects with
+   * LibraryClosedError: the send clauses' values are the ring's, whose teardown hands each one
+   * not sent to its channel's undelivered path (zig-src/bridge/ring.zig, `dropUnsent` and
+   * `dropLosers`); freeing them here too would free them twice. Before, every one failed with
+   * LibraryClosedError, also a select whose send clause was delivered, and one given up.
+   */
+  #completedClosed(c: Clause | undefined, status: number, index: number): void {
+    // A receive clause given up keeps no value: the ring's destroy gives it back.
+    let took = c !== undefined && status === 0 && (c.kind === SEND || !this.gaveUp);
+    let value: unknown, failure: unknown, failed = false;
+    try {
+      if (took) {
+        const recv = c!.kind !== SEND;
+        const size = recv ? c!.ch!.codec.elemSize : 0;
+        took = this.bridge!.take(this, recv ? c!.slot! : null, size) >= 0;
+      }
+      if (took) {
+        this.#freeValues(index, false, false, true); // the others were not sent: the caller's
+        if (c!.kind !== SEND) {
+          try {
+            const v = c!.ch!.codec.decode(c!.slot!, c!.ch!._lib._symbolsToRelease);
+            value = c!.kind === RECV ? v : { state: "ok", value: v };
+          } catch (e) {
+            failure = e;
+            failed = true;
+          }
+        }
+      }
+    } finally {
+      this.#giveSlots();
+      this.done = true;
+      this.#cleanup();
+    }
+    if (failed) this.reject(failure);
+    else if (took) this.#call(c!.fn, value);
+    else this.reject(this.gaveUp ? this.reason : new LibraryClosedError("select"));
   }
 
   /**
@@ -1106,7 +1144,7 @@ class Selection implements RingOp {
    * an abort, a failed start, a channel clause's win), a throw cut the settling off, and the
    * select stayed pending for ever or rejected with the release's error instead.
    */
-  #freeValues(keep: number, undelivered = false, refused = false): void {
+  #freeValues(keep: number, undelivered = false, refused = false, kept = false): void {
     for (let i = 0; i < this.native.length; i++) {
       const c = this.native[i];
       if (i === keep || !c.encoded) continue;
@@ -1124,7 +1162,7 @@ class Selection implements RingOp {
         const lib = c.ch!._lib;
         const open = lib.isOpen;
         c.ch!.codec.discard(c.slot!, open ? lib.symbols("select") : lib._symbolsToRelease);
-        if (undelivered || !open) c.ch!._undelivered(c.value);
+        if (undelivered || (!open && !kept)) c.ch!._undelivered(c.value);
       } catch (e) {
         reportError(e);
       }

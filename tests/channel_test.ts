@@ -3047,6 +3047,119 @@ Deno.test("closing the library in the turn native code cancelled a shared channe
   assert.equal(res.code, 0, res.stderr);
 });
 
+
+Deno.test("closing the library settles the waits that completed natively, their records landing after its withdrawals' deadline, as their records say: a send delivered resolves, a receive resolves with its value, one given up rejects with its reason; only the others fail", async () => {
+  // Each wait is queued natively, then completed natively (as another thread or isolate would)
+  // in the turn the library closes, its record on the ring. The ring's drains are held off while
+  // the library is open (as where each completer is still between its channel and the ring past
+  // the close's one-second wait for the waits whose withdrawal answered "busy"), so the records
+  // are there only for the close's last look (`Bridge.#closed`, before the ring's destroy).
+  // Before, every one failed with LibraryClosedError: a send its receiver had (sent twice by a
+  // caller that retries), a receive given up (not its signal's reason), a select whose send
+  // clause was delivered, a receive with its value (given back to the channel).
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { trySendNatively, until, within } from "./tests/support.ts";
+    const lib = library();
+    const sym = lib.symbols("test");
+    const bridge = Bridge.of(lib);
+    const make = () => new Channel(0, { codec: codecs.f64 });
+    const sent = make(), gaveUp = make(), got = make(), open = make(), selSent = make(), selGaveUp = make();
+    const shared = { gaveUp: gaveUp.share(), selGaveUp: selGaveUp.share() };
+    for (const ch of [sent, got, open, selSent]) ch.share();
+    const receiveCtl = new AbortController(), selectCtl = new AbortController();
+    const ops = {
+      send: sent.send(7),
+      givenUp: gaveUp.receive({ signal: receiveCtl.signal }),
+      receive: got.receive(),
+      open: open.receive(),
+      selectSend: select((s) => s.onSend(selSent, 9, () => "onSend ran")),
+      selectGivenUp: select((s) => s.onReceive(selGaveUp, (v) => v), { signal: selectCtl.signal }),
+    };
+    const outcomes = Object.entries(ops).map(([name, p]) =>
+      p.then((v) => name + " resolved " + v, (e) => name + " rejected " + (e?.message ?? e)));
+    await until(() => bridge.pending === 6, "6 waits queued natively");
+    const drain = sym.kc_ring_drain;
+    sym.kc_ring_drain = (...args) => lib.isOpen ? 0 : drain(...args);
+    const out = new Float64Array(1);
+    const recv = (ch) => sym.kc_chan_try_recv(ch.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
+    const natively = [recv(sent), trySendNatively(gaveUp.handle, 8), trySendNatively(got.handle, 9),
+      recv(selSent), trySendNatively(selGaveUp.handle, 11)];
+    if (JSON.stringify(natively) !== "[7,0,0,9,0]") throw new Error("natively: " + JSON.stringify(natively));
+    receiveCtl.abort(new Error("receive's reason"));
+    selectCtl.abort(new Error("select's reason"));
+    closeLibrary();
+    sym.kc_ring_drain = drain;
+    const settled = await within(Promise.all(outcomes), 10_000, "the outcomes");
+    // The values the given-up waits took went back to their channels, in front.
+    const back = [shared.gaveUp, shared.selGaveUp].map((t) => Channel.from(t).tryReceive());
+    console.log(JSON.stringify({ settled, back }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    settled: [
+      "send resolved undefined",
+      "givenUp rejected receive's reason",
+      "receive resolved 9",
+      "open rejected Cannot receive: the kcoro library is closed (KC_ESHUTDOWN)",
+      "selectSend resolved onSend ran",
+      "selectGivenUp rejected select's reason",
+    ],
+    back: [{ state: "ok", value: 8 }, { state: "ok", value: 11 }],
+  });
+});
+
+Deno.test("closing the library settles the selects a close hook of its last round began and native code completed, as their records say: a send clause delivered fires, one given up rejects with its reason", async () => {
+  // A select on a shared channel is queued natively as it is made. Begun by a close hook of the
+  // last round a close runs, past which the bridge's withdrawals do not run again, and completed
+  // natively there (as another thread would), its record is on the ring as the library closes.
+  // Before, the ring was destroyed with the record undrained and each select failed with
+  // LibraryClosedError: the one whose value its receiver had, and the one given up.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { trySendNatively, within } from "./tests/support.ts";
+    const lib = library();
+    const sym = lib.symbols("test");
+    const bridge = Bridge.of(lib);
+    const a = new Channel(0, { codec: codecs.f64 }), b = new Channel(0, { codec: codecs.f64 });
+    a.share();
+    const tb = b.share();
+    const out = new Float64Array(1);
+    const ctl = new AbortController();
+    let runs = 0, outcomes, natively;
+    lib.beforeClose(function again() {
+      if (++runs === 1000) { // the last round close() runs
+        const ops = [
+          select((s) => s.onSend(a, 5, () => "onSend ran")),
+          select((s) => s.onReceive(b, (v) => v), { signal: ctl.signal }),
+        ];
+        outcomes = ops.map((p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.message ?? e)));
+        if (bridge.pending !== 2) throw new Error(bridge.pending + " queued natively, not 2");
+        natively = [
+          sym.kc_chan_try_recv(a.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null,
+          trySendNatively(b.handle, 6),
+        ];
+        ctl.abort(new Error("the reason"));
+      }
+      lib.beforeClose(again);
+    });
+    try {
+      closeLibrary();
+    } catch (e) {
+      if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
+    }
+    const settled = await within(Promise.all(outcomes), 10_000, "the outcomes");
+    console.log(JSON.stringify({ natively, settled, back: Channel.from(tb).tryReceive() }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    natively: [5, 0],
+    settled: ["resolved onSend ran", "rejected the reason"],
+    back: { state: "ok", value: 6 },
+  });
+});
 Deno.test("closing the library withdraws operations queued natively (receive, send, select) and fails them", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, library, select } from "./mod.ts";
