@@ -989,8 +989,11 @@ export function closeLibrary(): void {
   try {
     lib?.close(); // closed also when it throws (close hooks that kept registering)
   } finally {
-    // Unless a hook run by the close opened a new one (library()), which stays the shared one.
-    if (shared === lib) shared = null;
+    // Unless a hook run by the close opened a new one (library()), which stays the shared one;
+    // and unless `lib` is still open: a call from one of its close hooks, which returns at once
+    // (the close in progress finishes by itself), forgets nothing. Before, it forgot the library
+    // while it was closing, and a later hook's library() opened a second one, which stayed open.
+    if (shared === lib && lib?.isOpen !== true) shared = null;
   }
 }
 

@@ -121,6 +121,26 @@ Deno.test("closeLibrary() called again by a hook while the library closes: every
   ]);
 });
 
+
+Deno.test("closeLibrary() called again by a close hook leaves the library closing the process's one: a later hook's library() is it, not a second one opened", async () => {
+  // The inner call returns at once (the close in progress finishes by itself). Before, it also
+  // forgot the library as the process's one while it was still open and closing: a later hook's
+  // library() (a channel's first native operation) opened a second library, which stayed open
+  // after the close, and what that hook began lived there, not failed by the close as what a
+  // hook begins is.
+  const res = await evalScript(`
+    import { closeLibrary, library } from "./mod.ts";
+    const lib = library();
+    const seen = [];
+    lib.beforeClose(() => closeLibrary());
+    lib.beforeClose(() => seen.push(library() === lib, lib.isOpen));
+    closeLibrary();
+    const after = library();
+    console.log(JSON.stringify({ seen, closed: !lib.isOpen, reopened: after !== lib && after.isOpen }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), { seen: [true, true], closed: true, reopened: true });
+});
 Deno.test("an options.path the system cannot look at for another reason than nothing there (a name too long) says so, with the system's answer: not that it names no file", () => {
   // Before (and until c282d1b took only NotFound and NotADirectory for nothing there), every
   // error of stat's read as "options.path names no file". A directory that is a file on the
