@@ -270,7 +270,9 @@ export class Bridge {
     const records = this.#early, statuses = new Int32Array(records.buffer);
     for (let n = BATCH; n === BATCH;) {
       n = this.#sym.kc_ring_drain(this.#ring, records, BATCH);
-      for (let i = 0; i < n; i++) held.push(records[4 * i], statuses[4 * i + 1], records[4 * i + 2]);
+      for (let i = 0; i < n; i++) {
+        held.push(records[4 * i], statuses[4 * i + 1], records[4 * i + 2]);
+      }
     }
     for (let i = 0; i < held.length; i += 3) this.#settle(held[i], held[i + 1], held[i + 2]);
     this.#sym.kc_ring_destroy(this.#ring);

@@ -3047,7 +3047,6 @@ Deno.test("closing the library in the turn native code cancelled a shared channe
   assert.equal(res.code, 0, res.stderr);
 });
 
-
 Deno.test("closing the library settles the waits that completed natively, their records landing after its withdrawals' deadline, as their records say: a send delivered resolves, a receive resolves with its value, one given up rejects with its reason; only the others fail", async () => {
   // Each wait is queued natively, then completed natively (as another thread or isolate would)
   // in the turn the library closes, its record on the ring. The ring's drains are held off while

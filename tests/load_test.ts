@@ -121,7 +121,6 @@ Deno.test("closeLibrary() called again by a hook while the library closes: every
   ]);
 });
 
-
 Deno.test("closeLibrary() called again by a close hook leaves the library closing the process's one: a later hook's library() is it, not a second one opened", async () => {
   // The inner call returns at once (the close in progress finishes by itself). Before, it also
   // forgot the library as the process's one while it was still open and closing: a later hook's
