@@ -28,6 +28,7 @@ import {
   LibraryClosedError,
   LibraryNotFoundError,
   LibraryPermissionError,
+  nameLookAlikes,
   refuseAsValue,
 } from "../src/errors.ts";
 
@@ -998,3 +999,6 @@ export function closeLibrary(): void {
 }
 
 refuseAsValue(Library, "a Library", "call `library()` where it is needed", NOT_CLONEABLE);
+
+// Its look-alikes are described as such in error messages (`describe`).
+nameLookAlikes(Library.prototype, "Library");

@@ -68,6 +68,7 @@ import {
   LibraryClosedError,
   LibraryPermissionError,
   listenAbortNamed,
+  nameLookAlikes,
   refuseAsValue,
   signalOf,
   Status,
@@ -6247,3 +6248,6 @@ refuseAsValue(
   "send its `share()` and open it with `Channel.from()` there",
   NOT_CLONEABLE,
 );
+
+// Its look-alikes are described as such in error messages (`describe`).
+nameLookAlikes(Channel.prototype, "Channel");

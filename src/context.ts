@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { describe, refuseAsValue, type TimeoutError } from "./errors.ts";
+import { describe, nameLookAlikes, refuseAsValue, type TimeoutError } from "./errors.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 
 declare const valueType: unique symbol;
@@ -583,3 +583,6 @@ refuseAsValue(
   "its keys compare by identity: send the values it holds",
   NOT_CLONEABLE,
 );
+
+// Its look-alikes are described as such in error messages (`describe`).
+nameLookAlikes(Context.prototype, "Context");

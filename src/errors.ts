@@ -53,6 +53,10 @@ export function describe(x: unknown): string {
   } catch {
     return "an object that cannot be described (its tag threw)"; // keep the message we meant
   }
+  if (tag === "[object Object]") {
+    const name = lookAlikeName(x);
+    if (name !== undefined) return `${/^[AEIOU]/.test(name) ? "an" : "a"} ${name} look-alike`;
+  }
   // Arrays and typed arrays say how long they are: "[object Array]" alone does not tell a
   // caller which limit it crossed (a batch, a cell count).
   try {
@@ -67,6 +71,42 @@ export function describe(x: unknown): string {
     // a detached buffer or a trap that threw: the tag alone
   }
   return tag;
+}
+
+/**
+ * kcoro's classes by prototype (`nameLookAlikes`): an object that inherits from one but is none
+ * of it, whose tag is `[object Object]` (each class's Symbol.toStringTag getter names an instance
+ * only, so that a message does not call it what it is not), is described as "a Channel
+ * look-alike": an object made from the prototype (`Object.create(NativeScope.prototype)`), a
+ * Proxy of an instance (its private fields are the instance's, not the Proxy's). Before, the
+ * message of a method called on one, or of an argument check refusing one, said
+ * "received [object Object]", which named nothing the caller could look for.
+ */
+const lookAlikes = new Map<object, string>();
+
+/** Internal. `proto` is class `name`'s prototype: its look-alikes are described as such. */
+export function nameLookAlikes(proto: object, name: string): void {
+  lookAlikes.set(proto, name);
+}
+
+/**
+ * The name of the kcoro class `x` inherits from, found up its prototype chain (at most 32 steps:
+ * a Proxy's getPrototypeOf trap may answer a fresh Proxy each time); undefined if none, or when
+ * a trap threw or a revoked Proxy was met (the tag alone then, as before).
+ */
+function lookAlikeName(x: object): string | undefined {
+  try {
+    let p: object | null = x;
+    for (let i = 0; i < 32 && p !== null; i++) {
+      p = Object.getPrototypeOf(p);
+      if (p === null) return undefined;
+      const name = lookAlikes.get(p);
+      if (name !== undefined) return name;
+    }
+  } catch {
+    // a trap that threw, a revoked Proxy: the caller's object, described by its tag
+  }
+  return undefined;
 }
 
 const typedLength = Object.getOwnPropertyDescriptor(

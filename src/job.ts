@@ -60,6 +60,7 @@ import {
   errorKind,
   isAborted,
   listenAbortNamed,
+  nameLookAlikes,
   refuseAsValue,
   signalOf,
   unlistenAbort,
@@ -1069,3 +1070,6 @@ refuseAsValue(
   "send a reply channel's `share()` for the result instead",
   NOT_CLONEABLE,
 );
+
+// Its look-alikes are described as such in error messages (`describe`).
+nameLookAlikes(JobSupport.prototype, "Job");

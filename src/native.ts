@@ -16,6 +16,7 @@ import {
   describe,
   InvalidHandleError,
   KcoroError,
+  nameLookAlikes,
   refuseAsValue,
   Status,
   unwrap,
@@ -331,3 +332,6 @@ refuseAsValue(
   "it runs on this isolate's calls",
   NOT_CLONEABLE,
 );
+
+// Its look-alikes are described as such in error messages (`describe`).
+nameLookAlikes(NativeCoroutine.prototype, "NativeCoroutine");

@@ -36,6 +36,7 @@ import {
   KcoroError,
   LibraryClosedError,
   listenAbortNamed,
+  nameLookAlikes,
   refuseAsValue,
   ShutdownError,
   Status,
@@ -766,3 +767,6 @@ export function nativeScope(scope: CoroutineScope): NativeScope {
 }
 
 refuseAsValue(NativeScope, "a NativeScope", "send its `handle` to native code", NOT_CLONEABLE);
+
+// Its look-alikes are described as such in error messages (`describe`).
+nameLookAlikes(NativeScope.prototype, "NativeScope");

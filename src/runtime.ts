@@ -12,6 +12,7 @@ import {
   describe,
   KcoroError,
   LibraryClosedError,
+  nameLookAlikes,
   refuseAsValue,
   ShutdownError,
   Status,
@@ -1049,3 +1050,6 @@ function whyUnresolved(libraryPath: string): string {
 }
 
 refuseAsValue(Runtime, "a Runtime", "call `runtime()` where it is needed", NOT_CLONEABLE);
+
+// Its look-alikes are described as such in error messages (`describe`).
+nameLookAlikes(Runtime.prototype, "Runtime");

@@ -62,6 +62,7 @@ import {
   isAborted,
   LibraryClosedError,
   listenAbortNamed,
+  nameLookAlikes,
   refuseAsValue,
   Status,
   unlistenAbort,
@@ -1218,3 +1219,6 @@ function disposeReporting(d: Disposable): void {
     reportError(e);
   }
 }
+
+// Its look-alikes are described as such in error messages (`describe`).
+nameLookAlikes(Builder.prototype, "SelectBuilder");

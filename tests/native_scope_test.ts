@@ -308,7 +308,7 @@ Deno.test("NativeScope.wait: a timeout and an aborted signal reject, the childre
   // must be an instance of class NativeScope".
   assert.throws(
     () => NativeScope.create({ parent: Object.create(NativeScope.prototype) }),
-    /Cannot create native scope: parent must be a NativeScope, received \[object Object\]/,
+    /Cannot create native scope: parent must be a NativeScope, received a NativeScope look-alike/,
   );
   assert.throws(() => nativeScope({} as never), TypeError);
 });
@@ -1127,12 +1127,50 @@ Deno.test("nativeScope refuses a job made from a job's prototype with a named Ty
   }
 });
 
+Deno.test("an error message names an object made from a kcoro class's prototype, or a Proxy of an instance, as that class's look-alike; other objects by their tag, as before", async () => {
+  // describe() said "[object Object]" for each (the class's Symbol.toStringTag names an instance
+  // only), which named nothing the caller could look for.
+  using ch = new Channel<number>(1);
+  await using scope = NativeScope.create();
+  const fakes: [unknown, string][] = [
+    [Object.create(NativeScope.prototype), "a NativeScope look-alike"],
+    [new Proxy(scope, {}), "a NativeScope look-alike"],
+    [Object.create(Object.create(NativeScope.prototype)), "a NativeScope look-alike"],
+    [Object.create(Channel.prototype), "a Channel look-alike"],
+    [new Proxy(ch, {}), "a Channel look-alike"],
+    [Object.create(CompletableDeferred.prototype), "a Job look-alike"],
+    // Not kcoro's, or not to be asked: the tag, as before.
+    [{}, "[object Object]"],
+    [Object.create(null), "[object Object]"],
+    [
+      new Proxy({}, {
+        getPrototypeOf: () => {
+          throw new Error("trap");
+        },
+      }),
+      "[object Object]",
+    ],
+  ];
+  for (const [parent, described] of fakes) {
+    assert.throws(() => NativeScope.create({ parent: parent as never }), {
+      name: "TypeError",
+      message: `Cannot create native scope: parent must be a NativeScope, received ${described}`,
+    });
+  }
+  // Instances are named by their tag.
+  assert.throws(() => NativeScope.create({ parent: ch as never }), {
+    name: "TypeError",
+    message: "Cannot create native scope: parent must be a NativeScope, received [object Channel]",
+  });
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("a NativeScope method called on an object that is not one (produce given Object.create(NativeScope.prototype)) throws a named TypeError, not the engine's", async () => {
   const fake = Object.create(NativeScope.prototype) as NativeScope;
+  // Named as what it is: it said "received [object Object]", which named nothing to look for.
   const named = (op: string) => (e: unknown) =>
     e instanceof TypeError &&
-    e.message.startsWith(`Cannot ${op}: this is not a NativeScope, received `);
+    e.message === `Cannot ${op}: this is not a NativeScope, received a NativeScope look-alike`;
   assert.throws(() => fake.launch(null as never), named("launch native coroutine"));
   assert.throws(() => fake.cancel(), named("cancel native scope"));
   assert.throws(() => fake.live, named("read native scope"));
