@@ -2000,6 +2000,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * of it): no hold may be taken on the dead handle.
    */
   get handle(): number {
+    Channel.#check(this, "get handle");
     // Before, a handle read before the dispose was returned after it, dead, as if still live.
     if (this.#disposed) this.#throwNoCalls("get handle");
     this.#escape("get handle", false);
@@ -2039,7 +2040,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /** The codec values travel with. */
   get codec(): Codec<T> {
-    return this.#codec;
+    try {
+      return this.#codec;
+    } catch (e) {
+      throw thrown(this, "read channel codec", e);
+    }
   }
 
   /** @ignore For select: the library's symbols (throws once disposed or closed). */
@@ -2650,27 +2655,33 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Throws {@linkcode CodecError} for a value the codec cannot carry.
    */
   trySend(value: T): TrySendResult {
-    const s = this._shared;
-    const at = this.#at; // null once disposed or the library closes (see `#at`)
-    if (
-      // Not local, no waiter of this isolate, and not ended (another copy saw the end: this
-      // one's word may hold a later channel's handle): `Shared.detour`.
-      s.detour === 0 && at !== null && this.#plainF64 && typeof value === "number" &&
-      this.#blocked![0] === 0
-    ) {
-      // A mapped codecs.f64 channel with no waiter of this isolate (a stream's sender): what
-      // `#trySend` does then, in a function small enough for V8 to inline into the caller's
-      // loop (as is a local channel's path).
-      scratchF64[0] = value;
-      // Past the gate (`#handle`): `detour` 0 says not ended, and no caller code ran since.
-      const rc = this.#sendAt!(at, this.#handleValue, scratchPtr, this.#size);
-      return rc === 0 ? OK : this.#sendFailed(rc, this.#sym("trySend"), undefined, "trySend");
+    // On what is no Channel (a look-alike), the first private read throws the engine's
+    // TypeError: the catch names it (`thrown`), with no check on the path of a channel's call.
+    try {
+      const s = this._shared;
+      const at = this.#at; // null once disposed or the library closes (see `#at`)
+      if (
+        // Not local, no waiter of this isolate, and not ended (another copy saw the end: this
+        // one's word may hold a later channel's handle): `Shared.detour`.
+        s.detour === 0 && at !== null && this.#plainF64 && typeof value === "number" &&
+        this.#blocked![0] === 0
+      ) {
+        // A mapped codecs.f64 channel with no waiter of this isolate (a stream's sender): what
+        // `#trySend` does then, in a function small enough for V8 to inline into the caller's
+        // loop (as is a local channel's path).
+        scratchF64[0] = value;
+        // Past the gate (`#handle`): `detour` 0 says not ended, and no caller code ran since.
+        const rc = this.#sendAt!(at, this.#handleValue, scratchPtr, this.#size);
+        return rc === 0 ? OK : this.#sendFailed(rc, this.#sym("trySend"), undefined, "trySend");
+      }
+      // A mapped codecs.bytes channel: its own path, which needs no `#sym` either (see `#at`).
+      if (at !== null && this.#bytes) return this.#trySendBytes(value, s, at);
+      const sym = this.#sym("trySend"); // a disposed channel's error names the call
+      if (s.local) return this.#localSend(this.#passLocal(value, "trySend"));
+      return this.#trySend(value, undefined, sym, "trySend");
+    } catch (e) {
+      throw thrown(this, "trySend", e);
     }
-    // A mapped codecs.bytes channel: its own path, which needs no `#sym` either (see `#at`).
-    if (at !== null && this.#bytes) return this.#trySendBytes(value, s, at);
-    const sym = this.#sym("trySend"); // a disposed channel's error names the call
-    if (s.local) return this.#localSend(this.#passLocal(value, "trySend"));
-    return this.#trySend(value, undefined, sym, "trySend");
   }
 
   /**
@@ -3593,6 +3604,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Receives without waiting: `ok` with the value, `empty`, or `closed` (closed and drained).
    */
   tryReceive(): TryReceiveResult<T> {
+    // On a look-alike, `#tryReceive` throws the engine's TypeError: named (`thrown`). A method of
+    // its own, called here: with the catch in it, its bytecode was past the 460 bytes up to which
+    // V8 inlines a method into the caller's loop (439 without it); the two are inlined apart.
+    try {
+      return this.#tryReceive();
+    } catch (e) {
+      throw thrown(this, "tryReceive", e);
+    }
+  }
+
+  #tryReceive(): TryReceiveResult<T> {
     // Null once disposed or the library closes (see `#at`). Not local, no waiter of this isolate,
     // and not once a copy of this isolate saw the channel end (`Shared.ended`): the handle word
     // this one mapped may hold a later channel's handle by now, of the same value (its slot's
@@ -3648,6 +3670,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * ```
    */
   trySendMany(values: readonly T[]): TrySendManyResult {
+    Channel.#check(this, "trySendMany"); // before `values` is read
     // Its errors name it ("Cannot trySendMany: ..."): a value's getter that disposed the channel
     // said "Cannot send: the channel was disposed", as if a send had been called.
     const op = "trySendMany";
@@ -3840,6 +3863,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * ```
    */
   tryReceiveMany(max: number): TryReceiveManyResult<T> {
+    Channel.#check(this, "tryReceiveMany");
     const op = "tryReceiveMany"; // its errors name it, as trySendMany's do
     if (!Number.isInteger(max) || max < 1 || max > MAX_BATCH) {
       // Not a number ("3"): a TypeError; out of range or not an integer, a RangeError.
@@ -4083,31 +4107,37 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * aborted (the value is then never delivered).
    */
   send(value: T, options?: WaitOptions): Promise<void> {
-    // The local fast path: a number with no options on an open local channel, undisposed and
-    // its library open, that a waiting receiver or room in the ring takes: what `#send` does
-    // then (`#sym`, `#passLocal`, `#localSend`; a number's bytes count 0), in a function small
-    // enough for V8 to inline into the caller's loop, which `#send` (its try, its shared path)
-    // is not. Anything else, the general path.
-    if (options === undefined && typeof value === "number" && this.#numbers && this.#gate === 0) {
-      const s = this._shared;
-      if (s.local && !s.closed && this.#lib.isOpen) {
-        const r = s.receivers.first;
-        if (r !== null) {
-          r.leave(s.receivers); // receivers wait only while the ring is empty: hand it over
-          s.handoffs++;
-          this.#stamp(s);
-          r.resolve(received(r.kind, value));
-          return RESOLVED;
-        }
-        if (s.count < this.#capacity) {
-          s.push(value);
-          s.localSends++;
-          this.#stamp(s);
-          return RESOLVED;
+    // A look-alike's first private read (or `#send`) throws the engine's TypeError: named
+    // (`thrown`) and rejected, as every failure of a send is.
+    try {
+      // The local fast path: a number with no options on an open local channel, undisposed and
+      // its library open, that a waiting receiver or room in the ring takes: what `#send` does
+      // then (`#sym`, `#passLocal`, `#localSend`; a number's bytes count 0), in a function small
+      // enough for V8 to inline into the caller's loop, which `#send` (its try, its shared path)
+      // is not. Anything else, the general path.
+      if (options === undefined && typeof value === "number" && this.#numbers && this.#gate === 0) {
+        const s = this._shared;
+        if (s.local && !s.closed && this.#lib.isOpen) {
+          const r = s.receivers.first;
+          if (r !== null) {
+            r.leave(s.receivers); // receivers wait only while the ring is empty: hand it over
+            s.handoffs++;
+            this.#stamp(s);
+            r.resolve(received(r.kind, value));
+            return RESOLVED;
+          }
+          if (s.count < this.#capacity) {
+            s.push(value);
+            s.localSends++;
+            this.#stamp(s);
+            return RESOLVED;
+          }
         }
       }
+      return this.#send(value, options);
+    } catch (e) {
+      return Promise.reject(thrown(this, "send", e));
     }
-    return this.#send(value, options);
   }
 
   #send(value: T, options?: WaitOptions): Promise<void> {
@@ -4167,39 +4197,50 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * the signal's reason if aborted.
    */
   receive(options?: WaitOptions): Promise<T> {
-    // The local fast path: no options, an undisposed local channel, its library open, with a
-    // value to take (in the ring, or a waiting sender's): what `#receive` does then (`#sym`,
-    // `#localTake`), in a function small enough for V8 to inline into the caller's loop.
-    if (options === undefined && this.#gate === 0) {
-      const s = this._shared;
-      if (s.local && this.#lib.isOpen) {
-        const w = s.senders.first;
-        if (s.count === 0) {
-          if (w !== null) {
-            // A rendezvous: the oldest waiting sender's value (`#localTake`).
-            w.leave(s.senders);
-            s.handoffs++;
-            if (this.#zeroCopy) this.#handOffBytes(s, w.value);
+    // A look-alike's first private read (or `#receive`) throws the engine's TypeError: named
+    // (`thrown`) and rejected, as every failure of a receive is.
+    try {
+      // The local fast path: no options, an undisposed local channel, its library open, with a
+      // value to take (in the ring, or a waiting sender's): what `#receive` does then (`#sym`,
+      // `#localTake`), in a function small enough for V8 to inline into the caller's loop.
+      if (options === undefined && this.#gate === 0) {
+        const s = this._shared;
+        if (s.local && this.#lib.isOpen) {
+          const w = s.senders.first;
+          if (s.count === 0) {
+            if (w !== null) {
+              // A rendezvous: the oldest waiting sender's value (`#localTake`).
+              w.leave(s.senders);
+              s.handoffs++;
+              if (this.#zeroCopy) this.#handOffBytes(s, w.value);
+              this.#stamp(s);
+              w.resolve(undefined);
+              return Promise.resolve(w.value as T);
+            }
+          } else if (w === null) {
+            // The ring's oldest value, no sender waiting to move in (`#localTake`).
+            const v = s.shift();
+            s.localReceives++;
+            if (this.#zeroCopy) s.localBytesOut += bytesOf(v);
             this.#stamp(s);
-            w.resolve(undefined);
-            return Promise.resolve(w.value as T);
+            return Promise.resolve(v as T);
           }
-        } else if (w === null) {
-          // The ring's oldest value, no sender waiting to move in (`#localTake`).
-          const v = s.shift();
-          s.localReceives++;
-          if (this.#zeroCopy) s.localBytesOut += bytesOf(v);
-          this.#stamp(s);
-          return Promise.resolve(v as T);
         }
       }
+      return this.#receive(RECV, options) as Promise<T>;
+    } catch (e) {
+      return Promise.reject(thrown(this, "receive", e));
     }
-    return this.#receive(RECV, options) as Promise<T>;
   }
 
   /** As `receive`, but a closed channel resolves `{ state: "closed", cause? }`. */
   receiveCatching(options?: WaitOptions): Promise<ReceiveCatchingResult<T>> {
-    return this.#receive(RECV_CATCHING, options) as Promise<ReceiveCatchingResult<T>>;
+    // On a look-alike, `#receive` throws the engine's TypeError: named and rejected.
+    try {
+      return this.#receive(RECV_CATCHING, options) as Promise<ReceiveCatchingResult<T>>;
+    } catch (e) {
+      return Promise.reject(thrown(this, "receiveCatching", e));
+    }
   }
 
   #receive(
@@ -5131,6 +5172,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * receiveCatching).
    */
   close(cause?: unknown): boolean {
+    Channel.#check(this, "close channel");
     const sym = this.#sym("close channel");
     const s = this._shared;
     if (s.local) {
@@ -5290,6 +5332,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * destroyed (which hands the values the destroy dropped to onUndeliveredElement).
    */
   cancel(cause?: unknown): void {
+    Channel.#check(this, "cancel channel");
     const sym = this.#sym("cancel channel");
     const s = this._shared;
     // Destroyed under this object (a copy's creator ended the channel, or native code destroyed
@@ -5458,11 +5501,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /** True once closed (no send will succeed). */
   get isClosedForSend(): boolean {
+    Channel.#check(this, "read channel status");
     return (this.#status() & 1) !== 0;
   }
 
   /** True once closed and drained (no receive will succeed). */
   get isClosedForReceive(): boolean {
+    Channel.#check(this, "read channel status");
     return (this.#status() & 2) !== 0;
   }
 
@@ -5489,6 +5534,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * when it saw the end (the counters went with the channel): zeros, mostly.
    */
   metrics(): ChannelMetrics {
+    Channel.#check(this, "read channel metrics");
     const w = new BigUint64Array(13);
     const sym = this.#sym("read channel metrics");
     const s = this._shared;
@@ -5538,6 +5584,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * (their other calls answer as on a cancelled channel).
    */
   share(): SharedChannel<T> {
+    Channel.#check(this, "share channel");
     const sym = this.#sym("share channel");
     const s = this._shared;
     // Ended under this object (a copy's creator disposed of it; native code destroyed it, an
@@ -5599,6 +5646,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
+   * Throws `notChannel` unless `self` is a Channel (`_is`: a brand check, which runs no Proxy
+   * trap), made first by the calls off the hot paths, before any argument is read.
+   */
+  static #check(self: unknown, op: string): void {
+    if (!Channel._is(self)) throw notChannel(self, op);
+  }
+
+  /**
    * Receives until the channel is closed; rethrows the close cause if one was given. A plain
    * iterator over the receive path, not an async generator (which costs a receive's time again).
    * Once `return()` ran (a `break` out of `for await`), `next()` answers done, as a generator's
@@ -5612,6 +5667,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * {@linkcode Channel.values}`({ signal })` instead.
    */
   [Symbol.asyncIterator](): AsyncIterableIterator<T> {
+    Channel.#check(this, "iterate channel");
     return this.#iterate(undefined);
   }
 
@@ -5647,6 +5703,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * ```
    */
   values(options?: { signal?: AbortSignal }): AsyncIterableIterator<T> {
+    Channel.#check(this, "iterate channel"); // before `options` is read
     const signal = signalOf("iterate channel", options);
     return this.#iterate(signal === undefined ? undefined : { signal });
   }
@@ -5703,6 +5760,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * detaches: its own pending waits reject with InvalidHandleError, as its later calls throw.
    */
   [Symbol.dispose](): void {
+    Channel.#check(this, "dispose channel");
     if (this.#disposed || this.#disposing) return;
     // Its hooks and a select's job Disposables (user code) may dispose it again: that call
     // returns, the first one finishes. Before, the second ran the whole dispose too and each
@@ -5925,6 +5983,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** As `[Symbol.dispose]`. */
   [Symbol.asyncDispose](): Promise<void> {
     try {
+      Channel.#check(this, "dispose channel"); // not `this[Symbol.dispose]`, a Proxy's trap
       this[Symbol.dispose]();
       return Promise.resolve();
     } catch (e) {
@@ -6248,6 +6307,30 @@ refuseAsValue(
   "send its `share()` and open it with `Channel.from()` there",
   NOT_CLONEABLE,
 );
+
+/**
+ * The TypeError of a public method or getter of Channel called on what is no Channel, `op`
+ * naming the call as its other errors do: an object made from the prototype
+ * (`Object.create(Channel.prototype)`, which `instanceof` takes), a Proxy of a channel (the
+ * private fields are the channel's, not the Proxy's), a primitive. Before, each threw the
+ * engine's TypeError ("Receiver must be an instance of class Channel", "Cannot read private
+ * member #at from an object whose class did not declare it"), send and receive synchronously.
+ */
+function notChannel(self: unknown, op: string): TypeError {
+  return new TypeError(`Cannot ${op}: this is not a Channel, received ${describe(self)}`);
+}
+
+/**
+ * What a hot path's catch throws (or rejects with): `e`, what its body threw, on a Channel; on
+ * what is none, whose first private read threw the engine's TypeError, `notChannel`. The brand
+ * check runs only once the body threw: trySend, tryReceive, send and receive make none on the
+ * path of a call that succeeds. A function of the module's, not a static private method of
+ * Channel: the catch that calls it adds the fewest bytes to the method (V8 inlines a method
+ * into the caller's loop only up to 460 bytes of bytecode; tryReceive's body is close to it).
+ */
+function thrown(self: unknown, op: string, e: unknown): unknown {
+  return Channel._is(self) ? e : notChannel(self, op);
+}
 
 // Its look-alikes are described as such in error messages (`describe`).
 nameLookAlikes(Channel.prototype, "Channel");

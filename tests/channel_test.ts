@@ -7638,5 +7638,101 @@ Deno.test("shared: a close of this isolate settles a receive another thread comp
   }
 });
 
+Deno.test("every public method and getter of Channel called on what is no Channel (an object made from its prototype, a Proxy of one, a primitive) fails with a named TypeError, the async ones by a rejected promise, and touches no channel", async () => {
+  // Before, each threw the engine's TypeError ("Receiver must be an instance of class Channel",
+  // "Cannot read private member #at ..."), send and receive synchronously (their fast paths).
+  using real = new Channel<number>(4);
+  const proto = Channel.prototype as unknown as Record<PropertyKey, unknown>;
+  const getter = (k: string) => Object.getOwnPropertyDescriptor(Channel.prototype, k)!.get!;
+  type Call = [string, "throws" | "rejects", (self: unknown) => unknown];
+  const method = (k: PropertyKey, ...args: unknown[]) => (self: unknown) =>
+    (proto[k] as (...a: unknown[]) => unknown).call(self, ...args);
+  const calls: Call[] = [
+    ["trySend", "throws", method("trySend", 1)],
+    ["tryReceive", "throws", method("tryReceive")],
+    ["trySendMany", "throws", method("trySendMany", [1, 2])],
+    ["tryReceiveMany", "throws", method("tryReceiveMany", 2)],
+    ["send", "rejects", method("send", 1)], // the local fast path's arguments
+    ["send", "rejects", method("send", "x", {})],
+    ["receive", "rejects", method("receive")],
+    ["receive", "rejects", method("receive", {})],
+    ["receiveCatching", "rejects", method("receiveCatching")],
+    ["close channel", "throws", method("close")],
+    ["cancel channel", "throws", method("cancel", new Error("cause"))],
+    ["read channel metrics", "throws", method("metrics")],
+    ["share channel", "throws", method("share")],
+    ["iterate channel", "throws", method("values")],
+    ["iterate channel", "throws", method(Symbol.asyncIterator)],
+    ["dispose channel", "throws", method(Symbol.dispose)],
+    ["dispose channel", "rejects", method(Symbol.asyncDispose)],
+    ["get handle", "throws", (self) => getter("handle").call(self)],
+    ["read channel codec", "throws", (self) => getter("codec").call(self)],
+    ["read channel status", "throws", (self) => getter("isClosedForSend").call(self)],
+    ["read channel status", "throws", (self) => getter("isClosedForReceive").call(self)],
+  ];
+  // Every public member is in the table (the @ignore ones begin with `_`).
+  const named = Reflect.ownKeys(Channel.prototype).filter((k) =>
+    typeof k !== "string" || (!k.startsWith("_") && k !== "constructor")
+  );
+  const covered = new Set<PropertyKey>([
+    "trySend",
+    "tryReceive",
+    "trySendMany",
+    "tryReceiveMany",
+    "send",
+    "receive",
+    "receiveCatching",
+    "close",
+    "cancel",
+    "metrics",
+    "share",
+    "values",
+    "handle",
+    "codec",
+    "isClosedForSend",
+    "isClosedForReceive",
+    Symbol.asyncIterator,
+    Symbol.dispose,
+    Symbol.asyncDispose,
+    Symbol.toStringTag, // undefined on what is no Channel (tests/inspect_test.ts)
+    Symbol.for("Deno.customInspect"), // `Channel <not a Channel>` (tests/inspect_test.ts)
+  ]);
+  assert.deepEqual(named.filter((k) => !covered.has(k)), []);
+  const fakes: [unknown, string][] = [
+    [Object.create(Channel.prototype), "a Channel look-alike"],
+    [new Proxy(real, {}), "a Channel look-alike"],
+    [{}, "[object Object]"],
+    [undefined, "undefined"],
+    [1, "1"],
+  ];
+  for (const [self, described] of fakes) {
+    for (const [op, how, call] of calls) {
+      const message = `Cannot ${op}: this is not a Channel, received ${described}`;
+      const where = `${op} on ${described}`;
+      if (how === "throws") {
+        assert.throws(() => call(self), (e) => {
+          assert.ok(e instanceof TypeError, `${where}: ${e}`);
+          assert.equal(e.message, message, where);
+          return true;
+        });
+        continue;
+      }
+      let p: unknown;
+      assert.doesNotThrow(() => p = call(self), where); // rejected, never thrown
+      assert.ok(p instanceof Promise, where);
+      await assert.rejects(p, (e) => {
+        assert.ok(e instanceof TypeError, `${where}: ${e}`);
+        assert.equal(e.message, message, where);
+        return true;
+      });
+    }
+  }
+  // The Proxy's calls reached no channel: the real one is as it was, open and empty.
+  assert.deepEqual(real.tryReceive(), { state: "empty" });
+  assert.equal(real.isClosedForSend, false);
+  assert.deepEqual(real.trySend(5), { state: "ok" });
+  assert.equal(await real.receive(), 5);
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
