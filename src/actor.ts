@@ -69,6 +69,7 @@ import {
   isAborted,
   launchChecked,
   listenAbortNamed,
+  nameLookAlikes,
   refuseAsValue,
   signalOf,
   taskSignal,
@@ -169,7 +170,7 @@ const ABANDONED = "Actor was cancelled: the scope's launch of it failed before i
 const NOT_CANCELLED = Symbol("not cancelled");
 
 /** What a send to an actor whose mailbox native code destroyed rejects with. */
-const DESTROYED = "Cannot send: native code destroyed the actor's mailbox (kc_chan_destroy)";
+const DESTROYED = "native code destroyed the actor's mailbox (kc_chan_destroy)";
 
 /**
  * An actor's mailbox: a Channel that remembers what its dispose's cancel rejected the waits with
@@ -323,7 +324,7 @@ class Mailbox<M> extends Channel<M> {
 }
 
 /** What a send to an actor whose handler disposed of its mailbox rejects with. */
-const DISPOSED = "Cannot send: the actor's handler disposed of its mailbox";
+const DISPOSED = "the actor's handler disposed of its mailbox";
 
 class ActorImpl<M> implements Actor<M> {
   /**
@@ -350,13 +351,19 @@ class ActorImpl<M> implements Actor<M> {
     return this.#done === null && !mailbox._disposed && !mailbox._destroyedSeen;
   }
 
-  #closedError(): ClosedSendError {
+  /**
+   * The ClosedSendError of a send the mailbox can no longer take, naming the call made (`op`):
+   * a `trySend`'s closed result said "Cannot send: ...", as if a send had been called.
+   */
+  #closedError(op: "send" | "trySend"): ClosedSendError {
     if (this.#done === null) {
-      return new ClosedSendError(this.#mailbox._destroyedSeen ? DESTROYED : DISPOSED);
+      return new ClosedSendError(
+        `Cannot ${op}: ${this.#mailbox._destroyedSeen ? DESTROYED : DISPOSED}`,
+      );
     }
     const cause = this.#done.cause;
     return new ClosedSendError(
-      "Cannot send: the actor has finished",
+      `Cannot ${op}: the actor has finished`,
       cause === undefined ? {} : { cause },
     );
   }
@@ -380,11 +387,13 @@ class ActorImpl<M> implements Actor<M> {
         // hook (as on a cancelled channel), once. A send waiting at the destroy gets its
         // cancel's CancellationError.
         sent.catch(() => {});
-        return Promise.reject(this.#closedError());
+        return Promise.reject(this.#closedError("send"));
       }
       return sent.then(undefined, (e) => {
         const disposed = mailbox._disposedWith;
-        if (disposed !== undefined && e === disposed) throw new ClosedSendError(DISPOSED);
+        if (disposed !== undefined && e === disposed) {
+          throw new ClosedSendError(`Cannot send: ${DISPOSED}`);
+        }
         throw e;
       });
     }
@@ -420,7 +429,7 @@ class ActorImpl<M> implements Actor<M> {
       return Promise.reject(e);
     }
     this.#mailbox._undelivered(message);
-    return Promise.reject(this.#closedError());
+    return Promise.reject(this.#closedError("send"));
   }
 
   trySend(message: M): TrySendResult {
@@ -433,14 +442,14 @@ class ActorImpl<M> implements Actor<M> {
       // the ClosedSendError a send rejects with (Kotlin's `closed(sendException)`), where it
       // had no cause before.
       const cause = this.#done?.cause;
-      return { state: "closed", cause: cause === undefined ? this.#closedError() : cause };
+      return { state: "closed", cause: cause === undefined ? this.#closedError("trySend") : cause };
     }
     const r = this.#mailbox.trySend(message);
     // Native code destroyed the mailbox, as this call learnt: closed, as after the actor
     // finished, its cause the ClosedSendError a send rejects with (the mailbox answers as a
     // cancelled channel, its CancellationError).
     if (r.state === "closed" && this.#mailbox._destroyedSeen) {
-      return { state: "closed", cause: this.#closedError() };
+      return { state: "closed", cause: this.#closedError("trySend") };
     }
     return r;
   }
@@ -676,3 +685,6 @@ export function actor<M>(
 }
 
 refuseAsValue(ActorImpl, "an actor", "send its messages where it runs", NOT_CLONEABLE);
+
+// Its look-alikes are described as such in error messages (`describe`).
+nameLookAlikes(ActorImpl.prototype, "Actor");

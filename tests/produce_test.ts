@@ -3476,11 +3476,17 @@ Deno.test("actor: once its handler disposed of its mailbox, while the task runs 
         message: "Cannot send: the actor's handler disposed of its mailbox",
       });
       assert.deepEqual(undelivered, [2]); // as a send on a closed channel hands it
-      // Its cause what a send rejects with (before: no cause).
-      assert.deepEqual(a.trySend(3), {
+      // Its cause what a send rejects with (before: no cause), naming the call made (it said
+      // "Cannot send: ...", as if a send had been called).
+      const refused = a.trySend(3);
+      assert.deepEqual(refused, {
         state: "closed",
-        cause: new ClosedSendError("Cannot send: the actor's handler disposed of its mailbox"),
+        cause: new ClosedSendError("Cannot trySend: the actor's handler disposed of its mailbox"),
       });
+      assert.equal(
+        (refused as { cause: Error }).cause.message,
+        "Cannot trySend: the actor's handler disposed of its mailbox",
+      );
       assert.equal(a.close(), false);
       assert.equal(a.close(), false); // idempotent
       // A bad signal is still refused as such, before the mailbox is looked at.
@@ -3492,11 +3498,16 @@ Deno.test("actor: once its handler disposed of its mailbox, while the task runs 
         name: "ClosedSendError",
         message: "Cannot send: the actor has finished",
       });
-      // A trySend's closed result carries the same (before: no cause).
-      assert.deepEqual(a.trySend(6), {
+      // A trySend's closed result carries the same (before: no cause), naming trySend.
+      const finished = a.trySend(6);
+      assert.deepEqual(finished, {
         state: "closed",
-        cause: new ClosedSendError("Cannot send: the actor has finished"),
+        cause: new ClosedSendError("Cannot trySend: the actor has finished"),
       });
+      assert.equal(
+        (finished as { cause: Error }).cause.message,
+        "Cannot trySend: the actor has finished",
+      );
       assert.equal(a.close(), false);
     });
     assert.deepEqual(undelivered, [2, 5]);
@@ -3762,7 +3773,8 @@ Deno.test("actor: a trySend that learns native code destroyed the mailbox answer
   const handle = Promise.withResolvers<number>();
   const go = Promise.withResolvers<void>();
   const undelivered: number[] = [];
-  const DESTROYED = "Cannot send: native code destroyed the actor's mailbox (kc_chan_destroy)";
+  // Naming the call made: it said "Cannot send: ...", as if a send had been called.
+  const DESTROYED = "Cannot trySend: native code destroyed the actor's mailbox (kc_chan_destroy)";
   await within(
     coroutineScope(async (scope) => {
       const a = actor<number>(
