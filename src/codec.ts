@@ -1107,13 +1107,21 @@ function putStructured(
 
 /**
  * The CodecError for what `pack` threw: its own (an array length it cannot encode) says so,
- * with it as the cause (a TypeError or a RangeError); a getter's is the cause of a
- * "cannot be structured-cloned" one.
+ * with a TypeError or RangeError of its class and message as the cause, both naming the call
+ * made (`op`: pack's own says "Cannot send:", which the cause of a trySend's said too); a
+ * getter's is the cause of a "cannot be structured-cloned" one, as it threw it.
  */
 function packFailed(e: unknown, value: unknown, codec: string, op = "send"): CodecError {
-  const message = packError(e)
-    ? e.message.replace(/^Cannot send:/, `Cannot ${op}:`)
-    : `Cannot ${op}: the value cannot be structured-cloned, received ${describe(value)}`;
+  if (packError(e)) {
+    const message = e.message.replace(/^Cannot send:/, `Cannot ${op}:`);
+    const cause = op === "send"
+      ? e
+      : new (e instanceof RangeError ? RangeError : TypeError)(message);
+    return new CodecError(codec, message, { cause });
+  }
+  const message = `Cannot ${op}: the value cannot be structured-cloned, received ${
+    describe(value)
+  }`;
   return new CodecError(codec, message, { cause: e });
 }
 

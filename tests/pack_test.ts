@@ -504,7 +504,7 @@ Deno.test("pack: an array (a Proxy's) whose length cannot be encoded is refused 
   assert.deepEqual(roundTrip({ next: [1] }), { next: [1] }); // the packer is intact
 });
 
-Deno.test("pack: an array (a Proxy's) whose length is no number (a symbol, a bigint, an object) is pack's own TypeError, its valueOf not run", () => {
+Deno.test("pack: an array (a Proxy's) whose length is no number (a symbol, a bigint, an object) is pack's own TypeError, its valueOf not run", async () => {
   // Before, the check (`n >>> 0`) converted it: a symbol or bigint threw the engine's TypeError
   // ("Cannot convert a Symbol value to a number"), a send's CodecError the generic "cannot be
   // structured-cloned" around it, and an object's valueOf ran (the caller's code, inside a check).
@@ -527,12 +527,20 @@ Deno.test("pack: an array (a Proxy's) whose length is no number (a symbol, a big
       `Cannot send: an array's length must be an integer up to 2^32-1, received ${described}`;
     const { proxy, reads } = lengthClaimingProxy(length);
     assert.throws(() => pack(proxy), (e) => e instanceof TypeError && e.message === message);
-    // The CodecError names the call (trySend); its cause is pack's own TypeError, as thrown.
+    // The CodecError names the call (trySend), and so does its cause, a TypeError as pack's own
+    // (it said "Cannot send: ...", as if a send had been called).
     assert.throws(
       () => ch.trySend(proxy),
       (e) =>
         e instanceof CodecError && e.cause instanceof TypeError &&
         e.message === message.replace(/^Cannot send: /, "Cannot trySend: ") &&
+        (e.cause as Error).message === e.message,
+    );
+    // A send's is pack's own, as it threw it.
+    await assert.rejects(
+      ch.send(proxy),
+      (e) =>
+        e instanceof CodecError && e.cause instanceof TypeError && e.message === message &&
         (e.cause as Error).message === message,
     );
     assert.equal(reads(), 0, described);
@@ -578,7 +586,7 @@ Deno.test("a shared channel's send of an array (a Proxy's) whose length cannot b
       () => ch.trySend(proxy),
       (e) =>
         e instanceof CodecError && e.cause instanceof cls &&
-        (e.cause as Error).message === e.message.replace(/^Cannot trySend: /, "Cannot send: ") &&
+        (e.cause as Error).message === e.message && // the cause names trySend too
         /^Cannot trySend: an array/.test(e.message),
     );
     assert.equal(reads(), 0);
@@ -615,7 +623,8 @@ Deno.test("a trySendMany of an array (a Proxy's) whose length cannot be encoded 
         let message = "";
         assert.throws(() => ch.trySend(proxy), (e: Error) => {
           message = e.message;
-          return e instanceof CodecError && e.cause instanceof cls;
+          return e instanceof CodecError && e.cause instanceof cls &&
+            (e.cause as Error).message === message; // its cause names trySend too
         }, where);
         assert.match(message, /^Cannot trySend: an array/, where);
         assert.throws(() => ch.trySendMany([1, 2, proxy, 3]), (e: Error) => {
@@ -625,8 +634,8 @@ Deno.test("a trySendMany of an array (a Proxy's) whose length cannot be encoded 
             message.replace(/^Cannot trySend: /, "Cannot trySendMany: "),
             where,
           );
-          // The cause is pack's own, as it threw it.
-          assert.match((e.cause as Error).message, /^Cannot send: an array/, where);
+          // The cause (of pack's class) names the call too: it said "Cannot send: an array".
+          assert.equal((e.cause as Error).message, e.message, where);
           return true;
         }, where);
         assert.equal(reads(), 0, where);
