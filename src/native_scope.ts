@@ -553,6 +553,9 @@ export class NativeScope implements AsyncDisposable {
    * who must learn the work did not finish. Before, an `await using` block threw on leaving.
    */
   async [Symbol.asyncDispose](): Promise<void> {
+    // Rejected with the named TypeError on what is no NativeScope (it rejected with the engine's
+    // "Cannot read private member #destroyed").
+    NativeScope.#check(this, "dispose native scope");
     if (this.#destroyed) return;
     if (!this.#lib.isOpen) {
       this.#destroy();

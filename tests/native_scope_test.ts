@@ -1177,6 +1177,9 @@ Deno.test("a NativeScope method called on an object that is not one (produce giv
   assert.throws(() => fake.isCancelled, named("read native scope"));
   assert.throws(() => fake.handle, named("read native scope"));
   await assert.rejects(fake.wait(), named("wait for native scope"));
+  // Rejected, as the dispose's other failures are (it rejected with the engine's "Cannot read
+  // private member #destroyed").
+  await assert.rejects(fake[Symbol.asyncDispose](), named("dispose native scope"));
   // The api fuzz's seed 30: produce launches on the scope it is given, as on a CoroutineScope.
   assert.throws(
     () => produce(fake as unknown as CoroutineScope, async () => {}),
