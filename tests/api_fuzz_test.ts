@@ -13,7 +13,10 @@
 // each call two control channels the fuzzer never hands out must still carry exactly what they
 // are given. Left out: what FFI cannot check (a NativeFunction's pointer, the
 // raw symbols, the codecs' encode and decode of native slots; see README), the @ignore
-// constructors of Runtime and Library, and methods called on a receiver of another class.
+// constructors of Runtime and Library, and the public members of CompletableDeferred, Library,
+// NativeCoroutine and Runtime called on what is none of their class (they still throw the
+// engine's "Cannot read private member"); every other exported class's are called on its
+// look-alikes, Proxies of its instances and garbage ("look-alike member").
 import assert from "node:assert/strict";
 import { callersJob, prng, shutdownScheduler, untilAborted } from "./support.ts";
 import * as kc from "../mod.ts";
@@ -662,6 +665,68 @@ async function child(): Promise<void> {
       garbage(),
     ]);
 
+  /**
+   * The exported classes whose every public method and getter is checked on a receiver that is
+   * none of the class (the error classes have none of their own: Error's are the engine's), with a live
+   * instance to put behind a Proxy: Channel's since they were named (a send on a look-alike threw
+   * the engine's "Receiver must be an instance of class Channel" synchronously, its trySend
+   * "Cannot read private member #at"). Left out, still throwing the engine's: CompletableDeferred,
+   * Library, NativeCoroutine, Runtime.
+   */
+  const lookAlikeClasses: [string, { prototype: object }, () => object | undefined][] = [
+    ["Channel", Channel, () => any(channels)],
+    ["NativeScope", NativeScope, () => any(natives)],
+    ["Context", Context, () => Context.empty.with(key, 1)],
+  ];
+  /** The members that return a Promise: they must reject, never throw. */
+  const asyncMembers = new Set<PropertyKey>([
+    "send",
+    "receive",
+    "receiveCatching",
+    "wait",
+    Symbol.asyncDispose,
+  ]);
+  /** A class's public members: its prototypes' up to Object's, not `_` ones or constructor. */
+  const membersOf = (proto: object): [PropertyKey, PropertyDescriptor][] => {
+    const out: [PropertyKey, PropertyDescriptor][] = [];
+    for (let p: object | null = proto; p !== null && p !== Object.prototype;) {
+      for (const k of Reflect.ownKeys(p)) {
+        if (k === "constructor" || (typeof k === "string" && k.startsWith("_"))) continue;
+        if (out.some(([o]) => o === k)) continue;
+        const d = Object.getOwnPropertyDescriptor(p, k)!;
+        if (d.get !== undefined || typeof d.value === "function") out.push([k, d]);
+      }
+      p = Object.getPrototypeOf(p);
+    }
+    return out;
+  };
+  /** What a member of `cls` is called on: an object of its prototype, a Proxy of one, garbage. */
+  const receiverFor = (
+    name: string,
+    cls: { prototype: object },
+    live: () => object | undefined,
+  ) => {
+    const r = rnd();
+    const real = r < 0.7 && r >= 0.5 ? live() : undefined;
+    if (real !== undefined) return label(new Proxy(real, {}), `Proxy(${name})`);
+    if (r < 0.5) return label(Object.create(cls.prototype), `Object.create(${name}.prototype)`);
+    return rnd() < 0.5 ? pick(primitives) : pick(hostiles());
+  };
+  /** A public member of an exported class (async ones or the rest) called on no instance of it. */
+  const callMember = (async: boolean, a: unknown[]): unknown => {
+    const [name, cls, live] = pick(lookAlikeClasses);
+    const members = membersOf(cls.prototype).filter(([k]) => asyncMembers.has(k) === async);
+    if (members.length === 0) return;
+    const [k, d] = pick(members);
+    const self = receiverFor(name, cls, live);
+    log(`  ${name}.${String(k)}${d.get !== undefined ? " (getter)" : ""} on ${show(self)}`);
+    if (d.get !== undefined) return d.get.call(self);
+    // A wait always ends: the stop signal as its options, now and then garbage.
+    const opts = async && rnd() < 0.7 ? { signal: stop.signal } : a[1];
+    const args = !async ? a : k === "send" ? [a[0], opts] : [opts];
+    return (d.value as (...x: unknown[]) => unknown).apply(self, args);
+  };
+
   type Op = [string, (argv: unknown[]) => unknown, () => unknown[]];
   const g = (n: number) => () => args(n);
   const ops: Op[] = [
@@ -784,6 +849,9 @@ async function child(): Promise<void> {
         }
       }, rnd() < 0.7 ? { signal: stop.signal } : a[1] as never), () => [garbage(), garbage()]],
     ["select(garbage)", (a) => select(a[0] as never, a[1] as never), g(2)],
+    // Every exported class's public members called on what is none of it (see `receiverFor`).
+    ["look-alike member", (a) => callMember(false, a), g(2)],
+    ["look-alike async member", (a) => callMember(true, a), g(2)],
     // Codecs (their check and pass; encode/decode take raw slots and symbols, like FFI).
     // The exported codec objects are frozen: an assignment throws, and changes nothing.
     ["codec field =", (a) => {
@@ -1055,6 +1123,7 @@ async function child(): Promise<void> {
     "channel asyncDispose",
     "select",
     "select(garbage)",
+    "look-alike async member",
     "nativeScope.wait",
     "scope.join",
     "coroutineScope",
