@@ -176,8 +176,24 @@ export class NativeCoroutine implements Disposable {
     return new NativeCoroutine(MAKE, lib, out[0]);
   }
 
+  /**
+   * Throws a TypeError naming `op` unless `self` (a method's `this`) is a NativeCoroutine: a
+   * brand check on `Object(self)`, which runs no Proxy trap, next to the native call each
+   * member makes. On an object made from the prototype, a Proxy of a coroutine or a primitive,
+   * each threw the engine's "Receiver must be an instance of class NativeCoroutine" or "Cannot
+   * read private member", and `values()` returned a generator that did at its first step.
+   */
+  static #checkThis(self: unknown, op: string): void {
+    if (!(#handle in Object(self))) {
+      throw new TypeError(
+        `Cannot ${op}: this is not a NativeCoroutine, received ${describe(self)}`,
+      );
+    }
+  }
+
   /** The native handle (for diagnostics and tests). */
   get handle(): number {
+    NativeCoroutine.#checkThis(this, "read coroutine handle");
     return this.#handle;
   }
 
@@ -187,6 +203,7 @@ export class NativeCoroutine implements Disposable {
    * `InvalidHandleError` once destroyed.
    */
   resume(): CoroutineState {
+    NativeCoroutine.#checkThis(this, "resume coroutine");
     const op = "resume coroutine";
     const sym = this.#sym(op);
     const rc = sym.kc_coro_resume(this.#handle);
@@ -210,18 +227,21 @@ export class NativeCoroutine implements Disposable {
    * once destroyed.
    */
   unpark(): boolean {
+    NativeCoroutine.#checkThis(this, "unpark coroutine");
     const op = "unpark coroutine";
     return unwrap(this.#sym(op).kc_coro_unpark(this.#handle), op) === 1;
   }
 
   /** The coroutine's current state. */
   get state(): CoroutineState {
+    NativeCoroutine.#checkThis(this, "read coroutine state");
     const op = "read coroutine state";
     return stateNames[unwrap(this.#sym(op).kc_coro_state(this.#handle), op)];
   }
 
   /** The last word the coroutine yielded (its transfer word). */
   get value(): bigint {
+    NativeCoroutine.#checkThis(this, "read coroutine value");
     const op = "read coroutine value";
     const u64 = NativeCoroutine.#u64;
     unwrap(this.#sym(op).kc_coro_transfer(this.#handle, u64), op);
@@ -245,12 +265,19 @@ export class NativeCoroutine implements Disposable {
    * `state` is `"parked"`, and after `unpark()` another `values()` goes on. Over a coroutine
    * that finished already it throws what `resume()` throws (a `KcoroError`, `KC_EBUSY`).
    */
-  *values(): Generator<bigint, void, void> {
+  values(): Generator<bigint, void, void> {
+    // Checked now, not at the first next() (a generator's body runs only then).
+    NativeCoroutine.#checkThis(this, "resume coroutine");
+    return this.#values();
+  }
+
+  *#values(): Generator<bigint, void, void> {
     while (this.resume() === "suspended") yield this.value;
   }
 
   /** True once `destroy()` ran. */
   get destroyed(): boolean {
+    NativeCoroutine.#checkThis(this, "read coroutine state");
     return this.#destroyed;
   }
 
@@ -259,6 +286,7 @@ export class NativeCoroutine implements Disposable {
    * library was closed: it stays loaded, and the coroutine (its stack mapping too) with it.
    */
   destroy(): void {
+    NativeCoroutine.#checkThis(this, "destroy coroutine");
     if (this.#destroyed) return;
     // The release symbols: also after closeLibrary(), which left the coroutine alive for good
     // (a hand-driven coroutine is no scheduler's, so no shutdown frees it).
@@ -269,6 +297,7 @@ export class NativeCoroutine implements Disposable {
 
   /** `destroy()`, for `using`. */
   [Symbol.dispose](): void {
+    NativeCoroutine.#checkThis(this, "destroy coroutine");
     this.destroy();
   }
 

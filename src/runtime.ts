@@ -520,6 +520,18 @@ export class Runtime {
     return info[3] === 1n && info[6] === this.#generation;
   }
 
+  /**
+   * Throws a TypeError naming `op` unless `self` (a method's `this`) is a Runtime: a brand check
+   * on `Object(self)`, which runs no Proxy trap. A method called on an object made from the
+   * prototype, a Proxy of a runtime or a primitive threw the engine's "Cannot read private member
+   * #lib" (a drain or shutdown rejected with it).
+   */
+  static #checkThis(self: unknown, op: string): void {
+    if (!(#lib in Object(self))) {
+      throw new TypeError(`Cannot ${op}: this is not a Runtime, received ${describe(self)}`);
+    }
+  }
+
   /** Throws ShutdownError for `op` unless this Runtime's scheduler runs. */
   #check(op: string): void {
     const info = schedInfo(this.#lib, op, checkInfo);
@@ -538,6 +550,7 @@ export class Runtime {
    * isolate: false for a Runtime whose scheduler a later one replaced.
    */
   get isRunning(): boolean {
+    Runtime.#checkThis(this, "read runtime info");
     return this.#lib.isOpen && this.#mine(schedInfo(this.#lib, "read runtime info", checkInfo));
   }
 
@@ -584,6 +597,7 @@ export class Runtime {
    * ```
    */
   cells(countOrValues: number | readonly bigint[]): BigUint64Array {
+    Runtime.#checkThis(this, "allocate cells");
     const op = "allocate cells";
     // A copy, read once: what is checked is what is stored. A Proxy (or getters) of the array
     // answered 1n to the check and -1n to the store, which wrapped it to 2^64 - 1, or a string,
@@ -646,6 +660,7 @@ export class Runtime {
    */
   spawn(entry: NativeFunction, arg?: Deno.PointerValue): void;
   spawn(entry: ScheduledBuiltin | NativeFunction, arg?: BigUint64Array | Deno.PointerValue): void {
+    Runtime.#checkThis(this, "spawn coroutine");
     const op = "spawn coroutine";
     const e = nativeEntry(op, this.#lib, entry, arg);
     const sym = this.#lib.symbols(op);
@@ -679,6 +694,7 @@ export class Runtime {
    * channel's wait does).
    */
   async drain(): Promise<void> {
+    Runtime.#checkThis(this, "drain runtime"); // rejects, as the rest of an async call
     const op = "drain runtime";
     const sym = this.#lib.symbols(op);
     // A shutdown of this Runtime in progress: the drain's outcome is the shutdown's. Before,
@@ -795,6 +811,7 @@ export class Runtime {
 
   /** Counters per worker, and the numbers of live and busy coroutines. */
   stats(): RuntimeStats {
+    Runtime.#checkThis(this, "read runtime stats");
     const sym = this.#lib.symbols("read runtime stats");
     const info = schedInfo(this.#lib, "read runtime stats");
     if (!this.#mine(info)) this.#check("read runtime stats");
@@ -824,6 +841,7 @@ export class Runtime {
    * keeps running meanwhile.
    */
   async shutdown(mode: ShutdownMode = "cancel"): Promise<void> {
+    Runtime.#checkThis(this, "shut down runtime");
     if (mode !== "cancel" && mode !== "finish") {
       throw new TypeError(
         `Cannot shut down runtime: mode must be "cancel" or "finish", received ${describe(mode)}`,
@@ -884,6 +902,7 @@ export class Runtime {
    * every isolate that uses it.
    */
   async [Symbol.asyncDispose](): Promise<void> {
+    Runtime.#checkThis(this, "shut down runtime");
     await this.shutdown("cancel");
   }
 }

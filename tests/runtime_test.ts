@@ -1270,4 +1270,63 @@ Deno.test("runtime: a drain that ran dry as the library closed calls nothing of 
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("every public member of Runtime and NativeCoroutine called on what is none of it (an object made from its prototype, a Proxy of one, a primitive) fails with a named TypeError, the async ones by a rejected promise", async () => {
+  // Before, each threw (or rejected with) the engine's "Cannot read private member #lib" or
+  // "Receiver must be an instance of class NativeCoroutine".
+  const rt = runtime();
+  using co = NativeCoroutine.create("fib", { arg: 3 });
+  const stateBefore = co.state;
+  type Call = [string, "throws" | "rejects", (self: unknown) => unknown];
+  const member = (cls: { prototype: object }, k: PropertyKey, ...args: unknown[]) => {
+    const d = Object.getOwnPropertyDescriptor(cls.prototype, k)!;
+    return (self: unknown) => d.get ? d.get.call(self) : d.value.call(self, ...args);
+  };
+  const tables: [string, { prototype: object }, object, Call[]][] = [
+    ["Runtime", Runtime, rt, [
+      ["read runtime info", "throws", member(Runtime, "isRunning")],
+      ["allocate cells", "throws", member(Runtime, "cells", 2)],
+      ["spawn coroutine", "throws", member(Runtime, "spawn", "sleeper")],
+      ["read runtime stats", "throws", member(Runtime, "stats")],
+      ["drain runtime", "rejects", member(Runtime, "drain")],
+      ["shut down runtime", "rejects", member(Runtime, "shutdown")],
+      ["shut down runtime", "rejects", member(Runtime, Symbol.asyncDispose)],
+    ]],
+    ["NativeCoroutine", NativeCoroutine, co, [
+      ["read coroutine handle", "throws", member(NativeCoroutine, "handle")],
+      ["resume coroutine", "throws", member(NativeCoroutine, "resume")],
+      ["unpark coroutine", "throws", member(NativeCoroutine, "unpark")],
+      ["read coroutine state", "throws", member(NativeCoroutine, "state")],
+      ["read coroutine value", "throws", member(NativeCoroutine, "value")],
+      ["resume coroutine", "throws", member(NativeCoroutine, "values")],
+      ["read coroutine state", "throws", member(NativeCoroutine, "destroyed")],
+      ["destroy coroutine", "throws", member(NativeCoroutine, "destroy")],
+      ["destroy coroutine", "throws", member(NativeCoroutine, Symbol.dispose)],
+    ]],
+  ];
+  for (const [name, cls, real, calls] of tables) {
+    const fakes: [unknown, string][] = [
+      [Object.create(cls.prototype), `a ${name} look-alike`],
+      [new Proxy(real, {}), `a ${name} look-alike`],
+      [{}, "[object Object]"],
+      [undefined, "undefined"],
+    ];
+    for (const [self, described] of fakes) {
+      for (const [op, how, call] of calls) {
+        const message = `Cannot ${op}: this is not a ${name}, received ${described}`;
+        const check = (e: unknown) => {
+          assert.ok(e instanceof TypeError, `${name} ${op} on ${described}: ${e}`);
+          assert.equal(e.message, message);
+          return true;
+        };
+        if (how === "throws") assert.throws(() => call(self), check);
+        else await assert.rejects(call(self) as Promise<unknown>, check);
+      }
+    }
+  }
+  // Nothing reached the real ones: the scheduler runs, the coroutine is where it was.
+  assert.equal(rt.isRunning, true);
+  assert.equal(co.destroyed, false);
+  assert.equal(co.state, stateBefore); // never resumed through a Proxy
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
