@@ -13,10 +13,10 @@
 // each call two control channels the fuzzer never hands out must still carry exactly what they
 // are given. Left out: what FFI cannot check (a NativeFunction's pointer, the
 // raw symbols, the codecs' encode and decode of native slots; see README), the @ignore
-// constructors of Runtime and Library, and the public members of CompletableDeferred, Library,
-// NativeCoroutine and Runtime called on what is none of their class (they still throw the
-// engine's "Cannot read private member"); every other exported class's are called on its
-// look-alikes, Proxies of its instances and garbage ("look-alike member").
+// constructors of Runtime and Library, and the public members of CompletableDeferred and Library
+// called on what is none of their class (they still throw the engine's "Cannot read private
+// member"); every other exported class's are called on its look-alikes, Proxies of its instances
+// and garbage ("look-alike member").
 import assert from "node:assert/strict";
 import { callersJob, prng, shutdownScheduler, untilAborted } from "./support.ts";
 import * as kc from "../mod.ts";
@@ -670,13 +670,22 @@ async function child(): Promise<void> {
    * none of the class (the error classes have none of their own: Error's are the engine's), with a live
    * instance to put behind a Proxy: Channel's since they were named (a send on a look-alike threw
    * the engine's "Receiver must be an instance of class Channel" synchronously, its trySend
-   * "Cannot read private member #at"). Left out, still throwing the engine's: CompletableDeferred,
-   * Library, NativeCoroutine, Runtime.
+   * "Cannot read private member #at"). Left out, still throwing the engine's: CompletableDeferred
+   * (a job's members are on every task's path) and Library (`symbols` and `isOpen` are on every
+   * channel call's).
    */
   const lookAlikeClasses: [string, { prototype: object }, () => object | undefined][] = [
     ["Channel", Channel, () => any(channels)],
     ["NativeScope", NativeScope, () => any(natives)],
     ["Context", Context, () => Context.empty.with(key, 1)],
+    ["NativeCoroutine", NativeCoroutine, () => any(coros)],
+    ["Runtime", kc.Runtime, () => {
+      try {
+        return rt();
+      } catch {
+        return undefined; // shut down by a call meanwhile
+      }
+    }],
   ];
   /** The members that return a Promise: they must reject, never throw. */
   const asyncMembers = new Set<PropertyKey>([
@@ -684,6 +693,8 @@ async function child(): Promise<void> {
     "receive",
     "receiveCatching",
     "wait",
+    "drain",
+    "shutdown",
     Symbol.asyncDispose,
   ]);
   /** A class's public members: its prototypes' up to Object's, not `_` ones or constructor. */
