@@ -25,8 +25,8 @@ pub const Builtin = enum(u32) {
     /// another count, each node splits its integer tenth ten ways: a smaller tree's sum).
     skynet = 5,
     /// Scheduled. `arg` -> u64[2] { rounds, done }: CPU-bound work (a hash chain of `rounds`
-    /// steps), then adds 1 to `done`. Yields every `spin_turn_rounds` steps; a shutdown stops
-    /// it there, leaving `done` as it was.
+    /// steps), then adds 1 to `done`. Yields every `spin_turn_rounds` steps; a shutdown, or
+    /// the cancellation of its native scope, stops it there, leaving `done` as it was.
     spin = 6,
     /// Scheduled. `arg` -> u64[3] { milliseconds, done, status }: sleeps like kc_sleep_ns, so
     /// inside a native scope it ends early when the scope is cancelled; then `status` = 0 or
@@ -44,8 +44,8 @@ pub const Builtin = enum(u32) {
     /// values first .. first+count-1 (at most up to 2^64-1) to the channel (element size 8),
     /// counting each in `sent`,
     /// stopping early if a send fails (closed), a shutdown comes or its native scope is
-    /// cancelled (it yields every `loop_turn_every` values, where it looks); then adds 1 to
-    /// `done`. A native producer for
+    /// cancelled (it yields every `loop_turn_every` values, where it looks; hand-driven, it
+    /// yields back to its resumer there); then adds 1 to `done`. A native producer for
     /// channels shared with JavaScript isolates and Workers.
     chan_sender = 10,
     /// Scheduled. `arg` -> u64[3] { deadline, done, status }: writes its context's deadline
@@ -54,7 +54,8 @@ pub const Builtin = enum(u32) {
     /// Scheduled. `arg` -> u64[4] { in channel, out channel, echoed, done }: receives each
     /// 8-byte value of `in` and sends it to `out` (counting it in `echoed`) until either fails,
     /// a shutdown comes or its native scope is cancelled (it yields every `loop_turn_every`
-    /// values, where it looks); then `done` = 1. A native partner for round-trip benchmarks. Lives in root.zig.
+    /// values, where it looks; hand-driven, it yields back to its resumer there); then
+    /// `done` = 1. A native partner for round-trip benchmarks. Lives in root.zig.
     echo = 12,
 };
 
@@ -118,17 +119,23 @@ pub const spin_turn_rounds: u64 = 1 << 20;
 /// it is shutting down: the built-in stops there, between iterations (nothing in hand). Else it
 /// yields (to the back of its worker's line) and, resumed, answers whether the scheduler still
 /// runs (a shutdown that began meanwhile ends it at once; one that its worker saw first never
-/// resumes it: the shutdown abandons it, as a parked one). True at once outside a scheduled
-/// coroutine: a plain thread, or a hand-driven coroutine (its resumer decides when it runs; a
-/// yield would hand its `kc_coro_resume` a suspension it does not expect), which no shutdown
-/// stops.
+/// resumes it: the shutdown abandons it, as a parked one). A hand-driven coroutine (no owner)
+/// yields too, back to its resumer, whose `kc_coro_resume` returns KC_STATE_SUSPENDED (the
+/// transfer word unchanged), and goes on when resumed again: true (no shutdown stops it). Before,
+/// it went on at once, and a hand-driven echo on its own conflated channel (or a chanSender to
+/// one, a long spin) never returned from `kc_coro_resume`. True at once on a plain thread.
 pub fn turn() bool {
     const co = coroutine.current() orelse return true;
-    const s = scheduler.currentScheduler() orelse return true;
     // Monotonic: the coroutine's own `owner`, stored before it first ran (a hand-driven one,
-    // resumed on a worker by a scheduled one, has none); the spawn that published it to this
-    // thread ordered it before us.
-    if (@atomicLoad(?*anyopaque, &co.owner, .monotonic) != @as(?*anyopaque, s)) return true;
+    // also one resumed on a worker by a scheduled one, has none); the create or spawn that
+    // published it to this thread ordered it before us.
+    const owner = @atomicLoad(?*anyopaque, &co.owner, .monotonic);
+    if (owner == null) {
+        coroutine.yield() catch unreachable; // running as `co`
+        return true;
+    }
+    const s = scheduler.currentScheduler() orelse return true;
+    if (owner != @as(?*anyopaque, s)) return true;
     // `isRunning`'s acquire load pairs with `shutdown`'s seq_cst store of `stopping`; a flag
     // here, ordering nothing else we read.
     if (!s.isRunning()) return false;
@@ -266,8 +273,11 @@ fn spin(arg: ?*anyopaque) callconv(.c) void {
         const n = @min(left, spin_turn_rounds);
         x = spinSteps(x, n);
         left -= n;
-        // A shutdown stops it: the work not done, `done` stays as it was (as skynet's result).
-        if (left > 0 and !turn()) return;
+        // A shutdown stops it, and so does the cancellation of the native scope it runs in
+        // (looked at after the turn, as `Pacer` does; before, a spin ran all its rounds in a
+        // cancelled scope, whose kc_scope_wait waited for them): the work not done, `done`
+        // stays as it was (as skynet's result).
+        if (left > 0 and (!turn() or scopeCancelled())) return;
     }
     std.mem.doNotOptimizeAway(x);
     countedOut();

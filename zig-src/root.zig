@@ -3564,7 +3564,8 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
 /// 8-byte value of `in` and sends it to `out`, counting it in `echoed`, until either fails
 /// (closed, cancelled, destroyed), a shutdown comes or its native scope is cancelled (it yields
 /// every `builtins.loop_turn_every` values and stops there, with nothing in hand, if one has
-/// begun or the scope is cancelled); then `done` = 1. A native partner for round-trip benchmarks.
+/// begun or the scope is cancelled; a hand-driven one yields back to its resumer there, whose
+/// kc_coro_resume returns KC_STATE_SUSPENDED); then `done` = 1. A native partner for round-trip benchmarks.
 /// `echoed` counts the values `out` took. The value in hand when a send to `out` fails (it was
 /// taken from `in`, and cannot go back in front of values sent after it) goes to `out`'s
 /// undelivered path as a value meant for it that will never be sent, once (counted as dropped
@@ -7590,6 +7591,82 @@ test "C ABI: an echo on its own conflated channel and a chanSender to one stop a
     try testing.expectEqual(@as(u64, 1), echo[3].load(.acquire));
     try testing.expectEqual(@as(u64, 1), sender[4].load(.acquire));
     // The echo stopped between values (nothing in hand): the value is still in the channel.
+    var got: u64 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(ch, &got, 8));
+    try testing.expectEqual(value, got);
+}
+
+test "C ABI: a long spin stops at its turn when its native scope is cancelled, `done` as it was" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // Its rounds never run out and it never waits, so it sees the cancel only at a turn (every
+    // `spin_turn_rounds` steps). Before, its turn looked only for a shutdown: it ran on in the
+    // cancelled scope, and kc_scope_wait returned KC_ETIME at its deadline here (the shutdown
+    // the defer below makes then stopped it).
+    var spin = [2]std.atomic.Value(u64){ .init(std.math.maxInt(u64)), .init(0) };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
+    defer _ = kc_sched_shutdown(0);
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    const spin_entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.spin)).?));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, spin_entry, &spin, 0, null));
+    // Whether it has begun or not: it looks after each slice of rounds, its first included.
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
+    // The work not done: `done` as it was (as at a shutdown). Acquire: the scope wait ordered
+    // the spin's end before this; tidy.
+    try testing.expectEqual(@as(u64, 0), spin[1].load(.acquire));
+}
+
+test "C ABI: hand-driven, the built-in loops that never park return from kc_coro_resume at their turns: an echo on its own conflated channel, a chanSender to one, a long spin" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // None of them parks (as in the test above with a scheduler). A hand-driven one's turn went
+    // on at once: the first kc_coro_resume never returned (the watchdog failed the test). Now
+    // each yields to its resumer at its turn (KC_STATE_SUSPENDED) and goes on when resumed.
+    var ch: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &ch));
+    defer _ = kc_chan_destroy(ch);
+    var sink: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &sink));
+    defer _ = kc_chan_destroy(sink);
+    const value: u64 = 42;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(ch, &value, 8));
+    // This thread runs them: plain cells.
+    var echo: [4]u64 = .{ ch, ch, 0, 0 };
+    var sender: [5]u64 = .{ sink, 0, std.math.maxInt(u64), 0, 0 };
+    var spin: [2]u64 = .{ std.math.maxInt(u64), 0 };
+    const entry = struct {
+        fn of(b: Builtin) coroutine.EntryFn {
+            return @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(b)).?));
+        }
+    }.of;
+    var he: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(entry(.echo), &echo, 0, 0, &he));
+    defer _ = kc_coro_destroy(he);
+    var hs: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(entry(.chan_sender), &sender, 0, 0, &hs));
+    defer _ = kc_coro_destroy(hs);
+    var hp: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(entry(.spin), &spin, 0, 0, &hp));
+    defer _ = kc_coro_destroy(hp);
+    const suspended: i32 = @intFromEnum(coroutine.State.suspended);
+    // A turn comes at every `loop_turn_every`th look, each before a value: the values of one
+    // resume are 255, then 256 each.
+    for (1..3) |k| {
+        const n: u64 = k * builtins.loop_turn_every - 1;
+        try testing.expectEqual(suspended, kc_coro_resume(he));
+        try testing.expectEqual(n, echo[2]);
+        try testing.expectEqual(suspended, kc_coro_resume(hs));
+        try testing.expectEqual(n, sender[3]);
+        try testing.expectEqual(suspended, kc_coro_resume(hp));
+    }
+    // None of them ended.
+    try testing.expectEqual(@as(u64, 0), echo[3]);
+    try testing.expectEqual(@as(u64, 0), sender[4]);
+    try testing.expectEqual(@as(u64, 0), spin[1]);
+    // The echo yields between values (nothing in hand): the value is in the channel.
     var got: u64 = 0;
     try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(ch, &got, 8));
     try testing.expectEqual(value, got);
