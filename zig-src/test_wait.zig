@@ -89,16 +89,20 @@ pub const Joiner = struct {
     }
 };
 
-/// A forked child's end: its `waitpid` result, within `ns`. Polled (WNOHANG) every `poll_ns`,
-/// a bounded number of times: a child that hangs (the code under test stuck, a panic that
-/// deadlocks) is killed (SIGKILL), reaped, and the test fails with `error.Timeout`, saying
-/// `what` ("" says nothing). A plain `waitpid(pid, 0)` waited for it for ever, and the whole run with it.
+/// A forked child's end: its `waitpid` result, within `ns` of the monotonic clock (a
+/// `Deadline`). Polled (WNOHANG) every `poll_ns` until then: a child that hangs (the code under
+/// test stuck, a panic that deadlocks) is killed (SIGKILL), reaped, and the test fails with
+/// `error.Timeout`, saying `what` ("" says nothing). A plain `waitpid(pid, 0)` waited for it for
+/// ever, and the whole run with it. Before, the bound was a number of polls, whose sleeps a
+/// loaded host stretches: the wait then lasted longer than `ns`, by however much they overslept.
 pub fn waitChild(pid: std.posix.pid_t, ns: u64, what: []const u8) error{Timeout}!std.posix.WaitPidResult {
-    const polls = ns / poll_ns + 1;
-    for (0..polls) |i| {
+    const d = Deadline.in(ns, "");
+    while (true) {
         const res = std.posix.waitpid(pid, std.posix.W.NOHANG);
         if (res.pid == pid) return res;
-        if (i + 1 < polls) std.Thread.sleep(poll_ns); // the poll's interval, not a synchronisation
+        const left = d.left();
+        if (left == 0) break;
+        std.Thread.sleep(@min(left, poll_ns)); // the poll's interval, not a synchronisation
     }
     std.posix.kill(pid, std.posix.SIG.KILL) catch {};
     _ = std.posix.waitpid(pid, 0); // killed: it ends at once
@@ -108,6 +112,38 @@ pub fn waitChild(pid: std.posix.pid_t, ns: u64, what: []const u8) error{Timeout}
 
 /// `waitChild`'s interval between two polls.
 const poll_ns: u64 = 5 * std.time.ns_per_ms;
+
+/// What a forked child writes to the pipe whose read end is `fd`, into `buf` (what fits), until
+/// the child ends (its end closes the pipe: the caller closed its own write end), then its
+/// `waitChild` result: both within one deadline `ns` from now. A child that neither writes nor
+/// ends is killed at the deadline (`waitChild` with what is left of it: none), and the test
+/// fails with `error.Timeout`; so does one that writes more than `buf` holds and hangs. Returns
+/// the bytes read and the result.
+pub fn childOutput(pid: std.posix.pid_t, fd: std.posix.fd_t, buf: []u8, ns: u64, what: []const u8) !struct { []u8, std.posix.WaitPidResult } {
+    const d = Deadline.in(ns, "");
+    const len = readUntilEnd(fd, buf, d) catch |err| {
+        _ = waitChild(pid, 0, "") catch {}; // killed and reaped, not left behind
+        return err;
+    };
+    return .{ buf[0..len], try waitChild(pid, d.left(), what) };
+}
+
+/// `childOutput`'s reads: the bytes read into `buf` until the pipe ends, `buf` is full or `d`
+/// passes.
+fn readUntilEnd(fd: std.posix.fd_t, buf: []u8, d: Deadline) !usize {
+    var len: usize = 0;
+    while (len < buf.len) {
+        const left = d.left();
+        if (left == 0) break;
+        var pfd = [_]std.posix.pollfd{.{ .fd = fd, .events = std.posix.POLL.IN, .revents = 0 }};
+        const ms: i32 = @intCast(@min(left / std.time.ns_per_ms + 1, 1000));
+        if (try std.posix.poll(&pfd, ms) == 0) continue;
+        const n = try std.posix.read(fd, buf[len..]);
+        if (n == 0) break; // the child ended: its end closed the pipe
+        len += n;
+    }
+    return len;
+}
 
 /// Bounds a test as a whole (see the file header).
 pub const Watchdog = struct {
@@ -205,6 +241,34 @@ test "waitChild: a child that ends is reaped; one that hangs is killed and the w
     const hung = try std.posix.fork();
     if (hung == 0) while (true) std.Thread.sleep(std.time.ns_per_s);
     try std.testing.expectError(error.Timeout, waitChild(hung, 20 * std.time.ns_per_ms, ""));
+    var st: c_int = 0;
+    try std.testing.expectEqual(@as(std.c.pid_t, -1), std.c.waitpid(hung, &st, std.posix.W.NOHANG)); // reaped
+}
+
+test "childOutput: what a child wrote and its end, within one bound; one that neither writes nor ends is killed" {
+    var buf: [64]u8 = undefined;
+    {
+        const fds = try std.posix.pipe();
+        const pid = try std.posix.fork();
+        if (pid == 0) {
+            std.posix.close(fds[0]);
+            _ = std.posix.write(fds[1], "said") catch std.posix.exit(2);
+            std.posix.exit(5);
+        }
+        std.posix.close(fds[1]);
+        defer std.posix.close(fds[0]);
+        const text, const res = try childOutput(pid, fds[0], &buf, default_ns, "a child that writes and exits");
+        try std.testing.expectEqualStrings("said", text);
+        try std.testing.expect(std.posix.W.IFEXITED(res.status));
+        try std.testing.expectEqual(@as(u32, 5), std.posix.W.EXITSTATUS(res.status));
+    }
+    // Never writes, never ends (its write end open): the bound passes, it is killed and reaped.
+    const fds = try std.posix.pipe();
+    const hung = try std.posix.fork();
+    if (hung == 0) while (true) std.Thread.sleep(std.time.ns_per_s);
+    std.posix.close(fds[1]);
+    defer std.posix.close(fds[0]);
+    try std.testing.expectError(error.Timeout, childOutput(hung, fds[0], &buf, 20 * std.time.ns_per_ms, ""));
     var st: c_int = 0;
     try std.testing.expectEqual(@as(std.c.pid_t, -1), std.c.waitpid(hung, &st, std.posix.W.NOHANG)); // reaped
 }

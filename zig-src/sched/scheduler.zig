@@ -2521,25 +2521,11 @@ test "shutdown from one of the scheduler's own coroutines panics with a message 
     }
     std.posix.close(fds[1]);
     defer std.posix.close(fds[0]);
-    // What the child wrote, until it ends (its end closes the pipe) or the bound passes.
+    // What the child wrote, until it ends (its end closes the pipe), then its end: one bound
+    // for both, past which it is killed (one that never writes nor ends included).
     var buf: [4096]u8 = undefined;
-    var len: usize = 0;
-    const deadline = monotonicNs() + test_timeout;
-    while (len < buf.len) {
-        const now = monotonicNs();
-        if (now >= deadline) {
-            std.posix.kill(pid, std.posix.SIG.KILL) catch {};
-            break;
-        }
-        var pfd = [_]std.posix.pollfd{.{ .fd = fds[0], .events = std.posix.POLL.IN, .revents = 0 }};
-        const ms: i32 = @intCast(@min((deadline - now) / std.time.ns_per_ms + 1, 1000));
-        if (try std.posix.poll(&pfd, ms) == 0) continue;
-        const n = try std.posix.read(fds[0], buf[len..]);
-        if (n == 0) break;
-        len += n;
-    }
-    const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child");
-    const text = buf[0..len];
+    const text, const res = try test_wait.childOutput(pid, fds[0], &buf, test_wait.test_ns, "the forked child");
+    const len = text.len;
     if (std.mem.indexOf(u8, text, "Cannot shut down a scheduler from one of its own coroutines") == null) {
         std.debug.print("the child wrote: {s}\n", .{text[0..@min(len, 600)]});
         return error.TestUnexpectedResult;
