@@ -66,7 +66,11 @@ extern "C" {
  * finishing one's drain waits for them, as for any coroutine, until a cancel cuts it short):
  * SPIN leaves `done` as it was, ECHO and CHAN_SENDER end as on a failed operation (nothing in
  * hand). ECHO and CHAN_SENDER also end so there when their native scope is cancelled: their
- * channel operations that never wait do not see its KC_EINTR. */
+ * channel operations that never wait do not see its KC_EINTR; SPIN stops there too, `done` as
+ * it was (before, it ran all its rounds in the cancelled scope). Hand-driven (kc_coro_create),
+ * the three yield back to their resumer at those points: kc_coro_resume returns
+ * KC_STATE_SUSPENDED, and the loop goes on when resumed (before, a hand-driven ECHO on its own
+ * conflated channel never returned from kc_coro_resume). */
 #define KC_BUILTIN_FIB 1        /* hand-driven: yields the first `arg` Fibonacci numbers */
 #define KC_BUILTIN_YIELD_LOOP 2 /* hand-driven: yields forever, transfer word = yields so far */
 #define KC_BUILTIN_PARK_LOOP 3  /* hand-driven: parks `arg` times, transfer word = wake-ups */

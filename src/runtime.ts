@@ -77,7 +77,8 @@ export type ShutdownMode = "cancel" | "finish";
  * for them, as for any coroutine, until a `"cancel"` cuts it short): a spin leaves `done` as it
  * was, the others end as when a send fails (the echo with no value in hand), or are abandoned
  * at the yield. A chanSender or echo launched into a native scope also ends so there once the
- * scope is cancelled (its channel operations that never wait do not see the cancellation).
+ * scope is cancelled (its channel operations that never wait do not see the cancellation), and
+ * a spin stops there, `done` as it was.
  */
 export type ScheduledBuiltin =
   | "sleeper"

@@ -107,6 +107,20 @@ Deno.test("cancelling a TypeScript scope ends its native echo on its own conflat
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 42n });
 });
 
+Deno.test("cancelling a TypeScript scope ends its native spin at its next turn, done as it was", async () => {
+  // Its rounds never run out (2^64 - 1) and it never waits: it sees the cancellation at its
+  // turn, every 2^20 rounds. Before, that turn looked only for a shutdown: the spin ran on in
+  // the cancelled scope, which never settled (the bound below failed the test).
+  const spin = runtime().cells([2n ** 64n - 1n, 0n]);
+  const scoped = coroutineScope(async (scope) => {
+    nativeScope(scope).launch("spin", spin);
+    await null;
+    scope.cancel();
+  });
+  await assert.rejects(within(scoped, 60_000, "the cancelled scope to settle"), CancellationError);
+  assert.equal(spin[1], 0n); // the work not done: done as it was
+});
+
 Deno.test("a TypeScript scope does not complete before its native children", async () => {
   using ch = new Channel<bigint>(0, { codec: codecs.u64 });
   const receiver = cells(ch.handle);
