@@ -120,11 +120,12 @@ class ProducerChannel<T> extends Channel<T> {
   /** @ignore Disposed by its consumer: the producer's end has nothing left to close. */
   _gone = false;
   /**
-   * @ignore `{ signal: task.signal }` while the block runs: its sends end with the task. Its
-   * signal is undefined under a task of the caller's own with no AbortSignal (`taskSignal`):
-   * its sends are unbound then, as any channel's.
+   * @ignore `{ signal: task.signal }` while the task lives: its sends end with the task. Under a
+   * task of the caller's own, a signal that aborts with the task's (if it has one) and with the
+   * kcoro Job that `launch` returned (if it is one): one that never aborts under neither, its
+   * sends then bound to nothing, as any channel's (`bindSends` in `produce`).
    */
-  _bound: { signal: AbortSignal | undefined } | null = null;
+  _bound: { signal: AbortSignal } | null = null;
   /**
    * @ignore The cancel watch's withdrawal, while the task lives and the channel has escaped: true
    * when a cancel made elsewhere came first and the watch had not told it yet.
@@ -194,7 +195,7 @@ class ProducerChannel<T> extends Channel<T> {
 
   override send(value: T, options?: WaitOptions): Promise<void> {
     const bound = this._bound;
-    if (bound === null || bound.signal === undefined) return super.send(value, options);
+    if (bound === null) return super.send(value, options);
     if (options === undefined) {
       if (isAborted(bound.signal)) return this.#afterCancel(value, abortReason(bound.signal));
       return super.send(value, bound);
@@ -441,6 +442,25 @@ export function produce<T>(
   const watched: AbortSignal[] = [];
   const detach: (() => void)[] = [];
   /**
+   * What the block's sends are bound to where its task is not kcoro's own (`_bound`): aborted as
+   * the first of the watched signals aborts (`closeOnCancel`), the task's and the kcoro Job's
+   * that `launch` returned, with its reason, for a failure too. Made at the block's start, before
+   * `launch` returned the Job, so a send made then (a launch that runs the block at once) is
+   * bound to it as well. Before, such a task's sends were bound to its own signal only, or to
+   * nothing: a send waiting on the full buffer when that Job was cancelled waited on (the close
+   * fails no waiting send), and the cancelled task, with nobody receiving, hung its scope.
+   */
+  let sendsEnd: AbortController | null = null;
+  const bindSends = (): AbortSignal => {
+    if (sendsEnd === null) {
+      sendsEnd = new AbortController();
+      // One aborted before (a Job cancelled before a deferred start): the sends end at once.
+      const gone = watched.find((s) => isAborted(s));
+      if (gone !== undefined) sendsEnd.abort(abortReason(gone));
+    }
+    return sendsEnd.signal;
+  };
+  /**
    * Closes the channel at once as `signal` (of the job `owner`, a kcoro Job or not) aborts for a
    * cancellation (the scope cancelled, a sibling failing, the task's own cancel), with the
    * CancellationError: closed, not cancelled, so what was sent stays receivable. Listened to
@@ -459,10 +479,15 @@ export function produce<T>(
     // through the engine's listeners property) changes nothing. Before, it closed the channel
     // with undefined, a clean end for its receivers.
     const onAbort = () => {
-      if (out._gone || !isAborted(signal)) return;
-      // A job records its failure before its signal aborts (job.ts, `#cancelWith`).
-      if (JobSupport._is(owner) && owner._failure !== undefined) return; // closed as it completes
-      out._end(abortReason(signal));
+      if (!isAborted(signal)) return;
+      const reason = abortReason(signal);
+      // A job records its failure before its signal aborts (job.ts, `#cancelWith`): a failed
+      // task's channel is closed as it completes.
+      if (!out._gone && !(JobSupport._is(owner) && owner._failure !== undefined)) out._end(reason);
+      // For a failure too: the sends reject once the task is cancelling. After the close, as a
+      // kcoro task's own sends learn of it (their listeners come after this one). Aborting it
+      // twice changes nothing.
+      sendsEnd?.abort(reason);
     };
     // By AbortSignal's own members (errors.ts, `isAborted`): the task's may be a caller's.
     // One aborted before or during the listen has closed it already (`listenAbortNamed`),
@@ -484,9 +509,8 @@ export function produce<T>(
     // the freed channel, and its first send's InvalidHandleError failed the scope.
     if (abandoned) throw new CancellationError(ABANDONED);
     // Null for a task of the caller's own with no AbortSignal (`taskSignal`, as an actor's):
-    // its sends unbound, and only a kcoro Job that `launch` returned closes the channel at a
-    // cancellation (below). Before, its `addEventListener` threw a TypeError out of the
-    // block.
+    // only a kcoro Job that `launch` returned closes the channel at a cancellation, and ends its
+    // sends (below). Before, its `addEventListener` threw a TypeError out of the block.
     const signal = taskSignal(task);
     // A listen that throws (only a signal whose engine state the caller redefined) fails the
     // task by name, before the block runs, as createScope refuses such a signal. Before, with
@@ -495,7 +519,10 @@ export function produce<T>(
     // Until the task is final, not only while the block runs: children of the task sending
     // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
     // it, and one left waiting in a send nobody would take hung the scope.
-    out._bound = { signal: signal ?? undefined };
+    // Kotlin's: bound to its Job. A kcoro task's own signal is its Job's; any other task's sends
+    // are bound to its signal and to the kcoro Job `launch` returns, if any (`bindSends`).
+    const own = signal !== null && JobSupport._is(task.job) && task.job.signal === signal;
+    out._bound = { signal: own ? signal : bindSends() };
     // Shared before the task began: watched since that share (`_live`, `_escaped`).
     try {
       await block(out, task);

@@ -3131,6 +3131,75 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch gives th
   assert.equal(live, 0);
 });
 
+Deno.test("produce on a CoroutineScope of the caller's own whose launch gives the block a task with no AbortSignal (or one the job's cancel does not abort) and returns a kcoro Job: a send of the block's waiting on the full buffer is woken by that job's cancellation, its value to onUndeliveredElement, as a task's bound send is, also one made before launch returned", async () => {
+  // README, "Producers, actors and native scopes from TypeScript": `out.send` is bound to the
+  // task. Before, such a task's sends were bound to nothing (or to the caller's signal only):
+  // the cancel closed the channel, but a send waiting on the full buffer waited on (a close
+  // fails no waiting send), and with nobody receiving, the cancelled task and its scope hung.
+  // Rendezvous: the block's first send, made as the launch runs it, before it returned the Job.
+  for (const [sig, capacity] of TASK_SIGNALS.flatMap((s) => [[s, 1], [s, "rendezvous"]] as const)) {
+    const what = `signal ${sig}, capacity ${capacity}`;
+    const stop = new AbortController();
+    const dropped: number[] = [];
+    let sending = false;
+    let outcome: unknown = "waiting";
+    let job!: ReturnType<CoroutineScope["launch"]>;
+    const seen = await within(
+      coroutineScope(async (real) => {
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) => {
+            job = real.launch(() => block(foreignTask(sig, stop.signal, { state: "active" })));
+            return job;
+          },
+        } as unknown as CoroutineScope;
+        // Its dispose, as the block returns, frees a send still waiting: looked at before.
+        using ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>) => {
+            if (capacity === 1) await out.send(1); // buffered
+            sending = true;
+            await out.send(2).then(() => (outcome = "sent"), (e) => {
+              outcome = e;
+              throw e;
+            });
+          }),
+          { capacity, onUndeliveredElement: (v) => dropped.push(v) },
+        );
+        for (let i = 0; i < 100 && !sending; i++) await null; // bounded turns
+        job.cancel();
+        for (let i = 0; i < 100 && outcome === "waiting"; i++) await null;
+        const got = [
+          outcome instanceof CancellationError
+            ? "send rejected with the CancellationError"
+            : outcome,
+          `dropped [${dropped}]`,
+        ];
+        if (capacity === 1) got.push(`received ${await ch.receive()}`); // sent before: kept
+        const last = await ch.receiveCatching();
+        const withIt = last.state === "closed" && last.cause instanceof CancellationError;
+        got.push(`${last.state}${withIt ? " with it" : ""}`);
+        return got;
+      }),
+      10_000,
+      `${what}: the real scope's end`,
+    );
+    assert.deepEqual(
+      seen,
+      [
+        "send rejected with the CancellationError",
+        "dropped [2]",
+        ...(capacity === 1 ? ["received 1"] : []),
+        "closed with it",
+      ],
+      what,
+    );
+    assert.equal(job.state, "cancelled", what);
+    assert.equal(stop.signal.aborted, false, what); // the caller's: not kcoro's to abort
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch runs the block at once and then throws: a block that did not watch its signal and then uses its channel (freed by that cleanup) ends cancelled, not failed with the freed channel's InvalidHandleError", async () => {
   // The cleanup cancels the task and frees the channel while the block still runs. A producer's
   // send on it then ended the task as cancelled (its consumer's dispose rule), but an actor's
