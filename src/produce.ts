@@ -296,6 +296,8 @@ class ProducerChannel<T> extends Channel<T> {
    * learnt of its cancellation) lost that value to its resource-releasing hook. The value is
    * checked by the codec first, as a send into a closed channel checks it: one it cannot carry
    * (a function, say) rejects with that CodecError and is not hooked (it reached the hook).
+   * Also where the buffer has room and the channel is open (a failed task's, until its children
+   * finish): Kotlin's `send` checks for cancellation only when it suspends, and buffers it there.
    */
   #afterCancel(value: T, reason: unknown): Promise<void> {
     try {
@@ -310,11 +312,12 @@ class ProducerChannel<T> extends Channel<T> {
   /**
    * @ignore A send of the producer's waiting when its task is cancelled (its scope cancelled, a
    * sibling or child failing, the consumer's cancel: that one refused it first) is a cancelled
-   * send: its value goes to onUndeliveredElement, as Kotlin's cancelled `send` hands it, and as
-   * a send made once the task was cancelled hands it (`#afterCancel`). A send whose own signal
-   * aborted while the task runs keeps its value, as any aborted send. Before, a send the task's
-   * cancellation woke kept its value while one made a turn later was hooked: the block, told
-   * the same CancellationError by both, could not know whether to release the value itself.
+   * send: its value goes to onUndeliveredElement, as Kotlin's suspended `send` that its
+   * coroutine's cancellation resumes hands it, and as a send made once the task was cancelled
+   * hands it (`#afterCancel`). A send whose own signal aborted while the task runs keeps its
+   * value, as any aborted send. Before, a send the task's cancellation woke kept its value while
+   * one made a turn later was hooked: the block, told the same CancellationError by both, could
+   * not know whether to release the value itself.
    */
   override _abortDrops(): boolean {
     const signal = this._bound?.signal;

@@ -427,6 +427,55 @@ Deno.test("produce: the order of the close: a return and a failure (the block's 
   assert.equal(live, 0);
 });
 
+Deno.test("produce: after the block's failure, while the channel stays open for a child of the task, that child's send rejects with the cancellation even with room in the buffer, its value to onUndeliveredElement (Kotlin's send, which does not check for cancellation when it does not suspend, would buffer it)", async () => {
+  // README, "Producers, actors and native scopes from TypeScript": a send made once the task was
+  // cancelled, as documented there, where kcoro differs from Kotlin.
+  const gate = Promise.withResolvers<void>(); // holds a child that ignores the cancellation
+  const boom = new Error("block fails");
+  const dropped: number[] = [];
+  let childSend: unknown = "not made";
+  const got: string[] = [];
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      using ch = produce<number>(
+        scope,
+        counted(async (out: Channel<number>, task: CoroutineScope) => {
+          task.launch(counted(async () => {
+            await gate.promise;
+            childSend = await out.send(2).then(() => "sent", (e) => e);
+          }));
+          await out.send(1); // buffered: room for 3 more
+          throw boom;
+        }),
+        { capacity: 4, onUndeliveredElement: (v) => dropped.push(v) },
+      );
+      const job = scope.job.children[0];
+      for (let i = 0; i < 100 && job.state === "active"; i++) await null; // bounded turns
+      got.push(`task ${job.state}`, `channel closed ${ch.isClosedForSend}`);
+      gate.resolve();
+      for (let i = 0; i < 100 && childSend === "not made"; i++) await null;
+      for (;;) {
+        const r = await ch.receiveCatching();
+        if (r.state === "ok") got.push(`received ${r.value}`);
+        else {
+          got.push(`closed${r.cause === boom ? " with the failure" : ""}`);
+          break;
+        }
+      }
+    }),
+    (e) => e === boom,
+  );
+  assert.deepEqual(got, [
+    "task cancelling",
+    "channel closed false",
+    "received 1",
+    "closed with the failure",
+  ]);
+  assert.ok(childSend instanceof CancellationError, `child's send: ${childSend}`);
+  assert.deepEqual(dropped, [2]);
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: sends by children of the task are bound to it too, also after the block returned: its cancellation wakes them (the scope hung)", async () => {
   // Kotlin's `produce { launch { send(x) } }`: the child's send is cancelled with the producer.
   let state = "pending";
