@@ -131,6 +131,11 @@ export class Bridge {
   /** `#drainInside` is queued (`touch`). */
   #touchDue = false;
   /**
+   * A value went back to its channel (`giveBack`) since `#drainRecords` last drained the ring:
+   * it may have completed a wait of this isolate, whose record that drain then settles too.
+   */
+  #gaveBack = false;
+  /**
    * Close watches queued (`kc_ring_watch`): settled by their records as `#ops` are, but not
    * counted as pending (`pending`, `#loop`): an isolate whose channels are idle exits with a
    * watch queued, since no `kc_ring_wait` stays outstanding for one. Their records are drained
@@ -780,6 +785,9 @@ export class Bridge {
     // The value may complete a receive of this isolate waiting natively (`touch`).
     if (this.#alive < this.#ops.size) this.touch();
     const rc = this.#sym.kc_ring_give_back(this.#ring, op.ticket);
+    // Its record, if it went to such a receive, is in the ring now: the drain settling this
+    // batch drains once more (`#drainRecords`).
+    this.#gaveBack = true;
     // The ring gone (destroyed by hand after this record was drained: a drain of nothing fails
     // too): its destroy gave the value back already. Before, that was reported as a value lost
     // (an uncaught error, which ends a process with no "error" listener), though it was not.
@@ -982,7 +990,16 @@ export class Bridge {
         this.#settle(ticket, status, index);
         continue;
       }
-      if (!more || !this.#lib.isOpen) return 0; // closed by a callback: its ring is gone
+      if (!this.#lib.isOpen) return 0; // closed by a callback: its ring is gone
+      // A value this batch's settles gave back (an aborted receive's or select's, `giveBack`)
+      // went straight to a receiver waiting natively, if one was: when it is one of this
+      // isolate's (a select's receive clause too), its record is in the ring now, and settles in
+      // this drain, after the records before it, as the isolate's own call that completed it
+      // (README's abort paragraph). Before, it settled at the ring's next wake, and an abort in
+      // between (the first one's rejection handler's, say) rejected it too, the value going back
+      // again.
+      if (!more && !this.#gaveBack) return 0;
+      this.#gaveBack = false;
       const n = this.#sym.kc_ring_drain(this.#ring, this.#records, BATCH);
       this.#next = 0;
       this.#count = n > 0 ? n : 0;

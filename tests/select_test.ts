@@ -2559,6 +2559,48 @@ Deno.test("a value given back to a local channel reaches this isolate's next rec
   }
 });
 
+Deno.test("a value this isolate gives back to a shared channel settles its own receive or select that it reaches before the give-back's drain ends: an abort later in the turn finds it settled", async () => {
+  // README's abort paragraph: a wait of this isolate that its own call completes natively
+  // settles before that call returns. A give-back (an aborted receive's or select's value going
+  // back as its record drains, `Bridge.giveBack`) is this isolate's call too: the value goes
+  // straight to the next receive waiting natively (a select's receive clause too), which
+  // settles in that drain. Before, it settled at the ring's next wake, after the first one's
+  // rejection handler ran: its abort there rejected the second too, and 7 went back again.
+  for (const capacity of [0, 1]) {
+    for (const first of ["receive", "select"]) {
+      for (const second of ["receive", "select"]) {
+        const how = `capacity ${capacity}, ${first} then ${second}`;
+        using ch = new Channel<number>(capacity, { codec: codecs.f64 });
+        const handle = ch.handle; // outside: only the ring's wait drains its records
+        const wait = (signal: AbortSignal, which: string) =>
+          which === "receive"
+            ? ch.receive({ signal })
+            : select<number>((s) => s.onReceive(ch, (v) => v), { signal });
+        const ac1 = new AbortController(), ac2 = new AbortController();
+        const one = wait(ac1.signal, first);
+        const two = wait(ac2.signal, second);
+        await until(() => pending() === 2, `${how}: both queued natively`);
+        // As another thread sends: completes `one` natively, its record not drained yet.
+        assert.equal(trySendNatively(handle, 7), 0, how);
+        const reason = new Error("given up");
+        ac1.abort(reason); // loses to the completion: 7 goes back as the record drains
+        const late = new Error("too late");
+        const rejected = one.then(
+          () => assert.fail(`${how}: the first resolved`),
+          (e) => {
+            assert.equal(e, reason, how);
+            ac2.abort(late); // the first microtask after the give-back's drain
+          },
+        );
+        assert.equal(await within(two, 10_000, `${how}: the second`), 7, how);
+        await rejected;
+        assert.deepEqual(ch.tryReceive(), { state: "empty" }, how); // not given back twice
+        assert.equal(pending(), 0, how);
+      }
+    }
+  }
+});
+
 Deno.test("a plain wait queued natively on a channel a select made native keeps the process alive once its handle is read", async () => {
   // README: the waits already queued natively on a channel whose handle is read while they
   // wait keep the process alive, as a select on it does (`Bridge.reconsider`, `Waiter.inside`).
