@@ -2601,6 +2601,53 @@ Deno.test("a value this isolate gives back to a shared channel settles its own r
   }
 });
 
+Deno.test("a receive or select given up after another thread's send completed it is not settled by a send of this isolate that settles its other receive: its value goes back when the ring drains as usual, to the hook once this isolate's close came first", async () => {
+  // `#settleReceivers` settles the records of this isolate's receives on the channel that its
+  // send may have completed, not one given up (`gaveUp`): that one's record gives its value
+  // back when the ring drains as usual, after the turn's close has returned (README's abort
+  // paragraph), so the value reaches onUndeliveredElement. Settled with the send, the value
+  // went back before the close, and stayed receivable on the closed channel instead.
+  for (const first of ["receive", "select"]) {
+    for (const close of [false, true]) {
+      const how = `${first}${close ? ", then close" : ""}`;
+      const undelivered: number[] = [];
+      using ch = new Channel<number>(0, {
+        codec: codecs.f64,
+        onUndeliveredElement: (v) => void undelivered.push(v),
+      });
+      const handle = ch.handle; // outside: only the ring's wait drains its records
+      const ac = new AbortController();
+      const one = first === "receive"
+        ? ch.receive({ signal: ac.signal })
+        : select<number>((s) => s.onReceive(ch, (v) => v), { signal: ac.signal });
+      const oneFailed = one.then(() => assert.fail(`${how}: the first resolved`), (e) => e);
+      const two = ch.receive();
+      await until(() => pending() === 2, `${how}: both queued natively`);
+      // As another thread sends: completes `one` natively, its record not drained yet.
+      assert.equal(trySendNatively(handle, 7), 0, how);
+      const reason = new Error("given up");
+      ac.abort(reason); // loses to the completion: `one` gave up, its record still to come
+      // Meets `two`, queued natively: settles its record before it returns, not `one`'s, whose
+      // value is not back yet (asserted with no await in between: the ring's wait, which may
+      // return in any microtask, drains it as usual).
+      assert.deepEqual(ch.trySend(8), { state: "ok" }, how);
+      assert.equal(pending(), 1, `${how}: settled with the send`);
+      if (close) ch.close();
+      else assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${how}: given back already`);
+      assert.equal(await within(two, 10_000, `${how}: the second`), 8, how);
+      assert.equal(await within(oneFailed, 10_000, `${how}: the first`), reason, how);
+      if (close) {
+        assert.deepEqual(undelivered, [7], how); // back after the close: nothing left to receive
+        assert.equal(ch.tryReceive().state, "closed", how);
+      } else {
+        assert.deepEqual(undelivered, [], how);
+        assert.deepEqual(ch.tryReceive(), { state: "ok", value: 7 }, how); // back, not lost
+      }
+      assert.equal(pending(), 0, how);
+    }
+  }
+});
+
 Deno.test("a plain wait queued natively on a channel a select made native keeps the process alive once its handle is read", async () => {
   // README: the waits already queued natively on a channel whose handle is read while they
   // wait keep the process alive, as a select on it does (`Bridge.reconsider`, `Waiter.inside`).
