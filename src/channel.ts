@@ -3975,8 +3975,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // The value is out of the channel all the same (its decoder freed it): the send it took,
         // or moved into the room, settles before the throw too, as `tryReceiveMany`'s batch
         // settles it. Before, it settled a ring wake later. (Decoded first: a settle may run the
-        // caller's code, which may reuse `scratch`.)
+        // caller's code, which may reuse `scratch`.) So does what follows a receive below: the
+        // senders waiting here in JavaScript move into the room, and what other isolates' sends
+        // dropped reaches the hook, as after tryReceiveMany's batch. Before, the throw skipped
+        // both: another thread's try-send could take the room ahead of those senders, and the
+        // dropped values waited for this isolate's next operation that collects.
         if (s.senders.first !== null || s.selectSends > 0) this.#settleSenders(s);
+        if (this.#capacity !== 0 && s.senders.first !== null) pump(s.senders, sym);
+        if (this.#dropping) this.#collect();
         throw e;
       }
       // A send of this isolate queued natively that the try took (a rendezvous) or moved into

@@ -6588,6 +6588,59 @@ Deno.test("a value that fails to decode is a CodecError naming the receive from 
   assert.deepEqual(ch.tryReceive(), { state: "empty" });
 });
 
+/** A value no kcoro codec sent (an inline tag codecs.default does not read), try-sent by C code. */
+function sendUndecodable(ch: Channel<unknown>): number {
+  const slot = new Uint8Array(32);
+  new Uint32Array(slot.buffer)[2] = 99;
+  return library().symbols("test").kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(slot), 32);
+}
+
+Deno.test("a tryReceive whose value fails to decode hands what other isolates' sends dropped to onUndeliveredElement before it throws, as one that decodes does", () => {
+  // `#poll`'s decode-failure path: the value is out of the channel all the same, so what
+  // follows a receive follows it, as after tryReceiveMany's batch. Before, it skipped the
+  // collect, and the dropped value waited for this isolate's next operation that collects
+  // (metrics() does not).
+  for (const decodes of [true, false]) {
+    const dropped: unknown[] = [];
+    using ch = new Channel<unknown>(1, {
+      overflow: "drop-latest",
+      onUndeliveredElement: (v) => void dropped.push(v),
+    });
+    ch.share();
+    if (decodes) assert.equal(trySendNatively(ch.handle, 4, codecs.default), 0);
+    else assert.equal(sendUndecodable(ch), 0);
+    // As another isolate's send: dropped (the buffer is full), kept natively for the hook.
+    assert.equal(trySendNatively(ch.handle, 5, codecs.default), 0);
+    if (decodes) assert.deepEqual(ch.tryReceive(), { state: "ok", value: 4 });
+    else assert.throws(() => ch.tryReceive(), CodecError);
+    assert.deepEqual(dropped, [5], decodes ? "decoded" : "failed to decode");
+    assert.equal(ch.metrics().dropped, 1);
+  }
+});
+
+Deno.test("a tryReceive whose value fails to decode moves this isolate's senders waiting in JavaScript into the room it made before it throws, ahead of another thread's later send", async () => {
+  // As after a receive that decodes (`#poll`'s pump): a sender that waited because the buffer
+  // was full takes the room its isolate's receive made, before the call returns. Before, the
+  // throw skipped that, and a send of another thread (C code here) made in between took the
+  // room first: the later value was received first.
+  for (const decodes of [true, false]) {
+    const how = decodes ? "decoded" : "failed to decode";
+    using ch = new Channel<unknown>(1);
+    ch.share();
+    if (decodes) assert.equal(trySendNatively(ch.handle, 4, codecs.default), 0, how);
+    else assert.equal(sendUndecodable(ch), 0, how);
+    // Full: waits in this isolate's JavaScript (its outcome held, so that a failure below,
+    // whose dispose cancels it, is the one reported).
+    const sent = ch.send("first").then(() => "delivered", (e) => e);
+    if (decodes) assert.deepEqual(ch.tryReceive(), { state: "ok", value: 4 }, how);
+    else assert.throws(() => ch.tryReceive(), CodecError, how);
+    // Another thread's send, after the receive: full again, with "first" in the room.
+    assert.equal(trySendNatively(ch.handle, 5, codecs.default), Status.EAGAIN, how);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: "first" }, how);
+    assert.equal(await within(sent, 10_000, `${how}: the send`), "delivered", how);
+  }
+});
+
 Deno.test("an empty string or bytes C code made with kc_desc_make (no buffer, the tag kcoro.h names) reads as empty on codecs.string, codecs.bytes and the default codec, not a CodecError", async () => {
   // Such a descriptor has no inline tag (its length, 0, where a kcoro codec puts one): it was a
   // CodecError saying it was not sent with codecs.string ("received inline tag 0").
