@@ -2677,20 +2677,43 @@ Deno.test("a plain wait queued natively on a channel a select made native keeps 
 
 Deno.test("a select whose first clause is on a shared channel meets a receive of this isolate that its probe queued natively on a local channel: the receive settles", async () => {
   // The probe makes `a` native (inside: its handle never left this isolate) and queues the
-  // receive waiting there natively (`Channel.#queue`); the send clause then completes it
-  // natively, its record in the ring, and the select fires in the probe. No wait is outstanding
-  // for the inside receive, and no call went through `a`'s symbols before it was native (the
-  // first clause's channel is outside): the drain that `#queue` schedules (`Bridge.touch`) is
-  // what settles it. Without it the receive waited for ever (the bound below fails it).
-  using x = new Channel<number>(), a = new Channel<number>();
-  void x.handle; // outside
-  const r = a.receive(); // waits in JavaScript: `a` is local
-  const sel = select<string>((s) => {
-    s.onReceive(x, () => "x"); // biased (the default): probed first
-    s.onSend(a, 5, () => "sent");
-  });
-  assert.equal(await within(sel, 20_000, "the select"), "sent");
-  assert.equal(await within(r, 20_000, "the receive"), 5);
+  // receive waiting there in JavaScript natively (`Channel._submit`, through `_flushLocal`).
+  // No wait is outstanding for such an inside receive, and no call went through `a`'s symbols
+  // before it was native (the first clause's channel is outside: the probe calls through its
+  // symbols), so two things settle it:
+  // - the select's own send clause, firing in the probe, completes it natively: the select
+  //   settles it before select() returns (`_settleMet`, `#fireNativeNow`), before its own
+  //   handler runs; without that it settled in a later microtask (the drain below);
+  // - anything else that completes it natively once it is queued (C code here, as on this
+  //   thread, with no call of this isolate after it): the drain that `_submit` schedules as it
+  //   queues it on an inside channel (`Bridge.touch`) settles it. Without that it waited for
+  //   ever (the bound below fails it). First: a drain the other case leaves scheduled (the
+  //   bridge's idle check) could drain the ring in its place.
+  for (const by of ["C code after the select", "the select's send clause"] as const) {
+    using x = new Channel<number>(1), a = new Channel<number>();
+    void x.handle; // outside
+    // Waits in JavaScript (`a` is local); its outcome held, so that a failure below, whose
+    // dispose cancels it, is the one reported.
+    const r = a.receive().then((v) => v, (e) => e);
+    const clauseSends = by === "the select's send clause";
+    // C code's case: `x` holds a value, so the select fires its receive clause in the probe,
+    // after the probe queued the receive natively (its clause on `a` flushed it).
+    if (!clauseSends) assert.deepEqual(x.trySend(1), { state: "ok" });
+    const before = pending();
+    const sel = select<string>((s) => {
+      s.onReceive(x, () => "x"); // biased (the default): probed first
+      if (clauseSends) s.onSend(a, 5, () => "sent");
+      else s.onReceive(a, () => "a");
+    });
+    if (clauseSends) assert.equal(pending(), before, `${by}: settled before select() returned`);
+    else {
+      assert.equal(pending(), before + 1, `${by}: the receive queued natively, the select not`);
+      assert.equal(trySendNatively(a._handle, 5, a.codec), 0, `${by}: the receive takes it`);
+    }
+    assert.equal(await within(sel, 20_000, `${by}: the select`), clauseSends ? "sent" : "x");
+    assert.equal(await within(r, 20_000, `${by}: the receive`), 5, by);
+    assert.equal(pending(), before, by);
+  }
 });
 
 Deno.test("a select's send clause on a shared channel whose value a try-receive of this isolate takes natively settles before the next turn, as a plain send queued there does", async () => {
