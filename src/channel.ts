@@ -3652,7 +3652,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * Sends `values` in order without waiting, stopping at the first that would wait: `ok` with
    * how many were sent (at least one; fewer than all when the buffer filled), `full` when none
    * could be, or `closed`. The same as calling `trySend` for each until one is not `ok`, but a
-   * shared channel takes them into native memory in one call instead of one each. `values` is
+   * shared channel takes them into native memory in one call instead of one each (unless its
+   * drops go to `onUndeliveredElement`: each drop's hook runs before the next value). `values` is
    * an array of 1 to 65,536 values (else a TypeError, or a RangeError for its length). It throws
    * only when nothing was sent: a value the codec cannot carry, anywhere in `values`, throws its
    * {@linkcode CodecError} before any is sent, and a value's own send that fails after others
@@ -3835,11 +3836,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * A batch may go through the native channel in one call: it is shared, buffered, and nobody
-   * of this isolate waits in JavaScript (so the native channel's order is the order).
+   * of this isolate waits in JavaScript (so the native channel's order is the order), and no
+   * drop of it runs `onUndeliveredElement` here (a drop policy's creator with the hook). A
+   * dropping batch goes one value at a time, as `trySend` would: each value's drop reaches the
+   * hook before the next value is sent, so a hook that closes, cancels or sends to the channel
+   * ends or joins the batch where it ran, as on a local channel. Before, the native call sent
+   * every value first and the hooks ran after it: a hook's close came after all of them went.
    */
   #batchesNatively(s: Shared): boolean {
     return !s.local && !s.ended && this.#capacity !== 0 && s.receivers.first === null &&
-      s.senders.first === null;
+      s.senders.first === null && !(this.#dropping && this.#keeps);
   }
 
   /**

@@ -5582,7 +5582,7 @@ Deno.test("a value's getter that disposes the channel or closes the library as t
   }
 });
 
-Deno.test("trySendMany whose drop's hook disposes the channel or closes the library mid-batch answers a short write, local and native (one at a time or in one call): ok with how many went, and the next call meets the end as trySend does", async () => {
+Deno.test("trySendMany whose drop's hook disposes the channel or closes the library mid-batch answers a short write, local and native (a receiver waiting there or not): ok with how many went, and the next call meets the end as trySend does", async () => {
   // Before: a native channel sending one at a time threw the dispose's (or the close's) error
   // though values went, so the caller could not tell how many; a local one answered ok. The
   // rule now: a batch throws only when its first value fails, else answers what went.
@@ -5615,8 +5615,10 @@ Deno.test("trySendMany whose drop's hook disposes the channel or closes the libr
         ["local", [JSON.stringify({ state: "ok", sent: 2 }), ...next]],
         // 1 to the receiver, 2 buffered, 3 drops 2 (the hook), 4 meets the end: three went.
         ["native, one at a time", [JSON.stringify({ state: "ok", sent: 3 }), ...next, 1]],
-        // All four in one native call (three dropped), the hook after it.
-        ["native, in one call", [JSON.stringify({ state: "ok", sent: 4 }), ...next]],
+        // No receiver waiting: a dropping batch with a hook goes one at a time all the same, as
+        // locally: 1 buffered, 2 drops 1 (the hook ends the channel), 3 meets the end. Before,
+        // all four went in one native call (three dropped) and the hook ran after it.
+        ["native, no receiver waiting", [JSON.stringify({ state: "ok", sent: 2 }), ...next]],
       ] as const
     ) {
       const res = await evalScript(script(end, how));
@@ -5625,6 +5627,61 @@ Deno.test("trySendMany whose drop's hook disposes the channel or closes the libr
     }
   }
 });
+
+bothModes(
+  "trySendMany on a dropping channel with a hook is trySend value by value: each drop reaches the hook before the next value goes, so a hook that closes or sends to the channel acts mid-batch",
+  () => {
+    // Before, a shared channel's batch crossed in one native call and the hooks ran after it: a
+    // hook's close came after every value went (sent 5, four dropped, not 2 and 1), and a hook's
+    // sends came after the batch's. Local channels, and trySend one value at a time, were right.
+    for (const overflow of ["drop-oldest", "drop-latest"] as const) {
+      for (const codec of [codecs.f64, codecs.default] as Codec<number>[]) {
+        const what = `${overflow}, ${codec === codecs.f64 ? "f64" : "default"}`;
+        const closing: number[] = [];
+        using ch: Channel<number> = chan<number>(1, {
+          codec,
+          overflow,
+          onUndeliveredElement: (v) => {
+            closing.push(v);
+            ch.close();
+          },
+        });
+        // 1 buffered; 2 drops one of them (the hook closes); 3 meets the close.
+        assert.deepEqual(ch.trySendMany([1, 2, 3, 4, 5]), { state: "ok", sent: 2 }, what);
+        assert.deepEqual(closing, [overflow === "drop-oldest" ? 1 : 2], what);
+        assert.deepEqual(ch.tryReceiveMany(9), {
+          state: "ok",
+          values: [overflow === "drop-oldest" ? 2 : 1],
+        }, what);
+        assert.equal(ch.tryReceiveMany(9).state, "closed", what);
+        const m = ch.metrics();
+        assert.deepEqual([m.sends, m.receives, m.dropped], [2, 1, 1], what);
+
+        const sending: number[] = [];
+        using other: Channel<number> = chan<number>(1, {
+          codec,
+          overflow,
+          onUndeliveredElement: (v) => {
+            sending.push(v);
+            if (v < 100) other.trySend(v + 100); // drops one more: its hook call follows this one
+          },
+        });
+        assert.deepEqual(other.trySendMany([1, 2, 3]), { state: "ok", sent: 3 }, what);
+        // Each drop's hook call (and those of the drops its own send made) before the batch's
+        // next value: drop-oldest's 3 drops the hook's 102, drop-latest's 3 is dropped after 102.
+        assert.deepEqual(
+          sending,
+          overflow === "drop-oldest" ? [1, 2, 101, 102] : [2, 102, 3, 103],
+          what,
+        );
+        assert.deepEqual(other.tryReceiveMany(9), {
+          state: "ok",
+          values: [overflow === "drop-oldest" ? 3 : 1],
+        }, what);
+      }
+    }
+  },
+);
 
 Deno.test("an iterator's return() while a next() is pending settles after it, as an async generator's does: that next() resolves done and the value stays in the channel", async () => {
   const bridge = Bridge.of(library());
