@@ -3694,7 +3694,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     const sym = this.#sym(op);
     const s = this._shared;
-    if (this.#batchesNatively(s)) {
+    // Not where a drop runs `onUndeliveredElement` here (a drop policy's creator with the hook):
+    // such a batch goes one value at a time, as `trySend`s would, each value's drop reaching the
+    // hook before the next value is sent, so a hook that closes, cancels or sends to the channel
+    // ends or joins the batch where it ran, as on a local channel. Before, the native call sent
+    // every value first and the hooks ran after it: a hook's close came after all of them went.
+    if (this.#batchesNatively(s) && !(this.#dropping && this.#keeps)) {
       if (this.#sendBlocked(sym)) {
         // Still reject what the codec cannot carry, anywhere in the batch (as when not full).
         for (let i = 0; i < n; i++) {
@@ -3836,16 +3841,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * A batch may go through the native channel in one call: it is shared, buffered, and nobody
-   * of this isolate waits in JavaScript (so the native channel's order is the order), and no
-   * drop of it runs `onUndeliveredElement` here (a drop policy's creator with the hook). A
-   * dropping batch goes one value at a time, as `trySend` would: each value's drop reaches the
-   * hook before the next value is sent, so a hook that closes, cancels or sends to the channel
-   * ends or joins the batch where it ran, as on a local channel. Before, the native call sent
-   * every value first and the hooks ran after it: a hook's close came after all of them went.
+   * of this isolate waits in JavaScript (so the native channel's order is the order).
    */
   #batchesNatively(s: Shared): boolean {
     return !s.local && !s.ended && this.#capacity !== 0 && s.receivers.first === null &&
-      s.senders.first === null && !(this.#dropping && this.#keeps);
+      s.senders.first === null;
   }
 
   /**
