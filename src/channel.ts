@@ -3694,12 +3694,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     const sym = this.#sym(op);
     const s = this._shared;
-    // Not where a drop runs `onUndeliveredElement` here (a drop policy's creator with the hook):
-    // such a batch goes one value at a time, as `trySend`s would, each value's drop reaching the
-    // hook before the next value is sent, so a hook that closes, cancels or sends to the channel
-    // ends or joins the batch where it ran, as on a local channel. Before, the native call sent
-    // every value first and the hooks ran after it: a hook's close came after all of them went.
-    if (this.#batchesNatively(s) && !(this.#dropping && this.#keeps)) {
+    if (this.#batchesNatively(s)) {
       if (this.#sendBlocked(sym)) {
         // Still reject what the codec cannot carry, anywhere in the batch (as when not full).
         for (let i = 0; i < n; i++) {
@@ -3841,18 +3836,26 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * A batch may go through the native channel in one call: it is shared, buffered, and nobody
-   * of this isolate waits in JavaScript (so the native channel's order is the order).
+   * of this isolate waits in JavaScript (so the native channel's order is the order), and no
+   * drop runs `onUndeliveredElement` here (a drop policy's creator with the hook). Such a batch
+   * goes one value at a time, as `trySend`s or `tryReceive`s would: a send's drop reaches the
+   * hook before the next value is sent, and a receive hands the hook what sends through its
+   * copies dropped (`#poll`) before the next value is taken, so a hook that closes, cancels,
+   * sends to or receives from the channel ends or joins the batch where it ran, as on a local
+   * channel. Before, the native call moved every value first and the hooks ran after it: a
+   * hook's close came after all of them went, and its receive found what the batch took gone.
    */
   #batchesNatively(s: Shared): boolean {
     return !s.local && !s.ended && this.#capacity !== 0 && s.receivers.first === null &&
-      s.senders.first === null;
+      s.senders.first === null && !(this.#dropping && this.#keeps);
   }
 
   /**
    * Receives up to `max` values without waiting, oldest first: `ok` with those there are now,
    * `empty`, or `closed` (closed and drained). The same as calling `tryReceive` until it is not
-   * `ok`, but a shared channel's values come out of native memory in one call instead of one each.
-   * `max` is an integer from 1 to 65,536 (else a TypeError, or a RangeError for a number). A value
+   * `ok`, but a shared channel's values come out of native memory in one call instead of one each
+   * (unless its drops go to `onUndeliveredElement`: the hook runs after each value). `max` is an
+   * integer from 1 to 65,536 (else a TypeError, or a RangeError for a number). A value
    * that fails to decode (one sent with another codec into a channel C code made untyped) throws
    * its error, as `tryReceive` does; the other values the call took, oldest first, are that error's
    * `received` array, so none is lost.

@@ -5683,6 +5683,39 @@ bothModes(
   },
 );
 
+Deno.test("tryReceiveMany on a dropping channel with a hook is tryReceive value by value: what a copy's sends dropped reaches the hook after each value taken, so a hook that receives takes the values after it", () => {
+  // Before, the batch took every value in one native call and the hook ran after it: its
+  // receives found the channel empty, where tryReceive called until it is not ok (and a batch
+  // on a channel without the hook) hand the hook the copy's drops after the first value.
+  for (const how of ["tryReceiveMany", "tryReceive"] as const) {
+    const log: string[] = [];
+    using ch: Channel<number> = new Channel<number>(3, {
+      codec: codecs.f64,
+      overflow: "drop-oldest",
+      onUndeliveredElement: (v) => log.push(`${v}: ${JSON.stringify(ch.tryReceive())}`),
+    });
+    // The copy's drops wait natively for the creator's hook (the copy has none).
+    using copy = Channel.from<number>(ch.share());
+    for (let v = 1; v <= 6; v++) assert.deepEqual(copy.trySend(v), { state: "ok" }, how);
+    const got: number[] = [];
+    if (how === "tryReceiveMany") {
+      const r = ch.tryReceiveMany(3);
+      assert.equal(r.state, "ok", how);
+      if (r.state === "ok") got.push(...r.values);
+    } else {
+      for (let r = ch.tryReceive(); r.state === "ok" && got.length < 3; r = ch.tryReceive()) {
+        got.push(r.value);
+      }
+    }
+    assert.deepEqual(got, [4], how);
+    assert.deepEqual(log, [
+      '1: {"state":"ok","value":5}',
+      '2: {"state":"ok","value":6}',
+      '3: {"state":"empty"}',
+    ], how);
+  }
+});
+
 Deno.test("an iterator's return() while a next() is pending settles after it, as an async generator's does: that next() resolves done and the value stays in the channel", async () => {
   const bridge = Bridge.of(library());
   for (const capacity of [0, 2]) {
