@@ -3383,9 +3383,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * receive has rejected. Before, the flush was no batch (its comment said receives hand no
    * value to onUndeliveredElement): the first receive's settle ran the hook for the values the
    * cancel dropped before it, and the later receives, rejected (what the hook did, a close of
-   * another channel, settled ahead of them).
+   * another channel, settled ahead of them). No batch, and no list made (`flushAll`), where none
+   * waits in JavaScript: a send to a receive of this isolate queued natively in an earlier turn
+   * (a consumer's loop fed from timers or I/O) comes here on every send, with nothing to flush.
    */
   #flushReceivers(s: Shared): void {
+    let w = s.receivers.first;
+    while (w !== null && w.state !== LOCAL) w = w.next;
+    if (w === null) return;
     const outer = Channel.#beginCollects(s);
     try {
       flushAll(s.receivers);
