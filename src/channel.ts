@@ -3349,14 +3349,22 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // again (only a value with getters or traps runs such code): the native try-send then
         // meets the oldest, with this copy (the value is not read twice). Before, a receive
         // that the getter began after such a select was handed the value, passing it over.
-        if (
-          (typeof value === "object" || typeof value === "function") &&
-          this.#receiverMayWaitNatively(sym)
-        ) {
-          this.#flushReceivers(s); // as above
-          if (s.receivers.first === null) return passed; // none left: sent natively as is
-          viaRingCopy = passed;
-          return VIA_RING_COPY;
+        if (typeof value === "object" || typeof value === "function") {
+          // That code may also have closed or cancelled the channel through native code (a
+          // library it calls; another thread's end in that window is one after the hand-off,
+          // this one returned before it): the ready byte, read before it ran, is read again,
+          // and the send goes on natively with this copy, whose try finds the channel ended:
+          // these receivers learn of it there (`#ended`) and fail, and a send's value reaches
+          // onUndeliveredElement, as the channel's own close or cancel in the getter settles
+          // them. Before, the first receiver was handed the value from the ended channel and the
+          // send said ok. (A destroy changes the handle word: the flush below meets it.)
+          if (this.#closedNatively(sym)) return passed;
+          if (this.#receiverMayWaitNatively(sym)) {
+            this.#flushReceivers(s); // as above
+            if (s.receivers.first === null) return passed; // none left: sent natively as is
+            viaRingCopy = passed;
+            return VIA_RING_COPY;
+          }
         }
         next = s.receivers.first;
         continue;

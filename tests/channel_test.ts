@@ -7425,6 +7425,65 @@ Deno.test("shared: native code's cancel between a send's read of the waiting byt
   ]);
 });
 
+for (const end of ["cancel", "close", "destroy"] as const) {
+  Deno.test(`shared: native code's ${end} in a getter of the sent value, with receives waiting in JavaScript: as the channel's own ${end === "destroy" ? "cancel" : end} there, they all fail and the value is not handed over`, async () => {
+    // A send (or trySend) of an object to a shared channel with two receives of this isolate
+    // waiting in JavaScript: the value's getter, read as the send copies it (`codec.pass`) just
+    // before the hand-off, ends the channel through native code (as a library the getter calls
+    // would; another thread's end in that window is indistinguishable from one after the
+    // hand-off, this one is not: it returned before). The send goes to the native try-send,
+    // which finds the channel ended, and the receives learn of it there (`#ended`, or the
+    // destroy's `#markEnded`): all reject, and a send's value reaches onUndeliveredElement
+    // once, as the channel's own close or cancel in the getter settles them. Before, the
+    // hand-off went ahead: the first receive got the value from the ended channel and the send
+    // said ok.
+    const sym = library().symbols("test");
+    const run = async (capacity: number, call: "send" | "trySend", by: "native" | "own") => {
+      const hook: unknown[] = [];
+      using a = new Channel<{ v: number }>(capacity, { onUndeliveredElement: (v) => hook.push(v) });
+      a.share();
+      const log = settleLog([["r1", a.receive()], ["r2", a.receive()]]);
+      let ended = false; // once: JSON.stringify reads the getter again, below
+      const value = {
+        get v() {
+          if (ended) return 1;
+          ended = true;
+          if (by === "own") a[end === "close" ? "close" : "cancel"]();
+          else if (end === "cancel") assert.equal(sym.kc_chan_cancel(a.handle), 0);
+          else if (end === "close") assert.equal(sym.kc_chan_close(a.handle), 1);
+          else assert.equal(sym.kc_chan_destroy(a.handle), 0);
+          return 1;
+        },
+      };
+      const own = call === "send"
+        ? settleLog([["send", a.send(value)]])
+        : [`trySend ${a.trySend(value).state}`];
+      await until(() => log.length === 2 && own.length === 1, "the waits settled");
+      return { log: [...log, ...own].toSorted(), hook: JSON.stringify(hook) };
+    };
+    for (const capacity of [0, 1]) {
+      for (const call of ["send", "trySend"] as const) {
+        const what = `${call}, capacity ${capacity}`;
+        const got = await run(capacity, call, "native");
+        if (end !== "destroy") {
+          assert.deepEqual(got, await run(capacity, call, "own"), what);
+          continue;
+        }
+        const gone = "CancellationError(Channel was cancelled: native code destroyed it " +
+          "(kc_chan_destroy: KC_EBADH))";
+        assert.deepEqual(got, {
+          log: [
+            `r1 err ${gone}`,
+            `r2 err ${gone}`,
+            call === "send" ? `send err ${gone}` : "trySend closed",
+          ].toSorted(),
+          hook: call === "send" ? '[{"v":1}]' : "[]",
+        }, what);
+      }
+    }
+  });
+}
+
 for (const then of ["flush", "tryReceive"] as const) {
   const how = then === "flush" ? "the end-of-turn flush" : "a tryReceive in that turn";
   Deno.test(`shared: native code's destroy of a full buffer, met by ${how}: sends still waiting in JavaScript all reject before onUndeliveredElement runs`, async () => {
