@@ -111,6 +111,11 @@ const BATCH = 64;
  * drains a watch's record at once.
  */
 const WATCH_POLL_MS = 20;
+/**
+ * A cell nobody writes or wakes: `Atomics.wait` on it (value 0) is a sleep of the JS thread for
+ * its timeout, `#closing`'s back-off while it waits for records another thread is pushing.
+ */
+const NAP = new Int32Array(new SharedArrayBuffer(4));
 
 type Sym = ReturnType<Library["symbols"]>;
 
@@ -226,15 +231,22 @@ export class Bridge {
     }
     this.#stopPoll();
     try {
-      this.#drain();
       // An abort that answered "busy" lost to a completion whose record may not be on the ring
       // yet (its completer is between unlocking the channel and pushing it, a bounded window):
       // wait for those records, or `#closed` would fail operations that took effect (a send
-      // delivered and also handed to onUndeliveredElement).
+      // delivered and also handed to onUndeliveredElement). Not where the ring is gone (its
+      // drain failed: destroyed by hand, as a test does, or by code a settle ran): no record
+      // can come any more. Between looks the thread yields, for slices that grow to 1 ms
+      // (`Atomics.wait` on a cell nobody wakes: a sleep that blocks this thread only), so that
+      // the completer it waits for gets the CPU. Before, it drained a gone ring for the whole
+      // second, and spun a CPU hot against that completer (on a loaded host, on its CPU).
       const deadline = performance.now() + 1000;
-      while (
-        busy.some((t) => this.#ops.has(t) || this.#watches.has(t)) && performance.now() < deadline
-      ) this.#drain();
+      for (let slice = 0.05;; slice = Math.min(2 * slice, 1)) {
+        if (this.#drain() < 0) break;
+        if (!busy.some((t) => this.#ops.has(t) || this.#watches.has(t))) break;
+        if (performance.now() >= deadline) break;
+        Atomics.wait(NAP, 0, 0, slice);
+      }
     } catch (e) {
       reportError(e);
     }

@@ -3159,6 +3159,55 @@ Deno.test("closing the library settles the selects a close hook of its last roun
     back: { state: "ok", value: 6 },
   });
 });
+Deno.test("closing the library stops waiting for the records of waits whose withdrawal lost to their completion once the ring is gone: it drains a gone ring once, not for a second", async () => {
+  // A receive completed natively in the turn the library closes: its withdrawal answers "busy",
+  // and the close waits for its record. Here the ring is destroyed by hand right after that
+  // withdrawal (as code a settle runs could), so no record can come (the destroy gave the value
+  // back to its channel). Counted by the ring drains made from then on: a wait that stops at
+  // once makes one in the close's withdrawals and one as the library closes. Before, it drained
+  // the gone ring again and again for the whole second (thousands of calls, a CPU spun hot).
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { trySendNatively, until, within } from "./tests/support.ts";
+    const lib = library();
+    const sym = lib.symbols("test");
+    const bridge = Bridge.of(lib);
+    const ch = new Channel(0, { codec: codecs.f64 });
+    const token = ch.share();
+    const outcome = ch.receive().then((v) => "resolved " + v, (e) => "rejected " + e.name);
+    await until(() => bridge.pending === 1, "the receive queued natively");
+    const sent = trySendNatively(ch.handle, 8); // completes it: its record is on the ring
+    const { kc_ring_abort: abort, kc_ring_drain: drain } = sym;
+    let aborts = [], drains = null;
+    sym.kc_ring_abort = (ring, ticket) => {
+      const rc = abort(ring, ticket);
+      aborts.push(rc);
+      sym.kc_ring_destroy(ring);
+      drains = 0;
+      return rc;
+    };
+    sym.kc_ring_drain = (...args) => {
+      if (drains !== null) drains++;
+      return drain(...args);
+    };
+    closeLibrary();
+    sym.kc_ring_abort = abort;
+    sym.kc_ring_drain = drain;
+    const settled = await within(outcome, 10_000, "the receive");
+    console.log(JSON.stringify({ sent, aborts, drains, settled, back: Channel.from(token).tryReceive() }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const out = JSON.parse(res.stdout);
+  assert.ok(out.drains <= 2, `the gone ring drained ${out.drains} times`);
+  delete out.drains;
+  assert.deepEqual(out, {
+    sent: 0,
+    aborts: [-16], // KC_EBUSY: completed first
+    settled: "rejected LibraryClosedError",
+    back: { state: "ok", value: 8 },
+  });
+});
 Deno.test("closing the library withdraws operations queued natively (receive, send, select) and fails them", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, library, select } from "./mod.ts";
