@@ -4987,6 +4987,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         v = this.#codec.decode(w.slot!, this.#lib._symbolsToRelease);
       } catch (e) {
         w.reject(e);
+        // Its iterator ends, as the open library's settle ends it (`#settleWith`): the next()s
+        // still pending answer done and take nothing (withdrawn here without a native call: a
+        // record of theirs still to settle in this drain is dropped, its value given back by
+        // the ring's destroy). Before, a later one's record resolved it with its value after
+        // this one had rejected, that value lost to the channel's other receivers.
+        if (w.held !== undefined) this.#endIter(w.held);
         return;
       } finally {
         releaseSlot(w);

@@ -3208,6 +3208,49 @@ Deno.test("closing the library stops waiting for the records of waits whose with
     back: { state: "ok", value: 8 },
   });
 });
+Deno.test("closing the library settles an iterator's next() whose value fails to decode as the open library does: the next() still pending answers done and takes nothing", async () => {
+  // Two next()s queued natively; in the turn the library closes, native code completes the
+  // first with a value codecs.string cannot read and the second with "later". The ring's drains
+  // are held off while the library is open, so the records settle at the close's last look
+  // (\`Bridge.#closed\`). The first rejects with a CodecError and ends its iterator, as an async
+  // generator that threw does: the second answers done, its value back in the channel. Before,
+  // the second resolved with "later" after the iterator had rejected (taken, lost to the
+  // channel's other receivers), as only the open library's settle ended the iterator.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const lib = library();
+    const sym = lib.symbols("test");
+    const bridge = Bridge.of(lib);
+    const ch = new Channel(0, { codec: codecs.string });
+    const token = ch.share();
+    const it = ch[Symbol.asyncIterator]();
+    const outcomes = [it.next(), it.next()].map((p) =>
+      p.then((r) => JSON.stringify(r), (e) => "rejected " + e.name));
+    await until(() => bridge.pending === 2, "the next()s queued natively");
+    const drain = sym.kc_ring_drain;
+    sym.kc_ring_drain = (...args) => lib.isOpen ? 0 : drain(...args);
+    const bad = new Uint8Array(32);
+    new Uint32Array(bad.buffer)[2] = 99; // a tag codecs.string does not read
+    const good = new Uint8Array(32);
+    const text = new TextEncoder().encode("later");
+    const made = sym.kc_desc_make(text, text.length, /* KC_TAG_STRING */ 16, good);
+    const natively = [made, sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(bad), 32),
+      sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(good), 32)];
+    closeLibrary();
+    sym.kc_ring_drain = drain;
+    const settled = await within(Promise.all(outcomes), 10_000, "the next()s");
+    console.log(JSON.stringify({ natively, settled, back: Channel.from(token).tryReceive() }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const done = JSON.stringify({ done: true });
+  assert.deepEqual(JSON.parse(res.stdout), {
+    natively: [0, 0, 0],
+    settled: ["rejected CodecError", done],
+    back: { state: "ok", value: "later" },
+  });
+});
 Deno.test("closing the library withdraws operations queued natively (receive, send, select) and fails them", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, library, select } from "./mod.ts";
