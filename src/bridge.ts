@@ -155,6 +155,8 @@ export class Bridge {
   /** `#out` by address (pinned): the queued operation's ticket. */
   readonly #outPtr = Deno.UnsafePointer.of(this.#out);
   #waiting = false;
+  /** `#closed` destroyed the ring: no call names its handle any more (`take`, `giveBack`). */
+  #destroyed = false;
 
   private constructor(lib: Library) {
     this.#lib = lib;
@@ -293,6 +295,7 @@ export class Bridge {
     }
     for (let i = 0; i < held.length; i += 3) this.#settle(held[i], held[i + 1], held[i + 2]);
     this.#sym.kc_ring_destroy(this.#ring);
+    this.#destroyed = true;
     // A watch is told nothing more: its channel did not end, its library did (an owned one's
     // channel was cancelled by the destroy: the producer that fed it can feed it no more).
     const watches = [...this.#watches.values()];
@@ -785,6 +788,10 @@ export class Bridge {
    * (KC_EINVAL, the ticket kept).
    */
   take(op: RingOp, out: Slot | null, size: number): number {
+    // Settled after the ring's destroy (`#closed`: a wait given up whose record never came, cut
+    // off): no native call on the dead ring's handle, which its destroy freed with its tickets.
+    // Before, a cut-off receive given up took its ticket from the ring destroyed (KC_EBADH).
+    if (this.#destroyed) return Status.EBADH;
     return this.#sym.kc_ring_take_at(this.#ring, op.ticket, out === null ? null : out.ptr, size);
   }
 
@@ -794,6 +801,7 @@ export class Bridge {
    * the values buffered there (`kc_ring_give_back`), and the ticket is freed.
    */
   giveBack(op: RingOp): number {
+    if (this.#destroyed) return Status.EBADH; // as `take`: the destroy gave the value back
     // The value may complete a receive of this isolate waiting natively (`touch`).
     if (this.#alive < this.#ops.size) this.touch();
     const rc = this.#sym.kc_ring_give_back(this.#ring, op.ticket);

@@ -3251,6 +3251,53 @@ Deno.test("closing the library settles an iterator's next() whose value fails to
     back: { state: "ok", value: "later" },
   });
 });
+Deno.test("closing the library settles a receive given up whose record never came with its reason, and calls nothing on the ring it destroyed", async () => {
+  // A receive completed natively, then given up (its abort lost: its record settles it), whose
+  // record no drain sees (held off here throughout, as where its completer pushes it only as
+  // the ring is destroyed): the close cuts it off after the ring's destroy, which gave its value
+  // back. It rejects with its signal's reason. Before, it also took its ticket from the ring
+  // already destroyed (kc_ring_take_at on a dead handle, which answered KC_EBADH).
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { trySendNatively, until, within } from "./tests/support.ts";
+    const lib = library();
+    const sym = lib.symbols("test");
+    const bridge = Bridge.of(lib);
+    const ch = new Channel(0, { codec: codecs.f64 });
+    const token = ch.share();
+    const ctl = new AbortController();
+    const outcome = ch.receive({ signal: ctl.signal })
+      .then((v) => "resolved " + v, (e) => "rejected " + (e?.message ?? e));
+    await until(() => bridge.pending === 1, "the receive queued natively");
+    const { kc_ring_drain: drain, kc_ring_destroy: destroy, kc_ring_take_at: take } = sym;
+    let destroyed = false;
+    const after = [];
+    sym.kc_ring_drain = () => 0;
+    sym.kc_ring_destroy = (ring) => {
+      destroyed = true;
+      return destroy(ring);
+    };
+    sym.kc_ring_take_at = (...args) => {
+      const rc = take(...args);
+      if (destroyed) after.push(rc);
+      return rc;
+    };
+    const sent = trySendNatively(ch.handle, 8);
+    ctl.abort(new Error("the reason"));
+    closeLibrary();
+    Object.assign(sym, { kc_ring_drain: drain, kc_ring_destroy: destroy, kc_ring_take_at: take });
+    const settled = await within(outcome, 10_000, "the receive");
+    console.log(JSON.stringify({ sent, settled, after, back: Channel.from(token).tryReceive() }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    sent: 0,
+    settled: "rejected the reason",
+    after: [],
+    back: { state: "ok", value: 8 },
+  });
+});
 Deno.test("closing the library withdraws operations queued natively (receive, send, select) and fails them", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, library, select } from "./mod.ts";
