@@ -353,6 +353,14 @@ export class Bridge {
     return this.#waiting;
   }
 
+  /**
+   * The ring was destroyed by the library's close (`#closed`): an operation settled now was cut
+   * off (no record came), and nothing may be taken from the ring any more.
+   */
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+
   /** The ring's handle (for `kc_select_async`). */
   get ring(): number {
     return this.#ring;

@@ -929,14 +929,39 @@ class Selection implements RingOp {
    * would open: a send clause delivered (its value is its receiver's: reported failed, its
    * caller would send it again), a receive clause with the value it took; the other send
    * clauses' values stay the caller's, freed here once the ticket is taken (the raw symbols
-   * outlive the close). A select given up rejects with its reason (a value a receive clause
-   * took goes back to its channel by the ring's destroy). Any other rejects with
+   * outlive the close). A select given up rejects with its reason, settled as open (`complete`)
+   * where its record came before the ring's destroy: a value a receive clause took goes back to
+   * its channel (`giveBack`), and the send clauses' values, none sent, stay the caller's (freed
+   * here, no hook). Before, its ticket was left to the destroy, which handed them to their
+   * channels' undelivered path: a value reported not sent reached onUndeliveredElement. Cut
+   * off (after the destroy, `Bridge.destroyed`), it rejects so too. Any other rejects with
    * LibraryClosedError: the send clauses' values are the ring's, whose teardown hands each one
    * not sent to its channel's undelivered path (zig-src/bridge/ring.zig, `dropUnsent` and
    * `dropLosers`); freeing them here too would free them twice. Before, every one failed with
    * LibraryClosedError, also a select whose send clause was delivered, and one given up.
    */
   #completedClosed(c: Clause | undefined, status: number, index: number): void {
+    if (
+      this.gaveUp && c !== undefined && !this.bridge!.destroyed &&
+      ((status === 0 && c.kind !== SEND) ||
+        ((status === Status.EPIPE || status === Status.ECANCELED) &&
+          !(c.kind === SEND && status === Status.ECANCELED)))
+    ) {
+      // As `complete`'s two branches for a select given up whose clause moved nothing of the
+      // caller's: the ticket taken (a value given back), every send clause's value freed as
+      // the caller's (`kept`: no hook, the library being closed).
+      try {
+        if (status === 0) this.bridge!.giveBack(this);
+        else this.bridge!.take(this, null, 0);
+        this.#freeValues(-1, false, false, true);
+      } finally {
+        this.#giveSlots();
+        this.done = true;
+        this.#cleanup();
+        this.reject(this.reason);
+      }
+      return;
+    }
     // A receive clause given up keeps no value: the ring's destroy gives it back.
     let took = c !== undefined && status === 0 && (c.kind === SEND || !this.gaveUp);
     let value: unknown, failure: unknown, failed = false;

@@ -3298,6 +3298,50 @@ Deno.test("closing the library settles a receive given up whose record never cam
     back: { state: "ok", value: 8 },
   });
 });
+Deno.test("closing the library settles a select given up after its receive clause took a value as the open library does: its send clauses' values stay the caller's, none reaches onUndeliveredElement", async () => {
+  // The select's receive clause is completed natively, then the select is given up (its abort
+  // lost: its record settles it), its record settling only at the close's last look (drains held
+  // off while the library is open). It rejects with its reason, the value goes back to its
+  // channel and the onSend value, never sent, stays the caller's (it may send it again), as
+  // where the library is open. Before, the ticket was left to the ring's destroy, which handed
+  // the onSend value to its channel's undelivered path: the hook got it at the channel's
+  // dispose, a value its caller was told was not sent and still held.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { trySendNatively, until, within } from "./tests/support.ts";
+    const lib = library();
+    const sym = lib.symbols("test");
+    const bridge = Bridge.of(lib);
+    const dropped = [];
+    const a = new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => dropped.push(v) });
+    const b = new Channel(0, { codec: codecs.f64 });
+    a.share();
+    const tb = b.share();
+    const ctl = new AbortController();
+    const outcome = select((s) => {
+      s.onSend(a, 5, () => "sent");
+      s.onReceive(b, (v) => "got " + v);
+    }, { signal: ctl.signal }).then((v) => "resolved " + v, (e) => "rejected " + (e?.message ?? e));
+    await until(() => bridge.pending === 1, "the select queued natively");
+    const drain = sym.kc_ring_drain;
+    sym.kc_ring_drain = (...args) => lib.isOpen ? 0 : drain(...args);
+    const sent = trySendNatively(b.handle, 6);
+    ctl.abort(new Error("the reason"));
+    closeLibrary();
+    sym.kc_ring_drain = drain;
+    const settled = await within(outcome, 10_000, "the select");
+    a[Symbol.dispose](); // its kept values reach the hook
+    console.log(JSON.stringify({ sent, settled, dropped, back: Channel.from(tb).tryReceive() }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    sent: 0,
+    settled: "rejected the reason",
+    dropped: [],
+    back: { state: "ok", value: 6 },
+  });
+});
 Deno.test("closing the library withdraws operations queued natively (receive, send, select) and fails them", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, library, select } from "./mod.ts";
