@@ -236,19 +236,9 @@ export class Bridge {
       // An abort that answered "busy" lost to a completion whose record may not be on the ring
       // yet (its completer is between unlocking the channel and pushing it, a bounded window):
       // wait for those records, or `#closed` would fail operations that took effect (a send
-      // delivered and also handed to onUndeliveredElement). Not where the ring is gone (its
-      // drain failed: destroyed by hand, as a test does, or by code a settle ran): no record
-      // can come any more. Between looks the thread yields, for slices that grow to 1 ms
-      // (`Atomics.wait` on a cell nobody wakes: a sleep that blocks this thread only), so that
-      // the completer it waits for gets the CPU. Before, it drained a gone ring for the whole
-      // second, and spun a CPU hot against that completer (on a loaded host, on its CPU).
-      const deadline = performance.now() + 1000;
-      for (let slice = 0.05;; slice = Math.min(2 * slice, 1)) {
-        if (this.#drain() < 0) break;
-        if (!busy.some((t) => this.#ops.has(t) || this.#watches.has(t))) break;
-        if (performance.now() >= deadline) break;
-        Atomics.wait(NAP, 0, 0, slice);
-      }
+      // delivered and also handed to onUndeliveredElement): `#awaitRecords`, which stops where
+      // the ring is gone and yields the CPU between its looks.
+      this.#awaitRecords(busy, () => this.#drain());
     } catch (e) {
       reportError(e);
     }
@@ -286,14 +276,30 @@ export class Bridge {
     const held = this.#held;
     this.#held = [];
     this.#heldOn.clear();
-    const records = this.#early, statuses = new Int32Array(records.buffer);
-    for (let n = BATCH; n === BATCH;) {
-      n = this.#sym.kc_ring_drain(this.#ring, records, BATCH);
-      for (let i = 0; i < n; i++) {
-        held.push(records[4 * i], statuses[4 * i + 1], records[4 * i + 2]);
+    for (let i = 0; i < held.length; i += 3) this.#settle(held[i], held[i + 1], held[i + 2]);
+    this.#drainClosed();
+    // Then what is still queued is withdrawn, as `#closing` withdraws it: failed with a
+    // LibraryClosedError (a send's value to onUndeliveredElement), or, where its withdrawal
+    // answers "busy" (it completed since that look, or before, its record late), waited for as
+    // `#closing` waits (bounded) and settled as its record says. Before, the ring was destroyed
+    // after that one look: a wait that completed natively between the look and the destroy
+    // (one a close hook of the last round began, or one past `#closing`'s deadline) was failed
+    // as cut off, a send its receiver had reported failed.
+    const busy: number[] = [];
+    for (const op of [...this.#ops.values()]) {
+      if (this.#ops.get(op.ticket) !== op) continue; // settled meanwhile (by a withdrawal's hook)
+      const rc = this.#sym.kc_ring_abort(this.#ring, op.ticket);
+      if (rc === Status.EBUSY) busy.push(op.ticket);
+      if (rc !== 0) continue; // busy: its record settles it; failed (the ring gone): cut off below
+      this.#ops.delete(op.ticket);
+      this.#forget(op);
+      try {
+        op.withdrawn();
+      } catch (e) {
+        reportError(e);
       }
     }
-    for (let i = 0; i < held.length; i += 3) this.#settle(held[i], held[i + 1], held[i + 2]);
+    this.#awaitRecords(busy, () => this.#drainClosed());
     this.#sym.kc_ring_destroy(this.#ring);
     this.#destroyed = true;
     // A watch is told nothing more: its channel did not end, its library did (an owned one's
@@ -317,6 +323,44 @@ export class Bridge {
         op.complete(Status.ECANCELED, 0);
       } catch (e) {
         reportError(e);
+      }
+    }
+  }
+
+  /**
+   * Waits for the records of the operations `busy` names (tickets whose withdrawal answered
+   * "busy": completed, each record on the ring or about to be, its completer between unlocking
+   * the channel and pushing it, a bounded window), `drain` settling what has come, for at most
+   * a second. Not where the ring is gone (`drain` failed: destroyed by hand, as a test does, or
+   * by code a settle ran): no record can come any more. Between looks the thread yields, for
+   * slices that grow to 1 ms (`Atomics.wait` on a cell nobody wakes: a sleep that blocks this
+   * thread only), so that the completer it waits for gets the CPU. Before, `#closing` drained a
+   * gone ring for the whole second, and spun a CPU hot against that completer (on a loaded
+   * host, on its CPU).
+   */
+  #awaitRecords(busy: number[], drain: () => number): void {
+    const deadline = performance.now() + 1000;
+    for (let slice = 0.05;; slice = Math.min(2 * slice, 1)) {
+      if (drain() < 0) return;
+      if (!busy.some((t) => this.#ops.has(t) || this.#watches.has(t))) return;
+      if (performance.now() >= deadline) return;
+      Atomics.wait(NAP, 0, 0, slice);
+    }
+  }
+
+  /**
+   * `#drain` once the library is closed (`#closed`, before the ring's destroy: the raw symbols
+   * outlive the close), where `#drain` drains nothing: settles every record on the ring, in
+   * order. Negative where the ring's drain failed (the ring gone), else 0.
+   */
+  #drainClosed(): number {
+    for (;;) {
+      const n = this.#sym.kc_ring_drain(this.#ring, this.#early, BATCH);
+      if (n <= 0) return n;
+      // Copied out: a settle's code may drain into `#early` again (`giveBack`'s check).
+      const records = this.#early.slice(0, 4 * n), statuses = new Int32Array(records.buffer);
+      for (let i = 0; i < n; i++) {
+        this.#settle(records[4 * i], statuses[4 * i + 1], records[4 * i + 2]);
       }
     }
   }
