@@ -32,7 +32,9 @@
 // see, an async's await() (the same error object each time), the live handler count, a failure's
 // `suppressed` list; for every block: where it is, what each wait gave, the reason its signal
 // ended it with, whether its context has a Deadline; for every scope call: its outcome; for
-// produce: what its channel holds and its close cause; and the completion handlers run (one
+// produce: whether its channel is closed yet (the moment of the close against the job's state:
+// at once at a cancellation, children of the job maybe still running; as the job is final for a
+// return or a failure), what it holds and its close cause; and the completion handlers run (one
 // job's in the order added, a job's before its parent's), the failures reported (to the
 // CoroutineExceptionHandler in the context, or reportError), actor's onDone and undelivered
 // messages, the timers armed; an eager block must have started inside launch. Errors the library
@@ -314,7 +316,13 @@ class MJob {
   mailboxCause: Sym | undefined = undefined; // actor: what its mailbox was cancelled with
   closeSet = false; // produce: the channel closed, with closeCause
   closeCause: Sym | undefined = undefined;
-  drained = false; // produce: the test read the channel out once final
+  /**
+   * produce: the job's state as its channel closed ("cancelling, 2 children running", "cancelled"),
+   * for the trace and the stats: the checks compare whether the channel is closed after every
+   * step, against the job's state then (`Run.diff`).
+   */
+  closedWhile = "";
+  drained = false; // produce: the test read the channel out once closed
   doneCalls: (Sym | undefined)[] = []; // actor: onDone causes
   constructor(
     readonly id: number,
@@ -558,11 +566,22 @@ class Model {
     const reason = j.abortReason!;
     for (const f of [...j.followers]) this.cancel(f, reason);
     if (j.kind === "actor" && !j.final) this.actorCancelMailbox(j, reason);
-    if (j.kind === "produce" && !j.closeSet && !j.failed) {
-      j.closeSet = true;
-      j.closeCause = reason;
-    }
+    if (j.kind === "produce" && !j.closeSet && !j.failed) this.closeProduced(j, reason);
     this.dirty = true;
+  }
+
+  /**
+   * A producer's channel closes with `cause`: at once at a cancellation (`onAbort`), while the job
+   * is cancelling, children of it maybe still running; as it is final otherwise, a failure's
+   * (`finalize`). Its moment is what the steps' checks see: closed, or not, against the job's
+   * state after each step.
+   */
+  closeProduced(j: MJob, cause: Sym | undefined) {
+    j.closeSet = true;
+    j.closeCause = cause;
+    const kids = j.children.filter((c) => !c.final).length;
+    j.closedWhile = `${STATES[j.state]}${kids > 0 ? ", children running" : ""}`;
+    count(`produce closed while ${j.closedWhile}${j.failed ? " (failed)" : ""}`);
   }
 
   actorCancelMailbox(j: MJob, reason: Sym | undefined) {
@@ -678,10 +697,7 @@ class Model {
     }
     // produce: the channel is closed with the job's cause (a failure as it is: only a
     // cancellation closed it before, at its signal's abort); actor: onDone.
-    if (j.kind === "produce" && !j.closeSet) {
-      j.closeSet = true;
-      j.closeCause = cause;
-    }
+    if (j.kind === "produce" && !j.closeSet) this.closeProduced(j, cause);
     if (j.kind === "actor") {
       if (!(j as MJob & { mailboxCancelled?: boolean }).mailboxCancelled) {
         this.actorCancelMailbox(j, cause);
@@ -2044,6 +2060,22 @@ class Run {
           if (n !== own) return `${j}: ${n} completion handlers, model ${own}`;
         }
       }
+      // The moment a producer's channel closes, against its job's state (compared above): at
+      // once at a cancellation, while the job is cancelling (children of it may still run); as
+      // the job is final for a return or a failure, the block's or a child's (Kotlin's
+      // `ProducerCoroutine.onCancelled`). Before, only the final close cause was compared, so a
+      // failure closing it at once (while the job read active or cancelling, children of it
+      // still running) passed.
+      const produced = (rn as RNode & { produced?: Channel<number> }).produced;
+      if (
+        j.kind === "produce" && produced !== undefined && produced.isClosedForSend !== j.closeSet
+      ) {
+        const kids = j.children.filter((c) => !c.final).length;
+        return `${j}'s channel is ${j.closeSet ? "open" : "closed"} while ${STATES[j.state]}` +
+          `${kids > 0 ? `, ${kids} children running` : ""}; model ${
+            j.closeSet ? `closed while ${j.closedWhile}` : "open"
+          }`;
+      }
       if (rn.deadline !== undefined && rn.deadline !== j.deadline) {
         return `${j}: its context ${rn.deadline ? "has" : "has no"} Deadline, model ${j.deadline}`;
       }
@@ -2113,8 +2145,9 @@ class Run {
         const w = matchErr(j.abortedWith, rn.abortedWith);
         if (w !== null) this.fail(`${j}'s block ended by its signal: ${w}`);
       }
-      if (j.kind === "produce" && j.final && !j.drained) {
-        // Closed when the task ended: what was sent stays receivable, then the close cause.
+      if (j.kind === "produce" && j.closeSet && !j.drained) {
+        // Read out as it closed (at once at a cancellation, else once final: nothing can be sent
+        // after either): what was sent stays receivable, then the close cause.
         j.drained = true;
         const ch = (rn as RNode & { produced?: Channel<number> }).produced!;
         const got: number[] = [];
@@ -2124,7 +2157,9 @@ class Run {
             got.push(r.value);
             continue;
           }
-          if (r.state !== "closed") this.fail(`${j}'s channel is ${r.state} after the task ended`);
+          if (r.state !== "closed") {
+            this.fail(`${j}'s channel is ${r.state}, model closed while ${j.closedWhile}`);
+          }
           const w = matchErr(j.closeCause, r.cause);
           if (w !== null) this.fail(`${j}'s channel close cause: ${w}`);
           break;
