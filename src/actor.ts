@@ -605,7 +605,9 @@ export function actor<M>(
     // cancel it before its first await, before `launch` returned the job. Before the listen
     // below too: a signal aborted by then cancels the mailbox there, and so the task, as one
     // aborted after.
-    if (JobSupport._is(task.job)) mailbox._job = task.job;
+    // Read once: a task of the caller's own may have a getter for it (it ran twice).
+    const taskJob: unknown = task.job;
+    if (JobSupport._is(taskJob)) mailbox._job = taskJob;
     // A listen that throws (only a signal whose engine state the caller redefined) fails the
     // task by name, before the handler runs, as createScope refuses such a signal. Before, with
     // the listen's raw error.

@@ -505,7 +505,10 @@ export function produce<T>(
     // Its task, for a cancel of the channel (`ProducerChannel.cancel`, its dispose), from the
     // start: the block may cancel `out` before its first await, before `launch` returned the job
     // (a scope's launch runs the block at once), which cancelled the channel and not the task.
-    if (JobSupport._is(task.job)) out._job = task.job;
+    // Read once: a task of the caller's own may have a getter for it, which ran five times
+    // (and could answer differently each time).
+    const taskJob: unknown = task.job;
+    if (JobSupport._is(taskJob)) out._job = taskJob;
     // A launch that deferred the start (a scope of the caller's own), then threw or returned no
     // Job: its cleanup freed the channel before the block began, so the block never runs and the
     // task ends cancelled, as an actor's (`ABANDONED` in src/actor.ts). Before, the block ran on
@@ -518,13 +521,13 @@ export function produce<T>(
     // A listen that throws (only a signal whose engine state the caller redefined) fails the
     // task by name, before the block runs, as createScope refuses such a signal. Before, with
     // the listen's raw error.
-    if (signal !== null) closeOnCancel(signal, task.job);
+    if (signal !== null) closeOnCancel(signal, taskJob);
     // Until the task is final, not only while the block runs: children of the task sending
     // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
     // it, and one left waiting in a send nobody would take hung the scope.
     // Kotlin's: bound to its Job. A kcoro task's own signal is its Job's; any other task's sends
     // are bound to its signal and to the kcoro Job `launch` returns, if any (`bindSends`).
-    const own = signal !== null && JobSupport._is(task.job) && task.job.signal === signal;
+    const own = signal !== null && JobSupport._is(taskJob) && taskJob.signal === signal;
     out._bound = { signal: own ? signal : bindSends() };
     // Shared before the task began: watched since that share (`_live`, `_escaped`).
     try {

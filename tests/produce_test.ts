@@ -3294,6 +3294,57 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose launc
   assert.equal(live, 0);
 });
 
+Deno.test("produce and actor read the job of a task of the caller's own once: a getter for it ran five times (a producer's) or twice (an actor's)", async () => {
+  // The task given the block is the real one but for `job`, a getter that counts its reads and
+  // answers the real task's Job (whose signal is the task's: the producer's sends are bound to
+  // it, and its cancel reaches the channel).
+  for (const which of ["produce", "actor"] as const) {
+    let reads = 0;
+    const seen = await within(
+      coroutineScope(async (real) => {
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) =>
+            real.launch((task) =>
+              block({
+                context: task.context,
+                signal: task.signal,
+                get job() {
+                  reads++;
+                  return task.job;
+                },
+              } as unknown as CoroutineScope)
+            ),
+        } as unknown as CoroutineScope;
+        if (which === "produce") {
+          using ch = produce<number>(
+            scope,
+            counted(async (out: Channel<number>) => {
+              await out.send(1);
+            }),
+            { capacity: 1 },
+          );
+          return [await ch.receive(), (await ch.receiveCatching()).state];
+        }
+        const a = actor<number>(
+          scope,
+          counted(async (mailbox: Channel<number>) => {
+            for await (const _ of mailbox) break;
+          }),
+        );
+        await a.send(1);
+        await a.job.join();
+        return [1, a.job.state];
+      }),
+      10_000,
+      `${which}: the real scope's end`,
+    );
+    assert.deepEqual(seen, [1, which === "produce" ? "closed" : "completed"], which);
+    assert.equal(reads, 1, `${which}: the task's job was read ${reads} times`);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor name themselves for a bad capacity (it said 'Cannot create channel', a call the caller never made), and start no task", async () => {
   await using scope = createScope();
   const cases: [unknown, string, string][] = [
