@@ -583,9 +583,22 @@ export function actor<M>(
   // exceptionally too. Before, `actor()` threw before attaching it: the task was cancelled and
   // `onDone` never ran, so what it released (a connection the handler held, say) leaked.
   let finished = false;
+  /**
+   * The task's own Job where it is kcoro's (read as the handler starts), and the Job `launch`
+   * returned (once it did): where they differ (a scope of the caller's own that returns another
+   * kcoro Job than the task's), the first of them to complete ends the actor (`finish`), and the
+   * completion handler left on the other goes (`ending`), with the listener on that Job's signal
+   * (`detach`). Before, only the returned Job's completion ended it: a task that completed first
+   * left its mailbox taking messages and `onDone` waiting, and a listener and a completion
+   * handler on that Job, until it completed too (a leak on a long-lived one).
+   */
+  let taskJob: JobSupport | null = null;
+  let launched: Job | null = null;
+  const ending: Disposable[] = [];
   const finish = (cause: unknown) => {
     if (finished) return;
     finished = true;
+    for (const handle of ending) handle[Symbol.dispose]();
     mailbox._stopWatching();
     for (const undo of detach) undo();
     a._finish(cause);
@@ -594,6 +607,11 @@ export function actor<M>(
     if (onDone !== undefined) {
       runCompletionHandler(scope.context, "an actor's onDone", onDone, cause);
     }
+  };
+  /** The task's own Job ends the actor too, once both Jobs are known and they differ. */
+  const endWithTask = (): void => {
+    if (taskJob === null || launched === null || taskJob === launched || finished) return;
+    ending.push(taskJob.invokeOnCompletion(finish));
   };
   // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
   a.job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
@@ -606,8 +624,8 @@ export function actor<M>(
     // below too: a signal aborted by then cancels the mailbox there, and so the task, as one
     // aborted after.
     // Read once: a task of the caller's own may have a getter for it (it ran twice).
-    const taskJob: unknown = task.job;
-    if (JobSupport._is(taskJob)) mailbox._job = taskJob;
+    const read: unknown = task.job;
+    if (JobSupport._is(read)) mailbox._job = taskJob = read;
     // A listen that throws (only a signal whose engine state the caller redefined) fails the
     // task by name, before the handler runs, as createScope refuses such a signal. Before, with
     // the listen's raw error.
@@ -633,6 +651,8 @@ export function actor<M>(
       else mailbox._job!.invokeOnCompletion(finish);
       throw cancelled;
     }
+    // Started after `launch` returned (deferred): the task's own Job is known only now.
+    endWithTask();
     try {
       await handler(mailbox, task);
     } catch (e) {
@@ -682,7 +702,13 @@ export function actor<M>(
   // cancelled the mailbox only as the task completed, taking messages meanwhile that nobody
   // would receive. Its own task's signal is the same one, watched once (`cancelOnAbort`).
   if (JobSupport._is(a.job) && !a.job.isCompleted) cancelOnAbort(a.job.signal);
-  a.job.invokeOnCompletion(finish);
+  launched = a.job;
+  const handle: unknown = a.job.invokeOnCompletion(finish);
+  // Withdrawn where the task's own Job ends the actor first: a kcoro Job's Disposable only (a Job
+  // of another kind may return anything, whose dispose would run the caller's code).
+  if (JobSupport._is(a.job) && !finished) ending.push(handle as Disposable);
+  // Started at once, inside `launch`: the task's own Job was known before it returned.
+  endWithTask();
   return a;
 }
 

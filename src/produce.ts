@@ -445,6 +445,38 @@ export function produce<T>(
   const watched: AbortSignal[] = [];
   const detach: (() => void)[] = [];
   /**
+   * The task's own Job where it is kcoro's (read as the block starts), and the Job `launch`
+   * returned (once it did): where they differ (a scope of the caller's own that returns another
+   * kcoro Job than the task's), the first of them to complete ends the producer (`end`), and the
+   * completion handler left on the other goes (`ending`), with the listener on that Job's signal
+   * (`detach`). Before, only the returned Job's completion ended it: a task that completed
+   * first left its channel open, and a listener and a completion handler on that Job, until it
+   * completed too (a leak on a long-lived one).
+   */
+  let taskJob: JobSupport | null = null;
+  let launched: Job | null = null;
+  const ending: Disposable[] = [];
+  let ended = false;
+  /** The producer's end, once: its watch and listeners go, and the channel closes (`cause`). */
+  const end = (cause: unknown): void => {
+    if (ended) return;
+    ended = true;
+    for (const handle of ending) handle[Symbol.dispose]();
+    out._live = false;
+    out._bound = null;
+    out._unwatch?.();
+    out._unwatch = null;
+    for (const undo of detach) undo();
+    // A cause: failed (Kotlin's `onCancelled`: the failure itself), or cancelled (closed at once
+    // already, unless it could not be watched: before it ran, or a task with no AbortSignal).
+    out._end(cause);
+  };
+  /** The task's own Job ends the producer too, once both Jobs are known and they differ. */
+  const endWithTask = (): void => {
+    if (taskJob === null || launched === null || taskJob === launched || ended) return;
+    ending.push(taskJob.invokeOnCompletion(end));
+  };
+  /**
    * What the block's sends are bound to where its task is not kcoro's own (`_bound`): aborted as
    * the first of the watched signals aborts (`closeOnCancel`), the task's and the kcoro Job's
    * that `launch` returned, with its reason, for a failure too. Made at the block's start, before
@@ -507,13 +539,15 @@ export function produce<T>(
     // (a scope's launch runs the block at once), which cancelled the channel and not the task.
     // Read once: a task of the caller's own may have a getter for it, which ran five times
     // (and could answer differently each time).
-    const taskJob: unknown = task.job;
-    if (JobSupport._is(taskJob)) out._job = taskJob;
+    const read: unknown = task.job;
+    if (JobSupport._is(read)) out._job = taskJob = read;
     // A launch that deferred the start (a scope of the caller's own), then threw or returned no
     // Job: its cleanup freed the channel before the block began, so the block never runs and the
     // task ends cancelled, as an actor's (`ABANDONED` in src/actor.ts). Before, the block ran on
     // the freed channel, and its first send's InvalidHandleError failed the scope.
     if (abandoned) throw new CancellationError(ABANDONED);
+    // Started after `launch` returned (deferred): the task's own Job is known only now.
+    endWithTask();
     // Null for a task of the caller's own with no AbortSignal (`taskSignal`, as an actor's):
     // only a kcoro Job that `launch` returned closes the channel at a cancellation, and ends its
     // sends (below). Before, its `addEventListener` threw a TypeError out of the block.
@@ -521,13 +555,13 @@ export function produce<T>(
     // A listen that throws (only a signal whose engine state the caller redefined) fails the
     // task by name, before the block runs, as createScope refuses such a signal. Before, with
     // the listen's raw error.
-    if (signal !== null) closeOnCancel(signal, taskJob);
+    if (signal !== null) closeOnCancel(signal, read);
     // Until the task is final, not only while the block runs: children of the task sending
     // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
     // it, and one left waiting in a send nobody would take hung the scope.
     // Kotlin's: bound to its Job. A kcoro task's own signal is its Job's; any other task's sends
     // are bound to its signal and to the kcoro Job `launch` returns, if any (`bindSends`).
-    const own = signal !== null && JobSupport._is(taskJob) && taskJob.signal === signal;
+    const own = signal !== null && taskJob !== null && taskJob.signal === signal;
     out._bound = { signal: own ? signal : bindSends() };
     // Shared before the task began: watched since that share (`_live`, `_escaped`).
     try {
@@ -573,15 +607,12 @@ export function produce<T>(
   // completed, its receivers waiting on a block that might never end. Its own task's signal is
   // the same one, watched once (`closeOnCancel`), also where the start was deferred.
   if (JobSupport._is(job) && !job.isCompleted) closeOnCancel(job.signal, job);
-  job.invokeOnCompletion((cause) => {
-    out._live = false;
-    out._bound = null;
-    out._unwatch?.();
-    out._unwatch = null;
-    for (const undo of detach) undo();
-    // A cause: failed (Kotlin's `onCancelled`: the failure itself), or cancelled (closed at once
-    // already, unless it could not be watched: before it ran, or a task with no AbortSignal).
-    out._end(cause);
-  });
+  launched = job;
+  const handle: unknown = job.invokeOnCompletion(end);
+  // Withdrawn where the task's own Job ends the producer first: a kcoro Job's Disposable only (a
+  // Job of another kind may return anything, whose dispose would run the caller's code).
+  if (JobSupport._is(job) && !ended) ending.push(handle as Disposable);
+  // Started at once, inside `launch`: the task's own Job was known before it returned.
+  endWithTask();
   return out;
 }

@@ -3345,6 +3345,82 @@ Deno.test("produce and actor read the job of a task of the caller's own once: a 
   assert.equal(live, 0);
 });
 
+/**
+ * How many abort listeners `signal` has, read from the engine's own record (the symbol-keyed
+ * property a listen makes on a target), as tests/signal_test.ts reads it: kcoro listens through
+ * EventTarget's own methods, captured as it loads, so a spy on them would see nothing.
+ */
+function abortListeners(signal: AbortSignal): number {
+  const target = new EventTarget();
+  const before = new Set(Object.getOwnPropertySymbols(target));
+  target.addEventListener("x", () => {});
+  const [key] = Object.getOwnPropertySymbols(target).filter((s) => !before.has(s));
+  const record = (signal as unknown as Record<symbol, { listeners?: Record<string, unknown[]> }>)[
+    key
+  ];
+  return record?.listeners?.abort?.length ?? 0;
+}
+
+Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch returns a kcoro Job other than the task's: the task completing first ends the producer (its channel closes) or the actor (onDone runs), and leaves no listener on that Job's signal nor completion handler on it", async () => {
+  // Before, only the returned Job's completion ended them: the task's completion left the
+  // channel open (its receivers waiting), the mailbox taking messages, onDone waiting, and a
+  // listener and a completion handler on that Job until it completed too: a leak on a
+  // long-lived one (a scope's, say), one of each per call.
+  for (const which of ["produce", "actor"] as const) {
+    for (const start of ["at once", "deferred"] as const) {
+      const what = `${which}, start ${start}`;
+      const other = new CompletableDeferred<void>(); // long-lived, and no task's
+      const handlers = () => (other as unknown as { _handlerCount: number })._handlerCount;
+      const done: unknown[] = [];
+      await within(
+        coroutineScope(async (real) => {
+          let deferred: ((task: CoroutineScope) => unknown) | null = null;
+          let task!: ReturnType<CoroutineScope["launch"]>;
+          const scope = {
+            context: real.context,
+            launch: (block: (task: CoroutineScope) => unknown) => {
+              if (start === "at once") task = real.launch(block); // runs it to its first await
+              else deferred = block;
+              return other;
+            },
+          } as unknown as CoroutineScope;
+          const body = counted(async (ch: Channel<number>) => {
+            if (which === "produce") await ch.send(1);
+          });
+          using ch = which === "produce" ? produce<number>(scope, body, { capacity: 1 }) : null;
+          const a = which === "actor"
+            ? actor<number>(scope, body, { onDone: (cause) => done.push(cause) })
+            : null;
+          // The probes see what this call left (or they would pass whatever it did not).
+          assert.equal(abortListeners(other.signal), 1, `${what}: the Job's signal is watched`);
+          assert.equal(handlers(), 1, `${what}: a completion handler on the Job`);
+          if (deferred !== null) task = real.launch(deferred); // the caller's launch starts it late
+          await task.join();
+          assert.equal(task.state, "completed", what);
+          assert.equal(abortListeners(other.signal), 0, `${what}: no listener left on its signal`);
+          assert.equal(handlers(), 0, `${what}: no completion handler left on it`);
+          if (ch !== null) {
+            assert.equal(ch.isClosedForSend, true, `${what}: the channel closed`);
+            assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, what);
+            const last = ch.tryReceive();
+            assert.equal(last.state, "closed", what);
+            assert.equal((last as { cause?: unknown }).cause, undefined, `${what}: a clean end`);
+          } else {
+            assert.deepEqual(done, [undefined], `${what}: onDone ran, as the task completed`);
+            assert.equal(a!.trySend(2).state, "closed", `${what}: the mailbox takes no more`);
+          }
+          assert.equal(other.isActive, true, what);
+        }),
+        10_000,
+        `${what}: the real scope's end`,
+      );
+      other.complete();
+      assert.deepEqual(done, which === "actor" ? [undefined] : [], `${what}: onDone ran once`);
+    }
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor name themselves for a bad capacity (it said 'Cannot create channel', a call the caller never made), and start no task", async () => {
   await using scope = createScope();
   const cases: [unknown, string, string][] = [
