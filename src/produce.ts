@@ -23,7 +23,10 @@
  *   children; the producer's own `cancel()` (`ChannelCoroutine.cancelInternal`) cancels it at
  *   once, dropping what is buffered. A kcoro job cannot tell the two apart; here both close it
  *   at once, so that receivers do not wait on children that can send nothing more (their sends
- *   are bound to the task: they reject once it is cancelling), and keep what was sent.
+ *   are bound to the task: they reject once it is cancelling), and keep what was sent. A
+ *   failure after the cancel (a child's, while the task is cancelling) ends the task with it (the
+ *   first failure wins) but leaves the channel's close as it was, the cancellation: Kotlin's,
+ *   after its scope's cancel, closes with the failure at completion (README says why not here).
  * - While the task runs (its block, then its children), `out.send` is bound to the task: a
  *   producer or a child of it waiting in `send` is woken by the task's cancellation (it rejects
  *   with the cause; its value goes to onUndeliveredElement, as a send's made after the cancel
@@ -517,7 +520,10 @@ export function produce<T>(
       if (!isAborted(signal)) return;
       const reason = abortReason(signal);
       // A job records its failure before its signal aborts (job.ts, `#cancelWith`): a failed
-      // task's channel is closed as it completes.
+      // task's channel is closed as it completes. A failure after the cancel (a child's, the
+      // task cancelling) finds it closed with the cancellation, which it keeps, though the
+      // task's cause becomes the failure: Kotlin's receivers get the failure after a cancel of
+      // its scope, not after its own cancel(), which kcoro cannot tell apart (README).
       if (!out._gone && !(JobSupport._is(owner) && owner._failure !== undefined)) out._end(reason);
       // For a failure too: the sends reject once the task is cancelling. After the close, as a
       // kcoro task's own sends learn of it (their listeners come after this one). Aborting it

@@ -427,6 +427,59 @@ Deno.test("produce: the order of the close: a return and a failure (the block's 
   assert.equal(live, 0);
 });
 
+Deno.test("produce: cancelled and then failing (a child of the task fails while it is cancelling), the task ends with the failure (the first failure wins over a cancellation), but its channel keeps the cancellation it closed with at once: receivers get that CancellationError, where Kotlin's, after a cancel of its scope, get the failure", async () => {
+  // README, "Producers, actors and native scopes from TypeScript": where kcoro differs from
+  // Kotlin, whose ProducerCoroutine.onCancelled closes the channel at completion with the job's
+  // final cause (JobSupport's root cause: the first exception that is no cancellation).
+  for (const cancel of ["the task's job.cancel()", "its scope's cancel"] as const) {
+    const gate = Promise.withResolvers<void>(); // holds a child that ignores the cancellation
+    const boom = new Error("a child failed while the producer was cancelling");
+    let launched = false;
+    const got: unknown[] = [];
+    let cause: unknown = "not final";
+    await assert.rejects(
+      coroutineScope(async (scope) => {
+        // This block waits on no signal of the scope's: it runs on through the scope's cancel.
+        using ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>, task: CoroutineScope) => {
+            await out.send(1);
+            task.launch(counted(async () => {
+              await gate.promise;
+              throw boom;
+            }));
+            launched = true;
+          }),
+          { capacity: 4 },
+        );
+        const job = scope.job.children[0];
+        for (let i = 0; i < 100 && !launched; i++) await null; // bounded turns
+        if (cancel === "its scope's cancel") scope.cancel();
+        else job.cancel();
+        // Closed at once, the child still running: what was sent, then the cancellation.
+        got.push(await ch.receive());
+        const last = await ch.receiveCatching();
+        got.push(last.state, last.state === "closed" ? last.cause : undefined);
+        assert.equal(job.state, "cancelling", `${cancel}: its child still runs`);
+        gate.resolve();
+        await job.join();
+        job.invokeOnCompletion((c) => cause = c);
+        // A receive after the failure: still the cancellation.
+        const again = await ch.receiveCatching();
+        got.push(again.state === "closed" ? again.cause === got[2] : again.state);
+      }),
+      (e) => e === boom,
+      cancel,
+    );
+    assert.equal(cause, boom, `${cancel}: the task's cause is the failure`);
+    assert.equal(got[0], 1, cancel);
+    assert.equal(got[1], "closed", cancel);
+    assert.ok(got[2] instanceof CancellationError, `${cancel}: ${String(got[2])}`);
+    assert.equal(got[3], true, `${cancel}: the same CancellationError after the failure`);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: after the block's failure, while the channel stays open for a child of the task, that child's send rejects with the cancellation even with room in the buffer, its value to onUndeliveredElement (Kotlin's send, which does not check for cancellation when it does not suspend, would buffer it)", async () => {
   // README, "Producers, actors and native scopes from TypeScript": a send made once the task was
   // cancelled, as documented there, where kcoro differs from Kotlin.
