@@ -138,6 +138,9 @@ export class Bridge {
   /**
    * A value went back to its channel (`giveBack`) since `#drainRecords` last drained the ring:
    * it may have completed a wait of this isolate, whose record that drain then settles too.
+   * Read only after a batch shorter than `BATCH`; a drain's first pass drains the ring whatever
+   * this says and clears it, so one set outside a drain (a `settleWhere`'s settle, `#closed`'s)
+   * costs no later drain a call.
    */
   #gaveBack = false;
   /**
