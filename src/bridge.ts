@@ -143,6 +143,8 @@ export class Bridge {
    * costs no later drain a call.
    */
   #gaveBack = false;
+  /** How many values went back (`giveBack`): `settleWhere` tells its settles' give-backs so. */
+  #givenBack = 0;
   /**
    * Close watches queued (`kc_ring_watch`): settled by their records as `#ops` are, but not
    * counted as pending (`pending`, `#loop`): an isolate whose channels are idle exits with a
@@ -592,7 +594,16 @@ export class Bridge {
       });
     }
     this.#letIdleGo(); // as `abort`
+    const gave = this.#givenBack;
     this.#complete();
+    // A wait picked here and given up before its settle (a hook that an earlier one's settle ran
+    // aborted it: a select's receive clause collects what other isolates' sends dropped) gave
+    // its value back (`giveBack`), maybe to a receive of this isolate waiting natively on the
+    // channel, which `pick` takes too: its record settles now, before the caller returns, as the
+    // drain that gives a value back settles it (`#drainRecords`). Before, it settled at the
+    // ring's next wake, and an abort in between (the first one's rejection handler's) rejected
+    // it too, the value going back again.
+    if (this.#givenBack !== gave) return this.settleWhere(pick, on);
     return true;
   }
 
@@ -863,6 +874,7 @@ export class Bridge {
     // Its record, if it went to such a receive, is in the ring now: the drain settling this
     // batch drains once more (`#drainRecords`).
     this.#gaveBack = true;
+    this.#givenBack++;
     // The ring gone (destroyed by hand after this record was drained: a drain of nothing fails
     // too): its destroy gave the value back already. Before, that was reported as a value lost
     // (an uncaught error, which ends a process with no "error" listener), though it was not.

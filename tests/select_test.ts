@@ -2648,6 +2648,59 @@ Deno.test("a receive or select given up after another thread's send completed it
   }
 });
 
+Deno.test("a receive a hook aborts after this isolate's send picked its record gives its value back to the next receive, which settles before the send returns: an abort in the first one's rejection handler finds it settled", async () => {
+  // `Bridge.settleWhere` (a send of this isolate that completes its own receive: `#settleReceivers`)
+  // picks the records of this isolate's receives on the channel, then settles them in order. A
+  // select's receive clause among them collects what other isolates' sends dropped
+  // (`_afterReceive`): the hook runs there, and here aborts `r2`, picked but not settled yet,
+  // which another thread's send completed. Its abort wins (its record not settled), and its
+  // value goes back as it settles, to `r4`, waiting natively: `r4` settles before the send
+  // returns, as a value given back in a ring drain settles the receive it reaches (README's
+  // abort paragraph). Before, it settled at the ring's next wake, and `r2`'s rejection handler
+  // aborted it first: it rejected too, and 11 went back a second time.
+  const ac2 = new AbortController(), ac4 = new AbortController();
+  const inHook = new Error("in the hook");
+  const dropped: number[] = [];
+  using ch = new Channel<number>(1, {
+    codec: codecs.f64,
+    overflow: "drop-latest",
+    onUndeliveredElement: (v) => {
+      dropped.push(v);
+      ac2.abort(inHook);
+    },
+  });
+  const handle = ch.handle; // outside: only the ring's wait drains its records
+  // As another isolate's sends: 1 buffered, 2 dropped (kept natively for this isolate's hook),
+  // and its receive takes 1, so that receives wait.
+  assert.equal(trySendNatively(handle, 1), 0);
+  assert.equal(trySendNatively(handle, 2), 0);
+  const out = new Float64Array(1);
+  const sym = library().symbols("test");
+  assert.equal(sym.kc_chan_try_recv(handle, Deno.UnsafePointer.of(out), 8), 0);
+  assert.equal(out[0], 1);
+  const s1 = select<number>((s) => s.onReceive(ch, (v) => v));
+  const r2 = ch.receive({ signal: ac2.signal }).then(() => assert.fail("r2 resolved"), (e) => e);
+  const r3 = ch.receive();
+  const r4 = ch.receive({ signal: ac4.signal }).then((v) => v, (e) => e);
+  await until(() => pending() === 4, "all four queued natively");
+  assert.deepEqual(dropped, [], "the drop not collected yet");
+  // As another thread sends: completes s1, then r2, their records not drained yet.
+  assert.equal(trySendNatively(handle, 10), 0);
+  assert.equal(trySendNatively(handle, 11), 0);
+  const late = new Error("too late");
+  const handled = r2.then(() => ac4.abort(late)); // the first microtask after r2 rejects
+  // Completes r3 natively: s1, r2 and r3 settle before it returns, s1's hook aborting r2.
+  assert.deepEqual(ch.trySend(12), { state: "ok" });
+  assert.deepEqual(dropped, [2]);
+  assert.equal(pending(), 0, "r4 settled before the send returned");
+  await handled;
+  assert.equal(await within(s1, 10_000, "s1"), 10);
+  assert.equal(await within(r2, 10_000, "r2"), inHook);
+  assert.equal(await within(r3, 10_000, "r3"), 12);
+  assert.equal(await within(r4, 10_000, "r4"), 11);
+  assert.deepEqual(ch.tryReceive(), { state: "empty" }); // not given back twice
+});
+
 Deno.test("a plain wait queued natively on a channel a select made native keeps the process alive once its handle is read", async () => {
   // README: the waits already queued natively on a channel whose handle is read while they
   // wait keep the process alive, as a select on it does (`Bridge.reconsider`, `Waiter.inside`).
