@@ -199,8 +199,10 @@ pub const Pool = struct {
     /// is a slice both counted freed by a host's views (`release`, kc_pool_release) and freed
     /// by address, in either order, when no other slice of the chunk is out. With another one
     /// out the pair cannot be told apart from that one's return (kc_pool_release names no
-    /// slice): the chunk's count runs over at that one's return instead, which panics then
-    /// (here, or in `release`'s and `retire`'s assertions). ReleaseFast checks neither.
+    /// slice): the chunk's count runs over at that one's return instead, which panics then,
+    /// here (`panicOverCount`). Not in `release`'s or `retire`'s assertions: a safe build counts
+    /// every free through `releaseChecked`, which keeps the word within the slices handed out
+    /// (`release` counts only ReleaseFast's frees). ReleaseFast checks neither.
     pub fn free(p: *Pool, ptr: *const anyopaque) bool {
         const c = p.chunkOf(ptr) orelse return false;
         if (track_live) {
@@ -220,11 +222,22 @@ pub const Pool = struct {
     /// With more, the free that ran the count over may be an innocent buffer's (a buffer
     /// counted by kc_pool_release and freed, then its neighbour freed): the report names the
     /// chunk, and `ptr` only as the free that showed it. Before, it named `ptr` as if it were
-    /// the one returned twice.
+    /// the one returned twice. A retired chunk's count runs over only once it reached
+    /// `retired`: every slice counted back, the chunk on the free list (`ptr` still out), its
+    /// `links` entry a free-list link, not the slices it handed out, which nothing keeps then:
+    /// the report names the chunk alone. Before, it read the link as that count ("handed out
+    /// no other buffer" for a link to chunk 1, blaming `ptr`).
     fn panicOverCount(p: *Pool, ptr: *const anyopaque, c: u32) noreturn {
         @branchHint(.cold);
-        // Monotonic: `alloc`'s count of the chunk's slices (the chunk is not on the free list:
-        // `ptr` is out); a report, ordering nothing.
+        // Monotonic: a report, ordering nothing (`releaseChecked` refused the free at the word
+        // it read; only a stripe that took the chunk again since, a race the report may lose,
+        // moved it back to a carving's).
+        if (p.words[c].load(.monotonic) >= retired / 2) {
+            std.debug.panic("Cannot free pool buffer: a buffer of chunk {d} was returned twice (counted freed by kc_pool_release and freed too; kc_pool_release names no buffer, so not necessarily this one), its chunk counting every buffer it handed out back already, received 0x{x}", .{ c, @intFromPtr(ptr) });
+        }
+        // Monotonic: `alloc`'s count of the slices of the chunk being carved (the chunk is on
+        // no list: `take` stored it, and only `alloc` changes it until the retire); a report,
+        // ordering nothing.
         const handed_out = @atomicLoad(u32, &p.links[c], .monotonic);
         if (handed_out == 1) {
             std.debug.panic("Cannot free pool buffer: it was counted freed by kc_pool_release already (its chunk {d} handed out no other buffer), received 0x{x}", .{ c, @intFromPtr(ptr) });
@@ -630,6 +643,33 @@ test "pool: safe builds: a double return shown at another buffer's free names th
             _ = p.free(b); // panics
         }
     }.body, "Cannot free pool buffer: a buffer of chunk 0 was returned twice (counted freed by kc_pool_release and freed too; kc_pool_release names no buffer, so not necessarily this one, which ran the chunk's count over), received 0x");
+}
+
+test "pool: safe builds: a double return in a retired chunk, shown at another buffer's free after the chunk came back, names the chunk, not that buffer" {
+    if (!track_live) return error.SkipZigTest;
+    // Chunk 0 retired with `a` and `b` out; `a` counted freed by a host's views and freed by
+    // address: the count reaches `retired` and chunk 0 goes on the free list, in front of chunk
+    // 1, while `b` is out. `b`'s free then runs the count over. The chunk's `links` entry is
+    // its free-list link by then (1, chunk 1), not the slices it handed out: before, the report
+    // read it as "handed out 1" and blamed `b` ("it was counted freed by kc_pool_release
+    // already (its chunk 0 handed out no other buffer)"); with an empty free list it said "one
+    // of 4294967295 buffers".
+    try expectChildPanics(struct {
+        fn body() void {
+            var p = childPool();
+            const a = p.alloc(100) orelse posix.exit(2);
+            const b = p.alloc(100) orelse posix.exit(2);
+            if (p.chunkOf(a) != 0 or p.chunkOf(b) != 0) posix.exit(2);
+            p.retireAll(); // chunk 0 retired, 2 out
+            const y = p.alloc(100) orelse posix.exit(2); // chunk 1, freed and retired:
+            if (p.chunkOf(y) != 1 or !p.free(y)) posix.exit(2);
+            p.retireAll(); // it comes back, first on the free list
+            if (!p.releaseChecked(0, 1)) posix.exit(2); // a host's views counted `a` freed
+            if (!p.free(a)) posix.exit(2); // and it is freed too: chunk 0 comes back
+            if (p.idleChunks() != 2) posix.exit(2);
+            _ = p.free(b); // panics
+        }
+    }.body, "Cannot free pool buffer: a buffer of chunk 0 was returned twice (counted freed by kc_pool_release and freed too; kc_pool_release names no buffer, so not necessarily this one), its chunk counting every buffer it handed out back already, received 0x");
 }
 
 test "pool: a slice freed by address and then counted by a host's views is refused, in any build" {
