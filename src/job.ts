@@ -930,6 +930,21 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   /** Makes this job final; returns its parent, which may now finish too. */
   #finalize(state: number): JobSupport<unknown> | null {
     this.#state = state;
+    // Unlinked from its parent first, before any code of the caller's runs (the exception
+    // handler, completion handlers), as Kotlin's completeStateFinalization unregisters from the
+    // parent before it invokes the handlers: a final job is no longer among its parent's
+    // `children` (the unfinished ones). Before, it was unlinked last, so a completion handler
+    // of a child that had completed still found it in `parent.children`.
+    const p = this.#parent;
+    if (p !== null) {
+      const prev = this.#prev, next = this.#next;
+      if (prev !== null) prev.#next = next;
+      else p.#head = next;
+      if (next !== null) next.#prev = prev;
+      else p.#tail = prev;
+      if (p.#walk === this) p.#walk = next; // the parent's cancel walk was to go on here
+      this.#prev = this.#next = this.#parent = null;
+    }
     const cause = state === COMPLETED ? undefined : this.#cause;
     if (this.#failed && !this.#handled && (this.#flags & REPORTS_FAILURE) !== 0) {
       handleCoroutineException(this.context, cause);
@@ -950,16 +965,6 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       for (const n of handlers) {
         runCompletionHandler(this.context, `completion handler of ${this}`, n.h, cause);
       }
-    }
-    const p = this.#parent;
-    if (p !== null) {
-      const prev = this.#prev, next = this.#next;
-      if (prev !== null) prev.#next = next;
-      else p.#head = next;
-      if (next !== null) next.#prev = prev;
-      else p.#tail = prev;
-      if (p.#walk === this) p.#walk = next; // the parent's cancel walk was to go on here
-      this.#prev = this.#next = this.#parent = null;
     }
     return p;
   }

@@ -589,6 +589,44 @@ Deno.test("children lists the unfinished children, oldest first (Kotlin's attach
   assert.deepEqual(children(), []);
 });
 
+Deno.test("a final job has left its parent's children when its completion handlers and exception handler run (Kotlin unregisters from the parent first)", async () => {
+  // Kotlin's completeStateFinalization disposes the parent handle, then invokes the handlers.
+  // Before, the child was unlinked after its handlers: each of these saw it in `children`.
+  const seen: string[] = [];
+  const context = Context.empty.with(CoroutineExceptionHandler, () => {
+    seen.push(`reported: ${scope.children.includes(failing)}`);
+  });
+  await using scope = createScope({ supervisor: true, context });
+  const gate = Promise.withResolvers<void>(), last = Promise.withResolvers<void>();
+  const other = scope.launch(() => last.promise); // oldest: the others leave from behind it
+  const done = scope.launch(() => gate.promise);
+  const cancelled = scope.launch(() => gate.promise);
+  const failing = scope.launch(async () => {
+    await gate.promise;
+    throw new Error("fails");
+  });
+  const lazy = scope.launch(() => {}, { lazy: true });
+  for (const [name, job] of [["done", done], ["cancelled", cancelled], ["lazy", lazy]] as const) {
+    job.invokeOnCompletion(() =>
+      seen.push(`${name}: ${job.state} ${scope.children.includes(job)}`)
+    );
+  }
+  failing.invokeOnCompletion(() => seen.push(`failing: ${scope.children.includes(failing)}`));
+  lazy.cancel(); // final at once, on the caller's stack
+  cancelled.cancel(); // final once its block ends
+  gate.resolve();
+  await Promise.all([done.join(), cancelled.join(), failing.join()]);
+  assert.deepEqual(seen.sort(), [
+    "cancelled: cancelled false",
+    "done: completed false",
+    "failing: false",
+    "lazy: cancelled false",
+    "reported: false",
+  ]);
+  assertSameItems(scope.children, [other]);
+  last.resolve();
+});
+
 Deno.test("bad arguments are TypeErrors that say what was received", async () => {
   await coroutineScope((scope) => {
     assert.throws(() => scope.launch(42 as never), {
