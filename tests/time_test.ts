@@ -234,10 +234,13 @@ Deno.test("withTimeoutOrNull rethrows an inner withTimeout's TimeoutError (not i
   );
 });
 
-Deno.test("a timeout that fired stays the cause when the block then throws another timeout's TimeoutError: withTimeoutOrNull null, withTimeout its own (Kotlin's first cancellation wins)", async () => {
+Deno.test("a timeout that fired stays the cause when the block then throws another timeout's TimeoutError: withTimeoutOrNull null, withTimeout its own (the first cancellation wins)", async () => {
   // The block catches its own timeout's cancellation and throws some other TimeoutError (an
   // inner withTimeout's, one it kept): a cancellation after the first does not replace it, as
-  // Kotlin's root cause is the first CancellationException unless a real failure comes.
+  // Kotlin's root cause is the first CancellationException unless a real failure comes. Kotlin's
+  // getFinalRootCause does take a later TimeoutCancellationException over a first one, but for
+  // the stack-trace-recovered copy of the same timeout's (its comment says so), which JavaScript
+  // never makes: README says why kcoro keeps the first here.
   const foreign = new TimeoutError("someone else's");
   const block = async (scope: { signal: AbortSignal }) => {
     await untilAborted(scope.signal).catch(() => {});
