@@ -41,8 +41,9 @@
  * (a `launch` under a supervisor or a free-standing scope) goes to the
  * {@linkcode CoroutineExceptionHandler} in the job's context, else to `reportError`, like an
  * uncaught exception. So do exceptions thrown by `invokeOnCompletion` handlers that run when the
- * job completes, wrapped in a {@linkcode CompletionHandlerError} (a handler added to a job already
- * final runs at once and throws to its caller).
+ * job completes, wrapped in one {@linkcode CompletionHandlerError} per completion, the first as its
+ * cause, the others in its `suppressed` list (a handler added to a job already final runs at once
+ * and throws to its caller).
  *
  * This module holds the state machine ({@linkcode JobSupport}, internal) and
  * {@linkcode CompletableDeferred}; scope.ts adds the coroutines that run a block.
@@ -111,9 +112,11 @@ export interface Job {
   /**
    * Calls `handler` once when the job reaches a final state (at once, synchronously, if it has).
    * Disposing the result removes the handler: one not run yet does not run, also when another
-   * handler of the job disposes it while they run. An exception from a handler called later is
-   * reported as a {@linkcode CompletionHandlerError}, never swallowed; one from a handler called
-   * at once (the job was final already) is thrown to the caller, as Kotlin's is.
+   * handler of the job disposes it while they run. Exceptions from handlers called later are
+   * reported, never swallowed, once all of the job's handlers have run: one
+   * {@linkcode CompletionHandlerError} whose `cause` is the first, the others in its `suppressed`
+   * list, as Kotlin's are. One from a handler called at once (the job was final already) is thrown
+   * to the caller, as Kotlin's is.
    */
   invokeOnCompletion(handler: CompletionHandler): Disposable;
 }
@@ -354,6 +357,25 @@ function keepSuppressed(list: unknown[], value: unknown): void {
   kept.set.add(value);
   kept.length = list.length;
   kept.last = value;
+}
+
+/**
+ * Adds `later` to the `suppressed` list of `error`, an error of kcoro's own making (extensible, its
+ * list an array kcoro put there): a non-enumerable own property, as a failure's (`#suppress`).
+ * Duplicates are kept, as Java's `addSuppressed` keeps them.
+ */
+function addSuppressedTo(error: Error, later: unknown): void {
+  const own = Object.getOwnPropertyDescriptor(error, "suppressed");
+  if (own !== undefined) {
+    (own.value as unknown[]).push(later);
+    return;
+  }
+  Object.defineProperty(error, "suppressed", {
+    value: [later],
+    writable: true,
+    configurable: true,
+    enumerable: false,
+  });
 }
 
 /** What a structured clone of a job fails on (`JobSupport._notCloneable`): its message. */
@@ -823,7 +845,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * No caller's code can cut the walk short, leaving the children it had not reached uncancelled
    * and their parent waiting for ever: what runs inside it catches what that code throws (an
    * abort listener's throw is reported by the signal's dispatch, never thrown out of `abort`; a
-   * completion handler's by `runCompletionHandler`; a CoroutineExceptionHandler's by
+   * completion handler's by `#finalize`, which reports it; a CoroutineExceptionHandler's by
    * `handleCoroutineException`; a caller's signal is unlistened by `unlistenAbort`, which never
    * throws), and the CancellationErrors it makes read nothing of the cause they wrap. Only the
    * engine can: a stack overflow or an out-of-memory error thrown here leaves the tree half
@@ -962,9 +984,23 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     const handlers = this.#handlers;
     if (handlers !== null) {
       this.#handlers = null;
+      // What the handlers throw is reported once, after all of them have run, as Kotlin's
+      // notifyHandlers does: the first throw as the CompletionHandlerError's cause, each later
+      // one in its `suppressed` list (Kotlin's addSuppressed). Before, each throw was reported on
+      // its own, as it came.
+      let error: CompletionHandlerError | null = null;
       for (const n of handlers) {
-        runCompletionHandler(this.context, `completion handler of ${this}`, n.h, cause);
+        try {
+          n.h(cause);
+        } catch (e) {
+          if (error === null) {
+            error = new CompletionHandlerError(`Exception in completion handler of ${this}`, {
+              cause: e,
+            });
+          } else addSuppressedTo(error, e);
+        }
       }
+      if (error !== null) handleCoroutineException(this.context, error);
     }
     return p;
   }

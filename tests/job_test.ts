@@ -344,6 +344,54 @@ Deno.test("handler exceptions surface as CompletionHandlerError; other handlers 
   assert.match((reported[0] as Error).message, /completion handler of Job\(completed\)/);
 });
 
+Deno.test("the exceptions of a job's completion handlers are reported once, after all of them ran: the first as the CompletionHandlerError's cause, the others suppressed (Kotlin's notifyHandlers)", async () => {
+  // Before, each throw was reported on its own, as it came, before the later handlers ran.
+  const reported: unknown[] = [];
+  const ran: string[] = [];
+  const context = Context.empty.with(CoroutineExceptionHandler, (e) => {
+    ran.push("reported");
+    reported.push(e);
+  });
+  const first = new Error("first"), second = new RangeError("second");
+  await coroutineScope((scope) => {
+    const job = scope.launch(async () => {});
+    job.invokeOnCompletion(() => {
+      ran.push("a");
+      throw first;
+    });
+    job.invokeOnCompletion(() => ran.push("b"));
+    job.invokeOnCompletion(() => {
+      ran.push("c");
+      throw second;
+    });
+    job.invokeOnCompletion(() => {
+      ran.push("d");
+      throw first; // the same error again: kept, as Java's addSuppressed keeps it
+    });
+  }, { context });
+  assert.deepEqual(ran, ["a", "b", "c", "d", "reported"]);
+  assert.equal(reported.length, 1);
+  const error = reported[0] as CompletionHandlerError & { suppressed?: unknown[] };
+  assert.ok(error instanceof CompletionHandlerError);
+  assert.equal(error.cause, first);
+  assertSameItems(error.suppressed, [second, first]);
+  assert.equal(Object.keys(error).includes("suppressed"), false); // not enumerable
+  // A CompletableDeferred's too, reported where it has no handler (an uncaught exception).
+  using uncaught = catchReported();
+  const d = new CompletableDeferred<number>();
+  d.invokeOnCompletion(() => {
+    throw first;
+  });
+  d.invokeOnCompletion(() => {
+    throw second;
+  });
+  d.complete(1);
+  assert.equal(uncaught.errors.length, 1);
+  const e = uncaught.errors[0] as CompletionHandlerError & { suppressed?: unknown[] };
+  assert.equal(e.cause, first);
+  assertSameItems(e.suppressed, [second]);
+});
+
 Deno.test("a supervisor's failing child: its failure, then its handler's exception, reach the handler; the supervisor and its other children go on (Kotlin)", async () => {
   // Kotlin's order: handleJobException (the failure no parent takes) while finalizing, then the
   // completion handlers, whose exception goes to handleCoroutineException; neither cancels the

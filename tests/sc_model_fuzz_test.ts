@@ -621,6 +621,12 @@ class Model {
 
   finalize(j: MJob, state: number) {
     j.state = state;
+    // Unlinked from its parent first, before any handler runs (Kotlin's completeStateFinalization).
+    const p = j.parent;
+    if (p !== null) {
+      p.children = p.children.filter((c) => c !== j);
+      j.parent = null;
+    }
     const cause = j.finalCause();
     if (j.failed && !j.handled && j.reports) this.report(j.ceh, cause!);
     // onFinal: a root's timer is cleared, it stops following its owner's signal, it leaves the
@@ -682,6 +688,9 @@ class Model {
     const handlers = j.handlers;
     j.handlers = [];
     j.internal = 0;
+    // What the handlers throw is reported once, after all of them ran (Kotlin's notifyHandlers):
+    // the first as the CompletionHandlerError's cause, the later ones in its `suppressed` list.
+    let che: Sym | undefined;
     for (const h of handlers) {
       if (!h.live) continue;
       h.live = false;
@@ -689,12 +698,12 @@ class Model {
       if (h.cancels !== undefined) this.cancel(h.cancels, undefined);
       if (h.starts !== undefined) this.start(h.starts);
       if (h.throws !== undefined) {
-        this.report(
-          j.ceh,
-          new Sym("CHE", "handler", new Sym("Error", "thrown", undefined, { obj: h.throws })),
-        );
+        const thrown = new Sym("Error", "thrown", undefined, { obj: h.throws });
+        if (che === undefined) che = new Sym("CHE", "handler", thrown);
+        else (suppressed.get(che) ?? suppressed.set(che, []).get(che)!).push(thrown);
       }
     }
+    if (che !== undefined) this.report(j.ceh, che);
     // produce: the channel is closed with the job's cause (a failure as it is: only a
     // cancellation closed it before, at its signal's abort); actor: onDone.
     if (j.kind === "produce" && !j.closeSet) this.closeProduced(j, cause);
@@ -705,12 +714,7 @@ class Model {
       j.doneCalls.push(cause);
       this.events.push({ kind: "onDone", job: j.id, err: cause });
     }
-    const p = j.parent;
-    if (p !== null) {
-      p.children = p.children.filter((c) => c !== j);
-      j.parent = null;
-      this.tryFinalize(p);
-    }
+    if (p !== null) this.tryFinalize(p);
     this.dirty = true;
   }
 
