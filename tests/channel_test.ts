@@ -5932,6 +5932,65 @@ Deno.test("tryReceiveMany on a dropping channel with a hook is tryReceive value 
   }
 });
 
+Deno.test("a batch that no drop's onUndeliveredElement runs in still crosses in one native call: a dropping channel without the hook, a suspending one with it, and a Channel.from copy of a dropping one with it (its drops wait for the creator's hook, which the creator's own batch, value by value, runs)", () => {
+  // The one-at-a-time rule is the creator's of a dropping channel with the hook alone: a
+  // condition on either alone (or on a copy too) would make these batches one call per value.
+  const batchCalls = () => {
+    const send = countCalls(["kc_chan_try_send_n"]);
+    const recv = countCalls(["kc_chan_try_recv_n"]);
+    return {
+      take: () => {
+        send.restore();
+        recv.restore();
+        return [send.calls, recv.calls];
+      },
+    };
+  };
+  for (const codec of [codecs.f64, codecs.default] as Codec<number>[]) {
+    const what = codec === codecs.f64 ? "f64" : "default";
+    {
+      using ch = new Channel<number>(2, { codec, overflow: "drop-oldest" });
+      ch.share();
+      const spy = batchCalls();
+      const sent = ch.trySendMany([1, 2, 3, 4, 5]);
+      const got = ch.tryReceiveMany(9);
+      assert.deepEqual(spy.take(), [1, 1], `${what}, dropping, no hook: one call each`);
+      assert.deepEqual([sent, got], [{ state: "ok", sent: 5 }, { state: "ok", values: [4, 5] }]);
+    }
+    {
+      const dropped: number[] = [];
+      using ch = new Channel<number>(2, { codec, onUndeliveredElement: (v) => dropped.push(v) });
+      ch.share();
+      const spy = batchCalls();
+      const sent = ch.trySendMany([1, 2, 3]);
+      const got = ch.tryReceiveMany(9);
+      assert.deepEqual(spy.take(), [1, 1], `${what}, suspending, a hook: one call each`);
+      assert.deepEqual([sent, got], [{ state: "ok", sent: 2 }, { state: "ok", values: [1, 2] }]);
+      assert.deepEqual(dropped, [], what);
+    }
+    {
+      const dropped: number[] = [];
+      using ch = new Channel<number>(2, {
+        codec,
+        overflow: "drop-oldest",
+        onUndeliveredElement: (v) => dropped.push(v),
+      });
+      using copy = Channel.from<number>(ch.share());
+      let spy = batchCalls();
+      const sent = copy.trySendMany([1, 2, 3, 4, 5]);
+      const first = copy.tryReceiveMany(1);
+      assert.deepEqual(spy.take(), [1, 1], `${what}, a copy: one call each`);
+      assert.deepEqual([sent, first], [{ state: "ok", sent: 5 }, { state: "ok", values: [4] }]);
+      assert.deepEqual(dropped, [], `${what}: the copy's drops wait for the creator`);
+      spy = batchCalls();
+      const rest = ch.tryReceiveMany(9);
+      assert.deepEqual(spy.take(), [0, 0], `${what}, the creator: value by value`);
+      assert.deepEqual(rest, { state: "ok", values: [5] }, what);
+      assert.deepEqual(dropped, [1, 2, 3], `${what}: the creator's hook, once each`);
+    }
+  }
+});
+
 Deno.test("an iterator's return() while a next() is pending settles after it, as an async generator's does: that next() resolves done and the value stays in the channel", async () => {
   const bridge = Bridge.of(library());
   for (const capacity of [0, 2]) {
