@@ -3474,6 +3474,122 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose launc
   assert.equal(live, 0);
 });
 
+Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch returns a Job of another kind than kcoro's, the task's own kcoro's: the task's completion ends them (the channel closes, onDone runs), and that Job's later completion changes nothing", async () => {
+  // Before, only the returned Job's completion ended them: the channel stayed open, the
+  // mailbox took messages and onDone waited until the caller's Job completed, whenever that was.
+  // That Job's handle is not disposed (a Job of another kind's dispose is the caller's code).
+  for (const which of ["produce", "actor"] as const) {
+    for (const start of ["at once", "deferred"] as const) {
+      const what = `${which}, start ${start}`;
+      const handlers: ((cause: unknown) => void)[] = [];
+      let disposed = 0;
+      const other = {
+        invokeOnCompletion(handler: (cause: unknown) => void) {
+          handlers.push(handler);
+          return { [Symbol.dispose]: () => disposed++ };
+        },
+        cancel() {},
+      };
+      const done: unknown[] = [];
+      await within(
+        coroutineScope(async (real) => {
+          let deferred: ((task: CoroutineScope) => unknown) | null = null;
+          let task!: ReturnType<CoroutineScope["launch"]>;
+          const scope = {
+            context: real.context,
+            launch: (block: (task: CoroutineScope) => unknown) => {
+              if (start === "at once") task = real.launch(block);
+              else deferred = block;
+              return other;
+            },
+          } as unknown as CoroutineScope;
+          const body = counted(async (ch: Channel<number>) => {
+            if (which === "produce") await ch.send(1);
+          });
+          using ch = which === "produce" ? produce<number>(scope, body, { capacity: 1 }) : null;
+          const a = which === "actor"
+            ? actor<number>(scope, body, { onDone: (cause) => done.push(cause) })
+            : null;
+          assert.equal(handlers.length, 1, what);
+          if (deferred !== null) task = real.launch(deferred);
+          await task.join();
+          assert.equal(task.state, "completed", what);
+          if (ch !== null) {
+            assert.equal(ch.isClosedForSend, true, `${what}: the channel closed`);
+            assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, what);
+            assert.deepEqual(ch.tryReceive(), { state: "closed" }, `${what}: a clean end`);
+          } else {
+            assert.deepEqual(done, [undefined], `${what}: onDone ran, as the task completed`);
+            assert.equal(a!.trySend(2).state, "closed", `${what}: the mailbox takes no more`);
+          }
+        }),
+        10_000,
+        `${what}: the real scope's end`,
+      );
+      for (const handler of handlers) handler(new CancellationError("the caller's Job, later"));
+      assert.deepEqual(done, which === "actor" ? [undefined] : [], `${what}: onDone ran once`);
+      assert.equal(disposed, 0, what);
+    }
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("produce and actor on a CoroutineScope of the caller's own whose task's job is a long-lived kcoro Job other than the one launch returns: the returned Job completing first ends them, and leaves no completion handler on the task's", async () => {
+  // The other way round from the test before the one above: the first of the two to complete
+  // ends the producer or the actor, and the handler left on the other goes, whichever it is.
+  for (const which of ["produce", "actor"] as const) {
+    const what = which;
+    // The task's job, as its getter answers: a scope's, kept from completing by a child that
+    // waits on a gate (the actor's end cancels its mailbox, and so that job: cancelling, it
+    // keeps its handlers, which a completion would have run and dropped).
+    const holder = createScope();
+    const gate = Promise.withResolvers<void>();
+    holder.launch(counted(() => gate.promise));
+    const longLived = holder.job;
+    const handlers = () => (longLived as unknown as { _handlerCount: number })._handlerCount;
+    const before = handlers();
+    const done: unknown[] = [];
+    await within(
+      coroutineScope(async (real) => {
+        let task!: ReturnType<CoroutineScope["launch"]>;
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) =>
+            task = real.launch((t) =>
+              block(
+                {
+                  context: t.context,
+                  signal: t.signal,
+                  job: longLived,
+                } as unknown as CoroutineScope,
+              )
+            ),
+        } as unknown as CoroutineScope;
+        const body = counted(async (ch: Channel<number>) => {
+          if (which === "produce") await ch.send(1);
+        });
+        using ch = which === "produce" ? produce<number>(scope, body, { capacity: 1 }) : null;
+        if (which === "actor") actor<number>(scope, body, { onDone: (c) => done.push(c) });
+        assert.equal(handlers(), before + 1, `${what}: a completion handler on the task's job`);
+        await task.join();
+        assert.equal(handlers(), before, `${what}: none left on it`);
+        assert.equal(longLived.isCompleted, false, what);
+        if (ch !== null) {
+          assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, what);
+          assert.deepEqual(ch.tryReceive(), { state: "closed" }, `${what}: a clean end`);
+        } else assert.deepEqual(done, [undefined], `${what}: onDone ran`);
+      }),
+      10_000,
+      `${what}: the real scope's end`,
+    );
+    holder.cancel();
+    gate.resolve();
+    await within(longLived.join(), 10_000, `${what}: the holder's end`);
+    assert.deepEqual(done, which === "actor" ? [undefined] : [], `${what}: onDone ran once`);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor name themselves for a bad capacity (it said 'Cannot create channel', a call the caller never made), and start no task", async () => {
   await using scope = createScope();
   const cases: [unknown, string, string][] = [
