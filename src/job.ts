@@ -458,26 +458,53 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     return typeof x === "object" && x !== null && #state in x;
   }
 
+  // Each public member called on what is no job (an object made from the prototype, a Proxy of
+  // a job, a primitive) throws, or rejects with, `notJob`'s TypeError naming the call: it threw
+  // the engine's "Cannot read private member #state". The hot ones (the state getters, join,
+  // await, cancel) check only in their catch (`jobThrown`), at no cost to a job's call.
+
   get state(): JobState {
-    return stateNames[this.#state];
+    try {
+      return stateNames[this.#state];
+    } catch (e) {
+      throw jobThrown(this, "read job state", e);
+    }
   }
 
   get isActive(): boolean {
-    return this.#state === ACTIVE || this.#state === COMPLETING;
+    try {
+      return this.#state === ACTIVE || this.#state === COMPLETING;
+    } catch (e) {
+      throw jobThrown(this, "read job state", e);
+    }
   }
 
   get isCompleted(): boolean {
-    return this.#state >= CANCELLED;
+    try {
+      return this.#state >= CANCELLED;
+    } catch (e) {
+      throw jobThrown(this, "read job state", e);
+    }
   }
 
   get isCancelled(): boolean {
-    return this.#state === CANCELLING || this.#state === CANCELLED;
+    try {
+      return this.#state === CANCELLING || this.#state === CANCELLED;
+    } catch (e) {
+      throw jobThrown(this, "read job state", e);
+    }
   }
 
   get children(): Job[] {
+    JobSupport.#check(this, "read job children");
     const out: Job[] = [];
     for (let c = this.#head; c !== null; c = c.#next) out.push(c); // oldest first
     return out;
+  }
+
+  /** Throws `notJob` unless `self` is a job (`#x in`: a brand check, which runs no Proxy trap). */
+  static #check(self: unknown, op: string): void {
+    if (!JobSupport._is(self)) throw notJob(self, op);
   }
 
   /**
@@ -485,6 +512,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * cancelled or fails. Made on first use (an AbortController per task costs more than the task).
    */
   get signal(): AbortSignal {
+    JobSupport.#check(this, "read job signal");
     let c = this.#controller;
     if (c === null) {
       c = this.#controller = new AbortController();
@@ -494,6 +522,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   start(): boolean {
+    JobSupport.#check(this, "start job");
     if (this.#state !== NEW) return false;
     this.#state = ACTIVE;
     this.onStart();
@@ -507,12 +536,17 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     } catch (e) {
       return Promise.reject(e); // rejects, never throws (as a channel's wait)
     }
-    // A lazy job starts even for a caller already cancelled (Kotlin's joinInternal).
-    if (this.#state === NEW) this.start();
-    if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
-    if (this.#state >= CANCELLED) return RESOLVED;
-    if (signal !== undefined) return this.#untilAborted("join", signal, () => undefined);
-    return this.#join ??= new Promise((resolve) => this.#resolveJoin = resolve);
+    try {
+      // A lazy job starts even for a caller already cancelled (Kotlin's joinInternal).
+      if (this.#state === NEW) this.start();
+      if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
+      if (this.#state >= CANCELLED) return RESOLVED;
+      if (signal !== undefined) return this.#untilAborted("join", signal, () => undefined);
+      return this.#join ??= new Promise((resolve) => this.#resolveJoin = resolve);
+    } catch (e) {
+      if (JobSupport._is(this)) throw e; // a job's: as before
+      return Promise.reject(notJob(this, "join"));
+    }
   }
 
   await(options?: { signal?: AbortSignal }): Promise<T> {
@@ -522,12 +556,17 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     } catch (e) {
       return Promise.reject(e); // as join's
     }
-    if (this.#state === NEW) this.start();
-    // A final deferred gives its result even to a caller already cancelled (Kotlin's
-    // awaitInternal returns before it would suspend; join checks its caller there, await not).
-    if (signal === undefined || this.#state >= CANCELLED) return this.#awaitResult();
-    if (isAborted(signal)) return Promise.reject(abortReason(signal));
-    return this.#untilAborted("await", signal, () => this.#awaitResult());
+    try {
+      if (this.#state === NEW) this.start();
+      // A final deferred gives its result even to a caller already cancelled (Kotlin's
+      // awaitInternal returns before it would suspend; join checks its caller there, await not).
+      if (signal === undefined || this.#state >= CANCELLED) return this.#awaitResult();
+      if (isAborted(signal)) return Promise.reject(abortReason(signal));
+      return this.#untilAborted("await", signal, () => this.#awaitResult());
+    } catch (e) {
+      if (JobSupport._is(this)) throw e; // a job's: as before
+      return Promise.reject(notJob(this, "await"));
+    }
   }
 
   /**
@@ -580,7 +619,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   cancel(cause?: unknown): void {
-    if (this.#state >= CANCELLING) return;
+    try {
+      if (this.#state >= CANCELLING) return;
+    } catch (e) {
+      throw jobThrown(this, "cancel job", e); // before `cause` is read
+    }
     this.#cancelWith(toCancellation(cause), false);
   }
 
@@ -600,6 +643,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   invokeOnCompletion(handler: CompletionHandler): Disposable {
+    JobSupport.#check(this, "invoke on completion");
     checkFunction("invoke on completion", "handler", handler);
     if (this.#state >= CANCELLED) {
       // Kotlin invokes at once on the caller's stack; what the handler throws reaches the caller.
@@ -617,6 +661,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   toString(): string {
+    JobSupport.#check(this, "convert job to string");
     return `Job(${this.state})`;
   }
 
@@ -1089,6 +1134,8 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
    * (a promise adopts a thenable), so complete with its result instead (`d.complete(await p)`).
    */
   complete(value: T): boolean {
+    // On what is no job, named before `value` is read (its `then` is the caller's code).
+    if (!JobSupport._is(this)) throw notJob(this, "complete", "CompletableDeferred");
     checkNotThenable("complete", value);
     return !this.isCancelled && this.completeBody(value);
   }
@@ -1101,6 +1148,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
    * (`Cannot completeExceptionally: ...`).
    */
   completeExceptionally(error: unknown): boolean {
+    if (!JobSupport._is(this)) throw notJob(this, "completeExceptionally", "CompletableDeferred");
     return !this.isCancelled && this.failBody(error, "completeExceptionally");
   }
 }
@@ -1114,3 +1162,24 @@ refuseAsValue(
 
 // Its look-alikes are described as such in error messages (`describe`).
 nameLookAlikes(JobSupport.prototype, "Job");
+
+/**
+ * @ignore The TypeError of a public member of a job, deferred or scope called on what is none
+ * (`what`, a Job by default): "Cannot <op>: this is not a Job, received a Job look-alike". Each
+ * threw the engine's "Cannot read private member" (a join or await rejected with none: it threw).
+ */
+export function notJob(self: unknown, op: string, what = "Job"): TypeError {
+  return new TypeError(
+    `Cannot ${op}: this is not ${/^[AEIOU]/.test(what) ? "an" : "a"} ${what}, received ${
+      describe(self)
+    }`,
+  );
+}
+
+/**
+ * What a job member's catch throws: `e`, what its body threw, on a job; `notJob` on what is none,
+ * whose first private read threw the engine's TypeError. The brand check runs only then.
+ */
+function jobThrown(self: unknown, op: string, e: unknown): unknown {
+  return JobSupport._is(self) ? e : notJob(self, op);
+}

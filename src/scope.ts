@@ -45,6 +45,7 @@ import {
   type Job,
   type JobState,
   JobSupport,
+  notJob,
   REPORTS_FAILURE,
   SUPERVISOR,
   toCancellation,
@@ -360,7 +361,11 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
    * that gap, so a loop on it ran on.
    */
   override get isActive(): boolean {
-    return this.#queuedBy === null && super.isActive;
+    try {
+      return this.#queuedBy === null && super.isActive;
+    } catch (e) {
+      throw scopeThrown(this, "read job state", e, "Job"); // on what is none (`notJob`)
+    }
   }
 
   /**
@@ -376,12 +381,30 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
    * would also run the signal's listeners ahead of the cancels queued before this one.
    */
   override get isCancelled(): boolean {
-    return super.isCancelled || this.#cancelQueued();
+    try {
+      return super.isCancelled || this.#cancelQueued();
+    } catch (e) {
+      throw scopeThrown(this, "read job state", e, "Job");
+    }
   }
 
   /** `cancelling` also while a follow cancel for this scope waits (`isCancelled` says why). */
   override get state(): JobState {
-    return this.#cancelQueued() && !super.isCancelled ? "cancelling" : super.state;
+    try {
+      return this.#cancelQueued() && !super.isCancelled ? "cancelling" : super.state;
+    } catch (e) {
+      throw scopeThrown(this, "read job state", e, "Job");
+    }
+  }
+
+  /** @ignore True if `x` is a scope (or task) this module made: a brand check, no Proxy trap. */
+  static _isScope(x: unknown): x is Coroutine<unknown> {
+    return typeof x === "object" && x !== null && #block in x;
+  }
+
+  /** Throws `notJob` unless `self` is a scope (off the hot paths, before any argument is read). */
+  static #check(self: unknown, op: string): void {
+    if (!Coroutine._isScope(self)) throw notJob(self, op, "CoroutineScope");
   }
 
   /** A follow cancel for this scope waits in `followQueue`, and the scope has not ended. */
@@ -401,23 +424,34 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
 
   /** @ignore `cancelFollowing` queued this scope's cancel, following `by`. Internal. */
   queueCancel(by: AbortSignal): void {
+    Coroutine.#check(this, "queue scope cancel");
     this.#queuedBy ??= by;
   }
 
   /** @ignore Runs the cancel `cancelFollowing` queued (`runQueuedFollows`). Internal. */
   runQueuedCancel(by: AbortSignal): void {
+    Coroutine.#check(this, "run queued scope cancel");
     this.#queuedBy = null;
     this.cancel(abortReason(by));
   }
 
   launch(block: Block<unknown>, options?: LaunchOptions): Job {
-    if (typeof block !== "function") checkBlock("launch", block);
-    return this.#child("launch", block, options, LAUNCH);
+    // On what is no scope, `#child` throws the engine's TypeError: named (`scopeThrown`).
+    try {
+      if (typeof block !== "function") checkBlock("launch", block);
+      return this.#child("launch", block, options, LAUNCH);
+    } catch (e) {
+      throw scopeThrown(this, "launch", e);
+    }
   }
 
   async<T>(block: Block<T>, options?: LaunchOptions): Deferred<T> {
-    if (typeof block !== "function") checkBlock("run async", block);
-    return this.#child("run async", block, options, ASYNC);
+    try {
+      if (typeof block !== "function") checkBlock("run async", block);
+      return this.#child("run async", block, options, ASYNC);
+    } catch (e) {
+      throw scopeThrown(this, "run async", e);
+    }
   }
 
   #child<R>(op: string, block: Block<R>, options: LaunchOptions | undefined, flags: number) {
@@ -454,6 +488,20 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
    * an error was named "signal must be one that can be listened to".
    */
   follow(op: string, signal: AbortSignal): void {
+    // Internal (createScope's and the root scopes'), but a member anyone can call: checked before
+    // the listen. Called with no arguments it said "Cannot undefined: signal must be one that can
+    // be listened to"; on what is no scope, its listen stayed on the signal when `addFinalizer`
+    // threw, to throw the engine's error from the signal's dispatch once it aborted.
+    Coroutine.#check(this, "follow signal");
+    if (typeof op !== "string") {
+      throw new TypeError(`Cannot follow signal: op must be a string, received ${describe(op)}`);
+    }
+    if (signal === undefined) {
+      throw new TypeError(
+        "Cannot follow signal: signal must be an AbortSignal, received undefined",
+      );
+    }
+    checkSignal("follow signal", signal);
     // By AbortSignal's and EventTarget's own members (errors.ts, `isAborted`): before, the
     // signal's own `removeEventListener`, when it threw, escaped the finalizer partway and left
     // this scope and its parent unfinished.
@@ -476,6 +524,9 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
 
   /** Runs `fn` once the scope reaches a final state, before completion handlers. */
   addFinalizer(fn: () => void): void {
+    Coroutine.#check(this, "add scope finalizer");
+    // Checked here: a non-function threw only once the scope ended, inside its finalization.
+    checkFunction("add scope finalizer", "fn", fn);
     const before = this.#finalizer;
     this.#finalizer = before === null ? fn : () => {
       before();
@@ -573,8 +624,18 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
 
   /** Completes a block-less scope's own part (free-standing scopes). */
   close(): void {
+    Coroutine.#check(this, "close scope");
     this.completeBody(undefined as T);
   }
+}
+
+/**
+ * What a scope member's catch throws: `e`, what its body threw, on a scope; on what is none,
+ * whose first private read threw the engine's TypeError, `notJob`'s (naming `what`: a Job for
+ * the state getters a task's job shares with its scope, else a CoroutineScope).
+ */
+function scopeThrown(self: unknown, op: string, e: unknown, what = "CoroutineScope"): unknown {
+  return Coroutine._isScope(self) ? e : notJob(self, op, what);
 }
 
 /**
@@ -737,6 +798,7 @@ export function nonCancellable<T>(block: Block<T>, options?: { context?: Context
 
 class StandaloneScope extends Coroutine<void> implements Scope {
   override join(options?: { signal?: AbortSignal }): Promise<void> {
+    if (!Coroutine._isScope(this)) return Promise.reject(notJob(this, "join")); // as a job's
     let signal: AbortSignal | undefined;
     try {
       signal = signalOf("join", options); // bad options change nothing (before, the scope closed first)
@@ -750,6 +812,7 @@ class StandaloneScope extends Coroutine<void> implements Scope {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
+    if (!Coroutine._isScope(this)) throw notJob(this, "dispose scope", "CoroutineScope"); // rejects
     this.cancel(new CancellationError("Cancelled: the scope was disposed"));
     await super.join();
   }

@@ -1187,3 +1187,127 @@ Deno.test("a failure whose walk throws (an engine error) still cancels its paren
   for (const j of jobs) assert.equal(j.state, "cancelled", String(j));
   assert.deepEqual(rejections, [overflow]); // from failBody, in the body's promise reaction
 });
+
+Deno.test("every public member of a job, deferred or scope called on what is none of it (an object made from its prototype, a Proxy of one, a primitive) fails with a named TypeError, the async ones by a rejected promise, and touches no job", async () => {
+  // Before, each threw the engine's "Cannot read private member #state" or "Receiver must be an
+  // instance of class Coroutine", join and await synchronously; a scope's follow() listened
+  // first, and its listener threw from the signal's dispatch once that aborted.
+  const deferred = new CompletableDeferred<number>();
+  await using scope = createScope();
+  const task = scope.launch((t) => untilAborted(t.signal)); // until the dispose
+  type Call = [string, "throws" | "rejects", (self: unknown) => unknown];
+  const member = (proto: object, k: PropertyKey, ...args: unknown[]) => {
+    for (let p: object | null = proto; p !== null; p = Object.getPrototypeOf(p)) {
+      const d = Object.getOwnPropertyDescriptor(p, k);
+      if (d !== undefined) {
+        return (self: unknown) => d.get ? d.get.call(self) : d.value.call(self, ...args);
+      }
+    }
+    throw new Error(`no ${String(k)}`);
+  };
+  const jobCalls = (proto: object): Call[] => [
+    ["read job state", "throws", member(proto, "state")],
+    ["read job state", "throws", member(proto, "isActive")],
+    ["read job state", "throws", member(proto, "isCompleted")],
+    ["read job state", "throws", member(proto, "isCancelled")],
+    ["read job children", "throws", member(proto, "children")],
+    ["read job signal", "throws", member(proto, "signal")],
+    ["start job", "throws", member(proto, "start")],
+    ["cancel job", "throws", member(proto, "cancel", new Error("cause"))],
+    ["invoke on completion", "throws", member(proto, "invokeOnCompletion", () => {})],
+    ["convert job to string", "throws", member(proto, "toString")],
+    ["join", "rejects", member(proto, "join")],
+    ["await", "rejects", member(proto, "await")],
+  ];
+  const deferredProto = CompletableDeferred.prototype;
+  const scopeProto = Object.getPrototypeOf(scope); // StandaloneScope's, under Coroutine's
+  const controller = new AbortController();
+  const signal = controller.signal;
+  const tables: [string, string, object, object, Call[]][] = [
+    ["Job", "Job", deferredProto, deferred, jobCalls(deferredProto)],
+    ["CompletableDeferred", "Job", deferredProto, deferred, [
+      ["complete", "throws", member(deferredProto, "complete", 1)],
+      ["completeExceptionally", "throws", member(deferredProto, "completeExceptionally", 1)],
+    ]],
+    ["Job", "Job", Object.getPrototypeOf(task), task, jobCalls(Object.getPrototypeOf(task))],
+    ["Job", "Job", scopeProto, scope, jobCalls(scopeProto)],
+    ["CoroutineScope", "Job", scopeProto, scope, [
+      ["launch", "throws", member(scopeProto, "launch", () => {})],
+      ["run async", "throws", member(scopeProto, "async", () => 1)],
+      ["follow signal", "throws", member(scopeProto, "follow", "follow", signal)],
+      ["add scope finalizer", "throws", member(scopeProto, "addFinalizer", () => {})],
+      ["close scope", "throws", member(scopeProto, "close")],
+      ["queue scope cancel", "throws", member(scopeProto, "queueCancel", signal)],
+      ["run queued scope cancel", "throws", member(scopeProto, "runQueuedCancel", signal)],
+      ["dispose scope", "rejects", member(scopeProto, Symbol.asyncDispose)],
+    ]],
+  ];
+  for (const [name, lookAlike, proto, real, calls] of tables) {
+    const fakes: [unknown, string][] = [
+      [Object.create(proto), `a ${lookAlike} look-alike`],
+      [new Proxy(real, {}), `a ${lookAlike} look-alike`],
+      [{}, "[object Object]"],
+      [undefined, "undefined"],
+    ];
+    for (const [self, described] of fakes) {
+      for (const [op, how, call] of calls) {
+        const message = `Cannot ${op}: this is not a ${name}, received ${described}`;
+        const where = `${name} ${op} on ${described}`;
+        const check = (e: unknown) => {
+          assert.ok(e instanceof TypeError, `${where}: ${e}`);
+          assert.equal(e.message, message, where);
+          return true;
+        };
+        if (how === "throws") {
+          assert.throws(() => call(self), check);
+          continue;
+        }
+        let p: unknown;
+        assert.doesNotThrow(() => p = call(self), where); // rejected, never thrown
+        await assert.rejects(p as Promise<unknown>, check);
+      }
+    }
+  }
+  // Nothing reached the real ones; the look-alikes' follow() left no listener on the signal
+  // (before, the abort ran one per call, each throwing the engine's error out of the dispatch).
+  controller.abort();
+  assert.equal(deferred.state, "active");
+  assert.equal(task.state, "active");
+  assert.equal(scope.state, "active");
+  assert.deepEqual(scope.children, [task]);
+  assert.equal(deferred.complete(3), true);
+  assert.equal(await deferred.await(), 3);
+});
+
+Deno.test("a scope's follow() refuses an op that is no string and a signal that is no AbortSignal by name, listening to nothing; addFinalizer refuses a non-function at once", async () => {
+  // follow() with no arguments said "Cannot undefined: signal must be one that can be listened
+  // to"; addFinalizer(1) threw only once the scope ended, from inside its finalization.
+  await using scope = createScope();
+  const follow = (...a: unknown[]) =>
+    (scope as unknown as { follow(...a: unknown[]): void }).follow(...a);
+  assert.throws(() => follow(), {
+    name: "TypeError",
+    message: "Cannot follow signal: op must be a string, received undefined",
+  });
+  assert.throws(() => follow("x"), {
+    name: "TypeError",
+    message: "Cannot follow signal: signal must be an AbortSignal, received undefined",
+  });
+  assert.throws(() => follow("x", {}), {
+    name: "TypeError",
+    message: "Cannot follow signal: signal must be an AbortSignal, received [object Object]",
+  });
+  const addFinalizer = (fn: unknown) =>
+    (scope as unknown as { addFinalizer(fn: unknown): void }).addFinalizer(fn);
+  assert.throws(() => addFinalizer(1), {
+    name: "TypeError",
+    message: "Cannot add scope finalizer: fn must be a function, received 1",
+  });
+  // The scope is intact: it follows a real signal, and ends when it aborts.
+  const controller = new AbortController();
+  follow("follow", controller.signal);
+  controller.abort(new Error("stop"));
+  assert.equal(scope.isCancelled, true);
+  await scope.join().catch(() => {});
+  assert.equal(scope.isCompleted, true);
+});
