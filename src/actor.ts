@@ -66,6 +66,7 @@ import {
   checkOptions,
   checkScope,
   ClosedSendError,
+  describe,
   isAborted,
   launchChecked,
   listenAbortNamed,
@@ -369,7 +370,17 @@ class ActorImpl<M> implements Actor<M> {
   }
 
   send(message: M, options?: WaitOptions): Promise<void> {
-    if (this.#open()) {
+    // On what is no Actor (an object made from its prototype, a Proxy of one), `#open()` throws
+    // the engine's "Receiver must be an instance of class ActorImpl": named (`notActor`) and
+    // rejected. Checked only in the catch, at no cost to an actor's send.
+    let open: boolean;
+    try {
+      open = this.#open();
+    } catch (e) {
+      if (#mailbox in Object(this)) throw e; // an actor's: as before
+      return Promise.reject(notActor(this, "send"));
+    }
+    if (open) {
       // A send still waiting when the handler disposes of the mailbox is rejected by the
       // dispose's cancel: it gets the ClosedSendError a send after the dispose gets (its message
       // went to the hook with the cancel, once), not that CancellationError, which read as the
@@ -433,7 +444,13 @@ class ActorImpl<M> implements Actor<M> {
   }
 
   trySend(message: M): TrySendResult {
-    if (!this.#open()) {
+    let open: boolean;
+    try {
+      open = this.#open();
+    } catch (e) {
+      throw #mailbox in Object(this) ? e : notActor(this, "trySend"); // as send's
+    }
+    if (!open) {
       // The message is checked by the mailbox's codec first, as a closed Channel's trySend
       // checks it (and as `#refuse` does for a send): one it cannot carry (a function) throws
       // that CodecError, the caller's bug, where it answered `closed` before.
@@ -459,6 +476,7 @@ class ActorImpl<M> implements Actor<M> {
    * it: before, that threw the disposed channel's InvalidHandleError).
    */
   close(): boolean {
+    if (!(#mailbox in Object(this))) throw notActor(this, "close actor");
     if (!this.#open()) return false;
     // False too once native code destroyed the mailbox (as on any cancelled channel).
     return this.#mailbox.close();
@@ -472,6 +490,8 @@ class ActorImpl<M> implements Actor<M> {
   }
 
   toString(): string {
+    // On what is no Actor it threw "Cannot read properties of undefined (reading 'state')".
+    if (!(#mailbox in Object(this))) throw notActor(this, "convert actor to string");
     return `Actor(${this.job.state})`;
   }
 
@@ -716,3 +736,12 @@ refuseAsValue(ActorImpl, "an actor", "send its messages where it runs", NOT_CLON
 
 // Its look-alikes are described as such in error messages (`describe`).
 nameLookAlikes(ActorImpl.prototype, "Actor");
+
+/**
+ * The TypeError of an Actor's member called on what is none (a look-alike, another object, a
+ * primitive): "Cannot send: this is not an Actor, received an Actor look-alike". Before, the
+ * engine's "Receiver must be an instance of class ActorImpl", a class no caller can name.
+ */
+function notActor(self: unknown, op: string): TypeError {
+  return new TypeError(`Cannot ${op}: this is not an Actor, received ${describe(self)}`);
+}

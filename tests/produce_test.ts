@@ -4774,3 +4774,50 @@ Deno.test("a producer whose block lets out an AbortError carrying a cancellation
   });
   assert.equal(outcome, "not failed");
 });
+
+Deno.test("actor: its members called on what is no Actor (an object made from its prototype, a Proxy of one, a primitive) fail with a named TypeError, send's by a rejected promise, and reach no actor", async () => {
+  // Before, each threw the engine's "Receiver must be an instance of class ActorImpl" (send
+  // synchronously), and toString "Cannot read properties of undefined (reading 'state')".
+  await using scope = createScope();
+  const got: number[] = [];
+  const a = actor<number>(scope, async (mailbox) => {
+    for await (const m of mailbox) got.push(m);
+  }, { capacity: 4 });
+  const proto = Object.getPrototypeOf(a) as Record<PropertyKey, (...x: unknown[]) => unknown>;
+  type Call = [string, "throws" | "rejects", (self: unknown) => unknown];
+  const calls: Call[] = [
+    ["send", "rejects", (self) => proto.send.call(self, 1)],
+    ["trySend", "throws", (self) => proto.trySend.call(self, 1)],
+    ["close actor", "throws", (self) => proto.close.call(self)],
+    ["convert actor to string", "throws", (self) => proto.toString.call(self)],
+  ];
+  const fakes: [unknown, string][] = [
+    [Object.create(proto), "an Actor look-alike"],
+    [new Proxy(a, {}), "an Actor look-alike"],
+    [{}, "[object Object]"],
+    [undefined, "undefined"],
+  ];
+  for (const [self, described] of fakes) {
+    for (const [op, how, call] of calls) {
+      const where = `${op} on ${described}`;
+      const check = (e: unknown) => {
+        assert.ok(e instanceof TypeError, `${where}: ${e}`);
+        assert.equal(e.message, `Cannot ${op}: this is not an Actor, received ${described}`, where);
+        return true;
+      };
+      if (how === "throws") {
+        assert.throws(() => call(self), check);
+        continue;
+      }
+      let p: unknown;
+      assert.doesNotThrow(() => p = call(self), where); // rejected, never thrown
+      await assert.rejects(p as Promise<unknown>, check);
+    }
+  }
+  // The Proxy's calls reached no actor: it is open, and takes what is sent to it.
+  assert.equal(String(a), "Actor(active)");
+  await a.send(7);
+  assert.equal(a.close(), true);
+  await a.job.join();
+  assert.deepEqual(got, [7]);
+});
