@@ -135,7 +135,24 @@ export class Library {
 
   /** True until `close()`. */
   get isOpen(): boolean {
-    return this.#lib !== null;
+    // On what is no Library (an object made from its prototype, a Proxy of one), the engine's
+    // "Cannot read private member #lib": named (`libraryThrown`), checked only in the catch,
+    // since every channel call reads it.
+    try {
+      return this.#lib !== null;
+    } catch (e) {
+      throw libraryThrown(this, "read library state", e);
+    }
+  }
+
+  /** Throws `notLibrary` unless `self` is a Library (a brand check, which runs no Proxy trap). */
+  static #check(self: unknown, op: string): void {
+    if (!(#lib in Object(self))) throw notLibrary(self, op);
+  }
+
+  /** @ignore True if `x` is a Library (a brand check). Internal. */
+  static _is(x: unknown): x is Library {
+    return typeof x === "object" && x !== null && #lib in x;
   }
 
   /**
@@ -180,8 +197,12 @@ export class Library {
    * {@linkcode LibraryClosedError} once the library is closed.
    */
   symbols(op: string): Deno.DynamicLibrary<Symbols>["symbols"] {
-    if (this.#lib === null) throw new LibraryClosedError(op);
-    return this.#symbols;
+    try {
+      if (this.#lib === null) throw new LibraryClosedError(op);
+      return this.#symbols;
+    } catch (e) {
+      throw libraryThrown(this, "read library symbols", e); // as isOpen's
+    }
   }
 
   /**
@@ -195,6 +216,7 @@ export class Library {
     // A close already in progress (a hook below, e.g. an onUndeliveredElement given a
     // withdrawn send's value, called close again) finishes by itself: closing here would make
     // the hooks still to run withdraw the other waits through a closed library.
+    Library.#check(this, "close library");
     if (this.#lib === null || this.#closing) return;
     this.#closing = true;
     // While still open: what waits natively is withdrawn (or settled, if it completed first),
@@ -244,6 +266,7 @@ export class Library {
   beforeClose(hook: () => void, what?: string): void {
     // Checked here: a non-function failed only inside close(), reported as an uncaught
     // "hook is not a function", which ends the process.
+    Library.#check(this, "register a close hook");
     checkFunction("register a close hook", "hook", hook);
     if (what !== undefined && typeof what !== "string") {
       throw new TypeError(
@@ -258,6 +281,7 @@ export class Library {
    * that were waiting natively: no completion will come for them.
    */
   onClose(hook: () => void): void {
+    Library.#check(this, "register a close hook");
     checkFunction("register a close hook", "hook", hook); // as beforeClose
     if (this.#lib === null) hook();
     else this.#onClose.push(hook);
@@ -1002,3 +1026,17 @@ refuseAsValue(Library, "a Library", "call `library()` where it is needed", NOT_C
 
 // Its look-alikes are described as such in error messages (`describe`).
 nameLookAlikes(Library.prototype, "Library");
+
+/**
+ * The TypeError of a Library member called on what is none (a look-alike, another object, a
+ * primitive): "Cannot close library: this is not a Library, received a Library look-alike".
+ * Before, the engine's "Cannot read private member #lib".
+ */
+function notLibrary(self: unknown, op: string): TypeError {
+  return new TypeError(`Cannot ${op}: this is not a Library, received ${describe(self)}`);
+}
+
+/** What a hot member's catch throws: `e` on a Library; `notLibrary` on what is none. */
+function libraryThrown(self: unknown, op: string, e: unknown): unknown {
+  return Library._is(self) ? e : notLibrary(self, op);
+}

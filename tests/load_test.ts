@@ -1803,3 +1803,38 @@ Deno.test("openLibrary reads each option once: path, expectAbi and build were ch
   lib.close();
   assert.deepEqual(reads, { path: 1, expectAbi: 1, build: 1 });
 });
+
+Deno.test("a Library's members called on what is no Library (an object made from its prototype, a Proxy of one, a primitive) throw a named TypeError and reach no library", () => {
+  // Before, each threw the engine's "Cannot read private member #lib".
+  const lib = library();
+  const proto = Library.prototype as unknown as Record<PropertyKey, (...x: unknown[]) => unknown>;
+  const isOpen = Object.getOwnPropertyDescriptor(Library.prototype, "isOpen")!.get!;
+  const calls: [string, (self: unknown) => unknown][] = [
+    ["read library state", (self) => isOpen.call(self)],
+    ["read library symbols", (self) => proto.symbols.call(self, "x")],
+    ["close library", (self) => proto.close.call(self)],
+    ["register a close hook", (self) => proto.beforeClose.call(self, () => {})],
+    ["register a close hook", (self) => proto.onClose.call(self, () => {})],
+  ];
+  const fakes: [unknown, string][] = [
+    [Object.create(Library.prototype), "a Library look-alike"],
+    [new Proxy(lib, {}), "a Library look-alike"],
+    [{}, "[object Object]"],
+    [undefined, "undefined"],
+  ];
+  for (const [self, described] of fakes) {
+    for (const [op, call] of calls) {
+      assert.throws(() => call(self), {
+        name: "TypeError",
+        message: `Cannot ${op}: this is not a Library, received ${described}`,
+      });
+    }
+  }
+  // The Proxy's close reached no library: it is open, its symbols there.
+  assert.equal(lib.isOpen, true);
+  assert.equal(typeof lib.symbols("test").kc_abi_version, "function");
+  // A closed library's symbols() is still its LibraryClosedError.
+  const other = openLibrary();
+  other.close();
+  assert.throws(() => other.symbols("do it"), LibraryClosedError);
+});
