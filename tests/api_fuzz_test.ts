@@ -13,10 +13,9 @@
 // each call two control channels the fuzzer never hands out must still carry exactly what they
 // are given. Left out: what FFI cannot check (a NativeFunction's pointer, the
 // raw symbols, the codecs' encode and decode of native slots; see README), the @ignore
-// constructors of Runtime and Library, and the public members of CompletableDeferred and Library
-// called on what is none of their class (they still throw the engine's "Cannot read private
-// member"); every other exported class's are called on its look-alikes, Proxies of its instances
-// and garbage ("look-alike member").
+// constructors of Runtime and Library. Every exported class's public members (and a scope's,
+// a task's and an actor's) are called on its look-alikes, Proxies of its instances and garbage
+// ("look-alike member").
 import assert from "node:assert/strict";
 import { callersJob, prng, shutdownScheduler, untilAborted } from "./support.ts";
 import * as kc from "../mod.ts";
@@ -670,10 +669,16 @@ async function child(): Promise<void> {
    * none of the class (the error classes have none of their own: Error's are the engine's), with a live
    * instance to put behind a Proxy: Channel's since they were named (a send on a look-alike threw
    * the engine's "Receiver must be an instance of class Channel" synchronously, its trySend
-   * "Cannot read private member #at"). Left out, still throwing the engine's: CompletableDeferred
-   * (a job's members are on every task's path) and Library (`symbols` and `isOpen` are on every
-   * channel call's).
+   * "Cannot read private member #at"); CompletableDeferred's, a scope's and a task's (the Job
+   * members on every task's path), an Actor's and Library's since they were too (with their fix
+   * reverted it fails at once). A scope's and an actor's class is not exported: their prototypes
+   * are a probe's, made here and cancelled at once.
    */
+  const probe = createScope();
+  const scopeClass = { prototype: Object.getPrototypeOf(probe) as object };
+  const taskClass = { prototype: Object.getPrototypeOf(probe.launch(() => {})) as object };
+  const actorClass = { prototype: Object.getPrototypeOf(actor(probe, async () => {})) as object };
+  probe.cancel();
   const lookAlikeClasses: [string, { prototype: object }, () => object | undefined][] = [
     ["Channel", Channel, () => any(channels)],
     ["NativeScope", NativeScope, () => any(natives)],
@@ -686,6 +691,11 @@ async function child(): Promise<void> {
         return undefined; // shut down by a call meanwhile
       }
     }],
+    ["CompletableDeferred", CompletableDeferred, () => any(deferreds)],
+    ["Scope", scopeClass, () => any(scopes)],
+    ["Job", taskClass, () => any(scopes)?.launch(() => {})],
+    ["Actor", actorClass, () => undefined],
+    ["Library", kc.Library, () => any(libs)],
   ];
   /** The members that return a Promise: they must reject, never throw. */
   const asyncMembers = new Set<PropertyKey>([
@@ -693,16 +703,34 @@ async function child(): Promise<void> {
     "receive",
     "receiveCatching",
     "wait",
+    "join",
+    "await",
     "drain",
     "shutdown",
     Symbol.asyncDispose,
   ]);
-  /** A class's public members: its prototypes' up to Object's, not `_` ones or constructor. */
+  /**
+   * A job's TypeScript-protected members, which no TypeScript caller reaches (a subclass's hooks:
+   * they run on the job itself only). Left out of `membersOf`.
+   */
+  const protectedMembers = new Set<PropertyKey>([
+    "onStart",
+    "onFinal",
+    "completionWaits",
+    "attachTo",
+    "completeBody",
+    "failBody",
+  ]);
+  /**
+   * A class's public members: its prototypes' up to Object's, not `_` ones, constructor or
+   * `protectedMembers`.
+   */
   const membersOf = (proto: object): [PropertyKey, PropertyDescriptor][] => {
     const out: [PropertyKey, PropertyDescriptor][] = [];
     for (let p: object | null = proto; p !== null && p !== Object.prototype;) {
       for (const k of Reflect.ownKeys(p)) {
         if (k === "constructor" || (typeof k === "string" && k.startsWith("_"))) continue;
+        if (protectedMembers.has(k)) continue;
         if (out.some(([o]) => o === k)) continue;
         const d = Object.getOwnPropertyDescriptor(p, k)!;
         if (d.get !== undefined || typeof d.value === "function") out.push([k, d]);
