@@ -185,35 +185,54 @@ class Builder implements SelectBuilder<unknown> {
     return ch;
   }
 
+  /**
+   * Throws a TypeError naming `op` unless `self` (a method's `this`) is a builder: a brand check
+   * on `Object(self)`, which runs no Proxy trap, before any argument is read. On an object made
+   * from the prototype or a Proxy of a builder, `onReceive`, `onReceiveCatching` and `onSend`
+   * threw the engine's "Receiver must be an instance of class Builder", the others after
+   * checking their arguments.
+   */
+  static #check(self: unknown, op: string): void {
+    if (!(#add in Object(self))) {
+      throw new TypeError(`Cannot ${op}: this is not a SelectBuilder, received ${describe(self)}`);
+    }
+  }
+
   onReceive<T>(ch: Channel<T>, fn: (value: T) => unknown): void {
     const op = "add onReceive clause";
+    Builder.#check(this, op);
     this.#add(op, { kind: RECV, ch: this.#channel(op, ch), fn });
   }
 
   onReceiveCatching<T>(ch: Channel<T>, fn: (r: ReceiveCatchingResult<T>) => unknown): void {
     const op = "add onReceiveCatching clause";
+    Builder.#check(this, op);
     this.#add(op, { kind: RECV_CATCHING, ch: this.#channel(op, ch), fn });
   }
 
   onSend<T>(ch: Channel<T>, value: T, fn: () => unknown): void {
     const op = "add onSend clause";
+    Builder.#check(this, op);
     this.#add(op, { kind: SEND, ch: this.#channel(op, ch), value, fn });
   }
 
   onTimeout(ms: number, fn: () => unknown): void {
     const op = "add onTimeout clause";
+    Builder.#check(this, op);
     checkMs(op, ms); // NaN: a RangeError, as delay's and withTimeout's (it was a TypeError)
     this.#add(op, { kind: TIMEOUT, ms, fn });
   }
 
   onJoin(job: Job, fn: () => unknown): void {
     const op = "add onJoin clause";
+    Builder.#check(this, op);
     if (!isJob(job)) throw new TypeError(`Cannot ${op}: expected a Job, received ${describe(job)}`);
     this.#add(op, { kind: JOIN, job, fn });
   }
 
   onAwait<T>(deferred: Deferred<T>, fn: (value: T) => unknown): void {
     const op = "add onAwait clause";
+    Builder.#check(this, op);
     if (!isJob(deferred) || typeof (deferred as Deferred<T>).await !== "function") {
       throw new TypeError(`Cannot ${op}: expected a Deferred, received ${describe(deferred)}`);
     }

@@ -3138,3 +3138,47 @@ Deno.test("a tryReceive whose value fails to decode still settles, before it thr
     }
   }
 });
+
+Deno.test("a select builder's clause methods called on what is no builder (an object made from its prototype, a Proxy of one, a primitive) throw a named TypeError before any argument is read", async () => {
+  // Before, onReceive, onReceiveCatching and onSend threw the engine's "Receiver must be an
+  // instance of class Builder"; onTimeout, onJoin and onAwait checked their arguments first.
+  using ch = new Channel<number>(1);
+  const d = new CompletableDeferred<number>();
+  let builder: object | undefined;
+  assert.equal(
+    await select<number>((s) => {
+      builder = s;
+      s.onReceive(ch, (v) => v);
+      ch.trySend(4);
+    }),
+    4,
+  );
+  const proto = Object.getPrototypeOf(builder) as Record<string, (...a: unknown[]) => unknown>;
+  let reads = 0;
+  const arg = new Proxy({}, { get: () => void reads++ }); // counts what reads an argument
+  const calls: [string, (self: unknown) => unknown][] = [
+    ["add onReceive clause", (self) => proto.onReceive.call(self, ch, () => 1)],
+    ["add onReceiveCatching clause", (self) => proto.onReceiveCatching.call(self, ch, () => 1)],
+    ["add onSend clause", (self) => proto.onSend.call(self, ch, 1, () => 1)],
+    ["add onTimeout clause", (self) => proto.onTimeout.call(self, arg, () => 1)],
+    ["add onJoin clause", (self) => proto.onJoin.call(self, d, () => 1)],
+    ["add onAwait clause", (self) => proto.onAwait.call(self, arg, () => 1)],
+  ];
+  const fakes: [unknown, string][] = [
+    [Object.create(proto), "a SelectBuilder look-alike"],
+    [new Proxy(builder!, {}), "a SelectBuilder look-alike"],
+    [{}, "[object Object]"],
+    [undefined, "undefined"],
+  ];
+  for (const [self, described] of fakes) {
+    for (const [op, call] of calls) {
+      assert.throws(() => call(self), {
+        name: "TypeError",
+        message: `Cannot ${op}: this is not a SelectBuilder, received ${described}`,
+      });
+    }
+  }
+  assert.equal(reads, 0);
+  // The sealed builder behind the Proxy took no clause: the channel is as it was.
+  assert.deepEqual(ch.tryReceive(), { state: "empty" });
+});
