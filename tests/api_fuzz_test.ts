@@ -670,15 +670,20 @@ async function child(): Promise<void> {
    * instance to put behind a Proxy: Channel's since they were named (a send on a look-alike threw
    * the engine's "Receiver must be an instance of class Channel" synchronously, its trySend
    * "Cannot read private member #at"); CompletableDeferred's, a scope's and a task's (the Job
-   * members on every task's path), an Actor's and Library's since they were too (with their fix
-   * reverted it fails at once). A scope's and an actor's class is not exported: their prototypes
-   * are a probe's, made here and cancelled at once.
+   * members on every task's path), an Actor's, Library's and a select builder's since they were
+   * too (with their fix reverted it fails at once). A scope's, an actor's and a builder's class is
+   * not exported: their prototypes are a probe's, made here (the scope cancelled at once).
    */
   const probe = createScope();
   const scopeClass = { prototype: Object.getPrototypeOf(probe) as object };
   const taskClass = { prototype: Object.getPrototypeOf(probe.launch(() => {})) as object };
   const actorClass = { prototype: Object.getPrototypeOf(actor(probe, async () => {})) as object };
   probe.cancel();
+  let builderProto: object | undefined; // the select builder's, its class not exported either
+  await select((s) => {
+    builderProto = Object.getPrototypeOf(s);
+    s.onTimeout(0, () => 0);
+  });
   const lookAlikeClasses: [string, { prototype: object }, () => object | undefined][] = [
     ["Channel", Channel, () => any(channels)],
     ["NativeScope", NativeScope, () => any(natives)],
@@ -696,6 +701,7 @@ async function child(): Promise<void> {
     ["Job", taskClass, () => any(scopes)?.launch(() => {})],
     ["Actor", actorClass, () => undefined],
     ["Library", kc.Library, () => any(libs)],
+    ["SelectBuilder", { prototype: builderProto! }, () => undefined],
   ];
   /** The members that return a Promise: they must reject, never throw. */
   const asyncMembers = new Set<PropertyKey>([
