@@ -123,12 +123,24 @@ class ProducerChannel<T> extends Channel<T> {
   /** @ignore Disposed by its consumer: the producer's end has nothing left to close. */
   _gone = false;
   /**
-   * @ignore `{ signal: task.signal }` while the task lives: its sends end with the task. Under a
-   * task of the caller's own, a signal that aborts with the task's (if it has one) and with the
-   * kcoro Job that `launch` returned (if it is one): one that never aborts under neither, its
-   * sends then bound to nothing, as any channel's (`bindSends` in `produce`).
+   * @ignore `{ signal: task.signal }` while the task lives: its sends end with the task, each
+   * listening to that signal itself (a listen that throws rejects it by name, one that aborts
+   * the signal hands its value to onUndeliveredElement: `send`). Under a task of the caller's
+   * own with no AbortSignal, a signal of the producer's that aborts with the kcoro Job that
+   * `launch` returned (if it is one): one that never aborts under none, its sends then bound to
+   * nothing, as any channel's (`bindSends` in `produce`).
    */
   _bound: { signal: AbortSignal } | null = null;
+  /**
+   * @ignore Under a task of the caller's own whose AbortSignal (`_bound`) is not its kcoro Job's:
+   * the producer's signal that aborts with the first of the task's signal and the kcoro Job that
+   * `launch` returned (`bindSends` in `produce`), which ends its sends too, with the task's own
+   * signal (`send`). Null where the task's signal is all there is (a kcoro task, a `launch` that
+   * returned no kcoro Job). Before, such a task's sends were bound to that producer's signal
+   * alone: a send's listen of the task's signal that threw, or aborted it, went unseen, the send
+   * made as if the signal could be listened to, or had not aborted.
+   */
+  _sendsEnd: AbortSignal | null = null;
   /**
    * @ignore The cancel watch's withdrawal, while the task lives and the channel has escaped: true
    * when a cancel made elsewhere came first and the watch had not told it yet.
@@ -199,68 +211,77 @@ class ProducerChannel<T> extends Channel<T> {
   override send(value: T, options?: WaitOptions): Promise<void> {
     const bound = this._bound;
     if (bound === null) return super.send(value, options);
-    if (options === undefined) {
+    const also = this._sendsEnd;
+    if (options === undefined && also === null) {
       if (isAborted(bound.signal)) return this.#afterCancel(value, abortReason(bound.signal));
       return super.send(value, bound);
     }
     // The caller's own signal counts too; anything malformed is super.send's to reject.
-    if (typeof options !== "object" || options === null) return super.send(value, options);
+    if (options !== undefined && (typeof options !== "object" || options === null)) {
+      return super.send(value, options);
+    }
     let merged: WaitOptions;
     let unlisten: (() => void) | null = null;
     // The caller's getters and proxy traps run here (reading `signal`, copying the options): what
     // they throw rejects, as in super.send.
     try {
-      const own = options.signal;
-      if (own === undefined) merged = { ...options, signal: bound.signal };
-      else if (!isAbortSignal(own)) return super.send(value, options);
+      const own = options?.signal;
+      if (own === undefined && also === null) merged = { ...options, signal: bound.signal };
+      else if (own !== undefined && !isAbortSignal(own)) return super.send(value, options);
       else {
-        // Either signal ends the send: a controller of this send's own, told by listeners that
-        // go when it settles. Not AbortSignal.any: Deno keeps every signal it made alive while
-        // a source lives, here the task's, as long as the producer: ~0.9 KB per send given a
-        // signal of its own (a fresh one per send, a per-send timeout say), and before that
-        // (one per send) until the macrotask ended, which a producer and its consumer trading
-        // values in microtasks never did.
-        // Both read and listened to by AbortSignal's own members (errors.ts, `isAborted`): the
+        // Any of the signals ends the send (its own, the task's, the Job's end `_sendsEnd`): a
+        // controller of this send's own, told by listeners that go when it settles. Not
+        // AbortSignal.any: Deno keeps every signal it made alive while a source lives, here the
+        // task's, as long as the producer: ~0.9 KB per send given a signal of its own (a fresh
+        // one per send, a per-send timeout say), and before that (one per send) until the
+        // macrotask ended, which a producer and its consumer trading values in microtasks never
+        // did.
+        // All read and listened to by AbortSignal's own members (errors.ts, `isAborted`): the
         // task's may be a caller's too. Before, the caller's `removeEventListener` that threw
         // replaced the send's outcome with its error.
-        const task = bound.signal;
         // Once the task was cancelled, the send is one made after (its own signal aborted too
         // or not): hooked, as the one without a signal of its own is.
-        if (isAborted(task)) return this.#afterCancel(value, abortReason(task));
-        if (isAborted(own)) merged = { ...options, signal: own };
+        const ended = this.#ended();
+        if (ended !== null) return this.#afterCancel(value, abortReason(ended));
+        if (own !== undefined && isAborted(own)) merged = { ...options, signal: own };
         else {
           const either = new AbortController();
-          // Each only once its signal aborted: a call before (the caller's code that reached
-          // it through the engine's listeners property) changes nothing. Before, the send
-          // rejected with undefined.
-          const onTask = () => {
-            if (isAborted(task)) either.abort(abortReason(task));
-          };
-          const onOwn = () => {
-            if (isAborted(own)) either.abort(abortReason(own));
-          };
           merged = { ...options, signal: either.signal };
-          // A signal that aborted during its listen has aborted `either` (`listenAbortNamed`), and
-          // keeps no listener: the send rejects with its reason, as for one aborted before.
-          // Before, the send waited on. Aborting `either` twice changes nothing.
-          // A listen that throws (either signal's engine state redefined) rejects the send with
-          // the named error ("Cannot send: signal must be one that can be listened to", the
-          // listen's error its cause), as a channel's send does; before, with the raw error.
-          if (!listenAbortNamed("send", own, onOwn)) { // the caller's: first
-            try {
-              listenAbortNamed("send", task, onTask);
-            } catch (e) {
-              // The task's listen threw (its engine state redefined): the send rejects with the
-              // named error (below), and the caller's signal keeps no listener of ours. Before,
-              // the one just added stayed on it until it aborted, one per such send.
-              unlistenAbort(own, onOwn);
-              throw e;
+          // The caller's first, then the task's, then the Job's end (the producer's own, whose
+          // listen never throws and which aborts with the task's signal, after it).
+          const sources: AbortSignal[] = [bound.signal];
+          if (own !== undefined) sources.unshift(own);
+          if (also !== null) sources.push(also);
+          const listened: [AbortSignal, () => void][] = [];
+          const unlistenAll = () => {
+            for (const [signal, listener] of listened) unlistenAbort(signal, listener);
+          };
+          try {
+            for (const signal of sources) {
+              // Each only once its signal aborted: a call before (the caller's code that
+              // reached it through the engine's listeners property) changes nothing. Before,
+              // the send rejected with undefined.
+              const listener = () => {
+                if (isAborted(signal)) either.abort(abortReason(signal));
+              };
+              // A signal that aborted during its listen has aborted `either`
+              // (`listenAbortNamed`), and keeps no listener: the send rejects with its reason,
+              // as for one aborted before, and the later ones are not listened to. Before, the
+              // send waited on. Aborting `either` twice changes nothing.
+              if (listenAbortNamed("send", signal, listener)) break;
+              listened.push([signal, listener]);
             }
-            unlisten = () => {
-              unlistenAbort(task, onTask);
-              unlistenAbort(own, onOwn);
-            };
+          } catch (e) {
+            // A listen that threw (the signal's engine state redefined, the caller's or the
+            // task's) rejects the send with the named error ("Cannot send: signal must be one
+            // that can be listened to", the listen's error its cause), as a channel's send does
+            // (before, with the raw error), and the signals listened to before keep no listener
+            // of ours. Before, the one added to the caller's signal stayed on it until it
+            // aborted, one per such send.
+            unlistenAll();
+            throw e;
           }
+          if (listened.length > 0) unlisten = unlistenAll;
         }
       }
     } catch (e) {
@@ -270,9 +291,10 @@ class ProducerChannel<T> extends Channel<T> {
     // options copied above, an accessor of its own that the task's listen reached): a send made
     // once the task was cancelled, hooked as the check above hooks it (`#afterCancel`). Before,
     // its aborted signal rejected it in `super.send`, and the value reached no hook.
-    if (isAborted(bound.signal)) {
+    const ended = this.#ended();
+    if (ended !== null) {
       unlisten?.();
-      return this.#afterCancel(value, abortReason(bound.signal));
+      return this.#afterCancel(value, abortReason(ended));
     }
     const sent = super.send(value, merged);
     if (unlisten === null) return sent;
@@ -287,6 +309,18 @@ class ProducerChannel<T> extends Channel<T> {
       done();
       throw e;
     });
+  }
+
+  /**
+   * The aborted signal that ends the task's sends, once one has (the Job's end `_sendsEnd`, which
+   * has the first reason, else the task's), or null while the task is not cancelled or no task
+   * is bound.
+   */
+  #ended(): AbortSignal | null {
+    const also = this._sendsEnd;
+    if (also !== null && isAborted(also)) return also;
+    const signal = this._bound?.signal;
+    return signal !== undefined && isAborted(signal) ? signal : null;
   }
 
   /**
@@ -323,8 +357,7 @@ class ProducerChannel<T> extends Channel<T> {
    * not know whether to release the value itself.
    */
   override _abortDrops(): boolean {
-    const signal = this._bound?.signal;
-    return signal !== undefined && isAborted(signal);
+    return this.#ended() !== null;
   }
 
   /**
@@ -467,6 +500,7 @@ export function produce<T>(
     for (const handle of ending) handle[Symbol.dispose]();
     out._live = false;
     out._bound = null;
+    out._sendsEnd = null;
     out._unwatch?.();
     out._unwatch = null;
     for (const undo of detach) undo();
@@ -480,13 +514,16 @@ export function produce<T>(
     ending.push(taskJob.invokeOnCompletion(end));
   };
   /**
-   * What the block's sends are bound to where its task is not kcoro's own (`_bound`): aborted as
-   * the first of the watched signals aborts (`closeOnCancel`), the task's and the kcoro Job's
-   * that `launch` returned, with its reason, for a failure too. Made at the block's start, before
-   * `launch` returned the Job, so a send made then (a launch that runs the block at once) is
-   * bound to it as well. Before, such a task's sends were bound to its own signal only, or to
-   * nothing: a send waiting on the full buffer when that Job was cancelled waited on (the close
-   * fails no waiting send), and the cancelled task, with nobody receiving, hung its scope.
+   * What ends the block's sends where its task is not kcoro's own: aborted as the first of the
+   * watched signals aborts (`closeOnCancel`), the task's and the kcoro Job's that `launch`
+   * returned, with its reason, for a failure too. The sends are bound to it alone under a task
+   * with no AbortSignal (`_bound`), and to it and the task's signal under one whose signal is
+   * not its kcoro Job's (`_sendsEnd`: each send still listens to the task's signal itself). Made
+   * at the block's start, before `launch` returned the Job, so a send made then (a launch that
+   * runs the block at once) is bound to it as well. Before, such a task's sends were bound to its
+   * own signal only, or to nothing: a send waiting on the full buffer when that Job was cancelled
+   * waited on (the close fails no waiting send), and the cancelled task, with nobody receiving,
+   * hung its scope.
    */
   let sendsEnd: AbortController | null = null;
   const bindSends = (): AbortSignal => {
@@ -498,6 +535,15 @@ export function produce<T>(
     }
     return sendsEnd.signal;
   };
+  /**
+   * Whether the Job that `launch` returned may end the sends of a task whose signal is `signal`
+   * before that signal aborts: not known yet (a block started inside `launch`), or a kcoro Job
+   * watched for its cancellation (`closeOnCancel`) whose signal is another. A Job of another kind
+   * is not watched: the task's signal is all there is, each send listening to it alone.
+   */
+  const jobEnds = (signal: AbortSignal): boolean =>
+    launched === null ||
+    (JobSupport._is(launched) && launched.signal !== signal && watched.includes(launched.signal));
   /**
    * Closes the channel at once as `signal` (of the job `owner`, a kcoro Job or not) aborts for a
    * cancellation (the scope cancelled, a sibling failing, the task's own cancel), with the
@@ -566,9 +612,16 @@ export function produce<T>(
     // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
     // it, and one left waiting in a send nobody would take hung the scope.
     // Kotlin's: bound to its Job. A kcoro task's own signal is its Job's; any other task's sends
-    // are bound to its signal and to the kcoro Job `launch` returns, if any (`bindSends`).
-    const own = signal !== null && taskJob !== null && taskJob.signal === signal;
-    out._bound = { signal: own ? signal : bindSends() };
+    // are bound to its signal, each send listening to it as to a kcoro task's, and to the kcoro
+    // Job `launch` returns, if any (`bindSends`), which the task's signal may not follow (one the
+    // caller made). Before, they were bound to that Job's end alone: a send's listen of the
+    // task's signal that threw, or aborted it, went unseen.
+    if (signal === null) out._bound = { signal: bindSends() };
+    else {
+      out._bound = { signal };
+      const own = taskJob !== null && taskJob.signal === signal;
+      if (!own && jobEnds(signal)) out._sendsEnd = bindSends();
+    }
     // Shared before the task began: watched since that share (`_live`, `_escaped`).
     try {
       await block(out, task);
@@ -614,6 +667,10 @@ export function produce<T>(
   // the same one, watched once (`closeOnCancel`), also where the start was deferred.
   if (JobSupport._is(job) && !job.isCompleted) closeOnCancel(job.signal, job);
   launched = job;
+  // A block started at once, under a task with an AbortSignal: where the Job adds no signal of
+  // its own to the task's, its sends are bound to the task's alone (`jobEnds`).
+  const bound = out._bound;
+  if (out._sendsEnd !== null && bound !== null && !jobEnds(bound.signal)) out._sendsEnd = null;
   const handle: unknown = job.invokeOnCompletion(end);
   // Withdrawn where the task's own Job ends the producer first: a kcoro Job's Disposable only (a
   // Job of another kind may return anything, whose dispose would run the caller's code).

@@ -3302,6 +3302,59 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch gives th
   assert.equal(live, 0);
 });
 
+Deno.test("produce on a CoroutineScope of the caller's own whose launch gives the block a task of any signal and returns a kcoro Job: a send of the block's with a signal of its own, waiting on the full buffer, is woken by that job's cancellation, its value to onUndeliveredElement, and leaves no listener on its own signal nor the task's", async () => {
+  // The send listens to its own signal, the task's (an AbortSignal the job's cancel does not
+  // abort, one the caller made) and the Job's end, and removes each listener as it settles.
+  for (const sig of TASK_SIGNALS) {
+    const what = `signal ${sig}`;
+    const stop = new AbortController();
+    const mine = new AbortController();
+    const dropped: number[] = [];
+    let sending = false;
+    let outcome: unknown = "waiting";
+    let listenedTo = -1;
+    let job!: ReturnType<CoroutineScope["launch"]>;
+    await within(
+      coroutineScope(async (real) => {
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) => {
+            job = real.launch(() => block(foreignTask(sig, stop.signal, { state: "active" })));
+            return job;
+          },
+        } as unknown as CoroutineScope;
+        using ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>) => {
+            await out.send(1); // buffered
+            sending = true;
+            await out.send(2, { signal: mine.signal }).then(() => (outcome = "sent"), (e) => {
+              outcome = e;
+              throw e;
+            });
+          }),
+          { capacity: 1, onUndeliveredElement: (v) => dropped.push(v) },
+        );
+        for (let i = 0; i < 100 && !sending; i++) await null; // bounded turns
+        listenedTo = abortListeners(mine.signal);
+        job.cancel();
+        for (let i = 0; i < 100 && outcome === "waiting"; i++) await null;
+        assert.equal(await ch.receive(), 1, what); // sent before: kept
+      }),
+      10_000,
+      `${what}: the real scope's end`,
+    );
+    assert.equal(listenedTo, 1, `${what}: the send listens to its own signal`);
+    assert.ok(outcome instanceof CancellationError, `${what}: ${outcome}`);
+    assert.deepEqual(dropped, [2], what);
+    assert.equal(job.state, "cancelled", what);
+    assert.equal(stop.signal.aborted, false, what); // the caller's: not kcoro's to abort
+    assert.equal(abortListeners(mine.signal), 0, `${what}: none left on its own signal`);
+    assert.equal(abortListeners(stop.signal), 0, `${what}: none left on the task's signal`);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch runs the block at once and then throws: a block that did not watch its signal and then uses its channel (freed by that cleanup) ends cancelled, not failed with the freed channel's InvalidHandleError", async () => {
   // The cleanup cancels the task and frees the channel while the block still runs. A producer's
   // send on it then ended the task as cancelled (its consumer's dispose rule), but an actor's

@@ -1203,6 +1203,52 @@ Deno.test("a producer's send whose task signal aborts during the call (while it 
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
 
+Deno.test("a producer's send without a signal of its own, under a task of the caller's own whose AbortSignal is not its kcoro Job's, listens to that signal itself: a listen that throws rejects it by name, one that aborts the signal hands its value to onUndeliveredElement", async () => {
+  // The task's Job is kcoro's (the real scope's), so its cancel ends the sends too (they are
+  // bound to it as well), but the task's own signal is still listened to by each send, as a
+  // kcoro task's is. Before, such a task's sends were bound to the Job's end alone: the throwing
+  // listen went unseen and the send was delivered; the signal aborted by its listen never
+  // aborted (nothing listened to it) and the send was delivered as well.
+  using reported = catchReported();
+  for (const when of ["its listen throws", "it aborts while listened to"] as const) {
+    for (const options of [undefined, {}] as const) {
+      const what = `${when}, options ${options === undefined ? "none" : "{}"}`;
+      const reason = new Error(`task aborted: ${what}`);
+      const probe = abortsWhenArmed(reason);
+      const undelivered: number[] = [];
+      let sent: unknown = "not sent yet";
+      await coroutineScope(async (scope) => {
+        using ch = produce<number>(withTaskSignal(scope, probe.signal), async (out) => {
+          // The producer listens to the task's signal already (its watch): from here on, its
+          // next listen aborts it, or every listen throws.
+          if (when === "it aborts while listened to") probe.arm();
+          else {
+            const fail = (): never => {
+              throw new Error("the caller's listeners property");
+            };
+            Object.defineProperty(probe.signal, listenersKey(), {
+              get: fail,
+              set: fail,
+              configurable: true,
+            });
+          }
+          sent = await out.send(1, options).then(() => "sent", (e) => e);
+        }, { onUndeliveredElement: (v) => undelivered.push(v) });
+        await ch.receiveCatching();
+      });
+      if (when === "its listen throws") {
+        unlistenable("send")(sent);
+        assert.deepEqual(undelivered, [], `${what}: the value is the caller's`);
+      } else {
+        assert.equal(probe.signal.aborted, true, `${what}: the probe aborts it`);
+        assert.equal(sent, reason, what);
+        assert.deepEqual(undelivered, [1], `${what}: the value goes to onUndeliveredElement`);
+      }
+    }
+  }
+  assert.deepEqual(reported.errors, [], "nothing reported");
+});
+
 type ListenerEntry = { callback: () => void };
 
 /**
