@@ -638,9 +638,10 @@ export class TimeoutError extends CancellationError {
 }
 
 /**
- * An `invokeOnCompletion` handler threw. The handler's error is the `cause`; kcoro reports this
- * error to the job's `CoroutineExceptionHandler` (or `reportError`) instead of swallowing it
- * (Kotlin's `CompletionHandlerException`).
+ * An `invokeOnCompletion` handler threw. The handler's error is the `cause`, and the errors of the
+ * job's handlers that threw after it are in its `suppressed` list (one report per completion, as
+ * Kotlin's `notifyHandlers`); kcoro reports this error to the job's `CoroutineExceptionHandler`
+ * (or `reportError`) instead of swallowing it (Kotlin's `CompletionHandlerException`).
  */
 export class CompletionHandlerError extends Error {
   /** `message` says which handler (`Exception in ...`); `options.cause` is what it threw. */

@@ -998,9 +998,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   #finalize(state: number): JobSupport<unknown> | null {
     this.#state = state;
     // Unlinked from its parent first, before any code of the caller's runs (the exception
-    // handler, completion handlers), as Kotlin's completeStateFinalization unregisters from the
-    // parent before it invokes the handlers: a final job is no longer among its parent's
-    // `children` (the unfinished ones). Before, it was unlinked last, so a completion handler
+    // handler, completion handlers): a final job is no longer among its parent's `children` (the
+    // unfinished ones). Kotlin's completeStateFinalization unregisters from the parent before it
+    // invokes the completion handlers too; its exception handler runs earlier, before the job is
+    // final and while it is still a child (handleJobException in finalizeFinishingState), where
+    // kcoro's runs once the job is final. Before, it was unlinked last, so a completion handler
     // of a child that had completed still found it in `parent.children`.
     const p = this.#parent;
     if (p !== null) {
