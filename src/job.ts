@@ -436,6 +436,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * `#cancelWith` lets go.
    */
   #holdFinal = false;
+  /**
+   * Children that left this job's list while it was already waiting for them (its body done)
+   * and are still running their exception and completion handlers (`#finalize`): it does not
+   * finish meanwhile, as Kotlin's waiting parent finishes only at the child's ChildCompletion
+   * node, one of that child's completion handlers.
+   */
+  #leaving = 0;
   #handlers: Set<{ h: CompletionHandler }> | null = null;
   #join: Promise<void> | null = null;
   #resolveJoin: (() => void) | null = null;
@@ -985,7 +992,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   #tryFinalize(): void {
     // deno-lint-ignore no-this-alias -- j walks up from this job
     for (let j: JobSupport<unknown> | null = this; j !== null;) {
-      if (!j.#bodyDone || j.#head !== null || j.#holdFinal) return;
+      if (!j.#bodyDone || j.#head !== null || j.#holdFinal || j.#leaving !== 0) return;
       if (j.#state === COMPLETING) {
         if (j.completionWaits()) return;
         j = j.#finalize(COMPLETED);
@@ -1004,7 +1011,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // final and while it is still a child (handleJobException in finalizeFinishingState), where
     // kcoro's runs once the job is final. Before, it was unlinked last, so a completion handler
     // of a child that had completed still found it in `parent.children`.
+    //
+    // A parent already waiting for its children (its body done) does not finish before this
+    // job's handlers have run (`#leaving`), as Kotlin's waits for the child's ChildCompletion
+    // node: one of the child's handlers that cancels it makes it cancelling, and its later
+    // handlers see it so. One whose body ends in them (a free-standing scope closed there)
+    // finishes at once, as Kotlin's finds no child left to wait for. Without the hold, a waiting
+    // parent cancelled in a child's handler finished there, before the child's later handlers.
     const p = this.#parent;
+    let waiting = false;
     if (p !== null) {
       const prev = this.#prev, next = this.#next;
       if (prev !== null) prev.#next = next;
@@ -1013,7 +1028,23 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       else p.#tail = prev;
       if (p.#walk === this) p.#walk = next; // the parent's cancel walk was to go on here
       this.#prev = this.#next = this.#parent = null;
+      if (p.#bodyDone) {
+        waiting = true;
+        p.#leaving++;
+      }
     }
+    // The hold ends also should an engine error leave the handlers (a stack overflow): a count
+    // left behind would keep the parent from ever finishing.
+    try {
+      this.#notify(state);
+    } finally {
+      if (waiting) p!.#leaving--;
+    }
+    return p;
+  }
+
+  /** `#finalize`'s reports and handlers, run once this job has left its parent's list. */
+  #notify(state: number): void {
     const cause = state === COMPLETED ? undefined : this.#cause;
     if (this.#failed && !this.#handled && (this.#flags & REPORTS_FAILURE) !== 0) {
       handleCoroutineException(this.context, cause);
@@ -1049,7 +1080,6 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       }
       if (error !== null) handleCoroutineException(this.context, error);
     }
-    return p;
   }
 }
 

@@ -677,6 +677,39 @@ Deno.test("a final job has left its parent's children when its completion handle
   last.resolve();
 });
 
+Deno.test("a parent already waiting for its children finishes after its last child's completion handlers, one whose own part ends in them at once (Kotlin's ChildCompletion)", async () => {
+  // Kotlin: a parent whose body is done waits for a child through a completion handler of the
+  // child's (ChildCompletion), so a cancel from the child's earlier handler makes it cancelling,
+  // and it completes only at that node; a parent still running whose body ends in the handler
+  // finds no child left (the child has unregistered) and completes at once. Before, the child
+  // leaving its parent's children first let a waiting parent cancelled in its handler finish
+  // there, before the child's later handlers ran.
+  for (const how of ["cancel", "close"] as const) {
+    const seen: string[] = [];
+    const scope = createScope();
+    const gate = Promise.withResolvers<void>();
+    const child = scope.launch(() => gate.promise);
+    scope.job.invokeOnCompletion(() => seen.push(`scope: ${scope.job.state}`));
+    child.invokeOnCompletion(() => {
+      seen.push("first");
+      if (how === "cancel") scope.cancel();
+      else void scope.join(); // its own part ends here: no child left to wait for
+    });
+    child.invokeOnCompletion(() => seen.push(`second: scope ${scope.job.state}`));
+    if (how === "cancel") void scope.join(); // waiting for the child from now on
+    gate.resolve();
+    await child.join();
+    await scope.job.join();
+    assert.deepEqual(
+      seen,
+      how === "cancel"
+        ? ["first", "second: scope cancelling", "scope: cancelled"]
+        : ["first", "scope: completed", "second: scope completed"],
+      how,
+    );
+  }
+});
+
 Deno.test("bad arguments are TypeErrors that say what was received", async () => {
   await coroutineScope((scope) => {
     assert.throws(() => scope.launch(42 as never), {

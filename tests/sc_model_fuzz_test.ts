@@ -265,6 +265,11 @@ class MJob {
   cancelStep = -1;
   /** Started cancelling with others whose walks have not all run: not finished meanwhile. */
   held = false;
+  /**
+   * Children that left its list while it was already waiting for them (body done) and still run
+   * their handlers: it does not finish meanwhile (Kotlin's ChildCompletion).
+   */
+  leaving = 0;
   /** A block that returns `value` or throws `err` at once, without awaiting. */
   instant: { value?: number; err?: Sym; real?: unknown } | undefined = undefined;
   // roots
@@ -614,18 +619,21 @@ class Model {
   }
 
   tryFinalize(j: MJob) {
-    if (!j.bodyDone || j.children.length > 0 || j.held) return;
+    if (!j.bodyDone || j.children.length > 0 || j.held || j.leaving > 0) return;
     if (j.state === COMPLETING) this.finalize(j, COMPLETED);
     else if (j.state === CANCELLING) this.finalize(j, CANCELLED);
   }
 
   finalize(j: MJob, state: number) {
     j.state = state;
-    // Unlinked from its parent first, before any handler runs (Kotlin's completeStateFinalization).
+    // Unlinked from its parent first, before any handler runs (Kotlin's completeStateFinalization);
+    // a parent already waiting for it (body done) finishes only after its handlers have run.
     const p = j.parent;
+    const waiting = p !== null && p.bodyDone;
     if (p !== null) {
       p.children = p.children.filter((c) => c !== j);
       j.parent = null;
+      if (waiting) p.leaving++;
     }
     const cause = j.finalCause();
     if (j.failed && !j.handled && j.reports) this.report(j.ceh, cause!);
@@ -714,6 +722,7 @@ class Model {
       j.doneCalls.push(cause);
       this.events.push({ kind: "onDone", job: j.id, err: cause });
     }
+    if (waiting) p!.leaving--;
     if (p !== null) this.tryFinalize(p);
     this.dirty = true;
   }
