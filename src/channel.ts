@@ -2280,10 +2280,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // that order, as a local cancel rejects every wait before its hook runs. Before, `then` ran
     // first and each send's value reached the hook before it rejected: what the hook did (a
     // close of another channel) settled ahead of them.
+    // Each wait fails even where one before it threw (its encoding's discard failing, which
+    // `#failEnded` lets through once the wait has settled): the error goes to reportError, as a
+    // hook's or a withdrawn send's discard's does (`#abandon`), and the rest go on. Before, the
+    // throw left the later waits pending for good, what the destroy dropped and the sends'
+    // values never handed to the hook, and the call that learnt of the end threw it.
     const later: [Channel<unknown>, unknown][] = [];
     try {
       for (const w of [...waiting(s.senders), ...waiting(s.receivers)]) {
-        if (w.state === LOCAL) w.ch.#failEnded(w, later);
+        if (w.state !== LOCAL) continue;
+        try {
+          w.ch.#failEnded(w, later);
+        } catch (e) {
+          reportError(e);
+        }
       }
       then?.();
     } finally {
@@ -2307,9 +2317,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         if (later === undefined) this.#refused(w.value, w.encoded ? w.slot! : undefined);
         else {
           // Handed on by `#markEnded` once every wait has failed: the encoding freed now, as
-          // the slot goes back below.
-          if (w.encoded) this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);
-          later.push([this as Channel<unknown>, w.value]);
+          // the slot goes back below; the value handed on even where that discard throws.
+          try {
+            if (w.encoded) this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);
+          } finally {
+            later.push([this as Channel<unknown>, w.value]);
+          }
         }
       } else if (w.kind === SEND && w.encoded) {
         this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);

@@ -7700,6 +7700,42 @@ Deno.test("shared: native code's cancel between a send's read of the waiting byt
   ]);
 });
 
+Deno.test("native code's destroy learnt with sends waiting in JavaScript whose encoding's discard throws: every wait still fails, the error is reported, and the values reach onUndeliveredElement", async () => {
+  // `#markEnded` fails this isolate's waits still in JavaScript one by one (`#failEnded`). A
+  // discard that throws (here `kc_desc_free`, made to throw once after freeing) used to end
+  // that loop: the later send stayed pending for good, what the destroy dropped and the sends'
+  // values never reached the hook, and the call that learnt of the destroy threw the error.
+  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const hook: unknown[] = [];
+  using a = new Channel<{ v: number }>(1, { onUndeliveredElement: (v) => hook.push(v) });
+  a.share();
+  assert.deepEqual(a.trySend({ v: 0 }), { state: "ok" });
+  const log = settleLog([["send 1", a.send({ v: 1 })], ["send 2", a.send({ v: 2 })]]);
+  assert.equal(sym.kc_chan_destroy(a.handle), 0);
+  const free = sym.kc_desc_free;
+  let threw = 0;
+  sym.kc_desc_free = (...args: unknown[]) => {
+    const rc = free(...args);
+    if (threw++ === 0) throw new Error("discard failed");
+    return rc;
+  };
+  using reported = catchReported();
+  try {
+    assert.equal(a.isClosedForSend, true); // learns of the destroy (one status read)
+  } finally {
+    sym.kc_desc_free = free;
+  }
+  assert.ok(threw > 0, "a discard ran");
+  await until(() => log.length === 2, "both sends settled");
+  assert.deepEqual(log, [
+    "send 1 err CancellationError(Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH))",
+    "send 2 err CancellationError(Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH))",
+  ]);
+  assert.deepEqual(hook, [{ v: 0 }, { v: 1 }, { v: 2 }]);
+  await until(() => reported.errors.length === 1, "the discard's error reported");
+  assert.equal((reported.errors[0] as Error).message, "discard failed");
+});
+
 for (const end of ["cancel", "close", "destroy"] as const) {
   Deno.test(`shared: native code's ${end} in a getter of the sent value, with receives waiting in JavaScript: as the channel's own ${end === "destroy" ? "cancel" : end} there, they all fail and the value is not handed over`, async () => {
     // A send (or trySend) of an object to a shared channel with two receives of this isolate
