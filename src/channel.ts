@@ -2603,9 +2603,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * values faster than the hook takes them cannot hold this operation, and the event loop, for
    * as long as it goes on. The timer is not unref'd: values handed to a user hook must not be
    * lost at exit, and it keeps the process alive only while a batch came full (README). True if
-   * it took any (the hook ran, or will).
+   * it took any (the hook ran, or will). Given `into`, the values taken now are put there for
+   * the caller to hand on (`#collectAfter`), not handed to the hook.
    */
-  #collect(): boolean {
+  #collect(into?: unknown[]): boolean {
     // Not once it ended (native code destroyed it: `#destroyedUnder` took all it dropped; or a
     // copy of this isolate found that first: the dispose takes them), nor once disposed (the
     // dispose took them all, its destroy sealed the list), as the handle's value may name a
@@ -2618,7 +2619,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#collectLater
     ) return false;
     const sym = this.#lib.symbols("collect undelivered values");
-    const taken = this.#takeUndelivered(sym, COLLECT_BATCH);
+    const taken = this.#takeUndelivered(sym, COLLECT_BATCH, into);
     if (taken < COLLECT_BATCH) return taken > 0;
     this.#collectLater = true;
     setTimeout(() => {
@@ -2632,10 +2633,55 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #collectLater = false;
 
   /**
-   * What `#collect` does, with `sym` (the release symbols, for a dispose after close): takes up
-   * to `most` values; returns how many it took.
+   * `#collect` after an operation of this isolate (a receive that found the channel empty; a
+   * drop policy's send or receive, or its try-receive that found it empty): where waits of this
+   * isolate are still in JavaScript and it took values, the channel's status is read before the
+   * hook gets them, and if it was closed or cancelled meanwhile (another thread's cancel between
+   * this isolate's tries and the take, which dropped the buffered values into the list), those
+   * waits learn of it first, as `#ended` settles them: one batch of settles, the values taken
+   * handed after every wait has settled, then the rest (a send's refused value, what the list
+   * got since). A destroy found so ends the channel here first (`#markEnded`: the waits fail,
+   * then what the destroy dropped), the values taken after. A cancel after the status read
+   * dropped nothing that was taken: its values wait in the list for the settles it causes.
+   * Before, the hook ran at once, ahead of those waits' rejections (they learnt of the cancel
+   * at the end-of-turn flush), and what it did, a close of another channel, settled first.
+   * With no wait in JavaScript, `#collect`, with no status read. True if it took any.
    */
-  #takeUndelivered(sym: Sym, most = Infinity): number {
+  #collectAfter(): boolean {
+    const s = this._shared;
+    if (s.senders.first === null && s.receivers.first === null) return this.#collect();
+    const taken: unknown[] = [];
+    if (!this.#collect(taken)) return false;
+    const sym = this.#lib.symbols("collect undelivered values"); // open: it took some
+    const rc = sym.kc_chan_status(this.#handle);
+    if (rc < 0 || (rc & 1) === 0) {
+      // Open (bit 1 clear); or the handle is dead, which only native code's destroy makes of an
+      // owner's (the one object that keeps values): learnt now, its waits failed first.
+      if (rc < 0) this.#creatorEnded(rc);
+      for (const v of taken) this.#undelivered(v);
+      return true;
+    }
+    const outer = Channel.#beginCollects(s);
+    try {
+      try {
+        pump(s.senders, sym);
+        pump(s.receivers, sym);
+      } finally {
+        for (const v of taken) this.#undelivered(v); // taken out of the list: never lost
+      }
+      this.#collectSettled();
+    } finally {
+      Channel.#endCollects(s, outer);
+    }
+    return true;
+  }
+
+  /**
+   * What `#collect` does, with `sym` (the release symbols, for a dispose after close): takes up
+   * to `most` values; returns how many it took. Given `into`, the decoded values go there, not
+   * to the hook.
+   */
+  #takeUndelivered(sym: Sym, most = Infinity, into?: unknown[]): number {
     // One slot for every channel: each value is decoded before the hook runs, and a #collect
     // the hook causes (disposing another channel) takes its own values into it before this
     // loop takes the next.
@@ -2658,7 +2704,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         reportError(e);
         continue;
       }
-      this.#undelivered(v); // waits its turn if the hook is running (a re-send in it)
+      if (into !== undefined) into.push(v);
+      else this.#undelivered(v); // waits its turn if the hook is running (a re-send in it)
     }
     return taken;
   }
@@ -2823,7 +2870,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // See `#handOff`; a select of this isolate with a receive clause here may be the one the
       // try-send completed (`Shared.selectReceives`).
       if (settle || s.selectReceives > 0) this.#settleReceivers(s);
-      if (this.#dropping) this.#collect();
+      if (this.#dropping) this.#collectAfter();
       return OK;
     }
     // Failed though the waiting byte said a receiver was queued: this isolate's may be on a
@@ -3666,11 +3713,25 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // step, made here: through `#poll` given its second argument the local f64 try pair cost
       // 2.5 ns more (23.0 against 20.6 ns, measured; with one argument it did not).
       const sym = this.#sym("tryReceive");
-      v = this._shared.local ? this.#localTake() : this.#poll(sym, "tryReceive");
+      v = this._shared.local ? this.#localTake() : this.#tryPoll(sym);
     }
     if (v === EMPTY) return EMPTY;
     if (v === CLOSED) return this.#closedResult();
     return { state: "ok", value: v as T };
+  }
+
+  /**
+   * `#poll` for tryReceive: on a drop policy's channel an empty answer hands the hook what its
+   * copies' sends dropped too (`#collectAfter`), as a value's does (`#poll`), so that every
+   * try-receive of the creator hands them over (README) and `metrics()`'s `dropped` is not ahead
+   * of the hook. Before, only one that got a value did: a creator polling an empty channel left
+   * them in the list. A method of its own, so that `#tryReceive` stays small enough for V8 to
+   * inline (the drop policies never take its fast paths).
+   */
+  #tryPoll(sym: Sym): unknown {
+    const v = this.#poll(sym, "tryReceive");
+    if (v === EMPTY && this.#dropping) this.#collectAfter();
+    return v;
   }
 
   /**
@@ -3792,7 +3853,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // The first value may have completed a select of this isolate waiting to receive here:
         // settled before this returns, as by a trySend (`#settleReceivers`).
         if (s.selectReceives > 0) this.#settleReceivers(s);
-        if (this.#dropping) this.#collect();
+        if (this.#dropping) this.#collectAfter();
         return { state: "ok", sent: rc };
       }
       this.#discardBatch(buf, 0, m, sym);
@@ -3933,14 +3994,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
               }
             }
             if (s.selectSends > 0) this.#settleSenders(s);
-            if (this.#dropping) this.#collect();
+            if (this.#dropping) this.#collectAfter();
             throw withReceived(e, values);
           }
         }
         // The room the batch made may have taken in a select's send clause of this isolate: it
         // settles before this returns, as after a tryReceive (`#settleSenders`).
         if (s.selectSends > 0) this.#settleSenders(s);
-        if (this.#dropping) this.#collect(); // see #poll
+        if (this.#dropping) this.#collectAfter(); // see #poll
         return { state: "ok", values };
       }
       if (rc === 0) return EMPTY;
@@ -3958,7 +4019,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       } catch (e) {
         throw withReceived(e, values); // the values taken before it stay the caller's
       }
-      if (v === EMPTY) break;
+      if (v === EMPTY) {
+        // As tryReceive's (`#tryPoll`): a drop policy's copies' drops reach the hook here too.
+        if (this.#dropping) this.#collectAfter();
+        break;
+      }
       if (v === CLOSED) {
         if (values.length === 0) return this.#closedResult();
         break;
@@ -4016,7 +4081,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // dropped values waited for this isolate's next operation that collects.
         if (s.senders.first !== null || s.selectSends > 0) this.#settleSenders(s);
         if (this.#capacity !== 0 && s.senders.first !== null) pump(s.senders, sym);
-        if (this.#dropping) this.#collect();
+        if (this.#dropping) this.#collectAfter();
         throw e;
       }
       // A send of this isolate queued natively that the try took (a rendezvous) or moved into
@@ -4028,7 +4093,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (this.#capacity !== 0 && s.senders.first !== null) pump(s.senders, sym);
       // Values other isolates' sends dropped wait for this isolate's hook: an isolate that
       // only receives (the latest state, from a Worker) must take them too, or they pile up.
-      if (this.#dropping) this.#collect();
+      if (this.#dropping) this.#collectAfter();
       return value;
     }
     if (rc === Status.EAGAIN) {
@@ -4299,11 +4364,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       const sym = this.#sym(op);
       v = this._shared.local ? this.#localTake() : this.#poll(sym, op);
       // Before it waits, what the channel kept for this isolate's hook while open (a terminated
-      // Worker's queued send, withdrawn as its thread ended) goes to the hook: a drop policy's
-      // receives take it at every value (#poll), other channels took it only at a close, cancel
-      // or dispose, and a creator that went on receiving never saw it. Here, not per value: a
-      // wait costs far more than this one call, and only a channel with the hook makes it.
-      if (v === EMPTY && this.#keeps && !this.#dropping && !this._shared.local && this.#collect()) {
+      // Worker's queued send, withdrawn as its thread ended; what a drop policy's copies
+      // dropped) goes to the hook: a drop policy's receives take it at every value (#poll),
+      // other channels took it only at a close, cancel or dispose, and a creator that went on
+      // receiving never saw it. Here, not per value: a wait costs far more than this one call,
+      // and only a channel with the hook makes it. Before, a drop policy's empty receive took
+      // nothing: a copy's drops waited for a value, a send, a close. Waits of this isolate still
+      // in JavaScript learn first of a cancel the take meets (`#collectAfter`).
+      if (v === EMPTY && this.#keeps && !this._shared.local && this.#collectAfter()) {
         // The hook ran: it may have ended the iterator this next() is of (its return() has
         // released what waited, and this receive would wait past it), sent, closed, disposed.
         if (held?.ended) return Promise.resolve(ITER_DONE);
@@ -5577,13 +5645,23 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * A snapshot of the channel's counters: every isolate's operations (and native code's), those
    * another isolate completed in JavaScript as of the end of its latest turn. A copy whose
    * creator disposed of the channel has only what this isolate counted and had not reported
-   * when it saw the end (the counters went with the channel): zeros, mostly.
+   * when it saw the end (the counters went with the channel): zeros, mostly. A creator with
+   * `onUndeliveredElement` first hands it what the channel dropped and kept for it (a copy's
+   * drops), so that `dropped` counts no value the hook was not handed.
    */
   metrics(): ChannelMetrics {
     Channel.#check(this, "read channel metrics");
     const w = new BigUint64Array(13);
-    const sym = this.#sym("read channel metrics");
+    let sym = this.#sym("read channel metrics");
     const s = this._shared;
+    if (this.#keeps && !s.local && this.#collectAfter()) {
+      // What the channel dropped that this creator's hook was not handed yet (a copy's drops,
+      // another thread's cancel) goes to it first, so that `dropped` counts no value the hook
+      // has not had. Before, a creator that only read its metrics saw the drops counted and the
+      // hook not called. The hook may have disposed the channel or closed the library: then
+      // this call throws as one after it does.
+      sym = this.#sym("read channel metrics");
+    }
     if (this.#handle !== 0 && !s.ended) {
       s.flushCounts(); // this isolate's, so that its own view is exact
       const rc = sym.kc_chan_snapshot(this.#handle, w, 13);

@@ -7700,6 +7700,106 @@ Deno.test("shared: native code's cancel between a send's read of the waiting byt
   ]);
 });
 
+for (const call of ["receive", "tryReceive", "tryReceiveMany", "metrics"] as const) {
+  Deno.test(`shared: another thread's cancel between a ${call} that finds the channel empty and its take of the values the channel kept for onUndeliveredElement: the receives still waiting in JavaScript reject before the hook runs`, async () => {
+    // Two receives wait in JavaScript on an empty shared channel with the hook (a drop policy's
+    // for the try-receives, whose empty answer now hands over what the channel kept too), and
+    // the creator's call finds it empty and takes the kept values for the hook. Another thread
+    // acts between the call's try and that take (here inside the take's symbol, so that the
+    // window is hit every time): it sends 5 into the buffer and cancels the channel (5
+    // dropped). The take reads the status before the hook gets 5: both receives reject, then
+    // the hook runs for 5 (its close of `b` settling after them), as a local cancel settles them.
+    // Before, the hook ran at once and the receives rejected at the end-of-turn flush, after
+    // the close of `b`: "receive b; receive 1; receive 2".
+    const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+    const hook: number[] = [];
+    using b = new Channel<number>();
+    using a = new Channel<number>(1, {
+      codec: codecs.f64,
+      ...(call === "receive" ? {} : { overflow: "drop-oldest" as const }),
+      onUndeliveredElement: (v) => {
+        hook.push(v);
+        if (v === 5) b.close();
+      },
+    });
+    a.share();
+    const log = settleLog([["receive 1", a.receive()], ["receive 2", a.receive()], [
+      "receive b",
+      b.receive(),
+    ]]);
+    const take = sym.kc_chan_take_undelivered;
+    let elsewhere = false;
+    sym.kc_chan_take_undelivered = (...args: unknown[]) => {
+      if (!elsewhere) {
+        elsewhere = true;
+        assert.equal(trySendNatively(a.handle, 5), 0, "buffered");
+        assert.equal(sym.kc_chan_cancel(a.handle), 0);
+      }
+      return take(...args);
+    };
+    let own: string[] = [];
+    try {
+      if (call === "receive") own = settleLog([["own", a.receive()]]);
+      else if (call === "tryReceive") assert.deepEqual(a.tryReceive(), { state: "empty" });
+      else if (call === "tryReceiveMany") assert.deepEqual(a.tryReceiveMany(4), { state: "empty" });
+      else assert.equal(a.metrics().dropped, 1);
+    } finally {
+      sym.kc_chan_take_undelivered = take;
+    }
+    assert.ok(elsewhere, "the call took the kept values");
+    await until(() => log.length === 3, "the waits settled");
+    assert.deepEqual(hook, [5]);
+    assert.deepEqual(log, [
+      "receive 1 err CancellationError(Channel was cancelled)",
+      "receive 2 err CancellationError(Channel was cancelled)",
+      "receive b err ClosedReceiveError(Channel was closed)",
+    ]);
+    // The receive's own try after the hook ran finds the cancel.
+    if (call === "receive") {
+      await until(() => own.length === 1, "the call's own receive settled");
+      assert.deepEqual(own, ["own err CancellationError(Channel was cancelled)"]);
+    }
+  });
+}
+
+for (const overflow of ["drop-oldest", "drop-latest"] as const) {
+  for (const call of ["tryReceive", "tryReceiveMany", "receive", "metrics"] as const) {
+    Deno.test(`${overflow}: what a Channel.from copy's sends dropped reaches the creator's onUndeliveredElement at a ${call} that finds the channel empty`, async () => {
+      // README (Channels from TypeScript): on a drop policy's channel, every receive of the
+      // creator hands the hook what its copies dropped, whether it gets a value or finds the
+      // channel empty, and so does metrics(), so that its `dropped` never counts a value the
+      // hook was not handed. Before, an empty try-receive or receive and metrics() handed
+      // nothing: the copy's drop waited natively for a value, a send, a close, a dispose.
+      const hook: number[] = [];
+      using ch = new Channel<number>(1, {
+        codec: codecs.f64,
+        overflow,
+        onUndeliveredElement: (v) => hook.push(v),
+      });
+      using copy = Channel.from<number>(ch.share());
+      assert.deepEqual(copy.trySend(1), { state: "ok" });
+      assert.deepEqual(copy.trySend(2), { state: "ok" }); // drops one: kept for the creator
+      const kept = overflow === "drop-oldest" ? 2 : 1;
+      assert.deepEqual(copy.tryReceive(), { state: "ok", value: kept }); // empty now
+      assert.deepEqual(hook, [], "the copy has no hook: the dropped value waits natively");
+      const dropped = overflow === "drop-oldest" ? 1 : 2;
+      if (call === "tryReceive") assert.deepEqual(ch.tryReceive(), { state: "empty" });
+      else if (call === "tryReceiveMany") {
+        assert.deepEqual(ch.tryReceiveMany(8), { state: "empty" });
+      } else if (call === "metrics") assert.equal(ch.metrics().dropped, 1);
+      else {
+        const ac = new AbortController();
+        const p = ch.receive({ signal: ac.signal });
+        const handed = [...hook];
+        ac.abort();
+        await assert.rejects(p, { name: "AbortError" });
+        assert.deepEqual(handed, [dropped], "handed over before the receive waits");
+      }
+      assert.deepEqual(hook, [dropped]);
+    });
+  }
+}
+
 Deno.test("native code's destroy learnt with sends waiting in JavaScript whose encoding's discard throws: every wait still fails, the error is reported, and the values reach onUndeliveredElement", async () => {
   // `#markEnded` fails this isolate's waits still in JavaScript one by one (`#failEnded`). A
   // discard that throws (here `kc_desc_free`, made to throw once after freeing) used to end
