@@ -7836,6 +7836,44 @@ Deno.test("native code's destroy learnt with sends waiting in JavaScript whose e
   assert.equal((reported.errors[0] as Error).message, "discard failed");
 });
 
+for (
+  const shape of [
+    "a drop policy without the hook",
+    "the hook without a drop policy",
+    "a drop policy's Channel.from copy (its hook the creator's)",
+  ] as const
+) {
+  Deno.test(`trySendMany and tryReceiveMany on a shared channel with ${shape} still cross in one native call each`, () => {
+    // Only a drop policy's creator with onUndeliveredElement goes value by value (each drop's
+    // hook before the next value): a batch where no drop runs the hook here takes the one call.
+    // A test that fails should that condition (`#batchesNatively`) ever widen.
+    using ch = new Channel<number>(8, {
+      codec: codecs.f64,
+      ...(shape === "the hook without a drop policy" ? {} : { overflow: "drop-oldest" as const }),
+      ...(shape === "a drop policy without the hook" ? {} : { onUndeliveredElement: () => {} }),
+    });
+    const shared = ch.share();
+    using copy = Channel.from<number>(shared);
+    const via = shape.startsWith("a drop policy's Channel.from copy") ? copy : ch;
+    const one = countCalls([
+      "kc_chan_try_send",
+      "kc_chan_try_send_at",
+      "kc_chan_try_recv",
+      "kc_chan_try_recv_at",
+    ]);
+    const many = countCalls(["kc_chan_try_send_n", "kc_chan_try_recv_n"]);
+    try {
+      assert.deepEqual(via.trySendMany([1, 2, 3, 4, 5]), { state: "ok", sent: 5 });
+      assert.deepEqual(via.tryReceiveMany(8), { state: "ok", values: [1, 2, 3, 4, 5] });
+    } finally {
+      many.restore();
+      one.restore();
+    }
+    assert.equal(many.calls, 2, "one call each");
+    assert.equal(one.calls, 0, "none value by value");
+  });
+}
+
 for (const end of ["cancel", "close", "destroy"] as const) {
   Deno.test(`shared: native code's ${end} in a getter of the sent value, with receives waiting in JavaScript: as the channel's own ${end === "destroy" ? "cancel" : end} there, they all fail and the value is not handed over`, async () => {
     // A send (or trySend) of an object to a shared channel with two receives of this isolate
