@@ -1440,6 +1440,17 @@ function hasQueuedReceiver(s: Shared): boolean {
   return false;
 }
 
+/**
+ * Whether a wait of this isolate on `s` is still in JavaScript (state LOCAL), a send or a
+ * receive: those that only this isolate's tries settle (`Channel.#collectAfter`). Waits queued
+ * natively learn of a close or cancel through their records.
+ */
+function waitsInJavaScript(s: Shared): boolean {
+  for (let w = s.senders.first; w !== null; w = w.next) if (w.state === LOCAL) return true;
+  for (let w = s.receivers.first; w !== null; w = w.next) if (w.state === LOCAL) return true;
+  return false;
+}
+
 /** The waiters of `q`, oldest first, as a list (settling one may run user code). */
 function waiting(q: WaitQueue): Waiter[] {
   const list: Waiter[] = [];
@@ -2645,11 +2656,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * dropped nothing that was taken: its values wait in the list for the settles it causes.
    * Before, the hook ran at once, ahead of those waits' rejections (they learnt of the cancel
    * at the end-of-turn flush), and what it did, a close of another channel, settled first.
-   * With no wait in JavaScript, `#collect`, with no status read. True if it took any.
+   * With no wait in JavaScript (those queued natively learn of it through their records),
+   * `#collect`, with no status read. True if it took any.
    */
   #collectAfter(): boolean {
     const s = this._shared;
-    if (s.senders.first === null && s.receivers.first === null) return this.#collect();
+    if (!waitsInJavaScript(s)) return this.#collect();
     const taken: unknown[] = [];
     if (!this.#collect(taken)) return false;
     const sym = this.#lib.symbols("collect undelivered values"); // open: it took some
