@@ -82,7 +82,7 @@ import {
   unlistenAbort,
 } from "./errors.ts";
 import { type Job, JobSupport, taskCancelError } from "./job.ts";
-import type { CoroutineScope } from "./scope.ts";
+import { Coroutine, type CoroutineScope } from "./scope.ts";
 
 /**
  * What a producer is cancelled with when its block lets out the InvalidHandleError of its
@@ -132,11 +132,12 @@ class ProducerChannel<T> extends Channel<T> {
    */
   _bound: { signal: AbortSignal } | null = null;
   /**
-   * @ignore Under a task of the caller's own whose AbortSignal (`_bound`) is not its kcoro Job's:
-   * the producer's signal that aborts with the first of the task's signal and the kcoro Job that
-   * `launch` returned (`bindSends` in `produce`), which ends its sends too, with the task's own
-   * signal (`send`). Null where the task's signal is all there is (a kcoro task, a `launch` that
-   * returned no kcoro Job). Before, such a task's sends were bound to that producer's signal
+   * @ignore Under a task whose AbortSignal (`_bound`) is not that of the kcoro Job `launch`
+   * returned (a task of the caller's own, or a kcoro task under a caller's launch that returned
+   * another kcoro Job): the producer's signal that aborts with the first of the task's signal and
+   * that Job's (`bindSends` in `produce`), which ends its sends too, with the task's own signal
+   * (`send`). Null where the task's signal is all there is (a kcoro task under kcoro's own scope,
+   * a `launch` that returned no kcoro Job). Before, such a task's sends were bound to that producer's signal
    * alone: a send's listen of the task's signal that threw, or aborted it, went unseen, the send
    * made as if the signal could be listened to, or had not aborted.
    */
@@ -514,11 +515,12 @@ export function produce<T>(
     ending.push(taskJob.invokeOnCompletion(end));
   };
   /**
-   * What ends the block's sends where its task is not kcoro's own: aborted as the first of the
-   * watched signals aborts (`closeOnCancel`), the task's and the kcoro Job's that `launch`
-   * returned, with its reason, for a failure too. The sends are bound to it alone under a task
-   * with no AbortSignal (`_bound`), and to it and the task's signal under one whose signal is
-   * not its kcoro Job's (`_sendsEnd`: each send still listens to the task's signal itself). Made
+   * What ends the block's sends where the task's signal is not the returned Job's: aborted as
+   * the first of the watched signals aborts (`closeOnCancel`), the task's and the kcoro Job's
+   * that `launch` returned, with its reason, for a failure too. The sends are bound to it alone
+   * under a task with no AbortSignal (`_bound`), and to it and the task's signal under one whose
+   * signal is not that Job's (`_sendsEnd`: each send still listens to the task's signal itself,
+   * also a kcoro task's under a caller's launch that returned another kcoro Job). Made
    * at the block's start, before `launch` returned the Job, so a send made then (a launch that
    * runs the block at once) is bound to it as well. Before, such a task's sends were bound to its
    * own signal only, or to nothing: a send waiting on the full buffer when that Job was cancelled
@@ -584,6 +586,9 @@ export function produce<T>(
   };
   // The scope's launch threw or returned no Job (its cleanup below): the channel was freed.
   let abandoned = false;
+  // kcoro's own scope, whose launch returns the Job of the task it gives the block (a brand
+  // check: no getter or trap of the caller's runs; an own `launch` is the caller's).
+  const kcoroLaunch = Coroutine._isScope(scope) && !Object.hasOwn(scope, "launch");
   // A CoroutineScope of the caller's own may throw or return anything: the channel is freed.
   const job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
     // Its task, for a cancel of the channel (`ProducerChannel.cancel`, its dispose), from the
@@ -616,11 +621,19 @@ export function produce<T>(
     // Job `launch` returns, if any (`bindSends`), which the task's signal may not follow (one the
     // caller made). Before, they were bound to that Job's end alone: a send's listen of the
     // task's signal that threw, or aborted it, went unseen.
+    // A kcoro task's too, under a caller's launch that may return another kcoro Job than the
+    // task's (not known yet for a block started inside it), whose cancellation closes the channel
+    // (`closeOnCancel`) without aborting the task's signal: before, such a task's sends were bound
+    // to its signal alone, and one waiting on the full buffer waited on past that close (its
+    // value received after it), the task and its scope hung with nobody receiving. kcoro's own
+    // scope returns the task's Job (`kcoroLaunch`): its sends keep the one-signal fast path.
     if (signal === null) out._bound = { signal: bindSends() };
     else {
       out._bound = { signal };
       const own = taskJob !== null && taskJob.signal === signal;
-      if (!own && jobEnds(signal)) out._sendsEnd = bindSends();
+      if (!(own && launched === null && kcoroLaunch) && jobEnds(signal)) {
+        out._sendsEnd = bindSends();
+      }
     }
     // Shared before the task began: watched since that share (`_live`, `_escaped`).
     try {

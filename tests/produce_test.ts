@@ -3355,6 +3355,79 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch gives th
   assert.equal(live, 0);
 });
 
+Deno.test("produce on a CoroutineScope of the caller's own whose launch runs the block as a kcoro task and returns another kcoro Job: a send of the block's waiting on the full buffer is woken by that Job's cancellation, its value to onUndeliveredElement, also one made before launch returned", async () => {
+  // That Job's cancel closes the channel at once (its signal is watched), so its sends end with
+  // it too, as under a task of the caller's own. Before, the sends stayed bound to the task's own
+  // signal alone, which that cancel does not abort: the send waited on (a close fails no waiting
+  // send) and its value was received after the close; with nobody receiving, the task and its
+  // scope hung.
+  for (const start of ["at once", "deferred"] as const) {
+    for (const capacity of [1, "rendezvous"] as const) {
+      const what = `start ${start}, capacity ${capacity}`;
+      const other = new CompletableDeferred<void>(); // no task's
+      const dropped: number[] = [];
+      let sending = false;
+      let outcome: unknown = "waiting";
+      let task!: ReturnType<CoroutineScope["launch"]>;
+      const seen = await within(
+        coroutineScope(async (real) => {
+          let deferred: ((task: CoroutineScope) => unknown) | null = null;
+          const scope = {
+            context: real.context,
+            launch: (block: (task: CoroutineScope) => unknown) => {
+              if (start === "at once") task = real.launch(block); // runs it to its first await
+              else deferred = block;
+              return other;
+            },
+          } as unknown as CoroutineScope;
+          using ch = produce<number>(
+            scope,
+            counted(async (out: Channel<number>) => {
+              if (capacity === 1) await out.send(1); // buffered
+              sending = true;
+              await out.send(2).then(() => (outcome = "sent"), (e) => {
+                outcome = e;
+                throw e;
+              });
+            }),
+            { capacity, onUndeliveredElement: (v) => dropped.push(v) },
+          );
+          if (deferred !== null) task = real.launch(deferred); // the caller's launch starts it late
+          for (let i = 0; i < 100 && !sending; i++) await null; // bounded turns
+          other.cancel();
+          for (let i = 0; i < 100 && outcome === "waiting"; i++) await null;
+          const got = [
+            outcome instanceof CancellationError
+              ? "send rejected with the CancellationError"
+              : outcome,
+            `dropped [${dropped}]`,
+          ];
+          if (capacity === 1) got.push(`received ${await ch.receive()}`); // sent before: kept
+          const last = await ch.receiveCatching();
+          const withIt = last.state === "closed" && last.cause instanceof CancellationError;
+          got.push(`${last.state}${withIt ? " with it" : ""}`);
+          return got;
+        }),
+        10_000,
+        `${what}: the real scope's end`,
+      );
+      assert.deepEqual(
+        seen,
+        [
+          "send rejected with the CancellationError",
+          "dropped [2]",
+          ...(capacity === 1 ? ["received 1"] : []),
+          "closed with it",
+        ],
+        what,
+      );
+      assert.equal(other.state, "cancelled", what);
+      assert.equal(task.state, "cancelled", `${what}: the block let the cancellation out`);
+    }
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch runs the block at once and then throws: a block that did not watch its signal and then uses its channel (freed by that cleanup) ends cancelled, not failed with the freed channel's InvalidHandleError", async () => {
   // The cleanup cancels the task and frees the channel while the block still runs. A producer's
   // send on it then ended the task as cancelled (its consumer's dispose rule), but an actor's
