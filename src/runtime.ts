@@ -148,6 +148,7 @@ function pinsOf(lib: Library): Pins {
     };
     pinsByLib.set(lib._loadedId, pins);
   }
+  guardExit(lib);
   return pins;
 }
 
@@ -242,6 +243,57 @@ function allEnded(lib: Library): boolean {
   const info = new BigUint64Array(7);
   sym.kc_sched_info(info, 7);
   return info[3] === 0n && sym.kc_sched_ended(info[6]) !== Status.EBUSY;
+}
+
+/**
+ * The libraries whose coroutines this isolate pinned cells for (the main isolate's only:
+ * `guardExit`).
+ */
+const exitGuarded = new Set<Library>();
+
+/** Whether a `beforeunload` was dispatched: the event loop ran out of work (`guardExit`). */
+let loopEnded = false;
+
+/**
+ * In the main isolate, once it pinned cells for `lib`'s coroutines: a process whose event loop
+ * ran out of work while `lib`'s scheduler still runs ends at `unload` with `Deno.exit()` (its
+ * `Deno.exitCode`), after every other `unload` listener. Deno disposes the main isolate before
+ * it exits, which frees its heap, the `SharedArrayBuffer` cells included, while the scheduler's
+ * threads run on, so a coroutine still running wrote into freed memory: the C library's heap
+ * corrupted, and the exit ended in SIGABRT or SIGSEGV, or hung in `malloc` for good (running
+ * `"chanSender"`s, about one exit in five here). `Deno.exit()` ends the process without that
+ * disposal, so a process ending by the caller's own `Deno.exit()` needs nothing (`beforeunload`
+ * is not dispatched then, and the listener leaves the exit to it). A Worker's cells are native
+ * memory, never freed, so a Worker needs none of this. An uncaught error still ends the process
+ * through the disposal (README, "The scheduler from TypeScript").
+ */
+function guardExit(lib: Library): void {
+  if (inWorker || exitGuarded.has(lib)) return;
+  if (exitGuarded.size === 0) {
+    // Put back last at each `beforeunload` (dispatched before `unload`), so that the listeners
+    // added after the first spawn run too: `Deno.exit()` ends the dispatch.
+    addEventListener("beforeunload", () => {
+      loopEnded = true;
+      removeEventListener("unload", exitAtUnload);
+      addEventListener("unload", exitAtUnload);
+    });
+    addEventListener("unload", exitAtUnload);
+  }
+  exitGuarded.add(lib);
+}
+
+/** `guardExit`'s `unload` listener: ends the process at once if a scheduler still runs. */
+function exitAtUnload(): void {
+  if (!loopEnded) return; // the caller's Deno.exit(), which disposes nothing
+  let running = false;
+  for (const lib of exitGuarded) {
+    try {
+      running ||= !allEnded(lib);
+    } catch {
+      running = true; // unknown: the safe side
+    }
+  }
+  if (running) Deno.exit();
 }
 
 /** The map of a built-in's cells is pruned at this size first. */

@@ -1208,6 +1208,51 @@ Deno.test("a process with a running runtime exits by itself", async () => {
   assert.equal(new TextDecoder().decode(res.stdout).trim(), "drained 100");
 });
 
+Deno.test("a process that ends while coroutines write into its cells exits cleanly, with its exit code, its unload listeners run", async () => {
+  // Deno disposes the main isolate before the process exits, freeing its SharedArrayBuffer
+  // cells while the scheduler's threads run on: chanSenders that never end (a drop-oldest
+  // channel never blocks them) then wrote their counts into freed memory, and about three exits
+  // in four of this script here ended in SIGABRT ("corrupted double-linked list"), SIGSEGV, or a
+  // hang inside malloc. Not every exit meets it, so it runs a bounded number of times; each must
+  // end by itself, with the code it set, after its own unload listener (added after the spawns,
+  // so it runs before the one that ends the process).
+  const script = (end: string) => `
+    import { Channel, codecs, runtime } from "${root}mod.ts";
+    const rt = runtime({ workers: 2 });
+    for (let i = 0; i < 128; i++) {
+      const ch = new Channel(1, { codec: codecs.u64, overflow: "drop-oldest" });
+      rt.spawn("chanSender", rt.cells([BigInt(ch.handle), 0n, 1n << 40n, 0n, 0n]));
+    }
+    const junk = []; // buffers of the cells' size, which the disposal frees as it frees them
+    for (let i = 0; i < 50_000; i++) junk.push(new SharedArrayBuffer(40));
+    addEventListener("unload", () => console.log("unload"));
+    console.log("end");
+    ${end}
+  `;
+  for (let i = 0; i < 12; i++) {
+    const [end, code] = i % 3 === 2 ? ["Deno.exit(5);", 5] : ["Deno.exitCode = 3;", 3];
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-ffi", "--allow-read", "--allow-env", "-"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(20_000),
+    }).spawn();
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(script(end)));
+    await w.close();
+    const res = await child.output();
+    const stderr = new TextDecoder().decode(res.stderr);
+    assert.equal(
+      res.signal,
+      null,
+      `run ${i}: ended by ${res.signal} (SIGTERM: killed at the bound)`,
+    );
+    assert.equal(res.code, code, `run ${i}: ${stderr}`);
+    assert.equal(new TextDecoder().decode(res.stdout), "end\nunload\n", `run ${i}`);
+  }
+});
+
 Deno.test("runtime: a pending drain() or shutdown() keeps the process alive until it resolves", async () => {
   // Neither is awaited at the top level: only the pending native call holds the event loop.
   for (const call of ["drain()", 'shutdown("finish")']) {
