@@ -1160,6 +1160,19 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
   }
 
   /**
+   * The brand of a CompletableDeferred (a private method: `#x in`, no slot per instance). Its own
+   * members check it: the shared job brand (`JobSupport._is`) let
+   * `CompletableDeferred.prototype.complete.call(launchedJob, v)` complete another task's job
+   * from outside, its body still running.
+   */
+  #deferred(): void {}
+
+  /** @ignore True if `x` is a CompletableDeferred this module made (a brand check, no trap). */
+  static _isDeferred(x: unknown): x is CompletableDeferred<unknown> {
+    return typeof x === "object" && x !== null && #deferred in x;
+  }
+
+  /**
    * Completes with `value`; false if it had already completed, failed or been cancelled. Throws
    * a TypeError (`Cannot complete: ...`), changing nothing, for a thenable (an object or function
    * whose `then`, read once, is a function, or cannot be read): `await()` could not give it back
@@ -1167,7 +1180,9 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
    */
   complete(value: T): boolean {
     // On what is no job, named before `value` is read (its `then` is the caller's code).
-    if (!JobSupport._is(this)) throw notJob(this, "complete", "CompletableDeferred");
+    if (!CompletableDeferred._isDeferred(this)) {
+      throw notJob(this, "complete", "CompletableDeferred");
+    }
     checkNotThenable("complete", value);
     return !this.isCancelled && this.completeBody(value);
   }
@@ -1180,7 +1195,9 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
    * (`Cannot completeExceptionally: ...`).
    */
   completeExceptionally(error: unknown): boolean {
-    if (!JobSupport._is(this)) throw notJob(this, "completeExceptionally", "CompletableDeferred");
+    if (!CompletableDeferred._isDeferred(this)) {
+      throw notJob(this, "completeExceptionally", "CompletableDeferred");
+    }
     return !this.isCancelled && this.failBody(error, "completeExceptionally");
   }
 }
@@ -1203,9 +1220,30 @@ nameLookAlikes(JobSupport.prototype, "Job");
 export function notJob(self: unknown, op: string, what = "Job"): TypeError {
   return new TypeError(
     `Cannot ${op}: this is not ${/^[AEIOU]/.test(what) ? "an" : "a"} ${what}, received ${
-      describe(self)
+      describeJob(self)
     }`,
   );
+}
+
+/** @ignore Whether `x` is a scope (or task) of scope.ts: set by it (`Coroutine._isScope`). */
+let isScope: (x: unknown) => boolean = () => false;
+
+/** @ignore scope.ts's brand check, for `describeJob` (job.ts cannot import scope.ts). */
+export function _setScopeBrand(check: (x: unknown) => boolean): void {
+  isScope = check;
+}
+
+/**
+ * `self` described for `notJob`: a job of another kind than the member's by its kind (by brand,
+ * running none of its code), anything else by `describe`. Before, every job was
+ * "[object Job]": "this is not a Job, received [object Job]" for a CompletableDeferred given to a
+ * scope's state getter.
+ */
+function describeJob(self: unknown): string {
+  if (!JobSupport._is(self)) return describe(self);
+  if (CompletableDeferred._isDeferred(self)) return "a CompletableDeferred";
+  if (isScope(self)) return "a task's or scope's Job";
+  return "a Job";
 }
 
 /**

@@ -39,6 +39,7 @@ import {
   unlistenAbort,
 } from "./errors.ts";
 import {
+  _setScopeBrand,
   CANCEL_COMPLETES,
   type Deferred,
   HANDLES_CHILD_FAILURE,
@@ -635,8 +636,13 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
  * the state getters a task's job shares with its scope, else a CoroutineScope).
  */
 function scopeThrown(self: unknown, op: string, e: unknown, what = "CoroutineScope"): unknown {
-  return Coroutine._isScope(self) ? e : notJob(self, op, what);
+  if (Coroutine._isScope(self)) return e;
+  // A job of another kind (a CompletableDeferred) is a Job: what it is not is a scope. Before,
+  // "this is not a Job, received [object Job]".
+  return notJob(self, op, JobSupport._is(self) ? "CoroutineScope" : what);
 }
+
+_setScopeBrand(Coroutine._isScope);
 
 /**
  * @ignore `rootScope`'s checks without making a scope: throws for bad arguments, answers the

@@ -1346,3 +1346,51 @@ Deno.test("a scope's follow() refuses an op that is no string and a signal that 
   await scope.join().catch(() => {});
   assert.equal(scope.isCompleted, true);
 });
+
+Deno.test("CompletableDeferred's complete and completeExceptionally refuse a job of another kind as `this` by name, finishing no launched task's job from outside", async () => {
+  // Before, their brand check was the shared job one: `complete.call(launchedJob, v)` completed a
+  // task's job while its body still ran, and `completeExceptionally` failed it.
+  const { complete, completeExceptionally } = CompletableDeferred.prototype;
+  await using scope = createScope();
+  const task = scope.launch((t) => untilAborted(t.signal)); // until the dispose
+  const other = new CompletableDeferred<number>();
+  for (const self of [task, scope]) {
+    assert.throws(() => complete.call(self as CompletableDeferred<unknown>, 1), {
+      name: "TypeError",
+      message: "Cannot complete: this is not a CompletableDeferred, received a task's or " +
+        "scope's Job",
+    });
+    assert.throws(
+      () => completeExceptionally.call(self as CompletableDeferred<unknown>, new Error("x")),
+      {
+        name: "TypeError",
+        message: "Cannot completeExceptionally: this is not a CompletableDeferred, received a " +
+          "task's or scope's Job",
+      },
+    );
+  }
+  assert.equal(task.state, "active");
+  assert.equal(scope.state, "active");
+  // A CompletableDeferred's own methods still work on any CompletableDeferred.
+  assert.equal(complete.call(other, 7), true);
+  assert.equal(await other.await(), 7);
+});
+
+Deno.test("a scope's state getters called on a CompletableDeferred name the class they expect and the receiver's kind", async () => {
+  // Before: "Cannot read job state: this is not a Job, received [object Job]", where it is a Job.
+  await using scope = createScope();
+  const deferred = new CompletableDeferred<number>();
+  const proto = Object.getPrototypeOf(scope);
+  for (const k of ["state", "isActive", "isCancelled"]) {
+    let get: (() => unknown) | undefined;
+    for (let p = proto; p !== null && get === undefined; p = Object.getPrototypeOf(p)) {
+      get = Object.getOwnPropertyDescriptor(p, k)?.get;
+    }
+    assert.throws(() => get!.call(deferred), {
+      name: "TypeError",
+      message:
+        "Cannot read job state: this is not a CoroutineScope, received a CompletableDeferred",
+    }, k);
+  }
+  assert.equal(deferred.state, "active");
+});
