@@ -644,7 +644,11 @@ export class TimeoutError extends CancellationError {
  * (or `reportError`) instead of swallowing it (Kotlin's `CompletionHandlerException`).
  */
 export class CompletionHandlerError extends Error {
-  /** `message` says which handler (`Exception in ...`); `options.cause` is what it threw. */
+  /**
+   * `message` says whose handlers threw: the job's (`Exception in completion handler of
+   * Job(cancelled)`), or a handler kcoro runs itself (`Exception in an actor's onDone`);
+   * `options.cause` is what the first threw.
+   */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "CompletionHandlerError";
