@@ -615,7 +615,15 @@ export function actor<M>(
   let taskJob: JobSupport | null = null;
   let launched: Job | null = null;
   const ending: Disposable[] = [];
-  const finish = (cause: unknown) => {
+  /**
+   * `fold`: run as a completion handler of a kcoro Job not final yet (the Job `launch` returned,
+   * or the task's own): what `onDone` throws is let out, so the Job reports it with its other
+   * handlers' exceptions, in its one CompletionHandlerError (first as its cause, the others
+   * suppressed), as Kotlin's `onCompletion` is an ordinary completion handler. Before, it was
+   * reported on its own, beside the Job's. Elsewhere (a Job of another kind, one final already so
+   * that this runs inside `actor()`, a task with no Job of ours) it is reported on its own.
+   */
+  const finish = (cause: unknown, fold = false) => {
     if (finished) return;
     finished = true;
     for (const handle of ending) handle[Symbol.dispose]();
@@ -624,14 +632,16 @@ export function actor<M>(
     a._finish(cause);
     // Reported as any completion handler's exception, also when the job was final already
     // (a cancelled scope) and this runs inside actor() itself.
-    if (onDone !== undefined) {
-      runCompletionHandler(scope.context, "an actor's onDone", onDone, cause);
-    }
+    if (onDone === undefined) return;
+    if (fold) onDone(cause);
+    else runCompletionHandler(scope.context, "an actor's onDone", onDone, cause);
   };
+  /** `finish` as a completion handler of a kcoro Job not final yet (`fold`). */
+  const finishFolded = (cause?: unknown) => finish(cause, true);
   /** The task's own Job ends the actor too, once both Jobs are known and they differ. */
   const endWithTask = (): void => {
     if (taskJob === null || launched === null || taskJob === launched || finished) return;
-    ending.push(taskJob.invokeOnCompletion(finish));
+    ending.push(taskJob.invokeOnCompletion(taskJob.isCompleted ? finish : finishFolded));
   };
   // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
   a.job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
@@ -723,7 +733,9 @@ export function actor<M>(
   // would receive. Its own task's signal is the same one, watched once (`cancelOnAbort`).
   if (JobSupport._is(a.job) && !a.job.isCompleted) cancelOnAbort(a.job.signal);
   launched = a.job;
-  const handle: unknown = a.job.invokeOnCompletion(finish);
+  const handle: unknown = a.job.invokeOnCompletion(
+    JobSupport._is(a.job) && !a.job.isCompleted ? finishFolded : finish,
+  );
   // Withdrawn where the task's own Job ends the actor first: a kcoro Job's Disposable only (a Job
   // of another kind may return anything, whose dispose would run the caller's code).
   if (JobSupport._is(a.job) && !finished) ending.push(handle as Disposable);

@@ -2608,6 +2608,31 @@ Deno.test("actor: an onDone that throws is reported, also when it runs inside ac
   assert.equal(((reported[0] as Error).cause as Error).message, "onDone threw");
 });
 
+Deno.test("actor: an onDone that throws is folded into its job's one CompletionHandlerError, beside the job's other handlers' exceptions (Kotlin's onCompletion is a completion handler)", async () => {
+  // Before, onDone's exception was reported on its own, and the job's other handlers' in a second
+  // CompletionHandlerError.
+  const reported: unknown[] = [];
+  const context = Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e));
+  const onDoneError = new Error("onDone threw");
+  const handlerError = new Error("handler threw");
+  await coroutineScope(async (scope) => {
+    const a = actor(scope, async () => {}, {
+      onDone: () => {
+        throw onDoneError;
+      },
+    });
+    a.job.invokeOnCompletion(() => {
+      throw handlerError;
+    });
+    await a.job.join();
+  }, { context });
+  assert.equal(reported.length, 1, String(reported));
+  const e = reported[0] as CompletionHandlerError & { suppressed?: unknown[] };
+  assert.ok(e instanceof CompletionHandlerError);
+  assert.equal(e.cause, onDoneError); // onDone's handler was the job's first
+  assert.deepEqual(e.suppressed, [handlerError]);
+});
+
 Deno.test("actor: senders waiting on a full mailbox reject when the actor is cancelled", async () => {
   await using scope = createScope();
   const a = actor<number>(
