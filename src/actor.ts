@@ -76,7 +76,7 @@ import {
   taskSignal,
   unlistenAbort,
 } from "./errors.ts";
-import { type Job, JobSupport, runCompletionHandler, taskCancelError } from "./job.ts";
+import { type Job, JobSupport, runCompletionHandler, taskCancelError, taskJobOf } from "./job.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 import type { CoroutineScope } from "./scope.ts";
 
@@ -654,8 +654,9 @@ export function actor<M>(
     // below too: a signal aborted by then cancels the mailbox there, and so the task, as one
     // aborted after.
     // Read once: a task of the caller's own may have a getter for it (it ran twice).
-    const read: unknown = task.job;
-    if (JobSupport._is(read)) mailbox._job = taskJob = read;
+    // A getter that throws names no kcoro Job, as a throwing `signal` is none (`taskJobOf`).
+    const read = taskJobOf(task);
+    if (read !== null) mailbox._job = taskJob = read;
     // A listen that throws (only a signal whose engine state the caller redefined) fails the
     // task by name, before the handler runs, as createScope refuses such a signal. Before, with
     // the listen's raw error.

@@ -1202,6 +1202,23 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
   }
 }
 
+/**
+ * @ignore `task.job` where it is a kcoro Job, else null: a task that a CoroutineScope of the
+ * caller's own gives a block (produce's, an actor's) may name none, a Job of another kind, or have
+ * a getter that throws, which is taken as naming none, as `taskSignal` takes a throwing `signal`
+ * getter for no signal. Read once (a getter of the caller's may answer differently each time).
+ * Before, that getter's throw failed the block, where a throwing `signal` left it unwatched.
+ */
+export function taskJobOf(task: { readonly job?: unknown }): JobSupport<unknown> | null {
+  let read: unknown;
+  try {
+    read = task.job;
+  } catch {
+    return null; // the caller's getter: no kcoro Job, as with none
+  }
+  return JobSupport._is(read) ? read : null;
+}
+
 refuseAsValue(
   JobSupport,
   "a job or deferred",

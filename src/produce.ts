@@ -81,7 +81,7 @@ import {
   taskSignal,
   unlistenAbort,
 } from "./errors.ts";
-import { type Job, JobSupport, taskCancelError } from "./job.ts";
+import { type Job, JobSupport, taskCancelError, taskJobOf } from "./job.ts";
 import { Coroutine, type CoroutineScope } from "./scope.ts";
 
 /**
@@ -596,8 +596,9 @@ export function produce<T>(
     // (a scope's launch runs the block at once), which cancelled the channel and not the task.
     // Read once: a task of the caller's own may have a getter for it, which ran five times
     // (and could answer differently each time).
-    const read: unknown = task.job;
-    if (JobSupport._is(read)) out._job = taskJob = read;
+    // A getter that throws names no kcoro Job, as a throwing `signal` is none (`taskJobOf`).
+    const read = taskJobOf(task);
+    if (read !== null) out._job = taskJob = read;
     // A launch that deferred the start (a scope of the caller's own), then threw or returned no
     // Job: its cleanup freed the channel before the block began, so the block never runs and the
     // task ends cancelled, as an actor's (`ABANDONED` in src/actor.ts). Before, the block ran on

@@ -3498,6 +3498,55 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose launc
   assert.equal(live, 0);
 });
 
+Deno.test("produce and actor take a task of the caller's own whose job getter throws as naming no kcoro Job, as a signal getter that throws is no signal: the block runs and ends as under such a task", async () => {
+  // Before, the getter's throw failed the block (and so the scope), where a throwing `signal`
+  // getter left the task unwatched (`taskSignal`).
+  for (const which of ["produce", "actor"] as const) {
+    const seen = await within(
+      coroutineScope(async (real) => {
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) =>
+            real.launch((task) =>
+              block({
+                context: task.context,
+                signal: task.signal,
+                get job(): never {
+                  throw new Error("no job here");
+                },
+              } as unknown as CoroutineScope)
+            ),
+        } as unknown as CoroutineScope;
+        if (which === "produce") {
+          using ch = produce<number>(
+            scope,
+            counted(async (out: Channel<number>) => {
+              await out.send(1);
+            }),
+            { capacity: 1 },
+          );
+          return [await ch.receive(), (await ch.receiveCatching()).state];
+        }
+        const got: number[] = [];
+        const a = actor<number>(
+          scope,
+          counted(async (mailbox: Channel<number>) => {
+            for await (const m of mailbox) got.push(m);
+          }),
+        );
+        await a.send(1);
+        a.close();
+        await a.job.join();
+        return [got[0], a.job.state];
+      }),
+      10_000,
+      which,
+    );
+    assert.deepEqual(seen, which === "produce" ? [1, "closed"] : [1, "completed"], which);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor read the job of a task of the caller's own once: a getter for it ran five times (a producer's) or twice (an actor's)", async () => {
   // The task given the block is the real one but for `job`, a getter that counts its reads and
   // answers the real task's Job (whose signal is the task's: the producer's sends are bound to
