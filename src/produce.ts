@@ -559,7 +559,10 @@ export function produce<T>(
    * its children still running. A listen that throws throws (named: `listenAbortNamed`).
    */
   const closeOnCancel = (signal: AbortSignal, owner: unknown): void => {
-    if (watched.includes(signal)) return;
+    // Ended already (a deferred start whose task names a Job completed before: `endWithTask`
+    // ended the producer at once): nothing is left to close, and `end` has run its `detach`, so a
+    // listener added now would never go. Before, the task's signal kept one.
+    if (ended || watched.includes(signal)) return;
     watched.push(signal);
     // Only once the signal aborted: a call before (the caller's code that reached the listener
     // through the engine's listeners property) changes nothing. Before, it closed the channel

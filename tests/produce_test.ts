@@ -3614,6 +3614,53 @@ function abortListeners(signal: AbortSignal): number {
   return record?.listeners?.abort?.length ?? 0;
 }
 
+Deno.test("produce started late under a task of the caller's own naming a Job completed already ends at once and leaves no listener on the task's signal", async () => {
+  // Before, `endWithTask` ended the producer at once, and the block then listened to the task's
+  // signal (`closeOnCancel`) after `end` had run its removals: the listener stayed for good.
+  const named = new CompletableDeferred<void>();
+  named.complete(); // the task names a Job completed before its block starts
+  const other = new CompletableDeferred<void>(); // what the launch returns: long-lived
+  const controller = new AbortController(); // the task's signal, the caller's
+  let ran = false;
+  await within(
+    coroutineScope(async (real) => {
+      let deferred: ((task: CoroutineScope) => unknown) | null = null;
+      const scope = {
+        context: real.context,
+        launch: (block: (task: CoroutineScope) => unknown) => {
+          deferred = block;
+          return other;
+        },
+      } as unknown as CoroutineScope;
+      using ch = produce<number>(
+        scope,
+        counted(async () => {
+          ran = true;
+        }),
+        { capacity: 1 },
+      );
+      const task = real.launch(() =>
+        deferred!(
+          {
+            context: real.context,
+            signal: controller.signal,
+            job: named,
+          } as unknown as CoroutineScope,
+        )
+      );
+      await task.join();
+      assert.equal(ran, true);
+      assert.equal(ch.isClosedForSend, true, "the producer ended with the named Job");
+      assert.equal(abortListeners(controller.signal), 0, "no listener left on the task's signal");
+      assert.equal(abortListeners(other.signal), 0, "nor on the returned Job's");
+    }),
+    10_000,
+    "the real scope's end",
+  );
+  other.complete();
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor on a CoroutineScope of the caller's own whose launch returns a kcoro Job other than the task's: the task completing first ends the producer (its channel closes) or the actor (onDone runs), and leaves no listener on that Job's signal nor completion handler on it", async () => {
   // Before, only the returned Job's completion ended them: the task's completion left the
   // channel open (its receivers waiting), the mailbox taking messages, onDone waiting, and a
