@@ -629,6 +629,11 @@ export function actor<M>(
     for (const handle of ending) handle[Symbol.dispose]();
     mailbox._stopWatching();
     for (const undo of detach) undo();
+    // The actor has ended: the mailbox's cancel below ends the mailbox only, no Job. Before, it
+    // cancelled the Job its task named (`Mailbox.cancel`): where that is not the task that ran
+    // the handler (a scope of the caller's own whose task names a long-lived Job, and whose
+    // returned Job completed first), a Job the actor does not own ended cancelled with it.
+    mailbox._job = null;
     a._finish(cause);
     // Reported as any completion handler's exception, also when the job was final already
     // (a cancelled scope) and this runs inside actor() itself.

@@ -3614,6 +3614,57 @@ function abortListeners(signal: AbortSignal): number {
   return record?.listeners?.abort?.length ?? 0;
 }
 
+Deno.test("actor on a CoroutineScope of the caller's own whose task names a long-lived Job: the actor's end cancels its mailbox, not that Job", async () => {
+  // README: the first of the two Jobs to complete ends the actor (its mailbox cancelled, onDone
+  // run); the other is not the actor's to cancel. Before, the mailbox's cancel at the actor's end
+  // cancelled the Job its task named (`Mailbox.cancel` → `_job`): a long-lived Job of the
+  // caller's, not the task that ran the handler, ended cancelled with it.
+  for (const start of ["at once", "deferred"] as const) {
+    const named = new CompletableDeferred<void>(); // long-lived, and no task's
+    const done: unknown[] = [];
+    await within(
+      coroutineScope(async (real) => {
+        let task!: ReturnType<CoroutineScope["launch"]>;
+        let deferred: (() => void) | null = null;
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) => {
+            const run = (t: CoroutineScope) =>
+              block(
+                { context: t.context, signal: t.signal, job: named } as unknown as CoroutineScope,
+              );
+            if (start === "at once") return task = real.launch(run);
+            // Deferred: the Job returned is made now, its block run later.
+            task = real.launch(async (t) => {
+              await new Promise<void>((r) => deferred = r);
+              return run(t);
+            });
+            return task;
+          },
+        } as unknown as CoroutineScope;
+        const a = actor<number>(
+          scope,
+          counted(async (mailbox: Channel<number>) => {
+            for await (const _ of mailbox) break;
+          }),
+          { onDone: (cause) => done.push(cause) },
+        );
+        (deferred as (() => void) | null)?.();
+        await a.send(1);
+        await task.join();
+        assert.equal(task.state, "completed", start);
+        assert.deepEqual(done, [undefined], `${start}: onDone ran as the task completed`);
+        assert.equal(a.trySend(2).state, "closed", `${start}: the mailbox takes no more`);
+      }),
+      10_000,
+      start,
+    );
+    assert.equal(named.state, "active", `${start}: the named Job is not the actor's to cancel`);
+    named.complete();
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce started late under a task of the caller's own naming a Job completed already ends at once and leaves no listener on the task's signal", async () => {
   // Before, `endWithTask` ended the producer at once, and the block then listened to the task's
   // signal (`closeOnCancel`) after `end` had run its removals: the listener stayed for good.
