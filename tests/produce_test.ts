@@ -3685,7 +3685,7 @@ Deno.test("produce started late under a task of the caller's own naming a Job co
       } as unknown as CoroutineScope;
       using ch = produce<number>(
         scope,
-        counted(async () => {
+        counted(() => {
           ran = true;
         }),
         { capacity: 1 },
