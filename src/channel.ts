@@ -2828,7 +2828,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     let settle = false;
     if (s.receivers.first !== null) {
       const h = this.#handOff(value, sym, op);
-      if (h === HANDED) return OK;
+      if (h === HANDED) {
+        // Handed to a receive of this isolate with no native call: what this creator's copies
+        // dropped goes to its hook all the same, as at any send of a drop policy's (README).
+        // Before, it waited natively for a later call.
+        if (this.#dropping) this.#collectAfter();
+        return OK;
+      }
       // A receive of this isolate queued natively may be the one the try-send completes.
       if (h === VIA_RING) settle = true;
       else if (h === VIA_RING_COPY) {

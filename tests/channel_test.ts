@@ -7800,6 +7800,35 @@ for (const overflow of ["drop-oldest", "drop-latest"] as const) {
   }
 }
 
+for (const overflow of ["drop-oldest", "drop-latest"] as const) {
+  for (const call of ["trySend", "send"] as const) {
+    Deno.test(`${overflow}: a creator's ${call} handed straight to a receive waiting in JavaScript hands the creator's onUndeliveredElement what a Channel.from copy's sends dropped`, async () => {
+      // README (Channels from TypeScript): on a drop policy's channel the creator hands its hook
+      // what its copies dropped whenever it sends. Before, a send that gave its value to a
+      // receive of this isolate still waiting in JavaScript (`#handOff`'s HANDED) returned
+      // without taking them: the copy's drop waited natively for a later call.
+      const hook: number[] = [];
+      using ch = new Channel<number>(1, {
+        codec: codecs.f64,
+        overflow,
+        onUndeliveredElement: (v) => hook.push(v),
+      });
+      using copy = Channel.from<number>(ch.share());
+      assert.deepEqual(copy.trySend(1), { state: "ok" });
+      assert.deepEqual(copy.trySend(2), { state: "ok" }); // drops one: kept for the creator
+      const kept = overflow === "drop-oldest" ? 2 : 1;
+      assert.deepEqual(copy.tryReceive(), { state: "ok", value: kept }); // empty now
+      // The copy has no hook: its receive waits in JavaScript (this turn) and takes nothing.
+      const p = copy.receive();
+      assert.deepEqual(hook, [], "the dropped value waits natively");
+      if (call === "trySend") assert.deepEqual(ch.trySend(7), { state: "ok" });
+      else await ch.send(7);
+      assert.deepEqual(hook, [overflow === "drop-oldest" ? 1 : 2]);
+      assert.equal(await p, 7);
+    });
+  }
+}
+
 Deno.test("native code's destroy learnt with sends waiting in JavaScript whose encoding's discard throws: every wait still fails, the error is reported, and the values reach onUndeliveredElement", async () => {
   // `#markEnded` fails this isolate's waits still in JavaScript one by one (`#failEnded`). A
   // discard that throws (here `kc_desc_free`, made to throw once after freeing) used to end
