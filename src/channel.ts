@@ -5665,7 +5665,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * creator disposed of the channel has only what this isolate counted and had not reported
    * when it saw the end (the counters went with the channel): zeros, mostly. A creator with
    * `onUndeliveredElement` first hands it what the channel dropped and kept for it (a copy's
-   * drops), so that `dropped` counts no value the hook was not handed.
+   * drops), so that `dropped` counts no value the hook was not handed: the hook runs inside
+   * this call then. An error it throws is reported (`reportError`), not thrown here; a hook that
+   * disposes the channel or closes the library makes this call throw what a call after that
+   * throws ({@linkcode InvalidHandleError}, `LibraryClosedError`). `Deno.inspect` of a channel
+   * reads no metrics and never runs the hook.
    */
   metrics(): ChannelMetrics {
     Channel.#check(this, "read channel metrics");

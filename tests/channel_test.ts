@@ -7829,6 +7829,38 @@ for (const overflow of ["drop-oldest", "drop-latest"] as const) {
   }
 }
 
+for (const hookDoes of ["throws", "disposes the channel"] as const) {
+  Deno.test(`drop-oldest: a creator's metrics() runs onUndeliveredElement for a copy's drop; a hook that ${hookDoes} there`, () => {
+    // README (Channels from TypeScript, counters): metrics() hands the hook what the channel
+    // kept for it first, so the hook runs inside it. Its error is reported, not thrown; its
+    // dispose makes that metrics() throw as a call after the dispose does.
+    const hook: number[] = [];
+    using reported = catchReported();
+    const ch: Channel<number> = new Channel<number>(1, {
+      codec: codecs.f64,
+      overflow: "drop-oldest",
+      onUndeliveredElement: (v) => {
+        hook.push(v);
+        if (hookDoes === "throws") throw new Error("hook failed");
+        ch[Symbol.dispose]();
+      },
+    });
+    using _ch = ch;
+    using copy = Channel.from<number>(ch.share());
+    assert.deepEqual(copy.trySend(1), { state: "ok" });
+    assert.deepEqual(copy.trySend(2), { state: "ok" }); // drops 1: kept for the creator
+    if (hookDoes === "throws") {
+      assert.equal(ch.metrics().dropped, 1);
+      assert.deepEqual(reported.errors.map((e) => (e as Error).message), ["hook failed"]);
+    } else {
+      assert.throws(() => ch.metrics(), InvalidHandleError);
+      assert.deepEqual(reported.errors, []);
+    }
+    // The dispose hands the hook the buffered 2 too, after the hook's turn for 1 ended.
+    assert.deepEqual(hook, hookDoes === "throws" ? [1] : [1, 2]);
+  });
+}
+
 Deno.test("native code's destroy learnt with sends waiting in JavaScript whose encoding's discard throws: every wait still fails, the error is reported, and the values reach onUndeliveredElement", async () => {
   // `#markEnded` fails this isolate's waits still in JavaScript one by one (`#failEnded`). A
   // discard that throws (here `kc_desc_free`, made to throw once after freeing) used to end
