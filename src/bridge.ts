@@ -162,6 +162,12 @@ export class Bridge {
   #waiting = false;
   /** `#closed` destroyed the ring: no call names its handle any more (`take`, `giveBack`). */
   #destroyed = false;
+  /**
+   * A drain or wait of the ring failed (negative status: the ring is gone, destroyed by hand, as
+   * a test does): `#closed` then makes no `kc_ring_destroy` of its own. Before, it destroyed the
+   * gone ring again (KC_EBADH, ignored).
+   */
+  #gone = false;
 
   private constructor(lib: Library) {
     this.#lib = lib;
@@ -305,7 +311,9 @@ export class Bridge {
       }
     }
     this.#awaitRecords(busy, () => this.#drainClosed());
-    this.#sym.kc_ring_destroy(this.#ring);
+    // Not where a drain found the ring gone (`#gone`: `#drainClosed` above drained it at least
+    // once, so a destroy by hand is known here).
+    if (!this.#gone) this.#sym.kc_ring_destroy(this.#ring);
     this.#destroyed = true;
     // A watch is told nothing more: its channel did not end, its library did (an owned one's
     // channel was cancelled by the destroy: the producer that fed it can feed it no more).
@@ -361,6 +369,7 @@ export class Bridge {
   #drainClosed(): number {
     for (;;) {
       const n = this.#sym.kc_ring_drain(this.#ring, this.#early, BATCH);
+      if (n < 0) this.#gone = true;
       if (n <= 0) return n;
       // Copied out: a settle's code may drain into `#early` again (`giveBack`'s check).
       const records = this.#early.slice(0, 4 * n), statuses = new Int32Array(records.buffer);
@@ -1090,6 +1099,7 @@ export class Bridge {
       const n = this.#sym.kc_ring_drain(this.#ring, this.#records, BATCH);
       this.#next = 0;
       this.#count = n > 0 ? n : 0;
+      if (n < 0) this.#gone = true;
       if (n <= 0) return n;
       more = n === BATCH;
     }

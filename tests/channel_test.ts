@@ -3945,6 +3945,45 @@ Deno.test("a given-up receive whose record was drained when its ring goes reject
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("the library's close makes no kc_ring_destroy of a ring destroyed by hand, and one of a live ring", async () => {
+  // The bridge finds the ring gone as its close drains it (\`Bridge.#gone\`). Before, the close
+  // destroyed the gone ring again (KC_EBADH back, ignored).
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const calls = [];
+    for (const byHand of [true, false]) {
+      const lib = library();
+      const sym = lib.symbols("test");
+      const bridge = Bridge.of(lib);
+      const ch = new Channel(0, { codec: codecs.f64 });
+      ch.share();
+      const outcome = ch.receive().then(() => "resolved", (e) => e.name);
+      await until(() => bridge.pending === 1, "the receive queued natively");
+      const destroy = sym.kc_ring_destroy;
+      if (byHand) destroy(bridge.ring);
+      sym.kc_ring_destroy = (ring) => {
+        const rc = destroy(ring);
+        calls.push(rc);
+        return rc;
+      };
+      try {
+        closeLibrary();
+      } finally {
+        sym.kc_ring_destroy = destroy;
+      }
+      calls.push(await within(outcome, 10_000, "the receive"));
+    }
+    console.log(JSON.stringify(calls));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  // By hand: no call; the receive fails as its ring's loss or the close (whichever found it).
+  const calls = JSON.parse(res.stdout);
+  assert.equal(typeof calls[0], "string");
+  assert.deepEqual(calls.slice(1), [0, "LibraryClosedError"]);
+});
+
 Deno.test("close watches whose ring goes are settled: told the cancel the ring's going away made, the others watching no more", async () => {
   // Not reachable through the API today (a ring goes with its library's close, which withdraws
   // every watch first): the ring is destroyed by hand with only watches queued, so the watch
