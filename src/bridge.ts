@@ -269,6 +269,21 @@ export class Bridge {
    * rejects, seeing the library closed) instead of waiting for ever.
    */
   #closed(): void {
+    // One batch (`due`), as `#closing`'s: the hooks for the values its settles leave in their
+    // channels' dropped lists (a send a cancel failed, a give-back refused, a send cut off by the
+    // destroy) run once every operation it settles has settled, as open. Before, no batch: those
+    // values waited natively for their channel's dispose.
+    const outer = this.due !== null;
+    if (!outer) this.due = this.#dueRuns;
+    try {
+      this.#closedBatch();
+    } finally {
+      if (!outer) this.#runDue();
+    }
+  }
+
+  /** What `#closed` does, as one batch (`due`). */
+  #closedBatch(): void {
     // Records `settleWhere` held after the last `#closing` drained the ring (a close hook of the
     // last round a close runs, past which another `#closing` is not run: see `settleWhere`):
     // settled first, once each, in order, as that drain would have settled them (a close

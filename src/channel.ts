@@ -5070,6 +5070,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (value) bridge.giveBack(w);
       else bridge.take(w, null, 0);
       releaseSlot(w);
+      // A give-back refused (its channel closed and drained) left the value in the channel's
+      // dropped list: to the hook at the end of the close's batch (`Bridge.#closed`), as open
+      // (`_completed`). Before, it reached the hook only at the creator's dispose.
+      if (value) this.#collectSettled();
       w.giveUp(w.reason);
       return;
     }
@@ -5100,6 +5104,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     releaseSlot(w);
     w.reject(new LibraryClosedError(waitOp(w.kind)));
+    // A send failed so left its value in the channel's dropped list (a native cancel's, as its
+    // record says; or the ring's teardown's, `dropUnsent`, for one cut off): to the hook at the
+    // end of the close's batch, once every wait it settles has rejected (`Bridge.#closed`), as
+    // open. Before, it waited there until the creator's dispose.
+    if (w.kind === SEND) this.#collectSettled();
   }
 
   /**
@@ -5172,7 +5181,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (!batch.has(this)) batch.set(this, () => this.#collectDue());
       return;
     }
-    this.#collect();
+    // Once the library is closed, `#collect` takes nothing: `#collectDue` takes with the release
+    // symbols, as a dispose after the close does.
+    if (this.#lib.isOpen) this.#collect();
+    else this.#collectDue();
   }
 
   /**
