@@ -1243,8 +1243,8 @@ class Waiter implements RingOp {
    */
   declare encoded?: boolean;
   readonly value: unknown;
-  readonly resolve: (v: unknown) => void;
-  readonly #reject: (e: unknown) => void;
+  resolve: (v: unknown) => void;
+  #reject: (e: unknown) => void;
   /**
    * The iterator whose `next()` this receive is (`#receive`'s `held`): a rejection ends it
    * (`IterWaits.ended`), as an async generator that threw is done. A field read at the
@@ -1295,6 +1295,50 @@ class Waiter implements RingOp {
       held.ended = held.rejected = true;
     }
     this.#reject(e);
+  }
+
+  /**
+   * `reject(e)` once every earlier `next()` of its iterator still pending has settled (the
+   * nearest one's settle runs it, which looks again), so that the `next()`s settle in the order
+   * they were called: an earlier one with its own outcome, then this one rejecting, or answering
+   * done where an earlier one rejected (`reject`). For the library's close (`Channel.#failClosed`,
+   * `#completedClosed`), which withdraws a later `next()` while an earlier one's record is still
+   * due. Before, the later one rejected first and the earlier ones, settling after it, answered
+   * done: an iterator that failed at its second step and had ended at its first.
+   */
+  rejectInOrder(e: unknown): void {
+    const before = this.#earlierPending();
+    if (before === null) return this.reject(e);
+    // Wrapped, not a list to run: every settle of `before` goes through these two (its `reject`,
+    // and `resolve` where it answers a value or done), whichever path settles it.
+    const resolve = before.resolve, reject = before.#reject;
+    let done = false;
+    const then = () => {
+      if (done) return;
+      done = true;
+      this.rejectInOrder(e);
+    };
+    before.resolve = (v) => {
+      resolve(v);
+      then();
+    };
+    before.#reject = (x) => {
+      reject(x);
+      then();
+    };
+  }
+
+  /**
+   * The nearest `next()` of its iterator called before this one that has not settled (not
+   * DONE: a wait is detached as it settles), else null.
+   */
+  #earlierPending(): Waiter | null {
+    const held = this.held;
+    if (held === undefined) return null;
+    const more = held.more ?? [];
+    let i = held.waiter === this ? more.length : more.indexOf(this);
+    while (--i >= 0) if (more[i].state !== DONE) return more[i];
+    return null;
   }
 
   /** Leaves its queue, drops its abort listener, and is done. */
@@ -5000,7 +5044,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
     } finally {
       releaseSlot(w);
-      w.reject(new LibraryClosedError(waitOp(w.kind)));
+      w.rejectInOrder(new LibraryClosedError(waitOp(w.kind)));
     }
   }
 
@@ -5103,7 +5147,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return;
     }
     releaseSlot(w);
-    w.reject(new LibraryClosedError(waitOp(w.kind)));
+    w.rejectInOrder(new LibraryClosedError(waitOp(w.kind)));
     // A send failed so left its value in the channel's dropped list (a native cancel's, as its
     // record says; or the ring's teardown's, `dropUnsent`, for one cut off): to the hook at the
     // end of the close's batch, once every wait it settles has rejected (`Bridge.#closed`), as

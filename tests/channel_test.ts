@@ -3420,6 +3420,51 @@ Deno.test("closing the library hands the values its late records leave in their 
   assert.deepEqual(out.settled, ["rejected LibraryClosedError", "rejected AbortError"]);
 });
 
+Deno.test("closing the library settles an iterator's pending next()s in the order they were called: the earlier one whose record was due first, then the later one it withdrew", async () => {
+  // Two next()s queued natively; native code completes the first (its record held off past the
+  // withdrawals, as in the tests above), and the close withdraws the second. Its record drained
+  // as the library closes, the first resolves with its value, then the second rejects; cut off
+  // (no record seen), the first rejects, then the second answers done (its iterator ended).
+  // Before, the withdrawn second rejected first, and the first then resolved after it, or
+  // answered done: an iterator that failed at its second step, and ended at its first.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { trySendNatively, until, within } from "./tests/support.ts";
+    const runs = {};
+    for (const drained of [true, false]) {
+      const lib = library();
+      const sym = lib.symbols("test");
+      const bridge = Bridge.of(lib);
+      const ch = new Channel(0, { codec: codecs.f64 });
+      ch.share();
+      const it = ch[Symbol.asyncIterator]();
+      const log = [];
+      const name = (n, p) =>
+        p.then((r) => log.push(n + (r.done ? " done" : " " + r.value)), (e) => log.push(n + " " + e.name));
+      const both = Promise.all([name("first", it.next()), name("second", it.next())]);
+      await until(() => bridge.pending === 2, "both next()s queued natively");
+      const drain = sym.kc_ring_drain;
+      let looks = 0;
+      sym.kc_ring_drain = (...args) => lib.isOpen || looks++ === 0 || !drained ? 0 : drain(...args);
+      const sent = trySendNatively(ch.handle, 5);
+      try {
+        closeLibrary();
+      } finally {
+        sym.kc_ring_drain = drain;
+      }
+      await within(both, 10_000, "both next()s");
+      runs[drained ? "drained" : "cut off"] = { sent, log };
+    }
+    console.log(JSON.stringify(runs));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    drained: { sent: 0, log: ["first 5", "second LibraryClosedError"] },
+    "cut off": { sent: 0, log: ["first LibraryClosedError", "second done"] },
+  });
+});
+
 Deno.test("closing the library withdraws operations queued natively (receive, send, select) and fails them", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, library, select } from "./mod.ts";
