@@ -256,9 +256,9 @@ let loopEnded = false;
 
 /**
  * In the main isolate, once it pinned cells for `lib`'s coroutines: a process whose event loop
- * ran out of work while `lib`'s scheduler still runs ends at `unload` with `Deno.exit()` (its
- * `Deno.exitCode`), after every other `unload` listener. Deno disposes the main isolate before
- * it exits, which frees its heap, the `SharedArrayBuffer` cells included, while the scheduler's
+ * ran out of work while `lib`'s scheduler still runs shuts it down (cancel) at `unload`, after
+ * every other `unload` listener (`exitAtUnload`). Deno disposes the main isolate before it
+ * exits, which frees its heap, the `SharedArrayBuffer` cells included, while the scheduler's
  * threads run on, so a coroutine still running wrote into freed memory: the C library's heap
  * corrupted, and the exit ended in SIGABRT or SIGSEGV, or hung in `malloc` for good (running
  * `"chanSender"`s, about one exit in five here). `Deno.exit()` ends the process without that
@@ -282,7 +282,10 @@ function guardExit(lib: Library): void {
   exitGuarded.add(lib);
 }
 
-/** `guardExit`'s `unload` listener: ends the process at once if a scheduler still runs. */
+/**
+ * `guardExit`'s `unload` listener: stops the schedulers still running before the disposal (or,
+ * past `UNLOAD_STOP_MS`, ends the process without it).
+ */
 function exitAtUnload(): void {
   if (!loopEnded) return; // the caller's Deno.exit(), which disposes nothing
   let running = false;
@@ -293,8 +296,36 @@ function exitAtUnload(): void {
       running = true; // unknown: the safe side
     }
   }
-  if (running) Deno.exit();
+  if (!running) return;
+  // Stop the schedulers before Deno disposes the isolate, keeping Deno's own teardown (its
+  // exit code, later `unload` listeners, Node's `process.on("exit")`, and under `deno test`
+  // the next test file): a cancelling shutdown on a helper thread, waited for here up to
+  // UNLOAD_STOP_MS. A coroutine that never yields (C code of the caller's) keeps its worker
+  // from being joined: then `Deno.exit()`, which skips the disposal, as the last resort.
+  for (const lib of exitGuarded) {
+    try {
+      if (!allEnded(lib)) void lib._symbolsToRelease.kc_sched_shutdown_async(SHUTDOWN_CANCEL);
+    } catch { /* closed meanwhile: allEnded below reads it */ }
+  }
+  const deadline = Date.now() + UNLOAD_STOP_MS;
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    let ended = true;
+    for (const lib of exitGuarded) {
+      try {
+        ended &&= allEnded(lib);
+      } catch {
+        ended = false;
+      }
+    }
+    if (ended) return;
+    if (Date.now() >= deadline) Deno.exit();
+    Atomics.wait(nap, 0, 0, 1); // a bounded poll: the event loop no longer runs
+  }
 }
+
+/** How long `exitAtUnload` waits for the schedulers to stop before it ends the process. */
+const UNLOAD_STOP_MS = 5_000;
 
 /** The map of a built-in's cells is pruned at this size first. */
 const PRUNE_MIN = 64;

@@ -1253,6 +1253,55 @@ Deno.test("a process that ends while coroutines write into its cells exits clean
   }
 });
 
+Deno.test("deno test: a test file ending with coroutines running fails as it should, and the next file runs", async () => {
+  // The first file ends with chanSenders writing into its cells and has a failing test. Its
+  // module's unload stops the scheduler (a cancelling shutdown) before Deno disposes the
+  // isolate; before, it called Deno.exit(0), which `deno test` turned into a note ("called
+  // `Deno.exit(0)` from outside any test") and an isolate terminated mid-teardown.
+  const dir = await Deno.makeTempDir({ prefix: "kcoro-unload-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/a_test.ts`,
+      `import { Channel, codecs, runtime } from "${root}mod.ts";
+      const rt = runtime({ workers: 2 });
+      for (let i = 0; i < 64; i++) {
+        const ch = new Channel(1, { codec: codecs.u64, overflow: "drop-oldest" });
+        rt.spawn("chanSender", rt.cells([BigInt(ch.handle), 0n, 1n << 40n, 0n, 0n]));
+      }
+      Deno.test("a fails", () => { throw new Error("a failed"); });
+      `,
+    );
+    await Deno.writeTextFile(
+      `${dir}/b_test.ts`,
+      `Deno.test("b passes", () => {});\n`,
+    );
+    const res = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "test",
+        "--no-check",
+        "--allow-ffi",
+        "--allow-read",
+        "--allow-env",
+        `${dir}/a_test.ts`,
+        `${dir}/b_test.ts`,
+      ],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const out = new TextDecoder().decode(res.stdout) + new TextDecoder().decode(res.stderr);
+    assert.equal(res.signal, null, out);
+    assert.equal(res.code, 1, out);
+    assert.ok(!out.includes("Deno.exit"), out);
+    assert.match(out, /a fails \.\.\. FAILED/);
+    assert.match(out, /b passes \.\.\. ok/);
+    assert.match(out, /1 passed \| 1 failed/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("runtime: a pending drain() or shutdown() keeps the process alive until it resolves", async () => {
   // Neither is awaited at the top level: only the pending native call holds the event loop.
   for (const call of ["drain()", 'shutdown("finish")']) {
