@@ -282,10 +282,7 @@ function guardExit(lib: Library): void {
   exitGuarded.add(lib);
 }
 
-/**
- * `guardExit`'s `unload` listener: stops the schedulers still running before the disposal (or,
- * past `UNLOAD_STOP_MS`, ends the process without it).
- */
+/** `guardExit`'s `unload` listener: stops the schedulers still running before the disposal. */
 function exitAtUnload(): void {
   if (!loopEnded) return; // the caller's Deno.exit(), which disposes nothing
   let running = false;
@@ -299,33 +296,17 @@ function exitAtUnload(): void {
   if (!running) return;
   // Stop the schedulers before Deno disposes the isolate, keeping Deno's own teardown (its
   // exit code, later `unload` listeners, Node's `process.on("exit")`, and under `deno test`
-  // the next test file): a cancelling shutdown on a helper thread, waited for here up to
-  // UNLOAD_STOP_MS. A coroutine that never yields (C code of the caller's) keeps its worker
-  // from being joined: then `Deno.exit()`, which skips the disposal, as the last resort.
+  // the next test file): a cancelling shutdown, synchronous, since the event loop no longer
+  // runs and the cells must outlive the join of the workers (kc_sched_ended, which allEnded
+  // reads, is known before that join, while a worker may still run a coroutine's last slice).
+  // A coroutine that never yields (C code of the caller's) keeps it waiting, as it keeps
+  // shutdown() and closeLibrary() waiting (README, "The scheduler from TypeScript").
   for (const lib of exitGuarded) {
     try {
-      if (!allEnded(lib)) void lib._symbolsToRelease.kc_sched_shutdown_async(SHUTDOWN_CANCEL);
-    } catch { /* closed meanwhile: allEnded below reads it */ }
-  }
-  const deadline = Date.now() + UNLOAD_STOP_MS;
-  const nap = new Int32Array(new SharedArrayBuffer(4));
-  for (;;) {
-    let ended = true;
-    for (const lib of exitGuarded) {
-      try {
-        ended &&= allEnded(lib);
-      } catch {
-        ended = false;
-      }
-    }
-    if (ended) return;
-    if (Date.now() >= deadline) Deno.exit();
-    Atomics.wait(nap, 0, 0, 1); // a bounded poll: the event loop no longer runs
+      lib._symbolsToRelease.kc_sched_shutdown(SHUTDOWN_CANCEL);
+    } catch { /* a library closed meanwhile: closing shut its scheduler down */ }
   }
 }
-
-/** How long `exitAtUnload` waits for the schedulers to stop before it ends the process. */
-const UNLOAD_STOP_MS = 5_000;
 
 /** The map of a built-in's cells is pruned at this size first. */
 const PRUNE_MIN = 64;
