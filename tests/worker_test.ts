@@ -20,6 +20,15 @@ import {
   trapTaken,
 } from "./fixtures/stress_party.ts";
 import {
+  OFFERED,
+  race,
+  raceMemory,
+  REFUSED,
+  SENT,
+  UNSENT,
+  value,
+} from "./fixtures/select_race_party.ts";
+import {
   type GiveBackTally,
   type Name as GiveBackName,
   party as giveBackParty,
@@ -1863,6 +1872,195 @@ Deno.test("stress: a Worker sending or receiving in every way, terminated at a s
     }
   }
 });
+
+Deno.test("stress: selects with send and receive clauses racing on shared channels from three isolates and native threads, a Worker terminated mid-select: every value once, metrics add up", async () => {
+  // The main isolate and two Workers (tests/fixtures/select_race_party.ts) run only selects,
+  // each with one or two onSend and one or two onReceiveCatching clauses on three shared
+  // channels of seeded kinds, or one of each on a fourth, a rendezvous only selects use (they
+  // wait there natively until another isolate's select meets them), sometimes an onTimeout,
+  // sometimes a signal aborting after 0-2 ms, biased or unbiased, writing each value's fate into
+  // shared memory; a chanSender feeds each of the three natively and an echo passes channel 0's
+  // values on to channel 1. Some rounds cancel
+  // channel 2 mid-stream, some terminate Worker 1 at a seeded moment (mid-select, or draining).
+  // Then every channel closes and every party drains it. Exactly: a value a select said it sent
+  // (or a native sent) is received once or reaches onUndeliveredElement once; one whose select
+  // a close or cancel failed reaches the hook once and nothing else; one a select did not send
+  // is seen nowhere; one the terminated Worker offered in a select still pending as it died is
+  // seen at most once; nothing else is seen; no select fired twice or fired and rejected. The
+  // terminated Worker may have taken a value it died before writing down: at most one per
+  // pending select or drain (it is then seen nowhere, correctly). Metrics (no Worker
+  // terminated): dropped is the hooks' count on every channel; channels 2 and 3's sends and
+  // receives are the parties' and the native's, channel 1's sends include the echo's. Seeded
+  // (KCORO_STRESS_SEED, KCORO_STRESS_SEEDS rounds from it; KCORO_STRESS_VERBOSE prints each):
+  // the seed fixes the draws, not how the threads interleave.
+  const url = new URL("./fixtures/select_race_party.ts", import.meta.url);
+  const first = Number(Deno.env.get("KCORO_STRESS_SEED") ?? 1);
+  const seeds = Number(Deno.env.get("KCORO_STRESS_SEEDS") ?? 3);
+  const ms = Number(Deno.env.get("KCORO_STRESS_MS") ?? 1_500);
+  for (let seed = first; seed < first + seeds; seed++) {
+    await selectRace(url, seed, ms);
+  }
+});
+
+async function selectRace(url: URL, seed: number, ms: number): Promise<void> {
+  const rand = prng(seed);
+  const rt = runtime();
+  const kinds: Capacity[] = ["rendezvous", 1 + Math.floor(rand() * 4), "conflated", "unlimited"];
+  // The last: a rendezvous only the parties' selects use (no native touches it).
+  const shape = [0, 1, 2].map(() => kinds[Math.floor(rand() * kinds.length)]);
+  shape.push("rendezvous");
+  const kill = rand() < 0.5, cancel = rand() < 0.3;
+  const killAt = rand(), cancelAt = rand();
+  const what = `seed ${seed} (KCORO_STRESS_SEED=${seed} KCORO_STRESS_SEEDS=1 ` +
+    `KCORO_STRESS_MS=${ms}), channels ${shape.join("/")}${
+      kill ? `, Worker 1 terminated at ${Math.round(killAt * ms)} ms` : ""
+    }${cancel ? `, channel 2 cancelled at ${Math.round(cancelAt * ms)} ms` : ""}`;
+  const hooked: [bigint, number][] = [];
+  const chans = shape.map((k, c) =>
+    new Channel<bigint>(k, {
+      codec: codecs.u64,
+      onUndeliveredElement: (v) => hooked.push([v, c]),
+    })
+  );
+  const loops = 2, values = 60_000, received = 300_000;
+  const mems = [1, 2, 3].map(() => raceMemory(values, received));
+  const ws = [0, 1].map(() => new Worker(url, { type: "module" }));
+  const timers: ReturnType<typeof setTimeout>[] = [];
+  let killed: Promise<void> | undefined;
+  try {
+    const probes = ws.map((w) => message<{ probe: SharedChannel }>(w));
+    const shared = chans.map((c) => c.share());
+    for (const w of ws) w.postMessage({ chans: shared });
+    const [, probe] = await within(Promise.all(probes), workerStartMs, `the Workers (${what})`);
+    const start = Date.now(), deadline = start + ms;
+    const done = ws.map((w) => message<string>(w));
+    ws.forEach((w, i) =>
+      w.postMessage({ job: { id: 2 + i, seed: seed * 10 + i, loops, deadline, mem: mems[1 + i] } })
+    );
+    if (kill) {
+      killed = new Promise((resolve, reject) =>
+        timers.push(
+          setTimeout(() => terminated(ws[1], probe.probe).then(resolve, reject), killAt * ms),
+        )
+      );
+    }
+    if (cancel) timers.push(setTimeout(() => chans[2].cancel(), cancelAt * ms));
+    const natives = chans.slice(0, 3).map((ch, c) => {
+      const first = BigInt(100 + c) << 32n, count = 3_000n;
+      const cells = rt.cells([BigInt(ch.handle), first, count, 0n, 0n]);
+      rt.spawn("chanSender", cells);
+      return { first, count, cells };
+    });
+    const echo = rt.cells([BigInt(chans[0].handle), BigInt(chans[1].handle), 0n, 0n]);
+    rt.spawn("echo", echo);
+    const main = race(chans, { id: 1, seed: seed * 10 + 9, loops, deadline, mem: mems[0] });
+
+    // Sends end at the deadline; then everyone drains until the channels close.
+    await until(() => mems[0].counts[3] >= 1, `this isolate's selects (${what})`, workerStartMs);
+    await until(
+      () => (kill || mems[2].counts[3] >= 1) && mems[1].counts[3] >= 1,
+      `the Workers' selects (${what})`,
+      workerStartMs,
+    );
+    await until(() => natives.every((n) => n.cells[4] === 1n), `the chanSenders (${what})`);
+    await within(killed ?? Promise.resolve(), workerStartMs, `the terminated Worker (${what})`);
+    for (const ch of chans) ch.close();
+    await until(() => echo[3] === 1n, `the echo (${what})`);
+    await within(main, workerStartMs, `this isolate's drain (${what})`);
+    await within(
+      Promise.all(kill ? [done[0]] : done),
+      workerStartMs,
+      `the Workers' drain (${what})`,
+    );
+    const metrics = chans.map((ch) => ch.metrics());
+    for (const ch of chans) ch[Symbol.dispose](); // what they still hold: to the hook
+
+    // Exactly once.
+    const sent = new Map<bigint, number>(); // value: the channel it was sent on (-1: refused)
+    const maybe = new Set<bigint>(), unsent = new Set<bigint>(), hookOnly = new Set<bigint>();
+    const wrong: string[] = [];
+    let bad = 0, selects = 0;
+    mems.forEach((m, p) => {
+      bad += m.counts[1];
+      selects += m.counts[2];
+      for (let s = 0; s < values; s++) {
+        const st = m.state[s], v = value(p + 1, s);
+        if (st >= SENT) sent.set(v, st - SENT);
+        else if (st === REFUSED) sent.set(v, -1);
+        else if (st === OFFERED) {
+          if (!kill || p !== 2) wrong.push(`${v}: still offered by party ${p + 1}`);
+          maybe.add(v);
+        } else if (st === UNSENT) unsent.add(v);
+      }
+    });
+    for (const n of natives) {
+      for (let i = 0n; i < n.cells[3]; i++) sent.set(n.first + i, Number((n.first >> 32n) - 100n));
+      // Its failing send: a cancel that failed it waiting handed its value to the hook.
+      if (n.cells[3] < n.count) hookOnly.add(n.first + n.cells[3]);
+    }
+    const seen = new Map<bigint, string[]>();
+    const see = (v: bigint, where: string) => seen.set(v, [...(seen.get(v) ?? []), where]);
+    let torn = 0; // the terminated Worker's: counted, then killed before the value was written
+    const gotFrom = [0, 0, 0, 0];
+    mems.forEach((m, p) => {
+      for (let i = 0; i < Math.min(m.counts[0], received); i++) {
+        if (m.got[i] === 0n) torn++;
+        else {see(m.got[i], `received by party ${p + 1} from ${m.gotFrom[i]}`),
+            gotFrom[m.gotFrom[i]]++;}
+      }
+    });
+    const hooks = [0, 0, 0, 0];
+    for (const [v, c] of hooked) see(v, `hooked by ${c}`), hooks[c]++;
+    let missing = 0;
+    for (const [v, c] of sent) {
+      const w = seen.get(v) ?? [];
+      if (w.length === 0 && c >= 0) missing++;
+      else if (w.length !== 1) {
+        wrong.push(`${v} sent on ${c}: seen ${w.length} times (${w.join(", ")})`);
+      } else if (c < 0 && !w[0].startsWith("hooked")) wrong.push(`${v} refused: ${w[0]}`);
+    }
+    for (const [v, w] of seen) {
+      if (sent.has(v)) continue;
+      const once = maybe.has(v) ||
+        (hookOnly.has(v) && w[0] === `hooked by ${Number(v >> 32n) - 100}`);
+      if (!once || w.length > 1) wrong.push(`${v} not sent: ${w.join(", ")}`);
+    }
+    for (const v of unsent) if (seen.has(v)) wrong.push(`${v} unsent but seen`);
+    assert.deepEqual(wrong.slice(0, 20), [], what);
+    assert.equal(bad, 0, `selects that fired twice or fired and rejected (${what})`);
+    // Taken by the terminated Worker's pending selects or drains and lost with it, correctly.
+    assert.ok(missing <= (kill ? loops + chans.length : 0), `${what}: ${missing} values lost`);
+    assert.ok(torn <= (kill ? 1 : 0), `${what}: ${torn} torn`);
+    assert.ok(selects > 100, `${what}: only ${selects} selects`);
+    if (Deno.env.get("KCORO_STRESS_VERBOSE") !== undefined) {
+      console.log(
+        `${what}: ${selects} selects, ${sent.size} sent, ${hooked.length} hooked, ${maybe.size} ` +
+          `offered as the Worker died, ${missing} lost with it, received ${gotFrom}, echoed ${
+            echo[2]
+          }, by party ${mems.map((m) => `${m.counts[2]} selects phase ${m.counts[3]}`)}`,
+      );
+    }
+
+    // Metrics.
+    if (!kill) {
+      metrics.forEach((m, c) =>
+        assert.equal(m.dropped, hooks[c], `channel ${c} dropped (${what})`)
+      );
+      const sentOn = (c: number) => [...sent.values()].filter((x) => x === c).length;
+      for (const c of [2, 3]) {
+        assert.equal(metrics[c].sends, sentOn(c), `channel ${c}'s sends (${what})`);
+        assert.equal(metrics[c].receives, gotFrom[c], `channel ${c}'s receives (${what})`);
+      }
+      assert.equal(metrics[1].sends, sentOn(1) + Number(echo[2]), `channel 1's sends (${what})`);
+      const byEcho = metrics[0].receives - gotFrom[0] - Number(echo[2]);
+      assert.ok(byEcho === 0 || byEcho === 1, `channel 0's receives (${what}): ${byEcho}`);
+    }
+  } finally {
+    for (const t of timers) clearTimeout(t);
+    for (const w of ws) w.terminate();
+    for (const ch of chans) ch[Symbol.dispose]();
+  }
+}
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
