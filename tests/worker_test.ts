@@ -1910,7 +1910,7 @@ async function selectRace(url: URL, seed: number, ms: number): Promise<void> {
   const shape = [0, 1, 2].map(() => kinds[Math.floor(rand() * kinds.length)]);
   shape.push("rendezvous");
   const kill = rand() < 0.5, cancel = rand() < 0.3;
-  const killAt = rand(), cancelAt = rand();
+  const killAt = 1.25 * rand(), cancelAt = rand(); // a fifth of the kills as it drains
   const what = `seed ${seed} (KCORO_STRESS_SEED=${seed} KCORO_STRESS_SEEDS=1 ` +
     `KCORO_STRESS_MS=${ms}), channels ${shape.join("/")}${
       kill ? `, Worker 1 terminated at ${Math.round(killAt * ms)} ms` : ""
@@ -1926,7 +1926,7 @@ async function selectRace(url: URL, seed: number, ms: number): Promise<void> {
   const mems = [1, 2, 3].map(() => raceMemory(values, received));
   const ws = [0, 1].map(() => new Worker(url, { type: "module" }));
   const timers: ReturnType<typeof setTimeout>[] = [];
-  let killed: Promise<void> | undefined;
+  let killed: Promise<void> | undefined, main: Promise<void> | undefined;
   try {
     const probes = ws.map((w) => message<{ probe: SharedChannel }>(w));
     const shared = chans.map((c) => c.share());
@@ -1953,7 +1953,7 @@ async function selectRace(url: URL, seed: number, ms: number): Promise<void> {
     });
     const echo = rt.cells([BigInt(chans[0].handle), BigInt(chans[1].handle), 0n, 0n]);
     rt.spawn("echo", echo);
-    const main = race(chans, { id: 1, seed: seed * 10 + 9, loops, deadline, mem: mems[0] });
+    main = race(chans, { id: 1, seed: seed * 10 + 9, loops, deadline, mem: mems[0] });
 
     // Sends end at the deadline; then everyone drains until the channels close.
     await until(() => mems[0].counts[3] >= 1, `this isolate's selects (${what})`, workerStartMs);
@@ -2042,20 +2042,26 @@ async function selectRace(url: URL, seed: number, ms: number): Promise<void> {
     }
 
     // Metrics.
-    if (!kill) {
-      metrics.forEach((m, c) =>
-        assert.equal(m.dropped, hooks[c], `channel ${c} dropped (${what})`)
+    const sentOn = (c: number) => [...sent.values()].filter((x) => x === c).length;
+    metrics.forEach((m, c) => assert.equal(m.dropped, hooks[c], `channel ${c} dropped (${what})`));
+    // Sends (channel 1's include the echo's) and receives (channel 0's include the echo's, and
+    // the one it held as channel 1 closed). Equal, with no Worker terminated; with one: a send
+    // its select made as it died is counted, not tallied; a value its receive took, then lost
+    // with it, is counted received.
+    for (const c of [0, 1, 2, 3]) {
+      const sends = metrics[c].sends - sentOn(c) - (c === 1 ? Number(echo[2]) : 0);
+      const receives = metrics[c].receives - gotFrom[c];
+      assert.ok(sends >= 0 && sends <= maybe.size, `channel ${c}'s sends (${what}): ${sends}`);
+      if (c === 0) continue; // below
+      assert.ok(
+        receives >= 0 && receives <= missing,
+        `channel ${c}'s receives (${what}): ${receives}`,
       );
-      const sentOn = (c: number) => [...sent.values()].filter((x) => x === c).length;
-      for (const c of [2, 3]) {
-        assert.equal(metrics[c].sends, sentOn(c), `channel ${c}'s sends (${what})`);
-        assert.equal(metrics[c].receives, gotFrom[c], `channel ${c}'s receives (${what})`);
-      }
-      assert.equal(metrics[1].sends, sentOn(1) + Number(echo[2]), `channel 1's sends (${what})`);
-      const byEcho = metrics[0].receives - gotFrom[0] - Number(echo[2]);
-      assert.ok(byEcho === 0 || byEcho === 1, `channel 0's receives (${what}): ${byEcho}`);
     }
+    const byEcho = metrics[0].receives - gotFrom[0] - Number(echo[2]);
+    assert.ok(byEcho >= 0 && byEcho <= 1 + missing, `channel 0's receives (${what}): ${byEcho}`);
   } finally {
+    main?.catch(() => {}); // a failure above: its receives fail as the channels go
     for (const t of timers) clearTimeout(t);
     for (const w of ws) w.terminate();
     for (const ch of chans) ch[Symbol.dispose]();
