@@ -1956,12 +1956,22 @@ async function selectRace(url: URL, seed: number, ms: number): Promise<void> {
     main = race(chans, { id: 1, seed: seed * 10 + 9, loops, deadline, mem: mems[0] });
 
     // Sends end at the deadline; then everyone drains until the channels close.
-    await until(() => mems[0].counts[3] >= 1, `this isolate's selects (${what})`, workerStartMs);
-    await until(
-      () => (kill || mems[2].counts[3] >= 1) && mems[1].counts[3] >= 1,
-      `the Workers' selects (${what})`,
-      workerStartMs,
-    );
+    // Each party's phase and the selects it waits in (tests/fixtures/select_race_party.ts).
+    const parties = () =>
+      mems.map((m, p) =>
+        `party ${p + 1}: phase ${m.counts[3]}, waiting ${
+          [...m.counts.slice(4, 4 + loops)].map((x) => x.toString(2))
+        }`
+      ).join("; ");
+    const selectsEnd = performance.now() + 60_000;
+    while (
+      !(mems[0].counts[3] >= 1 && (kill || mems[2].counts[3] >= 1) && mems[1].counts[3] >= 1)
+    ) {
+      if (performance.now() > selectsEnd) {
+        throw new Error(`selects left waiting: ${parties()} (${what})`);
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
     await until(() => natives.every((n) => n.cells[4] === 1n), `the chanSenders (${what})`);
     await within(killed ?? Promise.resolve(), workerStartMs, `the terminated Worker (${what})`);
     for (const ch of chans) ch.close();
