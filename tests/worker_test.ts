@@ -1894,7 +1894,8 @@ Deno.test("stress: selects with send and receive clauses racing on shared channe
   // (KCORO_STRESS_SEED, KCORO_STRESS_SEEDS rounds from it; KCORO_STRESS_VERBOSE prints each):
   // the seed fixes the draws, not how the threads interleave.
   const url = new URL("./fixtures/select_race_party.ts", import.meta.url);
-  const first = Number(Deno.env.get("KCORO_STRESS_SEED") ?? 1);
+  // By default seeds 4 to 6: 4 and 5 terminate a Worker, 6 cancels channel 2.
+  const first = Number(Deno.env.get("KCORO_STRESS_SEED") ?? 4);
   const seeds = Number(Deno.env.get("KCORO_STRESS_SEEDS") ?? 3);
   const ms = Number(Deno.env.get("KCORO_STRESS_MS") ?? 1_500);
   for (let seed = first; seed < first + seeds; seed++) {
