@@ -264,8 +264,9 @@ let loopEnded = false;
  * `"chanSender"`s, about one exit in five here). `Deno.exit()` ends the process without that
  * disposal, so a process ending by the caller's own `Deno.exit()` needs nothing (`beforeunload`
  * is not dispatched then, and the listener leaves the exit to it). A Worker's cells are native
- * memory, never freed, so a Worker needs none of this. An uncaught error still ends the process
- * through the disposal (README, "The scheduler from TypeScript").
+ * memory, never freed, so a Worker needs none of this. An uncaught error or unhandled rejection
+ * ends the process through the disposal without an `unload`: `exitAtFatal` stops the schedulers
+ * there (README, "The scheduler from TypeScript").
  */
 function guardExit(lib: Library): void {
   if (inWorker || exitGuarded.has(lib)) return;
@@ -278,13 +279,70 @@ function guardExit(lib: Library): void {
       addEventListener("unload", exitAtUnload);
     });
     addEventListener("unload", exitAtUnload);
+    // An uncaught error or unhandled rejection skips `unload`: Deno reads the event's
+    // `defaultPrevented` after its listeners ran and, when false, ends the process through the
+    // same disposal (`exitAtFatal`).
+    addEventListener("error", exitAtFatal);
+    addEventListener("unhandledrejection", exitAtFatal);
   }
   exitGuarded.add(lib);
+}
+
+/** `Event.prototype`'s `defaultPrevented` getter, which `exitAtFatal`'s own getter reads. */
+const realDefaultPrevented = Object.getOwnPropertyDescriptor(
+  Event.prototype,
+  "defaultPrevented",
+)!.get!;
+
+/**
+ * Deno's own frames that dispatch an event whose default action ends the process: the uncaught
+ * error's (and `reportError`'s) and the unhandled rejection's (Deno 2.9.6, ext:deno_web and
+ * ext:runtime_main). A caller's own `dispatchEvent` of an `error` event has neither.
+ */
+const FATAL_DISPATCH = /\bat (?:reportException|processUnhandledPromiseRejection) \(ext:/;
+
+/**
+ * `guardExit`'s `error` and `unhandledrejection` listener. A listener cannot know whether one
+ * after it calls `preventDefault()` (which keeps the process alive), and nothing it queues runs
+ * before the exit (no microtask, no timer), so it gives the event its own `defaultPrevented`
+ * getter instead: Deno reads it once the dispatch is done (`eventPhase` back to NONE), and when
+ * the event was not prevented and Deno's own dispatch reads it, the process is about to end
+ * through the isolate's disposal, so the schedulers stop first, as at `unload`. A caller's
+ * listener that reads `defaultPrevented` during the dispatch, or a caller's own `dispatchEvent`,
+ * stops nothing. A listener before it that calls `stopImmediatePropagation()` leaves the exit
+ * unguarded (README, "The scheduler from TypeScript").
+ */
+function exitAtFatal(ev: Event): void {
+  if (Object.hasOwn(ev, "defaultPrevented")) return;
+  Object.defineProperty(ev, "defaultPrevented", {
+    configurable: true,
+    get(this: Event): boolean {
+      const prevented = realDefaultPrevented.call(this) as boolean;
+      if (!prevented && this.eventPhase === Event.NONE && fatalDispatch()) stopSchedulers();
+      return prevented;
+    },
+  });
+}
+
+/** Whether Deno's own fatal dispatch is on the stack (`FATAL_DISPATCH`). */
+function fatalDispatch(): boolean {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 16; // the caller's setting may hide the frames (4 deep here)
+  try {
+    return FATAL_DISPATCH.test(new Error().stack ?? "");
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
 }
 
 /** `guardExit`'s `unload` listener: stops the schedulers still running before the disposal. */
 function exitAtUnload(): void {
   if (!loopEnded) return; // the caller's Deno.exit(), which disposes nothing
+  stopSchedulers();
+}
+
+/** Shuts down (cancel, synchronous) the guarded schedulers still running (`guardExit`). */
+function stopSchedulers(): void {
   let running = false;
   for (const lib of exitGuarded) {
     try {
