@@ -623,7 +623,7 @@ export function actor<M>(
    * reported on its own, beside the Job's. Elsewhere (a Job of another kind, one final already so
    * that this runs inside `actor()`, a task with no Job of ours) it is reported on its own.
    */
-  const finish = (cause: unknown, fold = false) => {
+  const endActor = (cause: unknown, fold: boolean) => {
     if (finished) return;
     finished = true;
     for (const handle of ending) handle[Symbol.dispose]();
@@ -641,8 +641,14 @@ export function actor<M>(
     if (fold) onDone(cause);
     else runCompletionHandler(scope.context, "an actor's onDone", onDone, cause);
   };
+  /**
+   * The actor's end, what `onDone` throws reported on its own: one argument only, as a Job of
+   * another kind may call its handlers with more (`h(cause, job)`), which `fold` took for true, so
+   * that onDone's throw reached that Job's code unreported.
+   */
+  const finish = (cause?: unknown) => endActor(cause, false);
   /** `finish` as a completion handler of a kcoro Job not final yet (`fold`). */
-  const finishFolded = (cause?: unknown) => finish(cause, true);
+  const finishFolded = (cause?: unknown) => endActor(cause, true);
   /** The task's own Job ends the actor too, once both Jobs are known and they differ. */
   const endWithTask = (): void => {
     if (taskJob === null || launched === null || taskJob === launched || finished) return;

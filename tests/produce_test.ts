@@ -2633,6 +2633,49 @@ Deno.test("actor: an onDone that throws is folded into its job's one CompletionH
   assert.deepEqual(e.suppressed, [handlerError]);
 });
 
+Deno.test("actor: under a Job of another kind whose invokeOnCompletion calls its handlers with more than the cause, an onDone that throws is reported as a CompletionHandlerError, not thrown into that Job's code", async () => {
+  // Before, the handler given such a Job took a second argument (`fold`): `h(cause, job)` folded,
+  // and onDone's throw reached the Job's own code, reported nowhere.
+  const reported: unknown[] = [];
+  const context = Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e));
+  const onDoneError = new Error("onDone threw");
+  let fire: (() => void) | null = null;
+  await coroutineScope((real) => {
+    const scope = {
+      context: real.context,
+      launch: (block: (task: CoroutineScope) => unknown) => {
+        // The block's task names no kcoro Job: only the returned Job ends the actor.
+        real.launch((t) =>
+          block({ context: t.context, signal: t.signal } as unknown as CoroutineScope)
+        );
+        const job = {
+          invokeOnCompletion: (h: (cause: unknown, job: unknown) => void) => {
+            fire = () => h(undefined, job);
+            return { [Symbol.dispose]() {} };
+          },
+          state: "active",
+          isActive: true,
+          isCompleted: false,
+          isCancelled: false,
+          join: () => Promise.resolve(),
+          cancel() {},
+        };
+        return job;
+      },
+    } as unknown as CoroutineScope;
+    actor<number>(scope, async () => {}, {
+      onDone: () => {
+        throw onDoneError;
+      },
+    });
+  }, { context });
+  (fire as (() => void) | null)!(); // the Job of another kind completes: throws nothing
+  assert.equal(reported.length, 1, String(reported));
+  assert.ok(reported[0] instanceof CompletionHandlerError);
+  assert.equal((reported[0] as Error).message, "Exception in an actor's onDone");
+  assert.equal((reported[0] as Error).cause, onDoneError);
+});
+
 Deno.test("actor: senders waiting on a full mailbox reject when the actor is cancelled", async () => {
   await using scope = createScope();
   const a = actor<number>(
