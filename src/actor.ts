@@ -167,6 +167,13 @@ const MAILBOX_DESTROYED =
  */
 const ABANDONED = "Actor was cancelled: the scope's launch of it failed before it began";
 
+/**
+ * What an actor's task ends with when the actor ended before its handler began (a deferred start
+ * under a task naming a Job completed before, or after the Job `launch` returned completed): its
+ * mailbox was freed, so its handler never runs.
+ */
+const ENDED_FIRST = "Actor was cancelled: a Job it ends with completed before its handler began";
+
 /** `Mailbox`'s dispose found no cancel made before it (a cause may be undefined). */
 const NOT_CANCELLED = Symbol("not cancelled");
 
@@ -695,6 +702,11 @@ export function actor<M>(
     }
     // Started after `launch` returned (deferred): the task's own Job is known only now.
     endWithTask();
+    // The actor ended before its handler began (started late, under a task naming a Job
+    // completed before, or after the Job `launch` returned completed): its mailbox was freed, so
+    // the handler never runs and the task ends cancelled, as an abandoned one. Before, the handler
+    // ran on the freed mailbox, and its first receive's InvalidHandleError failed the scope.
+    if (finished) throw new CancellationError(ENDED_FIRST);
     try {
       await handler(mailbox, task);
     } catch (e) {

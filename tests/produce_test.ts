@@ -3708,6 +3708,71 @@ Deno.test("actor on a CoroutineScope of the caller's own whose task names a long
   assert.equal(live, 0);
 });
 
+Deno.test("actor started late under a task of the caller's own naming a Job completed already ends at once: its handler never runs on the freed mailbox, and the task ends cancelled, not failing the scope", async () => {
+  // Before, the task's named Job, completed, ended the actor at once (its mailbox freed, onDone
+  // run), and the handler then ran on the freed mailbox: its receive's InvalidHandleError failed
+  // the task and the scope.
+  const named = new CompletableDeferred<void>();
+  named.complete(); // the task names a Job completed before its handler starts
+  const other = new CompletableDeferred<void>(); // what the launch returns: long-lived
+  const controller = new AbortController(); // the task's signal, the caller's
+  const done: unknown[] = [];
+  let ran = false;
+  let task!: ReturnType<CoroutineScope["launch"]>;
+  let a!: ReturnType<typeof actor<number>>;
+  let thrown: unknown;
+  await within(
+    coroutineScope(async (real) => {
+      let deferred: ((task: CoroutineScope) => unknown) | null = null;
+      const scope = {
+        context: real.context,
+        launch: (block: (task: CoroutineScope) => unknown) => {
+          deferred = block;
+          return other;
+        },
+      } as unknown as CoroutineScope;
+      a = actor<number>(
+        scope,
+        counted(async (mailbox: Channel<number>) => {
+          ran = true;
+          for await (const _ of mailbox) break;
+        }),
+        { onDone: (cause) => done.push(cause) },
+      );
+      task = real.launch(async () => {
+        try {
+          await deferred!(
+            {
+              context: real.context,
+              signal: controller.signal,
+              job: named,
+            } as unknown as CoroutineScope,
+          );
+        } catch (e) {
+          thrown = e;
+          throw e;
+        }
+      });
+      await task.join();
+    }),
+    10_000,
+    "the real scope's end",
+  );
+  assert.equal(ran, false, "the handler never ran on the freed mailbox");
+  assert.equal(task.state, "cancelled");
+  assert.ok(thrown instanceof CancellationError, String(thrown));
+  assert.equal(
+    (thrown as Error).message,
+    "Actor was cancelled: a Job it ends with completed before its handler began",
+  );
+  assert.deepEqual(done, [undefined], "onDone ran once, as the named Job completed");
+  assert.equal(a.trySend(1).state, "closed");
+  assert.equal(abortListeners(controller.signal), 0, "no listener left on the task's signal");
+  assert.equal(abortListeners(other.signal), 0, "nor on the returned Job's");
+  other.complete();
+  assert.equal(live, 0);
+});
+
 Deno.test("produce started late under a task of the caller's own naming a Job completed already ends at once and leaves no listener on the task's signal", async () => {
   // Before, `endWithTask` ended the producer at once, and the block then listened to the task's
   // signal (`closeOnCancel`) after `end` had run its removals: the listener stayed for good.
