@@ -1304,6 +1304,48 @@ Deno.test("a process ending by an uncaught error or an unhandled rejection while
   }
 });
 
+Deno.test("a caller's Error.prepareStackTrace does not lose the stop at an uncaught error or an unhandled rejection", async () => {
+  // The stop finds Deno's fatal dispatch in a captured stack; a caller's prepareStackTrace that
+  // formats stacks its own way ran there and hid the frames (6 runs in 6 ended in SIGABRT).
+  const script = (end: string) => `
+    import { Channel, codecs, runtime } from "${root}mod.ts";
+    Error.prepareStackTrace = (e) => \`custom: \${e}\`;
+    Error.stackTraceLimit = 1;
+    const rt = runtime({ workers: 2 });
+    for (let i = 0; i < 128; i++) {
+      const ch = new Channel(1, { codec: codecs.u64, overflow: "drop-oldest" });
+      rt.spawn("chanSender", rt.cells([BigInt(ch.handle), 0n, 1n << 40n, 0n, 0n]));
+    }
+    const junk = [];
+    for (let i = 0; i < 50_000; i++) junk.push(new SharedArrayBuffer(40));
+    console.log("end");
+    ${end}
+  `;
+  const ends = [
+    `setTimeout(() => { throw new Error("kcoro-uncaught"); }, 0);`,
+    `Promise.reject(new Error("kcoro-rejected"));`,
+  ];
+  for (let i = 0; i < 8; i++) {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-ffi", "--allow-read", "--allow-env", "-"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+      signal: AbortSignal.timeout(20_000),
+    }).spawn();
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(script(ends[i % 2])));
+    await w.close();
+    const res = await child.output();
+    const stderr = new TextDecoder().decode(res.stderr);
+    assert.equal(res.signal, null, `run ${i}: ended by ${res.signal}: ${stderr}`);
+    assert.equal(res.code, 1, `run ${i}: ${stderr}`);
+    assert.ok(stderr.includes(i % 2 ? "kcoro-rejected" : "kcoro-uncaught"), `run ${i}: ${stderr}`);
+    assert.equal(new TextDecoder().decode(res.stdout), "end\n", `run ${i}`);
+  }
+});
+
 Deno.test("an uncaught error that a listener prevents, or a caller's own error event, leaves the scheduler running", async () => {
   // The stop at an uncaught error must not fire when the process lives on: a listener added
   // after the spawns prevents the error, and a dispatchEvent of the caller's own runs; the
