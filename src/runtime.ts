@@ -326,21 +326,21 @@ function exitAtFatal(ev: Event): void {
 
 /** Whether Deno's own fatal dispatch is on the stack (`FATAL_DISPATCH`). */
 function fatalDispatch(): boolean {
-  const limit = Error.stackTraceLimit;
   // A caller's `Error.prepareStackTrace` would run here, inside Deno's fatal path, and its text
-  // need not name the frames (the guard was lost: 6 runs in 6 ended in SIGABRT): Deno's own
-  // formatting is used for this one capture.
-  const E = Error as { prepareStackTrace?: unknown };
+  // need not name the frames (the stop was lost: 6 runs in 6 ended in SIGABRT): Deno's own
+  // formatting is used for this one capture. `Reflect` and not assignments: a caller's frozen
+  // `Error` (a lockdown) made the assignment throw here, in place of the caller's error.
+  const limit = Error.stackTraceLimit;
   const had = Object.hasOwn(Error, "prepareStackTrace");
-  const prepare = E.prepareStackTrace;
-  Error.stackTraceLimit = 16; // the caller's setting may hide the frames (4 deep here)
-  E.prepareStackTrace = undefined;
+  const prepare = Reflect.get(Error, "prepareStackTrace");
+  Reflect.set(Error, "stackTraceLimit", 16); // the caller's may hide the frames (4 deep here)
+  Reflect.set(Error, "prepareStackTrace", undefined);
   try {
     return FATAL_DISPATCH.test(String(new Error().stack ?? ""));
   } finally {
-    Error.stackTraceLimit = limit;
-    if (had) E.prepareStackTrace = prepare;
-    else delete E.prepareStackTrace;
+    Reflect.set(Error, "stackTraceLimit", limit);
+    if (had) Reflect.set(Error, "prepareStackTrace", prepare);
+    else Reflect.deleteProperty(Error, "prepareStackTrace");
   }
 }
 

@@ -1304,13 +1304,17 @@ Deno.test("a process ending by an uncaught error or an unhandled rejection while
   }
 });
 
-Deno.test("a caller's Error.prepareStackTrace does not lose the stop at an uncaught error or an unhandled rejection", async () => {
+Deno.test("a caller's Error.prepareStackTrace, or a frozen Error, does not lose the stop at an uncaught error or an unhandled rejection", async () => {
   // The stop finds Deno's fatal dispatch in a captured stack; a caller's prepareStackTrace that
-  // formats stacks its own way ran there and hid the frames (6 runs in 6 ended in SIGABRT).
-  const script = (end: string) => `
+  // formats stacks its own way ran there and hid the frames (6 runs in 6 ended in SIGABRT); a
+  // frozen Error made the stop throw its own TypeError there, in place of the caller's error.
+  const preludes = [
+    "Error.prepareStackTrace = (e) => `custom: ${e}`; Error.stackTraceLimit = 1;",
+    "Object.freeze(Error);",
+  ];
+  const script = (prelude: string, end: string) => `
     import { Channel, codecs, runtime } from "${root}mod.ts";
-    Error.prepareStackTrace = (e) => \`custom: \${e}\`;
-    Error.stackTraceLimit = 1;
+    ${prelude}
     const rt = runtime({ workers: 2 });
     for (let i = 0; i < 128; i++) {
       const ch = new Channel(1, { codec: codecs.u64, overflow: "drop-oldest" });
@@ -1335,7 +1339,7 @@ Deno.test("a caller's Error.prepareStackTrace does not lose the stop at an uncau
       signal: AbortSignal.timeout(20_000),
     }).spawn();
     const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(script(ends[i % 2])));
+    await w.write(new TextEncoder().encode(script(preludes[(i >> 1) % 2], ends[i % 2])));
     await w.close();
     const res = await child.output();
     const stderr = new TextDecoder().decode(res.stderr);
