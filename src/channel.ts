@@ -2167,7 +2167,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * @ignore For select, after a receive clause's value went back to the channel
    * (`kc_ring_give_back`): one the channel refused (closed and drained, or full with a drop
-   * policy) goes to onUndeliveredElement, once the ring drain's batch has settled.
+   * policy) goes to onUndeliveredElement, once the ring drain's batch has settled. Also after
+   * the library's close failed a send clause (`Select`'s `#completedClosed`): the value a native
+   * cancel or the ring's teardown left in the dropped list goes so too.
    */
   _afterGiveBack(): void {
     this.#collectSettled(); // as a receive's give-back (`_completed`)

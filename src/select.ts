@@ -979,6 +979,10 @@ class Selection implements RingOp {
         this.#cleanup();
         this.reject(this.reason);
       }
+      // A give-back refused (its channel closed and drained) left the value in the channel's
+      // dropped list: to the hook at the end of the close's batch, as open (`complete`). Before,
+      // it reached the hook only at the creator's dispose.
+      if (status === 0) c.ch!._afterGiveBack();
       return;
     }
     // A receive clause given up keeps no value: the ring's destroy gives it back.
@@ -1009,7 +1013,14 @@ class Selection implements RingOp {
     }
     if (failed) this.reject(failure);
     else if (took) this.#call(c!.fn, value);
-    else this.reject(this.gaveUp ? this.reason : new LibraryClosedError("select"));
+    else {
+      this.reject(this.gaveUp ? this.reason : new LibraryClosedError("select"));
+      // No clause fired: a send clause a native cancel failed, and every one the ring's teardown
+      // cut off (`dropUnsent`), left its value in its channel's dropped list: to the hook at the
+      // end of the close's batch (`Bridge.#closed`), as a plain send's (`Channel`'s
+      // `#completedClosed`). Before, those values waited there until the creator's dispose.
+      for (const s of this.native) if (s.kind === SEND) s.ch!._afterGiveBack();
+    }
   }
 
   /**

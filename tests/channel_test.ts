@@ -3420,6 +3420,53 @@ Deno.test("closing the library hands the values its late records leave in their 
   assert.deepEqual(out.settled, ["rejected LibraryClosedError", "rejected AbortError"]);
 });
 
+Deno.test("closing the library hands the values its late select records leave in their channels' dropped lists to onUndeliveredElement then: a send clause a cancel failed, a given-up receive clause's value its closed channel refused", async () => {
+  // As the test above, with selects: one whose send clause a native cancel failed (its value in
+  // the channel's dropped list), and one given up after a native send completed its receive
+  // clause, its channel then closed natively (the give-back refused, to the dropped list). Each
+  // rejects (LibraryClosedError; the abort's reason), and its value reaches the hook during the
+  // close. Before, both values waited in the native list until the creator's dispose.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { trySendNatively, until, within } from "./tests/support.ts";
+    const lib = library();
+    const sym = lib.symbols("test");
+    const bridge = Bridge.of(lib);
+    const hooked = { sent: [], given: [] };
+    const a = new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => hooked.sent.push(v) });
+    const b = new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => hooked.given.push(v) });
+    a.share();
+    b.share();
+    const name = (p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
+    const ctl = new AbortController();
+    const outcomes = [
+      name(select((s) => s.onSend(a, 7, () => "sent"))),
+      name(select((s) => s.onReceive(b, (v) => "got " + v), { signal: ctl.signal })),
+    ];
+    await until(() => bridge.pending === 2, "both selects queued natively");
+    const drain = sym.kc_ring_drain;
+    let looks = 0;
+    sym.kc_ring_drain = (...args) => lib.isOpen || looks++ === 0 ? 0 : drain(...args);
+    const natively = [sym.kc_chan_cancel(a.handle), trySendNatively(b.handle, 8)];
+    ctl.abort(); // too late: its record is on the ring
+    natively.push(sym.kc_chan_close(b.handle));
+    try {
+      closeLibrary();
+    } finally {
+      sym.kc_ring_drain = drain;
+    }
+    const atClose = JSON.stringify(hooked);
+    const settled = await within(Promise.all(outcomes), 10_000, "both selects");
+    console.log(JSON.stringify({ natively, atClose, settled }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const out = JSON.parse(res.stdout);
+  assert.equal(out.natively[1], 0);
+  assert.deepEqual(JSON.parse(out.atClose), { sent: [7], given: [8] });
+  assert.deepEqual(out.settled, ["rejected LibraryClosedError", "rejected AbortError"]);
+});
+
 Deno.test("closing the library settles an iterator's pending next()s in the order they were called: the earlier one whose record was due first, then the later one it withdrew", async () => {
   // Two next()s queued natively; native code completes the first (its record held off past the
   // withdrawals, as in the tests above), and the close withdraws the second. Its record drained
