@@ -3,6 +3,7 @@
 // wait on channels, gates or their signal, never on sleeps.
 import assert from "node:assert/strict";
 import {
+  abortListeners,
   assertSameItems,
   busyUntilAborted,
   catchReported,
@@ -3640,22 +3641,6 @@ Deno.test("produce and actor read the job of a task of the caller's own once: a 
   }
   assert.equal(live, 0);
 });
-
-/**
- * How many abort listeners `signal` has, read from the engine's own record (the symbol-keyed
- * property a listen makes on a target), as tests/signal_test.ts reads it: kcoro listens through
- * EventTarget's own methods, captured as it loads, so a spy on them would see nothing.
- */
-function abortListeners(signal: AbortSignal): number {
-  const target = new EventTarget();
-  const before = new Set(Object.getOwnPropertySymbols(target));
-  target.addEventListener("x", () => {});
-  const [key] = Object.getOwnPropertySymbols(target).filter((s) => !before.has(s));
-  const record = (signal as unknown as Record<symbol, { listeners?: Record<string, unknown[]> }>)[
-    key
-  ];
-  return record?.listeners?.abort?.length ?? 0;
-}
 
 Deno.test("actor on a CoroutineScope of the caller's own whose task names a long-lived Job: the actor's end cancels its mailbox, not that Job", async () => {
   // README: the first of the two Jobs to complete ends the actor (its mailbox cancelled, onDone

@@ -30,6 +30,7 @@ import {
   withTimeoutOrNull,
 } from "../mod.ts";
 import {
+  abortListeners,
   catchReported,
   jobSendingAsArmed,
   settled,
@@ -673,22 +674,6 @@ Deno.test("withTimeout and withTimeoutOrNull of 0 ms (no scope made) read a sign
     assert.deepEqual([...live.ran, ...aborted.ran], [], `${kind}: none of its own ran`);
   }
 });
-
-/**
- * How many abort listeners `signal` has, read from the engine's own record (the symbol-keyed
- * property a listen makes on a target): kcoro listens through EventTarget's own methods,
- * captured as it loads, so a spy on them would see nothing.
- */
-function abortListeners(signal: AbortSignal): number {
-  const target = new EventTarget();
-  const before = new Set(Object.getOwnPropertySymbols(target));
-  target.addEventListener("x", () => {});
-  const [key] = Object.getOwnPropertySymbols(target).filter((s) => !before.has(s));
-  const record = (signal as unknown as Record<symbol, { listeners?: Record<string, unknown[]> }>)[
-    key
-  ];
-  return record?.listeners?.abort?.length ?? 0;
-}
 
 Deno.test("a long-lived signal (a controller's, AbortSignal.any's, AbortSignal.timeout's) keeps none of kcoro's listeners once its waits settle, however many", async () => {
   const timeout = AbortSignal.timeout(3_600_000);

@@ -446,3 +446,19 @@ export function jobSendingAsArmed(ch: Channel<number>, value: number): Job {
     assert.equal(trySendNatively(handle, value), 0, "a send as the job is armed is taken")
   );
 }
+
+/**
+ * How many abort listeners `signal` has, read from the engine's own record (the symbol-keyed
+ * property a listen makes on a target): kcoro listens through EventTarget's own methods,
+ * captured as it loads, so a spy on them would see nothing.
+ */
+export function abortListeners(signal: AbortSignal): number {
+  const target = new EventTarget();
+  const before = new Set(Object.getOwnPropertySymbols(target));
+  target.addEventListener("x", () => {});
+  const [key] = Object.getOwnPropertySymbols(target).filter((s) => !before.has(s));
+  const record = (signal as unknown as Record<symbol, { listeners?: Record<string, unknown[]> }>)[
+    key
+  ];
+  return record?.listeners?.abort?.length ?? 0;
+}
