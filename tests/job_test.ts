@@ -1,7 +1,7 @@
 // Job states and Kotlin's flag table, join/await, cancel, start, invokeOnCompletion: one test per
 // rule. Tasks wait on gates (promises the test resolves), never on sleeps.
 import assert from "node:assert/strict";
-import { assertSameItems, catchReported, untilAborted } from "./support.ts";
+import { assertNotThisError, assertSameItems, catchReported, untilAborted } from "./support.ts";
 import {
   CancellationError,
   CompletableDeferred,
@@ -1287,19 +1287,7 @@ Deno.test("every public member of a job, deferred or scope called on what is non
     for (const [self, described] of fakes) {
       for (const [op, how, call] of calls) {
         const message = `Cannot ${op}: this is not a ${name}, received ${described}`;
-        const where = `${name} ${op} on ${described}`;
-        const check = (e: unknown) => {
-          assert.ok(e instanceof TypeError, `${where}: ${e}`);
-          assert.equal(e.message, message, where);
-          return true;
-        };
-        if (how === "throws") {
-          assert.throws(() => call(self), check);
-          continue;
-        }
-        let p: unknown;
-        assert.doesNotThrow(() => p = call(self), where); // rejected, never thrown
-        await assert.rejects(p as Promise<unknown>, check);
+        await assertNotThisError(how, call, self, message, `${name} ${op} on ${described}`);
       }
     }
   }

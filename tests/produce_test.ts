@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import {
   abortListeners,
+  assertNotThisError,
   assertSameItems,
   busyUntilAborted,
   catchReported,
@@ -5190,19 +5191,8 @@ Deno.test("actor: its members called on what is no Actor (an object made from it
   ];
   for (const [self, described] of fakes) {
     for (const [op, how, call] of calls) {
-      const where = `${op} on ${described}`;
-      const check = (e: unknown) => {
-        assert.ok(e instanceof TypeError, `${where}: ${e}`);
-        assert.equal(e.message, `Cannot ${op}: this is not an Actor, received ${described}`, where);
-        return true;
-      };
-      if (how === "throws") {
-        assert.throws(() => call(self), check);
-        continue;
-      }
-      let p: unknown;
-      assert.doesNotThrow(() => p = call(self), where); // rejected, never thrown
-      await assert.rejects(p as Promise<unknown>, check);
+      const message = `Cannot ${op}: this is not an Actor, received ${described}`;
+      await assertNotThisError(how, call, self, message, `${op} on ${described}`);
     }
   }
   // The Proxy's calls reached no actor: it is open, and takes what is sent to it.

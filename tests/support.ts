@@ -462,3 +462,28 @@ export function abortListeners(signal: AbortSignal): number {
   ];
   return record?.listeners?.abort?.length ?? 0;
 }
+
+/**
+ * Asserts that `call(self)` ends in a TypeError with `message`: thrown where `how` is
+ * "throws", otherwise returned as a rejected promise (never thrown). `where` names the case.
+ */
+export async function assertNotThisError(
+  how: "throws" | "rejects",
+  call: (self: unknown) => unknown,
+  self: unknown,
+  message: string,
+  where: string,
+): Promise<void> {
+  const check = (e: unknown) => {
+    assert.ok(e instanceof TypeError, `${where}: ${e}`);
+    assert.equal(e.message, message, where);
+    return true;
+  };
+  if (how === "throws") {
+    assert.throws(() => call(self), check);
+    return;
+  }
+  let p: unknown;
+  assert.doesNotThrow(() => p = call(self), where); // rejected, never thrown
+  await assert.rejects(p as Promise<unknown>, check);
+}
