@@ -18,7 +18,7 @@ import {
 } from "../mod.ts";
 import { relative } from "node:path";
 import { checkoutOf } from "../ffi/load.ts";
-import { evalScript } from "./support.ts";
+import { assertThrowsOnFakes, evalScript } from "./support.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -1822,14 +1822,7 @@ Deno.test("a Library's members called on what is no Library (an object made from
     [{}, "[object Object]"],
     [undefined, "undefined"],
   ];
-  for (const [self, described] of fakes) {
-    for (const [op, call] of calls) {
-      assert.throws(() => call(self), {
-        name: "TypeError",
-        message: `Cannot ${op}: this is not a Library, received ${described}`,
-      });
-    }
-  }
+  assertThrowsOnFakes(calls, fakes, "a Library");
   // The Proxy's close reached no library: it is open, its symbols there.
   assert.equal(lib.isOpen, true);
   assert.equal(typeof lib.symbols("test").kc_abi_version, "function");

@@ -3,6 +3,7 @@
 // abort signals and timeouts.
 import assert from "node:assert/strict";
 import {
+  assertThrowsOnFakes,
   callersJob,
   catchReported,
   createNative,
@@ -3173,14 +3174,7 @@ Deno.test("a select builder's clause methods called on what is no builder (an ob
     [{}, "[object Object]"],
     [undefined, "undefined"],
   ];
-  for (const [self, described] of fakes) {
-    for (const [op, call] of calls) {
-      assert.throws(() => call(self), {
-        name: "TypeError",
-        message: `Cannot ${op}: this is not a SelectBuilder, received ${described}`,
-      });
-    }
-  }
+  assertThrowsOnFakes(calls, fakes, "a SelectBuilder");
   assert.equal(reads, 0);
   // The sealed builder behind the Proxy took no clause: the channel is as it was.
   assert.deepEqual(ch.tryReceive(), { state: "empty" });

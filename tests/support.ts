@@ -487,3 +487,22 @@ export async function assertNotThisError(
   assert.doesNotThrow(() => p = call(self), where); // rejected, never thrown
   await assert.rejects(p as Promise<unknown>, check);
 }
+
+/**
+ * Asserts that each of `calls`, made on each of `fakes` (a value and how the message describes
+ * it), throws "Cannot <op>: this is not <brand>, received <described>" as a TypeError.
+ */
+export function assertThrowsOnFakes(
+  calls: [string, (self: unknown) => unknown][],
+  fakes: [unknown, string][],
+  brand: string,
+): void {
+  for (const [self, described] of fakes) {
+    for (const [op, call] of calls) {
+      assert.throws(() => call(self), {
+        name: "TypeError",
+        message: `Cannot ${op}: this is not ${brand}, received ${described}`,
+      });
+    }
+  }
+}
