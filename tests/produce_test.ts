@@ -2985,6 +2985,50 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or 
  * kcoro's tasks always have an AbortSignal, the caller's may have none, one that is none (also
  * one of its prototype, whose methods throw "Illegal invocation"), or a getter that throws.
  */
+/**
+ * A producer's block whose send waits when its job is cancelled: it sends 1 (kept in the
+ * buffer) where `capacity` is 1, then 2, which waits (on the full buffer, or for a receiver).
+ * `options` gives 2 to `dropped` as undelivered. `cancelled(ch, cancel)` waits (bounded turns)
+ * for that send, cancels, and reports what it saw: the send's outcome, what was dropped, what
+ * was received, and how the channel ended; `expected` is what a send woken by the cancel shows.
+ */
+function sendCancelledWhileWaiting(capacity: 1 | "rendezvous") {
+  const dropped: number[] = [];
+  let sending = false;
+  let outcome: unknown = "waiting";
+  return {
+    block: counted(async (out: Channel<number>) => {
+      if (capacity === 1) await out.send(1); // buffered
+      sending = true;
+      await out.send(2).then(() => (outcome = "sent"), (e) => {
+        outcome = e;
+        throw e;
+      });
+    }),
+    options: { capacity, onUndeliveredElement: (v: number) => dropped.push(v) },
+    async cancelled(ch: Channel<number>, cancel: () => void): Promise<unknown[]> {
+      for (let i = 0; i < 100 && !sending; i++) await null; // bounded turns
+      cancel();
+      for (let i = 0; i < 100 && outcome === "waiting"; i++) await null;
+      const got = [
+        outcome instanceof CancellationError ? "send rejected with the CancellationError" : outcome,
+        `dropped [${dropped}]`,
+      ];
+      if (capacity === 1) got.push(`received ${await ch.receive()}`); // sent before: kept
+      const last = await ch.receiveCatching();
+      const withIt = last.state === "closed" && last.cause instanceof CancellationError;
+      got.push(`${last.state}${withIt ? " with it" : ""}`);
+      return got;
+    },
+    expected: [
+      "send rejected with the CancellationError",
+      "dropped [2]",
+      ...(capacity === 1 ? ["received 1"] : []),
+      "closed with it",
+    ],
+  };
+}
+
 const TASK_SIGNALS = [
   "an AbortSignal",
   "none",
@@ -3312,9 +3356,7 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch gives th
   for (const [sig, capacity] of TASK_SIGNALS.flatMap((s) => [[s, 1], [s, "rendezvous"]] as const)) {
     const what = `signal ${sig}, capacity ${capacity}`;
     const stop = new AbortController();
-    const dropped: number[] = [];
-    let sending = false;
-    let outcome: unknown = "waiting";
+    const send = sendCancelledWhileWaiting(capacity);
     let job!: ReturnType<CoroutineScope["launch"]>;
     const seen = await within(
       coroutineScope(async (real) => {
@@ -3326,46 +3368,13 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch gives th
           },
         } as unknown as CoroutineScope;
         // Its dispose, as the block returns, frees a send still waiting: looked at before.
-        using ch = produce<number>(
-          scope,
-          counted(async (out: Channel<number>) => {
-            if (capacity === 1) await out.send(1); // buffered
-            sending = true;
-            await out.send(2).then(() => (outcome = "sent"), (e) => {
-              outcome = e;
-              throw e;
-            });
-          }),
-          { capacity, onUndeliveredElement: (v) => dropped.push(v) },
-        );
-        for (let i = 0; i < 100 && !sending; i++) await null; // bounded turns
-        job.cancel();
-        for (let i = 0; i < 100 && outcome === "waiting"; i++) await null;
-        const got = [
-          outcome instanceof CancellationError
-            ? "send rejected with the CancellationError"
-            : outcome,
-          `dropped [${dropped}]`,
-        ];
-        if (capacity === 1) got.push(`received ${await ch.receive()}`); // sent before: kept
-        const last = await ch.receiveCatching();
-        const withIt = last.state === "closed" && last.cause instanceof CancellationError;
-        got.push(`${last.state}${withIt ? " with it" : ""}`);
-        return got;
+        using ch = produce<number>(scope, send.block, send.options);
+        return await send.cancelled(ch, () => job.cancel());
       }),
       10_000,
       `${what}: the real scope's end`,
     );
-    assert.deepEqual(
-      seen,
-      [
-        "send rejected with the CancellationError",
-        "dropped [2]",
-        ...(capacity === 1 ? ["received 1"] : []),
-        "closed with it",
-      ],
-      what,
-    );
+    assert.deepEqual(seen, send.expected, what);
     assert.equal(job.state, "cancelled", what);
     assert.equal(stop.signal.aborted, false, what); // the caller's: not kcoro's to abort
   }
@@ -3435,9 +3444,7 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch runs the
     for (const capacity of [1, "rendezvous"] as const) {
       const what = `start ${start}, capacity ${capacity}`;
       const other = new CompletableDeferred<void>(); // no task's
-      const dropped: number[] = [];
-      let sending = false;
-      let outcome: unknown = "waiting";
+      const send = sendCancelledWhileWaiting(capacity);
       let task!: ReturnType<CoroutineScope["launch"]>;
       const seen = await within(
         coroutineScope(async (real) => {
@@ -3450,47 +3457,14 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch runs the
               return other;
             },
           } as unknown as CoroutineScope;
-          using ch = produce<number>(
-            scope,
-            counted(async (out: Channel<number>) => {
-              if (capacity === 1) await out.send(1); // buffered
-              sending = true;
-              await out.send(2).then(() => (outcome = "sent"), (e) => {
-                outcome = e;
-                throw e;
-              });
-            }),
-            { capacity, onUndeliveredElement: (v) => dropped.push(v) },
-          );
+          using ch = produce<number>(scope, send.block, send.options);
           if (deferred !== null) task = real.launch(deferred); // the caller's launch starts it late
-          for (let i = 0; i < 100 && !sending; i++) await null; // bounded turns
-          other.cancel();
-          for (let i = 0; i < 100 && outcome === "waiting"; i++) await null;
-          const got = [
-            outcome instanceof CancellationError
-              ? "send rejected with the CancellationError"
-              : outcome,
-            `dropped [${dropped}]`,
-          ];
-          if (capacity === 1) got.push(`received ${await ch.receive()}`); // sent before: kept
-          const last = await ch.receiveCatching();
-          const withIt = last.state === "closed" && last.cause instanceof CancellationError;
-          got.push(`${last.state}${withIt ? " with it" : ""}`);
-          return got;
+          return await send.cancelled(ch, () => other.cancel());
         }),
         10_000,
         `${what}: the real scope's end`,
       );
-      assert.deepEqual(
-        seen,
-        [
-          "send rejected with the CancellationError",
-          "dropped [2]",
-          ...(capacity === 1 ? ["received 1"] : []),
-          "closed with it",
-        ],
-        what,
-      );
+      assert.deepEqual(seen, send.expected, what);
       assert.equal(other.state, "cancelled", what);
       assert.equal(task.state, "cancelled", `${what}: the block let the cancellation out`);
     }
