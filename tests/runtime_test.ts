@@ -1183,15 +1183,11 @@ Deno.test("runtime: a drain that meets its own Runtime's finish, cut short by a 
   assert.equal(res.code, 0, res.stderr);
 });
 
-Deno.test("a process with a running runtime exits by itself", async () => {
-  const code = `
-    import { runtime } from "${root}mod.ts";
-    const rt = runtime({ workers: 2 });
-    const cells = runtime().cells([1n, 0n]);
-    for (let i = 0; i < 100; i++) rt.spawn("sleeper", cells);
-    await rt.drain();
-    console.log("drained " + cells[1]);
-  `;
+/**
+ * Runs `code` as a script read from stdin by `deno run` (ffi, read and env allowed), killed
+ * (SIGTERM) at a 20 s bound so that a process that does not exit by itself fails the test.
+ */
+async function runFromStdin(code: string): Promise<Deno.CommandOutput> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-ffi", "--allow-read", "--allow-env", "-"],
     stdin: "piped",
@@ -1202,7 +1198,19 @@ Deno.test("a process with a running runtime exits by itself", async () => {
   const w = child.stdin.getWriter();
   await w.write(new TextEncoder().encode(code));
   await w.close();
-  const res = await child.output();
+  return await child.output();
+}
+
+Deno.test("a process with a running runtime exits by itself", async () => {
+  const code = `
+    import { runtime } from "${root}mod.ts";
+    const rt = runtime({ workers: 2 });
+    const cells = runtime().cells([1n, 0n]);
+    for (let i = 0; i < 100; i++) rt.spawn("sleeper", cells);
+    await rt.drain();
+    console.log("drained " + cells[1]);
+  `;
+  const res = await runFromStdin(code);
   assert.equal(res.signal, null, "killed at the 20 s bound: the process did not exit");
   assert.equal(res.code, 0, new TextDecoder().decode(res.stderr));
   assert.equal(new TextDecoder().decode(res.stdout).trim(), "drained 100");
@@ -1231,17 +1239,7 @@ Deno.test("a process that ends while coroutines write into its cells exits clean
   `;
   for (let i = 0; i < 12; i++) {
     const [end, code] = i % 3 === 2 ? ["Deno.exit(5);", 5] : ["Deno.exitCode = 3;", 3];
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-ffi", "--allow-read", "--allow-env", "-"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(20_000),
-    }).spawn();
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(script(end)));
-    await w.close();
-    const res = await child.output();
+    const res = await runFromStdin(script(end));
     const stderr = new TextDecoder().decode(res.stderr);
     assert.equal(
       res.signal,
